@@ -1,0 +1,61 @@
+"""Sweep training settings at a fixed wall-time budget and print validation bpc for each.
+
+    python bench/sweep.py ../shared/corpora/tinyshakespeare.txt --max-time 4m hidden=256 hidden=384 hidden=512
+
+Each argument after the corpus is one configuration, `name=value[,name=value...]` overriding the
+defaults (`-` alone: the defaults). Runs go one after another in this process (never side by side:
+on 2 cores they would slow each other), into bench/out/sweep-*/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import time
+from pathlib import Path
+
+import charlm
+from charlm import checkpoint
+from charlm.config import Config
+
+
+def parse(spec: str) -> dict:
+    if spec == "-":
+        return {}
+    options = {}
+    for item in spec.split(","):
+        name, value = item.split("=", 1)
+        try:
+            options[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[name] = value
+    return options
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus")
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--max-time", default="4m")
+    args = parser.parse_args()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    rows = []
+    for i, spec in enumerate(args.configs):
+        options = {"max_time": args.max_time, "quiet": True, **parse(spec)}
+        run = Path(f"bench/out/sweep-{stamp}/{i}")
+        model = charlm.train(args.corpus, out=run, **options)
+        latest = checkpoint.read_checkpoint(run / checkpoint.LATEST)
+        config = Config.from_dict(latest["config"])
+        steps = latest["step"]
+        row = (spec, config.layers, config.hidden, steps, steps * config.batch_size * config.seq_len,
+               latest["best_bpc"], model.num_parameters())
+        rows.append(row)
+        print(f"{spec:<40} {row[1]}x{row[2]:<5} steps {row[3]:>7,} chars {row[4]:>12,} best val {row[5]:.4f} bpc", flush=True)
+    print(f"\n| config | size | steps | chars seen | best val bpc |  (budget {args.max_time}, {args.corpus})")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for spec, layers, hidden, steps, chars, bpc, _ in rows:
+        print(f"| {spec} | {layers}x{hidden} | {steps:,} | {chars:,} | {bpc:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

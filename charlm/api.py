@@ -1,0 +1,42 @@
+"""The Python API: `train(paths, **options)` and `load(path)`, built on the same Config as the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from . import trainer
+from .checkpoint import load
+from .config import Config
+from .errors import CharLMError
+from .model import CharLM
+
+__all__ = ["train", "load"]
+
+
+def make_config(options: dict) -> Config:
+    known = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CharLMError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return Config(**options)
+
+
+def train(
+    paths: str | Path | list[str | Path] | None = None,
+    out: str | Path | None = None,
+    resume: bool | str | Path = False,
+    **options,
+) -> CharLM:
+    """Train on text files or folders (None: built-in Shakespeare) and return the trained model.
+
+    `options` are `Config` fields (hidden=512, max_time="5m", ...). `resume=True` continues the most
+    recent run, `resume="checkpoints/run"` that run; then only limits may be given.
+    """
+    sources = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths or []]
+    if resume is not False:
+        make_config(options)  # rejects unknown names before touching the run
+        run = trainer.resume(None if resume is True else str(resume), options, sources)
+    else:
+        run = trainer.start(make_config(options), sources, None if out is None else str(out))
+    return run.fit()

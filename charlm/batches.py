@@ -1,0 +1,82 @@
+"""Token stream -> batches of windows for truncated backpropagation through time (TBPTT).
+
+The encoded text is cut into `batch_size` contiguous streams, one row each. With the text
+"abcdefghijklmnopqrstuvwxyz", batch_size 5 and seq_len 2 (26 // 5 = 5 characters per stream,
+the leftover "z" dropped):
+
+    stream 0:  a b | c d | e
+    stream 1:  f g | h i | j
+    stream 2:  k l | m n | o
+    stream 3:  p q | r s | t
+    stream 4:  u v | w x | y
+               step 0  step 1
+
+Step 0 feeds window 0 of every stream, inputs [[a b], [f g], [k l], [p q], [u v]], and its targets
+are the same windows shifted one character on: [[b c], [g h], [l m], [q r], [v w]]. Step 1 feeds
+[[c d], [h i], ...] with targets [[d e], [i j], ...]. Row i of step k+1 continues row i of step k in
+the text, so the hidden state each stream ends a window with is carried into its next window,
+detached: gradients stop at the window edge, the state does not. The last character of a stream is
+only ever a target; a last window shorter than seq_len is fed as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from .errors import CharLMError
+
+
+def min_chars(batch_size: int, seq_len: int) -> int:
+    """The shortest text that gives every stream one full window plus its shifted target."""
+    return batch_size * (seq_len + 1)
+
+
+def make_streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Lay a 1-D id tensor out as `batch_size` contiguous rows (the tail that does not fit is dropped)."""
+    stream_len = ids.numel() // batch_size
+    if stream_len < 2:
+        raise CharLMError(
+            f"text too short: {ids.numel()} characters cannot fill {batch_size} streams "
+            "of at least 2 characters; lower --batch-size or use a longer text"
+        )
+    return ids[: stream_len * batch_size].view(batch_size, stream_len)
+
+
+@dataclass
+class Windows:
+    """The windows of `streams`, in order. `position` is the column the next window starts at.
+
+    When the streams run out, a new epoch starts again at column 0; `next` then says the hidden
+    state must start fresh, since the text before column 0 is the end of another stream.
+    """
+
+    streams: torch.Tensor
+    seq_len: int
+    position: int = 0
+    epoch: int = 0
+
+    @property
+    def last_input(self) -> int:
+        return self.streams.size(1) - 1
+
+    def window(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) of the window starting at column `start`: views, no copy."""
+        end = min(start + self.seq_len, self.last_input)
+        return self.streams[:, start:end], self.streams[:, start + 1 : end + 1]
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(inputs, targets, fresh_state) for the next training step."""
+        if self.position >= self.last_input:
+            self.position, self.epoch = 0, self.epoch + 1
+        start = self.position
+        inputs, targets = self.window(start)
+        self.position = start + inputs.size(1)
+        return inputs, targets, start == 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass over all windows (evaluation), independent of `position`."""
+        for start in range(0, self.last_input, self.seq_len):
+            yield self.window(start)

@@ -1,0 +1,5 @@
+"""The one exception type a user sees: a one-line message saying what is wrong and what to do."""
+
+
+class CharLMError(Exception):
+    """Bad input or a state charlm cannot continue from. The CLI prints it as one line, no traceback."""

