@@ -47,10 +47,20 @@ def main() -> None:
         latest = checkpoint.read_checkpoint(run / checkpoint.LATEST)
         config = Config.from_dict(latest["config"])
         steps = latest["step"]
-        row = (spec, config.layers, config.hidden, steps, steps * config.batch_size * config.seq_len,
-               latest["best_bpc"], model.num_parameters())
+        row = (
+            spec,
+            config.layers,
+            config.hidden,
+            steps,
+            steps * config.batch_size * config.seq_len,
+            latest["best_bpc"],
+            model.num_parameters(),
+        )
         rows.append(row)
-        print(f"{spec:<40} {row[1]}x{row[2]:<5} steps {row[3]:>7,} chars {row[4]:>12,} best val {row[5]:.4f} bpc", flush=True)
+        print(
+            f"{spec:<40} {row[1]}x{row[2]:<5} steps {row[3]:>7,} chars {row[4]:>12,} best val {row[5]:.4f} bpc",
+            flush=True,
+        )
     print(f"\n| config | size | steps | chars seen | best val bpc |  (budget {args.max_time}, {args.corpus})")
     print("| --- | --- | ---: | ---: | ---: |")
     for spec, layers, hidden, steps, chars, bpc, _ in rows:

@@ -1,9 +1,9 @@
 """charlm: character-level text generation with a stacked LSTM, trained on any UTF-8 novel.
 
-    import charlm
-    model = charlm.train("novel.txt", max_time="10m")
-    print(model.generate("It was", length=200, temperature=0.8))
-    model = charlm.load("checkpoints/novel-20260101-120000")
+import charlm
+model = charlm.train("novel.txt", max_time="10m")
+print(model.generate("It was", length=200, temperature=0.8))
+model = charlm.load("checkpoints/novel-20260101-120000")
 """
 
 from .api import load, train

@@ -11,7 +11,7 @@ from .config import Config
 from .errors import CharLMError
 from .model import CharLM
 
-__all__ = ["train", "load"]
+__all__ = ["load", "train"]
 
 
 def make_config(options: dict) -> Config:

@@ -56,7 +56,7 @@ def read_checkpoint(path: Path) -> dict:
         raise CharLMError(f"{path}: no such checkpoint file")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, refused globals: all mean "not ours"
+    except Exception as e:  # noqa: BLE001 -- truncated zip, foreign pickle, refused globals: all mean "not ours"
         reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise CharLMError(f"{path}: not a readable charlm checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

@@ -86,7 +86,9 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **option
     run.fit()
     state = run.run
     if run.stopped_early:
-        click.echo(f"stopped at step {state.step}; saved {run.run_dir}. Resume with: charlm train --resume {run.run_dir}")
+        click.echo(
+            f"stopped at step {state.step}; saved {run.run_dir}. Resume with: charlm train --resume {run.run_dir}"
+        )
         return
     click.echo(
         f"done: step {state.step}, {state.elapsed:.0f}s, validation {state.val_bpc:.3f} bpc "
@@ -115,6 +117,7 @@ def sample(target: str | None, seed: str, num_samples: int, **options) -> None:
     sampler.check_options(options["length"], options["temperature"], options["top_k"], num_samples)
     model = checkpoint.load(target)
     if num_samples == 1:
+
         def stream(_: int, text: str) -> None:
             sys.stdout.write(text)
             sys.stdout.flush()

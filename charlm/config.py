@@ -88,8 +88,7 @@ class Config:
         return [
             f"--{option_name(f.name)}: {getattr(self, f.name)} -> {getattr(other, f.name)}"
             for f in dataclasses.fields(self)
-            if f.name not in LIMIT_FIELDS + ("random_seed",)
-            and getattr(self, f.name) != getattr(other, f.name)
+            if f.name not in LIMIT_FIELDS + ("random_seed",) and getattr(self, f.name) != getattr(other, f.name)
         ]
 
 
@@ -101,7 +100,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
-def parse_duration(text: str | float | int | None) -> float | None:
+def parse_duration(text: str | float | None) -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         return None

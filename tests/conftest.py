@@ -11,10 +11,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPORA = Path(os.environ.get("CHARLM_SHARED_CORPORA", REPO.parent / "shared" / "corpora"))
 
 # Small enough that a run takes a second or two on 2 cores.
-TINY = dict(
-    layers=1, hidden=32, seq_len=8, batch_size=4, max_steps=20, max_time=None,
-    eval_every=10, warmup_steps=2, quiet=True,
-)
+TINY = {
+    "layers": 1,
+    "hidden": 32,
+    "seq_len": 8,
+    "batch_size": 4,
+    "max_steps": 20,
+    "max_time": None,
+    "eval_every": 10,
+    "warmup_steps": 2,
+    "quiet": True,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +53,7 @@ def shared_corpus(name: str) -> Path:
 def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
     """`python -m charlm ARGS` in a real process, as a user runs it."""
     result = subprocess.run(
-        [sys.executable, "-m", "charlm", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "charlm", *args], check=False, capture_output=True, text=True, timeout=timeout
     )
     if check and result.returncode != 0:
         raise AssertionError(f"charlm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

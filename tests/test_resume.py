@@ -52,13 +52,30 @@ def test_a_new_run_never_overwrites_an_old_one(fox_file, tiny):
 def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox_file, tmp_path):
     """Ctrl-C a real training process, resume it, and compare with a run that was never stopped."""
     options = [
-        "--layers", "1", "--hidden", "32", "--seq-len", "8", "--batch-size", "4", "--dropout", "0.2",
-        "--max-steps", "3000", "--max-time", "none", "--eval-every", "25", "--quiet",
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "4",
+        "--dropout",
+        "0.2",
+        "--max-steps",
+        "3000",
+        "--max-time",
+        "none",
+        "--eval-every",
+        "25",
+        "--quiet",
     ]
     run_cli("train", str(fox_file), "--out", "whole", *options, check=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "charlm", "train", str(fox_file), "--out", "cut", *options],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 120
     while not (tmp_path / "checkpoints/cut/latest.pt").exists() and time.time() < deadline:

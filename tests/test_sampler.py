@@ -70,11 +70,11 @@ def test_empty_seed_starts_at_a_line_start(model):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (dict(temperature=0), "--temperature must be above 0"),
-        (dict(temperature=-1.0), "--temperature must be above 0"),
-        (dict(length=-1), "--length must be 0 or more"),
-        (dict(top_k=0), "--top-k must be at least 1"),
-        (dict(seed="abz\u00e9"), r"2 character\(s\) the model has never seen: 'z' '\u00e9'"),
+        ({"temperature": 0}, "--temperature must be above 0"),
+        ({"temperature": -1.0}, "--temperature must be above 0"),
+        ({"length": -1}, "--length must be 0 or more"),
+        ({"top_k": 0}, "--top-k must be at least 1"),
+        ({"seed": "abz\u00e9"}, r"2 character\(s\) the model has never seen: 'z' '\u00e9'"),
     ],
 )
 def test_bad_options_are_named(model, options, message):

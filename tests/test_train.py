@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import torch
@@ -32,7 +33,7 @@ def test_state_is_carried_across_steps_and_detached(fox_file, tiny, monkeypatch)
     monkeypatch.setattr(CharLM, "forward", spy)
     charlm.train(fox_file, out="spy", **{**tiny, "max_steps": 5, "dropout": 0.0})
     assert seen[0][0] is None  # the first window of an epoch starts from zeros
-    for (_, produced), (received, _) in zip(seen, seen[1:]):
+    for (_, produced), (received, _) in itertools.pairwise(seen):
         assert all(r.grad_fn is None for r in received)
         assert all(torch.equal(r, p.detach()) for r, p in zip(received, produced))
 

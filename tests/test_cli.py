@@ -1,0 +1,145 @@
+"""The command line as a user meets it: real processes, real corpora, one-line errors."""
+
+import random
+
+import pytest
+from click.testing import CliRunner
+
+from charlm.cli import main
+
+from .conftest import run_cli, shared_corpus
+
+TINY_ARGS = ["--layers", "1", "--hidden", "32", "--seq-len", "8", "--batch-size", "4", "--max-time", "none", "--quiet"]
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    output = result.output if hasattr(result, "output") else result.stdout + result.stderr
+    assert result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def trained(fox_file):
+    result = cli("train", str(fox_file), "--out", "fox", "--max-steps", "20", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    return "fox"
+
+
+def test_train_sample_eval_info(trained, fox_file):
+    result = cli("sample", "--checkpoint", trained, "--seed", "the ", "--length", "50", "--random-seed", "1")
+    assert result.exit_code == 0 and result.output.startswith("the ") and len(result.output) == 4 + 50 + 1
+    again = cli("sample", "--seed", "the ", "--length", "50", "--random-seed", "1")  # latest run by default
+    assert again.output == result.output
+    result = cli("sample", "--seed", "the", "--length", "10", "--num-samples", "3", "--greedy")
+    assert result.output.count("--- sample") == 3
+    result = cli("eval", trained, str(fox_file))
+    assert result.exit_code == 0 and "bits per character over 2,640 characters" in result.output
+    result = cli("info", trained)
+    assert "parameters" in result.output and "steps        20" in result.output and "hidden       32" in result.output
+
+
+def write(name: str, data: bytes | None):
+    def make(folder):
+        path = folder / name
+        if data is None:
+            path.mkdir()
+        else:
+            path.write_bytes(data)
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "make, fragments",
+    [
+        (lambda d: d / "missing.txt", ["missing.txt: no such file or folder"]),
+        (write("empty", None), ["empty: folder holds no .txt files"]),
+        (write("e.txt", b""), ["e.txt: file is empty"]),
+        (write("b.txt", b"abc\x80"), ["b.txt: not valid utf-8 at byte offset 3", "--encoding"]),
+        (write("s.txt", b"short\n"), ["too short", "at least 40 characters"]),
+    ],
+)
+def test_bad_corpus_gets_one_line(tmp_path, make, fragments):
+    assert_one_line_error(cli("train", str(make(tmp_path)), *TINY_ARGS), *fragments)
+
+
+def test_bad_sample_options_get_one_line(trained):
+    assert_one_line_error(cli("sample", "--seed", "the Ω", "--length", "5"), "--seed", "'Ω'", "never seen")
+    assert_one_line_error(cli("sample", "--temperature", "0"), "--temperature must be above 0")
+    assert_one_line_error(cli("sample", "--length", "-1"), "--length must be 0 or more")
+    assert_one_line_error(cli("train", "--max-time", "ten minutes"), "--max-time")
+    assert_one_line_error(cli("train", "--hidden", "0"), "--hidden must be at least 1")
+
+
+def test_bad_checkpoints_get_one_line(tmp_path, trained):
+    assert_one_line_error(cli("sample", "--checkpoint", "nope.pt"), "nope.pt: no such checkpoint")
+    best = tmp_path / "checkpoints" / trained / "best.pt"
+    (tmp_path / "cut.pt").write_bytes(best.read_bytes()[:3000])
+    assert_one_line_error(cli("sample", "--checkpoint", "cut.pt"), "cut.pt: not a readable charlm checkpoint")
+    (tmp_path / "notes.pt").write_text("just some text")
+    assert_one_line_error(cli("info", "notes.pt"), "notes.pt: not a readable charlm checkpoint")
+
+
+def test_real_process_errors_have_no_traceback(tmp_path):
+    assert_one_line_error(run_cli("train", str(tmp_path / "nothing.txt")), "no such file or folder")
+    assert_one_line_error(run_cli("sample"), "no runs under checkpoints")
+
+
+def test_chinese_text_with_thousands_of_characters_end_to_end(tmp_path):
+    rng = random.Random(0)
+    alphabet = [chr(0x4E00 + i) for i in range(3500)]
+    lines = ["".join(rng.choices(alphabet, k=rng.randint(5, 30))) + rng.choice("，。！？：“”") for _ in range(4000)]
+    (tmp_path / "novel.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = cli("train", "novel.txt", "--out", "zh", "--max-steps", "10", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    info = cli("info", "zh").output
+    vocab_size = int(info.split("vocabulary")[1].split()[0])
+    assert vocab_size > 3000
+    seed = lines[0][:4]
+    result = cli("sample", "--seed", seed, "--length", "30", "--random-seed", "0")
+    assert result.output.startswith(seed) and len(result.output.rstrip("\n")) == 34
+    assert all(0x4E00 <= ord(c) < 0x4E00 + 3500 or c in "，。！？：“”\n" for c in result.output)
+
+
+def test_tinyshakespeare_end_to_end():
+    corpus = shared_corpus("tinyshakespeare.txt")
+    run_cli(
+        "train",
+        str(corpus),
+        "--out",
+        "ts",
+        "--max-steps",
+        "150",
+        "--warmup-steps",
+        "10",
+        "--hidden",
+        "64",
+        "--quiet",
+        check=True,
+    )
+    sample = run_cli("sample", "--checkpoint", "ts", "--seed", "ROMEO:", "--length", "200", check=True).stdout
+    assert sample.startswith("ROMEO:") and len(sample) == 207
+    bpc = float(run_cli("eval", "ts", str(corpus), check=True).stdout.split()[0])
+    assert 1.0 < bpc < 4.0  # far better than uniform over 65 characters (6.02 bits)
+
+
+def test_hongloumeng_end_to_end():
+    corpus = shared_corpus("hongloumeng.txt")
+    done = run_cli("train", str(corpus), "--out", "hlm", "--max-steps", "40", "--hidden", "64", "--quiet", check=True)
+    assert "validation" in done.stdout
+    sample = run_cli("sample", "--seed", "宝玉道：", "--length", "100", "--random-seed", "3", check=True).stdout
+    assert sample.startswith("宝玉道：") and len(sample) == 105
+
+
+def test_default_corpus_is_shakespeare():
+    result = run_cli("train", "--max-steps", "15", "--hidden", "32", "--eval-every", "15", check=True)
+    assert "on shakespeare" in result.stderr and "--- sample" in result.stdout
