@@ -4,7 +4,7 @@
 
 Each argument after the corpus is one configuration, `name=value[,name=value...]` overriding the
 defaults (`-` alone: the defaults). Runs go one after another in this process (never side by side:
-on 2 cores they would slow each other), into bench/out/sweep-*/.
+on 2 cores they would slow each other), into bench/out/sweep-*/ (or --out).
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ def main() -> None:
     parser.add_argument("corpus")
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--max-time", default="4m")
+    parser.add_argument("--out", default="bench/out", help="folder for the runs")
     args = parser.parse_args()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows = []
     for i, spec in enumerate(args.configs):
         options = {"max_time": args.max_time, "quiet": True, **parse(spec)}
-        run = Path(f"bench/out/sweep-{stamp}/{i}")
+        run = Path(args.out) / f"sweep-{stamp}" / str(i)
         model = charlm.train(args.corpus, out=run, **options)
         latest = checkpoint.read_checkpoint(run / checkpoint.LATEST)
         config = Config.from_dict(latest["config"])

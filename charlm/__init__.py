@@ -7,9 +7,9 @@ model = charlm.load("checkpoints/novel-20260101-120000")
 """
 
 from .api import load, train
-from .config import Config
+from .config import Config, SampleConfig
 from .errors import CharLMError
 from .model import CharLM
 
-__all__ = ["CharLM", "CharLMError", "Config", "load", "train"]
+__all__ = ["CharLM", "CharLMError", "Config", "SampleConfig", "load", "train"]
 __version__ = "0.1.0"

@@ -1,14 +1,19 @@
-"""Checkpoints: written atomically, read without ever executing code from the file.
+"""Checkpoints: written atomically, checked on load, read without ever executing code from the file.
 
-A checkpoint is a dict of tensors and plain values (str, int, float, list, dict): everything
-`torch.load(..., weights_only=True)` accepts, so a crafted file cannot run code on load. Writes go to
-a temporary file in the same folder, are flushed to disk, then renamed over the old file: a crash at
-any moment leaves either the old or the new checkpoint, never half of one.
+File layout: one line `charlm-checkpoint`, one JSON header line (format version, payload length and
+its sha256), then the payload as written by `torch.save`: a dict of tensors and plain values only,
+read back with `torch.load(..., weights_only=True)`, so a crafted file cannot run code. The checksum
+catches truncated and bit-flipped files before torch parses a byte of them.
+
+Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the old
+file: a crash at any moment leaves either the old or the new checkpoint, never half of one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -19,16 +24,18 @@ from .errors import CharLMError
 from .model import CharLM
 from .vocab import Vocab
 
-FORMAT = "charlm-checkpoint"
-VERSION = 1
+MAGIC = b"charlm-checkpoint\n"
+VERSION = 2
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
 
 
 def serialize(payload: dict) -> bytes:
     buffer = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, **payload}, buffer)
-    return buffer.getvalue()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    header = {"version": VERSION, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    return MAGIC + json.dumps(header).encode() + b"\n" + body
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -40,9 +47,13 @@ def write_atomic(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
+    except BaseException as e:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
         tmp.unlink(missing_ok=True)
-        raise CharLMError(f"{path}: could not write checkpoint ({e.strerror}); the previous one is intact") from None
+        if isinstance(e, OSError):
+            raise CharLMError(
+                f"{path}: could not write checkpoint ({e.strerror}); the previous one is intact"
+            ) from None
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -51,19 +62,85 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def read_checkpoint(path: Path) -> dict:
-    """Load and check a checkpoint file; any damage is a one-line error naming the file."""
+    """Load and verify a checkpoint file; any damage is a one-line error naming the file."""
+    path = Path(path)
     if not path.is_file():
         raise CharLMError(f"{path}: no such checkpoint file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- truncated zip, foreign pickle, refused globals: all mean "not ours"
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise CharLMError(f"{path}: not a readable charlm checkpoint ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        with open(path, "rb") as f:
+            magic, header_line, body = f.readline(), f.readline(2048), f.read()
+    except OSError as e:
+        raise CharLMError(f"{path}: cannot read ({e.strerror})") from None
+    if magic != MAGIC:
         raise CharLMError(f"{path}: not a charlm checkpoint")
-    if payload.get("version") != VERSION:
-        raise CharLMError(f"{path}: checkpoint format {payload.get('version')} is not supported (need {VERSION})")
+    try:
+        header = json.loads(header_line)
+        version, size, digest = header["version"], header["bytes"], header["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise CharLMError(f"{path}: damaged checkpoint header") from None
+    if version != VERSION:
+        raise CharLMError(f"{path}: checkpoint format {version} is not supported by this charlm (reads {VERSION})")
+    if len(body) != size:
+        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); use the run's other checkpoint")
+    if hashlib.sha256(body).hexdigest() != digest:
+        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); use the run's other checkpoint")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
+        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CharLMError(
+            f"{path}: refused: the checkpoint holds more than tensors and plain values ({reason})"
+        ) from None
+    if not isinstance(payload, dict):
+        raise CharLMError(f"{path}: not a charlm checkpoint")
     return payload
+
+
+class RunLock:
+    """One training process per run folder. `.lock` holds the owner's PID; if that process is gone
+    (killed, crashed, machine rebooted), the lock is stale and the next run takes it over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+
+    def __enter__(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self.owner()
+                if owner is not None and owner != os.getpid() and _alive(owner):
+                    raise CharLMError(
+                        f"{self.path.parent} is in use by process {owner} (another charlm train); wait for it or "
+                        f"stop it (if {owner} is not charlm, delete {self.path})"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its owner is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            return
+        raise CharLMError(f"{self.path}: could not take the run lock; another process keeps taking it")
+
+    def __exit__(self, *exc) -> None:
+        if self.owner() == os.getpid():
+            self.path.unlink(missing_ok=True)
+
+    def owner(self) -> int | None:
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOINT_ROOT) -> Path:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import inspect
+import json
 import os
 import sys
+import time
 import typing
+from pathlib import Path
 
 import click
 
 from . import checkpoint, sampler, trainer
-from .config import Config, option_name
-from .corpus import read_texts
+from .config import Config, SampleConfig, option_name, parse_temperatures
+from .corpus import read_text, read_texts
 from .errors import CharLMError
+from .metrics import read_metrics, read_run_info
 
 
 class Group(click.Group):
@@ -27,6 +31,13 @@ class Group(click.Group):
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
+        except KeyboardInterrupt:
+            click.echo("interrupted; checkpoints already written are intact", err=True)
+            sys.exit(130)
+        except OSError as e:  # a file error no stage turned into a CharLMError: still one line
+            raise click.ClickException(f"{e.filename or 'file'}: {e.strerror or e}") from None
+        except MemoryError:
+            raise click.ClickException("out of memory; use a smaller --hidden, --layers or --batch-size") from None
 
 
 @click.group(cls=Group)
@@ -35,25 +46,26 @@ def main() -> None:
     """Character-level language models: train on a novel, sample new text from a seed."""
 
 
-def config_options(command):
-    """One click option per Config field; default None means "not given", so defaults stay in Config."""
-    hints = typing.get_type_hints(Config)
-    for f in reversed(dataclasses.fields(Config)):
-        kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
-        help_text = f"{f.metadata['help']}  [default: {f.default}]"
-        if kind is bool:
-            option = click.option(f"--{option_name(f.name)}", f.name, is_flag=True, default=None, help=help_text)
-        else:
-            choices = f.metadata.get("choices")
-            option = click.option(
-                f"--{option_name(f.name)}",
-                f.name,
-                type=click.Choice(choices) if choices else kind,
-                default=None,
-                help=help_text,
-            )
-        command = option(command)
-    return command
+def options_of(config_class, types: dict | None = None):
+    """One click option per field of a config dataclass. Default None means "not given", so the
+    defaults stay in the dataclass; `types` overrides a field's click type."""
+
+    def decorate(command):
+        hints = typing.get_type_hints(config_class)
+        for f in reversed(dataclasses.fields(config_class)):
+            kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+            help_text = f"{f.metadata['help']}  [default: {f.default}]"
+            name = f"--{option_name(f.name)}"
+            if kind is bool:
+                option = click.option(name, f.name, is_flag=True, default=None, help=help_text)
+            else:
+                choices = f.metadata.get("choices")
+                kind = (types or {}).get(f.name, click.Choice(choices) if choices else kind)
+                option = click.option(name, f.name, type=kind, default=None, help=help_text)
+            command = option(command)
+        return command
+
+    return decorate
 
 
 @main.command()
@@ -67,7 +79,7 @@ def config_options(command):
     metavar="[RUN]",
     help="continue a run (default: the most recent); only limits may change",
 )
-@config_options
+@options_of(Config)
 def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **options) -> None:
     """Train on CORPUS: text files or folders of .txt files (none: the built-in Shakespeare)."""
     given = {k: v for k, v in options.items() if v is not None}
@@ -100,39 +112,71 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **option
         click.echo(model.generate("", length=300, temperature=0.8, random_seed=config.random_seed).lstrip("\n"))
 
 
-_SAMPLE = inspect.signature(sampler.generate).parameters
-
-
 @main.command()
 @click.option("--checkpoint", "target", metavar="RUN_OR_FILE", help="run folder or .pt file  [default: latest run]")
-@click.option("--seed", default="", help="text to start from (printed first)")
-@click.option("--length", type=int, default=_SAMPLE["length"].default, show_default=True, help="new characters")
-@click.option("--temperature", type=float, default=_SAMPLE["temperature"].default, show_default=True)
-@click.option("--top-k", type=int, default=None, help="sample only among the K likeliest characters")
-@click.option("--greedy", is_flag=True, help="always take the likeliest character")
-@click.option("--num-samples", type=int, default=1, show_default=True)
-@click.option("--random-seed", type=int, default=None, help="makes the sample reproducible")
-def sample(target: str | None, seed: str, num_samples: int, **options) -> None:
-    """Generate text from a trained model, streaming it as it is made."""
-    sampler.check_options(options["length"], options["temperature"], options["top_k"], num_samples)
-    model = checkpoint.load(target)
-    if num_samples == 1:
+@click.option("--seed", default="", help="text to start from (printed first); empty: the start of a line")
+@click.option("--seed-file", type=click.Path(dir_okay=False), help="read the seed from this file instead")
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
+@click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
+@options_of(SampleConfig, types={"temperature": str})
+def sample(
+    target: str | None, seed: str, seed_file: str | None, output: str | None, as_json: bool, interactive: bool, **given
+) -> None:
+    """Generate text from a trained model, streaming it as it is made.
 
-        def stream(_: int, text: str) -> None:
+    `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if "stop" in given:  # let a shell user write --stop '\n\n'
+        given["stop"] = given["stop"].replace("\\n", "\n").replace("\\t", "\t")
+    temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
+    configs = [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
+    if seed_file:
+        seed = read_text(Path(seed_file))
+    model = checkpoint.load(target)
+    with contextlib.ExitStack() as stack:
+        copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
+
+        def emit(text: str) -> None:
             sys.stdout.write(text)
             sys.stdout.flush()
+            if copy:
+                copy.write(text)
 
-        sampler.generate(model, seed, num_samples=1, on_text=stream, **options)
-        sys.stdout.write("\n")
-        return
-    for i, text in enumerate(sampler.generate(model, seed, num_samples=num_samples, **options)):
-        click.echo(f"--- sample {i + 1} ---\n{text}")
+        if interactive:
+            converse(model, configs[0], emit)
+            return
+        for config in configs:
+            label = f"temperature {config.temperature}" if len(configs) > 1 else None
+            if as_json:
+                for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
+                    emit(json.dumps({"sample": i + 1, "temperature": config.temperature, "text": text}) + "\n")
+            elif config.num_samples == 1:
+                emit(f"--- {label} ---\n" if label else "")
+                for pieces in sampler.stream_samples(model, seed, config):
+                    emit(pieces[0])
+                emit("\n")
+            else:
+                for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
+                    emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
+
+
+def converse(model, config: SampleConfig, emit) -> None:
+    """Read a line, let the model continue it, repeat until end of input (Ctrl-D)."""
+    conversation = sampler.Conversation(model, config)
+    if sys.stdin.isatty():
+        click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
+    for line in sys.stdin:
+        emit(line.rstrip("\n"))
+        for piece in conversation.turn(line.rstrip("\n")):
+            emit(piece)
+        emit("\n")
 
 
 @main.command("eval")
 @click.argument("target", metavar="CHECKPOINT")
 @click.argument("files", nargs=-1, required=True)
-@click.option("--encoding", default="utf-8", show_default=True)
+@click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
 def evaluate(target: str, files: tuple[str, ...], encoding: str) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
     model = checkpoint.load(target)
@@ -159,3 +203,38 @@ def info(target: str | None) -> None:
     click.echo(f"val bpc      {payload['val_bpc']:.4f} (best {best:.4f})" if best is not None else "val bpc      -")
     for key, value in payload["config"].items():
         click.echo(f"{key:<12} {value}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.option("--output", default="curves.png", show_default=True, help="PNG file to write")
+def plot(runs: tuple[str, ...], output: str) -> None:
+    """Validation and training bpc of RUNs against time and characters seen, in one PNG."""
+    from .plot import plot_runs
+
+    folders = [checkpoint.resolve(run, prefer=checkpoint.LATEST).parent for run in runs]
+    click.echo(f"wrote {plot_runs(folders, output)}")
+
+
+@main.command()
+@click.option("--root", default=str(checkpoint.CHECKPOINT_ROOT), show_default=True, help="folder holding the runs")
+def runs(root: str) -> None:
+    """A table of the runs under checkpoints/: corpus, size, steps, best bpc, last update."""
+    folders = sorted(p.parent for p in Path(root).glob(f"*/{checkpoint.LATEST}"))
+    if not folders:
+        raise CharLMError(f"no runs under {root}/; train one with `charlm train`")
+    width = max(len("run"), *(len(folder.name) for folder in folders))
+    click.echo(f"{'run':<{width}} {'corpus':<18} {'model':<22} {'steps':>9} {'best bpc':>9}  last update")
+    for folder in folders:
+        info = read_run_info(folder) or {}
+        config = info.get("config", {})
+        rows = read_metrics(folder)
+        best = min((r["val_bpc"] for r in rows if r.get("val_bpc") is not None), default=None)
+        model = f"{config.get('layers', '?')}x{config.get('hidden', '?')} {config.get('cell', '')}".strip()
+        if "parameters" in info:
+            model += f" {info['parameters'] / 1e6:.1f}M"
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / checkpoint.LATEST).stat().st_mtime))
+        click.echo(
+            f"{folder.name:<{width}} {info.get('corpus', '?'):<18} {model:<22} "
+            f"{rows[-1]['step'] if rows else 0:>9,} {f'{best:.4f}' if best is not None else '-':>9}  {updated}"
+        )

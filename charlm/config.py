@@ -14,9 +14,17 @@ from .errors import CharLMError
 
 CELLS = ("lstm", "gru", "rnn")
 
-# Options that only bound or steer a run; everything else shapes the model or the data
-# and must not change when a run is resumed.
-LIMIT_FIELDS = ("max_steps", "max_time", "eval_every", "quiet")
+SAVE_ERRORS = ("stop", "warn")
+
+# Options a resumed run may change: limits, cadence, reporting, and the optimizer's step size (to
+# recover from a diverged run). Everything else shapes the model or the data and must stay.
+RESUMABLE = (
+    "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
+    "sample_every", "tensorboard", "lr", "grad_clip",
+)  # fmt: skip
+
+# Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
+MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 
 
 def _opt(default, help: str, **extra):
@@ -45,6 +53,13 @@ class Config:
     max_steps: int | None = _opt(None, "stop after this many optimizer steps")
     max_time: str | None = _opt("10m", "stop after this much training time, e.g. 90s, 10m, 1h (none: no limit)")
     eval_every: int = _opt(2000, "evaluate validation bpc and checkpoint every N steps")
+    checkpoint_every: str | int = _opt("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
+    save_errors: str = _opt(
+        "stop", "when a checkpoint cannot be written: stop, or warn and train on", choices=SAVE_ERRORS
+    )
+    detect_anomaly: bool = _opt(False, "torch autograd anomaly detection, to debug NaN (slow)")
+    sample_every: int = _opt(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
+    tensorboard: bool = _opt(False, "also log metrics for TensorBoard (needs the tensorboard package)")
     random_seed: int = _opt(1337, "seed for weights, dropout and data order")
     quiet: bool = _opt(False, "no progress bar")
 
@@ -58,22 +73,39 @@ class Config:
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
+            if getattr(self, name) > MAXIMA.get(name, float("inf")):
+                raise CharLMError(f"--{option_name(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
+        if self.save_errors not in SAVE_ERRORS:
+            raise CharLMError(f"--save-errors must be one of {', '.join(SAVE_ERRORS)}, not {self.save_errors!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), not {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:
             raise CharLMError(f"--val-fraction must be between 0 and 1, not {self.val_fraction}")
-        if self.lr <= 0:
-            raise CharLMError(f"--lr must be positive, not {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise CharLMError(f"--lr must be a positive number, not {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise CharLMError(f"--min-lr-ratio must be in [0, 1], not {self.min_lr_ratio}")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise CharLMError("--warmup-steps, --weight-decay and --grad-clip must not be negative")
+        for name in ("warmup_steps", "weight_decay", "grad_clip"):
+            if not 0 <= getattr(self, name) < float("inf"):
+                raise CharLMError(f"--{option_name(name)} must be a number of 0 or more, not {getattr(self, name)}")
+        if self.sample_every < 0:
+            raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise CharLMError(f"--max-steps must be at least 1, not {self.max_steps}")
         self.max_seconds()  # parses --max-time or raises
+        self.checkpoint_interval()
 
     def max_seconds(self) -> float | None:
         return parse_duration(self.max_time)
+
+    def checkpoint_interval(self) -> tuple[int | None, float | None]:
+        """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
+        text = str(self.checkpoint_every).strip()
+        if text.isdigit():
+            if int(text) < 1:
+                raise CharLMError("--checkpoint-every must be at least 1 step")
+            return int(text), None
+        return None, parse_duration(text, "--checkpoint-every")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -84,11 +116,11 @@ class Config:
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def model_differences(self, other: Config) -> list[str]:
-        """Options other than limits where two configs differ, as `--name: a -> b` lines."""
+        """Options a resume may not change that differ, as `--name: a -> b` items."""
         return [
             f"--{option_name(f.name)}: {getattr(self, f.name)} -> {getattr(other, f.name)}"
             for f in dataclasses.fields(self)
-            if f.name not in LIMIT_FIELDS + ("random_seed",) and getattr(self, f.name) != getattr(other, f.name)
+            if f.name not in RESUMABLE and getattr(self, f.name) != getattr(other, f.name)
         ]
 
 
@@ -100,7 +132,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
-def parse_duration(text: str | float | None) -> float | None:
+def parse_duration(text: str | float | None, option: str = "--max-time") -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         return None
@@ -110,8 +142,65 @@ def parse_duration(text: str | float | None) -> float | None:
         spec = text.strip().replace(" ", "")
         parts = list(_DURATION.finditer(spec))
         if not parts or "".join(p.group(0) for p in parts) != spec:
-            raise CharLMError(f"--max-time: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
+            raise CharLMError(f"{option}: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if seconds <= 0:
-        raise CharLMError(f"--max-time must be positive, not {text!r} (use 'none' for no limit)")
+        raise CharLMError(f"{option} must be positive, not {text!r} (use 'none' for no limit)")
     return seconds
+
+
+@dataclass
+class SampleConfig:
+    """Sampling options and their defaults, for `charlm sample` and `model.generate(...)` alike."""
+
+    length: int = _opt(500, "characters to generate after the seed")
+    temperature: float | tuple[float, ...] = _opt(
+        0.8, "below 1: safer text, above 1: wilder; a list such as 0.5,0.8,1.0 gives one labeled sample per value"
+    )
+    top_k: int | None = _opt(None, "sample only among the K likeliest characters")
+    top_p: float | None = _opt(
+        None, "nucleus sampling: only the smallest set of characters whose probability reaches P"
+    )
+    greedy: bool = _opt(False, "always take the likeliest character")
+    repetition_penalty: float = _opt(1.0, "above 1: discourage characters used in the recent window")
+    repetition_window: int = _opt(64, "how many recent characters the repetition penalty looks at")
+    stop: str | None = _opt(None, "stop a sample once it produces this text, e.g. a blank line")
+    num_samples: int = _opt(1, "samples generated side by side in one batch")
+    random_seed: int | None = _opt(None, "makes sampling reproducible; sample i uses seed + i")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.temperature, (list, tuple)):
+            self.temperature = tuple(float(t) for t in self.temperature)
+        temperatures = self.temperature if isinstance(self.temperature, tuple) else (self.temperature,)
+        if not temperatures or not all(0 < t < float("inf") for t in temperatures):
+            raise CharLMError(
+                f"--temperature must be above 0, not {self.temperature} (use --greedy for the likeliest text)"
+            )
+        if self.length < 0:
+            raise CharLMError(f"--length must be 0 or more, not {self.length}")
+        if self.top_k is not None and self.top_k < 1:
+            raise CharLMError(f"--top-k must be at least 1, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise CharLMError(f"--top-p must be in (0, 1], not {self.top_p}")
+        if not 0 < self.repetition_penalty < float("inf"):
+            raise CharLMError(f"--repetition-penalty must be a positive number, not {self.repetition_penalty}")
+        if self.repetition_window < 1:
+            raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
+        if self.stop is not None and self.stop == "":
+            raise CharLMError("--stop must not be empty; give the text to stop at, e.g. --stop $'\\n\\n'")
+        if not 1 <= self.num_samples <= 4096:
+            raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
+
+    def temperature_at(self, step: int) -> float:
+        t = self.temperature
+        return t[step % len(t)] if isinstance(t, tuple) else t
+
+
+def parse_temperatures(text: str) -> tuple[float, ...]:
+    """'0.5,0.8,1.0' -> (0.5, 0.8, 1.0), each checked."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise CharLMError(f"--temperature: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0") from None
+    SampleConfig(temperature=values)  # validates each value
+    return values

@@ -6,6 +6,8 @@ characters the model has to predict.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -43,11 +45,18 @@ class CharLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def generate(self, seed: str = "", length: int = 200, **options) -> str:
-        """Seed + `length` new characters; options as `charlm.sampler.generate` (temperature, top_k, ...)."""
+    def generate(self, seed: str = "", **options) -> str:
+        """The seed and `length` new characters. Options: those of `charlm.SampleConfig`
+        (length, temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, ...)."""
         from .sampler import generate
 
-        return generate(self, seed, length, **options)[0]
+        return generate(self, seed, **options)[0]
+
+    def stream(self, seed: str = "", **options) -> Iterator[str]:
+        """Like `generate`, but yields the text in pieces as it is made."""
+        from .sampler import stream
+
+        return stream(self, seed, **options)
 
 
 def detach_state(state: State | None) -> State | None:

@@ -1,82 +1,278 @@
-"""Sampling: prime the state with the seed in one forward pass, then one character per step.
+"""Sampling: prime the state with the seed, then one character per step with the state carried.
 
-The state is carried from step to step, so each new character costs one step of the recurrent core,
-never a re-run of the text so far.
+Each new character costs one step of the recurrent core, never a re-run of the text so far. For an
+LSTM that step is `FusedLSTMStep`: per layer one matrix product over [input, hidden] with the two
+weight matrices concatenated once, into preallocated buffers. (Calling `nn.LSTM` once per character
+pays its whole dispatch, about 2 ms on a CPU, for a few microseconds of work.)
+
+Randomness is per sample: sample i draws from its own generator seeded `random_seed + i`, so it is
+the same text whether drawn alone or in a batch of many.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+import secrets
+from collections.abc import Iterator
 
 import torch
 
+from .config import SampleConfig
 from .errors import CharLMError
-from .model import CharLM
+from .model import CharLM, State
+
+PRIME_CHUNK = 2048  # a long seed is primed in chunks of this many characters, one forward pass each
+UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
 
 
-def check_options(length: int, temperature: float, top_k: int | None, num_samples: int) -> None:
-    if length < 0:
-        raise CharLMError(f"--length must be 0 or more, not {length}")
-    if not temperature > 0:
-        raise CharLMError(f"--temperature must be above 0, not {temperature} (use --greedy for the likeliest text)")
-    if top_k is not None and top_k < 1:
-        raise CharLMError(f"--top-k must be at least 1, not {top_k}")
-    if num_samples < 1:
-        raise CharLMError(f"--num-samples must be at least 1, not {num_samples}")
+class FusedLSTMStep:
+    """One character per call for a stacked LSTM at inference, in preallocated buffers.
 
-
-def pick(logits: torch.Tensor, temperature: float, top_k: int | None, greedy: bool, generator) -> torch.Tensor:
-    """Next ids (batch,) from last-step logits (batch, vocab)."""
-    if greedy:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k is not None and top_k < logits.size(-1):
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits.float(), dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-
-def generate(
-    model: CharLM,
-    seed: str = "",
-    length: int = 500,
-    temperature: float = 0.8,
-    top_k: int | None = None,
-    greedy: bool = False,
-    num_samples: int = 1,
-    random_seed: int | None = None,
-    on_text: Callable[[int, str], None] | None = None,
-) -> list[str]:
-    """`num_samples` texts, each the seed followed by `length` generated characters.
-
-    `on_text(sample, text)` is called with the seed and then with each new character as it is made,
-    so a caller can stream the text. An empty seed starts at the beginning of a line.
+    Layer l keeps `xh[l] = [input | hidden]`, so its gates are one `addmm` with the weight
+    `[W_ih | W_hh]^T`. Gate order is torch's: input, forget, cell, output.
     """
-    check_options(length, temperature, top_k, num_samples)
-    vocab = model.vocab
-    prime = seed or ("\n" if "\n" in vocab.index else vocab.chars[0])
-    ids = vocab.encode(prime, what="--seed").unsqueeze(0).expand(num_samples, -1)
-    generator = torch.Generator()
-    if random_seed is None:
-        generator.seed()
-    else:
-        generator.manual_seed(random_seed)
+
+    def __init__(self, model: CharLM, batch: int):
+        core, hidden = model.core, model.config.hidden
+        self.layers, self.hidden = core.num_layers, hidden
+        self.inputs = [core.input_size] + [hidden] * (core.num_layers - 1)
+        self.weights = [
+            torch.cat([getattr(core, f"weight_ih_l{n}"), getattr(core, f"weight_hh_l{n}")], 1).t().contiguous()
+            for n in range(self.layers)
+        ]
+        self.biases = [getattr(core, f"bias_ih_l{n}") + getattr(core, f"bias_hh_l{n}") for n in range(self.layers)]
+        self.embedding = model.embed.weight
+        self.head_weight, self.head_bias = model.head.weight.t().contiguous(), model.head.bias
+        self.xh = [torch.zeros(batch, size + hidden) for size in self.inputs]
+        self.cell = torch.zeros(self.layers, batch, hidden)
+        self.gates = torch.empty(batch, 4 * hidden)
+        self.scratch = torch.empty(batch, hidden)
+        self.logits = torch.empty(batch, model.head.out_features)
+
+    def load_state(self, state: State) -> None:
+        h, c = state
+        for n in range(self.layers):
+            self.xh[n][:, self.inputs[n] :].copy_(h[n])
+        self.cell.copy_(c)
+
+    def state(self) -> State:
+        return torch.stack([self.xh[n][:, self.inputs[n] :] for n in range(self.layers)]), self.cell.clone()
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (batch,) -> logits (batch, vocab); the buffer is reused by the next call."""
+        h = self.hidden
+        self.xh[0][:, : self.inputs[0]].copy_(self.embedding[ids])
+        for n in range(self.layers):
+            gates = torch.addmm(self.biases[n], self.xh[n], self.weights[n], out=self.gates)
+            gates[:, : 2 * h].sigmoid_()
+            gates[:, 2 * h : 3 * h].tanh_()
+            gates[:, 3 * h :].sigmoid_()
+            cell = self.cell[n]
+            cell.mul_(gates[:, h : 2 * h]).addcmul_(gates[:, :h], gates[:, 2 * h : 3 * h])
+            torch.tanh(cell, out=self.scratch).mul_(gates[:, 3 * h :])
+            self.xh[n][:, self.inputs[n] :].copy_(self.scratch)
+            if n + 1 < self.layers:
+                self.xh[n + 1][:, :h].copy_(self.scratch)
+        return torch.addmm(self.head_bias, self.scratch, self.head_weight, out=self.logits)
+
+
+class Stepper:
+    """The model run forward for `batch` samples, keeping their state between calls."""
+
+    def __init__(self, model: CharLM, batch: int):
+        self.model, self.batch = model, batch
+        self.fused = FusedLSTMStep(model, batch) if model.config.cell == "lstm" else None
+        self.state: State | None = None
+
+    def prime(self, ids: torch.Tensor) -> torch.Tensor:
+        """Feed a text (1-D ids) to every sample; returns the logits after its last character."""
+        if self.fused is not None and self.state is not None:
+            self.state = self.fused.state()
+        for chunk in ids.unsqueeze(0).expand(self.batch, -1).split(PRIME_CHUNK, dim=1):
+            logits, self.state = self.model(chunk, self.state)
+        if self.fused is not None:
+            self.fused.load_state(self.state)
+        return logits[:, -1]
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None:
+            return self.fused(ids)
+        logits, self.state = self.model(ids.unsqueeze(1), self.state)
+        return logits[:, -1]
+
+
+class Uniforms:
+    """Per-sample uniform draws: sample i has its own generator, seeded `seed + i`."""
+
+    def __init__(self, seed: int | None, batch: int):
+        base = secrets.randbits(62) if seed is None else seed  # not torch.seed(): that reseeds torch's global RNG
+        self.generators = [torch.Generator().manual_seed(base + i) for i in range(batch)]
+        self.block, self.used = torch.empty(batch, 0, dtype=torch.float64), 0
+
+    def next(self) -> torch.Tensor:
+        if self.used == self.block.size(1):
+            draws = [torch.rand(UNIFORM_BLOCK, generator=g, dtype=torch.float64) for g in self.generators]
+            self.block, self.used = torch.stack(draws), 0
+        self.used += 1
+        return self.block[:, self.used - 1]
+
+
+class RecentCharacters:
+    """The last `window` ids of every sample, for the repetition penalty."""
+
+    def __init__(self, prime: torch.Tensor, batch: int, window: int, vocab_size: int):
+        self.history = torch.full((batch, window), vocab_size)  # vocab_size: an empty slot
+        recent = prime[-window:]
+        self.history[:, : recent.numel()] = recent
+        self.position = recent.numel() % window
+        self.vocab_size = vocab_size
+
+    def add(self, ids: torch.Tensor) -> None:
+        self.history[:, self.position] = ids
+        self.position = (self.position + 1) % self.history.size(1)
+
+    def penalize(self, logits: torch.Tensor, penalty: float) -> torch.Tensor:
+        """CTRL's rule: a recent character's positive logit is divided by the penalty, a negative one
+        multiplied, so it always becomes less likely."""
+        seen = torch.zeros(logits.size(0), self.vocab_size + 1, dtype=torch.bool)
+        seen.scatter_(1, self.history, True)
+        penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+        return torch.where(seen[:, : self.vocab_size], penalized, logits)
+
+
+def choose(logits: torch.Tensor, options: SampleConfig, step: int, uniforms: Uniforms) -> torch.Tensor:
+    """Next ids (batch,) from logits (batch, vocab) under the decoding options."""
+    if options.greedy:
+        return logits.argmax(dim=-1)
+    logits = logits.double() / options.temperature_at(step)
+    if options.top_k is not None and options.top_k < logits.size(-1):
+        kth = torch.topk(logits, options.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if options.top_p is not None and options.top_p < 1:
+        probs = nucleus(probs, options.top_p)
+    cdf = probs.cumsum(dim=-1)
+    target = (uniforms.next() * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=logits.size(-1) - 1)
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of likeliest characters whose total probability reaches top_p."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier characters
+    sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
+    return torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+
+
+def sample_config(options: dict) -> SampleConfig:
+    known = {f.name for f in dataclasses.fields(SampleConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CharLMError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return SampleConfig(**options)
+
+
+class Generation:
+    """`num_samples` texts growing side by side from one model state per sample."""
+
+    def __init__(self, model: CharLM, options: SampleConfig):
+        self.model, self.options, self.vocab = model, options, model.vocab
+        batch = options.num_samples
+        self.stepper, self.uniforms = Stepper(model, batch), Uniforms(options.random_seed, batch)
+        self.recent: RecentCharacters | None = None
+        self.logits: torch.Tensor | None = None
+        self.steps = 0
+
+    def feed(self, text: str) -> None:
+        """Prime (or, later, extend) every sample's state with `text`."""
+        ids = self.vocab.encode(text, what="--seed")
+        if self.options.repetition_penalty != 1.0 and self.recent is None:
+            self.recent = RecentCharacters(
+                ids, self.options.num_samples, self.options.repetition_window, len(self.vocab)
+            )
+        self.logits = self.stepper.prime(ids)
+
+    def run(self) -> Iterator[list[str]]:
+        """Up to `length` steps; yields each step's new character per sample ('' once a sample has
+        produced its stop text). The state ends up holding everything produced."""
+        options, batch = self.options, self.options.num_samples
+        tails, done = [""] * batch, [False] * batch
+        for _ in range(options.length):
+            logits = self.logits
+            if self.recent is not None:
+                logits = self.recent.penalize(logits, options.repetition_penalty)
+            ids = choose(logits, options, self.steps, self.uniforms)
+            new = ["" if done[i] else char for i, char in enumerate(self.vocab.decode(ids))]
+            if options.stop:
+                for i, char in enumerate(new):
+                    tails[i] = (tails[i] + char)[-len(options.stop) :]
+                    done[i] = done[i] or tails[i] == options.stop
+            if self.recent is not None:
+                self.recent.add(ids)
+            self.logits = self.stepper.step(ids)
+            self.steps += 1
+            yield new
+            if all(done):
+                return
+
+
+@contextlib.contextmanager
+def inference(model: CharLM):
     was_training = model.training
     model.eval()
-    texts = [[seed] for _ in range(num_samples)]
-    if on_text and seed:
-        for i in range(num_samples):
-            on_text(i, seed)
-    with torch.inference_mode():
-        logits, state = model(ids)
-        for step in range(length):
-            next_ids = pick(logits[:, -1], temperature, top_k, greedy, generator)
-            for i, char in enumerate(vocab.decode(next_ids)):
-                texts[i].append(char)
-                if on_text:
-                    on_text(i, char)
-            if step + 1 < length:
-                logits, state = model(next_ids.unsqueeze(1), state)
-    model.train(was_training)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
+    """Yields the seed for every sample, then each step's new character per sample.
+    An empty seed starts at the beginning of a line."""
+    options = options or SampleConfig()
+    with inference(model):
+        generation = Generation(model, options)
+        generation.feed(seed or ("\n" if "\n" in model.vocab.index else model.vocab.chars[0]))
+        yield [seed] * options.num_samples
+        yield from generation.run()
+
+
+def generate(model: CharLM, seed: str = "", **options) -> list[str]:
+    """`num_samples` texts, each the seed and what followed it; options as `SampleConfig`."""
+    config = sample_config(options)
+    texts: list[list[str]] = [[] for _ in range(config.num_samples)]
+    for pieces in stream_samples(model, seed, config):
+        for parts, piece in zip(texts, pieces):
+            parts.append(piece)
     return ["".join(parts) for parts in texts]
+
+
+def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
+    """The first sample's text in pieces as it is made: the seed, then a character at a time."""
+    for pieces in stream_samples(model, seed, sample_config(options)):
+        if pieces[0]:
+            yield pieces[0]
+
+
+class Conversation:
+    """Interactive co-writing: each turn extends the carried state with the user's text, then the
+    model continues it. State and transcript run on from turn to turn."""
+
+    def __init__(self, model: CharLM, options: SampleConfig):
+        self.model, self.options = model, SampleConfig(**{**dataclasses.asdict(options), "num_samples": 1})
+        self.generation: Generation | None = None
+        self.transcript: list[str] = []
+
+    def turn(self, text: str) -> Iterator[str]:
+        with inference(self.model):
+            if self.generation is None:
+                self.generation = Generation(self.model, self.options)
+                text = text or "\n"
+            if text:
+                self.generation.feed(text)
+                self.transcript.append(text)
+            for pieces in self.generation.run():
+                self.transcript.append(pieces[0])
+                yield pieces[0]

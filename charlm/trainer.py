@@ -2,7 +2,7 @@
 over the run's budget (steps or wall time), periodic validation in bits per character, checkpoints.
 
 The hot loop does no host sync per step: the loss is summed as a tensor and read only when the
-progress bar refreshes (about once a second).
+progress bar redraws or a metrics row is written.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,17 @@ from .batches import Windows, make_streams, min_chars
 from .config import Config
 from .corpus import Corpus, load_corpus
 from .errors import CharLMError
+from .metrics import MetricsLog, write_run_info
 from .model import CharLM, State, detach_state
+from .sampler import generate
 from .vocab import Vocab
 
 EVAL_STREAMS = 16  # validation streams; each starts cold, so few and long is more faithful
 EVAL_WINDOW = 250  # validation window: longer windows, same result, fewer calls
 EVAL_CHARS = 150_000  # validation during training scores at most this much of the split's start
+NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
+LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
+SAMPLE_CHARS = 200  # length of the samples --sample-every shows
 LOG2E = 1.0 / math.log(2.0)
 
 
@@ -78,6 +84,8 @@ class RunState:
     best_bpc: float | None = None
     val_bpc: float | None = None
     hidden: State | None = None
+    chars: int = 0  # training characters seen (targets scored)
+    lr: float = 0.0
 
 
 class StopFlag:
@@ -126,6 +134,11 @@ class Trainer:
         self.model = CharLM(config, self.vocab)
         self.optimizer = make_optimizer(self.model, config)
         self.run = RunState()
+        self.stopped_early = False
+        self.checkpoint_interval = config.checkpoint_interval()
+        self.nonfinite = torch.zeros((), dtype=torch.bool)  # set once a loss is NaN/inf; read at checks only
+        self.saved_step: int | None = None
+        self.saved_at = 0.0
 
     # -- checkpoints -------------------------------------------------------------------------
     def payload(self) -> dict:
@@ -138,6 +151,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "step": run.step,
             "elapsed": run.elapsed,
+            "chars": run.chars,
             "best_bpc": run.best_bpc,
             "val_bpc": run.val_bpc,
             "data": {"position": self.windows.position, "epoch": self.windows.epoch},
@@ -145,11 +159,32 @@ class Trainer:
             "rng": torch.get_rng_state(),
         }
 
-    def save(self, improved: bool) -> None:
+    def save(self, improved: bool = False) -> None:
+        """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns."""
+        if self.nonfinite.item():
+            raise CharLMError(self.diverged_message())
         data = checkpoint.serialize(self.payload())
-        checkpoint.write_atomic(self.run_dir / checkpoint.LATEST, data)
-        if improved:
-            checkpoint.write_atomic(self.run_dir / checkpoint.BEST, data)
+        try:
+            checkpoint.write_atomic(self.run_dir / checkpoint.LATEST, data)
+            if improved:
+                checkpoint.write_atomic(self.run_dir / checkpoint.BEST, data)
+        except CharLMError as e:
+            if self.config.save_errors == "warn":
+                tqdm.write(f"warning: {e}; training goes on (--save-errors warn)", file=sys.stderr)
+                self.saved_at = self.run.elapsed  # try again at the next checkpoint time, not every step
+                return
+            raise CharLMError(f"{e}; training stopped at step {self.run.step}") from None
+        self.saved_step, self.saved_at = self.run.step, self.run.elapsed
+
+    def diverged_message(self) -> str:
+        lower = f"{self.config.lr / 4:.2g}"
+        if self.saved_step is None:
+            return f"training diverged (the loss became NaN or infinite); start again with a lower --lr, e.g. {lower}"
+        return (
+            f"training diverged (the loss became NaN or infinite after step {self.saved_step}); the last good "
+            f"checkpoint is kept: resume it with a lower learning rate: "
+            f"charlm train --resume {self.run_dir} --lr {lower}"
+        )
 
     def restore(self, payload: dict) -> None:
         if payload["corpus"]["digest"] != self.corpus.digest:
@@ -163,11 +198,13 @@ class Trainer:
         self.run = RunState(
             step=payload["step"],
             elapsed=payload["elapsed"],
+            chars=payload["chars"],
             best_bpc=payload["best_bpc"],
             val_bpc=payload["val_bpc"],
             hidden=payload["hidden"],
         )
         torch.set_rng_state(payload["rng"])
+        self.saved_step, self.saved_at = payload["step"], payload["elapsed"]
 
     # -- the loop ------------------------------------------------------------------------------
     def evaluate_and_save(self) -> None:
@@ -177,77 +214,176 @@ class Trainer:
         if improved:
             run.best_bpc = run.val_bpc
         self.save(improved)
+        self.reporter.write_row(val_bpc=run.val_bpc)
+        evaluations = -(-run.step // self.config.eval_every)
+        if self.config.sample_every and evaluations % self.config.sample_every == 0:
+            self.show_sample()
+
+    def show_sample(self) -> None:
+        """A short sample under the progress bar and in samples.txt. It draws from its own generator,
+        so the training run is the same with or without samples."""
+        text = generate(self.model, "", length=SAMPLE_CHARS, temperature=0.8, random_seed=self.run.step)[0]
+        block = f"--- sample at step {self.run.step} (val {self.run.val_bpc:.3f} bpc) ---\n{text.strip()}\n"
+        tqdm.write(block)
+        with open(self.run_dir / "samples.txt", "a", encoding="utf-8") as f:
+            f.write(block + "\n")
+
+    def describe(self) -> dict:
+        """What `charlm runs` shows about this run (run.json)."""
+        return {
+            "corpus": self.corpus.name,
+            "sources": self.sources,
+            "parameters": self.model.num_parameters(),
+            "vocabulary": len(self.vocab),
+            "config": self.config.to_dict(),
+        }
 
     def fit(self) -> CharLM:
-        config, run, model = self.config, self.run, self.model
+        """Train until the budget is spent or a signal asks to stop; checkpoints on the way."""
+        config, run = self.config, self.run
         max_seconds = config.max_seconds()
-        chars_per_step = config.batch_size * config.seq_len
+        if not config.max_steps and not max_seconds:
+            raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
 
         def progress() -> float:
+            """How much of the budget is spent: steps or time, whichever runs out first."""
             by_steps = run.step / config.max_steps if config.max_steps else 0.0
             by_time = run.elapsed / max_seconds if max_seconds else 0.0
             return max(by_steps, by_time)
 
-        if not config.max_steps and not max_seconds:
-            raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
-        model.train()
-        state = run.hidden
-        bar = tqdm(
-            total=config.max_steps or None,
-            initial=run.step,
-            disable=config.quiet,
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(checkpoint.RunLock(self.run_dir))
+            stop = stack.enter_context(StopFlag().installed())
+            if config.detect_anomaly:
+                stack.enter_context(torch.autograd.detect_anomaly())
+            write_run_info(self.run_dir, self.describe())
+            self.reporter = stack.enter_context(contextlib.closing(Reporter(self, max_seconds)))
+            self.model.train()
+            started = time.perf_counter() - run.elapsed
+            while progress() < 1.0 and not stop.requested:
+                loss = self.train_step(progress())
+                run.elapsed = time.perf_counter() - started
+                self.checkpoint_if_due()
+                self.reporter.step(loss)
+            if self.saved_step != run.step:
+                self.evaluate_and_save()
+        self.stopped_early = stop.requested
+        return self.model
+
+    def train_step(self, progress: float) -> torch.Tensor:
+        """One TBPTT step on the next window of every stream; returns the loss (not synced to host)."""
+        run, config = self.run, self.config
+        inputs, targets, fresh = self.windows.next()
+        run.lr = learning_rate(config, run.step, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = run.lr
+        logits, state = self.model(inputs, None if fresh else run.hidden)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
+        self.optimizer.step()
+        run.hidden = detach_state(state)
+        run.step += 1
+        run.chars += targets.numel()
+        loss = loss.detach()
+        self.nonfinite |= ~torch.isfinite(loss)
+        return loss
+
+    def checkpoint_if_due(self) -> None:
+        run = self.run
+        every_steps, every_seconds = self.checkpoint_interval
+        if run.step % self.config.eval_every == 0:
+            self.evaluate_and_save()
+        elif (every_steps and run.step % every_steps == 0) or (
+            every_seconds and run.elapsed - self.saved_at >= every_seconds
+        ):
+            self.save()
+        elif run.step % NAN_CHECK_EVERY == 0 and self.nonfinite.item():
+            raise CharLMError(self.diverged_message())
+
+
+class Reporter:
+    """The progress bar and the metrics log. The loss is read from the tensor (a host sync) only when
+    the bar redraws, about once a second, or a row is written: every LOG_SECONDS and at evaluations."""
+
+    def __init__(self, trainer: Trainer, max_seconds: float | None):
+        self.config, self.run, self.max_seconds = trainer.config, trainer.run, max_seconds
+        self.log = MetricsLog(trainer.run_dir)
+        if self.run.step:
+            self.log.append({"resume": self.run.step})
+        self.tensorboard = None
+        if self.config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise CharLMError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.tensorboard = SummaryWriter(str(trainer.run_dir / "tensorboard"))
+        self.bar = tqdm(
+            total=self.config.max_steps or None,
+            initial=self.run.step,
+            disable=self.config.quiet,
             unit="step",
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
         )
-        loss_sum, loss_count = torch.zeros(()), 0
-        last_refresh, refresh_step = time.perf_counter(), run.step
-        started = time.perf_counter() - run.elapsed
-        last_eval_step = run.step
-        with StopFlag().installed() as stop:
-            while progress() < 1.0 and not stop.requested:
-                inputs, targets, fresh = self.windows.next()
-                if fresh:
-                    state = None
-                for group in self.optimizer.param_groups:
-                    group["lr"] = learning_rate(config, run.step, progress())
-                logits, state = model(inputs, state)
-                loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1))
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
-                self.optimizer.step()
-                state = detach_state(state)
-                loss_sum += loss.detach()
-                loss_count += 1
-                run.step += 1
-                run.elapsed = time.perf_counter() - started
-                if run.step % config.eval_every == 0:
-                    run.hidden = state
-                    self.evaluate_and_save()
-                    last_eval_step = run.step
-                now = time.perf_counter()
-                if now - last_refresh >= 1.0 and not config.quiet:
-                    rate = (run.step - refresh_step) * chars_per_step / (now - last_refresh)
-                    if max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
-                        steps_left = (max_seconds - run.elapsed) * (run.step - refresh_step) / (now - last_refresh)
-                        estimate = run.step + max(0, int(steps_left))
-                        bar.total = min(estimate, config.max_steps) if config.max_steps else estimate
-                    val = f"{run.val_bpc:.3f}" if run.val_bpc is not None else "-"
-                    bar.set_postfix_str(
-                        f"train {loss_sum.item() / loss_count * LOG2E:.3f} bpc, val {val} bpc, {rate:,.0f} chars/s",
-                        refresh=False,
-                    )
-                    loss_sum.zero_()
-                    loss_count, last_refresh, refresh_step = 0, now, run.step
-                bar.update(1)
-            run.hidden = state
-            if run.step > last_eval_step:
-                self.evaluate_and_save()
-        bar.close()
-        self.stopped_early = stop.requested
-        return model
+        self.loss_sum, self.losses, self.train_bpc = torch.zeros(()), 0, None
+        now = time.perf_counter()
+        self.bar_time, self.bar_step, self.steps_per_second = now, self.run.step, 0.0
+        self.row_time, self.row_step, self.row_chars = now, self.run.step, self.run.chars
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.bar.update(1)
+        self.loss_sum += loss
+        self.losses += 1
+        now = time.perf_counter()
+        if now - self.row_time >= LOG_SECONDS:
+            self.write_row()
+        elif now - self.bar_time >= 1.0 and not self.config.quiet:
+            self.redraw(now)
+
+    def redraw(self, now: float) -> None:
+        run, config = self.run, self.config
+        self.steps_per_second = (run.step - self.bar_step) / max(now - self.bar_time, 1e-9)
+        self.bar_time, self.bar_step = now, run.step
+        if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
+            estimate = run.step + max(0, int((self.max_seconds - run.elapsed) * self.steps_per_second))
+            self.bar.total = min(estimate, config.max_steps) if config.max_steps else estimate
+        train = self.loss_sum.item() / self.losses * LOG2E if self.losses else self.train_bpc
+        shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
+        shown.append(f"val {run.val_bpc:.3f} bpc" if run.val_bpc is not None else "val -")
+        shown.append(f"{self.steps_per_second * config.batch_size * config.seq_len:,.0f} chars/s")
+        self.bar.set_postfix_str(", ".join(shown), refresh=False)
+
+    def write_row(self, val_bpc: float | None = None) -> None:
+        """One line of metrics.jsonl: the training bpc is the mean since the previous line."""
+        run, now = self.run, time.perf_counter()
+        if self.losses:
+            self.train_bpc = self.loss_sum.item() / self.losses * LOG2E
+        row = {
+            "step": run.step,
+            "elapsed": round(run.elapsed, 3),
+            "chars": run.chars,
+            "train_bpc": self.train_bpc,
+            "val_bpc": val_bpc,
+            "lr": run.lr,
+            "chars_per_s": round((run.chars - self.row_chars) / max(now - self.row_time, 1e-9), 1),
+        }
+        self.log.append(row)
+        if self.tensorboard:
+            for key in ("train_bpc", "val_bpc", "lr", "chars_per_s"):
+                if row[key] is not None:
+                    self.tensorboard.add_scalar(key, row[key], run.step)
+        self.loss_sum.zero_()
+        self.losses, self.row_time, self.row_step, self.row_chars = 0, now, run.step, run.chars
+        if not self.config.quiet:
+            self.redraw(now)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tensorboard:
+            self.tensorboard.close()
 
 
 def run_folder(out: str | None, corpus_name: str) -> Path:
@@ -265,7 +401,7 @@ def start(config: Config, sources: list[str], out: str | None = None) -> Trainer
     if (run_dir / checkpoint.LATEST).exists():
         raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
     # Absolute paths, so `--resume` finds the corpus from any working directory.
-    return Trainer(config, corpus, [str(Path(s).resolve()) for s in sources], run_dir)
+    return Trainer(config, corpus, [str(Path(s).resolve()) if Path(s).exists() else s for s in sources], run_dir)
 
 
 def resume(target: str | None, overrides: dict, sources: list[str] | None = None) -> Trainer:

@@ -1,3 +1,5 @@
+import io
+
 import pytest
 import torch
 
@@ -55,11 +57,21 @@ def test_truncated_checkpoint_is_refused(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
     path = checkpoint.resolve("run")
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(CharLMError, match="not a readable charlm checkpoint"):
+    with pytest.raises(CharLMError, match=r"truncated checkpoint \(4\d{3} of \d+ bytes\)"):
         charlm.load(path)
 
 
-def test_a_tensor_file_that_is_not_ours_is_refused(tmp_path):
+def test_bit_flipped_checkpoint_is_refused(fox_file, tiny):
+    charlm.train(fox_file, out="run", **tiny)
+    path = checkpoint.resolve("run")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x04
+    path.write_bytes(bytes(data))
+    with pytest.raises(CharLMError, match="checksum mismatch"):
+        charlm.load(path)
+
+
+def test_a_file_that_is_not_ours_is_refused(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, path)
     with pytest.raises(CharLMError, match="not a charlm checkpoint"):
@@ -74,12 +86,14 @@ class _Payload:
 
 
 def test_a_malicious_pickle_is_refused_and_its_code_does_not_run(tmp_path):
+    """A checkpoint with a valid header and checksum whose pickle would create a file on load."""
     path = tmp_path / "evil.pt"
-    torch.save({"format": "charlm-checkpoint", "x": _Payload()}, path)
-    with pytest.raises(CharLMError, match="not a readable charlm checkpoint"):
+    path.write_bytes(checkpoint.serialize({"config": {}, "x": _Payload()}))
+    with pytest.raises(CharLMError, match="refused"):
         charlm.load(path)
     assert not (tmp_path / "pwned").exists()
-    torch.load(path, weights_only=False)  # what a plain unpickling loader would do
+    body = path.read_bytes().split(b"\n", 2)[2]
+    torch.load(io.BytesIO(body), weights_only=False)  # what a plain unpickling loader would do
     assert (tmp_path / "pwned").exists()
 
 

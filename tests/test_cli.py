@@ -1,6 +1,9 @@
 """The command line as a user meets it: real processes, real corpora, one-line errors."""
 
+import json
 import random
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -84,9 +87,9 @@ def test_bad_checkpoints_get_one_line(tmp_path, trained):
     assert_one_line_error(cli("sample", "--checkpoint", "nope.pt"), "nope.pt: no such checkpoint")
     best = tmp_path / "checkpoints" / trained / "best.pt"
     (tmp_path / "cut.pt").write_bytes(best.read_bytes()[:3000])
-    assert_one_line_error(cli("sample", "--checkpoint", "cut.pt"), "cut.pt: not a readable charlm checkpoint")
+    assert_one_line_error(cli("sample", "--checkpoint", "cut.pt"), "cut.pt: truncated checkpoint")
     (tmp_path / "notes.pt").write_text("just some text")
-    assert_one_line_error(cli("info", "notes.pt"), "notes.pt: not a readable charlm checkpoint")
+    assert_one_line_error(cli("info", "notes.pt"), "notes.pt: not a charlm checkpoint")
 
 
 def test_real_process_errors_have_no_traceback(tmp_path):
@@ -143,3 +146,51 @@ def test_hongloumeng_end_to_end():
 def test_default_corpus_is_shakespeare():
     result = run_cli("train", "--max-steps", "15", "--hidden", "32", "--eval-every", "15", check=True)
     assert "on shakespeare" in result.stderr and "--- sample" in result.stdout
+
+
+def test_resume_without_a_run_name_continues_the_latest_run(trained):
+    result = cli("train", "--resume", "--max-steps", "30")
+    assert result.exit_code == 0, result.output
+    assert "done: step 30" in result.output
+    assert_one_line_error(cli("train", "--resume", trained, "--hidden", "64"), "--hidden: 32 -> 64")
+
+
+def test_sample_options_from_the_command_line(trained, tmp_path):
+    result = cli("sample", "--seed", "the", "--length", "20", "--temperature", "0.5,1.0", "--random-seed", "1")
+    assert result.output.count("--- temperature") == 2 and "--- temperature 0.5 ---\nthe" in result.output
+    result = cli("sample", "--seed", "the", "--length", "20", "--num-samples", "2", "--json", "--output", "out.txt")
+    objects = [json.loads(line) for line in result.output.splitlines()]
+    assert [o["sample"] for o in objects] == [1, 2] and all(o["text"].startswith("the") for o in objects)
+    assert (tmp_path / "out.txt").read_text() == result.output
+    (tmp_path / "seed.txt").write_text("the quick ")
+    result = cli("sample", "--seed-file", "seed.txt", "--length", "5", "--greedy")
+    assert result.output.startswith("the quick ") and len(result.output) == 10 + 5 + 1
+    result = cli("sample", "--seed", "the", "--length", "300", "--stop", "\\n", "--random-seed", "0")
+    assert result.output.count("\n") == 2 and result.output.endswith("\n\n")  # stopped at the first newline
+    assert_one_line_error(cli("sample", "--top-p", "1.5"), "--top-p must be in (0, 1]")
+    assert_one_line_error(cli("sample", "--top-k", "0"), "--top-k must be at least 1")
+    assert_one_line_error(cli("sample", "--temperature", "0.5,x"), "--temperature: cannot read '0.5,x'")
+    assert_one_line_error(cli("sample", "--temperature", "0.5,-1"), "--temperature must be above 0")
+    assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
+
+
+def test_interactive_mode_through_a_pipe(trained):
+    result = subprocess.run(
+        [sys.executable, "-m", "charlm", "sample", "--interactive", "--length", "15", "--random-seed", "0"],
+        input="the quick\nover the\n", capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) >= 2 and lines[0].startswith("the quick") and len(lines[0]) >= len("the quick")
+    assert "over the" in result.stdout
+
+
+def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "sample", "--length", "200000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    process.stdout.read(100)  # like `charlm sample | head -c 100`
+    process.stdout.close()
+    assert process.wait(timeout=120) == 0
+    assert process.stderr.read() == b""

@@ -1,28 +1,94 @@
+import collections
+import itertools
+import math
+
 import pytest
 import torch
 
 from charlm import CharLM, Config
+from charlm.config import SampleConfig
 from charlm.errors import CharLMError
-from charlm.sampler import generate, pick
+from charlm.sampler import Conversation, FusedLSTMStep, generate, nucleus
 from charlm.vocab import Vocab
 
 
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return CharLM(Config(hidden=16, layers=2), Vocab("\nabcdefgh "))
+    return CharLM(Config(hidden=16, layers=2), Vocab("\nabcdefgh ")).eval()
 
 
-def test_output_begins_with_the_seed_and_has_the_asked_length(model):
-    text = model.generate("abc", length=40, random_seed=1)
-    assert text.startswith("abc") and len(text) == 43
-    assert set(text) <= set(model.vocab.chars)
+def fixed_distribution(probs: dict[str, float]) -> CharLM:
+    """A model whose next-character distribution is `probs`, whatever came before."""
+    vocab = Vocab(sorted(probs))
+    model = CharLM(Config(hidden=8, layers=1, dropout=0.0), vocab).eval()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([math.log(probs[c]) for c in vocab.chars]))
+    return model
 
 
-def test_greedy_is_reproducible_and_equals_top_k_1(model):
+DISTRIBUTION = {"a": 0.5, "b": 0.3, "c": 0.15, "d": 0.05}
+
+
+def frequencies(model: CharLM, n: int = 4000, **options) -> dict[str, float]:
+    text = generate(model, "a", length=n, random_seed=0, **options)[0][1:]
+    counts = collections.Counter(text)
+    return {c: counts[c] / n for c in model.vocab.chars}
+
+
+def test_plain_sampling_follows_the_model_distribution():
+    freq = frequencies(fixed_distribution(DISTRIBUTION), temperature=1.0)
+    for char, p in DISTRIBUTION.items():
+        assert abs(freq[char] - p) < 0.03, (char, freq)
+
+
+def test_temperature_sharpens_or_flattens():
+    model = fixed_distribution(DISTRIBUTION)
+    assert frequencies(model, temperature=0.5)["a"] > 0.6
+    assert frequencies(model, temperature=2.0)["a"] < 0.42
+
+
+def test_top_k_samples_only_among_the_k_likeliest():
+    freq = frequencies(fixed_distribution(DISTRIBUTION), temperature=1.0, top_k=2)
+    assert freq["c"] == freq["d"] == 0 and abs(freq["a"] - 0.5 / 0.8) < 0.03
+
+
+def test_top_p_keeps_exactly_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.05, 0.5, 0.15, 0.3]], dtype=torch.float64)
+    for top_p, kept in [(0.5, [1]), (0.51, [1, 3]), (0.8, [1, 3]), (0.81, [1, 3, 2]), (1.0, [1, 3, 2, 0])]:
+        filtered = nucleus(probs, top_p)
+        assert sorted(filtered.nonzero()[:, 1].tolist()) == sorted(kept), top_p
+        assert torch.equal(filtered[0, kept], probs[0, kept])
+    freq = frequencies(fixed_distribution(DISTRIBUTION), temperature=1.0, top_p=0.8)
+    assert freq["c"] == freq["d"] == 0 and freq["a"] > 0.55
+
+
+def test_top_k_1_equals_greedy_and_greedy_takes_the_likeliest(model):
     greedy = model.generate("ab", length=30, greedy=True)
-    assert greedy == model.generate("ab", length=30, greedy=True)
     assert greedy == model.generate("ab", length=30, top_k=1, random_seed=5)
+    assert generate(fixed_distribution(DISTRIBUTION), "a", length=20, greedy=True)[0] == "a" * 21
+
+
+def test_repetition_penalty_discourages_recent_characters():
+    model = fixed_distribution(DISTRIBUTION)
+
+    def a_after_a(**options) -> float:
+        text = generate(model, "a", length=4000, temperature=1.0, random_seed=0, **options)[0]
+        after_a = [nxt for prev, nxt in itertools.pairwise(text) if prev == "a"]
+        return after_a.count("a") / len(after_a)
+
+    assert abs(a_after_a() - 0.5) < 0.05
+    # window 1: only the previous character is penalized; its logit log(0.5) is tripled
+    expected = 0.125 / (0.125 + 0.3 + 0.15 + 0.05)
+    assert abs(a_after_a(repetition_penalty=3.0, repetition_window=1) - expected) < 0.05
+
+
+def test_temperature_list_is_cycled_per_character():
+    model = fixed_distribution(DISTRIBUTION)
+    text = generate(model, "", length=400, temperature=[0.05, 5.0], random_seed=1)[0]
+    cold, hot = text[0::2], text[1::2]
+    assert cold.count("a") == len(cold) and hot.count("a") < len(hot) * 0.5
 
 
 def test_random_seed_makes_sampling_reproducible(model):
@@ -31,50 +97,88 @@ def test_random_seed_makes_sampling_reproducible(model):
     assert a != model.generate("ab", length=60, temperature=1.5, random_seed=4)
 
 
+def test_batched_samples_equal_the_same_samples_drawn_one_at_a_time(model):
+    batched = generate(model, "ab", length=80, temperature=1.3, num_samples=4, random_seed=10)
+    alone = [generate(model, "ab", length=80, temperature=1.3, random_seed=10 + i)[0] for i in range(4)]
+    assert batched == alone and len(set(batched)) == 4
+
+
+def test_stop_text_ends_a_sample_and_is_kept():
+    model = fixed_distribution(DISTRIBUTION)
+    texts = generate(model, "", length=500, temperature=1.0, stop="cc", num_samples=5, random_seed=0)
+    assert all(t.endswith("cc") and t.count("cc") == 1 for t in texts)
+    assert len({len(t) for t in texts}) > 1  # each sample stops on its own
+
+
+def test_output_begins_with_the_seed_and_has_the_asked_length(model):
+    text = model.generate("abc", length=40, random_seed=1)
+    assert text.startswith("abc") and len(text) == 43
+    assert len(model.generate("", length=10, random_seed=0)) == 10
+
+
+def test_stream_yields_the_same_text_in_pieces(model):
+    pieces = list(model.stream("ab", length=30, random_seed=2))
+    assert pieces[0] == "ab" and len(pieces) == 31
+    assert "".join(pieces) == model.generate("ab", length=30, random_seed=2)
+
+
+def test_fused_step_matches_the_lstm_module(model):
+    ids = torch.randint(0, len(model.vocab), (3, 12))
+    expected, state = model(ids)
+    step = FusedLSTMStep(model, batch=3)
+    with torch.no_grad():
+        _, primed = model(ids[:, :1])
+        step.load_state(primed)
+        for t in range(1, 12):
+            assert torch.allclose(step(ids[:, t]), expected[:, t], atol=1e-5)
+    assert torch.allclose(step.state()[1], state[1], atol=1e-5)
+
+
 def test_generation_carries_state_instead_of_rerunning_the_prefix(model, monkeypatch):
     calls = []
-    original = CharLM.forward
+    original = FusedLSTMStep.__call__
 
-    def spy(self, ids, state=None):
-        calls.append(ids.shape[1])
-        return original(self, ids, state)
+    def spy(self, ids):
+        calls.append(ids.shape)
+        return original(self, ids)
 
-    monkeypatch.setattr(CharLM, "forward", spy)
+    monkeypatch.setattr(FusedLSTMStep, "__call__", spy)
     model.generate("abcde", length=20, random_seed=0)
-    assert calls == [5] + [1] * 19  # one priming pass, then one character per step
+    assert calls == [(1,)] * 20  # one step per character, each over one character
 
 
-def test_greedy_picks_what_the_model_finds_likeliest(model):
-    text = model.generate("abc", length=1, greedy=True)
-    logits, _ = model(model.vocab.encode("abc").unsqueeze(0))
-    assert text[-1] == model.vocab.chars[logits[0, -1].argmax()]
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_other_cells_sample_through_the_module(cell):
+    torch.manual_seed(0)
+    model = CharLM(Config(cell=cell, hidden=8, layers=2), Vocab("abc"))
+    assert len(model.generate("ab", length=15, random_seed=0)) == 17
 
 
-def test_top_k_samples_only_among_the_k_likeliest():
-    logits = torch.tensor([[0.0, 5.0, 4.0, 3.0, -1.0]]).repeat(500, 1)
-    ids = pick(logits, temperature=3.0, top_k=2, greedy=False, generator=torch.Generator().manual_seed(0))
-    assert set(ids.tolist()) == {1, 2}
-
-
-def test_many_samples_in_one_batch_and_streaming_callback(model):
-    streamed = {0: [], 1: [], 2: []}
-    texts = generate(model, "ab", 25, num_samples=3, random_seed=2, on_text=lambda i, t: streamed[i].append(t))
-    assert len(texts) == 3 and all(len(t) == 27 for t in texts)
-    assert ["".join(streamed[i]) for i in range(3)] == texts
-
-
-def test_empty_seed_starts_at_a_line_start(model):
-    assert len(model.generate("", length=10, random_seed=0)) == 10
+def test_conversation_carries_state_and_transcript(model):
+    conversation = Conversation(model, SampleConfig(length=10, random_seed=0))
+    first = "".join(conversation.turn("abc"))
+    second = "".join(conversation.turn("de"))
+    assert len(first) == len(second) == 10
+    transcript = "".join(conversation.transcript)
+    assert transcript == "abc" + first + "de" + second
+    with torch.no_grad():  # the carried state is that of the whole transcript read at once
+        logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
+    assert torch.allclose(conversation.generation.logits[0], logits[0, -1], atol=1e-4)
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
         ({"temperature": 0}, "--temperature must be above 0"),
-        ({"temperature": -1.0}, "--temperature must be above 0"),
+        ({"temperature": [0.5, -1.0]}, "--temperature must be above 0"),
         ({"length": -1}, "--length must be 0 or more"),
         ({"top_k": 0}, "--top-k must be at least 1"),
+        ({"top_p": 0.0}, r"--top-p must be in \(0, 1\]"),
+        ({"top_p": 1.5}, r"--top-p must be in \(0, 1\]"),
+        ({"stop": ""}, "--stop must not be empty"),
+        ({"repetition_penalty": 0}, "--repetition-penalty must be a positive number"),
         ({"seed": "abz\u00e9"}, r"2 character\(s\) the model has never seen: 'z' '\u00e9'"),
+        ({"tempreature": 1.0}, r"unknown sampling option\(s\) tempreature"),
     ],
 )
 def test_bad_options_are_named(model, options, message):

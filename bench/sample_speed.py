@@ -1,0 +1,114 @@
+"""Sampling speed, all measured in this one process (these machines are noisy: compare ratios).
+
+    python bench/sample_speed.py [--hidden 512 --layers 2 --chars 2000]
+
+Prints chars/s of charlm's generation for one stream and for 64 streams, against:
+  (a) a bare loop calling nn.LSTM (+ embedding and head) once per character,
+  (b) the roofline: the step's matrix products alone, in a tight loop,
+  (c) a naive loop that re-runs the whole prefix for every new character (no carried state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from charlm import CharLM, Config
+from charlm.sampler import generate
+from charlm.vocab import Vocab
+
+
+def rate(chars: int, seconds: float) -> float:
+    return chars / seconds
+
+
+def timed(fn, repeats: int = 3) -> float:
+    """Best of `repeats` wall times of fn()."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bare_lstm_loop(model: CharLM, chars: int) -> None:
+    ids, state = torch.zeros(1, 1, dtype=torch.long), None
+    with torch.inference_mode():
+        for _ in range(chars):
+            out, state = model.core(model.embed(ids), state)
+            logits = model.head(out[:, -1])
+            ids = logits.argmax(-1, keepdim=True)
+
+
+def roofline_loop(model: CharLM, chars: int) -> None:
+    """Only the matrix products one step needs: per layer [x | h] @ W (input+hidden x 4 hidden), and the head."""
+    hidden, layers = model.config.hidden, model.config.layers
+    weights = [torch.randn(2 * hidden, 4 * hidden) for _ in range(layers)]
+    head = torch.randn(hidden, len(model.vocab))
+    xh, gates, logits = torch.randn(1, 2 * hidden), torch.empty(1, 4 * hidden), torch.empty(1, len(model.vocab))
+    with torch.inference_mode():
+        for _ in range(chars):
+            for w in weights:
+                torch.mm(xh, w, out=gates)
+            torch.mm(xh[:, :hidden], head, out=logits)
+
+
+def naive_forward_seconds(model: CharLM, length: int) -> float:
+    """Seconds to run the model over a prefix of `length` characters (what a stateless sampler pays per character)."""
+    ids = torch.zeros(1, length, dtype=torch.long)
+    with torch.inference_mode():
+        return timed(lambda: model(ids), repeats=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--chars", type=int, default=2000)
+    parser.add_argument("--streams", type=int, default=64)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    vocab = Vocab([chr(32 + i) for i in range(64)] + ["\n"])
+    model = CharLM(Config(hidden=args.hidden, layers=args.layers, dropout=0.0), vocab).eval()
+    n = args.chars
+    print(f"model {args.layers}x{args.hidden} lstm, vocabulary {len(vocab)}, {torch.get_num_threads()} threads")
+
+    ours = rate(n, timed(lambda: generate(model, "A", length=n, temperature=0.8, random_seed=0)))
+    ours_greedy = rate(n, timed(lambda: generate(model, "A", length=n, greedy=True)))
+    bare = rate(n, timed(lambda: bare_lstm_loop(model, n)))
+    roof = rate(n, timed(lambda: roofline_loop(model, n)))
+    streams = args.streams
+    batched = rate(
+        n * streams, timed(lambda: generate(model, "A", length=n, num_samples=streams, random_seed=0), repeats=2)
+    )
+
+    # The naive loop re-runs the prefix: character k costs a forward over k characters. Time forwards
+    # at a few lengths, fit a + b*k, and sum over k = 1..n (running it all would take minutes).
+    lengths = [50, n // 4, n // 2, n]
+    seconds = [naive_forward_seconds(model, k) for k in lengths]
+    mean_k = sum(lengths) / len(lengths)
+    mean_s = sum(seconds) / len(seconds)
+    slope = sum((k - mean_k) * (s - mean_s) for k, s in zip(lengths, seconds)) / sum((k - mean_k) ** 2 for k in lengths)
+    intercept = mean_s - slope * mean_k
+    naive_total = sum(intercept + slope * k for k in range(1, n + 1))
+    naive = rate(n, naive_total)
+
+    print(f"\n{'what':<52} {'chars/s':>12}")
+    print(f"{'charlm generate, 1 stream (temperature 0.8)':<52} {ours:>12,.0f}")
+    print(f"{'charlm generate, 1 stream (greedy)':<52} {ours_greedy:>12,.0f}")
+    print(f"{f'charlm generate, {streams} streams in one batch (total)':<52} {batched:>12,.0f}")
+    print(f"{'(a) bare loop: nn.LSTM called once per character':<52} {bare:>12,.0f}")
+    print(f"{'(b) roofline: the step matrix products alone':<52} {roof:>12,.0f}")
+    print(f"{f'(c) naive: re-run the prefix per character, {n} chars':<52} {naive:>12,.1f}")
+    print("\nratios")
+    print(f"  1 stream vs bare nn.LSTM loop:      {ours / bare:6.2f}x   (target >= 2x)")
+    print(f"  1 stream vs roofline:               {ours / roof:6.2f}    (target >= 0.60)")
+    print(f"  {streams} streams vs 1 stream (total):     {batched / ours:6.1f}x   (target >= 25x)")
+    print(f"  1 stream vs naive prefix re-run:    {ours / naive:6.0f}x   (target >= 50x at {n} characters)")
+
+
+if __name__ == "__main__":
+    main()

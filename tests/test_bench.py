@@ -1,0 +1,26 @@
+"""The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
+
+import subprocess
+import sys
+
+from .conftest import REPO
+
+
+def run_bench(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_sample_speed_bench_runs():
+    out = run_bench("bench/sample_speed.py", "--hidden", "16", "--layers", "2", "--chars", "60", "--streams", "4")
+    for label in ("bare loop", "roofline", "naive", "1 stream vs bare nn.LSTM loop"):
+        assert label in out
+
+
+def test_sweep_bench_runs(fox_file, tmp_path):
+    out = run_bench(
+        "bench/sweep.py", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
+        "hidden=16,layers=1,seq_len=8,batch_size=4", "hidden=24,layers=1,seq_len=8,batch_size=4",
+    )  # fmt: skip
+    assert "| hidden=16,layers=1,seq_len=8,batch_size=4 | 1x16 |" in out and "| 1x24 |" in out
