@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 from . import trainer
 from .checkpoint import load
-from .config import Config
-from .errors import CharLMError
+from .config import Config, from_options
 from .model import CharLM
 
 __all__ = ["load", "train"]
-
-
-def make_config(options: dict) -> Config:
-    known = {f.name for f in dataclasses.fields(Config)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise CharLMError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return Config(**options)
 
 
 def train(
@@ -35,8 +25,8 @@ def train(
     """
     sources = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths or []]
     if resume is not False:
-        make_config(options)  # rejects unknown names before touching the run
+        from_options(Config, options)  # rejects unknown names before touching the run
         run = trainer.resume(None if resume is True else str(resume), options, sources)
     else:
-        run = trainer.start(make_config(options), sources, None if out is None else str(out))
+        run = trainer.start(from_options(Config, options), sources, None if out is None else str(out))
     return run.fit()

@@ -124,6 +124,15 @@ class Config:
         ]
 
 
+def from_options(config_class: type, options: dict, what: str = "option"):
+    """Build a config dataclass from keyword options, naming any unknown ones."""
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CharLMError(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return config_class(**options)
+
+
 def option_name(field_name: str) -> str:
     return field_name.replace("_", "-")
 

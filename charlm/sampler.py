@@ -18,8 +18,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .config import SampleConfig
-from .errors import CharLMError
+from .config import SampleConfig, from_options
 from .model import CharLM, State
 
 PRIME_CHUNK = 2048  # a long seed is primed in chunks of this many characters, one forward pass each
@@ -166,11 +165,7 @@ def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
 
 
 def sample_config(options: dict) -> SampleConfig:
-    known = {f.name for f in dataclasses.fields(SampleConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise CharLMError(f"unknown sampling option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return SampleConfig(**options)
+    return from_options(SampleConfig, options, "sampling option")
 
 
 class Generation:
@@ -261,7 +256,7 @@ class Conversation:
     model continues it. State and transcript run on from turn to turn."""
 
     def __init__(self, model: CharLM, options: SampleConfig):
-        self.model, self.options = model, SampleConfig(**{**dataclasses.asdict(options), "num_samples": 1})
+        self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.generation: Generation | None = None
         self.transcript: list[str] = []
 

@@ -12,6 +12,19 @@ from charlm.errors import CharLMError
 from charlm.metrics import read_metrics
 from charlm.plot import HEIGHT, WIDTH
 
+
+def block_import(monkeypatch, prefix: str) -> None:
+    """Make `import prefix...` fail, as if the package were not installed."""
+    real_import = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        if name.startswith(prefix):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)
+
+
 KEYS = {"step", "elapsed", "chars", "train_bpc", "val_bpc", "lr", "chars_per_s"}
 
 
@@ -50,14 +63,7 @@ def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
 
 def test_plot_without_matplotlib_says_how_to_get_it(fox_file, tiny, monkeypatch):
     charlm.train(fox_file, out="run", **tiny)
-    real_import = builtins.__import__
-
-    def no_matplotlib(name, *args, **kwargs):
-        if name.startswith("matplotlib"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    block_import(monkeypatch, "matplotlib")
     result = CliRunner().invoke(main, ["plot", "run"])
     assert result.exit_code == 1 and "pip install 'charlm[plot]'" in result.output
 
@@ -72,13 +78,12 @@ def test_samples_while_training_do_not_change_the_run(fox_file, tiny, capsys):
 
 
 def test_tensorboard_missing_is_a_clear_error(fox_file, tiny, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_tensorboard(name, *args, **kwargs):
-        if name.startswith("torch.utils.tensorboard"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    block_import(monkeypatch, "torch.utils.tensorboard")
     with pytest.raises(CharLMError, match="pip install tensorboard"):
         charlm.train(fox_file, out="tb", **{**tiny, "tensorboard": True})
+
+
+def test_tensorboard_logging_writes_event_files(fox_file, tiny):
+    charlm.train(fox_file, out="tb", **{**tiny, "tensorboard": True})
+    events = list((fox_file.parent / "checkpoints/tb/tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 100
