@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .errors import CharLMError
@@ -34,15 +35,23 @@ def min_chars(batch_size: int, seq_len: int) -> int:
     return batch_size * (seq_len + 1)
 
 
-def make_streams(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Lay a 1-D id tensor out as `batch_size` contiguous rows (the tail that does not fit is dropped)."""
-    stream_len = ids.numel() // batch_size
+def make_streams(ids: torch.Tensor | np.ndarray, batch_size: int) -> torch.Tensor | np.ndarray:
+    """Lay 1-D ids out as `batch_size` contiguous rows (the tail that does not fit is dropped).
+    A memory-mapped array stays memory-mapped: only the windows in use are read."""
+    stream_len = len(ids) // batch_size
     if stream_len < 2:
         raise CharLMError(
-            f"text too short: {ids.numel()} characters cannot fill {batch_size} streams "
+            f"text too short: {len(ids)} characters cannot fill {batch_size} streams "
             "of at least 2 characters; lower --batch-size or use a longer text"
         )
-    return ids[: stream_len * batch_size].view(batch_size, stream_len)
+    return ids[: stream_len * batch_size].reshape(batch_size, stream_len)
+
+
+def as_ids(window: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """A window as the int64 tensor an embedding takes (a copy of a few KB for memory-mapped ids)."""
+    if isinstance(window, np.ndarray):
+        return torch.from_numpy(window.astype(np.int64))
+    return window
 
 
 @dataclass
@@ -53,19 +62,19 @@ class Windows:
     state must start fresh, since the text before column 0 is the end of another stream.
     """
 
-    streams: torch.Tensor
+    streams: torch.Tensor | np.ndarray
     seq_len: int
     position: int = 0
     epoch: int = 0
 
     @property
     def last_input(self) -> int:
-        return self.streams.size(1) - 1
+        return self.streams.shape[1] - 1
 
     def window(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, targets) of the window starting at column `start`: views, no copy."""
+        """(inputs, targets) of the window starting at column `start`."""
         end = min(start + self.seq_len, self.last_input)
-        return self.streams[:, start:end], self.streams[:, start + 1 : end + 1]
+        return as_ids(self.streams[:, start:end]), as_ids(self.streams[:, start + 1 : end + 1])
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(inputs, targets, fresh_state) for the next training step."""

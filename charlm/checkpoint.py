@@ -169,7 +169,7 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
 
 
 def model_from_payload(payload: dict) -> CharLM:
-    model = CharLM(Config.from_dict(payload["config"]), Vocab.from_string(payload["vocab"]))
+    model = CharLM(Config.from_dict(payload["config"]), Vocab.from_dict(payload["vocab"]))
     model.load_state_dict(payload["model"])
     return model
 

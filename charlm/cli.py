@@ -9,12 +9,13 @@ import os
 import sys
 import time
 import typing
+import warnings
 from pathlib import Path
 
 import click
 
-from . import checkpoint, sampler, trainer
-from .config import Config, SampleConfig, option_name, parse_temperatures
+from . import checkpoint, sampler, tokens, trainer
+from .config import NORMALIZATIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .errors import CharLMError
 from .metrics import read_metrics, read_run_info
@@ -44,6 +45,27 @@ class Group(click.Group):
 @click.version_option(package_name="charlm")
 def main() -> None:
     """Character-level language models: train on a novel, sample new text from a seed."""
+    warnings.showwarning = lambda message, *args: click.echo(f"warning: {message}", err=True)
+
+
+@main.group()
+def corpus() -> None:
+    """Prepare corpora: encode once into a cached, memory-mapped token stream."""
+
+
+@corpus.command("prepare")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of the files")
+@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default=Config.normalize, show_default=True)
+@click.option("--min-count", type=int, default=Config.min_count, show_default=True, help="rarer characters: unknown")
+@click.option("--coverage", type=float, default=Config.coverage, show_default=True, help="keep the most frequent")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
+    """Encode PATHS (files or folders of .txt files) into corpora/cache/ and print a summary."""
+    config = Config(**options)  # validates the options the same way `train` does
+    prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
+    click.echo(f"cache        {tokens.CACHE_ROOT / prepared.key}")
+    click.echo(tokens.summary(prepared.meta))
 
 
 def options_of(config_class, types: dict | None = None):
@@ -91,7 +113,7 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **option
     if not config.quiet:
         click.echo(
             f"training {config.layers}x{config.hidden} {config.cell} ({run.model.num_parameters():,} parameters) "
-            f"on {run.corpus.name}: {len(run.corpus.train_text):,} chars, {len(run.vocab)} distinct; "
+            f"on {run.corpus.name}: {len(run.corpus.train_ids):,} chars, {len(run.vocab)} in the vocabulary; "
             f"run folder {run.run_dir}",
             err=True,
         )
@@ -180,7 +202,7 @@ def converse(model, config: SampleConfig, emit) -> None:
 def evaluate(target: str, files: tuple[str, ...], encoding: str) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
     model = checkpoint.load(target)
-    text = read_texts(files, encoding)
+    text = read_texts(files, encoding, model.vocab.normalize)
     ids = model.vocab.encode(text, what=", ".join(files))
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")

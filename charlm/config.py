@@ -15,6 +15,7 @@ from .errors import CharLMError
 CELLS = ("lstm", "gru", "rnn")
 
 SAVE_ERRORS = ("stop", "warn")
+NORMALIZATIONS = ("none", "nfc", "nfkc")
 
 # Options a resumed run may change: limits, cadence, reporting, and the optimizer's step size (to
 # recover from a diverged run). Everything else shapes the model or the data and must stay.
@@ -43,6 +44,9 @@ class Config:
     batch_size: int = _opt(16, "contiguous streams trained side by side")
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus files")
+    normalize: str = _opt("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)
+    min_count: int = _opt(1, "characters seen fewer times become one unknown symbol")
+    coverage: float = _opt(1.0, "keep the most frequent characters covering this fraction; the rest: unknown")
     # optimisation
     lr: float = _opt(3e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = _opt(0.05, "final learning rate as a fraction of --lr (cosine decay)")
@@ -75,6 +79,12 @@ class Config:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
             if getattr(self, name) > MAXIMA.get(name, float("inf")):
                 raise CharLMError(f"--{option_name(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
+        if self.normalize not in NORMALIZATIONS:
+            raise CharLMError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
+        if self.min_count < 1:
+            raise CharLMError(f"--min-count must be at least 1, not {self.min_count}")
+        if not 0.0 < self.coverage <= 1.0:
+            raise CharLMError(f"--coverage must be in (0, 1], not {self.coverage}")
         if self.save_errors not in SAVE_ERRORS:
             raise CharLMError(f"--save-errors must be one of {', '.join(SAVE_ERRORS)}, not {self.save_errors!r}")
         if not 0.0 <= self.dropout < 1.0:

