@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import checkpoint, sampler, tokens, trainer
+from . import catalog, checkpoint, sampler, tokens, trainer
 from .config import NORMALIZATIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .errors import CharLMError
@@ -51,6 +51,20 @@ def main() -> None:
 @main.group()
 def corpus() -> None:
     """Prepare corpora: encode once into a cached, memory-mapped token stream."""
+
+
+@corpus.command("list")
+def corpus_list() -> None:
+    """The corpora `charlm corpus get NAME` and `charlm train NAME` know."""
+    click.echo(catalog.listing())
+
+
+@corpus.command("get")
+@click.argument("name")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def corpus_get(name: str, quiet: bool) -> None:
+    """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
+    click.echo(catalog.get(name, quiet))
 
 
 @corpus.command("prepare")

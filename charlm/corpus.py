@@ -22,7 +22,7 @@ def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
     if not sources:
         return DEFAULT_CORPUS
     first = Path(sources[0])
-    return first.stem if first.is_file() else first.name or "corpus"
+    return first.stem if first.suffix else first.name or "corpus"
 
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import catalog
 from .config import Config
 from .corpus import corpus_name, iter_text, source_files
 from .errors import CharLMError
@@ -163,7 +164,8 @@ def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: boo
         train_file, val_file = shakespeare_files()
         parts, name = [[train_file], [val_file]], "shakespeare"
     else:
-        parts, name = [source_files(sources)], corpus_name(sources)
+        named = [str(catalog.get(s, quiet)) if s in catalog.CATALOG and not Path(s).exists() else s for s in sources]
+        parts, name = [source_files(named)], corpus_name(sources)
     folder = prepare(parts, config.encoding, config.normalize, config.min_count, config.coverage, quiet=quiet)
     vocab, tokens, meta = load_prepared(folder)
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)

@@ -1,0 +1,200 @@
+"""Well-known public corpora by name: `charlm corpus list`, `charlm corpus get NAME`, `charlm train NAME`.
+
+Each entry pins its canonical address, size and sha256. A download shows its progress, resumes a
+partial file (HTTP Range), is verified before it is used, and lives in `corpora/downloads/`. A file
+that fails its checksum is deleted: nothing half-written or wrong is ever left in the cache.
+
+Offline machines set CHARLM_CORPUS_MIRROR to a folder holding the same file names, or to a base URL
+that serves them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .errors import CharLMError
+
+DOWNLOADS = Path("corpora") / "downloads"
+MIRROR_VARIABLE = "CHARLM_CORPUS_MIRROR"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    url: str
+    filename: str  # as downloaded, and as a mirror holds it
+    size: int
+    sha256: str
+    license: str
+    description: str
+    member: str | None = None  # the text inside a zip download
+
+    @property
+    def text_name(self) -> str:
+        return self.member + ".txt" if self.member else self.filename
+
+
+CATALOG = {
+    e.name: e
+    for e in (
+        Entry(
+            "tinyshakespeare",
+            "https://raw.githubusercontent.com/karpathy/char-rnn/6f9487a6fe5b420b7ca9afb0d7c078e37c1d1b4e/"
+            "data/tinyshakespeare/input.txt",
+            "tinyshakespeare.txt",
+            1_115_394,
+            "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            "public domain",
+            "40k lines of Shakespeare's plays, the char-rnn example corpus (English)",
+        ),
+        Entry(
+            "hongloumeng",
+            "https://raw.githubusercontent.com/bigeagle/picoGPT/96862260d920222fdd38b2da937f26005541c8fb/"
+            "data/hongloumeng.txt",
+            "hongloumeng.txt",
+            2_607_799,
+            "0f7876dad2ea61a49b789e4a9112c4a14b1b133b308e61038bde24a4a2ce396d",
+            "public domain",
+            "红楼梦 Dream of the Red Chamber, 120 chapters, simplified Chinese, 4,447 distinct characters",
+        ),
+        Entry(
+            "enwik8",
+            "https://mattmahoney.net/dc/enwik8.zip",
+            "enwik8.zip",
+            36_445_475,
+            "547994d9980ebed1288380d652999f38a14fe291a6247c157c3d33d4932534bc",
+            "Wikipedia text, CC BY-SA",
+            "the first 100 MB of an English Wikipedia XML dump (Hutter Prize); UTF-8",
+            member="enwik8",
+        ),
+        Entry(
+            "text8",
+            "https://mattmahoney.net/dc/text8.zip",
+            "text8.zip",
+            31_344_016,
+            "",
+            "Wikipedia text, CC BY-SA",
+            "enwik8 cleaned to lowercase a-z and spaces, 100M characters",
+            member="text8",
+        ),
+    )
+}
+
+
+def entry(name: str) -> Entry:
+    if name not in CATALOG:
+        raise CharLMError(f"{name!r} is not a file, a folder or a catalog corpus ({', '.join(CATALOG)})")
+    return CATALOG[name]
+
+
+def text_path(name: str) -> Path:
+    return DOWNLOADS / entry(name).text_name
+
+
+def get(name: str, quiet: bool = False) -> Path:
+    """The plain-text file of catalog corpus `name`, fetched and verified if it is not here yet."""
+    item = entry(name)
+    text = DOWNLOADS / item.text_name
+    if text.is_file():
+        return text
+    download = DOWNLOADS / item.filename
+    if not (download.is_file() and _matches(download, item)):
+        _fetch(item, download, quiet)
+    if item.member:
+        _extract(download, item.member, text)
+    return text
+
+
+def _matches(path: Path, item: Entry) -> bool:
+    if path.stat().st_size != item.size:
+        return False
+    return not item.sha256 or _sha256(path) == item.sha256
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fetch(item: Entry, target: Path, quiet: bool) -> None:
+    mirror = os.environ.get(MIRROR_VARIABLE, "").strip()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    if mirror and "://" not in mirror:
+        source = Path(mirror) / item.filename
+        if not source.is_file():
+            raise CharLMError(f"{MIRROR_VARIABLE}={mirror}: no {item.filename} there; unset it to download {item.url}")
+        shutil.copyfile(source, part)
+        where = str(source)
+    else:
+        where = f"{mirror.rstrip('/')}/{item.filename}" if mirror else item.url
+        _download(where, part, item.size, quiet)
+    actual, size = _sha256(part), part.stat().st_size
+    if size != item.size or (item.sha256 and actual != item.sha256):
+        part.unlink()
+        raise CharLMError(
+            f"{item.name}: {where} fails verification (size {size:,}, expected {item.size:,}; sha256 {actual[:12]}..., "
+            f"expected {item.sha256[:12] or 'unpinned'}...); deleted it, nothing was cached"
+        )
+    part.replace(target)
+
+
+def _download(url: str, part: Path, size: int, quiet: bool) -> None:
+    """Fetch `url` into `part`, resuming from the bytes already there."""
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have == size:  # already complete
+            return
+        raise CharLMError(f"{url}: download failed (HTTP {e.code}); set {MIRROR_VARIABLE} to a local copy") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise CharLMError(
+            f"{url}: cannot download ({reason}); set {MIRROR_VARIABLE} to a folder with the file"
+        ) from None
+    with response:
+        if have and response.status != 206:  # the server ignored the range: start over
+            have = 0
+        with (
+            open(part, "ab" if have else "wb") as out,
+            tqdm(
+                total=size, initial=have, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"), disable=quiet
+            ) as bar,
+        ):
+            while block := response.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
+
+
+def _extract(archive: Path, member: str, text: Path) -> None:
+    tmp = text.with_name(text.name + ".part")
+    try:
+        with zipfile.ZipFile(archive) as z, z.open(member) as src, open(tmp, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 22)
+    except (zipfile.BadZipFile, KeyError) as e:
+        tmp.unlink(missing_ok=True)
+        raise CharLMError(f"{archive}: cannot extract {member} ({e}); delete it and fetch again") from None
+    tmp.replace(text)
+
+
+def listing() -> str:
+    """What `charlm corpus list` prints."""
+    rows = [f"{'name':<16} {'download':>10}  {'here':<5} {'license':<24} description"]
+    for item in CATALOG.values():
+        here = "yes" if (DOWNLOADS / item.text_name).is_file() else "no"
+        rows.append(f"{item.name:<16} {item.size / 1e6:>8.1f}MB  {here:<5} {item.license:<24} {item.description}")
+    return "\n".join(rows)

@@ -1,0 +1,108 @@
+"""The corpus catalog: verified downloads from a mirror folder or URL, resume, and refusals."""
+
+import hashlib
+import http.server
+import threading
+import typing
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from charlm import catalog
+from charlm.errors import CharLMError
+
+from .conftest import SHARED_CORPORA, run_cli, shared_corpus
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder and honours `Range: bytes=N-`, like the real hosts."""
+
+    ranges: typing.ClassVar[list[int]] = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        asked = self.headers.get("Range")
+        path = self.translate_path(self.path)
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            self.send_error(404)
+            return
+        start = int(asked.split("=")[1].rstrip("-")) if asked else 0
+        RangeHandler.ranges.append(start)
+        self.send_response(206 if asked else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def server(tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = lambda *a, **k: RangeHandler(*a, directory=str(folder), **k)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    RangeHandler.ranges = []
+    yield folder, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_a_mirror_folder_serves_verified_copies(monkeypatch):
+    original = shared_corpus("tinyshakespeare.txt")
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(SHARED_CORPORA))
+    path = catalog.get("tinyshakespeare", quiet=True)
+    assert path == catalog.DOWNLOADS / "tinyshakespeare.txt" and path.read_bytes() == original.read_bytes()
+    assert catalog.get("tinyshakespeare", quiet=True) == path  # cached
+    assert "tinyshakespeare" in catalog.listing() and "yes" in catalog.listing().splitlines()[1]
+
+
+def test_a_wrong_checksum_is_deleted_and_nothing_is_cached(tmp_path, monkeypatch):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "hongloumeng.txt").write_bytes(b"x" * 2_607_799)  # right size, wrong bytes
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(bad))
+    with pytest.raises(CharLMError, match="hongloumeng: .* fails verification .*deleted it, nothing was cached"):
+        catalog.get("hongloumeng", quiet=True)
+    assert not catalog.DOWNLOADS.exists() or not any(catalog.DOWNLOADS.iterdir())
+
+
+def test_a_partial_download_resumes_from_a_url_mirror(server, monkeypatch):
+    folder, url = server
+    original = shared_corpus("hongloumeng.txt").read_bytes()
+    (folder / "hongloumeng.txt").write_bytes(original)
+    catalog.DOWNLOADS.mkdir(parents=True)
+    (catalog.DOWNLOADS / "hongloumeng.txt.part").write_bytes(original[:1_000_000])  # an interrupted download
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
+    assert catalog.get("hongloumeng", quiet=True).read_bytes() == original
+    assert RangeHandler.ranges == [1_000_000]
+
+
+def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch):
+    folder, url = server
+    with zipfile.ZipFile(folder / "tiny.zip", "w") as z:
+        z.writestr("tiny", "a small corpus\n" * 100)
+    data = (folder / "tiny.zip").read_bytes()
+    entry = catalog.Entry("tiny", "unused", "tiny.zip", len(data), hashlib.sha256(data).hexdigest(), "-", "-", "tiny")
+    monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
+    assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 100
+
+
+def test_unknown_names_and_missing_mirror_files_are_clear(tmp_path, monkeypatch):
+    with pytest.raises(CharLMError, match="'shakespear' is not a file, a folder or a catalog corpus"):
+        catalog.get("shakespear")
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(tmp_path))
+    with pytest.raises(CharLMError, match="no enwik8.zip there"):
+        catalog.get("enwik8")
+
+
+def test_train_accepts_a_catalog_name(monkeypatch):
+    shared_corpus("hongloumeng.txt")
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(SHARED_CORPORA))
+    result = run_cli("train", "hongloumeng", "--max-steps", "3", "--hidden", "16", "--max-time", "none", "--quiet")
+    assert result.returncode == 0 and "done: step 3" in result.stdout, result.stderr
+    assert run_cli("train", "--resume", "--max-steps", "5", check=True).returncode == 0
