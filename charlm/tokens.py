@@ -29,7 +29,7 @@ from . import catalog
 from .config import Config
 from .corpus import corpus_name, iter_text, source_files
 from .errors import CharLMError
-from .vocab import Vocab
+from .vocab import MAX_CODE_POINT, Vocab, code_points
 
 CACHE_ROOT = Path("corpora") / "cache"
 CACHE_FORMAT = 1
@@ -91,10 +91,11 @@ def prepare(
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for part in parts for p in part)
     with tqdm(total=2 * total_bytes, unit="B", unit_scale=True, desc="preparing", disable=quiet) as bar:
-        counts: Counter = Counter()
+        points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
         for part in parts:
             for chunk in iter_text(part, encoding, normalize, bar.update):
-                counts.update(chunk)
+                points += np.bincount(code_points(chunk), minlength=MAX_CODE_POINT)
+        counts = Counter({chr(p): int(points[p]) for p in np.flatnonzero(points)})
         vocab = Vocab.from_counts(counts, min_count, coverage, normalize)
         dtype = vocab.dtype()
         folder.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,11 @@ UNKNOWN = "\ufffd"  # the replacement character stands for every character left 
 MAX_CODE_POINT = 0x110000
 
 
+def code_points(text: str) -> np.ndarray:
+    """The code points of `text` as an array, without a Python loop."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
 class UnknownCharacterWarning(UserWarning):
     """Seed characters outside the vocabulary were mapped to the unknown symbol."""
 
@@ -88,8 +93,7 @@ class Vocab:
         if self._table is None:
             self._table = np.full(MAX_CODE_POINT, -1 if self.unknown_id is None else self.unknown_id, dtype=np.int64)
             self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
-        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        return self._table[np.minimum(points, MAX_CODE_POINT - 1)]
+        return self._table[code_points(text)]
 
     def encode(self, text: str, what: str = "text") -> torch.Tensor:
         """Text -> int64 ids. Characters the model has never seen are an error that names them, or,

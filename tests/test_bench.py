@@ -24,3 +24,8 @@ def test_sweep_bench_runs(fox_file, tmp_path):
         "hidden=16,layers=1,seq_len=8,batch_size=4", "hidden=24,layers=1,seq_len=8,batch_size=4",
     )  # fmt: skip
     assert "| hidden=16,layers=1,seq_len=8,batch_size=4 | 1x16 |" in out and "| 1x24 |" in out
+
+
+def test_prepare_bench_runs(tmp_path):
+    out = run_bench("bench/prepare.py", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
+    assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out

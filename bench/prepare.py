@@ -1,0 +1,136 @@
+"""Corpus preparation speed and memory, and training memory against corpus size, in one run.
+
+    python bench/prepare.py [--mb 100] [--out bench/out/prepare]
+
+1. Generates an English-like and a CJK-like corpus of --mb megabytes each (fixed seed).
+2. Prepares each in a fresh process: MB/s and the process's peak RSS.
+3. Trains a few steps on the 100 MB corpus and on its first 1 MB (both prepared beforehand), each
+   in a fresh process, and compares peak RSS: memory-mapped ids should make them equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+MB = 1_000_000
+
+
+def english_like(rng: random.Random, size: int) -> str:
+    syllables = ["th", "e", "an", "re", "on", "at", "en", "nd", "ti", "es", "or", "te", "of", "ed", "is", "it"]
+    words = ["".join(rng.choices(syllables, k=rng.randint(1, 4))) for _ in range(5000)]
+    lines, total = [], 0
+    while total < size:
+        line = " ".join(rng.choices(words, k=rng.randint(4, 14))).capitalize() + rng.choice(".,;:!?")
+        lines.append(line)
+        total += len(line) + 1
+    return "\n".join(lines) + "\n"
+
+
+def cjk_like(rng: random.Random, size: int) -> str:
+    chars = [chr(0x4E00 + i) for i in range(4000)]
+    weights = [1 / (i + 1) for i in range(4000)]  # Zipf-like, as in a novel
+    lines, total = [], 0
+    while total < size:
+        line = "".join(rng.choices(chars, weights, k=rng.randint(10, 60))) + rng.choice("，。！？：；")
+        lines.append(line)
+        total += len(line.encode()) + 1
+    return "\n".join(lines) + "\n"
+
+
+def write_corpus(path: Path, make, megabytes: int) -> None:
+    """Writes `megabytes` of text built from a 4 MB generated block, repeated with its lines shuffled."""
+    if path.exists() and path.stat().st_size >= megabytes * MB * 0.99:
+        return
+    rng = random.Random(0)
+    block = make(rng, 4 * MB).splitlines(keepends=True)
+    with open(path, "w", encoding="utf-8") as f:
+        written = 0
+        while written < megabytes * MB:
+            rng.shuffle(block)
+            text = "".join(block)
+            f.write(text)
+            written += len(text.encode())
+
+
+def child(code: str, *args: str) -> tuple[float, float, str]:
+    """Run python code in a fresh process: (seconds, peak RSS in MB, stdout)."""
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", code + "\nimport resource, sys\n"
+         "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)", *args],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode:
+        raise SystemExit(result.stderr)
+    rss_kb = int(result.stderr.strip().splitlines()[-1].split()[1])
+    return time.perf_counter() - start, rss_kb / 1024, result.stdout
+
+
+PREPARE = """
+import sys, time
+from pathlib import Path
+from charlm.tokens import prepare, load_prepared
+start = time.perf_counter()
+folder = prepare([[Path(sys.argv[1])]], root=Path(sys.argv[2]), quiet=True)
+print(time.perf_counter() - start)
+"""
+
+PREPARE_FOR_TRAINING = """
+import sys
+from charlm.config import Config
+from charlm.tokens import load_corpus
+load_corpus([sys.argv[1]], Config(), quiet=True)
+"""
+
+TRAIN = """
+import sys
+import charlm
+steps = int(sys.argv[3])
+charlm.train(sys.argv[1], out=sys.argv[2], max_steps=steps, max_time=None, eval_every=max(1, steps // 2), quiet=True)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=int, default=100)
+    parser.add_argument("--out", default="bench/out/prepare")
+    parser.add_argument("--train-steps", type=int, default=200)
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = out / "cache"
+    corpora = {"english-like": english_like, "cjk-like": cjk_like}
+    print(f"{'corpus':<14} {'MB':>7} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}")
+    for name, make in corpora.items():
+        path = out / f"{name}-{args.mb}mb.txt"
+        write_corpus(path, make, args.mb)
+        shutil.rmtree(cache / name, ignore_errors=True)  # measure a real preparation, not a cache hit
+        _, rss, stdout = child(PREPARE, str(path), str(cache / name))
+        seconds = float(stdout.split()[-1])
+        size = path.stat().st_size / MB
+        print(f"{name:<14} {size:>7.1f} {seconds:>8.1f} {size / seconds:>7.1f} {rss:>12.0f}", flush=True)
+
+    big = out / f"english-like-{args.mb}mb.txt"
+    small = out / "english-like-1mb.txt"
+    small.write_bytes(big.read_bytes()[:MB])
+    rows = {}
+    for label, path in (("1 MB", small), (f"{args.mb} MB", big)):
+        child(PREPARE_FOR_TRAINING, str(path))  # the cache is built first, so only training is measured
+        run = str(out / f"run-{label.replace(' ', '')}-{time.time_ns()}")
+        _, rss, _ = child(TRAIN, str(path), run, str(args.train_steps))
+        rows[label] = rss
+        print(f"training {args.train_steps} steps on {label:>7}: peak RSS {rss:,.0f} MB", flush=True)
+    ratio = rows[f"{args.mb} MB"] / rows["1 MB"]
+    print(f"training RSS {args.mb} MB corpus / 1 MB corpus: {ratio:.3f}")
+    (out / "result.json").write_text(json.dumps({"train_rss_mb": rows, "ratio": ratio}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
