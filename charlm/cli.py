@@ -113,11 +113,11 @@ def options_of(config_class, types: dict | None = None):
     flag_value="",
     default=None,
     metavar="[RUN]",
-    help="continue a run (default: the most recent); only limits may change",
+    help="continue a run (default: the most recent); only limits and the learning rate may change",
 )
 @options_of(Config)
 def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **options) -> None:
-    """Train on CORPUS: text files or folders of .txt files (none: the built-in Shakespeare)."""
+    """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare)."""
     given = {k: v for k, v in options.items() if v is not None}
     if resume is not None:
         run = trainer.resume(resume or None, given, list(corpus))

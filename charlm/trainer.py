@@ -404,7 +404,7 @@ def start(config: Config, sources: list[str], out: str | None = None) -> Trainer
 
 
 def resume(target: str | None, overrides: dict, sources: list[str] | None = None) -> Trainer:
-    """Continue the run in folder `target` (None: the most recent). Only limits may change."""
+    """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change."""
     path = checkpoint.resolve(target, prefer=checkpoint.LATEST)
     payload = checkpoint.read_checkpoint(path)
     saved = Config.from_dict(payload["config"])

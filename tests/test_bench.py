@@ -29,3 +29,8 @@ def test_sweep_bench_runs(fox_file, tmp_path):
 def test_prepare_bench_runs(tmp_path):
     out = run_bench("bench/prepare.py", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
+
+
+def test_train_speed_bench_runs():
+    out = run_bench("bench/train_speed.py", "--sizes", "16", "--steps", "5", "--rounds", "1")
+    assert "charlm/bare" in out and "2x16" in out and "fp32 matmul peak" in out

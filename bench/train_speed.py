@@ -1,0 +1,148 @@
+"""Training throughput, all in one process (these machines are noisy: compare the ratios).
+
+    python bench/train_speed.py [--sizes 256,512,1024] [--steps 100] [--rounds 2]
+
+For each LSTM size (2 layers, batch 16, window 25, 65 characters) prints chars/s of:
+  charlm   the real training loop (Trainer.fit: windows, schedule, clipping, progress, checks),
+  bare     the same model (dropout too), optimizer and clipping in a minimal loop on one fixed batch,
+  cells    a Python loop over nn.LSTMCell, what naive ports do,
+and model FLOP/s over this CPU's fp32 matmul peak, measured here with torch.mm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from charlm import CharLM, trainer
+from charlm.config import Config
+from charlm.vocab import Vocab
+
+BATCH, SEQ, VOCAB, LAYERS = 16, 25, 65, 2
+
+
+def matmul_peak() -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(3):
+        a @ b
+    start, n = time.perf_counter(), 10
+    for _ in range(n):
+        a @ b
+    return 2 * 2048**3 * n / (time.perf_counter() - start)
+
+
+def flops_per_char(hidden: int) -> float:
+    """Forward FLOPs per character (gates of every layer and the head), times 3 for forward + backward."""
+    forward = sum(2 * 4 * hidden * (hidden + hidden) for _ in range(LAYERS)) + 2 * hidden * VOCAB
+    return 3 * forward
+
+
+def bare_loop(config: Config, steps: int) -> float:
+    """The same model, optimizer and clipping as charlm's loop, on one fixed batch, nothing else."""
+    torch.manual_seed(0)
+    model = CharLM(config, Vocab([chr(32 + i) for i in range(VOCAB)]))
+    opt = trainer.make_optimizer(model, config)
+    x = torch.randint(0, VOCAB, (BATCH, SEQ + 1))
+    state = None
+
+    def step():
+        nonlocal state
+        logits, state = model(x[:, :-1], state)
+        loss = F.cross_entropy(logits.flatten(0, 1), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip, foreach=True)
+        opt.step()
+        state = tuple(s.detach() for s in state)
+
+    for _ in range(5):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * BATCH * SEQ / (time.perf_counter() - start)
+
+
+def cell_loop(hidden: int, steps: int) -> float:
+    torch.manual_seed(0)
+    embed, head = nn.Embedding(VOCAB, hidden), nn.Linear(hidden, VOCAB)
+    cells = nn.ModuleList(nn.LSTMCell(hidden, hidden) for _ in range(LAYERS))
+    params = [*embed.parameters(), *cells.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=True)
+    x = torch.randint(0, VOCAB, (BATCH, SEQ + 1))
+
+    def step():
+        h = [(torch.zeros(BATCH, hidden), torch.zeros(BATCH, hidden)) for _ in cells]
+        outputs = []
+        for t in range(SEQ):
+            inp = embed(x[:, t])
+            for n, cell in enumerate(cells):
+                h[n] = cell(inp, h[n])
+                inp = h[n][0]
+            outputs.append(inp)
+        loss = F.cross_entropy(head(torch.stack(outputs, 1)).flatten(0, 1), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * BATCH * SEQ / (time.perf_counter() - start)
+
+
+def loop_config(hidden: int, steps: int) -> Config:
+    return Config(
+        hidden=hidden, layers=LAYERS, batch_size=BATCH, seq_len=SEQ, max_steps=steps + 5, max_time=None,
+        eval_every=10**9, checkpoint_every=10**9, warmup_steps=0, quiet=True,
+    )  # fmt: skip
+
+
+def charlm_loop(config: Config, corpus: Path, folder: Path) -> float:
+    run = trainer.start(config, [str(corpus)], out=str(folder / f"run-{config.hidden}-{time.time_ns()}"))
+    run.fit()  # its run.elapsed is the loop's own time; the final evaluation and save come after
+    return run.run.chars / run.run.elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="256,512,1024")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="train-speed-"))
+    rng = random.Random(0)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz \n.,;ABCDEFGH") for _ in range(2_000_000)))
+    peak = matmul_peak()
+    print(f"fp32 matmul peak (torch.mm 2048x2048): {peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
+    print(
+        f"\n{'size':<8} {'charlm':>9} {'bare':>9} {'cells':>9}  {'charlm/bare':>11} {'bare/cells':>10}  {'FLOP/s / peak':>13}"
+    )
+    for hidden in (int(h) for h in args.sizes.split(",")):
+        config = loop_config(hidden, args.steps)
+        ours, bare = 0.0, 0.0
+        for _ in range(args.rounds):  # alternate, keep the best of each: a noisy neighbour hits both alike
+            ours = max(ours, charlm_loop(config, corpus, folder))
+            bare = max(bare, bare_loop(config, args.steps))
+        cells = cell_loop(hidden, max(10, args.steps // 3))
+        use = flops_per_char(hidden) * ours / peak
+        print(
+            f"2x{hidden:<6} {ours:>9,.0f} {bare:>9,.0f} {cells:>9,.0f}  {ours / bare:>11.3f} {bare / cells:>10.2f}"
+            f"  {use:>13.2f}",
+            flush=True,
+        )
+    print("\nchars/s; charlm/bare target >= 0.95")
+
+
+if __name__ == "__main__":
+    main()
