@@ -44,6 +44,15 @@ def flops_per_char(hidden: int) -> float:
     return 3 * forward
 
 
+def chars_per_second(step, steps: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * BATCH * SEQ / (time.perf_counter() - start)
+
+
 def bare_loop(config: Config, steps: int) -> float:
     """The same model, optimizer and clipping as charlm's loop, on one fixed batch, nothing else."""
     torch.manual_seed(0)
@@ -62,12 +71,7 @@ def bare_loop(config: Config, steps: int) -> float:
         opt.step()
         state = tuple(s.detach() for s in state)
 
-    for _ in range(5):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * BATCH * SEQ / (time.perf_counter() - start)
+    return chars_per_second(step, steps)
 
 
 def cell_loop(hidden: int, steps: int) -> float:
@@ -92,12 +96,7 @@ def cell_loop(hidden: int, steps: int) -> float:
         loss.backward()
         opt.step()
 
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * BATCH * SEQ / (time.perf_counter() - start)
+    return chars_per_second(step, steps)
 
 
 def loop_config(hidden: int, steps: int) -> Config:

@@ -96,10 +96,6 @@ def entry(name: str) -> Entry:
     return CATALOG[name]
 
 
-def text_path(name: str) -> Path:
-    return DOWNLOADS / entry(name).text_name
-
-
 def get(name: str, quiet: bool = False) -> Path:
     """The plain-text file of catalog corpus `name`, fetched and verified if it is not here yet."""
     item = entry(name)
