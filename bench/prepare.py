@@ -76,7 +76,7 @@ def child(code: str, *args: str) -> tuple[float, float, str]:
 PREPARE = """
 import sys, time
 from pathlib import Path
-from charlm.tokens import prepare, load_prepared
+from charlm.tokens import prepare
 start = time.perf_counter()
 folder = prepare([[Path(sys.argv[1])]], root=Path(sys.argv[2]), quiet=True)
 print(time.perf_counter() - start)

@@ -55,6 +55,16 @@ class TokenCorpus:
         return self.tokens[self.split :]
 
 
+@dataclass
+class Prepared:
+    """A cache folder and what it holds, checked."""
+
+    folder: Path
+    vocab: Vocab
+    tokens: np.ndarray
+    meta: dict
+
+
 def cache_key(parts: list[list[Path]], options: dict) -> str:
     digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **options}, sort_keys=True).encode())
     for part in parts:
@@ -75,15 +85,15 @@ def prepare(
     coverage: float = 1.0,
     root: Path = CACHE_ROOT,
     quiet: bool = False,
-) -> Path:
-    """The cache folder of these sources under these options, prepared if missing or damaged.
-    `parts` are consecutive groups of files (the built-in corpus: training plays, validation plays)."""
+) -> Prepared:
+    """The prepared corpus of these sources under these options, from the cache when it is there
+    and intact, else prepared now. `parts` are consecutive groups of files (the built-in corpus:
+    training plays, validation plays)."""
     options = {"encoding": encoding, "normalize": normalize, "min_count": min_count, "coverage": coverage}
     folder = Path(root) / cache_key(parts, options)
     if (folder / "meta.json").is_file():
         try:
-            load_prepared(folder)
-            return folder
+            return Prepared(folder, *load_prepared(folder))
         except CharLMError as e:
             if not quiet:
                 tqdm.write(f"rebuilding {folder}: {e}")
@@ -132,7 +142,7 @@ def prepare(
     }
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
     (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return folder
+    return Prepared(folder, vocab, memmap(folder / "tokens.bin", dtype, characters), meta)
 
 
 def load_prepared(folder: Path) -> tuple[Vocab, np.ndarray, dict]:
@@ -152,8 +162,11 @@ def load_prepared(folder: Path) -> tuple[Vocab, np.ndarray, dict]:
             raise CharLMError(f"{path}: edited (checksum mismatch)")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CharLMError(f"{folder}: damaged cache ({type(e).__name__})") from None
-    tokens = np.memmap(path, dtype=dtype, mode="r") if meta["tokens"] else np.zeros(0, dtype)
-    return vocab, tokens, meta
+    return vocab, memmap(path, dtype, meta["tokens"]), meta
+
+
+def memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
+    return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
 
 
 def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: bool = False) -> TokenCorpus:
@@ -167,10 +180,10 @@ def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: boo
     else:
         named = [str(catalog.get(s, quiet)) if s in catalog.CATALOG and not Path(s).exists() else s for s in sources]
         parts, name = [source_files(named)], corpus_name(sources)
-    folder = prepare(parts, config.encoding, config.normalize, config.min_count, config.coverage, quiet=quiet)
-    vocab, tokens, meta = load_prepared(folder)
+    ready = prepare(parts, config.encoding, config.normalize, config.min_count, config.coverage, quiet=quiet)
+    meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
-    return TokenCorpus(name, vocab, tokens, split, folder.name, meta)
+    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta)
 
 
 def summary(meta: dict) -> str:

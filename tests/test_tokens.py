@@ -32,20 +32,20 @@ def test_the_memory_mapped_stream_equals_an_in_memory_encoding(tmp_path):
 
 def test_cache_is_reused_and_a_changed_file_gets_a_new_one(tmp_path):
     path = write(tmp_path, "novel.txt", "one two three\n" * 30)
-    first = prepare([[path]], quiet=True)
+    first = prepare([[path]], quiet=True).folder
     stamp = (first / "tokens.bin").stat().st_mtime_ns
-    assert prepare([[path]], quiet=True) == first and (first / "tokens.bin").stat().st_mtime_ns == stamp
+    assert prepare([[path]], quiet=True).folder == first and (first / "tokens.bin").stat().st_mtime_ns == stamp
     path.write_text("one two four\n" * 30)
-    second = prepare([[path]], quiet=True)
+    second = prepare([[path]], quiet=True).folder
     assert second != first and len(list(first.parent.iterdir())) == 2
-    assert prepare([[path]], normalize="none", quiet=True) != second  # options are part of the key
+    assert prepare([[path]], normalize="none", quiet=True).folder != second  # options are part of the key
 
 
 def test_streaming_in_tiny_chunks_gives_the_same_ids(tmp_path, monkeypatch):
     path = write(tmp_path, "novel.txt", TEXT)
     whole = load_corpus([str(path)], Config(), quiet=True)
     monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 7)
-    chunked = prepare([[path]], root=tmp_path / "small-chunks", quiet=True)
+    chunked = prepare([[path]], root=tmp_path / "small-chunks", quiet=True).folder
     assert np.array_equal(np.fromfile(chunked / "tokens.bin", dtype=np.uint8), np.asarray(whole.tokens))
     assert "\r" not in whole.vocab.chars and "\u0301" not in whole.vocab.chars  # \r\n -> \n, NFC composed é
 
@@ -95,7 +95,7 @@ def test_id_width_is_the_smallest_that_fits():
 @pytest.mark.parametrize("damage", ["truncate", "edit", "no_meta"])
 def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
     path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
-    folder = prepare([[path]], quiet=True)
+    folder = prepare([[path]], quiet=True).folder
     good = (folder / "tokens.bin").read_bytes()
     tokens = folder / "tokens.bin"
     if damage == "truncate":
@@ -104,7 +104,7 @@ def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
         tokens.write_bytes(good[:50] + bytes([good[50] ^ 1]) + good[51:])
     else:
         (folder / "meta.json").unlink()
-    assert prepare([[path]], quiet=True) == folder
+    assert prepare([[path]], quiet=True).folder == folder
     assert tokens.read_bytes() == good
     assert json.loads((folder / "meta.json").read_text())["tokens"] == 800
 
