@@ -6,6 +6,7 @@ characters the model has to predict.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import torch
@@ -59,10 +60,25 @@ class CharLM(nn.Module):
         return stream(self, seed, **options)
 
 
-def detach_state(state: State | None) -> State | None:
-    """Keep the state's values, cut its history: TBPTT's gradient stops at the window edge."""
+def map_state(fn, state: State | None) -> State | None:
+    """Apply `fn` to each tensor of a state: (h, c) for an LSTM, h otherwise."""
     if state is None:
         return None
-    if isinstance(state, tuple):
-        return tuple(s.detach() for s in state)
-    return state.detach()
+    return tuple(fn(s) for s in state) if isinstance(state, tuple) else fn(state)
+
+
+def detach_state(state: State | None) -> State | None:
+    """Keep the state's values, cut its history: TBPTT's gradient stops at the window edge."""
+    return map_state(torch.Tensor.detach, state)
+
+
+@contextlib.contextmanager
+def inference(model: CharLM):
+    """Evaluation mode without autograd, restoring the model's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)

@@ -11,7 +11,6 @@ the same text whether drawn alone or in a batch of many.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import secrets
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 import torch
 
 from .config import SampleConfig, from_options
-from .model import CharLM, State
+from .model import CharLM, State, inference, map_state
 
 PRIME_CHUNK = 2048  # a long seed is primed in chunks of this many characters, one forward pass each
 UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
@@ -85,14 +84,21 @@ class Stepper:
         self.state: State | None = None
 
     def prime(self, ids: torch.Tensor) -> torch.Tensor:
-        """Feed a text (1-D ids) to every sample; returns the logits after its last character."""
+        """Feed a text (1-D ids) to every sample; returns the logits after its last character.
+        From a fresh state every sample reads the same text, so it is read once and the state shared."""
         if self.fused is not None and self.state is not None:
             self.state = self.fused.state()
-        for chunk in ids.unsqueeze(0).expand(self.batch, -1).split(PRIME_CHUNK, dim=1):
+        fresh = self.state is None
+        rows = 1 if fresh else self.batch
+        for chunk in ids.unsqueeze(0).expand(rows, -1).split(PRIME_CHUNK, dim=1):
             logits, self.state = self.model(chunk, self.state)
+        logits = logits[:, -1]
+        if fresh and self.batch > 1:
+            logits = logits.expand(self.batch, -1)
+            self.state = map_state(lambda s: s.expand(-1, self.batch, -1).contiguous(), self.state)
         if self.fused is not None:
             self.fused.load_state(self.state)
-        return logits[:, -1]
+        return logits
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
@@ -210,17 +216,6 @@ class Generation:
             yield new
             if all(done):
                 return
-
-
-@contextlib.contextmanager
-def inference(model: CharLM):
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:

@@ -25,7 +25,7 @@ from .batches import Windows, as_ids, make_streams, min_chars
 from .config import Config
 from .errors import CharLMError
 from .metrics import MetricsLog, write_run_info
-from .model import CharLM, State, detach_state
+from .model import CharLM, State, detach_state, inference
 from .sampler import generate
 from .tokens import TokenCorpus, load_corpus
 
@@ -43,16 +43,13 @@ def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_chars: int 
     if max_chars is not None:
         ids = ids[: max_chars + 1]
     streams = make_streams(as_ids(ids), max(1, min(EVAL_STREAMS, len(ids) // (EVAL_WINDOW + 1))))
-    was_training = model.training
-    model.eval()
     total_nats, count = torch.zeros((), dtype=torch.float64), 0
-    with torch.inference_mode():
+    with inference(model):
         state = None
         for inputs, targets in Windows(streams, EVAL_WINDOW):
             logits, state = model(inputs, state)
             total_nats += F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), reduction="sum").double()
             count += targets.numel()
-    model.train(was_training)
     return total_nats.item() / count * LOG2E
 
 
@@ -259,8 +256,8 @@ class Trainer:
             self.reporter = stack.enter_context(contextlib.closing(Reporter(self, max_seconds)))
             self.model.train()
             started = time.perf_counter() - run.elapsed
-            while progress() < 1.0 and not stop.requested:
-                loss = self.train_step(progress())
+            while (spent := progress()) < 1.0 and not stop.requested:
+                loss = self.train_step(spent)
                 run.elapsed = time.perf_counter() - started
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
@@ -329,8 +326,8 @@ class Reporter:
         )
         self.loss_sum, self.losses, self.train_bpc = torch.zeros(()), 0, None
         now = time.perf_counter()
-        self.bar_time, self.bar_step, self.steps_per_second = now, self.run.step, 0.0
-        self.row_time, self.row_step, self.row_chars = now, self.run.step, self.run.chars
+        self.bar_time, self.bar_step = now, self.run.step
+        self.row_time, self.row_chars = now, self.run.chars
 
     def step(self, loss: torch.Tensor) -> None:
         self.bar.update(1)
@@ -344,15 +341,15 @@ class Reporter:
 
     def redraw(self, now: float) -> None:
         run, config = self.run, self.config
-        self.steps_per_second = (run.step - self.bar_step) / max(now - self.bar_time, 1e-9)
+        steps_per_second = (run.step - self.bar_step) / max(now - self.bar_time, 1e-9)
         self.bar_time, self.bar_step = now, run.step
         if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
-            estimate = run.step + max(0, int((self.max_seconds - run.elapsed) * self.steps_per_second))
+            estimate = run.step + max(0, int((self.max_seconds - run.elapsed) * steps_per_second))
             self.bar.total = min(estimate, config.max_steps) if config.max_steps else estimate
         train = self.loss_sum.item() / self.losses * LOG2E if self.losses else self.train_bpc
         shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
         shown.append(f"val {run.val_bpc:.3f} bpc" if run.val_bpc is not None else "val -")
-        shown.append(f"{self.steps_per_second * config.batch_size * config.seq_len:,.0f} chars/s")
+        shown.append(f"{steps_per_second * config.batch_size * config.seq_len:,.0f} chars/s")
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
 
     def write_row(self, val_bpc: float | None = None) -> None:
@@ -375,7 +372,7 @@ class Reporter:
                 if row[key] is not None:
                     self.tensorboard.add_scalar(key, row[key], run.step)
         self.loss_sum.zero_()
-        self.losses, self.row_time, self.row_step, self.row_chars = 0, now, run.step, run.chars
+        self.losses, self.row_time, self.row_chars = 0, now, run.chars
         if not self.config.quiet:
             self.redraw(now)
 
