@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import catalog, checkpoint, sampler, tokens, trainer
-from .config import NORMALIZATIONS, Config, SampleConfig, option_name, parse_temperatures
+from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .errors import CharLMError
 from .metrics import read_metrics, read_run_info
@@ -39,6 +39,30 @@ class Group(click.Group):
             raise click.ClickException(f"{e.filename or 'file'}: {e.strerror or e}") from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller --hidden, --layers or --batch-size") from None
+
+
+def options_of(config_class, types: dict | None = None, only: tuple[str, ...] | None = None):
+    """One click option per field of a config dataclass (or the fields named in `only`). Default None
+    means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type."""
+
+    def decorate(command):
+        hints = typing.get_type_hints(config_class)
+        for f in reversed(dataclasses.fields(config_class)):
+            if only is not None and f.name not in only:
+                continue
+            kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+            help_text = f"{f.metadata['help']}  [default: {f.default}]"
+            name = f"--{option_name(f.name)}"
+            if kind is bool:
+                option = click.option(name, f.name, is_flag=True, default=None, help=help_text)
+            else:
+                choices = f.metadata.get("choices")
+                kind = (types or {}).get(f.name, click.Choice(choices) if choices else kind)
+                option = click.option(name, f.name, type=kind, default=None, help=help_text)
+            command = option(command)
+        return command
+
+    return decorate
 
 
 @click.group(cls=Group)
@@ -69,39 +93,14 @@ def corpus_get(name: str, quiet: bool) -> None:
 
 @corpus.command("prepare")
 @click.argument("paths", nargs=-1, required=True)
-@click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of the files")
-@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default=Config.normalize, show_default=True)
-@click.option("--min-count", type=int, default=Config.min_count, show_default=True, help="rarer characters: unknown")
-@click.option("--coverage", type=float, default=Config.coverage, show_default=True, help="keep the most frequent")
+@options_of(Config, only=CORPUS_OPTIONS)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     """Encode PATHS (files or folders of .txt files) into corpora/cache/ and print a summary."""
-    config = Config(**options)  # validates the options the same way `train` does
+    config = Config(**{k: v for k, v in options.items() if v is not None})  # validated as `train` does
     prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
     click.echo(f"cache        {tokens.CACHE_ROOT / prepared.key}")
     click.echo(tokens.summary(prepared.meta))
-
-
-def options_of(config_class, types: dict | None = None):
-    """One click option per field of a config dataclass. Default None means "not given", so the
-    defaults stay in the dataclass; `types` overrides a field's click type."""
-
-    def decorate(command):
-        hints = typing.get_type_hints(config_class)
-        for f in reversed(dataclasses.fields(config_class)):
-            kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
-            help_text = f"{f.metadata['help']}  [default: {f.default}]"
-            name = f"--{option_name(f.name)}"
-            if kind is bool:
-                option = click.option(name, f.name, is_flag=True, default=None, help=help_text)
-            else:
-                choices = f.metadata.get("choices")
-                kind = (types or {}).get(f.name, click.Choice(choices) if choices else kind)
-                option = click.option(name, f.name, type=kind, default=None, help=help_text)
-            command = option(command)
-        return command
-
-    return decorate
 
 
 @main.command()
@@ -127,7 +126,7 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **option
     if not config.quiet:
         click.echo(
             f"training {config.layers}x{config.hidden} {config.cell} ({run.model.num_parameters():,} parameters) "
-            f"on {run.corpus.name}: {len(run.corpus.train_ids):,} chars, {len(run.vocab)} in the vocabulary; "
+            f"on {run.corpus.name}: {len(run.corpus.train_ids):,} tokens, vocabulary {run.vocab.describe()}; "
             f"run folder {run.run_dir}",
             err=True,
         )
@@ -220,7 +219,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str) -> None:
     ids = model.vocab.encode(text, what=", ".join(files))
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")
-    click.echo(f"{trainer.bits_per_char(model, ids):.4f} bits per character over {ids.numel():,} characters")
+    click.echo(f"{trainer.bits_per_char(model, ids):.4f} bits per character over {len(text):,} characters")
 
 
 @main.command()
@@ -234,7 +233,7 @@ def info(target: str | None) -> None:
     click.echo(f"checkpoint   {path}")
     click.echo(f"corpus       {payload['corpus']['name']} {payload['corpus']['sources'] or ''}".rstrip())
     click.echo(f"parameters   {model.num_parameters():,}")
-    click.echo(f"vocabulary   {len(model.vocab)} characters")
+    click.echo(f"vocabulary   {model.vocab.describe()}")
     click.echo(f"steps        {payload['step']:,} ({payload['elapsed']:.0f}s)")
     click.echo(f"val bpc      {payload['val_bpc']:.4f} (best {best:.4f})" if best is not None else "val bpc      -")
     for key, value in payload["config"].items():

@@ -16,6 +16,8 @@ CELLS = ("lstm", "gru", "rnn")
 
 SAVE_ERRORS = ("stop", "warn")
 NORMALIZATIONS = ("none", "nfc", "nfkc")
+TOKENIZERS = ("char", "sentencepiece")
+SPM_MODELS = ("char", "bpe", "unigram")
 
 # Options a resumed run may change: limits, cadence, reporting, and the optimizer's step size (to
 # recover from a diverged run). Everything else shapes the model or the data and must stay.
@@ -23,6 +25,9 @@ RESUMABLE = (
     "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
     "sample_every", "tensorboard", "lr", "grad_clip",
 )  # fmt: skip
+
+# Options that decide the token ids: they key the prepared-corpus cache.
+CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer", "spm_model", "vocab_size")
 
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
@@ -47,6 +52,11 @@ class Config:
     normalize: str = _opt("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)
     min_count: int = _opt(1, "characters seen fewer times become one unknown symbol")
     coverage: float = _opt(1.0, "keep the most frequent characters covering this fraction; the rest: unknown")
+    tokenizer: str = _opt("char", "char: one id per character; sentencepiece: learned pieces", choices=TOKENIZERS)
+    spm_model: str = _opt("bpe", "sentencepiece model type (with --tokenizer sentencepiece)", choices=SPM_MODELS)
+    vocab_size: int | None = _opt(
+        None, "sentencepiece pieces (default: char: every character; bpe/unigram: the characters + 2048)"
+    )
     # optimisation
     lr: float = _opt(3e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = _opt(0.05, "final learning rate as a fraction of --lr (cosine decay)")
@@ -85,6 +95,16 @@ class Config:
             raise CharLMError(f"--min-count must be at least 1, not {self.min_count}")
         if not 0.0 < self.coverage <= 1.0:
             raise CharLMError(f"--coverage must be in (0, 1], not {self.coverage}")
+        if self.tokenizer not in TOKENIZERS:
+            raise CharLMError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}")
+        if self.spm_model not in SPM_MODELS:
+            raise CharLMError(f"--spm-model must be one of {', '.join(SPM_MODELS)}, not {self.spm_model!r}")
+        if self.tokenizer == "char" and self.vocab_size is not None:
+            raise CharLMError("--vocab-size needs --tokenizer sentencepiece (the char vocabulary is the corpus's)")
+        if self.tokenizer == "sentencepiece" and self.min_count != 1:
+            raise CharLMError("--min-count applies to --tokenizer char; with sentencepiece use --coverage")
+        if self.vocab_size is not None and not 8 <= self.vocab_size < 2**31:
+            raise CharLMError(f"--vocab-size must be at least 8, not {self.vocab_size}")
         if self.save_errors not in SAVE_ERRORS:
             raise CharLMError(f"--save-errors must be one of {', '.join(SAVE_ERRORS)}, not {self.save_errors!r}")
         if not 0.0 <= self.dropout < 1.0:

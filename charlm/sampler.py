@@ -22,6 +22,7 @@ from .model import CharLM, State, inference, map_state
 
 PRIME_CHUNK = 2048  # a long seed is primed in chunks of this many characters, one forward pass each
 UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
+MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps; never loop longer
 
 
 class FusedLSTMStep:
@@ -195,27 +196,42 @@ class Generation:
         self.logits = self.stepper.prime(ids)
 
     def run(self) -> Iterator[list[str]]:
-        """Up to `length` steps; yields each step's new character per sample ('' once a sample has
-        produced its stop text). The state ends up holding everything produced."""
+        """Yields each step's new text per sample ('' once a sample has `length` characters or has
+        produced its stop text) until every sample is done. A step adds one character with a char
+        vocabulary, a piece (or nothing yet, mid-way through a character spelled as bytes) with
+        sentencepiece. The state ends up holding everything produced."""
         options, batch = self.options, self.options.num_samples
-        tails, done = [""] * batch, [False] * batch
-        for _ in range(options.length):
+        decode = self.vocab.decoder(batch)
+        made, tails, done = [0] * batch, [""] * batch, [options.length == 0] * batch
+        for _ in range(MAX_STEPS_PER_CHAR * options.length):
+            if all(done):
+                return
             logits = self.logits
             if self.recent is not None:
                 logits = self.recent.penalize(logits, options.repetition_penalty)
             ids = choose(logits, options, self.steps, self.uniforms)
-            new = ["" if done[i] else char for i, char in enumerate(self.vocab.decode(ids))]
-            if options.stop:
-                for i, char in enumerate(new):
-                    tails[i] = (tails[i] + char)[-len(options.stop) :]
-                    done[i] = done[i] or tails[i] == options.stop
+            new = decode(ids)
+            for i, piece in enumerate(new):
+                new[i] = "" if done[i] else piece[: options.length - made[i]]
+                if options.stop and new[i]:
+                    new[i], done[i], tails[i] = cut_at_stop(tails[i], new[i], options.stop)
+                made[i] += len(new[i])
+                done[i] = done[i] or made[i] >= options.length
             if self.recent is not None:
                 self.recent.add(ids)
             self.logits = self.stepper.step(ids)
             self.steps += 1
             yield new
-            if all(done):
-                return
+
+
+def cut_at_stop(tail: str, piece: str, stop: str) -> tuple[str, bool, str]:
+    """`piece` up to and including the stop text if it completes it (after the text `tail` before
+    it), whether it did, and the new tail: the last len(stop) - 1 characters."""
+    text = tail + piece
+    found = text.find(stop)
+    if found >= 0:
+        return piece[: found + len(stop) - len(tail)], True, ""
+    return piece, False, text[max(0, len(text) - len(stop) + 1) :]
 
 
 def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
@@ -224,7 +240,7 @@ def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None =
     options = options or SampleConfig()
     with inference(model):
         generation = Generation(model, options)
-        generation.feed(seed or ("\n" if "\n" in model.vocab.index else model.vocab.chars[0]))
+        generation.feed(seed or model.vocab.start_text())
         yield [seed] * options.num_samples
         yield from generation.run()
 
@@ -259,7 +275,7 @@ class Conversation:
         with inference(self.model):
             if self.generation is None:
                 self.generation = Generation(self.model, self.options)
-                text = text or "\n"
+                text = text or self.model.vocab.start_text()
             if text:
                 self.generation.feed(text)
                 self.transcript.append(text)

@@ -19,6 +19,7 @@ import json
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +27,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import catalog
-from .config import Config
+from .config import CORPUS_OPTIONS, Config
 from .corpus import corpus_name, iter_text, source_files
 from .errors import CharLMError
+from .pieces import PieceVocab, default_vocab_size, train_model
 from .vocab import MAX_CODE_POINT, Vocab, code_points
 
 CACHE_ROOT = Path("corpora") / "cache"
@@ -40,7 +42,7 @@ class TokenCorpus:
     """A prepared corpus: ids memory-mapped from the cache, the first `split` of them for training."""
 
     name: str
-    vocab: Vocab
+    vocab: Vocab | PieceVocab
     tokens: np.ndarray
     split: int
     key: str
@@ -60,7 +62,7 @@ class Prepared:
     """A cache folder and what it holds, checked."""
 
     folder: Path
-    vocab: Vocab
+    vocab: Vocab | PieceVocab
     tokens: np.ndarray
     meta: dict
 
@@ -78,18 +80,13 @@ def cache_key(parts: list[list[Path]], options: dict) -> str:
 
 
 def prepare(
-    parts: list[list[Path]],
-    encoding: str = "utf-8",
-    normalize: str = "nfc",
-    min_count: int = 1,
-    coverage: float = 1.0,
-    root: Path = CACHE_ROOT,
-    quiet: bool = False,
+    parts: list[list[Path]], config: Config | None = None, root: Path = CACHE_ROOT, quiet: bool = False
 ) -> Prepared:
-    """The prepared corpus of these sources under these options, from the cache when it is there
-    and intact, else prepared now. `parts` are consecutive groups of files (the built-in corpus:
-    training plays, validation plays)."""
-    options = {"encoding": encoding, "normalize": normalize, "min_count": min_count, "coverage": coverage}
+    """The prepared corpus of these sources under the config's CORPUS_OPTIONS, from the cache when it
+    is there and intact, else prepared now. `parts` are consecutive groups of files (the built-in
+    corpus: training plays, validation plays)."""
+    config = config or Config()
+    options = {name: getattr(config, name) for name in CORPUS_OPTIONS}
     folder = Path(root) / cache_key(parts, options)
     if (folder / "meta.json").is_file():
         try:
@@ -100,33 +97,34 @@ def prepare(
     shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for part in parts for p in part)
-    with tqdm(total=2 * total_bytes, unit="B", unit_scale=True, desc="preparing", disable=quiet) as bar:
-        points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
-        for part in parts:
-            for chunk in iter_text(part, encoding, normalize, bar.update):
-                points += np.bincount(code_points(chunk), minlength=MAX_CODE_POINT)
-        counts = Counter({chr(p): int(points[p]) for p in np.flatnonzero(points)})
-        vocab = Vocab.from_counts(counts, min_count, coverage, normalize)
+    passes = 3 if config.tokenizer == "sentencepiece" else 2  # count, (train the tokenizer,) encode
+    with tqdm(total=passes * total_bytes, unit="B", unit_scale=True, desc="preparing", disable=quiet) as bar:
+
+        def texts() -> Iterator[str]:
+            for part in parts:
+                yield from iter_text(part, config.encoding, config.normalize, bar.update)
+
+        counts, vocab = make_vocab(texts, config)
         dtype = vocab.dtype()
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "tokens.bin.tmp"
-        digest, sizes = hashlib.sha256(), []
+        digest, sizes, characters = hashlib.sha256(), [], 0
         with open(tmp, "wb") as out:
             for part in parts:
                 size = 0
-                for chunk in iter_text(part, encoding, normalize, bar.update):
-                    ids = vocab.encode_array(chunk).astype(dtype).tobytes()
-                    out.write(ids)
-                    digest.update(ids)
-                    size += len(chunk)
+                for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
+                    ids = vocab.encode_array(chunk).astype(dtype)
+                    out.write(ids.tobytes())
+                    digest.update(ids.tobytes())
+                    size += len(ids)
+                    characters += len(chunk)
                 sizes.append(size)
         tmp.replace(folder / "tokens.bin")
-    unknown = {c: n for c, n in counts.items() if c not in vocab.index}
-    characters = sum(sizes)
+    unknown = {c: n for c, n in counts.items() if not vocab.knows(c)}
     meta = {
         "format": CACHE_FORMAT,
         "dtype": dtype.name,
-        "tokens": characters,
+        "tokens": sum(sizes),
         "parts": sizes,
         "sha256": digest.hexdigest(),
         "characters": characters,
@@ -142,7 +140,20 @@ def prepare(
     }
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
     (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return Prepared(folder, vocab, memmap(folder / "tokens.bin", dtype, characters), meta)
+    return Prepared(folder, vocab, memmap(folder / "tokens.bin", dtype, meta["tokens"]), meta)
+
+
+def make_vocab(texts: Callable[[], Iterator[str]], config: Config) -> tuple[Counter, Vocab | PieceVocab]:
+    """Count every character of `texts()` and build the vocabulary the config asks for. A
+    sentencepiece tokenizer trains on a second pass over the text."""
+    points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
+    for chunk in texts():
+        points += np.bincount(code_points(chunk), minlength=MAX_CODE_POINT)
+    counts = Counter({chr(p): int(points[p]) for p in np.flatnonzero(points)})
+    if config.tokenizer == "char":
+        return counts, Vocab.from_counts(counts, config.min_count, config.coverage, config.normalize)
+    vocab_size = config.vocab_size or default_vocab_size(config.spm_model, len(counts))
+    return counts, PieceVocab(train_model(texts(), config.spm_model, vocab_size, config.coverage), config.normalize)
 
 
 def load_prepared(folder: Path) -> tuple[Vocab, np.ndarray, dict]:
@@ -180,7 +191,7 @@ def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: boo
     else:
         named = [str(catalog.get(s, quiet)) if s in catalog.CATALOG and not Path(s).exists() else s for s in sources]
         parts, name = [source_files(named)], corpus_name(sources)
-    ready = prepare(parts, config.encoding, config.normalize, config.min_count, config.coverage, quiet=quiet)
+    ready = prepare(parts, config, quiet=quiet)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta)
@@ -188,13 +199,19 @@ def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: boo
 
 def summary(meta: dict) -> str:
     """What `charlm corpus prepare` prints."""
+    pieces = meta["options"].get("tokenizer") == "sentencepiece"
+    rare = "spelled as bytes" if pieces else "unknowns    "
     lines = [
         f"characters   {meta['characters']:,}",
         f"distinct     {meta['distinct']:,}",
-        f"vocabulary   {meta['vocab_size']:,} ({meta['dtype']} ids)",
+        f"vocabulary   {meta['vocab_size']:,} {'pieces ' if pieces else ''}({meta['dtype']} ids)",
         f"coverage     {meta['coverage']:.6f}",
-        f"unknowns     {meta['unknown_count']:,} occurrences of {meta['unknown_distinct']:,} characters",
+        f"{rare} {meta['unknown_count']:,} occurrences of {meta['unknown_distinct']:,} characters",
     ]
+    if pieces:
+        lines.insert(
+            1, f"tokens       {meta['tokens']:,} ({meta['tokens'] / max(meta['characters'], 1):.3f} per character)"
+        )
     if meta.get("seconds"):
         lines.append(f"speed        {meta['source_bytes'] / 1e6 / max(meta['seconds'], 1e-9):.1f} MB/s")
     return "\n".join(lines)

@@ -31,26 +31,28 @@ from .tokens import TokenCorpus, load_corpus
 
 EVAL_STREAMS = 16  # validation streams; each starts cold, so few and long is more faithful
 EVAL_WINDOW = 250  # validation window: longer windows, same result, fewer calls
-EVAL_CHARS = 150_000  # validation during training scores at most this much of the split's start
+EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
 SAMPLE_CHARS = 200  # length of the samples --sample-every shows
 LOG2E = 1.0 / math.log(2.0)
 
 
-def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_chars: int | None = None) -> float:
-    """Mean bits per character of `ids` under the model, the state carried across each stream."""
-    if max_chars is not None:
-        ids = ids[: max_chars + 1]
+def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
+    """Bits per character of `ids` under the model, the state carried across each stream: total nats
+    over the characters the scored tokens spell (one each for a char vocabulary), so tokenizers compare."""
+    if max_tokens is not None:
+        ids = ids[: max_tokens + 1]
     streams = make_streams(as_ids(ids), max(1, min(EVAL_STREAMS, len(ids) // (EVAL_WINDOW + 1))))
-    total_nats, count = torch.zeros((), dtype=torch.float64), 0
+    total_nats, chars = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
+    lengths = model.vocab.char_lengths()
     with inference(model):
         state = None
         for inputs, targets in Windows(streams, EVAL_WINDOW):
             logits, state = model(inputs, state)
             total_nats += F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), reduction="sum").double()
-            count += targets.numel()
-    return total_nats.item() / count * LOG2E
+            chars += lengths[targets].sum()
+    return total_nats.item() / max(chars.item(), 1) * LOG2E
 
 
 def learning_rate(config: Config, step: int, progress: float) -> float:
@@ -81,7 +83,7 @@ class RunState:
     best_bpc: float | None = None
     val_bpc: float | None = None
     hidden: State | None = None
-    chars: int = 0  # training characters seen (targets scored)
+    chars: int = 0  # training tokens seen (targets scored): characters, with a char vocabulary
     lr: float = 0.0
 
 
@@ -205,7 +207,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def evaluate_and_save(self) -> None:
         run = self.run
-        run.val_bpc = bits_per_char(self.model, self.val_ids, EVAL_CHARS)
+        run.val_bpc = bits_per_char(self.model, self.val_ids, EVAL_TOKENS)
         improved = run.best_bpc is None or run.val_bpc < run.best_bpc
         if improved:
             run.best_bpc = run.val_bpc
@@ -306,6 +308,9 @@ class Reporter:
 
     def __init__(self, trainer: Trainer, max_seconds: float | None):
         self.config, self.run, self.max_seconds = trainer.config, trainer.run, max_seconds
+        # Shown per character whatever the tokenizer: a sentencepiece token spells several.
+        meta = trainer.corpus.meta
+        self.chars_per_token = meta["characters"] / max(meta["tokens"], 1)
         self.log = MetricsLog(trainer.run_dir)
         if self.run.step:
             self.log.append({"resume": self.run.step})
@@ -346,25 +351,31 @@ class Reporter:
         if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
             estimate = run.step + max(0, int((self.max_seconds - run.elapsed) * steps_per_second))
             self.bar.total = min(estimate, config.max_steps) if config.max_steps else estimate
-        train = self.loss_sum.item() / self.losses * LOG2E if self.losses else self.train_bpc
+        train = self.mean_bpc() if self.losses else self.train_bpc
         shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
         shown.append(f"val {run.val_bpc:.3f} bpc" if run.val_bpc is not None else "val -")
-        shown.append(f"{steps_per_second * config.batch_size * config.seq_len:,.0f} chars/s")
+        shown.append(f"{steps_per_second * config.batch_size * config.seq_len * self.chars_per_token:,.0f} chars/s")
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
+
+    def mean_bpc(self) -> float:
+        """Training bits per character since the last row (a host sync)."""
+        return self.loss_sum.item() / self.losses * LOG2E / self.chars_per_token
 
     def write_row(self, val_bpc: float | None = None) -> None:
         """One line of metrics.jsonl: the training bpc is the mean since the previous line."""
         run, now = self.run, time.perf_counter()
         if self.losses:
-            self.train_bpc = self.loss_sum.item() / self.losses * LOG2E
+            self.train_bpc = self.mean_bpc()
         row = {
             "step": run.step,
             "elapsed": round(run.elapsed, 3),
-            "chars": run.chars,
+            "chars": round(run.chars * self.chars_per_token),
             "train_bpc": self.train_bpc,
             "val_bpc": val_bpc,
             "lr": run.lr,
-            "chars_per_s": round((run.chars - self.row_chars) / max(now - self.row_time, 1e-9), 1),
+            "chars_per_s": round(
+                (run.chars - self.row_chars) * self.chars_per_token / max(now - self.row_time, 1e-9), 1
+            ),
         }
         self.log.append(row)
         if self.tensorboard:

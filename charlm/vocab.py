@@ -11,12 +11,14 @@ from __future__ import annotations
 import unicodedata
 import warnings
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .config import NORMALIZATIONS
 from .errors import CharLMError
+from .pieces import PieceVocab
 
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
 MAX_CODE_POINT = 0x110000
@@ -33,6 +35,8 @@ class UnknownCharacterWarning(UserWarning):
 
 class Vocab:
     """A sorted character set (sorted: the same text always gives the same ids), maybe with UNKNOWN."""
+
+    tokenizer = "char"
 
     def __init__(self, chars: str | list[str], unknown: bool = False, normalize: str = "none"):
         self.chars = list(chars)
@@ -84,6 +88,9 @@ class Vocab:
     def normalized(self, text: str) -> str:
         return text if self.normalize == "none" else unicodedata.normalize(self.normalize.upper(), text)
 
+    def knows(self, char: str) -> bool:
+        return char in self.index
+
     def unknown(self, text: str) -> list[str]:
         """Characters of `text` outside the vocabulary, in order of first appearance."""
         return list(dict.fromkeys(c for c in text if c not in self.index))
@@ -115,12 +122,30 @@ class Vocab:
             ids = ids.tolist()
         return "".join(self.chars[i] for i in ids)
 
+    def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]:
+        """Decodes one id per sample per call (the sampler's interface, shared with `PieceVocab`)."""
+        return lambda ids: [self.chars[i] for i in ids.tolist()]
+
+    def char_lengths(self) -> torch.Tensor:
+        """Characters per id: one each (bits per character then equals bits per token)."""
+        return torch.ones(len(self), dtype=torch.int64)
+
+    def start_text(self) -> str:
+        """What an empty seed primes with: the start of a line, or failing that the first character."""
+        return "\n" if "\n" in self.index else self.chars[0]
+
+    def describe(self) -> str:
+        return f"{len(self):,} characters" + (" (one the unknown symbol)" if self.unknown_id is not None else "")
+
     def to_dict(self) -> dict:
         """Stored in checkpoints as plain values: safe to load, nothing to unpickle."""
         return {"chars": "".join(self.chars), "unknown": self.unknown_id is not None, "normalize": self.normalize}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Vocab:
+    def from_dict(cls, data: dict) -> Vocab | PieceVocab:
+        """A character or, when the dict says so, a sentencepiece vocabulary."""
+        if isinstance(data, dict) and data.get("tokenizer") == PieceVocab.tokenizer:
+            return PieceVocab.from_dict(data)
         try:
             return cls(list(data["chars"]), bool(data["unknown"]), str(data["normalize"]))
         except (KeyError, TypeError):

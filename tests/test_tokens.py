@@ -38,7 +38,7 @@ def test_cache_is_reused_and_a_changed_file_gets_a_new_one(tmp_path):
     path.write_text("one two four\n" * 30)
     second = prepare([[path]], quiet=True).folder
     assert second != first and len(list(first.parent.iterdir())) == 2
-    assert prepare([[path]], normalize="none", quiet=True).folder != second  # options are part of the key
+    assert prepare([[path]], Config(normalize="none"), quiet=True).folder != second  # options are part of the key
 
 
 def test_streaming_in_tiny_chunks_gives_the_same_ids(tmp_path, monkeypatch):

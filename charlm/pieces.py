@@ -1,0 +1,190 @@
+"""SentencePiece tokens instead of single characters (`--tokenizer sentencepiece`).
+
+A piece vocabulary stands in for `Vocab` everywhere: same encode/decode, same place in the
+checkpoint (the serialized SentencePiece model travels inside it, so a checkpoint is self-contained).
+The model is trained so that decoding gives back exactly the text that was encoded:
+
+- identity normalization (charlm's own `--normalize` has already run), no dummy prefix, runs of
+  spaces kept;
+- "\\n" a piece of its own, so line breaks survive and no piece spans one (which also makes
+  encoding a text chunk by chunk, cut after newlines, the same as encoding it whole);
+- byte fallback: a character the model never saw is spelled as its UTF-8 bytes, so any seed encodes.
+
+(One character does not survive: SentencePiece writes spaces as U+2581 "▁", so a literal U+2581 in
+the text comes back as a space.)
+
+Quality stays in bits per *character*: `char_lengths()` gives each piece's length in characters
+(a byte piece counts 1 if it starts a character, 0 if it continues one), so a scored stretch of
+pieces knows exactly how many characters it covers.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import io
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import sentencepiece as spm
+import torch
+
+from .config import NORMALIZATIONS, SPM_MODELS
+from .errors import CharLMError
+
+MAX_SENTENCE_CHARS = 2048  # longer lines are cut into pieces of this many characters for training
+MAX_SENTENCE_BYTES = 4 * MAX_SENTENCE_CHARS  # so no training sentence is dropped as too long
+TRAINING_SENTENCES = 2_000_000  # a big corpus trains the tokenizer on a random sample of its lines
+BYTE_PIECES, SPECIAL_PIECES = 256, 4  # byte fallback's <0x00>..<0xFF>; <unk>, <s>, </s> and "\n"
+EXTRA_MERGED_PIECES = 2048  # the default --vocab-size for bpe/unigram: the characters, plus this many
+
+
+def default_vocab_size(model_type: str, distinct_characters: int) -> int:
+    """char: every character gets a piece; bpe/unigram: the characters plus EXTRA_MERGED_PIECES."""
+    extra = 0 if model_type == "char" else EXTRA_MERGED_PIECES
+    return distinct_characters + BYTE_PIECES + SPECIAL_PIECES + extra
+
+
+def training_sentences(texts: Iterable[str]) -> Iterator[str]:
+    """Lines of the text (a long paragraph cut into MAX_SENTENCE_CHARS pieces), for the trainer."""
+    for text in texts:
+        for line in text.split("\n"):
+            for start in range(0, len(line), MAX_SENTENCE_CHARS):
+                yield line[start : start + MAX_SENTENCE_CHARS]
+
+
+def train_model(texts: Iterable[str], model_type: str, vocab_size: int, coverage: float = 1.0) -> bytes:
+    """Train a SentencePiece model on text chunks; returns its serialized form."""
+    if model_type not in SPM_MODELS:
+        raise CharLMError(f"--spm-model must be one of {', '.join(SPM_MODELS)}, not {model_type!r}")
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=training_sentences(texts),
+            model_writer=model,
+            model_type=model_type,
+            vocab_size=vocab_size,
+            hard_vocab_limit=False,  # a small corpus may not support vocab_size pieces: fewer is fine
+            character_coverage=coverage,
+            normalization_rule_name="identity",
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            user_defined_symbols=["\n"],
+            byte_fallback=True,
+            max_sentence_length=MAX_SENTENCE_BYTES,
+            input_sentence_size=TRAINING_SENTENCES,
+            shuffle_input_sentence=True,
+            num_threads=2,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "smaller than required_chars" in message:
+            raise CharLMError(
+                f"--vocab-size {vocab_size} is too small for this corpus ({message.split('. ')[1]}); "
+                "raise --vocab-size or lower --coverage"
+            ) from None
+        raise CharLMError(f"sentencepiece could not train a tokenizer: {message}") from None
+    return model.getvalue()
+
+
+class PieceVocab:
+    """Text <-> SentencePiece ids, with the interface of `Vocab`."""
+
+    tokenizer = "sentencepiece"
+
+    def __init__(self, model: bytes, normalize: str = "nfc"):
+        if normalize not in NORMALIZATIONS:
+            raise CharLMError(f"the vocabulary is damaged: unknown normalization {normalize!r}")
+        self.model, self.normalize = model, normalize
+        self.processor = spm.SentencePieceProcessor()
+        try:
+            self.processor.LoadFromSerializedProto(model)
+        except RuntimeError:
+            raise CharLMError("the vocabulary is damaged: not a sentencepiece model") from None
+        self.pieces = [self._surface(i) for i in range(len(self))]
+
+    def _surface(self, i: int) -> bytes:
+        """The bytes piece `i` stands for in the text."""
+        sp = self.processor
+        if sp.is_byte(i):
+            return bytes([int(sp.id_to_piece(i)[3:5], 16)])
+        if sp.is_control(i):
+            return b""
+        if sp.is_unknown(i):
+            return "\ufffd".encode()
+        return sp.id_to_piece(i).encode()  # spaces still written "▁": see `_spaces`
+
+    def __len__(self) -> int:
+        return self.processor.get_piece_size()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PieceVocab) and self.model == other.model and self.normalize == other.normalize
+
+    def knows(self, char: str) -> bool:
+        """Whether the character is a piece of its own (else it is spelled as bytes)."""
+        return self.processor.piece_to_id(char.replace(" ", "\u2581")) != self.processor.unk_id()
+
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint16 if len(self) <= 1 << 16 else np.uint32)
+
+    def normalized(self, text: str) -> str:
+        return text if self.normalize == "none" else unicodedata.normalize(self.normalize.upper(), text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Already normalized text -> ids."""
+        return np.asarray(self.processor.encode(text), dtype=np.int64)
+
+    def encode(self, text: str, what: str = "text") -> torch.Tensor:
+        """Text -> int64 ids. Byte fallback spells any character, so nothing is ever unknown."""
+        return torch.from_numpy(self.encode_array(self.normalized(text)))
+
+    def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:
+        if not isinstance(ids, list):
+            ids = ids.tolist()
+        return _spaces(b"".join(self.pieces[i] for i in ids).decode("utf-8", errors="replace"))
+
+    def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]:
+        """Decodes one id per sample per call. A character spelled as bytes appears once its last
+        byte has come, so each sample keeps its own incremental UTF-8 decoder."""
+        decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(batch)]
+        return lambda ids: [_spaces(d.decode(self.pieces[i])) for d, i in zip(decoders, ids.tolist())]
+
+    def char_lengths(self) -> torch.Tensor:
+        """Characters per piece: text length, or for a byte piece 1 if it starts a UTF-8 character."""
+        return torch.tensor([len(p.decode("utf-8", errors="ignore")) or _starts_char(p) for p in self.pieces])
+
+    def start_text(self) -> str:
+        """What an empty seed primes with: the start of a line."""
+        return "\n"
+
+    def describe(self) -> str:
+        return f"{len(self):,} sentencepiece pieces"
+
+    def to_dict(self) -> dict:
+        """Plain values for the checkpoint and vocab.json: the model as base64 text."""
+        return {
+            "tokenizer": self.tokenizer,
+            "model": base64.b64encode(self.model).decode(),
+            "normalize": self.normalize,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PieceVocab:
+        try:
+            return cls(base64.b64decode(data["model"], validate=True), str(data["normalize"]))
+        except (KeyError, TypeError, ValueError):
+            raise CharLMError("the vocabulary is damaged: expected a base64 sentencepiece model") from None
+
+
+def _spaces(text: str) -> str:
+    """SentencePiece writes a space as "▁", in a piece or, where no piece has it, as that character's
+    bytes; either way it is a space again."""
+    return text.replace("\u2581", " ")
+
+
+def _starts_char(piece: bytes) -> int:
+    """1 for a lone byte that begins a UTF-8 character (not a 10xxxxxx continuation byte)."""
+    return int(len(piece) == 1 and piece[0] & 0xC0 != 0x80)

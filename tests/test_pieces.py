@@ -1,0 +1,153 @@
+"""--tokenizer sentencepiece: exact round trips, the cache, bits per character, sampling by pieces."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from charlm import corpus as corpus_module
+from charlm.config import Config
+from charlm.errors import CharLMError
+from charlm.model import CharLM
+from charlm.pieces import PieceVocab, train_model
+from charlm.sampler import cut_at_stop, generate
+from charlm.tokens import load_corpus, prepare
+from charlm.trainer import bits_per_char
+from charlm.vocab import Vocab
+
+from .test_cli import TINY_ARGS, assert_one_line_error, cli
+
+PUNCTUATION = "，。！？：；、“”‘’《》（）　…—"
+
+
+def chinese_text(lines: int = 3000, seed: int = 0) -> str:
+    """A novel-like text: words of 800 characters, full-width punctuation, paragraphs and blank lines."""
+    rng = random.Random(seed)
+    alphabet = [chr(0x4E00 + i) for i in range(800)]
+    lexicon = ["".join(rng.choices(alphabet, k=rng.randint(1, 3))) for _ in range(400)]
+    paragraphs = []
+    for _ in range(lines):
+        words = [rng.choice(lexicon) for _ in range(8)]
+        paragraphs.append("　　" + "".join(w + rng.choice(PUNCTUATION) for w in words))
+    return "第一回　甄士隐梦幻识通灵\n\n" + "\n".join(paragraphs) + "\n\n"
+
+
+@pytest.fixture(scope="module")
+def chinese() -> str:
+    return chinese_text()
+
+
+@pytest.mark.parametrize("model_type", ["char", "bpe", "unigram"])
+def test_chinese_with_newlines_and_full_width_punctuation_comes_back_exactly(chinese, model_type):
+    vocab = PieceVocab(train_model([chinese], model_type, 1200 if model_type != "char" else 2000))
+    unseen = "\n\n  两个空格，“引号”！😀 ▂ é\t\n"  # characters the tokenizer never saw: spelled as bytes
+    for text in (chinese[:5000], unseen, "\n"):
+        ids = vocab.encode(text)
+        assert vocab.decode(ids) == text, model_type
+        assert int(vocab.char_lengths()[ids].sum()) == len(text)
+    if model_type != "char":
+        assert len(vocab.encode(chinese[:5000])) < 0.9 * 5000  # merged pieces: fewer tokens than characters
+
+
+def test_the_checkpoint_form_holds_the_whole_model(chinese):
+    vocab = PieceVocab(train_model([chinese], "bpe", 1000), normalize="nfkc")
+    again = Vocab.from_dict(vocab.to_dict())
+    assert isinstance(again, PieceVocab) and again == vocab and again.normalize == "nfkc"
+    with pytest.raises(CharLMError, match="damaged"):
+        Vocab.from_dict({"tokenizer": "sentencepiece", "model": "bm90IGEgbW9kZWw=", "normalize": "nfc"})
+
+
+def test_incremental_decoding_of_a_batch_gives_each_text_exactly(chinese):
+    vocab = PieceVocab(train_model([chinese], "bpe", 1000))
+    texts = ["“你好”😀é\n", chinese[100:160]]
+    ids = [vocab.encode(t).tolist() for t in texts]
+    steps = max(map(len, ids))
+    decode = vocab.decoder(2)
+    got = ["", ""]
+    for step in range(steps):
+        column = torch.tensor([row[step] if step < len(row) else vocab.encode("\n")[0] for row in ids])
+        for i, piece in enumerate(decode(column)):
+            got[i] += piece
+    assert got[0].startswith(texts[0]) and got[1].startswith(texts[1])
+
+
+def test_prepared_stream_equals_encoding_the_whole_text(tmp_path, chinese, monkeypatch):
+    path = tmp_path / "novel.txt"
+    path.write_text(chinese, encoding="utf-8")
+    config = Config(tokenizer="sentencepiece", spm_model="bpe", vocab_size=1000)
+    corpus = load_corpus([str(path)], config, quiet=True)
+    assert isinstance(corpus.vocab, PieceVocab) and corpus.tokens.dtype == np.uint16
+    whole = corpus.vocab.encode(chinese).numpy()
+    assert np.array_equal(np.asarray(corpus.tokens), whole)
+    assert corpus.meta["characters"] == len(chinese) and corpus.meta["tokens"] == len(whole) < len(chinese)
+    # Read in small chunks (cut after newlines), the ids are the same.
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 1000)
+    chunked = prepare([[path]], config, root=tmp_path / "chunks", quiet=True)
+    assert chunked.vocab == corpus.vocab and np.array_equal(np.asarray(chunked.tokens), whole)
+    # The tokenizer's options are part of the cache key.
+    assert prepare([[path]], Config(tokenizer="sentencepiece", spm_model="char"), quiet=True).folder.name != corpus.key
+
+
+def test_bits_per_char_divides_by_characters_not_tokens(chinese):
+    vocab = PieceVocab(train_model([chinese], "bpe", 1000))
+    torch.manual_seed(0)
+    model = CharLM(Config(layers=1, hidden=16), vocab).eval()
+    ids = vocab.encode(chinese[:300])  # short: scored as one stream, so one forward pass is the reference
+    logits, _ = model(ids[None, :-1])
+    nats = F.cross_entropy(logits[0], ids[1:], reduction="sum").item()
+    characters = len(vocab.decode(ids[1:]))
+    assert len(ids) - 1 < characters
+    assert bits_per_char(model, ids) == pytest.approx(nats / characters / math.log(2), rel=1e-5)
+    char_vocab = Vocab.from_text(chinese)
+    char_model = CharLM(Config(layers=1, hidden=16), char_vocab).eval()
+    char_ids = char_vocab.encode(chinese[:300])
+    char_logits, _ = char_model(char_ids[None, :-1])
+    expected = F.cross_entropy(char_logits[0], char_ids[1:]).item() / math.log(2)
+    assert bits_per_char(char_model, char_ids) == pytest.approx(expected, rel=1e-5)
+
+
+def test_samples_have_the_asked_number_of_characters_and_stop_inside_a_piece(chinese):
+    vocab = PieceVocab(train_model([chinese], "bpe", 1000))
+    torch.manual_seed(0)
+    model = CharLM(Config(layers=1, hidden=16), vocab).eval()
+    for text in generate(model, "第一回", length=57, num_samples=3, random_seed=1):
+        assert text.startswith("第一回") and len(text) == 3 + 57
+    assert cut_at_stop("a", "bcde", "bc") == ("bc", True, "")  # a piece that runs past the stop text is cut
+    assert cut_at_stop("xa", "b", "abc") == ("b", False, "ab")
+
+
+def test_train_and_sample_through_the_cli_with_a_self_contained_checkpoint(tmp_path, chinese):
+    (tmp_path / "novel.txt").write_text(chinese, encoding="utf-8")
+    args = ["--tokenizer", "sentencepiece", "--spm-model", "bpe", "--vocab-size", "1000"]
+    result = cli("train", "novel.txt", "--out", "zh", "--max-steps", "20", *args, *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    assert "sentencepiece pieces" in cli("info", "zh").output
+    for path in (tmp_path / "corpora").rglob("*"):  # the cache (and its tokenizer) gone: the checkpoint suffices
+        if path.is_file():
+            path.unlink()
+    sample = cli("sample", "--checkpoint", "zh", "--seed", "宝玉道：“😀", "--length", "40", "--random-seed", "3")
+    assert sample.exit_code == 0, sample.output
+    assert sample.output.startswith("宝玉道：“😀") and len(sample.output.rstrip("\n")) >= len("宝玉道：“😀") + 39
+    scored = cli("eval", "zh", "novel.txt")
+    assert scored.exit_code == 0 and f"over {len(chinese):,} characters" in scored.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tokenizer", "sentencepiece", "--vocab-size", "20"], "--vocab-size 20 is too small"),
+        (["--vocab-size", "500"], "--vocab-size needs --tokenizer sentencepiece"),
+        (["--tokenizer", "sentencepiece", "--min-count", "2"], "--min-count applies to --tokenizer char"),
+        (["--tokenizer", "wordpiece"], "--tokenizer"),
+    ],
+)
+def test_bad_tokenizer_options_are_one_line_errors(tmp_path, chinese, args, message):
+    (tmp_path / "novel.txt").write_text(chinese[:20000], encoding="utf-8")
+    result = cli("train", "novel.txt", "--max-steps", "2", *args, *TINY_ARGS)
+    if args[:2] == ["--tokenizer", "wordpiece"]:  # click's own choice check: usage line and error
+        assert result.exit_code == 2 and "wordpiece" in result.output
+    else:
+        assert_one_line_error(result, message)
