@@ -17,6 +17,7 @@ from pathlib import Path
 import charlm
 from charlm import checkpoint
 from charlm.config import Config
+from charlm.sizing import trained_parameters
 
 
 def parse(spec: str) -> dict:
@@ -55,17 +56,20 @@ def main() -> None:
             steps,
             steps * config.batch_size * config.seq_len,
             latest["best_bpc"],
-            model.num_parameters(),
+            trained_parameters(config.cell, config.layers, config.hidden, len(model.vocab)),
         )
         rows.append(row)
         print(
             f"{spec:<40} {row[1]}x{row[2]:<5} steps {row[3]:>7,} chars {row[4]:>12,} best val {row[5]:.4f} bpc",
             flush=True,
         )
-    print(f"\n| config | size | steps | chars seen | best val bpc |  (budget {args.max_time}, {args.corpus})")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for spec, layers, hidden, steps, chars, bpc, _ in rows:
-        print(f"| {spec} | {layers}x{hidden} | {steps:,} | {chars:,} | {bpc:.3f} |")
+    print(
+        f"\n| config | size | steps | chars seen | chars / trained parameter | best val bpc |"
+        f"  (budget {args.max_time}, {args.corpus})"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for spec, layers, hidden, steps, chars, bpc, parameters in rows:
+        print(f"| {spec} | {layers}x{hidden} | {steps:,} | {chars:,} | {chars / parameters:.1f} | {bpc:.3f} |")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Training throughput, all in one process (these machines are noisy: compare the ratios).
 
-    python bench/train_speed.py [--sizes 256,512,1024] [--steps 100] [--rounds 2]
+    python bench/train_speed.py [--sizes 256,512,1024] [--steps 100] [--rounds 2] [--batch 16]
+                                [--precision fp32|bf16]
 
-For each LSTM size (2 layers, batch 16, window 25, 65 characters) prints chars/s of:
+For each LSTM size (2 layers, window 25, 65 characters) prints chars/s of:
   charlm   the real training loop (Trainer.fit: windows, schedule, clipping, progress, checks),
-  bare     the same model (dropout too), optimizer and clipping in a minimal loop on one fixed batch,
+           in --precision (bf16: autocast on CPUs with bf16 support),
+  bare     the same model (dropout too), optimizer and clipping in a minimal fp32 loop on one fixed
+           batch: plain fp32 `nn.LSTM` between an embedding and a head,
   cells    a Python loop over nn.LSTMCell, what naive ports do,
 and model FLOP/s over this CPU's fp32 matmul peak, measured here with torch.mm.
 """
@@ -25,7 +28,8 @@ from charlm import CharLM, trainer
 from charlm.config import Config
 from charlm.vocab import Vocab
 
-BATCH, SEQ, VOCAB, LAYERS = 16, 25, 65, 2
+SEQ, VOCAB, LAYERS = 25, 65, 2
+BATCH = 16  # --batch
 
 
 def matmul_peak() -> float:
@@ -99,10 +103,10 @@ def cell_loop(hidden: int, steps: int) -> float:
     return chars_per_second(step, steps)
 
 
-def loop_config(hidden: int, steps: int) -> Config:
+def loop_config(hidden: int, steps: int, precision: str = "fp32") -> Config:
     return Config(
         hidden=hidden, layers=LAYERS, batch_size=BATCH, seq_len=SEQ, max_steps=steps + 5, max_time=None,
-        eval_every=10**9, checkpoint_every=10**9, warmup_steps=0, quiet=True,
+        eval_every=10**9, checkpoint_every=10**9, warmup_steps=0, quiet=True, precision=precision,
     )  # fmt: skip
 
 
@@ -113,26 +117,31 @@ def charlm_loop(config: Config, corpus: Path, folder: Path) -> float:
 
 
 def main() -> None:
+    global BATCH  # --batch sets the batch of all three loops
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="256,512,1024")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--precision", default="fp32", help="charlm's loop: fp32 or bf16 (the bare loop stays fp32)")
     args = parser.parse_args()
+    BATCH = args.batch
     folder = Path(tempfile.mkdtemp(prefix="train-speed-"))
     rng = random.Random(0)
     corpus = folder / "corpus.txt"
     corpus.write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz \n.,;ABCDEFGH") for _ in range(2_000_000)))
     peak = matmul_peak()
     print(f"fp32 matmul peak (torch.mm 2048x2048): {peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
+    print(f"batch {BATCH}, window {SEQ}; charlm in {args.precision}, bare and cells in fp32")
     print(
         f"\n{'size':<8} {'charlm':>9} {'bare':>9} {'cells':>9}  {'charlm/bare':>11} {'bare/cells':>10}  {'FLOP/s / peak':>13}"
     )
     for hidden in (int(h) for h in args.sizes.split(",")):
-        config = loop_config(hidden, args.steps)
+        config = loop_config(hidden, args.steps, args.precision)
         ours, bare = 0.0, 0.0
         for _ in range(args.rounds):  # alternate, keep the best of each: a noisy neighbour hits both alike
             ours = max(ours, charlm_loop(config, corpus, folder))
-            bare = max(bare, bare_loop(config, args.steps))
+            bare = max(bare, bare_loop(loop_config(hidden, args.steps), args.steps))
         cells = cell_loop(hidden, max(10, args.steps // 3))
         use = flops_per_char(hidden) * ours / peak
         print(

@@ -42,7 +42,9 @@ class Config:
     # model
     cell: str = _opt("lstm", "recurrent cell", choices=CELLS)
     layers: int = _opt(2, "stacked recurrent layers")
-    hidden: int = _opt(256, "hidden units per layer (also the embedding size)")
+    hidden: int | None = _opt(
+        None, "hidden units per layer (also the embedding size); unset: fitted to --max-time, else 256"
+    )
     dropout: float = _opt(0.1, "dropout between layers and before the head")
     # data
     seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
@@ -85,6 +87,8 @@ class Config:
         if self.cell not in CELLS:
             raise CharLMError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
+            if name == "hidden" and self.hidden is None:  # chosen when training starts (sizing.py)
+                continue
             if getattr(self, name) < 1:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
             if getattr(self, name) > MAXIMA.get(name, float("inf")):

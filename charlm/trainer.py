@@ -8,6 +8,7 @@ progress bar redraws or a metrics row is written.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from . import checkpoint
+from . import checkpoint, sizing
 from .batches import Windows, as_ids, make_streams, min_chars
 from .config import Config
 from .errors import CharLMError
@@ -331,7 +332,7 @@ class Reporter:
         )
         self.loss_sum, self.losses, self.train_bpc = torch.zeros(()), 0, None
         now = time.perf_counter()
-        self.bar_time, self.bar_step = now, self.run.step
+        self.bar_time, self.bar_step, self.steps_per_second = now, self.run.step, None
         self.row_time, self.row_chars = now, self.run.chars
 
     def step(self, loss: torch.Tensor) -> None:
@@ -344,9 +345,13 @@ class Reporter:
         elif now - self.bar_time >= 1.0 and not self.config.quiet:
             self.redraw(now)
 
-    def redraw(self, now: float) -> None:
+    def redraw(self, now: float, measure: bool = True) -> None:
+        """Refresh the bar; `measure=False` right after an evaluation keeps the previous speed, so the
+        pause does not show as a slump in chars/s and a jump in the time left."""
         run, config = self.run, self.config
-        steps_per_second = (run.step - self.bar_step) / max(now - self.bar_time, 1e-9)
+        if measure or self.steps_per_second is None:
+            self.steps_per_second = (run.step - self.bar_step) / max(now - self.bar_time, 1e-9)
+        steps_per_second = self.steps_per_second
         self.bar_time, self.bar_step = now, run.step
         if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
             estimate = run.step + max(0, int((self.max_seconds - run.elapsed) * steps_per_second))
@@ -385,7 +390,7 @@ class Reporter:
         self.loss_sum.zero_()
         self.losses, self.row_time, self.row_chars = 0, now, run.chars
         if not self.config.quiet:
-            self.redraw(now)
+            self.redraw(now, measure=val_bpc is None)
 
     def close(self) -> None:
         self.bar.close()
@@ -401,9 +406,42 @@ def run_folder(out: str | None, corpus_name: str) -> Path:
     return path if len(path.parts) > 1 or path.is_absolute() else checkpoint.CHECKPOINT_ROOT / path
 
 
+PROBE_WARMUP, PROBE_STEPS = 2, 4  # untimed and timed steps per size tried by fit_hidden
+
+
+def probe_speed(config: Config, corpus: TokenCorpus, hidden: int) -> float:
+    """Training characters per second of a `hidden`-sized model on the corpus's own batches."""
+    trial = Trainer(dataclasses.replace(config, hidden=hidden), corpus, [], Path("unused"))
+    for _ in range(PROBE_WARMUP):
+        trial.train_step(0.0)
+    started = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        trial.train_step(0.0)
+    chars_per_token = corpus.meta["characters"] / max(corpus.meta["tokens"], 1)
+    return PROBE_STEPS * config.batch_size * config.seq_len * chars_per_token / (time.perf_counter() - started)
+
+
+def fit_hidden(config: Config, corpus: TokenCorpus) -> Config:
+    """The config with `hidden` chosen for its time budget when the user left it unset (sizing.py)."""
+    if config.hidden is not None:
+        return config
+    seconds = config.max_seconds()
+    if seconds is None:
+        return dataclasses.replace(config, hidden=sizing.NO_BUDGET_HIDDEN)
+    hidden, measured = sizing.choose_hidden(
+        seconds,
+        lambda h: probe_speed(config, corpus, h),
+        lambda h: sizing.trained_parameters(config.cell, config.layers, h, len(corpus.vocab)),
+    )
+    if not config.quiet:
+        tqdm.write(sizing.describe(hidden, measured), file=sys.stderr)
+    return dataclasses.replace(config, hidden=hidden)
+
+
 def start(config: Config, sources: list[str], out: str | None = None) -> Trainer:
     """A new run: refuses to overwrite a folder that already holds one."""
     corpus = load_corpus(sources, config, quiet=config.quiet)
+    config = fit_hidden(config, corpus)
     run_dir = run_folder(out, corpus.name)
     if (run_dir / checkpoint.LATEST).exists():
         raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")

@@ -34,3 +34,12 @@ def test_prepare_bench_runs(tmp_path):
 def test_train_speed_bench_runs():
     out = run_bench("bench/train_speed.py", "--sizes", "16", "--steps", "5", "--rounds", "1")
     assert "charlm/bare" in out and "2x16" in out and "fp32 matmul peak" in out
+
+
+def test_quality_bench_runs(fox_file, tmp_path):
+    out = run_bench(
+        "bench/quality.py", str(fox_file), "--budgets", "1s,2s", "--out", str(tmp_path / "quality"),
+        "--set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=5", "--png", str(tmp_path / "q.png"),
+    )  # fmt: skip
+    assert "| fox.txt | 1s |" in out and "| fox.txt | 2s |" in out and "bpc against time" in out
+    assert (tmp_path / "q.png").stat().st_size > 10_000

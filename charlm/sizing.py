@@ -1,0 +1,63 @@
+"""A model that fits the time budget: the hidden size when `--hidden` is not given.
+
+In a fixed wall time a bigger model learns more per character but sees fewer characters. The sweeps
+of `bench/sweep.py` (figures in README, "Model size for the budget") found the best validation
+bpc where the characters a run gets through are about CHARS_PER_PARAMETER times the model's trained
+parameters (recurrent layers and head; the embedding is a lookup and costs almost nothing). So:
+measure each candidate's training speed for a few steps on the real batches, predict how many
+characters it would see in the budget, and take the largest candidate that still sees enough.
+Batch size stays at its default: on a CPU it barely changes characters per second, and a smaller
+batch gives more updates in the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+CANDIDATES = (128, 192, 256, 384, 512, 768, 1024)
+CHARS_PER_PARAMETER = 2.0
+NO_BUDGET_HIDDEN = 256  # without --max-time there is no budget to fit: the measured 10-minute default
+
+
+def trained_parameters(cell: str, layers: int, hidden: int, vocab_size: int) -> int:
+    """Weights the optimizer updates densely: every recurrent layer (input and hidden matrices, two
+    biases) and the head; not the embedding."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    recurrent = layers * gates * (2 * hidden * hidden + 2 * hidden)
+    return recurrent + hidden * vocab_size + vocab_size
+
+
+@dataclass
+class Candidate:
+    hidden: int
+    chars_per_second: float
+    parameters: int
+    seconds: float
+
+    @property
+    def chars_per_parameter(self) -> float:
+        return self.chars_per_second * self.seconds / self.parameters
+
+
+def choose_hidden(
+    seconds: float, speed: Callable[[int], float], parameters: Callable[[int], int]
+) -> tuple[int, list[Candidate]]:
+    """The largest candidate whose predicted characters in `seconds` reach CHARS_PER_PARAMETER times
+    its parameters (the smallest candidate if none does), and the candidates measured. Candidates are
+    measured smallest first and the search stops at the first that falls short: bigger ones are slower
+    and larger, so they would too."""
+    measured: list[Candidate] = []
+    for hidden in CANDIDATES:
+        candidate = Candidate(hidden, speed(hidden), parameters(hidden), seconds)
+        measured.append(candidate)
+        if candidate.chars_per_parameter < CHARS_PER_PARAMETER:
+            break
+    fitting = [c for c in measured if c.chars_per_parameter >= CHARS_PER_PARAMETER]
+    return (fitting[-1] if fitting else measured[0]).hidden, measured
+
+
+def describe(chosen: int, measured: list[Candidate]) -> str:
+    """One line for the terminal: what was measured and what was picked."""
+    tried = ", ".join(f"{c.hidden}: {c.chars_per_second:,.0f} chars/s, {c.chars_per_parameter:.1f}" for c in measured)
+    return f"--hidden {chosen} fits the budget (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried})"

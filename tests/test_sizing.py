@@ -1,0 +1,47 @@
+"""The model size fitted to a time budget when --hidden is not given."""
+
+import pytest
+
+import charlm
+from charlm import checkpoint, sizing
+from charlm.config import Config
+from charlm.model import CharLM
+from charlm.vocab import Vocab
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_trained_parameters_are_the_model_without_its_embedding(cell):
+    vocab = Vocab([chr(0x4E00 + i) for i in range(300)])
+    model = CharLM(Config(cell=cell, layers=3, hidden=40), vocab)
+    expected = model.num_parameters() - model.embed.weight.numel()
+    assert sizing.trained_parameters(cell, 3, 40, len(vocab)) == expected
+
+
+def test_the_largest_size_that_sees_enough_characters_is_chosen():
+    speed = {128: 40_000.0, 192: 30_000.0, 256: 20_000.0, 384: 9_000.0, 512: 5_000.0, 768: 2_000.0, 1024: 1_000.0}
+    parameters = {h: sizing.trained_parameters("lstm", 2, h, 65) for h in sizing.CANDIDATES}
+    tried = []
+
+    def measure(hidden: int) -> float:
+        tried.append(hidden)
+        return speed[hidden]
+
+    # 10 minutes: 2x256 sees 12M characters for ~1.1M parameters (11 each), 2x384 5.4M for 2.4M (2.3).
+    hidden, measured = sizing.choose_hidden(600, measure, parameters.get)
+    assert hidden == 384 and tried == [128, 192, 256, 384, 512]  # stops at the first size that falls short
+    assert [c.chars_per_parameter >= sizing.CHARS_PER_PARAMETER for c in measured] == [True] * 4 + [False]
+    # A short budget picks a smaller model; a tiny one still gets the smallest candidate.
+    assert sizing.choose_hidden(60, speed.get, parameters.get)[0] == 192
+    assert sizing.choose_hidden(1, speed.get, parameters.get)[0] == 128
+    assert "--hidden 384 fits the budget" in sizing.describe(hidden, measured)
+
+
+def test_training_without_hidden_fits_the_size_to_the_budget_or_takes_the_default(fox_file, tiny):
+    del tiny["hidden"]
+    tiny.update(max_steps=None, max_time="2s", layers=1)
+    charlm.train(fox_file, out="fitted", **tiny)
+    fitted = checkpoint.read_checkpoint(checkpoint.resolve("fitted"))["config"]["hidden"]
+    assert fitted in sizing.CANDIDATES
+    tiny.update(max_steps=3, max_time=None)
+    charlm.train(fox_file, out="steps", **tiny)
+    assert checkpoint.read_checkpoint(checkpoint.resolve("steps"))["config"]["hidden"] == sizing.NO_BUDGET_HIDDEN
