@@ -69,7 +69,7 @@ class Ranks:
             yield self
             return
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
+        if self.local_rank < torch.cuda.device_count():
             torch.cuda.set_device(self.local_rank)
         dist.init_process_group(backend)
         try:
