@@ -3,6 +3,9 @@
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from .conftest import REPO
 
 
@@ -34,3 +37,14 @@ def test_prepare_bench_runs(tmp_path):
 def test_train_speed_bench_runs():
     out = run_bench("bench/train_speed.py", "--sizes", "16", "--steps", "5", "--rounds", "1")
     assert "charlm/bare" in out and "2x16" in out and "fp32 matmul peak" in out
+
+
+def test_gpu_bench_runs_tiny_on_the_cpu():
+    out = run_bench("bench/gpu.py", "--tiny", "--sizes", "1x16", "--batches", "4", "--seconds", "0.05")
+    assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_bench_refuses_a_machine_without_a_gpu():
+    result = subprocess.run([sys.executable, "bench/gpu.py"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and "has none; --tiny runs a small CPU check" in result.stderr
