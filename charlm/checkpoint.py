@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .device import resolve_device
 from .errors import CharLMError
 from .model import CharLM
 from .vocab import Vocab
@@ -174,12 +175,14 @@ def model_from_payload(payload: dict) -> CharLM:
     return model
 
 
-def load(target: str | Path | None = None) -> CharLM:
-    """The model of a checkpoint file or run folder (its best checkpoint), ready to generate."""
+def load(target: str | Path | None = None, device: str = "cpu") -> CharLM:
+    """The model of a checkpoint file or run folder (its best checkpoint), ready to generate on `device`
+    (wherever it was trained: the file is read onto the CPU, then moved)."""
+    where = resolve_device(device)
     path = resolve(target)
     payload = read_checkpoint(path)
     try:
         model = model_from_payload(payload)
     except (KeyError, RuntimeError, TypeError) as e:
         raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
-    return model.eval()
+    return model.to(where).eval()

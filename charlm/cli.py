@@ -17,6 +17,7 @@ import click
 from . import catalog, checkpoint, sampler, tokens, trainer
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
+from .distributed import Ranks
 from .errors import CharLMError
 from .metrics import read_metrics, read_run_info
 
@@ -116,17 +117,32 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 )
 @options_of(Config)
 def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **options) -> None:
-    """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare)."""
+    """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
+
+    Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
     given = {k: v for k, v in options.items() if v is not None}
+    ranks = Ranks.from_env()
+    if resume is None:
+        ranks.shard(Config(**given).batch_size)  # a batch that does not split fails before the processes meet
+    with ranks.group():
+        train_ranks(corpus, out, resume, given, ranks)
+
+
+def train_ranks(corpus: tuple[str, ...], out: str | None, resume: str | None, given: dict, ranks: Ranks) -> None:
+    """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints."""
     if resume is not None:
-        run = trainer.resume(resume or None, given, list(corpus))
+        run = trainer.resume(resume or None, given, list(corpus), ranks)
     else:
-        run = trainer.start(Config(**given), list(corpus), out)
+        run = trainer.start(Config(**given), list(corpus), out, ranks)
     config = run.config
+    if not ranks.leader:
+        run.fit()
+        return
     if not config.quiet:
         click.echo(
             f"training {config.layers}x{config.hidden} {config.cell} ({run.model.num_parameters():,} parameters) "
             f"on {run.corpus.name}: {len(run.corpus.train_ids):,} tokens, vocabulary {run.vocab.describe()}; "
+            f"{run.device} {run.precision}{f' x {ranks.world} processes' if ranks.active else ''}; "
             f"run folder {run.run_dir}",
             err=True,
         )
@@ -154,9 +170,17 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **option
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
 @click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
 @options_of(SampleConfig, types={"temperature": str})
 def sample(
-    target: str | None, seed: str, seed_file: str | None, output: str | None, as_json: bool, interactive: bool, **given
+    target: str | None,
+    seed: str,
+    seed_file: str | None,
+    output: str | None,
+    as_json: bool,
+    interactive: bool,
+    device: str,
+    **given,
 ) -> None:
     """Generate text from a trained model, streaming it as it is made.
 
@@ -168,7 +192,7 @@ def sample(
     configs = [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
     if seed_file:
         seed = read_text(Path(seed_file))
-    model = checkpoint.load(target)
+    model = checkpoint.load(target, device)
     with contextlib.ExitStack() as stack:
         copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
 
@@ -212,9 +236,10 @@ def converse(model, config: SampleConfig, emit) -> None:
 @click.argument("target", metavar="CHECKPOINT")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
-def evaluate(target: str, files: tuple[str, ...], encoding: str) -> None:
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
-    model = checkpoint.load(target)
+    model = checkpoint.load(target, device)
     text = read_texts(files, encoding, model.vocab.normalize)
     ids = model.vocab.encode(text, what=", ".join(files))
     if ids.numel() < 2:

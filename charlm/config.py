@@ -10,6 +10,7 @@ import dataclasses
 import re
 from dataclasses import dataclass, field
 
+from .device import DEVICE_FORMS, DEVICE_PATTERN
 from .errors import CharLMError
 
 CELLS = ("lstm", "gru", "rnn")
@@ -19,11 +20,14 @@ NORMALIZATIONS = ("none", "nfc", "nfkc")
 TOKENIZERS = ("char", "sentencepiece")
 SPM_MODELS = ("char", "bpe", "unigram")
 
-# Options a resumed run may change: limits, cadence, reporting, and the optimizer's step size (to
-# recover from a diverged run). Everything else shapes the model or the data and must stay.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Options a resumed run may change: limits, cadence, reporting, the optimizer's step size (to
+# recover from a diverged run), and where and in which precision it runs (a GPU run may go on on a
+# CPU). Everything else shapes the model or the data and must stay.
 RESUMABLE = (
     "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
-    "sample_every", "tensorboard", "lr", "grad_clip",
+    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision",
 )  # fmt: skip
 
 # Options that decide the token ids: they key the prepared-corpus cache.
@@ -78,6 +82,13 @@ class Config:
     tensorboard: bool = _opt(False, "also log metrics for TensorBoard (needs the tensorboard package)")
     random_seed: int = _opt(1337, "seed for weights, dropout and data order")
     quiet: bool = _opt(False, "no progress bar")
+    # hardware
+    device: str = _opt("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    precision: str = _opt(
+        "auto",
+        "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
+        choices=PRECISIONS,
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -93,6 +104,10 @@ class Config:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
             if getattr(self, name) > MAXIMA.get(name, float("inf")):
                 raise CharLMError(f"--{option_name(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
+        if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
+            raise CharLMError(f"--device must be {DEVICE_FORMS}, not {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise CharLMError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.normalize not in NORMALIZATIONS:
             raise CharLMError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
         if self.min_count < 1:

@@ -68,8 +68,9 @@ def map_state(fn, state: State | None) -> State | None:
 
 
 def detach_state(state: State | None) -> State | None:
-    """Keep the state's values, cut its history: TBPTT's gradient stops at the window edge."""
-    return map_state(torch.Tensor.detach, state)
+    """Keep the state's values, cut its history: TBPTT's gradient stops at the window edge.
+    The kept state is fp32 whatever autocast computed it in, so a checkpoint resumes in any precision."""
+    return map_state(lambda s: s.detach().float(), state)
 
 
 @contextlib.contextmanager

@@ -43,11 +43,12 @@ class FusedLSTMStep:
         self.biases = [getattr(core, f"bias_ih_l{n}") + getattr(core, f"bias_hh_l{n}") for n in range(self.layers)]
         self.embedding = model.embed.weight
         self.head_weight, self.head_bias = model.head.weight.t().contiguous(), model.head.bias
-        self.xh = [torch.zeros(batch, size + hidden) for size in self.inputs]
-        self.cell = torch.zeros(self.layers, batch, hidden)
-        self.gates = torch.empty(batch, 4 * hidden)
-        self.scratch = torch.empty(batch, hidden)
-        self.logits = torch.empty(batch, model.head.out_features)
+        device = self.embedding.device
+        self.xh = [torch.zeros(batch, size + hidden, device=device) for size in self.inputs]
+        self.cell = torch.zeros(self.layers, batch, hidden, device=device)
+        self.gates = torch.empty(batch, 4 * hidden, device=device)
+        self.scratch = torch.empty(batch, hidden, device=device)
+        self.logits = torch.empty(batch, model.head.out_features, device=device)
 
     def load_state(self, state: State) -> None:
         h, c = state
@@ -128,7 +129,7 @@ class RecentCharacters:
     """The last `window` ids of every sample, for the repetition penalty."""
 
     def __init__(self, prime: torch.Tensor, batch: int, window: int, vocab_size: int):
-        self.history = torch.full((batch, window), vocab_size)  # vocab_size: an empty slot
+        self.history = torch.full((batch, window), vocab_size, device=prime.device)  # vocab_size: an empty slot
         recent = prime[-window:]
         self.history[:, : recent.numel()] = recent
         self.position = recent.numel() % window
@@ -141,7 +142,7 @@ class RecentCharacters:
     def penalize(self, logits: torch.Tensor, penalty: float) -> torch.Tensor:
         """CTRL's rule: a recent character's positive logit is divided by the penalty, a negative one
         multiplied, so it always becomes less likely."""
-        seen = torch.zeros(logits.size(0), self.vocab_size + 1, dtype=torch.bool)
+        seen = torch.zeros(logits.size(0), self.vocab_size + 1, dtype=torch.bool, device=logits.device)
         seen.scatter_(1, self.history, True)
         penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
         return torch.where(seen[:, : self.vocab_size], penalized, logits)
@@ -159,7 +160,7 @@ def choose(logits: torch.Tensor, options: SampleConfig, step: int, uniforms: Uni
     if options.top_p is not None and options.top_p < 1:
         probs = nucleus(probs, options.top_p)
     cdf = probs.cumsum(dim=-1)
-    target = (uniforms.next() * cdf[:, -1]).unsqueeze(1)
+    target = (uniforms.next().to(cdf.device) * cdf[:, -1]).unsqueeze(1)
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=logits.size(-1) - 1)
 
 
@@ -188,7 +189,7 @@ class Generation:
 
     def feed(self, text: str) -> None:
         """Prime (or, later, extend) every sample's state with `text`."""
-        ids = self.vocab.encode(text, what="--seed")
+        ids = self.vocab.encode(text, what="--seed").to(self.model.head.weight.device)
         if self.options.repetition_penalty != 1.0 and self.recent is None:
             self.recent = RecentCharacters(
                 ids, self.options.num_samples, self.options.repetition_window, len(self.vocab)

@@ -2,7 +2,9 @@
 over the run's budget (steps or wall time), periodic validation in bits per character, checkpoints.
 
 The hot loop does no host sync per step: the loss is summed as a tensor and read only when the
-progress bar redraws or a metrics row is written.
+progress bar redraws or a metrics row is written. On a GPU, forward and loss run under autocast
+(`--precision`); validation is always scored in fp32, so bpc figures compare across precisions.
+Under torchrun the trainer is one rank of a data-parallel job: see `distributed.py`.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint, sizing
 from .batches import Windows, as_ids, make_streams, min_chars
 from .config import Config
+from .device import autocast, grad_scaler, resolve_device, resolve_precision, to_device
+from .distributed import SINGLE, SYNC_EVERY, Ranks
 from .errors import CharLMError
 from .metrics import MetricsLog, write_run_info
-from .model import CharLM, State, detach_state, inference
+from .model import CharLM, State, detach_state, inference, map_state
 from .sampler import generate
 from .tokens import TokenCorpus, load_corpus
 
@@ -45,11 +50,14 @@ def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int
     if max_tokens is not None:
         ids = ids[: max_tokens + 1]
     streams = make_streams(as_ids(ids), max(1, min(EVAL_STREAMS, len(ids) // (EVAL_WINDOW + 1))))
-    total_nats, chars = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64)
-    lengths = model.vocab.char_lengths()
+    device = model.head.weight.device
+    total_nats = torch.zeros((), dtype=torch.float64, device=device)
+    chars = torch.zeros((), dtype=torch.int64, device=device)
+    lengths = model.vocab.char_lengths().to(device)
     with inference(model):
         state = None
         for inputs, targets in Windows(streams, EVAL_WINDOW):
+            inputs, targets = to_device(inputs, device), to_device(targets, device)
             logits, state = model(inputs, state)
             total_nats += F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), reduction="sum").double()
             chars += lengths[targets].sum()
@@ -80,7 +88,8 @@ class RunState:
     """Everything besides weights and optimizer that decides how a run continues."""
 
     step: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # this process's training time (rank 0's is the one saved)
+    clock: float = 0.0  # the training time all ranks agree on: the schedule's and the checkpoints' time
     best_bpc: float | None = None
     val_bpc: float | None = None
     hidden: State | None = None
@@ -114,8 +123,11 @@ class StopFlag:
 
 
 class Trainer:
-    def __init__(self, config: Config, corpus: TokenCorpus, sources: list[str], run_dir: Path):
+    def __init__(self, config: Config, corpus: TokenCorpus, sources: list[str], run_dir: Path, ranks: Ranks = SINGLE):
         self.config, self.corpus, self.sources, self.run_dir = config, corpus, sources, run_dir
+        self.ranks, self.shard = ranks, ranks.shard(config.batch_size)
+        self.device = resolve_device(config.device, ranks.local_rank, ranks.world)
+        self.precision = resolve_precision(config.precision, self.device)
         self.vocab = corpus.vocab
         train_ids, self.val_ids = corpus.train_ids, corpus.val_ids
         need = min_chars(config.batch_size, config.seq_len)
@@ -128,19 +140,28 @@ class Trainer:
             )
         if len(self.val_ids) < 2:
             raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise --val-fraction")
-        self.windows = Windows(make_streams(train_ids, config.batch_size), config.seq_len)
+        # Every rank lays out the same global streams and takes its own rows of them.
+        self.windows = Windows(make_streams(train_ids, config.batch_size)[self.shard], config.seq_len)
         torch.manual_seed(config.random_seed)
-        self.model = CharLM(config, self.vocab)
+        self.model = CharLM(config, self.vocab).to(self.device)
+        if ranks.rank:  # the same initial weights everywhere, but each rank its own dropout masks
+            torch.manual_seed(config.random_seed + ranks.rank)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self.net = DistributedDataParallel(self.model, device_ids) if ranks.active else self.model
         self.optimizer = make_optimizer(self.model, config)
+        self.scaler = grad_scaler(self.device, self.precision)
         self.run = RunState()
         self.stopped_early = False
         self.checkpoint_interval = config.checkpoint_interval()
-        self.nonfinite = torch.zeros((), dtype=torch.bool)  # set once a loss is NaN/inf; read at checks only
+        # set once a loss is NaN/inf; read at checks only. The loss is averaged over ranks, so all agree.
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self.saved_step: int | None = None
         self.saved_at = 0.0
 
     # -- checkpoints -------------------------------------------------------------------------
     def payload(self) -> dict:
+        """The checkpoint's contents: every rank takes part (the hidden states and RNG states are
+        gathered), rank 0 writes it. The hidden state has the single-process layout (layers, B, hidden)."""
         run = self.run
         return {
             "config": self.config.to_dict(),
@@ -154,26 +175,35 @@ class Trainer:
             "best_bpc": run.best_bpc,
             "val_bpc": run.val_bpc,
             "data": {"position": self.windows.position, "epoch": self.windows.epoch},
-            "hidden": run.hidden,
+            "hidden": self.ranks.gather_state(run.hidden),
             "rng": torch.get_rng_state(),
+            "rank_rngs": self.ranks.gather(torch.get_rng_state().unsqueeze(0)),
+            "scaler": self.scaler.state_dict(),
         }
 
     def save(self, improved: bool = False) -> None:
         """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns."""
         if self.nonfinite.item():
             raise CharLMError(self.diverged_message())
-        data = checkpoint.serialize(self.payload())
-        try:
-            checkpoint.write_atomic(self.run_dir / checkpoint.LATEST, data)
-            if improved:
-                checkpoint.write_atomic(self.run_dir / checkpoint.BEST, data)
-        except CharLMError as e:
+        payload, error = self.payload(), None
+        if self.ranks.leader:
+            data = checkpoint.serialize(payload)
+            try:
+                checkpoint.write_atomic(self.run_dir / checkpoint.LATEST, data)
+                if improved:
+                    checkpoint.write_atomic(self.run_dir / checkpoint.BEST, data)
+            except CharLMError as e:
+                error = str(e)
+        (failed,) = self.ranks.from_leader([float(error is not None)], self.device)
+        if failed:
+            error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":
-                tqdm.write(f"warning: {e}; training goes on (--save-errors warn)", file=sys.stderr)
-                self.saved_at = self.run.elapsed  # try again at the next checkpoint time, not every step
+                if self.ranks.leader:
+                    tqdm.write(f"warning: {error}; training goes on (--save-errors warn)", file=sys.stderr)
+                self.saved_at = self.run.clock  # try again at the next checkpoint time, not every step
                 return
-            raise CharLMError(f"{e}; training stopped at step {self.run.step}") from None
-        self.saved_step, self.saved_at = self.run.step, self.run.elapsed
+            raise CharLMError(f"{error}; training stopped at step {self.run.step}")
+        self.saved_step, self.saved_at = self.run.step, self.run.clock
 
     def diverged_message(self) -> str:
         lower = f"{self.config.lr / 4:.2g}"
@@ -193,26 +223,40 @@ class Trainer:
             )
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(payload["scaler"])
         self.windows.position, self.windows.epoch = payload["data"]["position"], payload["data"]["epoch"]
         self.run = RunState(
             step=payload["step"],
             elapsed=payload["elapsed"],
+            clock=payload["elapsed"],
             chars=payload["chars"],
             best_bpc=payload["best_bpc"],
             val_bpc=payload["val_bpc"],
-            hidden=payload["hidden"],
+            hidden=map_state(lambda s: s[:, self.shard].contiguous().to(self.device), payload["hidden"]),
         )
-        torch.set_rng_state(payload["rng"])
+        # Dropout continues exactly under the same world size; under another one each rank reseeds.
+        rngs = payload.get("rank_rngs")
+        if rngs is not None and len(rngs) == self.ranks.world:
+            torch.set_rng_state(rngs[self.ranks.rank])
+        elif self.ranks.leader:
+            torch.set_rng_state(payload["rng"])
+        else:
+            torch.manual_seed(self.config.random_seed + self.ranks.rank + payload["step"])
         self.saved_step, self.saved_at = payload["step"], payload["elapsed"]
 
     # -- the loop ------------------------------------------------------------------------------
     def evaluate_and_save(self) -> None:
-        run = self.run
-        run.val_bpc = bits_per_char(self.model, self.val_ids, EVAL_TOKENS)
-        improved = run.best_bpc is None or run.val_bpc < run.best_bpc
-        if improved:
-            run.best_bpc = run.val_bpc
+        """Rank 0 scores the validation text on the unwrapped model; the other ranks wait in save()."""
+        run, improved = self.run, False
+        if self.ranks.leader:
+            run.val_bpc = bits_per_char(self.model, self.val_ids, EVAL_TOKENS)
+            improved = run.best_bpc is None or run.val_bpc < run.best_bpc
+            if improved:
+                run.best_bpc = run.val_bpc
         self.save(improved)
+        if not self.ranks.leader:
+            return
         self.reporter.write_row(val_bpc=run.val_bpc)
         evaluations = -(-run.step // self.config.eval_every)
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
@@ -247,46 +291,67 @@ class Trainer:
         def progress() -> float:
             """How much of the budget is spent: steps or time, whichever runs out first."""
             by_steps = run.step / config.max_steps if config.max_steps else 0.0
-            by_time = run.elapsed / max_seconds if max_seconds else 0.0
+            by_time = run.clock / max_seconds if max_seconds else 0.0
             return max(by_steps, by_time)
 
         with contextlib.ExitStack() as stack:
-            stack.enter_context(checkpoint.RunLock(self.run_dir))
+            if self.ranks.leader:
+                stack.enter_context(checkpoint.RunLock(self.run_dir))
+                write_run_info(self.run_dir, self.describe())
             stop = stack.enter_context(StopFlag().installed())
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
-            write_run_info(self.run_dir, self.describe())
-            self.reporter = stack.enter_context(contextlib.closing(Reporter(self, max_seconds)))
+            reporter = Reporter(self, max_seconds) if self.ranks.leader else SilentReporter()
+            self.reporter = stack.enter_context(contextlib.closing(reporter))
             self.model.train()
-            started = time.perf_counter() - run.elapsed
-            while (spent := progress()) < 1.0 and not stop.requested:
+            started, stopping = time.perf_counter() - run.elapsed, False
+            while (spent := progress()) < 1.0 and not stopping:
                 loss = self.train_step(spent)
-                run.elapsed = time.perf_counter() - started
+                stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
+            stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if self.saved_step != run.step:
                 self.evaluate_and_save()
-        self.stopped_early = stop.requested
+        self.stopped_early = stopping
         return self.model
+
+    def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
+        """Set the run's clock and say whether to stop. One process reads its own clock every step;
+        under torchrun every rank takes rank 0's clock and stop request, broadcast every SYNC_EVERY
+        steps, so the schedule, the checkpoint times and the stop step agree everywhere."""
+        run = self.run
+        run.elapsed = elapsed
+        if not self.ranks.active:
+            run.clock = elapsed
+            return stop_requested
+        if not now and run.step % SYNC_EVERY:
+            return False
+        run.clock, stop = self.ranks.from_leader([elapsed, float(stop_requested)], self.device)
+        return bool(stop)
 
     def train_step(self, progress: float) -> torch.Tensor:
         """One TBPTT step on the next window of every stream; returns the loss (not synced to host)."""
         run, config = self.run, self.config
         inputs, targets, fresh = self.windows.next()
+        inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
         run.lr = learning_rate(config, run.step, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = run.lr
-        logits, state = self.model(inputs, None if fresh else run.hidden)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1))
+        with autocast(self.device, self.precision):
+            logits, state = self.net(inputs, None if fresh else run.hidden)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
         if config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip, foreach=True)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         run.hidden = detach_state(state)
         run.step += 1
-        run.chars += targets.numel()
-        loss = loss.detach()
+        run.chars += targets.numel() * self.ranks.world
+        loss = self.ranks.mean(loss.detach().float())
         self.nonfinite |= ~torch.isfinite(loss)
         return loss
 
@@ -296,11 +361,24 @@ class Trainer:
         if run.step % self.config.eval_every == 0:
             self.evaluate_and_save()
         elif (every_steps and run.step % every_steps == 0) or (
-            every_seconds and run.elapsed - self.saved_at >= every_seconds
+            every_seconds and run.clock - self.saved_at >= every_seconds
         ):
             self.save()
         elif run.step % NAN_CHECK_EVERY == 0 and self.nonfinite.item():
             raise CharLMError(self.diverged_message())
+
+
+class SilentReporter:
+    """What ranks other than 0 report: nothing."""
+
+    def step(self, loss: torch.Tensor) -> None:
+        pass
+
+    def write_row(self, val_bpc: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class Reporter:
@@ -330,7 +408,7 @@ class Reporter:
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
         )
-        self.loss_sum, self.losses, self.train_bpc = torch.zeros(()), 0, None
+        self.loss_sum, self.losses, self.train_bpc = torch.zeros((), device=trainer.device), 0, None
         now = time.perf_counter()
         self.bar_time, self.bar_step, self.steps_per_second = now, self.run.step, None
         self.row_time, self.row_chars = now, self.run.chars
@@ -421,13 +499,11 @@ def probe_speed(config: Config, corpus: TokenCorpus, hidden: int) -> float:
     return PROBE_STEPS * config.batch_size * config.seq_len * chars_per_token / (time.perf_counter() - started)
 
 
-def fit_hidden(config: Config, corpus: TokenCorpus) -> Config:
-    """The config with `hidden` chosen for its time budget when the user left it unset (sizing.py)."""
-    if config.hidden is not None:
-        return config
+def fit_hidden(config: Config, corpus: TokenCorpus) -> int:
+    """The hidden size for a run whose user left it unset: fitted to its time budget (sizing.py)."""
     seconds = config.max_seconds()
     if seconds is None:
-        return dataclasses.replace(config, hidden=sizing.NO_BUDGET_HIDDEN)
+        return sizing.NO_BUDGET_HIDDEN
     hidden, measured = sizing.choose_hidden(
         seconds,
         lambda h: probe_speed(config, corpus, h),
@@ -435,22 +511,28 @@ def fit_hidden(config: Config, corpus: TokenCorpus) -> Config:
     )
     if not config.quiet:
         tqdm.write(sizing.describe(hidden, measured), file=sys.stderr)
-    return dataclasses.replace(config, hidden=hidden)
+    return hidden
 
 
-def start(config: Config, sources: list[str], out: str | None = None) -> Trainer:
+def start(config: Config, sources: list[str], out: str | None = None, ranks: Ranks = SINGLE) -> Trainer:
     """A new run: refuses to overwrite a folder that already holds one."""
-    corpus = load_corpus(sources, config, quiet=config.quiet)
-    config = fit_hidden(config, corpus)
+    with ranks.leader_first():  # one process prepares the corpus cache, the others read it
+        corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader)
+    if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
+        hidden = fit_hidden(config, corpus) if ranks.leader else 0
+        (hidden,) = ranks.from_leader([hidden], resolve_device(config.device, ranks.local_rank, ranks.world))
+        config = dataclasses.replace(config, hidden=int(hidden))
     run_dir = run_folder(out, corpus.name)
     if (run_dir / checkpoint.LATEST).exists():
         raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
     # Absolute paths, so `--resume` finds the corpus from any working directory.
-    return Trainer(config, corpus, [str(Path(s).resolve()) if Path(s).exists() else s for s in sources], run_dir)
+    sources = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources]
+    return Trainer(config, corpus, sources, run_dir, ranks)
 
 
-def resume(target: str | None, overrides: dict, sources: list[str] | None = None) -> Trainer:
-    """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change."""
+def resume(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
+    """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change;
+    the world size may: the checkpoint holds every stream's state, re-sharded here."""
     path = checkpoint.resolve(target, prefer=checkpoint.LATEST)
     payload = checkpoint.read_checkpoint(path)
     saved = Config.from_dict(payload["config"])
@@ -461,7 +543,8 @@ def resume(target: str | None, overrides: dict, sources: list[str] | None = None
     saved_sources = payload["corpus"]["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
-    corpus = load_corpus(saved_sources, config, quiet=config.quiet)
-    trainer = Trainer(config, corpus, saved_sources, path.parent)
+    with ranks.leader_first():
+        corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader)
+    trainer = Trainer(config, corpus, saved_sources, path.parent, ranks)
     trainer.restore(payload)
     return trainer

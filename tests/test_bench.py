@@ -3,6 +3,9 @@
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from .conftest import REPO
 
 
@@ -43,3 +46,14 @@ def test_quality_bench_runs(fox_file, tmp_path):
     )  # fmt: skip
     assert "| fox.txt | 1s |" in out and "| fox.txt | 2s |" in out and "bpc against time" in out
     assert (tmp_path / "q.png").stat().st_size > 10_000
+
+
+def test_gpu_bench_runs_tiny_on_the_cpu():
+    out = run_bench("bench/gpu.py", "--tiny", "--sizes", "1x16", "--batches", "4", "--seconds", "0.05")
+    assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_bench_refuses_a_machine_without_a_gpu():
+    result = subprocess.run([sys.executable, "bench/gpu.py"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and "has none; --tiny runs a small CPU check" in result.stderr
