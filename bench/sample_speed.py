@@ -2,7 +2,8 @@
 
     python bench/sample_speed.py [--hidden 512 --layers 2 --chars 2000]
 
-Prints chars/s of charlm's generation for one stream and for 64 streams, against:
+Prints chars/s of charlm's generation for one stream and for 64 streams (fp32, and bf16: the
+`--precision bf16` step, for CPUs with bf16 hardware), against:
   (a) a bare loop calling nn.LSTM (+ embedding and head) once per character,
   (b) the roofline: the step's matrix products alone, in a tight loop,
   (c) a naive loop that re-runs the whole prefix for every new character (no carried state).
@@ -81,8 +82,12 @@ def main() -> None:
     bare = rate(n, timed(lambda: bare_lstm_loop(model, n)))
     roof = rate(n, timed(lambda: roofline_loop(model, n)))
     streams = args.streams
-    batched = rate(
-        n * streams, timed(lambda: generate(model, "A", length=n, num_samples=streams, random_seed=0), repeats=2)
+    batched, batched_bf16 = (
+        rate(
+            n * streams,
+            timed(lambda p=p: generate(model, "A", length=n, num_samples=streams, random_seed=0, precision=p), 2),
+        )
+        for p in ("fp32", "bf16")
     )
 
     # The naive loop re-runs the prefix: character k costs a forward over k characters. Time forwards
@@ -100,6 +105,7 @@ def main() -> None:
     print(f"{'charlm generate, 1 stream (temperature 0.8)':<52} {ours:>12,.0f}")
     print(f"{'charlm generate, 1 stream (greedy)':<52} {ours_greedy:>12,.0f}")
     print(f"{f'charlm generate, {streams} streams in one batch (total)':<52} {batched:>12,.0f}")
+    print(f"{f'charlm generate, {streams} streams, --precision bf16 (total)':<52} {batched_bf16:>12,.0f}")
     print(f"{'(a) bare loop: nn.LSTM called once per character':<52} {bare:>12,.0f}")
     print(f"{'(b) roofline: the step matrix products alone':<52} {roof:>12,.0f}")
     print(f"{f'(c) naive: re-run the prefix per character, {n} chars':<52} {naive:>12,.1f}")
@@ -107,6 +113,7 @@ def main() -> None:
     print(f"  1 stream vs bare nn.LSTM loop:      {ours / bare:6.2f}x   (target >= 2x)")
     print(f"  1 stream vs roofline:               {ours / roof:6.2f}    (target >= 0.60)")
     print(f"  {streams} streams vs 1 stream (total):     {batched / ours:6.1f}x   (target >= 25x)")
+    print(f"  {streams} streams bf16 vs 1 stream fp32:   {batched_bf16 / ours:6.1f}x")
     print(f"  1 stream vs naive prefix re-run:    {ours / naive:6.0f}x   (target >= 50x at {n} characters)")
 
 

@@ -21,6 +21,7 @@ TOKENIZERS = ("char", "sentencepiece")
 SPM_MODELS = ("char", "bpe", "unigram")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SAMPLE_PRECISIONS = ("fp32", "bf16")
 
 # Options a resumed run may change: limits, cadence, reporting, the optimizer's step size (to
 # recover from a diverged run), and where and in which precision it runs (a GPU run may go on on a
@@ -225,6 +226,11 @@ class SampleConfig:
     stop: str | None = _opt(None, "stop a sample once it produces this text, e.g. a blank line")
     num_samples: int = _opt(1, "samples generated side by side in one batch")
     random_seed: int | None = _opt(None, "makes sampling reproducible; sample i uses seed + i")
+    precision: str = _opt(
+        "fp32",
+        "an LSTM's per-character step in fp32 or bf16 (about 2x faster for 64 samples on CPUs with bf16 hardware)",
+        choices=SAMPLE_PRECISIONS,
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.temperature, (list, tuple)):
@@ -246,6 +252,8 @@ class SampleConfig:
             raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
         if self.stop is not None and self.stop == "":
             raise CharLMError("--stop must not be empty; give the text to stop at, e.g. --stop $'\\n\\n'")
+        if self.precision not in SAMPLE_PRECISIONS:
+            raise CharLMError(f"--precision must be one of {', '.join(SAMPLE_PRECISIONS)}, not {self.precision!r}")
         if not 1 <= self.num_samples <= 4096:
             raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
 

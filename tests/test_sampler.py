@@ -134,6 +134,20 @@ def test_fused_step_matches_the_lstm_module(model):
     assert torch.allclose(step.state()[1], state[1], atol=1e-5)
 
 
+def test_bf16_step_stays_close_to_fp32_and_keeps_its_state_in_fp32(model):
+    ids = torch.randint(0, len(model.vocab), (4, 30))
+    exact, low = FusedLSTMStep(model, batch=4), FusedLSTMStep(model, batch=4, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for t in range(30):
+            reference, logits = exact(ids[:, t]), low(ids[:, t])
+            assert logits.dtype == torch.float32 and 0 < (logits - reference).abs().max() < 0.05
+    hidden, cell = low.state()
+    assert hidden.dtype == cell.dtype == torch.float32
+    assert torch.allclose(hidden, exact.state()[0], atol=0.03) and torch.allclose(cell, exact.state()[1], atol=0.03)
+    text = model.generate("ab", length=40, precision="bf16", random_seed=3, num_samples=2)
+    assert text.startswith("ab") and len(text) == 42
+
+
 def test_generation_carries_state_instead_of_rerunning_the_prefix(model, monkeypatch):
     calls = []
     original = FusedLSTMStep.__call__
@@ -176,6 +190,7 @@ def test_conversation_carries_state_and_transcript(model):
         ({"top_p": 0.0}, r"--top-p must be in \(0, 1\]"),
         ({"top_p": 1.5}, r"--top-p must be in \(0, 1\]"),
         ({"stop": ""}, "--stop must not be empty"),
+        ({"precision": "fp16"}, "--precision must be one of fp32, bf16"),
         ({"repetition_penalty": 0}, "--repetition-penalty must be a positive number"),
         ({"seed": "abz\u00e9"}, r"2 character\(s\) the model has never seen: 'z' '\u00e9'"),
         ({"tempreature": 1.0}, r"unknown sampling option\(s\) tempreature"),
