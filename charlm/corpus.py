@@ -42,6 +42,11 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
     return files
 
 
+def normalized(text: str, form: str) -> str:
+    """`text` in Unicode normalization `form` (none, nfc or nfkc): corpus and seeds alike."""
+    return text if form == "none" else unicodedata.normalize(form.upper(), text)
+
+
 def iter_text(files: list[Path], encoding: str = "utf-8", normalize: str = "none", progress=None) -> Iterator[str]:
     """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline.
     `progress(n)` is called with the bytes read."""
@@ -50,7 +55,7 @@ def iter_text(files: list[Path], encoding: str = "utf-8", normalize: str = "none
         for chunk in _decode(path, encoding, progress):
             if chunk.strip():
                 empty = False
-            text = chunk if normalize == "none" else unicodedata.normalize(normalize.upper(), chunk)
+            text = normalized(chunk, normalize)
             if text:
                 ends_with_newline = text.endswith("\n")
                 yield text

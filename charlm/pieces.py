@@ -23,14 +23,14 @@ from __future__ import annotations
 import base64
 import codecs
 import io
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import sentencepiece as spm
 import torch
 
-from .config import NORMALIZATIONS, SPM_MODELS
+from .config import NORMALIZATIONS
+from .corpus import normalized
 from .errors import CharLMError
 
 MAX_SENTENCE_CHARS = 2048  # longer lines are cut into pieces of this many characters for training
@@ -56,8 +56,6 @@ def training_sentences(texts: Iterable[str]) -> Iterator[str]:
 
 def train_model(texts: Iterable[str], model_type: str, vocab_size: int, coverage: float = 1.0) -> bytes:
     """Train a SentencePiece model on text chunks; returns its serialized form."""
-    if model_type not in SPM_MODELS:
-        raise CharLMError(f"--spm-model must be one of {', '.join(SPM_MODELS)}, not {model_type!r}")
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -131,7 +129,7 @@ class PieceVocab:
         return np.dtype(np.uint16 if len(self) <= 1 << 16 else np.uint32)
 
     def normalized(self, text: str) -> str:
-        return text if self.normalize == "none" else unicodedata.normalize(self.normalize.upper(), text)
+        return normalized(text, self.normalize)
 
     def encode_array(self, text: str) -> np.ndarray:
         """Already normalized text -> ids."""

@@ -49,6 +49,11 @@ class TokenCorpus:
     meta: dict
 
     @property
+    def chars_per_token(self) -> float:
+        """Characters a token spells on average: 1 for the char vocabulary, more for sentencepiece."""
+        return self.meta["characters"] / max(self.meta["tokens"], 1)
+
+    @property
     def train_ids(self) -> np.ndarray:
         return self.tokens[: self.split]
 

@@ -388,8 +388,7 @@ class Reporter:
     def __init__(self, trainer: Trainer, max_seconds: float | None):
         self.config, self.run, self.max_seconds = trainer.config, trainer.run, max_seconds
         # Shown per character whatever the tokenizer: a sentencepiece token spells several.
-        meta = trainer.corpus.meta
-        self.chars_per_token = meta["characters"] / max(meta["tokens"], 1)
+        self.chars_per_token = trainer.corpus.chars_per_token
         self.log = MetricsLog(trainer.run_dir)
         if self.run.step:
             self.log.append({"resume": self.run.step})
@@ -495,8 +494,7 @@ def probe_speed(config: Config, corpus: TokenCorpus, hidden: int) -> float:
     started = time.perf_counter()
     for _ in range(PROBE_STEPS):
         trial.train_step(0.0)
-    chars_per_token = corpus.meta["characters"] / max(corpus.meta["tokens"], 1)
-    return PROBE_STEPS * config.batch_size * config.seq_len * chars_per_token / (time.perf_counter() - started)
+    return PROBE_STEPS * config.batch_size * config.seq_len * corpus.chars_per_token / (time.perf_counter() - started)
 
 
 def fit_hidden(config: Config, corpus: TokenCorpus) -> int:

@@ -8,7 +8,6 @@ seed alike, so the same character typed two ways is one character.
 
 from __future__ import annotations
 
-import unicodedata
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from .config import NORMALIZATIONS
+from .corpus import normalized
 from .errors import CharLMError
 from .pieces import PieceVocab
 
@@ -86,7 +86,7 @@ class Vocab:
         raise CharLMError(f"{len(self):,} distinct characters do not fit 32-bit ids")
 
     def normalized(self, text: str) -> str:
-        return text if self.normalize == "none" else unicodedata.normalize(self.normalize.upper(), text)
+        return normalized(text, self.normalize)
 
     def knows(self, char: str) -> bool:
         return char in self.index
