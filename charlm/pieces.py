@@ -92,6 +92,7 @@ class PieceVocab:
     """Text <-> SentencePiece ids, with the interface of `Vocab`."""
 
     tokenizer = "sentencepiece"
+    one_char_per_id = False  # a piece spells several characters, a byte piece part of one
 
     def __init__(self, model: bytes, normalize: str = "nfc"):
         if normalize not in NORMALIZATIONS:

@@ -37,6 +37,7 @@ class Vocab:
     """A sorted character set (sorted: the same text always gives the same ids), maybe with UNKNOWN."""
 
     tokenizer = "char"
+    one_char_per_id = True  # so a sampler's step count is its character count
 
     def __init__(self, chars: str | list[str], unknown: bool = False, normalize: str = "none"):
         self.chars = list(chars)

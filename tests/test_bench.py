@@ -16,8 +16,10 @@ def run_bench(*args: str) -> str:
 
 
 def test_sample_speed_bench_runs():
-    out = run_bench("bench/sample_speed.py", "--hidden", "16", "--layers", "2", "--chars", "60", "--streams", "4")
-    for label in ("bare loop", "roofline", "naive", "1 stream vs bare nn.LSTM loop"):
+    out = run_bench(
+        "bench/sample_speed.py", "--hidden", "16", "--layers", "2", "--chars", "60", "--streams", "4", "--rounds", "2"
+    )
+    for label in ("bare loop", "roofline", "naive", "1 stream vs bare nn.LSTM loop", "4 streams bf16 vs 1 stream bf16"):
         assert label in out
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from charlm import CharLM, Config
+from charlm import CharLM, Config, sampler
 from charlm.config import SampleConfig
 from charlm.errors import CharLMError
 from charlm.sampler import Conversation, FusedLSTMStep, generate, nucleus
@@ -146,6 +146,27 @@ def test_bf16_step_stays_close_to_fp32_and_keeps_its_state_in_fp32(model):
     assert torch.allclose(hidden, exact.state()[0], atol=0.03) and torch.allclose(cell, exact.state()[1], atol=0.03)
     text = model.generate("ab", length=40, precision="bf16", random_seed=3, num_samples=2)
     assert text.startswith("ab") and len(text) == 42
+
+
+def test_bf16_step_packs_weights_for_onednn_and_falls_back_to_plain_products(model, monkeypatch):
+    ids = torch.randint(0, len(model.vocab), (4, 20))
+    packed = FusedLSTMStep(model, batch=4, dtype=torch.bfloat16)
+    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert all(p.packed is not None for p in [*packed.products, packed.head])
+    monkeypatch.setattr(sampler, "onednn_packed", lambda weight, batch: None)
+    plain = FusedLSTMStep(model, batch=4, dtype=torch.bfloat16)
+    assert all(p.packed is None for p in [*plain.products, plain.head])
+    with torch.no_grad():
+        for t in range(20):
+            assert (packed(ids[:, t]) - plain(ids[:, t])).abs().max() < 0.05
+
+
+def test_one_character_per_step_shortcut_gives_the_general_loops_text(model, monkeypatch):
+    options = {"length": 50, "num_samples": 3, "random_seed": 4, "repetition_penalty": 1.3}
+    shortcut = generate(model, "ab", **options)
+    monkeypatch.setattr(Vocab, "one_char_per_id", False)  # every step through the per-sample bookkeeping
+    assert generate(model, "ab", **options) == shortcut
+    assert [len(text) for text in shortcut] == [52] * 3
 
 
 def test_generation_carries_state_instead_of_rerunning_the_prefix(model, monkeypatch):
