@@ -70,6 +70,9 @@ class Config:
     warmup_steps: int = _opt(100, "linear warm-up steps")
     weight_decay: float = _opt(0.01, "AdamW weight decay on weight matrices")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: off)")
+    weight_average: float = _opt(
+        0.999, "score, keep and sample a moving average of the weights with this decay per step (0: the raw weights)"
+    )
     # limits: the run stops at whichever comes first; the schedule decays over that budget
     max_steps: int | None = _opt(None, "stop after this many optimizer steps")
     max_time: str | None = _opt("10m", "stop after this much training time, e.g. 90s, 10m, 1h (none: no limit)")
@@ -135,6 +138,8 @@ class Config:
             raise CharLMError(f"--lr must be a positive number, not {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise CharLMError(f"--min-lr-ratio must be in [0, 1], not {self.min_lr_ratio}")
+        if not 0.0 <= self.weight_average < 1.0:
+            raise CharLMError(f"--weight-average must be in [0, 1), not {self.weight_average}")
         for name in ("warmup_steps", "weight_decay", "grad_clip"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise CharLMError(f"--{option_name(name)} must be a number of 0 or more, not {getattr(self, name)}")

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import checkpoint, sizing
+from .average import WeightAverage
 from .batches import Windows, as_ids, make_streams, min_chars
 from .config import Config
 from .device import autocast, grad_scaler, resolve_device, resolve_precision, to_device
@@ -149,6 +150,7 @@ class Trainer:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         self.net = DistributedDataParallel(self.model, device_ids) if ranks.active else self.model
         self.optimizer = make_optimizer(self.model, config)
+        self.average = WeightAverage(self.model, config.weight_average) if config.weight_average else None
         self.scaler = grad_scaler(self.device, self.precision)
         self.run = RunState()
         self.stopped_early = False
@@ -167,7 +169,8 @@ class Trainer:
             "config": self.config.to_dict(),
             "vocab": self.vocab.to_dict(),
             "corpus": {"name": self.corpus.name, "sources": self.sources, "digest": self.corpus.key},
-            "model": self.model.state_dict(),
+            "model": self.result.state_dict(),  # what a sampler loads
+            "raw_model": self.model.state_dict() if self.average else None,  # what training goes on from
             "optimizer": self.optimizer.state_dict(),
             "step": run.step,
             "elapsed": run.elapsed,
@@ -221,7 +224,9 @@ class Trainer:
                 f"the corpus {payload['corpus']['sources'] or payload['corpus']['name']} changed since this run "
                 "started; start a new run with --out NEW"
             )
-        self.model.load_state_dict(payload["model"])
+        self.model.load_state_dict(payload.get("raw_model") or payload["model"])
+        if self.average:  # a run saved without an average starts one from its weights
+            self.average.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
         if payload.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(payload["scaler"])
@@ -250,7 +255,7 @@ class Trainer:
         """Rank 0 scores the validation text on the unwrapped model; the other ranks wait in save()."""
         run, improved = self.run, False
         if self.ranks.leader:
-            run.val_bpc = bits_per_char(self.model, self.val_ids, EVAL_TOKENS)
+            run.val_bpc = bits_per_char(self.result, self.val_ids, EVAL_TOKENS)
             improved = run.best_bpc is None or run.val_bpc < run.best_bpc
             if improved:
                 run.best_bpc = run.val_bpc
@@ -265,7 +270,7 @@ class Trainer:
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,
         so the training run is the same with or without samples."""
-        text = generate(self.model, "", length=SAMPLE_CHARS, temperature=0.8, random_seed=self.run.step)[0]
+        text = generate(self.result, "", length=SAMPLE_CHARS, temperature=0.8, random_seed=self.run.step)[0]
         block = f"--- sample at step {self.run.step} (val {self.run.val_bpc:.3f} bpc) ---\n{text.strip()}\n"
         tqdm.write(block)
         with open(self.run_dir / "samples.txt", "a", encoding="utf-8") as f:
@@ -314,7 +319,12 @@ class Trainer:
             if self.saved_step != run.step:
                 self.evaluate_and_save()
         self.stopped_early = stopping
-        return self.model
+        return self.result
+
+    @property
+    def result(self) -> CharLM:
+        """The weights that are scored, saved for sampling and returned: the average, if kept."""
+        return self.average.model if self.average else self.model
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;
@@ -350,6 +360,8 @@ class Trainer:
         self.scaler.update()
         run.hidden = detach_state(state)
         run.step += 1
+        if self.average:
+            self.average.update(run.step)
         run.chars += targets.numel() * self.ranks.world
         loss = self.ranks.mean(loss.detach().float())
         self.nonfinite |= ~torch.isfinite(loss)
