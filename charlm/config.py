@@ -71,7 +71,7 @@ class Config:
     weight_decay: float = _opt(0.01, "AdamW weight decay on weight matrices")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: off)")
     weight_average: float = _opt(
-        0.999, "score, keep and sample a moving average of the weights with this decay per step (0: the raw weights)"
+        0.0, "score, keep and sample a moving average of the weights with this decay per step, e.g. 0.999 (0: off)"
     )
     # limits: the run stops at whichever comes first; the schedule decays over that budget
     max_steps: int | None = _opt(None, "stop after this many optimizer steps")
