@@ -91,17 +91,17 @@ def main() -> None:
 
     streams = args.streams
 
-    def charlm(samples: int, precision: str = "fp32", **options):
+    def sampling(samples: int, precision: str = "fp32", **options):
         return lambda: generate(
             model, "A", length=n, num_samples=samples, precision=precision, random_seed=0, **options
         )
 
     runs = {  # name: (characters made, what makes them)
-        "1": (n, charlm(1)),
-        "1 greedy": (n, charlm(1, greedy=True)),
-        "1 bf16": (n, charlm(1, "bf16")),
-        "batch": (n * streams, charlm(streams)),
-        "batch bf16": (n * streams, charlm(streams, "bf16")),
+        "1": (n, sampling(1)),
+        "1 greedy": (n, sampling(1, greedy=True)),
+        "1 bf16": (n, sampling(1, "bf16")),
+        "batch": (n * streams, sampling(streams)),
+        "batch bf16": (n * streams, sampling(streams, "bf16")),
         "bare": (n, lambda: bare_lstm_loop(model, n)),
         "roofline": (n, lambda: roofline_loop(model, n)),
     }

@@ -62,9 +62,9 @@ class FusedLSTMStep:
         self.xh = [torch.zeros(batch, size + h, device=device, dtype=dtype) for size in self.inputs]
         self.cell = torch.zeros(self.layers, batch, h, device=device)
         self.gates = torch.empty(batch, 4 * h, device=device)
-        self.sigmoids, self.tanh = self.gates[:, : 3 * h], self.gates[:, 3 * h :]
+        self.sigmoids, self.candidate = self.gates[:, : 3 * h], self.gates[:, 3 * h :]
         self.input_gate, self.forget_gate = self.gates[:, :h], self.gates[:, h : 2 * h]
-        self.output_gate, self.candidate = self.gates[:, 2 * h : 3 * h], self.tanh
+        self.output_gate = self.gates[:, 2 * h : 3 * h]
         self.cell_tanh = torch.empty(batch, h, device=device)
         self.head = Product(model.head.weight, model.head.bias, dtype, batch)
         self.logits = torch.empty(batch, model.head.out_features, device=device)
@@ -86,7 +86,7 @@ class FusedLSTMStep:
             rows = torch.index_select(self.table, 0, ids, out=self.rows) if n == 0 else None
             gates.copy_(self.products[n](self.xh[n], add=rows))
             self.sigmoids.sigmoid_()
-            self.tanh.tanh_()
+            self.candidate.tanh_()
             cell = self.cell[n]
             cell.mul_(self.forget_gate).addcmul_(self.input_gate, self.candidate)
             hidden = self.xh[n][:, self.inputs[n] :]
