@@ -53,7 +53,7 @@ class Config:
     dropout: float = _opt(0.1, "dropout between layers and before the head")
     # data
     seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
-    batch_size: int = _opt(16, "contiguous streams trained side by side")
+    batch_size: int = _opt(32, "contiguous streams trained side by side")
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus files")
     normalize: str = _opt("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)
@@ -68,7 +68,7 @@ class Config:
     lr: float = _opt(3e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = _opt(0.05, "final learning rate as a fraction of --lr (cosine decay)")
     warmup_steps: int = _opt(100, "linear warm-up steps")
-    weight_decay: float = _opt(0.01, "AdamW weight decay on weight matrices")
+    weight_decay: float = _opt(0.1, "AdamW weight decay on weight matrices")
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: off)")
     weight_average: float = _opt(
         0.0, "score, keep and sample a moving average of the weights with this decay per step, e.g. 0.999 (0: off)"
