@@ -53,7 +53,7 @@ class Config:
     dropout: float = _opt(0.1, "dropout between layers and before the head")
     # data
     seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
-    batch_size: int = _opt(32, "contiguous streams trained side by side")
+    batch_size: int = _opt(16, "contiguous streams trained side by side")
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus files")
     normalize: str = _opt("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)

@@ -6,8 +6,9 @@ bpc where the characters a run gets through are about CHARS_PER_PARAMETER times 
 parameters (recurrent layers and head; the embedding is a lookup and costs almost nothing). So:
 measure each candidate's training speed for a few steps on the real batches, predict how many
 characters it would see in the budget, and take the largest candidate that still sees enough.
-Batch size stays at its default (32): on a CPU with bf16 it gives a third more characters per
-second than 16 and learned better per minute in the sweep; 64 adds only 9% more and halves the updates again.
+Batch size stays at its default (16): batch 32 trains a third more characters per second in bf16
+at 2x256, yet only tied at equal time on tinyshakespeare and lost on hongloumeng, whose big head
+gains no speed from it (bench/results/sweep-5m-batch-regularization-tinyshakespeare.txt).
 """
 
 from __future__ import annotations
