@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm import trainer
+from charlm import api
 from charlm.config import Config
 from charlm.device import autocast
 
@@ -61,9 +61,9 @@ def charlm_step(corpus: Path, folder: Path, layers: int, hidden: int, batch: int
         layers=layers, hidden=hidden, batch_size=batch, seq_len=args.seq_len, dropout=0.0, max_steps=10**9,
         max_time=None, eval_every=10**9, checkpoint_every=10**9, quiet=True, device=args.device, precision=precision,
     )  # fmt: skip
-    run = trainer.start(config, [str(corpus)], out=str(folder / f"run-{time.time_ns()}"))
-    run.model.train()
-    return lambda: run.train_step(0.5)
+    trainer = api.start_run(config, [str(corpus)], out=str(folder / f"run-{time.time_ns()}"))
+    trainer.model.train()
+    return lambda: trainer.train_step(0.5)
 
 
 def plain_step(layers: int, hidden: int, batch: int, args, precision: str, vocab: int):

@@ -19,8 +19,8 @@ from pathlib import Path
 from sweep import parse
 
 import charlm
-from charlm.metrics import read_metrics
 from charlm.plot import plot_runs
+from charlm.reporting import read_metrics
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from charlm import CharLM, Config
+from charlm import CharLM, ModelConfig
 from charlm.sampler import generate
 from charlm.vocab import Vocab
 
@@ -85,7 +85,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     vocab = Vocab([chr(32 + i) for i in range(64)] + ["\n"])
-    model = CharLM(Config(hidden=args.hidden, layers=args.layers, dropout=0.0), vocab).eval()
+    model = CharLM(ModelConfig("lstm", args.layers, args.hidden, 0.0, len(vocab)), vocab).eval()
     n = args.chars
     print(f"model {args.layers}x{args.hidden} lstm, vocabulary {len(vocab)}, {torch.get_num_threads()} threads")
 

@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 import charlm
-from charlm import checkpoint
-from charlm.config import Config
+from charlm import checkpoint, runs
 from charlm.sizing import trained_parameters
 
 
@@ -46,16 +45,15 @@ def main() -> None:
         options = {"max_time": args.max_time, "quiet": True, **parse(spec)}
         run = Path(args.out) / f"sweep-{stamp}" / str(i)
         model = charlm.train(args.corpus, out=run, **options)
-        latest = checkpoint.read_checkpoint(run / checkpoint.LATEST)
-        config = Config.from_dict(latest["config"])
-        steps = latest["step"]
+        latest = checkpoint.read(run / runs.LATEST)
+        config, steps = latest.config, latest.progress.step
         row = (
             spec,
             config.layers,
             config.hidden,
             steps,
             steps * config.batch_size * config.seq_len,
-            latest["best_bpc"],
+            latest.progress.best_bpc,
             trained_parameters(config.cell, config.layers, config.hidden, len(model.vocab)),
         )
         rows.append(row)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm import CharLM, trainer
+from charlm import CharLM, ModelConfig, api, optim
 from charlm.config import Config
 from charlm.vocab import Vocab
 
@@ -60,8 +60,9 @@ def chars_per_second(step, steps: int, warmup: int = 3) -> float:
 def bare_loop(config: Config, steps: int) -> float:
     """The same model, optimizer and clipping as charlm's loop, on one fixed batch, nothing else."""
     torch.manual_seed(0)
-    model = CharLM(config, Vocab([chr(32 + i) for i in range(VOCAB)]))
-    opt = trainer.make_optimizer(model, config)
+    architecture = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, VOCAB)
+    model = CharLM(architecture, Vocab([chr(32 + i) for i in range(VOCAB)]))
+    opt = optim.make_optimizer(model, config)
     x = torch.randint(0, VOCAB, (BATCH, SEQ + 1))
     state = None
 
@@ -111,9 +112,9 @@ def loop_config(hidden: int, steps: int, precision: str = "fp32") -> Config:
 
 
 def charlm_loop(config: Config, corpus: Path, folder: Path) -> float:
-    run = trainer.start(config, [str(corpus)], out=str(folder / f"run-{config.hidden}-{time.time_ns()}"))
-    run.fit()  # its run.elapsed is the loop's own time; the final evaluation and save come after
-    return run.run.chars / run.run.elapsed
+    trainer = api.start_run(config, [str(corpus)], out=str(folder / f"run-{config.hidden}-{time.time_ns()}"))
+    trainer.fit()  # its progress.elapsed is the loop's own time; the final evaluation and save come after
+    return trainer.progress.chars / trainer.progress.elapsed
 
 
 def main() -> None:

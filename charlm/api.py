@@ -1,15 +1,64 @@
-"""The Python API: `train(paths, **options)` and `load(path)`, built on the same Config as the CLI."""
+"""The Python API, and the two ways a run begins that the CLI shares with it.
+
+    import charlm
+    model = charlm.train("novel.txt", max_time="10m")
+    print(charlm.generate(model, "It was", length=200, temperature=0.8))
+    model = charlm.load("checkpoints/novel-20260101-120000")
+
+`start_run` and `resume_run` build a `Trainer` from options: they prepare the corpus, fit the model's
+size to the budget when `--hidden` is unset, and pick (or find) the run folder.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
-from . import trainer
+from . import checkpoint, runs, sampler, sizing
 from .checkpoint import load
 from .config import Config, from_options
+from .device import resolve_device
+from .distributed import SINGLE, Ranks
+from .errors import CharLMError
 from .model import CharLM
+from .tokens import load_corpus
+from .trainer import Trainer
 
-__all__ = ["load", "train"]
+__all__ = ["generate", "load", "stream", "train"]
+
+
+def start_run(config: Config, sources: list[str], out: str | None = None, ranks: Ranks = SINGLE) -> Trainer:
+    """A new run: refuses to overwrite a folder that already holds one."""
+    with ranks.leader_first():  # one process prepares the corpus cache, the others read it
+        corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader)
+    if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
+        hidden = sizing.fit_hidden(config, corpus) if ranks.leader else 0
+        (hidden,) = ranks.from_leader([hidden], resolve_device(config.device, ranks.local_rank, ranks.world))
+        config = dataclasses.replace(config, hidden=int(hidden))
+    run_dir = runs.run_folder(out, corpus.name)
+    if (run_dir / runs.LATEST).exists():
+        raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
+    return Trainer(config, corpus, ranks, run_dir)
+
+
+def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
+    """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change;
+    the world size may: the checkpoint holds every stream's state, re-sharded here."""
+    path = runs.resolve(target, prefer=runs.LATEST)
+    saved = checkpoint.read(path)
+    config = Config.from_dict({**saved.config.to_dict(), **overrides})
+    changed = saved.config.model_differences(config)
+    if changed:
+        raise CharLMError(f"{path.parent}: cannot resume with changed options ({'; '.join(changed)}); drop them")
+    saved_sources = saved.corpus["sources"]
+    if sources and list(sources) != saved_sources:
+        raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
+    with ranks.leader_first():
+        corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader)
+    trainer = Trainer(config, corpus, ranks, path.parent)
+    trainer.restore(saved)
+    return trainer
 
 
 def train(
@@ -26,7 +75,18 @@ def train(
     sources = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths or []]
     if resume is not False:
         from_options(Config, options)  # rejects unknown names before touching the run
-        run = trainer.resume(None if resume is True else str(resume), options, sources)
+        trainer = resume_run(None if resume is True else str(resume), options, sources)
     else:
-        run = trainer.start(from_options(Config, options), sources, None if out is None else str(out))
-    return run.fit()
+        trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
+    return trainer.fit()
+
+
+def generate(model: CharLM, seed: str = "", **options) -> str:
+    """The seed and `length` new characters. Options: those of `charlm.SampleConfig` (length,
+    temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, precision)."""
+    return sampler.generate(model, seed, **options)[0]
+
+
+def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
+    """Like `generate`, but yields the text in pieces as it is made."""
+    return sampler.stream(model, seed, **options)

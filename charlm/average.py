@@ -22,7 +22,7 @@ class WeightAverage:
         """`decay` per step: the average's memory is 1 / (1 - decay) steps, or a tenth of the steps
         so far while that is shorter, so it never drags the first random weights along."""
         with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the run's dropout masks
-            self.model = CharLM(model.config, model.vocab).to(model.head.weight.device)
+            self.model = CharLM(model.config, model.vocab).to(model.device)
         self.model.load_state_dict(model.state_dict())
         self.model.requires_grad_(False)
         self.memory = 1.0 / (1.0 - decay)

@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically, checked on load, read without ever executing code from the file.
+"""Checkpoints: what they hold, written atomically, checked on load, read without executing code.
 
 File layout: one line `charlm-checkpoint`, one JSON header line (format version, payload length and
 its sha256), then the payload as written by `torch.save`: a dict of tensors and plain values only,
@@ -7,14 +7,26 @@ catches truncated and bit-flipped files before torch parses a byte of them.
 
 Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the old
 file: a crash at any moment leaves either the old or the new checkpoint, never half of one.
+
+This module is the one owner of the payload's schema (format 3), in three parts:
+
+    model     what sampling needs: the architecture (`ModelConfig`), the vocabulary, the weights
+              (the weight average's, when the run keeps one)
+    run       what the run is and how far it came: its options (`Config`), corpus, `Progress`, and
+              the device and precision it trained on
+    training  what only training needs to go on exactly where it stopped: the raw weights (when they
+              differ from the model's), optimizer, data position, every stream's hidden state,
+              random number generator states, gradient scaler
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,13 +34,14 @@ import torch
 from .config import Config
 from .device import resolve_device
 from .errors import CharLMError
-from .model import CharLM
+from .model import CharLM, ModelConfig, State
+from .pieces import PieceVocab
+from .runs import resolve
 from .vocab import Vocab
 
 MAGIC = b"charlm-checkpoint\n"
-VERSION = 2
-CHECKPOINT_ROOT = Path("checkpoints")
-LATEST, BEST = "latest.pt", "best.pt"
+VERSION = 3
+READS = (2, 3)  # format 2 (before the model/run/training split) is upgraded on read
 
 
 def serialize(payload: dict) -> bytes:
@@ -62,7 +75,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def read_checkpoint(path: Path) -> dict:
+def read_payload(path: Path) -> dict:
     """Load and verify a checkpoint file; any damage is a one-line error naming the file."""
     path = Path(path)
     if not path.is_file():
@@ -79,7 +92,7 @@ def read_checkpoint(path: Path) -> dict:
         version, size, digest = header["version"], header["bytes"], header["sha256"]
     except (ValueError, KeyError, TypeError):
         raise CharLMError(f"{path}: damaged checkpoint header") from None
-    if version != VERSION:
+    if version not in READS:
         raise CharLMError(f"{path}: checkpoint format {version} is not supported by this charlm (reads {VERSION})")
     if len(body) != size:
         raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); use the run's other checkpoint")
@@ -94,85 +107,113 @@ def read_checkpoint(path: Path) -> dict:
         ) from None
     if not isinstance(payload, dict):
         raise CharLMError(f"{path}: not a charlm checkpoint")
-    return payload
+    return payload if version == VERSION else _upgrade_v2(payload)
 
 
-class RunLock:
-    """One training process per run folder. `.lock` holds the owner's PID; if that process is gone
-    (killed, crashed, machine rebooted), the lock is stale and the next run takes it over."""
+@dataclass
+class Progress:
+    """How far a run has come: saved in every checkpoint, shown by the progress bar and `charlm info`."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-
-    def __enter__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self.owner()
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise CharLMError(
-                        f"{self.path.parent} is in use by process {owner} (another charlm train); wait for it or "
-                        f"stop it (if {owner} is not charlm, delete {self.path})"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its owner is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return
-        raise CharLMError(f"{self.path}: could not take the run lock; another process keeps taking it")
-
-    def __exit__(self, *exc) -> None:
-        if self.owner() == os.getpid():
-            self.path.unlink(missing_ok=True)
-
-    def owner(self) -> int | None:
-        try:
-            return int(self.path.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+    step: int = 0
+    elapsed: float = 0.0  # training seconds (rank 0's clock: the schedule's and the checkpoints' time)
+    chars: int = 0  # training tokens seen (targets scored): characters, with a char vocabulary
+    lr: float = 0.0  # the learning rate of the last step
+    val_bpc: float | None = None
+    best_bpc: float | None = None
 
 
-def _alive(pid: int) -> bool:
+@dataclass
+class TrainingState:
+    """What a resumed run needs beyond the weights to continue exactly where it stopped."""
+
+    optimizer: dict
+    position: int  # the data column the next window starts at (batches.Windows)
+    epoch: int
+    hidden: State | None  # every stream's state, in the one-process layout (layers, batch_size, hidden)
+    rng: torch.Tensor  # rank 0's CPU generator state
+    rank_rngs: torch.Tensor  # every rank's CPU generator state, one row each
+    scaler: dict
+    raw_weights: dict | None = None  # the trained weights when `model` holds their average
+
+
+@dataclass
+class Checkpoint:
+    model_config: ModelConfig
+    vocab: Vocab | PieceVocab
+    weights: dict  # the state dict of the weights to sample from
+    config: Config
+    corpus: dict  # name, sources (absolute paths, or none for the built-in corpus), digest (the cache key)
+    progress: Progress
+    device: str = "cpu"  # where and in which precision it trained
+    precision: str = "fp32"
+    training: TrainingState | None = None
+
+    def model(self) -> CharLM:
+        """The model, on the CPU, in eval mode."""
+        model = CharLM(self.model_config, self.vocab)
+        model.load_state_dict(self.weights)
+        return model.eval()
+
+    def to_payload(self) -> dict:
+        training = None if self.training is None else _fields(self.training)
+        return {
+            "model": {"config": self.model_config.to_dict(), "vocab": self.vocab.to_dict(), "weights": self.weights},
+            "run": {
+                "config": self.config.to_dict(),
+                "corpus": self.corpus,
+                "progress": _fields(self.progress),
+                "device": self.device,
+                "precision": self.precision,
+            },
+            "training": training,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> Checkpoint:
+        model, run, training = payload["model"], payload["run"], payload["training"]
+        return cls(
+            model_config=ModelConfig.from_dict(model["config"]),
+            vocab=Vocab.from_dict(model["vocab"]),
+            weights=model["weights"],
+            config=Config.from_dict(run["config"]),
+            corpus=run["corpus"],
+            progress=Progress(**run["progress"]),
+            device=run["device"],
+            precision=run["precision"],
+            training=None if training is None else TrainingState(**training),
+        )
+
+    def summary(self) -> list[tuple[str, str]]:
+        """What `charlm info` prints: (label, value) rows."""
+        progress, model_config = self.progress, self.model_config
+        parameters = self.model().num_parameters()
+        best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
+        rows = [
+            ("corpus", f"{self.corpus['name']} {' '.join(self.corpus['sources'])}".rstrip()),
+            ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
+            ("vocabulary", self.vocab.describe()),
+            ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
+            ("val_bpc", best),
+            ("trained_on", f"{self.device} {self.precision}"),
+        ]
+        shown = {"device", "precision"}
+        return rows + [(key, str(value)) for key, value in self.config.to_dict().items() if key not in shown]
+
+
+def read(path: Path) -> Checkpoint:
+    """A checkpoint file, verified and parsed; any damage is a one-line error naming the file."""
+    payload = read_payload(path)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        return Checkpoint.from_payload(payload)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
 
 
-def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOINT_ROOT) -> Path:
-    """A `.pt` file, a run folder (its `prefer` file, else the other), a run name under `root`,
-    or None for the most recently updated run."""
-    if target is None:
-        return resolve(latest_run(root), prefer, root)
-    path = Path(target)
-    if not path.exists() and (root / path).exists():
-        path = root / path
-    if path.is_dir():
-        for name in (prefer, LATEST if prefer == BEST else BEST):
-            if (path / name).is_file():
-                return path / name
-        raise CharLMError(f"{path}: run folder holds no checkpoint ({BEST} or {LATEST})")
-    if not path.is_file():
-        raise CharLMError(f"{target}: no such checkpoint file or run folder")
-    return path
-
-
-def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
-    runs = [p.parent for p in root.glob(f"*/{LATEST}")]
-    if not runs:
-        raise CharLMError(f"no runs under {root}/; train one with `charlm train`, or pass --checkpoint")
-    return max(runs, key=lambda run: (run / LATEST).stat().st_mtime)
-
-
-def model_from_payload(payload: dict) -> CharLM:
-    model = CharLM(Config.from_dict(payload["config"]), Vocab.from_dict(payload["vocab"]))
-    model.load_state_dict(payload["model"])
-    return model
+def save(checkpoint: Checkpoint, paths: list[Path]) -> None:
+    """Write the checkpoint to each path (latest.pt, and best.pt when it improved), atomically."""
+    data = serialize(checkpoint.to_payload())
+    for path in paths:
+        write_atomic(path, data)
 
 
 def load(target: str | Path | None = None, device: str = "cpu") -> CharLM:
@@ -180,9 +221,43 @@ def load(target: str | Path | None = None, device: str = "cpu") -> CharLM:
     (wherever it was trained: the file is read onto the CPU, then moved)."""
     where = resolve_device(device)
     path = resolve(target)
-    payload = read_checkpoint(path)
     try:
-        model = model_from_payload(payload)
+        model = read(path).model()
     except (KeyError, RuntimeError, TypeError) as e:
         raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
     return model.to(where).eval()
+
+
+def _fields(record) -> dict:
+    """A dataclass's fields as a dict, values as they are (`dataclasses.asdict` would deep-copy every tensor)."""
+    return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+
+
+def _upgrade_v2(old: dict) -> dict:
+    """A format-2 payload (one flat dict, the whole training config as the model's) in format 3's parts."""
+    config = old["config"]
+    vocab = Vocab.from_dict(old["vocab"])
+    keys = ("cell", "layers", "hidden", "dropout")
+    model_config = {**{k: config[k] for k in keys}, "vocab_size": len(vocab)}
+    progress = {k: old[k] for k in ("step", "elapsed", "chars", "val_bpc", "best_bpc")}
+    training = {
+        "optimizer": old["optimizer"],
+        "position": old["data"]["position"],
+        "epoch": old["data"]["epoch"],
+        "hidden": old["hidden"],
+        "rng": old["rng"],
+        "rank_rngs": old["rank_rngs"],
+        "scaler": old["scaler"],
+        "raw_weights": old.get("raw_model"),
+    }
+    return {
+        "model": {"config": model_config, "vocab": old["vocab"], "weights": old["model"]},
+        "run": {
+            "config": config,
+            "corpus": old["corpus"],
+            "progress": progress,
+            "device": config.get("device", "cpu"),
+            "precision": config.get("precision", "fp32"),
+        },
+        "training": training,
+    }

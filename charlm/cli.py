@@ -14,12 +14,13 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, sampler, tokens, trainer
+from . import api, catalog, checkpoint, runs, sampler, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .distributed import Ranks
 from .errors import CharLMError
-from .metrics import read_metrics, read_run_info
+from .evaluate import bits_per_char
+from .reporting import read_metrics
 
 
 class Group(click.Group):
@@ -131,36 +132,34 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **option
 def train_ranks(corpus: tuple[str, ...], out: str | None, resume: str | None, given: dict, ranks: Ranks) -> None:
     """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints."""
     if resume is not None:
-        run = trainer.resume(resume or None, given, list(corpus), ranks)
+        trainer = api.resume_run(resume or None, given, list(corpus), ranks)
     else:
-        run = trainer.start(Config(**given), list(corpus), out, ranks)
-    config = run.config
+        trainer = api.start_run(Config(**given), list(corpus), out, ranks)
+    config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
     if not ranks.leader:
-        run.fit()
+        trainer.fit()
         return
     if not config.quiet:
         click.echo(
-            f"training {config.layers}x{config.hidden} {config.cell} ({run.model.num_parameters():,} parameters) "
-            f"on {run.corpus.name}: {len(run.corpus.train_ids):,} tokens, vocabulary {run.vocab.describe()}; "
-            f"{run.device} {run.precision}{f' x {ranks.world} processes' if ranks.active else ''}; "
-            f"run folder {run.run_dir}",
+            f"training {model.describe()} ({model.num_parameters():,} parameters) "
+            f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
+            f"{trainer.corpus.vocab.describe()}; {trainer.device} {trainer.precision}"
+            f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}",
             err=True,
         )
-    run.fit()
-    state = run.run
-    if run.stopped_early:
-        click.echo(
-            f"stopped at step {state.step}; saved {run.run_dir}. Resume with: charlm train --resume {run.run_dir}"
-        )
+    trainer.fit()
+    progress = trainer.progress
+    if trainer.stopped_early:
+        click.echo(f"stopped at step {progress.step}; saved {run_dir}. Resume with: charlm train --resume {run_dir}")
         return
     click.echo(
-        f"done: step {state.step}, {state.elapsed:.0f}s, validation {state.val_bpc:.3f} bpc "
-        f"(best {state.best_bpc:.3f}); saved in {run.run_dir}"
+        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
+        f"(best {progress.best_bpc:.3f}); saved in {run_dir}"
     )
     if not config.quiet:
-        model = checkpoint.load(run.run_dir)
-        click.echo(f"--- sample (charlm sample --checkpoint {run.run_dir}) ---")
-        click.echo(model.generate("", length=300, temperature=0.8, random_seed=config.random_seed).lstrip("\n"))
+        best = checkpoint.load(run_dir)
+        click.echo(f"--- sample (charlm sample --checkpoint {run_dir}) ---")
+        click.echo(api.generate(best, "", length=300, temperature=0.8, random_seed=config.random_seed).lstrip("\n"))
 
 
 @main.command()
@@ -244,56 +243,49 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str) ->
     ids = model.vocab.encode(text, what=", ".join(files))
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")
-    click.echo(f"{trainer.bits_per_char(model, ids):.4f} bits per character over {len(text):,} characters")
+    click.echo(f"{bits_per_char(model, ids):.4f} bits per character over {len(text):,} characters")
 
 
 @main.command()
 @click.argument("target", metavar="CHECKPOINT", required=False)
 def info(target: str | None) -> None:
     """Config, size and progress of a checkpoint (default: the latest run's best)."""
-    path = checkpoint.resolve(target)
-    payload = checkpoint.read_checkpoint(path)
-    model = checkpoint.model_from_payload(payload)
-    best = payload.get("best_bpc")
-    click.echo(f"checkpoint   {path}")
-    click.echo(f"corpus       {payload['corpus']['name']} {payload['corpus']['sources'] or ''}".rstrip())
-    click.echo(f"parameters   {model.num_parameters():,}")
-    click.echo(f"vocabulary   {model.vocab.describe()}")
-    click.echo(f"steps        {payload['step']:,} ({payload['elapsed']:.0f}s)")
-    click.echo(f"val bpc      {payload['val_bpc']:.4f} (best {best:.4f})" if best is not None else "val bpc      -")
-    for key, value in payload["config"].items():
-        click.echo(f"{key:<12} {value}")
+    path = runs.resolve(target)
+    rows = [("checkpoint", str(path)), *checkpoint.read(path).summary()]
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        click.echo(f"{label:<{width}}  {value}")
 
 
 @main.command()
-@click.argument("runs", nargs=-1, required=True, metavar="RUN...")
+@click.argument("run_names", nargs=-1, required=True, metavar="RUN...")
 @click.option("--output", default="curves.png", show_default=True, help="PNG file to write")
-def plot(runs: tuple[str, ...], output: str) -> None:
+def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs against time and characters seen, in one PNG."""
     from .plot import plot_runs
 
-    folders = [checkpoint.resolve(run, prefer=checkpoint.LATEST).parent for run in runs]
+    folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names]
     click.echo(f"wrote {plot_runs(folders, output)}")
 
 
-@main.command()
-@click.option("--root", default=str(checkpoint.CHECKPOINT_ROOT), show_default=True, help="folder holding the runs")
-def runs(root: str) -> None:
+@main.command("runs")
+@click.option("--root", default=str(runs.CHECKPOINT_ROOT), show_default=True, help="folder holding the runs")
+def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus, size, steps, best bpc, last update."""
-    folders = sorted(p.parent for p in Path(root).glob(f"*/{checkpoint.LATEST}"))
+    folders = runs.run_folders(Path(root))
     if not folders:
         raise CharLMError(f"no runs under {root}/; train one with `charlm train`")
     width = max(len("run"), *(len(folder.name) for folder in folders))
     click.echo(f"{'run':<{width}} {'corpus':<18} {'model':<22} {'steps':>9} {'best bpc':>9}  last update")
     for folder in folders:
-        info = read_run_info(folder) or {}
+        info = runs.read_run_info(folder) or {}
         config = info.get("config", {})
         rows = read_metrics(folder)
         best = min((r["val_bpc"] for r in rows if r.get("val_bpc") is not None), default=None)
         model = f"{config.get('layers', '?')}x{config.get('hidden', '?')} {config.get('cell', '')}".strip()
         if "parameters" in info:
             model += f" {info['parameters'] / 1e6:.1f}M"
-        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / checkpoint.LATEST).stat().st_mtime))
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
         click.echo(
             f"{folder.name:<{width}} {info.get('corpus', '?'):<18} {model:<22} "
             f"{rows[-1]['step'] if rows else 0:>9,} {f'{best:.4f}' if best is not None else '-':>9}  {updated}"

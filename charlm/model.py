@@ -1,5 +1,8 @@
 """CharLM: embedding -> stacked LSTM/GRU/RNN (torch's fused kernels) -> linear head over the vocabulary.
 
+A model carries its architecture (`ModelConfig`) and its vocabulary, never the options it was trained
+with: that is all a checkpoint needs to rebuild it for sampling.
+
 There is deliberately no bidirectional option: a backward pass over the window would see the very
 characters the model has to predict.
 """
@@ -7,28 +10,57 @@ characters the model has to predict.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .config import Config
+from .errors import CharLMError
+from .pieces import PieceVocab
 from .vocab import Vocab
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
-_CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The architecture. Training options (learning rate, budget, ...) live in `charlm.Config`."""
+
+    cell: str
+    layers: int
+    hidden: int
+    dropout: float
+    vocab_size: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        try:
+            config = cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+        except (KeyError, TypeError):
+            raise CharLMError(
+                "the model description is damaged: expected cell, layers, hidden, dropout, vocab_size"
+            ) from None
+        if config.cell not in CORES:
+            raise CharLMError(f"the model description is damaged: unknown cell {config.cell!r}")
+        return config
 
 
 class CharLM(nn.Module):
-    def __init__(self, config: Config, vocab: Vocab):
+    def __init__(self, config: ModelConfig, vocab: Vocab | PieceVocab):
         super().__init__()
-        self.config = config
-        self.vocab = vocab
-        self.embed = nn.Embedding(len(vocab), config.hidden)
+        if config.vocab_size != len(vocab):
+            raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
+        self.config, self.vocab = config, vocab
+        self.embed = nn.Embedding(config.vocab_size, config.hidden)
         # Weights keep torch's RNN initialisation: uniform in +-1/sqrt(hidden).
-        self.core = _CORES[config.cell](
+        self.core = CORES[config.cell](
             config.hidden,
             config.hidden,
             num_layers=config.layers,
@@ -36,28 +68,23 @@ class CharLM(nn.Module):
             batch_first=True,
         )
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden, len(vocab))
+        self.head = nn.Linear(config.hidden, config.vocab_size)
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids (batch, time) -> logits (batch, time, vocab) and the state after the last character."""
         out, state = self.core(self.embed(ids), state)
         return self.head(self.drop(out)), state
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def generate(self, seed: str = "", **options) -> str:
-        """The seed and `length` new characters. Options: those of `charlm.SampleConfig`
-        (length, temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, ...)."""
-        from .sampler import generate
-
-        return generate(self, seed, **options)[0]
-
-    def stream(self, seed: str = "", **options) -> Iterator[str]:
-        """Like `generate`, but yields the text in pieces as it is made."""
-        from .sampler import stream
-
-        return stream(self, seed, **options)
+    def describe(self) -> str:
+        """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
+        return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
 
 
 def map_state(fn, state: State | None) -> State | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import CharLMError
-from .metrics import read_metrics
+from .reporting import read_metrics
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100
 

@@ -1,7 +1,7 @@
 """A model that fits the time budget: the hidden size when `--hidden` is not given.
 
 In a fixed wall time a bigger model learns more per character but sees fewer characters. The sweeps
-of `bench/sweep.py` (figures in README, "Model size for the budget") found the best validation
+of `bench/sweep.py` (docs/benchmarks.md, "Model size for the budget") found the best validation
 bpc where the characters a run gets through are about CHARS_PER_PARAMETER times the model's trained
 parameters (recurrent layers and head; the embedding is a lookup and costs almost nothing). So:
 measure each candidate's training speed for a few steps on the real batches, predict how many
@@ -13,12 +13,22 @@ gains no speed from it (bench/results/sweep-5m-batch-regularization-tinyshakespe
 
 from __future__ import annotations
 
+import dataclasses
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from .config import Config
+from .tokens import TokenCorpus
+from .trainer import Trainer
 
 CANDIDATES = (128, 192, 256, 384, 512, 768, 1024)
 CHARS_PER_PARAMETER = 2.0
 NO_BUDGET_HIDDEN = 256  # without --max-time there is no budget to fit: the measured 10-minute default
+PROBE_WARMUP, PROBE_STEPS = 2, 4  # untimed and timed training steps per size tried
 
 
 def trained_parameters(cell: str, layers: int, hidden: int, vocab_size: int) -> int:
@@ -62,3 +72,30 @@ def describe(chosen: int, measured: list[Candidate]) -> str:
     """One line for the terminal: what was measured and what was picked."""
     tried = ", ".join(f"{c.hidden}: {c.chars_per_second:,.0f} chars/s, {c.chars_per_parameter:.1f}" for c in measured)
     return f"--hidden {chosen} fits the budget (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried})"
+
+
+def probe_speed(config: Config, corpus: TokenCorpus, hidden: int) -> float:
+    """Training characters per second of a `hidden`-sized model on the corpus's own batches: a few
+    real training steps of a throwaway trainer."""
+    trial = Trainer(dataclasses.replace(config, hidden=hidden), corpus)
+    for _ in range(PROBE_WARMUP):
+        trial.train_step(0.0)
+    started = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        trial.train_step(0.0)
+    return PROBE_STEPS * config.batch_size * config.seq_len * corpus.chars_per_token / (time.perf_counter() - started)
+
+
+def fit_hidden(config: Config, corpus: TokenCorpus) -> int:
+    """The hidden size for a run whose user left it unset: fitted to its time budget."""
+    seconds = config.max_seconds()
+    if seconds is None:
+        return NO_BUDGET_HIDDEN
+    hidden, measured = choose_hidden(
+        seconds,
+        lambda h: probe_speed(config, corpus, h),
+        lambda h: trained_parameters(config.cell, config.layers, h, len(corpus.vocab)),
+    )
+    if not config.quiet:
+        tqdm.write(describe(hidden, measured), file=sys.stderr)
+    return hidden

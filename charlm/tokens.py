@@ -20,7 +20,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,7 @@ class TokenCorpus:
     split: int
     key: str
     meta: dict
+    sources: list[str] = field(default_factory=list)  # as the user named them, files made absolute
 
     @property
     def chars_per_token(self) -> float:
@@ -199,7 +200,9 @@ def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: boo
     ready = prepare(parts, config, quiet=quiet)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
-    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta)
+    # Absolute paths, so a run resumes from any working directory.
+    given = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
+    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
 
 
 def summary(meta: dict) -> str:

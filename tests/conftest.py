@@ -1,11 +1,21 @@
 from __future__ import annotations
 
+import builtins
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+from click.testing import CliRunner
+
+from charlm import checkpoint, runs
+from charlm.checkpoint import Checkpoint
+from charlm.cli import main
+from charlm.model import CharLM, ModelConfig
+from charlm.vocab import Vocab
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPORA = Path(os.environ.get("CHARLM_SHARED_CORPORA", REPO.parent / "shared" / "corpora"))
@@ -58,3 +68,80 @@ def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess
     if check and result.returncode != 0:
         raise AssertionError(f"charlm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+# The tiny training options as command-line arguments.
+TINY_ARGS = ["--layers", "1", "--hidden", "32", "--seq-len", "8", "--batch-size", "4", "--max-time", "none", "--quiet"]
+
+
+def cli(*args: str):
+    """`charlm ARGS` in this process, through click's test runner."""
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """A failed command printed exactly one line, `Error: ...`, holding every fragment, no traceback."""
+    output = result.output if hasattr(result, "output") else result.stdout + result.stderr
+    assert result.exit_code if hasattr(result, "exit_code") else result.returncode
+    assert "Traceback" not in output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), output
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def latest(run: str) -> Checkpoint:
+    """The latest checkpoint of a run folder (a name under checkpoints/ or a path)."""
+    return checkpoint.read(runs.resolve(run, prefer=runs.LATEST))
+
+
+def make_model(
+    vocab: Vocab | str, cell: str = "lstm", layers: int = 2, hidden: int = 16, dropout: float = 0.0
+) -> CharLM:
+    """An untrained model over `vocab` (a Vocab, or a string of its characters)."""
+    vocab = Vocab(vocab) if isinstance(vocab, str) else vocab
+    return CharLM(ModelConfig(cell, layers, hidden, dropout, len(vocab)), vocab)
+
+
+def block_import(monkeypatch, prefix: str) -> None:
+    """Make `import prefix...` fail, as if the package were not installed."""
+    real_import = builtins.__import__
+
+    def guarded(name, *args, **kwargs):
+        if name.startswith(prefix):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", guarded)
+
+
+TRAIN_ARGS = [
+    "--layers", "1", "--hidden", "32", "--seq-len", "8", "--batch-size", "4", "--dropout", "0.2",
+    "--max-time", "none", "--quiet",
+]  # fmt: skip
+
+
+def start_training(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for(path, timeout: float = 120, newer_than: int = -1) -> None:
+    """Until `path` exists and was written after `newer_than` (an st_mtime_ns)."""
+    deadline = time.time() + timeout
+    while not (path.exists() and path.stat().st_mtime_ns > newer_than):
+        assert time.time() < deadline, f"{path} was not written"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def model() -> CharLM:
+    """A small untrained LSTM over ten characters, in eval mode."""
+    torch.manual_seed(0)
+    return make_model("\nabcdefgh ").eval()
+
+
+def max_weight_difference(a: str, b: str) -> float:
+    first, second = latest(a).weights, latest(b).weights
+    return max((first[name] - second[name]).abs().max().item() for name in first)

@@ -1,11 +1,16 @@
+import dataclasses
+import hashlib
 import io
+import json
 
 import pytest
 import torch
 
 import charlm
-from charlm import checkpoint
+from charlm import checkpoint, runs
 from charlm.errors import CharLMError
+
+from .conftest import latest
 
 
 def test_round_trip_gives_the_same_logits(fox_file, tiny):
@@ -16,19 +21,52 @@ def test_round_trip_gives_the_same_logits(fox_file, tiny):
     assert torch.equal(loaded(ids)[0], model(ids)[0])
 
 
-def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
+def test_checkpoint_holds_the_model_the_run_and_what_a_resume_needs(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
-    assert checkpoint.resolve("run").name == "best.pt"
-    assert checkpoint.resolve("checkpoints/run", prefer=checkpoint.LATEST).name == "latest.pt"
-    assert checkpoint.resolve(None).parent.name == "run"
+    payload = checkpoint.read_payload(runs.resolve("run", prefer=runs.LATEST))
+    assert set(payload) == {"model", "run", "training"}
+    assert set(payload["model"]) == {"config", "vocab", "weights"}
+    assert payload["model"]["config"] == {"cell": "lstm", "layers": 1, "hidden": 32, "dropout": 0.1, "vocab_size": 28}
+    assert {"config", "corpus", "progress", "device", "precision"} <= set(payload["run"])
+    for key in ("optimizer", "position", "epoch", "hidden", "rng", "rank_rngs", "scaler"):
+        assert key in payload["training"]
+    saved = latest("run")
+    assert saved.config.hidden == tiny["hidden"] and saved.progress.step == tiny["max_steps"]
+    assert saved.precision in ("fp32", "bf16") and saved.device == "cpu"
 
 
-def test_checkpoint_holds_what_a_resume_needs(fox_file, tiny):
+def test_a_format_2_checkpoint_is_read(fox_file, tiny):
+    """Checkpoints written before the model/run/training split still load and resume."""
     charlm.train(fox_file, out="run", **tiny)
-    payload = checkpoint.read_checkpoint(checkpoint.resolve("run", prefer=checkpoint.LATEST))
-    for key in ("model", "config", "vocab", "optimizer", "step", "rng", "data", "hidden", "best_bpc"):
-        assert key in payload
-    assert payload["config"]["hidden"] == tiny["hidden"]
+    path = runs.resolve("run", prefer=runs.LATEST)
+    new = latest("run")
+    old = {
+        "config": new.config.to_dict(),
+        "vocab": new.vocab.to_dict(),
+        "corpus": new.corpus,
+        "model": new.weights,
+        "raw_model": None,
+        "optimizer": new.training.optimizer,
+        "step": new.progress.step,
+        "elapsed": new.progress.elapsed,
+        "chars": new.progress.chars,
+        "best_bpc": new.progress.best_bpc,
+        "val_bpc": new.progress.val_bpc,
+        "data": {"position": new.training.position, "epoch": new.training.epoch},
+        "hidden": new.training.hidden,
+        "rng": new.training.rng,
+        "rank_rngs": new.training.rank_rngs,
+        "scaler": new.training.scaler,
+    }
+    body = checkpoint.serialize(old).split(b"\n", 2)[2]
+    header = {"version": 2, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    path.write_bytes(checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + body)
+    upgraded = latest("run")
+    assert upgraded.model_config == new.model_config
+    assert upgraded.progress == dataclasses.replace(new.progress, lr=0.0)  # format 2 kept no learning rate
+    assert all(torch.equal(upgraded.weights[k], v) for k, v in new.weights.items())
+    charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
+    assert latest("run").progress.step == tiny["max_steps"] + 5
 
 
 def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path):
@@ -55,7 +93,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_truncated_checkpoint_is_refused(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
-    path = checkpoint.resolve("run")
+    path = runs.resolve("run")
     path.write_bytes(path.read_bytes()[:5000])
     with pytest.raises(CharLMError, match=r"truncated checkpoint \(4\d{3} of \d+ bytes\)"):
         charlm.load(path)
@@ -63,7 +101,7 @@ def test_truncated_checkpoint_is_refused(fox_file, tiny):
 
 def test_bit_flipped_checkpoint_is_refused(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
-    path = checkpoint.resolve("run")
+    path = runs.resolve("run")
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x04
     path.write_bytes(bytes(data))

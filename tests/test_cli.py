@@ -6,27 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from charlm.cli import main
-
-from .conftest import run_cli, shared_corpus
-
-TINY_ARGS = ["--layers", "1", "--hidden", "32", "--seq-len", "8", "--batch-size", "4", "--max-time", "none", "--quiet"]
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    output = result.output if hasattr(result, "output") else result.stdout + result.stderr
-    assert result.exit_code if hasattr(result, "exit_code") else result.returncode
-    assert "Traceback" not in output
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("Error: "), output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+from .conftest import TINY_ARGS, assert_one_line_error, cli, run_cli, shared_corpus
 
 
 @pytest.fixture
@@ -46,7 +27,11 @@ def test_train_sample_eval_info(trained, fox_file):
     result = cli("eval", trained, str(fox_file))
     assert result.exit_code == 0 and "bits per character over 2,640 characters" in result.output
     result = cli("info", trained)
-    assert "parameters" in result.output and "steps        20" in result.output and "hidden       32" in result.output
+    rows = dict(line.split(None, 1) for line in result.output.splitlines())
+    assert rows["model"].startswith("1x32 lstm, ") and rows["model"].endswith(" parameters")
+    assert rows["steps"].startswith("20 (") and rows["hidden"] == "32" and rows["trained_on"].startswith("cpu ")
+    values = [line.index(value) for line, value in zip(result.output.splitlines(), rows.values())]
+    assert len(set(values)) == 1  # every value starts in one column, however long the label
 
 
 def write(name: str, data: bytes | None):

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from charlm import corpus as corpus_module
 from charlm.config import Config
 from charlm.errors import CharLMError
-from charlm.model import CharLM
+from charlm.evaluate import bits_per_char
 from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import cut_at_stop, generate
 from charlm.tokens import load_corpus, prepare
-from charlm.trainer import bits_per_char
 from charlm.vocab import Vocab
 
-from .test_cli import TINY_ARGS, assert_one_line_error, cli
+from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
 
 PUNCTUATION = "，。！？：；、“”‘’《》（）　…—"
 
@@ -94,7 +93,7 @@ def test_prepared_stream_equals_encoding_the_whole_text(tmp_path, chinese, monke
 def test_bits_per_char_divides_by_characters_not_tokens(chinese):
     vocab = PieceVocab(train_model([chinese], "bpe", 1000))
     torch.manual_seed(0)
-    model = CharLM(Config(layers=1, hidden=16), vocab).eval()
+    model = make_model(vocab, layers=1, hidden=16).eval()
     ids = vocab.encode(chinese[:300])  # short: scored as one stream, so one forward pass is the reference
     logits, _ = model(ids[None, :-1])
     nats = F.cross_entropy(logits[0], ids[1:], reduction="sum").item()
@@ -102,7 +101,7 @@ def test_bits_per_char_divides_by_characters_not_tokens(chinese):
     assert len(ids) - 1 < characters
     assert bits_per_char(model, ids) == pytest.approx(nats / characters / math.log(2), rel=1e-5)
     char_vocab = Vocab.from_text(chinese)
-    char_model = CharLM(Config(layers=1, hidden=16), char_vocab).eval()
+    char_model = make_model(char_vocab, layers=1, hidden=16).eval()
     char_ids = char_vocab.encode(chinese[:300])
     char_logits, _ = char_model(char_ids[None, :-1])
     expected = F.cross_entropy(char_logits[0], char_ids[1:]).item() / math.log(2)
@@ -112,7 +111,7 @@ def test_bits_per_char_divides_by_characters_not_tokens(chinese):
 def test_samples_have_the_asked_number_of_characters_and_stop_inside_a_piece(chinese):
     vocab = PieceVocab(train_model([chinese], "bpe", 1000))
     torch.manual_seed(0)
-    model = CharLM(Config(layers=1, hidden=16), vocab).eval()
+    model = make_model(vocab, layers=1, hidden=16).eval()
     for text in generate(model, "第一回", length=57, num_samples=3, random_seed=1):
         assert text.startswith("第一回") and len(text) == 3 + 57
     assert cut_at_stop("a", "bcde", "bc") == ("bc", True, "")  # a piece that runs past the stop text is cut

@@ -5,23 +5,20 @@ import math
 import pytest
 import torch
 
-from charlm import CharLM, Config, sampler
+from charlm import CharLM, stream
+from charlm import generate as generate_one
 from charlm.config import SampleConfig
 from charlm.errors import CharLMError
-from charlm.sampler import Conversation, FusedLSTMStep, generate, nucleus
+from charlm.sampler import Conversation, generate, nucleus
 from charlm.vocab import Vocab
 
-
-@pytest.fixture
-def model():
-    torch.manual_seed(0)
-    return CharLM(Config(hidden=16, layers=2), Vocab("\nabcdefgh ")).eval()
+from .conftest import make_model
 
 
 def fixed_distribution(probs: dict[str, float]) -> CharLM:
     """A model whose next-character distribution is `probs`, whatever came before."""
     vocab = Vocab(sorted(probs))
-    model = CharLM(Config(hidden=8, layers=1, dropout=0.0), vocab).eval()
+    model = make_model(vocab, layers=1, hidden=8).eval()
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.copy_(torch.tensor([math.log(probs[c]) for c in vocab.chars]))
@@ -65,8 +62,8 @@ def test_top_p_keeps_exactly_the_smallest_set_reaching_p():
 
 
 def test_top_k_1_equals_greedy_and_greedy_takes_the_likeliest(model):
-    greedy = model.generate("ab", length=30, greedy=True)
-    assert greedy == model.generate("ab", length=30, top_k=1, random_seed=5)
+    greedy = generate_one(model, "ab", length=30, greedy=True)
+    assert greedy == generate_one(model, "ab", length=30, top_k=1, random_seed=5)
     assert generate(fixed_distribution(DISTRIBUTION), "a", length=20, greedy=True)[0] == "a" * 21
 
 
@@ -92,9 +89,9 @@ def test_temperature_list_is_cycled_per_character():
 
 
 def test_random_seed_makes_sampling_reproducible(model):
-    a = model.generate("ab", length=60, temperature=1.5, random_seed=3)
-    assert a == model.generate("ab", length=60, temperature=1.5, random_seed=3)
-    assert a != model.generate("ab", length=60, temperature=1.5, random_seed=4)
+    a = generate_one(model, "ab", length=60, temperature=1.5, random_seed=3)
+    assert a == generate_one(model, "ab", length=60, temperature=1.5, random_seed=3)
+    assert a != generate_one(model, "ab", length=60, temperature=1.5, random_seed=4)
 
 
 def test_batched_samples_equal_the_same_samples_drawn_one_at_a_time(model):
@@ -111,54 +108,15 @@ def test_stop_text_ends_a_sample_and_is_kept():
 
 
 def test_output_begins_with_the_seed_and_has_the_asked_length(model):
-    text = model.generate("abc", length=40, random_seed=1)
+    text = generate_one(model, "abc", length=40, random_seed=1)
     assert text.startswith("abc") and len(text) == 43
-    assert len(model.generate("", length=10, random_seed=0)) == 10
+    assert len(generate_one(model, "", length=10, random_seed=0)) == 10
 
 
 def test_stream_yields_the_same_text_in_pieces(model):
-    pieces = list(model.stream("ab", length=30, random_seed=2))
+    pieces = list(stream(model, "ab", length=30, random_seed=2))
     assert pieces[0] == "ab" and len(pieces) == 31
-    assert "".join(pieces) == model.generate("ab", length=30, random_seed=2)
-
-
-def test_fused_step_matches_the_lstm_module(model):
-    ids = torch.randint(0, len(model.vocab), (3, 12))
-    expected, state = model(ids)
-    step = FusedLSTMStep(model, batch=3)
-    with torch.no_grad():
-        _, primed = model(ids[:, :1])
-        step.load_state(primed)
-        for t in range(1, 12):
-            assert torch.allclose(step(ids[:, t]), expected[:, t], atol=1e-5)
-    assert torch.allclose(step.state()[1], state[1], atol=1e-5)
-
-
-def test_bf16_step_stays_close_to_fp32_and_keeps_its_state_in_fp32(model):
-    ids = torch.randint(0, len(model.vocab), (4, 30))
-    exact, low = FusedLSTMStep(model, batch=4), FusedLSTMStep(model, batch=4, dtype=torch.bfloat16)
-    with torch.no_grad():
-        for t in range(30):
-            reference, logits = exact(ids[:, t]), low(ids[:, t])
-            assert logits.dtype == torch.float32 and 0 < (logits - reference).abs().max() < 0.05
-    hidden, cell = low.state()
-    assert hidden.dtype == cell.dtype == torch.float32
-    assert torch.allclose(hidden, exact.state()[0], atol=0.03) and torch.allclose(cell, exact.state()[1], atol=0.03)
-    text = model.generate("ab", length=40, precision="bf16", random_seed=3, num_samples=2)
-    assert text.startswith("ab") and len(text) == 42
-
-
-def test_bf16_step_packs_weights_for_onednn_and_falls_back_to_plain_products(model, monkeypatch):
-    ids = torch.randint(0, len(model.vocab), (4, 20))
-    packed = FusedLSTMStep(model, batch=4, dtype=torch.bfloat16)
-    if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        assert all(p.packed is not None for p in [*packed.products, packed.head])
-    monkeypatch.setattr(sampler, "onednn_packed", lambda weight, batch: None)
-    plain = FusedLSTMStep(model, batch=4, dtype=torch.bfloat16)
-    assert all(p.packed is None for p in [*plain.products, plain.head])
-    with torch.no_grad():
-        for t in range(20):
-            assert (packed(ids[:, t]) - plain(ids[:, t])).abs().max() < 0.05
+    assert "".join(pieces) == generate_one(model, "ab", length=30, random_seed=2)
 
 
 def test_one_character_per_step_shortcut_gives_the_general_loops_text(model, monkeypatch):
@@ -169,24 +127,11 @@ def test_one_character_per_step_shortcut_gives_the_general_loops_text(model, mon
     assert [len(text) for text in shortcut] == [52] * 3
 
 
-def test_generation_carries_state_instead_of_rerunning_the_prefix(model, monkeypatch):
-    calls = []
-    original = FusedLSTMStep.__call__
-
-    def spy(self, ids):
-        calls.append(ids.shape)
-        return original(self, ids)
-
-    monkeypatch.setattr(FusedLSTMStep, "__call__", spy)
-    model.generate("abcde", length=20, random_seed=0)
-    assert calls == [(1,)] * 20  # one step per character, each over one character
-
-
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
 def test_other_cells_sample_through_the_module(cell):
     torch.manual_seed(0)
-    model = CharLM(Config(cell=cell, hidden=8, layers=2), Vocab("abc"))
-    assert len(model.generate("ab", length=15, random_seed=0)) == 17
+    model = make_model("abc", cell=cell, hidden=8)
+    assert len(generate_one(model, "ab", length=15, random_seed=0)) == 17
 
 
 def test_conversation_carries_state_and_transcript(model):

@@ -3,16 +3,16 @@
 import pytest
 
 import charlm
-from charlm import checkpoint, sizing
-from charlm.config import Config
-from charlm.model import CharLM
+from charlm import sizing
 from charlm.vocab import Vocab
+
+from .conftest import latest, make_model
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_trained_parameters_are_the_model_without_its_embedding(cell):
     vocab = Vocab([chr(0x4E00 + i) for i in range(300)])
-    model = CharLM(Config(cell=cell, layers=3, hidden=40), vocab)
+    model = make_model(vocab, cell=cell, layers=3, hidden=40)
     expected = model.num_parameters() - model.embed.weight.numel()
     assert sizing.trained_parameters(cell, 3, 40, len(vocab)) == expected
 
@@ -40,8 +40,8 @@ def test_training_without_hidden_fits_the_size_to_the_budget_or_takes_the_defaul
     del tiny["hidden"]
     tiny.update(max_steps=None, max_time="2s", layers=1)
     charlm.train(fox_file, out="fitted", **tiny)
-    fitted = checkpoint.read_checkpoint(checkpoint.resolve("fitted"))["config"]["hidden"]
+    fitted = latest("fitted").model_config.hidden
     assert fitted in sizing.CANDIDATES
     tiny.update(max_steps=3, max_time=None)
     charlm.train(fox_file, out="steps", **tiny)
-    assert checkpoint.read_checkpoint(checkpoint.resolve("steps"))["config"]["hidden"] == sizing.NO_BUDGET_HIDDEN
+    assert latest("steps").model_config.hidden == sizing.NO_BUDGET_HIDDEN

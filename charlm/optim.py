@@ -1,0 +1,29 @@
+"""The optimizer and its learning-rate schedule: AdamW, linear warm-up, cosine decay over the budget."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .config import Config
+
+
+def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW:
+    """Weight decay on matrices only; biases stay free. Fused AdamW where this torch has it."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    free = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": free, "weight_decay": 0.0}]
+    try:
+        return torch.optim.AdamW(groups, lr=config.lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def learning_rate(config: Config, step: int, progress: float) -> float:
+    """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio as progress (the share of the
+    budget spent, in steps or seconds) goes 0 -> 1."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)

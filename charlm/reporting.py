@@ -1,0 +1,180 @@
+"""What a run shows and records as it trains: the progress bar, `metrics.jsonl` and TensorBoard.
+
+The loss is read from its tensor (a host sync) only when the bar redraws, about once a second, or a
+row is written: every LOG_SECONDS and at every evaluation. `metrics.jsonl` is one JSON object a
+line, append-only; a resumed run appends `{"resume": STEP}` and goes on from its checkpoint's step,
+and rows an earlier process wrote past that step (after its last checkpoint, before it was killed)
+are dropped on read. `charlm plot` and `charlm runs` read it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import Config
+from .errors import CharLMError
+from .evaluate import LOG2E
+
+if TYPE_CHECKING:
+    from .checkpoint import Progress
+
+METRICS = "metrics.jsonl"
+LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
+
+
+class MetricsLog:
+    """Best effort: a metrics line that cannot be written (disk full) is a warning, not the end of the
+    run; checkpoints decide that."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / METRICS
+        self.warned = False
+
+    def append(self, row: dict) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:
+            if not self.warned:
+                print(f"warning: {self.path}: cannot write metrics ({e.strerror}); training goes on", file=sys.stderr)
+                self.warned = True
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run in step order, with the rows a resume superseded left out."""
+    path = Path(run_dir) / METRICS
+    rows: list[dict] = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+        if "resume" in row:
+            rows = [r for r in rows if r["step"] <= row["resume"]]
+        elif isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+class SilentReporter:
+    """What ranks other than 0 report: nothing."""
+
+    def step(self, loss: torch.Tensor) -> None:
+        pass
+
+    def write_row(self, val_bpc: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Reporter:
+    """The progress bar and the metrics log of rank 0 (the only rank that reports)."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        config: Config,
+        progress: Progress,
+        chars_per_token: float,
+        device: torch.device,
+        max_seconds: float | None,
+    ):
+        self.config, self.progress, self.max_seconds = config, progress, max_seconds
+        # Shown per character whatever the tokenizer: a sentencepiece token spells several.
+        self.chars_per_token = chars_per_token
+        self.log = MetricsLog(run_dir)
+        if progress.step:
+            self.log.append({"resume": progress.step})
+        self.tensorboard = None
+        if config.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise CharLMError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self.bar = tqdm(
+            total=config.max_steps or None,
+            initial=progress.step,
+            disable=config.quiet,
+            unit="step",
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+        )
+        self.loss_sum, self.losses, self.train_bpc = torch.zeros((), device=device), 0, None
+        now = time.perf_counter()
+        self.bar_time, self.bar_step, self.steps_per_second = now, progress.step, None
+        self.row_time, self.row_chars = now, progress.chars
+
+    def step(self, loss: torch.Tensor) -> None:
+        self.bar.update(1)
+        self.loss_sum += loss
+        self.losses += 1
+        now = time.perf_counter()
+        if now - self.row_time >= LOG_SECONDS:
+            self.write_row()
+        elif now - self.bar_time >= 1.0 and not self.config.quiet:
+            self.redraw(now)
+
+    def redraw(self, now: float, measure: bool = True) -> None:
+        """Refresh the bar; `measure=False` right after an evaluation keeps the previous speed, so the
+        pause does not show as a slump in chars/s and a jump in the time left."""
+        progress, config = self.progress, self.config
+        if measure or self.steps_per_second is None:
+            self.steps_per_second = (progress.step - self.bar_step) / max(now - self.bar_time, 1e-9)
+        steps_per_second = self.steps_per_second
+        self.bar_time, self.bar_step = now, progress.step
+        if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
+            estimate = progress.step + max(0, int((self.max_seconds - progress.elapsed) * steps_per_second))
+            self.bar.total = min(estimate, config.max_steps) if config.max_steps else estimate
+        train = self.mean_bpc() if self.losses else self.train_bpc
+        shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
+        shown.append(f"val {progress.val_bpc:.3f} bpc" if progress.val_bpc is not None else "val -")
+        shown.append(f"{steps_per_second * config.batch_size * config.seq_len * self.chars_per_token:,.0f} chars/s")
+        self.bar.set_postfix_str(", ".join(shown), refresh=False)
+
+    def mean_bpc(self) -> float:
+        """Training bits per character since the last row (a host sync)."""
+        return self.loss_sum.item() / self.losses * LOG2E / self.chars_per_token
+
+    def write_row(self, val_bpc: float | None = None) -> None:
+        """One line of metrics.jsonl: the training bpc is the mean since the previous line."""
+        progress, now = self.progress, time.perf_counter()
+        if self.losses:
+            self.train_bpc = self.mean_bpc()
+        row = {
+            "step": progress.step,
+            "elapsed": round(progress.elapsed, 3),
+            "chars": round(progress.chars * self.chars_per_token),
+            "train_bpc": self.train_bpc,
+            "val_bpc": val_bpc,
+            "lr": progress.lr,
+            "chars_per_s": round(
+                (progress.chars - self.row_chars) * self.chars_per_token / max(now - self.row_time, 1e-9), 1
+            ),
+        }
+        self.log.append(row)
+        if self.tensorboard:
+            for key in ("train_bpc", "val_bpc", "lr", "chars_per_s"):
+                if row[key] is not None:
+                    self.tensorboard.add_scalar(key, row[key], progress.step)
+        self.loss_sum.zero_()
+        self.losses, self.row_time, self.row_chars = 0, now, progress.chars
+        if not self.config.quiet:
+            self.redraw(now, measure=val_bpc is None)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.tensorboard:
+            self.tensorboard.close()

@@ -1,0 +1,59 @@
+"""Devices and precision: chosen, checked, and failing clearly where they cannot work."""
+
+import json
+from unittest import mock
+
+import pytest
+import torch
+
+import charlm
+from charlm import runs
+from charlm.device import cpu_has_bf16, resolve_device, resolve_precision
+from charlm.errors import CharLMError
+from charlm.reporting import read_metrics
+
+from .conftest import TINY_ARGS, latest, max_weight_difference, run_cli
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_cuda_without_a_gpu_lists_what_is_available(fox_file, tiny):
+    result = run_cli("train", str(fox_file), "--device", "cuda", *TINY_ARGS, "--max-steps", "5")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--device cuda: no CUDA GPU here (available: cpu" in result.stderr
+    with pytest.raises(CharLMError, match="no CUDA GPU here"):
+        charlm.train(fox_file, out="gpu", **tiny, device="cuda:0")
+
+
+def test_device_and_precision_are_checked():
+    with pytest.raises(CharLMError, match="--device must be auto, cpu"):
+        charlm.train(device="tpu")
+    with pytest.raises(CharLMError, match="--precision fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", torch.device("cpu"))
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
+    with (
+        mock.patch.object(torch.cpu, "_is_avx512_bf16_supported", lambda: False, create=True),
+        mock.patch.object(torch.cpu, "_is_amx_tile_supported", lambda: False, create=True),
+    ):
+        assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # no bf16 hardware: fp32 unchanged
+    assert resolve_device("auto", world=2).type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_bf16_on_the_cpu_trains_and_the_checkpoint_samples_anywhere(fox_file, tiny):
+    for precision in ("bf16", "fp32"):
+        charlm.train(fox_file, out=precision, **{**tiny, "max_steps": 60, "eval_every": 20, "precision": precision})
+    bpc = [row["val_bpc"] for row in read_metrics(runs.CHECKPOINT_ROOT / "bf16") if row["val_bpc"] is not None]
+    assert bpc[-1] < bpc[0] - 0.3
+    assert max_weight_difference("bf16", "fp32") > 1e-4  # autocast did change the arithmetic
+    saved = latest("bf16")
+    assert saved.training.hidden[0].dtype == torch.float32  # resumable in any precision
+    assert json.dumps(saved.config.to_dict())  # plain values only
+    model = charlm.load("bf16", device="cpu")
+    assert len(charlm.generate(model, "the ", length=20, random_seed=1)) == 24
+    charlm.train(resume="bf16", max_steps=70, precision="fp32")  # a resume may change the precision
+    assert latest("bf16").progress.step == 70
+
+
+def test_sample_takes_a_device(fox_file, tiny):
+    charlm.train(fox_file, out="run", **tiny)
+    result = run_cli("sample", "--checkpoint", "run", "--device", "cpu", "--length", "10", "--random-seed", "3")
+    assert result.returncode == 0 and len(result.stdout) >= 10

@@ -1,0 +1,20 @@
+from charlm.config import Config
+from charlm.optim import learning_rate, make_optimizer
+
+from .conftest import make_model
+
+
+def test_learning_rate_warms_up_then_decays_over_the_budget():
+    config = Config(lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(config, 0, 0.0) == 0.1
+    assert learning_rate(config, 10, 0.0) == 1.0
+    assert abs(learning_rate(config, 500, 0.5) - 0.55) < 1e-9
+    assert abs(learning_rate(config, 900, 1.0) - 0.1) < 1e-9
+
+
+def test_weight_decay_applies_to_matrices_only():
+    model = make_model("abcd")
+    decayed, free = make_optimizer(model, Config(weight_decay=0.1)).param_groups
+    assert decayed["weight_decay"] == 0.1 and all(p.dim() == 2 for p in decayed["params"])
+    assert free["weight_decay"] == 0.0 and all(p.dim() == 1 for p in free["params"])
+    assert len(decayed["params"]) + len(free["params"]) == len(list(model.parameters()))

@@ -1,0 +1,29 @@
+"""`charlm plot` and `charlm runs`: the curves of runs and the table of them."""
+
+import struct
+
+import charlm
+from charlm.plot import HEIGHT, WIDTH
+
+from .conftest import block_import, cli
+
+
+def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
+    charlm.train(fox_file, out="small", **tiny)
+    charlm.train(fox_file, out="wide", **{**tiny, "hidden": 48})
+    result = cli("plot", "small", "wide", "--output", "curves.png")
+    assert result.exit_code == 0, result.output
+    png = (fox_file.parent / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (WIDTH, HEIGHT)
+    table = cli("runs").output.splitlines()
+    assert table[0].split()[:5] == ["run", "corpus", "model", "steps", "best"]
+    assert [line.split()[0] for line in table[1:]] == ["small", "wide"]
+    assert "1x48 lstm" in table[2] and "fox" in table[2] and " 20 " in table[2]
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(fox_file, tiny, monkeypatch):
+    charlm.train(fox_file, out="run", **tiny)
+    block_import(monkeypatch, "matplotlib")
+    result = cli("plot", "run")
+    assert result.exit_code == 1 and "pip install 'charlm[plot]'" in result.output

@@ -1,0 +1,44 @@
+"""What a run records: metrics.jsonl rows across resumes, TensorBoard."""
+
+import json
+
+import pytest
+
+import charlm
+from charlm.errors import CharLMError
+from charlm.reporting import read_metrics
+
+from .conftest import block_import
+
+KEYS = {"step", "elapsed", "chars", "train_bpc", "val_bpc", "lr", "chars_per_s"}
+
+
+def test_metrics_rows_continue_across_a_resume(fox_file, tiny):
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20})
+    charlm.train(resume="run", max_steps=40)
+    lines = (fox_file.parent / "checkpoints/run/metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[2]) == {"resume": 20}
+    rows = read_metrics("checkpoints/run")
+    assert [r["step"] for r in rows] == [10, 20, 30, 40]
+    assert all(set(r) == KEYS for r in rows)
+    assert [r["chars"] for r in rows] == [10 * 4 * 8 * k for k in (1, 2, 3, 4)]
+    assert all(r["val_bpc"] > 0 and r["train_bpc"] > 0 and r["lr"] > 0 for r in rows)
+    assert rows[-1]["val_bpc"] < rows[0]["val_bpc"]
+
+
+def test_rows_written_after_the_last_checkpoint_are_superseded_by_a_resume(tmp_path):
+    lines = [{"step": 10}, {"step": 20}, {"step": 25}, {"resume": 20}, {"step": 30}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + '\n{"step": 3')  # cut by a kill
+    assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30]
+
+
+def test_tensorboard_missing_is_a_clear_error(fox_file, tiny, monkeypatch):
+    block_import(monkeypatch, "torch.utils.tensorboard")
+    with pytest.raises(CharLMError, match="pip install tensorboard"):
+        charlm.train(fox_file, out="tb", **{**tiny, "tensorboard": True})
+
+
+def test_tensorboard_logging_writes_event_files(fox_file, tiny):
+    charlm.train(fox_file, out="tb", **{**tiny, "tensorboard": True})
+    events = list((fox_file.parent / "checkpoints/tb/tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 100

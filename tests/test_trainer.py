@@ -1,0 +1,274 @@
+"""Training: the TBPTT loop, its budget and schedule, resume, and never losing a run to kills,
+signals, full disks or NaN."""
+
+import itertools
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import charlm
+from charlm import checkpoint, trainer
+from charlm.errors import CharLMError
+from charlm.model import CharLM
+
+from .conftest import TRAIN_ARGS, latest, run_cli, start_training, wait_for
+
+
+def assert_same_weights(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint) -> None:
+    assert a.progress.step == b.progress.step
+    for name, tensor in a.weights.items():
+        assert torch.equal(tensor, b.weights[name]), name
+
+
+# -- the loop ----------------------------------------------------------------------------------
+def test_overfits_a_tiny_text_to_near_zero_loss(fox_file, tiny):
+    tiny.update(hidden=64, seq_len=16, batch_size=8, lr=1e-2, max_steps=150, eval_every=50, dropout=0.0)
+    model = charlm.train(fox_file, out="fox", **tiny)
+    saved = latest("fox")
+    assert saved.progress.step == 150
+    assert saved.progress.best_bpc < 0.1
+    assert charlm.generate(model, "the quick", length=30, greedy=True).startswith("the quick brown fox jumps over")
+
+
+def test_state_is_carried_across_steps_and_detached(fox_file, tiny, monkeypatch):
+    """The state a step starts with is the previous step's final state, with no history."""
+    seen = []
+    original = CharLM.forward
+
+    def spy(self, ids, state=None):
+        logits, new_state = original(self, ids, state)
+        if torch.is_grad_enabled():
+            seen.append((state, new_state))
+        return logits, new_state
+
+    monkeypatch.setattr(CharLM, "forward", spy)
+    charlm.train(fox_file, out="spy", **{**tiny, "max_steps": 5, "dropout": 0.0})
+    assert seen[0][0] is None  # the first window of an epoch starts from zeros
+    for (_, produced), (received, _) in itertools.pairwise(seen):
+        assert all(r.grad_fn is None for r in received)
+        assert all(torch.equal(r, p.detach()) for r, p in zip(received, produced))
+
+
+def test_same_random_seed_gives_the_same_run(fox_file, tiny):
+    a = charlm.train(fox_file, out="a", **tiny)
+    b = charlm.train(fox_file, out="b", **tiny)
+    c = charlm.train(fox_file, out="c", **{**tiny, "random_seed": 7})
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_max_time_stops_the_run(fox_file, tiny):
+    charlm.train(fox_file, out="timed", **{**tiny, "max_steps": None, "max_time": "2s"})
+    saved = latest("timed")
+    assert 2.0 <= saved.progress.elapsed < 10.0 and saved.progress.step > 10
+
+
+def test_samples_while_training_do_not_change_the_run(fox_file, tiny, capsys):
+    with_samples = charlm.train(fox_file, out="a", **{**tiny, "sample_every": 1})
+    without = charlm.train(fox_file, out="b", **tiny)
+    samples = (fox_file.parent / "checkpoints/a/samples.txt").read_text()
+    assert samples.count("--- sample at step") == 2 and "--- sample at step 20" in capsys.readouterr().out
+    assert not (fox_file.parent / "checkpoints/b/samples.txt").exists()
+    assert all(torch.equal(x, y) for x, y in zip(with_samples.state_dict().values(), without.state_dict().values()))
+
+
+@pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
+def test_detect_anomaly_turns_on_torch_anomaly_mode(fox_file, tiny, monkeypatch):
+    seen = []
+    real = trainer.Trainer.train_step
+
+    def spy(self, progress):
+        seen.append(torch.is_anomaly_enabled())
+        return real(self, progress)
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", spy)
+    charlm.train(fox_file, out="a", **{**tiny, "max_steps": 3, "detect_anomaly": True})
+    charlm.train(fox_file, out="b", **{**tiny, "max_steps": 3})
+    assert seen == [True] * 3 + [False] * 3
+
+
+# -- resume --------------------------------------------------------------------------------
+
+
+def test_resume_continues_step_data_position_and_state(fox_file, tiny):
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    before = latest("run")
+    charlm.train(resume="run", max_steps=25)
+    after = latest("run")
+    assert before.progress.step == 10 and after.progress.step == 25
+    seq, stream = tiny["seq_len"], (len(fox_file.read_text()) * 9 // 10) // tiny["batch_size"]
+    windows_per_epoch = -(-(stream - 1) // seq)
+    assert after.training.position != before.training.position
+    assert after.training.epoch * windows_per_epoch <= 25
+    assert after.training.hidden is not None
+
+
+def test_resume_refuses_changed_model_options(fox_file, tiny):
+    charlm.train(fox_file, out="run", **tiny)
+    with pytest.raises(CharLMError, match="--hidden: 32 -> 64"):
+        charlm.train(resume="run", hidden=64)
+
+
+def test_resume_refuses_a_changed_corpus(fox_file, tiny):
+    charlm.train(fox_file, out="run", **tiny)
+    fox_file.write_text("a different text altogether\n" * 90)
+    with pytest.raises(CharLMError, match="changed since this run started"):
+        charlm.train(resume="run", max_steps=30)
+
+
+def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_file, tiny):
+    charlm.train(fox_file, out="run", **tiny)
+    charlm.train(resume="run", max_steps=30, lr=1e-3)
+    with pytest.raises(CharLMError, match=r"--layers: 1 -> 2; --seq-len: 8 -> 9"):
+        charlm.train(resume="run", layers=2, seq_len=9)
+
+
+def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox_file, tmp_path):
+    """Ctrl-C a real training process, resume it, and compare with a run that was never stopped."""
+    options = [
+        "--layers",
+        "1",
+        "--hidden",
+        "32",
+        "--seq-len",
+        "8",
+        "--batch-size",
+        "4",
+        "--dropout",
+        "0.2",
+        "--max-steps",
+        "3000",
+        "--max-time",
+        "none",
+        "--eval-every",
+        "25",
+        "--quiet",
+    ]
+    run_cli("train", str(fox_file), "--out", "whole", *options, check=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", str(fox_file), "--out", "cut", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not (tmp_path / "checkpoints/cut/latest.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    stopped_at = latest("cut").progress.step
+    assert 0 < stopped_at < 3000, "the run should have been stopped part way"
+    assert "charlm train --resume" in out and "Traceback" not in err
+    run_cli("train", "--resume", "cut", check=True)
+    whole, resumed = latest("whole"), latest("cut")
+    assert resumed.progress.step == whole.progress.step == 3000
+    assert_same_weights(whole, resumed)
+
+
+# -- never lose a run ------------------------------------------------------------------------
+
+
+def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fox_file, tmp_path):
+    args = [*TRAIN_ARGS, "--max-steps", "2500", "--eval-every", "400", "--checkpoint-every", "20"]
+    run_cli("train", str(fox_file), "--out", "whole", *args, check=True)
+    rng = random.Random(0)
+    kills = []
+    command = [str(fox_file), "--out", "cut", *args]
+    checkpoint_file = tmp_path / "checkpoints/cut/latest.pt"
+    for _ in range(3):
+        written = checkpoint_file.stat().st_mtime_ns if checkpoint_file.exists() else -1
+        process = start_training(*command)
+        wait_for(checkpoint_file, newer_than=written)  # this process has trained and saved
+        time.sleep(rng.uniform(0.2, 1.2))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills.append(latest("cut").progress.step)
+        command = ["--resume", "cut"]
+    assert all(0 < step < 2500 for step in kills), kills
+    assert len(set(kills)) == 3, f"each kill should land at a different step: {kills}"
+    run_cli("train", "--resume", "cut", check=True)
+    assert_same_weights(latest("whole"), latest("cut"))
+
+
+def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_path):
+    process = start_training(str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000")
+    wait_for(tmp_path / "checkpoints/run/.lock")
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and "Traceback" not in err
+    step = latest("run").progress.step
+    assert f"stopped at step {step}" in out and "charlm train --resume checkpoints/run" in out
+    assert not (tmp_path / "checkpoints/run/.lock").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=False, capture_output=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); the simulated test covers it")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(fox_file, small_disk):
+    run = small_disk / "run"
+    run_cli("train", str(fox_file), "--out", str(run), *TRAIN_ARGS, "--max-steps", "10", check=True)
+    before = (run / "latest.pt").read_bytes()
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / "filler").write_bytes(b"\0" * (free - 4096))
+    result = run_cli("train", "--resume", str(run), "--max-steps", "20")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "No space left on device" in result.stderr and "the previous one is intact" in result.stderr
+    assert (run / "latest.pt").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt",
+        "latest.pt",
+        "metrics.jsonl",
+        "run.json",
+    ]  # no temporary, no lock
+
+
+def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch):
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    good = latest("run")
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    with pytest.raises(CharLMError, match="Input/output error.*training stopped at step 20"):
+        charlm.train(resume="run", max_steps=30)
+    charlm.train(resume="run", max_steps=30, save_errors="warn")  # warns, trains on, nothing saved
+    monkeypatch.setattr(checkpoint.os, "fsync", real_fsync)
+    assert_same_weights(latest("run"), good)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(fox_file, tiny, monkeypatch):
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20})
+    good = latest("run")
+    calls = {"n": 0}
+    real = trainer.F.cross_entropy
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    with pytest.raises(CharLMError, match=r"diverged .*after step 20.*--resume checkpoints/run --lr 0\.00075"):
+        charlm.train(resume="run", max_steps=60)
+    assert_same_weights(latest("run"), good)
+    assert all(torch.isfinite(t).all() for t in latest("run").weights.values())
