@@ -1,15 +1,18 @@
 """Property tests: whatever the corpus bytes, seed text or option values, the CLI either works or
-prints one line saying what is wrong. Never a traceback."""
+prints one line saying what is wrong. Never a traceback. Text read in chunks is the text read whole."""
 
 import functools
 import string
+from unittest import mock
 
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from charlm import corpus as corpus_module
 from charlm.cli import main
 from charlm.config import MAXIMA
+from charlm.corpus import iter_text, normalized
 
 FAST = ["--layers", "1", "--hidden", "8", "--max-steps", "2", "--max-time", "none", "--quiet"]
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -62,6 +65,33 @@ def test_any_seed_and_sampling_options(seed, temperature, length):
     assert_works_or_one_line_error(result)
     if result.exit_code == 0:
         assert result.output.startswith(seed) and len(result.output) == len(seed) + length + 1
+
+
+# Runs of characters that normalization joins or reorders, which a chunk cut must not split: Hangul
+# jamo (leading, vowel, trailing) and syllables, two-part vowels of combining class 0, combining marks,
+# half-width kana and voiced marks (NFKC), compatibility characters; and CRLF, CJK, emoji, joiners.
+RUNS = [
+    "ab", " ", "\r\n", "\n", "\r", "\u1100\u1161", "\u1112\u1175\u11c2", "\uac00\u11a8", "\u0b47\u0b3e",
+    "\u09c7\u09be", "\u0dd9\u0dcf\u0dca", "\u1025\u102e", "\uff76\uff9e", "\u304b\u3099", "e\u0301\u0327",
+    "\u0301\u0323\u0308", "\u0344", "\u0340", "\ufb01", "\u212b", "\u5b9d\u7389", "😀\u200d\ufe0f", "\u2028",
+]  # fmt: skip
+
+
+@settings(FUZZ, max_examples=100)
+@given(
+    text=st.lists(st.sampled_from(RUNS) | st.characters(exclude_categories=["Cs"]), min_size=1, max_size=100),
+    chunk_bytes=st.integers(7, 64),
+    form=st.sampled_from(["none", "nfc", "nfkc"]),
+)
+def test_text_read_in_tiny_chunks_is_the_text_read_whole(tmp_path, text, chunk_bytes, form):
+    text = "".join(text)
+    assume(text.strip() and not text.startswith("\ufeff"))
+    path = tmp_path / "text.txt"
+    path.write_text(text, encoding="utf-8", newline="")
+    whole = normalized(text.replace("\r\n", "\n"), form)
+    with mock.patch.object(corpus_module, "CHUNK_BYTES", chunk_bytes):
+        chunked = "".join(iter_text([path], normalize=form))
+    assert chunked == whole + ("" if whole.endswith("\n") else "\n")
 
 
 def sizes(name: str):
