@@ -50,6 +50,22 @@ def normalized(text: str, form: str) -> str:
     return text if form == "none" else unicodedata.normalize(form.upper(), text)
 
 
+def check_characters(text: str, what: str) -> None:
+    """Refuse a lone surrogate, which no vocabulary can encode: it is not a character, and it is what
+    Python keeps of a byte that was not UTF-8 (a shell argument's 0xff arrives as U+DCFF)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = text[e.start]
+        if "\udc80" <= char <= "\udcff":
+            problem = f"byte 0x{ord(char) - 0xDC00:02x} at character {e.start} is not valid UTF-8"
+        else:
+            problem = f"lone surrogate U+{ord(char):04X} at character {e.start} is not a character"
+        raise CharLMError(f"{what}: {problem}; give the text in UTF-8") from None
+
+
 def iter_text(files: list[Path], encoding: str = "utf-8", normalize: str = "none", progress=None) -> Iterator[str]:
     """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline.
     `progress(n)` is called with the bytes read."""

@@ -30,7 +30,7 @@ import sentencepiece as spm
 import torch
 
 from .config import NORMALIZATIONS
-from .corpus import normalized
+from .corpus import check_characters, normalized
 from .errors import CharLMError
 
 MAX_SENTENCE_CHARS = 2048  # longer lines are cut into pieces of this many characters for training
@@ -138,6 +138,7 @@ class PieceVocab:
 
     def encode(self, text: str, what: str = "text") -> torch.Tensor:
         """Text -> int64 ids. Byte fallback spells any character, so nothing is ever unknown."""
+        check_characters(text, what)
         return torch.from_numpy(self.encode_array(self.normalized(text)))
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:

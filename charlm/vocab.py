@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .config import NORMALIZATIONS
-from .corpus import normalized
+from .corpus import check_characters, normalized
 from .errors import CharLMError
 from .pieces import PieceVocab
 
@@ -106,6 +106,7 @@ class Vocab:
     def encode(self, text: str, what: str = "text") -> torch.Tensor:
         """Text -> int64 ids. Characters the model has never seen are an error that names them, or,
         when the vocabulary has the unknown symbol, are mapped to it with a warning."""
+        check_characters(text, what)
         text = self.normalized(text)
         missing = self.unknown(text)
         if missing:

@@ -18,6 +18,7 @@ from charlm.tokens import load_corpus, prepare
 from charlm.trainer import bits_per_char
 from charlm.vocab import Vocab
 
+from .conftest import run_cli
 from .test_cli import TINY_ARGS, assert_one_line_error, cli
 
 PUNCTUATION = "，。！？：；、“”‘’《》（）　…—"
@@ -151,3 +152,14 @@ def test_bad_tokenizer_options_are_one_line_errors(tmp_path, chinese, args, mess
         assert result.exit_code == 2 and "wordpiece" in result.output
     else:
         assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_a_seed_byte_that_is_not_utf8_is_one_line_for_either_checkpoint(tmp_path, chinese, tokenizer):
+    (tmp_path / "novel.txt").write_text(chinese[:20000], encoding="utf-8")
+    run_cli("train", "novel.txt", "--out", "run", "--max-steps", "2", "--tokenizer", tokenizer, *TINY_ARGS, check=True)
+    result = run_cli("sample", "--checkpoint", "run", "--seed", "ab\udcffc", "--length", "5")  # passed as b"ab\xffc"
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: --seed: byte 0xff at character 2 is not valid UTF-8; give the text in UTF-8"
+    ]
