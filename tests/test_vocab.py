@@ -1,4 +1,4 @@
-"""Characters <-> ids at the edges: text that is not text."""
+"""Characters <-> ids at the edges: text that is not text, characters the model knows in another width."""
 
 import functools
 
@@ -31,3 +31,18 @@ def test_both_vocabularies_refuse_a_lone_surrogate_with_the_same_line(tokenizer,
     with pytest.raises(CharLMError) as error:
         vocabulary(tokenizer).encode(text, what="--seed")
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_an_unseen_character_names_the_form_the_model_knows():
+    vocab = vocabulary("char")
+    with pytest.raises(
+        CharLMError, match=r"--seed: 1 character\(s\) the model has never seen: ':' \(did you mean '：'\?\)"
+    ):
+        vocab.encode("宝玉道:", what="--seed")
+    with pytest.raises(CharLMError, match=r"'\?' \(did you mean '？'\?\) '\(' \(did you mean '（'\?\) '宁';"):
+        vocab.encode("你呢?(宁", what="--seed")
+    with pytest.raises(CharLMError, match=r"'：' \(did you mean ':'\?\)"):  # the other way round too
+        Vocab.from_text("She said: fine!\n").encode("She said：", what="--seed")
+    with pytest.raises(CharLMError, match=r"'\.' \(did you mean '。'\?\)"):  # no width form, the CJK one
+        vocab.encode("不答.", what="--seed")
+    assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently
