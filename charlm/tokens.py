@@ -30,7 +30,7 @@ from . import catalog
 from .config import CORPUS_OPTIONS, Config
 from .corpus import corpus_name, iter_text, source_files
 from .errors import CharLMError
-from .pieces import PieceVocab, default_vocab_size, train_model
+from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .vocab import MAX_CODE_POINT, Vocab, code_points
 
 CACHE_ROOT = Path("corpora") / "cache"
@@ -158,6 +158,11 @@ def make_vocab(texts: Callable[[], Iterator[str]], config: Config) -> tuple[Coun
     if config.tokenizer == "char":
         return counts, Vocab.from_counts(counts, config.min_count, config.coverage, config.normalize)
     vocab_size = config.vocab_size or default_vocab_size(config.spm_model, len(counts))
+    if config.spm_model == "char" and vocab_size < (needed := char_model_size(counts, config.coverage)):
+        raise CharLMError(
+            f"--vocab-size {vocab_size} is too small for --spm-model char on this corpus: it needs at least {needed} "
+            "(its distinct characters + byte and special pieces); raise --vocab-size or lower --coverage"
+        )
     return counts, PieceVocab(train_model(texts(), config.spm_model, vocab_size, config.coverage), config.normalize)
 
 
