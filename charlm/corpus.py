@@ -1,13 +1,15 @@
 """Text in: files or folders of .txt files, read as a stream of decoded, normalized chunks.
 
 Nothing here holds a whole corpus in memory: `iter_text` decodes each file in chunks of a few MB,
-turns `\\r\\n` into `\\n` and applies Unicode normalization, cutting chunks only where no character
-sequence can span the cut. A bad byte is reported with its file and byte offset.
+turns `\\r\\n` into `\\n` and applies Unicode normalization, cutting chunks only where normalization
+never looks across the cut, so reading in chunks gives exactly what reading whole gives. A bad byte
+is reported with its file and byte offset.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from .errors import CharLMError
 
 DEFAULT_CORPUS = "shakespeare"
 CHUNK_BYTES = 4 << 20
+LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line
 
 
 def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
@@ -47,12 +50,28 @@ def normalized(text: str, form: str) -> str:
     return text if form == "none" else unicodedata.normalize(form.upper(), text)
 
 
+def check_characters(text: str, what: str) -> None:
+    """Refuse a lone surrogate, which no vocabulary can encode: it is not a character, and it is what
+    Python keeps of a byte that was not UTF-8 (a shell argument's 0xff arrives as U+DCFF)."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = text[e.start]
+        if "\udc80" <= char <= "\udcff":
+            problem = f"byte 0x{ord(char) - 0xDC00:02x} at character {e.start} is not valid UTF-8"
+        else:
+            problem = f"lone surrogate U+{ord(char):04X} at character {e.start} is not a character"
+        raise CharLMError(f"{what}: {problem}; give the text in UTF-8") from None
+
+
 def iter_text(files: list[Path], encoding: str = "utf-8", normalize: str = "none", progress=None) -> Iterator[str]:
     """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline.
     `progress(n)` is called with the bytes read."""
     for path in files:
         ends_with_newline, empty = True, True
-        for chunk in _decode(path, encoding, progress):
+        for chunk in _decode(path, encoding, progress, normalize):
             if chunk.strip():
                 empty = False
             text = normalized(chunk, normalize)
@@ -65,8 +84,8 @@ def iter_text(files: list[Path], encoding: str = "utf-8", normalize: str = "none
             yield "\n"
 
 
-def _decode(path: Path, encoding: str, progress) -> Iterator[str]:
-    """One file's text in chunks cut at safe places, with `\\r\\n` turned into `\\n`."""
+def _decode(path: Path, encoding: str, progress, form: str = "none") -> Iterator[str]:
+    """One file's text in chunks cut where normalization `form` allows, with `\\r\\n` turned into `\\n`."""
     try:
         decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
     except LookupError:
@@ -95,7 +114,7 @@ def _decode(path: Path, encoding: str, progress) -> Iterator[str]:
                 if text:
                     yield text
                 return
-            cut = _safe_cut(text)
+            cut = _safe_cut(text, form)
             carry = text[cut:]
             if cut:
                 yield text[:cut]
@@ -108,16 +127,40 @@ def _open(path: Path):
         raise CharLMError(f"{path}: cannot read ({e.strerror})") from None
 
 
-def _safe_cut(text: str) -> int:
-    """Where text can be cut so that no `\r\n` pair or combining sequence spans the cut: after the
-    last newline, or, in a very long line, before the last character that starts a new sequence."""
+def _safe_cut(text: str, form: str) -> int:
+    """Where text can be cut so that its two sides, normalized apart, give what it gives normalized
+    whole, and no `\\r\\n` is split: after the last newline, or, in a very long line, before one of
+    the last LOOKBACK characters that starts a new segment. 0 (cut nowhere, read on) if none does:
+    carrying more text is always exact, and only a run of combining marks that long lacks a place."""
     newline = text.rfind("\n")
     if newline >= 0:
         return newline + 1
-    for i in range(len(text) - 1, max(len(text) - 64, 0), -1):
-        if text[i - 1] != "\r" and not unicodedata.combining(text[i]) and text[i] not in "\u200c\u200d":
+    for i in range(len(text) - 1, max(len(text) - LOOKBACK, 0), -1):
+        if text[i - 1] != "\r" and _starts_segment(text[i], form):
             return i
-    return len(text)
+    return 0
+
+
+def _starts_segment(char: str, form: str) -> bool:
+    """Whether normalization `form` leaves `char` and all before it apart: a starter (combining class 0)
+    that the form keeps as it is and that never composes with the character before it, which Hangul
+    vowel and trailing jamo and some vowel signs do although their combining class is 0."""
+    if form == "none" or char < "\x80":
+        return True
+    return not unicodedata.combining(char) and normalized(char, form) == char and char not in _composes_backward()
+
+
+@functools.cache
+def _composes_backward() -> frozenset[str]:
+    """Every character that canonical composition joins to the one before it: the second character of
+    each pair that composes (from the Unicode data), and the Hangul vowel and trailing jamo (by rule)."""
+    found = {chr(c) for c in (*range(0x1161, 0x1176), *range(0x11A8, 0x11C3))}
+    for code in range(0x110000):
+        char = chr(code)
+        pair = unicodedata.decomposition(char).split()
+        if len(pair) == 2 and not pair[0].startswith("<") and unicodedata.normalize("NFC", char) == char:
+            found.add(chr(int(pair[1], 16)))
+    return frozenset(found)
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import codecs
 import io
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -30,7 +31,7 @@ import sentencepiece as spm
 import torch
 
 from .config import NORMALIZATIONS
-from .corpus import normalized
+from .corpus import check_characters, normalized
 from .errors import CharLMError
 
 MAX_SENTENCE_CHARS = 2048  # longer lines are cut into pieces of this many characters for training
@@ -38,12 +39,24 @@ MAX_SENTENCE_BYTES = 4 * MAX_SENTENCE_CHARS  # so no training sentence is droppe
 TRAINING_SENTENCES = 2_000_000  # a big corpus trains the tokenizer on a random sample of its lines
 BYTE_PIECES, SPECIAL_PIECES = 256, 4  # byte fallback's <0x00>..<0xFF>; <unk>, <s>, </s> and "\n"
 EXTRA_MERGED_PIECES = 2048  # the default --vocab-size for bpe/unigram: the characters, plus this many
+MIN_COVERAGE = 0.98  # the least character coverage SentencePiece trains with
 
 
 def default_vocab_size(model_type: str, distinct_characters: int) -> int:
     """char: every character gets a piece; bpe/unigram: the characters plus EXTRA_MERGED_PIECES."""
     extra = 0 if model_type == "char" else EXTRA_MERGED_PIECES
     return distinct_characters + BYTE_PIECES + SPECIAL_PIECES + extra
+
+
+def char_model_size(counts: Counter, coverage: float) -> int:
+    """The fewest pieces `--spm-model char` needs, as bpe and unigram do: one per character `coverage`
+    keeps (the most frequent first, as SentencePiece picks them), plus the byte and special pieces."""
+    frequencies = sorted((n for char, n in counts.items() if char != "\n"), reverse=True)  # "\n" is special
+    kept, covered = 0, 0
+    while kept < len(frequencies) and covered < coverage * sum(frequencies):
+        covered += frequencies[kept]
+        kept += 1
+    return kept + BYTE_PIECES + SPECIAL_PIECES
 
 
 def training_sentences(texts: Iterable[str]) -> Iterator[str]:
@@ -56,6 +69,11 @@ def training_sentences(texts: Iterable[str]) -> Iterator[str]:
 
 def train_model(texts: Iterable[str], model_type: str, vocab_size: int, coverage: float = 1.0) -> bytes:
     """Train a SentencePiece model on text chunks; returns its serialized form."""
+    if not MIN_COVERAGE <= coverage <= 1.0:
+        raise CharLMError(
+            f"--coverage {coverage} is below {MIN_COVERAGE}, the least sentencepiece accepts; "
+            "raise it, or leave rare characters to byte pieces with --coverage 1.0"
+        )
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -138,6 +156,7 @@ class PieceVocab:
 
     def encode(self, text: str, what: str = "text") -> torch.Tensor:
         """Text -> int64 ids. Byte fallback spells any character, so nothing is ever unknown."""
+        check_characters(text, what)
         return torch.from_numpy(self.encode_array(self.normalized(text)))
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:

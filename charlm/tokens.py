@@ -10,12 +10,20 @@ normalization, vocabulary policy): a changed file gives a new key, an unchanged 
 cache. Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time,
 so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder
 that was truncated or edited fails its checksum and is rebuilt, never silently used.
+
+Several processes may prepare one corpus at once: each writes a private folder next to the cache
+folder and publishes it with one atomic rename, so a cache folder is always whole or absent; the
+one that comes second uses the first one's folder.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import hashlib
 import json
+import os
+import secrets
 import shutil
 import time
 from collections import Counter
@@ -30,11 +38,12 @@ from . import catalog
 from .config import CORPUS_OPTIONS, Config
 from .corpus import corpus_name, iter_text, source_files
 from .errors import CharLMError
-from .pieces import PieceVocab, default_vocab_size, train_model
+from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .vocab import MAX_CODE_POINT, Vocab, code_points
 
 CACHE_ROOT = Path("corpora") / "cache"
 CACHE_FORMAT = 1
+PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
 
 
 @dataclass
@@ -100,32 +109,37 @@ def prepare(
         except CharLMError as e:
             if not quiet:
                 tqdm.write(f"rebuilding {folder}: {e}")
-    shutil.rmtree(folder, ignore_errors=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    private = private_name(folder, "tmp")
+    private.mkdir()
+    try:
+        return publish(build(parts, config, options, private, quiet), folder)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)  # gone if published; else the copy that came second
+
+
+def build(parts: list[list[Path]], config: Config, options: dict, folder: Path, quiet: bool) -> Prepared:
+    """Prepare the corpus into `folder`, a new folder no other process uses."""
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for part in parts for p in part)
-    passes = 3 if config.tokenizer == "sentencepiece" else 2  # count, (train the tokenizer,) encode
-    with tqdm(total=passes * total_bytes, unit="B", unit_scale=True, desc="preparing", disable=quiet) as bar:
 
-        def texts() -> Iterator[str]:
-            for part in parts:
-                yield from iter_text(part, config.encoding, config.normalize, bar.update)
-
-        counts, vocab = make_vocab(texts, config)
-        dtype = vocab.dtype()
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / "tokens.bin.tmp"
-        digest, sizes, characters = hashlib.sha256(), [], 0
-        with open(tmp, "wb") as out:
-            for part in parts:
-                size = 0
+    def read(task: str) -> Iterator[tuple[int, str]]:
+        """One pass over the corpus, (part number, text chunk), with a bar of its own over the files' bytes."""
+        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=task, disable=quiet) as bar:
+            for number, part in enumerate(parts):
                 for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
-                    ids = vocab.encode_array(chunk).astype(dtype)
-                    out.write(ids.tobytes())
-                    digest.update(ids.tobytes())
-                    size += len(ids)
-                    characters += len(chunk)
-                sizes.append(size)
-        tmp.replace(folder / "tokens.bin")
+                    yield number, chunk
+
+    counts, vocab = make_vocab(lambda task: (chunk for _, chunk in read(task)), config)
+    dtype = vocab.dtype()
+    digest, sizes, characters = hashlib.sha256(), [0] * len(parts), 0
+    with open(folder / "tokens.bin", "wb") as out:
+        for number, chunk in read("encoding"):
+            ids = vocab.encode_array(chunk).astype(dtype)
+            out.write(ids.tobytes())
+            digest.update(ids.tobytes())
+            sizes[number] += len(ids)
+            characters += len(chunk)
     unknown = {c: n for c, n in counts.items() if not vocab.knows(c)}
     meta = {
         "format": CACHE_FORMAT,
@@ -146,20 +160,59 @@ def prepare(
     }
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
     (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return Prepared(folder, vocab, memmap(folder / "tokens.bin", dtype, meta["tokens"]), meta)
+    return Prepared(folder, vocab, memmap(folder / "tokens.bin", dtype, meta["tokens"]), meta)  # all written
 
 
-def make_vocab(texts: Callable[[], Iterator[str]], config: Config) -> tuple[Counter, Vocab | PieceVocab]:
-    """Count every character of `texts()` and build the vocabulary the config asks for. A
+def publish(built: Prepared, folder: Path) -> Prepared:
+    """Make the private folder of `built` the cache folder `folder` with one atomic rename. If another
+    process published first, use its folder once it passes the usual check; a damaged folder in the
+    way is moved aside and the rename tried again."""
+    for _ in range(PUBLISH_TRIES):
+        try:
+            built.folder.rename(folder)  # fails if `folder` exists and holds anything
+            return dataclasses.replace(built, folder=folder)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise CharLMError(f"{folder}: cannot write the corpus cache ({e.strerror})") from None
+        try:
+            return Prepared(folder, *load_prepared(folder))
+        except CharLMError:
+            discard(folder)
+    raise CharLMError(f"{folder}: other processes keep replacing this cache folder; prepare the corpus again")
+
+
+def discard(folder: Path) -> None:
+    """Remove a damaged cache folder: renamed aside first, so that no process ever sees it half removed."""
+    aside = private_name(folder, "damaged")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return  # another process moved it first
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def private_name(folder: Path, kind: str) -> Path:
+    """A hidden sibling of `folder` no other process picks: `.<name>.<kind>-<pid>-<random>`."""
+    return folder.with_name(f".{folder.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def make_vocab(texts: Callable[[str], Iterator[str]], config: Config) -> tuple[Counter, Vocab | PieceVocab]:
+    """Count every character of `texts(task)` and build the vocabulary the config asks for. A
     sentencepiece tokenizer trains on a second pass over the text."""
     points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
-    for chunk in texts():
+    for chunk in texts("counting"):
         points += np.bincount(code_points(chunk), minlength=MAX_CODE_POINT)
     counts = Counter({chr(p): int(points[p]) for p in np.flatnonzero(points)})
     if config.tokenizer == "char":
         return counts, Vocab.from_counts(counts, config.min_count, config.coverage, config.normalize)
     vocab_size = config.vocab_size or default_vocab_size(config.spm_model, len(counts))
-    return counts, PieceVocab(train_model(texts(), config.spm_model, vocab_size, config.coverage), config.normalize)
+    if config.spm_model == "char" and vocab_size < (needed := char_model_size(counts, config.coverage)):
+        raise CharLMError(
+            f"--vocab-size {vocab_size} is too small for --spm-model char on this corpus: it needs at least {needed} "
+            "(its distinct characters + byte and special pieces); raise --vocab-size or lower --coverage"
+        )
+    model = train_model(texts("training tokenizer"), config.spm_model, vocab_size, config.coverage)
+    return counts, PieceVocab(model, config.normalize)
 
 
 def load_prepared(folder: Path) -> tuple[Vocab, np.ndarray, dict]:

@@ -8,20 +8,25 @@ seed alike, so the same character typed two ways is one character.
 
 from __future__ import annotations
 
+import functools
+import unicodedata
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from .config import NORMALIZATIONS
-from .corpus import normalized
+from .corpus import check_characters, normalized
 from .errors import CharLMError
 from .pieces import PieceVocab
 
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
 MAX_CODE_POINT = 0x110000
+# ASCII punctuation and the form Chinese text writes it in, where the two are not full- and half-width
+# forms of one character (those, like ':' and '：', Unicode pairs itself: see `other_forms`).
+CJK_PUNCTUATION = {".": "。", ",": "、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
 
 
 def code_points(text: str) -> np.ndarray:
@@ -96,6 +101,12 @@ class Vocab:
         """Characters of `text` outside the vocabulary, in order of first appearance."""
         return list(dict.fromkeys(c for c in text if c not in self.index))
 
+    def name_unseen(self, char: str) -> str:
+        """An unseen character as an error shows it, with the forms of it the vocabulary knows: a seed
+        typed with ASCII ':' for a novel that writes '：'. A hint only; nothing is mapped silently."""
+        known = [c for c in other_forms(char) if c in self.index]
+        return repr(char) + (f" (did you mean {' or '.join(map(repr, known))}?)" if known else "")
+
     def encode_array(self, text: str) -> np.ndarray:
         """Already normalized text -> ids, vectorized: a lookup table indexed by code point."""
         if self._table is None:
@@ -106,10 +117,11 @@ class Vocab:
     def encode(self, text: str, what: str = "text") -> torch.Tensor:
         """Text -> int64 ids. Characters the model has never seen are an error that names them, or,
         when the vocabulary has the unknown symbol, are mapped to it with a warning."""
+        check_characters(text, what)
         text = self.normalized(text)
         missing = self.unknown(text)
         if missing:
-            shown = " ".join(repr(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+            shown = " ".join(self.name_unseen(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             if self.unknown_id is None:
                 raise CharLMError(
                     f"{what}: {len(missing)} character(s) the model has never seen: {shown}; "
@@ -151,3 +163,23 @@ class Vocab:
             return cls(list(data["chars"]), bool(data["unknown"]), str(data["normalize"]))
         except (KeyError, TypeError):
             raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None
+
+
+def other_forms(char: str) -> list[str]:
+    """The same character in another width ('：' for ':', ':' for '：', 'カ' for 'ｶ'), or the form of an
+    ASCII punctuation mark Chinese text uses ('。' for '.'), and the other way round."""
+    return sorted(_other_forms().get(char, ()))
+
+
+@functools.cache
+def _other_forms() -> dict[str, set[str]]:
+    forms = defaultdict(set)
+    pairs = [(ascii_form, cjk) for ascii_form, cjk_forms in CJK_PUNCTUATION.items() for cjk in cjk_forms]
+    for code in (0x3000, *range(0xFF00, 0xFFF0)):  # the ideographic space and the half- and full-width forms
+        tag, _, other = unicodedata.decomposition(chr(code)).partition(" ")
+        if tag in ("<wide>", "<narrow>"):
+            pairs.append((chr(code), chr(int(other, 16))))
+    for one, other in pairs:
+        forms[one].add(other)
+        forms[other].add(one)
+    return forms

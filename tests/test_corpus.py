@@ -3,9 +3,10 @@ import importlib.util
 import pytest
 
 import charlm
+from charlm import corpus as corpus_module
 from charlm import shakespeare
 from charlm.config import Config
-from charlm.corpus import read_texts
+from charlm.corpus import iter_text, normalized, read_texts
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
@@ -18,6 +19,22 @@ def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
     (tmp_path / "c.txt").write_text("third\n")
     text = read_texts([str(tmp_path / "books"), str(tmp_path / "c.txt")])
     assert text == "first book\nsecond\nbook\nthird\n"
+
+
+# Characters of combining class 0 that normalization still joins to what precedes them: Hangul jamo
+# (leading + vowel + trailing), an Oriya two-part vowel, and under NFKC a half-width voiced mark.
+JOINED_STARTERS = "\u1100\u1161\u11a8" + "\uac00\u11a8" + "\u0b47\u0b3e" + "\uff76\uff9e" + "e\u0301"
+
+
+@pytest.mark.parametrize("form", ["nfc", "nfkc"])
+def test_a_long_line_read_in_chunks_normalizes_as_a_whole(tmp_path, monkeypatch, form):
+    line = JOINED_STARTERS * 300  # one line, no newline to cut after
+    path = tmp_path / "jamo.txt"
+    path.write_text(line, encoding="utf-8")
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 16)
+    chunks = list(iter_text([path], normalize=form))
+    assert "".join(chunks) == normalized(line, form) + "\n"
+    assert max(map(len, chunks)) <= 16  # still streaming: each chunk about one read's worth
 
 
 def test_validation_is_the_last_fraction(tmp_path):

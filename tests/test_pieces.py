@@ -17,7 +17,7 @@ from charlm.sampler import cut_at_stop, generate
 from charlm.tokens import load_corpus, prepare
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
+from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model, run_cli
 
 PUNCTUATION = "，。！？：；、“”‘’《》（）　…—"
 
@@ -140,6 +140,10 @@ def test_train_and_sample_through_the_cli_with_a_self_contained_checkpoint(tmp_p
         (["--tokenizer", "sentencepiece", "--vocab-size", "20"], "--vocab-size 20 is too small"),
         (["--vocab-size", "500"], "--vocab-size needs --tokenizer sentencepiece"),
         (["--tokenizer", "sentencepiece", "--min-count", "2"], "--min-count applies to --tokenizer char"),
+        (
+            ["--tokenizer", "sentencepiece", "--coverage", "0.5"],
+            "--coverage 0.5 is below 0.98, the least sentencepiece",
+        ),
         (["--tokenizer", "wordpiece"], "--tokenizer"),
     ],
 )
@@ -150,3 +154,30 @@ def test_bad_tokenizer_options_are_one_line_errors(tmp_path, chinese, args, mess
         assert result.exit_code == 2 and "wordpiece" in result.output
     else:
         assert_one_line_error(result, message)
+
+
+@pytest.mark.parametrize("vocab_size", [100, 500])
+def test_a_char_piece_model_too_small_for_the_corpus_says_the_size_it_needs(tmp_path, chinese, vocab_size):
+    text = chinese[:20000]
+    (tmp_path / "novel.txt").write_text(text, encoding="utf-8")
+    needed = len(set(text) - {"\n"}) + 256 + 4  # a piece per character, the 256 bytes, <unk> <s> </s> "\n"
+    args = ["corpus", "prepare", "novel.txt", "--tokenizer", "sentencepiece", "--spm-model", "char", "--quiet"]
+    result = cli(*args, "--vocab-size", str(vocab_size))
+    assert_one_line_error(
+        result,
+        f"--vocab-size {vocab_size} is too small for --spm-model char on this corpus: it needs at least {needed} ",
+        "raise --vocab-size or lower --coverage",
+    )
+    assert cli(*args, "--vocab-size", str(needed)).exit_code == 0  # the size it names is enough
+    assert cli(*args, "--vocab-size", str(needed - 40), "--coverage", "0.98").exit_code == 0  # fewer characters
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_a_seed_byte_that_is_not_utf8_is_one_line_for_either_checkpoint(tmp_path, chinese, tokenizer):
+    (tmp_path / "novel.txt").write_text(chinese[:20000], encoding="utf-8")
+    run_cli("train", "novel.txt", "--out", "run", "--max-steps", "2", "--tokenizer", tokenizer, *TINY_ARGS, check=True)
+    result = run_cli("sample", "--checkpoint", "run", "--seed", "ab\udcffc", "--length", "5")  # passed as b"ab\xffc"
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        "Error: --seed: byte 0xff at character 2 is not valid UTF-8; give the text in UTF-8"
+    ]

@@ -1,11 +1,16 @@
 """The prepared token stream: cache reuse and invalidation, streaming, vocabulary policies, damage."""
 
 import json
+import random
+import re
+import subprocess
+import sys
 import warnings
 from collections import Counter
 
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 from charlm import corpus as corpus_module
 from charlm.config import Config
@@ -132,3 +137,67 @@ def test_a_huge_single_line_streams(tmp_path, monkeypatch):
     corpus = load_corpus([str(path)], Config(), quiet=True)
     assert corpus.meta["characters"] == 60_000 + 300 + 1  # é composed, final newline added
     assert corpus.vocab.decode(corpus.tokens[-3:]) == "éé\n"
+
+
+# One process preparing a corpus: it waits for the file `go` so that two start at the same moment.
+PREPARE = """
+import hashlib, json, sys, time
+from pathlib import Path
+import numpy as np
+from charlm.tokens import prepare
+source, go, delay, root = sys.argv[1:]
+print("ready", flush=True)
+while not Path(go).exists():
+    time.sleep(0.001)
+time.sleep(float(delay))
+ready = prepare([[Path(source)]], root=Path(root), quiet=True)
+mapped = hashlib.sha256(np.asarray(ready.tokens).tobytes()).hexdigest()
+print(json.dumps({"folder": ready.folder.name, "meta": {k: v for k, v in ready.meta.items() if k != "seconds"},
+                  "mapped": mapped}))
+"""
+
+
+def prepare_in_two_processes(source, root, go, delay: float) -> list[dict]:
+    processes = [
+        subprocess.Popen([sys.executable, "-c", PREPARE, str(source), str(go), str(wait), str(root)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for wait in (0, delay)
+    ]  # fmt: skip
+    for process in processes:
+        assert process.stdout.readline() == "ready\n", process.communicate()
+    go.touch()
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        results.append(json.loads(out))
+    return results
+
+
+def test_two_processes_preparing_one_corpus_at_once_both_succeed(tmp_path):
+    rng = random.Random(0)
+    words = ["the", "quick", "宝玉", "道：", "naïve", "fox", "jumps", "😀"]
+    source = write(tmp_path, "big.txt", "\n".join(" ".join(rng.choices(words, k=12)) for _ in range(60_000)))
+    assert source.stat().st_size > 3_000_000
+    for trial, (delay, damaged) in enumerate([(0, False), (0.1, False), (0.3, False), (0, True)]):
+        root = tmp_path / f"cache{trial}"
+        if damaged:  # a truncated folder both must rebuild, neither may use
+            tokens = prepare([[source]], root=root, quiet=True).folder / "tokens.bin"
+            tokens.write_bytes(tokens.read_bytes()[:1000])
+        first, second = prepare_in_two_processes(source, root, tmp_path / f"go{trial}", delay)
+        assert first == second, trial
+        assert first["mapped"] == first["meta"]["sha256"]  # what each mapped is the finished stream
+        assert [p.name for p in root.iterdir()] == [first["folder"]], trial  # no temporary folder left
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_each_pass_has_a_bar_over_the_files_bytes(tmp_path, capsys, tokenizer):
+    path = write(tmp_path, "novel.txt", "the quick brown fox jumps over the lazy dog\n" * 20)
+    size = tqdm.format_sizeof(path.stat().st_size)
+    prepare([[path]], Config(tokenizer=tokenizer), quiet=False)
+    bars = re.findall(r"(\w[\w ]*): +\d+%\|[^|]*\| (\S+)/(\S+) ", capsys.readouterr().err.replace("\r", "\n"))
+    finals = {name: (done, total) for name, done, total in bars}  # each bar's last drawing
+    passes = (
+        ["counting", "training tokenizer", "encoding"] if tokenizer == "sentencepiece" else ["counting", "encoding"]
+    )
+    assert finals == {name: (size, size) for name in passes}

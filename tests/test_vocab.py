@@ -1,0 +1,48 @@
+"""Characters <-> ids at the edges: text that is not text, characters the model knows in another width."""
+
+import functools
+
+import pytest
+
+from charlm.errors import CharLMError
+from charlm.pieces import PieceVocab, train_model
+from charlm.vocab import Vocab
+
+TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
+
+
+@functools.cache
+def vocabulary(tokenizer: str) -> Vocab | PieceVocab:
+    return Vocab.from_text(TEXT) if tokenizer == "char" else PieceVocab(train_model([TEXT], "bpe", 300))
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "ab\udcffc",
+            "--seed: byte 0xff at character 2 is not valid UTF-8; ",
+        ),  # a shell's bad byte, as Python keeps it
+        ("\ud800宝玉", "--seed: lone surrogate U+D800 at character 0 is not a character; "),
+    ],
+)
+def test_both_vocabularies_refuse_a_lone_surrogate_with_the_same_line(tokenizer, text, message):
+    with pytest.raises(CharLMError) as error:
+        vocabulary(tokenizer).encode(text, what="--seed")
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_an_unseen_character_names_the_form_the_model_knows():
+    vocab = vocabulary("char")
+    with pytest.raises(
+        CharLMError, match=r"--seed: 1 character\(s\) the model has never seen: ':' \(did you mean '：'\?\)"
+    ):
+        vocab.encode("宝玉道:", what="--seed")
+    with pytest.raises(CharLMError, match=r"'\?' \(did you mean '？'\?\) '\(' \(did you mean '（'\?\) '宁';"):
+        vocab.encode("你呢?(宁", what="--seed")
+    with pytest.raises(CharLMError, match=r"'：' \(did you mean ':'\?\)"):  # the other way round too
+        Vocab.from_text("She said: fine!\n").encode("She said：", what="--seed")
+    with pytest.raises(CharLMError, match=r"'\.' \(did you mean '。'\?\)"):  # no width form, the CJK one
+        vocab.encode("不答.", what="--seed")
+    assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently
