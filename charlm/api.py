@@ -67,7 +67,7 @@ def train(
     resume: bool | str | Path = False,
     **options,
 ) -> CharLM:
-    """Train on text files or folders (None: built-in Shakespeare) and return the trained model.
+    """Train on text files or folders (None: built-in Shakespeare) and return the trained model, in eval mode.
 
     `options` are `Config` fields (hidden=512, max_time="5m", ...). `resume=True` continues the most
     recent run, `resume="checkpoints/run"` that run; then only limits may be given.
@@ -78,7 +78,7 @@ def train(
         trainer = resume_run(None if resume is True else str(resume), options, sources)
     else:
         trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
-    return trainer.fit()
+    return trainer.fit().eval()  # ready for inference, as `load` returns it
 
 
 def generate(model: CharLM, seed: str = "", **options) -> str:

@@ -119,6 +119,7 @@ class Progress:
     chars: int = 0  # training tokens seen (targets scored): characters, with a char vocabulary
     lr: float = 0.0  # the learning rate of the last step
     val_bpc: float | None = None
+    val_step: int | None = None  # the step whose weights val_bpc scored
     best_bpc: float | None = None
 
 

@@ -108,7 +108,7 @@ class Trainer:
         self.checkpoint_interval = config.checkpoint_interval()
         # set once a loss is NaN/inf; read at checks only. The loss is averaged over ranks, so all agree.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        self.saved_step: int | None = None
+        self.saved_step: int | None = None  # the step of the last checkpoint written
         self.saved_at = 0.0
         self.run_dir = run_dir
         self.reporter: Reporter | SilentReporter = SilentReporter()
@@ -211,6 +211,7 @@ class Trainer:
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
             if improved:
                 progress.best_bpc = progress.val_bpc
+        progress.val_step = progress.step
         self.save(improved)
         if not self.ranks.leader:
             return
@@ -270,7 +271,7 @@ class Trainer:
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
-            if self.saved_step != progress.step:
+            if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
         return self.result

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, trainer
+from charlm import checkpoint, runs, trainer
 from charlm.errors import CharLMError
 from charlm.model import CharLM
 
@@ -272,3 +272,29 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(fox_file, tin
         charlm.train(resume="run", max_steps=60)
     assert_same_weights(latest("run"), good)
     assert all(torch.isfinite(t).all() for t in latest("run").weights.values())
+
+
+# -- every run ends scored ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "limits", [{"max_steps": 20, "checkpoint_every": 10}, {"max_steps": 20, "checkpoint_every": 20}]
+)
+def test_the_final_weights_are_scored_even_when_the_last_step_is_also_a_save(fox_file, tiny, limits):
+    charlm.train(fox_file, out="run", **{**tiny, "eval_every": 2000, **limits})
+    saved = latest("run")
+    assert saved.progress.step == 20 and saved.progress.val_bpc is not None
+    assert saved.progress.best_bpc == saved.progress.val_bpc
+    best = checkpoint.read(runs.resolve("run", prefer=runs.BEST))
+    assert best.progress.step == 20
+
+
+def test_the_cli_summary_of_a_run_whose_last_step_was_a_save(fox_file):
+    result = run_cli(
+        "train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100", "--checkpoint-every", "50"
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "done: step 100" in result.stdout and "validation" in result.stdout
+
+
+def test_a_trained_model_comes_back_ready_for_inference(fox_file, tiny):
+    model = charlm.train(fox_file, out="run", **tiny)
+    assert not model.training and not any(m.training for m in model.modules())
