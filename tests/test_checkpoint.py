@@ -63,7 +63,7 @@ def test_a_format_2_checkpoint_is_read(fox_file, tiny):
     path.write_bytes(checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + body)
     upgraded = latest("run")
     assert upgraded.model_config == new.model_config
-    assert upgraded.progress == dataclasses.replace(new.progress, lr=0.0)  # format 2 kept no learning rate
+    assert upgraded.progress == dataclasses.replace(new.progress, lr=0.0, val_step=None)  # format 2 kept neither
     assert all(torch.equal(upgraded.weights[k], v) for k, v in new.weights.items())
     charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
     assert latest("run").progress.step == tiny["max_steps"] + 5
