@@ -33,7 +33,7 @@ def start_run(config: Config, sources: list[str], out: str | None = None, ranks:
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader)
     if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
-        hidden = sizing.fit_hidden(config, corpus) if ranks.leader else 0
+        hidden = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else 0
         (hidden,) = ranks.from_leader([hidden], resolve_device(config.device, ranks.local_rank, ranks.world))
         config = dataclasses.replace(config, hidden=int(hidden))
     run_dir = runs.run_folder(out, corpus.name)

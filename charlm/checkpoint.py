@@ -134,6 +134,7 @@ class TrainingState:
     rng: torch.Tensor  # rank 0's CPU generator state
     rank_rngs: torch.Tensor  # every rank's CPU generator state, one row each
     scaler: dict
+    device_rngs: torch.Tensor | None = None  # every rank's GPU generator state (dropout on a GPU), one row each
     raw_weights: dict | None = None  # the trained weights when `model` holds their average
 
 

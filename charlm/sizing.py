@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 from .config import Config
+from .device import synchronize
 from .tokens import TokenCorpus
 from .trainer import Trainer
 
@@ -74,26 +75,32 @@ def describe(chosen: int, measured: list[Candidate]) -> str:
     return f"--hidden {chosen} fits the budget (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried})"
 
 
-def probe_speed(config: Config, corpus: TokenCorpus, hidden: int) -> float:
+def probe_speed(config: Config, corpus: TokenCorpus, hidden: int, world: int = 1) -> float:
     """Training characters per second of a `hidden`-sized model on the corpus's own batches: a few
-    real training steps of a throwaway trainer."""
-    trial = Trainer(dataclasses.replace(config, hidden=hidden), corpus)
+    real training steps of a throwaway trainer. Under torchrun each of `world` processes trains
+    batch_size / world streams, so one rank's share is timed and the job's speed is `world` times it
+    (the gradient exchange is not counted). GPU work is waited for before the clock is read."""
+    share = dataclasses.replace(config, hidden=hidden, batch_size=config.batch_size // world)
+    trial = Trainer(share, corpus)
     for _ in range(PROBE_WARMUP):
         trial.train_step(0.0)
+    synchronize(trial.device)
     started = time.perf_counter()
     for _ in range(PROBE_STEPS):
         trial.train_step(0.0)
-    return PROBE_STEPS * config.batch_size * config.seq_len * corpus.chars_per_token / (time.perf_counter() - started)
+    synchronize(trial.device)
+    seconds = time.perf_counter() - started
+    return world * PROBE_STEPS * share.batch_size * config.seq_len * corpus.chars_per_token / seconds
 
 
-def fit_hidden(config: Config, corpus: TokenCorpus) -> int:
+def fit_hidden(config: Config, corpus: TokenCorpus, world: int = 1) -> int:
     """The hidden size for a run whose user left it unset: fitted to its time budget."""
     seconds = config.max_seconds()
     if seconds is None:
         return NO_BUDGET_HIDDEN
     hidden, measured = choose_hidden(
         seconds,
-        lambda h: probe_speed(config, corpus, h),
+        lambda h: probe_speed(config, corpus, h, world),
         lambda h: trained_parameters(config.cell, config.layers, h, len(corpus.vocab)),
     )
     if not config.quiet:

@@ -26,7 +26,15 @@ from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
 from .checkpoint import Checkpoint, Progress, TrainingState, save
 from .config import Config
-from .device import autocast, grad_scaler, resolve_device, resolve_precision, to_device
+from .device import (
+    accelerator_rng_state,
+    autocast,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    set_accelerator_rng_state,
+    to_device,
+)
 from .distributed import SINGLE, SYNC_EVERY, Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
@@ -109,6 +117,7 @@ class Trainer:
         # set once a loss is NaN/inf; read at checks only. The loss is averaged over ranks, so all agree.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self.saved_step: int | None = None  # the step of the last checkpoint written
+        self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.saved_at = 0.0
         self.run_dir = run_dir
         self.reporter: Reporter | SilentReporter = SilentReporter()
@@ -121,6 +130,7 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
         """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
+        device_rng = accelerator_rng_state(self.device)
         training = TrainingState(
             optimizer=self.optimizer.state_dict(),
             position=self.windows.position,
@@ -130,6 +140,7 @@ class Trainer:
             rank_rngs=self.ranks.gather(torch.get_rng_state().unsqueeze(0)),
             scaler=self.scaler.state_dict(),
             raw_weights=self.model.state_dict() if self.average else None,
+            device_rngs=None if device_rng is None else self.ranks.gather(device_rng.unsqueeze(0)),
         )
         return Checkpoint(
             model_config=self.model.config,
@@ -160,10 +171,10 @@ class Trainer:
             if self.config.save_errors == "warn":
                 if self.ranks.leader:
                     tqdm.write(f"warning: {error}; training goes on (--save-errors warn)", file=sys.stderr)
-                self.saved_at = self.clock  # try again at the next checkpoint time, not every step
+                self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return
             raise CharLMError(f"{error}; training stopped at step {self.progress.step}")
-        self.saved_step, self.saved_at = self.progress.step, self.clock
+        self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
 
     def diverged_message(self) -> str:
         lower = f"{self.config.lr / 4:.2g}"
@@ -193,13 +204,19 @@ class Trainer:
         self.progress = checkpoint.progress
         self.clock = checkpoint.progress.elapsed
         self.hidden = map_state(lambda s: s[:, self.shard].contiguous().to(self.device), training.hidden)
-        # Dropout continues exactly under the same world size; under another one each rank reseeds.
-        if training.rank_rngs is not None and len(training.rank_rngs) == self.ranks.world:
-            torch.set_rng_state(training.rank_rngs[self.ranks.rank])
+        # Dropout continues exactly under the same world size (on a GPU, from the GPU's generator);
+        # under another world size, or on a device the run did not save, each rank reseeds.
+        same_world = training.rank_rngs is not None and len(training.rank_rngs) == self.ranks.world
+        if same_world:
+            torch.set_rng_state(training.rank_rngs[self.ranks.rank].clone())  # a row view at an offset crashes torch
         elif self.ranks.leader:
             torch.set_rng_state(training.rng)
         else:
             torch.manual_seed(self.config.random_seed + self.ranks.rank + checkpoint.progress.step)
+        if training.device_rngs is not None and same_world and accelerator_rng_state(self.device) is not None:
+            set_accelerator_rng_state(training.device_rngs[self.ranks.rank].clone(), self.device)
+        elif self.device.type == "cuda":
+            torch.cuda.manual_seed(self.config.random_seed + self.ranks.rank + checkpoint.progress.step)
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed
 
     # -- the loop ------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import pytest
 
 import charlm
 from charlm import sizing
+from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
 from .conftest import latest, make_model
@@ -45,3 +46,26 @@ def test_training_without_hidden_fits_the_size_to_the_budget_or_takes_the_defaul
     tiny.update(max_steps=3, max_time=None)
     charlm.train(fox_file, out="steps", **tiny)
     assert latest("steps").model_config.hidden == sizing.NO_BUDGET_HIDDEN
+
+
+def test_the_probe_times_finished_work_of_one_rank_s_share(fox_file, tiny, monkeypatch):
+    """On a GPU kernels run asynchronously, so the probe must wait for them before reading the clock;
+    under torchrun each of W processes trains B/W streams, so that is the step to time."""
+    events = []
+    monkeypatch.setattr(sizing, "synchronize", lambda device: events.append("sync"))
+    real_step = sizing.Trainer.train_step
+
+    def step(self, spent):
+        events.append(("step", self.config.batch_size))
+        return real_step(self, spent)
+
+    monkeypatch.setattr(sizing.Trainer, "train_step", step)
+    config = charlm.Config(**{**tiny, "batch_size": 8})
+    corpus = load_corpus([str(fox_file)], config, quiet=True)
+    one = sizing.probe_speed(config, corpus, 16)
+    assert events[sizing.PROBE_WARMUP] == "sync" and events[-1] == "sync"  # before and after the timed steps
+    assert {e[1] for e in events if e != "sync"} == {8}
+    events.clear()
+    two = sizing.probe_speed(config, corpus, 16, world=2)
+    assert {e[1] for e in events if e != "sync"} == {4}  # each of 2 ranks trains 4 of the 8 streams
+    assert one > 0 and two > 0

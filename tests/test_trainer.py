@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, runs, trainer
+from charlm import api, checkpoint, runs, trainer
 from charlm.errors import CharLMError
 from charlm.model import CharLM
 
-from .conftest import TRAIN_ARGS, latest, run_cli, start_training, wait_for
+from .conftest import TRAIN_ARGS, cli, latest, run_cli, start_training, wait_for
 
 
 def assert_same_weights(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint) -> None:
@@ -97,16 +97,21 @@ def test_detect_anomaly_turns_on_torch_anomaly_mode(fox_file, tiny, monkeypatch)
 
 
 def test_resume_continues_step_data_position_and_state(fox_file, tiny):
-    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    flat = {**tiny, "min_lr_ratio": 1.0}  # a flat learning rate, so 10 steps then 15 more are the 25-step run
+    charlm.train(fox_file, out="whole", **{**flat, "max_steps": 25})
+    charlm.train(fox_file, out="run", **{**flat, "max_steps": 10})
     before = latest("run")
     charlm.train(resume="run", max_steps=25)
-    after = latest("run")
+    after, whole = latest("run"), latest("whole")
     assert before.progress.step == 10 and after.progress.step == 25
+    # 2,376 training characters in 4 streams of 594: windows of 8 over 593 inputs, 75 per epoch
     seq, stream = tiny["seq_len"], (len(fox_file.read_text()) * 9 // 10) // tiny["batch_size"]
-    windows_per_epoch = -(-(stream - 1) // seq)
-    assert after.training.position != before.training.position
-    assert after.training.epoch * windows_per_epoch <= 25
-    assert after.training.hidden is not None
+    assert (before.training.position, after.training.position) == (10 * seq, 25 * seq) and stream - 1 > 25 * seq
+    assert after.training.epoch == whole.training.epoch == 0
+    assert after.progress.chars == whole.progress.chars == 25 * seq * tiny["batch_size"]
+    for carried, uninterrupted in zip(after.training.hidden, whole.training.hidden):
+        assert torch.equal(carried, uninterrupted)  # every stream's state, exactly as if never stopped
+    assert_same_weights(after, whole)
 
 
 def test_resume_refuses_changed_model_options(fox_file, tiny):
@@ -298,3 +303,39 @@ def test_the_cli_summary_of_a_run_whose_last_step_was_a_save(fox_file):
 def test_a_trained_model_comes_back_ready_for_inference(fox_file, tiny):
     model = charlm.train(fox_file, out="run", **tiny)
     assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file, monkeypatch):
+    first = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "10")
+    assert first.exit_code == 0, first.output
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    result = cli("train", "--resume", "run", "--max-steps", "30", "--save-errors", "warn")
+    assert result.exit_code == 0, result.output
+    assert "saved in" not in result.output
+    assert "not saved" in result.output and "checkpoints/run holds step 10" in result.output
+    assert latest("run").progress.step == 10
+
+
+def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monkeypatch):
+    """Dropout on a GPU draws from the CUDA generator: a resume must continue its stream, not restart it.
+    (No GPU here: torch.cuda's generator functions are stood in for, on a trainer told it runs on cuda:0.)"""
+    states = {"saved": torch.arange(16, dtype=torch.uint8), "restored": None}
+
+    def set_state(state, device):
+        states["restored"] = (state.clone(), device)
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states["saved"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
+    first = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="run")
+    first.device = torch.device("cuda", 0)
+    saved = first.checkpoint()
+    assert torch.equal(saved.training.device_rngs, states["saved"].unsqueeze(0))
+    second = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="other")
+    second.device = torch.device("cuda", 0)
+    second.restore(saved)
+    restored, device = states["restored"]
+    assert torch.equal(restored, states["saved"]) and device == torch.device("cuda", 0)
