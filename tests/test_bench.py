@@ -1,5 +1,6 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
+import os
 import subprocess
 import sys
 
@@ -8,9 +9,13 @@ import torch
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
 
-def run_bench(*args: str) -> str:
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+def run_bench(script: str, *args: str) -> str:
+    """A bench script run from the test's own folder, so its corpora/ and checkpoints/ land there."""
+    command = [sys.executable, str(REPO / script), *args]
+    result = subprocess.run(command, cwd=os.getcwd(), capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -57,5 +62,5 @@ def test_gpu_bench_runs_tiny_on_the_cpu():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_bench_refuses_a_machine_without_a_gpu():
-    result = subprocess.run([sys.executable, "bench/gpu.py"], cwd=REPO, capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, str(REPO / "bench/gpu.py")], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and "has none; --tiny runs a small CPU check" in result.stderr

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import charlm
@@ -12,6 +13,8 @@ from charlm import runs
 from charlm.reporting import read_metrics
 
 from .conftest import latest, max_weight_difference
+
+pytestmark = pytest.mark.slow  # every test starts processes under torchrun
 
 # dropout 0: the only randomness; a flat learning rate after warm-up, so a run resumed with a
 # larger --max-steps follows the same schedule as one that ran through.

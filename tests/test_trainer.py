@@ -134,6 +134,7 @@ def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_fi
         charlm.train(resume="run", layers=2, seq_len=9)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox_file, tmp_path):
     """Ctrl-C a real training process, resume it, and compare with a run that was never stopped."""
     options = [
@@ -180,6 +181,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
 # -- never lose a run ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fox_file, tmp_path):
     args = [*TRAIN_ARGS, "--max-steps", "2500", "--eval-every", "400", "--checkpoint-every", "20"]
     run_cli("train", str(fox_file), "--out", "whole", *args, check=True)
@@ -227,6 +229,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_previous_checkpoint(fox_file, small_disk):
     run = small_disk / "run"
     run_cli("train", str(fox_file), "--out", str(run), *TRAIN_ARGS, "--max-steps", "10", check=True)
