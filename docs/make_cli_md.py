@@ -1,7 +1,7 @@
 """Writes docs/cli.md, the option reference, from the click commands themselves, so it stays true.
 
-    python docs/make_cli_md.py          # rewrite docs/cli.md
-    (tests/test_docs.py fails when docs/cli.md differs from what this writes)
+python docs/make_cli_md.py          # rewrite docs/cli.md
+(tests/test_docs.py fails when docs/cli.md differs from what this writes)
 """
 
 from __future__ import annotations
