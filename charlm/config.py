@@ -14,6 +14,7 @@ from .device import DEVICE_FORMS, DEVICE_PATTERN
 from .errors import CharLMError
 
 CELLS = ("lstm", "gru", "rnn")
+HEADS = ("auto", "full", "adaptive")
 
 SAVE_ERRORS = ("stop", "warn")
 NORMALIZATIONS = ("none", "nfc", "nfkc")
@@ -51,6 +52,11 @@ class Config:
         None, "hidden units per layer (also the embedding size); unset: fitted to --max-time, else 256"
     )
     dropout: float = _opt(0.1, "dropout between layers and before the head")
+    head: str = _opt(
+        "auto",
+        "output layer: full (a row per character), adaptive (an adaptive softmax), auto: adaptive for big vocabularies",
+        choices=HEADS,
+    )
     # data
     seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
     batch_size: int = _opt(16, "contiguous streams trained side by side")
@@ -101,6 +107,8 @@ class Config:
         """Reject impossible values with a message naming the option."""
         if self.cell not in CELLS:
             raise CharLMError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.head not in HEADS:
+            raise CharLMError(f"--head must be one of {', '.join(HEADS)}, not {self.head!r}")
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if name == "hidden" and self.hidden is None:  # chosen when training starts (sizing.py)
                 continue

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .batches import Windows, as_ids, make_streams
 from .device import to_device
@@ -35,7 +34,7 @@ def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int
         state = None
         for inputs, targets in Windows(streams, EVAL_WINDOW):
             inputs, targets = to_device(inputs, device), to_device(targets, device)
-            logits, state = model(inputs, state)
-            total_nats += F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1), reduction="sum").double()
+            nats, state = model(inputs, state, targets)
+            total_nats += nats.double().sum()
             chars += lengths[targets].sum()
     return total_nats.item() / max(chars.item(), 1) * LOG2E

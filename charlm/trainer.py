@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
@@ -38,7 +38,7 @@ from .device import (
 from .distributed import SINGLE, SYNC_EVERY, Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
-from .model import CharLM, ModelConfig, State, detach_state, map_state
+from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
 from .optim import learning_rate, make_optimizer
 from .reporting import Reporter, SilentReporter
 from .sampler import generate
@@ -100,12 +100,22 @@ class Trainer:
         # Every rank lays out the same global streams and takes its own rows of them.
         self.windows = Windows(make_streams(train_ids, config.batch_size)[self.shard], config.seq_len)
         torch.manual_seed(config.random_seed)
-        model_config = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(corpus.vocab))
+        counts = torch.from_numpy(np.bincount(train_ids, minlength=len(corpus.vocab)))
+        cutoffs = head_cutoffs(config.head, counts)
+        model_config = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), cutoffs)
         self.model = CharLM(model_config, corpus.vocab).to(self.device)
+        if cutoffs:
+            self.model.head.set_frequencies(counts)
         if ranks.rank:  # the same initial weights everywhere, but each rank its own dropout masks
             torch.manual_seed(config.random_seed + ranks.rank)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.net = DistributedDataParallel(self.model, device_ids) if ranks.active else self.model
+        # An adaptive head leaves a rare cluster without gradient in a step whose targets are all frequent.
+        unused = bool(cutoffs)
+        self.net = (
+            DistributedDataParallel(self.model, device_ids, find_unused_parameters=unused)
+            if ranks.active
+            else self.model
+        )
         self.optimizer = make_optimizer(self.model, config)
         self.average = WeightAverage(self.model, config.weight_average) if config.weight_average else None
         self.scaler = grad_scaler(self.device, self.precision)
@@ -316,8 +326,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = progress.lr
         with autocast(self.device, self.precision):
-            logits, state = self.net(inputs, None if fresh else self.hidden)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1))
+            nats, state = self.net(inputs, None if fresh else self.hidden, targets)
+            loss = nats.mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
         if config.grad_clip > 0:

@@ -26,7 +26,14 @@ def test_checkpoint_holds_the_model_the_run_and_what_a_resume_needs(fox_file, ti
     payload = checkpoint.read_payload(runs.resolve("run", prefer=runs.LATEST))
     assert set(payload) == {"model", "run", "training"}
     assert set(payload["model"]) == {"config", "vocab", "weights"}
-    assert payload["model"]["config"] == {"cell": "lstm", "layers": 1, "hidden": 32, "dropout": 0.1, "vocab_size": 28}
+    assert payload["model"]["config"] == {
+        "cell": "lstm",
+        "layers": 1,
+        "hidden": 32,
+        "dropout": 0.1,
+        "vocab_size": 28,
+        "head_cutoffs": [],
+    }
     assert {"config", "corpus", "progress", "device", "precision"} <= set(payload["run"])
     for key in ("optimizer", "position", "epoch", "hidden", "rng", "rank_rngs", "scaler"):
         assert key in payload["training"]

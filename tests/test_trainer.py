@@ -15,7 +15,7 @@ import torch
 import charlm
 from charlm import api, checkpoint, runs, trainer
 from charlm.errors import CharLMError
-from charlm.model import CharLM
+from charlm.model import CharLM, FullHead
 
 from .conftest import TRAIN_ARGS, cli, latest, run_cli, start_training, wait_for
 
@@ -41,8 +41,8 @@ def test_state_is_carried_across_steps_and_detached(fox_file, tiny, monkeypatch)
     seen = []
     original = CharLM.forward
 
-    def spy(self, ids, state=None):
-        logits, new_state = original(self, ids, state)
+    def spy(self, ids, state=None, targets=None):
+        logits, new_state = original(self, ids, state, targets)
         if torch.is_grad_enabled():
             seen.append((state, new_state))
         return logits, new_state
@@ -268,14 +268,14 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(fox_file, tin
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20})
     good = latest("run")
     calls = {"n": 0}
-    real = trainer.F.cross_entropy
+    real = FullHead.nats
 
-    def poisoned(*args, **kwargs):
+    def poisoned(self, out, targets):
         calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] > 5 else loss
+        nats = real(self, out, targets)
+        return nats * float("nan") if calls["n"] > 5 else nats
 
-    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(FullHead, "nats", poisoned)
     with pytest.raises(CharLMError, match=r"diverged .*after step 20.*--resume checkpoints/run --lr 0\.00075"):
         charlm.train(resume="run", max_steps=60)
     assert_same_weights(latest("run"), good)
@@ -342,3 +342,14 @@ def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monk
     second.restore(saved)
     restored, device = states["restored"]
     assert torch.equal(restored, states["saved"]) and device == torch.device("cuda", 0)
+
+
+def test_a_run_with_an_adaptive_head_trains_resumes_and_samples(fox_file, tiny):
+    tiny.update(head="adaptive", hidden=48, lr=1e-2, max_steps=120, eval_every=60, dropout=0.0)
+    model = charlm.train(fox_file, out="run", **tiny)
+    saved = latest("run")
+    assert saved.model_config.head_cutoffs and saved.progress.best_bpc < 1.0
+    assert charlm.generate(model, "the quick", length=30, greedy=True).startswith("the quick brown fox")
+    assert torch.equal(charlm.load("run").head.rank, model.head.rank)
+    charlm.train(resume="run", max_steps=130)
+    assert latest("run").progress.step == 130
