@@ -5,8 +5,9 @@
     print(charlm.generate(model, "It was", length=200, temperature=0.8))
     model = charlm.load("checkpoints/novel-20260101-120000")
 
-`start_run` and `resume_run` build a `Trainer` from options: they prepare the corpus, fit the model's
-size to the budget when `--hidden` is unset, and pick (or find) the run folder.
+`start_run`, `start_finetune` and `resume_run` build a `Trainer` from options: they prepare the
+corpus, fit the model's size to the budget when `--hidden` is unset (or take a base run's model), and
+pick (or find) the run folder.
 """
 
 from __future__ import annotations
@@ -15,23 +16,31 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import checkpoint, runs, sampler, sizing
+from . import checkpoint, finetune, runs, sampler, sizing
 from .checkpoint import load
 from .config import Config, from_options
 from .device import resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
-from .model import CharLM
+from .model import CharLM, grow_vocab
 from .tokens import load_corpus
 from .trainer import Trainer
 
 __all__ = ["generate", "load", "stream", "train"]
 
 
-def start_run(config: Config, sources: list[str], out: str | None = None, ranks: Ranks = SINGLE) -> Trainer:
-    """A new run: refuses to overwrite a folder that already holds one."""
+def start_run(
+    config: Config,
+    sources: list[str],
+    out: str | None = None,
+    ranks: Ranks = SINGLE,
+    base: finetune.Start | None = None,
+) -> Trainer:
+    """A new run: refuses to overwrite a folder that already holds one. From `base`, its weights start
+    from the base's, over the base's vocabulary extended with the text's new characters."""
+    base_vocab = None if base is None else base.checkpoint.vocab
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
-        corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader)
+        corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
         hidden = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else 0
         (hidden,) = ranks.from_leader([hidden], resolve_device(config.device, ranks.local_rank, ranks.world))
@@ -39,7 +48,18 @@ def start_run(config: Config, sources: list[str], out: str | None = None, ranks:
     run_dir = runs.run_folder(out, corpus.name)
     if (run_dir / runs.LATEST).exists():
         raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
-    return Trainer(config, corpus, ranks, run_dir)
+    if base is None:
+        return Trainer(config, corpus, ranks, run_dir)
+    return Trainer(config, corpus, ranks, run_dir, grow_vocab(base.checkpoint.model(), corpus.vocab), base.record)
+
+
+def start_finetune(
+    init_from: str | Path, options: dict, sources: list[str], out: str | None = None, ranks: Ranks = SINGLE
+) -> Trainer:
+    """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
+    read and the options checked before anything is written."""
+    base = finetune.read_base(init_from)
+    return start_run(finetune.run_config(base, options), sources, out, ranks, base)
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
@@ -54,9 +74,10 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
+    base_vocab = None if saved.base is None else saved.vocab.first(saved.base.vocab_size)
     with ranks.leader_first():
-        corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader)
-    trainer = Trainer(config, corpus, ranks, path.parent)
+        corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
+    trainer = Trainer(config, corpus, ranks, path.parent, saved.model(), saved.base)
     trainer.restore(saved)
     return trainer
 
@@ -65,15 +86,21 @@ def train(
     paths: str | Path | list[str | Path] | None = None,
     out: str | Path | None = None,
     resume: bool | str | Path = False,
+    init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
     """Train on text files or folders (None: built-in Shakespeare) and return the trained model, in eval mode.
 
     `options` are `Config` fields (hidden=512, max_time="5m", ...). `resume=True` continues the most
-    recent run, `resume="checkpoints/run"` that run; then only limits may be given.
+    recent run, `resume="checkpoints/run"` that run; then only limits may be given. `init_from=RUN`
+    starts a new run from RUN's weights (fine-tuning: see finetune.py).
     """
     sources = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths or []]
-    if resume is not False:
+    if resume is not False and init_from is not None:
+        raise CharLMError(finetune.WITH_RESUME)
+    if init_from is not None:
+        trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
+    elif resume is not False:
         from_options(Config, options)  # rejects unknown names before touching the run
         trainer = resume_run(None if resume is True else str(resume), options, sources)
     else:

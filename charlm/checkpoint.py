@@ -12,8 +12,8 @@ This module is the one owner of the payload's schema (format 3), in three parts:
 
     model     what sampling needs: the architecture (`ModelConfig`), the vocabulary, the weights
               (the weight average's, when the run keeps one)
-    run       what the run is and how far it came: its options (`Config`), corpus, `Progress`, and
-              the device and precision it trained on
+    run       what the run is and how far it came: its options (`Config`), corpus, `Progress`, the
+              device and precision it trained on, and for a fine-tuning run its base (`Base`)
     training  what only training needs to go on exactly where it stopped: the raw weights (when they
               differ from the model's), optimizer, data position, every stream's hidden state,
               random number generator states, gradient scaler
@@ -77,16 +77,28 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 def read_payload(path: Path) -> dict:
     """Load and verify a checkpoint file; any damage is a one-line error naming the file."""
+    return parse_payload(read_bytes(path), path)
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; only its first line when that is not ours (a big file of another kind stays unread)."""
     path = Path(path)
     if not path.is_file():
         raise CharLMError(f"{path}: no such checkpoint file")
     try:
         with open(path, "rb") as f:
-            magic, header_line, body = f.readline(), f.readline(2048), f.read()
+            data = f.read(len(MAGIC))
+            return data + f.read() if data == MAGIC else data
     except OSError as e:
         raise CharLMError(f"{path}: cannot read ({e.strerror})") from None
-    if magic != MAGIC:
+
+
+def parse_payload(data: bytes, path: Path) -> dict:
+    """The payload of a checkpoint file's bytes, verified; `path` names it in errors."""
+    if not data.startswith(MAGIC):
         raise CharLMError(f"{path}: not a charlm checkpoint")
+    end = data.find(b"\n", len(MAGIC), len(MAGIC) + 2048) + 1 or len(data)
+    header_line, body = data[len(MAGIC) : end], data[end:]
     try:
         header = json.loads(header_line)
         version, size, digest = header["version"], header["bytes"], header["sha256"]
@@ -139,6 +151,20 @@ class TrainingState:
 
 
 @dataclass
+class Base:
+    """The run a fine-tuning run started from: its name, the checkpoint file it loaded and that file's
+    sha256, and its vocabulary size (the new run's vocabulary extends it; see `Vocab.first`)."""
+
+    run: str
+    path: str
+    sha256: str
+    vocab_size: int
+
+    def describe(self) -> str:
+        return f"{self.run} ({self.path}, sha256 {self.sha256})"
+
+
+@dataclass
 class Checkpoint:
     model_config: ModelConfig
     vocab: Vocab | PieceVocab
@@ -149,6 +175,7 @@ class Checkpoint:
     device: str = "cpu"  # where and in which precision it trained
     precision: str = "fp32"
     training: TrainingState | None = None
+    base: Base | None = None  # the run this one was fine-tuned from (--init-from)
 
     def model(self) -> CharLM:
         """The model, on the CPU, in eval mode."""
@@ -166,6 +193,7 @@ class Checkpoint:
                 "progress": _fields(self.progress),
                 "device": self.device,
                 "precision": self.precision,
+                "base": None if self.base is None else _fields(self.base),
             },
             "training": training,
         }
@@ -183,6 +211,7 @@ class Checkpoint:
             device=run["device"],
             precision=run["precision"],
             training=None if training is None else TrainingState(**training),
+            base=Base(**run["base"]) if run.get("base") else None,
         )
 
     def summary(self) -> list[tuple[str, str]]:
@@ -198,13 +227,25 @@ class Checkpoint:
             ("val_bpc", best),
             ("trained_on", f"{self.device} {self.precision}"),
         ]
+        if self.base:
+            rows.append(("base", self.base.describe()))
         shown = {"device", "precision"}
         return rows + [(key, str(value)) for key, value in self.config.to_dict().items() if key not in shown]
 
 
 def read(path: Path) -> Checkpoint:
     """A checkpoint file, verified and parsed; any damage is a one-line error naming the file."""
-    payload = read_payload(path)
+    return parse(read_payload(path), path)
+
+
+def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
+    """A checkpoint and the sha256 of the very bytes it was parsed from (the base record of a
+    fine-tuning run: a base still training may replace the file at any moment)."""
+    data = read_bytes(path)
+    return parse(parse_payload(data, path), path), hashlib.sha256(data).hexdigest()
+
+
+def parse(payload: dict, path: Path) -> Checkpoint:
     try:
         return Checkpoint.from_payload(payload)
     except (KeyError, TypeError, ValueError, AttributeError) as e:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import api, catalog, checkpoint, runs, sampler, tokens
+from . import api, catalog, checkpoint, finetune, runs, sampler, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .distributed import Ranks
@@ -116,23 +116,40 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     metavar="[RUN]",
     help="continue a run (default: the most recent); only limits and the learning rate may change",
 )
+@click.option(
+    "--init-from",
+    metavar="RUN",
+    help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added)"
+    "  [default: none: new weights]",
+)
 @options_of(Config)
-def train(corpus: tuple[str, ...], out: str | None, resume: str | None, **options) -> None:
+def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, **options) -> None:
     """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
     given = {k: v for k, v in options.items() if v is not None}
+    if init_from is not None and resume is not None:
+        raise CharLMError(finetune.WITH_RESUME)
     ranks = Ranks.from_env()
     if resume is None:
         ranks.shard(Config(**given).batch_size)  # a batch that does not split fails before the processes meet
     with ranks.group():
-        train_ranks(corpus, out, resume, given, ranks)
+        train_ranks(corpus, out, resume, given, ranks, init_from)
 
 
-def train_ranks(corpus: tuple[str, ...], out: str | None, resume: str | None, given: dict, ranks: Ranks) -> None:
+def train_ranks(
+    corpus: tuple[str, ...],
+    out: str | None,
+    resume: str | None,
+    given: dict,
+    ranks: Ranks,
+    init_from: str | None = None,
+) -> None:
     """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints."""
     if resume is not None:
         trainer = api.resume_run(resume or None, given, list(corpus), ranks)
+    elif init_from is not None:
+        trainer = api.start_finetune(init_from, given, list(corpus), out, ranks)
     else:
         trainer = api.start_run(Config(**given), list(corpus), out, ranks)
     config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
@@ -147,6 +164,14 @@ def train_ranks(corpus: tuple[str, ...], out: str | None, resume: str | None, gi
             f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}",
             err=True,
         )
+        if trainer.base:
+            vocab = trainer.corpus.vocab
+            added = (
+                f"{len(vocab) - trainer.base.vocab_size:,} new characters"
+                if vocab.one_char_per_id
+                else "its sentencepiece tokenizer kept (new characters are spelled as bytes)"
+            )
+            click.echo(f"fine-tuning from {trainer.base.describe()}; {added}", err=True)
     trainer.fit()
     progress = trainer.progress
     if trainer.save_error:

@@ -29,7 +29,7 @@ SAMPLE_PRECISIONS = ("fp32", "bf16")
 # CPU). Everything else shapes the model or the data and must stay.
 RESUMABLE = (
     "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
-    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision",
+    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "eval_also",
 )  # fmt: skip
 
 # Options that decide the token ids: they key the prepared-corpus cache.
@@ -90,6 +90,9 @@ class Config:
     detect_anomaly: bool = _opt(False, "torch autograd anomaly detection, to debug NaN (slow)")
     sample_every: int = _opt(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
     tensorboard: bool = _opt(False, "also log metrics for TensorBoard (needs the tensorboard package)")
+    eval_also: str | None = _opt(
+        None, "also score this text at each evaluation (e.g. a base run's text: what fine-tuning forgets)"
+    )
     random_seed: int = _opt(1337, "seed for weights, dropout and data order")
     quiet: bool = _opt(False, "no progress bar")
     # hardware

@@ -34,6 +34,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
+RARE_ROWS = 16  # a character new to a fine-tuned model starts as the mean of this many of its rarest characters
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,41 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     return tuple(sorted({min(max(edge, 1), len(counts) - 1) for edge in edges}))
 
 
+def grow_vocab(model: CharLM, vocab: Vocab | PieceVocab) -> CharLM:
+    """A copy of `model` over `vocab`, which extends the model's vocabulary (the same ids first, then
+    new characters: `Vocab.extended`). Known characters keep every weight, so the logits of the known
+    characters are unchanged; each new character starts as a rare one, its embedding and head rows
+    the mean of those of the model's RARE_ROWS rarest characters (docs/benchmarks.md, "Fine-tuning",
+    measures this against fresh random rows)."""
+    extra = len(vocab) - model.config.vocab_size
+    if extra < 0 or vocab.first(model.config.vocab_size) != model.vocab:
+        raise CharLMError("the new vocabulary does not extend the model's: its first ids must be the model's")
+    grown = CharLM(dataclasses.replace(model.config, vocab_size=len(vocab)), vocab).to(model.device)
+    rare = model.head.rarest(RARE_ROWS)
+    state = dict(model.state_dict())
+    state["embed.weight"] = _appended(state["embed.weight"], rare, extra)
+    state.update(model.head.grown_state(extra, rare, "head."))
+    grown.load_state_dict(state)
+    return grown.train(model.training)
+
+
+def _appended(rows: torch.Tensor, rare: torch.Tensor, extra: int) -> torch.Tensor:
+    """`rows` with `extra` more rows, each the mean of the rows `rare` picks."""
+    return torch.cat([rows, rows[rare].mean(0, keepdim=True).expand(extra, *rows.shape[1:])])
+
+
 class FullHead(nn.Linear):
     """One row of weights per character: logits = W h + b."""
 
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         return self(out)
+
+    def rarest(self, count: int) -> torch.Tensor:
+        """Ids of the `count` characters the head finds least likely out of context (the lowest biases)."""
+        return torch.argsort(self.bias.detach(), stable=True)[:count]
+
+    def grown_state(self, extra: int, rare: torch.Tensor, prefix: str) -> dict:
+        return {prefix + name: _appended(p.detach(), rare, extra) for name, p in self.named_parameters()}
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self(out).flatten(0, 1), targets.reshape(-1), reduction="none").view_as(targets)
@@ -148,6 +179,21 @@ class AdaptiveHead(nn.Module):
         """Rank the vocabulary by how often each id occurs (ties: by id), before training starts."""
         order = torch.sort(-counts.double(), stable=True).indices
         self.rank[order] = torch.arange(len(order), device=self.rank.device)
+
+    def rarest(self, count: int) -> torch.Tensor:
+        """Ids of the `count` least frequent characters (the last ranks: rows of the last cluster)."""
+        return torch.argsort(self.rank, descending=True)[:count]
+
+    def grown_state(self, extra: int, rare: torch.Tensor, prefix: str) -> dict:
+        """New characters are ranked last, after the rarest, so their rows join the last cluster's
+        output layer, and start as the mean of the rare rows there."""
+        state = {prefix + name: value for name, value in self.state_dict().items()}
+        last = f"{prefix}softmax.tail.{len(self.softmax.tail) - 1}.1.weight"
+        rows = self.rank[rare] - self.softmax.cutoffs[-2]  # the rare characters' rows in that layer
+        state[last] = _appended(state[last], rows[rows >= 0], extra)
+        size = len(self.rank)
+        state[prefix + "rank"] = torch.cat([self.rank, torch.arange(size, size + extra, device=self.rank.device)])
+        return state
 
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the whole vocabulary, in id order (valid logits: their softmax is the

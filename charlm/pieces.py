@@ -137,6 +137,13 @@ class PieceVocab:
     def __len__(self) -> int:
         return self.processor.get_piece_size()
 
+    def extended(self, chars: list[str]) -> PieceVocab:
+        """A fine-tuning run keeps its base's tokenizer unchanged: byte fallback spells new characters."""
+        return self
+
+    def first(self, size: int) -> PieceVocab:
+        return self
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PieceVocab) and self.model == other.model and self.normalize == other.normalize
 

@@ -1,4 +1,5 @@
-"""`charlm plot`: validation and training bpc of one or more runs, against time and characters seen."""
+"""`charlm plot`: validation and training bpc of one or more runs, against time and characters seen,
+and the bpc of a run's --eval-also text (dashed) where it has one."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
         for (name, rows), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
             train = [(r[x_key] * scale, r["train_bpc"]) for r in rows if r.get("train_bpc") is not None]
             val = [(r[x_key] * scale, r["val_bpc"]) for r in rows if r.get("val_bpc") is not None]
+            also = [(r[x_key] * scale, r["eval_also_bpc"]) for r in rows if r.get("eval_also_bpc") is not None]
             if train:
                 ax.plot(*zip(*train), color=color, alpha=0.35, linewidth=1, label=f"{name} train")
             if val:
@@ -38,6 +40,8 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
                 best = min(val, key=lambda point: point[1])
                 ax.plot(*best, marker="*", markersize=14, color=color, markeredgecolor="black", linestyle="none")
                 ax.annotate(f"{best[1]:.3f}", best, textcoords="offset points", xytext=(6, 6), fontsize=8)
+            if also:
+                ax.plot(*zip(*also), color=color, marker="s", markersize=3, linestyle="--", label=f"{name} --eval-also")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("bits per character")

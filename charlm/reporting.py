@@ -72,7 +72,7 @@ class SilentReporter:
     def step(self, loss: torch.Tensor) -> None:
         pass
 
-    def write_row(self, val_bpc: float | None = None) -> None:
+    def write_row(self, val_bpc: float | None = None, eval_also_bpc: float | None = None) -> None:
         pass
 
     def close(self) -> None:
@@ -148,8 +148,9 @@ class Reporter:
         """Training bits per character since the last row (a host sync)."""
         return self.loss_sum.item() / self.losses * LOG2E / self.chars_per_token
 
-    def write_row(self, val_bpc: float | None = None) -> None:
-        """One line of metrics.jsonl: the training bpc is the mean since the previous line."""
+    def write_row(self, val_bpc: float | None = None, eval_also_bpc: float | None = None) -> None:
+        """One line of metrics.jsonl: the training bpc is the mean since the previous line; at an
+        evaluation, the validation bpc and (with --eval-also) that text's bpc."""
         progress, now = self.progress, time.perf_counter()
         if self.losses:
             self.train_bpc = self.mean_bpc()
@@ -164,10 +165,12 @@ class Reporter:
                 (progress.chars - self.row_chars) * self.chars_per_token / max(now - self.row_time, 1e-9), 1
             ),
         }
+        if eval_also_bpc is not None:
+            row["eval_also_bpc"] = eval_also_bpc
         self.log.append(row)
         if self.tensorboard:
-            for key in ("train_bpc", "val_bpc", "lr", "chars_per_s"):
-                if row[key] is not None:
+            for key in ("train_bpc", "val_bpc", "eval_also_bpc", "lr", "chars_per_s"):
+                if row.get(key) is not None:
                     self.tensorboard.add_scalar(key, row[key], progress.step)
         self.loss_sum.zero_()
         self.losses, self.row_time, self.row_chars = 0, now, progress.chars

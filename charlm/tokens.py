@@ -6,8 +6,8 @@
                  without it was never finished
 
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
-normalization, vocabulary policy): a changed file gives a new key, an unchanged one reuses the
-cache. Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time,
+normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
+new characters extend): a changed file gives a new key, an unchanged one reuses the cache. Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time,
 so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder
 that was truncated or edited fails its checksum and is rebuilt, never silently used.
 
@@ -39,7 +39,7 @@ from .config import CORPUS_OPTIONS, Config
 from .corpus import corpus_name, iter_text, source_files
 from .errors import CharLMError
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
-from .vocab import MAX_CODE_POINT, Vocab, code_points
+from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, code_points
 
 CACHE_ROOT = Path("corpora") / "cache"
 CACHE_FORMAT = 1
@@ -95,13 +95,20 @@ def cache_key(parts: list[list[Path]], options: dict) -> str:
 
 
 def prepare(
-    parts: list[list[Path]], config: Config | None = None, root: Path = CACHE_ROOT, quiet: bool = False
+    parts: list[list[Path]],
+    config: Config | None = None,
+    root: Path = CACHE_ROOT,
+    quiet: bool = False,
+    base: Vocab | PieceVocab | None = None,
 ) -> Prepared:
     """The prepared corpus of these sources under the config's CORPUS_OPTIONS, from the cache when it
     is there and intact, else prepared now. `parts` are consecutive groups of files (the built-in
-    corpus: training plays, validation plays)."""
+    corpus: training plays, validation plays). Given a `base` vocabulary (a fine-tuning run's), the
+    ids are those of `base` extended with the text's new characters."""
     config = config or Config()
     options = {name: getattr(config, name) for name in CORPUS_OPTIONS}
+    if base is not None:
+        options["base_vocab"] = hashlib.sha256(json.dumps(base.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
     folder = Path(root) / cache_key(parts, options)
     if (folder / "meta.json").is_file():
         try:
@@ -113,12 +120,19 @@ def prepare(
     private = private_name(folder, "tmp")
     private.mkdir()
     try:
-        return publish(build(parts, config, options, private, quiet), folder)
+        return publish(build(parts, config, options, private, quiet, base), folder)
     finally:
         shutil.rmtree(private, ignore_errors=True)  # gone if published; else the copy that came second
 
 
-def build(parts: list[list[Path]], config: Config, options: dict, folder: Path, quiet: bool) -> Prepared:
+def build(
+    parts: list[list[Path]],
+    config: Config,
+    options: dict,
+    folder: Path,
+    quiet: bool,
+    base: Vocab | PieceVocab | None = None,
+) -> Prepared:
     """Prepare the corpus into `folder`, a new folder no other process uses."""
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for part in parts for p in part)
@@ -130,7 +144,7 @@ def build(parts: list[list[Path]], config: Config, options: dict, folder: Path, 
                 for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
                     yield number, chunk
 
-    counts, vocab = make_vocab(lambda task: (chunk for _, chunk in read(task)), config)
+    counts, vocab = make_vocab(lambda task: (chunk for _, chunk in read(task)), config, base)
     dtype = vocab.dtype()
     digest, sizes, characters = hashlib.sha256(), [0] * len(parts), 0
     with open(folder / "tokens.bin", "wb") as out:
@@ -196,13 +210,17 @@ def private_name(folder: Path, kind: str) -> Path:
     return folder.with_name(f".{folder.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def make_vocab(texts: Callable[[str], Iterator[str]], config: Config) -> tuple[Counter, Vocab | PieceVocab]:
-    """Count every character of `texts(task)` and build the vocabulary the config asks for. A
-    sentencepiece tokenizer trains on a second pass over the text."""
+def make_vocab(
+    texts: Callable[[str], Iterator[str]], config: Config, base: Vocab | PieceVocab | None = None
+) -> tuple[Counter, Vocab | PieceVocab]:
+    """Count every character of `texts(task)` and build the vocabulary the config asks for (or extend
+    `base` with the text's new characters). A sentencepiece tokenizer trains on a second pass over the text."""
     points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
     for chunk in texts("counting"):
         points += np.bincount(code_points(chunk), minlength=MAX_CODE_POINT)
     counts = Counter({chr(p): int(points[p]) for p in np.flatnonzero(points)})
+    if base is not None:
+        return counts, base.extended(new_characters(counts, base, config))
     if config.tokenizer == "char":
         return counts, Vocab.from_counts(counts, config.min_count, config.coverage, config.normalize)
     vocab_size = config.vocab_size or default_vocab_size(config.spm_model, len(counts))
@@ -213,6 +231,14 @@ def make_vocab(texts: Callable[[str], Iterator[str]], config: Config) -> tuple[C
         )
     model = train_model(texts("training tokenizer"), config.spm_model, vocab_size, config.coverage)
     return counts, PieceVocab(model, config.normalize)
+
+
+def new_characters(counts: Counter, base: Vocab | PieceVocab, config: Config) -> list[str]:
+    """The text's characters `base` lacks that --min-count / --coverage keep, and UNKNOWN if they drop any."""
+    kept = Vocab.from_counts(counts, config.min_count, config.coverage)
+    new = [char for char in counts if not base.knows(char)]
+    added = [char for char in new if kept.knows(char)]
+    return added + [UNKNOWN] * (len(added) < len(new))
 
 
 def load_prepared(folder: Path) -> tuple[Vocab, np.ndarray, dict]:
@@ -239,9 +265,15 @@ def memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
     return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
 
 
-def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: bool = False) -> TokenCorpus:
+def load_corpus(
+    sources: list[str] | tuple[str, ...],
+    config: Config,
+    quiet: bool = False,
+    base: Vocab | PieceVocab | None = None,
+) -> TokenCorpus:
     """The prepared corpus a user named; no sources (or "shakespeare") is the built-in one, whose
-    validation split is whole held-out plays rather than the last --val-fraction."""
+    validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning
+    run's base vocabulary (see `prepare`)."""
     if not sources or list(sources) == ["shakespeare"]:
         from .shakespeare import shakespeare_files
 
@@ -250,7 +282,7 @@ def load_corpus(sources: list[str] | tuple[str, ...], config: Config, quiet: boo
     else:
         named = [str(catalog.get(s, quiet)) if s in catalog.CATALOG and not Path(s).exists() else s for s in sources]
         parts, name = [source_files(named)], corpus_name(sources)
-    ready = prepare(parts, config, quiet=quiet)
+    ready = prepare(parts, config, quiet=quiet, base=base)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
     # Absolute paths, so a run resumes from any working directory.

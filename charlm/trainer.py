@@ -10,6 +10,7 @@ Under torchrun the trainer is one rank of a data-parallel job: see `distributed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import sys
@@ -24,8 +25,9 @@ from tqdm.auto import tqdm
 from . import runs
 from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
-from .checkpoint import Checkpoint, Progress, TrainingState, save
+from .checkpoint import Base, Checkpoint, Progress, TrainingState, save
 from .config import Config
+from .corpus import read_texts
 from .device import (
     accelerator_rng_state,
     autocast,
@@ -77,9 +79,20 @@ class StopFlag:
 class Trainer:
     """A model, its optimizer and the corpus's windows: `train_step` advances them one window, `fit`
     runs the loop in the run folder until the budget is spent. (A trainer without a run folder only
-    steps: the size probe's.)"""
+    steps: the size probe's.) The model is new, built from the config, unless one is given: a
+    fine-tuning run's, grown from its `base`, or a resumed run's."""
 
-    def __init__(self, config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, run_dir: Path | None = None):
+    def __init__(
+        self,
+        config: Config,
+        corpus: TokenCorpus,
+        ranks: Ranks = SINGLE,
+        run_dir: Path | None = None,
+        model: CharLM | None = None,
+        base: Base | None = None,
+    ):
+        if config.eval_also:  # absolute, so a resumed run finds it from any working directory
+            config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
         if config.hidden is None:
             raise CharLMError("the hidden size is not set; give --hidden or let sizing.fit_hidden choose it")
         self.config, self.corpus = config, corpus
@@ -100,17 +113,14 @@ class Trainer:
         # Every rank lays out the same global streams and takes its own rows of them.
         self.windows = Windows(make_streams(train_ids, config.batch_size)[self.shard], config.seq_len)
         torch.manual_seed(config.random_seed)
-        counts = torch.from_numpy(np.bincount(train_ids, minlength=len(corpus.vocab)))
-        cutoffs = head_cutoffs(config.head, counts)
-        model_config = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), cutoffs)
-        self.model = CharLM(model_config, corpus.vocab).to(self.device)
-        if cutoffs:
-            self.model.head.set_frequencies(counts)
+        self.model = (model or self.new_model()).to(self.device)
+        self.base = base
+        self.eval_also_ids = self.read_eval_also() if run_dir is not None and ranks.leader else None
         if ranks.rank:  # the same initial weights everywhere, but each rank its own dropout masks
             torch.manual_seed(config.random_seed + ranks.rank)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         # An adaptive head leaves a rare cluster without gradient in a step whose targets are all frequent.
-        unused = bool(cutoffs)
+        unused = bool(self.model.config.head_cutoffs)
         self.net = (
             DistributedDataParallel(self.model, device_ids, find_unused_parameters=unused)
             if ranks.active
@@ -131,6 +141,29 @@ class Trainer:
         self.saved_at = 0.0
         self.run_dir = run_dir
         self.reporter: Reporter | SilentReporter = SilentReporter()
+
+    def new_model(self) -> CharLM:
+        """A model of the config's architecture over the corpus's vocabulary, its head fitted to the
+        training text's character frequencies."""
+        config, corpus = self.config, self.corpus
+        counts = torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab)))
+        cutoffs = head_cutoffs(config.head, counts)
+        model_config = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), cutoffs)
+        model = CharLM(model_config, corpus.vocab)
+        if cutoffs:
+            model.head.set_frequencies(counts)
+        return model
+
+    def read_eval_also(self) -> torch.Tensor | None:
+        """The ids of the --eval-also text, read and checked before training starts."""
+        path = self.config.eval_also
+        if not path:
+            return None
+        text = read_texts([path], self.config.encoding, self.corpus.vocab.normalize)
+        ids = self.corpus.vocab.encode(text, what=f"--eval-also {path}")
+        if len(ids) < 2:
+            raise CharLMError(f"--eval-also {path}: need at least 2 characters to score")
+        return ids
 
     @property
     def result(self) -> CharLM:
@@ -162,6 +195,7 @@ class Trainer:
             device=str(self.device),
             precision=self.precision,
             training=training,
+            base=self.base,
         )
 
     def save(self, improved: bool = False) -> None:
@@ -232,9 +266,11 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def evaluate_and_save(self) -> None:
         """Rank 0 scores the validation text on the unwrapped model; the other ranks wait in save()."""
-        progress, improved = self.progress, False
+        progress, improved, also = self.progress, False, None
         if self.ranks.leader:
             progress.val_bpc = bits_per_char(self.result, self.val_ids, EVAL_TOKENS)
+            if self.eval_also_ids is not None:
+                also = bits_per_char(self.result, self.eval_also_ids, EVAL_TOKENS)
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
             if improved:
                 progress.best_bpc = progress.val_bpc
@@ -242,7 +278,7 @@ class Trainer:
         self.save(improved)
         if not self.ranks.leader:
             return
-        self.reporter.write_row(val_bpc=progress.val_bpc)
+        self.reporter.write_row(val_bpc=progress.val_bpc, eval_also_bpc=also)
         evaluations = -(-progress.step // self.config.eval_every)
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
@@ -264,6 +300,7 @@ class Trainer:
             "parameters": self.model.num_parameters(),
             "vocabulary": len(self.corpus.vocab),
             "config": self.config.to_dict(),
+            **({"base": dataclasses.asdict(self.base)} if self.base else {}),
         }
 
     def fit(self) -> CharLM:

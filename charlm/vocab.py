@@ -39,7 +39,9 @@ class UnknownCharacterWarning(UserWarning):
 
 
 class Vocab:
-    """A sorted character set (sorted: the same text always gives the same ids), maybe with UNKNOWN."""
+    """A character set, maybe with UNKNOWN. A corpus's own vocabulary is sorted (the same text always
+    gives the same ids); a fine-tuning run's is its base's, in the base's order, with the new text's
+    characters appended (`extended`), so every id the base knew keeps its meaning."""
 
     tokenizer = "char"
     one_char_per_id = True  # so a sampler's step count is its character count
@@ -77,6 +79,17 @@ class Vocab:
             kept.append(char)
             covered += count
         return cls(sorted(kept), unknown=len(kept) < len(counts), normalize=normalize)
+
+    def extended(self, chars: list[str]) -> Vocab:
+        """This vocabulary with the characters it lacks from `chars` appended, sorted; its ids unchanged.
+        (UNKNOWN among them gives the result the unknown symbol.)"""
+        added = sorted(set(chars) - set(self.chars))
+        return Vocab(self.chars + added, self.unknown_id is not None or UNKNOWN in added, self.normalize)
+
+    def first(self, size: int) -> Vocab:
+        """The vocabulary of ids 0..size-1: the base a vocabulary was `extended` from."""
+        chars = self.chars[:size]
+        return Vocab(chars, UNKNOWN in chars, self.normalize)
 
     def __len__(self) -> int:
         return len(self.chars)

@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import charlm
+
 from .conftest import REPO
 
 pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
@@ -44,6 +46,16 @@ def test_sweep_bench_runs(fox_file, tmp_path):
 def test_prepare_bench_runs(tmp_path):
     out = run_bench("bench/prepare.py", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
+
+
+def test_finetune_bench_runs(fox_file, tmp_path):
+    charlm.train(fox_file, out=tmp_path / "base", layers=1, hidden=16, max_steps=30, max_time=None, quiet=True)
+    (tmp_path / "new.txt").write_text("THE QUICK BROWN FOX! the lazy dog?\n" * 40)
+    common = [str(tmp_path / "base"), str(tmp_path / "new.txt"), "--out", str(tmp_path / "finetune")]
+    out = run_bench("bench/finetune.py", *common, "--steps", "20", "--scratch", "-", "lr=2e-3")
+    assert "| scratch, defaults | 20 |" in out and "| fine-tuned, lr=2e-3 | 20 |" in out and "sample of" in out
+    out = run_bench("bench/finetune.py", *common, "--init", "--steps", "10")
+    assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 10 steps" in out
 
 
 def test_train_speed_bench_runs():

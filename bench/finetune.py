@@ -1,0 +1,146 @@
+"""Fine-tuning from a base run against training from scratch, on a small text, at the same budgets.
+
+    python bench/finetune.py BASE_RUN TEXT --steps 7200,18000 [--scratch] [CONFIG ...]
+    python bench/finetune.py BASE_RUN TEXT --init [--steps 1000]
+
+Budgets are optimizer steps (`--max-steps`, the schedule decaying over them), so the machine's load
+cannot move a result. For each budget: with `--scratch`, one run from scratch with the defaults at the
+base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RUN`) per CONFIG
+(`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
+scored every 200 steps (scoring does not change training), and reports the held-out bpc of the small
+text that best.pt keeps at that cadence and at the default one (every 2,000 steps and the last), the
+base's own held-out bpc under that best.pt, and a sample of it.
+
+`--init`: how to start the rows of characters the base lacks. For each way, the held-out bpc of the
+small text and of the base's text right after loading, and with `--steps N` after N fine-tuning steps.
+Runs go one after another into bench/out/finetune-*/ (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from sweep import parse
+
+import charlm
+from charlm import api, finetune, runs
+from charlm.config import Config
+from charlm.evaluate import bits_per_char
+from charlm.model import CharLM
+from charlm.reporting import read_metrics
+from charlm.tokens import load_corpus
+from charlm.trainer import EVAL_TOKENS
+
+EVAL_EVERY = 200  # every run is scored this often; what a run at its default cadence keeps is read from those
+SCRATCH_EVAL_EVERY = Config().eval_every
+SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
+INITS = ("rare", "fresh", "zero")  # charlm's choice, then the alternatives measured against it
+
+
+def base_heldout(base: str) -> torch.Tensor:
+    """The held-out ids of the base's own corpus (a fine-tuned model keeps the base's ids for them)."""
+    saved = charlm.checkpoint.read(runs.resolve(base))
+    return torch.as_tensor(load_corpus(saved.corpus["sources"], saved.config, quiet=True).val_ids.astype("int64"))
+
+
+def best_bpcs(run: Path, steps: int, cadence: int = EVAL_EVERY) -> tuple[float, int, float]:
+    """The best held-out bpc scored every EVAL_EVERY steps, its step, and the best of those a run
+    evaluating every `cadence` steps (and at its last) would have scored."""
+    rows = [r for r in read_metrics(run) if r.get("val_bpc") is not None]
+    best = min(rows, key=lambda r: r["val_bpc"])
+    default = [r["val_bpc"] for r in rows if r["step"] % cadence == 0 or r["step"] == steps]
+    return best["val_bpc"], best["step"], min(default)
+
+
+def report(name: str, run: Path, steps: int, heldout: torch.Tensor | None, cadence: int) -> str:
+    """One table row for a finished run (and its sample, printed); `cadence`: its default --eval-every."""
+    best, step, default = best_bpcs(run, steps, cadence)
+    model = charlm.load(run)
+    forgets = f"{bits_per_char(model, heldout, EVAL_TOKENS):.3f}" if heldout is not None else "-"
+    line = f"| {name} | {steps:,} | {best:.3f} (step {step:,}) | {default:.3f} | {forgets} |"
+    print(line, flush=True)
+    print(f"sample of {run}/best.pt (temperature 0.8, random seed 1):\n{charlm.generate(model, '', **SAMPLE)}\n")
+    return line
+
+
+def restart_new_rows(model: CharLM, known: int, how: str) -> None:
+    """Overwrite the rows of ids >= known: 'fresh' as a new model's (torch's initialisation), 'zero' as
+    zeros (a full head's bias stays the rare mean), 'rare' as they are (charlm's)."""
+    if how == "rare":
+        return
+    fresh = CharLM(model.config, model.vocab).to(model.device)
+    head, fresh_head = model.head, fresh.head
+    if model.config.head_cutoffs:  # the new ids are the last rows of the last cluster's output layer
+        head, fresh_head = head.softmax.tail[-1][1], fresh_head.softmax.tail[-1][1]
+    rows = [(model.embed.weight, fresh.embed.weight), (head.weight, fresh_head.weight)]
+    if how == "fresh" and not model.config.head_cutoffs:
+        rows.append((head.bias, fresh_head.bias))
+    extra = model.config.vocab_size - known
+    with torch.no_grad():
+        for mine, new in rows:
+            mine[-extra:] = new[-extra:] if how == "fresh" else 0.0
+
+
+def measure_inits(args, folder: Path, base_ids: torch.Tensor) -> None:
+    known = len(charlm.load(args.base).vocab)
+    steps = int(args.steps.split(",")[0]) if args.steps else 0
+    print(
+        f"| new rows | {args.text} held-out, at load | base held-out, at load | {args.text} held-out after {steps} steps |"
+    )
+    print("| --- | ---: | ---: | ---: |")
+    for how in INITS:
+        options = {"max_steps": max(steps, 1), "max_time": None, "eval_every": EVAL_EVERY, "quiet": True}
+        trainer = api.start_finetune(args.base, options, [args.text], str(folder / f"init-{how}"))
+        restart_new_rows(trainer.model, known, how)
+        at_load = [bits_per_char(trainer.model, ids, EVAL_TOKENS) for ids in (trainer.val_ids, base_ids)]
+        after = "-"
+        if steps:
+            trainer.fit()
+            after = f"{best_bpcs(trainer.run_dir, steps)[0]:.3f}"
+        print(f"| {how} | {at_load[0]:.3f} | {at_load[1]:.3f} | {after} |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("base", help="the base run (folder or .pt)")
+    parser.add_argument("text", help="the small text")
+    parser.add_argument("configs", nargs="*", help="fine-tuning settings, name=value[,name=value...]; -: defaults")
+    parser.add_argument("--steps", default="", help="comma-separated budgets in optimizer steps")
+    parser.add_argument("--scratch", action="store_true", help="also train from scratch at each budget")
+    parser.add_argument("--init", action="store_true", help="measure the ways of starting new characters' rows")
+    parser.add_argument("--out", default="bench/out", help="folder for the runs")
+    args = parser.parse_intermixed_args()
+    folder = Path(args.out) / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+    base_ids = base_heldout(args.base)
+    before = bits_per_char(charlm.load(args.base), base_ids, EVAL_TOKENS)
+    print(f"base {args.base}: held-out bpc {before:.3f} on its own text ({min(len(base_ids), EVAL_TOKENS):,} chars)")
+    if args.init:
+        measure_inits(args, folder, base_ids)
+        return
+    base = charlm.checkpoint.read(runs.resolve(args.base)).config
+    lines = []
+    for steps in [int(s) for s in args.steps.split(",")]:
+        common = {"max_steps": steps, "max_time": None, "eval_every": EVAL_EVERY, "quiet": True}
+        if args.scratch:
+            run = folder / f"scratch-{steps}"
+            charlm.train(args.text, out=run, hidden=base.hidden, layers=base.layers, **common)
+            lines.append(report("scratch, defaults", run, steps, None, SCRATCH_EVAL_EVERY))
+        for i, spec in enumerate(args.configs or ["-"]):
+            run = folder / f"finetune-{steps}-{i}"
+            charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})
+            cadence = parse(spec).get("eval_every", finetune.DEFAULTS["eval_every"])
+            lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, cadence))
+    print(
+        f"\n| run | steps | {args.text} held-out bpc, best of every {EVAL_EVERY} steps | at the run's default "
+        "--eval-every | base held-out bpc |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print("\n".join(lines))
+    print(f"(base held-out bpc before fine-tuning: {before:.3f})")
+
+
+if __name__ == "__main__":
+    main()

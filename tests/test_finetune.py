@@ -1,0 +1,233 @@
+"""Fine-tuning (--init-from): the base's weights and ids kept, new characters added as rare ones, the
+base recorded, --eval-also, and bad input refused in one line before anything is written."""
+
+import hashlib
+import json
+
+import pytest
+import torch
+
+import charlm
+from charlm import api, finetune, runs, sizing, tokens
+from charlm.config import Config
+from charlm.errors import CharLMError
+from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
+from charlm.pieces import PieceVocab
+from charlm.reporting import read_metrics
+from charlm.vocab import UNKNOWN, Vocab
+
+from .conftest import TINY_ARGS, assert_one_line_error, cli, latest
+
+NEW_TEXT = "THE QUICK BROWN FOX! the lazy dog? Jumps over the quick fox.\n" * 30  # 'T', '!', '?', ... are new
+
+
+@pytest.fixture
+def base(fox_file, tiny) -> str:
+    charlm.train(fox_file, out="base", **tiny)
+    return "base"
+
+
+@pytest.fixture
+def new_file(tmp_path):
+    path = tmp_path / "new.txt"
+    path.write_text(NEW_TEXT, encoding="utf-8")
+    return path
+
+
+# -- the vocabulary ----------------------------------------------------------------------------
+
+
+def test_an_extended_vocabulary_keeps_every_id_and_appends_new_characters_sorted():
+    base = Vocab(sorted("abc\n "), normalize="nfc")
+    extended = base.extended(list("zcab!Q"))
+    assert extended.chars[: len(base)] == base.chars and extended.chars[len(base) :] == ["!", "Q", "z"]
+    assert extended.encode("ab z!").tolist() == [2, 3, 1, 7, 5]  # 'a', 'b' keep ids 2, 3; '!' is id 5
+    again = Vocab.from_dict(extended.to_dict())  # an unsorted vocabulary round-trips as it is
+    assert again == extended and again.chars == extended.chars and again.normalize == "nfc"
+    assert extended.first(len(base)) == base and base.extended(list("abc")) == base
+    with_unknown = base.extended(["x", UNKNOWN])  # the new text's policy dropped a character
+    assert with_unknown.unknown_id == len(base) + 1 and with_unknown.first(len(base)).unknown_id is None
+
+
+def test_a_fine_tuning_corpus_is_encoded_with_the_base_ids(tmp_path, new_file):
+    base = Vocab(sorted(set("the quick brown fox\n")))
+    corpus = tokens.load_corpus([str(new_file)], Config(), quiet=True, base=base)
+    assert corpus.vocab.first(len(base)) == base
+    added = corpus.vocab.chars[len(base) :]
+    assert added == sorted(set(NEW_TEXT) - set(base.chars)) and "T" in added
+    assert corpus.tokens[:4].tolist() == corpus.vocab.encode(NEW_TEXT[:4]).tolist()
+    plain = tokens.load_corpus([str(new_file)], Config(), quiet=True)
+    assert plain.key != corpus.key  # the base vocabulary is part of the cache key
+    rare = tokens.load_corpus([str(new_file)], Config(min_count=31), quiet=True, base=base)  # '!': 30 times
+    assert "!" not in rare.vocab.chars and rare.vocab.unknown_id == len(rare.vocab) - 1
+    assert rare.vocab.first(len(base)) == base  # known characters keep their ids whatever the policy
+
+
+def test_a_sentencepiece_base_keeps_its_tokenizer():
+    pieces = PieceVocab.__new__(PieceVocab)  # extension never looks inside
+    assert pieces.extended(["新", "字"]) is pieces and pieces.first(10) is pieces
+
+
+# -- growing the model -------------------------------------------------------------------------
+
+
+def grown_pair(head: str):
+    """A model over 300 characters and the same model grown by 40 new ones."""
+    torch.manual_seed(0)
+    vocab = Vocab([chr(0x4E00 + i) for i in range(300)])
+    counts = torch.arange(3000, 0, -10)  # id 0 the most frequent
+    cutoffs = (50, 150) if head == "adaptive" else ()
+    model = CharLM(ModelConfig("lstm", 2, 16, 0.0, 300, cutoffs), vocab).eval()
+    if cutoffs:
+        model.head.set_frequencies(counts)
+    with torch.no_grad():
+        if head == "full":
+            model.head.bias.copy_(torch.log(counts.double() / counts.sum()).float())  # as training leaves it
+    grown = grow_vocab(model, vocab.extended([chr(0x5000 + i) for i in range(40)])).eval()
+    return model, grown
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_a_grown_model_keeps_known_rows_and_its_predictions_of_a_known_context(head):
+    model, grown = grown_pair(head)
+    assert grown.config.vocab_size == 340 and grown.config.head_cutoffs == model.config.head_cutoffs
+    assert torch.equal(grown.embed.weight[:300], model.embed.weight)
+    context = torch.randint(0, 300, (3, 20))
+    with torch.no_grad():
+        old, _ = model(context)
+        new, _ = grown(context)
+    old_p, new_p = old.softmax(-1), new.softmax(-1)
+    new_mass = new_p[..., 300:].sum(-1, keepdim=True)
+    assert new_mass.max() < 0.05  # new characters start rare
+    # Known characters lose exactly what the new ones take, in proportion (the same softmax over them)...
+    assert (new_p[..., :300] <= old_p + 1e-7).all() and ((old_p - new_p[..., :300]) <= new_mass + 1e-6).all()
+    if head == "full":  # ... with the very same logits
+        assert torch.equal(new[..., :300], old)
+        assert torch.allclose(new_p[..., :300] / (1 - new_mass), old_p, atol=1e-6)
+    else:  # ... and the frequent characters, outside the last cluster, keep their exact probabilities
+        frequent = model.head.rank < model.config.head_cutoffs[-1]
+        assert torch.equal(new[..., :300][..., frequent], old[..., frequent])
+        assert torch.equal(grown.head.rank, torch.cat([model.head.rank, torch.arange(300, 340)]))
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_new_rows_start_as_the_mean_of_the_rarest_known_rows(head):
+    model, grown = grown_pair(head)
+    rare = model.head.rarest(RARE_ROWS)
+    assert len(rare) == RARE_ROWS
+    if head == "full":
+        assert set(rare.tolist()) == set(range(300 - RARE_ROWS, 300))  # lowest biases: the rarest counts
+        assert torch.allclose(grown.head.weight[300:], model.head.weight[rare].mean(0).expand(40, -1))
+        assert torch.allclose(grown.head.bias[300:], model.head.bias[rare].mean().expand(40))
+    else:
+        assert set(model.head.rank[rare].tolist()) == set(range(300 - RARE_ROWS, 300))  # the last ranks
+        last = grown.head.softmax.tail[-1][1].weight
+        assert last.shape[0] == 340 - 150 and torch.equal(last[: 300 - 150], model.head.softmax.tail[-1][1].weight)
+        assert torch.allclose(last[300 - 150 :], last[300 - 150 - RARE_ROWS : 300 - 150].mean(0).expand(40, -1))
+    assert torch.allclose(grown.embed.weight[300:], model.embed.weight[rare].mean(0).expand(40, -1))
+
+
+def test_growing_refuses_a_vocabulary_that_does_not_extend_the_model():
+    model, _ = grown_pair("full")
+    with pytest.raises(CharLMError, match="does not extend"):
+        grow_vocab(model, Vocab([chr(0x4E01 + i) for i in range(300)]))
+
+
+# -- a fine-tuning run -------------------------------------------------------------------------
+
+
+def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
+    base_checkpoint = runs.resolve(base).resolve()
+    digest = hashlib.sha256(base_checkpoint.read_bytes()).hexdigest()
+    start = {k: v for k, v in tiny.items() if k not in ("hidden", "layers")}  # architecture comes from the base
+    trainer = api.start_finetune(base, start, [str(new_file)], "tuned")
+    base_model = charlm.load(base)
+    known = base_model.vocab.encode("the quick brown fox\n").unsqueeze(0)
+    with torch.no_grad():  # right after loading, the known characters' logits are the base's
+        assert torch.equal(trainer.model.eval()(known)[0][..., : len(base_model.vocab)], base_model(known)[0])
+    assert trainer.config.lr == finetune.DEFAULTS["lr"] and trainer.config.hidden == tiny["hidden"]
+    trainer.fit()
+
+    saved = latest("tuned")
+    assert saved.vocab.first(len(base_model.vocab)) == base_model.vocab  # every known id kept
+    assert set(saved.vocab.chars[len(base_model.vocab) :]) == set(NEW_TEXT) - set(base_model.vocab.chars)
+    assert saved.base.run == "base" and saved.base.sha256 == digest and saved.base.path == str(base_checkpoint)
+    info = json.loads((runs.CHECKPOINT_ROOT / "tuned" / runs.RUN_INFO).read_text())
+    assert info["base"]["sha256"] == digest and info["base"]["run"] == "base"
+    rows = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
+    assert rows["base"] == f"base ({base_checkpoint}, sha256 {digest})"
+    assert len(charlm.generate(charlm.load("tuned"), "THE FOX!", length=20, random_seed=0)) == 28  # new: T H E X !
+
+
+def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
+    monkeypatch.setattr(sizing, "fit_hidden", lambda *args: pytest.fail("a fine-tuning run was sized"))
+    trainer = api.start_finetune(base, {"max_time": "10m", "quiet": True}, [str(new_file)], "tuned")
+    assert trainer.model.config.hidden == trainer.config.hidden == latest(base).config.hidden
+    assert trainer.config.layers == 1 and trainer.config.warmup_steps == finetune.DEFAULTS["warmup_steps"]
+
+
+def test_a_fine_tuning_run_resumes_exactly(base, new_file, tiny):
+    options = {**tiny, "min_lr_ratio": 1.0}  # a flat learning rate, so 10 steps then 15 more are the 25-step run
+    charlm.train(new_file, out="whole", init_from=base, **{**options, "max_steps": 25})
+    charlm.train(new_file, out="cut", init_from=base, **{**options, "max_steps": 10})
+    charlm.train(resume="cut", max_steps=25)
+    whole, resumed = latest("whole"), latest("cut")
+    assert resumed.progress.step == 25 and resumed.base == whole.base
+    for name, tensor in whole.weights.items():
+        assert torch.equal(tensor, resumed.weights[name]), name
+
+
+def test_the_cli_fine_tunes_an_adaptive_head_and_scores_the_eval_also_text(fox_file, new_file):
+    result = cli("train", str(fox_file), "--out", "base", "--head", "adaptive", "--max-steps", "20", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    result = cli(
+        "train", str(new_file), "--init-from", "base", "--out", "tuned", "--max-steps", "20", "--eval-every", "10",
+        "--eval-also", str(fox_file), "--seq-len", "8", "--batch-size", "4", "--max-time", "none", "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved, base = latest("tuned"), latest("base")
+    assert saved.model_config.head_cutoffs == base.model_config.head_cutoffs
+    assert saved.model_config.vocab_size == len(saved.vocab) > len(base.vocab)
+    assert saved.config.eval_also == str(fox_file) and saved.config.eval_every == 10
+    scored = [row for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if row.get("val_bpc") is not None]
+    assert [row["step"] for row in scored] == [10, 20]
+    assert all(0 < row["eval_also_bpc"] < 10 for row in scored)
+    assert cli("plot", "tuned", "--output", "curves.png").exit_code == 0
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+def written(tmp_path) -> list:
+    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "tuned" in str(p) or "cache/" in str(p))
+
+
+def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path):
+    before = written(tmp_path)
+    train = ["train", str(new_file), "--out", "tuned", "--max-steps", "5", "--quiet", "--init-from"]
+    (tmp_path / "notes.txt").write_text("not a checkpoint at all\n")
+    assert_one_line_error(cli(*train, "notes.txt"), "--init-from: notes.txt: not a charlm checkpoint")
+    data = bytearray(runs.resolve(base).read_bytes())
+    data[-100] ^= 0xFF
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    assert_one_line_error(cli(*train, "flipped.pt"), "--init-from: flipped.pt: damaged checkpoint")
+    assert_one_line_error(cli(*train, "nowhere"), "--init-from: nowhere: no such checkpoint")
+    assert_one_line_error(
+        cli(*train, base, "--hidden", "64", "--cell", "gru"),
+        "--init-from base: --cell gru (the base has lstm); --hidden 64 (the base has 32)",
+        "drop these options",
+    )
+    assert_one_line_error(cli(*train, base, "--resume", base), "--init-from", "--resume", "give one of them")
+    assert written(tmp_path) == before
+    with pytest.raises(CharLMError, match="give one of them"):
+        charlm.train(new_file, resume=True, init_from=base)
+    with pytest.raises(CharLMError, match="unknown option"):
+        charlm.train(new_file, init_from=base, hiden=3)
+    assert written(tmp_path) == before
+
+
+def test_an_eval_also_text_with_characters_the_model_lacks_is_one_line(fox_file, tmp_path):
+    (tmp_path / "greek.txt").write_text("αβγ\n")
+    result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "greek.txt", "--max-steps", "5", *TINY_ARGS)
+    assert_one_line_error(result, "--eval-also", "greek.txt", "never seen")
+    assert not (tmp_path / "checkpoints" / "tuned").exists()
