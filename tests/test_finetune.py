@@ -195,6 +195,18 @@ def test_the_cli_fine_tunes_an_adaptive_head_and_scores_the_eval_also_text(fox_f
     assert cli("plot", "tuned", "--output", "curves.png").exit_code == 0
 
 
+def test_a_sentencepiece_base_is_fine_tuned_with_its_own_tokenizer(fox_file, new_file):
+    result = cli(
+        "train", str(fox_file), "--out", "base", "--tokenizer", "sentencepiece", "--max-steps", "10", *TINY_ARGS
+    )
+    assert result.exit_code == 0, result.output
+    args = ["--init-from", "base", "--out", "tuned", "--max-steps", "10", "--seq-len", "8", "--batch-size", "4"]
+    result = cli("train", str(new_file), *args, "--max-time", "none")
+    assert result.exit_code == 0, result.output
+    assert "its sentencepiece tokenizer kept (new characters are spelled as bytes)" in result.stderr
+    assert latest("tuned").vocab == latest("base").vocab and latest("tuned").config.tokenizer == "sentencepiece"
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
