@@ -91,7 +91,9 @@ class Config:
     sample_every: int = _opt(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
     tensorboard: bool = _opt(False, "also log metrics for TensorBoard (needs the tensorboard package)")
     eval_also: str | None = _opt(
-        None, "also score this text at each evaluation (e.g. a base run's text: what fine-tuning forgets)"
+        None,
+        "also score this text (its first 50,000 tokens) at each evaluation, e.g. a base run's held-out text: "
+        "what fine-tuning forgets",
     )
     random_seed: int = _opt(1337, "seed for weights, dropout and data order")
     quiet: bool = _opt(False, "no progress bar")

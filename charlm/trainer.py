@@ -47,6 +47,7 @@ from .sampler import generate
 from .tokens import TokenCorpus
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
+EVAL_ALSO_TOKENS = 50_000  # and of the --eval-also text, which a fine-tuning run scores every few seconds
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
 SAMPLE_CHARS = 200  # length of the samples --sample-every shows
 
@@ -270,7 +271,7 @@ class Trainer:
         if self.ranks.leader:
             progress.val_bpc = bits_per_char(self.result, self.val_ids, EVAL_TOKENS)
             if self.eval_also_ids is not None:
-                also = bits_per_char(self.result, self.eval_also_ids, EVAL_TOKENS)
+                also = bits_per_char(self.result, self.eval_also_ids, EVAL_ALSO_TOKENS)
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
             if improved:
                 progress.best_bpc = progress.val_bpc
