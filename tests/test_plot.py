@@ -27,3 +27,16 @@ def test_plot_without_matplotlib_says_how_to_get_it(fox_file, tiny, monkeypatch)
     block_import(monkeypatch, "matplotlib")
     result = cli("plot", "run")
     assert result.exit_code == 1 and "pip install 'charlm[plot]'" in result.output
+
+
+def test_plot_draws_the_eval_also_text_of_a_run_that_has_one(fox_file, tiny, monkeypatch):
+    from matplotlib.axes import Axes
+
+    charlm.train(fox_file, out="run", eval_also=str(fox_file), **tiny)
+    labels = []
+    real_plot = Axes.plot
+    monkeypatch.setattr(
+        Axes, "plot", lambda ax, *args, **kw: labels.append(kw.get("label")) or real_plot(ax, *args, **kw)
+    )
+    assert cli("plot", "run", "--output", "curves.png").exit_code == 0
+    assert labels.count("run --eval-also") == 2  # against time and against characters
