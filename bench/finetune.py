@@ -29,7 +29,7 @@ import charlm
 from charlm import api, finetune, runs
 from charlm.config import Config
 from charlm.evaluate import bits_per_char
-from charlm.model import CharLM
+from charlm.model import RARE_ROWS, CharLM
 from charlm.reporting import read_metrics
 from charlm.tokens import load_corpus
 from charlm.trainer import EVAL_TOKENS
@@ -37,7 +37,7 @@ from charlm.trainer import EVAL_TOKENS
 EVAL_EVERY = 200  # every run is scored this often; what a run at its default cadence keeps is read from those
 SCRATCH_EVAL_EVERY = Config().eval_every
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
-INITS = ("rare", "fresh", "zero")  # charlm's choice, then the alternatives measured against it
+INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives measured against it
 
 
 def base_heldout(base: str) -> torch.Tensor:
@@ -67,21 +67,28 @@ def report(name: str, run: Path, steps: int, heldout: torch.Tensor | None, caden
 
 
 def restart_new_rows(model: CharLM, known: int, how: str) -> None:
-    """Overwrite the rows of ids >= known: 'fresh' as a new model's (torch's initialisation), 'zero' as
-    zeros (a full head's bias stays the rare mean), 'rare' as they are (charlm's)."""
-    if how == "rare":
+    """Overwrite the rows of ids >= known: 'zero' leaves charlm's (zero rows, a full head's bias the
+    rare mean), 'rare' makes each row the mean of the RARE_ROWS rarest known characters' rows (the
+    lowest biases of a full head, the last ranks of an adaptive one), 'fresh' a new model's (torch's
+    initialisation)."""
+    if how == "zero":
         return
     fresh = CharLM(model.config, model.vocab).to(model.device)
+    adaptive = bool(model.config.head_cutoffs)
     head, fresh_head = model.head, fresh.head
-    if model.config.head_cutoffs:  # the new ids are the last rows of the last cluster's output layer
+    if adaptive:  # the new ids are the last rows of the last cluster's output layer
         head, fresh_head = head.softmax.tail[-1][1], fresh_head.softmax.tail[-1][1]
-    rows = [(model.embed.weight, fresh.embed.weight), (head.weight, fresh_head.weight)]
-    if how == "fresh" and not model.config.head_cutoffs:
-        rows.append((head.bias, fresh_head.bias))
+        rare_ids = torch.argsort(model.head.rank[:known], descending=True)[:RARE_ROWS]
+        rare_rows = model.head.rank[rare_ids] - model.head.softmax.cutoffs[-2]
+    else:
+        rare_ids = rare_rows = torch.argsort(head.bias[:known])[:RARE_ROWS]
+    rows = [(model.embed.weight, fresh.embed.weight, rare_ids), (head.weight, fresh_head.weight, rare_rows)]
+    if not adaptive:
+        rows.append((head.bias, fresh_head.bias, rare_rows))
     extra = model.config.vocab_size - known
     with torch.no_grad():
-        for mine, new in rows:
-            mine[-extra:] = new[-extra:] if how == "fresh" else 0.0
+        for mine, new, rare in rows:
+            mine[-extra:] = new[-extra:] if how == "fresh" else mine[rare].mean(0)
 
 
 def measure_inits(args, folder: Path, base_ids: torch.Tensor) -> None:

@@ -34,7 +34,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
-RARE_ROWS = 16  # a character new to a fine-tuned model starts as the mean of this many of its rarest characters
+RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
 
 
 @dataclass(frozen=True)
@@ -127,24 +127,24 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
 def grow_vocab(model: CharLM, vocab: Vocab | PieceVocab) -> CharLM:
     """A copy of `model` over `vocab`, which extends the model's vocabulary (the same ids first, then
     new characters: `Vocab.extended`). Known characters keep every weight, so the logits of the known
-    characters are unchanged; each new character starts as a rare one, its embedding and head rows
-    the mean of those of the model's RARE_ROWS rarest characters (docs/benchmarks.md, "Fine-tuning",
-    measures this against fresh random rows)."""
+    characters are unchanged. Each new character starts as a rare one, not as noise: zero embedding
+    and head rows, so it reads as nothing in particular and its logit is the same in every context, that
+    of a rare character (see the heads' `grown_state`). docs/benchmarks.md, "Fine-tuning", measures
+    this against fresh random rows and against rows copied from the rarest characters."""
     extra = len(vocab) - model.config.vocab_size
     if extra < 0 or vocab.first(model.config.vocab_size) != model.vocab:
         raise CharLMError("the new vocabulary does not extend the model's: its first ids must be the model's")
     grown = CharLM(dataclasses.replace(model.config, vocab_size=len(vocab)), vocab).to(model.device)
-    rare = model.head.rarest(RARE_ROWS)
     state = dict(model.state_dict())
-    state["embed.weight"] = _appended(state["embed.weight"], rare, extra)
-    state.update(model.head.grown_state(extra, rare, "head."))
+    state["embed.weight"] = _appended(state["embed.weight"], extra)
+    state.update(model.head.grown_state(extra, "head."))
     grown.load_state_dict(state)
     return grown.train(model.training)
 
 
-def _appended(rows: torch.Tensor, rare: torch.Tensor, extra: int) -> torch.Tensor:
-    """`rows` with `extra` more rows, each the mean of the rows `rare` picks."""
-    return torch.cat([rows, rows[rare].mean(0, keepdim=True).expand(extra, *rows.shape[1:])])
+def _appended(rows: torch.Tensor, extra: int, value: float = 0.0) -> torch.Tensor:
+    """`rows` with `extra` more rows of `value`."""
+    return torch.cat([rows, torch.full((extra, *rows.shape[1:]), value, dtype=rows.dtype, device=rows.device)])
 
 
 class FullHead(nn.Linear):
@@ -153,12 +153,14 @@ class FullHead(nn.Linear):
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         return self(out)
 
-    def rarest(self, count: int) -> torch.Tensor:
-        """Ids of the `count` characters the head finds least likely out of context (the lowest biases)."""
-        return torch.argsort(self.bias.detach(), stable=True)[:count]
-
-    def grown_state(self, extra: int, rare: torch.Tensor, prefix: str) -> dict:
-        return {prefix + name: _appended(p.detach(), rare, extra) for name, p in self.named_parameters()}
+    def grown_state(self, extra: int, prefix: str) -> dict:
+        """`extra` new rows: zero weights, and the mean bias of the RARE_ROWS lowest biases (the
+        characters least likely out of context)."""
+        rare_bias = torch.sort(self.bias.detach()).values[:RARE_ROWS].mean().item()
+        return {
+            prefix + "weight": _appended(self.weight.detach(), extra),
+            prefix + "bias": _appended(self.bias.detach(), extra, rare_bias),
+        }
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self(out).flatten(0, 1), targets.reshape(-1), reduction="none").view_as(targets)
@@ -180,17 +182,12 @@ class AdaptiveHead(nn.Module):
         order = torch.sort(-counts.double(), stable=True).indices
         self.rank[order] = torch.arange(len(order), device=self.rank.device)
 
-    def rarest(self, count: int) -> torch.Tensor:
-        """Ids of the `count` least frequent characters (the last ranks: rows of the last cluster)."""
-        return torch.argsort(self.rank, descending=True)[:count]
-
-    def grown_state(self, extra: int, rare: torch.Tensor, prefix: str) -> dict:
-        """New characters are ranked last, after the rarest, so their rows join the last cluster's
-        output layer, and start as the mean of the rare rows there."""
+    def grown_state(self, extra: int, prefix: str) -> dict:
+        """New characters are ranked last, after the rarest, so their rows join the output layer of
+        the last (rarest) cluster, as zero rows: a logit of zero within that cluster in every context."""
         state = {prefix + name: value for name, value in self.state_dict().items()}
         last = f"{prefix}softmax.tail.{len(self.softmax.tail) - 1}.1.weight"
-        rows = self.rank[rare] - self.softmax.cutoffs[-2]  # the rare characters' rows in that layer
-        state[last] = _appended(state[last], rows[rows >= 0], extra)
+        state[last] = _appended(state[last], extra)
         size = len(self.rank)
         state[prefix + "rank"] = torch.cat([self.rank, torch.arange(size, size + extra, device=self.rank.device)])
         return state
