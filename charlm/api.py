@@ -22,7 +22,7 @@ from .config import Config, from_options
 from .device import resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
-from .model import CharLM, grow_vocab
+from .model import CharLM
 from .tokens import load_corpus
 from .trainer import Trainer
 
@@ -50,7 +50,7 @@ def start_run(
         raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
     if base is None:
         return Trainer(config, corpus, ranks, run_dir)
-    return Trainer(config, corpus, ranks, run_dir, grow_vocab(base.checkpoint.model(), corpus.vocab), base.record)
+    return Trainer(config, corpus, ranks, run_dir, base.model(corpus.vocab, config.dropout), base.record)
 
 
 def start_finetune(

@@ -1,10 +1,11 @@
 """Fine-tuning: a new run whose weights start from another run's (`charlm train small.txt --init-from RUN`).
 
-The base decides the architecture: the options that make its model and its vocabulary (`ARCHITECTURE`)
-come from its checkpoint, and a given one that differs is refused. Everything else is the new run's
-own, with `DEFAULTS` for the step size and the evaluation cadence in place of `Config`'s: a trained
-model needs a gentler start than a random one, and a small text is overfitted within a few hundred
-steps, so it is scored often enough for best.pt to catch the turn (docs/benchmarks.md, "Fine-tuning").
+The base decides the architecture: the options that shape its weights and its vocabulary
+(`ARCHITECTURE`) come from its checkpoint, and a given one that differs is refused. Everything else
+is the new run's own (dropout too, the base's unless given), with `DEFAULTS` in place of `Config`'s:
+a trained model needs a gentler start than a random one, and a small text is overfitted within a few
+thousand steps, so it is scored often enough for best.pt to catch the turn (docs/benchmarks.md,
+"Fine-tuning").
 
 The vocabulary grows: characters of the new text the base does not know are appended after the base's
 ids (`Vocab.extended`) and get new rows that start as rare characters (`model.grow_vocab`); known
@@ -14,6 +15,7 @@ any new character.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +23,12 @@ from . import checkpoint, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config, from_options, option_name
 from .errors import CharLMError
+from .model import CharLM, grow_vocab
+from .pieces import PieceVocab
+from .vocab import Vocab
 
-# Config fields that make the model (ModelConfig) and the vocabulary: a fine-tuning run takes the base's.
-ARCHITECTURE = ("cell", "layers", "hidden", "dropout", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
+# Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
+ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
 DEFAULTS = {"lr": 1e-3, "warmup_steps": 100, "eval_every": 200}  # in place of Config's, unless given
 WITH_RESUME = "--init-from starts a new run from another run's weights, --resume continues a run: give one of them"
 
@@ -34,6 +39,13 @@ class Start:
 
     checkpoint: Checkpoint
     record: Base
+
+    def model(self, vocab: Vocab | PieceVocab, dropout: float) -> CharLM:
+        """The base's model with the run's dropout, grown over `vocab` (the base's, extended)."""
+        saved = self.checkpoint
+        model = CharLM(dataclasses.replace(saved.model_config, dropout=dropout), saved.vocab)
+        model.load_state_dict(saved.weights)
+        return grow_vocab(model, vocab)
 
 
 def read_base(target: str | Path) -> Start:
@@ -62,4 +74,5 @@ def run_config(start: Start, options: dict) -> Config:
             f"--init-from {start.record.run}: {'; '.join(conflicts)}: the architecture comes from the base; "
             "drop these options or train from scratch"
         )
-    return from_options(Config, {**DEFAULTS, **options, **{name: getattr(base, name) for name in ARCHITECTURE}})
+    architecture = {name: getattr(base, name) for name in ARCHITECTURE}
+    return from_options(Config, {"dropout": base.dropout, **DEFAULTS, **options, **architecture})

@@ -167,6 +167,13 @@ def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
     assert trainer.config.layers == 1 and trainer.config.warmup_steps == finetune.DEFAULTS["warmup_steps"]
 
 
+def test_dropout_is_the_new_runs_own_and_the_bases_unless_given(base, new_file):
+    same = api.start_finetune(base, {"quiet": True}, [str(new_file)], "same")
+    assert same.config.dropout == same.model.config.dropout == latest(base).model_config.dropout == 0.1
+    more = api.start_finetune(base, {"quiet": True, "dropout": 0.3}, [str(new_file)], "more")
+    assert more.config.dropout == more.model.config.dropout == more.model.drop.p == 0.3
+
+
 def test_a_fine_tuning_run_resumes_exactly(base, new_file, tiny):
     options = {**tiny, "min_lr_ratio": 1.0}  # a flat learning rate, so 10 steps then 15 more are the 25-step run
     charlm.train(new_file, out="whole", init_from=base, **{**options, "max_steps": 25})
