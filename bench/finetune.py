@@ -7,9 +7,10 @@ Budgets are optimizer steps (`--max-steps`, the schedule decaying over them), so
 cannot move a result. For each budget: with `--scratch`, one run from scratch with the defaults at the
 base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RUN`) per CONFIG
 (`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
-scored every 200 steps (scoring does not change training), and reports the held-out bpc of the small
-text that best.pt keeps at that cadence and at the default one (every 2,000 steps and the last), the
-base's own held-out bpc under that best.pt, and a sample of it.
+scored every 200 steps (--eval-every; scoring does not change training), and reports the held-out bpc
+of the small text that best.pt keeps at that cadence and at the run's default one (from scratch every
+2,000 steps, fine-tuned every finetune.DEFAULTS["eval_every"], and the last step), the base's own
+held-out bpc under that best.pt, and a sample of it.
 
 `--init`: how to start the rows of characters the base lacks. For each way, the held-out bpc of the
 small text and of the base's text right after loading, and with `--steps N` after N fine-tuning steps.
@@ -34,7 +35,6 @@ from charlm.reporting import read_metrics
 from charlm.tokens import load_corpus
 from charlm.trainer import EVAL_TOKENS
 
-EVAL_EVERY = 200  # every run is scored this often; what a run at its default cadence keeps is read from those
 SCRATCH_EVAL_EVERY = Config().eval_every
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
 INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives measured against it
@@ -46,9 +46,9 @@ def base_heldout(base: str) -> torch.Tensor:
     return torch.as_tensor(load_corpus(saved.corpus["sources"], saved.config, quiet=True).val_ids.astype("int64"))
 
 
-def best_bpcs(run: Path, steps: int, cadence: int = EVAL_EVERY) -> tuple[float, int, float]:
-    """The best held-out bpc scored every EVAL_EVERY steps, its step, and the best of those a run
-    evaluating every `cadence` steps (and at its last) would have scored."""
+def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, float]:
+    """The best held-out bpc the run scored, its step, and the best of those a run evaluating every
+    `cadence` steps (and at its last) would have scored."""
     rows = [r for r in read_metrics(run) if r.get("val_bpc") is not None]
     best = min(rows, key=lambda r: r["val_bpc"])
     default = [r["val_bpc"] for r in rows if r["step"] % cadence == 0 or r["step"] == steps]
@@ -99,7 +99,7 @@ def measure_inits(args, folder: Path, base_ids: torch.Tensor) -> None:
     )
     print("| --- | ---: | ---: | ---: |")
     for how in INITS:
-        options = {"max_steps": max(steps, 1), "max_time": None, "eval_every": EVAL_EVERY, "quiet": True}
+        options = {"max_steps": max(steps, 1), "max_time": None, "eval_every": args.eval_every, "quiet": True}
         trainer = api.start_finetune(args.base, options, [args.text], str(folder / f"init-{how}"))
         restart_new_rows(trainer.model, known, how)
         at_load = [bits_per_char(trainer.model, ids, EVAL_TOKENS) for ids in (trainer.val_ids, base_ids)]
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--steps", default="", help="comma-separated budgets in optimizer steps")
     parser.add_argument("--scratch", action="store_true", help="also train from scratch at each budget")
     parser.add_argument("--init", action="store_true", help="measure the ways of starting new characters' rows")
+    parser.add_argument("--eval-every", type=int, default=200, help="score every run this often")
     parser.add_argument("--out", default="bench/out", help="folder for the runs")
     args = parser.parse_intermixed_args()
     folder = Path(args.out) / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -130,7 +131,7 @@ def main() -> None:
     base = charlm.checkpoint.read(runs.resolve(args.base)).config
     lines = []
     for steps in [int(s) for s in args.steps.split(",")]:
-        common = {"max_steps": steps, "max_time": None, "eval_every": EVAL_EVERY, "quiet": True}
+        common = {"max_steps": steps, "max_time": None, "eval_every": args.eval_every, "quiet": True}
         if args.scratch:
             run = folder / f"scratch-{steps}"
             charlm.train(args.text, out=run, hidden=base.hidden, layers=base.layers, **common)
@@ -141,7 +142,7 @@ def main() -> None:
             cadence = parse(spec).get("eval_every", finetune.DEFAULTS["eval_every"])
             lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, cadence))
     print(
-        f"\n| run | steps | {args.text} held-out bpc, best of every {EVAL_EVERY} steps | at the run's default "
+        f"\n| run | steps | {args.text} held-out bpc, best of every {args.eval_every} steps | at the run's default "
         "--eval-every | base held-out bpc |"
     )
     print("| --- | ---: | ---: | ---: | ---: |")
