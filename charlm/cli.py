@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import api, catalog, checkpoint, runs, sampler, tokens
+from . import api, catalog, checkpoint, inspect, report, runs, sampler, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .distributed import Ranks
@@ -296,3 +296,42 @@ def list_runs(root: str) -> None:
             f"{folder.name:<{width}} {info.get('corpus', '?'):<18} {model:<22} "
             f"{rows[-1]['step'] if rows else 0:>9,} {f'{best:.4f}' if best is not None else '-':>9}  {updated}"
         )
+
+
+@main.command("inspect")
+@click.argument("paths", nargs=-1, metavar="[RUN] [FILE]")
+@click.option("--output", default="report.html", show_default=True, help="HTML page to write")
+@click.option(
+    "--max-chars",
+    default=inspect.MAX_CHARS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="characters to inspect",
+)
+@click.option("--held-out", is_flag=True, help="inspect the run's held-out text (its validation split), not a FILE")
+@click.option("--train-text", help="fit the n-gram baseline on this file  [default: the run's training split]")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@click.option("--quiet", is_flag=True, help="no progress bar, no tables: only the page")
+def inspect_command(
+    paths: tuple[str, ...],
+    output: str,
+    max_chars: int,
+    held_out: bool,
+    train_text: str | None,
+    device: str,
+    quiet: bool,
+) -> None:
+    """What the model of RUN (default: the latest run) learned, seen on FILE, as one HTML page:
+    surprise per character, cells that follow quotes or the line, gate saturation, bits saved over an
+    n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
+    wanted = 0 if held_out else 1
+    if len(paths) not in (wanted, wanted + 1) or (held_out and len(paths) > 1) or (not held_out and not paths):
+        raise CharLMError("give [RUN] FILE, or [RUN] --held-out")
+    target = paths[0] if len(paths) > wanted else None
+    file = None if held_out else paths[-1]
+
+    inspection, title = inspect.inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
+    Path(output).write_text(report.render(inspection, title), encoding="utf-8")
+    if not quiet:
+        click.echo(inspect.summary(inspection))
+    click.echo(f"wrote {output}")
