@@ -69,7 +69,8 @@ const surpriseView = document.getElementById("surprise");
 hover(surpriseView, i => {
   const bits = data.bits[i];
   const head = [shown(data.tokens[i]), bits === null ? "not predicted" : bits.toFixed(2) + " bits"];
-  return [head, ...data.top[i].map(([t, p]) => [shown(t), (100 * p).toFixed(1) + "%"])];
+  const percent = p => p < 0.001 ? "<0.1%" : (100 * p).toFixed(1) + "%";
+  return [head, ...data.top[i].map(([t, p]) => [shown(t), percent(p)])];
 });
 function scrollToToken(i, view) {
   view.querySelectorAll(".mark").forEach(s => s.classList.remove("mark"));
@@ -171,6 +172,9 @@ SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $si
 <rect x="$pad" y="$pad" width="$side" height="$side" fill="none" stroke="#999"/>
 <text x="$pad" y="$title_y" font-size="12">layer $layer</text>
 <text x="$middle" y="$label_y" font-size="10" text-anchor="middle">left-saturated</text>
+<text x="$pad" y="$tick_y" font-size="9" text-anchor="middle">0</text>
+<text x="$right" y="$tick_y" font-size="9" text-anchor="middle">1</text>
+<text x="$tick_x" y="$top_tick" font-size="9" text-anchor="end">1</text>
 <text x="10" y="$middle" font-size="10" text-anchor="middle" transform="rotate(-90 10 $middle)">right-saturated</text>
 $legend$dots</svg>""")
 
@@ -278,7 +282,11 @@ def scatter(saturation: dict[str, np.ndarray], layer: int) -> str:
         title_y=pad - 8,
         layer=layer,
         middle=pad + side / 2,
-        label_y=size - 8,
+        label_y=size - 4,
+        tick_y=pad + side + 11,
+        right=pad + side,
+        tick_x=pad - 3,
+        top_tick=pad + 4,
         legend="".join(legend),
         dots="".join(dots),
     )
