@@ -59,10 +59,10 @@ def serve(targets: list[str], config: ServeConfig) -> None:
         raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
     import torch
 
-    torch.set_num_threads(config.threads)
     loaders = model_loaders(targets)
     sock = listening_socket(config.host, config.port)
     app = create_app(loaders, config)
+    torch.set_num_threads(config.threads)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)
