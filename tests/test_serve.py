@@ -745,3 +745,21 @@ def test_chinese_text_goes_through_the_api_unescaped(client, server):
         body = {"model": "zh", "prompt": seed, "max_tokens": 5, "stream": True}
         raw = httpx.post(f"{url}/v1/completions", json=body).text
         assert seed not in raw and any("\u4e00" <= c <= "\u9fff" for c in raw)  # UTF-8, not \\u escapes
+
+
+def test_a_sentencepiece_model_counts_characters_not_pieces():
+    from charlm.pieces import PieceVocab, train_model
+
+    text = "the quick brown fox jumps over the lazy dog, again and again.\n" * 40
+    torch.manual_seed(0)
+    model = make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=32).eval()
+    app = create_app({"pieces": lambda: model}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        response = client.completions.create(model="pieces", prompt="the ", max_tokens=40, seed=3, logprobs=2)
+        choice = response.choices[0]
+        assert len(choice.text) == 40 and response.usage.completion_tokens == 40 and choice.finish_reason == "length"
+        assert "".join(choice.logprobs.tokens) == choice.text  # a token is a piece: a character, several, or none yet
+        chunks = client.completions.create(model="pieces", prompt="the ", max_tokens=40, seed=3, stream=True)
+        assert "".join(c.choices[0].text for c in chunks) == choice.text

@@ -130,6 +130,8 @@ def release(held: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
     """Splits text not yet sent into what can be sent and what must wait: (sendable, held, stopped).
     At a stop text, the sendable part is the text before it (OpenAI's rule: the stop text is not
     returned). Otherwise the end of the text that could begin a stop text is held back."""
+    if not stops:
+        return held, "", False
     found = [i for i in (held.find(stop) for stop in stops) if i >= 0]
     if found:
         return held[: min(found)], "", True
@@ -158,8 +160,7 @@ class Engine:
         self.stopping = False
         self.last_flush = 0.0
         self.urgent = False
-        self.characters = 0  # made since the start, for the metrics
-        self.requests = 0
+        self.characters = 0  # sent since the start, for the metrics
         self.thread = threading.Thread(target=self.run, name=f"charlm-engine-{name}", daemon=True)
 
     def start(self) -> None:
@@ -220,7 +221,6 @@ class Engine:
     def admit(self, jobs: list[Job]) -> None:
         for job in jobs:
             job.admitted, job.open_rows = time.monotonic(), len(job.seeds)
-            self.requests += 1
             for index, seed in enumerate(job.seeds):
                 row = Row(job, index, self.decoder())
                 if job.max_chars == 0:
