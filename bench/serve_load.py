@@ -57,6 +57,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+async def events(response: httpx.Response):
+    """The data of each server-sent event, as bytes (cut by hand: httpx's line iterator costs the
+    client more CPU than the server spends sending, on a machine the two share)."""
+    buffer = b""
+    async for data in response.aiter_raw():
+        buffer += data
+        *complete, buffer = buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+        for event in complete:
+            for line in event.split(b"\n"):
+                if line.startswith(b"data: "):
+                    yield line[6:]
+
+
 async def one_stream(client: httpx.AsyncClient, seed: int, chars: int, stop_after: int | None = None) -> Stream:
     """A streaming completion; with `stop_after`, the client hangs up after that many chunks."""
     body = {"prompt": "The ", "max_tokens": chars, "stream": True, "seed": seed, "temperature": 0.8}
@@ -66,13 +79,11 @@ async def one_stream(client: httpx.AsyncClient, seed: int, chars: int, stop_afte
             if response.status_code != 200:
                 result.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
                 return result
-            async for line in response.aiter_lines():
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
+            async for data in events(response):
+                if data == b"[DONE]":
                     result.done = True
                     break
-                chunk = json.loads(line[6:])
+                chunk = json.loads(data)
                 if "error" in chunk:
                     result.error = chunk["error"]["message"]
                     break

@@ -7,7 +7,7 @@
     metrics.py   /metrics in Prometheus's text format
     page.html    the page served at /: self-contained, works offline
 
-Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn, sse-starlette).
+Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ goes away cancels its jobs: their rows leave the batch at the next step.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import hmac
 import json
@@ -22,10 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 
-import anyio
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from sse_starlette import EventSourceResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
@@ -65,6 +64,9 @@ class Server:
         self.busy = 0  # rows taken by requests in flight, all models together
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_failure: Callable[[], None] | None = None  # `serve` stops the process when loading fails
+        # Prompts are primed one at a time beside the engine: many threads at once would only fight
+        # over the cores and the GIL (64 requests arriving together each waited longer that way).
+        self.primer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="charlm-prime")
 
     def load(self) -> None:
         """Load every model and start its engine (in a thread: /health says 503 meanwhile)."""
@@ -83,6 +85,7 @@ class Server:
     def close(self) -> None:
         for served in self.models.values():
             served.engine.close()
+        self.primer.shutdown(wait=False, cancel_futures=True)
 
     def publish(self, updates: list[Update]) -> None:
         """Called by an engine thread: one hand-off to the event loop per batch of updates."""
@@ -144,7 +147,7 @@ class Completion:
         try:
             encoded = [self.encode(prompt) for prompt in self.params.prompts]
             start = time.perf_counter()
-            primed = await anyio.to_thread.run_sync(self.prime, encoded)
+            primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prime, encoded)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
@@ -283,7 +286,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         server.loop = asyncio.get_running_loop()
         threading.Thread(target=server.load, name="charlm-load", daemon=True).start()
         yield
-        await anyio.to_thread.run_sync(server.close)
+        await asyncio.to_thread(server.close)
 
     app = FastAPI(title="charlm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.server = server
@@ -337,7 +340,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         run = Completion(server, server.model(params.model), params)
         await run.start()
         if params.stream:
-            return EventSourceResponse(stream_completion(run), ping=15, background=BackgroundTask(run.cancel))
+            return event_stream(stream_completion(run), run)
         result = await unless_disconnected(request, collect(run))
         run.cancel()
         if result is None:
@@ -351,7 +354,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         run = Completion(server, server.model(params.model), params)
         await run.start()
         if params.stream:
-            return EventSourceResponse(stream_chat(run, wants_logprobs), ping=15, background=BackgroundTask(run.cancel))
+            return event_stream(stream_chat(run, wants_logprobs), run)
         result = await unless_disconnected(request, collect(run))
         run.cancel()
         if result is None:
@@ -359,6 +362,15 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         return JSONResponse(chat_body(run, wants_logprobs, *result))
 
     return app
+
+
+def event_stream(events: AsyncIterator[str], run: Completion) -> StreamingResponse:
+    """Server-sent events with Starlette's own streaming response, which cancels the generator the
+    moment the client disconnects (measured: half the CPU per event of sse-starlette's)."""
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers=headers, background=BackgroundTask(run.cancel)
+    )
 
 
 async def collect(run: Completion) -> tuple[list[str], list[list[Token]], list[str | None]]:
@@ -403,19 +415,23 @@ async def events(run: Completion, first: Callable[[], list[dict]], chunk: Callab
     client that goes away cancels this generator, and with it the request's rows."""
     try:
         for body in first():
-            yield json.dumps(body, ensure_ascii=False)
+            yield event(body)
         async for update in run.updates():
             body = chunk(update, run.index(update))
             if run.open == 0:
                 body["timings"] = run.timings()
-            yield json.dumps(body, ensure_ascii=False)
+            yield event(body)
         if run.params.include_usage:
-            yield json.dumps(usage_chunk(protocol.usage(run.prompt_chars, run.made())), ensure_ascii=False)
-        yield "[DONE]"
+            yield event(usage_chunk(protocol.usage(run.prompt_chars, run.made())))
+        yield "data: [DONE]\n\n"
     except APIError as e:
-        yield json.dumps(e.body(), ensure_ascii=False)
+        yield event(e.body())
     finally:
         run.cancel()
+
+
+def event(body: dict) -> str:
+    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
 def stream_completion(run: Completion) -> AsyncIterator[str]:

@@ -21,7 +21,7 @@ class ServeConfig:
     max_streams: int = _opt(64, "samples generated at once, all models together; more are refused with 429")
     max_tokens: int = _opt(4096, "the most characters one sample may ask for")
     max_prompt: int = _opt(16384, "the most characters a prompt may have")
-    chunk_ms: float = _opt(30.0, "a stream's new characters are sent together at most this often (ms)")
+    chunk_ms: float = _opt(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
     threads: int = _opt(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
 
     def __post_init__(self) -> None:

@@ -90,6 +90,13 @@ class Row:
         """Adds one step's text; ends the row at a stop text or at its length."""
         job = self.job
         self.steps += 1
+        if token is None and not job.stops and len(piece) == 1:  # the common case, kept cheap: one character
+            self.made += 1
+            job.made += 1
+            self.text.append(piece)
+            if self.made >= job.max_chars:
+                self.finish_reason = "length"
+            return
         piece = piece[: job.max_chars - self.made]
         self.made += len(piece)
         self.held += piece
@@ -147,7 +154,7 @@ class Engine:
         model: CharLM,
         capacity: int,
         publish: Callable[[list[Update]], None],
-        chunk_interval: float = 0.03,
+        chunk_interval: float = 0.05,
         name: str = "model",
     ):
         self.model, self.capacity, self.publish, self.chunk_interval = model, capacity, publish, chunk_interval
