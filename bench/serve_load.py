@@ -100,13 +100,33 @@ async def one_stream(client: httpx.AsyncClient, seed: int, chars: int, stop_afte
     return result
 
 
-async def sweep_point(url: str, streams: int, chars: int, timeout: float) -> dict:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of the server's main thread (HTTP) and of its other threads (engine, priming),
+    from /proc; NaN where there is no /proc."""
+    try:
+        tasks = {}
+        for task in os.listdir(f"/proc/{pid}/task"):
+            fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+            tasks[int(task)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan"), float("nan")
+    return tasks.get(pid, 0.0), sum(v for k, v in tasks.items() if k != pid)
+
+
+def client_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def sweep_point(url: str, pid: int, streams: int, chars: int, timeout: float) -> dict:
     limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         await one_stream(client, 0, 20)  # connection and model warm
+        (http_before, engine_before), client_before = cpu_seconds(pid), client_seconds()
         start = time.perf_counter()
         results = await asyncio.gather(*(one_stream(client, 1000 + i, chars) for i in range(streams)))
         wall = time.perf_counter() - start
+        (http_after, engine_after), client_after = cpu_seconds(pid), client_seconds()
     gaps = [b - a for r in results for a, b in zip(r.arrivals, r.arrivals[1:])]
     firsts = [r.first for r in results if r.first is not None]
     complete = sum(r.finished and r.done and r.chars == chars and not r.error for r in results)
@@ -120,6 +140,7 @@ async def sweep_point(url: str, streams: int, chars: int, timeout: float) -> dic
         "errors": sum(r.error is not None for r in results),
         "complete": complete,
         "first_error": next((r.error for r in results if r.error), None),
+        "cpu": (http_after - http_before, engine_after - engine_before, client_after - client_before),
     }
 
 
@@ -232,7 +253,7 @@ def main() -> None:
         process = start_server(run, port, max(levels + [args.churn_concurrency]), args.server_args.split())
         try:
             wait_healthy(url, process)
-            points = [asyncio.run(sweep_point(url, n, args.chars, args.timeout)) for n in levels]
+            points = [asyncio.run(sweep_point(url, process.pid, n, args.chars, args.timeout)) for n in levels]
             churned = asyncio.run(
                 churn(url, args.churn, args.churn_concurrency, args.churn_chars, args.timeout)
             ) if args.churn else None  # fmt: skip
@@ -246,15 +267,16 @@ def report(points: list[dict], churned: dict | None, args, run: Path) -> None:
     print(f"charlm serve load: {run.name}, {args.chars} characters per stream, python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs (client and server on the same machine)\n")  # fmt: skip
     print(
-        "| streams | aggregate chars/s | x one stream | first chunk p50 / p99 ms | gap p50 / p99 ms | errors | complete |"
+        "| streams | aggregate chars/s | x one stream | first chunk p50 / p99 ms | gap p50 / p99 ms | errors "
+        "| complete | CPU s: server HTTP / engine, client |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     one = points[0]["aggregate"]
     for p in points:
         print(
             f"| {p['streams']} | {p['aggregate']:,.0f} | {p['aggregate'] / one:.1f}x | {p['first_p50']:.0f} / "
             f"{p['first_p99']:.0f} | {p['gap_p50']:.0f} / {p['gap_p99']:.0f} | {p['errors']} | "
-            f"{p['complete']}/{p['streams']} |"
+            f"{p['complete']}/{p['streams']} | {p['cpu'][0]:.2f} / {p['cpu'][1]:.2f}, {p['cpu'][2]:.2f} |"
         )
         if p["first_error"]:
             print(f"  first error: {p['first_error']}")
