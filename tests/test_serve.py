@@ -776,3 +776,26 @@ def test_load_bench_runs_on_a_tiny_model():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "| 4 |" in result.stdout and "4/4 |" in result.stdout
     assert "0 errors, 0 hung, 0 streams active after" in result.stdout
+
+
+def test_unknown_paths_and_methods_answer_in_the_error_shape(server):
+    url, _ = server
+    for response in (httpx.get(f"{url}/v1/nothing"), httpx.get(f"{url}/v1/completions")):
+        assert response.status_code in (404, 405) and set(response.json()["error"]) == {
+            "message",
+            "type",
+            "param",
+            "code",
+        }
+
+
+def test_a_model_that_fails_to_load_is_reported_not_waited_for():
+    def broken():
+        raise RuntimeError("weights do not fit")
+
+    app = create_app({"broken": broken}, ServeConfig())
+    with running(app) as url:
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 500)
+        assert "weights do not fit" in httpx.get(f"{url}/health").json()["message"]
+        with pytest.raises(openai.InternalServerError):
+            OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).completions.create(model="broken", prompt="a")

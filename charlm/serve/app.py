@@ -76,8 +76,8 @@ class Server:
                 engine = Engine(model, self.config.max_streams, self.publish, self.config.chunk_ms / 1000, name)
                 engine.start()
                 self.models[name] = Served(name, model, engine, int(time.time()))
-        except CharLMError as e:
-            self.failure = str(e)
+        except Exception as e:  # noqa: BLE001 -- any failure must reach /health and the command, not hang both
+            self.failure = str(e) if isinstance(e, CharLMError) else f"{type(e).__name__}: {e}"
             if self.on_failure:
                 self.on_failure()
         self.ready.set()
