@@ -12,7 +12,11 @@ Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop)
 
 from __future__ import annotations
 
+import ipaddress
 import socket
+import sys
+
+import torch
 
 from .. import checkpoint, runs
 from ..errors import CharLMError
@@ -57,7 +61,6 @@ def serve(targets: list[str], config: ServeConfig) -> None:
         from .app import create_app
     except ImportError as e:
         raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
-    import torch
 
     loaders = model_loaders(targets)
     sock = listening_socket(config.host, config.port)
@@ -66,6 +69,11 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)
+    if not ipaddress.ip_address(host).is_loopback and not app.state.server.api_key:
+        print(
+            f"warning: --host {config.host} without --api-key: anyone who reaches this port can use the models",
+            file=sys.stderr,
+        )
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on")
     )
