@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runs, threads
 from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
 from .checkpoint import Checkpoint, Progress, TrainingState, save
@@ -294,11 +294,15 @@ class Trainer:
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
             self.model.train()
+            threads.configure(config.threads, self.device)
+            tokens_per_step = self.windows.streams.shape[0] * config.seq_len
             started, stopping = time.perf_counter() - progress.elapsed, False
             settled_at = max(SETTLED[0], SETTLED[1] * max_seconds) if max_seconds else None
             since = (progress.elapsed, progress.chars)
             while (share := spent()) < 1.0 and not stopping:
+                step_started = time.perf_counter()
                 loss = self.train_step(share)
+                threads.record(time.perf_counter() - step_started, tokens_per_step)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
