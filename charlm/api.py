@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import checkpoint, runs, sampler, sizing
+from . import checkpoint, runs, sampler, sizing, threads
 from .checkpoint import load
 from .config import Config, from_options
 from .device import resolve_device
@@ -32,6 +32,7 @@ def start_run(config: Config, sources: list[str], out: str | None = None, ranks:
     """A new run: refuses to overwrite a folder that already holds one."""
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader)
+    threads.configure(config.threads, resolve_device(config.device, ranks.local_rank, ranks.world))
     probed = None
     if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
         hidden, probed = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else (0, None)

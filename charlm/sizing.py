@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import threads
 from .config import Config
 from .device import synchronize
 from .model import frequent_characters
@@ -108,6 +109,8 @@ class Probe:
             self.trainers[hidden] = Trainer(share, self.corpus)
             for _ in range(PROBE_WARMUP):
                 self.trainers[hidden].train_step(0.0)
+            if len(self.trainers) == 1:  # time every size with the thread count the CPU can use now
+                threads.calibrate(lambda: self.window(self.trainers[hidden]))
         for _ in range(PROBE_WINDOWS):
             self.best[hidden] = max(self.best.get(hidden, 0.0), self.window(self.trainers[hidden]))
         return self.best[hidden]

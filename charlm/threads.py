@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 
 WINDOW_SECONDS = 1.0  # each measurement covers at least this much work time
-EXPLORE_AFTER = (10.0, 160.0)  # seconds between comparisons: first, and at most (doubling in between)
+EXPLORE_AFTER = (2.0, 160.0)  # seconds between comparisons: first, and at most (doubling in between)
 SLOWDOWN = 0.7  # a window below this share of the best recent speed triggers a comparison at once
 GAIN = 1.05  # a neighbouring count must be this much faster to be kept
 
@@ -68,6 +68,17 @@ class Governor:
         else:
             self.best_recent = max(self.best_recent, speed)
 
+    def calibrate(self, measure: Callable[[], float]) -> None:
+        """Before work whose speed must be known (the size probe), take the faster of the current count
+        and its neighbour right away; `measure()` runs a short timed stretch and returns its speed."""
+        speeds = {}
+        for count in (self.threads, self.neighbour()):
+            self.set_threads(count)
+            speeds[count] = max(measure(), measure())
+        self.threads = max(speeds, key=speeds.get)
+        self.set_threads(self.threads)
+        self.best_recent, self.since_comparison = speeds[self.threads], 0.0
+
     def neighbour(self) -> int:
         """The count to compare with: fewer threads if there are several, else more."""
         return self.threads // 2 if self.threads > 1 else min(self.most, 2)
@@ -97,16 +108,23 @@ _governor: Governor | None = None
 
 def configure(threads: int | None, device: torch.device | None = None) -> None:
     """`--threads N`: pin N threads; None: adapt (on a CPU), sharing the cores with the other processes
-    torchrun started on this machine. Call before the work starts."""
+    torchrun started on this machine. Call before the work starts; a governor already adapting keeps
+    what it learned."""
     global _governor
     if threads is not None:
         torch.set_num_threads(threads)
         _governor = None
-    elif device is None or device.type == "cpu":
+    elif device is not None and device.type != "cpu":
+        _governor = None
+    elif _governor is None:
         neighbours = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         _governor = Governor(max(1, available_cores() // neighbours))
-    else:
-        _governor = None
+
+
+def calibrate(measure: Callable[[], float]) -> None:
+    """Settle the thread count now, when the work about to be timed needs the right one (see Governor)."""
+    if _governor is not None:
+        _governor.calibrate(measure)
 
 
 def record(seconds: float, units: float) -> None:

@@ -73,3 +73,14 @@ def test_a_thread_count_out_of_range_is_refused(value):
 
     with pytest.raises(CharLMError, match="--threads must be between 1 and"):
         Config(threads=value)
+
+
+def test_calibration_takes_the_faster_count_at_once():
+    cpu = SimulatedCPU()
+    governor = Governor(2, cpu.set_threads)
+    cpu.load = BUSY
+    governor.calibrate(lambda: BUSY[cpu.threads])
+    assert governor.threads == cpu.threads == 1
+    cpu.load = QUIET
+    governor.calibrate(lambda: QUIET[cpu.threads])
+    assert governor.threads == cpu.threads == 2
