@@ -14,9 +14,14 @@ import ast
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 import charlm
 from charlm import checkpoint, runs
+from charlm.model import frequent_characters
 from charlm.sizing import trained_parameters
+from charlm.tokens import load_corpus
 
 
 def parse(spec: str) -> dict:
@@ -32,6 +37,12 @@ def parse(spec: str) -> dict:
     return options
 
 
+def head_rows(corpus: str, config: charlm.Config) -> int:
+    """The head rows the size rule counts: the frequent characters of the training split."""
+    ids = load_corpus([corpus], config, quiet=True).train_ids
+    return frequent_characters(torch.from_numpy(np.bincount(ids, minlength=int(ids.max()) + 1)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus")
@@ -44,7 +55,7 @@ def main() -> None:
     for i, spec in enumerate(args.configs):
         options = {"max_time": args.max_time, "quiet": True, **parse(spec)}
         run = Path(args.out) / f"sweep-{stamp}" / str(i)
-        model = charlm.train(args.corpus, out=run, **options)
+        charlm.train(args.corpus, out=run, **options)
         latest = checkpoint.read(run / runs.LATEST)
         config, steps = latest.config, latest.progress.step
         row = (
@@ -54,7 +65,7 @@ def main() -> None:
             steps,
             steps * config.batch_size * config.seq_len,
             latest.progress.best_bpc,
-            trained_parameters(config.cell, config.layers, config.hidden, len(model.vocab)),
+            trained_parameters(config.cell, config.layers, config.hidden, head_rows(args.corpus, config)),
         )
         rows.append(row)
         print(

@@ -119,6 +119,7 @@ class Progress:
     chars: int = 0  # training tokens seen (targets scored): characters, with a char vocabulary
     lr: float = 0.0  # the learning rate of the last step
     val_bpc: float | None = None
+    val_step: int | None = None  # the step whose weights val_bpc scored
     best_bpc: float | None = None
 
 
@@ -133,6 +134,7 @@ class TrainingState:
     rng: torch.Tensor  # rank 0's CPU generator state
     rank_rngs: torch.Tensor  # every rank's CPU generator state, one row each
     scaler: dict
+    device_rngs: torch.Tensor | None = None  # every rank's GPU generator state (dropout on a GPU), one row each
     raw_weights: dict | None = None  # the trained weights when `model` holds their average
 
 

@@ -150,17 +150,23 @@ def train_ranks(corpus: tuple[str, ...], out: str | None, resume: str | None, gi
         )
     trainer.fit()
     progress = trainer.progress
+    if trainer.save_error:
+        kept = f"{run_dir} holds step {trainer.saved_step}" if trainer.saved_step else f"{run_dir} holds no checkpoint"
+        saved = f"not saved: the last checkpoint could not be written ({trainer.save_error}); {kept}"
+    else:
+        saved = f"saved in {run_dir}"
     if trainer.stopped_early:
-        click.echo(f"stopped at step {progress.step}; saved {run_dir}. Resume with: charlm train --resume {run_dir}")
+        click.echo(f"stopped at step {progress.step}; {saved}. Resume with: charlm train --resume {run_dir}")
         return
     click.echo(
         f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
-        f"(best {progress.best_bpc:.3f}); saved in {run_dir}"
+        f"(best {progress.best_bpc:.3f}); {saved}"
     )
-    if not config.quiet:
-        best = checkpoint.load(run_dir)
-        click.echo(f"--- sample (charlm sample --checkpoint {run_dir}) ---")
-        click.echo(api.generate(best, "", length=300, temperature=0.8, random_seed=config.random_seed).lstrip("\n"))
+    if not config.quiet and trainer.saved_step:
+        best = checkpoint.read(runs.resolve(run_dir))
+        click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
+        text = api.generate(best.model(), "", length=300, temperature=0.8, random_seed=config.random_seed)
+        click.echo(text.lstrip("\n"))
 
 
 @main.command()

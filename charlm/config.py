@@ -14,6 +14,7 @@ from .device import DEVICE_FORMS, DEVICE_PATTERN
 from .errors import CharLMError
 
 CELLS = ("lstm", "gru", "rnn")
+HEADS = ("auto", "full", "adaptive")
 
 SAVE_ERRORS = ("stop", "warn")
 NORMALIZATIONS = ("none", "nfc", "nfkc")
@@ -28,7 +29,7 @@ SAMPLE_PRECISIONS = ("fp32", "bf16")
 # CPU). Everything else shapes the model or the data and must stay.
 RESUMABLE = (
     "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
-    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision",
+    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "threads",
 )  # fmt: skip
 
 # Options that decide the token ids: they key the prepared-corpus cache.
@@ -36,6 +37,7 @@ CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer",
 
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
+MAX_THREADS = 1024
 
 
 def _opt(default, help: str, **extra):
@@ -51,6 +53,11 @@ class Config:
         None, "hidden units per layer (also the embedding size); unset: fitted to --max-time, else 256"
     )
     dropout: float = _opt(0.1, "dropout between layers and before the head")
+    head: str = _opt(
+        "auto",
+        "output layer: full (a row per character), adaptive (an adaptive softmax), auto: adaptive for big vocabularies",
+        choices=HEADS,
+    )
     # data
     seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
     batch_size: int = _opt(16, "contiguous streams trained side by side")
@@ -88,6 +95,7 @@ class Config:
     quiet: bool = _opt(False, "no progress bar")
     # hardware
     device: str = _opt("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    threads: int | None = _opt(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
     precision: str = _opt(
         "auto",
         "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
@@ -101,6 +109,8 @@ class Config:
         """Reject impossible values with a message naming the option."""
         if self.cell not in CELLS:
             raise CharLMError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
+        if self.head not in HEADS:
+            raise CharLMError(f"--head must be one of {', '.join(HEADS)}, not {self.head!r}")
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if name == "hidden" and self.hidden is None:  # chosen when training starts (sizing.py)
                 continue
@@ -143,6 +153,8 @@ class Config:
         for name in ("warmup_steps", "weight_decay", "grad_clip"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise CharLMError(f"--{option_name(name)} must be a number of 0 or more, not {getattr(self, name)}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise CharLMError(f"--threads must be between 1 and {MAX_THREADS}, not {self.threads}")
         if self.sample_every < 0:
             raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
         if self.max_steps is not None and self.max_steps < 1:

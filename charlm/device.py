@@ -90,6 +90,25 @@ def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work: GPU kernels run asynchronously, so a timer must wait for them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def accelerator_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The state of the generator dropout draws from on a GPU (None on a CPU, whose generator is
+    torch's global one)."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_accelerator_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+
+
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A CPU batch onto `device`; to a GPU through pinned memory, without waiting for the copy."""
     if device.type == "cpu":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import CharLM, State, map_state
+from .model import CharLM, FullHead, State, map_state
 
 PRIME_CHUNK = 2048  # a long seed is primed in chunks of this many characters, one forward pass each
 
@@ -59,8 +59,11 @@ class FusedLSTMStep:
         self.input_gate, self.forget_gate = self.gates[:, :h], self.gates[:, h : 2 * h]
         self.output_gate = self.gates[:, 2 * h : 3 * h]
         self.cell_tanh = torch.empty(batch, h, device=device)
-        self.head = Product(model.head.weight, model.head.bias, dtype, batch)
-        self.logits = torch.empty(batch, model.head.out_features, device=device)
+        if isinstance(model.head, FullHead):
+            self.head = Product(model.head.weight, model.head.bias, dtype, batch)
+        else:  # an adaptive head: its clusters' log-probabilities, in fp32
+            self.head = lambda hidden: model.head.logits(hidden.float())
+        self.logits = torch.empty(batch, model.config.vocab_size, device=device)
 
     def load_state(self, state: State) -> None:
         h, c = state

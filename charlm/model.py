@@ -1,7 +1,14 @@
-"""CharLM: embedding -> stacked LSTM/GRU/RNN (torch's fused kernels) -> linear head over the vocabulary.
+"""CharLM: embedding -> stacked LSTM/GRU/RNN (torch's fused kernels) -> head over the vocabulary.
 
 A model carries its architecture (`ModelConfig`) and its vocabulary, never the options it was trained
 with: that is all a checkpoint needs to rebuild it for sampling.
+
+The head scores every character of the vocabulary. For a small alphabet it is one linear layer
+(`FullHead`). A Chinese novel has thousands of distinct characters, and a full head would then cost
+more per character than the whole LSTM; `AdaptiveHead` (an adaptive softmax) spends a full-width row
+only on the frequent characters and reaches the rare ones through a cluster token and a narrower
+projection, so training computes them only for the few targets that are rare. Both give exact
+probabilities over the whole vocabulary.
 
 There is deliberately no bidirectional option: a backward pass over the window would see the very
 characters the model has to predict.
@@ -14,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import CharLMError
@@ -24,6 +32,8 @@ from .vocab import Vocab
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
+HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
 
 
 @dataclass(frozen=True)
@@ -35,14 +45,18 @@ class ModelConfig:
     hidden: int
     dropout: float
     vocab_size: int
+    head_cutoffs: tuple[int, ...] = ()  # the adaptive head's cluster edges, in frequency rank; (): a full head
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "head_cutoffs": list(self.head_cutoffs)}
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
+        required = [f.name for f in dataclasses.fields(cls) if f.name != "head_cutoffs"]
         try:
-            config = cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+            config = cls(
+                **{name: values[name] for name in required}, head_cutoffs=tuple(values.get("head_cutoffs", ()))
+            )
         except (KeyError, TypeError):
             raise CharLMError(
                 "the model description is damaged: expected cell, layers, hidden, dropout, vocab_size"
@@ -68,16 +82,27 @@ class CharLM(nn.Module):
             batch_first=True,
         )
         self.drop = nn.Dropout(config.dropout)
-        self.head = nn.Linear(config.hidden, config.vocab_size)
+        if config.head_cutoffs:
+            self.head = AdaptiveHead(config.hidden, config.vocab_size, config.head_cutoffs)
+        else:
+            self.head = FullHead(config.hidden, config.vocab_size)
 
-    def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """ids (batch, time) -> logits (batch, time, vocab) and the state after the last character."""
+    def forward(
+        self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """ids (batch, time) -> logits (batch, time, vocab) and the state after the last character.
+        Given `targets` (batch, time), the first result is instead each target's negative log-likelihood
+        in nats (batch, time): what training and evaluation need, without a full softmax where the head
+        can avoid one."""
         out, state = self.core(self.embed(ids), state)
-        return self.head(self.drop(out)), state
+        out = self.drop(out)
+        if targets is None:
+            return self.head.logits(out), state
+        return self.head.nats(out, targets), state
 
     @property
     def device(self) -> torch.device:
-        return self.head.weight.device
+        return self.embed.weight.device
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -85,6 +110,59 @@ class CharLM(nn.Module):
     def describe(self) -> str:
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
+
+
+def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
+    """The adaptive head's cluster edges for `--head` and the training text's count of each id: () for a
+    full head. The frequent characters covering HEAD_COVERAGE[0] of the text get full-width rows; the
+    next ones up to HEAD_COVERAGE[1] a quarter-width cluster; the rest a sixteenth-width one."""
+    if head == "full" or (head == "auto" and len(counts) < ADAPTIVE_MIN_VOCAB) or len(counts) < 4:
+        return ()
+    edges = [frequent_characters(counts, share) for share in HEAD_COVERAGE]
+    return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
+
+
+def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -> int:
+    """How many of the most frequent ids it takes to cover `share` of the text (at least 1)."""
+    covered = torch.cumsum(torch.sort(counts.double(), descending=True).values, 0) / max(counts.sum().item(), 1)
+    return max(1, int(torch.searchsorted(covered, share).item()) + 1)
+
+
+class FullHead(nn.Linear):
+    """One row of weights per character: logits = W h + b."""
+
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        return self(out)
+
+    def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self(out).flatten(0, 1), targets.reshape(-1), reduction="none").view_as(targets)
+
+
+class AdaptiveHead(nn.Module):
+    """An adaptive softmax (Grave et al. 2017, `nn.AdaptiveLogSoftmaxWithLoss`) over characters ranked
+    by frequency. The first `cutoffs[0]` characters and one token per rare cluster share a full-width
+    layer; each rare cluster is reached through a projection 4 times narrower than the one before it.
+    `rank` maps a vocabulary id to its frequency rank, so ids themselves never change."""
+
+    def __init__(self, hidden: int, vocab_size: int, cutoffs: tuple[int, ...]):
+        super().__init__()
+        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, list(cutoffs), div_value=4.0)
+        self.register_buffer("rank", torch.arange(vocab_size))
+
+    def set_frequencies(self, counts: torch.Tensor) -> None:
+        """Rank the vocabulary by how often each id occurs (ties: by id), before training starts."""
+        order = torch.sort(-counts.double(), stable=True).indices
+        self.rank[order] = torch.arange(len(order), device=self.rank.device)
+
+    def logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the whole vocabulary, in id order (valid logits: their softmax is the
+        distribution)."""
+        ranked = self.softmax.log_prob(out.reshape(-1, out.size(-1)).float())
+        return ranked[:, self.rank].view(*out.shape[:-1], -1)
+
+    def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        ranked = self.rank[targets.reshape(-1)]
+        return -self.softmax(out.reshape(-1, out.size(-1)), ranked).output.view_as(targets)
 
 
 def map_state(fn, state: State | None) -> State | None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from collections.abc import Iterator
 
 import torch
 
+from . import threads
 from .config import SampleConfig, from_options
 from .errors import CharLMError
 from .lstm_step import Stepper
@@ -152,7 +154,7 @@ class Generation:
 
     def advance(self) -> torch.Tensor:
         """Chooses every sample's next id, steps the model on it, and returns the ids."""
-        logits = self.logits
+        started, logits = time.perf_counter(), self.logits
         if self.recent is not None:
             logits = self.recent.penalize(logits, self.options.repetition_penalty)
         ids = choose(logits, self.options, self.steps, self.uniforms)
@@ -160,6 +162,7 @@ class Generation:
             self.recent.add(ids)
         self.logits = self.stepper.step(ids)
         self.steps += 1
+        threads.record(time.perf_counter() - started, len(ids))
         return ids
 
 

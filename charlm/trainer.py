@@ -16,21 +16,29 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runs, threads
 from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
 from .checkpoint import Checkpoint, Progress, TrainingState, save
 from .config import Config
-from .device import autocast, grad_scaler, resolve_device, resolve_precision, to_device
+from .device import (
+    accelerator_rng_state,
+    autocast,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    set_accelerator_rng_state,
+    to_device,
+)
 from .distributed import SINGLE, SYNC_EVERY, Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
-from .model import CharLM, ModelConfig, State, detach_state, map_state
+from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
 from .optim import learning_rate, make_optimizer
 from .reporting import Reporter, SilentReporter
 from .sampler import generate
@@ -38,6 +46,8 @@ from .tokens import TokenCorpus
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
+SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
+SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
 SAMPLE_CHARS = 200  # length of the samples --sample-every shows
 
 
@@ -92,12 +102,22 @@ class Trainer:
         # Every rank lays out the same global streams and takes its own rows of them.
         self.windows = Windows(make_streams(train_ids, config.batch_size)[self.shard], config.seq_len)
         torch.manual_seed(config.random_seed)
-        model_config = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(corpus.vocab))
+        counts = torch.from_numpy(np.bincount(train_ids, minlength=len(corpus.vocab)))
+        cutoffs = head_cutoffs(config.head, counts)
+        model_config = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), cutoffs)
         self.model = CharLM(model_config, corpus.vocab).to(self.device)
+        if cutoffs:
+            self.model.head.set_frequencies(counts)
         if ranks.rank:  # the same initial weights everywhere, but each rank its own dropout masks
             torch.manual_seed(config.random_seed + ranks.rank)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
-        self.net = DistributedDataParallel(self.model, device_ids) if ranks.active else self.model
+        # An adaptive head leaves a rare cluster without gradient in a step whose targets are all frequent.
+        unused = bool(cutoffs)
+        self.net = (
+            DistributedDataParallel(self.model, device_ids, find_unused_parameters=unused)
+            if ranks.active
+            else self.model
+        )
         self.optimizer = make_optimizer(self.model, config)
         self.average = WeightAverage(self.model, config.weight_average) if config.weight_average else None
         self.scaler = grad_scaler(self.device, self.precision)
@@ -108,9 +128,11 @@ class Trainer:
         self.checkpoint_interval = config.checkpoint_interval()
         # set once a loss is NaN/inf; read at checks only. The loss is averaged over ranks, so all agree.
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        self.saved_step: int | None = None
+        self.saved_step: int | None = None  # the step of the last checkpoint written
+        self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.saved_at = 0.0
         self.run_dir = run_dir
+        self.probed_chars_per_second: float | None = None  # what the size probe measured for this size
         self.reporter: Reporter | SilentReporter = SilentReporter()
 
     @property
@@ -121,6 +143,7 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint(self) -> Checkpoint:
         """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
+        device_rng = accelerator_rng_state(self.device)
         training = TrainingState(
             optimizer=self.optimizer.state_dict(),
             position=self.windows.position,
@@ -130,6 +153,7 @@ class Trainer:
             rank_rngs=self.ranks.gather(torch.get_rng_state().unsqueeze(0)),
             scaler=self.scaler.state_dict(),
             raw_weights=self.model.state_dict() if self.average else None,
+            device_rngs=None if device_rng is None else self.ranks.gather(device_rng.unsqueeze(0)),
         )
         return Checkpoint(
             model_config=self.model.config,
@@ -160,10 +184,10 @@ class Trainer:
             if self.config.save_errors == "warn":
                 if self.ranks.leader:
                     tqdm.write(f"warning: {error}; training goes on (--save-errors warn)", file=sys.stderr)
-                self.saved_at = self.clock  # try again at the next checkpoint time, not every step
+                self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return
             raise CharLMError(f"{error}; training stopped at step {self.progress.step}")
-        self.saved_step, self.saved_at = self.progress.step, self.clock
+        self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
 
     def diverged_message(self) -> str:
         lower = f"{self.config.lr / 4:.2g}"
@@ -193,13 +217,19 @@ class Trainer:
         self.progress = checkpoint.progress
         self.clock = checkpoint.progress.elapsed
         self.hidden = map_state(lambda s: s[:, self.shard].contiguous().to(self.device), training.hidden)
-        # Dropout continues exactly under the same world size; under another one each rank reseeds.
-        if training.rank_rngs is not None and len(training.rank_rngs) == self.ranks.world:
-            torch.set_rng_state(training.rank_rngs[self.ranks.rank])
+        # Dropout continues exactly under the same world size (on a GPU, from the GPU's generator);
+        # under another world size, or on a device the run did not save, each rank reseeds.
+        same_world = training.rank_rngs is not None and len(training.rank_rngs) == self.ranks.world
+        if same_world:
+            torch.set_rng_state(training.rank_rngs[self.ranks.rank].clone())  # a row view at an offset crashes torch
         elif self.ranks.leader:
             torch.set_rng_state(training.rng)
         else:
             torch.manual_seed(self.config.random_seed + self.ranks.rank + checkpoint.progress.step)
+        if training.device_rngs is not None and same_world and accelerator_rng_state(self.device) is not None:
+            set_accelerator_rng_state(training.device_rngs[self.ranks.rank].clone(), self.device)
+        elif self.device.type == "cuda":
+            torch.cuda.manual_seed(self.config.random_seed + self.ranks.rank + checkpoint.progress.step)
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed
 
     # -- the loop ------------------------------------------------------------------------------
@@ -211,6 +241,7 @@ class Trainer:
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
             if improved:
                 progress.best_bpc = progress.val_bpc
+        progress.val_step = progress.step
         self.save(improved)
         if not self.ranks.leader:
             return
@@ -263,17 +294,42 @@ class Trainer:
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
             self.model.train()
+            threads.configure(config.threads, self.device)
+            tokens_per_step = self.windows.streams.shape[0] * config.seq_len
             started, stopping = time.perf_counter() - progress.elapsed, False
+            settled_at = max(SETTLED[0], SETTLED[1] * max_seconds) if max_seconds else None
+            since = (progress.elapsed, progress.chars)
             while (share := spent()) < 1.0 and not stopping:
+                step_started = time.perf_counter()
                 loss = self.train_step(share)
+                threads.record(time.perf_counter() - step_started, tokens_per_step)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
+                if settled_at is not None and progress.elapsed - since[0] >= settled_at:
+                    self.compare_with_probe(since)
+                    settled_at = None
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
-            if self.saved_step != progress.step:
+            if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
         return self.result
+
+    def compare_with_probe(self, since: tuple[float, int]) -> None:
+        """Say so when the run trains well below the speed the size was chosen for: the machine got
+        busier after the probe, and the model will see fewer characters per parameter than planned."""
+        if not self.probed_chars_per_second or not self.ranks.leader:
+            return
+        seconds, chars = self.progress.elapsed - since[0], self.progress.chars - since[1]
+        speed = chars * self.corpus.chars_per_token / max(seconds, 1e-9)
+        if speed < SLOW_SHARE * self.probed_chars_per_second:
+            tqdm.write(
+                f"warning: training at {speed:,.0f} chars/s, {speed / self.probed_chars_per_second:.0%} of the "
+                f"{self.probed_chars_per_second:,.0f} the size probe measured for --hidden {self.config.hidden}: "
+                "the machine is busier than when the run started, so the model will see fewer characters per "
+                "parameter than the size rule planned (give --hidden to choose yourself)",
+                file=sys.stderr,
+            )
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;
@@ -298,8 +354,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = progress.lr
         with autocast(self.device, self.precision):
-            logits, state = self.net(inputs, None if fresh else self.hidden)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.reshape(-1))
+            nats, state = self.net(inputs, None if fresh else self.hidden, targets)
+            loss = nats.mean()
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
         if config.grad_clip > 0:

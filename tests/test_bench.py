@@ -1,16 +1,26 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
+import importlib
+import math
+import os
+import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
 
-def run_bench(*args: str) -> str:
-    result = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+def run_bench(script: str, *args: str) -> str:
+    """A bench script run from the test's own folder, so its corpora/ and checkpoints/ land there."""
+    command = [sys.executable, str(REPO / script), *args]
+    result = subprocess.run(command, cwd=os.getcwd(), capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -57,5 +67,102 @@ def test_gpu_bench_runs_tiny_on_the_cpu():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_bench_refuses_a_machine_without_a_gpu():
-    result = subprocess.run([sys.executable, "bench/gpu.py"], cwd=REPO, capture_output=True, text=True, check=False)
+    result = subprocess.run([sys.executable, str(REPO / "bench/gpu.py")], capture_output=True, text=True, check=False)
     assert result.returncode == 1 and "has none; --tiny runs a small CPU check" in result.stderr
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """Import a bench/ script as a module (they import each other by plain name)."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    return importlib.import_module
+
+
+def messy_text(path: Path, lines: int = 500) -> Path:
+    """Generated words with `\\r\\n` line ends, a decomposed é (NFD) and no final newline: the held-out
+    text versus.py reads must still be the one charlm reads."""
+    rng = random.Random(0)
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "cafe\u0301", "sat", "on", "mat"]
+    path.write_bytes("\r\n".join(" ".join(rng.choice(words) for _ in range(9)) for _ in range(lines)).encode())
+    return path
+
+
+def test_versus_bench_runs(tmp_path):
+    corpus = messy_text(tmp_path / "words.txt")
+    out = run_bench(
+        "bench/versus.py", str(corpus), "--iters", "30", "--layers", "1", "--heads", "2", "--embed", "32",
+        "--block", "16", "--quiet", "--busy", "1", "--out", str(tmp_path / "versus.txt"),
+        "--charlm-set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=1000",
+    )  # fmt: skip
+    report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
+    assert report in out and "1 busy-loop processes running" in report
+    (row,) = [line for line in report.splitlines() if line.startswith("| words.txt |") and "1x16" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    baseline_bpc, charlm_bpc, ratio = float(cells[4]), float(cells[8]), float(cells[9])
+    assert all(math.isfinite(x) and 0.5 < x < 10 for x in (baseline_bpc, charlm_bpc))
+    assert ratio == pytest.approx(charlm_bpc / baseline_bpc, abs=2e-4)
+    assert int(cells[6].replace(",", "")) > 0  # charlm's steps
+
+
+def test_versus_busy_processes_end_with_the_block(bench):
+    with bench("versus").busy_processes(2) as processes:
+        assert len(processes) == 2 and all(p.poll() is None for p in processes)
+    assert all(p.poll() is not None for p in processes)
+
+
+def naive_bits(model, segments: list[torch.Tensor], context_start) -> float:
+    """Every target of every segment scored by itself: one forward pass over exactly its context."""
+    nats, count = 0.0, 0
+    with torch.no_grad():
+        for ids in segments:
+            for t in range(1, len(ids)):
+                logits = model(ids[context_start(t, len(ids) - 1) : t].unsqueeze(0))[0, -1]
+                nats += torch.log_softmax(logits.double(), -1)[ids[t]].neg().item()
+                count += 1
+    return nats / count / math.log(2)
+
+
+def test_babygpt_sliding_window_score_is_exact(bench):
+    babygpt = bench("babygpt")
+    torch.manual_seed(0)
+    block, stride = 8, 4
+    model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=7, layers=2, heads=2, embed=16, block=block)).eval()
+    segments = [torch.randint(7, (n,)) for n in (5, 9, 10, 47, 48)]  # shorter than, equal to, longer than a block
+
+    def documented(t: int, targets: int) -> int:
+        """The first block targets from the segment's start; after that, chunks of `stride` targets, each
+        predicted by the window of `block` characters ending just before the chunk's last target."""
+        if t <= block:
+            return 0
+        chunk_end = min(block + stride * math.ceil((t - block) / stride), targets)
+        return chunk_end - block
+
+    assert babygpt.bits_per_char(model, segments, stride) == pytest.approx(naive_bits(model, segments, documented))
+    longest = naive_bits(model, segments, lambda t, _: max(0, t - block))  # every target with `block` of context
+    assert babygpt.bits_per_char(model, segments, stride=1) == pytest.approx(longest)
+    assert babygpt.bits_per_char(model, segments, stride) != pytest.approx(longest)  # the contexts do differ
+
+
+def test_versus_scores_the_baseline_on_the_segments_charlm_scores(bench, fox_file, tiny):
+    """charlm's bits_per_char equals scoring each of versus.charlm_segments from a cold state."""
+    import charlm
+
+    versus = bench("versus")
+    model = charlm.train(fox_file, **tiny)
+    ids = model.vocab.encode(fox_file.read_text(encoding="utf-8")[:2643] * 2)  # 5286 ids: 16 segments, 6 left over
+    segments = versus.charlm_segments(ids)
+    assert len(segments) == 16
+    with torch.no_grad():
+        model.eval()
+        nats = sum(
+            F.cross_entropy(model(s[:-1].unsqueeze(0))[0][0], s[1:], reduction="sum").double().item() for s in segments
+        )
+    naive = nats / sum(len(s) - 1 for s in segments) / math.log(2)
+    assert versus.charlm_evaluation.bits_per_char(model, ids) == pytest.approx(naive, rel=1e-6)
+
+
+def test_threads_bench_runs(fox_file):
+    out = run_bench("bench/threads.py", str(fox_file), "--seconds", "1", "--hidden", "16")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
+    assert len(rows) == 7 and rows[0].endswith("| 1.00 |")
+    assert "one core busy, governor" in out and "two trainings together, governor, each" in out

@@ -100,6 +100,7 @@ def test_unknown_names_and_missing_mirror_files_are_clear(tmp_path, monkeypatch)
         catalog.get("enwik8")
 
 
+@pytest.mark.slow
 def test_train_accepts_a_catalog_name(monkeypatch):
     shared_corpus("hongloumeng.txt")
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(SHARED_CORPORA))

@@ -26,7 +26,14 @@ def test_checkpoint_holds_the_model_the_run_and_what_a_resume_needs(fox_file, ti
     payload = checkpoint.read_payload(runs.resolve("run", prefer=runs.LATEST))
     assert set(payload) == {"model", "run", "training"}
     assert set(payload["model"]) == {"config", "vocab", "weights"}
-    assert payload["model"]["config"] == {"cell": "lstm", "layers": 1, "hidden": 32, "dropout": 0.1, "vocab_size": 28}
+    assert payload["model"]["config"] == {
+        "cell": "lstm",
+        "layers": 1,
+        "hidden": 32,
+        "dropout": 0.1,
+        "vocab_size": 28,
+        "head_cutoffs": [],
+    }
     assert {"config", "corpus", "progress", "device", "precision"} <= set(payload["run"])
     for key in ("optimizer", "position", "epoch", "hidden", "rng", "rank_rngs", "scaler"):
         assert key in payload["training"]
@@ -63,7 +70,7 @@ def test_a_format_2_checkpoint_is_read(fox_file, tiny):
     path.write_bytes(checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + body)
     upgraded = latest("run")
     assert upgraded.model_config == new.model_config
-    assert upgraded.progress == dataclasses.replace(new.progress, lr=0.0)  # format 2 kept no learning rate
+    assert upgraded.progress == dataclasses.replace(new.progress, lr=0.0, val_step=None)  # format 2 kept neither
     assert all(torch.equal(upgraded.weights[k], v) for k, v in new.weights.items())
     charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
     assert latest("run").progress.step == tiny["max_steps"] + 5

@@ -82,6 +82,7 @@ def test_real_process_errors_have_no_traceback(tmp_path):
     assert_one_line_error(run_cli("sample"), "no runs under checkpoints")
 
 
+@pytest.mark.slow
 def test_chinese_text_with_thousands_of_characters_end_to_end(tmp_path):
     rng = random.Random(0)
     alphabet = [chr(0x4E00 + i) for i in range(3500)]
@@ -98,6 +99,7 @@ def test_chinese_text_with_thousands_of_characters_end_to_end(tmp_path):
     assert all(0x4E00 <= ord(c) < 0x4E00 + 3500 or c in "，。！？：“”\n" for c in result.output)
 
 
+@pytest.mark.slow
 def test_tinyshakespeare_end_to_end():
     corpus = shared_corpus("tinyshakespeare.txt")
     run_cli(
@@ -120,6 +122,7 @@ def test_tinyshakespeare_end_to_end():
     assert 1.0 < bpc < 4.0  # far better than uniform over 65 characters (6.02 bits)
 
 
+@pytest.mark.slow
 def test_hongloumeng_end_to_end():
     corpus = shared_corpus("hongloumeng.txt")
     done = run_cli("train", str(corpus), "--out", "hlm", "--max-steps", "40", "--hidden", "64", "--quiet", check=True)
@@ -128,6 +131,7 @@ def test_hongloumeng_end_to_end():
     assert sample.startswith("宝玉道：") and len(sample) == 105
 
 
+@pytest.mark.slow
 def test_default_corpus_is_shakespeare():
     result = run_cli("train", "--max-steps", "15", "--hidden", "32", "--eval-every", "15", check=True)
     assert "on shakespeare" in result.stderr and "--- sample" in result.stdout

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 import charlm
@@ -12,6 +13,8 @@ from charlm import runs
 from charlm.reporting import read_metrics
 
 from .conftest import latest, max_weight_difference
+
+pytestmark = pytest.mark.slow  # every test starts processes under torchrun
 
 # dropout 0: the only randomness; a flat learning rate after warm-up, so a run resumed with a
 # larger --max-steps follows the same schedule as one that ran through.
@@ -57,12 +60,12 @@ def assert_same_curve(a: str, b: str) -> float:
     return difference
 
 
-def test_two_gloo_processes_train_the_model_one_process_trains(fox_file, capsys):
+def test_two_gloo_processes_train_the_model_one_process_trains(fox_file):
     torch.set_num_threads(1)
     torchrun("train", str(fox_file), "--out", "ddp", *cli_options(max_steps=20))
     charlm.train(fox_file, out="one", **OPTIONS, max_steps=20)
     weights = max_weight_difference("ddp", "one")
-    bpc = assert_same_curve("ddp", "one")
+    assert_same_curve("ddp", "one")
     assert weights < WEIGHT_TOLERANCE
     saved, one = latest("ddp"), latest("one")
     assert saved.training.hidden[0].shape == (2, 4, 32)  # every rank's streams, in the single-process layout
@@ -77,11 +80,20 @@ def test_two_gloo_processes_train_the_model_one_process_trains(fox_file, capsys)
     torchrun("train", "--resume", "one", "--max-steps", "40")
     resumed = max(max_weight_difference("ddp", "through"), max_weight_difference("one", "through"))
     assert resumed < WEIGHT_TOLERANCE
-    with capsys.disabled():
-        print(
-            f"\n2 gloo processes vs 1: max |weight difference| {weights:.2e} after 20 steps, "
-            f"{resumed:.2e} after resuming to 40 across world sizes; max |bpc difference| {bpc:.2e}"
-        )
+
+
+def test_with_dropout_a_resume_under_the_same_world_size_continues_exactly(fox_file):
+    """Each rank draws its own dropout masks; its generator state is saved, so two processes resumed
+    by two processes give the weights of two processes that never stopped."""
+    options = cli_options(dropout=0.3)
+    torchrun("train", str(fox_file), "--out", "through", *options, "--max-steps", "30")
+    torchrun("train", str(fox_file), "--out", "cut", *options, "--max-steps", "15")
+    torchrun("train", "--resume", "cut", "--max-steps", "30")
+    assert latest("cut").progress.step == latest("through").progress.step == 30
+    assert max_weight_difference("cut", "through") == 0.0
+    one = charlm.train(fox_file, out="one", **{**OPTIONS, "dropout": 0.3}, max_steps=30)
+    assert max_weight_difference("one", "through") > 1e-4  # dropout really drew different masks per rank
+    assert one is not None
 
 
 def test_a_world_size_that_does_not_divide_the_batch_is_one_line(fox_file):

@@ -4,7 +4,9 @@ import torch
 
 from charlm import lstm_step
 from charlm.lstm_step import FusedLSTMStep
+from charlm.model import CharLM, ModelConfig
 from charlm.sampler import generate
+from charlm.vocab import Vocab
 
 
 def test_fused_step_matches_the_lstm_module(model):
@@ -57,3 +59,19 @@ def test_generation_carries_state_instead_of_rerunning_the_prefix(model, monkeyp
     monkeypatch.setattr(FusedLSTMStep, "__call__", spy)
     generate(model, "abcde", length=20, random_seed=0)
     assert calls == [(1,)] * 20  # one step per character, each over one character
+
+
+def test_the_fused_step_of_a_model_with_an_adaptive_head_matches_the_model():
+    torch.manual_seed(0)
+    vocab = Vocab([chr(0x4E00 + i) for i in range(200)])
+    model = CharLM(ModelConfig("lstm", 2, 16, 0.0, 200, (20, 80)), vocab).eval()
+    model.head.set_frequencies(torch.arange(200, 0, -1))
+    ids = torch.randint(0, 200, (3, 10))
+    expected, _ = model(ids)
+    step = FusedLSTMStep(model, batch=3)
+    with torch.no_grad():
+        for t in range(10):
+            logits = step(ids[:, t])
+            assert torch.allclose(logits, expected[:, t], atol=1e-5)
+    texts = generate(model, "", length=30, num_samples=2, random_seed=0)
+    assert all(len(text) == 30 and set(text) <= set(vocab.chars) for text in texts)

@@ -174,6 +174,7 @@ def prepare_in_two_processes(source, root, go, delay: float) -> list[dict]:
     return results
 
 
+@pytest.mark.slow
 def test_two_processes_preparing_one_corpus_at_once_both_succeed(tmp_path):
     rng = random.Random(0)
     words = ["the", "quick", "宝玉", "道：", "naïve", "fox", "jumps", "😀"]

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, trainer
+from charlm import api, checkpoint, runs, trainer
 from charlm.errors import CharLMError
-from charlm.model import CharLM
+from charlm.model import CharLM, FullHead
 
-from .conftest import TRAIN_ARGS, latest, run_cli, start_training, wait_for
+from .conftest import TRAIN_ARGS, cli, latest, run_cli, start_training, wait_for
 
 
 def assert_same_weights(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint) -> None:
@@ -41,8 +41,8 @@ def test_state_is_carried_across_steps_and_detached(fox_file, tiny, monkeypatch)
     seen = []
     original = CharLM.forward
 
-    def spy(self, ids, state=None):
-        logits, new_state = original(self, ids, state)
+    def spy(self, ids, state=None, targets=None):
+        logits, new_state = original(self, ids, state, targets)
         if torch.is_grad_enabled():
             seen.append((state, new_state))
         return logits, new_state
@@ -97,16 +97,21 @@ def test_detect_anomaly_turns_on_torch_anomaly_mode(fox_file, tiny, monkeypatch)
 
 
 def test_resume_continues_step_data_position_and_state(fox_file, tiny):
-    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    flat = {**tiny, "min_lr_ratio": 1.0}  # a flat learning rate, so 10 steps then 15 more are the 25-step run
+    charlm.train(fox_file, out="whole", **{**flat, "max_steps": 25})
+    charlm.train(fox_file, out="run", **{**flat, "max_steps": 10})
     before = latest("run")
     charlm.train(resume="run", max_steps=25)
-    after = latest("run")
+    after, whole = latest("run"), latest("whole")
     assert before.progress.step == 10 and after.progress.step == 25
+    # 2,376 training characters in 4 streams of 594: windows of 8 over 593 inputs, 75 per epoch
     seq, stream = tiny["seq_len"], (len(fox_file.read_text()) * 9 // 10) // tiny["batch_size"]
-    windows_per_epoch = -(-(stream - 1) // seq)
-    assert after.training.position != before.training.position
-    assert after.training.epoch * windows_per_epoch <= 25
-    assert after.training.hidden is not None
+    assert (before.training.position, after.training.position) == (10 * seq, 25 * seq) and stream - 1 > 25 * seq
+    assert after.training.epoch == whole.training.epoch == 0
+    assert after.progress.chars == whole.progress.chars == 25 * seq * tiny["batch_size"]
+    for carried, uninterrupted in zip(after.training.hidden, whole.training.hidden):
+        assert torch.equal(carried, uninterrupted)  # every stream's state, exactly as if never stopped
+    assert_same_weights(after, whole)
 
 
 def test_resume_refuses_changed_model_options(fox_file, tiny):
@@ -129,6 +134,7 @@ def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_fi
         charlm.train(resume="run", layers=2, seq_len=9)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox_file, tmp_path):
     """Ctrl-C a real training process, resume it, and compare with a run that was never stopped."""
     options = [
@@ -175,6 +181,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
 # -- never lose a run ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fox_file, tmp_path):
     args = [*TRAIN_ARGS, "--max-steps", "2500", "--eval-every", "400", "--checkpoint-every", "20"]
     run_cli("train", str(fox_file), "--out", "whole", *args, check=True)
@@ -222,6 +229,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_previous_checkpoint(fox_file, small_disk):
     run = small_disk / "run"
     run_cli("train", str(fox_file), "--out", str(run), *TRAIN_ARGS, "--max-steps", "10", check=True)
@@ -260,15 +268,102 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(fox_file, tin
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20})
     good = latest("run")
     calls = {"n": 0}
-    real = trainer.F.cross_entropy
+    real = FullHead.nats
 
-    def poisoned(*args, **kwargs):
+    def poisoned(self, out, targets):
         calls["n"] += 1
-        loss = real(*args, **kwargs)
-        return loss * float("nan") if calls["n"] > 5 else loss
+        nats = real(self, out, targets)
+        return nats * float("nan") if calls["n"] > 5 else nats
 
-    monkeypatch.setattr(trainer.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(FullHead, "nats", poisoned)
     with pytest.raises(CharLMError, match=r"diverged .*after step 20.*--resume checkpoints/run --lr 0\.00075"):
         charlm.train(resume="run", max_steps=60)
     assert_same_weights(latest("run"), good)
     assert all(torch.isfinite(t).all() for t in latest("run").weights.values())
+
+
+# -- every run ends scored ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "limits", [{"max_steps": 20, "checkpoint_every": 10}, {"max_steps": 20, "checkpoint_every": 20}]
+)
+def test_the_final_weights_are_scored_even_when_the_last_step_is_also_a_save(fox_file, tiny, limits):
+    charlm.train(fox_file, out="run", **{**tiny, "eval_every": 2000, **limits})
+    saved = latest("run")
+    assert saved.progress.step == 20 and saved.progress.val_bpc is not None
+    assert saved.progress.best_bpc == saved.progress.val_bpc
+    best = checkpoint.read(runs.resolve("run", prefer=runs.BEST))
+    assert best.progress.step == 20
+
+
+def test_the_cli_summary_of_a_run_whose_last_step_was_a_save(fox_file):
+    result = run_cli(
+        "train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100", "--checkpoint-every", "50"
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert "done: step 100" in result.stdout and "validation" in result.stdout
+
+
+def test_a_trained_model_comes_back_ready_for_inference(fox_file, tiny):
+    model = charlm.train(fox_file, out="run", **tiny)
+    assert not model.training and not any(m.training for m in model.modules())
+
+
+def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file, monkeypatch):
+    first = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "10")
+    assert first.exit_code == 0, first.output
+
+    def failing_fsync(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    result = cli("train", "--resume", "run", "--max-steps", "30", "--save-errors", "warn")
+    assert result.exit_code == 0, result.output
+    assert "saved in" not in result.output
+    assert "not saved" in result.output and "checkpoints/run holds step 10" in result.output
+    assert latest("run").progress.step == 10
+
+
+def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monkeypatch):
+    """Dropout on a GPU draws from the CUDA generator: a resume must continue its stream, not restart it.
+    (No GPU here: torch.cuda's generator functions are stood in for, on a trainer told it runs on cuda:0.)"""
+    states = {"saved": torch.arange(16, dtype=torch.uint8), "restored": None}
+
+    def set_state(state, device):
+        states["restored"] = (state.clone(), device)
+
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states["saved"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
+    first = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="run")
+    first.device = torch.device("cuda", 0)
+    saved = first.checkpoint()
+    assert torch.equal(saved.training.device_rngs, states["saved"].unsqueeze(0))
+    second = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="other")
+    second.device = torch.device("cuda", 0)
+    second.restore(saved)
+    restored, device = states["restored"]
+    assert torch.equal(restored, states["saved"]) and device == torch.device("cuda", 0)
+
+
+def test_a_run_with_an_adaptive_head_trains_resumes_and_samples(fox_file, tiny):
+    tiny.update(head="adaptive", hidden=48, lr=1e-2, max_steps=120, eval_every=60, dropout=0.0)
+    model = charlm.train(fox_file, out="run", **tiny)
+    saved = latest("run")
+    assert saved.model_config.head_cutoffs and saved.progress.best_bpc < 1.0
+    assert charlm.generate(model, "the quick", length=30, greedy=True).startswith("the quick brown fox")
+    assert torch.equal(charlm.load("run").head.rank, model.head.rank)
+    charlm.train(resume="run", max_steps=130)
+    assert latest("run").progress.step == 130
+
+
+def test_a_run_much_slower_than_its_size_probe_says_so(fox_file, tiny, monkeypatch, capsys):
+    monkeypatch.setattr(trainer, "SETTLED", (0.0, 0.0))  # compare at the first step
+    timed = {**tiny, "quiet": False, "max_time": "1h"}  # the probe only runs for a time budget
+    run = api.start_run(charlm.Config(**timed), [str(fox_file)], out="run")
+    run.probed_chars_per_second = 1e12  # a probe that measured an impossibly fast machine
+    run.fit()
+    err = capsys.readouterr().err
+    assert "of the 1,000,000,000,000 the size probe measured for --hidden 32" in err
+    quick = api.start_run(charlm.Config(**timed), [str(fox_file)], out="quick")
+    quick.probed_chars_per_second = 1.0  # a probe slower than any run: no warning
+    quick.fit()
+    assert "size probe" not in capsys.readouterr().err

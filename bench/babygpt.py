@@ -1,0 +1,302 @@
+"""A baby GPT: the baseline charlm has to beat on every script (issue 19).
+
+    python bench/babygpt.py ../shared/corpora/tinyshakespeare.txt --iters 6000
+
+A small causal transformer trained with nanoGPT's CPU recipe for shakespeare_char, written from
+the recipe: 4 layers, 4 heads, embedding 128, context 64, batch 12, dropout 0, AdamW (lr 1e-3,
+betas 0.9/0.99, weight decay 0.1 on matrices and embeddings), 100 warm-up iterations then cosine
+decay to 1e-4 at the last iteration, gradient clip 1.0, fp32. Pre-LayerNorm blocks, GELU MLP 4x,
+learned position embeddings, the token embedding tied to the output head, no biases.
+
+Text: read as charlm reads it (UTF-8, `\\r\\n` -> `\\n`, NFC, a final newline), so both models see the
+same characters. The vocabulary is every character of the whole file, sorted: the same as
+charlm's default, and no unknown symbol is needed (a character seen only in the held-out text has
+an id both models never trained on, so both must give it a low probability). Training draws random
+windows from the first 90%; the last 10% (`held_out`, charlm's val_fraction=0.1 split) is scored.
+
+Scoring (`bits_per_char`) is exact, not an estimate: every character of a segment but its first is
+predicted once, from the characters before it in the segment. The first window of a segment
+predicts its first `block` targets (context 1..block); after that windows of `block` inputs move
+on by `stride` (block // 2) and count only their last `stride` targets, so each of those has
+between block - stride + 1 and block characters of context (the last window ends at the segment's
+end and counts only the targets not yet counted). tests/test_bench.py checks this against scoring
+every character by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+VAL_FRACTION = 0.1  # charlm's default val_fraction: the held-out text is the same characters
+LOG2E = 1.0 / math.log(2.0)
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int
+    layers: int = 4
+    heads: int = 4
+    embed: int = 128
+    block: int = 64
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    iters: int = 6000
+    batch: int = 12
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    beta2: float = 0.99
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 1337
+    quiet: bool = False
+
+
+# -- text ------------------------------------------------------------------------------------------
+def read_corpus(path: str | Path) -> str:
+    """The file's characters as charlm's training sees them: UTF-8 without a BOM, `\\r\\n` -> `\\n`,
+    NFC, ending with a newline (charlm adds one to a file without)."""
+    text = Path(path).read_bytes().decode("utf-8").lstrip("\ufeff").replace("\r\n", "\n")
+    text = unicodedata.normalize("NFC", text)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def split_at(text: str) -> int:
+    """Where the held-out text starts: charlm's rule, the last int(n * val_fraction) characters."""
+    return len(text) - int(len(text) * VAL_FRACTION)
+
+
+class CharVocab:
+    """Every character of the text, sorted (charlm's default vocabulary, in the same order)."""
+
+    def __init__(self, text: str):
+        self.chars = sorted(set(text))
+        self.index = {c: i for i, c in enumerate(self.chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> torch.Tensor:
+        return torch.tensor([self.index[c] for c in text], dtype=torch.long)
+
+
+# -- model -----------------------------------------------------------------------------------------
+class SelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.heads, self.dropout = config.heads, config.dropout
+        self.qkv = nn.Linear(config.embed, 3 * config.embed, bias=False)
+        self.proj = nn.Linear(config.embed, config.embed, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, time, embed = x.shape
+        q, k, v = self.qkv(x).split(embed, dim=2)
+        q, k, v = (t.view(batch, time, self.heads, embed // self.heads).transpose(1, 2) for t in (q, k, v))
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(batch, time, embed))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.embed, bias=False)
+        self.attention = SelfAttention(config)
+        self.norm2 = nn.LayerNorm(config.embed, bias=False)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.embed, 4 * config.embed, bias=False),
+            nn.GELU(),
+            nn.Linear(4 * config.embed, config.embed, bias=False),
+        )
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attention(self.norm1(x)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class BabyGPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.tokens = nn.Embedding(config.vocab_size, config.embed)
+        self.positions = nn.Embedding(config.block, config.embed)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.embed, bias=False)
+        self.head = nn.Linear(config.embed, config.vocab_size, bias=False)
+        self.head.weight = self.tokens.weight  # tied
+        # GPT-2's initialisation: N(0, 0.02), the projections into the residual stream scaled down by depth.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+        for block in self.blocks:
+            for residual in (block.attention.proj, block.mlp[2]):
+                nn.init.normal_(residual.weight, std=0.02 / math.sqrt(2 * config.layers))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (batch, time <= block) -> logits (batch, time, vocab)."""
+        positions = torch.arange(ids.size(1), device=ids.device)
+        x = self.drop(self.tokens(ids) + self.positions(positions))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# -- training --------------------------------------------------------------------------------------
+def learning_rate(config: TrainConfig, it: int) -> float:
+    """Linear warm-up over `warmup` iterations, then cosine decay to min_lr at the last iteration."""
+    if it < config.warmup:
+        return config.lr * (it + 1) / (config.warmup + 1)
+    progress = (it - config.warmup) / max(1, config.iters - config.warmup)
+    return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
+
+
+def make_optimizer(model: BabyGPT, config: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on matrices and embeddings, none on the LayerNorm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    free = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": free, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2))
+
+
+def train(model: BabyGPT, train_ids: torch.Tensor, config: TrainConfig) -> float:
+    """Train on random windows of `train_ids` for config.iters iterations; returns the wall seconds."""
+    block = model.config.block
+    if len(train_ids) <= block:
+        raise SystemExit(f"babygpt: {len(train_ids)} training characters do not fill one window of {block + 1}")
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(model, config)
+    offsets = torch.arange(block)
+    model.train()
+    started = time.perf_counter()
+    with tqdm(total=config.iters, desc="baby GPT", unit="it", disable=config.quiet) as bar:
+        for it in range(config.iters):
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, it)
+            starts = torch.randint(len(train_ids) - block, (config.batch, 1), generator=generator)
+            inputs, targets = train_ids[starts + offsets], train_ids[starts + offsets + 1]
+            loss = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            bar.update()
+            if it % 50 == 0 or it == config.iters - 1:
+                bar.set_postfix(bpc=f"{loss.item() * LOG2E:.3f}", refresh=False)
+    return time.perf_counter() - started
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+def windows(length: int, block: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, size, counted) of the windows that score a segment of `length` characters: inputs
+    segment[start : start + size], each predicting the next character; the last `counted` predictions
+    count. Together they count every target 1 .. length - 1 once (see the module docstring)."""
+    targets = length - 1
+    if targets < 1:
+        return []
+    first = min(block, targets)
+    spans, done = [(0, first, first)], first
+    while done < targets:
+        end = min(done + stride, targets)  # the last target this window counts
+        spans.append((end - block, block, end - done))
+        done = end
+    return spans
+
+
+@torch.no_grad()
+def bits_per_char(model: BabyGPT, segments: list[torch.Tensor], stride: int | None = None, batch: int = 256) -> float:
+    """Bits per character over every character of every segment but the segment's first, each
+    predicted from up to `block` characters before it in its segment (exact: see the module docstring)."""
+    block = model.config.block
+    stride = stride or max(1, block // 2)
+    was_training = model.training
+    model.eval()
+    total_nats, counted = 0.0, 0
+    for ids in segments:
+        by_size: dict[int, list[tuple[int, int]]] = {}
+        for start, size, count in windows(len(ids), block, stride):
+            by_size.setdefault(size, []).append((start, count))
+        for size, spans in by_size.items():
+            offsets = torch.arange(size)
+            for i in range(0, len(spans), batch):
+                starts = torch.tensor([s for s, _ in spans[i : i + batch]]).unsqueeze(1)
+                counts = torch.tensor([c for _, c in spans[i : i + batch]]).unsqueeze(1)
+                logits = model(ids[starts + offsets])
+                nats = F.cross_entropy(logits.transpose(1, 2), ids[starts + offsets + 1], reduction="none")
+                keep = offsets >= size - counts  # the last `count` predictions of each window
+                total_nats += nats[keep].double().sum().item()
+                counted += int(keep.sum())
+    model.train(was_training)
+    return total_nats / max(counted, 1) * LOG2E
+
+
+# -- command line ----------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The baseline's flags, shared with bench/versus.py (defaults: the recipe above)."""
+    parser.add_argument("--iters", type=int, default=TrainConfig.iters)
+    parser.add_argument("--layers", type=int, default=GPTConfig.layers)
+    parser.add_argument("--heads", type=int, default=GPTConfig.heads)
+    parser.add_argument("--embed", type=int, default=GPTConfig.embed)
+    parser.add_argument("--block", type=int, default=GPTConfig.block, help="context length")
+    parser.add_argument("--batch", type=int, default=TrainConfig.batch)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def configs(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
+    model = GPTConfig(vocab_size, layers=args.layers, heads=args.heads, embed=args.embed, block=args.block)
+    return model, TrainConfig(iters=args.iters, batch=args.batch, seed=args.seed, quiet=args.quiet)
+
+
+@dataclass
+class Baseline:
+    model: BabyGPT
+    vocab: CharVocab
+    seconds: float
+
+
+def train_baseline(text: str, args: argparse.Namespace) -> Baseline:
+    """Train a baby GPT on the first 90% of `text` with the flags of `add_arguments`."""
+    vocab = CharVocab(text)
+    model_config, train_config = configs(args, len(vocab))
+    torch.manual_seed(train_config.seed)
+    model = BabyGPT(model_config)
+    seconds = train(model, vocab.encode(text[: split_at(text)]), train_config)
+    return Baseline(model, vocab, seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus")
+    add_arguments(parser)
+    args = parser.parse_args()
+    text = read_corpus(args.corpus)
+    baseline = train_baseline(text, args)
+    bpc = bits_per_char(baseline.model, [baseline.vocab.encode(text[split_at(text) :])])
+    print(
+        f"{args.corpus}: baby GPT {baseline.model.num_parameters():,} parameters, {args.iters} iterations in "
+        f"{baseline.seconds:.1f} s, held-out {bpc:.4f} bpc"
+    )
+
+
+if __name__ == "__main__":
+    main()

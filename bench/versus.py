@@ -1,0 +1,183 @@
+"""charlm against a baby GPT in the same wall time, side by side on each corpus (issue 19).
+
+    python bench/versus.py ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
+        ../shared/corpora/alice.txt --out bench/results/versus-tinyshakespeare-hongloumeng-alice.txt
+
+For each corpus, one after another in this process (torch's default thread count): train the baby
+GPT of bench/babygpt.py for --iters iterations and time it, then train charlm with its defaults (and
+--charlm-set) and max_time = those seconds, on the same file. Both are scored on the same
+characters of the same held-out text, the last 10% of the file (charlm's val_fraction=0.1 split,
+checked against charlm's own): charlm with its own evaluation (`bits_per_char`), which cuts the
+held-out text into contiguous segments (16 for these corpora) and scores each from a cold state;
+the baby GPT scores the same segments, each character from up to `--block` characters before it
+in its segment. The load average is recorded before and after each training run; `--busy N` keeps
+N busy-loop processes running through all the measurements (the "busy machine" table).
+
+Writes the report to --out (default bench/out/versus-<time>.txt) and charlm's runs beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import babygpt
+import torch
+from sweep import parse
+
+import charlm
+from charlm import evaluate as charlm_evaluation
+from charlm.tokens import load_corpus
+
+
+def charlm_segments(ids: torch.Tensor) -> list[torch.Tensor]:
+    """The contiguous segments charlm's `bits_per_char` cuts `ids` into (its evaluation streams; the
+    tail that does not fill a stream is not scored). Each segment's first character is not scored."""
+    streams = max(1, min(charlm_evaluation.EVAL_STREAMS, len(ids) // (charlm_evaluation.EVAL_WINDOW + 1)))
+    length = len(ids) // streams
+    return [ids[i * length : (i + 1) * length] for i in range(streams)]
+
+
+@contextmanager
+def busy_processes(count: int):
+    """`count` processes spinning on a core each while the block runs, ended (by their ids) after it."""
+    processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def last_step(run: Path) -> int | None:
+    """The optimizer steps of a charlm run, from the last row of its metrics.jsonl (None if absent)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        return int(json.loads(lines[-1])["step"])
+    except (OSError, IndexError, KeyError, ValueError, TypeError):
+        return None
+
+
+def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
+    """Train both on `corpus` and score them; one row of the report."""
+    text = babygpt.read_corpus(corpus)
+    held_out = text[babygpt.split_at(text) :]
+    row = {"corpus": Path(corpus).name, "characters": len(text), "distinct": len(set(text))}
+
+    row["load before baseline"] = load_average()
+    baseline = babygpt.train_baseline(text, args)
+    row["load after baseline"] = load_average()
+    row["baseline wall s"] = baseline.seconds
+
+    options = {"quiet": True, "random_seed": args.seed, **parse(args.charlm_set)}
+    options["max_time"] = f"{max(baseline.seconds, 0.1):.1f}s"
+    started = time.perf_counter()
+    model = charlm.train(corpus, out=runs / Path(corpus).stem, **options)
+    row["charlm wall s"] = time.perf_counter() - started
+    row["load after charlm"] = load_average()
+
+    prepared = load_corpus([corpus], charlm.Config(**options), quiet=True)  # from the cache training wrote
+    if prepared.vocab.decode(prepared.val_ids) != held_out:
+        raise SystemExit(f"{corpus}: charlm's held-out text is not the last 10% of the file as read here")
+    charlm_ids = model.vocab.encode(held_out)
+    baseline_segments = charlm_segments(baseline.vocab.encode(held_out))
+    row["charlm bpc"] = charlm_evaluation.bits_per_char(model, charlm_ids)
+    row["baseline bpc"] = babygpt.bits_per_char(baseline.model, baseline_segments)
+    row["scored"] = sum(len(s) - 1 for s in baseline_segments)
+    row["segments"] = len(baseline_segments)
+    row["held out"] = len(held_out)
+    row["baseline parameters"] = baseline.model.num_parameters()
+    row["charlm parameters"] = sum(p.numel() for p in model.parameters())
+    row["charlm size"] = f"{model.config.layers}x{model.config.hidden}"
+    row["charlm steps"] = last_step(runs / Path(corpus).stem)
+    print(
+        f"{row['corpus']}: baby GPT {row['baseline wall s']:.1f} s {row['baseline bpc']:.4f} bpc, "
+        f"charlm {row['charlm size']} {row['charlm wall s']:.1f} s {row['charlm bpc']:.4f} bpc",
+        flush=True,
+    )
+    return row
+
+
+def optional(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def table(columns: list[tuple[str, str]], rows: list[list[str]]) -> list[str]:
+    """A markdown table; `columns` are (title, alignment row cell)."""
+    lines = ["| " + " | ".join(title for title, _ in columns) + " |", "| " + " | ".join(a for _, a in columns) + " |"]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> str:
+    setup = (
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
+        f"{args.busy} busy-loop processes running; baby GPT: {args.layers} layers, {args.heads} heads, "
+        f"embed {args.embed}, block {args.block}, batch {args.batch}, {args.iters} iterations; charlm: defaults "
+        f"and {args.charlm_set!r}, max_time = the baby GPT's wall s; seed {args.seed}"
+    )
+    left, right = "---", "---:"
+    results = table(
+        [("corpus", left), ("characters", right), ("distinct", right), ("baseline wall s", right)]
+        + [("baseline bpc", right), ("charlm size", left), ("charlm steps", right), ("charlm wall s", right)]
+        + [("charlm bpc", right), ("charlm/baseline", right)],
+        [
+            [row["corpus"], f"{row['characters']:,}", f"{row['distinct']:,}", f"{row['baseline wall s']:.1f}"]
+            + [f"{row['baseline bpc']:.4f}", row["charlm size"], optional(row["charlm steps"])]
+            + [f"{row['charlm wall s']:.1f}", f"{row['charlm bpc']:.4f}"]
+            + [f"{row['charlm bpc'] / row['baseline bpc']:.4f}"]
+            for row in rows
+        ],
+    )
+    conditions = table(
+        [("corpus", left), ("held-out chars", right), ("segments", right), ("scored chars", right)]
+        + [("baseline parameters", right), ("charlm parameters", right), ("load before baseline", left)]
+        + [("after baseline", left), ("after charlm", left)],
+        [
+            [row["corpus"], f"{row['held out']:,}", str(row["segments"]), f"{row['scored']:,}"]
+            + [f"{row['baseline parameters']:,}", f"{row['charlm parameters']:,}", row["load before baseline"]]
+            + [row["load after baseline"], row["load after charlm"]]
+            for row in rows
+        ],
+    )
+    notes = [
+        "Scored: the same characters for both, the last 10% of each file cut into charlm's evaluation segments,",
+        "every character of a segment but its first. charlm's wall s includes preparing the corpus and its final",
+        "evaluation. Load: os.getloadavg(), the 1, 5 and 15 minute averages.",
+    ]
+    lines = [f"command: python {' '.join(sys.argv)}", setup, "", *results, "", *notes, "", *conditions]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpora", nargs="+")
+    babygpt.add_arguments(parser)
+    parser.add_argument("--charlm-set", default="-", help="name=value[,name=value...] overriding charlm's defaults")
+    parser.add_argument("--busy", type=int, default=0, help="busy-loop processes to run during the measurements")
+    parser.add_argument("--out", default=None, help="report file (default bench/out/versus-<time>.txt)")
+    args = parser.parse_args()
+    out = Path(args.out or f"bench/out/versus-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    runs = out.with_suffix("")
+    if runs.exists():
+        raise SystemExit(f"--out: {runs} exists (charlm's runs go there); choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with busy_processes(args.busy):
+        rows = [compare(corpus, args, runs) for corpus in args.corpora]
+    text = report(rows, args)
+    out.write_text(text, encoding="utf-8")
+    print("\n" + text + f"\nwritten to {out}; charlm's runs in {runs}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Writes docs/cli.md, the option reference, from the click commands themselves, so it stays true.
+
+python docs/make_cli_md.py          # rewrite docs/cli.md
+(tests/test_docs.py fails when docs/cli.md differs from what this writes)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from charlm.cli import main
+
+OUTPUT = Path(__file__).with_name("cli.md")
+DEFAULT = re.compile(r"\s*\[default: (.*)\]$")
+PIPE = "\\|"  # a | inside a Markdown table cell
+
+
+def option_row(param: click.Parameter) -> str:
+    names = " / ".join(f"`{name}`" for name in param.opts)
+    if isinstance(param.type, click.Choice):
+        names += " " + PIPE.join(param.type.choices)
+    elif not getattr(param, "is_flag", False):
+        names += f" {param.make_metavar(click.Context(main))}" if param.metavar else f" {param.type.name.upper()}"
+    text = (getattr(param, "help", None) or "").replace("|", PIPE)
+    match = DEFAULT.search(text)
+    if match:  # options generated from a config dataclass carry their default in the help text
+        default, text = match.group(1), text[: match.start()]
+    elif getattr(param, "is_flag", False):
+        default = "off"
+    else:
+        default = "" if param.default is None else str(param.default)
+    return f"| {names} | {default} | {text.strip()} |"
+
+
+def command_section(path: list[str], command: click.Command) -> list[str]:
+    lines = [f"## `{' '.join(path)}`", ""]
+    context = click.Context(command, info_name=" ".join(path))
+    lines += [f"`{command.get_usage(context).removeprefix('Usage: ')}`", ""]
+    if command.help:
+        lines += [command.help.strip(), ""]
+    options = [p for p in command.params if isinstance(p, click.Option)]
+    if options:
+        lines += ["| option | default | meaning |", "| --- | --- | --- |"]
+        lines += [option_row(p) for p in options]
+        lines.append("")
+    return lines
+
+
+def reference() -> str:
+    lines = [
+        "# Command reference",
+        "",
+        "Generated from the commands themselves by `python docs/make_cli_md.py`; `charlm COMMAND --help` prints",
+        "the same. The defaults of `charlm train` live in one place, `charlm.Config` (`charlm/config.py`), and",
+        "those of sampling in `charlm.SampleConfig`; the Python API takes the same names with underscores.",
+        "",
+    ]
+
+    def walk(path: list[str], command: click.Command) -> None:
+        if isinstance(command, click.Group):
+            for name in sorted(command.commands):
+                walk([*path, name], command.commands[name])
+        else:
+            lines.extend(command_section(path, command))
+
+    walk(["charlm"], main)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    OUTPUT.write_text(reference(), encoding="utf-8")
+    print(f"wrote {OUTPUT}")
