@@ -25,7 +25,7 @@ import torch
 import uvicorn
 from openai import AsyncOpenAI, OpenAI
 
-from charlm import checkpoint
+from charlm import CharLM, ModelConfig, checkpoint
 from charlm.config import SampleConfig
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import RecentCharacters, RowSampler, Uniforms, choose
@@ -33,6 +33,7 @@ from charlm.serve import listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.serve.engine import release
+from charlm.vocab import Vocab
 
 from .conftest import REPO, TINY, assert_one_line_error, block_import, cli, make_model, shared_corpus
 
@@ -108,10 +109,15 @@ def streamed(client: OpenAI, **options) -> tuple[list[str], list]:
 # --- the batched step and sampler, row by row -------------------------------------------------
 
 
-@pytest.mark.parametrize(("cell", "threads"), [("lstm", 1), ("lstm", 2), ("gru", 1)])
-def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads):
+@pytest.mark.parametrize(
+    ("cell", "threads", "head"), [("lstm", 1, ()), ("lstm", 2, ()), ("gru", 1, ()), ("lstm", 1, (8, 20))]
+)
+def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads, head):
     torch.manual_seed(0)
-    model, previous = make_model(VOCAB, cell=cell, layers=2, hidden=48).eval(), torch.get_num_threads()
+    model = CharLM(ModelConfig(cell, 2, 48, 0.0, len(VOCAB), head), Vocab(VOCAB)).eval()
+    if head:  # an adaptive head over characters ranked by a made-up frequency
+        model.head.set_frequencies(torch.arange(len(VOCAB), 0, -1))
+    previous = torch.get_num_threads()
     inputs = torch.randint(0, len(VOCAB), (40, 12))
 
     def first_row(rows: int) -> torch.Tensor:
