@@ -14,13 +14,9 @@ import ast
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 import charlm
 from charlm import checkpoint, runs
-from charlm.model import frequent_characters
-from charlm.sizing import trained_parameters
+from charlm.sizing import head_rows, trained_parameters
 from charlm.tokens import load_corpus
 
 
@@ -35,12 +31,6 @@ def parse(spec: str) -> dict:
         except (ValueError, SyntaxError):
             options[name] = value
     return options
-
-
-def head_rows(corpus: str, config: charlm.Config) -> int:
-    """The head rows the size rule counts: the frequent characters of the training split."""
-    ids = load_corpus([corpus], config, quiet=True).train_ids
-    return frequent_characters(torch.from_numpy(np.bincount(ids, minlength=int(ids.max()) + 1)))
 
 
 def main() -> None:
@@ -65,7 +55,9 @@ def main() -> None:
             steps,
             steps * config.batch_size * config.seq_len,
             latest.progress.best_bpc,
-            trained_parameters(config.cell, config.layers, config.hidden, head_rows(args.corpus, config)),
+            trained_parameters(
+                config.cell, config.layers, config.hidden, head_rows(load_corpus([args.corpus], config, quiet=True))
+            ),
         )
         rows.append(row)
         print(

@@ -133,18 +133,24 @@ def probe_speed(config: Config, corpus: TokenCorpus, hidden: int, world: int = 1
     return Probe(config, corpus, world)(hidden)
 
 
+def head_rows(corpus: TokenCorpus) -> int:
+    """The head rows the rule counts: one per frequent character of the training split."""
+    return frequent_characters(torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab))))
+
+
 def fit_hidden(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[int, float | None]:
     """The hidden size for a run whose user left it unset, fitted to its time budget, and the training
     chars/s the probe measured for it (None without a budget)."""
-    seconds = config.max_seconds()
-    if seconds is None:
+    if config.max_seconds() is None:
         return NO_BUDGET_HIDDEN, None
-    counts = torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab)))
-    head_rows = frequent_characters(counts)
-    probe = Probe(config, corpus, world)
-    hidden, measured = choose_hidden(
-        seconds, probe, lambda h: trained_parameters(config.cell, config.layers, h, head_rows)
-    )
+    hidden, measured = measure_sizes(config, corpus, world)
     if not config.quiet:
         tqdm.write(describe(hidden, measured), file=sys.stderr)
-    return hidden, probe.best.get(hidden)
+    return hidden, next((c.chars_per_second for c in measured if c.hidden == hidden), None)
+
+
+def measure_sizes(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[int, list[Candidate]]:
+    """Probe the candidate sizes on the corpus and apply the rule for the config's time budget."""
+    rows = head_rows(corpus)
+    probe = Probe(config, corpus, world)
+    return choose_hidden(config.max_seconds(), probe, lambda h: trained_parameters(config.cell, config.layers, h, rows))
