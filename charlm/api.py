@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import checkpoint, runs, sampler, sizing
+from . import checkpoint, runs, sampler, sizing, threads
 from .checkpoint import load
 from .config import Config, from_options
 from .device import resolve_device
@@ -32,14 +32,18 @@ def start_run(config: Config, sources: list[str], out: str | None = None, ranks:
     """A new run: refuses to overwrite a folder that already holds one."""
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader)
+    threads.configure(config.threads, resolve_device(config.device, ranks.local_rank, ranks.world))
+    probed = None
     if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
-        hidden = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else 0
+        hidden, probed = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else (0, None)
         (hidden,) = ranks.from_leader([hidden], resolve_device(config.device, ranks.local_rank, ranks.world))
         config = dataclasses.replace(config, hidden=int(hidden))
     run_dir = runs.run_folder(out, corpus.name)
     if (run_dir / runs.LATEST).exists():
         raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
-    return Trainer(config, corpus, ranks, run_dir)
+    trainer = Trainer(config, corpus, ranks, run_dir)
+    trainer.probed_chars_per_second = probed
+    return trainer
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:

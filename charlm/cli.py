@@ -21,6 +21,7 @@ from .distributed import Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
 from .reporting import read_metrics
+from .serve.config import ServeConfig
 
 
 class Group(click.Group):
@@ -296,6 +297,19 @@ def list_runs(root: str) -> None:
             f"{folder.name:<{width}} {info.get('corpus', '?'):<18} {model:<22} "
             f"{rows[-1]['step'] if rows else 0:>9,} {f'{best:.4f}' if best is not None else '-':>9}  {updated}"
         )
+
+
+@main.command()
+@click.argument("targets", nargs=-1, metavar="[RUN]...")
+@options_of(ServeConfig)
+def serve(targets: tuple[str, ...], **given) -> None:
+    """Serve models over HTTP: an OpenAI-compatible API and a page to write with, at http://HOST:PORT/.
+
+    Each RUN (a run folder, run name or .pt file; default: the latest run) is a model whose id is its
+    run name. Needs `pip install 'charlm[serve]'`."""
+    from .serve import serve as run_server
+
+    run_server(list(targets), ServeConfig(**{k: v for k, v in given.items() if v is not None}))
 
 
 @main.command("inspect")

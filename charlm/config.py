@@ -29,7 +29,7 @@ SAMPLE_PRECISIONS = ("fp32", "bf16")
 # CPU). Everything else shapes the model or the data and must stay.
 RESUMABLE = (
     "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
-    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision",
+    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "threads",
 )  # fmt: skip
 
 # Options that decide the token ids: they key the prepared-corpus cache.
@@ -37,6 +37,7 @@ CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer",
 
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
+MAX_THREADS = 1024
 
 
 def _opt(default, help: str, **extra):
@@ -94,6 +95,7 @@ class Config:
     quiet: bool = _opt(False, "no progress bar")
     # hardware
     device: str = _opt("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    threads: int | None = _opt(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
     precision: str = _opt(
         "auto",
         "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
@@ -151,6 +153,8 @@ class Config:
         for name in ("warmup_steps", "weight_decay", "grad_clip"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise CharLMError(f"--{option_name(name)} must be a number of 0 or more, not {getattr(self, name)}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise CharLMError(f"--threads must be between 1 and {MAX_THREADS}, not {self.threads}")
         if self.sample_every < 0:
             raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
         if self.max_steps is not None and self.max_steps < 1:

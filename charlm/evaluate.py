@@ -8,10 +8,12 @@ converted to bits, so models with different tokenizers compare.
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
 
+from . import threads
 from .batches import Windows, as_ids, make_streams
 from .device import to_device
 from .model import CharLM, inference
@@ -33,8 +35,10 @@ def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int
     with inference(model):
         state = None
         for inputs, targets in Windows(streams, EVAL_WINDOW):
+            started = time.perf_counter()
             inputs, targets = to_device(inputs, device), to_device(targets, device)
             nats, state = model(inputs, state, targets)
             total_nats += nats.double().sum()
+            threads.record(time.perf_counter() - started, targets.numel())
             chars += lengths[targets].sum()
     return total_nats.item() / max(chars.item(), 1) * LOG2E

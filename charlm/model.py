@@ -130,9 +130,14 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     next ones up to HEAD_COVERAGE[1] a quarter-width cluster; the rest a sixteenth-width one."""
     if head == "full" or (head == "auto" and len(counts) < ADAPTIVE_MIN_VOCAB) or len(counts) < 4:
         return ()
+    edges = [frequent_characters(counts, share) for share in HEAD_COVERAGE]
+    return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
+
+
+def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -> int:
+    """How many of the most frequent ids it takes to cover `share` of the text (at least 1)."""
     covered = torch.cumsum(torch.sort(counts.double(), descending=True).values, 0) / max(counts.sum().item(), 1)
-    edges = [int(torch.searchsorted(covered, share).item()) + 1 for share in HEAD_COVERAGE]
-    return tuple(sorted({min(max(edge, 1), len(counts) - 1) for edge in edges}))
+    return max(1, int(torch.searchsorted(covered, share).item()) + 1)
 
 
 class FullHead(nn.Linear):

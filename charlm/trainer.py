@@ -21,7 +21,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runs, threads
 from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
 from .checkpoint import Checkpoint, Progress, TrainingState, save
@@ -46,6 +46,8 @@ from .tokens import TokenCorpus
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
+SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
+SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
 SAMPLE_CHARS = 200  # length of the samples --sample-every shows
 
 
@@ -130,6 +132,7 @@ class Trainer:
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.saved_at = 0.0
         self.run_dir = run_dir
+        self.probed_chars_per_second: float | None = None  # what the size probe measured for this size
         self.reporter: Reporter | SilentReporter = SilentReporter()
 
     @property
@@ -291,17 +294,42 @@ class Trainer:
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
             self.model.train()
+            threads.configure(config.threads, self.device)
+            tokens_per_step = self.windows.streams.shape[0] * config.seq_len
             started, stopping = time.perf_counter() - progress.elapsed, False
+            settled_at = max(SETTLED[0], SETTLED[1] * max_seconds) if max_seconds else None
+            since = (progress.elapsed, progress.chars)
             while (share := spent()) < 1.0 and not stopping:
+                step_started = time.perf_counter()
                 loss = self.train_step(share)
+                threads.record(time.perf_counter() - step_started, tokens_per_step)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
+                if settled_at is not None and progress.elapsed - since[0] >= settled_at:
+                    self.compare_with_probe(since)
+                    settled_at = None
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
         return self.result
+
+    def compare_with_probe(self, since: tuple[float, int]) -> None:
+        """Say so when the run trains well below the speed the size was chosen for: the machine got
+        busier after the probe, and the model will see fewer characters per parameter than planned."""
+        if not self.probed_chars_per_second or not self.ranks.leader:
+            return
+        seconds, chars = self.progress.elapsed - since[0], self.progress.chars - since[1]
+        speed = chars * self.corpus.chars_per_token / max(seconds, 1e-9)
+        if speed < SLOW_SHARE * self.probed_chars_per_second:
+            tqdm.write(
+                f"warning: training at {speed:,.0f} chars/s, {speed / self.probed_chars_per_second:.0%} of the "
+                f"{self.probed_chars_per_second:,.0f} the size probe measured for --hidden {self.config.hidden}: "
+                "the machine is busier than when the run started, so the model will see fewer characters per "
+                "parameter than the size rule planned (give --hidden to choose yourself)",
+                file=sys.stderr,
+            )
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;

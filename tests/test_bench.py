@@ -159,3 +159,16 @@ def test_versus_scores_the_baseline_on_the_segments_charlm_scores(bench, fox_fil
         )
     naive = nats / sum(len(s) - 1 for s in segments) / math.log(2)
     assert versus.charlm_evaluation.bits_per_char(model, ids) == pytest.approx(naive, rel=1e-6)
+
+
+def test_threads_bench_runs(fox_file):
+    out = run_bench("bench/threads.py", str(fox_file), "--seconds", "1", "--hidden", "16")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
+    assert len(rows) == 7 and rows[0].endswith("| 1.00 |")
+    assert "one core busy, governor" in out and "two trainings together, governor, each" in out
+
+
+def test_size_rule_bench_runs(fox_file):
+    out = run_bench("bench/size_rule.py", str(fox_file), "--budgets", "2s", "--repeats", "2")
+    rows = [line for line in out.splitlines() if line.startswith("| fox.txt | 2s |")]
+    assert len(rows) == 2 and all("x128 |" in row or "x192 |" in row for row in rows)
