@@ -183,7 +183,7 @@ class Completion:
             logits, state = self.served.engine.stepper.prime(ids)
             primed.append((ids, logits, state))
             wants_prompt = self.params.echo and self.params.logprobs is not None and prompt
-            self.echoed.append(prompt_tokens(self.served.model, ids, self.params.logprobs) if wants_prompt else None)
+            self.echoed.append(prompt_tokens(self.served.model, prompt, self.params.logprobs) if wants_prompt else None)
         return primed
 
     def index(self, update: Update) -> int:

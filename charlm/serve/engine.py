@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from typing import Any
 import torch
 
 from ..config import SampleConfig
-from ..lstm_step import PRIME_CHUNK, RowStepper
+from ..inspect import surprise
+from ..lstm_step import RowStepper
 from ..model import CharLM, State
 from ..sampler import MAX_STEPS_PER_CHAR, RowSampler
 
@@ -331,22 +333,15 @@ class Engine:
 
 
 @torch.inference_mode()
-def prompt_tokens(model: CharLM, ids: torch.Tensor, top: int) -> list[Token]:
+def prompt_tokens(model: CharLM, prompt: str, top: int) -> list[Token]:
     """The prompt's characters with the model's log-probability of each given the ones before (none
-    for the first) and its `top` likeliest alternatives, as `echo` with `logprobs` reports them."""
-    label = model.vocab.decode
-    tokens = [Token(label(ids[:1]), None, None)] if ids.numel() else []
-    state, before = None, None  # before: the log-probabilities that predict a chunk's first id
-    for chunk in ids.to(model.device).split(PRIME_CHUNK):
-        logits, state = model(chunk.unsqueeze(0), state)
-        logprobs = torch.log_softmax(logits[0].float(), dim=-1)  # row t predicts id t + 1
-        predicting = logprobs[:-1] if before is None else torch.cat([before, logprobs[:-1]])
-        targets = chunk[1:] if before is None else chunk
-        chosen = predicting.gather(1, targets.unsqueeze(1)).squeeze(1).tolist()
-        values, alternatives = predicting.topk(min(top, predicting.size(-1)), dim=-1)
-        for target, logprob, top_values, top_ids in zip(
-            targets.tolist(), chosen, values.tolist(), alternatives.tolist()
-        ):
-            tokens.append(Token(label([target]), logprob, [(label([a]), v) for a, v in zip(top_ids, top_values)]))
-        before = logprobs[-1:]
+    for the first) and its `top` likeliest alternatives, as `echo` with `logprobs` reports them: the
+    surprise computation of `charlm inspect` (the page's hover and colours use the same)."""
+    scored = surprise(model, prompt, top=top, context="")
+    tokens = []
+    for text, bits, guesses in zip(scored.tokens, scored.bits.tolist(), scored.top):
+        if math.isnan(bits):  # the first character: nothing was read before it
+            tokens.append(Token(text, None, None))
+        else:
+            tokens.append(Token(text, -bits * math.log(2), [(alt, math.log(p)) for alt, p in guesses if p > 0]))
     return tokens
