@@ -1,8 +1,13 @@
 """Run folders: names, finding them, one training process per folder."""
 
+import itertools
+import multiprocessing
+import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -36,21 +41,88 @@ def test_second_training_into_one_folder_is_refused_and_a_dead_owner_is_taken_ov
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert (tmp_path / "checkpoints/run/.lock").read_text().split()[0] == str(process.pid)  # left by the dead
+    assert (tmp_path / "checkpoints/run/.lock.pid").read_text().split()[0] == str(process.pid)  # left by the dead
     resumed = run_cli("train", "--resume", "run", "--max-steps", str(latest("run").progress.step + 10), check=True)
     assert "done: step" in resumed.stdout
 
 
 def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
-    lock = tmp_path / "checkpoints/run/.lock"
-    lock.parent.mkdir(parents=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    folder = tmp_path / "checkpoints/run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
+        stdin=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        lock.write_text(f"{sleeper.pid}\n")
-        with pytest.raises(CharLMError, match=f"in use by process {sleeper.pid}"):
+        wait_for(folder / ".lock.pid")
+        with pytest.raises(CharLMError, match=f"in use by process {holder.pid} "):
             charlm.train(fox_file, out="run", **tiny)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
+    assert (folder / ".lock").exists() and (folder / ".lock.pid").read_text() == f"{holder.pid}\n"  # left by the dead
     charlm.train(fox_file, out="run", **tiny)  # its owner is gone: taken over
-    assert not lock.exists()
+    assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
+
+
+HOLD_SECONDS, TRIAL_SECONDS = 0.5, 0.6
+
+
+def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:
+    """One contender: at each trial's start time (the same for all contenders) it tries to take that
+    trial folder's lock; if it gets it, it holds it HOLD_SECONDS and writes down when."""
+    ready.wait()
+    while not start_time.value:
+        time.sleep(0.001)
+    held = []
+    for i, folder in enumerate(folders):
+        begin = start_time.value + i * TRIAL_SECONDS
+        time.sleep(max(0.0, begin - time.monotonic()))
+        try:
+            with runs.RunLock(Path(folder)):
+                began = time.monotonic()
+                time.sleep(HOLD_SECONDS)
+                held.append(f"{folder} {began} {time.monotonic()}")
+        except CharLMError:
+            pass
+    Path(folders[0]).parent.joinpath(f"held-{os.getpid()}").write_text("\n".join(held))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
+    """20 trials into a fresh folder, 20 into one whose lock a killed trainer left; 3 contenders each."""
+    contenders = 3
+    folders = [tmp_path / "trials" / f"{kind}{i}" for i in range(20) for kind in ("fresh", "stale")]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        if folder.name.startswith("stale"):  # the PID of a process that is gone
+            pid = dead_pid()
+            (folder / ".lock").write_text(f"{pid}\n")
+            (folder / ".lock.pid").write_text(f"{pid}\n")
+    spawn = multiprocessing.get_context("spawn")
+    ready, start_time = spawn.Barrier(contenders + 1), spawn.Value("d", 0.0)
+    processes = [
+        spawn.Process(target=take_lock_in_each_trial, args=([str(f) for f in folders], ready, start_time))
+        for _ in range(contenders)
+    ]
+    for process in processes:
+        process.start()
+    ready.wait(timeout=120)  # every contender is running
+    start_time.value = time.monotonic() + 0.3
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    holds: dict[str, list[tuple[float, float]]] = {str(f): [] for f in folders}
+    for report in (tmp_path / "trials").glob("held-*"):
+        for line in report.read_text().splitlines():
+            folder, began, ended = line.rsplit(" ", 2)
+            holds[folder].append((float(began), float(ended)))
+    for folder, spans in holds.items():
+        assert spans, f"{folder}: no process took the lock"
+        spans.sort()
+        overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+        assert not overlapping, f"{folder}: {len(spans)} processes held the lock at once"
