@@ -26,12 +26,30 @@ LATEST, BEST = "latest.pt", "best.pt"
 RUN_INFO, SAMPLES = "run.json", "samples.txt"
 
 
-def run_folder(out: str | None, corpus_name: str) -> Path:
-    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given; none: a new name."""
-    if out is None:
-        return CHECKPOINT_ROOT / f"{corpus_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def run_folder(out: str, corpus_name: str) -> Path:
+    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given."""
     path = Path(out)
     return path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
+
+
+def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
+    """checkpoints/<corpus>-<date>-<time>, the time to the second; the 2nd, 3rd... run started in that
+    second is -02, -03...: after the plain name, before the next second's, so names sort by start time."""
+    name = f"{corpus_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
+    return CHECKPOINT_ROOT / (name if number == 1 else f"{name}-{number:02d}")
+
+
+def claim_run_folder(corpus_name: str) -> tuple[float, int]:
+    """Create the first free `run_name(corpus_name, now, number)` and return (now, number). os.mkdir
+    fails on an existing folder, so two runs started at once never get the same one."""
+    stamp, number = time.time(), 1
+    CHECKPOINT_ROOT.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            run_name(corpus_name, stamp, number).mkdir()
+            return stamp, number
+        except FileExistsError:
+            number += 1
 
 
 class RunLock:

@@ -16,6 +16,7 @@ from charlm import runs
 from charlm.errors import CharLMError
 
 from .conftest import TRAIN_ARGS, latest, run_cli, start_training, wait_for
+from .test_distributed import cli_options, torchrun
 
 
 def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
@@ -126,3 +127,50 @@ def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
         spans.sort()
         overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
         assert not overlapping, f"{folder}: {len(spans)} processes held the lock at once"
+
+
+class FrozenClock:
+    """`time` as charlm.runs sees it, stopped at one second: every run starts in it."""
+
+    NOW = 1_800_000_000.0
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return self.NOW
+
+    def strftime(self, form: str, moment=None) -> str:
+        return time.strftime(form, moment or time.localtime(self.NOW))
+
+
+def test_runs_started_in_one_second_get_their_own_folders_in_time_order(fox_file, tiny, monkeypatch):
+    monkeypatch.setattr(runs, "time", FrozenClock())
+    for _ in range(4):
+        charlm.train(fox_file, **{**tiny, "max_steps": 3})
+    base = f"fox-{time.strftime('%Y%m%d-%H%M%S', time.localtime(FrozenClock.NOW))}"
+    assert [folder.name for folder in runs.run_folders()] == [base, f"{base}-02", f"{base}-03", f"{base}-04"]
+    next_second = f"fox-{time.strftime('%Y%m%d-%H%M%S', time.localtime(FrozenClock.NOW + 1))}"
+    assert f"{base}-99" < next_second  # still in time order among runs of the following seconds
+
+
+def test_two_trainings_started_together_train_in_two_folders(fox_file):
+    processes = [
+        start_training(str(fox_file), *TRAIN_ARGS, "--max-steps", "5", "--random-seed", str(seed)) for seed in (1, 2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    saved_in = {out.split("saved in ")[1].strip() for out, _ in outputs}
+    assert len(saved_in) == 2 and {str(folder) for folder in runs.run_folders()} == saved_in
+    assert {latest(folder).config.random_seed for folder in saved_in} == {1, 2}
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(fox_file, tiny, tmp_path):
+    with pytest.raises(CharLMError, match="too short"):
+        charlm.train(fox_file, **{**tiny, "batch_size": 4096})
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_ranks_under_torchrun_share_the_folder_rank_0_claims(fox_file, tmp_path):
+    torchrun("train", str(fox_file), *cli_options(max_steps=5))
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 1 and len(runs.run_folders()) == 1
