@@ -195,14 +195,18 @@ def sample(
     with contextlib.ExitStack() as stack:
         copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
 
-        def emit(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        def emit(text: str, screen: bool = True) -> None:
+            if screen:
+                sys.stdout.write(text)
+                sys.stdout.flush()
             if copy:
                 copy.write(text)
 
         if interactive:
-            converse(model, configs[0], emit)
+            if sys.stdin.isatty():
+                click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
+            # A terminal shows what is typed itself; printing it again would show it twice.
+            converse(model, configs[0], sys.stdin, emit, echo=not (sys.stdin.isatty() and sys.stdout.isatty()))
             return
         for config in configs:
             label = f"temperature {config.temperature}" if len(configs) > 1 else None
@@ -219,16 +223,19 @@ def sample(
                     emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
 
 
-def converse(model, config: SampleConfig, emit) -> None:
-    """Read a line, let the model continue it, repeat until end of input (Ctrl-D)."""
+def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sampler.Conversation:
+    """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
+    a line break ends the turn and is fed with the next line. So the model always reads exactly the
+    text shown. `echo`: print the typed lines (not when the terminal has shown them already)."""
     conversation = sampler.Conversation(model, config)
-    if sys.stdin.isatty():
-        click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
-    for line in sys.stdin:
-        emit(line.rstrip("\n"))
-        for piece in conversation.turn(line.rstrip("\n")):
+    line_break = ""
+    for line in lines:
+        emit(line, screen=echo)
+        for piece in conversation.turn(line_break + line):
             emit(piece)
         emit("\n")
+        line_break = "\n"
+    return conversation
 
 
 @main.command("eval")

@@ -1,11 +1,18 @@
 """The command line as a user meets it: real processes, real corpora, one-line errors."""
 
 import json
+import os
+import pty
 import random
 import subprocess
 import sys
 
 import pytest
+import torch
+
+from charlm import checkpoint
+from charlm.cli import converse
+from charlm.config import SampleConfig
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, run_cli, shared_corpus
 
@@ -168,6 +175,48 @@ def test_interactive_mode_through_a_pipe(trained):
     lines = result.stdout.splitlines()
     assert len(lines) >= 2 and lines[0].startswith("the quick") and len(lines[0]) >= len("the quick")
     assert "over the" in result.stdout
+
+
+def test_interactive_transcript_is_the_text_the_model_reads(trained):
+    model = checkpoint.load(trained)
+    shown = []
+
+    def emit(text: str, screen: bool = True) -> None:
+        shown.append(text)
+
+    conversation = converse(model, SampleConfig(length=15, random_seed=0), ["the quick\n", "over the\n"], emit)
+    printed, transcript = "".join(shown), "".join(conversation.transcript)
+    assert printed.startswith("the quick\n") and "\nover the\n" in printed
+    assert printed == transcript + "\n"  # the last line break ends the session: no turn reads it
+    with torch.no_grad():  # the carried state is that of the printed text read in one pass
+        logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
+    assert torch.allclose(conversation.generation.logits[0], logits[0, -1], atol=1e-4)
+
+
+def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
+    terminal, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "sample", "--interactive", "--length", "15", "--random-seed", "0",
+         "--output", "copy.txt"],
+        stdin=child, stdout=child, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(child)
+    os.write(terminal, b"zebra quiz\n\x04")  # a line, then Ctrl-D; the terminal echoes the line as it is typed
+    screen = b""
+    while True:
+        try:
+            data = os.read(terminal, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        screen += data
+    os.close(terminal)
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    screen_text = screen.decode().replace("\r\n", "\n")
+    assert screen_text.count("zebra quiz") == 1, screen_text
+    assert screen_text == (tmp_path / "copy.txt").read_text()  # the copy holds what the screen shows
+    assert screen_text.startswith("zebra quiz\n") and len(screen_text) == len("zebra quiz\n") + 15 + 1
 
 
 def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):
