@@ -75,6 +75,19 @@ def test_bad_sample_options_get_one_line(trained):
     assert_one_line_error(cli("train", "--hidden", "0"), "--hidden must be at least 1")
 
 
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-99999999999999999999", "9223372036854775808"])
+def test_a_random_seed_out_of_range_gets_one_line(trained, fox_file, seed):
+    expected = "--random-seed must be between -9223372036854775808 and 9223372036854775807"
+    train = cli("train", str(fox_file), *TINY_ARGS, "--max-steps", "1", "--random-seed", seed)
+    assert_one_line_error(train, expected, f"not {seed}")
+    assert_one_line_error(cli("sample", "--random-seed", seed), expected, f"not {seed}")
+
+
+def test_a_random_seed_out_of_range_gets_one_line_from_a_real_process(trained):
+    assert_one_line_error(run_cli("sample", "--random-seed", "99999999999999999999"), "--random-seed must be between")
+    assert run_cli("sample", "--random-seed", "-5", "--length", "5", check=True).stdout  # negative seeds are seeds
+
+
 def test_bad_checkpoints_get_one_line(tmp_path, trained):
     assert_one_line_error(cli("sample", "--checkpoint", "nope.pt"), "nope.pt: no such checkpoint")
     best = tmp_path / "checkpoints" / trained / "best.pt"
