@@ -251,12 +251,11 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.temperature, (list, tuple)):
+            shown = ",".join(str(t) for t in self.temperature)
             self.temperature = tuple(float(t) for t in self.temperature)
-        temperatures = self.temperature if isinstance(self.temperature, tuple) else (self.temperature,)
-        if not temperatures or not all(0 < t < float("inf") for t in temperatures):
-            raise CharLMError(
-                f"--temperature must be above 0, not {self.temperature} (use --greedy for the likeliest text)"
-            )
+        else:
+            shown = str(self.temperature)
+        check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"--length must be 0 or more, not {self.length}")
         if self.top_k is not None and self.top_k < 1:
@@ -287,5 +286,11 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise CharLMError(f"--temperature: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0") from None
-    SampleConfig(temperature=values)  # validates each value
+    check_temperatures(values, text)
     return values
+
+
+def check_temperatures(values: tuple[float, ...], shown: str) -> None:
+    """Each temperature must be a positive number; `shown`: the value as the user wrote it."""
+    if not values or not all(0 < t < float("inf") for t in values):
+        raise CharLMError(f"--temperature must be above 0, not {shown} (use --greedy for the likeliest text)")

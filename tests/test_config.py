@@ -57,3 +57,9 @@ def test_every_random_seed_in_range_works(model, seed):
     texts = generate(model, "ab", length=5, random_seed=seed, num_samples=3)  # seeds seed, seed + 1, seed + 2
     assert len(texts) == 3 and all(len(text) == 7 for text in texts)
     torch.manual_seed(Config(random_seed=seed).random_seed + 1)  # the trainer's seed for rank 1
+
+
+@pytest.mark.parametrize("value, shown", [(0, "0"), ([0.5, -1.0], "0.5,-1.0"), ((1, 0.0), "1,0.0")])
+def test_a_bad_temperature_is_shown_as_given(value, shown):
+    with pytest.raises(CharLMError, match=rf"--temperature must be above 0, not {shown} \("):
+        SampleConfig(temperature=value)
