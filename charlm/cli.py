@@ -281,7 +281,7 @@ def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus, size, steps, best bpc, last update."""
     folders = runs.run_folders(Path(root))
     if not folders:
-        raise CharLMError(f"no runs under {root}/; train one with `charlm train`")
+        raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")
     width = max(len("run"), *(len(folder.name) for folder in folders))
     click.echo(f"{'run':<{width}} {'corpus':<18} {'model':<22} {'steps':>9} {'best bpc':>9}  last update")
     for folder in folders:

@@ -132,8 +132,14 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     runs = run_folders(root)
     if not runs:
-        raise CharLMError(f"no runs under {root}/; train one with `charlm train`, or pass --checkpoint")
+        raise CharLMError(f"no runs under {where(root)}; train one with `charlm train`, or pass --checkpoint")
     return max(runs, key=lambda run: (run / LATEST).stat().st_mtime)
+
+
+def where(root: Path) -> str:
+    """`checkpoints/ in /current/folder`: a relative root is relative to where charlm was started."""
+    root = Path(root)
+    return f"{root}/" if root.is_absolute() else f"{root}/ in {Path.cwd()}"
 
 
 def write_run_info(run_dir: Path, info: dict) -> None:

@@ -15,7 +15,7 @@ import charlm
 from charlm import runs
 from charlm.errors import CharLMError
 
-from .conftest import TRAIN_ARGS, latest, run_cli, start_training, wait_for
+from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, run_cli, start_training, wait_for
 from .test_distributed import cli_options, torchrun
 
 
@@ -174,3 +174,10 @@ def test_a_run_that_fails_before_training_leaves_no_folder(fox_file, tiny, tmp_p
 def test_ranks_under_torchrun_share_the_folder_rank_0_claims(fox_file, tmp_path):
     torchrun("train", str(fox_file), *cli_options(max_steps=5))
     assert len(list((tmp_path / "checkpoints").iterdir())) == 1 and len(runs.run_folders()) == 1
+
+
+def test_no_runs_says_where_it_looked(tmp_path):
+    where = f"no runs under checkpoints/ in {Path.cwd()};"
+    assert_one_line_error(cli("sample"), where)
+    assert_one_line_error(cli("runs"), where)
+    assert_one_line_error(cli("runs", "--root", str(tmp_path / "elsewhere")), f"no runs under {tmp_path}/elsewhere/;")
