@@ -243,14 +243,16 @@ def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sam
 @click.argument("files", nargs=-1, required=True)
 @click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
-def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str) -> None:
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
     model = checkpoint.load(target, device)
     text = read_texts(files, encoding, model.vocab.normalize)
     ids = model.vocab.encode(text, what=", ".join(files))
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")
-    click.echo(f"{bits_per_char(model, ids):.4f} bits per character over {len(text):,} characters")
+    bpc = bits_per_char(model, ids, progress=not quiet)
+    click.echo(f"{bpc:.4f} bits per character over {len(text):,} characters")
 
 
 @main.command()

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .batches import as_ids
 from .model import CharLM, State, inference, map_state
@@ -38,8 +39,11 @@ PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of 
 LOG2E = 1.0 / math.log(2.0)
 
 
-def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
-    """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it."""
+def bits_per_char(
+    model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None, progress: bool = False
+) -> float:
+    """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it.
+    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent)."""
     ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
     scored = len(ids) - 1  # every token but the first is predicted from the ones before it
     pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
@@ -49,7 +53,15 @@ def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int
     char_lengths = model.vocab.char_lengths()
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
     chars = 0
-    with inference(model):
+    bar = tqdm(
+        total=int(char_lengths[ids[1:]].sum()) if progress else None,
+        disable=not progress,
+        desc="scoring",
+        unit="char",
+        unit_scale=True,
+        dynamic_ncols=True,
+    )
+    with bar, inference(model):
         state = warm_up(model, ids, starts)
         for column in range(0, length, EVAL_WINDOW):
             positions = starts[:, None] + column + torch.arange(min(EVAL_WINDOW, length - column) + 1)
@@ -59,7 +71,9 @@ def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int
             total_nats += F.cross_entropy(
                 logits.flatten(0, 1), targets.reshape(-1).to(device), ignore_index=-100, reduction="sum"
             ).double()
-            chars += int(char_lengths[targets[targets >= 0]].sum())
+            window_chars = int(char_lengths[targets[targets >= 0]].sum())
+            chars += window_chars
+            bar.update(window_chars)
     return total_nats.item() / max(chars, 1) * LOG2E
 
 

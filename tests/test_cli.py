@@ -41,6 +41,13 @@ def test_train_sample_eval_info(trained, fox_file):
     assert len(set(values)) == 1  # every value starts in one column, however long the label
 
 
+def test_eval_shows_a_progress_bar_unless_quiet(trained, fox_file):
+    shown = run_cli("eval", trained, str(fox_file), check=True)
+    assert "scoring" in shown.stderr and "100%" in shown.stderr and "char/s" in shown.stderr, shown.stderr
+    quiet = run_cli("eval", trained, str(fox_file), "--quiet", check=True)
+    assert quiet.stderr == "" and quiet.stdout == shown.stdout
+
+
 def write(name: str, data: bytes | None):
     def make(folder):
         path = folder / name
