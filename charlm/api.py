@@ -11,6 +11,7 @@ size to the budget when `--hidden` is unset, and pick (or find) the run folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,20 +31,33 @@ __all__ = ["generate", "load", "stream", "train"]
 
 def start_run(config: Config, sources: list[str], out: str | None = None, ranks: Ranks = SINGLE) -> Trainer:
     """A new run: refuses to overwrite a folder that already holds one."""
+    device = resolve_device(config.device, ranks.local_rank, ranks.world)
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader)
-    threads.configure(config.threads, resolve_device(config.device, ranks.local_rank, ranks.world))
+    threads.configure(config.threads, device)
     probed = None
     if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
         hidden, probed = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else (0, None)
-        (hidden,) = ranks.from_leader([hidden], resolve_device(config.device, ranks.local_rank, ranks.world))
+        (hidden,) = ranks.from_leader([hidden], device)
         config = dataclasses.replace(config, hidden=int(hidden))
-    run_dir = runs.run_folder(out, corpus.name)
-    if (run_dir / runs.LATEST).exists():
-        raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
-    trainer = Trainer(config, corpus, ranks, run_dir)
-    trainer.probed_chars_per_second = probed
-    return trainer
+    if out is not None:
+        run_dir = runs.run_folder(out, corpus.name)
+        if (run_dir / runs.LATEST).exists():
+            raise CharLMError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
+            )
+        return Trainer(config, corpus, ranks, run_dir, probed)
+    # A new name, claimed by rank 0 (runs started in the same second each get their own); the others take it.
+    claimed = runs.claim_run_folder(corpus.name) if ranks.leader else (0.0, 0)
+    stamp, number = ranks.from_leader(list(claimed), device)
+    run_dir = runs.run_name(corpus.name, stamp, int(number))
+    try:
+        return Trainer(config, corpus, ranks, run_dir, probed)
+    except BaseException:
+        if ranks.leader:  # nothing was written to it yet: leave no empty folder behind
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:

@@ -202,14 +202,18 @@ def sample(
     with contextlib.ExitStack() as stack:
         copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
 
-        def emit(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        def emit(text: str, screen: bool = True) -> None:
+            if screen:
+                sys.stdout.write(text)
+                sys.stdout.flush()
             if copy:
                 copy.write(text)
 
         if interactive:
-            converse(model, configs[0], emit)
+            if sys.stdin.isatty():
+                click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
+            # A terminal shows what is typed itself; printing it again would show it twice.
+            converse(model, configs[0], sys.stdin, emit, echo=not (sys.stdin.isatty() and sys.stdout.isatty()))
             return
         for config in configs:
             label = f"temperature {config.temperature}" if len(configs) > 1 else None
@@ -226,16 +230,19 @@ def sample(
                     emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
 
 
-def converse(model, config: SampleConfig, emit) -> None:
-    """Read a line, let the model continue it, repeat until end of input (Ctrl-D)."""
+def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sampler.Conversation:
+    """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
+    a line break ends the turn and is fed with the next line. So the model always reads exactly the
+    text shown. `echo`: print the typed lines (not when the terminal has shown them already)."""
     conversation = sampler.Conversation(model, config)
-    if sys.stdin.isatty():
-        click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
-    for line in sys.stdin:
-        emit(line.rstrip("\n"))
-        for piece in conversation.turn(line.rstrip("\n")):
+    line_break = ""
+    for line in lines:
+        emit(line, screen=echo)
+        for piece in conversation.turn(line_break + line):
             emit(piece)
         emit("\n")
+        line_break = "\n"
+    return conversation
 
 
 @main.command("eval")
@@ -243,14 +250,16 @@ def converse(model, config: SampleConfig, emit) -> None:
 @click.argument("files", nargs=-1, required=True)
 @click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
-def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str) -> None:
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
     model = checkpoint.load(target, device)
     text = read_texts(files, encoding, model.vocab.normalize)
     ids = model.vocab.encode(text, what=", ".join(files))
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")
-    click.echo(f"{bits_per_char(model, ids):.4f} bits per character over {len(text):,} characters")
+    bpc = bits_per_char(model, ids, progress=not quiet)
+    click.echo(f"{bpc:.4f} bits per character over {len(text):,} characters")
 
 
 @main.command()
@@ -281,7 +290,7 @@ def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus, size, steps, best bpc, last update."""
     folders = runs.run_folders(Path(root))
     if not folders:
-        raise CharLMError(f"no runs under {root}/; train one with `charlm train`")
+        raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")
     width = max(len("run"), *(len(folder.name) for folder in folders))
     click.echo(f"{'run':<{width}} {'corpus':<18} {'model':<22} {'steps':>9} {'best bpc':>9}  last update")
     for folder in folders:

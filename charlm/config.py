@@ -35,6 +35,11 @@ RESUMABLE = (
 # Options that decide the token ids: they key the prepared-corpus cache.
 CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer", "spm_model", "vocab_size")
 
+# torch takes a seed as a 64-bit integer (a negative one wraps around: -1 is 2**64 - 1). charlm adds
+# small offsets to it (sample i: seed + i; rank r: seed + r), so it keeps seeds to the signed range:
+# every torch seed is one of them, and seed + offset is still one torch takes.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 MAX_THREADS = 1024
@@ -159,6 +164,7 @@ class Config:
             raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise CharLMError(f"--max-steps must be at least 1, not {self.max_steps}")
+        check_seed(self.random_seed)
         self.max_seconds()  # parses --max-time or raises
         self.checkpoint_interval()
 
@@ -198,6 +204,12 @@ def from_options(config_class: type, options: dict, what: str = "option"):
     if unknown:
         raise CharLMError(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return config_class(**options)
+
+
+def check_seed(seed: int) -> None:
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise CharLMError(f"--random-seed must be between {low} and {high} (a 64-bit integer), not {seed}")
 
 
 def option_name(field_name: str) -> str:
@@ -251,12 +263,11 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.temperature, (list, tuple)):
+            shown = ",".join(str(t) for t in self.temperature)
             self.temperature = tuple(float(t) for t in self.temperature)
-        temperatures = self.temperature if isinstance(self.temperature, tuple) else (self.temperature,)
-        if not temperatures or not all(0 < t < float("inf") for t in temperatures):
-            raise CharLMError(
-                f"--temperature must be above 0, not {self.temperature} (use --greedy for the likeliest text)"
-            )
+        else:
+            shown = str(self.temperature)
+        check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"--length must be 0 or more, not {self.length}")
         if self.top_k is not None and self.top_k < 1:
@@ -273,6 +284,8 @@ class SampleConfig:
             raise CharLMError(f"--precision must be one of {', '.join(SAMPLE_PRECISIONS)}, not {self.precision!r}")
         if not 1 <= self.num_samples <= 4096:
             raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
+        if self.random_seed is not None:
+            check_seed(self.random_seed)
 
     def temperature_at(self, step: int) -> float:
         t = self.temperature
@@ -285,5 +298,11 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise CharLMError(f"--temperature: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0") from None
-    SampleConfig(temperature=values)  # validates each value
+    check_temperatures(values, text)
     return values
+
+
+def check_temperatures(values: tuple[float, ...], shown: str) -> None:
+    """Each temperature must be a positive number; `shown`: the value as the user wrote it."""
+    if not values or not all(0 < t < float("inf") for t in values):
+        raise CharLMError(f"--temperature must be above 0, not {shown} (use --greedy for the likeliest text)")

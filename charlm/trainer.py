@@ -81,7 +81,14 @@ class Trainer:
     runs the loop in the run folder until the budget is spent. (A trainer without a run folder only
     steps: the size probe's.)"""
 
-    def __init__(self, config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, run_dir: Path | None = None):
+    def __init__(
+        self,
+        config: Config,
+        corpus: TokenCorpus,
+        ranks: Ranks = SINGLE,
+        run_dir: Path | None = None,
+        probed_chars_per_second: float | None = None,
+    ):
         if config.hidden is None:
             raise CharLMError("the hidden size is not set; give --hidden or let sizing.fit_hidden choose it")
         self.config, self.corpus = config, corpus
@@ -132,7 +139,7 @@ class Trainer:
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.saved_at = 0.0
         self.run_dir = run_dir
-        self.probed_chars_per_second: float | None = None  # what the size probe measured for this size
+        self.probed_chars_per_second = probed_chars_per_second  # what the size probe measured for this size
         self.reporter: Reporter | SilentReporter = SilentReporter()
 
     @property
