@@ -11,7 +11,6 @@ size to the budget when `--hidden` is unset, and pick (or find) the run folder.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,24 +39,21 @@ def start_run(config: Config, sources: list[str], out: str | None = None, ranks:
         hidden, probed = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else (0, None)
         (hidden,) = ranks.from_leader([hidden], device)
         config = dataclasses.replace(config, hidden=int(hidden))
+    trainer = Trainer(config, corpus, ranks, probed_chars_per_second=probed)
+    config.require_limit()  # every check passed before a run folder is named or claimed
     if out is not None:
-        run_dir = runs.run_folder(out, corpus.name)
-        if (run_dir / runs.LATEST).exists():
+        trainer.run_dir = runs.run_folder(out, corpus.name)
+        if (trainer.run_dir / runs.LATEST).exists():
             raise CharLMError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
+                f"{trainer.run_dir} already holds a run; continue it with --resume {trainer.run_dir}, "
+                "or pick another --out"
             )
-        return Trainer(config, corpus, ranks, run_dir, probed)
+        return trainer
     # A new name, claimed by rank 0 (runs started in the same second each get their own); the others take it.
     claimed = runs.claim_run_folder(corpus.name) if ranks.leader else (0.0, 0)
     stamp, number = ranks.from_leader(list(claimed), device)
-    run_dir = runs.run_name(corpus.name, stamp, int(number))
-    try:
-        return Trainer(config, corpus, ranks, run_dir, probed)
-    except BaseException:
-        if ranks.leader:  # nothing was written to it yet: leave no empty folder behind
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
-        raise
+    trainer.run_dir = runs.run_name(corpus.name, stamp, int(number))
+    return trainer
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:

@@ -171,6 +171,11 @@ class Config:
     def max_seconds(self) -> float | None:
         return parse_duration(self.max_time)
 
+    def require_limit(self) -> None:
+        """A run must stop by itself: steps, time, or both."""
+        if not self.max_steps and not self.max_seconds():
+            raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
+
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
         text = str(self.checkpoint_every).strip()

@@ -140,6 +140,7 @@ class Trainer:
         self.saved_at = 0.0
         self.run_dir = run_dir
         self.probed_chars_per_second = probed_chars_per_second  # what the size probe measured for this size
+        self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and chars at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
 
     @property
@@ -279,9 +280,8 @@ class Trainer:
     def fit(self) -> CharLM:
         """Train until the budget is spent or a signal asks to stop; checkpoints on the way."""
         config, progress = self.config, self.progress
+        config.require_limit()
         max_seconds = config.max_seconds()
-        if not config.max_steps and not max_seconds:
-            raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
 
         def spent() -> float:
             """How much of the budget is spent: steps or time, whichever runs out first."""
@@ -304,30 +304,34 @@ class Trainer:
             threads.configure(config.threads, self.device)
             tokens_per_step = self.windows.streams.shape[0] * config.seq_len
             started, stopping = time.perf_counter() - progress.elapsed, False
-            settled_at = max(SETTLED[0], SETTLED[1] * max_seconds) if max_seconds else None
-            since = (progress.elapsed, progress.chars)
+            if max_seconds:  # the speed is compared with the size probe's once the run has settled
+                settled = max(SETTLED[0], SETTLED[1] * max_seconds)
+                self.probe_check = (progress.elapsed + settled, progress.elapsed, progress.chars)
             while (share := spent()) < 1.0 and not stopping:
-                step_started = time.perf_counter()
+                stepped = time.perf_counter()
                 loss = self.train_step(share)
-                threads.record(time.perf_counter() - step_started, tokens_per_step)
+                threads.record(time.perf_counter() - stepped, tokens_per_step)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
-                if settled_at is not None and progress.elapsed - since[0] >= settled_at:
-                    self.compare_with_probe(since)
-                    settled_at = None
+                self.compare_with_probe()
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
         return self.result
 
-    def compare_with_probe(self, since: tuple[float, int]) -> None:
-        """Say so when the run trains well below the speed the size was chosen for: the machine got
-        busier after the probe, and the model will see fewer characters per parameter than planned."""
+    def compare_with_probe(self) -> None:
+        """Once, when the run has settled: say so if it trains well below the speed its size was chosen
+        for (the machine got busier after the probe; the model will see fewer characters per parameter
+        than planned)."""
+        if self.probe_check is None or self.progress.elapsed < self.probe_check[0]:
+            return
+        _, since_elapsed, since_chars = self.probe_check
+        self.probe_check = None
         if not self.probed_chars_per_second or not self.ranks.leader:
             return
-        seconds, chars = self.progress.elapsed - since[0], self.progress.chars - since[1]
+        seconds, chars = self.progress.elapsed - since_elapsed, self.progress.chars - since_chars
         speed = chars * self.corpus.chars_per_token / max(seconds, 1e-9)
         if speed < SLOW_SHARE * self.probed_chars_per_second:
             tqdm.write(

@@ -181,3 +181,9 @@ def test_no_runs_says_where_it_looked(tmp_path):
     assert_one_line_error(cli("sample"), where)
     assert_one_line_error(cli("runs"), where)
     assert_one_line_error(cli("runs", "--root", str(tmp_path / "elsewhere")), f"no runs under {tmp_path}/elsewhere/;")
+
+
+def test_a_run_without_a_limit_is_refused_before_it_claims_a_folder(fox_file, tmp_path):
+    result = cli("train", str(fox_file), "--layers", "1", "--hidden", "16", "--max-time", "none", "--quiet")
+    assert_one_line_error(result, "give the run a limit: --max-steps N or --max-time DURATION")
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
