@@ -1,6 +1,7 @@
 """Fine-tuning from a base run against training from scratch, on a small text, at the same budgets.
 
     python bench/finetune.py BASE_RUN TEXT --steps 7200,18000 [--scratch] [CONFIG ...]
+    python bench/finetune.py BASE_RUN TEXT --minutes 2,5 --scratch
     python bench/finetune.py BASE_RUN TEXT --init [--steps 1000]
 
 Budgets are optimizer steps (`--max-steps`, the schedule decaying over them), so the machine's load
@@ -11,6 +12,10 @@ scored every 200 steps (--eval-every; scoring does not change training), and rep
 of the small text that best.pt keeps at that cadence and at the run's default one (from scratch every
 2,000 steps, fine-tuned every finetune.DEFAULTS["eval_every"], and the last step), the base's own
 held-out bpc under that best.pt, and a sample of it.
+
+`--minutes`: budgets in wall time instead (`--max-time`, what a user gives), for the issue's figures:
+the run from scratch then takes every default, the size rule included, and each run is scored at
+its own default cadence only. Run it on an otherwise idle machine.
 
 `--init`: how to start the rows of characters the base lacks. For each way, the held-out bpc of the
 small text and of the base's text right after loading, and with `--steps N` after N fine-tuning steps.
@@ -55,12 +60,19 @@ def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, floa
     return best["val_bpc"], best["step"], min(default)
 
 
-def report(name: str, run: Path, steps: int, heldout: torch.Tensor | None, cadence: int) -> str:
-    """One table row for a finished run (and its sample, printed); `cadence`: its default --eval-every."""
-    best, step, default = best_bpcs(run, steps, cadence)
+def report(name: str, run: Path, steps: int | None, heldout: torch.Tensor | None, cadence: int) -> str:
+    """One table row for a finished run (and its sample, printed); `cadence`: its default --eval-every.
+    With `steps` None (a time budget) the row gives the steps made and the best.pt score."""
     model = charlm.load(run)
     forgets = f"{bits_per_char(model, heldout, EVAL_TOKENS):.3f}" if heldout is not None else "-"
-    line = f"| {name} | {steps:,} | {best:.3f} (step {step:,}) | {default:.3f} | {forgets} |"
+    if steps is None:
+        rows = [r for r in read_metrics(run) if r.get("val_bpc") is not None]
+        best = min(rows, key=lambda r: r["val_bpc"])
+        size = f"{model.config.layers}x{model.config.hidden}"
+        line = f"| {name} | {size} | {rows[-1]['step']:,} | {best['val_bpc']:.3f} (step {best['step']:,}) | {forgets} |"
+    else:
+        best, step, default = best_bpcs(run, steps, cadence)
+        line = f"| {name} | {steps:,} | {best:.3f} (step {step:,}) | {default:.3f} | {forgets} |"
     print(line, flush=True)
     print(f"sample of {run}/best.pt (temperature 0.8, random seed 1):\n{charlm.generate(model, '', **SAMPLE)}\n")
     return line
@@ -110,12 +122,33 @@ def measure_inits(args, folder: Path, base_ids: torch.Tensor) -> None:
         print(f"| {how} | {at_load[0]:.3f} | {at_load[1]:.3f} | {after} |", flush=True)
 
 
+def by_time(args: argparse.Namespace, folder: Path, base_ids: torch.Tensor, before: float) -> None:
+    """The issue's figures: from scratch with every default and fine-tuned with its defaults, given
+    the same --max-time."""
+    lines = []
+    for minutes in args.minutes.split(","):
+        budget = {"max_time": f"{minutes}m", "quiet": True}
+        if args.scratch:
+            run = folder / f"scratch-{minutes}m"
+            charlm.train(args.text, out=run, **budget)
+            lines.append(report(f"scratch, defaults, {minutes} min", run, None, None, SCRATCH_EVAL_EVERY))
+        for i, spec in enumerate(args.configs or ["-"]):
+            run = folder / f"finetune-{minutes}m-{i}"
+            charlm.train(args.text, out=run, init_from=args.base, **{**budget, **parse(spec)})
+            lines.append(report(f"fine-tuned, {spec}, {minutes} min", run, None, base_ids, 0))
+    print(f"\n| run | size | steps | {args.text} held-out bpc of best.pt (step) | base held-out bpc |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    print("\n".join(lines))
+    print(f"(base held-out bpc before fine-tuning: {before:.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base", help="the base run (folder or .pt)")
     parser.add_argument("text", help="the small text")
     parser.add_argument("configs", nargs="*", help="fine-tuning settings, name=value[,name=value...]; -: defaults")
     parser.add_argument("--steps", default="", help="comma-separated budgets in optimizer steps")
+    parser.add_argument("--minutes", default="", help="comma-separated budgets in minutes of wall time")
     parser.add_argument("--scratch", action="store_true", help="also train from scratch at each budget")
     parser.add_argument("--init", action="store_true", help="measure the ways of starting new characters' rows")
     parser.add_argument("--eval-every", type=int, default=200, help="score every run this often")
@@ -127,6 +160,9 @@ def main() -> None:
     print(f"base {args.base}: held-out bpc {before:.3f} on its own text ({min(len(base_ids), EVAL_TOKENS):,} chars)")
     if args.init:
         measure_inits(args, folder, base_ids)
+        return
+    if args.minutes:
+        by_time(args, folder, base_ids, before)
         return
     base = charlm.checkpoint.read(runs.resolve(args.base)).config
     lines = []

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import charlm
 from charlm import checkpoint, runs
-from charlm.sizing import trained_parameters
+from charlm.sizing import head_rows, trained_parameters
+from charlm.tokens import load_corpus
 
 
 def parse(spec: str) -> dict:
@@ -44,7 +45,7 @@ def main() -> None:
     for i, spec in enumerate(args.configs):
         options = {"max_time": args.max_time, "quiet": True, **parse(spec)}
         run = Path(args.out) / f"sweep-{stamp}" / str(i)
-        model = charlm.train(args.corpus, out=run, **options)
+        charlm.train(args.corpus, out=run, **options)
         latest = checkpoint.read(run / runs.LATEST)
         config, steps = latest.config, latest.progress.step
         row = (
@@ -54,7 +55,9 @@ def main() -> None:
             steps,
             steps * config.batch_size * config.seq_len,
             latest.progress.best_bpc,
-            trained_parameters(config.cell, config.layers, config.hidden, len(model.vocab)),
+            trained_parameters(
+                config.cell, config.layers, config.hidden, head_rows(load_corpus([args.corpus], config, quiet=True))
+            ),
         )
         rows.append(row)
         print(

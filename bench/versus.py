@@ -7,10 +7,9 @@ For each corpus, one after another in this process (torch's default thread count
 GPT of bench/babygpt.py for --iters iterations and time it, then train charlm with its defaults (and
 --charlm-set) and max_time = those seconds, on the same file. Both are scored on the same
 characters of the same held-out text, the last 10% of the file (charlm's val_fraction=0.1 split,
-checked against charlm's own): charlm with its own evaluation (`bits_per_char`), which cuts the
-held-out text into contiguous segments (16 for these corpora) and scores each from a cold state;
-the baby GPT scores the same segments, each character from up to `--block` characters before it
-in its segment. The load average is recorded before and after each training run; `--busy N` keeps
+checked against charlm's own): every character after the first, charlm with its own evaluation
+(`bits_per_char`: the figure of one pass, the state carried through the whole text), the baby GPT
+with its sliding window (each character from up to `--block` characters before it). The load average is recorded before and after each training run; `--busy N` keeps
 N busy-loop processes running through all the measurements (the "busy machine" table).
 
 Writes the report to --out (default bench/out/versus-<time>.txt) and charlm's runs beside it.
@@ -34,14 +33,6 @@ from sweep import parse
 import charlm
 from charlm import evaluate as charlm_evaluation
 from charlm.tokens import load_corpus
-
-
-def charlm_segments(ids: torch.Tensor) -> list[torch.Tensor]:
-    """The contiguous segments charlm's `bits_per_char` cuts `ids` into (its evaluation streams; the
-    tail that does not fill a stream is not scored). Each segment's first character is not scored."""
-    streams = max(1, min(charlm_evaluation.EVAL_STREAMS, len(ids) // (charlm_evaluation.EVAL_WINDOW + 1)))
-    length = len(ids) // streams
-    return [ids[i * length : (i + 1) * length] for i in range(streams)]
 
 
 @contextmanager
@@ -91,11 +82,10 @@ def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
     if prepared.vocab.decode(prepared.val_ids) != held_out:
         raise SystemExit(f"{corpus}: charlm's held-out text is not the last 10% of the file as read here")
     charlm_ids = model.vocab.encode(held_out)
-    baseline_segments = charlm_segments(baseline.vocab.encode(held_out))
+    baseline_ids = baseline.vocab.encode(held_out)
     row["charlm bpc"] = charlm_evaluation.bits_per_char(model, charlm_ids)
-    row["baseline bpc"] = babygpt.bits_per_char(baseline.model, baseline_segments)
-    row["scored"] = sum(len(s) - 1 for s in baseline_segments)
-    row["segments"] = len(baseline_segments)
+    row["baseline bpc"] = babygpt.bits_per_char(baseline.model, [baseline_ids])
+    row["scored"] = len(baseline_ids) - 1
     row["held out"] = len(held_out)
     row["baseline parameters"] = baseline.model.num_parameters()
     row["charlm parameters"] = sum(p.numel() for p in model.parameters())
@@ -140,20 +130,20 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         ],
     )
     conditions = table(
-        [("corpus", left), ("held-out chars", right), ("segments", right), ("scored chars", right)]
+        [("corpus", left), ("held-out chars", right), ("scored chars", right)]
         + [("baseline parameters", right), ("charlm parameters", right), ("load before baseline", left)]
         + [("after baseline", left), ("after charlm", left)],
         [
-            [row["corpus"], f"{row['held out']:,}", str(row["segments"]), f"{row['scored']:,}"]
+            [row["corpus"], f"{row['held out']:,}", f"{row['scored']:,}"]
             + [f"{row['baseline parameters']:,}", f"{row['charlm parameters']:,}", row["load before baseline"]]
             + [row["load after baseline"], row["load after charlm"]]
             for row in rows
         ],
     )
     notes = [
-        "Scored: the same characters for both, the last 10% of each file cut into charlm's evaluation segments,",
-        "every character of a segment but its first. charlm's wall s includes preparing the corpus and its final",
-        "evaluation. Load: os.getloadavg(), the 1, 5 and 15 minute averages.",
+        "Scored: the same characters for both, every character of the last 10% of each file but its first.",
+        "charlm's wall s includes preparing the corpus, fitting its size and its final evaluation.",
+        "Load: os.getloadavg(), the 1, 5 and 15 minute averages.",
     ]
     lines = [f"command: python {' '.join(sys.argv)}", setup, "", *results, "", *notes, "", *conditions]
     return "\n".join(lines) + "\n"

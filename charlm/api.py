@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import checkpoint, finetune, runs, sampler, sizing
+from . import checkpoint, finetune, runs, sampler, sizing, threads
 from .checkpoint import load
 from .config import Config, from_options
 from .device import resolve_device
@@ -38,19 +38,33 @@ def start_run(
 ) -> Trainer:
     """A new run: refuses to overwrite a folder that already holds one. From `base`, its weights start
     from the base's, over the base's vocabulary extended with the text's new characters."""
+    device = resolve_device(config.device, ranks.local_rank, ranks.world)
     base_vocab = None if base is None else base.checkpoint.vocab
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
+    threads.configure(config.threads, device)
+    probed = None
     if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
-        hidden = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else 0
-        (hidden,) = ranks.from_leader([hidden], resolve_device(config.device, ranks.local_rank, ranks.world))
+        hidden, probed = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else (0, None)
+        (hidden,) = ranks.from_leader([hidden], device)
         config = dataclasses.replace(config, hidden=int(hidden))
-    run_dir = runs.run_folder(out, corpus.name)
-    if (run_dir / runs.LATEST).exists():
-        raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
-    if base is None:
-        return Trainer(config, corpus, ranks, run_dir)
-    return Trainer(config, corpus, ranks, run_dir, base.model(corpus.vocab, config.dropout), base.record)
+    model = None if base is None else base.model(corpus.vocab, config.dropout)
+    record = None if base is None else base.record
+    trainer = Trainer(config, corpus, ranks, model=model, base=record, probed_chars_per_second=probed)
+    config.require_limit()  # every check passed before a run folder is named or claimed
+    if out is not None:
+        trainer.run_dir = runs.run_folder(out, corpus.name)
+        if (trainer.run_dir / runs.LATEST).exists():
+            raise CharLMError(
+                f"{trainer.run_dir} already holds a run; continue it with --resume {trainer.run_dir}, "
+                "or pick another --out"
+            )
+        return trainer
+    # A new name, claimed by rank 0 (runs started in the same second each get their own); the others take it.
+    claimed = runs.claim_run_folder(corpus.name) if ranks.leader else (0.0, 0)
+    stamp, number = ranks.from_leader(list(claimed), device)
+    trainer.run_dir = runs.run_name(corpus.name, stamp, int(number))
+    return trainer
 
 
 def start_finetune(

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import click
 
-from . import api, catalog, checkpoint, finetune, runs, sampler, tokens
+from . import api, catalog, checkpoint, finetune, inspect, report, runs, sampler, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .distributed import Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
 from .reporting import read_metrics
+from .serve.config import ServeConfig
 
 
 class Group(click.Group):
@@ -226,14 +227,18 @@ def sample(
     with contextlib.ExitStack() as stack:
         copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
 
-        def emit(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
+        def emit(text: str, screen: bool = True) -> None:
+            if screen:
+                sys.stdout.write(text)
+                sys.stdout.flush()
             if copy:
                 copy.write(text)
 
         if interactive:
-            converse(model, configs[0], emit)
+            if sys.stdin.isatty():
+                click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
+            # A terminal shows what is typed itself; printing it again would show it twice.
+            converse(model, configs[0], sys.stdin, emit, echo=not (sys.stdin.isatty() and sys.stdout.isatty()))
             return
         for config in configs:
             label = f"temperature {config.temperature}" if len(configs) > 1 else None
@@ -250,16 +255,19 @@ def sample(
                     emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
 
 
-def converse(model, config: SampleConfig, emit) -> None:
-    """Read a line, let the model continue it, repeat until end of input (Ctrl-D)."""
+def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sampler.Conversation:
+    """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
+    a line break ends the turn and is fed with the next line. So the model always reads exactly the
+    text shown. `echo`: print the typed lines (not when the terminal has shown them already)."""
     conversation = sampler.Conversation(model, config)
-    if sys.stdin.isatty():
-        click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
-    for line in sys.stdin:
-        emit(line.rstrip("\n"))
-        for piece in conversation.turn(line.rstrip("\n")):
+    line_break = ""
+    for line in lines:
+        emit(line, screen=echo)
+        for piece in conversation.turn(line_break + line):
             emit(piece)
         emit("\n")
+        line_break = "\n"
+    return conversation
 
 
 @main.command("eval")
@@ -267,14 +275,16 @@ def converse(model, config: SampleConfig, emit) -> None:
 @click.argument("files", nargs=-1, required=True)
 @click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
-def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str) -> None:
+@click.option("--quiet", is_flag=True, help="no progress bar")
+def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
     model = checkpoint.load(target, device)
     text = read_texts(files, encoding, model.vocab.normalize)
     ids = model.vocab.encode(text, what=", ".join(files))
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")
-    click.echo(f"{bits_per_char(model, ids):.4f} bits per character over {len(text):,} characters")
+    bpc = bits_per_char(model, ids, progress=not quiet)
+    click.echo(f"{bpc:.4f} bits per character over {len(text):,} characters")
 
 
 @main.command()
@@ -305,7 +315,7 @@ def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus, size, steps, best bpc, last update."""
     folders = runs.run_folders(Path(root))
     if not folders:
-        raise CharLMError(f"no runs under {root}/; train one with `charlm train`")
+        raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")
     width = max(len("run"), *(len(folder.name) for folder in folders))
     click.echo(f"{'run':<{width}} {'corpus':<18} {'model':<22} {'steps':>9} {'best bpc':>9}  last update")
     for folder in folders:
@@ -321,3 +331,55 @@ def list_runs(root: str) -> None:
             f"{folder.name:<{width}} {info.get('corpus', '?'):<18} {model:<22} "
             f"{rows[-1]['step'] if rows else 0:>9,} {f'{best:.4f}' if best is not None else '-':>9}  {updated}"
         )
+
+
+@main.command()
+@click.argument("targets", nargs=-1, metavar="[RUN]...")
+@options_of(ServeConfig)
+def serve(targets: tuple[str, ...], **given) -> None:
+    """Serve models over HTTP: an OpenAI-compatible API and a page to write with, at http://HOST:PORT/.
+
+    Each RUN (a run folder, run name or .pt file; default: the latest run) is a model whose id is its
+    run name. Needs `pip install 'charlm[serve]'`."""
+    from .serve import serve as run_server
+
+    run_server(list(targets), ServeConfig(**{k: v for k, v in given.items() if v is not None}))
+
+
+@main.command("inspect")
+@click.argument("paths", nargs=-1, metavar="[RUN] [FILE]")
+@click.option("--output", default="report.html", show_default=True, help="HTML page to write")
+@click.option(
+    "--max-chars",
+    default=inspect.MAX_CHARS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="characters to inspect",
+)
+@click.option("--held-out", is_flag=True, help="inspect the run's held-out text (its validation split), not a FILE")
+@click.option("--train-text", help="fit the n-gram baseline on this file  [default: the run's training split]")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@click.option("--quiet", is_flag=True, help="no progress bar, no tables: only the page")
+def inspect_command(
+    paths: tuple[str, ...],
+    output: str,
+    max_chars: int,
+    held_out: bool,
+    train_text: str | None,
+    device: str,
+    quiet: bool,
+) -> None:
+    """What the model of RUN (default: the latest run) learned, seen on FILE, as one HTML page:
+    surprise per character, cells that follow quotes or the line, gate saturation, bits saved over an
+    n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
+    wanted = 0 if held_out else 1
+    if len(paths) not in (wanted, wanted + 1) or (held_out and len(paths) > 1) or (not held_out and not paths):
+        raise CharLMError("give [RUN] FILE, or [RUN] --held-out")
+    target = paths[0] if len(paths) > wanted else None
+    file = None if held_out else paths[-1]
+
+    inspection, title = inspect.inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
+    Path(output).write_text(report.render(inspection, title), encoding="utf-8")
+    if not quiet:
+        click.echo(inspect.summary(inspection))
+    click.echo(f"wrote {output}")

@@ -29,14 +29,20 @@ SAMPLE_PRECISIONS = ("fp32", "bf16")
 # CPU). Everything else shapes the model or the data and must stay.
 RESUMABLE = (
     "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
-    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "eval_also",
+    "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "threads", "eval_also",
 )  # fmt: skip
 
 # Options that decide the token ids: they key the prepared-corpus cache.
 CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer", "spm_model", "vocab_size")
 
+# torch takes a seed as a 64-bit integer (a negative one wraps around: -1 is 2**64 - 1). charlm adds
+# small offsets to it (sample i: seed + i; rank r: seed + r), so it keeps seeds to the signed range:
+# every torch seed is one of them, and seed + offset is still one torch takes.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
+MAX_THREADS = 1024
 
 
 def _opt(default, help: str, **extra):
@@ -99,6 +105,7 @@ class Config:
     quiet: bool = _opt(False, "no progress bar")
     # hardware
     device: str = _opt("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    threads: int | None = _opt(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
     precision: str = _opt(
         "auto",
         "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
@@ -156,15 +163,23 @@ class Config:
         for name in ("warmup_steps", "weight_decay", "grad_clip"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise CharLMError(f"--{option_name(name)} must be a number of 0 or more, not {getattr(self, name)}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise CharLMError(f"--threads must be between 1 and {MAX_THREADS}, not {self.threads}")
         if self.sample_every < 0:
             raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise CharLMError(f"--max-steps must be at least 1, not {self.max_steps}")
+        check_seed(self.random_seed)
         self.max_seconds()  # parses --max-time or raises
         self.checkpoint_interval()
 
     def max_seconds(self) -> float | None:
         return parse_duration(self.max_time)
+
+    def require_limit(self) -> None:
+        """A run must stop by itself: steps, time, or both."""
+        if not self.max_steps and not self.max_seconds():
+            raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
 
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
@@ -199,6 +214,12 @@ def from_options(config_class: type, options: dict, what: str = "option"):
     if unknown:
         raise CharLMError(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return config_class(**options)
+
+
+def check_seed(seed: int) -> None:
+    low, high = SEED_RANGE
+    if not low <= seed <= high:
+        raise CharLMError(f"--random-seed must be between {low} and {high} (a 64-bit integer), not {seed}")
 
 
 def option_name(field_name: str) -> str:
@@ -252,12 +273,11 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.temperature, (list, tuple)):
+            shown = ",".join(str(t) for t in self.temperature)
             self.temperature = tuple(float(t) for t in self.temperature)
-        temperatures = self.temperature if isinstance(self.temperature, tuple) else (self.temperature,)
-        if not temperatures or not all(0 < t < float("inf") for t in temperatures):
-            raise CharLMError(
-                f"--temperature must be above 0, not {self.temperature} (use --greedy for the likeliest text)"
-            )
+        else:
+            shown = str(self.temperature)
+        check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"--length must be 0 or more, not {self.length}")
         if self.top_k is not None and self.top_k < 1:
@@ -274,6 +294,8 @@ class SampleConfig:
             raise CharLMError(f"--precision must be one of {', '.join(SAMPLE_PRECISIONS)}, not {self.precision!r}")
         if not 1 <= self.num_samples <= 4096:
             raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
+        if self.random_seed is not None:
+            check_seed(self.random_seed)
 
     def temperature_at(self, step: int) -> float:
         t = self.temperature
@@ -286,5 +308,11 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         raise CharLMError(f"--temperature: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0") from None
-    SampleConfig(temperature=values)  # validates each value
+    check_temperatures(values, text)
     return values
+
+
+def check_temperatures(values: tuple[float, ...], shown: str) -> None:
+    """Each temperature must be a positive number; `shown`: the value as the user wrote it."""
+    if not values or not all(0 < t < float("inf") for t in values):
+        raise CharLMError(f"--temperature must be above 0, not {shown} (use --greedy for the likeliest text)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,9 @@ from torch import nn
 from .errors import CharLMError
 from .pieces import PieceVocab
 from .vocab import Vocab
+
+if TYPE_CHECKING:
+    from .trace import Trace
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -112,6 +116,14 @@ class CharLM(nn.Module):
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
 
+    def trace(self, text: str, context: str | None = None, probs: bool = True) -> Trace:
+        """Everything the model computes on `text`, per character and layer, as numpy arrays: the
+        probabilities it gave each character, the gates, cell states (LSTM) and hidden states. Shapes
+        and alignment: `charlm.trace.Trace`. The model first reads `context` (None: the start of a line)."""
+        from .trace import trace  # trace.py takes the model as an argument and never imports this module
+
+        return trace(self, text, context, probs)
+
 
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     """The adaptive head's cluster edges for `--head` and the training text's count of each id: () for a
@@ -119,9 +131,14 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     next ones up to HEAD_COVERAGE[1] a quarter-width cluster; the rest a sixteenth-width one."""
     if head == "full" or (head == "auto" and len(counts) < ADAPTIVE_MIN_VOCAB) or len(counts) < 4:
         return ()
+    edges = [frequent_characters(counts, share) for share in HEAD_COVERAGE]
+    return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
+
+
+def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -> int:
+    """How many of the most frequent ids it takes to cover `share` of the text (at least 1)."""
     covered = torch.cumsum(torch.sort(counts.double(), descending=True).values, 0) / max(counts.sum().item(), 1)
-    edges = [int(torch.searchsorted(covered, share).item()) + 1 for share in HEAD_COVERAGE]
-    return tuple(sorted({min(max(edge, 1), len(counts) - 1) for edge in edges}))
+    return max(1, int(torch.searchsorted(covered, share).item()) + 1)
 
 
 def grow_vocab(model: CharLM, vocab: Vocab | PieceVocab) -> CharLM:

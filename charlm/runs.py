@@ -6,7 +6,7 @@ checkpoints/<corpus>-<date>-<time>/
     metrics.jsonl  one row per log interval (reporting.py)
     run.json       what the run is: corpus, size, config
     samples.txt    samples shown during training (--sample-every)
-    .lock          held by the training process
+    .lock          locked (flock) by the training process; .lock.pid: its PID
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import filelock
+
 from .errors import CharLMError
 
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -24,47 +26,72 @@ LATEST, BEST = "latest.pt", "best.pt"
 RUN_INFO, SAMPLES = "run.json", "samples.txt"
 
 
-def run_folder(out: str | None, corpus_name: str) -> Path:
-    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given; none: a new name."""
-    if out is None:
-        return CHECKPOINT_ROOT / f"{corpus_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+def run_folder(out: str, corpus_name: str) -> Path:
+    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given."""
     path = Path(out)
     return path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
 
 
+def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
+    """checkpoints/<corpus>-<date>-<time>, the time to the second; the 2nd, 3rd... run started in that
+    second is -02, -03...: after the plain name, before the next second's, so names sort by start time."""
+    name = f"{corpus_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
+    return CHECKPOINT_ROOT / (name if number == 1 else f"{name}-{number:02d}")
+
+
+def claim_run_folder(corpus_name: str) -> tuple[float, int]:
+    """Create the first free `run_name(corpus_name, now, number)` and return (now, number). os.mkdir
+    fails on an existing folder, so two runs started at once never get the same one."""
+    stamp, number = time.time(), 1
+    CHECKPOINT_ROOT.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            run_name(corpus_name, stamp, number).mkdir()
+            return stamp, number
+        except FileExistsError:
+            number += 1
+
+
 class RunLock:
-    """One training process per run folder. `.lock` holds the owner's PID; if that process is gone
-    (killed, crashed, machine rebooted), the lock is stale and the next run takes it over."""
+    """One training process per run folder: an OS lock (flock, through filelock) on `.lock`.
+
+    Taking it is one atomic step, so of several processes starting at once exactly one wins; the OS
+    drops it when its owner dies (killed, crashed, machine rebooted), so a dead run's folder is taken
+    over. `.lock.pid` names the owner for the message the others get (filelock may truncate `.lock`).
+    On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
+    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
+        self.pid_path = Path(run_dir) / ".lock.pid"
+        self.lock = filelock.FileLock(self.path, timeout=0)
 
     def __enter__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                owner = self.owner()
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise CharLMError(
-                        f"{self.path.parent} is in use by process {owner} (another charlm train); wait for it or "
-                        f"stop it (if {owner} is not charlm, delete {self.path})"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # stale: its owner is gone
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            return
-        raise CharLMError(f"{self.path}: could not take the run lock; another process keeps taking it")
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            owner = self.owner()
+            who = f"process {owner}" if owner is not None and _alive(owner) else "another process"
+            raise CharLMError(
+                f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
+            ) from None
+        scratch = self.pid_path.with_name(".lock.pid.tmp")
+        try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
+            scratch.write_text(f"{os.getpid()}\n")
+            scratch.replace(self.pid_path)
+        except OSError:
+            scratch.unlink(missing_ok=True)
 
     def __exit__(self, *exc) -> None:
-        if self.owner() == os.getpid():
-            self.path.unlink(missing_ok=True)
+        self.pid_path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
+        self.lock.release()
 
     def owner(self) -> int | None:
+        """The PID the last owner wrote, if any (it may be gone)."""
         try:
-            return int(self.path.read_text().split()[0])
+            return int(self.pid_path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
@@ -105,8 +132,14 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     runs = run_folders(root)
     if not runs:
-        raise CharLMError(f"no runs under {root}/; train one with `charlm train`, or pass --checkpoint")
+        raise CharLMError(f"no runs under {where(root)}; train one with `charlm train`, or pass --checkpoint")
     return max(runs, key=lambda run: (run / LATEST).stat().st_mtime)
+
+
+def where(root: Path) -> str:
+    """`checkpoints/ in /current/folder`: a relative root is relative to where charlm was started."""
+    root = Path(root)
+    return f"{root}/" if root.is_absolute() else f"{root}/ in {Path.cwd()}"
 
 
 def write_run_info(run_dir: Path, info: dict) -> None:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import time
 from collections.abc import Iterator
 
 import torch
 
+from . import threads
 from .config import SampleConfig, from_options
+from .errors import CharLMError
 from .lstm_step import Stepper
 from .model import CharLM, inference
 
@@ -55,12 +58,19 @@ class RecentCharacters:
         self.position = (self.position + 1) % self.history.size(1)
 
     def penalize(self, logits: torch.Tensor, penalty: float) -> torch.Tensor:
-        """CTRL's rule: a recent character's positive logit is divided by the penalty, a negative one
-        multiplied, so it always becomes less likely."""
-        seen = torch.zeros(logits.size(0), self.vocab_size + 1, dtype=torch.bool, device=logits.device)
-        seen.scatter_(1, self.history, True)
-        penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
-        return torch.where(seen[:, : self.vocab_size], penalized, logits)
+        return penalize(logits, self.history, penalty, self.vocab_size)
+
+
+def penalize(
+    logits: torch.Tensor, history: torch.Tensor, penalty: float | torch.Tensor, vocab_size: int
+) -> torch.Tensor:
+    """CTRL's rule: a recent character's positive logit is divided by the penalty, a negative one
+    multiplied, so it always becomes less likely. `history` (rows, window) holds each row's recent
+    ids (`vocab_size` in an empty slot); `penalty` is one number or one per row, shaped (rows, 1)."""
+    seen = torch.zeros(logits.size(0), vocab_size + 1, dtype=torch.bool, device=logits.device)
+    seen.scatter_(1, history, True)
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen[:, :vocab_size], penalized, logits)
 
 
 def choose(logits: torch.Tensor, options: SampleConfig, step: int, uniforms: Uniforms) -> torch.Tensor:
@@ -74,13 +84,19 @@ def choose(logits: torch.Tensor, options: SampleConfig, step: int, uniforms: Uni
     probs = torch.softmax(logits, dim=-1)
     if options.top_p is not None and options.top_p < 1:
         probs = nucleus(probs, options.top_p)
+    return draw(probs, uniforms.next())
+
+
+def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform."""
     cdf = probs.cumsum(dim=-1)
-    target = (uniforms.next().to(cdf) * cdf[:, -1]).unsqueeze(1)
-    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=logits.size(-1) - 1)
+    target = (uniform.to(cdf) * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)
 
 
-def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of likeliest characters whose total probability reaches top_p."""
+def nucleus(probs: torch.Tensor, top_p: float | torch.Tensor) -> torch.Tensor:
+    """Keep the smallest set of likeliest characters whose total probability reaches top_p (one
+    number, or one per row shaped (rows, 1))."""
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier characters
     sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
@@ -138,7 +154,7 @@ class Generation:
 
     def advance(self) -> torch.Tensor:
         """Chooses every sample's next id, steps the model on it, and returns the ids."""
-        logits = self.logits
+        started, logits = time.perf_counter(), self.logits
         if self.recent is not None:
             logits = self.recent.penalize(logits, self.options.repetition_penalty)
         ids = choose(logits, self.options, self.steps, self.uniforms)
@@ -146,6 +162,7 @@ class Generation:
             self.recent.add(ids)
         self.logits = self.stepper.step(ids)
         self.steps += 1
+        threads.record(time.perf_counter() - started, len(ids))
         return ids
 
 
@@ -207,3 +224,81 @@ class Conversation:
             for pieces in self.generation.run():
                 self.transcript.append(pieces[0])
                 yield pieces[0]
+
+
+class RowSampler:
+    """The decoding policy for rows that come and go, as a server's continuous batching has them.
+
+    Each row has its own options, its own generator and its own recent characters, kept as tensors
+    over the rows, so that one `choose` picks every row's next id. A row set with a sample's options
+    and seed draws what that sample of `Generation` draws: its generator is seeded the way `Uniforms`
+    seeds sample i (`seed + i`, the caller adds i), and a step's arithmetic is `choose`'s, row by row.
+    A temperature list is not on offer here: a row has one temperature, 0 meaning greedy."""
+
+    def __init__(self, capacity: int, vocab_size: int, window: int = SampleConfig.repetition_window):
+        self.vocab_size, self.window = vocab_size, window
+        self.temperature = torch.ones(capacity, 1)
+        self.top_k = torch.full((capacity, 1), vocab_size, dtype=torch.long)
+        self.top_p = torch.full((capacity, 1), float("inf"))  # inf: no nucleus
+        self.penalty = torch.ones(capacity, 1)
+        self.history = torch.full((capacity, window), vocab_size, dtype=torch.long)  # vocab_size: an empty slot
+        self.position = torch.zeros(capacity, dtype=torch.long)
+        self.generators: list[torch.Generator | None] = [None] * capacity
+        self.block = torch.zeros(capacity, UNIFORM_BLOCK, dtype=torch.float64)
+        self.used = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long)
+        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.history, self.position]
+        self.rows += [self.block, self.used]
+
+    def set(self, row: int, options: SampleConfig, seed: int, prime: torch.Tensor) -> None:
+        """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
+        the text `prime` (ids; its last characters count for the repetition penalty)."""
+        if options.repetition_window != self.window:
+            raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
+        self.temperature[row] = 0.0 if options.greedy else options.temperature_at(0)
+        self.top_k[row] = min(options.top_k or self.vocab_size, self.vocab_size)
+        self.top_p[row] = options.top_p if options.top_p is not None and options.top_p < 1 else float("inf")
+        self.penalty[row] = options.repetition_penalty
+        recent = prime[-self.window :]
+        self.history[row] = self.vocab_size
+        self.history[row, : recent.numel()] = recent
+        self.position[row] = recent.numel() % self.window
+        self.generators[row] = torch.Generator().manual_seed(seed)
+        self.used[row] = UNIFORM_BLOCK
+
+    def move(self, src: int, dst: int) -> None:
+        for tensor in self.rows:
+            tensor[dst] = tensor[src]
+        self.generators[dst] = self.generators[src]
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next ids (rows,) of rows 0..rows-1 from their logits (rows, vocab); the ids join each row's
+        recent characters."""
+        rows = logits.size(0)
+        if bool((self.penalty[:rows] != 1).any()):
+            logits = penalize(logits, self.history[:rows], self.penalty[:rows], self.vocab_size)
+        temperature = self.temperature[:rows]
+        greedy = temperature == 0
+        scaled = logits.float() / torch.where(greedy, 1.0, temperature)
+        top_k, limited = self.top_k[:rows], self.top_k[:rows] < self.vocab_size
+        if bool(limited.any()):
+            largest = int(top_k[limited].max())
+            kth = torch.topk(scaled, largest, dim=-1).values.gather(1, top_k.clamp(max=largest) - 1)
+            scaled = scaled.masked_fill((scaled < kth) & limited, float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        top_p = self.top_p[:rows]
+        if bool(torch.isfinite(top_p).any()):
+            probs = nucleus(probs, top_p)
+        ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows)))
+        self.history[torch.arange(rows), self.position[:rows]] = ids
+        self.position[:rows] = (self.position[:rows] + 1) % self.window
+        return ids
+
+    def uniforms(self, rows: int) -> torch.Tensor:
+        """This step's uniform of each row, refilling a row's block from its generator as `Uniforms` does."""
+        used = self.used[:rows]
+        for row in (used == UNIFORM_BLOCK).nonzero().flatten().tolist():
+            self.block[row] = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
+            used[row] = 0
+        drawn = self.block[:rows].gather(1, used.unsqueeze(1)).squeeze(1)
+        used += 1
+        return drawn

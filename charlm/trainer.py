@@ -22,7 +22,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from . import runs
+from . import runs, threads
 from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
 from .checkpoint import Base, Checkpoint, Progress, TrainingState, save
@@ -49,6 +49,8 @@ from .tokens import TokenCorpus
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 EVAL_ALSO_TOKENS = 50_000  # and of the --eval-also text, which a fine-tuning run scores every few seconds
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
+SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
+SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
 SAMPLE_CHARS = 200  # length of the samples --sample-every shows
 
 
@@ -91,6 +93,7 @@ class Trainer:
         run_dir: Path | None = None,
         model: CharLM | None = None,
         base: Base | None = None,
+        probed_chars_per_second: float | None = None,
     ):
         if config.eval_also:  # absolute, so a resumed run finds it from any working directory
             config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
@@ -116,7 +119,7 @@ class Trainer:
         torch.manual_seed(config.random_seed)
         self.model = (model or self.new_model()).to(self.device)
         self.base = base
-        self.eval_also_ids = self.read_eval_also() if run_dir is not None and ranks.leader else None
+        self.eval_also_ids = self.read_eval_also() if ranks.leader else None
         if ranks.rank:  # the same initial weights everywhere, but each rank its own dropout masks
             torch.manual_seed(config.random_seed + ranks.rank)
         device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -141,6 +144,8 @@ class Trainer:
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.saved_at = 0.0
         self.run_dir = run_dir
+        self.probed_chars_per_second = probed_chars_per_second  # what the size probe measured for this size
+        self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and chars at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
 
     def new_model(self) -> CharLM:
@@ -307,9 +312,8 @@ class Trainer:
     def fit(self) -> CharLM:
         """Train until the budget is spent or a signal asks to stop; checkpoints on the way."""
         config, progress = self.config, self.progress
+        config.require_limit()
         max_seconds = config.max_seconds()
-        if not config.max_steps and not max_seconds:
-            raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
 
         def spent() -> float:
             """How much of the budget is spent: steps or time, whichever runs out first."""
@@ -329,17 +333,46 @@ class Trainer:
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
             self.model.train()
+            threads.configure(config.threads, self.device)
+            tokens_per_step = self.windows.streams.shape[0] * config.seq_len
             started, stopping = time.perf_counter() - progress.elapsed, False
+            if max_seconds:  # the speed is compared with the size probe's once the run has settled
+                settled = max(SETTLED[0], SETTLED[1] * max_seconds)
+                self.probe_check = (progress.elapsed + settled, progress.elapsed, progress.chars)
             while (share := spent()) < 1.0 and not stopping:
+                stepped = time.perf_counter()
                 loss = self.train_step(share)
+                threads.record(time.perf_counter() - stepped, tokens_per_step)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
                 self.reporter.step(loss)
+                self.compare_with_probe()
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
         return self.result
+
+    def compare_with_probe(self) -> None:
+        """Once, when the run has settled: say so if it trains well below the speed its size was chosen
+        for (the machine got busier after the probe; the model will see fewer characters per parameter
+        than planned)."""
+        if self.probe_check is None or self.progress.elapsed < self.probe_check[0]:
+            return
+        _, since_elapsed, since_chars = self.probe_check
+        self.probe_check = None
+        if not self.probed_chars_per_second or not self.ranks.leader:
+            return
+        seconds, chars = self.progress.elapsed - since_elapsed, self.progress.chars - since_chars
+        speed = chars * self.corpus.chars_per_token / max(seconds, 1e-9)
+        if speed < SLOW_SHARE * self.probed_chars_per_second:
+            tqdm.write(
+                f"warning: training at {speed:,.0f} chars/s, {speed / self.probed_chars_per_second:.0%} of the "
+                f"{self.probed_chars_per_second:,.0f} the size probe measured for --hidden {self.config.hidden}: "
+                "the machine is busier than when the run started, so the model will see fewer characters per "
+                "parameter than the size rule planned (give --hidden to choose yourself)",
+                file=sys.stderr,
+            )
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;

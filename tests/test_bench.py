@@ -155,19 +155,27 @@ def test_babygpt_sliding_window_score_is_exact(bench):
     assert babygpt.bits_per_char(model, segments, stride) != pytest.approx(longest)  # the contexts do differ
 
 
-def test_versus_scores_the_baseline_on_the_segments_charlm_scores(bench, fox_file, tiny):
-    """charlm's bits_per_char equals scoring each of versus.charlm_segments from a cold state."""
+def test_versus_scores_both_models_on_every_held_out_character(bench, fox_file, tiny):
+    """charlm's bits_per_char is one pass over the whole held-out text, as the baseline's sliding window
+    covers it: every character after the first, each from the text before it."""
     import charlm
 
-    versus = bench("versus")
     model = charlm.train(fox_file, **tiny)
-    ids = model.vocab.encode(fox_file.read_text(encoding="utf-8")[:2643] * 2)  # 5286 ids: 16 segments, 6 left over
-    segments = versus.charlm_segments(ids)
-    assert len(segments) == 16
+    ids = model.vocab.encode(fox_file.read_text(encoding="utf-8") * 3)  # long enough to be scored in pieces
     with torch.no_grad():
-        model.eval()
-        nats = sum(
-            F.cross_entropy(model(s[:-1].unsqueeze(0))[0][0], s[1:], reduction="sum").double().item() for s in segments
-        )
-    naive = nats / sum(len(s) - 1 for s in segments) / math.log(2)
-    assert versus.charlm_evaluation.bits_per_char(model, ids) == pytest.approx(naive, rel=1e-6)
+        logits, _ = model(ids[:-1].unsqueeze(0))
+        one_pass = F.cross_entropy(logits[0], ids[1:], reduction="sum").double().item() / (len(ids) - 1) / math.log(2)
+    assert bench("versus").charlm_evaluation.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
+
+
+def test_threads_bench_runs(fox_file):
+    out = run_bench("bench/threads.py", str(fox_file), "--seconds", "1", "--hidden", "16")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
+    assert len(rows) == 7 and rows[0].endswith("| 1.00 |")
+    assert "one core busy, governor" in out and "two trainings together, governor, each" in out
+
+
+def test_size_rule_bench_runs(fox_file):
+    out = run_bench("bench/size_rule.py", str(fox_file), "--budgets", "2s", "--repeats", "2")
+    rows = [line for line in out.splitlines() if line.startswith("| fox.txt | 2s |")]
+    assert len(rows) == 2 and all("x128 |" in row or "x192 |" in row for row in rows)

@@ -1,11 +1,18 @@
 """The command line as a user meets it: real processes, real corpora, one-line errors."""
 
 import json
+import os
+import pty
 import random
 import subprocess
 import sys
 
 import pytest
+import torch
+
+from charlm import checkpoint
+from charlm.cli import converse
+from charlm.config import SampleConfig
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, run_cli, shared_corpus
 
@@ -32,6 +39,13 @@ def test_train_sample_eval_info(trained, fox_file):
     assert rows["steps"].startswith("20 (") and rows["hidden"] == "32" and rows["trained_on"].startswith("cpu ")
     values = [line.index(value) for line, value in zip(result.output.splitlines(), rows.values())]
     assert len(set(values)) == 1  # every value starts in one column, however long the label
+
+
+def test_eval_shows_a_progress_bar_unless_quiet(trained, fox_file):
+    shown = run_cli("eval", trained, str(fox_file), check=True)
+    assert "scoring" in shown.stderr and "100%" in shown.stderr and "char/s" in shown.stderr, shown.stderr
+    quiet = run_cli("eval", trained, str(fox_file), "--quiet", check=True)
+    assert quiet.stderr == "" and quiet.stdout == shown.stdout
 
 
 def write(name: str, data: bytes | None):
@@ -66,6 +80,24 @@ def test_bad_sample_options_get_one_line(trained):
     assert_one_line_error(cli("sample", "--length", "-1"), "--length must be 0 or more")
     assert_one_line_error(cli("train", "--max-time", "ten minutes"), "--max-time")
     assert_one_line_error(cli("train", "--hidden", "0"), "--hidden must be at least 1")
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-99999999999999999999", "9223372036854775808"])
+def test_a_random_seed_out_of_range_gets_one_line(trained, fox_file, seed):
+    expected = "--random-seed must be between -9223372036854775808 and 9223372036854775807"
+    train = cli("train", str(fox_file), *TINY_ARGS, "--max-steps", "1", "--random-seed", seed)
+    assert_one_line_error(train, expected, f"not {seed}")
+    assert_one_line_error(cli("sample", "--random-seed", seed), expected, f"not {seed}")
+
+
+def test_a_random_seed_out_of_range_gets_one_line_from_a_real_process(trained):
+    assert_one_line_error(run_cli("sample", "--random-seed", "99999999999999999999"), "--random-seed must be between")
+    assert run_cli("sample", "--random-seed", "-5", "--length", "5", check=True).stdout  # negative seeds are seeds
+
+
+@pytest.mark.parametrize("typed", ["0", "0.5,0", "0.5, -1", "nan"])
+def test_a_bad_temperature_is_shown_as_typed(trained, typed):
+    assert_one_line_error(cli("sample", "--temperature", typed), f"--temperature must be above 0, not {typed} (")
 
 
 def test_bad_checkpoints_get_one_line(tmp_path, trained):
@@ -172,6 +204,48 @@ def test_interactive_mode_through_a_pipe(trained):
     lines = result.stdout.splitlines()
     assert len(lines) >= 2 and lines[0].startswith("the quick") and len(lines[0]) >= len("the quick")
     assert "over the" in result.stdout
+
+
+def test_interactive_transcript_is_the_text_the_model_reads(trained):
+    model = checkpoint.load(trained)
+    shown = []
+
+    def emit(text: str, screen: bool = True) -> None:
+        shown.append(text)
+
+    conversation = converse(model, SampleConfig(length=15, random_seed=0), ["the quick\n", "over the\n"], emit)
+    printed, transcript = "".join(shown), "".join(conversation.transcript)
+    assert printed.startswith("the quick\n") and "\nover the\n" in printed
+    assert printed == transcript + "\n"  # the last line break ends the session: no turn reads it
+    with torch.no_grad():  # the carried state is that of the printed text read in one pass
+        logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
+    assert torch.allclose(conversation.generation.logits[0], logits[0, -1], atol=1e-4)
+
+
+def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
+    terminal, child = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "sample", "--interactive", "--length", "15", "--random-seed", "0",
+         "--output", "copy.txt"],
+        stdin=child, stdout=child, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(child)
+    os.write(terminal, b"zebra quiz\n\x04")  # a line, then Ctrl-D; the terminal echoes the line as it is typed
+    screen = b""
+    while True:
+        try:
+            data = os.read(terminal, 4096)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not data:
+            break
+        screen += data
+    os.close(terminal)
+    assert process.wait(timeout=120) == 0, process.stderr.read()
+    screen_text = screen.decode().replace("\r\n", "\n")
+    assert screen_text.count("zebra quiz") == 1, screen_text
+    assert screen_text == (tmp_path / "copy.txt").read_text()  # the copy holds what the screen shows
+    assert screen_text.startswith("zebra quiz\n") and len(screen_text) == len("zebra quiz\n") + 15 + 1
 
 
 def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):

@@ -3,11 +3,13 @@
 import dataclasses
 
 import pytest
+import torch
 
-from charlm import Config
+from charlm import Config, SampleConfig
 from charlm.cli import train as train_command
 from charlm.config import parse_duration
 from charlm.errors import CharLMError
+from charlm.sampler import generate
 
 
 def test_cli_and_api_share_one_set_of_defaults():
@@ -37,3 +39,27 @@ def test_bad_durations(text):
 def test_weight_average_outside_its_range_is_refused(value):
     with pytest.raises(CharLMError, match=r"--weight-average must be in \[0, 1\)"):
         Config(weight_average=value)
+
+
+SEED_RANGE = "--random-seed must be between -9223372036854775808 and 9223372036854775807"
+
+
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 99999999999999999999])
+def test_random_seeds_torch_cannot_take_are_refused(seed):
+    with pytest.raises(CharLMError, match=f"{SEED_RANGE}.*not {seed}"):
+        Config(random_seed=seed)
+    with pytest.raises(CharLMError, match=f"{SEED_RANGE}.*not {seed}"):
+        SampleConfig(random_seed=seed)
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**63), -1])
+def test_every_random_seed_in_range_works(model, seed):
+    texts = generate(model, "ab", length=5, random_seed=seed, num_samples=3)  # seeds seed, seed + 1, seed + 2
+    assert len(texts) == 3 and all(len(text) == 7 for text in texts)
+    torch.manual_seed(Config(random_seed=seed).random_seed + 1)  # the trainer's seed for rank 1
+
+
+@pytest.mark.parametrize("value, shown", [(0, "0"), ([0.5, -1.0], "0.5,-1.0"), ((1, 0.0), "1,0.0")])
+def test_a_bad_temperature_is_shown_as_given(value, shown):
+    with pytest.raises(CharLMError, match=rf"--temperature must be above 0, not {shown} \("):
+        SampleConfig(temperature=value)

@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
+from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig, detach_state, head_cutoffs
 from charlm.vocab import Vocab
@@ -83,3 +85,92 @@ def test_both_heads_give_a_distribution_and_its_exact_negative_log_likelihood(he
     expected = -torch.log_softmax(logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     assert nats.shape == (3, 9) and torch.allclose(nats, expected, atol=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(state, same_state))
+
+
+def step_reference(model, text: str) -> dict:
+    """Each layer stepped one character at a time with the reference cells (cells.py), after reading a
+    newline first as `trace` does: per layer, lists over the text of h, c and the gates."""
+    ids = model.vocab.encode("\n" + text)
+    inputs, hidden, layers = model.embed(ids)[:, None], model.config.hidden, []
+    for layer in range(model.config.layers):
+        weights = [getattr(model.core, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h, c, record = torch.zeros(1, hidden), torch.zeros(1, hidden), {"h": [], "c": [], "gates": []}
+        for x in inputs:
+            if model.config.cell == "lstm":
+                h, c, gates = lstm_cell(x, h, c, *weights)
+            elif model.config.cell == "gru":
+                h, gates = gru_cell(x, h, *weights)
+            else:
+                h, gates = rnn_cell(x, h, *weights), None
+            named = {} if gates is None else gates._asdict()  # by the reference cell's own names
+            record["h"].append(h[0]), record["c"].append(c[0]), record["gates"].append(named)
+        inputs = torch.stack(record["h"])[:, None]
+        layers.append({key: values[1:] for key, values in record.items()})  # drop the newline's step
+    return layers
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_trace_holds_the_gates_and_states_the_reference_cells_compute(cell):
+    torch.manual_seed(3)
+    model = make_model("\nabcdefgh ", cell=cell, layers=2, hidden=12).eval()
+    text = "abc defg\nhead bag\nfade"
+    traced = model.trace(text)
+    with torch.no_grad():
+        reference = step_reference(model, text)
+    steps = len(text)
+    assert traced.hidden.shape == (2, steps, 12) and traced.tokens == list(text)
+    assert list(traced.gates) == list(reference[0]["gates"][0])  # the reference cell's gates, in its order
+    for layer, expected in enumerate(reference):
+        assert np.allclose(traced.hidden[layer], torch.stack(expected["h"]).numpy(), atol=1e-5)
+        for name in traced.gates:
+            gate = torch.stack([gates[name][0] for gates in expected["gates"]]).numpy()
+            assert traced.gates[name].shape == (2, steps, 12)
+            assert np.allclose(traced.gates[name][layer], gate, atol=1e-5), name
+        if cell == "lstm":
+            assert np.allclose(traced.cells[layer], torch.stack(expected["c"]).numpy(), atol=1e-5)
+    if cell == "lstm":  # h = o * tanh(c), the identity that ties the computed gates to torch's outputs
+        assert np.allclose(traced.hidden, traced.gates["output"] * np.tanh(traced.cells), atol=1e-5)
+    else:
+        assert traced.cells is None
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_traced_top_layer_is_what_the_fused_module_outputs(cell):
+    torch.manual_seed(4)
+    model = make_model("\nabcdefgh ", cell=cell, layers=3, hidden=16).eval()
+    text = "bad cafe\nhag " * 5
+    traced = model.trace(text)
+    with torch.no_grad():
+        outputs, state = model.core(model.embed(model.vocab.encode("\n" + text))[None])
+    assert np.allclose(traced.hidden[-1], outputs[0, 1:].numpy(), atol=1e-5)
+    final_h = state[0] if cell == "lstm" else state
+    assert np.allclose(traced.hidden[:, -1], final_h[:, 0].numpy(), atol=1e-5)
+    if cell == "lstm":
+        assert np.allclose(traced.cells[:, -1], state[1][:, 0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_trace_probabilities_are_the_softmax_of_the_models_logits_before_each_character(head):
+    torch.manual_seed(5)
+    vocab = Vocab(["\n", *(chr(0x4E00 + i) for i in range(60))])
+    cutoffs = head_cutoffs("adaptive", zipf_counts(61)) if head == "adaptive" else ()
+    model = CharLM(ModelConfig("lstm", 2, 16, 0.0, 61, cutoffs), vocab).eval()
+    text = "".join(chr(0x4E00 + i) for i in torch.randint(0, 60, (30,)).tolist())
+    with torch.no_grad():
+        logits, _ = model(vocab.encode("\n" + text)[None])
+    expected = torch.softmax(logits[0, :-1], -1).numpy()  # after the newline and each character but the last
+    traced = model.trace(text)
+    assert traced.probs.shape == (30, 61) and np.allclose(traced.probs, expected, atol=1e-5)
+    chosen = expected[np.arange(30), traced.ids]
+    assert np.allclose(traced.bits, -np.log2(chosen), atol=1e-4)
+    assert traced.bpc == pytest.approx(-np.log2(chosen).mean(), abs=1e-4)
+    cold = model.trace(text, context="", probs=False)  # nothing read before the first character
+    assert np.isnan(cold.bits[0]) and not np.isnan(cold.bits[1:]).any() and cold.probs is None
+
+
+def test_trace_leaves_the_model_in_its_mode_and_works_where_dropout_is_on():
+    torch.manual_seed(6)
+    model = make_model("\nab", layers=2, hidden=8, dropout=0.5).train()
+    first, second = model.trace("abba\nab"), model.trace("abba\nab")
+    assert model.training  # restored
+    assert np.array_equal(first.hidden, second.hidden)  # dropout was off while tracing

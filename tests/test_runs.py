@@ -1,8 +1,13 @@
 """Run folders: names, finding them, one training process per folder."""
 
+import itertools
+import multiprocessing
+import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +15,8 @@ import charlm
 from charlm import runs
 from charlm.errors import CharLMError
 
-from .conftest import TRAIN_ARGS, latest, run_cli, start_training, wait_for
+from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, run_cli, start_training, wait_for
+from .test_distributed import cli_options, torchrun
 
 
 def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
@@ -36,21 +42,148 @@ def test_second_training_into_one_folder_is_refused_and_a_dead_owner_is_taken_ov
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert (tmp_path / "checkpoints/run/.lock").read_text().split()[0] == str(process.pid)  # left by the dead
+    assert (tmp_path / "checkpoints/run/.lock.pid").read_text().split()[0] == str(process.pid)  # left by the dead
     resumed = run_cli("train", "--resume", "run", "--max-steps", str(latest("run").progress.step + 10), check=True)
     assert "done: step" in resumed.stdout
 
 
 def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
-    lock = tmp_path / "checkpoints/run/.lock"
-    lock.parent.mkdir(parents=True)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    folder = tmp_path / "checkpoints/run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
+        stdin=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        lock.write_text(f"{sleeper.pid}\n")
-        with pytest.raises(CharLMError, match=f"in use by process {sleeper.pid}"):
+        wait_for(folder / ".lock.pid")
+        with pytest.raises(CharLMError, match=f"in use by process {holder.pid} "):
             charlm.train(fox_file, out="run", **tiny)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
+    assert (folder / ".lock").exists() and (folder / ".lock.pid").read_text() == f"{holder.pid}\n"  # left by the dead
     charlm.train(fox_file, out="run", **tiny)  # its owner is gone: taken over
-    assert not lock.exists()
+    assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
+
+
+HOLD_SECONDS, TRIAL_SECONDS = 0.5, 0.6
+
+
+def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:
+    """One contender: at each trial's start time (the same for all contenders) it tries to take that
+    trial folder's lock; if it gets it, it holds it HOLD_SECONDS and writes down when."""
+    ready.wait()
+    while not start_time.value:
+        time.sleep(0.001)
+    held = []
+    for i, folder in enumerate(folders):
+        begin = start_time.value + i * TRIAL_SECONDS
+        time.sleep(max(0.0, begin - time.monotonic()))
+        try:
+            with runs.RunLock(Path(folder)):
+                began = time.monotonic()
+                time.sleep(HOLD_SECONDS)
+                held.append(f"{folder} {began} {time.monotonic()}")
+        except CharLMError:
+            pass
+    Path(folders[0]).parent.joinpath(f"held-{os.getpid()}").write_text("\n".join(held))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
+    """20 trials into a fresh folder, 20 into one whose lock a killed trainer left; 3 contenders each."""
+    contenders = 3
+    folders = [tmp_path / "trials" / f"{kind}{i}" for i in range(20) for kind in ("fresh", "stale")]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        if folder.name.startswith("stale"):  # the PID of a process that is gone
+            pid = dead_pid()
+            (folder / ".lock").write_text(f"{pid}\n")
+            (folder / ".lock.pid").write_text(f"{pid}\n")
+    spawn = multiprocessing.get_context("spawn")
+    ready, start_time = spawn.Barrier(contenders + 1), spawn.Value("d", 0.0)
+    processes = [
+        spawn.Process(target=take_lock_in_each_trial, args=([str(f) for f in folders], ready, start_time))
+        for _ in range(contenders)
+    ]
+    for process in processes:
+        process.start()
+    ready.wait(timeout=120)  # every contender is running
+    start_time.value = time.monotonic() + 0.3
+    for process in processes:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    holds: dict[str, list[tuple[float, float]]] = {str(f): [] for f in folders}
+    for report in (tmp_path / "trials").glob("held-*"):
+        for line in report.read_text().splitlines():
+            folder, began, ended = line.rsplit(" ", 2)
+            holds[folder].append((float(began), float(ended)))
+    for folder, spans in holds.items():
+        assert spans, f"{folder}: no process took the lock"
+        spans.sort()
+        overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+        assert not overlapping, f"{folder}: {len(spans)} processes held the lock at once"
+
+
+class FrozenClock:
+    """`time` as charlm.runs sees it, stopped at one second: every run starts in it."""
+
+    NOW = 1_800_000_000.0
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+    def time(self) -> float:
+        return self.NOW
+
+    def strftime(self, form: str, moment=None) -> str:
+        return time.strftime(form, moment or time.localtime(self.NOW))
+
+
+def test_runs_started_in_one_second_get_their_own_folders_in_time_order(fox_file, tiny, monkeypatch):
+    monkeypatch.setattr(runs, "time", FrozenClock())
+    for _ in range(4):
+        charlm.train(fox_file, **{**tiny, "max_steps": 3})
+    base = f"fox-{time.strftime('%Y%m%d-%H%M%S', time.localtime(FrozenClock.NOW))}"
+    assert [folder.name for folder in runs.run_folders()] == [base, f"{base}-02", f"{base}-03", f"{base}-04"]
+    next_second = f"fox-{time.strftime('%Y%m%d-%H%M%S', time.localtime(FrozenClock.NOW + 1))}"
+    assert f"{base}-99" < next_second  # still in time order among runs of the following seconds
+
+
+def test_two_trainings_started_together_train_in_two_folders(fox_file):
+    processes = [
+        start_training(str(fox_file), *TRAIN_ARGS, "--max-steps", "5", "--random-seed", str(seed)) for seed in (1, 2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    saved_in = {out.split("saved in ")[1].strip() for out, _ in outputs}
+    assert len(saved_in) == 2 and {str(folder) for folder in runs.run_folders()} == saved_in
+    assert {latest(folder).config.random_seed for folder in saved_in} == {1, 2}
+
+
+def test_a_run_that_fails_before_training_leaves_no_folder(fox_file, tiny, tmp_path):
+    with pytest.raises(CharLMError, match="too short"):
+        charlm.train(fox_file, **{**tiny, "batch_size": 4096})
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_ranks_under_torchrun_share_the_folder_rank_0_claims(fox_file, tmp_path):
+    torchrun("train", str(fox_file), *cli_options(max_steps=5))
+    assert len(list((tmp_path / "checkpoints").iterdir())) == 1 and len(runs.run_folders()) == 1
+
+
+def test_no_runs_says_where_it_looked(tmp_path):
+    where = f"no runs under checkpoints/ in {Path.cwd()};"
+    assert_one_line_error(cli("sample"), where)
+    assert_one_line_error(cli("runs"), where)
+    assert_one_line_error(cli("runs", "--root", str(tmp_path / "elsewhere")), f"no runs under {tmp_path}/elsewhere/;")
+
+
+def test_a_run_without_a_limit_is_refused_before_it_claims_a_folder(fox_file, tmp_path):
+    result = cli("train", str(fox_file), "--layers", "1", "--hidden", "16", "--max-time", "none", "--quiet")
+    assert_one_line_error(result, "give the run a limit: --max-steps N or --max-time DURATION")
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())

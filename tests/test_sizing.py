@@ -1,9 +1,14 @@
 """The model size fitted to a time budget when --hidden is not given."""
 
+import random
+
+import numpy as np
 import pytest
+import torch
 
 import charlm
 from charlm import sizing
+from charlm.model import frequent_characters
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
@@ -29,7 +34,8 @@ def test_the_largest_size_that_sees_enough_characters_is_chosen():
 
     # 10 minutes: 2x256 sees 12M characters for ~1.1M parameters (11 each), 2x384 5.4M for 2.4M (2.3).
     hidden, measured = sizing.choose_hidden(600, measure, parameters.get)
-    assert hidden == 384 and tried == [128, 192, 256, 384, 512]  # stops at the first size that falls short
+    assert tried[:5] == [128, 192, 256, 384, 512]  # stops at the first size that falls short,
+    assert hidden == 384 and tried[5:] == [384, 512]  # then times the two either side of the choice again
     assert [c.chars_per_parameter >= sizing.CHARS_PER_PARAMETER for c in measured] == [True] * 4 + [False]
     # A short budget picks a smaller model; a tiny one still gets the smallest candidate.
     assert sizing.choose_hidden(60, speed.get, parameters.get)[0] == 192
@@ -65,7 +71,32 @@ def test_the_probe_times_finished_work_of_one_rank_s_share(fox_file, tiny, monke
     one = sizing.probe_speed(config, corpus, 16)
     assert events[sizing.PROBE_WARMUP] == "sync" and events[-1] == "sync"  # before and after the timed steps
     assert {e[1] for e in events if e != "sync"} == {8}
+    assert sum(e != "sync" for e in events) >= sizing.PROBE_WARMUP + sizing.PROBE_WINDOWS * sizing.PROBE_MIN_STEPS
     events.clear()
     two = sizing.probe_speed(config, corpus, 16, world=2)
     assert {e[1] for e in events if e != "sync"} == {4}  # each of 2 ranks trains 4 of the 8 streams
     assert one > 0 and two > 0
+
+
+def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, monkeypatch):
+    """A Chinese novel's rare characters each learn from a few occurrences whatever the budget: their
+    head rows must not shrink the model the way the LSTM's weights do."""
+    rng = random.Random(0)
+    chars = [chr(0x4E00 + i) for i in range(1500)]
+    weights = [1 / (rank + 1) for rank in range(1500)]
+    (tmp_path / "zh.txt").write_text("".join(rng.choices(chars, weights, k=60_000)), encoding="utf-8")
+    config = charlm.Config(**{**tiny, "hidden": None, "max_steps": None, "max_time": "5m"})
+    corpus = load_corpus([str(tmp_path / "zh.txt")], config, quiet=True)
+    seen = {}
+
+    def choose(seconds, speed, parameters):
+        seen["parameters"] = parameters(256)
+        return 256, []
+
+    monkeypatch.setattr(sizing, "choose_hidden", choose)
+    monkeypatch.setattr(sizing, "describe", lambda hidden, measured: "")
+    sizing.fit_hidden(config, corpus)
+    counts = torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab)))
+    frequent = frequent_characters(counts)
+    assert 100 < frequent < len(corpus.vocab) // 2
+    assert seen["parameters"] == sizing.trained_parameters("lstm", 1, 256, frequent)

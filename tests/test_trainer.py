@@ -353,3 +353,17 @@ def test_a_run_with_an_adaptive_head_trains_resumes_and_samples(fox_file, tiny):
     assert torch.equal(charlm.load("run").head.rank, model.head.rank)
     charlm.train(resume="run", max_steps=130)
     assert latest("run").progress.step == 130
+
+
+def test_a_run_much_slower_than_its_size_probe_says_so(fox_file, tiny, monkeypatch, capsys):
+    monkeypatch.setattr(trainer, "SETTLED", (0.0, 0.0))  # compare at the first step
+    timed = {**tiny, "quiet": False, "max_time": "1h"}  # the probe only runs for a time budget
+    run = api.start_run(charlm.Config(**timed), [str(fox_file)], out="run")
+    run.probed_chars_per_second = 1e12  # a probe that measured an impossibly fast machine
+    run.fit()
+    err = capsys.readouterr().err
+    assert "of the 1,000,000,000,000 the size probe measured for --hidden 32" in err
+    quick = api.start_run(charlm.Config(**timed), [str(fox_file)], out="quick")
+    quick.probed_chars_per_second = 1.0  # a probe slower than any run: no warning
+    quick.fit()
+    assert "size probe" not in capsys.readouterr().err

@@ -1,0 +1,308 @@
+"""Load on `charlm serve`: many concurrent streams against one model, measured from an asyncio client.
+
+    python bench/serve_load.py [--checkpoint RUN] [--streams 1,8,32,64] [--chars 500] [--churn 200]
+
+Starts `charlm serve` as a process of its own on 127.0.0.1 (a 2x256 LSTM over 65 characters
+unless --checkpoint names a run: speed does not depend on what the weights learned), then:
+
+1. Sweep: for each concurrency, that many streaming completions of --chars characters at once.
+   Reports aggregate chars/s, time to first chunk and the gap between chunks (p50, p99), errors,
+   and how many streams completed (finish_reason, then [DONE]).
+2. Churn: --churn requests, at most --churn-concurrency at a time, half of them disconnecting
+   midway. Reports the server's resident memory before and after (from /metrics), the streams
+   still active afterwards, and requests that hung (no answer within --timeout).
+
+Targets (on a 2-core CPU): 64 streams >= 10x one stream's aggregate chars/s; p99 gap < 250 ms; no
+errors; every stream complete; after the churn, no active stream, nothing hung, memory back near
+its baseline. The client shares the machine with the server: the figures include its cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ALPHABET = string.ascii_letters + string.digits + " \n.,;:!?'-"  # 73 characters, near tinyshakespeare's 65
+
+
+@dataclass
+class Stream:
+    """What one streaming request saw, in seconds from its start."""
+
+    first: float | None = None
+    arrivals: list[float] = field(default_factory=list)
+    chars: int = 0
+    finished: bool = False
+    done: bool = False
+    error: str | None = None
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def events(response: httpx.Response):
+    """The data of each server-sent event, as bytes (cut by hand: httpx's line iterator costs the
+    client more CPU than the server spends sending, on a machine the two share)."""
+    buffer = b""
+    async for data in response.aiter_raw():
+        buffer += data
+        *complete, buffer = buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+        for event in complete:
+            for line in event.split(b"\n"):
+                if line.startswith(b"data: "):
+                    yield line[6:]
+
+
+async def one_stream(client: httpx.AsyncClient, seed: int, chars: int, stop_after: int | None = None) -> Stream:
+    """A streaming completion; with `stop_after`, the client hangs up after that many chunks."""
+    body = {"prompt": "The ", "max_tokens": chars, "stream": True, "seed": seed, "temperature": 0.8}
+    result, start = Stream(), time.perf_counter()
+    try:
+        async with client.stream("POST", "/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                result.error = f"HTTP {response.status_code}: {(await response.aread())[:200]!r}"
+                return result
+            async for data in events(response):
+                if data == b"[DONE]":
+                    result.done = True
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    result.error = chunk["error"]["message"]
+                    break
+                now = time.perf_counter() - start
+                result.first = now if result.first is None else result.first
+                result.arrivals.append(now)
+                choice = chunk["choices"][0]
+                result.chars += len(choice["text"])
+                result.finished = result.finished or choice["finish_reason"] is not None
+                if stop_after is not None and len(result.arrivals) >= stop_after:
+                    break  # leaving the block closes the connection: a client that went away
+    except (httpx.HTTPError, ValueError) as e:
+        result.error = f"{type(e).__name__}: {e}"
+    return result
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds of the server's main thread (HTTP) and of its other threads (engine, priming),
+    from /proc; NaN where there is no /proc."""
+    try:
+        tasks = {}
+        for task in os.listdir(f"/proc/{pid}/task"):
+            fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+            tasks[int(task)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan"), float("nan")
+    return tasks.get(pid, 0.0), sum(v for k, v in tasks.items() if k != pid)
+
+
+def client_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def sweep_point(url: str, pid: int, streams: int, chars: int, timeout: float) -> dict:
+    limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        await one_stream(client, 0, 20)  # connection and model warm
+        (http_before, engine_before), client_before = cpu_seconds(pid), client_seconds()
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one_stream(client, 1000 + i, chars) for i in range(streams)))
+        wall = time.perf_counter() - start
+        (http_after, engine_after), client_after = cpu_seconds(pid), client_seconds()
+    gaps = [b - a for r in results for a, b in zip(r.arrivals, r.arrivals[1:])]
+    firsts = [r.first for r in results if r.first is not None]
+    complete = sum(r.finished and r.done and r.chars == chars and not r.error for r in results)
+    return {
+        "streams": streams,
+        "aggregate": sum(r.chars for r in results) / wall,
+        "first_p50": percentile(firsts, 50) * 1000,
+        "first_p99": percentile(firsts, 99) * 1000,
+        "gap_p50": percentile(gaps, 50) * 1000,
+        "gap_p99": percentile(gaps, 99) * 1000,
+        "errors": sum(r.error is not None for r in results),
+        "complete": complete,
+        "first_error": next((r.error for r in results if r.error), None),
+        "cpu": (http_after - http_before, engine_after - engine_before, client_after - client_before),
+    }
+
+
+async def metrics(url: str) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        text = (await client.get("/metrics")).text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name.split("{")[0]] = values.get(name.split("{")[0], 0.0) + float(value)
+    return values
+
+
+async def churn(url: str, requests: int, concurrency: int, chars: int, timeout: float) -> dict:
+    """`requests` streams, half of them hanging up after a few chunks; at most `concurrency` at once."""
+    gate, rng = asyncio.Semaphore(concurrency), random.Random(0)
+    plan = [rng.randint(1, 6) if i % 2 else None for i in range(requests)]
+    limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency + 8)
+
+    async def run(client: httpx.AsyncClient, i: int, stop_after: int | None) -> Stream | None:
+        async with gate:
+            try:
+                return await asyncio.wait_for(one_stream(client, i, chars, stop_after), timeout)
+            except TimeoutError:
+                return None  # hung
+
+    before = await metrics(url)
+    start = time.perf_counter()
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
+        results = await asyncio.gather(*(run(client, i, stop) for i, stop in enumerate(plan)))
+    wall = time.perf_counter() - start
+    deadline = time.perf_counter() + 10
+    after = await metrics(url)
+    while after["charlm_active_streams"] and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+        after = await metrics(url)
+    finished = [r for r, stop in zip(results, plan) if stop is None]
+    return {
+        "requests": requests,
+        "wall": wall,
+        "hung": sum(r is None for r in results),
+        "errors": sum(r is not None and r.error is not None for r in results),
+        "disconnected": sum(stop is not None for stop in plan),
+        "complete": sum(r is not None and r.done and r.chars == chars for r in finished),
+        "should_complete": len(finished),
+        "active_after": after["charlm_active_streams"],
+        "rss_before": before["charlm_process_resident_memory_bytes"] / 2**20,
+        "rss_after": after["charlm_process_resident_memory_bytes"] / 2**20,
+    }
+
+
+def make_run(folder: Path, hidden: int, layers: int) -> Path:
+    """A run of the given size over ALPHABET, trained for two steps (its speed is what matters here)."""
+    import charlm
+
+    text = folder / "alphabet.txt"
+    rng = random.Random(0)
+    text.write_text("".join(rng.choice(ALPHABET) for _ in range(20_000)) + ALPHABET, encoding="utf-8")
+    options = {"hidden": hidden, "layers": layers, "seq_len": 16, "batch_size": 4, "max_steps": 2}
+    charlm.train(text, out=folder / f"lstm-{layers}x{hidden}", max_time=None, quiet=True, eval_every=2, **options)
+    return folder / f"lstm-{layers}x{hidden}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, port: int, max_streams: int, extra: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "charlm", "serve", str(run), "--port", str(port)]
+    command += ["--max-streams", str(max_streams), "--max-tokens", "100000", *extra]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ)
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"charlm serve exited: {process.stderr.read()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit("charlm serve did not become healthy")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="a run folder or .pt file to serve (default: a fresh 2x256 LSTM)")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--streams", default="1,8,32,64", help="concurrency levels, comma-separated")
+    parser.add_argument("--chars", type=int, default=500, help="characters per stream")
+    parser.add_argument("--churn", type=int, default=200, help="requests in the disconnect phase (0: skip it)")
+    parser.add_argument("--churn-concurrency", type=int, default=32)
+    parser.add_argument("--churn-chars", type=int, default=2000)
+    parser.add_argument("--timeout", type=float, default=120, help="seconds before a request counts as hung")
+    parser.add_argument("--server-args", default="", help="more `charlm serve` options, e.g. '--chunk-ms 10'")
+    args = parser.parse_args()
+    levels = [int(s) for s in args.streams.split(",")]
+
+    with tempfile.TemporaryDirectory() as folder:
+        run = Path(args.checkpoint) if args.checkpoint else make_run(Path(folder), args.hidden, args.layers)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = start_server(run, port, max(levels + [args.churn_concurrency]), args.server_args.split())
+        try:
+            wait_healthy(url, process)
+            points = [asyncio.run(sweep_point(url, process.pid, n, args.chars, args.timeout)) for n in levels]
+            churned = asyncio.run(
+                churn(url, args.churn, args.churn_concurrency, args.churn_chars, args.timeout)
+            ) if args.churn else None  # fmt: skip
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    report(points, churned, args, run)
+
+
+def report(points: list[dict], churned: dict | None, args, run: Path) -> None:
+    print(f"charlm serve load: {run.name}, {args.chars} characters per stream, python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} CPUs (client and server on the same machine)\n")  # fmt: skip
+    print(
+        "| streams | aggregate chars/s | x one stream | first chunk p50 / p99 ms | gap p50 / p99 ms | errors "
+        "| complete | CPU s: server HTTP / engine, client |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    one = points[0]["aggregate"]
+    for p in points:
+        print(
+            f"| {p['streams']} | {p['aggregate']:,.0f} | {p['aggregate'] / one:.1f}x | {p['first_p50']:.0f} / "
+            f"{p['first_p99']:.0f} | {p['gap_p50']:.0f} / {p['gap_p99']:.0f} | {p['errors']} | "
+            f"{p['complete']}/{p['streams']} | {p['cpu'][0]:.2f} / {p['cpu'][1]:.2f}, {p['cpu'][2]:.2f} |"
+        )
+        if p["first_error"]:
+            print(f"  first error: {p['first_error']}")
+    last = points[-1]
+    checks = [
+        (f"{last['streams']} streams >= 10x one stream", last["aggregate"] >= 10 * one),
+        ("p99 gap between chunks < 250 ms at every level", all(p["gap_p99"] < 250 for p in points)),
+        ("no errors, every stream complete", all(not p["errors"] and p["complete"] == p["streams"] for p in points)),
+    ]
+    if churned:
+        c = churned
+        print(
+            f"\nchurn: {c['requests']} requests ({c['disconnected']} hung up midway), at most "
+            f"{args.churn_concurrency} at once, in {c['wall']:.1f} s: {c['complete']}/{c['should_complete']} of the "
+            f"others complete, {c['errors']} errors, {c['hung']} hung, {c['active_after']:.0f} streams active after; "
+            f"server memory {c['rss_before']:.0f} MB before, {c['rss_after']:.0f} MB after"
+        )
+        checks += [
+            ("churn: nothing hung, no errors, no stream left active", not c["hung"] and not c["errors"] and not c["active_after"]),
+            ("churn: every stream not hung up completed", c["complete"] == c["should_complete"]),
+            ("churn: memory back within 10 MB of its baseline", c["rss_after"] - c["rss_before"] < 10),
+        ]  # fmt: skip
+    print()
+    for label, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}  {label}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""Looking inside a trained model (`charlm inspect`), after Karpathy, Johnson and Fei-Fei, "Visualizing
+and Understanding Recurrent Networks" (2015):
+
+- surprise: the bits the model spends on each character and its top guesses before it (`surprise`,
+  also what the serve page's surprise view shows);
+- cells: simple features of the text (inside quotes, position in the line, ...) and the cells whose
+  tanh(c) follows each best, by correlation (`features`, `best_cells`);
+- gates: how often each gate is saturated, nearly shut (< 0.1) or nearly open (> 0.9) (`saturation`);
+- what the LSTM buys: its bits per character class against a Kneser-Ney n-gram fitted on the run's
+  training split (`ngram.KneserNey`, `bits_by_class`).
+
+`analyse` computes all of it into an `Inspection`; report.py draws the page, `summary` the text tables.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import CharLMError
+from .model import CharLM, inference
+from .ngram import MAX_ORDER, KneserNey
+from .trace import Trace, bits_per_char, encode, score, tokens_of
+
+TOP = 5  # guesses shown under each character
+SPAN = 20  # characters in one of the summary's hardest spans
+HARDEST = 5  # how many hardest spans the summary lists
+SHUT, OPEN = 0.1, 0.9  # a gate value below SHUT is left-saturated, above OPEN right-saturated
+SIGMOID_GATES = ("input", "forget", "output", "reset", "update")  # the candidate and GRU's `new` are tanh
+CHINESE_SHARE = 0.3  # a text is Chinese when this share of its non-space characters are CJK ideographs
+
+
+@dataclass
+class Surprise:
+    """The bits a model spent on each token of a text and its top guesses before it. Row t belongs to
+    token t; a token with no prediction (a cold start) has NaN bits and no guesses."""
+
+    tokens: list[str]
+    bits: np.ndarray  # (T,) float64
+    top: list[list[tuple[str, float]]]  # (T, <= top): (token, probability), most likely first
+
+    @property
+    def bpc(self) -> float:
+        return bits_per_char(self.bits, self.tokens)
+
+    def hardest(self, count: int = HARDEST, width: int = SPAN) -> list[tuple[int, int, float]]:
+        """The `count` spans of `width` tokens with the most bits, not overlapping: (start, end,
+        bits per character), hardest first."""
+        bits = np.nan_to_num(self.bits)
+        if len(bits) <= width:
+            return [(0, len(bits), self.bpc)] if len(bits) else []
+        totals = np.convolve(bits, np.ones(width), mode="valid")  # totals[s]: bits of tokens s..s+width-1
+        spans, taken = [], np.zeros(len(bits), dtype=bool)
+        for start in np.argsort(-totals, kind="stable"):
+            if len(spans) == count:
+                break
+            if not taken[start : start + width].any():
+                taken[start : start + width] = True
+                chars = sum(len(token) for token in self.tokens[start : start + width])
+                spans.append((int(start), int(start) + width, float(totals[start] / chars)))
+        return spans
+
+    def to_dict(self) -> dict:
+        """Plain values for JSON (a web page): bits rounded, NaN as None."""
+        return {
+            "tokens": self.tokens,
+            "bits": [None if np.isnan(b) else round(float(b), 3) for b in self.bits],
+            "top": [[[token, round(p, 4)] for token, p in guesses] for guesses in self.top],
+        }
+
+
+def surprise(model: CharLM, text: str, top: int = TOP, context: str | None = None) -> Surprise:
+    """Bits spent on each token of `text` and the model's `top` guesses before it. The model first
+    reads `context` (None: the start of a line), so the first token is predicted too. The same head
+    computation as `CharLM.trace` (`trace.score`), without the per-layer states."""
+    ids, start = encode(model, text, context)
+    with inference(model):
+        outputs, _ = model.core(model.embed(ids[None]))
+        scores = score(model, outputs[0], ids, start, top=top)
+    decode = [model.vocab.decode([i]) for i in range(len(model.vocab))]
+    guesses = [
+        [(decode[i], float(p)) for i, p in zip(row_ids, row_probs) if i >= 0]
+        for row_ids, row_probs in zip(scores.top_ids.tolist(), scores.top_probs.tolist())
+    ]
+    return Surprise(tokens_of(model, text, ids[start:].cpu()), scores.bits, guesses)
+
+
+# --- features of the text, one value per character: the state after reading it -----------------------
+
+
+def quote_feature(opening: str, closing: str, toggles: str = "") -> Callable[[str], np.ndarray]:
+    """1 from an opening quote up to (not including) its closing one. `toggles` open and close alike,
+    like ASCII's '"'. Nested quotes count as one."""
+
+    def inside(text: str) -> np.ndarray:
+        depth, open_toggle, values = 0, False, np.zeros(len(text))
+        for t, char in enumerate(text):
+            if char in opening:
+                depth += 1
+            elif char in closing:
+                depth = max(depth - 1, 0)
+            elif char in toggles:
+                open_toggle = not open_toggle
+            values[t] = depth > 0 or open_toggle
+        return values
+
+    return inside
+
+
+def position_since(boundaries: str) -> Callable[[str], np.ndarray]:
+    """Characters read since the last boundary character (0 at the boundary itself)."""
+
+    def position(text: str) -> np.ndarray:
+        count, values = 0, np.zeros(len(text))
+        for t, char in enumerate(text):
+            count = 0 if char in boundaries else count + 1
+            values[t] = count
+        return values
+
+    return position
+
+
+def bracket_depth(text: str) -> np.ndarray:
+    """How many (, [ and { are open."""
+    depth, values = 0, np.zeros(len(text))
+    for t, char in enumerate(text):
+        depth = depth + 1 if char in "([{" else max(depth - 1, 0) if char in ")]}" else depth
+        values[t] = depth
+    return values
+
+
+def inside_word(text: str) -> np.ndarray:
+    return np.array([char.isalpha() for char in text], dtype=float)
+
+
+def after_newline(text: str) -> np.ndarray:
+    return np.array([char == "\n" for char in text], dtype=float)
+
+
+LATIN_FEATURES = {
+    "inside quotes": quote_feature("“", "”", toggles='"'),
+    "position in the line": position_since("\n"),
+    "bracket depth": bracket_depth,
+    "inside a word": inside_word,
+    "after a newline": after_newline,
+}
+CHINESE_FEATURES = {
+    "inside 「」/“” quotes": quote_feature("「『“", "」』”"),
+    "position in the sentence": position_since("。！？\n"),
+    "position in the line": position_since("\n"),
+    "after a newline": after_newline,
+}
+
+
+def is_cjk_ideograph(char: str) -> bool:
+    code = ord(char)
+    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF or code >= 0x20000
+
+
+def is_chinese(text: str) -> bool:
+    visible = [char for char in text if not char.isspace()]
+    return bool(visible) and sum(map(is_cjk_ideograph, visible)) >= CHINESE_SHARE * len(visible)
+
+
+def features(text: str) -> dict[str, np.ndarray]:
+    """Each feature of `text` (Chinese or not, by its characters) as one value per character."""
+    chosen = CHINESE_FEATURES if is_chinese(text) else LATIN_FEATURES
+    return {name: compute(text) for name, compute in chosen.items()}
+
+
+# --- cells that follow the features --------------------------------------------------------------------
+
+
+@dataclass
+class CellMatch:
+    """The cell whose state follows a feature best: its layer, index and Pearson correlation (signed:
+    a cell may be low inside quotes as well as high). `correlation` is None for a feature that does
+    not vary in the text (no quotes at all, say)."""
+
+    feature: str
+    layer: int
+    cell: int
+    correlation: float | None
+
+
+def correlations(states: np.ndarray, feature: np.ndarray) -> np.ndarray:
+    """Pearson correlation of every cell's states (L, T, H) with a feature (T,): (L, H), 0 where a cell
+    does not vary."""
+    centred = states - states.mean(axis=1, keepdims=True)
+    target = feature - feature.mean()
+    spread = np.sqrt((centred**2).sum(axis=1)) * np.sqrt((target**2).sum())
+    products = np.einsum("lth,t->lh", centred, target)
+    return np.divide(products, spread, out=np.zeros_like(products), where=spread > 0)
+
+
+def best_cells(states: np.ndarray, features: dict[str, np.ndarray]) -> list[CellMatch]:
+    """For each feature, the cell (any layer) with the largest |correlation|."""
+    matches = []
+    for name, values in features.items():
+        if values.std() == 0:
+            matches.append(CellMatch(name, 0, 0, None))
+            continue
+        r = correlations(states, values)
+        layer, cell = np.unravel_index(np.abs(r).argmax(), r.shape)
+        matches.append(CellMatch(name, int(layer), int(cell), float(r[layer, cell])))
+    return matches
+
+
+def cell_view(trace: Trace) -> tuple[str, np.ndarray]:
+    """What the cells section shows and ranks: tanh(c) for an LSTM, else h (no cell state), (L, T, H)."""
+    if trace.cells is not None:
+        return "tanh(c)", np.tanh(trace.cells)
+    return "h", trace.hidden
+
+
+# --- gate saturation --------------------------------------------------------------------------------------
+
+
+def saturation(trace: Trace) -> dict[str, np.ndarray]:
+    """For each sigmoid gate, per layer and cell, the fraction of characters where it was left-saturated
+    (< SHUT) and right-saturated (> OPEN): (L, H, 2). An RNN has none."""
+    return {
+        name: np.stack([(values < SHUT).mean(axis=1), (values > OPEN).mean(axis=1)], axis=-1)
+        for name, values in trace.gates.items()
+        if name in SIGMOID_GATES
+    }
+
+
+# --- bits per character class ------------------------------------------------------------------------------
+
+CLASSES = ("letters", "spaces", "punctuation", "newline", "digits", "CJK characters", "CJK punctuation", "other")
+
+
+def char_class(char: str) -> str:
+    """A character's class in the LSTM-vs-n-gram table. Punctuation and symbols from U+2000 up (“”, …,
+    。, ，, the full-width forms) are CJK punctuation; ASCII and Latin-1 ones are punctuation."""
+    if char == "\n":
+        return "newline"
+    if char.isspace():
+        return "spaces"
+    if char.isdigit():
+        return "digits"
+    if is_cjk_ideograph(char):
+        return "CJK characters"
+    if char.isalpha():
+        return "letters"
+    if unicodedata.category(char)[0] in "PS":
+        return "CJK punctuation" if ord(char) >= 0x2000 else "punctuation"
+    return "other"
+
+
+@dataclass
+class ClassRow:
+    name: str
+    count: int
+    lstm_bpc: float
+    ngram_bpc: float
+
+
+def bits_by_class(tokens: list[str], lstm_bits: np.ndarray, ngram_bits: np.ndarray) -> list[ClassRow]:
+    """Both models' bits per character for each class present in the text, in CLASSES order."""
+    classes = np.array([char_class(token) for token in tokens])
+    rows = []
+    for name in CLASSES:
+        chosen = classes == name
+        if chosen.any():
+            rows.append(ClassRow(name, int(chosen.sum()), lstm_bits[chosen].mean(), ngram_bits[chosen].mean()))
+    return rows
+
+
+# --- all of it ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Inspection:
+    """Everything `charlm inspect` shows, for one model on one text."""
+
+    model: str  # as CharLM.describe says it
+    trace: Trace  # without the full distributions
+    surprise: Surprise
+    state_name: str  # "tanh(c)" or "h": what `states` holds
+    states: np.ndarray  # (L, T, H) in [-1, 1]: what the cells section shows
+    features: dict[str, np.ndarray]
+    matches: list[CellMatch]
+    saturation: dict[str, np.ndarray]
+    ngram_bpc: dict[int, float]  # n-gram order -> bpc on the text
+    ngram_order: int  # the order of the best one, which the class table uses
+    classes: list[ClassRow]
+    notes: list[str] = field(default_factory=list)  # what this kind of model does not have
+
+
+def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_ORDER, quiet: bool = True) -> Inspection:
+    """Inspect `model` on `text`, against n-grams of orders 1..max_order fitted on `training_text`."""
+    if not model.vocab.one_char_per_id:
+        raise CharLMError("charlm inspect needs a character model; this one reads sentencepiece tokens")
+    if not text:
+        raise CharLMError("nothing to inspect: the text is empty")
+    trace = model.trace(text, probs=False)
+    seen = surprise(model, text)
+    state_name, states = cell_view(trace)
+    text = "".join(trace.tokens)  # normalized as the model read it
+    found = features(text)
+    ngram = KneserNey(training_text, len(model.vocab), max_order, quiet)
+    start = model.vocab.start_text()
+    ngram_bits = {order: ngram.bits(text, order, start) for order in range(1, max_order + 1)}
+    ngram_bpc = {order: float(bits.mean()) for order, bits in ngram_bits.items()}
+    best = min(ngram_bpc, key=ngram_bpc.get)
+    notes = []
+    if trace.cells is None:
+        notes.append(f"a {trace.cell.upper()} has no cell state: the cells section shows its hidden state h")
+    if not trace.gates:
+        notes.append("a plain RNN has no gates: every step rewrites the whole state")
+    return Inspection(
+        model=model.describe(),
+        trace=trace,
+        surprise=seen,
+        state_name=state_name,
+        states=states,
+        features=found,
+        matches=best_cells(states, found),
+        saturation=saturation(trace),
+        ngram_bpc=ngram_bpc,
+        ngram_order=best,
+        classes=bits_by_class(trace.tokens, seen.bits, ngram_bits[best]),
+        notes=notes,
+    )
+
+
+def summary(inspection: Inspection) -> str:
+    """The page's numbers as plain-text tables (what `charlm inspect` prints)."""
+    seen = inspection.surprise
+    best = inspection.ngram_bpc[inspection.ngram_order]
+    lines = [
+        f"{inspection.model} on {len(seen.tokens):,} characters: {seen.bpc:.3f} bits per character; "
+        + f"best n-gram (order {inspection.ngram_order}) {best:.3f}",
+        *inspection.notes,
+        "",
+        "n-gram order  " + "  ".join(f"{order:>5}" for order in inspection.ngram_bpc),
+        "bpc           " + "  ".join(f"{bpc:5.3f}" for bpc in inspection.ngram_bpc.values()),
+        "",
+        f"{'feature':<26} {'layer':>5} {'cell':>5} {'correlation':>11}  ({inspection.state_name})",
+    ]
+    for match in inspection.matches:
+        if match.correlation is None:
+            lines.append(f"{match.feature:<26} {'-':>5} {'-':>5} {'-':>11}  (does not vary in this text)")
+        else:
+            lines.append(f"{match.feature:<26} {match.layer:>5} {match.cell:>5} {match.correlation:>+11.3f}")
+    if inspection.saturation:
+        lines += ["", f"{'gate':<8} {'layer':>5} {'< ' + str(SHUT):>8} {'> ' + str(OPEN):>8}"]
+        for name, fractions in inspection.saturation.items():
+            for layer, (left, right) in enumerate(fractions.mean(axis=1)):
+                lines.append(f"{name:<8} {layer:>5} {left:>8.1%} {right:>8.1%}")
+    model_bpc = f"{inspection.trace.cell.upper()} bpc"
+    lines += ["", f"{'class':<16} {'chars':>7} {model_bpc:>9} {'n-gram bpc':>11} {'saved':>7}"]
+    for row in inspection.classes:
+        saved = row.ngram_bpc - row.lstm_bpc
+        lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
+    lines.append("hardest spans: " + "; ".join(f"{a}-{b} ({bpc:.2f} bpc)" for a, b, bpc in seen.hardest()))
+    return "\n".join(lines)
+
+
+# --- a run and a file, as the command names them -------------------------------------------------------------
+
+MAX_CHARS = 5000  # characters inspected by default: the page holds every cell's state for each of them
+
+
+def inspect_run(
+    target: str | None,
+    file: str | None,
+    held_out: bool = False,
+    train_text: str | None = None,
+    max_chars: int = MAX_CHARS,
+    device: str = "cpu",
+    quiet: bool = True,
+) -> tuple[Inspection, str]:
+    """Inspect the model of a run or checkpoint (None: the latest run) on the first `max_chars`
+    characters of `file`, or of the run's held-out text; the n-gram is fitted on the run's training
+    split unless `train_text` names a file. Returns the inspection and a title for the page."""
+    from . import checkpoint, runs
+    from .corpus import read_texts
+    from .device import resolve_device
+    from .tokens import load_corpus
+
+    path = runs.resolve(target)
+    saved = checkpoint.read(path)
+    model = saved.model().to(resolve_device(device))
+    normalize, encoding = model.vocab.normalize, saved.config.encoding
+    corpus = None
+    if held_out or train_text is None:
+        try:
+            corpus = load_corpus(saved.corpus["sources"], saved.config, quiet=quiet)
+        except CharLMError as e:
+            raise CharLMError(
+                f"{e}; the run's corpus is needed for its training split: pass --train-text FILE and a FILE to inspect"
+            ) from None
+    if held_out:
+        text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
+    else:
+        text, name = read_texts([file], encoding, normalize)[:max_chars], file
+    if model.vocab.one_char_per_id and model.vocab.unknown_id is None:
+        model.vocab.encode(text, what=name)  # characters the model never saw: an error that names the file
+    training = read_texts([train_text], encoding, normalize) if train_text else corpus.vocab.decode(corpus.train_ids)
+    return analyse(model, text, training, quiet=quiet), f"{name}, {path.parent.name}/{path.name}"

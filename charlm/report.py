@@ -1,0 +1,346 @@
+"""The page `charlm inspect` writes: one self-contained HTML file (no network, opens offline) that shows
+an `inspect.Inspection`.
+
+Every character of the text is escaped into the page (`html.escape`); the numbers travel in one JSON
+block whose `<`, `>` and `&` are written as \\u escapes, so no text can close the script element. The
+script builds everything it shows with `textContent`, never from HTML strings. The surprise colours
+are written into the page itself, so that view works without the script; cell colours, hovers and
+the cell picker need it. Cell states go in as int8 (value x 127, base64): a few MB for a 5,000
+character text and a 2x256 model, where JSON numbers would be several times that.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from string import Template
+
+import numpy as np
+
+from .inspect import OPEN, SHUT, TOP, Inspection
+
+MAX_BITS = 8.0  # the surprise colour is full red from this many bits up
+PLOT = 180  # a gate scatter plot's side in pixels
+LEGEND = 50  # pixels right of it for the gates' names
+GATE_COLOURS = {"input": "#1f77b4", "forget": "#d62728", "output": "#2ca02c", "reset": "#9467bd", "update": "#ff7f0e"}
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em; padding: 0 1em; color: #222; }
+h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+.text { font: 14px/1.6 ui-monospace, monospace; white-space: pre-wrap; word-break: break-all;
+        border: 1px solid #ddd; padding: .6em; max-height: 32em; overflow-y: auto; }
+.text span.nl::before { content: "\\21B5"; color: #aaa; }
+.text span.mark { outline: 2px solid #000; }
+table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .15em .7em; text-align: right; }
+th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-align: left; }
+#tip { position: fixed; display: none; background: #fff; border: 1px solid #888; padding: .4em .6em;
+       font: 13px ui-monospace, monospace; pointer-events: none; box-shadow: 2px 2px 6px #0003; z-index: 9; }
+.legend { display: inline-block; width: 12em; height: .9em; vertical-align: middle; border: 1px solid #ccc; }
+.note { color: #666; } .bar { display: inline-block; height: .8em; background: #999; }
+"""
+
+SCRIPT = r"""
+const data = JSON.parse(document.getElementById("data").textContent);
+const tip = document.getElementById("tip");
+const shown = t => t === "\n" ? "\u21B5" : t === " " ? "\u2423" : t === "\t" ? "\u21E5" : t;
+function row(cells, bold) {
+  const tr = document.createElement("tr");
+  for (const c of cells) { const td = document.createElement(bold ? "th" : "td"); td.textContent = c; tr.append(td); }
+  return tr;
+}
+function place(event, rows) {
+  tip.replaceChildren();
+  const table = document.createElement("table");
+  rows.forEach((r, k) => table.append(row(r, k === 0)));
+  tip.append(table);
+  tip.style.display = "block";
+  tip.style.left = Math.min(event.clientX + 14, innerWidth - tip.offsetWidth - 8) + "px";
+  tip.style.top = Math.min(event.clientY + 14, innerHeight - tip.offsetHeight - 8) + "px";
+}
+function hover(view, describe) {
+  view.addEventListener("mouseover", e => {
+    const i = Array.prototype.indexOf.call(view.children, e.target);
+    if (i >= 0) place(e, describe(i));
+  });
+  view.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+}
+const surpriseView = document.getElementById("surprise");
+hover(surpriseView, i => {
+  const bits = data.bits[i];
+  const head = [shown(data.tokens[i]), bits === null ? "not predicted" : bits.toFixed(2) + " bits"];
+  const percent = p => p < 0.001 ? "<0.1%" : (100 * p).toFixed(1) + "%";
+  return [head, ...data.top[i].map(([t, p]) => [shown(t), percent(p)])];
+});
+function scrollToToken(i, view) {
+  view.querySelectorAll(".mark").forEach(s => s.classList.remove("mark"));
+  const span = view.children[i];
+  span.classList.add("mark");
+  span.scrollIntoView({block: "center"});
+}
+document.querySelectorAll("[data-goto]").forEach(b =>
+  b.addEventListener("click", () => scrollToToken(+b.dataset.goto, surpriseView)));
+
+const cellsView = document.getElementById("cells");
+if (cellsView) {
+  const states = {};
+  for (const [name, packed] of Object.entries(data.states)) {
+    const bytes = Uint8Array.from(atob(packed), c => c.charCodeAt(0));
+    states[name] = new Int8Array(bytes.buffer);
+  }
+  const T = data.tokens.length, H = data.hidden;
+  const layer = document.getElementById("layer"), cell = document.getElementById("cell");
+  const kind = document.getElementById("kind"), label = document.getElementById("cell-label");
+  function value(i) {
+    return states[kind.value][(+layer.value * H + +cell.value) * T + i] / 127;
+  }
+  function paint() {
+    cell.value = Math.max(0, Math.min(H - 1, +cell.value || 0));
+    for (let i = 0; i < T; i++) {
+      const v = value(i);
+      cellsView.children[i].style.background =
+        v >= 0 ? `rgba(230,120,20,${v.toFixed(3)})` : `rgba(30,100,220,${(-v).toFixed(3)})`;
+    }
+    label.textContent = `layer ${layer.value}, cell ${cell.value}, ${kind.value}`;
+  }
+  [layer, cell, kind].forEach(c => c.addEventListener("input", paint));
+  document.getElementById("prev").addEventListener("click", () => { cell.value = +cell.value - 1; paint(); });
+  document.getElementById("next").addEventListener("click", () => { cell.value = +cell.value + 1; paint(); });
+  document.querySelectorAll("[data-show]").forEach(b => b.addEventListener("click", () => {
+    layer.value = b.dataset.layer; cell.value = b.dataset.cell; kind.value = data.ranked; paint();
+    cellsView.scrollIntoView({block: "nearest"});
+  }));
+  hover(cellsView, i => [[shown(data.tokens[i]), value(i).toFixed(3)]]);
+  const first = document.querySelector("[data-show]");  // start on the best cell of the first feature
+  if (first) { layer.value = first.dataset.layer; cell.value = first.dataset.cell; }
+  paint();
+}
+document.body.dataset.ready = "yes";
+"""
+
+
+PAGE = Template("""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>charlm inspect: $title</title><style>$style</style></head><body>
+<h1>What the model learned: $title</h1>
+<p>$model on $count characters: <b>$bpc bits per character</b>; the best n-gram (order $order) $ngram_bpc.</p>
+$notes
+<p>Hardest spans (most bits per character):</p><ol>$hardest</ol>
+<h2>1. Surprise</h2>
+<p>Each character coloured by the bits the model spent on it: white 0,
+<span class="legend" style="background:linear-gradient(90deg,#fff,$red)"></span> $max_bits bits and more.
+Hover a character for the model's top $top guesses before it.</p>
+$surprise
+<h2>2. Cells</h2>
+$cells
+<h2>3. Gates</h2>
+$gates
+<h2>4. What the $cell buys</h2>
+$classes
+<div id="tip"></div>
+<script type="application/json" id="data">$data</script>
+<script>$script</script></body></html>
+""")
+
+CELLS = Template("""<p>A cell's $state after each character, from -1
+<span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
+The features below are computed from the text; for each, the cell whose $state correlates best with it
+(Pearson, over these characters).</p>
+<table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table>
+<p>layer <select id="layer">$layers</select> cell <button id="prev">&lt;</button><input id="cell" type="number"
+min="0" max="$last" value="0" style="width:5em"><button id="next">&gt;</button>
+state <select id="kind">$kinds</select> <b id="cell-label"></b></p>
+$text""")
+
+GATES = Template("""<p>How often each gate is left-saturated (below $shut: shut) or right-saturated (above $open: open),
+over every cell and character. A forget gate that stays open keeps its cell's memory; one that stays shut
+clears it at every character.</p>
+<table><tr><th></th>$header</tr>$rows</table>
+<p>Each dot a cell: the fraction of characters its gate was left-saturated (across) and right-saturated (up),
+as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
+<div>$plots</div>""")
+
+CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
+Kneser-Ney n-gram model fitted on the run's training split. The class table uses the order with the fewest
+bits on this text: an LSTM's context has no fixed length, and the n-gram stops gaining near this order.</p>
+<table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table>
+<table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
+<th style="text-align:left">$cell <span style="color:#1f77b4">&#9632;</span> n-gram
+<span style="color:#aaa">&#9632;</span></th></tr>$rows</table>""")
+
+SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $size" style="margin-right:1em">
+<rect x="$pad" y="$pad" width="$side" height="$side" fill="none" stroke="#999"/>
+<text x="$pad" y="$title_y" font-size="12">layer $layer</text>
+<text x="$middle" y="$label_y" font-size="10" text-anchor="middle">left-saturated</text>
+<text x="$pad" y="$tick_y" font-size="9" text-anchor="middle">0</text>
+<text x="$right" y="$tick_y" font-size="9" text-anchor="middle">1</text>
+<text x="$tick_x" y="$top_tick" font-size="9" text-anchor="end">1</text>
+<text x="10" y="$middle" font-size="10" text-anchor="middle" transform="rotate(-90 10 $middle)">right-saturated</text>
+$legend$dots</svg>""")
+
+
+def render(inspection: Inspection, title: str) -> str:
+    """The whole page, as a string."""
+    seen, trace = inspection.surprise, inspection.trace
+    states = {inspection.state_name: inspection.states}
+    if trace.cells is not None:
+        states["h"] = trace.hidden
+    data = {
+        **seen.to_dict(),
+        "hidden": inspection.states.shape[2],
+        "ranked": inspection.state_name,
+        "states": {name: pack(values) for name, values in states.items()},
+    }
+    hardest = "".join(
+        f'<li><button data-goto="{start}">show</button> {bpc:.2f} bpc: '
+        f"<code>{esc(''.join(seen.tokens[start:end]).replace(chr(10), ' / '))}</code></li>"
+        for start, end, bpc in seen.hardest()
+    )
+    return PAGE.substitute(
+        title=esc(title),
+        style=STYLE,
+        model=esc(inspection.model),
+        count=f"{len(seen.tokens):,}",
+        bpc=f"{seen.bpc:.3f}",
+        order=inspection.ngram_order,
+        ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
+        notes="".join(f'<p class="note">Note: {esc(note)}.</p>' for note in inspection.notes),
+        hardest=hardest,
+        red=red(1.0),
+        max_bits=f"{MAX_BITS:g}",
+        top=TOP,
+        surprise=text_view("surprise", seen.tokens, [red(b / MAX_BITS) for b in np.nan_to_num(seen.bits)]),
+        cells=cells_section(inspection),
+        gates=gates_section(inspection),
+        cell=esc(trace.cell.upper()),
+        classes=classes_section(inspection),
+        data=json_for_script(data),
+        script=SCRIPT,
+    )
+
+
+def cells_section(inspection: Inspection) -> str:
+    layers, _, hidden = inspection.states.shape
+    kinds = [inspection.state_name] + (["h"] if inspection.trace.cells is not None else [])
+    rows = []
+    for match in inspection.matches:
+        if match.correlation is None:
+            rows.append(f"<tr><td>{esc(match.feature)}</td><td colspan=3>does not vary in this text</td></tr>")
+        else:
+            rows.append(
+                f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
+                f"<td>{match.correlation:+.3f}</td><td><button data-show data-layer='{match.layer}' "
+                f"data-cell='{match.cell}'>show</button></td></tr>"
+            )
+    return CELLS.substitute(
+        state=esc(inspection.state_name),
+        rows="".join(rows),
+        layers="".join(f'<option value="{k}">{k}</option>' for k in range(layers)),
+        last=hidden - 1,
+        kinds="".join(f'<option value="{esc(k)}">{esc(k)}</option>' for k in kinds),
+        text=text_view("cells", inspection.surprise.tokens, None),
+    )
+
+
+def gates_section(inspection: Inspection) -> str:
+    if not inspection.saturation:
+        return '<p class="note">A plain RNN has no gates: every step rewrites its whole state.</p>'
+    names = list(inspection.saturation)
+    layers = next(iter(inspection.saturation.values())).shape[0]
+    rows = []
+    for layer in range(layers):
+        fractions = (inspection.saturation[name][layer].mean(axis=0) for name in names)
+        cells = "".join(f"<td>{left:.1%}</td><td>{right:.1%}</td>" for left, right in fractions)
+        rows.append(f"<tr><td>layer {layer}</td>{cells}</tr>")
+    return GATES.substitute(
+        shut=SHUT,
+        open=OPEN,
+        header="".join(f"<th>{esc(n)} &lt; {SHUT}</th><th>{esc(n)} &gt; {OPEN}</th>" for n in names),
+        rows="".join(rows),
+        plots="".join(scatter(inspection.saturation, layer) for layer in range(layers)),
+    )
+
+
+def scatter(saturation: dict[str, np.ndarray], layer: int) -> str:
+    """One layer's cells as dots: fraction of time left-saturated (x) against right-saturated (y)."""
+    pad, side = 28, PLOT
+    dots, legend = [], []
+    for k, (name, fractions) in enumerate(saturation.items()):
+        colour = GATE_COLOURS.get(name, "#444")
+        legend.append(
+            f'<text x="{pad + side + 6}" y="{pad + 10 + 13 * k}" font-size="11" fill="{colour}">{esc(name)}</text>'
+        )
+        for left, right in fractions[layer]:
+            x, y = pad + left * side, pad + (1 - right) * side
+            dots.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{colour}" fill-opacity="0.6"/>')
+    size = side + 2 * pad
+    return SCATTER.substitute(
+        width=size + LEGEND,
+        size=size,
+        pad=pad,
+        side=side,
+        title_y=pad - 8,
+        layer=layer,
+        middle=pad + side / 2,
+        label_y=size - 4,
+        tick_y=pad + side + 11,
+        right=pad + side,
+        tick_x=pad - 3,
+        top_tick=pad + 4,
+        legend="".join(legend),
+        dots="".join(dots),
+    )
+
+
+def classes_section(inspection: Inspection) -> str:
+    order = inspection.ngram_order
+    widest = max((max(row.lstm_bpc, row.ngram_bpc) for row in inspection.classes), default=1.0) or 1.0
+    rows = []
+    for row in inspection.classes:
+        bars = "".join(
+            f'<div class="bar" style="width:{10 * bpc / widest:.2f}em;background:{colour}"></div><br>'
+            for bpc, colour in ((row.lstm_bpc, "#1f77b4"), (row.ngram_bpc, "#aaa"))
+        )
+        rows.append(
+            f"<tr><td>{esc(row.name)}</td><td>{row.count:,}</td><td>{row.lstm_bpc:.3f}</td>"
+            f"<td>{row.ngram_bpc:.3f}</td><td>{row.ngram_bpc - row.lstm_bpc:+.3f}</td>"
+            f'<td style="text-align:left">{bars}</td></tr>'
+        )
+    bold = {n: ("<b>", "</b>") if n == order else ("", "") for n in inspection.ngram_bpc}
+    return CLASSES.substitute(
+        cell=esc(inspection.trace.cell.upper()),
+        order=order,
+        orders="".join(f"<th>{n}</th>" for n in inspection.ngram_bpc),
+        values="".join(f"<td>{bold[n][0]}{bpc:.3f}{bold[n][1]}</td>" for n, bpc in inspection.ngram_bpc.items()),
+        rows="".join(rows),
+    )
+
+
+def text_view(name: str, tokens: list[str], colours: list[str] | None) -> str:
+    """The text, one span per character, every character escaped; newlines marked by CSS."""
+    spans = []
+    for k, token in enumerate(tokens):
+        style = f' style="background:{colours[k]}"' if colours else ""
+        kind = ' class="nl"' if token == "\n" else ""
+        spans.append(f"<span{kind}{style}>{esc(token)}</span>")
+    return f'<div class="text" id="{name}">{"".join(spans)}</div>'
+
+
+def red(share: float) -> str:
+    return f"rgba(220,40,40,{min(max(share, 0.0), 1.0):.3f})"
+
+
+def esc(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def pack(values: np.ndarray) -> str:
+    """(L, T, H) values in [-1, 1] as base64 int8 in (L, H, T) order: one cell's run is contiguous."""
+    quantized = np.clip(np.round(values * 127), -127, 127).astype(np.int8)
+    return base64.b64encode(np.ascontiguousarray(quantized.transpose(0, 2, 1)).tobytes()).decode()
+
+
+def json_for_script(data: dict) -> str:
+    """JSON that cannot end the script element it sits in (a text holding `</script>`)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")

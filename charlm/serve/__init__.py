@@ -1,0 +1,83 @@
+"""`charlm serve`: an OpenAI-compatible HTTP server with continuous batching, and a page to write with.
+
+    config.py    ServeConfig: options and limits
+    engine.py    the batch of one model, stepped in its own thread; requests join and leave it
+    protocol.py  the OpenAI API's fields, errors and response shapes
+    app.py       the routes (FastAPI), streaming (server-sent events), the API key
+    metrics.py   /metrics in Prometheus's text format
+    page.html    the page served at /: self-contained, works offline
+
+Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+import torch
+
+from .. import checkpoint, runs
+from ..errors import CharLMError
+from .config import ServeConfig
+
+__all__ = ["ServeConfig", "model_loaders", "serve"]
+
+
+def model_loaders(targets: list[str]) -> dict:
+    """Model id -> a function loading it, for run folders, run names or .pt files (none: the latest run).
+    The paths are resolved here, so a missing run is an error before the server starts."""
+    loaders = {}
+    for target in targets or [None]:
+        path = runs.resolve(target)
+        name = path.parent.name if path.name in (runs.BEST, runs.LATEST) else path.stem
+        if name in loaders:
+            raise CharLMError(f"{target}: two models would both be called {name!r}; serve one of them")
+        loaders[name] = lambda path=path: checkpoint.load(path)
+    return loaders
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise CharLMError(
+            f"--host {host} --port {port}: cannot listen there ({e.strerror}); pick another --port"
+        ) from None
+    sock.listen(2048)
+    return sock
+
+
+def serve(targets: list[str], config: ServeConfig) -> None:
+    """Load the models and serve them until interrupted."""
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as e:
+        raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
+
+    loaders = model_loaders(targets)
+    sock = listening_socket(config.host, config.port)
+    app = create_app(loaders, config)
+    torch.set_num_threads(config.threads)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)
+    if not ipaddress.ip_address(host).is_loopback and not app.state.server.api_key:
+        print(
+            f"warning: --host {config.host} without --api-key: anyone who reaches this port can use the models",
+            file=sys.stderr,
+        )
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on")
+    )
+    app.state.server.on_failure = lambda: setattr(server, "should_exit", True)
+    server.run(sockets=[sock])
+    if app.state.server.failure:
+        raise CharLMError(app.state.server.failure)

@@ -1,0 +1,34 @@
+"""`ServeConfig`: the server's options and limits. The CLI's `serve` options are generated from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import CharLMError
+
+
+def _opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ServeConfig:
+    host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0: every interface; then set --api-key)")
+    port: int = _opt(8080, "TCP port")
+    api_key: str | None = _opt(
+        None, "require `Authorization: Bearer KEY` on the generation endpoints (default: $CHARLM_API_KEY)"
+    )
+    max_streams: int = _opt(64, "samples generated at once, all models together; more are refused with 429")
+    max_tokens: int = _opt(4096, "the most characters one sample may ask for")
+    max_prompt: int = _opt(16384, "the most characters a prompt may have")
+    chunk_ms: float = _opt(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
+    threads: int = _opt(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
+
+    def __post_init__(self) -> None:
+        for name, low in (("port", 0), ("max_streams", 1), ("max_tokens", 1), ("max_prompt", 1), ("threads", 1)):
+            if getattr(self, name) < low:
+                raise CharLMError(f"--{name.replace('_', '-')} must be at least {low}, not {getattr(self, name)}")
+        if not 0 <= self.chunk_ms <= 1000:
+            raise CharLMError(f"--chunk-ms must be between 0 and 1000, not {self.chunk_ms}")
+        if self.api_key == "":
+            raise CharLMError("--api-key must not be empty")

@@ -1,0 +1,335 @@
+"""The OpenAI completions API as charlm speaks it: request fields checked, responses and chunks shaped.
+
+Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them; `max_tokens` and
+`usage` count characters (a charlm token is a character). charlm's extras: `top_k` and
+`repetition_penalty` (llama.cpp's `repeat_penalty` too). Every bad field is an `APIError` naming
+it; a field charlm does not know is refused (as OpenAI does), except OpenAI's at their neutral
+values (`frequency_penalty: 0`, ...), which clients send by default.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from .config import ServeConfig
+from .engine import Token
+
+MAX_STOPS = 16
+MAX_LOGPROBS = 20
+SEED_LIMIT = 2**63 - 1024  # a sample adds its index to the seed; -1 means "pick one"
+
+
+class APIError(Exception):
+    """An error response: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = ""):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.kind = kind or {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
+            status, "invalid_request_error" if status < 500 else "server_error"
+        )
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+@dataclass
+class Params:
+    """A completion request, checked: what `app.py` needs to run it."""
+
+    model: str | None
+    prompts: list[str]
+    max_tokens: int
+    temperature: float
+    top_p: float | None
+    top_k: int | None
+    repetition_penalty: float
+    n: int
+    stream: bool
+    stops: tuple[str, ...]
+    seed: int | None
+    logprobs: int | None
+    echo: bool
+    include_usage: bool
+
+
+COMMON = {
+    "model", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "repeat_penalty", "n",
+    "stream", "stop", "seed", "stream_options", "user",
+}  # fmt: skip
+COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo"}
+CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"}
+# OpenAI's fields charlm accepts at the value that changes nothing.
+NEUTRAL = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "best_of": (1,)}
+NEUTRAL_OR_NONE = {"suffix", "logit_bias", "best_of", "frequency_penalty", "presence_penalty"}
+
+
+def check_fields(body: Any, known: set[str]) -> dict:
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    for name, value in body.items():
+        if name in known or (name in NEUTRAL_OR_NONE and value is None):
+            continue
+        if name in NEUTRAL and value in NEUTRAL[name] and not isinstance(value, bool):
+            continue
+        if name in NEUTRAL or name == "suffix":
+            raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
+        raise APIError(400, f"unrecognized request argument supplied: {name}", name, "unknown_parameter")
+    return body
+
+
+def integer(body: dict, name: str, default: int | None, low: int, high: int, limit: str = "") -> int | None:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise APIError(400, f"{name} must be an integer, not {json_type(value)}", name, "invalid_type")
+    if not low <= value <= high:
+        where = f" ({limit})" if limit else ""
+        raise APIError(400, f"{name} must be between {low} and {high}{where}, not {value}", name, "invalid_value")
+    return value
+
+
+def number(body: dict, name: str, default: float | None, low: float, high: float, open_low: bool = False):
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise APIError(400, f"{name} must be a number, not {json_type(value)}", name, "invalid_type")
+    if not (low < value if open_low else low <= value) or value > high:
+        bounds = f"{'above' if open_low else 'at least'} {low} and at most {high}"
+        raise APIError(400, f"{name} must be {bounds}, not {value}", name, "invalid_value")
+    return float(value)
+
+
+def boolean(body: dict, name: str, default: bool) -> bool:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise APIError(400, f"{name} must be true or false, not {json_type(value)}", name, "invalid_type")
+    return value
+
+
+def strings(body: dict, name: str, most: int) -> list[str] | None:
+    """A string or a list of strings, or None."""
+    value = body.get(name)
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else value
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise APIError(
+            400, f"{name} must be a string or a list of strings, not {json_type(value)}", name, "invalid_type"
+        )
+    if len(values) > most:
+        raise APIError(400, f"{name} may hold at most {most} strings, not {len(values)}", name, "invalid_value")
+    return values
+
+
+def json_type(value: Any) -> str:
+    names = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int) -> Params:
+    """The fields completions and chat share."""
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise APIError(400, f"model must be a string, not {json_type(model)}", "model", "invalid_type")
+    for i, prompt in enumerate(prompts):
+        if len(prompt) > config.max_prompt:
+            raise APIError(
+                400,
+                f"the prompt has {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
+                "(charlm serve --max-prompt)",
+                "prompt" if "prompt" in body else "messages",
+                "context_length_exceeded",
+            )
+    max_tokens = default_length if max_tokens is None else max_tokens
+    n = integer(body, "n", 1, 1, config.max_streams, "charlm serve --max-streams")
+    if n * len(prompts) > config.max_streams:
+        raise APIError(
+            400, f"{len(prompts)} prompts x n={n} samples is more than this server runs at once "
+            f"({config.max_streams}, charlm serve --max-streams)", "n", "invalid_value",
+        )  # fmt: skip
+    top_k = integer(body, "top_k", None, -1, 2**31 - 1)
+    penalties = {
+        name: number(body, name, None, 0.0, 100.0, open_low=True) for name in ("repetition_penalty", "repeat_penalty")
+    }
+    given = [v for v in penalties.values() if v is not None]
+    if len(given) == 2 and given[0] != given[1]:
+        raise APIError(
+            400, "repetition_penalty and repeat_penalty disagree; give one", "repeat_penalty", "invalid_value"
+        )
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
+    seed = integer(body, "seed", None, -1, SEED_LIMIT)
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise APIError(400, f"user must be a string, not {json_type(user)}", "user", "invalid_type")
+    stops = strings(body, "stop", MAX_STOPS) or []
+    if "" in stops:
+        raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
+    return Params(
+        model=model,
+        prompts=prompts,
+        max_tokens=max_tokens,
+        temperature=number(body, "temperature", 1.0, 0.0, 100.0),
+        top_p=number(body, "top_p", None, 0.0, 1.0, open_low=True),
+        top_k=None if top_k is None or top_k <= 0 else top_k,  # 0 and -1: off, as in llama.cpp and vLLM
+        repetition_penalty=given[0] if given else 1.0,
+        n=n,
+        stream=boolean(body, "stream", False),
+        stops=tuple(stops),
+        seed=None if seed in (None, -1) else seed,
+        logprobs=None,
+        echo=False,
+        include_usage=boolean(stream_options or {}, "include_usage", False),
+    )
+
+
+def completion_params(body: Any, config: ServeConfig) -> Params:
+    body = check_fields(body, COMPLETION_FIELDS)
+    if "prompt" not in body:
+        raise APIError(400, "prompt is required: the text to continue", "prompt", "missing_required_parameter")
+    prompts = strings(body, "prompt", config.max_streams)
+    if not prompts:
+        raise APIError(400, "prompt must be a string or a non-empty list of strings", "prompt", "invalid_value")
+    limit = "charlm serve --max-tokens"
+    params = common(body, config, prompts, integer(body, "max_tokens", None, 0, config.max_tokens, limit), 16)
+    params.logprobs = integer(body, "logprobs", None, 0, MAX_LOGPROBS)
+    params.echo = boolean(body, "echo", False)
+    return params
+
+
+def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
+    """The chat adapter: the messages' texts, a blank line between them and after the last, are the
+    prompt; roles are dropped (a model trained on a novel has never seen any). Returns the params
+    and whether log-probabilities were asked for."""
+    body = check_fields(body, CHAT_FIELDS)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise APIError(400, "messages must be a non-empty list of {role, content}", "messages", "invalid_value")
+    texts = [message_text(m, i) for i, m in enumerate(messages)]
+    prompt = "\n\n".join(t for t in texts if t) + "\n\n"
+    limit = "charlm serve --max-tokens"
+    given = integer(body, "max_completion_tokens", None, 0, config.max_tokens, limit)
+    given = integer(body, "max_tokens", given, 0, config.max_tokens, limit)
+    params = common(body, config, [prompt], given, min(500, config.max_tokens))
+    wants = boolean(body, "logprobs", False)
+    top = integer(body, "top_logprobs", None, 0, MAX_LOGPROBS)
+    if top is not None and not wants:
+        raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
+    params.logprobs = (top or 0) if wants else None
+    return params, wants
+
+
+def message_text(message: Any, i: int) -> str:
+    param = f"messages[{i}]"
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+        raise APIError(400, f"{param} must be an object with a role and a content", param, "invalid_type")
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return content or ""
+    parts = content if isinstance(content, list) else [None]
+    if all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in parts):
+        return "".join(p["text"] for p in parts)
+    raise APIError(400, f"{param}.content must be text (a string or text parts)", f"{param}.content", "invalid_type")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_chars: int, completion_chars: int) -> dict:
+    return {
+        "prompt_tokens": prompt_chars,
+        "completion_tokens": completion_chars,
+        "total_tokens": prompt_chars + completion_chars,
+    }
+
+
+def timings(prompt_chars: int, prompt_ms: float, predicted_chars: int, predicted_ms: float) -> dict:
+    """llama.cpp's per-response timings, in characters."""
+
+    def per(count: int, ms: float) -> tuple[float | None, float | None]:
+        return (ms / count if count else None), (count / ms * 1000 if ms > 0 else None)
+
+    prompt_per_char, prompt_rate = per(prompt_chars, prompt_ms)
+    predicted_per_char, predicted_rate = per(predicted_chars, predicted_ms)
+    return {
+        "prompt_n": prompt_chars,
+        "prompt_ms": round(prompt_ms, 3),
+        "prompt_per_token_ms": prompt_per_char,
+        "prompt_per_second": prompt_rate,
+        "predicted_n": predicted_chars,
+        "predicted_ms": round(predicted_ms, 3),
+        "predicted_per_token_ms": predicted_per_char,
+        "predicted_per_second": predicted_rate,
+    }
+
+
+def completion_logprobs(tokens: list[Token], offset: int) -> dict:
+    """The legacy completions form: parallel lists, `text_offset` counted from the start of the
+    choice's text (echoed prompt included)."""
+    offsets, at = [], offset
+    for token in tokens:
+        offsets.append(at)
+        at += len(token.text)
+    return {
+        "tokens": [t.text for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [None if t.top is None else dict(t.top) for t in tokens],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(tokens: list[Token]) -> dict:
+    def entry(text: str, logprob: float) -> dict:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {
+        "content": [
+            {**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top or []]} for t in tokens
+        ]
+    }
+
+
+def completion(id_: str, model: str, choices: list[dict], use: dict, times: dict | None = None) -> dict:
+    body = {"id": id_, "object": "text_completion", "created": int(time.time()), "model": model}
+    body |= {"choices": choices, "usage": use}
+    return body | ({"timings": times} if times else {})
+
+
+def completion_choice(index: int, text: str, logprobs: dict | None, finish_reason: str | None) -> dict:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def chat(id_: str, model: str, choices: list[dict], use: dict, times: dict | None = None, chunk: bool = False):
+    body = {"id": id_, "object": "chat.completion.chunk" if chunk else "chat.completion"}
+    body |= {"created": int(time.time()), "model": model, "choices": choices}
+    if use is not None:
+        body["usage"] = use
+    return body | ({"timings": times} if times else {})
+
+
+def chat_choice(index: int, text: str, logprobs: dict | None, finish_reason: str | None, delta: bool = False) -> dict:
+    message = {"role": "assistant", "content": text}
+    return {
+        "index": index,
+        "delta" if delta else "message": message,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+    }

@@ -1,0 +1,133 @@
+"""Compute threads that fit the CPU the process actually gets.
+
+torch splits each large operation over its intra-op threads (one per core by default) and waits for
+all of them. When another process holds a core, the thread on it runs only in its scheduler slices
+and every operation waits for it: measured on 2 cores with one core busy, a training step took 7.8x
+as long with 2 threads and only 1.7x with 1 (docs/benchmarks.md, "Threads under load"). No
+setting is right for both a quiet and a busy machine, and the load changes during a run, so the
+`Governor` keeps measuring: the work done per second at the current thread count over a short window,
+and now and then the same at a neighbouring count; it keeps the faster. A drop in speed triggers a
+new comparison at once; comparisons that change nothing are made less and less often.
+
+Training, evaluation and sampling report their work with `record(seconds, units)`; `--threads N`
+pins the count instead. GPUs are left alone (their work does not run on these threads).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+WINDOW_SECONDS = 1.0  # each measurement covers at least this much work time
+EXPLORE_AFTER = (2.0, 160.0)  # seconds between comparisons: first, and at most (doubling in between)
+SLOWDOWN = 0.7  # a window below this share of the best recent speed triggers a comparison at once
+GAIN = 1.05  # a neighbouring count must be this much faster to be kept
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity mask, e.g. under taskset or a container)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Governor:
+    """Chooses torch's intra-op thread count from measured speed; see the module's docstring."""
+
+    def __init__(
+        self,
+        most: int,
+        set_threads: Callable[[int], None] = torch.set_num_threads,
+        threads: int | None = None,
+    ):
+        self.most, self.set_threads = most, set_threads
+        self.threads = threads or most
+        self.set_threads(self.threads)
+        self.seconds = self.units = 0.0  # the window being measured
+        self.since_comparison = 0.0  # work seconds since the last comparison ended
+        self.explore_after = EXPLORE_AFTER[0]
+        self.best_recent = 0.0  # the best speed at the current count since it was chosen
+        self.trial: tuple[int, float] | None = None  # (count being tried, the current count's speed)
+
+    def record(self, seconds: float, units: float) -> None:
+        """`units` of work (characters) took `seconds` at the current thread count."""
+        self.seconds += seconds
+        self.units += units
+        if self.seconds < WINDOW_SECONDS:
+            return
+        speed = self.units / self.seconds
+        self.since_comparison += self.seconds
+        self.seconds = self.units = 0.0
+        if self.trial is not None:
+            self.finish_trial(speed)
+        elif speed < SLOWDOWN * self.best_recent or self.since_comparison >= self.explore_after:
+            self.start_trial(speed)
+        else:
+            self.best_recent = max(self.best_recent, speed)
+
+    def calibrate(self, measure: Callable[[], float]) -> None:
+        """Before work whose speed must be known (the size probe), take the faster of the current count
+        and its neighbour right away; `measure()` runs a short timed stretch and returns its speed."""
+        speeds = {}
+        for count in (self.threads, self.neighbour()):
+            self.set_threads(count)
+            speeds[count] = max(measure(), measure())
+        self.threads = max(speeds, key=speeds.get)
+        self.set_threads(self.threads)
+        self.best_recent, self.since_comparison = speeds[self.threads], 0.0
+
+    def neighbour(self) -> int:
+        """The count to compare with: fewer threads if there are several, else more."""
+        return self.threads // 2 if self.threads > 1 else min(self.most, 2)
+
+    def start_trial(self, speed: float) -> None:
+        candidate = self.neighbour()
+        if candidate == self.threads:  # one core: nothing to compare
+            self.since_comparison = 0.0
+            return
+        self.trial = (candidate, speed)
+        self.set_threads(candidate)
+
+    def finish_trial(self, trial_speed: float) -> None:
+        candidate, current_speed = self.trial
+        self.trial, self.since_comparison = None, 0.0
+        if trial_speed > GAIN * current_speed:
+            self.threads, self.best_recent = candidate, trial_speed
+            self.explore_after = EXPLORE_AFTER[0]  # things changed: look again soon
+            return
+        self.set_threads(self.threads)
+        self.best_recent = current_speed
+        self.explore_after = min(2 * self.explore_after, EXPLORE_AFTER[1])
+
+
+_governor: Governor | None = None
+
+
+def configure(threads: int | None, device: torch.device | None = None) -> None:
+    """`--threads N`: pin N threads; None: adapt (on a CPU), sharing the cores with the other processes
+    torchrun started on this machine. Call before the work starts; a governor already adapting keeps
+    what it learned."""
+    global _governor
+    if threads is not None:
+        torch.set_num_threads(threads)
+        _governor = None
+    elif device is not None and device.type != "cpu":
+        _governor = None
+    elif _governor is None:
+        neighbours = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        _governor = Governor(max(1, available_cores() // neighbours))
+
+
+def calibrate(measure: Callable[[], float]) -> None:
+    """Settle the thread count now, when the work about to be timed needs the right one (see Governor)."""
+    if _governor is not None:
+        _governor.calibrate(measure)
+
+
+def record(seconds: float, units: float) -> None:
+    """Report work done, so the thread count can follow the CPU this process gets."""
+    if _governor is not None:
+        _governor.record(seconds, units)

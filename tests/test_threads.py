@@ -1,0 +1,86 @@
+"""The thread governor, on a simulated CPU whose load changes: it must find the faster thread count
+and follow the load both ways."""
+
+import pytest
+import torch
+
+from charlm import threads
+from charlm.threads import EXPLORE_AFTER, Governor
+
+# Characters per second of a training step on 2 cores, by threads, quiet and with one core busy
+# (shaped like the issue's measurements: 2,871 / 367 / 1,696 steps in 40 s).
+QUIET = {1: 0.59, 2: 1.0}
+BUSY = {1: 0.59, 2: 0.13}
+
+
+class SimulatedCPU:
+    def __init__(self):
+        self.threads, self.load, self.clock, self.trace = 2, QUIET, 0.0, []
+
+    def set_threads(self, n: int) -> None:
+        self.threads = n
+
+    def run(self, governor: Governor, seconds: float, load: dict) -> float:
+        """Steps of 0.05 s of work for `seconds`; returns the share of the time spent at the best count."""
+        self.load, best, spent = load, max(load, key=load.get), 0.0
+        for _ in range(int(seconds / 0.05)):
+            governor.record(0.05, 0.05 * 10_000 * load[self.threads])
+            spent += 0.05 * (self.threads == best)
+            self.trace.append(self.threads)
+        return spent / seconds
+
+
+def test_on_a_quiet_machine_it_keeps_every_core_most_of_the_time():
+    cpu = SimulatedCPU()
+    governor = Governor(2, cpu.set_threads)
+    assert cpu.run(governor, 600, QUIET) > 0.97  # the comparisons with 1 thread cost under 3%
+
+
+def test_it_drops_to_one_thread_when_a_core_gets_busy_and_comes_back_when_it_is_free():
+    cpu = SimulatedCPU()
+    governor = Governor(2, cpu.set_threads)
+    cpu.run(governor, 120, QUIET)
+    assert governor.threads == 2
+    cpu.run(governor, 5, BUSY)  # a slowdown triggers a comparison at once
+    assert governor.threads == 1
+    assert cpu.run(governor, 300, BUSY) > 0.97
+    cpu.run(governor, EXPLORE_AFTER[1] + 5, QUIET)  # nothing slows down: found by the next comparison
+    assert governor.threads == 2
+
+
+def test_one_core_has_nothing_to_compare():
+    cpu = SimulatedCPU()
+    governor = Governor(1, cpu.set_threads)
+    cpu.run(governor, 60, {1: 1.0})
+    assert set(cpu.trace) == {1}
+
+
+def test_threads_can_be_pinned(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    threads.configure(1)
+    threads.record(5.0, 100.0)  # pinned: nothing adapts
+    assert calls == [1]
+    threads.configure(None, torch.device("cuda", 0))  # GPU work does not run on these threads
+    threads.record(5.0, 100.0)
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("value", [0, 5000])
+def test_a_thread_count_out_of_range_is_refused(value):
+    from charlm import Config
+    from charlm.errors import CharLMError
+
+    with pytest.raises(CharLMError, match="--threads must be between 1 and"):
+        Config(threads=value)
+
+
+def test_calibration_takes_the_faster_count_at_once():
+    cpu = SimulatedCPU()
+    governor = Governor(2, cpu.set_threads)
+    cpu.load = BUSY
+    governor.calibrate(lambda: BUSY[cpu.threads])
+    assert governor.threads == cpu.threads == 1
+    cpu.load = QUIET
+    governor.calibrate(lambda: QUIET[cpu.threads])
+    assert governor.threads == cpu.threads == 2
