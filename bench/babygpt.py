@@ -6,7 +6,11 @@ A small causal transformer trained with nanoGPT's CPU recipe for shakespeare_cha
 the recipe: 4 layers, 4 heads, embedding 128, context 64, batch 12, dropout 0, AdamW (lr 1e-3,
 betas 0.9/0.99, weight decay 0.1 on matrices and embeddings), 100 warm-up iterations then cosine
 decay to 1e-4 at the last iteration, gradient clip 1.0, fp32. Pre-LayerNorm blocks, GELU MLP 4x,
-learned position embeddings, the token embedding tied to the output head, no biases.
+learned position embeddings, the token embedding tied to the output head, no biases. As nanoGPT
+does (`always_save_checkpoint=False`), the model kept is the one with the lowest held-out loss,
+estimated on `eval_iters` random batches every `eval_interval` iterations and at the last (the
+recipe's CPU command: 20); charlm keeps its best.pt the same way, so both are scored as their users
+would sample from them.
 
 Text: read as charlm reads it (UTF-8, `\\r\\n` -> `\\n`, NFC, a final newline), so both models see the
 same characters. The vocabulary is every character of the whole file, sorted: the same as
@@ -61,6 +65,8 @@ class TrainConfig:
     beta2: float = 0.99
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
     seed: int = 1337
     quiet: bool = False
 
@@ -178,22 +184,43 @@ def make_optimizer(model: BabyGPT, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, config.beta2))
 
 
-def train(model: BabyGPT, train_ids: torch.Tensor, config: TrainConfig) -> float:
-    """Train on random windows of `train_ids` for config.iters iterations; returns the wall seconds."""
+def random_windows(ids: torch.Tensor, block: int, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """`batch` random windows of `block` inputs from `ids`, and their targets (the next characters)."""
+    starts = torch.randint(len(ids) - block, (batch, 1), generator=generator)
+    offsets = torch.arange(block)
+    return ids[starts + offsets], ids[starts + offsets + 1]
+
+
+@torch.no_grad()
+def estimate_loss(model: BabyGPT, ids: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> float:
+    """Mean loss on `eval_iters` random batches of `ids` (nanoGPT's estimate, used to keep the best model)."""
+    block = min(model.config.block, len(ids) - 1)
+    model.eval()
+    losses = [
+        F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten()).item()
+        for inputs, targets in (random_windows(ids, block, config.batch, generator) for _ in range(config.eval_iters))
+    ]
+    model.train()
+    return sum(losses) / len(losses)
+
+
+def train(model: BabyGPT, train_ids: torch.Tensor, config: TrainConfig, held_out: torch.Tensor | None = None) -> float:
+    """Train on random windows of `train_ids` for config.iters iterations; returns the wall seconds.
+    With `held_out`, the model ends with the weights of its best held-out estimate (see the docstring)."""
     block = model.config.block
     if len(train_ids) <= block:
         raise SystemExit(f"babygpt: {len(train_ids)} training characters do not fill one window of {block + 1}")
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
-    offsets = torch.arange(block)
+    eval_generator = torch.Generator().manual_seed(config.seed + 1)
+    best_loss, best_state = float("inf"), None
     model.train()
     started = time.perf_counter()
     with tqdm(total=config.iters, desc="baby GPT", unit="it", disable=config.quiet) as bar:
         for it in range(config.iters):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, it)
-            starts = torch.randint(len(train_ids) - block, (config.batch, 1), generator=generator)
-            inputs, targets = train_ids[starts + offsets], train_ids[starts + offsets + 1]
+            inputs, targets = random_windows(train_ids, block, config.batch, generator)
             loss = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -202,6 +229,12 @@ def train(model: BabyGPT, train_ids: torch.Tensor, config: TrainConfig) -> float
             bar.update()
             if it % 50 == 0 or it == config.iters - 1:
                 bar.set_postfix(bpc=f"{loss.item() * LOG2E:.3f}", refresh=False)
+            if held_out is not None and ((it + 1) % config.eval_interval == 0 or it == config.iters - 1):
+                estimate = estimate_loss(model, held_out, config, eval_generator)
+                if estimate < best_loss:
+                    best_loss, best_state = estimate, {k: v.clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return time.perf_counter() - started
 
 
@@ -280,7 +313,8 @@ def train_baseline(text: str, args: argparse.Namespace) -> Baseline:
     model_config, train_config = configs(args, len(vocab))
     torch.manual_seed(train_config.seed)
     model = BabyGPT(model_config)
-    seconds = train(model, vocab.encode(text[: split_at(text)]), train_config)
+    at = split_at(text)
+    seconds = train(model, vocab.encode(text[:at]), train_config, vocab.encode(text[at:]))
     return Baseline(model, vocab, seconds)
 
 

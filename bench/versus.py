@@ -9,7 +9,10 @@ GPT of bench/babygpt.py for --iters iterations and time it, then train charlm wi
 characters of the same held-out text, the last 10% of the file (charlm's val_fraction=0.1 split,
 checked against charlm's own): every character after the first, charlm with its own evaluation
 (`bits_per_char`: the figure of one pass, the state carried through the whole text), the baby GPT
-with its sliding window (each character from up to `--block` characters before it). The load average is recorded before and after each training run; `--busy N` keeps
+with its sliding window (each character from up to `--block` characters before it). Each is scored
+as its user would sample from it: charlm's best.pt (the best of its evaluations on that text), the
+baby GPT's weights of its best held-out estimate (nanoGPT's checkpoint rule; bench/babygpt.py). The
+load average is recorded before and after each training run; `--busy N` keeps
 N busy-loop processes running through all the measurements (the "busy machine" table).
 
 Writes the report to --out (default bench/out/versus-<time>.txt) and charlm's runs beside it.
@@ -74,8 +77,9 @@ def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
     options = {"quiet": True, "random_seed": args.seed, **parse(args.charlm_set)}
     options["max_time"] = f"{max(baseline.seconds, 0.1):.1f}s"
     started = time.perf_counter()
-    model = charlm.train(corpus, out=runs / Path(corpus).stem, **options)
+    charlm.train(corpus, out=runs / Path(corpus).stem, **options)
     row["charlm wall s"] = time.perf_counter() - started
+    model = charlm.load(runs / Path(corpus).stem)  # best.pt, what `charlm sample` reads
     row["load after charlm"] = load_average()
 
     prepared = load_corpus([corpus], charlm.Config(**options), quiet=True)  # from the cache training wrote
@@ -142,6 +146,7 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
     )
     notes = [
         "Scored: the same characters for both, every character of the last 10% of each file but its first.",
+        "Each model as its user samples it: charlm's best.pt, the baby GPT's best held-out estimate (every 250 its).",
         "charlm's wall s includes preparing the corpus, fitting its size and its final evaluation.",
         "Load: os.getloadavg(), the 1, 5 and 15 minute averages.",
     ]
