@@ -155,6 +155,28 @@ def test_babygpt_sliding_window_score_is_exact(bench):
     assert babygpt.bits_per_char(model, segments, stride) != pytest.approx(longest)  # the contexts do differ
 
 
+def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(bench, monkeypatch):
+    """nanoGPT's checkpoint rule: a baseline that gets worse on the held-out text late in training ends
+    with its best weights, not its last."""
+    babygpt = bench("babygpt")
+    torch.manual_seed(0)
+    model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=5, layers=1, heads=1, embed=8, block=4))
+    estimates = iter([3.0, 1.0, 2.0, 4.0])  # the second evaluation (iteration 20) is the best
+    kept = {}
+
+    def estimate(model, ids, config, generator):
+        value = next(estimates)
+        kept[value] = {k: v.clone() for k, v in model.state_dict().items()}
+        return value
+
+    monkeypatch.setattr(babygpt, "estimate_loss", estimate)
+    config = babygpt.TrainConfig(iters=40, batch=2, eval_interval=10, quiet=True)
+    babygpt.train(model, torch.randint(5, (200,)), config, held_out=torch.randint(5, (50,)))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, kept[1.0][name])
+    assert any(not torch.equal(kept[1.0][name], kept[4.0][name]) for name in kept[1.0])  # training went on
+
+
 def test_versus_scores_both_models_on_every_held_out_character(bench, fox_file, tiny):
     """charlm's bits_per_char is one pass over the whole held-out text, as the baseline's sliding window
     covers it: every character after the first, each from the text before it."""
