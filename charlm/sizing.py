@@ -1,7 +1,7 @@
 """A model that fits the time budget: the hidden size when `--hidden` is not given.
 
 In a fixed wall time a bigger model learns more per character but sees fewer characters. The sweeps
-of `bench/sweep.py` (docs/benchmarks.md, "Model size for the budget") found the best validation
+of `bench/sweep.py` (docs/benchmarks.md, "Model size") found the best validation
 bpc where the characters a run gets through are about CHARS_PER_PARAMETER times the parameters whose
 training the budget pays for: the recurrent layers, and one head row per *frequent* character (those
 covering 90% of the text). A rare character's row learns from its few occurrences however long the
