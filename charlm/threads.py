@@ -2,8 +2,9 @@
 
 torch splits each large operation over its intra-op threads (one per core by default) and waits for
 all of them. When another process holds a core, the thread on it runs only in its scheduler slices
-and every operation waits for it: measured on 2 cores with one core busy, a training step took 7.8x
-as long with 2 threads and only 1.7x with 1 (docs/benchmarks.md, "Threads under load"). No
+and every operation waits for it: measured on 2 cores with one core busy, a 2x256 training step took
+3.5x as long as on the quiet machine with 2 threads and only 1.2x with 1 (docs/benchmarks.md, "A busy
+machine: threads"). No
 setting is right for both a quiet and a busy machine, and the load changes during a run, so the
 `Governor` keeps measuring: the work done per second at the current thread count over a short window,
 and now and then the same at a neighbouring count; it keeps the faster. A drop in speed triggers a
