@@ -41,6 +41,7 @@ def test_train_sample_eval_info(trained, fox_file):
     assert len(set(values)) == 1  # every value starts in one column, however long the label
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_eval_shows_a_progress_bar_unless_quiet(trained, fox_file):
     shown = run_cli("eval", trained, str(fox_file), check=True)
     assert "scoring" in shown.stderr and "100%" in shown.stderr and "char/s" in shown.stderr, shown.stderr
@@ -90,6 +91,7 @@ def test_a_random_seed_out_of_range_gets_one_line(trained, fox_file, seed):
     assert_one_line_error(cli("sample", "--random-seed", seed), expected, f"not {seed}")
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_a_random_seed_out_of_range_gets_one_line_from_a_real_process(trained):
     assert_one_line_error(run_cli("sample", "--random-seed", "99999999999999999999"), "--random-seed must be between")
     assert run_cli("sample", "--random-seed", "-5", "--length", "5", check=True).stdout  # negative seeds are seeds
@@ -109,6 +111,7 @@ def test_bad_checkpoints_get_one_line(tmp_path, trained):
     assert_one_line_error(cli("info", "notes.pt"), "notes.pt: not a charlm checkpoint")
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_real_process_errors_have_no_traceback(tmp_path):
     assert_one_line_error(run_cli("train", str(tmp_path / "nothing.txt")), "no such file or folder")
     assert_one_line_error(run_cli("sample"), "no runs under checkpoints")

@@ -172,6 +172,7 @@ def test_a_char_piece_model_too_small_for_the_corpus_says_the_size_it_needs(tmp_
     assert cli(*args, "--vocab-size", str(needed - 40), "--coverage", "0.98").exit_code == 0  # fewer characters
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 @pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
 def test_a_seed_byte_that_is_not_utf8_is_one_line_for_either_checkpoint(tmp_path, chinese, tokenizer):
     (tmp_path / "novel.txt").write_text(chinese[:20000], encoding="utf-8")

@@ -32,6 +32,7 @@ def test_a_new_run_never_overwrites_an_old_one(fox_file, tiny):
         charlm.train(fox_file, out="run", **tiny)
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_second_training_into_one_folder_is_refused_and_a_dead_owner_is_taken_over(fox_file, tmp_path):
     process = start_training(str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000")
     try:
@@ -94,6 +95,7 @@ def dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
     """20 trials into a fresh folder, 20 into one whose lock a killed trainer left; 3 contenders each."""
     contenders = 3
@@ -154,6 +156,7 @@ def test_runs_started_in_one_second_get_their_own_folders_in_time_order(fox_file
     assert f"{base}-99" < next_second  # still in time order among runs of the following seconds
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_two_trainings_started_together_train_in_two_folders(fox_file):
     processes = [
         start_training(str(fox_file), *TRAIN_ARGS, "--max-steps", "5", "--random-seed", str(seed)) for seed in (1, 2)
@@ -171,6 +174,7 @@ def test_a_run_that_fails_before_training_leaves_no_folder(fox_file, tiny, tmp_p
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_ranks_under_torchrun_share_the_folder_rank_0_claims(fox_file, tmp_path):
     torchrun("train", str(fox_file), *cli_options(max_steps=5))
     assert len(list((tmp_path / "checkpoints").iterdir())) == 1 and len(runs.run_folders()) == 1

@@ -382,6 +382,7 @@ def wait_until(condition, timeout: float = 5) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_same_seed_alone_and_among_31_concurrent_requests_is_the_same_text(server):
     url, _ = server
     probe = {"prompt": "the ", "max_tokens": 300, "seed": 1234, "temperature": 0.9, "top_p": 0.95}
@@ -625,6 +626,7 @@ def made_text(driver) -> str:
     )
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select

@@ -204,6 +204,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fo
     assert_same_weights(latest("whole"), latest("cut"))
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_path):
     process = start_training(str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000")
     wait_for(tmp_path / "checkpoints/run/.lock")
@@ -295,6 +296,7 @@ def test_the_final_weights_are_scored_even_when_the_last_step_is_also_a_save(fox
     assert best.progress.step == 20
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_the_cli_summary_of_a_run_whose_last_step_was_a_save(fox_file):
     result = run_cli(
         "train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100", "--checkpoint-every", "50"
