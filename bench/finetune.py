@@ -60,16 +60,16 @@ def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, floa
     return best["val_bpc"], best["step"], min(default)
 
 
-def report(name: str, run: Path, steps: int | None, heldout: torch.Tensor | None, cadence: int) -> str:
+def report(name: str, run: Path, steps: int | None, heldout: torch.Tensor | None, cadence: int = 1) -> str:
     """One table row for a finished run (and its sample, printed); `cadence`: its default --eval-every.
     With `steps` None (a time budget) the row gives the steps made and the best.pt score."""
     model = charlm.load(run)
     forgets = f"{bits_per_char(model, heldout, EVAL_TOKENS):.3f}" if heldout is not None else "-"
     if steps is None:
-        rows = [r for r in read_metrics(run) if r.get("val_bpc") is not None]
-        best = min(rows, key=lambda r: r["val_bpc"])
+        made = read_metrics(run)[-1]["step"]
+        best, step, _ = best_bpcs(run, made)
         size = f"{model.config.layers}x{model.config.hidden}"
-        line = f"| {name} | {size} | {rows[-1]['step']:,} | {best['val_bpc']:.3f} (step {best['step']:,}) | {forgets} |"
+        line = f"| {name} | {size} | {made:,} | {best:.3f} (step {step:,}) | {forgets} |"
     else:
         best, step, default = best_bpcs(run, steps, cadence)
         line = f"| {name} | {steps:,} | {best:.3f} (step {step:,}) | {default:.3f} | {forgets} |"
@@ -131,11 +131,11 @@ def by_time(args: argparse.Namespace, folder: Path, base_ids: torch.Tensor, befo
         if args.scratch:
             run = folder / f"scratch-{minutes}m"
             charlm.train(args.text, out=run, **budget)
-            lines.append(report(f"scratch, defaults, {minutes} min", run, None, None, SCRATCH_EVAL_EVERY))
+            lines.append(report(f"scratch, defaults, {minutes} min", run, None, None))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{minutes}m-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**budget, **parse(spec)})
-            lines.append(report(f"fine-tuned, {spec}, {minutes} min", run, None, base_ids, 0))
+            lines.append(report(f"fine-tuned, {spec}, {minutes} min", run, None, base_ids))
     print(f"\n| run | size | steps | {args.text} held-out bpc of best.pt (step) | base held-out bpc |")
     print("| --- | --- | ---: | ---: | ---: |")
     print("\n".join(lines))

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -137,7 +136,7 @@ def probe_speed(config: Config, corpus: TokenCorpus, hidden: int, world: int = 1
 
 def head_rows(corpus: TokenCorpus) -> int:
     """The head rows the rule counts: one per frequent character of the training split."""
-    return frequent_characters(torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab))))
+    return frequent_characters(torch.from_numpy(corpus.train_counts))
 
 
 def fit_hidden(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[int, float | None]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -66,6 +67,12 @@ class TokenCorpus:
     @property
     def train_ids(self) -> np.ndarray:
         return self.tokens[: self.split]
+
+    @functools.cached_property
+    def train_counts(self) -> np.ndarray:
+        """Occurrences of each id in the training split (the size rule and the adaptive head read them),
+        counted once per corpus."""
+        return np.bincount(self.train_ids, minlength=len(self.vocab))
 
     @property
     def val_ids(self) -> np.ndarray:

@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
@@ -152,7 +151,7 @@ class Trainer:
         """A model of the config's architecture over the corpus's vocabulary, its head fitted to the
         training text's character frequencies."""
         config, corpus = self.config, self.corpus
-        counts = torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab)))
+        counts = torch.from_numpy(corpus.train_counts)
         cutoffs = head_cutoffs(config.head, counts)
         model_config = ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), cutoffs)
         model = CharLM(model_config, corpus.vocab)
