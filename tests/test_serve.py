@@ -722,7 +722,11 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         browser.find_element("id", "generate").click()
         wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
         made = made_text(browser)
-        assert len(made) == 150 and sum("\u4e00" <= c <= "\u9fff" for c in made) > 75
+        # What the page shows must be the model's own characters, not escapes or mojibake; how much of
+        # it is Chinese depends on the draw (a tiny model also writes the novel's indenting spaces and
+        # punctuation: 70 of 150 in one draw), so the bound is far below any draw and far above zero.
+        assert len(made) == 150 and set(made) <= set(text) and "\ufffd" not in made
+        assert sum("\u4e00" <= c <= "\u9fff" for c in made) > 30
         assert browser.execute_script("return fullText()") == seed + made
         spans = browser.find_elements("css selector", "#text .made")
         target = next(s for s in spans if "\u4e00" <= s.text <= "\u9fff")
