@@ -44,10 +44,12 @@ def start_run(
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
     probed = None
-    if config.hidden is None:  # every rank must build the same model: rank 0 measures, the others take its size
-        hidden, probed = sizing.fit_hidden(config, corpus, ranks.world) if ranks.leader else (0, None)
-        (hidden,) = ranks.from_leader([hidden], device)
-        config = dataclasses.replace(config, hidden=int(hidden))
+    if ranks.leader:  # every rank must build the same model: rank 0 measures, the others take what it chose
+        config, probed = sizing.fit(config, corpus, ranks.world)
+    hidden, dropout, eval_every = ranks.from_leader(
+        [config.hidden or 0, config.dropout or 0.0, config.eval_every or 0], device
+    )
+    config = dataclasses.replace(config, hidden=int(hidden), dropout=dropout, eval_every=int(eval_every))
     model = None if base is None else base.model(corpus.vocab, config.dropout)
     record = None if base is None else base.record
     trainer = Trainer(config, corpus, ranks, model=model, base=record, probed_chars_per_second=probed)

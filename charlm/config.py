@@ -7,6 +7,7 @@ a default is never written twice. A checkpoint stores the config as a plain dict
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -40,6 +41,12 @@ CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer",
 # every torch seed is one of them, and seed + offset is still one torch takes.
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
+# Options fitted to the text and the budget when left unset (`Config.fitted`): dropout rises from 0.1
+# for a text read up to 12 times to 0.5 for one read 40 times or more; evaluation once per pass over
+# the training text, but not more often than every 200 steps nor less often than every 2000.
+DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))
+EVAL_EVERY_RANGE = (200, 2000)
+
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 MAX_THREADS = 1024
@@ -57,7 +64,11 @@ class Config:
     hidden: int | None = _opt(
         None, "hidden units per layer (also the embedding size); unset: fitted to --max-time, else 256"
     )
-    dropout: float = _opt(0.1, "dropout between layers and before the head")
+    dropout: float | None = _opt(
+        None,
+        "dropout between layers and before the head; unset: fitted to how many times the run will read "
+        "the training text (0.1 up to 12 times, rising to 0.5 at 40)",
+    )
     head: str = _opt(
         "auto",
         "output layer: full (a row per character), adaptive (an adaptive softmax), auto: adaptive for big vocabularies",
@@ -88,7 +99,11 @@ class Config:
     # limits: the run stops at whichever comes first; the schedule decays over that budget
     max_steps: int | None = _opt(None, "stop after this many optimizer steps")
     max_time: str | None = _opt("10m", "stop after this much training time, e.g. 90s, 10m, 1h (none: no limit)")
-    eval_every: int = _opt(2000, "evaluate validation bpc and checkpoint every N steps")
+    eval_every: int | None = _opt(
+        None,
+        "evaluate validation bpc and checkpoint every N steps; unset: once per pass over the training text, "
+        "every 200 to 2000 steps",
+    )
     checkpoint_every: str | int = _opt("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
     save_errors: str = _opt(
         "stop", "when a checkpoint cannot be written: stop, or warn and train on", choices=SAVE_ERRORS
@@ -122,7 +137,7 @@ class Config:
         if self.head not in HEADS:
             raise CharLMError(f"--head must be one of {', '.join(HEADS)}, not {self.head!r}")
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
-            if name == "hidden" and self.hidden is None:  # chosen when training starts (sizing.py)
+            if name in ("hidden", "eval_every") and getattr(self, name) is None:  # fitted when training starts
                 continue
             if getattr(self, name) < 1:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
@@ -150,7 +165,7 @@ class Config:
             raise CharLMError(f"--vocab-size must be at least 8, not {self.vocab_size}")
         if self.save_errors not in SAVE_ERRORS:
             raise CharLMError(f"--save-errors must be one of {', '.join(SAVE_ERRORS)}, not {self.save_errors!r}")
-        if not 0.0 <= self.dropout < 1.0:
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), not {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:
             raise CharLMError(f"--val-fraction must be between 0 and 1, not {self.val_fraction}")
@@ -181,6 +196,29 @@ class Config:
         if not self.max_steps and not self.max_seconds():
             raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
 
+    def planned_tokens(self, tokens_per_second: float | None) -> float | None:
+        """Tokens the run's limits let it train on: --max-steps' worth or --max-time's at the given
+        speed, whichever is fewer (None: no limit it can be told from)."""
+        limits = [self.max_steps * self.batch_size * self.seq_len] if self.max_steps else []
+        if self.max_seconds() and tokens_per_second:
+            limits.append(self.max_seconds() * tokens_per_second)
+        return min(limits, default=None)
+
+    def fitted(self, train_tokens: int, planned_tokens: float | None) -> Config:
+        """This config with the options that depend on the text and the budget filled in where unset.
+        Dropout follows the passes over the training text the run will make: a text read a few times
+        is underfitted and wants little (the English sweeps chose 0.1), a short one read dozens of times
+        is memorized unless dropout is strong (alice.txt, 46 passes: 0.5 beat 0.3 and 0.1); in between,
+        log-linear (docs/benchmarks.md, "Dropout and the passes over the text"). Evaluation comes once
+        per pass, so a short text's best weights are caught before it is overfitted, at a cost of
+        about 4% of training (the held-out tenth, forward only) whatever the text's size."""
+        steps_per_pass = train_tokens / (self.batch_size * self.seq_len)
+        eval_every = self.eval_every or int(min(max(steps_per_pass, EVAL_EVERY_RANGE[0]), EVAL_EVERY_RANGE[1]))
+        dropout = self.dropout
+        if dropout is None:
+            dropout = fitted_dropout(planned_tokens / max(train_tokens, 1) if planned_tokens else 0.0)
+        return dataclasses.replace(self, dropout=dropout, eval_every=eval_every)
+
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
         text = str(self.checkpoint_every).strip()
@@ -205,6 +243,13 @@ class Config:
             for f in dataclasses.fields(self)
             if f.name not in RESUMABLE and getattr(self, f.name) != getattr(other, f.name)
         ]
+
+
+def fitted_dropout(passes: float) -> float:
+    """Dropout for a run that reads its training text `passes` times (see `Config.fitted`)."""
+    (few, low), (many, high) = DROPOUT_RULE
+    share = min(max(math.log(max(passes, 1e-9) / few) / math.log(many / few), 0.0), 1.0)
+    return round(low + share * (high - low), 2)
 
 
 def from_options(config_class: type, options: dict, what: str = "option"):

@@ -139,6 +139,20 @@ def head_rows(corpus: TokenCorpus) -> int:
     return frequent_characters(torch.from_numpy(corpus.train_counts))
 
 
+def fit(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[Config, float | None]:
+    """The config with what the budget and the text decide filled in where the user left it unset: the
+    hidden size (`fit_hidden`), then dropout and the evaluation cadence (`Config.fitted`, which needs the
+    run's speed to know how many times a time budget reads the text), and the training chars/s probed."""
+    probed = None
+    if config.hidden is None:
+        hidden, probed = fit_hidden(config, corpus, world)
+        config = dataclasses.replace(config, hidden=hidden)
+    elif config.dropout is None and config.max_seconds():
+        probed = probe_speed(config, corpus, config.hidden, world)
+    speed = probed and probed / corpus.chars_per_token
+    return config.fitted(len(corpus.train_ids), config.planned_tokens(speed)), probed
+
+
 def fit_hidden(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[int, float | None]:
     """The hidden size for a run whose user left it unset, fitted to its time budget, and the training
     chars/s the probe measured for it (None without a budget)."""

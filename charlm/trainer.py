@@ -98,6 +98,9 @@ class Trainer:
             config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
         if config.hidden is None:
             raise CharLMError("the hidden size is not set; give --hidden or let sizing.fit_hidden choose it")
+        if config.dropout is None or config.eval_every is None:  # a caller that did not fit them (api.start_run does)
+            speed = probed_chars_per_second and probed_chars_per_second / corpus.chars_per_token
+            config = config.fitted(len(corpus.train_ids), config.planned_tokens(speed))
         self.config, self.corpus = config, corpus
         self.ranks, self.shard = ranks, ranks.shard(config.batch_size)
         self.device = resolve_device(config.device, ranks.local_rank, ranks.world)

@@ -101,3 +101,20 @@ def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, 
     frequent = frequent_characters(counts)
     assert 100 < frequent < len(corpus.vocab) // 2
     assert seen["parameters"] == sizing.trained_parameters("lstm", 1, 256, frequent)
+
+
+def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, tiny, monkeypatch):
+    """A short text read dozens of times gets strong dropout and an evaluation per pass; a time budget
+    is turned into passes with the probed speed, also when the user gave --hidden."""
+    tiny.update(batch_size=16, seq_len=25, max_steps=300, eval_every=None)  # 120,000 tokens of a 2,376-token text
+    charlm.train(fox_file, out="many", **tiny)
+    many = latest("many").config
+    assert many.dropout == 0.5 and many.eval_every == 200
+    probed = []
+    monkeypatch.setattr(sizing, "probe_speed", lambda *args: probed.append(args[2]) or 100.0)
+    tiny.update(max_steps=None, max_time="1s")  # 100 chars/s: a twentieth of one pass
+    charlm.train(fox_file, out="timed", **tiny)
+    assert probed == [32] and latest("timed").config.dropout == 0.1
+    tiny.update(dropout=0.3)
+    charlm.train(fox_file, out="given", **tiny)
+    assert probed == [32] and latest("given").config.dropout == 0.3  # given: nothing to probe
