@@ -9,8 +9,9 @@ cannot move a result. For each budget: with `--scratch`, one run from scratch wi
 base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RUN`) per CONFIG
 (`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
 scored every 200 steps (--eval-every; scoring does not change training), and reports the held-out bpc
-of the small text that best.pt keeps at that cadence and at the run's default one (from scratch every
-2,000 steps, fine-tuned every finetune.DEFAULTS["eval_every"], and the last step), the base's own
+of the small text that best.pt keeps at that cadence and at the run's default one (from scratch once
+per pass over the text, `Config.fitted`; fine-tuned every finetune.DEFAULTS["eval_every"]; and the
+last step), the base's own
 held-out bpc under that best.pt, and a sample of it.
 
 `--minutes`: budgets in wall time instead (`--max-time`, what a user gives), for the issue's figures:
@@ -40,7 +41,6 @@ from charlm.reporting import read_metrics
 from charlm.tokens import load_corpus
 from charlm.trainer import EVAL_TOKENS
 
-SCRATCH_EVAL_EVERY = Config().eval_every
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
 INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives measured against it
 
@@ -49,6 +49,12 @@ def base_heldout(base: str) -> torch.Tensor:
     """The held-out ids of the base's own corpus (a fine-tuned model keeps the base's ids for them)."""
     saved = charlm.checkpoint.read(runs.resolve(base))
     return torch.as_tensor(load_corpus(saved.corpus["sources"], saved.config, quiet=True).val_ids.astype("int64"))
+
+
+def default_cadence(text: str) -> int:
+    """The --eval-every a run from scratch on `text` gets by default: once per pass (`Config.fitted`)."""
+    config = Config()
+    return config.fitted(len(load_corpus([text], config, quiet=True).train_ids), None).eval_every
 
 
 def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, float]:
@@ -171,7 +177,7 @@ def main() -> None:
         if args.scratch:
             run = folder / f"scratch-{steps}"
             charlm.train(args.text, out=run, hidden=base.hidden, layers=base.layers, **common)
-            lines.append(report("scratch, defaults", run, steps, None, SCRATCH_EVAL_EVERY))
+            lines.append(report("scratch, defaults", run, steps, None, default_cadence(args.text)))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{steps}-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})

@@ -107,7 +107,7 @@ def cell_loop(hidden: int, steps: int) -> float:
 def loop_config(hidden: int, steps: int, precision: str = "fp32") -> Config:
     return Config(
         hidden=hidden, layers=LAYERS, batch_size=BATCH, seq_len=SEQ, max_steps=steps + 5, max_time=None,
-        eval_every=10**9, checkpoint_every=10**9, warmup_steps=0, quiet=True, precision=precision,
+        dropout=0.1, eval_every=10**9, checkpoint_every=10**9, warmup_steps=0, quiet=True, precision=precision,
     )  # fmt: skip
 
 

@@ -150,7 +150,13 @@ def fit(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[Config, fl
     elif config.dropout is None and config.max_seconds():
         probed = probe_speed(config, corpus, config.hidden, world)
     speed = probed and probed / corpus.chars_per_token
-    return config.fitted(len(corpus.train_ids), config.planned_tokens(speed)), probed
+    fitted = config.fitted(len(corpus.train_ids), config.planned_tokens(speed))
+    if config.dropout is None and not config.quiet:
+        passes = (config.planned_tokens(speed) or 0.0) / max(len(corpus.train_ids), 1)
+        tqdm.write(
+            f"--dropout {fitted.dropout:g} fits about {passes:.1f} passes over the training text", file=sys.stderr
+        )
+    return fitted, probed
 
 
 def fit_hidden(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[int, float | None]:

@@ -103,13 +103,15 @@ def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, 
     assert seen["parameters"] == sizing.trained_parameters("lstm", 1, 256, frequent)
 
 
-def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, tiny, monkeypatch):
+def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, tiny, monkeypatch, capsys):
     """A short text read dozens of times gets strong dropout and an evaluation per pass; a time budget
     is turned into passes with the probed speed, also when the user gave --hidden."""
     tiny.update(batch_size=16, seq_len=25, max_steps=300, eval_every=None)  # 120,000 tokens of a 2,376-token text
     charlm.train(fox_file, out="many", **tiny)
     many = latest("many").config
     assert many.dropout == 0.5 and many.eval_every == 200
+    charlm.train(fox_file, out="told", **{**tiny, "quiet": False, "max_steps": 3})  # 1,200 tokens: half a pass
+    assert "--dropout 0.1 fits about 0.5 passes over the training text" in capsys.readouterr().err
     probed = []
     monkeypatch.setattr(sizing, "probe_speed", lambda *args: probed.append(args[2]) or 100.0)
     tiny.update(max_steps=None, max_time="1s")  # 100 chars/s: a twentieth of one pass
