@@ -172,12 +172,13 @@ def main() -> None:
         return
     base = charlm.checkpoint.read(runs.resolve(args.base)).config
     lines = []
+    scratch_cadence = default_cadence(args.text) if args.scratch else 0
     for steps in [int(s) for s in args.steps.split(",")]:
         common = {"max_steps": steps, "max_time": None, "eval_every": args.eval_every, "quiet": True}
         if args.scratch:
             run = folder / f"scratch-{steps}"
             charlm.train(args.text, out=run, hidden=base.hidden, layers=base.layers, **common)
-            lines.append(report("scratch, defaults", run, steps, None, default_cadence(args.text)))
+            lines.append(report("scratch, defaults", run, steps, None, scratch_cadence))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{steps}-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})

@@ -76,9 +76,8 @@ class Ranks:
         try:
             yield self
             # Leave together, with the job's objects that hold the group (DistributedDataParallel's
-            # reducer) freed first. Without this, rank 0 aborted at exit once in a clean-clone run of
-            # .ci/run ("terminate called without an active exception", after its last line), its peer
-            # having torn its group down while rank 0 still printed its sample.
+            # reducer) freed first: a rank that tears its group down while a peer still uses it (rank 0
+            # printing its sample) can make the peer abort at exit.
             gc.collect()
             dist.barrier()
         finally:

@@ -1,4 +1,5 @@
-"""A model that fits the time budget: the hidden size when `--hidden` is not given.
+"""A model that fits the time budget: the hidden size when `--hidden` is not given (and, in `fit`,
+the dropout and evaluation cadence that follow from the budget: `Config.fitted`).
 
 In a fixed wall time a bigger model learns more per character but sees fewer characters. The sweeps
 of `bench/sweep.py` (docs/benchmarks.md, "Model size") found the best validation
@@ -149,10 +150,10 @@ def fit(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[Config, fl
         config = dataclasses.replace(config, hidden=hidden)
     elif config.dropout is None and config.max_seconds():
         probed = probe_speed(config, corpus, config.hidden, world)
-    speed = probed and probed / corpus.chars_per_token
-    fitted = config.fitted(len(corpus.train_ids), config.planned_tokens(speed))
+    planned = config.planned_tokens(probed and probed / corpus.chars_per_token)
+    fitted = config.fitted(len(corpus.train_ids), planned)
     if config.dropout is None and not config.quiet:
-        passes = (config.planned_tokens(speed) or 0.0) / max(len(corpus.train_ids), 1)
+        passes = (planned or 0.0) / max(len(corpus.train_ids), 1)
         tqdm.write(
             f"--dropout {fitted.dropout:g} fits about {passes:.1f} passes over the training text", file=sys.stderr
         )
