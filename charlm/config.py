@@ -88,7 +88,7 @@ class Config:
         None, "sentencepiece pieces (default: char: every character; bpe/unigram: the characters + 2048)"
     )
     # optimisation
-    lr: float = _opt(3e-3, "peak learning rate (AdamW)")
+    lr: float = _opt(5e-3, "peak learning rate (AdamW)")
     min_lr_ratio: float = _opt(0.05, "final learning rate as a fraction of --lr (cosine decay)")
     warmup_steps: int = _opt(100, "linear warm-up steps")
     weight_decay: float = _opt(0.1, "AdamW weight decay on weight matrices")
