@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 import charlm
+from charlm.evaluate import bits_per_char
+from charlm.tokens import load_corpus
 
 from .conftest import REPO
 
@@ -201,3 +204,30 @@ def test_size_rule_bench_runs(fox_file):
     out = run_bench("bench/size_rule.py", str(fox_file), "--budgets", "2s", "--repeats", "2")
     rows = [line for line in out.splitlines() if line.startswith("| fox.txt | 2s |")]
     assert len(rows) == 2 and all("x128 |" in row or "x192 |" in row for row in rows)
+
+
+def test_mixture_cache_decays_each_count_by_its_age(bench):
+    """The cache's probability of character i: the counts of characters 0..i-1, each halved per
+    `half_life` characters of age, over their sum; also past the point where the weights are rescaled."""
+    mixture = bench("mixture")
+    assert list(mixture.cache_probabilities("abab", 1.0)) == pytest.approx([0.0, 1 / 3, 2 / 7])  # worked by hand
+    text = "".join(random.Random(0).choice("abc") for _ in range(600))
+    got = mixture.cache_probabilities(text, 1.5)  # weights grow 2 ** (1 / 1.5) per character: rescaled
+    for i in (1, 2, 300, 599):
+        ages = np.arange(i)[::-1]  # character j of text[:i] is i - 1 - j characters old
+        weights = 0.5 ** (ages / 1.5)
+        expected = weights[[c == text[i] for c in text[:i]]].sum() / weights.sum()
+        assert got[i - 1] == pytest.approx(expected, rel=1e-9)
+
+
+def test_mixture_bench_runs(tmp_path, tiny):
+    corpus = messy_text(tmp_path / "words.txt", lines=300)
+    charlm.train(str(corpus), out=str(tmp_path / "run"), **tiny)
+    model = charlm.load(tmp_path / "run")  # best.pt, as the script reads it
+    out = run_bench("bench/mixture.py", str(tmp_path / "run"), str(corpus), "--orders", "2", "--half-lives", "50")
+    table = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    rows = {cells[0].strip(): float(cells[1]) for cells in table[1:]}  # table[0]: the header
+    held_out = load_corpus([str(corpus)], charlm.Config(**tiny), quiet=True).val_ids
+    assert rows["charlm"] == pytest.approx(bits_per_char(model, held_out), abs=1e-4)
+    assert rows["charlm + KN-2"] <= rows["charlm"] and rows["charlm + KN-2 + cache (50)"] <= rows["charlm + KN-2"]
+    assert all(math.isfinite(value) and value > 0 for value in rows.values())
