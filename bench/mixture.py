@@ -76,6 +76,12 @@ def best_mixture(base: np.ndarray, others: list[np.ndarray]) -> tuple[float, tup
     return best
 
 
+def describe(mixed: tuple[float, tuple[float, ...]], names: tuple[str, ...]) -> tuple[float, str]:
+    """A best_mixture result as (bpc, "KN 0.25, cache 0.02")."""
+    value, weights = mixed
+    return value, ", ".join(f"{name} {w:g}" for name, w in zip(names, weights))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run")
@@ -94,26 +100,23 @@ def main() -> None:
     rows = [("charlm", bits(p_model), "")]
     caches = {h: cache_probabilities(held_out, float(h)) for h in args.half_lives.split(",")}
     for half_life, p_cache in caches.items():
-        rows.append((f"charlm + cache (half-life {half_life})", *describe(best_mixture(p_model, [p_cache]))))
+        rows.append(
+            (f"charlm + cache (half-life {half_life})", *describe(best_mixture(p_model, [p_cache]), ("cache",)))
+        )
     for order in (int(n) for n in args.orders.split(",")):
         kneser_ney = KneserNey(train, len(model.vocab), max_order=order)
         p_ngram = 2.0 ** -kneser_ney.bits(held_out[1:], order, context=held_out[:1])
         rows.append((f"KN-{order} alone", bits(p_ngram), ""))
-        rows.append((f"charlm + KN-{order}", *describe(best_mixture(p_model, [p_ngram]))))
+        rows.append((f"charlm + KN-{order}", *describe(best_mixture(p_model, [p_ngram]), ("KN",))))
         for half_life, p_cache in caches.items():
             mixed = best_mixture(p_model, [p_ngram, p_cache])
-            rows.append((f"charlm + KN-{order} + cache ({half_life})", *describe(mixed)))
-    lines += ["| scorer | bpc | weights (KN, cache) |", "| --- | ---: | --- |"]
+            rows.append((f"charlm + KN-{order} + cache ({half_life})", *describe(mixed, ("KN", "cache"))))
+    lines += ["| scorer | bpc | mixture weights |", "| --- | ---: | --- |"]
     lines += [f"| {name} | {value:.4f} | {weights} |" for name, value, weights in rows]
     report = "\n".join(lines)
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n", encoding="utf-8")
-
-
-def describe(mixed: tuple[float, tuple[float, ...]]) -> tuple[float, str]:
-    value, weights = mixed
-    return value, ", ".join(f"{w:g}" for w in weights)
 
 
 if __name__ == "__main__":
