@@ -98,7 +98,8 @@ class Trainer:
             config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
         if config.hidden is None:
             raise CharLMError("the hidden size is not set; give --hidden or let sizing.fit_hidden choose it")
-        if config.dropout is None or config.eval_every is None:  # a caller that did not fit them (api.start_run does)
+        # Unset only for the size probe's throwaway trainers: api.start_run fits both before training.
+        if config.dropout is None or config.eval_every is None:
             speed = probed_chars_per_second and probed_chars_per_second / corpus.chars_per_token
             config = config.fitted(len(corpus.train_ids), config.planned_tokens(speed))
         self.config, self.corpus = config, corpus
