@@ -22,6 +22,18 @@ from .errors import CharLMError
 from .evaluate import bits_per_char
 from .reporting import read_metrics
 from .serve.config import ServeConfig
+from .trainer import SAMPLE_CHARS
+
+# --device's default, by the kind of work (one rule for every command; train's is Config.device): over
+# whole texts at once, the best device present; one character a step, the CPU, fastest there for
+# charlm's model sizes (docs/scaling.md).
+DEVICE_DEFAULTS = {"whole texts": "auto", "one character a step": "cpu"}
+
+
+def device_option(work: str):
+    return click.option(
+        "--device", default=DEVICE_DEFAULTS[work], show_default=True, help="cpu, cuda, cuda:N, mps or auto"
+    )
 
 
 class Group(click.Group):
@@ -190,7 +202,7 @@ def train_ranks(
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
         click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
-        text = api.generate(best.model(), "", length=300, temperature=0.8, random_seed=config.random_seed)
+        text = api.generate(best.model(), "", length=SAMPLE_CHARS, temperature=0.8, random_seed=config.random_seed)
         click.echo(text.lstrip("\n"))
 
 
@@ -201,7 +213,7 @@ def train_ranks(
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
 @click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@device_option("one character a step")
 @options_of(SampleConfig, types={"temperature": str})
 def sample(
     target: str | None,
@@ -274,7 +286,7 @@ def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sam
 @click.argument("target", metavar="CHECKPOINT")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
@@ -358,7 +370,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
 )
 @click.option("--held-out", is_flag=True, help="inspect the run's held-out text (its validation split), not a FILE")
 @click.option("--train-text", help="fit the n-gram baseline on this file  [default: the run's training split]")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@device_option("one character a step")
 @click.option("--quiet", is_flag=True, help="no progress bar, no tables: only the page")
 def inspect_command(
     paths: tuple[str, ...],

@@ -132,10 +132,7 @@ class Config:
 
     def validate(self) -> None:
         """Reject impossible values with a message naming the option."""
-        if self.cell not in CELLS:
-            raise CharLMError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.head not in HEADS:
-            raise CharLMError(f"--head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        check_choices(self)
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if name in ("hidden", "eval_every") and getattr(self, name) is None:  # fitted when training starts
                 continue
@@ -145,26 +142,16 @@ class Config:
                 raise CharLMError(f"--{option_name(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
         if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
             raise CharLMError(f"--device must be {DEVICE_FORMS}, not {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise CharLMError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.normalize not in NORMALIZATIONS:
-            raise CharLMError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
         if self.min_count < 1:
             raise CharLMError(f"--min-count must be at least 1, not {self.min_count}")
         if not 0.0 < self.coverage <= 1.0:
             raise CharLMError(f"--coverage must be in (0, 1], not {self.coverage}")
-        if self.tokenizer not in TOKENIZERS:
-            raise CharLMError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}")
-        if self.spm_model not in SPM_MODELS:
-            raise CharLMError(f"--spm-model must be one of {', '.join(SPM_MODELS)}, not {self.spm_model!r}")
         if self.tokenizer == "char" and self.vocab_size is not None:
             raise CharLMError("--vocab-size needs --tokenizer sentencepiece (the char vocabulary is the corpus's)")
         if self.tokenizer == "sentencepiece" and self.min_count != 1:
             raise CharLMError("--min-count applies to --tokenizer char; with sentencepiece use --coverage")
         if self.vocab_size is not None and not 8 <= self.vocab_size < 2**31:
             raise CharLMError(f"--vocab-size must be at least 8, not {self.vocab_size}")
-        if self.save_errors not in SAVE_ERRORS:
-            raise CharLMError(f"--save-errors must be one of {', '.join(SAVE_ERRORS)}, not {self.save_errors!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), not {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -252,6 +239,16 @@ def fitted_dropout(passes: float) -> float:
     return round(low + share * (high - low), 2)
 
 
+def check_choices(config) -> None:
+    """Every field of a config dataclass whose metadata lists its `choices` holds one of them."""
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) not in choices:
+            raise CharLMError(
+                f"--{option_name(f.name)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}"
+            )
+
+
 def from_options(config_class: type, options: dict, what: str = "option"):
     """Build a config dataclass from keyword options, naming any unknown ones."""
     known = {f.name for f in dataclasses.fields(config_class)}
@@ -322,6 +319,7 @@ class SampleConfig:
             self.temperature = tuple(float(t) for t in self.temperature)
         else:
             shown = str(self.temperature)
+        check_choices(self)
         check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"--length must be 0 or more, not {self.length}")
@@ -335,8 +333,6 @@ class SampleConfig:
             raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
         if self.stop is not None and self.stop == "":
             raise CharLMError("--stop must not be empty; give the text to stop at, e.g. --stop $'\\n\\n'")
-        if self.precision not in SAMPLE_PRECISIONS:
-            raise CharLMError(f"--precision must be one of {', '.join(SAMPLE_PRECISIONS)}, not {self.precision!r}")
         if not 1 <= self.num_samples <= 4096:
             raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
         if self.random_seed is not None:

@@ -86,3 +86,11 @@ def test_unset_dropout_and_evaluation_cadence_are_fitted_to_the_text_and_the_bud
     assert tiny.dropout == 0.1 and tiny.eval_every == 200
     given = Config(dropout=0.25, eval_every=70).fitted(train_tokens=130_000, planned_tokens=6_000_000)
     assert (given.dropout, given.eval_every) == (0.25, 70)
+
+
+@pytest.mark.parametrize("field", ["cell", "head", "normalize", "tokenizer", "spm_model", "save_errors", "precision"])
+def test_every_choice_field_refuses_a_value_outside_its_choices(field):
+    with pytest.raises(CharLMError, match=rf"--{field.replace('_', '-')} must be one of .*, not 'nonsense'"):
+        Config(**{field: "nonsense"})
+    with pytest.raises(CharLMError, match=r"--precision must be one of fp32, bf16, not 'fp16'"):
+        SampleConfig(precision="fp16")
