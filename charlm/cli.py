@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import api, catalog, checkpoint, finetune, inspect, report, runs, sampler, tokens
+from . import api, catalog, checkpoint, finetune, inspect, report, runs, sampler, sizing, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .distributed import Ranks
@@ -145,7 +145,8 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_fro
         raise CharLMError(finetune.WITH_RESUME)
     ranks = Ranks.from_env()
     if resume is None:
-        ranks.shard(Config(**given).batch_size)  # a batch that does not split fails before the processes meet
+        # a batch that does not split fails before the processes meet (a GPU's fitted batch is a multiple of 16)
+        ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group():
         train_ranks(corpus, out, resume, given, ranks, init_from)
 

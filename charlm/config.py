@@ -7,7 +7,6 @@ a default is never written twice. A checkpoint stores the config as a plain dict
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -41,12 +40,6 @@ CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer",
 # every torch seed is one of them, and seed + offset is still one torch takes.
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
-# Options fitted to the text and the budget when left unset (`Config.fitted`): dropout rises from 0.1
-# for a text read up to 12 times to 0.5 for one read 40 times or more; evaluation once per pass over
-# the training text, but not more often than every 200 steps nor less often than every 2000.
-DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))
-EVAL_EVERY_RANGE = (200, 2000)
-
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 MAX_THREADS = 1024
@@ -76,7 +69,11 @@ class Config:
     )
     # data
     seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
-    batch_size: int = _opt(16, "contiguous streams trained side by side")
+    batch_size: int | None = _opt(
+        None,
+        "contiguous streams trained side by side; unset: 16, but on a CUDA GPU with --max-time as many as "
+        "still raise the measured speed",
+    )
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus files")
     normalize: str = _opt("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)
@@ -134,7 +131,7 @@ class Config:
         """Reject impossible values with a message naming the option."""
         check_choices(self)
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
-            if name in ("hidden", "eval_every") and getattr(self, name) is None:  # fitted when training starts
+            if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)
                 continue
             if getattr(self, name) < 1:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
@@ -183,29 +180,6 @@ class Config:
         if not self.max_steps and not self.max_seconds():
             raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
 
-    def planned_tokens(self, tokens_per_second: float | None) -> float | None:
-        """Tokens the run's limits let it train on: --max-steps' worth or --max-time's at the given
-        speed, whichever is fewer (None: no limit it can be told from)."""
-        limits = [self.max_steps * self.batch_size * self.seq_len] if self.max_steps else []
-        if self.max_seconds() and tokens_per_second:
-            limits.append(self.max_seconds() * tokens_per_second)
-        return min(limits, default=None)
-
-    def fitted(self, train_tokens: int, planned_tokens: float | None) -> Config:
-        """This config with the options that depend on the text and the budget filled in where unset.
-        Dropout follows the passes over the training text the run will make: a text read a few times
-        is underfitted and wants little (the English sweeps chose 0.1), a short one read dozens of times
-        is memorized unless dropout is strong (alice.txt, 46 passes: 0.5 beat 0.3 and 0.1); in between,
-        log-linear (docs/benchmarks.md, "Dropout and the passes over the text"). Evaluation comes once
-        per pass, so a short text's best weights are caught before it is overfitted, at a cost of
-        about 4% of training (the held-out tenth, forward only) whatever the text's size."""
-        steps_per_pass = train_tokens / (self.batch_size * self.seq_len)
-        eval_every = self.eval_every or int(min(max(steps_per_pass, EVAL_EVERY_RANGE[0]), EVAL_EVERY_RANGE[1]))
-        dropout = self.dropout
-        if dropout is None:
-            dropout = fitted_dropout(planned_tokens / max(train_tokens, 1) if planned_tokens else 0.0)
-        return dataclasses.replace(self, dropout=dropout, eval_every=eval_every)
-
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
         text = str(self.checkpoint_every).strip()
@@ -230,13 +204,6 @@ class Config:
             for f in dataclasses.fields(self)
             if f.name not in RESUMABLE and getattr(self, f.name) != getattr(other, f.name)
         ]
-
-
-def fitted_dropout(passes: float) -> float:
-    """Dropout for a run that reads its training text `passes` times (see `Config.fitted`)."""
-    (few, low), (many, high) = DROPOUT_RULE
-    share = min(max(math.log(max(passes, 1e-9) / few) / math.log(many / few), 0.0), 1.0)
-    return round(low + share * (high - low), 2)
 
 
 def check_choices(config) -> None:

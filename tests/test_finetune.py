@@ -161,7 +161,7 @@ def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
-    monkeypatch.setattr(sizing, "fit_hidden", lambda *args: pytest.fail("a fine-tuning run was sized"))
+    monkeypatch.setattr(sizing, "measure_sizes", lambda *args: pytest.fail("a fine-tuning run was sized"))
     trainer = api.start_finetune(base, {"max_time": "10m", "quiet": True}, [str(new_file)], "tuned")
     assert trainer.model.config.hidden == trainer.config.hidden == latest(base).config.hidden
     assert trainer.config.layers == 1 and trainer.config.warmup_steps == finetune.DEFAULTS["warmup_steps"]
