@@ -56,8 +56,7 @@ def read_base(target: str | Path) -> Start:
         saved, digest = checkpoint.read_with_digest(path)
     except CharLMError as e:
         raise CharLMError(f"--init-from: {e}") from None
-    name = path.parent.name if path.name in (runs.BEST, runs.LATEST) else path.stem
-    return Start(saved, Base(name, str(path.resolve()), digest, len(saved.vocab)))
+    return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
 
 
 def run_config(start: Start, options: dict) -> Config:
