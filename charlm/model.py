@@ -98,12 +98,15 @@ class CharLM(nn.Module):
         """ids (batch, time) -> logits (batch, time, vocab) and the state after the last character.
         Given `targets` (batch, time), the first result is instead each target's negative log-likelihood
         in nats (batch, time): what training and evaluation need, without a full softmax where the head
-        can avoid one."""
+        can avoid one. Inputs may live anywhere (the caller's ids are often on the CPU): they are moved
+        to the model's device, and so are the results."""
+        device = self.device
+        ids, state = ids.to(device), map_state(lambda s: s.to(device), state)
         out, state = self.core(self.embed(ids), state)
         out = self.drop(out)
         if targets is None:
             return self.head.logits(out), state
-        return self.head.nats(out, targets), state
+        return self.head.nats(out, targets.to(device)), state
 
     @property
     def device(self) -> torch.device:
@@ -187,7 +190,12 @@ class AdaptiveHead(nn.Module):
     """An adaptive softmax (Grave et al. 2017, `nn.AdaptiveLogSoftmaxWithLoss`) over characters ranked
     by frequency. The first `cutoffs[0]` characters and one token per rare cluster share a full-width
     layer; each rare cluster is reached through a projection 4 times narrower than the one before it.
-    `rank` maps a vocabulary id to its frequency rank, so ids themselves never change."""
+    `rank` maps a vocabulary id to its frequency rank, so ids themselves never change.
+
+    It always computes in fp32, outside autocast: torch's adaptive softmax copies each cluster's
+    log-probabilities into a buffer of its input's dtype, and under autocast those differ (bf16 on a
+    CPU, fp32 against cuDNN's fp16 LSTM output on a GPU), which fails. The head is a small share of a
+    step, and fp32 log-probabilities are what the loss wants anyway."""
 
     def __init__(self, hidden: int, vocab_size: int, cutoffs: tuple[int, ...]):
         super().__init__()
@@ -212,12 +220,19 @@ class AdaptiveHead(nn.Module):
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the whole vocabulary, in id order (valid logits: their softmax is the
         distribution)."""
-        ranked = self.softmax.log_prob(out.reshape(-1, out.size(-1)).float())
+        with fp32(out):
+            ranked = self.softmax.log_prob(out.reshape(-1, out.size(-1)).float())
         return ranked[:, self.rank].view(*out.shape[:-1], -1)
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ranked = self.rank[targets.reshape(-1)]
-        return -self.softmax(out.reshape(-1, out.size(-1)), ranked).output.view_as(targets)
+        with fp32(out):
+            return -self.softmax(out.reshape(-1, out.size(-1)).float(), ranked).output.view_as(targets)
+
+
+def fp32(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on `tensor`'s device: what runs inside computes in the dtype it is given."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 def map_state(fn, state: State | None) -> State | None:
@@ -235,11 +250,15 @@ def detach_state(state: State | None) -> State | None:
 
 @contextlib.contextmanager
 def inference(model: CharLM):
-    """Evaluation mode without autograd, restoring the model's mode afterwards."""
-    was_training = model.training
+    """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
+    fp32: cuDNN may otherwise run an fp32 RNN on TF32 tensor cores (10-bit mantissas), and scores and
+    log-probabilities must not depend on the device (bpc compares across machines)."""
+    was_training, tf32 = model.training, torch.backends.cudnn.allow_tf32
     model.eval()
+    torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.inference_mode():
             yield
     finally:
         model.train(was_training)
+        torch.backends.cudnn.allow_tf32 = tf32

@@ -87,6 +87,27 @@ def test_both_heads_give_a_distribution_and_its_exact_negative_log_likelihood(he
     assert all(torch.equal(a, b) for a, b in zip(state, same_state))
 
 
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_both_heads_train_under_autocast_and_score_in_fp32(head):
+    """Under bf16 autocast (a CPU's `--precision bf16`; a GPU's autocast fails the same way) the adaptive
+    head used to stop with an index_copy_ dtype error. Its losses are fp32 and close to the fp32 pass."""
+    torch.manual_seed(0)
+    counts = zipf_counts(300)
+    config = ModelConfig("lstm", 2, 16, 0.0, 300, head_cutoffs(head, counts))
+    model = CharLM(config, Vocab([chr(0x4E00 + i) for i in range(300)]))
+    ids, targets = torch.randint(0, 300, (3, 9)), torch.randint(0, 300, (3, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nats, _ = model(ids, None, targets)
+        logits, _ = model(ids)
+    nats.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.core.parameters())
+    assert torch.isfinite(logits).all()
+    full_precision, _ = model(ids, None, targets)
+    assert torch.allclose(nats.float(), full_precision, atol=0.1)
+    if head == "adaptive":
+        assert nats.dtype == logits.dtype == torch.float32
+
+
 def step_reference(model, text: str) -> dict:
     """Each layer stepped one character at a time with the reference cells (cells.py), after reading a
     newline first as `trace` does: per layer, lists over the text of h, c and the gates."""
