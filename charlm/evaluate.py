@@ -74,7 +74,7 @@ def bits_per_char(
             window_chars = int(char_lengths[window[:, 1:][inside]].sum())
             chars += window_chars
             bar.update(window_chars)
-            threads.record(time.perf_counter() - started, int(inside.sum()))
+            threads.record(time.perf_counter() - started, int(inside.sum()), "score")
     return total_nats.item() / max(chars, 1) * LOG2E
 
 

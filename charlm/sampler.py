@@ -162,7 +162,7 @@ class Generation:
             self.recent.add(ids)
         self.logits = self.stepper.step(ids)
         self.steps += 1
-        threads.record(time.perf_counter() - started, len(ids))
+        threads.record(time.perf_counter() - started, len(ids), "sample")
         return ids
 
 
