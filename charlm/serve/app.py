@@ -180,7 +180,7 @@ class Completion:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities."""
         primed = []
         for ids, prompt in encoded:
-            logits, state = self.served.engine.stepper.prime(ids)
+            logits, state = self.served.engine.batch.prime(ids)
             primed.append((ids, logits, state))
             wants_prompt = self.params.echo and self.params.logprobs is not None and prompt
             self.echoed.append(prompt_tokens(self.served.model, prompt, self.params.logprobs) if wants_prompt else None)
