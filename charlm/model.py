@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +27,6 @@ from torch import nn
 from .errors import CharLMError
 from .pieces import PieceVocab
 from .vocab import Vocab
-
-if TYPE_CHECKING:
-    from .trace import Trace
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -115,14 +111,6 @@ class CharLM(nn.Module):
     def describe(self) -> str:
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
-
-    def trace(self, text: str, context: str | None = None, probs: bool = True) -> Trace:
-        """Everything the model computes on `text`, per character and layer, as numpy arrays: the
-        probabilities it gave each character, the gates, cell states (LSTM) and hidden states. Shapes
-        and alignment: `charlm.trace.Trace`. The model first reads `context` (None: the start of a line)."""
-        from .trace import trace  # trace.py takes the model as an argument and never imports this module
-
-        return trace(self, text, context, probs)
 
 
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +27,8 @@ import torch
 
 from ..config import SampleConfig
 from ..generation import Batch, Row
-from ..inspect import surprise
 from ..model import CharLM, State
+from ..scoring import prompt_logprobs, top_logprobs
 
 
 @dataclasses.dataclass
@@ -230,9 +229,7 @@ class Engine:
         wanted = [p for p, row in enumerate(self.rows) if row.job.logprobs is not None]
         if not wanted:
             return None
-        logprobs = torch.log_softmax(logits[wanted].float(), dim=-1)
-        k = min(max(self.rows[p].job.logprobs for p in wanted), logprobs.size(-1))
-        top_values, top_ids = logprobs.topk(k, dim=-1)
+        logprobs, top_values, top_ids = top_logprobs(logits[wanted], max(self.rows[p].job.logprobs for p in wanted))
         label = self.model.vocab.decode
 
         def tokens(ids: torch.Tensor) -> list[Token | None]:
@@ -282,14 +279,6 @@ class Engine:
 
 @torch.inference_mode()
 def prompt_tokens(model: CharLM, prompt: str, top: int) -> list[Token]:
-    """The prompt's characters with the model's log-probability of each given the ones before (none
-    for the first) and its `top` likeliest alternatives, as `echo` with `logprobs` reports them: the
-    surprise computation of `charlm inspect` (the page's hover and colours use the same)."""
-    scored = surprise(model, prompt, top=top, context="")
-    tokens = []
-    for text, bits, guesses in zip(scored.tokens, scored.bits.tolist(), scored.top):
-        if math.isnan(bits):  # the first character: nothing was read before it
-            tokens.append(Token(text, None, None))
-        else:
-            tokens.append(Token(text, -bits * math.log(2), [(alt, math.log(p)) for alt, p in guesses if p > 0]))
-    return tokens
+    """The prompt's tokens as `echo` with `logprobs` reports them (`scoring.prompt_logprobs`: the
+    surprise computation of `charlm inspect`, which the page's hover and colours use too)."""
+    return [Token(text, logprob, alternatives) for text, logprob, alternatives in prompt_logprobs(model, prompt, top)]
