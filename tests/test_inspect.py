@@ -15,7 +15,7 @@ import torch
 
 import charlm
 from charlm.evaluate import bits_per_char
-from charlm.inspect import (
+from charlm.inspection.analysis import (
     analyse,
     best_cells,
     cell_view,
@@ -25,8 +25,8 @@ from charlm.inspect import (
     hardest_spans,
     saturation,
 )
+from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
-from charlm.report import render
 from charlm.scoring import Surprise, Trace, surprise, trace
 from charlm.vocab import Vocab
 

@@ -9,7 +9,7 @@ and Understanding Recurrent Networks" (2015):
 - what the LSTM buys: its bits per character class against a Kneser-Ney n-gram fitted on the run's
   training split (`ngram.KneserNey`, `bits_by_class`).
 
-`analyse` computes all of it into an `Inspection`; report.py draws the page, `summary` the text tables.
+`analyse` computes all of it into an `Inspection`; page.py draws the page, `summary` the text tables.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CharLMError
-from .model import CharLM
-from .ngram import MAX_ORDER, KneserNey
-from .scoring import Surprise, Trace, surprise, trace
+from ..errors import CharLMError
+from ..model import CharLM
+from ..ngram import MAX_ORDER, KneserNey
+from ..scoring import Surprise, Trace, surprise, trace
 
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists
@@ -240,7 +240,7 @@ def bits_by_class(tokens: list[str], lstm_bits: np.ndarray, ngram_bits: np.ndarr
 class Inspection:
     """Everything `charlm inspect` shows, for one model on one text."""
 
-    model: str  # as CharLM.describe says it
+    model: str  # as CharLM.architecture says it
     trace: Trace  # without the full distributions
     surprise: Surprise
     state_name: str  # "tanh(c)" or "h": what `states` holds
@@ -276,7 +276,7 @@ def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_O
     if not traced.gates:
         notes.append("a plain RNN has no gates: every step rewrites the whole state")
     return Inspection(
-        model=model.describe(),
+        model=model.architecture(),
         trace=traced,
         surprise=seen,
         state_name=state_name,
@@ -322,47 +322,3 @@ def summary(inspection: Inspection) -> str:
         lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
     lines.append("hardest spans: " + "; ".join(f"{a}-{b} ({bpc:.2f} bpc)" for a, b, bpc in hardest_spans(seen)))
     return "\n".join(lines)
-
-
-# --- a run and a file, as the command names them -------------------------------------------------------------
-
-MAX_CHARS = 5000  # characters inspected by default: the page holds every cell's state for each of them
-
-
-def inspect_run(
-    target: str | None,
-    file: str | None,
-    held_out: bool = False,
-    train_text: str | None = None,
-    max_chars: int = MAX_CHARS,
-    device: str = "cpu",
-    quiet: bool = True,
-) -> tuple[Inspection, str]:
-    """Inspect the model of a run or checkpoint (None: the latest run) on the first `max_chars`
-    characters of `file`, or of the run's held-out text; the n-gram is fitted on the run's training
-    split unless `train_text` names a file. Returns the inspection and a title for the page."""
-    from . import checkpoint, runs
-    from .corpus import read_texts
-    from .device import resolve_device
-    from .tokens import load_corpus
-
-    path = runs.resolve(target)
-    saved = checkpoint.read(path)
-    model = saved.model().to(resolve_device(device))
-    normalize, encoding = model.vocab.normalize, saved.config.encoding
-    corpus = None
-    if held_out or train_text is None:
-        try:
-            corpus = load_corpus(saved.corpus["sources"], saved.config, quiet=quiet)
-        except CharLMError as e:
-            raise CharLMError(
-                f"{e}; the run's corpus is needed for its training split: pass --train-text FILE and a FILE to inspect"
-            ) from None
-    if held_out:
-        text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
-    else:
-        text, name = read_texts([file], encoding, normalize)[:max_chars], file
-    if model.vocab.one_char_per_id and model.vocab.unknown_id is None:
-        model.vocab.encode(text, what=name)  # characters the model never saw: an error that names the file
-    training = read_texts([train_text], encoding, normalize) if train_text else corpus.vocab.decode(corpus.train_ids)
-    return analyse(model, text, training, quiet=quiet), f"{name}, {path.parent.name}/{path.name}"
