@@ -30,6 +30,7 @@ from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
 from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
+from charlm.sampler import generate
 from charlm.serve import listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
@@ -189,6 +190,14 @@ def test_stop_text_is_held_back_until_it_cannot_begin_there(held, stops, expecte
 
 
 # --- the API through the openai client ---------------------------------------------------------
+
+
+def test_the_server_and_generate_drive_one_engine_to_the_same_text(client, tiny_model):
+    options = {"temperature": 0.9, "top_p": 0.95, "n": 2, "seed": 5}
+    served = complete(client, max_tokens=60, extra_body={"top_k": 8, "repetition_penalty": 1.2}, **options)
+    made = generate(tiny_model, "the ", length=60, temperature=0.9, top_p=0.95, top_k=8, repetition_penalty=1.2,
+                    num_samples=2, random_seed=5)  # fmt: skip
+    assert served == [text[len("the ") :] for text in made]
 
 
 def test_completion_counts_characters_and_streaming_gives_the_same_text(client, tiny_model):
