@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import CharLMError
-from .pieces import PieceVocab
-from .vocab import Vocab
-
-if TYPE_CHECKING:
-    from .trace import Trace
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -39,6 +35,28 @@ CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
 RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
+
+
+class Vocabulary(Protocol):
+    """What a model reads and writes through: a character vocabulary (`vocab.Vocab`) or SentencePiece
+    pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type."""
+
+    tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
+    one_char_per_id: bool  # every id spells exactly one character
+    normalize: str  # the Unicode normalization applied to text before encoding
+
+    def __len__(self) -> int: ...
+    def encode(self, text: str, what: str = "text") -> torch.Tensor: ...
+    def decode(self, ids) -> str: ...
+    def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]: ...
+    def normalized(self, text: str) -> str: ...
+    def knows(self, char: str) -> bool: ...
+    def char_lengths(self) -> torch.Tensor: ...
+    def start_text(self) -> str: ...
+    def size_text(self) -> str: ...
+    def first(self, size: int) -> Vocabulary: ...
+    def extended(self, chars: list[str]) -> Vocabulary: ...
+    def to_dict(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,7 @@ class ModelConfig:
 
 
 class CharLM(nn.Module):
-    def __init__(self, config: ModelConfig, vocab: Vocab | PieceVocab):
+    def __init__(self, config: ModelConfig, vocab: Vocabulary):
         super().__init__()
         if config.vocab_size != len(vocab):
             raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
@@ -99,7 +117,7 @@ class CharLM(nn.Module):
         Given `targets` (batch, time), the first result is instead each target's negative log-likelihood
         in nats (batch, time): what training and evaluation need, without a full softmax where the head
         can avoid one. Inputs may live anywhere (the caller's ids are often on the CPU): they are moved
-        to the model's device, and so are the results."""
+        to the model's device, where the results are."""
         device = self.device
         ids, state = ids.to(device), map_state(lambda s: s.to(device), state)
         out, state = self.core(self.embed(ids), state)
@@ -115,17 +133,9 @@ class CharLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def describe(self) -> str:
+    def architecture(self) -> str:
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
-
-    def trace(self, text: str, context: str | None = None, probs: bool = True) -> Trace:
-        """Everything the model computes on `text`, per character and layer, as numpy arrays: the
-        probabilities it gave each character, the gates, cell states (LSTM) and hidden states. Shapes
-        and alignment: `charlm.trace.Trace`. The model first reads `context` (None: the start of a line)."""
-        from .trace import trace  # trace.py takes the model as an argument and never imports this module
-
-        return trace(self, text, context, probs)
 
 
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
@@ -144,7 +154,7 @@ def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -
     return max(1, int(torch.searchsorted(covered, share).item()) + 1)
 
 
-def grow_vocab(model: CharLM, vocab: Vocab | PieceVocab) -> CharLM:
+def grow_vocab(model: CharLM, vocab: Vocabulary) -> CharLM:
     """A copy of `model` over `vocab`, which extends the model's vocabulary (the same ids first, then
     new characters: `Vocab.extended`). Known characters keep every weight, so the logits of the known
     characters are unchanged. Each new character starts as a rare one, not as noise: zero embedding
