@@ -223,7 +223,7 @@ class Checkpoint:
         rows = [
             ("corpus", f"{self.corpus['name']} {' '.join(self.corpus['sources'])}".rstrip()),
             ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
-            ("vocabulary", self.vocab.describe()),
+            ("vocabulary", self.vocab.size_text()),
             ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
             ("val_bpc", best),
             ("trained_on", f"{self.device} {self.precision}"),

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import click
 
-from . import api, catalog, checkpoint, finetune, inspect, report, runs, sampler, sizing, tokens
+from . import api, catalog, checkpoint, finetune, runs, sampler, sizing, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
 from .distributed import Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
+from .inspection import analysis, page
+from .inspection.run import MAX_CHARS, inspect_run
 from .reporting import read_metrics
+from .serve import serve as run_server
 from .serve.config import ServeConfig
 from .trainer import SAMPLE_CHARS
 
@@ -172,9 +175,9 @@ def train_ranks(
         return
     if not config.quiet:
         click.echo(
-            f"training {model.describe()} ({model.num_parameters():,} parameters) "
+            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
-            f"{trainer.corpus.vocab.describe()}; {trainer.device} {trainer.precision}"
+            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {trainer.precision}"
             f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}",
             err=True,
         )
@@ -354,8 +357,6 @@ def serve(targets: tuple[str, ...], **given) -> None:
 
     Each RUN (a run folder, run name or .pt file; default: the latest run) is a model whose id is its
     run name. Needs `pip install 'charlm[serve]'`."""
-    from .serve import serve as run_server
-
     run_server(list(targets), ServeConfig(**{k: v for k, v in given.items() if v is not None}))
 
 
@@ -364,7 +365,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
 @click.option("--output", default="report.html", show_default=True, help="HTML page to write")
 @click.option(
     "--max-chars",
-    default=inspect.MAX_CHARS,
+    default=MAX_CHARS,
     show_default=True,
     type=click.IntRange(min=1),
     help="characters to inspect",
@@ -391,8 +392,8 @@ def inspect_command(
     target = paths[0] if len(paths) > wanted else None
     file = None if held_out else paths[-1]
 
-    inspection, title = inspect.inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
-    Path(output).write_text(report.render(inspection, title), encoding="utf-8")
+    inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
+    Path(output).write_text(page.render(inspection, title), encoding="utf-8")
     if not quiet:
-        click.echo(inspect.summary(inspection))
+        click.echo(analysis.summary(inspection))
     click.echo(f"wrote {output}")

@@ -1,8 +1,13 @@
 """Where the model runs and in which precision: `--device` and `--precision` turned into torch objects.
 
 On CUDA, `nn.LSTM` is cuDNN's fused RNN already; what this module adds is the choice of device, an
-autocast context for forward + loss (bf16 where the GPU has it, else fp16 with a gradient scaler),
-and batch copies from pinned memory that do not wait for the GPU.
+autocast context for forward + loss (bf16 where the GPU has it, else fp16), the gradient scaler the
+recurrent core's real precision needs, and batch copies from pinned memory that do not wait for the GPU.
+
+What autocast asks for is not what cuDNN's RNN runs in: torch casts a cuDNN RNN's inputs and weights
+to fp16 under CUDA autocast whatever dtype was asked (`--precision bf16` gives an LSTM output of
+float16; the embedding and a full head do run in bf16). fp16 gradients underflow without loss
+scaling, so on CUDA any autocast run scales its loss (`core_precision`). A CPU's bf16 LSTM is bf16.
 """
 
 from __future__ import annotations
@@ -85,9 +90,16 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=_DTYPES[precision])
 
 
+def core_precision(device: torch.device, precision: str) -> str:
+    """The precision the recurrent core really computes in under `autocast(device, precision)`:
+    fp16 for any autocast on CUDA (cuDNN's RNN, see above), else the precision asked for."""
+    return "fp16" if device.type == "cuda" and precision != "fp32" else precision
+
+
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
-    """fp16 gradients underflow without loss scaling; bf16 and fp32 get a disabled (pass-through) scaler."""
-    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    """Loss scaling where the core's gradients are fp16 (they underflow without it); elsewhere a
+    disabled (pass-through) scaler."""
+    return torch.amp.GradScaler(device.type, enabled=core_precision(device, precision) == "fp16")
 
 
 def synchronize(device: torch.device) -> None:

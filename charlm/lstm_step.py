@@ -134,38 +134,6 @@ def onednn_packed(weight: torch.Tensor, batch: int) -> torch.Tensor | None:
     return packed
 
 
-class Stepper:
-    """The model run forward for `batch` samples, keeping their state between calls."""
-
-    def __init__(self, model: CharLM, batch: int, dtype: torch.dtype = torch.float32):
-        self.model, self.batch = model, batch
-        self.fused = FusedLSTMStep(model, batch, dtype) if model.config.cell == "lstm" else None
-        self.state: State | None = None
-
-    def prime(self, ids: torch.Tensor) -> torch.Tensor:
-        """Feed a text (1-D ids) to every sample; returns the logits after its last character.
-        From a fresh state every sample reads the same text, so it is read once and the state shared."""
-        if self.fused is not None and self.state is not None:
-            self.state = self.fused.state()
-        fresh = self.state is None
-        rows = 1 if fresh else self.batch
-        for chunk in ids.unsqueeze(0).expand(rows, -1).split(PRIME_CHUNK, dim=1):
-            logits, self.state = self.model(chunk, self.state)
-        logits = logits[:, -1]
-        if fresh and self.batch > 1:
-            logits = logits.expand(self.batch, -1)
-            self.state = map_state(lambda s: s.expand(-1, self.batch, -1).contiguous(), self.state)
-        if self.fused is not None:
-            self.fused.load_state(self.state)
-        return logits
-
-    def step(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.fused is not None:
-            return self.fused(ids)
-        logits, self.state = self.model(ids.unsqueeze(1), self.state)
-        return logits[:, -1]
-
-
 def padded_rows(rows: int) -> int:
     """How many rows a `RowStepper` step computes for `rows` live ones: a multiple of 4, at least 4.
 
@@ -178,18 +146,22 @@ def padded_rows(rows: int) -> int:
 
 
 class RowStepper:
-    """The model stepped for a changing set of rows: a server's continuous batching.
+    """The model stepped for a changing set of rows: the samples of `charlm sample`, or the requests of
+    a server's continuous batching (`generation.Batch` drives it for both).
 
     A row joins with a state primed on its own text (`prime`, then `load`) and leaves at any step
     boundary; the caller keeps live rows packed at the front (`move` the last row into a freed one).
-    Each row's next-character logits live here with its state: `logits[:rows]`. A step computes
-    `padded_rows(rows)` rows, so a row's numbers never depend on how many others there are."""
+    Each row's next-character logits live here with its state: `logits[:rows]`. With `pad` (the
+    server's rows, which come and go) a step computes `padded_rows(rows)` rows, so a row's numbers
+    never depend on how many others there are; without it (a sampler's fixed set of samples) just
+    the rows, which on a busy CPU keeps one sample at the speed of a single row."""
 
-    def __init__(self, model: CharLM, capacity: int):
+    def __init__(self, model: CharLM, capacity: int, dtype: torch.dtype = torch.float32, pad: bool = True):
         self.model, self.capacity = model, capacity
-        size = padded_rows(capacity)
+        self.padded = padded_rows if pad else lambda rows: rows
+        size = self.padded(capacity)
         self.ids = torch.zeros(size, dtype=torch.long, device=model.device)
-        self.fused = FusedLSTMStep(model, size) if model.config.cell == "lstm" else None
+        self.fused = FusedLSTMStep(model, size, dtype) if model.config.cell == "lstm" else None
         if self.fused is not None:
             self.logits = self.fused.logits
         else:
@@ -216,6 +188,20 @@ class RowStepper:
             self.fused.xh[n][row, self.fused.inputs[n] :] = h[n, 0]
         self.fused.cell[:, row] = c[:, 0]
 
+    @torch.inference_mode()
+    def read(self, rows: int, ids: torch.Tensor) -> None:
+        """Rows 0..rows-1 each read the text `ids` (1-D) on from their own state (a conversation's
+        next turn); their logits are then those after its last token."""
+        if self.fused is None:
+            state = self.state[:, :rows].contiguous()
+        else:
+            hidden = torch.stack([self.fused.xh[n][:rows, self.fused.inputs[n] :] for n in range(self.fused.layers)])
+            state = hidden.float(), self.fused.cell[:, :rows].clone()
+        for chunk in ids.to(self.model.device).unsqueeze(0).expand(rows, -1).split(PRIME_CHUNK, dim=1):
+            logits, state = self.model(chunk, state)
+        for row in range(rows):
+            self.load(row, logits[row, -1], map_state(lambda s, row=row: s[:, row : row + 1], state))
+
     def move(self, src: int, dst: int) -> None:
         self.logits[dst] = self.logits[src]
         if self.fused is None:
@@ -229,7 +215,7 @@ class RowStepper:
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Advances rows 0..len(ids)-1 by one id each; returns their next logits (a view of `logits`)."""
         rows = ids.size(0)
-        padded = self.ids[: padded_rows(rows)]
+        padded = self.ids[: self.padded(rows)]
         padded[:rows] = ids
         if self.fused is not None:
             self.fused(padded)

@@ -18,19 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import CharLMError
-from .pieces import PieceVocab
-from .vocab import Vocab
-
-if TYPE_CHECKING:
-    from .trace import Trace
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -39,6 +35,28 @@ CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
 RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
+
+
+class Vocabulary(Protocol):
+    """What a model reads and writes through: a character vocabulary (`vocab.Vocab`) or SentencePiece
+    pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type."""
+
+    tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
+    one_char_per_id: bool  # every id spells exactly one character
+    normalize: str  # the Unicode normalization applied to text before encoding
+
+    def __len__(self) -> int: ...
+    def encode(self, text: str, what: str = "text") -> torch.Tensor: ...
+    def decode(self, ids) -> str: ...
+    def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]: ...
+    def normalized(self, text: str) -> str: ...
+    def knows(self, char: str) -> bool: ...
+    def char_lengths(self) -> torch.Tensor: ...
+    def start_text(self) -> str: ...
+    def size_text(self) -> str: ...
+    def first(self, size: int) -> Vocabulary: ...
+    def extended(self, chars: list[str]) -> Vocabulary: ...
+    def to_dict(self) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,7 @@ class ModelConfig:
 
 
 class CharLM(nn.Module):
-    def __init__(self, config: ModelConfig, vocab: Vocab | PieceVocab):
+    def __init__(self, config: ModelConfig, vocab: Vocabulary):
         super().__init__()
         if config.vocab_size != len(vocab):
             raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
@@ -98,12 +116,15 @@ class CharLM(nn.Module):
         """ids (batch, time) -> logits (batch, time, vocab) and the state after the last character.
         Given `targets` (batch, time), the first result is instead each target's negative log-likelihood
         in nats (batch, time): what training and evaluation need, without a full softmax where the head
-        can avoid one."""
+        can avoid one. Inputs may live anywhere (the caller's ids are often on the CPU): they are moved
+        to the model's device, where the results are."""
+        device = self.device
+        ids, state = ids.to(device), map_state(lambda s: s.to(device), state)
         out, state = self.core(self.embed(ids), state)
         out = self.drop(out)
         if targets is None:
             return self.head.logits(out), state
-        return self.head.nats(out, targets), state
+        return self.head.nats(out, targets.to(device)), state
 
     @property
     def device(self) -> torch.device:
@@ -112,17 +133,9 @@ class CharLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def describe(self) -> str:
+    def architecture(self) -> str:
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
-
-    def trace(self, text: str, context: str | None = None, probs: bool = True) -> Trace:
-        """Everything the model computes on `text`, per character and layer, as numpy arrays: the
-        probabilities it gave each character, the gates, cell states (LSTM) and hidden states. Shapes
-        and alignment: `charlm.trace.Trace`. The model first reads `context` (None: the start of a line)."""
-        from .trace import trace  # trace.py takes the model as an argument and never imports this module
-
-        return trace(self, text, context, probs)
 
 
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
@@ -141,7 +154,7 @@ def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -
     return max(1, int(torch.searchsorted(covered, share).item()) + 1)
 
 
-def grow_vocab(model: CharLM, vocab: Vocab | PieceVocab) -> CharLM:
+def grow_vocab(model: CharLM, vocab: Vocabulary) -> CharLM:
     """A copy of `model` over `vocab`, which extends the model's vocabulary (the same ids first, then
     new characters: `Vocab.extended`). Known characters keep every weight, so the logits of the known
     characters are unchanged. Each new character starts as a rare one, not as noise: zero embedding
@@ -187,7 +200,12 @@ class AdaptiveHead(nn.Module):
     """An adaptive softmax (Grave et al. 2017, `nn.AdaptiveLogSoftmaxWithLoss`) over characters ranked
     by frequency. The first `cutoffs[0]` characters and one token per rare cluster share a full-width
     layer; each rare cluster is reached through a projection 4 times narrower than the one before it.
-    `rank` maps a vocabulary id to its frequency rank, so ids themselves never change."""
+    `rank` maps a vocabulary id to its frequency rank, so ids themselves never change.
+
+    It always computes in fp32, outside autocast: torch's adaptive softmax copies each cluster's
+    log-probabilities into a buffer of its input's dtype, and under autocast those differ (bf16 on a
+    CPU, fp32 against cuDNN's fp16 LSTM output on a GPU), which fails. The head is a small share of a
+    step, and fp32 log-probabilities are what the loss wants anyway."""
 
     def __init__(self, hidden: int, vocab_size: int, cutoffs: tuple[int, ...]):
         super().__init__()
@@ -212,12 +230,19 @@ class AdaptiveHead(nn.Module):
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the whole vocabulary, in id order (valid logits: their softmax is the
         distribution)."""
-        ranked = self.softmax.log_prob(out.reshape(-1, out.size(-1)).float())
+        with fp32(out):
+            ranked = self.softmax.log_prob(out.reshape(-1, out.size(-1)).float())
         return ranked[:, self.rank].view(*out.shape[:-1], -1)
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ranked = self.rank[targets.reshape(-1)]
-        return -self.softmax(out.reshape(-1, out.size(-1)), ranked).output.view_as(targets)
+        with fp32(out):
+            return -self.softmax(out.reshape(-1, out.size(-1)).float(), ranked).output.view_as(targets)
+
+
+def fp32(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on `tensor`'s device: what runs inside computes in the dtype it is given."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 def map_state(fn, state: State | None) -> State | None:
@@ -235,11 +260,15 @@ def detach_state(state: State | None) -> State | None:
 
 @contextlib.contextmanager
 def inference(model: CharLM):
-    """Evaluation mode without autograd, restoring the model's mode afterwards."""
-    was_training = model.training
+    """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
+    fp32: cuDNN may otherwise run an fp32 RNN on TF32 tensor cores (10-bit mantissas), and scores and
+    log-probabilities must not depend on the device (bpc compares across machines)."""
+    was_training, tf32 = model.training, torch.backends.cudnn.allow_tf32
     model.eval()
+    torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.inference_mode():
             yield
     finally:
         model.train(was_training)
+        torch.backends.cudnn.allow_tf32 = tf32

@@ -185,7 +185,7 @@ class PieceVocab:
         """What an empty seed primes with: the start of a line."""
         return "\n"
 
-    def describe(self) -> str:
+    def size_text(self) -> str:
         return f"{len(self):,} sentencepiece pieces"
 
     def to_dict(self) -> dict:

@@ -7,11 +7,15 @@ and every operation waits for it: measured on 2 cores with one core busy, a 2x25
 machine: threads"). No
 setting is right for both a quiet and a busy machine, and the load changes during a run, so the
 `Governor` keeps measuring: the work done per second at the current thread count over a short window,
-and now and then the same at a neighbouring count; it keeps the faster. A drop in speed triggers a
-new comparison at once; comparisons that change nothing are made less and less often.
+and now and then the same at a neighbouring count, half or twice as many, taking turns; it keeps the
+faster. A drop in speed triggers a new comparison at once; comparisons that change nothing are made
+less and less often.
 
-Training, evaluation and sampling report their work with `record(seconds, units)`; `--threads N`
-pins the count instead. GPUs are left alone (their work does not run on these threads).
+Training, evaluation and sampling report their work with `record(seconds, units, work)`. Speeds are
+only compared within one kind of work: an evaluation character costs a fraction of a training one,
+so a window of evaluation would otherwise look like a machine that got faster, and the training after
+it like one that slowed down. `--threads N` pins the count instead. GPUs are left alone (their work
+does not run on these threads).
 """
 
 from __future__ import annotations
@@ -47,14 +51,18 @@ class Governor:
         self.most, self.set_threads = most, set_threads
         self.threads = threads or most
         self.set_threads(self.threads)
+        self.work = ""  # the kind of work the window being measured holds
         self.seconds = self.units = 0.0  # the window being measured
         self.since_comparison = 0.0  # work seconds since the last comparison ended
         self.explore_after = EXPLORE_AFTER[0]
-        self.best_recent = 0.0  # the best speed at the current count since it was chosen
-        self.trial: tuple[int, float] | None = None  # (count being tried, the current count's speed)
+        self.best_recent: dict[str, float] = {}  # per kind of work, the best speed at the current count
+        self.trial: tuple[int, float, str] | None = None  # (count being tried, the current count's speed, work)
+        self.upward = False  # which neighbour the next comparison tries
 
-    def record(self, seconds: float, units: float) -> None:
-        """`units` of work (characters) took `seconds` at the current thread count."""
+    def record(self, seconds: float, units: float, work: str = "train") -> None:
+        """`units` of work (characters) of kind `work` took `seconds` at the current thread count."""
+        if work != self.work:  # a new kind of work: its speed is not comparable with the window so far
+            self.work, self.seconds, self.units = work, 0.0, 0.0
         self.seconds += seconds
         self.units += units
         if self.seconds < WINDOW_SECONDS:
@@ -62,12 +70,14 @@ class Governor:
         speed = self.units / self.seconds
         self.since_comparison += self.seconds
         self.seconds = self.units = 0.0
-        if self.trial is not None:
-            self.finish_trial(speed)
-        elif speed < SLOWDOWN * self.best_recent or self.since_comparison >= self.explore_after:
+        best = self.best_recent.get(work, 0.0)
+        if self.trial is not None:  # a trial's verdict compares two windows of the same kind of work
+            if self.trial[2] == work:
+                self.finish_trial(speed)
+        elif speed < SLOWDOWN * best or self.since_comparison >= self.explore_after:
             self.start_trial(speed)
         else:
-            self.best_recent = max(self.best_recent, speed)
+            self.best_recent[work] = max(best, speed)
 
     def calibrate(self, measure: Callable[[], float]) -> None:
         """Before work whose speed must be known (the size probe), take the faster of the current count
@@ -78,29 +88,34 @@ class Governor:
             speeds[count] = max(measure(), measure())
         self.threads = max(speeds, key=speeds.get)
         self.set_threads(self.threads)
-        self.best_recent, self.since_comparison = speeds[self.threads], 0.0
+        self.best_recent, self.since_comparison = {}, 0.0
 
     def neighbour(self) -> int:
-        """The count to compare with: fewer threads if there are several, else more."""
-        return self.threads // 2 if self.threads > 1 else min(self.most, 2)
+        """The count to compare with: half as many and twice as many (at most every core) take turns;
+        where only one exists, that one."""
+        fewer, more = max(1, self.threads // 2), min(self.most, 2 * self.threads)
+        self.upward = not self.upward
+        if fewer == self.threads or (self.upward and more != self.threads):
+            return more
+        return fewer
 
     def start_trial(self, speed: float) -> None:
         candidate = self.neighbour()
         if candidate == self.threads:  # one core: nothing to compare
             self.since_comparison = 0.0
             return
-        self.trial = (candidate, speed)
+        self.trial = (candidate, speed, self.work)
         self.set_threads(candidate)
 
     def finish_trial(self, trial_speed: float) -> None:
-        candidate, current_speed = self.trial
+        candidate, current_speed, _ = self.trial
         self.trial, self.since_comparison = None, 0.0
         if trial_speed > GAIN * current_speed:
-            self.threads, self.best_recent = candidate, trial_speed
+            self.threads, self.best_recent = candidate, {self.work: trial_speed}
             self.explore_after = EXPLORE_AFTER[0]  # things changed: look again soon
             return
         self.set_threads(self.threads)
-        self.best_recent = current_speed
+        self.best_recent = {self.work: current_speed}
         self.explore_after = min(2 * self.explore_after, EXPLORE_AFTER[1])
 
 
@@ -128,7 +143,8 @@ def calibrate(measure: Callable[[], float]) -> None:
         _governor.calibrate(measure)
 
 
-def record(seconds: float, units: float) -> None:
-    """Report work done, so the thread count can follow the CPU this process gets."""
+def record(seconds: float, units: float, work: str = "train") -> None:
+    """Report work done (of kind `work`: train, score, sample), so the thread count can follow the CPU
+    this process gets."""
     if _governor is not None:
-        _governor.record(seconds, units)
+        _governor.record(seconds, units, work)

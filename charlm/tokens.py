@@ -39,6 +39,7 @@ from . import catalog
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, corpus_name, iter_text, source_files
 from .errors import CharLMError
+from .model import Vocabulary
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, code_points
 
@@ -51,7 +52,7 @@ class TokenCorpus:
     """A prepared corpus: ids memory-mapped from the cache, the first `split` of them for training."""
 
     name: str
-    vocab: Vocab | PieceVocab
+    vocab: Vocabulary
     tokens: np.ndarray
     split: int
     key: str
@@ -83,7 +84,7 @@ class Prepared:
     """A cache folder and what it holds, checked."""
 
     folder: Path
-    vocab: Vocab | PieceVocab
+    vocab: Vocabulary
     tokens: np.ndarray
     meta: dict
 
@@ -105,7 +106,7 @@ def prepare(
     config: Config | None = None,
     root: Path = CACHE_ROOT,
     quiet: bool = False,
-    base: Vocab | PieceVocab | None = None,
+    base: Vocabulary | None = None,
 ) -> Prepared:
     """The prepared corpus of these sources under the config's CORPUS_OPTIONS, from the cache when it
     is there and intact, else prepared now. `parts` are consecutive groups of files (the built-in
@@ -137,7 +138,7 @@ def build(
     options: dict,
     folder: Path,
     quiet: bool,
-    base: Vocab | PieceVocab | None = None,
+    base: Vocabulary | None = None,
 ) -> Prepared:
     """Prepare the corpus into `folder`, a new folder no other process uses."""
     started = time.perf_counter()
@@ -217,8 +218,8 @@ def private_name(folder: Path, kind: str) -> Path:
 
 
 def make_vocab(
-    texts: Callable[[str], Iterator[str]], config: Config, base: Vocab | PieceVocab | None = None
-) -> tuple[Counter, Vocab | PieceVocab]:
+    texts: Callable[[str], Iterator[str]], config: Config, base: Vocabulary | None = None
+) -> tuple[Counter, Vocabulary]:
     """Count every character of `texts(task)` and build the vocabulary the config asks for (or extend
     `base` with the text's new characters). A sentencepiece tokenizer trains on a second pass over the text."""
     points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
@@ -239,7 +240,7 @@ def make_vocab(
     return counts, PieceVocab(model, config.normalize)
 
 
-def new_characters(counts: Counter, base: Vocab | PieceVocab, config: Config) -> list[str]:
+def new_characters(counts: Counter, base: Vocabulary, config: Config) -> list[str]:
     """The text's characters `base` lacks that --min-count / --coverage keep, and UNKNOWN if they drop any."""
     kept = Vocab.from_counts(counts, config.min_count, config.coverage)
     new = [char for char in counts if not base.knows(char)]
@@ -275,7 +276,7 @@ def load_corpus(
     sources: list[str] | tuple[str, ...],
     config: Config,
     quiet: bool = False,
-    base: Vocab | PieceVocab | None = None,
+    base: Vocabulary | None = None,
 ) -> TokenCorpus:
     """The prepared corpus a user named; no sources (or "shakespeare") is the built-in one, whose
     validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning

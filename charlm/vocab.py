@@ -20,6 +20,7 @@ import torch
 from .config import NORMALIZATIONS
 from .corpus import check_characters, normalized
 from .errors import CharLMError
+from .model import Vocabulary
 from .pieces import PieceVocab
 
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
@@ -160,7 +161,7 @@ class Vocab:
         """What an empty seed primes with: the start of a line, or failing that the first character."""
         return "\n" if "\n" in self.index else self.chars[0]
 
-    def describe(self) -> str:
+    def size_text(self) -> str:
         return f"{len(self):,} characters" + (" (one the unknown symbol)" if self.unknown_id is not None else "")
 
     def to_dict(self) -> dict:
@@ -168,7 +169,7 @@ class Vocab:
         return {"chars": "".join(self.chars), "unknown": self.unknown_id is not None, "normalize": self.normalize}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Vocab | PieceVocab:
+    def from_dict(cls, data: dict) -> Vocabulary:
         """A character or, when the dict says so, a sentencepiece vocabulary."""
         if isinstance(data, dict) and data.get("tokenizer") == PieceVocab.tokenizer:
             return PieceVocab.from_dict(data)

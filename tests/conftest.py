@@ -34,6 +34,16 @@ TINY = {
 }
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """`cuda` tests need a GPU: without one they are skipped, saying so (CI has none; a GPU check runs them)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/gpu_check.sh on one)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
     """Every test runs in its own folder, so checkpoints/ and corpora/ land there."""

@@ -222,7 +222,7 @@ def test_interactive_transcript_is_the_text_the_model_reads(trained):
     assert printed == transcript + "\n"  # the last line break ends the session: no turn reads it
     with torch.no_grad():  # the carried state is that of the printed text read in one pass
         logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
-    assert torch.allclose(conversation.generation.logits[0], logits[0, -1], atol=1e-4)
+    assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
 
 
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 import charlm
 from charlm import runs
-from charlm.device import cpu_has_bf16, resolve_device, resolve_precision
+from charlm.device import core_precision, cpu_has_bf16, grad_scaler, resolve_device, resolve_precision
 from charlm.errors import CharLMError
 from charlm.reporting import read_metrics
 
@@ -36,6 +36,14 @@ def test_device_and_precision_are_checked():
     ):
         assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # no bf16 hardware: fp32 unchanged
     assert resolve_device("auto", world=2).type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_loss_is_scaled_wherever_the_recurrent_core_computes_in_fp16():
+    """Under CUDA autocast cuDNN's RNN runs in fp16 even when bf16 was asked for, so bf16 needs the scaler too."""
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert [core_precision(gpu, p) for p in ("fp16", "bf16", "fp32")] == ["fp16", "fp16", "fp32"]
+    assert [core_precision(cpu, p) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
+    assert not grad_scaler(cpu, "bf16").is_enabled()
 
 
 def test_bf16_on_the_cpu_trains_and_the_checkpoint_samples_anywhere(fox_file, tiny):

@@ -142,7 +142,7 @@ def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
     digest = hashlib.sha256(base_checkpoint.read_bytes()).hexdigest()
     start = {k: v for k, v in tiny.items() if k not in ("hidden", "layers")}  # architecture comes from the base
     trainer = api.start_finetune(base, start, [str(new_file)], "tuned")
-    base_model = charlm.load(base)
+    base_model = charlm.load(base, device=str(trainer.model.device))
     known = base_model.vocab.encode("the quick brown fox\n").unsqueeze(0)
     with torch.no_grad():  # right after loading, the known characters' logits are the base's
         assert torch.equal(trainer.model.eval()(known)[0][..., : len(base_model.vocab)], base_model(known)[0])

@@ -15,20 +15,19 @@ import torch
 
 import charlm
 from charlm.evaluate import bits_per_char
-from charlm.inspect import (
-    Surprise,
+from charlm.inspection.analysis import (
     analyse,
     best_cells,
     cell_view,
     char_class,
     correlations,
     features,
+    hardest_spans,
     saturation,
-    surprise,
 )
+from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
-from charlm.report import render
-from charlm.trace import Trace
+from charlm.scoring import Surprise, Trace, surprise, trace
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
@@ -60,7 +59,7 @@ def test_hardest_spans_are_the_costliest_windows_without_overlap():
     bits = np.ones(60)
     bits[10:14], bits[40:45] = 9.0, 6.0
     seen = Surprise(list("x" * 60), bits, [[] for _ in range(60)])
-    spans = seen.hardest(count=3, width=5)
+    spans = hardest_spans(seen, count=3, width=5)
     assert spans[0][:2] in [(9, 14), (10, 15)] and spans[1][:2] == (40, 45)
     assert spans[1][2] == pytest.approx(6.0)
     covered = [set(range(a, b)) for a, b, _ in spans]
@@ -312,6 +311,6 @@ def test_a_briefly_trained_model_has_a_cell_that_tracks_quotes(tmp_path):
     torch.manual_seed(0)
     untrained = make_model(model.vocab, layers=1, hidden=64).eval()
     for trained, bound in ((model, 0.7), (untrained, 0.6)):
-        _, states = cell_view(trained.trace(held, probs=False))
+        _, states = cell_view(trace(trained, held, probs=False))
         (quotes,) = best_cells(states, {"inside quotes": features(held)["inside quotes"]})
         assert (abs(quotes.correlation) >= bound) == (trained is model), (quotes, bound)

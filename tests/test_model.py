@@ -5,6 +5,7 @@ import torch
 from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig, detach_state, head_cutoffs
+from charlm.scoring import trace
 from charlm.vocab import Vocab
 
 from .conftest import make_model
@@ -87,6 +88,27 @@ def test_both_heads_give_a_distribution_and_its_exact_negative_log_likelihood(he
     assert all(torch.equal(a, b) for a, b in zip(state, same_state))
 
 
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_both_heads_train_under_autocast_and_score_in_fp32(head):
+    """Under bf16 autocast (a CPU's `--precision bf16`; a GPU's autocast fails the same way) the adaptive
+    head used to stop with an index_copy_ dtype error. Its losses are fp32 and close to the fp32 pass."""
+    torch.manual_seed(0)
+    counts = zipf_counts(300)
+    config = ModelConfig("lstm", 2, 16, 0.0, 300, head_cutoffs(head, counts))
+    model = CharLM(config, Vocab([chr(0x4E00 + i) for i in range(300)]))
+    ids, targets = torch.randint(0, 300, (3, 9)), torch.randint(0, 300, (3, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nats, _ = model(ids, None, targets)
+        logits, _ = model(ids)
+    nats.mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.core.parameters())
+    assert torch.isfinite(logits).all()
+    full_precision, _ = model(ids, None, targets)
+    assert torch.allclose(nats.float(), full_precision, atol=0.1)
+    if head == "adaptive":
+        assert nats.dtype == logits.dtype == torch.float32
+
+
 def step_reference(model, text: str) -> dict:
     """Each layer stepped one character at a time with the reference cells (cells.py), after reading a
     newline first as `trace` does: per layer, lists over the text of h, c and the gates."""
@@ -114,7 +136,7 @@ def test_trace_holds_the_gates_and_states_the_reference_cells_compute(cell):
     torch.manual_seed(3)
     model = make_model("\nabcdefgh ", cell=cell, layers=2, hidden=12).eval()
     text = "abc defg\nhead bag\nfade"
-    traced = model.trace(text)
+    traced = trace(model, text)
     with torch.no_grad():
         reference = step_reference(model, text)
     steps = len(text)
@@ -139,7 +161,7 @@ def test_the_traced_top_layer_is_what_the_fused_module_outputs(cell):
     torch.manual_seed(4)
     model = make_model("\nabcdefgh ", cell=cell, layers=3, hidden=16).eval()
     text = "bad cafe\nhag " * 5
-    traced = model.trace(text)
+    traced = trace(model, text)
     with torch.no_grad():
         outputs, state = model.core(model.embed(model.vocab.encode("\n" + text))[None])
     assert np.allclose(traced.hidden[-1], outputs[0, 1:].numpy(), atol=1e-5)
@@ -159,18 +181,18 @@ def test_trace_probabilities_are_the_softmax_of_the_models_logits_before_each_ch
     with torch.no_grad():
         logits, _ = model(vocab.encode("\n" + text)[None])
     expected = torch.softmax(logits[0, :-1], -1).numpy()  # after the newline and each character but the last
-    traced = model.trace(text)
+    traced = trace(model, text)
     assert traced.probs.shape == (30, 61) and np.allclose(traced.probs, expected, atol=1e-5)
     chosen = expected[np.arange(30), traced.ids]
     assert np.allclose(traced.bits, -np.log2(chosen), atol=1e-4)
     assert traced.bpc == pytest.approx(-np.log2(chosen).mean(), abs=1e-4)
-    cold = model.trace(text, context="", probs=False)  # nothing read before the first character
+    cold = trace(model, text, context="", probs=False)  # nothing read before the first character
     assert np.isnan(cold.bits[0]) and not np.isnan(cold.bits[1:]).any() and cold.probs is None
 
 
 def test_trace_leaves_the_model_in_its_mode_and_works_where_dropout_is_on():
     torch.manual_seed(6)
     model = make_model("\nab", layers=2, hidden=8, dropout=0.5).train()
-    first, second = model.trace("abba\nab"), model.trace("abba\nab")
+    first, second = trace(model, "abba\nab"), trace(model, "abba\nab")
     assert model.training  # restored
     assert np.array_equal(first.hidden, second.hidden)  # dropout was off while tracing

@@ -12,8 +12,9 @@ from charlm import corpus as corpus_module
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.evaluate import bits_per_char
+from charlm.generation import StopRule
 from charlm.pieces import PieceVocab, train_model
-from charlm.sampler import cut_at_stop, generate
+from charlm.sampler import generate
 from charlm.tokens import load_corpus, prepare
 from charlm.vocab import Vocab
 
@@ -114,8 +115,11 @@ def test_samples_have_the_asked_number_of_characters_and_stop_inside_a_piece(chi
     model = make_model(vocab, layers=1, hidden=16).eval()
     for text in generate(model, "第一回", length=57, num_samples=3, random_seed=1):
         assert text.startswith("第一回") and len(text) == 3 + 57
-    assert cut_at_stop("a", "bcde", "bc") == ("bc", True, "")  # a piece that runs past the stop text is cut
-    assert cut_at_stop("xa", "b", "abc") == ("b", False, "ab")
+    rule = StopRule(("bc",), keep=True)
+    assert rule.feed("a") == ("a", False)
+    assert rule.feed("bcde") == ("bc", True)  # a piece that runs past the stop text is cut
+    rule = StopRule(("abc",), keep=True)
+    assert rule.feed("xa") == ("xa", False) and rule.feed("b") == ("b", False) and rule.tail == "ab"
 
 
 def test_train_and_sample_through_the_cli_with_a_self_contained_checkpoint(tmp_path, chinese):

@@ -8,8 +8,9 @@ import torch
 from charlm import CharLM, stream
 from charlm import generate as generate_one
 from charlm.config import SampleConfig
+from charlm.decoding import nucleus
 from charlm.errors import CharLMError
-from charlm.sampler import Conversation, generate, nucleus
+from charlm.sampler import Conversation, generate
 from charlm.vocab import Vocab
 
 from .conftest import make_model
@@ -143,7 +144,7 @@ def test_conversation_carries_state_and_transcript(model):
     assert transcript == "abc" + first + "de" + second
     with torch.no_grad():  # the carried state is that of the whole transcript read at once
         logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
-    assert torch.allclose(conversation.generation.logits[0], logits[0, -1], atol=1e-4)
+    assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
 
 
 @pytest.mark.parametrize(

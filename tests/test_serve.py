@@ -27,12 +27,13 @@ from openai import AsyncOpenAI, OpenAI
 
 from charlm import CharLM, ModelConfig, checkpoint
 from charlm.config import SampleConfig
+from charlm.decoding import RowSampler
+from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
-from charlm.sampler import RecentCharacters, RowSampler, Uniforms, choose
+from charlm.sampler import generate
 from charlm.serve import listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
-from charlm.serve.engine import release
 from charlm.vocab import Vocab
 
 from .conftest import REPO, TINY, assert_one_line_error, block_import, cli, make_model, shared_corpus
@@ -140,29 +141,27 @@ def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads, h
     assert [padded_rows(n) for n in (1, 4, 5, 33)] == [4, 4, 8, 36]
 
 
-def test_row_sampler_chooses_what_choose_does_row_by_row():
+def test_a_row_chooses_what_it_chooses_alone_whatever_the_other_rows_ask():
     vocab = len(VOCAB)
     configs = [
         SampleConfig(temperature=0.7, top_k=3),
         SampleConfig(top_p=0.8, repetition_penalty=1.3),
         SampleConfig(temperature=1.5, top_k=5, top_p=0.9),
+        SampleConfig(temperature=[0.5, 2.0]),
+        SampleConfig(greedy=True, repetition_penalty=1.2),
         SampleConfig(),
     ]
     prime = torch.tensor([1, 2, 3, 1])
     rows = RowSampler(8, vocab)
+    alone = [RowSampler(1, vocab) for _ in configs]
     for row, config in enumerate(configs):
         rows.set(row, config, 100 + row, prime)
-    uniforms = [Uniforms(100 + row, 1) for row in range(len(configs))]
-    recent = [RecentCharacters(prime, 1, 64, vocab) for _ in configs]
+        alone[row].set(0, config, 100 + row, prime)
     for step in range(400):
         logits = torch.randn(len(configs), vocab) * 3
         chosen = rows.choose(logits)
-        for row, config in enumerate(configs):
-            alone = logits[row : row + 1]
-            if config.repetition_penalty != 1:
-                alone = recent[row].penalize(alone, config.repetition_penalty)
-            expected = choose(alone, config, step, uniforms[row])
-            recent[row].add(expected)
+        for row in range(len(configs)):
+            expected = alone[row].choose(logits[row : row + 1])
             assert chosen[row].item() == expected.item(), (step, row)
 
 
@@ -185,10 +184,20 @@ def test_rows_can_leave_and_the_others_go_on_unchanged():
     ],
 )
 def test_stop_text_is_held_back_until_it_cannot_begin_there(held, stops, expected):
-    assert release(held, stops) == expected
+    rule = StopRule(stops, keep=False)
+    released, stopped = rule.feed(held)
+    assert (released, rule.held, stopped) == expected
 
 
 # --- the API through the openai client ---------------------------------------------------------
+
+
+def test_the_server_and_generate_drive_one_engine_to_the_same_text(client, tiny_model):
+    options = {"temperature": 0.9, "top_p": 0.95, "n": 2, "seed": 5}
+    served = complete(client, max_tokens=60, extra_body={"top_k": 8, "repetition_penalty": 1.2}, **options)
+    made = generate(tiny_model, "the ", length=60, temperature=0.9, top_p=0.95, top_k=8, repetition_penalty=1.2,
+                    num_samples=2, random_seed=5)  # fmt: skip
+    assert served == [text[len("the ") :] for text in made]
 
 
 def test_completion_counts_characters_and_streaming_gives_the_same_text(client, tiny_model):

@@ -84,3 +84,32 @@ def test_calibration_takes_the_faster_count_at_once():
     cpu.load = QUIET
     governor.calibrate(lambda: QUIET[cpu.threads])
     assert governor.threads == cpu.threads == 2
+
+
+def test_it_climbs_back_to_every_core_when_every_core_becomes_fastest():
+    """On 8 cores, once at 4 threads it must still try 8: halving alone would keep it at 4 for good."""
+    cpu = SimulatedCPU()
+    cpu.threads = 8
+    governor = Governor(8, cpu.set_threads)
+    cpu.run(governor, 30, {1: 0.2, 2: 0.35, 4: 0.45, 8: 0.1})  # four cores busy: 4 threads are fastest
+    assert governor.threads == 4
+    assert cpu.run(governor, 3000, {1: 0.2, 2: 0.35, 4: 0.45, 8: 0.8}) > 0.9  # the cores are free again
+    assert governor.threads == 8
+
+
+def test_cheaper_evaluation_characters_do_not_trigger_comparisons():
+    """Evaluation scores characters several times faster than training trains them; a window of each in
+    turn must not read as a machine that slowed down (which starts a comparison at once)."""
+
+    def comparisons(evaluate: bool) -> int:
+        cpu, calls = SimulatedCPU(), []
+        governor = Governor(2, lambda n: (calls.append(n), cpu.set_threads(n)))
+        for _ in range(60):
+            for _ in range(40):  # 2 s of training
+                governor.record(0.05, 0.05 * 10_000 * QUIET[cpu.threads])
+            for _ in range(30 if evaluate else 0):  # 1.5 s of scoring, 4 times the characters per second
+                governor.record(0.05, 0.05 * 40_000 * QUIET[cpu.threads], "score")
+        return calls.count(1)  # each comparison on 2 cores tries 1 thread
+
+    assert comparisons(evaluate=False) <= 8  # the doubling schedule over 120 s of training
+    assert comparisons(evaluate=True) <= comparisons(evaluate=False) + 2

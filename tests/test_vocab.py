@@ -5,6 +5,7 @@ import functools
 import pytest
 
 from charlm.errors import CharLMError
+from charlm.model import Vocabulary
 from charlm.pieces import PieceVocab, train_model
 from charlm.vocab import Vocab
 
@@ -12,7 +13,7 @@ TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不
 
 
 @functools.cache
-def vocabulary(tokenizer: str) -> Vocab | PieceVocab:
+def vocabulary(tokenizer: str) -> Vocabulary:
     return Vocab.from_text(TEXT) if tokenizer == "char" else PieceVocab(train_model([TEXT], "bpe", 300))
 
 

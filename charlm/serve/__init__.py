@@ -1,11 +1,13 @@
 """`charlm serve`: an OpenAI-compatible HTTP server with continuous batching, and a page to write with.
 
-    config.py    ServeConfig: options and limits
-    engine.py    the batch of one model, stepped in its own thread; requests join and leave it
-    protocol.py  the OpenAI API's fields, errors and response shapes
-    app.py       the routes (FastAPI), streaming (server-sent events), the API key
-    metrics.py   /metrics in Prometheus's text format
-    page.html    the page served at /: self-contained, works offline
+    config.py      ServeConfig: options and limits
+    engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
+                   join and leave it, what they made is published
+    protocol.py    the OpenAI API's fields, errors and response shapes
+    completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates)
+    app.py         the routes (FastAPI), streaming (server-sent events)
+    metrics.py     /metrics in Prometheus's text format
+    page.html      the page served at /: self-contained, works offline
 
 Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop).
 """

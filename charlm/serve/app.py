@@ -1,24 +1,17 @@
 """The HTTP layer: routes, the API key, streaming, and the hand-off between asyncio and the engines.
 
-A request is checked (`protocol.py`), its prompts are primed in a worker thread (each alone, so a
-seeded sample never depends on the batch), and it becomes one `Job` per prompt in its model's
-`Engine`. The engine thread publishes updates in batches; `Server.publish` hands each batch to the
-event loop with one call, which routes every update to its request's queue. A request whose client
-goes away cancels its jobs: their rows leave the batch at the next step.
+A request is checked (`protocol.py`) and run as a `Completion` (completion.py: its prompts primed in a
+worker thread, one `Job` per prompt in its model's `Engine`, updates routed back to its queue); this
+module turns the updates into JSON bodies or server-sent events. A request whose client goes away
+cancels its jobs: their rows leave the batch at the next step.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import dataclasses
-import hmac
 import json
-import os
-import secrets
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -28,198 +21,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
-from ..config import SampleConfig
 from ..errors import CharLMError
 from ..model import CharLM
-from ..vocab import UnknownCharacterWarning
 from . import protocol
+from .completion import Completion, Server
 from .config import ServeConfig
-from .engine import Engine, Job, Token, Update, prompt_tokens
+from .engine import Token, Update
 from .metrics import Metrics
-from .protocol import APIError, Params
+from .protocol import APIError
 
 MAX_BODY_OVERHEAD = 1 << 20  # bytes a request body may have beyond its prompts
-
-
-@dataclasses.dataclass
-class Served:
-    """A loaded model under its id."""
-
-    name: str
-    model: CharLM
-    engine: Engine
-    created: int
-
-
-class Server:
-    """What the routes share: the models and their engines, the limits, the counters."""
-
-    def __init__(self, loaders: dict[str, Callable[[], CharLM]], config: ServeConfig):
-        self.loaders, self.config = loaders, config
-        self.api_key = config.api_key or os.environ.get("CHARLM_API_KEY") or None
-        self.models: dict[str, Served] = {}
-        self.ready = threading.Event()
-        self.failure: str | None = None
-        self.metrics = Metrics()
-        self.busy = 0  # rows taken by requests in flight, all models together
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.on_failure: Callable[[], None] | None = None  # `serve` stops the process when loading fails
-        # Prompts are primed one at a time beside the engine: many threads at once would only fight
-        # over the cores and the GIL (64 requests arriving together each waited longer that way).
-        self.primer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="charlm-prime")
-
-    def load(self) -> None:
-        """Load every model and start its engine (in a thread: /health says 503 meanwhile)."""
-        try:
-            for name, loader in self.loaders.items():
-                model = loader()
-                engine = Engine(model, self.config.max_streams, self.publish, self.config.chunk_ms / 1000, name)
-                engine.start()
-                self.models[name] = Served(name, model, engine, int(time.time()))
-        except Exception as e:  # noqa: BLE001 -- any failure must reach /health and the command, not hang both
-            self.failure = str(e) if isinstance(e, CharLMError) else f"{type(e).__name__}: {e}"
-            if self.on_failure:
-                self.on_failure()
-        self.ready.set()
-
-    def close(self) -> None:
-        for served in self.models.values():
-            served.engine.close()
-        self.primer.shutdown(wait=False, cancel_futures=True)
-
-    def publish(self, updates: list[Update]) -> None:
-        """Called by an engine thread: one hand-off to the event loop per batch of updates."""
-        self.metrics.made(sum(len(u.text) for u in updates))
-        if self.loop is not None and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(deliver, updates)
-
-    def model(self, name: str | None) -> Served:
-        """A loaded model by id (None: the first); never a path: ids are only names in this dict."""
-        if self.failure:
-            raise APIError(500, f"the model could not be loaded: {self.failure}", code="model_load_failed")
-        if not self.ready.is_set():
-            raise APIError(503, "the model is still loading; retry in a moment", code="loading", kind="server_error")
-        if name is None:
-            return next(iter(self.models.values()))
-        if name not in self.models:
-            known = ", ".join(self.models)
-            raise APIError(404, f"the model `{name}` does not exist here; loaded: {known}", "model", "model_not_found")
-        return self.models[name]
-
-    def check_key(self, request: Request) -> None:
-        if self.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, key = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
-            raise APIError(401, "invalid or missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
-
-
-def deliver(updates: list[Update]) -> None:
-    """On the event loop: each update to the queue of the request it belongs to."""
-    for update in updates:
-        update.job.sink.put_nowait(update)
-
-
-class Completion:
-    """One request in flight: a job per prompt, all reporting to one queue."""
-
-    def __init__(self, server: Server, served: Served, params: Params):
-        self.server, self.served, self.params = server, served, params
-        self.queue: asyncio.Queue[Update] = asyncio.Queue()
-        self.jobs: list[Job] = []
-        self.rows = params.n * len(params.prompts)
-        self.prompt_chars = sum(len(p) for p in params.prompts)
-        self.prompt_ms = 0.0
-        self.echoed: list[list[Token] | None] = []
-        self.seed = secrets.randbits(62) if params.seed is None else params.seed
-        self.open = self.rows
-        self.finished = False
-
-    async def start(self) -> None:
-        """Take rows (429 when there are none to take), prime the prompts, hand the jobs to the engine."""
-        server, config = self.server, self.server.config
-        if server.busy + self.rows > config.max_streams:
-            raise APIError(
-                429, f"{server.busy} of {config.max_streams} streams are busy; retry shortly", code="too_many_streams"
-            )
-        server.busy += self.rows
-        try:
-            encoded = [self.encode(prompt) for prompt in self.params.prompts]
-            start = time.perf_counter()
-            primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prime, encoded)
-            self.prompt_ms = (time.perf_counter() - start) * 1000
-        except BaseException:
-            self.release()
-            raise
-        options = SampleConfig(
-            temperature=self.params.temperature or 1.0,
-            greedy=self.params.temperature == 0,
-            top_k=self.params.top_k,
-            top_p=self.params.top_p,
-            repetition_penalty=self.params.repetition_penalty,
-        )
-        seeds = [self.seed + i for i in range(self.params.n)]
-        for (ids, logits, state), echoed in zip(primed, self.echoed):
-            job = Job(ids, logits, state, options, seeds, self.params.max_tokens, self.params.stops)
-            job.logprobs, job.sink = self.params.logprobs, self.queue
-            self.jobs.append(job)
-            self.served.engine.submit(job)
-        self.server.metrics.prompt(self.served.name, self.prompt_chars)
-
-    def encode(self, prompt: str):
-        vocab = self.served.model.vocab
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnknownCharacterWarning)
-            try:
-                return vocab.encode(prompt or vocab.start_text(), what="prompt"), prompt
-            except CharLMError as e:
-                raise APIError(400, str(e), "prompt", "unknown_characters") from None
-
-    def prime(self, encoded: list) -> list:
-        """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities."""
-        primed = []
-        for ids, prompt in encoded:
-            logits, state = self.served.engine.stepper.prime(ids)
-            primed.append((ids, logits, state))
-            wants_prompt = self.params.echo and self.params.logprobs is not None and prompt
-            self.echoed.append(prompt_tokens(self.served.model, prompt, self.params.logprobs) if wants_prompt else None)
-        return primed
-
-    def index(self, update: Update) -> int:
-        """The choice index: prompt p's sample j is p * n + j."""
-        return self.jobs.index(update.job) * self.params.n + update.index
-
-    async def updates(self) -> AsyncIterator[Update]:
-        """Every update until every sample is finished; an engine error becomes an APIError."""
-        while self.open:
-            update = await self.queue.get()
-            if update.error:
-                raise APIError(500, update.error, code="generation_failed")
-            if update.finish_reason is not None:
-                self.open -= 1
-            yield update
-        self.finished = True
-
-    def timings(self) -> dict:
-        jobs = [j for j in self.jobs if j.admitted is not None]
-        made = sum(j.made for j in self.jobs)
-        start = min((j.admitted for j in jobs), default=0.0)
-        end = max((j.finished or time.monotonic() for j in jobs), default=0.0)
-        return protocol.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)
-
-    def made(self) -> int:
-        return sum(j.made for j in self.jobs)
-
-    def cancel(self) -> None:
-        for job in self.jobs:
-            self.served.engine.cancel(job)
-        self.release()
-
-    def release(self) -> None:
-        if self.rows:
-            self.server.busy -= self.rows
-            self.rows = 0
 
 
 async def read_json(request: Request, limit: int):

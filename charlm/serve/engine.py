@@ -1,11 +1,13 @@
 """Continuous batching: every sample of every request to one model is a row of one batch.
 
-The engine runs in a thread of its own. Each step it chooses the next character of every row
-(`RowSampler`), advances them all with one batched model step (`RowStepper`), and hands out what
-the rows made. A request joins or leaves at a step boundary: its prompt was primed beforehand,
-alone, so joining costs a copy of the state; a finished or cancelled row is removed by moving the
-last row into its place. A row draws from its own generator and a step computes a padded number of
-rows (`lstm_step.padded_rows`), so a seeded sample is the same text whatever else is running.
+The engine runs in a thread of its own and drives the one sampling engine (`generation.Batch`, what
+`charlm sample` drives too): each step chooses the next token of every row, advances them all with
+one batched model step, and applies each row's length and stop rules. This module only schedules:
+a request joins or leaves at a step boundary (its prompt was primed beforehand, alone, so joining
+costs a copy of the state; a finished or cancelled row is removed by moving the last row into its
+place), and what the rows made is published. A row draws from its own generator and a step computes
+a padded number of rows (`lstm_step.padded_rows`), so a seeded sample is the same text whatever else
+is running.
 
 Output is handed out in batches (`publish`), every `chunk_interval` seconds, and at once when a row
 finishes or makes its first text: one call per batch, not one per character, keeps the cost of
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -25,10 +26,9 @@ from typing import Any
 import torch
 
 from ..config import SampleConfig
-from ..inspect import surprise
-from ..lstm_step import RowStepper
+from ..generation import Batch, Row
 from ..model import CharLM, State
-from ..sampler import MAX_STEPS_PER_CHAR, RowSampler
+from ..scoring import prompt_logprobs, top_logprobs
 
 
 @dataclasses.dataclass
@@ -76,48 +76,25 @@ class Update:
     error: str | None = None
 
 
-class Row:
-    """One sample being made: its output so far and the text held back in case a stop text begins."""
+class Stream(Row):
+    """One sample of a job as a row of the batch: its text and log-probabilities not yet published."""
 
-    def __init__(self, job: Job, index: int, decode: Callable[[int], str]):
-        self.job, self.index, self.decode = job, index, decode
-        self.made = self.steps = 0
-        self.held, self.held_tokens = "", []
+    def __init__(self, job: Job, index: int):
+        super().__init__(job.max_chars, job.stops, keep_stop=False)
+        self.job, self.index = job, index
+        self.held_tokens: list[Token] = []
         self.text: list[str] = []
         self.tokens: list[Token] = []
-        self.finish_reason: str | None = None
         self.published = False
 
-    def take(self, piece: str, token: Token | None) -> None:
-        """Adds one step's text; ends the row at a stop text or at its length."""
-        job = self.job
-        self.steps += 1
-        if token is None and not job.stops and len(piece) == 1:  # the common case, kept cheap: one character
-            self.made += 1
-            job.made += 1
-            self.text.append(piece)
-            if self.made >= job.max_chars:
-                self.finish_reason = "length"
-            return
-        piece = piece[: job.max_chars - self.made]
-        self.made += len(piece)
-        self.held += piece
+    def emit(self, text: str, token: Token | None) -> None:
+        """A step's released text; its token waits until the text it spelled is released."""
         if token is not None:
-            token.text = piece
+            token.text = self.piece
             self.held_tokens.append(token)
-        released, self.held, stopped = release(self.held, job.stops)
-        if not stopped and (self.made >= job.max_chars or self.steps >= MAX_STEPS_PER_CHAR * job.max_chars):
-            released, self.held = released + self.held, ""
-            self.finish_reason = "length"
-        elif stopped:
-            self.finish_reason = "stop"
-        self.emit(released)
-
-    def emit(self, text: str) -> None:
         if text:
             self.text.append(text)
-            job = self.job
-            job.made += len(text)
+            self.job.made += len(text)
         count = 0
         while self.held_tokens and count + len(self.held_tokens[0].text) <= len(text):
             count += len(self.held_tokens[0].text)
@@ -135,19 +112,6 @@ class Row:
         return update
 
 
-def release(held: str, stops: tuple[str, ...]) -> tuple[str, str, bool]:
-    """Splits text not yet sent into what can be sent and what must wait: (sendable, held, stopped).
-    At a stop text, the sendable part is the text before it (OpenAI's rule: the stop text is not
-    returned). Otherwise the end of the text that could begin a stop text is held back."""
-    if not stops:
-        return held, "", False
-    found = [i for i in (held.find(stop) for stop in stops) if i >= 0]
-    if found:
-        return held[: min(found)], "", True
-    keep = max((k for stop in stops for k in range(1, len(stop)) if held.endswith(stop[:k])), default=0)
-    return held[: len(held) - keep], held[len(held) - keep :], False
-
-
 class Engine:
     """The batch of one model, stepped in a thread of its own while any row is live."""
 
@@ -160,11 +124,9 @@ class Engine:
         name: str = "model",
     ):
         self.model, self.capacity, self.publish, self.chunk_interval = model, capacity, publish, chunk_interval
-        self.stepper = RowStepper(model, capacity)
-        self.sampler = RowSampler(capacity, model.config.vocab_size)
-        self.rows: list[Row] = []
+        self.batch = Batch(model, capacity)
         self.waiting: collections.deque[Job] = collections.deque()
-        self.done: list[Row] = []  # finished rows whose last update is not yet published
+        self.done: list[Stream] = []  # finished rows whose last update is not yet published
         self.wakeup = threading.Condition()
         self.stopping = False
         self.last_flush = 0.0
@@ -194,6 +156,10 @@ class Engine:
             self.wakeup.notify()
         self.thread.join()
         self.fail("the server is shutting down")
+
+    @property
+    def rows(self) -> list[Stream]:
+        return self.batch.rows
 
     @property
     def active(self) -> int:
@@ -231,23 +197,11 @@ class Engine:
         for job in jobs:
             job.admitted, job.open_rows = time.monotonic(), len(job.seeds)
             for index, seed in enumerate(job.seeds):
-                row = Row(job, index, self.decoder())
-                if job.max_chars == 0:
-                    row.finish_reason = "length"
+                row = Stream(job, index)
+                if row.finish_reason is not None:  # max_tokens 0
                     self.finish(row)
                     continue
-                position = len(self.rows)
-                self.stepper.load(position, job.logits, job.state)
-                self.sampler.set(position, job.options, seed, job.prompt)
-                self.rows.append(row)
-
-    def decoder(self) -> Callable[[int], str]:
-        """Id -> text for one row (a sentencepiece row keeps its own partial UTF-8 character)."""
-        vocab = self.model.vocab
-        if vocab.one_char_per_id:
-            return vocab.chars.__getitem__
-        decode = vocab.decoder(1)
-        return lambda i: decode(torch.tensor([i]))[0]
+                self.batch.join(row, (job.logits, job.state), job.options, seed, job.prompt)
 
     def drop_cancelled(self) -> None:
         for position in reversed(range(len(self.rows))):
@@ -257,13 +211,11 @@ class Engine:
     def advance(self) -> None:
         """One step: every row's next character chosen, the model advanced on all of them."""
         rows = len(self.rows)
-        logits = self.stepper.logits[:rows]
-        tokens = self.alternatives(logits)
-        ids = self.sampler.choose(logits)
+        tokens = self.alternatives(self.batch.logits)
+        ids, texts = self.batch.step()
         tokens = tokens(ids) if tokens else [None] * rows
-        self.stepper.step(ids)
-        for row, i, token in zip(self.rows, ids.tolist(), tokens):
-            row.take(row.decode(i), token)
+        for row, text, token in zip(self.rows, texts, tokens):
+            row.emit(text, token)
             if row.finish_reason is None and not row.published and row.text:
                 self.urgent = True  # a stream's first text goes out at once
         for position in reversed(range(rows)):
@@ -277,9 +229,7 @@ class Engine:
         wanted = [p for p, row in enumerate(self.rows) if row.job.logprobs is not None]
         if not wanted:
             return None
-        logprobs = torch.log_softmax(logits[wanted].float(), dim=-1)
-        k = min(max(self.rows[p].job.logprobs for p in wanted), logprobs.size(-1))
-        top_values, top_ids = logprobs.topk(k, dim=-1)
+        logprobs, top_values, top_ids = top_logprobs(logits[wanted], max(self.rows[p].job.logprobs for p in wanted))
         label = self.model.vocab.decode
 
         def tokens(ids: torch.Tensor) -> list[Token | None]:
@@ -293,7 +243,7 @@ class Engine:
 
         return tokens
 
-    def finish(self, row: Row) -> None:
+    def finish(self, row: Stream) -> None:
         job = row.job
         job.open_rows -= 1
         if job.open_rows == 0:
@@ -302,13 +252,7 @@ class Engine:
         self.urgent = True
 
     def remove(self, position: int) -> None:
-        """Row `position` leaves the batch; the last row moves into its place."""
-        last = len(self.rows) - 1
-        if position != last:
-            self.stepper.move(last, position)
-            self.sampler.move(last, position)
-            self.rows[position] = self.rows[last]
-        self.rows.pop()
+        self.batch.remove(position)
 
     def flush(self) -> None:
         """Publish what the rows made, if the chunk interval has passed or something is urgent."""
@@ -326,7 +270,8 @@ class Engine:
         with self.wakeup:
             jobs = {id(row.job): row.job for row in self.rows} | {id(job): job for job in self.waiting}
             self.waiting.clear()
-        self.rows, self.done = [], []
+        self.batch.rows.clear()
+        self.done = []
         updates = [Update(job, 0, "", error=message) for job in jobs.values() if not job.cancelled]
         if updates:
             self.publish(updates)
@@ -334,14 +279,6 @@ class Engine:
 
 @torch.inference_mode()
 def prompt_tokens(model: CharLM, prompt: str, top: int) -> list[Token]:
-    """The prompt's characters with the model's log-probability of each given the ones before (none
-    for the first) and its `top` likeliest alternatives, as `echo` with `logprobs` reports them: the
-    surprise computation of `charlm inspect` (the page's hover and colours use the same)."""
-    scored = surprise(model, prompt, top=top, context="")
-    tokens = []
-    for text, bits, guesses in zip(scored.tokens, scored.bits.tolist(), scored.top):
-        if math.isnan(bits):  # the first character: nothing was read before it
-            tokens.append(Token(text, None, None))
-        else:
-            tokens.append(Token(text, -bits * math.log(2), [(alt, math.log(p)) for alt, p in guesses if p > 0]))
-    return tokens
+    """The prompt's tokens as `echo` with `logprobs` reports them (`scoring.prompt_logprobs`: the
+    surprise computation of `charlm inspect`, which the page's hover and colours use too)."""
+    return [Token(text, logprob, alternatives) for text, logprob, alternatives in prompt_logprobs(model, prompt, top)]

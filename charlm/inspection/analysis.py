@@ -9,7 +9,7 @@ and Understanding Recurrent Networks" (2015):
 - what the LSTM buys: its bits per character class against a Kneser-Ney n-gram fitted on the run's
   training split (`ngram.KneserNey`, `bits_by_class`).
 
-`analyse` computes all of it into an `Inspection`; report.py draws the page, `summary` the text tables.
+`analyse` computes all of it into an `Inspection`; page.py draws the page, `summary` the text tables.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import CharLMError
-from .model import CharLM, inference
-from .ngram import MAX_ORDER, KneserNey
-from .trace import Trace, bits_per_char, encode, score, tokens_of
+from ..errors import CharLMError
+from ..model import CharLM
+from ..ngram import MAX_ORDER, KneserNey
+from ..scoring import Surprise, Trace, surprise, trace
 
-TOP = 5  # guesses shown under each character
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists
 SHUT, OPEN = 0.1, 0.9  # a gate value below SHUT is left-saturated, above OPEN right-saturated
@@ -33,59 +32,22 @@ SIGMOID_GATES = ("input", "forget", "output", "reset", "update")  # the candidat
 CHINESE_SHARE = 0.3  # a text is Chinese when this share of its non-space characters are CJK ideographs
 
 
-@dataclass
-class Surprise:
-    """The bits a model spent on each token of a text and its top guesses before it. Row t belongs to
-    token t; a token with no prediction (a cold start) has NaN bits and no guesses."""
-
-    tokens: list[str]
-    bits: np.ndarray  # (T,) float64
-    top: list[list[tuple[str, float]]]  # (T, <= top): (token, probability), most likely first
-
-    @property
-    def bpc(self) -> float:
-        return bits_per_char(self.bits, self.tokens)
-
-    def hardest(self, count: int = HARDEST, width: int = SPAN) -> list[tuple[int, int, float]]:
-        """The `count` spans of `width` tokens with the most bits, not overlapping: (start, end,
-        bits per character), hardest first."""
-        bits = np.nan_to_num(self.bits)
-        if len(bits) <= width:
-            return [(0, len(bits), self.bpc)] if len(bits) else []
-        totals = np.convolve(bits, np.ones(width), mode="valid")  # totals[s]: bits of tokens s..s+width-1
-        spans, taken = [], np.zeros(len(bits), dtype=bool)
-        for start in np.argsort(-totals, kind="stable"):
-            if len(spans) == count:
-                break
-            if not taken[start : start + width].any():
-                taken[start : start + width] = True
-                chars = sum(len(token) for token in self.tokens[start : start + width])
-                spans.append((int(start), int(start) + width, float(totals[start] / chars)))
-        return spans
-
-    def to_dict(self) -> dict:
-        """Plain values for JSON (a web page): bits rounded, NaN as None."""
-        return {
-            "tokens": self.tokens,
-            "bits": [None if np.isnan(b) else round(float(b), 3) for b in self.bits],
-            "top": [[[token, round(p, 4)] for token, p in guesses] for guesses in self.top],
-        }
-
-
-def surprise(model: CharLM, text: str, top: int = TOP, context: str | None = None) -> Surprise:
-    """Bits spent on each token of `text` and the model's `top` guesses before it. The model first
-    reads `context` (None: the start of a line), so the first token is predicted too. The same head
-    computation as `CharLM.trace` (`trace.score`), without the per-layer states."""
-    ids, start = encode(model, text, context)
-    with inference(model):
-        outputs, _ = model.core(model.embed(ids[None]))
-        scores = score(model, outputs[0], ids, start, top=top)
-    decode = [model.vocab.decode([i]) for i in range(len(model.vocab))]
-    guesses = [
-        [(decode[i], float(p)) for i, p in zip(row_ids, row_probs) if i >= 0]
-        for row_ids, row_probs in zip(scores.top_ids.tolist(), scores.top_probs.tolist())
-    ]
-    return Surprise(tokens_of(model, text, ids[start:].cpu()), scores.bits, guesses)
+def hardest_spans(seen: Surprise, count: int = HARDEST, width: int = SPAN) -> list[tuple[int, int, float]]:
+    """The `count` spans of `width` tokens with the most bits, not overlapping: (start, end,
+    bits per character), hardest first."""
+    bits = np.nan_to_num(seen.bits)
+    if len(bits) <= width:
+        return [(0, len(bits), seen.bpc)] if len(bits) else []
+    totals = np.convolve(bits, np.ones(width), mode="valid")  # totals[s]: bits of tokens s..s+width-1
+    spans, taken = [], np.zeros(len(bits), dtype=bool)
+    for start in np.argsort(-totals, kind="stable"):
+        if len(spans) == count:
+            break
+        if not taken[start : start + width].any():
+            taken[start : start + width] = True
+            chars = sum(len(token) for token in seen.tokens[start : start + width])
+            spans.append((int(start), int(start) + width, float(totals[start] / chars)))
+    return spans
 
 
 # --- features of the text, one value per character: the state after reading it -----------------------
@@ -278,7 +240,7 @@ def bits_by_class(tokens: list[str], lstm_bits: np.ndarray, ngram_bits: np.ndarr
 class Inspection:
     """Everything `charlm inspect` shows, for one model on one text."""
 
-    model: str  # as CharLM.describe says it
+    model: str  # as CharLM.architecture says it
     trace: Trace  # without the full distributions
     surprise: Surprise
     state_name: str  # "tanh(c)" or "h": what `states` holds
@@ -298,10 +260,10 @@ def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_O
         raise CharLMError("charlm inspect needs a character model; this one reads sentencepiece tokens")
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
-    trace = model.trace(text, probs=False)
+    traced = trace(model, text, probs=False)
     seen = surprise(model, text)
-    state_name, states = cell_view(trace)
-    text = "".join(trace.tokens)  # normalized as the model read it
+    state_name, states = cell_view(traced)
+    text = "".join(traced.tokens)  # normalized as the model read it
     found = features(text)
     ngram = KneserNey(training_text, len(model.vocab), max_order, quiet)
     start = model.vocab.start_text()
@@ -309,22 +271,22 @@ def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_O
     ngram_bpc = {order: float(bits.mean()) for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
     notes = []
-    if trace.cells is None:
-        notes.append(f"a {trace.cell.upper()} has no cell state: the cells section shows its hidden state h")
-    if not trace.gates:
+    if traced.cells is None:
+        notes.append(f"a {traced.cell.upper()} has no cell state: the cells section shows its hidden state h")
+    if not traced.gates:
         notes.append("a plain RNN has no gates: every step rewrites the whole state")
     return Inspection(
-        model=model.describe(),
-        trace=trace,
+        model=model.architecture(),
+        trace=traced,
         surprise=seen,
         state_name=state_name,
         states=states,
         features=found,
         matches=best_cells(states, found),
-        saturation=saturation(trace),
+        saturation=saturation(traced),
         ngram_bpc=ngram_bpc,
         ngram_order=best,
-        classes=bits_by_class(trace.tokens, seen.bits, ngram_bits[best]),
+        classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
         notes=notes,
     )
 
@@ -358,49 +320,5 @@ def summary(inspection: Inspection) -> str:
     for row in inspection.classes:
         saved = row.ngram_bpc - row.lstm_bpc
         lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
-    lines.append("hardest spans: " + "; ".join(f"{a}-{b} ({bpc:.2f} bpc)" for a, b, bpc in seen.hardest()))
+    lines.append("hardest spans: " + "; ".join(f"{a}-{b} ({bpc:.2f} bpc)" for a, b, bpc in hardest_spans(seen)))
     return "\n".join(lines)
-
-
-# --- a run and a file, as the command names them -------------------------------------------------------------
-
-MAX_CHARS = 5000  # characters inspected by default: the page holds every cell's state for each of them
-
-
-def inspect_run(
-    target: str | None,
-    file: str | None,
-    held_out: bool = False,
-    train_text: str | None = None,
-    max_chars: int = MAX_CHARS,
-    device: str = "cpu",
-    quiet: bool = True,
-) -> tuple[Inspection, str]:
-    """Inspect the model of a run or checkpoint (None: the latest run) on the first `max_chars`
-    characters of `file`, or of the run's held-out text; the n-gram is fitted on the run's training
-    split unless `train_text` names a file. Returns the inspection and a title for the page."""
-    from . import checkpoint, runs
-    from .corpus import read_texts
-    from .device import resolve_device
-    from .tokens import load_corpus
-
-    path = runs.resolve(target)
-    saved = checkpoint.read(path)
-    model = saved.model().to(resolve_device(device))
-    normalize, encoding = model.vocab.normalize, saved.config.encoding
-    corpus = None
-    if held_out or train_text is None:
-        try:
-            corpus = load_corpus(saved.corpus["sources"], saved.config, quiet=quiet)
-        except CharLMError as e:
-            raise CharLMError(
-                f"{e}; the run's corpus is needed for its training split: pass --train-text FILE and a FILE to inspect"
-            ) from None
-    if held_out:
-        text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
-    else:
-        text, name = read_texts([file], encoding, normalize)[:max_chars], file
-    if model.vocab.one_char_per_id and model.vocab.unknown_id is None:
-        model.vocab.encode(text, what=name)  # characters the model never saw: an error that names the file
-    training = read_texts([train_text], encoding, normalize) if train_text else corpus.vocab.decode(corpus.train_ids)
-    return analyse(model, text, training, quiet=quiet), f"{name}, {path.parent.name}/{path.name}"

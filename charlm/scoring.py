@@ -1,5 +1,21 @@
-"""What a model computes on a text, character by character: its predictions, every layer's gates,
-cell states and hidden states, as numpy arrays a notebook can plot (`CharLM.trace` calls `trace`).
+"""Scoring: how well a model predicts a text, computed in one place for `charlm eval`, training's
+validation, `charlm inspect` and the server's log-probabilities.
+
+- `bits_per_char`: bits per character of a token stream, as one pass over it scores it, the state
+  carried from its first token to its last (validation and `charlm eval`);
+- `surprise`: the bits spent on each token of a text and the model's top guesses before it (the
+  inspect page, and `prompt_logprobs` for the server's `echo`); `top_logprobs` the same for a batch
+  of next-token logits (the server's `logprobs` while sampling);
+- `trace`: everything the model computes on a text, character by character: its predictions, every
+  layer's gates, cell states and hidden states, as numpy arrays a notebook can plot.
+
+Bits are in nats over the characters the scored tokens spell (one each for a character vocabulary,
+several for a SentencePiece piece), converted to bits, so models with different tokenizers compare.
+
+`bits_per_char` cuts the text into up to EVAL_STREAMS pieces scored side by side for speed; every
+piece but the first starts from the state of reading the EVAL_WARMUP tokens before it (unscored),
+which is what one pass has there, to within a small difference (see EVAL_WARMUP). Every token after
+the first is scored exactly once.
 
 Training runs torch's fused `nn.LSTM`, which hands back only the top layer's outputs. To look inside
 every layer, `trace` runs the layers one at a time with the same fused kernel (each layer's weights
@@ -8,30 +24,94 @@ batched call of the reference cell (`cells.lstm_cell`) for the whole text, the T
 T rows, since the gates at step t depend only on the layer's input x_t and the hidden state h_{t-1},
 both known by then. The cell states follow from the one recurrence left, c_t = f_t * c_{t-1} + i_t * g_t,
 a few elementwise operations per character. tests/test_model.py checks all of it against
-`cells.lstm_cell` stepped one character at a time and against `nn.LSTM`'s outputs.
-
-A GRU has reset and update gates and a candidate (`cells.gru_cell`) but no cell state; a plain RNN
-has neither gates nor cell state: their traces say so with `cells is None` and fewer gates.
-
-model.py imports this module lazily (`CharLM.trace`), so this one takes the model as an argument.
+`cells.lstm_cell` stepped one character at a time and against `nn.LSTM`'s outputs. A GRU has reset and
+update gates and a candidate (`cells.gru_cell`) but no cell state; a plain RNN has neither gates nor
+cell state: their traces say so with `cells is None` and fewer gates.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
+from . import threads
+from .batches import as_ids
 from .cells import gru_cell, lstm_cell
+from .model import CharLM, State, inference, map_state
 
-if TYPE_CHECKING:
-    from .model import CharLM
+LOG2E = 1.0 / math.log(2.0)  # bits per nat
+TOP = 5  # guesses `surprise` keeps before each token by default
 
-LOG2E = 1.4426950408889634
+EVAL_STREAMS = 16  # pieces scored side by side
+EVAL_WINDOW = 250  # tokens per forward call: longer windows, same result, fewer calls
+# Tokens a piece reads, unscored, before its start, to rebuild the state one pass has there. Measured
+# with 16 pieces, in bits per character against one pass (commands in the commit that set it):
+#                                                   one pass    cold     25 tokens  50 tokens  100
+#   2x128 LSTM, 1 min on tinyshakespeare; its last   3.0101   +0.0004   +0.000000  +0.000000  0.000000
+#     100k characters (held out)
+#   the same run at 3 min; last 100k characters      2.7388   +0.0006   +0.000006  +0.000001  0.000000
+#   the same run at 3 min; last 3,000 characters     2.8690   +0.0167   -0.0009    +0.00001   0.000000
+#   1x32 LSTM, 400 steps on a repeated sentence      0.1455   +0.0169   +0.000006   0.000000  0.000000
+# 200 and 400 tokens: 0.000000 as well. 200 leaves a margin for better-trained models, which remember longer.
+EVAL_WARMUP = 200
+PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of tokens: warming costs <= 10% more
+
+
+def bits_per_char(
+    model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None, progress: bool = False
+) -> float:
+    """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it.
+    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent)."""
+    ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
+    scored = len(ids) - 1  # every token but the first is predicted from the ones before it
+    pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
+    length = -(-scored // pieces)  # tokens each piece predicts; the last piece may predict fewer
+    starts = torch.arange(pieces) * length
+    device = model.device
+    char_lengths = model.vocab.char_lengths()
+    total_nats = torch.zeros((), dtype=torch.float64, device=device)
+    chars = 0
+    bar = tqdm(
+        total=int(char_lengths[ids[1:]].sum()) if progress else None,
+        disable=not progress,
+        desc="scoring",
+        unit="char",
+        unit_scale=True,
+        dynamic_ncols=True,
+    )
+    with bar, inference(model):
+        state = warm_up(model, ids, starts)
+        for column in range(0, length, EVAL_WINDOW):
+            started = time.perf_counter()
+            positions = starts[:, None] + column + torch.arange(min(EVAL_WINDOW, length - column) + 1)
+            window = ids[positions.clamp(max=scored)]
+            inside = positions[:, 1:] <= scored  # a last piece's columns past the end are not scored
+            nats, state = model(window[:, :-1].to(device), state, window[:, 1:].to(device))
+            total_nats += (nats.double() * inside.to(device)).sum()
+            window_chars = int(char_lengths[window[:, 1:][inside]].sum())
+            chars += window_chars
+            bar.update(window_chars)
+            threads.record(time.perf_counter() - started, int(inside.sum()), "score")
+    return total_nats.item() / max(chars, 1) * LOG2E
+
+
+def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | None:
+    """Each piece's state at its start: the first starts the text (a fresh state, as in one pass);
+    every other reads the EVAL_WARMUP tokens before its start."""
+    if len(starts) == 1:
+        return None
+    before = starts[1:, None] - EVAL_WARMUP + torch.arange(EVAL_WARMUP)
+    _, state = model(ids[before].to(model.device))
+    return map_state(lambda s: torch.cat([torch.zeros_like(s[:, :1]), s], dim=1), state)
+
+
 HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)
 GATE_NAMES = {
     "lstm": ("input", "forget", "candidate", "output"),
@@ -59,7 +139,7 @@ class Trace:
     @property
     def bpc(self) -> float:
         """Bits per character over the tokens that were predicted."""
-        return bits_per_char(self.bits, self.tokens)
+        return mean_bits(self.bits, self.tokens)
 
 
 @dataclass
@@ -78,8 +158,6 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     (None: the start of a line, as sampling from an empty seed does), so the first character is
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory."""
-    from .model import inference  # not at module level: model.py imports this module
-
     ids, start = encode(model, text, context)
     with inference(model):
         inputs, layers = model.embed(ids), []
@@ -160,7 +238,7 @@ def score(
 ) -> Scores:
     """Score tokens ids[start:] by the top layer's outputs (T_all, H) over all of `ids`: the head's
     distribution after token t-1 against token t, a chunk of positions at a time. One function for
-    `trace` and for the surprise view (`inspect.surprise`), so both report the same numbers."""
+    `trace`, `surprise` and `prompt_logprobs`, so all report the same numbers."""
     count = len(ids) - start
     cold = 1 if start == 0 else 0  # nothing was read before token 0
     bits = np.full(count, np.nan)
@@ -190,8 +268,69 @@ def tokens_of(model: CharLM, text: str, ids: torch.Tensor) -> list[str]:
     return [model.vocab.decode([i]) for i in ids.tolist()]
 
 
-def bits_per_char(bits: np.ndarray, tokens: list[str]) -> float:
-    """Total bits over the characters of the tokens that were scored (a NaN is a token that was not)."""
+def mean_bits(bits: np.ndarray, tokens: list[str]) -> float:
+    """Bits per character of scored tokens: total bits over the characters of the tokens that were
+    scored (a NaN is a token that was not)."""
     scored = ~np.isnan(bits)
     chars = sum(len(token) for token, kept in zip(tokens, scored) if kept)
     return float(bits[scored].sum() / max(chars, 1))
+
+
+@dataclass
+class Surprise:
+    """The bits a model spent on each token of a text and its top guesses before it. Row t belongs to
+    token t; a token with no prediction (a cold start) has NaN bits and no guesses."""
+
+    tokens: list[str]
+    bits: np.ndarray  # (T,) float64
+    top: list[list[tuple[str, float]]]  # (T, <= top): (token, probability), most likely first
+
+    @property
+    def bpc(self) -> float:
+        return mean_bits(self.bits, self.tokens)
+
+    def to_dict(self) -> dict:
+        """Plain values for JSON (a web page): bits rounded, NaN as None."""
+        return {
+            "tokens": self.tokens,
+            "bits": [None if np.isnan(b) else round(float(b), 3) for b in self.bits],
+            "top": [[[token, round(p, 4)] for token, p in guesses] for guesses in self.top],
+        }
+
+
+def surprise(model: CharLM, text: str, top: int = TOP, context: str | None = None) -> Surprise:
+    """Bits spent on each token of `text` and the model's `top` guesses before it. The model first
+    reads `context` (None: the start of a line), so the first token is predicted too. The same head
+    computation as `trace` (`score`), without the per-layer states."""
+    ids, start = encode(model, text, context)
+    with inference(model):
+        outputs, _ = model.core(model.embed(ids[None]))
+        scores = score(model, outputs[0], ids, start, top=top)
+    decode = [model.vocab.decode([i]) for i in range(len(model.vocab))]
+    guesses = [
+        [(decode[i], float(p)) for i, p in zip(row_ids, row_probs) if i >= 0]
+        for row_ids, row_probs in zip(scores.top_ids.tolist(), scores.top_probs.tolist())
+    ]
+    return Surprise(tokens_of(model, text, ids[start:].cpu()), scores.bits, guesses)
+
+
+def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The model's own distribution for rows of next-token logits (rows, vocab), before any temperature
+    or penalty: (log-probabilities (rows, vocab), the `top` likeliest values and their ids)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    values, ids = logprobs.topk(min(top, logprobs.size(-1)), dim=-1)
+    return logprobs, values, ids
+
+
+def prompt_logprobs(model: CharLM, prompt: str, top: int) -> list[tuple[str, float | None, list | None]]:
+    """Each token of `prompt` with the model's natural-log probability of it given the ones before
+    (None for the first, which nothing predicted) and its `top` likeliest alternatives, as the
+    server's `echo` reports them: the `surprise` computation, read cold."""
+    scored = surprise(model, prompt, top=top, context="")
+    tokens = []
+    for text, bits, guesses in zip(scored.tokens, scored.bits.tolist(), scored.top):
+        if math.isnan(bits):
+            tokens.append((text, None, None))
+        else:
+            tokens.append((text, -bits * math.log(2), [(alt, math.log(p)) for alt, p in guesses if p > 0]))
+    return tokens

@@ -1,5 +1,5 @@
 """The page `charlm inspect` writes: one self-contained HTML file (no network, opens offline) that shows
-an `inspect.Inspection`.
+an `analysis.Inspection`.
 
 Every character of the text is escaped into the page (`html.escape`); the numbers travel in one JSON
 block whose `<`, `>` and `&` are written as \\u escapes, so no text can close the script element. The
@@ -18,7 +18,8 @@ from string import Template
 
 import numpy as np
 
-from .inspect import OPEN, SHUT, TOP, Inspection
+from ..scoring import TOP
+from .analysis import OPEN, SHUT, Inspection, hardest_spans
 
 MAX_BITS = 8.0  # the surprise colour is full red from this many bits up
 PLOT = 180  # a gate scatter plot's side in pixels
@@ -194,7 +195,7 @@ def render(inspection: Inspection, title: str) -> str:
     hardest = "".join(
         f'<li><button data-goto="{start}">show</button> {bpc:.2f} bpc: '
         f"<code>{esc(''.join(seen.tokens[start:end]).replace(chr(10), ' / '))}</code></li>"
-        for start, end, bpc in seen.hardest()
+        for start, end, bpc in hardest_spans(seen)
     )
     return PAGE.substitute(
         title=esc(title),

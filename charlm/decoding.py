@@ -1,0 +1,143 @@
+"""The decoding policy, row by row: temperature, top-k, top-p, repetition penalty, greedy.
+
+Each row of a batch has its own options, its own generator and its own recent characters, kept as
+tensors over the rows, so that one `RowSampler.choose` picks every row's next id. Randomness is per
+row: a row seeded `seed` draws the same ids whether it runs alone or beside others, and whatever
+the others are doing (`charlm sample` seeds sample i with `random_seed + i`; the server does the same).
+A temperature schedule (a list of temperatures) is one temperature per row per step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import SampleConfig
+from .errors import CharLMError
+
+UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
+
+
+def penalize(
+    logits: torch.Tensor, history: torch.Tensor, penalty: float | torch.Tensor, vocab_size: int
+) -> torch.Tensor:
+    """CTRL's rule: a recent character's positive logit is divided by the penalty, a negative one
+    multiplied, so it always becomes less likely. `history` (rows, window) holds each row's recent
+    ids (`vocab_size` in an empty slot); `penalty` is one number or one per row, shaped (rows, 1)."""
+    seen = torch.zeros(logits.size(0), vocab_size + 1, dtype=torch.bool, device=logits.device)
+    seen.scatter_(1, history, True)
+    penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+    return torch.where(seen[:, :vocab_size], penalized, logits)
+
+
+def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform."""
+    cdf = probs.cumsum(dim=-1)
+    target = (uniform.to(cdf) * cdf[:, -1]).unsqueeze(1)
+    return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)
+
+
+def nucleus(probs: torch.Tensor, top_p: float | torch.Tensor) -> torch.Tensor:
+    """Keep the smallest set of likeliest characters whose total probability reaches top_p (one
+    number, or one per row shaped (rows, 1))."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the likelier characters
+    sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
+    return torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+
+
+def as_float32(value: float) -> torch.Tensor:
+    """A number as the float32 a tensor op makes of it (inf beyond float32's range, not an error)."""
+    return torch.tensor(value, dtype=torch.float64).float()
+
+
+class RowSampler:
+    """The decoding policy of rows that come and go: `set` a row's options, seed and prompt, `choose`
+    every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones."""
+
+    def __init__(self, capacity: int, vocab_size: int, window: int = SampleConfig.repetition_window):
+        self.vocab_size, self.window = vocab_size, window
+        self.temperature = torch.ones(capacity, 1)  # this step's; 0 means greedy
+        self.top_k = torch.full((capacity, 1), vocab_size, dtype=torch.long)
+        self.top_p = torch.full((capacity, 1), float("inf"))  # inf: no nucleus
+        self.penalty = torch.ones(capacity, 1)
+        self.history = torch.full((capacity, window), vocab_size, dtype=torch.long)  # vocab_size: an empty slot
+        self.position = torch.zeros(capacity, dtype=torch.long)
+        self.generators: list[torch.Generator | None] = [None] * capacity
+        self.schedules: list[tuple[float, ...] | None] = [None] * capacity  # a temperature per step, cycled
+        self.steps = [0] * capacity
+        self.block = torch.zeros(capacity, UNIFORM_BLOCK, dtype=torch.float64)
+        self.used = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long)
+        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.history, self.position]
+        self.rows += [self.block, self.used]
+
+    def set(self, row: int, options: SampleConfig, seed: int, prime: torch.Tensor) -> None:
+        """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
+        the text `prime` (ids; its last characters count for the repetition penalty)."""
+        if options.repetition_window != self.window:
+            raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
+        schedule = options.temperature if isinstance(options.temperature, tuple) else None
+        self.schedules[row] = None if options.greedy else schedule
+        self.steps[row] = 0
+        self.temperature[row] = 0.0 if options.greedy else as_float32(options.temperature_at(0))
+        self.top_k[row] = min(options.top_k or self.vocab_size, self.vocab_size)
+        self.top_p[row] = options.top_p if options.top_p is not None and options.top_p < 1 else float("inf")
+        self.penalty[row] = options.repetition_penalty
+        recent = prime[-self.window :]
+        self.history[row] = self.vocab_size
+        self.history[row, : recent.numel()] = recent.cpu()
+        self.position[row] = recent.numel() % self.window
+        self.generators[row] = torch.Generator().manual_seed(seed)
+        self.used[row] = UNIFORM_BLOCK
+
+    def move(self, src: int, dst: int) -> None:
+        for tensor in self.rows:
+            tensor[dst] = tensor[src]
+        self.generators[dst], self.schedules[dst], self.steps[dst] = (
+            self.generators[src],
+            self.schedules[src],
+            self.steps[src],
+        )
+
+    def choose(self, logits: torch.Tensor) -> torch.Tensor:
+        """Next ids (rows,) of rows 0..rows-1 from their logits (rows, vocab); the ids join each row's
+        recent characters."""
+        rows = logits.size(0)
+        self.schedule(rows)
+        device = logits.device
+        if bool((self.penalty[:rows] != 1).any()):
+            penalty = self.penalty[:rows].to(device)
+            logits = penalize(logits, self.history[:rows].to(device), penalty, self.vocab_size)
+        temperature = self.temperature[:rows].to(device)
+        greedy = temperature == 0
+        scaled = logits.float() / torch.where(greedy, 1.0, temperature)
+        top_k, limited = self.top_k[:rows].to(device), self.top_k[:rows].to(device) < self.vocab_size
+        if bool(limited.any()):
+            largest = int(top_k[limited].max())
+            kth = torch.topk(scaled, largest, dim=-1).values.gather(1, top_k.clamp(max=largest) - 1)
+            scaled = scaled.masked_fill((scaled < kth) & limited, float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        top_p = self.top_p[:rows]
+        if bool(torch.isfinite(top_p).any()):
+            probs = nucleus(probs, top_p.to(device))
+        ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows).to(device)))
+        self.history[torch.arange(rows), self.position[:rows]] = ids.cpu()
+        self.position[:rows] = (self.position[:rows] + 1) % self.window
+        return ids
+
+    def schedule(self, rows: int) -> None:
+        """This step's temperature of each row with a schedule; every row's step count advances."""
+        for row in range(rows):
+            schedule = self.schedules[row]
+            if schedule is not None:
+                self.temperature[row] = as_float32(schedule[self.steps[row] % len(schedule)])
+            self.steps[row] += 1
+
+    def uniforms(self, rows: int) -> torch.Tensor:
+        """This step's uniform of each row, refilling a row's block from its generator."""
+        used = self.used[:rows]
+        for row in (used == UNIFORM_BLOCK).nonzero().flatten().tolist():
+            self.block[row] = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
+            used[row] = 0
+        drawn = self.block[:rows].gather(1, used.unsqueeze(1)).squeeze(1)
+        used += 1
+        return drawn

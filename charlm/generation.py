@@ -1,0 +1,175 @@
+"""The one sampling engine: a batch of rows, each a sample being made, stepped one token at a time.
+
+`charlm sample`, `charlm.generate` / `charlm.stream`, interactive co-writing and the server all
+drive a `Batch`: each step chooses every row's next id (`decoding.RowSampler`: the row's own
+options, generator and recent characters), advances the model on all of them at once
+(`lstm_step.RowStepper`), and hands each row its text (`Row.take`: one length rule, one stop rule).
+Rows join with a primed state and may leave at any step boundary; what a driver does with the text
+(print it, collect it, publish it to HTTP streams) is the driver's business.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from . import threads
+from .config import SampleConfig
+from .decoding import RowSampler
+from .lstm_step import RowStepper
+from .model import CharLM, State
+
+MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps; never loop longer
+
+
+class StopRule:
+    """Where a row's text ends at a stop text: the one stop matcher, for a stop text split over any
+    number of steps (or pieces). `keep`: the text up to and including the stop text is released
+    (`charlm sample --stop`); otherwise the text before it (OpenAI's rule), so the end of the text
+    that could begin a stop text is held back until it cannot. With several stop texts, the text
+    ends at the first to complete (`keep`) or to begin."""
+
+    def __init__(self, stops: tuple[str, ...], keep: bool):
+        self.stops, self.keep = stops, keep
+        self.longest = max(len(stop) for stop in stops)
+        self.tail = ""  # keep: the end of the released text, where a stop text may have begun
+        self.held = ""  # not keep: text not released, for it may begin a stop text
+
+    def feed(self, piece: str) -> tuple[str, bool]:
+        """Adds a step's text: (what can be released now, whether a stop text was found)."""
+        text, start = self.tail + self.held + piece, len(self.tail)
+        found = [i + len(stop) if self.keep else i for stop in self.stops if (i := text.find(stop)) >= 0]
+        if found:
+            self.tail = self.held = ""
+            return text[start : min(found)], True
+        if self.keep:
+            self.tail = text[max(0, len(text) - self.longest + 1) :]
+            return text[start:], False
+        held = max((k for stop in self.stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
+        self.held = text[len(text) - held :]
+        return text[: len(text) - held], False
+
+    def flush(self) -> str:
+        """The held text, released (the row ended for another reason)."""
+        held, self.held = self.held, ""
+        return held
+
+
+class Row:
+    """One sample being made: its length rule and stop rule. A row ends ("length") once it has
+    `length` characters or has taken MAX_STEPS_PER_CHAR steps per character asked, or ("stop") at
+    a stop text."""
+
+    def __init__(self, length: int, stops: tuple[str, ...] = (), keep_stop: bool = True):
+        self.length = length
+        self.stop = StopRule(stops, keep_stop) if stops else None
+        self.made = self.steps = 0
+        self.piece = ""  # the last step's text, cut to the length
+        self.finish_reason: str | None = "length" if length == 0 else None
+        self.decode: Callable[[int], str] | None = None  # set by `Batch.join`
+
+    def take(self, piece: str) -> str:
+        """Adds one step's text; returns what the row releases now and ends it at its length or stop."""
+        self.steps += 1
+        if self.stop is None and len(piece) == 1:  # the common case, kept cheap: one character
+            self.piece = piece
+            self.made += 1
+            if self.made >= self.length:
+                self.finish_reason = "length"
+            return piece
+        piece = self.piece = piece[: self.length - self.made]
+        self.made += len(piece)
+        released, stopped = self.stop.feed(piece) if self.stop is not None and piece else (piece, False)
+        if stopped:
+            self.finish_reason = "stop"
+        elif self.made >= self.length or self.steps >= MAX_STEPS_PER_CHAR * self.length:
+            released += self.stop.flush() if self.stop is not None else ""
+            self.finish_reason = "length"
+        return released
+
+
+class Batch:
+    """The rows being made with one model, packed at the front of its buffers: `rows[p]` is at
+    position p. `dtype`: the LSTM step's precision (`SampleConfig.precision`); `pad`: compute a
+    padded number of rows, so that rows that come and go never change another's bits
+    (`lstm_step.padded_rows`)."""
+
+    def __init__(
+        self,
+        model: CharLM,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        window: int = SampleConfig.repetition_window,
+        pad: bool = True,
+    ):
+        self.model = model
+        self.stepper = RowStepper(model, capacity, dtype, pad)
+        self.sampler = RowSampler(capacity, model.config.vocab_size, window)
+        self.rows: list[Row] = []
+
+    @classmethod
+    def for_options(cls, model: CharLM, options: SampleConfig) -> Batch:
+        """A batch of `num_samples` rows in the options' precision; they stay for the batch's life,
+        so the batch is not padded."""
+        dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
+        return cls(model, options.num_samples, dtype, options.repetition_window, pad=False)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """Every row's next-token logits, (rows, vocab)."""
+        return self.stepper.logits[: len(self.rows)]
+
+    def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """A text (1-D ids) read alone: the logits after it and the state, for `join`."""
+        return self.stepper.prime(ids)
+
+    def join(self, row: Row, primed: tuple[torch.Tensor, State], options: SampleConfig, seed: int, prompt) -> None:
+        """`row` joins at the end, from a primed state, drawing from a generator seeded `seed`;
+        `prompt` (ids) is the text the state read, whose end counts for the repetition penalty."""
+        position = len(self.rows)
+        self.stepper.load(position, *primed)
+        self.sampler.set(position, options, seed, prompt)
+        row.decode = self.decoder()
+        self.rows.append(row)
+
+    def restart(self, rows: list[Row]) -> None:
+        """New rows, in the same positions, carry on from the state and generators of the old ones
+        (a conversation's next turn)."""
+        for position, row in enumerate(rows):
+            row.decode = self.decoder()
+            self.rows[position] = row
+
+    def read(self, ids: torch.Tensor) -> None:
+        """Every row reads the text `ids` on from its own state."""
+        self.stepper.read(len(self.rows), ids)
+
+    def decoder(self) -> Callable[[int], str]:
+        """Id -> text for one row (a sentencepiece row keeps its own partial UTF-8 character)."""
+        vocab = self.model.vocab
+        if vocab.one_char_per_id:
+            return vocab.chars.__getitem__
+        decode = vocab.decoder(1)
+        return lambda i: decode(torch.tensor([i]))[0]
+
+    def step(self) -> tuple[torch.Tensor, list[str]]:
+        """Every row's next id chosen and the model advanced on them; returns the ids and each row's
+        released text ('' for a row already finished)."""
+        started = time.perf_counter()
+        ids = self.sampler.choose(self.logits)
+        self.stepper.step(ids)
+        texts = [
+            "" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, ids.tolist())
+        ]
+        threads.record(time.perf_counter() - started, len(texts), "sample")
+        return ids, texts
+
+    def remove(self, position: int) -> None:
+        """Row `position` leaves the batch; the last row moves into its place."""
+        last = len(self.rows) - 1
+        if position != last:
+            self.stepper.move(last, position)
+            self.sampler.move(last, position)
+            self.rows[position] = self.rows[last]
+        self.rows.pop()

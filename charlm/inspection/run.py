@@ -1,0 +1,47 @@
+"""`charlm inspect`'s inputs: the model of a run or checkpoint, the text to inspect (a file, or the run's
+held-out text) and the text the n-gram baseline is fitted on (a file, or the run's training split)."""
+
+from __future__ import annotations
+
+from .. import checkpoint, runs
+from ..corpus import read_texts
+from ..device import resolve_device
+from ..errors import CharLMError
+from ..tokens import load_corpus
+from .analysis import Inspection, analyse
+
+MAX_CHARS = 5000  # characters inspected by default: the page holds every cell's state for each of them
+
+
+def inspect_run(
+    target: str | None,
+    file: str | None,
+    held_out: bool = False,
+    train_text: str | None = None,
+    max_chars: int = MAX_CHARS,
+    device: str = "cpu",
+    quiet: bool = True,
+) -> tuple[Inspection, str]:
+    """Inspect the model of a run or checkpoint (None: the latest run) on the first `max_chars`
+    characters of `file`, or of the run's held-out text; the n-gram is fitted on the run's training
+    split unless `train_text` names a file. Returns the inspection and a title for the page."""
+    path = runs.resolve(target)
+    saved = checkpoint.read(path)
+    model = saved.model().to(resolve_device(device))
+    normalize, encoding = model.vocab.normalize, saved.config.encoding
+    corpus = None
+    if held_out or train_text is None:
+        try:
+            corpus = load_corpus(saved.corpus["sources"], saved.config, quiet=quiet)
+        except CharLMError as e:
+            raise CharLMError(
+                f"{e}; the run's corpus is needed for its training split: pass --train-text FILE and a FILE to inspect"
+            ) from None
+    if held_out:
+        text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
+    else:
+        text, name = read_texts([file], encoding, normalize)[:max_chars], file
+    if model.vocab.one_char_per_id and model.vocab.unknown_id is None:
+        model.vocab.encode(text, what=name)  # characters the model never saw: an error that names the file
+    training = read_texts([train_text], encoding, normalize) if train_text else corpus.vocab.decode(corpus.train_ids)
+    return analyse(model, text, training, quiet=quiet), f"{name}, {path.parent.name}/{path.name}"
