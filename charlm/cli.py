@@ -17,6 +17,7 @@ import click
 from . import api, catalog, checkpoint, finetune, runs, sampler, sizing, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
+from .device import precision_text
 from .distributed import Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
@@ -177,7 +178,7 @@ def train_ranks(
         click.echo(
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
-            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {trainer.precision}"
+            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
             f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}",
             err=True,
         )
