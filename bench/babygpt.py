@@ -1,6 +1,6 @@
 """A baby GPT: the baseline charlm has to beat on every script (issue 19).
 
-    python bench/babygpt.py ../shared/corpora/tinyshakespeare.txt --iters 6000
+    python -m bench.babygpt ../shared/corpora/tinyshakespeare.txt --iters 6000
 
 A small causal transformer trained with nanoGPT's CPU recipe for shakespeare_char, written from
 the recipe: 4 layers, 4 heads, embedding 128, context 64, batch 12, dropout 0, AdamW (lr 1e-3,
@@ -32,16 +32,15 @@ from __future__ import annotations
 import argparse
 import math
 import time
-import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-VAL_FRACTION = 0.1  # charlm's default val_fraction: the held-out text is the same characters
+from bench.common import read_corpus, split_at
+
 LOG2E = 1.0 / math.log(2.0)
 
 
@@ -72,19 +71,6 @@ class TrainConfig:
 
 
 # -- text ------------------------------------------------------------------------------------------
-def read_corpus(path: str | Path) -> str:
-    """The file's characters as charlm's training sees them: UTF-8 without a BOM, `\\r\\n` -> `\\n`,
-    NFC, ending with a newline (charlm adds one to a file without)."""
-    text = Path(path).read_bytes().decode("utf-8").lstrip("\ufeff").replace("\r\n", "\n")
-    text = unicodedata.normalize("NFC", text)
-    return text if text.endswith("\n") else text + "\n"
-
-
-def split_at(text: str) -> int:
-    """Where the held-out text starts: charlm's rule, the last int(n * val_fraction) characters."""
-    return len(text) - int(len(text) * VAL_FRACTION)
-
-
 class CharVocab:
     """Every character of the text, sorted (charlm's default vocabulary, in the same order)."""
 

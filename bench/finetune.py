@@ -1,8 +1,8 @@
 """Fine-tuning from a base run against training from scratch, on a small text, at the same budgets.
 
-    python bench/finetune.py BASE_RUN TEXT --steps 7200,18000 [--scratch] [CONFIG ...]
-    python bench/finetune.py BASE_RUN TEXT --minutes 2,5 --scratch
-    python bench/finetune.py BASE_RUN TEXT --init [--steps 1000]
+    python -m bench.finetune BASE_RUN TEXT --steps 7200,18000 [--scratch] [CONFIG ...]
+    python -m bench.finetune BASE_RUN TEXT --minutes 2,5 --scratch
+    python -m bench.finetune BASE_RUN TEXT --init [--steps 1000]
 
 Budgets are optimizer steps (`--max-steps`, the schedule decaying over them), so the machine's load
 cannot move a result. For each budget: with `--scratch`, one run from scratch with the defaults at the
@@ -30,18 +30,19 @@ import time
 from pathlib import Path
 
 import torch
-from sweep import parse
 
 import charlm
-from charlm import api, finetune, runs
+from bench.common import parse, training_step
+from charlm import finetune, runs
 from charlm.config import Config
 from charlm.evaluate import bits_per_char
-from charlm.model import RARE_ROWS, CharLM
+from charlm.model import CharLM
 from charlm.reporting import read_metrics
 from charlm.tokens import load_corpus
-from charlm.trainer import EVAL_TOKENS
 
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
+EVAL_CHARS = 150_000  # --eval-chars: the held-out characters scored, as many as a training run's validation scores
+RARE_ROWS = 16  # --rare-rows: the rarest known characters whose rows the 'rare' start averages (charlm's full head: 16)
 INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives measured against it
 
 
@@ -66,11 +67,13 @@ def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, floa
     return best["val_bpc"], best["step"], min(default)
 
 
-def report(name: str, run: Path, steps: int | None, heldout: torch.Tensor | None, cadence: int = 1) -> str:
+def report(
+    name: str, run: Path, steps: int | None, heldout: torch.Tensor | None, eval_chars: int, cadence: int = 1
+) -> str:
     """One table row for a finished run (and its sample, printed); `cadence`: its default --eval-every.
     With `steps` None (a time budget) the row gives the steps made and the best.pt score."""
     model = charlm.load(run)
-    forgets = f"{bits_per_char(model, heldout, EVAL_TOKENS):.3f}" if heldout is not None else "-"
+    forgets = f"{bits_per_char(model, heldout, eval_chars):.3f}" if heldout is not None else "-"
     if steps is None:
         made = read_metrics(run)[-1]["step"]
         best, step, _ = best_bpcs(run, made)
@@ -84,11 +87,11 @@ def report(name: str, run: Path, steps: int | None, heldout: torch.Tensor | None
     return line
 
 
-def restart_new_rows(model: CharLM, known: int, how: str) -> None:
+def restart_new_rows(model: CharLM, known: int, how: str, rare_rows: int) -> None:
     """Overwrite the rows of ids >= known: 'zero' leaves charlm's (zero rows, a full head's bias the
-    rare mean), 'rare' makes each row the mean of the RARE_ROWS rarest known characters' rows (the
-    lowest biases of a full head, the last ranks of an adaptive one), 'fresh' a new model's (torch's
-    initialisation)."""
+    rare mean), 'rare' makes each row the mean of the `rare_rows` rarest known characters' rows (the
+    lowest biases of a full head, the last ranks of an adaptive one; `rare_rows` of them), 'fresh' a
+    new model's (torch's initialisation)."""
     if how == "zero":
         return
     fresh = CharLM(model.config, model.vocab).to(model.device)
@@ -96,10 +99,10 @@ def restart_new_rows(model: CharLM, known: int, how: str) -> None:
     head, fresh_head = model.head, fresh.head
     if adaptive:  # the new ids are the last rows of the last cluster's output layer
         head, fresh_head = head.softmax.tail[-1][1], fresh_head.softmax.tail[-1][1]
-        rare_ids = torch.argsort(model.head.rank[:known], descending=True)[:RARE_ROWS]
+        rare_ids = torch.argsort(model.head.rank[:known], descending=True)[:rare_rows]
         rare_rows = model.head.rank[rare_ids] - model.head.softmax.cutoffs[-2]
     else:
-        rare_ids = rare_rows = torch.argsort(head.bias[:known])[:RARE_ROWS]
+        rare_ids = rare_rows = torch.argsort(head.bias[:known])[:rare_rows]
     rows = [(model.embed.weight, fresh.embed.weight, rare_ids), (head.weight, fresh_head.weight, rare_rows)]
     if not adaptive:
         rows.append((head.bias, fresh_head.bias, rare_rows))
@@ -118,9 +121,9 @@ def measure_inits(args, folder: Path, base_ids: torch.Tensor) -> None:
     print("| --- | ---: | ---: | ---: |")
     for how in INITS:
         options = {"max_steps": max(steps, 1), "max_time": None, "eval_every": args.eval_every, "quiet": True}
-        trainer = api.start_finetune(args.base, options, [args.text], str(folder / f"init-{how}"))
-        restart_new_rows(trainer.model, known, how)
-        at_load = [bits_per_char(trainer.model, ids, EVAL_TOKENS) for ids in (trainer.val_ids, base_ids)]
+        trainer = training_step(options, [args.text], folder / f"init-{how}", init_from=args.base)
+        restart_new_rows(trainer.model, known, how, args.rare_rows)
+        at_load = [bits_per_char(trainer.model, ids, args.eval_chars) for ids in (trainer.val_ids, base_ids)]
         after = "-"
         if steps:
             trainer.fit()
@@ -137,11 +140,11 @@ def by_time(args: argparse.Namespace, folder: Path, base_ids: torch.Tensor, befo
         if args.scratch:
             run = folder / f"scratch-{minutes}m"
             charlm.train(args.text, out=run, **budget)
-            lines.append(report(f"scratch, defaults, {minutes} min", run, None, None))
+            lines.append(report(f"scratch, defaults, {minutes} min", run, None, None, args.eval_chars))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{minutes}m-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**budget, **parse(spec)})
-            lines.append(report(f"fine-tuned, {spec}, {minutes} min", run, None, base_ids))
+            lines.append(report(f"fine-tuned, {spec}, {minutes} min", run, None, base_ids, args.eval_chars))
     print(f"\n| run | size | steps | {args.text} held-out bpc of best.pt (step) | base held-out bpc |")
     print("| --- | --- | ---: | ---: | ---: |")
     print("\n".join(lines))
@@ -158,12 +161,16 @@ def main() -> None:
     parser.add_argument("--scratch", action="store_true", help="also train from scratch at each budget")
     parser.add_argument("--init", action="store_true", help="measure the ways of starting new characters' rows")
     parser.add_argument("--eval-every", type=int, default=200, help="score every run this often")
+    parser.add_argument("--eval-chars", type=int, default=EVAL_CHARS, help="held-out characters scored at most")
+    parser.add_argument("--rare-rows", type=int, default=RARE_ROWS, help="--init: rows the 'rare' start averages")
     parser.add_argument("--out", default="bench/out", help="folder for the runs")
     args = parser.parse_intermixed_args()
     folder = Path(args.out) / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     base_ids = base_heldout(args.base)
-    before = bits_per_char(charlm.load(args.base), base_ids, EVAL_TOKENS)
-    print(f"base {args.base}: held-out bpc {before:.3f} on its own text ({min(len(base_ids), EVAL_TOKENS):,} chars)")
+    before = bits_per_char(charlm.load(args.base), base_ids, args.eval_chars)
+    print(
+        f"base {args.base}: held-out bpc {before:.3f} on its own text ({min(len(base_ids), args.eval_chars):,} chars)"
+    )
     if args.init:
         measure_inits(args, folder, base_ids)
         return
@@ -178,12 +185,12 @@ def main() -> None:
         if args.scratch:
             run = folder / f"scratch-{steps}"
             charlm.train(args.text, out=run, hidden=base.hidden, layers=base.layers, **common)
-            lines.append(report("scratch, defaults", run, steps, None, scratch_cadence))
+            lines.append(report("scratch, defaults", run, steps, None, args.eval_chars, scratch_cadence))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{steps}-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})
             cadence = parse(spec).get("eval_every", finetune.DEFAULTS["eval_every"])
-            lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, cadence))
+            lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, args.eval_chars, cadence))
     print(
         f"\n| run | steps | {args.text} held-out bpc, best of every {args.eval_every} steps | at the run's default "
         "--eval-every | base held-out bpc |"

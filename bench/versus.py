@@ -1,6 +1,6 @@
 """charlm against a baby GPT in the same wall time, side by side on each corpus (issue 19).
 
-    python bench/versus.py ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
+    python -m bench.versus ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
         ../shared/corpora/alice.txt --out bench/results/versus-tinyshakespeare-hongloumeng-alice.txt
 
 For each corpus, one after another in this process (torch's default thread count): train the baby
@@ -23,31 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import babygpt
 import torch
-from sweep import parse
 
 import charlm
+from bench import babygpt
+from bench.common import busy_processes, parse, read_corpus, split_at
 from charlm import evaluate as charlm_evaluation
 from charlm.tokens import load_corpus
-
-
-@contextmanager
-def busy_processes(count: int):
-    """`count` processes spinning on a core each while the block runs, ended (by their ids) after it."""
-    processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-    try:
-        yield processes
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
 
 
 def load_average() -> str:
@@ -65,8 +51,8 @@ def last_step(run: Path) -> int | None:
 
 def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
     """Train both on `corpus` and score them; one row of the report."""
-    text = babygpt.read_corpus(corpus)
-    held_out = text[babygpt.split_at(text) :]
+    text = read_corpus(corpus)
+    held_out = text[split_at(text) :]
     row = {"corpus": Path(corpus).name, "characters": len(text), "distinct": len(set(text))}
 
     row["load before baseline"] = load_average()
@@ -150,7 +136,16 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         "charlm's wall s includes preparing the corpus, fitting its size and its final evaluation.",
         "Load: os.getloadavg(), the 1, 5 and 15 minute averages.",
     ]
-    lines = [f"command: python {' '.join(sys.argv)}", setup, "", *results, "", *notes, "", *conditions]
+    lines = [
+        f"command: python -m bench.versus {' '.join(sys.argv[1:])}",
+        setup,
+        "",
+        *results,
+        "",
+        *notes,
+        "",
+        *conditions,
+    ]
     return "\n".join(lines) + "\n"
 
 

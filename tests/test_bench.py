@@ -1,11 +1,7 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
-import importlib
 import math
-import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,40 +10,32 @@ import torch
 import torch.nn.functional as F
 
 import charlm
+from bench import babygpt, common, mixture, versus
 from charlm.evaluate import bits_per_char
 from charlm.tokens import load_corpus
 
-from .conftest import REPO
+from .conftest import run_bench
 
 pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
 
 
-def run_bench(script: str, *args: str) -> str:
-    """A bench script run from the test's own folder, so its corpora/ and checkpoints/ land there."""
-    command = [sys.executable, str(REPO / script), *args]
-    result = subprocess.run(command, cwd=os.getcwd(), capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
 def test_sample_speed_bench_runs():
     out = run_bench(
-        "bench/sample_speed.py", "--hidden", "16", "--layers", "2", "--chars", "60", "--streams", "4", "--rounds", "2"
+        "sample_speed", "--hidden", "16", "--layers", "2", "--chars", "60", "--streams", "4", "--rounds", "2"
     )
     for label in ("bare loop", "roofline", "naive", "1 stream vs bare nn.LSTM loop", "4 streams bf16 vs 1 stream bf16"):
         assert label in out
 
 
 def test_sweep_bench_runs(fox_file, tmp_path):
-    out = run_bench(
-        "bench/sweep.py", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
+    out = run_bench("sweep", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
         "hidden=16,layers=1,seq_len=8,batch_size=4", "hidden=24,layers=1,seq_len=8,batch_size=4",
     )  # fmt: skip
     assert "| hidden=16,layers=1,seq_len=8,batch_size=4 | 1x16 |" in out and "| 1x24 |" in out
 
 
 def test_prepare_bench_runs(tmp_path):
-    out = run_bench("bench/prepare.py", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
+    out = run_bench("prepare", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
 
 
@@ -55,20 +43,24 @@ def test_finetune_bench_runs(fox_file, tmp_path):
     charlm.train(fox_file, out=tmp_path / "base", layers=1, hidden=16, max_steps=30, max_time=None, quiet=True)
     (tmp_path / "new.txt").write_text("THE QUICK BROWN FOX! the lazy dog?\n" * 40)
     common = [str(tmp_path / "base"), str(tmp_path / "new.txt"), "--out", str(tmp_path / "finetune")]
-    out = run_bench("bench/finetune.py", *common, "--steps", "20", "--scratch", "-", "lr=2e-3")
+    out = run_bench("finetune", *common, "--steps", "20", "--scratch", "-", "lr=2e-3")
     assert "| scratch, defaults | 20 |" in out and "| fine-tuned, lr=2e-3 | 20 |" in out and "sample of" in out
-    out = run_bench("bench/finetune.py", *common, "--init", "--steps", "10")
+    out = run_bench("finetune", *common, "--init", "--steps", "10")
     assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 10 steps" in out
 
 
 def test_train_speed_bench_runs():
-    out = run_bench("bench/train_speed.py", "--sizes", "16", "--steps", "5", "--rounds", "1")
+    out = run_bench("train_speed", "--sizes", "16", "--steps", "5", "--rounds", "1")
     assert "charlm/bare" in out and "2x16" in out and "fp32 matmul peak" in out
 
 
+def test_head_speed_bench_runs(fox_file):
+    out = run_bench("head_speed", str(fox_file), "--hidden", "16", "--layers", "1", "--steps", "2", "--rounds", "1")
+    assert "| full |" in out and "| adaptive |" in out and "adaptive / full:" in out
+
+
 def test_quality_bench_runs(fox_file, tmp_path):
-    out = run_bench(
-        "bench/quality.py", str(fox_file), "--budgets", "1s,2s", "--out", str(tmp_path / "quality"),
+    out = run_bench("quality", str(fox_file), "--budgets", "1s,2s", "--out", str(tmp_path / "quality"),
         "--set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=5", "--png", str(tmp_path / "q.png"),
     )  # fmt: skip
     assert "| fox.txt | 1s |" in out and "| fox.txt | 2s |" in out and "bpc against time" in out
@@ -76,21 +68,14 @@ def test_quality_bench_runs(fox_file, tmp_path):
 
 
 def test_gpu_bench_runs_tiny_on_the_cpu():
-    out = run_bench("bench/gpu.py", "--tiny", "--sizes", "1x16", "--batches", "4", "--seconds", "0.05")
+    out = run_bench("gpu", "--tiny", "--sizes", "1x16", "--batches", "4", "--seconds", "0.05")
     assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_bench_refuses_a_machine_without_a_gpu():
-    result = subprocess.run([sys.executable, str(REPO / "bench/gpu.py")], capture_output=True, text=True, check=False)
-    assert result.returncode == 1 and "has none; --tiny runs a small CPU check" in result.stderr
-
-
-@pytest.fixture
-def bench(monkeypatch):
-    """Import a bench/ script as a module (they import each other by plain name)."""
-    monkeypatch.syspath_prepend(str(REPO / "bench"))
-    return importlib.import_module
+    with pytest.raises(AssertionError, match="has none; --tiny runs a small CPU check"):
+        run_bench("gpu")
 
 
 def messy_text(path: Path, lines: int = 500) -> Path:
@@ -104,8 +89,7 @@ def messy_text(path: Path, lines: int = 500) -> Path:
 
 def test_versus_bench_runs(tmp_path):
     corpus = messy_text(tmp_path / "words.txt")
-    out = run_bench(
-        "bench/versus.py", str(corpus), "--iters", "30", "--layers", "1", "--heads", "2", "--embed", "32",
+    out = run_bench("versus", str(corpus), "--iters", "30", "--layers", "1", "--heads", "2", "--embed", "32",
         "--block", "16", "--quiet", "--busy", "1", "--out", str(tmp_path / "versus.txt"),
         "--charlm-set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=1000",
     )  # fmt: skip
@@ -119,8 +103,8 @@ def test_versus_bench_runs(tmp_path):
     assert int(cells[6].replace(",", "")) > 0  # charlm's steps
 
 
-def test_versus_busy_processes_end_with_the_block(bench):
-    with bench("versus").busy_processes(2) as processes:
+def test_busy_processes_end_with_the_block():
+    with common.busy_processes(2) as processes:
         assert len(processes) == 2 and all(p.poll() is None for p in processes)
     assert all(p.poll() is not None for p in processes)
 
@@ -137,8 +121,7 @@ def naive_bits(model, segments: list[torch.Tensor], context_start) -> float:
     return nats / count / math.log(2)
 
 
-def test_babygpt_sliding_window_score_is_exact(bench):
-    babygpt = bench("babygpt")
+def test_babygpt_sliding_window_score_is_exact():
     torch.manual_seed(0)
     block, stride = 8, 4
     model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=7, layers=2, heads=2, embed=16, block=block)).eval()
@@ -158,10 +141,9 @@ def test_babygpt_sliding_window_score_is_exact(bench):
     assert babygpt.bits_per_char(model, segments, stride) != pytest.approx(longest)  # the contexts do differ
 
 
-def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(bench, monkeypatch):
+def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(monkeypatch):
     """nanoGPT's checkpoint rule: a baseline that gets worse on the held-out text late in training ends
     with its best weights, not its last."""
-    babygpt = bench("babygpt")
     torch.manual_seed(0)
     model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=5, layers=1, heads=1, embed=8, block=4))
     estimates = iter([3.0, 1.0, 2.0, 4.0])  # the second evaluation (iteration 20) is the best
@@ -180,7 +162,7 @@ def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(bench, monkeypa
     assert any(not torch.equal(kept[1.0][name], kept[4.0][name]) for name in kept[1.0])  # training went on
 
 
-def test_versus_scores_both_models_on_every_held_out_character(bench, fox_file, tiny):
+def test_versus_scores_both_models_on_every_held_out_character(fox_file, tiny):
     """charlm's bits_per_char is one pass over the whole held-out text, as the baseline's sliding window
     covers it: every character after the first, each from the text before it."""
     import charlm
@@ -190,26 +172,25 @@ def test_versus_scores_both_models_on_every_held_out_character(bench, fox_file, 
     with torch.no_grad():
         logits, _ = model(ids[:-1].unsqueeze(0))
         one_pass = F.cross_entropy(logits[0], ids[1:], reduction="sum").double().item() / (len(ids) - 1) / math.log(2)
-    assert bench("versus").charlm_evaluation.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
+    assert versus.charlm_evaluation.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
 
 
 def test_threads_bench_runs(fox_file):
-    out = run_bench("bench/threads.py", str(fox_file), "--seconds", "1", "--hidden", "16")
+    out = run_bench("threads", str(fox_file), "--seconds", "1", "--hidden", "16")
     rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
     assert len(rows) == 7 and rows[0].endswith("| 1.00 |")
     assert "one core busy, governor" in out and "two trainings together, governor, each" in out
 
 
 def test_size_rule_bench_runs(fox_file):
-    out = run_bench("bench/size_rule.py", str(fox_file), "--budgets", "2s", "--repeats", "2")
+    out = run_bench("size_rule", str(fox_file), "--budgets", "2s", "--repeats", "2")
     rows = [line for line in out.splitlines() if line.startswith("| fox.txt | 2s |")]
     assert len(rows) == 2 and all("x128 |" in row or "x192 |" in row for row in rows)
 
 
-def test_mixture_cache_decays_each_count_by_its_age(bench):
+def test_mixture_cache_decays_each_count_by_its_age():
     """The cache's probability of character i: the counts of characters 0..i-1, each halved per
     `half_life` characters of age, over their sum; also past the point where the weights are rescaled."""
-    mixture = bench("mixture")
     assert list(mixture.cache_probabilities("abab", 1.0)) == pytest.approx([0.0, 1 / 3, 2 / 7])  # worked by hand
     text = "".join(random.Random(0).choice("abc") for _ in range(600))
     got = mixture.cache_probabilities(text, 1.5)  # weights grow 2 ** (1 / 1.5) per character: rescaled
@@ -224,7 +205,7 @@ def test_mixture_bench_runs(tmp_path, tiny):
     corpus = messy_text(tmp_path / "words.txt", lines=300)
     charlm.train(str(corpus), out=str(tmp_path / "run"), **tiny)
     model = charlm.load(tmp_path / "run")  # best.pt, as the script reads it
-    out = run_bench("bench/mixture.py", str(tmp_path / "run"), str(corpus), "--orders", "2", "--half-lives", "50")
+    out = run_bench("mixture", str(tmp_path / "run"), str(corpus), "--orders", "2", "--half-lives", "50")
     table = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     rows = {cells[0].strip(): float(cells[1]) for cells in table[1:]}  # table[0]: the header
     held_out = load_corpus([str(corpus)], charlm.Config(**tiny), quiet=True).val_ids
