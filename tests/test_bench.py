@@ -1,7 +1,10 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
 import math
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from bench import babygpt, common, mixture, versus
 from charlm.evaluate import bits_per_char
 from charlm.tokens import load_corpus
 
-from .conftest import run_bench
+from .conftest import REPO, run_bench
 
 pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
 
@@ -70,6 +73,26 @@ def test_quality_bench_runs(fox_file, tmp_path):
 def test_gpu_bench_runs_tiny_on_the_cpu():
     out = run_bench("gpu", "--tiny", "--sizes", "1x16", "--batches", "4", "--seconds", "0.05")
     assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
+
+
+def test_gpu_check_dry_run_passes_and_reports(tmp_path):
+    """bench/gpu_check.sh --cpu: every step of the device check, on the CPU and a tiny selection."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "GPU_CHECK_BUDGET": "20"}
+    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", str(REPO / "tests/test_vocab.py")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = (tmp_path / "out" / "gpu-check.txt").read_text()
+    for step in ("setup", "fast suite", "cuda tests", "bench.gpu"):
+        assert f"== {step}:" in report and f"-- {step}: exit" in report
+    assert "passed" in report.split("pytest-fast:")[1] and "charlm/plain" in report
+    assert report.rstrip().splitlines()[-1].startswith("device check passed in")
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"gpu-check.txt", "pytest-fast.txt", "bench-gpu.txt"}
+
+
+def test_gpu_wheels_lists_the_serving_packages():
+    pins = run_bench("gpu_wheels", "--list").split()
+    assert any(p.startswith("fastapi==") for p in pins) and any(p.startswith("uvicorn==") for p in pins)
+    assert not any(p.startswith(("torch==", "numpy==")) for p in pins)  # the image holds them
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
