@@ -1,5 +1,7 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
+import argparse
+import dataclasses
 import math
 import os
 import random
@@ -120,10 +122,65 @@ def test_versus_bench_runs(tmp_path):
     assert report in out and "1 busy-loop processes running" in report
     (row,) = [line for line in report.splitlines() if line.startswith("| words.txt |") and "1x16" in line]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    baseline_bpc, charlm_bpc, ratio = float(cells[4]), float(cells[8]), float(cells[9])
+    baseline_bpc, charlm_bpc, ratio = float(cells[7]), float(cells[12]), float(cells[13])
     assert all(math.isfinite(x) and 0.5 < x < 10 for x in (baseline_bpc, charlm_bpc))
     assert ratio == pytest.approx(charlm_bpc / baseline_bpc, abs=2e-4)
-    assert int(cells[6].replace(",", "")) > 0  # charlm's steps
+    assert cells[3] == "1x32, context 16" and cells[4] == "30" and float(cells[5].replace(",", "")) > 0
+    assert int(cells[9].replace(",", "")) > 0 and float(cells[10].replace(",", "")) > 0  # charlm's steps, chars/s
+
+
+def test_versus_gpu_recipe_runs_its_shape_on_the_cpu(tmp_path):
+    """--gpu: nanoGPT's GPU recipe (6x384, context 256, dropout 0.2, bf16 autocast), here on the CPU with two
+    iterations, small batches and torch.compile off, so the code path runs without a GPU."""
+    corpus = messy_text(tmp_path / "words.txt", lines=400)
+    run_bench(
+        "versus", str(corpus), "--gpu", "--device", "cpu", "--no-compile", "--iters", "2", "--batch", "2",
+        "--eval-iters", "2", "--quiet", "--out", str(tmp_path / "versus.txt"),
+        "--charlm-set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=1000",
+    )  # fmt: skip
+    report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
+    assert "GPU recipe): 6 layers, 6 heads, embed 384, block 256, dropout 0.2, batch 2, 2 iterations, bf16" in report
+    assert "torch.compile off" in report and "device cpu (CPU)" in report
+    (row,) = [line for line in report.splitlines() if line.startswith("| words.txt |") and "1x16" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3] == "6x384, context 256" and cells[4] == "2" and math.isfinite(float(cells[7]))
+
+
+def test_babygpt_gpu_recipe_is_nanogpts_config():
+    """config/train_shakespeare_char.py's values, and its schedule: warm-up, cosine to min_lr at lr_decay_iters."""
+    parser = argparse.ArgumentParser()
+    babygpt.add_arguments(parser)
+    model, loop = babygpt.configs(parser.parse_args(["--gpu"]), vocab_size=65)
+    assert (model.layers, model.heads, model.embed, model.block, model.dropout) == (6, 6, 384, 256, 0.2)
+    assert (loop.iters, loop.decay_iters, loop.batch, loop.lr, loop.min_lr, loop.warmup) == (
+        5000,
+        5000,
+        64,
+        1e-3,
+        1e-4,
+        100,
+    )
+    assert (loop.beta2, loop.weight_decay, loop.grad_clip, loop.eval_interval, loop.eval_iters) == (
+        0.99,
+        0.1,
+        1.0,
+        250,
+        200,
+    )
+    assert (loop.precision, loop.compile, loop.device) == ("bf16", True, "cuda")
+    assert babygpt.learning_rate(loop, 0) == pytest.approx(1e-3 / 101)
+    assert babygpt.learning_rate(loop, 2550) == pytest.approx(0.55e-3)  # halfway through the decay
+    shorter = dataclasses.replace(loop, decay_iters=1000)
+    assert babygpt.learning_rate(shorter, 1000) == babygpt.learning_rate(shorter, 4000) == pytest.approx(1e-4)
+    _, cpu = babygpt.configs(parser.parse_args([]), vocab_size=65)
+    assert (cpu.iters, cpu.batch, cpu.precision, cpu.compile, cpu.device, cpu.decay_iters) == (
+        6000,
+        12,
+        "fp32",
+        False,
+        "cpu",
+        None,
+    )
 
 
 def test_busy_processes_end_with_the_block():
