@@ -90,8 +90,10 @@ def run_bench(name: str, *args: str, timeout: float = 300) -> str:
     return result.stdout
 
 
-# The tiny training options as command-line arguments (the size and the limit; no step limit or cadence).
-TINY_ARGS = cli_args({name: TINY[name] for name in ("layers", "hidden", "seq_len", "batch_size", "max_time", "quiet")})
+# The tiny training options as command-line arguments: the loop's (what a fine-tuning run may set) and
+# with them the size; no step limit or cadence.
+TINY_LOOP_ARGS = cli_args({name: TINY[name] for name in ("seq_len", "batch_size", "max_time", "quiet")})
+TINY_ARGS = [*cli_args({name: TINY[name] for name in ("layers", "hidden")}), *TINY_LOOP_ARGS]
 
 
 def cli(*args: str):

@@ -19,7 +19,10 @@ from bench import babygpt, common, mixture, versus
 from charlm.evaluate import bits_per_char
 from charlm.tokens import load_corpus
 
-from .conftest import REPO, run_bench
+from .conftest import REPO, TINY, run_bench
+
+# conftest's tiny run as the scripts' name=value settings (each test adds a hidden size)
+TINY_SET = ",".join(f"{name}={TINY[name]}" for name in ("layers", "seq_len", "batch_size"))
 
 pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
 
@@ -34,9 +37,9 @@ def test_sample_speed_bench_runs():
 
 def test_sweep_bench_runs(fox_file, tmp_path):
     out = run_bench("sweep", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
-        "hidden=16,layers=1,seq_len=8,batch_size=4", "hidden=24,layers=1,seq_len=8,batch_size=4",
+        f"hidden=16,{TINY_SET}", f"hidden=24,{TINY_SET}",
     )  # fmt: skip
-    assert "| hidden=16,layers=1,seq_len=8,batch_size=4 | 1x16 |" in out and "| 1x24 |" in out
+    assert f"| hidden=16,{TINY_SET} | 1x16 |" in out and "| 1x24 |" in out
 
 
 def test_prepare_bench_runs(tmp_path):
@@ -66,7 +69,7 @@ def test_head_speed_bench_runs(fox_file):
 
 def test_quality_bench_runs(fox_file, tmp_path):
     out = run_bench("quality", str(fox_file), "--budgets", "1s,2s", "--out", str(tmp_path / "quality"),
-        "--set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=5", "--png", str(tmp_path / "q.png"),
+        "--set", f"hidden=16,{TINY_SET},eval_every=5", "--png", str(tmp_path / "q.png"),
     )  # fmt: skip
     assert "| fox.txt | 1s |" in out and "| fox.txt | 2s |" in out and "bpc against time" in out
     assert (tmp_path / "q.png").stat().st_size > 10_000
@@ -116,7 +119,7 @@ def test_versus_bench_runs(tmp_path):
     corpus = messy_text(tmp_path / "words.txt")
     out = run_bench("versus", str(corpus), "--iters", "30", "--layers", "1", "--heads", "2", "--embed", "32",
         "--block", "16", "--quiet", "--busy", "1", "--out", str(tmp_path / "versus.txt"),
-        "--charlm-set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=1000",
+        "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
     )  # fmt: skip
     report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
     assert report in out and "1 busy-loop processes running" in report
@@ -136,7 +139,7 @@ def test_versus_gpu_recipe_runs_its_shape_on_the_cpu(tmp_path):
     run_bench(
         "versus", str(corpus), "--gpu", "--device", "cpu", "--no-compile", "--iters", "2", "--batch", "2",
         "--eval-iters", "2", "--quiet", "--out", str(tmp_path / "versus.txt"),
-        "--charlm-set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=1000",
+        "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
     )  # fmt: skip
     report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
     assert "GPU recipe): 6 layers, 6 heads, embed 384, block 256, dropout 0.2, batch 2, 2 iterations, bf16" in report
