@@ -1,9 +1,10 @@
 """What the bench/ scripts share: the text as charlm reads it, `name=value` settings, busy cores, the
 timing loops, and the one door into charlm's trainer and size rule.
 
-Every script runs from the repository root as `python -m bench.NAME`. Only `training_step` and
-`probe_sizes` below touch charlm's Trainer and sizing internals (they change with the way a run is
-planned and built); the scripts use the public API (`charlm.train`, `charlm.load`, ...) for the rest.
+Every script runs from the repository root as `python -m bench.NAME`. Only the last section below
+(`training_step`, `probe_sizes`, `default_eval_every`, `trained_parameters`) touches charlm's Trainer,
+size rule and run planning, which change with the way a run is planned and built; the scripts use the
+public API (`charlm.train`, `charlm.load`, ...) for the rest.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def busy_processes(count: int):
             process.wait()
 
 
-# -- servers -------------------------------------------------------------------------------------
+# -- servers ---------------------------------------------------------------------------------------
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
@@ -133,7 +134,7 @@ def best_seconds(fn: Callable[[], object], repeats: int = 3) -> float:
     return best
 
 
-# -- charlm's trainer and size rule (the only place bench/ reaches into them) ----------------------
+# -- charlm's trainer, size rule and run planning (the only place bench/ reaches into them) --------
 def bare_config(**settings) -> Config:
     """charlm's defaults for a trainer that only steps: no time or step limit, no evaluation or
     checkpoint on the way, quiet; `settings` override them (a size, a batch, a precision...)."""
@@ -206,6 +207,12 @@ def probe_sizes(config: Config, sources: list[str]) -> tuple[int, dict[int, floa
     prepared = load_corpus([str(s) for s in sources], config, quiet=True)
     hidden, measured = sizing.measure_sizes(config, prepared)
     return hidden, {c.hidden: c.chars_per_second for c in measured}
+
+
+def default_eval_every(sources: list[str]) -> int:
+    """The --eval-every a run from scratch on `sources` gets by default (once per pass over the text)."""
+    config = Config()
+    return config.fitted(len(load_corpus([str(s) for s in sources], config, quiet=True).train_ids), None).eval_every
 
 
 def trained_parameters(config: Config, sources: list[str]) -> int:

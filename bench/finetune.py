@@ -10,7 +10,7 @@ base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RU
 (`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
 scored every 200 steps (--eval-every; scoring does not change training), and reports the held-out bpc
 of the small text that best.pt keeps at that cadence and at the run's default one (from scratch once
-per pass over the text, `Config.fitted`; fine-tuned every finetune.DEFAULTS["eval_every"]; and the
+per pass over the text, `bench.common.default_eval_every`; fine-tuned every --finetune-cadence steps; and the
 last step), the base's own
 held-out bpc under that best.pt, and a sample of it.
 
@@ -32,9 +32,8 @@ from pathlib import Path
 import torch
 
 import charlm
-from bench.common import parse, training_step
-from charlm import finetune, runs
-from charlm.config import Config
+from bench.common import default_eval_every, parse, training_step
+from charlm import runs
 from charlm.evaluate import bits_per_char
 from charlm.model import CharLM
 from charlm.reporting import read_metrics
@@ -42,6 +41,7 @@ from charlm.tokens import load_corpus
 
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
 EVAL_CHARS = 150_000  # --eval-chars: the held-out characters scored, as many as a training run's validation scores
+FINETUNE_CADENCE = 200  # --finetune-cadence: the --eval-every a fine-tuning run gets by default (charlm's: 200)
 RARE_ROWS = 16  # --rare-rows: the rarest known characters whose rows the 'rare' start averages (charlm's full head: 16)
 INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives measured against it
 
@@ -50,12 +50,6 @@ def base_heldout(base: str) -> torch.Tensor:
     """The held-out ids of the base's own corpus (a fine-tuned model keeps the base's ids for them)."""
     saved = charlm.checkpoint.read(runs.resolve(base))
     return torch.as_tensor(load_corpus(saved.corpus["sources"], saved.config, quiet=True).val_ids.astype("int64"))
-
-
-def default_cadence(text: str) -> int:
-    """The --eval-every a run from scratch on `text` gets by default: once per pass (`Config.fitted`)."""
-    config = Config()
-    return config.fitted(len(load_corpus([text], config, quiet=True).train_ids), None).eval_every
 
 
 def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, float]:
@@ -162,6 +156,9 @@ def main() -> None:
     parser.add_argument("--init", action="store_true", help="measure the ways of starting new characters' rows")
     parser.add_argument("--eval-every", type=int, default=200, help="score every run this often")
     parser.add_argument("--eval-chars", type=int, default=EVAL_CHARS, help="held-out characters scored at most")
+    parser.add_argument(
+        "--finetune-cadence", type=int, default=FINETUNE_CADENCE, help="a fine-tuning run's default --eval-every"
+    )
     parser.add_argument("--rare-rows", type=int, default=RARE_ROWS, help="--init: rows the 'rare' start averages")
     parser.add_argument("--out", default="bench/out", help="folder for the runs")
     args = parser.parse_intermixed_args()
@@ -179,7 +176,7 @@ def main() -> None:
         return
     base = charlm.checkpoint.read(runs.resolve(args.base)).config
     lines = []
-    scratch_cadence = default_cadence(args.text) if args.scratch else 0
+    scratch_cadence = default_eval_every([args.text]) if args.scratch else 0
     for steps in [int(s) for s in args.steps.split(",")]:
         common = {"max_steps": steps, "max_time": None, "eval_every": args.eval_every, "quiet": True}
         if args.scratch:
@@ -189,7 +186,7 @@ def main() -> None:
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{steps}-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})
-            cadence = parse(spec).get("eval_every", finetune.DEFAULTS["eval_every"])
+            cadence = parse(spec).get("eval_every", args.finetune_cadence)
             lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, args.eval_chars, cadence))
     print(
         f"\n| run | steps | {args.text} held-out bpc, best of every {args.eval_every} steps | at the run's default "
