@@ -13,7 +13,8 @@
 #   4. `python -m bench.gpu --budget 60`: charlm's step against a plain nn.LSTM loop, bf16 and fp32
 # The report goes to $OUT/gpu-check.txt when $OUT is set (the device tool brings $OUT back) and, on a
 # GPU, to bench/results/gpu-check.txt; pytest's own logs go beside it in $OUT (or bench/out/gpu-check/).
-# PYTHON (default python3) and GPU_CHECK_BUDGET (seconds for step 4, default 60) can be set.
+# PYTHON (default python3), GPU_CHECK_BUDGET (seconds for step 4, default 60) and GPU_CHECK_SUITE_SECONDS
+# (the most steps 2 and 3 may take together before they count as failed, default 180) can be set.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,7 @@ mkdir -p "$logs"
 report="$logs/gpu-check.txt"
 python=${PYTHON:-python3}
 budget=${GPU_CHECK_BUDGET:-60}
+suite_seconds=${GPU_CHECK_SUITE_SECONDS:-180}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 failed=()
 started=$SECONDS
@@ -41,6 +43,7 @@ step() {  # step NAME LOG COMMAND...: runs COMMAND, its output to LOG and the te
     say "== $name: $*"
     "$@" 2>&1 | tee "$log"
     rc=$?
+    [ $rc -eq 124 ] && echo >>"$log" && say "(timed out: $name ran past its seconds)"
     say "-- $name: exit $rc ($((SECONDS - started)) s so far)"
     return $rc
 }
@@ -78,9 +81,12 @@ fi
 
 if [ ${#failed[@]} -eq 0 ]; then
     # 2. the fast suite; 3. the GPU tests (pytest's exit 5: none collected)
-    step "fast suite" "$logs/pytest-fast.txt" "$python" -m pytest -q -p no:cacheprovider -m "not slow" "${tests[@]}" \
-        || failed+=("fast suite")
-    step "cuda tests" "$logs/pytest-cuda.txt" "$python" -m pytest -q -p no:cacheprovider -m cuda "${tests[@]}"
+    # (exit 124: the suite ran out of its seconds, so the whole check stays inside its 5 minutes)
+    suite_end=$((SECONDS + suite_seconds))
+    step "fast suite" "$logs/pytest-fast.txt" timeout "$suite_seconds" \
+        "$python" -m pytest -q -p no:cacheprovider -m "not slow" "${tests[@]}" || failed+=("fast suite")
+    left=$((suite_end - SECONDS > 30 ? suite_end - SECONDS : 30))
+    step "cuda tests" "$logs/pytest-cuda.txt" timeout "$left" "$python" -m pytest -q -p no:cacheprovider -m cuda "${tests[@]}"
     rc=$?
     if [ $rc -ne 0 ] && ! { [ $rc -eq 5 ] && [ "$mode" = cpu ]; }; then
         failed+=("cuda tests")

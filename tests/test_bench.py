@@ -94,6 +94,19 @@ def test_gpu_check_dry_run_passes_and_reports(tmp_path):
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"gpu-check.txt", "pytest-fast.txt", "bench-gpu.txt"}
 
 
+def test_gpu_check_fails_when_a_step_fails(tmp_path):
+    """A step that fails (here the suite running out of its seconds) fails the whole check, and says which."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "GPU_CHECK_SUITE_SECONDS": "1"}
+    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", str(REPO / "tests/test_vocab.py")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = (tmp_path / "out" / "gpu-check.txt").read_text()
+    assert "-- fast suite: exit 124" in report and "timed out: fast suite" in report
+    assert (
+        report.rstrip().splitlines()[-1].startswith("device check FAILED") and "fast suite" in report.splitlines()[-1]
+    )
+
+
 def test_gpu_wheels_lists_the_serving_packages():
     pins = run_bench("gpu_wheels", "--list").split()
     assert any(p.startswith("fastapi==") for p in pins) and any(p.startswith("uvicorn==") for p in pins)
