@@ -258,6 +258,24 @@ def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(monkeypatch):
     assert any(not torch.equal(kept[1.0][name], kept[4.0][name]) for name in kept[1.0])  # training went on
 
 
+def test_babygpt_runs_eager_when_compiling_fails(monkeypatch, capsys):
+    """torch.compile "where it works": a compiled model that fails at its first step is replaced by the model
+    itself, said once on stderr, and training goes on."""
+
+    def broken_compile(model):
+        def fails(ids):
+            raise RuntimeError("no backend here")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(0)
+    model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=5, layers=1, heads=1, embed=8, block=4))
+    config = babygpt.TrainConfig(iters=6, batch=2, eval_interval=3, eval_iters=2, compile=True, quiet=True)
+    babygpt.train(model, torch.randint(5, (200,)), config, held_out=torch.randint(5, (50,)))
+    assert capsys.readouterr().err.count("torch.compile failed (RuntimeError: no backend here); eager") == 1
+
+
 def test_versus_scores_both_models_on_every_held_out_character(fox_file, tiny):
     """charlm's bits_per_char is one pass over the whole held-out text, as the baseline's sliding window
     covers it: every character after the first, each from the text before it."""
