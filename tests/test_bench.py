@@ -80,13 +80,18 @@ def test_gpu_bench_runs_tiny_on_the_cpu():
     assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
 
 
-def test_gpu_check_dry_run_passes_and_reports(tmp_path):
-    """bench/gpu_check.sh --cpu: every step of the device check, on the CPU and a tiny selection."""
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "GPU_CHECK_BUDGET": "20"}
+def gpu_check_dry_run(out: Path, expect: int, **settings: str) -> str:
+    """bench/gpu_check.sh --cpu on one small test file, `settings` as its environment; its report."""
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, **settings}
     command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", str(REPO / "tests/test_vocab.py")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = (tmp_path / "out" / "gpu-check.txt").read_text()
+    assert result.returncode == expect, result.stdout + result.stderr
+    return (out / "gpu-check.txt").read_text()
+
+
+def test_gpu_check_dry_run_passes_and_reports(tmp_path):
+    """bench/gpu_check.sh --cpu: every step of the device check, on the CPU and a tiny selection."""
+    report = gpu_check_dry_run(tmp_path / "out", 0, GPU_CHECK_BUDGET="20")
     for step in ("setup", "fast suite", "cuda tests", "bench.gpu"):
         assert f"== {step}:" in report and f"-- {step}: exit" in report
     assert "passed" in report.split("pytest-fast:")[1] and "charlm/plain" in report
@@ -96,15 +101,10 @@ def test_gpu_check_dry_run_passes_and_reports(tmp_path):
 
 def test_gpu_check_fails_when_a_step_fails(tmp_path):
     """A step that fails (here the suite running out of its seconds) fails the whole check, and says which."""
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "GPU_CHECK_SUITE_SECONDS": "1"}
-    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", str(REPO / "tests/test_vocab.py")]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
-    assert result.returncode == 1, result.stdout + result.stderr
-    report = (tmp_path / "out" / "gpu-check.txt").read_text()
+    report = gpu_check_dry_run(tmp_path / "out", 1, GPU_CHECK_SUITE_SECONDS="1")
     assert "-- fast suite: exit 124" in report and "timed out: fast suite" in report
-    assert (
-        report.rstrip().splitlines()[-1].startswith("device check FAILED") and "fast suite" in report.splitlines()[-1]
-    )
+    last = report.rstrip().splitlines()[-1]
+    assert last.startswith("device check FAILED") and last.endswith("fast suite")
 
 
 def test_gpu_wheels_lists_the_serving_packages():
