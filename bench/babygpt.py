@@ -1,6 +1,7 @@
 """A baby GPT: the baseline charlm has to beat on every script (issue 19).
 
-    python bench/babygpt.py ../shared/corpora/tinyshakespeare.txt --iters 6000
+    python -m bench.babygpt ../shared/corpora/tinyshakespeare.txt --iters 6000
+    python -m bench.babygpt ../shared/corpora/tinyshakespeare.txt --gpu      # nanoGPT's GPU recipe, on CUDA
 
 A small causal transformer trained with nanoGPT's CPU recipe for shakespeare_char, written from
 the recipe: 4 layers, 4 heads, embedding 128, context 64, batch 12, dropout 0, AdamW (lr 1e-3,
@@ -11,6 +12,14 @@ does (`always_save_checkpoint=False`), the model kept is the one with the lowest
 estimated on `eval_iters` random batches every `eval_interval` iterations and at the last (the
 recipe's CPU command: 20); charlm keeps its best.pt the same way, so both are scored as their users
 would sample from them.
+
+`--gpu`: the same model and loop with nanoGPT's GPU recipe, config/train_shakespeare_char.py as
+written: 6 layers, 6 heads, embedding 384, context 256, batch 64, dropout 0.2, lr 1e-3 decaying to
+1e-4 at iteration 5000 after 100 warm-up iterations, 5000 iterations, beta2 0.99, weight decay 0.1,
+gradient clip 1.0, the held-out estimate every 250 iterations on 200 batches, bf16 autocast and
+torch.compile (the model runs eager if compiling fails on the machine, said on stderr), on --device
+cuda. Any flag given overrides the recipe's value (the tests run its shape on a CPU with few
+iterations, fewer estimate batches and --no-compile).
 
 Text: read as charlm reads it (UTF-8, `\\r\\n` -> `\\n`, NFC, a final newline), so both models see the
 same characters. The vocabulary is every character of the whole file, sorted: the same as
@@ -31,17 +40,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
-import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-VAL_FRACTION = 0.1  # charlm's default val_fraction: the held-out text is the same characters
+from bench.common import read_corpus, split_at
+
 LOG2E = 1.0 / math.log(2.0)
 
 
@@ -69,22 +78,22 @@ class TrainConfig:
     eval_iters: int = 20
     seed: int = 1337
     quiet: bool = False
+    decay_iters: int | None = None  # where the cosine decay reaches min_lr (None: the last iteration)
+    precision: str = "fp32"  # or "bf16": autocast
+    compile: bool = False
+    device: str = "cpu"
+
+
+# nanoGPT's recipes for shakespeare_char (the CPU command of its README; config/train_shakespeare_char.py).
+CPU_RECIPE = {"layers": 4, "heads": 4, "embed": 128, "block": 64, "dropout": 0.0, "iters": TrainConfig.iters}
+CPU_RECIPE |= {"batch": 12, "eval_iters": 20, "decay_iters": None, "precision": "fp32", "compile": False}
+CPU_RECIPE |= {"device": "cpu"}
+GPU_RECIPE = {"layers": 6, "heads": 6, "embed": 384, "block": 256, "dropout": 0.2, "iters": 5000}
+GPU_RECIPE |= {"batch": 64, "eval_iters": 200, "decay_iters": 5000, "precision": "bf16", "compile": True}
+GPU_RECIPE |= {"device": "cuda"}
 
 
 # -- text ------------------------------------------------------------------------------------------
-def read_corpus(path: str | Path) -> str:
-    """The file's characters as charlm's training sees them: UTF-8 without a BOM, `\\r\\n` -> `\\n`,
-    NFC, ending with a newline (charlm adds one to a file without)."""
-    text = Path(path).read_bytes().decode("utf-8").lstrip("\ufeff").replace("\r\n", "\n")
-    text = unicodedata.normalize("NFC", text)
-    return text if text.endswith("\n") else text + "\n"
-
-
-def split_at(text: str) -> int:
-    """Where the held-out text starts: charlm's rule, the last int(n * val_fraction) characters."""
-    return len(text) - int(len(text) * VAL_FRACTION)
-
-
 class CharVocab:
     """Every character of the text, sorted (charlm's default vocabulary, in the same order)."""
 
@@ -169,10 +178,11 @@ class BabyGPT(nn.Module):
 
 # -- training --------------------------------------------------------------------------------------
 def learning_rate(config: TrainConfig, it: int) -> float:
-    """Linear warm-up over `warmup` iterations, then cosine decay to min_lr at the last iteration."""
+    """Linear warm-up over `warmup` iterations, then cosine decay to min_lr at `decay_iters` (default:
+    the last iteration), min_lr after it."""
     if it < config.warmup:
         return config.lr * (it + 1) / (config.warmup + 1)
-    progress = (it - config.warmup) / max(1, config.iters - config.warmup)
+    progress = (it - config.warmup) / max(1, (config.decay_iters or config.iters) - config.warmup)
     return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))) * (config.lr - config.min_lr)
 
 
@@ -195,46 +205,68 @@ def random_windows(ids: torch.Tensor, block: int, batch: int, generator: torch.G
 def estimate_loss(model: BabyGPT, ids: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> float:
     """Mean loss on `eval_iters` random batches of `ids` (nanoGPT's estimate, used to keep the best model)."""
     block = min(model.config.block, len(ids) - 1)
+    device = next(model.parameters()).device
     model.eval()
-    losses = [
-        F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten()).item()
-        for inputs, targets in (random_windows(ids, block, config.batch, generator) for _ in range(config.eval_iters))
-    ]
+    losses = []
+    for _ in range(config.eval_iters):
+        inputs, targets = (t.to(device) for t in random_windows(ids, block, config.batch, generator))
+        losses.append(F.cross_entropy(model(inputs).flatten(0, 1).float(), targets.flatten()))
     model.train()
-    return sum(losses) / len(losses)
+    return torch.stack(losses).mean().item()
 
 
 def train(model: BabyGPT, train_ids: torch.Tensor, config: TrainConfig, held_out: torch.Tensor | None = None) -> float:
-    """Train on random windows of `train_ids` for config.iters iterations; returns the wall seconds.
-    With `held_out`, the model ends with the weights of its best held-out estimate (see the docstring)."""
+    """Train on random windows of `train_ids` for config.iters iterations on config.device; returns the
+    wall seconds (compiling included). With `held_out`, the model ends with the weights of its best
+    held-out estimate (see the docstring)."""
     block = model.config.block
     if len(train_ids) <= block:
         raise SystemExit(f"babygpt: {len(train_ids)} training characters do not fill one window of {block + 1}")
+    device = torch.device(config.device)
+    model.to(device)
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(model, config)
     eval_generator = torch.Generator().manual_seed(config.seed + 1)
     best_loss, best_state = float("inf"), None
+    precision = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     model.train()
     started = time.perf_counter()
+    net = torch.compile(model) if config.compile else model
+
+    def step(it: int) -> torch.Tensor:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, it)
+        inputs, targets = (t.to(device) for t in random_windows(train_ids, block, config.batch, generator))
+        with precision:
+            loss = F.cross_entropy(net(inputs).flatten(0, 1).float(), targets.flatten())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        return loss
+
     with tqdm(total=config.iters, desc="baby GPT", unit="it", disable=config.quiet) as bar:
         for it in range(config.iters):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, it)
-            inputs, targets = random_windows(train_ids, block, config.batch, generator)
-            loss = F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            try:
+                loss = step(it)
+            except Exception as error:  # torch.compile without a working backend here: the same model, eager
+                if net is model or it:
+                    raise
+                print(f"babygpt: torch.compile failed ({type(error).__name__}: {error}); eager", file=sys.stderr)
+                net = model
+                loss = step(it)
             bar.update()
             if it % 50 == 0 or it == config.iters - 1:
                 bar.set_postfix(bpc=f"{loss.item() * LOG2E:.3f}", refresh=False)
             if held_out is not None and ((it + 1) % config.eval_interval == 0 or it == config.iters - 1):
-                estimate = estimate_loss(model, held_out, config, eval_generator)
+                with precision:
+                    estimate = estimate_loss(net, held_out, config, eval_generator)
                 if estimate < best_loss:
                     best_loss, best_state = estimate, {k: v.clone() for k, v in model.state_dict().items()}
     if best_state is not None:
         model.load_state_dict(best_state)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - started
 
 
@@ -261,6 +293,7 @@ def bits_per_char(model: BabyGPT, segments: list[torch.Tensor], stride: int | No
     predicted from up to `block` characters before it in its segment (exact: see the module docstring)."""
     block = model.config.block
     stride = stride or max(1, block // 2)
+    device = next(model.parameters()).device  # scored in fp32 wherever the model is
     was_training = model.training
     model.eval()
     total_nats, counted = 0.0, 0
@@ -273,7 +306,7 @@ def bits_per_char(model: BabyGPT, segments: list[torch.Tensor], stride: int | No
             for i in range(0, len(spans), batch):
                 starts = torch.tensor([s for s, _ in spans[i : i + batch]]).unsqueeze(1)
                 counts = torch.tensor([c for _, c in spans[i : i + batch]]).unsqueeze(1)
-                logits = model(ids[starts + offsets])
+                logits = model(ids[starts + offsets].to(device)).float().cpu()
                 nats = F.cross_entropy(logits.transpose(1, 2), ids[starts + offsets + 1], reduction="none")
                 keep = offsets >= size - counts  # the last `count` predictions of each window
                 total_nats += nats[keep].double().sum().item()
@@ -284,20 +317,39 @@ def bits_per_char(model: BabyGPT, segments: list[torch.Tensor], stride: int | No
 
 # -- command line ----------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The baseline's flags, shared with bench/versus.py (defaults: the recipe above)."""
-    parser.add_argument("--iters", type=int, default=TrainConfig.iters)
-    parser.add_argument("--layers", type=int, default=GPTConfig.layers)
-    parser.add_argument("--heads", type=int, default=GPTConfig.heads)
-    parser.add_argument("--embed", type=int, default=GPTConfig.embed)
-    parser.add_argument("--block", type=int, default=GPTConfig.block, help="context length")
-    parser.add_argument("--batch", type=int, default=TrainConfig.batch)
+    """The baseline's flags, shared with bench/versus.py (defaults: the CPU recipe, or with --gpu the
+    GPU recipe; see the module docstring)."""
+    parser.add_argument("--gpu", action="store_true", help="nanoGPT's GPU recipe (on --device cuda)")
+    parser.add_argument("--iters", type=int)
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--embed", type=int)
+    parser.add_argument("--block", type=int, help="context length")
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--eval-iters", type=int, help="batches of each held-out estimate")
+    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the model")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1...")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """The flags not given take the recipe's values (GPU_RECIPE with --gpu, else CPU_RECIPE)."""
+    for name, value in (GPU_RECIPE if args.gpu else CPU_RECIPE).items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return args
+
+
 def configs(args: argparse.Namespace, vocab_size: int) -> tuple[GPTConfig, TrainConfig]:
-    model = GPTConfig(vocab_size, layers=args.layers, heads=args.heads, embed=args.embed, block=args.block)
-    return model, TrainConfig(iters=args.iters, batch=args.batch, seed=args.seed, quiet=args.quiet)
+    args = resolve(args)
+    shape = {"layers": args.layers, "heads": args.heads, "embed": args.embed, "block": args.block}
+    model = GPTConfig(vocab_size, dropout=args.dropout, **shape)
+    loop = {"iters": args.iters, "batch": args.batch, "eval_iters": args.eval_iters, "decay_iters": args.decay_iters}
+    loop |= {"precision": args.precision, "compile": args.compile, "device": args.device}
+    return model, TrainConfig(seed=args.seed, quiet=args.quiet, **loop)
 
 
 @dataclass
@@ -305,6 +357,12 @@ class Baseline:
     model: BabyGPT
     vocab: CharVocab
     seconds: float
+    config: TrainConfig
+
+    @property
+    def chars_per_second(self) -> float:
+        """Characters trained on (iterations x batch x context) per second of the wall time."""
+        return self.config.iters * self.config.batch * self.model.config.block / self.seconds
 
 
 def train_baseline(text: str, args: argparse.Namespace) -> Baseline:
@@ -315,20 +373,20 @@ def train_baseline(text: str, args: argparse.Namespace) -> Baseline:
     model = BabyGPT(model_config)
     at = split_at(text)
     seconds = train(model, vocab.encode(text[:at]), train_config, vocab.encode(text[at:]))
-    return Baseline(model, vocab, seconds)
+    return Baseline(model, vocab, seconds, train_config)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("corpus")
     add_arguments(parser)
-    args = parser.parse_args()
+    args = resolve(parser.parse_args())
     text = read_corpus(args.corpus)
     baseline = train_baseline(text, args)
     bpc = bits_per_char(baseline.model, [baseline.vocab.encode(text[split_at(text) :])])
     print(
         f"{args.corpus}: baby GPT {baseline.model.num_parameters():,} parameters, {args.iters} iterations in "
-        f"{baseline.seconds:.1f} s, held-out {bpc:.4f} bpc"
+        f"{baseline.seconds:.1f} s ({baseline.chars_per_second:,.0f} chars/s), held-out {bpc:.4f} bpc"
     )
 
 

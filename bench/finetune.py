@@ -1,8 +1,8 @@
 """Fine-tuning from a base run against training from scratch, on a small text, at the same budgets.
 
-    python bench/finetune.py BASE_RUN TEXT --steps 7200,18000 [--scratch] [CONFIG ...]
-    python bench/finetune.py BASE_RUN TEXT --minutes 2,5 --scratch
-    python bench/finetune.py BASE_RUN TEXT --init [--steps 1000]
+    python -m bench.finetune BASE_RUN TEXT --steps 7200,18000 [--scratch] [CONFIG ...]
+    python -m bench.finetune BASE_RUN TEXT --minutes 2,5 --scratch
+    python -m bench.finetune BASE_RUN TEXT --init [--steps 1000]
 
 Budgets are optimizer steps (`--max-steps`, the schedule decaying over them), so the machine's load
 cannot move a result. For each budget: with `--scratch`, one run from scratch with the defaults at the
@@ -10,7 +10,7 @@ base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RU
 (`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
 scored every 200 steps (--eval-every; scoring does not change training), and reports the held-out bpc
 of the small text that best.pt keeps at that cadence and at the run's default one (from scratch once
-per pass over the text, `plan.eval_cadence`; fine-tuned every finetune.DEFAULTS["eval_every"]; and the
+per pass over the text, `bench.common.default_eval_every`; fine-tuned every --finetune-cadence steps; and the
 last step), the base's own
 held-out bpc under that best.pt, and a sample of it.
 
@@ -30,18 +30,19 @@ import time
 from pathlib import Path
 
 import torch
-from sweep import parse
 
 import charlm
-from charlm import api, finetune, plan, runs, sizing
-from charlm.config import Config
+from bench.common import default_eval_every, parse, training_step
+from charlm import runs
 from charlm.evaluate import bits_per_char
-from charlm.model import RARE_ROWS, CharLM
+from charlm.model import CharLM
 from charlm.reporting import read_metrics
 from charlm.tokens import load_corpus
-from charlm.trainer import EVAL_TOKENS
 
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
+EVAL_CHARS = 150_000  # --eval-chars: the held-out characters scored, as many as a training run's validation scores
+FINETUNE_CADENCE = 200  # --finetune-cadence: the --eval-every a fine-tuning run gets by default (charlm's: 200)
+RARE_ROWS = 16  # --rare-rows: the rarest known characters whose rows the 'rare' start averages (charlm's full head: 16)
 INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives measured against it
 
 
@@ -49,12 +50,6 @@ def base_heldout(base: str) -> torch.Tensor:
     """The held-out ids of the base's own corpus (a fine-tuned model keeps the base's ids for them)."""
     saved = charlm.checkpoint.read(runs.resolve(base))
     return torch.as_tensor(load_corpus(saved.corpus["sources"], saved.config, quiet=True).val_ids.astype("int64"))
-
-
-def default_cadence(text: str) -> int:
-    """The --eval-every a run from scratch on `text` gets by default: once per pass (`plan.eval_cadence`)."""
-    config = Config(batch_size=sizing.DEFAULT_BATCH_SIZE)
-    return plan.eval_cadence(config, len(load_corpus([text], config, quiet=True).train_ids))
 
 
 def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, float]:
@@ -66,11 +61,13 @@ def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, floa
     return best["val_bpc"], best["step"], min(default)
 
 
-def report(name: str, run: Path, steps: int | None, heldout: torch.Tensor | None, cadence: int = 1) -> str:
+def report(
+    name: str, run: Path, steps: int | None, heldout: torch.Tensor | None, eval_chars: int, cadence: int = 1
+) -> str:
     """One table row for a finished run (and its sample, printed); `cadence`: its default --eval-every.
     With `steps` None (a time budget) the row gives the steps made and the best.pt score."""
     model = charlm.load(run)
-    forgets = f"{bits_per_char(model, heldout, EVAL_TOKENS):.3f}" if heldout is not None else "-"
+    forgets = f"{bits_per_char(model, heldout, eval_chars):.3f}" if heldout is not None else "-"
     if steps is None:
         made = read_metrics(run)[-1]["step"]
         best, step, _ = best_bpcs(run, made)
@@ -84,11 +81,11 @@ def report(name: str, run: Path, steps: int | None, heldout: torch.Tensor | None
     return line
 
 
-def restart_new_rows(model: CharLM, known: int, how: str) -> None:
+def restart_new_rows(model: CharLM, known: int, how: str, rare_rows: int) -> None:
     """Overwrite the rows of ids >= known: 'zero' leaves charlm's (zero rows, a full head's bias the
-    rare mean), 'rare' makes each row the mean of the RARE_ROWS rarest known characters' rows (the
-    lowest biases of a full head, the last ranks of an adaptive one), 'fresh' a new model's (torch's
-    initialisation)."""
+    rare mean), 'rare' makes each row the mean of the `rare_rows` rarest known characters' rows (the
+    lowest biases of a full head, the last ranks of an adaptive one; `rare_rows` of them), 'fresh' a
+    new model's (torch's initialisation)."""
     if how == "zero":
         return
     fresh = CharLM(model.config, model.vocab).to(model.device)
@@ -96,10 +93,10 @@ def restart_new_rows(model: CharLM, known: int, how: str) -> None:
     head, fresh_head = model.head, fresh.head
     if adaptive:  # the new ids are the last rows of the last cluster's output layer
         head, fresh_head = head.softmax.tail[-1][1], fresh_head.softmax.tail[-1][1]
-        rare_ids = torch.argsort(model.head.rank[:known], descending=True)[:RARE_ROWS]
+        rare_ids = torch.argsort(model.head.rank[:known], descending=True)[:rare_rows]
         rare_rows = model.head.rank[rare_ids] - model.head.softmax.cutoffs[-2]
     else:
-        rare_ids = rare_rows = torch.argsort(head.bias[:known])[:RARE_ROWS]
+        rare_ids = rare_rows = torch.argsort(head.bias[:known])[:rare_rows]
     rows = [(model.embed.weight, fresh.embed.weight, rare_ids), (head.weight, fresh_head.weight, rare_rows)]
     if not adaptive:
         rows.append((head.bias, fresh_head.bias, rare_rows))
@@ -118,9 +115,9 @@ def measure_inits(args, folder: Path, base_ids: torch.Tensor) -> None:
     print("| --- | ---: | ---: | ---: |")
     for how in INITS:
         options = {"max_steps": max(steps, 1), "max_time": None, "eval_every": args.eval_every, "quiet": True}
-        trainer = api.start_finetune(args.base, options, [args.text], str(folder / f"init-{how}"))
-        restart_new_rows(trainer.model, known, how)
-        at_load = [bits_per_char(trainer.model, ids, EVAL_TOKENS) for ids in (trainer.corpus.val_ids, base_ids)]
+        trainer = training_step(options, [args.text], folder / f"init-{how}", init_from=args.base)
+        restart_new_rows(trainer.model, known, how, args.rare_rows)
+        at_load = [bits_per_char(trainer.model, ids, args.eval_chars) for ids in (trainer.val_ids, base_ids)]
         after = "-"
         if steps:
             trainer.fit()
@@ -137,11 +134,11 @@ def by_time(args: argparse.Namespace, folder: Path, base_ids: torch.Tensor, befo
         if args.scratch:
             run = folder / f"scratch-{minutes}m"
             charlm.train(args.text, out=run, **budget)
-            lines.append(report(f"scratch, defaults, {minutes} min", run, None, None))
+            lines.append(report(f"scratch, defaults, {minutes} min", run, None, None, args.eval_chars))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{minutes}m-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**budget, **parse(spec)})
-            lines.append(report(f"fine-tuned, {spec}, {minutes} min", run, None, base_ids))
+            lines.append(report(f"fine-tuned, {spec}, {minutes} min", run, None, base_ids, args.eval_chars))
     print(f"\n| run | size | steps | {args.text} held-out bpc of best.pt (step) | base held-out bpc |")
     print("| --- | --- | ---: | ---: | ---: |")
     print("\n".join(lines))
@@ -158,12 +155,19 @@ def main() -> None:
     parser.add_argument("--scratch", action="store_true", help="also train from scratch at each budget")
     parser.add_argument("--init", action="store_true", help="measure the ways of starting new characters' rows")
     parser.add_argument("--eval-every", type=int, default=200, help="score every run this often")
+    parser.add_argument("--eval-chars", type=int, default=EVAL_CHARS, help="held-out characters scored at most")
+    parser.add_argument(
+        "--finetune-cadence", type=int, default=FINETUNE_CADENCE, help="a fine-tuning run's default --eval-every"
+    )
+    parser.add_argument("--rare-rows", type=int, default=RARE_ROWS, help="--init: rows the 'rare' start averages")
     parser.add_argument("--out", default="bench/out", help="folder for the runs")
     args = parser.parse_intermixed_args()
     folder = Path(args.out) / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
     base_ids = base_heldout(args.base)
-    before = bits_per_char(charlm.load(args.base), base_ids, EVAL_TOKENS)
-    print(f"base {args.base}: held-out bpc {before:.3f} on its own text ({min(len(base_ids), EVAL_TOKENS):,} chars)")
+    before = bits_per_char(charlm.load(args.base), base_ids, args.eval_chars)
+    print(
+        f"base {args.base}: held-out bpc {before:.3f} on its own text ({min(len(base_ids), args.eval_chars):,} chars)"
+    )
     if args.init:
         measure_inits(args, folder, base_ids)
         return
@@ -172,18 +176,18 @@ def main() -> None:
         return
     base = charlm.checkpoint.read(runs.resolve(args.base)).config
     lines = []
-    scratch_cadence = default_cadence(args.text) if args.scratch else 0
+    scratch_cadence = default_eval_every([args.text]) if args.scratch else 0
     for steps in [int(s) for s in args.steps.split(",")]:
         common = {"max_steps": steps, "max_time": None, "eval_every": args.eval_every, "quiet": True}
         if args.scratch:
             run = folder / f"scratch-{steps}"
             charlm.train(args.text, out=run, hidden=base.hidden, layers=base.layers, **common)
-            lines.append(report("scratch, defaults", run, steps, None, scratch_cadence))
+            lines.append(report("scratch, defaults", run, steps, None, args.eval_chars, scratch_cadence))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{steps}-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})
-            cadence = parse(spec).get("eval_every", finetune.DEFAULTS["eval_every"])
-            lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, cadence))
+            cadence = parse(spec).get("eval_every", args.finetune_cadence)
+            lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, args.eval_chars, cadence))
     print(
         f"\n| run | steps | {args.text} held-out bpc, best of every {args.eval_every} steps | at the run's default "
         "--eval-every | base held-out bpc |"

@@ -1,10 +1,10 @@
 """Training throughput on one CUDA GPU: charlm's step against a plain nn.LSTM loop, bf16 and fp32.
 
-    python bench/gpu.py                 # on a GPU machine: 2x512, 3x1024, 4x2048 at batch 256 and 1024
-    python bench/gpu.py --tiny          # a small CPU run that checks the script works (what the tests run)
+    python -m bench.gpu                 # on a GPU machine: 2x512, 3x1024, 4x2048 at batch 256 and 1024
+    python -m bench.gpu --tiny          # a small CPU run that checks the script works (what the tests run)
 
 For each size, batch and precision prints chars/s and model TFLOP/s of
-  charlm   train_state.train_step: windows from the token stream, pinned copies, autocast, grad scaler,
+  charlm   Trainer.train_step: windows from the token stream, pinned copies, autocast, grad scaler,
            clipping, the schedule, the carried hidden state,
   plain    embedding + nn.LSTM + linear head, AdamW, one fixed batch on the GPU, nothing else,
 and their ratio. Each measurement runs warm-up steps, then steps until --seconds have passed; the
@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm import api, train_state
-from charlm.config import Config
+from bench.common import bare_config, seconds_per_call, training_step
 from charlm.device import autocast
 
 VOCAB_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n"
@@ -40,30 +39,12 @@ def flops_per_char(layers: int, hidden: int, vocab: int) -> float:
     return 3 * (layers * 2 * 4 * hidden * (hidden + hidden) + 2 * hidden * vocab)
 
 
-def timed(step, device: torch.device, seconds: float, warmup: int = 2) -> float:
-    """Seconds per step, from steps run until `seconds` have passed (at least 2)."""
-    for _ in range(warmup):
-        step()
-    sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    sync()
-    start, steps = time.perf_counter(), 0
-    while steps < 2 or time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-        if steps % 4 == 0:
-            sync()
-    sync()
-    return (time.perf_counter() - start) / steps
-
-
 def charlm_step(corpus: Path, folder: Path, layers: int, hidden: int, batch: int, args, precision: str):
-    config = Config(
-        layers=layers, hidden=hidden, batch_size=batch, seq_len=args.seq_len, dropout=0.0, max_steps=10**9,
-        max_time=None, eval_every=10**9, checkpoint_every=10**9, quiet=True, device=args.device, precision=precision,
+    config = bare_config(
+        layers=layers, hidden=hidden, batch_size=batch, seq_len=args.seq_len, dropout=0.0, device=args.device,
+        precision=precision,
     )  # fmt: skip
-    trainer = api.start_run(config, [str(corpus)], out=str(folder / f"run-{time.time_ns()}"))
-    trainer.model.train()
-    return lambda: train_state.train_step(trainer.state, 0.5)
+    return training_step(config, [corpus], folder / f"run-{time.time_ns()}")
 
 
 def plain_step(layers: int, hidden: int, batch: int, args, precision: str, vocab: int):
@@ -89,7 +70,7 @@ def plain_step(layers: int, hidden: int, batch: int, args, precision: str, vocab
 
 def measure(make_step, device: torch.device, seconds: float) -> float | str:
     try:
-        return timed(make_step(), device, seconds)
+        return seconds_per_call(make_step(), seconds=seconds, device=device)
     except torch.OutOfMemoryError:
         return "OOM"
     finally:
@@ -112,7 +93,7 @@ def main() -> None:
         if getattr(args, name, None) is None or name == "device":
             setattr(args, name, value)
     if not args.tiny and not torch.cuda.is_available():
-        sys.exit("bench/gpu.py measures a CUDA GPU and this machine has none; --tiny runs a small CPU check")
+        sys.exit("bench.gpu measures a CUDA GPU and this machine has none; --tiny runs a small CPU check")
     device = torch.device(args.device)
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="gpu-bench-"))

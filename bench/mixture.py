@@ -1,9 +1,9 @@
 """How far could an n-gram memory or a cache lift a trained charlm model? An upper bound (issue 19).
 
-    python bench/mixture.py RUN CORPUS [--orders 4,5] [--half-lives 500,2000] [--out FILE]
+    python -m bench.mixture RUN CORPUS [--orders 4,5] [--half-lives 500,2000] [--out FILE]
 
-RUN is a charlm run folder or checkpoint trained on CORPUS (e.g. one of bench/versus.py's runs).
-Scores the held-out text bench/versus.py scores (the last 10% of CORPUS, every character after the
+RUN is a charlm run folder or checkpoint trained on CORPUS (e.g. one of bench.versus's runs).
+Scores the held-out text bench.versus scores (the last 10% of CORPUS, every character after the
 first) with:
   charlm      the model in one pass, the state carried (each character's probability kept),
   KN-n        interpolated modified Kneser-Ney of order n on the training 90% (charlm/ngram.py),
@@ -22,11 +22,11 @@ import itertools
 import math
 from pathlib import Path
 
-import babygpt
 import numpy as np
 import torch
 
 import charlm
+from bench.common import read_corpus, split_at
 from charlm.model import inference
 from charlm.ngram import KneserNey
 
@@ -91,8 +91,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the report here")
     args = parser.parse_args()
 
-    text = babygpt.read_corpus(args.corpus)
-    cut = babygpt.split_at(text)
+    text = read_corpus(args.corpus)
+    cut = split_at(text)
     train, held_out = text[:cut], text[cut:]
     model = charlm.load(args.run)
     lines = [f"{Path(args.corpus).name}: {len(held_out) - 1:,} held-out characters scored; {args.run}", ""]

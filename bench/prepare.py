@@ -1,6 +1,6 @@
 """Corpus preparation speed and memory, and training memory against corpus size, in one run.
 
-    python bench/prepare.py [--mb 100] [--out bench/out/prepare]
+    python -m bench.prepare [--mb 100] [--out bench/out/prepare]
 
 1. Generates an English-like and a CJK-like corpus of --mb megabytes each (fixed seed).
 2. Prepares each in a fresh process: MB/s and the process's peak RSS.

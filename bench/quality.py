@@ -1,6 +1,6 @@
 """Validation bpc against wall time: train with the defaults for each budget on each corpus.
 
-    python bench/quality.py ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
+    python -m bench.quality ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
         --budgets 5m,15m --png docs/quality.png
 
 Each (corpus, budget) is a separate run with the learning-rate schedule fitted to its budget (a
@@ -16,9 +16,8 @@ import argparse
 import time
 from pathlib import Path
 
-from sweep import parse
-
 import charlm
+from bench.common import parse
 from charlm.plot import plot_runs
 from charlm.reporting import read_metrics
 

@@ -1,6 +1,6 @@
 """Sampling speed, all measured in this one process (these machines are noisy: compare ratios).
 
-    python bench/sample_speed.py [--hidden 512 --layers 2 --chars 2000]
+    python -m bench.sample_speed [--hidden 512 --layers 2 --chars 2000]
 
 Prints chars/s of charlm's generation for one stream and for 64 streams (fp32, and bf16: the
 `--precision bf16` step, for CPUs with bf16 hardware), against:
@@ -13,10 +13,10 @@ Prints chars/s of charlm's generation for one stream and for 64 streams (fp32, a
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from bench.common import best_seconds as timed
 from charlm import CharLM, ModelConfig
 from charlm.sampler import generate
 from charlm.vocab import Vocab
@@ -34,16 +34,6 @@ def best_rates(runs: dict, rounds: int) -> dict[str, float]:
         for name, (_, fn) in runs.items():
             best[name] = min(best[name], timed(fn, repeats=1))
     return {name: rate(runs[name][0], seconds) for name, seconds in best.items()}
-
-
-def timed(fn, repeats: int = 3) -> float:
-    """Best of `repeats` wall times of fn()."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def bare_lstm_loop(model: CharLM, chars: int) -> None:

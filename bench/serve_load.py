@@ -1,6 +1,6 @@
 """Load on `charlm serve`: many concurrent streams against one model, measured from an asyncio client.
 
-    python bench/serve_load.py [--checkpoint RUN] [--streams 1,8,32,64] [--chars 500] [--churn 200]
+    python -m bench.serve_load [--checkpoint RUN] [--streams 1,8,32,64] [--chars 500] [--churn 200]
 
 Starts `charlm serve` as a process of its own on 127.0.0.1 (a 2x256 LSTM over 65 characters
 unless --checkpoint names a run: speed does not depend on what the weights learned), then:
@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import string
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from bench.common import free_port, wait_healthy
 
 ALPHABET = string.ascii_letters + string.digits + " \n.,;:!?'-"  # 73 characters, near tinyshakespeare's 65
 
@@ -205,30 +206,10 @@ def make_run(folder: Path, hidden: int, layers: int) -> Path:
     return folder / f"lstm-{layers}x{hidden}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(run: Path, port: int, max_streams: int, extra: list[str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "charlm", "serve", str(run), "--port", str(port)]
     command += ["--max-streams", str(max_streams), "--max-tokens", "100000", *extra]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ)
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"charlm serve exited: {process.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("charlm serve did not become healthy")
 
 
 def main() -> None:
@@ -252,7 +233,10 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         process = start_server(run, port, max(levels + [args.churn_concurrency]), args.server_args.split())
         try:
-            wait_healthy(url, process)
+            try:
+                wait_healthy(url, process)
+            except RuntimeError as error:
+                raise SystemExit(f"charlm serve: {error}") from None
             points = [asyncio.run(sweep_point(url, process.pid, n, args.chars, args.timeout)) for n in levels]
             churned = asyncio.run(
                 churn(url, args.churn, args.churn_concurrency, args.churn_chars, args.timeout)

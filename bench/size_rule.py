@@ -1,6 +1,6 @@
 """Which size the rule picks, several times over: the speed probe's stability.
 
-    python bench/size_rule.py ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
+    python -m bench.size_rule ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
         --budgets 98s,5m,15m --repeats 3
 
 For each corpus and budget, runs the size probe and the rule (`sizing.measure_sizes`, what `charlm train`
@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from charlm import sizing
+from bench.common import probe_sizes
 from charlm.config import Config
-from charlm.tokens import load_corpus
 
 
 def main() -> None:
@@ -29,11 +28,10 @@ def main() -> None:
     for corpus in args.corpora:
         for budget in args.budgets.split(","):
             config = Config(max_time=budget, quiet=True)
-            prepared = load_corpus([corpus], config, quiet=True)
             for repeat in range(1, args.repeats + 1):
                 started = time.perf_counter()
-                hidden, measured = sizing.measure_sizes(config, prepared)
-                speeds = ", ".join(f"{c.hidden}: {c.chars_per_second:,.0f}" for c in measured)
+                hidden, measured = probe_sizes(config, [corpus])
+                speeds = ", ".join(f"{size}: {speed:,.0f}" for size, speed in measured.items())
                 seconds = time.perf_counter() - started
                 name = corpus.rsplit("/", 1)[-1]
                 print(f"| {name} | {budget} | {repeat} | {config.layers}x{hidden} | {speeds} ({seconds:.1f} s) |")

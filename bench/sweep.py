@@ -1,6 +1,6 @@
 """Sweep training settings at a fixed wall-time budget and print validation bpc for each.
 
-    python bench/sweep.py ../shared/corpora/tinyshakespeare.txt --max-time 4m hidden=256 hidden=384 hidden=512
+    python -m bench.sweep ../shared/corpora/tinyshakespeare.txt --max-time 4m hidden=256 hidden=384 hidden=512
 
 Each argument after the corpus is one configuration, `name=value[,name=value...]` overriding the
 defaults (`-` alone: the defaults). Runs go one after another in this process (never side by side:
@@ -10,27 +10,12 @@ on 2 cores they would slow each other), into bench/out/sweep-*/ (or --out).
 from __future__ import annotations
 
 import argparse
-import ast
 import time
 from pathlib import Path
 
 import charlm
+from bench.common import parse, trained_parameters
 from charlm import checkpoint, runs
-from charlm.sizing import head_rows, trained_parameters
-from charlm.tokens import load_corpus
-
-
-def parse(spec: str) -> dict:
-    if spec == "-":
-        return {}
-    options = {}
-    for item in spec.split(","):
-        name, value = item.split("=", 1)
-        try:
-            options[name] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[name] = value
-    return options
 
 
 def main() -> None:
@@ -55,9 +40,7 @@ def main() -> None:
             steps,
             steps * config.batch_size * config.seq_len,
             latest.progress.best_bpc,
-            trained_parameters(
-                config.cell, config.layers, config.hidden, head_rows(load_corpus([args.corpus], config, quiet=True))
-            ),
+            trained_parameters(config, [args.corpus]),
         )
         rows.append(row)
         print(

@@ -1,8 +1,8 @@
 """Training under load: steps in a fixed time with the old fixed thread count and with the governor,
 quiet, with a core kept busy by another process, and two trainings started together.
 
-    python bench/threads.py ../shared/corpora/tinyshakespeare.txt [--seconds 40] [--hidden 256]
-    python bench/threads.py ../shared/corpora/tinyshakespeare.txt --quality [--minutes 5]
+    python -m bench.threads ../shared/corpora/tinyshakespeare.txt [--seconds 40] [--hidden 256]
+    python -m bench.threads ../shared/corpora/tinyshakespeare.txt --quality [--minutes 5]
 
 Speed (default): each situation trains a --hidden model (size fixed, so only threads differ) for
 --seconds in a process of its own, and reports the steps it made and their ratio to the quiet run
@@ -19,21 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from bench.common import busy_processes
 from charlm import checkpoint, runs
-
-
-@contextmanager
-def busy_core():
-    """One process spinning on a core while the block runs."""
-    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        yield
-    finally:
-        process.kill()
-        process.wait()
 
 
 def train(corpus: str, folder: Path, name: str, *options: str) -> subprocess.Popen:
@@ -62,7 +51,7 @@ def speed(args, folder: Path) -> None:
 
     one(f"quiet, {cores} threads (fixed)", "quiet-fixed", "--threads", str(cores))
     one("quiet, governor", "quiet-governor")
-    with busy_core():
+    with busy_processes(1):
         one(f"one core busy, {cores} threads (fixed)", "busy-fixed", "--threads", str(cores))
         one("one core busy, 1 thread (fixed)", "busy-one", "--threads", "1")
         one("one core busy, governor", "busy-governor")
@@ -88,7 +77,7 @@ def quality(args, folder: Path) -> None:
     half = ["--max-time", f"{budget / 2:.0f}s"]
     full = ["--max-time", f"{budget:.0f}s"]
     finished(train(args.corpus, folder, "quiet-half", *half))
-    with busy_core():
+    with busy_processes(1):
         finished(train(args.corpus, folder, "busy", *full))
     pair = [train(args.corpus, folder, f"together-{i}", *full) for i in range(2)]
     for process in pair:

@@ -1,6 +1,6 @@
 """Training throughput, all in one process (these machines are noisy: compare the ratios).
 
-    python bench/train_speed.py [--sizes 256,512,1024] [--steps 100] [--rounds 2] [--batch 16]
+    python -m bench.train_speed [--sizes 256,512,1024] [--steps 100] [--rounds 2] [--batch 16]
                                 [--precision fp32|bf16]
 
 For each LSTM size (2 layers, window 25, 65 characters) prints chars/s of:
@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm import CharLM, ModelConfig, api, optim
+from bench.common import bare_config, seconds_per_call, training_step
+from charlm import CharLM, ModelConfig, optim
 from charlm.config import Config
 from charlm.vocab import Vocab
 
@@ -48,13 +49,8 @@ def flops_per_char(hidden: int) -> float:
     return 3 * forward
 
 
-def chars_per_second(step, steps: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * BATCH * SEQ / (time.perf_counter() - start)
+def chars_per_second(step, steps: int) -> float:
+    return BATCH * SEQ / seconds_per_call(step, calls=steps, warmup=3)
 
 
 def bare_loop(config: Config, steps: int) -> float:
@@ -105,16 +101,14 @@ def cell_loop(hidden: int, steps: int) -> float:
 
 
 def loop_config(hidden: int, steps: int, precision: str = "fp32") -> Config:
-    return Config(
-        hidden=hidden, layers=LAYERS, batch_size=BATCH, seq_len=SEQ, max_steps=steps + 5, max_time=None,
-        dropout=0.1, eval_every=10**9, checkpoint_every=10**9, warmup_steps=0, quiet=True, precision=precision,
+    return bare_config(
+        hidden=hidden, layers=LAYERS, batch_size=BATCH, seq_len=SEQ, max_steps=steps + 5, dropout=0.1,
+        warmup_steps=0, precision=precision,
     )  # fmt: skip
 
 
 def charlm_loop(config: Config, corpus: Path, folder: Path) -> float:
-    trainer = api.start_run(config, [str(corpus)], out=str(folder / f"run-{config.hidden}-{time.time_ns()}"))
-    trainer.fit()  # its progress.elapsed is the loop's own time; the final evaluation and save come after
-    return trainer.progress.chars / trainer.progress.elapsed
+    return training_step(config, [corpus], folder / f"run-{config.hidden}-{time.time_ns()}").fit()
 
 
 def main() -> None:

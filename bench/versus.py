@@ -1,6 +1,6 @@
 """charlm against a baby GPT in the same wall time, side by side on each corpus (issue 19).
 
-    python bench/versus.py ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
+    python -m bench.versus ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
         ../shared/corpora/alice.txt --out bench/results/versus-tinyshakespeare-hongloumeng-alice.txt
 
 For each corpus, one after another in this process (torch's default thread count): train the baby
@@ -15,6 +15,13 @@ baby GPT's weights of its best held-out estimate (nanoGPT's checkpoint rule; ben
 load average is recorded before and after each training run; `--busy N` keeps
 N busy-loop processes running through all the measurements (the "busy machine" table).
 
+`--gpu`: the baby GPT with nanoGPT's GPU recipe (bench/babygpt.py), both trained on --device cuda:
+
+    python -m bench.versus ../shared/corpora/tinyshakespeare.txt --gpu --out bench/results/versus-gpu.txt
+
+Both train on --device (default: cpu, with --gpu cuda). The report gives each one's size, optimizer
+steps, characters trained on per second of its wall time, wall time and bpc.
+
 Writes the report to --out (default bench/out/versus-<time>.txt) and charlm's runs beside it.
 """
 
@@ -23,58 +30,50 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import babygpt
 import torch
-from sweep import parse
 
 import charlm
+from bench import babygpt
+from bench.common import busy_processes, parse, read_corpus, split_at
 from charlm import evaluate as charlm_evaluation
 from charlm.tokens import load_corpus
-
-
-@contextmanager
-def busy_processes(count: int):
-    """`count` processes spinning on a core each while the block runs, ended (by their ids) after it."""
-    processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-    try:
-        yield processes
-    finally:
-        for process in processes:
-            process.kill()
-            process.wait()
 
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def last_step(run: Path) -> int | None:
-    """The optimizer steps of a charlm run, from the last row of its metrics.jsonl (None if absent)."""
+def last_row(run: Path) -> tuple[int | None, float | None]:
+    """The optimizer steps of a charlm run and its chars/s over its training time, from the last row
+    of its metrics.jsonl (None if absent)."""
     try:
         lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        return int(json.loads(lines[-1])["step"])
+        row = json.loads(lines[-1])
+        return int(row["step"]), row["chars"] / max(row["elapsed"], 1e-9)
     except (OSError, IndexError, KeyError, ValueError, TypeError):
-        return None
+        return None, None
 
 
 def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
     """Train both on `corpus` and score them; one row of the report."""
-    text = babygpt.read_corpus(corpus)
-    held_out = text[babygpt.split_at(text) :]
+    text = read_corpus(corpus)
+    held_out = text[split_at(text) :]
     row = {"corpus": Path(corpus).name, "characters": len(text), "distinct": len(set(text))}
 
     row["load before baseline"] = load_average()
     baseline = babygpt.train_baseline(text, args)
     row["load after baseline"] = load_average()
     row["baseline wall s"] = baseline.seconds
+    row["baseline chars/s"] = baseline.chars_per_second
+    row["baseline steps"] = baseline.config.iters
+    shape = baseline.model.config
+    row["baseline size"] = f"{shape.layers}x{shape.embed}, context {shape.block}"
 
-    options = {"quiet": True, "random_seed": args.seed, **parse(args.charlm_set)}
+    options = {"quiet": True, "random_seed": args.seed, "device": args.device, **parse(args.charlm_set)}
     options["max_time"] = f"{max(baseline.seconds, 0.1):.1f}s"
     started = time.perf_counter()
     charlm.train(corpus, out=runs / Path(corpus).stem, **options)
@@ -94,7 +93,7 @@ def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
     row["baseline parameters"] = baseline.model.num_parameters()
     row["charlm parameters"] = sum(p.numel() for p in model.parameters())
     row["charlm size"] = f"{model.config.layers}x{model.config.hidden}"
-    row["charlm steps"] = last_step(runs / Path(corpus).stem)
+    row["charlm steps"], row["charlm chars/s"] = last_row(runs / Path(corpus).stem)
     print(
         f"{row['corpus']}: baby GPT {row['baseline wall s']:.1f} s {row['baseline bpc']:.4f} bpc, "
         f"charlm {row['charlm size']} {row['charlm wall s']:.1f} s {row['charlm bpc']:.4f} bpc",
@@ -103,8 +102,8 @@ def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
     return row
 
 
-def optional(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"
+def optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
 
 
 def table(columns: list[tuple[str, str]], rows: list[list[str]]) -> list[str]:
@@ -114,21 +113,25 @@ def table(columns: list[tuple[str, str]], rows: list[list[str]]) -> list[str]:
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> str:
+    device = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     setup = (
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, "
-        f"{args.busy} busy-loop processes running; baby GPT: {args.layers} layers, {args.heads} heads, "
-        f"embed {args.embed}, block {args.block}, batch {args.batch}, {args.iters} iterations; charlm: defaults "
-        f"and {args.charlm_set!r}, max_time = the baby GPT's wall s; seed {args.seed}"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cpus, device {args.device} "
+        f"({device}), {args.busy} busy-loop processes running; baby GPT ({'GPU' if args.gpu else 'CPU'} recipe): "
+        f"{args.layers} layers, {args.heads} heads, embed {args.embed}, block {args.block}, dropout {args.dropout}, "
+        f"batch {args.batch}, {args.iters} iterations, {args.precision}, torch.compile {'on' if args.compile else 'off'}; "
+        f"charlm: defaults and {args.charlm_set!r}, max_time = the baby GPT's wall s; seed {args.seed}"
     )
     left, right = "---", "---:"
     results = table(
-        [("corpus", left), ("characters", right), ("distinct", right), ("baseline wall s", right)]
-        + [("baseline bpc", right), ("charlm size", left), ("charlm steps", right), ("charlm wall s", right)]
-        + [("charlm bpc", right), ("charlm/baseline", right)],
+        [("corpus", left), ("characters", right), ("distinct", right), ("baseline size", left)]
+        + [("baseline steps", right), ("baseline chars/s", right), ("baseline wall s", right)]
+        + [("baseline bpc", right), ("charlm size", left), ("charlm steps", right), ("charlm chars/s", right)]
+        + [("charlm wall s", right), ("charlm bpc", right), ("charlm/baseline", right)],
         [
-            [row["corpus"], f"{row['characters']:,}", f"{row['distinct']:,}", f"{row['baseline wall s']:.1f}"]
+            [row["corpus"], f"{row['characters']:,}", f"{row['distinct']:,}", row["baseline size"]]
+            + [f"{row['baseline steps']:,}", f"{row['baseline chars/s']:,.0f}", f"{row['baseline wall s']:.1f}"]
             + [f"{row['baseline bpc']:.4f}", row["charlm size"], optional(row["charlm steps"])]
-            + [f"{row['charlm wall s']:.1f}", f"{row['charlm bpc']:.4f}"]
+            + [optional(row["charlm chars/s"]), f"{row['charlm wall s']:.1f}", f"{row['charlm bpc']:.4f}"]
             + [f"{row['charlm bpc'] / row['baseline bpc']:.4f}"]
             for row in rows
         ],
@@ -150,7 +153,16 @@ def report(rows: list[dict], args: argparse.Namespace) -> str:
         "charlm's wall s includes preparing the corpus, fitting its size and its final evaluation.",
         "Load: os.getloadavg(), the 1, 5 and 15 minute averages.",
     ]
-    lines = [f"command: python {' '.join(sys.argv)}", setup, "", *results, "", *notes, "", *conditions]
+    lines = [
+        f"command: python -m bench.versus {' '.join(sys.argv[1:])}",
+        setup,
+        "",
+        *results,
+        "",
+        *notes,
+        "",
+        *conditions,
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -161,7 +173,7 @@ def main() -> None:
     parser.add_argument("--charlm-set", default="-", help="name=value[,name=value...] overriding charlm's defaults")
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes to run during the measurements")
     parser.add_argument("--out", default=None, help="report file (default bench/out/versus-<time>.txt)")
-    args = parser.parse_args()
+    args = babygpt.resolve(parser.parse_args())
     out = Path(args.out or f"bench/out/versus-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     runs = out.with_suffix("")
     if runs.exists():

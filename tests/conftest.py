@@ -11,6 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bench.common import free_port, wait_healthy  # noqa: F401  (one copy, for the tests that start a server)
 from charlm import checkpoint, runs
 from charlm.checkpoint import Checkpoint
 from charlm.cli import main
@@ -80,8 +81,29 @@ def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess
     return result
 
 
-# The tiny training options as command-line arguments.
-TINY_ARGS = ["--layers", "1", "--hidden", "32", "--seq-len", "8", "--batch-size", "4", "--max-time", "none", "--quiet"]
+def cli_args(options: dict) -> list[str]:
+    """Training options as `charlm train` flags: `--name value`, a bare `--name` for True, `none` for None."""
+    args = []
+    for name, value in options.items():
+        flag = f"--{name.replace('_', '-')}"
+        args += [flag] if value is True else [flag, "none" if value is None else str(value)]
+    return args
+
+
+def run_bench(name: str, *args: str, timeout: float = 300) -> str:
+    """`python -m bench.NAME ARGS` from the test's own folder (so its corpora/ and checkpoints/ land
+    there), the repository on the path; its stdout, after asserting it succeeded."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", f"bench.{name}", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+# The tiny training options as command-line arguments: the loop's (what a fine-tuning run may set) and
+# with them the size; no step limit or cadence.
+TINY_LOOP_ARGS = cli_args({name: TINY[name] for name in ("seq_len", "batch_size", "max_time", "quiet")})
+TINY_ARGS = [*cli_args({name: TINY[name] for name in ("layers", "hidden")}), *TINY_LOOP_ARGS]
 
 
 def cli(*args: str):
@@ -125,10 +147,7 @@ def block_import(monkeypatch, prefix: str) -> None:
     monkeypatch.setattr(builtins, "__import__", guarded)
 
 
-TRAIN_ARGS = [
-    "--layers", "1", "--hidden", "32", "--seq-len", "8", "--batch-size", "4", "--dropout", "0.2",
-    "--max-time", "none", "--quiet",
-]  # fmt: skip
+TRAIN_ARGS = [*TINY_ARGS, "--dropout", "0.2"]
 
 
 def start_training(*args: str) -> subprocess.Popen:

@@ -1,6 +1,7 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
-import importlib
+import argparse
+import dataclasses
 import math
 import os
 import random
@@ -14,40 +15,35 @@ import torch
 import torch.nn.functional as F
 
 import charlm
+from bench import babygpt, common, mixture, versus
 from charlm.evaluate import bits_per_char
 from charlm.tokens import load_corpus
 
-from .conftest import REPO
+from .conftest import REPO, TINY, run_bench
+
+# conftest's tiny run as the scripts' name=value settings (each test adds a hidden size)
+TINY_SET = ",".join(f"{name}={TINY[name]}" for name in ("layers", "seq_len", "batch_size"))
 
 pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
 
 
-def run_bench(script: str, *args: str) -> str:
-    """A bench script run from the test's own folder, so its corpora/ and checkpoints/ land there."""
-    command = [sys.executable, str(REPO / script), *args]
-    result = subprocess.run(command, cwd=os.getcwd(), capture_output=True, text=True, timeout=300, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
-
-
 def test_sample_speed_bench_runs():
     out = run_bench(
-        "bench/sample_speed.py", "--hidden", "16", "--layers", "2", "--chars", "60", "--streams", "4", "--rounds", "2"
+        "sample_speed", "--hidden", "16", "--layers", "2", "--chars", "60", "--streams", "4", "--rounds", "2"
     )
     for label in ("bare loop", "roofline", "naive", "1 stream vs bare nn.LSTM loop", "4 streams bf16 vs 1 stream bf16"):
         assert label in out
 
 
 def test_sweep_bench_runs(fox_file, tmp_path):
-    out = run_bench(
-        "bench/sweep.py", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
-        "hidden=16,layers=1,seq_len=8,batch_size=4", "hidden=24,layers=1,seq_len=8,batch_size=4",
+    out = run_bench("sweep", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
+        f"hidden=16,{TINY_SET}", f"hidden=24,{TINY_SET}",
     )  # fmt: skip
-    assert "| hidden=16,layers=1,seq_len=8,batch_size=4 | 1x16 |" in out and "| 1x24 |" in out
+    assert f"| hidden=16,{TINY_SET} | 1x16 |" in out and "| 1x24 |" in out
 
 
 def test_prepare_bench_runs(tmp_path):
-    out = run_bench("bench/prepare.py", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
+    out = run_bench("prepare", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
 
 
@@ -55,42 +51,72 @@ def test_finetune_bench_runs(fox_file, tmp_path):
     charlm.train(fox_file, out=tmp_path / "base", layers=1, hidden=16, max_steps=30, max_time=None, quiet=True)
     (tmp_path / "new.txt").write_text("THE QUICK BROWN FOX! the lazy dog?\n" * 40)
     common = [str(tmp_path / "base"), str(tmp_path / "new.txt"), "--out", str(tmp_path / "finetune")]
-    out = run_bench("bench/finetune.py", *common, "--steps", "20", "--scratch", "-", "lr=2e-3")
+    out = run_bench("finetune", *common, "--steps", "20", "--scratch", "-", "lr=2e-3")
     assert "| scratch, defaults | 20 |" in out and "| fine-tuned, lr=2e-3 | 20 |" in out and "sample of" in out
-    out = run_bench("bench/finetune.py", *common, "--init", "--steps", "10")
+    out = run_bench("finetune", *common, "--init", "--steps", "10")
     assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 10 steps" in out
 
 
 def test_train_speed_bench_runs():
-    out = run_bench("bench/train_speed.py", "--sizes", "16", "--steps", "5", "--rounds", "1")
+    out = run_bench("train_speed", "--sizes", "16", "--steps", "5", "--rounds", "1")
     assert "charlm/bare" in out and "2x16" in out and "fp32 matmul peak" in out
 
 
+def test_head_speed_bench_runs(fox_file):
+    out = run_bench("head_speed", str(fox_file), "--hidden", "16", "--layers", "1", "--steps", "2", "--rounds", "1")
+    assert "| full |" in out and "| adaptive |" in out and "adaptive / full:" in out
+
+
 def test_quality_bench_runs(fox_file, tmp_path):
-    out = run_bench(
-        "bench/quality.py", str(fox_file), "--budgets", "1s,2s", "--out", str(tmp_path / "quality"),
-        "--set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=5", "--png", str(tmp_path / "q.png"),
+    out = run_bench("quality", str(fox_file), "--budgets", "1s,2s", "--out", str(tmp_path / "quality"),
+        "--set", f"hidden=16,{TINY_SET},eval_every=5", "--png", str(tmp_path / "q.png"),
     )  # fmt: skip
     assert "| fox.txt | 1s |" in out and "| fox.txt | 2s |" in out and "bpc against time" in out
     assert (tmp_path / "q.png").stat().st_size > 10_000
 
 
 def test_gpu_bench_runs_tiny_on_the_cpu():
-    out = run_bench("bench/gpu.py", "--tiny", "--sizes", "1x16", "--batches", "4", "--seconds", "0.05")
+    out = run_bench("gpu", "--tiny", "--sizes", "1x16", "--batches", "4", "--seconds", "0.05")
     assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
+
+
+def gpu_check_dry_run(out: Path, expect: int, **settings: str) -> str:
+    """bench/gpu_check.sh --cpu on one small test file, `settings` as its environment; its report."""
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, **settings}
+    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", str(REPO / "tests/test_vocab.py")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert result.returncode == expect, result.stdout + result.stderr
+    return (out / "gpu-check.txt").read_text()
+
+
+def test_gpu_check_dry_run_passes_and_reports(tmp_path):
+    """bench/gpu_check.sh --cpu: every step of the device check, on the CPU and a tiny selection."""
+    report = gpu_check_dry_run(tmp_path / "out", 0, GPU_CHECK_BUDGET="20")
+    for step in ("setup", "fast suite", "cuda tests", "bench.gpu"):
+        assert f"== {step}:" in report and f"-- {step}: exit" in report
+    assert "passed" in report.split("pytest-fast:")[1] and "charlm/plain" in report
+    assert report.rstrip().splitlines()[-1].startswith("device check passed in")
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"gpu-check.txt", "pytest-fast.txt", "bench-gpu.txt"}
+
+
+def test_gpu_check_fails_when_a_step_fails(tmp_path):
+    """A step that fails (here the suite running out of its seconds) fails the whole check, and says which."""
+    report = gpu_check_dry_run(tmp_path / "out", 1, GPU_CHECK_SUITE_SECONDS="1")
+    assert "-- fast suite: exit 124" in report and "timed out: fast suite" in report
+    last = report.rstrip().splitlines()[-1]
+    assert last.startswith("device check FAILED") and last.endswith("fast suite")
+
+
+def test_gpu_wheels_lists_the_serving_packages():
+    pins = run_bench("gpu_wheels", "--list").split()
+    assert any(p.startswith("fastapi==") for p in pins) and any(p.startswith("uvicorn==") for p in pins)
+    assert not any(p.startswith(("torch==", "numpy==")) for p in pins)  # the image holds them
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_gpu_bench_refuses_a_machine_without_a_gpu():
-    result = subprocess.run([sys.executable, str(REPO / "bench/gpu.py")], capture_output=True, text=True, check=False)
-    assert result.returncode == 1 and "has none; --tiny runs a small CPU check" in result.stderr
-
-
-@pytest.fixture
-def bench(monkeypatch):
-    """Import a bench/ script as a module (they import each other by plain name)."""
-    monkeypatch.syspath_prepend(str(REPO / "bench"))
-    return importlib.import_module
+    with pytest.raises(AssertionError, match="has none; --tiny runs a small CPU check"):
+        run_bench("gpu")
 
 
 def messy_text(path: Path, lines: int = 500) -> Path:
@@ -104,23 +130,77 @@ def messy_text(path: Path, lines: int = 500) -> Path:
 
 def test_versus_bench_runs(tmp_path):
     corpus = messy_text(tmp_path / "words.txt")
-    out = run_bench(
-        "bench/versus.py", str(corpus), "--iters", "30", "--layers", "1", "--heads", "2", "--embed", "32",
+    out = run_bench("versus", str(corpus), "--iters", "30", "--layers", "1", "--heads", "2", "--embed", "32",
         "--block", "16", "--quiet", "--busy", "1", "--out", str(tmp_path / "versus.txt"),
-        "--charlm-set", "hidden=16,layers=1,seq_len=8,batch_size=4,eval_every=1000",
+        "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
     )  # fmt: skip
     report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
     assert report in out and "1 busy-loop processes running" in report
     (row,) = [line for line in report.splitlines() if line.startswith("| words.txt |") and "1x16" in line]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
-    baseline_bpc, charlm_bpc, ratio = float(cells[4]), float(cells[8]), float(cells[9])
+    baseline_bpc, charlm_bpc, ratio = float(cells[7]), float(cells[12]), float(cells[13])
     assert all(math.isfinite(x) and 0.5 < x < 10 for x in (baseline_bpc, charlm_bpc))
     assert ratio == pytest.approx(charlm_bpc / baseline_bpc, abs=2e-4)
-    assert int(cells[6].replace(",", "")) > 0  # charlm's steps
+    assert cells[3] == "1x32, context 16" and cells[4] == "30" and float(cells[5].replace(",", "")) > 0
+    assert int(cells[9].replace(",", "")) > 0 and float(cells[10].replace(",", "")) > 0  # charlm's steps, chars/s
 
 
-def test_versus_busy_processes_end_with_the_block(bench):
-    with bench("versus").busy_processes(2) as processes:
+def test_versus_gpu_recipe_runs_its_shape_on_the_cpu(tmp_path):
+    """--gpu: nanoGPT's GPU recipe (6x384, context 256, dropout 0.2, bf16 autocast), here on the CPU with two
+    iterations, small batches and torch.compile off, so the code path runs without a GPU."""
+    corpus = messy_text(tmp_path / "words.txt", lines=400)
+    run_bench(
+        "versus", str(corpus), "--gpu", "--device", "cpu", "--no-compile", "--iters", "2", "--batch", "2",
+        "--eval-iters", "2", "--quiet", "--out", str(tmp_path / "versus.txt"),
+        "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
+    )  # fmt: skip
+    report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
+    assert "GPU recipe): 6 layers, 6 heads, embed 384, block 256, dropout 0.2, batch 2, 2 iterations, bf16" in report
+    assert "torch.compile off" in report and "device cpu (CPU)" in report
+    (row,) = [line for line in report.splitlines() if line.startswith("| words.txt |") and "1x16" in line]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[3] == "6x384, context 256" and cells[4] == "2" and math.isfinite(float(cells[7]))
+
+
+def test_babygpt_gpu_recipe_is_nanogpts_config():
+    """config/train_shakespeare_char.py's values, and its schedule: warm-up, cosine to min_lr at lr_decay_iters."""
+    parser = argparse.ArgumentParser()
+    babygpt.add_arguments(parser)
+    model, loop = babygpt.configs(parser.parse_args(["--gpu"]), vocab_size=65)
+    assert (model.layers, model.heads, model.embed, model.block, model.dropout) == (6, 6, 384, 256, 0.2)
+    assert (loop.iters, loop.decay_iters, loop.batch, loop.lr, loop.min_lr, loop.warmup) == (
+        5000,
+        5000,
+        64,
+        1e-3,
+        1e-4,
+        100,
+    )
+    assert (loop.beta2, loop.weight_decay, loop.grad_clip, loop.eval_interval, loop.eval_iters) == (
+        0.99,
+        0.1,
+        1.0,
+        250,
+        200,
+    )
+    assert (loop.precision, loop.compile, loop.device) == ("bf16", True, "cuda")
+    assert babygpt.learning_rate(loop, 0) == pytest.approx(1e-3 / 101)
+    assert babygpt.learning_rate(loop, 2550) == pytest.approx(0.55e-3)  # halfway through the decay
+    shorter = dataclasses.replace(loop, decay_iters=1000)
+    assert babygpt.learning_rate(shorter, 1000) == babygpt.learning_rate(shorter, 4000) == pytest.approx(1e-4)
+    _, cpu = babygpt.configs(parser.parse_args([]), vocab_size=65)
+    assert (cpu.iters, cpu.batch, cpu.precision, cpu.compile, cpu.device, cpu.decay_iters) == (
+        6000,
+        12,
+        "fp32",
+        False,
+        "cpu",
+        None,
+    )
+
+
+def test_busy_processes_end_with_the_block():
+    with common.busy_processes(2) as processes:
         assert len(processes) == 2 and all(p.poll() is None for p in processes)
     assert all(p.poll() is not None for p in processes)
 
@@ -137,8 +217,7 @@ def naive_bits(model, segments: list[torch.Tensor], context_start) -> float:
     return nats / count / math.log(2)
 
 
-def test_babygpt_sliding_window_score_is_exact(bench):
-    babygpt = bench("babygpt")
+def test_babygpt_sliding_window_score_is_exact():
     torch.manual_seed(0)
     block, stride = 8, 4
     model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=7, layers=2, heads=2, embed=16, block=block)).eval()
@@ -158,10 +237,9 @@ def test_babygpt_sliding_window_score_is_exact(bench):
     assert babygpt.bits_per_char(model, segments, stride) != pytest.approx(longest)  # the contexts do differ
 
 
-def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(bench, monkeypatch):
+def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(monkeypatch):
     """nanoGPT's checkpoint rule: a baseline that gets worse on the held-out text late in training ends
     with its best weights, not its last."""
-    babygpt = bench("babygpt")
     torch.manual_seed(0)
     model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=5, layers=1, heads=1, embed=8, block=4))
     estimates = iter([3.0, 1.0, 2.0, 4.0])  # the second evaluation (iteration 20) is the best
@@ -180,7 +258,25 @@ def test_babygpt_keeps_the_weights_of_its_best_held_out_estimate(bench, monkeypa
     assert any(not torch.equal(kept[1.0][name], kept[4.0][name]) for name in kept[1.0])  # training went on
 
 
-def test_versus_scores_both_models_on_every_held_out_character(bench, fox_file, tiny):
+def test_babygpt_runs_eager_when_compiling_fails(monkeypatch, capsys):
+    """torch.compile "where it works": a compiled model that fails at its first step is replaced by the model
+    itself, said once on stderr, and training goes on."""
+
+    def broken_compile(model):
+        def fails(ids):
+            raise RuntimeError("no backend here")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    torch.manual_seed(0)
+    model = babygpt.BabyGPT(babygpt.GPTConfig(vocab_size=5, layers=1, heads=1, embed=8, block=4))
+    config = babygpt.TrainConfig(iters=6, batch=2, eval_interval=3, eval_iters=2, compile=True, quiet=True)
+    babygpt.train(model, torch.randint(5, (200,)), config, held_out=torch.randint(5, (50,)))
+    assert capsys.readouterr().err.count("torch.compile failed (RuntimeError: no backend here); eager") == 1
+
+
+def test_versus_scores_both_models_on_every_held_out_character(fox_file, tiny):
     """charlm's bits_per_char is one pass over the whole held-out text, as the baseline's sliding window
     covers it: every character after the first, each from the text before it."""
     import charlm
@@ -190,26 +286,25 @@ def test_versus_scores_both_models_on_every_held_out_character(bench, fox_file, 
     with torch.no_grad():
         logits, _ = model(ids[:-1].unsqueeze(0))
         one_pass = F.cross_entropy(logits[0], ids[1:], reduction="sum").double().item() / (len(ids) - 1) / math.log(2)
-    assert bench("versus").charlm_evaluation.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
+    assert versus.charlm_evaluation.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
 
 
 def test_threads_bench_runs(fox_file):
-    out = run_bench("bench/threads.py", str(fox_file), "--seconds", "1", "--hidden", "16")
+    out = run_bench("threads", str(fox_file), "--seconds", "1", "--hidden", "16")
     rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
     assert len(rows) == 7 and rows[0].endswith("| 1.00 |")
     assert "one core busy, governor" in out and "two trainings together, governor, each" in out
 
 
 def test_size_rule_bench_runs(fox_file):
-    out = run_bench("bench/size_rule.py", str(fox_file), "--budgets", "2s", "--repeats", "2")
+    out = run_bench("size_rule", str(fox_file), "--budgets", "2s", "--repeats", "2")
     rows = [line for line in out.splitlines() if line.startswith("| fox.txt | 2s |")]
     assert len(rows) == 2 and all("x128 |" in row or "x192 |" in row for row in rows)
 
 
-def test_mixture_cache_decays_each_count_by_its_age(bench):
+def test_mixture_cache_decays_each_count_by_its_age():
     """The cache's probability of character i: the counts of characters 0..i-1, each halved per
     `half_life` characters of age, over their sum; also past the point where the weights are rescaled."""
-    mixture = bench("mixture")
     assert list(mixture.cache_probabilities("abab", 1.0)) == pytest.approx([0.0, 1 / 3, 2 / 7])  # worked by hand
     text = "".join(random.Random(0).choice("abc") for _ in range(600))
     got = mixture.cache_probabilities(text, 1.5)  # weights grow 2 ** (1 / 1.5) per character: rescaled
@@ -224,7 +319,7 @@ def test_mixture_bench_runs(tmp_path, tiny):
     corpus = messy_text(tmp_path / "words.txt", lines=300)
     charlm.train(str(corpus), out=str(tmp_path / "run"), **tiny)
     model = charlm.load(tmp_path / "run")  # best.pt, as the script reads it
-    out = run_bench("bench/mixture.py", str(tmp_path / "run"), str(corpus), "--orders", "2", "--half-lives", "50")
+    out = run_bench("mixture", str(tmp_path / "run"), str(corpus), "--orders", "2", "--half-lives", "50")
     table = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| ") and "---" not in line]
     rows = {cells[0].strip(): float(cells[1]) for cells in table[1:]}  # table[0]: the header
     held_out = load_corpus([str(corpus)], charlm.Config(**tiny), quiet=True).val_ids

@@ -12,29 +12,25 @@ import charlm
 from charlm import runs
 from charlm.reporting import read_metrics
 
-from .conftest import latest, max_weight_difference
+from .conftest import TINY, cli_args, latest, max_weight_difference
 
 pytestmark = pytest.mark.slow  # every test starts processes under torchrun
 
 # dropout 0: the only randomness; a flat learning rate after warm-up, so a run resumed with a
 # larger --max-steps follows the same schedule as one that ran through.
 OPTIONS = {
-    "layers": 2, "hidden": 32, "seq_len": 8, "batch_size": 4, "max_time": None, "eval_every": 5,
-    "warmup_steps": 2, "dropout": 0.0, "min_lr_ratio": 1.0, "quiet": True,
-}  # fmt: skip
+    **{name: value for name, value in TINY.items() if name != "max_steps"},
+    "layers": 2,
+    "eval_every": 5,
+    "dropout": 0.0,
+    "min_lr_ratio": 1.0,
+}
 WEIGHT_TOLERANCE = 1e-5
 BPC_TOLERANCE = 1e-5
 
 
 def cli_options(**changes) -> list[str]:
-    args = []
-    for name, value in {**OPTIONS, **changes}.items():
-        flag = f"--{name.replace('_', '-')}"
-        if value is True:
-            args.append(flag)
-        elif value is not None:
-            args += [flag, str(value)]
-    return args + (["--max-time", "none"] if "max_time" not in changes else [])
+    return cli_args({**OPTIONS, **changes})
 
 
 def torchrun(*args: str, processes: int = 2) -> None:

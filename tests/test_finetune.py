@@ -16,7 +16,7 @@ from charlm.pieces import PieceVocab
 from charlm.reporting import read_metrics
 from charlm.vocab import UNKNOWN, Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, latest
+from .conftest import TINY_ARGS, TINY_LOOP_ARGS, assert_one_line_error, cli, latest
 
 NEW_TEXT = "THE QUICK BROWN FOX! the lazy dog? Jumps over the quick fox.\n" * 30  # 'T', '!', '?', ... are new
 
@@ -192,7 +192,7 @@ def test_the_cli_fine_tunes_an_adaptive_head_and_scores_the_eval_also_text(fox_f
     assert result.exit_code == 0, result.output
     result = cli(
         "train", str(new_file), "--init-from", "base", "--out", "tuned", "--max-steps", "20", "--eval-every", "10",
-        "--eval-also", str(fox_file), "--seq-len", "8", "--batch-size", "4", "--max-time", "none", "--quiet",
+        "--eval-also", str(fox_file), *TINY_LOOP_ARGS,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved, base = latest("tuned"), latest("base")

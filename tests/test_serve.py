@@ -36,7 +36,17 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, assert_one_line_error, block_import, cli, make_model, shared_corpus
+from .conftest import (
+    TINY,
+    assert_one_line_error,
+    block_import,
+    cli,
+    free_port,
+    make_model,
+    run_bench,
+    shared_corpus,
+    wait_healthy,
+)
 
 VOCAB = "\n !,.?abcdefghijklmnopqrstuvwxyz"
 KEY = "test-key"
@@ -60,13 +70,6 @@ def running(app, timeout: float = 30):
         server.should_exit = True
         thread.join(timeout=10)
         assert not thread.is_alive(), "the server did not stop"
-
-
-def wait_healthy(url: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while httpx.get(f"{url}/health").status_code != 200:
-        assert time.time() < deadline, "the server never became healthy"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -519,12 +522,6 @@ def metrics(url: str) -> dict[str, float]:
 # --- the command -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def fox_run(tmp_path_factory):
     """A tiny trained run folder, `fox`."""
@@ -788,15 +785,13 @@ def test_a_sentencepiece_model_counts_characters_not_pieces():
 
 @pytest.mark.slow
 def test_load_bench_runs_on_a_tiny_model():
-    """bench/serve_load.py end to end with tiny counts (its targets are for a 2x256 model: not checked here)."""
-    result = subprocess.run(
-        [sys.executable, "bench/serve_load.py", "--hidden", "16", "--layers", "1", "--streams", "1,4", "--chars", "40",
-         "--churn", "8", "--churn-concurrency", "4", "--churn-chars", "200"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    """bench.serve_load end to end with tiny counts (its targets are for a 2x256 model: not checked here)."""
+    out = run_bench(
+        "serve_load", "--hidden", "16", "--layers", "1", "--streams", "1,4", "--chars", "40",
+        "--churn", "8", "--churn-concurrency", "4", "--churn-chars", "200",
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "| 4 |" in result.stdout and "4/4 |" in result.stdout
-    assert "0 errors, 0 hung, 0 streams active after" in result.stdout
+    assert "| 4 |" in out and "4/4 |" in out
+    assert "0 errors, 0 hung, 0 streams active after" in out
 
 
 def test_unknown_paths_and_methods_answer_in_the_error_shape(server):
