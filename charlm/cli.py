@@ -23,8 +23,10 @@ from .evaluate import bits_per_char
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .reporting import read_metrics
+from .scoring import unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
+from .vocab import UnknownCharacterWarning
 
 
 class Group(click.Group):
@@ -283,11 +285,15 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
     model = checkpoint.load(target, device)
     text = read_texts(files, encoding, model.vocab.normalize)
-    ids = model.vocab.encode(text, what=", ".join(files))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownCharacterWarning)  # reported below, counted
+        ids = model.vocab.encode(text, what=", ".join(files), unseen=True)
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")
     bpc = bits_per_char(model, ids, progress=not quiet)
     click.echo(f"{bpc:.4f} bits per character over {len(text):,} characters")
+    if unseen := unseen_note(model.vocab, text[1:]):  # the first character is read, never scored
+        click.echo(unseen)
 
 
 @main.command()
