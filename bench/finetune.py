@@ -10,7 +10,7 @@ base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RU
 (`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
 scored every 200 steps (--eval-every; scoring does not change training), and reports the held-out bpc
 of the small text that best.pt keeps at that cadence and at the run's default one (from scratch once
-per pass over the text, `Config.fitted`; fine-tuned every finetune.DEFAULTS["eval_every"]; and the
+per pass over the text, `plan.eval_cadence`; fine-tuned every finetune.DEFAULTS["eval_every"]; and the
 last step), the base's own
 held-out bpc under that best.pt, and a sample of it.
 
@@ -33,7 +33,7 @@ import torch
 from sweep import parse
 
 import charlm
-from charlm import api, finetune, runs
+from charlm import api, finetune, plan, runs, sizing
 from charlm.config import Config
 from charlm.evaluate import bits_per_char
 from charlm.model import RARE_ROWS, CharLM
@@ -52,9 +52,9 @@ def base_heldout(base: str) -> torch.Tensor:
 
 
 def default_cadence(text: str) -> int:
-    """The --eval-every a run from scratch on `text` gets by default: once per pass (`Config.fitted`)."""
-    config = Config()
-    return config.fitted(len(load_corpus([text], config, quiet=True).train_ids), None).eval_every
+    """The --eval-every a run from scratch on `text` gets by default: once per pass (`plan.eval_cadence`)."""
+    config = Config(batch_size=sizing.DEFAULT_BATCH_SIZE)
+    return plan.eval_cadence(config, len(load_corpus([text], config, quiet=True).train_ids))
 
 
 def best_bpcs(run: Path, steps: int, cadence: int = 1) -> tuple[float, int, float]:
@@ -120,7 +120,7 @@ def measure_inits(args, folder: Path, base_ids: torch.Tensor) -> None:
         options = {"max_steps": max(steps, 1), "max_time": None, "eval_every": args.eval_every, "quiet": True}
         trainer = api.start_finetune(args.base, options, [args.text], str(folder / f"init-{how}"))
         restart_new_rows(trainer.model, known, how)
-        at_load = [bits_per_char(trainer.model, ids, EVAL_TOKENS) for ids in (trainer.val_ids, base_ids)]
+        at_load = [bits_per_char(trainer.model, ids, EVAL_TOKENS) for ids in (trainer.corpus.val_ids, base_ids)]
         after = "-"
         if steps:
             trainer.fit()

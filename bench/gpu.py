@@ -4,7 +4,7 @@
     python bench/gpu.py --tiny          # a small CPU run that checks the script works (what the tests run)
 
 For each size, batch and precision prints chars/s and model TFLOP/s of
-  charlm   Trainer.train_step: windows from the token stream, pinned copies, autocast, grad scaler,
+  charlm   train_state.train_step: windows from the token stream, pinned copies, autocast, grad scaler,
            clipping, the schedule, the carried hidden state,
   plain    embedding + nn.LSTM + linear head, AdamW, one fixed batch on the GPU, nothing else,
 and their ratio. Each measurement runs warm-up steps, then steps until --seconds have passed; the
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charlm import api
+from charlm import api, train_state
 from charlm.config import Config
 from charlm.device import autocast
 
@@ -63,7 +63,7 @@ def charlm_step(corpus: Path, folder: Path, layers: int, hidden: int, batch: int
     )  # fmt: skip
     trainer = api.start_run(config, [str(corpus)], out=str(folder / f"run-{time.time_ns()}"))
     trainer.model.train()
-    return lambda: trainer.train_step(0.5)
+    return lambda: train_state.train_step(trainer.state, 0.5)
 
 
 def plain_step(layers: int, hidden: int, batch: int, args, precision: str, vocab: int):

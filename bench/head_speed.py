@@ -14,7 +14,7 @@ import argparse
 import tempfile
 import time
 
-from charlm import api
+from charlm import api, train_state
 from charlm.config import Config
 from charlm.device import synchronize
 
@@ -31,11 +31,11 @@ def trainer_for(corpus: str, head: str, args, folder: str):
 
 def chars_per_second(trainer, steps: int) -> float:
     for _ in range(3):
-        trainer.train_step(0.5)
+        train_state.train_step(trainer.state, 0.5)
     synchronize(trainer.device)
     started = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step(0.5)
+        train_state.train_step(trainer.state, 0.5)
     synchronize(trainer.device)
     config = trainer.config
     return steps * config.batch_size * config.seq_len / (time.perf_counter() - started)

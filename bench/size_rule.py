@@ -3,7 +3,7 @@
     python bench/size_rule.py ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
         --budgets 98s,5m,15m --repeats 3
 
-For each corpus and budget, runs the size probe and the rule (`sizing.fit_hidden`, what `charlm train`
+For each corpus and budget, runs the size probe and the rule (`sizing.measure_sizes`, what `charlm train`
 does when --hidden is not given) --repeats times in this process and prints each choice with the
 speeds it measured. On a quiet machine every repeat should choose the same size.
 """

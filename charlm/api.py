@@ -5,18 +5,17 @@
     print(charlm.generate(model, "It was", length=200, temperature=0.8))
     model = charlm.load("checkpoints/novel-20260101-120000")
 
-`start_run`, `start_finetune` and `resume_run` build a `Trainer` from options: they prepare the
-corpus, fit the model's size to the budget when `--hidden` is unset (or take a base run's model), and
-pick (or find) the run folder.
+`start_run`, `start_finetune` and `resume_run` turn options into a `Trainer`: they prepare the corpus,
+plan the run (plan.py: every unset option resolved once, the run folder named) or read a resumed
+run's plan from its checkpoint, and build the trainer from the plan.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import checkpoint, finetune, runs, sampler, sizing, threads
+from . import checkpoint, finetune, plan, runs, sampler, threads
 from .checkpoint import load
 from .config import Config, from_options
 from .device import resolve_device
@@ -43,30 +42,9 @@ def start_run(
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
-    probed = None
-    if ranks.leader:  # every rank must build the same model: rank 0 measures, the others take what it chose
-        config, probed = sizing.fit(config, corpus, ranks.world)
-    hidden, dropout, eval_every = ranks.from_leader(
-        [config.hidden or 0, config.dropout or 0.0, config.eval_every or 0], device
-    )
-    config = dataclasses.replace(config, hidden=int(hidden), dropout=dropout, eval_every=int(eval_every))
-    model = None if base is None else base.model(corpus.vocab, config.dropout)
-    record = None if base is None else base.record
-    trainer = Trainer(config, corpus, ranks, model=model, base=record, probed_chars_per_second=probed)
-    config.require_limit()  # every check passed before a run folder is named or claimed
-    if out is not None:
-        trainer.run_dir = runs.run_folder(out, corpus.name)
-        if (trainer.run_dir / runs.LATEST).exists():
-            raise CharLMError(
-                f"{trainer.run_dir} already holds a run; continue it with --resume {trainer.run_dir}, "
-                "or pick another --out"
-            )
-        return trainer
-    # A new name, claimed by rank 0 (runs started in the same second each get their own); the others take it.
-    claimed = runs.claim_run_folder(corpus.name) if ranks.leader else (0.0, 0)
-    stamp, number = ranks.from_leader(list(claimed), device)
-    trainer.run_dir = runs.run_name(corpus.name, stamp, int(number))
-    return trainer
+    decided = plan.plan(config, corpus, ranks, base, out)
+    model = None if base is None else base.model(corpus.vocab, decided.config.dropout)
+    return Trainer(decided, corpus, ranks, model)
 
 
 def start_finetune(
@@ -83,17 +61,15 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     the world size may: the checkpoint holds every stream's state, re-sharded here."""
     path = runs.resolve(target, prefer=runs.LATEST)
     saved = checkpoint.read(path)
-    config = Config.from_dict({**saved.config.to_dict(), **overrides})
-    changed = saved.config.model_differences(config)
-    if changed:
-        raise CharLMError(f"{path.parent}: cannot resume with changed options ({'; '.join(changed)}); drop them")
+    resumed = plan.resumed(saved, overrides, path.parent)
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
     base_vocab = None if saved.base is None else saved.vocab.first(saved.base.vocab_size)
+    config = resumed.config
     with ranks.leader_first():
         corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
-    trainer = Trainer(config, corpus, ranks, path.parent, saved.model(), saved.base)
+    trainer = Trainer(resumed, corpus, ranks, saved.model())
     trainer.restore(saved)
     return trainer
 

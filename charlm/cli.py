@@ -14,9 +14,10 @@ from pathlib import Path
 
 import click
 
-from . import api, catalog, checkpoint, finetune, runs, sampler, tokens
+from . import api, catalog, checkpoint, finetune, runs, sampler, sizing, tokens
 from .config import CORPUS_OPTIONS, Config, SampleConfig, option_name, parse_temperatures
 from .corpus import read_text, read_texts
+from .device import precision_text
 from .distributed import Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
@@ -26,7 +27,19 @@ from .reporting import read_metrics
 from .scoring import unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
+from .trainer import SAMPLE_CHARS
 from .vocab import UnknownCharacterWarning
+
+# --device's default, by the kind of work (one rule for every command; train's is Config.device): over
+# whole texts at once, the best device present; one character a step, the CPU, fastest there for
+# charlm's model sizes (docs/scaling.md).
+DEVICE_DEFAULTS = {"whole texts": "auto", "one character a step": "cpu"}
+
+
+def device_option(work: str):
+    return click.option(
+        "--device", default=DEVICE_DEFAULTS[work], show_default=True, help="cpu, cuda, cuda:N, mps or auto"
+    )
 
 
 class Group(click.Group):
@@ -138,7 +151,8 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_fro
         raise CharLMError(finetune.WITH_RESUME)
     ranks = Ranks.from_env()
     if resume is None:
-        ranks.shard(Config(**given).batch_size)  # a batch that does not split fails before the processes meet
+        # a batch that does not split fails before the processes meet (a GPU's fitted batch is a multiple of 16)
+        ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group():
         train_ranks(corpus, out, resume, given, ranks, init_from)
 
@@ -166,7 +180,7 @@ def train_ranks(
         click.echo(
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
-            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {trainer.precision}"
+            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
             f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}",
             err=True,
         )
@@ -195,7 +209,7 @@ def train_ranks(
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
         click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
-        text = api.generate(best.model(), "", length=300, temperature=0.8, random_seed=config.random_seed)
+        text = api.generate(best.model(), "", length=SAMPLE_CHARS, temperature=0.8, random_seed=config.random_seed)
         click.echo(text.lstrip("\n"))
 
 
@@ -206,7 +220,7 @@ def train_ranks(
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
 @click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@device_option("one character a step")
 @options_of(SampleConfig, types={"temperature": str})
 def sample(
     target: str | None,
@@ -279,7 +293,7 @@ def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sam
 @click.argument("target", metavar="CHECKPOINT")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
@@ -365,7 +379,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
 )
 @click.option("--held-out", is_flag=True, help="inspect the run's held-out text (its validation split), not a FILE")
 @click.option("--train-text", help="fit the n-gram baseline on this file  [default: the run's training split]")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N, mps or auto")
+@device_option("one character a step")
 @click.option("--quiet", is_flag=True, help="no progress bar, no tables: only the page")
 def inspect_command(
     paths: tuple[str, ...],

@@ -7,7 +7,6 @@ a default is never written twice. A checkpoint stores the config as a plain dict
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from dataclasses import dataclass, field
 
@@ -41,12 +40,6 @@ CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer",
 # every torch seed is one of them, and seed + offset is still one torch takes.
 SEED_RANGE = (-(2**63), 2**63 - 1)
 
-# Options fitted to the text and the budget when left unset (`Config.fitted`): dropout rises from 0.1
-# for a text read up to 12 times to 0.5 for one read 40 times or more; evaluation once per pass over
-# the training text, but not more often than every 200 steps nor less often than every 2000.
-DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))
-EVAL_EVERY_RANGE = (200, 2000)
-
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 MAX_THREADS = 1024
@@ -76,7 +69,11 @@ class Config:
     )
     # data
     seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
-    batch_size: int = _opt(16, "contiguous streams trained side by side")
+    batch_size: int | None = _opt(
+        None,
+        "contiguous streams trained side by side; unset: 16, but on a CUDA GPU with --max-time as many as "
+        "still raise the measured speed",
+    )
     val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation")
     encoding: str = _opt("utf-8", "text encoding of the corpus files")
     normalize: str = _opt("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)
@@ -132,12 +129,9 @@ class Config:
 
     def validate(self) -> None:
         """Reject impossible values with a message naming the option."""
-        if self.cell not in CELLS:
-            raise CharLMError(f"--cell must be one of {', '.join(CELLS)}, not {self.cell!r}")
-        if self.head not in HEADS:
-            raise CharLMError(f"--head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        check_choices(self)
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
-            if name in ("hidden", "eval_every") and getattr(self, name) is None:  # fitted when training starts
+            if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)
                 continue
             if getattr(self, name) < 1:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
@@ -145,26 +139,16 @@ class Config:
                 raise CharLMError(f"--{option_name(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
         if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
             raise CharLMError(f"--device must be {DEVICE_FORMS}, not {self.device!r}")
-        if self.precision not in PRECISIONS:
-            raise CharLMError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.normalize not in NORMALIZATIONS:
-            raise CharLMError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, not {self.normalize!r}")
         if self.min_count < 1:
             raise CharLMError(f"--min-count must be at least 1, not {self.min_count}")
         if not 0.0 < self.coverage <= 1.0:
             raise CharLMError(f"--coverage must be in (0, 1], not {self.coverage}")
-        if self.tokenizer not in TOKENIZERS:
-            raise CharLMError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}, not {self.tokenizer!r}")
-        if self.spm_model not in SPM_MODELS:
-            raise CharLMError(f"--spm-model must be one of {', '.join(SPM_MODELS)}, not {self.spm_model!r}")
         if self.tokenizer == "char" and self.vocab_size is not None:
             raise CharLMError("--vocab-size needs --tokenizer sentencepiece (the char vocabulary is the corpus's)")
         if self.tokenizer == "sentencepiece" and self.min_count != 1:
             raise CharLMError("--min-count applies to --tokenizer char; with sentencepiece use --coverage")
         if self.vocab_size is not None and not 8 <= self.vocab_size < 2**31:
             raise CharLMError(f"--vocab-size must be at least 8, not {self.vocab_size}")
-        if self.save_errors not in SAVE_ERRORS:
-            raise CharLMError(f"--save-errors must be one of {', '.join(SAVE_ERRORS)}, not {self.save_errors!r}")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), not {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -196,29 +180,6 @@ class Config:
         if not self.max_steps and not self.max_seconds():
             raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
 
-    def planned_tokens(self, tokens_per_second: float | None) -> float | None:
-        """Tokens the run's limits let it train on: --max-steps' worth or --max-time's at the given
-        speed, whichever is fewer (None: no limit it can be told from)."""
-        limits = [self.max_steps * self.batch_size * self.seq_len] if self.max_steps else []
-        if self.max_seconds() and tokens_per_second:
-            limits.append(self.max_seconds() * tokens_per_second)
-        return min(limits, default=None)
-
-    def fitted(self, train_tokens: int, planned_tokens: float | None) -> Config:
-        """This config with the options that depend on the text and the budget filled in where unset.
-        Dropout follows the passes over the training text the run will make: a text read a few times
-        is underfitted and wants little (the English sweeps chose 0.1), a short one read dozens of times
-        is memorized unless dropout is strong (alice.txt, 46 passes: 0.5 beat 0.3 and 0.1); in between,
-        log-linear (docs/benchmarks.md, "Dropout and the passes over the text"). Evaluation comes once
-        per pass, so a short text's best weights are caught before it is overfitted, at a cost of
-        about 4% of training (the held-out tenth, forward only) whatever the text's size."""
-        steps_per_pass = train_tokens / (self.batch_size * self.seq_len)
-        eval_every = self.eval_every or int(min(max(steps_per_pass, EVAL_EVERY_RANGE[0]), EVAL_EVERY_RANGE[1]))
-        dropout = self.dropout
-        if dropout is None:
-            dropout = fitted_dropout(planned_tokens / max(train_tokens, 1) if planned_tokens else 0.0)
-        return dataclasses.replace(self, dropout=dropout, eval_every=eval_every)
-
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
         text = str(self.checkpoint_every).strip()
@@ -245,11 +206,14 @@ class Config:
         ]
 
 
-def fitted_dropout(passes: float) -> float:
-    """Dropout for a run that reads its training text `passes` times (see `Config.fitted`)."""
-    (few, low), (many, high) = DROPOUT_RULE
-    share = min(max(math.log(max(passes, 1e-9) / few) / math.log(many / few), 0.0), 1.0)
-    return round(low + share * (high - low), 2)
+def check_choices(config) -> None:
+    """Every field of a config dataclass whose metadata lists its `choices` holds one of them."""
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) not in choices:
+            raise CharLMError(
+                f"--{option_name(f.name)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}"
+            )
 
 
 def from_options(config_class: type, options: dict, what: str = "option"):
@@ -322,6 +286,7 @@ class SampleConfig:
             self.temperature = tuple(float(t) for t in self.temperature)
         else:
             shown = str(self.temperature)
+        check_choices(self)
         check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"--length must be 0 or more, not {self.length}")
@@ -335,8 +300,6 @@ class SampleConfig:
             raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
         if self.stop is not None and self.stop == "":
             raise CharLMError("--stop must not be empty; give the text to stop at, e.g. --stop $'\\n\\n'")
-        if self.precision not in SAMPLE_PRECISIONS:
-            raise CharLMError(f"--precision must be one of {', '.join(SAMPLE_PRECISIONS)}, not {self.precision!r}")
         if not 1 <= self.num_samples <= 4096:
             raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
         if self.random_seed is not None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .errors import CharLMError
 
+CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
+
 DEFAULT_CORPUS = "shakespeare"
 CHUNK_BYTES = 4 << 20
 LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line

@@ -96,6 +96,13 @@ def core_precision(device: torch.device, precision: str) -> str:
     return "fp16" if device.type == "cuda" and precision != "fp32" else precision
 
 
+def precision_text(device: torch.device, precision: str) -> str:
+    """The precision as the run line states it, saying where the recurrent core differs: `bf16` on a
+    CPU; on a GPU, `bf16 (recurrent core in fp16: cuDNN, loss scaled)`."""
+    core = core_precision(device, precision)
+    return precision if core == precision else f"{precision} (recurrent core in {core}: cuDNN, loss scaled)"
+
+
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling where the core's gradients are fp16 (they underflow without it); elsewhere a
     disabled (pass-through) scaler."""

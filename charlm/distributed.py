@@ -113,6 +113,14 @@ class Ranks:
         dist.broadcast(tensor, src=0)
         return tensor.tolist()
 
+    def broadcast_object(self, value):
+        """Rank 0's picklable `value` on every rank (the run's plan: one message, once per run)."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def gather(self, tensor: torch.Tensor, dim: int = 0) -> torch.Tensor:
         """The ranks' equal-shaped tensors concatenated along `dim`, in rank order, on every rank."""
         if not self.active:

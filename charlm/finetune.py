@@ -2,7 +2,7 @@
 
 The base decides the architecture: the options that shape its weights and its vocabulary
 (`ARCHITECTURE`) come from its checkpoint, and a given one that differs is refused. Everything else
-is the new run's own (dropout too, the base's unless given), with `DEFAULTS` in place of `Config`'s:
+is the new run's own (dropout too: the plan takes the base's unless given), with `DEFAULTS` in place of `Config`'s:
 a trained model needs a gentler start than a random one, and a small text is overfitted within a few
 thousand steps, so it is scored often enough for best.pt to catch the turn (docs/benchmarks.md,
 "Fine-tuning").
@@ -56,8 +56,7 @@ def read_base(target: str | Path) -> Start:
         saved, digest = checkpoint.read_with_digest(path)
     except CharLMError as e:
         raise CharLMError(f"--init-from: {e}") from None
-    name = path.parent.name if path.name in (runs.BEST, runs.LATEST) else path.stem
-    return Start(saved, Base(name, str(path.resolve()), digest, len(saved.vocab)))
+    return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
 
 
 def run_config(start: Start, options: dict) -> Config:
@@ -75,4 +74,4 @@ def run_config(start: Start, options: dict) -> Config:
             "drop these options or train from scratch"
         )
     architecture = {name: getattr(base, name) for name in ARCHITECTURE}
-    return from_options(Config, {"dropout": base.dropout, **DEFAULTS, **options, **architecture})
+    return from_options(Config, {**DEFAULTS, **options, **architecture})

@@ -39,6 +39,11 @@ def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
     return CHECKPOINT_ROOT / (name if number == 1 else f"{name}-{number:02d}")
 
 
+def run_name_of(checkpoint: Path) -> str:
+    """The run a checkpoint file belongs to: its folder's name for best.pt or latest.pt, else the file's stem."""
+    return checkpoint.parent.name if checkpoint.name in (BEST, LATEST) else checkpoint.stem
+
+
 def claim_run_folder(corpus_name: str) -> tuple[float, int]:
     """Create the first free `run_name(corpus_name, now, number)` and return (now, number). os.mkdir
     fails on an existing folder, so two runs started at once never get the same one."""

@@ -18,11 +18,11 @@ import importlib.util
 import re
 from pathlib import Path
 
+from .corpus import CACHE_ROOT
 from .errors import CharLMError
 
 VALIDATION_PLAYS = ("macbeth", "twelfth-night", "richard-ii", "the-tempest")
 CONVERTER_VERSION = "1"
-CACHE_ROOT = Path("corpora") / "cache"
 
 _SPEAKER = re.compile(r"^\*\*(.+?)\*\*\s*$")
 # Stage directions are italic spans (`_Exit_`, `*Sound a horn.*`), sometimes over several lines.

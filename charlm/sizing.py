@@ -1,5 +1,5 @@
-"""A model that fits the time budget: the hidden size when `--hidden` is not given (and, in `fit`,
-the dropout and evaluation cadence that follow from the budget: `Config.fitted`).
+"""The size probe and the size rules the planner (plan.py) applies when `--hidden` or `--batch-size`
+is not given.
 
 In a fixed wall time a bigger model learns more per character but sees fewer characters. The sweeps
 of `bench/sweep.py` (docs/benchmarks.md, "Model size") found the best validation
@@ -12,34 +12,40 @@ The embedding is a lookup and costs almost nothing.
 So: time each candidate's training steps on the real batches, predict how many characters it would
 see in the budget, and take the largest candidate that still sees enough. Timing is noisy on a busy
 machine, so each candidate's speed is the best of a few short windows, and the two sizes either side
-of the decision are timed once more before it is made. Batch size stays at its default (16): batch
-32 trains a third more characters per second in bf16 at 2x256, yet only tied at equal time on
-tinyshakespeare and lost on hongloumeng (bench/results/sweep-5m-batch-regularization-tinyshakespeare.txt).
+of the decision are timed once more before it is made.
+
+On a CPU the batch stays at 16: batch 32 trains a third more characters per second in bf16 at 2x256,
+yet only tied at equal time on tinyshakespeare and lost on hongloumeng
+(bench/results/sweep-5m-batch-regularization-tinyshakespeare.txt). A GPU is far from busy at 16
+streams, so there `choose_batch` doubles the streams while each doubling still buys speed, before
+the hidden size is fitted with the chosen batch.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
-from . import threads
+from . import threads, train_state
 from .config import Config
 from .device import synchronize
 from .model import frequent_characters
 from .tokens import TokenCorpus
-from .trainer import Trainer
+from .train_state import TrainState
 
 CANDIDATES = (128, 192, 256, 384, 512, 768, 1024)
 CHARS_PER_PARAMETER = 2.0
 NO_BUDGET_HIDDEN = 256  # without --max-time there is no budget to fit: the measured 10-minute default
 PROBE_WARMUP = 2  # untimed training steps before a size is timed
 PROBE_WINDOWS, PROBE_SECONDS, PROBE_MIN_STEPS = 2, 0.15, 3  # timed windows per size: each this long or longer
+PROBE_DROPOUT = 0.1  # a size whose dropout is still to be planned is timed at this (any p > 0 costs the same)
+DEFAULT_BATCH_SIZE = 16  # streams when --batch-size is unset: on a CPU, and where the GPU rule starts
+BATCH_CANDIDATES = tuple(DEFAULT_BATCH_SIZE * 2**k for k in range(6))  # streams a GPU run may get: 16 to 512
+BATCH_GAIN = 1.15  # a doubling of the streams is kept while it raises chars/s by more than this factor
 
 
 def trained_parameters(cell: str, layers: int, hidden: int, head_rows: int) -> int:
@@ -91,42 +97,65 @@ def describe(chosen: int, measured: list[Candidate]) -> str:
     return f"--hidden {chosen} fits the budget (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried})"
 
 
+def choose_batch(
+    speed: Callable[[int], float], candidates: tuple[int, ...] = BATCH_CANDIDATES, gain: float = BATCH_GAIN
+) -> tuple[int, list[tuple[int, float]]]:
+    """The streams to train side by side: from the first candidate, double while the next one trains
+    more than `gain` times as many characters per second (more streams are nearly free on an idle GPU;
+    past that point they only make each step, and so each update, cost more). Returns the choice and
+    the (batch, chars/s) measured."""
+    measured = [(candidates[0], speed(candidates[0]))]
+    for batch in candidates[1:]:
+        measured.append((batch, speed(batch)))
+        if measured[-1][1] <= gain * measured[-2][1]:
+            return measured[-2][0], measured
+    return measured[-1][0], measured
+
+
+def describe_batch(chosen: int, measured: list[tuple[int, float]]) -> str:
+    """One line for the terminal: the streams tried and the streams chosen."""
+    tried = ", ".join(f"{batch}: {speed:,.0f} chars/s" for batch, speed in measured)
+    return f"--batch-size {chosen}: more streams gained less than {BATCH_GAIN - 1:.0%} chars/s ({tried})"
+
+
 class Probe:
-    """Training characters per second of each candidate size on the corpus's own batches: real training
-    steps of a throwaway trainer per size, kept so a size can be timed again; the best window counts.
-    Under torchrun each of `world` processes trains batch_size / world streams, so one rank's share is
-    timed and the job's speed is `world` times it (the gradient exchange is not counted). GPU work is
-    waited for before the clock is read."""
+    """Training characters per second of a (hidden size, batch) on the corpus's own batches: real
+    training steps on a bare training state per pair (a model, its optimizer and the windows; no run
+    folder, no trainer), kept so a pair can be timed again; the best window counts. Under torchrun
+    each of `world` processes trains batch / world streams, so one rank's share is timed and the job's
+    speed is `world` times it (the gradient exchange is not counted). GPU work is waited for before the
+    clock is read."""
 
     def __init__(self, config: Config, corpus: TokenCorpus, world: int = 1):
+        if config.dropout is None:
+            config = dataclasses.replace(config, dropout=PROBE_DROPOUT)
         self.config, self.corpus, self.world = config, corpus, world
-        self.trainers: dict[int, Trainer] = {}
-        self.best: dict[int, float] = {}
+        self.states: dict[tuple[int, int], TrainState] = {}
+        self.best: dict[tuple[int, int], float] = {}
 
-    def __call__(self, hidden: int) -> float:
-        if hidden not in self.trainers:
-            share = dataclasses.replace(  # a throwaway trainer never evaluates: no --eval-also text to read
-                self.config, hidden=hidden, batch_size=self.config.batch_size // self.world, eval_also=None
-            )
-            self.trainers[hidden] = Trainer(share, self.corpus)
+    def __call__(self, hidden: int, batch: int | None = None) -> float:
+        key = (hidden, batch or self.config.batch_size or DEFAULT_BATCH_SIZE)
+        if key not in self.states:
+            share = dataclasses.replace(self.config, hidden=hidden, batch_size=key[1] // self.world)
+            self.states[key] = train_state.build(share, self.corpus)
             for _ in range(PROBE_WARMUP):
-                self.trainers[hidden].train_step(0.0)
-            if len(self.trainers) == 1:  # time every size with the thread count the CPU can use now
-                threads.calibrate(lambda: self.window(self.trainers[hidden]))
+                train_state.train_step(self.states[key], 0.0)
+            if len(self.states) == 1:  # time every size with the thread count the CPU can use now
+                threads.calibrate(lambda: self.window(self.states[key]))
         for _ in range(PROBE_WINDOWS):
-            self.best[hidden] = max(self.best.get(hidden, 0.0), self.window(self.trainers[hidden]))
-        return self.best[hidden]
+            self.best[key] = max(self.best.get(key, 0.0), self.window(self.states[key]))
+        return self.best[key]
 
-    def window(self, trial: Trainer) -> float:
-        synchronize(trial.device)
+    def window(self, state: TrainState) -> float:
+        synchronize(state.device)
         started, steps = time.perf_counter(), 0
         while steps < PROBE_MIN_STEPS or time.perf_counter() - started < PROBE_SECONDS:
-            trial.train_step(0.0)
+            train_state.train_step(state, 0.0)
             steps += 1
             if steps >= PROBE_MIN_STEPS:
-                synchronize(trial.device)
+                synchronize(state.device)
         seconds = time.perf_counter() - started
-        tokens = self.world * steps * trial.config.batch_size * trial.config.seq_len
+        tokens = self.world * steps * state.config.batch_size * state.config.seq_len
         return tokens * self.corpus.chars_per_token / seconds
 
 
@@ -140,39 +169,14 @@ def head_rows(corpus: TokenCorpus) -> int:
     return frequent_characters(torch.from_numpy(corpus.train_counts))
 
 
-def fit(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[Config, float | None]:
-    """The config with what the budget and the text decide filled in where the user left it unset: the
-    hidden size (`fit_hidden`), then dropout and the evaluation cadence (`Config.fitted`, which needs the
-    run's speed to know how many times a time budget reads the text), and the training chars/s probed."""
-    probed = None
-    if config.hidden is None:
-        hidden, probed = fit_hidden(config, corpus, world)
-        config = dataclasses.replace(config, hidden=hidden)
-    elif config.dropout is None and config.max_seconds():
-        probed = probe_speed(config, corpus, config.hidden, world)
-    planned = config.planned_tokens(probed and probed / corpus.chars_per_token)
-    fitted = config.fitted(len(corpus.train_ids), planned)
-    if config.dropout is None and not config.quiet:
-        passes = (planned or 0.0) / max(len(corpus.train_ids), 1)
-        tqdm.write(
-            f"--dropout {fitted.dropout:g} fits about {passes:.1f} passes over the training text", file=sys.stderr
-        )
-    return fitted, probed
-
-
-def fit_hidden(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[int, float | None]:
-    """The hidden size for a run whose user left it unset, fitted to its time budget, and the training
-    chars/s the probe measured for it (None without a budget)."""
-    if config.max_seconds() is None:
-        return NO_BUDGET_HIDDEN, None
-    hidden, measured = measure_sizes(config, corpus, world)
-    if not config.quiet:
-        tqdm.write(describe(hidden, measured), file=sys.stderr)
-    return hidden, next((c.chars_per_second for c in measured if c.hidden == hidden), None)
-
-
-def measure_sizes(config: Config, corpus: TokenCorpus, world: int = 1) -> tuple[int, list[Candidate]]:
-    """Probe the candidate sizes on the corpus and apply the rule for the config's time budget."""
+def measure_sizes(
+    config: Config, corpus: TokenCorpus, world: int = 1, probe: Probe | None = None
+) -> tuple[int, list[Candidate]]:
+    """Probe the candidate sizes on the corpus (at the config's batch) and apply the rule for its time budget."""
     rows = head_rows(corpus)
-    probe = Probe(config, corpus, world)
-    return choose_hidden(config.max_seconds(), probe, lambda h: trained_parameters(config.cell, config.layers, h, rows))
+    probe = probe or Probe(config, corpus, world)
+    return choose_hidden(
+        config.max_seconds(),
+        lambda hidden: probe(hidden, config.batch_size),
+        lambda hidden: trained_parameters(config.cell, config.layers, hidden, rows),
+    )

@@ -37,13 +37,12 @@ from tqdm.auto import tqdm
 
 from . import catalog
 from .config import CORPUS_OPTIONS, Config
-from .corpus import corpus_name, iter_text, source_files
+from .corpus import CACHE_ROOT, corpus_name, iter_text, source_files
 from .errors import CharLMError
 from .model import Vocabulary
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, code_points
 
-CACHE_ROOT = Path("corpora") / "cache"
 CACHE_FORMAT = 1
 PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
 

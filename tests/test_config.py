@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from charlm import Config, SampleConfig
-from charlm import config as config_module
 from charlm.cli import train as train_command
 from charlm.config import parse_duration
 from charlm.errors import CharLMError
@@ -66,23 +65,9 @@ def test_a_bad_temperature_is_shown_as_given(value, shown):
         SampleConfig(temperature=value)
 
 
-def test_dropout_rises_with_the_passes_over_the_training_text():
-    (few, low), (many, high) = config_module.DROPOUT_RULE
-    assert config_module.fitted_dropout(0.0) == config_module.fitted_dropout(few) == low
-    assert config_module.fitted_dropout(many) == config_module.fitted_dropout(10 * many) == high
-    between = [config_module.fitted_dropout(few + (many - few) * k / 4) for k in range(5)]
-    assert between == sorted(between) and len(set(between)) == 5
-
-
-def test_unset_dropout_and_evaluation_cadence_are_fitted_to_the_text_and_the_budget():
-    config = Config(batch_size=16, seq_len=25, max_steps=15_000, max_time="256s")
-    assert config.planned_tokens(None) == 15_000 * 400
-    assert config.planned_tokens(10_000.0) == 2_560_000  # the time budget ends first at this speed
-    short = config.fitted(train_tokens=130_000, planned_tokens=6_000_000)  # alice.txt read 46 times
-    assert short.dropout == 0.5 and short.eval_every == 325  # once per pass of 130,000 / 400 steps
-    long = config.fitted(train_tokens=1_000_000, planned_tokens=5_000_000)  # tinyshakespeare, 5 passes
-    assert long.dropout == 0.1 and long.eval_every == 2000
-    tiny = config.fitted(train_tokens=2_000, planned_tokens=None)
-    assert tiny.dropout == 0.1 and tiny.eval_every == 200
-    given = Config(dropout=0.25, eval_every=70).fitted(train_tokens=130_000, planned_tokens=6_000_000)
-    assert (given.dropout, given.eval_every) == (0.25, 70)
+@pytest.mark.parametrize("field", ["cell", "head", "normalize", "tokenizer", "spm_model", "save_errors", "precision"])
+def test_every_choice_field_refuses_a_value_outside_its_choices(field):
+    with pytest.raises(CharLMError, match=rf"--{field.replace('_', '-')} must be one of .*, not 'nonsense'"):
+        Config(**{field: "nonsense"})
+    with pytest.raises(CharLMError, match=r"--precision must be one of fp32, bf16, not 'fp16'"):
+        SampleConfig(precision="fp16")

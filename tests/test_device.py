@@ -8,7 +8,14 @@ import torch
 
 import charlm
 from charlm import runs
-from charlm.device import core_precision, cpu_has_bf16, grad_scaler, resolve_device, resolve_precision
+from charlm.device import (
+    core_precision,
+    cpu_has_bf16,
+    grad_scaler,
+    precision_text,
+    resolve_device,
+    resolve_precision,
+)
 from charlm.errors import CharLMError
 from charlm.reporting import read_metrics
 
@@ -44,6 +51,8 @@ def test_the_loss_is_scaled_wherever_the_recurrent_core_computes_in_fp16():
     assert [core_precision(gpu, p) for p in ("fp16", "bf16", "fp32")] == ["fp16", "fp16", "fp32"]
     assert [core_precision(cpu, p) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
     assert not grad_scaler(cpu, "bf16").is_enabled()
+    assert precision_text(cpu, "bf16") == "bf16" and precision_text(gpu, "fp32") == "fp32"
+    assert precision_text(gpu, "bf16") == "bf16 (recurrent core in fp16: cuDNN, loss scaled)"
 
 
 def test_bf16_on_the_cpu_trains_and_the_checkpoint_samples_anywhere(fox_file, tiny):

@@ -161,7 +161,7 @@ def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
-    monkeypatch.setattr(sizing, "fit_hidden", lambda *args: pytest.fail("a fine-tuning run was sized"))
+    monkeypatch.setattr(sizing, "measure_sizes", lambda *args: pytest.fail("a fine-tuning run was sized"))
     trainer = api.start_finetune(base, {"max_time": "10m", "quiet": True}, [str(new_file)], "tuned")
     assert trainer.model.config.hidden == trainer.config.hidden == latest(base).config.hidden
     assert trainer.config.layers == 1 and trainer.config.warmup_steps == finetune.DEFAULTS["warmup_steps"]
@@ -170,8 +170,10 @@ def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
 def test_dropout_is_the_new_runs_own_and_the_bases_unless_given(base, new_file):
     same = api.start_finetune(base, {"quiet": True}, [str(new_file)], "same")
     assert same.config.dropout == same.model.config.dropout == latest(base).model_config.dropout == 0.1
+    assert same.plan.reasons["dropout"] == same.plan.reasons["hidden"] == "the base run base's"
     more = api.start_finetune(base, {"quiet": True, "dropout": 0.3}, [str(new_file)], "more")
     assert more.config.dropout == more.model.config.dropout == more.model.drop.p == 0.3
+    assert more.plan.reasons["dropout"] == "given"
 
 
 def test_a_fine_tuning_run_resumes_exactly(base, new_file, tiny):

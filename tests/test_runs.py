@@ -191,3 +191,9 @@ def test_a_run_without_a_limit_is_refused_before_it_claims_a_folder(fox_file, tm
     result = cli("train", str(fox_file), "--layers", "1", "--hidden", "16", "--max-time", "none", "--quiet")
     assert_one_line_error(result, "give the run a limit: --max-steps N or --max-time DURATION")
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_a_checkpoint_names_its_run_by_folder_or_by_file():
+    assert runs.run_name_of(Path("checkpoints/novel-20260101-120000") / runs.BEST) == "novel-20260101-120000"
+    assert runs.run_name_of(Path("elsewhere/run") / runs.LATEST) == "run"
+    assert runs.run_name_of(Path("models/small.pt")) == "small"

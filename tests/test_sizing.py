@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import sizing
+from charlm import sizing, train_state, trainer
 from charlm.model import frequent_characters
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
@@ -60,13 +60,13 @@ def test_the_probe_times_finished_work_of_one_rank_s_share(fox_file, tiny, monke
     under torchrun each of W processes trains B/W streams, so that is the step to time."""
     events = []
     monkeypatch.setattr(sizing, "synchronize", lambda device: events.append("sync"))
-    real_step = sizing.Trainer.train_step
+    real_step = train_state.train_step
 
-    def step(self, spent):
-        events.append(("step", self.config.batch_size))
-        return real_step(self, spent)
+    def step(state, spent):
+        events.append(("step", state.config.batch_size))
+        return real_step(state, spent)
 
-    monkeypatch.setattr(sizing.Trainer, "train_step", step)
+    monkeypatch.setattr(train_state, "train_step", step)
     config = charlm.Config(**{**tiny, "batch_size": 8})
     corpus = load_corpus([str(fox_file)], config, quiet=True)
     one = sizing.probe_speed(config, corpus, 16)
@@ -95,8 +95,7 @@ def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, 
         return 256, []
 
     monkeypatch.setattr(sizing, "choose_hidden", choose)
-    monkeypatch.setattr(sizing, "describe", lambda hidden, measured: "")
-    sizing.fit_hidden(config, corpus)
+    sizing.measure_sizes(config, corpus)
     counts = torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab)))
     frequent = frequent_characters(counts)
     assert 100 < frequent < len(corpus.vocab) // 2
@@ -120,3 +119,34 @@ def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, 
     tiny.update(dropout=0.3)
     charlm.train(fox_file, out="given", **tiny)
     assert probed == [32] and latest("given").config.dropout == 0.3  # given: nothing to probe
+
+
+def test_the_probe_times_a_bare_training_state_and_builds_no_trainer(fox_file, tiny, monkeypatch):
+    monkeypatch.setattr(trainer.Trainer, "__init__", lambda *args, **kwargs: pytest.fail("the probe built a Trainer"))
+    config = charlm.Config(**{**tiny, "batch_size": 8})
+    corpus = load_corpus([str(fox_file)], config, quiet=True)
+    probe = sizing.Probe(config, corpus)
+    assert probe(16) > 0 and probe(16, 4) > 0
+    assert set(probe.states) == {(16, 8), (16, 4)}
+    assert all(isinstance(state, train_state.TrainState) for state in probe.states.values())
+
+
+def test_the_gpu_batch_doubles_while_each_doubling_still_buys_speed():
+    """A fake speed table: a GPU idles at 16 streams and saturates around 128."""
+    table = {16: 100_000.0, 32: 190_000.0, 64: 350_000.0, 128: 420_000.0, 256: 440_000.0, 512: 445_000.0}
+    tried = []
+
+    def speed(batch: int) -> float:
+        tried.append(batch)
+        return table[batch]
+
+    batch, measured = sizing.choose_batch(speed)
+    assert batch == 128 and tried == [16, 32, 64, 128, 256]  # 256 gains 5% over 128: not enough; stop there
+    assert measured == [(b, table[b]) for b in tried]
+    assert "--batch-size 128" in sizing.describe_batch(batch, measured) and "256: 440,000 chars/s" in (
+        sizing.describe_batch(batch, measured)
+    )
+    # A saturated device keeps the first candidate; one that always gains takes the cap.
+    assert sizing.choose_batch(lambda b: 1000.0)[0] == sizing.BATCH_CANDIDATES[0]
+    assert sizing.choose_batch(lambda b: float(b))[0] == sizing.BATCH_CANDIDATES[-1]
+    assert sizing.choose_batch(table.get, (32, 64))[0] == 64

@@ -1,6 +1,7 @@
 """Training: the TBPTT loop, its budget and schedule, resume, and never losing a run to kills,
 signals, full disks or NaN."""
 
+import dataclasses
 import itertools
 import os
 import random
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, runs, trainer
+from charlm import api, checkpoint, runs, train_state, trainer
 from charlm.errors import CharLMError
 from charlm.model import CharLM, FullHead
 
@@ -81,13 +82,13 @@ def test_samples_while_training_do_not_change_the_run(fox_file, tiny, capsys):
 @pytest.mark.filterwarnings("ignore:Anomaly Detection has been enabled")
 def test_detect_anomaly_turns_on_torch_anomaly_mode(fox_file, tiny, monkeypatch):
     seen = []
-    real = trainer.Trainer.train_step
+    real = train_state.train_step
 
-    def spy(self, progress):
+    def spy(state, spent):
         seen.append(torch.is_anomaly_enabled())
-        return real(self, progress)
+        return real(state, spent)
 
-    monkeypatch.setattr(trainer.Trainer, "train_step", spy)
+    monkeypatch.setattr(train_state, "train_step", spy)
     charlm.train(fox_file, out="a", **{**tiny, "max_steps": 3, "detect_anomaly": True})
     charlm.train(fox_file, out="b", **{**tiny, "max_steps": 3})
     assert seen == [True] * 3 + [False] * 3
@@ -336,11 +337,11 @@ def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monk
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: states["saved"])
     monkeypatch.setattr(torch.cuda, "set_rng_state", set_state)
     first = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="run")
-    first.device = torch.device("cuda", 0)
+    first.state.device = torch.device("cuda", 0)
     saved = first.checkpoint()
     assert torch.equal(saved.training.device_rngs, states["saved"].unsqueeze(0))
     second = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="other")
-    second.device = torch.device("cuda", 0)
+    second.state.device = torch.device("cuda", 0)
     second.restore(saved)
     restored, device = states["restored"]
     assert torch.equal(restored, states["saved"]) and device == torch.device("cuda", 0)
@@ -361,11 +362,11 @@ def test_a_run_much_slower_than_its_size_probe_says_so(fox_file, tiny, monkeypat
     monkeypatch.setattr(trainer, "SETTLED", (0.0, 0.0))  # compare at the first step
     timed = {**tiny, "quiet": False, "max_time": "1h"}  # the probe only runs for a time budget
     run = api.start_run(charlm.Config(**timed), [str(fox_file)], out="run")
-    run.probed_chars_per_second = 1e12  # a probe that measured an impossibly fast machine
+    run.plan = dataclasses.replace(run.plan, probed_chars_per_second=1e12)  # an impossibly fast machine
     run.fit()
     err = capsys.readouterr().err
     assert "of the 1,000,000,000,000 the size probe measured for --hidden 32" in err
     quick = api.start_run(charlm.Config(**timed), [str(fox_file)], out="quick")
-    quick.probed_chars_per_second = 1.0  # a probe slower than any run: no warning
+    quick.plan = dataclasses.replace(quick.plan, probed_chars_per_second=1.0)  # slower than any run: no warning
     quick.fit()
     assert "size probe" not in capsys.readouterr().err

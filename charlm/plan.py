@@ -1,0 +1,197 @@
+"""Plan a run once, then train it plainly.
+
+`plan` turns the options a user gave into a `RunPlan` with nothing left unset: the batch (16 on a
+CPU; measured on a CUDA GPU), the hidden size (fitted to the time budget, sizing.py), dropout and
+the evaluation cadence (from the passes the run will make over its text), and the run folder. Rank 0
+decides, measuring where it must, and every rank takes its plan as one object; the trainer then
+builds exactly what the plan says and never sizes anything. `reasons` says why each value was
+chosen; run.json keeps it.
+
+The rules:
+- dropout follows the passes over the training text: a text read a few times is underfitted and
+  wants little (the English sweeps chose 0.1), a short one read dozens of times is memorized unless
+  dropout is strong (alice.txt, 46 passes: 0.5 beat 0.3 and 0.1); in between, log-linear
+  (docs/benchmarks.md, "Dropout and the passes over the text");
+- evaluation once per pass, so a short text's best weights are caught before it is overfitted, at a
+  cost of about 4% of training (the held-out tenth, forward only) whatever the text's size, but not
+  more often than every 200 steps nor less often than every 2000;
+- the hidden size and the GPU's batch: sizing.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import runs, sizing
+from .checkpoint import Base, Checkpoint
+from .config import Config
+from .device import resolve_device
+from .distributed import SINGLE, Ranks
+from .errors import CharLMError
+from .finetune import ARCHITECTURE, Start
+from .tokens import TokenCorpus
+from .train_state import check_data, read_eval_also
+
+DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
+EVAL_EVERY_RANGE = (200, 2000)  # steps between evaluations: once per pass, within these
+PLANNED = ("batch_size", "hidden", "dropout", "eval_every")  # the options a plan never leaves unset
+GIVEN = "given"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A run, decided: its options with none of `PLANNED` unset, its folder, why each planned value
+    is what it is, the training chars/s the size probe measured (None: not probed) and, for a
+    fine-tuning run, the base it starts from."""
+
+    config: Config
+    run_dir: Path
+    reasons: dict[str, str] = field(default_factory=dict)
+    probed_chars_per_second: float | None = None
+    base: Base | None = None
+
+    def __post_init__(self) -> None:
+        unset = [name for name in PLANNED if getattr(self.config, name) is None]
+        if unset:
+            raise CharLMError(f"a run's plan leaves {', '.join(unset)} unset")
+
+
+def planned_tokens(config: Config, tokens_per_second: float | None) -> float | None:
+    """Tokens the run's limits let it train on: --max-steps' worth or --max-time's at the given
+    speed, whichever is fewer (None: no limit it can be told from)."""
+    limits = [config.max_steps * config.batch_size * config.seq_len] if config.max_steps else []
+    if config.max_seconds() and tokens_per_second:
+        limits.append(config.max_seconds() * tokens_per_second)
+    return min(limits, default=None)
+
+
+def fitted_dropout(passes: float) -> float:
+    """Dropout for a run that reads its training text `passes` times (`DROPOUT_RULE`)."""
+    (few, low), (many, high) = DROPOUT_RULE
+    share = min(max(math.log(max(passes, 1e-9) / few) / math.log(many / few), 0.0), 1.0)
+    return round(low + share * (high - low), 2)
+
+
+def eval_cadence(config: Config, train_tokens: int) -> int:
+    """Steps between evaluations: once per pass over the training text, within `EVAL_EVERY_RANGE`."""
+    steps_per_pass = train_tokens / (config.batch_size * config.seq_len)
+    return int(min(max(steps_per_pass, EVAL_EVERY_RANGE[0]), EVAL_EVERY_RANGE[1]))
+
+
+def plan(
+    config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, base: Start | None = None, out: str | None = None
+) -> RunPlan:
+    """A new run's plan: rank 0 decides (see `decide`); every rank gets the same plan."""
+    return ranks.broadcast_object(decide(config, corpus, ranks, base, out) if ranks.leader else None)
+
+
+def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None, out: str | None) -> RunPlan:
+    """Every unset option resolved once, in the order each rule needs (the batch, the size at that
+    batch, then dropout and cadence from the passes at that size's speed); then every check a run
+    must pass, before a run folder is named or claimed. Each choice is said on stderr."""
+    if config.eval_also:  # absolute, so a resumed run finds it from any working directory
+        config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
+    reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
+    if base is not None:
+        reasons.update({name: f"the base run {base.record.run}'s" for name in ARCHITECTURE if name in PLANNED})
+        if config.dropout is None:
+            config = dataclasses.replace(config, dropout=base.checkpoint.config.dropout)
+            reasons["dropout"] = f"the base run {base.record.run}'s"
+
+    def say(line: str) -> str:
+        if not config.quiet:
+            tqdm.write(line, file=sys.stderr)
+        return line
+
+    budget, train_tokens = config.max_seconds(), len(corpus.train_ids)
+    probe = sizing.Probe(config, corpus, ranks.world)
+    device = resolve_device(config.device, ranks.local_rank, ranks.world)
+    if config.batch_size is None:
+        batch, reasons["batch_size"] = choose_batch(config, device, probe, ranks.world, say)
+        config = dataclasses.replace(config, batch_size=batch)
+
+    probed = None
+    if config.hidden is None and budget is None:
+        config = dataclasses.replace(config, hidden=sizing.NO_BUDGET_HIDDEN)
+        reasons["hidden"] = "no --max-time to fit to: the measured default for a 10-minute run"
+    elif config.hidden is None:
+        hidden, measured = sizing.measure_sizes(config, corpus, ranks.world, probe)
+        reasons["hidden"] = say(sizing.describe(hidden, measured))
+        probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
+        config = dataclasses.replace(config, hidden=hidden)
+    elif config.dropout is None and budget:  # a time budget is read as passes at the run's speed
+        probed = probe.best.get((config.hidden, config.batch_size)) or sizing.probe_speed(
+            config, corpus, config.hidden, ranks.world
+        )
+
+    planned = planned_tokens(config, probed and probed / corpus.chars_per_token)
+    passes = (planned or 0.0) / max(train_tokens, 1)
+    if config.dropout is None:
+        config = dataclasses.replace(config, dropout=fitted_dropout(passes))
+        reasons["dropout"] = say(f"--dropout {config.dropout:g} fits about {passes:.1f} passes over the training text")
+    if config.eval_every is None:
+        config = dataclasses.replace(config, eval_every=eval_cadence(config, train_tokens))
+        reasons["eval_every"] = (
+            f"--eval-every {config.eval_every}: once per pass over the training text, within "
+            f"{EVAL_EVERY_RANGE[0]} to {EVAL_EVERY_RANGE[1]} steps"
+        )
+
+    check_data(config, corpus)
+    read_eval_also(config, corpus.vocab)
+    config.require_limit()  # every check passed before a run folder is named or claimed
+    run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
+    return RunPlan(config, run_dir, reasons, probed, None if base is None else base.record)
+
+
+def choose_batch(
+    config: Config, device: torch.device, probe: sizing.Probe, world: int, say: Callable[[str], str]
+) -> tuple[int, str]:
+    """The batch for a run that left it unset, and why: sizing.DEFAULT_BATCH_SIZE, but on a CUDA GPU
+    with a time budget the streams that still raise the measured speed (`sizing.choose_batch`), timed
+    at the given size or, when the size is fitted too, at the default one; that choice is said."""
+    if device.type != "cuda":
+        return (
+            sizing.DEFAULT_BATCH_SIZE,
+            f"the default on a {device.type}: more streams did not train better in equal time",
+        )
+    if not config.max_seconds():
+        return sizing.DEFAULT_BATCH_SIZE, "the default: no --max-time to measure the streams' speed against"
+    candidates = tuple(b for b in sizing.BATCH_CANDIDATES if b % world == 0) or (sizing.DEFAULT_BATCH_SIZE,)
+    hidden = config.hidden or sizing.NO_BUDGET_HIDDEN
+    batch, measured = sizing.choose_batch(lambda streams: probe(hidden, streams), candidates)
+    return batch, say(f"{sizing.describe_batch(batch, measured)}, measured at --hidden {hidden} on {device}")
+
+
+def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
+    """The new run's folder and how it was named: `--out`'s, refused when it holds a run already,
+    or a new name claimed now (runs started in the same second each get their own)."""
+    if out is not None:
+        run_dir = runs.run_folder(out, corpus_name)
+        if (run_dir / runs.LATEST).exists():
+            raise CharLMError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
+            )
+        return run_dir, "--out"
+    return runs.run_name(corpus_name, *runs.claim_run_folder(corpus_name)), "the corpus's name and the start time"
+
+
+def resumed(saved: Checkpoint, overrides: dict, run_dir: Path) -> RunPlan:
+    """A resumed run's plan: the checkpoint's, with the options a resume may change (`config.RESUMABLE`)
+    overridden; nothing is fitted again. The reasons are the run's, from its run.json."""
+    config = Config.from_dict({**saved.config.to_dict(), **overrides})
+    changed = saved.config.model_differences(config)
+    if changed:
+        raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
+    if config.eval_also:
+        config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
+    reasons = (runs.read_run_info(run_dir) or {}).get("reasons", {})
+    reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in PLANNED}}
+    return RunPlan(config, run_dir, reasons, None, saved.base)

@@ -1,0 +1,156 @@
+"""What one training step reads and changes, and the step itself.
+
+A `TrainState` is the model, its optimizer, gradient scaler and weight average, the corpus's
+windows and every stream's hidden state; `train_step` advances it one TBPTT window. Nothing here
+knows about run folders, evaluation or checkpoints: the size probe times these same steps on a bare
+state (sizing.py), and the training loop (trainer.py) calls them between its hooks.
+
+The step does no host sync: the loss stays a tensor, read only when the progress bar redraws or a
+metrics row is written. Forward and loss run under autocast (`--precision`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .average import WeightAverage
+from .batches import Windows, make_streams, min_chars
+from .checkpoint import Progress
+from .config import Config
+from .corpus import read_texts
+from .device import autocast, grad_scaler, resolve_device, resolve_precision, to_device
+from .distributed import SINGLE, Ranks
+from .errors import CharLMError
+from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs
+from .optim import learning_rate, make_optimizer
+from .pieces import PieceVocab
+from .tokens import TokenCorpus
+from .vocab import Vocab
+
+
+@dataclass
+class TrainState:
+    """One rank's model, optimizer and data position. `net` is the model, or its DDP wrapper under torchrun."""
+
+    config: Config
+    model: CharLM
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    average: WeightAverage | None
+    windows: Windows
+    ranks: Ranks
+    device: torch.device
+    precision: str
+    progress: Progress = field(default_factory=Progress)
+    hidden: State | None = None  # this rank's streams' state, carried from window to window
+    nonfinite: torch.Tensor | None = None  # set once a loss is NaN/inf; read at checks only (a host sync)
+
+    @property
+    def result(self) -> CharLM:
+        """The weights that are scored, saved for sampling and returned: the average, if kept."""
+        return self.average.model if self.average else self.model
+
+
+def check_data(config: Config, corpus: TokenCorpus) -> None:
+    """The training split fills every stream's first window and the validation split is not empty."""
+    need = min_chars(config.batch_size, config.seq_len)
+    if len(corpus.train_ids) < need:
+        total = math.ceil(need / (1.0 - config.val_fraction)) if corpus.name != "shakespeare" else need
+        raise CharLMError(
+            f"corpus {corpus.name!r} too short: {len(corpus.train_ids)} training characters, need at least "
+            f"{need} (--batch-size x (--seq-len + 1)), so a text of at least {total} characters; "
+            "use a longer text or lower --batch-size / --seq-len"
+        )
+    if len(corpus.val_ids) < 2:
+        raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise --val-fraction")
+
+
+def read_eval_also(config: Config, vocab: Vocab | PieceVocab) -> torch.Tensor | None:
+    """The ids of the --eval-also text, read and checked before training starts."""
+    path = config.eval_also
+    if not path:
+        return None
+    ids = vocab.encode(read_texts([path], config.encoding, vocab.normalize), what=f"--eval-also {path}")
+    if len(ids) < 2:
+        raise CharLMError(f"--eval-also {path}: need at least 2 characters to score")
+    return ids
+
+
+def new_model(config: Config, corpus: TokenCorpus) -> CharLM:
+    """A model of the config's architecture (its --hidden and --dropout) over the corpus's vocabulary,
+    its head fitted to the training text's character frequencies."""
+    counts = torch.from_numpy(corpus.train_counts)
+    cutoffs = head_cutoffs(config.head, counts)
+    model = CharLM(
+        ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), cutoffs), corpus.vocab
+    )
+    if cutoffs:
+        model.head.set_frequencies(counts)
+    return model
+
+
+def build(config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, model: CharLM | None = None) -> TrainState:
+    """A fresh state for a planned config (no option unset): the model is new unless one is given
+    (a fine-tuning run's, grown from its base, or a resumed run's). Every rank lays out the same
+    global streams and takes its own rows of them."""
+    check_data(config, corpus)
+    shard = ranks.shard(config.batch_size)
+    device = resolve_device(config.device, ranks.local_rank, ranks.world)
+    precision = resolve_precision(config.precision, device)
+    windows = Windows(make_streams(corpus.train_ids, config.batch_size)[shard], config.seq_len)
+    torch.manual_seed(config.random_seed)
+    model = (model or new_model(config, corpus)).to(device)
+    if ranks.rank:  # the same initial weights everywhere, but each rank its own dropout masks
+        torch.manual_seed(config.random_seed + ranks.rank)
+    net = model
+    if ranks.active:
+        device_ids = [device.index] if device.type == "cuda" else None
+        # An adaptive head leaves a rare cluster without gradient in a step whose targets are all frequent.
+        net = DistributedDataParallel(model, device_ids, find_unused_parameters=bool(model.config.head_cutoffs))
+    return TrainState(
+        config=config,
+        model=model,
+        net=net,
+        optimizer=make_optimizer(model, config),
+        scaler=grad_scaler(device, precision),
+        average=WeightAverage(model, config.weight_average) if config.weight_average else None,
+        windows=windows,
+        ranks=ranks,
+        device=device,
+        precision=precision,
+        nonfinite=torch.zeros((), dtype=torch.bool, device=device),
+    )
+
+
+def train_step(state: TrainState, spent: float) -> torch.Tensor:
+    """One TBPTT step on the next window of every stream; returns the loss (not synced to host).
+    `spent` is the share of the budget used so far, which sets the learning rate."""
+    progress, config = state.progress, state.config
+    inputs, targets, fresh = state.windows.next()
+    inputs, targets = to_device(inputs, state.device), to_device(targets, state.device)
+    progress.lr = learning_rate(config, progress.step, spent)
+    for group in state.optimizer.param_groups:
+        group["lr"] = progress.lr
+    with autocast(state.device, state.precision):
+        nats, hidden = state.net(inputs, None if fresh else state.hidden, targets)
+        loss = nats.mean()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
+    if config.grad_clip > 0:
+        state.scaler.unscale_(state.optimizer)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip, foreach=True)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.hidden = detach_state(hidden)
+    progress.step += 1
+    if state.average:
+        state.average.update(progress.step)
+    progress.chars += targets.numel() * state.ranks.world
+    loss = state.ranks.mean(loss.detach().float())
+    state.nonfinite |= ~torch.isfinite(loss)
+    return loss

@@ -1,0 +1,101 @@
+"""A run planned once: every unset option resolved by its rule, with the reason kept in run.json."""
+
+import json
+import pickle
+
+import pytest
+import torch
+
+import charlm
+from charlm import api, plan, runs, sizing
+from charlm.config import Config
+from charlm.tokens import load_corpus
+
+from .conftest import latest
+
+
+def test_dropout_rises_with_the_passes_over_the_training_text():
+    (few, low), (many, high) = plan.DROPOUT_RULE
+    assert plan.fitted_dropout(0.0) == plan.fitted_dropout(few) == low
+    assert plan.fitted_dropout(many) == plan.fitted_dropout(10 * many) == high
+    between = [plan.fitted_dropout(few + (many - few) * k / 4) for k in range(5)]
+    assert between == sorted(between) and len(set(between)) == 5
+
+
+def test_the_budget_in_tokens_and_the_evaluation_cadence():
+    config = Config(batch_size=16, seq_len=25, max_steps=15_000, max_time="256s")
+    assert plan.planned_tokens(config, None) == 15_000 * 400
+    assert plan.planned_tokens(config, 10_000.0) == 2_560_000  # the time budget ends first at this speed
+    assert plan.fitted_dropout(6_000_000 / 130_000) == 0.5  # alice.txt read 46 times
+    assert plan.eval_cadence(config, 130_000) == 325  # once per pass of 130,000 / 400 steps
+    assert plan.fitted_dropout(5_000_000 / 1_000_000) == 0.1  # tinyshakespeare, 5 passes
+    assert plan.eval_cadence(config, 1_000_000) == 2000
+    assert plan.eval_cadence(config, 2_000) == 200
+
+
+def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
+    unset = {**tiny, "dropout": None, "eval_every": None, "batch_size": None, "hidden": None}
+    corpus = load_corpus([str(fox_file)], Config(**unset), quiet=True)
+    planned = plan.plan(Config(**unset), corpus, out="run")
+    assert all(getattr(planned.config, name) is not None for name in plan.PLANNED)
+    assert planned.config.batch_size == sizing.DEFAULT_BATCH_SIZE == 16  # a CPU keeps the default batch
+    assert planned.config.hidden == sizing.NO_BUDGET_HIDDEN and planned.run_dir == runs.CHECKPOINT_ROOT / "run"
+    assert set(planned.reasons) == {*plan.PLANNED, "run_dir"}
+    given = plan.plan(Config(**{**tiny, "dropout": 0.25, "eval_every": 70}), corpus, out="given")
+    assert (given.config.dropout, given.config.eval_every, given.config.batch_size) == (0.25, 70, 4)
+    assert {given.reasons[name] for name in plan.PLANNED} == {plan.GIVEN}
+    assert pickle.loads(pickle.dumps(given)) == given  # one object, broadcast whole under torchrun
+    with pytest.raises(charlm.CharLMError, match="leaves batch_size, hidden, dropout, eval_every unset"):
+        plan.RunPlan(Config(), runs.CHECKPOINT_ROOT / "x")
+
+
+def test_a_cpu_plan_with_a_time_budget_keeps_batch_16(fox_file, tiny, monkeypatch):
+    monkeypatch.setattr(sizing, "measure_sizes", lambda config, *args: (128, [sizing.Candidate(128, 1e5, 10, 1)]))
+    options = {**tiny, "batch_size": None, "hidden": None, "max_steps": None, "max_time": "5m"}
+    corpus = load_corpus([str(fox_file)], Config(**options), quiet=True)
+    planned = plan.plan(Config(**options), corpus, out="run")
+    assert planned.config.batch_size == 16 and "cpu" in planned.reasons["batch_size"]
+    assert planned.config.hidden == 128 and planned.probed_chars_per_second == 1e5
+
+
+def test_on_a_gpu_the_batch_is_chosen_from_measured_speed(tmp_path, tiny, monkeypatch, capsys):
+    """No GPU here: the plan is told it runs on cuda:0 and the probe answers from a fake speed table."""
+    table = {16: 100_000.0, 32: 190_000.0, 64: 350_000.0, 128: 420_000.0, 256: 440_000.0}
+    probed = []
+
+    def fake_probe(self, hidden, batch=None):
+        probed.append((hidden, batch))
+        return table.get(batch, 1.0)
+
+    monkeypatch.setattr(plan, "resolve_device", lambda *args: torch.device("cuda", 0))
+    monkeypatch.setattr(sizing.Probe, "__call__", fake_probe)
+    text = tmp_path / "long.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 2000, encoding="utf-8")
+    options = {**tiny, "batch_size": None, "hidden": None, "max_steps": None, "max_time": "5m", "quiet": False}
+    corpus = load_corpus([str(text)], Config(**options), quiet=True)
+    planned = plan.plan(Config(**options), corpus, out="run")
+    assert planned.config.batch_size == 128
+    assert probed[:5] == [(sizing.NO_BUDGET_HIDDEN, b) for b in (16, 32, 64, 128, 256)]
+    assert {batch for _, batch in probed[5:]} == {128}  # the size is then fitted at the chosen batch
+    assert "measured at --hidden 256" in planned.reasons["batch_size"]
+    assert "--batch-size 128: more streams gained less than 15% chars/s" in capsys.readouterr().err
+    # --batch-size always wins; a world size the candidates do not split over keeps 16.
+    assert plan.plan(Config(**{**options, "batch_size": 8}), corpus, out="given").config.batch_size == 8
+    probe, gpu = sizing.Probe(Config(**options), corpus), torch.device("cuda", 0)
+    assert plan.choose_batch(Config(**options), gpu, probe, 3, say=str)[0] == 16
+
+
+def test_run_json_says_why_and_a_resume_fits_nothing_again(fox_file, tiny, monkeypatch):
+    charlm.train(fox_file, out="run", **{**tiny, "dropout": None, "eval_every": None, "batch_size": None})
+    info = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())
+    assert info["reasons"]["dropout"].startswith("--dropout 0.1 fits about")
+    assert info["reasons"]["eval_every"].startswith("--eval-every 200: once per pass")
+    assert info["reasons"]["hidden"] == plan.GIVEN and "cpu" in info["reasons"]["batch_size"]
+    assert info["config"]["batch_size"] == 16 and latest("run").config.dropout == 0.1
+    monkeypatch.setattr(plan, "decide", lambda *args: pytest.fail("a resumed run was planned again"))
+    monkeypatch.setattr(sizing, "probe_speed", lambda *args: pytest.fail("a resumed run was probed"))
+    trainer = api.resume_run("run", {"max_steps": 30})
+    assert trainer.plan.reasons == info["reasons"] and trainer.config.dropout == 0.1
+    trainer.fit()
+    again = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())
+    assert again["reasons"] == info["reasons"]
