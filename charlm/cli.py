@@ -24,9 +24,11 @@ from .evaluate import bits_per_char
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .reporting import read_metrics
+from .scoring import unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
 from .trainer import SAMPLE_CHARS
+from .vocab import UnknownCharacterWarning
 
 # --device's default, by the kind of work (one rule for every command; train's is Config.device): over
 # whole texts at once, the best device present; one character a step, the CPU, fastest there for
@@ -297,11 +299,15 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
     model = checkpoint.load(target, device)
     text = read_texts(files, encoding, model.vocab.normalize)
-    ids = model.vocab.encode(text, what=", ".join(files))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownCharacterWarning)  # reported below, counted
+        ids = model.vocab.encode(text, what=", ".join(files), unseen=True)
     if ids.numel() < 2:
         raise CharLMError(f"{files[0]}: need at least 2 characters to score")
     bpc = bits_per_char(model, ids, progress=not quiet)
     click.echo(f"{bpc:.4f} bits per character over {len(text):,} characters")
+    if unseen := unseen_note(model.vocab, text[1:]):  # the first character is read, never scored
+        click.echo(unseen)
 
 
 @main.command()

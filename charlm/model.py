@@ -35,6 +35,7 @@ CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
 RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
+UNSEEN = -1  # the id of a character outside the vocabulary, where a caller asks to read such text (`Embedding`)
 
 
 class Vocabulary(Protocol):
@@ -46,7 +47,7 @@ class Vocabulary(Protocol):
     normalize: str  # the Unicode normalization applied to text before encoding
 
     def __len__(self) -> int: ...
-    def encode(self, text: str, what: str = "text") -> torch.Tensor: ...
+    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor: ...
     def decode(self, ids) -> str: ...
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]: ...
     def normalized(self, text: str) -> str: ...
@@ -95,7 +96,7 @@ class CharLM(nn.Module):
         if config.vocab_size != len(vocab):
             raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
         self.config, self.vocab = config, vocab
-        self.embed = nn.Embedding(config.vocab_size, config.hidden)
+        self.embed = Embedding(config.vocab_size, config.hidden)
         # Weights keep torch's RNN initialisation: uniform in +-1/sqrt(hidden).
         self.core = CORES[config.cell](
             config.hidden,
@@ -146,6 +147,19 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
         return ()
     edges = [frequent_characters(counts, share) for share in HEAD_COVERAGE]
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
+
+
+class Embedding(nn.Embedding):
+    """The id -> vector lookup, which also reads UNSEEN: a character the model knows nothing about, as
+    the zero vector, the row `grow_vocab` gives a fine-tuning run's new characters. A model with the
+    unknown symbol never gets UNSEEN (its vocabulary maps such characters to the symbol); docs/benchmarks.md,
+    "Text the model has never seen", measures the zero row against the alternatives."""
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.training:  # training text is the vocabulary's own: no UNSEEN, no extra work
+            return super().forward(ids)
+        known = ids != UNSEEN
+        return super().forward(torch.where(known, ids, 0)) * known.unsqueeze(-1).to(self.weight.dtype)
 
 
 def frequent_characters(counts: torch.Tensor, share: float = HEAD_COVERAGE[0]) -> int:

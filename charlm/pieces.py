@@ -161,8 +161,9 @@ class PieceVocab:
         """Already normalized text -> ids."""
         return np.asarray(self.processor.encode(text), dtype=np.int64)
 
-    def encode(self, text: str, what: str = "text") -> torch.Tensor:
-        """Text -> int64 ids. Byte fallback spells any character, so nothing is ever unknown."""
+    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor:
+        """Text -> int64 ids. Byte fallback spells any character, so nothing is ever unknown (`unseen`
+        changes nothing)."""
         check_characters(text, what)
         return torch.from_numpy(self.encode_array(self.normalized(text)))
 

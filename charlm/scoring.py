@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 from . import threads
 from .batches import as_ids
 from .cells import gru_cell, lstm_cell
-from .model import CharLM, State, inference, map_state
+from .model import UNSEEN, CharLM, State, Vocabulary, inference, map_state
 
 LOG2E = 1.0 / math.log(2.0)  # bits per nat
 TOP = 5  # guesses `surprise` keeps before each token by default
@@ -68,7 +68,9 @@ def bits_per_char(
     model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None, progress: bool = False
 ) -> float:
     """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it.
-    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent)."""
+    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent).
+    A character the model never saw (UNSEEN) is read, as a character it knows nothing about, and left
+    out of the score: it has no probability to score."""
     ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
     scored = len(ids) - 1  # every token but the first is predicted from the ones before it
     pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
@@ -79,7 +81,7 @@ def bits_per_char(
     total_nats = torch.zeros((), dtype=torch.float64, device=device)
     chars = 0
     bar = tqdm(
-        total=int(char_lengths[ids[1:]].sum()) if progress else None,
+        total=int(char_lengths[ids[1:][ids[1:] != UNSEEN]].sum()) if progress else None,
         disable=not progress,
         desc="scoring",
         unit="char",
@@ -92,14 +94,35 @@ def bits_per_char(
             started = time.perf_counter()
             positions = starts[:, None] + column + torch.arange(min(EVAL_WINDOW, length - column) + 1)
             window = ids[positions.clamp(max=scored)]
-            inside = positions[:, 1:] <= scored  # a last piece's columns past the end are not scored
-            nats, state = model(window[:, :-1].to(device), state, window[:, 1:].to(device))
+            targets = window[:, 1:]
+            # a last piece's columns past the end are not scored, nor characters the model never saw
+            inside = (positions[:, 1:] <= scored) & (targets != UNSEEN)
+            nats, state = model(window[:, :-1].to(device), state, targets.clamp(min=0).to(device))
             total_nats += (nats.double() * inside.to(device)).sum()
-            window_chars = int(char_lengths[window[:, 1:][inside]].sum())
+            window_chars = int(char_lengths[targets[inside]].sum())
             chars += window_chars
             bar.update(window_chars)
             threads.record(time.perf_counter() - started, int(inside.sum()), "score")
     return total_nats.item() / max(chars, 1) * LOG2E
+
+
+def unseen_note(vocab: Vocabulary, text: str) -> str:
+    """How many scored characters of `text` the model has never seen and what the score did with them
+    ("" when none): left out (a character vocabulary without the unknown symbol), or scored as the
+    symbol. A sentencepiece vocabulary spells every character (byte fallback): nothing to say."""
+    text = vocab.normalized(text)
+    missing = vocab.unknown(text) if vocab.one_char_per_id else []
+    if not missing:
+        return ""
+    count = sum(1 for c in text if not vocab.knows(c))
+    shown = " ".join(map(repr, missing[:20])) + (" ..." if len(missing) > 20 else "")
+    if vocab.unknown_id is None:
+        return f"{count:,} unseen characters excluded from the score ({len(missing)} distinct: {shown})"
+    return (
+        f"{count:,} unseen characters scored as the unknown symbol {vocab.chars[vocab.unknown_id]!r} "
+        f"({len(missing)} distinct: {shown}); their bits are the symbol's, which stands for every "
+        "character training left out, not the probability of each"
+    )
 
 
 def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | None:
@@ -130,7 +153,7 @@ class Trace:
     cell: str  # "lstm", "gru" or "rnn"
     tokens: list[str]  # (T,) the text as the model read it (normalized), one string per token
     ids: np.ndarray  # (T,) int64 vocabulary ids
-    bits: np.ndarray  # (T,) float64: -log2 of the probability given to token t (NaN where none was)
+    bits: np.ndarray  # (T,) float64: -log2 of the probability given to token t (NaN where none was, or unseen)
     probs: np.ndarray | None  # (T, V) float32: the distribution token t was drawn against; None if not asked
     hidden: np.ndarray  # (L, T, H) float32: h after reading token t, every layer
     cells: np.ndarray | None  # (L, T, H) float32: the LSTM's cell state c (not squashed); None for GRU and RNN
@@ -228,8 +251,10 @@ def one_layer(model: CharLM, layer: int) -> nn.RNNBase:
 def encode(model: CharLM, text: str, context: str | None) -> tuple[torch.Tensor, int]:
     """The context's and the text's ids in one tensor on the model's device, and where the text starts."""
     context = model.vocab.start_text() if context is None else context
-    context_ids = model.vocab.encode(context, what="context") if context else torch.zeros(0, dtype=torch.long)
-    text_ids = model.vocab.encode(text, what="text")
+    context_ids = (
+        model.vocab.encode(context, what="context", unseen=True) if context else torch.zeros(0, dtype=torch.long)
+    )
+    text_ids = model.vocab.encode(text, what="text", unseen=True)
     return torch.cat([context_ids, text_ids]).to(model.device), len(context_ids)
 
 
@@ -250,7 +275,10 @@ def score(
         end = min(begin + HEAD_CHUNK, len(ids))
         log_probs = F.log_softmax(model.head.logits(outputs[begin - 1 : end - 1]).float(), dim=-1)
         rows = slice(begin - start, end - start)
-        bits[rows] = (-log_probs.gather(1, ids[begin:end, None])[:, 0].double() * LOG2E).cpu().numpy()
+        targets = ids[begin:end, None]
+        chosen = log_probs.gather(1, targets.clamp(min=0))[:, 0].double()
+        chosen = torch.where(targets[:, 0] == UNSEEN, math.nan, chosen)  # no probability for a character never seen
+        bits[rows] = (-chosen * LOG2E).cpu().numpy()
         if keep_probs:
             probs[rows] = log_probs.exp().cpu().numpy()
         if top:
@@ -324,13 +352,12 @@ def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Te
 
 def prompt_logprobs(model: CharLM, prompt: str, top: int) -> list[tuple[str, float | None, list | None]]:
     """Each token of `prompt` with the model's natural-log probability of it given the ones before
-    (None for the first, which nothing predicted) and its `top` likeliest alternatives, as the
+    (None for the first, which nothing predicted, and for a character the model never saw, which has
+    no probability; that one still has its alternatives) and its `top` likeliest alternatives, as the
     server's `echo` reports them: the `surprise` computation, read cold."""
     scored = surprise(model, prompt, top=top, context="")
     tokens = []
     for text, bits, guesses in zip(scored.tokens, scored.bits.tolist(), scored.top):
-        if math.isnan(bits):
-            tokens.append((text, None, None))
-        else:
-            tokens.append((text, -bits * math.log(2), [(alt, math.log(p)) for alt, p in guesses if p > 0]))
+        alternatives = [(alt, math.log(p)) for alt, p in guesses if p > 0] if guesses else None
+        tokens.append((text, None if math.isnan(bits) else -bits * math.log(2), alternatives))
     return tokens

@@ -20,7 +20,7 @@ import torch
 from .config import NORMALIZATIONS
 from .corpus import check_characters, normalized
 from .errors import CharLMError
-from .model import Vocabulary
+from .model import UNSEEN, Vocabulary
 from .pieces import PieceVocab
 
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
@@ -124,17 +124,20 @@ class Vocab:
     def encode_array(self, text: str) -> np.ndarray:
         """Already normalized text -> ids, vectorized: a lookup table indexed by code point."""
         if self._table is None:
-            self._table = np.full(MAX_CODE_POINT, -1 if self.unknown_id is None else self.unknown_id, dtype=np.int64)
+            missing = UNSEEN if self.unknown_id is None else self.unknown_id
+            self._table = np.full(MAX_CODE_POINT, missing, dtype=np.int64)
             self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
         return self._table[code_points(text)]
 
-    def encode(self, text: str, what: str = "text") -> torch.Tensor:
-        """Text -> int64 ids. Characters the model has never seen are an error that names them, or,
-        when the vocabulary has the unknown symbol, are mapped to it with a warning."""
+    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor:
+        """Text -> int64 ids. Characters the model has never seen are mapped to the unknown symbol with a
+        warning, when the vocabulary has one; else, with `unseen`, to UNSEEN (a character the model knows
+        nothing about: scoring reads it and leaves it out of the score; the caller tells the user), and
+        otherwise they are an error that names them (a seed: see docs/data-and-checkpoints.md)."""
         check_characters(text, what)
         text = self.normalized(text)
         missing = self.unknown(text)
-        if missing:
+        if missing and not (unseen and self.unknown_id is None):
             shown = " ".join(self.name_unseen(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             if self.unknown_id is None:
                 raise CharLMError(

@@ -223,11 +223,12 @@ class ClassRow:
 
 
 def bits_by_class(tokens: list[str], lstm_bits: np.ndarray, ngram_bits: np.ndarray) -> list[ClassRow]:
-    """Both models' bits per character for each class present in the text, in CLASSES order."""
+    """Both models' bits per character for each class present in the text, in CLASSES order, over the
+    characters the model scored (not those it never saw)."""
     classes = np.array([char_class(token) for token in tokens])
     rows = []
     for name in CLASSES:
-        chosen = classes == name
+        chosen = (classes == name) & ~np.isnan(lstm_bits)
         if chosen.any():
             rows.append(ClassRow(name, int(chosen.sum()), lstm_bits[chosen].mean(), ngram_bits[chosen].mean()))
     return rows
@@ -252,6 +253,7 @@ class Inspection:
     ngram_order: int  # the order of the best one, which the class table uses
     classes: list[ClassRow]
     notes: list[str] = field(default_factory=list)  # what this kind of model does not have
+    unseen: list[str] = field(default_factory=list)  # characters of the text the model has never seen
 
 
 def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_ORDER, quiet: bool = True) -> Inspection:
@@ -268,9 +270,19 @@ def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_O
     ngram = KneserNey(training_text, len(model.vocab), max_order, quiet)
     start = model.vocab.start_text()
     ngram_bits = {order: ngram.bits(text, order, start) for order in range(1, max_order + 1)}
-    ngram_bpc = {order: float(bits.mean()) for order, bits in ngram_bits.items()}
+    unseen = model.vocab.unknown(text) if model.vocab.unknown_id is None else []
+    scored = ~np.isnan(seen.bits)  # the n-grams are scored on the same characters as the model
+    ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else 0.0 for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
     notes = []
+    if unseen:
+        count = int((~scored).sum())
+        shown = " ".join(map(repr, unseen[:20])) + (" ..." if len(unseen) > 20 else "")
+        notes.append(
+            f"{count:,} unseen characters excluded from every bits figure ({len(unseen)} distinct, never in "
+            f"the model's training text: {shown}); the model reads each as a character it knows nothing about "
+            "(on the page: blue, dashed)"
+        )
     if traced.cells is None:
         notes.append(f"a {traced.cell.upper()} has no cell state: the cells section shows its hidden state h")
     if not traced.gates:
@@ -288,6 +300,7 @@ def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_O
         ngram_order=best,
         classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
         notes=notes,
+        unseen=unseen,
     )
 
 

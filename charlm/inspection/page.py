@@ -33,6 +33,7 @@ h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
         border: 1px solid #ddd; padding: .6em; max-height: 32em; overflow-y: auto; }
 .text span.nl::before { content: "\\21B5"; color: #aaa; }
 .text span.mark { outline: 2px solid #000; }
+.text span.unseen { outline: 1px dashed #06c; color: #06c; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .15em .7em; text-align: right; }
 th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-align: left; }
 #tip { position: fixed; display: none; background: #fff; border: 1px solid #888; padding: .4em .6em;
@@ -69,7 +70,8 @@ function hover(view, describe) {
 const surpriseView = document.getElementById("surprise");
 hover(surpriseView, i => {
   const bits = data.bits[i];
-  const head = [shown(data.tokens[i]), bits === null ? "not predicted" : bits.toFixed(2) + " bits"];
+  const never = bits === null && data.unseen.includes(data.tokens[i]);
+  const head = [shown(data.tokens[i]), never ? "never seen: not scored" : bits === null ? "not predicted" : bits.toFixed(2) + " bits"];
   const percent = p => p < 0.001 ? "<0.1%" : (100 * p).toFixed(1) + "%";
   return [head, ...data.top[i].map(([t, p]) => [shown(t), percent(p)])];
 });
@@ -191,6 +193,7 @@ def render(inspection: Inspection, title: str) -> str:
         "hidden": inspection.states.shape[2],
         "ranked": inspection.state_name,
         "states": {name: pack(values) for name, values in states.items()},
+        "unseen": inspection.unseen,
     }
     hardest = "".join(
         f'<li><button data-goto="{start}">show</button> {bpc:.2f} bpc: '
@@ -210,7 +213,9 @@ def render(inspection: Inspection, title: str) -> str:
         red=red(1.0),
         max_bits=f"{MAX_BITS:g}",
         top=TOP,
-        surprise=text_view("surprise", seen.tokens, [red(b / MAX_BITS) for b in np.nan_to_num(seen.bits)]),
+        surprise=text_view(
+            "surprise", seen.tokens, [red(b / MAX_BITS) for b in np.nan_to_num(seen.bits)], set(inspection.unseen)
+        ),
         cells=cells_section(inspection),
         gates=gates_section(inspection),
         cell=esc(trace.cell.upper()),
@@ -317,12 +322,13 @@ def classes_section(inspection: Inspection) -> str:
     )
 
 
-def text_view(name: str, tokens: list[str], colours: list[str] | None) -> str:
-    """The text, one span per character, every character escaped; newlines marked by CSS."""
+def text_view(name: str, tokens: list[str], colours: list[str] | None, unseen: set[str] = frozenset()) -> str:
+    """The text, one span per character, every character escaped; newlines and characters the model
+    has never seen (`unseen`) marked by CSS."""
     spans = []
     for k, token in enumerate(tokens):
         style = f' style="background:{colours[k]}"' if colours else ""
-        kind = ' class="nl"' if token == "\n" else ""
+        kind = ' class="nl"' if token == "\n" else ' class="unseen"' if token in unseen else ""
         spans.append(f"<span{kind}{style}>{esc(token)}</span>")
     return f'<div class="text" id="{name}">{"".join(spans)}</div>'
 

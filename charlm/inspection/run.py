@@ -41,7 +41,5 @@ def inspect_run(
         text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
     else:
         text, name = read_texts([file], encoding, normalize)[:max_chars], file
-    if model.vocab.one_char_per_id and model.vocab.unknown_id is None:
-        model.vocab.encode(text, what=name)  # characters the model never saw: an error that names the file
     training = read_texts([train_text], encoding, normalize) if train_text else corpus.vocab.decode(corpus.train_ids)
     return analyse(model, text, training, quiet=quiet), f"{name}, {path.parent.name}/{path.name}"

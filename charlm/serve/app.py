@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from ..errors import CharLMError
 from ..model import CharLM
 from . import protocol
-from .completion import Completion, Server
+from .completion import Completion, Server, known_characters
 from .config import ServeConfig
 from .engine import Token, Update
 from .metrics import Metrics
@@ -132,7 +132,11 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
                 "object": "model",
                 "created": s.created,
                 "owned_by": "charlm",
-                "meta": {**s.model.config.to_dict(), "parameters": s.model.num_parameters()},
+                "meta": {
+                    **s.model.config.to_dict(),
+                    "parameters": s.model.num_parameters(),
+                    "characters": known_characters(s.model),
+                },
             }
             for s in server.models.values()
         ]

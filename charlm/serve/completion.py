@@ -23,7 +23,7 @@ from fastapi import Request
 
 from ..config import SampleConfig
 from ..errors import CharLMError
-from ..model import CharLM
+from ..model import UNSEEN, CharLM
 from ..vocab import UnknownCharacterWarning
 from . import protocol
 from .config import ServeConfig
@@ -106,6 +106,12 @@ class Server:
             raise APIError(401, "invalid or missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
 
 
+def known_characters(model: CharLM) -> str | None:
+    """The characters a character model knows, for the page to say which of a prompt's it does not;
+    None for a sentencepiece model, whose byte fallback spells any character."""
+    return "".join(model.vocab.chars) if model.vocab.one_char_per_id else None
+
+
 def deliver(updates: list[Update]) -> None:
     """On the event loop: each update to the queue of the request it belongs to."""
     for update in updates:
@@ -152,7 +158,8 @@ class Completion:
         )
         seeds = [self.seed + i for i in range(self.params.n)]
         for (ids, logits, state), echoed in zip(primed, self.echoed):
-            job = Job(ids, logits, state, options, seeds, self.params.max_tokens, self.params.stops)
+            seen = ids[ids != UNSEEN]  # the repetition penalty counts characters the model knows
+            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, self.params.stops)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
             self.served.engine.submit(job)
@@ -163,7 +170,8 @@ class Completion:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownCharacterWarning)
             try:
-                return vocab.encode(prompt or vocab.start_text(), what="prompt"), prompt
+                # a character the model never saw is read as one it knows nothing about (docs/serve.md)
+                return vocab.encode(prompt or vocab.start_text(), what="prompt", unseen=True), prompt
             except CharLMError as e:
                 raise APIError(400, str(e), "prompt", "unknown_characters") from None
 

@@ -1,0 +1,158 @@
+"""Text the model has never seen (issue 26, item 21): eval, inspect and the server read it, an unseen
+character as one the model knows nothing about (the zero embedding), and leave it out of the score."""
+
+import math
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from openai import OpenAI
+
+from charlm.evaluate import bits_per_char
+from charlm.model import UNSEEN, inference
+from charlm.pieces import PieceVocab, train_model
+from charlm.scoring import prompt_logprobs, surprise, unseen_note
+from charlm.serve.app import create_app
+from charlm.serve.config import ServeConfig
+from charlm.vocab import Vocab
+
+from .conftest import assert_one_line_error, cli, make_model
+from .test_cli import trained  # noqa: F401 (the fixture: a tiny run, "fox")
+from .test_serve import browser, page_ready, running, set_field, wait_healthy  # noqa: F401 (browser: a fixture)
+
+
+def reference_bits(model, ids: torch.Tensor) -> tuple[float, int]:
+    """Total bits of the known targets and their count, by hand: UNSEEN read as a zero embedding."""
+    known = ids != UNSEEN
+    inputs = F.embedding(ids.clamp(min=0), model.embed.weight) * known[:, None]
+    with inference(model):
+        out, _ = model.core(inputs[None, :-1])
+        log_probs = F.log_softmax(model.head.logits(out[0]), dim=-1)
+    chosen = log_probs.gather(1, ids[1:].clamp(min=0)[:, None])[:, 0]
+    return -chosen[known[1:]].sum().item() / math.log(2), int(known[1:].sum())
+
+
+def test_an_unseen_character_is_read_as_the_zero_embedding_and_left_out_of_the_score():
+    torch.manual_seed(0)
+    model = make_model("abcd", layers=1, hidden=8).eval()
+    text = "abcdZabQQcd" * 30
+    ids = model.vocab.encode(text, unseen=True)
+    assert (ids == UNSEEN).sum() == 90 and ids[4] == UNSEEN
+    total, count = reference_bits(model, ids)
+    assert count == len(text) - 1 - 90
+    assert abs(bits_per_char(model, ids) - total / count) < 1e-4
+    seen = surprise(model, text, context="")
+    assert np.isnan(seen.bits[4]) and len(seen.top[4]) > 0  # no probability, yet the model's guesses
+    assert abs(seen.bpc - total / count) < 1e-4
+    with pytest.raises(Exception, match="never seen: 'Z' 'Q'"):  # a seed still names them
+        model.vocab.encode(text, what="--seed")
+
+
+def test_old_style_scoring_is_unchanged_for_text_of_known_characters():
+    torch.manual_seed(1)
+    model = make_model("abcd", layers=2, hidden=8).eval()
+    ids = model.vocab.encode("abcdabdcba" * 40)
+    assert torch.equal(ids, model.vocab.encode("abcdabdcba" * 40, unseen=True))
+    with inference(model):
+        logits, _ = model(ids[None, :-1])
+    expected = F.cross_entropy(logits[0], ids[1:]).item() / math.log(2)
+    assert abs(bits_per_char(model, ids) - expected) < 1e-5
+    assert unseen_note(model.vocab, "abcd") == ""
+
+
+def test_a_vocabulary_with_the_unknown_symbol_scores_unseen_characters_as_it_and_says_so():
+    vocab = Vocab("abcd", unknown=True)
+    with pytest.warns(UserWarning, match="not in the vocabulary"):  # the symbol, with a warning, as before
+        ids = vocab.encode("abXd", unseen=True)
+    assert ids.tolist() == [0, 1, vocab.unknown_id, 3]
+    note = unseen_note(vocab, "abXdX")
+    assert note.startswith("2 unseen characters scored as the unknown symbol '\ufffd' (1 distinct: 'X')")
+    assert "not the probability of each" in note
+
+
+def test_sentencepiece_spells_every_character_so_nothing_is_unseen():
+    text = "the quick brown fox jumps over the lazy dog\n" * 40
+    vocab = PieceVocab(train_model([text], "bpe", 300))
+    other = "the ZEBRA 😀 jumps"
+    assert torch.equal(vocab.encode(other, unseen=True), vocab.encode(other))
+    assert vocab.decode(vocab.encode(other)) == other and unseen_note(vocab, other) == ""
+
+
+@pytest.mark.usefixtures("trained")
+def test_eval_scores_a_file_with_unseen_characters_and_says_how_many_it_left_out(tmp_path):
+    known, odd = tmp_path / "known.txt", tmp_path / "odd.txt"
+    known.write_text("the lazy dog jumps over the quick brown fox\n" * 5, encoding="utf-8")
+    odd.write_text("the lazy <dog> jumps over the quick brown fox\n" * 5, encoding="utf-8")
+    plain = cli("eval", "fox", str(known))
+    assert plain.exit_code == 0 and "unseen" not in plain.output, plain.output
+    result = cli("eval", "fox", str(odd), "--quiet")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "bits per character over 230 characters" in lines[0]
+    assert lines[1] == "10 unseen characters excluded from the score (2 distinct: '<' '>')"
+
+
+@pytest.mark.usefixtures("trained")
+def test_inspect_marks_unseen_characters_on_the_page(tmp_path):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("the quick brown fox, Zed\n", encoding="utf-8")
+    result = cli("inspect", "fox", str(unseen), "--output", "page.html")
+    assert result.exit_code == 0, result.output
+    assert "2 unseen characters excluded from every bits figure (2 distinct" in result.output
+    page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert '<span class="unseen"' in page and page.count('class="unseen"') == 2
+    assert "nan" not in result.output.lower()
+    assert_one_line_error(cli("inspect", "fox", "missing.txt"), "missing.txt")
+
+
+def test_the_server_reads_a_prompt_with_unseen_characters_and_names_them_for_the_page():
+    torch.manual_seed(0)
+    model = make_model("\n abcdefghijklmnopqrstuvwxyz", layers=1, hidden=16).eval()
+    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=4, max_tokens=100, max_prompt=100))
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+        response = client.completions.create(
+            model="tiny", prompt="the Zoo", max_tokens=5, seed=1, echo=True, logprobs=2
+        )
+        logprobs = response.choices[0].logprobs
+        assert response.choices[0].text.startswith("the Zoo") and logprobs.tokens[:7] == list("the Zoo")
+        assert logprobs.token_logprobs[4] is None and len(logprobs.top_logprobs[4]) == 2  # 'Z': no probability
+        assert all(lp is not None and lp < 0 for lp in logprobs.token_logprobs[1:4] + logprobs.token_logprobs[5:])
+        again = client.completions.create(
+            model="tiny", prompt="the Zoo", max_tokens=5, seed=1, extra_body={"repetition_penalty": 1.3}
+        )
+        assert len(again.choices[0].text) == 5
+        bad = httpx.post(f"{url}/v1/completions", content='{"model": "tiny", "prompt": "a\\ud800"}')
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt"  # not a character: still refused
+        assert "lone surrogate" in bad.json()["error"]["message"]
+        meta = httpx.get(f"{url}/v1/models").json()["data"][0]["meta"]
+        assert meta["characters"] == "\n abcdefghijklmnopqrstuvwxyz"
+    assert [t for t, _, _ in prompt_logprobs(model, "aZ", 1)] == ["a", "Z"]
+
+
+@pytest.mark.slow  # a browser: the full suite runs it
+@pytest.mark.usefixtures("browser")
+def test_the_serve_page_says_which_characters_of_the_seed_the_model_does_not_know(request):
+    driver = request.getfixturevalue("browser")
+    torch.manual_seed(0)
+    model = make_model("\n abcdefghijklmnopqrstuvwxyz", layers=1, hidden=16).eval()
+    app = create_app({"tiny": lambda: model}, ServeConfig(max_tokens=100))
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(driver, url)
+        set_field(driver, "seed", "the Zoo")
+        set_field(driver, "length", "20")
+        driver.find_element("id", "generate").click()
+        wait(driver, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+        status = driver.find_element("id", "status").text
+        assert 'the model does not know "Z"' in status, status
+        set_field(driver, "seed", "the zoo")
+        driver.find_element("id", "generate").click()
+        wait(driver, 15).until(
+            lambda d: (
+                "done" in d.find_element("id", "status").text and "know" not in d.find_element("id", "status").text
+            )
+        )
