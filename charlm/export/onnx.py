@@ -1,0 +1,72 @@
+"""`--format onnx`: the model over a window, for onnxruntime (or any ONNX runtime) without torch.
+
+Inputs `ids` (int64, batch x time) and the state `h0` (layers x batch x hidden; an LSTM also takes
+`c0`); outputs `logits` (batch x time x vocabulary), `h1` (and `c1`): the state after the window, to
+feed back as the next call's. Batch and time are dynamic, so the same file scores a whole text at
+once or steps one character at a time. An adaptive head's logits are its exact log-probabilities,
+as `CharLM.forward` gives them. Needs `pip install 'charlm[export]'` (onnx, onnxruntime).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CharLMError
+from ..model import CharLM
+
+OPSET = 17
+
+
+class Window(nn.Module):
+    """`CharLM.forward` with the state as separate tensors, as ONNX wants inputs and outputs."""
+
+    def __init__(self, model: CharLM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None = None):
+        state = h0 if c0 is None else (h0, c0)
+        out, state = self.model.core(self.model.embed(ids), state)
+        logits = self.model.head.logits(out)
+        return (logits, *state) if isinstance(state, tuple) else (logits, state)
+
+
+def state_names(model: CharLM) -> tuple[list[str], list[str]]:
+    """The state's input and output names: (h0, c0) -> (h1, c1) for an LSTM, h0 -> h1 otherwise."""
+    return (["h0", "c0"], ["h1", "c1"]) if model.config.cell == "lstm" else (["h0"], ["h1"])
+
+
+def export(model: CharLM, path: Path) -> Path:
+    """Write `model` as an ONNX file at `path` and check it loads in onnxruntime."""
+    try:
+        import onnx  # noqa: F401 -- torch's exporter needs it
+        import onnxruntime
+    except ImportError:
+        raise CharLMError("--format onnx needs onnx and onnxruntime: pip install 'charlm[export]'") from None
+    model = model.cpu().eval()
+    config = model.config
+    inputs, outputs = state_names(model)
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    state = [torch.zeros(config.layers, 1, config.hidden) for _ in inputs]
+    dynamic = {"ids": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
+    dynamic.update({name: {1: "batch"} for name in inputs + outputs})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes on tracing (constant shapes it does not use)
+        torch.onnx.export(
+            Window(model),
+            (ids, *state),
+            str(path),
+            input_names=["ids", *inputs],
+            output_names=["logits", *outputs],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return path
