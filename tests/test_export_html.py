@@ -1,0 +1,167 @@
+"""`charlm export --format html`: the page in a real headless Chromium (slow), and what can be checked
+of it without a browser (fast). Models are untrained, with random weights: what the page must get
+right (the arithmetic, the sampler, the controls) does not depend on training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from charlm import sampler
+from charlm.export import html
+
+from .conftest import assert_one_line_error, cli
+from .test_export import CHINESE, TEXT, model_of, run_of
+from .test_serve import browser, made_text, page_ready, set_field  # noqa: F401 -- the browser fixture
+
+# How far the page's log-probabilities may be from PyTorch's fp32 ones, in nats, per stored precision:
+# fp32 to rounding; fp16 and int8 bounds a few times above what docs/export.md measured on trained models.
+BOUNDS = {"fp32": 1e-4, "fp16": 5e-3, "int8": 0.2}
+MODELS = [("lstm", TEXT, ()), ("gru", CHINESE, (8, 20)), ("rnn", TEXT, ()), ("lstm", CHINESE, (6, 30))]
+
+
+def exported(tmp_path, model, weights: str = "fp32", name: str = "page.html"):
+    run = run_of(model, tmp_path / "run")
+    out = tmp_path / name
+    result = cli("export", str(run), "--format", "html", "--weights", weights, "--output", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def call(driver, script: str, *args):
+    """Await a promise in the page: `script` uses the arguments as args[0], args[1], ..."""
+    driver.set_script_timeout(120)
+    return driver.execute_async_script(
+        "const done = arguments[arguments.length - 1], args = arguments;"
+        f"({script}).then(done, (e) => done('error: ' + e.message));",
+        *args,
+    )
+
+
+def torch_logprobs(model, text: str) -> torch.Tensor:
+    ids = model.vocab.encode(text)
+    with torch.no_grad():
+        logits = model(ids.unsqueeze(0))[0][0].double()
+    return torch.log_softmax(logits, -1)[:-1].gather(1, ids[1:].unsqueeze(1)).squeeze(1)
+
+
+def test_page_holds_everything_and_fetches_nothing(tmp_path):
+    page = exported(tmp_path, model_of()).read_text(encoding="utf-8")
+    assert "://" not in page and "<link" not in page and "src=" not in page
+    assert all(marker not in page for marker in html.MARKERS) and "__CHARLM_MATVEC_WASM__" not in page
+    css = (html.resources.files("charlm.serve") / "page.css").read_text(encoding="utf-8")
+    assert css in page  # the serve page's look, shared
+
+
+def test_weights_shrink_with_precision(tmp_path):
+    model = model_of(hidden=128)
+    sizes = {w: exported(tmp_path, model, w, f"{w}.html").stat().st_size for w in ("fp32", "fp16", "int8")}
+    assert sizes["int8"] < 0.6 * sizes["fp16"] < 0.6 * sizes["fp32"]
+
+
+def test_sentencepiece_model_is_refused_in_one_line(tmp_path, monkeypatch):
+    run = run_of(model_of(), tmp_path / "run")
+    monkeypatch.setattr(html, "Vocab", type("NotChars", (), {}))  # any vocabulary that is not one char per id
+    assert_one_line_error(cli("export", str(run), "--format", "html"), "sentencepiece", "--format onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("cell", "chars", "cutoffs"), MODELS)
+def test_page_logprobs_and_greedy_text_equal_torch(tmp_path, browser, cell, chars, cutoffs):  # noqa: F811
+    model = model_of(cell, chars, cutoffs, hidden=32)
+    text = (chars * 40)[7:507]
+    expected = torch_logprobs(model, text)
+    seed = chars[:5]
+    greedy = sampler.generate(model, seed, length=300, greedy=True)[0]
+    for weights, bound in BOUNDS.items():
+        page_ready(browser, exported(tmp_path, model, weights, f"{weights}.html").as_uri())
+        got = call(browser, "window.charlm.logprobs(args[0])", text)
+        assert len(got) == 499, got
+        assert (torch.tensor(got, dtype=torch.float64) - expected).abs().max().item() < bound, weights
+        if weights == "fp32":
+            assert call(browser, "window.charlm.generate({seed: args[0], length: 300, greedy: true})", seed) == greedy
+            assert (
+                call(browser, "window.charlm.generate({length: 40, greedy: true})")
+                == sampler.generate(model, "", length=40, greedy=True)[0]
+            )  # an empty seed starts at the beginning of a line
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+
+@pytest.mark.slow
+def test_page_samples_with_temperature_and_top_p(tmp_path, browser):  # noqa: F811
+    model = model_of("lstm", TEXT, hidden=32)
+    page_ready(browser, exported(tmp_path, model).as_uri())
+    options = "{seed: 'the ', length: 400, temperature: args[0], top_p: args[1], random_seed: 7}"
+    same = [call(browser, f"window.charlm.generate({options})", 1.0, 1.0) for _ in range(2)]
+    assert same[0] == same[1] and same[0].startswith("the ") and len(same[0]) == 404  # seeded: reproducible
+    assert set(same[0]) <= set(TEXT)
+    narrow = call(browser, f"window.charlm.generate({options})", 1.0, 0.01)  # top-p 0.01: the likeliest only
+    assert narrow == sampler.generate(model, "the ", length=400, greedy=True)[0]
+    with torch.no_grad():
+        logits = model(model.vocab.encode("the ").unsqueeze(0))[0][0, -1].double()
+    draws = "Promise.all([...Array(600).keys()].map((i) => window.charlm.generate({seed: 'the ', length: 1, temperature: args[0], top_p: args[1], random_seed: i})))"
+    for temperature in (0.5, 1.5):
+        first = [text[-1] for text in call(browser, draws, temperature, 1.0)]
+        probs = torch.softmax(logits / temperature, -1)
+        seen = torch.tensor([first.count(c) / len(first) for c in model.vocab.chars], dtype=torch.float64)
+        assert (seen - probs).abs().max().item() < 0.06, temperature  # the page draws from softmax(logits / T)
+    ranked = torch.softmax(logits, -1).sort(descending=True)
+    nucleus = {model.vocab.chars[i] for i in ranked.indices[(ranked.values.cumsum(0) - ranked.values) < 0.3].tolist()}
+    assert {text[-1] for text in call(browser, draws, 1.0, 0.3)} <= nucleus
+    error = call(browser, "window.charlm.generate({seed: 'XYZ'})")
+    assert error.startswith("error: ") and "never seen" in error and '"X"' in error
+
+
+@pytest.mark.slow
+def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F811
+    model = model_of("lstm", TEXT, hidden=32)
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    header = browser.find_element("tag name", "header").text
+    assert "run" in header and "fox" in header and "2.500 bpc" in header  # name, corpus, validation bpc
+    set_field(browser, "seed", "the quick ")
+    set_field(browser, "length", "200000")
+    set_field(browser, "temperature", "1.5")
+    browser.find_element("id", "generate").click()
+    wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+    first = len(made_text(browser))
+    wait(browser, 10).until(lambda d: len(made_text(d)) > first + 200)  # text keeps streaming in
+    assert browser.find_element("id", "stop").is_enabled() and not browser.find_element("id", "generate").is_enabled()
+    browser.find_element("id", "seed").click()  # the page answers while the worker writes
+    browser.find_element("id", "stop").click()
+    wait(browser, 5).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    stopped = made_text(browser)
+    assert 0 < len(stopped) < 200_000 and set(stopped) <= set(TEXT)
+
+    set_field(browser, "length", "120")
+    browser.find_element("id", "continue").click()
+    wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+    assert browser.find_element("id", "seed").get_attribute("value") == "the quick " + stopped
+    assert len(made_text(browser)) == 120
+
+    set_field(browser, "seed", "the quick Q")
+    browser.find_element("id", "generate").click()
+    wait(browser, 5).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
+    assert "never seen" in browser.find_element("id", "status").text and len(made_text(browser)) == 120
+
+    browser.find_element("id", "blank-line").click()  # stop at a blank line
+    set_field(browser, "seed", "the lazy dog\n")
+    set_field(browser, "length", "5000")
+    set_field(browser, "temperature", "1.5")
+    browser.find_element("id", "generate").click()
+    wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+    made = made_text(browser)
+    assert len(made) == 5000 or (made.endswith("\n\n") and "\n\n" not in made[:-1])
+
+
+@pytest.mark.slow
+def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
+    model = model_of("lstm", CHINESE, (6, 30), hidden=32)
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    set_field(browser, "seed", CHINESE[:4])
+    set_field(browser, "length", "150")
+    browser.find_element("id", "generate").click()
+    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    made = made_text(browser)
+    assert len(made) == 150 and set(made) <= set(CHINESE)
+    assert sum("\u4e00" <= c <= "\u9fff" for c in made) > 30
+    browser.save_screenshot(str(tmp_path / "page-chinese.png"))
