@@ -38,6 +38,13 @@ def call(driver, script: str, *args):
     )
 
 
+def write(driver, **fields: str) -> None:
+    """Fill in the page's fields and press Generate."""
+    for name, value in fields.items():
+        set_field(driver, name, value)
+    driver.find_element("id", "generate").click()
+
+
 def torch_logprobs(model, text: str) -> torch.Tensor:
     ids = model.vocab.encode(text)
     with torch.no_grad():
@@ -118,10 +125,7 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     wait = page_ready(browser, exported(tmp_path, model).as_uri())
     header = browser.find_element("tag name", "header").text
     assert "run" in header and "fox" in header and "2.500 bpc" in header  # name, corpus, validation bpc
-    set_field(browser, "seed", "the quick ")
-    set_field(browser, "length", "200000")
-    set_field(browser, "temperature", "1.5")
-    browser.find_element("id", "generate").click()
+    write(browser, seed="the quick ", length="200000", temperature="1.5")
     wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
     first = len(made_text(browser))
     wait(browser, 10).until(lambda d: len(made_text(d)) > first + 200)  # text keeps streaming in
@@ -138,16 +142,12 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     assert browser.find_element("id", "seed").get_attribute("value") == "the quick " + stopped
     assert len(made_text(browser)) == 120
 
-    set_field(browser, "seed", "the quick Q")
-    browser.find_element("id", "generate").click()
+    write(browser, seed="the quick Q")
     wait(browser, 5).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
     assert "never seen" in browser.find_element("id", "status").text and len(made_text(browser)) == 120
 
     browser.find_element("id", "blank-line").click()  # stop at a blank line
-    set_field(browser, "seed", "the lazy dog\n")
-    set_field(browser, "length", "5000")
-    set_field(browser, "temperature", "1.5")
-    browser.find_element("id", "generate").click()
+    write(browser, seed="the lazy dog\n", length="5000")
     wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 5000 or (made.endswith("\n\n") and "\n\n" not in made[:-1])
@@ -157,9 +157,7 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
 def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
     model = model_of("lstm", CHINESE, (6, 30), hidden=32)
     wait = page_ready(browser, exported(tmp_path, model).as_uri())
-    set_field(browser, "seed", CHINESE[:4])
-    set_field(browser, "length", "150")
-    browser.find_element("id", "generate").click()
+    write(browser, seed=CHINESE[:4], length="150")
     wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 150 and set(made) <= set(CHINESE)
