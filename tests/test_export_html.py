@@ -4,13 +4,16 @@ right (the arithmetic, the sampler, the controls) does not depend on training.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from charlm import sampler
 from charlm.export import html
 
-from .conftest import assert_one_line_error, cli
+from .conftest import REPO, assert_one_line_error, cli
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import browser, made_text, page_ready, set_field  # noqa: F401 -- the browser fixture
 
@@ -163,3 +166,14 @@ def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
     assert len(made) == 150 and set(made) <= set(CHINESE)
     assert sum("\u4e00" <= c <= "\u9fff" for c in made) > 30
     browser.save_screenshot(str(tmp_path / "page-chinese.png"))
+
+
+@pytest.mark.slow
+def test_page_bench_runs(tmp_path):
+    (tmp_path / "fox.txt").write_text(TEXT * 30, encoding="utf-8")
+    run = run_of(model_of(hidden=32), tmp_path / "run")
+    command = [sys.executable, str(REPO / "bench" / "export_page.py"), str(run), "--text", "fox.txt", "--chars", "300"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| run |")][1:]  # after the header
+    assert [row.split("|")[2].strip() for row in rows] == ["fp32", "fp16", "int8"] and "| yes |" in rows[0]
