@@ -10,6 +10,7 @@ optimizer: enough to sample, score and fine-tune from, not to resume training.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,9 @@ def write(checkpoint: Checkpoint, folder: Path) -> list[Path]:
     config = {"format": FORMAT, "model_type": "charlm", "model": payload["model"]["config"], "run": payload["run"]}
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in checkpoint.weights.items()}
     save_file(weights, str(folder / WEIGHTS), metadata={"format": FORMAT})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder / WEIGHTS, 0o666 & ~umask)  # safetensors writes it owner-only; the others are not
     (folder / CONFIG).write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
     (folder / VOCAB).write_text(json.dumps(payload["model"]["vocab"], ensure_ascii=False), encoding="utf-8")
     return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]

@@ -4,6 +4,8 @@ The HTML page's tests (a real browser) are in test_export_html.py."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from charlm.config import Config
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
-from .conftest import assert_one_line_error, block_import, cli
+from .conftest import REPO, assert_one_line_error, block_import, cli
 
 TEXT = "the quick brown fox jumps over the lazy dog\n"
 CHINESE = "".join(chr(0x4E00 + i) for i in range(40)) + "，。\n"
@@ -157,3 +159,21 @@ def test_info_lists_the_runs_exports(tmp_path):
     assert info.exit_code == 0
     line = next(line for line in info.output.splitlines() if line.startswith("exports"))
     assert "safetensors" in line and str((run / "exports" / "model").resolve()) in line
+
+
+def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    docs = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
+    example = next(block for block in docs.split("```python\n")[1:] if "onnxruntime" in block).split("```")[0]
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "model.onnx")).exit_code == 0
+    script = "import sys\nsys.modules['torch'] = None  # importing torch now fails\n" + example.replace(
+        "ROMEO:", "the "
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.startswith("the ") and len(result.stdout) == 4 + 200 + 1
+    )  # the seed, 200 characters, a line break

@@ -4,11 +4,13 @@ Inputs `ids` (int64, batch x time) and the state `h0` (layers x batch x hidden; 
 `c0`); outputs `logits` (batch x time x vocabulary), `h1` (and `c1`): the state after the window, to
 feed back as the next call's. Batch and time are dynamic, so the same file scores a whole text at
 once or steps one character at a time. An adaptive head's logits are its exact log-probabilities,
-as `CharLM.forward` gives them. Needs `pip install 'charlm[export]'` (onnx, onnxruntime).
+as `CharLM.forward` gives them. The file's metadata holds the vocabulary and the state's shape, so
+it samples on its own (docs/export.md has the loop, numpy and onnxruntime only). Needs `pip install 'charlm[export]'` (onnx, onnxruntime).
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -43,7 +45,7 @@ def state_names(model: CharLM) -> tuple[list[str], list[str]]:
 def export(model: CharLM, path: Path) -> Path:
     """Write `model` as an ONNX file at `path` and check it loads in onnxruntime."""
     try:
-        import onnx  # noqa: F401 -- torch's exporter needs it
+        import onnx
         import onnxruntime
     except ImportError:
         raise CharLMError("--format onnx needs onnx and onnxruntime: pip install 'charlm[export]'") from None
@@ -68,5 +70,20 @@ def export(model: CharLM, path: Path) -> Path:
             opset_version=OPSET,
             dynamo=False,
         )
+    described = onnx.load(str(path))
+    onnx.helper.set_model_props(described, metadata(model))
+    onnx.save(described, str(path))
     onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return path
+
+
+def metadata(model: CharLM) -> dict[str, str]:
+    """What a sampler needs beside the graph, in the file's metadata: the vocabulary (id -> character)
+    and the state's shape. onnxruntime reads it as `session.get_modelmeta().custom_metadata_map`."""
+    config = model.config
+    return {
+        "charlm.vocab": json.dumps(model.vocab.to_dict(), ensure_ascii=False),
+        "charlm.cell": config.cell,
+        "charlm.layers": str(config.layers),
+        "charlm.hidden": str(config.hidden),
+    }
