@@ -10,12 +10,22 @@ import sys
 import pytest
 import torch
 
-from charlm import sampler
+from charlm import checkpoint, sampler
 from charlm.export import html
+from charlm.serve.app import create_app
+from charlm.serve.config import ServeConfig
 
 from .conftest import REPO, assert_one_line_error, cli
 from .test_export import CHINESE, TEXT, model_of, run_of
-from .test_serve import browser, made_text, page_ready, set_field  # noqa: F401 -- the browser fixture
+from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
+    browser,
+    fox_run,
+    made_text,
+    page_ready,
+    running,
+    set_field,
+    wait_healthy,
+)
 
 # How far the page's log-probabilities may be from PyTorch's fp32 ones, in nats, per stored precision:
 # fp32 to rounding; fp16 and int8 bounds a few times above what docs/export.md measured on trained models.
@@ -147,7 +157,7 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
 
     write(browser, seed="the quick Q")
     wait(browser, 5).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
-    assert "never seen" in browser.find_element("id", "status").text and len(made_text(browser)) == 120
+    assert "never seen" in browser.find_element("id", "seed-error").text and len(made_text(browser)) == 120
 
     browser.find_element("id", "blank-line").click()  # stop at a blank line
     write(browser, seed="the lazy dog\n", length="5000")
@@ -177,3 +187,44 @@ def test_page_bench_runs(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| run |")][1:]  # after the header
     assert [row.split("|")[2].strip() for row in rows] == ["fp32", "fp16", "int8"] and "| yes |" in rows[0]
+
+
+def check_the_page_keeps_still(driver, wait, seed: str, unknown: str) -> None:
+    """The shared page's layout at 1400x1000 (issue 27, item 4): Generate and Stop stay where they are
+    while 2,000 characters stream in, in view; a text streaming under a resting pointer opens no
+    tooltip; a seed the model cannot read is an error beside the seed box, and the last text stays."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    driver.set_window_size(1400, 1000)
+    generate, stop = driver.find_element("id", "generate"), driver.find_element("id", "stop")
+    before = (generate.location["y"], stop.location["y"])
+    ActionChains(driver).move_to_element_with_offset(driver.find_element("id", "text"), 0, -60).perform()
+    write(driver, seed=seed, length="2000", temperature="1.0")
+    wait(driver, 60).until(lambda d: "done" in d.find_element("id", "status").text)
+    assert len(made_text(driver)) == 2000
+    assert (generate.location["y"], stop.location["y"]) == before and before[0] + generate.size["height"] < 1000
+    tips = driver.find_elements("id", "tip")
+    assert not tips or not tips[0].is_displayed()
+    made = made_text(driver)
+    write(driver, seed=seed + unknown)
+    wait(driver, 10).until(lambda d: d.find_element("id", "seed-error").text)
+    seed_box, error = driver.find_element("id", "seed"), driver.find_element("id", "seed-error")
+    assert (
+        "never seen" in error.text
+        and 0 <= error.location["y"] - (seed_box.location["y"] + seed_box.size["height"]) < 20
+    )
+    assert made_text(driver) == made and generate.location["y"] == before[0]
+
+
+@pytest.mark.slow
+def test_exported_page_keeps_still(tmp_path, browser):  # noqa: F811
+    wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=32)).as_uri())
+    check_the_page_keeps_still(browser, wait, "the ", "Q")
+
+
+@pytest.mark.slow
+def test_serve_page_keeps_still(fox_run, browser):  # noqa: F811
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        check_the_page_keeps_still(browser, page_ready(browser, url), "the ", "Q")
