@@ -139,29 +139,29 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     header = browser.find_element("tag name", "header").text
     assert "run" in header and "fox" in header and "2.500 bpc" in header  # name, corpus, validation bpc
     write(browser, seed="the quick ", length="200000", temperature="1.5")
-    wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+    wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
     first = len(made_text(browser))
-    wait(browser, 10).until(lambda d: len(made_text(d)) > first + 200)  # text keeps streaming in
+    wait(browser, 30).until(lambda d: len(made_text(d)) > first + 200)  # text keeps streaming in
     assert browser.find_element("id", "stop").is_enabled() and not browser.find_element("id", "generate").is_enabled()
     browser.find_element("id", "seed").click()  # the page answers while the worker writes
     browser.find_element("id", "stop").click()
-    wait(browser, 5).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    wait(browser, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
     stopped = made_text(browser)
     assert 0 < len(stopped) < 200_000 and set(stopped) <= set(TEXT)
 
     set_field(browser, "length", "120")
     browser.find_element("id", "continue").click()
-    wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
     assert browser.find_element("id", "seed").get_attribute("value") == "the quick " + stopped
     assert len(made_text(browser)) == 120
 
     write(browser, seed="the quick Q")
-    wait(browser, 5).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
+    wait(browser, 30).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
     assert "never seen" in browser.find_element("id", "seed-error").text and len(made_text(browser)) == 120
 
     browser.find_element("id", "blank-line").click()  # stop at a blank line
     write(browser, seed="the lazy dog\n", length="5000")
-    wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 5000 or (made.endswith("\n\n") and "\n\n" not in made[:-1])
 
@@ -171,7 +171,7 @@ def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
     model = model_of("lstm", CHINESE, (6, 30), hidden=32)
     wait = page_ready(browser, exported(tmp_path, model).as_uri())
     write(browser, seed=CHINESE[:4], length="150")
-    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 150 and set(made) <= set(CHINESE)
     assert sum("\u4e00" <= c <= "\u9fff" for c in made) > 30
@@ -207,7 +207,7 @@ def check_the_page_keeps_still(driver, wait, seed: str, unknown: str) -> None:
     assert not tips or not tips[0].is_displayed()
     made = made_text(driver)
     write(driver, seed=seed + unknown)
-    wait(driver, 10).until(lambda d: d.find_element("id", "seed-error").text)
+    wait(driver, 30).until(lambda d: d.find_element("id", "seed-error").text)
     seed_box, error = driver.find_element("id", "seed"), driver.find_element("id", "seed-error")
     assert (
         "never seen" in error.text
