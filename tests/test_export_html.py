@@ -228,3 +228,48 @@ def test_serve_page_keeps_still(fox_run, browser):  # noqa: F811
     with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
         wait_healthy(url)
         check_the_page_keeps_still(browser, page_ready(browser, url), "the ", "Q")
+
+
+# The page's sampler (sampler.js, as the page embeds it) run in Node, where there is one: the
+# arithmetic of every cell and head checked in the fast suite; the browser tests above check the rest.
+NODE_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const page = fs.readFileSync(process.argv[2], "utf8"), request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+const block = (id) => page.match(new RegExp(`<script id="${id}"[^>]*>([\\s\\S]*?)</script>`))[1];
+const messages = [];
+const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, MessageChannel, WebAssembly });
+vm.runInContext(block("charlm-sampler"), context);
+context.onmessage({ data: { type: "load", meta: JSON.parse(block("charlm-meta")), tensors: block("charlm-weights") } });
+context.onmessage({ data: { type: "logprobs", id: 1, text: request.text } });
+context.onmessage({ data: { type: "generate", id: 2, seed: request.seed, length: 300, greedy: true } });
+const wait = setInterval(() => {
+  const done = messages.find((m) => m.type === "done" || m.type === "error");
+  if (!done) return;
+  clearInterval(wait);
+  const logprobs = messages.find((m) => m.id === 1).value;
+  console.log(JSON.stringify({ logprobs, greedy: done.text, error: done.message }));
+  process.exit(0);  // the sampler's MessageChannel would keep Node running
+}, 5);
+"""
+
+
+@pytest.mark.parametrize(("cell", "chars", "cutoffs"), MODELS)
+def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
+    import json
+    import shutil
+
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("node is not installed: the browser tests (slow) check the sampler")
+    model = model_of(cell, chars, cutoffs, hidden=32)
+    page = exported(tmp_path, model)
+    text, seed = (chars * 40)[7:507], chars[:5]
+    (tmp_path / "harness.js").write_text(NODE_HARNESS, encoding="utf-8")
+    (tmp_path / "request.json").write_text(json.dumps({"text": text, "seed": seed}), encoding="utf-8")
+    command = [node, str(tmp_path / "harness.js"), str(page), str(tmp_path / "request.json")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    difference = (torch.tensor(got["logprobs"], dtype=torch.float64) - torch_logprobs(model, text)).abs().max().item()
+    assert difference < BOUNDS["fp32"]
+    assert got["greedy"] == sampler.generate(model, seed, length=300, greedy=True)[0]
