@@ -142,7 +142,9 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
     first = len(made_text(browser))
     wait(browser, 30).until(lambda d: len(made_text(d)) > first + 200)  # text keeps streaming in
-    assert browser.find_element("id", "stop").is_enabled() and not browser.find_element("id", "generate").is_enabled()
+    status = browser.find_element("id", "status").text
+    assert browser.find_element("id", "stop").is_enabled(), status
+    assert not browser.find_element("id", "generate").is_enabled()
     browser.find_element("id", "seed").click()  # the page answers while the worker writes
     browser.find_element("id", "stop").click()
     wait(browser, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
@@ -237,7 +239,7 @@ const fs = require("fs"), vm = require("vm");
 const page = fs.readFileSync(process.argv[2], "utf8"), request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
 const block = (id) => page.match(new RegExp(`<script id="${id}"[^>]*>([\\s\\S]*?)</script>`))[1];
 const messages = [];
-const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, MessageChannel, WebAssembly });
+const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, setTimeout, WebAssembly });
 vm.runInContext(block("charlm-sampler"), context);
 context.onmessage({ data: { type: "load", meta: JSON.parse(block("charlm-meta")), tensors: block("charlm-weights") } });
 context.onmessage({ data: { type: "logprobs", id: 1, text: request.text } });
@@ -248,7 +250,7 @@ const wait = setInterval(() => {
   clearInterval(wait);
   const logprobs = messages.find((m) => m.id === 1).value;
   console.log(JSON.stringify({ logprobs, greedy: done.text, error: done.message }));
-  process.exit(0);  // the sampler's MessageChannel would keep Node running
+  process.exit(0);
 }, 5);
 """
 
