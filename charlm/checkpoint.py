@@ -282,13 +282,20 @@ def restore_training(state, checkpoint: Checkpoint, ranks: Ranks, random_seed: i
 
 
 def read(path: Path) -> Checkpoint:
-    """A checkpoint file, verified and parsed; any damage is a one-line error naming the file."""
+    """A checkpoint file, verified and parsed; any damage is a one-line error naming the file.
+    An exported model folder's model.safetensors reads as its folder (hub.py)."""
+    if Path(path).suffix == ".safetensors":
+        from . import hub
+
+        return hub.read(Path(path).parent)
     return parse(read_payload(path), path)
 
 
 def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
     """A checkpoint and the sha256 of the very bytes it was parsed from (the base record of a
     fine-tuning run: a base still training may replace the file at any moment)."""
+    if Path(path).suffix == ".safetensors":
+        return read(path), hashlib.sha256(Path(path).read_bytes()).hexdigest()
     data = read_bytes(path)
     return parse(parse_payload(data, path), path), hashlib.sha256(data).hexdigest()
 

@@ -315,10 +315,30 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
 def info(target: str | None) -> None:
     """Config, size and progress of a checkpoint (default: the latest run's best)."""
     path = runs.resolve(target)
+    from .export import listed
+
     rows = [("checkpoint", str(path)), *checkpoint.read(path).summary()]
+    rows += [("exports", line) for line in listed(path.parent)]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         click.echo(f"{label:<{width}}  {value}")
+
+
+@main.command("export")
+@click.argument("target", metavar="RUN", required=False)
+@click.option(
+    "--format", "format_", required=True, help="html (a page that samples in the browser), onnx or safetensors"
+)
+@click.option("--output", help="file (html, onnx) or folder (safetensors) to write  [default: RUN/exports/]")
+@click.option("--weights", help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]")
+def export_command(target: str | None, format_: str, output: str | None, weights: str | None) -> None:
+    """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,
+    an ONNX file, or a safetensors model folder. See docs/export.md."""
+    from . import export
+
+    if weights is not None and weights not in export.WEIGHTS:
+        raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")
+    click.echo(f"wrote {export.export(target, format_, output, weights)}")
 
 
 @main.command()

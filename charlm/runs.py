@@ -123,6 +123,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
                 return path / name
+        if (path / "model.safetensors").is_file():  # an exported model folder (hub.py)
+            return path / "model.safetensors"
         raise CharLMError(f"{path}: run folder holds no checkpoint ({BEST} or {LATEST})")
     if not path.is_file():
         raise CharLMError(f"{target}: no such checkpoint file or run folder")

@@ -6,6 +6,7 @@ import math
 import random
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from html.parser import HTMLParser
 
@@ -311,3 +312,13 @@ def test_a_briefly_trained_model_has_a_cell_that_tracks_quotes(tmp_path):
         _, states = cell_view(trace(trained, held, probs=False))
         (quotes,) = best_cells(states, {"inside quotes": features(held)["inside quotes"]})
         assert (abs(quotes.correlation) >= bound) == (trained is model), (quotes, bound)
+
+
+def test_surprise_colours_span_the_texts_own_range_and_say_it(tmp_path):
+    surprise_range = sys.modules[render.__module__].surprise_range  # the page module, wherever it lives
+
+    assert surprise_range(np.array([9.0, 10.0, 12.0, np.nan])) == (9.0, pytest.approx(11.96))
+    assert surprise_range(np.array([3.0, 3.0])) == (3.0, 4.0)  # at least a bit wide
+    page, _ = hostile_page(tmp_path)
+    low, high = surprise_range(np.array([b for b in json.loads(TextOf.read(page, "data"))["bits"] if b is not None]))
+    assert f"white {low:.1f}" in page and f"{high:.1f} bits and more" in page and "99th percentile" in page

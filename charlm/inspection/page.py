@@ -21,7 +21,7 @@ import numpy as np
 from ..scoring import TOP
 from .analysis import OPEN, SHUT, Inspection, hardest_spans
 
-MAX_BITS = 8.0  # the surprise colour is full red from this many bits up
+TOP_PERCENTILE = 99  # the surprise colour is full red from this percentile of the text's bits up
 PLOT = 180  # a gate scatter plot's side in pixels
 LEGEND = 50  # pixels right of it for the gates' names
 GATE_COLOURS = {"input": "#1f77b4", "forget": "#d62728", "output": "#2ca02c", "reset": "#9467bd", "update": "#ff7f0e"}
@@ -130,8 +130,9 @@ PAGE = Template("""<!DOCTYPE html>
 $notes
 <p>Hardest spans (most bits per character):</p><ol>$hardest</ol>
 <h2>1. Surprise</h2>
-<p>Each character coloured by the bits the model spent on it: white 0,
-<span class="legend" style="background:linear-gradient(90deg,#fff,$red)"></span> $max_bits bits and more.
+<p>Each character coloured by the bits the model spent on it, on this text's own range: white $low_bits,
+<span class="legend" style="background:linear-gradient(90deg,#fff,$red)"></span> $max_bits bits and more
+(its least surprising character to its ${top_percentile}th percentile).
 Hover a character for the model's top $top guesses before it.</p>
 $surprise
 <h2>2. Cells</h2>
@@ -200,6 +201,7 @@ def render(inspection: Inspection, title: str) -> str:
         f"<code>{esc(''.join(seen.tokens[start:end]).replace(chr(10), ' / '))}</code></li>"
         for start, end, bpc in hardest_spans(seen)
     )
+    low, high = surprise_range(np.asarray(seen.bits, dtype=float))
     return PAGE.substitute(
         title=esc(title),
         style=STYLE,
@@ -211,10 +213,15 @@ def render(inspection: Inspection, title: str) -> str:
         notes="".join(f'<p class="note">Note: {esc(note)}.</p>' for note in inspection.notes),
         hardest=hardest,
         red=red(1.0),
-        max_bits=f"{MAX_BITS:g}",
+        low_bits=f"{low:.1f}",
+        max_bits=f"{high:.1f}",
+        top_percentile=TOP_PERCENTILE,
         top=TOP,
         surprise=text_view(
-            "surprise", seen.tokens, [red(b / MAX_BITS) for b in np.nan_to_num(seen.bits)], set(inspection.unseen)
+            "surprise",
+            seen.tokens,
+            [red((b - low) / (high - low)) for b in np.nan_to_num(seen.bits)],
+            set(inspection.unseen),
         ),
         cells=cells_section(inspection),
         gates=gates_section(inspection),
@@ -331,6 +338,17 @@ def text_view(name: str, tokens: list[str], colours: list[str] | None, unseen: s
         kind = ' class="nl"' if token == "\n" else ' class="unseen"' if token in unseen else ""
         spans.append(f"<span{kind}{style}>{esc(token)}</span>")
     return f'<div class="text" id="{name}">{"".join(spans)}</div>'
+
+
+def surprise_range(bits: np.ndarray) -> tuple[float, float]:
+    """The surprise colours' ends for this text: white at its least surprising character, full red at
+    its TOP_PERCENTILE (at least a bit higher). A fixed 0 to 8 bits showed a Chinese text at 9 bits
+    per character as solid red; its own range shows which of its characters were hard."""
+    finite = bits[np.isfinite(bits)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low = float(finite.min())
+    return low, max(float(np.percentile(finite, TOP_PERCENTILE)), low + 1.0)
 
 
 def red(share: float) -> str:

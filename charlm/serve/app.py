@@ -89,7 +89,9 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
     if not loaders:
         raise CharLMError("no model to serve")
     server = Server(loaders, config)
-    page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
+    files = resources.files(__package__)
+    css = files.joinpath("page.css").read_text(encoding="utf-8")  # shared with the exported page
+    page = files.joinpath("page.html").read_text(encoding="utf-8").replace("/* page.css */", css, 1)
     body_limit = MAX_BODY_OVERHEAD + 4 * config.max_prompt * config.max_streams
 
     @asynccontextmanager

@@ -1,0 +1,117 @@
+"""The exported HTML page (`charlm export --format html`) measured in headless Chromium.
+
+    python -m bench.export_page RUN [RUN ...] [--text FILE] [--chars 3000]
+
+For each run and each stored precision (fp32, fp16, int8): the file's size; the largest and mean
+difference between the page's log-probabilities and PyTorch's fp32 ones over 500 characters of
+FILE (default: the middle of the run's first corpus file); whether greedy decoding from a 20-character
+seed gives exactly `charlm sample --greedy`'s 300 characters; and characters per second of
+`window.charlm.generate` (temperature 0.8, best of 3) and how long the page took to be ready.
+Needs chromium and chromedriver (apt-get install chromium chromium-driver) and selenium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from charlm import checkpoint, runs, sampler
+from charlm.cli import main as charlm_main
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    driver.set_script_timeout(600)
+    return driver
+
+
+def awaited(driver, script: str, *args):
+    """The value of a promise in the page; `script` reads its arguments as args[0], args[1], ..."""
+    wrapper = "const done = arguments[arguments.length - 1], args = arguments; ({}).then(done, (e) => done(String(e)));"
+    return driver.execute_async_script(wrapper.format(script), *args)
+
+
+def measure(run: str, text_file: str | None, chars: int, folder: Path, driver) -> list[dict]:
+    saved = checkpoint.read(runs.resolve(run))
+    model = saved.model()
+    source = Path(text_file or saved.corpus["sources"][0]).read_text(encoding="utf-8")
+    text = source[len(source) // 2 :][:500]
+    ids = model.vocab.encode(text)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids.unsqueeze(0))[0][0].double(), -1)
+    expected = logprobs[:-1].gather(1, ids[1:].unsqueeze(1)).squeeze(1)
+    seed = text[:20]
+    greedy = sampler.generate(model, seed, length=300, greedy=True)[0]
+    rows = []
+    for weights in PRECISIONS:
+        page = folder / f"{Path(run).name}-{weights}.html"
+        with contextlib.redirect_stdout(io.StringIO()):  # its "wrote PATH" line
+            export = ["export", run, "--format", "html", "--weights", weights, "--output", str(page)]
+            charlm_main(export, standalone_mode=False)
+        started = time.perf_counter()
+        driver.get(page.as_uri())
+        while driver.find_element("tag name", "body").get_attribute("data-ready") != "1":
+            time.sleep(0.01)
+        ready = time.perf_counter() - started
+        got = torch.tensor(awaited(driver, "window.charlm.logprobs(args[0])", text), dtype=torch.float64)
+        same = awaited(driver, "window.charlm.generate({seed: args[0], length: 300, greedy: true})", seed) == greedy
+        timing = "(async () => { const t = performance.now(); await window.charlm.generate({seed: args[0], length: args[1], temperature: 0.8, random_seed: 1}); return performance.now() - t; })()"
+        best = min(awaited(driver, timing, text[0], chars) for _ in range(3))
+        difference = (got - expected).abs()
+        rows.append(
+            {
+                "run": Path(run).name,
+                "weights": weights,
+                "MB": page.stat().st_size / 1e6,
+                "max": difference.max().item(),
+                "mean": difference.mean().item(),
+                "greedy": same,
+                "chars/s": chars / (best / 1000),
+                "ready": ready,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--text", help="text to compare log-probabilities on  [default: the run's corpus]")
+    parser.add_argument("--chars", type=int, default=3000, help="characters generated per timing")
+    options = parser.parse_args()
+    driver = chromium()
+    print(
+        "| run | weights | file MB | max / mean abs. log-prob difference (nats) | greedy 300 = charlm sample | chars/s | ready s |"
+    )
+    print("|---|---|---:|---|---|---:|---:|")
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            for run in options.runs:
+                for r in measure(run, options.text, options.chars, Path(folder), driver):
+                    print(
+                        f"| {r['run']} | {r['weights']} | {r['MB']:.2f} | {r['max']:.1e} / {r['mean']:.1e} | "
+                        f"{'yes' if r['greedy'] else 'no'} | {r['chars/s']:,.0f} | {r['ready']:.1f} |",
+                        flush=True,
+                    )
+    finally:
+        driver.quit()
+
+
+if __name__ == "__main__":
+    main()

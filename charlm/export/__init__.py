@@ -1,0 +1,107 @@
+"""`charlm export RUN --format html|onnx|safetensors`: a trained model in a form that runs without charlm.
+
+    html.py         one self-contained page: the weights and a JavaScript sampler (sampler.js)
+    onnx.py         the model over a window, for onnxruntime
+    safetensors.py  a model folder as model hubs keep one (model.safetensors, config.json, vocab.json)
+
+Only the CLI imports this package. Each export is recorded in the run folder's exports.jsonl, which
+`charlm info` lists. docs/export.md says what each format is for, and what is exact in each.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .. import checkpoint, runs
+from ..errors import CharLMError
+
+FORMATS = ("html", "onnx", "safetensors")
+WEIGHTS = ("fp32", "fp16", "int8")
+# The page's default: half of fp32's size, log-probabilities within a few thousandths of a nat (docs/export.md).
+HTML_WEIGHTS = "fp16"
+DEFAULT_OUTPUT = {"html": "model.html", "onnx": "model.onnx", "safetensors": "model"}
+EXPORTS_LOG = "exports.jsonl"  # one JSON line per export, in the run folder
+
+
+def export(target: str | None, format: str, output: str | None = None, weights: str | None = None) -> Path:
+    """Export the model of run `target` (None: the latest run) as `format`; returns what was written
+    (a file, or for safetensors a folder). The default output lies in the run folder's exports/."""
+    if format not in FORMATS:
+        raise CharLMError(f"--format {format}: unknown; use one of {', '.join(FORMATS)}")
+    if weights is not None and format != "html":
+        raise CharLMError(f"--weights is for --format html only; {format} keeps the weights in fp32")
+    if format == "html":
+        weights = weights or HTML_WEIGHTS
+    path = runs.resolve(target)
+    saved = checkpoint.read(path)
+    run_dir = path.parent
+    out = Path(output) if output else run_dir / "exports" / DEFAULT_OUTPUT[format]
+    if format == "safetensors":
+        from .safetensors import export as write
+    elif format == "onnx":
+        from .onnx import export as write_onnx
+
+        def write(saved, out):
+            return write_onnx(saved.model(), out)
+    else:
+        from .html import export as write_html
+
+        def write(saved, out):
+            return write_html(saved, out, about(saved, run_dir), weights)
+
+    written = write(saved, out)
+    record(run_dir, format, written, weights)
+    return written
+
+
+def about(saved: checkpoint.Checkpoint, run_dir: Path) -> dict:
+    """What the page says about the model: its name, corpus and validation bpc (from run.json when
+    the run has one, else from the checkpoint)."""
+    info = runs.read_run_info(run_dir) or {}
+    bpc = saved.progress.val_bpc
+    return {
+        "name": run_dir.name,
+        "corpus": info.get("corpus") or saved.corpus.get("name", "?"),
+        "val_bpc": None if bpc is None else round(float(bpc), 4),
+        "step": saved.progress.step,
+    }
+
+
+def size(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
+    """Append this export to the run's exports.jsonl (best effort: a read-only run folder is fine)."""
+    row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
+    row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        with open(Path(run_dir) / EXPORTS_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+    except OSError:
+        pass
+
+
+def listed(run_dir: Path) -> list[str]:
+    """The run's exports that still exist, newest per path: `html 2.9 MB (fp16) PATH`."""
+    try:
+        lines = (Path(run_dir) / EXPORTS_LOG).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    latest = {}
+    for line in lines:
+        try:
+            row = json.loads(line)
+            latest[row["path"]] = row
+        except (ValueError, KeyError, TypeError):
+            continue
+    shown = []
+    for path, row in latest.items():
+        if Path(path).exists():
+            weights = f" ({row['weights']})" if row.get("weights") else ""
+            shown.append(f"{row['format']} {row['bytes'] / 1e6:.1f} MB{weights} {path}")
+    return shown

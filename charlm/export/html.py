@@ -1,0 +1,123 @@
+"""`--format html`: one self-contained page that samples from the model in the browser.
+
+The page (page.html) inlines the serve page's CSS (charlm/serve/page.css), the model's description
+and vocabulary as JSON, its weights as base64 of raw little-endian arrays, and the sampler
+(sampler.js, with its one WebAssembly function from wasm.py), which runs in a Web Worker made from a Blob URL: nothing is fetched, so the file opens
+from disk, offline. Weights are stored in fp32, fp16 (widened to fp32 on load) or int8 with one fp32
+scale per row (the row's largest magnitude over 127); biases always in fp32. docs/export.md has the
+sizes, speeds and how far each precision's log-probabilities are from PyTorch's.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import Checkpoint
+from ..errors import CharLMError
+from ..model import AdaptiveHead
+from ..vocab import Vocab
+from .wasm import matvec_base64
+
+MARKERS = ("/* page.css */", "/* sampler.js */", "__CHARLM_META__", "__CHARLM_WEIGHTS__")
+
+
+def stored(tensor: torch.Tensor, weights: str) -> dict:
+    """A weight as the page stores it: matrices in `weights` precision, vectors in fp32."""
+    array = tensor.detach().float().cpu().numpy()
+    entry = {"shape": list(array.shape)}
+    if array.ndim == 1 or weights == "fp32":
+        return {**entry, "dtype": "f32", "data": b64(array.astype("<f4"))}
+    if weights == "fp16":
+        return {**entry, "dtype": "f16", "data": b64(array.astype("<f2"))}
+    scale = np.abs(array).max(axis=1) / 127.0
+    safe = np.where(scale > 0, scale, 1.0)
+    quantized = np.clip(np.rint(array / safe[:, None]), -127, 127).astype(np.int8)
+    return {**entry, "dtype": "i8", "data": b64(quantized), "scale": b64(scale.astype("<f4"))}
+
+
+def b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode("ascii")
+
+
+def model_tensors(saved: Checkpoint, weights: str) -> tuple[dict, dict]:
+    """The head's description and the page's tensors, named as sampler.js reads them."""
+    model, config = saved.model(), saved.model_config
+    state = model.state_dict()
+    tensors = {"embed": state["embed.weight"]}
+    for n in range(config.layers):
+        for kind in ("w_ih", "w_hh", "b_ih", "b_hh"):
+            what, part = ("weight", kind[2:]) if kind[0] == "w" else ("bias", kind[2:])
+            tensors[f"{kind}{n}"] = state[f"core.{what}_{part}_l{n}"]
+    if isinstance(model.head, AdaptiveHead):
+        softmax = model.head.softmax
+        if softmax.head_bias:
+            raise CharLMError("--format html: an adaptive head with a bias is not supported")
+        tensors["head_w"] = softmax.head.weight
+        for i, tail in enumerate(softmax.tail):
+            tensors[f"tail{i}_proj"], tensors[f"tail{i}_out"] = tail[0].weight, tail[1].weight
+        head = {
+            "kind": "adaptive",
+            "cutoffs": list(softmax.cutoffs),
+            "tail_widths": [tail[0].weight.shape[0] for tail in softmax.tail],
+            "rank": model.head.rank.tolist(),
+        }
+    else:
+        tensors["head_w"], tensors["head_b"] = model.head.weight, model.head.bias
+        head = {"kind": "full"}
+    return head, {name: stored(t, weights) for name, t in tensors.items()}
+
+
+def script_json(value) -> str:
+    """JSON that is safe inside a <script> element: no '<' (so no '</script>')."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def render(saved: Checkpoint, about: dict, weights: str) -> str:
+    """The page's text."""
+    vocab = saved.vocab
+    if not isinstance(vocab, Vocab):
+        raise CharLMError(
+            "--format html: a sentencepiece model is not supported (the page spells text one character "
+            "per id); export it with --format onnx or safetensors"
+        )
+    config = saved.model_config
+    head, tensors = model_tensors(saved, weights)
+    meta = {
+        "about": about,
+        "cell": config.cell,
+        "layers": config.layers,
+        "hidden": config.hidden,
+        "weights": weights,
+        "head": head,
+        "vocab": {
+            "chars": vocab.chars,
+            "unknown_id": vocab.unknown_id,
+            "normalize": vocab.normalize,
+            "start_id": vocab.index[vocab.start_text()],
+        },
+    }
+    here = resources.files(__package__)
+    css = resources.files("charlm.serve").joinpath("page.css").read_text(encoding="utf-8")
+    page = here.joinpath("page.html").read_text(encoding="utf-8")
+    sampler = here.joinpath("sampler.js").read_text(encoding="utf-8").replace("__CHARLM_MATVEC_WASM__", matvec_base64())
+    parts = dict(zip(MARKERS, (css, sampler, script_json(meta), script_json(tensors))))
+    for marker, text in parts.items():
+        page = page.replace(marker, text, 1)
+    return page
+
+
+def export(saved: Checkpoint, path: Path, about: dict, weights: str) -> Path:
+    """Write the page to `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise CharLMError(f"--output {path}: is a folder; --format html writes one file")
+    text = render(saved, about, weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,19 @@
+"""`--format safetensors`: a model folder (model.safetensors, config.json, vocab.json); hub.py owns
+the format, since charlm also reads it wherever it takes a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import hub
+from ..checkpoint import Checkpoint
+from ..errors import CharLMError
+
+
+def export(saved: Checkpoint, folder: Path) -> Path:
+    """Write the model folder; refuses a path that is a file."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CharLMError(f"--output {folder}: is a file; --format safetensors writes a folder")
+    hub.write(saved, folder)
+    return folder

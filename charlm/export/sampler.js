@@ -1,0 +1,418 @@
+// charlm's sampler in plain JavaScript: the model stepped one character at a time, in a Web Worker.
+//
+// It mirrors charlm/model.py and charlm/sampler.py: the embedding, the stacked LSTM/GRU/RNN in
+// torch's gate order, a full head (W h + b) or an adaptive softmax (nn.AdaptiveLogSoftmaxWithLoss's
+// log_prob, then the `rank` lookup back to id order); a seed primes the state from zero (an empty
+// seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps the
+// nucleus (top-p) and inverts the CDF at a uniform. Sums run in doubles over fp32 weights, so the
+// log-probabilities match PyTorch's fp32 to about 1e-6.
+//
+// Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
+// Messages out: ready, result {id, value}, chunk {id, text}, done {id, text, reason, seconds}, error.
+"use strict";
+
+const SLICE_MS = 50;  // generate this long between looks at the message queue (so Stop is heard)
+let model = null;
+let stopRequested = false;
+let last = null;  // the state after the last generation, so Continue needs no re-reading of the text
+
+// --- weights -------------------------------------------------------------------------------------
+
+function bytes(base64) {
+  const text = atob(base64);
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+  return out;
+}
+
+const HALF = (() => {  // every fp16 bit pattern as a float, once
+  const table = new Float32Array(65536);
+  for (let bits = 0; bits < 65536; bits++) {
+    const sign = bits & 0x8000 ? -1 : 1, exponent = (bits >> 10) & 0x1f, fraction = bits & 0x3ff;
+    if (exponent === 0) table[bits] = sign * fraction * 2 ** -24;
+    else if (exponent === 31) table[bits] = fraction ? NaN : sign * Infinity;
+    else table[bits] = sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+  }
+  return table;
+})();
+
+// A stored tensor as a Float32Array: fp32 as is, fp16 widened, int8 times its row's scale.
+function decode(tensor) {
+  const raw = bytes(tensor.data);
+  if (tensor.dtype === "f32") return new Float32Array(raw.buffer);
+  if (tensor.dtype === "f16") {
+    const half = new Uint16Array(raw.buffer), out = new Float32Array(half.length);
+    for (let i = 0; i < half.length; i++) out[i] = HALF[half[i]];
+    return out;
+  }
+  const q = new Int8Array(raw.buffer), scales = new Float32Array(bytes(tensor.scale).buffer);
+  const out = new Float32Array(q.length), cols = tensor.shape[1];
+  for (let r = 0; r < scales.length; r++) {
+    for (let c = 0, o = r * cols; c < cols; c++) out[o + c] = q[o + c] * scales[r];
+  }
+  return out;
+}
+
+function sigmoid(x) { return 1 / (1 + Math.exp(-x)); }
+
+// out[offset + i] = source[from + i] - logsumexp(source[from .. from + count]) + shift
+function logSoftmaxInto(source, from, count, out, offset, shift) {
+  let max = -Infinity;
+  for (let i = 0; i < count; i++) if (source[from + i] > max) max = source[from + i];
+  let sum = 0;
+  for (let i = 0; i < count; i++) sum += Math.exp(source[from + i] - max);
+  const norm = max + Math.log(sum);
+  for (let i = 0; i < count; i++) out[offset + i] = source[from + i] - norm + shift;
+}
+
+// Every matrix the steps multiply, and the vectors they multiply, live in one Float32Array, the
+// memory of a small WebAssembly function (wasm.py builds it: out += W x, four lanes at a time).
+// Where WebAssembly SIMD is missing, or a width is not a multiple of 8, a plain loop does the same.
+const MATVEC_WASM = "__CHARLM_MATVEC_WASM__";
+
+class Heap {
+  constructor() { this.size = 0; }
+  reserve(count) { const at = this.size; this.size += (count + 7) & ~7; return at; }  // 32-byte aligned
+  build() {
+    const bytes = this.size * 4;
+    const code = Uint8Array.from(atob(MATVEC_WASM), (c) => c.charCodeAt(0));
+    this.wasm = null;
+    try {
+      if (typeof WebAssembly === "object" && WebAssembly.validate(code)) {
+        const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / 65536) + 1 });
+        const instance = new WebAssembly.Instance(new WebAssembly.Module(code), { env: { memory } });
+        this.wasm = instance.exports.matvec;
+        this.f32 = new Float32Array(memory.buffer);
+        return;
+      }
+    } catch (e) { /* no SIMD: the plain loop below */ }
+    this.f32 = new Float32Array(this.size);
+  }
+  // f32[out .. out + rows] += W (rows x cols at w) times the vector at x
+  matvec(w, rows, cols, x, out) {
+    if (this.wasm && cols % 8 === 0) {
+      this.wasm(w * 4, rows, cols, x * 4, out * 4);
+      return;
+    }
+    const f = this.f32;
+    for (let r = 0, o = w; r < rows; r++, o += cols) {
+      let s = 0;
+      for (let c = 0; c < cols; c++) s += f[o + c] * f[x + c];
+      f[out + r] += s;
+    }
+  }
+}
+
+// --- the model -----------------------------------------------------------------------------------
+
+class Model {
+  constructor(meta, stored) {
+    const t = {};
+    for (const [name, tensor] of Object.entries(stored)) t[name] = decode(tensor);
+    const H = meta.hidden, L = meta.layers, G = { lstm: 4, gru: 3, rnn: 1 }[meta.cell] * H;
+    Object.assign(this, { meta, H, L, G, cell: meta.cell, V: meta.vocab.chars.length, t });
+    this.index = new Map(meta.vocab.chars.map((c, i) => [c, i]));
+    this.fused = meta.cell !== "gru";  // LSTM, RNN: input and hidden products sum, so one product per layer
+    const heap = (this.heap = new Heap()), placed = [];
+    const place = (array) => { const at = heap.reserve(array.length); placed.push([at, array]); return at; };
+    this.layers = [];
+    for (let l = 0; l < L; l++) {
+      const wih = t[`w_ih${l}`], whh = t[`w_hh${l}`], bih = t[`b_ih${l}`], bhh = t[`b_hh${l}`];
+      const layer = { xh: heap.reserve(2 * H), bih, bhh };
+      if (this.fused) {
+        layer.bias = bih.map((b, g) => b + bhh[g]);
+        if (l === 0) layer.whh = place(whh);
+        else {  // [W_ih | W_hh] over [input | hidden]
+          const wcat = new Float32Array(G * 2 * H);
+          for (let g = 0; g < G; g++) {
+            wcat.set(wih.subarray(g * H, (g + 1) * H), g * 2 * H);
+            wcat.set(whh.subarray(g * H, (g + 1) * H), g * 2 * H + H);
+          }
+          layer.wcat = place(wcat);
+        }
+      } else {
+        if (l > 0) layer.wih = place(wih);
+        layer.whh = place(whh);
+      }
+      this.layers.push(layer);
+    }
+    this.gates = heap.reserve(G);
+    this.hiddenGates = heap.reserve(G);
+    this.hidden = heap.reserve(H);
+    this.head = meta.head;
+    if (meta.head.kind === "full") {
+      this.headW = place(t.head_w);
+      this.headB = t.head_b;
+      this.scores = heap.reserve(this.V);
+    } else {
+      const cutoffs = meta.head.cutoffs;
+      this.headRows = cutoffs[0] + cutoffs.length - 1;
+      this.headW = place(t.head_w);
+      this.scores = heap.reserve(this.headRows);
+      this.tails = cutoffs.slice(0, -1).map((start, i) => ({
+        start, stop: cutoffs[i + 1], width: meta.head.tail_widths[i],
+        proj: place(t[`tail${i}_proj`]), out: place(t[`tail${i}_out`]),
+      }));
+      this.projected = heap.reserve(H);
+      this.within = heap.reserve(Math.max(...this.tails.map((tail) => tail.stop - tail.start)));
+      this.rank = Int32Array.from(meta.head.rank);
+      this.ranked = new Float64Array(this.V);
+    }
+    heap.build();
+    for (const [at, array] of placed) heap.f32.set(array, at);
+    this.table = new Map();  // id -> layer 0's input product and biases, computed on first use
+  }
+
+  zeroState() {
+    const state = { h: [], c: [] };
+    for (let l = 0; l < this.L; l++) {
+      state.h.push(new Float32Array(this.H));
+      state.c.push(new Float32Array(this.H));
+    }
+    return state;
+  }
+
+  inputProduct(id) {
+    let row = this.table.get(id);
+    if (!row) {
+      const H = this.H, wih = this.t.w_ih0, embed = this.t.embed, base = this.fused ? this.layers[0].bias : this.layers[0].bih;
+      row = new Float32Array(this.G);
+      for (let g = 0; g < this.G; g++) {
+        let s = base[g];
+        for (let c = 0; c < H; c++) s += wih[g * H + c] * embed[id * H + c];
+        row[g] = s;
+      }
+      this.table.set(id, row);
+    }
+    return row;
+  }
+
+  // One character: the state moves on; `out` (if given) gets the log-probabilities of the next
+  // character, in id order.
+  step(id, state, out) {
+    const H = this.H, G = this.G, heap = this.heap, f = heap.f32, gates = this.gates;
+    let x = null;
+    for (let l = 0; l < this.L; l++) {
+      const layer = this.layers[l], h = state.h[l];
+      f.set(h, layer.xh + H);
+      if (l > 0) f.set(x, layer.xh);
+      if (this.fused) {
+        if (l === 0) {
+          f.set(this.inputProduct(id), gates);
+          heap.matvec(layer.whh, G, H, layer.xh + H, gates);
+        } else {
+          f.set(layer.bias, gates);
+          heap.matvec(layer.wcat, G, 2 * H, layer.xh, gates);
+        }
+        if (this.cell === "lstm") {  // torch's gate order: input, forget, candidate, output
+          const c = state.c[l];
+          for (let j = 0; j < H; j++) {
+            const i = sigmoid(f[gates + j]), fg = sigmoid(f[gates + H + j]);
+            const g = Math.tanh(f[gates + 2 * H + j]), o = sigmoid(f[gates + 3 * H + j]);
+            c[j] = fg * c[j] + i * g;
+            h[j] = o * Math.tanh(c[j]);
+          }
+        } else {
+          for (let j = 0; j < H; j++) h[j] = Math.tanh(f[gates + j]);
+        }
+      } else {  // GRU (reset, update, candidate): the candidate needs the hidden product apart
+        const hg = this.hiddenGates;
+        if (l === 0) f.set(this.inputProduct(id), gates);
+        else {
+          f.set(layer.bih, gates);
+          heap.matvec(layer.wih, G, H, layer.xh, gates);
+        }
+        f.set(layer.bhh, hg);
+        heap.matvec(layer.whh, G, H, layer.xh + H, hg);
+        for (let j = 0; j < H; j++) {
+          const r = sigmoid(f[gates + j] + f[hg + j]), z = sigmoid(f[gates + H + j] + f[hg + H + j]);
+          const n = Math.tanh(f[gates + 2 * H + j] + r * f[hg + 2 * H + j]);
+          h[j] = (1 - z) * n + z * h[j];
+        }
+      }
+      x = h;
+    }
+    if (out) {
+      f.set(x, this.hidden);
+      this.logprobs(out);
+    }
+  }
+
+  logprobs(out) {
+    const heap = this.heap, f = heap.f32, V = this.V, H = this.H;
+    if (this.head.kind === "full") {
+      f.set(this.headB, this.scores);
+      heap.matvec(this.headW, V, H, this.hidden, this.scores);
+      logSoftmaxInto(f, this.scores, V, out, 0, 0);
+      return;
+    }
+    // nn.AdaptiveLogSoftmaxWithLoss.log_prob: the shortlist and one token per cluster share a
+    // softmax; a cluster's characters get its token's log-probability plus their own within it.
+    const ranked = this.ranked, shortlist = this.head.cutoffs[0];
+    f.fill(0, this.scores, this.scores + this.headRows);
+    heap.matvec(this.headW, this.headRows, H, this.hidden, this.scores);
+    logSoftmaxInto(f, this.scores, this.headRows, ranked, 0, 0);
+    const clusters = ranked.slice(shortlist, this.headRows);
+    this.tails.forEach((tail, i) => {
+      const size = tail.stop - tail.start;
+      f.fill(0, this.projected, this.projected + tail.width);
+      heap.matvec(tail.proj, tail.width, H, this.hidden, this.projected);
+      f.fill(0, this.within, this.within + size);
+      heap.matvec(tail.out, size, tail.width, this.projected, this.within);
+      logSoftmaxInto(f, this.within, size, ranked, tail.start, clusters[i]);
+    });
+    for (let j = 0; j < V; j++) out[j] = ranked[this.rank[j]];
+  }
+
+  // Text -> ids, as Vocab.encode: normalized, unknown characters mapped to the unknown symbol or refused.
+  encode(text) {
+    const form = this.meta.vocab.normalize;
+    if (form !== "none") text = text.normalize(form.toUpperCase());
+    const ids = [], missing = [];
+    for (const ch of text) {
+      const id = this.index.get(ch);
+      if (id !== undefined) ids.push(id);
+      else if (this.meta.vocab.unknown_id !== null) ids.push(this.meta.vocab.unknown_id);
+      else if (!missing.includes(ch)) missing.push(ch);
+    }
+    if (missing.length) {
+      const shown = missing.slice(0, 10).map((c) => JSON.stringify(c)).join(" ");
+      throw new Error(`seed: ${missing.length} character(s) the model has never seen: ${shown}; use only characters from the training text`);
+    }
+    return ids;
+  }
+}
+
+// --- decoding ------------------------------------------------------------------------------------
+
+function mulberry32(seed) {  // a small seeded generator: the page's own, not torch's
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function argmax(values, count) {
+  let best = 0;
+  for (let i = 1; i < count; i++) if (values[i] > values[best]) best = i;
+  return best;
+}
+
+// sampler.choose: temperature, then top-p (the smallest set of likeliest characters whose total
+// reaches top_p), then the CDF inverted at a uniform.
+function choose(logprobs, count, options, uniform, probs) {
+  if (options.greedy || options.temperature === 0) return argmax(logprobs, count);
+  const scale = 1 / options.temperature;
+  let max = -Infinity;
+  for (let i = 0; i < count; i++) if (logprobs[i] > max) max = logprobs[i];
+  let total = 0;
+  for (let i = 0; i < count; i++) total += (probs[i] = Math.exp((logprobs[i] - max) * scale));
+  if (options.top_p < 1) {
+    const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
+    let before = 0, kept = 0;
+    for (const i of order) {
+      const p = probs[i] / total;
+      if (before >= options.top_p) probs[i] = 0;
+      else kept += probs[i];
+      before += p;
+    }
+    total = kept;
+  }
+  const target = uniform() * total;
+  let cumulative = 0;
+  for (let i = 0; i < count; i++) {
+    cumulative += probs[i];
+    if (cumulative > target) return i;
+  }
+  for (let i = count - 1; i > 0; i--) if (probs[i] > 0) return i;
+  return 0;
+}
+
+function logprobsOf(text) {
+  const ids = model.encode(text), out = [], scores = new Float64Array(model.V), state = model.zeroState();
+  for (let i = 0; i + 1 < ids.length; i++) {
+    model.step(ids[i], state, scores);
+    out.push(scores[ids[i + 1]]);
+  }
+  return out;
+}
+
+// A generation in slices, so a stop message gets in between them; it streams what it makes.
+function generate(request) {
+  const options = {
+    length: request.length ?? 500, temperature: request.temperature ?? 0.8, top_p: request.top_p ?? 1,
+    greedy: !!request.greedy, stop: request.stop || "",
+  };
+  const seed = request.seed ?? "";
+  const started = performance.now();
+  let state, scores;
+  if (request.continuing && last && last.text === seed) {
+    state = last.state;
+    scores = last.scores;
+  } else {
+    state = model.zeroState();
+    scores = new Float64Array(model.V);
+    const start = seed ? model.encode(seed) : [model.meta.vocab.start_id];  // as sampler.stream_samples
+    for (let i = 0; i < start.length; i++) model.step(start[i], state, i === start.length - 1 ? scores : null);
+  }
+  const uniform = mulberry32(request.random_seed ?? Math.floor(Math.random() * 2 ** 32));
+  const probs = new Float64Array(model.V), chars = model.meta.vocab.chars;
+  let made = "", count = 0, reason = "length";
+  stopRequested = false;
+  const finish = () => {
+    last = { text: seed + made, state, scores };
+    postMessage({ type: "done", id: request.id, text: seed + made, reason, seconds: (performance.now() - started) / 1000 });
+  };
+  const slice = () => {
+    const until = performance.now() + SLICE_MS;
+    let piece = "";
+    while (count < options.length && performance.now() < until) {
+      for (let k = 0; k < 8 && count < options.length; k++) {
+        const id = choose(scores, model.V, options, uniform, probs);
+        piece += chars[id];
+        made += chars[id];
+        count++;
+        model.step(id, state, scores);
+        if (options.stop && made.endsWith(options.stop)) {
+          reason = "stop";
+          count = options.length;
+        }
+      }
+    }
+    if (piece) postMessage({ type: "chunk", id: request.id, text: piece });
+    if (count >= options.length) finish();
+    else if (stopRequested) {
+      reason = "stopped";
+      finish();
+    } else next(slice);
+  };
+  slice();
+}
+
+// The next slice after a timer, so the worker's event loop goes idle in between and takes in queued
+// messages (Stop). A MessageChannel continuation is faster but Chromium may run it ahead of them, for
+// good; a timer costs at most a few milliseconds per slice.
+function next(run) { setTimeout(run, 0); }
+
+onmessage = (event) => {
+  const message = event.data;
+  try {
+    if (message.type === "load") {
+      const started = performance.now();
+      model = new Model(message.meta, JSON.parse(message.tensors));
+      postMessage({ type: "ready", seconds: (performance.now() - started) / 1000 });
+    } else if (message.type === "stop") {
+      stopRequested = true;
+    } else if (message.type === "logprobs") {
+      postMessage({ type: "result", id: message.id, value: logprobsOf(message.text) });
+    } else if (message.type === "generate") {
+      generate(message);
+    }
+  } catch (e) {
+    postMessage({ type: "error", id: message.id, message: e.message });
+  }
+};

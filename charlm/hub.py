@@ -1,0 +1,76 @@
+"""A model folder as model hubs keep one: model.safetensors, config.json and vocab.json.
+
+Written by `charlm export RUN --format safetensors --output DIR`, read wherever a checkpoint is
+(`charlm.load(DIR)`, `charlm sample --checkpoint DIR`, ...). Nothing in it is a pickle: the weights
+are safetensors (a JSON header and raw little-endian arrays), the rest plain JSON, so loading one can
+never run code. It holds the model and what the run was (options, corpus, progress), not the
+optimizer: enough to sample, score and fine-tune from, not to resume training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import CharLMError
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
+WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
+FORMAT = "charlm-safetensors-1"
+
+
+def holds_model(folder: Path) -> bool:
+    """Whether `folder` is a model folder (it has model.safetensors)."""
+    return (Path(folder) / WEIGHTS).is_file()
+
+
+def write(checkpoint: Checkpoint, folder: Path) -> list[Path]:
+    """Write `checkpoint`'s model and run record into `folder`; returns the three paths."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    payload = checkpoint.to_payload()
+    config = {"format": FORMAT, "model_type": "charlm", "model": payload["model"]["config"], "run": payload["run"]}
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in checkpoint.weights.items()}
+    save_file(weights, str(folder / WEIGHTS), metadata={"format": FORMAT})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder / WEIGHTS, 0o666 & ~umask)  # safetensors writes it owner-only; the others are not
+    (folder / CONFIG).write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
+    (folder / VOCAB).write_text(json.dumps(payload["model"]["vocab"], ensure_ascii=False), encoding="utf-8")
+    return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]
+
+
+def read(folder: Path) -> Checkpoint:
+    """The `checkpoint.Checkpoint` of a model folder (no training state); damage is a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .checkpoint import Checkpoint
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
+        vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
+        weights = load_file(str(folder / WEIGHTS))
+    except OSError as e:
+        raise CharLMError(f"{folder}: cannot read the model folder ({e.filename}: {e.strerror})") from None
+    except (ValueError, SafetensorError) as e:
+        raise CharLMError(f"{folder}: damaged model folder ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CharLMError(f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r})")
+    try:
+        return Checkpoint.from_payload(
+            {
+                "model": {"config": config["model"], "vocab": vocab, "weights": weights},
+                "run": config["run"],
+                "training": None,
+            }
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CharLMError(f"{folder}/{CONFIG}: damaged model folder ({type(e).__name__})") from None

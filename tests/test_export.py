@@ -1,0 +1,179 @@
+"""`charlm export`: safetensors and ONNX round trips, the CLI's errors, `charlm info`'s exports line.
+The HTML page's tests (a real browser) are in test_export_html.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import charlm
+from charlm import checkpoint
+from charlm.checkpoint import Checkpoint, Progress
+from charlm.config import Config
+from charlm.model import CharLM, ModelConfig
+from charlm.vocab import Vocab
+
+from .conftest import REPO, assert_one_line_error, block_import, cli
+
+TEXT = "the quick brown fox jumps over the lazy dog\n"
+CHINESE = "".join(chr(0x4E00 + i) for i in range(40)) + "，。\n"
+
+
+def model_of(cell: str = "lstm", chars: str = TEXT, cutoffs: tuple[int, ...] = (), hidden: int = 24) -> CharLM:
+    """An untrained model with random (not zero) biases, so every weight matters."""
+    torch.manual_seed(3)
+    vocab = Vocab(sorted(set(chars)))
+    model = CharLM(ModelConfig(cell, 2, hidden, 0.0, len(vocab), cutoffs), vocab)
+    if cutoffs:  # a frequency order that is not the id order, so the rank lookup is exercised
+        model.head.set_frequencies(torch.rand(len(vocab)))
+    return model.eval()
+
+
+def run_of(model: CharLM, folder: Path) -> Path:
+    """A run folder holding `model` as its best checkpoint (no training needed)."""
+    saved = Checkpoint(
+        model.config,
+        model.vocab,
+        model.state_dict(),
+        Config(cell=model.config.cell, hidden=model.config.hidden),
+        {"name": "fox", "sources": [], "digest": ""},
+        Progress(step=10, val_bpc=2.5, best_bpc=2.5),
+    )
+    checkpoint.save(saved, [folder / "best.pt", folder / "latest.pt"])
+    return folder
+
+
+def logits(model: CharLM, text: str) -> torch.Tensor:
+    with torch.no_grad():
+        return model(model.vocab.encode(text).unsqueeze(0))[0][0]
+
+
+@pytest.mark.parametrize(
+    ("cell", "chars", "cutoffs"), [("lstm", TEXT, ()), ("gru", CHINESE, (8, 20)), ("rnn", TEXT, ())]
+)
+def test_safetensors_folder_loads_everywhere_a_checkpoint_does(tmp_path, cell, chars, cutoffs):
+    model = model_of(cell, chars, cutoffs)
+    run = run_of(model, tmp_path / "run")
+    result = cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "hub").iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    loaded = charlm.load(tmp_path / "hub")
+    text = (chars * 3)[:60]
+    assert torch.equal(logits(loaded, text), logits(model, text))
+    assert json.loads((tmp_path / "hub" / "vocab.json").read_text(encoding="utf-8"))["chars"] == "".join(
+        model.vocab.chars
+    )
+    seed = chars[:3]
+    from_run = cli("sample", "--checkpoint", str(run), "--seed", seed, "--greedy", "--length", "40")
+    from_hub = cli("sample", "--checkpoint", str(tmp_path / "hub"), "--seed", seed, "--greedy", "--length", "40")
+    assert from_hub.exit_code == 0 and from_hub.output == from_run.output
+    info = cli("info", str(tmp_path / "hub"))
+    assert info.exit_code == 0 and "model.safetensors" in info.output and f"2x24 {cell}" in info.output
+
+
+def test_safetensors_folder_holds_no_pickle(tmp_path):
+    run = run_of(model_of(), tmp_path / "run")
+    cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub"))
+    weights = (tmp_path / "hub" / "model.safetensors").read_bytes()
+    header = json.loads(weights[8 : 8 + int.from_bytes(weights[:8], "little")])
+    assert header["__metadata__"]["format"] == "charlm-safetensors-1" and "embed.weight" in header
+    assert b"\x80\x04" not in weights[: 8 + len(header)] and not list((tmp_path / "hub").glob("*.pt"))
+
+
+def test_damaged_model_folder_is_a_one_line_error(tmp_path):
+    run = run_of(model_of(), tmp_path / "run")
+    cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub"))
+    (tmp_path / "hub" / "config.json").write_text("{not json", encoding="utf-8")
+    assert_one_line_error(cli("sample", "--checkpoint", str(tmp_path / "hub")), "damaged model folder")
+    (tmp_path / "hub" / "config.json").write_text("{}", encoding="utf-8")
+    assert_one_line_error(cli("info", str(tmp_path / "hub")), "not a charlm model folder")
+
+
+def onnx_session(path: Path):
+    ort = pytest.importorskip("onnxruntime")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize(
+    ("cell", "chars", "cutoffs"), [("lstm", TEXT, ()), ("gru", CHINESE, (8, 20)), ("rnn", TEXT, ())]
+)
+def test_onnx_logits_equal_torch_whole_and_stepped(tmp_path, cell, chars, cutoffs):
+    pytest.importorskip("onnx")
+    model = model_of(cell, chars, cutoffs)
+    run = run_of(model, tmp_path / "run")
+    result = cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
+    assert result.exit_code == 0, result.output
+    session = onnx_session(tmp_path / "m.onnx")
+    text = (chars * 20)[:300]
+    ids = model.vocab.encode(text).unsqueeze(0).numpy()
+    expected = logits(model, text).numpy()
+    names = ["h0", "c0"] if cell == "lstm" else ["h0"]
+    zeros = {name: np.zeros((2, 1, 24), np.float32) for name in names}
+    whole = session.run(None, {"ids": ids, **zeros})
+    assert whole[0].shape == (1, 300, len(model.vocab)) and np.abs(whole[0][0] - expected).max() < 1e-4
+    state, stepped = zeros, []
+    for t in range(ids.shape[1]):
+        out = session.run(None, {"ids": ids[:, t : t + 1], **state})
+        stepped.append(out[0][0, 0])
+        state = dict(zip(names, out[1:]))
+    assert np.abs(np.stack(stepped) - expected).max() < 1e-4
+    batch = session.run(
+        None, {"ids": np.repeat(ids[:, :50], 3, 0), **{n: np.zeros((2, 3, 24), np.float32) for n in names}}
+    )
+    assert np.abs(batch[0][2] - expected[:50]).max() < 1e-4  # batch is dynamic too
+
+
+def test_onnx_without_the_export_extra_is_a_one_line_error(tmp_path, monkeypatch):
+    run = run_of(model_of(), tmp_path / "run")
+    block_import(monkeypatch, "onnxruntime")
+    assert_one_line_error(cli("export", str(run), "--format", "onnx"), "pip install 'charlm[export]'")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--format", "pdf"], ["--format pdf", "html, onnx, safetensors"]),
+        (["--format", "onnx", "--weights", "int8"], ["--weights", "html only"]),
+        (["--format", "html", "--weights", "fp8"], ["--weights fp8", "fp32, fp16, int8"]),
+    ],
+)
+def test_bad_export_options_are_one_line_errors(tmp_path, args, fragments):
+    run = run_of(model_of(), tmp_path / "run")
+    assert_one_line_error(cli("export", str(run), *args), *fragments)
+
+
+def test_unknown_run_is_a_one_line_error(tmp_path):
+    assert_one_line_error(cli("export", str(tmp_path / "nowhere"), "--format", "html"), "no such checkpoint")
+
+
+def test_info_lists_the_runs_exports(tmp_path):
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", "safetensors").exit_code == 0
+    info = cli("info", str(run))
+    assert info.exit_code == 0
+    line = next(line for line in info.output.splitlines() if line.startswith("exports"))
+    assert "safetensors" in line and str((run / "exports" / "model").resolve()) in line
+
+
+def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    docs = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
+    example = next(block for block in docs.split("```python\n")[1:] if "onnxruntime" in block).split("```")[0]
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "model.onnx")).exit_code == 0
+    script = "import sys\nsys.modules['torch'] = None  # importing torch now fails\n" + example.replace(
+        "ROMEO:", "the "
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.startswith("the ") and len(result.stdout) == 4 + 200 + 1
+    )  # the seed, 200 characters, a line break
