@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from . import hub
 from .config import Config
 from .device import accelerator_rng_state, resolve_device, set_accelerator_rng_state
 from .distributed import Ranks
@@ -285,9 +286,8 @@ def read(path: Path) -> Checkpoint:
     """A checkpoint file, verified and parsed; any damage is a one-line error naming the file.
     An exported model folder's model.safetensors reads as its folder (hub.py)."""
     if Path(path).suffix == ".safetensors":
-        from . import hub
-
-        return hub.read(Path(path).parent)
+        folder = Path(path).parent
+        return parse(hub.read_payload(folder), folder / hub.CONFIG)
     return parse(read_payload(path), path)
 
 

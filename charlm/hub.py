@@ -12,12 +12,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import CharLMError
-
-if TYPE_CHECKING:
-    from .checkpoint import Checkpoint
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
 FORMAT = "charlm-safetensors-1"
@@ -28,15 +24,15 @@ def holds_model(folder: Path) -> bool:
     return (Path(folder) / WEIGHTS).is_file()
 
 
-def write(checkpoint: Checkpoint, folder: Path) -> list[Path]:
-    """Write `checkpoint`'s model and run record into `folder`; returns the three paths."""
+def write(payload: dict, folder: Path) -> list[Path]:
+    """Write a checkpoint payload's model and run record (`Checkpoint.to_payload()`) into `folder`;
+    returns the three paths."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    payload = checkpoint.to_payload()
     config = {"format": FORMAT, "model_type": "charlm", "model": payload["model"]["config"], "run": payload["run"]}
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in checkpoint.weights.items()}
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in payload["model"]["weights"].items()}
     save_file(weights, str(folder / WEIGHTS), metadata={"format": FORMAT})
     umask = os.umask(0)
     os.umask(umask)
@@ -46,12 +42,11 @@ def write(checkpoint: Checkpoint, folder: Path) -> list[Path]:
     return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]
 
 
-def read(folder: Path) -> Checkpoint:
-    """The `checkpoint.Checkpoint` of a model folder (no training state); damage is a one-line error."""
+def read_payload(folder: Path) -> dict:
+    """A model folder as a checkpoint payload (no training state), which `checkpoint.read` parses;
+    damage is a one-line error."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from .checkpoint import Checkpoint
 
     folder = Path(folder)
     try:
@@ -65,12 +60,10 @@ def read(folder: Path) -> Checkpoint:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CharLMError(f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r})")
     try:
-        return Checkpoint.from_payload(
-            {
-                "model": {"config": config["model"], "vocab": vocab, "weights": weights},
-                "run": config["run"],
-                "training": None,
-            }
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        return {
+            "model": {"config": config["model"], "vocab": vocab, "weights": weights},
+            "run": config["run"],
+            "training": None,
+        }
+    except (KeyError, TypeError) as e:
         raise CharLMError(f"{folder}/{CONFIG}: damaged model folder ({type(e).__name__})") from None

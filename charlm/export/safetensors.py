@@ -15,5 +15,5 @@ def export(saved: Checkpoint, folder: Path) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CharLMError(f"--output {folder}: is a file; --format safetensors writes a folder")
-    hub.write(saved, folder)
+    hub.write(saved.to_payload(), folder)
     return folder
