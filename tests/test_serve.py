@@ -189,6 +189,27 @@ def test_stop_text_is_held_back_until_it_cannot_begin_there(held, stops, expecte
     assert (released, rule.held, stopped) == expected
 
 
+def test_a_long_stop_text_costs_per_character_not_per_character_of_the_stop():
+    """Issue 26 item 1: matching used to slice every prefix of every stop on every step (quadratic in
+    the stop's length). Side by side, a stop 100 times longer must not cost anywhere near 100 times as
+    much to feed the same text (a ratio, not a time: these machines are noisy)."""
+
+    def cost(length: int) -> float:
+        stops = ("x" * length + "y", "z" * length)
+        best = float("inf")
+        for _ in range(3):
+            rule, started = StopRule(stops, keep=False), time.perf_counter()
+            for _ in range(400):
+                rule.feed("x")  # every step could begin the stop: the worst case for holding back
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    assert cost(4000) < 10 * cost(40)
+    rule = StopRule(("ab" * 3000 + "c",), keep=False)
+    assert rule.feed("ab" * 2999) == ("", False) and rule.feed("abab") == ("ab", False)  # held: a stop may begin
+    assert rule.feed("c!") == ("", True)
+
+
 # --- the API through the openai client ---------------------------------------------------------
 
 
@@ -321,6 +342,7 @@ def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
         ({"n": 0}, "n"),
         ({"top_p": 0}, "top_p"),
         ({"stop": [1]}, "stop"),
+        ({"stop": ["ok", "x" * 1001]}, "stop"),  # issue 26 item 1: a stop's length is bounded
         ({"prompt": "x" * 1001}, "prompt"),
         ({"prompt": "ÉTÉ"}, "prompt"),
         ({"prompt": [[1, 2]]}, "prompt"),

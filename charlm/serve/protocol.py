@@ -19,6 +19,7 @@ from .config import ServeConfig
 from .engine import Token
 
 MAX_STOPS = 16
+MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
 MAX_LOGPROBS = 20
 SEED_LIMIT = 2**63 - 1024  # a sample adds its index to the seed; -1 means "pick one"
 
@@ -182,6 +183,12 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     stops = strings(body, "stop", MAX_STOPS) or []
     if "" in stops:
         raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
+    longest = max(map(len, stops), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise APIError(
+            400, f"a stop string may have at most {MAX_STOP_CHARS:,} characters, not {longest:,}", "stop",
+            "invalid_value",
+        )  # fmt: skip
     return Params(
         model=model,
         prompts=prompts,
