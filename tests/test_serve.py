@@ -378,6 +378,26 @@ def test_malformed_json_and_wrong_shapes_are_400_errors(server):
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
 
 
+def test_hostile_json_gets_an_error_in_the_openai_shape_never_a_500(server):
+    """Issue 26 items 2 and 3: a lone surrogate echoed in an error message, and JSON nested deeper
+    than Python recurses, were plain-text 500s."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    cases = [
+        (b'{"prompt": "Alice", "model": "\\ud800"}', 404, "model"),
+        (b'{"prompt": "Alice", "\\udfff": 1}', 400, "\\udfff"),
+        (b'{"messages": [{"role": "user", "content": "a"}], "model": "x\\ud800y"}', 404, "model"),
+        (b"[" * 200_000, 400, None),
+        (b'{"prompt": ' + b"[" * 200_000, 400, None),
+    ]
+    for body, status, param in cases:
+        path = "/v1/chat/completions" if b"messages" in body else "/v1/completions"
+        response = httpx.post(f"{url}{path}", content=body, headers=headers)
+        assert response.status_code == status, (body[:40], response.text[:200])
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["param"] == param and error["message"]
+
+
 def test_unknown_model_is_404_and_never_a_path(client, tmp_path, server):
     for name in ("nonesuch", "../tiny", str(tmp_path), "checkpoints/tiny/best.pt"):
         with pytest.raises(openai.NotFoundError) as caught:

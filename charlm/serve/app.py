@@ -43,6 +43,8 @@ async def read_json(request: Request, limit: int):
         return json.loads(body)
     except ValueError as e:
         raise APIError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
 
 
 async def until_disconnected(request: Request) -> None:

@@ -28,6 +28,7 @@ class APIError(Exception):
     """An error response: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = ""):
+        message, param = printable(message), None if param is None else printable(param)
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.kind = kind or {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
@@ -36,6 +37,12 @@ class APIError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def printable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a lone surrogate (JSON allows "\\ud800") echoed from a request is
+    written as its escape, never an encoding error."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
