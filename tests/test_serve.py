@@ -28,6 +28,7 @@ from openai import AsyncOpenAI, OpenAI
 from charlm import CharLM, ModelConfig, checkpoint
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
+from charlm.errors import CharLMError
 from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
@@ -419,6 +420,16 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
     models = OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
     assert [m.id for m in models.data] == ["tiny"] and models.data[0].object == "model"
     assert "<html" in httpx.get(f"{url}/").text.lower()
+
+
+@pytest.mark.parametrize("key", ["clé", "key\u2019s", " padded", "tab\there"])
+def test_a_key_no_header_can_carry_is_refused_at_start_up(key, monkeypatch, tiny_model):
+    """Issue 26 item 5: a non-ASCII key was accepted and could never be matched (a header is Latin-1)."""
+    with pytest.raises(CharLMError, match=r"^--api-key must be printable ASCII"):
+        ServeConfig(api_key=key)
+    monkeypatch.setenv("CHARLM_API_KEY", key)
+    with pytest.raises(CharLMError, match=r"^\$CHARLM_API_KEY must be printable ASCII"):
+        create_app({"tiny": lambda: tiny_model}, ServeConfig())
 
 
 def active_streams(url: str) -> int:

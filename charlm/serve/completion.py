@@ -26,7 +26,7 @@ from ..errors import CharLMError
 from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
 from . import protocol
-from .config import ServeConfig
+from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
 from .metrics import Metrics
 from .protocol import APIError, Params
@@ -48,6 +48,8 @@ class Server:
     def __init__(self, loaders: dict[str, Callable[[], CharLM]], config: ServeConfig):
         self.loaders, self.config = loaders, config
         self.api_key = config.api_key or os.environ.get("CHARLM_API_KEY") or None
+        if self.api_key is not None and config.api_key is None:
+            check_api_key(self.api_key, "$CHARLM_API_KEY")
         self.models: dict[str, Served] = {}
         self.ready = threading.Event()
         self.failure: str | None = None
