@@ -322,6 +322,25 @@ def test_echo_returns_the_prompt_and_its_logprobs(client):
     assert complete(client, echo=True, max_tokens=0) == ["the "]
 
 
+def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
+    """Issue 26 item 6: the echoed text was the raw prompt ("u" + a combining grave accent) while its
+    tokens and offsets came from the normalized one ("ù"): 11 characters of text, 10 tokens."""
+    torch.manual_seed(0)
+    model = make_model(Vocab("Tortù a\n", normalize="nfc"), layers=1, hidden=16).eval()
+    app = create_app({"nfc": lambda: model}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        options = {"model": "nfc", "prompt": "Tortu\u0300 a", "max_tokens": 5, "echo": True, "logprobs": 1, "seed": 1}
+        choice = client.completions.create(**options).choices[0]
+        assert choice.text.startswith("Tortù a") and "".join(choice.logprobs.tokens) == choice.text
+        assert choice.logprobs.text_offset == list(range(len(choice.text)))
+        chunks = list(client.completions.create(stream=True, **options))
+        assert "".join(c.choices[0].text for c in chunks) == choice.text
+        tokens = [t for c in chunks for t in c.choices[0].logprobs.tokens]
+        assert "".join(tokens) == choice.text
+
+
 def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     messages = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hello there"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, seed=9)

@@ -201,7 +201,7 @@ async def collect(run: Completion) -> tuple[list[str], list[list[Token]], list[s
 def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
     params, choices = run.params, []
     for i, (text, reason) in enumerate(zip(texts, reasons)):
-        prompt = params.prompts[i // params.n] if params.echo else ""
+        prompt = run.read[i // params.n] if params.echo else ""
         echoed = (run.echoed[i // params.n] or []) if params.echo else []
         logprobs = None
         if params.logprobs is not None:
@@ -264,7 +264,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
             return []
         chunks = []
         for i in range(params.n * len(params.prompts)):
-            prompt, echoed = params.prompts[i // params.n], run.echoed[i // params.n] or []
+            prompt, echoed = run.read[i // params.n], run.echoed[i // params.n] or []
             logprobs = protocol.completion_logprobs(echoed, 0) if params.logprobs is not None else None
             offsets[i] = len(prompt)
             chunks.append(body([protocol.completion_choice(i, prompt, logprobs, None)]))

@@ -122,7 +122,10 @@ class Completion:
         self.queue: asyncio.Queue[Update] = asyncio.Queue()
         self.jobs: list[Job] = []
         self.rows = params.n * len(params.prompts)
-        self.prompt_chars = sum(len(p) for p in params.prompts)
+        # The prompts as the model reads them (Unicode-normalized): what `echo` returns, so that the
+        # echoed text, its tokens and their offsets agree.
+        self.read = [served.model.vocab.normalized(p) for p in params.prompts]
+        self.prompt_chars = sum(len(p) for p in self.read)
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
         self.seed = secrets.randbits(62) if params.seed is None else params.seed
