@@ -211,6 +211,31 @@ def test_a_long_stop_text_costs_per_character_not_per_character_of_the_stop():
     assert rule.feed("c!") == ("", True)
 
 
+@pytest.mark.parametrize(
+    ("pieces", "stops", "text"),
+    [
+        (["Al", "ice ", "the", " quick"], ("e q",), "Alice th"),
+        (["Al", "ice ", "the", " quick"], ("ce t", "k"), "Ali"),
+        (["ab", "cd", "ef"], ("x",), "abcdef"),
+        (["ab", "cd", "ef", "gh"], ("def",), "abc"),
+    ],
+)
+def test_a_piece_cut_by_a_stop_keeps_its_token(pieces, stops, text):
+    """Issue 26 item 7: a sentencepiece piece released in part was never given its token, and the
+    tokens lagged the text ('Alice th' with tokens ['Al', 'ice '])."""
+    from charlm.serve.engine import Job, Stream, Token
+
+    job = Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 100, stops, logprobs=1)
+    row, made = Stream(job, 0), []
+    for piece in pieces:
+        row.emit(row.take(piece), Token("", -1.0, []))
+        made += [row.update()] if row.text or row.finish_reason else []
+        if row.finish_reason:
+            break
+    assert "".join(u.text for u in made) == text
+    assert "".join(t.text for u in made for t in u.tokens) == text
+
+
 # --- the API through the openai client ---------------------------------------------------------
 
 

@@ -83,6 +83,7 @@ class Stream(Row):
         super().__init__(job.max_chars, job.stops, keep_stop=False)
         self.job, self.index = job, index
         self.held_tokens: list[Token] = []
+        self.unassigned = 0
         self.text: list[str] = []
         self.tokens: list[Token] = []
         self.published = False
@@ -95,11 +96,15 @@ class Stream(Row):
         if text:
             self.text.append(text)
             self.job.made += len(text)
-        count = 0
-        while self.held_tokens and count + len(self.held_tokens[0].text) <= len(text):
-            count += len(self.held_tokens[0].text)
+        self.unassigned += len(text)  # released characters not yet given to a token
+        while self.held_tokens and len(self.held_tokens[0].text) <= self.unassigned:
+            self.unassigned -= len(self.held_tokens[0].text)
             self.tokens.append(self.held_tokens.pop(0))
-        if self.finish_reason is not None:
+        if self.finish_reason is not None:  # a piece cut by a stop: its token is the part released
+            if self.held_tokens and self.unassigned:
+                token = self.held_tokens[0]
+                token.text = token.text[: self.unassigned]
+                self.tokens.append(token)
             self.held_tokens.clear()
 
     def update(self) -> Update | None:
