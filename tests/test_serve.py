@@ -443,6 +443,20 @@ def test_hostile_json_gets_an_error_in_the_openai_shape_never_a_500(server):
         assert set(error) == {"message", "type", "param", "code"} and error["param"] == param and error["message"]
 
 
+def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them(tiny_model):
+    """Issue 26 item 8: the body budget assumed 4 bytes a character, and 64 prompts of 16,384 '’'
+    escaped as json.dumps does (6 bytes each) got 413. The body is read: this model cannot encode '’'."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_prompt=16384, max_streams=64))
+    with running(app) as url:
+        wait_healthy(url)
+        for char in ("\u2019", "\U0001f600"):
+            body = json.dumps({"prompt": [char * 16384] * 64, "max_tokens": 0})
+            response = httpx.post(f"{url}/v1/completions", content=body, timeout=60)
+            assert response.status_code == 400 and response.json()["error"]["code"] == "unknown_characters"
+        too_big = json.dumps({"prompt": "a", "user": "\u2019" * 2_300_000})
+        assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
+
+
 def test_unknown_model_is_404_and_never_a_path(client, tmp_path, server):
     for name in ("nonesuch", "../tiny", str(tmp_path), "checkpoints/tiny/best.pt"):
         with pytest.raises(openai.NotFoundError) as caught:

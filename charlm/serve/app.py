@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .protocol import APIError
 
 MAX_BODY_OVERHEAD = 1 << 20  # bytes a request body may have beyond its prompts
+MAX_BYTES_PER_CHAR = 12  # a character beyond U+FFFF as JSON escapes it: "\ud83d\ude00"
 
 
 async def read_json(request: Request, limit: int):
@@ -92,7 +93,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         raise CharLMError("no model to serve")
     server = Server(loaders, config)
     page = resources.files(__package__).joinpath("page.html").read_text(encoding="utf-8")
-    body_limit = MAX_BODY_OVERHEAD + 4 * config.max_prompt * config.max_streams
+    body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
