@@ -408,6 +408,16 @@ def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
     assert error["message"]
 
 
+def test_the_default_max_tokens_is_within_the_servers_limit():
+    """Issue 26 item 9: completions defaulted to 16 characters even under --max-tokens 5 (chat did not)."""
+    from charlm.serve import protocol
+
+    config = ServeConfig(max_tokens=5)
+    assert protocol.completion_params({"prompt": "a"}, config).max_tokens == 5
+    assert protocol.chat_params({"messages": [{"role": "user", "content": "a"}]}, config)[0].max_tokens == 5
+    assert protocol.completion_params({"prompt": "a"}, ServeConfig()).max_tokens == 16
+
+
 def test_neutral_openai_fields_are_accepted(client):
     assert complete(client, frequency_penalty=0, presence_penalty=0, user="me", seed=1) == complete(client, seed=1)
 

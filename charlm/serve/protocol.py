@@ -222,7 +222,8 @@ def completion_params(body: Any, config: ServeConfig) -> Params:
     if not prompts:
         raise APIError(400, "prompt must be a string or a non-empty list of strings", "prompt", "invalid_value")
     limit = "charlm serve --max-tokens"
-    params = common(body, config, prompts, integer(body, "max_tokens", None, 0, config.max_tokens, limit), 16)
+    given = integer(body, "max_tokens", None, 0, config.max_tokens, limit)
+    params = common(body, config, prompts, given, min(16, config.max_tokens))  # OpenAI's default, within the limit
     params.logprobs = integer(body, "logprobs", None, 0, MAX_LOGPROBS)
     params.echo = boolean(body, "echo", False)
     return params
