@@ -596,6 +596,47 @@ def test_too_many_streams_is_429_until_one_ends(tiny_model):
             client.completions.create(model="tiny", prompt=["a", "b"], n=2)
 
 
+def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkeypatch):
+    """Issue 26 item 10: when the engine failed, the waiting request's rows were never given back
+    (run.cancel() was skipped when collect raised), and every later request was a 429."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2))
+    with running(app) as url:
+        wait_healthy(url)
+        engine = app.state.server.models["tiny"].engine
+        step, failures = engine.batch.step, []
+
+        def failing_once():
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("the step broke")
+            return step()
+
+        monkeypatch.setattr(engine.batch, "step", failing_once)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.completions.create(model="tiny", prompt="a", max_tokens=5, n=2)
+        assert "the step broke" in caught.value.body["message"] and caught.value.body["code"] == "generation_failed"
+        assert len(client.completions.create(model="tiny", prompt="a", max_tokens=5, n=2).choices) == 2
+
+
+def test_rows_finished_before_an_engine_failure_are_still_published(tiny_model):
+    """Issue 26 item 10: `Engine.fail` dropped rows finished but not yet published; their request
+    waited for ever."""
+    from charlm.serve.engine import Engine, Job, Stream
+
+    published = []
+    engine = Engine(tiny_model, 4, published.extend)
+    done = Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 0)
+    engine.done.append(Stream(done, 0))  # max_tokens 0: finished as it joined
+    engine.waiting.append(live := Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 5))
+    engine.fail("generation failed")
+    assert {(u.job is done, u.finish_reason, u.error) for u in published} == {
+        (True, "length", None),
+        (False, None, "generation failed"),
+    }
+    assert all(u.job in (done, live) for u in published)
+
+
 def test_health_is_503_while_the_model_loads(tiny_model):
     loaded = threading.Event()
 

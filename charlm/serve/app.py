@@ -155,8 +155,10 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         await run.start()
         if params.stream:
             return event_stream(stream_completion(run), run)
-        result = await unless_disconnected(request, collect(run))
-        run.cancel()
+        try:
+            result = await unless_disconnected(request, collect(run))
+        finally:  # an engine error too: its rows must not stay taken (every later request a 429)
+            run.cancel()
         if result is None:
             return Response(status_code=499)
         return JSONResponse(completion_body(run, *result))
@@ -169,8 +171,10 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         await run.start()
         if params.stream:
             return event_stream(stream_chat(run, wants_logprobs), run)
-        result = await unless_disconnected(request, collect(run))
-        run.cancel()
+        try:
+            result = await unless_disconnected(request, collect(run))
+        finally:  # an engine error too: its rows must not stay taken (every later request a 429)
+            run.cancel()
         if result is None:
             return Response(status_code=499)
         return JSONResponse(chat_body(run, wants_logprobs, *result))

@@ -275,9 +275,12 @@ class Engine:
         with self.wakeup:
             jobs = {id(row.job): row.job for row in self.rows} | {id(job): job for job in self.waiting}
             self.waiting.clear()
+        # Rows that finished before the failure still have their last update to give: a job whose
+        # rows all finished is in no other list, and would be waited for forever.
+        finished = [u for row in self.done if id(row.job) not in jobs and not row.job.cancelled and (u := row.update())]
         self.batch.rows.clear()
         self.done = []
-        updates = [Update(job, 0, "", error=message) for job in jobs.values() if not job.cancelled]
+        updates = finished + [Update(job, 0, "", error=message) for job in jobs.values() if not job.cancelled]
         if updates:
             self.publish(updates)
 
