@@ -84,7 +84,7 @@ class RequestCounter:
         return await self.app(scope, receive, counting)
 
 
-ENDPOINTS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"}
+ENDPOINTS = {"/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions"}
 
 
 def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) -> FastAPI:
@@ -102,7 +102,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         yield
         await asyncio.to_thread(server.close)
 
-    app = FastAPI(title="charlm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="charlm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.server = server
     app.add_middleware(RequestCounter, metrics=server.metrics)
 
@@ -147,7 +147,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         engines = {name: s.engine for name, s in server.models.items()}
         return PlainTextResponse(server.metrics.render(engines), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=protocol.COMPLETION_SCHEMA)
     async def completions(request: Request) -> Response:
         server.check_key(request)
         params = protocol.completion_params(await read_json(request, body_limit), config)
@@ -163,7 +163,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
             return Response(status_code=499)
         return JSONResponse(completion_body(run, *result))
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=protocol.CHAT_SCHEMA)
     async def chat_completions(request: Request) -> Response:
         server.check_key(request)
         params, wants_logprobs = protocol.chat_params(await read_json(request, body_limit), config)

@@ -76,6 +76,59 @@ NEUTRAL = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_b
 NEUTRAL_OR_NONE = {"suffix", "logit_bias", "best_of", "frequency_penalty", "presence_penalty"}
 
 
+# The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client
+# generator or an API fuzzer reads); the checks above are what the server enforces.
+TEXTS = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+COMMON_SCHEMA = {
+    "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 0},
+    "temperature": {"type": "number", "minimum": 0},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "top_k": {"type": "integer"},
+    "repetition_penalty": {"type": "number", "exclusiveMinimum": 0},
+    "repeat_penalty": {"type": "number", "exclusiveMinimum": 0},
+    "n": {"type": "integer", "minimum": 1},
+    "stream": {"type": "boolean"},
+    "stop": TEXTS,
+    "seed": {"type": "integer"},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "user": {"type": "string"},
+}
+MESSAGE_SCHEMA = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string"},
+        "content": {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "object", "properties": {"type": {}, "text": {"type": "string"}}}},
+            ]
+        },
+    },
+}
+
+
+def body_schema(properties: dict, required: list[str]) -> dict:
+    """FastAPI's `openapi_extra` for a route that reads its JSON body itself."""
+    schema = {"type": "object", "properties": {**COMMON_SCHEMA, **properties}, "required": required}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+COMPLETION_SCHEMA = body_schema(
+    {"prompt": TEXTS, "logprobs": {"type": "integer", "minimum": 0}, "echo": {"type": "boolean"}}, ["prompt"]
+)
+CHAT_SCHEMA = body_schema(
+    {
+        "messages": {"type": "array", "items": MESSAGE_SCHEMA, "minItems": 1},
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": {"type": "integer", "minimum": 0},
+        "max_completion_tokens": {"type": "integer", "minimum": 0},
+    },
+    ["messages"],
+)
+
+
 def check_fields(body: Any, known: set[str]) -> dict:
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
