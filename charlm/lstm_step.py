@@ -61,8 +61,9 @@ class FusedLSTMStep:
         self.cell_tanh = torch.empty(batch, h, device=device)
         if isinstance(model.head, FullHead):
             self.head = Product(model.head.weight, model.head.bias, dtype, batch)
-        else:  # an adaptive head: its clusters' log-probabilities, in fp32
-            self.head = lambda hidden: model.head.logits(hidden.float())
+        else:  # an adaptive head: its clusters' log-probabilities, in fp32, over every row of the buffer
+            self.head = None
+            self.adaptive = model.head
         self.logits = torch.empty(batch, model.config.vocab_size, device=device)
 
     def load_state(self, state: State) -> None:
@@ -97,6 +98,11 @@ class FusedLSTMStep:
             torch.mul(torch.tanh(cell, out=cell_tanh), output_gate, out=hidden)
             if n + 1 < self.layers:
                 self.xh[n + 1][:m, : self.inputs[n + 1]].copy_(hidden)
+        if self.head is None:
+            # Always all `batch` rows: torch's adaptive softmax picks its kernels by the number of rows
+            # and a row's last bits changed with it on some CPUs (from 9 rows up); with one shape, a
+            # row's logits cannot depend on how many others are live.
+            return self.logits.copy_(self.adaptive.logits(self.xh[-1][:, self.inputs[-1] :].float()))[:m]
         return self.logits[:m].copy_(self.head(hidden))
 
 
@@ -160,6 +166,8 @@ class RowStepper:
         self.model, self.capacity = model, capacity
         self.padded = padded_rows if pad else lambda rows: rows
         size = self.padded(capacity)
+        if pad and model.config.cell != "lstm" and not isinstance(model.head, FullHead):
+            self.padded = lambda rows: size  # an adaptive head computes every row, as in `FusedLSTMStep`
         self.ids = torch.zeros(size, dtype=torch.long, device=model.device)
         self.fused = FusedLSTMStep(model, size, dtype) if model.config.cell == "lstm" else None
         if self.fused is not None:

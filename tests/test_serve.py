@@ -142,6 +142,29 @@ def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads, h
     assert [padded_rows(n) for n in (1, 4, 5, 33)] == [4, 4, 8, 36]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_adaptive_head_computes_one_shape_whatever_the_number_of_rows(cell, monkeypatch):
+    """Issue 26 item 16: on some CPUs the adaptive head's logits changed in their last bits from 9 rows
+    up (its kernels depend on the number of rows). It now always computes the whole buffer: one shape,
+    so a row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(cell, 2, 48, 0.0, len(VOCAB), (8, 20)), Vocab(VOCAB)).eval()
+    model.head.set_frequencies(torch.arange(len(VOCAB), 0, -1))
+    shapes, logits = set(), model.head.logits
+    monkeypatch.setattr(model.head, "logits", lambda out: shapes.add(out.shape[:-1]) or logits(out))
+    inputs = torch.randint(0, len(VOCAB), (64, 6))
+    stepper = RowStepper(model, 64)
+    primed = stepper.prime(torch.tensor([1, 2, 3]))
+    shapes.clear()
+    results = []
+    for rows in range(1, 65):
+        for row in range(rows):
+            stepper.load(row, *primed)
+        results.append(torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(6)]))
+    assert len(shapes) == 1, shapes
+    assert all(torch.equal(result, results[0]) for result in results)
+
+
 def test_a_row_chooses_what_it_chooses_alone_whatever_the_other_rows_ask():
     vocab = len(VOCAB)
     configs = [
