@@ -25,6 +25,7 @@ from .inspection.run import MAX_CHARS, inspect_run
 from .reporting import read_metrics
 from .serve import serve as run_server
 from .serve.config import ServeConfig
+from .vocab import UnknownCharacterWarning
 
 
 class Group(click.Group):
@@ -227,6 +228,10 @@ def sample(
     if seed_file:
         seed = read_text(Path(seed_file))
     model = checkpoint.load(target, device)
+    if not interactive:  # a seed the model cannot read is refused before anything is printed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnknownCharacterWarning)
+            model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
     with contextlib.ExitStack() as stack:
         copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
 
