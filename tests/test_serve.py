@@ -498,6 +498,21 @@ def test_unknown_model_is_404_and_never_a_path(client, tmp_path, server):
     assert list(server[1].models) == ["tiny"]
 
 
+def test_a_run_is_also_named_by_its_corpus_when_that_is_unambiguous(tiny_model):
+    """Issue 26 item 20: docs/serve.md asks for model="shakespeare"; the server only knew the run name."""
+    names = ["shakespeare-20261204-170201", "fox-20261204-170201", "fox-20261204-170201-02", "hongloumeng"]
+    app = create_app(dict.fromkeys(names, lambda: tiny_model), ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        for asked, served in [("shakespeare", names[0]), (names[1], names[1]), ("hongloumeng", "hongloumeng")]:
+            assert client.completions.create(model=asked, prompt="a", max_tokens=2).model == served
+        for asked, fragment in [("fox", "ambiguous: give one of fox-20261204-170201, fox-"), ("shakes", "loaded")]:
+            with pytest.raises(openai.NotFoundError) as caught:
+                client.completions.create(model=asked, prompt="a", max_tokens=2)
+            assert fragment in caught.value.body["message"] and caught.value.body["param"] == "model"
+
+
 def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
     url, _ = server
     bad = OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)

@@ -13,6 +13,7 @@ import concurrent.futures
 import dataclasses
 import hmac
 import os
+import re
 import secrets
 import threading
 import time
@@ -94,10 +95,18 @@ class Server:
             raise APIError(503, "the model is still loading; retry in a moment", code="loading", kind="server_error")
         if name is None:
             return next(iter(self.models.values()))
-        if name not in self.models:
-            known = ", ".join(self.models)
-            raise APIError(404, f"the model `{name}` does not exist here; loaded: {known}", "model", "model_not_found")
-        return self.models[name]
+        if name in self.models:
+            return self.models[name]
+        known = ", ".join(self.models)
+        runs = [served for full, served in self.models.items() if corpus_of(full) == name]
+        if len(runs) == 1:  # a run's corpus names it too (`shakespeare` for shakespeare-20261204-170201)
+            return runs[0]
+        if runs:
+            raise APIError(
+                404, f"the model `{name}` is ambiguous: give one of {', '.join(s.name for s in runs)}", "model",
+                "model_not_found",
+            )  # fmt: skip
+        raise APIError(404, f"the model `{name}` does not exist here; loaded: {known}", "model", "model_not_found")
 
     def check_key(self, request: Request) -> None:
         if self.api_key is None:
@@ -106,6 +115,15 @@ class Server:
         scheme, _, key = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
             raise APIError(401, "invalid or missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
+
+
+RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # `runs.run_name`: <corpus>-<date>-<time>[-NN]
+
+
+def corpus_of(name: str) -> str | None:
+    """The corpus of a run name (`shakespeare` of shakespeare-20261204-170201), or None."""
+    stamp = RUN_STAMP.search(name)
+    return name[: stamp.start()] if stamp and stamp.start() > 0 else None
 
 
 def deliver(updates: list[Update]) -> None:
