@@ -145,8 +145,8 @@ def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads, h
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_adaptive_head_computes_one_shape_whatever_the_number_of_rows(cell, monkeypatch):
     """Issue 26 item 16: on some CPUs the adaptive head's logits changed in their last bits from 9 rows
-    up (its kernels depend on the number of rows). It now always computes the whole buffer: one shape,
-    so a row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do."""
+    up (its kernels depend on the number of rows). It now computes blocks of 8 rows: one shape, so a
+    row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do."""
     torch.manual_seed(0)
     model = CharLM(ModelConfig(cell, 2, 48, 0.0, len(VOCAB), (8, 20)), Vocab(VOCAB)).eval()
     model.head.set_frequencies(torch.arange(len(VOCAB), 0, -1))
