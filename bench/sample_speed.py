@@ -1,6 +1,6 @@
 """Sampling speed, all measured in this one process (these machines are noisy: compare ratios).
 
-    python -m bench.sample_speed [--hidden 512 --layers 2 --chars 2000]
+    python -m bench.sample_speed [--hidden 512 --layers 2 --chars 2000] [--vocab 4447 --head 500,2000]
 
 Prints chars/s of charlm's generation for one stream and for 64 streams (fp32, and bf16: the
 `--precision bf16` step, for CPUs with bf16 hardware), against:
@@ -18,6 +18,8 @@ import torch
 
 from bench.common import best_seconds as timed
 from charlm import CharLM, ModelConfig
+from charlm.config import SampleConfig
+from charlm.generation import Batch, Row
 from charlm.sampler import generate
 from charlm.vocab import Vocab
 
@@ -41,7 +43,7 @@ def bare_lstm_loop(model: CharLM, chars: int) -> None:
     with torch.inference_mode():
         for _ in range(chars):
             out, state = model.core(model.embed(ids), state)
-            logits = model.head(out[:, -1])
+            logits = model.head.logits(out[:, -1])
             ids = logits.argmax(-1, keepdim=True)
 
 
@@ -65,6 +67,17 @@ def naive_forward_seconds(model: CharLM, length: int) -> float:
         return timed(lambda: model(ids), repeats=2)
 
 
+def server_batch(model: CharLM, rows: int, capacity: int, n: int) -> None:
+    """`rows` streams of n characters in a server's padded batch of `capacity` rows (charlm serve's engine)."""
+    batch = Batch(model, capacity)
+    primed = batch.prime(torch.tensor([0]))
+    for seed in range(rows):
+        batch.join(Row(n), primed, SampleConfig(), seed, torch.tensor([0]))
+    with torch.inference_mode():
+        for _ in range(n):
+            batch.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--hidden", type=int, default=512)
@@ -72,12 +85,16 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=2000)
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=4, help="turns each run gets; the best counts")
+    parser.add_argument("--vocab", type=int, default=65, help="characters in the vocabulary (a Chinese one: 4447)")
+    parser.add_argument("--head", default="", help="an adaptive head's cutoffs, e.g. 500,2000 (default: a full head)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    vocab = Vocab([chr(32 + i) for i in range(64)] + ["\n"])
-    model = CharLM(ModelConfig("lstm", args.layers, args.hidden, 0.0, len(vocab)), vocab).eval()
+    vocab = Vocab([chr(32 + i) for i in range(args.vocab - 1)] + ["\n"])
+    cutoffs = tuple(int(c) for c in args.head.split(",") if c)
+    model = CharLM(ModelConfig("lstm", args.layers, args.hidden, 0.0, len(vocab), cutoffs), vocab).eval()
     n = args.chars
-    print(f"model {args.layers}x{args.hidden} lstm, vocabulary {len(vocab)}, {torch.get_num_threads()} threads")
+    head = f"adaptive head {cutoffs}" if cutoffs else "full head"
+    print(f"model {args.layers}x{args.hidden} lstm, vocabulary {len(vocab)}, {head}, {torch.get_num_threads()} threads")
 
     streams = args.streams
 
@@ -92,6 +109,8 @@ def main() -> None:
         "1 bf16": (n, sampling(1, "bf16")),
         "batch": (n * streams, sampling(streams)),
         "batch bf16": (n * streams, sampling(streams, "bf16")),
+        "server 1": (n, lambda: server_batch(model, 1, streams, n)),
+        f"server {streams}": (n * streams, lambda: server_batch(model, streams, streams, n)),
         "bare": (n, lambda: bare_lstm_loop(model, n)),
         "roofline": (n, lambda: roofline_loop(model, n)),
     }
@@ -116,6 +135,8 @@ def main() -> None:
     print(f"{'charlm generate, 1 stream, --precision bf16':<52} {ours_bf16:>12,.0f}")
     print(f"{f'charlm generate, {streams} streams in one batch (total)':<52} {batched:>12,.0f}")
     print(f"{f'charlm generate, {streams} streams, --precision bf16 (total)':<52} {batched_bf16:>12,.0f}")
+    print(f"{f'server batch of {streams} rows, 1 stream':<52} {rates['server 1']:>12,.0f}")
+    print(f"{f'server batch of {streams} rows, {streams} streams (total)':<52} {rates[f'server {streams}']:>12,.0f}")
     print(f"{'(a) bare loop: nn.LSTM called once per character':<52} {bare:>12,.0f}")
     print(f"{'(b) roofline: the step matrix products alone':<52} {roof:>12,.0f}")
     print(f"{f'(c) naive: re-run the prefix per character, {n} chars':<52} {naive:>12,.1f}")

@@ -243,6 +243,10 @@ def sample(
     if seed_file:
         seed = read_text(Path(seed_file))
     model = checkpoint.load(target, device)
+    if not interactive:  # a seed the model cannot read is refused before anything is printed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnknownCharacterWarning)
+            model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
     with contextlib.ExitStack() as stack:
         copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
 

@@ -15,6 +15,7 @@ from .config import SampleConfig
 from .errors import CharLMError
 
 UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
+LARGEST = torch.finfo(torch.float32).max
 
 
 def penalize(
@@ -104,12 +105,16 @@ class RowSampler:
         rows = logits.size(0)
         self.schedule(rows)
         device = logits.device
+        logits = logits.float()
         if bool((self.penalty[:rows] != 1).any()):
             penalty = self.penalty[:rows].to(device)
-            logits = penalize(logits, self.history[:rows].to(device), penalty, self.vocab_size)
+            logits = penalize(logits, self.history[:rows].to(device), penalty, self.vocab_size).clamp(-LARGEST, LARGEST)
         temperature = self.temperature[:rows].to(device)
         greedy = temperature == 0
-        scaled = logits.float() / torch.where(greedy, 1.0, temperature)
+        # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
+        # (the largest is drawn: greedy), never inf - inf = NaN; a huge one flattens, never NaN either.
+        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        scaled = shifted / torch.where(greedy, 1.0, temperature).clamp(max=LARGEST)
         top_k, limited = self.top_k[:rows].to(device), self.top_k[:rows].to(device) < self.vocab_size
         if bool(limited.any()):
             largest = int(top_k[limited].max())

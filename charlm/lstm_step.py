@@ -15,6 +15,7 @@ import torch
 from .model import CharLM, FullHead, State, map_state
 
 PRIME_CHUNK = 2048  # a long seed is primed in chunks of this many characters, one forward pass each
+HEAD_BLOCK = 8  # an adaptive head's rows are computed this many at a time, whatever the number of rows
 
 
 class FusedLSTMStep:
@@ -61,8 +62,10 @@ class FusedLSTMStep:
         self.cell_tanh = torch.empty(batch, h, device=device)
         if isinstance(model.head, FullHead):
             self.head = Product(model.head.weight, model.head.bias, dtype, batch)
-        else:  # an adaptive head: its clusters' log-probabilities, in fp32
-            self.head = lambda hidden: model.head.logits(hidden.float())
+        else:  # an adaptive head: its clusters' log-probabilities, in fp32, in blocks of HEAD_BLOCK rows
+            self.head = None
+            self.adaptive = model.head
+            self.head_rows = torch.zeros(-(-batch // HEAD_BLOCK) * HEAD_BLOCK, h, device=device)
         self.logits = torch.empty(batch, model.config.vocab_size, device=device)
 
     def load_state(self, state: State) -> None:
@@ -97,6 +100,16 @@ class FusedLSTMStep:
             torch.mul(torch.tanh(cell, out=cell_tanh), output_gate, out=hidden)
             if n + 1 < self.layers:
                 self.xh[n + 1][:m, : self.inputs[n + 1]].copy_(hidden)
+        if self.head is None:
+            # Always blocks of HEAD_BLOCK rows: torch's adaptive softmax picks its kernels by the number
+            # of rows, and a row's last bits changed with it on some CPUs (from 9 rows up); computed in
+            # one shape, a row's logits cannot depend on how many others are live.
+            self.head_rows[:m].copy_(hidden)
+            for start in range(0, m, HEAD_BLOCK):
+                block = self.adaptive.logits(self.head_rows[start : start + HEAD_BLOCK])
+                end = min(start + HEAD_BLOCK, m)
+                self.logits[start:end].copy_(block[: end - start])
+            return self.logits[:m]
         return self.logits[:m].copy_(self.head(hidden))
 
 
@@ -160,6 +173,8 @@ class RowStepper:
         self.model, self.capacity = model, capacity
         self.padded = padded_rows if pad else lambda rows: rows
         size = self.padded(capacity)
+        if pad and model.config.cell != "lstm" and not isinstance(model.head, FullHead):
+            self.padded = lambda rows: size  # an adaptive head computes every row, as in `FusedLSTMStep`
         self.ids = torch.zeros(size, dtype=torch.long, device=model.device)
         self.fused = FusedLSTMStep(model, size, dtype) if model.config.cell == "lstm" else None
         if self.fused is not None:

@@ -83,6 +83,14 @@ def test_bad_sample_options_get_one_line(trained):
     assert_one_line_error(cli("train", "--hidden", "0"), "--hidden must be at least 1")
 
 
+def test_a_seed_the_model_cannot_read_is_refused_before_anything_is_printed(trained, tmp_path):
+    """Issue 26 item 19: `--temperature 0.5,0.8,1.0` printed `--- temperature 0.5 ---`, then the error."""
+    out = tmp_path / "samples.txt"
+    for extra in (["--temperature", "0.5,0.8,1.0"], ["--num-samples", "2", "--output", str(out)], ["--json"]):
+        assert_one_line_error(cli("sample", "--seed", "ROMEO:", "--length", "5", *extra), "--seed")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("seed", ["99999999999999999999", "-99999999999999999999", "9223372036854775808"])
 def test_a_random_seed_out_of_range_gets_one_line(trained, fox_file, seed):
     expected = "--random-seed must be between -9223372036854775808 and 9223372036854775807"

@@ -119,7 +119,8 @@ def test_samples_have_the_asked_number_of_characters_and_stop_inside_a_piece(chi
     assert rule.feed("a") == ("a", False)
     assert rule.feed("bcde") == ("bc", True)  # a piece that runs past the stop text is cut
     rule = StopRule(("abc",), keep=True)
-    assert rule.feed("xa") == ("xa", False) and rule.feed("b") == ("b", False) and rule.tail == "ab"
+    assert rule.feed("xa") == ("xa", False) and rule.feed("b") == ("b", False) and rule.matched == [2]
+    assert rule.feed("cd") == ("c", True)
 
 
 def test_train_and_sample_through_the_cli_with_a_self_contained_checkpoint(tmp_path, chinese):

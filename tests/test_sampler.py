@@ -166,3 +166,30 @@ def test_conversation_carries_state_and_transcript(model):
 def test_bad_options_are_named(model, options, message):
     with pytest.raises(CharLMError, match=message):
         generate(model, **{"seed": "ab", **options})
+
+
+def test_extreme_temperatures_and_penalties_never_draw_from_nan():
+    """Issue 26 item 4: logits / 1e-39 overflowed float32, softmax was NaN and the last character was
+    drawn every step. A tiny temperature is greedy decoding; a huge one, or a tiny repetition penalty,
+    still gives a distribution."""
+    from charlm.decoding import RowSampler
+
+    torch.manual_seed(0)
+    vocab, steps = 12, 200
+    logits = [torch.randn(1, vocab) * 5 for _ in range(steps)]
+    prime = torch.tensor([1, 2, 3])
+
+    def drawn(**options) -> list[int]:
+        rows = RowSampler(1, vocab)
+        rows.set(0, SampleConfig(**options), 7, prime)
+        return [rows.choose(step).item() for step in logits]
+
+    greedy = [step.argmax().item() for step in logits]
+    assert drawn(temperature=1e-39) == greedy  # a float32 subnormal
+    assert drawn(temperature=1e-50) == greedy  # 0 in float32
+    for options in ({"temperature": 1e39}, {"repetition_penalty": 1e-50}, {"repetition_penalty": 1e-39}):
+        ids = drawn(**options)
+        assert len(set(ids)) > 3 and ids.count(vocab - 1) < steps / 2, options
+    model = make_model("abcdefgh", layers=1, hidden=16).eval()
+    tiny = generate(model, "abc", length=30, temperature=1e-39, num_samples=2, random_seed=3)
+    assert tiny == generate(model, "abc", length=30, greedy=True, num_samples=2, random_seed=3)

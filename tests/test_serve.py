@@ -28,6 +28,7 @@ from openai import AsyncOpenAI, OpenAI
 from charlm import CharLM, ModelConfig, checkpoint
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
+from charlm.errors import CharLMError
 from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
@@ -144,6 +145,29 @@ def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads, h
     assert [padded_rows(n) for n in (1, 4, 5, 33)] == [4, 4, 8, 36]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_adaptive_head_computes_one_shape_whatever_the_number_of_rows(cell, monkeypatch):
+    """Issue 26 item 16: on some CPUs the adaptive head's logits changed in their last bits from 9 rows
+    up (its kernels depend on the number of rows). It now computes blocks of 8 rows: one shape, so a
+    row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(cell, 2, 48, 0.0, len(VOCAB), (8, 20)), Vocab(VOCAB)).eval()
+    model.head.set_frequencies(torch.arange(len(VOCAB), 0, -1))
+    shapes, logits = set(), model.head.logits
+    monkeypatch.setattr(model.head, "logits", lambda out: shapes.add(out.shape[:-1]) or logits(out))
+    inputs = torch.randint(0, len(VOCAB), (64, 6))
+    stepper = RowStepper(model, 64)
+    primed = stepper.prime(torch.tensor([1, 2, 3]))
+    shapes.clear()
+    results = []
+    for rows in range(1, 65):
+        for row in range(rows):
+            stepper.load(row, *primed)
+        results.append(torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(6)]))
+    assert len(shapes) == 1, shapes
+    assert all(torch.equal(result, results[0]) for result in results)
+
+
 def test_a_row_chooses_what_it_chooses_alone_whatever_the_other_rows_ask():
     vocab = len(VOCAB)
     configs = [
@@ -190,6 +214,52 @@ def test_stop_text_is_held_back_until_it_cannot_begin_there(held, stops, expecte
     rule = StopRule(stops, keep=False)
     released, stopped = rule.feed(held)
     assert (released, rule.held, stopped) == expected
+
+
+def test_a_long_stop_text_costs_per_character_not_per_character_of_the_stop():
+    """Issue 26 item 1: matching used to slice every prefix of every stop on every step (quadratic in
+    the stop's length). Side by side, a stop 100 times longer must not cost anywhere near 100 times as
+    much to feed the same text (a ratio, not a time: these machines are noisy)."""
+
+    def cost(length: int) -> float:
+        stops = ("x" * length + "y", "z" * length)
+        best = float("inf")
+        for _ in range(3):
+            rule, started = StopRule(stops, keep=False), time.perf_counter()
+            for _ in range(400):
+                rule.feed("x")  # every step could begin the stop: the worst case for holding back
+            best = min(best, time.perf_counter() - started)
+        return best
+
+    assert cost(4000) < 10 * cost(40)
+    rule = StopRule(("ab" * 3000 + "c",), keep=False)
+    assert rule.feed("ab" * 2999) == ("", False) and rule.feed("abab") == ("ab", False)  # held: a stop may begin
+    assert rule.feed("c!") == ("", True)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "stops", "text"),
+    [
+        (["Al", "ice ", "the", " quick"], ("e q",), "Alice th"),
+        (["Al", "ice ", "the", " quick"], ("ce t", "k"), "Ali"),
+        (["ab", "cd", "ef"], ("x",), "abcdef"),
+        (["ab", "cd", "ef", "gh"], ("def",), "abc"),
+    ],
+)
+def test_a_piece_cut_by_a_stop_keeps_its_token(pieces, stops, text):
+    """Issue 26 item 7: a sentencepiece piece released in part was never given its token, and the
+    tokens lagged the text ('Alice th' with tokens ['Al', 'ice '])."""
+    from charlm.serve.engine import Job, Stream, Token
+
+    job = Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 100, stops, logprobs=1)
+    row, made = Stream(job, 0), []
+    for piece in pieces:
+        row.emit(row.take(piece), Token("", -1.0, []))
+        made += [row.update()] if row.text or row.finish_reason else []
+        if row.finish_reason:
+            break
+    assert "".join(u.text for u in made) == text
+    assert "".join(t.text for u in made for t in u.tokens) == text
 
 
 # --- the API through the openai client ---------------------------------------------------------
@@ -303,6 +373,25 @@ def test_echo_returns_the_prompt_and_its_logprobs(client):
     assert complete(client, echo=True, max_tokens=0) == ["the "]
 
 
+def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
+    """Issue 26 item 6: the echoed text was the raw prompt ("u" + a combining grave accent) while its
+    tokens and offsets came from the normalized one ("ù"): 11 characters of text, 10 tokens."""
+    torch.manual_seed(0)
+    model = make_model(Vocab("Tortù a\n", normalize="nfc"), layers=1, hidden=16).eval()
+    app = create_app({"nfc": lambda: model}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        options = {"model": "nfc", "prompt": "Tortu\u0300 a", "max_tokens": 5, "echo": True, "logprobs": 1, "seed": 1}
+        choice = client.completions.create(**options).choices[0]
+        assert choice.text.startswith("Tortù a") and "".join(choice.logprobs.tokens) == choice.text
+        assert choice.logprobs.text_offset == list(range(len(choice.text)))
+        chunks = list(client.completions.create(stream=True, **options))
+        assert "".join(c.choices[0].text for c in chunks) == choice.text
+        tokens = [t for c in chunks for t in c.choices[0].logprobs.tokens]
+        assert "".join(tokens) == choice.text
+
+
 def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     messages = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hello there"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, seed=9)
@@ -324,6 +413,7 @@ def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
         ({"n": 0}, "n"),
         ({"top_p": 0}, "top_p"),
         ({"stop": [1]}, "stop"),
+        ({"stop": ["ok", "x" * 1001]}, "stop"),  # issue 26 item 1: a stop's length is bounded
         ({"prompt": "x" * 1001}, "prompt"),
         ({"prompt": [[1, 2]]}, "prompt"),
         ({"logprobs": 21}, "logprobs"),
@@ -343,6 +433,16 @@ def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
     assert error["message"]
 
 
+def test_the_default_max_tokens_is_within_the_servers_limit():
+    """Issue 26 item 9: completions defaulted to 16 characters even under --max-tokens 5 (chat did not)."""
+    from charlm.serve import protocol
+
+    config = ServeConfig(max_tokens=5)
+    assert protocol.completion_params({"prompt": "a"}, config).max_tokens == 5
+    assert protocol.chat_params({"messages": [{"role": "user", "content": "a"}]}, config)[0].max_tokens == 5
+    assert protocol.completion_params({"prompt": "a"}, ServeConfig()).max_tokens == 16
+
+
 def test_neutral_openai_fields_are_accepted(client):
     assert complete(client, frequency_penalty=0, presence_penalty=0, user="me", seed=1) == complete(client, seed=1)
 
@@ -358,12 +458,62 @@ def test_malformed_json_and_wrong_shapes_are_400_errors(server):
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
 
 
+def test_hostile_json_gets_an_error_in_the_openai_shape_never_a_500(server):
+    """Issue 26 items 2 and 3: a lone surrogate echoed in an error message, and JSON nested deeper
+    than Python recurses, were plain-text 500s."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    cases = [
+        (b'{"prompt": "Alice", "model": "\\ud800"}', 404, "model"),
+        (b'{"prompt": "Alice", "\\udfff": 1}', 400, "\\udfff"),
+        (b'{"messages": [{"role": "user", "content": "a"}], "model": "x\\ud800y"}', 404, "model"),
+        (b"[" * 200_000, 400, None),
+        (b'{"prompt": ' + b"[" * 200_000, 400, None),
+    ]
+    for body, status, param in cases:
+        path = "/v1/chat/completions" if b"messages" in body else "/v1/completions"
+        response = httpx.post(f"{url}{path}", content=body, headers=headers)
+        assert response.status_code == status, (body[:40], response.text[:200])
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["param"] == param and error["message"]
+
+
+def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them(tiny_model):
+    """Issue 26 item 8: the body budget assumed 4 bytes a character, and 64 prompts of 16,384 '’'
+    escaped as json.dumps does (6 bytes each) got 413. The body is read (its characters, unseen by this
+    model, are read as characters it knows nothing about)."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_prompt=16384, max_streams=64))
+    with running(app) as url:
+        wait_healthy(url)
+        for char in ("\u2019", "\U0001f600"):
+            body = json.dumps({"prompt": [char * 16384] * 64, "max_tokens": 0})
+            response = httpx.post(f"{url}/v1/completions", content=body, timeout=60)
+            assert response.status_code == 200 and len(response.json()["choices"]) == 64
+        too_big = json.dumps({"prompt": "a", "user": "\u2019" * 2_300_000})
+        assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
+
+
 def test_unknown_model_is_404_and_never_a_path(client, tmp_path, server):
     for name in ("nonesuch", "../tiny", str(tmp_path), "checkpoints/tiny/best.pt"):
         with pytest.raises(openai.NotFoundError) as caught:
             client.completions.create(model=name, prompt="a")
         assert caught.value.body["code"] == "model_not_found" and "tiny" in caught.value.body["message"]
     assert list(server[1].models) == ["tiny"]
+
+
+def test_a_run_is_also_named_by_its_corpus_when_that_is_unambiguous(tiny_model):
+    """Issue 26 item 20: docs/serve.md asks for model="shakespeare"; the server only knew the run name."""
+    names = ["shakespeare-20261204-170201", "fox-20261204-170201", "fox-20261204-170201-02", "hongloumeng"]
+    app = create_app(dict.fromkeys(names, lambda: tiny_model), ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        for asked, served in [("shakespeare", names[0]), (names[1], names[1]), ("hongloumeng", "hongloumeng")]:
+            assert client.completions.create(model=asked, prompt="a", max_tokens=2).model == served
+        for asked, fragment in [("fox", "ambiguous: give one of fox-20261204-170201, fox-"), ("shakes", "loaded")]:
+            with pytest.raises(openai.NotFoundError) as caught:
+                client.completions.create(model=asked, prompt="a", max_tokens=2)
+            assert fragment in caught.value.body["message"] and caught.value.body["param"] == "model"
 
 
 def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
@@ -379,6 +529,16 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
     models = OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
     assert [m.id for m in models.data] == ["tiny"] and models.data[0].object == "model"
     assert "<html" in httpx.get(f"{url}/").text.lower()
+
+
+@pytest.mark.parametrize("key", ["clé", "key\u2019s", " padded", "tab\there"])
+def test_a_key_no_header_can_carry_is_refused_at_start_up(key, monkeypatch, tiny_model):
+    """Issue 26 item 5: a non-ASCII key was accepted and could never be matched (a header is Latin-1)."""
+    with pytest.raises(CharLMError, match=r"^--api-key must be printable ASCII"):
+        ServeConfig(api_key=key)
+    monkeypatch.setenv("CHARLM_API_KEY", key)
+    with pytest.raises(CharLMError, match=r"^\$CHARLM_API_KEY must be printable ASCII"):
+        create_app({"tiny": lambda: tiny_model}, ServeConfig())
 
 
 def active_streams(url: str) -> int:
@@ -475,6 +635,47 @@ def test_too_many_streams_is_429_until_one_ends(tiny_model):
         assert len(complete(client, max_tokens=5)[0]) == 5
         with pytest.raises(openai.BadRequestError):  # more than the server ever runs at once: never 429
             client.completions.create(model="tiny", prompt=["a", "b"], n=2)
+
+
+def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkeypatch):
+    """Issue 26 item 10: when the engine failed, the waiting request's rows were never given back
+    (run.cancel() was skipped when collect raised), and every later request was a 429."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2))
+    with running(app) as url:
+        wait_healthy(url)
+        engine = app.state.server.models["tiny"].engine
+        step, failures = engine.batch.step, []
+
+        def failing_once():
+            if not failures:
+                failures.append(1)
+                raise RuntimeError("the step broke")
+            return step()
+
+        monkeypatch.setattr(engine.batch, "step", failing_once)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as caught:
+            client.completions.create(model="tiny", prompt="a", max_tokens=5, n=2)
+        assert "the step broke" in caught.value.body["message"] and caught.value.body["code"] == "generation_failed"
+        assert len(client.completions.create(model="tiny", prompt="a", max_tokens=5, n=2).choices) == 2
+
+
+def test_rows_finished_before_an_engine_failure_are_still_published(tiny_model):
+    """Issue 26 item 10: `Engine.fail` dropped rows finished but not yet published; their request
+    waited for ever."""
+    from charlm.serve.engine import Engine, Job, Stream
+
+    published = []
+    engine = Engine(tiny_model, 4, published.extend)
+    done = Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 0)
+    engine.done.append(Stream(done, 0))  # max_tokens 0: finished as it joined
+    engine.waiting.append(live := Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 5))
+    engine.fail("generation failed")
+    assert {(u.job is done, u.finish_reason, u.error) for u in published} == {
+        (True, "length", None),
+        (False, None, "generation failed"),
+    }
+    assert all(u.job in (done, live) for u in published)
 
 
 def test_health_is_503_while_the_model_loads(tiny_model):

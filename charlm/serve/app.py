@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .protocol import APIError
 
 MAX_BODY_OVERHEAD = 1 << 20  # bytes a request body may have beyond its prompts
+MAX_BYTES_PER_CHAR = 12  # a character beyond U+FFFF as JSON escapes it: "\ud83d\ude00"
 
 
 async def read_json(request: Request, limit: int):
@@ -43,6 +44,8 @@ async def read_json(request: Request, limit: int):
         return json.loads(body)
     except ValueError as e:
         raise APIError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
+    except RecursionError:
+        raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
 
 
 async def until_disconnected(request: Request) -> None:
@@ -81,7 +84,7 @@ class RequestCounter:
         return await self.app(scope, receive, counting)
 
 
-ENDPOINTS = {"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"}
+ENDPOINTS = {"/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions"}
 
 
 def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) -> FastAPI:
@@ -92,7 +95,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
     files = resources.files(__package__)
     css = files.joinpath("page.css").read_text(encoding="utf-8")  # shared with the exported page
     page = files.joinpath("page.html").read_text(encoding="utf-8").replace("/* page.css */", css, 1)
-    body_limit = MAX_BODY_OVERHEAD + 4 * config.max_prompt * config.max_streams
+    body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -101,7 +104,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         yield
         await asyncio.to_thread(server.close)
 
-    app = FastAPI(title="charlm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="charlm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.server = server
     app.add_middleware(RequestCounter, metrics=server.metrics)
 
@@ -150,7 +153,7 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         engines = {name: s.engine for name, s in server.models.items()}
         return PlainTextResponse(server.metrics.render(engines), media_type="text/plain; version=0.0.4")
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", openapi_extra=protocol.COMPLETION_SCHEMA)
     async def completions(request: Request) -> Response:
         server.check_key(request)
         params = protocol.completion_params(await read_json(request, body_limit), config)
@@ -158,13 +161,15 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         await run.start()
         if params.stream:
             return event_stream(stream_completion(run), run)
-        result = await unless_disconnected(request, collect(run))
-        run.cancel()
+        try:
+            result = await unless_disconnected(request, collect(run))
+        finally:  # an engine error too: its rows must not stay taken (every later request a 429)
+            run.cancel()
         if result is None:
             return Response(status_code=499)
         return JSONResponse(completion_body(run, *result))
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=protocol.CHAT_SCHEMA)
     async def chat_completions(request: Request) -> Response:
         server.check_key(request)
         params, wants_logprobs = protocol.chat_params(await read_json(request, body_limit), config)
@@ -172,8 +177,10 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         await run.start()
         if params.stream:
             return event_stream(stream_chat(run, wants_logprobs), run)
-        result = await unless_disconnected(request, collect(run))
-        run.cancel()
+        try:
+            result = await unless_disconnected(request, collect(run))
+        finally:  # an engine error too: its rows must not stay taken (every later request a 429)
+            run.cancel()
         if result is None:
             return Response(status_code=499)
         return JSONResponse(chat_body(run, wants_logprobs, *result))
@@ -205,7 +212,7 @@ async def collect(run: Completion) -> tuple[list[str], list[list[Token]], list[s
 def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
     params, choices = run.params, []
     for i, (text, reason) in enumerate(zip(texts, reasons)):
-        prompt = params.prompts[i // params.n] if params.echo else ""
+        prompt = run.read[i // params.n] if params.echo else ""
         echoed = (run.echoed[i // params.n] or []) if params.echo else []
         logprobs = None
         if params.logprobs is not None:
@@ -268,7 +275,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
             return []
         chunks = []
         for i in range(params.n * len(params.prompts)):
-            prompt, echoed = params.prompts[i // params.n], run.echoed[i // params.n] or []
+            prompt, echoed = run.read[i // params.n], run.echoed[i // params.n] or []
             logprobs = protocol.completion_logprobs(echoed, 0) if params.logprobs is not None else None
             offsets[i] = len(prompt)
             chunks.append(body([protocol.completion_choice(i, prompt, logprobs, None)]))

@@ -13,6 +13,7 @@ import concurrent.futures
 import dataclasses
 import hmac
 import os
+import re
 import secrets
 import threading
 import time
@@ -26,7 +27,7 @@ from ..errors import CharLMError
 from ..model import UNSEEN, CharLM
 from ..vocab import UnknownCharacterWarning
 from . import protocol
-from .config import ServeConfig
+from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
 from .metrics import Metrics
 from .protocol import APIError, Params
@@ -48,6 +49,8 @@ class Server:
     def __init__(self, loaders: dict[str, Callable[[], CharLM]], config: ServeConfig):
         self.loaders, self.config = loaders, config
         self.api_key = config.api_key or os.environ.get("CHARLM_API_KEY") or None
+        if self.api_key is not None and config.api_key is None:
+            check_api_key(self.api_key, "$CHARLM_API_KEY")
         self.models: dict[str, Served] = {}
         self.ready = threading.Event()
         self.failure: str | None = None
@@ -92,10 +95,18 @@ class Server:
             raise APIError(503, "the model is still loading; retry in a moment", code="loading", kind="server_error")
         if name is None:
             return next(iter(self.models.values()))
-        if name not in self.models:
-            known = ", ".join(self.models)
-            raise APIError(404, f"the model `{name}` does not exist here; loaded: {known}", "model", "model_not_found")
-        return self.models[name]
+        if name in self.models:
+            return self.models[name]
+        known = ", ".join(self.models)
+        runs = [served for full, served in self.models.items() if corpus_of(full) == name]
+        if len(runs) == 1:  # a run's corpus names it too (`shakespeare` for shakespeare-20261204-170201)
+            return runs[0]
+        if runs:
+            raise APIError(
+                404, f"the model `{name}` is ambiguous: give one of {', '.join(s.name for s in runs)}", "model",
+                "model_not_found",
+            )  # fmt: skip
+        raise APIError(404, f"the model `{name}` does not exist here; loaded: {known}", "model", "model_not_found")
 
     def check_key(self, request: Request) -> None:
         if self.api_key is None:
@@ -112,6 +123,15 @@ def known_characters(model: CharLM) -> str | None:
     return "".join(model.vocab.chars) if model.vocab.one_char_per_id else None
 
 
+RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # `runs.run_name`: <corpus>-<date>-<time>[-NN]
+
+
+def corpus_of(name: str) -> str | None:
+    """The corpus of a run name (`shakespeare` of shakespeare-20261204-170201), or None."""
+    stamp = RUN_STAMP.search(name)
+    return name[: stamp.start()] if stamp and stamp.start() > 0 else None
+
+
 def deliver(updates: list[Update]) -> None:
     """On the event loop: each update to the queue of the request it belongs to."""
     for update in updates:
@@ -126,7 +146,10 @@ class Completion:
         self.queue: asyncio.Queue[Update] = asyncio.Queue()
         self.jobs: list[Job] = []
         self.rows = params.n * len(params.prompts)
-        self.prompt_chars = sum(len(p) for p in params.prompts)
+        # The prompts as the model reads them (Unicode-normalized): what `echo` returns, so that the
+        # echoed text, its tokens and their offsets agree.
+        self.read = [served.model.vocab.normalized(p) for p in params.prompts]
+        self.prompt_chars = sum(len(p) for p in self.read)
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
         self.seed = secrets.randbits(62) if params.seed is None else params.seed

@@ -30,5 +30,17 @@ class ServeConfig:
                 raise CharLMError(f"--{name.replace('_', '-')} must be at least {low}, not {getattr(self, name)}")
         if not 0 <= self.chunk_ms <= 1000:
             raise CharLMError(f"--chunk-ms must be between 0 and 1000, not {self.chunk_ms}")
-        if self.api_key == "":
-            raise CharLMError("--api-key must not be empty")
+        if self.api_key is not None:
+            check_api_key(self.api_key, "--api-key")
+
+
+def check_api_key(key: str, source: str) -> str:
+    """A key a client can send: an HTTP header carries printable ASCII (a server decodes it as Latin-1,
+    so a non-ASCII key could never be matched)."""
+    if not key:
+        raise CharLMError(f"{source} must not be empty")
+    if not (key.isascii() and key.isprintable()) or key != key.strip():
+        raise CharLMError(
+            f"{source} must be printable ASCII without spaces at its ends (an HTTP header carries only that)"
+        )
+    return key

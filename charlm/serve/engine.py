@@ -83,6 +83,7 @@ class Stream(Row):
         super().__init__(job.max_chars, job.stops, keep_stop=False)
         self.job, self.index = job, index
         self.held_tokens: list[Token] = []
+        self.unassigned = 0
         self.text: list[str] = []
         self.tokens: list[Token] = []
         self.published = False
@@ -95,11 +96,15 @@ class Stream(Row):
         if text:
             self.text.append(text)
             self.job.made += len(text)
-        count = 0
-        while self.held_tokens and count + len(self.held_tokens[0].text) <= len(text):
-            count += len(self.held_tokens[0].text)
+        self.unassigned += len(text)  # released characters not yet given to a token
+        while self.held_tokens and len(self.held_tokens[0].text) <= self.unassigned:
+            self.unassigned -= len(self.held_tokens[0].text)
             self.tokens.append(self.held_tokens.pop(0))
-        if self.finish_reason is not None:
+        if self.finish_reason is not None:  # a piece cut by a stop: its token is the part released
+            if self.held_tokens and self.unassigned:
+                token = self.held_tokens[0]
+                token.text = token.text[: self.unassigned]
+                self.tokens.append(token)
             self.held_tokens.clear()
 
     def update(self) -> Update | None:
@@ -270,9 +275,12 @@ class Engine:
         with self.wakeup:
             jobs = {id(row.job): row.job for row in self.rows} | {id(job): job for job in self.waiting}
             self.waiting.clear()
+        # Rows that finished before the failure still have their last update to give: a job whose
+        # rows all finished is in no other list, and would be waited for forever.
+        finished = [u for row in self.done if id(row.job) not in jobs and not row.job.cancelled and (u := row.update())]
         self.batch.rows.clear()
         self.done = []
-        updates = [Update(job, 0, "", error=message) for job in jobs.values() if not job.cancelled]
+        updates = finished + [Update(job, 0, "", error=message) for job in jobs.values() if not job.cancelled]
         if updates:
             self.publish(updates)
 

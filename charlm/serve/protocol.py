@@ -19,6 +19,7 @@ from .config import ServeConfig
 from .engine import Token
 
 MAX_STOPS = 16
+MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
 MAX_LOGPROBS = 20
 SEED_LIMIT = 2**63 - 1024  # a sample adds its index to the seed; -1 means "pick one"
 
@@ -27,6 +28,7 @@ class APIError(Exception):
     """An error response: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = ""):
+        message, param = printable(message), None if param is None else printable(param)
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.kind = kind or {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
@@ -35,6 +37,12 @@ class APIError(Exception):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+
+
+def printable(text: str) -> str:
+    """`text` as UTF-8 can carry it: a lone surrogate (JSON allows "\\ud800") echoed from a request is
+    written as its escape, never an encoding error."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 @dataclass
@@ -66,6 +74,59 @@ CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_
 # OpenAI's fields charlm accepts at the value that changes nothing.
 NEUTRAL = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "best_of": (1,)}
 NEUTRAL_OR_NONE = {"suffix", "logit_bias", "best_of", "frequency_penalty", "presence_penalty"}
+
+
+# The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client
+# generator or an API fuzzer reads); the checks above are what the server enforces.
+TEXTS = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+COMMON_SCHEMA = {
+    "model": {"type": "string"},
+    "max_tokens": {"type": "integer", "minimum": 0},
+    "temperature": {"type": "number", "minimum": 0},
+    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "top_k": {"type": "integer"},
+    "repetition_penalty": {"type": "number", "exclusiveMinimum": 0},
+    "repeat_penalty": {"type": "number", "exclusiveMinimum": 0},
+    "n": {"type": "integer", "minimum": 1},
+    "stream": {"type": "boolean"},
+    "stop": TEXTS,
+    "seed": {"type": "integer"},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "user": {"type": "string"},
+}
+MESSAGE_SCHEMA = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string"},
+        "content": {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": {"type": "object", "properties": {"type": {}, "text": {"type": "string"}}}},
+            ]
+        },
+    },
+}
+
+
+def body_schema(properties: dict, required: list[str]) -> dict:
+    """FastAPI's `openapi_extra` for a route that reads its JSON body itself."""
+    schema = {"type": "object", "properties": {**COMMON_SCHEMA, **properties}, "required": required}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+COMPLETION_SCHEMA = body_schema(
+    {"prompt": TEXTS, "logprobs": {"type": "integer", "minimum": 0}, "echo": {"type": "boolean"}}, ["prompt"]
+)
+CHAT_SCHEMA = body_schema(
+    {
+        "messages": {"type": "array", "items": MESSAGE_SCHEMA, "minItems": 1},
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": {"type": "integer", "minimum": 0},
+        "max_completion_tokens": {"type": "integer", "minimum": 0},
+    },
+    ["messages"],
+)
 
 
 def check_fields(body: Any, known: set[str]) -> dict:
@@ -182,6 +243,12 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     stops = strings(body, "stop", MAX_STOPS) or []
     if "" in stops:
         raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
+    longest = max(map(len, stops), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise APIError(
+            400, f"a stop string may have at most {MAX_STOP_CHARS:,} characters, not {longest:,}", "stop",
+            "invalid_value",
+        )  # fmt: skip
     return Params(
         model=model,
         prompts=prompts,
@@ -208,7 +275,8 @@ def completion_params(body: Any, config: ServeConfig) -> Params:
     if not prompts:
         raise APIError(400, "prompt must be a string or a non-empty list of strings", "prompt", "invalid_value")
     limit = "charlm serve --max-tokens"
-    params = common(body, config, prompts, integer(body, "max_tokens", None, 0, config.max_tokens, limit), 16)
+    given = integer(body, "max_tokens", None, 0, config.max_tokens, limit)
+    params = common(body, config, prompts, given, min(16, config.max_tokens))  # OpenAI's default, within the limit
     params.logprobs = integer(body, "logprobs", None, 0, MAX_LOGPROBS)
     params.echo = boolean(body, "echo", False)
     return params
