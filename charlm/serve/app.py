@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from ..errors import CharLMError
 from ..model import CharLM
-from . import protocol
+from . import protocol, responses
 from .completion import Completion, Server, known_characters
 from .config import ServeConfig
 from .engine import Token, Update
@@ -216,21 +216,21 @@ def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]]
         echoed = (run.echoed[i // params.n] or []) if params.echo else []
         logprobs = None
         if params.logprobs is not None:
-            logprobs = protocol.completion_logprobs(echoed + tokens[i], 0)
-        choices.append(protocol.completion_choice(i, prompt + text, logprobs, reason))
-    use = protocol.usage(run.prompt_chars, run.made())
-    return protocol.completion(protocol.new_id("cmpl"), run.served.name, choices, use, run.timings())
+            logprobs = responses.completion_logprobs(echoed + tokens[i], 0)
+        choices.append(responses.completion_choice(i, prompt + text, logprobs, reason))
+    use = responses.usage(run.prompt_chars, run.made())
+    return responses.completion(responses.new_id("cmpl"), run.served.name, choices, use, run.timings())
 
 
 def chat_body(
     run: Completion, wants_logprobs: bool, texts: list[str], tokens: list[list[Token]], reasons: list
 ) -> dict:
     choices = [
-        protocol.chat_choice(i, text, protocol.chat_logprobs(tokens[i]) if wants_logprobs else None, reason)
+        responses.chat_choice(i, text, responses.chat_logprobs(tokens[i]) if wants_logprobs else None, reason)
         for i, (text, reason) in enumerate(zip(texts, reasons))
     ]
-    use = protocol.usage(run.prompt_chars, run.made())
-    return protocol.chat(protocol.new_id("chatcmpl"), run.served.name, choices, use, run.timings())
+    use = responses.usage(run.prompt_chars, run.made())
+    return responses.chat(responses.new_id("chatcmpl"), run.served.name, choices, use, run.timings())
 
 
 async def events(run: Completion, first: Callable[[], list[dict]], chunk: Callable[[Update, int], dict], usage_chunk):
@@ -246,7 +246,7 @@ async def events(run: Completion, first: Callable[[], list[dict]], chunk: Callab
                 body["timings"] = run.timings()
             yield event(body)
         if run.params.include_usage:
-            yield event(usage_chunk(protocol.usage(run.prompt_chars, run.made())))
+            yield event(usage_chunk(responses.usage(run.prompt_chars, run.made())))
         yield "data: [DONE]\n\n"
     except APIError as e:
         yield event(e.body())
@@ -259,7 +259,7 @@ def event(body: dict) -> str:
 
 
 def stream_completion(run: Completion) -> AsyncIterator[str]:
-    params, id_, offsets = run.params, protocol.new_id("cmpl"), {}
+    params, id_, offsets = run.params, responses.new_id("cmpl"), {}
 
     def body(choices: list[dict]) -> dict:
         return {
@@ -276,27 +276,27 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         chunks = []
         for i in range(params.n * len(params.prompts)):
             prompt, echoed = run.read[i // params.n], run.echoed[i // params.n] or []
-            logprobs = protocol.completion_logprobs(echoed, 0) if params.logprobs is not None else None
+            logprobs = responses.completion_logprobs(echoed, 0) if params.logprobs is not None else None
             offsets[i] = len(prompt)
-            chunks.append(body([protocol.completion_choice(i, prompt, logprobs, None)]))
+            chunks.append(body([responses.completion_choice(i, prompt, logprobs, None)]))
         return chunks
 
     def chunk(update: Update, i: int) -> dict:
         logprobs = None
         if params.logprobs is not None:
-            logprobs = protocol.completion_logprobs(update.tokens or [], offsets.get(i, 0))
+            logprobs = responses.completion_logprobs(update.tokens or [], offsets.get(i, 0))
         offsets[i] = offsets.get(i, 0) + len(update.text)
-        return body([protocol.completion_choice(i, update.text, logprobs, update.finish_reason)])
+        return body([responses.completion_choice(i, update.text, logprobs, update.finish_reason)])
 
     return events(run, first, chunk, lambda use: {**body([]), "usage": use})
 
 
 def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
-    id_ = protocol.new_id("chatcmpl")
+    id_ = responses.new_id("chatcmpl")
 
     def chunk(update: Update, i: int) -> dict:
-        logprobs = protocol.chat_logprobs(update.tokens or []) if wants_logprobs else None
-        choice = protocol.chat_choice(i, update.text, logprobs, update.finish_reason, delta=True)
-        return protocol.chat(id_, run.served.name, [choice], None, chunk=True)
+        logprobs = responses.chat_logprobs(update.tokens or []) if wants_logprobs else None
+        choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, delta=True)
+        return responses.chat(id_, run.served.name, [choice], None, chunk=True)
 
-    return events(run, list, chunk, lambda use: protocol.chat(id_, run.served.name, [], use, chunk=True))
+    return events(run, list, chunk, lambda use: responses.chat(id_, run.served.name, [], use, chunk=True))

@@ -26,7 +26,7 @@ from ..config import SampleConfig
 from ..errors import CharLMError
 from ..model import UNSEEN, CharLM
 from ..vocab import UnknownCharacterWarning
-from . import protocol
+from . import responses
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
 from .metrics import Metrics
@@ -228,7 +228,7 @@ class Completion:
         made = sum(j.made for j in self.jobs)
         start = min((j.admitted for j in jobs), default=0.0)
         end = max((j.finished or time.monotonic() for j in jobs), default=0.0)
-        return protocol.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)
+        return responses.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)
 
     def made(self) -> int:
         return sum(j.made for j in self.jobs)

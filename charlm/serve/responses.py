@@ -1,0 +1,95 @@
+"""The OpenAI completions API's responses as charlm writes them: ids, usage, log-probabilities, and
+the completion and chat bodies and stream chunks (protocol.py checks the requests)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from .engine import Token
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def usage(prompt_chars: int, completion_chars: int) -> dict:
+    return {
+        "prompt_tokens": prompt_chars,
+        "completion_tokens": completion_chars,
+        "total_tokens": prompt_chars + completion_chars,
+    }
+
+
+def timings(prompt_chars: int, prompt_ms: float, predicted_chars: int, predicted_ms: float) -> dict:
+    """llama.cpp's per-response timings, in characters."""
+
+    def per(count: int, ms: float) -> tuple[float | None, float | None]:
+        return (ms / count if count else None), (count / ms * 1000 if ms > 0 else None)
+
+    prompt_per_char, prompt_rate = per(prompt_chars, prompt_ms)
+    predicted_per_char, predicted_rate = per(predicted_chars, predicted_ms)
+    return {
+        "prompt_n": prompt_chars,
+        "prompt_ms": round(prompt_ms, 3),
+        "prompt_per_token_ms": prompt_per_char,
+        "prompt_per_second": prompt_rate,
+        "predicted_n": predicted_chars,
+        "predicted_ms": round(predicted_ms, 3),
+        "predicted_per_token_ms": predicted_per_char,
+        "predicted_per_second": predicted_rate,
+    }
+
+
+def completion_logprobs(tokens: list[Token], offset: int) -> dict:
+    """The legacy completions form: parallel lists, `text_offset` counted from the start of the
+    choice's text (echoed prompt included)."""
+    offsets, at = [], offset
+    for token in tokens:
+        offsets.append(at)
+        at += len(token.text)
+    return {
+        "tokens": [t.text for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [None if t.top is None else dict(t.top) for t in tokens],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(tokens: list[Token]) -> dict:
+    def entry(text: str, logprob: float) -> dict:
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {
+        "content": [
+            {**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top or []]} for t in tokens
+        ]
+    }
+
+
+def completion(id_: str, model: str, choices: list[dict], use: dict, times: dict | None = None) -> dict:
+    body = {"id": id_, "object": "text_completion", "created": int(time.time()), "model": model}
+    body |= {"choices": choices, "usage": use}
+    return body | ({"timings": times} if times else {})
+
+
+def completion_choice(index: int, text: str, logprobs: dict | None, finish_reason: str | None) -> dict:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+
+
+def chat(id_: str, model: str, choices: list[dict], use: dict, times: dict | None = None, chunk: bool = False):
+    body = {"id": id_, "object": "chat.completion.chunk" if chunk else "chat.completion"}
+    body |= {"created": int(time.time()), "model": model, "choices": choices}
+    if use is not None:
+        body["usage"] = use
+    return body | ({"timings": times} if times else {})
+
+
+def chat_choice(index: int, text: str, logprobs: dict | None, finish_reason: str | None, delta: bool = False) -> dict:
+    message = {"role": "assistant", "content": text}
+    return {
+        "index": index,
+        "delta" if delta else "message": message,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
+    }
