@@ -59,6 +59,14 @@ def read_base(target: str | Path) -> Start:
     return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
 
 
+def resolved_head(start: Start, name: str) -> str | None:
+    """The head the base really has (its option may be `auto`), so `--head adaptive` matches an adaptive
+    base whichever option built it; None for every other option."""
+    if name != "head":
+        return None
+    return "adaptive" if start.checkpoint.model_config.head_cutoffs else "full"
+
+
 def run_config(start: Start, options: dict) -> Config:
     """The new run's options: the base's architecture, `DEFAULTS`, then `options` (which may not
     contradict the architecture)."""
@@ -66,7 +74,7 @@ def run_config(start: Start, options: dict) -> Config:
     conflicts = [
         f"--{option_name(name)} {options[name]} (the base has {getattr(base, name)})"
         for name in ARCHITECTURE
-        if options.get(name) is not None and options[name] != getattr(base, name)
+        if options.get(name) is not None and options[name] not in (getattr(base, name), resolved_head(start, name))
     ]
     if conflicts:
         raise CharLMError(

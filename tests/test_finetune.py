@@ -253,3 +253,17 @@ def test_an_eval_also_text_with_characters_the_model_lacks_is_one_line(fox_file,
     result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "greek.txt", "--max-steps", "5", *TINY_ARGS)
     assert_one_line_error(result, "--eval-also", "greek.txt", "never seen")
     assert not (tmp_path / "checkpoints" / "tuned").exists()
+
+
+def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny):
+    """A base trained with --head auto over a large vocabulary has an adaptive head: --head adaptive agrees."""
+    many = "".join(chr(0x4E00 + i) for i in range(1200)) + "\n"
+    wide = fox_file.with_name("wide.txt")
+    wide.write_text(many * 3, encoding="utf-8")
+    charlm.train(wide, out="wide", **{**tiny, "max_steps": 2})
+    assert latest("wide").config.head == "auto" and latest("wide").model_config.head_cutoffs
+    options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "adaptive"}
+    tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
+    assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
+    with pytest.raises(CharLMError, match="--head full"):
+        api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")
