@@ -204,15 +204,18 @@ class Trainer:
     def evaluate_and_save(self) -> None:
         """Rank 0 scores the validation text on the unwrapped model; the other ranks wait in save()."""
         progress, improved, also = self.progress, False, None
+        kept_best = progress.best_bpc
         if self.ranks.leader:
             progress.val_bpc = bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS)
             if self.eval_also_ids is not None:
                 also = bits_per_char(self.result, self.eval_also_ids, EVAL_ALSO_TOKENS)
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
             if improved:
-                progress.best_bpc = progress.val_bpc
+                progress.best_bpc = progress.val_bpc  # as best.pt will record it
         progress.val_step = progress.step
         self.save(improved)
+        if improved and self.save_error:  # best.pt still holds the previous best: a later, better one replaces it
+            progress.best_bpc = kept_best
         if not self.ranks.leader:
             return
         self.reporter.write_row(val_bpc=progress.val_bpc, eval_also_bpc=also)

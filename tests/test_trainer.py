@@ -370,3 +370,20 @@ def test_a_run_much_slower_than_its_size_probe_says_so(fox_file, tiny, monkeypat
     quick.plan = dataclasses.replace(quick.plan, probed_chars_per_second=1.0)  # slower than any run: no warning
     quick.fit()
     assert "size probe" not in capsys.readouterr().err
+
+
+def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_better_one(fox_file, tiny, monkeypatch):
+    """Validation 4.0, 3.0 (its write fails), 3.5, 3.6: best.pt must end at 3.5, the best on disk."""
+    scripted = iter([4.0, 3.0, 3.5, 3.6])
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    real_save = trainer.save
+
+    def failing_at_40(saved, paths):
+        if saved.progress.step == 40:
+            raise CharLMError("disk error")
+        real_save(saved, paths)
+
+    monkeypatch.setattr(trainer, "save", failing_at_40)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 80, "eval_every": 20, "save_errors": "warn"})
+    best = checkpoint.read(runs.resolve("run", prefer=runs.BEST))
+    assert (best.progress.step, best.progress.best_bpc) == (60, 3.5)
