@@ -45,11 +45,12 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None  # the signal that asked first
 
     def __call__(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
     def installed(self):
@@ -78,6 +79,7 @@ class Trainer:
         self.eval_also_ids = train_state.read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
         self.stopped_early = False
+        self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
         self.checkpoint_interval = plan.config.checkpoint_interval()
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.saved_at = 0.0
@@ -149,6 +151,7 @@ class Trainer:
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
+        self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
