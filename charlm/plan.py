@@ -15,7 +15,8 @@ The rules:
 - evaluation once per pass, so a short text's best weights are caught before it is overfitted, at a
   cost of about 4% of training (the held-out tenth, forward only) whatever the text's size, but not
   more often than every 200 steps nor less often than every 2000;
-- the hidden size and the GPU's batch: sizing.py.
+- the hidden size and the GPU's batch: sizing.py; the size fits the characters the run will really
+  see: --max-time's at the probed speed or --max-steps', whichever are fewer.
 """
 
 from __future__ import annotations
@@ -119,7 +120,13 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         config = dataclasses.replace(config, batch_size=batch)
 
     probed = None
-    if config.hidden is None and budget is None:
+    if config.hidden is None and budget is None and config.max_steps:  # the steps alone say what it will see
+        hidden, reasons["hidden"] = sizing.fit_to_chars(
+            sizing.step_chars(config, corpus), sizing.parameters_of(config, corpus)
+        )
+        config = dataclasses.replace(config, hidden=hidden)
+        say(reasons["hidden"])
+    elif config.hidden is None and budget is None:
         config = dataclasses.replace(config, hidden=sizing.NO_BUDGET_HIDDEN)
         reasons["hidden"] = "no --max-time to fit to: the measured default for a 10-minute run"
     elif config.hidden is None:

@@ -39,7 +39,9 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
     planned = plan.plan(Config(**unset), corpus, out="run")
     assert all(getattr(planned.config, name) is not None for name in plan.PLANNED)
     assert planned.config.batch_size == sizing.DEFAULT_BATCH_SIZE == 16  # a CPU keeps the default batch
-    assert planned.config.hidden == sizing.NO_BUDGET_HIDDEN and planned.run_dir == runs.CHECKPOINT_ROOT / "run"
+    assert (
+        planned.config.hidden == sizing.CANDIDATES[0] and planned.run_dir == runs.CHECKPOINT_ROOT / "run"
+    )  # 20 steps fit the smallest size
     assert set(planned.reasons) == {*plan.PLANNED, "run_dir"}
     given = plan.plan(Config(**{**tiny, "dropout": 0.25, "eval_every": 70}), corpus, out="given")
     assert (given.config.dropout, given.config.eval_every, given.config.batch_size) == (0.25, 70, 4)
