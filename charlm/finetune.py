@@ -2,10 +2,10 @@
 
 The base decides the architecture: the options that shape its weights and its vocabulary
 (`ARCHITECTURE`) come from its checkpoint, and a given one that differs is refused. Everything else
-is the new run's own (dropout too: the plan takes the base's unless given), with `DEFAULTS` in place of `Config`'s:
-a trained model needs a gentler start than a random one, and a small text is overfitted within a few
-thousand steps, so it is scored often enough for best.pt to catch the turn (docs/benchmarks.md,
-"Fine-tuning").
+is the new run's own, with `DEFAULTS` in place of `Config`'s: a trained model needs a gentler start
+than a random one (docs/benchmarks.md, "Fine-tuning"). Dropout and the evaluation cadence are planned
+as for any run, from the passes over the new text: a small one is read many times and overfitted
+within a few hundred steps (docs/benchmarks.md, "Small texts").
 
 The vocabulary grows: characters of the new text the base does not know are appended after the base's
 ids (`Vocab.extended`) and get new rows that start as rare characters (`model.grow_vocab`); known
@@ -29,7 +29,7 @@ from .vocab import Vocab
 
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
-DEFAULTS = {"lr": 1e-3, "warmup_steps": 100, "eval_every": 200}  # in place of Config's, unless given
+DEFAULTS = {"lr": 1e-3, "warmup_steps": 100}  # in place of Config's, unless given
 WITH_RESUME = "--init-from starts a new run from another run's weights, --resume continues a run: give one of them"
 
 

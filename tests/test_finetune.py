@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, finetune, runs, sizing, tokens
+from charlm import api, finetune, plan, runs, sizing, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -167,10 +167,15 @@ def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
     assert trainer.config.layers == 1 and trainer.config.warmup_steps == finetune.DEFAULTS["warmup_steps"]
 
 
-def test_dropout_is_the_new_runs_own_and_the_bases_unless_given(base, new_file):
-    same = api.start_finetune(base, {"quiet": True}, [str(new_file)], "same")
-    assert same.config.dropout == same.model.config.dropout == latest(base).model_config.dropout == 0.1
-    assert same.plan.reasons["dropout"] == same.plan.reasons["hidden"] == "the base run base's"
+def test_dropout_and_cadence_are_fitted_to_the_passes_over_the_new_text_unless_given(base, new_file):
+    """A small new text is read many times: the base's dropout (0.1) would let it be memorized."""
+    options = {"quiet": True, "max_steps": 3000, "max_time": None, "batch_size": 4, "seq_len": 8}
+    fitted = api.start_finetune(base, options, [str(new_file)], "fitted")
+    passes = 3000 * 4 * 8 / len(fitted.corpus.train_ids)
+    assert fitted.config.dropout == fitted.model.config.dropout == plan.fitted_dropout(passes) == 0.5
+    assert "passes over the training text" in fitted.plan.reasons["dropout"]
+    assert fitted.plan.reasons["hidden"] == "the base run base's"
+    assert fitted.config.eval_every == plan.eval_cadence(fitted.config, len(fitted.corpus.train_ids)) < 200
     more = api.start_finetune(base, {"quiet": True, "dropout": 0.3}, [str(new_file)], "more")
     assert more.config.dropout == more.model.config.dropout == more.model.drop.p == 0.3
     assert more.plan.reasons["dropout"] == "given"

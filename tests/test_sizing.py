@@ -108,7 +108,7 @@ def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, 
     tiny.update(batch_size=16, seq_len=25, max_steps=300, eval_every=None)  # 120,000 tokens of a 2,376-token text
     charlm.train(fox_file, out="many", **tiny)
     many = latest("many").config
-    assert many.dropout == 0.5 and many.eval_every == 200
+    assert many.dropout == 0.5 and many.eval_every == 5  # 2,376 tokens, 400 a step: every 5 steps
     charlm.train(fox_file, out="told", **{**tiny, "quiet": False, "max_steps": 3})  # 1,200 tokens: half a pass
     assert "--dropout 0.1 fits about 0.5 passes over the training text" in capsys.readouterr().err
     probed = []

@@ -387,3 +387,18 @@ def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_bet
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 80, "eval_every": 20, "save_errors": "warn"})
     best = checkpoint.read(runs.resolve("run", prefer=runs.BEST))
     assert (best.progress.step, best.progress.best_bpc) == (60, 3.5)
+
+
+def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny, monkeypatch, capsys):
+    """Validation 4.0, 3.0, then only worse: with --patience 2 the run stops after the second worse
+    evaluation, says so once, and best.pt holds step 20; --patience 0 trains on to the end."""
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    scripted = iter([4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 2})
+    assert latest("run").progress.step == 40 and latest("run").progress.worse_evaluations == 2
+    best = checkpoint.read(runs.resolve("run", prefer=runs.BEST)).progress
+    assert (best.step, best.best_bpc, best.best_step) == (20, 3.0, 20)
+    assert capsys.readouterr().err.count("validation has not improved for 2 evaluations") == 1
+    scripted = itertools.chain([4.0, 3.0], itertools.repeat(3.5))
+    charlm.train(fox_file, out="patient", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 0})
+    assert latest("patient").progress.step == 100
