@@ -9,8 +9,8 @@ cannot move a result. For each budget: with `--scratch`, one run from scratch wi
 base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RUN`) per CONFIG
 (`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
 scored every 200 steps (--eval-every; scoring does not change training), and reports the held-out bpc
-of the small text that best.pt keeps at that cadence and at the run's default one (from scratch once
-per pass over the text, `plan.eval_cadence`; fine-tuned every finetune.DEFAULTS["eval_every"]; and the
+of the small text that best.pt keeps at that cadence and at the run's default one (once per pass over
+the text, `plan.eval_cadence`, from scratch and fine-tuned alike; and the
 last step), the base's own
 held-out bpc under that best.pt, and a sample of it.
 
@@ -33,7 +33,7 @@ import torch
 from sweep import parse
 
 import charlm
-from charlm import api, finetune, plan, runs, sizing
+from charlm import api, plan, runs, sizing
 from charlm.config import Config
 from charlm.evaluate import bits_per_char
 from charlm.model import RARE_ROWS, CharLM
@@ -182,7 +182,7 @@ def main() -> None:
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{steps}-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})
-            cadence = parse(spec).get("eval_every", finetune.DEFAULTS["eval_every"])
+            cadence = parse(spec).get("eval_every", default_cadence(args.text))
             lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, cadence))
     print(
         f"\n| run | steps | {args.text} held-out bpc, best of every {args.eval_every} steps | at the run's default "
