@@ -9,8 +9,8 @@ cannot move a result. For each budget: with `--scratch`, one run from scratch wi
 base's size (--hidden, --layers); then one fine-tuning run (`--init-from BASE_RUN`) per CONFIG
 (`name=value[,name=value...]` over the fine-tuning defaults; `-` or none: the defaults). Every run is
 scored every 200 steps (--eval-every; scoring does not change training), and reports the held-out bpc
-of the small text that best.pt keeps at that cadence and at the run's default one (from scratch once
-per pass over the text, `bench.common.default_eval_every`; fine-tuned every --finetune-cadence steps; and the
+of the small text that best.pt keeps at that cadence and at the run's default one (once per pass over
+the text, `bench.common.default_eval_every`, from scratch and fine-tuned alike; and the
 last step), the base's own
 held-out bpc under that best.pt, and a sample of it.
 
@@ -41,7 +41,6 @@ from charlm.tokens import load_corpus
 
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}
 EVAL_CHARS = 150_000  # --eval-chars: the held-out characters scored, as many as a training run's validation scores
-FINETUNE_CADENCE = 200  # --finetune-cadence: the --eval-every a fine-tuning run gets by default (charlm's: 200)
 RARE_ROWS = 16  # --rare-rows: the rarest known characters whose rows the 'rare' start averages (charlm's full head: 16)
 INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives measured against it
 
@@ -156,9 +155,6 @@ def main() -> None:
     parser.add_argument("--init", action="store_true", help="measure the ways of starting new characters' rows")
     parser.add_argument("--eval-every", type=int, default=200, help="score every run this often")
     parser.add_argument("--eval-chars", type=int, default=EVAL_CHARS, help="held-out characters scored at most")
-    parser.add_argument(
-        "--finetune-cadence", type=int, default=FINETUNE_CADENCE, help="a fine-tuning run's default --eval-every"
-    )
     parser.add_argument("--rare-rows", type=int, default=RARE_ROWS, help="--init: rows the 'rare' start averages")
     parser.add_argument("--out", default="bench/out", help="folder for the runs")
     args = parser.parse_intermixed_args()
@@ -176,17 +172,17 @@ def main() -> None:
         return
     base = charlm.checkpoint.read(runs.resolve(args.base)).config
     lines = []
-    scratch_cadence = default_eval_every([args.text]) if args.scratch else 0
+    default_cadence = default_eval_every([args.text])  # a run's default --eval-every, scratch or fine-tuned
     for steps in [int(s) for s in args.steps.split(",")]:
         common = {"max_steps": steps, "max_time": None, "eval_every": args.eval_every, "quiet": True}
         if args.scratch:
             run = folder / f"scratch-{steps}"
             charlm.train(args.text, out=run, hidden=base.hidden, layers=base.layers, **common)
-            lines.append(report("scratch, defaults", run, steps, None, args.eval_chars, scratch_cadence))
+            lines.append(report("scratch, defaults", run, steps, None, args.eval_chars, default_cadence))
         for i, spec in enumerate(args.configs or ["-"]):
             run = folder / f"finetune-{steps}-{i}"
             charlm.train(args.text, out=run, init_from=args.base, **{**common, **parse(spec)})
-            cadence = parse(spec).get("eval_every", args.finetune_cadence)
+            cadence = parse(spec).get("eval_every", default_cadence)
             lines.append(report(f"fine-tuned, {spec}", run, steps, base_ids, args.eval_chars, cadence))
     print(
         f"\n| run | steps | {args.text} held-out bpc, best of every {args.eval_every} steps | at the run's default "

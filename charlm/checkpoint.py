@@ -135,6 +135,8 @@ class Progress:
     val_bpc: float | None = None
     val_step: int | None = None  # the step whose weights val_bpc scored
     best_bpc: float | None = None
+    best_step: int | None = None  # the step whose weights best_bpc scored (best.pt's)
+    worse_evaluations: int = 0  # evaluations in a row since best_bpc last improved (--patience)
 
 
 @dataclass

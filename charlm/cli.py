@@ -53,8 +53,9 @@ class Group(click.Group):
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
-        except KeyboardInterrupt:
-            click.echo("interrupted; checkpoints already written are intact", err=True)
+        except KeyboardInterrupt:  # only training has checkpoints to speak of; a server just stops
+            if ctx.invoked_subcommand == "train":
+                click.echo("interrupted; checkpoints already written are intact", err=True)
             sys.exit(130)
         except OSError as e:  # a file error no stage turned into a CharLMError: still one line
             raise click.ClickException(f"{e.filename or 'file'}: {e.strerror or e}") from None
@@ -194,14 +195,13 @@ def train_ranks(
             click.echo(f"fine-tuning from {trainer.base.describe()}; {added}", err=True)
     trainer.fit()
     progress = trainer.progress
+    saved = f"saved in {run_dir}"
     if trainer.save_error:
         kept = f"{run_dir} holds step {trainer.saved_step}" if trainer.saved_step else f"{run_dir} holds no checkpoint"
         saved = f"not saved: the last checkpoint could not be written ({trainer.save_error}); {kept}"
-    else:
-        saved = f"saved in {run_dir}"
     if trainer.stopped_early:
         click.echo(f"stopped at step {progress.step}; {saved}. Resume with: charlm train --resume {run_dir}")
-        return
+        sys.exit(128 + trainer.stop_signal)  # the shell's status for the signal, so a script sees it did not finish
     click.echo(
         f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
         f"(best {progress.best_bpc:.3f}); {saved}"

@@ -28,7 +28,7 @@ SAMPLE_PRECISIONS = ("fp32", "bf16")
 # recover from a diverged run), and where and in which precision it runs (a GPU run may go on on a
 # CPU). Everything else shapes the model or the data and must stay.
 RESUMABLE = (
-    "max_steps", "max_time", "eval_every", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
+    "max_steps", "max_time", "eval_every", "patience", "checkpoint_every", "save_errors", "detect_anomaly", "quiet",
     "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "threads", "eval_also",
 )  # fmt: skip
 
@@ -99,7 +99,12 @@ class Config:
     eval_every: int | None = _opt(
         None,
         "evaluate validation bpc and checkpoint every N steps; unset: once per pass over the training text, "
-        "every 200 to 2000 steps",
+        "at most every 2000 steps",
+    )
+    patience: int = _opt(
+        5,
+        "stop early once validation bpc has not improved for N evaluations in a row (the text is being "
+        "memorized; best.pt keeps the best); 0: never",
     )
     checkpoint_every: str | int = _opt("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
     save_errors: str = _opt(
@@ -166,6 +171,8 @@ class Config:
             raise CharLMError(f"--threads must be between 1 and {MAX_THREADS}, not {self.threads}")
         if self.sample_every < 0:
             raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
+        if self.patience < 0:
+            raise CharLMError(f"--patience must be at least 0, not {self.patience}")
         if self.max_steps is not None and self.max_steps < 1:
             raise CharLMError(f"--max-steps must be at least 1, not {self.max_steps}")
         check_seed(self.random_seed)

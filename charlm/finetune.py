@@ -2,10 +2,11 @@
 
 The base decides the architecture: the options that shape its weights and its vocabulary
 (`ARCHITECTURE`) come from its checkpoint, and a given one that differs is refused. Everything else
-is the new run's own (dropout too: the plan takes the base's unless given), with `DEFAULTS` in place of `Config`'s:
-a trained model needs a gentler start than a random one, and a small text is overfitted within a few
-thousand steps, so it is scored often enough for best.pt to catch the turn (docs/benchmarks.md,
-"Fine-tuning").
+is the new run's own, with `DEFAULTS` in place of `Config`'s: a trained model needs a gentler start
+than a random one (docs/benchmarks.md, "Fine-tuning"). The evaluation cadence is planned as for any
+run, once per pass over the new text: a small one is read many times and overfitted within a few
+hundred steps; dropout is the base's unless given, which measured better than fitting it to those
+passes (plan.py; docs/benchmarks.md, "Small texts").
 
 The vocabulary grows: characters of the new text the base does not know are appended after the base's
 ids (`Vocab.extended`) and get new rows that start as rare characters (`model.grow_vocab`); known
@@ -29,7 +30,7 @@ from .vocab import Vocab
 
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
-DEFAULTS = {"lr": 1e-3, "warmup_steps": 100, "eval_every": 200}  # in place of Config's, unless given
+DEFAULTS = {"lr": 1e-3, "warmup_steps": 100}  # in place of Config's, unless given
 WITH_RESUME = "--init-from starts a new run from another run's weights, --resume continues a run: give one of them"
 
 
@@ -59,6 +60,14 @@ def read_base(target: str | Path) -> Start:
     return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
 
 
+def resolved_head(start: Start, name: str) -> str | None:
+    """The head the base really has (its option may be `auto`), so `--head adaptive` matches an adaptive
+    base whichever option built it; None for every other option."""
+    if name != "head":
+        return None
+    return "adaptive" if start.checkpoint.model_config.head_cutoffs else "full"
+
+
 def run_config(start: Start, options: dict) -> Config:
     """The new run's options: the base's architecture, `DEFAULTS`, then `options` (which may not
     contradict the architecture)."""
@@ -66,7 +75,7 @@ def run_config(start: Start, options: dict) -> Config:
     conflicts = [
         f"--{option_name(name)} {options[name]} (the base has {getattr(base, name)})"
         for name in ARCHITECTURE
-        if options.get(name) is not None and options[name] != getattr(base, name)
+        if options.get(name) is not None and options[name] not in (getattr(base, name), resolved_head(start, name))
     ]
     if conflicts:
         raise CharLMError(

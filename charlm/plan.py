@@ -13,9 +13,15 @@ The rules:
   dropout is strong (alice.txt, 46 passes: 0.5 beat 0.3 and 0.1); in between, log-linear
   (docs/benchmarks.md, "Dropout and the passes over the text");
 - evaluation once per pass, so a short text's best weights are caught before it is overfitted, at a
-  cost of about 4% of training (the held-out tenth, forward only) whatever the text's size, but not
-  more often than every 200 steps nor less often than every 2000;
-- the hidden size and the GPU's batch: sizing.py.
+  cost of about 4% of training (the held-out tenth, forward only) whatever the text's size, however
+  small the text (a 200-step floor let tangshi300 run 3 passes between evaluations and past its best
+  in two: docs/benchmarks.md, "Small texts"), but not less often than every 2000 steps;
+- a fine-tuning run's cadence follows the passes over its new text like any run's; its dropout is the
+  base's unless given: on tangshi300 dropout fitted to the passes (0.33, 0.5) was 0.02-0.03 bpc worse
+  than the base's 0.1, and the early stop (--patience) is what ends the memorizing (docs/benchmarks.md,
+  "Small texts");
+- the hidden size and the GPU's batch: sizing.py; the size fits the characters the run will really
+  see: --max-time's at the probed speed or --max-steps', whichever are fewer.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from .tokens import TokenCorpus
 from .train_state import check_data, read_eval_also
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
-EVAL_EVERY_RANGE = (200, 2000)  # steps between evaluations: once per pass, within these
+EVAL_EVERY_RANGE = (1, 2000)  # steps between evaluations: once per pass, within these
 PLANNED = ("batch_size", "hidden", "dropout", "eval_every")  # the options a plan never leaves unset
 GIVEN = "given"
 
@@ -102,14 +108,15 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
     if base is not None:
         reasons.update({name: f"the base run {base.record.run}'s" for name in ARCHITECTURE if name in PLANNED})
-        if config.dropout is None:
-            config = dataclasses.replace(config, dropout=base.checkpoint.config.dropout)
-            reasons["dropout"] = f"the base run {base.record.run}'s"
 
     def say(line: str) -> str:
         if not config.quiet:
             tqdm.write(line, file=sys.stderr)
         return line
+
+    if base is not None and config.dropout is None:  # measured: better than fitting it (module docstring)
+        config = dataclasses.replace(config, dropout=base.checkpoint.config.dropout)
+        reasons["dropout"] = say(f"--dropout {config.dropout:g}: the base run {base.record.run}'s")
 
     budget, train_tokens = config.max_seconds(), len(corpus.train_ids)
     probe = sizing.Probe(config, corpus, ranks.world)
@@ -119,7 +126,13 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         config = dataclasses.replace(config, batch_size=batch)
 
     probed = None
-    if config.hidden is None and budget is None:
+    if config.hidden is None and budget is None and config.max_steps:  # the steps alone say what it will see
+        hidden, reasons["hidden"] = sizing.fit_to_chars(
+            sizing.step_chars(config, corpus), sizing.parameters_of(config, corpus)
+        )
+        config = dataclasses.replace(config, hidden=hidden)
+        say(reasons["hidden"])
+    elif config.hidden is None and budget is None:
         config = dataclasses.replace(config, hidden=sizing.NO_BUDGET_HIDDEN)
         reasons["hidden"] = "no --max-time to fit to: the measured default for a 10-minute run"
     elif config.hidden is None:
@@ -140,8 +153,8 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     if config.eval_every is None:
         config = dataclasses.replace(config, eval_every=eval_cadence(config, train_tokens))
         reasons["eval_every"] = (
-            f"--eval-every {config.eval_every}: once per pass over the training text, within "
-            f"{EVAL_EVERY_RANGE[0]} to {EVAL_EVERY_RANGE[1]} steps"
+            f"--eval-every {config.eval_every}: once per pass over the training text, at most "
+            f"{EVAL_EVERY_RANGE[1]} steps apart"
         )
 
     check_data(config, corpus)

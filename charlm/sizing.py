@@ -10,7 +10,9 @@ run; counting all 4,447 rows of a Chinese novel's head made the rule pick models
 The embedding is a lookup and costs almost nothing.
 
 So: time each candidate's training steps on the real batches, predict how many characters it would
-see in the budget, and take the largest candidate that still sees enough. Timing is noisy on a busy
+see in the budget, and take the largest candidate that still sees enough. A run that `--max-steps`
+ends sooner sees only that many steps' characters, whatever its speed: the smaller count is the one
+the rule uses (`fit_to_chars` alone when there is no time budget: then nothing needs timing). Timing is noisy on a busy
 machine, so each candidate's speed is the best of a few short windows, and the two sizes either side
 of the decision are timed once more before it is made.
 
@@ -62,22 +64,28 @@ class Candidate:
     chars_per_second: float
     parameters: int
     seconds: float
+    max_chars: float | None = None  # the characters --max-steps lets any size see
+
+    @property
+    def chars(self) -> float:
+        """The characters this size would train on: the time budget's at its speed, or fewer by --max-steps."""
+        return min(self.chars_per_second * self.seconds, self.max_chars or float("inf"))
 
     @property
     def chars_per_parameter(self) -> float:
-        return self.chars_per_second * self.seconds / self.parameters
+        return self.chars / self.parameters
 
 
 def choose_hidden(
-    seconds: float, speed: Callable[[int], float], parameters: Callable[[int], int]
+    seconds: float, speed: Callable[[int], float], parameters: Callable[[int], int], max_chars: float | None = None
 ) -> tuple[int, list[Candidate]]:
-    """The largest candidate whose predicted characters in `seconds` reach CHARS_PER_PARAMETER times
-    its parameters (the smallest candidate if none does), and the candidates measured. Candidates are
+    """The largest candidate whose predicted characters in `seconds` (at most `max_chars`) reach
+    CHARS_PER_PARAMETER times its parameters (the smallest candidate if none does), and the candidates measured. Candidates are
     measured smallest first and the search stops at the first that falls short: bigger ones are slower
     and larger, so they would too."""
     measured: list[Candidate] = []
     for hidden in CANDIDATES:
-        candidate = Candidate(hidden, speed(hidden), parameters(hidden), seconds)
+        candidate = Candidate(hidden, speed(hidden), parameters(hidden), seconds, max_chars)
         measured.append(candidate)
         if candidate.chars_per_parameter < CHARS_PER_PARAMETER:
             break
@@ -94,7 +102,20 @@ def choose_hidden(
 def describe(chosen: int, measured: list[Candidate]) -> str:
     """One line for the terminal: what was measured and what was picked."""
     tried = ", ".join(f"{c.hidden}: {c.chars_per_second:,.0f} chars/s, {c.chars_per_parameter:.1f}" for c in measured)
-    return f"--hidden {chosen} fits the budget (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried})"
+    capped = measured and measured[0].max_chars and measured[-1].chars == measured[-1].max_chars
+    limit = f"; --max-steps ends it at {measured[0].max_chars:,.0f} chars" if capped else ""
+    return f"--hidden {chosen} fits the budget (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried}{limit})"
+
+
+def fit_to_chars(chars: float, parameters: Callable[[int], int]) -> tuple[int, str]:
+    """The largest candidate that `chars` training characters give CHARS_PER_PARAMETER per parameter
+    (the smallest if none), and why: a run limited by --max-steps alone sees that many at any speed."""
+    fitting = [h for h in CANDIDATES if chars >= CHARS_PER_PARAMETER * parameters(h)]
+    hidden = fitting[-1] if fitting else CANDIDATES[0]
+    return hidden, (
+        f"--hidden {hidden} fits --max-steps: {chars:,.0f} training chars, {chars / parameters(hidden):.1f} "
+        f"per parameter (want >= {CHARS_PER_PARAMETER:g})"
+    )
 
 
 def choose_batch(
@@ -169,14 +190,27 @@ def head_rows(corpus: TokenCorpus) -> int:
     return frequent_characters(torch.from_numpy(corpus.train_counts))
 
 
+def step_chars(config: Config, corpus: TokenCorpus) -> float | None:
+    """The training characters --max-steps allows (None: unset)."""
+    if not config.max_steps:
+        return None
+    return config.max_steps * (config.batch_size or DEFAULT_BATCH_SIZE) * config.seq_len * corpus.chars_per_token
+
+
+def parameters_of(config: Config, corpus: TokenCorpus) -> Callable[[int], int]:
+    rows = head_rows(corpus)
+    return lambda hidden: trained_parameters(config.cell, config.layers, hidden, rows)
+
+
 def measure_sizes(
     config: Config, corpus: TokenCorpus, world: int = 1, probe: Probe | None = None
 ) -> tuple[int, list[Candidate]]:
-    """Probe the candidate sizes on the corpus (at the config's batch) and apply the rule for its time budget."""
-    rows = head_rows(corpus)
+    """Probe the candidate sizes on the corpus (at the config's batch) and apply the rule for its time
+    budget, or for --max-steps' characters where those are fewer."""
     probe = probe or Probe(config, corpus, world)
     return choose_hidden(
         config.max_seconds(),
         lambda hidden: probe(hidden, config.batch_size),
-        lambda hidden: trained_parameters(config.cell, config.layers, hidden, rows),
+        parameters_of(config, corpus),
+        max_chars=step_chars(config, corpus),
     )

@@ -45,11 +45,12 @@ class StopFlag:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None  # the signal that asked first
 
     def __call__(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
     def installed(self):
@@ -78,6 +79,8 @@ class Trainer:
         self.eval_also_ids = train_state.read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
         self.stopped_early = False
+        self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
+        self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
         self.checkpoint_interval = plan.config.checkpoint_interval()
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.saved_at = 0.0
@@ -137,7 +140,7 @@ class Trainer:
             if max_seconds:  # the speed is compared with the size probe's once the run has settled
                 settled = max(SETTLED[0], SETTLED[1] * max_seconds)
                 self.probe_check = (progress.elapsed + settled, progress.elapsed, progress.chars)
-            while (share := spent()) < 1.0 and not stopping:
+            while (share := spent()) < 1.0 and not stopping and not self.out_of_patience:
                 stepped = time.perf_counter()
                 loss = train_state.train_step(state, share)
                 threads.record(time.perf_counter() - stepped, tokens_per_step)
@@ -149,6 +152,7 @@ class Trainer:
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
+        self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
@@ -204,21 +208,44 @@ class Trainer:
     def evaluate_and_save(self) -> None:
         """Rank 0 scores the validation text on the unwrapped model; the other ranks wait in save()."""
         progress, improved, also = self.progress, False, None
+        kept_best = progress.best_bpc, progress.best_step
         if self.ranks.leader:
             progress.val_bpc = bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS)
             if self.eval_also_ids is not None:
                 also = bits_per_char(self.result, self.eval_also_ids, EVAL_ALSO_TOKENS)
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
-            if improved:
-                progress.best_bpc = progress.val_bpc
+            if improved:  # as best.pt will record it
+                progress.best_bpc, progress.best_step = progress.val_bpc, progress.step
+            progress.worse_evaluations = 0 if improved else progress.worse_evaluations + 1
         progress.val_step = progress.step
         self.save(improved)
+        if improved and self.save_error:  # best.pt still holds the previous best: a later, better one replaces it
+            progress.best_bpc, progress.best_step = kept_best
+        self.check_patience()
         if not self.ranks.leader:
             return
         self.reporter.write_row(val_bpc=progress.val_bpc, eval_also_bpc=also)
         evaluations = -(-progress.step // self.config.eval_every)
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
+
+    def check_patience(self) -> None:
+        """Stop once validation has not improved for --patience evaluations in a row: the text is being
+        memorized and best.pt already holds the best weights. Said once; every rank takes rank 0's word."""
+        patience = self.config.patience
+        if not patience or self.out_of_patience:
+            return
+        out = self.ranks.leader and self.progress.worse_evaluations >= patience
+        (decided,) = self.ranks.from_leader([float(out)], self.device)
+        self.out_of_patience = bool(decided)
+        if out:
+            p = self.progress
+            tqdm.write(
+                f"validation has not improved for {patience} evaluations (best {p.best_bpc:.3f} bpc at step "
+                f"{p.best_step}, now {p.val_bpc:.3f}): the text is being memorized; stopping early, best.pt "
+                "keeps the best (--patience 0 trains on)",
+                file=sys.stderr,
+            )
 
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,

@@ -71,7 +71,8 @@ def test_a_format_2_checkpoint_is_read(fox_file, tiny):
     path.write_bytes(checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + body)
     upgraded = latest("run")
     assert upgraded.model_config == new.model_config
-    assert upgraded.progress == dataclasses.replace(new.progress, lr=0.0, val_step=None)  # format 2 kept neither
+    kept_none = {"lr": 0.0, "val_step": None, "best_step": None, "worse_evaluations": 0}  # format 2 kept none of these
+    assert upgraded.progress == dataclasses.replace(new.progress, **kept_none)
     assert all(torch.equal(upgraded.weights[k], v) for k, v in new.weights.items())
     charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
     assert latest("run").progress.step == tiny["max_steps"] + 5

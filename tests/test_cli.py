@@ -4,13 +4,15 @@ import json
 import os
 import pty
 import random
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from charlm import checkpoint
+from charlm import checkpoint, runs, train_state
+from charlm import cli as cli_module
 from charlm.cli import converse
 from charlm.config import SampleConfig
 
@@ -268,3 +270,29 @@ def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):
     process.stdout.close()
     assert process.wait(timeout=120) == 0
     assert process.stderr.read() == b""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_run_stopped_by_a_signal_saves_and_exits_with_the_shells_status(fox_file, monkeypatch, signum):
+    """A script must tell an interrupted run from a finished one: 130 for Ctrl-C, 143 for SIGTERM."""
+    real_step = train_state.train_step
+
+    def step_then_signal(state, share):
+        if state.progress.step == 5:
+            os.kill(os.getpid(), signum)
+        return real_step(state, share)
+
+    monkeypatch.setattr(train_state, "train_step", step_then_signal)
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "1000")
+    assert result.exit_code == 128 + signum, result.output
+    assert "stopped at step 6" in result.output and "charlm train --resume" in result.output
+    assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 6
+
+
+def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):
+    def interrupted(targets, config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_module, "run_server", interrupted)
+    result = cli("serve")
+    assert result.exit_code == 130 and "checkpoint" not in result.output

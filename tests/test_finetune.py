@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, finetune, runs, sizing, tokens
+from charlm import api, finetune, plan, runs, sizing, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -167,10 +167,17 @@ def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
     assert trainer.config.layers == 1 and trainer.config.warmup_steps == finetune.DEFAULTS["warmup_steps"]
 
 
-def test_dropout_is_the_new_runs_own_and_the_bases_unless_given(base, new_file):
-    same = api.start_finetune(base, {"quiet": True}, [str(new_file)], "same")
-    assert same.config.dropout == same.model.config.dropout == latest(base).model_config.dropout == 0.1
-    assert same.plan.reasons["dropout"] == same.plan.reasons["hidden"] == "the base run base's"
+def test_the_cadence_follows_the_new_text_and_dropout_is_the_bases_unless_given(base, new_file, capsys):
+    """A small new text is read many times: it is scored once per pass. Dropout stays the base's (on
+    tangshi300 it beat dropout fitted to the passes), and the run says so."""
+    options = {"quiet": False, "max_steps": 3000, "max_time": None, "batch_size": 4, "seq_len": 8}
+    fitted = api.start_finetune(base, options, [str(new_file)], "fitted")
+    base_dropout = latest(base).config.dropout
+    assert fitted.config.dropout == fitted.model.config.dropout == base_dropout
+    assert fitted.plan.reasons["dropout"] == f"--dropout {base_dropout:g}: the base run base's"
+    assert fitted.plan.reasons["dropout"] in capsys.readouterr().err
+    assert fitted.plan.reasons["hidden"] == "the base run base's"
+    assert fitted.config.eval_every == plan.eval_cadence(fitted.config, len(fitted.corpus.train_ids)) < 200
     more = api.start_finetune(base, {"quiet": True, "dropout": 0.3}, [str(new_file)], "more")
     assert more.config.dropout == more.model.config.dropout == more.model.drop.p == 0.3
     assert more.plan.reasons["dropout"] == "given"
@@ -253,3 +260,17 @@ def test_an_eval_also_text_with_characters_the_model_lacks_is_one_line(fox_file,
     result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "greek.txt", "--max-steps", "5", *TINY_ARGS)
     assert_one_line_error(result, "--eval-also", "greek.txt", "never seen")
     assert not (tmp_path / "checkpoints" / "tuned").exists()
+
+
+def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny):
+    """A base trained with --head auto over a large vocabulary has an adaptive head: --head adaptive agrees."""
+    many = "".join(chr(0x4E00 + i) for i in range(1200)) + "\n"
+    wide = fox_file.with_name("wide.txt")
+    wide.write_text(many * 3, encoding="utf-8")
+    charlm.train(wide, out="wide", **{**tiny, "max_steps": 2})
+    assert latest("wide").config.head == "auto" and latest("wide").model_config.head_cutoffs
+    options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "adaptive"}
+    tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
+    assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
+    with pytest.raises(CharLMError, match="--head full"):
+        api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")

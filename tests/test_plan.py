@@ -30,7 +30,14 @@ def test_the_budget_in_tokens_and_the_evaluation_cadence():
     assert plan.eval_cadence(config, 130_000) == 325  # once per pass of 130,000 / 400 steps
     assert plan.fitted_dropout(5_000_000 / 1_000_000) == 0.1  # tinyshakespeare, 5 passes
     assert plan.eval_cadence(config, 1_000_000) == 2000
-    assert plan.eval_cadence(config, 2_000) == 200
+    assert plan.eval_cadence(config, 2_000) == 5
+
+
+def test_a_small_text_is_evaluated_once_per_pass_however_small():
+    """tangshi300's 24,866 training characters are 62 steps a pass: a 200-step floor evaluated every 3 passes."""
+    config = Config(batch_size=16, seq_len=25)
+    assert plan.eval_cadence(config, 24_866) == 62
+    assert plan.eval_cadence(config, 100) == 1
 
 
 def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
@@ -39,7 +46,9 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
     planned = plan.plan(Config(**unset), corpus, out="run")
     assert all(getattr(planned.config, name) is not None for name in plan.PLANNED)
     assert planned.config.batch_size == sizing.DEFAULT_BATCH_SIZE == 16  # a CPU keeps the default batch
-    assert planned.config.hidden == sizing.NO_BUDGET_HIDDEN and planned.run_dir == runs.CHECKPOINT_ROOT / "run"
+    assert (
+        planned.config.hidden == sizing.CANDIDATES[0] and planned.run_dir == runs.CHECKPOINT_ROOT / "run"
+    )  # 20 steps fit the smallest size
     assert set(planned.reasons) == {*plan.PLANNED, "run_dir"}
     given = plan.plan(Config(**{**tiny, "dropout": 0.25, "eval_every": 70}), corpus, out="given")
     assert (given.config.dropout, given.config.eval_every, given.config.batch_size) == (0.25, 70, 4)
@@ -89,9 +98,10 @@ def test_run_json_says_why_and_a_resume_fits_nothing_again(fox_file, tiny, monke
     charlm.train(fox_file, out="run", **{**tiny, "dropout": None, "eval_every": None, "batch_size": None})
     info = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())
     assert info["reasons"]["dropout"].startswith("--dropout 0.1 fits about")
-    assert info["reasons"]["eval_every"].startswith("--eval-every 200: once per pass")
+    assert info["reasons"]["eval_every"].startswith("--eval-every 18: once per pass")  # 2,376 chars, 128 a step
     assert info["reasons"]["hidden"] == plan.GIVEN and "cpu" in info["reasons"]["batch_size"]
     assert info["config"]["batch_size"] == 16 and latest("run").config.dropout == 0.1
+    assert info["config"]["patience"] == 5  # the early stop run.json records
     monkeypatch.setattr(plan, "decide", lambda *args: pytest.fail("a resumed run was planned again"))
     monkeypatch.setattr(sizing, "probe_speed", lambda *args: pytest.fail("a resumed run was probed"))
     trainer = api.resume_run("run", {"max_steps": 30})

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import sizing, train_state, trainer
+from charlm import plan, sizing, train_state, trainer
 from charlm.model import frequent_characters
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
@@ -50,9 +50,9 @@ def test_training_without_hidden_fits_the_size_to_the_budget_or_takes_the_defaul
     charlm.train(fox_file, out="fitted", **tiny)
     fitted = latest("fitted").model_config.hidden
     assert fitted in sizing.CANDIDATES
-    tiny.update(max_steps=3, max_time=None)
+    tiny.update(max_steps=3, max_time=None)  # 3 steps see a few hundred characters: the smallest size
     charlm.train(fox_file, out="steps", **tiny)
-    assert latest("steps").model_config.hidden == sizing.NO_BUDGET_HIDDEN
+    assert latest("steps").model_config.hidden == sizing.CANDIDATES[0]
 
 
 def test_the_probe_times_finished_work_of_one_rank_s_share(fox_file, tiny, monkeypatch):
@@ -90,7 +90,7 @@ def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, 
     corpus = load_corpus([str(tmp_path / "zh.txt")], config, quiet=True)
     seen = {}
 
-    def choose(seconds, speed, parameters):
+    def choose(seconds, speed, parameters, max_chars=None):
         seen["parameters"] = parameters(256)
         return 256, []
 
@@ -108,7 +108,7 @@ def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, 
     tiny.update(batch_size=16, seq_len=25, max_steps=300, eval_every=None)  # 120,000 tokens of a 2,376-token text
     charlm.train(fox_file, out="many", **tiny)
     many = latest("many").config
-    assert many.dropout == 0.5 and many.eval_every == 200
+    assert many.dropout == 0.5 and many.eval_every == 5  # 2,376 tokens, 400 a step: every 5 steps
     charlm.train(fox_file, out="told", **{**tiny, "quiet": False, "max_steps": 3})  # 1,200 tokens: half a pass
     assert "--dropout 0.1 fits about 0.5 passes over the training text" in capsys.readouterr().err
     probed = []
@@ -150,3 +150,18 @@ def test_the_gpu_batch_doubles_while_each_doubling_still_buys_speed():
     assert sizing.choose_batch(lambda b: 1000.0)[0] == sizing.BATCH_CANDIDATES[0]
     assert sizing.choose_batch(lambda b: float(b))[0] == sizing.BATCH_CANDIDATES[-1]
     assert sizing.choose_batch(table.get, (32, 64))[0] == 64
+
+
+def test_max_steps_caps_the_characters_the_size_rule_counts(fox_file, tiny, monkeypatch):
+    """`--max-steps 50` with the default 10 minutes: the run sees 50 steps' characters, not 10 minutes'
+    at the probed speed, so it gets the size those few characters fit (issue 26 item 13)."""
+    monkeypatch.setattr(sizing.Probe, "__call__", lambda self, hidden, batch=None: 1e6)  # fast: time fits 1024
+    options = {**tiny, "hidden": None, "dropout": None, "max_steps": 50, "max_time": "10m", "quiet": True}
+    corpus = load_corpus([str(fox_file)], charlm.Config(**options), quiet=True)
+    capped = plan.plan(charlm.Config(**options), corpus, out="capped")
+    assert capped.config.hidden == sizing.CANDIDATES[0] and "--max-steps" in capped.reasons["hidden"]
+    assert capped.config.dropout == plan.fitted_dropout(50 * 4 * 8 / len(corpus.train_ids))
+    steps_only = plan.plan(charlm.Config(**{**options, "max_time": None}), corpus, out="steps")
+    assert steps_only.config.hidden == sizing.CANDIDATES[0] and "--max-steps" in steps_only.reasons["hidden"]
+    roomy = plan.plan(charlm.Config(**{**options, "max_steps": 10**9}), corpus, out="roomy")
+    assert roomy.config.hidden == sizing.CANDIDATES[-1]  # steps to spare: the time budget decides

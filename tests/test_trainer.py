@@ -169,7 +169,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, err
+    assert process.returncode == 130, err  # interrupted: the shell's status for SIGINT
     stopped_at = latest("cut").progress.step
     assert 0 < stopped_at < 3000, "the run should have been stopped part way"
     assert "charlm train --resume" in out and "Traceback" not in err
@@ -212,7 +212,7 @@ def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_pa
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 0 and "Traceback" not in err
+    assert process.returncode == 130 and "Traceback" not in err
     step = latest("run").progress.step
     assert f"stopped at step {step}" in out and "charlm train --resume checkpoints/run" in out
     assert not (tmp_path / "checkpoints/run/.lock").exists()
@@ -370,3 +370,35 @@ def test_a_run_much_slower_than_its_size_probe_says_so(fox_file, tiny, monkeypat
     quick.plan = dataclasses.replace(quick.plan, probed_chars_per_second=1.0)  # slower than any run: no warning
     quick.fit()
     assert "size probe" not in capsys.readouterr().err
+
+
+def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_better_one(fox_file, tiny, monkeypatch):
+    """Validation 4.0, 3.0 (its write fails), 3.5, 3.6: best.pt must end at 3.5, the best on disk."""
+    scripted = iter([4.0, 3.0, 3.5, 3.6])
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    real_save = trainer.save
+
+    def failing_at_40(saved, paths):
+        if saved.progress.step == 40:
+            raise CharLMError("disk error")
+        real_save(saved, paths)
+
+    monkeypatch.setattr(trainer, "save", failing_at_40)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 80, "eval_every": 20, "save_errors": "warn"})
+    best = checkpoint.read(runs.resolve("run", prefer=runs.BEST))
+    assert (best.progress.step, best.progress.best_bpc) == (60, 3.5)
+
+
+def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny, monkeypatch, capsys):
+    """Validation 4.0, 3.0, then only worse: with --patience 2 the run stops after the second worse
+    evaluation, says so once, and best.pt holds step 20; --patience 0 trains on to the end."""
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+    scripted = iter([4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 2})
+    assert latest("run").progress.step == 40 and latest("run").progress.worse_evaluations == 2
+    best = checkpoint.read(runs.resolve("run", prefer=runs.BEST)).progress
+    assert (best.step, best.best_bpc, best.best_step) == (20, 3.0, 20)
+    assert capsys.readouterr().err.count("validation has not improved for 2 evaluations") == 1
+    scripted = itertools.chain([4.0, 3.0], itertools.repeat(3.5))
+    charlm.train(fox_file, out="patient", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 0})
+    assert latest("patient").progress.step == 100
