@@ -13,7 +13,7 @@ import torch
 
 from charlm import checkpoint, runs, train_state
 from charlm import cli as cli_module
-from charlm.cli import converse
+from charlm.commands.sample import converse
 from charlm.config import SampleConfig
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, run_cli, shared_corpus

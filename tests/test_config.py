@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from charlm import Config, SampleConfig
-from charlm.cli import train as train_command
+from charlm.commands.train import train as train_command
 from charlm.config import parse_duration
 from charlm.errors import CharLMError
 from charlm.sampler import generate

@@ -1,0 +1,45 @@
+"""Click options built from charlm's config dataclasses, and the one --device rule, for every command."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import click
+
+from ..config import option_name
+
+# --device's default, by the kind of work (one rule for every command; train's is Config.device): over
+# whole texts at once, the best device present; one character a step, the CPU, fastest there for
+# charlm's model sizes (docs/scaling.md).
+DEVICE_DEFAULTS = {"whole texts": "auto", "one character a step": "cpu"}
+
+
+def device_option(work: str):
+    return click.option(
+        "--device", default=DEVICE_DEFAULTS[work], show_default=True, help="cpu, cuda, cuda:N, mps or auto"
+    )
+
+
+def options_of(config_class, types: dict | None = None, only: tuple[str, ...] | None = None):
+    """One click option per field of a config dataclass (or the fields named in `only`). Default None
+    means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type."""
+
+    def decorate(command):
+        hints = typing.get_type_hints(config_class)
+        for f in reversed(dataclasses.fields(config_class)):
+            if only is not None and f.name not in only:
+                continue
+            kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+            help_text = f"{f.metadata['help']}  [default: {f.default}]"
+            name = f"--{option_name(f.name)}"
+            if kind is bool:
+                option = click.option(name, f.name, is_flag=True, default=None, help=help_text)
+            else:
+                choices = f.metadata.get("choices")
+                kind = (types or {}).get(f.name, click.Choice(choices) if choices else kind)
+                option = click.option(name, f.name, type=kind, default=None, help=help_text)
+            command = option(command)
+        return command
+
+    return decorate

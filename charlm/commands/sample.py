@@ -1,0 +1,99 @@
+"""`charlm sample`: text from a trained model, streamed as it is made; several temperatures, JSON for
+scripts, or co-writing at a prompt (`--interactive`)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import click
+
+from .. import checkpoint, sampler
+from ..config import SampleConfig, parse_temperatures
+from ..corpus import read_text
+from ..vocab import UnknownCharacterWarning
+from .options import device_option, options_of
+
+
+@click.command()
+@click.option("--checkpoint", "target", metavar="RUN_OR_FILE", help="run folder or .pt file  [default: latest run]")
+@click.option("--seed", default="", help="text to start from (printed first); empty: the start of a line")
+@click.option("--seed-file", type=click.Path(dir_okay=False), help="read the seed from this file instead")
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
+@click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
+@device_option("one character a step")
+@options_of(SampleConfig, types={"temperature": str})
+def sample(
+    target: str | None,
+    seed: str,
+    seed_file: str | None,
+    output: str | None,
+    as_json: bool,
+    interactive: bool,
+    device: str,
+    **given,
+) -> None:
+    """Generate text from a trained model, streaming it as it is made.
+
+    `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
+    given = {k: v for k, v in given.items() if v is not None}
+    if "stop" in given:  # let a shell user write --stop '\n\n'
+        given["stop"] = given["stop"].replace("\\n", "\n").replace("\\t", "\t")
+    temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
+    configs = [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
+    if seed_file:
+        seed = read_text(Path(seed_file))
+    model = checkpoint.load(target, device)
+    if not interactive:  # a seed the model cannot read is refused before anything is printed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnknownCharacterWarning)
+            model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
+    with contextlib.ExitStack() as stack:
+        copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
+
+        def emit(text: str, screen: bool = True) -> None:
+            if screen:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            if copy:
+                copy.write(text)
+
+        if interactive:
+            if sys.stdin.isatty():
+                click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
+            # A terminal shows what is typed itself; printing it again would show it twice.
+            converse(model, configs[0], sys.stdin, emit, echo=not (sys.stdin.isatty() and sys.stdout.isatty()))
+            return
+        for config in configs:
+            label = f"temperature {config.temperature}" if len(configs) > 1 else None
+            if as_json:
+                for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
+                    emit(json.dumps({"sample": i + 1, "temperature": config.temperature, "text": text}) + "\n")
+            elif config.num_samples == 1:
+                emit(f"--- {label} ---\n" if label else "")
+                for pieces in sampler.stream_samples(model, seed, config):
+                    emit(pieces[0])
+                emit("\n")
+            else:
+                for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
+                    emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
+
+
+def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sampler.Conversation:
+    """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
+    a line break ends the turn and is fed with the next line. So the model always reads exactly the
+    text shown. `echo`: print the typed lines (not when the terminal has shown them already)."""
+    conversation = sampler.Conversation(model, config)
+    line_break = ""
+    for line in lines:
+        emit(line, screen=echo)
+        for piece in conversation.turn(line_break + line):
+            emit(piece)
+        emit("\n")
+        line_break = "\n"
+    return conversation

@@ -1,0 +1,104 @@
+"""`charlm train`: a new run, a fine-tuning run or a resumed one, as one rank of a job (a plain process
+is rank 0 of 1); only rank 0 prints."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import api, checkpoint, finetune, runs, sizing
+from ..config import Config
+from ..device import precision_text
+from ..distributed import Ranks
+from ..errors import CharLMError
+from ..trainer import SAMPLE_CHARS
+from .options import options_of
+
+
+@click.command()
+@click.argument("corpus", nargs=-1)
+@click.option("--out", help="run folder: a name (under checkpoints/) or a path  [default: CORPUS-DATE-TIME]")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN]",
+    help="continue a run (default: the most recent); only limits and the learning rate may change",
+)
+@click.option(
+    "--init-from",
+    metavar="RUN",
+    help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added)"
+    "  [default: none: new weights]",
+)
+@options_of(Config)
+def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, **options) -> None:
+    """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
+
+    Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
+    given = {k: v for k, v in options.items() if v is not None}
+    if init_from is not None and resume is not None:
+        raise CharLMError(finetune.WITH_RESUME)
+    ranks = Ranks.from_env()
+    if resume is None:
+        # a batch that does not split fails before the processes meet (a GPU's fitted batch is a multiple of 16)
+        ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
+    with ranks.group():
+        train_ranks(corpus, out, resume, given, ranks, init_from)
+
+
+def train_ranks(
+    corpus: tuple[str, ...],
+    out: str | None,
+    resume: str | None,
+    given: dict,
+    ranks: Ranks,
+    init_from: str | None = None,
+) -> None:
+    """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints."""
+    if resume is not None:
+        trainer = api.resume_run(resume or None, given, list(corpus), ranks)
+    elif init_from is not None:
+        trainer = api.start_finetune(init_from, given, list(corpus), out, ranks)
+    else:
+        trainer = api.start_run(Config(**given), list(corpus), out, ranks)
+    config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
+    if not ranks.leader:
+        trainer.fit()
+        return
+    if not config.quiet:
+        click.echo(
+            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
+            f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
+            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
+            f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}",
+            err=True,
+        )
+        if trainer.base:
+            vocab = trainer.corpus.vocab
+            added = (
+                f"{len(vocab) - trainer.base.vocab_size:,} new characters"
+                if vocab.one_char_per_id
+                else "its sentencepiece tokenizer kept (new characters are spelled as bytes)"
+            )
+            click.echo(f"fine-tuning from {trainer.base.describe()}; {added}", err=True)
+    trainer.fit()
+    progress = trainer.progress
+    saved = f"saved in {run_dir}"
+    if trainer.save_error:
+        kept = f"{run_dir} holds step {trainer.saved_step}" if trainer.saved_step else f"{run_dir} holds no checkpoint"
+        saved = f"not saved: the last checkpoint could not be written ({trainer.save_error}); {kept}"
+    if trainer.stopped_early:
+        click.echo(f"stopped at step {progress.step}; {saved}. Resume with: charlm train --resume {run_dir}")
+        sys.exit(128 + trainer.stop_signal)  # the shell's status for the signal, so a script sees it did not finish
+    click.echo(
+        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
+        f"(best {progress.best_bpc:.3f}); {saved}"
+    )
+    if not config.quiet and trainer.saved_step:
+        best = checkpoint.read(runs.resolve(run_dir))
+        click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
+        text = api.generate(best.model(), "", length=SAMPLE_CHARS, temperature=0.8, random_seed=config.random_seed)
+        click.echo(text.lstrip("\n"))
