@@ -37,7 +37,7 @@ EVAL_ALSO_TOKENS = 50_000  # and of the --eval-also text, which a fine-tuning ru
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
 SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
 SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
-SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (cli.py)
+SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
 
 
 class StopFlag:
