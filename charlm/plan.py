@@ -103,8 +103,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     """Every unset option resolved once, in the order each rule needs (the batch, the size at that
     batch, then dropout and cadence from the passes at that size's speed); then every check a run
     must pass, before a run folder is named or claimed. Each choice is said on stderr."""
-    if config.eval_also:  # absolute, so a resumed run finds it from any working directory
-        config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
+    config = with_absolute_eval_also(config)
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
     if base is not None:
         reasons.update({name: f"the base run {base.record.run}'s" for name in ARCHITECTURE if name in PLANNED})
@@ -203,8 +202,14 @@ def resumed(saved: Checkpoint, overrides: dict, run_dir: Path) -> RunPlan:
     changed = saved.config.model_differences(config)
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
-    if config.eval_also:
-        config = dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
+    config = with_absolute_eval_also(config)
     reasons = (runs.read_run_info(run_dir) or {}).get("reasons", {})
     reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in PLANNED}}
     return RunPlan(config, run_dir, reasons, None, saved.base)
+
+
+def with_absolute_eval_also(config: Config) -> Config:
+    """--eval-also as an absolute path, so a resumed run finds it from any working directory."""
+    if not config.eval_also:
+        return config
+    return dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))

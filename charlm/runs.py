@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,15 @@ def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
     second is -02, -03...: after the plain name, before the next second's, so names sort by start time."""
     name = f"{corpus_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
     return CHECKPOINT_ROOT / (name if number == 1 else f"{name}-{number:02d}")
+
+
+RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # what `run_name` adds to the corpus: -<date>-<time>[-NN]
+
+
+def corpus_of(name: str) -> str | None:
+    """The corpus of a run name (`shakespeare` of shakespeare-20261204-170201), or None."""
+    stamp = RUN_STAMP.search(name)
+    return name[: stamp.start()] if stamp and stamp.start() > 0 else None
 
 
 def run_name_of(checkpoint: Path) -> str:

@@ -13,7 +13,6 @@ import concurrent.futures
 import dataclasses
 import hmac
 import os
-import re
 import secrets
 import threading
 import time
@@ -25,6 +24,7 @@ from fastapi import Request
 from ..config import SampleConfig
 from ..errors import CharLMError
 from ..model import UNSEEN, CharLM
+from ..runs import corpus_of
 from ..vocab import UnknownCharacterWarning
 from . import responses
 from .config import ServeConfig, check_api_key
@@ -121,15 +121,6 @@ def known_characters(model: CharLM) -> str | None:
     """The characters a character model knows, for the page to say which of a prompt's it does not;
     None for a sentencepiece model, whose byte fallback spells any character."""
     return "".join(model.vocab.chars) if model.vocab.one_char_per_id else None
-
-
-RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # `runs.run_name`: <corpus>-<date>-<time>[-NN]
-
-
-def corpus_of(name: str) -> str | None:
-    """The corpus of a run name (`shakespeare` of shakespeare-20261204-170201), or None."""
-    stamp = RUN_STAMP.search(name)
-    return name[: stamp.start()] if stamp and stamp.start() > 0 else None
 
 
 def deliver(updates: list[Update]) -> None:
