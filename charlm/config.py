@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .device import DEVICE_FORMS, DEVICE_PATTERN
 from .errors import CharLMError
+from .forms import template_of
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -281,6 +282,12 @@ class SampleConfig:
     stop: str | None = _opt(None, "stop a sample once it produces this text, e.g. a blank line")
     num_samples: int = _opt(1, "samples generated side by side in one batch")
     random_seed: int | None = _opt(None, "makes sampling reproducible; sample i uses seed + i")
+    form: str | None = _opt(None, "write a poem in this form: 五言绝句, 七言绝句, 五言律诗 or 七言律诗")
+    template: str | None = _opt(
+        None,
+        "write into this template: `_` is any character of the model's script, the rest is fixed; \\n breaks a line",
+    )
+    acrostic: str | None = _opt(None, "fix the first character of each verse of --form or --template, e.g. 春夏秋冬")
     precision: str = _opt(
         "fp32",
         "an LSTM's per-character step in fp32 or bf16 (about 2x faster for 64 samples on CPUs with bf16 hardware)",
@@ -311,6 +318,7 @@ class SampleConfig:
             raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
         if self.random_seed is not None:
             check_seed(self.random_seed)
+        template_of(self.form, self.template, self.acrostic)  # a form that cannot be used is refused here
 
     def temperature_at(self, step: int) -> float:
         t = self.temperature

@@ -1,10 +1,13 @@
-"""The decoding policy, row by row: temperature, top-k, top-p, repetition penalty, greedy.
+"""The decoding policy, row by row: a template's allowed characters, temperature, top-k, top-p,
+repetition penalty, greedy.
 
 Each row of a batch has its own options, its own generator and its own recent characters, kept as
 tensors over the rows, so that one `RowSampler.choose` picks every row's next id. Randomness is per
 row: a row seeded `seed` draws the same ids whether it runs alone or beside others, and whatever
 the others are doing (`charlm sample` seeds sample i with `random_seed + i`; the server does the same).
-A temperature schedule (a list of temperatures) is one temperature per row per step.
+A temperature schedule (a list of temperatures) is one temperature per row per step. A row
+writing into a template (`forms.Cursor`) draws only among the ids the template allows at its
+position: the others are removed before temperature and the rest, so those act inside the set.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 
 from .config import SampleConfig
 from .errors import CharLMError
+from .forms import Cursor
 
 UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
 LARGEST = torch.finfo(torch.float32).max
@@ -66,19 +70,24 @@ class RowSampler:
         self.generators: list[torch.Generator | None] = [None] * capacity
         self.schedules: list[tuple[float, ...] | None] = [None] * capacity  # a temperature per step, cycled
         self.steps = [0] * capacity
+        self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
         self.block = torch.zeros(capacity, UNIFORM_BLOCK, dtype=torch.float64)
         self.used = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long)
         self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.history, self.position]
         self.rows += [self.block, self.used]
 
-    def set(self, row: int, options: SampleConfig, seed: int, prime: torch.Tensor) -> None:
+    def set(
+        self, row: int, options: SampleConfig, seed: int, prime: torch.Tensor, cursor: Cursor | None = None
+    ) -> None:
         """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
-        the text `prime` (ids; its last characters count for the repetition penalty)."""
+        the text `prime` (ids; its last characters count for the repetition penalty), within the
+        template of `cursor` if any."""
         if options.repetition_window != self.window:
             raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
         schedule = options.temperature if isinstance(options.temperature, tuple) else None
         self.schedules[row] = None if options.greedy else schedule
         self.steps[row] = 0
+        self.follow(row, cursor)
         self.temperature[row] = 0.0 if options.greedy else as_float32(options.temperature_at(0))
         self.top_k[row] = min(options.top_k or self.vocab_size, self.vocab_size)
         self.top_p[row] = options.top_p if options.top_p is not None and options.top_p < 1 else float("inf")
@@ -90,14 +99,15 @@ class RowSampler:
         self.generators[row] = torch.Generator().manual_seed(seed)
         self.used[row] = UNIFORM_BLOCK
 
+    def follow(self, row: int, cursor: Cursor | None) -> None:
+        """Row `row` writes into the template of `cursor` from now on (None: free text)."""
+        self.cursors[row] = cursor
+
     def move(self, src: int, dst: int) -> None:
         for tensor in self.rows:
             tensor[dst] = tensor[src]
-        self.generators[dst], self.schedules[dst], self.steps[dst] = (
-            self.generators[src],
-            self.schedules[src],
-            self.steps[src],
-        )
+        for rows in (self.generators, self.schedules, self.steps, self.cursors):
+            rows[dst] = rows[src]
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Next ids (rows,) of rows 0..rows-1 from their logits (rows, vocab); the ids join each row's
@@ -109,6 +119,9 @@ class RowSampler:
         if bool((self.penalty[:rows] != 1).any()):
             penalty = self.penalty[:rows].to(device)
             logits = penalize(logits, self.history[:rows].to(device), penalty, self.vocab_size).clamp(-LARGEST, LARGEST)
+        allowed = self.allowed(rows)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed.to(device), float("-inf"))
         temperature = self.temperature[:rows].to(device)
         greedy = temperature == 0
         # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
@@ -127,7 +140,23 @@ class RowSampler:
         ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows).to(device)))
         self.history[torch.arange(rows), self.position[:rows]] = ids.cpu()
         self.position[:rows] = (self.position[:rows] + 1) % self.window
+        if allowed is not None:
+            for cursor, token in zip(self.cursors[:rows], ids.tolist()):
+                if cursor is not None:
+                    cursor.advance(token)
         return ids
+
+    def allowed(self, rows: int) -> torch.Tensor | None:
+        """Which ids each row may take (rows, vocab), or None when no row writes into a template. A
+        row whose template is done is free (it is about to end)."""
+        cursors = self.cursors[:rows]
+        if all(cursor is None or cursor.done for cursor in cursors):
+            return None
+        allowed = torch.ones(rows, self.vocab_size, dtype=torch.bool)
+        for row, cursor in enumerate(cursors):
+            if cursor is not None and not cursor.done:
+                allowed[row] = cursor.allowed()
+        return allowed
 
     def schedule(self, rows: int) -> None:
         """This step's temperature of each row with a schedule; every row's step count advances."""

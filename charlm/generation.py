@@ -18,6 +18,7 @@ import torch
 from . import threads
 from .config import SampleConfig
 from .decoding import RowSampler
+from .forms import Cursor
 from .lstm_step import RowStepper
 from .model import CharLM, State
 
@@ -83,13 +84,14 @@ def failure(stop: str) -> list[int]:
 
 
 class Row:
-    """One sample being made: its length rule and stop rule. A row ends ("length") once it has
-    `length` characters or has taken MAX_STEPS_PER_CHAR steps per character asked, or ("stop") at
-    a stop text."""
+    """One sample being made: its length rule, stop rule and template. A row ends ("length") once
+    it has `length` characters or has taken MAX_STEPS_PER_CHAR steps per character asked, or
+    ("stop") at a stop text or at the end of its template (`form`, whose place the sampler moves)."""
 
-    def __init__(self, length: int, stops: tuple[str, ...] = (), keep_stop: bool = True):
+    def __init__(self, length: int, stops: tuple[str, ...] = (), keep_stop: bool = True, form: Cursor | None = None):
         self.length = length
         self.stop = StopRule(stops, keep_stop) if stops else None
+        self.form = form
         self.made = self.steps = 0
         self.piece = ""  # the last step's text, cut to the length
         self.finish_reason: str | None = "length" if length == 0 else None
@@ -98,7 +100,7 @@ class Row:
     def take(self, piece: str) -> str:
         """Adds one step's text; returns what the row releases now and ends it at its length or stop."""
         self.steps += 1
-        if self.stop is None and len(piece) == 1:  # the common case, kept cheap: one character
+        if self.stop is None and self.form is None and len(piece) == 1:  # the common case, kept cheap
             self.piece = piece
             self.made += 1
             if self.made >= self.length:
@@ -109,9 +111,13 @@ class Row:
         released, stopped = self.stop.feed(piece) if self.stop is not None and piece else (piece, False)
         if stopped:
             self.finish_reason = "stop"
+            return released
+        if self.form is not None and self.form.done:
+            self.finish_reason = "stop"  # the template is written: the sample's natural end
         elif self.made >= self.length or self.steps >= MAX_STEPS_PER_CHAR * self.length:
-            released += self.stop.flush() if self.stop is not None else ""
             self.finish_reason = "length"
+        if self.finish_reason is not None and self.stop is not None:
+            released += self.stop.flush()
         return released
 
 
@@ -155,7 +161,7 @@ class Batch:
         `prompt` (ids) is the text the state read, whose end counts for the repetition penalty."""
         position = len(self.rows)
         self.stepper.load(position, *primed)
-        self.sampler.set(position, options, seed, prompt)
+        self.sampler.set(position, options, seed, prompt, row.form)
         row.decode = self.decoder()
         self.rows.append(row)
 
@@ -165,6 +171,7 @@ class Batch:
         for position, row in enumerate(rows):
             row.decode = self.decoder()
             self.rows[position] = row
+            self.sampler.follow(position, row.form)
 
     def read(self, ids: torch.Tensor) -> None:
         """Every row reads the text `ids` on from its own state."""

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Iterator
 
 from .config import SampleConfig, from_options
+from .forms import Constrained, constrain
 from .generation import Batch, Row
 from .model import CharLM, inference
 
@@ -25,17 +26,19 @@ def sample_config(options: dict) -> SampleConfig:
 
 def start(model: CharLM, options: SampleConfig, text: str) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`."""
+    form = constrain(options, model.vocab)
     batch = Batch.for_options(model, options)
     ids = model.vocab.encode(text, what="--seed").to(model.device)
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
-        batch.join(Row(options.length, stops(options)), primed, options, base + i, ids)
+        batch.join(row(options, form), primed, options, base + i, ids)
     return batch
 
 
-def stops(options: SampleConfig) -> tuple[str, ...]:
-    return (options.stop,) if options.stop else ()
+def row(options: SampleConfig, form: Constrained | None) -> Row:
+    """A sample's row: its length, its stop text and its own place in the template."""
+    return Row(options.length, (options.stop,) if options.stop else (), form=form.cursor() if form else None)
 
 
 def run(batch: Batch) -> Iterator[list[str]]:
@@ -80,6 +83,7 @@ class Conversation:
     def __init__(self, model: CharLM, options: SampleConfig):
         self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.batch: Batch | None = None
+        self.form = constrain(self.options, model.vocab)  # each turn writes the template anew
         self.transcript: list[str] = []
 
     def turn(self, text: str) -> Iterator[str]:
@@ -90,7 +94,7 @@ class Conversation:
             else:
                 if text:
                     self.batch.read(self.model.vocab.encode(text, what="--seed").to(self.model.device))
-                self.batch.restart([Row(self.options.length, stops(self.options))])
+                self.batch.restart([row(self.options, self.form)])
             if text:
                 self.transcript.append(text)
             for pieces in run(self.batch):

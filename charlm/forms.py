@@ -1,0 +1,245 @@
+"""Poem forms and templates: which characters each position of a sample may take.
+
+A template is text in which `_` is any one character of the script the model writes and every
+other character is fixed. A 五言绝句 as the shared Tang poems write it is two lines of two
+five-character verses:
+
+    _____，_____。        床前明月光，疑是地上霜。
+    _____，_____。        举头望明月，低头思故乡。
+
+An acrostic fixes the first `_` of each verse (each run of `_`): `--acrostic 春夏秋冬`.
+
+What `_` allows (`SCRIPT_RULE`): a Han character if the template's fixed text or the acrostic has a
+Han character or CJK/full-width punctuation; a letter (`str.isalpha`, not Han) if it has a letter;
+otherwise whichever of the two the model's vocabulary holds more of. At each step the sampler keeps
+only the characters the template allows there (`Cursor.allowed`) and renormalizes over them, so a
+sample always fits its form; temperature, top-k, top-p and the penalty act inside that set.
+
+A sentencepiece model writes pieces: a piece is allowed where all of its text fits the next
+positions and the rest of the template can still be written after it (`Constrained.finishes`).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+import torch
+
+from .errors import CharLMError
+
+FREE = "_"
+FORMS = {
+    "五言绝句": "_____，_____。\n_____，_____。",
+    "七言绝句": "_______，_______。\n_______，_______。",
+    "五言律诗": "\n".join(["_____，_____。"] * 4),
+    "七言律诗": "\n".join(["_______，_______。"] * 4),
+}
+SCRIPT_RULE = (
+    "`_` is a Han character when the template or the acrostic has Han text or CJK punctuation, "
+    "a letter when it has letters, else whichever the model knows more of"
+)
+ESCAPES = {"n": "\n", "t": "\t", "_": "\x00", "\\": "\\"}  # \x00 marks a literal underscore until parsed
+
+
+def is_han(char: str) -> bool:
+    """A CJK unified or compatibility ideograph (any plane)."""
+    return unicodedata.name(char, "").startswith("CJK ") and unicodedata.category(char) == "Lo"
+
+
+def is_cjk_punctuation(char: str) -> bool:
+    """CJK symbols and punctuation (，。、「」…) and the full-width forms (，！？：；)."""
+    code = ord(char)
+    return 0x3000 <= code <= 0x303F or (0xFF00 <= code <= 0xFFEF and not char.isalnum())
+
+
+def is_letter(char: str) -> bool:
+    return char.isalpha() and not is_han(char)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template parsed: `slots[i]` is None where any character of `script` goes, else the fixed
+    character. `script` is "han", "letter" or None (decided by the model's vocabulary)."""
+
+    slots: tuple[str | None, ...]
+    script: str | None
+    name: str  # the option that gave it, for errors: "--form 五言绝句" or "--template"
+    acrostic: str = ""
+
+    def fits(self, text: str, script: str | None = None) -> bool:
+        """Whether `text` is exactly this template filled in (free positions in the script)."""
+        test = {"han": is_han, "letter": is_letter}[script or self.script or "han"]
+        return len(text) == len(self.slots) and all(
+            test(c) if slot is None else c == slot for c, slot in zip(text, self.slots)
+        )
+
+
+def template_of(
+    form: str | None = None, template: str | None = None, acrostic: str | None = None, prefix: str = "--"
+) -> Template | None:
+    """The template that `--form`, `--template` and `--acrostic` ask for (None: free text).
+    Raises a one-line CharLMError naming the option (`prefix` + its name: the server's fields
+    have none) for anything it cannot use."""
+    form_, template_, acrostic_ = (f"{prefix}{name}" for name in ("form", "template", "acrostic"))
+    if form is not None and template is not None:
+        raise CharLMError(f"give {form_} or {template_}, not both")
+    if form is not None:
+        if form not in FORMS:
+            raise CharLMError(f"{form_} {form!r} is not a form charlm knows; choose one of {', '.join(FORMS)}")
+        text, name = FORMS[form], f"{form_} {form}"
+    elif template is not None:
+        text, name = unescape(template), template_
+    elif acrostic is not None:
+        raise CharLMError(
+            f"{acrostic_} fixes the first character of each verse of a form: give {form_} or {template_} too"
+        )
+    else:
+        return None
+    slots = [None if c == FREE else ("_" if c == "\x00" else c) for c in text]
+    if None not in slots:
+        raise CharLMError(f"{name} has no `_` for the model to fill; write `_` for each character it writes")
+    if acrostic is not None:
+        starts = verses(slots)
+        if len(acrostic) != len(starts):
+            raise CharLMError(
+                f"{acrostic_} has {len(acrostic)} characters but {name} has {len(starts)} verses; give one per verse"
+            )
+        for start, char in zip(starts, acrostic):
+            slots[start] = char
+    given = [c for c in slots if c is not None]
+    if any(is_han(c) or is_cjk_punctuation(c) for c in given):
+        script = "han"
+    elif any(is_letter(c) for c in given):
+        script = "letter"
+    else:
+        script = None
+    return Template(tuple(slots), script, name, acrostic or "")
+
+
+def unescape(text: str) -> str:
+    """A shell user's `\\n` (line break), `\\t`, `\\_` (a literal underscore) and `\\\\`."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ESCAPES:
+            out.append(ESCAPES[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def verses(slots: list[str | None]) -> list[int]:
+    """Where each verse (run of free positions) begins."""
+    return [i for i, slot in enumerate(slots) if slot is None and (i == 0 or slots[i - 1] is not None)]
+
+
+class Constrained:
+    """A template compiled for one model's vocabulary: which ids may come at each position, and
+    where each id leads. Built once per request; each sample walks it with its own `Cursor`."""
+
+    def __init__(self, template: Template, vocab, acrostic_name: str = "--acrostic"):
+        self.template, self.size = template, len(template.slots)
+        # fixed text as the model reads it (a model trained on NFKC text knows "," for "，")
+        self.slots = [
+            slot if slot is None or len(vocab.normalized(slot)) != 1 else vocab.normalized(slot)
+            for slot in template.slots
+        ]
+        self.texts = id_texts(vocab)
+        written = {c for t in self.texts for c in t}  # what the model can write (not as bytes)
+        for char in dict.fromkeys(c for c in self.slots if c is not None):
+            if char not in written:
+                option = acrostic_name if char in template.acrostic else template.name
+                raise CharLMError(f"{option}: the model does not know {char!r}; use characters it was trained on")
+        self.script = template.script or majority_script(self.texts)
+        self.accepts = is_han if self.script == "han" else is_letter
+        self.masks: dict[int, torch.Tensor] = {}
+        self.free: torch.Tensor | None = None
+        if vocab.one_char_per_id:  # one character per id: a position allows its character or the script
+            self.free = torch.tensor([len(t) == 1 and self.accepts(t) for t in self.texts], dtype=torch.bool)
+            self.index = {t: i for i, t in enumerate(self.texts) if t}
+            self.finishes = [bool(self.free.any())] * (self.size + 1)
+        else:
+            self.finishes = self.reachable()
+        if not self.finishes[0]:
+            free = "Han characters" if self.script == "han" else "letters"
+            raise CharLMError(f"{template.name}: the model cannot write this template (it knows no {free} for `_`)")
+
+    def fit(self, text: str, position: int) -> bool:
+        """Whether an id's text fits the template from `position` on."""
+        slots = self.slots[position : position + len(text)]
+        return (
+            bool(text)
+            and len(slots) == len(text)
+            and all(self.accepts(c) if slot is None else c == slot for c, slot in zip(text, slots))
+        )
+
+    def reachable(self) -> list[bool]:
+        """finishes[p]: some sequence of pieces writes the template from position p to its end."""
+        finishes = [False] * self.size + [True]
+        for position in range(self.size - 1, -1, -1):
+            finishes[position] = any(finishes[position + len(t)] for t in self.texts if self.fit(t, position))
+        return finishes
+
+    def allowed(self, position: int) -> torch.Tensor:
+        """The ids that may come at `position` (bool over the vocabulary), cached."""
+        mask = self.masks.get(position)
+        if mask is None:
+            slot = self.slots[position]
+            if self.free is not None:
+                mask = self.free if slot is None else torch.zeros_like(self.free)
+                if slot is not None:
+                    mask[self.index[slot]] = True
+            else:
+                mask = torch.tensor(
+                    [self.fit(t, position) and self.finishes[position + len(t)] for t in self.texts], dtype=torch.bool
+                )
+            self.masks[position] = mask
+        return mask
+
+    def cursor(self) -> Cursor:
+        return Cursor(self)
+
+
+def id_texts(vocab) -> list[str]:
+    """Each id's text: its character, or a piece's whole characters ('' for the unknown symbol, a
+    control id or a byte piece, which a template never allows)."""
+    if vocab.one_char_per_id:
+        unknown = getattr(vocab, "unknown_id", None)
+        return ["" if i == unknown else c for i, c in enumerate(vocab.chars)]
+    texts = []
+    for piece in vocab.pieces:
+        try:
+            texts.append(piece.decode("utf-8").replace("\u2581", " "))
+        except UnicodeDecodeError:
+            texts.append("")
+    return texts
+
+
+def majority_script(texts: list[str]) -> str:
+    chars = {c for t in texts for c in t}
+    return "han" if sum(map(is_han, chars)) >= sum(map(is_letter, chars)) else "letter"
+
+
+class Cursor:
+    """One sample's place in its template."""
+
+    def __init__(self, constrained: Constrained):
+        self.constrained, self.position = constrained, 0
+
+    @property
+    def done(self) -> bool:
+        return self.position >= self.constrained.size
+
+    def allowed(self) -> torch.Tensor:
+        return self.constrained.allowed(self.position)
+
+    def advance(self, token: int) -> None:
+        self.position += len(self.constrained.texts[token])
+
+
+def constrain(options, vocab, prefix: str = "--") -> Constrained | None:
+    """The compiled template of sampling options (`form`, `template`, `acrostic`), or None."""
+    template = template_of(options.form, options.template, options.acrostic, prefix)
+    return None if template is None else Constrained(template, vocab, f"{prefix}acrostic")

@@ -1,0 +1,147 @@
+"""Sampling into poem forms and templates (`charlm.forms`): every sample fits, whatever the seed,
+temperature and decoding options, and what cannot be written is a one-line error."""
+
+import functools
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from charlm.errors import CharLMError
+from charlm.forms import FORMS, Constrained, template_of
+from charlm.pieces import PieceVocab, train_model
+from charlm.sampler import Conversation, generate
+from charlm.vocab import Vocab
+
+from .conftest import make_model
+
+HAN = "".join(chr(0x4E00 + i) for i in range(60)) + "春夏秋冬"
+CHINESE = Vocab(sorted(set(HAN + "，。？！\n 、abc")))
+ENGLISH = Vocab(sorted(set("abcdefghijklmnopqrstuvwxyz ,.\n'")))
+PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@functools.cache
+def chinese_model():
+    """An untrained model whose likeliest characters are the ones a form forbids (letters, spaces,
+    line breaks), so only the template keeps its samples in shape."""
+    model = make_model(CHINESE, layers=1, hidden=16).eval()
+    with torch.no_grad():
+        for char in "abc \n、":
+            model.head.bias[CHINESE.index[char]] = 6.0
+    return model
+
+
+@PROPERTY
+@given(
+    form=st.sampled_from(sorted(FORMS)),
+    seed=st.integers(0, 2**31),
+    temperature=st.sampled_from([0.0, 0.3, 1.0, 2.5, 50.0]),
+    top_p=st.sampled_from([None, 0.5, 1.0]),
+    top_k=st.sampled_from([None, 1, 3]),
+    penalty=st.sampled_from([1.0, 1.5]),
+    acrostic=st.booleans(),
+)
+def test_every_sample_of_every_form_fits_it(form, seed, temperature, top_p, top_k, penalty, acrostic):
+    verses = FORMS[form].count("，") * 2
+    letters = "春夏秋冬" * 2
+    options = {"acrostic": letters[:verses]} if acrostic else {}
+    decoding = {"greedy": True} if temperature == 0 else {"temperature": temperature}
+    texts = generate(
+        chinese_model(), "丁\n", form=form, num_samples=3, random_seed=seed, top_p=top_p, top_k=top_k,
+        repetition_penalty=penalty, **decoding, **options,
+    )  # fmt: skip
+    template = template_of(form, acrostic=options.get("acrostic"))
+    for text in texts:
+        poem = text[len("丁\n") :]
+        assert template.fits(poem), poem
+        if acrostic:
+            assert [line[0] for line in poem.replace("，", "\n").replace("。", "\n").split("\n") if line] == list(
+                letters[:verses]
+            )
+
+
+def test_without_a_form_the_untrained_model_drifts():
+    """The control for the test above: the same model, free, does not write the form by chance."""
+    texts = generate(chinese_model(), "丁\n", length=25, num_samples=5, random_seed=0)
+    assert not any(template_of("五言绝句").fits(t[2:]) for t in texts)
+
+
+def test_the_sample_ends_with_the_template_and_is_stopped():
+    texts = generate(chinese_model(), "", form="五言绝句", length=500, random_seed=1)
+    assert len(texts[0]) == len(FORMS["五言绝句"])
+
+
+def test_length_shorter_than_the_template_cuts_it():
+    assert len(generate(chinese_model(), "", form="五言绝句", length=7, random_seed=1)[0]) == 7
+
+
+def test_english_template_on_an_english_model_writes_letters():
+    model = make_model(ENGLISH, layers=1, hidden=16).eval()
+    texts = generate(model, "", template="___ _____,\\n____.", num_samples=4, random_seed=3, temperature=1.5)
+    template = template_of(template="___ _____,\\n____.")
+    assert Constrained(template, ENGLISH).script == "letter"  # no letters in it: the vocabulary decides
+    for text in texts:
+        assert template.fits(text, "letter"), text
+        assert text[3] == " " and text[9:11] == ",\n"
+
+
+def test_a_template_character_the_model_does_not_know_is_a_one_line_error():
+    with pytest.raises(CharLMError, match=r"^--template: the model does not know '：'; use characters") as error:
+        generate(chinese_model(), "", template="__：___")
+    assert "\n" not in str(error.value)
+    with pytest.raises(CharLMError, match="^--acrostic: the model does not know .龘."):
+        generate(chinese_model(), "", form="五言绝句", acrostic="龘夏秋冬")
+
+
+def test_a_script_the_model_lacks_is_a_one_line_error():
+    with pytest.raises(CharLMError, match="it knows no Han characters"):
+        generate(make_model("abc，\n", layers=1, hidden=8), "", template="__，__")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"form": "五言"}, "--form '五言' is not a form charlm knows; choose one of 五言绝句"),
+        ({"form": "五言绝句", "template": "__"}, "give --form or --template, not both"),
+        ({"acrostic": "春夏"}, "--acrostic fixes the first character of each verse of a form"),
+        ({"form": "七言律诗", "acrostic": "春夏秋冬"}, "--acrostic has 4 characters but --form 七言律诗 has 8 verses"),
+        ({"template": "，。"}, "--template has no `_`"),
+    ],
+)
+def test_options_that_cannot_make_a_template_are_named(options, message):
+    with pytest.raises(CharLMError, match=message):
+        generate(chinese_model(), "", **options)
+
+
+def test_the_script_rule():
+    assert template_of(template="__，__").script == "han"
+    assert template_of(template="__\\n__", acrostic="春夏").script == "han"
+    assert template_of(template="a__ __").script == "letter"
+    assert template_of(template="__ __").script is None  # the model's vocabulary decides
+    assert Constrained(template_of(template="__ __"), CHINESE).script == "han"
+    assert Constrained(template_of(template="__ __"), ENGLISH).script == "letter"
+    assert template_of(template="\\_a\\n_").slots == ("_", "a", "\n", None)
+
+
+def test_interactive_turns_each_write_the_template():
+    conversation = Conversation(chinese_model(), __import__("charlm").config.SampleConfig(form="五言绝句"))
+    for seed in ("丁\n", "\n七\n"):
+        assert template_of("五言绝句").fits("".join(conversation.turn(seed)))
+
+
+@functools.cache
+def piece_model():
+    text = "".join(f"{HAN[i % 60]}{HAN[(i * 7) % 60]}{HAN[(i * 3) % 61]}，" for i in range(400)) + "。\n" * 50
+    vocab = PieceVocab(train_model([text], "bpe", 500), normalize="none")
+    return make_model(vocab, layers=1, hidden=16).eval()
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**31), form=st.sampled_from(["五言绝句", "七言律诗"]))
+def test_a_sentencepiece_model_writes_whole_pieces_into_the_form(seed, form):
+    model = piece_model()
+    assert any(len(t) > 1 for t in Constrained(template_of(form), model.vocab).texts)  # multi-character pieces
+    for text in generate(model, "", form=form, num_samples=2, random_seed=seed, temperature=1.0):
+        assert template_of(form).fits(text), text
