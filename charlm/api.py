@@ -102,7 +102,8 @@ def train(
 
 def generate(model: CharLM, seed: str = "", **options) -> str:
     """The seed and `length` new characters. Options: those of `charlm.SampleConfig` (length,
-    temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, precision)."""
+    temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, precision; form,
+    template and acrostic write into a poem form or template, ending at its end)."""
     return sampler.generate(model, seed, **options)[0]
 
 

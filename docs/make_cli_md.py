@@ -31,7 +31,8 @@ def option_row(param: click.Parameter) -> str:
     elif getattr(param, "is_flag", False):
         default = "off"
     else:
-        default = "" if param.default is None else str(param.default)
+        unset = param.default is None or type(param.default).__name__ == "Sentinel"  # click 8.3's UNSET
+        default = "" if unset else str(param.default)
     return f"| {names} | {default} | {text.strip()} |"
 
 

@@ -14,7 +14,7 @@ from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import Conversation, generate
 from charlm.vocab import Vocab
 
-from .conftest import make_model
+from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
 
 HAN = "".join(chr(0x4E00 + i) for i in range(60)) + "春夏秋冬"
 CHINESE = Vocab(sorted(set(HAN + "，。？！\n 、abc")))
@@ -145,3 +145,20 @@ def test_a_sentencepiece_model_writes_whole_pieces_into_the_form(seed, form):
     assert any(len(t) > 1 for t in Constrained(template_of(form), model.vocab).texts)  # multi-character pieces
     for text in generate(model, "", form=form, num_samples=2, random_seed=seed, temperature=1.0):
         assert template_of(form).fits(text), text
+
+
+def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):
+    poems = tmp_path / "poems.txt"
+    poems.write_text(
+        "".join(f"题\n{HAN[i % 60] * 5}，{HAN[(i * 7) % 60] * 5}。\n\n" for i in range(200)), encoding="utf-8"
+    )
+    assert cli("train", str(poems), *TINY_ARGS, "--max-steps", "5").exit_code == 0
+    result = cli("sample", "--seed", "题\n", "--form", "七言绝句", "--acrostic", "丁七万丈", "--random-seed", "1")
+    assert result.exit_code == 0, result.output
+    poem = result.output[len("题\n") :].rstrip("\n")
+    assert template_of("七言绝句", acrostic="丁七万丈").fits(poem), poem
+    result = cli("sample", "--template", "__，_。\\n__。", "--num-samples", "2", "--random-seed", "2")
+    texts = [block.split("\n", 1)[1].rstrip("\n") for block in result.output.split("--- sample ")[1:]]
+    assert len(texts) == 2 and all(template_of(template="__，_。\n__。").fits(t) for t in texts), result.output
+    assert_one_line_error(cli("sample", "--template", "__：_"), "--template", "does not know '：'")
+    assert_one_line_error(cli("sample", "--form", "五绝"), "--form '五绝' is not a form", "五言绝句")
