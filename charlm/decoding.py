@@ -37,7 +37,11 @@ def penalize(
 def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform."""
     cdf = probs.cumsum(dim=-1)
-    target = (uniform.to(cdf) * cdf[:, -1]).unsqueeze(1)
+    total = cdf[:, -1:]
+    # A uniform just below 1 can round to 1 in float32: the target then equals the total and would
+    # land past the last likely id, on one of probability 0 (one a template or top-k forbade), so
+    # it is kept below the total.
+    target = torch.minimum(uniform.to(cdf).unsqueeze(1) * total, torch.nextafter(total, torch.zeros_like(total)))
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)
 
 

@@ -8,7 +8,7 @@ import torch
 from charlm import CharLM, stream
 from charlm import generate as generate_one
 from charlm.config import SampleConfig
-from charlm.decoding import nucleus
+from charlm.decoding import draw, nucleus
 from charlm.errors import CharLMError
 from charlm.sampler import Conversation, generate
 from charlm.vocab import Vocab
@@ -193,3 +193,10 @@ def test_extreme_temperatures_and_penalties_never_draw_from_nan():
     model = make_model("abcdefgh", layers=1, hidden=16).eval()
     tiny = generate(model, "abc", length=30, temperature=1e-39, num_samples=2, random_seed=3)
     assert tiny == generate(model, "abc", length=30, greedy=True, num_samples=2, random_seed=3)
+
+
+def test_a_uniform_that_rounds_to_one_never_draws_a_character_of_probability_zero():
+    """float32(1 - 1e-10) is 1.0: the target was the whole total and fell past the last likely id."""
+    probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    assert draw(probs, torch.tensor([1 - 1e-10, 1 - 1e-10], dtype=torch.float64)).tolist() == [1, 1]
+    assert draw(probs, torch.tensor([0.0, 0.0], dtype=torch.float64)).tolist() == [0, 1]
