@@ -8,7 +8,8 @@ its author line, then its lines, as tangshi300 writes them), taken in turn, one 
 Each seed is continued twice with the same random seed and decoding options (charlm's defaults,
 temperature --temperature): freely, the poem being what comes before the first blank line, and with
 `form=`, which always fits. Reported: the share of free poems that fit the form exactly (its
-punctuation included) and with any of 。？！ closing a verse pair, and the bits per character the
+punctuation included), with any of 。？！ closing a verse pair, and whose start has the form's shape
+(the poem may go on: a 五言绝句's shape begins a 五言律诗), and the bits per character the
 model gives to each set of poems, the seed read first (`scoring.surprise`): a constrained poem the
 model finds much less likely than its free ones would be a form forced on text it does not believe.
 The real poems' bits per character under the same seeds are the reference. A few poems of each kind
@@ -87,6 +88,8 @@ def main() -> None:
     lines.append(
         f"free samples that fit with any of 。？！ closing a pair: {loose}/{len(free)} ({loose / len(free):.0%})"
     )
+    begins = sum(template.fits(p[: len(template.slots)]) for _, p in free)
+    lines.append(f"free samples that begin with the form's shape (and may go on): {begins}/{len(free)}")
     lines.append(f"samples with form={args.form} that fit: {len(fitted)}/{len(fitted)} (100%)")
     for name, group in (("free poems", free), (f"form={args.form} poems", fitted), ("the real poems", real)):
         scores = [bpc(model, seed, poem) for seed, poem in group if poem]
