@@ -1,9 +1,10 @@
 """A request in flight and the models it runs on: the hand-off between asyncio and the engines.
 
 `Server` holds the loaded models, each with its `Engine`; `Completion` is one request: it takes rows
-(429 when there are none), primes its prompts in a worker thread (each alone, so a seeded sample never
-depends on the batch), becomes one `Job` per prompt, and reads its updates from a queue that
-`Server.publish` fills, one hand-off to the event loop per batch of updates.
+(429 when there are none), compiles its template for the model's vocabulary if it has one and primes
+its prompts in a worker thread (each alone, so a seeded sample never depends on the batch), becomes
+one `Job` per prompt, and reads its updates from a queue that `Server.publish` fills, one hand-off to
+the event loop per batch of updates.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fastapi import Request
 
 from ..config import SampleConfig
 from ..errors import CharLMError
+from ..forms import Constrained, Template
 from ..model import UNSEEN, CharLM
 from ..runs import corpus_of
 from ..vocab import UnknownCharacterWarning
@@ -30,7 +32,9 @@ from . import responses
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
 from .metrics import Metrics
-from .protocol import APIError, Params
+from .protocol import APIError, Params, form_error
+
+MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 
 
 @dataclasses.dataclass
@@ -41,6 +45,7 @@ class Served:
     model: CharLM
     engine: Engine
     created: int
+    compiled: dict[Template, Constrained] = dataclasses.field(default_factory=dict)  # touched by the primer only
 
 
 class Server:
@@ -158,7 +163,7 @@ class Completion:
         try:
             encoded = [self.encode(prompt) for prompt in self.params.prompts]
             start = time.perf_counter()
-            primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prime, encoded)
+            form, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare, encoded)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
@@ -173,7 +178,7 @@ class Completion:
         seeds = [self.seed + i for i in range(self.params.n)]
         for (ids, logits, state), echoed in zip(primed, self.echoed):
             seen = ids[ids != UNSEEN]  # the repetition penalty counts characters the model knows
-            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, self.params.stops)
+            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, self.params.stops, form)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
             self.served.engine.submit(job)
@@ -188,6 +193,27 @@ class Completion:
                 return vocab.encode(prompt or vocab.start_text(), what="prompt", unseen=True), prompt
             except CharLMError as e:
                 raise APIError(400, str(e), "prompt", "unknown_characters") from None
+
+    def prepare(self, encoded: list) -> tuple[Constrained | None, list]:
+        """In a worker thread (compiling a template for a sentencepiece vocabulary takes a while): the
+        template compiled for the model, then the prompts primed."""
+        return self.compile(), self.prime(encoded)
+
+    def compile(self) -> Constrained | None:
+        """The request's template compiled for the model's vocabulary; a character the model does not
+        know is a 400 naming the field that gave it."""
+        template, compiled = self.params.template, self.served.compiled
+        if template is None:
+            return None
+        if template not in compiled:
+            try:
+                form = Constrained(template, self.served.model.vocab, "acrostic")
+            except CharLMError as e:
+                raise form_error(e, template.name.startswith("form")) from None
+            if len(compiled) >= MAX_COMPILED:
+                compiled.clear()
+            compiled[template] = form
+        return compiled[template]
 
     def prime(self, encoded: list) -> list:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities."""

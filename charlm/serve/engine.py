@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..config import SampleConfig
+from ..forms import Constrained
 from ..generation import Batch, Row
 from ..model import CharLM, State
 from ..scoring import prompt_logprobs, top_logprobs
@@ -45,7 +46,8 @@ class Job:
     """A prompt to continue `len(seeds)` times: what a request asks of the engine, primed already.
 
     `options` gives the decoding (temperature, top-k, top-p, repetition penalty, greedy); sample i
-    draws from a generator seeded `seeds[i]`. `sink` is the caller's: it routes the updates."""
+    draws from a generator seeded `seeds[i]`; `form`, the template compiled for the model, if any:
+    each sample walks it with its own cursor. `sink` is the caller's: it routes the updates."""
 
     prompt: torch.Tensor  # ids, for the repetition penalty's window
     logits: torch.Tensor  # after the prompt's last character
@@ -54,6 +56,7 @@ class Job:
     seeds: list[int]
     max_chars: int
     stops: tuple[str, ...] = ()
+    form: Constrained | None = None
     logprobs: int | None = None  # alternatives per character to report; None: no log-probabilities
     sink: Any = None
     cancelled: bool = False
@@ -80,7 +83,7 @@ class Stream(Row):
     """One sample of a job as a row of the batch: its text and log-probabilities not yet published."""
 
     def __init__(self, job: Job, index: int):
-        super().__init__(job.max_chars, job.stops, keep_stop=False)
+        super().__init__(job.max_chars, job.stops, keep_stop=False, form=job.form.cursor() if job.form else None)
         self.job, self.index = job, index
         self.held_tokens: list[Token] = []
         self.unassigned = 0

@@ -2,7 +2,8 @@
 
 Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them; `max_tokens` and
 `usage` count characters (a charlm token is a character). charlm's extras: `top_k` and
-`repetition_penalty` (llama.cpp's `repeat_penalty` too). Every bad field is an `APIError` naming
+`repetition_penalty` (llama.cpp's `repeat_penalty` too), and `form`, `template` and `acrostic`,
+which make every sample write into a poem form or a template (`charlm.forms`). Every bad field is an `APIError` naming
 it; a field charlm does not know is refused (as OpenAI does), except OpenAI's at their neutral
 values (`frequency_penalty: 0`, ...), which clients send by default.
 """
@@ -13,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .. import forms
+from ..errors import CharLMError
 from .config import ServeConfig
 
 MAX_STOPS = 16
@@ -60,11 +63,13 @@ class Params:
     logprobs: int | None
     echo: bool
     include_usage: bool
+    template: forms.Template | None = None  # `form` / `template` / `acrostic`, parsed (None: free text)
 
 
+FORM_FIELDS = ("form", "template", "acrostic")
 COMMON = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "repeat_penalty", "n",
-    "stream", "stop", "seed", "stream_options", "user",
+    "stream", "stop", "seed", "stream_options", "user", *FORM_FIELDS,
 }  # fmt: skip
 COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo"}
 CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"}
@@ -90,6 +95,23 @@ COMMON_SCHEMA = {
     "seed": {"type": "integer"},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "user": {"type": "string"},
+    # charlm's extension: poem forms and templates
+    "form": {
+        "type": "string",
+        "enum": list(forms.FORMS),
+        "description": "charlm's extension: every sample is a poem in this form (one of "
+        f"{', '.join(forms.FORMS)}); not with `template`",
+    },
+    "template": {
+        "type": "string",
+        "description": "charlm's extension: every sample writes into this template; `_` is any one character of "
+        f"the model's script ({forms.SCRIPT_RULE}), the rest is fixed; `\\n` breaks a line, `\\_` is an underscore",
+    },
+    "acrostic": {
+        "type": "string",
+        "description": "charlm's extension: the first character of each verse (run of `_`) of `form` or `template`, "
+        "one per verse",
+    },
 }
 MESSAGE_SCHEMA = {
     "type": "object",
@@ -188,6 +210,13 @@ def strings(body: dict, name: str, most: int) -> list[str] | None:
     return values
 
 
+def string(body: dict, name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise APIError(400, f"{name} must be a string, not {json_type(value)}", name, "invalid_type")
+    return value
+
+
 def json_type(value: Any) -> str:
     names = {
         bool: "a boolean",
@@ -202,9 +231,7 @@ def json_type(value: Any) -> str:
 
 def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int) -> Params:
     """The fields completions and chat share."""
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise APIError(400, f"model must be a string, not {json_type(model)}", "model", "invalid_type")
+    model = string(body, "model")
     for i, prompt in enumerate(prompts):
         if len(prompt) > config.max_prompt:
             raise APIError(
@@ -214,6 +241,9 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
                 "prompt" if "prompt" in body else "messages",
                 "context_length_exceeded",
             )
+    template = form_template(body, config)
+    if template is not None:  # the whole poem by default, not a client's default length (16 for completions)
+        default_length = min(len(template.slots), config.max_tokens)
     max_tokens = default_length if max_tokens is None else max_tokens
     n = integer(body, "n", 1, 1, config.max_streams, "charlm serve --max-streams")
     if n * len(prompts) > config.max_streams:
@@ -234,9 +264,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     if stream_options is not None and not isinstance(stream_options, dict):
         raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
     seed = integer(body, "seed", None, -1, SEED_LIMIT)
-    user = body.get("user")
-    if user is not None and not isinstance(user, str):
-        raise APIError(400, f"user must be a string, not {json_type(user)}", "user", "invalid_type")
+    string(body, "user")
     stops = strings(body, "stop", MAX_STOPS) or []
     if "" in stops:
         raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
@@ -261,7 +289,32 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         logprobs=None,
         echo=False,
         include_usage=boolean(stream_options or {}, "include_usage", False),
+        template=template,
     )
+
+
+def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
+    """The template that `form`, `template` and `acrostic` ask for (None: free text), checked as far
+    as it can be without the model (`completion.py` compiles it for the model's vocabulary)."""
+    form, template, acrostic = (string(body, name) for name in FORM_FIELDS)
+    try:
+        parsed = forms.template_of(form, template, acrostic, prefix="")
+    except CharLMError as e:
+        raise form_error(e, form is not None) from None
+    if parsed is not None and len(parsed.slots) > config.max_tokens:
+        raise APIError(
+            400, f"{parsed.name} has {len(parsed.slots):,} characters; this server writes at most "
+            f"{config.max_tokens:,} (charlm serve --max-tokens)", "form" if form is not None else "template",
+            "invalid_value",
+        )  # fmt: skip
+    return parsed
+
+
+def form_error(error: CharLMError, form_given: bool) -> APIError:
+    """A form, template or acrostic that cannot be used, as a 400 naming the field its message names."""
+    message = str(error)
+    param = "acrostic" if message.startswith("acrostic") else "form" if form_given else "template"
+    return APIError(400, message, param, "invalid_value")
 
 
 def completion_params(body: Any, config: ServeConfig) -> Params:

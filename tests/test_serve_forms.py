@@ -1,0 +1,265 @@
+"""Poem forms and templates on the server (charlm's extension to the OpenAI API, docs/serve.md):
+`form`, `template` and `acrostic` on both endpoints and on the page. The model is test_forms.py's
+untrained one whose likeliest characters are the ones a form forbids, so only the template keeps
+a sample in shape (`test_without_a_form_the_samples_do_not_fit` is the control)."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from charlm.forms import FORMS, is_han, template_of
+from charlm.sampler import generate
+from charlm.serve import protocol
+from charlm.serve.app import create_app
+from charlm.serve.config import ServeConfig
+
+from .conftest import wait_healthy
+from .test_forms import chinese_model, piece_model
+from .test_serve import browser, made_text, page_ready, running, set_field, wait_until  # noqa: F401
+
+PROMPT = "丁\n"
+CHAT = [{"role": "user", "content": "丁"}]
+
+
+@pytest.fixture(scope="module")
+def served():
+    model = chinese_model()
+    app = create_app({"zh": lambda: model}, ServeConfig(max_streams=16, max_tokens=100_000, chunk_ms=20))
+    with running(app) as url:
+        wait_healthy(url)
+        yield url, app.state.server
+
+
+@pytest.fixture
+def client(served) -> OpenAI:
+    return OpenAI(base_url=f"{served[0]}/v1", api_key="x", max_retries=0)
+
+
+def poems(client: OpenAI, **options) -> tuple[list[str], list[str]]:
+    """Each choice's text and finish reason."""
+    response = client.completions.create(model="zh", prompt=PROMPT, **options)
+    choices = sorted(response.choices, key=lambda c: c.index)
+    return [c.text for c in choices], [c.finish_reason for c in choices]
+
+
+def fits_so_far(text: str, template: str) -> bool:
+    """Whether `text` is the beginning of `template` filled in with Han characters."""
+    slots = template_of(template=template).slots
+    return len(text) <= len(slots) and all(is_han(c) if s is None else c == s for c, s in zip(text, slots))
+
+
+def verse_starts(poem: str) -> list[str]:
+    return [verse[0] for verse in poem.replace("，", "\n").replace("。", "\n").split("\n") if verse]
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
+@pytest.mark.parametrize("temperature", [0, 0.7, 1.5, 30])
+def test_every_sample_fits_its_form(client, form, temperature):
+    texts, reasons = poems(client, n=3, seed=int(temperature * 10), temperature=temperature, extra_body={"form": form})
+    assert all(template_of(form).fits(t) for t in texts), texts
+    assert reasons == ["stop"] * 3
+    if temperature:
+        assert len(set(texts)) == 3  # three samples, not one repeated
+
+
+def test_an_acrostic_and_a_template_through_chat(client):
+    reply = client.chat.completions.create(
+        model="zh", messages=CHAT, n=3, seed=4, temperature=1.2,
+        extra_body={"form": "七言律诗", "acrostic": "春夏秋冬春夏秋冬"},
+    )  # fmt: skip
+    for choice in reply.choices:
+        assert template_of("七言律诗").fits(choice.message.content) and choice.finish_reason == "stop"
+        assert verse_starts(choice.message.content) == list("春夏秋冬春夏秋冬")
+    texts, _ = poems(client, n=3, seed=2, extra_body={"template": "__，___。\\n____！"})
+    assert all(template_of(template="__，___。\\n____！").fits(t) for t in texts), texts
+
+
+def test_without_a_form_the_samples_do_not_fit(client):
+    """The control: the same model and requests, free, write letters, spaces and line breaks."""
+    for temperature in (0, 0.7, 1.5):
+        texts, _ = poems(client, n=3, seed=1, temperature=temperature, max_tokens=len(FORMS["五言绝句"]))
+        assert not any(template_of("五言绝句").fits(t) for t in texts)
+
+
+def test_the_server_and_generate_write_the_same_poem_from_one_seed(client):
+    options = {"temperature": 0.9, "top_p": 0.9, "n": 2, "seed": 7}
+    extras = {"top_k": 20, "repetition_penalty": 1.3, "form": "七言绝句", "acrostic": "春夏秋冬"}
+    texts, _ = poems(client, **options, extra_body=extras)
+    made = generate(chinese_model(), PROMPT, temperature=0.9, top_p=0.9, top_k=20, repetition_penalty=1.3,
+                    form="七言绝句", acrostic="春夏秋冬", num_samples=2, random_seed=7)  # fmt: skip
+    assert texts == [text[len(PROMPT) :] for text in made]
+    assert all(verse_starts(t) == list("春夏秋冬") for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "says"),
+    [
+        ({"template": "__：___"}, "template", "template: the model does not know '："),
+        ({"template": "__，___", "acrostic": "龘夏"}, "acrostic", "acrostic: the model does not know '龘'"),
+        ({"form": "五言"}, "form", "form '五言' is not a form charlm knows; choose one of 五言绝句"),
+        ({"form": "五言绝句", "template": "_"}, "form", "give form or template, not both"),
+        ({"form": "五言绝句", "acrostic": "春夏"}, "acrostic", "acrostic has 2 characters but form 五言绝句 has 4"),
+        ({"acrostic": "春夏"}, "acrostic", "acrostic fixes the first character of each verse"),
+        ({"template": "，。"}, "template", "template has no `_`"),
+        ({"template": "_" * 100_001}, "template", "this server writes at most 100,000"),
+        ({"form": 5}, "form", "form must be a string, not an integer"),
+        ({"template": ["_"]}, "template", "template must be a string, not a list"),
+        ({"acrostic": {}}, "acrostic", "acrostic must be a string, not an object"),
+    ],
+)
+def test_a_form_that_cannot_be_written_is_a_400_naming_its_field(client, served, fields, param, says):
+    for create in (
+        lambda: client.completions.create(model="zh", prompt=PROMPT, extra_body=fields),
+        lambda: client.chat.completions.create(model="zh", messages=CHAT, extra_body=fields),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create()
+        error = caught.value.body
+        assert error["param"] == param and says in error["message"] and "--form" not in error["message"]
+        assert "--template" not in error["message"] and "--acrostic" not in error["message"]
+        assert error["code"] in ("invalid_value", "invalid_type") and error["type"] == "invalid_request_error"
+    assert served[1].busy == 0  # a refused request holds no row
+    assert len(poems(client, max_tokens=5)[0][0]) == 5
+
+
+def test_the_default_max_tokens_is_the_whole_poem_and_an_explicit_one_cuts_it(client):
+    form = "七言律诗"  # 67 characters, where a completion's default is 16
+    response = client.completions.create(model="zh", prompt=PROMPT, seed=3, extra_body={"form": form})
+    choice = response.choices[0]
+    assert template_of(form).fits(choice.text) and choice.finish_reason == "stop"
+    assert response.usage.completion_tokens == len(FORMS[form])
+    texts, reasons = poems(client, seed=3, max_tokens=10, extra_body={"form": form})
+    assert texts == [choice.text[:10]] and reasons == ["length"]
+    texts, reasons = poems(client, seed=3, max_tokens=500, extra_body={"form": form})
+    assert texts == [choice.text] and reasons == ["stop"]
+    # the default within the server's limit, for both endpoints
+    chat = {"messages": CHAT, "form": "五言绝句"}
+    assert protocol.completion_params({"prompt": "a", "form": form}, ServeConfig()).max_tokens == len(FORMS[form])
+    assert protocol.chat_params(chat, ServeConfig())[0].max_tokens == len(FORMS["五言绝句"])
+    with pytest.raises(protocol.APIError, match="at most 40") as caught:  # longer than the server ever writes
+        protocol.completion_params({"prompt": "a", "form": "五言律诗"}, ServeConfig(max_tokens=40))
+    assert caught.value.param == "form"
+
+
+def test_streaming_with_a_form_gives_the_same_poems(client):
+    texts, _ = poems(client, n=2, seed=9, extra_body={"form": "五言律诗"})
+    chunks = list(
+        client.completions.create(model="zh", prompt=PROMPT, n=2, seed=9, stream=True, extra_body={"form": "五言律诗"})
+    )
+    streamed = ["".join(c.choices[0].text for c in chunks if c.choices[0].index == i) for i in range(2)]
+    assert streamed == texts
+    assert sorted(c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason) == ["stop", "stop"]
+    chat = client.chat.completions.create(
+        model="zh", messages=CHAT, seed=9, stream=True, extra_body={"form": "五言绝句"}
+    )
+    chunks = list(chat)
+    assert template_of("五言绝句").fits("".join(c.choices[0].delta.content or "" for c in chunks if c.choices))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_requests_with_different_forms_share_one_batch_each_in_its_own_form(client, served):
+    """Three requests' rows in one batch at once, each walking its own template; the middle one ends
+    first, so the last one's row is moved into its place (its cursor must go with it)."""
+    engine = served[1].models["zh"].engine
+    wait_until(lambda: engine.active == 0)
+    templates = ["_____，_____。\\n" * 4000, "___，___。\\n" * 6000, "_______，_______。\\n" * 3000]
+    texts = ["", "", ""]
+
+    def start(template: str, **options):
+        stream = client.completions.create(
+            model="zh", prompt=PROMPT, stream=True, temperature=1.3, extra_body={"template": template}, **options
+        )
+        return stream, iter(stream)
+
+    def read(k: int, chunks) -> None:
+        for chunk in chunks:
+            for choice in chunk.choices:
+                if k != 1 or choice.index == 0:
+                    texts[k] += choice.text
+                else:
+                    other.append(choice.text)
+
+    other: list[str] = []
+    streams = []
+    for k, options in enumerate([{"seed": 1}, {"seed": 2, "n": 2, "max_tokens": 5000}, {"seed": 3}]):
+        streams.append(start(templates[k], **options))
+        read(k, [next(streams[k][1])])
+    assert engine.active == 4  # 1 + 2 + 1 rows of three templates in one batch
+    read(1, streams[1][1])  # the middle request to its end
+    assert len(texts[1]) == len("".join(other)) == 5000 and fits_so_far("".join(other), templates[1])
+    assert engine.active == 2
+    for chunk in streams[2][1]:  # the last request (it joined after the middle one), moved, writes on
+        read(2, [chunk])
+        if len(texts[2]) > 5300:
+            break
+    read(0, [next(streams[0][1])])
+    for stream, _ in (streams[0], streams[2]):
+        stream.close()
+    wait_until(lambda: engine.active == 0)
+    for text, template in zip(texts, templates):
+        assert fits_so_far(text, template), text[:80]
+    assert len(texts[2]) > 5300 and len(texts[0]) > 0
+
+
+def test_a_sentencepiece_model_writes_whole_pieces_into_the_form():
+    model = piece_model()
+    with running(create_app({"pieces": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        response = client.completions.create(model="pieces", prompt="", n=3, seed=5, extra_body={"form": "五言绝句"})
+        assert all(template_of("五言绝句").fits(c.text) and c.finish_reason == "stop" for c in response.choices)
+
+
+def test_the_openapi_document_describes_the_extension(served):
+    document = httpx.get(f"{served[0]}/openapi.json").json()
+    for path in ("/v1/completions", "/v1/chat/completions"):
+        schema = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        for name in ("form", "template", "acrostic"):
+            assert schema["properties"][name]["type"] == "string"
+            assert "charlm's extension" in schema["properties"][name]["description"]
+        assert schema["properties"]["form"]["enum"] == list(FORMS)
+
+
+@pytest.mark.slow  # a browser
+def test_page_writes_a_poem_in_the_form_chosen(served, browser):  # noqa: F811
+    from selenium.webdriver.support.ui import Select
+
+    url, _ = served
+    wait = page_ready(browser, url)
+    template_box = browser.find_element("id", "template")
+    assert not template_box.is_displayed()
+    Select(browser.find_element("id", "form")).select_by_value("五言绝句")
+    set_field(browser, "seed", PROMPT)
+    set_field(browser, "temperature", "1.5")
+    browser.find_element("id", "generate").click()
+    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    poem = made_text(browser)
+    assert template_of("五言绝句").fits(poem), poem
+    assert "done (stop)" in browser.find_element("id", "status").text
+
+    set_field(browser, "acrostic", "春夏秋冬")
+    browser.find_element("id", "generate").click()
+    wait(browser, 20).until(lambda d: made_text(d) != poem and "done" in d.find_element("id", "status").text)
+    assert template_of("五言绝句").fits(made_text(browser)) and verse_starts(made_text(browser)) == list("春夏秋冬")
+    written = made_text(browser)
+
+    Select(browser.find_element("id", "form")).select_by_value("template")
+    assert template_box.is_displayed()
+    set_field(browser, "template", "__：___")
+    for error in ("acrostic has 4 characters but template has 2 verses", "template: the model does not know '："):
+        browser.find_element("id", "generate").click()
+        wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
+        assert error in browser.find_element("id", "seed-error").text
+        assert "see the form" in browser.find_element("id", "status").text
+        assert made_text(browser) == written  # the last poem stays
+        set_field(browser, "acrostic", "")
+
+    Select(browser.find_element("id", "form")).select_by_value("")
+    assert not template_box.is_displayed()
+    set_field(browser, "length", "30")
+    browser.find_element("id", "generate").click()  # free text again: no form field is sent
+    wait(browser, 20).until(lambda d: "done (length)" in d.find_element("id", "status").text)
+    assert len(made_text(browser)) == 30 and not browser.find_element("id", "seed-error").text
