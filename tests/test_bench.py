@@ -326,3 +326,61 @@ def test_mixture_bench_runs(tmp_path, tiny):
     assert rows["charlm"] == pytest.approx(bits_per_char(model, held_out), abs=1e-4)
     assert rows["charlm + KN-2"] <= rows["charlm"] and rows["charlm + KN-2 + cache (50)"] <= rows["charlm + KN-2"]
     assert all(math.isfinite(value) and value > 0 for value in rows.values())
+
+
+PARTS_TABLE = "河\t水可\n江\t水工\n湖\t水胡\n海\t水每\n林\t木木\n森\t木林\n村\t木寸\n沐\t水木\n"
+
+
+def test_parts_model_starts_as_charlms_and_adds_its_components(tmp_path):
+    from bench import parts
+
+    table = dict(line.split("\t") for line in PARTS_TABLE.splitlines())
+    vocab = charlm.vocab.Vocab(list("\n山河江湖海林森村"))
+    counts = torch.arange(len(vocab), 0, -1)
+    config = charlm.ModelConfig("lstm", 1, 16, 0.0, len(vocab), charlm.model.head_cutoffs("adaptive", counts))
+    model = charlm.CharLM(config, vocab).eval()
+    model.head.set_frequencies(counts)
+    ids, targets = torch.randint(0, len(vocab), (2, 6)), torch.randint(0, len(vocab), (2, 6))
+    with torch.no_grad():
+        before = model(ids, targets=targets)[0], model(ids)[0]
+        kept = parts.components(vocab.chars, table)
+        assert kept == ["水", "木"]  # most shared first; 可 工 胡 每 林 寸 belong to one character each
+        model = parts.with_parts(model, kept, table).eval()
+        after = model(ids, targets=targets)[0], model(ids)[0]
+        assert all(torch.allclose(b, a, atol=1e-6) for b, a in zip(before, after))  # zero parts: charlm's model
+        for bag in (model.embed.parts.bag, *(p.bag for p in model.head.parts)):
+            bag.weight[:-1].normal_()
+        nats, logits = model(ids, targets=targets)[0], model(ids)[0]
+        assert torch.allclose(nats, -logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1), atol=1e-5)
+        river, parts_of = vocab.index["河"], model.embed.parts.bag.weight
+        expected = model.embed.weight[river] + parts_of[kept.index("水")]
+        assert torch.allclose(model.embed(torch.tensor([river])), expected)  # own vector + its parts'
+
+
+def test_parts_bench_trains_and_a_new_character_starts_from_its_parts(tmp_path):
+    from bench import parts
+
+    folder = tmp_path / "bench" / "out" / "parts"
+    folder.mkdir(parents=True)
+    (folder / "chaizi.tsv").write_text(PARTS_TABLE, encoding="utf-8")
+    rng = random.Random(0)
+    (tmp_path / "base.txt").write_text("".join(rng.choice("山河江湖海林森村\n") for _ in range(3000)), encoding="utf-8")
+    (tmp_path / "new.txt").write_text("".join(rng.choice("沐河林\n") for _ in range(600)), encoding="utf-8")
+    settings = ["--set", f"{TINY_SET},hidden=16,head=adaptive,eval_every=10"]
+    out = run_bench("parts", "train", "base.txt", "--steps", "20", "--parts", "--out", "base", *settings)
+    assert "| base.txt | parts | - | 20 |" in out
+    out = run_bench(
+        "parts", "train", "new.txt", "--steps", "10", "--parts", "--init-from", "base", "--out", "new", *settings
+    )
+    assert "| new.txt | parts | base | 10 |" in out
+    saved = charlm.checkpoint.read(charlm.runs.resolve("base"))
+    start = charlm.finetune.read_base("base")
+    vocab = saved.vocab.extended(["沐"])
+    corpus = type("Corpus", (), {"vocab": vocab})()
+    model = parts.parts_builder(parts.read_table())(dataclasses.replace(saved.config, dropout=0.0), corpus, start)
+    bath, kept = vocab.index["沐"], parts.components(saved.vocab.chars, parts.read_table())
+    bag = model.embed.parts.bag.weight
+    with torch.no_grad():  # charlm's zero row for a new character, plus its parts learned in the base
+        assert torch.allclose(
+            model.embed(torch.tensor([bath])).squeeze(0), bag[kept.index("水")] + bag[kept.index("木")]
+        )
