@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.common import bare_config, default_model, parse, read_corpus, training_step
+from bench.common import ModelBuilder, bare_config, default_model, parse, read_corpus, training_step
 from charlm.config import Config
 from charlm.evaluate import bits_per_char
 from charlm.finetune import Start
@@ -61,7 +61,7 @@ MIN_SHARED = 2  # a component is kept when at least this many of the vocabulary'
 class PlainUnpickler(pickle.Unpickler):
     """Builds dicts, lists and strings only: any class or function in the pickle is refused."""
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> None:
         raise pickle.UnpicklingError(f"the table refers to {module}.{name}: refused")
 
 
@@ -203,7 +203,7 @@ def with_parts(model: CharLM, kept: list[str], table: dict[str, str]) -> CharLM:
     return model
 
 
-def parts_builder(table: dict[str, str]):
+def parts_builder(table: dict[str, str]) -> ModelBuilder:
     """A bench.common ModelBuilder: charlm's new model with parts; or, from a parts base, the base's
     model grown over the new vocabulary (charlm's zero rows for new characters) with the base's
     components, so a new character starts from its known parts."""
@@ -246,6 +246,8 @@ def speed(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
+    """One run of either arm for a fixed number of steps (no time limit, so the machine's load cannot move
+    the schedule); both arms go through the same builder path (bench.common.training_step)."""
     options = {"max_steps": args.steps, "max_time": None, "quiet": True, **parse(args.set)}
     if args.init_from is None:
         options.setdefault("hidden", 256)
