@@ -4,6 +4,7 @@ right (the arithmetic, the sampler, the controls) does not depend on training.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from charlm import checkpoint, sampler
 from charlm.export import html
+from charlm.forms import FORMS, is_cjk_punctuation, is_han, is_letter
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
@@ -181,6 +183,25 @@ def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
     browser.save_screenshot(str(tmp_path / "page-chinese.png"))
 
 
+def poet_model():
+    """test_forms.py's idea on the page: an untrained Chinese model whose likeliest characters are the
+    ones a form forbids (letters, spaces, line breaks), so only the template keeps a poem in shape."""
+    model = model_of("lstm", CHINESE + "ab ", hidden=16)
+    with torch.no_grad():
+        for char in "ab \n":
+            model.head.bias[model.vocab.index[char]] = 6.0
+    return model
+
+
+def test_page_meta_carries_the_forms_and_each_ids_class(tmp_path):
+    page = exported(tmp_path, poet_model()).read_text(encoding="utf-8")
+    meta = json.loads(page.split('<script id="charlm-meta" type="application/json">')[1].split("</script>")[0])
+    assert meta["forms"]["templates"] == FORMS
+    rule = {"h": is_han, "p": is_cjk_punctuation, "l": is_letter, ".": lambda c: True}  # first that holds
+    expected = "".join(next(k for k, test in rule.items() if test(c)) for c in meta["vocab"]["chars"])
+    assert meta["forms"]["classes"] == expected and set(expected) == set("hpl.")
+
+
 @pytest.mark.slow
 def test_page_bench_runs(tmp_path):
     (tmp_path / "fox.txt").write_text(TEXT * 30, encoding="utf-8")
@@ -255,7 +276,6 @@ const wait = setInterval(() => {
 
 @pytest.mark.parametrize(("cell", "chars", "cutoffs"), MODELS)
 def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
-    import json
     import shutil
 
     node = shutil.which("node") or shutil.which("nodejs")

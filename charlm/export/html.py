@@ -6,6 +6,9 @@ and vocabulary as JSON, its weights as base64 of raw little-endian arrays, and t
 from disk, offline. Weights are stored in fp32, fp16 (widened to fp32 on load) or int8 with one fp32
 scale per row (the row's largest magnitude over 127); biases always in fp32. docs/export.md has the
 sizes, speeds and how far each precision's log-probabilities are from PyTorch's.
+
+Poem forms: the meta carries charlm.forms' FORMS and each id's class as charlm.forms decides it
+(`classes`), so the page's template rules (sampler.js) use the same Unicode rules as charlm's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch
 
 from ..checkpoint import Checkpoint
 from ..errors import CharLMError
+from ..forms import FORMS, is_cjk_punctuation, is_han, is_letter
 from ..model import AdaptiveHead
 from ..vocab import Vocab
 from .wasm import matvec_base64
@@ -73,6 +77,18 @@ def model_tensors(saved: Checkpoint, weights: str) -> tuple[dict, dict]:
     return head, {name: stored(t, weights) for name, t in tensors.items()}
 
 
+def classes(vocab: Vocab) -> str:
+    """Each id's class for the page's templates, one letter per id: "h" a Han character, "p" CJK or
+    full-width punctuation, "l" a letter, "." anything else (the unknown symbol too)."""
+
+    def of(i: int, char: str) -> str:
+        if i == vocab.unknown_id:
+            return "."
+        return "h" if is_han(char) else "p" if is_cjk_punctuation(char) else "l" if is_letter(char) else "."
+
+    return "".join(of(i, c) for i, c in enumerate(vocab.chars))
+
+
 def script_json(value) -> str:
     """JSON that is safe inside a <script> element: no '<' (so no '</script>')."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
@@ -101,6 +117,7 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
             "normalize": vocab.normalize,
             "start_id": vocab.index[vocab.start_text()],
         },
+        "forms": {"templates": FORMS, "classes": classes(vocab)},
     }
     here = resources.files(__package__)
     css = resources.files("charlm.serve").joinpath("page.css").read_text(encoding="utf-8")
