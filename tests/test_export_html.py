@@ -12,7 +12,7 @@ import torch
 
 from charlm import checkpoint, sampler
 from charlm.export import html
-from charlm.forms import FORMS, is_cjk_punctuation, is_han, is_letter
+from charlm.forms import FORMS, is_cjk_punctuation, is_han, is_letter, template_of
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
@@ -200,6 +200,38 @@ def test_page_meta_carries_the_forms_and_each_ids_class(tmp_path):
     rule = {"h": is_han, "p": is_cjk_punctuation, "l": is_letter, ".": lambda c: True}  # first that holds
     expected = "".join(next(k for k, test in rule.items() if test(c)) for c in meta["vocab"]["chars"])
     assert meta["forms"]["classes"] == expected and set(expected) == set("hpl.")
+
+
+@pytest.mark.slow
+def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
+    from selenium.webdriver.support.ui import Select
+
+    wait = page_ready(browser, exported(tmp_path, poet_model()).as_uri())
+    template_box = browser.find_element("id", "template")
+    assert not template_box.is_displayed()
+    Select(browser.find_element("id", "form")).select_by_value("五言绝句")
+    write(browser, seed="丁\n", temperature="1.5", acrostic="一丁七万")
+    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    poem = made_text(browser)
+    assert template_of("五言绝句", acrostic="一丁七万").fits(poem), poem
+    assert "done (stop)" in browser.find_element("id", "status").text
+
+    Select(browser.find_element("id", "form")).select_by_value("template")
+    assert template_box.is_displayed()
+    set_field(browser, "acrostic", "")
+    write(browser, template="__，春_")
+    wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
+    error = browser.find_element("id", "seed-error").text
+    assert error == "template: the model does not know '春'; use characters it was trained on"
+    assert "see the form" in browser.find_element("id", "status").text and made_text(browser) == poem  # it stays
+
+    Select(browser.find_element("id", "form")).select_by_value("")
+    assert not template_box.is_displayed()
+    write(browser, length="30")  # free text again: no form is sent, and the model drifts out of shape
+    wait(browser, 20).until(lambda d: "done (length)" in d.find_element("id", "status").text)
+    free = made_text(browser)
+    assert len(free) == 30 and set(free) <= set(CHINESE + "ab ") and not browser.find_element("id", "seed-error").text
+    assert {"a", "b"} & set(free)
 
 
 @pytest.mark.slow

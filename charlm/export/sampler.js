@@ -5,10 +5,12 @@
 // log_prob, then the `rank` lookup back to id order); a seed primes the state from zero (an empty
 // seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps the
 // nucleus (top-p) and inverts the CDF at a uniform. Sums run in doubles over fp32 weights, so the
-// log-probabilities match PyTorch's fp32 to about 1e-6.
+// log-probabilities match PyTorch's fp32 to about 1e-6. A poem form or template (charlm/forms.py)
+// keeps only the characters allowed at each position before the temperature, as charlm does.
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
-// Messages out: ready, result {id, value}, chunk {id, text}, done {id, text, reason, seconds}, error.
+// Messages out: ready, result {id, value}, chunk {id, text}, done {id, text, reason, seconds},
+// error {id, message, param} (param: "form", "template" or "acrostic" when the form is refused).
 "use strict";
 
 const SLICE_MS = 50;  // generate this long between looks at the message queue (so Stop is heard)
@@ -296,21 +298,22 @@ function mulberry32(seed) {  // a small seeded generator: the page's own, not to
   };
 }
 
-function argmax(values, count) {
-  let best = 0;
-  for (let i = 1; i < count; i++) if (values[i] > values[best]) best = i;
+function argmax(values, count, allowed) {
+  let best = -1;
+  for (let i = 0; i < count; i++) if ((!allowed || allowed[i]) && (best < 0 || values[i] > values[best])) best = i;
   return best;
 }
 
-// sampler.choose: temperature, then top-p (the smallest set of likeliest characters whose total
-// reaches top_p), then the CDF inverted at a uniform.
-function choose(logprobs, count, options, uniform, probs) {
-  if (options.greedy || options.temperature === 0) return argmax(logprobs, count);
+// sampler.choose: the template's allowed characters (the others get probability 0), temperature,
+// then top-p (the smallest set of likeliest characters whose total reaches top_p), then the CDF
+// inverted at a uniform. `allowed` (one byte per id) is null for free text.
+function choose(logprobs, count, options, uniform, probs, allowed = null) {
+  if (options.greedy || options.temperature === 0) return argmax(logprobs, count, allowed);
   const scale = 1 / options.temperature;
   let max = -Infinity;
-  for (let i = 0; i < count; i++) if (logprobs[i] > max) max = logprobs[i];
+  for (let i = 0; i < count; i++) if ((!allowed || allowed[i]) && logprobs[i] > max) max = logprobs[i];
   let total = 0;
-  for (let i = 0; i < count; i++) total += (probs[i] = Math.exp((logprobs[i] - max) * scale));
+  for (let i = 0; i < count; i++) total += (probs[i] = !allowed || allowed[i] ? Math.exp((logprobs[i] - max) * scale) : 0);
   if (options.top_p < 1) {
     const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
     let before = 0, kept = 0;
@@ -332,6 +335,84 @@ function choose(logprobs, count, options, uniform, probs) {
   return 0;
 }
 
+// --- poem forms and templates ---------------------------------------------------------------------
+// charlm/forms.py is the reference: the same escapes, acrostic rule, script rule and one-line errors
+// (named as the server names its fields). Which characters are Han, letters or CJK punctuation is
+// not decided here: the export put charlm.forms' verdict for each id in meta.forms.classes.
+
+const FREE = -1;  // a slot where `_` was: any character of the template's script
+const ESCAPES = { n: "\n", t: "\t", _: "\0", "\\": "\\" };  // "\0" marks a literal underscore until parsed
+
+function formError(param, message) { return Object.assign(new Error(message), { param }); }
+
+function unescape(text) {
+  return text.replace(/\\([nt_\\])/g, (_, c) => ESCAPES[c]);
+}
+
+// forms.template_of then forms.Constrained: the id fixed at each position (FREE where `_` is) and
+// which ids `_` allows; null for free text.
+function compileTemplate(request) {
+  const { form, template, acrostic } = request, { templates, classes } = model.meta.forms;
+  if (form != null && template != null) throw formError("form", "give form or template, not both");
+  let text, name;
+  if (form != null) {
+    if (!Object.hasOwn(templates, form)) {
+      throw formError("form", `form '${form}' is not a form charlm knows; choose one of ${Object.keys(templates).join(", ")}`);
+    }
+    [text, name] = [templates[form], `form ${form}`];
+  } else if (template != null) [text, name] = [unescape(template), "template"];
+  else if (acrostic != null) {
+    throw formError("acrostic", "acrostic fixes the first character of each verse of a form: give form or template too");
+  } else return null;
+  const param = form != null ? "form" : "template";
+  const chars = [...text].map((c) => (c === "_" ? null : c === "\0" ? "_" : c));
+  if (!chars.includes(null)) {
+    throw formError(param, `${name} has no \`_\` for the model to fill; write \`_\` for each character it writes`);
+  }
+  const fromAcrostic = new Set();
+  if (acrostic != null) {  // the first `_` of each run of `_` (each verse)
+    const starts = chars.flatMap((c, i) => (c === null && (i === 0 || chars[i - 1] !== null) ? [i] : []));
+    const given = [...acrostic];
+    if (given.length !== starts.length) {
+      throw formError("acrostic", `acrostic has ${given.length} characters but ${name} has ${starts.length} verses; give one per verse`);
+    }
+    starts.forEach((at, k) => { chars[at] = given[k]; fromAcrostic.add(given[k]); });
+  }
+  // Fixed text as the model reads it (normalized, as Vocab.encode does); the model must know it.
+  const normalize = model.meta.vocab.normalize, unknown = model.meta.vocab.unknown_id;
+  const slots = chars.map((c) => {
+    if (c === null) return FREE;
+    const read = normalize === "none" ? c : c.normalize(normalize.toUpperCase());
+    const id = model.index.get([...read].length === 1 ? read : c);
+    if (id === undefined || id === unknown) {
+      const shown = JSON.stringify(c).slice(1, -1);
+      throw formError(fromAcrostic.has(c) ? "acrostic" : param, `${fromAcrostic.has(c) ? "acrostic" : name}: the model does not know '${shown}'; use characters it was trained on`);
+    }
+    return id;
+  });
+  // forms.SCRIPT_RULE: Han if the fixed text has Han or CJK punctuation, letters if it has letters,
+  // else whichever the vocabulary holds more of (a tie: Han).
+  const fixed = slots.filter((id) => id !== FREE).map((id) => classes[id]);
+  const count = (c) => classes.split(c).length - 1;
+  const script = fixed.some((c) => c === "h" || c === "p") ? "h" : fixed.includes("l") ? "l" : count("h") >= count("l") ? "h" : "l";
+  const free = Uint8Array.from(classes, (c) => c === script);
+  if (!free.includes(1)) {
+    throw formError(param, `${name}: the model cannot write this template (it knows no ${script === "h" ? "Han characters" : "letters"} for \`_\`)`);
+  }
+  const only = new Map();  // id -> the mask allowing that id alone
+  const allowed = (position) => {
+    const id = slots[position];
+    if (id === FREE) return free;
+    if (!only.has(id)) {
+      const mask = new Uint8Array(model.V);
+      mask[id] = 1;
+      only.set(id, mask);
+    }
+    return only.get(id);
+  };
+  return { size: slots.length, allowed };
+}
+
 function logprobsOf(text) {
   const ids = model.encode(text), out = [], scores = new Float64Array(model.V), state = model.zeroState();
   for (let i = 0; i + 1 < ids.length; i++) {
@@ -348,6 +429,7 @@ function generate(request) {
     greedy: !!request.greedy, stop: request.stop || "",
   };
   const seed = request.seed ?? "";
+  const form = compileTemplate(request);  // null: free text; a new template on each request (Continue too)
   const started = performance.now();
   let state, scores;
   if (request.continuing && last && last.text === seed) {
@@ -372,13 +454,13 @@ function generate(request) {
     let piece = "";
     while (count < options.length && performance.now() < until) {
       for (let k = 0; k < 8 && count < options.length; k++) {
-        const id = choose(scores, model.V, options, uniform, probs);
+        const id = choose(scores, model.V, options, uniform, probs, form && form.allowed(count));
         piece += chars[id];
         made += chars[id];
         count++;
         model.step(id, state, scores);
-        if (options.stop && made.endsWith(options.stop)) {
-          reason = "stop";
+        if ((options.stop && made.endsWith(options.stop)) || (form && count >= form.size)) {
+          reason = "stop";  // the stop text, or the template written: the sample's natural end
           count = options.length;
         }
       }
@@ -413,6 +495,6 @@ onmessage = (event) => {
       generate(message);
     }
   } catch (e) {
-    postMessage({ type: "error", id: message.id, message: e.message });
+    postMessage({ type: "error", id: message.id, message: e.message, param: e.param });
   }
 };
