@@ -16,17 +16,21 @@ only the characters the template allows there (`Cursor.allowed`) and renormalize
 sample always fits its form; temperature, top-k, top-p and the penalty act inside that set.
 
 A sentencepiece model writes pieces: a piece is allowed where all of its text fits the next
-positions and the rest of the template can still be written after it (`Constrained.finishes`).
+positions and the rest of the template can still be written after it (`Constrained.reachable`).
 """
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import CharLMError
+
+if TYPE_CHECKING:
+    from .model import Vocabulary
 
 FREE = "_"
 FORMS = {
@@ -139,7 +143,7 @@ class Constrained:
     """A template compiled for one model's vocabulary: which ids may come at each position, and
     where each id leads. Built once per request; each sample walks it with its own `Cursor`."""
 
-    def __init__(self, template: Template, vocab, acrostic_name: str = "--acrostic"):
+    def __init__(self, template: Template, vocab: Vocabulary, acrostic_name: str = "--acrostic"):
         self.template, self.size = template, len(template.slots)
         # fixed text as the model reads it (a model trained on NFKC text knows "," for "，")
         self.slots = [
@@ -202,7 +206,7 @@ class Constrained:
         return Cursor(self)
 
 
-def id_texts(vocab) -> list[str]:
+def id_texts(vocab: Vocabulary) -> list[str]:
     """Each id's text: its character, or a piece's whole characters ('' for the unknown symbol, a
     control id or a byte piece, which a template never allows)."""
     if vocab.one_char_per_id:
@@ -239,7 +243,8 @@ class Cursor:
         self.position += len(self.constrained.texts[token])
 
 
-def constrain(options, vocab, prefix: str = "--") -> Constrained | None:
-    """The compiled template of sampling options (`form`, `template`, `acrostic`), or None."""
+def constrain(options, vocab: Vocabulary, prefix: str = "--") -> Constrained | None:
+    """The compiled template of sampling options (a `SampleConfig`: `form`, `template`, `acrostic`),
+    or None."""
     template = template_of(options.form, options.template, options.acrostic, prefix)
     return None if template is None else Constrained(template, vocab, f"{prefix}acrostic")
