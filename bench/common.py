@@ -21,12 +21,11 @@ from pathlib import Path
 
 import torch
 
-from charlm import api, finetune, plan, sizing, threads, train_state
+from charlm import api, finetune, plan, sizing, train_state
 from charlm.config import Config, from_options
-from charlm.device import resolve_device, synchronize
+from charlm.device import synchronize
 from charlm.model import CharLM
 from charlm.tokens import TokenCorpus, load_corpus
-from charlm.trainer import Trainer
 
 VAL_FRACTION = 0.1  # charlm's default val_fraction: the held-out text is the same characters
 
@@ -192,34 +191,21 @@ class TrainingStep:
         return progress.chars / progress.elapsed
 
 
-# What an experiment's model builder gets: the planned config, the corpus, and for a fine-tuning run the
-# base (`finetune.Start`: its checkpoint's config, vocabulary and weights); it returns the model to train.
-ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
-
-
 def training_step(
     config: Config | dict,
     sources: list[str],
     out: str | Path,
     init_from: str | Path | None = None,
-    build: ModelBuilder | None = None,
+    build: api.ModelBuilder | None = None,
 ) -> TrainingStep:
     """A new run of `config` on `sources` in folder `out`, ready to step; with `init_from` (a run),
     from that run's weights, `config` then being the fine-tuning options (`charlm train --init-from`'s).
-    `build`: an experiment's own model in place of charlm's (`api.start_run`'s steps, with the model
-    made by `build` after planning; `default_model` is charlm's)."""
+    `build`: an experiment's own model in place of charlm's (`default_model` is charlm's)."""
     texts = [str(s) for s in sources]
-    if build is None:
-        if init_from is None:
-            return TrainingStep(api.start_run(config, texts, out=str(out)))
-        return TrainingStep(api.start_finetune(init_from, dict(config), texts, str(out)))
-    base = None if init_from is None else finetune.read_base(init_from)
-    config = config if base is None else finetune.run_config(base, dict(config))
+    if init_from is not None:
+        return TrainingStep(api.start_finetune(init_from, dict(config), texts, str(out), build=build))
     config = config if isinstance(config, Config) else from_options(Config, config)
-    corpus = load_corpus(texts, config, quiet=config.quiet, base=None if base is None else base.checkpoint.vocab)
-    threads.configure(config.threads, resolve_device(config.device))
-    decided = plan.plan(config, corpus, base=base, out=str(out))
-    return TrainingStep(Trainer(decided, corpus, model=build(decided.config, corpus, base)))
+    return TrainingStep(api.start_run(config, texts, out=str(out), build=build))
 
 
 def default_model(config: Config, corpus: TokenCorpus, base: finetune.Start | None) -> CharLM:

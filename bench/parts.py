@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.common import ModelBuilder, bare_config, default_model, parse, read_corpus, training_step
+from bench.common import bare_config, default_model, parse, read_corpus, training_step
+from charlm import api
 from charlm.config import Config
 from charlm.evaluate import bits_per_char
 from charlm.finetune import Start
@@ -203,8 +204,8 @@ def with_parts(model: CharLM, kept: list[str], table: dict[str, str]) -> CharLM:
     return model
 
 
-def parts_builder(table: dict[str, str]) -> ModelBuilder:
-    """A bench.common ModelBuilder: charlm's new model with parts; or, from a parts base, the base's
+def parts_builder(table: dict[str, str]) -> api.ModelBuilder:
+    """An `api.ModelBuilder`: charlm's new model with parts; or, from a parts base, the base's
     model grown over the new vocabulary (charlm's zero rows for new characters) with the base's
     components, so a new character starts from its known parts."""
 

@@ -12,7 +12,7 @@ run's plan from its checkpoint, and build the trainer from the plan.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import checkpoint, finetune, plan, runs, sampler, threads
@@ -22,8 +22,12 @@ from .device import resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .model import CharLM
-from .tokens import load_corpus
+from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer
+
+# A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
+# the fine-tuning base if any -> the model to train, in place of charlm's.
+ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 
 __all__ = ["generate", "load", "stream", "train"]
 
@@ -34,26 +38,36 @@ def start_run(
     out: str | None = None,
     ranks: Ranks = SINGLE,
     base: finetune.Start | None = None,
+    build: ModelBuilder | None = None,
 ) -> Trainer:
     """A new run: refuses to overwrite a folder that already holds one. From `base`, its weights start
-    from the base's, over the base's vocabulary extended with the text's new characters."""
+    from the base's, over the base's vocabulary extended with the text's new characters. `build`: an
+    experiment's model in place of charlm's, made after planning."""
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     base_vocab = None if base is None else base.checkpoint.vocab
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
     decided = plan.plan(config, corpus, ranks, base, out)
-    model = None if base is None else base.model(corpus.vocab, decided.config.dropout)
+    if build is not None:
+        model = build(decided.config, corpus, base)
+    else:
+        model = None if base is None else base.model(corpus.vocab, decided.config.dropout)
     return Trainer(decided, corpus, ranks, model)
 
 
 def start_finetune(
-    init_from: str | Path, options: dict, sources: list[str], out: str | None = None, ranks: Ranks = SINGLE
+    init_from: str | Path,
+    options: dict,
+    sources: list[str],
+    out: str | None = None,
+    ranks: Ranks = SINGLE,
+    build: ModelBuilder | None = None,
 ) -> Trainer:
     """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
     read and the options checked before anything is written."""
     base = finetune.read_base(init_from)
-    return start_run(finetune.run_config(base, options), sources, out, ranks, base)
+    return start_run(finetune.run_config(base, options), sources, out, ranks, base, build)
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:

@@ -73,10 +73,13 @@ class Template:
 
     def fits(self, text: str, script: str | None = None) -> bool:
         """Whether `text` is exactly this template filled in (free positions in the script)."""
-        test = {"han": is_han, "letter": is_letter}[script or self.script or "han"]
-        return len(text) == len(self.slots) and all(
-            test(c) if slot is None else c == slot for c, slot in zip(text, self.slots)
-        )
+        accepts = {"han": is_han, "letter": is_letter}[script or self.script or "han"]
+        return len(text) == len(self.slots) and fills(text, self.slots, accepts)
+
+
+def fills(text: str, slots, accepts) -> bool:
+    """Whether each character of `text` goes in its slot: a free slot's script, or the fixed character."""
+    return all(accepts(c) if slot is None else c == slot for c, slot in zip(text, slots))
 
 
 def template_of(
@@ -162,7 +165,7 @@ class Constrained:
         self.free: torch.Tensor | None = None
         if vocab.one_char_per_id:  # one character per id: a position allows its character or the script
             self.free = torch.tensor([len(t) == 1 and self.accepts(t) for t in self.texts], dtype=torch.bool)
-            self.index = {t: i for i, t in enumerate(self.texts) if t}
+            self.index = vocab.index  # character -> id
             self.finishes = [bool(self.free.any())] * (self.size + 1)
         else:
             self.finishes = self.reachable()
@@ -173,11 +176,7 @@ class Constrained:
     def fit(self, text: str, position: int) -> bool:
         """Whether an id's text fits the template from `position` on."""
         slots = self.slots[position : position + len(text)]
-        return (
-            bool(text)
-            and len(slots) == len(text)
-            and all(self.accepts(c) if slot is None else c == slot for c, slot in zip(text, slots))
-        )
+        return bool(text) and len(slots) == len(text) and fills(text, slots, self.accepts)
 
     def reachable(self) -> list[bool]:
         """finishes[p]: some sequence of pieces writes the template from position p to its end."""
