@@ -833,6 +833,31 @@ def made_text(driver) -> str:
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
+def test_page_shows_alternatives_for_a_line_break(fox_run, browser):
+    """A span holding only a line break has no width of its own: without its mark, most could not be hovered."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "seed", "the quick ")
+        set_field(browser, "length", "300")
+        set_field(browser, "temperature", "1.5")  # about one character in twenty is a line break
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+        spans = browser.find_elements("css selector", "#text .made")
+        breaks = [span for span in spans if span.get_attribute("textContent") == "\n"]
+        assert len(breaks) >= 2, made_text(browser)
+        tip = browser.find_element("id", "tip")
+        for line_break, letter in zip(breaks[:6], spans):
+            ActionChains(browser).move_to_element(letter).perform()  # off the break, so hovering it is a new hover
+            ActionChains(browser).move_to_element(line_break).perform()
+            wait(browser, 2).until(lambda d: tip.is_displayed() and "\u21b5" in tip.text)
+        assert "\u21b5" not in made_text(browser) and "\u21b5" not in browser.execute_script("return fullText()")
+
+
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, browser, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.support.ui import Select
