@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -158,34 +159,34 @@ def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) ->
         server.check_key(request)
         params = protocol.completion_params(await read_json(request, body_limit), config)
         run = Completion(server, server.model(params.model), params)
-        await run.start()
-        if params.stream:
-            return event_stream(stream_completion(run), run)
-        try:
-            result = await unless_disconnected(request, collect(run))
-        finally:  # an engine error too: its rows must not stay taken (every later request a 429)
-            run.cancel()
-        if result is None:
-            return Response(status_code=499)
-        return JSONResponse(completion_body(run, *result))
+        return await answer(request, run, partial(stream_completion, run), partial(completion_body, run))
 
     @app.post("/v1/chat/completions", openapi_extra=protocol.CHAT_SCHEMA)
     async def chat_completions(request: Request) -> Response:
         server.check_key(request)
         params, wants_logprobs = protocol.chat_params(await read_json(request, body_limit), config)
         run = Completion(server, server.model(params.model), params)
-        await run.start()
-        if params.stream:
-            return event_stream(stream_chat(run, wants_logprobs), run)
-        try:
-            result = await unless_disconnected(request, collect(run))
-        finally:  # an engine error too: its rows must not stay taken (every later request a 429)
-            run.cancel()
-        if result is None:
-            return Response(status_code=499)
-        return JSONResponse(chat_body(run, wants_logprobs, *result))
+        return await answer(
+            request, run, partial(stream_chat, run, wants_logprobs), partial(chat_body, run, wants_logprobs)
+        )
 
     return app
+
+
+async def answer(
+    request: Request, run: Completion, streamed: Callable[[], AsyncIterator[str]], body: Callable[..., dict]
+) -> Response:
+    """A completion's response, either kind: its events as they are made, or one JSON body once whole."""
+    await run.start()
+    if run.params.stream:
+        return event_stream(streamed(), run)
+    try:
+        made = await unless_disconnected(request, collect(run))
+    finally:  # an engine error too: its rows must not stay taken (every later request a 429)
+        run.cancel()
+    if made is None:
+        return Response(status_code=499)
+    return JSONResponse(body(*made))
 
 
 def event_stream(events: AsyncIterator[str], run: Completion) -> StreamingResponse:
