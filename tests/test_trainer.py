@@ -192,11 +192,17 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fo
     kills = []
     command = [str(fox_file), "--out", "cut", *args]
     checkpoint_file = tmp_path / "checkpoints/cut/latest.pt"
-    for _ in range(3):
-        written = checkpoint_file.stat().st_mtime_ns if checkpoint_file.exists() else -1
+    # Each process is killed once its checkpoints pass a step drawn from its own third of the run, at
+    # a random moment after (mid-step, mid-write or between): steps, not seconds, so that a fast
+    # machine cannot finish the run before the last kill (one did: [1020, 1920, 2500] with sleeps).
+    for low, high in ((200, 600), (900, 1300), (1600, 2000)):
         process = start_training(*command)
-        wait_for(checkpoint_file, newer_than=written)  # this process has trained and saved
-        time.sleep(rng.uniform(0.2, 1.2))
+        target = rng.randrange(low, high)
+        deadline = time.time() + 120
+        while not (checkpoint_file.exists() and checkpoint.read(checkpoint_file).progress.step >= target):
+            assert process.poll() is None and time.time() < deadline, f"no checkpoint past step {target}"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.05))
         process.send_signal(signal.SIGKILL)
         process.wait()
         kills.append(latest("cut").progress.step)
