@@ -12,6 +12,11 @@ unless --checkpoint names a run: speed does not depend on what the weights learn
    midway. Reports the server's resident memory before and after (from /metrics), the streams
    still active afterwards, and requests that hung (no answer within --timeout).
 
+The server gets --max-streams = the larger of the top concurrency and twice --churn-concurrency: a
+client that hangs up frees its slot here at once, but its row on the server only when the server
+notices, so each slot may briefly hold two rows (with exactly --churn-concurrency rows, 4 of 300
+churn requests were refused with 429).
+
 Targets (on a 2-core CPU): 64 streams >= 10x one stream's aggregate chars/s; p99 gap < 250 ms; no
 errors; every stream complete; after the churn, no active stream, nothing hung, memory back near
 its baseline. The client shares the machine with the server: the figures include its cost.
@@ -185,6 +190,7 @@ async def churn(url: str, requests: int, concurrency: int, chars: int, timeout: 
         "wall": wall,
         "hung": sum(r is None for r in results),
         "errors": sum(r is not None and r.error is not None for r in results),
+        "first_error": next((r.error for r in results if r is not None and r.error), None),
         "disconnected": sum(stop is not None for stop in plan),
         "complete": sum(r is not None and r.done and r.chars == chars for r in finished),
         "should_complete": len(finished),
@@ -231,7 +237,8 @@ def main() -> None:
         run = Path(args.checkpoint) if args.checkpoint else make_run(Path(folder), args.hidden, args.layers)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process = start_server(run, port, max(levels + [args.churn_concurrency]), args.server_args.split())
+        max_streams = max(levels + [2 * args.churn_concurrency if args.churn else 0])
+        process = start_server(run, port, max_streams, args.server_args.split())
         try:
             try:
                 wait_healthy(url, process)
@@ -278,6 +285,8 @@ def report(points: list[dict], churned: dict | None, args, run: Path) -> None:
             f"others complete, {c['errors']} errors, {c['hung']} hung, {c['active_after']:.0f} streams active after; "
             f"server memory {c['rss_before']:.0f} MB before, {c['rss_after']:.0f} MB after"
         )
+        if c["first_error"]:
+            print(f"  first error: {c['first_error']}")
         checks += [
             ("churn: nothing hung, no errors, no stream left active", not c["hung"] and not c["errors"] and not c["active_after"]),
             ("churn: every stream not hung up completed", c["complete"] == c["should_complete"]),
