@@ -33,10 +33,9 @@ import torch
 
 from . import hub
 from .config import Config
-from .device import accelerator_rng_state, resolve_device, set_accelerator_rng_state
-from .distributed import Ranks
+from .device import resolve_device
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State, map_state
+from .model import CharLM, ModelConfig, State
 from .pieces import PieceVocab
 from .runs import resolve
 from .vocab import Vocab
@@ -237,60 +236,22 @@ class Checkpoint:
         return rows + [(key, str(value)) for key, value in self.config.to_dict().items() if key not in shown]
 
 
-def capture_training(state, ranks: Ranks) -> TrainingState:
-    """What a resumed run needs of a training state (a `train_state.TrainState`) beyond its weights.
-    Every rank takes part: the hidden states and generator states are gathered."""
-    device_rng = accelerator_rng_state(state.device)
-    return TrainingState(
-        optimizer=state.optimizer.state_dict(),
-        position=state.windows.position,
-        epoch=state.windows.epoch,
-        hidden=ranks.gather_state(state.hidden),
-        rng=torch.get_rng_state(),
-        rank_rngs=ranks.gather(torch.get_rng_state().unsqueeze(0)),
-        scaler=state.scaler.state_dict(),
-        raw_weights=state.model.state_dict() if state.average else None,
-        device_rngs=None if device_rng is None else ranks.gather(device_rng.unsqueeze(0)),
-    )
-
-
-def restore_training(state, checkpoint: Checkpoint, ranks: Ranks, random_seed: int) -> None:
-    """Put a training state (a `train_state.TrainState`) back where `checkpoint` left it: weights,
-    optimizer, data position, this rank's streams' states, progress and random generators."""
-    training = checkpoint.training
-    state.model.load_state_dict(training.raw_weights or checkpoint.weights)
-    if state.average:  # a run saved without an average starts one from its weights
-        state.average.model.load_state_dict(checkpoint.weights)
-    state.optimizer.load_state_dict(training.optimizer)
-    if training.scaler and state.scaler.is_enabled():
-        state.scaler.load_state_dict(training.scaler)
-    state.windows.position, state.windows.epoch = training.position, training.epoch
-    state.progress = checkpoint.progress
-    shard = ranks.shard(state.config.batch_size)
-    state.hidden = map_state(lambda s: s[:, shard].contiguous().to(state.device), training.hidden)
-    # Dropout continues exactly under the same world size (on a GPU, from the GPU's generator);
-    # under another world size, or on a device the run did not save, each rank reseeds.
-    reseed = random_seed + ranks.rank + checkpoint.progress.step
-    same_world = training.rank_rngs is not None and len(training.rank_rngs) == ranks.world
-    if same_world:
-        torch.set_rng_state(training.rank_rngs[ranks.rank].clone())  # a row view at an offset crashes torch
-    elif ranks.leader:
-        torch.set_rng_state(training.rng)
-    else:
-        torch.manual_seed(reseed)
-    if training.device_rngs is not None and same_world and accelerator_rng_state(state.device) is not None:
-        set_accelerator_rng_state(training.device_rngs[ranks.rank].clone(), state.device)
-    elif state.device.type == "cuda":
-        torch.cuda.manual_seed(reseed)
-
-
 def read(path: Path) -> Checkpoint:
     """A checkpoint file, verified and parsed; any damage is a one-line error naming the file.
     An exported model folder's model.safetensors reads as its folder (hub.py)."""
     if Path(path).suffix == ".safetensors":
         folder = Path(path).parent
-        return parse(hub.read_payload(folder), folder / hub.CONFIG)
+        model_config, vocab, weights, run = hub.read(folder)
+        payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
+        return parse(payload, folder / hub.CONFIG)
     return parse(read_payload(path), path)
+
+
+def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
+    """The model and its run record, without the training state, as a model folder (hub.py)."""
+    payload = saved.to_payload()
+    model = payload["model"]
+    return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"])
 
 
 def read_with_digest(path: Path) -> tuple[Checkpoint, str]:

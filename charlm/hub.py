@@ -24,26 +24,26 @@ def holds_model(folder: Path) -> bool:
     return (Path(folder) / WEIGHTS).is_file()
 
 
-def write(payload: dict, folder: Path) -> list[Path]:
-    """Write a checkpoint payload's model and run record (`Checkpoint.to_payload()`) into `folder`;
-    returns the three paths."""
+def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dict) -> list[Path]:
+    """Write a model (its architecture, vocabulary and weights) and its run record, as the checkpoint
+    keeps them (checkpoint.py owns their fields), into `folder`; returns the three paths."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"format": FORMAT, "model_type": "charlm", "model": payload["model"]["config"], "run": payload["run"]}
-    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in payload["model"]["weights"].items()}
+    config = {"format": FORMAT, "model_type": "charlm", "model": model_config, "run": run}
+    weights = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
     save_file(weights, str(folder / WEIGHTS), metadata={"format": FORMAT})
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(folder / WEIGHTS, 0o666 & ~umask)  # safetensors writes it owner-only; the others are not
     (folder / CONFIG).write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
-    (folder / VOCAB).write_text(json.dumps(payload["model"]["vocab"], ensure_ascii=False), encoding="utf-8")
+    (folder / VOCAB).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]
 
 
-def read_payload(folder: Path) -> dict:
-    """A model folder as a checkpoint payload (no training state), which `checkpoint.read` parses;
+def read(folder: Path) -> tuple[dict, dict, dict, dict]:
+    """A model folder's architecture, vocabulary, weights and run record, as `write` took them;
     damage is a one-line error."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -60,10 +60,6 @@ def read_payload(folder: Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CharLMError(f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r})")
     try:
-        return {
-            "model": {"config": config["model"], "vocab": vocab, "weights": weights},
-            "run": config["run"],
-            "training": None,
-        }
+        return config["model"], vocab, weights, config["run"]
     except (KeyError, TypeError) as e:
         raise CharLMError(f"{folder}/{CONFIG}: damaged model folder ({type(e).__name__})") from None

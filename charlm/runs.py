@@ -20,6 +20,7 @@ from pathlib import Path
 
 import filelock
 
+from . import hub
 from .errors import CharLMError
 
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -133,8 +134,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
                 return path / name
-        if (path / "model.safetensors").is_file():  # an exported model folder (hub.py)
-            return path / "model.safetensors"
+        if hub.holds_model(path):  # an exported model folder
+            return path / hub.WEIGHTS
         raise CharLMError(f"{path}: run folder holds no checkpoint ({BEST} or {LATEST})")
     if not path.is_file():
         raise CharLMError(f"{target}: no such checkpoint file or run folder")

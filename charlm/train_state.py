@@ -1,8 +1,9 @@
 """What one training step reads and changes, and the step itself.
 
 A `TrainState` is the model, its optimizer, gradient scaler and weight average, the corpus's
-windows and every stream's hidden state; `train_step` advances it one TBPTT window. Nothing here
-knows about run folders, evaluation or checkpoints: the size probe times these same steps on a bare
+windows and every stream's hidden state; `train_step` advances it one TBPTT window, and `capture` /
+`restore` turn it into a checkpoint's training part and back (checkpoint.py owns that part's format).
+Nothing here knows about run folders or evaluation: the size probe times these same steps on a bare
 state (sizing.py), and the training loop (trainer.py) calls them between its hooks.
 
 The step does no host sync: the loss stays a tensor, read only when the progress bar redraws or a
@@ -19,13 +20,21 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
-from .checkpoint import Progress
+from .checkpoint import Checkpoint, Progress, TrainingState
 from .config import Config
-from .corpus import read_texts
-from .device import autocast, grad_scaler, resolve_device, resolve_precision, to_device
+from .corpus import DEFAULT_CORPUS, read_texts
+from .device import (
+    accelerator_rng_state,
+    autocast,
+    grad_scaler,
+    resolve_device,
+    resolve_precision,
+    set_accelerator_rng_state,
+    to_device,
+)
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs
+from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
 from .optim import learning_rate, make_optimizer
 from .pieces import PieceVocab
 from .tokens import TokenCorpus
@@ -56,11 +65,60 @@ class TrainState:
         return self.average.model if self.average else self.model
 
 
+def capture(state: TrainState) -> TrainingState:
+    """What a resumed run needs of a training state beyond its weights (the checkpoint's `training`
+    part). Every rank takes part: the hidden states and generator states are gathered."""
+    ranks = state.ranks
+    device_rng = accelerator_rng_state(state.device)
+    return TrainingState(
+        optimizer=state.optimizer.state_dict(),
+        position=state.windows.position,
+        epoch=state.windows.epoch,
+        hidden=ranks.gather_state(state.hidden),
+        rng=torch.get_rng_state(),
+        rank_rngs=ranks.gather(torch.get_rng_state().unsqueeze(0)),
+        scaler=state.scaler.state_dict(),
+        raw_weights=state.model.state_dict() if state.average else None,
+        device_rngs=None if device_rng is None else ranks.gather(device_rng.unsqueeze(0)),
+    )
+
+
+def restore(state: TrainState, checkpoint: Checkpoint, random_seed: int) -> None:
+    """Put a training state back where `checkpoint` left it: weights, optimizer, data position, this
+    rank's streams' states, progress and random generators."""
+    ranks = state.ranks
+    training = checkpoint.training
+    state.model.load_state_dict(training.raw_weights or checkpoint.weights)
+    if state.average:  # a run saved without an average starts one from its weights
+        state.average.model.load_state_dict(checkpoint.weights)
+    state.optimizer.load_state_dict(training.optimizer)
+    if training.scaler and state.scaler.is_enabled():
+        state.scaler.load_state_dict(training.scaler)
+    state.windows.position, state.windows.epoch = training.position, training.epoch
+    state.progress = checkpoint.progress
+    shard = ranks.shard(state.config.batch_size)
+    state.hidden = map_state(lambda s: s[:, shard].contiguous().to(state.device), training.hidden)
+    # Dropout continues exactly under the same world size (on a GPU, from the GPU's generator);
+    # under another world size, or on a device the run did not save, each rank reseeds.
+    reseed = random_seed + ranks.rank + checkpoint.progress.step
+    same_world = training.rank_rngs is not None and len(training.rank_rngs) == ranks.world
+    if same_world:
+        torch.set_rng_state(training.rank_rngs[ranks.rank].clone())  # a row view at an offset crashes torch
+    elif ranks.leader:
+        torch.set_rng_state(training.rng)
+    else:
+        torch.manual_seed(reseed)
+    if training.device_rngs is not None and same_world and accelerator_rng_state(state.device) is not None:
+        set_accelerator_rng_state(training.device_rngs[ranks.rank].clone(), state.device)
+    elif state.device.type == "cuda":
+        torch.cuda.manual_seed(reseed)
+
+
 def check_data(config: Config, corpus: TokenCorpus) -> None:
     """The training split fills every stream's first window and the validation split is not empty."""
     need = min_chars(config.batch_size, config.seq_len)
     if len(corpus.train_ids) < need:
-        total = math.ceil(need / (1.0 - config.val_fraction)) if corpus.name != "shakespeare" else need
+        total = math.ceil(need / (1.0 - config.val_fraction)) if corpus.name != DEFAULT_CORPUS else need
         raise CharLMError(
             f"corpus {corpus.name!r} too short: {len(corpus.train_ids)} training characters, need at least "
             f"{need} (--batch-size x (--seq-len + 1)), so a text of at least {total} characters; "

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import runs, threads, train_state
-from .checkpoint import Checkpoint, Progress, capture_training, restore_training, save
+from .checkpoint import Checkpoint, Progress, save
 from .distributed import SINGLE, SYNC_EVERY, Ranks
 from .errors import CharLMError
 from .evaluate import bits_per_char
@@ -250,7 +250,7 @@ class Trainer:
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,
         so the training run is the same with or without samples."""
-        text = generate(self.result, "", length=SAMPLE_CHARS, temperature=0.8, random_seed=self.progress.step)[0]
+        text = generate(self.result, "", length=SAMPLE_CHARS, random_seed=self.progress.step)[0]
         block = f"--- sample at step {self.progress.step} (val {self.progress.val_bpc:.3f} bpc) ---\n{text.strip()}\n"
         tqdm.write(block)
         with open(self.run_dir / runs.SAMPLES, "a", encoding="utf-8") as f:
@@ -267,7 +267,7 @@ class Trainer:
             progress=self.progress,
             device=str(self.state.device),
             precision=self.state.precision,
-            training=capture_training(self.state, self.ranks),
+            training=train_state.capture(self.state),
             base=self.base,
         )
 
@@ -304,12 +304,12 @@ class Trainer:
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
-        """Continue from a checkpoint of this run (checkpoint.restore_training), on the same corpus."""
+        """Continue from a checkpoint of this run (train_state.restore), on the same corpus."""
         if checkpoint.corpus["digest"] != self.corpus.key:
             raise CharLMError(
                 f"the corpus {checkpoint.corpus['sources'] or checkpoint.corpus['name']} changed since this run "
                 "started; start a new run with --out NEW"
             )
-        restore_training(self.state, checkpoint, self.ranks, self.config.random_seed)
+        train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed

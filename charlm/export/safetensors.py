@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import hub
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, write_model_folder
 from ..errors import CharLMError
 
 
@@ -15,5 +14,5 @@ def export(saved: Checkpoint, folder: Path) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CharLMError(f"--output {folder}: is a file; --format safetensors writes a folder")
-    hub.write(saved.to_payload(), folder)
+    write_model_folder(saved, folder)
     return folder
