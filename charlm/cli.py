@@ -90,7 +90,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 @main.command("eval")
 @click.argument("target", metavar="CHECKPOINT")
 @click.argument("files", nargs=-1, required=True)
-@click.option("--encoding", default="utf-8", show_default=True, help="text encoding of FILES")
+@click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILES")
 @device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:

@@ -56,7 +56,7 @@ class Config:
     cell: str = _opt("lstm", "recurrent cell", choices=CELLS)
     layers: int = _opt(2, "stacked recurrent layers")
     hidden: int | None = _opt(
-        None, "hidden units per layer (also the embedding size); unset: fitted to --max-time, else 256"
+        None, "hidden units per layer (also the embedding size); unset: fitted to --max-time and --max-steps, else 256"
     )
     dropout: float | None = _opt(
         None,
@@ -270,7 +270,9 @@ class SampleConfig:
 
     length: int = _opt(500, "characters to generate after the seed")
     temperature: float | tuple[float, ...] = _opt(
-        0.8, "below 1: safer text, above 1: wilder; a list such as 0.5,0.8,1.0 gives one labeled sample per value"
+        0.8,
+        "below 1: safer text, above 1: wilder; a list such as 0.5,0.8,1.0: on the command line one labeled "
+        "sample per value, in Python a schedule cycled per character",
     )
     top_k: int | None = _opt(None, "sample only among the K likeliest characters")
     top_p: float | None = _opt(

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from . import catalog
 from .config import CORPUS_OPTIONS, Config
-from .corpus import CACHE_ROOT, corpus_name, iter_text, source_files
+from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, source_files
 from .errors import CharLMError
 from .model import Vocabulary
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
@@ -281,11 +281,11 @@ def load_corpus(
     """The prepared corpus a user named; no sources (or "shakespeare") is the built-in one, whose
     validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning
     run's base vocabulary (see `prepare`)."""
-    if not sources or list(sources) == ["shakespeare"]:
+    if not sources or list(sources) == [DEFAULT_CORPUS]:
         from .shakespeare import shakespeare_files
 
         train_file, val_file = shakespeare_files()
-        parts, name = [[train_file], [val_file]], "shakespeare"
+        parts, name = [[train_file], [val_file]], DEFAULT_CORPUS
     else:
         named = [str(catalog.get(s, quiet)) if s in catalog.CATALOG and not Path(s).exists() else s for s in sources]
         parts, name = [source_files(named)], corpus_name(sources)

@@ -100,5 +100,5 @@ def train_ranks(
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
         click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
-        text = api.generate(best.model(), "", length=SAMPLE_CHARS, temperature=0.8, random_seed=config.random_seed)
+        text = api.generate(best.model(), "", length=SAMPLE_CHARS, random_seed=config.random_seed)
         click.echo(text.lstrip("\n"))

@@ -33,7 +33,7 @@ def model_loaders(targets: list[str]) -> dict:
     loaders = {}
     for target in targets or [None]:
         path = runs.resolve(target)
-        name = path.parent.name if path.name in (runs.BEST, runs.LATEST) else path.stem
+        name = runs.run_name_of(path)
         if name in loaders:
             raise CharLMError(f"{target}: two models would both be called {name!r}; serve one of them")
         loaders[name] = lambda path=path: checkpoint.load(path)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -263,13 +262,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
     params, id_, offsets = run.params, responses.new_id("cmpl"), {}
 
     def body(choices: list[dict]) -> dict:
-        return {
-            "id": id_,
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": run.served.name,
-            "choices": choices,
-        }
+        return responses.completion(id_, run.served.name, choices, None)
 
     def first() -> list[dict]:
         if not params.echo:
@@ -289,7 +282,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         offsets[i] = offsets.get(i, 0) + len(update.text)
         return body([responses.completion_choice(i, update.text, logprobs, update.finish_reason)])
 
-    return events(run, first, chunk, lambda use: {**body([]), "usage": use})
+    return events(run, first, chunk, lambda use: responses.completion(id_, run.served.name, [], use))
 
 
 def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:

@@ -242,7 +242,7 @@ class Completion:
 
     def timings(self) -> dict:
         jobs = [j for j in self.jobs if j.admitted is not None]
-        made = sum(j.made for j in self.jobs)
+        made = self.made()
         start = min((j.admitted for j in jobs), default=0.0)
         end = max((j.finished or time.monotonic() for j in jobs), default=0.0)
         return responses.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)

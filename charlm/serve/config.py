@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config import option_name
 from ..errors import CharLMError
 
 
@@ -27,7 +28,7 @@ class ServeConfig:
     def __post_init__(self) -> None:
         for name, low in (("port", 0), ("max_streams", 1), ("max_tokens", 1), ("max_prompt", 1), ("threads", 1)):
             if getattr(self, name) < low:
-                raise CharLMError(f"--{name.replace('_', '-')} must be at least {low}, not {getattr(self, name)}")
+                raise CharLMError(f"--{option_name(name)} must be at least {low}, not {getattr(self, name)}")
         if not 0 <= self.chunk_ms <= 1000:
             raise CharLMError(f"--chunk-ms must be between 0 and 1000, not {self.chunk_ms}")
         if self.api_key is not None:

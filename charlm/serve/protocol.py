@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import forms
+from ..config import SampleConfig
 from ..errors import CharLMError
 from .config import ServeConfig
 
@@ -345,7 +346,7 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_completion_tokens", None, 0, config.max_tokens, limit)
     given = integer(body, "max_tokens", given, 0, config.max_tokens, limit)
-    params = common(body, config, [prompt], given, min(500, config.max_tokens))
+    params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens))
     wants = boolean(body, "logprobs", False)
     top = integer(body, "top_logprobs", None, 0, MAX_LOGPROBS)
     if top is not None and not wants:

@@ -67,9 +67,12 @@ def chat_logprobs(tokens: list[Token]) -> dict:
     }
 
 
-def completion(id_: str, model: str, choices: list[dict], use: dict, times: dict | None = None) -> dict:
+def completion(id_: str, model: str, choices: list[dict], use: dict | None, times: dict | None = None) -> dict:
+    """A completion, or with `use` None a streamed chunk of one (which has no usage)."""
     body = {"id": id_, "object": "text_completion", "created": int(time.time()), "model": model}
-    body |= {"choices": choices, "usage": use}
+    body["choices"] = choices
+    if use is not None:
+        body["usage"] = use
     return body | ({"timings": times} if times else {})
 
 
