@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import charlm
-from charlm.evaluate import bits_per_char
 from charlm.inspection.analysis import (
     analyse,
     best_cells,
@@ -28,7 +27,7 @@ from charlm.inspection.analysis import (
 )
 from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
-from charlm.scoring import Surprise, Trace, surprise, trace
+from charlm.scoring import Surprise, Trace, bits_per_char, surprise, trace
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
@@ -90,6 +89,14 @@ def test_features_of_a_chinese_text():
     ]
     assert found["inside 「」/“” quotes"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0]
     assert found["position in the sentence"].tolist() == [1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 0, 0, 1]
+
+
+def test_only_han_characters_make_a_text_chinese():
+    """Private-use and unassigned code points above U+20000 are not Chinese (forms.is_han decides)."""
+    assert features("\U000f0000\U000f0001 \U000f0002")["position in the line"] is not None
+    assert "position in the sentence" not in features("\U000f0000\U000f0001 \U000f0002")
+    assert "position in the sentence" in features("\U00020000\U0002a6d6")  # CJK Extension B
+    assert char_class("\U000f0000") == "other" and char_class("\U00020000") == char_class("中") == "CJK characters"
 
 
 def test_the_best_cell_for_a_feature_is_the_one_that_follows_it():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CharLMError
+from ..forms import is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
 from ..scoring import Surprise, Trace, surprise, trace
@@ -117,14 +118,9 @@ CHINESE_FEATURES = {
 }
 
 
-def is_cjk_ideograph(char: str) -> bool:
-    code = ord(char)
-    return 0x4E00 <= code <= 0x9FFF or 0x3400 <= code <= 0x4DBF or 0xF900 <= code <= 0xFAFF or code >= 0x20000
-
-
 def is_chinese(text: str) -> bool:
     visible = [char for char in text if not char.isspace()]
-    return bool(visible) and sum(map(is_cjk_ideograph, visible)) >= CHINESE_SHARE * len(visible)
+    return bool(visible) and sum(map(is_han, visible)) >= CHINESE_SHARE * len(visible)
 
 
 def features(text: str) -> dict[str, np.ndarray]:
@@ -205,7 +201,7 @@ def char_class(char: str) -> str:
         return "spaces"
     if char.isdigit():
         return "digits"
-    if is_cjk_ideograph(char):
+    if is_han(char):
         return "CJK characters"
     if char.isalpha():
         return "letters"
