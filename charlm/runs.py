@@ -28,7 +28,7 @@ LATEST, BEST = "latest.pt", "best.pt"
 RUN_INFO, SAMPLES = "run.json", "samples.txt"
 
 
-def run_folder(out: str, corpus_name: str) -> Path:
+def run_folder(out: str) -> Path:
     """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given."""
     path = Path(out)
     return path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path

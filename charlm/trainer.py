@@ -25,11 +25,11 @@ from . import runs, threads, train_state
 from .checkpoint import Checkpoint, Progress, save
 from .distributed import SINGLE, SYNC_EVERY, Ranks
 from .errors import CharLMError
-from .evaluate import bits_per_char
 from .model import CharLM
 from .plan import RunPlan
 from .reporting import Reporter, SilentReporter
 from .sampler import generate
+from .scoring import bits_per_char
 from .tokens import TokenCorpus
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import charlm
 from bench import babygpt, common, mixture, versus
-from charlm.evaluate import bits_per_char
+from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 
 from .conftest import REPO, TINY, run_bench

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import charlm
-from charlm.evaluate import bits_per_char
 from charlm.model import inference
+from charlm.scoring import bits_per_char
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 

@@ -3,8 +3,8 @@ import math
 import torch
 
 import charlm
-from charlm.evaluate import bits_per_char
 from charlm.model import inference
+from charlm.scoring import bits_per_char
 
 from .conftest import make_model
 

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from charlm import corpus as corpus_module
 from charlm.config import Config
 from charlm.errors import CharLMError
-from charlm.evaluate import bits_per_char
 from charlm.generation import StopRule
 from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import generate
+from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus, prepare
 from charlm.vocab import Vocab
 

@@ -10,10 +10,9 @@ import torch
 import torch.nn.functional as F
 from openai import OpenAI
 
-from charlm.evaluate import bits_per_char
 from charlm.model import UNSEEN, inference
 from charlm.pieces import PieceVocab, train_model
-from charlm.scoring import prompt_logprobs, surprise, unseen_note
+from charlm.scoring import bits_per_char, prompt_logprobs, surprise, unseen_note
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import Vocab
