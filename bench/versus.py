@@ -39,7 +39,7 @@ import torch
 import charlm
 from bench import babygpt
 from bench.common import busy_processes, parse, read_corpus, split_at
-from charlm import evaluate as charlm_evaluation
+from charlm import scoring as charlm_scoring
 from charlm.tokens import load_corpus
 
 
@@ -86,7 +86,7 @@ def compare(corpus: str, args: argparse.Namespace, runs: Path) -> dict:
         raise SystemExit(f"{corpus}: charlm's held-out text is not the last 10% of the file as read here")
     charlm_ids = model.vocab.encode(held_out)
     baseline_ids = baseline.vocab.encode(held_out)
-    row["charlm bpc"] = charlm_evaluation.bits_per_char(model, charlm_ids)
+    row["charlm bpc"] = charlm_scoring.bits_per_char(model, charlm_ids)
     row["baseline bpc"] = babygpt.bits_per_char(baseline.model, [baseline_ids])
     row["scored"] = len(baseline_ids) - 1
     row["held out"] = len(held_out)

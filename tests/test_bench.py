@@ -286,7 +286,7 @@ def test_versus_scores_both_models_on_every_held_out_character(fox_file, tiny):
     with torch.no_grad():
         logits, _ = model(ids[:-1].unsqueeze(0))
         one_pass = F.cross_entropy(logits[0], ids[1:], reduction="sum").double().item() / (len(ids) - 1) / math.log(2)
-    assert versus.charlm_evaluation.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
+    assert versus.charlm_scoring.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
 
 
 def test_threads_bench_runs(fox_file):
