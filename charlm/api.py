@@ -1,4 +1,4 @@
-"""The Python API, and the two ways a run begins that the CLI shares with it.
+"""The Python API, and the three ways a run begins that the CLI shares with it.
 
     import charlm
     model = charlm.train("novel.txt", max_time="10m")

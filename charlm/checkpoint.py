@@ -106,7 +106,9 @@ def parse_payload(data: bytes, path: Path) -> dict:
     except (ValueError, KeyError, TypeError):
         raise CharLMError(f"{path}: damaged checkpoint header") from None
     if version not in READS:
-        raise CharLMError(f"{path}: checkpoint format {version} is not supported by this charlm (reads {VERSION})")
+        raise CharLMError(
+            f"{path}: checkpoint format {version} is not supported by this charlm (reads {', '.join(map(str, READS))})"
+        )
     if len(body) != size:
         raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); use the run's other checkpoint")
     if hashlib.sha256(body).hexdigest() != digest:

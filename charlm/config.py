@@ -9,10 +9,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .device import DEVICE_FORMS, DEVICE_PATTERN
 from .errors import CharLMError
 from .forms import template_of
+
+T = TypeVar("T")
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -214,7 +217,7 @@ class Config:
         ]
 
 
-def check_choices(config) -> None:
+def check_choices(config: object) -> None:
     """Every field of a config dataclass whose metadata lists its `choices` holds one of them."""
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
@@ -224,7 +227,7 @@ def check_choices(config) -> None:
             )
 
 
-def from_options(config_class: type, options: dict, what: str = "option"):
+def from_options(config_class: type[T], options: dict, what: str = "option") -> T:
     """Build a config dataclass from keyword options, naming any unknown ones."""
     known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(options) - known)

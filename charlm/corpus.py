@@ -11,7 +11,7 @@ from __future__ import annotations
 import codecs
 import functools
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import CharLMError
@@ -68,7 +68,9 @@ def check_characters(text: str, what: str) -> None:
         raise CharLMError(f"{what}: {problem}; give the text in UTF-8") from None
 
 
-def iter_text(files: list[Path], encoding: str = "utf-8", normalize: str = "none", progress=None) -> Iterator[str]:
+def iter_text(
+    files: list[Path], encoding: str = "utf-8", normalize: str = "none", progress: Callable[[int], object] | None = None
+) -> Iterator[str]:
     """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline.
     `progress(n)` is called with the bytes read."""
     for path in files:

@@ -16,13 +16,17 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .errors import CharLMError
 from .model import State, map_state
+
+T = TypeVar("T")
 
 SYNC_EVERY = 20  # steps between broadcasts of rank 0's clock and stop request
 
@@ -64,7 +68,7 @@ class Ranks:
         return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
 
     @contextlib.contextmanager
-    def group(self):
+    def group(self) -> Iterator[Ranks]:
         """The process group for the job's lifetime: nccl for CUDA tensors, gloo for CPU ones."""
         if not self.active:
             yield self
@@ -84,7 +88,7 @@ class Ranks:
             dist.destroy_process_group()
 
     @contextlib.contextmanager
-    def leader_first(self):
+    def leader_first(self) -> Iterator[None]:
         """Rank 0 runs the block (e.g. preparing the corpus cache) before the others do."""
         if not self.active:
             yield
@@ -113,7 +117,7 @@ class Ranks:
         dist.broadcast(tensor, src=0)
         return tensor.tolist()
 
-    def broadcast_object(self, value):
+    def broadcast_object(self, value: T) -> T:
         """Rank 0's picklable `value` on every rank (the run's plan: one message, once per run)."""
         if not self.active:
             return value

@@ -22,8 +22,9 @@ positions and the rest of the template can still be written after it (`Constrain
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
@@ -77,7 +78,7 @@ class Template:
         return len(text) == len(self.slots) and fills(text, self.slots, accepts)
 
 
-def fills(text: str, slots, accepts) -> bool:
+def fills(text: str, slots: Sequence[str | None], accepts: Callable[[str], bool]) -> bool:
     """Whether each character of `text` goes in its slot: a free slot's script, or the fixed character."""
     return all(accepts(c) if slot is None else c == slot for c, slot in zip(text, slots))
 
@@ -242,7 +243,15 @@ class Cursor:
         self.position += len(self.constrained.texts[token])
 
 
-def constrain(options, vocab: Vocabulary, prefix: str = "--") -> Constrained | None:
+class FormOptions(Protocol):
+    """The options that ask for a form: a `SampleConfig`'s, or a server request's."""
+
+    form: str | None
+    template: str | None
+    acrostic: str | None
+
+
+def constrain(options: FormOptions, vocab: Vocabulary, prefix: str = "--") -> Constrained | None:
     """The compiled template of sampling options (a `SampleConfig`: `form`, `template`, `acrostic`),
     or None."""
     template = template_of(options.form, options.template, options.acrostic, prefix)

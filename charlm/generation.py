@@ -156,7 +156,9 @@ class Batch:
         """A text (1-D ids) read alone: the logits after it and the state, for `join`."""
         return self.stepper.prime(ids)
 
-    def join(self, row: Row, primed: tuple[torch.Tensor, State], options: SampleConfig, seed: int, prompt) -> None:
+    def join(
+        self, row: Row, primed: tuple[torch.Tensor, State], options: SampleConfig, seed: int, prompt: torch.Tensor
+    ) -> None:
         """`row` joins at the end, from a primed state, drawing from a generator seeded `seed`;
         `prompt` (ids) is the text the state read, whose end counts for the repetition penalty."""
         position = len(self.rows)

@@ -18,15 +18,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import CharLMError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -40,7 +43,8 @@ UNSEEN = -1  # the id of a character outside the vocabulary, where a caller asks
 
 class Vocabulary(Protocol):
     """What a model reads and writes through: a character vocabulary (`vocab.Vocab`) or SentencePiece
-    pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type."""
+        pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and
+    reads a character vocabulary's own fields (`chars`, `unknown_id`) only where `one_char_per_id`."""
 
     tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
     one_char_per_id: bool  # every id spells exactly one character
@@ -48,7 +52,9 @@ class Vocabulary(Protocol):
 
     def __len__(self) -> int: ...
     def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor: ...
-    def decode(self, ids) -> str: ...
+    def encode_array(self, text: str) -> np.ndarray: ...  # already normalized text, for the corpus cache
+    def dtype(self) -> np.dtype: ...  # the smallest unsigned type that holds every id
+    def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str: ...
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]: ...
     def normalized(self, text: str) -> str: ...
     def knows(self, char: str) -> bool: ...
@@ -259,7 +265,7 @@ def fp32(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.autocast(tensor.device.type, enabled=False)
 
 
-def map_state(fn, state: State | None) -> State | None:
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State | None) -> State | None:
     """Apply `fn` to each tensor of a state: (h, c) for an LSTM, h otherwise."""
     if state is None:
         return None
@@ -273,7 +279,7 @@ def detach_state(state: State | None) -> State | None:
 
 
 @contextlib.contextmanager
-def inference(model: CharLM):
+def inference(model: CharLM) -> Iterator[CharLM]:
     """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
     fp32: cuDNN may otherwise run an fp32 RNN on TF32 tensor cores (10-bit mantissas), and scores and
     log-probabilities must not depend on the device (bpc compares across machines)."""

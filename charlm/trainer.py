@@ -17,6 +17,7 @@ import dataclasses
 import signal
 import sys
 import time
+from collections.abc import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -53,7 +54,7 @@ class StopFlag:
         self.requested, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
-    def installed(self):
+    def installed(self) -> Iterator[StopFlag]:
         try:
             previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
         except ValueError:  # not the main thread: no signal handling

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 
 from ..config import option_name
+
+F = TypeVar("F", bound=Callable)
 
 # --device's default, by the kind of work (one rule for every command; train's is Config.device): over
 # whole texts at once, the best device present; one character a step, the CPU, fastest there for
@@ -15,13 +19,13 @@ from ..config import option_name
 DEVICE_DEFAULTS = {"whole texts": "auto", "one character a step": "cpu"}
 
 
-def device_option(work: str):
+def device_option(work: str) -> Callable[[F], F]:
     return click.option(
         "--device", default=DEVICE_DEFAULTS[work], show_default=True, help="cpu, cuda, cuda:N, mps or auto"
     )
 
 
-def options_of(config_class, types: dict | None = None, only: tuple[str, ...] | None = None):
+def options_of(config_class: type, types: dict | None = None, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     """One click option per field of a config dataclass (or the fields named in `only`). Default None
     means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type."""
 

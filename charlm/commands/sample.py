@@ -8,6 +8,7 @@ import dataclasses
 import json
 import sys
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import click
@@ -15,6 +16,7 @@ import click
 from .. import checkpoint, sampler
 from ..config import SampleConfig, parse_temperatures
 from ..corpus import read_text
+from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
 from .options import device_option, options_of
 
@@ -84,7 +86,9 @@ def sample(
                     emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
 
 
-def converse(model, config: SampleConfig, lines, emit, echo: bool = True) -> sampler.Conversation:
+def converse(
+    model: CharLM, config: SampleConfig, lines: Iterable[str], emit: Callable[..., None], echo: bool = True
+) -> sampler.Conversation:
     """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
     a line break ends the turn and is fed with the next line. So the model always reads exactly the
     text shown. `echo`: print the typed lines (not when the terminal has shown them already)."""

@@ -89,7 +89,7 @@ def classes(vocab: Vocab) -> str:
     return "".join(of(i, c) for i, c in enumerate(vocab.chars))
 
 
-def script_json(value) -> str:
+def script_json(value: object) -> str:
     """JSON that is safe inside a <script> element: no '<' (so no '</script>')."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 

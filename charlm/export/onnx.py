@@ -30,7 +30,7 @@ class Window(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, ids: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None = None):
+    def forward(self, ids: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         state = h0 if c0 is None else (h0, c0)
         out, state = self.model.core(self.model.embed(ids), state)
         logits = self.model.head.logits(out)

@@ -3,8 +3,10 @@
     config.py      ServeConfig: options and limits
     engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
                    join and leave it, what they made is published
-    protocol.py    the OpenAI API's fields, errors and response shapes
-    completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates)
+    protocol.py    the OpenAI API's fields and errors: a request checked into `Params`
+    responses.py   the response bodies (completions, chat, log-probabilities, usage)
+    completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),
+                   the hand-off of updates from the engines' threads to asyncio
     app.py         the routes (FastAPI), streaming (server-sent events)
     metrics.py     /metrics in Prometheus's text format
     page.html      the page served at /: self-contained, works offline

@@ -1,4 +1,4 @@
-"""The HTTP layer: routes, the API key, streaming, and the hand-off between asyncio and the engines.
+"""The HTTP layer: routes, request bodies, streaming (server-sent events), disconnects and errors.
 
 A request is checked (`protocol.py`) and run as a `Completion` (completion.py: its prompts primed in a
 worker thread, one `Job` per prompt in its model's `Engine`, updates routed back to its queue); this
@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from importlib import resources
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import CharLMError
 from ..model import CharLM
@@ -30,11 +32,13 @@ from .engine import Token, Update
 from .metrics import Metrics
 from .protocol import APIError
 
+T = TypeVar("T")
+
 MAX_BODY_OVERHEAD = 1 << 20  # bytes a request body may have beyond its prompts
 MAX_BYTES_PER_CHAR = 12  # a character beyond U+FFFF as JSON escapes it: "\ud83d\ude00"
 
 
-async def read_json(request: Request, limit: int):
+async def read_json(request: Request, limit: int) -> Any:
     body = bytearray()
     async for part in request.stream():
         body += part
@@ -53,7 +57,7 @@ async def until_disconnected(request: Request) -> None:
         pass
 
 
-async def unless_disconnected(request: Request, work) -> object | None:
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     """Runs `work` (a coroutine); None if the client went away first (the work is then cancelled)."""
     task, gone = asyncio.ensure_future(work), asyncio.ensure_future(until_disconnected(request))
     try:
@@ -69,10 +73,10 @@ async def unless_disconnected(request: Request, work) -> object | None:
 class RequestCounter:
     """ASGI middleware: counts every answer by endpoint and status, for /metrics."""
 
-    def __init__(self, app, metrics: Metrics):
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
@@ -233,7 +237,12 @@ def chat_body(
     return responses.chat(responses.new_id("chatcmpl"), run.served.name, choices, use, run.timings())
 
 
-async def events(run: Completion, first: Callable[[], list[dict]], chunk: Callable[[Update, int], dict], usage_chunk):
+async def events(
+    run: Completion,
+    first: Callable[[], list[dict]],
+    chunk: Callable[[Update, int], dict],
+    usage_chunk: Callable[[dict], dict],
+) -> AsyncIterator[str]:
     """The server-sent events of a streamed response: `first`'s chunks, one chunk per update (the
     chunk that ends the request carries `timings`), the usage chunk if asked for, then [DONE]. A
     client that goes away cancels this generator, and with it the request's rows."""

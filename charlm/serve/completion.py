@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Callable
 
+import torch
 from fastapi import Request
 
 from ..config import SampleConfig
@@ -184,7 +185,7 @@ class Completion:
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
 
-    def encode(self, prompt: str):
+    def encode(self, prompt: str) -> tuple[torch.Tensor, str]:
         vocab = self.served.model.vocab
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownCharacterWarning)

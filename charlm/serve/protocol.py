@@ -175,7 +175,9 @@ def integer(body: dict, name: str, default: int | None, low: int, high: int, lim
     return value
 
 
-def number(body: dict, name: str, default: float | None, low: float, high: float, open_low: bool = False):
+def number(
+    body: dict, name: str, default: float | None, low: float, high: float, open_low: bool = False
+) -> float | None:
     value = body.get(name)
     if value is None:
         return default

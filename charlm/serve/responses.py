@@ -80,7 +80,9 @@ def completion_choice(index: int, text: str, logprobs: dict | None, finish_reaso
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def chat(id_: str, model: str, choices: list[dict], use: dict, times: dict | None = None, chunk: bool = False):
+def chat(
+    id_: str, model: str, choices: list[dict], use: dict | None, times: dict | None = None, chunk: bool = False
+) -> dict:
     body = {"id": id_, "object": "chat.completion.chunk" if chunk else "chat.completion"}
     body |= {"created": int(time.time()), "model": model, "choices": choices}
     if use is not None:
