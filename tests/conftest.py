@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib
 import os
 import subprocess
 import sys
@@ -33,6 +34,22 @@ TINY = {
     "warmup_steps": 2,
     "quiet": True,
 }
+
+
+def missing(message: str) -> None:
+    """A tool or package the test extra or .ci/run installs is absent: a skip that says so here, a
+    failure under CI (where its absence is a broken setup, not a reason to test less)."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message, allow_module_level=True)
+
+
+def import_or_missing(name: str):
+    """The module, or `missing` for one the test extra installs (pip install -e '.[test]')."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing(f"{name} is not installed (pip install -e '.[test]')")
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -87,9 +87,8 @@ def test_with_dropout_a_resume_under_the_same_world_size_continues_exactly(fox_f
     torchrun("train", "--resume", "cut", "--max-steps", "30")
     assert latest("cut").progress.step == latest("through").progress.step == 30
     assert max_weight_difference("cut", "through") == 0.0
-    one = charlm.train(fox_file, out="one", **{**OPTIONS, "dropout": 0.3}, max_steps=30)
+    charlm.train(fox_file, out="one", **{**OPTIONS, "dropout": 0.3}, max_steps=30)
     assert max_weight_difference("one", "through") > 1e-4  # dropout really drew different masks per rank
-    assert one is not None
 
 
 def test_a_world_size_that_does_not_divide_the_batch_is_one_line(fox_file):

@@ -19,7 +19,7 @@ from charlm.config import Config
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
-from .conftest import REPO, assert_one_line_error, block_import, cli
+from .conftest import REPO, assert_one_line_error, block_import, cli, import_or_missing
 
 TEXT = "the quick brown fox jumps over the lazy dog\n"
 CHINESE = "".join(chr(0x4E00 + i) for i in range(40)) + "，。\n"
@@ -96,7 +96,7 @@ def test_damaged_model_folder_is_a_one_line_error(tmp_path):
 
 
 def onnx_session(path: Path):
-    ort = pytest.importorskip("onnxruntime")
+    ort = import_or_missing("onnxruntime")
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
@@ -104,7 +104,7 @@ def onnx_session(path: Path):
     ("cell", "chars", "cutoffs"), [("lstm", TEXT, ()), ("gru", CHINESE, (8, 20)), ("rnn", TEXT, ())]
 )
 def test_onnx_logits_equal_torch_whole_and_stepped(tmp_path, cell, chars, cutoffs):
-    pytest.importorskip("onnx")
+    import_or_missing("onnx")
     model = model_of(cell, chars, cutoffs)
     run = run_of(model, tmp_path / "run")
     result = cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "m.onnx"))
@@ -162,7 +162,7 @@ def test_info_lists_the_runs_exports(tmp_path):
 
 
 def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
-    pytest.importorskip("onnxruntime")
+    import_or_missing("onnxruntime")
     docs = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
     example = next(block for block in docs.split("```python\n")[1:] if "onnxruntime" in block).split("```")[0]
     run = run_of(model_of(), tmp_path / "run")

@@ -30,7 +30,7 @@ from charlm.ngram import KneserNey, modified_discounts
 from charlm.scoring import Surprise, Trace, bits_per_char, surprise, trace
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
+from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model, missing
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -231,7 +231,7 @@ def chromium() -> str:
         (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
     )
     if found is None:
-        pytest.skip("headless Chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+        missing("headless Chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
     return found
 
 

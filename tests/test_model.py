@@ -1,8 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from charlm.cells import gru_cell, lstm_cell, rnn_cell
+from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig, detach_state, head_cutoffs
 from charlm.scoring import trace
@@ -46,6 +49,9 @@ def test_the_model_carries_its_architecture_not_the_training_options():
     model = make_model("abc", cell="gru", layers=3, hidden=8, dropout=0.2)
     assert model.config == ModelConfig("gru", 3, 8, 0.2, 3)
     assert ModelConfig.from_dict(model.config.to_dict()) == model.config
+    # of a run's options only those that shape the modules: none of the optimizer's, the windows' or the budget's
+    shared = {f.name for f in dataclasses.fields(ModelConfig)} & {f.name for f in dataclasses.fields(Config)}
+    assert shared == {"cell", "layers", "hidden", "dropout", "vocab_size"}
     with pytest.raises(CharLMError, match="expects 4 ids but the vocabulary has 3"):
         CharLM(ModelConfig("lstm", 1, 8, 0.0, 4), Vocab("abc"))
     with pytest.raises(CharLMError, match="unknown cell 'transformer'"):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -44,6 +43,7 @@ from .conftest import (
     cli,
     free_port,
     make_model,
+    missing,
     run_bench,
     shared_corpus,
     wait_healthy,
@@ -790,9 +790,7 @@ def browser(tmp_path):
     driver_path = shutil.which("chromedriver")
     if not (binary and driver_path):
         message = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # CI installs them: their absence there is a broken setup, not a skip
-        pytest.skip(message)
+        missing(message)
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for argument in (

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
-from .conftest import make_model
+from .conftest import import_or_missing, make_model
 from .test_serve import VOCAB, running, wait_healthy
 
-schemathesis = pytest.importorskip("schemathesis")
+schemathesis = import_or_missing("schemathesis")
 
 ERROR_KEYS = {"message", "type", "param", "code"}
 NEST = "\x00nest\x00"  # a placeholder for deep nesting, put in after json.dumps
