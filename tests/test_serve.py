@@ -443,6 +443,20 @@ def test_the_default_max_tokens_is_within_the_servers_limit():
     assert protocol.completion_params({"prompt": "a"}, ServeConfig()).max_tokens == 16
 
 
+def test_chat_limits_given_twice_must_agree():
+    """max_tokens is OpenAI's older name for max_completion_tokens: both given, they must agree (as the
+    two repetition penalties must), not one silently win."""
+    from charlm.serve import protocol
+
+    def chat(**limits) -> int:
+        return protocol.chat_params({"messages": [{"role": "user", "content": "a"}], **limits}, ServeConfig())[0]
+
+    assert chat(max_tokens=5, max_completion_tokens=5).max_tokens == chat(max_completion_tokens=5).max_tokens == 5
+    with pytest.raises(protocol.APIError, match="max_tokens and max_completion_tokens disagree") as caught:
+        chat(max_tokens=5, max_completion_tokens=6)
+    assert caught.value.param == "max_tokens"
+
+
 def test_neutral_openai_fields_are_accepted(client):
     assert complete(client, frequency_penalty=0, presence_penalty=0, user="me", seed=1) == complete(client, seed=1)
 

@@ -346,8 +346,10 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
     texts = [message_text(m, i) for i, m in enumerate(messages)]
     prompt = "\n\n".join(t for t in texts if t) + "\n\n"
     limit = "charlm serve --max-tokens"
-    given = integer(body, "max_completion_tokens", None, 0, config.max_tokens, limit)
-    given = integer(body, "max_tokens", given, 0, config.max_tokens, limit)
+    newer = integer(body, "max_completion_tokens", None, 0, config.max_tokens, limit)
+    given = integer(body, "max_tokens", newer, 0, config.max_tokens, limit)  # OpenAI's older name for it
+    if newer is not None and given != newer:
+        raise APIError(400, "max_tokens and max_completion_tokens disagree; give one", "max_tokens", "invalid_value")
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens))
     wants = boolean(body, "logprobs", False)
     top = integer(body, "top_logprobs", None, 0, MAX_LOGPROBS)
