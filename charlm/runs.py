@@ -26,6 +26,7 @@ from .errors import CharLMError
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
 RUN_INFO, SAMPLES = "run.json", "samples.txt"
+EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 
 
 def run_folder(out: str) -> Path:
@@ -51,8 +52,20 @@ def corpus_of(name: str) -> str | None:
 
 
 def run_name_of(checkpoint: Path) -> str:
-    """The run a checkpoint file belongs to: its folder's name for best.pt or latest.pt, else the file's stem."""
-    return checkpoint.parent.name if checkpoint.name in (BEST, LATEST) else checkpoint.stem
+    """The run a checkpoint file belongs to: its folder's name for best.pt or latest.pt; for an exported
+    model folder's weights the folder's name (its run's, for the default RUN/exports/model); else the
+    file's stem."""
+    if checkpoint.name in (BEST, LATEST):
+        return checkpoint.parent.name
+    if checkpoint.name == hub.WEIGHTS:
+        folder = Path(checkpoint).absolute().parent
+        return folder.parents[1].name if folder.parent.name == EXPORTS else folder.name
+    return checkpoint.stem
+
+
+def corpus_of_run(run_dir: Path) -> str | None:
+    """The corpus a run folder's run trained on: its run.json's, else its default name's."""
+    return (read_run_info(run_dir) or {}).get("corpus") or corpus_of(Path(run_dir).name)
 
 
 def claim_run_folder(corpus_name: str) -> tuple[float, int]:
@@ -123,13 +136,17 @@ def _alive(pid: int) -> bool:
 
 
 def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOINT_ROOT) -> Path:
-    """A `.pt` file, a run folder (its `prefer` file, else the other), a run name under `root`,
-    or None for the most recently updated run."""
+    """A `.pt` file, a run folder (its `prefer` file, else the other), a run name under `root`, a
+    corpus name (its most recently updated run under `root`), or None for the most recently updated run."""
     if target is None:
         return resolve(latest_run(root), prefer, root)
     path = Path(target)
     if not path.exists() and (root / path).exists():
         path = root / path
+    if not path.exists() and len(path.parts) == 1:
+        of_corpus = [run for run in run_folders(root) if corpus_of_run(run) == str(target)]
+        if of_corpus:
+            return resolve(newest(of_corpus), prefer, root)
     if path.is_dir():
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
@@ -138,7 +155,10 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             return path / hub.WEIGHTS
         raise CharLMError(f"{path}: run folder holds no checkpoint ({BEST} or {LATEST})")
     if not path.is_file():
-        raise CharLMError(f"{target}: no such checkpoint file or run folder")
+        raise CharLMError(
+            f"{target}: no such checkpoint file or run folder, nor a run or corpus of that name under "
+            f"{where(root)} (`charlm runs` lists them)"
+        )
     return path
 
 
@@ -151,6 +171,11 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     runs = run_folders(root)
     if not runs:
         raise CharLMError(f"no runs under {where(root)}; train one with `charlm train`, or pass --checkpoint")
+    return newest(runs)
+
+
+def newest(runs: list[Path]) -> Path:
+    """The run whose latest.pt was written last."""
     return max(runs, key=lambda run: (run / LATEST).stat().st_mtime)
 
 

@@ -26,6 +26,18 @@ def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
     assert runs.resolve(None).parent.name == "run"
 
 
+def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
+    """`charlm sample --checkpoint fox`: the newest run of corpus fox, by its run.json (an --out run
+    too), while a run folder of that very name would win; an unknown name says where it looked."""
+    charlm.train(fox_file, out="first", **tiny)
+    charlm.train(fox_file, out="second", **tiny)
+    assert runs.resolve("fox").parent.name == "second"
+    os.utime(Path("checkpoints/first") / runs.LATEST)  # first is now the run updated last
+    assert runs.resolve("fox", prefer=runs.LATEST) == Path("checkpoints/first") / runs.LATEST
+    assert cli("sample", "--checkpoint", "fox", "--length", "5", "--random-seed", "1").exit_code == 0
+    assert_one_line_error(cli("info", "dog"), "dog: no such checkpoint file or run folder, nor a run or corpus")
+
+
 def test_a_new_run_never_overwrites_an_old_one(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
     with pytest.raises(CharLMError, match="already holds a run"):
@@ -197,3 +209,6 @@ def test_a_checkpoint_names_its_run_by_folder_or_by_file():
     assert runs.run_name_of(Path("checkpoints/novel-20260101-120000") / runs.BEST) == "novel-20260101-120000"
     assert runs.run_name_of(Path("elsewhere/run") / runs.LATEST) == "run"
     assert runs.run_name_of(Path("models/small.pt")) == "small"
+    exported = Path("checkpoints/novel-20260101-120000") / runs.EXPORTS / "model" / "model.safetensors"
+    assert runs.run_name_of(exported) == "novel-20260101-120000"  # not "model", which every export is called
+    assert runs.run_name_of(Path("shared/novel-small/model.safetensors")) == "novel-small"

@@ -24,7 +24,7 @@ import torch
 import uvicorn
 from openai import AsyncOpenAI, OpenAI
 
-from charlm import CharLM, ModelConfig, checkpoint
+from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
 from charlm.errors import CharLMError
@@ -528,6 +528,23 @@ def test_a_run_is_also_named_by_its_corpus_when_that_is_unambiguous(tiny_model):
             with pytest.raises(openai.NotFoundError) as caught:
                 client.completions.create(model=asked, prompt="a", max_tokens=2)
             assert fragment in caught.value.body["message"] and caught.value.body["param"] == "model"
+
+
+def test_serve_names_runs_by_their_corpus_and_exports_by_their_run(fox_file, tiny):
+    """An --out run is named by its run.json's corpus too; two exported model folders are two models."""
+    from charlm.serve import model_loaders
+
+    for out in ("small", "other"):
+        train(fox_file, out=out, **tiny)
+        assert cli("export", out, "--format", "safetensors").exit_code == 0
+    exports = ["checkpoints/small/exports/model", "checkpoints/other/exports/model"]
+    assert list(model_loaders(exports)[0]) == ["small", "other"]  # not both "model"
+    loaders, corpora = model_loaders(["small", exports[1]])
+    assert list(loaders) == ["small", "other"] and corpora == {"small": "fox"}
+    with running(create_app(loaders, ServeConfig(), corpora)) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        assert client.completions.create(model="fox", prompt="the", max_tokens=2).model == "small"
 
 
 def test_a_bad_key_is_401_but_health_and_models_stay_open(server):

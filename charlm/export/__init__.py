@@ -37,7 +37,7 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
     path = runs.resolve(target)
     saved = checkpoint.read(path)
     run_dir = path.parent
-    out = Path(output) if output else run_dir / "exports" / DEFAULT_OUTPUT[format]
+    out = Path(output) if output else run_dir / runs.EXPORTS / DEFAULT_OUTPUT[format]
     if format == "safetensors":
         from .safetensors import export as write
     elif format == "onnx":

@@ -19,27 +19,33 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+from collections.abc import Callable
 
 import torch
 
 from .. import checkpoint, runs
 from ..errors import CharLMError
+from ..model import CharLM
 from .config import ServeConfig
 
 __all__ = ["ServeConfig", "model_loaders", "serve"]
 
 
-def model_loaders(targets: list[str]) -> dict:
-    """Model id -> a function loading it, for run folders, run names or .pt files (none: the latest run).
-    The paths are resolved here, so a missing run is an error before the server starts."""
-    loaders = {}
+def model_loaders(targets: list[str]) -> tuple[dict[str, Callable[[], CharLM]], dict[str, str]]:
+    """Model id -> a function loading it, for anything `runs.resolve` takes (none: the latest run), and
+    model id -> the corpus its run trained on, where known. The paths are resolved here, so a missing
+    run is an error before the server starts."""
+    loaders, corpora = {}, {}
     for target in targets or [None]:
         path = runs.resolve(target)
         name = runs.run_name_of(path)
         if name in loaders:
             raise CharLMError(f"{target}: two models would both be called {name!r}; serve one of them")
         loaders[name] = lambda path=path: checkpoint.load(path)
-    return loaders
+        corpus = runs.corpus_of_run(path.parent) if path.suffix == ".pt" else None
+        if corpus:
+            corpora[name] = corpus
+    return loaders, corpora
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -66,9 +72,9 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     except ImportError as e:
         raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
 
-    loaders = model_loaders(targets)
+    loaders, corpora = model_loaders(targets)
     sock = listening_socket(config.host, config.port)
-    app = create_app(loaders, config)
+    app = create_app(loaders, config, corpora)
     torch.set_num_threads(config.threads)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host

@@ -91,11 +91,14 @@ class RequestCounter:
 ENDPOINTS = {"/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions"}
 
 
-def create_app(loaders: dict[str, Callable[[], CharLM]], config: ServeConfig) -> FastAPI:
-    """The app serving the models that `loaders` return, under their ids."""
+def create_app(
+    loaders: dict[str, Callable[[], CharLM]], config: ServeConfig, corpora: dict[str, str] | None = None
+) -> FastAPI:
+    """The app serving the models that `loaders` return, under their ids; `corpora` (id -> corpus)
+    lets a request name a model by its run's corpus."""
     if not loaders:
         raise CharLMError("no model to serve")
-    server = Server(loaders, config)
+    server = Server(loaders, config, corpora)
     files = resources.files(__package__)
     css = files.joinpath("page.css").read_text(encoding="utf-8")  # shared with the exported page
     page = files.joinpath("page.html").read_text(encoding="utf-8").replace("/* page.css */", css, 1)

@@ -52,8 +52,11 @@ class Served:
 class Server:
     """What the routes share: the models and their engines, the limits, the counters."""
 
-    def __init__(self, loaders: dict[str, Callable[[], CharLM]], config: ServeConfig):
+    def __init__(
+        self, loaders: dict[str, Callable[[], CharLM]], config: ServeConfig, corpora: dict[str, str] | None = None
+    ):
         self.loaders, self.config = loaders, config
+        self.corpora = corpora or {}  # model id -> its run's corpus, which names it too
         self.api_key = config.api_key or os.environ.get("CHARLM_API_KEY") or None
         if self.api_key is not None and config.api_key is None:
             check_api_key(self.api_key, "$CHARLM_API_KEY")
@@ -104,7 +107,7 @@ class Server:
         if name in self.models:
             return self.models[name]
         known = ", ".join(self.models)
-        runs = [served for full, served in self.models.items() if corpus_of(full) == name]
+        runs = [served for full, served in self.models.items() if (self.corpora.get(full) or corpus_of(full)) == name]
         if len(runs) == 1:  # a run's corpus names it too (`shakespeare` for shakespeare-20261204-170201)
             return runs[0]
         if runs:
