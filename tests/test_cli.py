@@ -208,6 +208,16 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
     assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
 
 
+def test_sample_options_that_conflict_are_refused_not_ignored(trained, tmp_path):
+    (tmp_path / "seed.txt").write_text("the quick ")
+    assert_one_line_error(
+        cli("sample", "--seed", "a", "--seed-file", "seed.txt"), "give --seed or --seed-file, not both"
+    )
+    for extra in (["--json"], ["--num-samples", "3"], ["--temperature", "0.5,1.0"], ["--seed", "the"]):
+        assert_one_line_error(cli("sample", "--interactive", *extra), "--interactive writes one plain sample")
+    assert_one_line_error(cli("sample", "--seed-file", "missing.txt"), "--seed-file missing.txt: ")
+
+
 def test_interactive_mode_through_a_pipe(trained):
     result = subprocess.run(
         [sys.executable, "-m", "charlm", "sample", "--interactive", "--length", "15", "--random-seed", "0"],

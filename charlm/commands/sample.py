@@ -16,14 +16,20 @@ import click
 from .. import checkpoint, sampler
 from ..config import SampleConfig, parse_temperatures
 from ..corpus import read_text
+from ..errors import CharLMError
 from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
 from .options import device_option, options_of
 
 
 @click.command()
-@click.option("--checkpoint", "target", metavar="RUN_OR_FILE", help="run folder or .pt file  [default: latest run]")
-@click.option("--seed", default="", help="text to start from (printed first); empty: the start of a line")
+@click.option(
+    "--checkpoint",
+    "target",
+    metavar="RUN",
+    help="a run folder, run name, corpus name (its latest run) or .pt file  [default: the latest run]",
+)
+@click.option("--seed", help="text to start from (printed first)  [default: empty: the start of a line]")
 @click.option("--seed-file", type=click.Path(dir_okay=False), help="read the seed from this file instead")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
@@ -32,7 +38,7 @@ from .options import device_option, options_of
 @options_of(SampleConfig, types={"temperature": str})
 def sample(
     target: str | None,
-    seed: str,
+    seed: str | None,
     seed_file: str | None,
     output: str | None,
     as_json: bool,
@@ -48,8 +54,19 @@ def sample(
         given["stop"] = given["stop"].replace("\\n", "\n").replace("\\t", "\t")
     temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
     configs = [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
+    if seed is not None and seed_file:
+        raise CharLMError("give --seed or --seed-file, not both")
+    if interactive and (seed is not None or seed_file or as_json or len(configs) > 1 or configs[0].num_samples > 1):
+        raise CharLMError(
+            "--interactive writes one plain sample from the lines you type: drop --seed, --seed-file, --json, "
+            "--num-samples and a list of temperatures"
+        )
     if seed_file:
-        seed = read_text(Path(seed_file))
+        try:
+            seed = read_text(Path(seed_file))
+        except CharLMError as e:
+            raise CharLMError(f"--seed-file {e}") from None
+    seed = seed or ""
     model = checkpoint.load(target, device)
     if not interactive:  # a seed the model cannot read is refused before anything is printed
         with warnings.catch_warnings():
