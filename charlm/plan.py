@@ -104,9 +104,10 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     batch, then dropout and cadence from the passes at that size's speed); then every check a run
     must pass, before a run folder is named or claimed. Each choice is said on stderr."""
     config = with_absolute_eval_also(config)
+    read_eval_also(config, corpus.vocab)  # a bad --eval-also fails before the size is measured
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
     if base is not None:
-        reasons.update({name: f"the base run {base.record.run}'s" for name in ARCHITECTURE if name in PLANNED})
+        reasons.update({name: f"the base run's ({base.record.run})" for name in ARCHITECTURE if name in PLANNED})
 
     def say(line: str) -> str:
         if not config.quiet:
@@ -115,7 +116,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
 
     if base is not None and config.dropout is None:  # measured: better than fitting it (module docstring)
         config = dataclasses.replace(config, dropout=base.checkpoint.config.dropout)
-        reasons["dropout"] = say(f"--dropout {config.dropout:g}: the base run {base.record.run}'s")
+        reasons["dropout"] = say(f"--dropout {config.dropout:g}: the base run's ({base.record.run})")
 
     budget, train_tokens = config.max_seconds(), len(corpus.train_ids)
     probe = sizing.Probe(config, corpus, ranks.world)
@@ -148,7 +149,8 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     passes = (planned or 0.0) / max(train_tokens, 1)
     if config.dropout is None:
         config = dataclasses.replace(config, dropout=fitted_dropout(passes))
-        reasons["dropout"] = say(f"--dropout {config.dropout:g} fits about {passes:.1f} passes over the training text")
+        shown = f"about {passes:.1f}" if passes >= 0.1 else f"{passes:.2g}"  # not "about 0.0" for a short run
+        reasons["dropout"] = say(f"--dropout {config.dropout:g} fits {shown} passes over the training text")
     if config.eval_every is None:
         config = dataclasses.replace(config, eval_every=eval_cadence(config, train_tokens))
         reasons["eval_every"] = (
@@ -157,7 +159,6 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         )
 
     check_data(config, corpus)
-    read_eval_also(config, corpus.vocab)
     config.require_limit()  # every check passed before a run folder is named or claimed
     run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
     return RunPlan(config, run_dir, reasons, probed, None if base is None else base.record)

@@ -133,7 +133,11 @@ def read_eval_also(config: Config, vocab: Vocab | PieceVocab) -> torch.Tensor | 
     path = config.eval_also
     if not path:
         return None
-    ids = vocab.encode(read_texts([path], config.encoding, vocab.normalize), what=f"--eval-also {path}")
+    try:
+        text = read_texts([path], config.encoding, vocab.normalize)
+    except CharLMError as e:
+        raise CharLMError(f"--eval-also {e}") from None
+    ids = vocab.encode(text, what=f"--eval-also {path}")
     if len(ids) < 2:
         raise CharLMError(f"--eval-also {path}: need at least 2 characters to score")
     return ids

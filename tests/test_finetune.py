@@ -174,9 +174,9 @@ def test_the_cadence_follows_the_new_text_and_dropout_is_the_bases_unless_given(
     fitted = api.start_finetune(base, options, [str(new_file)], "fitted")
     base_dropout = latest(base).config.dropout
     assert fitted.config.dropout == fitted.model.config.dropout == base_dropout
-    assert fitted.plan.reasons["dropout"] == f"--dropout {base_dropout:g}: the base run base's"
+    assert fitted.plan.reasons["dropout"] == f"--dropout {base_dropout:g}: the base run's (base)"
     assert fitted.plan.reasons["dropout"] in capsys.readouterr().err
-    assert fitted.plan.reasons["hidden"] == "the base run base's"
+    assert fitted.plan.reasons["hidden"] == "the base run's (base)"
     assert fitted.config.eval_every == plan.eval_cadence(fitted.config, len(fitted.corpus.train_ids)) < 200
     more = api.start_finetune(base, {"quiet": True, "dropout": 0.3}, [str(new_file)], "more")
     assert more.config.dropout == more.model.config.dropout == more.model.drop.p == 0.3
@@ -260,6 +260,15 @@ def test_an_eval_also_text_with_characters_the_model_lacks_is_one_line(fox_file,
     result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "greek.txt", "--max-steps", "5", *TINY_ARGS)
     assert_one_line_error(result, "--eval-also", "greek.txt", "never seen")
     assert not (tmp_path / "checkpoints" / "tuned").exists()
+
+
+def test_a_missing_eval_also_file_names_the_option_before_the_size_is_measured(fox_file, tmp_path, monkeypatch):
+    def measured(*args, **kwargs):
+        raise AssertionError("the size was measured before --eval-also was read")
+
+    monkeypatch.setattr(sizing, "measure_sizes", measured)
+    args = ("train", str(fox_file), "--eval-also", "missing.txt", "--max-time", "30s", "--layers", "1", "--quiet")
+    assert_one_line_error(cli(*args), f"--eval-also {tmp_path / 'missing.txt'}: no such file")
 
 
 def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny):

@@ -94,6 +94,17 @@ def test_on_a_gpu_the_batch_is_chosen_from_measured_speed(tmp_path, tiny, monkey
     assert plan.choose_batch(Config(**options), gpu, probe, 3, say=str)[0] == 16
 
 
+def test_a_run_that_reads_a_sliver_of_its_text_says_how_much(tmp_path, tiny):
+    """Not "fits about 0.0 passes" for a few steps over a long text."""
+    long_file = tmp_path / "long.txt"
+    long_file.write_text("the quick brown fox jumps over the lazy dog\n" * 20_000, encoding="utf-8")
+    corpus = load_corpus([str(long_file)], Config(), quiet=True)
+    options = {**tiny, "dropout": None, "max_steps": 10}
+    assert plan.plan(Config(**options), corpus, out="short").reasons["dropout"] == (
+        "--dropout 0.1 fits 0.0004 passes over the training text"  # 10 steps x 4 x 8 = 320 of 792,000 characters
+    )
+
+
 def test_run_json_says_why_and_a_resume_fits_nothing_again(fox_file, tiny, monkeypatch):
     charlm.train(fox_file, out="run", **{**tiny, "dropout": None, "eval_every": None, "batch_size": None})
     info = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())
