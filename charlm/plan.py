@@ -204,6 +204,14 @@ def resumed(saved: Checkpoint, overrides: dict, run_dir: Path) -> RunPlan:
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
     config = with_absolute_eval_also(config)
+    progress, max_seconds = saved.progress, config.max_seconds()
+    if (config.max_steps and progress.step >= config.max_steps) or (max_seconds and progress.elapsed >= max_seconds):
+        limits = [f"--max-steps {config.max_steps}"] * bool(config.max_steps)
+        limits += [f"--max-time {config.max_time}"] * bool(max_seconds)
+        raise CharLMError(
+            f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its "
+            f"{' and '.join(limits)}; give a larger limit to go on (limits count the whole run)"
+        )
     reasons = (runs.read_run_info(run_dir) or {}).get("reasons", {})
     reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in PLANNED}}
     return RunPlan(config, run_dir, reasons, None, saved.base)

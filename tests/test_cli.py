@@ -16,7 +16,7 @@ from charlm import cli as cli_module
 from charlm.commands.sample import converse
 from charlm.config import SampleConfig
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, run_cli, shared_corpus
+from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, run_cli, shared_corpus
 
 
 @pytest.fixture
@@ -206,6 +206,15 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
     assert_one_line_error(cli("sample", "--temperature", "0.5,x"), "--temperature: cannot read '0.5,x'")
     assert_one_line_error(cli("sample", "--temperature", "0.5,-1"), "--temperature must be above 0")
     assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
+
+
+def test_resuming_a_run_whose_limit_is_spent_says_to_give_a_larger_one(trained):
+    """It printed `done:` and exited 0 without training a step."""
+    assert_one_line_error(
+        cli("train", "--resume", trained), "has already trained 20 steps", "--max-steps 20; give a larger limit"
+    )
+    assert cli("train", "--resume", trained, "--max-steps", "25").exit_code == 0
+    assert latest(trained).progress.step == 25
 
 
 def test_sample_options_that_conflict_are_refused_not_ignored(trained, tmp_path):
