@@ -87,13 +87,14 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 
 
 @main.command("eval")
-@click.argument("target", metavar="CHECKPOINT")
+@click.argument("target", metavar="RUN")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILES")
 @device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
-    """Bits per character of FILES under the model of CHECKPOINT (a run folder or .pt file)."""
+    """Bits per character of FILES, read as one text, under the model of RUN (a run folder, run name,
+    corpus name or .pt file)."""
     model = checkpoint.load(target, device)
     text = read_texts(files, encoding, model.vocab.normalize)
     with warnings.catch_warnings():
@@ -108,9 +109,10 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
 
 
 @main.command()
-@click.argument("target", metavar="CHECKPOINT", required=False)
+@click.argument("target", metavar="[RUN]", required=False)
 def info(target: str | None) -> None:
-    """Config, size and progress of a checkpoint (default: the latest run's best)."""
+    """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name or .pt file;
+    default: the latest run's best)."""
     path = runs.resolve(target)
     from .export import listed
 
@@ -122,7 +124,7 @@ def info(target: str | None) -> None:
 
 
 @main.command("export")
-@click.argument("target", metavar="RUN", required=False)
+@click.argument("target", metavar="[RUN]", required=False)
 @click.option(
     "--format", "format_", required=True, help="html (a page that samples in the browser), onnx or safetensors"
 )
@@ -139,13 +141,14 @@ def export_command(target: str | None, format_: str, output: str | None, weights
 
 
 @main.command()
-@click.argument("run_names", nargs=-1, required=True, metavar="RUN...")
+@click.argument("run_names", nargs=-1, metavar="[RUN]...")
 @click.option("--output", default="curves.png", show_default=True, help="PNG file to write")
 def plot(run_names: tuple[str, ...], output: str) -> None:
-    """Validation and training bpc of RUNs against time and characters seen, in one PNG."""
+    """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
+    in one PNG."""
     from .plot import plot_runs
 
-    folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names]
+    folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names or [None]]
     click.echo(f"wrote {plot_runs(folders, output)}")
 
 
@@ -179,8 +182,8 @@ def list_runs(root: str) -> None:
 def serve(targets: tuple[str, ...], **given) -> None:
     """Serve models over HTTP: an OpenAI-compatible API and a page to write with, at http://HOST:PORT/.
 
-    Each RUN (a run folder, run name or .pt file; default: the latest run) is a model whose id is its
-    run name. Needs `pip install 'charlm[serve]'`."""
+    Each RUN (a run folder, run name, corpus name, .pt file or exported model folder; default: the
+    latest run) is a model whose id is its run name. Needs `pip install 'charlm[serve]'`."""
     run_server(list(targets), ServeConfig(**{k: v for k, v in given.items() if v is not None}))
 
 

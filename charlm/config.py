@@ -99,8 +99,12 @@ class Config:
         0.0, "score, keep and sample a moving average of the weights with this decay per step, e.g. 0.999 (0: off)"
     )
     # limits: the run stops at whichever comes first; the schedule decays over that budget
-    max_steps: int | None = _opt(None, "stop after this many optimizer steps")
-    max_time: str | None = _opt("10m", "stop after this much training time, e.g. 90s, 10m, 1h (none: no limit)")
+    max_steps: int | None = _opt(None, "stop after this many optimizer steps (a resumed run's included)")
+    max_time: str | None = _opt(
+        "10m",
+        "stop after this much training time, e.g. 90s, 10m, 1h, counting a resumed run's earlier sessions "
+        "(none: no time limit; then give --max-steps)",
+    )
     eval_every: int | None = _opt(
         None,
         "evaluate validation bpc and checkpoint every N steps; unset: once per pass over the training text, "
@@ -124,7 +128,7 @@ class Config:
         "what fine-tuning forgets",
     )
     random_seed: int = _opt(1337, "seed for weights, dropout and data order")
-    quiet: bool = _opt(False, "no progress bar")
+    quiet: bool = _opt(False, "no progress bar, no choices said, no closing sample: only the done: line")
     # hardware
     device: str = _opt("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     threads: int | None = _opt(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")

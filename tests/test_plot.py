@@ -20,6 +20,8 @@ def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
     assert table[0].split()[:5] == ["run", "corpus", "model", "steps", "best"]
     assert [line.split()[0] for line in table[1:]] == ["small", "wide"]
     assert "1x48 lstm" in table[2] and "fox" in table[2] and " 20 " in table[2]
+    assert cli("plot", "--output", "latest.png").output == "wrote latest.png\n"  # no RUN: the latest run
+    assert (fox_file.parent / "latest.png").read_bytes()[:8] == png[:8]
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(fox_file, tiny, monkeypatch):
