@@ -218,6 +218,8 @@ def inspect_command(
         raise CharLMError("give [RUN] FILE, or [RUN] --held-out")
     target = paths[0] if len(paths) > wanted else None
     file = None if held_out else paths[-1]
+    if target is None and file is not None and not Path(file).exists() and runs.names_a_run(file):
+        raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
     Path(output).write_text(page.render(inspection, title), encoding="utf-8")

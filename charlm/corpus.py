@@ -84,7 +84,7 @@ def iter_text(
                 ends_with_newline = text.endswith("\n")
                 yield text
         if empty:
-            raise CharLMError(f"{path}: file is empty; give it some text to learn from")
+            raise CharLMError(f"{path}: file is empty; give a file with text in it")
         if not ends_with_newline:
             yield "\n"
 
@@ -181,7 +181,7 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
     """One small file whole (a seed), exactly as written but for `\r\n`."""
     text = "".join(_decode(Path(path), encoding, None))
     if not text.strip():
-        raise CharLMError(f"{path}: file is empty; give it some text to learn from")
+        raise CharLMError(f"{path}: file is empty; give a file with text in it")
     return text
 
 

@@ -162,6 +162,15 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     return path
 
 
+def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
+    """Whether `resolve` finds a checkpoint for `target`."""
+    try:
+        resolve(target, root=root)
+    except CharLMError:
+        return False
+    return True
+
+
 def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The run folders under `root` that hold a checkpoint, sorted by name."""
     return sorted(p.parent for p in Path(root).glob(f"*/{LATEST}"))

@@ -276,6 +276,9 @@ def test_inspect_command_errors_are_one_line(fox_file, tmp_path):
     assert_one_line_error(cli("inspect", "fox", "missing.txt"), "missing.txt")
     assert_one_line_error(cli("inspect", "fox", str(fox_file), "extra"), "[RUN] FILE")
     assert_one_line_error(cli("inspect", "fox", "a", "--held-out"), "[RUN] --held-out")
+    assert_one_line_error(cli("inspect", "fox"), "fox is a run: give a FILE to inspect after it, or --held-out")
+    (tmp_path / "empty.txt").write_text("")
+    assert_one_line_error(cli("inspect", "fox", "empty.txt"), "empty.txt: file is empty; give a file with text")
     fox_file.rename(tmp_path / "moved.txt")  # the run's training text is gone
     other = tmp_path / "other.txt"
     other.write_text("the lazy dog\n" * 20, encoding="utf-8")
