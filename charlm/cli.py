@@ -198,7 +198,9 @@ def serve(targets: tuple[str, ...], **given) -> None:
     help="characters to inspect",
 )
 @click.option("--held-out", is_flag=True, help="inspect the run's held-out text (its validation split), not a FILE")
-@click.option("--train-text", help="fit the n-gram baseline on this file  [default: the run's training split]")
+@click.option(
+    "--train-text", metavar="FILE", help="fit the n-gram baseline on this file  [default: the run's training split]"
+)
 @device_option("one character a step")
 @click.option("--quiet", is_flag=True, help="no progress bar, no tables: only the page")
 def inspect_command(

@@ -126,6 +126,7 @@ class Config:
         None,
         "also score this text (its first 50,000 tokens) at each evaluation, e.g. a base run's held-out text: "
         "what fine-tuning forgets",
+        metavar="FILE",
     )
     random_seed: int = _opt(1337, "seed for weights, dropout and data order")
     quiet: bool = _opt(False, "no progress bar, no choices said, no closing sample: only the done: line")

@@ -25,6 +25,14 @@ def device_option(work: str) -> Callable[[F], F]:
     )
 
 
+def shown_default(default: object) -> str:
+    """The `[default: ...]` a help text ends with: `off` for a flag, none for an option unset by default
+    (its help says what unset means)."""
+    if default is None:
+        return ""
+    return f"  [default: {'off' if default is False else default}]"
+
+
 def options_of(config_class: type, types: dict | None = None, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     """One click option per field of a config dataclass (or the fields named in `only`). Default None
     means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type."""
@@ -35,14 +43,15 @@ def options_of(config_class: type, types: dict | None = None, only: tuple[str, .
             if only is not None and f.name not in only:
                 continue
             kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
-            help_text = f"{f.metadata['help']}  [default: {f.default}]"
+            help_text = f"{f.metadata['help']}{shown_default(f.default)}"
             name = f"--{option_name(f.name)}"
             if kind is bool:
                 option = click.option(name, f.name, is_flag=True, default=None, help=help_text)
             else:
                 choices = f.metadata.get("choices")
                 kind = (types or {}).get(f.name, click.Choice(choices) if choices else kind)
-                option = click.option(name, f.name, type=kind, default=None, help=help_text)
+                metavar = f.metadata.get("metavar")
+                option = click.option(name, f.name, type=kind, default=None, help=help_text, metavar=metavar)
             command = option(command)
         return command
 
