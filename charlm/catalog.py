@@ -22,6 +22,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .errors import CharLMError
+from .tables import table
 
 DOWNLOADS = Path("corpora") / "downloads"
 MIRROR_VARIABLE = "CHARLM_CORPUS_MIRROR"
@@ -189,8 +190,8 @@ def _extract(archive: Path, member: str, text: Path) -> None:
 
 def listing() -> str:
     """What `charlm corpus list` prints."""
-    rows = [f"{'name':<16} {'download':>10}  {'here':<5} {'license':<24} description"]
+    rows = [["name", "download", "here", "license", "description"]]
     for item in CATALOG.values():
         here = "yes" if (DOWNLOADS / item.text_name).is_file() else "no"
-        rows.append(f"{item.name:<16} {item.size / 1e6:>8.1f}MB  {here:<5} {item.license:<24} {item.description}")
-    return "\n".join(rows)
+        rows.append([item.name, f"{item.size / 1e6:.1f}MB", here, item.license, item.description])
+    return table(rows, right=(1,))

@@ -24,6 +24,7 @@ from .reporting import read_metrics
 from .scoring import bits_per_char, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
+from .tables import table
 from .vocab import UnknownCharacterWarning
 
 
@@ -159,21 +160,21 @@ def list_runs(root: str) -> None:
     folders = runs.run_folders(Path(root))
     if not folders:
         raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")
-    width = max(len("run"), *(len(folder.name) for folder in folders))
-    click.echo(f"{'run':<{width}} {'corpus':<18} {'model':<22} {'steps':>9} {'best bpc':>9}  last update")
+    rows = [["run", "corpus", "model", "steps", "best bpc", "last update"]]
     for folder in folders:
         info = runs.read_run_info(folder) or {}
         config = info.get("config", {})
-        rows = read_metrics(folder)
-        best = min((r["val_bpc"] for r in rows if r.get("val_bpc") is not None), default=None)
+        metrics = read_metrics(folder)
+        best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
         model = f"{config.get('layers', '?')}x{config.get('hidden', '?')} {config.get('cell', '')}".strip()
         if "parameters" in info:
             model += f" {info['parameters'] / 1e6:.1f}M"
         updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
-        click.echo(
-            f"{folder.name:<{width}} {info.get('corpus', '?'):<18} {model:<22} "
-            f"{rows[-1]['step'] if rows else 0:>9,} {f'{best:.4f}' if best is not None else '-':>9}  {updated}"
+        steps = f"{metrics[-1]['step'] if metrics else 0:,}"
+        rows.append(
+            [folder.name, info.get("corpus", "?"), model, steps, "-" if best is None else f"{best:.4f}", updated]
         )
+    click.echo(table(rows, right=(3, 4)))
 
 
 @main.command()

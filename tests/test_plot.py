@@ -3,6 +3,7 @@
 import struct
 
 import charlm
+from charlm import tables
 from charlm.plot import HEIGHT, WIDTH
 
 from .conftest import block_import, cli
@@ -22,6 +23,16 @@ def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
     assert "1x48 lstm" in table[2] and "fox" in table[2] and " 20 " in table[2]
     assert cli("plot", "--output", "latest.png").output == "wrote latest.png\n"  # no RUN: the latest run
     assert (fox_file.parent / "latest.png").read_bytes()[:8] == png[:8]
+
+
+def test_runs_lines_up_its_columns_under_chinese_run_names(fox_file, tiny):
+    """A Chinese character takes two terminal cells: padding by len() pushed the columns out of line."""
+    charlm.train(fox_file, out="唐诗三百首", **tiny)
+    charlm.train(fox_file, out="small", **tiny)
+    lines = cli("runs").output.splitlines()
+    starts = [tables.width(line[: line.index(word)]) for line, word in zip(lines, ["corpus", "fox", "fox"])]
+    assert len(set(starts)) == 1, lines
+    assert tables.width("唐诗 ab\u0301") == 7 and tables.width("，") == 2
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(fox_file, tiny, monkeypatch):
