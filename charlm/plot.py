@@ -9,6 +9,22 @@ from .errors import CharLMError
 from .reporting import read_metrics
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100
+# Fonts with Chinese characters, tried after matplotlib's own for a run name it lacks glyphs for.
+CJK_FONTS = (
+    "WenQuanYi Micro Hei",
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+)
+
+
+def installed_cjk_fonts() -> list[str]:
+    from matplotlib import font_manager
+
+    present = {font.name for font in font_manager.fontManager.ttflist}
+    return [name for name in CJK_FONTS if name in present]
 
 
 def plot_runs(run_dirs: list[Path], output: Path) -> Path:
@@ -25,6 +41,7 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
         if not rows:
             raise CharLMError(f"{run_dir}: no metrics.jsonl rows; is it a charlm run folder?")
         runs.append((Path(run_dir).name, rows))
+    plt.rcParams["font.family"] = ["sans-serif", *installed_cjk_fonts()]  # a Chinese run name's characters
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, sharey=True)
     for (label, x_key, scale), ax in zip(
         (("training time (minutes)", "elapsed", 1 / 60), ("characters seen (millions)", "chars", 1e-6)), axes

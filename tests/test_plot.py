@@ -1,12 +1,13 @@
 """`charlm plot` and `charlm runs`: the curves of runs and the table of them."""
 
 import struct
+import warnings
 
 import charlm
 from charlm import tables
 from charlm.plot import HEIGHT, WIDTH
 
-from .conftest import block_import, cli
+from .conftest import block_import, cli, missing
 
 
 def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
@@ -33,6 +34,18 @@ def test_runs_lines_up_its_columns_under_chinese_run_names(fox_file, tiny):
     starts = [tables.width(line[: line.index(word)]) for line, word in zip(lines, ["corpus", "fox", "fox"])]
     assert len(set(starts)) == 1, lines
     assert tables.width("唐诗 ab\u0301") == 7 and tables.width("，") == 2
+
+
+def test_a_chinese_run_name_is_drawn_with_a_font_that_has_it(fox_file, tiny):
+    """matplotlib's default font has no Chinese: the legend showed boxes (.ci/run installs a CJK font)."""
+    from charlm.plot import installed_cjk_fonts
+
+    if not installed_cjk_fonts():
+        missing("no CJK font is installed (apt-get install fonts-wqy-microhei)")
+    charlm.train(fox_file, out="唐诗三百首", **tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)"
+        assert cli("plot", "唐诗三百首", "--output", "poems.png").exit_code == 0
 
 
 def test_plot_without_matplotlib_says_how_to_get_it(fox_file, tiny, monkeypatch):
