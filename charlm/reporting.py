@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 METRICS = "metrics.jsonl"
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
+SPEED_SECONDS = 10.0  # the progress bar's speed (and a --max-time run's step total) averages about this long
 
 
 class MetricsLog:
@@ -132,7 +133,12 @@ class Reporter:
         pause does not show as a slump in chars/s and a jump in the time left."""
         progress, config = self.progress, self.config
         if measure or self.steps_per_second is None:
-            self.steps_per_second = (progress.step - self.bar_step) / max(now - self.bar_time, 1e-9)
+            # A moving average over about SPEED_SECONDS: one slow second (a thread trial, another
+            # program) would otherwise swing the step total and the time left of a --max-time run.
+            seconds = max(now - self.bar_time, 1e-9)
+            measured = (progress.step - self.bar_step) / seconds
+            weight = min(seconds / SPEED_SECONDS, 1.0) if self.steps_per_second is not None else 1.0
+            self.steps_per_second = (1 - weight) * (self.steps_per_second or 0.0) + weight * measured
         steps_per_second = self.steps_per_second
         self.bar_time, self.bar_step = now, progress.step
         if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
