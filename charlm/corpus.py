@@ -101,8 +101,9 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     return info.incrementaldecoder(errors="strict")
 
 
-def _decode(path: Path, encoding: str, progress, form: str = "none") -> Iterator[str]:
-    """One file's text in chunks cut where normalization `form` allows, with `\\r\\n` turned into `\\n`."""
+def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_option: bool = True) -> Iterator[str]:
+    """One file's text in chunks cut where normalization `form` allows, with `\\r\\n` turned into `\\n`.
+    `encoding_option`: whether the command has --encoding to suggest for a file that does not decode."""
     decoder = text_decoder(encoding)
     offset, carry, first = 0, "", True
     with _open(path) as f:
@@ -116,8 +117,11 @@ def _decode(path: Path, encoding: str, progress, form: str = "none") -> Iterator
                 hint = "--encoding latin-1" if encoding.lower().replace("-", "") == "utf8" else "another --encoding"
                 raise CharLMError(
                     f"{path}: not valid {encoding} at byte offset {at} (byte 0x{e.object[e.start]:02x}); "
-                    f"convert it to UTF-8 or pass {hint}"
+                    f"convert it to UTF-8{f' or pass {hint}' if encoding_option else ''}"
                 ) from None
+            except UnicodeError as e:  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
+                hint = " or pass another --encoding" if encoding_option else ""
+                raise CharLMError(f"{path}: cannot be read as {encoding} ({e}); convert it to UTF-8{hint}") from None
             offset += len(raw)
             if progress:
                 progress(len(raw))
@@ -179,7 +183,7 @@ def _composes_backward() -> frozenset[str]:
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:
     """One small file whole (a seed), exactly as written but for `\r\n`."""
-    text = "".join(_decode(Path(path), encoding, None))
+    text = "".join(_decode(Path(path), encoding, None, encoding_option=False))
     if not text.strip():
         raise CharLMError(f"{path}: file is empty; give a file with text in it")
     return text

@@ -7,7 +7,7 @@ import charlm
 from charlm import corpus as corpus_module
 from charlm import shakespeare
 from charlm.config import Config
-from charlm.corpus import iter_text, normalized, read_texts
+from charlm.corpus import iter_text, normalized, read_text, read_texts
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
@@ -74,6 +74,21 @@ def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_
         assert read_texts([str(path)], encoding="UTF-8") == read_texts([str(path)], encoding="utf 8")
     finally:
         codecs.unregister(answers_everything)
+
+
+def test_a_decoder_that_refuses_a_file_its_own_way_is_one_line(tmp_path):
+    """UTF-16's decoder raises a bare UnicodeError on a file without its byte order mark."""
+    path = tmp_path / "plain.txt"
+    path.write_text("hello world\n", encoding="utf-8")
+    with pytest.raises(CharLMError, match="cannot be read as utf-16 .*does not start with BOM.* --encoding"):
+        read_texts([str(path)], encoding="utf-16")
+
+
+def test_a_seed_file_that_does_not_decode_suggests_no_option_sample_lacks(tmp_path):
+    path = tmp_path / "seed.bin"
+    path.write_bytes(b"ab\xff\xfe")
+    with pytest.raises(CharLMError, match=r"not valid utf-8 at byte offset 2 \(byte 0xff\); convert it to UTF-8$"):
+        read_text(path)
 
 
 @pytest.mark.parametrize(
