@@ -795,6 +795,7 @@ def test_cli_errors_are_one_line(fox_run):
         result = cli("serve", str(fox_run), "--port", str(taken.getsockname()[1]))
     assert_one_line_error(result, "--port", "pick another --port")
     assert_one_line_error(cli("serve", str(fox_run), "--max-streams", "0"), "--max-streams")
+    assert_one_line_error(cli("serve", str(fox_run), "--port", "70000"), "--port must be at most 65535, not 70000")
     assert torch.get_num_threads() == threads  # a command that never started leaves the process as it was
 
 

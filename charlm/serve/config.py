@@ -29,6 +29,8 @@ class ServeConfig:
         for name, low in (("port", 0), ("max_streams", 1), ("max_tokens", 1), ("max_prompt", 1), ("threads", 1)):
             if getattr(self, name) < low:
                 raise CharLMError(f"--{option_name(name)} must be at least {low}, not {getattr(self, name)}")
+        if self.port > 65535:
+            raise CharLMError(f"--port must be at most 65535, not {self.port}")
         if not 0 <= self.chunk_ms <= 1000:
             raise CharLMError(f"--chunk-ms must be between 0 and 1000, not {self.chunk_ms}")
         if self.api_key is not None:
