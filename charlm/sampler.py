@@ -86,6 +86,11 @@ class Conversation:
         self.form = constrain(self.options, model.vocab)  # each turn writes the template anew
         self.transcript: list[str] = []
 
+    def check(self, text: str) -> None:
+        """A line the model cannot read (a character it never saw) is refused before it is shown or read."""
+        if text:
+            self.model.vocab.encode(text, what="the line")
+
     def turn(self, text: str) -> Iterator[str]:
         with inference(self.model):
             if self.batch is None:

@@ -254,6 +254,19 @@ def test_interactive_transcript_is_the_text_the_model_reads(trained):
     assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
 
 
+def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(trained, capsys):
+    model = checkpoint.load(trained)
+    shown = []
+    conversation = converse(
+        model,
+        SampleConfig(length=5, random_seed=0),
+        ["the\n", "zz\u20ac\n", "over\n"],
+        lambda t, screen=True: shown.append(t),
+    )
+    assert "the line: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
+    assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(conversation.transcript)
+
+
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
     terminal, child = pty.openpty()
     process = subprocess.Popen(

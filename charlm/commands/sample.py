@@ -112,6 +112,11 @@ def converse(
     conversation = sampler.Conversation(model, config)
     line_break = ""
     for line in lines:
+        try:
+            conversation.check(line)
+        except CharLMError as e:  # one bad line does not end the session and its state
+            click.echo(f"{e}; type it again without them", err=True)
+            continue
         emit(line, screen=echo)
         for piece in conversation.turn(line_break + line):
             emit(piece)
