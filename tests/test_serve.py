@@ -443,6 +443,14 @@ def test_the_default_max_tokens_is_within_the_servers_limit():
     assert protocol.completion_params({"prompt": "a"}, ServeConfig()).max_tokens == 16
 
 
+def test_a_number_beyond_a_float_is_named_as_such():
+    """JSON's 1e400 reads as infinity: the message said "must be a number, not a number"."""
+    from charlm.serve import protocol
+
+    with pytest.raises(protocol.APIError, match="temperature must be a number, not a number too large for a float"):
+        protocol.completion_params(json.loads('{"prompt": "a", "temperature": 1e400}'), ServeConfig())
+
+
 def test_chat_limits_given_twice_must_agree():
     """max_tokens is OpenAI's older name for max_completion_tokens: both given, they must agree (as the
     two repetition penalties must), not one silently win."""

@@ -229,6 +229,8 @@ def json_type(value: Any) -> str:
         list: "a list",
         dict: "an object",
     }
+    if isinstance(value, float) and not math.isfinite(value):  # 1e400 in JSON reads as infinity
+        return "a number too large for a float" if math.isinf(value) else "NaN"
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
