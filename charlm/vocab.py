@@ -79,6 +79,11 @@ class Vocab:
                 break
             kept.append(char)
             covered += count
+        if counts and not kept:  # every character one unknown symbol: nothing left to learn
+            raise CharLMError(
+                f"--min-count {min_count} and --coverage {coverage:g} keep {len(kept)} of the text's "
+                f"{len(counts):,} distinct characters; lower --min-count or raise --coverage"
+            )
         return cls(sorted(kept), unknown=len(kept) < len(counts), normalize=normalize)
 
     def extended(self, chars: list[str]) -> Vocab:
