@@ -268,6 +268,8 @@ def parse_duration(text: str | float | None, option: str = "--max-time") -> floa
         parts = list(_DURATION.finditer(spec))
         if not parts or "".join(p.group(0) for p in parts) != spec:
             raise CharLMError(f"{option}: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
+        if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
+            raise CharLMError(f"{option}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if seconds <= 0:
         raise CharLMError(f"{option} must be positive, not {text!r} (use 'none' for no limit)")

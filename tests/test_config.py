@@ -33,7 +33,7 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["ten", "10x", "-5m", "0s", "m"])
+@pytest.mark.parametrize("text", ["ten", "10x", "-5m", "0s", "m", "1h30", "2m30"])  # 1h30: seconds or minutes?
 def test_bad_durations(text):
     with pytest.raises(CharLMError, match="--max-time"):
         parse_duration(text)
