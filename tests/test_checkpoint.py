@@ -254,6 +254,16 @@ def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
     )
 
 
+def test_resuming_a_model_folder_says_to_start_a_new_run_from_it(trained, tmp_path):
+    folder = tmp_path / "model"
+    assert cli("export", str(trained), "--format", "safetensors", "--output", str(folder)).exit_code == 0
+    assert_one_line_error(
+        cli("train", "--resume", str(folder), "--max-steps", "60"),
+        f"{folder}: a model folder holds no training state",
+        f"--init-from {folder}",
+    )
+
+
 def test_checking_a_checkpoint_builds_no_model_and_imports_no_compiler(trained):
     """The weights are compared with a model skeleton on the meta device; torch computes meta
     initialisation through its compiler, whose import alone takes seconds."""
