@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import checkpoint, finetune, plan, runs, sampler, threads
+from . import checkpoint, finetune, hub, plan, runs, sampler, threads
 from .checkpoint import load
 from .config import Config, from_options
 from .device import resolve_device
@@ -75,6 +75,12 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     the world size may: the checkpoint holds every stream's state, re-sharded here."""
     path = runs.resolve(target, prefer=runs.LATEST)
     saved = checkpoint.read(path)
+    if saved.training is None:  # an exported model folder: the model, not its optimizer or data position
+        where = path.parent if path.name == hub.WEIGHTS else path
+        raise CharLMError(
+            f"{where}: a model folder holds no training state and cannot be resumed; "
+            f"start a new run from its weights with --init-from {where}"
+        )
     resumed = plan.resumed(saved, overrides, path.parent)
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:

@@ -21,11 +21,16 @@ This module is the one owner of the payload's schema (format 3), in three parts:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
+import re
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +40,8 @@ from . import hub
 from .config import Config
 from .device import resolve_device
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State
+from .model import CharLM, ModelConfig, State, skeleton
+from .optim import param_groups
 from .pieces import PieceVocab
 from .runs import resolve
 from .vocab import Vocab
@@ -116,13 +122,21 @@ def parse_payload(data: bytes, path: Path) -> dict:
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise CharLMError(
-            f"{path}: refused: the checkpoint holds more than tensors and plain values ({reason})"
-        ) from None
+        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; use the run's other checkpoint") from None
     if not isinstance(payload, dict):
         raise CharLMError(f"{path}: not a charlm checkpoint")
     return payload if version == VERSION else _upgrade_v2(payload)
+
+
+def _refusal(message: str) -> str:
+    """Why torch's weights-only unpickler refused a payload, without its paragraphs of advice on
+    loading untrusted files anyway."""
+    code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if code:
+        return f"the checkpoint holds code ({code.group(1)}), not only tensors and plain values"
+    after = message.partition("WeightsUnpickler error:")[2] or message
+    reason = next((line.strip() for line in after.splitlines() if line.strip()), "unreadable")
+    return f"the checkpoint holds more than tensors and plain values ({reason[:120]})"
 
 
 @dataclass
@@ -205,19 +219,58 @@ class Checkpoint:
 
     @classmethod
     def from_payload(cls, payload: dict) -> Checkpoint:
+        """The checkpoint a payload holds, checked (`check`): a CharLMError says what is wrong."""
         model, run, training = payload["model"], payload["run"], payload["training"]
-        return cls(
+        with part("run options"):
+            config = Config.from_dict(run["config"])
+        with part("progress"):
+            progress = Progress(**run["progress"])
+        with part("training state"):
+            training = None if training is None else TrainingState(**training)
+        with part("base"):
+            base = Base(**run["base"]) if run.get("base") else None
+        saved = cls(
             model_config=ModelConfig.from_dict(model["config"]),
             vocab=Vocab.from_dict(model["vocab"]),
             weights=model["weights"],
-            config=Config.from_dict(run["config"]),
+            config=config,
             corpus=run["corpus"],
-            progress=Progress(**run["progress"]),
+            progress=progress,
             device=run["device"],
             precision=run["precision"],
-            training=None if training is None else TrainingState(**training),
-            base=Base(**run["base"]) if run.get("base") else None,
+            training=training,
+            base=base,
         )
+        saved.check()
+        return saved
+
+    def check(self) -> None:
+        """What every reader relies on, so that a payload written wrong, or edited with its checksum
+        recomputed, fails here and not as a traceback deep in a command. Cheap: the architecture's
+        weights are built on the meta device (nothing allocated) to compare names and shapes with."""
+        model = skeleton(self.model_config, self.vocab)
+        expected = model.state_dict()
+        with part("weights"):
+            check_weights(self.weights, expected)
+        with part("corpus"):
+            if not isinstance(self.corpus, dict):
+                raise CharLMError("not a record")
+            check_fields(self.corpus, {"name": str, "sources": list, "digest": str})
+            if not all(isinstance(source, str) for source in self.corpus["sources"]):
+                raise CharLMError("sources are not paths")
+        with part("progress"):
+            check_fields(_fields(self.progress), typing.get_type_hints(Progress))
+            if self.progress.best_bpc is not None and self.progress.val_bpc is None:
+                raise CharLMError("best_bpc without val_bpc")
+        check_fields({"device": self.device, "precision": self.precision}, {"device": str, "precision": str})
+        if self.base is not None:
+            with part("base"):
+                check_fields(_fields(self.base), typing.get_type_hints(Base))
+                if not 1 <= self.base.vocab_size <= len(self.vocab):
+                    raise CharLMError(f"vocab_size {self.base.vocab_size} is not within the vocabulary's")
+        if self.training is not None:
+            with part("training state"):
+                check_training(self.training, model, self.config.batch_size)
 
     def summary(self) -> list[tuple[str, str]]:
         """What `charlm info` prints: (label, value) rows."""
@@ -245,7 +298,7 @@ def read(path: Path) -> Checkpoint:
         folder = Path(path).parent
         model_config, vocab, weights, run = hub.read(folder)
         payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
-        return parse(payload, folder / hub.CONFIG)
+        return parse(payload, folder)
     return parse(read_payload(path), path)
 
 
@@ -266,10 +319,112 @@ def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
 
 
 def parse(payload: dict, path: Path) -> Checkpoint:
+    """The checkpoint of a verified payload; what is wrong in it is one line naming the file (or the
+    model folder) and what to do instead."""
     try:
         return Checkpoint.from_payload(payload)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
+    except CharLMError as e:
+        why = str(e)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        why = _reason(e)
+    if Path(path).is_dir():
+        raise CharLMError(f"{path}: damaged model folder ({why}); export it again from its run") from None
+    raise CharLMError(f"{path}: checkpoint is damaged ({why}); use the run's other checkpoint") from None
+
+
+@contextlib.contextmanager
+def part(name: str) -> Iterator[None]:
+    """Errors in reading or checking part `name` of a payload, as a CharLMError naming it."""
+    try:
+        yield
+    except CharLMError as e:
+        raise CharLMError(f"{name}: {e}") from None
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise CharLMError(f"{name}: {_reason(e)}") from None
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return f"no {error.args[0]!r}" if error.args else "a field is missing"
+    message = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def check_fields(record: dict, types: dict) -> None:
+    """Each of `record`'s fields holds a value of its type in `types`: a type, or a union of them with
+    None (a dataclass's hints). An int serves as a float; a float must be finite; a bool is neither."""
+    for name, kind in types.items():
+        if name not in record:
+            raise CharLMError(f"no {name!r}")
+        value, kinds = record[name], typing.get_args(kind) or (kind,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            raise CharLMError(f"{name} is {value!r}, not {' or '.join(k.__name__ for k in kinds)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CharLMError(f"{name} is {value}")
+
+
+def check_weights(weights: dict, expected: dict) -> None:
+    """`weights` has every weight of `expected` (a model's state dict), of its shape and kind, and
+    nothing else; every value in them is finite (the sum of a sound model's weights is far from
+    overflowing a float32)."""
+    if not isinstance(weights, dict):
+        raise CharLMError("not a dict of tensors")
+    missing, unknown = [n for n in expected if n not in weights], [n for n in weights if n not in expected]
+    if missing or unknown:
+        raise CharLMError(", ".join([f"{n} missing" for n in missing[:3]] + [f"{n} unknown" for n in unknown[:3]]))
+    for name, like in expected.items():
+        tensor = weights[name]
+        if not isinstance(tensor, torch.Tensor) or tensor.is_floating_point() != like.is_floating_point():
+            raise CharLMError(f"{name} is not a tensor of {like.dtype}")
+        if tensor.shape != like.shape:
+            raise CharLMError(f"{name} has shape {list(tensor.shape)}, the architecture's is {list(like.shape)}")
+        # A NaN or infinity anywhere makes the sum one: a tenth of the time of isfinite().all().
+        if tensor.is_floating_point() and not torch.isfinite(tensor.sum(dtype=torch.float32)):
+            raise CharLMError(f"{name} holds NaN or infinite values")
+
+
+def check_training(training: TrainingState, model: CharLM, batch_size: int | None) -> None:
+    """What `train_state.restore` reads, shaped for `model` (on the meta device) and the run's streams."""
+    if training.raw_weights is not None:
+        with part("raw_weights"):
+            check_weights(training.raw_weights, model.state_dict())
+    check_fields(_fields(training), {"position": int, "epoch": int, "scaler": dict, "rng": torch.Tensor})
+    with part("optimizer"):
+        check_optimizer(training.optimizer, param_groups(model, Config()))
+    layers, hidden = model.config.layers, model.config.hidden
+    shape = [layers, batch_size or 0, hidden]
+    states = training.hidden if isinstance(training.hidden, tuple) else (training.hidden,)
+    if training.hidden is not None and (
+        len(states) != (2 if model.config.cell == "lstm" else 1)
+        or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
+    ):
+        raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
+
+
+def check_optimizer(saved: dict, groups: list[dict]) -> None:
+    """`saved` is an optimizer's state dict over `groups` (optim.param_groups): as many groups and
+    parameters (what torch's load_state_dict checks), each parameter's state of its shape (what
+    otherwise only the next step finds)."""
+    if not isinstance(saved, dict):
+        raise CharLMError("not a dict")
+    check_fields(saved, {"state": dict, "param_groups": list})
+    if not all(isinstance(group, dict) and isinstance(group.get("params"), list) for group in saved["param_groups"]):
+        raise CharLMError("param_groups are not groups of parameters")
+    sizes = [len(group["params"]) for group in saved["param_groups"]]
+    if sizes != [len(group["params"]) for group in groups]:
+        raise CharLMError(f"groups of {sizes} parameters, the model's are {[len(g['params']) for g in groups]}")
+    ids = [i for group in saved["param_groups"] for i in group["params"]]
+    params = dict(zip(ids, [p for group in groups for p in group["params"]]))
+    for key, state in saved["state"].items():
+        if key not in params or not isinstance(state, dict):
+            raise CharLMError(f"state of unknown parameter {key!r}")
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[key].shape:
+                raise CharLMError(
+                    f"{name} of parameter {key} has shape {list(value.shape)}, not {list(params[key].shape)}"
+                )
 
 
 def save(checkpoint: Checkpoint, paths: list[Path]) -> None:

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
+from .config import MAXIMA
 from .errors import CharLMError
 
 if TYPE_CHECKING:
@@ -93,7 +95,26 @@ class ModelConfig:
             ) from None
         if config.cell not in CORES:
             raise CharLMError(f"the model description is damaged: unknown cell {config.cell!r}")
+        config.check_sizes()
         return config
+
+    def check_sizes(self) -> None:
+        """Sizes a model can be built with, within `config.MAXIMA`: checked before a stored description
+        allocates anything (a hidden size of 10**12 would otherwise be an out-of-memory crash)."""
+        limits = {"layers": MAXIMA["layers"], "hidden": MAXIMA["hidden"], "vocab_size": 2**31 - 1}
+        for name, most in limits.items():
+            value = getattr(self, name)
+            if not _is_int(value) or not 1 <= value <= most:
+                raise CharLMError(f"the model description is damaged: {name} must be from 1 to {most}, not {value!r}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise CharLMError(f"the model description is damaged: dropout must be in [0, 1), not {self.dropout!r}")
+        cutoffs = self.head_cutoffs
+        if not all(map(_is_int, cutoffs)) or list(cutoffs) != sorted(set(cutoffs)) or not 0 < min(cutoffs, default=1):
+            raise CharLMError(f"the model description is damaged: head_cutoffs {list(cutoffs)} are not rising ranks")
+        if cutoffs and cutoffs[-1] >= self.vocab_size:
+            raise CharLMError(
+                f"the model description is damaged: head_cutoffs {list(cutoffs)} reach past vocab_size {self.vocab_size}"
+            )
 
 
 class CharLM(nn.Module):
@@ -258,6 +279,30 @@ class AdaptiveHead(nn.Module):
         ranked = self.rank[targets.reshape(-1)]
         with fp32(out):
             return -self.softmax(out.reshape(-1, out.size(-1)).float(), ranked).output.view_as(targets)
+
+
+def skeleton(config: ModelConfig, vocab: Vocabulary) -> CharLM:
+    """A model of `config` on the meta device: its weights' names, shapes and dtypes, nothing allocated
+    or computed, in milliseconds at any size (checkpoint.py checks stored weights against it)."""
+    with torch.device("meta"), _Unfilled():
+        return CharLM(config, vocab)
+
+
+class _Unfilled(TorchFunctionMode):
+    """Leaves the embedding's random values and the head's rank unfilled: on the meta device torch
+    computes these through its Python reference ops, whose first use imports its compiler (seconds)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is nn.init.normal_:
+            return kwargs["tensor"]
+        if func is torch.arange:
+            return torch.empty(len(range(*args)), dtype=torch.long)
+        return func(*args, **kwargs)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def fp32(tensor: torch.Tensor) -> contextlib.AbstractContextManager:

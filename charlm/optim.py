@@ -9,11 +9,17 @@ import torch
 from .config import Config
 
 
-def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW:
-    """Weight decay on matrices only; biases stay free. Fused AdamW where this torch has it."""
+def param_groups(model: torch.nn.Module, config: Config) -> list[dict]:
+    """Weight decay on matrices only; biases stay free. A checkpoint's optimizer state is checked
+    against these groups (checkpoint.py) without building an optimizer."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     free = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": free, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": config.weight_decay}, {"params": free, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW:
+    """AdamW over `param_groups`, fused where this torch has it."""
+    groups = param_groups(model, config)
     try:
         return torch.optim.AdamW(groups, lr=config.lr, fused=True)
     except (RuntimeError, TypeError):

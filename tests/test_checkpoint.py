@@ -2,6 +2,10 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +15,7 @@ from charlm import checkpoint, runs
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
 
-from .conftest import latest
+from .conftest import TINY, TINY_LOOP_ARGS, assert_one_line_error, cli, latest
 
 
 def test_round_trip_gives_the_same_logits(fox_file, tiny):
@@ -136,8 +140,12 @@ def test_a_malicious_pickle_is_refused_and_its_code_does_not_run(tmp_path):
     """A checkpoint with a valid header and checksum whose pickle would create a file on load."""
     path = tmp_path / "evil.pt"
     path.write_bytes(checkpoint.serialize({"config": {}, "x": _Payload()}))
-    with pytest.raises(CharLMError, match="refused"):
+    with pytest.raises(CharLMError) as refused:
         charlm.load(path)
+    assert str(refused.value) == (
+        f"{path}: refused: the checkpoint holds code (getattr), not only tensors and plain values; "
+        "use the run's other checkpoint"
+    )  # not torch's advice on loading it anyway
     assert not (tmp_path / "pwned").exists()
     body = path.read_bytes().split(b"\n", 2)[2]
     torch.load(io.BytesIO(body), weights_only=False)  # what a plain unpickling loader would do
@@ -149,3 +157,119 @@ def test_missing_checkpoint_is_refused():
         charlm.load("nowhere.pt")
     with pytest.raises(CharLMError, match="no runs under checkpoints"):
         charlm.load()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A tiny run's latest.pt, trained once for the tests that damage copies of it."""
+    folder = tmp_path_factory.mktemp("trained")
+    text = folder / "fox.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        charlm.train(text, out="run", **TINY)
+    finally:
+        os.chdir(here)
+    return folder / "checkpoints" / "run" / runs.LATEST
+
+
+def rewritten(path: Path, edit) -> Path:
+    """A copy of checkpoint `path` whose payload `edit` changed, under a valid header: damage the
+    checksum cannot see (a payload written wrong, or edited and its checksum recomputed)."""
+    payload = checkpoint.read_payload(path)
+    edit(payload)
+    copy = Path("edited.pt").resolve()
+    copy.write_bytes(checkpoint.serialize(payload))
+    return copy
+
+
+def set_first_weight(value):
+    def edit(payload):
+        weights = payload["model"]["weights"]
+        weights[next(iter(weights))] = value(weights[next(iter(weights))])
+
+    return edit
+
+
+def setting(part: str, record: str, **values):
+    def edit(payload):
+        payload[part][record].update(values)
+
+    return edit
+
+
+def replacing(part: str, record: str, value):
+    def edit(payload):
+        payload[part][record] = value
+
+    return edit
+
+
+DAMAGE = {
+    "wrong shape": (set_first_weight(lambda w: torch.zeros(1)), "weights: embed.weight has shape [1]"),
+    "missing weight": (lambda p: p["model"]["weights"].pop("embed.weight"), "weights: embed.weight missing"),
+    "NaN weight": (set_first_weight(lambda w: torch.full_like(w, float("nan"))), "embed.weight holds NaN"),
+    "step a string": (setting("run", "progress", step="x"), "progress: step is 'x', not int"),
+    "best without val": (setting("run", "progress", val_bpc=None, best_bpc=1.0), "best_bpc without val_bpc"),
+    "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),
+    "negative hidden": (setting("model", "config", hidden=-5), "hidden must be from 1 to 16384, not -5"),
+    "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be from 1 to 16384"),
+    "run options": (setting("run", "config", hidden=0), "run options: --hidden must be at least 1, not 0"),
+    "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
+    "vocabulary": (replacing("model", "vocab", {"chars": "ab"}), "the vocabulary is damaged"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(trained, fox_file, damage):
+    """Every command that reads a checkpoint names the file and what is wrong: no traceback, no
+    allocation of a 10**12-wide model, nothing written."""
+    edit, fragment = DAMAGE[damage]
+    path = str(rewritten(trained, edit))
+    commands = [
+        ["info", path],
+        ["eval", path, str(fox_file)],
+        ["train", "--resume", path, "--max-steps", "60"],
+        ["train", str(fox_file), "--init-from", path, *TINY_LOOP_ARGS],
+        ["export", path, "--format", "html", "--output", "page.html"],
+        ["export", path, "--format", "onnx", "--output", "model.onnx"],
+        ["export", path, "--format", "safetensors", "--output", "folder"],
+        ["inspect", path, "--held-out"],
+    ]
+    for command in commands:
+        assert_one_line_error(cli(*command), f"{path}: checkpoint is damaged", fragment, "use the run's other")
+    assert not any(Path(name).exists() for name in ("page.html", "model.onnx", "folder", "checkpoints"))
+
+
+def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
+    """An exported model folder goes through the same checks: weights that are not its config's."""
+    folder = tmp_path / "model"
+    assert cli("export", str(trained), "--format", "safetensors", "--output", str(folder)).exit_code == 0
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["model"]["hidden"] *= 2
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert_one_line_error(
+        cli("info", str(folder)), f"{folder}: damaged model folder", "embed.weight has shape", "export it again"
+    )
+
+
+def test_resuming_a_model_folder_says_to_start_a_new_run_from_it(trained, tmp_path):
+    folder = tmp_path / "model"
+    assert cli("export", str(trained), "--format", "safetensors", "--output", str(folder)).exit_code == 0
+    assert_one_line_error(
+        cli("train", "--resume", str(folder), "--max-steps", "60"),
+        f"{folder}: a model folder holds no training state",
+        f"--init-from {folder}",
+    )
+
+
+def test_checking_a_checkpoint_builds_no_model_and_imports_no_compiler(trained):
+    """The weights are compared with a model skeleton on the meta device; torch computes meta
+    initialisation through its compiler, whose import alone takes seconds."""
+    code = (
+        "import sys; from charlm import checkpoint; "
+        f"checkpoint.read({str(trained)!r}); assert 'torch._dynamo' not in sys.modules"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
