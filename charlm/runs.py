@@ -30,9 +30,14 @@ EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 
 
 def run_folder(out: str) -> Path:
-    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given."""
+    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given. One that names no
+    folder of its own ('', '.', '..', /, checkpoints/ itself) is refused: the run's files would land
+    among the other runs' folders or the user's own files."""
     path = Path(out)
-    return path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
+    run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
+    if path.name in ("", ".", "..") or run_dir.resolve() == CHECKPOINT_ROOT.resolve():
+        raise CharLMError(f"--out {out!r} names no run folder of its own; give a name, e.g. --out my-run")
+    return run_dir
 
 
 def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:

@@ -212,3 +212,13 @@ def test_a_checkpoint_names_its_run_by_folder_or_by_file():
     exported = Path("checkpoints/novel-20260101-120000") / runs.EXPORTS / "model" / "model.safetensors"
     assert runs.run_name_of(exported) == "novel-20260101-120000"  # not "model", which every export is called
     assert runs.run_name_of(Path("shared/novel-small/model.safetensors")) == "novel-small"
+
+
+@pytest.mark.parametrize("out", ["", ".", "..", "checkpoints/..", "./checkpoints/x/..", "/", "ROOT"])
+def test_an_out_that_names_no_folder_of_its_own_is_refused(fox_file, tmp_path, out):
+    """`--out ''` made checkpoints/ itself the run folder, its files among the other runs' folders."""
+    out = str(tmp_path / "checkpoints") if out == "ROOT" else out
+    result = cli("train", str(fox_file), "--out", out, "--layers", "1", "--hidden", "16", "--max-steps", "2", "--quiet")
+    assert_one_line_error(result, f"--out {out!r} names no run folder of its own")
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+    assert not list(tmp_path.glob("*.pt"))
