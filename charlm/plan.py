@@ -212,7 +212,8 @@ def resumed(saved: Checkpoint, overrides: dict, run_dir: Path) -> RunPlan:
             f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its "
             f"{' and '.join(limits)}; give a larger limit to go on (limits count the whole run)"
         )
-    reasons = (runs.read_run_info(run_dir) or {}).get("reasons", {})
+    reasons = (runs.read_run_info(run_dir) or {}).get("reasons")
+    reasons = reasons if isinstance(reasons, dict) else {}  # a damaged run.json loses the reasons, not the run
     reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in PLANNED}}
     return RunPlan(config, run_dir, reasons, None, saved.base)
 

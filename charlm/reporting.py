@@ -10,6 +10,7 @@ are dropped on read. `charlm plot` and `charlm runs` read it.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -50,21 +51,31 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of a run in step order, with the rows a resume superseded left out."""
+    """The rows of a run in step order, with the rows a resume superseded left out. A damaged file
+    (a line cut short by a kill, or edited by hand) does not stop a reader: a line that is not an
+    object with a numeric step is skipped, and a field that is neither a finite number nor null is left out."""
     path = Path(run_dir) / METRICS
     rows: list[dict] = []
     if not path.is_file():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
         except ValueError:
-            continue  # a line cut short by a kill
-        if "resume" in row:
+            continue
+        if not isinstance(row, dict):
+            continue
+        row = {key: value for key, value in row.items() if value is None or is_number(value)}
+        if row.get("resume") is not None:
             rows = [r for r in rows if r["step"] <= row["resume"]]
-        elif isinstance(row, dict) and "step" in row:
+        elif row.get("step") is not None:
             rows.append(row)
     return rows
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float as JSON gives them (not a bool, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class SilentReporter:

@@ -70,7 +70,8 @@ def run_name_of(checkpoint: Path) -> str:
 
 def corpus_of_run(run_dir: Path) -> str | None:
     """The corpus a run folder's run trained on: its run.json's, else its default name's."""
-    return (read_run_info(run_dir) or {}).get("corpus") or corpus_of(Path(run_dir).name)
+    corpus = (read_run_info(run_dir) or {}).get("corpus")
+    return corpus if isinstance(corpus, str) and corpus else corpus_of(Path(run_dir).name)
 
 
 def claim_run_folder(corpus_name: str) -> tuple[float, int]:
@@ -213,7 +214,10 @@ def write_run_info(run_dir: Path, info: dict) -> None:
 
 
 def read_run_info(run_dir: Path) -> dict | None:
+    """run.json, or None when it is missing or not a JSON object; its fields may still be anything
+    (a hand edit), so a reader checks the type of each it uses."""
     try:
-        return json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
+        info = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return info if isinstance(info, dict) else None
