@@ -75,7 +75,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     the world size may: the checkpoint holds every stream's state, re-sharded here."""
     path = runs.resolve(target, prefer=runs.LATEST)
     saved = checkpoint.read(path)
-    resumed = plan.resumed(saved, overrides, path.parent)
+    resumed = plan.resumed(saved, overrides, path)
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")

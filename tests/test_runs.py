@@ -222,3 +222,22 @@ def test_an_out_that_names_no_folder_of_its_own_is_refused(fox_file, tmp_path, o
     assert_one_line_error(result, f"--out {out!r} names no run folder of its own")
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_resuming_from_a_checkpoint_behind_latest_is_refused(fox_file, tiny, tmp_path):
+    """A run stopped by --patience keeps best.pt behind latest.pt; `--resume RUN/best.pt` replaced
+    latest.pt with its own continuation, and the steps past best.pt were lost without a word."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    folder = tmp_path / "checkpoints/run"
+    early = (folder / runs.LATEST).read_bytes()
+    charlm.train(resume="run", max_steps=20)
+    (folder / runs.BEST).write_bytes(early)  # best at step 10, latest at 20
+    kept = (folder / runs.LATEST).read_bytes()
+    result = cli("train", "--resume", str(folder / runs.BEST), "--max-steps", "30")
+    assert_one_line_error(
+        result, "run/best.pt is at step 10, behind its run's latest.pt at step 20", "--resume", "--init-from"
+    )
+    assert (folder / runs.LATEST).read_bytes() == kept
+    (folder / runs.LATEST).write_bytes(kept[:-10])  # a damaged latest.pt: best.pt is the way back
+    assert cli("train", "--resume", str(folder / runs.BEST), "--max-steps", "15").exit_code == 0
+    assert latest("run").progress.step == 15
