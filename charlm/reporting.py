@@ -25,6 +25,7 @@ from .scoring import LOG2E
 
 if TYPE_CHECKING:
     from .checkpoint import Progress
+    from .runs import RunLock
 
 METRICS = "metrics.jsonl"
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
@@ -33,15 +34,18 @@ SPEED_SECONDS = 10.0  # the progress bar's speed (and a --max-time run's step to
 
 class MetricsLog:
     """Best effort: a metrics line that cannot be written (disk full) is a warning, not the end of the
-    run; checkpoints decide that."""
+    run; checkpoints decide that. But a run whose folder was removed (`lock` lost) stops: its rows
+    would recreate the folder, or land in another run's that took its place."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, lock: RunLock | None = None):
         self.path = Path(run_dir) / METRICS
+        self.lock = lock
         self.warned = False
 
     def append(self, row: dict) -> None:
+        if self.lock:
+            self.lock.check(row.get("step", row.get("resume", 0)))
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         except OSError as e:
@@ -102,11 +106,12 @@ class Reporter:
         chars_per_token: float,
         device: torch.device,
         max_seconds: float | None,
+        lock: RunLock | None = None,
     ):
         self.config, self.progress, self.max_seconds = config, progress, max_seconds
         # Shown per character whatever the tokenizer: a sentencepiece token spells several.
         self.chars_per_token = chars_per_token
-        self.log = MetricsLog(run_dir)
+        self.log = MetricsLog(run_dir, lock)
         if progress.step:
             self.log.append({"resume": progress.step})
         self.tensorboard = None
