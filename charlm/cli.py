@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, runs, tokens
+from . import catalog, checkpoint, outputs, runs, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -149,6 +149,9 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     in one PNG."""
     from .plot import plot_runs
 
+    if Path(output).suffix.lower() != ".png" or Path(output).is_dir():
+        raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
+    outputs.output_file(output)
     folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names or [None]]
     click.echo(f"wrote {plot_runs(folders, output)}")
 
@@ -240,6 +243,7 @@ def inspect_command(
     file = None if held_out else paths[-1]
     if target is None and file is not None and not Path(file).exists() and runs.names_a_run(file):
         raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
+    outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
     Path(output).write_text(page.render(inspection, title), encoding="utf-8")
