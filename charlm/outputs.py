@@ -51,5 +51,7 @@ def output_folder(output: str | Path, option: str = "--output") -> Path:
     """`output` as a folder a command may write files into; a run's folder is refused."""
     path = Path(output)
     if is_run_folder(path):
-        raise CharLMError(f"{option} {output}: is a run folder; give a folder of its own, e.g. {path / 'model'}")
+        raise CharLMError(
+            f"{option} {output}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
+        )
     return path
