@@ -81,7 +81,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
             f"{where}: a model folder holds no training state and cannot be resumed; "
             f"start a new run from its weights with --init-from {where}"
         )
-    resumed = plan.resumed(saved, overrides, path.parent)
+    resumed = plan.resumed(saved, overrides, path)
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")

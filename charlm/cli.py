@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, runs, tokens
+from . import catalog, checkpoint, outputs, runs, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -20,7 +20,7 @@ from .corpus import read_texts
 from .errors import CharLMError
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
-from .reporting import read_metrics
+from .reporting import is_number, read_metrics
 from .scoring import bits_per_char, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
@@ -149,6 +149,9 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     in one PNG."""
     from .plot import plot_runs
 
+    if Path(output).suffix.lower() != ".png" or Path(output).is_dir():
+        raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
+    outputs.output_file(output)
     folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names or [None]]
     click.echo(f"wrote {plot_runs(folders, output)}")
 
@@ -161,20 +164,37 @@ def list_runs(root: str) -> None:
     if not folders:
         raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")
     rows = [["run", "corpus", "model", "steps", "best bpc", "last update"]]
-    for folder in folders:
-        info = runs.read_run_info(folder) or {}
-        config = info.get("config", {})
-        metrics = read_metrics(folder)
-        best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
-        model = f"{config.get('layers', '?')}x{config.get('hidden', '?')} {config.get('cell', '')}".strip()
-        if "parameters" in info:
-            model += f" {info['parameters'] / 1e6:.1f}M"
-        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
-        steps = f"{metrics[-1]['step'] if metrics else 0:,}"
-        rows.append(
-            [folder.name, info.get("corpus", "?"), model, steps, "-" if best is None else f"{best:.4f}", updated]
-        )
+    rows += [run_row(folder) for folder in folders]
     click.echo(table(rows, right=(3, 4)))
+
+
+def run_row(folder: Path) -> list[str]:
+    """One run's line of `charlm runs`. run.json and metrics.jsonl may be damaged or edited by hand:
+    what cannot be read shows as `?`, and the other runs are listed all the same."""
+    info = runs.read_run_info(folder) or {}
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+
+    def shown(value: object, kind: type | tuple[type, ...], default: str = "?") -> str:
+        return str(value) if isinstance(value, kind) and not isinstance(value, bool) else default
+
+    layers, hidden = (shown(config.get(name), int) for name in ("layers", "hidden"))
+    model = f"{layers}x{hidden} {shown(config.get('cell'), str, '')}".strip()
+    if is_number(info.get("parameters")):
+        model += f" {info['parameters'] / 1e6:.1f}M"
+    metrics = read_metrics(folder)
+    best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
+    try:
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
+    except OSError:  # removed since it was listed
+        updated = "?"
+    return [
+        folder.name,
+        shown(info.get("corpus"), str),
+        model,
+        f"{int(metrics[-1]['step']) if metrics else 0:,}",
+        "-" if best is None else f"{best:.4f}",
+        updated,
+    ]
 
 
 @main.command()
@@ -223,6 +243,7 @@ def inspect_command(
     file = None if held_out else paths[-1]
     if target is None and file is not None and not Path(file).exists() and runs.names_a_run(file):
         raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
+    outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
     Path(output).write_text(page.render(inspection, title), encoding="utf-8")

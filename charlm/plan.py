@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import runs, sizing
+from . import checkpoint, runs, sizing
 from .checkpoint import Base, Checkpoint
 from .config import Config
 from .device import resolve_device
@@ -196,9 +196,11 @@ def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
     return runs.run_name(corpus_name, *runs.claim_run_folder(corpus_name)), "the corpus's name and the start time"
 
 
-def resumed(saved: Checkpoint, overrides: dict, run_dir: Path) -> RunPlan:
-    """A resumed run's plan: the checkpoint's, with the options a resume may change (`config.RESUMABLE`)
-    overridden; nothing is fitted again. The reasons are the run's, from its run.json."""
+def resumed(saved: Checkpoint, overrides: dict, path: Path) -> RunPlan:
+    """A resumed run's plan: the checkpoint at `path`, with the options a resume may change
+    (`config.RESUMABLE`) overridden; nothing is fitted again. The reasons are the run's, from its run.json."""
+    run_dir = path.parent
+    check_not_behind(saved, path)
     config = Config.from_dict({**saved.config.to_dict(), **overrides})
     changed = saved.config.model_differences(config)
     if changed:
@@ -212,9 +214,29 @@ def resumed(saved: Checkpoint, overrides: dict, run_dir: Path) -> RunPlan:
             f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its "
             f"{' and '.join(limits)}; give a larger limit to go on (limits count the whole run)"
         )
-    reasons = (runs.read_run_info(run_dir) or {}).get("reasons", {})
+    reasons = (runs.read_run_info(run_dir) or {}).get("reasons")
+    reasons = reasons if isinstance(reasons, dict) else {}  # a damaged run.json loses the reasons, not the run
     reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in PLANNED}}
     return RunPlan(config, run_dir, reasons, None, saved.base)
+
+
+def check_not_behind(saved: Checkpoint, path: Path) -> None:
+    """Refuse to resume from a checkpoint (best.pt, a copy) behind its folder's latest.pt: the resumed
+    run writes latest.pt, and the steps it held past this checkpoint would be lost without a word. A
+    latest.pt that cannot be read holds nothing to lose: resuming from the other file is the way back."""
+    latest = path.parent / runs.LATEST
+    if path.name == runs.LATEST or not latest.is_file() or latest.samefile(path):
+        return
+    try:
+        ahead = checkpoint.read(latest).progress.step
+    except CharLMError:
+        return
+    if ahead > saved.progress.step:
+        raise CharLMError(
+            f"{path} is at step {saved.progress.step:,}, behind its run's {runs.LATEST} at step {ahead:,}, "
+            f"which resuming from it would overwrite: resume the run with --resume {path.parent}, or start a "
+            f"new run from these weights with --init-from {path}"
+        )
 
 
 def with_absolute_eval_also(config: Config) -> Config:

@@ -27,6 +27,11 @@ def installed_cjk_fonts() -> list[str]:
     return [name for name in CJK_FONTS if name in present]
 
 
+def points(rows: list[dict], x_key: str, scale: float, y_key: str) -> list[tuple[float, float]]:
+    """(x, y) of the rows that have both (a row of a damaged metrics.jsonl may lack either)."""
+    return [(r[x_key] * scale, r[y_key]) for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
+
+
 def plot_runs(run_dirs: list[Path], output: Path) -> Path:
     try:
         import matplotlib
@@ -47,9 +52,9 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
         (("training time (minutes)", "elapsed", 1 / 60), ("characters seen (millions)", "chars", 1e-6)), axes
     ):
         for (name, rows), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
-            train = [(r[x_key] * scale, r["train_bpc"]) for r in rows if r.get("train_bpc") is not None]
-            val = [(r[x_key] * scale, r["val_bpc"]) for r in rows if r.get("val_bpc") is not None]
-            also = [(r[x_key] * scale, r["eval_also_bpc"]) for r in rows if r.get("eval_also_bpc") is not None]
+            train, val, also = (
+                points(rows, x_key, scale, y_key) for y_key in ("train_bpc", "val_bpc", "eval_also_bpc")
+            )
             if train:
                 ax.plot(*zip(*train), color=color, alpha=0.35, linewidth=1, label=f"{name} train")
             if val:

@@ -10,6 +10,7 @@ are dropped on read. `charlm plot` and `charlm runs` read it.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from .scoring import LOG2E
 
 if TYPE_CHECKING:
     from .checkpoint import Progress
+    from .runs import RunLock
 
 METRICS = "metrics.jsonl"
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
@@ -32,15 +34,18 @@ SPEED_SECONDS = 10.0  # the progress bar's speed (and a --max-time run's step to
 
 class MetricsLog:
     """Best effort: a metrics line that cannot be written (disk full) is a warning, not the end of the
-    run; checkpoints decide that."""
+    run; checkpoints decide that. But a run whose folder was removed (`lock` lost) stops: its rows
+    would recreate the folder, or land in another run's that took its place."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, lock: RunLock | None = None):
         self.path = Path(run_dir) / METRICS
+        self.lock = lock
         self.warned = False
 
     def append(self, row: dict) -> None:
+        if self.lock:
+            self.lock.check(row.get("step", row.get("resume", 0)))
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         except OSError as e:
@@ -50,21 +55,31 @@ class MetricsLog:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of a run in step order, with the rows a resume superseded left out."""
+    """The rows of a run in step order, with the rows a resume superseded left out. A damaged file
+    (a line cut short by a kill, or edited by hand) does not stop a reader: a line that is not an
+    object with a numeric step is skipped, and a field that is neither a finite number nor null is left out."""
     path = Path(run_dir) / METRICS
     rows: list[dict] = []
     if not path.is_file():
         return rows
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
         except ValueError:
-            continue  # a line cut short by a kill
-        if "resume" in row:
+            continue
+        if not isinstance(row, dict):
+            continue
+        row = {key: value for key, value in row.items() if value is None or is_number(value)}
+        if row.get("resume") is not None:
             rows = [r for r in rows if r["step"] <= row["resume"]]
-        elif isinstance(row, dict) and "step" in row:
+        elif row.get("step") is not None:
             rows.append(row)
     return rows
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float as JSON gives them (not a bool, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class SilentReporter:
@@ -91,11 +106,12 @@ class Reporter:
         chars_per_token: float,
         device: torch.device,
         max_seconds: float | None,
+        lock: RunLock | None = None,
     ):
         self.config, self.progress, self.max_seconds = config, progress, max_seconds
         # Shown per character whatever the tokenizer: a sentencepiece token spells several.
         self.chars_per_token = chars_per_token
-        self.log = MetricsLog(run_dir)
+        self.log = MetricsLog(run_dir, lock)
         if progress.step:
             self.log.append({"resume": progress.step})
         self.tensorboard = None

@@ -30,9 +30,14 @@ EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 
 
 def run_folder(out: str) -> Path:
-    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given."""
+    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given. One that names no
+    folder of its own ('', '.', '..', /, checkpoints/ itself) is refused: the run's files would land
+    among the other runs' folders or the user's own files."""
     path = Path(out)
-    return path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
+    run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
+    if path.name in ("", ".", "..") or run_dir.resolve() == CHECKPOINT_ROOT.resolve():
+        raise CharLMError(f"--out {out!r} names no run folder of its own; give a name, e.g. --out my-run")
+    return run_dir
 
 
 def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
@@ -65,7 +70,8 @@ def run_name_of(checkpoint: Path) -> str:
 
 def corpus_of_run(run_dir: Path) -> str | None:
     """The corpus a run folder's run trained on: its run.json's, else its default name's."""
-    return (read_run_info(run_dir) or {}).get("corpus") or corpus_of(Path(run_dir).name)
+    corpus = (read_run_info(run_dir) or {}).get("corpus")
+    return corpus if isinstance(corpus, str) and corpus else corpus_of(Path(run_dir).name)
 
 
 def claim_run_folder(corpus_name: str) -> tuple[float, int]:
@@ -88,12 +94,17 @@ class RunLock:
     drops it when its owner dies (killed, crashed, machine rebooted), so a dead run's folder is taken
     over. `.lock.pid` names the owner for the message the others get (filelock may truncate `.lock`).
     On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
-    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken."""
+    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken.
+
+    A lock on a file that was deleted (the run folder removed mid-run) guards nothing: another process
+    may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
+    then leaves the files alone, as they may be the new owner's."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / ".lock"
         self.pid_path = Path(run_dir) / ".lock.pid"
         self.lock = filelock.FileLock(self.path, timeout=0)
+        self.identity: tuple[int, int] | None = None  # (device, inode) of the .lock we hold
 
     def __enter__(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +116,7 @@ class RunLock:
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
+        self.identity = self.file_identity()
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
             scratch.write_text(f"{os.getpid()}\n")
@@ -113,9 +125,33 @@ class RunLock:
             scratch.unlink(missing_ok=True)
 
     def __exit__(self, *exc) -> None:
-        self.pid_path.unlink(missing_ok=True)
-        self.path.unlink(missing_ok=True)
+        if self.lost() is None:  # else the files there, if any, are another process's
+            self.pid_path.unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
         self.lock.release()
+        self.identity = None
+
+    def file_identity(self) -> tuple[int, int] | None:
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def lost(self) -> str | None:
+        """Why the lock no longer guards the run folder (it or `.lock` was removed or replaced), or None."""
+        if self.identity is None:
+            return None  # not taken
+        if not self.path.parent.is_dir():
+            return f"the run folder {self.path.parent} was removed"
+        if self.file_identity() != self.identity:
+            return f"{self.path} was removed or replaced, so another process may train in {self.path.parent}"
+        return None
+
+    def check(self, step: int) -> None:
+        """Refuse to write anything more once the lock is `lost`."""
+        if reason := self.lost():
+            raise CharLMError(stopped_message(reason, step))
 
     def owner(self) -> int | None:
         """The PID the last owner wrote, if any (it may be gone)."""
@@ -123,6 +159,14 @@ class RunLock:
             return int(self.pid_path.read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
+
+
+def stopped_message(reason: str, step: int) -> str:
+    """What a run that lost its folder says as it stops (`RunLock.lost` gives the reason)."""
+    return (
+        f"{reason} while training; training stopped at step {step:,} without writing anything more "
+        "(start a new run, or train into another --out)"
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -208,7 +252,10 @@ def write_run_info(run_dir: Path, info: dict) -> None:
 
 
 def read_run_info(run_dir: Path) -> dict | None:
+    """run.json, or None when it is missing or not a JSON object; its fields may still be anything
+    (a hand edit), so a reader checks the type of each it uses."""
     try:
-        return json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
+        info = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return info if isinstance(info, dict) else None

@@ -88,6 +88,7 @@ class Trainer:
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and chars at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
+        self.lock: runs.RunLock | None = None  # rank 0's lock on the run folder, while it trains
 
     @property
     def progress(self) -> Progress:
@@ -125,10 +126,11 @@ class Trainer:
 
         with contextlib.ExitStack() as stack:
             if self.ranks.leader:
-                stack.enter_context(runs.RunLock(self.run_dir))
+                self.lock = runs.RunLock(self.run_dir)
+                stack.enter_context(self.lock)
                 runs.write_run_info(self.run_dir, self.run_info())
                 reporter = Reporter(
-                    self.run_dir, config, progress, self.corpus.chars_per_token, self.device, max_seconds
+                    self.run_dir, config, progress, self.corpus.chars_per_token, self.device, max_seconds, self.lock
                 )
                 self.reporter = stack.enter_context(contextlib.closing(reporter))
             stop = stack.enter_context(StopFlag().installed())
@@ -277,13 +279,16 @@ class Trainer:
         if self.state.nonfinite.item():
             raise CharLMError(self.diverged_message())
         checkpoint, error = self.checkpoint(), None
-        if self.ranks.leader:
+        lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
+        if self.ranks.leader and not lost:
             names = [runs.LATEST, runs.BEST] if improved else [runs.LATEST]
             try:
                 save(checkpoint, [self.run_dir / name for name in names])
             except CharLMError as e:
                 error = str(e)
-        (failed,) = self.ranks.from_leader([float(error is not None)], self.device)
+        failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
+        if gone:
+            raise CharLMError(runs.stopped_message(lost or "rank 0's run folder was removed", self.progress.step))
         if failed:
             error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":

@@ -328,3 +328,68 @@ def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):
     monkeypatch.setattr(cli_module, "run_server", interrupted)
     result = cli("serve")
     assert result.exit_code == 130 and "checkpoint" not in result.output
+
+
+OUTPUT_COMMANDS = {
+    "export html": ["export", "fox", "--format", "html", "--output"],
+    "export onnx": ["export", "fox", "--format", "onnx", "--output"],
+    "sample": ["sample", "--checkpoint", "fox", "--length", "5", "--output"],
+    "inspect": ["inspect", "fox", "fox.txt", "--quiet", "--output"],
+    "plot": ["plot", "fox", "--output"],
+}
+
+
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS)
+@pytest.mark.parametrize("target", ["checkpoints/fox/best.pt", "copy.png", "checkpoints/fox/run.json"])
+def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, command, target):
+    """`charlm export RUN --format html --output checkpoints/RUN/best.pt` replaced the run's weights
+    with a page and said `wrote`; every command's --output could."""
+    (tmp_path / "copy.png").write_bytes((tmp_path / "checkpoints/fox/best.pt").read_bytes())  # a checkpoint by any name
+    kept = (tmp_path / target).read_bytes()
+    what = "is a record of the run" if target.endswith(".json") else "is a charlm checkpoint"
+    if command == "plot" and not target.endswith(".png"):
+        what = "charlm plot writes a PNG"
+    assert_one_line_error(cli(*OUTPUT_COMMANDS[command], target), f"--output {target}: {what}")
+    assert (tmp_path / target).read_bytes() == kept
+
+
+def test_a_safetensors_export_into_a_run_folder_is_refused(trained, tmp_path):
+    before = sorted(p.name for p in (tmp_path / "checkpoints/fox").iterdir())
+    result = cli("export", "fox", "--format", "safetensors", "--output", "checkpoints/fox")
+    assert_one_line_error(result, "--output checkpoints/fox: is a run folder")
+    assert sorted(p.name for p in (tmp_path / "checkpoints/fox").iterdir()) == before
+
+
+@pytest.mark.parametrize("output", ["curves.txt", "curves", "a_folder", "a_folder.png"])
+def test_plot_writes_only_a_png_file(trained, tmp_path, output):
+    """`--output c.txt` was matplotlib's ValueError; `--output adir` said `wrote adir` and wrote adir.png."""
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_folder.png").mkdir()
+    assert_one_line_error(cli("plot", "fox", "--output", output), f"--output {output}: charlm plot writes a PNG")
+    assert not list(tmp_path.glob("*.png")) or (tmp_path / "a_folder.png").is_dir()
+    assert not list(tmp_path.glob("curves*")) and not list(tmp_path.glob("a_folder*.png/*"))
+
+
+@pytest.mark.parametrize("length", ["3000", "20000"])  # the limit met at the file's close, and mid-stream
+def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained, length):
+    """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`."""
+    import resource
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    command = [
+        sys.executable,
+        "-m",
+        "charlm",
+        "sample",
+        "--checkpoint",
+        "fox",
+        "--length",
+        length,
+        "--output",
+        "so.txt",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == ["Error: --output so.txt: cannot write (File too large)"]

@@ -3,9 +3,12 @@
 import struct
 import warnings
 
+import pytest
+
 import charlm
 from charlm import tables
 from charlm.plot import HEIGHT, WIDTH
+from charlm.reporting import read_metrics
 
 from .conftest import block_import, cli, missing
 
@@ -66,3 +69,38 @@ def test_plot_draws_the_eval_also_text_of_a_run_that_has_one(fox_file, tiny, mon
     )
     assert cli("plot", "run", "--output", "curves.png").exit_code == 0
     assert labels.count("run --eval-also") == 2  # against time and against characters
+
+
+DAMAGE = {
+    "metrics.jsonl": [
+        "NaN",
+        '{"step": "x", "val_bpc": "y"}',
+        "[1, 2]",
+        '{"step": 25, "elapsed": "soon", "chars": null}',
+    ],
+    "run.json": ["[1, 2]", '{"config": 5}', '{"parameters": "many"}', '{"corpus": 7, "config": {"layers": "x"}}'],
+}
+
+
+@pytest.mark.parametrize(("name", "damage"), [(name, line) for name, lines in DAMAGE.items() for line in lines])
+def test_a_damaged_metrics_or_run_file_is_read_around(fox_file, tiny, name, damage):
+    """A line `NaN` in metrics.jsonl, or run.json `[1,2]`, crashed `runs`, `plot` and `train --resume`
+    with a TypeError; one damaged run took the whole `runs` table down."""
+    charlm.train(fox_file, out="good", **tiny)
+    charlm.train(fox_file, out="bad", **tiny)
+    path = fox_file.parent / "checkpoints/bad" / name
+    if name == "run.json":
+        path.write_text(damage)
+    else:
+        with open(path, "a") as f:
+            f.write(damage + "\n")
+    listing = cli("runs")
+    assert listing.exit_code == 0, listing.output
+    bad, good = listing.output.splitlines()[1:]
+    assert good.split()[:5] == ["good", "fox", "1x32", "lstm", "0.0M"] and " 20 " in good
+    assert bad.split()[0] == "bad" and (" 20 " in bad or " 25 " in bad)  # 25: a row with a numeric step
+    result = cli("plot", "bad", "good", "--output", "both.png")
+    assert result.exit_code == 0 and result.output == "wrote both.png\n", result.output
+    resumed = cli("train", "--resume", "bad", "--max-steps", "30", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert [row["step"] for row in read_metrics(path.parent)] == [10, 20, 30]

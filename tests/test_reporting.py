@@ -62,3 +62,11 @@ def test_one_slow_second_does_not_swing_a_timed_runs_step_total(tmp_path):
     reporter.redraw(now + 21)
     assert steady == 10_000 and reporter.bar.total > 0.85 * steady
     reporter.close()
+
+
+def test_rows_and_fields_that_are_not_numbers_are_left_out(tmp_path):
+    """A hand-edited metrics.jsonl: a reader gets dicts with a numeric step and numeric (or null) fields only."""
+    lines = ["NaN", "[1, 2]", '"text"', '{"step": "x", "val_bpc": "y"}', '{"step": true}', '{"resume": "x"}']
+    lines += ['{"step": 10, "val_bpc": NaN, "train_bpc": null, "elapsed": "soon", "lr": 0.1}', '{"step": Infinity}']
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert read_metrics(tmp_path) == [{"step": 10, "train_bpc": None, "lr": 0.1}]

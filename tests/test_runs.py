@@ -212,3 +212,32 @@ def test_a_checkpoint_names_its_run_by_folder_or_by_file():
     exported = Path("checkpoints/novel-20260101-120000") / runs.EXPORTS / "model" / "model.safetensors"
     assert runs.run_name_of(exported) == "novel-20260101-120000"  # not "model", which every export is called
     assert runs.run_name_of(Path("shared/novel-small/model.safetensors")) == "novel-small"
+
+
+@pytest.mark.parametrize("out", ["", ".", "..", "checkpoints/..", "./checkpoints/x/..", "/", "ROOT"])
+def test_an_out_that_names_no_folder_of_its_own_is_refused(fox_file, tmp_path, out):
+    """`--out ''` made checkpoints/ itself the run folder, its files among the other runs' folders."""
+    out = str(tmp_path / "checkpoints") if out == "ROOT" else out
+    result = cli("train", str(fox_file), "--out", out, "--layers", "1", "--hidden", "16", "--max-steps", "2", "--quiet")
+    assert_one_line_error(result, f"--out {out!r} names no run folder of its own")
+    assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_resuming_from_a_checkpoint_behind_latest_is_refused(fox_file, tiny, tmp_path):
+    """A run stopped by --patience keeps best.pt behind latest.pt; `--resume RUN/best.pt` replaced
+    latest.pt with its own continuation, and the steps past best.pt were lost without a word."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    folder = tmp_path / "checkpoints/run"
+    early = (folder / runs.LATEST).read_bytes()
+    charlm.train(resume="run", max_steps=20)
+    (folder / runs.BEST).write_bytes(early)  # best at step 10, latest at 20
+    kept = (folder / runs.LATEST).read_bytes()
+    result = cli("train", "--resume", str(folder / runs.BEST), "--max-steps", "30")
+    assert_one_line_error(
+        result, "run/best.pt is at step 10, behind its run's latest.pt at step 20", "--resume", "--init-from"
+    )
+    assert (folder / runs.LATEST).read_bytes() == kept
+    (folder / runs.LATEST).write_bytes(kept[:-10])  # a damaged latest.pt: best.pt is the way back
+    assert cli("train", "--resume", str(folder / runs.BEST), "--max-steps", "15").exit_code == 0
+    assert latest("run").progress.step == 15

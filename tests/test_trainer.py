@@ -410,3 +410,51 @@ def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny,
     scripted = itertools.chain([4.0, 3.0], itertools.repeat(3.5))
     charlm.train(fox_file, out="patient", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 0})
     assert latest("patient").progress.step == 100
+
+
+@pytest.mark.parametrize("removed", ["checkpoints/run", "checkpoints/run/.lock"])
+def test_a_run_whose_folder_is_removed_stops_and_writes_nothing(fox_file, tiny, tmp_path, monkeypatch, removed):
+    """`rm -rf` of a training run's folder went unnoticed: the run recreated it (without run.json or
+    its lock) and ended 'saved in' it."""
+    real_step = train_state.train_step
+
+    def step_and_remove(state, share):
+        loss = real_step(state, share)
+        if state.progress.step == 12:  # after the checkpoint at step 10
+            subprocess.run(["rm", "-rf", str(tmp_path / removed)], check=True)
+        return loss
+
+    monkeypatch.setattr(train_state, "train_step", step_and_remove)
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    assert "Traceback" not in result.output and result.exit_code == 1
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith(f"Error: {'the run folder checkpoints/run was removed' if removed.endswith('run') else ''}")
+    assert "was removed" in error and "training stopped at step 20 without writing anything more" in error
+    if removed.endswith("run"):
+        assert not (tmp_path / "checkpoints/run").exists()
+    else:
+        assert latest("run").progress.step == 10 and not (tmp_path / "checkpoints/run/.lock").exists()
+
+
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
+def test_a_run_whose_folder_is_removed_leaves_the_lock_of_the_process_that_took_it_over(fox_file, tmp_path):
+    """Run A's folder is removed and another process takes a new lock there while A trains: A stops at
+    its next row or checkpoint with one line, leaving that lock, its PID file and the folder alone."""
+    folder = tmp_path / "checkpoints/run"
+    first = start_training(str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000", "--eval-every", "50")
+    try:
+        wait_for(folder / "metrics.jsonl")  # the row after the first checkpoint: A trains on to the next
+        subprocess.run(["rm", "-rf", str(folder)], check=True)
+        with runs.RunLock(folder):
+            (folder / "metrics.jsonl").write_text("theirs\n")
+            _, errors = first.communicate(timeout=60)
+            assert first.returncode == 1 and "Traceback" not in errors
+            error = errors.strip().splitlines()[-1]
+            assert error.startswith(("Error: checkpoints/run/.lock was removed or replaced", "Error: the run folder"))
+            assert "training stopped at step" in error
+            assert (folder / ".lock.pid").read_text().split()[0] == str(os.getpid()) and (folder / ".lock").exists()
+            assert sorted(p.name for p in folder.iterdir()) == [".lock", ".lock.pid", "metrics.jsonl"]
+            assert (folder / "metrics.jsonl").read_text() == "theirs\n"
+    finally:
+        first.kill()
+        first.communicate()

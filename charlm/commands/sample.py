@@ -10,16 +10,19 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
-from .. import checkpoint, sampler
+from .. import checkpoint, outputs, sampler
 from ..config import SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..errors import CharLMError
 from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
 from .options import device_option, options_of
+
+T = TypeVar("T")
 
 
 @click.command()
@@ -73,7 +76,7 @@ def sample(
             warnings.simplefilter("ignore", UnknownCharacterWarning)
             model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
     with contextlib.ExitStack() as stack:
-        copy = stack.enter_context(open(output, "w", encoding="utf-8")) if output else None
+        copy = stack.enter_context(contextlib.closing(OutputCopy(output))) if output else None
 
         def emit(text: str, screen: bool = True) -> None:
             if screen:
@@ -101,6 +104,27 @@ def sample(
             else:
                 for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
                     emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
+
+
+class OutputCopy:
+    """--output's file. It is never a checkpoint (outputs.py); a write that fails on the way (a full
+    disk, a file size limit) is one line naming the option and the file, not `file: File too large`."""
+
+    def __init__(self, path: str):
+        self.path = outputs.output_file(path)
+        self.file = self.attempt(lambda: open(self.path, "w", encoding="utf-8"))  # noqa: SIM115 -- close() closes it
+
+    def write(self, text: str) -> None:
+        self.attempt(lambda: self.file.write(text))
+
+    def close(self) -> None:
+        self.attempt(self.file.close)
+
+    def attempt(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except OSError as e:
+            raise CharLMError(f"--output {self.path}: cannot write ({e.strerror or e})") from None
 
 
 def converse(

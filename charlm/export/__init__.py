@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from .. import checkpoint, runs
+from .. import checkpoint, outputs, runs
 from ..errors import CharLMError
 
 FORMATS = ("html", "onnx", "safetensors")
@@ -38,6 +38,7 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
     saved = checkpoint.read(path)
     run_dir = path.parent
     out = Path(output) if output else run_dir / runs.EXPORTS / DEFAULT_OUTPUT[format]
+    out = outputs.output_folder(out) if format == "safetensors" else outputs.output_file(out)
     if format == "safetensors":
         from .safetensors import export as write
     elif format == "onnx":

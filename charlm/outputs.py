@@ -1,0 +1,57 @@
+"""Where a command may write its --output: never over a charlm checkpoint or a run's own records, never
+into a run folder. A mistyped `--output checkpoints/RUN/best.pt` replaced the run's weights with an
+HTML page and said `wrote` (export, sample, inspect and plot all write where they are told)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import runs
+from .checkpoint import MAGIC
+from .errors import CharLMError
+
+# What a run folder holds of its own (runs.py): a file of these names in one is the run's.
+RUN_RECORDS = (
+    runs.LATEST,
+    runs.BEST,
+    runs.RUN_INFO,
+    runs.SAMPLES,
+    "metrics.jsonl",
+    "exports.jsonl",
+    ".lock",
+    ".lock.pid",
+)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """Whether `path` is a charlm checkpoint file (it starts with the checkpoint's first line)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(MAGIC)) == MAGIC
+    except OSError:  # absent, a folder, unreadable: nothing of a checkpoint to lose
+        return False
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether `path` is a run's folder: it holds a checkpoint or a run.json."""
+    return any((Path(path) / name).is_file() for name in (runs.LATEST, runs.BEST, runs.RUN_INFO))
+
+
+def output_file(output: str | Path, option: str = "--output") -> Path:
+    """`output` as a file a command may replace; a checkpoint, or a run's own record, is refused."""
+    path = Path(output)
+    if is_checkpoint(path):
+        raise CharLMError(f"{option} {output}: is a charlm checkpoint, which this would overwrite; give another file")
+    if path.name in RUN_RECORDS and is_run_folder(path.parent):
+        raise CharLMError(f"{option} {output}: is a record of the run in {path.parent}; give another file")
+    return path
+
+
+def output_folder(output: str | Path, option: str = "--output") -> Path:
+    """`output` as a folder a command may write files into; a run's folder is refused."""
+    path = Path(output)
+    if is_run_folder(path):
+        raise CharLMError(
+            f"{option} {output}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
+        )
+    return path
