@@ -1,5 +1,7 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
+from pathlib import Path
+
 import pytest
 
 import charlm
@@ -22,3 +24,62 @@ def test_train_load_generate(fox_file, tiny):
 def test_unknown_option_is_named(fox_file):
     with pytest.raises(CharLMError, match="unknown option\\(s\\) hiden"):
         charlm.train(fox_file, hiden=64)
+
+
+def assert_named(call, *fragments: str) -> None:
+    """`call()` raises a one-line CharLMError holding every fragment (not a raw Python exception)."""
+    with pytest.raises(CharLMError) as raised:
+        call()
+    message = str(raised.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+WRONG_SAMPLE_TYPES = [
+    ("length", "5", "--length must be an integer, not '5'"),
+    ("temperature", "hot", "--temperature must be a number or a list of numbers, not 'hot'"),
+    ("temperature", [0.5, "x"], "--temperature must be a number or a list of numbers"),
+    ("top_k", "3", "--top-k must be an integer or None, not '3'"),
+    ("top_p", "0.9", "--top-p must be a number or None, not '0.9'"),
+    ("random_seed", "1", "--random-seed must be an integer or None, not '1'"),
+    ("random_seed", 1.5, "--random-seed must be an integer or None, not 1.5"),
+    ("num_samples", "2", "--num-samples must be an integer, not '2'"),
+    ("num_samples", True, "--num-samples must be an integer, not True"),
+    ("repetition_penalty", "2", "--repetition-penalty must be a number, not '2'"),
+    ("greedy", "yes", "--greedy must be True or False, not 'yes'"),
+    ("stop", 5, "--stop must be a string or None, not 5"),
+    ("template", 5, "--template must be a string or None, not 5"),
+]
+
+
+@pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
+@pytest.mark.parametrize("name, value, message", WRONG_SAMPLE_TYPES)
+def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value, message):
+    """A stream refuses them at the call, before its first piece is asked for."""
+    assert_named(lambda: entry(model, "a", **{name: value}), message)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("hidden", "32", "--hidden must be an integer or None, not '32'"),
+        ("hidden", 32.5, "--hidden must be an integer or None, not 32.5"),
+        ("hidden", True, "--hidden must be an integer or None, not True"),
+        ("lr", "0.1", "--lr must be a number, not '0.1'"),
+        ("val_fraction", "0.1", "--val-fraction must be a number, not '0.1'"),
+        ("max_time", [1], "--max-time must be a string, a number or None, not [1]"),
+        ("encoding", None, "--encoding must be a string, not None"),
+        ("quiet", "no", "--quiet must be True or False, not 'no'"),
+        ("checkpoint_every", 5.0, "--checkpoint-every must be a string or an integer, not 5.0"),
+    ],
+)
+def test_training_options_of_the_wrong_type_are_named(fox_file, tiny, name, value, message):
+    """Refused before any corpus is read or run folder made (hidden=True and quiet='no' used to train)."""
+    assert_named(lambda: charlm.train(fox_file, **{**tiny, name: value}), message)
+    assert not Path("checkpoints").exists()
+
+
+def test_a_number_of_seconds_is_a_time_limit():
+    """Config.max_time's annotation says what parse_duration always took from Python: seconds."""
+    assert charlm.Config(max_time=90).max_seconds() == 90.0
