@@ -51,6 +51,8 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 MAX_THREADS = 1024
+MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
+MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 
 # What a value of each annotated type is called in a message (`check_types`).
 KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
@@ -357,12 +359,17 @@ class SampleConfig:
         check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"--length must be 0 or more, not {self.length}")
+        if self.length > MAX_LENGTH:
+            raise CharLMError(f"--length must be at most {MAX_LENGTH:,}, not {self.length:,}")
         if self.top_k is not None and self.top_k < 1:
             raise CharLMError(f"--top-k must be at least 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise CharLMError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if not 0 < self.repetition_penalty < float("inf"):
-            raise CharLMError(f"--repetition-penalty must be a positive number, not {self.repetition_penalty}")
+        if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise CharLMError(
+                f"--repetition-penalty must be a positive number of at most {MAX_REPETITION_PENALTY:g}, "
+                f"not {self.repetition_penalty}"
+            )
         if self.repetition_window < 1:
             raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
         if self.stop is not None and self.stop == "":

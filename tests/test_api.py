@@ -61,6 +61,19 @@ def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value,
 
 
 @pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"repetition_penalty": 1e39}, "--repetition-penalty must be a positive number of at most 100, not 1e+39"),
+        ({"length": 99999999999999999999}, "--length must be at most 10,000,000"),
+    ],
+)
+def test_sampling_values_past_their_maximum_are_named(options, message):
+    """1e39 overflowed float32 in decoding (a RuntimeError); a length of 1e20 ran until killed. The
+    server's cap on the penalty is the same one."""
+    assert_named(lambda: charlm.SampleConfig(**options), message)
+
+
+@pytest.mark.parametrize(
     "name, value, message",
     [
         ("hidden", "32", "--hidden must be an integer or None, not '32'"),
