@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 import charlm
 from charlm import CharLM
@@ -13,6 +14,7 @@ def test_train_load_generate(fox_file, tiny):
     model = charlm.train([fox_file], out="api", **tiny)
     assert isinstance(model, CharLM) and model.config.hidden == tiny["hidden"]
     loaded = charlm.load("checkpoints/api")
+    assert charlm.load(Path("checkpoints/api"), device=torch.device("cpu")).config == loaded.config
     text = charlm.generate(loaded, "the", length=200, temperature=0.8, random_seed=0)
     assert isinstance(text, str) and text.startswith("the") and len(text) == 203
     greedy = charlm.generate(loaded, "the", length=50, greedy=True)
@@ -60,6 +62,21 @@ def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value,
     assert_named(lambda: entry(model, "a", **{name: value}), message)
 
 
+@pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
+@pytest.mark.parametrize(
+    "model_value, seed, message",
+    [
+        (None, "a", "the model must be a charlm.CharLM, not None"),
+        ("base", "a", "the model must be a charlm.CharLM, not 'base'; load it first: charlm.load('base')"),
+        ("model", 5, "the seed must be a string, not 5"),
+        ("model", b"a", "the seed must be a string, not b'a'"),
+    ],
+)
+def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value, seed, message):
+    given = model if model_value == "model" else model_value
+    assert_named(lambda: entry(given, seed), f"charlm.{entry.__name__}: {message}")
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -71,6 +88,18 @@ def test_sampling_values_past_their_maximum_are_named(options, message):
     """1e39 overflowed float32 in decoding (a RuntimeError); a length of 1e20 ran until killed. The
     server's cap on the penalty is the same one."""
     assert_named(lambda: charlm.SampleConfig(**options), message)
+
+
+@pytest.mark.parametrize(
+    "target, device, message",
+    [
+        (123, "cpu", "charlm.load: the checkpoint must be a run folder, run name, corpus name or .pt file"),
+        (b"base", "cpu", "not b'base'"),
+        ("base", 5, "charlm.load: device must be auto, cpu, cuda, cuda:N or mps, not 5"),
+    ],
+)
+def test_load_arguments_of_the_wrong_type_are_named(target, device, message):
+    assert_named(lambda: charlm.load(target, device=device), message)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +119,21 @@ def test_sampling_values_past_their_maximum_are_named(options, message):
 def test_training_options_of_the_wrong_type_are_named(fox_file, tiny, name, value, message):
     """Refused before any corpus is read or run folder made (hidden=True and quiet='no' used to train)."""
     assert_named(lambda: charlm.train(fox_file, **{**tiny, name: value}), message)
+    assert not Path("checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"paths": 5}, "paths must be a file or folder path (str or Path), a list of them or None, not 5"),
+        ({"paths": ["a.txt", 5]}, "charlm.train: paths must be a file or folder path"),
+        ({"out": 5}, "charlm.train: out must be a folder path (str or Path) or None, not 5"),
+        ({"init_from": 5}, "charlm.train: init_from must be a run folder, run name or .pt file path"),
+        ({"resume": 5}, "charlm.train: resume must be True, False or a run folder"),
+    ],
+)
+def test_train_arguments_of_the_wrong_type_are_named(arguments, message):
+    assert_named(lambda: charlm.train(**{"paths": "corpus.txt", **arguments}), message)
     assert not Path("checkpoints").exists()
 
 
