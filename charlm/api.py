@@ -13,12 +13,14 @@ run's plan from its checkpoint, and build the trainer from the plan.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
+from typing import NoReturn
+
+import torch
 
 from . import checkpoint, finetune, hub, plan, runs, sampler, threads
-from .checkpoint import load
-from .config import Config, from_options
-from .device import resolve_device
+from .config import SHOWN, Config, from_options
+from .device import DEVICE_FORMS, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .model import CharLM
@@ -107,7 +109,8 @@ def train(
     recent run, `resume="checkpoints/run"` that run; then only limits may be given. `init_from=RUN`
     starts a new run from RUN's weights (fine-tuning: see finetune.py).
     """
-    sources = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths or []]
+    check_train_arguments(paths, out, resume, init_from)
+    sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
     if resume is not False and init_from is not None:
         raise CharLMError(finetune.WITH_RESUME)
     if init_from is not None:
@@ -124,9 +127,53 @@ def generate(model: CharLM, seed: str = "", **options) -> str:
     """The seed and `length` new characters. Options: those of `charlm.SampleConfig` (length,
     temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, precision; form,
     template and acrostic write into a poem form or template, ending at its end)."""
+    check_model_and_seed("generate", model, seed)
     return sampler.generate(model, seed, **options)[0]
 
 
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text in pieces as it is made."""
+    check_model_and_seed("stream", model, seed)
     return sampler.stream(model, seed, **options)
+
+
+def load(target: str | Path | None = None, device: str | torch.device = "cpu") -> CharLM:
+    """The model of a checkpoint file or run folder (its best checkpoint; None: the latest run's), ready to
+    generate on `device` (see checkpoint.load)."""
+    if not (target is None or is_path(target)):
+        refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
+    if not isinstance(device, (str, torch.device)):
+        refuse("load", f"device must be {DEVICE_FORMS}", device)
+    return checkpoint.load(target, str(device))
+
+
+# The Python API's own arguments, checked where a caller gives them: the CLI passes strings only, so
+# without these a number or a bytes path met deep inside as a TypeError. Options are `Config`'s and
+# `SampleConfig`'s, which check their own types (config.check_types).
+
+
+def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:
+    raise CharLMError(f"charlm.{function}: {requirement}, not {SHOWN.repr(value)}{hint}")
+
+
+def is_path(value: object) -> bool:
+    return isinstance(value, (str, PurePath))
+
+
+def check_model_and_seed(function: str, model: object, seed: object) -> None:
+    if not isinstance(model, CharLM):
+        hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
+        refuse(function, "the model must be a charlm.CharLM", model, hint)
+    if not isinstance(seed, str):
+        refuse(function, "the seed must be a string", seed)
+
+
+def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:
+    if not (paths is None or is_path(paths) or isinstance(paths, (list, tuple)) and all(map(is_path, paths))):
+        refuse("train", "paths must be a file or folder path (str or Path), a list of them or None", paths)
+    if not (out is None or is_path(out)):
+        refuse("train", "out must be a folder path (str or Path) or None", out)
+    if not (init_from is None or is_path(init_from)):
+        refuse("train", "init_from must be a run folder, run name or .pt file path (str or Path) or None", init_from)
+    if not (isinstance(resume, bool) or is_path(resume)):
+        refuse("train", "resume must be True, False or a run folder (str or Path)", resume)

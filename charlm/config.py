@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import reprlib
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -48,6 +51,15 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 MAX_THREADS = 1024
+MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
+MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
+
+# What a value of each annotated type is called in a message (`check_types`).
+KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
+
+# A wrong value as a message shows it: its repr, a long one shortened (a whole text given as a number).
+SHOWN = reprlib.Repr()
+SHOWN.maxstring = SHOWN.maxother = 80
 
 
 def _opt(default, help: str, **extra):
@@ -100,7 +112,7 @@ class Config:
     )
     # limits: the run stops at whichever comes first; the schedule decays over that budget
     max_steps: int | None = _opt(None, "stop after this many optimizer steps (a resumed run's included)")
-    max_time: str | None = _opt(
+    max_time: str | float | None = _opt(
         "10m",
         "stop after this much training time, e.g. 90s, 10m, 1h, counting a resumed run's earlier sessions "
         "(none: no time limit; then give --max-steps)",
@@ -144,6 +156,7 @@ class Config:
 
     def validate(self) -> None:
         """Reject impossible values with a message naming the option."""
+        check_types(self)
         check_choices(self)
         text_decoder(self.encoding)  # an unknown --encoding fails here, before any file is read
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
@@ -222,6 +235,35 @@ class Config:
             for f in dataclasses.fields(self)
             if f.name not in RESUMABLE and getattr(self, f.name) != getattr(other, f.name)
         ]
+
+
+def check_types(config: object) -> None:
+    """Every field of a config dataclass holds a value of its annotated type, so that a Python caller's
+    hidden="32" or quiet="no" is named here rather than met later as a TypeError (or taken as True).
+    The CLI's values are typed by click already. An int is a float; a bool is not an int; a list or
+    tuple of numbers is a `tuple[float, ...]`."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint, value = hints[f.name], getattr(config, f.name)
+        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if not any(_is_of(value, kind) for kind in kinds):
+            names = [_kind_name(kind) for kind in kinds]
+            named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+            raise CharLMError(f"--{option_name(f.name)} must be {named}, not {SHOWN.repr(value)}")
+
+
+def _is_of(value: object, kind: type) -> bool:
+    if typing.get_origin(kind) is tuple:  # tuple[float, ...]: a list or tuple of them
+        return isinstance(value, (list, tuple)) and all(_is_of(item, typing.get_args(kind)[0]) for item in value)
+    if kind in (int, float):  # True is an int to Python, but never a size or a rate
+        return isinstance(value, (int, kind)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _kind_name(kind: type) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {KIND_NAMES[typing.get_args(kind)[0]].removeprefix('a ')}s"
+    return KIND_NAMES[kind]
 
 
 def check_choices(config: object) -> None:
@@ -309,6 +351,7 @@ class SampleConfig:
     )
 
     def __post_init__(self) -> None:
+        check_types(self)
         if isinstance(self.temperature, (list, tuple)):
             shown = ",".join(str(t) for t in self.temperature)
             self.temperature = tuple(float(t) for t in self.temperature)
@@ -318,12 +361,17 @@ class SampleConfig:
         check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"--length must be 0 or more, not {self.length}")
+        if self.length > MAX_LENGTH:
+            raise CharLMError(f"--length must be at most {MAX_LENGTH:,}, not {self.length:,}")
         if self.top_k is not None and self.top_k < 1:
             raise CharLMError(f"--top-k must be at least 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise CharLMError(f"--top-p must be in (0, 1], not {self.top_p}")
-        if not 0 < self.repetition_penalty < float("inf"):
-            raise CharLMError(f"--repetition-penalty must be a positive number, not {self.repetition_penalty}")
+        if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
+            raise CharLMError(
+                f"--repetition-penalty must be a positive number of at most {MAX_REPETITION_PENALTY:g}, "
+                f"not {self.repetition_penalty}"
+            )
         if self.repetition_window < 1:
             raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
         if self.stop is not None and self.stop == "":

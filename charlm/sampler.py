@@ -70,10 +70,10 @@ def generate(model: CharLM, seed: str = "", **options) -> list[str]:
 
 
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
-    """The first sample's text in pieces as it is made: the seed, then a character at a time."""
-    for pieces in stream_samples(model, seed, sample_config(options)):
-        if pieces[0]:
-            yield pieces[0]
+    """The first sample's text in pieces as it is made: the seed, then a character at a time. The
+    options are checked at the call, not when the first piece is asked for."""
+    config = sample_config(options)
+    return (pieces[0] for pieces in stream_samples(model, seed, config) if pieces[0])
 
 
 class Conversation:

@@ -1,6 +1,9 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
+from pathlib import Path
+
 import pytest
+import torch
 
 import charlm
 from charlm import CharLM
@@ -11,6 +14,7 @@ def test_train_load_generate(fox_file, tiny):
     model = charlm.train([fox_file], out="api", **tiny)
     assert isinstance(model, CharLM) and model.config.hidden == tiny["hidden"]
     loaded = charlm.load("checkpoints/api")
+    assert charlm.load(Path("checkpoints/api"), device=torch.device("cpu")).config == loaded.config
     text = charlm.generate(loaded, "the", length=200, temperature=0.8, random_seed=0)
     assert isinstance(text, str) and text.startswith("the") and len(text) == 203
     greedy = charlm.generate(loaded, "the", length=50, greedy=True)
@@ -22,3 +26,117 @@ def test_train_load_generate(fox_file, tiny):
 def test_unknown_option_is_named(fox_file):
     with pytest.raises(CharLMError, match="unknown option\\(s\\) hiden"):
         charlm.train(fox_file, hiden=64)
+
+
+def assert_named(call, *fragments: str) -> None:
+    """`call()` raises a one-line CharLMError holding every fragment (not a raw Python exception)."""
+    with pytest.raises(CharLMError) as raised:
+        call()
+    message = str(raised.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+WRONG_SAMPLE_TYPES = [
+    ("length", "5", "--length must be an integer, not '5'"),
+    ("temperature", "hot", "--temperature must be a number or a list of numbers, not 'hot'"),
+    ("temperature", [0.5, "x"], "--temperature must be a number or a list of numbers"),
+    ("top_k", "3", "--top-k must be an integer or None, not '3'"),
+    ("top_p", "0.9", "--top-p must be a number or None, not '0.9'"),
+    ("random_seed", "1", "--random-seed must be an integer or None, not '1'"),
+    ("random_seed", 1.5, "--random-seed must be an integer or None, not 1.5"),
+    ("num_samples", "2", "--num-samples must be an integer, not '2'"),
+    ("num_samples", True, "--num-samples must be an integer, not True"),
+    ("repetition_penalty", "2", "--repetition-penalty must be a number, not '2'"),
+    ("greedy", "yes", "--greedy must be True or False, not 'yes'"),
+    ("stop", 5, "--stop must be a string or None, not 5"),
+    ("template", 5, "--template must be a string or None, not 5"),
+]
+
+
+@pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
+@pytest.mark.parametrize("name, value, message", WRONG_SAMPLE_TYPES)
+def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value, message):
+    """A stream refuses them at the call, before its first piece is asked for."""
+    assert_named(lambda: entry(model, "a", **{name: value}), message)
+
+
+@pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
+@pytest.mark.parametrize(
+    "model_value, seed, message",
+    [
+        (None, "a", "the model must be a charlm.CharLM, not None"),
+        ("base", "a", "the model must be a charlm.CharLM, not 'base'; load it first: charlm.load('base')"),
+        ("model", 5, "the seed must be a string, not 5"),
+        ("model", b"a", "the seed must be a string, not b'a'"),
+    ],
+)
+def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value, seed, message):
+    given = model if model_value == "model" else model_value
+    assert_named(lambda: entry(given, seed), f"charlm.{entry.__name__}: {message}")
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"repetition_penalty": 1e39}, "--repetition-penalty must be a positive number of at most 100, not 1e+39"),
+        ({"length": 99999999999999999999}, "--length must be at most 10,000,000"),
+    ],
+)
+def test_sampling_values_past_their_maximum_are_named(options, message):
+    """1e39 overflowed float32 in decoding (a RuntimeError); a length of 1e20 ran until killed. The
+    server's cap on the penalty is the same one."""
+    assert_named(lambda: charlm.SampleConfig(**options), message)
+
+
+@pytest.mark.parametrize(
+    "target, device, message",
+    [
+        (123, "cpu", "charlm.load: the checkpoint must be a run folder, run name, corpus name or .pt file"),
+        (b"base", "cpu", "not b'base'"),
+        ("base", 5, "charlm.load: device must be auto, cpu, cuda, cuda:N or mps, not 5"),
+    ],
+)
+def test_load_arguments_of_the_wrong_type_are_named(target, device, message):
+    assert_named(lambda: charlm.load(target, device=device), message)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("hidden", "32", "--hidden must be an integer or None, not '32'"),
+        ("hidden", 32.5, "--hidden must be an integer or None, not 32.5"),
+        ("hidden", True, "--hidden must be an integer or None, not True"),
+        ("lr", "0.1", "--lr must be a number, not '0.1'"),
+        ("val_fraction", "0.1", "--val-fraction must be a number, not '0.1'"),
+        ("max_time", [1], "--max-time must be a string, a number or None, not [1]"),
+        ("encoding", None, "--encoding must be a string, not None"),
+        ("quiet", "no", "--quiet must be True or False, not 'no'"),
+        ("checkpoint_every", 5.0, "--checkpoint-every must be a string or an integer, not 5.0"),
+    ],
+)
+def test_training_options_of_the_wrong_type_are_named(fox_file, tiny, name, value, message):
+    """Refused before any corpus is read or run folder made (hidden=True and quiet='no' used to train)."""
+    assert_named(lambda: charlm.train(fox_file, **{**tiny, name: value}), message)
+    assert not Path("checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"paths": 5}, "paths must be a file or folder path (str or Path), a list of them or None, not 5"),
+        ({"paths": ["a.txt", 5]}, "charlm.train: paths must be a file or folder path"),
+        ({"out": 5}, "charlm.train: out must be a folder path (str or Path) or None, not 5"),
+        ({"init_from": 5}, "charlm.train: init_from must be a run folder, run name or .pt file path"),
+        ({"resume": 5}, "charlm.train: resume must be True, False or a run folder"),
+    ],
+)
+def test_train_arguments_of_the_wrong_type_are_named(arguments, message):
+    assert_named(lambda: charlm.train(**{"paths": "corpus.txt", **arguments}), message)
+    assert not Path("checkpoints").exists()
+
+
+def test_a_number_of_seconds_is_a_time_limit():
+    """Config.max_time's annotation says what parse_duration always took from Python: seconds."""
+    assert charlm.Config(max_time=90).max_seconds() == 90.0

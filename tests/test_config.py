@@ -10,6 +10,7 @@ from charlm.commands.train import train as train_command
 from charlm.config import parse_duration
 from charlm.errors import CharLMError
 from charlm.sampler import generate
+from charlm.serve.config import ServeConfig
 
 
 def test_cli_and_api_share_one_set_of_defaults():
@@ -75,3 +76,13 @@ def test_every_choice_field_refuses_a_value_outside_its_choices(field):
         Config(**{field: "nonsense"})
     with pytest.raises(CharLMError, match=r"--precision must be one of fp32, bf16, not 'fp16'"):
         SampleConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("config_class", [Config, SampleConfig, ServeConfig])
+def test_every_option_of_the_wrong_type_is_named(config_class):
+    """A Python caller's value of the wrong type is one line naming the option, whatever the field
+    (each field's annotation has a name for what it must be); the defaults all pass."""
+    config_class()
+    for field in dataclasses.fields(config_class):
+        with pytest.raises(CharLMError, match=f"^--{field.name.replace('_', '-')} must be .*, not <object object"):
+            config_class(**{field.name: object()})

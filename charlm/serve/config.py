@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import option_name
+from ..config import check_types, option_name
 from ..errors import CharLMError
 
 
@@ -26,6 +26,7 @@ class ServeConfig:
     threads: int = _opt(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
 
     def __post_init__(self) -> None:
+        check_types(self)
         for name, low in (("port", 0), ("max_streams", 1), ("max_tokens", 1), ("max_prompt", 1), ("threads", 1)):
             if getattr(self, name) < low:
                 raise CharLMError(f"--{option_name(name)} must be at least {low}, not {getattr(self, name)}")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import forms
-from ..config import SampleConfig
+from ..config import MAX_REPETITION_PENALTY, SampleConfig
 from ..errors import CharLMError
 from .config import ServeConfig
 
@@ -258,7 +258,8 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         )  # fmt: skip
     top_k = integer(body, "top_k", None, -1, 2**31 - 1)
     penalties = {
-        name: number(body, name, None, 0.0, 100.0, open_low=True) for name in ("repetition_penalty", "repeat_penalty")
+        name: number(body, name, None, 0.0, MAX_REPETITION_PENALTY, open_low=True)
+        for name in ("repetition_penalty", "repeat_penalty")
     }
     given = [v for v in penalties.values() if v is not None]
     if len(given) == 2 and given[0] != given[1]:
