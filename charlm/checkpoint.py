@@ -197,8 +197,15 @@ class Checkpoint:
     base: Base | None = None  # the run this one was fine-tuned from (--init-from)
 
     def model(self) -> CharLM:
-        """The model, on the CPU, in eval mode."""
+        """The model, on the CPU, in eval mode. A checkpoint of an experiment's own model, with weights
+        charlm's lacks (api.ModelBuilder: bench/parts.py), is read by the code that built it."""
         model = CharLM(self.model_config, self.vocab)
+        extra = sorted(set(self.weights) - set(model.state_dict()))
+        if extra:
+            raise CharLMError(
+                f"this checkpoint holds weights charlm's model has not ({', '.join(extra[:3])}): an experiment's "
+                "model of its own (api.ModelBuilder); load it with the code that trained it"
+            )
         model.load_state_dict(self.weights)
         return model.eval()
 
@@ -268,7 +275,8 @@ class Checkpoint:
                 check_fields(_fields(self.base), typing.get_type_hints(Base))
                 if not 1 <= self.base.vocab_size <= len(self.vocab):
                     raise CharLMError(f"vocab_size {self.base.vocab_size} is not within the vocabulary's")
-        if self.training is not None:
+        experiment = not set(self.weights) <= set(expected)  # an api.ModelBuilder's model: its code's to check
+        if self.training is not None and not experiment:
             with part("training state"):
                 check_training(self.training, model, self.config.batch_size)
 
@@ -366,14 +374,14 @@ def check_fields(record: dict, types: dict) -> None:
 
 
 def check_weights(weights: dict, expected: dict) -> None:
-    """`weights` has every weight of `expected` (a model's state dict), of its shape and kind, and
-    nothing else; every value in them is finite (the sum of a sound model's weights is far from
-    overflowing a float32)."""
+    """`weights` has every weight of `expected` (a model's state dict), of its shape and kind (more may
+    follow: an experiment's model of its own); every value in them is finite (the sum of a sound
+    model's weights is far from overflowing a float32)."""
     if not isinstance(weights, dict):
         raise CharLMError("not a dict of tensors")
-    missing, unknown = [n for n in expected if n not in weights], [n for n in weights if n not in expected]
-    if missing or unknown:
-        raise CharLMError(", ".join([f"{n} missing" for n in missing[:3]] + [f"{n} unknown" for n in unknown[:3]]))
+    missing = [n for n in expected if n not in weights]
+    if missing:  # more is allowed: an experiment's model of its own (api.ModelBuilder) adds weights
+        raise CharLMError(", ".join(f"{n} missing" for n in missing[:3]))
     for name, like in expected.items():
         tensor = weights[name]
         if not isinstance(tensor, torch.Tensor) or tensor.is_floating_point() != like.is_floating_point():
@@ -441,6 +449,8 @@ def load(target: str | Path | None = None, device: str = "cpu") -> CharLM:
     path = resolve(target)
     try:
         model = read(path).model()
+    except CharLMError as e:
+        raise CharLMError(f"{path}: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:
         raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
     return model.to(where).eval()

@@ -373,7 +373,9 @@ def test_parts_bench_trains_and_a_new_character_starts_from_its_parts(tmp_path):
         "parts", "train", "new.txt", "--steps", "10", "--parts", "--init-from", "base", "--out", "new", *settings
     )
     assert "| new.txt | parts | base | 10 |" in out
-    saved = charlm.checkpoint.read(charlm.runs.resolve("base"))
+    saved = charlm.checkpoint.read(charlm.runs.resolve("base"))  # its extra weights pass the payload check
+    with pytest.raises(charlm.CharLMError, match="holds weights charlm's model has not .* the code that trained it"):
+        charlm.load("base")  # but charlm's own model cannot hold them: one line, not a state_dict error
     start = charlm.finetune.read_base("base")
     vocab = saved.vocab.extended(["沐"])
     corpus = type("Corpus", (), {"vocab": vocab})()
