@@ -447,8 +447,9 @@ def load(target: str | Path | None = None, device: str = "cpu") -> CharLM:
     (wherever it was trained: the file is read onto the CPU, then moved)."""
     where = resolve_device(device)
     path = resolve(target)
+    saved = read(path)  # its errors name the file
     try:
-        model = read(path).model()
+        model = saved.model()
     except CharLMError as e:
         raise CharLMError(f"{path}: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:
