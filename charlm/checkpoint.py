@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from . import hub
-from .config import Config
+from .config import Config, holds, kinds_of
 from .device import resolve_device
 from .errors import CharLMError
 from .model import CharLM, ModelConfig, State, skeleton
@@ -364,11 +364,9 @@ def check_fields(record: dict, types: dict) -> None:
     for name, kind in types.items():
         if name not in record:
             raise CharLMError(f"no {name!r}")
-        value, kinds = record[name], typing.get_args(kind) or (kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            raise CharLMError(f"{name} is {value!r}, not {' or '.join(k.__name__ for k in kinds)}")
+        value = record[name]
+        if not holds(value, kind):
+            raise CharLMError(f"{name} is {value!r}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
         if isinstance(value, float) and not math.isfinite(value):
             raise CharLMError(f"{name} is {value}")
 

@@ -245,11 +245,20 @@ def check_types(config: object) -> None:
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         hint, value = hints[f.name], getattr(config, f.name)
-        kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-        if not any(_is_of(value, kind) for kind in kinds):
-            names = [_kind_name(kind) for kind in kinds]
+        if not holds(value, hint):
+            names = [_kind_name(kind) for kind in kinds_of(hint)]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
             raise CharLMError(f"--{option_name(f.name)} must be {named}, not {SHOWN.repr(value)}")
+
+
+def kinds_of(hint: object) -> tuple:
+    """The types an annotation allows: a union's members, or the one type."""
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def holds(value: object, hint: object) -> bool:
+    """Whether `value` is of the annotated type (`check_types`' rule; checkpoint.py checks records by it)."""
+    return any(_is_of(value, kind) for kind in kinds_of(hint))
 
 
 def _is_of(value: object, kind: type) -> bool:

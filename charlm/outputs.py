@@ -9,18 +9,10 @@ from pathlib import Path
 from . import runs
 from .checkpoint import MAGIC
 from .errors import CharLMError
+from .reporting import METRICS
 
 # What a run folder holds of its own (runs.py): a file of these names in one is the run's.
-RUN_RECORDS = (
-    runs.LATEST,
-    runs.BEST,
-    runs.RUN_INFO,
-    runs.SAMPLES,
-    "metrics.jsonl",
-    "exports.jsonl",
-    ".lock",
-    ".lock.pid",
-)
+RUN_RECORDS = (runs.LATEST, runs.BEST, runs.RUN_INFO, runs.SAMPLES, METRICS, runs.EXPORTS_LOG, runs.LOCK, runs.LOCK_PID)
 
 
 def is_checkpoint(path: str | Path) -> bool:

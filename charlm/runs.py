@@ -27,6 +27,8 @@ CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
 RUN_INFO, SAMPLES = "run.json", "samples.txt"
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
+EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
+LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
 
 
 def run_folder(out: str) -> Path:
@@ -101,8 +103,8 @@ class RunLock:
     then leaves the files alone, as they may be the new owner's."""
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self.pid_path = Path(run_dir) / ".lock.pid"
+        self.path = Path(run_dir) / LOCK
+        self.pid_path = Path(run_dir) / LOCK_PID
         self.lock = filelock.FileLock(self.path, timeout=0)
         self.identity: tuple[int, int] | None = None  # (device, inode) of the .lock we hold
 

@@ -22,7 +22,6 @@ WEIGHTS = ("fp32", "fp16", "int8")
 # The page's default: half of fp32's size, log-probabilities within a few thousandths of a nat (docs/export.md).
 HTML_WEIGHTS = "fp16"
 DEFAULT_OUTPUT = {"html": "model.html", "onnx": "model.onnx", "safetensors": "model"}
-EXPORTS_LOG = "exports.jsonl"  # one JSON line per export, in the run folder
 
 
 def export(target: str | None, format: str, output: str | None = None, weights: str | None = None) -> Path:
@@ -81,7 +80,7 @@ def record(run_dir: Path, format: str, written: Path, weights: str | None) -> No
     row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
-        with open(Path(run_dir) / EXPORTS_LOG, "a", encoding="utf-8") as f:
+        with open(Path(run_dir) / runs.EXPORTS_LOG, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
     except OSError:
         pass
@@ -90,7 +89,7 @@ def record(run_dir: Path, format: str, written: Path, weights: str | None) -> No
 def listed(run_dir: Path) -> list[str]:
     """The run's exports that still exist, newest per path: `html 2.9 MB (fp16) PATH`."""
     try:
-        lines = (Path(run_dir) / EXPORTS_LOG).read_text(encoding="utf-8").splitlines()
+        lines = (Path(run_dir) / runs.EXPORTS_LOG).read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
     latest = {}
