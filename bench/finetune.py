@@ -33,7 +33,7 @@ import torch
 
 import charlm
 from bench.common import default_eval_every, parse, training_step
-from charlm import runs
+from charlm import checkpoint, runs
 from charlm.model import CharLM
 from charlm.reporting import read_metrics
 from charlm.scoring import bits_per_char
@@ -47,7 +47,7 @@ INITS = ("zero", "rare", "fresh")  # charlm's choice, then the alternatives meas
 
 def base_heldout(base: str) -> torch.Tensor:
     """The held-out ids of the base's own corpus (a fine-tuned model keeps the base's ids for them)."""
-    saved = charlm.checkpoint.read(runs.resolve(base))
+    saved = checkpoint.read(runs.resolve(base))
     return torch.as_tensor(load_corpus(saved.corpus["sources"], saved.config, quiet=True).val_ids.astype("int64"))
 
 
@@ -170,7 +170,7 @@ def main() -> None:
     if args.minutes:
         by_time(args, folder, base_ids, before)
         return
-    base = charlm.checkpoint.read(runs.resolve(args.base)).config
+    base = checkpoint.read(runs.resolve(args.base)).config
     lines = []
     default_cadence = default_eval_every([args.text])  # a run's default --eval-every, scratch or fine-tuned
     for steps in [int(s) for s in args.steps.split(",")]:

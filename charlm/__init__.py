@@ -6,10 +6,30 @@ print(charlm.generate(model, "It was", length=200, temperature=0.8))
 model = charlm.load("checkpoints/novel-20260101-120000")
 """
 
-from .api import generate, load, stream, train
-from .config import Config, SampleConfig
-from .errors import CharLMError
-from .model import CharLM, ModelConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .api import generate, load, stream, train
+    from .config import Config, SampleConfig
+    from .errors import CharLMError
+    from .model import CharLM, ModelConfig
 
 __all__ = ["CharLM", "CharLMError", "Config", "ModelConfig", "SampleConfig", "generate", "load", "stream", "train"]
 __version__ = "0.1.0"
+
+# The module each public name lives in, imported on first use: `import charlm` stays free of torch's
+# import (seconds), so the `charlm` command can start, and answer Ctrl-C, before torch has loaded.
+HOMES = {
+    "generate": "api", "load": "api", "stream": "api", "train": "api",
+    "Config": "config", "SampleConfig": "config", "CharLMError": "errors",
+    "CharLM": "model", "ModelConfig": "model",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name not in HOMES:
+        raise AttributeError(f"module 'charlm' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{HOMES[name]}", __name__), name)

@@ -16,8 +16,11 @@ import torch.nn.functional as F
 
 import charlm
 from bench import babygpt, common, mixture, versus
+from charlm import checkpoint, finetune, runs
+from charlm.model import head_cutoffs
 from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
+from charlm.vocab import Vocab
 
 from .conftest import REPO, TINY, run_bench
 
@@ -335,9 +338,9 @@ def test_parts_model_starts_as_charlms_and_adds_its_components(tmp_path):
     from bench import parts
 
     table = dict(line.split("\t") for line in PARTS_TABLE.splitlines())
-    vocab = charlm.vocab.Vocab(list("\n山河江湖海林森村"))
+    vocab = Vocab(list("\n山河江湖海林森村"))
     counts = torch.arange(len(vocab), 0, -1)
-    config = charlm.ModelConfig("lstm", 1, 16, 0.0, len(vocab), charlm.model.head_cutoffs("adaptive", counts))
+    config = charlm.ModelConfig("lstm", 1, 16, 0.0, len(vocab), head_cutoffs("adaptive", counts))
     model = charlm.CharLM(config, vocab).eval()
     model.head.set_frequencies(counts)
     ids, targets = torch.randint(0, len(vocab), (2, 6)), torch.randint(0, len(vocab), (2, 6))
@@ -373,10 +376,10 @@ def test_parts_bench_trains_and_a_new_character_starts_from_its_parts(tmp_path):
         "parts", "train", "new.txt", "--steps", "10", "--parts", "--init-from", "base", "--out", "new", *settings
     )
     assert "| new.txt | parts | base | 10 |" in out
-    saved = charlm.checkpoint.read(charlm.runs.resolve("base"))  # its extra weights pass the payload check
+    saved = checkpoint.read(runs.resolve("base"))  # its extra weights pass the payload check
     with pytest.raises(charlm.CharLMError, match="holds weights charlm's model has not .* the code that trained it"):
         charlm.load("base")  # but charlm's own model cannot hold them: one line, not a state_dict error
-    start = charlm.finetune.read_base("base")
+    start = finetune.read_base("base")
     vocab = saved.vocab.extended(["沐"])
     corpus = type("Corpus", (), {"vocab": vocab})()
     model = parts.parts_builder(parts.read_table())(dataclasses.replace(saved.config, dropout=0.0), corpus, start)

@@ -7,6 +7,8 @@ import random
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -393,3 +395,26 @@ def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained,
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ["Error: --output so.txt: cannot write (File too large)"]
+
+
+def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path):
+    """The package imported torch before the command could catch anything: a traceback of torch's import."""
+    slow = tmp_path / "slow" / "torch"
+    slow.mkdir(parents=True)
+    loading = tmp_path / "loading"
+    (slow / "__init__.py").write_text(f"import pathlib, time\npathlib.Path({str(loading)!r}).touch()\ntime.sleep(60)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow.parent), str(Path(cli_module.__file__).parents[1])])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        for _ in range(600):
+            if loading.exists() or process.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert loading.exists(), "the command never reached torch's import"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in err, err
