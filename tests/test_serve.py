@@ -807,6 +807,14 @@ def test_cli_errors_are_one_line(fox_run):
     assert torch.get_num_threads() == threads  # a command that never started leaves the process as it was
 
 
+def test_a_damaged_checkpoint_is_a_one_line_error_before_any_address_is_printed(fox_run, tmp_path):
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes((fox_run / "best.pt").read_bytes()[:5000])
+    result = cli("serve", str(damaged), "--port", str(free_port()))
+    assert_one_line_error(result, "damaged.pt")
+    assert "http://" not in result.output
+
+
 def test_missing_serve_extra_is_a_one_line_error(monkeypatch):
     from click.testing import CliRunner
 

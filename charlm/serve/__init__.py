@@ -73,8 +73,11 @@ def serve(targets: list[str], config: ServeConfig) -> None:
         raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
 
     loaders, corpora = model_loaders(targets)
+    # Loaded before the address is printed: a damaged checkpoint is a one-line error, not a server that
+    # announces itself and then stops.
+    loaded = {name: load() for name, load in loaders.items()}
     sock = listening_socket(config.host, config.port)
-    app = create_app(loaders, config, corpora)
+    app = create_app({name: lambda model=model: model for name, model in loaded.items()}, config, corpora)
     torch.set_num_threads(config.threads)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
