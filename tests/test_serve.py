@@ -850,6 +850,7 @@ def browser(tmp_path):
     ):
         options.add_argument(argument)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log
     driver = webdriver.Chrome(options=options, service=Service(driver_path))
     driver.implicitly_wait(0)
     try:
@@ -901,6 +902,8 @@ def test_page_shows_alternatives_for_a_line_break(fox_run, browser):
             ActionChains(browser).move_to_element(line_break).perform()
             wait(browser, 2).until(lambda d: tip.is_displayed() and "\u21b5" in tip.text)
         assert "\u21b5" not in made_text(browser) and "\u21b5" not in browser.execute_script("return fullText()")
+    # Nothing on the way failed in the browser: no script error, no request answered 404 (a favicon was)
+    assert [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
