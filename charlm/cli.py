@@ -16,12 +16,12 @@ from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
-from .corpus import read_texts
+from .corpus import read_texts, source_files
 from .errors import CharLMError
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .reporting import is_number, read_metrics
-from .scoring import bits_per_char, unseen_note
+from .scoring import total_bits, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
 from .tables import table
@@ -94,18 +94,28 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 @device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
-    """Bits per character of FILES, read as one text, under the model of RUN (a run folder, run name,
-    corpus name or .pt file)."""
+    """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name or .pt
+    file). Each file is scored on its own; with several, a line per file and then all of them together."""
     model = checkpoint.load(target, device)
-    text = read_texts(files, encoding, model.vocab.normalize)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownCharacterWarning)  # reported below, counted
-        ids = model.vocab.encode(text, what=", ".join(files), unseen=True)
-    if ids.numel() < 2:
-        raise CharLMError(f"{files[0]}: need at least 2 characters to score")
-    bpc = bits_per_char(model, ids, progress=not quiet)
-    click.echo(f"{bpc:.4f} bits per character over {len(text):,} characters")
-    if unseen := unseen_note(model.vocab, text[1:]):  # the first character is read, never scored
+    paths = source_files(files)
+    rows, texts, bits, chars = [], [], 0.0, 0
+    for path in paths:
+        text = read_texts([str(path)], encoding, model.vocab.normalize)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnknownCharacterWarning)  # reported below, counted
+            ids = model.vocab.encode(text, what=str(path), unseen=True)
+        if ids.numel() < 2:
+            raise CharLMError(f"{path}: need at least 2 characters to score")
+        label = path.name if len(paths) > 1 else "scoring"
+        file_bits, file_chars = total_bits(model, ids, progress=not quiet, label=label)
+        rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{len(text):,}"])
+        texts.append(text[1:])  # the first character is read, never scored
+        bits, chars = bits + file_bits, chars + file_chars
+    if len(paths) > 1:
+        click.echo(table([["file", "bpc", "characters"], *rows], right=(1, 2)))
+    characters = sum(len(text) + 1 for text in texts)
+    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {characters:,} characters")
+    if unseen := unseen_note(model.vocab, "".join(texts)):
         click.echo(unseen)
 
 

@@ -68,9 +68,22 @@ def bits_per_char(
     model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None, progress: bool = False
 ) -> float:
     """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it.
-    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent).
-    A character the model never saw (UNSEEN) is read, as a character it knows nothing about, and left
-    out of the score: it has no probability to score."""
+    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent)."""
+    bits, chars = total_bits(model, ids, max_tokens, progress)
+    return bits / max(chars, 1)
+
+
+def total_bits(
+    model: CharLM,
+    ids: torch.Tensor | np.ndarray,
+    max_tokens: int | None = None,
+    progress: bool = False,
+    label: str = "scoring",
+) -> tuple[float, int]:
+    """The bits `ids` (its first max_tokens + 1) cost under the model, and the characters they spell
+    that were scored: several texts' sums give their joint bits per character. A character the model
+    never saw (UNSEEN) is read, as a character it knows nothing about, and left out of the score: it has
+    no probability to score. `label` names the progress bar."""
     ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
     scored = len(ids) - 1  # every token but the first is predicted from the ones before it
     pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
@@ -83,7 +96,7 @@ def bits_per_char(
     bar = tqdm(
         total=int(char_lengths[ids[1:][ids[1:] != UNSEEN]].sum()) if progress else None,
         disable=not progress,
-        desc="scoring",
+        desc=label,
         unit="char",
         unit_scale=True,
         dynamic_ncols=True,
@@ -103,7 +116,7 @@ def bits_per_char(
             chars += window_chars
             bar.update(window_chars)
             threads.record(time.perf_counter() - started, int(inside.sum()), "score")
-    return total_nats.item() / max(chars, 1) * LOG2E
+    return total_nats.item() * LOG2E, chars
 
 
 def unseen_note(vocab: Vocabulary, text: str) -> str:

@@ -53,6 +53,27 @@ def test_eval_shows_a_progress_bar_unless_quiet(trained, fox_file):
     assert quiet.stderr == "" and quiet.stdout == shown.stdout
 
 
+def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.txt"
+    first.write_text("the quick brown fox jumps over the lazy dog\n" * 4, encoding="utf-8")
+    second.write_text("a lazy dog and a quick fox by a brown dog\n" * 9, encoding="utf-8")
+    alone = {}
+    for path in (first, second):
+        *_, total = cli("eval", trained, str(path), "--quiet").output.splitlines()
+        alone[path] = float(total.split()[0])
+    result = cli("eval", trained, str(first), str(second), "--quiet")
+    assert result.exit_code == 0, result.output
+    header, *rows, total = result.output.splitlines()
+    assert header.split() == ["file", "bpc", "characters"]
+    assert [row.split() for row in rows] == [
+        [str(path), f"{alone[path]:.4f}", f"{len(path.read_text()):,}"] for path in (first, second)
+    ]
+    scored = {path: len(path.read_text()) - 1 for path in (first, second)}  # each file's first is only read
+    together = sum(alone[path] * scored[path] for path in scored) / sum(scored.values())
+    assert total.startswith("bits per character", 7) and abs(float(total.split()[0]) - together) < 2e-4
+    assert total.endswith(f"over {sum(len(path.read_text()) for path in scored):,} characters")
+
+
 def write(name: str, data: bytes | None):
     def make(folder):
         path = folder / name
