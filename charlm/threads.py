@@ -21,6 +21,7 @@ does not run on these threads).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -128,6 +129,11 @@ def configure(threads: int | None, device: torch.device | None = None) -> None:
     what it learned."""
     global _governor
     if threads is not None:
+        if threads > (cores := available_cores()):
+            warnings.warn(
+                f"--threads {threads} is more than the {cores} cores this process may use; every operation "
+                f"waits for its slowest thread, so --threads {cores} or fewer runs faster"
+            )
         torch.set_num_threads(threads)
         _governor = None
     elif device is not None and device.type != "cpu":

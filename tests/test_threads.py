@@ -1,6 +1,8 @@
 """The thread governor, on a simulated CPU whose load changes: it must find the faster thread count
 and follow the load both ways."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -113,3 +115,15 @@ def test_cheaper_evaluation_characters_do_not_trigger_comparisons():
 
     assert comparisons(evaluate=False) <= 8  # the doubling schedule over 120 s of training
     assert comparisons(evaluate=True) <= comparisons(evaluate=False) + 2
+
+
+def test_more_threads_than_cores_is_warned_of():
+    before = torch.get_num_threads()
+    try:
+        with pytest.warns(UserWarning, match=f"--threads 1024 is more than the {threads.available_cores()} cores"):
+            threads.configure(1024)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            threads.configure(1)
+    finally:
+        torch.set_num_threads(before)

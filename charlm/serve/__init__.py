@@ -21,9 +21,7 @@ import socket
 import sys
 from collections.abc import Callable
 
-import torch
-
-from .. import checkpoint, runs
+from .. import checkpoint, runs, threads
 from ..errors import CharLMError
 from ..model import CharLM
 from .config import ServeConfig
@@ -78,7 +76,7 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     loaded = {name: load() for name, load in loaders.items()}
     sock = listening_socket(config.host, config.port)
     app = create_app({name: lambda model=model: model for name, model in loaded.items()}, config, corpora)
-    torch.set_num_threads(config.threads)
+    threads.configure(config.threads)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)
