@@ -78,7 +78,7 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
 
 
-HOLD_SECONDS, TRIAL_SECONDS = 0.5, 0.6
+HOLD_SECONDS, TRIAL_SECONDS = 0.2, 0.25  # contenders start together: each tries within the hold
 
 
 def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:
