@@ -33,3 +33,7 @@ def __getattr__(name: str):
     if name not in HOMES:
         raise AttributeError(f"module 'charlm' has no attribute {name!r}")
     return getattr(importlib.import_module(f".{HOMES[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *HOMES})  # tab completion in a REPL lists the names not yet imported

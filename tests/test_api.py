@@ -1,5 +1,7 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +142,18 @@ def test_train_arguments_of_the_wrong_type_are_named(arguments, message):
 def test_a_number_of_seconds_is_a_time_limit():
     """Config.max_time's annotation says what parse_duration always took from Python: seconds."""
     assert charlm.Config(max_time=90).max_seconds() == 90.0
+
+
+def test_the_package_lists_and_gives_its_public_names_before_they_are_imported():
+    """`import charlm` leaves torch unloaded (the command answers Ctrl-C meanwhile); a REPL still sees the API."""
+    code = (
+        "import sys, charlm\n"
+        "assert 'torch' not in sys.modules\n"
+        "assert set(charlm.__all__) <= set(dir(charlm)), dir(charlm)\n"
+        "from charlm import Config, train\n"
+        "assert callable(train) and Config().seq_len > 0 and 'torch' in sys.modules\n"
+        "try:\n    charlm.nothing\nexcept AttributeError as e:\n    print(e)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "module 'charlm' has no attribute 'nothing'"
