@@ -106,6 +106,7 @@ def test_page_logprobs_and_greedy_text_equal_torch(tmp_path, browser, cell, char
                 == sampler.generate(model, "", length=40, greedy=True)[0]
             )  # an empty seed starts at the beginning of a line
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+    assert [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
 
 
 @pytest.mark.slow
