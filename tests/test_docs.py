@@ -2,6 +2,7 @@
 
 import importlib.util
 import re
+import unicodedata
 
 import pytest
 
@@ -25,3 +26,45 @@ def test_every_relative_link_leads_to_a_file(page):
         if "://" in target or target.startswith("mailto:"):
             continue
         assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def heading_anchor(heading: str) -> str:
+    """The #anchor GitHub gives a Markdown heading: its text lowercased, punctuation and symbols
+    (full-width ones too: "：", "、", "（") dropped, spaces made hyphens; Chinese characters stay."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "").replace("*", "").strip().lower()
+    kept = "".join(c for c in text if c in " -_" or unicodedata.category(c)[0] in "LNM")
+    return kept.replace(" ", "-")
+
+
+def anchors(page):
+    """Every heading's anchor in `page`, a repeated heading's as -1, -2..., as GitHub numbers them."""
+    found, seen, fenced = set(), {}, False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        heading = None if fenced else re.match(r"#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            anchor = heading_anchor(heading.group(1))
+            found.add(anchor if anchor not in seen else f"{anchor}-{seen[anchor]}")
+            seen[anchor] = seen.get(anchor, 0) + 1
+    return found
+
+
+def test_a_heading_anchor_is_githubs():
+    assert heading_anchor("Dropout, learning rate and the weight average, with weight decay 0.01") == (
+        "dropout-learning-rate-and-the-weight-average-with-weight-decay-001"
+    )
+    assert heading_anchor("A smaller character vocabulary: `--coverage` and `--min-count`") == (
+        "a-smaller-character-vocabulary---coverage-and---min-count"
+    )
+    assert heading_anchor("采样：温度、top-k、top-p 与重复惩罚") == "采样温度top-ktop-p-与重复惩罚"
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_anchor_leads_to_a_heading(page):
+    text = page.read_text(encoding="utf-8")
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+        if "://" in target:
+            continue
+        linked = page.parent / target if target else page
+        assert anchor in anchors(linked), f"{page.name} links to #{anchor}, no heading of {linked.name}"
