@@ -50,12 +50,13 @@ def run(batch: Batch) -> Iterator[list[str]]:
 
 
 def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
-    """Yields the seed for every sample, then each step's new character per sample.
+    """Yields the seed as the model reads it (in its vocabulary's normalization) for every sample, then
+    each step's new character per sample.
     An empty seed starts at the beginning of a line."""
     options = options or SampleConfig()
     with inference(model):
         batch = start(model, options, seed or model.vocab.start_text())
-        yield [seed] * options.num_samples
+        yield [model.vocab.normalized(seed)] * options.num_samples
         yield from run(batch)
 
 

@@ -200,3 +200,11 @@ def test_a_uniform_that_rounds_to_one_never_draws_a_character_of_probability_zer
     probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     assert draw(probs, torch.tensor([1 - 1e-10, 1 - 1e-10], dtype=torch.float64)).tolist() == [1, 1]
     assert draw(probs, torch.tensor([0.0, 0.0], dtype=torch.float64)).tolist() == [0, 1]
+
+
+def test_a_normalizing_model_prints_the_seed_it_read():
+    """An nfkc model reads "宝玉道：" as "宝玉道:"; the sample printed the full-width colon and went on in
+    half-width punctuation, a text the model never read."""
+    model = make_model(Vocab(list("宝玉道:\n"), normalize="nfkc"), layers=1, hidden=8).eval()
+    for text in (generate(model, "宝玉道：", length=5, random_seed=0)[0], "".join(stream(model, "宝玉道：", length=5))):
+        assert text.startswith("宝玉道:") and len(text) == 4 + 5
