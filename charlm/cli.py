@@ -98,7 +98,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     file). Each file is scored on its own; with several, a line per file and then all of them together."""
     model = checkpoint.load(target, device)
     paths = source_files(files)
-    rows, texts, bits, chars = [], [], 0.0, 0
+    rows, scored_texts, bits, chars, length = [], [], 0.0, 0, 0
     for path in paths:
         text = read_texts([str(path)], encoding, model.vocab.normalize)
         with warnings.catch_warnings():
@@ -109,13 +109,12 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         label = path.name if len(paths) > 1 else "scoring"
         file_bits, file_chars = total_bits(model, ids, progress=not quiet, label=label)
         rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{len(text):,}"])
-        texts.append(text[1:])  # the first character is read, never scored
-        bits, chars = bits + file_bits, chars + file_chars
+        scored_texts.append(text[1:])  # the first character is read, never scored
+        bits, chars, length = bits + file_bits, chars + file_chars, length + len(text)
     if len(paths) > 1:
         click.echo(table([["file", "bpc", "characters"], *rows], right=(1, 2)))
-    characters = sum(len(text) + 1 for text in texts)
-    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {characters:,} characters")
-    if unseen := unseen_note(model.vocab, "".join(texts)):
+    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {length:,} characters")
+    if unseen := unseen_note(model.vocab, "".join(scored_texts)):
         click.echo(unseen)
 
 
