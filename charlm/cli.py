@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, outputs, runs, tokens
+from . import catalog, checkpoint, outputs, runs, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -97,6 +97,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name or .pt
     file). Each file is scored on its own; with several, a line per file and then all of them together."""
     model = checkpoint.load(target, device)
+    threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     paths = source_files(files)
     rows, texts, bits, chars = [], [], 0.0, 0
     for path in paths:
