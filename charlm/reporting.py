@@ -141,8 +141,13 @@ class Reporter:
         now = time.perf_counter()
         if now - self.row_time >= LOG_SECONDS:
             self.write_row()
-        elif now - self.bar_time >= 1.0 and not self.config.quiet:
+        elif (now - self.bar_time >= 1.0 or self.past_total()) and not self.config.quiet:
             self.redraw(now)
+
+    def past_total(self) -> bool:
+        """Whether the steps have passed the bar's estimated total (a run speeding up): tqdm then
+        shows `N/?`, without percentage or time left, until the estimate is redone."""
+        return self.bar.total is not None and self.bar.n > self.bar.total
 
     def redraw(self, now: float, measure: bool = True) -> None:
         """Refresh the bar; `measure=False` right after an evaluation keeps the previous speed, so the

@@ -70,3 +70,19 @@ def test_rows_and_fields_that_are_not_numbers_are_left_out(tmp_path):
     lines += ['{"step": 10, "val_bpc": NaN, "train_bpc": null, "elapsed": "soon", "lr": 0.1}', '{"step": Infinity}']
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert read_metrics(tmp_path) == [{"step": 10, "train_bpc": None, "lr": 0.1}]
+
+
+def test_a_timed_runs_bar_never_runs_past_its_total(tmp_path):
+    """A run that sped up (another program letting go of a core) passed the total its last redraw
+    estimated, and for up to a second the bar read `3869/?`: no percentage, no time left."""
+    config = Config(max_time="100s", batch_size=4, hidden=8, eval_every=10, dropout=0.0)
+    progress = Progress()
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), 100.0)
+    progress.step, progress.elapsed = 100, 99.0
+    reporter.redraw(reporter.bar_time + 1.0)  # 100 steps a second, 1 s left: about 200 steps in all
+    reporter.bar.n = progress.step
+    for _ in range(300):  # faster now: the steps come before the next redraw is due
+        progress.step += 1
+        reporter.step(torch.tensor(1.0))
+        assert reporter.bar.n <= reporter.bar.total
+    reporter.close()
