@@ -386,6 +386,14 @@ def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, c
     assert (tmp_path / target).read_bytes() == kept
 
 
+@pytest.mark.parametrize("command", ["export html", "export onnx", "inspect"])  # sample's click checks; plot's test
+def test_an_output_that_is_a_folder_is_refused_naming_the_option(trained, tmp_path, command):
+    """`charlm inspect ... --output reports` worked for its seconds to minutes, then said only
+    `reports: Is a directory`; so did an onnx export."""
+    (tmp_path / "reports").mkdir()
+    assert_one_line_error(cli(*OUTPUT_COMMANDS[command], "reports"), "--output", "reports", "folder")
+
+
 def test_a_safetensors_export_into_a_run_folder_is_refused(trained, tmp_path):
     before = sorted(p.name for p in (tmp_path / "checkpoints/fox").iterdir())
     result = cli("export", "fox", "--format", "safetensors", "--output", "checkpoints/fox")
