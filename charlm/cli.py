@@ -257,6 +257,7 @@ def inspect_command(
     outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)  # as export and plot do: the work is done by now
     Path(output).write_text(page.render(inspection, title), encoding="utf-8")
     if not quiet:
         click.echo(analysis.summary(inspection))
