@@ -277,6 +277,8 @@ def test_inspect_command_errors_are_one_line(fox_file, tmp_path):
     assert_one_line_error(cli("inspect", "fox", str(fox_file), "extra"), "[RUN] FILE")
     assert_one_line_error(cli("inspect", "fox", "a", "--held-out"), "[RUN] --held-out")
     assert_one_line_error(cli("inspect", "fox"), "fox is a run: give a FILE to inspect after it, or --held-out")
+    # a run's folder too, which was read as a folder of texts: `holds no .txt files`
+    assert_one_line_error(cli("inspect", "checkpoints/fox"), "checkpoints/fox is a run: give a FILE")
     (tmp_path / "empty.txt").write_text("")
     assert_one_line_error(cli("inspect", "fox", "empty.txt"), "empty.txt: file is empty; give a file with text")
     fox_file.rename(tmp_path / "moved.txt")  # the run's training text is gone
