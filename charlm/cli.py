@@ -191,7 +191,7 @@ def run_row(folder: Path) -> list[str]:
     layers, hidden = (shown(config.get(name), int) for name in ("layers", "hidden"))
     model = f"{layers}x{hidden} {shown(config.get('cell'), str, '')}".strip()
     if is_number(info.get("parameters")):
-        model += f" {info['parameters'] / 1e6:.1f}M"
+        model += f" {short_count(info['parameters'])}"
     metrics = read_metrics(folder)
     best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
     try:
@@ -206,6 +206,13 @@ def run_row(folder: Path) -> list[str]:
         "-" if best is None else f"{best:.4f}",
         updated,
     ]
+
+
+def short_count(count: float) -> str:
+    """1.3M, 22k: a parameter count in a table column (in millions alone, a small model's was 0.0M)."""
+    if count >= 1e6:
+        return f"{count / 1e6:.1f}M"
+    return f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"
 
 
 @main.command()
