@@ -4,7 +4,7 @@ The loss is read from its tensor (a host sync) only when the bar redraws, about 
 row is written: every LOG_SECONDS and at every evaluation. `metrics.jsonl` is one JSON object a
 line, append-only; a resumed run appends `{"resume": STEP}` and goes on from its checkpoint's step,
 and rows an earlier process wrote past that step (after its last checkpoint, before it was killed)
-are dropped on read. `charlm plot` and `charlm runs` read it.
+are dropped on read; a new run starts it afresh. `charlm plot` and `charlm runs` read it.
 """
 
 from __future__ import annotations
@@ -49,9 +49,20 @@ class MetricsLog:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         except OSError as e:
-            if not self.warned:
-                print(f"warning: {self.path}: cannot write metrics ({e.strerror}); training goes on", file=sys.stderr)
-                self.warned = True
+            self.warn(e)
+
+    def start_afresh(self) -> None:
+        """A new run's log starts empty. Rows already there are a run's that stopped in this folder
+        before its first checkpoint (a new run is refused where one was saved): not this run's."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as e:
+            self.warn(e)
+
+    def warn(self, error: OSError) -> None:
+        if not self.warned:
+            print(f"warning: {self.path}: cannot write metrics ({error.strerror}); training goes on", file=sys.stderr)
+            self.warned = True
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -114,6 +125,8 @@ class Reporter:
         self.log = MetricsLog(run_dir, lock)
         if progress.step:
             self.log.append({"resume": progress.step})
+        else:
+            self.log.start_afresh()
         self.tensorboard = None
         if config.tensorboard:
             try:

@@ -29,6 +29,16 @@ def test_metrics_rows_continue_across_a_resume(fox_file, tiny):
     assert rows[-1]["val_bpc"] < rows[0]["val_bpc"]
 
 
+def test_a_new_run_in_a_folder_a_dead_run_left_keeps_only_its_own_rows(fox_file, tiny):
+    """A run stopped by two quick Ctrl-Cs before its first checkpoint leaves metrics.jsonl and no
+    checkpoint; a new run with that --out appended to it, and plot and runs mixed the two runs."""
+    folder = fox_file.parent / "checkpoints/run"
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 529, "train_bpc": 7.48}) + "\n")
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20})
+    assert [r["step"] for r in read_metrics(folder)] == [10, 20]
+
+
 def test_rows_written_after_the_last_checkpoint_are_superseded_by_a_resume(tmp_path):
     lines = [{"step": 10}, {"step": 20}, {"step": 25}, {"resume": 20}, {"step": 30}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + '\n{"step": 3')  # cut by a kill
