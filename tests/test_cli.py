@@ -152,6 +152,10 @@ def test_bad_checkpoints_get_one_line(tmp_path, trained):
     assert_one_line_error(cli("sample", "--checkpoint", "cut.pt"), "cut.pt: truncated checkpoint")
     (tmp_path / "notes.pt").write_text("just some text")
     assert_one_line_error(cli("info", "notes.pt"), "notes.pt: not a charlm checkpoint")
+    # an export given back to charlm said only that, not what charlm reads instead
+    assert cli("export", trained, "--format", "html", "--output", "page.html").exit_code == 0
+    hint = "give a run folder, a .pt checkpoint or a safetensors model folder"
+    assert_one_line_error(cli("sample", "--checkpoint", "page.html"), "page.html: not a charlm checkpoint", hint)
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
