@@ -123,17 +123,21 @@ def train(
     return trainer.fit().eval()  # ready for inference, as `load` returns it
 
 
-def generate(model: CharLM, seed: str = "", **options) -> str:
-    """The seed and `length` new characters. Options: those of `charlm.SampleConfig` (length,
-    temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, precision; form,
-    template and acrostic write into a poem form or template, ending at its end)."""
+def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
+    """The seed and `length` new characters; with num_samples N above 1, a list of N such texts drawn
+    in one batch (sample i with random_seed + i). Options: those of `charlm.SampleConfig` (length,
+    temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, num_samples, precision;
+    form, template and acrostic write into a poem form or template, ending at its end)."""
     check_model_and_seed("generate", model, seed)
-    return sampler.generate(model, seed, **options)[0]
+    texts = sampler.generate(model, seed, **options)
+    return texts if len(texts) > 1 else texts[0]
 
 
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
-    """Like `generate`, but yields the text in pieces as it is made."""
+    """Like `generate`, but yields the text of one sample in pieces as it is made."""
     check_model_and_seed("stream", model, seed)
+    if (samples := sampler.sample_config(options).num_samples) != 1:
+        refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
     return sampler.stream(model, seed, **options)
 
 

@@ -102,8 +102,10 @@ def read_bytes(path: Path) -> bytes:
 
 def parse_payload(data: bytes, path: Path) -> dict:
     """The payload of a checkpoint file's bytes, verified; `path` names it in errors."""
-    if not data.startswith(MAGIC):
-        raise CharLMError(f"{path}: not a charlm checkpoint")
+    if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
+        raise CharLMError(
+            f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
+        )
     end = data.find(b"\n", len(MAGIC), len(MAGIC) + 2048) + 1 or len(data)
     header_line, body = data[len(MAGIC) : end], data[end:]
     try:

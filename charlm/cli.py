@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, outputs, runs, tokens
+from . import catalog, checkpoint, outputs, runs, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -97,6 +97,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name or .pt
     file). Each file is scored on its own; with several, a line per file and then all of them together."""
     model = checkpoint.load(target, device)
+    threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     paths = source_files(files)
     rows, scored_texts, bits, chars, length = [], [], 0.0, 0, 0
     for path in paths:
@@ -189,7 +190,7 @@ def run_row(folder: Path) -> list[str]:
     layers, hidden = (shown(config.get(name), int) for name in ("layers", "hidden"))
     model = f"{layers}x{hidden} {shown(config.get('cell'), str, '')}".strip()
     if is_number(info.get("parameters")):
-        model += f" {info['parameters'] / 1e6:.1f}M"
+        model += f" {short_count(info['parameters'])}"
     metrics = read_metrics(folder)
     best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
     try:
@@ -204,6 +205,13 @@ def run_row(folder: Path) -> list[str]:
         "-" if best is None else f"{best:.4f}",
         updated,
     ]
+
+
+def short_count(count: float) -> str:
+    """1.3M, 22k: a parameter count in a table column (in millions alone, a small model's was 0.0M)."""
+    if count >= 1e6:
+        return f"{count / 1e6:.1f}M"
+    return f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"
 
 
 @main.command()
@@ -250,11 +258,14 @@ def inspect_command(
         raise CharLMError("give [RUN] FILE, or [RUN] --held-out")
     target = paths[0] if len(paths) > wanted else None
     file = None if held_out else paths[-1]
-    if target is None and file is not None and not Path(file).exists() and runs.names_a_run(file):
+    # FILE alone may name the run instead: its folder, or a run or corpus name that is no file here
+    file_is_a_run = file and (outputs.is_run_folder(file) or not Path(file).exists() and runs.names_a_run(file))
+    if target is None and file_is_a_run:
         raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
     outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)  # as export and plot do: the work is done by now
     Path(output).write_text(page.render(inspection, title), encoding="utf-8")
     if not quiet:
         click.echo(analysis.summary(inspection))

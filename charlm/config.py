@@ -141,7 +141,9 @@ class Config:
         metavar="FILE",
     )
     random_seed: int = _opt(1337, "seed for weights, dropout and data order")
-    quiet: bool = _opt(False, "no progress bar, no choices said, no closing sample: only the done: line")
+    quiet: bool = _opt(
+        False, "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples)"
+    )
     # hardware
     device: str = _opt("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     threads: int | None = _opt(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")

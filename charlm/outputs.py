@@ -30,8 +30,10 @@ def is_run_folder(path: str | Path) -> bool:
 
 
 def output_file(output: str | Path, option: str = "--output") -> Path:
-    """`output` as a file a command may replace; a checkpoint, or a run's own record, is refused."""
+    """`output` as a file a command may replace; a folder, a checkpoint or a run's own record is refused."""
     path = Path(output)
+    if path.is_dir():
+        raise CharLMError(f"{option} {output}: is a folder; give a file name")
     if is_checkpoint(path):
         raise CharLMError(f"{option} {output}: is a charlm checkpoint, which this would overwrite; give another file")
     if path.name in RUN_RECORDS and is_run_folder(path.parent):

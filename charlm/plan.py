@@ -105,6 +105,8 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     must pass, before a run folder is named or claimed. Each choice is said on stderr."""
     config = with_absolute_eval_also(config)
     read_eval_also(config, corpus.vocab)  # a bad --eval-also fails before the size is measured
+    if out is not None:
+        free_out_folder(out)  # and so does a taken --out
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
     if base is not None:
         reasons.update({name: f"the base run's ({base.record.run})" for name in ARCHITECTURE if name in PLANNED})
@@ -187,13 +189,16 @@ def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
     """The new run's folder and how it was named: `--out`'s, refused when it holds a run already,
     or a new name claimed now (runs started in the same second each get their own)."""
     if out is not None:
-        run_dir = runs.run_folder(out)
-        if (run_dir / runs.LATEST).exists():
-            raise CharLMError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out"
-            )
-        return run_dir, "--out"
+        return free_out_folder(out), "--out"
     return runs.run_name(corpus_name, *runs.claim_run_folder(corpus_name)), "the corpus's name and the start time"
+
+
+def free_out_folder(out: str) -> Path:
+    """`--out`'s folder, refused when it holds a run already."""
+    run_dir = runs.run_folder(out)
+    if (run_dir / runs.LATEST).exists():
+        raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
+    return run_dir
 
 
 def resumed(saved: Checkpoint, overrides: dict, path: Path) -> RunPlan:

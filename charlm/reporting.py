@@ -4,7 +4,7 @@ The loss is read from its tensor (a host sync) only when the bar redraws, about 
 row is written: every LOG_SECONDS and at every evaluation. `metrics.jsonl` is one JSON object a
 line, append-only; a resumed run appends `{"resume": STEP}` and goes on from its checkpoint's step,
 and rows an earlier process wrote past that step (after its last checkpoint, before it was killed)
-are dropped on read. `charlm plot` and `charlm runs` read it.
+are dropped on read; a new run starts it afresh. `charlm plot` and `charlm runs` read it.
 """
 
 from __future__ import annotations
@@ -49,9 +49,20 @@ class MetricsLog:
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
         except OSError as e:
-            if not self.warned:
-                print(f"warning: {self.path}: cannot write metrics ({e.strerror}); training goes on", file=sys.stderr)
-                self.warned = True
+            self.warn(e)
+
+    def start_afresh(self) -> None:
+        """A new run's log starts empty. Rows already there are a run's that stopped in this folder
+        before its first checkpoint (a new run is refused where one was saved): not this run's."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as e:
+            self.warn(e)
+
+    def warn(self, error: OSError) -> None:
+        if not self.warned:
+            print(f"warning: {self.path}: cannot write metrics ({error.strerror}); training goes on", file=sys.stderr)
+            self.warned = True
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -114,6 +125,8 @@ class Reporter:
         self.log = MetricsLog(run_dir, lock)
         if progress.step:
             self.log.append({"resume": progress.step})
+        else:
+            self.log.start_afresh()
         self.tensorboard = None
         if config.tensorboard:
             try:
@@ -141,8 +154,13 @@ class Reporter:
         now = time.perf_counter()
         if now - self.row_time >= LOG_SECONDS:
             self.write_row()
-        elif now - self.bar_time >= 1.0 and not self.config.quiet:
+        elif (now - self.bar_time >= 1.0 or self.past_total()) and not self.config.quiet:
             self.redraw(now)
+
+    def past_total(self) -> bool:
+        """Whether the steps have passed the bar's estimated total (a run speeding up): tqdm then
+        shows `N/?`, without percentage or time left, until the estimate is redone."""
+        return self.bar.total is not None and self.bar.n > self.bar.total
 
     def redraw(self, now: float, measure: bool = True) -> None:
         """Refresh the bar; `measure=False` right after an evaluation keeps the previous speed, so the

@@ -225,7 +225,9 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     runs = run_folders(root)
     if not runs:
-        raise CharLMError(f"no runs under {where(root)}; train one with `charlm train`, or pass --checkpoint")
+        raise CharLMError(
+            f"no runs under {where(root)}; train one with `charlm train`, or name a run folder or .pt file"
+        )
     return newest(runs)
 
 

@@ -25,6 +25,15 @@ def test_train_load_generate(fox_file, tiny):
     assert pieces[0] == "the" and "".join(pieces) == greedy
 
 
+def test_generate_returns_every_sample_it_was_asked_for(model):
+    """`charlm.generate(model, seed, num_samples=8)` drew eight samples and returned the first alone;
+    `charlm.stream` did the same, silently."""
+    texts = charlm.generate(model, "ab", length=5, num_samples=3, random_seed=1)
+    assert isinstance(texts, list) and len(texts) == 3
+    assert texts[1] == charlm.generate(model, "ab", length=5, random_seed=2)  # sample i: random seed S + i
+    assert_named(lambda: charlm.stream(model, "ab", num_samples=2), "charlm.stream", "num_samples", "charlm.generate")
+
+
 def test_unknown_option_is_named(fox_file):
     with pytest.raises(CharLMError, match="unknown option\\(s\\) hiden"):
         charlm.train(fox_file, hiden=64)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint, runs, train_state
+from charlm import checkpoint, runs, threads, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import converse
 from charlm.config import SampleConfig
@@ -26,6 +26,16 @@ def trained(fox_file):
     result = cli("train", str(fox_file), "--out", "fox", "--max-steps", "20", *TINY_ARGS)
     assert result.exit_code == 0, result.output
     return "fox"
+
+
+def test_sample_and_eval_adapt_their_threads_to_the_cpu(trained, fox_file, monkeypatch):
+    """Their steps report their speed to the thread governor, which only training started: on 2 cores
+    with one busy, `charlm sample` kept torch's thread per core and wrote 94 characters a second
+    where one thread writes 1,775."""
+    for command in (["sample", "--checkpoint", trained, "--length", "5"], ["eval", trained, str(fox_file)]):
+        monkeypatch.setattr(threads, "_governor", None)
+        assert cli(*command).exit_code == 0
+        assert threads._governor is not None, command
 
 
 def test_train_sample_eval_info(trained, fox_file):
@@ -142,6 +152,10 @@ def test_bad_checkpoints_get_one_line(tmp_path, trained):
     assert_one_line_error(cli("sample", "--checkpoint", "cut.pt"), "cut.pt: truncated checkpoint")
     (tmp_path / "notes.pt").write_text("just some text")
     assert_one_line_error(cli("info", "notes.pt"), "notes.pt: not a charlm checkpoint")
+    # an export given back to charlm said only that, not what charlm reads instead
+    assert cli("export", trained, "--format", "html", "--output", "page.html").exit_code == 0
+    hint = "give a run folder, a .pt checkpoint or a safetensors model folder"
+    assert_one_line_error(cli("sample", "--checkpoint", "page.html"), "page.html: not a charlm checkpoint", hint)
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
@@ -374,6 +388,14 @@ def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, c
         what = "charlm plot writes a PNG"
     assert_one_line_error(cli(*OUTPUT_COMMANDS[command], target), f"--output {target}: {what}")
     assert (tmp_path / target).read_bytes() == kept
+
+
+@pytest.mark.parametrize("command", ["export html", "export onnx", "inspect"])  # sample's click checks; plot's test
+def test_an_output_that_is_a_folder_is_refused_naming_the_option(trained, tmp_path, command):
+    """`charlm inspect ... --output reports` worked for its seconds to minutes, then said only
+    `reports: Is a directory`; so did an onnx export."""
+    (tmp_path / "reports").mkdir()
+    assert_one_line_error(cli(*OUTPUT_COMMANDS[command], "reports"), "--output", "reports", "folder")
 
 
 def test_a_safetensors_export_into_a_run_folder_is_refused(trained, tmp_path):

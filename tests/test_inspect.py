@@ -262,9 +262,9 @@ def test_inspect_command_writes_the_page_and_prints_the_tables(fox_file, tmp_pat
     assert result.output.strip() == "wrote fox.html"
     page = (tmp_path / "fox.html").read_text(encoding="utf-8")
     assert TextOf.read(page, "surprise") == fox_file.read_text()[:300]
-    result = cli("inspect", "fox", "--held-out", "--output", "held.html", "--quiet")
-    assert result.exit_code == 0, result.output
-    assert "(held out)" in (tmp_path / "held.html").read_text(encoding="utf-8")
+    result = cli("inspect", "fox", "--held-out", "--output", "reports/held.html", "--quiet")  # a new folder
+    assert result.exit_code == 0, result.output  # was `No such file or directory` once the work was done
+    assert "(held out)" in (tmp_path / "reports/held.html").read_text(encoding="utf-8")
     shown = cli("inspect", str(fox_file), "--output", "latest.html", "--max-chars", "200")  # the latest run
     assert shown.exit_code == 0, shown.output
     for heading in ("bits per character", "feature", "gate", "class", "n-gram order", "hardest spans"):
@@ -277,6 +277,8 @@ def test_inspect_command_errors_are_one_line(fox_file, tmp_path):
     assert_one_line_error(cli("inspect", "fox", str(fox_file), "extra"), "[RUN] FILE")
     assert_one_line_error(cli("inspect", "fox", "a", "--held-out"), "[RUN] --held-out")
     assert_one_line_error(cli("inspect", "fox"), "fox is a run: give a FILE to inspect after it, or --held-out")
+    # a run's folder too, which was read as a folder of texts: `holds no .txt files`
+    assert_one_line_error(cli("inspect", "checkpoints/fox"), "checkpoints/fox is a run: give a FILE")
     (tmp_path / "empty.txt").write_text("")
     assert_one_line_error(cli("inspect", "fox", "empty.txt"), "empty.txt: file is empty; give a file with text")
     fox_file.rename(tmp_path / "moved.txt")  # the run's training text is gone

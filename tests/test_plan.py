@@ -67,6 +67,20 @@ def test_a_cpu_plan_with_a_time_budget_keeps_batch_16(fox_file, tiny, monkeypatc
     assert planned.config.hidden == 128 and planned.probed_chars_per_second == 1e5
 
 
+def test_an_out_folder_that_holds_a_run_is_refused_before_the_size_is_measured(fox_file, tiny, monkeypatch):
+    """The size probe takes seconds (ten and more on a busy machine) to end in `already holds a run`."""
+    charlm.train(fox_file, out="run", **tiny)
+
+    def measured(*args):
+        raise AssertionError("the size was measured for a run that cannot start")
+
+    monkeypatch.setattr(sizing, "measure_sizes", measured)
+    options = {**tiny, "hidden": None, "max_steps": None, "max_time": "5m"}
+    corpus = load_corpus([str(fox_file)], Config(**options), quiet=True)
+    with pytest.raises(charlm.CharLMError, match="already holds a run"):
+        plan.plan(Config(**options), corpus, out="run")
+
+
 def test_on_a_gpu_the_batch_is_chosen_from_measured_speed(tmp_path, tiny, monkeypatch, capsys):
     """No GPU here: the plan is told it runs on cuda:0 and the probe answers from a fake speed table."""
     table = {16: 100_000.0, 32: 190_000.0, 64: 350_000.0, 128: 420_000.0, 256: 440_000.0}

@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 import charlm
-from charlm import tables
+from charlm import runs, tables
 from charlm.plot import HEIGHT, WIDTH
 from charlm.reporting import read_metrics
 
@@ -25,6 +25,8 @@ def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
     assert table[0].split()[:5] == ["run", "corpus", "model", "steps", "best"]
     assert [line.split()[0] for line in table[1:]] == ["small", "wide"]
     assert "1x48 lstm" in table[2] and "fox" in table[2] and " 20 " in table[2]
+    parameters = runs.read_run_info(fox_file.parent / "checkpoints/wide")["parameters"]
+    assert f"1x48 lstm {parameters / 1e3:.0f}k" in table[2]  # a model under a million parameters was "0.0M"
     assert cli("plot", "--output", "latest.png").output == "wrote latest.png\n"  # no RUN: the latest run
     assert (fox_file.parent / "latest.png").read_bytes()[:8] == png[:8]
 
@@ -97,7 +99,7 @@ def test_a_damaged_metrics_or_run_file_is_read_around(fox_file, tiny, name, dama
     listing = cli("runs")
     assert listing.exit_code == 0, listing.output
     bad, good = listing.output.splitlines()[1:]
-    assert good.split()[:5] == ["good", "fox", "1x32", "lstm", "0.0M"] and " 20 " in good
+    assert good.split()[:5] == ["good", "fox", "1x32", "lstm", "10k"] and " 20 " in good
     assert bad.split()[0] == "bad" and (" 20 " in bad or " 25 " in bad)  # 25: a row with a numeric step
     result = cli("plot", "bad", "good", "--output", "both.png")
     assert result.exit_code == 0 and result.output == "wrote both.png\n", result.output

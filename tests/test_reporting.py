@@ -29,6 +29,16 @@ def test_metrics_rows_continue_across_a_resume(fox_file, tiny):
     assert rows[-1]["val_bpc"] < rows[0]["val_bpc"]
 
 
+def test_a_new_run_in_a_folder_a_dead_run_left_keeps_only_its_own_rows(fox_file, tiny):
+    """A run stopped by two quick Ctrl-Cs before its first checkpoint leaves metrics.jsonl and no
+    checkpoint; a new run with that --out appended to it, and plot and runs mixed the two runs."""
+    folder = fox_file.parent / "checkpoints/run"
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 529, "train_bpc": 7.48}) + "\n")
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20})
+    assert [r["step"] for r in read_metrics(folder)] == [10, 20]
+
+
 def test_rows_written_after_the_last_checkpoint_are_superseded_by_a_resume(tmp_path):
     lines = [{"step": 10}, {"step": 20}, {"step": 25}, {"resume": 20}, {"step": 30}]
     (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + '\n{"step": 3')  # cut by a kill
@@ -70,3 +80,19 @@ def test_rows_and_fields_that_are_not_numbers_are_left_out(tmp_path):
     lines += ['{"step": 10, "val_bpc": NaN, "train_bpc": null, "elapsed": "soon", "lr": 0.1}', '{"step": Infinity}']
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert read_metrics(tmp_path) == [{"step": 10, "train_bpc": None, "lr": 0.1}]
+
+
+def test_a_timed_runs_bar_never_runs_past_its_total(tmp_path):
+    """A run that sped up (another program letting go of a core) passed the total its last redraw
+    estimated, and for up to a second the bar read `3869/?`: no percentage, no time left."""
+    config = Config(max_time="100s", batch_size=4, hidden=8, eval_every=10, dropout=0.0)
+    progress = Progress()
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), 100.0)
+    progress.step, progress.elapsed = 100, 99.0
+    reporter.redraw(reporter.bar_time + 1.0)  # 100 steps a second, 1 s left: about 200 steps in all
+    reporter.bar.n = progress.step
+    for _ in range(300):  # faster now: the steps come before the next redraw is due
+        progress.step += 1
+        reporter.step(torch.tensor(1.0))
+        assert reporter.bar.n <= reporter.bar.total
+    reporter.close()

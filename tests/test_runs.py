@@ -199,6 +199,14 @@ def test_no_runs_says_where_it_looked(tmp_path):
     assert_one_line_error(cli("runs", "--root", str(tmp_path / "elsewhere")), f"no runs under {tmp_path}/elsewhere/;")
 
 
+def test_no_runs_hints_at_what_every_command_takes():
+    """`train --resume RUN`, `info RUN`, `export RUN` have no --checkpoint: the hint was `sample`'s alone."""
+    for args in (("train", "--resume"), ("info",), ("export", "--format", "onnx"), ("sample",)):
+        result = cli(*args)
+        assert_one_line_error(result, "no runs under checkpoints/", "or name a run folder or .pt file")
+        assert "--checkpoint" not in result.output, args
+
+
 def test_a_run_without_a_limit_is_refused_before_it_claims_a_folder(fox_file, tmp_path):
     result = cli("train", str(fox_file), "--layers", "1", "--hidden", "16", "--max-time", "none", "--quiet")
     assert_one_line_error(result, "give the run a limit: --max-steps N or --max-time DURATION")

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import click
 
-from .. import checkpoint, outputs, sampler
+from .. import checkpoint, outputs, sampler, threads
 from ..config import SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..errors import CharLMError
@@ -71,6 +71,7 @@ def sample(
             raise CharLMError(f"--seed-file {e}") from None
     seed = seed or ""
     model = checkpoint.load(target, device)
+    threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read is refused before anything is printed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownCharacterWarning)

@@ -132,8 +132,6 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
 def export(saved: Checkpoint, path: Path, about: dict, weights: str) -> Path:
     """Write the page to `path`."""
     path = Path(path)
-    if path.is_dir():
-        raise CharLMError(f"--output {path}: is a folder; --format html writes one file")
     text = render(saved, about, weights)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
