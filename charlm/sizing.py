@@ -40,6 +40,7 @@ from .tokens import TokenCorpus
 from .train_state import TrainState
 
 CANDIDATES = (128, 192, 256, 384, 512, 768, 1024)
+SMALLEST_SHORT = ", the smallest size, is short of characters"  # what the line says when no size fits
 CHARS_PER_PARAMETER = 2.0
 NO_BUDGET_HIDDEN = 256  # without --max-time there is no budget to fit: the measured 10-minute default
 PROBE_WARMUP = 2  # untimed training steps before a size is timed
@@ -104,7 +105,9 @@ def describe(chosen: int, measured: list[Candidate]) -> str:
     tried = ", ".join(f"{c.hidden}: {c.chars_per_second:,.0f} chars/s, {c.chars_per_parameter:.1f}" for c in measured)
     capped = measured and measured[0].max_chars and measured[-1].chars == measured[-1].max_chars
     limit = f"; --max-steps ends it at {measured[0].max_chars:,.0f} chars" if capped else ""
-    return f"--hidden {chosen} fits the budget (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried}{limit})"
+    fits = any(c.hidden == chosen and c.chars_per_parameter >= CHARS_PER_PARAMETER for c in measured)
+    verdict = " fits the budget" if fits else f"{SMALLEST_SHORT} in the budget"
+    return f"--hidden {chosen}{verdict} (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried}{limit})"
 
 
 def fit_to_chars(chars: float, parameters: Callable[[int], int]) -> tuple[int, str]:
@@ -112,8 +115,9 @@ def fit_to_chars(chars: float, parameters: Callable[[int], int]) -> tuple[int, s
     (the smallest if none), and why: a run limited by --max-steps alone sees that many at any speed."""
     fitting = [h for h in CANDIDATES if chars >= CHARS_PER_PARAMETER * parameters(h)]
     hidden = fitting[-1] if fitting else CANDIDATES[0]
+    verdict = " fits --max-steps" if fitting else f"{SMALLEST_SHORT} under --max-steps"
     return hidden, (
-        f"--hidden {hidden} fits --max-steps: {chars:,.0f} training chars, {chars / parameters(hidden):.1f} "
+        f"--hidden {hidden}{verdict}: {chars:,.0f} training chars, {chars / parameters(hidden):.1f} "
         f"per parameter (want >= {CHARS_PER_PARAMETER:g})"
     )
 

@@ -41,6 +41,13 @@ def test_the_largest_size_that_sees_enough_characters_is_chosen():
     assert sizing.choose_hidden(60, speed.get, parameters.get)[0] == 192
     assert sizing.choose_hidden(1, speed.get, parameters.get)[0] == 128
     assert "--hidden 384 fits the budget" in sizing.describe(hidden, measured)
+    # When not even the smallest fits, the line says so instead of calling it a fit.
+    tiny_budget = sizing.choose_hidden(1, speed.get, parameters.get)
+    assert sizing.describe(*tiny_budget).startswith(f"--hidden 128{sizing.SMALLEST_SHORT} in the budget (")
+    assert sizing.fit_to_chars(1000, parameters.get)[1].startswith(
+        f"--hidden 128{sizing.SMALLEST_SHORT} under --max-steps: "
+    )
+    assert sizing.fit_to_chars(1e9, parameters.get)[1].startswith("--hidden 1024 fits --max-steps: ")
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
