@@ -133,6 +133,8 @@ class Trainer:
                     self.run_dir, config, progress, self.corpus.chars_per_token, self.device, max_seconds, self.lock
                 )
                 self.reporter = stack.enter_context(contextlib.closing(reporter))
+                if not progress.step:  # a new run: samples here are a run's that died before its first checkpoint
+                    (self.run_dir / runs.SAMPLES).unlink(missing_ok=True)
             stop = stack.enter_context(StopFlag().installed())
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())

@@ -30,13 +30,17 @@ def test_metrics_rows_continue_across_a_resume(fox_file, tiny):
 
 
 def test_a_new_run_in_a_folder_a_dead_run_left_keeps_only_its_own_rows(fox_file, tiny):
-    """A run stopped by two quick Ctrl-Cs before its first checkpoint leaves metrics.jsonl and no
-    checkpoint; a new run with that --out appended to it, and plot and runs mixed the two runs."""
+    """A run stopped by two quick Ctrl-Cs before its first checkpoint leaves metrics.jsonl (and
+    samples.txt) and no checkpoint; a new run with that --out appended to them, and plot and runs mixed
+    the two runs."""
     folder = fox_file.parent / "checkpoints/run"
     folder.mkdir(parents=True)
     (folder / "metrics.jsonl").write_text(json.dumps({"step": 529, "train_bpc": 7.48}) + "\n")
-    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20})
+    (folder / "samples.txt").write_text("--- sample at step 500 (val 7.480 bpc) ---\nthe dead run's\n")
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20, "sample_every": 1})
     assert [r["step"] for r in read_metrics(folder)] == [10, 20]
+    samples = (folder / "samples.txt").read_text()
+    assert "dead run" not in samples and samples.count("--- sample at step") == 2, samples
 
 
 def test_rows_written_after_the_last_checkpoint_are_superseded_by_a_resume(tmp_path):
