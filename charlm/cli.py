@@ -15,7 +15,7 @@ from . import catalog, checkpoint, outputs, runs, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
-from .config import CORPUS_OPTIONS, Config
+from .config import CORPUS_OPTIONS, Config, holds
 from .corpus import read_texts, source_files
 from .errors import CharLMError
 from .inspection import analysis, page
@@ -184,8 +184,8 @@ def run_row(folder: Path) -> list[str]:
     info = runs.read_run_info(folder) or {}
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
 
-    def shown(value: object, kind: type | tuple[type, ...], default: str = "?") -> str:
-        return str(value) if isinstance(value, kind) and not isinstance(value, bool) else default
+    def shown(value: object, kind: type, default: str = "?") -> str:
+        return str(value) if holds(value, kind) else default
 
     layers, hidden = (shown(config.get(name), int) for name in ("layers", "hidden"))
     model = f"{layers}x{hidden} {shown(config.get('cell'), str, '')}".strip()

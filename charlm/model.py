@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .config import MAXIMA
+from .config import MAXIMA, holds
 from .errors import CharLMError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ UNSEEN = -1  # the id of a character outside the vocabulary, where a caller asks
 
 class Vocabulary(Protocol):
     """What a model reads and writes through: a character vocabulary (`vocab.Vocab`) or SentencePiece
-        pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and
+    pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and
     reads a character vocabulary's own fields (`chars`, `unknown_id`) only where `one_char_per_id`."""
 
     tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
@@ -104,12 +104,16 @@ class ModelConfig:
         limits = {"layers": MAXIMA["layers"], "hidden": MAXIMA["hidden"], "vocab_size": 2**31 - 1}
         for name, most in limits.items():
             value = getattr(self, name)
-            if not _is_int(value) or not 1 <= value <= most:
+            if not holds(value, int) or not 1 <= value <= most:
                 raise CharLMError(f"the model description is damaged: {name} must be from 1 to {most}, not {value!r}")
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+        if not holds(self.dropout, float) or not 0 <= self.dropout < 1:
             raise CharLMError(f"the model description is damaged: dropout must be in [0, 1), not {self.dropout!r}")
         cutoffs = self.head_cutoffs
-        if not all(map(_is_int, cutoffs)) or list(cutoffs) != sorted(set(cutoffs)) or not 0 < min(cutoffs, default=1):
+        if (
+            not all(holds(cutoff, int) for cutoff in cutoffs)
+            or list(cutoffs) != sorted(set(cutoffs))
+            or not 0 < min(cutoffs, default=1)
+        ):
             raise CharLMError(f"the model description is damaged: head_cutoffs {list(cutoffs)} are not rising ranks")
         if cutoffs and cutoffs[-1] >= self.vocab_size:
             raise CharLMError(
@@ -299,10 +303,6 @@ class _Unfilled(TorchFunctionMode):
         if func is torch.arange:
             return torch.empty(len(range(*args)), dtype=torch.long)
         return func(*args, **kwargs)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def fp32(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
