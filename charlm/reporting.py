@@ -106,6 +106,23 @@ class SilentReporter:
         pass
 
 
+class StepBar(tqdm):
+    """tqdm, its time left read at the speed the Reporter estimates: tqdm's own rate counts from the
+    bar's start, so after a resume (or a slow first second) the time left it showed could exceed the
+    --max-time left."""
+
+    def __init__(self, *args, steps_per_second: float | None = None, **kwargs) -> None:
+        self.steps_per_second = steps_per_second  # before tqdm's first draw
+        super().__init__(*args, **kwargs)
+
+    @property
+    def format_dict(self) -> dict:
+        shown = super().format_dict
+        if self.steps_per_second and not self.disable:
+            shown["rate"] = self.steps_per_second
+        return shown
+
+
 class Reporter:
     """The progress bar and the metrics log of rank 0 (the only rank that reports)."""
 
@@ -118,6 +135,7 @@ class Reporter:
         device: torch.device,
         max_seconds: float | None,
         lock: RunLock | None = None,
+        probed_chars_per_second: float | None = None,
     ):
         self.config, self.progress, self.max_seconds = config, progress, max_seconds
         # Shown per character whatever the tokenizer: a sentencepiece token spells several.
@@ -134,13 +152,20 @@ class Reporter:
             except ImportError:
                 raise CharLMError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
             self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-        self.bar = tqdm(
-            total=config.max_steps or None,
+        # Until the run has measured its own speed (a second in), a --max-time run's bar reads the size
+        # probe's or, resumed, the run's average so far.
+        if probed_chars_per_second:
+            expected = probed_chars_per_second / (config.batch_size * config.seq_len * chars_per_token)
+        else:
+            expected = progress.step / progress.elapsed if progress.elapsed else None
+        self.bar = StepBar(
+            total=self.step_total(expected) if max_seconds and expected else config.max_steps or None,
             initial=progress.step,
             disable=config.quiet,
             unit="step",
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
+            steps_per_second=expected,
         )
         self.loss_sum, self.losses, self.train_bpc = torch.zeros((), device=device), 0, None
         now = time.perf_counter()
@@ -173,16 +198,21 @@ class Reporter:
             measured = (progress.step - self.bar_step) / seconds
             weight = min(seconds / SPEED_SECONDS, 1.0) if self.steps_per_second is not None else 1.0
             self.steps_per_second = (1 - weight) * (self.steps_per_second or 0.0) + weight * measured
-        steps_per_second = self.steps_per_second
+        steps_per_second = self.bar.steps_per_second = self.steps_per_second
         self.bar_time, self.bar_step = now, progress.step
         if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
-            estimate = progress.step + max(0, int((self.max_seconds - progress.elapsed) * steps_per_second))
-            self.bar.total = min(estimate, config.max_steps) if config.max_steps else estimate
+            self.bar.total = self.step_total(steps_per_second)
         train = self.mean_bpc() if self.losses else self.train_bpc
         shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
         shown.append(f"val {progress.val_bpc:.3f} bpc" if progress.val_bpc is not None else "val -")
         shown.append(f"{steps_per_second * config.batch_size * config.seq_len * self.chars_per_token:,.0f} chars/s")
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
+
+    def step_total(self, steps_per_second: float) -> int:
+        """A --max-time run's steps: those done and those the time left allows at this speed."""
+        progress, max_steps = self.progress, self.config.max_steps
+        estimate = progress.step + max(0, int((self.max_seconds - progress.elapsed) * steps_per_second))
+        return min(estimate, max_steps) if max_steps else estimate
 
     def mean_bpc(self) -> float:
         """Training bits per character since the last row (a host sync)."""

@@ -129,8 +129,16 @@ class Trainer:
                 self.lock = runs.RunLock(self.run_dir)
                 stack.enter_context(self.lock)
                 runs.write_run_info(self.run_dir, self.run_info())
+                probed = self.plan.probed_chars_per_second  # the bar's speed until the run measures its own
                 reporter = Reporter(
-                    self.run_dir, config, progress, self.corpus.chars_per_token, self.device, max_seconds, self.lock
+                    self.run_dir,
+                    config,
+                    progress,
+                    self.corpus.chars_per_token,
+                    self.device,
+                    max_seconds,
+                    self.lock,
+                    probed,
                 )
                 self.reporter = stack.enter_context(contextlib.closing(reporter))
                 if not progress.step:  # a new run: samples here are a run's that died before its first checkpoint

@@ -100,3 +100,25 @@ def test_a_timed_runs_bar_never_runs_past_its_total(tmp_path):
         reporter.step(torch.tensor(1.0))
         assert reporter.bar.n <= reporter.bar.total
     reporter.close()
+
+
+def test_a_timed_runs_bar_has_a_total_from_its_first_step(tmp_path):
+    """Until its first redraw a second in, a --max-time run's bar read `13/?`: it starts from the
+    size probe's speed (here 5,000 chars/s of 4 x 25 windows: 50 steps a second for 100 s)."""
+    config = Config(max_time="100s", batch_size=4, hidden=8, eval_every=10, dropout=0.0)
+    reporter = Reporter(tmp_path, config, Progress(), 1.0, torch.device("cpu"), 100.0, probed_chars_per_second=5_000.0)
+    assert reporter.bar.total == 5_000
+    reporter.close()
+
+
+def test_a_resumed_runs_time_left_is_the_budget_left(tmp_path):
+    """After a resume tqdm's own rate (counted from the bar's start, no update yet) left the time left
+    unknown or above the --max-time left; it is read at the run's measured speed."""
+    config = Config(max_time="100s", batch_size=4, hidden=8, eval_every=10, dropout=0.0)
+    progress = Progress(step=1_000, elapsed=49.0)
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), 100.0)
+    progress.step, progress.elapsed = 1_100, 50.0
+    reporter.redraw(reporter.bar_time + 1.0)  # 100 steps a second, 50 s left
+    reporter.bar.n = progress.step
+    assert reporter.bar.total == 6_100 and "<00:50" in str(reporter.bar)
+    reporter.close()
