@@ -39,9 +39,9 @@ class Group(click.Group):
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
-        except KeyboardInterrupt:  # only training has checkpoints to speak of; a server just stops
-            if ctx.invoked_subcommand == "train":
-                click.echo("interrupted; checkpoints already written are intact", err=True)
+        except KeyboardInterrupt as e:  # only training has checkpoints to speak of; a server just stops
+            if ctx.invoked_subcommand == "train":  # the trainer says what its run folder holds
+                click.echo(str(e) or "interrupted; checkpoints already written are intact", err=True)
             sys.exit(130)
         except OSError as e:  # a file error no stage turned into a CharLMError: still one line
             raise click.ClickException(f"{e.filename or 'file'}: {e.strerror or e}") from None

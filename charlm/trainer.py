@@ -309,6 +309,12 @@ class Trainer:
             raise CharLMError(f"{error}; training stopped at step {self.progress.step}")
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
 
+    def interrupted_note(self) -> str:
+        """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
+        if self.saved_step is None:
+            return f"interrupted before the first checkpoint; train again (--out {self.run_dir} is still free)"
+        return f"interrupted; {self.run_dir} holds step {self.saved_step}: resume with charlm train --resume {self.run_dir}"
+
     def diverged_message(self) -> str:
         lower = f"{self.config.lr / 4:.2g}"
         if self.saved_step is None:

@@ -358,6 +358,27 @@ def test_a_run_stopped_by_a_signal_saves_and_exits_with_the_shells_status(fox_fi
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == 6
 
 
+@pytest.mark.parametrize("at_step", [5, 30])
+def test_a_second_ctrl_c_says_what_the_run_folder_holds(fox_file, monkeypatch, at_step):
+    """Two quick Ctrl-Cs stop at once; before the first checkpoint it said "checkpoints already written
+    are intact" when none had been written."""
+    real_step = train_state.train_step
+
+    def step_then_two_signals(state, share):
+        if state.progress.step == at_step:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(state, share)
+
+    monkeypatch.setattr(train_state, "train_step", step_then_two_signals)
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--eval-every", "20", "--max-steps", "1000")
+    assert result.exit_code == 130, result.output
+    if at_step < 20:
+        assert "interrupted before the first checkpoint" in result.output and "intact" not in result.output
+    else:
+        assert "checkpoints/run holds step 20: resume with charlm train --resume checkpoints/run" in result.output
+
+
 def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):
     def interrupted(targets, config):
         raise KeyboardInterrupt

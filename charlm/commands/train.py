@@ -84,7 +84,10 @@ def train_ranks(
                 else "its sentencepiece tokenizer kept (new characters are spelled as bytes)"
             )
             click.echo(f"fine-tuning from {trainer.base.describe()}; {added}", err=True)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
+        raise KeyboardInterrupt(trainer.interrupted_note()) from None
     progress = trainer.progress
     saved = f"saved in {run_dir}"
     if trainer.save_error:
