@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from . import threads
 from .batches import as_ids
 from .cells import gru_cell, lstm_cell
+from .errors import CharLMError
 from .model import UNSEEN, CharLM, State, Vocabulary, inference, map_state
 
 LOG2E = 1.0 / math.log(2.0)  # bits per nat
@@ -263,6 +264,8 @@ def one_layer(model: CharLM, layer: int) -> nn.RNNBase:
 
 def encode(model: CharLM, text: str, context: str | None) -> tuple[torch.Tensor, int]:
     """The context's and the text's ids in one tensor on the model's device, and where the text starts."""
+    if not text and context == "":  # the recurrent core cannot run over zero steps
+        raise CharLMError('nothing to read: the text is empty and context is ""; give a text, or context=None')
     context = model.vocab.start_text() if context is None else context
     context_ids = (
         model.vocab.encode(context, what="context", unseen=True) if context else torch.zeros(0, dtype=torch.long)
