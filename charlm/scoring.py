@@ -314,10 +314,10 @@ def tokens_of(model: CharLM, text: str, ids: torch.Tensor) -> list[str]:
 
 def mean_bits(bits: np.ndarray, tokens: list[str]) -> float:
     """Bits per character of scored tokens: total bits over the characters of the tokens that were
-    scored (a NaN is a token that was not)."""
+    scored (a NaN is a token that was not). NaN when none was: 0 would read as a perfect score."""
     scored = ~np.isnan(bits)
     chars = sum(len(token) for token, kept in zip(tokens, scored) if kept)
-    return float(bits[scored].sum() / max(chars, 1))
+    return float(bits[scored].sum() / chars) if chars else math.nan
 
 
 @dataclass

@@ -211,3 +211,12 @@ def test_an_empty_text_read_cold_is_a_one_line_error_not_a_torch_crash():
         with pytest.raises(CharLMError, match="nothing to read"):
             compute(model, "", context="")
     assert trace(model, "").hidden.shape == (1, 0, 8)  # after the default newline: an empty trace, as before
+
+
+def test_a_text_with_no_scored_character_has_no_bits_per_character_not_zero():
+    """Every character unseen (or a cold start's first): nothing was predicted, so bpc is NaN; it said
+    0.0, a perfect score."""
+    model = make_model("\nab", layers=1, hidden=8).eval()
+    assert np.isnan(trace(model, "xy").bpc) and np.isnan(surprise(model, "xy").bpc)
+    assert np.isnan(trace(model, "a", context="").bpc)
+    assert trace(model, "a").bpc > 0  # after the default newline, "a" was predicted
