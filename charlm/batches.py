@@ -68,17 +68,18 @@ class Windows:
     epoch: int = 0
 
     @property
-    def last_input(self) -> int:
+    def input_columns(self) -> int:
+        """Columns that are ever an input: all but a stream's last character, which is only a target."""
         return self.streams.shape[1] - 1
 
     def window(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) of the window starting at column `start`."""
-        end = min(start + self.seq_len, self.last_input)
+        end = min(start + self.seq_len, self.input_columns)
         return as_ids(self.streams[:, start:end]), as_ids(self.streams[:, start + 1 : end + 1])
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
         """(inputs, targets, fresh_state) for the next training step."""
-        if self.position >= self.last_input:
+        if self.position >= self.input_columns:
             self.position, self.epoch = 0, self.epoch + 1
         start = self.position
         inputs, targets = self.window(start)
@@ -87,5 +88,5 @@ class Windows:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One pass over all windows (evaluation), independent of `position`."""
-        for start in range(0, self.last_input, self.seq_len):
+        for start in range(0, self.input_columns, self.seq_len):
             yield self.window(start)

@@ -182,7 +182,7 @@ def _composes_backward() -> frozenset[str]:
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:
-    """One small file whole (a seed), exactly as written but for `\r\n`."""
+    """One small file whole (a seed), exactly as written but for `\\r\\n`."""
     text = "".join(_decode(Path(path), encoding, None, encoding_option=False))
     if not text.strip():
         raise CharLMError(f"{path}: file is empty; give a file with text in it")

@@ -4,8 +4,9 @@ Each new character costs one step of the recurrent core, never a re-run of the t
 LSTM that step is `FusedLSTMStep`: the equations of `cells.lstm_cell` (input, forget, output gates,
 candidate, cell state), rearranged for speed: a table lookup for layer 0's input, then one matrix
 product per layer, into preallocated buffers. (Calling `nn.LSTM` once per character pays its whole
-dispatch, about 2 ms on a CPU, for a few microseconds of work.) A GRU or plain RNN steps through
-the model itself.
+dispatch, about 2 ms on a CPU, for a few microseconds of work.) tests/test_cells.py checks its logits
+and states against `cells.lstm_cell` stepped one character at a time. A GRU or plain RNN steps
+through the model itself.
 """
 
 from __future__ import annotations

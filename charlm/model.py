@@ -324,7 +324,7 @@ def detach_state(state: State | None) -> State | None:
 
 
 @contextlib.contextmanager
-def inference(model: CharLM) -> Iterator[CharLM]:
+def inference(model: CharLM) -> Iterator[None]:
     """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
     fp32: cuDNN may otherwise run an fp32 RNN on TF32 tensor cores (10-bit mantissas), and scores and
     log-probabilities must not depend on the device (bpc compares across machines)."""

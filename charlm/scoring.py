@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from . import threads
 from .batches import as_ids
 from .cells import gru_cell, lstm_cell
+from .errors import CharLMError
 from .model import UNSEEN, CharLM, State, Vocabulary, inference, map_state
 
 LOG2E = 1.0 / math.log(2.0)  # bits per nat
@@ -263,6 +264,8 @@ def one_layer(model: CharLM, layer: int) -> nn.RNNBase:
 
 def encode(model: CharLM, text: str, context: str | None) -> tuple[torch.Tensor, int]:
     """The context's and the text's ids in one tensor on the model's device, and where the text starts."""
+    if not text and context == "":  # the recurrent core cannot run over zero steps
+        raise CharLMError('nothing to read: the text is empty and context is ""; give a text, or context=None')
     context = model.vocab.start_text() if context is None else context
     context_ids = (
         model.vocab.encode(context, what="context", unseen=True) if context else torch.zeros(0, dtype=torch.long)
@@ -311,10 +314,10 @@ def tokens_of(model: CharLM, text: str, ids: torch.Tensor) -> list[str]:
 
 def mean_bits(bits: np.ndarray, tokens: list[str]) -> float:
     """Bits per character of scored tokens: total bits over the characters of the tokens that were
-    scored (a NaN is a token that was not)."""
+    scored (a NaN is a token that was not). NaN when none was: 0 would read as a perfect score."""
     scored = ~np.isnan(bits)
     chars = sum(len(token) for token, kept in zip(tokens, scored) if kept)
-    return float(bits[scored].sum() / max(chars, 1))
+    return float(bits[scored].sum() / chars) if chars else math.nan
 
 
 @dataclass

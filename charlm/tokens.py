@@ -248,7 +248,7 @@ def new_characters(counts: Counter, base: Vocabulary, config: Config) -> list[st
     return added + [UNKNOWN] * (len(added) < len(new))
 
 
-def load_prepared(folder: Path) -> tuple[Vocab, np.ndarray, dict]:
+def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
     """Vocabulary, memory-mapped ids and meta of a cache folder, each checked."""
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))

@@ -44,3 +44,20 @@ def test_too_short_text_is_an_error():
     with pytest.raises(CharLMError, match="too short"):
         make_streams(torch.arange(7), batch_size=4)
     assert min_chars(16, 25) == 16 * 26
+
+
+def test_the_module_docstrings_alphabet_example_is_what_the_windows_are():
+    """batches.py (and docs/how-it-works.md) draw "abc...z", batch 5, window 2: this is that drawing."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    windows = Windows(make_streams(torch.tensor([ord(c) for c in letters]), batch_size=5), seq_len=2)
+
+    def spelled(rows: torch.Tensor) -> list[str]:
+        return ["".join(map(chr, row.tolist())) for row in rows]
+
+    assert spelled(windows.streams) == ["abcde", "fghij", "klmno", "pqrst", "uvwxy"]  # "z" dropped
+    steps = [windows.next() for _ in range(3)]
+    assert [(spelled(i), spelled(t), fresh) for i, t, fresh in steps[:2]] == [
+        (["ab", "fg", "kl", "pq", "uv"], ["bc", "gh", "lm", "qr", "vw"], True),
+        (["cd", "hi", "mn", "rs", "wx"], ["de", "ij", "no", "st", "xy"], False),
+    ]
+    assert windows.epoch == 1 and steps[2][2] and spelled(steps[2][0]) == spelled(steps[0][0])  # "e" only a target

@@ -8,7 +8,7 @@ from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig, detach_state, head_cutoffs
-from charlm.scoring import trace
+from charlm.scoring import surprise, trace
 from charlm.vocab import Vocab
 
 from .conftest import make_model
@@ -202,3 +202,21 @@ def test_trace_leaves_the_model_in_its_mode_and_works_where_dropout_is_on():
     first, second = trace(model, "abba\nab"), trace(model, "abba\nab")
     assert model.training  # restored
     assert np.array_equal(first.hidden, second.hidden)  # dropout was off while tracing
+
+
+def test_an_empty_text_read_cold_is_a_one_line_error_not_a_torch_crash():
+    """`trace(model, "", context="")` raised torch's "Expected sequence length to be larger than 0 in RNN"."""
+    model = make_model("\nab", layers=1, hidden=8).eval()
+    for compute in (trace, surprise):
+        with pytest.raises(CharLMError, match="nothing to read"):
+            compute(model, "", context="")
+    assert trace(model, "").hidden.shape == (1, 0, 8)  # after the default newline: an empty trace, as before
+
+
+def test_a_text_with_no_scored_character_has_no_bits_per_character_not_zero():
+    """Every character unseen (or a cold start's first): nothing was predicted, so bpc is NaN; it said
+    0.0, a perfect score."""
+    model = make_model("\nab", layers=1, hidden=8).eval()
+    assert np.isnan(trace(model, "xy").bpc) and np.isnan(surprise(model, "xy").bpc)
+    assert np.isnan(trace(model, "a", context="").bpc)
+    assert trace(model, "a").bpc > 0  # after the default newline, "a" was predicted

@@ -268,7 +268,7 @@ def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_O
     ngram_bits = {order: ngram.bits(text, order, start) for order in range(1, max_order + 1)}
     unseen = model.vocab.unknown(text) if model.vocab.unknown_id is None else []
     scored = ~np.isnan(seen.bits)  # the n-grams are scored on the same characters as the model
-    ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else 0.0 for order, bits in ngram_bits.items()}
+    ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else np.nan for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
     notes = []
     if unseen:
