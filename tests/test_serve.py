@@ -515,6 +515,16 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
         assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
 
 
+def test_the_openai_client_retrieves_a_model_by_its_id(client):
+    """client.models.retrieve (GET /v1/models/{id}) was a bare 404 "Not Found", so a tool that checks
+    its model before using it failed against a model that was there."""
+    listed = client.models.list().data[0]
+    assert client.models.retrieve("tiny").model_dump() == listed.model_dump()
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("nonesuch")
+    assert caught.value.body["code"] == "model_not_found" and caught.value.body["param"] == "model"
+
+
 def test_unknown_model_is_404_and_never_a_path(client, tmp_path, server):
     for name in ("nonesuch", "../tiny", str(tmp_path), "checkpoints/tiny/best.pt"):
         with pytest.raises(openai.NotFoundError) as caught:
@@ -567,6 +577,7 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     models = OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
     assert [m.id for m in models.data] == ["tiny"] and models.data[0].object == "model"
+    assert bad.models.retrieve("tiny").id == "tiny"
     assert "<html" in httpx.get(f"{url}/").text.lower()
 
 

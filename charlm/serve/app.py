@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import CharLMError
 from ..model import CharLM
 from . import protocol, responses
-from .completion import Completion, Server, known_characters
+from .completion import Completion, Served, Server, known_characters
 from .config import ServeConfig
 from .engine import Token, Update
 from .metrics import Metrics
@@ -82,13 +82,20 @@ class RequestCounter:
 
         async def counting(message):
             if message["type"] == "http.response.start":
-                self.metrics.request(scope["path"] if scope["path"] in ENDPOINTS else "other", message["status"])
+                self.metrics.request(endpoint(scope["path"]), message["status"])
             await send(message)
 
         return await self.app(scope, receive, counting)
 
 
 ENDPOINTS = {"/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions"}
+
+
+def endpoint(path: str) -> str:
+    """The metrics label of a request's path: a model's id is not a label of its own."""
+    if path in ENDPOINTS:
+        return path
+    return "/v1/models/{name}" if path.startswith("/v1/models/") and path.count("/") == 3 else "other"
 
 
 def create_app(
@@ -138,21 +145,12 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        data = [
-            {
-                "id": s.name,
-                "object": "model",
-                "created": s.created,
-                "owned_by": "charlm",
-                "meta": {
-                    **s.model.config.to_dict(),
-                    "parameters": s.model.num_parameters(),
-                    "characters": known_characters(s.model),
-                },
-            }
-            for s in server.models.values()
-        ]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [model_card(s) for s in server.models.values()]})
+
+    @app.get("/v1/models/{name}")
+    async def retrieve_model(name: str) -> JSONResponse:
+        """OpenAI's retrieve (`client.models.retrieve`): one model, named as a request names it."""
+        return JSONResponse(model_card(server.model(name)))
 
     @app.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
@@ -177,6 +175,13 @@ def create_app(
         )
 
     return app
+
+
+def model_card(served: Served) -> dict:
+    """A loaded model as `/v1/models` lists it: OpenAI's fields and charlm's `meta`."""
+    model = served.model
+    meta = {**model.config.to_dict(), "parameters": model.num_parameters(), "characters": known_characters(model)}
+    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "charlm", "meta": meta}
 
 
 async def answer(
