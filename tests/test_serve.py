@@ -301,6 +301,32 @@ def test_stream_is_server_sent_events_ending_in_done(server):
     assert sum(len(c["choices"][0]["text"]) for c in chunks) == 30
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": "a", "n": 2}),
+        ("/v1/completions", {"prompt": "a", "echo": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]}),
+    ],
+)
+def test_include_usage_adds_a_usage_chunk_and_every_other_chunk_has_usage_null(server, path, body):
+    """OpenAI's stream_options.include_usage: "All other chunks will also include a usage field, but
+    with a null value"; charlm's left the field out, which a client reading chunk["usage"] trips on."""
+    url, _ = server
+    body = {"model": "tiny", "max_tokens": 30, "stream": True, "stream_options": {"include_usage": True}, **body}
+    with httpx.stream("POST", f"{url}{path}", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+        events = [line[6:] for line in r.iter_lines() if line.strip()]
+    assert events[-1] == "[DONE]"
+    *chunks, last = [json.loads(e) for e in events[:-1]]
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 30 * body.get("n", 1)
+    assert last["usage"]["total_tokens"] == last["usage"]["prompt_tokens"] + last["usage"]["completion_tokens"]
+    assert chunks and all("usage" in c and c["usage"] is None for c in chunks)
+    body["stream_options"] = None
+    with httpx.stream("POST", f"{url}{path}", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+        plain = [json.loads(line[6:]) for line in r.iter_lines() if line.strip() and line != "data: [DONE]"]
+    assert plain and all("usage" not in c and c["choices"] for c in plain)
+
+
 def test_n_samples_draw_with_seed_plus_i(client):
     together = complete(client, n=3, seed=40, max_tokens=30)
     assert together == [complete(client, seed=40 + i, max_tokens=30)[0] for i in range(3)]

@@ -252,13 +252,15 @@ async def events(
     usage_chunk: Callable[[dict], dict],
 ) -> AsyncIterator[str]:
     """The server-sent events of a streamed response: `first`'s chunks, one chunk per update (the
-    chunk that ends the request carries `timings`), the usage chunk if asked for, then [DONE]. A
-    client that goes away cancels this generator, and with it the request's rows."""
+    chunk that ends the request carries `timings`), the usage chunk if asked for, then [DONE]. With
+    the usage chunk every other chunk has `usage: null`, as OpenAI's do. A client that goes away
+    cancels this generator, and with it the request's rows."""
+    usage = {"usage": None} if run.params.include_usage else {}
     try:
         for body in first():
-            yield event(body)
+            yield event(body | usage)
         async for update in run.updates():
-            body = chunk(update, run.index(update))
+            body = chunk(update, run.index(update)) | usage
             if run.open == 0:
                 body["timings"] = run.timings()
             yield event(body)
