@@ -449,6 +449,7 @@ def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
         ({"extra_body": {"repetition_penalty": 1.2, "repeat_penalty": 1.3}}, "repeat_penalty"),
         ({"extra_body": {"temprature": 1}}, "temprature"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
     ],
 )
 def test_bad_fields_are_400_errors_naming_the_field(client, options, param):

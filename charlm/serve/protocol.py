@@ -189,12 +189,14 @@ def number(
     return float(value)
 
 
-def boolean(body: dict, name: str, default: bool) -> bool:
+def boolean(body: dict, name: str, default: bool, within: str = "") -> bool:
+    """`body[name]`; `within` names the object that holds it (`stream_options`) in an error."""
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise APIError(400, f"{name} must be true or false, not {json_type(value)}", name, "invalid_type")
+        param = f"{within}.{name}" if within else name
+        raise APIError(400, f"{param} must be true or false, not {json_type(value)}", param, "invalid_type")
     return value
 
 
@@ -294,7 +296,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         seed=None if seed in (None, -1) else seed,
         logprobs=None,
         echo=False,
-        include_usage=boolean(stream_options or {}, "include_usage", False),
+        include_usage=boolean(stream_options or {}, "include_usage", False, "stream_options"),
         template=template,
     )
 
