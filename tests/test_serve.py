@@ -397,6 +397,10 @@ def test_echo_returns_the_prompt_and_its_logprobs(client):
         4,
     ]
     assert complete(client, echo=True, max_tokens=0) == ["the "]
+    # logprobs 0: no alternatives, {} for every character that was predicted (the echoed prompt's
+    # characters gave null, as if nothing had predicted them), null for the first
+    zero = client.completions.create(model="tiny", prompt="the ", max_tokens=3, echo=True, logprobs=0)
+    assert zero.choices[0].logprobs.top_logprobs == [None] + [{}] * 6
 
 
 def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
