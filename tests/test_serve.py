@@ -432,6 +432,19 @@ def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
 
 
+def test_a_chat_stream_gives_the_role_once_per_choice(client):
+    """OpenAI sends the role in a choice's first delta only, and the official client's stream helper
+    joins the deltas' strings: with the role in every chunk its message came out with role
+    "assistantassistant..."."""
+    messages = [{"role": "user", "content": "hello"}]
+    with client.chat.completions.stream(model="tiny", messages=messages, max_tokens=300, n=2, seed=3) as stream:
+        chunks = [event.chunk for event in stream if event.type == "chunk"]
+        snapshot = stream.current_completion_snapshot
+    assert [choice.message.role for choice in snapshot.choices] == ["assistant", "assistant"]
+    roles = sorted((c.index, c.delta.role) for chunk in chunks for c in chunk.choices if c.delta.role)
+    assert roles == [(0, "assistant"), (1, "assistant")] and len(chunks) > 4
+
+
 @pytest.mark.parametrize(
     ("options", "param"),
     [

@@ -305,11 +305,12 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
 
 
 def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
-    id_ = responses.new_id("chatcmpl")
+    id_, started = responses.new_id("chatcmpl"), set()
 
     def chunk(update: Update, i: int) -> dict:
         logprobs = responses.chat_logprobs(update.tokens or []) if wants_logprobs else None
-        choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, delta=True)
+        choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, True, i not in started)
+        started.add(i)
         return responses.chat(id_, run.served.name, [choice], None, chunk=True)
 
     return events(run, list, chunk, lambda use: responses.chat(id_, run.served.name, [], use, chunk=True))

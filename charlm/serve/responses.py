@@ -90,8 +90,12 @@ def chat(
     return body | ({"timings": times} if times else {})
 
 
-def chat_choice(index: int, text: str, logprobs: dict | None, finish_reason: str | None, delta: bool = False) -> dict:
-    message = {"role": "assistant", "content": text}
+def chat_choice(
+    index: int, text: str, logprobs: dict | None, finish_reason: str | None, delta: bool = False, role: bool = True
+) -> dict:
+    """A chat choice; a stream's deltas give the role in a choice's first only (`role`), as OpenAI's
+    do: the official client's stream helper joins every string a delta repeats."""
+    message = {"role": "assistant", "content": text} if role else {"content": text}
     return {
         "index": index,
         "delta" if delta else "message": message,
