@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import shutil
 import socket
@@ -325,6 +326,19 @@ def test_include_usage_adds_a_usage_chunk_and_every_other_chunk_has_usage_null(s
     with httpx.stream("POST", f"{url}{path}", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
         plain = [json.loads(line[6:]) for line in r.iter_lines() if line.strip() and line != "data: [DONE]"]
     assert plain and all("usage" not in c and c["choices"] for c in plain)
+
+
+def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
+    """OpenAI: "Each chunk has the same timestamp". Each chunk read the clock, so a stream that crossed
+    a second changed its `created` midway; here a clock that ticks a second at every reading makes
+    every stream cross one."""
+    clock = itertools.count(int(time.time()))
+    monkeypatch.setattr(time, "time", lambda: float(next(clock)))
+    _, chunks = streamed(client, max_tokens=300, n=2, stream_options={"include_usage": True})
+    messages = [{"role": "user", "content": "a"}]
+    chat = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=300, stream=True))
+    for stream in (chunks, chat):
+        assert len(stream) > 2 and len({chunk.created for chunk in stream}) == 1
 
 
 def test_n_samples_draw_with_seed_plus_i(client):

@@ -231,7 +231,7 @@ def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]]
             logprobs = responses.completion_logprobs(echoed + tokens[i], 0)
         choices.append(responses.completion_choice(i, prompt + text, logprobs, reason))
     use = responses.usage(run.prompt_chars, run.made())
-    return responses.completion(responses.new_id("cmpl"), run.served.name, choices, use, run.timings())
+    return responses.completion(responses.new_id("cmpl"), run.created, run.served.name, choices, use, run.timings())
 
 
 def chat_body(
@@ -242,7 +242,7 @@ def chat_body(
         for i, (text, reason) in enumerate(zip(texts, reasons))
     ]
     use = responses.usage(run.prompt_chars, run.made())
-    return responses.chat(responses.new_id("chatcmpl"), run.served.name, choices, use, run.timings())
+    return responses.chat(responses.new_id("chatcmpl"), run.created, run.served.name, choices, use, run.timings())
 
 
 async def events(
@@ -281,7 +281,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
     params, id_, offsets = run.params, responses.new_id("cmpl"), {}
 
     def body(choices: list[dict]) -> dict:
-        return responses.completion(id_, run.served.name, choices, None)
+        return responses.completion(id_, run.created, run.served.name, choices, None)
 
     def first() -> list[dict]:
         if not params.echo:
@@ -301,7 +301,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         offsets[i] = offsets.get(i, 0) + len(update.text)
         return body([responses.completion_choice(i, update.text, logprobs, update.finish_reason)])
 
-    return events(run, first, chunk, lambda use: responses.completion(id_, run.served.name, [], use))
+    return events(run, first, chunk, lambda use: responses.completion(id_, run.created, run.served.name, [], use))
 
 
 def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
@@ -311,6 +311,6 @@ def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
         logprobs = responses.chat_logprobs(update.tokens or []) if wants_logprobs else None
         choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, True, i not in started)
         started.add(i)
-        return responses.chat(id_, run.served.name, [choice], None, chunk=True)
+        return responses.chat(id_, run.created, run.served.name, [choice], None, chunk=True)
 
-    return events(run, list, chunk, lambda use: responses.chat(id_, run.served.name, [], use, chunk=True))
+    return events(run, list, chunk, lambda use: responses.chat(id_, run.created, run.served.name, [], use, chunk=True))
