@@ -491,6 +491,18 @@ def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
     assert error["message"]
 
 
+def test_a_chat_over_max_prompt_says_the_messages_are_joined(client):
+    """999 characters of content were refused as "the prompt has 1,001 characters": the count included
+    the blank lines the adapter adds, which the message did not say."""
+    messages = [{"role": "user", "content": "x" * 999}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=messages)
+    error = caught.value.body
+    assert error["param"] == "messages" and error["code"] == "context_length_exceeded"
+    assert error["message"].startswith("the messages, joined by blank lines and ending in one, make 1,001 characters")
+    assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 998}], max_tokens=1)
+
+
 def test_the_default_max_tokens_is_within_the_servers_limit():
     """Issue 26 item 9: completions defaulted to 16 characters even under --max-tokens 5 (chat did not)."""
     from charlm.serve import protocol

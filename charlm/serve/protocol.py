@@ -239,13 +239,15 @@ def json_type(value: Any) -> str:
 def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int) -> Params:
     """The fields completions and chat share."""
     model = string(body, "model")
+    chat = "prompt" not in body
     for i, prompt in enumerate(prompts):
         if len(prompt) > config.max_prompt:
+            what = "the messages, joined by blank lines and ending in one, make" if chat else "the prompt has"
             raise APIError(
                 400,
-                f"the prompt has {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
+                f"{what} {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
                 "(charlm serve --max-prompt)",
-                "prompt" if "prompt" in body else "messages",
+                "messages" if chat else "prompt",
                 "context_length_exceeded",
             )
     template = form_template(body, config)
