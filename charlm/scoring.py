@@ -373,7 +373,8 @@ def prompt_logprobs(model: CharLM, prompt: str, top: int) -> list[tuple[str, flo
     server's `echo` reports them: the `surprise` computation, read cold."""
     scored = surprise(model, prompt, top=top, context="")
     tokens = []
-    for text, bits, guesses in zip(scored.tokens, scored.bits.tolist(), scored.top):
-        alternatives = [(alt, math.log(p)) for alt, p in guesses if p > 0] if guesses else None
+    for i, (text, bits, guesses) in enumerate(zip(scored.tokens, scored.bits.tolist(), scored.top)):
+        # the first has no alternatives (None); any other has its `top`, none when `top` is 0
+        alternatives = [(alt, math.log(p)) for alt, p in guesses if p > 0] if i else None
         tokens.append((text, None if math.isnan(bits) else -bits * math.log(2), alternatives))
     return tokens

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import shutil
 import socket
@@ -301,6 +302,45 @@ def test_stream_is_server_sent_events_ending_in_done(server):
     assert sum(len(c["choices"][0]["text"]) for c in chunks) == 30
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/completions", {"prompt": "a", "n": 2}),
+        ("/v1/completions", {"prompt": "a", "echo": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]}),
+    ],
+)
+def test_include_usage_adds_a_usage_chunk_and_every_other_chunk_has_usage_null(server, path, body):
+    """OpenAI's stream_options.include_usage: "All other chunks will also include a usage field, but
+    with a null value"; charlm's left the field out, which a client reading chunk["usage"] trips on."""
+    url, _ = server
+    body = {"model": "tiny", "max_tokens": 30, "stream": True, "stream_options": {"include_usage": True}, **body}
+    with httpx.stream("POST", f"{url}{path}", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+        events = [line[6:] for line in r.iter_lines() if line.strip()]
+    assert events[-1] == "[DONE]"
+    *chunks, last = [json.loads(e) for e in events[:-1]]
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] == 30 * body.get("n", 1)
+    assert last["usage"]["total_tokens"] == last["usage"]["prompt_tokens"] + last["usage"]["completion_tokens"]
+    assert chunks and all("usage" in c and c["usage"] is None for c in chunks)
+    body["stream_options"] = None
+    with httpx.stream("POST", f"{url}{path}", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
+        plain = [json.loads(line[6:]) for line in r.iter_lines() if line.strip() and line != "data: [DONE]"]
+    assert plain and all("usage" not in c and c["choices"] for c in plain)
+
+
+def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
+    """OpenAI: "Each chunk has the same timestamp". Each chunk read the clock, so a stream that crossed
+    a second changed its `created` midway; here a clock that ticks a second at every reading makes
+    every stream cross one."""
+    clock = itertools.count(int(time.time()))
+    monkeypatch.setattr(time, "time", lambda: float(next(clock)))
+    _, chunks = streamed(client, max_tokens=300, n=2, stream_options={"include_usage": True})
+    messages = [{"role": "user", "content": "a"}]
+    chat = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=300, stream=True))
+    for stream in (chunks, chat):
+        assert len(stream) > 2 and len({chunk.created for chunk in stream}) == 1
+
+
 def test_n_samples_draw_with_seed_plus_i(client):
     together = complete(client, n=3, seed=40, max_tokens=30)
     assert together == [complete(client, seed=40 + i, max_tokens=30)[0] for i in range(3)]
@@ -371,6 +411,10 @@ def test_echo_returns_the_prompt_and_its_logprobs(client):
         4,
     ]
     assert complete(client, echo=True, max_tokens=0) == ["the "]
+    # logprobs 0: no alternatives, {} for every character that was predicted (the echoed prompt's
+    # characters gave null, as if nothing had predicted them), null for the first
+    zero = client.completions.create(model="tiny", prompt="the ", max_tokens=3, echo=True, logprobs=0)
+    assert zero.choices[0].logprobs.top_logprobs == [None] + [{}] * 6
 
 
 def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
@@ -402,6 +446,19 @@ def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
 
 
+def test_a_chat_stream_gives_the_role_once_per_choice(client):
+    """OpenAI sends the role in a choice's first delta only, and the official client's stream helper
+    joins the deltas' strings: with the role in every chunk its message came out with role
+    "assistantassistant..."."""
+    messages = [{"role": "user", "content": "hello"}]
+    with client.chat.completions.stream(model="tiny", messages=messages, max_tokens=300, n=2, seed=3) as stream:
+        chunks = [event.chunk for event in stream if event.type == "chunk"]
+        snapshot = stream.current_completion_snapshot
+    assert [choice.message.role for choice in snapshot.choices] == ["assistant", "assistant"]
+    roles = sorted((c.index, c.delta.role) for chunk in chunks for c in chunk.choices if c.delta.role)
+    assert roles == [(0, "assistant"), (1, "assistant")] and len(chunks) > 4
+
+
 @pytest.mark.parametrize(
     ("options", "param"),
     [
@@ -423,6 +480,7 @@ def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
         ({"extra_body": {"repetition_penalty": 1.2, "repeat_penalty": 1.3}}, "repeat_penalty"),
         ({"extra_body": {"temprature": 1}}, "temprature"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
     ],
 )
 def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
@@ -431,6 +489,18 @@ def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
     error = caught.value.body
     assert caught.value.status_code == 400 and error["param"] == param and error["type"] == "invalid_request_error"
     assert error["message"]
+
+
+def test_a_chat_over_max_prompt_says_the_messages_are_joined(client):
+    """999 characters of content were refused as "the prompt has 1,001 characters": the count included
+    the blank lines the adapter adds, which the message did not say."""
+    messages = [{"role": "user", "content": "x" * 999}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=messages)
+    error = caught.value.body
+    assert error["param"] == "messages" and error["code"] == "context_length_exceeded"
+    assert error["message"].startswith("the messages, joined by blank lines and ending in one, make 1,001 characters")
+    assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 998}], max_tokens=1)
 
 
 def test_the_default_max_tokens_is_within_the_servers_limit():
@@ -515,6 +585,16 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
         assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
 
 
+def test_the_openai_client_retrieves_a_model_by_its_id(client):
+    """client.models.retrieve (GET /v1/models/{id}) was a bare 404 "Not Found", so a tool that checks
+    its model before using it failed against a model that was there."""
+    listed = client.models.list().data[0]
+    assert client.models.retrieve("tiny").model_dump() == listed.model_dump()
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.models.retrieve("nonesuch")
+    assert caught.value.body["code"] == "model_not_found" and caught.value.body["param"] == "model"
+
+
 def test_unknown_model_is_404_and_never_a_path(client, tmp_path, server):
     for name in ("nonesuch", "../tiny", str(tmp_path), "checkpoints/tiny/best.pt"):
         with pytest.raises(openai.NotFoundError) as caught:
@@ -567,6 +647,7 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     models = OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
     assert [m.id for m in models.data] == ["tiny"] and models.data[0].object == "model"
+    assert bad.models.retrieve("tiny").id == "tiny"
     assert "<html" in httpx.get(f"{url}/").text.lower()
 
 

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import CharLMError
 from ..model import CharLM
 from . import protocol, responses
-from .completion import Completion, Server, known_characters
+from .completion import Completion, Served, Server, known_characters
 from .config import ServeConfig
 from .engine import Token, Update
 from .metrics import Metrics
@@ -82,13 +82,20 @@ class RequestCounter:
 
         async def counting(message):
             if message["type"] == "http.response.start":
-                self.metrics.request(scope["path"] if scope["path"] in ENDPOINTS else "other", message["status"])
+                self.metrics.request(endpoint(scope["path"]), message["status"])
             await send(message)
 
         return await self.app(scope, receive, counting)
 
 
 ENDPOINTS = {"/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions"}
+
+
+def endpoint(path: str) -> str:
+    """The metrics label of a request's path: a model's id is not a label of its own."""
+    if path in ENDPOINTS:
+        return path
+    return "/v1/models/{name}" if path.startswith("/v1/models/") and path.count("/") == 3 else "other"
 
 
 def create_app(
@@ -138,21 +145,12 @@ def create_app(
 
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        data = [
-            {
-                "id": s.name,
-                "object": "model",
-                "created": s.created,
-                "owned_by": "charlm",
-                "meta": {
-                    **s.model.config.to_dict(),
-                    "parameters": s.model.num_parameters(),
-                    "characters": known_characters(s.model),
-                },
-            }
-            for s in server.models.values()
-        ]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse({"object": "list", "data": [model_card(s) for s in server.models.values()]})
+
+    @app.get("/v1/models/{name}")
+    async def retrieve_model(name: str) -> JSONResponse:
+        """OpenAI's retrieve (`client.models.retrieve`): one model, named as a request names it."""
+        return JSONResponse(model_card(server.model(name)))
 
     @app.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
@@ -177,6 +175,13 @@ def create_app(
         )
 
     return app
+
+
+def model_card(served: Served) -> dict:
+    """A loaded model as `/v1/models` lists it: OpenAI's fields and charlm's `meta`."""
+    model = served.model
+    meta = {**model.config.to_dict(), "parameters": model.num_parameters(), "characters": known_characters(model)}
+    return {"id": served.name, "object": "model", "created": served.created, "owned_by": "charlm", "meta": meta}
 
 
 async def answer(
@@ -226,7 +231,7 @@ def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]]
             logprobs = responses.completion_logprobs(echoed + tokens[i], 0)
         choices.append(responses.completion_choice(i, prompt + text, logprobs, reason))
     use = responses.usage(run.prompt_chars, run.made())
-    return responses.completion(responses.new_id("cmpl"), run.served.name, choices, use, run.timings())
+    return responses.completion(responses.new_id("cmpl"), run.created, run.served.name, choices, use, run.timings())
 
 
 def chat_body(
@@ -237,7 +242,7 @@ def chat_body(
         for i, (text, reason) in enumerate(zip(texts, reasons))
     ]
     use = responses.usage(run.prompt_chars, run.made())
-    return responses.chat(responses.new_id("chatcmpl"), run.served.name, choices, use, run.timings())
+    return responses.chat(responses.new_id("chatcmpl"), run.created, run.served.name, choices, use, run.timings())
 
 
 async def events(
@@ -247,13 +252,15 @@ async def events(
     usage_chunk: Callable[[dict], dict],
 ) -> AsyncIterator[str]:
     """The server-sent events of a streamed response: `first`'s chunks, one chunk per update (the
-    chunk that ends the request carries `timings`), the usage chunk if asked for, then [DONE]. A
-    client that goes away cancels this generator, and with it the request's rows."""
+    chunk that ends the request carries `timings`), the usage chunk if asked for, then [DONE]. With
+    the usage chunk every other chunk has `usage: null`, as OpenAI's do. A client that goes away
+    cancels this generator, and with it the request's rows."""
+    usage = {"usage": None} if run.params.include_usage else {}
     try:
         for body in first():
-            yield event(body)
+            yield event(body | usage)
         async for update in run.updates():
-            body = chunk(update, run.index(update))
+            body = chunk(update, run.index(update)) | usage
             if run.open == 0:
                 body["timings"] = run.timings()
             yield event(body)
@@ -274,7 +281,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
     params, id_, offsets = run.params, responses.new_id("cmpl"), {}
 
     def body(choices: list[dict]) -> dict:
-        return responses.completion(id_, run.served.name, choices, None)
+        return responses.completion(id_, run.created, run.served.name, choices, None)
 
     def first() -> list[dict]:
         if not params.echo:
@@ -294,15 +301,16 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         offsets[i] = offsets.get(i, 0) + len(update.text)
         return body([responses.completion_choice(i, update.text, logprobs, update.finish_reason)])
 
-    return events(run, first, chunk, lambda use: responses.completion(id_, run.served.name, [], use))
+    return events(run, first, chunk, lambda use: responses.completion(id_, run.created, run.served.name, [], use))
 
 
 def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
-    id_ = responses.new_id("chatcmpl")
+    id_, started = responses.new_id("chatcmpl"), set()
 
     def chunk(update: Update, i: int) -> dict:
         logprobs = responses.chat_logprobs(update.tokens or []) if wants_logprobs else None
-        choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, delta=True)
-        return responses.chat(id_, run.served.name, [choice], None, chunk=True)
+        choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, True, i not in started)
+        started.add(i)
+        return responses.chat(id_, run.created, run.served.name, [choice], None, chunk=True)
 
-    return events(run, list, chunk, lambda use: responses.chat(id_, run.served.name, [], use, chunk=True))
+    return events(run, list, chunk, lambda use: responses.chat(id_, run.created, run.served.name, [], use, chunk=True))

@@ -153,6 +153,7 @@ class Completion:
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
         self.seed = secrets.randbits(62) if params.seed is None else params.seed
+        self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
         self.finished = False
 

@@ -189,12 +189,14 @@ def number(
     return float(value)
 
 
-def boolean(body: dict, name: str, default: bool) -> bool:
+def boolean(body: dict, name: str, default: bool, within: str = "") -> bool:
+    """`body[name]`; `within` names the object that holds it (`stream_options`) in an error."""
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise APIError(400, f"{name} must be true or false, not {json_type(value)}", name, "invalid_type")
+        param = f"{within}.{name}" if within else name
+        raise APIError(400, f"{param} must be true or false, not {json_type(value)}", param, "invalid_type")
     return value
 
 
@@ -237,13 +239,15 @@ def json_type(value: Any) -> str:
 def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int) -> Params:
     """The fields completions and chat share."""
     model = string(body, "model")
+    chat = "prompt" not in body
     for i, prompt in enumerate(prompts):
         if len(prompt) > config.max_prompt:
+            what = "the messages, joined by blank lines and ending in one, make" if chat else "the prompt has"
             raise APIError(
                 400,
-                f"the prompt has {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
+                f"{what} {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
                 "(charlm serve --max-prompt)",
-                "prompt" if "prompt" in body else "messages",
+                "messages" if chat else "prompt",
                 "context_length_exceeded",
             )
     template = form_template(body, config)
@@ -294,7 +298,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         seed=None if seed in (None, -1) else seed,
         logprobs=None,
         echo=False,
-        include_usage=boolean(stream_options or {}, "include_usage", False),
+        include_usage=boolean(stream_options or {}, "include_usage", False, "stream_options"),
         template=template,
     )
 

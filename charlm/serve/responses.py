@@ -3,7 +3,6 @@ the completion and chat bodies and stream chunks (protocol.py checks the request
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from .engine import Token
@@ -67,9 +66,12 @@ def chat_logprobs(tokens: list[Token]) -> dict:
     }
 
 
-def completion(id_: str, model: str, choices: list[dict], use: dict | None, times: dict | None = None) -> dict:
-    """A completion, or with `use` None a streamed chunk of one (which has no usage)."""
-    body = {"id": id_, "object": "text_completion", "created": int(time.time()), "model": model}
+def completion(
+    id_: str, created: int, model: str, choices: list[dict], use: dict | None, times: dict | None = None
+) -> dict:
+    """A completion, or with `use` None a streamed chunk of one (which has no usage). `created` is the
+    request's: every chunk of a stream has the same, as OpenAI's do."""
+    body = {"id": id_, "object": "text_completion", "created": created, "model": model}
     body["choices"] = choices
     if use is not None:
         body["usage"] = use
@@ -81,17 +83,27 @@ def completion_choice(index: int, text: str, logprobs: dict | None, finish_reaso
 
 
 def chat(
-    id_: str, model: str, choices: list[dict], use: dict | None, times: dict | None = None, chunk: bool = False
+    id_: str,
+    created: int,
+    model: str,
+    choices: list[dict],
+    use: dict | None,
+    times: dict | None = None,
+    chunk: bool = False,
 ) -> dict:
     body = {"id": id_, "object": "chat.completion.chunk" if chunk else "chat.completion"}
-    body |= {"created": int(time.time()), "model": model, "choices": choices}
+    body |= {"created": created, "model": model, "choices": choices}
     if use is not None:
         body["usage"] = use
     return body | ({"timings": times} if times else {})
 
 
-def chat_choice(index: int, text: str, logprobs: dict | None, finish_reason: str | None, delta: bool = False) -> dict:
-    message = {"role": "assistant", "content": text}
+def chat_choice(
+    index: int, text: str, logprobs: dict | None, finish_reason: str | None, delta: bool = False, role: bool = True
+) -> dict:
+    """A chat choice; a stream's deltas give the role in a choice's first only (`role`), as OpenAI's
+    do: the official client's stream helper joins every string a delta repeats."""
+    message = {"role": "assistant", "content": text} if role else {"content": text}
     return {
         "index": index,
         "delta" if delta else "message": message,
