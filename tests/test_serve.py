@@ -539,6 +539,20 @@ def test_neutral_openai_fields_are_accepted(client):
     assert complete(client, frequency_penalty=0, presence_penalty=0, user="me", seed=1) == complete(client, seed=1)
 
 
+def test_chat_fields_clients_send_by_default_are_accepted_at_their_neutral_values(client):
+    """`response_format: {"type": "text"}` and `store: false` were 400 unknown_parameter; other values
+    of them are still refused as fields charlm cannot honour."""
+    messages, extra = [{"role": "user", "content": "the "}], {"max_tokens": 20, "seed": 1}
+    neutral = {"response_format": {"type": "text"}, "store": False, "tool_choice": "none", "service_tier": "auto"}
+    plain = client.chat.completions.create(model="tiny", messages=messages, **extra)
+    with_them = client.chat.completions.create(model="tiny", messages=messages, **extra, **neutral)
+    assert with_them.choices[0].message.content == plain.choices[0].message.content
+    for name, value in [("response_format", {"type": "json_object"}), ("store", True), ("store", 0)]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=messages, extra_body={name: value})
+        assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
+
+
 def test_malformed_json_and_wrong_shapes_are_400_errors(server):
     url, _ = server
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}

@@ -74,9 +74,14 @@ COMMON = {
 }  # fmt: skip
 COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo"}
 CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"}
-# OpenAI's fields charlm accepts at the value that changes nothing.
-NEUTRAL = {"frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "best_of": (1,)}
-NEUTRAL_OR_NONE = {"suffix", "logit_bias", "best_of", "frequency_penalty", "presence_penalty"}
+# OpenAI's fields charlm accepts at the value that changes nothing (of the same JSON type: `false` is
+# not 0), or null; chat clients send some of them by default.
+NEUTRAL = {
+    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "best_of": (1,),
+    "response_format": ({"type": "text"},), "store": (False,), "tool_choice": ("none",),
+    "modalities": (["text"],), "service_tier": ("auto", "default"),
+}  # fmt: skip
+NEUTRAL_OR_NONE = {*NEUTRAL, "suffix"}
 
 
 # The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client
@@ -155,7 +160,7 @@ def check_fields(body: Any, known: set[str]) -> dict:
     for name, value in body.items():
         if name in known or (name in NEUTRAL_OR_NONE and value is None):
             continue
-        if name in NEUTRAL and value in NEUTRAL[name] and not isinstance(value, bool):
+        if name in NEUTRAL and any(type(value) is type(v) and value == v for v in NEUTRAL[name]):
             continue
         if name in NEUTRAL or name == "suffix":
             raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
