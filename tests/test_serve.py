@@ -553,6 +553,45 @@ def test_chat_fields_clients_send_by_default_are_accepted_at_their_neutral_value
         assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
 
 
+PAGE_ORIGIN = "http://127.0.0.1:5173"  # another origin: a web app's dev server, say
+
+
+def preflight(url: str, origin: str) -> httpx.Response:
+    """What a browser asks before a page of `origin` may POST JSON with an API key to `url`."""
+    headers = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    return httpx.options(f"{url}/v1/completions", headers=headers)
+
+
+def test_allow_origin_lets_that_origins_pages_call_the_api_and_no_other(tiny_model, server):
+    config = ServeConfig(api_key=KEY, allow_origin=f"{PAGE_ORIGIN}, https://example.org")
+    with running(create_app({"tiny": lambda: tiny_model}, config)) as url:
+        wait_healthy(url)
+        allowed = preflight(url, PAGE_ORIGIN)
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == PAGE_ORIGIN
+        assert "authorization" in allowed.headers["access-control-allow-headers"].lower()
+        body = {"model": "tiny", "prompt": "the ", "max_tokens": 5}
+        headers = {"Origin": PAGE_ORIGIN, "Authorization": f"Bearer {KEY}"}
+        for stream in (False, True):
+            answer = httpx.post(f"{url}/v1/completions", json={**body, "stream": stream}, headers=headers)
+            assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == PAGE_ORIGIN
+        refused = httpx.post(f"{url}/v1/completions", json=body, headers={"Origin": PAGE_ORIGIN})
+        assert refused.status_code == 401  # the key is still asked for
+        other = preflight(url, "http://127.0.0.1:9999")
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    default = preflight(server[0], PAGE_ORIGIN)  # without --allow-origin: the served page only
+    assert default.status_code == 405 and "access-control-allow-origin" not in default.headers
+
+
+@pytest.mark.parametrize("given", ["localhost:3000", "http://localhost:3000/app", " , "])
+def test_allow_origin_that_is_not_an_origin_is_one_line(given):
+    with pytest.raises(CharLMError, match="--allow-origin"):
+        ServeConfig(allow_origin=given)
+
+
 def test_malformed_json_and_wrong_shapes_are_400_errors(server):
     url, _ = server
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -972,6 +1011,58 @@ def made_text(driver) -> str:
     return driver.execute_script(
         "return [...document.querySelectorAll('#text .made')].map(s => s.textContent).join('')"
     )
+
+
+CALLER = """<!doctype html><title>caller</title><script>
+async function call(url, key) {
+  try {
+    const answer = await fetch(url + "/v1/completions", {method: "POST", headers: {
+      "Authorization": "Bearer " + key, "Content-Type": "application/json"},
+      body: JSON.stringify({model: "tiny", prompt: "the ", max_tokens: 5, seed: 1})});
+    return (await answer.json()).choices[0].text;
+  } catch (error) { return "failed: " + error.name; }
+}
+</script>"""
+
+
+@contextlib.contextmanager
+def page_origin(html: str):
+    """A second web server, on another port of 127.0.0.1 (so another origin), serving one page."""
+    import http.server
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.end_headers()
+            self.wfile.write(html.encode())
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+
+
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
+def test_a_page_of_an_allowed_origin_calls_the_api_in_a_real_browser(tiny_model, server, browser):
+    """What --allow-origin is for: a web app served elsewhere calls the API from the browser; without
+    it the browser blocks the answer (CORS)."""
+    with page_origin(CALLER) as origin:
+        config = ServeConfig(api_key=KEY, allow_origin=origin)
+        with running(create_app({"tiny": lambda: tiny_model}, config)) as url:
+            wait_healthy(url)
+            browser.get(origin)
+            allowed = browser.execute_async_script("call(arguments[0], arguments[1]).then(arguments[2])", url, KEY)
+            blocked = browser.execute_async_script(
+                "call(arguments[0], arguments[1]).then(arguments[2])", server[0], KEY
+            )
+    expected = complete(OpenAI(base_url=f"{server[0]}/v1", api_key=KEY), max_tokens=5, seed=1)[0]
+    assert allowed == expected and blocked == "failed: TypeError"
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import CharLMError
@@ -121,6 +122,9 @@ def create_app(
     app = FastAPI(title="charlm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     app.state.server = server
     app.add_middleware(RequestCounter, metrics=server.metrics)
+    if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
+        methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
+        app.add_middleware(CORSMiddleware, allow_origins=config.origins(), allow_methods=methods, allow_headers=headers)
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..config import check_types, option_name
@@ -24,6 +25,11 @@ class ServeConfig:
     max_prompt: int = _opt(16384, "the most characters a prompt may have")
     chunk_ms: float = _opt(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
     threads: int = _opt(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
+    allow_origin: str | None = _opt(
+        None,
+        "let web pages from these origins call the API from a browser (CORS): comma-separated, e.g. "
+        "http://localhost:3000, or * for any  [default: none: the served page only]",
+    )
 
     def __post_init__(self) -> None:
         check_types(self)
@@ -36,6 +42,21 @@ class ServeConfig:
             raise CharLMError(f"--chunk-ms must be between 0 and 1000, not {self.chunk_ms}")
         if self.api_key is not None:
             check_api_key(self.api_key, "--api-key")
+        self.origins()
+
+    def origins(self) -> list[str]:
+        """--allow-origin's origins, each `*` or a scheme and host with no path (what a browser sends
+        as `Origin`, which must match exactly)."""
+        origins = [origin.strip() for origin in (self.allow_origin or "").split(",") if origin.strip()]
+        for origin in origins:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise CharLMError(
+                    f"--allow-origin {origin!r} is not an origin: give scheme and host (and port), "
+                    "e.g. http://localhost:3000, with no path, or *"
+                )
+        if self.allow_origin is not None and not origins:
+            raise CharLMError("--allow-origin is empty: give origins such as http://localhost:3000, or *")
+        return origins
 
 
 def check_api_key(key: str, source: str) -> str:
