@@ -187,7 +187,7 @@ class Scores:
     bits: np.ndarray  # (T,) float64
     probs: np.ndarray | None  # (T, V) float32
     top_ids: np.ndarray  # (T, top) int64, most likely first
-    top_probs: np.ndarray  # (T, top) float32
+    top_probs: np.ndarray  # (T, top) float64
 
 
 def trace(model: CharLM, text: str, context: str | None = None, probs: bool = True) -> Trace:
@@ -285,7 +285,7 @@ def score(
     bits = np.full(count, np.nan)
     probs = np.full((count, len(model.vocab)), np.nan, dtype=np.float32) if keep_probs else None
     top_ids = np.full((count, top), -1, dtype=np.int64)
-    top_probs = np.full((count, top), np.nan, dtype=np.float32)
+    top_probs = np.full((count, top), np.nan)  # float64: log(p) gives back the log-probability `bits` came from
     first = start + cold  # the first token with a prediction; row t's distribution is outputs[t - 1]
     for begin in range(first, len(ids), HEAD_CHUNK):
         end = min(begin + HEAD_CHUNK, len(ids))
@@ -300,7 +300,7 @@ def score(
         if top:
             best = log_probs.topk(min(top, log_probs.size(1)), dim=1)
             top_ids[rows, : best.indices.size(1)] = best.indices.cpu().numpy()
-            top_probs[rows, : best.indices.size(1)] = best.values.exp().cpu().numpy()
+            top_probs[rows, : best.indices.size(1)] = best.values.double().exp().cpu().numpy()
     return Scores(bits, probs, top_ids, top_probs)
 
 

@@ -417,6 +417,20 @@ def test_echo_returns_the_prompt_and_its_logprobs(client):
     assert zero.choices[0].logprobs.top_logprobs == [None] + [{}] * 6
 
 
+def test_an_echoed_characters_logprob_is_its_own_entry_among_the_alternatives(client):
+    """The echoed prompt's log-probabilities came from the scorer's log-softmax, their alternatives
+    from float32 probabilities logged again: 'M' had -1.9201967716 and its own alternative -1.9201967626."""
+    prompt = "the quick brown fox jumps over the lazy dog. " * 3
+    response = client.completions.create(model="tiny", prompt=prompt, max_tokens=0, echo=True, logprobs=20)
+    logprobs = response.choices[0].logprobs
+    pairs = [
+        (logprob, alternatives[token])
+        for token, logprob, alternatives in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs)
+        if alternatives and token in alternatives
+    ]
+    assert len(pairs) > 50 and all(abs(own - listed) < 1e-12 for own, listed in pairs)
+
+
 def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
     """Issue 26 item 6: the echoed text was the raw prompt ("u" + a combining grave accent) while its
     tokens and offsets came from the normalized one ("ù"): 11 characters of text, 10 tokens."""
