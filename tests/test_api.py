@@ -73,6 +73,24 @@ def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value,
     assert_named(lambda: entry(model, "a", **{name: value}), message)
 
 
+def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(model):
+    """A seed or form the model cannot write was refused only at the first piece, and while a stream
+    was open the caller's own code ran in inference mode, its model in eval mode: a training step
+    between two pieces failed with 'element 0 of tensors does not require grad'."""
+    assert_named(lambda: charlm.stream(model, "abζ"), "--seed", "'ζ'")
+    assert_named(lambda: charlm.stream(model, "ab", form="五言绝句"), "--form 五言绝句", "does not know")
+    model.train()
+    pieces = charlm.stream(model, "ab", length=8, random_seed=3)
+    assert next(pieces) == "ab" and len(next(pieces)) == 1
+    assert torch.is_grad_enabled() and model.training
+    logits, _ = model(model.vocab.encode("abc").unsqueeze(0))
+    logits.sum().backward()  # a training step between two pieces
+    assert model.embed.weight.grad is not None
+    rest = "".join(pieces)
+    assert len(rest) == 7 and model.training
+    assert charlm.generate(model, "ab", length=8, random_seed=3).endswith(rest)
+
+
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
 @pytest.mark.parametrize(
     "model_value, seed, message",
