@@ -34,6 +34,19 @@ ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 __all__ = ["generate", "load", "stream", "train"]
 
 
+def check_start(out: str | Path | None, resuming: bool, init_from: str | Path | None) -> None:
+    """Refuses a run begun two ways at once, before anything is read or written: `--out` and
+    `--init-from` begin a new run, `--resume` continues one in its own folder (an `--out` beside it
+    was ignored: the run resumed, most often the latest one, was not the one named)."""
+    if resuming and init_from is not None:
+        raise CharLMError(finetune.WITH_RESUME)
+    if resuming and out is not None:
+        raise CharLMError(
+            f"--out {out} names a new run's folder, --resume continues a run in its own: to continue that run "
+            f"give it to --resume (--resume {out}); to start a new run from a run's weights, --init-from RUN --out {out}"
+        )
+
+
 def start_run(
     config: Config,
     sources: list[str],
@@ -110,9 +123,8 @@ def train(
     starts a new run from RUN's weights (fine-tuning: see finetune.py).
     """
     check_train_arguments(paths, out, resume, init_from)
+    check_start(out, resume is not False, init_from)
     sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
-    if resume is not False and init_from is not None:
-        raise CharLMError(finetune.WITH_RESUME)
     if init_from is not None:
         trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
     elif resume is not False:

@@ -255,6 +255,17 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
     assert written(tmp_path) == before
 
 
+def test_out_with_resume_is_refused_before_the_run_is_touched(base):
+    """`charlm train --resume RUN --out NEW` ignored --out and went on training RUN (with a bare
+    --resume, whichever run was the latest): neither a copy in NEW nor the run NEW named."""
+    step = latest(base).progress.step
+    result = cli("train", "--resume", base, "--out", "tuned", "--max-steps", "40")
+    assert_one_line_error(result, "--out tuned", "--resume tuned", "--init-from RUN --out tuned")
+    with pytest.raises(CharLMError, match="--out tuned"):
+        charlm.train(resume=True, out="tuned", max_steps=40)
+    assert latest(base).progress.step == step and not (runs.CHECKPOINT_ROOT / "tuned").exists()
+
+
 def test_an_eval_also_text_with_characters_the_model_lacks_is_one_line(fox_file, tmp_path):
     (tmp_path / "greek.txt").write_text("αβγ\n")
     result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "greek.txt", "--max-steps", "5", *TINY_ARGS)
