@@ -187,6 +187,8 @@ def check_model_and_seed(function: str, model: object, seed: object) -> None:
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:
     if not (paths is None or is_path(paths) or isinstance(paths, (list, tuple)) and all(map(is_path, paths))):
         refuse("train", "paths must be a file or folder path (str or Path), a list of them or None", paths)
+    if isinstance(paths, (list, tuple)) and not paths:  # a glob that matched nothing: not the built-in corpus
+        refuse("train", "paths must name at least one file or folder (None: the built-in Shakespeare)", paths)
     if not (out is None or is_path(out)):
         refuse("train", "out must be a folder path (str or Path) or None", out)
     if not (init_from is None or is_path(init_from)):

@@ -91,6 +91,13 @@ def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(m
     assert charlm.generate(model, "ab", length=8, random_seed=3).endswith(rest)
 
 
+def test_train_refuses_an_empty_list_of_paths(tiny):
+    """`charlm.train(glob.glob("texts/*.txt"))` with a glob that matched nothing trained on the
+    built-in Shakespeare, as None asks for."""
+    assert_named(lambda: charlm.train([], **tiny), "charlm.train: paths must name at least one file or folder", "[]")
+    assert not Path("checkpoints").exists()
+
+
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
 @pytest.mark.parametrize(
     "model_value, seed, message",
