@@ -53,6 +53,7 @@ WRONG_SAMPLE_TYPES = [
     ("length", "5", "--length must be an integer, not '5'"),
     ("temperature", "hot", "--temperature must be a number or a list of numbers, not 'hot'"),
     ("temperature", [0.5, "x"], "--temperature must be a number or a list of numbers"),
+    ("temperature", [], "--temperature needs at least one number, not []"),  # was 'must be above 0, not '
     ("top_k", "3", "--top-k must be an integer or None, not '3'"),
     ("top_p", "0.9", "--top-p must be a number or None, not '0.9'"),
     ("random_seed", "1", "--random-seed must be an integer or None, not '1'"),
