@@ -68,12 +68,19 @@ def resolved_head(start: Start, name: str) -> str | None:
     return "adaptive" if start.checkpoint.model_config.head_cutoffs else "full"
 
 
+def shown(start: Start, name: str) -> str:
+    """The base's option as a conflict names it: `auto, which chose full`, not `auto` alone, which left
+    `--head adaptive (the base has auto)` unexplained."""
+    value, head = getattr(start.checkpoint.config, name), resolved_head(start, name)
+    return f"{value}, which chose {head}" if head and head != value else str(value)
+
+
 def run_config(start: Start, options: dict) -> Config:
     """The new run's options: the base's architecture, `DEFAULTS`, then `options` (which may not
     contradict the architecture)."""
     base = start.checkpoint.config
     conflicts = [
-        f"--{option_name(name)} {options[name]} (the base has {getattr(base, name)})"
+        f"--{option_name(name)} {options[name]} (the base has {shown(start, name)})"
         for name in ARCHITECTURE
         if options.get(name) is not None and options[name] not in (getattr(base, name), resolved_head(start, name))
     ]
