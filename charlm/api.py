@@ -81,7 +81,7 @@ def start_finetune(
 ) -> Trainer:
     """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
     read and the options checked before anything is written."""
-    base = finetune.read_base(init_from)
+    base = finetune.read_base(init_from, charlm_model=build is None)
     return start_run(finetune.run_config(base, options), sources, out, ranks, base, build)
 
 

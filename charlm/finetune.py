@@ -49,12 +49,15 @@ class Start:
         return grow_vocab(model, vocab)
 
 
-def read_base(target: str | Path) -> Start:
+def read_base(target: str | Path, charlm_model: bool = True) -> Start:
     """The run (its best.pt) or checkpoint file `target`, with the sha256 of the bytes it was read from.
-    Anything but a sound charlm checkpoint is one line naming --init-from."""
+    Anything but a sound charlm checkpoint is one line naming --init-from; so is an experiment's
+    checkpoint when the run builds charlm's model (`charlm_model`), which cannot take its weights."""
     try:
         path = runs.resolve(target)
         saved, digest = checkpoint.read_with_digest(path)
+        if charlm_model:
+            saved.check_charlm_weights()
     except CharLMError as e:
         raise CharLMError(f"--init-from: {e}") from None
     return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, finetune, plan, runs, sizing, tokens
+from charlm import api, checkpoint, finetune, plan, runs, sizing, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -252,6 +252,21 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
         charlm.train(new_file, resume=True, init_from=base)
     with pytest.raises(CharLMError, match="unknown option"):
         charlm.train(new_file, init_from=base, hiden=3)
+    assert written(tmp_path) == before
+
+
+def test_an_experiments_checkpoint_as_the_base_is_one_line_and_nothing_is_written(base, new_file, tmp_path):
+    """A checkpoint of an experiment's own model (bench/parts.py: weights charlm's model lacks) was a
+    traceback from load_state_dict ('Unexpected key(s) in state_dict'), after the corpus cache was
+    written; `charlm sample` already refused it in one line."""
+    saved = latest(base)
+    saved.weights["embed.parts.bag.weight"] = torch.zeros(3, 4)
+    checkpoint.save(saved, [tmp_path / "experiment.pt"])
+    before = written(tmp_path)
+    result = cli(
+        "train", str(new_file), "--init-from", "experiment.pt", "--out", "tuned", "--max-steps", "5", "--quiet"
+    )
+    assert_one_line_error(result, "--init-from", "embed.parts.bag.weight", "load it with the code that trained it")
     assert written(tmp_path) == before
 
 
