@@ -1,7 +1,9 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
+import itertools
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,18 @@ def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(m
     rest = "".join(pieces)
     assert len(rest) == 7 and model.training
     assert charlm.generate(model, "ab", length=8, random_seed=3).endswith(rest)
+
+
+def test_streams_at_once_write_what_each_writes_alone(model):
+    """Streams interleaved in one thread, and in two threads, each enter inference mode per step."""
+    alone = [charlm.generate(model, "ab", length=60, random_seed=seed) for seed in (1, 2)]
+    streams = [charlm.stream(model, "ab", length=60, random_seed=seed) for seed in (1, 2)]
+    interleaved = ["", ""]
+    for pieces in itertools.zip_longest(*streams, fillvalue=""):
+        interleaved = [text + piece for text, piece in zip(interleaved, pieces)]
+    with ThreadPoolExecutor(2) as pool:
+        threaded = list(pool.map(lambda seed: "".join(charlm.stream(model, "ab", length=60, random_seed=seed)), (1, 2)))
+    assert interleaved == threaded == alone
 
 
 def test_train_refuses_an_empty_list_of_paths(tiny):
