@@ -34,6 +34,19 @@ ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 __all__ = ["generate", "load", "stream", "train"]
 
 
+def check_start(out: str | Path | None, resuming: bool, init_from: str | Path | None) -> None:
+    """Refuses a run begun two ways at once, before anything is read or written: `--out` and
+    `--init-from` begin a new run, `--resume` continues one in its own folder (an `--out` beside it
+    was ignored: the run resumed, most often the latest one, was not the one named)."""
+    if resuming and init_from is not None:
+        raise CharLMError(finetune.WITH_RESUME)
+    if resuming and out is not None:
+        raise CharLMError(
+            f"--out {out} names a new run's folder, --resume continues a run in its own: to continue that run "
+            f"give it to --resume (--resume {out}); to start a new run from a run's weights, --init-from RUN --out {out}"
+        )
+
+
 def start_run(
     config: Config,
     sources: list[str],
@@ -68,7 +81,7 @@ def start_finetune(
 ) -> Trainer:
     """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
     read and the options checked before anything is written."""
-    base = finetune.read_base(init_from)
+    base = finetune.read_base(init_from, charlm_model=build is None)
     return start_run(finetune.run_config(base, options), sources, out, ranks, base, build)
 
 
@@ -110,9 +123,8 @@ def train(
     starts a new run from RUN's weights (fine-tuning: see finetune.py).
     """
     check_train_arguments(paths, out, resume, init_from)
+    check_start(out, resume is not False, init_from)
     sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
-    if resume is not False and init_from is not None:
-        raise CharLMError(finetune.WITH_RESUME)
     if init_from is not None:
         trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
     elif resume is not False:
@@ -175,6 +187,8 @@ def check_model_and_seed(function: str, model: object, seed: object) -> None:
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:
     if not (paths is None or is_path(paths) or isinstance(paths, (list, tuple)) and all(map(is_path, paths))):
         refuse("train", "paths must be a file or folder path (str or Path), a list of them or None", paths)
+    if isinstance(paths, (list, tuple)) and not paths:  # a glob that matched nothing: not the built-in corpus
+        refuse("train", "paths must name at least one file or folder (None: the built-in Shakespeare)", paths)
     if not (out is None or is_path(out)):
         refuse("train", "out must be a folder path (str or Path) or None", out)
     if not (init_from is None or is_path(init_from)):

@@ -199,17 +199,21 @@ class Checkpoint:
     base: Base | None = None  # the run this one was fine-tuned from (--init-from)
 
     def model(self) -> CharLM:
-        """The model, on the CPU, in eval mode. A checkpoint of an experiment's own model, with weights
-        charlm's lacks (api.ModelBuilder: bench/parts.py), is read by the code that built it."""
+        """The model, on the CPU, in eval mode."""
+        self.check_charlm_weights()
         model = CharLM(self.model_config, self.vocab)
-        extra = sorted(set(self.weights) - set(model.state_dict()))
+        model.load_state_dict(self.weights)
+        return model.eval()
+
+    def check_charlm_weights(self) -> None:
+        """A checkpoint of an experiment's own model, with weights charlm's lacks (api.ModelBuilder:
+        bench/parts.py), is read by the code that built it."""
+        extra = sorted(set(self.weights) - set(skeleton(self.model_config, self.vocab).state_dict()))
         if extra:
             raise CharLMError(
                 f"this checkpoint holds weights charlm's model has not ({', '.join(extra[:3])}): an experiment's "
                 "model of its own (api.ModelBuilder); load it with the code that trained it"
             )
-        model.load_state_dict(self.weights)
-        return model.eval()
 
     def to_payload(self) -> dict:
         training = None if self.training is None else _fields(self.training)

@@ -331,7 +331,7 @@ def parse_duration(text: str | float | None, option: str = "--max-time") -> floa
 
 @dataclass
 class SampleConfig:
-    """Sampling options and their defaults, for `charlm sample` and `model.generate(...)` alike."""
+    """Sampling options and their defaults, for `charlm sample` and `charlm.generate(...)` alike."""
 
     length: int = _opt(500, "characters to generate after the seed")
     temperature: float | tuple[float, ...] = _opt(
@@ -364,7 +364,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         check_types(self)
         if isinstance(self.temperature, (list, tuple)):
-            shown = ",".join(str(t) for t in self.temperature)
+            shown = ",".join(str(t) for t in self.temperature) or repr(self.temperature)  # [] shown as []
             self.temperature = tuple(float(t) for t in self.temperature)
         else:
             shown = str(self.temperature)
@@ -410,5 +410,7 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
 
 def check_temperatures(values: tuple[float, ...], shown: str) -> None:
     """Each temperature must be a positive number; `shown`: the value as the user wrote it."""
-    if not values or not all(0 < t < float("inf") for t in values):
+    if not values:
+        raise CharLMError(f"--temperature needs at least one number, not {shown}")
+    if not all(0 < t < float("inf") for t in values):
         raise CharLMError(f"--temperature must be above 0, not {shown} (use --greedy for the likeliest text)")

@@ -49,12 +49,15 @@ class Start:
         return grow_vocab(model, vocab)
 
 
-def read_base(target: str | Path) -> Start:
+def read_base(target: str | Path, charlm_model: bool = True) -> Start:
     """The run (its best.pt) or checkpoint file `target`, with the sha256 of the bytes it was read from.
-    Anything but a sound charlm checkpoint is one line naming --init-from."""
+    Anything but a sound charlm checkpoint is one line naming --init-from; so is an experiment's
+    checkpoint when the run builds charlm's model (`charlm_model`), which cannot take its weights."""
     try:
         path = runs.resolve(target)
         saved, digest = checkpoint.read_with_digest(path)
+        if charlm_model:
+            saved.check_charlm_weights()
     except CharLMError as e:
         raise CharLMError(f"--init-from: {e}") from None
     return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
@@ -68,12 +71,19 @@ def resolved_head(start: Start, name: str) -> str | None:
     return "adaptive" if start.checkpoint.model_config.head_cutoffs else "full"
 
 
+def shown(start: Start, name: str) -> str:
+    """The base's option as a conflict names it: `auto, which chose full`, not `auto` alone, which left
+    `--head adaptive (the base has auto)` unexplained."""
+    value, head = getattr(start.checkpoint.config, name), resolved_head(start, name)
+    return f"{value}, which chose {head}" if head and head != value else str(value)
+
+
 def run_config(start: Start, options: dict) -> Config:
     """The new run's options: the base's architecture, `DEFAULTS`, then `options` (which may not
     contradict the architecture)."""
     base = start.checkpoint.config
     conflicts = [
-        f"--{option_name(name)} {options[name]} (the base has {getattr(base, name)})"
+        f"--{option_name(name)} {options[name]} (the base has {shown(start, name)})"
         for name in ARCHITECTURE
         if options.get(name) is not None and options[name] not in (getattr(base, name), resolved_head(start, name))
     ]

@@ -11,6 +11,7 @@ the same text whether drawn alone or in a batch of many.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import secrets
 from collections.abc import Iterator
 
@@ -44,20 +45,24 @@ def row(options: SampleConfig, form: Constrained | None) -> Row:
 def run(batch: Batch) -> Iterator[list[str]]:
     """Yields each step's new text per row ('' once a row is done) until every row is done. A step
     adds one character with a character vocabulary, a piece (or nothing yet, mid-way through a
-    character spelled as bytes) with sentencepiece. The state ends up holding everything produced."""
+    character spelled as bytes) with sentencepiece. The state ends up holding everything produced.
+    Each step runs in `inference` and leaves it before yielding: the caller's code between pieces keeps
+    its autograd and the model its mode (a context held across a yield holds for the caller too)."""
     while any(row.finish_reason is None for row in batch.rows):
-        yield batch.step()[1]
+        with inference(batch.model):
+            pieces = batch.step()[1]
+        yield pieces
 
 
 def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
-    """Yields the seed as the model reads it (in its vocabulary's normalization) for every sample, then
-    each step's new character per sample.
+    """The seed as the model reads it (in its vocabulary's normalization) for every sample, then each
+    step's new character per sample. The seed is read here, at the call: a character the model lacks,
+    or a form it cannot write, is refused before the first piece is asked for.
     An empty seed starts at the beginning of a line."""
     options = options or SampleConfig()
     with inference(model):
         batch = start(model, options, seed or model.vocab.start_text())
-        yield [model.vocab.normalized(seed)] * options.num_samples
-        yield from run(batch)
+    return itertools.chain([[model.vocab.normalized(seed)] * options.num_samples], run(batch))
 
 
 def generate(model: CharLM, seed: str = "", **options) -> list[str]:
@@ -103,6 +108,6 @@ class Conversation:
                 self.batch.restart([row(self.options, self.form)])
             if text:
                 self.transcript.append(text)
-            for pieces in run(self.batch):
-                self.transcript.append(pieces[0])
-                yield pieces[0]
+        for pieces in run(self.batch):
+            self.transcript.append(pieces[0])
+            yield pieces[0]

@@ -1,7 +1,9 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
+import itertools
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -53,6 +55,7 @@ WRONG_SAMPLE_TYPES = [
     ("length", "5", "--length must be an integer, not '5'"),
     ("temperature", "hot", "--temperature must be a number or a list of numbers, not 'hot'"),
     ("temperature", [0.5, "x"], "--temperature must be a number or a list of numbers"),
+    ("temperature", [], "--temperature needs at least one number, not []"),  # was 'must be above 0, not '
     ("top_k", "3", "--top-k must be an integer or None, not '3'"),
     ("top_p", "0.9", "--top-p must be a number or None, not '0.9'"),
     ("random_seed", "1", "--random-seed must be an integer or None, not '1'"),
@@ -71,6 +74,43 @@ WRONG_SAMPLE_TYPES = [
 def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value, message):
     """A stream refuses them at the call, before its first piece is asked for."""
     assert_named(lambda: entry(model, "a", **{name: value}), message)
+
+
+def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(model):
+    """A seed or form the model cannot write was refused only at the first piece, and while a stream
+    was open the caller's own code ran in inference mode, its model in eval mode: a training step
+    between two pieces failed with 'element 0 of tensors does not require grad'."""
+    assert_named(lambda: charlm.stream(model, "abζ"), "--seed", "'ζ'")
+    assert_named(lambda: charlm.stream(model, "ab", form="五言绝句"), "--form 五言绝句", "does not know")
+    model.train()
+    pieces = charlm.stream(model, "ab", length=8, random_seed=3)
+    assert next(pieces) == "ab" and len(next(pieces)) == 1
+    assert torch.is_grad_enabled() and model.training
+    logits, _ = model(model.vocab.encode("abc").unsqueeze(0))
+    logits.sum().backward()  # a training step between two pieces
+    assert model.embed.weight.grad is not None
+    rest = "".join(pieces)
+    assert len(rest) == 7 and model.training
+    assert charlm.generate(model, "ab", length=8, random_seed=3).endswith(rest)
+
+
+def test_streams_at_once_write_what_each_writes_alone(model):
+    """Streams interleaved in one thread, and in two threads, each enter inference mode per step."""
+    alone = [charlm.generate(model, "ab", length=60, random_seed=seed) for seed in (1, 2)]
+    streams = [charlm.stream(model, "ab", length=60, random_seed=seed) for seed in (1, 2)]
+    interleaved = ["", ""]
+    for pieces in itertools.zip_longest(*streams, fillvalue=""):
+        interleaved = [text + piece for text, piece in zip(interleaved, pieces)]
+    with ThreadPoolExecutor(2) as pool:
+        threaded = list(pool.map(lambda seed: "".join(charlm.stream(model, "ab", length=60, random_seed=seed)), (1, 2)))
+    assert interleaved == threaded == alone
+
+
+def test_train_refuses_an_empty_list_of_paths(tiny):
+    """`charlm.train(glob.glob("texts/*.txt"))` with a glob that matched nothing trained on the
+    built-in Shakespeare, as None asks for."""
+    assert_named(lambda: charlm.train([], **tiny), "charlm.train: paths must name at least one file or folder", "[]")
+    assert not Path("checkpoints").exists()
 
 
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, finetune, plan, runs, sizing, tokens
+from charlm import api, checkpoint, finetune, plan, runs, sizing, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -255,6 +255,32 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
     assert written(tmp_path) == before
 
 
+def test_an_experiments_checkpoint_as_the_base_is_one_line_and_nothing_is_written(base, new_file, tmp_path):
+    """A checkpoint of an experiment's own model (bench/parts.py: weights charlm's model lacks) was a
+    traceback from load_state_dict ('Unexpected key(s) in state_dict'), after the corpus cache was
+    written; `charlm sample` already refused it in one line."""
+    saved = latest(base)
+    saved.weights["embed.parts.bag.weight"] = torch.zeros(3, 4)
+    checkpoint.save(saved, [tmp_path / "experiment.pt"])
+    before = written(tmp_path)
+    result = cli(
+        "train", str(new_file), "--init-from", "experiment.pt", "--out", "tuned", "--max-steps", "5", "--quiet"
+    )
+    assert_one_line_error(result, "--init-from", "embed.parts.bag.weight", "load it with the code that trained it")
+    assert written(tmp_path) == before
+
+
+def test_out_with_resume_is_refused_before_the_run_is_touched(base):
+    """`charlm train --resume RUN --out NEW` ignored --out and went on training RUN (with a bare
+    --resume, whichever run was the latest): neither a copy in NEW nor the run NEW named."""
+    step = latest(base).progress.step
+    result = cli("train", "--resume", base, "--out", "tuned", "--max-steps", "40")
+    assert_one_line_error(result, "--out tuned", "--resume tuned", "--init-from RUN --out tuned")
+    with pytest.raises(CharLMError, match="--out tuned"):
+        charlm.train(resume=True, out="tuned", max_steps=40)
+    assert latest(base).progress.step == step and not (runs.CHECKPOINT_ROOT / "tuned").exists()
+
+
 def test_an_eval_also_text_with_characters_the_model_lacks_is_one_line(fox_file, tmp_path):
     (tmp_path / "greek.txt").write_text("αβγ\n")
     result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "greek.txt", "--max-steps", "5", *TINY_ARGS)
@@ -281,5 +307,5 @@ def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny
     options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "adaptive"}
     tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
     assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
-    with pytest.raises(CharLMError, match="--head full"):
+    with pytest.raises(CharLMError, match=r"--head full \(the base has auto, which chose adaptive\)"):
         api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")

@@ -7,11 +7,10 @@ import sys
 
 import click
 
-from .. import api, checkpoint, finetune, runs, sizing
+from .. import api, checkpoint, runs, sizing
 from ..config import Config
 from ..device import precision_text
 from ..distributed import Ranks
-from ..errors import CharLMError
 from ..trainer import SAMPLE_CHARS
 from .options import options_of
 
@@ -39,8 +38,7 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_fro
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
     given = {k: v for k, v in options.items() if v is not None}
-    if init_from is not None and resume is not None:
-        raise CharLMError(finetune.WITH_RESUME)
+    api.check_start(out, resume is not None, init_from)
     ranks = Ranks.from_env()
     if resume is None:
         # a batch that does not split fails before the processes meet (a GPU's fitted batch is a multiple of 16)
