@@ -186,6 +186,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     corpus name (its most recently updated run under `root`), or None for the most recently updated run."""
     if target is None:
         return resolve(latest_run(root), prefer, root)
+    if not str(target).strip():
+        raise CharLMError("the run to use is empty: give a run folder, run name, corpus name or .pt file")
     path = Path(target)
     if not path.exists() and (root / path).exists():
         path = root / path
@@ -199,6 +201,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
                 return path / name
         if hub.holds_model(path):  # an exported model folder
             return path / hub.WEIGHTS
+        if run_folders(path):
+            raise CharLMError(f"{path} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
         raise CharLMError(f"{path}: run folder holds no checkpoint ({BEST} or {LATEST})")
     if not path.is_file():
         raise CharLMError(

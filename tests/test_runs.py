@@ -26,6 +26,19 @@ def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
     assert runs.resolve(None).parent.name == "run"
 
 
+def test_an_empty_run_or_the_folder_of_runs_is_told_what_to_give(fox_file, tiny):
+    """`charlm.load("")` said ".: run folder holds no checkpoint"; `--init-from checkpoints` called the
+    folder of runs a run folder with no checkpoint."""
+    charlm.train(fox_file, out="run", **tiny)
+    for empty in ("", " "):
+        with pytest.raises(CharLMError, match="the run to use is empty: give a run folder"):
+            runs.resolve(empty)
+    with pytest.raises(CharLMError, match="checkpoints is a folder of runs, not a run: name one of them"):
+        runs.resolve("checkpoints")
+    result = cli("train", str(fox_file), "--init-from", "checkpoints", "--max-steps", "1")
+    assert_one_line_error(result, "--init-from: checkpoints is a folder of runs, not a run")
+
+
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
     """`charlm sample --checkpoint fox`: the newest run of corpus fox, by its run.json (an --out run
     too), while a run folder of that very name would win; an unknown name says where it looked."""
