@@ -169,7 +169,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
 @main.command("runs")
 @click.option("--root", default=str(runs.CHECKPOINT_ROOT), show_default=True, help="folder holding the runs")
 def list_runs(root: str) -> None:
-    """A table of the runs under checkpoints/: corpus, size, steps, best bpc, last update."""
+    """A table of the runs under checkpoints/: corpus (and a fine-tuning run's base), size, steps, best bpc, last update."""
     folders = runs.run_folders(Path(root))
     if not folders:
         raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")
@@ -197,9 +197,13 @@ def run_row(folder: Path) -> list[str]:
         updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
     except OSError:  # removed since it was listed
         updated = "?"
+    corpus = shown(info.get("corpus"), str)
+    base = info.get("base") if isinstance(info.get("base"), dict) else {}
+    if holds(base.get("run"), str):  # a fine-tuning run
+        corpus += f" (from {base['run']})"
     return [
         folder.name,
-        shown(info.get("corpus"), str),
+        corpus,
         model,
         f"{int(metrics[-1]['step']) if metrics else 0:,}",
         "-" if best is None else f"{best:.4f}",

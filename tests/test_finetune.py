@@ -157,6 +157,8 @@ def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
     assert info["base"]["sha256"] == digest and info["base"]["run"] == "base"
     rows = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
     assert rows["base"] == f"base ({base_checkpoint}, sha256 {digest})"
+    listed = {line.split()[0]: line for line in cli("runs").output.splitlines()[1:]}
+    assert "new (from base) " in listed["tuned"] and "(from" not in listed["base"]  # runs showed no base
     assert len(charlm.generate(charlm.load("tuned"), "THE FOX!", length=20, random_seed=0)) == 28  # new: T H E X !
 
 
