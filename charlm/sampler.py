@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import secrets
+import warnings
 from collections.abc import Iterator
 
 from .config import SampleConfig, from_options
@@ -28,6 +29,12 @@ def sample_config(options: dict) -> SampleConfig:
 def start(model: CharLM, options: SampleConfig, text: str) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`."""
     form = constrain(options, model.vocab)
+    never = model.vocab.unknown(options.stop) if options.stop and model.vocab.one_char_per_id else []
+    if never:  # allowed, as any stop text is, but likely a mistake: say so
+        written = ", ".join(map(model.vocab.name_unseen, never))
+        warnings.warn(
+            f"--stop {options.stop!r}: the model never writes {written}, so no sample stops there", stacklevel=3
+        )
     batch = Batch.for_options(model, options)
     ids = model.vocab.encode(text, what="--seed").to(model.device)
     primed = batch.prime(ids)

@@ -108,6 +108,14 @@ def test_stop_text_ends_a_sample_and_is_kept():
     assert len({len(t) for t in texts}) > 1  # each sample stops on its own
 
 
+def test_a_stop_text_the_model_can_never_write_is_warned_about():
+    """`stop="ζ"` for a model without ζ was taken silently: the sample simply ran to its length."""
+    model = fixed_distribution(DISTRIBUTION)
+    with pytest.warns(UserWarning, match=r"--stop 'cζ': the model never writes 'ζ', so no sample stops there"):
+        text = generate_one(model, "", length=50, stop="cζ", random_seed=0)
+    assert len(text) == 50
+
+
 def test_output_begins_with_the_seed_and_has_the_asked_length(model):
     text = generate_one(model, "abc", length=40, random_seed=1)
     assert text.startswith("abc") and len(text) == 43
