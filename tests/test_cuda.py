@@ -92,6 +92,13 @@ def test_a_gpu_model_samples_on_a_cpu_after_loading(fox_file, tiny):
     assert len(charlm.generate(model, "the ", length=50, random_seed=0)) == 54
 
 
+def test_serve_loads_its_models_onto_its_device(fox_file, tiny):
+    from charlm.serve import model_loaders
+
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    assert model_loaders(["run"], "cuda")[0]["run"]().device.type == "cuda"
+
+
 def test_serve_on_the_gpu_gives_the_cpus_logprobs_and_greedy_text(fox_file, tiny):
     charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "max_steps": 80})
     loaders = {"gpu": lambda: charlm.load("run", device="cuda"), "cpu": lambda: charlm.load("run", device="cpu")}

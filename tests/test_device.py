@@ -19,7 +19,7 @@ from charlm.device import (
 from charlm.errors import CharLMError
 from charlm.reporting import read_metrics
 
-from .conftest import TINY_ARGS, latest, max_weight_difference, run_cli
+from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, max_weight_difference, run_cli
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -68,6 +68,16 @@ def test_bf16_on_the_cpu_trains_and_the_checkpoint_samples_anywhere(fox_file, ti
     assert len(charlm.generate(model, "the ", length=20, random_seed=1)) == 24
     charlm.train(resume="bf16", max_steps=70, precision="fp32")  # a resume may change the precision
     assert latest("bf16").progress.step == 70
+
+
+def test_serve_takes_a_device(fox_file, tiny):
+    """`charlm serve` had no --device: on a GPU machine its models could only run on the CPU."""
+    from charlm.serve import model_loaders
+
+    charlm.train(fox_file, out="run", **tiny)
+    loaders, _ = model_loaders(["run"], "cpu")
+    assert loaders["run"]().device.type == "cpu"
+    assert_one_line_error(cli("serve", "run", "--device", "tpu", "--port", "0"), "--device must be auto, cpu")
 
 
 def test_sample_takes_a_device(fox_file, tiny):

@@ -29,17 +29,17 @@ from .config import ServeConfig
 __all__ = ["ServeConfig", "model_loaders", "serve"]
 
 
-def model_loaders(targets: list[str]) -> tuple[dict[str, Callable[[], CharLM]], dict[str, str]]:
-    """Model id -> a function loading it, for anything `runs.resolve` takes (none: the latest run), and
-    model id -> the corpus its run trained on, where known. The paths are resolved here, so a missing
-    run is an error before the server starts."""
+def model_loaders(targets: list[str], device: str = "cpu") -> tuple[dict[str, Callable[[], CharLM]], dict[str, str]]:
+    """Model id -> a function loading it onto `device`, for anything `runs.resolve` takes (none: the
+    latest run), and model id -> the corpus its run trained on, where known. The paths are resolved
+    here, so a missing run is an error before the server starts."""
     loaders, corpora = {}, {}
     for target in targets or [None]:
         path = runs.resolve(target)
         name = runs.run_name_of(path)
         if name in loaders:
             raise CharLMError(f"{target}: two models would both be called {name!r}; serve one of them")
-        loaders[name] = lambda path=path: checkpoint.load(path)
+        loaders[name] = lambda path=path: checkpoint.load(path, device)
         corpus = runs.corpus_of_run(path.parent) if path.suffix == ".pt" else None
         if corpus:
             corpora[name] = corpus
@@ -70,7 +70,7 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     except ImportError as e:
         raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
 
-    loaders, corpora = model_loaders(targets)
+    loaders, corpora = model_loaders(targets, config.device)
     # Loaded before the address is printed: a damaged checkpoint is a one-line error, not a server that
     # announces itself and then stops.
     loaded = {name: load() for name, load in loaders.items()}

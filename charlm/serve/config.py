@@ -25,6 +25,10 @@ class ServeConfig:
     max_prompt: int = _opt(16384, "the most characters a prompt may have")
     chunk_ms: float = _opt(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
     threads: int = _opt(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
+    device: str = _opt(
+        "cpu",
+        "where the models run: cpu, cuda, cuda:N, mps or auto (a step is one character: small models are fastest on the CPU)",
+    )
     allow_origin: str | None = _opt(
         None,
         "let web pages from these origins call the API from a browser (CORS): comma-separated, e.g. "
