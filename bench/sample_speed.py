@@ -1,6 +1,7 @@
 """Sampling speed, all measured in this one process (these machines are noisy: compare ratios).
 
     python -m bench.sample_speed [--hidden 512 --layers 2 --chars 2000] [--vocab 4447 --head 500,2000]
+    python -m bench.sample_speed --device cuda      on a GPU (no bf16 rows: --precision bf16 is a CPU step)
 
 Prints chars/s of charlm's generation for one stream and for 64 streams (fp32, and bf16: the
 `--precision bf16` step, for CPUs with bf16 hardware), against:
@@ -19,6 +20,7 @@ import torch
 from bench.common import best_seconds as timed
 from charlm import CharLM, ModelConfig
 from charlm.config import SampleConfig
+from charlm.device import resolve_device, synchronize
 from charlm.generation import Batch, Row
 from charlm.sampler import generate
 from charlm.vocab import Vocab
@@ -39,32 +41,35 @@ def best_rates(runs: dict, rounds: int) -> dict[str, float]:
 
 
 def bare_lstm_loop(model: CharLM, chars: int) -> None:
-    ids, state = torch.zeros(1, 1, dtype=torch.long), None
+    ids, state = torch.zeros(1, 1, dtype=torch.long, device=model.device), None
     with torch.inference_mode():
         for _ in range(chars):
             out, state = model.core(model.embed(ids), state)
             logits = model.head.logits(out[:, -1])
             ids = logits.argmax(-1, keepdim=True)
+    synchronize(model.device)  # a GPU's kernels are queued: the clock waits for them
 
 
 def roofline_loop(model: CharLM, chars: int) -> None:
     """Only the matrix products one step needs: per layer [x | h] @ W (input+hidden x 4 hidden), and the head."""
-    hidden, layers = model.config.hidden, model.config.layers
-    weights = [torch.randn(2 * hidden, 4 * hidden) for _ in range(layers)]
-    head = torch.randn(hidden, len(model.vocab))
-    xh, gates, logits = torch.randn(1, 2 * hidden), torch.empty(1, 4 * hidden), torch.empty(1, len(model.vocab))
+    hidden, layers, on = model.config.hidden, model.config.layers, {"device": model.device}
+    weights = [torch.randn(2 * hidden, 4 * hidden, **on) for _ in range(layers)]
+    head = torch.randn(hidden, len(model.vocab), **on)
+    xh, gates = torch.randn(1, 2 * hidden, **on), torch.empty(1, 4 * hidden, **on)
+    logits = torch.empty(1, len(model.vocab), **on)
     with torch.inference_mode():
         for _ in range(chars):
             for w in weights:
                 torch.mm(xh, w, out=gates)
             torch.mm(xh[:, :hidden], head, out=logits)
+    synchronize(model.device)
 
 
 def naive_forward_seconds(model: CharLM, length: int) -> float:
     """Seconds to run the model over a prefix of `length` characters (what a stateless sampler pays per character)."""
-    ids = torch.zeros(1, length, dtype=torch.long)
+    ids = torch.zeros(1, length, dtype=torch.long, device=model.device)
     with torch.inference_mode():
-        return timed(lambda: model(ids), repeats=2)
+        return timed(lambda: (model(ids), synchronize(model.device)), repeats=2)
 
 
 def server_batch(model: CharLM, rows: int, capacity: int, n: int) -> None:
@@ -76,6 +81,7 @@ def server_batch(model: CharLM, rows: int, capacity: int, n: int) -> None:
     with torch.inference_mode():
         for _ in range(n):
             batch.step()
+    synchronize(model.device)
 
 
 def main() -> None:
@@ -87,14 +93,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="turns each run gets; the best counts")
     parser.add_argument("--vocab", type=int, default=65, help="characters in the vocabulary (a Chinese one: 4447)")
     parser.add_argument("--head", default="", help="an adaptive head's cutoffs, e.g. 500,2000 (default: a full head)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.manual_seed(0)
     vocab = Vocab([chr(32 + i) for i in range(args.vocab - 1)] + ["\n"])
     cutoffs = tuple(int(c) for c in args.head.split(",") if c)
-    model = CharLM(ModelConfig("lstm", args.layers, args.hidden, 0.0, len(vocab), cutoffs), vocab).eval()
+    model = CharLM(ModelConfig("lstm", args.layers, args.hidden, 0.0, len(vocab), cutoffs), vocab).eval().to(device)
     n = args.chars
     head = f"adaptive head {cutoffs}" if cutoffs else "full head"
-    print(f"model {args.layers}x{args.hidden} lstm, vocabulary {len(vocab)}, {head}, {torch.get_num_threads()} threads")
+    where = f"{torch.get_num_threads()} threads" if device.type == "cpu" else str(device)
+    print(f"model {args.layers}x{args.hidden} lstm, vocabulary {len(vocab)}, {head}, {where}")
 
     streams = args.streams
 
@@ -106,17 +115,17 @@ def main() -> None:
     runs = {  # name: (characters made, what makes them)
         "1": (n, sampling(1)),
         "1 greedy": (n, sampling(1, greedy=True)),
-        "1 bf16": (n, sampling(1, "bf16")),
         "batch": (n * streams, sampling(streams)),
-        "batch bf16": (n * streams, sampling(streams, "bf16")),
         "server 1": (n, lambda: server_batch(model, 1, streams, n)),
         f"server {streams}": (n * streams, lambda: server_batch(model, streams, streams, n)),
         "bare": (n, lambda: bare_lstm_loop(model, n)),
         "roofline": (n, lambda: roofline_loop(model, n)),
     }
+    cpu = device.type == "cpu"
+    if cpu:  # --precision bf16 is the CPU's bf16 step
+        runs |= {"1 bf16": (n, sampling(1, "bf16")), "batch bf16": (n * streams, sampling(streams, "bf16"))}
     rates = best_rates(runs, args.rounds)
-    ours, ours_greedy, ours_bf16 = rates["1"], rates["1 greedy"], rates["1 bf16"]
-    batched, batched_bf16, bare, roof = rates["batch"], rates["batch bf16"], rates["bare"], rates["roofline"]
+    ours, ours_greedy, batched, bare, roof = (rates[k] for k in ("1", "1 greedy", "batch", "bare", "roofline"))
 
     # The naive loop re-runs the prefix: character k costs a forward over k characters. Time forwards
     # at a few lengths, fit a + b*k, and sum over k = 1..n (running it all would take minutes).
@@ -132,9 +141,10 @@ def main() -> None:
     print(f"\n{'what':<52} {'chars/s':>12}")
     print(f"{'charlm generate, 1 stream (temperature 0.8)':<52} {ours:>12,.0f}")
     print(f"{'charlm generate, 1 stream (greedy)':<52} {ours_greedy:>12,.0f}")
-    print(f"{'charlm generate, 1 stream, --precision bf16':<52} {ours_bf16:>12,.0f}")
     print(f"{f'charlm generate, {streams} streams in one batch (total)':<52} {batched:>12,.0f}")
-    print(f"{f'charlm generate, {streams} streams, --precision bf16 (total)':<52} {batched_bf16:>12,.0f}")
+    if cpu:
+        print(f"{'charlm generate, 1 stream, --precision bf16':<52} {rates['1 bf16']:>12,.0f}")
+        print(f"{f'charlm generate, {streams} streams, --precision bf16 (total)':<52} {rates['batch bf16']:>12,.0f}")
     print(f"{f'server batch of {streams} rows, 1 stream':<52} {rates['server 1']:>12,.0f}")
     print(f"{f'server batch of {streams} rows, {streams} streams (total)':<52} {rates[f'server {streams}']:>12,.0f}")
     print(f"{'(a) bare loop: nn.LSTM called once per character':<52} {bare:>12,.0f}")
@@ -144,8 +154,9 @@ def main() -> None:
     print(f"  1 stream vs bare nn.LSTM loop:      {ours / bare:6.2f}x   (target >= 2x)")
     print(f"  1 stream vs roofline:               {ours / roof:6.2f}    (target >= 0.60)")
     print(f"  {streams} streams vs 1 stream (total):     {batched / ours:6.1f}x   (target >= 25x)")
-    print(f"  {streams} streams bf16 vs 1 stream bf16:   {batched_bf16 / ours_bf16:6.1f}x")
-    print(f"  {streams} streams bf16 vs 1 stream fp32:   {batched_bf16 / ours:6.1f}x")
+    if cpu:
+        print(f"  {streams} streams bf16 vs 1 stream bf16:   {rates['batch bf16'] / rates['1 bf16']:6.1f}x")
+        print(f"  {streams} streams bf16 vs 1 stream fp32:   {rates['batch bf16'] / ours:6.1f}x")
     print(f"  1 stream vs naive prefix re-run:    {ours / naive:6.0f}x   (target >= 50x at {n} characters)")
 
 

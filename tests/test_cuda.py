@@ -18,7 +18,7 @@ from charlm.scoring import bits_per_char
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
-from .conftest import latest
+from .conftest import latest, run_bench
 from .test_serve import running, wait_healthy
 
 pytestmark = pytest.mark.cuda
@@ -112,3 +112,9 @@ def test_serve_on_the_gpu_gives_the_cpus_logprobs_and_greedy_text(fox_file, tiny
     assert answers["gpu"]["text"] == answers["cpu"]["text"] and len(answers["gpu"]["text"]) == GREEDY_CHARS
     gpu, cpu = (torch.tensor(answers[n]["logprobs"]["token_logprobs"]) for n in ("gpu", "cpu"))
     assert torch.allclose(gpu, cpu, atol=LOGPROB_TOLERANCE)
+
+
+def test_the_sampling_bench_runs_on_the_gpu():
+    """#24 asks for sampling chars/s on the GPU, 1 and 64 streams: `bench.sample_speed --device cuda`."""
+    out = run_bench("sample_speed", "--device", "cuda", "--hidden", "16", "--chars", "60", "--streams", "4")
+    assert "cuda:0" in out and "4 streams in one batch (total)" in out and "bf16" not in out
