@@ -1,0 +1,57 @@
+"""What one cell of a model does on a text: the figures docs/how-it-works.md gives for its example cells.
+
+    python -m bench.inspect_cell RUN (FILE | --held-out) --cell LAYER CELL [--at CHARS] [--positions 1 10 30]
+
+It inspects as `charlm inspect` does (the same first 5,000 characters) and prints, for the cell: the
+correlation of its tanh(c) with each of the page's features, and its mean where a 0/1 feature is 1 and
+where it is 0; its gates and tanh(c) on the characters of --at (default a newline; `\\n` is one), on
+the first character past them and elsewhere; and its mean tanh(c) that many characters after the last
+of them (--positions).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from charlm.inspection.analysis import correlations, position_since
+from charlm.inspection.run import inspect_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="a run folder or checkpoint")
+    parser.add_argument("file", nargs="?", help="the text to inspect (or --held-out)")
+    parser.add_argument("--held-out", action="store_true", help="the run's held-out text")
+    parser.add_argument("--cell", nargs=2, type=int, required=True, metavar=("LAYER", "CELL"))
+    parser.add_argument("--at", default="\\n", help="the boundary characters, e.g. '。！？\\n'")
+    parser.add_argument("--positions", nargs="+", type=int, default=[1, 10, 20, 30, 40])
+    args = parser.parse_args()
+    inspection, title = inspect_run(args.run, args.file, args.held_out)
+    layer, cell = args.cell
+    state = inspection.states[layer, :, cell]
+    text = "".join(inspection.trace.tokens)
+    print(f"{title}: layer {layer}, cell {cell}, {inspection.state_name} over {len(text):,} characters")
+    for name, feature in inspection.features.items():
+        if feature.std() == 0:
+            continue
+        line = f"{name:26} correlation {correlations(state[None, :, None], feature)[0, 0]:+.3f}"
+        if set(np.unique(feature)) == {0.0, 1.0}:
+            line += f"; mean {state[feature == 1].mean():+.2f} where 1, {state[feature == 0].mean():+.2f} where 0"
+        print(line)
+    boundaries = args.at.replace("\\n", "\n")
+    position = position_since(boundaries)(text)
+    at = position == 0
+    after = np.concatenate([[False], at[:-1]]) & ~at  # the first character past a run of them
+    print(f"{at.sum()} characters in {boundaries!r}; means at them / on the first past them / elsewhere:")
+    rows = {name: gate[layer, :, cell] for name, gate in inspection.trace.gates.items()}
+    for name, values in {**rows, inspection.state_name: state}.items():
+        print(f"  {name:9} {values[at].mean():5.2f} / {values[after].mean():5.2f} / {values[~at].mean():5.2f}")
+    for p in args.positions:
+        chosen = position == p
+        print(f"{inspection.state_name} {p} characters after: {state[chosen].mean():+.2f} ({chosen.sum()} characters)")
+
+
+if __name__ == "__main__":
+    main()
