@@ -22,7 +22,7 @@ from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, run_bench
+from .conftest import REPO, TINY, cli, run_bench
 
 # conftest's tiny run as the scripts' name=value settings (each test adds a hidden size)
 TINY_SET = ",".join(f"{name}={TINY[name]}" for name in ("layers", "seq_len", "batch_size"))
@@ -316,6 +316,19 @@ def test_mixture_cache_decays_each_count_by_its_age():
         weights = 0.5 ** (ages / 1.5)
         expected = weights[[c == text[i] for c in text[:i]]].sum() / weights.sum()
         assert got[i - 1] == pytest.approx(expected, rel=1e-9)
+
+
+def test_inspect_cell_and_inspect_shots_run(fox_file, tiny):
+    """The two scripts behind how-it-works' cell figures and the docs' inspect screenshots."""
+    import struct
+
+    charlm.train(fox_file, out="run", **tiny)
+    out = run_bench("inspect_cell", "checkpoints/run", str(fox_file), "--cell", "0", "0", "--positions", "1", "5")
+    assert "layer 0, cell 0" in out and "characters in '\\n'" in out and "5 characters after" in out
+    assert cli("inspect", "run", str(fox_file), "--output", "page.html", "--quiet").exit_code == 0
+    run_bench("inspect_shots", "page.html", "--cell", "0", "0", "--out", "cell.png")
+    png = Path("cell.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (955, 229)
 
 
 def test_mixture_bench_runs(tmp_path, tiny):
