@@ -1290,3 +1290,30 @@ def test_a_model_that_fails_to_load_is_reported_not_waited_for():
         assert "weights do not fit" in httpx.get(f"{url}/health").json()["message"]
         with pytest.raises(openai.InternalServerError):
             OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).completions.create(model="broken", prompt="a")
+
+
+def page_history(driver) -> list[dict]:
+    return driver.execute_script("return history()")
+
+
+@pytest.mark.slow
+def test_page_keeps_a_texts_model_when_the_picker_changes_mid_stream(fox_run, browser):
+    """The stream goes on with the model that started it: its history entry and its status name that
+    model, not the one picked while it was written (which made the status say the model knew none of
+    its own seed)."""
+    from selenium.webdriver.support.ui import Select
+
+    model = checkpoint.load(fox_run)
+    other = make_model("xyz\n", layers=1, hidden=8).eval()
+    with running(create_app({"fox": lambda: model, "xyz": lambda: other}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        Select(browser.find_element("id", "model")).select_by_value("fox")
+        set_field(browser, "seed", "the quick ")
+        set_field(browser, "length", "4000")
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+        Select(browser.find_element("id", "model")).select_by_value("xyz")
+        wait(browser, 60).until(lambda d: "done" in d.find_element("id", "status").text)
+        status = browser.find_element("id", "status").text
+        assert "does not know" not in status and [item["model"] for item in page_history(browser)] == ["fox"]
