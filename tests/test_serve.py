@@ -1317,3 +1317,29 @@ def test_page_keeps_a_texts_model_when_the_picker_changes_mid_stream(fox_run, br
         wait(browser, 60).until(lambda d: "done" in d.find_element("id", "status").text)
         status = browser.find_element("id", "status").text
         assert "does not know" not in status and [item["model"] for item in page_history(browser)] == ["fox"]
+
+
+@pytest.mark.slow
+def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, browser):
+    """Two tabs share the history: a text written in one shows in the other, and clicking an entry
+    restores that entry (it restored whatever stood at its place after the other tab wrote)."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+
+        def write(seed: str) -> None:
+            wait = page_ready(browser, url)
+            set_field(browser, "seed", seed)
+            set_field(browser, "length", "30")
+            browser.find_element("id", "generate").click()
+            wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+
+        write("the ")
+        first = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        write("lazy ")
+        browser.switch_to.window(first)
+        wait_until(lambda: len(browser.find_elements("css selector", "#history li")) == 2, timeout=5)
+        entries = browser.find_elements("css selector", "#history li")
+        entries[1].click()
+        assert browser.find_element("id", "seed").get_attribute("value") == "the "
