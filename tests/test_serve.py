@@ -1343,3 +1343,20 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
         entries = browser.find_elements("css selector", "#history li")
         entries[1].click()
         assert browser.find_element("id", "seed").get_attribute("value") == "the "
+
+
+@pytest.mark.slow
+def test_serve_page_fits_a_phone(fox_run, browser):
+    """At a phone's 390 px the page is one column as wide as the screen: a history entry (one line,
+    cut with an ellipsis) widened it to 558-600 px, so every box ran off the right edge."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        metrics = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        wait = page_ready(browser, url)
+        set_field(browser, "seed", "the quick ")
+        set_field(browser, "length", "200")
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: browser.find_elements("css selector", "#history li"))
+        assert browser.execute_script("return document.documentElement.scrollWidth") == 390
