@@ -1360,3 +1360,36 @@ def test_serve_page_fits_a_phone(fox_run, browser):
         browser.find_element("id", "generate").click()
         wait(browser, 15).until(lambda d: browser.find_elements("css selector", "#history li"))
         assert browser.execute_script("return document.documentElement.scrollWidth") == 390
+
+
+@pytest.mark.slow
+def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
+    """Each refusal names what the writer can change: the API key, the length, the server. All of them
+    said 'see the seed', and a server that went away was 'network error' or 'Failed to fetch'."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig(api_key=KEY, max_tokens=100_000))) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+
+        def generate() -> str:
+            browser.find_element("id", "generate").click()
+            wait(browser, 15).until(lambda d: d.find_element("id", "stop").is_enabled() or "not" in status())
+            return status()
+
+        def status() -> str:
+            return browser.find_element("id", "status").text
+
+        set_field(browser, "seed", "the quick ")
+        assert generate() == "not written: give the server's API key (above)"
+        set_field(browser, "key", KEY)
+        browser.find_element("id", "save-key").click()
+        set_field(browser, "length", "100001")
+        assert generate() == "not written: see the length"
+        set_field(browser, "length", "100000")
+        generate()
+        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+    wait(browser, 15).until(lambda d: not d.find_element("id", "stop").is_enabled())
+    made = made_text(browser)
+    assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
+    assert generate() == "not written: the server does not answer" and made_text(browser) == made
+    assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
