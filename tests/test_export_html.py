@@ -20,6 +20,7 @@ from .conftest import assert_one_line_error, cli, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     browser,
+    escape_stops_the_writing,
     fox_run,
     made_text,
     page_ready,
@@ -154,6 +155,10 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     wait(browser, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
     stopped = made_text(browser)
     assert 0 < len(stopped) < 2_000_000 and set(stopped) <= set(TEXT)
+
+    set_field(browser, "length", "2000000")
+    stopped = escape_stops_the_writing(browser, wait)  # and so does Escape
+    assert 0 < len(stopped) < 2_000_000
 
     set_field(browser, "length", "120")
     browser.find_element("id", "continue").click()

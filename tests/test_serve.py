@@ -1393,3 +1393,42 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
     assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
     assert generate() == "not written: the server does not answer" and made_text(browser) == made
     assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
+
+
+def escape_stops_the_writing(driver, wait) -> str:
+    """Ctrl+Enter in the seed writes, Escape stops, wherever the focus is; returns the text stopped."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element("id", "seed").send_keys(Keys.CONTROL, Keys.ENTER)
+    wait(driver, 30).until(lambda d: len(made_text(d)) > 0)
+    driver.find_element("id", "temperature").click()
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    return made_text(driver)
+
+
+@pytest.mark.slow
+def test_page_works_from_the_keyboard(fox_run, browser):
+    """Enter in the key box saves the key, Escape stops, and a history entry is reached with Tab and
+    restored with Enter: Escape did nothing, and neither could be done without a mouse."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig(api_key=KEY, max_tokens=200_000))) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "seed", "the quick ")
+        set_field(browser, "length", "200000")
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "key").is_displayed())
+        browser.find_element("id", "key").send_keys(KEY, Keys.ENTER)
+        assert browser.find_element("id", "status").text == "key saved"
+        stopped = escape_stops_the_writing(browser, wait)
+        set_field(browser, "seed", "another seed")
+        browser.execute_script("document.getElementById('surprise').focus()")
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        assert browser.find_element("id", "seed").get_attribute("value") == "the quick "
+        assert made_text(browser) == stopped
