@@ -26,6 +26,7 @@ from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     page_ready,
     running,
     set_field,
+    settings_out_of_range_are_refused_by_name,
     wait_healthy,
 )
 
@@ -331,3 +332,9 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
     difference = (torch.tensor(got["logprobs"], dtype=torch.float64) - torch_logprobs(model, text)).abs().max().item()
     assert difference < BOUNDS["fp32"]
     assert got["greedy"] == sampler.generate(model, seed, length=300, greedy=True)[0]
+
+
+@pytest.mark.slow
+def test_exported_page_refuses_settings_out_of_range_by_name(tmp_path, browser):  # noqa: F811
+    wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=32)).as_uri())
+    settings_out_of_range_are_refused_by_name(browser, wait)

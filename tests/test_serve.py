@@ -1432,3 +1432,35 @@ def test_page_works_from_the_keyboard(fox_run, browser):
         ActionChains(browser).send_keys(Keys.ENTER).perform()
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick "
         assert made_text(browser) == stopped
+
+
+def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
+    """Both pages: an empty or out-of-range setting is refused under the seed, named, and the last text
+    stays (the exported page wrote at temperature -1 and top-p 0, and both wrote an empty box as 0)."""
+    set_field(driver, "seed", "the quick ")
+    set_field(driver, "length", "30")
+    driver.find_element("id", "generate").click()
+    wait(driver, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    made = made_text(driver)
+    for name, value, says in (
+        ("temperature", "", "temperature: give a number from 0 to 100"),
+        ("temperature", "-1", "temperature: give a number from 0 to 100, not -1"),
+        ("top_p", "0", "top-p: give a number from 0.01 to 1, not 0"),
+        ("length", "", "length: give a number from 1 up"),
+    ):
+        before = driver.find_element("id", name).get_attribute("value")
+        set_field(driver, name, value)
+        driver.find_element("id", "generate").click()
+        wait(driver, 10).until(lambda d: "not written" in d.find_element("id", "status").text)
+        caption = says.split(":")[0]
+        assert driver.find_element("id", "status").text == f"not written: see the {caption}"
+        assert driver.find_element("id", "seed-error").text == says and made_text(driver) == made
+        set_field(driver, name, before)
+
+
+@pytest.mark.slow
+def test_serve_page_refuses_settings_out_of_range_by_name(fox_run, browser):
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        settings_out_of_range_are_refused_by_name(browser, page_ready(browser, url))
