@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -1396,7 +1397,8 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
 
 
 def escape_stops_the_writing(driver, wait) -> str:
-    """Ctrl+Enter in the seed writes, Escape stops, wherever the focus is; returns the text stopped."""
+    """Ctrl+Enter in the seed writes, Escape stops, wherever the focus is, and the status says so as
+    both pages do (the serve page said 'stopped after N characters'); returns the text stopped."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -1405,7 +1407,14 @@ def escape_stops_the_writing(driver, wait) -> str:
     driver.find_element("id", "temperature").click()
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
     wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
-    return made_text(driver)
+    made = made_text(driver)
+    said = re.fullmatch(r"stopped: (\d+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
+    assert said and int(said[1]) == len(made), status_of(driver)
+    return made
+
+
+def status_of(driver) -> str:
+    return driver.find_element("id", "status").text
 
 
 @pytest.mark.slow

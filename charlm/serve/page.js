@@ -10,3 +10,10 @@ function checkSetting(name, caption) {
   const range = `from ${box.min}${box.max ? ` to ${box.max}` : " up"}${box.value ? `, not ${box.value}` : ""}`;
   throw Object.assign(new Error(`${caption}: give a number ${range}`), { param: name });
 }
+
+// The status line once a text ends: what ended it ("done (length)", "stopped"), how many characters
+// (code points: a character outside the BMP is one), in how long.
+function summary(how, text, seconds) {
+  const count = [...text].length, rate = seconds > 0 ? Math.round(count / seconds) : 0;
+  return `${how}: ${count} characters in ${seconds.toFixed(1)} s (${rate.toLocaleString()} characters/s)`;
+}
