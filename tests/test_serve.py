@@ -1473,3 +1473,33 @@ def test_serve_page_refuses_settings_out_of_range_by_name(fox_run, browser):
     with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
         wait_healthy(url)
         settings_out_of_range_are_refused_by_name(browser, page_ready(browser, url))
+
+
+@pytest.mark.slow
+def test_two_tabs_at_once_share_the_servers_streams(fox_run, browser):
+    """Two tabs write at once; with every stream in use the second is told the server is busy (it was
+    told 'see the seed'), and writes once the first stops."""
+    model = checkpoint.load(fox_run)
+    app = create_app({"fox": lambda: model}, ServeConfig(max_streams=1, max_tokens=200_000))
+    with running(app) as url:
+        wait_healthy(url)
+        tabs = []
+        for _ in range(2):
+            if tabs:
+                browser.switch_to.new_window("tab")
+            wait = page_ready(browser, url)
+            tabs.append(browser.current_window_handle)
+            set_field(browser, "seed", "the quick ")
+            set_field(browser, "length", "200000")
+            browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: "not written" in status_of(d))
+        assert status_of(browser) == "not written: the server is busy; try again in a moment"
+        browser.switch_to.window(tabs[0])
+        assert browser.find_element("id", "stop").is_enabled()
+        browser.find_element("id", "stop").click()
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=5)  # the row is freed
+        browser.switch_to.window(tabs[1])
+        set_field(browser, "length", "50")
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: "done" in status_of(d))
+        assert len(made_text(browser)) == 50
