@@ -20,11 +20,13 @@ from .conftest import assert_one_line_error, cli, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     browser,
+    escape_stops_the_writing,
     fox_run,
     made_text,
     page_ready,
     running,
     set_field,
+    settings_out_of_range_are_refused_by_name,
     wait_healthy,
 )
 
@@ -154,6 +156,10 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     wait(browser, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
     stopped = made_text(browser)
     assert 0 < len(stopped) < 2_000_000 and set(stopped) <= set(TEXT)
+
+    set_field(browser, "length", "2000000")
+    stopped = escape_stops_the_writing(browser, wait)  # and so does Escape
+    assert 0 < len(stopped) < 2_000_000
 
     set_field(browser, "length", "120")
     browser.find_element("id", "continue").click()
@@ -326,3 +332,9 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
     difference = (torch.tensor(got["logprobs"], dtype=torch.float64) - torch_logprobs(model, text)).abs().max().item()
     assert difference < BOUNDS["fp32"]
     assert got["greedy"] == sampler.generate(model, seed, length=300, greedy=True)[0]
+
+
+@pytest.mark.slow
+def test_exported_page_refuses_settings_out_of_range_by_name(tmp_path, browser):  # noqa: F811
+    wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=32)).as_uri())
+    settings_out_of_range_are_refused_by_name(browser, wait)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -1290,3 +1291,215 @@ def test_a_model_that_fails_to_load_is_reported_not_waited_for():
         assert "weights do not fit" in httpx.get(f"{url}/health").json()["message"]
         with pytest.raises(openai.InternalServerError):
             OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).completions.create(model="broken", prompt="a")
+
+
+def page_history(driver) -> list[dict]:
+    return driver.execute_script("return history()")
+
+
+@pytest.mark.slow
+def test_page_keeps_a_texts_model_when_the_picker_changes_mid_stream(fox_run, browser):
+    """The stream goes on with the model that started it: its history entry and its status name that
+    model, not the one picked while it was written (which made the status say the model knew none of
+    its own seed)."""
+    from selenium.webdriver.support.ui import Select
+
+    model = checkpoint.load(fox_run)
+    other = make_model("xyz\n", layers=1, hidden=8).eval()
+    with running(create_app({"fox": lambda: model, "xyz": lambda: other}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        Select(browser.find_element("id", "model")).select_by_value("fox")
+        set_field(browser, "seed", "the quick ")
+        set_field(browser, "length", "4000")
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+        Select(browser.find_element("id", "model")).select_by_value("xyz")
+        wait(browser, 60).until(lambda d: "done" in d.find_element("id", "status").text)
+        status = browser.find_element("id", "status").text
+        assert "does not know" not in status and [item["model"] for item in page_history(browser)] == ["fox"]
+
+
+@pytest.mark.slow
+def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, browser):
+    """Two tabs share the history: a text written in one shows in the other, and clicking an entry
+    restores that entry (it restored whatever stood at its place after the other tab wrote)."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+
+        def write(seed: str) -> None:
+            wait = page_ready(browser, url)
+            set_field(browser, "seed", seed)
+            set_field(browser, "length", "30")
+            browser.find_element("id", "generate").click()
+            wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+
+        write("the ")
+        first = browser.current_window_handle
+        browser.switch_to.new_window("tab")
+        write("lazy ")
+        browser.switch_to.window(first)
+        wait_until(lambda: len(browser.find_elements("css selector", "#history li")) == 2, timeout=5)
+        entries = browser.find_elements("css selector", "#history li")
+        entries[1].click()
+        assert browser.find_element("id", "seed").get_attribute("value") == "the "
+
+
+@pytest.mark.slow
+def test_serve_page_fits_a_phone(fox_run, browser):
+    """At a phone's 390 px the page is one column as wide as the screen: a history entry (one line,
+    cut with an ellipsis) widened it to 558-600 px, so every box ran off the right edge."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        metrics = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        wait = page_ready(browser, url)
+        set_field(browser, "seed", "the quick ")
+        set_field(browser, "length", "200")
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: browser.find_elements("css selector", "#history li"))
+        assert browser.execute_script("return document.documentElement.scrollWidth") == 390
+
+
+@pytest.mark.slow
+def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
+    """Each refusal names what the writer can change: the API key, the length, the server. All of them
+    said 'see the seed', and a server that went away was 'network error' or 'Failed to fetch'."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig(api_key=KEY, max_tokens=100_000))) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+
+        def generate() -> str:
+            browser.find_element("id", "generate").click()
+            wait(browser, 15).until(lambda d: d.find_element("id", "stop").is_enabled() or "not" in status())
+            return status()
+
+        def status() -> str:
+            return browser.find_element("id", "status").text
+
+        set_field(browser, "seed", "the quick ")
+        assert generate() == "not written: give the server's API key (above)"
+        set_field(browser, "key", KEY)
+        browser.find_element("id", "save-key").click()
+        set_field(browser, "length", "100001")
+        assert generate() == "not written: see the length"
+        set_field(browser, "length", "100000")
+        generate()
+        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+    wait(browser, 15).until(lambda d: not d.find_element("id", "stop").is_enabled())
+    made = made_text(browser)
+    assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
+    assert generate() == "not written: the server does not answer" and made_text(browser) == made
+    assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
+
+
+def escape_stops_the_writing(driver, wait) -> str:
+    """Ctrl+Enter in the seed writes, Escape stops, wherever the focus is, and the status says so as
+    both pages do (the serve page said 'stopped after N characters'); returns the text stopped."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element("id", "seed").send_keys(Keys.CONTROL, Keys.ENTER)
+    wait(driver, 30).until(lambda d: len(made_text(d)) > 0)
+    driver.find_element("id", "temperature").click()
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    made = made_text(driver)
+    said = re.fullmatch(r"stopped: (\d+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
+    assert said and int(said[1]) == len(made), status_of(driver)
+    return made
+
+
+def status_of(driver) -> str:
+    return driver.find_element("id", "status").text
+
+
+@pytest.mark.slow
+def test_page_works_from_the_keyboard(fox_run, browser):
+    """Enter in the key box saves the key, Escape stops, and a history entry is reached with Tab and
+    restored with Enter: Escape did nothing, and neither could be done without a mouse."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig(api_key=KEY, max_tokens=200_000))) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "seed", "the quick ")
+        set_field(browser, "length", "200000")
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "key").is_displayed())
+        browser.find_element("id", "key").send_keys(KEY, Keys.ENTER)
+        assert browser.find_element("id", "status").text == "key saved"
+        stopped = escape_stops_the_writing(browser, wait)
+        set_field(browser, "seed", "another seed")
+        browser.execute_script("document.getElementById('surprise').focus()")
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        assert browser.find_element("id", "seed").get_attribute("value") == "the quick "
+        assert made_text(browser) == stopped
+
+
+def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
+    """Both pages: an empty or out-of-range setting is refused under the seed, named, and the last text
+    stays (the exported page wrote at temperature -1 and top-p 0, and both wrote an empty box as 0)."""
+    set_field(driver, "seed", "the quick ")
+    set_field(driver, "length", "30")
+    driver.find_element("id", "generate").click()
+    wait(driver, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    made = made_text(driver)
+    for name, value, says in (
+        ("temperature", "", "temperature: give a number from 0 to 100"),
+        ("temperature", "-1", "temperature: give a number from 0 to 100, not -1"),
+        ("top_p", "0", "top-p: give a number from 0.01 to 1, not 0"),
+        ("length", "", "length: give a number from 1 up"),
+    ):
+        before = driver.find_element("id", name).get_attribute("value")
+        set_field(driver, name, value)
+        driver.find_element("id", "generate").click()
+        wait(driver, 10).until(lambda d: "not written" in d.find_element("id", "status").text)
+        caption = says.split(":")[0]
+        assert driver.find_element("id", "status").text == f"not written: see the {caption}"
+        assert driver.find_element("id", "seed-error").text == says and made_text(driver) == made
+        set_field(driver, name, before)
+
+
+@pytest.mark.slow
+def test_serve_page_refuses_settings_out_of_range_by_name(fox_run, browser):
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        settings_out_of_range_are_refused_by_name(browser, page_ready(browser, url))
+
+
+@pytest.mark.slow
+def test_two_tabs_at_once_share_the_servers_streams(fox_run, browser):
+    """Two tabs write at once; with every stream in use the second is told the server is busy (it was
+    told 'see the seed'), and writes once the first stops."""
+    model = checkpoint.load(fox_run)
+    app = create_app({"fox": lambda: model}, ServeConfig(max_streams=1, max_tokens=200_000))
+    with running(app) as url:
+        wait_healthy(url)
+        tabs = []
+        for _ in range(2):
+            if tabs:
+                browser.switch_to.new_window("tab")
+            wait = page_ready(browser, url)
+            tabs.append(browser.current_window_handle)
+            set_field(browser, "seed", "the quick ")
+            set_field(browser, "length", "200000")
+            browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: "not written" in status_of(d))
+        assert status_of(browser) == "not written: the server is busy; try again in a moment"
+        browser.switch_to.window(tabs[0])
+        assert browser.find_element("id", "stop").is_enabled()
+        browser.find_element("id", "stop").click()
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=5)  # the row is freed
+        browser.switch_to.window(tabs[1])
+        set_field(browser, "length", "50")
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: "done" in status_of(d))
+        assert len(made_text(browser)) == 50

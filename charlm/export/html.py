@@ -1,7 +1,7 @@
 """`--format html`: one self-contained page that samples from the model in the browser.
 
-The page (page.html) inlines the serve page's CSS (charlm/serve/page.css), the model's description
-and vocabulary as JSON, its weights as base64 of raw little-endian arrays, and the sampler
+The page (page.html) inlines the serve page's CSS and shared script (charlm/serve/page.css and
+page.js), the model's description and vocabulary as JSON, its weights as base64 of raw little-endian arrays, and the sampler
 (sampler.js, with its one WebAssembly function from wasm.py), which runs in a Web Worker made from a Blob URL: nothing is fetched, so the file opens
 from disk, offline. Weights are stored in fp32, fp16 (widened to fp32 on load) or int8 with one fp32
 scale per row (the row's largest magnitude over 127); biases always in fp32. docs/export.md has the
@@ -28,7 +28,7 @@ from ..model import AdaptiveHead
 from ..vocab import Vocab
 from .wasm import matvec_base64
 
-MARKERS = ("/* page.css */", "/* sampler.js */", "__CHARLM_META__", "__CHARLM_WEIGHTS__")
+MARKERS = ("/* page.css */", "/* page.js */", "/* sampler.js */", "__CHARLM_META__", "__CHARLM_WEIGHTS__")
 
 
 def stored(tensor: torch.Tensor, weights: str) -> dict:
@@ -120,10 +120,11 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
         "forms": {"templates": FORMS, "classes": classes(vocab)},
     }
     here = resources.files(__package__)
-    css = resources.files("charlm.serve").joinpath("page.css").read_text(encoding="utf-8")
+    shared = resources.files("charlm.serve")  # the serve page's look and shared script
+    css, js = (shared.joinpath(name).read_text(encoding="utf-8") for name in ("page.css", "page.js"))
     page = here.joinpath("page.html").read_text(encoding="utf-8")
     sampler = here.joinpath("sampler.js").read_text(encoding="utf-8").replace("__CHARLM_MATVEC_WASM__", matvec_base64())
-    parts = dict(zip(MARKERS, (css, sampler, script_json(meta), script_json(tensors))))
+    parts = dict(zip(MARKERS, (css, js, sampler, script_json(meta), script_json(tensors))))
     for marker, text in parts.items():
         page = page.replace(marker, text, 1)
     return page

@@ -10,6 +10,7 @@
     app.py         the routes (FastAPI), streaming (server-sent events)
     metrics.py     /metrics in Prometheus's text format
     page.html      the page served at /: self-contained, works offline
+    page.css, page.js  its look and what it does as the exported page does (both pages inline them)
 
 Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop).
 """

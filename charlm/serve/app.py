@@ -108,8 +108,9 @@ def create_app(
         raise CharLMError("no model to serve")
     server = Server(loaders, config, corpora)
     files = resources.files(__package__)
-    css = files.joinpath("page.css").read_text(encoding="utf-8")  # shared with the exported page
-    page = files.joinpath("page.html").read_text(encoding="utf-8").replace("/* page.css */", css, 1)
+    page = files.joinpath("page.html").read_text(encoding="utf-8")
+    for shared in ("page.css", "page.js"):  # shared with the exported page
+        page = page.replace(f"/* {shared} */", files.joinpath(shared).read_text(encoding="utf-8"), 1)
     body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
 
     @asynccontextmanager
