@@ -1,11 +1,12 @@
 """`--format html`: one self-contained page that samples from the model in the browser.
 
-The page (page.html) inlines the serve page's CSS and shared script (charlm/serve/page.css and
-page.js), the model's description and vocabulary as JSON, its weights as base64 of raw little-endian
-arrays, and the sampler (sampler.js, with its one WebAssembly function from wasm.py), which runs in a
-Web Worker made from a Blob URL: nothing is fetched, so the file opens from disk, offline. Weights are stored in fp32, fp16 (widened to fp32 on load) or int8 with one fp32
-scale per row (the row's largest magnitude over 127); biases always in fp32. docs/export.md has the
-sizes, speeds and how far each precision's log-probabilities are from PyTorch's.
+The page (page.html) inlines the serve page's CSS and shared script (charlm/serve/page.css and page.js),
+the model's description and vocabulary as JSON, its weights as base64 of raw little-endian arrays, and
+the sampler (sampler.js, with its one WebAssembly function from wasm.py), which runs in a Web Worker
+made from a Blob URL: nothing is fetched, so the file opens from disk, offline. Weights are stored in
+fp32, fp16 (widened to fp32 on load) or int8 with one fp32 scale per row (the row's largest magnitude
+over 127); biases always in fp32. docs/export.md has the sizes, speeds and how far each precision's
+log-probabilities are from PyTorch's.
 
 Poem forms: the meta carries charlm.forms' FORMS and each id's class as charlm.forms decides it
 (`classes`), so the page's template rules (sampler.js) use the same Unicode rules as charlm's.
