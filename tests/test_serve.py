@@ -1347,6 +1347,27 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
 
 
 @pytest.mark.slow
+def test_a_reload_mid_text_keeps_the_text_and_the_seed(browser):
+    """A reload (or a closed tab) while a text was written lost it: the history saved a text only when
+    it ended, and the seed box came back empty."""
+    torch.manual_seed(0)
+    slow = make_model(VOCAB, layers=2, hidden=512).eval()  # a few hundred characters a second
+    with running(create_app({"slow": lambda: slow}, ServeConfig(max_tokens=4000))) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "seed", "the ")
+        set_field(browser, "length", "4000")
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: len(made_text(d)) >= 20)
+        browser.refresh()
+        wait = page_ready(browser, url)
+        saved = browser.execute_script('return JSON.parse(localStorage.getItem("charlm.history") || "[]")')
+        assert len(saved) == 1 and saved[0]["seed"] == "the " and 20 <= len(saved[0]["made"]) < 4000
+        assert browser.find_element("id", "seed").get_attribute("value") == "the "
+        assert len(browser.find_elements("css selector", "#history li")) == 1
+
+
+@pytest.mark.slow
 def test_serve_page_fits_a_phone(fox_run, browser):
     """At a phone's 390 px the page is one column as wide as the screen: a history entry (one line,
     cut with an ellipsis) widened it to 558-600 px, so every box ran off the right edge."""
