@@ -99,6 +99,11 @@ class Trainer:
         """The weights that are scored, saved for sampling and returned: the average, if kept."""
         return self.state.result
 
+    @property
+    def exit_status(self) -> int:
+        """0, or the shell's status for the signal that stopped the run, so a script sees it did not finish."""
+        return 128 + self.stop_signal if self.stop_signal else 0
+
     def run_info(self) -> dict:
         """What `charlm runs` shows about this run, and why its planned options are what they are (run.json)."""
         return {

@@ -1,7 +1,9 @@
 """Data parallelism on the CPU: two gloo processes under torchrun train the model one process trains
 with the same global batch; devices and precision fail clearly where they cannot work."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -12,7 +14,7 @@ import charlm
 from charlm import runs
 from charlm.reporting import read_metrics
 
-from .conftest import TINY, cli_args, latest, max_weight_difference
+from .conftest import TINY, cli_args, free_port, latest, max_weight_difference, wait_for
 
 pytestmark = pytest.mark.slow  # every test starts processes under torchrun
 
@@ -41,6 +43,28 @@ def torchrun(*args: str, processes: int = 2) -> None:
         [*command, "-m", "charlm", *args], capture_output=True, text=True, timeout=120, env=env, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@contextlib.contextmanager
+def ranks(*args: str, processes: int = 2):
+    """`charlm ARGS` as the ranks of one job, started as torchrun starts them (its environment) but
+    without it, so each rank's exit status and output can be read; any still running are killed after."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "charlm", *args],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)},
+            **pipes,
+        )
+        for rank in range(processes)
+    ]
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.kill()
+            process.communicate()
 
 
 def curve(run: str) -> list[tuple[int, float, float]]:
@@ -100,3 +124,18 @@ def test_a_world_size_that_does_not_divide_the_batch_is_one_line(fox_file):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--batch-size 4 does not split over 3 processes" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_file):
+    """torchrun passes Ctrl-C / SIGTERM on to every rank: rank 0 saves once and says how to resume, and
+    every rank exits with the signal's status, none before the others (rank 0 used to exit at once and
+    rank 1 died with a traceback at its last barrier: 'Connection closed by peer')."""
+    with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=100_000)) as processes:
+        wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        (out, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [128 + signal.SIGTERM] * 2, err + peer_err
+    step = latest("cut").progress.step
+    assert f"stopped at step {step}; saved in" in out and "charlm train --resume" in out
+    assert "Traceback" not in err + peer_err, err + peer_err
