@@ -139,3 +139,30 @@ def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_
     step = latest("cut").progress.step
     assert f"stopped at step {step}; saved in" in out and "charlm train --resume" in out
     assert "Traceback" not in err + peer_err, err + peer_err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    return lines[0]
+
+
+def test_a_rank_killed_stops_the_others_with_one_line(fox_file):
+    """A rank that dies (SIGKILL, out of memory) does not hang the others or bury them in a gloo traceback."""
+    with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=100_000)) as (leader, peer):
+        wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        peer.kill()
+        _, err = leader.communicate(timeout=60)
+    assert leader.returncode == 1
+    assert "process 0 of 2 lost the others (" in one_line(err) and "--resume RUN" in err
+
+
+def test_a_run_rank_0_refuses_stops_the_other_ranks_with_one_line(fox_file):
+    """Rank 0 alone plans the run (a taken --out is its check): the others, waiting for the plan, say in
+    one line that it stopped, under its own line that says why."""
+    charlm.train(fox_file, out="taken", **OPTIONS, max_steps=5)
+    with ranks("train", str(fox_file), "--out", "taken", *cli_options(max_steps=5)) as processes:
+        (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [1, 1]
+    assert "taken already holds a run" in one_line(err)
+    assert "process 1 of 2 lost the others (" in one_line(peer_err)
