@@ -166,3 +166,14 @@ def test_a_run_rank_0_refuses_stops_the_other_ranks_with_one_line(fox_file):
     assert [process.returncode for process in processes] == [1, 1]
     assert "taken already holds a run" in one_line(err)
     assert "process 1 of 2 lost the others (" in one_line(peer_err)
+
+
+def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_that_do(fox_file):
+    """A resumed run keeps its batch: the advice to use a multiple of the world size cannot be followed."""
+    charlm.train(fox_file, out="three", **{**OPTIONS, "batch_size": 3}, max_steps=5)
+    with ranks("train", "--resume", "three", "--max-steps", "10") as processes:
+        errors = [process.communicate(timeout=60)[1] for process in processes]
+    assert [process.returncode for process in processes] == [1, 1]
+    line = one_line(errors[0])
+    assert "trains 3 streams (--batch-size 3, fixed for the run), which do not split over 2 processes" in line
+    assert line.endswith("resume it under a number of processes that divides 3 (1, 3: torchrun --nproc_per_node N)")
