@@ -152,6 +152,11 @@ class Ranks:
         return map_state(lambda s: self.gather(s, dim=1).cpu(), state)
 
 
+def launcher_pid() -> int | None:
+    """torchrun's agent, the parent of each process it starts (None: not started by torchrun)."""
+    return os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
+
+
 def lost_peer(error: RuntimeError) -> bool:
     """A collective failed because another process of the job is gone: gloo's transport saw its
     connection closed or reset, or timed out (plain RuntimeErrors), or torch's distributed errors (nccl)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import runs, threads, train_state
 from .checkpoint import Checkpoint, Progress, save
-from .distributed import SINGLE, SYNC_EVERY, Ranks
+from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .model import CharLM
 from .plan import RunPlan
@@ -42,16 +43,25 @@ SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every
 
 
 class StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once."""
+    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
+    Under torchrun the launcher's death asks too, as a hang-up (SIGHUP) would: its workers run in sessions
+    of their own, and a killed torchrun left them training, unsupervised, until their budget was spent."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, launcher: int | None = None) -> None:
+        self.asked = False
         self.signum: int | None = None  # the signal that asked first
+        self.launcher = launcher  # the parent process whose death asks to stop (None: none)
+
+    @property
+    def requested(self) -> bool:
+        if not self.asked and self.launcher is not None and os.getppid() != self.launcher:
+            self.asked, self.signum = True, signal.SIGHUP  # orphaned: torchrun is gone
+        return self.asked
 
     def __call__(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.asked and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested, self.signum = True, self.signum or signum
+        self.asked, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
@@ -148,7 +158,7 @@ class Trainer:
                 self.reporter = stack.enter_context(contextlib.closing(reporter))
                 if not progress.step:  # a new run: samples here are a run's that died before its first checkpoint
                     (self.run_dir / runs.SAMPLES).unlink(missing_ok=True)
-            stop = stack.enter_context(StopFlag().installed())
+            stop = stack.enter_context(StopFlag(launcher_pid()).installed())
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
             state.model.train()

@@ -6,12 +6,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import charlm
 from charlm import runs
+from charlm.distributed import SYNC_EVERY
 from charlm.reporting import read_metrics
 
 from .conftest import TINY, cli_args, free_port, latest, max_weight_difference, wait_for
@@ -177,3 +180,47 @@ def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_
     line = one_line(errors[0])
     assert "trains 3 streams (--batch-size 3, fixed for the run), which do not split over 2 processes" in line
     assert line.endswith("resume it under a number of processes that divides 3 (1, 3: torchrun --nproc_per_node N)")
+
+
+def children(parent: int) -> list[int]:
+    """The processes `parent` started, from Linux's /proc (torchrun's ranks run in sessions of their own)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Not ended (a zombie nobody has reaped yet has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_ranks_of_a_killed_torchrun_stop_and_save(fox_file):
+    """torchrun starts each rank in a session of its own: killed (kill -9, out of memory), it used to
+    leave them training, unsupervised and holding the run folder, until their budget was spent."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["-m", "charlm", "train", str(fox_file), "--out", "orphans", *cli_options(max_steps=100_000)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([*command, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_dir, workers = runs.CHECKPOINT_ROOT / "orphans", []
+    try:
+        wait_for(run_dir / runs.LATEST)
+        workers = children(launcher.pid)
+        launcher.kill()
+        launcher.wait()
+        deadline = time.time() + 60
+        while any(running(pid) for pid in workers):
+            assert time.time() < deadline, "the ranks went on training without torchrun"
+            time.sleep(0.1)
+    finally:
+        launcher.kill()
+        for pid in filter(running, workers):
+            os.kill(pid, signal.SIGKILL)
+    assert len(workers) == 2
+    assert not (run_dir / runs.LOCK_PID).exists()  # rank 0 stopped cleanly, releasing the run folder
+    assert latest("orphans").progress.step % SYNC_EVERY == 0  # every rank stopped at a step they agreed on
