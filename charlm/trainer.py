@@ -44,8 +44,10 @@ SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every
 
 class StopFlag:
     """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
-    Under torchrun the launcher's death asks too, as a hang-up (SIGHUP) would: its workers run in sessions
-    of their own, and a killed torchrun left them training, unsupervised, until their budget was spent."""
+    Under torchrun SIGHUP asks too (torchrun passes its hang-up, a closed terminal or ssh session, to
+    every rank, which died of it unsaved), and so does torchrun's death, as a hang-up: its workers run in
+    sessions of their own, and a killed torchrun left them training, unsupervised, until their budget
+    was spent."""
 
     def __init__(self, launcher: int | None = None) -> None:
         self.asked = False
@@ -66,7 +68,8 @@ class StopFlag:
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
         try:
-            previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+            signals = (signal.SIGINT, signal.SIGTERM) + (signal.SIGHUP,) * (self.launcher is not None)
+            previous = {s: signal.signal(s, self) for s in signals}
         except ValueError:  # not the main thread: no signal handling
             yield self
             return

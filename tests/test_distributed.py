@@ -38,14 +38,20 @@ def cli_options(**changes) -> list[str]:
     return cli_args({**OPTIONS, **changes})
 
 
-def torchrun(*args: str, processes: int = 2) -> None:
-    """`torchrun --nproc_per_node N -m charlm ARGS` with one thread per process (2 cores here)."""
+def launch(*args: str, processes: int = 2) -> subprocess.Popen:
+    """`torchrun --nproc_per_node N -m charlm ARGS` started, with one thread per process (2 cores here)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*command, "-m", "charlm", *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    return subprocess.Popen(
+        [*command, "-m", "charlm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def torchrun(*args: str, processes: int = 2) -> None:
+    """`torchrun --nproc_per_node N -m charlm ARGS`, which must succeed."""
+    process = launch(*args, processes=processes)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, out + err
 
 
 @contextlib.contextmanager
@@ -182,6 +188,20 @@ def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_
     assert line.endswith("resume it under a number of processes that divides 3 (1, 3: torchrun --nproc_per_node N)")
 
 
+def test_torchrun_s_hang_up_stops_its_ranks_at_one_step_and_saves(fox_file):
+    """A closed terminal or ssh session hangs up torchrun, which passes SIGHUP on to every rank: they
+    used to die of it, losing the steps since the last checkpoint."""
+    launcher = launch("train", str(fox_file), "--out", "hung", *cli_options(max_steps=100_000))
+    try:
+        wait_for(runs.CHECKPOINT_ROOT / "hung" / runs.LATEST)
+        launcher.send_signal(signal.SIGHUP)
+        out, err = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert f"stopped at step {latest('hung').progress.step}; saved in" in out, out + err
+    assert "[rank" not in err, err  # no rank's traceback (torchrun prints its own SignalException)
+
+
 def children(parent: int) -> list[int]:
     """The processes `parent` started, from Linux's /proc (torchrun's ranks run in sessions of their own)."""
     found = []
@@ -203,10 +223,7 @@ def running(pid: int) -> bool:
 def test_the_ranks_of_a_killed_torchrun_stop_and_save(fox_file):
     """torchrun starts each rank in a session of its own: killed (kill -9, out of memory), it used to
     leave them training, unsupervised and holding the run folder, until their budget was spent."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    args = ["-m", "charlm", "train", str(fox_file), "--out", "orphans", *cli_options(max_steps=100_000)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen([*command, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    launcher = launch("train", str(fox_file), "--out", "orphans", *cli_options(max_steps=100_000))
     run_dir, workers = runs.CHECKPOINT_ROOT / "orphans", []
     try:
         wait_for(run_dir / runs.LATEST)
