@@ -17,7 +17,7 @@ from charlm import runs
 from charlm.distributed import SYNC_EVERY
 from charlm.reporting import read_metrics
 
-from .conftest import TINY, cli_args, free_port, latest, max_weight_difference, wait_for
+from .conftest import TINY, cli, cli_args, free_port, latest, max_weight_difference, wait_for
 
 pytestmark = pytest.mark.slow  # every test starts processes under torchrun
 
@@ -101,6 +101,9 @@ def test_two_gloo_processes_train_the_model_one_process_trains(fox_file):
     assert saved.progress.chars == one.progress.chars
     assert (saved.training.position, saved.training.epoch) == (one.training.position, one.training.epoch)
     assert saved.training.rank_rngs.shape[0] == 2
+    # charlm info tells a torchrun run, whose dropout continues exactly only under as many processes
+    assert " x 2 processes\n" in cli("info", "ddp").output
+    assert " processes\n" not in cli("info", "one").output
 
     # The DDP checkpoint resumes in one process, and the one-process checkpoint under two processes:
     # both continue exactly as an uninterrupted one-process run.
