@@ -97,6 +97,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
             f"start a new run from its weights with --init-from {where}"
         )
     resumed = plan.resumed(saved, overrides, path)
+    check_world(resumed, ranks)
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
@@ -107,6 +108,19 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     trainer = Trainer(resumed, corpus, ranks, saved.model())
     trainer.restore(saved)
     return trainer
+
+
+def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
+    """A resumed run keeps its --batch-size, so under torchrun only a number of processes that divides
+    it can take the run up (`Ranks.shard`'s advice, to change the batch, cannot be followed)."""
+    batch = resumed.config.batch_size
+    if batch % ranks.world:
+        worlds = [str(n) for n in range(1, batch + 1) if batch % n == 0]
+        raise CharLMError(
+            f"{resumed.run_dir} trains {batch} streams (--batch-size {batch}, fixed for the run), which do not "
+            f"split over {ranks.world} processes; resume it under a number of processes that divides {batch} "
+            f"({', '.join(worlds)}: torchrun --nproc_per_node N)"
+        )
 
 
 def train(

@@ -286,6 +286,12 @@ class Checkpoint:
             with part("training state"):
                 check_training(self.training, model, self.config.batch_size)
 
+    def processes_text(self) -> str:
+        """' x N processes' for a checkpoint written under torchrun: its dropout continues exactly only
+        under the same number (docs/scaling.md)."""
+        world = 1 if self.training is None else len(self.training.rank_rngs)
+        return f" x {world} processes" if world > 1 else ""
+
     def summary(self) -> list[tuple[str, str]]:
         """What `charlm info` prints: (label, value) rows."""
         progress, model_config = self.progress, self.model_config
@@ -297,7 +303,7 @@ class Checkpoint:
             ("vocabulary", self.vocab.size_text()),
             ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
             ("val_bpc", best),
-            ("trained_on", f"{self.device} {self.precision}"),
+            ("trained_on", f"{self.device} {self.precision}{self.processes_text()}"),
         ]
         if self.base:
             rows.append(("base", self.base.describe()))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -84,8 +85,21 @@ class Ranks:
             # printing its sample) can make the peer abort at exit.
             gc.collect()
             dist.barrier()
+        except RuntimeError as e:
+            if not lost_peer(e):
+                raise
+            raise CharLMError(self.lost_message(e)) from None
         finally:
             dist.destroy_process_group()
+
+    def lost_message(self, error: RuntimeError) -> str:
+        """One line for a rank whose peer stopped first (killed, or stopped by its own error, said above)."""
+        detail = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0].splitlines()[0]
+        return (
+            f"process {self.rank} of {self.world} lost the others ({detail}): one stopped first, and its own "
+            "message or torchrun's summary says why; a run goes on from its last checkpoint with "
+            "charlm train --resume RUN"
+        )
 
     @contextlib.contextmanager
     def leader_first(self) -> Iterator[None]:
@@ -136,6 +150,17 @@ class Ranks:
     def gather_state(self, state: State | None) -> State | None:
         """Every rank's hidden state in the single-process layout (layers, batch_size, hidden), on the CPU."""
         return map_state(lambda s: self.gather(s, dim=1).cpu(), state)
+
+
+def launcher_pid() -> int | None:
+    """torchrun's agent, the parent of each process it starts (None: not started by torchrun)."""
+    return os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
+
+
+def lost_peer(error: RuntimeError) -> bool:
+    """A collective failed because another process of the job is gone: gloo's transport saw its
+    connection closed or reset, or timed out (plain RuntimeErrors), or torch's distributed errors (nccl)."""
+    return isinstance(error, dist.DistError) or "gloo/transport" in str(error)
 
 
 SINGLE = Ranks()  # a plain process: rank 0 of 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import runs, threads, train_state
 from .checkpoint import Checkpoint, Progress, save
-from .distributed import SINGLE, SYNC_EVERY, Ranks
+from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .model import CharLM
 from .plan import RunPlan
@@ -42,21 +43,33 @@ SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every
 
 
 class StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once."""
+    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
+    Under torchrun SIGHUP asks too (torchrun passes its hang-up, a closed terminal or ssh session, to
+    every rank, which died of it unsaved), and so does torchrun's death, as a hang-up: its workers run in
+    sessions of their own, and a killed torchrun left them training, unsupervised, until their budget
+    was spent."""
 
-    def __init__(self) -> None:
-        self.requested = False
+    def __init__(self, launcher: int | None = None) -> None:
+        self.asked = False
         self.signum: int | None = None  # the signal that asked first
+        self.launcher = launcher  # the parent process whose death asks to stop (None: none)
+
+    @property
+    def requested(self) -> bool:
+        if not self.asked and self.launcher is not None and os.getppid() != self.launcher:
+            self.asked, self.signum = True, signal.SIGHUP  # orphaned: torchrun is gone
+        return self.asked
 
     def __call__(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
+        if self.asked and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested, self.signum = True, self.signum or signum
+        self.asked, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
         try:
-            previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+            signals = (signal.SIGINT, signal.SIGTERM) + (signal.SIGHUP,) * (self.launcher is not None)
+            previous = {s: signal.signal(s, self) for s in signals}
         except ValueError:  # not the main thread: no signal handling
             yield self
             return
@@ -98,6 +111,11 @@ class Trainer:
     def result(self) -> CharLM:
         """The weights that are scored, saved for sampling and returned: the average, if kept."""
         return self.state.result
+
+    @property
+    def exit_status(self) -> int:
+        """0, or the shell's status for the signal that stopped the run, so a script sees it did not finish."""
+        return 128 + self.stop_signal if self.stop_signal else 0
 
     def run_info(self) -> dict:
         """What `charlm runs` shows about this run, and why its planned options are what they are (run.json)."""
@@ -143,7 +161,7 @@ class Trainer:
                 self.reporter = stack.enter_context(contextlib.closing(reporter))
                 if not progress.step:  # a new run: samples here are a run's that died before its first checkpoint
                     (self.run_dir / runs.SAMPLES).unlink(missing_ok=True)
-            stop = stack.enter_context(StopFlag().installed())
+            stop = stack.enter_context(StopFlag(launcher_pid()).installed())
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
             state.model.train()

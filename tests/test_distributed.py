@@ -1,18 +1,23 @@
 """Data parallelism on the CPU: two gloo processes under torchrun train the model one process trains
 with the same global batch; devices and precision fail clearly where they cannot work."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import charlm
 from charlm import runs
+from charlm.distributed import SYNC_EVERY
 from charlm.reporting import read_metrics
 
-from .conftest import TINY, cli_args, latest, max_weight_difference
+from .conftest import TINY, cli, cli_args, free_port, latest, max_weight_difference, wait_for
 
 pytestmark = pytest.mark.slow  # every test starts processes under torchrun
 
@@ -33,14 +38,42 @@ def cli_options(**changes) -> list[str]:
     return cli_args({**OPTIONS, **changes})
 
 
-def torchrun(*args: str, processes: int = 2) -> None:
-    """`torchrun --nproc_per_node N -m charlm ARGS` with one thread per process (2 cores here)."""
+def launch(*args: str, processes: int = 2) -> subprocess.Popen:
+    """`torchrun --nproc_per_node N -m charlm ARGS` started, with one thread per process (2 cores here)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*command, "-m", "charlm", *args], capture_output=True, text=True, timeout=120, env=env, check=False
+    return subprocess.Popen(
+        [*command, "-m", "charlm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def torchrun(*args: str, processes: int = 2) -> None:
+    """`torchrun --nproc_per_node N -m charlm ARGS`, which must succeed."""
+    process = launch(*args, processes=processes)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, out + err
+
+
+@contextlib.contextmanager
+def ranks(*args: str, processes: int = 2):
+    """`charlm ARGS` as the ranks of one job, started as torchrun starts them (its environment) but
+    without it, so each rank's exit status and output can be read; any still running are killed after."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "charlm", *args],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)},
+            **pipes,
+        )
+        for rank in range(processes)
+    ]
+    try:
+        yield started
+    finally:
+        for process in started:
+            process.kill()
+            process.communicate()
 
 
 def curve(run: str) -> list[tuple[int, float, float]]:
@@ -68,6 +101,9 @@ def test_two_gloo_processes_train_the_model_one_process_trains(fox_file):
     assert saved.progress.chars == one.progress.chars
     assert (saved.training.position, saved.training.epoch) == (one.training.position, one.training.epoch)
     assert saved.training.rank_rngs.shape[0] == 2
+    # charlm info tells a torchrun run, whose dropout continues exactly only under as many processes
+    assert " x 2 processes\n" in cli("info", "ddp").output
+    assert " processes\n" not in cli("info", "one").output
 
     # The DDP checkpoint resumes in one process, and the one-process checkpoint under two processes:
     # both continue exactly as an uninterrupted one-process run.
@@ -100,3 +136,111 @@ def test_a_world_size_that_does_not_divide_the_batch_is_one_line(fox_file):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--batch-size 4 does not split over 3 processes" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_file):
+    """torchrun passes Ctrl-C / SIGTERM on to every rank: rank 0 saves once and says how to resume, and
+    every rank exits with the signal's status, none before the others (rank 0 used to exit at once and
+    rank 1 died with a traceback at its last barrier: 'Connection closed by peer')."""
+    with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=100_000)) as processes:
+        wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        (out, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [128 + signal.SIGTERM] * 2, err + peer_err
+    step = latest("cut").progress.step
+    assert f"stopped at step {step}; saved in" in out and "charlm train --resume" in out
+    assert "Traceback" not in err + peer_err, err + peer_err
+
+
+def one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), err
+    return lines[0]
+
+
+def test_a_rank_killed_stops_the_others_with_one_line(fox_file):
+    """A rank that dies (SIGKILL, out of memory) does not hang the others or bury them in a gloo traceback."""
+    with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=100_000)) as (leader, peer):
+        wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        peer.kill()
+        _, err = leader.communicate(timeout=60)
+    assert leader.returncode == 1
+    assert "process 0 of 2 lost the others (" in one_line(err) and "--resume RUN" in err
+
+
+def test_a_run_rank_0_refuses_stops_the_other_ranks_with_one_line(fox_file):
+    """Rank 0 alone plans the run (a taken --out is its check): the others, waiting for the plan, say in
+    one line that it stopped, under its own line that says why."""
+    charlm.train(fox_file, out="taken", **OPTIONS, max_steps=5)
+    with ranks("train", str(fox_file), "--out", "taken", *cli_options(max_steps=5)) as processes:
+        (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [1, 1]
+    assert "taken already holds a run" in one_line(err)
+    assert "process 1 of 2 lost the others (" in one_line(peer_err)
+
+
+def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_that_do(fox_file):
+    """A resumed run keeps its batch: the advice to use a multiple of the world size cannot be followed."""
+    charlm.train(fox_file, out="three", **{**OPTIONS, "batch_size": 3}, max_steps=5)
+    with ranks("train", "--resume", "three", "--max-steps", "10") as processes:
+        errors = [process.communicate(timeout=60)[1] for process in processes]
+    assert [process.returncode for process in processes] == [1, 1]
+    line = one_line(errors[0])
+    assert "trains 3 streams (--batch-size 3, fixed for the run), which do not split over 2 processes" in line
+    assert line.endswith("resume it under a number of processes that divides 3 (1, 3: torchrun --nproc_per_node N)")
+
+
+def test_torchrun_s_hang_up_stops_its_ranks_at_one_step_and_saves(fox_file):
+    """A closed terminal or ssh session hangs up torchrun, which passes SIGHUP on to every rank: they
+    used to die of it, losing the steps since the last checkpoint."""
+    launcher = launch("train", str(fox_file), "--out", "hung", *cli_options(max_steps=100_000))
+    try:
+        wait_for(runs.CHECKPOINT_ROOT / "hung" / runs.LATEST)
+        launcher.send_signal(signal.SIGHUP)
+        out, err = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
+    assert f"stopped at step {latest('hung').progress.step}; saved in" in out, out + err
+    assert "[rank" not in err, err  # no rank's traceback (torchrun prints its own SignalException)
+
+
+def children(parent: int) -> list[int]:
+    """The processes `parent` started, from Linux's /proc (torchrun's ranks run in sessions of their own)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Not ended (a zombie nobody has reaped yet has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_the_ranks_of_a_killed_torchrun_stop_and_save(fox_file):
+    """torchrun starts each rank in a session of its own: killed (kill -9, out of memory), it used to
+    leave them training, unsupervised and holding the run folder, until their budget was spent."""
+    launcher = launch("train", str(fox_file), "--out", "orphans", *cli_options(max_steps=100_000))
+    run_dir, workers = runs.CHECKPOINT_ROOT / "orphans", []
+    try:
+        wait_for(run_dir / runs.LATEST)
+        workers = children(launcher.pid)
+        launcher.kill()
+        launcher.wait()
+        deadline = time.time() + 60
+        while any(running(pid) for pid in workers):
+            assert time.time() < deadline, "the ranks went on training without torchrun"
+            time.sleep(0.1)
+    finally:
+        launcher.kill()
+        for pid in filter(running, workers):
+            os.kill(pid, signal.SIGKILL)
+    assert len(workers) == 2
+    assert not (run_dir / runs.LOCK_PID).exists()  # rank 0 stopped cleanly, releasing the run folder
+    assert latest("orphans").progress.step % SYNC_EVERY == 0  # every rank stopped at a step they agreed on

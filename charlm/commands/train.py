@@ -44,7 +44,9 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_fro
         # a batch that does not split fails before the processes meet (a GPU's fitted batch is a multiple of 16)
         ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group():
-        train_ranks(corpus, out, resume, given, ranks, init_from)
+        status = train_ranks(corpus, out, resume, given, ranks, init_from)
+    if status:  # after the ranks left together: a rank that exits first breaks its peers' last barrier
+        sys.exit(status)
 
 
 def train_ranks(
@@ -54,8 +56,9 @@ def train_ranks(
     given: dict,
     ranks: Ranks,
     init_from: str | None = None,
-) -> None:
-    """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints."""
+) -> int:
+    """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints. Returns the
+    exit status (`Trainer.exit_status`)."""
     if resume is not None:
         trainer = api.resume_run(resume or None, given, list(corpus), ranks)
     elif init_from is not None:
@@ -65,7 +68,7 @@ def train_ranks(
     config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
     if not ranks.leader:
         trainer.fit()
-        return
+        return trainer.exit_status
     if not config.quiet:
         click.echo(
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
@@ -93,7 +96,7 @@ def train_ranks(
         saved = f"not saved: the last checkpoint could not be written ({trainer.save_error}); {kept}"
     if trainer.stopped_early:
         click.echo(f"stopped at step {progress.step}; {saved}. Resume with: charlm train --resume {run_dir}")
-        sys.exit(128 + trainer.stop_signal)  # the shell's status for the signal, so a script sees it did not finish
+        return trainer.exit_status
     click.echo(
         f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
         f"(best {progress.best_bpc:.3f}); {saved}"
@@ -103,3 +106,4 @@ def train_ranks(
         click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
         text = api.generate(best.model(), "", length=SAMPLE_CHARS, random_seed=config.random_seed)
         click.echo(text.lstrip("\n"))
+    return 0
