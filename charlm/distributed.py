@@ -160,7 +160,7 @@ def launcher_pid() -> int | None:
 def lost_peer(error: RuntimeError) -> bool:
     """A collective failed because another process of the job is gone: gloo's transport saw its
     connection closed or reset, or timed out (plain RuntimeErrors), or torch's distributed errors (nccl)."""
-    return isinstance(error, dist.DistError) or "gloo/transport" in str(error)
+    return isinstance(error, getattr(dist, "DistError", ())) or "gloo/transport" in str(error)  # (older torch: none)
 
 
 SINGLE = Ranks()  # a plain process: rank 0 of 1
