@@ -1,7 +1,7 @@
 """Training under load: steps in a fixed time with the old fixed thread count and with the governor,
 quiet, with a core kept busy by another process, and two trainings started together.
 
-    python -m bench.threads ../shared/corpora/tinyshakespeare.txt [--seconds 40] [--hidden 256]
+    python -m bench.threads ../shared/corpora/tinyshakespeare.txt [--seconds 40] [--hidden 256] [--only ...]
     python -m bench.threads ../shared/corpora/tinyshakespeare.txt --quality [--minutes 5]
 
 Speed (default): each situation trains a --hidden model (size fixed, so only threads differ) for
@@ -40,14 +40,18 @@ def result(folder: Path, name: str) -> checkpoint.Checkpoint:
     return checkpoint.read(runs.resolve(folder / name, prefer=runs.LATEST))
 
 
+SITUATIONS = ("quiet-fixed", "quiet-governor", "busy-fixed", "busy-one", "busy-governor", "pair-fixed", "pair-governor")
+
+
 def speed(args, folder: Path) -> None:
     cores = len(os.sched_getaffinity(0))
     fixed = ["--hidden", str(args.hidden), "--max-time", f"{args.seconds}s", "--eval-every", "1000000"]
     rows = []
 
     def one(label: str, name: str, *extra: str) -> None:
-        finished(train(args.corpus, folder, name, *fixed, *extra))
-        rows.append((label, result(folder, name).progress.step))
+        if name in args.only:
+            finished(train(args.corpus, folder, name, *fixed, *extra))
+            rows.append((label, result(folder, name).progress.step))
 
     one(f"quiet, {cores} threads (fixed)", "quiet-fixed", "--threads", str(cores))
     one("quiet, governor", "quiet-governor")
@@ -55,13 +59,17 @@ def speed(args, folder: Path) -> None:
         one(f"one core busy, {cores} threads (fixed)", "busy-fixed", "--threads", str(cores))
         one("one core busy, 1 thread (fixed)", "busy-one", "--threads", "1")
         one("one core busy, governor", "busy-governor")
-    for label, extra in ((f"{cores} threads (fixed)", ["--threads", str(cores)]), ("governor", [])):
-        pair = [train(args.corpus, folder, f"pair-{label[:3]}-{i}", *fixed, *extra) for i in range(2)]
-        for process in pair:
-            finished(process)
-        steps = [result(folder, f"pair-{label[:3]}-{i}").progress.step for i in range(2)]
-        rows.append((f"two trainings together, {label}, each", steps))
-    quiet = rows[0][1]
+    for label, name, extra in (
+        (f"{cores} threads (fixed)", "pair-fixed", ["--threads", str(cores)]),
+        ("governor", "pair-governor", []),
+    ):
+        if name in args.only:
+            pair = [train(args.corpus, folder, f"{name}-{i}", *fixed, *extra) for i in range(2)]
+            for process in pair:
+                finished(process)
+            steps = [result(folder, f"{name}-{i}").progress.step for i in range(2)]
+            rows.append((f"two trainings together, {label}, each", steps))
+    quiet = rows[0][1] if isinstance(rows[0][1], int) else rows[0][1][0]  # the first situation run is the reference
     print(f"{args.corpus}: 2x{args.hidden}, {args.seconds} s each, {cores} cores")
     print("| situation | steps | share of quiet |")
     print("| --- | ---: | ---: |")
@@ -99,7 +107,16 @@ def main() -> None:
     parser.add_argument("--quality", action="store_true")
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
+    parser.add_argument(
+        "--only",
+        default=",".join(SITUATIONS),
+        help=f"speed: the situations to run, comma-separated, of {', '.join(SITUATIONS)}",
+    )
     args = parser.parse_args()
+    args.only = args.only.split(",")
+    unknown = set(args.only) - set(SITUATIONS)
+    if unknown:
+        parser.error(f"--only: no situation {', '.join(sorted(unknown))}; pick from {', '.join(SITUATIONS)}")
     folder = Path(args.out or tempfile.mkdtemp(prefix="threads-"))
     started = time.perf_counter()
     (quality if args.quality else speed)(args, folder)
