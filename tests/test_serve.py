@@ -1318,6 +1318,12 @@ def test_page_keeps_a_texts_model_when_the_picker_changes_mid_stream(fox_run, br
         wait(browser, 60).until(lambda d: "done" in d.find_element("id", "status").text)
         status = browser.find_element("id", "status").text
         assert "does not know" not in status and [item["model"] for item in page_history(browser)] == ["fox"]
+        # Restoring the entry restores its model and settings too, so Continue goes on as it was written
+        # (the picker and the settings stayed as they were: Continue went on with the other model).
+        set_field(browser, "length", "7")
+        browser.find_element("css selector", "#history li").click()
+        assert Select(browser.find_element("id", "model")).first_selected_option.get_attribute("value") == "fox"
+        assert browser.find_element("id", "length").get_attribute("value") == "4000"
 
 
 @pytest.mark.slow
