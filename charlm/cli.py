@@ -169,7 +169,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
 @main.command("runs")
 @click.option("--root", default=str(runs.CHECKPOINT_ROOT), show_default=True, help="folder holding the runs")
 def list_runs(root: str) -> None:
-    """A table of the runs under checkpoints/: corpus (and a fine-tuning run's base), size, steps, best bpc, last update."""
+    """A table of the runs under checkpoints/: corpus (and a fine-tune's base), size, steps, best bpc, updated."""
     folders = runs.run_folders(Path(root))
     if not folders:
         raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")

@@ -140,6 +140,7 @@ class Reporter:
         self.config, self.progress, self.max_seconds = config, progress, max_seconds
         # Shown per character whatever the tokenizer: a sentencepiece token spells several.
         self.chars_per_token = chars_per_token
+        self.chars_per_step = config.batch_size * config.seq_len * chars_per_token
         self.log = MetricsLog(run_dir, lock)
         if progress.step:
             self.log.append({"resume": progress.step})
@@ -155,7 +156,7 @@ class Reporter:
         # Until the run has measured its own speed (a second in), a --max-time run's bar reads the size
         # probe's or, resumed, the run's average so far.
         if probed_chars_per_second:
-            expected = probed_chars_per_second / (config.batch_size * config.seq_len * chars_per_token)
+            expected = probed_chars_per_second / self.chars_per_step
         else:
             expected = progress.step / progress.elapsed if progress.elapsed else None
         self.bar = StepBar(
@@ -190,7 +191,7 @@ class Reporter:
     def redraw(self, now: float, measure: bool = True) -> None:
         """Refresh the bar; `measure=False` right after an evaluation keeps the previous speed, so the
         pause does not show as a slump in chars/s and a jump in the time left."""
-        progress, config = self.progress, self.config
+        progress = self.progress
         if measure or self.steps_per_second is None:
             # A moving average over about SPEED_SECONDS: one slow second (a thread trial, another
             # program) would otherwise swing the step total and the time left of a --max-time run.
@@ -205,7 +206,7 @@ class Reporter:
         train = self.mean_bpc() if self.losses else self.train_bpc
         shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
         shown.append(f"val {progress.val_bpc:.3f} bpc" if progress.val_bpc is not None else "val -")
-        shown.append(f"{steps_per_second * config.batch_size * config.seq_len * self.chars_per_token:,.0f} chars/s")
+        shown.append(f"{steps_per_second * self.chars_per_step:,.0f} chars/s")
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
 
     def step_total(self, steps_per_second: float) -> int:
