@@ -68,3 +68,16 @@ def test_every_anchor_leads_to_a_heading(page):
             continue
         linked = page.parent / target if target else page
         assert anchor in anchors(linked), f"{page.name} links to #{anchor}, no heading of {linked.name}"
+
+
+def options_named(page) -> set[str]:
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", page.read_text(encoding="utf-8")))
+
+
+@pytest.mark.parametrize("english", ["README.md", "docs/how-it-works.md", "docs/forms.md"])
+def test_the_chinese_page_names_every_option_its_english_page_names(english):
+    """Chinese docs are first-class: an option the English front door teaches is not left out of the
+    Chinese one (README.zh.md once lacked serve's --allow-origin)."""
+    chinese = REPO / english.replace(".md", ".zh.md")
+    missing = options_named(REPO / english) - options_named(chinese)
+    assert not missing, f"{chinese.name} never names {sorted(missing)}, which {english} does"
