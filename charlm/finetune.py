@@ -30,7 +30,7 @@ from .vocab import Vocab
 
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
-DEFAULTS = {"lr": 1e-3, "warmup_steps": 100}  # in place of Config's, unless given
+DEFAULTS = {"lr": 1e-3}  # in place of Config's, unless given; every other default is Config's
 WITH_RESUME = "--init-from starts a new run from another run's weights, --resume continues a run: give one of them"
 
 
