@@ -40,9 +40,8 @@ from . import hub
 from .config import Config, holds, kinds_of
 from .device import resolve_device
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State, skeleton
+from .model import CharLM, ModelConfig, State, Vocabulary, skeleton
 from .optim import param_groups
-from .pieces import PieceVocab
 from .runs import resolve
 from .vocab import Vocab
 
@@ -188,7 +187,7 @@ class Base:
 @dataclass
 class Checkpoint:
     model_config: ModelConfig
-    vocab: Vocab | PieceVocab
+    vocab: Vocabulary
     weights: dict  # the state dict of the weights to sample from
     config: Config
     corpus: dict  # name, sources (absolute paths, or none for the built-in corpus), digest (the cache key)
