@@ -38,7 +38,7 @@ import torch
 
 from . import hub
 from .config import Config, holds, kinds_of
-from .device import resolve_device
+from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
 from .model import CharLM, ModelConfig, State, Vocabulary, skeleton
 from .optim import param_groups
@@ -451,7 +451,7 @@ def save(checkpoint: Checkpoint, paths: list[Path]) -> None:
         write_atomic(path, data)
 
 
-def load(target: str | Path | None = None, device: str = "cpu") -> CharLM:
+def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:
     """The model of a checkpoint file or run folder (its best checkpoint), ready to generate on `device`
     (wherever it was trained: the file is read onto the CPU, then moved)."""
     where = resolve_device(device)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .corpus import text_decoder
-from .device import DEVICE_FORMS, DEVICE_PATTERN
+from .device import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
 from .errors import CharLMError
 from .forms import template_of
 
@@ -147,7 +147,7 @@ class Config:
         False, "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples)"
     )
     # hardware
-    device: str = option("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
     threads: int | None = option(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
     precision: str = option(
         "auto",

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from ..config import check_types, option, option_name
+from ..device import STEP_DEVICE
 from ..errors import CharLMError
 
 
@@ -22,7 +23,7 @@ class ServeConfig:
     chunk_ms: float = option(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
     threads: int = option(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
     device: str = option(
-        "cpu",
+        STEP_DEVICE,
         "where the models run: cpu, cuda, cuda:N, mps or auto (a step is one character: small models are fastest on the CPU)",
     )
     allow_origin: str | None = option(
