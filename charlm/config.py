@@ -312,7 +312,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
-def parse_duration(text: str | float | None, option: str = "--max-time") -> float | None:
+def parse_duration(text: str | float | None, flag: str = "--max-time") -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         return None
@@ -322,12 +322,12 @@ def parse_duration(text: str | float | None, option: str = "--max-time") -> floa
         spec = text.strip().replace(" ", "")
         parts = list(_DURATION.finditer(spec))
         if not parts or "".join(p.group(0) for p in parts) != spec:
-            raise CharLMError(f"{option}: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
+            raise CharLMError(f"{flag}: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
         if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
-            raise CharLMError(f"{option}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
+            raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if seconds <= 0:
-        raise CharLMError(f"{option} must be positive, not {text!r} (use 'none' for no limit)")
+        raise CharLMError(f"{flag} must be positive, not {text!r} (use 'none' for no limit)")
     return seconds
 
 
