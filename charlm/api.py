@@ -20,7 +20,7 @@ import torch
 
 from . import checkpoint, finetune, hub, plan, runs, sampler, threads
 from .config import SHOWN, Config, from_options
-from .device import DEVICE_FORMS, resolve_device
+from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .model import CharLM
@@ -167,7 +167,7 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     return sampler.stream(model, seed, **options)
 
 
-def load(target: str | Path | None = None, device: str | torch.device = "cpu") -> CharLM:
+def load(target: str | Path | None = None, device: str | torch.device = STEP_DEVICE) -> CharLM:
     """The model of a checkpoint file or run folder (its best checkpoint; None: the latest run's), ready to
     generate on `device` (see checkpoint.load)."""
     if not (target is None or is_path(target)):

@@ -38,11 +38,10 @@ import torch
 
 from . import hub
 from .config import Config, holds, kinds_of
-from .device import resolve_device
+from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State, skeleton
+from .model import CharLM, ModelConfig, State, Vocabulary, skeleton
 from .optim import param_groups
-from .pieces import PieceVocab
 from .runs import resolve
 from .vocab import Vocab
 
@@ -188,7 +187,7 @@ class Base:
 @dataclass
 class Checkpoint:
     model_config: ModelConfig
-    vocab: Vocab | PieceVocab
+    vocab: Vocabulary
     weights: dict  # the state dict of the weights to sample from
     config: Config
     corpus: dict  # name, sources (absolute paths, or none for the built-in corpus), digest (the cache key)
@@ -452,7 +451,7 @@ def save(checkpoint: Checkpoint, paths: list[Path]) -> None:
         write_atomic(path, data)
 
 
-def load(target: str | Path | None = None, device: str = "cpu") -> CharLM:
+def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:
     """The model of a checkpoint file or run folder (its best checkpoint), ready to generate on `device`
     (wherever it was trained: the file is read onto the CPU, then moved)."""
     where = resolve_device(device)

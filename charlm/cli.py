@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, outputs, runs, threads, tokens
+from . import catalog, checkpoint, export, outputs, runs, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -20,6 +20,7 @@ from .corpus import read_texts, source_files
 from .errors import CharLMError
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
+from .plot import plot_runs
 from .reporting import is_number, read_metrics
 from .scoring import total_bits, unseen_note
 from .serve import serve as run_server
@@ -125,10 +126,8 @@ def info(target: str | None) -> None:
     """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name or .pt file;
     default: the latest run's best)."""
     path = runs.resolve(target)
-    from .export import listed
-
     rows = [("checkpoint", str(path)), *checkpoint.read(path).summary()]
-    rows += [("exports", line) for line in listed(path.parent)]
+    rows += [("exports", line) for line in export.listed(path.parent)]
     width = max(len(label) for label, _ in rows)
     for label, value in rows:
         click.echo(f"{label:<{width}}  {value}")
@@ -144,8 +143,6 @@ def info(target: str | None) -> None:
 def export_command(target: str | None, format_: str, output: str | None, weights: str | None) -> None:
     """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,
     an ONNX file, or a safetensors model folder. See docs/export.md."""
-    from . import export
-
     if weights is not None and weights not in export.WEIGHTS:
         raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")
     click.echo(f"wrote {export.export(target, format_, output, weights)}")
@@ -157,8 +154,6 @@ def export_command(target: str | None, format_: str, output: str | None, weights
 def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
     in one PNG."""
-    from .plot import plot_runs
-
     if Path(output).suffix.lower() != ".png" or Path(output).is_dir():
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)

@@ -12,10 +12,10 @@ import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .corpus import text_decoder
-from .device import DEVICE_FORMS, DEVICE_PATTERN
+from .device import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
 from .errors import CharLMError
 from .forms import template_of
 
@@ -62,92 +62,94 @@ SHOWN = reprlib.Repr()
 SHOWN.maxstring = SHOWN.maxother = 80
 
 
-def _opt(default, help: str, **extra):
+def option(default: Any, help: str, **extra: Any) -> Any:
+    """A config field that is also a command-line option: its default and its help (and `choices`,
+    `metavar`), from which commands/options.py builds the option; serve/config.py's fields too."""
     return field(default=default, metadata={"help": help, **extra})
 
 
 @dataclass
 class Config:
     # model
-    cell: str = _opt("lstm", "recurrent cell", choices=CELLS)
-    layers: int = _opt(2, "stacked recurrent layers")
-    hidden: int | None = _opt(
+    cell: str = option("lstm", "recurrent cell", choices=CELLS)
+    layers: int = option(2, "stacked recurrent layers")
+    hidden: int | None = option(
         None, "hidden units per layer (also the embedding size); unset: fitted to --max-time and --max-steps, else 256"
     )
-    dropout: float | None = _opt(
+    dropout: float | None = option(
         None,
         "dropout between layers and before the head; unset: fitted to how many times the run will read "
         "the training text (0.1 up to 12 times, rising to 0.5 at 40)",
     )
-    head: str = _opt(
+    head: str = option(
         "auto",
         "output layer: full (a row per character), adaptive (an adaptive softmax), auto: adaptive for big vocabularies",
         choices=HEADS,
     )
     # data
-    seq_len: int = _opt(25, "window length in characters (truncated BPTT length)")
-    batch_size: int | None = _opt(
+    seq_len: int = option(25, "window length in characters (truncated BPTT length)")
+    batch_size: int | None = option(
         None,
         "contiguous streams trained side by side; unset: 16, but on a CUDA GPU with --max-time as many as "
         "still raise the measured speed",
     )
-    val_fraction: float = _opt(0.1, "fraction of the text held out at its end for validation")
-    encoding: str = _opt("utf-8", "text encoding of the corpus files")
-    normalize: str = _opt("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)
-    min_count: int = _opt(1, "characters seen fewer times become one unknown symbol")
-    coverage: float = _opt(1.0, "keep the most frequent characters covering this fraction; the rest: unknown")
-    tokenizer: str = _opt("char", "char: one id per character; sentencepiece: learned pieces", choices=TOKENIZERS)
-    spm_model: str = _opt("bpe", "sentencepiece model type (with --tokenizer sentencepiece)", choices=SPM_MODELS)
-    vocab_size: int | None = _opt(
+    val_fraction: float = option(0.1, "fraction of the text held out at its end for validation")
+    encoding: str = option("utf-8", "text encoding of the corpus files")
+    normalize: str = option("nfc", "Unicode normalization of corpus and seeds", choices=NORMALIZATIONS)
+    min_count: int = option(1, "characters seen fewer times become one unknown symbol")
+    coverage: float = option(1.0, "keep the most frequent characters covering this fraction; the rest: unknown")
+    tokenizer: str = option("char", "char: one id per character; sentencepiece: learned pieces", choices=TOKENIZERS)
+    spm_model: str = option("bpe", "sentencepiece model type (with --tokenizer sentencepiece)", choices=SPM_MODELS)
+    vocab_size: int | None = option(
         None, "sentencepiece pieces (default: char: every character; bpe/unigram: the characters + 2048)"
     )
     # optimisation
-    lr: float = _opt(5e-3, "peak learning rate (AdamW)")
-    min_lr_ratio: float = _opt(0.05, "final learning rate as a fraction of --lr (cosine decay)")
-    warmup_steps: int = _opt(100, "linear warm-up steps")
-    weight_decay: float = _opt(0.1, "AdamW weight decay on weight matrices")
-    grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: off)")
-    weight_average: float = _opt(
+    lr: float = option(5e-3, "peak learning rate (AdamW)")
+    min_lr_ratio: float = option(0.05, "final learning rate as a fraction of --lr (cosine decay)")
+    warmup_steps: int = option(100, "linear warm-up steps")
+    weight_decay: float = option(0.1, "AdamW weight decay on weight matrices")
+    grad_clip: float = option(1.0, "clip the gradient norm to this (0: off)")
+    weight_average: float = option(
         0.0, "score, keep and sample a moving average of the weights with this decay per step, e.g. 0.999 (0: off)"
     )
     # limits: the run stops at whichever comes first; the schedule decays over that budget
-    max_steps: int | None = _opt(None, "stop after this many optimizer steps (a resumed run's included)")
-    max_time: str | float | None = _opt(
+    max_steps: int | None = option(None, "stop after this many optimizer steps (a resumed run's included)")
+    max_time: str | float | None = option(
         "10m",
         "stop after this much training time, e.g. 90s, 10m, 1h, counting a resumed run's earlier sessions "
         "(none: no time limit; then give --max-steps)",
     )
-    eval_every: int | None = _opt(
+    eval_every: int | None = option(
         None,
         "evaluate validation bpc and checkpoint every N steps; unset: once per pass over the training text, "
         "at most every 2000 steps",
     )
-    patience: int = _opt(
+    patience: int = option(
         5,
         "stop early once validation bpc has not improved for N evaluations in a row (the text is being "
         "memorized; best.pt keeps the best); 0: never",
     )
-    checkpoint_every: str | int = _opt("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
-    save_errors: str = _opt(
+    checkpoint_every: str | int = option("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
+    save_errors: str = option(
         "stop", "when a checkpoint cannot be written: stop, or warn and train on", choices=SAVE_ERRORS
     )
-    detect_anomaly: bool = _opt(False, "torch autograd anomaly detection, to debug NaN (slow)")
-    sample_every: int = _opt(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
-    tensorboard: bool = _opt(False, "also log metrics for TensorBoard (needs the tensorboard package)")
-    eval_also: str | None = _opt(
+    detect_anomaly: bool = option(False, "torch autograd anomaly detection, to debug NaN (slow)")
+    sample_every: int = option(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
+    tensorboard: bool = option(False, "also log metrics for TensorBoard (needs the tensorboard package)")
+    eval_also: str | None = option(
         None,
         "also score this text (its first 50,000 tokens) at each evaluation, e.g. a base run's held-out text: "
         "what fine-tuning forgets",
         metavar="FILE",
     )
-    random_seed: int = _opt(1337, "seed for weights, dropout and data order")
-    quiet: bool = _opt(
+    random_seed: int = option(1337, "seed for weights, dropout and data order")
+    quiet: bool = option(
         False, "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples)"
     )
     # hardware
-    device: str = _opt("auto", "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    threads: int | None = _opt(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
-    precision: str = _opt(
+    device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    threads: int | None = option(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
+    precision: str = option(
         "auto",
         "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
         choices=PRECISIONS,
@@ -310,7 +312,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
-def parse_duration(text: str | float | None, option: str = "--max-time") -> float | None:
+def parse_duration(text: str | float | None, flag: str = "--max-time") -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         return None
@@ -320,12 +322,12 @@ def parse_duration(text: str | float | None, option: str = "--max-time") -> floa
         spec = text.strip().replace(" ", "")
         parts = list(_DURATION.finditer(spec))
         if not parts or "".join(p.group(0) for p in parts) != spec:
-            raise CharLMError(f"{option}: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
+            raise CharLMError(f"{flag}: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
         if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
-            raise CharLMError(f"{option}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
+            raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if seconds <= 0:
-        raise CharLMError(f"{option} must be positive, not {text!r} (use 'none' for no limit)")
+        raise CharLMError(f"{flag} must be positive, not {text!r} (use 'none' for no limit)")
     return seconds
 
 
@@ -333,29 +335,29 @@ def parse_duration(text: str | float | None, option: str = "--max-time") -> floa
 class SampleConfig:
     """Sampling options and their defaults, for `charlm sample` and `charlm.generate(...)` alike."""
 
-    length: int = _opt(500, "characters to generate after the seed")
-    temperature: float | tuple[float, ...] = _opt(
+    length: int = option(500, "characters to generate after the seed")
+    temperature: float | tuple[float, ...] = option(
         0.8,
         "below 1: safer text, above 1: wilder; a list such as 0.5,0.8,1.0: on the command line one labeled "
         "sample per value, in Python a schedule cycled per character",
     )
-    top_k: int | None = _opt(None, "sample only among the K likeliest characters")
-    top_p: float | None = _opt(
+    top_k: int | None = option(None, "sample only among the K likeliest characters")
+    top_p: float | None = option(
         None, "nucleus sampling: only the smallest set of characters whose probability reaches P"
     )
-    greedy: bool = _opt(False, "always take the likeliest character")
-    repetition_penalty: float = _opt(1.0, "above 1: discourage characters used in the recent window")
-    repetition_window: int = _opt(64, "how many recent characters the repetition penalty looks at")
-    stop: str | None = _opt(None, "stop a sample once it produces this text, e.g. a blank line")
-    num_samples: int = _opt(1, "samples generated side by side in one batch")
-    random_seed: int | None = _opt(None, "makes sampling reproducible; sample i uses seed + i")
-    form: str | None = _opt(None, "write a poem in this form: 五言绝句, 七言绝句, 五言律诗 or 七言律诗")
-    template: str | None = _opt(
+    greedy: bool = option(False, "always take the likeliest character")
+    repetition_penalty: float = option(1.0, "above 1: discourage characters used in the recent window")
+    repetition_window: int = option(64, "how many recent characters the repetition penalty looks at")
+    stop: str | None = option(None, "stop a sample once it produces this text, e.g. a blank line")
+    num_samples: int = option(1, "samples generated side by side in one batch")
+    random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
+    form: str | None = option(None, "write a poem in this form: 五言绝句, 七言绝句, 五言律诗 or 七言律诗")
+    template: str | None = option(
         None,
         "write into this template: `_` is any character of the model's script, the rest is fixed; \\n breaks a line",
     )
-    acrostic: str | None = _opt(None, "fix the first character of each verse of --form or --template, e.g. 春夏秋冬")
-    precision: str = _opt(
+    acrostic: str | None = option(None, "fix the first character of each verse of --form or --template, e.g. 春夏秋冬")
+    precision: str = option(
         "fp32",
         "an LSTM's per-character step in fp32 or bf16 (about 2x faster for 64 samples on CPUs with bf16 hardware)",
         choices=SAMPLE_PRECISIONS,

@@ -24,13 +24,11 @@ from . import checkpoint, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config, from_options, option_name
 from .errors import CharLMError
-from .model import CharLM, grow_vocab
-from .pieces import PieceVocab
-from .vocab import Vocab
+from .model import CharLM, Vocabulary, grow_vocab
 
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
-DEFAULTS = {"lr": 1e-3, "warmup_steps": 100}  # in place of Config's, unless given
+DEFAULTS = {"lr": 1e-3}  # in place of Config's, unless given; every other default is Config's
 WITH_RESUME = "--init-from starts a new run from another run's weights, --resume continues a run: give one of them"
 
 
@@ -41,7 +39,7 @@ class Start:
     checkpoint: Checkpoint
     record: Base
 
-    def model(self, vocab: Vocab | PieceVocab, dropout: float) -> CharLM:
+    def model(self, vocab: Vocabulary, dropout: float) -> CharLM:
         """The base's model with the run's dropout, grown over `vocab` (the base's, extended)."""
         saved = self.checkpoint
         model = CharLM(dataclasses.replace(saved.model_config, dropout=dropout), saved.vocab)

@@ -69,15 +69,23 @@ class FusedLSTMStep:
             self.head_rows = torch.zeros(-(-batch // HEAD_BLOCK) * HEAD_BLOCK, h, device=device)
         self.logits = torch.empty(batch, model.config.vocab_size, device=device)
 
-    def load_state(self, state: State) -> None:
+    def load_row(self, row: int, state: State) -> None:
+        """Row `row` takes a state of batch 1: h into the hidden columns of each layer's `xh`, c into `cell`."""
         h, c = state
         for n in range(self.layers):
-            self.xh[n][:, self.inputs[n] :].copy_(h[n])
-        self.cell.copy_(c)
+            self.xh[n][row, self.inputs[n] :] = h[n, 0]
+        self.cell[:, row] = c[:, 0]
 
-    def state(self) -> State:
-        hidden = torch.stack([self.xh[n][:, self.inputs[n] :] for n in range(self.layers)]).float()
-        return hidden, self.cell.clone()
+    def state(self, rows: int | None = None) -> State:
+        """(h, c) of the first `rows` rows (None: all) in fp32, as the model's forward takes it; a copy."""
+        hidden = torch.stack([self.xh[n][:rows, self.inputs[n] :] for n in range(self.layers)]).float()
+        return hidden, self.cell[:, :rows].clone()
+
+    def move(self, src: int, dst: int) -> None:
+        """Row `dst` takes row `src`'s state."""
+        for xh in self.xh:
+            xh[dst] = xh[src]
+        self.cell[:, dst] = self.cell[:, src]
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (rows,) -> logits (rows, vocab) for the first `rows` samples (all of them, except when a
@@ -198,21 +206,14 @@ class RowStepper:
         self.logits[row] = logits
         if self.fused is None:
             self.state[:, row] = state[:, 0]
-            return
-        h, c = state
-        for n in range(self.fused.layers):
-            self.fused.xh[n][row, self.fused.inputs[n] :] = h[n, 0]
-        self.fused.cell[:, row] = c[:, 0]
+        else:
+            self.fused.load_row(row, state)
 
     @torch.inference_mode()
     def read(self, rows: int, ids: torch.Tensor) -> None:
         """Rows 0..rows-1 each read the text `ids` (1-D) on from their own state (a conversation's
         next turn); their logits are then those after its last token."""
-        if self.fused is None:
-            state = self.state[:, :rows].contiguous()
-        else:
-            hidden = torch.stack([self.fused.xh[n][:rows, self.fused.inputs[n] :] for n in range(self.fused.layers)])
-            state = hidden.float(), self.fused.cell[:, :rows].clone()
+        state = self.state[:, :rows].contiguous() if self.fused is None else self.fused.state(rows)
         for chunk in ids.to(self.model.device).unsqueeze(0).expand(rows, -1).split(PRIME_CHUNK, dim=1):
             logits, state = self.model(chunk, state)
         for row in range(rows):
@@ -222,10 +223,8 @@ class RowStepper:
         self.logits[dst] = self.logits[src]
         if self.fused is None:
             self.state[:, dst] = self.state[:, src]
-            return
-        for xh in self.fused.xh:
-            xh[dst] = xh[src]
-        self.fused.cell[:, dst] = self.fused.cell[:, src]
+        else:
+            self.fused.move(src, dst)
 
     @torch.inference_mode()
     def step(self, ids: torch.Tensor) -> torch.Tensor:

@@ -124,7 +124,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     probe = sizing.Probe(config, corpus, ranks.world)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     if config.batch_size is None:
-        batch, reasons["batch_size"] = choose_batch(config, device, probe, ranks.world, say)
+        batch, reasons["batch_size"] = planned_batch(config, device, probe, ranks.world, say)
         config = dataclasses.replace(config, batch_size=batch)
 
     probed = None
@@ -166,7 +166,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     return RunPlan(config, run_dir, reasons, probed, None if base is None else base.record)
 
 
-def choose_batch(
+def planned_batch(
     config: Config, device: torch.device, probe: sizing.Probe, world: int, say: Callable[[str], str]
 ) -> tuple[int, str]:
     """The batch for a run that left it unset, and why: sizing.DEFAULT_BATCH_SIZE, but on a CUDA GPU

@@ -61,14 +61,14 @@ def markdown_to_text(markdown: str) -> str:
     return "\n".join(speeches)
 
 
-def shakespeare_files(cache_root: Path = CACHE_ROOT) -> tuple[Path, Path]:
+def shakespeare_files() -> tuple[Path, Path]:
     """The plays as text: (training plays, validation plays), converted once and cached."""
     folder = plays_folder()
     plays = sorted(folder.rglob("*.md"))
     key = hashlib.sha256(CONVERTER_VERSION.encode())
     for play in plays:
         key.update(f"{play.relative_to(folder)}:{play.stat().st_size}".encode())
-    cache = cache_root / f"shakespeare-{key.hexdigest()[:12]}"
+    cache = CACHE_ROOT / f"shakespeare-{key.hexdigest()[:12]}"
     train_file, val_file = cache / "train.txt", cache / "val.txt"
     if not (train_file.is_file() and val_file.is_file()):
         train, val = [], []

@@ -123,16 +123,16 @@ def fit_to_chars(chars: float, parameters: Callable[[int], int]) -> tuple[int, s
 
 
 def choose_batch(
-    speed: Callable[[int], float], candidates: tuple[int, ...] = BATCH_CANDIDATES, gain: float = BATCH_GAIN
+    speed: Callable[[int], float], candidates: tuple[int, ...] = BATCH_CANDIDATES
 ) -> tuple[int, list[tuple[int, float]]]:
     """The streams to train side by side: from the first candidate, double while the next one trains
-    more than `gain` times as many characters per second (more streams are nearly free on an idle GPU;
+    more than `BATCH_GAIN` times as many characters per second (more streams are nearly free on an idle GPU;
     past that point they only make each step, and so each update, cost more). Returns the choice and
     the (batch, chars/s) measured."""
     measured = [(candidates[0], speed(candidates[0]))]
     for batch in candidates[1:]:
         measured.append((batch, speed(batch)))
-        if measured[-1][1] <= gain * measured[-2][1]:
+        if measured[-1][1] <= BATCH_GAIN * measured[-2][1]:
             return measured[-2][0], measured
     return measured[-1][0], measured
 

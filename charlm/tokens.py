@@ -41,6 +41,7 @@ from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, source_f
 from .errors import CharLMError
 from .model import Vocabulary
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
+from .shakespeare import shakespeare_files
 from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, code_points
 
 CACHE_FORMAT = 1
@@ -282,8 +283,6 @@ def load_corpus(
     validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning
     run's base vocabulary (see `prepare`)."""
     if not sources or list(sources) == [DEFAULT_CORPUS]:
-        from .shakespeare import shakespeare_files
-
         train_file, val_file = shakespeare_files()
         parts, name = [[train_file], [val_file]], DEFAULT_CORPUS
     else:

@@ -34,11 +34,9 @@ from .device import (
 )
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
+from .model import CharLM, ModelConfig, State, Vocabulary, detach_state, head_cutoffs, map_state
 from .optim import learning_rate, make_optimizer
-from .pieces import PieceVocab
 from .tokens import TokenCorpus
-from .vocab import Vocab
 
 
 @dataclass
@@ -128,7 +126,7 @@ def check_data(config: Config, corpus: TokenCorpus) -> None:
         raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise --val-fraction")
 
 
-def read_eval_also(config: Config, vocab: Vocab | PieceVocab) -> torch.Tensor | None:
+def read_eval_also(config: Config, vocab: Vocabulary) -> torch.Tensor | None:
     """The ids of the --eval-also text, read and checked before training starts."""
     path = config.eval_also
     if not path:

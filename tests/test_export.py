@@ -161,6 +161,25 @@ def test_info_lists_the_runs_exports(tmp_path):
     assert "safetensors" in line and str((run / "exports" / "model").resolve()) in line
 
 
+def test_info_skips_damaged_lines_of_the_exports_log(tmp_path):
+    """exports.jsonl may be cut short or edited by hand: `charlm info` lists the sound records and
+    skips the rest, as `charlm runs` does with run.json, instead of ending in a traceback."""
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", "safetensors").exit_code == 0
+    folder = str((run / "exports" / "model").resolve())
+    damaged = [
+        {"path": folder},
+        {"path": 5, "format": "onnx", "bytes": 1},
+        {"format": "html", "path": folder, "bytes": "x"},
+        [1],
+    ]
+    with open(run / "exports.jsonl", "ab") as log:
+        log.write(b"".join(json.dumps(row).encode() + b"\n" for row in damaged) + b"\xff{\n")
+    info = cli("info", str(run))
+    assert info.exit_code == 0, info.output
+    assert [line.split()[1] for line in info.output.splitlines() if line.startswith("exports")] == ["safetensors"]
+
+
 def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
     import_or_missing("onnxruntime")
     docs = (REPO / "docs" / "export.md").read_text(encoding="utf-8")

@@ -166,7 +166,7 @@ def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
     monkeypatch.setattr(sizing, "measure_sizes", lambda *args: pytest.fail("a fine-tuning run was sized"))
     trainer = api.start_finetune(base, {"max_time": "10m", "quiet": True}, [str(new_file)], "tuned")
     assert trainer.model.config.hidden == trainer.config.hidden == latest(base).config.hidden
-    assert trainer.config.layers == 1 and trainer.config.warmup_steps == finetune.DEFAULTS["warmup_steps"]
+    assert trainer.config.layers == 1 and trainer.config.warmup_steps == Config.warmup_steps  # not the base's
 
 
 def test_the_cadence_follows_the_new_text_and_dropout_is_the_bases_unless_given(base, new_file, capsys):

@@ -1,12 +1,15 @@
 """The per-character step of sampling against the model run over whole windows."""
 
+import pytest
 import torch
 
 from charlm import lstm_step
-from charlm.lstm_step import FusedLSTMStep
-from charlm.model import CharLM, ModelConfig
+from charlm.lstm_step import FusedLSTMStep, RowStepper
+from charlm.model import CharLM, ModelConfig, map_state
 from charlm.sampler import generate
 from charlm.vocab import Vocab
+
+from .conftest import make_model
 
 
 def test_fused_step_matches_the_lstm_module(model):
@@ -15,7 +18,8 @@ def test_fused_step_matches_the_lstm_module(model):
     step = FusedLSTMStep(model, batch=3)
     with torch.no_grad():
         _, primed = model(ids[:, :1])
-        step.load_state(primed)
+        for row in range(3):
+            step.load_row(row, map_state(lambda s, row=row: s[:, row : row + 1], primed))
         for t in range(1, 12):
             assert torch.allclose(step(ids[:, t]), expected[:, t], atol=1e-5)
     assert torch.allclose(step.state()[1], state[1], atol=1e-5)
@@ -75,3 +79,21 @@ def test_the_fused_step_of_a_model_with_an_adaptive_head_matches_the_model():
             assert torch.allclose(logits, expected[:, t], atol=1e-5)
     texts = generate(model, "", length=30, num_samples=2, random_seed=0)
     assert all(len(text) == 30 and set(text) <= set(vocab.chars) for text in texts)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_row_moved_into_a_freed_place_goes_on_from_its_own_state(cell):
+    """A server keeps its live rows at the front: when a row leaves, the last one moves into its place
+    (`RowStepper.move`) and reads on from its own hidden and cell state, as if it had never moved."""
+    torch.manual_seed(0)
+    model = make_model("\nabcdefgh ", cell=cell, layers=2).eval()
+    texts = torch.randint(0, len(model.vocab), (3, 10))
+    stepper = RowStepper(model, capacity=3, pad=False)
+    for row in range(3):
+        stepper.load(row, *stepper.prime(texts[row, :6]))
+    stepper.move(2, 0)  # row 0 left; row 2 takes its place
+    for t in range(6, 10):
+        logits = stepper.step(texts[[2, 1], t])
+    with torch.no_grad():
+        expected = model(texts[[2, 1]])[0][:, -1]
+    assert torch.allclose(logits, expected, atol=1e-5)

@@ -105,7 +105,7 @@ def test_on_a_gpu_the_batch_is_chosen_from_measured_speed(tmp_path, tiny, monkey
     # --batch-size always wins; a world size the candidates do not split over keeps 16.
     assert plan.plan(Config(**{**options, "batch_size": 8}), corpus, out="given").config.batch_size == 8
     probe, gpu = sizing.Probe(Config(**options), corpus), torch.device("cuda", 0)
-    assert plan.choose_batch(Config(**options), gpu, probe, 3, say=str)[0] == 16
+    assert plan.planned_batch(Config(**options), gpu, probe, 3, say=str)[0] == 16
 
 
 def test_a_run_that_reads_a_sliver_of_its_text_says_how_much(tmp_path, tiny):

@@ -10,13 +10,12 @@ from typing import TypeVar
 import click
 
 from ..config import option_name
+from ..device import STEP_DEVICE, WHOLE_TEXTS_DEVICE
 
 F = TypeVar("F", bound=Callable)
 
-# --device's default, by the kind of work (one rule for every command; train's is Config.device): over
-# whole texts at once, the best device present; one character a step, the CPU, fastest there for
-# charlm's model sizes (docs/scaling.md).
-DEVICE_DEFAULTS = {"whole texts": "auto", "one character a step": "cpu"}
+# --device's default by the kind of work (device.py's rule; train's is Config.device).
+DEVICE_DEFAULTS = {"whole texts": WHOLE_TEXTS_DEVICE, "one character a step": STEP_DEVICE}
 
 
 def device_option(work: str) -> Callable[[F], F]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import checkpoint, outputs, runs
 from ..errors import CharLMError
+from ..reporting import is_number
 
 FORMATS = ("html", "onnx", "safetensors")
 WEIGHTS = ("fp32", "fp16", "int8")
@@ -87,21 +88,34 @@ def record(run_dir: Path, format: str, written: Path, weights: str | None) -> No
 
 
 def listed(run_dir: Path) -> list[str]:
-    """The run's exports that still exist, newest per path: `html 2.9 MB (fp16) PATH`."""
+    """The run's exports that still exist, newest per path: `html 2.9 MB (fp16) PATH`. The log may be
+    damaged or edited by hand: a line that is not a whole export record is skipped, as `charlm runs`
+    skips what it cannot read, rather than ending `charlm info` in a traceback."""
     try:
-        lines = (Path(run_dir) / runs.EXPORTS_LOG).read_text(encoding="utf-8").splitlines()
+        lines = (Path(run_dir) / runs.EXPORTS_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
     latest = {}
     for line in lines:
         try:
             row = json.loads(line)
-            latest[row["path"]] = row
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             continue
+        if is_export_record(row):
+            latest[row["path"]] = row
     shown = []
     for path, row in latest.items():
         if Path(path).exists():
             weights = f" ({row['weights']})" if row.get("weights") else ""
             shown.append(f"{row['format']} {row['bytes'] / 1e6:.1f} MB{weights} {path}")
     return shown
+
+
+def is_export_record(row: object) -> bool:
+    """A line of exports.jsonl as `record` writes it."""
+    return (
+        isinstance(row, dict)
+        and all(isinstance(row.get(name), str) for name in ("format", "path"))
+        and is_number(row.get("bytes"))
+        and isinstance(row.get("weights"), (str, type(None)))
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import checkpoint, runs
 from ..corpus import read_texts
-from ..device import resolve_device
+from ..device import STEP_DEVICE, resolve_device
 from ..errors import CharLMError
 from ..tokens import load_corpus
 from .analysis import Inspection, analyse
@@ -19,7 +19,7 @@ def inspect_run(
     held_out: bool = False,
     train_text: str | None = None,
     max_chars: int = MAX_CHARS,
-    device: str = "cpu",
+    device: str = STEP_DEVICE,
     quiet: bool = True,
 ) -> tuple[Inspection, str]:
     """Inspect the model of a run or checkpoint (None: the latest run) on the first `max_chars`

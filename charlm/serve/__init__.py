@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 
 from .. import checkpoint, runs, threads
+from ..device import STEP_DEVICE
 from ..errors import CharLMError
 from ..model import CharLM
 from .config import ServeConfig
@@ -30,7 +31,9 @@ from .config import ServeConfig
 __all__ = ["ServeConfig", "model_loaders", "serve"]
 
 
-def model_loaders(targets: list[str], device: str = "cpu") -> tuple[dict[str, Callable[[], CharLM]], dict[str, str]]:
+def model_loaders(
+    targets: list[str], device: str = STEP_DEVICE
+) -> tuple[dict[str, Callable[[], CharLM]], dict[str, str]]:
     """Model id -> a function loading it onto `device`, for anything `runs.resolve` takes (none: the
     latest run), and model id -> the corpus its run trained on, where known. The paths are resolved
     here, so a missing run is an error before the server starts."""

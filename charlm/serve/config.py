@@ -3,33 +3,30 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from ..config import check_types, option_name
+from ..config import check_types, option, option_name
+from ..device import STEP_DEVICE
 from ..errors import CharLMError
-
-
-def _opt(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class ServeConfig:
-    host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0: every interface; then set --api-key)")
-    port: int = _opt(8080, "TCP port")
-    api_key: str | None = _opt(
+    host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface; then set --api-key)")
+    port: int = option(8080, "TCP port")
+    api_key: str | None = option(
         None, "require `Authorization: Bearer KEY` on the generation endpoints (default: $CHARLM_API_KEY)"
     )
-    max_streams: int = _opt(64, "samples generated at once, all models together; more are refused with 429")
-    max_tokens: int = _opt(4096, "the most characters one sample may ask for")
-    max_prompt: int = _opt(16384, "the most characters a prompt may have")
-    chunk_ms: float = _opt(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
-    threads: int = _opt(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
-    device: str = _opt(
-        "cpu",
+    max_streams: int = option(64, "samples generated at once, all models together; more are refused with 429")
+    max_tokens: int = option(4096, "the most characters one sample may ask for")
+    max_prompt: int = option(16384, "the most characters a prompt may have")
+    chunk_ms: float = option(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
+    threads: int = option(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
+    device: str = option(
+        STEP_DEVICE,
         "where the models run: cpu, cuda, cuda:N, mps or auto (a step is one character: small models are fastest on the CPU)",
     )
-    allow_origin: str | None = _opt(
+    allow_origin: str | None = option(
         None,
         "let web pages from these origins call the API from a browser (CORS): comma-separated, e.g. "
         "http://localhost:3000, or * for any  [default: none: the served page only]",
