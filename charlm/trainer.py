@@ -324,8 +324,14 @@ class Trainer:
                     tqdm.write(f"warning: {error}; training goes on (--save-errors warn)", file=sys.stderr)
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return
-            raise CharLMError(f"{error}; training stopped at step {self.progress.step}")
+            raise CharLMError(f"{error}; training stopped at step {self.progress.step}{self.resume_note()}")
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
+
+    def resume_note(self) -> str:
+        """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
+        if self.saved_step is None:
+            return ""
+        return f"; resume it from step {self.saved_step} with charlm train --resume {self.run_dir}"
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
