@@ -28,9 +28,10 @@ def remedy(error: OSError) -> str:
     return ""
 
 
-def cannot_write(name: str | Path, error: OSError) -> CharLMError:
-    """The one-line error for a write of `name` (a file, or the option that named it) that failed."""
-    return CharLMError(f"{name}: cannot write ({error.strerror or error}){remedy(error)}")
+def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMError:
+    """The one-line error for a write of `name` (a file, or the option that named it) that failed;
+    `what`: what was being written, when `name` does not say."""
+    return CharLMError(f"{name}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}")
 
 
 def replace_files(files: dict[Path, bytes]) -> None:
