@@ -276,6 +276,16 @@ def test_a_full_disk_mid_run_says_what_to_do_and_the_run_resumes_once_there_is_r
     assert latest("run").progress.step == 30
 
 
+def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox_file, tiny, capsys):
+    """samples.txt, unlike metrics.jsonl, stopped the run when it could not be written: a traceback-less
+    `Error: ...: Is a directory` at the first sample, the rest of the run untrained."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    (Path("checkpoints/run") / runs.SAMPLES).mkdir()  # a write that fails, whoever runs the test
+    charlm.train(resume="run", max_steps=30, sample_every=1, quiet=False)
+    assert latest("run").progress.step == 30
+    assert capsys.readouterr().err.count("samples.txt: cannot write (Is a directory); training goes on") == 1
+
+
 def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch):
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
     good = latest("run")
