@@ -27,7 +27,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import re
 import typing
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import torch
 
-from . import hub
+from . import files, hub
 from .config import Config, holds, kinds_of
 from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
@@ -59,26 +58,13 @@ def serialize(payload: dict) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py)."""
+    had_one = path.is_file()
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CharLMError(
-                f"{path}: could not write checkpoint ({e.strerror}); the previous one is intact"
-            ) from None
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        files.replace_files({path: data})
+    except OSError as e:
+        kept = "the previous one is intact" if had_one else "no checkpoint was written"
+        raise CharLMError(f"{path}: could not write checkpoint ({e.strerror}); {kept}{files.remedy(e)}") from None
 
 
 def read_payload(path: Path) -> dict:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, export, outputs, runs, threads, tokens
+from . import catalog, checkpoint, export, files, outputs, runs, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -158,7 +158,10 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
     folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names or [None]]
-    click.echo(f"wrote {plot_runs(folders, output)}")
+    try:
+        click.echo(f"wrote {plot_runs(folders, output)}")
+    except OSError as e:
+        raise files.cannot_write(f"--output {output}", e) from None
 
 
 @main.command("runs")
@@ -264,8 +267,8 @@ def inspect_command(
     outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)  # as export and plot do: the work is done by now
-    Path(output).write_text(page.render(inspection, title), encoding="utf-8")
+    # Whole or not at all, as export and plot write: after minutes of inspecting, a full disk says so.
+    files.write_files({Path(output): page.render(inspection, title).encode("utf-8")}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
     click.echo(f"wrote {output}")

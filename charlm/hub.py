@@ -10,9 +10,9 @@ optimizer: enough to sample, score and fine-tune from, not to resume training.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from . import files
 from .errors import CharLMError
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
@@ -26,19 +26,20 @@ def holds_model(folder: Path) -> bool:
 
 def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dict) -> list[Path]:
     """Write a model (its architecture, vocabulary and weights) and its run record, as the checkpoint
-    keeps them (checkpoint.py owns their fields), into `folder`; returns the three paths."""
-    from safetensors.torch import save_file
+    keeps them (checkpoint.py owns their fields), into `folder`; returns the three paths. All three are
+    written before any is renamed into place, the weights last (files.py): a failed write leaves the
+    folder as it was, never new weights beside an old vocabulary."""
+    from safetensors.torch import save
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     config = {"format": FORMAT, "model_type": "charlm", "model": model_config, "run": run}
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
-    save_file(weights, str(folder / WEIGHTS), metadata={"format": FORMAT})
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder / WEIGHTS, 0o666 & ~umask)  # safetensors writes it owner-only; the others are not
-    (folder / CONFIG).write_text(json.dumps(config, indent=1, ensure_ascii=False), encoding="utf-8")
-    (folder / VOCAB).write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    contents = {
+        folder / CONFIG: json.dumps(config, indent=1, ensure_ascii=False).encode("utf-8"),
+        folder / VOCAB: json.dumps(vocab, ensure_ascii=False).encode("utf-8"),
+        folder / WEIGHTS: save(weights, metadata={"format": FORMAT}),
+    }
+    files.replace_files(contents)
     return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]
 
 

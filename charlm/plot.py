@@ -3,8 +3,10 @@ and the bpc of a run's --eval-also text (dashed) where it has one."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+from . import files
 from .errors import CharLMError
 from .reporting import read_metrics
 
@@ -72,8 +74,9 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
     axes[1].legend(fontsize=8, loc="upper right")
     fig.suptitle("charlm runs (★ best validation)")
     fig.tight_layout()
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=DPI)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=DPI)
     plt.close(fig)
+    output = Path(output)
+    files.replace_files({output: png.getvalue()})  # whole or not at all; an OSError says why
     return output

@@ -46,8 +46,7 @@ class MetricsLog:
         if self.lock:
             self.lock.check(row.get("step", row.get("resume", 0)))
         try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
+            append_line(self.path, json.dumps(row) + "\n")
         except OSError as e:
             self.warn(e)
 
@@ -63,6 +62,20 @@ class MetricsLog:
         if not self.warned:
             print(f"warning: {self.path}: cannot write metrics ({error.strerror}); training goes on", file=sys.stderr)
             self.warned = True
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append `line` whole or not at all: a full disk cut a row short, and the next row, once there was
+    room, was glued onto it and lost with it."""
+    data = memoryview(line.encode("utf-8"))
+    with open(path, "ab", buffering=0) as f:
+        start = f.seek(0, 2)
+        try:
+            while data:
+                data = data[f.write(data) :]
+        except OSError:
+            f.truncate(start)
+            raise
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

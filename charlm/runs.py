@@ -20,7 +20,7 @@ from pathlib import Path
 
 import filelock
 
-from . import hub
+from . import files, hub
 from .errors import CharLMError
 
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -80,13 +80,23 @@ def claim_run_folder(corpus_name: str) -> tuple[float, int]:
     """Create the first free `run_name(corpus_name, now, number)` and return (now, number). os.mkdir
     fails on an existing folder, so two runs started at once never get the same one."""
     stamp, number = time.time(), 1
-    CHECKPOINT_ROOT.mkdir(parents=True, exist_ok=True)
+    make_folder(CHECKPOINT_ROOT)
     while True:
         try:
             run_name(corpus_name, stamp, number).mkdir()
             return stamp, number
         except FileExistsError:
             number += 1
+        except OSError as e:
+            raise files.cannot_write(run_name(corpus_name, stamp, number), e, "the run folder") from None
+
+
+def make_folder(folder: Path) -> None:
+    """`mkdir -p folder`; a file in the way, a folder not writable or a full disk is one line naming it."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise files.cannot_write(folder, e, "the run folder") from None
 
 
 class RunLock:
@@ -109,7 +119,7 @@ class RunLock:
         self.identity: tuple[int, int] | None = None  # (device, inode) of the .lock we hold
 
     def __enter__(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent)
         try:
             self.lock.acquire()
         except filelock.Timeout:

@@ -18,6 +18,7 @@ import importlib.util
 import re
 from pathlib import Path
 
+from . import files
 from .corpus import CACHE_ROOT
 from .errors import CharLMError
 
@@ -75,9 +76,6 @@ def shakespeare_files() -> tuple[Path, Path]:
         for play in plays:
             text = markdown_to_text(play.read_text(encoding="utf-8"))
             (val if play.stem in VALIDATION_PLAYS else train).append(text)
-        cache.mkdir(parents=True, exist_ok=True)
-        for path, parts in ((train_file, train), (val_file, val)):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("\n".join(parts), encoding="utf-8")
-            tmp.replace(path)
+        converted = {train_file: "\n".join(train).encode("utf-8"), val_file: "\n".join(val).encode("utf-8")}
+        files.write_files(converted, cache)  # whole or not at all: a full disk leaves no half of the plays
     return train_file, val_file

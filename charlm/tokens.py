@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import catalog
+from . import catalog, files
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, source_files
 from .errors import CharLMError
@@ -124,11 +124,12 @@ def prepare(
         except CharLMError as e:
             if not quiet:
                 tqdm.write(f"rebuilding {folder}: {e}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
     private = private_name(folder, "tmp")
-    private.mkdir()
     try:
+        private.mkdir(parents=True)
         return publish(build(parts, config, options, private, quiet, base), folder)
+    except OSError as e:  # a full disk, or a file where the cache folder goes (the sources' reads say their own)
+        raise files.cannot_write(folder.parent, e, "the corpus cache") from None
     finally:
         shutil.rmtree(private, ignore_errors=True)  # gone if published; else the copy that came second
 
@@ -195,7 +196,7 @@ def publish(built: Prepared, folder: Path) -> Prepared:
             return dataclasses.replace(built, folder=folder)
         except OSError as e:
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise CharLMError(f"{folder}: cannot write the corpus cache ({e.strerror})") from None
+                raise
         try:
             return Prepared(folder, *load_prepared(folder))
         except CharLMError:

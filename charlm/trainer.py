@@ -99,6 +99,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
+        self.samples_warned = False  # samples.txt could not be written, and the run said so
         self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and chars at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
         self.lock: runs.RunLock | None = None  # rank 0's lock on the run folder, while it trains
@@ -284,8 +285,14 @@ class Trainer:
         text = generate(self.result, "", length=SAMPLE_CHARS, random_seed=self.progress.step)[0]
         block = f"--- sample at step {self.progress.step} (val {self.progress.val_bpc:.3f} bpc) ---\n{text.strip()}\n"
         tqdm.write(block)
-        with open(self.run_dir / runs.SAMPLES, "a", encoding="utf-8") as f:
-            f.write(block + "\n")
+        try:  # best effort, as metrics.jsonl: the checkpoints decide whether a full disk stops the run
+            with open(self.run_dir / runs.SAMPLES, "a", encoding="utf-8") as f:
+                f.write(block + "\n")
+        except OSError as e:
+            if not self.samples_warned:
+                warning = f"warning: {self.run_dir / runs.SAMPLES}: cannot write ({e.strerror}); training goes on"
+                tqdm.write(warning, file=sys.stderr)
+                self.samples_warned = True
 
     def checkpoint(self) -> Checkpoint:
         """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
@@ -324,8 +331,14 @@ class Trainer:
                     tqdm.write(f"warning: {error}; training goes on (--save-errors warn)", file=sys.stderr)
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return
-            raise CharLMError(f"{error}; training stopped at step {self.progress.step}")
+            raise CharLMError(f"{error}; training stopped at step {self.progress.step}{self.resume_note()}")
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
+
+    def resume_note(self) -> str:
+        """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
+        if self.saved_step is None:
+            return ""
+        return f"; resume it from step {self.saved_step} with charlm train --resume {self.run_dir}"
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
 import os
+import resource
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -137,6 +141,21 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), output
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+@contextlib.contextmanager
+def file_size_limit(size: int) -> Iterator[None]:
+    """Writes past `size` bytes fail (EFBIG), as on a full disk: this process's soft RLIMIT_FSIZE, with
+    SIGXFSZ ignored so the write returns the error; no root needed. Keep output quiet inside: pytest's
+    own capture files are held to the limit too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
 
 
 def latest(run: str) -> Checkpoint:

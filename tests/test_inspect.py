@@ -30,7 +30,7 @@ from charlm.ngram import KneserNey, modified_discounts
 from charlm.scoring import Surprise, Trace, bits_per_char, surprise, trace
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model, missing
+from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -269,6 +269,19 @@ def test_inspect_command_writes_the_page_and_prints_the_tables(fox_file, tmp_pat
     assert shown.exit_code == 0, shown.output
     for heading in ("bits per character", "feature", "gate", "class", "n-gram order", "hardest spans"):
         assert heading in shown.output
+
+
+def test_an_inspect_page_for_a_full_disk_keeps_the_earlier_page_and_says_what_to_do(fox_file, tmp_path):
+    """On a full disk (a file size limit here) the page was cut short where the earlier one stood, after
+    the minutes of inspecting, and the error was `Error: file: File too large`."""
+    assert cli("train", str(fox_file), *TINY_ARGS, "--max-steps", "5", "--out", "fox").exit_code == 0
+    args = ["inspect", "fox", str(fox_file), "--output", "fox.html", "--max-chars", "100", "--quiet"]
+    assert cli(*args).exit_code == 0
+    before = (tmp_path / "fox.html").read_bytes()
+    with file_size_limit(4000):
+        result = cli(*args)
+    assert_one_line_error(result, "--output fox.html: cannot write (File too large); free space on its disk")
+    assert (tmp_path / "fox.html").read_bytes() == before and not list(tmp_path.glob(".fox.html*"))
 
 
 def test_inspect_command_errors_are_one_line(fox_file, tmp_path):

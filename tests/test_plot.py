@@ -10,7 +10,7 @@ from charlm import runs, tables
 from charlm.plot import HEIGHT, WIDTH
 from charlm.reporting import read_metrics
 
-from .conftest import block_import, cli, missing
+from .conftest import assert_one_line_error, block_import, cli, file_size_limit, missing
 
 
 def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
@@ -29,6 +29,17 @@ def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
     assert f"1x48 lstm {parameters / 1e3:.0f}k" in table[2]  # a model under a million parameters was "0.0M"
     assert cli("plot", "--output", "latest.png").output == "wrote latest.png\n"  # no RUN: the latest run
     assert (fox_file.parent / "latest.png").read_bytes()[:8] == png[:8]
+
+
+def test_a_plot_for_a_full_disk_keeps_the_earlier_png_and_says_what_to_do(fox_file, tiny):
+    """On a full disk (a file size limit here) the PNG was cut short and the error was `Error: file: File too large`."""
+    charlm.train(fox_file, out="small", **tiny)
+    assert cli("plot", "small", "--output", "curves.png").exit_code == 0
+    before = (fox_file.parent / "curves.png").read_bytes()
+    with file_size_limit(len(before) // 2):
+        result = cli("plot", "small", "--output", "curves.png")
+    assert_one_line_error(result, "--output curves.png: cannot write (File too large); free space on its disk")
+    assert (fox_file.parent / "curves.png").read_bytes() == before and not list(fox_file.parent.glob(".curves*"))
 
 
 def test_runs_lines_up_its_columns_under_chinese_run_names(fox_file, tiny):

@@ -9,9 +9,9 @@ import charlm
 from charlm.checkpoint import Progress
 from charlm.config import Config
 from charlm.errors import CharLMError
-from charlm.reporting import Reporter, read_metrics
+from charlm.reporting import MetricsLog, Reporter, read_metrics
 
-from .conftest import block_import
+from .conftest import block_import, file_size_limit
 
 KEYS = {"step", "elapsed", "chars", "train_bpc", "val_bpc", "lr", "chars_per_s"}
 
@@ -122,3 +122,15 @@ def test_a_resumed_runs_time_left_is_the_budget_left(tmp_path):
     reporter.bar.n = progress.step
     assert reporter.bar.total == 6_100 and "<00:50" in str(reporter.bar)
     reporter.close()
+
+
+def test_a_row_the_disk_had_no_room_for_leaves_no_half_line_to_glue_the_next_onto(tmp_path, capsys):
+    """A full disk cut a metrics row short; the next row, once there was room, was appended to that half
+    line and lost with it (a reader skips a line that is not JSON)."""
+    log = MetricsLog(tmp_path)
+    log.append({"step": 1, "train_bpc": 4.0})
+    with file_size_limit(log.path.stat().st_size + 10):
+        log.append({"step": 2, "train_bpc": 3.9})  # does not fit: a warning, training goes on
+    log.append({"step": 3, "train_bpc": 3.8})
+    assert [row["step"] for row in read_metrics(tmp_path)] == [1, 3]
+    assert capsys.readouterr().err.count("cannot write metrics (File too large); training goes on") == 1

@@ -199,6 +199,18 @@ def test_a_run_that_fails_before_training_leaves_no_folder(fox_file, tiny, tmp_p
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
+@pytest.mark.parametrize(("in_the_way", "out"), [("checkpoints", None), ("a_file", "a_file/run")])
+def test_a_file_where_the_run_folder_goes_is_one_line_naming_it(fox_file, tiny, tmp_path, in_the_way, out):
+    """`checkpoints: File exists` and `a_file/run: Not a directory`, and from charlm.train a bare OSError."""
+    (tmp_path / in_the_way).write_text("mine\n")
+    folder = "checkpoints" if out is None else out
+    with pytest.raises(CharLMError) as error:
+        charlm.train(fox_file, out=out, **tiny)
+    assert str(error.value).startswith(f"{folder}: cannot write the run folder (")
+    assert "a file is in the way of its folder: move it, or write elsewhere" in str(error.value)
+    assert (tmp_path / in_the_way).read_text() == "mine\n"
+
+
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_ranks_under_torchrun_share_the_folder_rank_0_claims(fox_file, tmp_path):
     torchrun("train", str(fox_file), *cli_options(max_steps=5))

@@ -18,6 +18,8 @@ from charlm.errors import CharLMError
 from charlm.tokens import load_corpus, prepare
 from charlm.vocab import UNKNOWN, UnknownCharacterWarning, Vocab
 
+from .conftest import assert_one_line_error, cli, file_size_limit
+
 TEXT = "Café\r\nnaïve e\u0301clair ﬁn — 宝玉道：“好！”\n" * 40
 
 
@@ -204,3 +206,25 @@ def test_each_pass_has_a_bar_over_the_files_bytes(tmp_path, capsys, tokenizer):
         ["counting", "training tokenizer", "encoding"] if tokenizer == "sentencepiece" else ["counting", "encoding"]
     )
     assert finals == {name: (size, size) for name in passes}
+
+
+def test_a_cache_that_cannot_be_written_names_it_and_says_what_to_do(tmp_path, monkeypatch):
+    """On a full disk the error was `Error: file: File too large`, naming no file; with a file where the
+    cache folder goes, `corpora/cache: File exists`."""
+    write(tmp_path, "a.txt", TEXT * 10)
+    with file_size_limit(1000):
+        result = cli("corpus", "prepare", "a.txt", "--quiet")
+    assert_one_line_error(
+        result, "corpora/cache: cannot write the corpus cache (File too large); free space on its disk"
+    )
+    assert list((tmp_path / "corpora/cache").iterdir()) == []  # no private folder left
+    assert cli("corpus", "prepare", "a.txt", "--quiet").exit_code == 0  # once there is room
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "corpora").mkdir(parents=True)
+    (elsewhere / "corpora/cache").write_text("not a folder")
+    monkeypatch.chdir(elsewhere)
+    assert_one_line_error(
+        cli("corpus", "prepare", "../a.txt", "--quiet"),
+        "corpora/cache: cannot write the corpus cache (",
+        "a file is in the way of its folder",
+    )

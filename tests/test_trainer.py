@@ -9,16 +9,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, runs, train_state, trainer
+from charlm import api, checkpoint, files, runs, train_state, trainer
 from charlm.errors import CharLMError
 from charlm.model import CharLM, FullHead
 
-from .conftest import TRAIN_ARGS, cli, latest, run_cli, start_training, wait_for
+from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_training, wait_for
 
 
 def assert_same_weights(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint) -> None:
@@ -258,6 +259,33 @@ def test_a_full_disk_keeps_the_previous_checkpoint(fox_file, small_disk):
     ]  # no temporary, no lock
 
 
+def test_a_full_disk_mid_run_says_what_to_do_and_the_run_resumes_once_there_is_room(fox_file, tiny):
+    """A checkpoint that could not be written stopped the run without saying what to do or how to go on."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    run = Path("checkpoints/run")
+    with file_size_limit((run / "latest.pt").stat().st_size // 2), pytest.raises(CharLMError) as error:
+        charlm.train(resume="run", max_steps=30)
+    assert str(error.value) == (
+        "checkpoints/run/latest.pt: could not write checkpoint (File too large); the previous one is intact; free "
+        "space on its disk (or raise the file size limit, ulimit -f); training stopped at step 20; resume it from "
+        "step 10 with charlm train --resume checkpoints/run"
+    )
+    assert sorted(p.name for p in run.iterdir()) == ["best.pt", "latest.pt", "metrics.jsonl", "run.json"]
+    assert latest("run").progress.step == 10
+    charlm.train(resume="run", max_steps=30)
+    assert latest("run").progress.step == 30
+
+
+def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox_file, tiny, capsys):
+    """samples.txt, unlike metrics.jsonl, stopped the run when it could not be written: a traceback-less
+    `Error: ...: Is a directory` at the first sample, the rest of the run untrained."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    (Path("checkpoints/run") / runs.SAMPLES).mkdir()  # a write that fails, whoever runs the test
+    charlm.train(resume="run", max_steps=30, sample_every=1, quiet=False)
+    assert latest("run").progress.step == 30
+    assert capsys.readouterr().err.count("samples.txt: cannot write (Is a directory); training goes on") == 1
+
+
 def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch):
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
     good = latest("run")
@@ -266,11 +294,11 @@ def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch
     def failing_fsync(fd):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    monkeypatch.setattr(files.os, "fsync", failing_fsync)
     with pytest.raises(CharLMError, match="Input/output error.*training stopped at step 20"):
         charlm.train(resume="run", max_steps=30)
     charlm.train(resume="run", max_steps=30, save_errors="warn")  # warns, trains on, nothing saved
-    monkeypatch.setattr(checkpoint.os, "fsync", real_fsync)
+    monkeypatch.setattr(files.os, "fsync", real_fsync)
     assert_same_weights(latest("run"), good)
 
 
@@ -326,7 +354,7 @@ def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file,
     def failing_fsync(fd):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", failing_fsync)
+    monkeypatch.setattr(files.os, "fsync", failing_fsync)
     result = cli("train", "--resume", "run", "--max-steps", "30", "--save-errors", "warn")
     assert result.exit_code == 0, result.output
     assert "saved in" not in result.output

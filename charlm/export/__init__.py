@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from .. import checkpoint, outputs, runs
+from .. import checkpoint, files, outputs, runs
 from ..errors import CharLMError
 from ..reporting import is_number
 
@@ -52,7 +52,10 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
         def write(saved, out):
             return write_html(saved, out, about(saved, run_dir), weights)
 
-    written = write(saved, out)
+    try:
+        written = write(saved, out)
+    except OSError as e:  # a full disk: the writers leave no half file (files.py); say which and what to do
+        raise files.cannot_write(f"--output {output}" if output else out, e) from None
     record(run_dir, format, written, weights)
     return written
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import files
 from ..checkpoint import Checkpoint
 from ..errors import CharLMError
 from ..forms import FORMS, is_cjk_punctuation, is_han, is_letter
@@ -135,6 +136,5 @@ def export(saved: Checkpoint, path: Path, about: dict, weights: str) -> Path:
     """Write the page to `path`."""
     path = Path(path)
     text = render(saved, about, weights)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    files.replace_files({path: text.encode("utf-8")})
     return path

@@ -10,6 +10,7 @@ it samples on its own (docs/export.md has the loop, numpy and onnxruntime only).
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import files
 from ..errors import CharLMError
 from ..model import CharLM
 
@@ -43,7 +45,7 @@ def state_names(model: CharLM) -> tuple[list[str], list[str]]:
 
 
 def export(model: CharLM, path: Path) -> Path:
-    """Write `model` as an ONNX file at `path` and check it loads in onnxruntime."""
+    """Write `model` as an ONNX file at `path`, once it loads in onnxruntime."""
     try:
         import onnx
         import onnxruntime
@@ -56,24 +58,25 @@ def export(model: CharLM, path: Path) -> Path:
     state = [torch.zeros(config.layers, 1, config.hidden) for _ in inputs]
     dynamic = {"ids": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
     dynamic.update({name: {1: "batch"} for name in inputs + outputs})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = io.BytesIO()  # built and checked in memory, then written whole (files.py)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing (constant shapes it does not use)
         torch.onnx.export(
             Window(model),
             (ids, *state),
-            str(path),
+            graph,
             input_names=["ids", *inputs],
             output_names=["logits", *outputs],
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
         )
-    described = onnx.load(str(path))
+    described = onnx.load_from_string(graph.getvalue())
     onnx.helper.set_model_props(described, metadata(model))
-    onnx.save(described, str(path))
-    onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    data = described.SerializeToString()
+    onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"])
+    path = Path(path)
+    files.replace_files({path: data})
     return path
 
 

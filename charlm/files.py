@@ -1,0 +1,69 @@
+"""Files written whole or not at all, and a failed write said in one line with what to do.
+
+Each file goes to a hidden temporary file beside its target, is fsynced, then renamed over the
+target. A full disk, a file size limit, Ctrl-C or a crash mid-write leaves the old file (or none),
+never the first half of a checkpoint, page or model that a reader (charlm, a browser, onnxruntime)
+would take for a whole one, and no temporary file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from .errors import CharLMError
+
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
+
+
+def remedy(error: OSError) -> str:
+    """What to do about a failed write, as a clause to append to its message ('' when unknown)."""
+    if error.errno in NO_ROOM:
+        return "; free space on its disk (or raise the file size limit, ulimit -f)"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "; make its folder writable, or write elsewhere"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST):
+        return "; a file is in the way of its folder: move it, or write elsewhere"
+    return ""
+
+
+def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMError:
+    """The one-line error for a write of `name` (a file, or the option that named it) that failed;
+    `what`: what was being written, when `name` does not say."""
+    return CharLMError(f"{name}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}")
+
+
+def replace_files(files: dict[Path, bytes]) -> None:
+    """Write every file of `files` (path -> bytes) beside its target, then rename each into place in
+    order: a write that fails leaves every target as it was, and removes what it wrote. Raises the OSError."""
+    written: list[tuple[Path, Path]] = []
+    try:
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            written.append((tmp, path))
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    for folder in dict.fromkeys(path.parent for path in files):  # the renames themselves survive a crash
+        folder_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
+
+
+def write_files(files: dict[Path, bytes], name: str | Path | None = None) -> None:
+    """`replace_files`, a failure as the one-line error naming `name` (default: the first file)."""
+    try:
+        replace_files(files)
+    except OSError as e:
+        raise cannot_write(name or next(iter(files)), e) from None
