@@ -117,6 +117,7 @@ class RunLock:
         self.pid_path = Path(run_dir) / LOCK_PID
         self.lock = filelock.FileLock(self.path, timeout=0)
         self.identity: tuple[int, int] | None = None  # (device, inode) of the .lock we hold
+        self.folder_fd: int | None = None  # the run folder, held open to tell where it went if moved
 
     def __enter__(self) -> None:
         make_folder(self.path.parent)
@@ -129,6 +130,10 @@ class RunLock:
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
         self.identity = self.file_identity()
+        try:
+            self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:
+            self.folder_fd = None
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
             scratch.write_text(f"{os.getpid()}\n")
@@ -142,6 +147,9 @@ class RunLock:
             self.path.unlink(missing_ok=True)
         self.lock.release()
         self.identity = None
+        if self.folder_fd is not None:
+            os.close(self.folder_fd)
+            self.folder_fd = None
 
     def file_identity(self) -> tuple[int, int] | None:
         try:
@@ -155,15 +163,26 @@ class RunLock:
         if self.identity is None:
             return None  # not taken
         if not self.path.parent.is_dir():
-            return f"the run folder {self.path.parent} was removed"
+            moved = self.moved_to()
+            return f"the run folder {self.path.parent} was {'removed' if moved is None else f'moved to {moved}'}"
         if self.file_identity() != self.identity:
             return f"{self.path} was removed or replaced, so another process may train in {self.path.parent}"
         return None
 
+    def moved_to(self) -> Path | None:
+        """Where the run folder is now if it was moved (not removed) while held, where the OS says (Linux)."""
+        if self.folder_fd is None:
+            return None
+        try:
+            now = Path(os.readlink(f"/proc/self/fd/{self.folder_fd}"))  # a removed one reads "PATH (deleted)"
+        except OSError:
+            return None
+        return now if now.is_dir() and now != self.path.parent.resolve() else None
+
     def check(self, step: int) -> None:
         """Refuse to write anything more once the lock is `lost`."""
         if reason := self.lost():
-            raise CharLMError(stopped_message(reason, step))
+            raise CharLMError(stopped_message(reason, step, self.moved_to()))
 
     def owner(self) -> int | None:
         """The PID the last owner wrote, if any (it may be gone)."""
@@ -173,12 +192,15 @@ class RunLock:
             return None
 
 
-def stopped_message(reason: str, step: int) -> str:
-    """What a run that lost its folder says as it stops (`RunLock.lost` gives the reason)."""
-    return (
-        f"{reason} while training; training stopped at step {step:,} without writing anything more "
-        "(start a new run, or train into another --out)"
+def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str:
+    """What a run that lost its folder says as it stops (`RunLock.lost` gives the reason): a folder
+    moved elsewhere still holds its checkpoints, and resumes where it is now."""
+    what_to_do = (
+        "start a new run, or train into another --out"
+        if moved_to is None
+        else f"resume it from its last checkpoint with charlm train --resume {moved_to}"
     )
+    return f"{reason} while training; training stopped at step {step:,} without writing anything more ({what_to_do})"
 
 
 def _alive(pid: int) -> bool:

@@ -323,7 +323,10 @@ class Trainer:
                 error = str(e)
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
-            raise CharLMError(runs.stopped_message(lost or "rank 0's run folder was removed", self.progress.step))
+            moved_to = self.lock.moved_to() if self.lock else None
+            raise CharLMError(
+                runs.stopped_message(lost or "rank 0's run folder was removed", self.progress.step, moved_to)
+            )
         if failed:
             error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":

@@ -440,6 +440,32 @@ def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny,
     assert latest("patient").progress.step == 100
 
 
+def test_a_run_whose_folder_is_moved_stops_and_resumes_where_it_is_now(fox_file, tiny, tmp_path, monkeypatch):
+    """`mv` of a training run's folder said it "was removed" and to start a new run, while the moved
+    folder held the run's checkpoints: it now says where the folder went and how to resume it there."""
+    real_step = train_state.train_step
+    moved = tmp_path / "elsewhere" / "run"
+
+    def step_and_move(state, share):
+        loss = real_step(state, share)
+        if state.progress.step == 12:  # after the checkpoint at step 10
+            moved.parent.mkdir()
+            os.rename(tmp_path / "checkpoints/run", moved)
+        return loss
+
+    monkeypatch.setattr(train_state, "train_step", step_and_move)
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    assert "Traceback" not in result.output and result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 20 "
+        f"without writing anything more (resume it from its last checkpoint with charlm train --resume {moved})"
+    )
+    monkeypatch.setattr(train_state, "train_step", real_step)
+    assert checkpoint.read(moved / runs.LATEST).progress.step == 10
+    assert cli("train", "--resume", str(moved)).exit_code == 0
+    assert checkpoint.read(moved / runs.LATEST).progress.step == 20
+
+
 @pytest.mark.parametrize("removed", ["checkpoints/run", "checkpoints/run/.lock"])
 def test_a_run_whose_folder_is_removed_stops_and_writes_nothing(fox_file, tiny, tmp_path, monkeypatch, removed):
     """`rm -rf` of a training run's folder went unnoticed: the run recreated it (without run.json or
