@@ -107,6 +107,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     read_eval_also(config, corpus.vocab)  # a bad --eval-also fails before the size is measured
     if out is not None:
         free_out_folder(out)  # and so does a taken --out
+    runs.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))  # or a file in its way
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
     if base is not None:
         reasons.update({name: f"the base run's ({base.record.run})" for name in ARCHITECTURE if name in PLANNED})

@@ -91,6 +91,17 @@ def claim_run_folder(corpus_name: str) -> tuple[float, int]:
             raise files.cannot_write(run_name(corpus_name, stamp, number), e, "the run folder") from None
 
 
+def check_can_make(folder: Path) -> None:
+    """Refuse at once, not after minutes of planning and measuring, a run folder that a file stands in
+    the way of (`--out notes.txt/run`, or a file named `checkpoints`)."""
+    for place in (Path(folder), *Path(folder).parents):
+        if place.exists() or place.is_symlink():
+            if not place.is_dir():
+                where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
+                raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere (--out)")
+            return
+
+
 def make_folder(folder: Path) -> None:
     """`mkdir -p folder`; a file in the way, a folder not writable or a full disk is one line naming it."""
     try:

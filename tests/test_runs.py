@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import runs
+from charlm import runs, sizing
 from charlm.errors import CharLMError
 
 from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, run_cli, start_training, wait_for
@@ -199,15 +199,22 @@ def test_a_run_that_fails_before_training_leaves_no_folder(fox_file, tiny, tmp_p
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
-@pytest.mark.parametrize(("in_the_way", "out"), [("checkpoints", None), ("a_file", "a_file/run")])
-def test_a_file_where_the_run_folder_goes_is_one_line_naming_it(fox_file, tiny, tmp_path, in_the_way, out):
-    """`checkpoints: File exists` and `a_file/run: Not a directory`, and from charlm.train a bare OSError."""
+@pytest.mark.parametrize(
+    ("in_the_way", "out", "said"),
+    [("checkpoints", None, "where the run folder goes"), ("a_file", "a_file/run", "in the way of a_file/run")],
+)
+def test_a_file_where_the_run_folder_goes_is_one_line_naming_it(fox_file, tmp_path, monkeypatch, in_the_way, out, said):
+    """`checkpoints: File exists` and `a_file/run: Not a directory`, and from charlm.train a bare OSError;
+    then the line came only after the size probe had measured for seconds: it now comes before."""
     (tmp_path / in_the_way).write_text("mine\n")
-    folder = "checkpoints" if out is None else out
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the size probe ran before the run folder was checked")
+
+    monkeypatch.setattr(sizing, "Probe", no_probe)
     with pytest.raises(CharLMError) as error:
-        charlm.train(fox_file, out=out, **tiny)
-    assert str(error.value).startswith(f"{folder}: cannot write the run folder (")
-    assert "a file is in the way of its folder: move it, or write elsewhere" in str(error.value)
+        charlm.train(fox_file, out=out, layers=1, max_time="30s", quiet=True)
+    assert str(error.value) == f"{in_the_way} is a file {said}; move it, or write the run elsewhere (--out)"
     assert (tmp_path / in_the_way).read_text() == "mine\n"
 
 
