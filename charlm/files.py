@@ -53,12 +53,24 @@ def replace_files(files: dict[Path, bytes]) -> None:
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
         raise
-    for folder in dict.fromkeys(path.parent for path in files):  # the renames themselves survive a crash
+    for folder in dict.fromkeys(path.parent for path in files):
+        sync_folder(folder)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames into `folder` survive a crash, where the OS lets a folder be opened and synced
+    (POSIX). On Windows opening a folder is refused: the files are in place by then, so a write that
+    worked is not reported as failed (every checkpoint was, there)."""
+    try:
         folder_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(folder_fd)
-        finally:
-            os.close(folder_fd)
+    except OSError:
+        return
+    try:
+        os.fsync(folder_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(folder_fd)
 
 
 def write_files(files: dict[Path, bytes], name: str | Path | None = None) -> None:
