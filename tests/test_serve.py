@@ -329,6 +329,24 @@ def test_include_usage_adds_a_usage_chunk_and_every_other_chunk_has_usage_null(s
     assert plain and all("usage" not in c and c["choices"] for c in plain)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/completions", {"prompt": "a"}), ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]})],
+)
+def test_stream_options_without_a_stream_is_refused_as_openai_refuses_it(server, path, body):
+    """stream_options with no `stream: true` was accepted and did nothing: a client that asked for a
+    usage chunk got a plain body and no word why. OpenAI answers 400 naming stream_options."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for stream in ({}, {"stream": False}):
+        asked = {**body, **stream, "max_tokens": 1, "stream_options": {"include_usage": True}}
+        response = httpx.post(f"{url}{path}", json=asked, headers=headers)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "stream_options"
+        assert "stream: true" in response.json()["error"]["message"]
+    plain = httpx.post(f"{url}{path}", json={**body, "max_tokens": 1, "stream_options": None}, headers=headers)
+    assert plain.status_code == 200
+
+
 def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
     """OpenAI: "Each chunk has the same timestamp". Each chunk read the clock, so a stream that crossed
     a second changed its `created` midway; here a clock that ticks a second at every reading makes
@@ -495,7 +513,7 @@ def test_a_chat_stream_gives_the_role_once_per_choice(client):
         ({"extra_body": {"repetition_penalty": 1.2, "repeat_penalty": 1.3}}, "repeat_penalty"),
         ({"extra_body": {"temprature": 1}}, "temprature"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
-        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
     ],
 )
 def test_bad_fields_are_400_errors_naming_the_field(client, options, param):

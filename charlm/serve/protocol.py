@@ -275,9 +275,15 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         raise APIError(
             400, "repetition_penalty and repeat_penalty disagree; give one", "repeat_penalty", "invalid_value"
         )
+    stream = boolean(body, "stream", False)
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
+    if stream_options is not None and not stream:  # OpenAI refuses it too: a client expecting usage gets none
+        raise APIError(
+            400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
+            "invalid_value",
+        )  # fmt: skip
     seed = integer(body, "seed", None, -1, SEED_LIMIT)
     string(body, "user")
     stops = strings(body, "stop", MAX_STOPS) or []
@@ -298,7 +304,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         top_k=None if top_k is None or top_k <= 0 else top_k,  # 0 and -1: off, as in llama.cpp and vLLM
         repetition_penalty=given[0] if given else 1.0,
         n=n,
-        stream=boolean(body, "stream", False),
+        stream=stream,
         stops=tuple(stops),
         seed=None if seed in (None, -1) else seed,
         logprobs=None,
