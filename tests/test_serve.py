@@ -492,6 +492,50 @@ def test_a_chat_stream_gives_the_role_once_per_choice(client):
     assert roles == [(0, "assistant"), (1, "assistant")] and len(chunks) > 4
 
 
+def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_them(client, server, tiny_model):
+    """OpenAI's reference requires `refusal` (null: no refusal) in a chat message and in chat logprobs,
+    gives it in a stream's first delta, and gives `system_fingerprint` on every completion and chunk.
+    charlm's had none of them: a client checking replies against the reference refused them, and the
+    official client read None where a fingerprint should tell it when a seed may give another text."""
+    import copy
+
+    from charlm.serve.completion import fingerprint
+
+    messages = [{"role": "user", "content": "a"}]
+    raw = client.chat.completions.with_raw_response.create(model="tiny", messages=messages, max_tokens=5, logprobs=True)
+    body, reply = json.loads(raw.text), raw.parse()
+    choice = body["choices"][0]
+    assert choice["message"]["refusal"] is None and {"role", "content", "refusal"} <= set(choice["message"])
+    assert choice["logprobs"]["refusal"] is None and len(choice["logprobs"]["content"]) == 5
+    assert reply.system_fingerprint == body["system_fingerprint"] == fingerprint(tiny_model)
+    assert (
+        client.completions.create(model="tiny", prompt="a", max_tokens=1).system_fingerprint == reply.system_fingerprint
+    )
+    changed = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1
+    assert fingerprint(changed) != fingerprint(tiny_model)
+
+    url, _ = server
+    asked = {"model": "tiny", "messages": messages, "max_tokens": 300, "n": 2, "stream": True, "logprobs": True}
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=asked, headers={"Authorization": f"Bearer {KEY}"}
+    ) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert len(chunks) > 4 and {c["system_fingerprint"] for c in chunks} == {reply.system_fingerprint}
+    deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"]) for c in chunks]
+    firsts = [next(delta for index, delta in deltas if index == i) for i in (0, 1)]
+    assert all(delta["refusal"] is None and delta["role"] == "assistant" for delta in firsts)
+    assert sum("refusal" in delta for _, delta in deltas) == 2
+    assert all(c["choices"][0]["logprobs"]["refusal"] is None for c in chunks)
+    with client.chat.completions.stream(model="tiny", messages=messages, max_tokens=50, n=2) as stream:
+        for _ in stream:  # the whole stream (get_final_completion refuses a text cut by its length)
+            pass
+        snapshot = stream.current_completion_snapshot
+    assert [c.message.refusal for c in snapshot.choices] == [None, None]
+    assert snapshot.system_fingerprint == reply.system_fingerprint
+
+
 @pytest.mark.parametrize(
     ("options", "param"),
     [
