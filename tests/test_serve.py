@@ -1530,6 +1530,19 @@ def test_page_works_from_the_keyboard(fox_run, browser):
         ActionChains(browser).send_keys(Keys.ENTER).perform()
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick "
         assert made_text(browser) == stopped
+        # Enter on Generate hands the focus to Stop, and Enter on Stop back to Generate: it fell to the
+        # page's body each time (the button pressed was disabled), so a keyboard user Tabbed from the top.
+        browser.execute_script("document.getElementById('generate').focus()")
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        assert focused(browser) == "stop"
+        wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        wait(browser, 30).until(lambda d: "stopped" in status_of(d))
+        assert focused(browser) == "generate"
+
+
+def focused(driver) -> str:
+    return driver.execute_script("return document.activeElement.id")
 
 
 def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
