@@ -1084,6 +1084,14 @@ def set_field(driver, element_id: str, value: str) -> None:
     field.send_keys(value)
 
 
+def write(driver, wait, seed: str, length: int) -> None:
+    """Generates `length` characters after `seed` and waits for the text to end."""
+    set_field(driver, "seed", seed)
+    set_field(driver, "length", str(length))
+    driver.find_element("id", "generate").click()
+    wait(driver, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+
+
 def made_text(driver) -> str:
     return driver.execute_script(
         "return [...document.querySelectorAll('#text .made')].map(s => s.textContent).join('')"
@@ -1543,6 +1551,38 @@ def test_page_works_from_the_keyboard(fox_run, browser):
 
 def focused(driver) -> str:
     return driver.execute_script("return document.activeElement.id")
+
+
+FILL_STORAGE = """
+for (let size = 1 << 22, i = 0; size >= 1; ) {
+  try { localStorage.setItem("filler" + i, "x".repeat(size)); i++; } catch (e) { size >>= 1; }
+}"""
+
+
+@pytest.mark.slow
+def test_page_says_when_a_text_is_too_big_for_the_browsers_storage(fox_run, browser):
+    """A text the browser's storage could not hold was left out of the history without a word, and a
+    seed it could not hold stopped Generate without one: the status line says the text is not kept
+    (it stays on the page, the history keeps its entries), and a key that cannot be kept is not
+    said to be saved."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        write(browser, wait, "the ", 5)
+        browser.execute_script(FILL_STORAGE)
+        write(browser, wait, "the quick brown fox ", 60)
+        assert re.fullmatch(
+            r"done \(length\): 60 characters in .*; not kept in the history: too big for this browser's storage "
+            r"\(Copy keeps it\)",
+            status_of(browser),
+        )
+        assert len(made_text(browser)) == 60 and [item["seed"] for item in page_history(browser)] == ["the "]
+        assert len(browser.find_elements("css selector", "#history li")) == 1
+        browser.execute_script("document.getElementById('keyrow').classList.add('shown')")  # as a 401 shows it
+        set_field(browser, "key", "k" * 100)
+        browser.find_element("id", "save-key").click()
+        assert status_of(browser).startswith("key not saved: this browser's storage is full")
 
 
 def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
