@@ -275,6 +275,13 @@ def test_the_server_and_generate_drive_one_engine_to_the_same_text(client, tiny_
     assert served == [text[len("the ") :] for text in made]
 
 
+def test_a_negative_seed_is_taken_as_openai_and_generate_take_it(client, tiny_model):
+    """OpenAI's seed is any 64-bit integer, and `charlm.generate` takes a negative one; the server refused
+    all but -1 (which stays llama.cpp's "pick one")."""
+    made = generate(tiny_model, "the ", length=20, temperature=1.0, num_samples=2, random_seed=-5)
+    assert complete(client, max_tokens=20, n=2, seed=-5) == [text[len("the ") :] for text in made]
+
+
 def test_completion_counts_characters_and_streaming_gives_the_same_text(client, tiny_model):
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=50, seed=11, temperature=0.9)
     choice = response.choices[0]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import forms
-from ..config import MAX_REPETITION_PENALTY, SampleConfig
+from ..config import MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
 from ..errors import CharLMError
 from .config import ServeConfig
 
@@ -284,7 +284,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
             400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
             "invalid_value",
         )  # fmt: skip
-    seed = integer(body, "seed", None, -1, SEED_LIMIT)
+    seed = integer(body, "seed", None, SEED_RANGE[0], SEED_LIMIT)  # any 64-bit seed, as OpenAI and generate take
     string(body, "user")
     stops = strings(body, "stop", MAX_STOPS) or []
     if "" in stops:
