@@ -575,6 +575,19 @@ def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
     assert error["message"]
 
 
+def test_a_prompt_of_token_ids_is_refused_saying_why(client):
+    """OpenAI takes token ids as a prompt; charlm reads text, and its 400 said "prompt must be a string or
+    a list of strings, not a list" of a list, which told the client nothing."""
+    for prompt, item in (([464, 3290], "an integer"), ([[464, 3290]], "a list")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.completions.create(model="tiny", prompt=prompt)
+        message = caught.value.body["message"]
+        assert message.startswith(f"prompt must be a string or a list of strings; prompt[0] is {item}")
+        assert "token ids are not taken" in message and caught.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError, match=r"stop\[1\] is an integer$"):
+        client.completions.create(model="tiny", prompt="a", stop=["x", 1])
+
+
 def test_a_chat_over_max_prompt_says_the_messages_are_joined(client):
     """999 characters of content were refused as "the prompt has 1,001 characters": the count included
     the blank lines the adapter adds, which the message did not say."""

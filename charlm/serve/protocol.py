@@ -211,10 +211,16 @@ def strings(body: dict, name: str, most: int) -> list[str] | None:
     if value is None:
         return None
     values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+    if not isinstance(values, list):
         raise APIError(
             400, f"{name} must be a string or a list of strings, not {json_type(value)}", name, "invalid_type"
         )
+    for i, v in enumerate(values):
+        if not isinstance(v, str):  # "not a list" said nothing about what was wrong in the list
+            ids = name == "prompt" and isinstance(v, (int, list))  # OpenAI takes token ids there; charlm reads text
+            hint = " (token ids are not taken: a charlm token is a character; send the text)" if ids else ""
+            message = f"{name} must be a string or a list of strings; {name}[{i}] is {json_type(v)}{hint}"
+            raise APIError(400, message, name, "invalid_type")
     if len(values) > most:
         raise APIError(400, f"{name} may hold at most {most} strings, not {len(values)}", name, "invalid_value")
     return values
