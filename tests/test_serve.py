@@ -275,6 +275,13 @@ def test_the_server_and_generate_drive_one_engine_to_the_same_text(client, tiny_
     assert served == [text[len("the ") :] for text in made]
 
 
+def test_a_negative_seed_is_taken_as_openai_and_generate_take_it(client, tiny_model):
+    """OpenAI's seed is any 64-bit integer, and `charlm.generate` takes a negative one; the server refused
+    all but -1 (which stays llama.cpp's "pick one")."""
+    made = generate(tiny_model, "the ", length=20, temperature=1.0, num_samples=2, random_seed=-5)
+    assert complete(client, max_tokens=20, n=2, seed=-5) == [text[len("the ") :] for text in made]
+
+
 def test_completion_counts_characters_and_streaming_gives_the_same_text(client, tiny_model):
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=50, seed=11, temperature=0.9)
     choice = response.choices[0]
@@ -327,6 +334,24 @@ def test_include_usage_adds_a_usage_chunk_and_every_other_chunk_has_usage_null(s
     with httpx.stream("POST", f"{url}{path}", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
         plain = [json.loads(line[6:]) for line in r.iter_lines() if line.strip() and line != "data: [DONE]"]
     assert plain and all("usage" not in c and c["choices"] for c in plain)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/v1/completions", {"prompt": "a"}), ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a"}]})],
+)
+def test_stream_options_without_a_stream_is_refused_as_openai_refuses_it(server, path, body):
+    """stream_options with no `stream: true` was accepted and did nothing: a client that asked for a
+    usage chunk got a plain body and no word why. OpenAI answers 400 naming stream_options."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for stream in ({}, {"stream": False}):
+        asked = {**body, **stream, "max_tokens": 1, "stream_options": {"include_usage": True}}
+        response = httpx.post(f"{url}{path}", json=asked, headers=headers)
+        assert response.status_code == 400 and response.json()["error"]["param"] == "stream_options"
+        assert "stream: true" in response.json()["error"]["message"]
+    plain = httpx.post(f"{url}{path}", json={**body, "max_tokens": 1, "stream_options": None}, headers=headers)
+    assert plain.status_code == 200
 
 
 def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
@@ -474,6 +499,50 @@ def test_a_chat_stream_gives_the_role_once_per_choice(client):
     assert roles == [(0, "assistant"), (1, "assistant")] and len(chunks) > 4
 
 
+def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_them(client, server, tiny_model):
+    """OpenAI's reference requires `refusal` (null: no refusal) in a chat message and in chat logprobs,
+    gives it in a stream's first delta, and gives `system_fingerprint` on every completion and chunk.
+    charlm's had none of them: a client checking replies against the reference refused them, and the
+    official client read None where a fingerprint should tell it when a seed may give another text."""
+    import copy
+
+    from charlm.serve.completion import fingerprint
+
+    messages = [{"role": "user", "content": "a"}]
+    raw = client.chat.completions.with_raw_response.create(model="tiny", messages=messages, max_tokens=5, logprobs=True)
+    body, reply = json.loads(raw.text), raw.parse()
+    choice = body["choices"][0]
+    assert choice["message"]["refusal"] is None and {"role", "content", "refusal"} <= set(choice["message"])
+    assert choice["logprobs"]["refusal"] is None and len(choice["logprobs"]["content"]) == 5
+    assert reply.system_fingerprint == body["system_fingerprint"] == fingerprint(tiny_model)
+    assert (
+        client.completions.create(model="tiny", prompt="a", max_tokens=1).system_fingerprint == reply.system_fingerprint
+    )
+    changed = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        next(changed.parameters()).view(-1)[0] += 1
+    assert fingerprint(changed) != fingerprint(tiny_model)
+
+    url, _ = server
+    asked = {"model": "tiny", "messages": messages, "max_tokens": 300, "n": 2, "stream": True, "logprobs": True}
+    with httpx.stream(
+        "POST", f"{url}/v1/chat/completions", json=asked, headers={"Authorization": f"Bearer {KEY}"}
+    ) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert len(chunks) > 4 and {c["system_fingerprint"] for c in chunks} == {reply.system_fingerprint}
+    deltas = [(c["choices"][0]["index"], c["choices"][0]["delta"]) for c in chunks]
+    firsts = [next(delta for index, delta in deltas if index == i) for i in (0, 1)]
+    assert all(delta["refusal"] is None and delta["role"] == "assistant" for delta in firsts)
+    assert sum("refusal" in delta for _, delta in deltas) == 2
+    assert all(c["choices"][0]["logprobs"]["refusal"] is None for c in chunks)
+    with client.chat.completions.stream(model="tiny", messages=messages, max_tokens=50, n=2) as stream:
+        for _ in stream:  # the whole stream (get_final_completion refuses a text cut by its length)
+            pass
+        snapshot = stream.current_completion_snapshot
+    assert [c.message.refusal for c in snapshot.choices] == [None, None]
+    assert snapshot.system_fingerprint == reply.system_fingerprint
+
+
 @pytest.mark.parametrize(
     ("options", "param"),
     [
@@ -495,7 +564,7 @@ def test_a_chat_stream_gives_the_role_once_per_choice(client):
         ({"extra_body": {"repetition_penalty": 1.2, "repeat_penalty": 1.3}}, "repeat_penalty"),
         ({"extra_body": {"temprature": 1}}, "temprature"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
-        ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
     ],
 )
 def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
@@ -504,6 +573,19 @@ def test_bad_fields_are_400_errors_naming_the_field(client, options, param):
     error = caught.value.body
     assert caught.value.status_code == 400 and error["param"] == param and error["type"] == "invalid_request_error"
     assert error["message"]
+
+
+def test_a_prompt_of_token_ids_is_refused_saying_why(client):
+    """OpenAI takes token ids as a prompt; charlm reads text, and its 400 said "prompt must be a string or
+    a list of strings, not a list" of a list, which told the client nothing."""
+    for prompt, item in (([464, 3290], "an integer"), ([[464, 3290]], "a list")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.completions.create(model="tiny", prompt=prompt)
+        message = caught.value.body["message"]
+        assert message.startswith(f"prompt must be a string or a list of strings; prompt[0] is {item}")
+        assert "token ids are not taken" in message and caught.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError, match=r"stop\[1\] is an integer$"):
+        client.completions.create(model="tiny", prompt="a", stop=["x", 1])
 
 
 def test_a_chat_over_max_prompt_says_the_messages_are_joined(client):
@@ -1022,6 +1104,14 @@ def set_field(driver, element_id: str, value: str) -> None:
     field.send_keys(value)
 
 
+def write(driver, wait, seed: str, length: int) -> None:
+    """Generates `length` characters after `seed` and waits for the text to end."""
+    set_field(driver, "seed", seed)
+    set_field(driver, "length", str(length))
+    driver.find_element("id", "generate").click()
+    wait(driver, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+
+
 def made_text(driver) -> str:
     return driver.execute_script(
         "return [...document.querySelectorAll('#text .made')].map(s => s.textContent).join('')"
@@ -1401,7 +1491,8 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
 
         def generate() -> str:
             browser.find_element("id", "generate").click()
-            wait(browser, 15).until(lambda d: d.find_element("id", "stop").is_enabled() or "not" in status())
+            # Stop is enabled while the request is in flight, refused or not: wait for the text or the refusal.
+            wait(browser, 15).until(lambda d: made_text(d) or status().startswith("not written"))
             return status()
 
         def status() -> str:
@@ -1468,6 +1559,51 @@ def test_page_works_from_the_keyboard(fox_run, browser):
         ActionChains(browser).send_keys(Keys.ENTER).perform()
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick "
         assert made_text(browser) == stopped
+        # Enter on Generate hands the focus to Stop, and Enter on Stop back to Generate: it fell to the
+        # page's body each time (the button pressed was disabled), so a keyboard user Tabbed from the top.
+        browser.execute_script("document.getElementById('generate').focus()")
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        assert focused(browser) == "stop"
+        wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
+        ActionChains(browser).send_keys(Keys.ENTER).perform()
+        wait(browser, 30).until(lambda d: "stopped" in status_of(d))
+        assert focused(browser) == "generate"
+
+
+def focused(driver) -> str:
+    return driver.execute_script("return document.activeElement.id")
+
+
+FILL_STORAGE = """
+for (let size = 1 << 22, i = 0; size >= 1; ) {
+  try { localStorage.setItem("filler" + i, "x".repeat(size)); i++; } catch (e) { size >>= 1; }
+}"""
+
+
+@pytest.mark.slow
+def test_page_says_when_a_text_is_too_big_for_the_browsers_storage(fox_run, browser):
+    """A text the browser's storage could not hold was left out of the history without a word, and a
+    seed it could not hold stopped Generate without one: the status line says the text is not kept
+    (it stays on the page, the history keeps its entries), and a key that cannot be kept is not
+    said to be saved."""
+    model = checkpoint.load(fox_run)
+    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        write(browser, wait, "the ", 5)
+        browser.execute_script(FILL_STORAGE)
+        write(browser, wait, "the quick brown fox ", 60)
+        assert re.fullmatch(
+            r"done \(length\): 60 characters in .*; not kept in the history: too big for this browser's storage "
+            r"\(Copy keeps it\)",
+            status_of(browser),
+        )
+        assert len(made_text(browser)) == 60 and [item["seed"] for item in page_history(browser)] == ["the "]
+        assert len(browser.find_elements("css selector", "#history li")) == 1
+        browser.execute_script("document.getElementById('keyrow').classList.add('shown')")  # as a 401 shows it
+        set_field(browser, "key", "k" * 100)
+        browser.find_element("id", "save-key").click()
+        assert status_of(browser).startswith("key not saved: this browser's storage is full")
 
 
 def settings_out_of_range_are_refused_by_name(driver, wait) -> None:

@@ -226,6 +226,13 @@ async def collect(run: Completion) -> tuple[list[str], list[list[Token]], list[s
     return ["".join(t) for t in texts], tokens, reasons
 
 
+def reply(
+    run: Completion, kind: str, id_: str, choices: list[dict], use: dict | None, times: dict | None = None
+) -> dict:
+    """A response body or stream chunk of `run` (`responses.response`)."""
+    return responses.response(kind, id_, run.created, run.served.name, run.served.fingerprint, choices, use, times)
+
+
 def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
     params, choices = run.params, []
     for i, (text, reason) in enumerate(zip(texts, reasons)):
@@ -236,7 +243,7 @@ def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]]
             logprobs = responses.completion_logprobs(echoed + tokens[i], 0)
         choices.append(responses.completion_choice(i, prompt + text, logprobs, reason))
     use = responses.usage(run.prompt_chars, run.made())
-    return responses.completion(responses.new_id("cmpl"), run.created, run.served.name, choices, use, run.timings())
+    return reply(run, "text_completion", responses.new_id("cmpl"), choices, use, run.timings())
 
 
 def chat_body(
@@ -247,7 +254,7 @@ def chat_body(
         for i, (text, reason) in enumerate(zip(texts, reasons))
     ]
     use = responses.usage(run.prompt_chars, run.made())
-    return responses.chat(responses.new_id("chatcmpl"), run.created, run.served.name, choices, use, run.timings())
+    return reply(run, "chat.completion", responses.new_id("chatcmpl"), choices, use, run.timings())
 
 
 async def events(
@@ -285,8 +292,8 @@ def event(body: dict) -> str:
 def stream_completion(run: Completion) -> AsyncIterator[str]:
     params, id_, offsets = run.params, responses.new_id("cmpl"), {}
 
-    def body(choices: list[dict]) -> dict:
-        return responses.completion(id_, run.created, run.served.name, choices, None)
+    def body(choices: list[dict], use: dict | None = None) -> dict:
+        return reply(run, "text_completion", id_, choices, use)
 
     def first() -> list[dict]:
         if not params.echo:
@@ -306,16 +313,19 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         offsets[i] = offsets.get(i, 0) + len(update.text)
         return body([responses.completion_choice(i, update.text, logprobs, update.finish_reason)])
 
-    return events(run, first, chunk, lambda use: responses.completion(id_, run.created, run.served.name, [], use))
+    return events(run, first, chunk, lambda use: body([], use))
 
 
 def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
     id_, started = responses.new_id("chatcmpl"), set()
 
+    def body(choices: list[dict], use: dict | None = None) -> dict:
+        return reply(run, "chat.completion.chunk", id_, choices, use)
+
     def chunk(update: Update, i: int) -> dict:
         logprobs = responses.chat_logprobs(update.tokens or []) if wants_logprobs else None
         choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, True, i not in started)
         started.add(i)
-        return responses.chat(id_, run.created, run.served.name, [choice], None, chunk=True)
+        return body([choice])
 
-    return events(run, list, chunk, lambda use: responses.chat(id_, run.created, run.served.name, [], use, chunk=True))
+    return events(run, list, chunk, lambda use: body([], use))

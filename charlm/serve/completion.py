@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import hashlib
 import hmac
+import json
 import os
 import secrets
 import threading
@@ -23,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 import torch
 from fastapi import Request
 
+from .. import __version__
 from ..config import SampleConfig
 from ..errors import CharLMError
 from ..forms import Constrained, Template
@@ -46,6 +49,7 @@ class Served:
     model: CharLM
     engine: Engine
     created: int
+    fingerprint: str  # OpenAI's `system_fingerprint`: see `fingerprint`
     compiled: dict[Template, Constrained] = dataclasses.field(default_factory=dict)  # touched by the primer only
 
 
@@ -78,7 +82,7 @@ class Server:
                 model = loader()
                 engine = Engine(model, self.config.max_streams, self.publish, self.config.chunk_ms / 1000, name)
                 engine.start()
-                self.models[name] = Served(name, model, engine, int(time.time()))
+                self.models[name] = Served(name, model, engine, int(time.time()), fingerprint(model))
         except Exception as e:  # noqa: BLE001 -- any failure must reach /health and the command, not hang both
             self.failure = str(e) if isinstance(e, CharLMError) else f"{type(e).__name__}: {e}"
             if self.on_failure:
@@ -124,6 +128,19 @@ class Server:
         scheme, _, key = given.partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(key.strip().encode(), self.api_key.encode()):
             raise APIError(401, "invalid or missing API key: send `Authorization: Bearer KEY`", code="invalid_api_key")
+
+
+def fingerprint(model: CharLM) -> str:
+    """OpenAI's `system_fingerprint`, "the backend configuration": a digest of what a seeded sample
+    depends on (the weights, the vocabulary, the versions of charlm and torch, the device), so that a
+    client can tell when the same seed may give another text."""
+    parameter = next(model.parameters())
+    setup = [__version__, torch.__version__, str(parameter.device), model.config.to_dict(), model.vocab.to_dict()]
+    digest = hashlib.sha256(json.dumps(setup, sort_keys=True, ensure_ascii=False).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "fp_" + digest.hexdigest()[:12]
 
 
 def known_characters(model: CharLM) -> str | None:

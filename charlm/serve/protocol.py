@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import forms
-from ..config import MAX_REPETITION_PENALTY, SampleConfig
+from ..config import MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
 from ..errors import CharLMError
 from .config import ServeConfig
 
@@ -211,10 +211,16 @@ def strings(body: dict, name: str, most: int) -> list[str] | None:
     if value is None:
         return None
     values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+    if not isinstance(values, list):
         raise APIError(
             400, f"{name} must be a string or a list of strings, not {json_type(value)}", name, "invalid_type"
         )
+    for i, v in enumerate(values):
+        if not isinstance(v, str):  # "not a list" said nothing about what was wrong in the list
+            ids = name == "prompt" and isinstance(v, (int, list))  # OpenAI takes token ids there; charlm reads text
+            hint = " (token ids are not taken: a charlm token is a character; send the text)" if ids else ""
+            message = f"{name} must be a string or a list of strings; {name}[{i}] is {json_type(v)}{hint}"
+            raise APIError(400, message, name, "invalid_type")
     if len(values) > most:
         raise APIError(400, f"{name} may hold at most {most} strings, not {len(values)}", name, "invalid_value")
     return values
@@ -275,10 +281,16 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         raise APIError(
             400, "repetition_penalty and repeat_penalty disagree; give one", "repeat_penalty", "invalid_value"
         )
+    stream = boolean(body, "stream", False)
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
-    seed = integer(body, "seed", None, -1, SEED_LIMIT)
+    if stream_options is not None and not stream:  # OpenAI refuses it too: a client expecting usage gets none
+        raise APIError(
+            400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
+            "invalid_value",
+        )  # fmt: skip
+    seed = integer(body, "seed", None, SEED_RANGE[0], SEED_LIMIT)  # any 64-bit seed, as OpenAI and generate take
     string(body, "user")
     stops = strings(body, "stop", MAX_STOPS) or []
     if "" in stops:
@@ -298,7 +310,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         top_k=None if top_k is None or top_k <= 0 else top_k,  # 0 and -1: off, as in llama.cpp and vLLM
         repetition_penalty=given[0] if given else 1.0,
         n=n,
-        stream=boolean(body, "stream", False),
+        stream=stream,
         stops=tuple(stops),
         seed=None if seed in (None, -1) else seed,
         logprobs=None,

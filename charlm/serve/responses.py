@@ -56,22 +56,35 @@ def completion_logprobs(tokens: list[Token], offset: int) -> dict:
 
 
 def chat_logprobs(tokens: list[Token]) -> dict:
+    """The chat form; `refusal` (the log-probabilities of a refusal, which charlm never writes) is
+    null, as the reference requires it present."""
+
     def entry(text: str, logprob: float) -> dict:
         return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
 
     return {
         "content": [
             {**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top or []]} for t in tokens
-        ]
+        ],
+        "refusal": None,
     }
 
 
-def completion(
-    id_: str, created: int, model: str, choices: list[dict], use: dict | None, times: dict | None = None
+def response(
+    kind: str,
+    id_: str,
+    created: int,
+    model: str,
+    fingerprint: str,
+    choices: list[dict],
+    use: dict | None,
+    times: dict | None = None,
 ) -> dict:
-    """A completion, or with `use` None a streamed chunk of one (which has no usage). `created` is the
-    request's: every chunk of a stream has the same, as OpenAI's do."""
-    body = {"id": id_, "object": "text_completion", "created": created, "model": model}
+    """A response of `kind` (its `object`: "text_completion", "chat.completion" or
+    "chat.completion.chunk"); with `use` None a streamed chunk (which has no usage). `created` is the
+    request's: every chunk of a stream has the same, as OpenAI's do; `fingerprint` is the model's
+    `system_fingerprint` (completion.py)."""
+    body = {"id": id_, "object": kind, "created": created, "model": model, "system_fingerprint": fingerprint}
     body["choices"] = choices
     if use is not None:
         body["usage"] = use
@@ -82,28 +95,14 @@ def completion_choice(index: int, text: str, logprobs: dict | None, finish_reaso
     return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
-def chat(
-    id_: str,
-    created: int,
-    model: str,
-    choices: list[dict],
-    use: dict | None,
-    times: dict | None = None,
-    chunk: bool = False,
-) -> dict:
-    body = {"id": id_, "object": "chat.completion.chunk" if chunk else "chat.completion"}
-    body |= {"created": created, "model": model, "choices": choices}
-    if use is not None:
-        body["usage"] = use
-    return body | ({"timings": times} if times else {})
-
-
 def chat_choice(
     index: int, text: str, logprobs: dict | None, finish_reason: str | None, delta: bool = False, role: bool = True
 ) -> dict:
     """A chat choice; a stream's deltas give the role in a choice's first only (`role`), as OpenAI's
-    do: the official client's stream helper joins every string a delta repeats."""
-    message = {"role": "assistant", "content": text} if role else {"content": text}
+    do: the official client's stream helper joins every string a delta repeats. `refusal` is null
+    (charlm never refuses in words): the reference requires it in a message, and OpenAI's streams
+    give it in the first delta."""
+    message = {"role": "assistant", "content": text, "refusal": None} if role else {"content": text}
     return {
         "index": index,
         "delta" if delta else "message": message,
