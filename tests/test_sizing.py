@@ -62,9 +62,9 @@ def test_training_without_hidden_fits_the_size_to_the_budget_or_takes_the_defaul
     assert latest("steps").model_config.hidden == sizing.CANDIDATES[0]
 
 
-def test_the_probe_times_finished_work_of_one_rank_s_share(fox_file, tiny, monkeypatch):
-    """On a GPU kernels run asynchronously, so the probe must wait for them before reading the clock;
-    under torchrun each of W processes trains B/W streams, so that is the step to time."""
+def test_the_probe_times_finished_work_of_the_whole_batch(fox_file, tiny, monkeypatch):
+    """On a GPU kernels run asynchronously, so the probe must wait for them before reading the clock.
+    (Under torchrun every rank times its share of the batch at once: tests/test_distributed.py.)"""
     events = []
     monkeypatch.setattr(sizing, "synchronize", lambda device: events.append("sync"))
     real_step = train_state.train_step
@@ -80,10 +80,7 @@ def test_the_probe_times_finished_work_of_one_rank_s_share(fox_file, tiny, monke
     assert events[sizing.PROBE_WARMUP] == "sync" and events[-1] == "sync"  # before and after the timed steps
     assert {e[1] for e in events if e != "sync"} == {8}
     assert sum(e != "sync" for e in events) >= sizing.PROBE_WARMUP + sizing.PROBE_WINDOWS * sizing.PROBE_MIN_STEPS
-    events.clear()
-    two = sizing.probe_speed(config, corpus, 16, world=2)
-    assert {e[1] for e in events if e != "sync"} == {4}  # each of 2 ranks trains 4 of the 8 streams
-    assert one > 0 and two > 0
+    assert one > 0
 
 
 def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, monkeypatch):
