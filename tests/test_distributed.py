@@ -221,6 +221,27 @@ def test_the_size_probe_times_every_rank_training_together_and_every_rank_gets_o
     assert leader_plan.reasons["hidden"].endswith("; measured with 2 processes training together)")
 
 
+# Rank 1 looks for "the most recent run" after another run was saved: it would find that one.
+RANK_1_LOOKS_LATER = """
+import os
+from pathlib import Path
+from charlm import runs
+if os.environ["RANK"] == "1":
+    runs.latest_run = lambda root=runs.CHECKPOINT_ROOT: Path(root) / "older"
+"""
+
+
+def test_a_resume_of_the_most_recent_run_resumes_the_run_rank_0_found_on_every_rank(fox_file):
+    """Each rank used to look for the most recent run on its own: a run saved between their looks made
+    them resume different runs (here of different sizes: DDP then refused the mix)."""
+    charlm.train(fox_file, out="older", **{**OPTIONS, "hidden": 16}, max_steps=5)
+    charlm.train(fox_file, out="newer", **OPTIONS, max_steps=5)
+    with ranks("train", "--resume", "--max-steps", "10", prelude=RANK_1_LOOKS_LATER) as processes:
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    assert latest("newer").progress.step == 10 and latest("older").progress.step == 5
+
+
 def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_that_do(fox_file):
     """A resumed run keeps its batch: the advice to use a multiple of the world size cannot be followed."""
     charlm.train(fox_file, out="three", **{**OPTIONS, "batch_size": 3}, max_steps=5)
