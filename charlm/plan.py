@@ -147,9 +147,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
         config = dataclasses.replace(config, hidden=hidden)
     elif config.dropout is None and budget:  # a time budget is read as passes at the run's speed
-        probed = probe.best.get((config.hidden, config.batch_size)) or sizing.probe_speed(
-            config, corpus, config.hidden, ranks
-        )
+        probed = probe.best.get((config.hidden, config.batch_size)) or probe(config.hidden, config.batch_size)
 
     planned = planned_tokens(config, probed and probed / corpus.chars_per_token)
     passes = (planned or 0.0) / max(train_tokens, 1)

@@ -216,19 +216,14 @@ class Probe:
 
 
 def follow(corpus: TokenCorpus, ranks: Ranks) -> object:
-    """On a rank other than 0 while rank 0 plans: time each pair it names together with it (`Probe`),
-    until it sends something else (its plan), which is returned."""
+    """On a rank other than 0 while rank 0 plans: time each pair it names together with it, on a `Probe`
+    that mirrors rank 0's (a plan uses one), until it sends something else (its plan), which is returned."""
     probe = None
     while isinstance(message := ranks.broadcast_object(None), ProbeRequest):
         if probe is None or probe.config != message.config:
             probe = Probe(message.config, corpus, ranks)
         probe.measure(message.key)
     return message
-
-
-def probe_speed(config: Config, corpus: TokenCorpus, hidden: int, ranks: Ranks = SINGLE) -> float:
-    """One size's training characters per second (see `Probe`)."""
-    return Probe(config, corpus, ranks)(hidden)
 
 
 def head_rows(corpus: TokenCorpus) -> int:

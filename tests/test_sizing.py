@@ -76,7 +76,7 @@ def test_the_probe_times_finished_work_of_the_whole_batch(fox_file, tiny, monkey
     monkeypatch.setattr(train_state, "train_step", step)
     config = charlm.Config(**{**tiny, "batch_size": 8})
     corpus = load_corpus([str(fox_file)], config, quiet=True)
-    one = sizing.probe_speed(config, corpus, 16)
+    one = sizing.Probe(config, corpus)(16)
     assert events[sizing.PROBE_WARMUP] == "sync" and events[-1] == "sync"  # before and after the timed steps
     assert {e[1] for e in events if e != "sync"} == {8}
     assert sum(e != "sync" for e in events) >= sizing.PROBE_WARMUP + sizing.PROBE_WINDOWS * sizing.PROBE_MIN_STEPS
@@ -116,7 +116,7 @@ def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, 
     charlm.train(fox_file, out="told", **{**tiny, "quiet": False, "max_steps": 3})  # 1,200 tokens: half a pass
     assert "--dropout 0.1 fits about 0.5 passes over the training text" in capsys.readouterr().err
     probed = []
-    monkeypatch.setattr(sizing, "probe_speed", lambda *args: probed.append(args[2]) or 100.0)
+    monkeypatch.setattr(sizing.Probe, "__call__", lambda self, hidden, batch=None: probed.append(hidden) or 100.0)
     tiny.update(max_steps=None, max_time="1s")  # 100 chars/s: a twentieth of one pass
     charlm.train(fox_file, out="timed", **tiny)
     assert probed == [32] and latest("timed").config.dropout == 0.1
