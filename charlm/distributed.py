@@ -131,6 +131,14 @@ class Ranks:
         dist.broadcast(tensor, src=0)
         return tensor.tolist()
 
+    def slowest(self, speed: float) -> float:
+        """The lowest of the ranks' `speed`s, on every rank: a job goes as fast as its slowest process."""
+        if not self.active:
+            return speed
+        lowest = torch.tensor([speed], dtype=torch.float64)  # on the CPU: gloo carries it under either backend
+        dist.all_reduce(lowest, op=dist.ReduceOp.MIN)
+        return lowest.item()
+
     def broadcast_object(self, value: T) -> T:
         """Rank 0's picklable `value` on every rank (the run's plan: one message, once per run)."""
         if not self.active:

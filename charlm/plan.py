@@ -3,8 +3,9 @@
 `plan` turns the options a user gave into a `RunPlan` with nothing left unset: the batch (16 on a
 CPU; measured on a CUDA GPU), the hidden size (fitted to the time budget, sizing.py), dropout and
 the evaluation cadence (from the passes the run will make over its text), and the run folder. Rank 0
-decides, measuring where it must, and every rank takes its plan as one object; the trainer then
-builds exactly what the plan says and never sizes anything. `reasons` says why each value was
+decides; where it measures, every rank times the same steps at once (sizing.Probe: the job's speed,
+not one process's), and every rank takes rank 0's plan as one object; the trainer then builds
+exactly what the plan says and never sizes anything. `reasons` says why each value was
 chosen; run.json keeps it.
 
 The rules:
@@ -95,8 +96,11 @@ def eval_cadence(config: Config, train_tokens: int) -> int:
 def plan(
     config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, base: Start | None = None, out: str | None = None
 ) -> RunPlan:
-    """A new run's plan: rank 0 decides (see `decide`); every rank gets the same plan."""
-    return ranks.broadcast_object(decide(config, corpus, ranks, base, out) if ranks.leader else None)
+    """A new run's plan: rank 0 decides (see `decide`) while the others time the sizes it probes
+    together with it (`sizing.follow`); every rank gets the same plan."""
+    if not ranks.leader:
+        return sizing.follow(corpus, ranks)
+    return ranks.broadcast_object(decide(config, corpus, ranks, base, out))
 
 
 def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None, out: str | None) -> RunPlan:
@@ -122,7 +126,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         reasons["dropout"] = say(f"--dropout {config.dropout:g}: the base run's ({base.record.run})")
 
     budget, train_tokens = config.max_seconds(), len(corpus.train_ids)
-    probe = sizing.Probe(config, corpus, ranks.world)
+    probe = sizing.Probe(config, corpus, ranks)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     if config.batch_size is None:
         batch, reasons["batch_size"] = planned_batch(config, device, probe, ranks.world, say)
@@ -139,14 +143,12 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         config = dataclasses.replace(config, hidden=sizing.NO_BUDGET_HIDDEN)
         reasons["hidden"] = "no --max-time to fit to: the measured default for a 10-minute run"
     elif config.hidden is None:
-        hidden, measured = sizing.measure_sizes(config, corpus, ranks.world, probe)
-        reasons["hidden"] = say(sizing.describe(hidden, measured))
+        hidden, measured = sizing.measure_sizes(config, corpus, ranks, probe)
+        reasons["hidden"] = say(sizing.describe(hidden, measured, ranks.world))
         probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
         config = dataclasses.replace(config, hidden=hidden)
     elif config.dropout is None and budget:  # a time budget is read as passes at the run's speed
-        probed = probe.best.get((config.hidden, config.batch_size)) or sizing.probe_speed(
-            config, corpus, config.hidden, ranks.world
-        )
+        probed = probe.best.get((config.hidden, config.batch_size)) or probe(config.hidden, config.batch_size)
 
     planned = planned_tokens(config, probed and probed / corpus.chars_per_token)
     passes = (planned or 0.0) / max(train_tokens, 1)
@@ -183,7 +185,8 @@ def planned_batch(
     candidates = tuple(b for b in sizing.BATCH_CANDIDATES if b % world == 0) or (sizing.DEFAULT_BATCH_SIZE,)
     hidden = config.hidden or sizing.NO_BUDGET_HIDDEN
     batch, measured = sizing.choose_batch(lambda streams: probe(hidden, streams), candidates)
-    return batch, say(f"{sizing.describe_batch(batch, measured)}, measured at --hidden {hidden} on {device}")
+    together = sizing.measured_together(world)
+    return batch, say(f"{sizing.describe_batch(batch, measured)}, measured at --hidden {hidden} on {device}{together}")
 
 
 def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:

@@ -16,6 +16,11 @@ the rule uses (`fit_to_chars` alone when there is no time budget: then nothing n
 machine, so each candidate's speed is the best of a few short windows, and the two sizes either side
 of the decision are timed once more before it is made.
 
+Under torchrun the speed that counts is the job's, not one process's times the processes: they share
+the machine's cores and exchange gradients every step (on 2 cores, one rank's speed doubled planned
+38,900 chars/s for a job that trained at 21,200). So every rank times each size at once, rank 0 naming
+it (`follow`), with the gradient all-reduce in the step, and they take the slowest rank's figure.
+
 On a CPU the batch stays at 16: batch 32 trains a third more characters per second in bf16 at 2x256,
 yet only tied at equal time on tinyshakespeare and lost on hongloumeng
 (bench/results/sweep-5m-batch-regularization-tinyshakespeare.txt). A GPU is far from busy at 16
@@ -35,6 +40,7 @@ import torch
 from . import threads, train_state
 from .config import Config
 from .device import synchronize
+from .distributed import SINGLE, Ranks
 from .model import frequent_characters
 from .tokens import TokenCorpus
 from .train_state import TrainState
@@ -100,14 +106,22 @@ def choose_hidden(
     return (fitting[-1] if fitting else measured[0]).hidden, measured
 
 
-def describe(chosen: int, measured: list[Candidate]) -> str:
-    """One line for the terminal: what was measured and what was picked."""
+def describe(chosen: int, measured: list[Candidate], processes: int = 1) -> str:
+    """One line for the terminal: what was measured (by how many processes together) and what was picked."""
     tried = ", ".join(f"{c.hidden}: {c.chars_per_second:,.0f} chars/s, {c.chars_per_parameter:.1f}" for c in measured)
     capped = measured and measured[0].max_chars and measured[-1].chars == measured[-1].max_chars
     limit = f"; --max-steps ends it at {measured[0].max_chars:,.0f} chars" if capped else ""
     fits = any(c.hidden == chosen and c.chars_per_parameter >= CHARS_PER_PARAMETER for c in measured)
     verdict = " fits the budget" if fits else f"{SMALLEST_SHORT} in the budget"
-    return f"--hidden {chosen}{verdict} (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried}{limit})"
+    together = f"; measured{measured_together(processes)}" if processes > 1 else ""
+    return (
+        f"--hidden {chosen}{verdict} (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried}{limit}{together})"
+    )
+
+
+def measured_together(processes: int) -> str:
+    """What a reason adds when its speeds are a torchrun job's (`Probe`); nothing for one process."""
+    return f" with {processes} processes training together" if processes > 1 else ""
 
 
 def fit_to_chars(chars: float, parameters: Callable[[int], int]) -> tuple[int, str]:
@@ -143,26 +157,40 @@ def describe_batch(chosen: int, measured: list[tuple[int, float]]) -> str:
     return f"--batch-size {chosen}: more streams gained less than {BATCH_GAIN - 1:.0%} chars/s ({tried})"
 
 
+@dataclass(frozen=True)
+class ProbeRequest:
+    """Rank 0's word to the other ranks while it plans: time this (hidden, batch) of `config` with me."""
+
+    config: Config
+    key: tuple[int, int]
+
+
 class Probe:
     """Training characters per second of a (hidden size, batch) on the corpus's own batches: real
     training steps on a bare training state per pair (a model, its optimizer and the windows; no run
     folder, no trainer), kept so a pair can be timed again; the best window counts. Under torchrun
-    each of `world` processes trains batch / world streams, so one rank's share is timed and the job's
-    speed is `world` times it (the gradient exchange is not counted). GPU work is waited for before the
-    clock is read."""
+    rank 0 calls it and every other rank times the same pair at once (`follow`), as the job will train
+    it: each rank its share of the streams, with DistributedDataParallel's gradient all-reduce in the
+    step; a window's speed is the slowest rank's. GPU work is waited for before the clock is read."""
 
-    def __init__(self, config: Config, corpus: TokenCorpus, world: int = 1):
+    def __init__(self, config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE):
         if config.dropout is None:
             config = dataclasses.replace(config, dropout=PROBE_DROPOUT)
-        self.config, self.corpus, self.world = config, corpus, world
+        self.config, self.corpus, self.ranks = config, corpus, ranks
         self.states: dict[tuple[int, int], TrainState] = {}
         self.best: dict[tuple[int, int], float] = {}
 
     def __call__(self, hidden: int, batch: int | None = None) -> float:
         key = (hidden, batch or self.config.batch_size or DEFAULT_BATCH_SIZE)
+        if self.ranks.active:  # on rank 0: the others, in `follow`, time the pair with it
+            self.ranks.broadcast_object(ProbeRequest(self.config, key))
+        return self.measure(key)
+
+    def measure(self, key: tuple[int, int]) -> float:
+        """The (hidden, batch) pair `key`'s best speed so far, after PROBE_WINDOWS more windows."""
         if key not in self.states:
-            share = dataclasses.replace(self.config, hidden=hidden, batch_size=key[1] // self.world)
-            self.states[key] = train_state.build(share, self.corpus)
+            pair = dataclasses.replace(self.config, hidden=key[0], batch_size=key[1])
+            self.states[key] = train_state.build(pair, self.corpus, self.ranks)
             for _ in range(PROBE_WARMUP):
                 train_state.train_step(self.states[key], 0.0)
             if len(self.states) == 1:  # time every size with the thread count the CPU can use now
@@ -172,21 +200,30 @@ class Probe:
         return self.best[key]
 
     def window(self, state: TrainState) -> float:
+        """The job's chars/s over PROBE_MIN_STEPS steps or more, until PROBE_SECONDS have passed on rank
+        0's clock: every rank must take as many steps (each ends in an all-reduce), so rank 0 says when."""
         synchronize(state.device)
-        started, steps = time.perf_counter(), 0
-        while steps < PROBE_MIN_STEPS or time.perf_counter() - started < PROBE_SECONDS:
+        started, steps, done = time.perf_counter(), 0, False
+        while not done:
             train_state.train_step(state, 0.0)
             steps += 1
             if steps >= PROBE_MIN_STEPS:
                 synchronize(state.device)
+                done = self.ranks.from_leader([time.perf_counter() - started >= PROBE_SECONDS], state.device)[0]
         seconds = time.perf_counter() - started
-        tokens = self.world * steps * state.config.batch_size * state.config.seq_len
-        return tokens * self.corpus.chars_per_token / seconds
+        tokens = steps * state.config.batch_size * state.config.seq_len  # the global batch: every rank's streams
+        return self.ranks.slowest(tokens * self.corpus.chars_per_token / seconds)
 
 
-def probe_speed(config: Config, corpus: TokenCorpus, hidden: int, world: int = 1) -> float:
-    """One size's training characters per second (see `Probe`)."""
-    return Probe(config, corpus, world)(hidden)
+def follow(corpus: TokenCorpus, ranks: Ranks) -> object:
+    """On a rank other than 0 while rank 0 plans: time each pair it names together with it, on a `Probe`
+    that mirrors rank 0's (a plan uses one), until it sends something else (its plan), which is returned."""
+    probe = None
+    while isinstance(message := ranks.broadcast_object(None), ProbeRequest):
+        if probe is None or probe.config != message.config:
+            probe = Probe(message.config, corpus, ranks)
+        probe.measure(message.key)
+    return message
 
 
 def head_rows(corpus: TokenCorpus) -> int:
@@ -207,11 +244,11 @@ def parameters_of(config: Config, corpus: TokenCorpus) -> Callable[[int], int]:
 
 
 def measure_sizes(
-    config: Config, corpus: TokenCorpus, world: int = 1, probe: Probe | None = None
+    config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, probe: Probe | None = None
 ) -> tuple[int, list[Candidate]]:
     """Probe the candidate sizes on the corpus (at the config's batch) and apply the rule for its time
     budget, or for --max-steps' characters where those are fewer."""
-    probe = probe or Probe(config, corpus, world)
+    probe = probe or Probe(config, corpus, ranks)
     return choose_hidden(
         config.max_seconds(),
         lambda hidden: probe(hidden, config.batch_size),

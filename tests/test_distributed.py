@@ -3,6 +3,7 @@ with the same global batch; devices and precision fail clearly where they cannot
 
 import contextlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import runs
+from charlm import runs, sizing
 from charlm.distributed import SYNC_EVERY
 from charlm.reporting import read_metrics
 
@@ -55,14 +56,17 @@ def torchrun(*args: str, processes: int = 2) -> None:
 
 
 @contextlib.contextmanager
-def ranks(*args: str, processes: int = 2):
+def ranks(*args: str, processes: int = 2, prelude: str = ""):
     """`charlm ARGS` as the ranks of one job, started as torchrun starts them (its environment) but
-    without it, so each rank's exit status and output can be read; any still running are killed after."""
+    without it, so each rank's exit status and output can be read; any still running are killed after.
+    `prelude`: Python each rank runs first, to watch or steer it from inside (its RANK is in os.environ)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env["LOCAL_WORLD_SIZE"] = str(processes)  # each rank's share of the cores (threads.configure)
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    command = [sys.executable, "-c", f"{prelude}\nfrom charlm.__main__ import main\nmain()"]
     started = [
         subprocess.Popen(
-            [sys.executable, "-m", "charlm", *args],
+            [*command, *args],
             env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)},
             **pipes,
         )
@@ -178,6 +182,64 @@ def test_a_run_rank_0_refuses_stops_the_other_ranks_with_one_line(fox_file):
     assert [process.returncode for process in processes] == [1, 1]
     assert "taken already holds a run" in one_line(err)
     assert "process 1 of 2 lost the others (" in one_line(peer_err)
+
+
+# Each rank notes the training steps it takes until its plan is made (DDP's or not) and then the plan.
+WATCH_THE_PLAN = """
+import os, pickle
+from torch.nn.parallel import DistributedDataParallel
+from charlm import plan, train_state
+steps, step, make_plan = [], train_state.train_step, plan.plan
+def watched_step(state, spent):
+    steps.append(isinstance(state.net, DistributedDataParallel))
+    return step(state, spent)
+def watched_plan(*args, **kwargs):
+    planned = make_plan(*args, **kwargs)
+    with open(f"plan-{os.environ['RANK']}.pickle", "wb") as file:
+        pickle.dump((list(steps), planned), file)
+    return planned
+train_state.train_step, plan.plan = watched_step, watched_plan
+"""
+
+
+def test_the_size_probe_times_every_rank_training_together_and_every_rank_gets_one_plan(fox_file):
+    """The probe used to time rank 0 alone, one process's share of the streams without the gradient
+    exchange, and call the job `world` times as fast: on 2 cores it planned 38,900 chars/s for a job
+    that trained at 21,200. Now every rank takes the same probe steps, each a DDP step (the all-reduce
+    in it), and the plan says it was measured that way."""
+    unsized = {name: value for name, value in OPTIONS.items() if name != "hidden"}
+    options = cli_args({**unsized, "max_time": "60s", "max_steps": 5})  # the probe runs; training is 5 steps
+    with ranks("train", str(fox_file), "--out", "probed", *options, prelude=WATCH_THE_PLAN) as processes:
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    (leader_steps, leader_plan), (peer_steps, peer_plan) = (
+        pickle.loads(Path(f"plan-{rank}.pickle").read_bytes()) for rank in (0, 1)
+    )
+    assert leader_plan == peer_plan and leader_plan.probed_chars_per_second
+    assert len(leader_steps) == len(peer_steps) > sizing.PROBE_WARMUP  # the ranks probed together
+    assert all(leader_steps) and all(peer_steps)  # each probe step exchanged gradients as training does
+    assert leader_plan.reasons["hidden"].endswith("; measured with 2 processes training together)")
+
+
+# Rank 1 looks for "the most recent run" after another run was saved: it would find that one.
+RANK_1_LOOKS_LATER = """
+import os
+from pathlib import Path
+from charlm import runs
+if os.environ["RANK"] == "1":
+    runs.latest_run = lambda root=runs.CHECKPOINT_ROOT: Path(root) / "older"
+"""
+
+
+def test_a_resume_of_the_most_recent_run_resumes_the_run_rank_0_found_on_every_rank(fox_file):
+    """Each rank used to look for the most recent run on its own: a run saved between their looks made
+    them resume different runs (here of different sizes: DDP then refused the mix)."""
+    charlm.train(fox_file, out="older", **{**OPTIONS, "hidden": 16}, max_steps=5)
+    charlm.train(fox_file, out="newer", **OPTIONS, max_steps=5)
+    with ranks("train", "--resume", "--max-steps", "10", prelude=RANK_1_LOOKS_LATER) as processes:
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    assert latest("newer").progress.step == 10 and latest("older").progress.step == 5
 
 
 def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_that_do(fox_file):

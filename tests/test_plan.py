@@ -128,7 +128,7 @@ def test_run_json_says_why_and_a_resume_fits_nothing_again(fox_file, tiny, monke
     assert info["config"]["batch_size"] == 16 and latest("run").config.dropout == 0.1
     assert info["config"]["patience"] == 5  # the early stop run.json records
     monkeypatch.setattr(plan, "decide", lambda *args: pytest.fail("a resumed run was planned again"))
-    monkeypatch.setattr(sizing, "probe_speed", lambda *args: pytest.fail("a resumed run was probed"))
+    monkeypatch.setattr(sizing.Probe, "__call__", lambda *args: pytest.fail("a resumed run was probed"))
     trainer = api.resume_run("run", {"max_steps": 30})
     assert trainer.plan.reasons == info["reasons"] and trainer.config.dropout == 0.1
     trainer.fit()
