@@ -147,7 +147,7 @@ class RunLock:
             self.folder_fd = None
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
-            scratch.write_text(f"{os.getpid()}\n")
+            scratch.write_text(f"{os.getpid()}\n", encoding="ascii")
             scratch.replace(self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
@@ -198,7 +198,7 @@ class RunLock:
     def owner(self) -> int | None:
         """The PID the last owner wrote, if any (it may be gone)."""
         try:
-            return int(self.pid_path.read_text().split()[0])
+            return int(self.pid_path.read_text(encoding="ascii").split()[0])
         except (OSError, ValueError, IndexError):
             return None
 

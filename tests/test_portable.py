@@ -1,0 +1,83 @@
+"""charlm on a Windows or macOS laptop, simulated on Linux: the locale's text encoding, a console
+that cannot show Chinese, Windows' rules for open files and signals, an Apple GPU without float64."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import REPO
+
+# Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
+# text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
+# and written in the locale's encoding, cp1252 or cp936 on Windows, which garbles or refuses Chinese.
+# A warning is charlm's when the first frame outside the standard library (pathlib's read_text and
+# write_text warn from pathlib) is in charlm/.
+ENCODING_SWEEP = r"""
+import json, sys, sysconfig, traceback, warnings
+from pathlib import Path
+import charlm
+from charlm.cli import main
+
+package, stdlib = str(Path(charlm.__file__).parent), sysconfig.get_paths()["stdlib"]
+found, failed = set(), []
+show = warnings._showwarnmsg
+
+def record(message):
+    if issubclass(message.category, EncodingWarning):
+        for frame in reversed(traceback.extract_stack()[:-1]):
+            if not frame.filename.startswith((stdlib, "<frozen")):
+                if frame.filename.startswith(package):
+                    found.add(f"{Path(frame.filename).relative_to(package)}:{frame.lineno}: {frame.line}")
+                    return
+                break
+    show(message)
+
+warnings._showwarnmsg = record
+warnings.simplefilter("always", EncodingWarning)
+for args in json.loads(sys.argv[1]):
+    try:
+        main(args, standalone_mode=False)
+    except Exception as e:
+        failed.append(f"{args}: {e!r}")
+print(json.dumps({"found": sorted(found), "failed": failed}))
+"""
+
+
+def test_no_file_is_read_or_written_in_the_locale_encoding(tmp_path):
+    """Training, sampling to a file, the exports, info, runs, eval, inspect, plot and the corpus cache
+    name their encoding: on Windows the locale's (cp1252, cp936) garbles or refuses Chinese. The run
+    lock's PID file did not."""
+    text = "".join(f"{chr(0x4E00 + i % 97)}{'，。'[i % 2]}" + "\n" * (i % 7 == 6) for i in range(3000))
+    (tmp_path / "zh.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "seed.txt").write_text(text[:3], encoding="utf-8")
+    tiny = ["--layers", "1", "--hidden", "16", "--seq-len", "8", "--batch-size", "4", "--quiet"]
+    commands = [
+        ["train", "zh.txt", "--out", "zh", "--max-steps", "10", "--eval-every", "5", "--sample-every", "1", *tiny],
+        ["train", "--resume", "zh", "--max-steps", "12", "--quiet"],
+        ["sample", "--checkpoint", "zh", "--seed-file", "seed.txt", "--length", "20", "--output", "out.txt"],
+        ["sample", "--checkpoint", "zh", "--length", "20", "--json"],
+        ["info", "zh"],
+        ["runs"],
+        ["export", "zh", "--format", "html"],
+        ["export", "zh", "--format", "safetensors"],
+        ["eval", "checkpoints/zh/exports/model", "zh.txt", "--quiet"],
+        ["inspect", "zh", "zh.txt", "--output", "inspect.html"],
+    ]
+    if importlib.util.find_spec("matplotlib"):
+        commands.append(["plot", "zh", "--output", "curves.png"])
+    result = subprocess.run(
+        [sys.executable, "-X", "warn_default_encoding", "-c", ENCODING_SWEEP, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["failed"] == []
+    assert report["found"] == []
