@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
-from .conftest import REPO
+from click.testing import CliRunner
+
+from charlm.cli import main
+
+from .conftest import REPO, TINY_ARGS
 
 # Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
 # text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
@@ -81,3 +85,21 @@ def test_no_file_is_read_or_written_in_the_locale_encoding(tmp_path):
     report = json.loads(result.stdout.splitlines()[-1])
     assert report["failed"] == []
     assert report["found"] == []
+
+
+def test_a_console_that_cannot_show_chinese_gets_escapes_and_one_warning(tmp_path):
+    """stdout in a legacy code page (Windows with output redirected: cp1252) cannot encode Chinese:
+    the closing sample of `charlm train` and `charlm sample` raised UnicodeEncodeError mid-text."""
+    text = "".join(f"{chr(0x4E00 + i % 97)}{'，。'[i % 2]}" + "\n" * (i % 7 == 6) for i in range(600))
+    (tmp_path / "zh.txt").write_text(text, encoding="utf-8")
+    console = CliRunner(charset="cp1252")
+    trained = console.invoke(
+        main, ["train", "zh.txt", "--out", "zh", "--max-steps", "4", *(arg for arg in TINY_ARGS if arg != "--quiet")]
+    )
+    sampled = console.invoke(main, ["sample", "--checkpoint", "zh", "--seed", text[:2], "--length", "20"])
+    for result in (trained, sampled):
+        assert result.exit_code == 0, result.output
+        assert "\\u4e" in result.stdout
+        warnings = [line for line in result.stderr.splitlines() if "cannot show" in line]
+        assert len(warnings) == 1 and "(cp1252)" in warnings[0] and "PYTHONUTF8=1" in warnings[0], result.stderr
+    assert sampled.stdout.startswith(text[:2].encode("ascii", "backslashreplace").decode())
