@@ -4,12 +4,15 @@ that cannot show Chinese, Windows' rules for open files and signals, an Apple GP
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
 from click.testing import CliRunner
 
+import charlm
 from charlm.cli import main
+from charlm.trainer import StopFlag
 
 from .conftest import REPO, TINY_ARGS
 
@@ -22,7 +25,9 @@ ENCODING_SWEEP = r"""
 import json, sys, sysconfig, traceback, warnings
 from pathlib import Path
 import charlm
+import charlm
 from charlm.cli import main
+from charlm.trainer import StopFlag
 
 package, stdlib = str(Path(charlm.__file__).parent), sysconfig.get_paths()["stdlib"]
 found, failed = set(), []
@@ -103,3 +108,12 @@ def test_a_console_that_cannot_show_chinese_gets_escapes_and_one_warning(tmp_pat
         warnings = [line for line in result.stderr.splitlines() if "cannot show" in line]
         assert len(warnings) == 1 and "(cp1252)" in warnings[0] and "PYTHONUTF8=1" in warnings[0], result.stderr
     assert sampled.stdout.startswith(text[:2].encode("ascii", "backslashreplace").decode())
+
+
+def test_training_where_there_is_no_sighup(fox_file, tiny, monkeypatch):
+    """Windows' signal module has no SIGHUP: every training run there failed on it as it began."""
+    monkeypatch.delattr(signal, "SIGHUP")
+    charlm.train(fox_file, out="run", **tiny)
+    orphan = StopFlag(launcher=os.getppid() + 1)  # its launcher is gone, as under a killed torchrun
+    with orphan.installed():
+        assert orphan.requested and orphan.signum == signal.SIGTERM
