@@ -11,6 +11,7 @@ checkpoints/<corpus>-<date>-<time>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -117,7 +118,8 @@ class RunLock:
     drops it when its owner dies (killed, crashed, machine rebooted), so a dead run's folder is taken
     over. `.lock.pid` names the owner for the message the others get (filelock may truncate `.lock`).
     On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
-    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken.
+    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken (Windows refuses to
+    delete a file held open: there filelock deletes it after the unlock).
 
     A lock on a file that was deleted (the run folder removed mid-run) guards nothing: another process
     may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
@@ -155,7 +157,8 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         if self.lost() is None:  # else the files there, if any, are another process's
             self.pid_path.unlink(missing_ok=True)
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(PermissionError):  # Windows: not while open; filelock deletes it once unlocked
+                self.path.unlink(missing_ok=True)
         self.lock.release()
         self.identity = None
         if self.folder_fd is not None:

@@ -1,16 +1,20 @@
 """charlm on a Windows or macOS laptop, simulated on Linux: the locale's text encoding, a console
 that cannot show Chinese, Windows' rules for open files and signals, an Apple GPU without float64."""
 
+import contextlib
 import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import charlm
+from charlm import runs
 from charlm.cli import main
 from charlm.trainer import StopFlag
 
@@ -26,6 +30,7 @@ import json, sys, sysconfig, traceback, warnings
 from pathlib import Path
 import charlm
 import charlm
+from charlm import runs
 from charlm.cli import main
 from charlm.trainer import StopFlag
 
@@ -117,3 +122,45 @@ def test_training_where_there_is_no_sighup(fox_file, tiny, monkeypatch):
     orphan = StopFlag(launcher=os.getppid() + 1)  # its launcher is gone, as under a killed torchrun
     with orphan.installed():
         assert orphan.requested and orphan.signum == signal.SIGTERM
+
+
+@pytest.fixture
+def windows_file_rules(monkeypatch):
+    """Windows' rules for open files, on Linux: a file this process holds open or memory-mapped (Python's
+    open and mmap do not share delete access there) cannot be deleted, renamed or replaced, nor a folder
+    holding one renamed; os.rename onto an existing name fails. What is open is what /proc says."""
+
+    def busy(path) -> bool:
+        path = os.path.abspath(path)
+        held = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own, closed by now
+                held.add(os.readlink(f"/proc/self/fd/{fd}"))
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            held |= {line.split(maxsplit=5)[5].strip() for line in maps if len(line.split(maxsplit=5)) == 6}
+        return any(place == path or place.startswith(path + os.sep) for place in held)
+
+    def refuse_if_busy(real, *names):
+        def act(*paths, **kwargs):
+            where = os.readlink(f"/proc/self/fd/{kwargs['dir_fd']}") if kwargs.get("dir_fd") is not None else ""
+            for path in paths[: len(names)]:
+                if busy(os.path.join(where, path)):
+                    raise PermissionError(13, "The process cannot access the file: it is in use", str(path))
+            if real is os.rename and os.path.exists(os.path.join(where, paths[1])):
+                raise FileExistsError(17, "Cannot create a file when that file already exists", str(paths[1]))
+            return real(*paths, **kwargs)
+
+        return act
+
+    for name, checked in (("unlink", 1), ("remove", 1), ("rmdir", 1), ("rename", 2), ("replace", 2)):
+        monkeypatch.setattr(os, name, refuse_if_busy(getattr(os, name), *range(checked)))
+
+
+def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, tiny, windows_file_rules):
+    """Preparing renamed the private cache folder into place while its tokens.bin was memory-mapped,
+    which Windows refuses: every new corpus failed there ('cannot write the corpus cache'). The run
+    lock deleted .lock while holding it open: every run ended in 'Permission denied', its lock held."""
+    charlm.train(fox_file, out="run", **tiny)
+    assert runs.resolve("run").is_file()
+    with runs.RunLock(Path("checkpoints/run")):  # the lock was released: it can be taken again
+        pass
