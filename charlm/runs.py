@@ -218,6 +218,11 @@ def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
+    Ctrl-C to processes of the console (the training run itself). There the owner the lock names is
+    taken to live: an OS lock is held only by a live process."""
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import charlm
 from charlm import runs
 from charlm.cli import main
+from charlm.errors import CharLMError
 from charlm.trainer import StopFlag
 
 from .conftest import REPO, TINY_ARGS
@@ -32,6 +33,7 @@ import charlm
 import charlm
 from charlm import runs
 from charlm.cli import main
+from charlm.errors import CharLMError
 from charlm.trainer import StopFlag
 
 package, stdlib = str(Path(charlm.__file__).parent), sysconfig.get_paths()["stdlib"]
@@ -164,3 +166,13 @@ def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, 
     assert runs.resolve("run").is_file()
     with runs.RunLock(Path("checkpoints/run")):  # the lock was released: it can be taken again
         pass
+
+
+def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, monkeypatch):
+    """Probing the owner with os.kill(pid, 0) sent it Ctrl-C on Windows, where signal 0 is CTRL_C_EVENT."""
+    sent = []
+    monkeypatch.setattr(runs.os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    monkeypatch.setattr(runs.sys, "platform", "win32")
+    with runs.RunLock(tmp_path / "run"), pytest.raises(CharLMError, match=f"in use by process {os.getpid()} "):
+        runs.RunLock(tmp_path / "run").__enter__()
+    assert sent == []
