@@ -11,10 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import runs
+from charlm import runs, scoring
 from charlm.cli import main
 from charlm.errors import CharLMError
 from charlm.trainer import StopFlag
@@ -31,7 +34,7 @@ import json, sys, sysconfig, traceback, warnings
 from pathlib import Path
 import charlm
 import charlm
-from charlm import runs
+from charlm import runs, scoring
 from charlm.cli import main
 from charlm.errors import CharLMError
 from charlm.trainer import StopFlag
@@ -176,3 +179,24 @@ def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, 
     with runs.RunLock(tmp_path / "run"), pytest.raises(CharLMError, match=f"in use by process {os.getpid()} "):
         runs.RunLock(tmp_path / "run").__enter__()
     assert sent == []
+
+
+class NoFloat64(TorchFunctionMode):
+    """MPS's rule on the CPU: torch refuses float64 on an Apple GPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tree_leaves(result)):
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        return result
+
+
+def test_training_on_a_device_without_float64(fox_file, tiny, monkeypatch):
+    """A MacBook's --device auto is mps, which has no float64: validation added its bits up in float64
+    on the model's device, so every training run there failed at its first evaluation (and inspect,
+    the server's log-probabilities, with --device mps)."""
+    monkeypatch.setattr(scoring, "has_float64", lambda device: False, raising=False)  # this CPU as mps
+    with NoFloat64():
+        model = charlm.train(fox_file, out="run", **tiny)
+        assert len(scoring.surprise(model, "the fox").bits) == 7  # inspect's and the server's scores
+    assert runs.read_run_info(Path("checkpoints/run"))
