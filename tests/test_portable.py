@@ -20,9 +20,10 @@ import charlm
 from charlm import runs, scoring
 from charlm.cli import main
 from charlm.errors import CharLMError
+from charlm.serve.metrics import Metrics
 from charlm.trainer import StopFlag
 
-from .conftest import REPO, TINY_ARGS
+from .conftest import REPO, TINY_ARGS, block_import
 
 # Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
 # text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
@@ -37,6 +38,7 @@ import charlm
 from charlm import runs, scoring
 from charlm.cli import main
 from charlm.errors import CharLMError
+from charlm.serve.metrics import Metrics
 from charlm.trainer import StopFlag
 
 package, stdlib = str(Path(charlm.__file__).parent), sysconfig.get_paths()["stdlib"]
@@ -200,3 +202,10 @@ def test_training_on_a_device_without_float64(fox_file, tiny, monkeypatch):
         model = charlm.train(fox_file, out="run", **tiny)
         assert len(scoring.surprise(model, "the fox").bits) == 7  # inspect's and the server's scores
     assert runs.read_run_info(Path("checkpoints/run"))
+
+
+def test_server_metrics_where_there_is_no_resource_module(monkeypatch):
+    """Windows has no `resource` module (nor /proc): GET /metrics failed there with ImportError."""
+    block_import(monkeypatch, "resource")
+    text = Metrics().render({})
+    assert "charlm_characters_per_second 0" in text and "resident_memory" not in text
