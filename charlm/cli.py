@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, export, files, outputs, runs, threads, tokens
+from . import catalog, checkpoint, console, export, files, outputs, runs, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -54,6 +54,7 @@ class Group(click.Group):
 @click.version_option(package_name="charlm")
 def main() -> None:
     """Character-level language models: train on a novel, sample new text from a seed."""
+    console.tolerate_unshowable(sys.stdout)
     warnings.showwarning = lambda message, *args: click.echo(f"warning: {message}", err=True)
 
 

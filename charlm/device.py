@@ -64,6 +64,12 @@ def resolve_device(name: str, local_rank: int = 0, world: int = 1) -> torch.devi
     return torch.device(name)
 
 
+def has_float64(device: torch.device) -> bool:
+    """Whether torch computes in float64 on `device`: not on mps, Apple's GPUs have none (torch raises
+    TypeError). Sums over many values (scoring's) use float32 there."""
+    return device.type != "mps"
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU does bf16 matrix products in hardware (AVX-512 BF16 or AMX); elsewhere bf16 is
     emulated and slower than fp32. (torch.cpu's probes are private: absent, the answer is no.)"""

@@ -11,6 +11,7 @@ checkpoints/<corpus>-<date>-<time>/
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -117,7 +118,8 @@ class RunLock:
     drops it when its owner dies (killed, crashed, machine rebooted), so a dead run's folder is taken
     over. `.lock.pid` names the owner for the message the others get (filelock may truncate `.lock`).
     On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
-    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken.
+    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken (Windows refuses to
+    delete a file held open: there filelock deletes it after the unlock).
 
     A lock on a file that was deleted (the run folder removed mid-run) guards nothing: another process
     may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
@@ -147,7 +149,7 @@ class RunLock:
             self.folder_fd = None
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
-            scratch.write_text(f"{os.getpid()}\n")
+            scratch.write_text(f"{os.getpid()}\n", encoding="ascii")
             scratch.replace(self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
@@ -155,7 +157,8 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         if self.lost() is None:  # else the files there, if any, are another process's
             self.pid_path.unlink(missing_ok=True)
-            self.path.unlink(missing_ok=True)
+            with contextlib.suppress(PermissionError):  # Windows: not while open; filelock deletes it once unlocked
+                self.path.unlink(missing_ok=True)
         self.lock.release()
         self.identity = None
         if self.folder_fd is not None:
@@ -198,7 +201,7 @@ class RunLock:
     def owner(self) -> int | None:
         """The PID the last owner wrote, if any (it may be gone)."""
         try:
-            return int(self.pid_path.read_text().split()[0])
+            return int(self.pid_path.read_text(encoding="ascii").split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
@@ -215,6 +218,11 @@ def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
+    Ctrl-C to processes of the console (the training run itself). There the owner the lock names is
+    taken to live: an OS lock is held only by a live process."""
+    if sys.platform == "win32":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

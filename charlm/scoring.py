@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from . import threads
 from .batches import as_ids
 from .cells import gru_cell, lstm_cell
+from .device import has_float64
 from .errors import CharLMError
 from .model import UNSEEN, CharLM, State, Vocabulary, inference, map_state
 
@@ -92,7 +93,7 @@ def total_bits(
     starts = torch.arange(pieces) * length
     device = model.device
     char_lengths = model.vocab.char_lengths()
-    total_nats = torch.zeros((), dtype=torch.float64, device=device)
+    total_nats = torch.zeros((), dtype=widest_float(device), device=device)
     chars = 0
     bar = tqdm(
         total=int(char_lengths[ids[1:][ids[1:] != UNSEEN]].sum()) if progress else None,
@@ -112,12 +113,17 @@ def total_bits(
             # a last piece's columns past the end are not scored, nor characters the model never saw
             inside = (positions[:, 1:] <= scored) & (targets != UNSEEN)
             nats, state = model(window[:, :-1].to(device), state, targets.clamp(min=0).to(device))
-            total_nats += (nats.double() * inside.to(device)).sum()
+            total_nats += (nats.to(total_nats.dtype) * inside.to(device)).sum()
             window_chars = int(char_lengths[targets[inside]].sum())
             chars += window_chars
             bar.update(window_chars)
             threads.record(time.perf_counter() - started, int(inside.sum()), "score")
     return total_nats.item() * LOG2E, chars
+
+
+def widest_float(device: torch.device) -> torch.dtype:
+    """float64 for sums over many tokens and exact probabilities, where `device` has it (mps has not)."""
+    return torch.float64 if has_float64(device) else torch.float32
 
 
 def unseen_note(vocab: Vocabulary, text: str) -> str:
@@ -292,7 +298,7 @@ def score(
         log_probs = F.log_softmax(model.head.logits(outputs[begin - 1 : end - 1]).float(), dim=-1)
         rows = slice(begin - start, end - start)
         targets = ids[begin:end, None]
-        chosen = log_probs.gather(1, targets.clamp(min=0))[:, 0].double()
+        chosen = log_probs.gather(1, targets.clamp(min=0))[:, 0].to(widest_float(log_probs.device))
         chosen = torch.where(targets[:, 0] == UNSEEN, math.nan, chosen)  # no probability for a character never seen
         bits[rows] = (-chosen * LOG2E).cpu().numpy()
         if keep_probs:
@@ -300,7 +306,9 @@ def score(
         if top:
             best = log_probs.topk(min(top, log_probs.size(1)), dim=1)
             top_ids[rows, : best.indices.size(1)] = best.indices.cpu().numpy()
-            top_probs[rows, : best.indices.size(1)] = best.values.double().exp().cpu().numpy()
+            top_probs[rows, : best.indices.size(1)] = (
+                best.values.to(widest_float(best.values.device)).exp().cpu().numpy()
+            )
     return Scores(bits, probs, top_ids, top_probs)
 
 

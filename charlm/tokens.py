@@ -18,7 +18,6 @@ one that comes second uses the first one's folder.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import hashlib
@@ -127,7 +126,8 @@ def prepare(
     private = private_name(folder, "tmp")
     try:
         private.mkdir(parents=True)
-        return publish(build(parts, config, options, private, quiet, base), folder)
+        vocab, meta = build(parts, config, options, private, quiet, base)
+        return publish(private, folder, vocab, meta)
     except OSError as e:  # a full disk, or a file where the cache folder goes (the sources' reads say their own)
         raise files.cannot_write(folder.parent, e, "the corpus cache") from None
     finally:
@@ -141,8 +141,8 @@ def build(
     folder: Path,
     quiet: bool,
     base: Vocabulary | None = None,
-) -> Prepared:
-    """Prepare the corpus into `folder`, a new folder no other process uses."""
+) -> tuple[Vocabulary, dict]:
+    """Prepare the corpus into `folder`, a new folder no other process uses; its vocabulary and meta."""
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for part in parts for p in part)
 
@@ -183,17 +183,18 @@ def build(
     }
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
     (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    return Prepared(folder, vocab, memmap(folder / "tokens.bin", dtype, meta["tokens"]), meta)  # all written
+    return vocab, meta  # all written
 
 
-def publish(built: Prepared, folder: Path) -> Prepared:
-    """Make the private folder of `built` the cache folder `folder` with one atomic rename. If another
-    process published first, use its folder once it passes the usual check; a damaged folder in the
-    way is moved aside and the rename tried again."""
+def publish(private: Path, folder: Path, vocab: Vocabulary, meta: dict) -> Prepared:
+    """Make the `private` folder that `build` wrote (`vocab`, `meta`) the cache folder `folder` with one
+    atomic rename, and map its ids only then: Windows refuses to rename a folder holding a mapped file.
+    If another process published first, use its folder once it passes the usual check; a damaged
+    folder in the way is moved aside and the rename tried again."""
     for _ in range(PUBLISH_TRIES):
         try:
-            built.folder.rename(folder)  # fails if `folder` exists and holds anything
-            return dataclasses.replace(built, folder=folder)
+            private.rename(folder)  # fails if `folder` exists and holds anything
+            return Prepared(folder, vocab, memmap(folder / "tokens.bin", np.dtype(meta["dtype"]), meta["tokens"]), meta)
         except OSError as e:
             if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                 raise

@@ -42,6 +42,11 @@ SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's 
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
 
 
+def hang_up_signal() -> int:
+    """SIGHUP; on Windows, which has none (every training run there failed on it), SIGTERM."""
+    return getattr(signal, "SIGHUP", signal.SIGTERM)
+
+
 class StopFlag:
     """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
     Under torchrun SIGHUP asks too (torchrun passes its hang-up, a closed terminal or ssh session, to
@@ -57,7 +62,7 @@ class StopFlag:
     @property
     def requested(self) -> bool:
         if not self.asked and self.launcher is not None and os.getppid() != self.launcher:
-            self.asked, self.signum = True, signal.SIGHUP  # orphaned: torchrun is gone
+            self.asked, self.signum = True, hang_up_signal()  # orphaned: torchrun is gone
         return self.asked
 
     def __call__(self, signum, frame) -> None:
@@ -68,7 +73,7 @@ class StopFlag:
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
         try:
-            signals = (signal.SIGINT, signal.SIGTERM) + (signal.SIGHUP,) * (self.launcher is not None)
+            signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None))
             previous = {s: signal.signal(s, self) for s in signals}
         except ValueError:  # not the main thread: no signal handling
             yield self

@@ -86,9 +86,8 @@ class Metrics:
             f"characters generated per second over the last {RATE_WINDOW:g} s",
             [("", self.rate())],
         )
-        metric(
-            "process_resident_memory_bytes", "gauge", "resident memory of the server process", [("", resident_bytes())]
-        )
+        if (resident := resident_bytes()) is not None:
+            metric("process_resident_memory_bytes", "gauge", "resident memory of the server process", [("", resident)])
         return "\n".join(lines) + "\n"
 
 
@@ -101,10 +100,13 @@ def label(model: str) -> str:
     return f'{{model="{escaped}"}}'
 
 
-def resident_bytes() -> int:
-    """Current resident memory (Linux: /proc), else the peak that getrusage reports."""
-    import resource  # not on Windows, where there is no /proc either
-
+def resident_bytes() -> int | None:
+    """Current resident memory (Linux: /proc), else the peak that getrusage reports; None on Windows,
+    which has neither (/metrics failed there with ImportError)."""
+    try:
+        import resource
+    except ImportError:
+        return None
     try:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         return pages * resource.getpagesize()

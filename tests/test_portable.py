@@ -1,0 +1,211 @@
+"""charlm on a Windows or macOS laptop, simulated on Linux: the locale's text encoding, a console
+that cannot show Chinese, Windows' rules for open files and signals, an Apple GPU without float64."""
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+import charlm
+from charlm import runs, scoring
+from charlm.cli import main
+from charlm.errors import CharLMError
+from charlm.serve.metrics import Metrics
+from charlm.trainer import StopFlag
+
+from .conftest import REPO, TINY_ARGS, block_import
+
+# Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
+# text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
+# and written in the locale's encoding, cp1252 or cp936 on Windows, which garbles or refuses Chinese.
+# A warning is charlm's when the first frame outside the standard library (pathlib's read_text and
+# write_text warn from pathlib) is in charlm/.
+ENCODING_SWEEP = r"""
+import json, sys, sysconfig, traceback, warnings
+from pathlib import Path
+import charlm
+import charlm
+from charlm import runs, scoring
+from charlm.cli import main
+from charlm.errors import CharLMError
+from charlm.serve.metrics import Metrics
+from charlm.trainer import StopFlag
+
+package, stdlib = str(Path(charlm.__file__).parent), sysconfig.get_paths()["stdlib"]
+found, failed = set(), []
+show = warnings._showwarnmsg
+
+def record(message):
+    if issubclass(message.category, EncodingWarning):
+        for frame in reversed(traceback.extract_stack()[:-1]):
+            if not frame.filename.startswith((stdlib, "<frozen")):
+                if frame.filename.startswith(package):
+                    found.add(f"{Path(frame.filename).relative_to(package)}:{frame.lineno}: {frame.line}")
+                    return
+                break
+    show(message)
+
+warnings._showwarnmsg = record
+warnings.simplefilter("always", EncodingWarning)
+for args in json.loads(sys.argv[1]):
+    try:
+        main(args, standalone_mode=False)
+    except Exception as e:
+        failed.append(f"{args}: {e!r}")
+print(json.dumps({"found": sorted(found), "failed": failed}))
+"""
+
+
+def test_no_file_is_read_or_written_in_the_locale_encoding(tmp_path):
+    """Training, sampling to a file, the exports, info, runs, eval, inspect, plot and the corpus cache
+    name their encoding: on Windows the locale's (cp1252, cp936) garbles or refuses Chinese. The run
+    lock's PID file did not."""
+    text = "".join(f"{chr(0x4E00 + i % 97)}{'，。'[i % 2]}" + "\n" * (i % 7 == 6) for i in range(3000))
+    (tmp_path / "zh.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "seed.txt").write_text(text[:3], encoding="utf-8")
+    tiny = ["--layers", "1", "--hidden", "16", "--seq-len", "8", "--batch-size", "4", "--quiet"]
+    commands = [
+        ["train", "zh.txt", "--out", "zh", "--max-steps", "10", "--eval-every", "5", "--sample-every", "1", *tiny],
+        ["train", "--resume", "zh", "--max-steps", "12", "--quiet"],
+        ["sample", "--checkpoint", "zh", "--seed-file", "seed.txt", "--length", "20", "--output", "out.txt"],
+        ["sample", "--checkpoint", "zh", "--length", "20", "--json"],
+        ["info", "zh"],
+        ["runs"],
+        ["export", "zh", "--format", "html"],
+        ["export", "zh", "--format", "safetensors"],
+        ["eval", "checkpoints/zh/exports/model", "zh.txt", "--quiet"],
+        ["inspect", "zh", "zh.txt", "--output", "inspect.html"],
+    ]
+    if importlib.util.find_spec("matplotlib"):
+        commands.append(["plot", "zh", "--output", "curves.png"])
+    result = subprocess.run(
+        [sys.executable, "-X", "warn_default_encoding", "-c", ENCODING_SWEEP, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONIOENCODING": "utf-8"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["failed"] == []
+    assert report["found"] == []
+
+
+def test_a_console_that_cannot_show_chinese_gets_escapes_and_one_warning(tmp_path):
+    """stdout in a legacy code page (Windows with output redirected: cp1252) cannot encode Chinese:
+    the closing sample of `charlm train` and `charlm sample` raised UnicodeEncodeError mid-text."""
+    text = "".join(f"{chr(0x4E00 + i % 97)}{'，。'[i % 2]}" + "\n" * (i % 7 == 6) for i in range(600))
+    (tmp_path / "zh.txt").write_text(text, encoding="utf-8")
+    console = CliRunner(charset="cp1252")
+    trained = console.invoke(
+        main, ["train", "zh.txt", "--out", "zh", "--max-steps", "4", *(arg for arg in TINY_ARGS if arg != "--quiet")]
+    )
+    sampled = console.invoke(main, ["sample", "--checkpoint", "zh", "--seed", text[:2], "--length", "20"])
+    for result in (trained, sampled):
+        assert result.exit_code == 0, result.output
+        assert "\\u4e" in result.stdout
+        warnings = [line for line in result.stderr.splitlines() if "cannot show" in line]
+        assert len(warnings) == 1 and "(cp1252)" in warnings[0] and "PYTHONUTF8=1" in warnings[0], result.stderr
+    assert sampled.stdout.startswith(text[:2].encode("ascii", "backslashreplace").decode())
+
+
+def test_training_where_there_is_no_sighup(fox_file, tiny, monkeypatch):
+    """Windows' signal module has no SIGHUP: every training run there failed on it as it began."""
+    monkeypatch.delattr(signal, "SIGHUP")
+    charlm.train(fox_file, out="run", **tiny)
+    orphan = StopFlag(launcher=os.getppid() + 1)  # its launcher is gone, as under a killed torchrun
+    with orphan.installed():
+        assert orphan.requested and orphan.signum == signal.SIGTERM
+
+
+@pytest.fixture
+def windows_file_rules(monkeypatch):
+    """Windows' rules for open files, on Linux: a file this process holds open or memory-mapped (Python's
+    open and mmap do not share delete access there) cannot be deleted, renamed or replaced, nor a folder
+    holding one renamed; os.rename onto an existing name fails. What is open is what /proc says."""
+
+    def busy(path) -> bool:
+        path = os.path.abspath(path)
+        held = set()
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own, closed by now
+                held.add(os.readlink(f"/proc/self/fd/{fd}"))
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            held |= {line.split(maxsplit=5)[5].strip() for line in maps if len(line.split(maxsplit=5)) == 6}
+        return any(place == path or place.startswith(path + os.sep) for place in held)
+
+    def refuse_if_busy(real, *names):
+        def act(*paths, **kwargs):
+            where = os.readlink(f"/proc/self/fd/{kwargs['dir_fd']}") if kwargs.get("dir_fd") is not None else ""
+            for path in paths[: len(names)]:
+                if busy(os.path.join(where, path)):
+                    raise PermissionError(13, "The process cannot access the file: it is in use", str(path))
+            if real is os.rename and os.path.exists(os.path.join(where, paths[1])):
+                raise FileExistsError(17, "Cannot create a file when that file already exists", str(paths[1]))
+            return real(*paths, **kwargs)
+
+        return act
+
+    for name, checked in (("unlink", 1), ("remove", 1), ("rmdir", 1), ("rename", 2), ("replace", 2)):
+        monkeypatch.setattr(os, name, refuse_if_busy(getattr(os, name), *range(checked)))
+
+
+def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, tiny, windows_file_rules):
+    """Preparing renamed the private cache folder into place while its tokens.bin was memory-mapped,
+    which Windows refuses: every new corpus failed there ('cannot write the corpus cache'). The run
+    lock deleted .lock while holding it open: every run ended in 'Permission denied', its lock held."""
+    charlm.train(fox_file, out="run", **tiny)
+    assert runs.resolve("run").is_file()
+    with runs.RunLock(Path("checkpoints/run")):  # the lock was released: it can be taken again
+        pass
+
+
+def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, monkeypatch):
+    """Probing the owner with os.kill(pid, 0) sent it Ctrl-C on Windows, where signal 0 is CTRL_C_EVENT."""
+    sent = []
+    monkeypatch.setattr(runs.os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    monkeypatch.setattr(runs.sys, "platform", "win32")
+    with runs.RunLock(tmp_path / "run"), pytest.raises(CharLMError, match=f"in use by process {os.getpid()} "):
+        runs.RunLock(tmp_path / "run").__enter__()
+    assert sent == []
+
+
+class NoFloat64(TorchFunctionMode):
+    """MPS's rule on the CPU: torch refuses float64 on an Apple GPU."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tree_leaves(result)):
+            raise TypeError("Cannot convert a MPS Tensor to float64 dtype as the MPS framework doesn't support float64")
+        return result
+
+
+def test_training_on_a_device_without_float64(fox_file, tiny, monkeypatch):
+    """A MacBook's --device auto is mps, which has no float64: validation added its bits up in float64
+    on the model's device, so every training run there failed at its first evaluation (and inspect,
+    the server's log-probabilities, with --device mps)."""
+    monkeypatch.setattr(scoring, "has_float64", lambda device: False, raising=False)  # this CPU as mps
+    with NoFloat64():
+        model = charlm.train(fox_file, out="run", **tiny)
+        assert len(scoring.surprise(model, "the fox").bits) == 7  # inspect's and the server's scores
+    assert runs.read_run_info(Path("checkpoints/run"))
+
+
+def test_server_metrics_where_there_is_no_resource_module(monkeypatch):
+    """Windows has no `resource` module (nor /proc): GET /metrics failed there with ImportError."""
+    block_import(monkeypatch, "resource")
+    text = Metrics().render({})
+    assert "charlm_characters_per_second 0" in text and "resident_memory" not in text
