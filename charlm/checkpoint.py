@@ -119,8 +119,9 @@ def _refusal(message: str) -> str:
     """Why torch's weights-only unpickler refused a payload, without its paragraphs of advice on
     loading untrusted files anyway."""
     code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-    if code:
-        return f"the checkpoint holds code ({code.group(1)}), not only tensors and plain values"
+    if code:  # a builtin by its bare name: torch >= 2.7 gives it so, 2.4 to 2.6 as builtins.getattr
+        name = code.group(1).removeprefix("builtins.")
+        return f"the checkpoint holds code ({name}), not only tensors and plain values"
     after = message.partition("WeightsUnpickler error:")[2] or message
     reason = next((line.strip() for line in after.splitlines() if line.strip()), "unreadable")
     return f"the checkpoint holds more than tensors and plain values ({reason[:120]})"

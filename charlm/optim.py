@@ -18,12 +18,12 @@ def param_groups(model: torch.nn.Module, config: Config) -> list[dict]:
 
 
 def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, fused where this torch has it."""
-    groups = param_groups(model, config)
+    """AdamW over `param_groups`, fused where this torch has it (torch 2.4 has no fused kernel on mps).
+    The fallback gets fresh groups: the refused optimizer has already marked the first ones fused."""
     try:
-        return torch.optim.AdamW(groups, lr=config.lr, fused=True)
+        return torch.optim.AdamW(param_groups(model, config), lr=config.lr, fused=True)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.AdamW(param_groups(model, config), lr=config.lr)
 
 
 def learning_rate(config: Config, step: int, progress: float) -> float:

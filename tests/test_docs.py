@@ -1,5 +1,6 @@
 """The docs stay true: the option reference is what the commands are, and every link leads somewhere."""
 
+import configparser
 import importlib.util
 import re
 import unicodedata
@@ -81,3 +82,16 @@ def test_the_chinese_page_names_every_option_its_english_page_names(english):
     chinese = REPO / english.replace(".md", ".zh.md")
     missing = options_named(REPO / english) - options_named(chinese)
     assert not missing, f"{chinese.name} never names {sorted(missing)}, which {english} does"
+
+
+@pytest.mark.parametrize("page", ["README.md", "README.zh.md"])
+def test_the_readme_asks_for_the_python_and_torch_setup_cfg_asks_for(page):
+    """The install section's "Python X or newer, torch Y or newer" is setup.cfg's floor: a GPU user
+    picks their torch build by hand, so the README must not name an older one than pip requires."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg", encoding="utf-8")
+    python = config["options"]["python_requires"].removeprefix(">=")
+    torch = re.search(r"^torch>=(\S+)$", config["options"]["install_requires"], re.MULTILINE).group(1)
+    text = (REPO / page).read_text(encoding="utf-8")
+    stated = re.search(r"Python (\S+) (?:or newer|或更新版本)[,，] ?torch (\S+) (?:or newer|或更新版本)", text)
+    assert stated and stated.groups() == (python, torch), f"{page} does not say Python {python}, torch {torch}"
