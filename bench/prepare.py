@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import shutil
@@ -35,21 +36,23 @@ def english_like(rng: random.Random, size: int) -> str:
 
 def cjk_like(rng: random.Random, size: int) -> str:
     chars = [chr(0x4E00 + i) for i in range(4000)]
-    weights = [1 / (i + 1) for i in range(4000)]  # Zipf-like, as in a novel
+    # Zipf-like, as in a novel; summed once here (the same text as `weights=`, which sums them every call)
+    cumulative = list(itertools.accumulate(1 / (i + 1) for i in range(4000)))
     lines, total = [], 0
     while total < size:
-        line = "".join(rng.choices(chars, weights, k=rng.randint(10, 60))) + rng.choice("，。！？：；")
+        line = "".join(rng.choices(chars, cum_weights=cumulative, k=rng.randint(10, 60))) + rng.choice("，。！？：；")
         lines.append(line)
         total += len(line.encode()) + 1
     return "\n".join(lines) + "\n"
 
 
 def write_corpus(path: Path, make, megabytes: int) -> None:
-    """Writes `megabytes` of text built from a 4 MB generated block, repeated with its lines shuffled."""
+    """Writes `megabytes` of text built from a generated block of 4 MB (or less, if that is more than
+    asked for), repeated with its lines shuffled."""
     if path.exists() and path.stat().st_size >= megabytes * MB * 0.99:
         return
     rng = random.Random(0)
-    block = make(rng, 4 * MB).splitlines(keepends=True)
+    block = make(rng, min(4, megabytes) * MB).splitlines(keepends=True)
     with open(path, "w", encoding="utf-8") as f:
         written = 0
         while written < megabytes * MB:

@@ -2,22 +2,29 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import copy
 import importlib
+import io
 import os
+import random
 import resource
+import runpy
 import signal
 import subprocess
 import sys
 import time
+import traceback
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from bench.common import free_port, wait_healthy  # noqa: F401  (one copy, for the tests that start a server)
-from charlm import checkpoint, runs
+from charlm import checkpoint, runs, threads
 from charlm.checkpoint import Checkpoint
 from charlm.cli import main
 from charlm.model import CharLM, ModelConfig
@@ -111,14 +118,71 @@ def cli_args(options: dict) -> list[str]:
     return args
 
 
-def run_bench(name: str, *args: str, timeout: float = 300) -> str:
+def run_bench(name: str, *args: str) -> str:
     """`python -m bench.NAME ARGS` from the test's own folder (so its corpora/ and checkpoints/ land
-    there), the repository on the path; its stdout, after asserting it succeeded."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", f"bench.{name}", *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    there); its stdout, after asserting it succeeded (exit status 0, or its stdout and stderr).
+
+    Run in this process (`runpy`, as `-m` runs it), which saves the ~2 s a process of its own spends
+    importing torch: the scripts install no signal handlers, start processes only as children of their
+    own and leave by returning or by SystemExit; `process_state` puts back what they change of this
+    process (charlm's thread governor, torch's generator, ...)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with process_state(), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        sys.argv = [str(REPO / "bench" / f"{name}.py"), *args]
+        try:
+            warnings.filterwarnings("ignore", "'bench.* found in sys.modules", RuntimeWarning)  # a test imported it
+            runpy.run_module(f"bench.{name}", run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as stop:  # as the interpreter ends: a message is printed, its status 1
+            code = stop.code
+            if code is not None and not isinstance(code, int):
+                print(code, file=sys.stderr)
+                code = 1
+        except Exception:  # noqa: BLE001  (as the interpreter reports it: the traceback, status 1)
+            traceback.print_exc()
+            code = 1
+    assert not code, stdout.getvalue() + stderr.getvalue()
+    return stdout.getvalue()
+
+
+def flushes_denormals() -> bool:
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def process_state() -> Iterator[None]:
+    """Puts back what code run in this process (a bench script, as its own process ran it) may change of
+    the process: argv, the folder, the environment, torch's threads (and charlm's governor of them),
+    default dtype, matmul precision, grad mode, flush-denormal, the random generators, warnings filters.
+    Signal handlers it may not touch: asserted."""
+    argv, cwd, environ = list(sys.argv), os.getcwd(), dict(os.environ)
+    torch_threads, governor = torch.get_num_threads(), threads._governor
+    governed = copy.deepcopy(vars(governor)) if governor else None  # what it learned: its count, its speeds
+    dtype, precision = torch.get_default_dtype(), torch.get_float32_matmul_precision()
+    grad, denormal = torch.is_grad_enabled(), flushes_denormals()
+    rng = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        with warnings.catch_warnings():
+            yield
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+        if dict(os.environ) != environ:
+            os.environ.clear()
+            os.environ.update(environ)
+        torch.set_num_threads(torch_threads)
+        threads._governor = governor
+        if governor:
+            vars(governor).update(governed)
+        torch.set_default_dtype(dtype)
+        torch.set_float32_matmul_precision(precision)
+        torch.set_grad_enabled(grad)
+        torch.set_flush_denormal(denormal)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.random.set_rng_state(rng[2])
+    assert {number: signal.getsignal(number) for number in handlers} == handlers, "a signal handler was left set"
 
 
 # The tiny training options as command-line arguments: the loop's (what a fine-tuning run may set) and

@@ -1,12 +1,15 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
 import argparse
+import copy
 import dataclasses
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +19,58 @@ import torch.nn.functional as F
 
 import charlm
 from bench import babygpt, common, mixture, versus
-from charlm import checkpoint, finetune, runs
+from charlm import checkpoint, finetune, runs, threads
 from charlm.model import head_cutoffs
 from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, cli, run_bench
+from .conftest import REPO, TINY, cli, process_state, run_bench
 
 # conftest's tiny run as the scripts' name=value settings (each test adds a hidden size)
 TINY_SET = ",".join(f"{name}={TINY[name]}" for name in ("layers", "seq_len", "batch_size"))
 
 pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
+
+
+def process_settings() -> tuple:
+    governor = threads._governor
+    return (
+        torch.get_num_threads(), governor, copy.deepcopy(vars(governor)), torch.get_default_dtype(),
+        torch.get_float32_matmul_precision(), torch.is_grad_enabled(), (torch.tensor([1e-39]) * 1.0).item(),
+        random.random(), np.random.random(), torch.rand(1).item(), dict(os.environ), os.getcwd(), list(sys.argv),
+        list(warnings.filters),
+    )  # fmt: skip
+
+
+def test_a_script_run_in_this_process_leaves_the_process_as_it_was(tmp_path, monkeypatch):
+    """run_bench runs the scripts in the test's process: whatever one changes of it is put back, so a later
+    test gets the threads, generators and settings it would have got after a script in a process of its own."""
+    monkeypatch.setattr(threads, "_governor", threads.Governor(2, set_threads=lambda count: None))
+    (tmp_path / "elsewhere").mkdir()
+    state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    before = process_settings()
+    random.setstate(state[0]), np.random.set_state(state[1]), torch.random.set_rng_state(state[2])
+    with process_state():
+        torch.set_num_threads(torch.get_num_threads() + 1)
+        threads._governor.threads, threads._governor.best_recent["train"] = 1, 1e6
+        threads._governor = threads.Governor(2, set_threads=lambda count: None)
+        torch.set_default_dtype(torch.float64)
+        torch.set_float32_matmul_precision("medium" if torch.get_float32_matmul_precision() == "highest" else "highest")
+        torch.set_grad_enabled(False)
+        torch.set_flush_denormal(True)
+        random.seed(1), np.random.seed(1), torch.manual_seed(1)
+        os.environ["CHARLM_LEFT_BEHIND"] = "1"
+        os.chdir(tmp_path / "elsewhere")
+        sys.argv = ["bench/sweep.py", "fox.txt"]
+        warnings.simplefilter("error")
+    assert process_settings() == before  # the generators too: each draws what it would have drawn
+    previous = signal.getsignal(signal.SIGHUP)
+    try:
+        with pytest.raises(AssertionError, match="a signal handler was left set"), process_state():
+            signal.signal(signal.SIGHUP, lambda *_: None)  # a script that does this needs a process of its own
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_sample_speed_bench_runs():
