@@ -728,7 +728,14 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
     torch.manual_seed(0)
     model = make_model(VOCAB, layers=1, hidden=4).eval()
     app = create_app({"tiny": lambda: model}, ServeConfig(max_prompt=16384, max_streams=64))
-    with running(app) as url:
+    # One torch thread, as `charlm serve` runs by default (--threads 1; create_app leaves threads alone):
+    # with two, once this process has run parallel work on its main thread, the primer's tiny steps
+    # each wait on OpenMP and this test took 37 s instead of 2.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, previous)
+        url = stack.enter_context(running(app))
         wait_healthy(url)
         for char in ("\u2019", "\U0001f600"):
             body = json.dumps({"prompt": [char * 16384] * 64, "max_tokens": 0})
