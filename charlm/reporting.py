@@ -32,23 +32,43 @@ LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every eval
 SPEED_SECONDS = 10.0  # the progress bar's speed (and a --max-time run's step total) averages about this long
 
 
+class BestEffortLog:
+    """A run's log file that a full disk must not stop (checkpoints decide that): each entry is appended
+    whole or not at all (`append_line`), and one that cannot be written is a warning, said once."""
+
+    def __init__(self, path: Path, what: str = ""):
+        self.path, self.what = Path(path), what  # what: " metrics", named in the warning
+        self.warned = False
+
+    def append(self, text: str) -> None:
+        try:
+            append_line(self.path, text)
+        except OSError as e:
+            self.warn(e)
+
+    def warn(self, error: OSError) -> None:
+        if not self.warned:
+            message = f"warning: {self.path}: cannot write{self.what} ({error.strerror}); training goes on"
+            tqdm.write(message, file=sys.stderr)
+            self.warned = True
+
+
 class MetricsLog:
-    """Best effort: a metrics line that cannot be written (disk full) is a warning, not the end of the
-    run; checkpoints decide that. But a run whose folder was removed (`lock` lost) stops: its rows
-    would recreate the folder, or land in another run's that took its place."""
+    """metrics.jsonl, best effort (`BestEffortLog`). But a run whose folder was removed (`lock` lost)
+    stops: its rows would recreate the folder, or land in another run's that took its place."""
 
     def __init__(self, run_dir: Path, lock: RunLock | None = None):
-        self.path = Path(run_dir) / METRICS
+        self.file = BestEffortLog(Path(run_dir) / METRICS, " metrics")
         self.lock = lock
-        self.warned = False
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
 
     def append(self, row: dict) -> None:
         if self.lock:
             self.lock.check(row.get("step", row.get("resume", 0)))
-        try:
-            append_line(self.path, json.dumps(row) + "\n")
-        except OSError as e:
-            self.warn(e)
+        self.file.append(json.dumps(row) + "\n")
 
     def start_afresh(self) -> None:
         """A new run's log starts empty. Rows already there are a run's that stopped in this folder
@@ -56,12 +76,7 @@ class MetricsLog:
         try:
             self.path.unlink(missing_ok=True)
         except OSError as e:
-            self.warn(e)
-
-    def warn(self, error: OSError) -> None:
-        if not self.warned:
-            print(f"warning: {self.path}: cannot write metrics ({error.strerror}); training goes on", file=sys.stderr)
-            self.warned = True
+            self.file.warn(e)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -29,7 +29,7 @@ from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .model import CharLM
 from .plan import RunPlan
-from .reporting import Reporter, SilentReporter
+from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
 from .tokens import TokenCorpus
@@ -104,7 +104,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
-        self.samples_warned = False  # samples.txt could not be written, and the run said so
+        self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
         self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and chars at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
         self.lock: runs.RunLock | None = None  # rank 0's lock on the run folder, while it trains
@@ -290,14 +290,7 @@ class Trainer:
         text = generate(self.result, "", length=SAMPLE_CHARS, random_seed=self.progress.step)[0]
         block = f"--- sample at step {self.progress.step} (val {self.progress.val_bpc:.3f} bpc) ---\n{text.strip()}\n"
         tqdm.write(block)
-        try:  # best effort, as metrics.jsonl: the checkpoints decide whether a full disk stops the run
-            with open(self.run_dir / runs.SAMPLES, "a", encoding="utf-8") as f:
-                f.write(block + "\n")
-        except OSError as e:
-            if not self.samples_warned:
-                warning = f"warning: {self.run_dir / runs.SAMPLES}: cannot write ({e.strerror}); training goes on"
-                tqdm.write(warning, file=sys.stderr)
-                self.samples_warned = True
+        self.samples.append(block + "\n")  # best effort, as metrics.jsonl: checkpoints decide what stops a run
 
     def checkpoint(self) -> Checkpoint:
         """Every rank takes part (the hidden states and RNG states are gathered); rank 0 writes it."""
