@@ -5,9 +5,8 @@ import functools
 import pytest
 
 from charlm.errors import CharLMError
-from charlm.model import Vocabulary
 from charlm.pieces import PieceVocab, train_model
-from charlm.vocab import Vocab
+from charlm.vocab import Vocab, Vocabulary
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
 
