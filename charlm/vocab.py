@@ -92,10 +92,6 @@ class Vocab:
         self._table: np.ndarray | None = None
 
     @classmethod
-    def from_text(cls, text: str) -> Vocab:
-        return cls(sorted(set(text)))
-
-    @classmethod
     def from_counts(cls, counts: Counter, min_count: int = 1, coverage: float = 1.0, normalize: str = "none") -> Vocab:
         """The characters that occur at least `min_count` times and, most frequent first, cover at least
         `coverage` of the text; the rest become UNKNOWN."""

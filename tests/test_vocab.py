@@ -1,6 +1,7 @@
 """Characters <-> ids at the edges: text that is not text, characters the model knows in another width."""
 
 import functools
+from collections import Counter
 
 import pytest
 
@@ -13,7 +14,7 @@ TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不
 
 @functools.cache
 def vocabulary(tokenizer: str) -> Vocabulary:
-    return Vocab.from_text(TEXT) if tokenizer == "char" else PieceVocab(train_model([TEXT], "bpe", 300))
+    return Vocab.from_counts(Counter(TEXT)) if tokenizer == "char" else PieceVocab(train_model([TEXT], "bpe", 300))
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
@@ -42,7 +43,7 @@ def test_an_unseen_character_names_the_form_the_model_knows():
     with pytest.raises(CharLMError, match=r"'\?' \(did you mean '？'\?\) '\(' \(did you mean '（'\?\) '宁';"):
         vocab.encode("你呢?(宁", what="--seed")
     with pytest.raises(CharLMError, match=r"'：' \(did you mean ':'\?\)"):  # the other way round too
-        Vocab.from_text("She said: fine!\n").encode("She said：", what="--seed")
+        Vocab.from_counts(Counter("She said: fine!\n")).encode("She said：", what="--seed")
     with pytest.raises(CharLMError, match=r"'\.' \(did you mean '。'\?\)"):  # no width form, the CJK one
         vocab.encode("不答.", what="--seed")
     assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently
