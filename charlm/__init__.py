@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # what type checkers and editors read; at run time `__getattr__` imports these names
     from .api import generate, load, stream, train
     from .config import Config, SampleConfig
     from .errors import CharLMError

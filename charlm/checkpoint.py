@@ -39,10 +39,10 @@ from . import files, hub
 from .config import Config, holds, kinds_of
 from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State, Vocabulary, skeleton
+from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
 from .runs import resolve
-from .vocab import Vocab
+from .vocab import Vocab, Vocabulary
 
 MAGIC = b"charlm-checkpoint\n"
 VERSION = 3

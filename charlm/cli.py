@@ -5,27 +5,24 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, console, export, files, outputs, runs, threads, tokens
+from . import catalog, checkpoint, console, export, files, outputs, runs, tables, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
-from .config import CORPUS_OPTIONS, Config, holds
+from .config import CORPUS_OPTIONS, Config
 from .corpus import read_texts, source_files
 from .errors import CharLMError
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .plot import plot_runs
-from .reporting import is_number, read_metrics
 from .scoring import total_bits, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
-from .tables import table
 from .vocab import UnknownCharacterWarning
 
 
@@ -115,7 +112,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         scored_texts.append(text[1:])  # the first character is read, never scored
         bits, chars, length = bits + file_bits, chars + file_chars, length + len(text)
     if len(paths) > 1:
-        click.echo(table([["file", "bpc", "characters"], *rows], right=(1, 2)))
+        click.echo(tables.table([["file", "bpc", "characters"], *rows], right=(1, 2)))
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {length:,} characters")
     if unseen := unseen_note(model.vocab, "".join(scored_texts)):
         click.echo(unseen)
@@ -169,52 +166,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
 @click.option("--root", default=str(runs.CHECKPOINT_ROOT), show_default=True, help="folder holding the runs")
 def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus (and a fine-tune's base), size, steps, best bpc, updated."""
-    folders = runs.run_folders(Path(root))
-    if not folders:
-        raise CharLMError(f"no runs under {runs.where(Path(root))}; train one with `charlm train`")
-    rows = [["run", "corpus", "model", "steps", "best bpc", "last update"]]
-    rows += [run_row(folder) for folder in folders]
-    click.echo(table(rows, right=(3, 4)))
-
-
-def run_row(folder: Path) -> list[str]:
-    """One run's line of `charlm runs`. run.json and metrics.jsonl may be damaged or edited by hand:
-    what cannot be read shows as `?`, and the other runs are listed all the same."""
-    info = runs.read_run_info(folder) or {}
-    config = info.get("config") if isinstance(info.get("config"), dict) else {}
-
-    def shown(value: object, kind: type, default: str = "?") -> str:
-        return str(value) if holds(value, kind) else default
-
-    layers, hidden = (shown(config.get(name), int) for name in ("layers", "hidden"))
-    model = f"{layers}x{hidden} {shown(config.get('cell'), str, '')}".strip()
-    if is_number(info.get("parameters")):
-        model += f" {short_count(info['parameters'])}"
-    metrics = read_metrics(folder)
-    best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
-    try:
-        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
-    except OSError:  # removed since it was listed
-        updated = "?"
-    corpus = shown(info.get("corpus"), str)
-    base = info.get("base") if isinstance(info.get("base"), dict) else {}
-    if holds(base.get("run"), str):  # a fine-tuning run
-        corpus += f" (from {base['run']})"
-    return [
-        folder.name,
-        corpus,
-        model,
-        f"{int(metrics[-1]['step']) if metrics else 0:,}",
-        "-" if best is None else f"{best:.4f}",
-        updated,
-    ]
-
-
-def short_count(count: float) -> str:
-    """1.3M, 22k: a parameter count in a table column (in millions alone, a small model's was 0.0M)."""
-    if count >= 1e6:
-        return f"{count / 1e6:.1f}M"
-    return f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"
+    click.echo(tables.runs_table(Path(root)))
 
 
 @main.command()

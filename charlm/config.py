@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .corpus import text_decoder
+from .corpus import NORMALIZATIONS, text_decoder
 from .device import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
 from .errors import CharLMError
 from .forms import template_of
@@ -25,7 +25,6 @@ CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
 
 SAVE_ERRORS = ("stop", "warn")
-NORMALIZATIONS = ("none", "nfc", "nfkc")
 TOKENIZERS = ("char", "sentencepiece")
 SPM_MODELS = ("char", "bpe", "unigram")
 

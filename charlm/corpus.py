@@ -21,6 +21,7 @@ CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the c
 
 DEFAULT_CORPUS = "shakespeare"
 CHUNK_BYTES = 4 << 20
+NORMALIZATIONS = ("none", "nfc", "nfkc")  # --normalize: the Unicode forms `normalized` applies
 LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line
 
 

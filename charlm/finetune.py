@@ -24,7 +24,8 @@ from . import checkpoint, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config, from_options, option_name
 from .errors import CharLMError
-from .model import CharLM, Vocabulary, grow_vocab
+from .model import CharLM, grow_vocab
+from .vocab import Vocabulary
 
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")

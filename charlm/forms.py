@@ -24,14 +24,12 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import torch
 
 from .errors import CharLMError
-
-if TYPE_CHECKING:
-    from .model import Vocabulary
+from .vocab import Vocabulary
 
 FREE = "_"
 FORMS = {

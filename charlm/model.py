@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from .config import MAXIMA, holds
 from .errors import CharLMError
-
-if TYPE_CHECKING:
-    import numpy as np
+from .vocab import UNSEEN, Vocabulary
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -40,32 +37,6 @@ CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
 RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
-UNSEEN = -1  # the id of a character outside the vocabulary, where a caller asks to read such text (`Embedding`)
-
-
-class Vocabulary(Protocol):
-    """What a model reads and writes through: a character vocabulary (`vocab.Vocab`) or SentencePiece
-    pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and
-    reads a character vocabulary's own fields (`chars`, `unknown_id`) only where `one_char_per_id`."""
-
-    tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
-    one_char_per_id: bool  # every id spells exactly one character
-    normalize: str  # the Unicode normalization applied to text before encoding
-
-    def __len__(self) -> int: ...
-    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor: ...
-    def encode_array(self, text: str) -> np.ndarray: ...  # already normalized text, for the corpus cache
-    def dtype(self) -> np.dtype: ...  # the smallest unsigned type that holds every id
-    def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str: ...
-    def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]: ...
-    def normalized(self, text: str) -> str: ...
-    def knows(self, char: str) -> bool: ...
-    def char_lengths(self) -> torch.Tensor: ...
-    def start_text(self) -> str: ...
-    def size_text(self) -> str: ...
-    def first(self, size: int) -> Vocabulary: ...
-    def extended(self, chars: list[str]) -> Vocabulary: ...
-    def to_dict(self) -> dict: ...
 
 
 @dataclass(frozen=True)

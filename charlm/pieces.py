@@ -30,8 +30,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from .config import NORMALIZATIONS
-from .corpus import check_characters, normalized
+from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
 
 MAX_SENTENCE_CHARS = 2048  # longer lines are cut into pieces of this many characters for training

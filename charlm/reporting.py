@@ -14,18 +14,15 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
+from .checkpoint import Progress
 from .config import Config
 from .errors import CharLMError
+from .runs import RunLock
 from .scoring import LOG2E
-
-if TYPE_CHECKING:
-    from .checkpoint import Progress
-    from .runs import RunLock
 
 METRICS = "metrics.jsonl"
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation

@@ -26,7 +26,7 @@ def sample_config(options: dict) -> SampleConfig:
     return from_options(SampleConfig, options, "sampling option")
 
 
-def start(model: CharLM, options: SampleConfig, text: str) -> Batch:
+def primed_batch(model: CharLM, options: SampleConfig, text: str) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`."""
     form = constrain(options, model.vocab)
     never = model.vocab.unknown(options.stop) if options.stop and model.vocab.one_char_per_id else []
@@ -40,16 +40,16 @@ def start(model: CharLM, options: SampleConfig, text: str) -> Batch:
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
-        batch.join(row(options, form), primed, options, base + i, ids)
+        batch.join(sample_row(options, form), primed, options, base + i, ids)
     return batch
 
 
-def row(options: SampleConfig, form: Constrained | None) -> Row:
+def sample_row(options: SampleConfig, form: Constrained | None) -> Row:
     """A sample's row: its length, its stop text and its own place in the template."""
     return Row(options.length, (options.stop,) if options.stop else (), form=form.cursor() if form else None)
 
 
-def run(batch: Batch) -> Iterator[list[str]]:
+def step_pieces(batch: Batch) -> Iterator[list[str]]:
     """Yields each step's new text per row ('' once a row is done) until every row is done. A step
     adds one character with a character vocabulary, a piece (or nothing yet, mid-way through a
     character spelled as bytes) with sentencepiece. The state ends up holding everything produced.
@@ -68,8 +68,8 @@ def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None =
     An empty seed starts at the beginning of a line."""
     options = options or SampleConfig()
     with inference(model):
-        batch = start(model, options, seed or model.vocab.start_text())
-    return itertools.chain([[model.vocab.normalized(seed)] * options.num_samples], run(batch))
+        batch = primed_batch(model, options, seed or model.vocab.start_text())
+    return itertools.chain([[model.vocab.normalized(seed)] * options.num_samples], step_pieces(batch))
 
 
 def generate(model: CharLM, seed: str = "", **options) -> list[str]:
@@ -108,13 +108,13 @@ class Conversation:
         with inference(self.model):
             if self.batch is None:
                 text = text or self.model.vocab.start_text()
-                self.batch = start(self.model, self.options, text)
+                self.batch = primed_batch(self.model, self.options, text)
             else:
                 if text:
                     self.batch.read(self.model.vocab.encode(text, what="--seed").to(self.model.device))
-                self.batch.restart([row(self.options, self.form)])
+                self.batch.restart([sample_row(self.options, self.form)])
             if text:
                 self.transcript.append(text)
-        for pieces in run(self.batch):
+        for pieces in step_pieces(self.batch):
             self.transcript.append(pieces[0])
             yield pieces[0]

@@ -46,7 +46,8 @@ from .batches import as_ids
 from .cells import gru_cell, lstm_cell
 from .device import has_float64
 from .errors import CharLMError
-from .model import UNSEEN, CharLM, State, Vocabulary, inference, map_state
+from .model import CharLM, State, inference, map_state
+from .vocab import UNSEEN, Vocabulary
 
 LOG2E = 1.0 / math.log(2.0)  # bits per nat
 TOP = 5  # guesses `surprise` keeps before each token by default

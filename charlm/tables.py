@@ -1,13 +1,23 @@
-"""Plain-text tables for the terminal (`charlm runs`, `charlm corpus list`).
+"""Plain-text tables for the terminal (`charlm runs`, `charlm corpus list`), and the table of runs.
 
 Columns are padded to the widest cell by display width: a Chinese character takes two terminal cells,
 so padding by `len` would push every column after a Chinese run name out of line. The last column is
 never padded, so a long description does not leave trailing spaces.
+
+The table of runs is built here, not in runs.py: a run's line joins its run.json (runs.py's) with its
+metrics.jsonl (reporting.py's), and reporting, which checks a run's lock as it writes, sits above runs.
 """
 
 from __future__ import annotations
 
+import time
 import unicodedata
+from pathlib import Path
+
+from . import runs
+from .config import holds
+from .errors import CharLMError
+from .reporting import is_number, read_metrics
 
 
 def width(text: str) -> int:
@@ -28,3 +38,53 @@ def table(rows: list[list[str]], right: tuple[int, ...] = ()) -> str:
             cells.append(pad + cell if i in right else cell if last else cell + pad)
         lines.append("  ".join(cells))
     return "\n".join(lines)
+
+
+def runs_table(root: Path = runs.CHECKPOINT_ROOT) -> str:
+    """What `charlm runs` prints: a line per run under `root`, in order of name."""
+    folders = runs.run_folders(root)
+    if not folders:
+        raise CharLMError(f"no runs under {runs.where(root)}; train one with `charlm train`")
+    rows = [["run", "corpus", "model", "steps", "best bpc", "last update"]]
+    rows += [run_row(folder) for folder in folders]
+    return table(rows, right=(3, 4))
+
+
+def run_row(folder: Path) -> list[str]:
+    """One run's line of `charlm runs`. run.json and metrics.jsonl may be damaged or edited by hand:
+    what cannot be read shows as `?`, and the other runs are listed all the same."""
+    info = runs.read_run_info(folder) or {}
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+
+    def shown(value: object, kind: type, default: str = "?") -> str:
+        return str(value) if holds(value, kind) else default
+
+    layers, hidden = (shown(config.get(name), int) for name in ("layers", "hidden"))
+    model = f"{layers}x{hidden} {shown(config.get('cell'), str, '')}".strip()
+    if is_number(info.get("parameters")):
+        model += f" {short_count(info['parameters'])}"
+    metrics = read_metrics(folder)
+    best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
+    try:
+        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
+    except OSError:  # removed since it was listed
+        updated = "?"
+    corpus = shown(info.get("corpus"), str)
+    base = info.get("base") if isinstance(info.get("base"), dict) else {}
+    if holds(base.get("run"), str):  # a fine-tuning run
+        corpus += f" (from {base['run']})"
+    return [
+        folder.name,
+        corpus,
+        model,
+        f"{int(metrics[-1]['step']) if metrics else 0:,}",
+        "-" if best is None else f"{best:.4f}",
+        updated,
+    ]
+
+
+def short_count(count: float) -> str:
+    """1.3M, 22k: a parameter count in a table column (in millions alone, a small model's was 0.0M)."""
+    if count >= 1e6:
+        return f"{count / 1e6:.1f}M"
+    return f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"

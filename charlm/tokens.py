@@ -38,10 +38,9 @@ from . import catalog, files
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, source_files
 from .errors import CharLMError
-from .model import Vocabulary
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .shakespeare import shakespeare_files
-from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, code_points
+from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, Vocabulary, code_points
 
 CACHE_FORMAT = 1
 PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again

@@ -34,9 +34,10 @@ from .device import (
 )
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
-from .model import CharLM, ModelConfig, State, Vocabulary, detach_state, head_cutoffs, map_state
+from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
 from .optim import learning_rate, make_optimizer
 from .tokens import TokenCorpus
+from .vocab import Vocabulary
 
 
 @dataclass

@@ -13,21 +13,48 @@ import unicodedata
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .config import NORMALIZATIONS
-from .corpus import check_characters, normalized
+from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
-from .model import UNSEEN, Vocabulary
 from .pieces import PieceVocab
 
+# The id of a character outside the vocabulary, where a caller asks to read such text (`encode(unseen=True)`):
+# the model's `Embedding` reads it as the zero vector.
+UNSEEN = -1
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
 MAX_CODE_POINT = 0x110000
 # ASCII punctuation and the form Chinese text writes it in, where the two are not full- and half-width
 # forms of one character (those, like ':' and '：', Unicode pairs itself: see `other_forms`).
 CJK_PUNCTUATION = {".": "。", ",": "、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
+
+
+class Vocabulary(Protocol):
+    """What a model reads and writes through: a character vocabulary (`Vocab`, below) or SentencePiece
+    pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and
+    reads a character vocabulary's own fields (`chars`, `unknown_id`) only where `one_char_per_id`."""
+
+    tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
+    one_char_per_id: bool  # every id spells exactly one character
+    normalize: str  # the Unicode normalization applied to text before encoding
+
+    def __len__(self) -> int: ...
+    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor: ...
+    def encode_array(self, text: str) -> np.ndarray: ...  # already normalized text, for the corpus cache
+    def dtype(self) -> np.dtype: ...  # the smallest unsigned type that holds every id
+    def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str: ...
+    def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]: ...
+    def normalized(self, text: str) -> str: ...
+    def knows(self, char: str) -> bool: ...
+    def char_lengths(self) -> torch.Tensor: ...
+    def start_text(self) -> str: ...
+    def size_text(self) -> str: ...
+    def first(self, size: int) -> Vocabulary: ...
+    def extended(self, chars: list[str]) -> Vocabulary: ...
+    def to_dict(self) -> dict: ...
 
 
 def code_points(text: str) -> np.ndarray:
@@ -63,10 +90,6 @@ class Vocab:
             raise CharLMError(f"the vocabulary is damaged: unknown normalization {normalize!r}")
         self.normalize = normalize
         self._table: np.ndarray | None = None
-
-    @classmethod
-    def from_text(cls, text: str) -> Vocab:
-        return cls(sorted(set(text)))
 
     @classmethod
     def from_counts(cls, counts: Counter, min_count: int = 1, coverage: float = 1.0, normalize: str = "none") -> Vocab:

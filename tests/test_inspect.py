@@ -166,7 +166,7 @@ def test_modified_kneser_ney_discounts_follow_chen_and_goodman():
 def test_gru_and_rnn_models_are_inspected_with_what_they_have(cell):
     torch.manual_seed(0)
     text = "the cat sat (on a mat)\nthe dog ran\n" * 3
-    model = make_model(Vocab.from_text(text), cell=cell, layers=2, hidden=8).eval()
+    model = make_model(Vocab.from_counts(Counter(text)), cell=cell, layers=2, hidden=8).eval()
     inspection = analyse(model, text, text * 5, max_order=3)
     assert inspection.state_name == "h" and inspection.states.shape == (2, len(text), 8)
     assert any("no cell state" in note for note in inspection.notes)
@@ -208,7 +208,7 @@ class TextOf(HTMLParser):
 
 def hostile_page(tmp_path):
     torch.manual_seed(0)
-    model = make_model(Vocab.from_text(HOSTILE), hidden=8).eval()
+    model = make_model(Vocab.from_counts(Counter(HOSTILE)), hidden=8).eval()
     page = render(analyse(model, HOSTILE, HOSTILE * 3, max_order=3), "<i>title</i> & co")
     path = tmp_path / "report.html"
     path.write_text(page, encoding="utf-8")

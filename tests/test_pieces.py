@@ -2,6 +2,7 @@
 
 import math
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -101,7 +102,7 @@ def test_bits_per_char_divides_by_characters_not_tokens(chinese):
     characters = len(vocab.decode(ids[1:]))
     assert len(ids) - 1 < characters
     assert bits_per_char(model, ids) == pytest.approx(nats / characters / math.log(2), rel=1e-5)
-    char_vocab = Vocab.from_text(chinese)
+    char_vocab = Vocab.from_counts(Counter(chinese))
     char_model = make_model(char_vocab, layers=1, hidden=16).eval()
     char_ids = char_vocab.encode(chinese[:300])
     char_logits, _ = char_model(char_ids[None, :-1])

@@ -1,5 +1,6 @@
 """`charlm plot` and `charlm runs`: the curves of runs and the table of them."""
 
+import json
 import struct
 import warnings
 
@@ -50,6 +51,25 @@ def test_runs_lines_up_its_columns_under_chinese_run_names(fox_file, tiny):
     starts = [tables.width(line[: line.index(word)]) for line, word in zip(lines, ["corpus", "fox", "fox"])]
     assert len(set(starts)) == 1, lines
     assert tables.width("唐诗 ab\u0301") == 7 and tables.width("，") == 2
+
+
+def test_the_runs_table_joins_each_runs_record_and_metrics(tmp_path):
+    """A line per run from its run.json (corpus, a fine-tune's base, size) and metrics.jsonl (steps, best bpc)."""
+    for name, info, metrics in [
+        ("base", {"corpus": "fox", "config": {"layers": 2, "hidden": 64, "cell": "gru"}, "parameters": 1_340_000},
+         [{"step": 10, "val_bpc": 3.25}, {"step": 20, "val_bpc": 2.5}, {"step": 30, "val_bpc": 2.75}]),
+        ("tuned", {"corpus": "dog", "base": {"run": "base"}, "config": {"layers": 1}, "parameters": 999}, []),
+    ]:  # fmt: skip
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / runs.LATEST).write_bytes(b"")
+        runs.write_run_info(folder, info)
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in metrics))
+    header, base, tuned = tables.runs_table(tmp_path).splitlines()
+    assert header.split()[:5] == ["run", "corpus", "model", "steps", "best"]
+    assert base.split()[:7] == ["base", "fox", "2x64", "gru", "1.3M", "30", "2.5000"]
+    assert tuned.split()[:8] == ["tuned", "dog", "(from", "base)", "1x?", "999", "0", "-"]
+    assert [tables.short_count(n) for n in (999, 22_400, 1_340_000)] == ["999", "22k", "1.3M"]
 
 
 def test_a_chinese_run_name_is_drawn_with_a_font_that_has_it(fox_file, tiny):

@@ -1,6 +1,8 @@
+import ast
 import configparser
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import REPO
 
@@ -30,3 +32,55 @@ def test_every_file_the_package_reads_is_installed_with_it():
     }
     assert shipped, "no data files found: the test would pass for nothing"
     assert shipped <= listed, f"not in setup.cfg's [options.package_data]: {sorted(shipped - listed)}"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """Every charlm module `path` imports anywhere in it: at the top, inside a function (a lazy import)
+    or under `if TYPE_CHECKING:` (a type-only one) all make it depend on that module. A package counts
+    only where its own names are imported (`from charlm import __version__`), not its submodules."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
+            found |= submodules | ({base} if len(submodules) < len(node.names) else set())
+    return (found & modules) - {name}
+
+
+def test_no_two_modules_import_each_other():
+    """One module per job along the data's path: a module that imports one which imports it back (even
+    lazily, even for a type hint) is two jobs tangled, and a newcomer cannot read either first."""
+    paths = {module_name(path): path for path in (REPO / "charlm").rglob("*.py")}
+    graph = {name: imported_modules(path, set(paths)) for name, path in paths.items()}
+    assert "charlm.config" in graph["charlm.model"], "the graph misses plain imports: the test would pass for nothing"
+
+    def cycle_from(start: str) -> list[str] | None:
+        """The shortest import path from `start` back to itself, if any (breadth first)."""
+        paths_to = {start: [start]}
+        frontier = [start]
+        while frontier:
+            following = []
+            for module in frontier:
+                for imported in sorted(graph[module]):
+                    if imported == start:
+                        return paths_to[module] + [start]
+                    if imported not in paths_to:
+                        paths_to[imported] = paths_to[module] + [imported]
+                        following.append(imported)
+            frontier = following
+        return None
+
+    cycles = {" -> ".join(cycle) for name in sorted(graph) if (cycle := cycle_from(name))}
+    assert not cycles, "modules that import each other:\n" + "\n".join(sorted(cycles))

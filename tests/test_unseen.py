@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from openai import OpenAI
 
-from charlm.model import UNSEEN, inference
+from charlm.model import inference
 from charlm.pieces import PieceVocab, train_model
 from charlm.scoring import bits_per_char, prompt_logprobs, surprise, unseen_note
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
-from charlm.vocab import Vocab
+from charlm.vocab import UNSEEN, Vocab
 
 from .conftest import assert_one_line_error, cli, make_model
 from .test_cli import trained  # noqa: F401 (the fixture: a tiny run, "fox")

@@ -1,20 +1,20 @@
 """Characters <-> ids at the edges: text that is not text, characters the model knows in another width."""
 
 import functools
+from collections import Counter
 
 import pytest
 
 from charlm.errors import CharLMError
-from charlm.model import Vocabulary
 from charlm.pieces import PieceVocab, train_model
-from charlm.vocab import Vocab
+from charlm.vocab import Vocab, Vocabulary
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
 
 
 @functools.cache
 def vocabulary(tokenizer: str) -> Vocabulary:
-    return Vocab.from_text(TEXT) if tokenizer == "char" else PieceVocab(train_model([TEXT], "bpe", 300))
+    return Vocab.from_counts(Counter(TEXT)) if tokenizer == "char" else PieceVocab(train_model([TEXT], "bpe", 300))
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
@@ -43,7 +43,7 @@ def test_an_unseen_character_names_the_form_the_model_knows():
     with pytest.raises(CharLMError, match=r"'\?' \(did you mean '？'\?\) '\(' \(did you mean '（'\?\) '宁';"):
         vocab.encode("你呢?(宁", what="--seed")
     with pytest.raises(CharLMError, match=r"'：' \(did you mean ':'\?\)"):  # the other way round too
-        Vocab.from_text("She said: fine!\n").encode("She said：", what="--seed")
+        Vocab.from_counts(Counter("She said: fine!\n")).encode("She said：", what="--seed")
     with pytest.raises(CharLMError, match=r"'\.' \(did you mean '。'\?\)"):  # no width form, the CJK one
         vocab.encode("不答.", what="--seed")
     assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently

@@ -52,11 +52,7 @@ def sample(
     """Generate text from a trained model, streaming it as it is made.
 
     `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
-    given = {k: v for k, v in given.items() if v is not None}
-    if "stop" in given:  # let a shell user write --stop '\n\n'
-        given["stop"] = given["stop"].replace("\\n", "\n").replace("\\t", "\t")
-    temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
-    configs = [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
+    configs = sample_configs({k: v for k, v in given.items() if v is not None})
     if seed is not None and seed_file:
         raise CharLMError("give --seed or --seed-file, not both")
     if interactive and (seed is not None or seed_file or as_json or len(configs) > 1 or configs[0].num_samples > 1):
@@ -64,47 +60,77 @@ def sample(
             "--interactive writes one plain sample from the lines you type: drop --seed, --seed-file, --json, "
             "--num-samples and a list of temperatures"
         )
-    if seed_file:
-        try:
-            seed = read_text(Path(seed_file))
-        except CharLMError as e:
-            raise CharLMError(f"--seed-file {e}") from None
-    seed = seed or ""
+    seed = read_seed(seed_file) if seed_file else seed or ""
     model = checkpoint.load(target, device)
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read is refused before anything is printed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownCharacterWarning)
             model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
-    with contextlib.ExitStack() as stack:
-        copy = stack.enter_context(contextlib.closing(OutputCopy(output))) if output else None
-
-        def emit(text: str, screen: bool = True) -> None:
-            if screen:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            if copy:
-                copy.write(text)
-
+    with contextlib.closing(OutputCopy(output)) if output else contextlib.nullcontext() as copy:
+        emit = emitter(copy)
         if interactive:
-            if sys.stdin.isatty():
-                click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
-            # A terminal shows what is typed itself; printing it again would show it twice.
-            converse(model, configs[0], sys.stdin, emit, echo=not (sys.stdin.isatty() and sys.stdout.isatty()))
-            return
-        for config in configs:
-            label = f"temperature {config.temperature}" if len(configs) > 1 else None
-            if as_json:
-                for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
-                    emit(json.dumps({"sample": i + 1, "temperature": config.temperature, "text": text}) + "\n")
-            elif config.num_samples == 1:
-                emit(f"--- {label} ---\n" if label else "")
-                for pieces in sampler.stream_samples(model, seed, config):
-                    emit(pieces[0])
-                emit("\n")
-            else:
-                for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
-                    emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
+            co_write(model, configs[0], emit)
+        else:
+            write_samples(model, seed, configs, as_json, emit)
+
+
+def sample_configs(given: dict) -> list[SampleConfig]:
+    """The sampling options given, one config per temperature of a `--temperature` list. `\\n` and `\\t`
+    in --stop are a line break and a tab, so a shell user can write `--stop '\\n\\n'` for a blank line."""
+    if "stop" in given:
+        given["stop"] = given["stop"].replace("\\n", "\n").replace("\\t", "\t")
+    temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
+    return [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
+
+
+def read_seed(seed_file: str) -> str:
+    try:
+        return read_text(Path(seed_file))
+    except CharLMError as e:
+        raise CharLMError(f"--seed-file {e}") from None
+
+
+def emitter(copy: OutputCopy | None) -> Callable[..., None]:
+    """Writes text to the screen as it comes (flushed: a sample streams) and to --output's file, if any.
+    `screen=False`: to the file only (a typed line the terminal has shown already)."""
+
+    def emit(text: str, screen: bool = True) -> None:
+        if screen:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if copy:
+            copy.write(text)
+
+    return emit
+
+
+def write_samples(
+    model: CharLM, seed: str, configs: list[SampleConfig], as_json: bool, emit: Callable[..., None]
+) -> None:
+    """Each config's samples, labeled by temperature when there are several: a JSON object per sample,
+    one sample streamed as it is made, or several, each whole under its own label."""
+    for config in configs:
+        label = f"temperature {config.temperature}" if len(configs) > 1 else None
+        if as_json:
+            for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
+                emit(json.dumps({"sample": i + 1, "temperature": config.temperature, "text": text}) + "\n")
+        elif config.num_samples == 1:
+            emit(f"--- {label} ---\n" if label else "")
+            for pieces in sampler.stream_samples(model, seed, config):
+                emit(pieces[0])
+            emit("\n")
+        else:
+            for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
+                emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
+
+
+def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> None:
+    """`--interactive` at a terminal or from a pipe: the lines come from stdin."""
+    if sys.stdin.isatty():
+        click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
+    # A terminal shows what is typed itself; printing it again would show it twice.
+    converse(model, config, sys.stdin, emit, echo=not (sys.stdin.isatty() and sys.stdout.isatty()))
 
 
 class OutputCopy:

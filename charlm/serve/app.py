@@ -107,25 +107,33 @@ def create_app(
     if not loaders:
         raise CharLMError("no model to serve")
     server = Server(loaders, config, corpora)
-    files = resources.files(__package__)
-    page = files.joinpath("page.html").read_text(encoding="utf-8")
-    for shared in ("page.css", "page.js"):  # shared with the exported page
-        page = page.replace(f"/* {shared} */", files.joinpath(shared).read_text(encoding="utf-8"), 1)
-    body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        server.loop = asyncio.get_running_loop()
-        threading.Thread(target=server.load, name="charlm-load", daemon=True).start()
-        yield
-        await asyncio.to_thread(server.close)
-
-    app = FastAPI(title="charlm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    app = FastAPI(
+        title="charlm", lifespan=partial(serving, server), docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
     app.state.server = server
     app.add_middleware(RequestCounter, metrics=server.metrics)
     if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
         methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
         app.add_middleware(CORSMiddleware, allow_origins=config.origins(), allow_methods=methods, allow_headers=headers)
+    add_error_handlers(app)
+    add_status_routes(app, server)
+    add_completion_routes(app, server, config)
+    return app
+
+
+@asynccontextmanager
+async def serving(server: Server, app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan: the models load in a thread once the loop runs, so the server answers (/health
+    says `loading`) while they do; at shutdown the engines stop."""
+    server.loop = asyncio.get_running_loop()
+    threading.Thread(target=server.load, name="charlm-load", daemon=True).start()
+    yield
+    await asyncio.to_thread(server.close)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as OpenAI's JSON error body; a busy server (429) or one still loading (503) says when
+    to retry."""
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError):
@@ -135,6 +143,20 @@ def create_app(
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException):
         return JSONResponse(APIError(error.status_code, str(error.detail)).body(), status_code=error.status_code)
+
+
+def page_html() -> str:
+    """The page at /, with the style and script it shares with the exported page put in its place."""
+    files = resources.files(__package__)
+    page = files.joinpath("page.html").read_text(encoding="utf-8")
+    for shared in ("page.css", "page.js"):
+        page = page.replace(f"/* {shared} */", files.joinpath(shared).read_text(encoding="utf-8"), 1)
+    return page
+
+
+def add_status_routes(app: FastAPI, server: Server) -> None:
+    """The page, /health, the models and /metrics: everything but the completions."""
+    page = page_html()
 
     @app.get("/")
     async def index() -> HTMLResponse:
@@ -163,6 +185,12 @@ def create_app(
         engines = {name: s.engine for name, s in server.models.items()}
         return PlainTextResponse(server.metrics.render(engines), media_type="text/plain; version=0.0.4")
 
+
+def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:
+    """OpenAI's two completion endpoints: the request is checked (`protocol`), run as a `Completion`
+    and answered whole or streamed (`answer`)."""
+    body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
+
     @app.post("/v1/completions", openapi_extra=protocol.COMPLETION_SCHEMA)
     async def completions(request: Request) -> Response:
         server.check_key(request)
@@ -178,8 +206,6 @@ def create_app(
         return await answer(
             request, run, partial(stream_chat, run, wants_logprobs), partial(chat_body, run, wants_logprobs)
         )
-
-    return app
 
 
 def model_card(served: Served) -> dict:

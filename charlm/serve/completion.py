@@ -29,9 +29,9 @@ from .. import __version__
 from ..config import SampleConfig
 from ..errors import CharLMError
 from ..forms import Constrained, Template
-from ..model import UNSEEN, CharLM
+from ..model import CharLM
 from ..runs import corpus_of
-from ..vocab import UnknownCharacterWarning
+from ..vocab import UNSEEN, UnknownCharacterWarning
 from . import responses
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens

@@ -248,59 +248,21 @@ def json_type(value: Any) -> str:
 
 
 def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int) -> Params:
-    """The fields completions and chat share."""
+    """The fields completions and chat share, checked in this order: the first wrong one is the error."""
     model = string(body, "model")
-    chat = "prompt" not in body
-    for i, prompt in enumerate(prompts):
-        if len(prompt) > config.max_prompt:
-            what = "the messages, joined by blank lines and ending in one, make" if chat else "the prompt has"
-            raise APIError(
-                400,
-                f"{what} {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
-                "(charlm serve --max-prompt)",
-                "messages" if chat else "prompt",
-                "context_length_exceeded",
-            )
+    check_prompt_lengths(prompts, config, chat="prompt" not in body)
     template = form_template(body, config)
     if template is not None:  # the whole poem by default, not a client's default length (16 for completions)
         default_length = min(len(template.slots), config.max_tokens)
     max_tokens = default_length if max_tokens is None else max_tokens
-    n = integer(body, "n", 1, 1, config.max_streams, "charlm serve --max-streams")
-    if n * len(prompts) > config.max_streams:
-        raise APIError(
-            400, f"{len(prompts)} prompts x n={n} samples is more than this server runs at once "
-            f"({config.max_streams}, charlm serve --max-streams)", "n", "invalid_value",
-        )  # fmt: skip
+    n = samples_per_prompt(body, config, len(prompts))
     top_k = integer(body, "top_k", None, -1, 2**31 - 1)
-    penalties = {
-        name: number(body, name, None, 0.0, MAX_REPETITION_PENALTY, open_low=True)
-        for name in ("repetition_penalty", "repeat_penalty")
-    }
-    given = [v for v in penalties.values() if v is not None]
-    if len(given) == 2 and given[0] != given[1]:
-        raise APIError(
-            400, "repetition_penalty and repeat_penalty disagree; give one", "repeat_penalty", "invalid_value"
-        )
+    penalty = repetition_penalty(body)
     stream = boolean(body, "stream", False)
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
-    if stream_options is not None and not stream:  # OpenAI refuses it too: a client expecting usage gets none
-        raise APIError(
-            400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
-            "invalid_value",
-        )  # fmt: skip
+    stream_options = stream_options_of(body, stream)
     seed = integer(body, "seed", None, SEED_RANGE[0], SEED_LIMIT)  # any 64-bit seed, as OpenAI and generate take
     string(body, "user")
-    stops = strings(body, "stop", MAX_STOPS) or []
-    if "" in stops:
-        raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
-    longest = max(map(len, stops), default=0)
-    if longest > MAX_STOP_CHARS:
-        raise APIError(
-            400, f"a stop string may have at most {MAX_STOP_CHARS:,} characters, not {longest:,}", "stop",
-            "invalid_value",
-        )  # fmt: skip
+    stops = stop_texts(body)
     return Params(
         model=model,
         prompts=prompts,
@@ -308,7 +270,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         temperature=number(body, "temperature", 1.0, 0.0, 100.0),
         top_p=number(body, "top_p", None, 0.0, 1.0, open_low=True),
         top_k=None if top_k is None or top_k <= 0 else top_k,  # 0 and -1: off, as in llama.cpp and vLLM
-        repetition_penalty=given[0] if given else 1.0,
+        repetition_penalty=penalty,
         n=n,
         stream=stream,
         stops=tuple(stops),
@@ -318,6 +280,72 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         include_usage=boolean(stream_options or {}, "include_usage", False, "stream_options"),
         template=template,
     )
+
+
+def check_prompt_lengths(prompts: list[str], config: ServeConfig, chat: bool) -> None:
+    """No prompt longer than --max-prompt; a chat's prompt is its messages joined (`chat_params`)."""
+    for prompt in prompts:
+        if len(prompt) > config.max_prompt:
+            what = "the messages, joined by blank lines and ending in one, make" if chat else "the prompt has"
+            raise APIError(
+                400,
+                f"{what} {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
+                "(charlm serve --max-prompt)",
+                "messages" if chat else "prompt",
+                "context_length_exceeded",
+            )
+
+
+def samples_per_prompt(body: dict, config: ServeConfig, prompts: int) -> int:
+    """`n`: every prompt's n samples are rows of one engine at once, so all of them count against --max-streams."""
+    n = integer(body, "n", 1, 1, config.max_streams, "charlm serve --max-streams")
+    if n * prompts > config.max_streams:
+        raise APIError(
+            400, f"{prompts} prompts x n={n} samples is more than this server runs at once "
+            f"({config.max_streams}, charlm serve --max-streams)", "n", "invalid_value",
+        )  # fmt: skip
+    return n
+
+
+def repetition_penalty(body: dict) -> float:
+    """`repetition_penalty` (vLLM's name) or `repeat_penalty` (llama.cpp's): either, or both if they agree."""
+    penalties = {
+        name: number(body, name, None, 0.0, MAX_REPETITION_PENALTY, open_low=True)
+        for name in ("repetition_penalty", "repeat_penalty")
+    }
+    given = [v for v in penalties.values() if v is not None]
+    if len(given) == 2 and given[0] != given[1]:
+        raise APIError(
+            400, "repetition_penalty and repeat_penalty disagree; give one", "repeat_penalty", "invalid_value"
+        )
+    return given[0] if given else 1.0
+
+
+def stream_options_of(body: dict, stream: bool) -> dict | None:
+    """`stream_options` ({include_usage}), which only a stream may have."""
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise APIError(400, "stream_options must be an object", "stream_options", "invalid_type")
+    if stream_options is not None and not stream:  # OpenAI refuses it too: a client expecting usage gets none
+        raise APIError(
+            400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
+            "invalid_value",
+        )  # fmt: skip
+    return stream_options
+
+
+def stop_texts(body: dict) -> list[str]:
+    """`stop`: a string or a list; each is matched on every step of the request's rows, hence the limits."""
+    stops = strings(body, "stop", MAX_STOPS) or []
+    if "" in stops:
+        raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
+    longest = max(map(len, stops), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise APIError(
+            400, f"a stop string may have at most {MAX_STOP_CHARS:,} characters, not {longest:,}", "stop",
+            "invalid_value",
+        )  # fmt: skip
+    return stops
 
 
 def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
