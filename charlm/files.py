@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 from .errors import CharLMError
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
+# How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
+# another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
+REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 def remedy(error: OSError) -> str:
@@ -48,13 +52,27 @@ def replace_files(files: dict[Path, bytes]) -> None:
                 f.flush()
                 os.fsync(f.fileno())
         for tmp, path in written:
-            os.replace(tmp, path)
+            replace(tmp, path)
     except BaseException:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
         raise
     for folder in dict.fromkeys(path.parent for path in files):
         sync_folder(folder)
+
+
+def replace(source: Path, target: Path) -> None:
+    """os.replace, tried again for a moment while it is refused (PermissionError): Windows refuses to
+    replace a file that another process holds open, as Python's open does not share delete access, and
+    a reader (charlm sample, serve, inspect, an antivirus scan) holds a checkpoint only while it reads
+    it. A refusal that outlasts the waits is raised."""
+    for wait in REPLACE_WAITS:
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    os.replace(source, target)
 
 
 def sync_folder(folder: Path) -> None:

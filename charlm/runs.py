@@ -150,7 +150,7 @@ class RunLock:
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
             scratch.write_text(f"{os.getpid()}\n", encoding="ascii")
-            scratch.replace(self.pid_path)
+            files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
 
@@ -304,7 +304,7 @@ def write_run_info(run_dir: Path, info: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps({**info, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        files.replace(tmp, path)  # a reader (charlm runs) may hold it open a moment: Windows then refuses
     except OSError as e:
         tmp.unlink(missing_ok=True)
         print(f"warning: {path}: cannot write ({e.strerror}); training goes on", file=sys.stderr)

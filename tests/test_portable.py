@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import runs, scoring
+from charlm import checkpoint, runs, scoring
 from charlm.cli import main
 from charlm.errors import CharLMError
 from charlm.serve.metrics import Metrics
@@ -171,6 +172,43 @@ def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, 
     assert runs.resolve("run").is_file()
     with runs.RunLock(Path("checkpoints/run")):  # the lock was released: it can be taken again
         pass
+
+
+def test_a_checkpoint_read_while_training_replaces_it_is_replaced_once_the_reader_is_done(
+    fox_file, tiny, windows_file_rules, monkeypatch
+):
+    """Windows refuses to replace a file another process holds open: a `charlm sample` reading latest.pt
+    at the moment training wrote it stopped the run ('could not write checkpoint (...in use)'). The
+    write is tried again for a moment; here the reader is done by the writer's first wait."""
+    charlm.train(fox_file, out="run", **tiny)
+    latest = Path("checkpoints/run/latest.pt")
+    reader = open(latest, "rb")  # noqa: SIM115 -- held, as a reader in another process holds it
+    waits = []
+    monkeypatch.setattr(time, "sleep", lambda seconds: (waits.append(seconds), reader.close()))
+    charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
+    assert waits and checkpoint.read(latest).progress.step == tiny["max_steps"] + 5
+    assert not checkpoint.aside(latest).exists()
+
+
+def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
+    fox_file, tiny, windows_file_rules, monkeypatch, capsys
+):
+    """A reader that holds latest.pt open longer than the writer waits (a program that keeps it open)
+    would lose the run's work: the checkpoint is kept as latest.pending.pt, one line says so and how to
+    resume from it, and the next write that can replace latest.pt removes the older file aside."""
+    charlm.train(fox_file, out="run", **tiny)
+    latest = Path("checkpoints/run/latest.pt")
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    with open(latest, "rb"):
+        charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
+    pending = checkpoint.aside(latest)
+    assert checkpoint.read(latest).progress.step == tiny["max_steps"]  # the reader's file, as it was
+    assert checkpoint.read(pending).progress.step == tiny["max_steps"] + 5
+    warnings = [line for line in capsys.readouterr().err.splitlines() if str(pending) in line]
+    assert warnings and all(line.startswith(f"warning: {latest} is held open") for line in warnings)
+    assert f"charlm train --resume {pending}" in warnings[-1]
+    charlm.train(resume=str(pending), max_steps=tiny["max_steps"] + 8)  # what the line says to do
+    assert checkpoint.read(latest).progress.step == tiny["max_steps"] + 8 and not pending.exists()
 
 
 def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, monkeypatch):
