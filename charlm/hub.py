@@ -47,13 +47,15 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict]:
     """A model folder's architecture, vocabulary, weights and run record, as `write` took them;
     damage is a one-line error."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     folder = Path(folder)
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
         vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
-        weights = load_file(str(folder / WEIGHTS))
+        # Read, then parsed: load_file maps the file for as long as the weights live (a server's
+        # lifetime), and Windows refuses to replace a mapped file (`charlm export` again, into it).
+        weights = load((folder / WEIGHTS).read_bytes())
     except OSError as e:
         raise CharLMError(f"{folder}: cannot read the model folder ({e.filename}: {e.strerror})") from None
     except (ValueError, SafetensorError) as e:

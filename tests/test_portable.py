@@ -211,6 +211,18 @@ def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
     assert checkpoint.read(latest).progress.step == tiny["max_steps"] + 8 and not pending.exists()
 
 
+def test_a_model_folder_in_use_can_be_exported_into_again(fox_file, tiny, windows_file_rules):
+    """Reading a model folder memory-mapped its model.safetensors for as long as the weights read lived
+    (`charlm inspect model` holds them while it scores its text): on Windows, which refuses to replace a
+    mapped file, exporting the run again into that folder meanwhile failed ('cannot write')."""
+    charlm.train(fox_file, out="run", **tiny)
+    export = ["export", "run", "--format", "safetensors", "--output", "model"]
+    assert CliRunner().invoke(main, export).exit_code == 0
+    inspected = checkpoint.read(Path("model/model.safetensors"))  # noqa: F841 -- held, as inspect holds it
+    again = CliRunner().invoke(main, export)
+    assert again.exit_code == 0, again.output
+
+
 def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, monkeypatch):
     """Probing the owner with os.kill(pid, 0) sent it Ctrl-C on Windows, where signal 0 is CTRL_C_EVENT."""
     sent = []
