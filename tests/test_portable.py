@@ -2,6 +2,7 @@
 that cannot show Chinese, Windows' rules for open files and signals, an Apple GPU without float64."""
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -18,8 +19,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, runs, scoring
+from charlm import api, checkpoint, runs, scoring, train_state
 from charlm.cli import main
+from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.serve.metrics import Metrics
 from charlm.trainer import StopFlag
@@ -252,6 +254,33 @@ def test_training_on_a_device_without_float64(fox_file, tiny, monkeypatch):
         model = charlm.train(fox_file, out="run", **tiny)
         assert len(scoring.surprise(model, "the fox").bits) == 7  # inspect's and the server's scores
     assert runs.read_run_info(Path("checkpoints/run"))
+
+
+@pytest.fixture
+def fake_mps(monkeypatch) -> torch.Generator:
+    """An Apple GPU's generator, on Linux: torch.mps's get_rng_state, set_rng_state and manual_seed
+    (CPU byte tensors, as torch documents them) over a CPU generator of its own, returned."""
+    generator = torch.Generator().manual_seed(5)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda device="mps": generator.get_state())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state, device="mps": generator.set_state(state))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda seed: generator.manual_seed(seed))
+    return generator
+
+
+def test_a_run_on_mps_resumes_with_its_gpu_generator(fox_file, tiny, fake_mps):
+    """On an Apple GPU dropout draws from mps's own generator, which checkpoints did not keep (only the
+    CPU's and CUDA's): a run resumed on mps went on with other dropout masks than it would have."""
+    trainer = api.start_run(Config(**tiny), [str(fox_file)], "run")
+    trainer.state.device = torch.device("mps")  # the state is on the CPU: the generators are what is tested
+    saved_state = fake_mps.get_state()
+    data = checkpoint.serialize(trainer.checkpoint().to_payload())
+    saved = checkpoint.parse(checkpoint.parse_payload(data, Path("latest.pt")), Path("latest.pt"))  # weights_only
+    torch.rand(3, generator=fake_mps)  # the run went on, drawing dropout masks
+    train_state.restore(trainer.state, saved, random_seed=0)
+    assert torch.equal(fake_mps.get_state(), saved_state)
+    on_cuda = dataclasses.replace(saved, device="cuda:0")  # a CUDA run's generator state means nothing to mps
+    train_state.restore(trainer.state, on_cuda, random_seed=0)
+    assert not torch.equal(fake_mps.get_state(), saved_state)  # reseeded instead
 
 
 def test_server_metrics_where_there_is_no_resource_module(monkeypatch):
