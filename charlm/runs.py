@@ -30,6 +30,7 @@ RUN_INFO, SAMPLES = "run.json", "samples.txt"
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
+MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 
 
 def run_folder(out: str) -> Path:
@@ -177,6 +178,11 @@ class RunLock:
         if self.identity is None:
             return None  # not taken
         if not self.path.parent.is_dir():
+            if self.folder_now() is None:  # the OS does not say where the folder is
+                return (
+                    f"the run folder {self.path.parent} was moved or removed (one moved resumes where it is "
+                    "now: charlm train --resume FOLDER)"
+                )
             moved = self.moved_to()
             return f"the run folder {self.path.parent} was {'removed' if moved is None else f'moved to {moved}'}"
         if self.file_identity() != self.identity:
@@ -184,14 +190,15 @@ class RunLock:
         return None
 
     def moved_to(self) -> Path | None:
-        """Where the run folder is now if it was moved (not removed) while held, where the OS says (Linux)."""
-        if self.folder_fd is None:
-            return None
-        try:
-            now = Path(os.readlink(f"/proc/self/fd/{self.folder_fd}"))  # a removed one reads "PATH (deleted)"
-        except OSError:
-            return None
-        return now if now.is_dir() and now != self.path.parent.resolve() else None
+        """Where the run folder is now if it was moved (not removed) while held, where the OS says."""
+        now = self.folder_now()
+        return now if now is not None and now.is_dir() and now != self.path.parent.resolve() else None
+
+    def folder_now(self) -> Path | None:
+        """The path of the run folder held open, as the OS says it now (a removed one's may be anything
+        but a folder), or None where it cannot say: no folder held (Windows refuses to open one), or no
+        way to ask (neither /proc nor F_GETPATH, e.g. FreeBSD)."""
+        return None if self.folder_fd is None else open_path(self.folder_fd)
 
     def check(self, step: int) -> None:
         """Refuse to write anything more once the lock is `lost`."""
@@ -204,6 +211,20 @@ class RunLock:
             return int(self.pid_path.read_text(encoding="ascii").split()[0])
         except (OSError, ValueError, IndexError):
             return None
+
+
+def open_path(fd: int) -> Path | None:
+    """Where the file or folder open as `fd` is now: Linux's /proc/self/fd link (a removed one reads
+    "PATH (deleted)"), macOS's fcntl F_GETPATH (fcntl(2): the path, into a buffer of MAXPATHLEN bytes);
+    None where the OS does not say."""
+    try:
+        if sys.platform == "darwin":
+            import fcntl  # POSIX only
+
+            return Path(os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(MAXPATHLEN)).partition(b"\0")[0]))
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except (OSError, AttributeError):
+        return None
 
 
 def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str:

@@ -235,6 +235,54 @@ def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, 
     assert sent == []
 
 
+@pytest.fixture
+def no_proc(monkeypatch):
+    """An OS without Linux's /proc (macOS, the BSDs): /proc/self/fd/N cannot be read."""
+    real_readlink = os.readlink
+
+    def readlink(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "readlink", readlink)
+    return real_readlink
+
+
+def test_a_run_folder_moved_on_macos_says_where_it_is_now(tmp_path, monkeypatch, no_proc):
+    """Where a folder held open went was asked of /proc/self/fd only, which macOS lacks: a run whose
+    folder was moved there said it "was removed" and to start a new run. macOS answers fcntl's
+    F_GETPATH (fcntl(2): "Get the path of the file descriptor", into a buffer of MAXPATHLEN bytes)."""
+    fcntl = pytest.importorskip("fcntl")
+    real_fcntl = fcntl.fcntl
+
+    def fcntl_as_macos(fd, command, arg=0):
+        if command == 50:  # macOS's F_GETPATH
+            path = os.fsencode(no_proc(f"/proc/self/fd/{fd}"))
+            return path + bytes(len(arg) - len(path))
+        return real_fcntl(fd, command, arg)
+
+    monkeypatch.setattr(fcntl, "F_GETPATH", 50, raising=False)
+    monkeypatch.setattr(fcntl, "fcntl", fcntl_as_macos)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    lock = runs.RunLock(tmp_path / "run")
+    with lock:
+        os.rename(tmp_path / "run", tmp_path / "moved")
+        assert lock.lost() == f"the run folder {tmp_path / 'run'} was moved to {tmp_path / 'moved'}"
+        assert lock.moved_to() == tmp_path / "moved"
+
+
+def test_a_run_folder_moved_where_the_os_does_not_say_where_is_not_called_removed(tmp_path, monkeypatch, no_proc):
+    """Where the OS does not say where a folder held open is now (FreeBSD without /proc; Windows, which
+    does not open folders), a moved run folder was said to be removed, with no word of resuming it."""
+    monkeypatch.setattr(sys, "platform", "freebsd14")
+    lock = runs.RunLock(tmp_path / "run")
+    with lock:
+        os.rename(tmp_path / "run", tmp_path / "moved")
+        assert lock.lost().startswith(f"the run folder {tmp_path / 'run'} was moved or removed (one moved resumes")
+        assert "charlm train --resume FOLDER" in lock.lost() and lock.moved_to() is None
+
+
 class NoFloat64(TorchFunctionMode):
     """MPS's rule on the CPU: torch refuses float64 on an Apple GPU."""
 
