@@ -119,7 +119,7 @@ def read_bytes(path: Path) -> bytes:
             data = f.read(len(MAGIC))
             return data + f.read() if data == MAGIC else data
     except OSError as e:
-        raise CharLMError(f"{path}: cannot read ({e.strerror})") from None
+        raise files.cannot_read(path, e) from None
 
 
 def parse_payload(data: bytes, path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Files written whole or not at all, and a failed write said in one line with what to do.
+"""Files written whole or not at all, and a failed write or read said in one line with what to do.
 
 Each file goes to a hidden temporary file beside its target, is fsynced, then renamed over the
 target. A full disk, a file size limit, Ctrl-C or a crash mid-write leaves the old file (or none),
@@ -23,6 +23,8 @@ REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 def remedy(error: OSError) -> str:
     """What to do about a failed write, as a clause to append to its message ('' when unknown)."""
+    if error.errno == errno.EIO:
+        return "; its disk or network share failed: check it, or write elsewhere"
     if error.errno in NO_ROOM:
         return "; free space on its disk (or raise the file size limit, ulimit -f)"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -36,6 +38,20 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
     """The one-line error for a write of `name` (a file, or the option that named it) that failed;
     `what`: what was being written, when `name` does not say."""
     return CharLMError(f"{name}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}")
+
+
+def cannot_read(name: str | Path, error: OSError) -> CharLMError:
+    """The one-line error for a read of `name` that failed, with what to do where the cause says."""
+    return CharLMError(f"{name}: cannot read ({error.strerror or error}){read_remedy(error)}")
+
+
+def read_remedy(error: OSError) -> str:
+    """What to do about a failed read, as a clause to append to its message ('' when unknown)."""
+    if error.errno == errno.EIO:  # a failing disk, a network share that dropped mid-read
+        return "; its disk or network share failed: check it (or copy the file to a sound disk) and try again"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "; make it readable, or copy it somewhere it is"
+    return ""
 
 
 def replace_files(files: dict[Path, bytes]) -> None:

@@ -57,7 +57,9 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict]:
         # lifetime), and Windows refuses to replace a mapped file (`charlm export` again, into it).
         weights = load((folder / WEIGHTS).read_bytes())
     except OSError as e:
-        raise CharLMError(f"{folder}: cannot read the model folder ({e.filename}: {e.strerror})") from None
+        raise CharLMError(
+            f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"
+        ) from None
     except (ValueError, SafetensorError) as e:
         raise CharLMError(f"{folder}: damaged model folder ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:

@@ -1,8 +1,16 @@
 """Files written whole or not at all (charlm/files.py)."""
 
+import builtins
+import errno
 import os
+from pathlib import Path
 
-from charlm import files
+import pytest
+
+import charlm
+from charlm import corpus, files, tokens
+
+from .conftest import TINY_ARGS, assert_one_line_error, cli
 
 
 def test_a_write_works_where_a_folder_cannot_be_opened_to_sync_it(tmp_path, monkeypatch):
@@ -20,3 +28,73 @@ def test_a_write_works_where_a_folder_cannot_be_opened_to_sync_it(tmp_path, monk
     files.write_files({target: b"weights"})
     assert target.read_bytes() == b"weights"
     assert sorted(p.name for p in target.parent.iterdir()) == ["latest.pt"]
+
+
+@pytest.fixture
+def failing_reads(monkeypatch) -> dict[Path, int]:
+    """Reads that fail as on a failing disk or a network share that dropped (read(2): EIO): a file whose
+    resolved path is in the returned dict fails after that many reads of it, each time it is opened."""
+    reads_before_failing: dict[Path, int] = {}
+    real_open = builtins.open
+
+    class FailingFile:
+        def __init__(self, file, reads: int):
+            self.file, self.reads = file, reads
+
+        def read(self, size=-1):
+            if self.reads == 0:
+                raise OSError(errno.EIO, "Input/output error")
+            self.reads -= 1
+            return self.file.read(size)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    def open_failing(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and "r" in mode and Path(file).resolve() in reads_before_failing:
+            return FailingFile(opened, reads_before_failing[Path(file).resolve()])
+        return opened
+
+    monkeypatch.setattr(builtins, "open", open_failing)
+    return reads_before_failing
+
+
+def test_a_corpus_whose_disk_fails_midway_names_the_file_and_what_to_do(fox_file, failing_reads, monkeypatch):
+    """An I/O error reading the corpus midway (after its hash was taken) was reported as the cache's:
+    'corpora/cache: cannot write the corpus cache (Input/output error)'."""
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 100)
+    failing_reads[fox_file.resolve()] = 3  # the hash's two reads pass, then 100 bytes of counting
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(result, f"{fox_file}: cannot read (Input/output error); its disk or network share failed")
+    failing_reads[fox_file.resolve()] = 0  # and while its hash is taken
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(result, f"{fox_file}: cannot read (Input/output error); its disk or network share failed")
+
+
+def test_a_corpus_cache_that_cannot_be_read_says_which_file_and_why_and_is_rebuilt(fox_file, failing_reads, capsys):
+    """A cached tokens.bin that failed to read (EIO) was said to be a 'damaged cache (OSError)'."""
+    folder = tokens.prepare([[fox_file]]).folder
+    failing_reads[(folder / "tokens.bin").resolve()] = 0
+    again = tokens.prepare([[fox_file]], quiet=False)
+    assert (
+        f"rebuilding {folder}: {folder / 'tokens.bin'}: cannot read (Input/output error); its disk"
+        in capsys.readouterr().out
+    )
+    assert again.folder == folder and len(again.tokens) == again.meta["tokens"] > 0
+
+
+def test_a_checkpoint_whose_disk_fails_says_what_to_do(fox_file, tiny, failing_reads):
+    """An I/O error reading a checkpoint named the file and the cause, not what to do about it."""
+    charlm.train(fox_file, out="run", **tiny)
+    failing_reads[Path("checkpoints/run/best.pt").resolve()] = 1  # its first line read, then the disk fails
+    result = cli("sample", "--checkpoint", "run", "--length", "5")
+    assert_one_line_error(
+        result, "checkpoints/run/best.pt: cannot read (Input/output error); its disk or network share"
+    )
