@@ -40,6 +40,13 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
     return CharLMError(f"{name}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}")
 
 
+def utf8(text: str) -> bytes:
+    """`text` in UTF-8, for a file. A lone surrogate, which is how Python holds a byte of a file name that
+    is not UTF-8 (a corpus named caf\\xe9.txt gives its run name and paths one), has no UTF-8 form: it is
+    written as its escape, \\udce9, which JSON reads back as the same string and a page shows as text."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 def cannot_read(name: str | Path, error: OSError) -> CharLMError:
     """The one-line error for a read of `name` that failed, with what to do where the cause says."""
     return CharLMError(f"{name}: cannot read ({error.strerror or error}){read_remedy(error)}")

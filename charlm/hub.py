@@ -35,8 +35,8 @@ def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dic
     config = {"format": FORMAT, "model_type": "charlm", "model": model_config, "run": run}
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
     contents = {
-        folder / CONFIG: json.dumps(config, indent=1, ensure_ascii=False).encode("utf-8"),
-        folder / VOCAB: json.dumps(vocab, ensure_ascii=False).encode("utf-8"),
+        folder / CONFIG: files.utf8(json.dumps(config, indent=1, ensure_ascii=False)),
+        folder / VOCAB: files.utf8(json.dumps(vocab, ensure_ascii=False)),
         folder / WEIGHTS: save(weights, metadata={"format": FORMAT}),
     }
     files.replace_files(contents)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import corpus, files, tokens
+from charlm import checkpoint, corpus, files, tokens
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli
 
@@ -98,3 +98,18 @@ def test_a_checkpoint_whose_disk_fails_says_what_to_do(fox_file, tiny, failing_r
     assert_one_line_error(
         result, "checkpoints/run/best.pt: cannot read (Input/output error); its disk or network share"
     )
+
+
+def test_a_corpus_named_in_bytes_that_are_not_utf8_exports_and_inspects(tmp_path, tiny):
+    """A file name's byte that is not UTF-8 (Linux allows any) reaches the run's name and sources as a
+    lone surrogate, which UTF-8 cannot encode: the HTML and safetensors exports and the inspect page
+    ended in a UnicodeEncodeError traceback. The model folder's record reads back the same name."""
+    name = os.fsdecode(b"caf\xe9.txt")
+    (tmp_path / name).write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    charlm.train(tmp_path / name, out="run", **tiny)
+    for args in (["export", "run", "--format", "html"], ["export", "run", "--format", "safetensors"]):
+        assert cli(*args).exit_code == 0
+    assert cli("inspect", "run", name, "--output", "page.html", "--quiet").exit_code == 0
+    record = checkpoint.read(Path("checkpoints/run/exports/model/model.safetensors")).corpus
+    assert record["sources"] == [str(tmp_path / name)]
+
