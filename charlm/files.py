@@ -31,6 +31,8 @@ def remedy(error: OSError) -> str:
         return "; make its folder writable, or write elsewhere"
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         return "; a file is in the way of its folder: move it, or write elsewhere"
+    if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name
+        return "; give a shorter name (a run folder: --out NAME)"
     return ""
 
 
