@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import CharLMError
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
+NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without fsync
 # How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
 # another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
 REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
@@ -75,7 +76,7 @@ def replace_files(files: dict[Path, bytes]) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                sync_file(f.fileno())
         for tmp, path in written:
             replace(tmp, path)
     except BaseException:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
@@ -84,6 +85,16 @@ def replace_files(files: dict[Path, bytes]) -> None:
         raise
     for folder in dict.fromkeys(path.parent for path in files):
         sync_folder(folder)
+
+
+def sync_file(fd: int) -> None:
+    """fsync, where the filesystem can: one that cannot sync a file (fsync(2): EINVAL; some FUSE and
+    network mounts) still gets it whole and renamed into place, as durable as it makes anything."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in NO_SYNC:
+            raise
 
 
 def replace(source: Path, target: Path) -> None:

@@ -123,3 +123,17 @@ def test_a_run_folder_name_too_long_for_its_filesystem_says_to_give_a_shorter_on
     assert_one_line_error(
         result, "cannot write the run folder (File name too long); give a shorter name (a run folder: --out NAME)"
     )
+
+
+def test_a_write_works_on_a_file_system_that_cannot_sync_a_file(tmp_path, monkeypatch):
+    """fsync(2) fails with EINVAL where the file system does not support synchronization (some FUSE and
+    network mounts): every checkpoint there failed ('could not write checkpoint (Invalid argument)')."""
+
+    def no_fsync(fd):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(files.os, "fsync", no_fsync)
+    target = tmp_path / "run" / "latest.pt"
+    files.write_files({target: b"weights"})
+    assert target.read_bytes() == b"weights"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["latest.pt"]
