@@ -143,6 +143,11 @@ class RunLock:
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
+        except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            raise CharLMError(
+                f"{self.path}: cannot lock the run folder ({e.strerror}): its file system does not lock files; "
+                "train into a folder on a local disk (--out)"
+            ) from None
         self.identity = self.file_identity()
         try:
             self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
