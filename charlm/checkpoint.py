@@ -57,14 +57,51 @@ def serialize(payload: dict) -> bytes:
     return MAGIC + json.dumps(header).encode() + b"\n" + body
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py)."""
+def write_atomic(path: Path, data: bytes) -> Path | None:
+    """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py). While `path`
+    cannot be replaced (on Windows, another process holds it open longer than `files.replace` waits),
+    the checkpoint goes to `aside(path)` instead, which is returned (else None): the training's work
+    is kept, and the next write that replaces `path` removes the older file aside."""
     had_one = path.is_file()
     try:
         files.replace_files({path: data})
+    except PermissionError as e:
+        if had_one and write_aside(path, data):
+            return aside(path)
+        raise cannot_write_checkpoint(path, e, had_one) from None
     except OSError as e:
-        kept = "the previous one is intact" if had_one else "no checkpoint was written"
-        raise CharLMError(f"{path}: could not write checkpoint ({e.strerror}); {kept}{files.remedy(e)}") from None
+        raise cannot_write_checkpoint(path, e, had_one) from None
+    with contextlib.suppress(OSError):  # best effort: a stale file aside is older than `path`
+        aside(path).unlink(missing_ok=True)
+    return None
+
+
+def aside(path: Path) -> Path:
+    """Where a checkpoint goes while `path` cannot be replaced: latest.pt -> latest.pending.pt."""
+    return path.with_name(f"{path.stem}.pending{path.suffix}")
+
+
+def write_aside(path: Path, data: bytes) -> bool:
+    """Whether `data` could be written to `aside(path)`."""
+    try:
+        files.replace_files({aside(path): data})
+    except OSError:
+        return False
+    return True
+
+
+def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool) -> CharLMError:
+    kept = "the previous one is intact" if had_one else "no checkpoint was written"
+    return CharLMError(f"{path}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}")
+
+
+def aside_note(path: Path, step: int) -> str:
+    """What a run says when its checkpoint at step `step` went `aside` of `path` (one line)."""
+    return (
+        f"{path} is held open by another process and cannot be replaced (Windows refuses while it is open); "
+        f"step {step:,} is saved as {aside(path)} until it can be (if the run ends first, resume with "
+        f"charlm train --resume {aside(path)})"
+    )
 
 
 def read_payload(path: Path) -> dict:
@@ -82,7 +119,7 @@ def read_bytes(path: Path) -> bytes:
             data = f.read(len(MAGIC))
             return data + f.read() if data == MAGIC else data
     except OSError as e:
-        raise CharLMError(f"{path}: cannot read ({e.strerror})") from None
+        raise files.cannot_read(path, e) from None
 
 
 def parse_payload(data: bytes, path: Path) -> dict:
@@ -431,11 +468,11 @@ def check_optimizer(saved: dict, groups: list[dict]) -> None:
                 )
 
 
-def save(checkpoint: Checkpoint, paths: list[Path]) -> None:
-    """Write the checkpoint to each path (latest.pt, and best.pt when it improved), atomically."""
+def save(checkpoint: Checkpoint, paths: list[Path]) -> list[str]:
+    """Write the checkpoint to each path (latest.pt, and best.pt when it improved), atomically; returns
+    a note for each that went aside (`write_atomic`), for the run to print."""
     data = serialize(checkpoint.to_payload())
-    for path in paths:
-        write_atomic(path, data)
+    return [aside_note(path, checkpoint.progress.step) for path in paths if write_atomic(path, data)]
 
 
 def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:

@@ -221,7 +221,7 @@ def inspect_command(
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
     # Whole or not at all, as export and plot write: after minutes of inspecting, a full disk says so.
-    files.write_files({Path(output): page.render(inspection, title).encode("utf-8")}, f"--output {output}")
+    files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
     click.echo(f"wrote {output}")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import codecs
 import encodings
 import functools
+import typing
 import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from . import files
 from .errors import CharLMError
 
 CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
@@ -107,9 +109,9 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
     `encoding_option`: whether the command has --encoding to suggest for a file that does not decode."""
     decoder = text_decoder(encoding)
     offset, carry, first = 0, "", True
-    with _open(path) as f:
+    with open_file(path) as f:
         while True:
-            raw = f.read(CHUNK_BYTES)
+            raw = read_block(f, path, CHUNK_BYTES)
             pending = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(raw, final=not raw)
@@ -139,11 +141,21 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
                 yield text[:cut]
 
 
-def _open(path: Path):
+def open_file(path: Path) -> typing.BinaryIO:
+    """`path` opened for reading bytes; a failure is one line naming it, its cause and what to do."""
     try:
         return open(path, "rb")
     except OSError as e:
-        raise CharLMError(f"{path}: cannot read ({e.strerror})") from None
+        raise files.cannot_read(path, e) from None
+
+
+def read_block(f: typing.BinaryIO, path: Path, size: int) -> bytes:
+    """The next `size` bytes of `f` (the file `path`); a failed read (a failing disk, a network share
+    dropped midway) is one line naming the file, not an error of whatever was being written from it."""
+    try:
+        return f.read(size)
+    except OSError as e:
+        raise files.cannot_read(path, e) from None
 
 
 def _safe_cut(text: str, form: str) -> int:

@@ -129,14 +129,28 @@ def synchronize(device: torch.device) -> None:
 
 
 def accelerator_rng_state(device: torch.device) -> torch.Tensor | None:
-    """The state of the generator dropout draws from on a GPU (None on a CPU, whose generator is
-    torch's global one)."""
-    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    """The state of the generator dropout draws from on a GPU, CUDA's or an Apple GPU's (mps), as a
+    CPU tensor; None on a CPU, whose generator is torch's global one."""
+    if device.type == "cuda":
+        return torch.cuda.get_rng_state(device)
+    if device.type == "mps":
+        return torch.mps.get_rng_state()
+    return None
 
 
 def set_accelerator_rng_state(state: torch.Tensor, device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_rng_state(state, device)
+    elif device.type == "mps":
+        torch.mps.set_rng_state(state)
+
+
+def seed_accelerator(seed: int, device: torch.device) -> None:
+    """Seed the GPU's generator (`accelerator_rng_state`'s), where the device has one of its own."""
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    elif device.type == "mps":
+        torch.mps.manual_seed(seed)
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Files written whole or not at all, and a failed write said in one line with what to do.
+"""Files written whole or not at all, and a failed write or read said in one line with what to do.
 
 Each file goes to a hidden temporary file beside its target, is fsynced, then renamed over the
 target. A full disk, a file size limit, Ctrl-C or a crash mid-write leaves the old file (or none),
@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 
 from .errors import CharLMError
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
+NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without fsync
+# How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
+# another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
+REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 def remedy(error: OSError) -> str:
     """What to do about a failed write, as a clause to append to its message ('' when unknown)."""
+    if error.errno == errno.EIO:
+        return "; its disk or network share failed: check it, or write elsewhere"
     if error.errno in NO_ROOM:
         return "; free space on its disk (or raise the file size limit, ulimit -f)"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "; make its folder writable, or write elsewhere"
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         return "; a file is in the way of its folder: move it, or write elsewhere"
+    if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name
+        return "; give a shorter name (a run folder: --out NAME)"
     return ""
 
 
@@ -32,6 +41,27 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
     """The one-line error for a write of `name` (a file, or the option that named it) that failed;
     `what`: what was being written, when `name` does not say."""
     return CharLMError(f"{name}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}")
+
+
+def utf8(text: str) -> bytes:
+    """`text` in UTF-8, for a file. A lone surrogate, which is how Python holds a byte of a file name that
+    is not UTF-8 (a corpus named caf\\xe9.txt gives its run name and paths one), has no UTF-8 form: it is
+    written as its escape, \\udce9, which JSON reads back as the same string and a page shows as text."""
+    return text.encode("utf-8", "backslashreplace")
+
+
+def cannot_read(name: str | Path, error: OSError) -> CharLMError:
+    """The one-line error for a read of `name` that failed, with what to do where the cause says."""
+    return CharLMError(f"{name}: cannot read ({error.strerror or error}){read_remedy(error)}")
+
+
+def read_remedy(error: OSError) -> str:
+    """What to do about a failed read, as a clause to append to its message ('' when unknown)."""
+    if error.errno == errno.EIO:  # a failing disk, a network share that dropped mid-read
+        return "; its disk or network share failed: check it (or copy the file to a sound disk) and try again"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return "; make it readable, or copy it somewhere it is"
+    return ""
 
 
 def replace_files(files: dict[Path, bytes]) -> None:
@@ -46,15 +76,39 @@ def replace_files(files: dict[Path, bytes]) -> None:
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(f.fileno())
+                sync_file(f.fileno())
         for tmp, path in written:
-            os.replace(tmp, path)
+            replace(tmp, path)
     except BaseException:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
         for tmp, _ in written:
             tmp.unlink(missing_ok=True)
         raise
     for folder in dict.fromkeys(path.parent for path in files):
         sync_folder(folder)
+
+
+def sync_file(fd: int) -> None:
+    """fsync, where the filesystem can: one that cannot sync a file (fsync(2): EINVAL; some FUSE and
+    network mounts) still gets it whole and renamed into place, as durable as it makes anything."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in NO_SYNC:
+            raise
+
+
+def replace(source: Path, target: Path) -> None:
+    """os.replace, tried again for a moment while it is refused (PermissionError): Windows refuses to
+    replace a file that another process holds open, as Python's open does not share delete access, and
+    a reader (charlm sample, serve, inspect, an antivirus scan) holds a checkpoint only while it reads
+    it. A refusal that outlasts the waits is raised."""
+    for wait in REPLACE_WAITS:
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            time.sleep(wait)
+    os.replace(source, target)
 
 
 def sync_folder(folder: Path) -> None:

@@ -35,8 +35,8 @@ def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dic
     config = {"format": FORMAT, "model_type": "charlm", "model": model_config, "run": run}
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
     contents = {
-        folder / CONFIG: json.dumps(config, indent=1, ensure_ascii=False).encode("utf-8"),
-        folder / VOCAB: json.dumps(vocab, ensure_ascii=False).encode("utf-8"),
+        folder / CONFIG: files.utf8(json.dumps(config, indent=1, ensure_ascii=False)),
+        folder / VOCAB: files.utf8(json.dumps(vocab, ensure_ascii=False)),
         folder / WEIGHTS: save(weights, metadata={"format": FORMAT}),
     }
     files.replace_files(contents)
@@ -47,15 +47,19 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict]:
     """A model folder's architecture, vocabulary, weights and run record, as `write` took them;
     damage is a one-line error."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     folder = Path(folder)
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
         vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
-        weights = load_file(str(folder / WEIGHTS))
+        # Read, then parsed: load_file maps the file for as long as the weights live (a server's
+        # lifetime), and Windows refuses to replace a mapped file (`charlm export` again, into it).
+        weights = load((folder / WEIGHTS).read_bytes())
     except OSError as e:
-        raise CharLMError(f"{folder}: cannot read the model folder ({e.filename}: {e.strerror})") from None
+        raise CharLMError(
+            f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"
+        ) from None
     except (ValueError, SafetensorError) as e:
         raise CharLMError(f"{folder}: damaged model folder ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:

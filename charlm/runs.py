@@ -30,6 +30,7 @@ RUN_INFO, SAMPLES = "run.json", "samples.txt"
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
+MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 
 
 def run_folder(out: str) -> Path:
@@ -142,6 +143,11 @@ class RunLock:
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
+        except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            raise CharLMError(
+                f"{self.path}: cannot lock the run folder ({e.strerror}): its file system does not lock files; "
+                "train into a folder on a local disk (--out)"
+            ) from None
         self.identity = self.file_identity()
         try:
             self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
@@ -150,7 +156,7 @@ class RunLock:
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
             scratch.write_text(f"{os.getpid()}\n", encoding="ascii")
-            scratch.replace(self.pid_path)
+            files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
 
@@ -177,6 +183,11 @@ class RunLock:
         if self.identity is None:
             return None  # not taken
         if not self.path.parent.is_dir():
+            if self.folder_now() is None:  # the OS does not say where the folder is
+                return (
+                    f"the run folder {self.path.parent} was moved or removed (one moved resumes where it is "
+                    "now: charlm train --resume FOLDER)"
+                )
             moved = self.moved_to()
             return f"the run folder {self.path.parent} was {'removed' if moved is None else f'moved to {moved}'}"
         if self.file_identity() != self.identity:
@@ -184,14 +195,15 @@ class RunLock:
         return None
 
     def moved_to(self) -> Path | None:
-        """Where the run folder is now if it was moved (not removed) while held, where the OS says (Linux)."""
-        if self.folder_fd is None:
-            return None
-        try:
-            now = Path(os.readlink(f"/proc/self/fd/{self.folder_fd}"))  # a removed one reads "PATH (deleted)"
-        except OSError:
-            return None
-        return now if now.is_dir() and now != self.path.parent.resolve() else None
+        """Where the run folder is now if it was moved (not removed) while held, where the OS says."""
+        now = self.folder_now()
+        return now if now is not None and now.is_dir() and now != self.path.parent.resolve() else None
+
+    def folder_now(self) -> Path | None:
+        """The path of the run folder held open, as the OS says it now (a removed one's may be anything
+        but a folder), or None where it cannot say: no folder held (Windows refuses to open one), or no
+        way to ask (neither /proc nor F_GETPATH, e.g. FreeBSD)."""
+        return None if self.folder_fd is None else open_path(self.folder_fd)
 
     def check(self, step: int) -> None:
         """Refuse to write anything more once the lock is `lost`."""
@@ -204,6 +216,20 @@ class RunLock:
             return int(self.pid_path.read_text(encoding="ascii").split()[0])
         except (OSError, ValueError, IndexError):
             return None
+
+
+def open_path(fd: int) -> Path | None:
+    """Where the file or folder open as `fd` is now: Linux's /proc/self/fd link (a removed one reads
+    "PATH (deleted)"), macOS's fcntl F_GETPATH (fcntl(2): the path, into a buffer of MAXPATHLEN bytes);
+    None where the OS does not say."""
+    try:
+        if sys.platform == "darwin":
+            import fcntl  # POSIX only
+
+            return Path(os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(MAXPATHLEN)).partition(b"\0")[0]))
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except (OSError, AttributeError):
+        return None
 
 
 def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str:
@@ -304,7 +330,7 @@ def write_run_info(run_dir: Path, info: dict) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps({**info, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1), encoding="utf-8")
-        tmp.replace(path)
+        files.replace(tmp, path)  # a reader (charlm runs) may hold it open a moment: Windows then refuses
     except OSError as e:
         tmp.unlink(missing_ok=True)
         print(f"warning: {path}: cannot write ({e.strerror}); training goes on", file=sys.stderr)

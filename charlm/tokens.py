@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import catalog, files
 from .config import CORPUS_OPTIONS, Config
-from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, source_files
+from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, source_files
 from .errors import CharLMError
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .shakespeare import shakespeare_files
@@ -94,8 +94,8 @@ def cache_key(parts: list[list[Path]], options: dict) -> str:
         digest.update(b"\x00part")
         for path in part:
             digest.update(b"\x00file")
-            with open(path, "rb") as f:
-                while block := f.read(1 << 20):
+            with open_file(path) as f:
+                while block := read_block(f, path, 1 << 20):
                     digest.update(block)
     return digest.hexdigest()[:20]
 
@@ -260,12 +260,14 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
         if path.stat().st_size != meta["tokens"] * dtype.itemsize:
             raise CharLMError(f"{path}: truncated or extended ({path.stat().st_size} bytes)")
         digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 22):
+        with open_file(path) as f:
+            while block := read_block(f, path, 1 << 22):
                 digest.update(block)
         if digest.hexdigest() != meta["sha256"]:
             raise CharLMError(f"{path}: edited (checksum mismatch)")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except OSError as e:  # meta.json or vocab.json unreadable, tokens.bin gone
+        raise files.cannot_read(e.filename or folder, e) from None
+    except (ValueError, KeyError, TypeError) as e:
         raise CharLMError(f"{folder}: damaged cache ({type(e).__name__})") from None
     return vocab, memmap(path, dtype, meta["tokens"]), meta
 

@@ -29,6 +29,7 @@ from .device import (
     grad_scaler,
     resolve_device,
     resolve_precision,
+    seed_accelerator,
     set_accelerator_rng_state,
     to_device,
 )
@@ -97,7 +98,7 @@ def restore(state: TrainState, checkpoint: Checkpoint, random_seed: int) -> None
     state.progress = checkpoint.progress
     shard = ranks.shard(state.config.batch_size)
     state.hidden = map_state(lambda s: s[:, shard].contiguous().to(state.device), training.hidden)
-    # Dropout continues exactly under the same world size (on a GPU, from the GPU's generator);
+    # Dropout continues exactly under the same world size (on a GPU, CUDA or mps, from its generator);
     # under another world size, or on a device the run did not save, each rank reseeds.
     reseed = random_seed + ranks.rank + checkpoint.progress.step
     same_world = training.rank_rngs is not None and len(training.rank_rngs) == ranks.world
@@ -107,10 +108,11 @@ def restore(state: TrainState, checkpoint: Checkpoint, random_seed: int) -> None
         torch.set_rng_state(training.rng)
     else:
         torch.manual_seed(reseed)
-    if training.device_rngs is not None and same_world and accelerator_rng_state(state.device) is not None:
+    same_device = checkpoint.device.partition(":")[0] == state.device.type  # CUDA's state means nothing to mps
+    if training.device_rngs is not None and same_world and same_device:
         set_accelerator_rng_state(training.device_rngs[ranks.rank].clone(), state.device)
-    elif state.device.type == "cuda":
-        torch.cuda.manual_seed(reseed)
+    else:
+        seed_accelerator(reseed, state.device)
 
 
 def check_data(config: Config, corpus: TokenCorpus) -> None:

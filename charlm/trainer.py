@@ -316,7 +316,8 @@ class Trainer:
         if self.ranks.leader and not lost:
             names = [runs.LATEST, runs.BEST] if improved else [runs.LATEST]
             try:
-                save(checkpoint, [self.run_dir / name for name in names])
+                for note in save(checkpoint, [self.run_dir / name for name in names]):
+                    tqdm.write(f"warning: {note}", file=sys.stderr)
             except CharLMError as e:
                 error = str(e)
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)

@@ -1,8 +1,16 @@
 """Files written whole or not at all (charlm/files.py)."""
 
+import builtins
+import errno
 import os
+from pathlib import Path
 
-from charlm import files
+import pytest
+
+import charlm
+from charlm import checkpoint, corpus, files, tokens
+
+from .conftest import TINY_ARGS, assert_one_line_error, cli
 
 
 def test_a_write_works_where_a_folder_cannot_be_opened_to_sync_it(tmp_path, monkeypatch):
@@ -20,3 +28,128 @@ def test_a_write_works_where_a_folder_cannot_be_opened_to_sync_it(tmp_path, monk
     files.write_files({target: b"weights"})
     assert target.read_bytes() == b"weights"
     assert sorted(p.name for p in target.parent.iterdir()) == ["latest.pt"]
+
+
+@pytest.fixture
+def failing_reads(monkeypatch) -> dict[Path, int]:
+    """Reads that fail as on a failing disk or a network share that dropped (read(2): EIO): a file whose
+    resolved path is in the returned dict fails after that many reads of it, each time it is opened."""
+    reads_before_failing: dict[Path, int] = {}
+    real_open = builtins.open
+
+    class FailingFile:
+        def __init__(self, file, reads: int):
+            self.file, self.reads = file, reads
+
+        def read(self, size=-1):
+            if self.reads == 0:
+                raise OSError(errno.EIO, "Input/output error")
+            self.reads -= 1
+            return self.file.read(size)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    def open_failing(file, mode="r", *args, **kwargs):
+        opened = real_open(file, mode, *args, **kwargs)
+        if isinstance(file, (str, os.PathLike)) and "r" in mode and Path(file).resolve() in reads_before_failing:
+            return FailingFile(opened, reads_before_failing[Path(file).resolve()])
+        return opened
+
+    monkeypatch.setattr(builtins, "open", open_failing)
+    return reads_before_failing
+
+
+def test_a_corpus_whose_disk_fails_midway_names_the_file_and_what_to_do(fox_file, failing_reads, monkeypatch):
+    """An I/O error reading the corpus midway (after its hash was taken) was reported as the cache's:
+    'corpora/cache: cannot write the corpus cache (Input/output error)'."""
+    monkeypatch.setattr(corpus, "CHUNK_BYTES", 100)
+    failing_reads[fox_file.resolve()] = 3  # the hash's two reads pass, then 100 bytes of counting
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(result, f"{fox_file}: cannot read (Input/output error); its disk or network share failed")
+    failing_reads[fox_file.resolve()] = 0  # and while its hash is taken
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(result, f"{fox_file}: cannot read (Input/output error); its disk or network share failed")
+
+
+def test_a_corpus_cache_that_cannot_be_read_says_which_file_and_why_and_is_rebuilt(fox_file, failing_reads, capsys):
+    """A cached tokens.bin that failed to read (EIO) was said to be a 'damaged cache (OSError)'."""
+    folder = tokens.prepare([[fox_file]]).folder
+    failing_reads[(folder / "tokens.bin").resolve()] = 0
+    again = tokens.prepare([[fox_file]], quiet=False)
+    assert (
+        f"rebuilding {folder}: {folder / 'tokens.bin'}: cannot read (Input/output error); its disk"
+        in capsys.readouterr().out
+    )
+    assert again.folder == folder and len(again.tokens) == again.meta["tokens"] > 0
+
+
+def test_a_checkpoint_whose_disk_fails_says_what_to_do(fox_file, tiny, failing_reads):
+    """An I/O error reading a checkpoint named the file and the cause, not what to do about it."""
+    charlm.train(fox_file, out="run", **tiny)
+    failing_reads[Path("checkpoints/run/best.pt").resolve()] = 1  # its first line read, then the disk fails
+    result = cli("sample", "--checkpoint", "run", "--length", "5")
+    assert_one_line_error(
+        result, "checkpoints/run/best.pt: cannot read (Input/output error); its disk or network share"
+    )
+
+
+def test_a_corpus_named_in_bytes_that_are_not_utf8_exports_and_inspects(tmp_path, tiny):
+    """A file name's byte that is not UTF-8 (Linux allows any) reaches the run's name and sources as a
+    lone surrogate, which UTF-8 cannot encode: the HTML and safetensors exports and the inspect page
+    ended in a UnicodeEncodeError traceback. The model folder's record reads back the same name."""
+    name = os.fsdecode(b"caf\xe9.txt")
+    (tmp_path / name).write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    charlm.train(tmp_path / name, out="run", **tiny)
+    for args in (["export", "run", "--format", "html"], ["export", "run", "--format", "safetensors"]):
+        assert cli(*args).exit_code == 0
+    assert cli("inspect", "run", name, "--output", "page.html", "--quiet").exit_code == 0
+    record = checkpoint.read(Path("checkpoints/run/exports/model/model.safetensors")).corpus
+    assert record["sources"] == [str(tmp_path / name)]
+
+
+def test_a_run_folder_name_too_long_for_its_filesystem_says_to_give_a_shorter_one(tmp_path):
+    """A corpus file named near the filesystem's limit (255 bytes) gives a run folder name past it:
+    'cannot write the run folder (File name too long)' said nothing of what to do."""
+    corpus_file = tmp_path / f"{'x' * 245}.txt"
+    corpus_file.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    result = cli("train", str(corpus_file), *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(
+        result, "cannot write the run folder (File name too long); give a shorter name (a run folder: --out NAME)"
+    )
+
+
+def test_a_write_works_on_a_file_system_that_cannot_sync_a_file(tmp_path, monkeypatch):
+    """fsync(2) fails with EINVAL where the file system does not support synchronization (some FUSE and
+    network mounts): every checkpoint there failed ('could not write checkpoint (Invalid argument)')."""
+
+    def no_fsync(fd):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(files.os, "fsync", no_fsync)
+    target = tmp_path / "run" / "latest.pt"
+    files.write_files({target: b"weights"})
+    assert target.read_bytes() == b"weights"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["latest.pt"]
+
+
+def test_a_run_folder_on_a_file_system_without_locks_says_so(fox_file, monkeypatch):
+    """flock(2) fails with ENOLCK on an NFS mount without its lock service: training said only
+    'file: No locks available'."""
+    fcntl = pytest.importorskip("fcntl")
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(result, "checkpoints/run/.lock: cannot lock the run folder (No locks available)", "--out")

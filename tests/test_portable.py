@@ -2,12 +2,14 @@
 that cannot show Chinese, Windows' rules for open files and signals, an Apple GPU without float64."""
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +19,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import runs, scoring
+from charlm import api, checkpoint, runs, scoring, train_state
 from charlm.cli import main
+from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.serve.metrics import Metrics
 from charlm.trainer import StopFlag
@@ -173,6 +176,55 @@ def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, 
         pass
 
 
+def test_a_checkpoint_read_while_training_replaces_it_is_replaced_once_the_reader_is_done(
+    fox_file, tiny, windows_file_rules, monkeypatch
+):
+    """Windows refuses to replace a file another process holds open: a `charlm sample` reading latest.pt
+    at the moment training wrote it stopped the run ('could not write checkpoint (...in use)'). The
+    write is tried again for a moment; here the reader is done by the writer's first wait."""
+    charlm.train(fox_file, out="run", **tiny)
+    latest = Path("checkpoints/run/latest.pt")
+    reader = open(latest, "rb")  # noqa: SIM115 -- held, as a reader in another process holds it
+    waits = []
+    monkeypatch.setattr(time, "sleep", lambda seconds: (waits.append(seconds), reader.close()))
+    charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
+    assert waits and checkpoint.read(latest).progress.step == tiny["max_steps"] + 5
+    assert not checkpoint.aside(latest).exists()
+
+
+def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
+    fox_file, tiny, windows_file_rules, monkeypatch, capsys
+):
+    """A reader that holds latest.pt open longer than the writer waits (a program that keeps it open)
+    would lose the run's work: the checkpoint is kept as latest.pending.pt, one line says so and how to
+    resume from it, and the next write that can replace latest.pt removes the older file aside."""
+    charlm.train(fox_file, out="run", **tiny)
+    latest = Path("checkpoints/run/latest.pt")
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    with open(latest, "rb"):
+        charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
+    pending = checkpoint.aside(latest)
+    assert checkpoint.read(latest).progress.step == tiny["max_steps"]  # the reader's file, as it was
+    assert checkpoint.read(pending).progress.step == tiny["max_steps"] + 5
+    warnings = [line for line in capsys.readouterr().err.splitlines() if str(pending) in line]
+    assert warnings and all(line.startswith(f"warning: {latest} is held open") for line in warnings)
+    assert f"charlm train --resume {pending}" in warnings[-1]
+    charlm.train(resume=str(pending), max_steps=tiny["max_steps"] + 8)  # what the line says to do
+    assert checkpoint.read(latest).progress.step == tiny["max_steps"] + 8 and not pending.exists()
+
+
+def test_a_model_folder_in_use_can_be_exported_into_again(fox_file, tiny, windows_file_rules):
+    """Reading a model folder memory-mapped its model.safetensors for as long as the weights read lived
+    (`charlm inspect model` holds them while it scores its text): on Windows, which refuses to replace a
+    mapped file, exporting the run again into that folder meanwhile failed ('cannot write')."""
+    charlm.train(fox_file, out="run", **tiny)
+    export = ["export", "run", "--format", "safetensors", "--output", "model"]
+    assert CliRunner().invoke(main, export).exit_code == 0
+    inspected = checkpoint.read(Path("model/model.safetensors"))  # noqa: F841 -- held, as inspect holds it
+    again = CliRunner().invoke(main, export)
+    assert again.exit_code == 0, again.output
+
+
 def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, monkeypatch):
     """Probing the owner with os.kill(pid, 0) sent it Ctrl-C on Windows, where signal 0 is CTRL_C_EVENT."""
     sent = []
@@ -181,6 +233,54 @@ def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, 
     with runs.RunLock(tmp_path / "run"), pytest.raises(CharLMError, match=f"in use by process {os.getpid()} "):
         runs.RunLock(tmp_path / "run").__enter__()
     assert sent == []
+
+
+@pytest.fixture
+def no_proc(monkeypatch):
+    """An OS without Linux's /proc (macOS, the BSDs): /proc/self/fd/N cannot be read."""
+    real_readlink = os.readlink
+
+    def readlink(path, *args, **kwargs):
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_readlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "readlink", readlink)
+    return real_readlink
+
+
+def test_a_run_folder_moved_on_macos_says_where_it_is_now(tmp_path, monkeypatch, no_proc):
+    """Where a folder held open went was asked of /proc/self/fd only, which macOS lacks: a run whose
+    folder was moved there said it "was removed" and to start a new run. macOS answers fcntl's
+    F_GETPATH (fcntl(2): "Get the path of the file descriptor", into a buffer of MAXPATHLEN bytes)."""
+    fcntl = pytest.importorskip("fcntl")
+    real_fcntl = fcntl.fcntl
+
+    def fcntl_as_macos(fd, command, arg=0):
+        if command == 50:  # macOS's F_GETPATH
+            path = os.fsencode(no_proc(f"/proc/self/fd/{fd}"))
+            return path + bytes(len(arg) - len(path))
+        return real_fcntl(fd, command, arg)
+
+    monkeypatch.setattr(fcntl, "F_GETPATH", 50, raising=False)
+    monkeypatch.setattr(fcntl, "fcntl", fcntl_as_macos)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    lock = runs.RunLock(tmp_path / "run")
+    with lock:
+        os.rename(tmp_path / "run", tmp_path / "moved")
+        assert lock.lost() == f"the run folder {tmp_path / 'run'} was moved to {tmp_path / 'moved'}"
+        assert lock.moved_to() == tmp_path / "moved"
+
+
+def test_a_run_folder_moved_where_the_os_does_not_say_where_is_not_called_removed(tmp_path, monkeypatch, no_proc):
+    """Where the OS does not say where a folder held open is now (FreeBSD without /proc; Windows, which
+    does not open folders), a moved run folder was said to be removed, with no word of resuming it."""
+    monkeypatch.setattr(sys, "platform", "freebsd14")
+    lock = runs.RunLock(tmp_path / "run")
+    with lock:
+        os.rename(tmp_path / "run", tmp_path / "moved")
+        assert lock.lost().startswith(f"the run folder {tmp_path / 'run'} was moved or removed (one moved resumes")
+        assert "charlm train --resume FOLDER" in lock.lost() and lock.moved_to() is None
 
 
 class NoFloat64(TorchFunctionMode):
@@ -202,6 +302,33 @@ def test_training_on_a_device_without_float64(fox_file, tiny, monkeypatch):
         model = charlm.train(fox_file, out="run", **tiny)
         assert len(scoring.surprise(model, "the fox").bits) == 7  # inspect's and the server's scores
     assert runs.read_run_info(Path("checkpoints/run"))
+
+
+@pytest.fixture
+def fake_mps(monkeypatch) -> torch.Generator:
+    """An Apple GPU's generator, on Linux: torch.mps's get_rng_state, set_rng_state and manual_seed
+    (CPU byte tensors, as torch documents them) over a CPU generator of its own, returned."""
+    generator = torch.Generator().manual_seed(5)
+    monkeypatch.setattr(torch.mps, "get_rng_state", lambda device="mps": generator.get_state())
+    monkeypatch.setattr(torch.mps, "set_rng_state", lambda state, device="mps": generator.set_state(state))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda seed: generator.manual_seed(seed))
+    return generator
+
+
+def test_a_run_on_mps_resumes_with_its_gpu_generator(fox_file, tiny, fake_mps):
+    """On an Apple GPU dropout draws from mps's own generator, which checkpoints did not keep (only the
+    CPU's and CUDA's): a run resumed on mps went on with other dropout masks than it would have."""
+    trainer = api.start_run(Config(**tiny), [str(fox_file)], "run")
+    trainer.state.device = torch.device("mps")  # the state is on the CPU: the generators are what is tested
+    saved_state = fake_mps.get_state()
+    data = checkpoint.serialize(trainer.checkpoint().to_payload())
+    saved = checkpoint.parse(checkpoint.parse_payload(data, Path("latest.pt")), Path("latest.pt"))  # weights_only
+    torch.rand(3, generator=fake_mps)  # the run went on, drawing dropout masks
+    train_state.restore(trainer.state, saved, random_seed=0)
+    assert torch.equal(fake_mps.get_state(), saved_state)
+    on_cuda = dataclasses.replace(saved, device="cuda:0")  # a CUDA run's generator state means nothing to mps
+    train_state.restore(trainer.state, on_cuda, random_seed=0)
+    assert not torch.equal(fake_mps.get_state(), saved_state)  # reseeded instead
 
 
 def test_server_metrics_where_there_is_no_resource_module(monkeypatch):

@@ -417,7 +417,7 @@ def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_bet
     def failing_at_40(saved, paths):
         if saved.progress.step == 40:
             raise CharLMError("disk error")
-        real_save(saved, paths)
+        return real_save(saved, paths)
 
     monkeypatch.setattr(trainer, "save", failing_at_40)
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 80, "eval_every": 20, "save_errors": "warn"})

@@ -136,5 +136,5 @@ def export(saved: Checkpoint, path: Path, about: dict, weights: str) -> Path:
     """Write the page to `path`."""
     path = Path(path)
     text = render(saved, about, weights)
-    files.replace_files({path: text.encode("utf-8")})
+    files.replace_files({path: files.utf8(text)})
     return path
