@@ -41,7 +41,7 @@ from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
-from .runs import resolve
+from .runs import pending, resolve
 from .vocab import Vocab, Vocabulary
 
 MAGIC = b"charlm-checkpoint\n"
@@ -60,31 +60,26 @@ def serialize(payload: dict) -> bytes:
 def write_atomic(path: Path, data: bytes) -> Path | None:
     """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py). While `path`
     cannot be replaced (on Windows, another process holds it open longer than `files.replace` waits),
-    the checkpoint goes to `aside(path)` instead, which is returned (else None): the training's work
+    the checkpoint goes to `pending(path)` instead, which is returned (else None): the training's work
     is kept, and the next write that replaces `path` removes the older file aside."""
     had_one = path.is_file()
     try:
         files.replace_files({path: data})
     except PermissionError as e:
         if had_one and write_aside(path, data):
-            return aside(path)
+            return pending(path)
         raise cannot_write_checkpoint(path, e, had_one) from None
     except OSError as e:
         raise cannot_write_checkpoint(path, e, had_one) from None
     with contextlib.suppress(OSError):  # best effort: a stale file aside is older than `path`
-        aside(path).unlink(missing_ok=True)
+        pending(path).unlink(missing_ok=True)
     return None
 
 
-def aside(path: Path) -> Path:
-    """Where a checkpoint goes while `path` cannot be replaced: latest.pt -> latest.pending.pt."""
-    return path.with_name(f"{path.stem}.pending{path.suffix}")
-
-
 def write_aside(path: Path, data: bytes) -> bool:
-    """Whether `data` could be written to `aside(path)`."""
+    """Whether `data` could be written to `pending(path)`."""
     try:
-        files.replace_files({aside(path): data})
+        files.replace_files({pending(path): data})
     except OSError:
         return False
     return True
@@ -96,11 +91,12 @@ def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool) -> CharLM
 
 
 def aside_note(path: Path, step: int) -> str:
-    """What a run says when its checkpoint at step `step` went `aside` of `path` (one line)."""
+    """What a run says when its checkpoint at step `step` went to `pending(path)` (one line). The run
+    folder names it from then on (`runs.resolve` takes the newer of the two), so it resumes as usual."""
     return (
         f"{path} is held open by another process and cannot be replaced (Windows refuses while it is open); "
-        f"step {step:,} is saved as {aside(path)} until it can be (if the run ends first, resume with "
-        f"charlm train --resume {aside(path)})"
+        f"step {step:,} is saved as {pending(path)} until it can be (if the run ends first, "
+        f"charlm train --resume {path.parent} goes on from it)"
     )
 
 

@@ -3,6 +3,7 @@
 checkpoints/<corpus>-<date>-<time>/
     latest.pt      the last checkpoint (checkpoint.py writes it)
     best.pt        the checkpoint with the lowest validation bpc
+    *.pending.pt   a checkpoint that could not replace its file yet (Windows: another process held it open)
     metrics.jsonl  one row per log interval (reporting.py)
     run.json       what the run is: corpus, size, config
     samples.txt    samples shown during training (--sample-every)
@@ -258,6 +259,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def pending(path: Path) -> Path:
+    """Where a checkpoint goes while `path` cannot be replaced: latest.pt -> latest.pending.pt."""
+    return path.with_name(f"{path.stem}.pending{path.suffix}")
+
+
+def newest_of(path: Path) -> Path:
+    """`path`, or its pending checkpoint where that was written after it: a run that ended while a
+    reader held latest.pt open goes on from its last step, and a sample comes from its best model."""
+    try:
+        if pending(path).stat().st_mtime >= path.stat().st_mtime:
+            return pending(path)
+    except OSError:  # no pending checkpoint (the usual case)
+        pass
+    return path
+
+
 def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOINT_ROOT) -> Path:
     """A `.pt` file, a run folder (its `prefer` file, else the other), a run name under `root`, a
     corpus name (its most recently updated run under `root`), or None for the most recently updated run."""
@@ -275,7 +292,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     if path.is_dir():
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
-                return path / name
+                return newest_of(path / name)
         if hub.holds_model(path):  # an exported model folder
             return path / hub.WEIGHTS
         if run_folders(path):

@@ -189,7 +189,7 @@ def test_a_checkpoint_read_while_training_replaces_it_is_replaced_once_the_reade
     monkeypatch.setattr(time, "sleep", lambda seconds: (waits.append(seconds), reader.close()))
     charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
     assert waits and checkpoint.read(latest).progress.step == tiny["max_steps"] + 5
-    assert not checkpoint.aside(latest).exists()
+    assert not runs.pending(latest).exists()
 
 
 def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
@@ -197,19 +197,21 @@ def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
 ):
     """A reader that holds latest.pt open longer than the writer waits (a program that keeps it open)
     would lose the run's work: the checkpoint is kept as latest.pending.pt, one line says so and how to
-    resume from it, and the next write that can replace latest.pt removes the older file aside."""
+    resume, and the run folder names it from then on: sampling it gives the newer model, resuming it goes
+    on from its step, and the next write that can replace latest.pt removes the older file aside."""
     charlm.train(fox_file, out="run", **tiny)
     latest = Path("checkpoints/run/latest.pt")
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
     with open(latest, "rb"):
         charlm.train(resume="run", max_steps=tiny["max_steps"] + 5)
-    pending = checkpoint.aside(latest)
+    pending = runs.pending(latest)
     assert checkpoint.read(latest).progress.step == tiny["max_steps"]  # the reader's file, as it was
     assert checkpoint.read(pending).progress.step == tiny["max_steps"] + 5
     warnings = [line for line in capsys.readouterr().err.splitlines() if str(pending) in line]
     assert warnings and all(line.startswith(f"warning: {latest} is held open") for line in warnings)
-    assert f"charlm train --resume {pending}" in warnings[-1]
-    charlm.train(resume=str(pending), max_steps=tiny["max_steps"] + 8)  # what the line says to do
+    assert f"charlm train --resume {latest.parent}" in warnings[-1]
+    assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == tiny["max_steps"] + 5
+    charlm.train(resume=str(latest.parent), max_steps=tiny["max_steps"] + 8)  # what the line says to do
     assert checkpoint.read(latest).progress.step == tiny["max_steps"] + 8 and not pending.exists()
 
 
