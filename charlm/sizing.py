@@ -186,6 +186,10 @@ class Probe:
             self.ranks.broadcast_object(ProbeRequest(self.config, key))
         return self.measure(key)
 
+    def speed(self, hidden: int, batch: int) -> float:
+        """The pair's best speed so far, timed now only if it never was (the batch rule may have timed it)."""
+        return self.best.get((hidden, batch)) or self(hidden, batch)
+
     def measure(self, key: tuple[int, int]) -> float:
         """The (hidden, batch) pair `key`'s best speed so far, after PROBE_WINDOWS more windows."""
         if key not in self.states:
