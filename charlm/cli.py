@@ -126,9 +126,7 @@ def info(target: str | None) -> None:
     path = runs.resolve(target)
     rows = [("checkpoint", str(path)), *checkpoint.read(path).summary()]
     rows += [("exports", line) for line in export.listed(path.parent)]
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        click.echo(f"{label:<{width}}  {value}")
+    click.echo(tables.table(rows))
 
 
 @main.command("export")
