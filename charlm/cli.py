@@ -82,8 +82,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     """Encode PATHS (files or folders of .txt files) into corpora/cache/ and print a summary."""
     config = Config(**{k: v for k, v in options.items() if v is not None})  # validated as `train` does
     prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
-    click.echo(f"cache        {tokens.CACHE_ROOT / prepared.key}")
-    click.echo(tokens.summary(prepared.meta))
+    click.echo(tables.table([("cache", str(tokens.CACHE_ROOT / prepared.key)), *tokens.summary(prepared.meta)]))
 
 
 @main.command("eval")
