@@ -106,7 +106,8 @@ def plan(
 def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None, out: str | None) -> RunPlan:
     """Every unset option resolved once, in the order each rule needs (the batch, the size at that
     batch, then dropout and cadence from the passes at that size's speed); then every check a run
-    must pass, before a run folder is named or claimed. Each choice is said on stderr."""
+    must pass, before a run folder is named or claimed. Every choice keeps its reason; a GPU's batch,
+    a fitted size and dropout are also said on stderr (not with --quiet)."""
     config = with_absolute_eval_also(config)
     check_before_measuring(config, corpus, out)
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
