@@ -50,6 +50,7 @@ READS = (2, 3)  # format 2 (before the model/run/training split) is upgraded on 
 
 
 def serialize(payload: dict) -> bytes:
+    """A checkpoint file's bytes: MAGIC, the header line (version, length, sha256), the payload."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     body = buffer.getvalue()
@@ -206,6 +207,9 @@ class Base:
 
 @dataclass
 class Checkpoint:
+    """A checkpoint file's contents, read and checked: the model, run and training parts of the module
+    docstring as fields (`to_payload` / `from_payload` convert), so no reader indexes a payload itself."""
+
     model_config: ModelConfig
     vocab: Vocabulary
     weights: dict  # the state dict of the weights to sample from

@@ -82,8 +82,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     """Encode PATHS (files or folders of .txt files) into corpora/cache/ and print a summary."""
     config = Config(**{k: v for k, v in options.items() if v is not None})  # validated as `train` does
     prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
-    click.echo(f"cache        {tokens.CACHE_ROOT / prepared.key}")
-    click.echo(tokens.summary(prepared.meta))
+    click.echo(tables.table([("cache", str(tokens.CACHE_ROOT / prepared.key)), *tokens.summary(prepared.meta)]))
 
 
 @main.command("eval")
@@ -126,9 +125,7 @@ def info(target: str | None) -> None:
     path = runs.resolve(target)
     rows = [("checkpoint", str(path)), *checkpoint.read(path).summary()]
     rows += [("exports", line) for line in export.listed(path.parent)]
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        click.echo(f"{label:<{width}}  {value}")
+    click.echo(tables.table(rows))
 
 
 @main.command("export")

@@ -69,6 +69,9 @@ def option(default: Any, help: str, **extra: Any) -> Any:
 
 @dataclass
 class Config:
+    """A training run's options: what `charlm train` and `charlm.train` take, and what a checkpoint
+    keeps. The run's plan fits those left None of `plan.PLANNED` (hidden, dropout, batch, cadence)."""
+
     # model
     cell: str = option("lstm", "recurrent cell", choices=CELLS)
     layers: int = option(2, "stacked recurrent layers")
@@ -207,6 +210,7 @@ class Config:
         self.checkpoint_interval()
 
     def max_seconds(self) -> float | None:
+        """--max-time in seconds; None: no time limit."""
         return parse_duration(self.max_time)
 
     def require_limit(self) -> None:

@@ -93,6 +93,9 @@ class ModelConfig:
 
 
 class CharLM(nn.Module):
+    """The model: ids -> embedding -> `layers` recurrent layers -> a head scoring every next id. It is
+    built from its architecture and vocabulary alone, so a checkpoint rebuilds it for sampling."""
+
     def __init__(self, config: ModelConfig, vocab: Vocabulary):
         super().__init__()
         if config.vocab_size != len(vocab):

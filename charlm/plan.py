@@ -106,12 +106,10 @@ def plan(
 def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None, out: str | None) -> RunPlan:
     """Every unset option resolved once, in the order each rule needs (the batch, the size at that
     batch, then dropout and cadence from the passes at that size's speed); then every check a run
-    must pass, before a run folder is named or claimed. Each choice is said on stderr."""
+    must pass, before a run folder is named or claimed. Every choice keeps its reason; a GPU's batch,
+    a fitted size and dropout are also said on stderr (not with --quiet)."""
     config = with_absolute_eval_also(config)
-    read_eval_also(config, corpus.vocab)  # a bad --eval-also fails before the size is measured
-    if out is not None:
-        free_out_folder(out)  # and so does a taken --out
-    runs.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))  # or a file in its way
+    check_before_measuring(config, corpus, out)
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
     if base is not None:
         reasons.update({name: f"the base run's ({base.record.run})" for name in ARCHITECTURE if name in PLANNED})
@@ -125,31 +123,20 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         config = dataclasses.replace(config, dropout=base.checkpoint.config.dropout)
         reasons["dropout"] = say(f"--dropout {config.dropout:g}: the base run's ({base.record.run})")
 
-    budget, train_tokens = config.max_seconds(), len(corpus.train_ids)
     probe = sizing.Probe(config, corpus, ranks)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     if config.batch_size is None:
         batch, reasons["batch_size"] = planned_batch(config, device, probe, ranks.world, say)
         config = dataclasses.replace(config, batch_size=batch)
 
-    probed = None
-    if config.hidden is None and budget is None and config.max_steps:  # the steps alone say what it will see
-        hidden, reasons["hidden"] = sizing.fit_to_chars(
-            sizing.step_chars(config, corpus), sizing.parameters_of(config, corpus)
-        )
+    probed = None  # the training chars/s at the planned size, where the probe timed it
+    if config.hidden is None:
+        hidden, reasons["hidden"], probed = planned_hidden(config, corpus, ranks, probe, say)
         config = dataclasses.replace(config, hidden=hidden)
-        say(reasons["hidden"])
-    elif config.hidden is None and budget is None:
-        config = dataclasses.replace(config, hidden=sizing.NO_BUDGET_HIDDEN)
-        reasons["hidden"] = "no --max-time to fit to: the measured default for a 10-minute run"
-    elif config.hidden is None:
-        hidden, measured = sizing.measure_sizes(config, corpus, ranks, probe)
-        reasons["hidden"] = say(sizing.describe(hidden, measured, ranks.world))
-        probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
-        config = dataclasses.replace(config, hidden=hidden)
-    elif config.dropout is None and budget:  # a time budget is read as passes at the run's speed
-        probed = probe.best.get((config.hidden, config.batch_size)) or probe(config.hidden, config.batch_size)
+    elif config.dropout is None and config.max_seconds():  # a time budget is read as passes at the run's speed
+        probed = probe.speed(config.hidden, config.batch_size)
 
+    train_tokens = len(corpus.train_ids)
     planned = planned_tokens(config, probed and probed / corpus.chars_per_token)
     passes = (planned or 0.0) / max(train_tokens, 1)
     if config.dropout is None:
@@ -167,6 +154,32 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     config.require_limit()  # every check passed before a run folder is named or claimed
     run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
     return RunPlan(config, run_dir, reasons, probed, None if base is None else base.record)
+
+
+def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:
+    """Refuse now, not after seconds of measuring sizes, a run that could not start anyway: a bad
+    --eval-also, an --out that holds a run, a file where the run folder goes."""
+    read_eval_also(config, corpus.vocab)
+    if out is not None:
+        free_out_folder(out)
+    runs.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))
+
+
+def planned_hidden(
+    config: Config, corpus: TokenCorpus, ranks: Ranks, probe: sizing.Probe, say: Callable[[str], str]
+) -> tuple[int, str, float | None]:
+    """The hidden size for a run that left it unset, why, and the chars/s the probe measured at it
+    (None: not timed). With --max-steps alone the steps say what the run will see, so nothing is timed;
+    with no limit to fit to it is the measured default; with --max-time the sizes are timed
+    (sizing.measure_sizes). The choice is said, but for the default."""
+    if config.max_seconds() is None and config.max_steps:
+        hidden, reason = sizing.fit_to_chars(sizing.step_chars(config, corpus), sizing.parameters_of(config, corpus))
+        return hidden, say(reason), None
+    if config.max_seconds() is None:
+        return sizing.NO_BUDGET_HIDDEN, "no --max-time to fit to: the measured default for a 10-minute run", None
+    hidden, measured = sizing.measure_sizes(config, corpus, ranks, probe)
+    probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
+    return hidden, say(sizing.describe(hidden, measured, ranks.world)), probed
 
 
 def planned_batch(

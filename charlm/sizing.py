@@ -2,9 +2,9 @@
 is not given.
 
 In a fixed wall time a bigger model learns more per character but sees fewer characters. The sweeps
-of `bench/sweep.py` (docs/benchmarks.md, "Model size") found the best validation
-bpc where the characters a run gets through are about CHARS_PER_PARAMETER times the parameters whose
-training the budget pays for: the recurrent layers, and one head row per *frequent* character (those
+of `bench/sweep.py` (docs/benchmarks.md, "Model size") found the best validation bpc where the
+characters a run gets through are about CHARS_PER_PARAMETER times the parameters whose training the
+budget pays for: the recurrent layers, and one head row per *frequent* character (those
 covering 90% of the text). A rare character's row learns from its few occurrences however long the
 run; counting all 4,447 rows of a Chinese novel's head made the rule pick models too small for it.
 The embedding is a lookup and costs almost nothing.
@@ -12,9 +12,9 @@ The embedding is a lookup and costs almost nothing.
 So: time each candidate's training steps on the real batches, predict how many characters it would
 see in the budget, and take the largest candidate that still sees enough. A run that `--max-steps`
 ends sooner sees only that many steps' characters, whatever its speed: the smaller count is the one
-the rule uses (`fit_to_chars` alone when there is no time budget: then nothing needs timing). Timing is noisy on a busy
-machine, so each candidate's speed is the best of a few short windows, and the two sizes either side
-of the decision are timed once more before it is made.
+the rule uses (`fit_to_chars` alone when there is no time budget: then nothing needs timing). Timing
+is noisy on a busy machine, so each candidate's speed is the best of a few short windows, and the two
+sizes either side of the decision are timed once more before it is made.
 
 Under torchrun the speed that counts is the job's, not one process's times the processes: they share
 the machine's cores and exchange gradients every step (on 2 cores, one rank's speed doubled planned
@@ -67,6 +67,8 @@ def trained_parameters(cell: str, layers: int, hidden: int, head_rows: int) -> i
 
 @dataclass
 class Candidate:
+    """A hidden size as the rule weighs it: its measured speed against the parameters it must train."""
+
     hidden: int
     chars_per_second: float
     parameters: int
@@ -87,9 +89,9 @@ def choose_hidden(
     seconds: float, speed: Callable[[int], float], parameters: Callable[[int], int], max_chars: float | None = None
 ) -> tuple[int, list[Candidate]]:
     """The largest candidate whose predicted characters in `seconds` (at most `max_chars`) reach
-    CHARS_PER_PARAMETER times its parameters (the smallest candidate if none does), and the candidates measured. Candidates are
-    measured smallest first and the search stops at the first that falls short: bigger ones are slower
-    and larger, so they would too."""
+    CHARS_PER_PARAMETER times its parameters (the smallest candidate if none does), and the candidates
+    measured. Candidates are measured smallest first and the search stops at the first that falls
+    short: bigger ones are slower and larger, so they would too."""
     measured: list[Candidate] = []
     for hidden in CANDIDATES:
         candidate = Candidate(hidden, speed(hidden), parameters(hidden), seconds, max_chars)
@@ -186,6 +188,10 @@ class Probe:
             self.ranks.broadcast_object(ProbeRequest(self.config, key))
         return self.measure(key)
 
+    def speed(self, hidden: int, batch: int) -> float:
+        """The pair's best speed so far, timed now only if it never was (the batch rule may have timed it)."""
+        return self.best.get((hidden, batch)) or self(hidden, batch)
+
     def measure(self, key: tuple[int, int]) -> float:
         """The (hidden, batch) pair `key`'s best speed so far, after PROBE_WINDOWS more windows."""
         if key not in self.states:
@@ -239,6 +245,7 @@ def step_chars(config: Config, corpus: TokenCorpus) -> float | None:
 
 
 def parameters_of(config: Config, corpus: TokenCorpus) -> Callable[[int], int]:
+    """The rule's parameter count of each hidden size, for the config's cell and layers on this corpus."""
     rows = head_rows(corpus)
     return lambda hidden: trained_parameters(config.cell, config.layers, hidden, rows)
 

@@ -1,4 +1,4 @@
-"""Plain-text tables for the terminal (`charlm runs`, `charlm corpus list`), and the table of runs.
+"""Plain-text tables for the terminal (`charlm runs`, `info`, `eval`, `corpus list`), and the table of runs.
 
 Columns are padded to the widest cell by display width: a Chinese character takes two terminal cells,
 so padding by `len` would push every column after a Chinese run name out of line. The last column is
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import runs
@@ -25,9 +26,9 @@ def width(text: str) -> int:
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
-def table(rows: list[list[str]], right: tuple[int, ...] = ()) -> str:
-    """`rows` (the header first) as aligned lines, two spaces between columns; the columns numbered
-    in `right` are aligned right (numbers)."""
+def table(rows: Sequence[Sequence[str]], right: tuple[int, ...] = ()) -> str:
+    """`rows` (a header, if any, first) as aligned lines, two spaces between columns; the columns
+    numbered in `right` are aligned right (numbers)."""
     widths = [max(width(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:

@@ -299,21 +299,21 @@ def load_corpus(
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
 
 
-def summary(meta: dict) -> str:
-    """What `charlm corpus prepare` prints."""
+def summary(meta: dict) -> list[tuple[str, str]]:
+    """What `charlm corpus prepare` prints: (label, value) rows."""
     pieces = meta["options"].get("tokenizer") == "sentencepiece"
-    rare = "spelled as bytes" if pieces else "unknowns    "
-    lines = [
-        f"characters   {meta['characters']:,}",
-        f"distinct     {meta['distinct']:,}",
-        f"vocabulary   {meta['vocab_size']:,} {'pieces ' if pieces else ''}({meta['dtype']} ids)",
-        f"coverage     {meta['coverage']:.6f}",
-        f"{rare} {meta['unknown_count']:,} occurrences of {meta['unknown_distinct']:,} characters",
-    ]
+    rows = [("characters", f"{meta['characters']:,}")]
     if pieces:
-        lines.insert(
-            1, f"tokens       {meta['tokens']:,} ({meta['tokens'] / max(meta['characters'], 1):.3f} per character)"
-        )
+        rows.append(("tokens", f"{meta['tokens']:,} ({meta['tokens'] / max(meta['characters'], 1):.3f} per character)"))
+    rows += [
+        ("distinct", f"{meta['distinct']:,}"),
+        ("vocabulary", f"{meta['vocab_size']:,} {'pieces ' if pieces else ''}({meta['dtype']} ids)"),
+        ("coverage", f"{meta['coverage']:.6f}"),
+        (
+            "spelled as bytes" if pieces else "unknowns",
+            f"{meta['unknown_count']:,} occurrences of {meta['unknown_distinct']:,} characters",
+        ),
+    ]
     if meta.get("seconds"):
-        lines.append(f"speed        {meta['source_bytes'] / 1e6 / max(meta['seconds'], 1e-9):.1f} MB/s")
-    return "\n".join(lines)
+        rows.append(("speed", f"{meta['source_bytes'] / 1e6 / max(meta['seconds'], 1e-9):.1f} MB/s"))
+    return rows

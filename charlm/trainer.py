@@ -150,23 +150,7 @@ class Trainer:
 
         with contextlib.ExitStack() as stack:
             if self.ranks.leader:
-                self.lock = runs.RunLock(self.run_dir)
-                stack.enter_context(self.lock)
-                runs.write_run_info(self.run_dir, self.run_info())
-                probed = self.plan.probed_chars_per_second  # the bar's speed until the run measures its own
-                reporter = Reporter(
-                    self.run_dir,
-                    config,
-                    progress,
-                    self.corpus.chars_per_token,
-                    self.device,
-                    max_seconds,
-                    self.lock,
-                    probed,
-                )
-                self.reporter = stack.enter_context(contextlib.closing(reporter))
-                if not progress.step:  # a new run: samples here are a run's that died before its first checkpoint
-                    (self.run_dir / runs.SAMPLES).unlink(missing_ok=True)
+                self.open_run(stack, max_seconds)
             stop = stack.enter_context(StopFlag(launcher_pid()).installed())
             if config.detect_anomaly:
                 stack.enter_context(torch.autograd.detect_anomaly())
@@ -191,6 +175,27 @@ class Trainer:
         self.stopped_early = stopping
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
+
+    def open_run(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
+        """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
+        the progress bar and metrics log. A new run drops samples.txt: a run's that died before its first
+        checkpoint."""
+        self.lock = runs.RunLock(self.run_dir)
+        stack.enter_context(self.lock)
+        runs.write_run_info(self.run_dir, self.run_info())
+        reporter = Reporter(
+            self.run_dir,
+            self.config,
+            self.progress,
+            self.corpus.chars_per_token,
+            self.device,
+            max_seconds,
+            lock=self.lock,
+            probed_chars_per_second=self.plan.probed_chars_per_second,  # the bar's speed until the run has its own
+        )
+        self.reporter = stack.enter_context(contextlib.closing(reporter))
+        if not self.progress.step:
+            (self.run_dir / runs.SAMPLES).unlink(missing_ok=True)
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;

@@ -228,3 +228,23 @@ def test_a_cache_that_cannot_be_written_names_it_and_says_what_to_do(tmp_path, m
         "corpora/cache: cannot write the corpus cache (",
         "a file is in the way of its folder",
     )
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_corpus_prepare_lines_up_every_value_in_one_column(tmp_path, monkeypatch, tokenizer):
+    """With sentencepiece the `spelled as bytes` label is longer than the others: its value started 4
+    columns to the right of every other line's."""
+    write(tmp_path, "novel.txt", "the quick brown fox jumps over the lazy dog\n" * 20)
+    monkeypatch.chdir(tmp_path)
+    result = cli("corpus", "prepare", "novel.txt", "--tokenizer", tokenizer, "--quiet")
+    assert result.exit_code == 0, result.output
+    rare = "spelled as bytes" if tokenizer == "sentencepiece" else "unknowns"
+    labels = ["cache", "characters", "tokens", "distinct", "vocabulary", "coverage", rare, "speed"]
+
+    def value_column(line: str) -> int:
+        label = next(label for label in labels if line.startswith(f"{label} "))
+        return len(line) - len(line[len(label) :].lstrip())
+
+    lines = result.output.splitlines()
+    assert lines[0].startswith("cache ") and any(line.startswith(f"{rare} ") for line in lines), result.output
+    assert len({value_column(line) for line in lines}) == 1, result.output
