@@ -728,14 +728,7 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
     torch.manual_seed(0)
     model = make_model(VOCAB, layers=1, hidden=4).eval()
     app = create_app({"tiny": lambda: model}, ServeConfig(max_prompt=16384, max_streams=64))
-    # One torch thread, as `charlm serve` runs by default (--threads 1; create_app leaves threads alone):
-    # with two, once this process has run parallel work on its main thread, the primer's tiny steps
-    # each wait on OpenMP and this test took 37 s instead of 2.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with contextlib.ExitStack() as stack:
-        stack.callback(torch.set_num_threads, previous)
-        url = stack.enter_context(running(app))
+    with running(app) as url:
         wait_healthy(url)
         for char in ("\u2019", "\U0001f600"):
             body = json.dumps({"prompt": [char * 16384] * 64, "max_tokens": 0})
@@ -743,6 +736,54 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
             assert response.status_code == 200 and len(response.json()["choices"]) == 64
         too_big = json.dumps({"prompt": "a", "user": "\u2019" * 2_300_000})
         assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
+
+
+def test_prompts_are_primed_on_one_torch_thread_and_steps_take_threads(tiny_model, monkeypatch):
+    """`charlm serve --threads 2` primed prompts 20x slower than --threads 1: the primer thread ran its
+    chains of one-row products on two torch threads, its own OpenMP team beside the engine's (and the
+    main thread's), and OpenMP's threads slept and woke at every operation. Priming takes one torch
+    thread and the engine --threads, whatever the process's count (3 here: neither 1 nor 2)."""
+    seen = []
+
+    def recording(method, what):
+        def run(self, *args):
+            seen.append((what, threading.current_thread().name, torch.get_num_threads()))
+            return method(self, *args)
+
+        return run
+
+    monkeypatch.setattr(RowStepper, "prime", recording(RowStepper.prime, "prime"))
+    monkeypatch.setattr(RowStepper, "step", recording(RowStepper.step, "step"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(threads=2))
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, previous)
+        url = stack.enter_context(running(app))
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        client.completions.create(model="tiny", prompt=["the ", "a "], max_tokens=5)
+    primes, steps = [s for s in seen if s[0] == "prime"], [s for s in seen if s[0] == "step"]
+    assert len(primes) == 2 and steps
+    assert {(thread.split("_")[0], count) for _, thread, count in primes} == {("charlm-prime", 1)}
+    assert {(thread, count) for _, thread, count in steps} == {("charlm-engine-tiny", 2)}
+
+
+def test_serve_loads_its_models_off_the_http_thread(fox_run, monkeypatch):
+    """The main thread serves HTTP for the server's life: parallel torch work there (loading a model)
+    kept an OpenMP team alive beside the engine's for good (see the test above)."""
+    from charlm import serve as serve_package
+
+    loaded_on = []
+
+    def load(path, device):
+        loaded_on.append(threading.current_thread())
+        raise CharLMError(f"{path}: stop here")
+
+    monkeypatch.setattr(serve_package.checkpoint, "load", load)
+    with pytest.raises(CharLMError, match="stop here"):
+        serve_package.serve([str(fox_run)], ServeConfig(port=free_port()))
+    assert loaded_on and threading.main_thread() not in loaded_on
 
 
 def test_the_openai_client_retrieves_a_model_by_its_id(client):

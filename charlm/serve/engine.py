@@ -30,6 +30,7 @@ from ..forms import Constrained
 from ..generation import Batch, Row
 from ..model import CharLM, State
 from ..scoring import prompt_logprobs, top_logprobs
+from ..threads import pin_this_thread
 
 
 @dataclasses.dataclass
@@ -121,7 +122,9 @@ class Stream(Row):
 
 
 class Engine:
-    """The batch of one model, stepped in a thread of its own while any row is live."""
+    """The batch of one model, stepped in a thread of its own while any row is live, with `threads`
+    torch threads: the only thread of the server whose torch work runs on more than one (see
+    `threads.pin_this_thread`)."""
 
     def __init__(
         self,
@@ -130,8 +133,10 @@ class Engine:
         publish: Callable[[list[Update]], None],
         chunk_interval: float = 0.05,
         name: str = "model",
+        threads: int = 1,
     ):
         self.model, self.capacity, self.publish, self.chunk_interval = model, capacity, publish, chunk_interval
+        self.threads = threads
         self.batch = Batch(model, capacity)
         self.waiting: collections.deque[Job] = collections.deque()
         self.done: list[Stream] = []  # finished rows whose last update is not yet published
@@ -174,6 +179,7 @@ class Engine:
         return len(self.rows)
 
     def run(self) -> None:
+        pin_this_thread(self.threads)
         with torch.inference_mode():
             while True:
                 with self.wakeup:
