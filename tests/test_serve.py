@@ -282,6 +282,17 @@ def test_a_negative_seed_is_taken_as_openai_and_generate_take_it(client, tiny_mo
     assert complete(client, max_tokens=20, n=2, seed=-5) == [text[len("the ") :] for text in made]
 
 
+def test_the_largest_64_bit_seeds_are_taken_as_generate_takes_them(client, tiny_model):
+    """OpenAI's seed is any signed 64-bit integer, and so is `charlm.generate`'s random_seed (sample i
+    draws from seed + i, which torch takes up to 2^64 - 1); the server refused seeds above 2^63 - 1024."""
+    seed = 2**63 - 1
+    made = generate(tiny_model, "the ", length=20, temperature=1.0, num_samples=2, random_seed=seed)
+    assert complete(client, max_tokens=20, n=2, seed=seed) == [text[len("the ") :] for text in made]
+    with pytest.raises(openai.BadRequestError) as caught:
+        complete(client, seed=2**63)
+    assert caught.value.body["param"] == "seed"
+
+
 def test_completion_counts_characters_and_streaming_gives_the_same_text(client, tiny_model):
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=50, seed=11, temperature=0.9)
     choice = response.choices[0]
@@ -630,6 +641,16 @@ def test_chat_limits_given_twice_must_agree():
     with pytest.raises(protocol.APIError, match="max_tokens and max_completion_tokens disagree") as caught:
         chat(max_tokens=5, max_completion_tokens=6)
     assert caught.value.param == "max_tokens"
+
+
+@pytest.mark.parametrize("limit", ["max_tokens", "max_completion_tokens"])
+def test_a_chat_of_no_tokens_is_refused_as_openai_refuses_it(client, limit):
+    """OpenAI's chat takes at least one token (its 400: "Invalid 'max_tokens': integer below minimum
+    value"); charlm answered an empty message. Completions keep 0, which scores a prompt with echo."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}], **{limit: 0})
+    assert caught.value.body["param"] == limit and "between 1 and" in caught.value.body["message"]
+    assert complete(client, max_tokens=0) == [""]
 
 
 def test_neutral_openai_fields_are_accepted(client):
