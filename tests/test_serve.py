@@ -36,6 +36,7 @@ from charlm.sampler import generate
 from charlm.serve import listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
+from charlm.serve.engine import PARALLEL_ROWS
 from charlm.vocab import Vocab
 
 from .conftest import (
@@ -145,6 +146,30 @@ def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads, h
         whole, _ = model(torch.cat([torch.tensor([1, 2, 3]), inputs[0]]).unsqueeze(0))
     assert torch.allclose(whole[0, 3:], alone, atol=1e-5)  # and it is the model's own prediction
     assert [padded_rows(n) for n in (1, 4, 5, 33)] == [4, 4, 8, 36]
+
+
+def test_a_row_gets_the_same_bits_on_one_thread_alone_as_on_two_among_many():
+    """The engine steps few rows on one torch thread and many on --threads (`PARALLEL_ROWS`): a seeded
+    sample stays the same text whatever else is running only if the thread count changes no bits."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig("lstm", 2, 64, 0.0, len(VOCAB)), Vocab(VOCAB)).eval()
+    inputs = torch.randint(0, len(VOCAB), (2 * PARALLEL_ROWS, 12))
+
+    def first_row(rows: int, threads: int) -> torch.Tensor:
+        torch.set_num_threads(threads)
+        stepper = RowStepper(model, rows)
+        logits, state = stepper.prime(torch.tensor([1, 2, 3]))
+        for row in range(rows):
+            stepper.load(row, logits, state)
+        return torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(12)])
+
+    previous = torch.get_num_threads()
+    try:
+        alone = first_row(1, 1)
+        assert torch.equal(first_row(PARALLEL_ROWS, 2), alone)
+        assert torch.equal(first_row(2 * PARALLEL_ROWS, 2), alone)
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -759,17 +784,19 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
         assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
 
 
-def test_prompts_are_primed_on_one_torch_thread_and_steps_take_threads(tiny_model, monkeypatch):
+def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take_threads(tiny_model, monkeypatch):
     """`charlm serve --threads 2` primed prompts 20x slower than --threads 1: the primer thread ran its
     chains of one-row products on two torch threads, its own OpenMP team beside the engine's (and the
-    main thread's), and OpenMP's threads slept and woke at every operation. Priming takes one torch
-    thread and the engine --threads, whatever the process's count (3 here: neither 1 nor 2)."""
+    main thread's), and OpenMP's threads slept and woke at every operation. And a step of a few rows on
+    two threads was slower than on one (a lone stream 0.13x on a busy machine). Priming takes one torch
+    thread, whatever the process's count (3 here: neither 1 nor 2); a step takes --threads from
+    PARALLEL_ROWS rows up, one below."""
     seen = []
 
     def recording(method, what):
-        def run(self, *args):
-            seen.append((what, threading.current_thread().name, torch.get_num_threads()))
-            return method(self, *args)
+        def run(self, ids):
+            seen.append((what, threading.current_thread().name, torch.get_num_threads(), len(ids)))
+            return method(self, ids)
 
         return run
 
@@ -784,10 +811,11 @@ def test_prompts_are_primed_on_one_torch_thread_and_steps_take_threads(tiny_mode
         wait_healthy(url)
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         client.completions.create(model="tiny", prompt=["the ", "a "], max_tokens=5)
-    primes, steps = [s for s in seen if s[0] == "prime"], [s for s in seen if s[0] == "step"]
-    assert len(primes) == 2 and steps
-    assert {(thread.split("_")[0], count) for _, thread, count in primes} == {("charlm-prime", 1)}
-    assert {(thread, count) for _, thread, count in steps} == {("charlm-engine-tiny", 2)}
+        client.completions.create(model="tiny", prompt=["the ", "a "], max_tokens=5, n=PARALLEL_ROWS // 2, seed=1)
+    primes = {(thread.split("_")[0], count) for what, thread, count, _ in seen if what == "prime"}
+    steps = {(thread, count, rows >= PARALLEL_ROWS) for what, thread, count, rows in seen if what == "step"}
+    assert primes == {("charlm-prime", 1)}
+    assert steps == {("charlm-engine-tiny", 1, False), ("charlm-engine-tiny", 2, True)}
 
 
 def test_serve_loads_its_models_off_the_http_thread(fox_run, monkeypatch):
