@@ -1,6 +1,7 @@
 """Load on `charlm serve`: many concurrent streams against one model, measured from an asyncio client.
 
     python -m bench.serve_load [--checkpoint RUN] [--streams 1,8,32,64] [--chars 500] [--churn 200]
+                               [--prompt-chars N] [--threads 1,2 --rounds 3]
 
 Starts `charlm serve` as a process of its own on 127.0.0.1 (a 2x256 LSTM over 65 characters
 unless --checkpoint names a run: speed does not depend on what the weights learned), then:
@@ -11,6 +12,12 @@ unless --checkpoint names a run: speed does not depend on what the weights learn
 2. Churn: --churn requests, at most --churn-concurrency at a time, half of them disconnecting
    midway. Reports the server's resident memory before and after (from /metrics), the streams
    still active afterwards, and requests that hung (no answer within --timeout).
+
+--prompt-chars N gives each stream a prompt of N random characters instead of "The ", so that reading
+prompts (priming, one at a time beside the batch) is part of what is measured: the table's prompt
+column is the server's own `timings.prompt_ms` (waiting for the primer included). --threads 1,2 serves
+with each `--threads` in turn, --rounds times over, and ends with each count's median speed and prompt
+time at each concurrency as a ratio to the first count's.
 
 The server gets --max-streams = the larger of the top concurrency and twice --churn-concurrency: a
 client that hangs up frees its slot here at once, but its row on the server only when the server
@@ -29,6 +36,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import string
 import subprocess
 import sys
@@ -49,6 +57,7 @@ class Stream:
     """What one streaming request saw, in seconds from its start."""
 
     first: float | None = None
+    prompt_ms: float | None = None  # the server's time reading the prompt (its `timings`)
     arrivals: list[float] = field(default_factory=list)
     chars: int = 0
     finished: bool = False
@@ -76,9 +85,17 @@ async def events(response: httpx.Response):
                     yield line[6:]
 
 
-async def one_stream(client: httpx.AsyncClient, seed: int, chars: int, stop_after: int | None = None) -> Stream:
+def random_prompt(seed: int, chars: int) -> str:
+    """`chars` characters of ALPHABET (a stream's own, by its seed); none: "The "."""
+    rng = random.Random(seed)
+    return "".join(rng.choice(ALPHABET) for _ in range(chars)) if chars else "The "
+
+
+async def one_stream(
+    client: httpx.AsyncClient, seed: int, chars: int, stop_after: int | None = None, prompt: str = "The "
+) -> Stream:
     """A streaming completion; with `stop_after`, the client hangs up after that many chunks."""
-    body = {"prompt": "The ", "max_tokens": chars, "stream": True, "seed": seed, "temperature": 0.8}
+    body = {"prompt": prompt, "max_tokens": chars, "stream": True, "seed": seed, "temperature": 0.8}
     result, start = Stream(), time.perf_counter()
     try:
         async with client.stream("POST", "/v1/completions", json=body) as response:
@@ -94,6 +111,8 @@ async def one_stream(client: httpx.AsyncClient, seed: int, chars: int, stop_afte
                     result.error = chunk["error"]["message"]
                     break
                 now = time.perf_counter() - start
+                if "timings" in chunk:
+                    result.prompt_ms = chunk["timings"]["prompt_ms"]
                 result.first = now if result.first is None else result.first
                 result.arrivals.append(now)
                 choice = chunk["choices"][0]
@@ -124,23 +143,28 @@ def client_seconds() -> float:
     return times.user + times.system
 
 
-async def sweep_point(url: str, pid: int, streams: int, chars: int, timeout: float) -> dict:
+async def sweep_point(url: str, pid: int, streams: int, chars: int, timeout: float, prompt_chars: int = 0) -> dict:
     limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         await one_stream(client, 0, 20)  # connection and model warm
         (http_before, engine_before), client_before = cpu_seconds(pid), client_seconds()
         start = time.perf_counter()
-        results = await asyncio.gather(*(one_stream(client, 1000 + i, chars) for i in range(streams)))
+        results = await asyncio.gather(
+            *(one_stream(client, 1000 + i, chars, prompt=random_prompt(i, prompt_chars)) for i in range(streams))
+        )
         wall = time.perf_counter() - start
         (http_after, engine_after), client_after = cpu_seconds(pid), client_seconds()
     gaps = [b - a for r in results for a, b in zip(r.arrivals, r.arrivals[1:])]
     firsts = [r.first for r in results if r.first is not None]
+    prompts = [r.prompt_ms for r in results if r.prompt_ms is not None]
     complete = sum(r.finished and r.done and r.chars == chars and not r.error for r in results)
     return {
         "streams": streams,
         "aggregate": sum(r.chars for r in results) / wall,
         "first_p50": percentile(firsts, 50) * 1000,
         "first_p99": percentile(firsts, 99) * 1000,
+        "prompt_p50": percentile(prompts, 50),
+        "prompt_p99": percentile(prompts, 99),
         "gap_p50": percentile(gaps, 50) * 1000,
         "gap_p99": percentile(gaps, 99) * 1000,
         "errors": sum(r.error is not None for r in results),
@@ -230,44 +254,85 @@ def main() -> None:
     parser.add_argument("--churn-chars", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=120, help="seconds before a request counts as hung")
     parser.add_argument("--server-args", default="", help="more `charlm serve` options, e.g. '--chunk-ms 10'")
+    parser.add_argument("--prompt-chars", type=int, default=0, help="random characters per prompt (0: 'The ')")
+    parser.add_argument("--threads", default="", help="`charlm serve --threads` values to take turns with, e.g. 1,2")
+    parser.add_argument("--rounds", type=int, default=1, help="turns of every --threads value")
     args = parser.parse_args()
     levels = [int(s) for s in args.streams.split(",")]
+    counts = [int(t) for t in args.threads.split(",")] if args.threads else [None]
 
     with tempfile.TemporaryDirectory() as folder:
         run = Path(args.checkpoint) if args.checkpoint else make_run(Path(folder), args.hidden, args.layers)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        max_streams = max(levels + [2 * args.churn_concurrency if args.churn else 0])
-        process = start_server(run, port, max_streams, args.server_args.split())
+        measured = {count: [] for count in counts}
+        for _ in range(args.rounds):
+            for count in counts:
+                threads = ["--threads", str(count)] if count else []
+                measured[count].append(measure(run, levels, args, args.server_args.split() + threads))
+    for count, rounds in measured.items():
+        for points, churned in rounds:
+            report(points, churned, args, run, f", --threads {count}" if count else "")
+    if len(counts) > 1:
+        compare(measured, levels)
+
+
+def measure(run: Path, levels: list[int], args, server_args: list[str]) -> tuple[list[dict], dict | None]:
+    """One server with `server_args`: the sweep's points and the churn's figures."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    max_streams = max(levels + [2 * args.churn_concurrency if args.churn else 0])
+    process = start_server(run, port, max_streams, server_args)
+    try:
         try:
-            try:
-                wait_healthy(url, process)
-            except RuntimeError as error:
-                raise SystemExit(f"charlm serve: {error}") from None
-            points = [asyncio.run(sweep_point(url, process.pid, n, args.chars, args.timeout)) for n in levels]
-            churned = asyncio.run(
-                churn(url, args.churn, args.churn_concurrency, args.churn_chars, args.timeout)
-            ) if args.churn else None  # fmt: skip
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    report(points, churned, args, run)
+            wait_healthy(url, process)
+        except RuntimeError as error:
+            raise SystemExit(f"charlm serve: {error}") from None
+        points = [
+            asyncio.run(sweep_point(url, process.pid, n, args.chars, args.timeout, args.prompt_chars)) for n in levels
+        ]
+        churned = asyncio.run(
+            churn(url, args.churn, args.churn_concurrency, args.churn_chars, args.timeout)
+        ) if args.churn else None  # fmt: skip
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return points, churned
 
 
-def report(points: list[dict], churned: dict | None, args, run: Path) -> None:
-    print(f"charlm serve load: {run.name}, {args.chars} characters per stream, python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs (client and server on the same machine)\n")  # fmt: skip
+def compare(measured: dict[int, list], levels: list[int]) -> None:
+    """Each --threads count against the first: medians over the rounds, at each concurrency."""
+    first = next(iter(measured))
+
+    def median(count: int, level: int, key: str) -> float:
+        return statistics.median(points[levels.index(level)][key] for points, _ in measured[count])
+
+    print(f"\nmedians over {len(measured[first])} rounds, against --threads {first}:\n")
+    print("| streams | --threads | aggregate chars/s | ratio | prompt ms p50 | ratio |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for level in levels:
+        for count in measured:
+            speed, prompt = median(count, level, "aggregate"), median(count, level, "prompt_p50")
+            print(
+                f"| {level} | {count} | {speed:,.0f} | {speed / median(first, level, 'aggregate'):.2f} | "
+                f"{prompt:,.1f} | {prompt / median(first, level, 'prompt_p50'):.2f} |"
+            )
+
+
+def report(points: list[dict], churned: dict | None, args, run: Path, server: str = "") -> None:
+    print(f"charlm serve load: {run.name}{server}, {args.chars} characters per stream, {args.prompt_chars or 4} "
+          f"characters per prompt, python {sys.version.split()[0]}, {os.cpu_count()} CPUs (client and server "
+          "on the same machine)\n")  # fmt: skip
     print(
-        "| streams | aggregate chars/s | x one stream | first chunk p50 / p99 ms | gap p50 / p99 ms | errors "
-        "| complete | CPU s: server HTTP / engine, client |"
+        "| streams | aggregate chars/s | x one stream | first chunk p50 / p99 ms | prompt p50 / p99 ms "
+        "| gap p50 / p99 ms | errors | complete | CPU s: server HTTP / engine, client |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     one = points[0]["aggregate"]
     for p in points:
         print(
             f"| {p['streams']} | {p['aggregate']:,.0f} | {p['aggregate'] / one:.1f}x | {p['first_p50']:.0f} / "
-            f"{p['first_p99']:.0f} | {p['gap_p50']:.0f} / {p['gap_p99']:.0f} | {p['errors']} | "
-            f"{p['complete']}/{p['streams']} | {p['cpu'][0]:.2f} / {p['cpu'][1]:.2f}, {p['cpu'][2]:.2f} |"
+            f"{p['first_p99']:.0f} | {p['prompt_p50']:.1f} / {p['prompt_p99']:.1f} | {p['gap_p50']:.0f} / "
+            f"{p['gap_p99']:.0f} | {p['errors']} | {p['complete']}/{p['streams']} | {p['cpu'][0]:.2f} / "
+            f"{p['cpu'][1]:.2f}, {p['cpu'][2]:.2f} |"
         )
         if p["first_error"]:
             print(f"  first error: {p['first_error']}")

@@ -129,11 +129,7 @@ def configure(threads: int | None, device: torch.device | None = None) -> None:
     what it learned."""
     global _governor
     if threads is not None:
-        if threads > (cores := available_cores()):
-            warnings.warn(
-                f"--threads {threads} is more than the {cores} cores this process may use; every operation "
-                f"waits for its slowest thread, so --threads {cores} or fewer runs faster"
-            )
+        warn_if_too_many(threads)
         torch.set_num_threads(threads)
         _governor = None
     elif device is not None and device.type != "cpu":
@@ -141,6 +137,28 @@ def configure(threads: int | None, device: torch.device | None = None) -> None:
     elif _governor is None:
         neighbours = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         _governor = Governor(max(1, available_cores() // neighbours))
+
+
+def warn_if_too_many(threads: int) -> None:
+    """`--threads N` over the cores this process gets only slows every operation down: a warning."""
+    if threads > (cores := available_cores()):
+        warnings.warn(
+            f"--threads {threads} is more than the {cores} cores this process may use; every operation "
+            f"waits for its slowest thread, so --threads {cores} or fewer runs faster"
+        )
+
+
+def pin_this_thread(count: int) -> None:
+    """`count` torch threads for the calling thread's work, whatever the process's other threads use.
+
+    With OpenMP (torch's CPU backend) the count belongs to the calling thread, and every thread that
+    runs parallel work keeps a team of OpenMP threads of its own for as long as it lives. Two such
+    threads on two cores oversubscribe them, and OpenMP then puts its waiting threads to sleep and
+    wakes them at every operation: `charlm serve --threads 2` read prompts 20x slower than with one
+    thread (docs/benchmarks.md). torch sets a thread's count from the process's the first time the
+    thread asks for it, over any count set before, so it is asked for first."""
+    torch.get_num_threads()
+    torch.set_num_threads(count)
 
 
 def calibrate(measure: Callable[[], float]) -> None:

@@ -36,6 +36,7 @@ from charlm.sampler import generate
 from charlm.serve import listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
+from charlm.serve.engine import PARALLEL_ROWS
 from charlm.vocab import Vocab
 
 from .conftest import (
@@ -145,6 +146,30 @@ def test_a_row_gets_the_same_bits_whatever_else_is_in_the_batch(cell, threads, h
         whole, _ = model(torch.cat([torch.tensor([1, 2, 3]), inputs[0]]).unsqueeze(0))
     assert torch.allclose(whole[0, 3:], alone, atol=1e-5)  # and it is the model's own prediction
     assert [padded_rows(n) for n in (1, 4, 5, 33)] == [4, 4, 8, 36]
+
+
+def test_a_row_gets_the_same_bits_on_one_thread_alone_as_on_two_among_many():
+    """The engine steps few rows on one torch thread and many on --threads (`PARALLEL_ROWS`): a seeded
+    sample stays the same text whatever else is running only if the thread count changes no bits."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig("lstm", 2, 64, 0.0, len(VOCAB)), Vocab(VOCAB)).eval()
+    inputs = torch.randint(0, len(VOCAB), (2 * PARALLEL_ROWS, 12))
+
+    def first_row(rows: int, threads: int) -> torch.Tensor:
+        torch.set_num_threads(threads)
+        stepper = RowStepper(model, rows)
+        logits, state = stepper.prime(torch.tensor([1, 2, 3]))
+        for row in range(rows):
+            stepper.load(row, logits, state)
+        return torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(12)])
+
+    previous = torch.get_num_threads()
+    try:
+        alone = first_row(1, 1)
+        assert torch.equal(first_row(PARALLEL_ROWS, 2), alone)
+        assert torch.equal(first_row(2 * PARALLEL_ROWS, 2), alone)
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
@@ -280,6 +305,17 @@ def test_a_negative_seed_is_taken_as_openai_and_generate_take_it(client, tiny_mo
     all but -1 (which stays llama.cpp's "pick one")."""
     made = generate(tiny_model, "the ", length=20, temperature=1.0, num_samples=2, random_seed=-5)
     assert complete(client, max_tokens=20, n=2, seed=-5) == [text[len("the ") :] for text in made]
+
+
+def test_the_largest_64_bit_seeds_are_taken_as_generate_takes_them(client, tiny_model):
+    """OpenAI's seed is any signed 64-bit integer, and so is `charlm.generate`'s random_seed (sample i
+    draws from seed + i, which torch takes up to 2^64 - 1); the server refused seeds above 2^63 - 1024."""
+    seed = 2**63 - 1
+    made = generate(tiny_model, "the ", length=20, temperature=1.0, num_samples=2, random_seed=seed)
+    assert complete(client, max_tokens=20, n=2, seed=seed) == [text[len("the ") :] for text in made]
+    with pytest.raises(openai.BadRequestError) as caught:
+        complete(client, seed=2**63)
+    assert caught.value.body["param"] == "seed"
 
 
 def test_completion_counts_characters_and_streaming_gives_the_same_text(client, tiny_model):
@@ -632,6 +668,16 @@ def test_chat_limits_given_twice_must_agree():
     assert caught.value.param == "max_tokens"
 
 
+@pytest.mark.parametrize("limit", ["max_tokens", "max_completion_tokens"])
+def test_a_chat_of_no_tokens_is_refused_as_openai_refuses_it(client, limit):
+    """OpenAI's chat takes at least one token (its 400: "Invalid 'max_tokens': integer below minimum
+    value"); charlm answered an empty message. Completions keep 0, which scores a prompt with echo."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}], **{limit: 0})
+    assert caught.value.body["param"] == limit and "between 1 and" in caught.value.body["message"]
+    assert complete(client, max_tokens=0) == [""]
+
+
 def test_neutral_openai_fields_are_accepted(client):
     assert complete(client, frequency_penalty=0, presence_penalty=0, user="me", seed=1) == complete(client, seed=1)
 
@@ -728,14 +774,7 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
     torch.manual_seed(0)
     model = make_model(VOCAB, layers=1, hidden=4).eval()
     app = create_app({"tiny": lambda: model}, ServeConfig(max_prompt=16384, max_streams=64))
-    # One torch thread, as `charlm serve` runs by default (--threads 1; create_app leaves threads alone):
-    # with two, once this process has run parallel work on its main thread, the primer's tiny steps
-    # each wait on OpenMP and this test took 37 s instead of 2.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with contextlib.ExitStack() as stack:
-        stack.callback(torch.set_num_threads, previous)
-        url = stack.enter_context(running(app))
+    with running(app) as url:
         wait_healthy(url)
         for char in ("\u2019", "\U0001f600"):
             body = json.dumps({"prompt": [char * 16384] * 64, "max_tokens": 0})
@@ -743,6 +782,57 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
             assert response.status_code == 200 and len(response.json()["choices"]) == 64
         too_big = json.dumps({"prompt": "a", "user": "\u2019" * 2_300_000})
         assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
+
+
+def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take_threads(tiny_model, monkeypatch):
+    """`charlm serve --threads 2` primed prompts 20x slower than --threads 1: the primer thread ran its
+    chains of one-row products on two torch threads, its own OpenMP team beside the engine's (and the
+    main thread's), and OpenMP's threads slept and woke at every operation. And a step of a few rows on
+    two threads was slower than on one (a lone stream 0.13x on a busy machine). Priming takes one torch
+    thread, whatever the process's count (3 here: neither 1 nor 2); a step takes --threads from
+    PARALLEL_ROWS rows up, one below."""
+    seen = []
+
+    def recording(method, what):
+        def run(self, ids):
+            seen.append((what, threading.current_thread().name, torch.get_num_threads(), len(ids)))
+            return method(self, ids)
+
+        return run
+
+    monkeypatch.setattr(RowStepper, "prime", recording(RowStepper.prime, "prime"))
+    monkeypatch.setattr(RowStepper, "step", recording(RowStepper.step, "step"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(3)
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(threads=2))
+    with contextlib.ExitStack() as stack:
+        stack.callback(torch.set_num_threads, previous)
+        url = stack.enter_context(running(app))
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        client.completions.create(model="tiny", prompt=["the ", "a "], max_tokens=5)
+        client.completions.create(model="tiny", prompt=["the ", "a "], max_tokens=5, n=PARALLEL_ROWS // 2, seed=1)
+    primes = {(thread.split("_")[0], count) for what, thread, count, _ in seen if what == "prime"}
+    steps = {(thread, count, rows >= PARALLEL_ROWS) for what, thread, count, rows in seen if what == "step"}
+    assert primes == {("charlm-prime", 1)}
+    assert steps == {("charlm-engine-tiny", 1, False), ("charlm-engine-tiny", 2, True)}
+
+
+def test_serve_loads_its_models_off_the_http_thread(fox_run, monkeypatch):
+    """The main thread serves HTTP for the server's life: parallel torch work there (loading a model)
+    kept an OpenMP team alive beside the engine's for good (see the test above)."""
+    from charlm import serve as serve_package
+
+    loaded_on = []
+
+    def load(path, device):
+        loaded_on.append(threading.current_thread())
+        raise CharLMError(f"{path}: stop here")
+
+    monkeypatch.setattr(serve_package.checkpoint, "load", load)
+    with pytest.raises(CharLMError, match="stop here"):
+        serve_package.serve([str(fox_run)], ServeConfig(port=free_port()))
+    assert loaded_on and threading.main_thread() not in loaded_on
 
 
 def test_the_openai_client_retrieves_a_model_by_its_id(client):

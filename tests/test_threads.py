@@ -1,6 +1,7 @@
 """The thread governor, on a simulated CPU whose load changes: it must find the faster thread count
 and follow the load both ways."""
 
+import threading
 import warnings
 
 import pytest
@@ -127,3 +128,29 @@ def test_more_threads_than_cores_is_warned_of():
             threads.configure(1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_pinned_thread_keeps_its_count_when_another_thread_sets_one_later():
+    """`charlm serve` primes on one torch thread beside an engine on --threads: each thread pins its own.
+    torch gives a thread the process's count the first time the thread needs one, so a count set
+    before that (here 1, then the process's set to 2 by another thread) was overwritten."""
+    before, pinned, counts = torch.get_num_threads(), threading.Event(), []
+    other_set = threading.Event()
+
+    def primer():
+        threads.pin_this_thread(1)
+        pinned.set()
+        other_set.wait(10)
+        torch.randn(300, 300) @ torch.randn(300, 300)  # parallel work
+        counts.append(torch.get_num_threads())
+
+    worker = threading.Thread(target=primer)
+    try:
+        worker.start()
+        pinned.wait(10)
+        torch.set_num_threads(2)  # as the engine's thread does, while the other is pinned
+        other_set.set()
+        worker.join(10)
+    finally:
+        torch.set_num_threads(before)
+    assert counts == [1]

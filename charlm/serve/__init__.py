@@ -17,6 +17,7 @@ Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop)
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import socket
 import sys
@@ -75,12 +76,15 @@ def serve(targets: list[str], config: ServeConfig) -> None:
         raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
 
     loaders, corpora = model_loaders(targets, config.device)
+    threads.warn_if_too_many(config.threads)  # the engines' threads take --threads, each its own
     # Loaded before the address is printed: a damaged checkpoint is a one-line error, not a server that
-    # announces itself and then stops.
-    loaded = {name: load() for name, load in loaders.items()}
+    # announces itself and then stops. Loaded in a thread that then ends: this one serves HTTP, and
+    # parallel torch work here would keep an OpenMP team alive beside the engines' for good, which made
+    # every parallel step wait on sleeping threads (`threads.pin_this_thread`).
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="charlm-load") as loading:
+        loaded = loading.submit(lambda: {name: load() for name, load in loaders.items()}).result()
     sock = listening_socket(config.host, config.port)
     app = create_app({name: lambda model=model: model for name, model in loaded.items()}, config, corpora)
-    threads.configure(config.threads)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)

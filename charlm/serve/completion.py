@@ -31,6 +31,7 @@ from ..errors import CharLMError
 from ..forms import Constrained, Template
 from ..model import CharLM
 from ..runs import corpus_of
+from ..threads import pin_this_thread
 from ..vocab import UNSEEN, UnknownCharacterWarning
 from . import responses
 from .config import ServeConfig, check_api_key
@@ -72,15 +73,20 @@ class Server:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_failure: Callable[[], None] | None = None  # `serve` stops the process when loading fails
         # Prompts are primed one at a time beside the engine: many threads at once would only fight
-        # over the cores and the GIL (64 requests arriving together each waited longer that way).
-        self.primer = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="charlm-prime")
+        # over the cores and the GIL (64 requests arriving together each waited longer that way). With
+        # one torch thread: a prompt is a chain of one-row products that more threads only wait on,
+        # and a second thread's OpenMP team would fight the engine's (`threads.pin_this_thread`).
+        self.primer = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="charlm-prime", initializer=pin_this_thread, initargs=(1,)
+        )
 
     def load(self) -> None:
         """Load every model and start its engine (in a thread: /health says 503 meanwhile)."""
+        config = self.config
         try:
             for name, loader in self.loaders.items():
                 model = loader()
-                engine = Engine(model, self.config.max_streams, self.publish, self.config.chunk_ms / 1000, name)
+                engine = Engine(model, config.max_streams, self.publish, config.chunk_ms / 1000, name, config.threads)
                 engine.start()
                 self.models[name] = Served(name, model, engine, int(time.time()), fingerprint(model))
         except Exception as e:  # noqa: BLE001 -- any failure must reach /health and the command, not hang both
@@ -198,8 +204,7 @@ class Completion:
             repetition_penalty=self.params.repetition_penalty,
         )
         seeds = [self.seed + i for i in range(self.params.n)]
-        for (ids, logits, state), echoed in zip(primed, self.echoed):
-            seen = ids[ids != UNSEEN]  # the repetition penalty counts characters the model knows
+        for (seen, logits, state), echoed in zip(primed, self.echoed):
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, self.params.stops, form)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
@@ -238,11 +243,14 @@ class Completion:
         return compiled[template]
 
     def prime(self, encoded: list) -> list:
-        """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities."""
+        """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
+        All of a request's torch work is done here and in the engine, never on the event loop's thread
+        (`threads.pin_this_thread`)."""
         primed = []
         for ids, prompt in encoded:
             logits, state = self.served.engine.batch.prime(ids)
-            primed.append((ids, logits, state))
+            seen = ids[ids != UNSEEN]  # the repetition penalty counts characters the model knows
+            primed.append((seen, logits, state))
             wants_prompt = self.params.echo and self.params.logprobs is not None and prompt
             self.echoed.append(prompt_tokens(self.served.model, prompt, self.params.logprobs) if wants_prompt else None)
         return primed

@@ -21,7 +21,9 @@ class ServeConfig:
     max_tokens: int = option(4096, "the most characters one sample may ask for")
     max_prompt: int = option(16384, "the most characters a prompt may have")
     chunk_ms: float = option(50.0, "a stream's new characters are sent together, this often (ms); 0: every character")
-    threads: int = option(1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine)")
+    threads: int = option(
+        1, "torch threads for the batched step (1 leaves a core for HTTP on a small machine); prompts are read on one"
+    )
     device: str = option(
         STEP_DEVICE,
         "where the models run: cpu, cuda, cuda:N, mps or auto (a step is one character: small models are fastest on the CPU)",

@@ -30,6 +30,12 @@ from ..forms import Constrained
 from ..generation import Batch, Row
 from ..model import CharLM, State
 from ..scoring import prompt_logprobs, top_logprobs
+from ..threads import pin_this_thread
+
+# A step of fewer live rows than this runs on one torch thread whatever --threads says: its products are
+# too small to share, and a second OpenMP thread only waits (spinning, on a busy machine, for a core).
+# Measured: docs/benchmarks.md, "The server's threads".
+PARALLEL_ROWS = 16
 
 
 @dataclasses.dataclass
@@ -121,7 +127,9 @@ class Stream(Row):
 
 
 class Engine:
-    """The batch of one model, stepped in a thread of its own while any row is live."""
+    """The batch of one model, stepped in a thread of its own while any row is live, with `threads`
+    torch threads: the only thread of the server whose torch work runs on more than one (see
+    `threads.pin_this_thread`)."""
 
     def __init__(
         self,
@@ -130,8 +138,10 @@ class Engine:
         publish: Callable[[list[Update]], None],
         chunk_interval: float = 0.05,
         name: str = "model",
+        threads: int = 1,
     ):
         self.model, self.capacity, self.publish, self.chunk_interval = model, capacity, publish, chunk_interval
+        self.threads = threads
         self.batch = Batch(model, capacity)
         self.waiting: collections.deque[Job] = collections.deque()
         self.done: list[Stream] = []  # finished rows whose last update is not yet published
@@ -174,6 +184,7 @@ class Engine:
         return len(self.rows)
 
     def run(self) -> None:
+        pin_this_thread(1)
         with torch.inference_mode():
             while True:
                 with self.wakeup:
@@ -186,6 +197,7 @@ class Engine:
                     self.admit(joining)
                     self.drop_cancelled()
                     if self.rows:
+                        self.take_threads()
                         self.advance()
                     self.flush()
                 except Exception as e:  # noqa: BLE001 -- a bug must not leave clients waiting forever
@@ -215,6 +227,13 @@ class Engine:
         for position in reversed(range(len(self.rows))):
             if self.rows[position].job.cancelled:
                 self.remove(position)
+
+    def take_threads(self) -> None:
+        """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A
+        row's bits do not depend on it (tests/test_serve.py checks), so neither does a seeded sample."""
+        wanted = self.threads if len(self.rows) >= PARALLEL_ROWS else 1
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
 
     def advance(self) -> None:
         """One step: every row's next character chosen, the model advanced on all of them."""

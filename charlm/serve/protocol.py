@@ -22,7 +22,6 @@ from .config import ServeConfig
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
 MAX_LOGPROBS = 20
-SEED_LIMIT = 2**63 - 1024  # a sample adds its index to the seed; -1 means "pick one"
 
 
 class APIError(Exception):
@@ -98,7 +97,7 @@ COMMON_SCHEMA = {
     "n": {"type": "integer", "minimum": 1},
     "stream": {"type": "boolean"},
     "stop": TEXTS,
-    "seed": {"type": "integer"},
+    "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1]},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "user": {"type": "string"},
     # charlm's extension: poem forms and templates
@@ -148,7 +147,8 @@ CHAT_SCHEMA = body_schema(
         "messages": {"type": "array", "items": MESSAGE_SCHEMA, "minItems": 1},
         "logprobs": {"type": "boolean"},
         "top_logprobs": {"type": "integer", "minimum": 0},
-        "max_completion_tokens": {"type": "integer", "minimum": 0},
+        "max_tokens": {"type": "integer", "minimum": 1},
+        "max_completion_tokens": {"type": "integer", "minimum": 1},
     },
     ["messages"],
 )
@@ -260,7 +260,8 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     penalty = repetition_penalty(body)
     stream = boolean(body, "stream", False)
     stream_options = stream_options_of(body, stream)
-    seed = integer(body, "seed", None, SEED_RANGE[0], SEED_LIMIT)  # any 64-bit seed, as OpenAI and generate take
+    # Any 64-bit seed, as OpenAI and generate take (sample i's seed + i is one torch takes); -1: pick one
+    seed = integer(body, "seed", None, *SEED_RANGE)
     string(body, "user")
     stops = stop_texts(body)
     return Params(
@@ -397,9 +398,9 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
         raise APIError(400, "messages must be a non-empty list of {role, content}", "messages", "invalid_value")
     texts = [message_text(m, i) for i, m in enumerate(messages)]
     prompt = "\n\n".join(t for t in texts if t) + "\n\n"
-    limit = "charlm serve --max-tokens"
-    newer = integer(body, "max_completion_tokens", None, 0, config.max_tokens, limit)
-    given = integer(body, "max_tokens", newer, 0, config.max_tokens, limit)  # OpenAI's older name for it
+    limit = "charlm serve --max-tokens"  # at least 1, as OpenAI's chat (completions take 0: echo scores a prompt)
+    newer = integer(body, "max_completion_tokens", None, 1, config.max_tokens, limit)
+    given = integer(body, "max_tokens", newer, 1, config.max_tokens, limit)  # OpenAI's older name for it
     if newer is not None and given != newer:
         raise APIError(400, "max_tokens and max_completion_tokens disagree; give one", "max_tokens", "invalid_value")
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens))
