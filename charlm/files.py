@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import CharLMError
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
+WINDOWS_IN_USE = (32, 33)  # ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another program has the file open
 NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without fsync
 # How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
 # another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
@@ -26,6 +27,8 @@ def remedy(error: OSError) -> str:
     """What to do about a failed write, as a clause to append to its message ('' when unknown)."""
     if error.errno == errno.EIO:
         return "; its disk or network share failed: check it, or write elsewhere"
+    if getattr(error, "winerror", None) in WINDOWS_IN_USE:
+        return "; close the program that has it open (an editor, a viewer, charlm serve), then try again"
     if error.errno in NO_ROOM:
         return "; free space on its disk (or raise the file size limit, ulimit -f)"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

@@ -153,3 +153,20 @@ def test_a_run_folder_on_a_file_system_without_locks_says_so(fox_file, monkeypat
     monkeypatch.setattr(fcntl, "flock", flock)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
     assert_one_line_error(result, "checkpoints/run/.lock: cannot lock the run folder (No locks available)", "--out")
+
+
+def test_a_file_another_program_holds_open_on_windows_says_to_close_it(tmp_path, monkeypatch):
+    """Windows refuses to replace a file another program has open with a sharing violation (winerror 32,
+    errno EACCES): the advice was to make the folder writable, which it already is."""
+
+    def in_use(source, target):
+        error = PermissionError(errno.EACCES, "The process cannot access the file because it is being used")
+        error.winerror = 32  # ERROR_SHARING_VIOLATION, as Windows' OSError carries it
+        raise error
+
+    monkeypatch.setattr(os, "replace", in_use)
+    monkeypatch.setattr("time.sleep", lambda seconds: None)
+    with pytest.raises(OSError) as refused:
+        files.replace_files({tmp_path / "report.html": b"page"})
+    message = str(files.cannot_write("report.html", refused.value))
+    assert "close the program that has it open" in message and "writable" not in message
