@@ -104,6 +104,17 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     return info.incrementaldecoder(errors="strict")
 
 
+def likely_encoding(data: bytes) -> str:
+    """The --encoding to suggest for `data`, the bytes from where UTF-8 failed: gb18030 when they read
+    as Chinese in it and are not UTF-8 past the bad byte (a GBK or GB2312 file, common for Chinese
+    text), else latin-1. latin-1 reads any bytes, so a Chinese file read with it trains on garbage."""
+    window = data[:400]  # a character cut at its end costs one replacement
+    chinese = window.decode("gb18030", errors="replace")
+    han = sum("\u4e00" <= c <= "\u9fff" for c in chinese)
+    utf8_after = window[1:].decode("utf-8", errors="replace").count("\ufffd") <= 1
+    return "gb18030" if han >= 2 and chinese.count("\ufffd") <= 1 and not utf8_after else "latin-1"
+
+
 def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_option: bool = True) -> Iterator[str]:
     """One file's text in chunks cut where normalization `form` allows, with `\\r\\n` turned into `\\n`.
     `encoding_option`: whether the command has --encoding to suggest for a file that does not decode."""
@@ -117,7 +128,8 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
-                hint = "--encoding latin-1" if encoding.lower().replace("-", "") == "utf8" else "another --encoding"
+                utf8 = encoding.lower().replace("-", "") == "utf8"
+                hint = f"--encoding {likely_encoding(e.object[e.start :])}" if utf8 else "another --encoding"
                 raise CharLMError(
                     f"{path}: not valid {encoding} at byte offset {at} (byte 0x{e.object[e.start]:02x}); "
                     f"convert it to UTF-8{f' or pass {hint}' if encoding_option else ''}"

@@ -289,7 +289,7 @@ def load_corpus(
         train_file, val_file = shakespeare_files()
         parts, name = [[train_file], [val_file]], DEFAULT_CORPUS
     else:
-        named = [str(catalog.get(s, quiet)) if s in catalog.CATALOG and not Path(s).exists() else s for s in sources]
+        named = [str(catalog.get(s, quiet)) if catalog_name(s) else s for s in sources]
         parts, name = [source_files(named)], corpus_name(sources)
     ready = prepare(parts, config, quiet=quiet, base=base)
     meta = ready.meta
@@ -297,6 +297,13 @@ def load_corpus(
     # Absolute paths, so a run resumes from any working directory.
     given = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
+
+
+def catalog_name(source: str) -> bool:
+    """Whether `charlm train SOURCE` means a catalog corpus: no such path, and a bare name (no folder, no
+    suffix), so that an unknown one is told the catalog's names rather than only "no such file"."""
+    path = Path(source)
+    return not path.exists() and (source in catalog.CATALOG or (path.name == source and not path.suffix))
 
 
 def summary(meta: dict) -> list[tuple[str, str]]:

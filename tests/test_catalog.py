@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from charlm import catalog
+from charlm.config import Config
 from charlm.errors import CharLMError
+from charlm.tokens import load_corpus
 
 from .conftest import SHARED_CORPORA, run_cli, shared_corpus
 
@@ -98,6 +100,16 @@ def test_unknown_names_and_missing_mirror_files_are_clear(tmp_path, monkeypatch)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(tmp_path))
     with pytest.raises(CharLMError, match="no enwik8.zip there"):
         catalog.get("enwik8")
+
+
+def test_train_names_the_catalog_for_a_name_that_is_neither_a_file_nor_a_corpus(tmp_path, monkeypatch):
+    """`charlm train alice` said only "alice: no such file or folder", though `charlm train NAME` takes
+    the catalog's names too: a bare name is told which those are; a missing file is told it is missing."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CharLMError, match=r"'alice' is not a file, a folder or a catalog corpus \(tinyshakespeare"):
+        load_corpus(["alice"], Config(), quiet=True)
+    with pytest.raises(CharLMError, match=r"^novel.txt: no such file or folder$"):
+        load_corpus(["novel.txt"], Config(), quiet=True)
 
 
 @pytest.mark.slow

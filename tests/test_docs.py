@@ -95,3 +95,40 @@ def test_the_readme_asks_for_the_python_and_torch_setup_cfg_asks_for(page):
     text = (REPO / page).read_text(encoding="utf-8")
     stated = re.search(r"Python (\S+) (?:or newer|或更新版本)[,，] ?torch (\S+) (?:or newer|或更新版本)", text)
     assert stated and stated.groups() == (python, torch), f"{page} does not say Python {python}, torch {torch}"
+
+
+def test_the_readme_stays_a_front_door():
+    """README.md holds at most 200 lines: the details live in docs/, the front door stays readable."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 200, f"README.md has {lines} lines; move detail into docs/ to keep it at 200 or fewer"
+
+
+def command_lines(page):
+    """Each `charlm ...` command line of `page`: in a code block or an indented one, or in `backticks`."""
+    fenced = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        shown = [line] if fenced or line.startswith("    ") else re.findall(r"`(charlm [^`]*)`", line)
+        for text in shown:
+            if found := re.search(r"(?:^|\s|-m )charlm ((?:[a-z]+ ?)+)(.*)", text.split(" #")[0]):
+                yield found.group(1).split(), found.group(2)
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_option_a_command_line_gives_is_one_the_command_has(page):
+    """A reader copies these lines: an option renamed or removed in the code must not live on in a doc."""
+    import click
+
+    from charlm.cli import main
+
+    for words, rest in command_lines(page):
+        command = main
+        while isinstance(command, click.Group) and words and words[0] in command.commands:
+            command = command.commands[words.pop(0)]
+        if command is main:
+            continue  # prose such as "charlm is", not a command line
+        known = {option for param in command.params for option in (*param.opts, *param.secondary_opts)}
+        unknown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(words) + " " + rest)) - known - {"--help"}
+        assert not unknown, f"{page.name}: charlm {command.name} has no {sorted(unknown)}"
