@@ -130,14 +130,14 @@ def info(target: str | None) -> None:
 
 @main.command("export")
 @click.argument("target", metavar="[RUN]", required=False)
-@click.option(
-    "--format", "format_", required=True, help="html (a page that samples in the browser), onnx or safetensors"
-)
+@click.option("--format", "format_", help="html (a page that samples in the browser), onnx or safetensors  [required]")
 @click.option("--output", help="file (html, onnx) or folder (safetensors) to write  [default: RUN/exports/]")
 @click.option("--weights", help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]")
-def export_command(target: str | None, format_: str, output: str | None, weights: str | None) -> None:
+def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:
     """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,
     an ONNX file, or a safetensors model folder. See docs/export.md."""
+    if format_ is None:  # not click's required=True: its message did not say which formats exist
+        raise CharLMError(f"--format: give one of {', '.join(export.FORMATS)}")
     if weights is not None and weights not in export.WEIGHTS:
         raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")
     click.echo(f"wrote {export.export(target, format_, output, weights)}")

@@ -16,6 +16,7 @@ import charlm
 from charlm import checkpoint
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
+from charlm.export import FORMATS
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
@@ -212,3 +213,9 @@ def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
     assert (
         result.stdout.startswith("the ") and len(result.stdout) == 4 + 200 + 1
     )  # the seed, 200 characters, a line break
+
+
+def test_export_without_a_format_names_the_formats():
+    """`charlm export RUN` without --format said only "Missing option '--format'": which ones exist was
+    in --help alone."""
+    assert_one_line_error(cli("export", "run"), "--format", *FORMATS)
