@@ -17,7 +17,8 @@ from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config, holds
 from .corpus import read_texts, source_files
-from .errors import CharLMError
+from .distributed import first_rank, tell_launcher
+from .errors import CharLMError, SaidElsewhere
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .plot import plot_runs
@@ -30,11 +31,20 @@ from .vocab import UnknownCharacterWarning
 
 
 class Group(click.Group):
-    """Every CharLMError becomes one line on stderr and exit status 1; `| head` closing the pipe is quiet."""
+    """Every CharLMError becomes one line on stderr and exit status 1; `| head` closing the pipe is quiet.
+    Under torchrun one process says it (see distributed.py): a bad option, which every rank reads alike,
+    rank 0."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except SaidElsewhere:
+            sys.exit(1)
+        except click.UsageError as e:
+            if not first_rank():
+                sys.exit(e.exit_code)
+            tell_launcher(e.format_message())
+            raise
         except CharLMError as e:
             raise click.ClickException(str(e)) from None
         except BrokenPipeError:

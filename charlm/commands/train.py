@@ -38,11 +38,12 @@ def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_fro
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
     given = {k: v for k, v in options.items() if v is not None}
-    api.check_start(out, resume is not None, init_from)
     ranks = Ranks.from_env()
-    if resume is None:
-        # a batch that does not split fails before the processes meet (a GPU's fitted batch is a multiple of 16)
-        ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
+    with ranks.alike():  # every rank reads the options alike, before the processes meet: rank 0 says what fails
+        api.check_start(out, resume is not None, init_from)
+        if resume is None:
+            # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
+            ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group():
         status = train_ranks(corpus, out, resume, given, ranks, init_from)
     if status:  # after the ranks left together: a rank that exits first breaks its peers' last barrier
