@@ -14,7 +14,8 @@ When the job breaks, one process says why, once: each rank posts on torch's key-
 the processes met through, kept by torchrun) the error it met, or that it is still here when a
 collective failed under it; the rank with the error says it (rank 0 first where several met one),
 else the lowest rank still here names the ranks that never posted, and every other rank exits 1 without
-a word.
+a word. A rank that stops answering (stuck, or stopped with SIGSTOP) is noticed after `--peer-timeout`
+(PEER_TIMEOUT), not torch's 30 minutes.
 """
 
 from __future__ import annotations
@@ -42,8 +43,12 @@ from .model import State, map_state
 T = TypeVar("T")
 
 SYNC_EVERY = 20  # steps between broadcasts of rank 0's clock and stop request
+PEER_TIMEOUT = 300.0  # --peer-timeout's seconds: far above a step, an evaluation or a checkpoint of a large model
+SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # the others wait this long for rank 0 to download and prepare a corpus
 GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
 STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid
+
+_setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits
 
 
 @dataclass(frozen=True)
@@ -94,16 +99,18 @@ class Ranks:
             raise SaidElsewhere(str(e)) from None
 
     @contextlib.contextmanager
-    def group(self) -> Iterator[Ranks]:
-        """The process group for the job's lifetime: nccl for CUDA tensors, gloo for CPU ones. A rank that
-        fails ends the job, and one rank says why."""
+    def group(self, timeout: float = PEER_TIMEOUT) -> Iterator[Ranks]:
+        """The process group for the job's lifetime: nccl for CUDA tensors, gloo for CPU ones. A collective
+        that waits more than `timeout` seconds for a peer fails, and one rank says which peer it was."""
+        global _setup_group
         if not self.active:
             yield self
             return
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         if self.local_rank < torch.cuda.device_count():
             torch.cuda.set_device(self.local_rank)
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
         self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
         try:
             yield self
@@ -116,10 +123,11 @@ class Ranks:
             raise self.after_error(e) from None
         except Exception as e:
             if isinstance(e, RuntimeError) and lost_peer(e):
-                raise self.after_lost(e) from None
+                raise self.after_lost(e, timeout) from None
             self.post("said", str(e), GRACE)  # said by the CLI, or a bug's traceback: the others stay quiet
             raise
         finally:
+            _setup_group = None
             dist.destroy_process_group()
 
     def after_error(self, error: CharLMError) -> CharLMError:
@@ -133,7 +141,7 @@ class Ranks:
             return SaidElsewhere(str(error))
         return self.speaks(CharLMError(f"process {self.rank} of {self.world}: {error}"))
 
-    def after_lost(self, error: RuntimeError) -> CharLMError:
+    def after_lost(self, error: RuntimeError, timeout: float) -> CharLMError:
         """A collective failed under this rank: a peer is gone or stopped answering. Once every rank has
         posted (or GRACE has passed): quiet if a rank says its own error; else the lowest rank still here
         names the ranks that never posted, and what the run folder holds."""
@@ -153,7 +161,13 @@ class Ranks:
         pids = self.posts("pid")
         named = ", ".join(f"{rank} ({pids.get(rank, 'pid unknown')})" for rank in silent)
         which = f"process {named} of {self.world}"
-        happened = f"{which} ended without a word (killed, or out of memory: torchrun's summary says how)"
+        if "timed out" in str(error).lower():
+            happened = (
+                f"{which} stopped answering for {timeout:g}s (--peer-timeout): stuck, or stopped (SIGSTOP); "
+                "torchrun ends the job"
+            )
+        else:
+            happened = f"{which} ended without a word (killed, or out of memory: torchrun's summary says how)"
         return self.speaks(CharLMError(happened + note))
 
     def speaks(self, error: CharLMError) -> CharLMError:
@@ -204,12 +218,12 @@ class Ranks:
             yield
             return
         if not self.leader:
-            dist.barrier()
+            dist.barrier(_setup_group)
         try:
             yield
         finally:
             if self.leader:
-                dist.barrier()
+                dist.barrier(_setup_group)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of a tensor over ranks (gloo has no AVG: a sum, divided)."""

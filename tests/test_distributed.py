@@ -179,6 +179,51 @@ def test_a_rank_killed_stops_the_others_with_one_line(fox_file):
     assert line.endswith(f"charlm train --resume {runs.CHECKPOINT_ROOT / 'cut'}")
 
 
+@pytest.mark.parametrize("stopped", [1, 0])
+def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run_resumes(fox_file, stopped):
+    """A rank stuck or stopped (SIGSTOP) without dying held the others for torch's 30-minute collective
+    timeout, saying nothing. After --peer-timeout the lowest rank still answering names it, with its pid,
+    and the command that resumes the run from its last checkpoint, which is whole."""
+    options = [*cli_options(max_steps=100_000), "--peer-timeout", "3s"]
+    with ranks("train", str(fox_file), "--out", "cut", *options) as processes:
+        wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        processes[stopped].send_signal(signal.SIGSTOP)
+        survivor = processes[1 - stopped]
+        _, err = survivor.communicate(timeout=120)
+    assert survivor.returncode == 1
+    line = one_line(err)
+    assert f"process {stopped} (pid {processes[stopped].pid} on " in line
+    assert " of 2 stopped answering for 3s (--peer-timeout)" in line
+    run_dir = runs.CHECKPOINT_ROOT / "cut"
+    assert line.endswith(f"; {run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}")
+    step = latest("cut").progress.step
+    charlm.train(resume="cut", max_steps=step + 5)
+    assert latest("cut").progress.step == step + 5
+
+
+# Rank 0 prepares the corpus cache while the others wait: here it takes longer than --peer-timeout.
+RANK_0_PREPARES_SLOWLY = """
+import os, time
+from charlm import api
+load_corpus = api.load_corpus
+def slow_load_corpus(*args, **kwargs):
+    if os.environ["RANK"] == "0":
+        time.sleep(5)
+    return load_corpus(*args, **kwargs)
+api.load_corpus = slow_load_corpus
+"""
+
+
+def test_the_others_wait_for_rank_0_to_prepare_the_corpus_longer_than_the_peer_timeout(fox_file):
+    """Downloading and preparing a corpus may take rank 0 minutes: the others wait for it with torch's
+    30 minutes, not --peer-timeout, which is for a job already training."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
+    with ranks("train", str(fox_file), "--out", "slow", *options, prelude=RANK_0_PREPARES_SLOWLY) as processes:
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    assert latest("slow").progress.step == 5
+
+
 def test_a_run_rank_0_refuses_is_said_once_and_every_rank_fails(fox_file):
     """Rank 0 alone plans the run (a taken --out is its check): it says why; the others, waiting for the
     plan, exit 1 without a word (they used to add a line each that they had lost it)."""
