@@ -65,7 +65,14 @@ class Group(click.Group):
 def main() -> None:
     """Character-level language models: train on a novel, sample new text from a seed."""
     console.tolerate_unshowable(sys.stdout)
-    warnings.showwarning = lambda message, *args: click.echo(f"warning: {message}", err=True)
+    warnings.showwarning = show_warning
+
+
+def show_warning(message: Warning | str, *args) -> None:
+    """A warning as one line on stderr; under torchrun rank 0's alone, as every rank meets the same
+    options and text (8 GPUs printed each warning 8 times)."""
+    if first_rank():
+        click.echo(f"warning: {message}", err=True)
 
 
 @main.group()

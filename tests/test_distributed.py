@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import runs, sizing
+from charlm import runs, sizing, threads
 from charlm.distributed import SYNC_EVERY
 from charlm.reporting import read_metrics
 
@@ -233,6 +233,17 @@ def test_a_run_rank_0_refuses_is_said_once_and_every_rank_fails(fox_file):
     assert [process.returncode for process in processes] == [1, 1]
     assert "taken already holds a run" in one_line(err)
     assert peer_err == ""
+
+
+def test_a_warning_every_rank_meets_is_shown_by_rank_0_alone(fox_file):
+    """Each rank printed every warning its options gave (here --threads above the cores)."""
+    too_many = threads.available_cores() + 1
+    options = [*cli_options(max_steps=5), "--threads", str(too_many)]
+    with ranks("train", str(fox_file), "--out", "warned", *options) as processes:
+        (_, err), (_, peer_err) = (process.communicate(timeout=120) for process in processes)
+    assert [process.returncode for process in processes] == [0, 0], err + peer_err
+    assert f"warning: --threads {too_many} is more than the" in err
+    assert "warning:" not in peer_err, peer_err
 
 
 def damaged_run(fox_file) -> list[str]:
