@@ -16,7 +16,8 @@ from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
 from .corpus import read_texts, source_files
-from .errors import CharLMError
+from .distributed import first_rank, tell_launcher
+from .errors import CharLMError, SaidElsewhere
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .plot import plot_runs
@@ -27,11 +28,20 @@ from .vocab import UnknownCharacterWarning
 
 
 class Group(click.Group):
-    """Every CharLMError becomes one line on stderr and exit status 1; `| head` closing the pipe is quiet."""
+    """Every CharLMError becomes one line on stderr and exit status 1; `| head` closing the pipe is quiet.
+    Under torchrun one process says it (see distributed.py): a bad option, which every rank reads alike,
+    rank 0."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except SaidElsewhere:
+            sys.exit(1)
+        except click.UsageError as e:
+            if not first_rank():
+                sys.exit(e.exit_code)
+            tell_launcher(e.format_message())
+            raise
         except CharLMError as e:
             raise click.ClickException(str(e)) from None
         except BrokenPipeError:
@@ -52,7 +62,14 @@ class Group(click.Group):
 def main() -> None:
     """Character-level language models: train on a novel, sample new text from a seed."""
     console.tolerate_unshowable(sys.stdout)
-    warnings.showwarning = lambda message, *args: click.echo(f"warning: {message}", err=True)
+    warnings.showwarning = show_warning
+
+
+def show_warning(message: Warning | str, *args) -> None:
+    """A warning as one line on stderr; under torchrun rank 0's alone, as every rank meets the same
+    options and text (8 GPUs printed each warning 8 times)."""
+    if first_rank():
+        click.echo(f"warning: {message}", err=True)
 
 
 @main.group()

@@ -9,27 +9,46 @@ size that divides B can resume it.
 
 Ranks never wait on each other's clocks per step: every SYNC_EVERY steps rank 0 broadcasts its
 elapsed time and whether a stop was asked for, and all ranks take those as the schedule's time.
+
+When the job breaks, one process says why, once: each rank posts on torch's key-value store (the one
+the processes met through, kept by torchrun) the error it met, or that it is still here when a
+collective failed under it; the rank with the error says it (rank 0 first where several met one),
+else the lowest rank still here names the ranks that never posted, and every other rank exits 1 without
+a word. A rank that stops answering (stuck, or stopped with SIGSTOP) is noticed after `--peer-timeout`
+(PEER_TIMEOUT), not torch's 30 minutes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import gc
+import json
 import os
 import re
-from collections.abc import Iterator
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-from .errors import CharLMError
+from .errors import CharLMError, SaidElsewhere
 from .model import State, map_state
 
 T = TypeVar("T")
 
 SYNC_EVERY = 20  # steps between broadcasts of rank 0's clock and stop request
+PEER_TIMEOUT = 300.0  # --peer-timeout's seconds: far above a step, an evaluation or a checkpoint of a large model
+SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # the others wait this long for rank 0 to download and prepare a corpus
+GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
+STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid
+
+_setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits
 
 
 @dataclass(frozen=True)
@@ -69,15 +88,30 @@ class Ranks:
         return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
 
     @contextlib.contextmanager
-    def group(self) -> Iterator[Ranks]:
-        """The process group for the job's lifetime: nccl for CUDA tensors, gloo for CPU ones."""
+    def alike(self) -> Iterator[None]:
+        """Checks every rank makes alike before the processes meet (the options): rank 0 says what fails,
+        the others exit 1 without a word."""
+        try:
+            yield
+        except CharLMError as e:
+            if not self.active or self.leader:
+                raise self.speaks(e) from None
+            raise SaidElsewhere(str(e)) from None
+
+    @contextlib.contextmanager
+    def group(self, timeout: float = PEER_TIMEOUT) -> Iterator[Ranks]:
+        """The process group for the job's lifetime: nccl for CUDA tensors, gloo for CPU ones. A collective
+        that waits more than `timeout` seconds for a peer fails, and one rank says which peer it was."""
+        global _setup_group
         if not self.active:
             yield self
             return
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         if self.local_rank < torch.cuda.device_count():
             torch.cuda.set_device(self.local_rank)
-        dist.init_process_group(backend)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+        _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
+        self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
         try:
             yield self
             # Leave together, with the job's objects that hold the group (DistributedDataParallel's
@@ -85,20 +119,96 @@ class Ranks:
             # printing its sample) can make the peer abort at exit.
             gc.collect()
             dist.barrier()
-        except RuntimeError as e:
-            if not lost_peer(e):
-                raise
-            raise CharLMError(self.lost_message(e)) from None
+        except CharLMError as e:
+            raise self.after_error(e) from None
+        except Exception as e:
+            if isinstance(e, RuntimeError) and lost_peer(e):
+                raise self.after_lost(e, timeout) from None
+            self.post("said", str(e), GRACE)  # said by the CLI, or a bug's traceback: the others stay quiet
+            raise
         finally:
+            _setup_group = None
             dist.destroy_process_group()
 
+    def after_error(self, error: CharLMError) -> CharLMError:
+        """This rank met an error: rank 0 says its own; another rank stays quiet when rank 0 met one too
+        (the same bad input, or the cause of this one), else says it, naming itself."""
+        self.post("said", str(error), GRACE)
+        if self.leader:
+            return self.speaks(error)
+        posted = self.roll_call(until=lambda said, here: 0 in said)
+        if posted and 0 in posted[0]:
+            return SaidElsewhere(str(error))
+        return self.speaks(CharLMError(f"process {self.rank} of {self.world}: {error}"))
+
+    def after_lost(self, error: RuntimeError, timeout: float) -> CharLMError:
+        """A collective failed under this rank: a peer is gone or stopped answering. Once every rank has
+        posted (or GRACE has passed): quiet if a rank says its own error; else the lowest rank still here
+        names the ranks that never posted, and what the run folder holds."""
+        self.post("here", "", GRACE)
+        note = getattr(error, "note", "") or "; start the run again"
+        posted = self.roll_call(until=lambda said, here: len(said) + len(here) == self.world)
+        if posted is None:  # no store to read: no one can tell who stopped
+            return self.speaks(CharLMError(self.lost_message(error) + note))
+        said, here = posted
+        if said:
+            return SaidElsewhere(next(iter(said.values())))
+        if self.rank != min(here, default=self.rank):
+            return SaidElsewhere("another process says which peer stopped")
+        silent = [rank for rank in range(self.world) if rank not in here]
+        if not silent:  # every rank is here, yet their collective failed: no one to name
+            return self.speaks(CharLMError(self.lost_message(error) + note))
+        pids = self.posts("pid")
+        named = ", ".join(f"{rank} ({pids.get(rank, 'pid unknown')})" for rank in silent)
+        which = f"process {named} of {self.world}"
+        if "timed out" in str(error).lower():
+            happened = (
+                f"{which} stopped answering for {timeout:g}s (--peer-timeout): stuck, or stopped (SIGSTOP); "
+                "torchrun ends the job"
+            )
+        else:
+            happened = f"{which} ended without a word (killed, or out of memory: torchrun's summary says how)"
+        return self.speaks(CharLMError(happened + note))
+
+    def speaks(self, error: CharLMError) -> CharLMError:
+        """The error this rank says for the job, told to torchrun too (`tell_launcher`)."""
+        tell_launcher(str(error))
+        return error
+
+    def post(self, kind: str, value: str, timeout: float | None = None) -> None:
+        """Put this rank's `kind` entry on the job's store (`job_store`; best effort: without one, nothing).
+        Once the job broke, the store's calls wait `timeout` at most."""
+        with contextlib.suppress(RuntimeError, ValueError):
+            store = job_store()
+            if timeout is not None:
+                store.set_timeout(datetime.timedelta(seconds=timeout))
+            store.set(STORE_KEY.format(kind=kind, rank=self.rank), value)
+
+    def posts(self, kind: str) -> dict[int, str]:
+        """Every rank's `kind` entry on the job's store, by rank (RuntimeError: no store to read)."""
+        store = job_store()
+        keys = {rank: STORE_KEY.format(kind=kind, rank=rank) for rank in range(self.world)}
+        return {rank: store.get(key).decode() for rank, key in keys.items() if store.check([key])}
+
+    def roll_call(self, until: Callable[[dict, dict], bool]) -> tuple[dict[int, str], dict[int, str]] | None:
+        """The ranks' posts once the job broke: the errors they say, and the ranks still here; read until
+        `until(said, here)` holds or GRACE has passed. None: there is no store to read."""
+        deadline = time.monotonic() + GRACE
+        try:
+            while True:
+                said, here = self.posts("said"), self.posts("here")
+                if until(said, here) or time.monotonic() > deadline:
+                    return said, here
+                time.sleep(0.05)
+        except (RuntimeError, ValueError):
+            return None
+
     def lost_message(self, error: RuntimeError) -> str:
-        """One line for a rank whose peer stopped first (killed, or stopped by its own error, said above)."""
+        """One line for a rank whose peers stopped while no one can tell which (the store went with them)."""
         detail = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip()).split(". ")[0].splitlines()[0]
         return (
             f"process {self.rank} of {self.world} lost the others ({detail}): one stopped first, and its own "
-            "message or torchrun's summary says why; a run goes on from its last checkpoint with "
-            "charlm train --resume RUN"
+            "message or torchrun's summary says why"
         )
 
     @contextlib.contextmanager
@@ -108,12 +218,12 @@ class Ranks:
             yield
             return
         if not self.leader:
-            dist.barrier()
+            dist.barrier(_setup_group)
         try:
             yield
         finally:
             if self.leader:
-                dist.barrier()
+                dist.barrier(_setup_group)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of a tensor over ranks (gloo has no AVG: a sum, divided)."""
@@ -160,15 +270,55 @@ class Ranks:
         return map_state(lambda s: self.gather(s, dim=1).cpu(), state)
 
 
+def first_rank() -> bool:
+    """Whether this process is rank 0 of a torchrun job, or no rank of one (RANK read as `Ranks.from_env` reads it)."""
+    return os.environ.get("RANK", "0").strip() in ("0", "") or "WORLD_SIZE" not in os.environ
+
+
+def job_store() -> dist.Store:
+    """The key-value store the ranks met through, where it outlives them: torchrun's agent keeps it.
+    Where rank 0 keeps it (a launch without torchrun), a stopped rank 0 would hang every call to it, and
+    a dead one takes it along: RuntimeError."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        raise RuntimeError("no store that outlives the ranks")
+    return dist.distributed_c10d._get_default_store()
+
+
+def tell_launcher(message: str) -> None:
+    """Under torchrun, the error this rank says for the job: torchrun's closing summary shows it as the
+    failure's 'traceback', in place of a pointer to its docs, so the user's line is also the last one
+    printed. Dated a second early: torchrun dates the quiet ranks' failures when it sees them, in whole
+    seconds, and takes the earliest as the root cause. torchrun's SIGTERM, sent as soon as a quiet rank
+    has exited, is ignored from here on, so this rank lives to print the line."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    when = str(int(time.time()) - 1)
+    record = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": when}}}
+    with contextlib.suppress(OSError):
+        Path(path).write_text(json.dumps(record), encoding="utf-8")
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def launcher_pid() -> int | None:
     """torchrun's agent, the parent of each process it starts (None: not started by torchrun)."""
     return os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else None
 
 
+class PeerLost(RuntimeError):
+    """A collective failed under a run's training loop (`lost_peer`); `note` says what its folder holds."""
+
+    def __init__(self, error: RuntimeError, note: str):
+        super().__init__(str(error))
+        self.note = note
+
+
 def lost_peer(error: RuntimeError) -> bool:
     """A collective failed because another process of the job is gone: gloo's transport saw its
     connection closed or reset, or timed out (plain RuntimeErrors), or torch's distributed errors (nccl)."""
-    return isinstance(error, getattr(dist, "DistError", ())) or "gloo/transport" in str(error)  # (older torch: none)
+    dist_error = getattr(dist, "DistError", ())  # (older torch: none)
+    return isinstance(error, (PeerLost, dist_error)) or "gloo/transport" in str(error)
 
 
 SINGLE = Ranks()  # a plain process: rank 0 of 1

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import runs, threads, train_state
 from .checkpoint import Checkpoint, Progress, save
-from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
+from .distributed import SINGLE, SYNC_EVERY, PeerLost, Ranks, launcher_pid, lost_peer
 from .errors import CharLMError
 from .model import CharLM
 from .plan import RunPlan
@@ -137,7 +137,17 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> CharLM:
-        """Train until the budget is spent or a signal asks to stop; checkpoints on the way."""
+        """Train until the budget is spent or a signal asks to stop; checkpoints on the way. Under torchrun
+        a peer lost (gone, or not answering) stops it with a note of the checkpoint to resume from."""
+        try:
+            return self.train_loop()
+        except RuntimeError as e:
+            if not lost_peer(e):
+                raise
+            raise PeerLost(e, self.lost_note()) from None
+
+    def train_loop(self) -> CharLM:
+        """`fit`'s loop, read top to bottom (the module's docstring)."""
         config, state, progress = self.config, self.state, self.state.progress
         config.require_limit()
         max_seconds = config.max_seconds()
@@ -346,6 +356,13 @@ class Trainer:
         if self.saved_step is None:
             return ""
         return f"; resume it from step {self.saved_step} with charlm train --resume {self.run_dir}"
+
+    def lost_note(self) -> str:
+        """What a run a lost peer stopped goes on from: the checkpoint on disk (the step a rank last heard of
+        may be behind it: rank 0 writes it before the ranks agree that it was written)."""
+        if not (self.run_dir / runs.LATEST).exists():
+            return "; no checkpoint was written yet: start the run again"
+        return f"; {self.run_dir} keeps its last checkpoint: resume with charlm train --resume {self.run_dir}"
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import charlm
-from charlm import runs, sizing
+from charlm import runs, sizing, threads
 from charlm.distributed import SYNC_EVERY
 from charlm.reporting import read_metrics
 
-from .conftest import TINY, cli, cli_args, free_port, latest, max_weight_difference, wait_for
+from .conftest import TINY, cli, cli_args, latest, max_weight_difference, wait_for
 
 pytestmark = pytest.mark.slow  # every test starts processes under torchrun
 
@@ -59,8 +59,11 @@ def torchrun(*args: str, processes: int = 2) -> None:
 def ranks(*args: str, processes: int = 2, prelude: str = ""):
     """`charlm ARGS` as the ranks of one job, started as torchrun starts them (its environment) but
     without it, so each rank's exit status and output can be read; any still running are killed after.
-    `prelude`: Python each rank runs first, to watch or steer it from inside (its RANK is in os.environ)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    `prelude`: Python each rank runs first, to watch or steer it from inside (its RANK is in os.environ).
+    As torchrun's agent does, this process keeps the store the ranks meet through, which outlives them."""
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port)}
+    env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
     env["LOCAL_WORLD_SIZE"] = str(processes)  # each rank's share of the cores (threads.configure)
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     command = [sys.executable, "-c", f"{prelude}\nfrom charlm.__main__ import main\nmain()"]
@@ -164,24 +167,113 @@ def one_line(err: str) -> str:
 
 
 def test_a_rank_killed_stops_the_others_with_one_line(fox_file):
-    """A rank that dies (SIGKILL, out of memory) does not hang the others or bury them in a gloo traceback."""
+    """A rank that dies (SIGKILL, out of memory) does not hang the others or bury them in a gloo traceback:
+    one line names it and says how to resume."""
     with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=100_000)) as (leader, peer):
         wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
         peer.kill()
         _, err = leader.communicate(timeout=60)
     assert leader.returncode == 1
-    assert "process 0 of 2 lost the others (" in one_line(err) and "--resume RUN" in err
+    line = one_line(err)
+    assert f"process 1 (pid {peer.pid} on " in line and " of 2 ended without a word (killed" in line
+    assert line.endswith(f"charlm train --resume {runs.CHECKPOINT_ROOT / 'cut'}")
 
 
-def test_a_run_rank_0_refuses_stops_the_other_ranks_with_one_line(fox_file):
-    """Rank 0 alone plans the run (a taken --out is its check): the others, waiting for the plan, say in
-    one line that it stopped, under its own line that says why."""
+@pytest.mark.parametrize("stopped", [1, 0])
+def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run_resumes(fox_file, stopped):
+    """A rank stuck or stopped (SIGSTOP) without dying held the others for torch's 30-minute collective
+    timeout, saying nothing. After --peer-timeout the lowest rank still answering names it, with its pid,
+    and the command that resumes the run from its last checkpoint, which is whole."""
+    options = [*cli_options(max_steps=100_000), "--peer-timeout", "3s"]
+    with ranks("train", str(fox_file), "--out", "cut", *options) as processes:
+        wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        processes[stopped].send_signal(signal.SIGSTOP)
+        survivor = processes[1 - stopped]
+        _, err = survivor.communicate(timeout=120)
+    assert survivor.returncode == 1
+    line = one_line(err)
+    assert f"process {stopped} (pid {processes[stopped].pid} on " in line
+    assert " of 2 stopped answering for 3s (--peer-timeout)" in line
+    run_dir = runs.CHECKPOINT_ROOT / "cut"
+    assert line.endswith(f"; {run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}")
+    step = latest("cut").progress.step
+    charlm.train(resume="cut", max_steps=step + 5)
+    assert latest("cut").progress.step == step + 5
+
+
+# Rank 0 prepares the corpus cache while the others wait: here it takes longer than --peer-timeout.
+RANK_0_PREPARES_SLOWLY = """
+import os, time
+from charlm import api
+load_corpus = api.load_corpus
+def slow_load_corpus(*args, **kwargs):
+    if os.environ["RANK"] == "0":
+        time.sleep(5)
+    return load_corpus(*args, **kwargs)
+api.load_corpus = slow_load_corpus
+"""
+
+
+def test_the_others_wait_for_rank_0_to_prepare_the_corpus_longer_than_the_peer_timeout(fox_file):
+    """Downloading and preparing a corpus may take rank 0 minutes: the others wait for it with torch's
+    30 minutes, not --peer-timeout, which is for a job already training."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
+    with ranks("train", str(fox_file), "--out", "slow", *options, prelude=RANK_0_PREPARES_SLOWLY) as processes:
+        errors = [process.communicate(timeout=120)[1] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], errors
+    assert latest("slow").progress.step == 5
+
+
+def test_a_run_rank_0_refuses_is_said_once_and_every_rank_fails(fox_file):
+    """Rank 0 alone plans the run (a taken --out is its check): it says why; the others, waiting for the
+    plan, exit 1 without a word (they used to add a line each that they had lost it)."""
     charlm.train(fox_file, out="taken", **OPTIONS, max_steps=5)
     with ranks("train", str(fox_file), "--out", "taken", *cli_options(max_steps=5)) as processes:
         (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
     assert [process.returncode for process in processes] == [1, 1]
     assert "taken already holds a run" in one_line(err)
-    assert "process 1 of 2 lost the others (" in one_line(peer_err)
+    assert peer_err == ""
+
+
+def test_a_warning_every_rank_meets_is_shown_by_rank_0_alone(fox_file):
+    """Each rank printed every warning its options gave (here --threads above the cores)."""
+    too_many = threads.available_cores() + 1
+    options = [*cli_options(max_steps=5), "--threads", str(too_many)]
+    with ranks("train", str(fox_file), "--out", "warned", *options) as processes:
+        (_, err), (_, peer_err) = (process.communicate(timeout=120) for process in processes)
+    assert [process.returncode for process in processes] == [0, 0], err + peer_err
+    assert f"warning: --threads {too_many} is more than the" in err
+    assert "warning:" not in peer_err, peer_err
+
+
+def damaged_run(fox_file) -> list[str]:
+    """A run whose latest.pt is not a checkpoint; the arguments that resume it."""
+    charlm.train(fox_file, out="damaged", **OPTIONS, max_steps=5)
+    (runs.CHECKPOINT_ROOT / "damaged" / runs.LATEST).write_bytes(b"not a checkpoint")
+    return ["--resume", "damaged", "--max-steps", "10"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        (lambda fox: ["missing.txt", *cli_options(max_steps=5)], "missing.txt: no such file or folder"),
+        (lambda fox: [str(fox), *cli_options(max_steps=5, batch_size=3)], "--batch-size 3 does not split"),
+        (lambda fox: [str(fox), "--hidden", "many"], "Invalid value for '--hidden'"),
+        (damaged_run, "damaged/latest.pt: not a charlm checkpoint"),
+    ],
+    ids=["missing corpus", "bad option value", "bad option type", "damaged checkpoint"],
+)
+def test_an_error_every_rank_meets_is_said_once_and_last_under_torchrun(fox_file, arguments, said):
+    """Every rank met the same bad input and said it: a user with 8 GPUs read the line 8 times among
+    torchrun's noise, and torchrun's closing summary pointed at its docs. Now one rank says it, and the
+    summary's root cause shows the same line, the last thing printed."""
+    process = launch("train", *arguments(fox_file))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    assert len([line for line in err.splitlines() if said in line and line.startswith("Error: ")]) == 1, err
+    root_cause = err[err.index("Root Cause (first observed failure):") :]
+    assert said in root_cause.split("traceback : ")[1].splitlines()[0], err
+    assert "[rank" not in err, err  # no rank's traceback
 
 
 # Each rank notes the training steps it takes until its plan is made (DDP's or not) and then the plan.

@@ -8,9 +8,10 @@ import sys
 import click
 
 from .. import api, checkpoint, runs, sizing
-from ..config import Config
+from ..config import Config, parse_duration
 from ..device import precision_text
-from ..distributed import Ranks
+from ..distributed import PEER_TIMEOUT, Ranks
+from ..errors import CharLMError
 from ..trainer import SAMPLE_CHARS
 from .options import options_of
 
@@ -32,18 +33,32 @@ from .options import options_of
     help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added)"
     "  [default: none: new weights]",
 )
+@click.option(
+    "--peer-timeout",
+    default=f"{PEER_TIMEOUT / 60:g}m",
+    show_default=True,
+    metavar="DURATION",
+    help="under torchrun: a process that has not answered the others for this long is named, and the job "
+    "stops (its last checkpoint kept)",
+)
 @options_of(Config)
-def train(corpus: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, **options) -> None:
+def train(
+    corpus: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, peer_timeout: str, **options
+) -> None:
     """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
     given = {k: v for k, v in options.items() if v is not None}
-    api.check_start(out, resume is not None, init_from)
     ranks = Ranks.from_env()
-    if resume is None:
-        # a batch that does not split fails before the processes meet (a GPU's fitted batch is a multiple of 16)
-        ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
-    with ranks.group():
+    with ranks.alike():  # every rank reads the options alike, before the processes meet: rank 0 says what fails
+        api.check_start(out, resume is not None, init_from)
+        timeout = parse_duration(peer_timeout, "--peer-timeout")
+        if timeout is None:
+            raise CharLMError("--peer-timeout needs a duration, such as 5m or 1h")
+        if resume is None:
+            # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
+            ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
+    with ranks.group(timeout):
         status = train_ranks(corpus, out, resume, given, ranks, init_from)
     if status:  # after the ranks left together: a rank that exits first breaks its peers' last barrier
         sys.exit(status)
