@@ -121,29 +121,38 @@ class Governor:
 
 
 _governor: Governor | None = None
+_pinned: int | None = None  # the count `--threads` pinned, said once: a run configures before and after planning
 
 
 def configure(threads: int | None, device: torch.device | None = None) -> None:
     """`--threads N`: pin N threads; None: adapt (on a CPU), sharing the cores with the other processes
     torchrun started on this machine. Call before the work starts; a governor already adapting keeps
     what it learned."""
-    global _governor
+    global _governor, _pinned
     if threads is not None:
-        warn_if_too_many(threads)
+        if threads != _pinned:
+            warn_if_too_many(threads)
         torch.set_num_threads(threads)
-        _governor = None
+        _governor, _pinned = None, threads
     elif device is not None and device.type != "cpu":
         _governor = None
     elif _governor is None:
-        neighbours = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        _governor = Governor(max(1, available_cores() // neighbours))
+        _governor = Governor(share_of_cores())
+
+
+def share_of_cores() -> int:
+    """The cores this process may use, shared with the other processes torchrun started on this machine."""
+    return max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def warn_if_too_many(threads: int) -> None:
     """`--threads N` over the cores this process gets only slows every operation down: a warning."""
-    if threads > (cores := available_cores()):
+    if threads > (cores := share_of_cores()):
+        shared = (
+            " (its share of this machine's, beside torchrun's other processes)" if cores < available_cores() else ""
+        )
         warnings.warn(
-            f"--threads {threads} is more than the {cores} cores this process may use; every operation "
+            f"--threads {threads} is more than the {cores} cores this process may use{shared}; every operation "
             f"waits for its slowest thread, so --threads {cores} or fewer runs faster"
         )
 

@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+import charlm
 from charlm import threads
 from charlm.threads import EXPLORE_AFTER, Governor
 
@@ -154,3 +155,28 @@ def test_a_pinned_thread_keeps_its_count_when_another_thread_sets_one_later():
     finally:
         torch.set_num_threads(before)
     assert counts == [1]
+
+
+def test_a_run_pinned_to_more_threads_than_cores_is_warned_once(fox_file, tiny, monkeypatch):
+    """A run sets its threads before planning and again as it trains: `--threads 4` on 2 cores printed
+    its warning twice."""
+    monkeypatch.setattr(threads, "_pinned", None, raising=False)
+    before = torch.get_num_threads()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            charlm.train(fox_file, out="run", threads=2 * threads.available_cores(), **tiny)
+    finally:
+        torch.set_num_threads(before)
+    assert len([w for w in caught if "--threads" in str(w.message)]) == 1
+
+
+def test_under_torchrun_a_process_is_warned_of_more_threads_than_its_share_of_the_cores(monkeypatch):
+    """torchrun's N processes on one machine share its cores (the governor takes cores // N): --threads
+    above a process's share was not warned of until it exceeded the whole machine's."""
+    monkeypatch.setattr(threads, "available_cores", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setattr(threads, "_pinned", None, raising=False)
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
+    with pytest.warns(UserWarning, match="--threads 4 is more than the 2 cores this process may use"):
+        threads.configure(4)
