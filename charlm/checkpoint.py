@@ -41,7 +41,7 @@ from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
-from .runs import pending, resolve
+from .runs import pending, resolve, resume_command
 from .vocab import Vocab, Vocabulary
 
 MAGIC = b"charlm-checkpoint\n"
@@ -97,7 +97,7 @@ def aside_note(path: Path, step: int) -> str:
     return (
         f"{path} is held open by another process and cannot be replaced (Windows refuses while it is open); "
         f"step {step:,} is saved as {pending(path)} until it can be (if the run ends first, "
-        f"charlm train --resume {path.parent} goes on from it)"
+        f"{resume_command(path.parent)} goes on from it)"
     )
 
 

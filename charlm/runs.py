@@ -239,7 +239,7 @@ def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str
     what_to_do = (
         "start a new run, or train into another --out"
         if moved_to is None
-        else f"resume it from its last checkpoint with charlm train --resume {moved_to}"
+        else f"resume it from its last checkpoint with {resume_command(moved_to)}"
     )
     return f"{reason} while training; training stopped at step {step:,} without writing anything more ({what_to_do})"
 
@@ -257,6 +257,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def resume_command(folder: str | Path) -> str:
+    """The command that goes on with the run in `folder`, as this process was launched: under torchrun
+    on one machine, with its number of processes (a run resumes under any that divides its batch)."""
+    command = f"charlm train --resume {folder}"
+    local, world = os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("WORLD_SIZE")
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not local or not world:
+        return command
+    if local == world:
+        return f"torchrun --nproc-per-node {local} -m {command}"
+    return f"torchrun (as before) -m {command}"
 
 
 def pending(path: Path) -> Path:

@@ -355,20 +355,22 @@ class Trainer:
         """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
         if self.saved_step is None:
             return ""
-        return f"; resume it from step {self.saved_step} with charlm train --resume {self.run_dir}"
+        return f"; resume it from step {self.saved_step} with {runs.resume_command(self.run_dir)}"
 
     def lost_note(self) -> str:
         """What a run a lost peer stopped goes on from: the checkpoint on disk (the step a rank last heard of
         may be behind it: rank 0 writes it before the ranks agree that it was written)."""
         if not (self.run_dir / runs.LATEST).exists():
             return "; no checkpoint was written yet: start the run again"
-        return f"; {self.run_dir} keeps its last checkpoint: resume with charlm train --resume {self.run_dir}"
+        return f"; {self.run_dir} keeps its last checkpoint: resume with {runs.resume_command(self.run_dir)}"
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
         if self.saved_step is None:
             return f"interrupted before the first checkpoint; train again (--out {self.run_dir} is still free)"
-        return f"interrupted; {self.run_dir} holds step {self.saved_step}: resume with charlm train --resume {self.run_dir}"
+        return (
+            f"interrupted; {self.run_dir} holds step {self.saved_step}: resume with {runs.resume_command(self.run_dir)}"
+        )
 
     def diverged_message(self) -> str:
         lower = f"{self.config.lr / 4:.2g}"
@@ -377,7 +379,7 @@ class Trainer:
         return (
             f"training diverged (the loss became NaN or infinite after step {self.saved_step}); the last good "
             f"checkpoint is kept: resume it with a lower learning rate: "
-            f"charlm train --resume {self.run_dir} --lr {lower}"
+            f"{runs.resume_command(self.run_dir)} --lr {lower}"
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:

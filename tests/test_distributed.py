@@ -356,6 +356,8 @@ def test_torchrun_s_hang_up_stops_its_ranks_at_one_step_and_saves(fox_file):
     finally:
         launcher.kill()
     assert f"stopped at step {latest('hung').progress.step}; saved in" in out, out + err
+    hung = runs.CHECKPOINT_ROOT / "hung"
+    assert f"Resume with: torchrun --nproc-per-node 2 -m charlm train --resume {hung}" in out  # as it was launched
     assert "[rank" not in err, err  # no rank's traceback (torchrun prints its own SignalException)
 
 

@@ -281,3 +281,17 @@ def test_resuming_from_a_checkpoint_behind_latest_is_refused(fox_file, tiny, tmp
     (folder / runs.LATEST).write_bytes(kept[:-10])  # a damaged latest.pt: best.pt is the way back
     assert cli("train", "--resume", str(folder / runs.BEST), "--max-steps", "15").exit_code == 0
     assert latest("run").progress.step == 15
+
+
+def test_the_resume_command_is_the_launch_s_own(monkeypatch):
+    """Under torchrun the run resumes under torchrun: `charlm train --resume RUN` alone would go on in one
+    process, without the others."""
+    for name in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert runs.resume_command("checkpoints/run") == "charlm train --resume checkpoints/run"
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert runs.resume_command("run") == "torchrun --nproc-per-node 8 -m charlm train --resume run"
+    monkeypatch.setenv("WORLD_SIZE", "16")  # two machines: their rendezvous options are the user's
+    assert runs.resume_command("run") == "torchrun (as before) -m charlm train --resume run"

@@ -110,7 +110,7 @@ def train_ranks(
         kept = f"{run_dir} holds step {trainer.saved_step}" if trainer.saved_step else f"{run_dir} holds no checkpoint"
         saved = f"not saved: the last checkpoint could not be written ({trainer.save_error}); {kept}"
     if trainer.stopped_early:
-        click.echo(f"stopped at step {progress.step}; {saved}. Resume with: charlm train --resume {run_dir}")
+        click.echo(f"stopped at step {progress.step}; {saved}. Resume with: {runs.resume_command(run_dir)}")
         return trainer.exit_status
     click.echo(
         f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
