@@ -489,15 +489,8 @@ def test_a_biased_request_is_the_same_text_beside_others_that_come_and_go(server
             chunks = [c async for c in await crowd.completions.create(model="tiny", stream=True, **options)]
             return "".join(c.choices[0].text for c in chunks)
 
-        async def peak() -> int:
-            seen = 0
-            for _ in range(60):
-                seen = max(seen, await asyncio.to_thread(active_streams, url))
-                await asyncio.sleep(0.01)
-            return seen
-
         *texts, seen = await asyncio.gather(
-            *(text(options, 0.0) for options in others), text(biased, 0.02), peak()
+            *(text(options, 0.0) for options in others), text(biased, 0.02), peak_streams(url, 60)
         )  # the others join first: as they finish, the biased row, last, moves into their places
         await crowd.close()
         return [texts[-1], *texts[:-1]], seen
@@ -1014,6 +1007,15 @@ def active_streams(url: str) -> int:
     return int(next(line for line in text.splitlines() if line.startswith("charlm_active_streams")).split()[-1])
 
 
+async def peak_streams(url: str, looks: int) -> int:
+    """The most streams active at once over `looks` looks 10 ms apart: requests really ran side by side."""
+    seen = 0
+    for _ in range(looks):
+        seen = max(seen, await asyncio.to_thread(active_streams, url))
+        await asyncio.sleep(0.01)
+    return seen
+
+
 def wait_until(condition, timeout: float = 5) -> None:
     deadline = time.time() + timeout
     while not condition():
@@ -1051,16 +1053,9 @@ def test_same_seed_alone_and_among_31_concurrent_requests_is_the_same_text(serve
             chunks = [c async for c in await client.completions.create(model="tiny", stream=True, **probe)]
             return "".join(c.choices[0].text for c in chunks)
 
-        async def peak() -> int:
-            seen = 0
-            for _ in range(100):
-                seen = max(seen, await asyncio.to_thread(active_streams, url))
-                await asyncio.sleep(0.01)
-            return seen
-
         results = await asyncio.gather(
             probe_streamed(), *(other(i) for i in range(15)), client.completions.create(model="tiny", **probe),
-            *(other(i) for i in range(15, 30)), peak(),
+            *(other(i) for i in range(15, 30)), peak_streams(url, 100),
         )  # fmt: skip
         await client.close()
         return [results[0], results[16].choices[0].text], results[-1]
