@@ -154,7 +154,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     """The seed and `length` new characters; with num_samples N above 1, a list of N such texts drawn
     in one batch (sample i with random_seed + i). Options: those of `charlm.SampleConfig` (length,
     temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, num_samples, precision;
-    form, template and acrostic write into a poem form or template, ending at its end)."""
+    form, template and acrostic write into a poem form or template, ending at its end; logit_bias,
+    {character or token id: -100 to 100}, added to their logits, -100 a ban)."""
     check_model_and_seed("generate", model, seed)
     texts = sampler.generate(model, seed, **options)
     return texts if len(texts) > 1 else texts[0]

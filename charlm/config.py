@@ -52,6 +52,7 @@ MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_53
 MAX_THREADS = 1024
 MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
+MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
 
 # What a value of each annotated type is called in a message (`check_types`).
 KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
@@ -63,8 +64,14 @@ SHOWN.maxstring = SHOWN.maxother = 80
 
 def option(default: Any, help: str, **extra: Any) -> Any:
     """A config field that is also a command-line option: its default and its help (and `choices`,
-    `metavar`), from which commands/options.py builds the option; serve/config.py's fields too."""
+    `metavar`), from which commands/options.py builds the option; serve/config.py's fields too.
+    `command_line=False`: a field of the Python API only, which messages name as Python does."""
     return field(default=default, metadata={"help": help, **extra})
+
+
+def shown_name(f: dataclasses.Field) -> str:
+    """A field as a message names it: its command-line option, or its Python name if it has none."""
+    return f.name if f.metadata.get("command_line") is False else f"--{option_name(f.name)}"
 
 
 @dataclass
@@ -255,7 +262,7 @@ def check_types(config: object) -> None:
         if not holds(value, hint):
             names = [_kind_name(kind) for kind in kinds_of(hint)]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-            raise CharLMError(f"--{option_name(f.name)} must be {named}, not {SHOWN.repr(value)}")
+            raise CharLMError(f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}")
 
 
 def kinds_of(hint: object) -> tuple:
@@ -271,6 +278,9 @@ def holds(value: object, hint: object) -> bool:
 def _is_of(value: object, kind: type) -> bool:
     if typing.get_origin(kind) is tuple:  # tuple[float, ...]: a list or tuple of them
         return isinstance(value, (list, tuple)) and all(_is_of(item, typing.get_args(kind)[0]) for item in value)
+    if typing.get_origin(kind) is dict:  # dict[str | int, float]: every key and value of its type
+        keys, values = typing.get_args(kind)
+        return isinstance(value, dict) and all(holds(k, keys) and holds(v, values) for k, v in value.items())
     if kind in (int, float):  # True is an int to Python, but never a size or a rate
         return isinstance(value, (int, kind)) and not isinstance(value, bool)
     return isinstance(value, kind)
@@ -278,8 +288,15 @@ def _is_of(value: object, kind: type) -> bool:
 
 def _kind_name(kind: type) -> str:
     if typing.get_origin(kind) is tuple:
-        return f"a list of {KIND_NAMES[typing.get_args(kind)[0]].removeprefix('a ')}s"
+        return f"a list of {_plural(typing.get_args(kind)[0])}"
+    if typing.get_origin(kind) is dict:
+        keys, values = (" or ".join(map(_plural, kinds_of(arg))) for arg in typing.get_args(kind))
+        return f"a dict of {keys} to {values}"
     return KIND_NAMES[kind]
+
+
+def _plural(kind: type) -> str:
+    return KIND_NAMES[kind].split(" ", 1)[1] + "s"  # "an integer" -> "integers"
 
 
 def check_choices(config: object) -> None:
@@ -351,6 +368,12 @@ class SampleConfig:
     greedy: bool = option(False, "always take the likeliest character")
     repetition_penalty: float = option(1.0, "above 1: discourage characters used in the recent window")
     repetition_window: int = option(64, "how many recent characters the repetition penalty looks at")
+    logit_bias: dict[str | int, float] | None = option(  # noqa: RUF009 -- a field() whose default is None
+        None,
+        "added to the logits of these characters (or token ids) before sampling, -100 to 100; -100 bans one "
+        "(`charlm sample --ban`)",
+        command_line=False,
+    )
     stop: str | None = option(None, "stop a sample once it produces this text, e.g. a blank line")
     num_samples: int = option(1, "samples generated side by side in one batch")
     random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
@@ -390,6 +413,7 @@ class SampleConfig:
             )
         if self.repetition_window < 1:
             raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
+        check_logit_bias(self.logit_bias)
         if self.stop is not None and self.stop == "":
             raise CharLMError("--stop must not be empty; give the text to stop at, e.g. --stop $'\\n\\n'")
         if not 1 <= self.num_samples <= 4096:
@@ -401,6 +425,19 @@ class SampleConfig:
     def temperature_at(self, step: int) -> float:
         t = self.temperature
         return t[step % len(t)] if isinstance(t, tuple) else t
+
+
+def check_logit_bias(logit_bias: dict[str | int, float] | None) -> None:
+    """Each bias within OpenAI's range, each key a character or a token id (which of them the model
+    has, `decoding.bias_vector` says)."""
+    for key, bias in (logit_bias or {}).items():
+        if key == "" or isinstance(key, int) and key < 0:
+            raise CharLMError(f"logit_bias keys are characters or token ids (0 or more), not {key!r}")
+        if not -MAX_LOGIT_BIAS <= bias <= MAX_LOGIT_BIAS:  # NaN too
+            raise CharLMError(
+                f"logit_bias[{key!r}] must be between {-MAX_LOGIT_BIAS:g} and {MAX_LOGIT_BIAS:g} "
+                f"(-100 bans it), not {bias}"
+            )
 
 
 def parse_temperatures(text: str) -> tuple[float, ...]:

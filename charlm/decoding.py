@@ -1,5 +1,5 @@
-"""The decoding policy, row by row: a template's allowed characters, temperature, top-k, top-p,
-repetition penalty, greedy.
+"""The decoding policy, row by row: a logit bias, a template's allowed characters, temperature,
+top-k, top-p, repetition penalty, greedy.
 
 Each row of a batch has its own options, its own generator and its own recent characters, kept as
 tensors over the rows, so that one `RowSampler.choose` picks every row's next id. Randomness is per
@@ -8,15 +8,18 @@ the others are doing (`charlm sample` seeds sample i with `random_seed + i`; the
 A temperature schedule (a list of temperatures) is one temperature per row per step. A row
 writing into a template (`forms.Cursor`) draws only among the ids the template allows at its
 position: the others are removed before temperature and the rest, so those act inside the set.
+A row's logit bias (OpenAI's `logit_bias`, `bias_vector`) is added to its logits before all of
+that; a bias of -100 bans the token outright, as a template's mask does, whatever the temperature.
 """
 
 from __future__ import annotations
 
 import torch
 
-from .config import SampleConfig
+from .config import MAX_LOGIT_BIAS, SampleConfig
 from .errors import CharLMError
 from .forms import Cursor
+from .vocab import Vocabulary
 
 UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
 LARGEST = torch.finfo(torch.float32).max
@@ -59,6 +62,42 @@ def as_float32(value: float) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float64).float()
 
 
+def bias_vector(logit_bias: dict[str | int, float] | None, vocab: Vocabulary) -> torch.Tensor | None:
+    """A sample's `logit_bias` (`SampleConfig.logit_bias`) as the number added to each id's logit,
+    (vocab,): -inf for a ban (-100), so that a banned token is never drawn, at any temperature.
+    Keys are token ids, or a character model's characters. None when nothing is biased."""
+    if not logit_bias:
+        return None
+    vector, keys = torch.zeros(len(vocab)), {}
+    for key, bias in logit_bias.items():
+        token = token_id(key, vocab)
+        if token in keys:
+            raise CharLMError(f"logit_bias gives token {token} twice ({keys[token]!r} and {key!r}); give it once")
+        keys[token] = key
+        vector[token] = float("-inf") if bias <= -MAX_LOGIT_BIAS else bias
+    if bool(vector.isneginf().all()):
+        raise CharLMError("logit_bias bans every token the model has; leave it at least one to write")
+    return vector
+
+
+def token_id(key: str | int, vocab: Vocabulary) -> int:
+    """The id a `logit_bias` key names: a token id as it is, a character as the vocabulary has it."""
+    if isinstance(key, int):
+        if not 0 <= key < len(vocab):
+            raise CharLMError(f"logit_bias: token id {key} is not one of the model's (0 to {len(vocab) - 1})")
+        return key
+    if not vocab.one_char_per_id:
+        raise CharLMError(
+            f"logit_bias (--ban): {key!r}: a sentencepiece model's tokens are pieces, not characters; give token ids"
+        )
+    char = vocab.normalized(key)
+    if len(char) != 1:
+        raise CharLMError(f"logit_bias keys are single characters or token ids, not {key!r}")
+    if not vocab.knows(char):
+        raise CharLMError(f"logit_bias (--ban): the model never writes {vocab.name_unseen(char)}; leave it out")
+    return vocab.index[char]
+
+
 class RowSampler:
     """The decoding policy of rows that come and go: `set` a row's options, seed and prompt, `choose`
     every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones."""
@@ -77,15 +116,26 @@ class RowSampler:
         self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
         self.block = torch.zeros(capacity, UNIFORM_BLOCK, dtype=torch.float64)
         self.used = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long)
+        self.biased = torch.zeros(capacity, dtype=torch.bool)  # whether a row has a logit bias
+        # Each row's bias and bans, (capacity, vocab): made when a row first has a bias (a batch of
+        # thousands of samples over a big vocabulary would otherwise hold two logits' worth for nothing).
+        self.bias: torch.Tensor | None = None
+        self.banned: torch.Tensor | None = None
         self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.history, self.position]
-        self.rows += [self.block, self.used]
+        self.rows += [self.block, self.used, self.biased]
 
     def set(
-        self, row: int, options: SampleConfig, seed: int, prime: torch.Tensor, cursor: Cursor | None = None
+        self,
+        row: int,
+        options: SampleConfig,
+        seed: int,
+        prime: torch.Tensor,
+        cursor: Cursor | None = None,
+        bias: torch.Tensor | None = None,
     ) -> None:
         """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
         the text `prime` (ids; its last characters count for the repetition penalty), within the
-        template of `cursor` if any."""
+        template of `cursor` if any, its logits biased by `bias` (`bias_vector`) if any."""
         if options.repetition_window != self.window:
             raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
         schedule = options.temperature if isinstance(options.temperature, tuple) else None
@@ -102,6 +152,20 @@ class RowSampler:
         self.position[row] = recent.numel() % self.window
         self.generators[row] = torch.Generator().manual_seed(seed)
         self.used[row] = UNIFORM_BLOCK
+        self.set_bias(row, bias)
+
+    def set_bias(self, row: int, bias: torch.Tensor | None) -> None:
+        """Row `row`'s logits get `bias` added (None: nothing); its -inf entries are its bans."""
+        self.biased[row] = bias is not None
+        if bias is None and self.bias is None:
+            return
+        if self.bias is None:
+            self.bias = torch.zeros(len(self.biased), self.vocab_size)
+            self.banned = torch.zeros(len(self.biased), self.vocab_size, dtype=torch.bool)
+            self.rows += [self.bias, self.banned]
+        bias = torch.zeros(self.vocab_size) if bias is None else bias
+        self.banned[row] = bias.isneginf()
+        self.bias[row] = bias.masked_fill(self.banned[row], 0.0)  # bans are a mask, after the penalty's clamp
 
     def follow(self, row: int, cursor: Cursor | None) -> None:
         """Row `row` writes into the template of `cursor` from now on (None: free text)."""
@@ -120,12 +184,17 @@ class RowSampler:
         self.schedule(rows)
         device = logits.device
         logits = logits.float()
+        biased = self.bias is not None and bool(self.biased[:rows].any())
+        if biased:
+            logits = logits + self.bias[:rows].to(device)
         if bool((self.penalty[:rows] != 1).any()):
             penalty = self.penalty[:rows].to(device)
             logits = penalize(logits, self.history[:rows].to(device), penalty, self.vocab_size).clamp(-LARGEST, LARGEST)
         allowed = self.allowed(rows)
         if allowed is not None:
             logits = logits.masked_fill(~allowed.to(device), float("-inf"))
+        if biased:
+            logits = logits.masked_fill(self.banned[:rows].to(device), float("-inf"))
         temperature = self.temperature[:rows].to(device)
         greedy = temperature == 0
         # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others

@@ -17,6 +17,10 @@ sample always fits its form; temperature, top-k, top-p and the penalty act insid
 
 A sentencepiece model writes pieces: a piece is allowed where all of its text fits the next
 positions and the rest of the template can still be written after it (`Constrained.reachable`).
+
+Tokens a sample's logit bias bans (`decoding.bias_vector`) are left out of the template as if the
+model did not have them, so a sample never dead-ends; a template they make impossible to write
+(a fixed character banned, every character `_` may be banned) is refused before sampling.
 """
 
 from __future__ import annotations
@@ -145,7 +149,14 @@ class Constrained:
     """A template compiled for one model's vocabulary: which ids may come at each position, and
     where each id leads. Built once per request; each sample walks it with its own `Cursor`."""
 
-    def __init__(self, template: Template, vocab: Vocabulary, acrostic_name: str = "--acrostic"):
+    def __init__(
+        self,
+        template: Template,
+        vocab: Vocabulary,
+        acrostic_name: str = "--acrostic",
+        banned: torch.Tensor | None = None,
+    ):
+        """`banned`: the ids a logit bias bans (bool over the vocabulary), which the template never allows."""
         self.template, self.size = template, len(template.slots)
         # fixed text as the model reads it (a model trained on NFKC text knows "," for "，")
         self.slots = [
@@ -153,12 +164,16 @@ class Constrained:
             for slot in template.slots
         ]
         self.texts = id_texts(vocab)
-        written = {c for t in self.texts for c in t}  # what the model can write (not as bytes)
-        for char in dict.fromkeys(c for c in self.slots if c is not None):
-            if char not in written:
-                option = acrostic_name if char in template.acrostic else template.name
-                raise CharLMError(f"{option}: the model does not know {char!r}; use characters it was trained on")
+        fixed = [c for c in self.slots if c is not None]
+        option = {c: acrostic_name if c in template.acrostic else template.name for c in fixed}  # that fixed it
+        if (char := unwritten(fixed, self.texts)) is not None:
+            raise CharLMError(f"{option[char]}: the model does not know {char!r}; use characters it was trained on")
         self.script = template.script or majority_script(self.texts)
+        bans = banned is not None and bool(banned.any())
+        if bans:
+            self.texts = ["" if out else text for text, out in zip(self.texts, banned.tolist())]
+            if (char := unwritten(fixed, self.texts)) is not None:
+                raise CharLMError(f"logit_bias bans {char!r}, which {option[char]} fixes; leave it unbanned")
         self.accepts = is_han if self.script == "han" else is_letter
         self.masks: dict[int, torch.Tensor] = {}
         self.free: torch.Tensor | None = None
@@ -170,6 +185,8 @@ class Constrained:
             self.finishes = self.reachable()
         if not self.finishes[0]:
             free = "Han characters" if self.script == "han" else "letters"
+            if bans:
+                raise CharLMError(f"logit_bias bans every way to write {template.name} (`_` needs {free}); ban fewer")
             raise CharLMError(f"{template.name}: the model cannot write this template (it knows no {free} for `_`)")
 
     def fit(self, text: str, position: int) -> bool:
@@ -202,6 +219,12 @@ class Constrained:
 
     def cursor(self) -> Cursor:
         return Cursor(self)
+
+
+def unwritten(chars: list[str], texts: list[str]) -> str | None:
+    """The first of `chars` in none of the ids' `texts` (as bytes does not count), if any."""
+    written = {c for t in texts for c in t}
+    return next((c for c in chars if c not in written), None)
 
 
 def id_texts(vocab: Vocabulary) -> list[str]:
@@ -249,8 +272,10 @@ class FormOptions(Protocol):
     acrostic: str | None
 
 
-def constrain(options: FormOptions, vocab: Vocabulary, prefix: str = "--") -> Constrained | None:
+def constrain(
+    options: FormOptions, vocab: Vocabulary, prefix: str = "--", banned: torch.Tensor | None = None
+) -> Constrained | None:
     """The compiled template of sampling options (a `SampleConfig`: `form`, `template`, `acrostic`),
-    or None."""
+    without the ids `banned` (a logit bias's bans), or None."""
     template = template_of(options.form, options.template, options.acrostic, prefix)
-    return None if template is None else Constrained(template, vocab, f"{prefix}acrostic")
+    return None if template is None else Constrained(template, vocab, f"{prefix}acrostic", banned)

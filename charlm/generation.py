@@ -157,13 +157,20 @@ class Batch:
         return self.stepper.prime(ids)
 
     def join(
-        self, row: Row, primed: tuple[torch.Tensor, State], options: SampleConfig, seed: int, prompt: torch.Tensor
+        self,
+        row: Row,
+        primed: tuple[torch.Tensor, State],
+        options: SampleConfig,
+        seed: int,
+        prompt: torch.Tensor,
+        bias: torch.Tensor | None = None,
     ) -> None:
         """`row` joins at the end, from a primed state, drawing from a generator seeded `seed`;
-        `prompt` (ids) is the text the state read, whose end counts for the repetition penalty."""
+        `prompt` (ids) is the text the state read, whose end counts for the repetition penalty;
+        `bias`, the options' logit bias for the model's vocabulary (`decoding.bias_vector`)."""
         position = len(self.rows)
         self.stepper.load(position, *primed)
-        self.sampler.set(position, options, seed, prompt, row.form)
+        self.sampler.set(position, options, seed, prompt, row.form, bias)
         row.decode = self.decoder()
         self.rows.append(row)
 

@@ -16,7 +16,10 @@ import secrets
 import warnings
 from collections.abc import Iterator
 
+import torch
+
 from .config import SampleConfig, from_options
+from .decoding import bias_vector
 from .forms import Constrained, constrain
 from .generation import Batch, Row
 from .model import CharLM, inference
@@ -26,9 +29,15 @@ def sample_config(options: dict) -> SampleConfig:
     return from_options(SampleConfig, options, "sampling option")
 
 
+def compiled(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, torch.Tensor | None]:
+    """The options' template and logit bias for the model's vocabulary: what each row is given."""
+    bias = bias_vector(options.logit_bias, model.vocab)
+    return constrain(options, model.vocab, banned=None if bias is None else bias.isneginf()), bias
+
+
 def primed_batch(model: CharLM, options: SampleConfig, text: str) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`."""
-    form = constrain(options, model.vocab)
+    form, bias = compiled(options, model)
     never = model.vocab.unknown(options.stop) if options.stop and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
@@ -40,7 +49,7 @@ def primed_batch(model: CharLM, options: SampleConfig, text: str) -> Batch:
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
-        batch.join(sample_row(options, form), primed, options, base + i, ids)
+        batch.join(sample_row(options, form), primed, options, base + i, ids, bias)
     return batch
 
 
@@ -96,7 +105,7 @@ class Conversation:
     def __init__(self, model: CharLM, options: SampleConfig):
         self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.batch: Batch | None = None
-        self.form = constrain(self.options, model.vocab)  # each turn writes the template anew
+        self.form = compiled(self.options, model)[0]  # each turn writes the template anew
         self.transcript: list[str] = []
 
     def check(self, text: str) -> None:

@@ -162,3 +162,46 @@ def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):
     assert len(texts) == 2 and all(template_of(template="__，_。\n__。").fits(t) for t in texts), result.output
     assert_one_line_error(cli("sample", "--template", "__：_"), "--template", "does not know '：'")
     assert_one_line_error(cli("sample", "--form", "五绝"), "--form '五绝' is not a form", "五言绝句")
+
+
+@pytest.mark.parametrize("decoding", [{"temperature": 1.5}, {"greedy": True}, {"top_k": 3, "repetition_penalty": 2.0}])
+def test_characters_a_logit_bias_bans_are_never_written_into_a_form(decoding):
+    banned = HAN[:54]  # of 64 Han characters, 10 are left for `_`
+    texts = generate(
+        chinese_model(), "", form="五言绝句", acrostic="春夏秋冬", num_samples=4, random_seed=1,
+        logit_bias={**dict.fromkeys(banned, -100), HAN[55]: 3}, **decoding,
+    )  # fmt: skip
+    form = template_of("五言绝句", acrostic="春夏秋冬")
+    assert all(form.fits(t) and not set(t) & set(banned) for t in texts), texts
+
+
+@pytest.mark.parametrize(
+    ("options", "banned", "message"),
+    [
+        ({"form": "五言绝句"}, "，", "logit_bias bans '，', which --form 五言绝句 fixes; leave it unbanned"),
+        ({"form": "五言绝句", "acrostic": "春夏秋冬"}, "夏", "logit_bias bans '夏', which --acrostic fixes"),
+        ({"template": "__ _"}, HAN, r"logit_bias bans every way to write --template \(`_` needs Han characters\)"),
+    ],
+)
+def test_a_form_a_logit_bias_makes_impossible_is_refused_before_sampling(options, banned, message):
+    """Decided: a ban never gives way to a template (the sample would write what it banned), and a
+    sample never dead-ends; what cannot be written both ways is an error, as a template the model
+    cannot write is."""
+    with pytest.raises(CharLMError, match=message):
+        generate(chinese_model(), "", logit_bias=dict.fromkeys(banned, -100), **options)
+
+
+def test_a_sentencepiece_form_leaves_out_the_pieces_a_logit_bias_bans():
+    model = piece_model()
+    pieces = Constrained(template_of("五言绝句"), model.vocab).texts
+    banned_ids = [i for i, text in enumerate(pieces) if len(text) > 1][::2]  # half the multi-character pieces
+    banned = torch.zeros(len(model.vocab), dtype=torch.bool)
+    banned[banned_ids] = True
+    form = Constrained(template_of("五言绝句"), model.vocab, banned=banned)
+    assert not any(form.allowed(position)[banned].any() for position in range(form.size))
+    texts = generate(
+        model, "", form="五言绝句", num_samples=2, random_seed=3, logit_bias=dict.fromkeys(banned_ids, -100)
+    )
+    assert all(template_of("五言绝句").fits(text) for text in texts)
+    with pytest.raises(CharLMError, match="a sentencepiece model's tokens are pieces, not characters; give token ids"):
+        generate(model, "", logit_bias={"春": -100})

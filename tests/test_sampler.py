@@ -216,3 +216,94 @@ def test_a_normalizing_model_prints_the_seed_it_read():
     model = make_model(Vocab(list("宝玉道:\n"), normalize="nfkc"), layers=1, hidden=8).eval()
     for text in (generate(model, "宝玉道：", length=5, random_seed=0)[0], "".join(stream(model, "宝玉道：", length=5))):
         assert text.startswith("宝玉道:") and len(text) == 4 + 5
+
+
+# --- logit_bias: OpenAI's, added to a sample's logits before everything else -------------------
+
+
+def test_a_logit_bias_is_added_to_the_logits_before_the_temperature():
+    """+log 3 on "d" triples its odds at temperature 1; at 0.5 the biased logits are doubled, so its
+    weight is (3 * 0.05)^2 (a bias added after the temperature would give 3 * 0.05^2, a third as much)."""
+    model = fixed_distribution(DISTRIBUTION)
+    assert abs(frequencies(model, temperature=1.0, logit_bias={"d": math.log(3)})["d"] - 0.15 / 1.1) < 0.03
+    weights = {c: p**2 for c, p in DISTRIBUTION.items()} | {"d": 0.15**2}
+    expected = weights["d"] / sum(weights.values())
+    assert abs(frequencies(model, temperature=0.5, logit_bias={"d": math.log(3)})["d"] - expected) < 0.015
+    assert frequencies(model, temperature=1.0, logit_bias={"d": 100})["d"] == 1.0  # +100: in effect the only one
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": 1.0},
+        {"temperature": 3e38},  # a ban added as -100 (or a clamped -inf) would be undone by this
+        {"temperature": 3e38, "repetition_penalty": 1e-50},
+        {"temperature": 1e-39},
+        {"greedy": True},
+        {"top_k": 1},
+        {"top_p": 0.5},
+        {"temperature": [0.2, 50.0]},
+    ],
+)
+def test_a_banned_character_is_never_written_whatever_the_decoding(options):
+    model = fixed_distribution(DISTRIBUTION)
+    text = generate(model, "b", length=1500, random_seed=0, logit_bias={"a": -100, 2: -100}, **options)[0]
+    assert set(text) <= {"b", "d"} and len(text) == 1501, options
+
+
+def test_a_rows_bias_is_its_own_and_moves_with_it_when_another_row_leaves():
+    """The server removes a finished row by moving the last into its place: the bias must go along,
+    and a row later set in the slot a biased row left must not inherit it."""
+    from charlm.decoding import RowSampler
+
+    torch.manual_seed(0)
+    vocab, prime = 7, torch.tensor([1, 2])
+    bias = torch.tensor([0.0, 2.0, float("-inf"), 0.0, -1.5, 0.0, 1.0])
+    logits = [torch.randn(3, vocab) * 3 for _ in range(300)]
+    configs = [SampleConfig(), SampleConfig(temperature=1.2), SampleConfig(top_k=4, repetition_penalty=1.3)]
+    rows, alone = RowSampler(3, vocab), [RowSampler(1, vocab) for _ in configs]
+    for row, config in enumerate(configs):
+        rows.set(row, config, 10 + row, prime, bias=bias if row == 2 else None)
+        alone[row].set(0, config, 10 + row, prime, bias=bias if row == 2 else None)
+    placed = [0, 1, 2]  # which sample each row is
+    for step, step_logits in enumerate(logits):
+        if step == 100:  # sample 0 leaves: sample 2 (the biased one) moves into row 0
+            rows.move(2, 0)
+            placed = [2, 1]
+        if step == 200:  # a new unbiased sample takes the slot the biased one left
+            rows.set(2, configs[0], 99, prime)
+            alone[0] = RowSampler(1, vocab)
+            alone[0].set(0, configs[0], 99, prime)
+            placed = [2, 1, 0]
+        chosen = rows.choose(step_logits[: len(placed)]).tolist()
+        for row, sample in enumerate(placed):
+            expected = alone[sample].choose(step_logits[row : row + 1]).item()
+            assert chosen[row] == expected, (step, row)
+            assert sample != 2 or chosen[row] != 2  # the banned id
+
+
+@pytest.mark.parametrize(
+    ("logit_bias", "message"),
+    [
+        ({"e": -100}, r"logit_bias \(--ban\): the model never writes 'e'"),
+        ({"ab": 1}, "logit_bias keys are single characters or token ids, not 'ab'"),
+        ({4: 1}, r"logit_bias: token id 4 is not one of the model's \(0 to 3\)"),
+        ({-1: 1}, r"logit_bias keys are characters or token ids \(0 or more\), not -1"),
+        ({"a": 101}, r"logit_bias\['a'\] must be between -100 and 100 \(-100 bans it\), not 101"),
+        ({"a": float("nan")}, r"logit_bias\['a'\] must be between -100 and 100"),
+        ({"a": -100, 0: 5}, "logit_bias gives token 0 twice"),
+        (dict.fromkeys("abcd", -100), "logit_bias bans every token the model has"),
+        ([("a", 1)], "logit_bias must be a dict of strings or integers to numbers or None"),
+        ({"a": "1"}, "logit_bias must be a dict"),
+    ],
+)
+def test_a_logit_bias_that_cannot_be_used_is_named(logit_bias, message):
+    with pytest.raises(CharLMError, match=message):
+        generate(fixed_distribution(DISTRIBUTION), "a", length=5, logit_bias=logit_bias)
+
+
+def test_a_logit_bias_by_character_and_by_token_id_is_the_same_bias():
+    model = fixed_distribution(DISTRIBUTION)
+    by_char = generate(model, "a", length=300, random_seed=4, num_samples=2, logit_bias={"a": -100, "d": 2.5})
+    assert by_char == generate(model, "a", length=300, random_seed=4, num_samples=2, logit_bias={0: -100, 3: 2.5})
+    assert by_char != generate(model, "a", length=300, random_seed=4, num_samples=2)

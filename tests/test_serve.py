@@ -447,6 +447,97 @@ def test_extras_top_k_and_repetition_penalty_through_extra_body(client):
     assert top_p != complete(client, seed=2, max_tokens=80)
 
 
+def token_ids(client: OpenAI, chars: str) -> dict[str, str]:
+    """Each character's token id as logit_bias takes it: its position in the model's meta.characters."""
+    known = client.models.retrieve("tiny").model_extra["meta"]["characters"]
+    return {char: str(known.index(char)) for char in chars}
+
+
+def test_logit_bias_by_token_id_is_what_generate_does_with_the_characters(client, tiny_model):
+    ids = token_ids(client, "aeiouz")
+    bias = {**{ids[c]: -100 for c in "aeiou"}, ids["z"]: 3}
+    served = complete(client, max_tokens=200, n=2, seed=7, temperature=0.9, top_p=0.95, logit_bias=bias)
+    made = generate(tiny_model, "the ", length=200, temperature=0.9, top_p=0.95, num_samples=2, random_seed=7,
+                    logit_bias={**dict.fromkeys("aeiou", -100), "z": 3})  # fmt: skip
+    assert served == [text[len("the ") :] for text in made] and not set("".join(served)) & set("aeiou")
+    assert served[0].count("z") > complete(client, max_tokens=200, seed=7, temperature=0.9, top_p=0.95)[0].count("z")
+    greedy = complete(client, temperature=0, max_tokens=100, logit_bias=bias)[0]
+    chat = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "the"}], max_tokens=100, seed=3, logit_bias=bias
+    )
+    for text in (greedy, chat.choices[0].message.content):
+        assert len(text) == 100 and not set(text) & set("aeiou")
+    assert complete(client, seed=7, logit_bias={}) == complete(client, seed=7)  # OpenAI's neutral value
+
+
+def test_a_biased_request_is_the_same_text_beside_others_that_come_and_go(server):
+    """A row's bias is the row's: requests without one run in the same batch at the same time, leave
+    before it (so the engine moves it into their place) and are unchanged by it."""
+    url, _ = server
+    client = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    ids = token_ids(client, "etaoin")
+    biased = {"prompt": "the ", "max_tokens": 400, "seed": 11, "temperature": 1.0,
+              "logit_bias": {**{ids[c]: -100 for c in "eta"}, ids["o"]: 4}}  # fmt: skip
+    others = [{"prompt": "a", "max_tokens": 60 + 90 * i, "seed": i, "temperature": 0.8} for i in range(4)]
+    alone = [client.completions.create(model="tiny", **options).choices[0].text for options in [biased, *others]]
+
+    async def together() -> tuple[list[str], int]:
+        crowd = AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+
+        async def text(options: dict, delay: float) -> str:
+            await asyncio.sleep(delay)
+            chunks = [c async for c in await crowd.completions.create(model="tiny", stream=True, **options)]
+            return "".join(c.choices[0].text for c in chunks)
+
+        *texts, seen = await asyncio.gather(
+            *(text(options, 0.0) for options in others), text(biased, 0.02), peak_streams(url, 60)
+        )  # the others join first: as they finish, the biased row, last, moves into their places
+        await crowd.close()
+        return [texts[-1], *texts[:-1]], seen
+
+    texts, seen = asyncio.run(together())
+    assert texts == alone and not set(alone[0]) & set("eta")
+    assert seen >= 3  # they really ran side by side
+
+
+@pytest.mark.parametrize(
+    ("logit_bias", "message"),
+    [
+        ([1, 2], "logit_bias must be an object, not a list"),
+        ({"a": 1}, 'logit_bias keys are token ids, such as "10", not "a"'),
+        ({"-1": 1}, 'logit_bias keys are token ids, such as "10", not "-1"'),
+        ({"1" * 5000: 1}, "logit_bias keys are token ids"),  # int() of it raises: never a 500
+        ({"1": 101}, 'logit_bias["1"] must be at least -100.0 and at most 100.0, not 101'),
+        ({"1": "x"}, 'logit_bias["1"] must be a number, not a string'),
+        ({"1": True}, 'logit_bias["1"] must be a number, not a boolean'),
+        ({str(i): 1 for i in range(1025)}, "logit_bias may hold at most 1,024 tokens, not 1,025"),
+        ({"32": 1}, "logit_bias: token id 32 is not one of the model's (0 to 31)"),
+        ({str(i): -100 for i in range(32)}, "logit_bias bans every token the model has"),
+    ],
+)
+def test_a_logit_bias_the_server_cannot_use_is_a_400_naming_it(client, server, logit_bias, message):
+    for create in (
+        lambda: client.completions.create(model="tiny", prompt="a", logit_bias=logit_bias),
+        lambda: client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "a"}], logit_bias=logit_bias
+        ),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create()
+        assert caught.value.body["param"] == "logit_bias" and message in caught.value.body["message"]
+    assert server[1].busy == 0  # the rows a request refused once primed took are free again
+
+
+def test_a_template_a_logit_bias_makes_impossible_is_a_400_naming_it(client):
+    letters = token_ids(client, "abcdefghijklmnopqrstuvwxyz")
+    with pytest.raises(openai.BadRequestError) as caught:
+        complete(client, logit_bias=dict.fromkeys(letters.values(), -100), extra_body={"template": "__ _"})
+    assert caught.value.body["param"] == "logit_bias" and "bans every way to write template" in str(caught.value)
+    bias = {letters[c]: -100 for c in "abcdefghijklmnopqrst"}
+    written = complete(client, seed=1, logit_bias=bias, extra_body={"template": "____ ___"})[0]
+    assert re.fullmatch("[u-z]{4} [u-z]{3}", written), written
+
+
 def test_logprobs_give_each_character_and_its_likeliest_alternatives(client):
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=20, seed=4, logprobs=3)
     choice, logprobs = response.choices[0], response.choices[0].logprobs
@@ -916,6 +1007,15 @@ def active_streams(url: str) -> int:
     return int(next(line for line in text.splitlines() if line.startswith("charlm_active_streams")).split()[-1])
 
 
+async def peak_streams(url: str, looks: int) -> int:
+    """The most streams active at once over `looks` looks 10 ms apart: requests really ran side by side."""
+    seen = 0
+    for _ in range(looks):
+        seen = max(seen, await asyncio.to_thread(active_streams, url))
+        await asyncio.sleep(0.01)
+    return seen
+
+
 def wait_until(condition, timeout: float = 5) -> None:
     deadline = time.time() + timeout
     while not condition():
@@ -953,16 +1053,9 @@ def test_same_seed_alone_and_among_31_concurrent_requests_is_the_same_text(serve
             chunks = [c async for c in await client.completions.create(model="tiny", stream=True, **probe)]
             return "".join(c.choices[0].text for c in chunks)
 
-        async def peak() -> int:
-            seen = 0
-            for _ in range(100):
-                seen = max(seen, await asyncio.to_thread(active_streams, url))
-                await asyncio.sleep(0.01)
-            return seen
-
         results = await asyncio.gather(
             probe_streamed(), *(other(i) for i in range(15)), client.completions.create(model="tiny", **probe),
-            *(other(i) for i in range(15, 30)), peak(),
+            *(other(i) for i in range(15, 30)), peak_streams(url, 100),
         )  # fmt: skip
         await client.close()
         return [results[0], results[16].choices[0].text], results[-1]
@@ -1446,6 +1539,26 @@ def test_a_sentencepiece_model_counts_characters_not_pieces():
         assert "".join(choice.logprobs.tokens) == choice.text  # a token is a piece: a character, several, or none yet
         chunks = client.completions.create(model="pieces", prompt="the ", max_tokens=40, seed=3, stream=True)
         assert "".join(c.choices[0].text for c in chunks) == choice.text
+
+
+def test_a_sentencepiece_models_logit_bias_takes_its_piece_ids():
+    """The same ids as the model's vocabulary: piece ids, here every piece (bytes included) that spells an o."""
+    from charlm.pieces import PieceVocab, train_model
+
+    text = "the quick brown fox jumps over the lazy dog, again and again.\n" * 40
+    torch.manual_seed(0)
+    model = make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=32).eval()
+    banned = [i for i, piece in enumerate(model.vocab.pieces) if b"o" in piece]
+    made = generate(model, "the ", length=80, temperature=1.0, random_seed=3, logit_bias=dict.fromkeys(banned, -100))
+    app = create_app({"pieces": lambda: model}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        bias = {str(i): -100 for i in banned}
+        served = client.completions.create(model="pieces", prompt="the ", max_tokens=80, seed=3, logit_bias=bias)
+        assert served.choices[0].text == made[0][len("the ") :] and "o" not in served.choices[0].text
+        with pytest.raises(openai.BadRequestError, match="token id 320 is not one of the model's"):
+            client.completions.create(model="pieces", prompt="the ", logit_bias={"320": 1})
 
 
 @pytest.mark.slow

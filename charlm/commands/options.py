@@ -34,12 +34,13 @@ def shown_default(default: object) -> str:
 
 def options_of(config_class: type, types: dict | None = None, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     """One click option per field of a config dataclass (or the fields named in `only`). Default None
-    means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type."""
+    means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type.
+    A field marked `command_line=False` (config.option) is the Python API's only."""
 
     def decorate(command):
         hints = typing.get_type_hints(config_class)
         for f in reversed(dataclasses.fields(config_class)):
-            if only is not None and f.name not in only:
+            if (only is not None and f.name not in only) or f.metadata.get("command_line") is False:
                 continue
             kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
             help_text = f"{f.metadata['help']}{shown_default(f.default)}"

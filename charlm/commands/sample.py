@@ -15,7 +15,7 @@ from typing import TypeVar
 import click
 
 from .. import checkpoint, outputs, sampler, threads
-from ..config import SampleConfig, parse_temperatures
+from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..errors import CharLMError
 from ..model import CharLM
@@ -37,6 +37,11 @@ T = TypeVar("T")
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
 @click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
+@click.option(
+    "--ban",
+    metavar="CHARS",
+    help="never write these characters, e.g. --ban '0123456789' or --ban '\\n' (Python's logit_bias of -100 each)",
+)
 @device_option("one character a step")
 @options_of(SampleConfig, types={"temperature": str})
 def sample(
@@ -46,13 +51,14 @@ def sample(
     output: str | None,
     as_json: bool,
     interactive: bool,
+    ban: str | None,
     device: str,
     **given,
 ) -> None:
     """Generate text from a trained model, streaming it as it is made.
 
     `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
-    configs = sample_configs({k: v for k, v in given.items() if v is not None})
+    configs = sample_configs({k: v for k, v in given.items() if v is not None}, ban)
     if seed is not None and seed_file:
         raise CharLMError("give --seed or --seed-file, not both")
     if interactive and (seed is not None or seed_file or as_json or len(configs) > 1 or configs[0].num_samples > 1):
@@ -75,13 +81,20 @@ def sample(
             write_samples(model, seed, configs, as_json, emit)
 
 
-def sample_configs(given: dict) -> list[SampleConfig]:
-    """The sampling options given, one config per temperature of a `--temperature` list. `\\n` and `\\t`
-    in --stop are a line break and a tab, so a shell user can write `--stop '\\n\\n'` for a blank line."""
+def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
+    """The sampling options given, one config per temperature of a `--temperature` list; `--ban`'s
+    characters as a logit bias of -100 each. `\\n` and `\\t` in --stop and --ban are a line break and
+    a tab, so a shell user can write `--stop '\\n\\n'` for a blank line."""
     if "stop" in given:
-        given["stop"] = given["stop"].replace("\\n", "\n").replace("\\t", "\t")
+        given["stop"] = unescaped(given["stop"])
+    if ban:
+        given["logit_bias"] = dict.fromkeys(unescaped(ban), -MAX_LOGIT_BIAS)
     temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
     return [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
+
+
+def unescaped(text: str) -> str:
+    return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def read_seed(seed_file: str) -> str:

@@ -1,7 +1,8 @@
 """A request in flight and the models it runs on: the hand-off between asyncio and the engines.
 
 `Server` holds the loaded models, each with its `Engine`; `Completion` is one request: it takes rows
-(429 when there are none), compiles its template for the model's vocabulary if it has one and primes
+(429 when there are none), compiles its logit bias and template for the model's vocabulary if it has
+them and primes
 its prompts in a worker thread (each alone, so a seeded sample never depends on the batch), becomes
 one `Job` per prompt, and reads its updates from a queue that `Server.publish` fills, one hand-off to
 the event loop per batch of updates.
@@ -27,6 +28,7 @@ from fastapi import Request
 
 from .. import __version__
 from ..config import SampleConfig
+from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Constrained, Template
 from ..model import CharLM
@@ -51,7 +53,8 @@ class Served:
     engine: Engine
     created: int
     fingerprint: str  # OpenAI's `system_fingerprint`: see `fingerprint`
-    compiled: dict[Template, Constrained] = dataclasses.field(default_factory=dict)  # touched by the primer only
+    # templates compiled, by template and the ids a logit bias bans; touched by the primer only
+    compiled: dict[tuple[Template, tuple[int, ...]], Constrained] = dataclasses.field(default_factory=dict)
 
 
 class Server:
@@ -191,7 +194,7 @@ class Completion:
         try:
             encoded = [self.encode(prompt) for prompt in self.params.prompts]
             start = time.perf_counter()
-            form, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare, encoded)
+            bias, form, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare, encoded)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
@@ -205,7 +208,7 @@ class Completion:
         )
         seeds = [self.seed + i for i in range(self.params.n)]
         for (seen, logits, state), echoed in zip(primed, self.echoed):
-            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, self.params.stops, form)
+            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, self.params.stops, form, bias)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
             self.served.engine.submit(job)
@@ -221,26 +224,32 @@ class Completion:
             except CharLMError as e:
                 raise APIError(400, str(e), "prompt", "unknown_characters") from None
 
-    def prepare(self, encoded: list) -> tuple[Constrained | None, list]:
+    def prepare(self, encoded: list) -> tuple[torch.Tensor | None, Constrained | None, list]:
         """In a worker thread (compiling a template for a sentencepiece vocabulary takes a while): the
-        template compiled for the model, then the prompts primed."""
-        return self.compile(), self.prime(encoded)
+        logit bias and the template compiled for the model, then the prompts primed."""
+        try:
+            bias = bias_vector(self.params.logit_bias, self.served.model.vocab)
+        except CharLMError as e:
+            raise APIError(400, str(e), "logit_bias", "invalid_value") from None
+        return bias, self.compile(bias), self.prime(encoded)
 
-    def compile(self) -> Constrained | None:
-        """The request's template compiled for the model's vocabulary; a character the model does not
-        know is a 400 naming the field that gave it."""
+    def compile(self, bias: torch.Tensor | None) -> Constrained | None:
+        """The request's template compiled for the model's vocabulary without the tokens `bias` bans; a
+        character the model does not know is a 400 naming the field that gave it."""
         template, compiled = self.params.template, self.served.compiled
         if template is None:
             return None
-        if template not in compiled:
+        banned = None if bias is None else bias.isneginf()
+        key = (template, () if banned is None else tuple(banned.nonzero().flatten().tolist()))
+        if key not in compiled:
             try:
-                form = Constrained(template, self.served.model.vocab, "acrostic")
+                form = Constrained(template, self.served.model.vocab, "acrostic", banned)
             except CharLMError as e:
                 raise form_error(e, template.name.startswith("form")) from None
             if len(compiled) >= MAX_COMPILED:
                 compiled.clear()
-            compiled[template] = form
-        return compiled[template]
+            compiled[key] = form
+        return compiled[key]
 
     def prime(self, encoded: list) -> list:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.

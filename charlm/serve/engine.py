@@ -53,7 +53,8 @@ class Job:
 
     `options` gives the decoding (temperature, top-k, top-p, repetition penalty, greedy); sample i
     draws from a generator seeded `seeds[i]`; `form`, the template compiled for the model, if any:
-    each sample walks it with its own cursor. `sink` is the caller's: it routes the updates."""
+    each sample walks it with its own cursor; `bias`, the logit bias for the model's vocabulary
+    (`decoding.bias_vector`), if any. `sink` is the caller's: it routes the updates."""
 
     prompt: torch.Tensor  # ids, for the repetition penalty's window
     logits: torch.Tensor  # after the prompt's last character
@@ -63,6 +64,7 @@ class Job:
     max_chars: int
     stops: tuple[str, ...] = ()
     form: Constrained | None = None
+    bias: torch.Tensor | None = None
     logprobs: int | None = None  # alternatives per character to report; None: no log-probabilities
     sink: Any = None
     cancelled: bool = False
@@ -221,7 +223,7 @@ class Engine:
                 if row.finish_reason is not None:  # max_tokens 0
                     self.finish(row)
                     continue
-                self.batch.join(row, (job.logits, job.state), job.options, seed, job.prompt)
+                self.batch.join(row, (job.logits, job.state), job.options, seed, job.prompt, job.bias)
 
     def drop_cancelled(self) -> None:
         for position in reversed(range(len(self.rows))):

@@ -1,7 +1,8 @@
 """The OpenAI completions API as charlm speaks it: request fields checked (responses.py shapes the answers).
 
 Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them; `max_tokens` and
-`usage` count characters (a charlm token is a character). charlm's extras: `top_k` and
+`usage` count characters (a charlm token is a character; `logit_bias`'s keys are vocabulary ids,
+a character's its position in `/v1/models`' `meta.characters`). charlm's extras: `top_k` and
 `repetition_penalty` (llama.cpp's `repeat_penalty` too), and `form`, `template` and `acrostic`,
 which make every sample write into a poem form or a template (`charlm.forms`). Every bad field is an `APIError` naming
 it; a field charlm does not know is refused (as OpenAI does), except OpenAI's at their neutral
@@ -10,18 +11,20 @@ values (`frequency_penalty: 0`, ...), which clients send by default.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from .. import forms
-from ..config import MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
+from ..config import MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
 from ..errors import CharLMError
 from .config import ServeConfig
 
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
 MAX_LOGPROBS = 20
+MAX_BIASED = 1024  # logit_bias entries (a request's bias is resolved on the primer thread, id by id)
 
 
 class APIError(Exception):
@@ -64,19 +67,20 @@ class Params:
     echo: bool
     include_usage: bool
     template: forms.Template | None = None  # `form` / `template` / `acrostic`, parsed (None: free text)
+    logit_bias: dict[int, float] | None = None  # token id -> bias; which ids the model has is checked with it
 
 
 FORM_FIELDS = ("form", "template", "acrostic")
 COMMON = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "repeat_penalty", "n",
-    "stream", "stop", "seed", "stream_options", "user", *FORM_FIELDS,
+    "stream", "stop", "seed", "stream_options", "user", "logit_bias", *FORM_FIELDS,
 }  # fmt: skip
 COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo"}
 CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"}
 # OpenAI's fields charlm accepts at the value that changes nothing (of the same JSON type: `false` is
 # not 0), or null; chat clients send some of them by default.
 NEUTRAL = {
-    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "logit_bias": ({},), "best_of": (1,),
+    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "best_of": (1,),
     "response_format": ({"type": "text"},), "store": (False,), "tool_choice": ("none",),
     "modalities": (["text"],), "service_tier": ("auto", "default"),
 }  # fmt: skip
@@ -100,6 +104,14 @@ COMMON_SCHEMA = {
     "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1]},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
     "user": {"type": "string"},
+    "logit_bias": {
+        "type": "object",
+        "propertyNames": {"pattern": "^[0-9]+$"},
+        "additionalProperties": {"type": "number", "minimum": -MAX_LOGIT_BIAS, "maximum": MAX_LOGIT_BIAS},
+        "maxProperties": MAX_BIASED,
+        "description": "token id (a character's position in the model's meta.characters) -> a bias added to its "
+        "logit before sampling; -100 bans the token",
+    },
     # charlm's extension: poem forms and templates
     "form": {
         "type": "string",
@@ -181,16 +193,18 @@ def integer(body: dict, name: str, default: int | None, low: int, high: int, lim
 
 
 def number(
-    body: dict, name: str, default: float | None, low: float, high: float, open_low: bool = False
+    body: dict, name: str, default: float | None, low: float, high: float, open_low: bool = False, within: str = ""
 ) -> float | None:
+    """`body[name]`; `within` names the object that holds it (`logit_bias`), which is the error's param."""
     value = body.get(name)
-    if value is None:
+    if value is None and not within:
         return default
+    shown, param = (f"{within}[{json.dumps(name)}]", within) if within else (name, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise APIError(400, f"{name} must be a number, not {json_type(value)}", name, "invalid_type")
+        raise APIError(400, f"{shown} must be a number, not {json_type(value)}", param, "invalid_type")
     if not (low < value if open_low else low <= value) or value > high:
         bounds = f"{'above' if open_low else 'at least'} {low} and at most {high}"
-        raise APIError(400, f"{name} must be {bounds}, not {value}", name, "invalid_value")
+        raise APIError(400, f"{shown} must be {bounds}, not {value}", param, "invalid_value")
     return float(value)
 
 
@@ -264,6 +278,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     seed = integer(body, "seed", None, *SEED_RANGE)
     string(body, "user")
     stops = stop_texts(body)
+    logit_bias = logit_bias_of(body)
     return Params(
         model=model,
         prompts=prompts,
@@ -280,6 +295,7 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         echo=False,
         include_usage=boolean(stream_options or {}, "include_usage", False, "stream_options"),
         template=template,
+        logit_bias=logit_bias,
     )
 
 
@@ -349,6 +365,29 @@ def stop_texts(body: dict) -> list[str]:
     return stops
 
 
+def logit_bias_of(body: dict) -> dict[int, float] | None:
+    """`logit_bias`: an object of token ids (as strings, JSON's keys) to biases from -100 to 100."""
+    value = body.get("logit_bias")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise APIError(400, f"logit_bias must be an object, not {json_type(value)}", "logit_bias", "invalid_type")
+    if len(value) > MAX_BIASED:
+        raise APIError(
+            400, f"logit_bias may hold at most {MAX_BIASED:,} tokens, not {len(value):,}", "logit_bias",
+            "invalid_value",
+        )  # fmt: skip
+    biases = {}
+    for key in value:
+        if not (key.isascii() and key.isdigit() and len(key) <= 10):  # ids below 2**32; int() of 5,000 digits raises
+            raise APIError(
+                400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(key)}", "logit_bias",
+                "invalid_value",
+            )  # fmt: skip
+        biases[int(key)] = number(value, key, None, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS, within="logit_bias")
+    return biases or None
+
+
 def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     """The template that `form`, `template` and `acrostic` ask for (None: free text), checked as far
     as it can be without the model (`completion.py` compiles it for the model's vocabulary)."""
@@ -370,6 +409,7 @@ def form_error(error: CharLMError, form_given: bool) -> APIError:
     """A form, template or acrostic that cannot be used, as a 400 naming the field its message names."""
     message = str(error)
     param = "acrostic" if message.startswith("acrostic") else "form" if form_given else "template"
+    param = "logit_bias" if message.startswith("logit_bias") else param
     return APIError(400, message, param, "invalid_value")
 
 
