@@ -70,6 +70,8 @@ def bias_vector(logit_bias: dict[str | int, float] | None, vocab: Vocabulary) ->
         return None
     vector, keys = torch.zeros(len(vocab)), {}
     for key, bias in logit_bias.items():
+        if bias <= -MAX_LOGIT_BIAS and never_written(key, vocab):
+            continue  # a ban of what the model never writes already holds: --ban '0123456789' on any model
         token = token_id(key, vocab)
         if token in keys:
             raise CharLMError(f"logit_bias gives token {token} twice ({keys[token]!r} and {key!r}); give it once")
@@ -78,6 +80,14 @@ def bias_vector(logit_bias: dict[str | int, float] | None, vocab: Vocabulary) ->
     if bool(vector.isneginf().all()):
         raise CharLMError("logit_bias bans every token the model has; leave it at least one to write")
     return vector
+
+
+def never_written(key: str | int, vocab: Vocabulary) -> bool:
+    """Whether `key` is a single character a character model does not have."""
+    if isinstance(key, int) or not vocab.one_char_per_id:
+        return False
+    char = vocab.normalized(key)
+    return len(char) == 1 and not vocab.knows(char)
 
 
 def token_id(key: str | int, vocab: Vocabulary) -> int:
@@ -94,7 +104,7 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
     if len(char) != 1:
         raise CharLMError(f"logit_bias keys are single characters or token ids, not {key!r}")
     if not vocab.knows(char):
-        raise CharLMError(f"logit_bias (--ban): the model never writes {vocab.name_unseen(char)}; leave it out")
+        raise CharLMError(f"logit_bias: the model never writes {vocab.name_unseen(char)}; leave it out")
     return vocab.index[char]
 
 
