@@ -12,14 +12,17 @@ run's plan from its checkpoint, and build the trainer from the plan.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import torch
 
 from . import checkpoint, finetune, hub, plan, runs, sampler, threads
-from .config import SHOWN, Config, from_options
+from .config import SHOWN, Config, SampleConfig, from_options
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
@@ -32,6 +35,25 @@ from .trainer import Trainer
 ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 
 __all__ = ["generate", "load", "stream", "train"]
+
+Function = TypeVar("Function", bound=Callable)
+
+
+def lists_options(config_class: type) -> Callable[[Function], Function]:
+    """Ends a function's docstring with `config_class`'s fields, each with its default and help, so that
+    `help(charlm.train)` shows every option from the one place that defines them (not a copy that drifts)."""
+
+    def listed(function: Function) -> Function:
+        if function.__doc__ is None:  # python -OO drops docstrings
+            return function
+        lines = [f"\n\nOptions (`charlm.{config_class.__name__}`'s fields) and their defaults:"]
+        for f in dataclasses.fields(config_class):
+            entry = f"{f.name}={f.default!r}: {f.metadata.get('help', '')}"
+            lines.append(textwrap.fill(entry, 100, initial_indent="    ", subsequent_indent="        "))
+        function.__doc__ = inspect.cleandoc(function.__doc__) + "\n".join(lines)
+        return function
+
+    return listed
 
 
 def check_start(out: str | Path | None, resuming: bool, init_from: str | Path | None) -> None:
@@ -124,6 +146,7 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
         )
 
 
+@lists_options(Config)
 def train(
     paths: str | Path | list[str | Path] | None = None,
     out: str | Path | None = None,
@@ -131,11 +154,13 @@ def train(
     init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
-    """Train on text files or folders (None: built-in Shakespeare) and return the trained model, in eval mode.
+    """Train on text files or folders (None: built-in Shakespeare), as `charlm train` does, and return
+    the model as it is at the end of the run, in eval mode; the run's folder, under checkpoints/ (or
+    `out`), keeps it and `best.pt`, the lowest validation bpc (`charlm.load(RUN)` loads that one).
 
-    `options` are `Config` fields (hidden=512, max_time="5m", ...). `resume=True` continues the most
-    recent run, `resume="checkpoints/run"` that run; then only limits may be given. `init_from=RUN`
-    starts a new run from RUN's weights (fine-tuning: see finetune.py).
+    `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
+    `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
+    may be given. `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
     """
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
@@ -150,18 +175,20 @@ def train(
     return trainer.fit().eval()  # ready for inference, as `load` returns it
 
 
+@lists_options(SampleConfig)
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
-    """The seed and `length` new characters; with num_samples N above 1, a list of N such texts drawn
-    in one batch (sample i with random_seed + i). Options: those of `charlm.SampleConfig` (length,
-    temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, num_samples, precision;
-    form, template and acrostic write into a poem form or template, ending at its end)."""
+    """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
+    such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
+    fields (listed below); form, template and acrostic write into a poem form or template, ending at its end."""
     check_model_and_seed("generate", model, seed)
     texts = sampler.generate(model, seed, **options)
     return texts if len(texts) > 1 else texts[0]
 
 
+@lists_options(SampleConfig)
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
-    """Like `generate`, but yields the text of one sample in pieces as it is made."""
+    """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
+    character at a time. Bad options are refused at the call, before the first piece."""
     check_model_and_seed("stream", model, seed)
     if (samples := sampler.sample_config(options).num_samples) != 1:
         refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
@@ -169,8 +196,9 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
 
 
 def load(target: str | Path | None = None, device: str | torch.device = STEP_DEVICE) -> CharLM:
-    """The model of a checkpoint file or run folder (its best checkpoint; None: the latest run's), ready to
-    generate on `device` (see checkpoint.load)."""
+    """The model of a run folder or run name (its best.pt), a corpus name (its latest run's), a .pt file
+    or an exported model folder; None: the most recently updated run's. Returned in eval mode on `device`
+    (auto, cpu, cuda, cuda:N or mps), with `.vocab` (`.encode`, `.decode`), `.config` and `.device`."""
     if not (target is None or is_path(target)):
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
     if not isinstance(device, (str, torch.device)):

@@ -1,6 +1,8 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
+import dataclasses
 import itertools
+import pydoc
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -206,3 +208,14 @@ def test_the_package_lists_and_gives_its_public_names_before_they_are_imported()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "module 'charlm' has no attribute 'nothing'"
+
+
+@pytest.mark.parametrize(
+    "function, config_class",
+    [(charlm.train, charlm.Config), (charlm.generate, charlm.SampleConfig), (charlm.stream, charlm.SampleConfig)],
+)
+def test_help_lists_every_option_with_its_default(function, config_class):
+    """help(charlm.train) said "`options` are `Config` fields" and named neither them nor a default."""
+    shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
+    for f in dataclasses.fields(config_class):
+        assert f"{f.name}={f.default!r}: " in shown, f.name
