@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import textwrap
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
 from typing import NoReturn, TypeVar
 
 import torch
 
-from . import checkpoint, finetune, hub, plan, runs, sampler, threads
+from . import checkpoint, finetune, hub, plan, runs, sampler, scoring, threads
 from .config import SHOWN, Config, SampleConfig, from_options
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks
@@ -34,7 +36,7 @@ from .trainer import Trainer
 # the fine-tuning base if any -> the model to train, in place of charlm's.
 ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 
-__all__ = ["generate", "load", "stream", "train"]
+__all__ = ["bits_per_char", "generate", "load", "next_probs", "stream", "train"]
 
 Function = TypeVar("Function", bound=Callable)
 
@@ -195,6 +197,27 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     return sampler.stream(model, seed, **options)
 
 
+def bits_per_char(model: CharLM, text: str) -> float:
+    """Bits per character of `text` under the model, as `charlm eval` scores a file (lower: the model
+    predicts it better). The first character is read, every one after it scored; characters the model
+    never saw are left out of the score (or scored as its unknown symbol), with a warning that says so."""
+    check_model_and_seed("bits_per_char", model, text, "text")
+    bits, chars = scoring.text_bits(model, text)
+    if note := scoring.unseen_note(model.vocab, text[1:]):
+        warnings.warn(note, stacklevel=2)
+    return bits / chars if chars else math.nan  # nothing scored: not a perfect 0
+
+
+def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tuple[str, float]]:
+    """The `top` likeliest next characters after `prefix` (None: all) and their probabilities, likeliest
+    first: the model's own prediction, before temperature or any other sampling option. An empty prefix
+    is the start of a line, as for `generate`."""
+    check_model_and_seed("next_probs", model, prefix, "prefix")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        refuse("next_probs", "top must be a positive integer or None", top)
+    return scoring.next_probs(model, prefix, top)
+
+
 def load(target: str | Path | None = None, device: str | torch.device = STEP_DEVICE) -> CharLM:
     """The model of a run folder or run name (its best.pt), a corpus name (its latest run's), a .pt file
     or an exported model folder; None: the most recently updated run's. Returned in eval mode on `device`
@@ -219,12 +242,12 @@ def is_path(value: object) -> bool:
     return isinstance(value, (str, PurePath))
 
 
-def check_model_and_seed(function: str, model: object, seed: object) -> None:
+def check_model_and_seed(function: str, model: object, seed: object, what: str = "seed") -> None:
     if not isinstance(model, CharLM):
         hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
         refuse(function, "the model must be a charlm.CharLM", model, hint)
     if not isinstance(seed, str):
-        refuse(function, "the seed must be a string", seed)
+        refuse(function, f"the {what} must be a string", seed)
 
 
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:

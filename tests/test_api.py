@@ -2,6 +2,7 @@
 
 import dataclasses
 import itertools
+import math
 import pydoc
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import torch
 import charlm
 from charlm import CharLM
 from charlm.errors import CharLMError
+
+from .conftest import cli
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -208,6 +211,40 @@ def test_the_package_lists_and_gives_its_public_names_before_they_are_imported()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "module 'charlm' has no attribute 'nothing'"
+
+
+def test_bits_per_char_of_a_text_is_what_charlm_eval_prints(fox_file, tiny):
+    """A text's bits per character took, from Python, charlm.scoring's functions of token ids and the
+    vocabulary's encode with its options: now one public call, the number `charlm eval` prints."""
+    charlm.train(fox_file, out="scored", **tiny)
+    model = charlm.load("scored")
+    text = "the lazy dog jumps over the quick brown fox\n" * 3
+    Path("held.txt").write_text(text, encoding="utf-8")
+    printed = cli("eval", "scored", "held.txt", "--quiet").output
+    assert printed.startswith(f"{charlm.bits_per_char(model, text):.4f} bits per character")
+    with pytest.warns(UserWarning, match="1 unseen characters excluded from the score .*'Z'"):
+        assert math.isfinite(charlm.bits_per_char(model, "the Zdog"))
+    with pytest.warns(UserWarning):
+        assert math.isnan(charlm.bits_per_char(model, "tZZ"))  # nothing scored is not a perfect 0 bits
+    assert_named(lambda: charlm.bits_per_char(model, b"the"), "charlm.bits_per_char: the text must be a string")
+    assert_named(lambda: charlm.bits_per_char(model, "t"), "need at least 2 characters to score")
+
+
+def test_next_probs_are_the_distribution_sampling_draws_from(model):
+    """The model's next-character distribution after a prefix had no public call."""
+    probs = charlm.next_probs(model, "ab", top=None)
+    logits, _ = model(model.vocab.encode("ab")[None])
+    expected = torch.softmax(logits[0, -1], -1)
+    assert sorted(char for char, _ in probs) == sorted(model.vocab.chars)
+    for char, p in probs:
+        assert p == pytest.approx(expected[model.vocab.index[char]].item(), abs=1e-6)
+    assert [p for _, p in probs] == sorted((p for _, p in probs), reverse=True)
+    assert charlm.next_probs(model, "ab", top=3) == probs[:3]
+    assert charlm.generate(model, "ab", length=1, greedy=True) == "ab" + probs[0][0]
+    assert charlm.next_probs(model)[0][0] == charlm.generate(model, length=1, greedy=True)  # "": a line's start
+    assert_named(lambda: charlm.next_probs(model, 5), "charlm.next_probs: the prefix must be a string, not 5")
+    assert_named(lambda: charlm.next_probs(model, "ab", top=0), "top must be a positive integer or None, not 0")
+    assert_named(lambda: charlm.next_probs(model, "aζ"), "prefix", "'ζ'")
 
 
 @pytest.mark.parametrize(
