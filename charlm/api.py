@@ -167,14 +167,23 @@ def train(
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
     sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
-    if init_from is not None:
-        trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
-    elif resume is not False:
-        from_options(Config, options)  # rejects unknown names before touching the run
-        trainer = resume_run(None if resume is True else str(resume), options, sources)
-    else:
-        trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
-    return trainer.fit().eval()  # ready for inference, as `load` returns it
+    # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
+    with torch.random.fork_rng(devices=initialized_gpus()), threads.as_found():
+        if init_from is not None:
+            trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
+        elif resume is not False:
+            from_options(Config, options)  # rejects unknown names before touching the run
+            trainer = resume_run(None if resume is True else str(resume), options, sources)
+        else:
+            trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
+        model = trainer.fit()
+    return model.eval()  # ready for inference, as `load` returns it
+
+
+def initialized_gpus() -> list[int]:
+    """The CUDA devices whose generators the caller may have used; asking for the state of the others
+    would start CUDA in a process that does not use it."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
 
 
 @lists_options(SampleConfig)

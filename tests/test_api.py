@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM
+from charlm import CharLM, threads
 from charlm.errors import CharLMError
 
-from .conftest import cli
+from .conftest import cli, process_state
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -256,3 +256,19 @@ def test_help_lists_every_option_with_its_default(function, config_class):
     shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
     for f in dataclasses.fields(config_class):
         assert f"{f.name}={f.default!r}: " in shown, f.name
+
+
+def test_train_leaves_the_callers_threads_and_random_generator_as_it_found_them(fox_file, tiny):
+    """charlm.train left torch on the thread count its governor last chose, with the governor running
+    (a later generate or score went on changing it), and torch's generator where training's seeding and
+    dropout left it: a caller's seeded torch.rand after the call drew other numbers."""
+    with process_state():
+        torch.set_num_threads(threads.available_cores() + 1)  # a count the governor would not choose
+        found, governor = torch.get_num_threads(), threads._governor
+        torch.manual_seed(5)
+        expected = torch.rand(3)
+        torch.manual_seed(5)
+        model = charlm.train(fox_file, **tiny)
+        charlm.generate(model, "the", length=20, random_seed=1)  # a seeded sample draws from its own generator
+        assert torch.get_num_threads() == found and threads._governor is governor
+        assert torch.equal(torch.rand(3), expected)
