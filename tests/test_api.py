@@ -41,9 +41,11 @@ def test_generate_returns_every_sample_it_was_asked_for(model):
     assert_named(lambda: charlm.stream(model, "ab", num_samples=2), "charlm.stream", "num_samples", "charlm.generate")
 
 
-def test_unknown_option_is_named(fox_file):
-    with pytest.raises(CharLMError, match="unknown option\\(s\\) hiden"):
-        charlm.train(fox_file, hiden=64)
+def test_unknown_option_is_named(fox_file, model):
+    """A mistyped keyword is named with the option it was likely meant to be, as the CLI does for a flag."""
+    assert_named(lambda: charlm.train(fox_file, hiden=64), "unknown option(s) hiden (did you mean hidden?)")
+    assert_named(lambda: charlm.generate(model, temprature=0.5), "temprature (did you mean temperature?)")
+    assert_named(lambda: charlm.stream(model, topp=0.9, xyz=1), "option(s) topp (did you mean top_p?), xyz; known:")
 
 
 def assert_named(call, *fragments: str) -> None:
