@@ -50,12 +50,17 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
             return function
         lines = [f"\n\nOptions (`charlm.{config_class.__name__}`'s fields) and their defaults:"]
         for f in dataclasses.fields(config_class):
-            entry = f"{f.name}={f.default!r}: {f.metadata.get('help', '')}"
+            entry = f"{f.name}={default_of(f)!r}: {f.metadata.get('help', '')}"
             lines.append(textwrap.fill(entry, 100, initial_indent="    ", subsequent_indent="        "))
         function.__doc__ = inspect.cleandoc(function.__doc__) + "\n".join(lines)
         return function
 
     return listed
+
+
+def default_of(field: dataclasses.Field) -> object:
+    """A field's default, made by its factory where it has one (a dict or list default)."""
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def check_start(out: str | Path | None, resuming: bool, init_from: str | Path | None) -> None:

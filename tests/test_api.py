@@ -14,6 +14,7 @@ import torch
 
 import charlm
 from charlm import CharLM, threads
+from charlm.api import lists_options
 from charlm.errors import CharLMError
 
 from .conftest import cli, process_state
@@ -257,7 +258,22 @@ def test_help_lists_every_option_with_its_default(function, config_class):
     """help(charlm.train) said "`options` are `Config` fields" and named neither them nor a default."""
     shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
     for f in dataclasses.fields(config_class):
-        assert f"{f.name}={f.default!r}: " in shown, f.name
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        assert f"{f.name}={default!r}: " in shown, f.name
+
+
+def test_help_shows_a_default_made_by_a_factory():
+    """A field with a dict default (default_factory) was listed as <dataclasses._MISSING_TYPE object>."""
+
+    @dataclasses.dataclass
+    class Options:
+        bias: dict = dataclasses.field(default_factory=dict, metadata={"help": "added to the logits"})
+
+    @lists_options(Options)
+    def function() -> None:
+        """Does nothing."""
+
+    assert "bias={}: added to the logits" in function.__doc__
 
 
 def test_train_leaves_the_callers_threads_and_random_generator_as_it_found_them(fox_file, tiny):
