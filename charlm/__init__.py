@@ -4,6 +4,7 @@ import charlm
 model = charlm.train("novel.txt", max_time="10m")
 print(charlm.generate(model, "It was", length=200, temperature=0.8))
 model = charlm.load("checkpoints/novel-20260101-120000")
+print(charlm.bits_per_char(model, open("chapter.txt").read()), charlm.next_probs(model, "It wa", top=3))
 """
 
 from __future__ import annotations
@@ -12,18 +13,21 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers and editors read; at run time `__getattr__` imports these names
-    from .api import generate, load, stream, train
+    from .api import bits_per_char, generate, load, next_probs, stream, train
     from .config import Config, SampleConfig
     from .errors import CharLMError
     from .model import CharLM, ModelConfig
 
-__all__ = ["CharLM", "CharLMError", "Config", "ModelConfig", "SampleConfig", "generate", "load", "stream", "train"]
+__all__ = [
+    "CharLM", "CharLMError", "Config", "ModelConfig", "SampleConfig",
+    "bits_per_char", "generate", "load", "next_probs", "stream", "train",
+]  # fmt: skip
 __version__ = "0.1.0"
 
 # The module each public name lives in, imported on first use: `import charlm` stays free of torch's
 # import (seconds), so the `charlm` command can start, and answer Ctrl-C, before torch has loaded.
 HOMES = {
-    "generate": "api", "load": "api", "stream": "api", "train": "api",
+    "bits_per_char": "api", "generate": "api", "load": "api", "next_probs": "api", "stream": "api", "train": "api",
     "Config": "config", "SampleConfig": "config", "CharLMError": "errors",
     "CharLM": "model", "ModelConfig": "model",
 }  # fmt: skip

@@ -12,14 +12,19 @@ run's plan from its checkpoint, and build the trainer from the plan.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import math
+import textwrap
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePath
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import torch
 
-from . import checkpoint, finetune, hub, plan, runs, sampler, threads
-from .config import SHOWN, Config, from_options
+from . import checkpoint, finetune, hub, plan, runs, sampler, scoring, threads
+from .config import SHOWN, Config, SampleConfig, from_options
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
@@ -31,7 +36,31 @@ from .trainer import Trainer
 # the fine-tuning base if any -> the model to train, in place of charlm's.
 ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 
-__all__ = ["generate", "load", "stream", "train"]
+__all__ = ["bits_per_char", "generate", "load", "next_probs", "stream", "train"]
+
+Function = TypeVar("Function", bound=Callable)
+
+
+def lists_options(config_class: type) -> Callable[[Function], Function]:
+    """Ends a function's docstring with `config_class`'s fields, each with its default and help, so that
+    `help(charlm.train)` shows every option from the one place that defines them (not a copy that drifts)."""
+
+    def listed(function: Function) -> Function:
+        if function.__doc__ is None:  # python -OO drops docstrings
+            return function
+        lines = [f"\n\nOptions (`charlm.{config_class.__name__}`'s fields) and their defaults:"]
+        for f in dataclasses.fields(config_class):
+            entry = f"{f.name}={default_of(f)!r}: {f.metadata.get('help', '')}"
+            lines.append(textwrap.fill(entry, 100, initial_indent="    ", subsequent_indent="        "))
+        function.__doc__ = inspect.cleandoc(function.__doc__) + "\n".join(lines)
+        return function
+
+    return listed
+
+
+def default_of(field: dataclasses.Field) -> object:
+    """A field's default, made by its factory where it has one (a dict or list default)."""
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def check_start(out: str | Path | None, resuming: bool, init_from: str | Path | None) -> None:
@@ -124,6 +153,7 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
         )
 
 
+@lists_options(Config)
 def train(
     paths: str | Path | list[str | Path] | None = None,
     out: str | Path | None = None,
@@ -131,47 +161,82 @@ def train(
     init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
-    """Train on text files or folders (None: built-in Shakespeare) and return the trained model, in eval mode.
+    """Train on text files or folders (None: built-in Shakespeare), as `charlm train` does, and return
+    the model as it is at the end of the run, in eval mode; the run's folder, under checkpoints/ (or
+    `out`), keeps it and `best.pt`, the lowest validation bpc (`charlm.load(RUN)` loads that one).
 
-    `options` are `Config` fields (hidden=512, max_time="5m", ...). `resume=True` continues the most
-    recent run, `resume="checkpoints/run"` that run; then only limits may be given. `init_from=RUN`
-    starts a new run from RUN's weights (fine-tuning: see finetune.py).
+    `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
+    `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
+    may be given. `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
     """
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
     sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
-    if init_from is not None:
-        trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
-    elif resume is not False:
-        from_options(Config, options)  # rejects unknown names before touching the run
-        trainer = resume_run(None if resume is True else str(resume), options, sources)
-    else:
-        trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
-    return trainer.fit().eval()  # ready for inference, as `load` returns it
+    # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
+    with torch.random.fork_rng(devices=initialized_gpus()), threads.as_found():
+        if init_from is not None:
+            trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
+        elif resume is not False:
+            from_options(Config, options)  # rejects unknown names before touching the run
+            trainer = resume_run(None if resume is True else str(resume), options, sources)
+        else:
+            trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
+        model = trainer.fit()
+    return model.eval()  # ready for inference, as `load` returns it
 
 
+def initialized_gpus() -> list[int]:
+    """The CUDA devices whose generators the caller may have used; asking for the state of the others
+    would start CUDA in a process that does not use it."""
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+
+
+@lists_options(SampleConfig)
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
-    """The seed and `length` new characters; with num_samples N above 1, a list of N such texts drawn
-    in one batch (sample i with random_seed + i). Options: those of `charlm.SampleConfig` (length,
-    temperature, top_k, top_p, greedy, repetition_penalty, stop, random_seed, num_samples, precision;
-    form, template and acrostic write into a poem form or template, ending at its end; logit_bias,
-    {character or token id: -100 to 100}, added to their logits, -100 a ban)."""
+    """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
+    such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
+    fields (listed below); form, template and acrostic write into a poem form or template, ending at its end;
+    logit_bias, {character or token id: -100 to 100}, is added to their logits, -100 a ban."""
     check_model_and_seed("generate", model, seed)
     texts = sampler.generate(model, seed, **options)
     return texts if len(texts) > 1 else texts[0]
 
 
+@lists_options(SampleConfig)
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
-    """Like `generate`, but yields the text of one sample in pieces as it is made."""
+    """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
+    character at a time. Bad options are refused at the call, before the first piece."""
     check_model_and_seed("stream", model, seed)
     if (samples := sampler.sample_config(options).num_samples) != 1:
         refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
     return sampler.stream(model, seed, **options)
 
 
+def bits_per_char(model: CharLM, text: str) -> float:
+    """Bits per character of `text` under the model, as `charlm eval` scores a file (lower: the model
+    predicts it better). The first character is read, every one after it scored; characters the model
+    never saw are left out of the score (or scored as its unknown symbol), with a warning that says so."""
+    check_model_and_seed("bits_per_char", model, text, "text")
+    bits, chars = scoring.text_bits(model, text)
+    if note := scoring.unseen_note(model.vocab, text[1:]):
+        warnings.warn(note, stacklevel=2)
+    return bits / chars if chars else math.nan  # nothing scored: not a perfect 0
+
+
+def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tuple[str, float]]:
+    """The `top` likeliest next characters after `prefix` (None: all) and their probabilities, likeliest
+    first: the model's own prediction, before temperature or any other sampling option. An empty prefix
+    is the start of a line, as for `generate`."""
+    check_model_and_seed("next_probs", model, prefix, "prefix")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        refuse("next_probs", "top must be a positive integer or None", top)
+    return scoring.next_probs(model, prefix, top)
+
+
 def load(target: str | Path | None = None, device: str | torch.device = STEP_DEVICE) -> CharLM:
-    """The model of a checkpoint file or run folder (its best checkpoint; None: the latest run's), ready to
-    generate on `device` (see checkpoint.load)."""
+    """The model of a run folder or run name (its best.pt), a corpus name (its latest run's), a .pt file
+    or an exported model folder; None: the most recently updated run's. Returned in eval mode on `device`
+    (auto, cpu, cuda, cuda:N or mps), with `.vocab` (`.encode`, `.decode`), `.config` and `.device`."""
     if not (target is None or is_path(target)):
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
     if not isinstance(device, (str, torch.device)):
@@ -192,12 +257,12 @@ def is_path(value: object) -> bool:
     return isinstance(value, (str, PurePath))
 
 
-def check_model_and_seed(function: str, model: object, seed: object) -> None:
+def check_model_and_seed(function: str, model: object, seed: object, what: str = "seed") -> None:
     if not isinstance(model, CharLM):
         hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
         refuse(function, "the model must be a charlm.CharLM", model, hint)
     if not isinstance(seed, str):
-        refuse(function, "the seed must be a string", seed)
+        refuse(function, f"the {what} must be a string", seed)
 
 
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:

@@ -21,10 +21,9 @@ from .errors import CharLMError, SaidElsewhere
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .plot import plot_runs
-from .scoring import total_bits, unseen_note
+from .scoring import text_bits, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
-from .vocab import UnknownCharacterWarning
 
 
 class Group(click.Group):
@@ -117,13 +116,8 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     rows, scored_texts, bits, chars, length = [], [], 0.0, 0, 0
     for path in paths:
         text = read_texts([str(path)], encoding, model.vocab.normalize)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnknownCharacterWarning)  # reported below, counted
-            ids = model.vocab.encode(text, what=str(path), unseen=True)
-        if ids.numel() < 2:
-            raise CharLMError(f"{path}: need at least 2 characters to score")
         label = path.name if len(paths) > 1 else "scoring"
-        file_bits, file_chars = total_bits(model, ids, progress=not quiet, label=label)
+        file_bits, file_chars = text_bits(model, text, str(path), progress=not quiet, label=label)
         rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{len(text):,}"])
         scored_texts.append(text[1:])  # the first character is read, never scored
         bits, chars, length = bits + file_bits, chars + file_chars, length + len(text)

@@ -7,6 +7,7 @@ a default is never written twice. A checkpoint stores the config as a plain dict
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import reprlib
 import types
@@ -311,11 +312,18 @@ def check_choices(config: object) -> None:
 
 def from_options(config_class: type[T], options: dict, what: str = "option") -> T:
     """Build a config dataclass from keyword options, naming any unknown ones."""
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(options) - known)
+    known = sorted(f.name for f in dataclasses.fields(config_class))
+    unknown = sorted(set(options) - set(known))
     if unknown:
-        raise CharLMError(f"unknown {what}(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        named = ", ".join(meant(name, known) for name in unknown)
+        raise CharLMError(f"unknown {what}(s) {named}; known: {', '.join(known)}")
     return config_class(**options)
+
+
+def meant(name: str, known: list[str]) -> str:
+    """A mistyped keyword and the known one it is closest to, as the CLI suggests for a mistyped option."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"{name} (did you mean {close[0]}?)" if close else name
 
 
 def check_seed(seed: int) -> None:

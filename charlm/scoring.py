@@ -2,10 +2,12 @@
 validation, `charlm inspect` and the server's log-probabilities.
 
 - `bits_per_char`: bits per character of a token stream, as one pass over it scores it, the state
-  carried from its first token to its last (validation and `charlm eval`);
+  carried from its first token to its last (validation; `text_bits`: a text, for `charlm eval` and
+  `charlm.bits_per_char`);
 - `surprise`: the bits spent on each token of a text and the model's top guesses before it (the
   inspect page, and `prompt_logprobs` for the server's `echo`); `top_logprobs` the same for a batch
-  of next-token logits (the server's `logprobs` while sampling);
+  of next-token logits (the server's `logprobs` while sampling); `next_probs` the distribution
+  after a prefix (`charlm.next_probs`);
 - `trace`: everything the model computes on a text, character by character: its predictions, every
   layer's gates, cell states and hidden states, as numpy arrays a notebook can plot.
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +50,7 @@ from .cells import gru_cell, lstm_cell
 from .device import has_float64
 from .errors import CharLMError
 from .model import CharLM, State, inference, map_state
-from .vocab import UNSEEN, Vocabulary
+from .vocab import UNSEEN, UnknownCharacterWarning, Vocabulary
 
 LOG2E = 1.0 / math.log(2.0)  # bits per nat
 TOP = 5  # guesses `surprise` keeps before each token by default
@@ -120,6 +123,20 @@ def total_bits(
             bar.update(window_chars)
             threads.record(time.perf_counter() - started, int(inside.sum()), "score")
     return total_nats.item() * LOG2E, chars
+
+
+def text_bits(
+    model: CharLM, text: str, what: str = "text", progress: bool = False, label: str = "scoring"
+) -> tuple[float, int]:
+    """`total_bits` of a text, as `charlm eval` scores a file: its first character is read, every one
+    after it predicted. Characters the model never saw are read and left out of the score, or scored as
+    its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownCharacterWarning)
+        ids = model.vocab.encode(text, what=what, unseen=True)
+    if ids.numel() < 2:
+        raise CharLMError(f"{what}: need at least 2 characters to score")
+    return total_bits(model, ids, progress=progress, label=label)
 
 
 def widest_float(device: torch.device) -> torch.dtype:
@@ -373,6 +390,17 @@ def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Te
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     values, ids = logprobs.topk(min(top, logprobs.size(-1)), dim=-1)
     return logprobs, values, ids
+
+
+def next_probs(model: CharLM, prefix: str, top: int | None = None) -> list[tuple[str, float]]:
+    """The `top` likeliest tokens after `prefix` (None: every one) with their probabilities, likeliest
+    first: the model's own distribution, before any temperature or penalty, after reading the prefix as
+    sampling reads a seed (empty: the start of a line)."""
+    ids = model.vocab.encode(prefix or model.vocab.start_text(), what="prefix")
+    with inference(model):
+        logits, _ = model(ids[None])
+        _, values, top_ids = top_logprobs(logits[0, -1], top or len(model.vocab))
+    return [(model.vocab.decode([i]), math.exp(v)) for i, v in zip(top_ids.tolist(), values.tolist())]
 
 
 def prompt_logprobs(model: CharLM, prompt: str, top: int) -> list[tuple[str, float | None, list | None]]:

@@ -20,9 +20,10 @@ does not run on these threads).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -138,6 +139,20 @@ def configure(threads: int | None, device: torch.device | None = None) -> None:
         _governor = None
     elif _governor is None:
         _governor = Governor(share_of_cores())
+
+
+@contextlib.contextmanager
+def as_found() -> Iterator[None]:
+    """Puts back the thread count, and the governor or pinned count, that a library call found: after
+    `charlm.train` the caller's process keeps its own count, and no governor left running goes on
+    changing it while the caller samples or scores."""
+    global _governor, _pinned
+    count, governor, pinned = torch.get_num_threads(), _governor, _pinned
+    try:
+        yield
+    finally:
+        _governor, _pinned = governor, pinned
+        torch.set_num_threads(count)
 
 
 def share_of_cores() -> int:

@@ -1,6 +1,9 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
+import dataclasses
 import itertools
+import math
+import pydoc
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -10,8 +13,11 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM
+from charlm import CharLM, threads
+from charlm.api import lists_options
 from charlm.errors import CharLMError
+
+from .conftest import cli, process_state
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -36,9 +42,11 @@ def test_generate_returns_every_sample_it_was_asked_for(model):
     assert_named(lambda: charlm.stream(model, "ab", num_samples=2), "charlm.stream", "num_samples", "charlm.generate")
 
 
-def test_unknown_option_is_named(fox_file):
-    with pytest.raises(CharLMError, match="unknown option\\(s\\) hiden"):
-        charlm.train(fox_file, hiden=64)
+def test_unknown_option_is_named(fox_file, model):
+    """A mistyped keyword is named with the option it was likely meant to be, as the CLI does for a flag."""
+    assert_named(lambda: charlm.train(fox_file, hiden=64), "unknown option(s) hiden (did you mean hidden?)")
+    assert_named(lambda: charlm.generate(model, temprature=0.5), "temprature (did you mean temperature?)")
+    assert_named(lambda: charlm.stream(model, topp=0.9, xyz=1), "option(s) topp (did you mean top_p?), xyz; known:")
 
 
 def assert_named(call, *fragments: str) -> None:
@@ -206,3 +214,79 @@ def test_the_package_lists_and_gives_its_public_names_before_they_are_imported()
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "module 'charlm' has no attribute 'nothing'"
+
+
+def test_bits_per_char_of_a_text_is_what_charlm_eval_prints(fox_file, tiny):
+    """A text's bits per character took, from Python, charlm.scoring's functions of token ids and the
+    vocabulary's encode with its options: now one public call, the number `charlm eval` prints."""
+    charlm.train(fox_file, out="scored", **tiny)
+    model = charlm.load("scored")
+    text = "the lazy dog jumps over the quick brown fox\n" * 3
+    Path("held.txt").write_text(text, encoding="utf-8")
+    printed = cli("eval", "scored", "held.txt", "--quiet").output
+    assert printed.startswith(f"{charlm.bits_per_char(model, text):.4f} bits per character")
+    with pytest.warns(UserWarning, match="1 unseen characters excluded from the score .*'Z'"):
+        assert math.isfinite(charlm.bits_per_char(model, "the Zdog"))
+    with pytest.warns(UserWarning):
+        assert math.isnan(charlm.bits_per_char(model, "tZZ"))  # nothing scored is not a perfect 0 bits
+    assert_named(lambda: charlm.bits_per_char(model, b"the"), "charlm.bits_per_char: the text must be a string")
+    assert_named(lambda: charlm.bits_per_char(model, "t"), "need at least 2 characters to score")
+
+
+def test_next_probs_are_the_distribution_sampling_draws_from(model):
+    """The model's next-character distribution after a prefix had no public call."""
+    probs = charlm.next_probs(model, "ab", top=None)
+    logits, _ = model(model.vocab.encode("ab")[None])
+    expected = torch.softmax(logits[0, -1], -1)
+    assert sorted(char for char, _ in probs) == sorted(model.vocab.chars)
+    for char, p in probs:
+        assert p == pytest.approx(expected[model.vocab.index[char]].item(), abs=1e-6)
+    assert [p for _, p in probs] == sorted((p for _, p in probs), reverse=True)
+    assert charlm.next_probs(model, "ab", top=3) == probs[:3]
+    assert charlm.generate(model, "ab", length=1, greedy=True) == "ab" + probs[0][0]
+    assert charlm.next_probs(model)[0][0] == charlm.generate(model, length=1, greedy=True)  # "": a line's start
+    assert_named(lambda: charlm.next_probs(model, 5), "charlm.next_probs: the prefix must be a string, not 5")
+    assert_named(lambda: charlm.next_probs(model, "ab", top=0), "top must be a positive integer or None, not 0")
+    assert_named(lambda: charlm.next_probs(model, "aζ"), "prefix", "'ζ'")
+
+
+@pytest.mark.parametrize(
+    "function, config_class",
+    [(charlm.train, charlm.Config), (charlm.generate, charlm.SampleConfig), (charlm.stream, charlm.SampleConfig)],
+)
+def test_help_lists_every_option_with_its_default(function, config_class):
+    """help(charlm.train) said "`options` are `Config` fields" and named neither them nor a default."""
+    shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
+    for f in dataclasses.fields(config_class):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        assert f"{f.name}={default!r}: " in shown, f.name
+
+
+def test_help_shows_a_default_made_by_a_factory():
+    """A field with a dict default (default_factory) was listed as <dataclasses._MISSING_TYPE object>."""
+
+    @dataclasses.dataclass
+    class Options:
+        bias: dict = dataclasses.field(default_factory=dict, metadata={"help": "added to the logits"})
+
+    @lists_options(Options)
+    def function() -> None:
+        """Does nothing."""
+
+    assert "bias={}: added to the logits" in function.__doc__
+
+
+def test_train_leaves_the_callers_threads_and_random_generator_as_it_found_them(fox_file, tiny):
+    """charlm.train left torch on the thread count its governor last chose, with the governor running
+    (a later generate or score went on changing it), and torch's generator where training's seeding and
+    dropout left it: a caller's seeded torch.rand after the call drew other numbers."""
+    with process_state():
+        torch.set_num_threads(threads.available_cores() + 1)  # a count the governor would not choose
+        found, governor = torch.get_num_threads(), threads._governor
+        torch.manual_seed(5)
+        expected = torch.rand(3)
+        torch.manual_seed(5)
+        model = charlm.train(fox_file, **tiny)
+        charlm.generate(model, "the", length=20, random_seed=1)  # a seeded sample draws from its own generator
+        assert torch.get_num_threads() == found and threads._governor is governor
+        assert torch.equal(torch.rand(3), expected)
