@@ -340,9 +340,14 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
-def parse_duration(text: str | float | None, flag: str = "--max-time") -> float | None:
-    """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit."""
+def parse_duration(
+    text: str | float | None, flag: str = "--max-time", required: bool = False, most: float | None = None
+) -> float | None:
+    """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit, unless
+    `required`; `most`: the most seconds `flag` takes."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
+        if required:
+            raise CharLMError(f"{flag} needs a duration, such as 5m or 1h")
         return None
     if isinstance(text, (int, float)):
         seconds = float(text)
@@ -355,7 +360,10 @@ def parse_duration(text: str | float | None, flag: str = "--max-time") -> float 
             raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if seconds <= 0:
-        raise CharLMError(f"{flag} must be positive, not {text!r} (use 'none' for no limit)")
+        remedy = "give a duration such as 5m or 1h" if required else "use 'none' for no limit"
+        raise CharLMError(f"{flag} must be positive, not {text!r} ({remedy})")
+    if most is not None and seconds > most:
+        raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {text!r}")
     return seconds
 
 
