@@ -41,7 +41,7 @@ from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
-from .runs import pending, resolve, resume_command
+from .runs import kept_aside, pending, resolve, resume_command
 from .vocab import Vocab, Vocabulary
 
 MAGIC = b"charlm-checkpoint\n"
@@ -119,6 +119,15 @@ def read_bytes(path: Path) -> bytes:
         raise files.cannot_read(path, e) from None
 
 
+def remedy(path: Path) -> str:
+    """What to do about a damaged checkpoint file: use the run's other one, or, for one kept aside
+    (which a run folder names while it is the newer), delete it so that the one it stands for is used."""
+    original = kept_aside(Path(path))
+    if original is None:
+        return "use the run's other checkpoint"
+    return f"it was kept aside for {original.name}: delete it to use {original}"
+
+
 def parse_payload(data: bytes, path: Path) -> dict:
     """The payload of a checkpoint file's bytes, verified; `path` names it in errors."""
     if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
@@ -131,19 +140,19 @@ def parse_payload(data: bytes, path: Path) -> dict:
         header = json.loads(header_line)
         version, size, digest = header["version"], header["bytes"], header["sha256"]
     except (ValueError, KeyError, TypeError):
-        raise CharLMError(f"{path}: damaged checkpoint header") from None
+        raise CharLMError(f"{path}: damaged checkpoint header; {remedy(path)}") from None
     if version not in READS:
         raise CharLMError(
             f"{path}: checkpoint format {version} is not supported by this charlm (reads {', '.join(map(str, READS))})"
         )
     if len(body) != size:
-        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); use the run's other checkpoint")
+        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {remedy(path)}")
     if hashlib.sha256(body).hexdigest() != digest:
-        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); use the run's other checkpoint")
+        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {remedy(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
-        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; use the run's other checkpoint") from None
+        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; {remedy(path)}") from None
     if not isinstance(payload, dict):
         raise CharLMError(f"{path}: not a charlm checkpoint")
     return payload if version == VERSION else _upgrade_v2(payload)
@@ -372,7 +381,7 @@ def parse(payload: dict, path: Path) -> Checkpoint:
         why = _reason(e)
     if Path(path).is_dir():
         raise CharLMError(f"{path}: damaged model folder ({why}); export it again from its run") from None
-    raise CharLMError(f"{path}: checkpoint is damaged ({why}); use the run's other checkpoint") from None
+    raise CharLMError(f"{path}: checkpoint is damaged ({why}); {remedy(path)}") from None
 
 
 @contextlib.contextmanager

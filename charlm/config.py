@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import numbers
 import re
 import reprlib
 import types
@@ -256,14 +257,29 @@ def check_types(config: object) -> None:
     """Every field of a config dataclass holds a value of its annotated type, so that a Python caller's
     hidden="32" or quiet="no" is named here rather than met later as a TypeError (or taken as True).
     The CLI's values are typed by click already. An int is a float; a bool is not an int; a list or
-    tuple of numbers is a `tuple[float, ...]`."""
+    tuple of numbers is a `tuple[float, ...]`. A numpy number is taken as the Python one (`plain`)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
-        hint, value = hints[f.name], getattr(config, f.name)
+        hint, value = hints[f.name], plain(getattr(config, f.name))
+        setattr(config, f.name, value)
         if not holds(value, hint):
             names = [_kind_name(kind) for kind in kinds_of(hint)]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
             raise CharLMError(f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}")
+
+
+def plain(value: object) -> object:
+    """`value` with numpy's (or any other library's) integers and reals as Python's int and float, in a
+    dict or list too: np.float32(0.5) is a temperature, np.int64(3) a token id, and run.json is JSON."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, int):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {plain(key): plain(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(map(plain, value))
+    return value
 
 
 def kinds_of(hint: object) -> tuple:
@@ -340,9 +356,14 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
-def parse_duration(text: str | float | None, flag: str = "--max-time") -> float | None:
-    """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit."""
+def parse_duration(
+    text: str | float | None, flag: str = "--max-time", required: bool = False, most: float | None = None
+) -> float | None:
+    """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit, unless
+    `required`; `most`: the most seconds `flag` takes."""
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
+        if required:
+            raise CharLMError(f"{flag} needs a duration, such as 5m or 1h")
         return None
     if isinstance(text, (int, float)):
         seconds = float(text)
@@ -355,7 +376,10 @@ def parse_duration(text: str | float | None, flag: str = "--max-time") -> float 
             raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if seconds <= 0:
-        raise CharLMError(f"{flag} must be positive, not {text!r} (use 'none' for no limit)")
+        remedy = "give a duration such as 5m or 1h" if required else "use 'none' for no limit"
+        raise CharLMError(f"{flag} must be positive, not {text!r} ({remedy})")
+    if most is not None and seconds > most:
+        raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {text!r}")
     return seconds
 
 

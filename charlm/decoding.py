@@ -14,6 +14,8 @@ that; a bias of -100 bans the token outright, as a template's mask does, whateve
 
 from __future__ import annotations
 
+import unicodedata
+
 import torch
 
 from .config import MAX_LOGIT_BIAS, SampleConfig
@@ -82,12 +84,27 @@ def bias_vector(logit_bias: dict[str | int, float] | None, vocab: Vocabulary) ->
     return vector
 
 
+def characters(text: str) -> list[str]:
+    """The characters of `text` as a reader sees them: a combining mark stays with the character
+    before it, so `--ban` of a decomposed 'é' (a macOS terminal's) is one key, not 'e' and a mark."""
+    chars: list[str] = []
+    for c in text:
+        if chars and unicodedata.combining(c):
+            chars[-1] += c
+        else:
+            chars.append(c)
+    return chars
+
+
 def never_written(key: str | int, vocab: Vocabulary) -> bool:
-    """Whether `key` is a single character a character model does not have."""
-    if isinstance(key, int) or not vocab.one_char_per_id:
+    """Whether `key` is a character a character model cannot write: one it does not have, or one its
+    normalization turns into others ('ﬁ' under nfkc is 'fi': the model writes 'f' and 'i', never 'ﬁ')."""
+    if isinstance(key, int) or not vocab.one_char_per_id or len(characters(key)) != 1:
         return False
     char = vocab.normalized(key)
-    return len(char) == 1 and not vocab.knows(char)
+    if len(char) == 1:
+        return not vocab.knows(char)
+    return char != key or not all(map(vocab.knows, char))
 
 
 def token_id(key: str | int, vocab: Vocabulary) -> int:
@@ -100,12 +117,21 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
         raise CharLMError(
             f"logit_bias (--ban): {key!r}: a sentencepiece model's tokens are pieces, not characters; give token ids"
         )
+    hint = f" (a token id is an int: {int(key)}, not {key!r})" if key.isascii() and key.isdigit() else ""
+    if len(characters(key)) != 1:
+        raise CharLMError(f"logit_bias keys are single characters or token ids, not {key!r}{hint}")
     char = vocab.normalized(key)
-    if len(char) != 1:
-        raise CharLMError(f"logit_bias keys are single characters or token ids, not {key!r}")
-    if not vocab.knows(char):
-        raise CharLMError(f"logit_bias: the model never writes {vocab.name_unseen(char)}; leave it out")
-    return vocab.index[char]
+    if len(char) == 1 and vocab.knows(char):
+        return vocab.index[char]
+    if len(char) == 1:
+        raise CharLMError(f"logit_bias: the model never writes {vocab.name_unseen(char)}{hint}; leave it out")
+    if char != key:
+        raise CharLMError(
+            f"logit_bias: the model never writes {key!r}: its normalization ({vocab.normalize}) reads it as "
+            f"{char!r}; leave it out"
+        )
+    shown = " ".join(map(repr, char))
+    raise CharLMError(f"logit_bias: {key!r} is {len(char)} characters to this model ({shown}); give them one by one")
 
 
 class RowSampler:

@@ -276,6 +276,14 @@ def pending(path: Path) -> Path:
     return path.with_name(f"{path.stem}.pending{path.suffix}")
 
 
+def kept_aside(path: Path) -> Path | None:
+    """The checkpoint `path` stands in for when it is one kept aside (latest.pending.pt -> latest.pt), else None."""
+    path = Path(path)
+    if not path.stem.endswith(".pending"):
+        return None
+    return path.with_name(path.stem.removesuffix(".pending") + path.suffix)
+
+
 def newest_of(path: Path) -> Path:
     """`path`, or its pending checkpoint where that was written after it: a run that ended while a
     reader held latest.pt open goes on from its last step, and a sample comes from its best model."""

@@ -290,3 +290,21 @@ def test_checking_a_checkpoint_builds_no_model_and_imports_no_compiler(trained):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_damaged_checkpoint_kept_aside_says_to_delete_it(fox_file, tiny):
+    """A run folder names latest.pending.pt while it is the newer (a checkpoint kept aside on Windows);
+    damaged, `sample`, `info` and `train --resume` all stopped at it, told to 'use the run's other
+    checkpoint', which they could not name (the folder gives the damaged file). Delete it, the line
+    says, and the one it stands for is used."""
+    charlm.train(fox_file, out="run", **tiny)
+    folder = Path("checkpoints/run")
+    for name, damage in (("latest", b"charlm-checkpoint\n{\n"), ("best", (folder / "best.pt").read_bytes()[:-9])):
+        aside = runs.pending(folder / f"{name}.pt")
+        aside.write_bytes(damage)  # written after the .pt file: the newer, which the folder names
+        command = ["train", "--resume", "run", "--max-steps", "30"] if name == "latest" else ["info", "run"]
+        assert_one_line_error(
+            cli(*command), str(aside), f"it was kept aside for {name}.pt: delete it to use {folder / name}.pt"
+        )
+        aside.unlink()
+        assert cli(*command).exit_code == 0

@@ -257,6 +257,23 @@ def test_ban_keeps_its_characters_out_of_every_sample(trained):
     assert len(greedy) == len("the") + 100 + 1 and not set(greedy[len("the") : -1]) & set("e o"), greedy
     unknown = cli("sample", "--seed", "the", "--length", "100", "--greedy", "--ban", "e o\u03a9").output
     assert unknown == greedy
+    # a decomposed 'é' (e and a combining acute, as a macOS terminal sends it) is one character, which
+    # the fox never writes: it banned every 'e'
+    drawn = ["sample", "--seed", "the", "--length", "300", "--random-seed", "1"]
+    plain = cli(*drawn).output
+    assert "e" in plain[len("the") :] and cli(*drawn, "--ban", "e\u0301").output == plain, plain
+
+
+@pytest.mark.parametrize(
+    ("timeout", "fragment"),
+    [
+        ("0", "--peer-timeout must be positive, not '0' (give a duration such as 5m or 1h)"),  # told to use none
+        ("none", "--peer-timeout needs a duration, such as 5m or 1h"),
+        ("99999999999999999999h", "--peer-timeout must be at most 168h"),  # a traceback under torchrun
+    ],
+)
+def test_a_peer_timeout_that_cannot_be_used_is_one_line(fox_file, timeout, fragment):
+    assert_one_line_error(cli("train", str(fox_file), "--peer-timeout", timeout, *TINY_ARGS), fragment)
 
 
 def test_resuming_a_run_whose_limit_is_spent_says_to_give_a_larger_one(trained):

@@ -88,3 +88,23 @@ def test_every_option_of_the_wrong_type_is_named(config_class):
         name = field.name if field.name == "logit_bias" else f"--{field.name.replace('_', '-')}"
         with pytest.raises(CharLMError, match=f"^{name} must be .*, not <object object"):
             config_class(**{field.name: object()})
+
+
+def test_numpy_numbers_are_taken_as_pythons():
+    """np.float32(0.5) is a temperature and np.int64(3) a token id or a size, as a caller who computed
+    them with numpy means them: they were refused as not numbers ('must be a number ..., not
+    np.float32(0.5)'); they are kept as Python's int and float, so run.json stays JSON."""
+    import json
+
+    import numpy as np
+
+    config = SampleConfig(
+        temperature=np.float32(0.5), top_k=np.int64(4), logit_bias={np.int64(3): np.float32(-100.0), "a": np.int8(2)}
+    )
+    assert (config.temperature, config.top_k, config.logit_bias) == (0.5, 4, {3: -100.0, "a": 2})
+    assert type(config.top_k) is int and all(type(v) in (int, float) for v in [*config.logit_bias.values(), 3])
+    assert SampleConfig(temperature=[np.float64(0.5), np.float32(1.0)]).temperature == (0.5, 1.0)
+    train = Config(hidden=np.int64(32), lr=np.float32(0.5))
+    assert json.loads(json.dumps(train.to_dict()))["hidden"] == 32
+    with pytest.raises(CharLMError, match="--top-k must be an integer or None, not np.True_"):
+        SampleConfig(top_k=np.bool_(True))  # a numpy bool is no more a number than Python's

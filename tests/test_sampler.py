@@ -302,6 +302,28 @@ def test_a_logit_bias_that_cannot_be_used_is_named(logit_bias, message):
         generate(fixed_distribution(DISTRIBUTION), "a", length=5, logit_bias=logit_bias)
 
 
+def test_a_ban_is_of_the_character_the_model_writes_after_its_normalization():
+    """A decomposed 'é' (e + U+0301, as a macOS terminal types it) is one character to ban: --ban
+    split it into 'e' and the mark and banned every 'e'. Under nfkc 'ﬁ' is 'fi', never written as
+    such: a ban of it holds already, a bias on it is refused naming the normalization (it was told
+    'keys are single characters', which it is); '10' is told that a token id is an int."""
+    from charlm.decoding import characters
+
+    assert characters("e\u0301a\u0301\u0323b") == ["e\u0301", "a\u0301\u0323", "b"]
+    nfc = make_model(Vocab(list("abeé"), normalize="nfc"), layers=1, hidden=8).eval()
+    text = generate(nfc, "a", length=400, random_seed=0, temperature=3.0, logit_bias={"e\u0301": -100})[0]
+    assert "é" not in text and "e" in text
+    nfkc = make_model(Vocab(list("afi"), normalize="nfkc"), layers=1, hidden=8).eval()
+    assert generate(nfkc, "a", length=50, random_seed=0, logit_bias={"ﬁ": -100}) == generate(
+        nfkc, "a", length=50, random_seed=0
+    )
+    with pytest.raises(CharLMError, match=r"never writes 'ﬁ': its normalization \(nfkc\) reads it as 'fi'"):
+        generate(nfkc, "a", length=5, logit_bias={"ﬁ": 5})
+    for key in ("1", "10"):
+        with pytest.raises(CharLMError, match=rf"a token id is an int: {key}, not '{key}'"):
+            generate(nfkc, "a", length=5, logit_bias={key: 5})
+
+
 def test_a_logit_bias_by_character_and_by_token_id_is_the_same_bias():
     model = fixed_distribution(DISTRIBUTION)
     by_char = generate(model, "a", length=300, random_seed=4, num_samples=2, logit_bias={"a": -100, "d": 2.5})

@@ -513,6 +513,7 @@ def test_a_biased_request_is_the_same_text_beside_others_that_come_and_go(server
         ({str(i): 1 for i in range(1025)}, "logit_bias may hold at most 1,024 tokens, not 1,025"),
         ({"32": 1}, "logit_bias: token id 32 is not one of the model's (0 to 31)"),
         ({str(i): -100 for i in range(32)}, "logit_bias bans every token the model has"),
+        ({"1": -100, "01": 5}, 'logit_bias gives token 1 twice ("1" and "01"); give it once'),  # took the last
     ],
 )
 def test_a_logit_bias_the_server_cannot_use_is_a_400_naming_it(client, server, logit_bias, message):

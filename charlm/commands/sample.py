@@ -17,6 +17,7 @@ import click
 from .. import checkpoint, outputs, sampler, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import read_text
+from ..decoding import characters
 from ..errors import CharLMError
 from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
@@ -83,12 +84,12 @@ def sample(
 
 def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
     """The sampling options given, one config per temperature of a `--temperature` list; `--ban`'s
-    characters as a logit bias of -100 each. `\\n` and `\\t` in --stop and --ban are a line break and
+    characters (a combining mark with the one before it) as a logit bias of -100 each. `\\n` and `\\t` in --stop and --ban are a line break and
     a tab, so a shell user can write `--stop '\\n\\n'` for a blank line."""
     if "stop" in given:
         given["stop"] = unescaped(given["stop"])
     if ban:
-        given["logit_bias"] = dict.fromkeys(unescaped(ban), -MAX_LOGIT_BIAS)
+        given["logit_bias"] = dict.fromkeys(characters(unescaped(ban)), -MAX_LOGIT_BIAS)
     temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
     return [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
 

@@ -10,8 +10,7 @@ import click
 from .. import api, checkpoint, runs, sizing
 from ..config import Config, parse_duration
 from ..device import precision_text
-from ..distributed import PEER_TIMEOUT, Ranks
-from ..errors import CharLMError
+from ..distributed import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Ranks
 from ..trainer import SAMPLE_CHARS
 from .options import options_of
 
@@ -52,9 +51,7 @@ def train(
     ranks = Ranks.from_env()
     with ranks.alike():  # every rank reads the options alike, before the processes meet: rank 0 says what fails
         api.check_start(out, resume is not None, init_from)
-        timeout = parse_duration(peer_timeout, "--peer-timeout")
-        if timeout is None:
-            raise CharLMError("--peer-timeout needs a duration, such as 5m or 1h")
+        timeout = parse_duration(peer_timeout, "--peer-timeout", required=True, most=MAX_PEER_TIMEOUT)
         if resume is None:
             # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
             ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)

@@ -377,14 +377,21 @@ def logit_bias_of(body: dict) -> dict[int, float] | None:
             400, f"logit_bias may hold at most {MAX_BIASED:,} tokens, not {len(value):,}", "logit_bias",
             "invalid_value",
         )  # fmt: skip
-    biases = {}
+    biases, keys = {}, {}
     for key in value:
         if not (key.isascii() and key.isdigit() and len(key) <= 10):  # ids below 2**32; int() of 5,000 digits raises
             raise APIError(
                 400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(key)}", "logit_bias",
                 "invalid_value",
             )  # fmt: skip
-        biases[int(key)] = number(value, key, None, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS, within="logit_bias")
+        token = int(key)
+        if token in keys:  # "1" and "01": which bias was meant?
+            raise APIError(
+                400, f"logit_bias gives token {token} twice ({json.dumps(keys[token])} and {json.dumps(key)}); "
+                "give it once", "logit_bias", "invalid_value",
+            )  # fmt: skip
+        keys[token] = key
+        biases[token] = number(value, key, None, -MAX_LOGIT_BIAS, MAX_LOGIT_BIAS, within="logit_bias")
     return biases or None
 
 
