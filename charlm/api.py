@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import textwrap
 import warnings
 from collections.abc import Callable, Iterator
@@ -220,7 +219,7 @@ def bits_per_char(model: CharLM, text: str) -> float:
     bits, chars = scoring.text_bits(model, text)
     if note := scoring.unseen_note(model.vocab, text[1:]):
         warnings.warn(note, stacklevel=2)
-    return bits / chars if chars else math.nan  # nothing scored: not a perfect 0
+    return bits / chars
 
 
 def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tuple[str, float]]:

@@ -136,7 +136,10 @@ def text_bits(
         ids = model.vocab.encode(text, what=what, unseen=True)
     if ids.numel() < 2:
         raise CharLMError(f"{what}: need at least 2 characters to score")
-    return total_bits(model, ids, progress=progress, label=label)
+    bits, chars = total_bits(model, ids, progress=progress, label=label)
+    if not chars:  # every character after the first unseen: a score of 0 bits would read as perfect
+        raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
+    return bits, chars
 
 
 def widest_float(device: torch.device) -> torch.dtype:
