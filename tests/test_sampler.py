@@ -1,6 +1,7 @@
 import collections
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -216,6 +217,20 @@ def test_a_normalizing_model_prints_the_seed_it_read():
     model = make_model(Vocab(list("宝玉道:\n"), normalize="nfkc"), layers=1, hidden=8).eval()
     for text in (generate(model, "宝玉道：", length=5, random_seed=0)[0], "".join(stream(model, "宝玉道：", length=5))):
         assert text.startswith("宝玉道:") and len(text) == 4 + 5
+
+
+def test_a_normalizing_model_stops_at_the_stop_text_as_it_writes_it():
+    """An nfkc model writes "！" as "!": `--stop '！'` was matched as typed, never met, and the sample
+    ran to its length (with a warning that the model never writes '！', did you mean '!')."""
+    model = fixed_distribution({"好": 0.5, "!": 0.5})
+    model.vocab = Vocab(model.vocab.chars, normalize="nfkc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        texts = generate(model, "好", length=200, stop="！", num_samples=4, random_seed=0)
+    assert all(t.endswith("!") and t.count("!") == 1 and len(t) < 201 for t in texts), texts
+    conversation = Conversation(model, SampleConfig(length=200, stop="！", random_seed=0))
+    assert "".join(conversation.turn("好")).count("!") == 1
+    assert "".join(conversation.turn("好")).endswith("!")
 
 
 # --- logit_bias: OpenAI's, added to a sample's logits before everything else -------------------

@@ -603,6 +603,29 @@ def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
         assert "".join(tokens) == choice.text
 
 
+def test_a_stop_text_is_matched_as_a_normalizing_model_writes_it():
+    """An nfkc model writes "," for "，": `stop=["，"]` was never met and every sample ran to max_tokens."""
+    torch.manual_seed(0)
+    model = make_model(Vocab("好,\n", normalize="nfkc"), layers=1, hidden=16).eval()
+    app = create_app({"nfkc": lambda: model}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        options = {"model": "nfkc", "prompt": "好", "max_tokens": 300, "seed": 1, "n": 4}
+        free = [c.text for c in client.completions.create(**options).choices]
+        assert all("," in text for text in free), free  # each sample writes the stop text
+        for stream in (False, True):
+            made: dict[int, str] = {}
+            reasons: dict[int, str] = {}
+            response = client.completions.create(stop=["，"], stream=stream, **options)
+            for part in response if stream else [response]:
+                for c in part.choices:
+                    made[c.index] = made.get(c.index, "") + c.text
+                    reasons[c.index] = c.finish_reason or reasons.get(c.index)
+            assert [made[i] for i in range(4)] == [text[: text.index(",")] for text in free]
+            assert set(reasons.values()) == {"stop"}
+
+
 def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     messages = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hello there"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, seed=9)
