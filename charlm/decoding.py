@@ -101,6 +101,11 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
             f"logit_bias (--ban): {key!r}: a sentencepiece model's tokens are pieces, not characters; give token ids"
         )
     char = vocab.normalized(key)
+    if len(key) == 1 and len(char) != 1:  # nfkc: "…" is "...", which a ban of "." alone would also stop
+        raise CharLMError(
+            f"logit_bias (--ban): {key!r} is {char!r} to this model (its text is {vocab.normalize.upper()}-normalized); "
+            "ban those characters instead"
+        )
     if len(char) != 1:
         raise CharLMError(f"logit_bias keys are single characters or token ids, not {key!r}")
     if not vocab.knows(char):

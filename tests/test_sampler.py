@@ -317,6 +317,17 @@ def test_a_logit_bias_that_cannot_be_used_is_named(logit_bias, message):
         generate(fixed_distribution(DISTRIBUTION), "a", length=5, logit_bias=logit_bias)
 
 
+def test_a_ban_of_a_character_an_nfkc_model_reads_as_several_says_so():
+    """`--ban '…'` on an nfkc model (README.zh's advice for half-width punctuation) said "logit_bias keys
+    are single characters or token ids, not '…'", of a single character: the model reads it as "..."."""
+    model = fixed_distribution({"好": 0.5, ".": 0.5})
+    model.vocab = Vocab(model.vocab.chars, normalize="nfkc")
+    message = r"logit_bias \(--ban\): '…' is '...' to this model \(its text is NFKC-normalized\); ban those"
+    with pytest.raises(CharLMError, match=message):
+        generate(model, "好", length=5, logit_bias={"…": -100})
+    assert set(generate(model, "好", length=50, logit_bias={"。": -100, "．": -100}, random_seed=0)[0]) == {"好"}
+
+
 def test_a_logit_bias_by_character_and_by_token_id_is_the_same_bias():
     model = fixed_distribution(DISTRIBUTION)
     by_char = generate(model, "a", length=300, random_seed=4, num_samples=2, logit_bias={"a": -100, "d": 2.5})
