@@ -584,15 +584,20 @@ def test_an_echoed_characters_logprob_is_its_own_entry_among_the_alternatives(cl
     assert len(pairs) > 50 and all(abs(own - listed) < 1e-12 for own, listed in pairs)
 
 
+@contextlib.contextmanager
+def serving(vocab: Vocab, name: str):
+    """A client of a server of one small untrained model of `vocab`, named `name`."""
+    torch.manual_seed(0)
+    model = make_model(vocab, layers=1, hidden=16).eval()
+    with running(create_app({name: lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        yield OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+
+
 def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
     """Issue 26 item 6: the echoed text was the raw prompt ("u" + a combining grave accent) while its
     tokens and offsets came from the normalized one ("ù"): 11 characters of text, 10 tokens."""
-    torch.manual_seed(0)
-    model = make_model(Vocab("Tortù a\n", normalize="nfc"), layers=1, hidden=16).eval()
-    app = create_app({"nfc": lambda: model}, ServeConfig())
-    with running(app) as url:
-        wait_healthy(url)
-        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    with serving(Vocab("Tortù a\n", normalize="nfc"), "nfc") as client:
         options = {"model": "nfc", "prompt": "Tortu\u0300 a", "max_tokens": 5, "echo": True, "logprobs": 1, "seed": 1}
         choice = client.completions.create(**options).choices[0]
         assert choice.text.startswith("Tortù a") and "".join(choice.logprobs.tokens) == choice.text
@@ -605,12 +610,7 @@ def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
 
 def test_a_stop_text_is_matched_as_a_normalizing_model_writes_it():
     """An nfkc model writes "," for "，": `stop=["，"]` was never met and every sample ran to max_tokens."""
-    torch.manual_seed(0)
-    model = make_model(Vocab("好,\n", normalize="nfkc"), layers=1, hidden=16).eval()
-    app = create_app({"nfkc": lambda: model}, ServeConfig())
-    with running(app) as url:
-        wait_healthy(url)
-        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    with serving(Vocab("好,\n", normalize="nfkc"), "nfkc") as client:
         options = {"model": "nfkc", "prompt": "好", "max_tokens": 300, "seed": 1, "n": 4}
         free = [c.text for c in client.completions.create(**options).choices]
         assert all("," in text for text in free), free  # each sample writes the stop text
