@@ -202,6 +202,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
 @click.option(
     "--train-text", metavar="FILE", help="fit the n-gram baseline on this file  [default: the run's training split]"
 )
+@click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILE and --train-text")
 @device_option("one character a step")
 @click.option("--quiet", is_flag=True, help="no progress bar, no tables: only the page")
 def inspect_command(
@@ -210,6 +211,7 @@ def inspect_command(
     max_chars: int,
     held_out: bool,
     train_text: str | None,
+    encoding: str,
     device: str,
     quiet: bool,
 ) -> None:
@@ -227,7 +229,7 @@ def inspect_command(
         raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
     outputs.output_file(output)  # refused before the minutes of inspecting
 
-    inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet)
+    inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)
     # Whole or not at all, as export and plot write: after minutes of inspecting, a full disk says so.
     files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:

@@ -97,14 +97,12 @@ def characters(text: str) -> list[str]:
 
 
 def never_written(key: str | int, vocab: Vocabulary) -> bool:
-    """Whether `key` is a character a character model cannot write: one it does not have, or one its
-    normalization turns into others ('ﬁ' under nfkc is 'fi': the model writes 'f' and 'i', never 'ﬁ')."""
+    """Whether `key` is a character a character model does not have. (One its normalization turns into
+    several, '…' into '...' under nfkc, is not: the model writes those, and `token_id` says so.)"""
     if isinstance(key, int) or not vocab.one_char_per_id or len(characters(key)) != 1:
         return False
     char = vocab.normalized(key)
-    if len(char) == 1:
-        return not vocab.knows(char)
-    return char != key or not all(map(vocab.knows, char))
+    return len(char) == 1 and not vocab.knows(char)
 
 
 def token_id(key: str | int, vocab: Vocabulary) -> int:
@@ -125,10 +123,10 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
         return vocab.index[char]
     if len(char) == 1:
         raise CharLMError(f"logit_bias: the model never writes {vocab.name_unseen(char)}{hint}; leave it out")
-    if char != key:
+    if char != key:  # the model writes it as several characters: ban those, if that is what is meant
         raise CharLMError(
-            f"logit_bias: the model never writes {key!r}: its normalization ({vocab.normalize}) reads it as "
-            f"{char!r}; leave it out"
+            f"logit_bias (--ban): {key!r} is {char!r} to this model (its text is {vocab.normalize.upper()}-normalized); "
+            "give those characters instead"
         )
     shown = " ".join(map(repr, char))
     raise CharLMError(f"logit_bias: {key!r} is {len(char)} characters to this model ({shown}); give them one by one")

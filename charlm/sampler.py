@@ -38,7 +38,8 @@ def compiled(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, 
 def primed_batch(model: CharLM, options: SampleConfig, text: str) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`."""
     form, bias = compiled(options, model)
-    never = model.vocab.unknown(options.stop) if options.stop and model.vocab.one_char_per_id else []
+    stop = model.vocab.normalized(options.stop) if options.stop else None
+    never = model.vocab.unknown(stop) if stop and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
         warnings.warn(
@@ -49,13 +50,16 @@ def primed_batch(model: CharLM, options: SampleConfig, text: str) -> Batch:
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
-        batch.join(sample_row(options, form), primed, options, base + i, ids, bias)
+        batch.join(sample_row(options, form, model), primed, options, base + i, ids, bias)
     return batch
 
 
-def sample_row(options: SampleConfig, form: Constrained | None) -> Row:
-    """A sample's row: its length, its stop text and its own place in the template."""
-    return Row(options.length, (options.stop,) if options.stop else (), form=form.cursor() if form else None)
+def sample_row(options: SampleConfig, form: Constrained | None, model: CharLM) -> Row:
+    """A sample's row: its length, its stop text and its own place in the template. The stop text is
+    matched as the model writes it, in its vocabulary's normalization, as the seed is read: an nfkc
+    model writes "!" for "！", so `--stop '！'` as typed would never be met."""
+    stops = (model.vocab.normalized(options.stop),) if options.stop else ()
+    return Row(options.length, stops, form=form.cursor() if form else None)
 
 
 def step_pieces(batch: Batch) -> Iterator[list[str]]:
@@ -121,7 +125,7 @@ class Conversation:
             else:
                 if text:
                     self.batch.read(self.model.vocab.encode(text, what="--seed").to(self.model.device))
-                self.batch.restart([sample_row(self.options, self.form)])
+                self.batch.restart([sample_row(self.options, self.form, self.model)])
             if text:
                 self.transcript.append(text)
         for pieces in step_pieces(self.batch):

@@ -15,7 +15,7 @@ import torch
 
 from charlm import checkpoint, runs, threads, train_state
 from charlm import cli as cli_module
-from charlm.commands.sample import converse
+from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, run_cli, shared_corpus
@@ -243,6 +243,21 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
     assert_one_line_error(cli("sample", "--temperature", "0.5,x"), "--temperature: cannot read '0.5,x'")
     assert_one_line_error(cli("sample", "--temperature", "0.5,-1"), "--temperature must be above 0")
     assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
+
+
+def test_sample_json_writes_chinese_as_text_not_escapes(tmp_path):
+    """`--json > samples.jsonl` held "\\u5b9d\\u7389" for 宝玉: unreadable in `head` or an editor and
+    twice the bytes; the text is now UTF-8, still one JSON object a line."""
+    (tmp_path / "zh.txt").write_text("小猫在院子里晒太阳，小狗在门口睡觉。\n" * 30, encoding="utf-8")
+    assert cli("train", "zh.txt", *TINY_ARGS, "--max-steps", "3", "--out", "zh").exit_code == 0
+    result = cli("sample", "--seed", "小猫", "--length", "30", "--num-samples", "2", "--json", "--output", "out.jsonl")
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2 and result.output.splitlines() == lines
+    assert all(json.loads(line)["text"].startswith("小猫") and '"text": "小猫' in line for line in lines), lines
+    assert not any("\\u" in line for line in lines), lines
+    separated = {"text": "甲\u2028乙\u2029丙\x85丁\n"}  # str.splitlines breaks a line at each of these
+    assert [json.loads(line) for line in json_line(separated).splitlines()] == [separated]
 
 
 def test_ban_keeps_its_characters_out_of_every_sample(trained):

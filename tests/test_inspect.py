@@ -302,6 +302,24 @@ def test_inspect_command_errors_are_one_line(fox_file, tmp_path):
     assert fine.exit_code == 0, fine.output
 
 
+def test_inspect_reads_a_gbk_file_with_encoding_as_eval_does(tmp_path):
+    """A GBK chapter was refused with `pass --encoding gb18030`, an option inspect did not have; and it
+    read FILE in the run's --encoding, so a GBK run could not inspect a UTF-8 chapter (`not valid
+    gb18030 ...; convert it to UTF-8`, which it was)."""
+    text = "小猫在院子里晒太阳，小狗在门口睡觉。\n老鼠说：“今天真好！”\n" * 20
+    (tmp_path / "utf8.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "gbk.txt").write_bytes(text.encode("gb18030"))
+    for corpus, encoding in (("utf8.txt", "utf-8"), ("gbk.txt", "gb18030")):
+        trained = cli("train", corpus, *TINY_ARGS, "--max-steps", "3", "--encoding", encoding, "--out", encoding)
+        assert trained.exit_code == 0, trained.output
+        assert_one_line_error(cli("inspect", encoding, "gbk.txt"), "gbk.txt: not valid utf-8", "--encoding gb18030")
+        for file, given in (("utf8.txt", []), ("gbk.txt", ["--encoding", "gb18030"])):
+            result = cli("inspect", encoding, file, *given, "--output", "page.html", "--quiet")
+            assert result.exit_code == 0, result.output
+            assert TextOf.read((tmp_path / "page.html").read_text(encoding="utf-8"), "surprise") == text
+    assert_one_line_error(cli("inspect", "utf-8", "utf8.txt", "--encoding", "gbk2"), "--encoding")
+
+
 def quoted_text(chars: int, seed: int) -> str:
     """Sentences, half of them ending in quoted speech with words of its own, a quarter in brackets."""
     rng = random.Random(seed)

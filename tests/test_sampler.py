@@ -1,6 +1,7 @@
 import collections
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -218,6 +219,20 @@ def test_a_normalizing_model_prints_the_seed_it_read():
         assert text.startswith("宝玉道:") and len(text) == 4 + 5
 
 
+def test_a_normalizing_model_stops_at_the_stop_text_as_it_writes_it():
+    """An nfkc model writes "！" as "!": `--stop '！'` was matched as typed, never met, and the sample
+    ran to its length (with a warning that the model never writes '！', did you mean '!')."""
+    model = fixed_distribution({"好": 0.5, "!": 0.5})
+    model.vocab = Vocab(model.vocab.chars, normalize="nfkc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        texts = generate(model, "好", length=200, stop="！", num_samples=4, random_seed=0)
+    assert all(t.endswith("!") and t.count("!") == 1 and len(t) < 201 for t in texts), texts
+    conversation = Conversation(model, SampleConfig(length=200, stop="！", random_seed=0))
+    assert "".join(conversation.turn("好")).count("!") == 1
+    assert "".join(conversation.turn("好")).endswith("!")
+
+
 # --- logit_bias: OpenAI's, added to a sample's logits before everything else -------------------
 
 
@@ -304,9 +319,7 @@ def test_a_logit_bias_that_cannot_be_used_is_named(logit_bias, message):
 
 def test_a_ban_is_of_the_character_the_model_writes_after_its_normalization():
     """A decomposed 'é' (e + U+0301, as a macOS terminal types it) is one character to ban: --ban
-    split it into 'e' and the mark and banned every 'e'. Under nfkc 'ﬁ' is 'fi', never written as
-    such: a ban of it holds already, a bias on it is refused naming the normalization (it was told
-    'keys are single characters', which it is); '10' is told that a token id is an int."""
+    split it into 'e' and the mark and banned every 'e'. '10' is told that a token id is an int."""
     from charlm.decoding import characters
 
     assert characters("e\u0301a\u0301\u0323b") == ["e\u0301", "a\u0301\u0323", "b"]
@@ -314,14 +327,20 @@ def test_a_ban_is_of_the_character_the_model_writes_after_its_normalization():
     text = generate(nfc, "a", length=400, random_seed=0, temperature=3.0, logit_bias={"e\u0301": -100})[0]
     assert "é" not in text and "e" in text
     nfkc = make_model(Vocab(list("afi"), normalize="nfkc"), layers=1, hidden=8).eval()
-    assert generate(nfkc, "a", length=50, random_seed=0, logit_bias={"ﬁ": -100}) == generate(
-        nfkc, "a", length=50, random_seed=0
-    )
-    with pytest.raises(CharLMError, match=r"never writes 'ﬁ': its normalization \(nfkc\) reads it as 'fi'"):
-        generate(nfkc, "a", length=5, logit_bias={"ﬁ": 5})
     for key in ("1", "10"):
         with pytest.raises(CharLMError, match=rf"a token id is an int: {key}, not '{key}'"):
             generate(nfkc, "a", length=5, logit_bias={key: 5})
+
+
+def test_a_ban_of_a_character_an_nfkc_model_reads_as_several_says_so():
+    """`--ban '…'` on an nfkc model (README.zh's advice for half-width punctuation) said "logit_bias keys
+    are single characters or token ids, not '…'", of a single character: the model reads it as "..."."""
+    model = fixed_distribution({"好": 0.5, ".": 0.5})
+    model.vocab = Vocab(model.vocab.chars, normalize="nfkc")
+    message = r"logit_bias \(--ban\): '…' is '...' to this model \(its text is NFKC-normalized\); give those"
+    with pytest.raises(CharLMError, match=message):
+        generate(model, "好", length=5, logit_bias={"…": -100})
+    assert set(generate(model, "好", length=50, logit_bias={"。": -100, "．": -100}, random_seed=0)[0]) == {"好"}
 
 
 def test_a_logit_bias_by_character_and_by_token_id_is_the_same_bias():

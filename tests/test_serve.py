@@ -585,15 +585,20 @@ def test_an_echoed_characters_logprob_is_its_own_entry_among_the_alternatives(cl
     assert len(pairs) > 50 and all(abs(own - listed) < 1e-12 for own, listed in pairs)
 
 
+@contextlib.contextmanager
+def serving(vocab: Vocab, name: str):
+    """A client of a server of one small untrained model of `vocab`, named `name`."""
+    torch.manual_seed(0)
+    model = make_model(vocab, layers=1, hidden=16).eval()
+    with running(create_app({name: lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        yield OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+
+
 def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
     """Issue 26 item 6: the echoed text was the raw prompt ("u" + a combining grave accent) while its
     tokens and offsets came from the normalized one ("ù"): 11 characters of text, 10 tokens."""
-    torch.manual_seed(0)
-    model = make_model(Vocab("Tortù a\n", normalize="nfc"), layers=1, hidden=16).eval()
-    app = create_app({"nfc": lambda: model}, ServeConfig())
-    with running(app) as url:
-        wait_healthy(url)
-        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    with serving(Vocab("Tortù a\n", normalize="nfc"), "nfc") as client:
         options = {"model": "nfc", "prompt": "Tortu\u0300 a", "max_tokens": 5, "echo": True, "logprobs": 1, "seed": 1}
         choice = client.completions.create(**options).choices[0]
         assert choice.text.startswith("Tortù a") and "".join(choice.logprobs.tokens) == choice.text
@@ -602,6 +607,24 @@ def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
         assert "".join(c.choices[0].text for c in chunks) == choice.text
         tokens = [t for c in chunks for t in c.choices[0].logprobs.tokens]
         assert "".join(tokens) == choice.text
+
+
+def test_a_stop_text_is_matched_as_a_normalizing_model_writes_it():
+    """An nfkc model writes "," for "，": `stop=["，"]` was never met and every sample ran to max_tokens."""
+    with serving(Vocab("好,\n", normalize="nfkc"), "nfkc") as client:
+        options = {"model": "nfkc", "prompt": "好", "max_tokens": 300, "seed": 1, "n": 4}
+        free = [c.text for c in client.completions.create(**options).choices]
+        assert all("," in text for text in free), free  # each sample writes the stop text
+        for stream in (False, True):
+            made: dict[int, str] = {}
+            reasons: dict[int, str] = {}
+            response = client.completions.create(stop=["，"], stream=stream, **options)
+            for part in response if stream else [response]:
+                for c in part.choices:
+                    made[c.index] = made.get(c.index, "") + c.text
+                    reasons[c.index] = c.finish_reason or reasons.get(c.index)
+            assert [made[i] for i in range(4)] == [text[: text.index(",")] for text in free]
+            assert set(reasons.values()) == {"stop"}
 
 
 def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):

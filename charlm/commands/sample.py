@@ -128,7 +128,7 @@ def write_samples(
         label = f"temperature {config.temperature}" if len(configs) > 1 else None
         if as_json:
             for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
-                emit(json.dumps({"sample": i + 1, "temperature": config.temperature, "text": text}) + "\n")
+                emit(json_line({"sample": i + 1, "temperature": config.temperature, "text": text}))
         elif config.num_samples == 1:
             emit(f"--- {label} ---\n" if label else "")
             for pieces in sampler.stream_samples(model, seed, config):
@@ -137,6 +137,14 @@ def write_samples(
         else:
             for i, text in enumerate(sampler.generate(model, seed, **dataclasses.asdict(config))):
                 emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
+
+
+def json_line(row: dict) -> str:
+    """`row` as one line of JSON, its text as text: Chinese in `--json > samples.jsonl` was unreadable
+    \\u escapes (console.py escapes what a console cannot show). The line separators JSON leaves
+    unescaped are escaped, so that `str.splitlines` still finds one object a line."""
+    line = json.dumps(row, ensure_ascii=False)
+    return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
 
 
 def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> None:

@@ -21,14 +21,16 @@ def inspect_run(
     max_chars: int = MAX_CHARS,
     device: str = STEP_DEVICE,
     quiet: bool = True,
+    encoding: str = "utf-8",
 ) -> tuple[Inspection, str]:
     """Inspect the model of a run or checkpoint (None: the latest run) on the first `max_chars`
     characters of `file`, or of the run's held-out text; the n-gram is fitted on the run's training
-    split unless `train_text` names a file. Returns the inspection and a title for the page."""
+    split unless `train_text` names a file. Files are read in `encoding`, not the run's: as `charlm
+    eval` reads them, so a GBK run inspects a UTF-8 chapter. Returns the inspection and a title for the page."""
     path = runs.resolve(target)
     saved = checkpoint.read(path)
     model = saved.model().to(resolve_device(device))
-    normalize, encoding = model.vocab.normalize, saved.config.encoding
+    normalize = model.vocab.normalize
     corpus = None
     if held_out or train_text is None:
         try:

@@ -207,8 +207,10 @@ class Completion:
             repetition_penalty=self.params.repetition_penalty,
         )
         seeds = [self.seed + i for i in range(self.params.n)]
+        # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
+        stops = tuple(map(self.served.model.vocab.normalized, self.params.stops))
         for (seen, logits, state), echoed in zip(primed, self.echoed):
-            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, self.params.stops, form, bias)
+            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, form, bias)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
             self.served.engine.submit(job)
