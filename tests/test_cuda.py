@@ -10,7 +10,12 @@ minutes of a lent GPU are spent on it."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import httpx
 import pytest
@@ -23,7 +28,8 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
 from .conftest import GPU_TEST_DEVICE as DEVICE
-from .conftest import latest, run_bench
+from .conftest import cli, cli_args, latest, run_bench
+from .test_distributed import launch
 from .test_serve import running, wait_healthy
 
 pytestmark = pytest.mark.cuda
@@ -33,6 +39,7 @@ LOW_PRECISION = "fp16" if ON_GPU else "bf16"  # fp16 is CUDA's alone
 LOGPROB_TOLERANCE = 1e-3  # nats, per character
 GREEDY_CHARS = 100
 ADAPTIVE = {"head": "adaptive", "hidden": 48, "lr": 1e-2, "eval_every": 30, "dropout": 0.1, "device": DEVICE}
+BANNED = "eo"  # characters of the fox text that a logit bias of -100 bans
 
 
 @pytest.fixture
@@ -130,3 +137,131 @@ def test_the_sampling_bench_runs_on_the_gpu():
     assert "4 streams in one batch (total)" in out
     if ON_GPU:
         assert "cuda:" in out and "bf16" not in out
+
+
+def test_logit_bias_and_ban_on_the_gpu_give_the_cpus_greedy_text_and_never_a_banned_character(fox_file, tiny):
+    """The bias and ban rows live on the CPU and join the GPU's logits every step (`decoding.RowSampler`)."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
+    gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
+    bias = {**dict.fromkeys(BANNED, -100), "u": 4.0}
+    greedy = charlm.generate(gpu, "the ", length=GREEDY_CHARS, greedy=True, logit_bias=bias)
+    assert greedy == charlm.generate(cpu, "the ", length=GREEDY_CHARS, greedy=True, logit_bias=bias)
+    assert len(greedy) == 4 + GREEDY_CHARS and not set(BANNED) & set(greedy[4:])
+    # Drawn, hot, in a batch: a banned character never comes, whatever the temperature.
+    drawn = charlm.generate(gpu, "the ", length=200, num_samples=4, random_seed=3, temperature=2.0, logit_bias=bias)
+    assert all(len(text) == 204 and not set(BANNED) & set(text[4:]) for text in drawn)
+    # `charlm sample --device cuda --ban`: the same text as the API's.
+    banned = charlm.generate(gpu, "the ", length=GREEDY_CHARS, greedy=True, logit_bias=dict.fromkeys(BANNED, -100))
+    args = ["--checkpoint", "run", "--device", DEVICE, "--seed", "the ", "--greedy", "--length", str(GREEDY_CHARS)]
+    result = cli("sample", *args, "--ban", BANNED)
+    assert result.exit_code == 0 and banned in result.output, result.output
+
+
+def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus_greedy_text(fox_file, tiny):
+    """20 rows at once (more than `engine.PARALLEL_ROWS`, so the engine thread takes --threads 2), half of
+    them banning characters: every row's greedy text is the CPU server's."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
+    vocab = charlm.load("run", device="cpu").vocab
+    loaders = {"gpu": lambda: charlm.load("run", device=DEVICE), "cpu": lambda: charlm.load("run", device="cpu")}
+    prompts = ["the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog ", "t", "q"]
+    biases = {"banned": {str(vocab.index[c]): -100 for c in BANNED}, "free": None}
+    requests = [(model, bias) for model in loaders for bias in biases]
+    app = create_app(loaders, ServeConfig(max_streams=64, threads=2, max_tokens=60))
+
+    def complete(url: str, model: str, bias: str) -> list[str]:
+        body = {"model": model, "prompt": prompts, "max_tokens": 60, "temperature": 0, "logit_bias": biases[bias]}
+        choices = httpx.post(f"{url}/v1/completions", json=body, timeout=120).json()["choices"]
+        return [choice["text"] for choice in sorted(choices, key=lambda choice: choice["index"])]
+
+    with running(app) as url, concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        wait_healthy(url)
+        answers = dict(zip(requests, pool.map(lambda request: complete(url, *request), requests)))
+    for bias in biases:
+        gpu, cpu = answers["gpu", bias], answers["cpu", bias]
+        assert gpu == cpu and len(gpu) == len(prompts) and all(len(text) == 60 for text in gpu)
+    assert not set(BANNED) & set("".join(answers["gpu", "banned"]))
+    assert answers["gpu", "banned"] != answers["gpu", "free"]  # the bias was applied to its rows only
+
+
+CALLER = textwrap.dedent(
+    """
+    import json, sys, torch, charlm
+    device, path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    state = torch.cuda.get_rng_state if device.startswith("cuda") else torch.get_rng_state
+    torch.manual_seed(7)  # CUDA has not started: torch keeps the seed for when it does
+    charlm.train(path, device=device, **options)
+    after = state()
+    torch.manual_seed(7)
+    print("kept" if torch.equal(after, state()) else "changed")
+    """
+)
+
+
+def generator_state() -> torch.Tensor:
+    """The state of the generator GPU dropout draws from (the CPU's in the dry run)."""
+    return torch.cuda.get_rng_state() if ON_GPU else torch.get_rng_state()
+
+
+def test_train_on_the_gpu_gives_the_caller_its_generators_back(fox_file, tiny):
+    """charlm.train seeds the GPU's generator and draws dropout from it: the caller's is put back, for a
+    caller that used CUDA before the call and for one whose CUDA starts inside it."""
+    options = {**tiny, "dropout": 0.2}
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if ON_GPU else []):
+        torch.manual_seed(11)
+        before = generator_state()
+        charlm.train(fox_file, out="run", device=DEVICE, **options)
+        assert torch.equal(generator_state(), before)
+    command = [sys.executable, "-c", CALLER, DEVICE, str(fox_file), json.dumps(options)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.stdout.split()[-1:] == ["kept"], result.stdout + result.stderr
+
+
+def test_bits_per_char_and_next_probs_of_a_gpu_model_are_the_cpus(fox_file, tiny):
+    """CPU text into a GPU model (charlm.bits_per_char, charlm.next_probs): the CPU's numbers within 1e-4,
+    a character the model never saw left out alike."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "max_steps": 60})
+    gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
+    text = fox_file.read_text()[:400] + "Zebra the fox"
+    with pytest.warns(UserWarning, match="unseen"):
+        on_gpu = charlm.bits_per_char(gpu, text)
+    with pytest.warns(UserWarning, match="unseen"):
+        assert abs(on_gpu - charlm.bits_per_char(cpu, text)) < 1e-4
+    for prefix in ("", "the qu"):
+        gpu_probs, cpu_probs = (
+            dict(charlm.next_probs(gpu, prefix, top=None)),
+            dict(charlm.next_probs(cpu, prefix, top=None)),
+        )
+        assert gpu_probs.keys() == cpu_probs.keys() == set(gpu.vocab.chars)
+        assert max(abs(gpu_probs[c] - cpu_probs[c]) for c in cpu_probs) < 1e-4
+    assert [c for c, _ in charlm.next_probs(gpu, "the qu", top=3)] == [
+        c for c, _ in charlm.next_probs(cpu, "the qu", top=3)
+    ]
+
+
+def test_a_run_resumes_on_another_device_type(fox_file, tiny):
+    """A checkpoint keeps its device's generator state for a resume on that device type; on another,
+    the run reseeds rather than give CUDA's state to the CPU or the CPU's nothing to CUDA."""
+    options = {**tiny, "dropout": 0.2, "max_steps": 20}
+    charlm.train(fox_file, out="gpu", **options, device=DEVICE)
+    assert (latest("gpu").training.device_rngs is not None) == ON_GPU
+    charlm.train(resume="gpu", device="cpu", max_steps=30)
+    charlm.train(fox_file, out="cpu", **options, device="cpu")
+    charlm.train(resume="cpu", device=DEVICE, max_steps=30)
+    for run, device in (("gpu", "cpu"), ("cpu", DEVICE)):
+        saved = latest(run)
+        assert saved.progress.step == 30 and saved.device.startswith(device) and saved.progress.val_bpc < 5
+
+
+def test_two_processes_under_torchrun_train_on_the_cpu_of_a_gpu_machine(fox_file, tiny):
+    """On a GPU machine the process group is cpu:gloo,cuda:nccl (`Ranks.group`); two ranks on one GPU
+    cannot share nccl, so a CPU run's every collective (barriers, the plan, the gathered states) must
+    take gloo, as on a machine without a GPU (tests/test_distributed.py, not run by the device check)."""
+    args = cli_args({**tiny, "max_steps": 10, "device": "cpu"})
+    process = launch("train", str(fox_file), "--out", "ddp", *args)
+    try:
+        out, err = process.communicate(timeout=90)
+    finally:
+        process.kill()
+    assert process.returncode == 0, out + err
+    saved = latest("ddp")
+    assert saved.progress.step == 10 and saved.training.rank_rngs.shape[0] == 2 and saved.device == "cpu"
