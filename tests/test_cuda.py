@@ -158,29 +158,32 @@ def test_logit_bias_and_ban_on_the_gpu_give_the_cpus_greedy_text_and_never_a_ban
 
 
 def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus_greedy_text(fox_file, tiny):
-    """20 rows at once (more than `engine.PARALLEL_ROWS`, so the engine thread takes --threads 2), half of
-    them banning characters: every row's greedy text is the CPU server's."""
+    """A request of 20 rows banning characters (more rows than `engine.PARALLEL_ROWS`, so the engine thread
+    takes --threads 2) beside one of 10 free rows: every row's greedy text is the CPU server's."""
     charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
     vocab = charlm.load("run", device="cpu").vocab
     loaders = {"gpu": lambda: charlm.load("run", device=DEVICE), "cpu": lambda: charlm.load("run", device="cpu")}
     prompts = ["the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog ", "t", "q"]
     biases = {"banned": {str(vocab.index[c]): -100 for c in BANNED}, "free": None}
+    samples = {"banned": 2, "free": 1}  # per prompt: 20 rows and 10, on each server (60 of its 64 streams)
     requests = [(model, bias) for model in loaders for bias in biases]
     app = create_app(loaders, ServeConfig(max_streams=64, threads=2, max_tokens=60))
 
     def complete(url: str, model: str, bias: str) -> list[str]:
-        body = {"model": model, "prompt": prompts, "max_tokens": 60, "temperature": 0, "logit_bias": biases[bias]}
-        choices = httpx.post(f"{url}/v1/completions", json=body, timeout=120).json()["choices"]
-        return [choice["text"] for choice in sorted(choices, key=lambda choice: choice["index"])]
+        body = {"model": model, "prompt": prompts, "n": samples[bias], "max_tokens": 60, "temperature": 0}
+        answer = httpx.post(f"{url}/v1/completions", json={**body, "logit_bias": biases[bias]}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        return [choice["text"] for choice in sorted(answer.json()["choices"], key=lambda choice: choice["index"])]
 
     with running(app) as url, concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
         wait_healthy(url)
         answers = dict(zip(requests, pool.map(lambda request: complete(url, *request), requests)))
     for bias in biases:
         gpu, cpu = answers["gpu", bias], answers["cpu", bias]
-        assert gpu == cpu and len(gpu) == len(prompts) and all(len(text) == 60 for text in gpu)
-    assert not set(BANNED) & set("".join(answers["gpu", "banned"]))
-    assert answers["gpu", "banned"] != answers["gpu", "free"]  # the bias was applied to its rows only
+        assert gpu == cpu and len(gpu) == samples[bias] * len(prompts) and all(len(text) == 60 for text in gpu)
+    banned = answers["gpu", "banned"]
+    assert not set(BANNED) & set("".join(banned)) and banned[::2] == banned[1::2]  # greedy: n alike
+    assert banned[::2] != answers["gpu", "free"]  # the bias was applied to its rows only
 
 
 CALLER = textwrap.dedent(
