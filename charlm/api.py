@@ -172,7 +172,7 @@ def train(
     check_start(out, resume is not False, init_from)
     sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
-    with torch.random.fork_rng(devices=initialized_gpus()), threads.as_found():
+    with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
         if init_from is not None:
             trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
         elif resume is not False:
@@ -184,10 +184,16 @@ def train(
     return model.eval()  # ready for inference, as `load` returns it
 
 
-def initialized_gpus() -> list[int]:
-    """The CUDA devices whose generators the caller may have used; asking for the state of the others
-    would start CUDA in a process that does not use it."""
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+def callers_gpus(device: object) -> list[int]:
+    """The CUDA devices whose generators training may change under the caller: every GPU once CUDA has
+    started, or where this run may start it (`device` cuda, or auto or unset on a GPU machine: a resume's
+    own device is not read yet). Asking for their state starts CUDA, which applies a seed the caller gave
+    torch before (torch keeps it until then), so that state is the caller's; a run on the CPU leaves
+    CUDA unstarted."""
+    if not torch.cuda.is_available():
+        return []
+    on_cpu = str(device or "auto").strip().lower() in ("cpu", "mps")
+    return [] if on_cpu and not torch.cuda.is_initialized() else list(range(torch.cuda.device_count()))
 
 
 @lists_options(SampleConfig)

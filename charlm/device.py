@@ -146,9 +146,11 @@ def set_accelerator_rng_state(state: torch.Tensor, device: torch.device) -> None
 
 
 def seed_accelerator(seed: int, device: torch.device) -> None:
-    """Seed the GPU's generator (`accelerator_rng_state`'s), where the device has one of its own."""
-    if device.type == "cuda":
-        torch.cuda.manual_seed(seed)
+    """Seed the GPU's generator (`accelerator_rng_state`'s), where the device has one of its own. CUDA
+    must have started (a model is on the device): its generators exist from then on."""
+    if device.type == "cuda":  # not torch.cuda.manual_seed: it seeds the current device's (cuda:0 unless set)
+        index = torch.cuda.current_device() if device.index is None else device.index
+        torch.cuda.default_generators[index].manual_seed(seed)
     elif device.type == "mps":
         torch.mps.manual_seed(seed)
 

@@ -63,9 +63,16 @@ def import_or_missing(name: str):
         missing(f"{name} is not installed (pip install -e '.[test]')")
 
 
+# Where the `cuda` tests run: a GPU, or the CPU for their dry run (`CHARLM_TEST_DEVICE=cpu`, set by
+# `bench/gpu_check.sh --cpu`): the same test bodies, the CPU compared with itself, so that a mistake in a
+# test shows here rather than in the few minutes a GPU is lent for.
+GPU_TEST_DEVICE = os.environ.get("CHARLM_TEST_DEVICE", "cuda")
+
+
 def pytest_collection_modifyitems(config, items) -> None:
-    """`cuda` tests need a GPU: without one they are skipped, saying so (CI has none; a GPU check runs them)."""
-    if torch.cuda.is_available():
+    """`cuda` tests need a GPU: without one they are skipped, saying so (CI has none; a GPU check runs
+    them), unless they are dry-run on the CPU (GPU_TEST_DEVICE)."""
+    if torch.cuda.is_available() or not GPU_TEST_DEVICE.startswith("cuda"):
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (run bench/gpu_check.sh on one)")
     for item in items:

@@ -289,3 +289,31 @@ def test_train_leaves_the_callers_threads_and_random_generator_as_it_found_them(
         charlm.generate(model, "the", length=20, random_seed=1)  # a seeded sample draws from its own generator
         assert torch.get_num_threads() == found and threads._governor is governor
         assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize(
+    ("device", "started", "kept"),
+    [("cuda", False, [0, 1]), (None, False, [0, 1]), ("cpu", False, []), ("cpu", True, [0, 1])],
+)
+def test_train_keeps_the_callers_gpu_generators_when_cuda_starts_inside_it(
+    fox_file, tiny, monkeypatch, device, started, kept
+):
+    """On a GPU machine a caller's torch.manual_seed before CUDA starts is kept for when it does; a run
+    that starts CUDA then seeded and drew from it, and charlm.train put back only the generators of
+    GPUs already started: none. (torch.cuda stood in for: which GPUs' generators train keeps.)"""
+
+    class Asked(Exception):
+        pass
+
+    def fork_rng(devices, **_):
+        asked.append(list(devices))
+        raise Asked
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: started)
+    monkeypatch.setattr(torch.random, "fork_rng", fork_rng)
+    with pytest.raises(Asked):
+        charlm.train(fox_file, **tiny, **({} if device is None else {"device": device}))
+    assert asked == [kept]

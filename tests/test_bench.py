@@ -126,10 +126,12 @@ def test_gpu_bench_runs_tiny_on_the_cpu():
     assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
 
 
-def gpu_check_dry_run(out: Path, expect: int, **settings: str) -> str:
-    """bench/gpu_check.sh --cpu on one small test file, `settings` as its environment; its report."""
+def gpu_check_dry_run(
+    out: Path, expect: int, tests: tuple[str, ...] = ("tests/test_vocab.py",), **settings: str
+) -> str:
+    """bench/gpu_check.sh --cpu on a few tests (one small test file), `settings` as its environment; its report."""
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, **settings}
-    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", str(REPO / "tests/test_vocab.py")]
+    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", *(str(REPO / test) for test in tests)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     assert result.returncode == expect, result.stdout + result.stderr
     return (out / "gpu-check.txt").read_text()
@@ -146,11 +148,23 @@ def test_gpu_check_dry_run_passes_and_reports(tmp_path):
 
 
 def test_gpu_check_fails_when_a_step_fails(tmp_path):
-    """A step that fails (here the suite running out of its seconds) fails the whole check, and says which."""
+    """A step that fails (here the cuda tests running out of the tests' seconds) fails the whole check,
+    and says which."""
     report = gpu_check_dry_run(tmp_path / "out", 1, GPU_CHECK_SUITE_SECONDS="1")
-    assert "-- fast suite: exit 124" in report and "timed out: fast suite" in report
+    assert "-- cuda tests: exit 124" in report and "timed out: cuda tests" in report
     last = report.rstrip().splitlines()[-1]
-    assert last.startswith("device check FAILED") and last.endswith("fast suite")
+    assert last.startswith("device check FAILED") and last.endswith("cuda tests")
+
+
+def test_gpu_check_dry_run_runs_the_cuda_tests_on_the_cpu_first_and_once(tmp_path):
+    """The dry run ran no cuda test (skipped without a GPU), so a broken one met its first run on a lent
+    GPU; and the fast suite ran the cuda tests a second time inside the same seconds."""
+    cuda_test = "tests/test_cuda.py::test_serve_loads_its_models_onto_its_device"
+    report = gpu_check_dry_run(tmp_path / "out", 0, ("tests/test_vocab.py", cuda_test), GPU_CHECK_BUDGET="20")
+    cuda, fast = (tmp_path / "out" / name for name in ("pytest-cuda.txt", "pytest-fast.txt"))
+    assert "1 passed" in cuda.read_text().splitlines()[-1] and "skipped" not in cuda.read_text()
+    assert "1 deselected" in fast.read_text().splitlines()[-1] and "skipped" not in fast.read_text()
+    assert report.index("== cuda tests:") < report.index("== fast suite:")
 
 
 def test_gpu_wheels_lists_the_serving_packages():

@@ -2,11 +2,20 @@
 where there is no GPU (CI has none), run by bench/gpu_check.sh on one.
 
 The CPU is the reference: a GPU run must give the CPU's log-probabilities within LOGPROB_TOLERANCE
-(inference runs in real fp32 on both, see `model.inference`) and its greedy text."""
+(inference runs in real fp32 on both, see `model.inference`) and its greedy text.
+
+`CHARLM_TEST_DEVICE=cpu` (`bash bench/gpu_check.sh --cpu`) runs every test here on the CPU instead,
+the CPU compared with itself: it cannot find a GPU bug, but it finds a broken test before the few
+minutes of a lent GPU are spent on it."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import httpx
 import pytest
@@ -18,14 +27,19 @@ from charlm.scoring import bits_per_char
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
-from .conftest import latest, run_bench
+from .conftest import GPU_TEST_DEVICE as DEVICE
+from .conftest import cli, cli_args, latest, run_bench
+from .test_distributed import launch
 from .test_serve import running, wait_healthy
 
 pytestmark = pytest.mark.cuda
 
+ON_GPU = DEVICE.startswith("cuda")  # False in the dry run
+LOW_PRECISION = "fp16" if ON_GPU else "bf16"  # fp16 is CUDA's alone
 LOGPROB_TOLERANCE = 1e-3  # nats, per character
 GREEDY_CHARS = 100
-ADAPTIVE = {"head": "adaptive", "hidden": 48, "lr": 1e-2, "eval_every": 30, "dropout": 0.1, "device": "cuda"}
+ADAPTIVE = {"head": "adaptive", "hidden": 48, "lr": 1e-2, "eval_every": 30, "dropout": 0.1, "device": DEVICE}
+BANNED = "eo"  # characters of the fox text that a logit bias of -100 bans
 
 
 @pytest.fixture
@@ -47,9 +61,14 @@ def log_probs(model: charlm.CharLM, text: str) -> torch.Tensor:
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_the_adaptive_head_trains_and_resumes_bit_exactly_on_the_gpu(fox_file, tiny, precision, deterministic):
+    if precision == "fp16" and not ON_GPU:
+        pytest.skip("fp16 needs CUDA; the dry run checks this test's code with bf16")
     options = {**tiny, **ADAPTIVE, "precision": precision, "min_lr_ratio": 1.0}  # flat lr: 30 + 30 steps = 60
+    # A CPU step's bits depend on its thread count, which adapts to a busy machine: pinned, for the dry run.
+    options["threads"] = 1
+    del options["max_steps"]
     model = charlm.train(fox_file, out="whole", **options, max_steps=60)
-    assert model.device.type == "cuda"  # charlm.train returns the model where it trained
+    assert model.device.type == DEVICE.split(":")[0]  # charlm.train returns the model where it trained
     assert latest("whole").progress.best_bpc < 2.0
     charlm.train(fox_file, out="split", **options, max_steps=30)
     charlm.train(resume="split", max_steps=60)
@@ -60,7 +79,7 @@ def test_the_adaptive_head_trains_and_resumes_bit_exactly_on_the_gpu(fox_file, t
 
 
 def test_evaluation_is_fp32_whatever_the_training_precision(fox_file, tiny):
-    model = charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "precision": "fp16", "max_steps": 60})
+    model = charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "precision": LOW_PRECISION, "max_steps": 60})
     recorded = latest("run").progress.val_bpc
     held_out = model.vocab.encode(fox_file.read_text()[-len(fox_file.read_text()) // 10 :])
     on_gpu, on_cpu = bits_per_char(model, held_out), bits_per_char(charlm.load("run", device="cpu"), held_out)
@@ -71,7 +90,7 @@ def test_evaluation_is_fp32_whatever_the_training_precision(fox_file, tiny):
 @pytest.mark.parametrize("head", ["full", "adaptive"])
 def test_a_gpu_model_gives_the_cpus_log_probabilities_and_greedy_text(fox_file, tiny, head):
     trained = charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": head, "max_steps": 80})
-    gpu, cpu = charlm.load("run", device="cuda"), charlm.load("run", device="cpu")  # trained on the GPU
+    gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")  # trained on the GPU
     text = fox_file.read_text()[:300]
     assert torch.allclose(log_probs(gpu, text), log_probs(cpu, text), atol=LOGPROB_TOLERANCE)
     on_gpu = charlm.generate(gpu, "the ", length=GREEDY_CHARS, greedy=True)
@@ -81,12 +100,12 @@ def test_a_gpu_model_gives_the_cpus_log_probabilities_and_greedy_text(fox_file, 
     ids = trained.vocab.encode(text)
     assert abs(bits_per_char(trained, ids) - bits_per_char(cpu, ids)) < 1e-4
     logits, _ = trained(ids[None, :20])
-    assert logits.device.type == "cuda"
+    assert logits.device == trained.device
 
 
 def test_a_gpu_model_samples_on_a_cpu_after_loading(fox_file, tiny):
-    charlm.train(fox_file, out="run", **{**tiny, "device": "cuda", "max_steps": 40})
-    assert latest("run").device.startswith("cuda")
+    charlm.train(fox_file, out="run", **{**tiny, "device": DEVICE, "max_steps": 40})
+    assert latest("run").device.startswith(DEVICE)
     model = charlm.load("run", device="cpu")
     assert model.device.type == "cpu"
     assert len(charlm.generate(model, "the ", length=50, random_seed=0)) == 54
@@ -96,12 +115,12 @@ def test_serve_loads_its_models_onto_its_device(fox_file, tiny):
     from charlm.serve import model_loaders
 
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
-    assert model_loaders(["run"], "cuda")[0]["run"]().device.type == "cuda"
+    assert model_loaders(["run"], DEVICE)[0]["run"]().device.type == DEVICE.split(":")[0]
 
 
 def test_serve_on_the_gpu_gives_the_cpus_logprobs_and_greedy_text(fox_file, tiny):
     charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "max_steps": 80})
-    loaders = {"gpu": lambda: charlm.load("run", device="cuda"), "cpu": lambda: charlm.load("run", device="cpu")}
+    loaders = {"gpu": lambda: charlm.load("run", device=DEVICE), "cpu": lambda: charlm.load("run", device="cpu")}
     app = create_app(loaders, ServeConfig(max_tokens=GREEDY_CHARS))
     with running(app) as url:
         wait_healthy(url)
@@ -116,5 +135,138 @@ def test_serve_on_the_gpu_gives_the_cpus_logprobs_and_greedy_text(fox_file, tiny
 
 def test_the_sampling_bench_runs_on_the_gpu():
     """#24 asks for sampling chars/s on the GPU, 1 and 64 streams: `bench.sample_speed --device cuda`."""
-    out = run_bench("sample_speed", "--device", "cuda", "--hidden", "16", "--chars", "60", "--streams", "4")
-    assert "cuda:0" in out and "4 streams in one batch (total)" in out and "bf16" not in out
+    out = run_bench("sample_speed", "--device", DEVICE, "--hidden", "16", "--chars", "60", "--streams", "4")
+    assert "4 streams in one batch (total)" in out
+    if ON_GPU:
+        assert "cuda:" in out and "bf16" not in out
+
+
+def test_logit_bias_and_ban_on_the_gpu_give_the_cpus_greedy_text_and_never_a_banned_character(fox_file, tiny):
+    """The bias and ban rows live on the CPU and join the GPU's logits every step (`decoding.RowSampler`)."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
+    gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
+    bias = {**dict.fromkeys(BANNED, -100), "u": 4.0}
+    greedy = charlm.generate(gpu, "the ", length=GREEDY_CHARS, greedy=True, logit_bias=bias)
+    assert greedy == charlm.generate(cpu, "the ", length=GREEDY_CHARS, greedy=True, logit_bias=bias)
+    assert len(greedy) == 4 + GREEDY_CHARS and not set(BANNED) & set(greedy[4:])
+    # Drawn, hot, in a batch: a banned character never comes, whatever the temperature.
+    drawn = charlm.generate(gpu, "the ", length=200, num_samples=4, random_seed=3, temperature=2.0, logit_bias=bias)
+    assert all(len(text) == 204 and not set(BANNED) & set(text[4:]) for text in drawn)
+    # `charlm sample --device cuda --ban`: the same text as the API's.
+    banned = charlm.generate(gpu, "the ", length=GREEDY_CHARS, greedy=True, logit_bias=dict.fromkeys(BANNED, -100))
+    args = ["--checkpoint", "run", "--device", DEVICE, "--seed", "the ", "--greedy", "--length", str(GREEDY_CHARS)]
+    result = cli("sample", *args, "--ban", BANNED)
+    assert result.exit_code == 0 and banned in result.output, result.output
+
+
+def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus_greedy_text(fox_file, tiny):
+    """A request of 20 rows banning characters (more rows than `engine.PARALLEL_ROWS`, so the engine thread
+    takes --threads 2) beside one of 10 free rows: every row's greedy text is the CPU server's."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
+    vocab = charlm.load("run", device="cpu").vocab
+    loaders = {"gpu": lambda: charlm.load("run", device=DEVICE), "cpu": lambda: charlm.load("run", device="cpu")}
+    prompts = ["the ", "quick ", "brown ", "fox ", "jumps ", "over ", "lazy ", "dog ", "t", "q"]
+    biases = {"banned": {str(vocab.index[c]): -100 for c in BANNED}, "free": None}
+    samples = {"banned": 2, "free": 1}  # per prompt: 20 rows and 10, on each server (60 of its 64 streams)
+    requests = [(model, bias) for model in loaders for bias in biases]
+    app = create_app(loaders, ServeConfig(max_streams=64, threads=2, max_tokens=60))
+
+    def complete(url: str, model: str, bias: str) -> list[str]:
+        body = {"model": model, "prompt": prompts, "n": samples[bias], "max_tokens": 60, "temperature": 0}
+        answer = httpx.post(f"{url}/v1/completions", json={**body, "logit_bias": biases[bias]}, timeout=120)
+        assert answer.status_code == 200, answer.text
+        return [choice["text"] for choice in sorted(answer.json()["choices"], key=lambda choice: choice["index"])]
+
+    with running(app) as url, concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+        wait_healthy(url)
+        answers = dict(zip(requests, pool.map(lambda request: complete(url, *request), requests)))
+    for bias in biases:
+        gpu, cpu = answers["gpu", bias], answers["cpu", bias]
+        assert gpu == cpu and len(gpu) == samples[bias] * len(prompts) and all(len(text) == 60 for text in gpu)
+    banned = answers["gpu", "banned"]
+    assert not set(BANNED) & set("".join(banned)) and banned[::2] == banned[1::2]  # greedy: n alike
+    assert banned[::2] != answers["gpu", "free"]  # the bias was applied to its rows only
+
+
+CALLER = textwrap.dedent(
+    """
+    import json, sys, torch, charlm
+    device, path, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    state = torch.cuda.get_rng_state if device.startswith("cuda") else torch.get_rng_state
+    torch.manual_seed(7)  # CUDA has not started: torch keeps the seed for when it does
+    charlm.train(path, device=device, **options)
+    after = state()
+    torch.manual_seed(7)
+    print("kept" if torch.equal(after, state()) else "changed")
+    """
+)
+
+
+def generator_state() -> torch.Tensor:
+    """The state of the generator GPU dropout draws from (the CPU's in the dry run)."""
+    return torch.cuda.get_rng_state() if ON_GPU else torch.get_rng_state()
+
+
+def test_train_on_the_gpu_gives_the_caller_its_generators_back(fox_file, tiny):
+    """charlm.train seeds the GPU's generator and draws dropout from it: the caller's is put back, for a
+    caller that used CUDA before the call and for one whose CUDA starts inside it."""
+    options = {**tiny, "dropout": 0.2}
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if ON_GPU else []):
+        torch.manual_seed(11)
+        before = generator_state()
+        charlm.train(fox_file, out="run", device=DEVICE, **options)
+        assert torch.equal(generator_state(), before)
+    command = [sys.executable, "-c", CALLER, DEVICE, str(fox_file), json.dumps(options)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.stdout.split()[-1:] == ["kept"], result.stdout + result.stderr
+
+
+def test_bits_per_char_and_next_probs_of_a_gpu_model_are_the_cpus(fox_file, tiny):
+    """CPU text into a GPU model (charlm.bits_per_char, charlm.next_probs): the CPU's numbers within 1e-4,
+    a character the model never saw left out alike."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "max_steps": 60})
+    gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
+    text = fox_file.read_text()[:400] + "Zebra the fox"
+    with pytest.warns(UserWarning, match="unseen"):
+        on_gpu = charlm.bits_per_char(gpu, text)
+    with pytest.warns(UserWarning, match="unseen"):
+        assert abs(on_gpu - charlm.bits_per_char(cpu, text)) < 1e-4
+    for prefix in ("", "the qu"):
+        gpu_probs, cpu_probs = (
+            dict(charlm.next_probs(gpu, prefix, top=None)),
+            dict(charlm.next_probs(cpu, prefix, top=None)),
+        )
+        assert gpu_probs.keys() == cpu_probs.keys() == set(gpu.vocab.chars)
+        assert max(abs(gpu_probs[c] - cpu_probs[c]) for c in cpu_probs) < 1e-4
+    assert [c for c, _ in charlm.next_probs(gpu, "the qu", top=3)] == [
+        c for c, _ in charlm.next_probs(cpu, "the qu", top=3)
+    ]
+
+
+def test_a_run_resumes_on_another_device_type(fox_file, tiny):
+    """A checkpoint keeps its device's generator state for a resume on that device type; on another,
+    the run reseeds rather than give CUDA's state to the CPU or the CPU's nothing to CUDA."""
+    options = {**tiny, "dropout": 0.2, "max_steps": 20}
+    charlm.train(fox_file, out="gpu", **options, device=DEVICE)
+    assert (latest("gpu").training.device_rngs is not None) == ON_GPU
+    charlm.train(resume="gpu", device="cpu", max_steps=30)
+    charlm.train(fox_file, out="cpu", **options, device="cpu")
+    charlm.train(resume="cpu", device=DEVICE, max_steps=30)
+    for run, device in (("gpu", "cpu"), ("cpu", DEVICE)):
+        saved = latest(run)
+        assert saved.progress.step == 30 and saved.device.startswith(device) and saved.progress.val_bpc < 5
+
+
+def test_two_processes_under_torchrun_train_on_the_cpu_of_a_gpu_machine(fox_file, tiny):
+    """On a GPU machine the process group is cpu:gloo,cuda:nccl (`Ranks.group`); two ranks on one GPU
+    cannot share nccl, so a CPU run's every collective (barriers, the plan, the gathered states) must
+    take gloo, as on a machine without a GPU (tests/test_distributed.py, not run by the device check)."""
+    args = cli_args({**tiny, "max_steps": 10, "device": "cpu"})
+    process = launch("train", str(fox_file), "--out", "ddp", *args)
+    try:
+        out, err = process.communicate(timeout=90)
+    finally:
+        process.kill()
+    assert process.returncode == 0, out + err
+    saved = latest("ddp")
+    assert saved.progress.step == 10 and saved.training.rank_rngs.shape[0] == 2 and saved.device == "cpu"

@@ -383,6 +383,21 @@ def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monk
     assert torch.equal(restored, states["saved"]) and device == torch.device("cuda", 0)
 
 
+def test_a_resume_that_reseeds_seeds_the_generator_of_the_gpu_it_runs_on(fox_file, tiny, monkeypatch):
+    """A run resumed on another device type reseeds its GPU's generator: cuda:1's for a run on cuda:1.
+    torch.cuda.manual_seed seeds the current device's, cuda:0 in a process that never set one, and left
+    cuda:1's as training's start had seeded it. (No GPU here: two stand-in generators, on a trainer told
+    it runs on cuda:1.)"""
+    generators = (torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
+    monkeypatch.setattr(torch.cuda, "default_generators", generators)
+    saved = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="run").checkpoint()  # a CPU run's
+    resumed = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="other")
+    resumed.state.device = torch.device("cuda", 1)
+    resumed.restore(saved)
+    reseed = resumed.config.random_seed + saved.progress.step
+    assert [g.initial_seed() for g in generators] == [1, reseed]
+
+
 def test_a_run_with_an_adaptive_head_trains_resumes_and_samples(fox_file, tiny):
     tiny.update(head="adaptive", hidden=48, lr=1e-2, max_steps=120, eval_every=60, dropout=0.0)
     model = charlm.train(fox_file, out="run", **tiny)
