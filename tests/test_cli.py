@@ -279,6 +279,19 @@ def test_ban_keeps_its_characters_out_of_every_sample(trained):
     assert "e" in plain[len("the") :] and cli(*drawn, "--ban", "e\u0301").output == plain, plain
 
 
+def test_a_ban_that_cannot_be_used_names_ban_not_logit_bias(trained):
+    """Every error a --ban user can meet named Python's `logit_bias`, which they never gave."""
+    everything = "".join(checkpoint.load(trained).vocab.chars).replace("\n", "\\n")
+    result = cli("sample", "--seed", "the", "--length", "5", "--ban", everything)
+    assert_one_line_error(result, "--ban bans every token the model has; leave it at least one")
+    assert "logit_bias" not in result.output
+    result = cli("sample", "--template", "the _", "--ban", "h")
+    assert_one_line_error(result, "--ban bans 'h', but --template must write it; leave it unbanned")
+    assert "logit_bias" not in result.output
+    result = cli("sample", "--interactive", "--ban", everything)
+    assert_one_line_error(result, "--ban bans every token the model has")
+
+
 @pytest.mark.parametrize(
     ("timeout", "fragment"),
     [

@@ -18,7 +18,7 @@ from .. import checkpoint, outputs, sampler, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..decoding import characters
-from ..errors import CharLMError
+from ..errors import BiasError, CharLMError
 from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
 from .options import device_option, options_of
@@ -76,10 +76,13 @@ def sample(
             model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
     with contextlib.closing(OutputCopy(output)) if output else contextlib.nullcontext() as copy:
         emit = emitter(copy)
-        if interactive:
-            co_write(model, configs[0], emit)
-        else:
-            write_samples(model, seed, configs, as_json, emit)
+        try:
+            if interactive:
+                co_write(model, configs[0], emit)
+            else:
+                write_samples(model, seed, configs, as_json, emit)
+        except BiasError as e:  # the only logit bias here is --ban's: name the option its user gave
+            raise e.as_ban() from None
 
 
 def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
