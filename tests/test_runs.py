@@ -1,6 +1,7 @@
 """Run folders: names, finding them, one training process per folder."""
 
 import itertools
+import json
 import multiprocessing
 import os
 import signal
@@ -295,3 +296,17 @@ def test_the_resume_command_is_the_launch_s_own(monkeypatch):
     assert runs.resume_command("run") == "torchrun --nproc-per-node 8 -m charlm train --resume run"
     monkeypatch.setenv("WORLD_SIZE", "16")  # two machines: their rendezvous options are the user's
     assert runs.resume_command("run") == "torchrun (as before) -m charlm train --resume run"
+
+
+def test_a_chinese_corpus_name_is_written_as_text_and_read_back(tmp_path):
+    """run.json wrote 红楼梦 as \\u7ea2\\u697c\\u68a6, unreadable to a person opening the file."""
+    corpus = tmp_path / "红楼梦.txt"
+    corpus.write_text("宝玉道：你好。黛玉笑了。\n" * 80, encoding="utf-8")
+    result = cli("train", str(corpus), "--max-steps", "2", *TRAIN_ARGS)
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "checkpoints").glob("红楼梦-*")
+    text = (folder / runs.RUN_INFO).read_text(encoding="utf-8")
+    assert '"corpus": "红楼梦"' in text and "\\u" not in text, text
+    assert json.loads(text)["sources"] == [str(corpus)]
+    listed = cli("runs").output
+    assert folder.name in listed and "红楼梦" in listed.splitlines()[1], listed

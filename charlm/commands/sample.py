@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -14,7 +13,7 @@ from typing import TypeVar
 
 import click
 
-from .. import checkpoint, outputs, sampler, threads
+from .. import checkpoint, files, outputs, sampler, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..decoding import characters
@@ -144,10 +143,8 @@ def write_samples(
 
 def json_line(row: dict) -> str:
     """`row` as one line of JSON, its text as text: Chinese in `--json > samples.jsonl` was unreadable
-    \\u escapes (console.py escapes what a console cannot show). The line separators JSON leaves
-    unescaped are escaped, so that `str.splitlines` still finds one object a line."""
-    line = json.dumps(row, ensure_ascii=False)
-    return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
+    \\u escapes (console.py escapes what a console cannot show)."""
+    return files.json_text(row) + "\n"
 
 
 def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> None:
