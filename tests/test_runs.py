@@ -310,3 +310,25 @@ def test_a_chinese_corpus_name_is_written_as_text_and_read_back(tmp_path):
     assert json.loads(text)["sources"] == [str(corpus)]
     listed = cli("runs").output
     assert folder.name in listed and "红楼梦" in listed.splitlines()[1], listed
+
+
+@pytest.mark.parametrize(
+    ("damage", "steps", "best"),
+    [
+        ({"step": 1e300, "val_bpc": 1e308}, "?", "?"),
+        ({"step": -5, "val_bpc": -1.0}, "?", "?"),
+        ({"step": 3, "val_bpc": float("nan")}, "3", "-"),  # NaN is not a number a run writes: left out
+    ],
+)
+def test_runs_shows_a_damaged_records_numbers_as_a_question_mark(fox_file, damage, steps, best):
+    """A metrics.jsonl edited by hand or damaged (a step of 1e300, a bpc of 1e308, negative ones)
+    printed 300-digit numbers that widened the whole table."""
+    assert cli("train", str(fox_file), "--out", "fox", "--max-steps", "2", *TRAIN_ARGS).exit_code == 0
+    folder = Path("checkpoints/fox")
+    (folder / "metrics.jsonl").write_text(json.dumps(damage) + "\n", encoding="utf-8")
+    info = json.loads((folder / runs.RUN_INFO).read_text(encoding="utf-8"))
+    info.update(parameters=1e300, config={**info["config"], "hidden": 10**300})
+    (folder / runs.RUN_INFO).write_text(json.dumps(info), encoding="utf-8")
+    _, row = cli("runs").output.splitlines()
+    assert row.split()[:5] == ["fox", "fox", "1x?", "lstm", steps] and row.split()[5] == best, row
+    assert len(row) < 100, row
