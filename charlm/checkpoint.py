@@ -330,7 +330,7 @@ class Checkpoint:
         parameters = self.model().num_parameters()
         best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
         rows = [
-            ("corpus", f"{self.corpus['name']} {' '.join(self.corpus['sources'])}".rstrip()),
+            ("corpus", self.corpus_text()),
             ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
             ("vocabulary", self.vocab.size_text()),
             ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
@@ -340,7 +340,16 @@ class Checkpoint:
         if self.base:
             rows.append(("base", self.base.describe()))
         shown = {"device", "precision"}
-        return rows + [(key, str(value)) for key, value in self.config.to_dict().items() if key not in shown]
+        unit = "characters" if self.vocab.one_char_per_id else "tokens"
+        head = f"{model_config.head_text(unit)} (--head {self.config.head})"
+        options = self.config.to_dict().items()
+        return rows + [(key, head if key == "head" else str(value)) for key, value in options if key not in shown]
+
+    def corpus_text(self) -> str:
+        """The corpus's name and its sources, the name once when it is the only source (`charlm train
+        hongloumeng` printed "hongloumeng hongloumeng")."""
+        name, sources = self.corpus["name"], self.corpus["sources"]
+        return name if sources == [name] else f"{name} {' '.join(sources)}".rstrip()
 
 
 def read(path: Path) -> Checkpoint:

@@ -19,7 +19,7 @@ import unicodedata
 import torch
 
 from .config import MAX_LOGIT_BIAS, SampleConfig
-from .errors import CharLMError
+from .errors import BiasError, CharLMError
 from .forms import Cursor
 from .vocab import Vocabulary
 
@@ -76,11 +76,13 @@ def bias_vector(logit_bias: dict[str | int, float] | None, vocab: Vocabulary) ->
             continue  # a ban of what the model never writes already holds: --ban '0123456789' on any model
         token = token_id(key, vocab)
         if token in keys:
-            raise CharLMError(f"logit_bias gives token {token} twice ({keys[token]!r} and {key!r}); give it once")
+            raise BiasError(
+                f" gives token {token} twice ({keys[token]!r} and {key!r} are the same to this model); give it once"
+            )
         keys[token] = key
         vector[token] = float("-inf") if bias <= -MAX_LOGIT_BIAS else bias
     if bool(vector.isneginf().all()):
-        raise CharLMError("logit_bias bans every token the model has; leave it at least one to write")
+        raise BiasError(" bans every token the model has; leave it at least one to write")
     return vector
 
 
@@ -109,27 +111,33 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
     """The id a `logit_bias` key names: a token id as it is, a character as the vocabulary has it."""
     if isinstance(key, int):
         if not 0 <= key < len(vocab):
-            raise CharLMError(f"logit_bias: token id {key} is not one of the model's (0 to {len(vocab) - 1})")
+            raise BiasError(f": token id {key} is not one of the model's (0 to {len(vocab) - 1})")
         return key
     if not vocab.one_char_per_id:
-        raise CharLMError(
-            f"logit_bias (--ban): {key!r}: a sentencepiece model's tokens are pieces, not characters; give token ids"
+        pieces = f": {key!r}: a sentencepiece model's tokens are pieces, not characters"
+        raise BiasError(
+            f"{pieces}; give token ids",
+            f"{pieces}; --ban works on character models only: drop it (Python's logit_bias takes token ids)",
         )
     hint = f" (a token id is an int: {int(key)}, not {key!r})" if key.isascii() and key.isdigit() else ""
     if len(characters(key)) != 1:
-        raise CharLMError(f"logit_bias keys are single characters or token ids, not {key!r}{hint}")
+        raise BiasError(f" keys are single characters or token ids, not {key!r}{hint}")
     char = vocab.normalized(key)
     if len(char) == 1 and vocab.knows(char):
         return vocab.index[char]
     if len(char) == 1:
-        raise CharLMError(f"logit_bias: the model never writes {vocab.name_unseen(char)}{hint}; leave it out")
+        raise BiasError(f": the model never writes {vocab.name_unseen(char)}{hint}; leave it out")
     if char != key:  # the model writes it as several characters: ban those, if that is what is meant
-        raise CharLMError(
-            f"logit_bias (--ban): {key!r} is {char!r} to this model (its text is {vocab.normalize.upper()}-normalized); "
+        raise BiasError(
+            f": {key!r} is {char!r} to this model (its text is {vocab.normalize.upper()}-normalized); "
             "give those characters instead"
         )
     shown = " ".join(map(repr, char))
-    raise CharLMError(f"logit_bias: {key!r} is {len(char)} characters to this model ({shown}); give them one by one")
+    several = f": {key!r} is {len(char)} characters to this model ({shown})"
+    raise BiasError(
+        f"{several}; give them one by one",
+        f"{several}; give the one to ban alone (a combining mark stands alone first in --ban)",
+    )
 
 
 class RowSampler:

@@ -8,3 +8,16 @@ class CharLMError(Exception):
 class SaidElsewhere(CharLMError):
     """An error another process of a torchrun job says: this one exits with status 1 and no word, so a
     user with 8 GPUs reads it once."""
+
+
+class BiasError(CharLMError):
+    """A logit bias the model cannot take, its message written once after the name of who gave it:
+    `logit_bias` (Python, the server), or `--ban` in `as_ban()`, for `charlm sample` (whose user cannot
+    give token ids, so `ban_says` replaces advice a shell user could not follow)."""
+
+    def __init__(self, says: str, ban_says: str | None = None):
+        self.says, self.ban_says = says, ban_says or says
+        super().__init__(f"logit_bias{says}")
+
+    def as_ban(self) -> CharLMError:
+        return CharLMError(f"--ban{self.ban_says}")

@@ -9,6 +9,7 @@ would take for a whole one, and no temporary file.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import time
 from pathlib import Path
@@ -51,6 +52,16 @@ def utf8(text: str) -> bytes:
     is not UTF-8 (a corpus named caf\\xe9.txt gives its run name and paths one), has no UTF-8 form: it is
     written as its escape, \\udce9, which JSON reads back as the same string and a page shows as text."""
     return text.encode("utf-8", "backslashreplace")
+
+
+def json_text(value: object, indent: int | None = None) -> str:
+    """`value` as JSON a person can read: Chinese as text, not \\u escapes (a Chinese corpus's run.json
+    was unreadable), a lone surrogate as its escape (`utf8`), and the line separators JSON leaves
+    unescaped (U+2028, U+2029, U+0085, which occur only inside its strings) escaped, so that
+    `str.splitlines` finds one object a line of a .jsonl file."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085")
+    return utf8(text).decode("utf-8")
 
 
 def cannot_read(name: str | Path, error: OSError) -> CharLMError:

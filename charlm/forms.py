@@ -32,7 +32,7 @@ from typing import Protocol
 
 import torch
 
-from .errors import CharLMError
+from .errors import BiasError, CharLMError
 from .vocab import Vocabulary
 
 FREE = "_"
@@ -173,9 +173,7 @@ class Constrained:
         if bans:
             self.texts = ["" if out else text for text, out in zip(self.texts, banned.tolist())]
             if (char := unwritten(fixed, self.texts)) is not None:
-                raise CharLMError(
-                    f"logit_bias (--ban) bans {char!r}, but {option[char]} must write it; leave it unbanned"
-                )
+                raise BiasError(f" bans {char!r}, but {option[char]} must write it; leave it unbanned")
         self.accepts = is_han if self.script == "han" else is_letter
         self.masks: dict[int, torch.Tensor] = {}
         self.free: torch.Tensor | None = None
@@ -188,9 +186,7 @@ class Constrained:
         if not self.finishes[0]:
             free = "Han characters" if self.script == "han" else "letters"
             if bans:
-                raise CharLMError(
-                    f"logit_bias (--ban) bans every way to write {template.name} (`_` needs {free}); ban fewer"
-                )
+                raise BiasError(f" bans every way to write {template.name} (`_` needs {free}); ban fewer")
             raise CharLMError(f"{template.name}: the model cannot write this template (it knows no {free} for `_`)")
 
     def fit(self, text: str, position: int) -> bool:

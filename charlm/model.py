@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 CORES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 ADAPTIVE_MIN_VOCAB = 1000  # --head auto: an adaptive head from this many distinct characters up
+HEAD_DIVISION = 4  # each cluster of the adaptive head is this many times narrower than the one before
 HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked characters cover these shares
 RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
 
@@ -52,6 +54,17 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "head_cutoffs": list(self.head_cutoffs)}
+
+    def head_text(self, unit: str = "characters") -> str:
+        """The output layer as `charlm info` shows it: `--head auto` alone did not say which one a run got.
+        An adaptive head's clusters, most frequent first, each with the width its rows have."""
+        if not self.head_cutoffs:
+            return f"full, a row of width {self.hidden} for each of {self.vocab_size:,} {unit}"
+        edges = [0, *self.head_cutoffs, self.vocab_size]
+        sizes = [end - start for start, end in itertools.pairwise(edges)]
+        widths = [self.hidden // HEAD_DIVISION**i for i in range(len(sizes))]
+        rest = " and ".join(f"{size:,} at {width}" for size, width in zip(sizes[1:], widths[1:]))
+        return f"adaptive, {sizes[0]:,} frequent {unit} at width {widths[0]}, then clusters of {rest}"
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
@@ -228,7 +241,7 @@ class AdaptiveHead(nn.Module):
 
     def __init__(self, hidden: int, vocab_size: int, cutoffs: tuple[int, ...]):
         super().__init__()
-        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, list(cutoffs), div_value=4.0)
+        self.softmax = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, list(cutoffs), div_value=float(HEAD_DIVISION))
         self.register_buffer("rank", torch.arange(vocab_size))
 
     def set_frequencies(self, counts: torch.Tensor) -> None:

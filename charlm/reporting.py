@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import files
 from .checkpoint import Progress
 from .config import Config
 from .errors import CharLMError
@@ -66,7 +67,7 @@ class MetricsLog:
     def append(self, row: dict) -> None:
         if self.lock:
             self.lock.check(row.get("step", row.get("resume", 0)))
-        self.file.append(json.dumps(row) + "\n")
+        self.file.append(files.json_text(row) + "\n")
 
     def start_afresh(self) -> None:
         """A new run's log starts empty. Rows already there are a run's that stopped in this folder

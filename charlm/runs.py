@@ -366,7 +366,7 @@ def write_run_info(run_dir: Path, info: dict) -> None:
     tmp = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps({**info, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1), encoding="utf-8")
+        tmp.write_text(files.json_text({**info, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, 1), encoding="utf-8")
         files.replace(tmp, path)  # a reader (charlm runs) may hold it open a moment: Windows then refuses
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -16,9 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import runs
-from .config import holds
+from .config import MAXIMA, holds
 from .errors import CharLMError
 from .reporting import is_number, read_metrics
+
+# Beyond these a run's record is damaged (edited by hand, a disk error): `?`, not a 300-digit number
+# that widens the whole table. A bpc is at most a few dozen bits (a byte-spelt character's), never negative.
+MAX_STEPS, MAX_BPC, MAX_PARAMETERS = 10**12, 1000.0, 10**13
 
 
 def width(text: str) -> int:
@@ -60,12 +64,18 @@ def run_row(folder: Path) -> list[str]:
     def shown(value: object, kind: type, default: str = "?") -> str:
         return str(value) if holds(value, kind) else default
 
-    layers, hidden = (shown(config.get(name), int) for name in ("layers", "hidden"))
+    layers, hidden = (
+        shown(config.get(name), int) if within(config.get(name), 1, MAXIMA[name]) else "?"
+        for name in ("layers", "hidden")
+    )
     model = f"{layers}x{hidden} {shown(config.get('cell'), str, '')}".strip()
-    if is_number(info.get("parameters")):
+    if within(info.get("parameters"), 0, MAX_PARAMETERS):
         model += f" {short_count(info['parameters'])}"
     metrics = read_metrics(folder)
-    best = min((r["val_bpc"] for r in metrics if r.get("val_bpc") is not None), default=None)
+    bpcs = [r["val_bpc"] for r in metrics if r.get("val_bpc") is not None]
+    sane = [bpc for bpc in bpcs if within(bpc, 0, MAX_BPC)]
+    best = f"{min(sane):.4f}" if sane else "?" if bpcs else "-"
+    step = metrics[-1]["step"] if metrics else 0
     try:
         updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
     except OSError:  # removed since it was listed
@@ -78,10 +88,15 @@ def run_row(folder: Path) -> list[str]:
         folder.name,
         corpus,
         model,
-        f"{int(metrics[-1]['step']) if metrics else 0:,}",
-        "-" if best is None else f"{best:.4f}",
+        f"{int(step):,}" if within(step, 0, MAX_STEPS) else "?",
+        best,
         updated,
     ]
+
+
+def within(value: object, low: float, high: float) -> bool:
+    """Whether `value` is a number (not NaN) from `low` to `high`: one a sound run could have written."""
+    return is_number(value) and low <= value <= high
 
 
 def short_count(count: float) -> str:

@@ -181,7 +181,7 @@ def build(
         "seconds": round(time.perf_counter() - started, 3),
     }
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    (folder / "meta.json").write_text(files.json_text(meta, 1), encoding="utf-8")
     return vocab, meta  # all written
 
 

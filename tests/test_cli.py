@@ -55,6 +55,28 @@ def test_train_sample_eval_info(trained, fox_file):
     assert len(set(values)) == 1  # every value starts in one column, however long the label
 
 
+def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained, fox_file):
+    """`charlm info` showed only `head auto`, never whether the model got the adaptive head, and a run
+    of `charlm train hongloumeng` as "corpus hongloumeng hongloumeng"."""
+    info = dict(line.split(None, 1) for line in cli("info", trained).output.splitlines())
+    size = latest(trained).model_config.vocab_size
+    assert info["head"] == f"full, a row of width 32 for each of {size} characters (--head auto)", info["head"]
+    result = cli("train", str(fox_file), "--out", "adaptive", "--head", "adaptive", "--max-steps", "2", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    head = checkpoint.load("adaptive").head.softmax
+    edges = [0, *head.cutoffs]
+    clusters = [
+        f"{end - start} at {layer[0].out_features}" for start, end, layer in zip(edges[1:], edges[2:], head.tail)
+    ]
+    expected = f"adaptive, {head.shortlist_size} frequent characters at width 32, then clusters of "
+    info = dict(line.split(None, 1) for line in cli("info", "adaptive").output.splitlines())
+    assert info["head"] == expected + " and ".join(clusters) + " (--head adaptive)", info["head"]
+    saved = latest(trained)
+    assert dict(saved.summary())["corpus"].endswith("fox.txt")
+    saved.corpus = {**saved.corpus, "name": "hongloumeng", "sources": ["hongloumeng"]}
+    assert dict(saved.summary())["corpus"] == "hongloumeng"
+
+
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_eval_shows_a_progress_bar_unless_quiet(trained, fox_file):
     shown = run_cli("eval", trained, str(fox_file), check=True)
@@ -277,6 +299,19 @@ def test_ban_keeps_its_characters_out_of_every_sample(trained):
     drawn = ["sample", "--seed", "the", "--length", "300", "--random-seed", "1"]
     plain = cli(*drawn).output
     assert "e" in plain[len("the") :] and cli(*drawn, "--ban", "e\u0301").output == plain, plain
+
+
+def test_a_ban_that_cannot_be_used_names_ban_not_logit_bias(trained):
+    """Every error a --ban user can meet named Python's `logit_bias`, which they never gave."""
+    everything = "".join(checkpoint.load(trained).vocab.chars).replace("\n", "\\n")
+    result = cli("sample", "--seed", "the", "--length", "5", "--ban", everything)
+    assert_one_line_error(result, "--ban bans every token the model has; leave it at least one")
+    assert "logit_bias" not in result.output
+    result = cli("sample", "--template", "the _", "--ban", "h")
+    assert_one_line_error(result, "--ban bans 'h', but --template must write it; leave it unbanned")
+    assert "logit_bias" not in result.output
+    result = cli("sample", "--interactive", "--ban", everything)
+    assert_one_line_error(result, "--ban bans every token the model has")
 
 
 @pytest.mark.parametrize(

@@ -197,6 +197,17 @@ def test_info_skips_damaged_lines_of_the_exports_log(tmp_path):
     assert [line.split()[1] for line in info.output.splitlines() if line.startswith("exports")] == ["safetensors"]
 
 
+def test_the_exports_log_writes_a_chinese_path_as_text_one_record_a_line(tmp_path):
+    """exports.jsonl wrote a Chinese run folder's path as \\u escapes; written as text, a U+2028 in
+    it (which `str.splitlines` breaks a line at) stays escaped, and `charlm info` still reads it."""
+    run = run_of(model_of(), tmp_path / "红楼梦\u2028甲")
+    assert cli("export", str(run), "--format", "safetensors").exit_code == 0
+    text = (run / "exports.jsonl").read_text(encoding="utf-8")
+    assert "红楼梦\\u2028甲" in text and len(text.splitlines()) == 1, text
+    info = cli("info", str(run)).output
+    assert [line.split()[1] for line in info.splitlines() if line.startswith("exports")] == ["safetensors"], info
+
+
 def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
     import_or_missing("onnxruntime")
     docs = (REPO / "docs" / "export.md").read_text(encoding="utf-8")

@@ -178,9 +178,9 @@ def test_characters_a_logit_bias_bans_are_never_written_into_a_form(decoding):
 @pytest.mark.parametrize(
     ("options", "banned", "message"),
     [
-        ({"form": "五言绝句"}, "，", r"logit_bias \(--ban\) bans '，', but --form 五言绝句 must write it; leave it"),
-        ({"form": "五言绝句", "acrostic": "春夏秋冬"}, "夏", r"\(--ban\) bans '夏', but --acrostic must write it"),
-        ({"template": "__ _"}, HAN, r"\(--ban\) bans every way to write --template \(`_` needs Han characters\)"),
+        ({"form": "五言绝句"}, "，", r"^logit_bias bans '，', but --form 五言绝句 must write it; leave it"),
+        ({"form": "五言绝句", "acrostic": "春夏秋冬"}, "夏", r"^logit_bias bans '夏', but --acrostic must write it"),
+        ({"template": "__ _"}, HAN, r"^logit_bias bans every way to write --template \(`_` needs Han characters\)"),
     ],
 )
 def test_a_form_a_logit_bias_makes_impossible_is_refused_before_sampling(options, banned, message):

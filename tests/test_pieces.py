@@ -136,6 +136,9 @@ def test_train_and_sample_through_the_cli_with_a_self_contained_checkpoint(tmp_p
     sample = cli("sample", "--checkpoint", "zh", "--seed", "宝玉道：“😀", "--length", "40", "--random-seed", "3")
     assert sample.exit_code == 0, sample.output
     assert sample.output.startswith("宝玉道：“😀") and len(sample.output.rstrip("\n")) >= len("宝玉道：“😀") + 39
+    banned = cli("sample", "--checkpoint", "zh", "--ban", "宝")  # the command line cannot give token ids
+    assert_one_line_error(banned, "--ban: '宝': a sentencepiece model's tokens are pieces", "character models only")
+    assert "give token ids" not in banned.output
     scored = cli("eval", "zh", "novel.txt")
     assert scored.exit_code == 0 and f"over {len(chinese):,} characters" in scored.output
 

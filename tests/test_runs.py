@@ -1,6 +1,7 @@
 """Run folders: names, finding them, one training process per folder."""
 
 import itertools
+import json
 import multiprocessing
 import os
 import signal
@@ -295,3 +296,39 @@ def test_the_resume_command_is_the_launch_s_own(monkeypatch):
     assert runs.resume_command("run") == "torchrun --nproc-per-node 8 -m charlm train --resume run"
     monkeypatch.setenv("WORLD_SIZE", "16")  # two machines: their rendezvous options are the user's
     assert runs.resume_command("run") == "torchrun (as before) -m charlm train --resume run"
+
+
+def test_a_chinese_corpus_name_is_written_as_text_and_read_back(tmp_path):
+    """run.json wrote 红楼梦 as \\u7ea2\\u697c\\u68a6, unreadable to a person opening the file."""
+    corpus = tmp_path / "红楼梦.txt"
+    corpus.write_text("宝玉道：你好。黛玉笑了。\n" * 80, encoding="utf-8")
+    result = cli("train", str(corpus), "--max-steps", "2", *TRAIN_ARGS)
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "checkpoints").glob("红楼梦-*")
+    text = (folder / runs.RUN_INFO).read_text(encoding="utf-8")
+    assert '"corpus": "红楼梦"' in text and "\\u" not in text, text
+    assert json.loads(text)["sources"] == [str(corpus)]
+    listed = cli("runs").output
+    assert folder.name in listed and "红楼梦" in listed.splitlines()[1], listed
+
+
+@pytest.mark.parametrize(
+    ("damage", "steps", "best"),
+    [
+        ({"step": 1e300, "val_bpc": 1e308}, "?", "?"),
+        ({"step": -5, "val_bpc": -1.0}, "?", "?"),
+        ({"step": 3, "val_bpc": float("nan")}, "3", "-"),  # NaN is not a number a run writes: left out
+    ],
+)
+def test_runs_shows_a_damaged_records_numbers_as_a_question_mark(fox_file, damage, steps, best):
+    """A metrics.jsonl edited by hand or damaged (a step of 1e300, a bpc of 1e308, negative ones)
+    printed 300-digit numbers that widened the whole table."""
+    assert cli("train", str(fox_file), "--out", "fox", "--max-steps", "2", *TRAIN_ARGS).exit_code == 0
+    folder = Path("checkpoints/fox")
+    (folder / "metrics.jsonl").write_text(json.dumps(damage) + "\n", encoding="utf-8")
+    info = json.loads((folder / runs.RUN_INFO).read_text(encoding="utf-8"))
+    info.update(parameters=1e300, config={**info["config"], "hidden": 10**300})
+    (folder / runs.RUN_INFO).write_text(json.dumps(info), encoding="utf-8")
+    _, row = cli("runs").output.splitlines()
+    assert row.split()[:5] == ["fox", "fox", "1x?", "lstm", steps] and row.split()[5] == best, row
+    assert len(row) < 100, row

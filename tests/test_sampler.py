@@ -337,7 +337,7 @@ def test_a_ban_of_a_character_an_nfkc_model_reads_as_several_says_so():
     are single characters or token ids, not '…'", of a single character: the model reads it as "..."."""
     model = fixed_distribution({"好": 0.5, ".": 0.5})
     model.vocab = Vocab(model.vocab.chars, normalize="nfkc")
-    message = r"logit_bias \(--ban\): '…' is '...' to this model \(its text is NFKC-normalized\); give those"
+    message = r"^logit_bias: '…' is '...' to this model \(its text is NFKC-normalized\); give those"
     with pytest.raises(CharLMError, match=message):
         generate(model, "好", length=5, logit_bias={"…": -100})
     assert set(generate(model, "好", length=50, logit_bias={"。": -100, "．": -100}, random_seed=0)[0]) == {"好"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -14,11 +13,11 @@ from typing import TypeVar
 
 import click
 
-from .. import checkpoint, outputs, sampler, threads
+from .. import checkpoint, files, outputs, sampler, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..decoding import characters
-from ..errors import CharLMError
+from ..errors import BiasError, CharLMError
 from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
 from .options import device_option, options_of
@@ -76,10 +75,13 @@ def sample(
             model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
     with contextlib.closing(OutputCopy(output)) if output else contextlib.nullcontext() as copy:
         emit = emitter(copy)
-        if interactive:
-            co_write(model, configs[0], emit)
-        else:
-            write_samples(model, seed, configs, as_json, emit)
+        try:
+            if interactive:
+                co_write(model, configs[0], emit)
+            else:
+                write_samples(model, seed, configs, as_json, emit)
+        except BiasError as e:  # the only logit bias here is --ban's: name the option its user gave
+            raise e.as_ban() from None
 
 
 def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
@@ -141,10 +143,8 @@ def write_samples(
 
 def json_line(row: dict) -> str:
     """`row` as one line of JSON, its text as text: Chinese in `--json > samples.jsonl` was unreadable
-    \\u escapes (console.py escapes what a console cannot show). The line separators JSON leaves
-    unescaped are escaped, so that `str.splitlines` still finds one object a line."""
-    line = json.dumps(row, ensure_ascii=False)
-    return line.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").replace("\x85", "\\u0085") + "\n"
+    \\u escapes (console.py escapes what a console cannot show)."""
+    return files.json_text(row) + "\n"
 
 
 def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> None:

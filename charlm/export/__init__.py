@@ -85,7 +85,7 @@ def record(run_dir: Path, format: str, written: Path, weights: str | None) -> No
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         with open(Path(run_dir) / runs.EXPORTS_LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(files.json_text(row) + "\n")
     except OSError:
         pass
 
