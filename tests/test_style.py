@@ -84,3 +84,23 @@ def test_no_two_modules_import_each_other():
 
     cycles = {" -> ".join(cycle) for name in sorted(graph) if (cycle := cycle_from(name))}
     assert not cycles, "modules that import each other:\n" + "\n".join(sorted(cycles))
+
+
+def test_no_file_holds_a_merge_conflict():
+    """A conflict left in a merge reached main once (docs/serve.md, its error table): ruff reads only
+    Python, and no docs test looked at that table. Every text file of the project is checked for git's
+    markers (read from the tree, not from git, so that a copy without .git is checked too)."""
+    roots = [REPO / name for name in ("charlm", "tests", "bench", "docs", ".ci")]
+    files = [*REPO.glob("*.md"), *REPO.glob("*.cfg"), *(p for root in roots for p in root.rglob("*") if p.is_file())]
+    texts = [
+        p
+        for p in files
+        if p.suffix in {".py", ".md", ".cfg", ".sh", ".html", ".js", ".css", ".json"} or p.parent.name == ".ci"
+    ]
+    markers = ("<" * 7 + " ", "=" * 7 + "\n", ">" * 7 + " ")
+    conflicted = []
+    for path in texts:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        conflicted += [f"{path.relative_to(REPO)}:{i + 1}" for i, line in enumerate(lines) if line.startswith(markers)]
+    assert len(texts) > 50, "almost no files found: the test would pass for nothing"
+    assert not conflicted, f"merge conflict markers: {conflicted}"
