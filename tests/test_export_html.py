@@ -338,3 +338,13 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
 def test_exported_page_refuses_settings_out_of_range_by_name(tmp_path, browser):  # noqa: F811
     wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=32)).as_uri())
     settings_out_of_range_are_refused_by_name(browser, wait)
+
+
+@pytest.mark.slow
+def test_page_counts_a_big_vocabulary_with_a_thousands_separator(tmp_path, browser):  # noqa: F811
+    """A Chinese novel's page said "4447 characters", where everything else charlm prints says 4,447."""
+    chars = "".join(chr(0x4E00 + i) for i in range(1200)) + "ab \n"
+    page_ready(browser, exported(tmp_path, model_of("lstm", chars, hidden=8)).as_uri())
+    shown = f"{len(set(chars)):,} characters"
+    page_text = browser.execute_script("return document.body.textContent")  # the model's details, folded too
+    assert page_text.count(shown) == 2, page_text  # its architecture, and the seed's caption

@@ -1763,8 +1763,8 @@ def escape_stops_the_writing(driver, wait) -> str:
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
     wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
     made = made_text(driver)
-    said = re.fullmatch(r"stopped: (\d+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
-    assert said and int(said[1]) == len(made), status_of(driver)
+    said = re.fullmatch(r"stopped: ([\d,]+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
+    assert said and said[1] == f"{len(made):,}", status_of(driver)
     return made
 
 

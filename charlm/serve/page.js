@@ -15,5 +15,6 @@ function checkSetting(name, caption) {
 // (code points: a character outside the BMP is one), in how long.
 function summary(how, text, seconds) {
   const count = [...text].length, rate = seconds > 0 ? Math.round(count / seconds) : 0;
-  return `${how}: ${count} characters in ${seconds.toFixed(1)} s (${rate.toLocaleString()} characters/s)`;
+  const counted = (n) => n.toLocaleString("en-US");  // 4,447 as charlm writes numbers, whatever the browser's locale
+  return `${how}: ${counted(count)} characters in ${seconds.toFixed(1)} s (${counted(rate)} characters/s)`;
 }
