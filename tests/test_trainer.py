@@ -22,6 +22,13 @@ from charlm.model import CharLM, FullHead
 from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_training, wait_for
 
 
+def train_here(*args: str) -> None:
+    """`charlm train ARGS` in this process, which must succeed: the runs a test compares its processes with
+    (their start is not what it checks) without the ~3 s of a process importing torch."""
+    result = cli("train", *args)
+    assert result.exit_code == 0, result.output
+
+
 def assert_same_weights(a: checkpoint.Checkpoint, b: checkpoint.Checkpoint) -> None:
     assert a.progress.step == b.progress.step
     for name, tensor in a.weights.items():
@@ -160,7 +167,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
         "25",
         "--quiet",
     ]
-    run_cli("train", str(fox_file), "--out", "whole", *options, check=True)
+    train_here(str(fox_file), "--out", "whole", *options)
     process = subprocess.Popen(
         [sys.executable, "-m", "charlm", "train", str(fox_file), "--out", "cut", *options],
         stdout=subprocess.PIPE,
@@ -176,7 +183,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
     stopped_at = latest("cut").progress.step
     assert 0 < stopped_at < 1000, "the run should have been stopped part way"
     assert "charlm train --resume" in out and "Traceback" not in err
-    run_cli("train", "--resume", "cut", check=True)
+    train_here("--resume", "cut")
     whole, resumed = latest("whole"), latest("cut")
     assert resumed.progress.step == whole.progress.step == 1000
     assert_same_weights(whole, resumed)
@@ -188,7 +195,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fox_file, tmp_path):
     args = [*TRAIN_ARGS, "--max-steps", "1500", "--eval-every", "400", "--checkpoint-every", "20"]
-    run_cli("train", str(fox_file), "--out", "whole", *args, check=True)
+    train_here(str(fox_file), "--out", "whole", *args)
     rng = random.Random(0)
     kills = []
     command = [str(fox_file), "--out", "cut", *args]
@@ -210,7 +217,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fo
         command = ["--resume", "cut"]
     assert all(0 < step < 1500 for step in kills), kills
     assert len(set(kills)) == 3, f"each kill should land at a different step: {kills}"
-    run_cli("train", "--resume", "cut", check=True)
+    train_here("--resume", "cut")
     assert_same_weights(latest("whole"), latest("cut"))
 
 
