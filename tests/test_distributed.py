@@ -83,6 +83,14 @@ def ranks(*args: str, processes: int = 2, prelude: str = ""):
             process.communicate()
 
 
+def train_ranks(*args: str, processes: int = 2) -> None:
+    """`charlm ARGS` as the ranks of one job (`ranks`), which must all succeed: the job torchrun would run,
+    without the ~2 s its launcher spends importing torch (the tests of torchrun itself use `launch`)."""
+    with ranks(*args, processes=processes) as started:
+        outputs = [process.communicate(timeout=120) for process in started]
+    assert [process.returncode for process in started] == [0] * processes, outputs
+
+
 def curve(run: str) -> list[tuple[int, float, float]]:
     rows = read_metrics(runs.CHECKPOINT_ROOT / run)
     return [(row["step"], row["train_bpc"], row["val_bpc"]) for row in rows if row["val_bpc"] is not None]
@@ -116,7 +124,7 @@ def test_two_gloo_processes_train_the_model_one_process_trains(fox_file):
     # both continue exactly as an uninterrupted one-process run.
     charlm.train(fox_file, out="through", **OPTIONS, max_steps=40)
     charlm.train(resume="ddp", max_steps=40)
-    torchrun("train", "--resume", "one", "--max-steps", "40")
+    train_ranks("train", "--resume", "one", "--max-steps", "40")
     resumed = max(max_weight_difference("ddp", "through"), max_weight_difference("one", "through"))
     assert resumed < WEIGHT_TOLERANCE
 
@@ -125,9 +133,9 @@ def test_with_dropout_a_resume_under_the_same_world_size_continues_exactly(fox_f
     """Each rank draws its own dropout masks; its generator state is saved, so two processes resumed
     by two processes give the weights of two processes that never stopped."""
     options = cli_options(dropout=0.3)
-    torchrun("train", str(fox_file), "--out", "through", *options, "--max-steps", "30")
-    torchrun("train", str(fox_file), "--out", "cut", *options, "--max-steps", "15")
-    torchrun("train", "--resume", "cut", "--max-steps", "30")
+    train_ranks("train", str(fox_file), "--out", "through", *options, "--max-steps", "30")
+    train_ranks("train", str(fox_file), "--out", "cut", *options, "--max-steps", "15")
+    train_ranks("train", "--resume", "cut", "--max-steps", "30")
     assert latest("cut").progress.step == latest("through").progress.step == 30
     assert max_weight_difference("cut", "through") == 0.0
     charlm.train(fox_file, out="one", **{**OPTIONS, "dropout": 0.3}, max_steps=30)
