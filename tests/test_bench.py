@@ -137,14 +137,23 @@ def gpu_check_dry_run(
     return (out / "gpu-check.txt").read_text()
 
 
-def test_gpu_check_dry_run_passes_and_reports(tmp_path):
+@pytest.fixture(scope="module")
+def passing_dry_run(tmp_path_factory) -> tuple[Path, str]:
+    """One passing dry run on a test file and one cuda test, which the two tests below read (each run of
+    the script costs ~12 s); its folder and report."""
+    out = tmp_path_factory.mktemp("gpu-check") / "out"
+    cuda_test = "tests/test_cuda.py::test_serve_loads_its_models_onto_its_device"
+    return out, gpu_check_dry_run(out, 0, ("tests/test_vocab.py", cuda_test), GPU_CHECK_BUDGET="20")
+
+
+def test_gpu_check_dry_run_passes_and_reports(passing_dry_run):
     """bench/gpu_check.sh --cpu: every step of the device check, on the CPU and a tiny selection."""
-    report = gpu_check_dry_run(tmp_path / "out", 0, GPU_CHECK_BUDGET="20")
+    out, report = passing_dry_run
     for step in ("setup", "fast suite", "cuda tests", "bench.gpu"):
         assert f"== {step}:" in report and f"-- {step}: exit" in report
     assert "passed" in report.split("pytest-fast:")[1] and "charlm/plain" in report
     assert report.rstrip().splitlines()[-1].startswith("device check passed in")
-    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"gpu-check.txt", "pytest-fast.txt", "bench-gpu.txt"}
+    assert {p.name for p in out.iterdir()} >= {"gpu-check.txt", "pytest-fast.txt", "bench-gpu.txt"}
 
 
 def test_gpu_check_fails_when_a_step_fails(tmp_path):
@@ -156,12 +165,11 @@ def test_gpu_check_fails_when_a_step_fails(tmp_path):
     assert last.startswith("device check FAILED") and last.endswith("cuda tests")
 
 
-def test_gpu_check_dry_run_runs_the_cuda_tests_on_the_cpu_first_and_once(tmp_path):
+def test_gpu_check_dry_run_runs_the_cuda_tests_on_the_cpu_first_and_once(passing_dry_run):
     """The dry run ran no cuda test (skipped without a GPU), so a broken one met its first run on a lent
     GPU; and the fast suite ran the cuda tests a second time inside the same seconds."""
-    cuda_test = "tests/test_cuda.py::test_serve_loads_its_models_onto_its_device"
-    report = gpu_check_dry_run(tmp_path / "out", 0, ("tests/test_vocab.py", cuda_test), GPU_CHECK_BUDGET="20")
-    cuda, fast = (tmp_path / "out" / name for name in ("pytest-cuda.txt", "pytest-fast.txt"))
+    out, report = passing_dry_run
+    cuda, fast = (out / name for name in ("pytest-cuda.txt", "pytest-fast.txt"))
     assert "1 passed" in cuda.read_text().splitlines()[-1] and "skipped" not in cuda.read_text()
     assert "1 deselected" in fast.read_text().splitlines()[-1] and "skipped" not in fast.read_text()
     assert report.index("== cuda tests:") < report.index("== fast suite:")
