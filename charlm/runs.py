@@ -27,6 +27,7 @@ from .errors import CharLMError
 
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
+PENDING = ".pending"  # latest.pt -> latest.pending.pt: a checkpoint kept aside (`pending`, `kept_aside`)
 RUN_INFO, SAMPLES = "run.json", "samples.txt"
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
@@ -273,15 +274,15 @@ def resume_command(folder: str | Path) -> str:
 
 def pending(path: Path) -> Path:
     """Where a checkpoint goes while `path` cannot be replaced: latest.pt -> latest.pending.pt."""
-    return path.with_name(f"{path.stem}.pending{path.suffix}")
+    return path.with_name(f"{path.stem}{PENDING}{path.suffix}")
 
 
 def kept_aside(path: Path) -> Path | None:
     """The checkpoint `path` stands in for when it is one kept aside (latest.pending.pt -> latest.pt), else None."""
     path = Path(path)
-    if not path.stem.endswith(".pending"):
+    if not path.stem.endswith(PENDING):
         return None
-    return path.with_name(path.stem.removesuffix(".pending") + path.suffix)
+    return path.with_name(path.stem.removesuffix(PENDING) + path.suffix)
 
 
 def newest_of(path: Path) -> Path:
