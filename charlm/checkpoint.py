@@ -17,6 +17,12 @@ This module is the one owner of the payload's schema (format 3), in three parts:
     training  what only training needs to go on exactly where it stopped: the raw weights (when they
               differ from the model's), optimizer, data position, every stream's hidden state,
               random number generator states, gradient scaler
+
+The names say what each function starts from:
+
+    save(checkpoint, paths)    a Checkpoint -> its files (`serialize`, then `write_atomic`)
+    read(path)                 a file -> its Checkpoint (`read_bytes` -> `unpack` -> `Checkpoint.from_payload`)
+    load(target)               whatever names a run (folder, name, file) -> its model, ready to sample
 """
 
 from __future__ import annotations
@@ -102,8 +108,8 @@ def aside_note(path: Path, step: int) -> str:
 
 
 def read_payload(path: Path) -> dict:
-    """Load and verify a checkpoint file; any damage is a one-line error naming the file."""
-    return parse_payload(read_bytes(path), path)
+    """A checkpoint file's payload, verified; any damage is a one-line error naming the file."""
+    return unpack(read_bytes(path), path)
 
 
 def read_bytes(path: Path) -> bytes:
@@ -128,8 +134,9 @@ def remedy(path: Path) -> str:
     return f"it was kept aside for {original.name}: delete it to use {original}"
 
 
-def parse_payload(data: bytes, path: Path) -> dict:
-    """The payload of a checkpoint file's bytes, verified; `path` names it in errors."""
+def unpack(data: bytes, path: Path) -> dict:
+    """The payload of a checkpoint file's bytes, verified (header, length, checksum, no code) and in
+    the current format; `path` names the file in errors."""
     if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
         raise CharLMError(
             f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
@@ -263,8 +270,22 @@ class Checkpoint:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict) -> Checkpoint:
-        """The checkpoint a payload holds, checked (`check`): a CharLMError says what is wrong."""
+    def from_payload(cls, payload: dict, source: Path) -> Checkpoint:
+        """The checkpoint a verified payload holds, checked (`check`); what is wrong in it is one line
+        naming `source` (the file, or the model folder, it came from) and what to do instead."""
+        try:
+            return cls._build(payload)
+        except CharLMError as e:
+            why = str(e)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            why = _reason(e)
+        if Path(source).is_dir():
+            raise CharLMError(f"{source}: damaged model folder ({why}); export it again from its run") from None
+        raise CharLMError(f"{source}: checkpoint is damaged ({why}); {remedy(source)}") from None
+
+    @classmethod
+    def _build(cls, payload: dict) -> Checkpoint:
+        """`from_payload`'s work: each part converted and checked, a CharLMError naming the part."""
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run options"):
             config = Config.from_dict(run["config"])
@@ -353,14 +374,14 @@ class Checkpoint:
 
 
 def read(path: Path) -> Checkpoint:
-    """A checkpoint file, verified and parsed; any damage is a one-line error naming the file.
+    """A checkpoint file's Checkpoint, verified and checked; any damage is a one-line error naming the file.
     An exported model folder's model.safetensors reads as its folder (hub.py)."""
     if Path(path).suffix == ".safetensors":
         folder = Path(path).parent
         model_config, vocab, weights, run = hub.read(folder)
         payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
-        return parse(payload, folder)
-    return parse(read_payload(path), path)
+        return Checkpoint.from_payload(payload, folder)
+    return Checkpoint.from_payload(read_payload(path), path)
 
 
 def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
@@ -376,21 +397,7 @@ def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
     if Path(path).suffix == ".safetensors":
         return read(path), hashlib.sha256(Path(path).read_bytes()).hexdigest()
     data = read_bytes(path)
-    return parse(parse_payload(data, path), path), hashlib.sha256(data).hexdigest()
-
-
-def parse(payload: dict, path: Path) -> Checkpoint:
-    """The checkpoint of a verified payload; what is wrong in it is one line naming the file (or the
-    model folder) and what to do instead."""
-    try:
-        return Checkpoint.from_payload(payload)
-    except CharLMError as e:
-        why = str(e)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        why = _reason(e)
-    if Path(path).is_dir():
-        raise CharLMError(f"{path}: damaged model folder ({why}); export it again from its run") from None
-    raise CharLMError(f"{path}: checkpoint is damaged ({why}); {remedy(path)}") from None
+    return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager

@@ -324,7 +324,8 @@ def test_a_run_on_mps_resumes_with_its_gpu_generator(fox_file, tiny, fake_mps):
     trainer.state.device = torch.device("mps")  # the state is on the CPU: the generators are what is tested
     saved_state = fake_mps.get_state()
     data = checkpoint.serialize(trainer.checkpoint().to_payload())
-    saved = checkpoint.parse(checkpoint.parse_payload(data, Path("latest.pt")), Path("latest.pt"))  # weights_only
+    payload = checkpoint.unpack(data, Path("latest.pt"))  # read back as a file is: weights_only
+    saved = checkpoint.Checkpoint.from_payload(payload, Path("latest.pt"))
     torch.rand(3, generator=fake_mps)  # the run went on, drawing dropout masks
     train_state.restore(trainer.state, saved, random_seed=0)
     assert torch.equal(fake_mps.get_state(), saved_state)
