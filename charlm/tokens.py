@@ -141,7 +141,9 @@ def build(
     quiet: bool,
     base: Vocabulary | None = None,
 ) -> tuple[Vocabulary, dict]:
-    """Prepare the corpus into `folder`, a new folder no other process uses; its vocabulary and meta."""
+    """Prepare the corpus into `folder`, a new folder no other process uses, in the module docstring's
+    passes: count the characters and choose the vocabulary, write the ids, then the meta that marks the
+    folder finished. Returns its vocabulary and meta."""
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for part in parts for p in part)
 
@@ -153,22 +155,14 @@ def build(
                     yield number, chunk
 
     counts, vocab = make_vocab(lambda task: (chunk for _, chunk in read(task)), config, base)
-    dtype = vocab.dtype()
-    digest, sizes, characters = hashlib.sha256(), [0] * len(parts), 0
-    with open(folder / "tokens.bin", "wb") as out:
-        for number, chunk in read("encoding"):
-            ids = vocab.encode_array(chunk).astype(dtype)
-            out.write(ids.tobytes())
-            digest.update(ids.tobytes())
-            sizes[number] += len(ids)
-            characters += len(chunk)
+    digest, sizes, characters = write_ids(folder / "tokens.bin", read("encoding"), vocab, len(parts))
     unknown = {c: n for c, n in counts.items() if not vocab.knows(c)}
     meta = {
         "format": CACHE_FORMAT,
-        "dtype": dtype.name,
+        "dtype": vocab.dtype().name,
         "tokens": sum(sizes),
         "parts": sizes,
-        "sha256": digest.hexdigest(),
+        "sha256": digest,
         "characters": characters,
         "distinct": len(counts),
         "vocab_size": len(vocab),
@@ -183,6 +177,23 @@ def build(
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
     (folder / "meta.json").write_text(files.json_text(meta, 1), encoding="utf-8")
     return vocab, meta  # all written
+
+
+def write_ids(
+    path: Path, chunks: Iterator[tuple[int, str]], vocab: Vocabulary, parts: int
+) -> tuple[str, list[int], int]:
+    """Encode each (part number, text) chunk and append its ids to `path`, a chunk at a time so memory
+    stays flat; returns the ids' sha256, the ids in each part and the characters read."""
+    dtype = vocab.dtype()
+    digest, sizes, characters = hashlib.sha256(), [0] * parts, 0
+    with open(path, "wb") as out:
+        for number, chunk in chunks:
+            ids = vocab.encode_array(chunk).astype(dtype)
+            out.write(ids.tobytes())
+            digest.update(ids.tobytes())
+            sizes[number] += len(ids)
+            characters += len(chunk)
+    return digest.hexdigest(), sizes, characters
 
 
 def publish(private: Path, folder: Path, vocab: Vocabulary, meta: dict) -> Prepared:
