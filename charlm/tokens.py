@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from . import catalog, files
 from .config import CORPUS_OPTIONS, Config
-from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, source_files
+from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
 from .errors import CharLMError
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .shakespeare import shakespeare_files
@@ -308,6 +309,22 @@ def load_corpus(
     # Absolute paths, so a run resumes from any working directory.
     given = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
+
+
+def read_eval_also(config: Config, vocab: Vocabulary) -> torch.Tensor | None:
+    """The ids of the --eval-also text (a second text scored at each evaluation), read and checked before
+    training starts: the plan refuses a bad one, the trainer scores it."""
+    path = config.eval_also
+    if not path:
+        return None
+    try:
+        text = read_texts([path], config.encoding, vocab.normalize)
+    except CharLMError as e:
+        raise CharLMError(f"--eval-also {e}") from None
+    ids = vocab.encode(text, what=f"--eval-also {path}")
+    if len(ids) < 2:
+        raise CharLMError(f"--eval-also {path}: need at least 2 characters to score")
+    return ids
 
 
 def catalog_name(source: str) -> bool:

@@ -32,7 +32,7 @@ from .plan import RunPlan
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
-from .tokens import TokenCorpus
+from .tokens import TokenCorpus, read_eval_also
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 EVAL_ALSO_TOKENS = 50_000  # and of the --eval-also text, which a fine-tuning run scores every few seconds
@@ -95,7 +95,7 @@ class Trainer:
         self.config, self.run_dir, self.base = plan.config, plan.run_dir, plan.base
         self.state = train_state.build(plan.config, corpus, ranks, model)
         self.model, self.device, self.precision = self.state.model, self.state.device, self.state.precision
-        self.eval_also_ids = train_state.read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
+        self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
         self.stopped_early = False
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
