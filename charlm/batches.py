@@ -21,7 +21,6 @@ only ever a target; a last window shorter than seq_len is fed as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,8 +84,3 @@ class Windows:
         inputs, targets = self.window(start)
         self.position = start + inputs.size(1)
         return inputs, targets, start == 0
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass over all windows (evaluation), independent of `position`."""
-        for start in range(0, self.input_columns, self.seq_len):
-            yield self.window(start)

@@ -1,12 +1,4 @@
-"""Checkpoints: what they hold, written atomically, checked on load, read without executing code.
-
-File layout: one line `charlm-checkpoint`, one JSON header line (format version, payload length and
-its sha256), then the payload as written by `torch.save`: a dict of tensors and plain values only,
-read back with `torch.load(..., weights_only=True)`, so a crafted file cannot run code. The checksum
-catches truncated and bit-flipped files before torch parses a byte of them.
-
-Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the old
-file: a crash at any moment leaves either the old or the new checkpoint, never half of one.
+"""Checkpoints: what they hold, checked on load (the file's bytes: checkpoint_file.py).
 
 This module is the one owner of the payload's schema (format 3), in three parts:
 
@@ -17,6 +9,12 @@ This module is the one owner of the payload's schema (format 3), in three parts:
     training  what only training needs to go on exactly where it stopped: the raw weights (when they
               differ from the model's), optimizer, data position, every stream's hidden state,
               random number generator states, gradient scaler
+
+The names say what each function starts from:
+
+    save(checkpoint, paths)    a Checkpoint -> its files (checkpoint_file: `serialize`, `write_atomic`)
+    read(path)                 a file -> its Checkpoint (`read_bytes` -> `unpack` -> `Checkpoint.from_payload`)
+    load(target)               whatever names a run (folder, name, file) -> its model, ready to sample
 """
 
 from __future__ import annotations
@@ -24,10 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import io
-import json
 import math
-import re
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,139 +30,27 @@ from pathlib import Path
 
 import torch
 
-from . import files, hub
+from . import hub
+from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
 from .config import Config, holds, kinds_of
 from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
-from .runs import kept_aside, pending, resolve, resume_command
+from .runs import resolve
 from .vocab import Vocab, Vocabulary
-
-MAGIC = b"charlm-checkpoint\n"
-VERSION = 3
-READS = (2, 3)  # format 2 (before the model/run/training split) is upgraded on read
-
-
-def serialize(payload: dict) -> bytes:
-    """A checkpoint file's bytes: MAGIC, the header line (version, length, sha256), the payload."""
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    body = buffer.getvalue()
-    header = {"version": VERSION, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-    return MAGIC + json.dumps(header).encode() + b"\n" + body
-
-
-def write_atomic(path: Path, data: bytes) -> Path | None:
-    """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py). While `path`
-    cannot be replaced (on Windows, another process holds it open longer than `files.replace` waits),
-    the checkpoint goes to `pending(path)` instead, which is returned (else None): the training's work
-    is kept, and the next write that replaces `path` removes the older file aside."""
-    had_one = path.is_file()
-    try:
-        files.replace_files({path: data})
-    except PermissionError as e:
-        if had_one and write_aside(path, data):
-            return pending(path)
-        raise cannot_write_checkpoint(path, e, had_one) from None
-    except OSError as e:
-        raise cannot_write_checkpoint(path, e, had_one) from None
-    with contextlib.suppress(OSError):  # best effort: a stale file aside is older than `path`
-        pending(path).unlink(missing_ok=True)
-    return None
-
-
-def write_aside(path: Path, data: bytes) -> bool:
-    """Whether `data` could be written to `pending(path)`."""
-    try:
-        files.replace_files({pending(path): data})
-    except OSError:
-        return False
-    return True
-
-
-def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool) -> CharLMError:
-    kept = "the previous one is intact" if had_one else "no checkpoint was written"
-    return CharLMError(f"{path}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}")
-
-
-def aside_note(path: Path, step: int) -> str:
-    """What a run says when its checkpoint at step `step` went to `pending(path)` (one line). The run
-    folder names it from then on (`runs.resolve` takes the newer of the two), so it resumes as usual."""
-    return (
-        f"{path} is held open by another process and cannot be replaced (Windows refuses while it is open); "
-        f"step {step:,} is saved as {pending(path)} until it can be (if the run ends first, "
-        f"{resume_command(path.parent)} goes on from it)"
-    )
 
 
 def read_payload(path: Path) -> dict:
-    """Load and verify a checkpoint file; any damage is a one-line error naming the file."""
-    return parse_payload(read_bytes(path), path)
+    """A checkpoint file's payload, verified; any damage is a one-line error naming the file."""
+    return unpack(read_bytes(path), path)
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; only its first line when that is not ours (a big file of another kind stays unread)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CharLMError(f"{path}: no such checkpoint file")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(len(MAGIC))
-            return data + f.read() if data == MAGIC else data
-    except OSError as e:
-        raise files.cannot_read(path, e) from None
-
-
-def remedy(path: Path) -> str:
-    """What to do about a damaged checkpoint file: use the run's other one, or, for one kept aside
-    (which a run folder names while it is the newer), delete it so that the one it stands for is used."""
-    original = kept_aside(Path(path))
-    if original is None:
-        return "use the run's other checkpoint"
-    return f"it was kept aside for {original.name}: delete it to use {original}"
-
-
-def parse_payload(data: bytes, path: Path) -> dict:
-    """The payload of a checkpoint file's bytes, verified; `path` names it in errors."""
-    if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
-        raise CharLMError(
-            f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
-        )
-    end = data.find(b"\n", len(MAGIC), len(MAGIC) + 2048) + 1 or len(data)
-    header_line, body = data[len(MAGIC) : end], data[end:]
-    try:
-        header = json.loads(header_line)
-        version, size, digest = header["version"], header["bytes"], header["sha256"]
-    except (ValueError, KeyError, TypeError):
-        raise CharLMError(f"{path}: damaged checkpoint header; {remedy(path)}") from None
-    if version not in READS:
-        raise CharLMError(
-            f"{path}: checkpoint format {version} is not supported by this charlm (reads {', '.join(map(str, READS))})"
-        )
-    if len(body) != size:
-        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {remedy(path)}")
-    if hashlib.sha256(body).hexdigest() != digest:
-        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {remedy(path)}")
-    try:
-        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
-        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; {remedy(path)}") from None
-    if not isinstance(payload, dict):
-        raise CharLMError(f"{path}: not a charlm checkpoint")
+def unpack(data: bytes, path: Path) -> dict:
+    """The payload of a checkpoint file's bytes, verified (`checkpoint_file.verified`) and in the
+    current format; `path` names the file in errors."""
+    version, payload = verified(data, path)
     return payload if version == VERSION else _upgrade_v2(payload)
-
-
-def _refusal(message: str) -> str:
-    """Why torch's weights-only unpickler refused a payload, without its paragraphs of advice on
-    loading untrusted files anyway."""
-    code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
-    if code:  # a builtin by its bare name: torch >= 2.7 gives it so, 2.4 to 2.6 as builtins.getattr
-        name = code.group(1).removeprefix("builtins.")
-        return f"the checkpoint holds code ({name}), not only tensors and plain values"
-    after = message.partition("WeightsUnpickler error:")[2] or message
-    reason = next((line.strip() for line in after.splitlines() if line.strip()), "unreadable")
-    return f"the checkpoint holds more than tensors and plain values ({reason[:120]})"
 
 
 @dataclass
@@ -263,8 +146,22 @@ class Checkpoint:
         }
 
     @classmethod
-    def from_payload(cls, payload: dict) -> Checkpoint:
-        """The checkpoint a payload holds, checked (`check`): a CharLMError says what is wrong."""
+    def from_payload(cls, payload: dict, source: Path) -> Checkpoint:
+        """The checkpoint a verified payload holds, checked (`check`); what is wrong in it is one line
+        naming `source` (the file, or the model folder, it came from) and what to do instead."""
+        try:
+            return cls._build(payload)
+        except CharLMError as e:
+            why = str(e)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            why = _reason(e)
+        if Path(source).is_dir():
+            raise CharLMError(f"{source}: damaged model folder ({why}); export it again from its run") from None
+        raise CharLMError(f"{source}: checkpoint is damaged ({why}); {remedy(source)}") from None
+
+    @classmethod
+    def _build(cls, payload: dict) -> Checkpoint:
+        """`from_payload`'s work: each part converted and checked, a CharLMError naming the part."""
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run options"):
             config = Config.from_dict(run["config"])
@@ -353,14 +250,14 @@ class Checkpoint:
 
 
 def read(path: Path) -> Checkpoint:
-    """A checkpoint file, verified and parsed; any damage is a one-line error naming the file.
+    """A checkpoint file's Checkpoint, verified and checked; any damage is a one-line error naming the file.
     An exported model folder's model.safetensors reads as its folder (hub.py)."""
     if Path(path).suffix == ".safetensors":
         folder = Path(path).parent
         model_config, vocab, weights, run = hub.read(folder)
         payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
-        return parse(payload, folder)
-    return parse(read_payload(path), path)
+        return Checkpoint.from_payload(payload, folder)
+    return Checkpoint.from_payload(read_payload(path), path)
 
 
 def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
@@ -376,21 +273,7 @@ def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
     if Path(path).suffix == ".safetensors":
         return read(path), hashlib.sha256(Path(path).read_bytes()).hexdigest()
     data = read_bytes(path)
-    return parse(parse_payload(data, path), path), hashlib.sha256(data).hexdigest()
-
-
-def parse(payload: dict, path: Path) -> Checkpoint:
-    """The checkpoint of a verified payload; what is wrong in it is one line naming the file (or the
-    model folder) and what to do instead."""
-    try:
-        return Checkpoint.from_payload(payload)
-    except CharLMError as e:
-        why = str(e)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-        why = _reason(e)
-    if Path(path).is_dir():
-        raise CharLMError(f"{path}: damaged model folder ({why}); export it again from its run") from None
-    raise CharLMError(f"{path}: checkpoint is damaged ({why}); {remedy(path)}") from None
+    return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest()
 
 
 @contextlib.contextmanager

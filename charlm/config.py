@@ -170,10 +170,23 @@ class Config:
         self.validate()
 
     def validate(self) -> None:
-        """Reject impossible values with a message naming the option."""
+        """Reject impossible values with a message naming the option, before anything is read or built:
+        types and choices, then counts, the vocabulary's options, rates, and where the run goes."""
         check_types(self)
         check_choices(self)
         text_decoder(self.encoding)  # an unknown --encoding fails here, before any file is read
+        self.check_counts()
+        self.check_vocabulary()
+        self.check_rates()
+        if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
+            raise CharLMError(f"--device must be {DEVICE_FORMS}, not {self.device!r}")
+        check_seed(self.random_seed)
+        self.max_seconds()  # parses --max-time or raises
+        self.checkpoint_interval()
+
+    def check_counts(self) -> None:
+        """Sizes, steps and threads: whole numbers within their bounds (`MAXIMA` keeps a typo such as
+        --hidden 40000000 from becoming an out-of-memory crash)."""
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)
                 continue
@@ -181,8 +194,17 @@ class Config:
                 raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
             if getattr(self, name) > MAXIMA.get(name, float("inf")):
                 raise CharLMError(f"--{option_name(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
-        if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
-            raise CharLMError(f"--device must be {DEVICE_FORMS}, not {self.device!r}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise CharLMError(f"--max-steps must be at least 1, not {self.max_steps}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise CharLMError(f"--threads must be between 1 and {MAX_THREADS}, not {self.threads}")
+        if self.sample_every < 0:
+            raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
+        if self.patience < 0:
+            raise CharLMError(f"--patience must be at least 0, not {self.patience}")
+
+    def check_vocabulary(self) -> None:
+        """The options that decide the token ids, each with the tokenizer it belongs to."""
         if self.min_count < 1:
             raise CharLMError(f"--min-count must be at least 1, not {self.min_count}")
         if not 0.0 < self.coverage <= 1.0:
@@ -193,6 +215,9 @@ class Config:
             raise CharLMError("--min-count applies to --tokenizer char; with sentencepiece use --coverage")
         if self.vocab_size is not None and not 8 <= self.vocab_size < 2**31:
             raise CharLMError(f"--vocab-size must be at least 8, not {self.vocab_size}")
+
+    def check_rates(self) -> None:
+        """Fractions, rates and the optimizer's numbers: each within the range where it means something."""
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise CharLMError(f"--dropout must be in [0, 1), not {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:
@@ -206,17 +231,6 @@ class Config:
         for name in ("warmup_steps", "weight_decay", "grad_clip"):
             if not 0 <= getattr(self, name) < float("inf"):
                 raise CharLMError(f"--{option_name(name)} must be a number of 0 or more, not {getattr(self, name)}")
-        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
-            raise CharLMError(f"--threads must be between 1 and {MAX_THREADS}, not {self.threads}")
-        if self.sample_every < 0:
-            raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
-        if self.patience < 0:
-            raise CharLMError(f"--patience must be at least 0, not {self.patience}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise CharLMError(f"--max-steps must be at least 1, not {self.max_steps}")
-        check_seed(self.random_seed)
-        self.max_seconds()  # parses --max-time or raises
-        self.checkpoint_interval()
 
     def max_seconds(self) -> float | None:
         """--max-time in seconds; None: no time limit."""

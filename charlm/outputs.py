@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import runs
-from .checkpoint import MAGIC
+from .checkpoint_file import MAGIC
 from .errors import CharLMError
 from .reporting import METRICS
 

@@ -44,8 +44,8 @@ from .device import resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .finetune import ARCHITECTURE, Start
-from .tokens import TokenCorpus
-from .train_state import check_data, read_eval_also
+from .tokens import TokenCorpus, read_eval_also
+from .train_state import check_data
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
 EVAL_EVERY_RANGE = (1, 2000)  # steps between evaluations: once per pass, within these

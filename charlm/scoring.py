@@ -1,5 +1,5 @@
 """Scoring: how well a model predicts a text, computed in one place for `charlm eval`, training's
-validation, `charlm inspect` and the server's log-probabilities.
+validation, `charlm inspect` and the server's log-probabilities (the layers' gates and states: tracing.py).
 
 - `bits_per_char`: bits per character of a token stream, as one pass over it scores it, the state
   carried from its first token to its last (validation; `text_bits`: a text, for `charlm eval` and
@@ -7,9 +7,7 @@ validation, `charlm inspect` and the server's log-probabilities.
 - `surprise`: the bits spent on each token of a text and the model's top guesses before it (the
   inspect page, and `prompt_logprobs` for the server's `echo`); `top_logprobs` the same for a batch
   of next-token logits (the server's `logprobs` while sampling); `next_probs` the distribution
-  after a prefix (`charlm.next_probs`);
-- `trace`: everything the model computes on a text, character by character: its predictions, every
-  layer's gates, cell states and hidden states, as numpy arrays a notebook can plot.
+  after a prefix (`charlm.next_probs`).
 
 Bits are in nats over the characters the scored tokens spell (one each for a character vocabulary,
 several for a SentencePiece piece), converted to bits, so models with different tokenizers compare.
@@ -18,17 +16,6 @@ several for a SentencePiece piece), converted to bits, so models with different 
 piece but the first starts from the state of reading the EVAL_WARMUP tokens before it (unscored),
 which is what one pass has there, to within a small difference (see EVAL_WARMUP). Every token after
 the first is scored exactly once.
-
-Training runs torch's fused `nn.LSTM`, which hands back only the top layer's outputs. To look inside
-every layer, `trace` runs the layers one at a time with the same fused kernel (each layer's weights
-in a one-layer module), which gives each layer's hidden states h_1..h_T. The gates then take one
-batched call of the reference cell (`cells.lstm_cell`) for the whole text, the T steps as a batch of
-T rows, since the gates at step t depend only on the layer's input x_t and the hidden state h_{t-1},
-both known by then. The cell states follow from the one recurrence left, c_t = f_t * c_{t-1} + i_t * g_t,
-a few elementwise operations per character. tests/test_model.py checks all of it against
-`cells.lstm_cell` stepped one character at a time and against `nn.LSTM`'s outputs. A GRU has reset and
-update gates and a candidate (`cells.gru_cell`) but no cell state; a plain RNN has neither gates nor
-cell state: their traces say so with `cells is None` and fewer gates.
 """
 
 from __future__ import annotations
@@ -41,12 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from . import threads
 from .batches import as_ids
-from .cells import gru_cell, lstm_cell
 from .device import has_float64
 from .errors import CharLMError
 from .model import CharLM, State, inference, map_state
@@ -177,33 +162,6 @@ def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | N
 
 
 HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)
-GATE_NAMES = {
-    "lstm": ("input", "forget", "candidate", "output"),
-    "gru": ("reset", "update", "new"),
-    "rnn": (),
-}
-
-
-@dataclass
-class Trace:
-    """A model's run over a text. T is the number of tokens read (characters, for a character
-    vocabulary), L the layers, H the hidden size, V the vocabulary size. Row t belongs to token t:
-    `probs[t]` is what the model predicted for it before reading it; the states are those after
-    reading it."""
-
-    cell: str  # "lstm", "gru" or "rnn"
-    tokens: list[str]  # (T,) the text as the model read it (normalized), one string per token
-    ids: np.ndarray  # (T,) int64 vocabulary ids
-    bits: np.ndarray  # (T,) float64: -log2 of the probability given to token t (NaN where none was, or unseen)
-    probs: np.ndarray | None  # (T, V) float32: the distribution token t was drawn against; None if not asked
-    hidden: np.ndarray  # (L, T, H) float32: h after reading token t, every layer
-    cells: np.ndarray | None  # (L, T, H) float32: the LSTM's cell state c (not squashed); None for GRU and RNN
-    gates: dict[str, np.ndarray]  # name -> (L, T, H) float32, names as GATE_NAMES[cell]; {} for an RNN
-
-    @property
-    def bpc(self) -> float:
-        """Bits per character over the tokens that were predicted."""
-        return mean_bits(self.bits, self.tokens)
 
 
 @dataclass
@@ -215,78 +173,6 @@ class Scores:
     probs: np.ndarray | None  # (T, V) float32
     top_ids: np.ndarray  # (T, top) int64, most likely first
     top_probs: np.ndarray  # (T, top) float64
-
-
-def trace(model: CharLM, text: str, context: str | None = None, probs: bool = True) -> Trace:
-    """Run `model` over `text` and record everything it computes. The model first reads `context`
-    (None: the start of a line, as sampling from an empty seed does), so the first character is
-    predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
-    leaves out the (T, V) distributions, which for a big vocabulary are most of the memory."""
-    ids, start = encode(model, text, context)
-    with inference(model):
-        inputs, layers = model.embed(ids), []
-        for layer in range(model.config.layers):
-            layers.append(trace_layer(model, layer, inputs))
-            inputs = layers[-1][0]
-        scores = score(model, inputs, ids, start, keep_probs=probs)
-
-    def stack(parts: list[torch.Tensor]) -> np.ndarray:
-        return torch.stack([p[start:] for p in parts]).float().cpu().numpy()
-
-    text_ids = ids[start:].cpu()
-    gates = {name: stack([g[k] for _, _, g in layers]) for k, name in enumerate(GATE_NAMES[model.config.cell])}
-    return Trace(
-        cell=model.config.cell,
-        tokens=tokens_of(model, text, text_ids),
-        ids=text_ids.numpy(),
-        bits=scores.bits,
-        probs=scores.probs,
-        hidden=stack([h for h, _, _ in layers]),
-        cells=stack([c for _, c, _ in layers]) if model.config.cell == "lstm" else None,
-        gates=gates,
-    )
-
-
-def trace_layer(
-    model: CharLM, layer: int, x: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
-    """One layer over inputs x (T, input) from a zero state: its hidden states (T, H), its cell
-    states (T, H) for an LSTM (else None) and its gates, each (T, H)."""
-    weights = layer_weights(model, layer)
-    hidden, _ = one_layer(model, layer)(x[None])
-    hidden = hidden[0]
-    previous = torch.cat([torch.zeros_like(hidden[:1]), hidden[:-1]])  # h_{t-1}, zero before the first step
-    if model.config.cell == "lstm":
-        _, _, gates = lstm_cell(x, previous, torch.zeros_like(previous), *weights)  # gates ignore c
-        return hidden, cell_states(gates.forget, gates.input * gates.candidate), tuple(gates)
-    if model.config.cell == "gru":
-        _, gates = gru_cell(x, previous, *weights)
-        return hidden, None, tuple(gates)
-    return hidden, None, ()
-
-
-def cell_states(forget: torch.Tensor, written: torch.Tensor) -> torch.Tensor:
-    """c_t = f_t * c_{t-1} + (i_t * g_t), from c_0 = 0: the one step of an LSTM that needs a loop."""
-    cells = torch.empty_like(written)
-    c = torch.zeros_like(written[0])
-    for t in range(len(written)):
-        c = forget[t] * c + written[t]
-        cells[t] = c
-    return cells
-
-
-def layer_weights(model: CharLM, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Layer `layer`'s (W_ih, W_hh, b_ih, b_hh) in torch's stacked layout, as `cells.py` takes them."""
-    return tuple(getattr(model.core, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
-
-
-def one_layer(model: CharLM, layer: int) -> nn.RNNBase:
-    """A one-layer copy of the core's layer `layer`: the same fused kernel on the same weights."""
-    core = model.core
-    single = type(core)(core.input_size, core.hidden_size, num_layers=1, batch_first=True)
-    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-    single.load_state_dict(dict(zip(names, layer_weights(model, layer))))
-    return single.to(model.device)
 
 
 def encode(model: CharLM, text: str, context: str | None) -> tuple[torch.Tensor, int]:

@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from . import catalog, files
 from .config import CORPUS_OPTIONS, Config
-from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, source_files
+from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
 from .errors import CharLMError
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .shakespeare import shakespeare_files
@@ -141,7 +142,9 @@ def build(
     quiet: bool,
     base: Vocabulary | None = None,
 ) -> tuple[Vocabulary, dict]:
-    """Prepare the corpus into `folder`, a new folder no other process uses; its vocabulary and meta."""
+    """Prepare the corpus into `folder`, a new folder no other process uses, in the module docstring's
+    passes: count the characters and choose the vocabulary, write the ids, then the meta that marks the
+    folder finished. Returns its vocabulary and meta."""
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for part in parts for p in part)
 
@@ -153,22 +156,14 @@ def build(
                     yield number, chunk
 
     counts, vocab = make_vocab(lambda task: (chunk for _, chunk in read(task)), config, base)
-    dtype = vocab.dtype()
-    digest, sizes, characters = hashlib.sha256(), [0] * len(parts), 0
-    with open(folder / "tokens.bin", "wb") as out:
-        for number, chunk in read("encoding"):
-            ids = vocab.encode_array(chunk).astype(dtype)
-            out.write(ids.tobytes())
-            digest.update(ids.tobytes())
-            sizes[number] += len(ids)
-            characters += len(chunk)
+    digest, sizes, characters = write_ids(folder / "tokens.bin", read("encoding"), vocab, len(parts))
     unknown = {c: n for c, n in counts.items() if not vocab.knows(c)}
     meta = {
         "format": CACHE_FORMAT,
-        "dtype": dtype.name,
+        "dtype": vocab.dtype().name,
         "tokens": sum(sizes),
         "parts": sizes,
-        "sha256": digest.hexdigest(),
+        "sha256": digest,
         "characters": characters,
         "distinct": len(counts),
         "vocab_size": len(vocab),
@@ -183,6 +178,23 @@ def build(
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
     (folder / "meta.json").write_text(files.json_text(meta, 1), encoding="utf-8")
     return vocab, meta  # all written
+
+
+def write_ids(
+    path: Path, chunks: Iterator[tuple[int, str]], vocab: Vocabulary, parts: int
+) -> tuple[str, list[int], int]:
+    """Encode each (part number, text) chunk and append its ids to `path`, a chunk at a time so memory
+    stays flat; returns the ids' sha256, the ids in each part and the characters read."""
+    dtype = vocab.dtype()
+    digest, sizes, characters = hashlib.sha256(), [0] * parts, 0
+    with open(path, "wb") as out:
+        for number, chunk in chunks:
+            ids = vocab.encode_array(chunk).astype(dtype)
+            out.write(ids.tobytes())
+            digest.update(ids.tobytes())
+            sizes[number] += len(ids)
+            characters += len(chunk)
+    return digest.hexdigest(), sizes, characters
 
 
 def publish(private: Path, folder: Path, vocab: Vocabulary, meta: dict) -> Prepared:
@@ -297,6 +309,22 @@ def load_corpus(
     # Absolute paths, so a run resumes from any working directory.
     given = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
+
+
+def read_eval_also(config: Config, vocab: Vocabulary) -> torch.Tensor | None:
+    """The ids of the --eval-also text (a second text scored at each evaluation), read and checked before
+    training starts: the plan refuses a bad one, the trainer scores it."""
+    path = config.eval_also
+    if not path:
+        return None
+    try:
+        text = read_texts([path], config.encoding, vocab.normalize)
+    except CharLMError as e:
+        raise CharLMError(f"--eval-also {e}") from None
+    ids = vocab.encode(text, what=f"--eval-also {path}")
+    if len(ids) < 2:
+        raise CharLMError(f"--eval-also {path}: need at least 2 characters to score")
+    return ids
 
 
 def catalog_name(source: str) -> bool:

@@ -22,7 +22,7 @@ from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
 from .checkpoint import Checkpoint, Progress, TrainingState
 from .config import Config
-from .corpus import DEFAULT_CORPUS, read_texts
+from .corpus import DEFAULT_CORPUS
 from .device import (
     accelerator_rng_state,
     autocast,
@@ -38,7 +38,6 @@ from .errors import CharLMError
 from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
 from .optim import learning_rate, make_optimizer
 from .tokens import TokenCorpus
-from .vocab import Vocabulary
 
 
 @dataclass
@@ -127,21 +126,6 @@ def check_data(config: Config, corpus: TokenCorpus) -> None:
         )
     if len(corpus.val_ids) < 2:
         raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise --val-fraction")
-
-
-def read_eval_also(config: Config, vocab: Vocabulary) -> torch.Tensor | None:
-    """The ids of the --eval-also text, read and checked before training starts."""
-    path = config.eval_also
-    if not path:
-        return None
-    try:
-        text = read_texts([path], config.encoding, vocab.normalize)
-    except CharLMError as e:
-        raise CharLMError(f"--eval-also {e}") from None
-    ids = vocab.encode(text, what=f"--eval-also {path}")
-    if len(ids) < 2:
-        raise CharLMError(f"--eval-also {path}: need at least 2 characters to score")
-    return ids
 
 
 def new_model(config: Config, corpus: TokenCorpus) -> CharLM:

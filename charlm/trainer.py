@@ -32,7 +32,7 @@ from .plan import RunPlan
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
-from .tokens import TokenCorpus
+from .tokens import TokenCorpus, read_eval_also
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 EVAL_ALSO_TOKENS = 50_000  # and of the --eval-also text, which a fine-tuning run scores every few seconds
@@ -95,7 +95,7 @@ class Trainer:
         self.config, self.run_dir, self.base = plan.config, plan.run_dir, plan.base
         self.state = train_state.build(plan.config, corpus, ranks, model)
         self.model, self.device, self.precision = self.state.model, self.state.device, self.state.precision
-        self.eval_also_ids = train_state.read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
+        self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)
         self.stopped_early = False
         self.out_of_patience = False  # validation stopped improving for --patience evaluations: stop
@@ -151,13 +151,6 @@ class Trainer:
         config, state, progress = self.config, self.state, self.state.progress
         config.require_limit()
         max_seconds = config.max_seconds()
-
-        def spent() -> float:
-            """How much of the budget is spent: steps or time, whichever runs out first."""
-            by_steps = progress.step / config.max_steps if config.max_steps else 0.0
-            by_time = self.clock / max_seconds if max_seconds else 0.0
-            return max(by_steps, by_time)
-
         with contextlib.ExitStack() as stack:
             if self.ranks.leader:
                 self.open_run(stack, max_seconds)
@@ -168,10 +161,8 @@ class Trainer:
             threads.configure(config.threads, self.device)
             tokens_per_step = state.windows.streams.shape[0] * config.seq_len
             started, stopping = time.perf_counter() - progress.elapsed, False
-            if max_seconds:  # the speed is compared with the size probe's once the run has settled
-                settled = max(SETTLED[0], SETTLED[1] * max_seconds)
-                self.probe_check = (progress.elapsed + settled, progress.elapsed, progress.chars)
-            while (share := spent()) < 1.0 and not stopping and not self.out_of_patience:
+            self.plan_probe_check(max_seconds)
+            while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 stepped = time.perf_counter()
                 loss = train_state.train_step(state, share)
                 threads.record(time.perf_counter() - stepped, tokens_per_step)
@@ -185,6 +176,12 @@ class Trainer:
         self.stopped_early = stopping
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
+
+    def spent(self, max_seconds: float | None) -> float:
+        """How much of the budget is spent: steps or time, whichever runs out first."""
+        by_steps = self.progress.step / self.config.max_steps if self.config.max_steps else 0.0
+        by_time = self.clock / max_seconds if max_seconds else 0.0
+        return max(by_steps, by_time)
 
     def open_run(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
         """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
@@ -233,6 +230,12 @@ class Trainer:
             self.save()
         elif step % NAN_CHECK_EVERY == 0 and self.state.nonfinite.item():
             raise CharLMError(self.diverged_message())
+
+    def plan_probe_check(self, max_seconds: float | None) -> None:
+        """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
+        if max_seconds:
+            settled = max(SETTLED[0], SETTLED[1] * max_seconds)
+            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.chars)
 
     def compare_with_probe(self) -> None:
         """Once, when the run has settled: say so if it trains well below the speed its size was chosen

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, files, runs
+from charlm import checkpoint, checkpoint_file, files, runs
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
 
@@ -70,9 +70,9 @@ def test_a_format_2_checkpoint_is_read(fox_file, tiny):
         "rank_rngs": new.training.rank_rngs,
         "scaler": new.training.scaler,
     }
-    body = checkpoint.serialize(old).split(b"\n", 2)[2]
+    body = checkpoint_file.serialize(old).split(b"\n", 2)[2]
     header = {"version": 2, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-    path.write_bytes(checkpoint.MAGIC + json.dumps(header).encode() + b"\n" + body)
+    path.write_bytes(checkpoint_file.MAGIC + json.dumps(header).encode() + b"\n" + body)
     upgraded = latest("run")
     assert upgraded.model_config == new.model_config
     kept_none = {"lr": 0.0, "val_step": None, "best_step": None, "worse_evaluations": 0}  # format 2 kept none of these
@@ -84,22 +84,22 @@ def test_a_format_2_checkpoint_is_read(fox_file, tiny):
 
 def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path):
     target = tmp_path / "run" / "latest.pt"
-    checkpoint.write_atomic(target, b"old")
-    checkpoint.write_atomic(target, b"new")
+    checkpoint_file.write_atomic(target, b"old")
+    checkpoint_file.write_atomic(target, b"new")
     assert target.read_bytes() == b"new"
     assert [p.name for p in target.parent.iterdir()] == ["latest.pt"]
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     target = tmp_path / "latest.pt"
-    checkpoint.write_atomic(target, b"old")
+    checkpoint_file.write_atomic(target, b"old")
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(files.os, "replace", full_disk)
     with pytest.raises(CharLMError, match="No space left"):
-        checkpoint.write_atomic(target, b"new")
+        checkpoint_file.write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
 
@@ -109,15 +109,15 @@ def test_a_first_checkpoint_that_cannot_be_written_says_so_and_what_to_do(tmp_pa
     not what to do."""
     target = tmp_path / "run" / "latest.pt"
     with file_size_limit(1000), pytest.raises(CharLMError) as error:
-        checkpoint.write_atomic(target, b"x" * 5000)
+        checkpoint_file.write_atomic(target, b"x" * 5000)
     assert str(error.value) == (
         f"{target}: could not write checkpoint (File too large); no checkpoint was written; free space on its "
         "disk (or raise the file size limit, ulimit -f)"
     )
     assert list(target.parent.iterdir()) == []
-    checkpoint.write_atomic(target, b"old")
+    checkpoint_file.write_atomic(target, b"old")
     with file_size_limit(1000), pytest.raises(CharLMError, match="the previous one is intact; free space"):
-        checkpoint.write_atomic(target, b"x" * 5000)
+        checkpoint_file.write_atomic(target, b"x" * 5000)
     assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["latest.pt"]
 
 
@@ -156,7 +156,7 @@ class _Payload:
 def test_a_malicious_pickle_is_refused_and_its_code_does_not_run(tmp_path):
     """A checkpoint with a valid header and checksum whose pickle would create a file on load."""
     path = tmp_path / "evil.pt"
-    path.write_bytes(checkpoint.serialize({"config": {}, "x": _Payload()}))
+    path.write_bytes(checkpoint_file.serialize({"config": {}, "x": _Payload()}))
     with pytest.raises(CharLMError) as refused:
         charlm.load(path)
     assert str(refused.value) == (
@@ -197,7 +197,7 @@ def rewritten(path: Path, edit) -> Path:
     payload = checkpoint.read_payload(path)
     edit(payload)
     copy = Path("edited.pt").resolve()
-    copy.write_bytes(checkpoint.serialize(payload))
+    copy.write_bytes(checkpoint_file.serialize(payload))
     return copy
 
 

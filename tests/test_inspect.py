@@ -27,7 +27,8 @@ from charlm.inspection.analysis import (
 )
 from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
-from charlm.scoring import Surprise, Trace, bits_per_char, surprise, trace
+from charlm.scoring import Surprise, bits_per_char, surprise
+from charlm.tracing import Trace, trace
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing

@@ -8,7 +8,8 @@ from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig, detach_state, head_cutoffs
-from charlm.scoring import surprise, trace
+from charlm.scoring import surprise
+from charlm.tracing import trace
 from charlm.vocab import Vocab
 
 from .conftest import make_model

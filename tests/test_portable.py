@@ -19,7 +19,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import api, checkpoint, runs, scoring, train_state
+from charlm import api, checkpoint, checkpoint_file, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
 from charlm.errors import CharLMError
@@ -323,8 +323,9 @@ def test_a_run_on_mps_resumes_with_its_gpu_generator(fox_file, tiny, fake_mps):
     trainer = api.start_run(Config(**tiny), [str(fox_file)], "run")
     trainer.state.device = torch.device("mps")  # the state is on the CPU: the generators are what is tested
     saved_state = fake_mps.get_state()
-    data = checkpoint.serialize(trainer.checkpoint().to_payload())
-    saved = checkpoint.parse(checkpoint.parse_payload(data, Path("latest.pt")), Path("latest.pt"))  # weights_only
+    data = checkpoint_file.serialize(trainer.checkpoint().to_payload())
+    payload = checkpoint.unpack(data, Path("latest.pt"))  # read back as a file is: weights_only
+    saved = checkpoint.Checkpoint.from_payload(payload, Path("latest.pt"))
     torch.rand(3, generator=fake_mps)  # the run went on, drawing dropout masks
     train_state.restore(trainer.state, saved, random_seed=0)
     assert torch.equal(fake_mps.get_state(), saved_state)

@@ -5,6 +5,6 @@
     page.py      the self-contained HTML page (`render`)
     run.py       the command's inputs: a run's model, the text, the n-gram's training text (`inspect_run`)
 
-The scores themselves (bits, surprise, the trace of every layer) are `charlm/scoring.py`'s, shared with
-`charlm eval` and the server.
+The scores themselves (bits, surprise) are `charlm/scoring.py`'s, shared with `charlm eval` and the
+server; the trace of every layer is `charlm/tracing.py`'s.
 """

@@ -24,7 +24,8 @@ from ..errors import CharLMError
 from ..forms import is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
-from ..scoring import Surprise, Trace, surprise, trace
+from ..scoring import Surprise, surprise
+from ..tracing import Trace, trace
 
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists

@@ -1,0 +1,149 @@
+"""A checkpoint file on disk: its bytes, written whole or not at all, and read back without running code.
+
+Layout: one line `charlm-checkpoint`, one JSON header line (format version, payload length and its
+sha256), then the payload as written by `torch.save`: a dict of tensors and plain values only, read
+back with `torch.load(..., weights_only=True)`, so a crafted file cannot run code. The checksum
+catches truncated and bit-flipped files before torch parses a byte of them.
+
+Writes go to a temporary file in the same folder, are flushed and fsynced, then renamed over the old
+file: a crash at any moment leaves either the old or the new checkpoint, never half of one.
+
+What the payload holds, the `Checkpoint` it becomes and how an older format is upgraded are
+checkpoint.py's: this module writes format VERSION and reads back any of READS, as it finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from . import files
+from .errors import CharLMError
+from .runs import kept_aside, pending, resume_command
+
+MAGIC = b"charlm-checkpoint\n"
+VERSION = 3
+READS = (2, 3)  # format 2 (before the model/run/training split) is upgraded on read
+
+
+def serialize(payload: dict) -> bytes:
+    """A checkpoint file's bytes: MAGIC, the header line (version, length, sha256), the payload."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getvalue()
+    header = {"version": VERSION, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    return MAGIC + json.dumps(header).encode() + b"\n" + body
+
+
+def write_atomic(path: Path, data: bytes) -> Path | None:
+    """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py). While `path`
+    cannot be replaced (on Windows, another process holds it open longer than `files.replace` waits),
+    the checkpoint goes to `pending(path)` instead, which is returned (else None): the training's work
+    is kept, and the next write that replaces `path` removes the older file aside."""
+    had_one = path.is_file()
+    try:
+        files.replace_files({path: data})
+    except PermissionError as e:
+        if had_one and write_aside(path, data):
+            return pending(path)
+        raise cannot_write_checkpoint(path, e, had_one) from None
+    except OSError as e:
+        raise cannot_write_checkpoint(path, e, had_one) from None
+    with contextlib.suppress(OSError):  # best effort: a stale file aside is older than `path`
+        pending(path).unlink(missing_ok=True)
+    return None
+
+
+def write_aside(path: Path, data: bytes) -> bool:
+    """Whether `data` could be written to `pending(path)`."""
+    try:
+        files.replace_files({pending(path): data})
+    except OSError:
+        return False
+    return True
+
+
+def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool) -> CharLMError:
+    kept = "the previous one is intact" if had_one else "no checkpoint was written"
+    return CharLMError(f"{path}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}")
+
+
+def aside_note(path: Path, step: int) -> str:
+    """What a run says when its checkpoint at step `step` went to `pending(path)` (one line). The run
+    folder names it from then on (`runs.resolve` takes the newer of the two), so it resumes as usual."""
+    return (
+        f"{path} is held open by another process and cannot be replaced (Windows refuses while it is open); "
+        f"step {step:,} is saved as {pending(path)} until it can be (if the run ends first, "
+        f"{resume_command(path.parent)} goes on from it)"
+    )
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; only its first line when that is not ours (a big file of another kind stays unread)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharLMError(f"{path}: no such checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(len(MAGIC))
+            return data + f.read() if data == MAGIC else data
+    except OSError as e:
+        raise files.cannot_read(path, e) from None
+
+
+def remedy(path: Path) -> str:
+    """What to do about a damaged checkpoint file: use the run's other one, or, for one kept aside
+    (which a run folder names while it is the newer), delete it so that the one it stands for is used."""
+    original = kept_aside(Path(path))
+    if original is None:
+        return "use the run's other checkpoint"
+    return f"it was kept aside for {original.name}: delete it to use {original}"
+
+
+def verified(data: bytes, path: Path) -> tuple[int, dict]:
+    """The format version and payload of a checkpoint file's bytes, verified (header, length, checksum,
+    no code); `path` names the file in errors."""
+    if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
+        raise CharLMError(
+            f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
+        )
+    end = data.find(b"\n", len(MAGIC), len(MAGIC) + 2048) + 1 or len(data)
+    header_line, body = data[len(MAGIC) : end], data[end:]
+    try:
+        header = json.loads(header_line)
+        version, size, digest = header["version"], header["bytes"], header["sha256"]
+    except (ValueError, KeyError, TypeError):
+        raise CharLMError(f"{path}: damaged checkpoint header; {remedy(path)}") from None
+    if version not in READS:
+        raise CharLMError(
+            f"{path}: checkpoint format {version} is not supported by this charlm (reads {', '.join(map(str, READS))})"
+        )
+    if len(body) != size:
+        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {remedy(path)}")
+    if hashlib.sha256(body).hexdigest() != digest:
+        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {remedy(path)}")
+    try:
+        payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
+        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; {remedy(path)}") from None
+    if not isinstance(payload, dict):
+        raise CharLMError(f"{path}: not a charlm checkpoint")
+    return version, payload
+
+
+def _refusal(message: str) -> str:
+    """Why torch's weights-only unpickler refused a payload, without its paragraphs of advice on
+    loading untrusted files anyway."""
+    code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    if code:  # a builtin by its bare name: torch >= 2.7 gives it so, 2.4 to 2.6 as builtins.getattr
+        name = code.group(1).removeprefix("builtins.")
+        return f"the checkpoint holds code ({name}), not only tensors and plain values"
+    after = message.partition("WeightsUnpickler error:")[2] or message
+    reason = next((line.strip() for line in after.splitlines() if line.strip()), "unreadable")
+    return f"the checkpoint holds more than tensors and plain values ({reason[:120]})"
