@@ -94,6 +94,20 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def auto_precision_reason(device: torch.device) -> str:
+    """What `resolve_precision("auto", device)` chooses, and why."""
+    chosen = resolve_precision("auto", device)
+    if device.type == "cpu":
+        why = (
+            "this CPU does bf16 in hardware" if chosen == "bf16" else "this CPU has no bf16 hardware (emulated: slower)"
+        )
+    elif device.type == "cuda":
+        why = "this GPU has bf16" if chosen == "bf16" else "this GPU has no bf16"
+    else:
+        why = f"lower precisions are not used on {device.type}"
+    return f"--precision auto chose {precision_text(device, chosen)} on {device}: {why}"
+
+
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The context forward and loss run in: lower-precision matmuls, fp32 weights and optimizer."""
     if precision == "fp32":

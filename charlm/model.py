@@ -167,6 +167,12 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
 
 
+def auto_head_reason(distinct: int) -> str:
+    """What `head_cutoffs("auto", ...)` chooses for a text of `distinct` characters, and why."""
+    chosen = "adaptive" if distinct >= ADAPTIVE_MIN_VOCAB else "full"
+    return f"--head auto chose {chosen}: {distinct:,} distinct characters (adaptive from {ADAPTIVE_MIN_VOCAB:,})"
+
+
 class Embedding(nn.Embedding):
     """The id -> vector lookup, which also reads UNSEEN: a character the model knows nothing about, as
     the zero vector, the row `grow_vocab` gives a fine-tuning run's new characters. A model with the

@@ -6,7 +6,7 @@ the evaluation cadence (from the passes the run will make over its text), and th
 decides; where it measures, every rank times the same steps at once (sizing.Probe: the job's speed,
 not one process's), and every rank takes rank 0's plan as one object; the trainer then builds
 exactly what the plan says and never sizes anything. `reasons` says why each value was
-chosen; run.json keeps it.
+chosen, and what `--head auto` and `--precision auto` choose on this text and device; run.json keeps it.
 
 The rules:
 - dropout follows the passes over the training text: a text read a few times is underfitted and
@@ -40,16 +40,18 @@ from tqdm.auto import tqdm
 from . import checkpoint, runs, sizing
 from .checkpoint import Base, Checkpoint
 from .config import Config
-from .device import resolve_device
+from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .finetune import ARCHITECTURE, Start
+from .model import auto_head_reason
 from .tokens import TokenCorpus, read_eval_also
 from .train_state import check_data
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
 EVAL_EVERY_RANGE = (1, 2000)  # steps between evaluations: once per pass, within these
 PLANNED = ("batch_size", "hidden", "dropout", "eval_every")  # the options a plan never leaves unset
+CHOSEN = ("head", "precision")  # `auto` options resolved where they are used; the plan records why
 GIVEN = "given"
 
 
@@ -149,6 +151,13 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
             f"--eval-every {config.eval_every}: once per pass over the training text, at most "
             f"{EVAL_EVERY_RANGE[1]} steps apart"
         )
+
+    if base is not None:
+        reasons["head"] = f"the base run's ({base.record.run})"
+    else:
+        reasons["head"] = auto_head_reason(len(corpus.train_counts)) if config.head == "auto" else GIVEN
+    # --precision auto stays in the run's config: a resume on another device decides again there
+    reasons["precision"] = auto_precision_reason(device) if config.precision == "auto" else GIVEN
 
     check_data(config, corpus)
     config.require_limit()  # every check passed before a run folder is named or claimed

@@ -7,7 +7,7 @@ import torch
 from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.config import Config
 from charlm.errors import CharLMError
-from charlm.model import CharLM, ModelConfig, detach_state, head_cutoffs
+from charlm.model import CharLM, ModelConfig, auto_head_reason, detach_state, head_cutoffs
 from charlm.scoring import surprise
 from charlm.tracing import trace
 from charlm.vocab import Vocab
@@ -74,6 +74,12 @@ def test_big_vocabularies_get_an_adaptive_head_whose_clusters_follow_frequency()
     share = torch.sort(counts, descending=True).values.cumsum(0) / counts.sum()
     assert share[cutoffs[0] - 1] >= 0.9 > share[cutoffs[0] - 2]  # the frequent cluster covers 90% of the text
     assert head_cutoffs("adaptive", zipf_counts(65))  # asked for, a small vocabulary gets one too
+
+
+@pytest.mark.parametrize("distinct", [999, 1000, 4447])
+def test_the_plan_says_what_head_auto_chooses(distinct):
+    chosen = "adaptive" if head_cutoffs("auto", zipf_counts(distinct)) else "full"
+    assert auto_head_reason(distinct).startswith(f"--head auto chose {chosen}: {distinct:,} distinct characters")
 
 
 @pytest.mark.parametrize("head", ["full", "adaptive"])

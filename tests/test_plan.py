@@ -49,10 +49,20 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
     assert (
         planned.config.hidden == sizing.CANDIDATES[0] and planned.run_dir == runs.CHECKPOINT_ROOT / "run"
     )  # 20 steps fit the smallest size
-    assert set(planned.reasons) == {*plan.PLANNED, "run_dir"}
-    given = plan.plan(Config(**{**tiny, "dropout": 0.25, "eval_every": 70}), corpus, out="given")
+    assert set(planned.reasons) == {*plan.PLANNED, *plan.CHOSEN, "run_dir"}
+    assert (
+        planned.reasons["head"]
+        == f"--head auto chose full: {len(corpus.vocab)} distinct characters (adaptive from 1,000)"
+    )
+    assert (
+        planned.reasons["precision"].startswith("--precision auto chose ")
+        and " on cpu: this CPU " in planned.reasons["precision"]
+    )
+    given_options = {**tiny, "dropout": 0.25, "eval_every": 70, "head": "full", "precision": "fp32"}
+    given = plan.plan(Config(**given_options), corpus, out="given")
     assert (given.config.dropout, given.config.eval_every, given.config.batch_size) == (0.25, 70, 4)
     assert {given.reasons[name] for name in plan.PLANNED} == {plan.GIVEN}
+    assert given.reasons["head"] == given.reasons["precision"] == plan.GIVEN
     assert pickle.loads(pickle.dumps(given)) == given  # one object, broadcast whole under torchrun
     with pytest.raises(charlm.CharLMError, match="leaves batch_size, hidden, dropout, eval_every unset"):
         plan.RunPlan(Config(), runs.CHECKPOINT_ROOT / "x")
