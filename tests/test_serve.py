@@ -40,6 +40,7 @@ from charlm.serve.engine import PARALLEL_ROWS
 from charlm.vocab import Vocab
 
 from .conftest import (
+    REPO,
     TINY,
     assert_one_line_error,
     block_import,
@@ -1583,6 +1584,60 @@ def test_a_sentencepiece_models_logit_bias_takes_its_piece_ids():
         assert served.choices[0].text == made[0][len("the ") :] and "o" not in served.choices[0].text
         with pytest.raises(openai.BadRequestError, match="token id 320 is not one of the model's"):
             client.completions.create(model="pieces", prompt="the ", logit_bias={"320": 1})
+
+
+def test_tokenize_says_the_token_ids_logit_bias_takes(client, server):
+    """An OpenAI client had no way to learn a sentencepiece model's token ids, and a character model's
+    only by reading meta.characters and normalizing as the model does: /tokenize (llama.cpp's) says them."""
+    url, _ = server
+
+    def tokenize(body: dict, key: str = KEY) -> httpx.Response:
+        return httpx.post(f"{url}/tokenize", json=body, headers={"Authorization": f"Bearer {key}"})
+
+    known = client.models.retrieve("tiny").model_extra["meta"]["characters"]
+    assert tokenize({"content": "the Q"}).json() == {"tokens": [*(known.index(c) for c in "the "), None]}
+    pieces = tokenize({"model": "tiny", "prompt": "a\n", "with_pieces": True}).json()["tokens"]  # vLLM's name
+    assert pieces == [{"id": known.index("a"), "piece": "a"}, {"id": known.index("\n"), "piece": "\n"}]
+    bias = {str(i): -100 for i in tokenize({"content": "eta"}).json()["tokens"]}
+    assert not set(complete(client, max_tokens=200, seed=2, logit_bias=bias)[0]) & set("eta")
+    for body, status, param, says in [
+        ({"content": "a"}, 401, None, "API key"),
+        ({}, 400, "content", "content is required"),
+        ({"content": "a", "prompt": "b"}, 400, "content", "give content or prompt, not both"),
+        ({"content": "a" * 1001}, 400, "content", "1,001 characters; this server takes at most 1,000"),
+        ({"content": 1}, 400, "content", "content must be a string"),
+        ({"content": "a", "with_pieces": 1}, 400, "with_pieces", "with_pieces must be true or false"),
+        ({"content": "a", "model": "nonesuch"}, 404, "model", "does not exist"),
+        ({"content": "a", "add_special": True}, 400, "add_special", "unrecognized"),
+    ]:
+        answer = tokenize(body, KEY if status != 401 else "wrong")
+        error = answer.json()["error"]
+        assert (answer.status_code, error["param"]) == (status, param) and says in error["message"], error
+
+
+def test_the_docs_token_id_example_bans_digits_for_both_kinds_of_model(capsys):
+    """docs/serve.md's example: the ids /tokenize gives, and every token that writes a digit from
+    meta.characters or meta.pieces, banned, for a character model and a sentencepiece one."""
+    from charlm.pieces import PieceVocab, train_model
+
+    docs = (REPO / "docs" / "serve.md").read_text(encoding="utf-8")
+    setup, example = (block.split("```")[0] for block in docs.split("```python\n")[1:3])
+    assert "OpenAI(" in setup and "/tokenize" in example
+    text = "the 3 quick brown foxes jump over 12 lazy dogs, 40 times and 7 more.\n" * 40
+    torch.manual_seed(0)
+    models = {"chars": make_model("".join(sorted(set(text))), layers=1, hidden=16).eval()}
+    models["pieces"] = make_model(PieceVocab(train_model([text], "bpe", 300), normalize="none"), hidden=16).eval()
+    for kind, model in models.items():
+        with running(create_app({"shakespeare": lambda model=model: model}, ServeConfig())) as url:
+            wait_healthy(url)
+            script = (setup + example).replace("http://127.0.0.1:8080", url).replace("ROMEO:\n", "the ")
+            names: dict = {}
+            exec(compile(script, "docs/serve.md", "exec"), names)  # noqa: S102 -- the docs' own example
+        made = names["reply"].choices[0].text
+        ids = model.vocab.encode("0123456789", unseen=True).tolist()  # -1: a character the model never saw
+        assert names["tokens"].json()["tokens"] == [None if i < 0 else i for i in ids], kind
+        assert len(made) == 300 and not set(made) & set("0123456789"), (kind, made)
+        assert made in capsys.readouterr().out
 
 
 @pytest.mark.slow
