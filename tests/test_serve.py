@@ -1675,6 +1675,51 @@ def test_a_model_that_fails_to_load_is_reported_not_waited_for():
             OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).completions.create(model="broken", prompt="a")
 
 
+@pytest.mark.slow
+def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
+    """The ban box (the exported page's too), read as `charlm sample --ban` reads it, sent as logit_bias;
+    a ban the page or the server cannot follow is refused by the box's name; a sentencepiece model's
+    tokens are not characters, as --ban says."""
+    from selenium.webdriver.support.ui import Select
+
+    from charlm.pieces import PieceVocab, train_model
+
+    pieces = make_model(PieceVocab(train_model(["the quick brown fox\n" * 20], "bpe", 280), normalize="none"))
+    app = create_app({"tiny": lambda: tiny_model, "pieces": lambda: pieces.eval()}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "ban", "eo\\n0123")  # digits: the model never writes them anyway
+        write(browser, wait, "the ", 300)
+        made = made_text(browser)
+        assert len(made) == 300 and not set(made) & set("eo\n"), made
+        set_field(browser, "ban", VOCAB.replace("\n", "\\n"))
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        error = browser.find_element("id", "seed-error").text
+        assert error == "ban bans every token the model has; leave it at least one to write"
+        assert "see the ban" in browser.find_element("id", "status").text and made_text(browser) == made
+
+        Select(browser.find_element("id", "form")).select_by_value("template")
+        set_field(browser, "template", "__ _")
+        set_field(browser, "ban", "abcdefghijklmnopqrstuvwxyz")  # the server's refusal, named as the page names it
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        error = browser.find_element("id", "seed-error").text
+        assert error == "ban bans every way to write template (`_` needs letters); ban fewer", error
+        assert "see the ban" in browser.find_element("id", "status").text
+
+        Select(browser.find_element("id", "form")).select_by_value("")
+        Select(browser.find_element("id", "model")).select_by_value("pieces")
+        set_field(browser, "ban", "e")
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        assert "a sentencepiece model's tokens are pieces" in browser.find_element("id", "seed-error").text
+        set_field(browser, "ban", "")  # an empty box bans nothing
+        write(browser, wait, "the ", 50)
+        assert len(made_text(browser)) == 50
+
+
 def page_history(driver) -> list[dict]:
     return driver.execute_script("return history()")
 
