@@ -5,16 +5,22 @@ right (the arithmetic, the sampler, the controls) does not depend on training.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import unicodedata
 
 import pytest
 import torch
 
 from charlm import checkpoint, sampler
+from charlm.commands.sample import sample_configs
+from charlm.decoding import bias_vector
+from charlm.errors import BiasError
 from charlm.export import html
 from charlm.forms import FORMS, is_cjk_punctuation, is_han, is_letter, template_of
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
+from charlm.vocab import Vocab
 
 from .conftest import assert_one_line_error, cli, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
@@ -242,6 +248,47 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
 
 
 @pytest.mark.slow
+def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):  # noqa: F811
+    """The ban box (the serve page has it too) bans as `charlm sample --ban` does: at temperature 0 the
+    page writes what Python's engine writes with that ban; what it cannot ban is refused by name."""
+    from selenium.webdriver.support.ui import Select
+
+    model = model_of("lstm", TEXT, hidden=32)
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    greedy = sampler.generate(model, "the ", length=200, greedy=True)[0]
+    ban = "".join(sorted(set(greedy[4:]), key=greedy.count)[-3:]).replace("\n", "\\n")  # what it writes most
+    bias = sample_configs({}, ban)[0].logit_bias  # --ban's
+    expected = sampler.generate(model, "the ", length=200, greedy=True, logit_bias=bias)[0]
+    write(browser, seed="the ", temperature="0", length="200", ban=ban + "0123")  # digits: unknown, never written
+    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    assert browser.execute_script("return fullText()") == expected != greedy
+    drawn = call(
+        browser,
+        "window.charlm.generate({seed: 'the ', length: 400, temperature: 1.5, random_seed: 2, ban: args[0]})",
+        ban,
+    )
+    assert len(drawn) == 404 and not set(drawn[4:]) & set(bias)
+    error = call(browser, "window.charlm.generate({ban: args[0]})", "".join(model.vocab.chars).replace("\n", "\\n"))
+    assert error == "error: ban bans every token the model has; leave it at least one to write"
+
+    made = made_text(browser)
+    Select(browser.find_element("id", "form")).select_by_value("template")
+    write(browser, template="__ _", ban="abcdefghijklmnopqrstuvwxyz")
+    wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
+    says = browser.find_element("id", "seed-error").text
+    assert says == "ban bans every way to write template (`_` needs letters); ban fewer", says
+    assert "see the ban" in browser.find_element("id", "status").text and made_text(browser) == made
+    write(browser, template="the ___", ban="tq")
+    wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
+    assert (
+        browser.find_element("id", "seed-error").text == "ban bans 't', but template must write it; leave it unbanned"
+    )
+    write(browser, template="___ ___", ban="abcdefghijklmnopqrst")
+    wait(browser, 20).until(lambda d: "done (stop)" in d.find_element("id", "status").text)
+    assert re.fullmatch("[u-z]{3} [u-z]{3}", made_text(browser)), made_text(browser)
+
+
+@pytest.mark.slow
 def test_page_bench_runs(tmp_path):
     (tmp_path / "fox.txt").write_text(TEXT * 30, encoding="utf-8")
     run = run_of(model_of(hidden=32), tmp_path / "run")
@@ -301,37 +348,58 @@ const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessa
 vm.runInContext(block("charlm-sampler"), context);
 context.onmessage({ data: { type: "load", meta: JSON.parse(block("charlm-meta")), tensors: block("charlm-weights") } });
 context.onmessage({ data: { type: "logprobs", id: 1, text: request.text } });
-context.onmessage({ data: { type: "generate", id: 2, seed: request.seed, length: 300, greedy: true } });
-const wait = setInterval(() => {
-  const done = messages.find((m) => m.type === "done" || m.type === "error");
-  if (!done) return;
-  clearInterval(wait);
-  const logprobs = messages.find((m) => m.id === 1).value;
-  console.log(JSON.stringify({ logprobs, greedy: done.text, error: done.message }));
-  process.exit(0);
-}, 5);
+const texts = [];  // each of request.generations in turn: its text, or its error
+const generate = (i) => {
+  if (i === request.generations.length) {
+    console.log(JSON.stringify({ logprobs: messages.find((m) => m.id === 1).value, texts }));
+    process.exit(0);
+  }
+  context.onmessage({ data: { type: "generate", id: 2 + i, ...request.generations[i] } });
+  const wait = setInterval(() => {
+    const done = messages.find((m) => m.id === 2 + i && (m.type === "done" || m.type === "error"));
+    if (!done) return;
+    clearInterval(wait);
+    texts.push(done.type === "done" ? done.text : `error: ${done.message}`);
+    generate(i + 1);
+  }, 5);
+};
+generate(0);
 """
 
 
 @pytest.mark.parametrize(("cell", "chars", "cutoffs"), MODELS)
 def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
+    model = model_of(cell, chars, cutoffs, hidden=32)
+    page = exported(tmp_path, model)
+    text, seed = (chars * 40)[7:507], chars[:5]
+    greedy = sampler.generate(model, seed, length=300, greedy=True)[0]
+    ban = "".join(sorted(set(greedy[len(seed) :]), key=greedy.count)[-3:])  # what it writes most
+    ids = [model.vocab.index[c] for c in ban]
+    generations = [
+        {"seed": seed, "length": 300, "greedy": True},
+        {"seed": seed, "length": 100, "greedy": True, "ban": ids},
+    ]
+    got = run_in_node(tmp_path, NODE_HARNESS, page, {"text": text, "generations": generations})
+    difference = (torch.tensor(got["logprobs"], dtype=torch.float64) - torch_logprobs(model, text)).abs().max().item()
+    assert difference < BOUNDS["fp32"]
+    assert got["texts"][0] == greedy
+    banned = sampler.generate(model, seed, length=100, greedy=True, logit_bias=dict.fromkeys(ban, -100))[0]
+    assert got["texts"][1] == banned and not set(banned[len(seed) :]) & set(ban)
+
+
+def run_in_node(tmp_path, harness: str, script, request) -> dict:
+    """`harness` run by Node on `script` (a page, or page.js) and `request` (as JSON): what it prints."""
     import shutil
 
     node = shutil.which("node") or shutil.which("nodejs")
     if node is None:
-        pytest.skip("node is not installed: the browser tests (slow) check the sampler")
-    model = model_of(cell, chars, cutoffs, hidden=32)
-    page = exported(tmp_path, model)
-    text, seed = (chars * 40)[7:507], chars[:5]
-    (tmp_path / "harness.js").write_text(NODE_HARNESS, encoding="utf-8")
-    (tmp_path / "request.json").write_text(json.dumps({"text": text, "seed": seed}), encoding="utf-8")
-    command = [node, str(tmp_path / "harness.js"), str(page), str(tmp_path / "request.json")]
+        pytest.skip("node is not installed: the browser tests (slow) check the page's script")
+    (tmp_path / "harness.js").write_text(harness, encoding="utf-8")
+    (tmp_path / "request.json").write_text(json.dumps(request), encoding="utf-8")
+    command = [node, str(tmp_path / "harness.js"), str(script), str(tmp_path / "request.json")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
-    got = json.loads(result.stdout)
-    difference = (torch.tensor(got["logprobs"], dtype=torch.float64) - torch_logprobs(model, text)).abs().max().item()
-    assert difference < BOUNDS["fp32"]
-    assert got["greedy"] == sampler.generate(model, seed, length=300, greedy=True)[0]
+    return json.loads(result.stdout)
 
 
 @pytest.mark.slow
@@ -348,3 +416,59 @@ def test_page_counts_a_big_vocabulary_with_a_thousands_separator(tmp_path, brows
     shown = f"{len(set(chars)):,} characters"
     page_text = browser.execute_script("return document.body.textContent")  # the model's details, folded too
     assert page_text.count(shown) == 2, page_text  # its architecture, and the seed's caption
+
+
+# page.js (both pages' shared script) run in Node: the ban box's reading of characters, checked against
+# what `charlm sample --ban` makes of the same text.
+PAGE_JS_HARNESS = r"""
+const fs = require("fs"), vm = require("vm");
+const context = vm.createContext({});
+vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
+const request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+const read = ([text, chars, normalize]) => {
+  try { return context.bannedIds(text, chars, normalize); } catch (e) { return `${e.param}|${e.message}`; }
+};
+const combining = [];  // every code point the page takes for a combining mark
+for (let code = 0; code < 0x110000; code++) {
+  if ((code < 0xd800 || code > 0xdfff) && context.combining(String.fromCodePoint(code))) combining.push(code);
+}
+console.log(JSON.stringify({ bans: request.map(read), combining }));
+"""
+
+
+def sample_ban(text: str, vocab: Vocab) -> list[int] | str:
+    """What `charlm sample --ban TEXT` bans (its ids), or its error, as the page words it."""
+    try:
+        bias = bias_vector(sample_configs({}, text)[0].logit_bias, vocab)
+    except BiasError as e:
+        return "ban|" + str(e.as_ban()).replace("--ban", "ban", 1).replace("in --ban)", "in the box)")
+    return [] if bias is None else bias.isneginf().nonzero().flatten().tolist()
+
+
+def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
+    """Both pages' ban box (page.js) bans the ids `charlm sample --ban` bans, and refuses what it refuses
+    in the same words: unknown characters need no ban, `\\n`, normalization, combining marks, repeats."""
+    latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
+    cases = [
+        ("", latin), ("0123456789", latin), ("eo\\n\\t", latin), ("ee", latin),
+        ("e\u0301", latin),  # a decomposed é (a macOS keyboard's) is the model's é
+        ("\u00e9e\u0301", latin),  # é twice, typed two ways
+        ("".join(latin.chars), latin),  # everything
+        ("…", Vocab(list("abc."), normalize="nfkc")),  # the model writes it as three characters
+        ("Ｑ", Vocab(list("PQ"), normalize="nfkc")),  # a full-width Q is the model's Q
+        ("e\u0301", Vocab(["e", "\u0301", "é"], normalize="none")),  # two characters to this model
+        ("\u0301e", Vocab(["e", "\u0301", "x"], normalize="none")),  # a mark first stands alone
+        ("\ufffdz", Vocab(list("ab"), unknown=True)),  # the unknown symbol may be banned too
+    ]  # fmt: skip
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    got = run_in_node(
+        tmp_path, PAGE_JS_HARNESS, script, [[text, vocab.chars, vocab.normalize] for text, vocab in cases]
+    )
+    for (text, vocab), js in zip(cases, got["bans"]):
+        assert (sorted(js) if isinstance(js, list) else js) == sample_ban(text, vocab), text
+    assert got["bans"][5].startswith("ban|ban gives token") and got["bans"][7].startswith("ban|ban: '…' is '...'")
+    # The page's combining marks are Python's (unicodedata.combining) wherever both know the character,
+    # but three Tibetan vowel signs whose decompositions start with one (each a class-0 character).
+    known = [c for c in range(0x110000) if unicodedata.category(chr(c)) != "Cn" and not 0xD800 <= c <= 0xDFFF]
+    marks = {c for c in known if unicodedata.combining(chr(c))}
+    assert set(got["combining"]) & set(known) == marks | {0x0F73, 0x0F75, 0x0F81}

@@ -40,6 +40,7 @@ from charlm.serve.engine import PARALLEL_ROWS
 from charlm.vocab import Vocab
 
 from .conftest import (
+    REPO,
     TINY,
     assert_one_line_error,
     block_import,
@@ -1585,6 +1586,60 @@ def test_a_sentencepiece_models_logit_bias_takes_its_piece_ids():
             client.completions.create(model="pieces", prompt="the ", logit_bias={"320": 1})
 
 
+def test_tokenize_says_the_token_ids_logit_bias_takes(client, server):
+    """An OpenAI client had no way to learn a sentencepiece model's token ids, and a character model's
+    only by reading meta.characters and normalizing as the model does: /tokenize (llama.cpp's) says them."""
+    url, _ = server
+
+    def tokenize(body: dict, key: str = KEY) -> httpx.Response:
+        return httpx.post(f"{url}/tokenize", json=body, headers={"Authorization": f"Bearer {key}"})
+
+    known = client.models.retrieve("tiny").model_extra["meta"]["characters"]
+    assert tokenize({"content": "the Q"}).json() == {"tokens": [*(known.index(c) for c in "the "), None]}
+    pieces = tokenize({"model": "tiny", "prompt": "a\n", "with_pieces": True}).json()["tokens"]  # vLLM's name
+    assert pieces == [{"id": known.index("a"), "piece": "a"}, {"id": known.index("\n"), "piece": "\n"}]
+    bias = {str(i): -100 for i in tokenize({"content": "eta"}).json()["tokens"]}
+    assert not set(complete(client, max_tokens=200, seed=2, logit_bias=bias)[0]) & set("eta")
+    for body, status, param, says in [
+        ({"content": "a"}, 401, None, "API key"),
+        ({}, 400, "content", "content is required"),
+        ({"content": "a", "prompt": "b"}, 400, "content", "give content or prompt, not both"),
+        ({"content": "a" * 1001}, 400, "content", "1,001 characters; this server takes at most 1,000"),
+        ({"content": 1}, 400, "content", "content must be a string"),
+        ({"content": "a", "with_pieces": 1}, 400, "with_pieces", "with_pieces must be true or false"),
+        ({"content": "a", "model": "nonesuch"}, 404, "model", "does not exist"),
+        ({"content": "a", "add_special": True}, 400, "add_special", "unrecognized"),
+    ]:
+        answer = tokenize(body, KEY if status != 401 else "wrong")
+        error = answer.json()["error"]
+        assert (answer.status_code, error["param"]) == (status, param) and says in error["message"], error
+
+
+def test_the_docs_token_id_example_bans_digits_for_both_kinds_of_model(capsys):
+    """docs/serve.md's example: the ids /tokenize gives, and every token that writes a digit from
+    meta.characters or meta.pieces, banned, for a character model and a sentencepiece one."""
+    from charlm.pieces import PieceVocab, train_model
+
+    docs = (REPO / "docs" / "serve.md").read_text(encoding="utf-8")
+    setup, example = (block.split("```")[0] for block in docs.split("```python\n")[1:3])
+    assert "OpenAI(" in setup and "/tokenize" in example
+    text = "the 3 quick brown foxes jump over 12 lazy dogs, 40 times and 7 more.\n" * 40
+    torch.manual_seed(0)
+    models = {"chars": make_model("".join(sorted(set(text))), layers=1, hidden=16).eval()}
+    models["pieces"] = make_model(PieceVocab(train_model([text], "bpe", 300), normalize="none"), hidden=16).eval()
+    for kind, model in models.items():
+        with running(create_app({"shakespeare": lambda model=model: model}, ServeConfig())) as url:
+            wait_healthy(url)
+            script = (setup + example).replace("http://127.0.0.1:8080", url).replace("ROMEO:\n", "the ")
+            names: dict = {}
+            exec(compile(script, "docs/serve.md", "exec"), names)  # noqa: S102 -- the docs' own example
+        made = names["reply"].choices[0].text
+        ids = model.vocab.encode("0123456789", unseen=True).tolist()  # -1: a character the model never saw
+        assert names["tokens"].json()["tokens"] == [None if i < 0 else i for i in ids], kind
+        assert len(made) == 300 and not set(made) & set("0123456789"), (kind, made)
+        assert made in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_load_bench_runs_on_a_tiny_model():
     """bench.serve_load end to end with tiny counts (its targets are for a 2x256 model: not checked here).
@@ -1618,6 +1673,51 @@ def test_a_model_that_fails_to_load_is_reported_not_waited_for():
         assert "weights do not fit" in httpx.get(f"{url}/health").json()["message"]
         with pytest.raises(openai.InternalServerError):
             OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0).completions.create(model="broken", prompt="a")
+
+
+@pytest.mark.slow
+def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
+    """The ban box (the exported page's too), read as `charlm sample --ban` reads it, sent as logit_bias;
+    a ban the page or the server cannot follow is refused by the box's name; a sentencepiece model's
+    tokens are not characters, as --ban says."""
+    from selenium.webdriver.support.ui import Select
+
+    from charlm.pieces import PieceVocab, train_model
+
+    pieces = make_model(PieceVocab(train_model(["the quick brown fox\n" * 20], "bpe", 280), normalize="none"))
+    app = create_app({"tiny": lambda: tiny_model, "pieces": lambda: pieces.eval()}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "ban", "eo\\n0123")  # digits: the model never writes them anyway
+        write(browser, wait, "the ", 300)
+        made = made_text(browser)
+        assert len(made) == 300 and not set(made) & set("eo\n"), made
+        set_field(browser, "ban", VOCAB.replace("\n", "\\n"))
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        error = browser.find_element("id", "seed-error").text
+        assert error == "ban bans every token the model has; leave it at least one to write"
+        assert "see the ban" in browser.find_element("id", "status").text and made_text(browser) == made
+
+        Select(browser.find_element("id", "form")).select_by_value("template")
+        set_field(browser, "template", "__ _")
+        set_field(browser, "ban", "abcdefghijklmnopqrstuvwxyz")  # the server's refusal, named as the page names it
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        error = browser.find_element("id", "seed-error").text
+        assert error == "ban bans every way to write template (`_` needs letters); ban fewer", error
+        assert "see the ban" in browser.find_element("id", "status").text
+
+        Select(browser.find_element("id", "form")).select_by_value("")
+        Select(browser.find_element("id", "model")).select_by_value("pieces")
+        set_field(browser, "ban", "e")
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        assert "a sentencepiece model's tokens are pieces" in browser.find_element("id", "seed-error").text
+        set_field(browser, "ban", "")  # an empty box bans nothing
+        write(browser, wait, "the ", 50)
+        assert len(made_text(browser)) == 50
 
 
 def page_history(driver) -> list[dict]:

@@ -8,9 +8,12 @@
 // log-probabilities match PyTorch's fp32 to about 1e-6. A poem form or template (charlm/forms.py)
 // keeps only the characters allowed at each position before the temperature, as charlm does.
 //
+// A ban (ids never drawn: the page's ban box, read as `charlm sample --ban` reads it) removes those ids
+// before everything else, from a template's characters too.
+//
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
 // Messages out: ready, result {id, value}, chunk {id, text}, done {id, text, reason, seconds},
-// error {id, message, param} (param: "form", "template" or "acrostic" when the form is refused).
+// error {id, message, param} (param: "form", "template", "acrostic" or "ban" when the form is refused).
 "use strict";
 
 const SLICE_MS = 50;  // generate this long between looks at the message queue (so Stop is heard)
@@ -306,7 +309,7 @@ function argmax(values, count, allowed) {
 
 // sampler.choose: the template's allowed characters (the others get probability 0), temperature,
 // then top-p (the smallest set of likeliest characters whose total reaches top_p), then the CDF
-// inverted at a uniform. `allowed` (one byte per id) is null for free text.
+// inverted at a uniform. `allowed` (one byte per id) is null for free text with nothing banned.
 function choose(logprobs, count, options, uniform, probs, allowed = null) {
   if (options.greedy || options.temperature === 0) return argmax(logprobs, count, allowed);
   const scale = 1 / options.temperature;
@@ -350,8 +353,8 @@ function unescape(text) {
 }
 
 // forms.template_of then forms.Constrained: the id fixed at each position (FREE where `_` is) and
-// which ids `_` allows; null for free text.
-function compileTemplate(request) {
+// which ids `_` allows, without the ids `banned` bans (a mask, or null); null for free text.
+function compileTemplate(request, banned) {
   const { form, template, acrostic } = request, { templates, classes } = model.meta.forms;
   if (form != null && template != null) throw formError("form", "give form or template, not both");
   let text, name;
@@ -390,14 +393,21 @@ function compileTemplate(request) {
     }
     return id;
   });
+  const ban = slots.findIndex((id) => id !== FREE && banned && banned[id]);
+  if (ban >= 0) {  // a fixed character banned: the template cannot be written
+    const what = fromAcrostic.has(chars[ban]) ? "acrostic" : name;
+    throw formError("ban", `ban bans '${JSON.stringify(model.meta.vocab.chars[slots[ban]]).slice(1, -1)}', but ${what} must write it; leave it unbanned`);
+  }
   // forms.SCRIPT_RULE: Han if the fixed text has Han or CJK punctuation, letters if it has letters,
   // else whichever the vocabulary holds more of (a tie: Han).
   const fixed = slots.filter((id) => id !== FREE).map((id) => classes[id]);
   const count = (c) => classes.split(c).length - 1;
   const script = fixed.some((c) => c === "h" || c === "p") ? "h" : fixed.includes("l") ? "l" : count("h") >= count("l") ? "h" : "l";
-  const free = Uint8Array.from(classes, (c) => c === script);
+  const free = Uint8Array.from(classes, (c, id) => c === script && !(banned && banned[id]));
   if (!free.includes(1)) {
-    throw formError(param, `${name}: the model cannot write this template (it knows no ${script === "h" ? "Han characters" : "letters"} for \`_\`)`);
+    const needs = script === "h" ? "Han characters" : "letters";
+    if (banned) throw formError("ban", `ban bans every way to write ${name} (\`_\` needs ${needs}); ban fewer`);
+    throw formError(param, `${name}: the model cannot write this template (it knows no ${needs} for \`_\`)`);
   }
   const only = new Map();  // id -> the mask allowing that id alone
   const allowed = (position) => {
@@ -411,6 +421,14 @@ function compileTemplate(request) {
     return only.get(id);
   };
   return { size: slots.length, allowed };
+}
+
+// The ids a request bans as a mask (1: banned), null when it bans none.
+function bannedMask(ids) {
+  if (!ids || !ids.length) return null;
+  const mask = new Uint8Array(model.V);
+  for (const id of ids) mask[id] = 1;
+  return mask;
 }
 
 function logprobsOf(text) {
@@ -429,7 +447,10 @@ function generate(request) {
     greedy: !!request.greedy, stop: request.stop || "",
   };
   const seed = request.seed ?? "";
-  const form = compileTemplate(request);  // null: free text; a new template on each request (Continue too)
+  const banned = bannedMask(request.ban);
+  const form = compileTemplate(request, banned);  // null: free text; a new template on each request (Continue too)
+  const unbanned = banned && banned.map((out) => 1 - out);  // free text: every id but the banned (null: every id)
+  const allowed = form ? form.allowed : () => unbanned;
   const started = performance.now();
   let state, scores;
   if (request.continuing && last && last.text === seed) {
@@ -454,7 +475,7 @@ function generate(request) {
     let piece = "";
     while (count < options.length && performance.now() < until) {
       for (let k = 0; k < 8 && count < options.length; k++) {
-        const id = choose(scores, model.V, options, uniform, probs, form && form.allowed(count));
+        const id = choose(scores, model.V, options, uniform, probs, allowed(count));
         piece += chars[id];
         made += chars[id];
         count++;

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import CharLMError
 from ..model import CharLM
 from . import protocol, responses
-from .completion import Completion, Served, Server, known_characters
+from .completion import Completion, Served, Server, known_characters, known_pieces, tokenized
 from .config import ServeConfig
 from .engine import Token, Update
 from .metrics import Metrics
@@ -89,7 +89,9 @@ class RequestCounter:
         return await self.app(scope, receive, counting)
 
 
-ENDPOINTS = {"/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions"}
+ENDPOINTS = {
+    "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize",
+}  # fmt: skip
 
 
 def endpoint(path: str) -> str:
@@ -188,7 +190,7 @@ def add_status_routes(app: FastAPI, server: Server) -> None:
 
 def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:
     """OpenAI's two completion endpoints: the request is checked (`protocol`), run as a `Completion`
-    and answered whole or streamed (`answer`)."""
+    and answered whole or streamed (`answer`); and /tokenize, which says the token ids `logit_bias` takes."""
     body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
 
     @app.post("/v1/completions", openapi_extra=protocol.COMPLETION_SCHEMA)
@@ -207,11 +209,24 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
             request, run, partial(stream_chat, run, wants_logprobs), partial(chat_body, run, wants_logprobs)
         )
 
+    @app.post("/tokenize", openapi_extra=protocol.TOKENIZE_SCHEMA)
+    async def tokenize(request: Request) -> JSONResponse:
+        """llama.cpp's /tokenize: the token ids of a text, for `logit_bias`."""
+        server.check_key(request)
+        name, field, text, with_pieces = protocol.tokenize_params(await read_json(request, body_limit), config)
+        return JSONResponse({"tokens": tokenized(server.model(name).model, text, with_pieces, field)})
+
 
 def model_card(served: Served) -> dict:
     """A loaded model as `/v1/models` lists it: OpenAI's fields and charlm's `meta`."""
     model = served.model
-    meta = {**model.config.to_dict(), "parameters": model.num_parameters(), "characters": known_characters(model)}
+    meta = {
+        **model.config.to_dict(),
+        "parameters": model.num_parameters(),
+        "normalize": model.vocab.normalize,
+        "characters": known_characters(model),
+        "pieces": known_pieces(model),
+    }
     return {"id": served.name, "object": "model", "created": served.created, "owned_by": "charlm", "meta": meta}
 
 

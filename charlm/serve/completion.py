@@ -34,7 +34,7 @@ from ..forms import Constrained, Template
 from ..model import CharLM
 from ..runs import corpus_of
 from ..threads import pin_this_thread
-from ..vocab import UNSEEN, UnknownCharacterWarning
+from ..vocab import UNSEEN, UnknownCharacterWarning, Vocabulary
 from . import responses
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
@@ -156,6 +156,42 @@ def known_characters(model: CharLM) -> str | None:
     """The characters a character model knows, for the page to say which of a prompt's it does not;
     None for a sentencepiece model, whose byte fallback spells any character."""
     return "".join(model.vocab.chars) if model.vocab.one_char_per_id else None
+
+
+def known_pieces(model: CharLM) -> list[str | list[int]] | None:
+    """A sentencepiece model's pieces in id order (`piece_text`), so that a client finds the ids
+    `logit_bias` takes, as `known_characters` gives a character model's; None for a character model."""
+    vocab = model.vocab
+    return None if vocab.one_char_per_id else [piece_text(vocab, i) for i in range(len(vocab))]
+
+
+def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
+    """The text token `token` writes, or, for a byte piece that is part of a character, its bytes (as
+    llama.cpp's /tokenize gives them): a character, a piece's characters, "" for a control piece."""
+    if vocab.one_char_per_id:
+        return vocab.chars[token]
+    try:
+        return vocab.pieces[token].decode("utf-8").replace("\u2581", " ")
+    except UnicodeDecodeError:
+        return list(vocab.pieces[token])
+
+
+def tokenized(model: CharLM, text: str, with_pieces: bool, param: str) -> list:
+    """`/tokenize`: the ids `text` is read as, as a prompt is read (normalized); null for a character a
+    character model has never seen (it has no id to bias); `with_pieces`: each as {id, piece}."""
+    vocab = model.vocab
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownCharacterWarning)
+        try:
+            ids = vocab.encode(text, what=param, unseen=True).tolist()
+        except CharLMError as e:
+            raise APIError(400, str(e), param, "unknown_characters") from None
+    tokens = [None if token == UNSEEN else token for token in ids]
+    if not with_pieces:
+        return tokens
+    read = vocab.normalized(text)  # a character model's ids are its characters, one by one
+    pieces = [read[i] if token is None else piece_text(vocab, token) for i, token in enumerate(tokens)]
+    return [{"id": token, "piece": piece} for token, piece in zip(tokens, pieces)]
 
 
 def deliver(updates: list[Update]) -> None:

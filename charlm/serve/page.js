@@ -18,3 +18,43 @@ function summary(how, text, seconds) {
   const counted = (n) => n.toLocaleString("en-US");  // 4,447 as charlm writes numbers, whatever the browser's locale
   return `${how}: ${counted(count)} characters in ${seconds.toFixed(1)} s (${counted(rate)} characters/s)`;
 }
+
+// The ban box, read as `charlm sample --ban` reads its characters (charlm.decoding.bias_vector), for a
+// character model's `chars` (in id order) and its Unicode `normalize`: the ids never to draw, [] for an
+// empty box. `\n` and `\t` are a line break and a tab; a combining mark goes with the character before
+// it (a decomposed "é" is one); a character the model does not know needs no ban (it never writes it).
+// A ban it cannot follow is an error naming the box ("ban", as the server names logit_bias).
+function bannedIds(text, chars, normalize) {
+  const index = new Map([...chars].map((char, id) => [char, id])), named = new Map();  // id -> the character that banned it
+  const quoted = (s) => `'${JSON.stringify(s).slice(1, -1)}'`;
+  for (const key of new Set(characters(text.replace(/\\n/g, "\n").replace(/\\t/g, "\t")))) {
+    const char = normalize === "none" ? key : key.normalize(normalize.toUpperCase()), count = [...char].length;
+    if (count === 1 && !index.has(char)) continue;
+    if (count !== 1 && char !== key) {
+      throw banError(`: ${quoted(key)} is ${quoted(char)} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
+    }
+    if (count !== 1) {
+      throw banError(`: ${quoted(key)} is ${count} characters to this model (${[...char].map(quoted).join(" ")}); give the one to ban alone (a combining mark stands alone first in the box)`);
+    }
+    const id = index.get(char);
+    if (named.has(id)) throw banError(` gives token ${id} twice (${quoted(named.get(id))} and ${quoted(key)} are the same to this model); give it once`);
+    named.set(id, key);
+  }
+  if (named.size && named.size === index.size) throw banError(" bans every token the model has; leave it at least one to write");
+  return [...named.keys()];
+}
+function banError(says) { return Object.assign(new Error(`ban${says}`), { param: "ban" }); }
+
+// A text's characters as a reader sees them (decoding.characters): a combining mark (Python's
+// unicodedata.combining, a nonzero canonical combining class) stays with the character before it.
+function characters(text) {
+  const out = [];
+  for (const c of text) {
+    if (out.length && combining(c)) out[out.length - 1] += c;
+    else out.push(c);
+  }
+  return out;
+}
+// JavaScript does not say a character's combining class, but normalization acts on it: a mark of a
+// nonzero class is moved before U+0345 (class 240, the highest there is).
+function combining(c) { return c === "\u0345" || ("\u0345" + c).normalize("NFD")[0] !== "\u0345"; }

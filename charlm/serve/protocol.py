@@ -1,8 +1,8 @@
 """The OpenAI completions API as charlm speaks it: request fields checked (responses.py shapes the answers).
 
 Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them; `max_tokens` and
-`usage` count characters (a charlm token is a character; `logit_bias`'s keys are vocabulary ids,
-a character's its position in `/v1/models`' `meta.characters`). charlm's extras: `top_k` and
+`usage` count characters (a charlm token is a character; `logit_bias`'s keys are vocabulary ids, as
+`/tokenize` says them, or a token's position in `/v1/models`' `meta.characters` or `meta.pieces`). charlm's extras: `top_k` and
 `repetition_penalty` (llama.cpp's `repeat_penalty` too), and `form`, `template` and `acrostic`,
 which make every sample write into a poem form or a template (`charlm.forms`). Every bad field is an `APIError` naming
 it; a field charlm does not know is refused (as OpenAI does), except OpenAI's at their neutral
@@ -109,8 +109,8 @@ COMMON_SCHEMA = {
         "propertyNames": {"pattern": "^[0-9]+$"},
         "additionalProperties": {"type": "number", "minimum": -MAX_LOGIT_BIAS, "maximum": MAX_LOGIT_BIAS},
         "maxProperties": MAX_BIASED,
-        "description": "token id (a character's position in the model's meta.characters) -> a bias added to its "
-        "logit before sampling; -100 bans the token",
+        "description": "token id (as POST /tokenize says it, or a token's position in the model's meta.characters "
+        "or meta.pieces) -> a bias added to its logit before sampling; -100 bans the token",
     },
     # charlm's extension: poem forms and templates
     "form": {
@@ -164,6 +164,27 @@ CHAT_SCHEMA = body_schema(
     },
     ["messages"],
 )
+
+
+TOKENIZE_FIELDS = {"model", "content", "prompt", "with_pieces"}
+TOKENIZE_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "model": {"type": "string"},
+                        "content": {"type": "string", "description": "the text (llama.cpp's name; vLLM's: prompt)"},
+                        "prompt": {"type": "string"},
+                        "with_pieces": {"type": "boolean", "description": "each token as {id, piece}"},
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 def check_fields(body: Any, known: set[str]) -> dict:
@@ -457,6 +478,24 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
         raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
     params.logprobs = (top or 0) if wants else None
     return params, wants
+
+
+def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, str, bool]:
+    """`/tokenize` (llama.cpp's endpoint; vLLM's names the text `prompt`): the model, the field that holds
+    the text, the text whose token ids a client wants (for `logit_bias`), and whether each id comes with
+    its piece."""
+    body = check_fields(body, TOKENIZE_FIELDS)
+    given = [name for name in ("content", "prompt") if body.get(name) is not None]
+    if len(given) != 1:
+        what = "give content or prompt, not both" if given else "content is required: the text to tokenize"
+        raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
+    name, text = given[0], string(body, given[0]) or ""
+    if len(text) > config.max_prompt:
+        raise APIError(
+            400, f"{name} has {len(text):,} characters; this server takes at most {config.max_prompt:,} "
+            "(charlm serve --max-prompt)", name, "context_length_exceeded",
+        )  # fmt: skip
+    return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 
 
 def message_text(message: Any, i: int) -> str:
