@@ -11,6 +11,7 @@ minutes of a lent GPU are spent on it."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,8 @@ import pytest
 import torch
 
 import charlm
+from charlm.config import SampleConfig
+from charlm.decoding import UNIFORM_BLOCK, RowSampler
 from charlm.model import inference
 from charlm.scoring import bits_per_char
 from charlm.serve.app import create_app
@@ -142,7 +145,7 @@ def test_the_sampling_bench_runs_on_the_gpu():
 
 
 def test_logit_bias_and_ban_on_the_gpu_give_the_cpus_greedy_text_and_never_a_banned_character(fox_file, tiny):
-    """The bias and ban rows live on the CPU and join the GPU's logits every step (`decoding.RowSampler`)."""
+    """The bias and ban rows live on the GPU beside the logits, written when a row joins (`decoding.RowSampler`)."""
     charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
     gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
     bias = {**dict.fromkeys(BANNED, -100), "u": 4.0}
@@ -157,6 +160,52 @@ def test_logit_bias_and_ban_on_the_gpu_give_the_cpus_greedy_text_and_never_a_ban
     args = ["--checkpoint", "run", "--device", DEVICE, "--seed", "the ", "--greedy", "--length", str(GREEDY_CHARS)]
     result = cli("sample", *args, "--ban", BANNED)
     assert result.exit_code == 0 and banned in result.output, result.output
+
+
+@contextlib.contextmanager
+def waits_refused():
+    """Any operation that waits for the GPU (a copy to the host, `.item()`, a blocking copy from it) raises."""
+    if not ON_GPU:  # the dry run: nothing to wait for
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_the_sampler_chooses_on_the_gpu_without_waiting_for_it_and_as_the_cpu_does():
+    """`decoding.RowSampler` keeps its rows on the model's device and decides on the host: a step without a
+    template copies nothing to or from the host and never waits for the GPU (a per-character copy of each
+    option, the history and the uniforms used to), a refill of the uniforms included. Its ids are the
+    CPU's: a greedy row's exactly, a drawn row's but where a uniform falls within rounding of a boundary."""
+    torch.manual_seed(0)
+    vocab, prime = 50, torch.tensor([1, 2, 3, 1])
+    bias = torch.zeros(vocab)
+    bias[2], bias[5] = float("-inf"), 2.0
+    # Only the greedy row has a penalty: a drawn row that differs once would change its later penalties.
+    configs = [
+        SampleConfig(temperature=0.8, top_k=10, top_p=0.9),
+        SampleConfig(greedy=True, repetition_penalty=1.3),
+        SampleConfig(temperature=[0.7, 1.3]),
+        SampleConfig(top_k=3),
+    ]
+    cpu, gpu = RowSampler(8, vocab), RowSampler(8, vocab, device=DEVICE)
+    for sampler in (cpu, gpu):
+        for row, config in enumerate(configs):
+            sampler.set(row, config, 40 + row, prime, bias=bias if row % 2 else None)
+    steps = UNIFORM_BLOCK + 20  # through a refill of every row's uniforms
+    logits = torch.randn(steps, len(configs), vocab) * 3
+    on_gpu = logits.to(DEVICE)
+    with waits_refused():
+        chosen = [gpu.choose(on_gpu[step]) for step in range(steps)]
+    assert chosen[0].device == on_gpu.device
+    chosen = torch.stack(chosen).cpu()
+    expected = torch.stack([cpu.choose(logits[step]) for step in range(steps)])
+    assert torch.equal(chosen[:, 1], expected[:, 1])
+    assert (chosen == expected).float().mean() > 0.99
+    assert not (chosen[:, 1::2] == 2).any()  # banned
 
 
 def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus_greedy_text(fox_file, tiny):
