@@ -107,9 +107,10 @@ class Ranks:
         if not self.active:
             yield self
             return
+        # nccl's communicators start at a rank's first collective of CUDA tensors, on their GPU: a run on
+        # the CPU of a GPU machine never starts CUDA (`use` makes a CUDA run's GPU the current one). The
+        # timeout is each backend's: nccl's watchdog and gloo's transport both give up after it.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        if self.local_rank < torch.cuda.device_count():
-            torch.cuda.set_device(self.local_rank)
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
         _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
         self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
@@ -130,6 +131,13 @@ class Ranks:
         finally:
             _setup_group = None
             dist.destroy_process_group()
+
+    def use(self, device: torch.device) -> None:
+        """This rank trains on `device`: a GPU is made the current one, so that what torch puts on "the"
+        GPU (nccl's streams, a barrier's tensor) goes on this rank's, not every rank's on GPU 0. A CPU
+        run leaves CUDA alone: starting it put a context on a GPU of a machine the run did not use."""
+        if self.active and device.type == "cuda":
+            torch.cuda.set_device(device)
 
     def after_error(self, error: CharLMError) -> CharLMError:
         """This rank met an error: rank 0 says its own; another rank stays quiet when rank 0 met one too

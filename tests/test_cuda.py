@@ -306,16 +306,25 @@ def test_a_run_resumes_on_another_device_type(fox_file, tiny):
         assert saved.progress.step == 30 and saved.device.startswith(device) and saved.progress.val_bpc < 5
 
 
+# Each rank says at exit whether it started CUDA.
+SAYS_IF_CUDA_STARTED = """
+import atexit, sys, torch
+atexit.register(lambda: print(f"CUDA started: {torch.cuda.is_initialized()}", file=sys.stderr, flush=True))
+"""
+
+
 def test_two_processes_under_torchrun_train_on_the_cpu_of_a_gpu_machine(fox_file, tiny):
     """On a GPU machine the process group is cpu:gloo,cuda:nccl (`Ranks.group`); two ranks on one GPU
     cannot share nccl, so a CPU run's every collective (barriers, the plan, the gathered states) must
-    take gloo, as on a machine without a GPU (tests/test_distributed.py, not run by the device check)."""
+    take gloo, as on a machine without a GPU (tests/test_distributed.py, not run by the device check).
+    Neither rank starts CUDA (the group made each rank's GPU current: a context on it, for a CPU run)."""
     args = cli_args({**tiny, "max_steps": 10, "device": "cpu"})
-    process = launch("train", str(fox_file), "--out", "ddp", *args)
+    process = launch("train", str(fox_file), "--out", "ddp", *args, prelude=SAYS_IF_CUDA_STARTED)
     try:
         out, err = process.communicate(timeout=90)
     finally:
         process.kill()
     assert process.returncode == 0, out + err
+    assert err.count("CUDA started: False") == 2, err
     saved = latest("ddp")
     assert saved.progress.step == 10 and saved.training.rank_rngs.shape[0] == 2 and saved.device == "cpu"
