@@ -116,11 +116,6 @@ class Ranks:
         self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
         try:
             yield self
-            # Leave together, with the job's objects that hold the group (DistributedDataParallel's
-            # reducer) freed first: a rank that tears its group down while a peer still uses it (rank 0
-            # printing its sample) can make the peer abort at exit.
-            gc.collect()
-            dist.barrier()
         except CharLMError as e:
             raise self.after_error(e) from None
         except Exception as e:
@@ -138,6 +133,14 @@ class Ranks:
         run leaves CUDA alone: starting it put a context on a GPU of a machine the run did not use."""
         if self.active and device.type == "cuda":
             torch.cuda.set_device(device)
+
+    def leave(self) -> None:
+        """Leave the job together, with the objects that hold the group (DistributedDataParallel's
+        reducer) freed first: a rank that tears its group down while a peer still uses it (rank 0
+        printing its sample) can make the peer abort at exit."""
+        if self.active:
+            gc.collect()
+            dist.barrier()
 
     def after_error(self, error: CharLMError) -> CharLMError:
         """This rank met an error: rank 0 says its own; another rank stays quiet when rank 0 met one too
@@ -316,11 +319,24 @@ def launcher_pid() -> int | None:
 
 
 class PeerLost(RuntimeError):
-    """A collective failed under a run's training loop (`lost_peer`); `note` says what its folder holds."""
+    """A collective failed under a run (`lost_peer`); `note` says what its folder holds."""
 
     def __init__(self, error: RuntimeError, note: str):
         super().__init__(str(error))
         self.note = note
+
+
+@contextlib.contextmanager
+def peer_note(note: Callable[[], str]) -> Iterator[None]:
+    """A peer lost inside the block stops the job with `note()` after the line that names it: what the
+    run's folder holds now (its checkpoint, and the command that resumes it). Outside any, the job is
+    started again."""
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, PeerLost) or not lost_peer(e):
+            raise
+        raise PeerLost(e, note()) from None
 
 
 def lost_peer(error: RuntimeError) -> bool:
