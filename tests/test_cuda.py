@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import datetime
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,10 +23,12 @@ import textwrap
 import httpx
 import pytest
 import torch
+import torch.distributed as dist
 
 import charlm
 from charlm.config import SampleConfig
 from charlm.decoding import UNIFORM_BLOCK, RowSampler
+from charlm.distributed import Ranks
 from charlm.model import inference
 from charlm.scoring import bits_per_char
 from charlm.serve.app import create_app
@@ -328,3 +332,20 @@ def test_two_processes_under_torchrun_train_on_the_cpu_of_a_gpu_machine(fox_file
     assert err.count("CUDA started: False") == 2, err
     saved = latest("ddp")
     assert saved.progress.step == 10 and saved.training.rank_rngs.shape[0] == 2 and saved.device == "cpu"
+
+
+def test_the_peer_timeout_is_every_backends_timeout(monkeypatch):
+    """`--peer-timeout` is the process group's timeout: gloo's, and on a GPU machine nccl's (its watchdog
+    gives up on a collective after it), not nccl's own default of 10 minutes. A group of one, opened as
+    `Ranks.group` opens a job's."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.setattr(Ranks, "active", property(lambda ranks: True))
+    with Ranks(rank=0, world=1).group(timeout=7.0):
+        group = dist.distributed_c10d._get_default_group()
+        for device in ("cpu", "cuda") if ON_GPU else ("cpu",):
+            assert group._get_backend(torch.device(device)).options._timeout == datetime.timedelta(seconds=7), device
