@@ -25,11 +25,11 @@ import torch
 from . import checkpoint, finetune, hub, plan, runs, sampler, scoring, threads
 from .config import SHOWN, Config, SampleConfig, from_options
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
-from .distributed import SINGLE, Ranks
+from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
-from .trainer import Trainer
+from .trainer import Trainer, lost_note
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
 # the fine-tuning base if any -> the model to train, in place of charlm's.
@@ -132,10 +132,11 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
     base_vocab = None if saved.base is None else saved.vocab.first(saved.base.vocab_size)
     config = resumed.config
-    with ranks.leader_first():
-        corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
-    trainer = Trainer(resumed, corpus, ranks, saved.model())
-    trainer.restore(saved)
+    with peer_note(lambda: lost_note(resumed.run_dir, saved=True)):  # a peer lost now: resume again
+        with ranks.leader_first():
+            corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
+        trainer = Trainer(resumed, corpus, ranks, saved.model())
+        trainer.restore(saved)
     return trainer
 
 

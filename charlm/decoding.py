@@ -142,29 +142,59 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
 
 class RowSampler:
     """The decoding policy of rows that come and go: `set` a row's options, seed and prompt, `choose`
-    every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones."""
+    every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones.
 
-    def __init__(self, capacity: int, vocab_size: int, window: int = SampleConfig.repetition_window):
-        self.vocab_size, self.window = vocab_size, window
+    What a step computes with lives on `device`, the model's: written when a row joins, moves or its
+    temperature changes, and read there in place, so a GPU's step copies nothing from the host per
+    character and never waits for the GPU. The options (temperature, top-k, top-p, penalty) and each
+    row's place in its block of uniforms are kept on the host too, where `choose` decides which
+    steps a batch needs and when a row's uniforms run out. On the CPU the two are the same tensors."""
+
+    def __init__(
+        self,
+        capacity: int,
+        vocab_size: int,
+        window: int = SampleConfig.repetition_window,
+        device: torch.device | str = "cpu",
+    ):
+        self.vocab_size, self.window, self.device = vocab_size, window, torch.device(device)
         self.temperature = torch.ones(capacity, 1)  # this step's; 0 means greedy
         self.top_k = torch.full((capacity, 1), vocab_size, dtype=torch.long)
         self.top_p = torch.full((capacity, 1), float("inf"))  # inf: no nucleus
         self.penalty = torch.ones(capacity, 1)
-        self.history = torch.full((capacity, window), vocab_size, dtype=torch.long)  # vocab_size: an empty slot
-        self.position = torch.zeros(capacity, dtype=torch.long)
+        self.used = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long)  # uniforms taken from the block
+        self.biased = torch.zeros(capacity, dtype=torch.bool)  # whether a row has a logit bias
         self.generators: list[torch.Generator | None] = [None] * capacity
         self.schedules: list[tuple[float, ...] | None] = [None] * capacity  # a temperature per step, cycled
         self.steps = [0] * capacity
         self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
-        self.block = torch.zeros(capacity, UNIFORM_BLOCK, dtype=torch.float64)
-        self.used = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long)
-        self.biased = torch.zeros(capacity, dtype=torch.bool)  # whether a row has a logit bias
+        # The host's rows above that the step reads, by name, as they are on the device.
+        self.on_device = {
+            name: self.twin(getattr(self, name)) for name in ("temperature", "top_k", "top_p", "penalty", "used")
+        }
+        # Each row's recent ids (vocab_size: an empty slot), where the next goes, and its uniforms.
+        self.history = torch.full((capacity, window), vocab_size, dtype=torch.long, device=self.device)
+        self.position = torch.zeros(capacity, dtype=torch.long, device=self.device)
+        self.block = torch.zeros(capacity, UNIFORM_BLOCK, device=self.device)  # float32, as `draw` takes them
+        self.indices = torch.arange(capacity, device=self.device)
         # Each row's bias and bans, (capacity, vocab): made when a row first has a bias (a batch of
         # thousands of samples over a big vocabulary would otherwise hold two logits' worth for nothing).
         self.bias: torch.Tensor | None = None
         self.banned: torch.Tensor | None = None
-        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.history, self.position]
-        self.rows += [self.block, self.used, self.biased]
+        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.used, self.biased]
+        self.rows += [self.history, self.position, self.block]
+        self.rows += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
+
+    def twin(self, host: torch.Tensor) -> torch.Tensor:
+        """`host`'s copy on the device, which `publish` keeps equal to it (on the CPU, `host` itself)."""
+        return host if self.device.type == "cpu" else host.to(self.device)
+
+    def publish(self, rows: slice | int, *names: str) -> None:
+        """The host's new values of `rows` of the named options (all, if none named) copied to the device."""
+        for name in names or self.on_device:
+            twin, host = self.on_device[name], getattr(self, name)
+            if twin is not host:
+                twin[rows].copy_(host[rows], non_blocking=True)  # pageable: the host may change it on return
 
     def set(
         self,
@@ -188,12 +218,13 @@ class RowSampler:
         self.top_k[row] = min(options.top_k or self.vocab_size, self.vocab_size)
         self.top_p[row] = options.top_p if options.top_p is not None and options.top_p < 1 else float("inf")
         self.penalty[row] = options.repetition_penalty
+        self.used[row] = UNIFORM_BLOCK
+        self.publish(row)
         recent = prime[-self.window :]
         self.history[row] = self.vocab_size
-        self.history[row, : recent.numel()] = recent.cpu()
+        self.history[row, : recent.numel()] = recent
         self.position[row] = recent.numel() % self.window
         self.generators[row] = torch.Generator().manual_seed(seed)
-        self.used[row] = UNIFORM_BLOCK
         self.set_bias(row, bias)
 
     def set_bias(self, row: int, bias: torch.Tensor | None) -> None:
@@ -202,12 +233,13 @@ class RowSampler:
         if bias is None and self.bias is None:
             return
         if self.bias is None:
-            self.bias = torch.zeros(len(self.biased), self.vocab_size)
-            self.banned = torch.zeros(len(self.biased), self.vocab_size, dtype=torch.bool)
+            self.bias = torch.zeros(len(self.biased), self.vocab_size, device=self.device)
+            self.banned = torch.zeros(len(self.biased), self.vocab_size, dtype=torch.bool, device=self.device)
             self.rows += [self.bias, self.banned]
         bias = torch.zeros(self.vocab_size) if bias is None else bias
-        self.banned[row] = bias.isneginf()
-        self.bias[row] = bias.masked_fill(self.banned[row], 0.0)  # bans are a mask, after the penalty's clamp
+        banned = bias.isneginf()
+        self.banned[row] = banned
+        self.bias[row] = bias.masked_fill(banned, 0.0)  # bans are a mask, after the penalty's clamp
 
     def follow(self, row: int, cursor: Cursor | None) -> None:
         """Row `row` writes into the template of `cursor` from now on (None: free text)."""
@@ -220,40 +252,42 @@ class RowSampler:
             rows[dst] = rows[src]
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
-        """Next ids (rows,) of rows 0..rows-1 from their logits (rows, vocab); the ids join each row's
-        recent characters."""
+        """Next ids (rows,) of rows 0..rows-1 from their logits (rows, vocab), on the logits' device; the
+        ids join each row's recent characters. On a GPU nothing here waits for it, but for a template's
+        rows: their cursors read the ids chosen."""
         rows = logits.size(0)
-        self.schedule(rows)
-        device = logits.device
+        if self.schedule(rows):
+            self.publish(slice(0, rows), "temperature")
+        on_device = self.on_device
         logits = logits.float()
         biased = self.bias is not None and bool(self.biased[:rows].any())
         if biased:
-            logits = logits + self.bias[:rows].to(device)
+            logits = logits + self.bias[:rows]
         if bool((self.penalty[:rows] != 1).any()):
-            penalty = self.penalty[:rows].to(device)
-            logits = penalize(logits, self.history[:rows].to(device), penalty, self.vocab_size).clamp(-LARGEST, LARGEST)
+            penalized = penalize(logits, self.history[:rows], on_device["penalty"][:rows], self.vocab_size)
+            logits = penalized.clamp(-LARGEST, LARGEST)
         allowed = self.allowed(rows)
         if allowed is not None:
-            logits = logits.masked_fill(~allowed.to(device), float("-inf"))
+            logits = logits.masked_fill(~allowed.to(self.device), float("-inf"))
         if biased:
-            logits = logits.masked_fill(self.banned[:rows].to(device), float("-inf"))
-        temperature = self.temperature[:rows].to(device)
+            logits = logits.masked_fill(self.banned[:rows], float("-inf"))
+        temperature = on_device["temperature"][:rows]
         greedy = temperature == 0
         # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
         # (the largest is drawn: greedy), never inf - inf = NaN; a huge one flattens, never NaN either.
         shifted = logits - logits.max(dim=-1, keepdim=True).values
         scaled = shifted / torch.where(greedy, 1.0, temperature).clamp(max=LARGEST)
-        top_k, limited = self.top_k[:rows].to(device), self.top_k[:rows].to(device) < self.vocab_size
+        limited = self.top_k[:rows] < self.vocab_size
         if bool(limited.any()):
-            largest = int(top_k[limited].max())
+            largest = int(self.top_k[:rows][limited].max())
+            top_k = on_device["top_k"][:rows]
             kth = torch.topk(scaled, largest, dim=-1).values.gather(1, top_k.clamp(max=largest) - 1)
-            scaled = scaled.masked_fill((scaled < kth) & limited, float("-inf"))
+            scaled = scaled.masked_fill((scaled < kth) & (top_k < self.vocab_size), float("-inf"))
         probs = torch.softmax(scaled, dim=-1)
-        top_p = self.top_p[:rows]
-        if bool(torch.isfinite(top_p).any()):
-            probs = nucleus(probs, top_p.to(device))
-        ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows).to(device)))
-        self.history[torch.arange(rows), self.position[:rows]] = ids.cpu()
+        if bool(torch.isfinite(self.top_p[:rows]).any()):
+            probs = nucleus(probs, on_device["top_p"][:rows])
+        ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows)))
+        self.history[self.indices[:rows], self.position[:rows]] = ids
         self.position[:rows] = (self.position[:rows] + 1) % self.window
         if allowed is not None:
             for cursor, token in zip(self.cursors[:rows], ids.tolist()):
@@ -273,20 +307,29 @@ class RowSampler:
                 allowed[row] = cursor.allowed()
         return allowed
 
-    def schedule(self, rows: int) -> None:
-        """This step's temperature of each row with a schedule; every row's step count advances."""
+    def schedule(self, rows: int) -> bool:
+        """This step's temperature of each row with a schedule; every row's step count advances.
+        Whether any row has one (its temperature changed on the host)."""
+        scheduled = False
         for row in range(rows):
             schedule = self.schedules[row]
             if schedule is not None:
                 self.temperature[row] = as_float32(schedule[self.steps[row] % len(schedule)])
+                scheduled = True
             self.steps[row] += 1
+        return scheduled
 
     def uniforms(self, rows: int) -> torch.Tensor:
-        """This step's uniform of each row, refilling a row's block from its generator."""
-        used = self.used[:rows]
+        """This step's uniform of each row, on the device, refilling a row's block from its generator
+        (on the host, which knows when, without asking the device)."""
+        used, used_there = self.used[:rows], self.on_device["used"][:rows]
         for row in (used == UNIFORM_BLOCK).nonzero().flatten().tolist():
-            self.block[row] = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
+            fresh = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
+            self.block[row].copy_(fresh.float(), non_blocking=True)
             used[row] = 0
-        drawn = self.block[:rows].gather(1, used.unsqueeze(1)).squeeze(1)
+            used_there[row] = 0
+        drawn = self.block[:rows].gather(1, used_there.unsqueeze(1)).squeeze(1)
         used += 1
+        if self.on_device["used"] is not self.used:
+            used_there += 1
         return drawn

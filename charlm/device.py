@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Callable
 
 import torch
 
@@ -140,6 +141,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def to_host(values: torch.Tensor) -> Callable[[], list]:
+    """`values` read on the host later, by calling the result: on CUDA the copy starts now, into pinned
+    memory, behind the work that made them, so work queued after it (the model's next step) runs on
+    while the host waits for the copy alone. Elsewhere they are read when called."""
+    if values.device.type != "cuda":
+        return values.tolist
+    copy, copied = values.to("cpu", non_blocking=True), torch.cuda.Event()
+    copied.record()
+
+    def read() -> list:
+        copied.synchronize()
+        return copy.tolist()
+
+    return read
 
 
 def accelerator_rng_state(device: torch.device) -> torch.Tensor | None:

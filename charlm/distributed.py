@@ -107,19 +107,15 @@ class Ranks:
         if not self.active:
             yield self
             return
+        # nccl's communicators start at a rank's first collective of CUDA tensors, on their GPU: a run on
+        # the CPU of a GPU machine never starts CUDA (`use` makes a CUDA run's GPU the current one). The
+        # timeout is each backend's: nccl's watchdog and gloo's transport both give up after it.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        if self.local_rank < torch.cuda.device_count():
-            torch.cuda.set_device(self.local_rank)
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
         _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
         self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
         try:
             yield self
-            # Leave together, with the job's objects that hold the group (DistributedDataParallel's
-            # reducer) freed first: a rank that tears its group down while a peer still uses it (rank 0
-            # printing its sample) can make the peer abort at exit.
-            gc.collect()
-            dist.barrier()
         except CharLMError as e:
             raise self.after_error(e) from None
         except Exception as e:
@@ -130,6 +126,21 @@ class Ranks:
         finally:
             _setup_group = None
             dist.destroy_process_group()
+
+    def use(self, device: torch.device) -> None:
+        """This rank trains on `device`: a GPU is made the current one, so that what torch puts on "the"
+        GPU (nccl's streams, a barrier's tensor) goes on this rank's, not every rank's on GPU 0. A CPU
+        run leaves CUDA alone: starting it put a context on a GPU of a machine the run did not use."""
+        if self.active and device.type == "cuda":
+            torch.cuda.set_device(device)
+
+    def leave(self) -> None:
+        """Leave the job together, with the objects that hold the group (DistributedDataParallel's
+        reducer) freed first: a rank that tears its group down while a peer still uses it (rank 0
+        printing its sample) can make the peer abort at exit."""
+        if self.active:
+            gc.collect()
+            dist.barrier()
 
     def after_error(self, error: CharLMError) -> CharLMError:
         """This rank met an error: rank 0 says its own; another rank stays quiet when rank 0 met one too
@@ -308,11 +319,24 @@ def launcher_pid() -> int | None:
 
 
 class PeerLost(RuntimeError):
-    """A collective failed under a run's training loop (`lost_peer`); `note` says what its folder holds."""
+    """A collective failed under a run (`lost_peer`); `note` says what its folder holds."""
 
     def __init__(self, error: RuntimeError, note: str):
         super().__init__(str(error))
         self.note = note
+
+
+@contextlib.contextmanager
+def peer_note(note: Callable[[], str]) -> Iterator[None]:
+    """A peer lost inside the block stops the job with `note()` after the line that names it: what the
+    run's folder holds now (its checkpoint, and the command that resumes it). Outside any, the job is
+    started again."""
+    try:
+        yield
+    except RuntimeError as e:
+        if isinstance(e, PeerLost) or not lost_peer(e):
+            raise
+        raise PeerLost(e, note()) from None
 
 
 def lost_peer(error: RuntimeError) -> bool:

@@ -18,6 +18,7 @@ import torch
 from . import threads
 from .config import SampleConfig
 from .decoding import RowSampler
+from .device import to_host
 from .forms import Cursor
 from .lstm_step import RowStepper
 from .model import CharLM, State
@@ -137,7 +138,7 @@ class Batch:
     ):
         self.model = model
         self.stepper = RowStepper(model, capacity, dtype, pad)
-        self.sampler = RowSampler(capacity, model.config.vocab_size, window)
+        self.sampler = RowSampler(capacity, model.config.vocab_size, window, model.device)
         self.rows: list[Row] = []
 
     @classmethod
@@ -199,9 +200,10 @@ class Batch:
         released text ('' for a row already finished)."""
         started = time.perf_counter()
         ids = self.sampler.choose(self.logits)
+        chosen = to_host(ids)  # read once the model's step is queued: on a GPU it runs while the host writes
         self.stepper.step(ids)
         texts = [
-            "" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, ids.tolist())
+            "" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, chosen())
         ]
         threads.record(time.perf_counter() - started, len(texts), "sample")
         return ids, texts

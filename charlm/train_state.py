@@ -148,6 +148,7 @@ def build(config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, model: Cha
     check_data(config, corpus)
     shard = ranks.shard(config.batch_size)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
+    ranks.use(device)
     precision = resolve_precision(config.precision, device)
     windows = Windows(make_streams(corpus.train_ids, config.batch_size)[shard], config.seq_len)
     torch.manual_seed(config.random_seed)

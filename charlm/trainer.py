@@ -19,13 +19,14 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from . import runs, threads, train_state
 from .checkpoint import Checkpoint, Progress, save
-from .distributed import SINGLE, SYNC_EVERY, PeerLost, Ranks, launcher_pid, lost_peer
+from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .model import CharLM
 from .plan import RunPlan
@@ -85,6 +86,15 @@ class StopFlag:
                 signal.signal(s, handler)
 
 
+def lost_note(run_dir: Path, saved: bool) -> str:
+    """What a run a lost peer stopped goes on from: its last checkpoint, where one was written (`saved`:
+    the ranks agreed it was, or the run resumed from one; a rank on another machine may not see the run
+    folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
+    if not saved and not (run_dir / runs.LATEST).exists():
+        return "; no checkpoint was written yet: start the run again"
+    return f"; {run_dir} keeps its last checkpoint: resume with {runs.resume_command(run_dir)}"
+
+
 class Trainer:
     """A planned run's training state and the loop that trains it in the plan's run folder. The model
     is new, built from the plan's config, unless one is given: a fine-tuning run's, grown from its
@@ -137,17 +147,9 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def fit(self) -> CharLM:
-        """Train until the budget is spent or a signal asks to stop; checkpoints on the way. Under torchrun
-        a peer lost (gone, or not answering) stops it with a note of the checkpoint to resume from."""
-        try:
-            return self.train_loop()
-        except RuntimeError as e:
-            if not lost_peer(e):
-                raise
-            raise PeerLost(e, self.lost_note()) from None
-
-    def train_loop(self) -> CharLM:
-        """`fit`'s loop, read top to bottom (the module's docstring)."""
+        """Train until the budget is spent or a signal asks to stop; checkpoints on the way (the loop of
+        the module's docstring, read top to bottom). Under torchrun a peer lost (gone, or not answering)
+        stops it: `lost_note` says where the run goes on from."""
         config, state, progress = self.config, self.state, self.state.progress
         config.require_limit()
         max_seconds = config.max_seconds()
@@ -361,11 +363,8 @@ class Trainer:
         return f"; resume it from step {self.saved_step} with {runs.resume_command(self.run_dir)}"
 
     def lost_note(self) -> str:
-        """What a run a lost peer stopped goes on from: the checkpoint on disk (the step a rank last heard of
-        may be behind it: rank 0 writes it before the ranks agree that it was written)."""
-        if not (self.run_dir / runs.LATEST).exists():
-            return "; no checkpoint was written yet: start the run again"
-        return f"; {self.run_dir} keeps its last checkpoint: resume with {runs.resume_command(self.run_dir)}"
+        """What this run goes on from if a lost peer stops it (`distributed.peer_note`)."""
+        return lost_note(self.run_dir, self.saved_step is not None)
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""

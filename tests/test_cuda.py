@@ -11,8 +11,11 @@ minutes of a lent GPU are spent on it."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import datetime
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,8 +23,12 @@ import textwrap
 import httpx
 import pytest
 import torch
+import torch.distributed as dist
 
 import charlm
+from charlm.config import SampleConfig
+from charlm.decoding import UNIFORM_BLOCK, RowSampler
+from charlm.distributed import Ranks
 from charlm.model import inference
 from charlm.scoring import bits_per_char
 from charlm.serve.app import create_app
@@ -142,7 +149,7 @@ def test_the_sampling_bench_runs_on_the_gpu():
 
 
 def test_logit_bias_and_ban_on_the_gpu_give_the_cpus_greedy_text_and_never_a_banned_character(fox_file, tiny):
-    """The bias and ban rows live on the CPU and join the GPU's logits every step (`decoding.RowSampler`)."""
+    """The bias and ban rows live on the GPU beside the logits, written when a row joins (`decoding.RowSampler`)."""
     charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
     gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
     bias = {**dict.fromkeys(BANNED, -100), "u": 4.0}
@@ -157,6 +164,52 @@ def test_logit_bias_and_ban_on_the_gpu_give_the_cpus_greedy_text_and_never_a_ban
     args = ["--checkpoint", "run", "--device", DEVICE, "--seed", "the ", "--greedy", "--length", str(GREEDY_CHARS)]
     result = cli("sample", *args, "--ban", BANNED)
     assert result.exit_code == 0 and banned in result.output, result.output
+
+
+@contextlib.contextmanager
+def waits_refused():
+    """Any operation that waits for the GPU (a copy to the host, `.item()`, a blocking copy from it) raises."""
+    if not ON_GPU:  # the dry run: nothing to wait for
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_the_sampler_chooses_on_the_gpu_without_waiting_for_it_and_as_the_cpu_does():
+    """`decoding.RowSampler` keeps its rows on the model's device and decides on the host: a step without a
+    template copies nothing to or from the host and never waits for the GPU (a per-character copy of each
+    option, the history and the uniforms used to), a refill of the uniforms included. Its ids are the
+    CPU's: a greedy row's exactly, a drawn row's but where a uniform falls within rounding of a boundary."""
+    torch.manual_seed(0)
+    vocab, prime = 50, torch.tensor([1, 2, 3, 1])
+    bias = torch.zeros(vocab)
+    bias[2], bias[5] = float("-inf"), 2.0
+    # Only the greedy row has a penalty: a drawn row that differs once would change its later penalties.
+    configs = [
+        SampleConfig(temperature=0.8, top_k=10, top_p=0.9),
+        SampleConfig(greedy=True, repetition_penalty=1.3),
+        SampleConfig(temperature=[0.7, 1.3]),
+        SampleConfig(top_k=3),
+    ]
+    cpu, gpu = RowSampler(8, vocab), RowSampler(8, vocab, device=DEVICE)
+    for sampler in (cpu, gpu):
+        for row, config in enumerate(configs):
+            sampler.set(row, config, 40 + row, prime, bias=bias if row % 2 else None)
+    steps = UNIFORM_BLOCK + 20  # through a refill of every row's uniforms
+    logits = torch.randn(steps, len(configs), vocab) * 3
+    on_gpu = logits.to(DEVICE)
+    with waits_refused():
+        chosen = [gpu.choose(on_gpu[step]) for step in range(steps)]
+    assert chosen[0].device == on_gpu.device
+    chosen = torch.stack(chosen).cpu()
+    expected = torch.stack([cpu.choose(logits[step]) for step in range(steps)])
+    assert torch.equal(chosen[:, 1], expected[:, 1])
+    assert (chosen == expected).float().mean() > 0.99
+    assert not (chosen[:, 1::2] == 2).any()  # banned
 
 
 def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus_greedy_text(fox_file, tiny):
@@ -257,16 +310,42 @@ def test_a_run_resumes_on_another_device_type(fox_file, tiny):
         assert saved.progress.step == 30 and saved.device.startswith(device) and saved.progress.val_bpc < 5
 
 
+# Each rank says at exit whether it started CUDA.
+SAYS_IF_CUDA_STARTED = """
+import atexit, sys, torch
+atexit.register(lambda: print(f"CUDA started: {torch.cuda.is_initialized()}", file=sys.stderr, flush=True))
+"""
+
+
 def test_two_processes_under_torchrun_train_on_the_cpu_of_a_gpu_machine(fox_file, tiny):
     """On a GPU machine the process group is cpu:gloo,cuda:nccl (`Ranks.group`); two ranks on one GPU
     cannot share nccl, so a CPU run's every collective (barriers, the plan, the gathered states) must
-    take gloo, as on a machine without a GPU (tests/test_distributed.py, not run by the device check)."""
+    take gloo, as on a machine without a GPU (tests/test_distributed.py, not run by the device check).
+    Neither rank starts CUDA (the group made each rank's GPU current: a context on it, for a CPU run)."""
     args = cli_args({**tiny, "max_steps": 10, "device": "cpu"})
-    process = launch("train", str(fox_file), "--out", "ddp", *args)
+    process = launch("train", str(fox_file), "--out", "ddp", *args, prelude=SAYS_IF_CUDA_STARTED)
     try:
         out, err = process.communicate(timeout=90)
     finally:
         process.kill()
     assert process.returncode == 0, out + err
+    assert err.count("CUDA started: False") == 2, err
     saved = latest("ddp")
     assert saved.progress.step == 10 and saved.training.rank_rngs.shape[0] == 2 and saved.device == "cpu"
+
+
+def test_the_peer_timeout_is_every_backends_timeout(monkeypatch):
+    """`--peer-timeout` is the process group's timeout: gloo's, and on a GPU machine nccl's (its watchdog
+    gives up on a collective after it), not nccl's own default of 10 minutes. A group of one, opened as
+    `Ranks.group` opens a job's."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": "0", "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.setattr(Ranks, "active", property(lambda ranks: True))
+    with Ranks(rank=0, world=1).group(timeout=7.0):
+        group = dist.distributed_c10d._get_default_group()
+        for device in ("cpu", "cuda") if ON_GPU else ("cpu",):
+            assert group._get_backend(torch.device(device)).options._timeout == datetime.timedelta(seconds=7), device

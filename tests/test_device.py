@@ -85,3 +85,31 @@ def test_sample_takes_a_device(fox_file, tiny):
     result = run_cli("sample", "--checkpoint", "run", "--device", "cpu", "--length", "40", "--random-seed", "3")
     expected = charlm.generate(charlm.load("run", device="cpu"), "", length=40, random_seed=3)
     assert result.returncode == 0 and result.stdout == expected + "\n"
+
+
+def test_a_cpu_run_under_torchrun_on_a_gpu_machine_leaves_cuda_alone(monkeypatch):
+    """The process group made each rank's GPU the current one, starting CUDA (a context on the GPU) in a
+    `--device cpu` job too. Now only a rank that trains on CUDA takes its GPU (`Ranks.use`), and the
+    group's timeout, --peer-timeout, is given to both of its backends alike."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from charlm.distributed import Ranks
+
+    current, opened = [], []
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: opened.append((backend, timeout)))
+    monkeypatch.setattr(dist, "new_group", lambda **options: None)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: None)
+    ranks = Ranks(rank=1, world=2, local_rank=1)
+    with ranks.group(timeout=7.0):
+        assert current == []  # the group alone takes no GPU
+        ranks.use(torch.device("cpu"))
+        assert current == []
+        ranks.use(torch.device("cuda", 1))
+    assert current == [torch.device("cuda", 1)]
+    assert opened == [("cpu:gloo,cuda:nccl", datetime.timedelta(seconds=7))]

@@ -35,16 +35,21 @@ WEIGHT_TOLERANCE = 1e-5
 BPC_TOLERANCE = 1e-5
 
 
+MAIN = "from charlm.__main__ import main\nmain()"  # `python -m charlm`, after a prelude
+
+
 def cli_options(**changes) -> list[str]:
     return cli_args({**OPTIONS, **changes})
 
 
-def launch(*args: str, processes: int = 2) -> subprocess.Popen:
-    """`torchrun --nproc_per_node N -m charlm ARGS` started, with one thread per process (2 cores here)."""
+def launch(*args: str, processes: int = 2, prelude: str = "") -> subprocess.Popen:
+    """`torchrun --nproc_per_node N -m charlm ARGS` started, with one thread per process (2 cores here).
+    `prelude`: Python each rank runs first, as `ranks` takes it."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    charlm = ["--no-python", sys.executable, "-c", f"{prelude}\n{MAIN}"] if prelude else ["-m", "charlm"]
     return subprocess.Popen(
-        [*command, "-m", "charlm", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*command, *charlm, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
 
 
@@ -66,7 +71,7 @@ def ranks(*args: str, processes: int = 2, prelude: str = ""):
     env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
     env["LOCAL_WORLD_SIZE"] = str(processes)  # each rank's share of the cores (threads.configure)
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    command = [sys.executable, "-c", f"{prelude}\nfrom charlm.__main__ import main\nmain()"]
+    command = [sys.executable, "-c", f"{prelude}\n{MAIN}"]
     started = [
         subprocess.Popen(
             [*command, *args],

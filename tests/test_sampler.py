@@ -247,6 +247,42 @@ def test_a_logit_bias_is_added_to_the_logits_before_the_temperature():
     assert frequencies(model, temperature=1.0, logit_bias={"d": 100})["d"] == 1.0  # +100: in effect the only one
 
 
+def test_a_sampler_whose_options_live_apart_from_the_host_chooses_what_one_copy_chooses(monkeypatch):
+    """On a GPU a row's options live twice, on the host (which decides) and on the device (which computes),
+    and each change is written to both: when a row joins, moves, or its temperature schedule turns, and
+    as its uniforms run out. Kept apart here on the CPU, every id is the one the CPU's single copy gives."""
+    from charlm.decoding import UNIFORM_BLOCK, RowSampler
+
+    torch.manual_seed(0)
+    vocab, prime = 9, torch.tensor([1, 2, 3, 1])
+    bias = torch.tensor([0.0, 2.0, float("-inf"), 0.0, -1.5, 0.0, 1.0, 0.0, 0.5])
+    configs = [
+        SampleConfig(temperature=[0.5, 2.0, 1e-39]),
+        SampleConfig(top_p=0.8, repetition_penalty=1.3),
+        SampleConfig(temperature=1.5, top_k=5, top_p=0.9),
+        SampleConfig(greedy=True, repetition_penalty=1.2),
+    ]
+    one = RowSampler(6, vocab)
+    monkeypatch.setattr(RowSampler, "twin", lambda self, host: host.clone())
+    apart = RowSampler(6, vocab)
+    assert all(apart.on_device[name] is not getattr(apart, name) for name in apart.on_device)
+    for sampler in (one, apart):
+        for row, config in enumerate(configs):
+            sampler.set(row, config, 20 + row, prime, bias=bias if row % 2 else None)
+    rows = len(configs)
+    for step in range(UNIFORM_BLOCK * 2 + 50):  # through two refills of every row's uniforms
+        if step == 100:  # row 0 leaves: the last takes its place
+            rows -= 1
+            for sampler in (one, apart):
+                sampler.move(rows, 0)
+        if step == 300:  # a new row in the slot left, with another row's options
+            for sampler in (one, apart):
+                sampler.set(rows, configs[0], 99, prime, bias=bias)
+            rows += 1
+        logits = torch.randn(rows, vocab) * 3
+        assert torch.equal(apart.choose(logits), one.choose(logits)), step
+
+
 @pytest.mark.parametrize(
     "options",
     [

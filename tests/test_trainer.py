@@ -534,3 +534,37 @@ def test_a_run_whose_folder_is_removed_leaves_the_lock_of_the_process_that_took_
     finally:
         first.kill()
         first.communicate()
+
+
+def test_a_peer_lost_while_a_run_resumes_says_how_to_resume_it(fox_file, tiny, monkeypatch):
+    """Rank 0 of two, resuming a run, loses its peer before training (at the barrier after it prepared
+    the corpus): the line said "start the run again", though the checkpoint it resumes is whole."""
+    import torch.distributed as dist
+
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 4, "eval_every": 4})
+    closed = RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [::1]:1")
+
+    def barrier(*group):
+        raise closed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    for name in ("init_process_group", "new_group", "destroy_process_group", "broadcast_object_list"):
+        monkeypatch.setattr(dist, name, lambda *args, **options: None)
+    monkeypatch.setattr(dist, "barrier", barrier)
+    result = cli("train", "--resume", "run", "--max-steps", "8")
+    run_dir = runs.CHECKPOINT_ROOT / "run"
+    assert result.exit_code == 1 and "Connection closed by peer" in result.output, result.output
+    assert result.output.strip().endswith(
+        f"{run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}"
+    )
+
+
+def test_a_lost_peer_s_note_trusts_a_checkpoint_the_ranks_agreed_on_where_the_folder_is_not_seen(tmp_path):
+    """A rank on another machine than rank 0 may not see the run folder: the checkpoint the ranks agreed was
+    written (or the one the run resumed from) is there all the same."""
+    elsewhere = tmp_path / "run"
+    assert trainer.lost_note(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
+    assert trainer.lost_note(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"

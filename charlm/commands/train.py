@@ -10,8 +10,8 @@ import click
 from .. import api, checkpoint, runs, sizing
 from ..config import Config, parse_duration
 from ..device import precision_text
-from ..distributed import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Ranks
-from ..trainer import SAMPLE_CHARS
+from ..distributed import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Ranks, peer_note
+from ..trainer import SAMPLE_CHARS, Trainer
 from .options import options_of
 
 
@@ -56,27 +56,33 @@ def train(
             # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
             ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group(timeout):
-        status = train_ranks(corpus, out, resume, given, ranks, init_from)
+        trainer = start_trainer(corpus, out, resume, given, ranks, init_from)
+        with peer_note(trainer.lost_note):  # a peer lost from here on: the line says where the run goes on from
+            status = train_ranks(trainer, ranks)
+            ranks.leave()
     if status:  # after the ranks left together: a rank that exits first breaks its peers' last barrier
         sys.exit(status)
 
 
-def train_ranks(
+def start_trainer(
     corpus: tuple[str, ...],
     out: str | None,
     resume: str | None,
     given: dict,
     ranks: Ranks,
     init_from: str | None = None,
-) -> int:
+) -> Trainer:
+    """The run `train` asks for: resumed, fine-tuned or new."""
+    if resume is not None:
+        return api.resume_run(resume or None, given, list(corpus), ranks)
+    if init_from is not None:
+        return api.start_finetune(init_from, given, list(corpus), out, ranks)
+    return api.start_run(Config(**given), list(corpus), out, ranks)
+
+
+def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints. Returns the
     exit status (`Trainer.exit_status`)."""
-    if resume is not None:
-        trainer = api.resume_run(resume or None, given, list(corpus), ranks)
-    elif init_from is not None:
-        trainer = api.start_finetune(init_from, given, list(corpus), out, ranks)
-    else:
-        trainer = api.start_run(Config(**given), list(corpus), out, ranks)
     config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
     if not ranks.leader:
         trainer.fit()
