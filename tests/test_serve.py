@@ -1779,6 +1779,61 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
         assert browser.find_element("id", "seed").get_attribute("value") == "the "
 
 
+def boxes(driver) -> dict[str, str]:
+    """The form row's boxes as the page shows them (the template box's text only while it shows)."""
+    shown = {name: driver.find_element("id", name).get_attribute("value") for name in ("form", "acrostic", "ban")}
+    template = driver.find_element("id", "template")
+    return {**shown, "template": template.get_attribute("value") if template.is_displayed() else None}
+
+
+@pytest.mark.slow
+def test_page_keeps_the_form_and_ban_boxes_as_it_keeps_the_sliders(tiny_model, browser):
+    """The form, template, acrostic and ban boxes came back empty after a reload, and a history entry
+    restored the sliders it was written with but not its ban or form, so Continue after a restore wrote
+    what the ban had kept out. An entry keeps the boxes as they were when its text began, as it keeps
+    its model: what is typed while the text is written is for the next one."""
+    from selenium.webdriver.support.ui import Select
+
+    torch.manual_seed(0)
+    slow = make_model(VOCAB, layers=2, hidden=512).eval()  # a few hundred characters a second
+    app = create_app({"tiny": lambda: tiny_model, "slow": lambda: slow}, ServeConfig(max_tokens=4000))
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        Select(browser.find_element("id", "form")).select_by_value("template")
+        set_field(browser, "template", "___ __")
+        set_field(browser, "acrostic", "ab")
+        set_field(browser, "ban", "eo\\n")
+        kept = {"form": "template", "template": "___ __", "acrostic": "ab", "ban": "eo\\n"}
+        write(browser, wait, "the ", 6)
+        assert made_text(browser)[0] == "a" and not set(made_text(browser)) & set("eo\n")
+        wait = page_ready(browser, url)  # a reload
+        assert boxes(browser) == kept
+
+        Select(browser.find_element("id", "form")).select_by_value("")
+        set_field(browser, "acrostic", "")
+        set_field(browser, "ban", "x")
+        Select(browser.find_element("id", "model")).select_by_value("slow")
+        set_field(browser, "seed", "the ")
+        set_field(browser, "length", "4000")
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: len(made_text(d)) >= 5)
+        set_field(browser, "ban", "changed while it was written")
+        browser.find_element("id", "stop").click()
+        wait(browser, 15).until(lambda d: "stopped" in d.find_element("id", "status").text)
+        entries = browser.find_elements("css selector", "#history li")
+        entries[1].click()  # the first text: its boxes come back
+        assert boxes(browser) == kept
+        browser.find_elements("css selector", "#history li")[0].click()
+        assert boxes(browser) == {"form": "", "template": None, "acrostic": "", "ban": "x"}
+        assert page_history(browser)[0]["settings"]["ban"] == "x"
+        old = {"temperature": 0.5}  # an entry filed before the boxes were kept: they stay as they are
+        browser.execute_script("restore(arguments[0])", {**page_history(browser)[0], "settings": old})
+        assert (
+            boxes(browser)["ban"] == "x" and browser.find_element("id", "temperature").get_attribute("value") == "0.5"
+        )
+
+
 @pytest.mark.slow
 def test_a_reload_mid_text_keeps_the_text_and_the_seed(browser):
     """A reload (or a closed tab) while a text was written lost it: the history saved a text only when
