@@ -22,7 +22,7 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import Vocab
 
-from .conftest import assert_one_line_error, cli, run_bench
+from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     browser,
@@ -472,3 +472,30 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
     known = [c for c in range(0x110000) if unicodedata.category(chr(c)) != "Cn" and not 0xD800 <= c <= 0xDFFF]
     marks = {c for c in known if unicodedata.combining(chr(c))}
     assert set(got["combining"]) & set(known) == marks | {0x0F73, 0x0F75, 0x0F81}
+
+
+PAGE_JS_CALLS = r"""
+const fs = require("fs"), vm = require("vm");
+const context = vm.createContext({});
+vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
+const calls = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+console.log(JSON.stringify(calls.map(([name, ...args]) => context[name](...args))));
+"""
+
+
+def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path):
+    """The characters the serve page's status line says the model does not know (page.js) are the ones
+    /tokenize gives no id, for each normalization: it read every seed as NFC, so an nfkc model was said
+    not to know the "，" it reads as ",", and a model that does not normalize to know a U+212B it never saw."""
+    from charlm.serve.completion import tokenized
+
+    chars = list("the fox,1Åé\u200d\U0001f468")
+    seed = "the ｆｏｘ，①, Å \u212b e\u0301 \u00e9 \U0001f468\u200d\U0001f469 ~~"
+    models = [
+        make_model(Vocab(chars, normalize=normalize), layers=1, hidden=4) for normalize in ("nfc", "nfkc", "none")
+    ]
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    calls = [["unseenCharacters", seed, "".join(m.vocab.chars), m.vocab.normalize] for m in models]
+    for model, got in zip(models, run_in_node(tmp_path, PAGE_JS_CALLS, script, calls)):
+        unseen = [token["piece"] for token in tokenized(model, seed, True, "content") if token["id"] is None]
+        assert got == list(dict.fromkeys(unseen)), model.vocab.normalize

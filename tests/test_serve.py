@@ -1835,6 +1835,36 @@ def test_page_keeps_the_form_and_ban_boxes_as_it_keeps_the_sliders(tiny_model, b
 
 
 @pytest.mark.slow
+def test_page_says_which_seed_characters_a_model_of_another_normalization_does_not_know(browser, tmp_path):
+    """The status line's note on characters the model does not know read the seed as NFC: for a model
+    trained with --normalize nfkc it named the "，" and "ｆ" the model reads as "," and "f", and for one
+    trained with --normalize none it missed an Å (U+212B) it has never seen."""
+    from selenium.webdriver.support.ui import Select
+
+    import charlm
+
+    runs = {}
+    for normalize in ("nfkc", "none"):
+        text = tmp_path / f"{normalize}.txt"
+        text.write_text("the quick brown fox, jumps over the lazy dog. \u00c5 1 2\n" * 30, encoding="utf-8")
+        runs[normalize] = charlm.train(text, out=tmp_path / normalize, normalize=normalize, **TINY)
+    app = create_app({name: lambda model=model: model for name, model in runs.items()}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        for model, seed, unknown in [
+            ("nfkc", "the ｆｏｘ，① ", ""),
+            ("nfkc", "the fox~ ", '"~"'),
+            ("none", "the \u212b \u00c5 ", '"\u212b"'),
+        ]:
+            Select(browser.find_element("id", "model")).select_by_value(model)
+            write(browser, wait, seed, 5)
+            status = browser.find_element("id", "status").text
+            note = f"(the model does not know {unknown}: it reads them as characters it knows nothing about)"
+            assert (note in status) if unknown else ("does not know" not in status), (model, seed, status)
+
+
+@pytest.mark.slow
 def test_a_reload_mid_text_keeps_the_text_and_the_seed(browser):
     """A reload (or a closed tab) while a text was written lost it: the history saved a text only when
     it ended, and the seed box came back empty."""
