@@ -449,6 +449,7 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
     """Both pages' ban box (page.js) bans the ids `charlm sample --ban` bans, and refuses what it refuses
     in the same words: unknown characters need no ban, `\\n`, normalization, combining marks, repeats."""
     latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
+    emoji = Vocab(list("ab \U0001f468\U0001f469\U0001f467\u200d\U0001f44d\U0001f3fd"), normalize="nfc")
     cases = [
         ("", latin), ("0123456789", latin), ("eo\\n\\t", latin), ("ee", latin),
         ("e\u0301", latin),  # a decomposed é (a macOS keyboard's) is the model's é
@@ -459,6 +460,11 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
         ("e\u0301", Vocab(["e", "\u0301", "é"], normalize="none")),  # two characters to this model
         ("\u0301e", Vocab(["e", "\u0301", "x"], normalize="none")),  # a mark first stands alone
         ("\ufffdz", Vocab(list("ab"), unknown=True)),  # the unknown symbol may be banned too
+        ("\U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f44d\U0001f3fd", emoji),  # a ZWJ family, a skin tone
+        ("\U0001f468\u200d\U0001f469", Vocab(list("ab"), normalize="nfc")),  # none of it known: no ban
+        ("a\u0301\u0302", latin),  # two marks on one letter: several characters to the model
+        ("\u0301\u0301", Vocab(["a", "\u0301"], normalize="none")),  # a mark on a mark is one key
+        ("".join(chr(0x4E00 + i) for i in range(10_000)), Vocab(list("ab\u4e00\u4e01"), normalize="nfc")),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
     got = run_in_node(
