@@ -503,5 +503,7 @@ def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path)
     script = html.resources.files("charlm.serve").joinpath("page.js")
     calls = [["unseenCharacters", seed, "".join(m.vocab.chars), m.vocab.normalize] for m in models]
     for model, got in zip(models, run_in_node(tmp_path, PAGE_JS_CALLS, script, calls)):
-        unseen = [token["piece"] for token in tokenized(model, seed, True, "content") if token["id"] is None]
+        unseen = [
+            token["piece"] for token in tokenized(model, seed, True, "content", ServeConfig()) if token["id"] is None
+        ]
         assert got == list(dict.fromkeys(unseen)), model.vocab.normalize

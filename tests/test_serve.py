@@ -1615,6 +1615,29 @@ def test_tokenize_says_the_token_ids_logit_bias_takes(client, server):
         assert (answer.status_code, error["param"]) == (status, param) and says in error["message"], error
 
 
+def test_max_prompt_holds_for_the_text_as_the_model_reads_it():
+    """--max-prompt was checked on the text as sent, but an nfkc model reads U+FDFA as 18 characters:
+    a prompt within the limit was read as 18 times as many (16,384 made 294,912, 14 s of priming on one
+    thread) and /tokenize answered with megabytes. The limit holds for the text as the model reads it."""
+    torch.manual_seed(0)
+    model = make_model(Vocab(list("abc ,"), normalize="nfkc"), layers=1, hidden=8).eval()
+    with running(create_app({"nfkc": lambda: model}, ServeConfig(max_prompt=100))) as url:
+        wait_healthy(url)
+        says = "has 180 characters as the model reads it (NFKC-normalized); this server takes at most 100"
+        for path, body, param in [
+            ("/tokenize", {"content": "\ufdfa" * 10}, "content"),
+            ("/tokenize", {"prompt": "\ufdfa" * 10, "with_pieces": True}, "prompt"),
+            ("/v1/completions", {"prompt": ["a", "\ufdfa" * 10], "max_tokens": 1}, "prompt"),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\ufdfa" * 10}]}, "messages"),
+        ]:
+            answer = httpx.post(url + path, json=body)
+            error = answer.json()["error"]
+            assert (answer.status_code, error["param"], error["code"]) == (400, param, "context_length_exceeded")
+            assert (says if path != "/v1/chat/completions" else "make 182 characters as the model") in error["message"]
+        for path, body in [("/tokenize", {"content": "，" * 100}), ("/v1/completions", {"prompt": "，" * 100})]:
+            assert httpx.post(url + path, json={**body}).status_code == 200  # one character read as one
+
+
 def test_the_docs_token_id_example_bans_digits_for_both_kinds_of_model(capsys):
     """docs/serve.md's example: the ids /tokenize gives, and every token that writes a digit from
     meta.characters or meta.pieces, banned, for a character model and a sentencepiece one."""

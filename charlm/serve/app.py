@@ -214,7 +214,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         """llama.cpp's /tokenize: the token ids of a text, for `logit_bias`."""
         server.check_key(request)
         name, field, text, with_pieces = protocol.tokenize_params(await read_json(request, body_limit), config)
-        return JSONResponse({"tokens": tokenized(server.model(name).model, text, with_pieces, field)})
+        return JSONResponse({"tokens": tokenized(server.model(name).model, text, with_pieces, field, config)})
 
 
 def model_card(served: Served) -> dict:
