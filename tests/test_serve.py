@@ -1823,11 +1823,10 @@ def test_page_keeps_the_form_and_ban_boxes_as_it_keeps_the_sliders(tiny_model, b
     with running(app) as url:
         wait_healthy(url)
         wait = page_ready(browser, url)
-        Select(browser.find_element("id", "form")).select_by_value("template")
-        set_field(browser, "template", "___ __")
-        set_field(browser, "acrostic", "ab")
-        set_field(browser, "ban", "eo\\n")
         kept = {"form": "template", "template": "___ __", "acrostic": "ab", "ban": "eo\\n"}
+        Select(browser.find_element("id", "form")).select_by_value(kept["form"])
+        for name in ("template", "acrostic", "ban"):
+            set_field(browser, name, kept[name])
         write(browser, wait, "the ", 6)
         assert made_text(browser)[0] == "a" and not set(made_text(browser)) & set("eo\n")
         wait = page_ready(browser, url)  # a reload
