@@ -1615,6 +1615,47 @@ def test_tokenize_says_the_token_ids_logit_bias_takes(client, server):
         assert (answer.status_code, error["param"]) == (status, param) and says in error["message"], error
 
 
+def test_tokenize_at_once_beside_streams_is_answered_off_the_event_loop(client, server, monkeypatch):
+    """50 /tokenize requests at once beside streaming completions: each gets its ids, and each stream
+    its whole seeded text, the one it makes alone. The texts are read in the thread that reads prompts:
+    on the event loop that sends every stream's chunks, 50 of --max-prompt characters held them 1.4 s."""
+    import charlm.serve.app
+
+    url, _ = server
+    threads = set()
+
+    def recorded(*args):
+        threads.add(threading.current_thread().name)
+        return tokenized(*args)
+
+    tokenized = charlm.serve.app.tokenized
+    monkeypatch.setattr(charlm.serve.app, "tokenized", recorded)
+    alone = [complete(client, max_tokens=300, seed=seed)[0] for seed in range(3)]
+    text = "the quick brown fox " * 50
+    ids = [VOCAB.index(c) for c in text]
+
+    async def at_once() -> tuple[list, list]:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            body = {"model": "tiny", "prompt": "the ", "max_tokens": 300, "stream": True}
+
+            async def stream(seed: int) -> str:
+                async with http.stream("POST", "/v1/completions", json={**body, "seed": seed}) as answer:
+                    chunks = [line[6:] async for line in answer.aiter_lines() if line.startswith("data: {")]
+                return "".join(json.loads(chunk)["choices"][0]["text"] for chunk in chunks)
+
+            async def tokenize(i: int) -> list:
+                answer = await http.post("/tokenize", json={"content": text, "with_pieces": i % 2 == 1})
+                return [t["id"] if isinstance(t, dict) else t for t in answer.json()["tokens"]]
+
+            answers = await asyncio.gather(*(stream(seed) for seed in range(3)), *(tokenize(i) for i in range(50)))
+            return answers[:3], answers[3:]
+
+    streamed, tokens = asyncio.run(at_once())
+    assert streamed == alone and tokens == [ids] * 50
+    assert threads == {"charlm-prime_0"}
+
+
 def test_max_prompt_holds_for_the_text_as_the_model_reads_it():
     """--max-prompt was checked on the text as sent, but an nfkc model reads U+FDFA as 18 characters:
     a prompt within the limit was read as 18 times as many (16,384 made 294,912, 14 s of priming on one
