@@ -22,7 +22,7 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import Vocab
 
-from .conftest import assert_one_line_error, cli, run_bench
+from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     browser,
@@ -449,6 +449,7 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
     """Both pages' ban box (page.js) bans the ids `charlm sample --ban` bans, and refuses what it refuses
     in the same words: unknown characters need no ban, `\\n`, normalization, combining marks, repeats."""
     latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
+    emoji = Vocab(list("ab \U0001f468\U0001f469\U0001f467\u200d\U0001f44d\U0001f3fd"), normalize="nfc")
     cases = [
         ("", latin), ("0123456789", latin), ("eo\\n\\t", latin), ("ee", latin),
         ("e\u0301", latin),  # a decomposed é (a macOS keyboard's) is the model's é
@@ -459,6 +460,11 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
         ("e\u0301", Vocab(["e", "\u0301", "é"], normalize="none")),  # two characters to this model
         ("\u0301e", Vocab(["e", "\u0301", "x"], normalize="none")),  # a mark first stands alone
         ("\ufffdz", Vocab(list("ab"), unknown=True)),  # the unknown symbol may be banned too
+        ("\U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f44d\U0001f3fd", emoji),  # a ZWJ family, a skin tone
+        ("\U0001f468\u200d\U0001f469", Vocab(list("ab"), normalize="nfc")),  # none of it known: no ban
+        ("a\u0301\u0302", latin),  # two marks on one letter: several characters to the model
+        ("\u0301\u0301", Vocab(["a", "\u0301"], normalize="none")),  # a mark on a mark is one key
+        ("".join(chr(0x4E00 + i) for i in range(10_000)), Vocab(list("ab\u4e00\u4e01"), normalize="nfc")),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
     got = run_in_node(
@@ -472,3 +478,32 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
     known = [c for c in range(0x110000) if unicodedata.category(chr(c)) != "Cn" and not 0xD800 <= c <= 0xDFFF]
     marks = {c for c in known if unicodedata.combining(chr(c))}
     assert set(got["combining"]) & set(known) == marks | {0x0F73, 0x0F75, 0x0F81}
+
+
+PAGE_JS_CALLS = r"""
+const fs = require("fs"), vm = require("vm");
+const context = vm.createContext({});
+vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
+const calls = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
+console.log(JSON.stringify(calls.map(([name, ...args]) => context[name](...args))));
+"""
+
+
+def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path):
+    """The characters the serve page's status line says the model does not know (page.js) are the ones
+    /tokenize gives no id, for each normalization: it read every seed as NFC, so an nfkc model was said
+    not to know the "，" it reads as ",", and a model that does not normalize to know a U+212B it never saw."""
+    from charlm.serve.completion import tokenized
+
+    chars = list("the fox,1Åé\u200d\U0001f468")
+    seed = "the ｆｏｘ，①, Å \u212b e\u0301 \u00e9 \U0001f468\u200d\U0001f469 ~~"
+    models = [
+        make_model(Vocab(chars, normalize=normalize), layers=1, hidden=4) for normalize in ("nfc", "nfkc", "none")
+    ]
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    calls = [["unseenCharacters", seed, "".join(m.vocab.chars), m.vocab.normalize] for m in models]
+    for model, got in zip(models, run_in_node(tmp_path, PAGE_JS_CALLS, script, calls)):
+        unseen = [
+            token["piece"] for token in tokenized(model, seed, True, "content", ServeConfig()) if token["id"] is None
+        ]
+        assert got == list(dict.fromkeys(unseen)), model.vocab.normalize

@@ -1615,6 +1615,70 @@ def test_tokenize_says_the_token_ids_logit_bias_takes(client, server):
         assert (answer.status_code, error["param"]) == (status, param) and says in error["message"], error
 
 
+def test_tokenize_at_once_beside_streams_is_answered_off_the_event_loop(client, server, monkeypatch):
+    """50 /tokenize requests at once beside streaming completions: each gets its ids, and each stream
+    its whole seeded text, the one it makes alone. The texts are read in the thread that reads prompts:
+    on the event loop that sends every stream's chunks, 50 of --max-prompt characters held them 1.4 s."""
+    import charlm.serve.app
+
+    url, _ = server
+    threads = set()
+
+    def recorded(*args):
+        threads.add(threading.current_thread().name)
+        return tokenized(*args)
+
+    tokenized = charlm.serve.app.tokenized
+    monkeypatch.setattr(charlm.serve.app, "tokenized", recorded)
+    alone = [complete(client, max_tokens=300, seed=seed)[0] for seed in range(3)]
+    text = "the quick brown fox " * 50
+    ids = [VOCAB.index(c) for c in text]
+
+    async def at_once() -> tuple[list, list]:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as http:
+            body = {"model": "tiny", "prompt": "the ", "max_tokens": 300, "stream": True}
+
+            async def stream(seed: int) -> str:
+                async with http.stream("POST", "/v1/completions", json={**body, "seed": seed}) as answer:
+                    chunks = [line[6:] async for line in answer.aiter_lines() if line.startswith("data: {")]
+                return "".join(json.loads(chunk)["choices"][0]["text"] for chunk in chunks)
+
+            async def tokenize(i: int) -> list:
+                answer = await http.post("/tokenize", json={"content": text, "with_pieces": i % 2 == 1})
+                return [t["id"] if isinstance(t, dict) else t for t in answer.json()["tokens"]]
+
+            answers = await asyncio.gather(*(stream(seed) for seed in range(3)), *(tokenize(i) for i in range(50)))
+            return answers[:3], answers[3:]
+
+    streamed, tokens = asyncio.run(at_once())
+    assert streamed == alone and tokens == [ids] * 50
+    assert threads == {"charlm-prime_0"}
+
+
+def test_max_prompt_holds_for_the_text_as_the_model_reads_it():
+    """--max-prompt was checked on the text as sent, but an nfkc model reads U+FDFA as 18 characters:
+    a prompt within the limit was read as 18 times as many (16,384 made 294,912, 14 s of priming on one
+    thread) and /tokenize answered with megabytes. The limit holds for the text as the model reads it."""
+    torch.manual_seed(0)
+    model = make_model(Vocab(list("abc ,"), normalize="nfkc"), layers=1, hidden=8).eval()
+    with running(create_app({"nfkc": lambda: model}, ServeConfig(max_prompt=100))) as url:
+        wait_healthy(url)
+        says = "has 180 characters as the model reads it (NFKC-normalized); this server takes at most 100"
+        for path, body, param in [
+            ("/tokenize", {"content": "\ufdfa" * 10}, "content"),
+            ("/tokenize", {"prompt": "\ufdfa" * 10, "with_pieces": True}, "prompt"),
+            ("/v1/completions", {"prompt": ["a", "\ufdfa" * 10], "max_tokens": 1}, "prompt"),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\ufdfa" * 10}]}, "messages"),
+        ]:
+            answer = httpx.post(url + path, json=body)
+            error = answer.json()["error"]
+            assert (answer.status_code, error["param"], error["code"]) == (400, param, "context_length_exceeded")
+            assert (says if path != "/v1/chat/completions" else "make 182 characters as the model") in error["message"]
+        for path, body in [("/tokenize", {"content": "，" * 100}), ("/v1/completions", {"prompt": "，" * 100})]:
+            assert httpx.post(url + path, json={**body}).status_code == 200  # one character read as one
+
+
 def test_the_docs_token_id_example_bans_digits_for_both_kinds_of_model(capsys):
     """docs/serve.md's example: the ids /tokenize gives, and every token that writes a digit from
     meta.characters or meta.pieces, banned, for a character model and a sentencepiece one."""
@@ -1777,6 +1841,90 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
         entries = browser.find_elements("css selector", "#history li")
         entries[1].click()
         assert browser.find_element("id", "seed").get_attribute("value") == "the "
+
+
+def boxes(driver) -> dict[str, str]:
+    """The form row's boxes as the page shows them (the template box's text only while it shows)."""
+    shown = {name: driver.find_element("id", name).get_attribute("value") for name in ("form", "acrostic", "ban")}
+    template = driver.find_element("id", "template")
+    return {**shown, "template": template.get_attribute("value") if template.is_displayed() else None}
+
+
+@pytest.mark.slow
+def test_page_keeps_the_form_and_ban_boxes_as_it_keeps_the_sliders(tiny_model, browser):
+    """The form, template, acrostic and ban boxes came back empty after a reload, and a history entry
+    restored the sliders it was written with but not its ban or form, so Continue after a restore wrote
+    what the ban had kept out. An entry keeps the boxes as they were when its text began, as it keeps
+    its model: what is typed while the text is written is for the next one."""
+    from selenium.webdriver.support.ui import Select
+
+    torch.manual_seed(0)
+    slow = make_model(VOCAB, layers=2, hidden=512).eval()  # a few hundred characters a second
+    app = create_app({"tiny": lambda: tiny_model, "slow": lambda: slow}, ServeConfig(max_tokens=4000))
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        kept = {"form": "template", "template": "___ __", "acrostic": "ab", "ban": "eo\\n"}
+        Select(browser.find_element("id", "form")).select_by_value(kept["form"])
+        for name in ("template", "acrostic", "ban"):
+            set_field(browser, name, kept[name])
+        write(browser, wait, "the ", 6)
+        assert made_text(browser)[0] == "a" and not set(made_text(browser)) & set("eo\n")
+        wait = page_ready(browser, url)  # a reload
+        assert boxes(browser) == kept
+
+        Select(browser.find_element("id", "form")).select_by_value("")
+        set_field(browser, "acrostic", "")
+        set_field(browser, "ban", "x")
+        Select(browser.find_element("id", "model")).select_by_value("slow")
+        set_field(browser, "seed", "the ")
+        set_field(browser, "length", "4000")
+        browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: len(made_text(d)) >= 5)
+        set_field(browser, "ban", "changed while it was written")
+        browser.find_element("id", "stop").click()
+        wait(browser, 15).until(lambda d: "stopped" in d.find_element("id", "status").text)
+        entries = browser.find_elements("css selector", "#history li")
+        entries[1].click()  # the first text: its boxes come back
+        assert boxes(browser) == kept
+        browser.find_elements("css selector", "#history li")[0].click()
+        assert boxes(browser) == {"form": "", "template": None, "acrostic": "", "ban": "x"}
+        assert page_history(browser)[0]["settings"]["ban"] == "x"
+        old = {"temperature": 0.5}  # an entry filed before the boxes were kept: they stay as they are
+        browser.execute_script("restore(arguments[0])", {**page_history(browser)[0], "settings": old})
+        assert (
+            boxes(browser)["ban"] == "x" and browser.find_element("id", "temperature").get_attribute("value") == "0.5"
+        )
+
+
+@pytest.mark.slow
+def test_page_says_which_seed_characters_a_model_of_another_normalization_does_not_know(browser, tmp_path):
+    """The status line's note on characters the model does not know read the seed as NFC: for a model
+    trained with --normalize nfkc it named the "，" and "ｆ" the model reads as "," and "f", and for one
+    trained with --normalize none it missed an Å (U+212B) it has never seen."""
+    from selenium.webdriver.support.ui import Select
+
+    import charlm
+
+    runs = {}
+    for normalize in ("nfkc", "none"):
+        text = tmp_path / f"{normalize}.txt"
+        text.write_text("the quick brown fox, jumps over the lazy dog. \u00c5 1 2\n" * 30, encoding="utf-8")
+        runs[normalize] = charlm.train(text, out=tmp_path / normalize, normalize=normalize, **TINY)
+    app = create_app({name: lambda model=model: model for name, model in runs.items()}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        for model, seed, unknown in [
+            ("nfkc", "the ｆｏｘ，① ", ""),
+            ("nfkc", "the fox~ ", '"~"'),
+            ("none", "the \u212b \u00c5 ", '"\u212b"'),
+        ]:
+            Select(browser.find_element("id", "model")).select_by_value(model)
+            write(browser, wait, seed, 5)
+            status = browser.find_element("id", "status").text
+            note = f"(the model does not know {unknown}: it reads them as characters it knows nothing about)"
+            assert (note in status) if unknown else ("does not know" not in status), (model, seed, status)
 
 
 @pytest.mark.slow

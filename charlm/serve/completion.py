@@ -39,7 +39,7 @@ from . import responses
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
 from .metrics import Metrics
-from .protocol import APIError, Params, form_error
+from .protocol import APIError, Params, check_length, check_prompt_lengths, form_error
 
 MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 
@@ -176,10 +176,13 @@ def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
         return list(vocab.pieces[token])
 
 
-def tokenized(model: CharLM, text: str, with_pieces: bool, param: str) -> list:
-    """`/tokenize`: the ids `text` is read as, as a prompt is read (normalized); null for a character a
-    character model has never seen (it has no id to bias); `with_pieces`: each as {id, piece}."""
+def tokenized(model: CharLM, text: str, with_pieces: bool, param: str, config: ServeConfig) -> list:
+    """`/tokenize`: the ids `text` is read as, as a prompt is read (normalized, within --max-prompt then
+    too); null for a character a character model has never seen (it has no id to bias); `with_pieces`:
+    each as {id, piece}."""
     vocab = model.vocab
+    read = vocab.normalized(text)  # a character model's ids are its characters, one by one
+    check_length(len(read), config, f"{param} has", param, vocab.normalize)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCharacterWarning)
         try:
@@ -189,7 +192,6 @@ def tokenized(model: CharLM, text: str, with_pieces: bool, param: str) -> list:
     tokens = [None if token == UNSEEN else token for token in ids]
     if not with_pieces:
         return tokens
-    read = vocab.normalized(text)  # a character model's ids are its characters, one by one
     pieces = [read[i] if token is None else piece_text(vocab, token) for i, token in enumerate(tokens)]
     return [{"id": token, "piece": piece} for token, piece in zip(tokens, pieces)]
 
@@ -211,6 +213,7 @@ class Completion:
         # The prompts as the model reads them (Unicode-normalized): what `echo` returns, so that the
         # echoed text, its tokens and their offsets agree.
         self.read = [served.model.vocab.normalized(p) for p in params.prompts]
+        check_prompt_lengths(self.read, server.config, params.prompt_param, served.model.vocab.normalize)
         self.prompt_chars = sum(len(p) for p in self.read)
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []

@@ -28,7 +28,7 @@ function bannedIds(text, chars, normalize) {
   const index = new Map([...chars].map((char, id) => [char, id])), named = new Map();  // id -> the character that banned it
   const quoted = (s) => `'${JSON.stringify(s).slice(1, -1)}'`;
   for (const key of new Set(characters(text.replace(/\\n/g, "\n").replace(/\\t/g, "\t")))) {
-    const char = normalize === "none" ? key : key.normalize(normalize.toUpperCase()), count = [...char].length;
+    const char = normalized(key, normalize), count = [...char].length;
     if (count === 1 && !index.has(char)) continue;
     if (count !== 1 && char !== key) {
       throw banError(`: ${quoted(key)} is ${quoted(char)} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
@@ -43,6 +43,17 @@ function bannedIds(text, chars, normalize) {
   if (named.size && named.size === index.size) throw banError(" bans every token the model has; leave it at least one to write");
   return [...named.keys()];
 }
+// `text` as a model of Unicode normalization `normalize` (its meta.normalize: none, nfc or nfkc) reads it.
+function normalized(text, normalize) { return normalize === "none" ? text : text.normalize(normalize.toUpperCase()); }
+
+// The characters of `text` a character model of `chars` and `normalize` has never seen, once each, as
+// the server reads a prompt (normalized whole, then character by character): an nfkc model knows the
+// "，" it reads as ",", and a model that does not normalize knows no character it was not trained on.
+function unseenCharacters(text, chars, normalize) {
+  const known = new Set(chars);
+  return [...new Set(normalized(text, normalize))].filter((c) => !known.has(c));
+}
+
 function banError(says) { return Object.assign(new Error(`ban${says}`), { param: "ban" }); }
 
 // A text's characters as a reader sees them (decoding.characters): a combining mark (Python's

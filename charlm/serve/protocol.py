@@ -68,6 +68,7 @@ class Params:
     include_usage: bool
     template: forms.Template | None = None  # `form` / `template` / `acrostic`, parsed (None: free text)
     logit_bias: dict[int, float] | None = None  # token id -> bias; which ids the model has is checked with it
+    prompt_param: str = "prompt"  # the field the prompts came from (a chat's: messages), named if one is too long
 
 
 FORM_FIELDS = ("form", "template", "acrostic")
@@ -285,7 +286,8 @@ def json_type(value: Any) -> str:
 def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int) -> Params:
     """The fields completions and chat share, checked in this order: the first wrong one is the error."""
     model = string(body, "model")
-    check_prompt_lengths(prompts, config, chat="prompt" not in body)
+    prompt_param = "prompt" if "prompt" in body else "messages"
+    check_prompt_lengths(prompts, config, prompt_param)
     template = form_template(body, config)
     if template is not None:  # the whole poem by default, not a client's default length (16 for completions)
         default_length = min(len(template.slots), config.max_tokens)
@@ -317,21 +319,30 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
         include_usage=boolean(stream_options or {}, "include_usage", False, "stream_options"),
         template=template,
         logit_bias=logit_bias,
+        prompt_param=prompt_param,
     )
 
 
-def check_prompt_lengths(prompts: list[str], config: ServeConfig, chat: bool) -> None:
-    """No prompt longer than --max-prompt; a chat's prompt is its messages joined (`chat_params`)."""
+PROMPT_LENGTH = {"prompt": "the prompt has", "messages": "the messages, joined by blank lines and ending in one, make"}
+
+
+def check_prompt_lengths(prompts: list[str], config: ServeConfig, param: str, normalize: str = "none") -> None:
+    """No prompt longer than --max-prompt, from field `param`; a chat's prompt is its messages joined
+    (`chat_params`). `normalize`: the prompts are as the model reads them (`check_length`)."""
     for prompt in prompts:
-        if len(prompt) > config.max_prompt:
-            what = "the messages, joined by blank lines and ending in one, make" if chat else "the prompt has"
-            raise APIError(
-                400,
-                f"{what} {len(prompt):,} characters; this server takes at most {config.max_prompt:,} "
-                "(charlm serve --max-prompt)",
-                "messages" if chat else "prompt",
-                "context_length_exceeded",
-            )
+        check_length(len(prompt), config, PROMPT_LENGTH[param], param, normalize)
+
+
+def check_length(count: int, config: ServeConfig, what: str, param: str, normalize: str = "none") -> None:
+    """A text of `count` characters within --max-prompt, checked as it is sent and again as the model reads
+    it, in its Unicode `normalize`: nfkc makes up to 18 characters of one (U+FDFA), and a prompt within
+    the limit was read 18 times as long (seconds of priming; a /tokenize answer of megabytes)."""
+    if count > config.max_prompt:
+        read = "" if normalize == "none" else f" as the model reads it ({normalize.upper()}-normalized)"
+        raise APIError(
+            400, f"{what} {count:,} characters{read}; this server takes at most {config.max_prompt:,} "
+            "(charlm serve --max-prompt)", param, "context_length_exceeded",
+        )  # fmt: skip
 
 
 def samples_per_prompt(body: dict, config: ServeConfig, prompts: int) -> int:
@@ -490,11 +501,7 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
         what = "give content or prompt, not both" if given else "content is required: the text to tokenize"
         raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
     name, text = given[0], string(body, given[0]) or ""
-    if len(text) > config.max_prompt:
-        raise APIError(
-            400, f"{name} has {len(text):,} characters; this server takes at most {config.max_prompt:,} "
-            "(charlm serve --max-prompt)", name, "context_length_exceeded",
-        )  # fmt: skip
+    check_length(len(text), config, f"{name} has", name)
     return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 
 
