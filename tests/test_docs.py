@@ -132,3 +132,70 @@ def test_every_option_a_command_line_gives_is_one_the_command_has(page):
         known = {option for param in command.params for option in (*param.opts, *param.secondary_opts)}
         unknown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(words) + " " + rest)) - known - {"--help"}
         assert not unknown, f"{page.name}: charlm {command.name} has no {sorted(unknown)}"
+
+
+RESULTS = REPO / "bench" / "results"
+
+
+def results_named(page) -> set[str]:
+    """The bench/results/ files `page` names, in full (a doc names each output it relies on by its path)."""
+    return set(re.findall(r"bench/results/([\w.-]+\.txt)", page.read_text(encoding="utf-8")))
+
+
+def written_by_a_script(name: str) -> bool:
+    """A results file a bench script writes only where it runs (the device check, on a GPU machine)."""
+    return any(f"bench/results/{name}" in script.read_text(encoding="utf-8") for script in REPO.glob("bench/*.sh"))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_results_file_a_doc_names_is_kept(page):
+    """A figure's output named in a doc is in bench/results/, so a reader can check the number."""
+    missing = {name for name in results_named(page) if not (RESULTS / name).exists() and not written_by_a_script(name)}
+    assert not missing, f"{page.name} names bench/results/{sorted(missing)}, which bench/results/ lacks"
+
+
+def test_every_results_file_is_named_by_a_doc():
+    """An output no doc names backs no figure: name it beside its figures, or delete it."""
+    named = set().union(*(results_named(page) for page in DOCS))
+    orphans = sorted(path.name for path in RESULTS.glob("*.txt") if path.name not in named)
+    assert not orphans, f"no doc names bench/results/{orphans}: name each where its figures are, or remove it"
+
+
+def bench_command_lines(page):
+    """Each `python -m bench.NAME ...` of `page` with what follows it: a code block's line (continuation
+    lines joined, its comment kept: "# and --batch 32") or the text of one pair of backticks."""
+    fenced, lines, joined = False, [], ""
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or line.startswith("    "):
+            joined += line.rstrip("\\").rstrip() + " "
+            if not line.endswith("\\"):
+                lines.append(joined)
+                joined = ""
+        else:
+            lines.extend(re.findall(r"`([^`]*python -m bench\.[^`]*)`", line))
+    for text in lines:
+        for found in re.finditer(r"python -m bench\.(\w+)(.*?)(?=python -m bench\.|$)", text):
+            yield found.group(1), found.group(2)
+
+
+def bench_source(name: str) -> str:
+    """bench/NAME.py and the bench modules it imports: where its command-line options are declared."""
+    source = (REPO / "bench" / f"{name}.py").read_text(encoding="utf-8")
+    imported = re.findall(r"^from bench(?:\.(\w+))? import (\w+)", source, re.MULTILINE)
+    for module in {module or first for module, first in imported}:
+        path = REPO / "bench" / f"{module}.py"
+        source += path.read_text(encoding="utf-8") if path.exists() else ""
+    return source
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_bench_command_a_doc_gives_exists_with_its_options(page):
+    """A reader reruns a figure's command: the script must be there and take every option given."""
+    for name, rest in bench_command_lines(page):
+        assert (REPO / "bench" / f"{name}.py").exists(), f"{page.name}: python -m bench.{name}: no bench/{name}.py"
+        source = bench_source(name)
+        unknown = {option for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest) if f'"{option}"' not in source}
+        assert not unknown - {"--help"}, f"{page.name}: python -m bench.{name} has no {sorted(unknown)}"
