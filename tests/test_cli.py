@@ -46,7 +46,7 @@ def test_train_sample_eval_info(trained, fox_file):
     result = cli("sample", "--seed", "the", "--length", "10", "--num-samples", "3", "--greedy")
     assert result.output.count("--- sample") == 3
     result = cli("eval", trained, str(fox_file))
-    assert result.exit_code == 0 and "bits per character over 2,640 characters" in result.output
+    assert result.exit_code == 0 and "bits per character over 2,639 characters scored" in result.output
     result = cli("info", trained)
     rows = dict(line.split(None, 1) for line in result.output.splitlines())
     assert rows["model"].startswith("1x32 lstm, ") and rows["model"].endswith(" parameters")
@@ -96,14 +96,13 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     result = cli("eval", trained, str(first), str(second), "--quiet")
     assert result.exit_code == 0, result.output
     header, *rows, total = result.output.splitlines()
-    assert header.split() == ["file", "bpc", "characters"]
-    assert [row.split() for row in rows] == [
-        [str(path), f"{alone[path]:.4f}", f"{len(path.read_text()):,}"] for path in (first, second)
-    ]
+    assert header.split() == ["file", "bpc", "characters", "scored"]
     scored = {path: len(path.read_text()) - 1 for path in (first, second)}  # each file's first is only read
+    # the counts are of the characters the bits are over: they printed every character, the first too
+    assert [row.split() for row in rows] == [[str(path), f"{alone[path]:.4f}", f"{scored[path]:,}"] for path in scored]
     together = sum(alone[path] * scored[path] for path in scored) / sum(scored.values())
     assert total.startswith("bits per character", 7) and abs(float(total.split()[0]) - together) < 2e-4
-    assert total.endswith(f"over {sum(len(path.read_text()) for path in scored):,} characters")
+    assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
 def write(name: str, data: bytes | None):
