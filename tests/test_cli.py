@@ -72,9 +72,13 @@ def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trai
     info = dict(line.split(None, 1) for line in cli("info", "adaptive").output.splitlines())
     assert info["head"] == expected + " and ".join(clusters) + " (--head adaptive)", info["head"]
     saved = latest(trained)
-    assert dict(saved.summary())["corpus"].endswith("fox.txt")
+    assert dict(saved.summary())["corpus"] == str(fox_file.resolve())  # was "fox /.../fox.txt"
     saved.corpus = {**saved.corpus, "name": "hongloumeng", "sources": ["hongloumeng"]}
     assert dict(saved.summary())["corpus"] == "hongloumeng"
+    saved.corpus = {**saved.corpus, "name": "chapters", "sources": ["/novel/chapters", "/novel/notes.txt"]}
+    assert dict(saved.summary())["corpus"] == "/novel/chapters /novel/notes.txt"
+    saved.corpus = {**saved.corpus, "name": "shakespeare", "sources": []}  # the built-in corpus: no sources
+    assert dict(saved.summary())["corpus"] == "shakespeare"
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
