@@ -211,7 +211,8 @@ class Base:
     vocab_size: int
 
     def describe(self) -> str:
-        return f"{self.run} ({self.path}, sha256 {self.sha256})"
+        """The file and its hash; the run's name is in the path (`runs.run_name_of`), so not again."""
+        return f"{self.path} (sha256 {self.sha256})"
 
 
 @dataclass
