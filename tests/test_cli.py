@@ -388,6 +388,17 @@ def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(traine
     assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(conversation.transcript)
 
 
+def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):
+    """Each `\r\n` line of a Windows file piped in was refused for its `\r`, which no model knows."""
+    model = checkpoint.load(trained)
+    shown = []
+    conversation = converse(
+        model, SampleConfig(length=5, random_seed=0), ["the\r\n", "over\r\n"], lambda t, screen=True: shown.append(t)
+    )
+    assert capsys.readouterr().err == ""
+    assert "".join(shown).startswith("the\n") and "\nover\n" in "".join(conversation.transcript)
+
+
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
     terminal, child = pty.openpty()
     process = subprocess.Popen(
