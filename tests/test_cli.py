@@ -399,6 +399,16 @@ def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, 
     assert "".join(shown).startswith("the\n") and "\nover\n" in "".join(conversation.transcript)
 
 
+def test_interactive_ends_after_a_line_ctrl_d_sent_mid_line(trained):
+    """At a terminal Ctrl-D mid-line (twice: once to send the line, once to end it) gives a line without
+    its break; the model continued it, then the session waited for a third Ctrl-D to end."""
+    model = checkpoint.load(trained)
+    shown = []
+    typed = iter(["the\n", "over", "never read\n"])  # what a terminal goes on giving after that line
+    conversation = converse(model, SampleConfig(length=5, random_seed=0), typed, lambda t, screen=True: shown.append(t))
+    assert "\nover" in "".join(conversation.transcript) and "never read" not in "".join(shown)
+
+
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
     terminal, child = pty.openpty()
     process = subprocess.Popen(

@@ -198,4 +198,6 @@ def converse(
             emit(piece)
         emit("\n")
         line_break = "\n"
+        if not line.endswith("\n"):  # Ctrl-D mid-line sent it: the input has ended, but a terminal
+            break  # would wait for one more Ctrl-D, a third, before it said so
     return conversation
