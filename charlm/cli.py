@@ -87,6 +87,10 @@ def corpus_list() -> None:
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def corpus_get(name: str, quiet: bool) -> None:
     """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
+    if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
+        raise CharLMError(
+            f"{name!r} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"
+        )
     click.echo(catalog.get(name, quiet))
 
 
@@ -95,7 +99,8 @@ def corpus_get(name: str, quiet: bool) -> None:
 @options_of(Config, only=CORPUS_OPTIONS)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
-    """Encode PATHS (files or folders of .txt files) into corpora/cache/ and print a summary."""
+    """Encode PATHS (files, folders of .txt files or catalog names, as `charlm train` takes them) into
+    corpora/cache/ and print a summary."""
     config = Config(**{k: v for k, v in options.items() if v is not None})  # validated as `train` does
     prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
     click.echo(tables.table([("cache", str(tokens.CACHE_ROOT / prepared.key)), *tokens.summary(prepared.meta)]))
