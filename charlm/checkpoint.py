@@ -94,7 +94,8 @@ class Base:
     vocab_size: int
 
     def describe(self) -> str:
-        return f"{self.run} ({self.path}, sha256 {self.sha256})"
+        """The file and its hash; the run's name is in the path (`runs.run_name_of`), so not again."""
+        return f"{self.path} (sha256 {self.sha256})"
 
 
 @dataclass
@@ -243,10 +244,10 @@ class Checkpoint:
         return rows + [(key, head if key == "head" else str(value)) for key, value in options if key not in shown]
 
     def corpus_text(self) -> str:
-        """The corpus's name and its sources, the name once when it is the only source (`charlm train
-        hongloumeng` printed "hongloumeng hongloumeng")."""
-        name, sources = self.corpus["name"], self.corpus["sources"]
-        return name if sources == [name] else f"{name} {' '.join(sources)}".rstrip()
+        """The corpus's sources, or its name for the built-in one, which has none. The name is made of the
+        first source (a catalog name, a file's stem, a folder's name), so both said it twice: `charlm
+        train hongloumeng` showed "hongloumeng hongloumeng", a file "alice /home/me/alice.txt"."""
+        return " ".join(self.corpus["sources"]) or self.corpus["name"]
 
 
 def read(path: Path) -> Checkpoint:

@@ -87,6 +87,10 @@ def corpus_list() -> None:
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def corpus_get(name: str, quiet: bool) -> None:
     """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
+    if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
+        raise CharLMError(
+            f"{name!r} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"
+        )
     click.echo(catalog.get(name, quiet))
 
 
@@ -95,7 +99,8 @@ def corpus_get(name: str, quiet: bool) -> None:
 @options_of(Config, only=CORPUS_OPTIONS)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
-    """Encode PATHS (files or folders of .txt files) into corpora/cache/ and print a summary."""
+    """Encode PATHS (files, folders of .txt files or catalog names, as `charlm train` takes them) into
+    corpora/cache/ and print a summary."""
     config = Config(**{k: v for k, v in options.items() if v is not None})  # validated as `train` does
     prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
     click.echo(tables.table([("cache", str(tokens.CACHE_ROOT / prepared.key)), *tokens.summary(prepared.meta)]))
@@ -113,17 +118,18 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     model = checkpoint.load(target, device)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     paths = source_files(files)
-    rows, scored_texts, bits, chars, length = [], [], 0.0, 0, 0
+    rows, scored_texts, bits, chars = [], [], 0.0, 0
     for path in paths:
         text = read_texts([str(path)], encoding, model.vocab.normalize)
         label = path.name if len(paths) > 1 else "scoring"
         file_bits, file_chars = text_bits(model, text, str(path), progress=not quiet, label=label)
-        rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{len(text):,}"])
-        scored_texts.append(text[1:])  # the first character is read, never scored
-        bits, chars, length = bits + file_bits, chars + file_chars, length + len(text)
+        # the count is of the characters the bits are over: not the first, which is read, never scored
+        rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{file_chars:,}"])
+        scored_texts.append(text[1:])
+        bits, chars = bits + file_bits, chars + file_chars
     if len(paths) > 1:
-        click.echo(tables.table([["file", "bpc", "characters"], *rows], right=(1, 2)))
-    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {length:,} characters")
+        click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))
+    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
     if unseen := unseen_note(model.vocab, "".join(scored_texts)):
         click.echo(unseen)
 

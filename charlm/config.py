@@ -420,7 +420,7 @@ class SampleConfig:
         "(`charlm sample --ban`)",
         command_line=False,
     )
-    stop: str | None = option(None, "stop a sample once it produces this text, e.g. a blank line")
+    stop: str | None = option(None, "stop a sample once it produces this text, e.g. '\\n\\n' for a blank line")
     num_samples: int = option(1, "samples generated side by side in one batch")
     random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
     form: str | None = option(None, "write a poem in this form: 五言绝句, 七言绝句, 五言律诗 or 七言律诗")

@@ -29,6 +29,7 @@ METRICS = "metrics.jsonl"
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
 SPEED_SECONDS = 10.0  # the progress bar's speed (and a --max-time run's step total) averages about this long
 REDRAW_SECONDS = 0.1  # tqdm's default: a bar drawn in place, on a terminal or in a notebook
+MEASURE_SECONDS = 1.0  # the bar's speed is measured this often (a moving average, SPEED_SECONDS)
 
 
 class BestEffortLog:
@@ -197,40 +198,50 @@ class Reporter:
             expected = probed_chars_per_second / self.chars_per_step
         else:
             expected = progress.step / progress.elapsed if progress.elapsed else None
+        total = self.step_total(expected) if max_seconds and expected else config.max_steps or None
+        now = time.perf_counter()  # before the bar starts: its first redraw is due no later than its first draw
         self.bar = StepBar(
-            total=self.step_total(expected) if max_seconds and expected else config.max_steps or None,
+            total=total,
             initial=progress.step,
             disable=config.quiet,
             unit="step",
             dynamic_ncols=True,
             mininterval=redraw_seconds(),
+            # Nothing to estimate a --max-time run's steps from (a fine-tuning run, or --hidden and
+            # --dropout given: no size probe): drawn now it read `0/?`, with no time left, until the
+            # first redraw; it waits for that redraw, which measures the speed.
+            delay=0 if total else MEASURE_SECONDS,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
             steps_per_second=expected,
         )
         self.loss_sum, self.losses, self.train_bpc = torch.zeros((), device=device), 0, None
-        now = time.perf_counter()
         self.bar_time, self.bar_step, self.steps_per_second = now, progress.step, None
+        self.step_time = now  # when the last step was reported: what follows until a redraw is a pause
         self.row_time, self.row_chars = now, progress.chars
 
     def step(self, loss: torch.Tensor) -> None:
-        self.bar.update(1)
         self.loss_sum += loss
         self.losses += 1
-        now = time.perf_counter()
+        now = self.step_time = time.perf_counter()
         if now - self.row_time >= LOG_SECONDS:
             self.write_row()
-        elif (now - self.bar_time >= 1.0 or self.past_total()) and not self.config.quiet:
+        elif (now - self.bar_time >= MEASURE_SECONDS or self.past_total()) and not self.config.quiet:
             self.redraw(now)
+        self.bar.update(1)  # after the redraw, so that a bar drawn for the first time has its total
 
     def past_total(self) -> bool:
-        """Whether the steps have passed the bar's estimated total (a run speeding up): tqdm then
-        shows `N/?`, without percentage or time left, until the estimate is redone."""
-        return self.bar.total is not None and self.bar.n > self.bar.total
+        """Whether this step passes the bar's estimated total (a run speeding up): tqdm would show
+        `N/?`, without percentage or time left, until the estimate is redone."""
+        return self.bar.total is not None and self.progress.step > self.bar.total
 
     def redraw(self, now: float, measure: bool = True) -> None:
-        """Refresh the bar; `measure=False` right after an evaluation keeps the previous speed, so the
-        pause does not show as a slump in chars/s and a jump in the time left."""
+        """Refresh the bar; `measure=False` right after an evaluation leaves its pause out of the speed,
+        so that it does not show as a slump in chars/s and a jump in the time left. It used to restart
+        the measuring instead: with evaluations less than a second apart the speed was never measured
+        again, and a resumed run read 161 chars/s (and 22 minutes left) while training at 55,000."""
         progress = self.progress
+        if not measure:
+            self.bar_time += max(now - self.step_time, 0.0)  # the measuring goes on, the pause left out
         if measure or self.steps_per_second is None:
             # A moving average over about SPEED_SECONDS: one slow second (a thread trial, another
             # program) would otherwise swing the step total and the time left of a --max-time run.
@@ -238,8 +249,8 @@ class Reporter:
             measured = (progress.step - self.bar_step) / seconds
             weight = min(seconds / SPEED_SECONDS, 1.0) if self.steps_per_second is not None else 1.0
             self.steps_per_second = (1 - weight) * (self.steps_per_second or 0.0) + weight * measured
+            self.bar_time, self.bar_step = now, progress.step
         steps_per_second = self.bar.steps_per_second = self.steps_per_second
-        self.bar_time, self.bar_step = now, progress.step
         if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
             self.bar.total = self.step_total(steps_per_second)
         train = self.mean_bpc() if self.losses else self.train_bpc
@@ -288,6 +299,7 @@ class Reporter:
             self.redraw(now, measure=val_bpc is None)
 
     def close(self) -> None:
+        self.bar.delay = 0  # a run over before the bar's first draw still shows where it ended
         self.bar.close()
         if self.tensorboard:
             self.tensorboard.close()

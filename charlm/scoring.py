@@ -227,12 +227,17 @@ def tokens_of(model: CharLM, text: str, ids: torch.Tensor) -> list[str]:
     return [model.vocab.decode([i]) for i in ids.tolist()]
 
 
+def scored_chars(bits: np.ndarray, tokens: list[str]) -> int:
+    """The characters of the tokens that were scored (a NaN is a token that was not): what a bits per
+    character is over, so the count printed beside it."""
+    return sum(len(token) for token, bit in zip(tokens, bits) if not np.isnan(bit))
+
+
 def mean_bits(bits: np.ndarray, tokens: list[str]) -> float:
     """Bits per character of scored tokens: total bits over the characters of the tokens that were
-    scored (a NaN is a token that was not). NaN when none was: 0 would read as a perfect score."""
-    scored = ~np.isnan(bits)
-    chars = sum(len(token) for token, kept in zip(tokens, scored) if kept)
-    return float(bits[scored].sum() / chars) if chars else math.nan
+    scored. NaN when none was: 0 would read as a perfect score."""
+    chars = scored_chars(bits, tokens)
+    return float(np.nansum(bits) / chars) if chars else math.nan
 
 
 @dataclass
@@ -247,6 +252,11 @@ class Surprise:
     @property
     def bpc(self) -> float:
         return mean_bits(self.bits, self.tokens)
+
+    @property
+    def scored_chars(self) -> int:
+        """The characters `bpc` is over: not those the model never saw."""
+        return scored_chars(self.bits, self.tokens)
 
     def to_dict(self) -> dict:
         """Plain values for JSON (a web page): bits rounded, NaN as None."""

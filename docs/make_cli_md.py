@@ -6,6 +6,7 @@ python docs/make_cli_md.py          # rewrite docs/cli.md
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
@@ -40,8 +41,8 @@ def command_section(path: list[str], command: click.Command) -> list[str]:
     lines = [f"## `{' '.join(path)}`", ""]
     context = click.Context(command, info_name=" ".join(path))
     lines += [f"`{command.get_usage(context).removeprefix('Usage: ')}`", ""]
-    if command.help:
-        lines += [command.help.strip(), ""]
+    if command.help:  # without the docstring's indent: a paragraph indented 4 spaces reads as code
+        lines += [inspect.cleandoc(command.help), ""]
     options = [p for p in command.params if isinstance(p, click.Option)]
     if options:
         lines += ["| option | default | meaning |", "| --- | --- | --- |"]

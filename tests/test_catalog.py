@@ -14,7 +14,7 @@ from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
-from .conftest import SHARED_CORPORA, cli, shared_corpus
+from .conftest import SHARED_CORPORA, assert_one_line_error, cli, shared_corpus
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -121,3 +121,11 @@ def test_train_accepts_a_catalog_name(monkeypatch):
     assert result.exit_code == 0 and "done: step 3" in result.stdout, result.output
     resumed = cli("train", "--resume", "--max-steps", "5")
     assert resumed.exit_code == 0 and "done: step 5" in resumed.stdout, resumed.output
+
+
+def test_corpus_get_names_only_what_it_takes(tmp_path):
+    """`charlm corpus get alice.txt` said "'alice.txt' is not a file, a folder or a catalog corpus", though
+    corpus get takes no file, and the file was there."""
+    (tmp_path / "alice.txt").write_text("text\n", encoding="utf-8")
+    assert_one_line_error(cli("corpus", "get", "alice.txt"), "'alice.txt' is not a catalog corpus", "corpus list")
+    assert "a file" not in cli("corpus", "get", "alice.txt").output

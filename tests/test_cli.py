@@ -46,7 +46,7 @@ def test_train_sample_eval_info(trained, fox_file):
     result = cli("sample", "--seed", "the", "--length", "10", "--num-samples", "3", "--greedy")
     assert result.output.count("--- sample") == 3
     result = cli("eval", trained, str(fox_file))
-    assert result.exit_code == 0 and "bits per character over 2,640 characters" in result.output
+    assert result.exit_code == 0 and "bits per character over 2,639 characters scored" in result.output
     result = cli("info", trained)
     rows = dict(line.split(None, 1) for line in result.output.splitlines())
     assert rows["model"].startswith("1x32 lstm, ") and rows["model"].endswith(" parameters")
@@ -72,9 +72,13 @@ def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trai
     info = dict(line.split(None, 1) for line in cli("info", "adaptive").output.splitlines())
     assert info["head"] == expected + " and ".join(clusters) + " (--head adaptive)", info["head"]
     saved = latest(trained)
-    assert dict(saved.summary())["corpus"].endswith("fox.txt")
+    assert dict(saved.summary())["corpus"] == str(fox_file.resolve())  # was "fox /.../fox.txt"
     saved.corpus = {**saved.corpus, "name": "hongloumeng", "sources": ["hongloumeng"]}
     assert dict(saved.summary())["corpus"] == "hongloumeng"
+    saved.corpus = {**saved.corpus, "name": "chapters", "sources": ["/novel/chapters", "/novel/notes.txt"]}
+    assert dict(saved.summary())["corpus"] == "/novel/chapters /novel/notes.txt"
+    saved.corpus = {**saved.corpus, "name": "shakespeare", "sources": []}  # the built-in corpus: no sources
+    assert dict(saved.summary())["corpus"] == "shakespeare"
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
@@ -96,14 +100,13 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     result = cli("eval", trained, str(first), str(second), "--quiet")
     assert result.exit_code == 0, result.output
     header, *rows, total = result.output.splitlines()
-    assert header.split() == ["file", "bpc", "characters"]
-    assert [row.split() for row in rows] == [
-        [str(path), f"{alone[path]:.4f}", f"{len(path.read_text()):,}"] for path in (first, second)
-    ]
+    assert header.split() == ["file", "bpc", "characters", "scored"]
     scored = {path: len(path.read_text()) - 1 for path in (first, second)}  # each file's first is only read
+    # the counts are of the characters the bits are over: they printed every character, the first too
+    assert [row.split() for row in rows] == [[str(path), f"{alone[path]:.4f}", f"{scored[path]:,}"] for path in scored]
     together = sum(alone[path] * scored[path] for path in scored) / sum(scored.values())
     assert total.startswith("bits per character", 7) and abs(float(total.split()[0]) - together) < 2e-4
-    assert total.endswith(f"over {sum(len(path.read_text()) for path in scored):,} characters")
+    assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
 def write(name: str, data: bytes | None):
@@ -383,6 +386,27 @@ def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(traine
     )
     assert "the line: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
     assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(conversation.transcript)
+
+
+def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):
+    """Each `\r\n` line of a Windows file piped in was refused for its `\r`, which no model knows."""
+    model = checkpoint.load(trained)
+    shown = []
+    conversation = converse(
+        model, SampleConfig(length=5, random_seed=0), ["the\r\n", "over\r\n"], lambda t, screen=True: shown.append(t)
+    )
+    assert capsys.readouterr().err == ""
+    assert "".join(shown).startswith("the\n") and "\nover\n" in "".join(conversation.transcript)
+
+
+def test_interactive_ends_after_a_line_ctrl_d_sent_mid_line(trained):
+    """At a terminal Ctrl-D mid-line (twice: once to send the line, once to end it) gives a line without
+    its break; the model continued it, then the session waited for a third Ctrl-D to end."""
+    model = checkpoint.load(trained)
+    shown = []
+    typed = iter(["the\n", "over", "never read\n"])  # what a terminal goes on giving after that line
+    conversation = converse(model, SampleConfig(length=5, random_seed=0), typed, lambda t, screen=True: shown.append(t))
+    assert "\nover" in "".join(conversation.transcript) and "never read" not in "".join(shown)
 
 
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):

@@ -20,6 +20,13 @@ def test_the_option_reference_is_generated_from_the_commands():
     assert written == module.reference(), "docs/cli.md is stale: run python docs/make_cli_md.py"
 
 
+def test_the_option_reference_shows_each_commands_help_as_text_not_code():
+    """A command's help kept its docstring's indent: after a blank line, Markdown read the paragraph
+    (`charlm sample`'s, `charlm serve`'s) as a block of code."""
+    written = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
+    assert not [line for line in written.splitlines() if line.startswith("    ")]
+
+
 @pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
 def test_every_relative_link_leads_to_a_file(page):
     text = page.read_text(encoding="utf-8")

@@ -156,7 +156,7 @@ def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
     info = json.loads((runs.CHECKPOINT_ROOT / "tuned" / runs.RUN_INFO).read_text())
     assert info["base"]["sha256"] == digest and info["base"]["run"] == "base"
     rows = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
-    assert rows["base"] == f"base ({base_checkpoint}, sha256 {digest})"
+    assert rows["base"] == f"{base_checkpoint} (sha256 {digest})"  # was "base (.../base/best.pt, ...)"
     listed = {line.split()[0]: line for line in cli("runs").output.splitlines()[1:]}
     assert "new (from base) " in listed["tuned"] and "(from" not in listed["base"]  # runs showed no base
     assert len(charlm.generate(charlm.load("tuned"), "THE FOX!", length=20, random_seed=0)) == 28  # new: T H E X !

@@ -68,6 +68,13 @@ def test_hardest_spans_are_the_costliest_windows_without_overlap():
     assert [bpc for _, _, bpc in spans] == sorted((bpc for _, _, bpc in spans), reverse=True)
 
 
+def test_a_hardest_spans_bits_per_character_is_over_the_characters_scored_in_it():
+    """An unseen character has no bits (NaN): it divided the span's bits as if it had cost nothing."""
+    bits = np.array([4.0, np.nan, 4.0, 4.0, 4.0] + [1.0] * 7)
+    seen = Surprise(list("x" * 12), bits, [[] for _ in range(12)])
+    assert hardest_spans(seen, count=1, width=5) == [(0, 5, 4.0)]
+
+
 def test_features_of_an_english_text():
     text = 'ab "cd"\n(x(y)) z'
     found = features(text)

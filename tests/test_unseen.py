@@ -89,7 +89,7 @@ def test_eval_scores_a_file_with_unseen_characters_and_says_how_many_it_left_out
     result = cli("eval", "fox", str(odd), "--quiet")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert "bits per character over 230 characters" in lines[0]
+    assert "bits per character over 219 characters scored" in lines[0]
     assert lines[1] == "10 unseen characters excluded from the score (2 distinct: '<' '>')"
 
 
@@ -100,7 +100,10 @@ def test_inspect_marks_unseen_characters_on_the_page(tmp_path):
     result = cli("inspect", "fox", str(unseen), "--output", "page.html")
     assert result.exit_code == 0, result.output
     assert "2 unseen characters excluded from every bits figure (2 distinct" in result.output
+    # the count beside the bits per character is of the characters scored: it was 25, the unseen too
+    assert "lstm on 23 characters: " in result.output
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
+    assert "lstm on 23 characters: <b>" in page
     assert '<span class="unseen"' in page and page.count('class="unseen"') == 2
     assert "nan" not in result.output.lower()
     assert_one_line_error(cli("inspect", "fox", "missing.txt"), "missing.txt")

@@ -181,10 +181,13 @@ def converse(
 ) -> sampler.Conversation:
     """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
     a line break ends the turn and is fed with the next line. So the model always reads exactly the
-    text shown. `echo`: print the typed lines (not when the terminal has shown them already)."""
+    text shown. `echo`: print the typed lines (not when the terminal has shown them already).
+    A line ending in `\\r\\n` (a Windows file piped in) ends in `\\n`, as a corpus or a --seed-file is
+    read: its `\\r`, a character no model trained on charlm's reading knows, refused every line."""
     conversation = sampler.Conversation(model, config)
     line_break = ""
     for line in lines:
+        line = line.replace("\r\n", "\n")
         try:
             conversation.check(line)
         except CharLMError as e:  # one bad line does not end the session and its state
@@ -195,4 +198,6 @@ def converse(
             emit(piece)
         emit("\n")
         line_break = "\n"
+        if not line.endswith("\n"):  # Ctrl-D mid-line sent it: the input has ended, but a terminal
+            break  # would wait for one more Ctrl-D, a third, before it said so
     return conversation

@@ -24,7 +24,7 @@ from ..errors import CharLMError
 from ..forms import is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
-from ..scoring import Surprise, surprise
+from ..scoring import Surprise, scored_chars, surprise
 from ..tracing import Trace, trace
 
 SPAN = 20  # characters in one of the summary's hardest spans
@@ -47,8 +47,8 @@ def hardest_spans(seen: Surprise, count: int = HARDEST, width: int = SPAN) -> li
             break
         if not taken[start : start + width].any():
             taken[start : start + width] = True
-            chars = sum(len(token) for token in seen.tokens[start : start + width])
-            spans.append((int(start), int(start) + width, float(totals[start] / chars)))
+            chars = scored_chars(seen.bits[start : start + width], seen.tokens[start : start + width])
+            spans.append((int(start), int(start) + width, float(totals[start] / max(chars, 1))))
     return spans
 
 
@@ -306,7 +306,7 @@ def summary(inspection: Inspection) -> str:
     seen = inspection.surprise
     best = inspection.ngram_bpc[inspection.ngram_order]
     lines = [
-        f"{inspection.model} on {len(seen.tokens):,} characters: {seen.bpc:.3f} bits per character; "
+        f"{inspection.model} on {seen.scored_chars:,} characters: {seen.bpc:.3f} bits per character; "
         + f"best n-gram (order {inspection.ngram_order}) {best:.3f}",
         *inspection.notes,
         "",

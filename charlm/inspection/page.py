@@ -206,7 +206,7 @@ def render(inspection: Inspection, title: str) -> str:
         title=esc(title),
         style=STYLE,
         model=esc(inspection.model),
-        count=f"{len(seen.tokens):,}",
+        count=f"{seen.scored_chars:,}",
         bpc=f"{seen.bpc:.3f}",
         order=inspection.ngram_order,
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
