@@ -50,9 +50,24 @@ def test_train_sample_eval_info(trained, fox_file):
     result = cli("info", trained)
     rows = dict(line.split(None, 1) for line in result.output.splitlines())
     assert rows["model"].startswith("1x32 lstm, ") and rows["model"].endswith(" parameters")
-    assert rows["steps"].startswith("20 (") and rows["hidden"] == "32" and rows["trained_on"].startswith("cpu ")
+    assert rows["steps"].startswith("20 (") and rows["hidden"] == "32 (given)" and rows["trained_on"].startswith("cpu ")
     values = [line.index(value) for line, value in zip(result.output.splitlines(), rows.values())]
     assert len(set(values)) == 1  # every value starts in one column, however long the label
+
+
+def test_info_shows_what_shaped_the_model_and_why_not_how_the_run_was_launched(trained):
+    """`charlm info` listed every option raw: "quiet False", "threads None", "vocab_size None" on a char
+    vocabulary said nothing about the model, and a fitted dropout or cadence did not say it was fitted."""
+    rows = dict(line.split(None, 1) for line in cli("info", trained).output.splitlines())
+    for noise in ("quiet", "threads", "tensorboard", "detect_anomaly", "save_errors", "checkpoint_every", "device"):
+        assert noise not in rows, noise
+    assert "vocab_size" not in rows and "spm_model" not in rows and "eval_also" not in rows
+    assert "cell" not in rows and "layers" not in rows  # the model row says them
+    assert rows["dropout"].endswith("passes over the training text)") and "(given)" not in rows["dropout"]
+    assert rows["eval_every"].endswith("(once per pass over the training text, at most 2000 steps apart)")
+    assert rows["batch_size"] == "4 (given)"  # TINY_ARGS's
+    saved = latest(trained)  # a checkpoint away from its run.json: the values, without reasons
+    assert dict(saved.summary())["dropout"] == str(saved.config.dropout)
 
 
 def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained, fox_file):
