@@ -399,8 +399,21 @@ def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(traine
         ["the\n", "zz\u20ac\n", "over\n"],
         lambda t, screen=True: shown.append(t),
     )
-    assert "the line: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
+    assert "line 2 of the input: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
     assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(conversation.transcript)
+
+
+def test_an_unreadable_line_is_told_as_a_terminal_or_a_pipe_can_act_on_it(trained, capsys):
+    """From a pipe the message said "type it again", though nobody can retype a piped line: it is skipped."""
+    model = checkpoint.load(trained)
+    config, lines = SampleConfig(length=5, random_seed=0), ["the\n", "zz\u20ac\n", "over\n"]
+    converse(model, config, lines, lambda t, screen=True: None)
+    piped = capsys.readouterr().err
+    assert piped.startswith("line 2 of the input: ") and piped.endswith("; skipped this line\n"), piped
+    assert "again" not in piped
+    converse(model, config, lines, lambda t, screen=True: None, at_terminal=True)
+    typed = capsys.readouterr().err
+    assert typed.startswith("the line: ") and typed.endswith("; type it again without them\n"), typed
 
 
 def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):
