@@ -463,6 +463,7 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
         ("\U0001f468\u200d\U0001f469\u200d\U0001f467 \U0001f44d\U0001f3fd", emoji),  # a ZWJ family, a skin tone
         ("\U0001f468\u200d\U0001f469", Vocab(list("ab"), normalize="nfc")),  # none of it known: no ban
         ("a\u0301\u0302", latin),  # two marks on one letter: several characters to the model
+        ("e\u0301\u0301", latin),  # an e and two acutes: NFC's é and one acute, which look the same
         ("\u0301\u0301", Vocab(["a", "\u0301"], normalize="none")),  # a mark on a mark is one key
         ("".join(chr(0x4E00 + i) for i in range(10_000)), Vocab(list("ab\u4e00\u4e01"), normalize="nfc")),
     ]  # fmt: skip
@@ -473,6 +474,7 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
     for (text, vocab), js in zip(cases, got["bans"]):
         assert (sorted(js) if isinstance(js, list) else js) == sample_ban(text, vocab), text
     assert got["bans"][5].startswith("ban|ban gives token") and got["bans"][7].startswith("ban|ban: '…' is '...'")
+    assert "(U+0065 U+0301 U+0301) is 'é\u0301' (U+00E9 U+0301) to this model" in got["bans"][15], got["bans"][15]
     # The page's combining marks are Python's (unicodedata.combining) wherever both know the character,
     # but three Tibetan vowel signs whose decompositions start with one (each a class-0 character).
     known = [c for c in range(0x110000) if unicodedata.category(chr(c)) != "Cn" and not 0xD800 <= c <= 0xDFFF]

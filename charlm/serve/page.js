@@ -31,7 +31,8 @@ function bannedIds(text, chars, normalize) {
     const char = normalized(key, normalize), count = [...char].length;
     if (count === 1 && !index.has(char)) continue;
     if (count !== 1 && char !== key) {
-      throw banError(`: ${quoted(key)} is ${quoted(char)} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
+      const [keyShown, charShown] = toldApart(key, char, quoted);
+      throw banError(`: ${keyShown} is ${charShown} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
     }
     if (count !== 1) {
       throw banError(`: ${quoted(key)} is ${count} characters to this model (${[...char].map(quoted).join(" ")}); give the one to ban alone (a combining mark stands alone first in the box)`);
@@ -42,6 +43,13 @@ function bannedIds(text, chars, normalize) {
   }
   if (named.size && named.size === index.size) throw banError(" bans every token the model has; leave it at least one to write");
   return [...named.keys()];
+}
+// A ban's key and the model's characters for it, quoted; with their code points where they look alike
+// (decoding.told_apart): "'é́' is 'é́'" of an e and two acutes told nothing.
+function toldApart(key, char, quoted) {
+  if (key.normalize("NFC") !== char.normalize("NFC")) return [quoted(key), quoted(char)];
+  const points = (s) => [...s].map((c) => "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")).join(" ");
+  return [key, char].map((s) => `${quoted(s)} (${points(s)})`);
 }
 // `text` as a model of Unicode normalization `normalize` (its meta.normalize: none, nfc or nfkc) reads it.
 function normalized(text, normalize) { return normalize === "none" ? text : text.normalize(normalize.toUpperCase()); }
