@@ -11,6 +11,37 @@ function checkSetting(name, caption) {
   throw Object.assign(new Error(`${caption}: give a number ${range}`), { param: name });
 }
 
+// localStorage refuses what would pass its quota (a few MB per site, filled by the serve page's history):
+// what does not fit is not kept, and nothing else stops (a seed that did not fit stopped Generate without a word).
+function store(key, value) {
+  try { localStorage.setItem(key, value); return true; } catch (e) { return false; }
+}
+
+// A page's controls as it keeps them across a reload (and the serve page files them with each text):
+// the number of each of `numbers` (a number box with its slider, NAME-range) and the text of each of
+// `boxes` (the form row's, or whether a checkbox is ticked), by id.
+function controlValues(numbers, boxes) {
+  const values = {};
+  for (const name of numbers) values[name] = document.getElementById(name).valueAsNumber;  // NaN for an empty box: not saved, refused by checkSetting
+  for (const name of boxes) {
+    const box = document.getElementById(name);
+    values[name] = box.type === "checkbox" ? box.checked : box.value;
+  }
+  return values;
+}
+// Kept `values` back in the controls: what a value is not of its control's kind (an older entry's, a
+// damaged one), or a form this page does not offer, leaves the control as it is.
+function applyControlValues(values, numbers, boxes) {
+  for (const [name, value] of Object.entries(values || {})) {
+    const box = document.getElementById(name);
+    if (numbers.includes(name) && Number.isFinite(value)) { box.value = value; document.getElementById(name + "-range").value = value; }
+    if (!boxes.includes(name)) continue;
+    if (box.type === "checkbox" && typeof value === "boolean") box.checked = value;
+    const offered = box.tagName !== "SELECT" || [...box.options].some((o) => o.value === value);
+    if (box.type !== "checkbox" && typeof value === "string" && offered) box.value = value;
+  }
+}
+
 // The status line once a text ends: what ended it ("done (length)", "stopped"), how many characters
 // (code points: a character outside the BMP is one), in how long.
 function summary(how, text, seconds) {
