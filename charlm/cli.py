@@ -140,7 +140,8 @@ def info(target: str | None) -> None:
     """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name or .pt file;
     default: the latest run's best)."""
     path = runs.resolve(target)
-    rows = [("checkpoint", str(path)), *checkpoint.read(path).summary()]
+    reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
+    rows = [("checkpoint", str(path)), *checkpoint.read(path).summary(reasons if isinstance(reasons, dict) else None)]
     rows += [("exports", line) for line in export.listed(path.parent)]
     click.echo(tables.table(rows))
 

@@ -41,6 +41,15 @@ RESUMABLE = (
     "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "threads", "eval_also",
 )  # fmt: skip
 
+# The options a run's plan never leaves unset (plan.py fits those not given; run.json keeps why).
+PLANNED = ("batch_size", "hidden", "dropout", "eval_every")
+
+# Options of how a run was launched and watched, not of what it learned: `charlm info` leaves them out.
+LAUNCH_OPTIONS = (
+    "checkpoint_every", "save_errors", "detect_anomaly", "sample_every", "tensorboard", "quiet", "device", "threads",
+    "precision",
+)  # fmt: skip
+
 # Options that decide the token ids: they key the prepared-corpus cache.
 CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer", "spm_model", "vocab_size")
 
@@ -79,7 +88,7 @@ def shown_name(f: dataclasses.Field) -> str:
 @dataclass
 class Config:
     """A training run's options: what `charlm train` and `charlm.train` take, and what a checkpoint
-    keeps. The run's plan fits those left None of `plan.PLANNED` (hidden, dropout, batch, cadence)."""
+    keeps. The run's plan fits those left None of `PLANNED` (hidden, dropout, batch, cadence)."""
 
     # model
     cell: str = option("lstm", "recurrent cell", choices=CELLS)

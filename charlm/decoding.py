@@ -98,6 +98,14 @@ def characters(text: str) -> list[str]:
     return chars
 
 
+def told_apart(key: str, char: str) -> tuple[str, str]:
+    """`key` and the model's `char` for it, quoted; with their code points where they look alike (one is
+    the other composed: 'e' and two acutes, whose NFC is 'é' and one), or a message said "'é́' is 'é́'"."""
+    if unicodedata.normalize("NFC", key) != unicodedata.normalize("NFC", char):
+        return repr(key), repr(char)
+    return (f"{text!r} ({' '.join(f'U+{ord(c):04X}' for c in text)})" for text in (key, char))
+
+
 def never_written(key: str | int, vocab: Vocabulary) -> bool:
     """Whether `key` is a character a character model does not have. (One its normalization turns into
     several, '…' into '...' under nfkc, is not: the model writes those, and `token_id` says so.)"""
@@ -128,8 +136,9 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
     if len(char) == 1:
         raise BiasError(f": the model never writes {vocab.name_unseen(char)}{hint}; leave it out")
     if char != key:  # the model writes it as several characters: ban those, if that is what is meant
+        key_shown, char_shown = told_apart(key, char)
         raise BiasError(
-            f": {key!r} is {char!r} to this model (its text is {vocab.normalize.upper()}-normalized); "
+            f": {key_shown} is {char_shown} to this model (its text is {vocab.normalize.upper()}-normalized); "
             "give those characters instead"
         )
     shown = " ".join(map(repr, char))

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, runs, sizing
 from .checkpoint import Base, Checkpoint
-from .config import Config
+from .config import PLANNED, Config
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
@@ -50,7 +50,6 @@ from .train_state import check_data
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
 EVAL_EVERY_RANGE = (1, 2000)  # steps between evaluations: once per pass, within these
-PLANNED = ("batch_size", "hidden", "dropout", "eval_every")  # the options a plan never leaves unset
 CHOSEN = ("head", "precision")  # `auto` options resolved where they are used; the plan records why
 GIVEN = "given"
 

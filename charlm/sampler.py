@@ -112,10 +112,11 @@ class Conversation:
         self.form = compiled(self.options, model)[0]  # each turn writes the template anew
         self.transcript: list[str] = []
 
-    def check(self, text: str) -> None:
-        """A line the model cannot read (a character it never saw) is refused before it is shown or read."""
+    def check(self, text: str, what: str = "the line") -> None:
+        """A line the model cannot read (a character it never saw) is refused before it is shown or read;
+        `what` names it in the message."""
         if text:
-            self.model.vocab.encode(text, what="the line")
+            self.model.vocab.encode(text, what=what)
 
     def turn(self, text: str) -> Iterator[str]:
         with inference(self.model):

@@ -50,9 +50,24 @@ def test_train_sample_eval_info(trained, fox_file):
     result = cli("info", trained)
     rows = dict(line.split(None, 1) for line in result.output.splitlines())
     assert rows["model"].startswith("1x32 lstm, ") and rows["model"].endswith(" parameters")
-    assert rows["steps"].startswith("20 (") and rows["hidden"] == "32" and rows["trained_on"].startswith("cpu ")
+    assert rows["steps"].startswith("20 (") and rows["hidden"] == "32 (given)" and rows["trained_on"].startswith("cpu ")
     values = [line.index(value) for line, value in zip(result.output.splitlines(), rows.values())]
     assert len(set(values)) == 1  # every value starts in one column, however long the label
+
+
+def test_info_shows_what_shaped_the_model_and_why_not_how_the_run_was_launched(trained):
+    """`charlm info` listed every option raw: "quiet False", "threads None", "vocab_size None" on a char
+    vocabulary said nothing about the model, and a fitted dropout or cadence did not say it was fitted."""
+    rows = dict(line.split(None, 1) for line in cli("info", trained).output.splitlines())
+    for noise in ("quiet", "threads", "tensorboard", "detect_anomaly", "save_errors", "checkpoint_every", "device"):
+        assert noise not in rows, noise
+    assert "vocab_size" not in rows and "spm_model" not in rows and "eval_also" not in rows
+    assert "cell" not in rows and "layers" not in rows  # the model row says them
+    assert rows["dropout"].endswith("passes over the training text)") and "(given)" not in rows["dropout"]
+    assert rows["eval_every"].endswith("(once per pass over the training text, at most 2000 steps apart)")
+    assert rows["batch_size"] == "4 (given)"  # TINY_ARGS's
+    saved = latest(trained)  # a checkpoint away from its run.json: the values, without reasons
+    assert dict(saved.summary())["dropout"] == str(saved.config.dropout)
 
 
 def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained, fox_file):
@@ -384,8 +399,21 @@ def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(traine
         ["the\n", "zz\u20ac\n", "over\n"],
         lambda t, screen=True: shown.append(t),
     )
-    assert "the line: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
+    assert "line 2 of the input: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
     assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(conversation.transcript)
+
+
+def test_an_unreadable_line_is_told_as_a_terminal_or_a_pipe_can_act_on_it(trained, capsys):
+    """From a pipe the message said "type it again", though nobody can retype a piped line: it is skipped."""
+    model = checkpoint.load(trained)
+    config, lines = SampleConfig(length=5, random_seed=0), ["the\n", "zz\u20ac\n", "over\n"]
+    converse(model, config, lines, lambda t, screen=True: None)
+    piped = capsys.readouterr().err
+    assert piped.startswith("line 2 of the input: ") and piped.endswith("; skipped this line\n"), piped
+    assert "again" not in piped
+    converse(model, config, lines, lambda t, screen=True: None, at_terminal=True)
+    typed = capsys.readouterr().err
+    assert typed.startswith("the line: ") and typed.endswith("; type it again without them\n"), typed
 
 
 def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):

@@ -1,6 +1,7 @@
 import collections
 import itertools
 import math
+import re
 import warnings
 
 import pytest
@@ -377,6 +378,17 @@ def test_a_ban_of_a_character_an_nfkc_model_reads_as_several_says_so():
     with pytest.raises(CharLMError, match=message):
         generate(model, "好", length=5, logit_bias={"…": -100})
     assert set(generate(model, "好", length=50, logit_bias={"。": -100, "．": -100}, random_seed=0)[0]) == {"好"}
+
+
+def test_a_ban_that_normalizes_to_what_looks_the_same_says_their_code_points():
+    """An e and two acutes is an é and one acute to an NFC model: the message read "'é́' is 'é́' to this
+    model", two quotes that look the same; their code points tell them apart."""
+    model = make_model(Vocab(list("abé\u0301"), normalize="nfc"), layers=1, hidden=8).eval()
+    message = "logit_bias: 'e\u0301\u0301' (U+0065 U+0301 U+0301) is 'é\u0301' (U+00E9 U+0301) to this model"
+    with pytest.raises(CharLMError, match=re.escape(message)):
+        generate(model, "a", length=5, logit_bias={"e\u0301\u0301": -100})
+    with pytest.raises(CharLMError, match=re.escape("logit_bias: '…' is '...' to this model")):  # unlike: no U+
+        generate(make_model(Vocab(list("a."), normalize="nfkc"), layers=1, hidden=8).eval(), "a", logit_bias={"…": -1})
 
 
 def test_a_logit_bias_by_character_and_by_token_id_is_the_same_bias():

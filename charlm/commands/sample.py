@@ -152,7 +152,8 @@ def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> 
     if sys.stdin.isatty():
         click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
     # A terminal shows what is typed itself; printing it again would show it twice.
-    converse(model, config, sys.stdin, emit, echo=not (sys.stdin.isatty() and sys.stdout.isatty()))
+    at_terminal = sys.stdin.isatty()
+    converse(model, config, sys.stdin, emit, echo=not (at_terminal and sys.stdout.isatty()), at_terminal=at_terminal)
 
 
 class OutputCopy:
@@ -177,21 +178,28 @@ class OutputCopy:
 
 
 def converse(
-    model: CharLM, config: SampleConfig, lines: Iterable[str], emit: Callable[..., None], echo: bool = True
+    model: CharLM,
+    config: SampleConfig,
+    lines: Iterable[str],
+    emit: Callable[..., None],
+    echo: bool = True,
+    at_terminal: bool = False,
 ) -> sampler.Conversation:
     """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
     a line break ends the turn and is fed with the next line. So the model always reads exactly the
     text shown. `echo`: print the typed lines (not when the terminal has shown them already).
     A line ending in `\\r\\n` (a Windows file piped in) ends in `\\n`, as a corpus or a --seed-file is
-    read: its `\\r`, a character no model trained on charlm's reading knows, refused every line."""
+    read: its `\\r`, a character no model trained on charlm's reading knows, refused every line.
+    A line the model cannot read is skipped: `at_terminal`, the user may type it again; from a pipe,
+    nobody can, so the message names the line by its number and says the session went on without it."""
     conversation = sampler.Conversation(model, config)
     line_break = ""
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         line = line.replace("\r\n", "\n")
         try:
-            conversation.check(line)
+            conversation.check(line, what="the line" if at_terminal else f"line {number} of the input")
         except CharLMError as e:  # one bad line does not end the session and its state
-            click.echo(f"{e}; type it again without them", err=True)
+            click.echo(f"{e}; type it again without them" if at_terminal else f"{e}; skipped this line", err=True)
             continue
         emit(line, screen=echo)
         for piece in conversation.turn(line_break + line):

@@ -11,6 +11,37 @@ function checkSetting(name, caption) {
   throw Object.assign(new Error(`${caption}: give a number ${range}`), { param: name });
 }
 
+// localStorage refuses what would pass its quota (a few MB per site, filled by the serve page's history):
+// what does not fit is not kept, and nothing else stops (a seed that did not fit stopped Generate without a word).
+function store(key, value) {
+  try { localStorage.setItem(key, value); return true; } catch (e) { return false; }
+}
+
+// A page's controls as it keeps them across a reload (and the serve page files them with each text):
+// the number of each of `numbers` (a number box with its slider, NAME-range) and the text of each of
+// `boxes` (the form row's, or whether a checkbox is ticked), by id.
+function controlValues(numbers, boxes) {
+  const values = {};
+  for (const name of numbers) values[name] = document.getElementById(name).valueAsNumber;  // NaN for an empty box: not saved, refused by checkSetting
+  for (const name of boxes) {
+    const box = document.getElementById(name);
+    values[name] = box.type === "checkbox" ? box.checked : box.value;
+  }
+  return values;
+}
+// Kept `values` back in the controls: what a value is not of its control's kind (an older entry's, a
+// damaged one), or a form this page does not offer, leaves the control as it is.
+function applyControlValues(values, numbers, boxes) {
+  for (const [name, value] of Object.entries(values || {})) {
+    const box = document.getElementById(name);
+    if (numbers.includes(name) && Number.isFinite(value)) { box.value = value; document.getElementById(name + "-range").value = value; }
+    if (!boxes.includes(name)) continue;
+    if (box.type === "checkbox" && typeof value === "boolean") box.checked = value;
+    const offered = box.tagName !== "SELECT" || [...box.options].some((o) => o.value === value);
+    if (box.type !== "checkbox" && typeof value === "string" && offered) box.value = value;
+  }
+}
+
 // The status line once a text ends: what ended it ("done (length)", "stopped"), how many characters
 // (code points: a character outside the BMP is one), in how long.
 function summary(how, text, seconds) {
@@ -31,7 +62,8 @@ function bannedIds(text, chars, normalize) {
     const char = normalized(key, normalize), count = [...char].length;
     if (count === 1 && !index.has(char)) continue;
     if (count !== 1 && char !== key) {
-      throw banError(`: ${quoted(key)} is ${quoted(char)} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
+      const [keyShown, charShown] = toldApart(key, char, quoted);
+      throw banError(`: ${keyShown} is ${charShown} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
     }
     if (count !== 1) {
       throw banError(`: ${quoted(key)} is ${count} characters to this model (${[...char].map(quoted).join(" ")}); give the one to ban alone (a combining mark stands alone first in the box)`);
@@ -42,6 +74,13 @@ function bannedIds(text, chars, normalize) {
   }
   if (named.size && named.size === index.size) throw banError(" bans every token the model has; leave it at least one to write");
   return [...named.keys()];
+}
+// A ban's key and the model's characters for it, quoted; with their code points where they look alike
+// (decoding.told_apart): "'é́' is 'é́'" of an e and two acutes told nothing.
+function toldApart(key, char, quoted) {
+  if (key.normalize("NFC") !== char.normalize("NFC")) return [quoted(key), quoted(char)];
+  const points = (s) => [...s].map((c) => "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")).join(" ");
+  return [key, char].map((s) => `${quoted(s)} (${points(s)})`);
 }
 // `text` as a model of Unicode normalization `normalize` (its meta.normalize: none, nfc or nfkc) reads it.
 function normalized(text, normalize) { return normalize === "none" ? text : text.normalize(normalize.toUpperCase()); }
