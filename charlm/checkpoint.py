@@ -273,7 +273,7 @@ class Checkpoint:
 def reason_text(name: str, value: object, reason: str) -> str:
     """A plan's reason without its leading `--dropout 0.1` (the row shows the value already)."""
     prefix = f"--{option_name(name)} {value:g}" if isinstance(value, float) else f"--{option_name(name)} {value}"
-    return reason.removeprefix(prefix).removeprefix(":").strip() if reason.startswith(prefix) else reason
+    return reason.removeprefix(prefix).lstrip(":, ") if reason.startswith(prefix) else reason
 
 
 def read(path: Path) -> Checkpoint:

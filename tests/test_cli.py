@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint, runs, threads, train_state
+from charlm import checkpoint, runs, sizing, threads, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
@@ -66,6 +66,8 @@ def test_info_shows_what_shaped_the_model_and_why_not_how_the_run_was_launched(t
     assert rows["dropout"].endswith("passes over the training text)") and "(given)" not in rows["dropout"]
     assert rows["eval_every"].endswith("(once per pass over the training text, at most 2000 steps apart)")
     assert rows["batch_size"] == "4 (given)"  # TINY_ARGS's
+    fitted = checkpoint.reason_text("hidden", 128, f"--hidden 128{sizing.SMALLEST_SHORT} in the budget")
+    assert fitted == "the smallest size, is short of characters in the budget"  # not "(, the smallest ..."
     saved = latest(trained)  # a checkpoint away from its run.json: the values, without reasons
     assert dict(saved.summary())["dropout"] == str(saved.config.dropout)
 
