@@ -391,8 +391,12 @@ def test_inspect_cell_and_inspect_shots_run(fox_file, tiny):
     import struct
 
     charlm.train(fox_file, out="run", **tiny)
-    out = run_bench("inspect_cell", "checkpoints/run", str(fox_file), "--cell", "0", "0", "--positions", "1", "5")
-    assert "layer 0, cell 0" in out and "characters in '\\n'" in out and "5 characters after" in out
+    out = run_bench(
+        "inspect_cell", "checkpoints/run", str(fox_file), "--cell", "0", "0", "--positions", "1", "5",
+        "--at", " ", "--split", "inside a word",
+    )  # fmt: skip
+    assert "layer 0, cell 0" in out and "characters in ' '" in out and "5 characters after" in out
+    assert "where inside a word is 1:" in out and "where inside a word is 0:" in out  # a space is never in a word
     assert cli("inspect", "run", str(fox_file), "--output", "page.html", "--quiet").exit_code == 0
     run_bench("inspect_shots", "page.html", "--cell", "0", "0", "--out", "cell.png")
     png = Path("cell.png").read_bytes()
