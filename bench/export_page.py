@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from charlm import checkpoint, runs, sampler
+from charlm import catalog, checkpoint, runs, sampler
 from charlm.cli import main as charlm_main
+from charlm.tokens import catalog_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -47,10 +48,16 @@ def awaited(driver, script: str, *args):
     return driver.execute_async_script(wrapper.format(script), *args)
 
 
+def first_source(sources: list[str]) -> Path:
+    """The run's first corpus file: a catalog name (`charlm train tinyshakespeare`) is its downloaded
+    file, as training read it, not a path."""
+    return catalog.get(sources[0], quiet=True) if catalog_name(sources[0]) else Path(sources[0])
+
+
 def measure(run: str, text_file: str | None, chars: int, folder: Path, driver) -> list[dict]:
     saved = checkpoint.read(runs.resolve(run))
     model = saved.model()
-    source = Path(text_file or saved.corpus["sources"][0]).read_text(encoding="utf-8")
+    source = Path(text_file or first_source(saved.corpus["sources"])).read_text(encoding="utf-8")
     text = source[len(source) // 2 :][:500]
     ids = model.vocab.encode(text)
     with torch.no_grad():

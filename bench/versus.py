@@ -1,7 +1,7 @@
 """charlm against a baby GPT in the same wall time, side by side on each corpus (issue 19).
 
     python -m bench.versus ../shared/corpora/tinyshakespeare.txt ../shared/corpora/hongloumeng.txt \\
-        ../shared/corpora/alice.txt --out bench/results/versus-tinyshakespeare-hongloumeng-alice.txt
+        ../shared/corpora/alice.txt --quiet --out bench/results/versus-quiet.txt
 
 For each corpus, one after another in this process (torch's default thread count): train the baby
 GPT of bench/babygpt.py for --iters iterations and time it, then train charlm with its defaults (and

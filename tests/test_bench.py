@@ -25,7 +25,7 @@ from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, cli, process_state, run_bench
+from .conftest import REPO, TINY, cli, import_or_missing, process_state, run_bench
 
 # conftest's tiny run as the scripts' name=value settings (each test adds a hidden size)
 TINY_SET = ",".join(f"{name}={TINY[name]}" for name in ("layers", "seq_len", "batch_size"))
@@ -391,12 +391,30 @@ def test_inspect_cell_and_inspect_shots_run(fox_file, tiny):
     import struct
 
     charlm.train(fox_file, out="run", **tiny)
-    out = run_bench("inspect_cell", "checkpoints/run", str(fox_file), "--cell", "0", "0", "--positions", "1", "5")
-    assert "layer 0, cell 0" in out and "characters in '\\n'" in out and "5 characters after" in out
+    out = run_bench(
+        "inspect_cell", "checkpoints/run", str(fox_file), "--cell", "0", "0", "--positions", "1", "5",
+        "--at", " ", "--split", "inside a word",
+    )  # fmt: skip
+    assert "layer 0, cell 0" in out and "characters in ' '" in out and "5 characters after" in out
+    assert "where inside a word is 1:" in out and "where inside a word is 0:" in out  # a space is never in a word
     assert cli("inspect", "run", str(fox_file), "--output", "page.html", "--quiet").exit_code == 0
     run_bench("inspect_shots", "page.html", "--cell", "0", "0", "--out", "cell.png")
     png = Path("cell.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (955, 229)
+
+
+@pytest.mark.slow  # the onnx export takes seconds
+def test_export_formats_bench_gives_sizes_and_speed(fox_file, tiny):
+    """The script behind docs/export.md's onnx and safetensors figures: a row per run, each size beside its
+    best.pt's and a speed."""
+    import_or_missing("onnxruntime")
+    charlm.train(fox_file, out="run", **tiny)
+    out = run_bench("export_formats", "checkpoints/run", "--steps", "5", "--rounds", "1")
+    row = (
+        [line for line in out.splitlines() if line.startswith("| run |")][-1].strip("|").split("|")
+    )  # after the header
+    best_mb, onnx_mb, safetensors_mb, speed = (float(cell.replace(",", "")) for cell in row[1:])
+    assert best_mb >= safetensors_mb >= 0 and onnx_mb >= 0 and speed > 0  # best.pt holds the optimizer too
 
 
 def test_mixture_bench_runs(tmp_path, tiny):

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import unicodedata
+from pathlib import Path
 
 import pytest
 import torch
@@ -325,6 +326,20 @@ def test_exported_page_keeps_its_settings_and_seed_across_a_reload(tmp_path, bro
     page_ready(browser, (tmp_path / "other.html").as_uri())
     assert browser.find_element("id", "seed").get_attribute("value") == ""
     assert browser.find_element("id", "temperature").get_attribute("value") == "0.8"
+
+
+def test_page_bench_reads_a_catalog_runs_text_from_its_download(tmp_path, monkeypatch):
+    """`charlm train tinyshakespeare` stores the corpus by its catalog name: the page bench compared
+    log-probabilities on the file training read, where it failed opening a file named 'tinyshakespeare'."""
+    from bench import export_page
+    from charlm import catalog
+
+    download = tmp_path / "tinyshakespeare.txt"
+    monkeypatch.setattr(catalog, "get", lambda name, quiet=False: download if name == "tinyshakespeare" else None)
+    monkeypatch.chdir(tmp_path)
+    assert export_page.first_source(["tinyshakespeare"]) == download
+    (tmp_path / "mine.txt").write_text(TEXT, encoding="utf-8")
+    assert export_page.first_source(["mine.txt"]) == Path("mine.txt")
 
 
 def check_the_page_keeps_still(driver, wait, seed: str, bad_seed: str, says: str) -> None:
