@@ -5,6 +5,7 @@ import random
 import re
 import subprocess
 import sys
+import tracemalloc
 import warnings
 from collections import Counter
 
@@ -13,6 +14,7 @@ import pytest
 from tqdm import tqdm
 
 from charlm import corpus as corpus_module
+from charlm import tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus, prepare
@@ -248,3 +250,18 @@ def test_corpus_prepare_lines_up_every_value_in_one_column(tmp_path, monkeypatch
     lines = result.output.splitlines()
     assert lines[0].startswith("cache ") and any(line.startswith(f"{rare} ") for line in lines), result.output
     assert len({value_column(line) for line in lines}) == 1, result.output
+
+
+def test_the_training_counts_of_a_big_memory_mapped_corpus_take_little_memory(tmp_path):
+    """np.bincount copied all the memory-mapped training ids as int64 at once: 720 MB of a 100 MB
+    corpus's training run (bench/results/prepare.txt). They are counted a slice at a time."""
+    ids = np.random.default_rng(0).integers(0, 70, size=16 * tokens.COUNT_SLICE, dtype=np.uint8)
+    ids.tofile(tmp_path / "ids.bin")
+    mapped = np.memmap(tmp_path / "ids.bin", dtype=np.uint8, mode="r")
+    corpus = tokens.TokenCorpus("big", Vocab([chr(48 + i) for i in range(80)]), mapped, len(ids) - 1000, "key", {})
+    tracemalloc.start()
+    counts = corpus.train_counts
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert counts.tolist() == np.bincount(ids[: corpus.split], minlength=80).tolist()
+    assert peak < 2 * tokens.COUNT_SLICE * 8, f"{peak:,} bytes to count {len(ids):,} ids"  # not 8 bytes an id
