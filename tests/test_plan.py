@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, plan, runs, sizing
+from charlm import api, checkpoint, plan, runs, sizing
 from charlm.config import Config
 from charlm.tokens import load_corpus
 
@@ -144,3 +144,17 @@ def test_run_json_says_why_and_a_resume_fits_nothing_again(fox_file, tiny, monke
     trainer.fit()
     again = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())
     assert again["reasons"] == info["reasons"]
+
+
+def test_a_resume_in_another_precision_says_why_in_run_json(fox_file, tiny):
+    """run.json kept the first start's reason for its precision: a run resumed with --precision fp32 said
+    "--precision auto chose bf16 on cpu", which it no longer was; auto is chosen again on the resume's device."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10, "precision": "auto"})
+    first = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())["reasons"]["precision"]
+    assert first.startswith("--precision auto chose ")
+    path = runs.resolve("run", prefer=runs.LATEST)
+    assert plan.resumed(checkpoint.read(path), {"max_steps": 20, "precision": "fp32"}, path).reasons["precision"] == (
+        "given when resumed"
+    )
+    moved = plan.resumed(checkpoint.read(path), {"max_steps": 20, "device": "cpu"}, path).reasons["precision"]
+    assert moved.startswith("--precision auto chose ") and " on cpu: " in moved
