@@ -52,7 +52,7 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
     assert set(planned.reasons) == {*plan.PLANNED, *plan.CHOSEN, "run_dir"}
     assert (
         planned.reasons["head"]
-        == f"--head auto chose full: {len(corpus.vocab)} distinct characters (adaptive from 1,000)"
+        == f"--head auto chose full: a vocabulary of {len(corpus.vocab)} characters (adaptive from 1,000)"
     )
     assert (
         planned.reasons["precision"].startswith("--precision auto chose ")
@@ -158,3 +158,12 @@ def test_a_resume_in_another_precision_says_why_in_run_json(fox_file, tiny):
     )
     moved = plan.resumed(checkpoint.read(path), {"max_steps": 20, "device": "cpu"}, path).reasons["precision"]
     assert moved.startswith("--precision auto chose ") and " on cpu: " in moved
+
+
+def test_the_head_reason_of_a_sentencepiece_run_counts_tokens(fox_file, tiny):
+    """--head auto's rule counts the vocabulary's ids: a sentencepiece run's reason called its 287 pieces
+    "287 distinct characters", of a text that has 28."""
+    config = Config(**{**tiny, "tokenizer": "sentencepiece", "spm_model": "char", "vocab_size": 300})
+    corpus = load_corpus([str(fox_file)], config, quiet=True)
+    reason = plan.plan(config, corpus, out="pieces").reasons["head"]
+    assert reason == f"--head auto chose full: a vocabulary of {len(corpus.vocab)} tokens (adaptive from 1,000)"
