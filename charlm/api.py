@@ -125,7 +125,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
             f"{where}: a model folder holds no training state and cannot be resumed; "
             f"start a new run from its weights with --init-from {where}"
         )
-    resumed = plan.resumed(saved, overrides, path)
+    resumed = plan.resumed(saved, overrides, path, ranks)
     check_world(resumed, ranks)
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:

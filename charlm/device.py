@@ -146,11 +146,13 @@ def synchronize(device: torch.device) -> None:
 def to_host(values: torch.Tensor) -> Callable[[], list]:
     """`values` read on the host later, by calling the result: on CUDA the copy starts now, into pinned
     memory, behind the work that made them, so work queued after it (the model's next step) runs on
-    while the host waits for the copy alone. Elsewhere they are read when called."""
+    while the host waits for the copy alone. Elsewhere they are read when called. The event waited for
+    is on the stream of `values`' own GPU, where the copy runs: the current device's (GPU 0 unless set)
+    is another GPU's for a model on cuda:1, whose ids were read before the copy had brought them."""
     if values.device.type != "cuda":
         return values.tolist
     copy, copied = values.to("cpu", non_blocking=True), torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(values.device))
 
     def read() -> list:
         copied.synchronize()

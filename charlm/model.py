@@ -167,10 +167,11 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
 
 
-def auto_head_reason(distinct: int) -> str:
-    """What `head_cutoffs("auto", ...)` chooses for a text of `distinct` characters, and why."""
-    chosen = "adaptive" if distinct >= ADAPTIVE_MIN_VOCAB else "full"
-    return f"--head auto chose {chosen}: {distinct:,} distinct characters (adaptive from {ADAPTIVE_MIN_VOCAB:,})"
+def auto_head_reason(size: int, unit: str = "characters") -> str:
+    """What `head_cutoffs("auto", ...)` chooses for a vocabulary of `size` ids, and why. The rule counts the
+    vocabulary's ids, of a sentencepiece model tokens: "400 distinct characters" said otherwise."""
+    chosen = "adaptive" if size >= ADAPTIVE_MIN_VOCAB else "full"
+    return f"--head auto chose {chosen}: a vocabulary of {size:,} {unit} (adaptive from {ADAPTIVE_MIN_VOCAB:,})"
 
 
 class Embedding(nn.Embedding):

@@ -154,7 +154,8 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     if base is not None:
         reasons["head"] = f"the base run's ({base.record.run})"
     else:
-        reasons["head"] = auto_head_reason(len(corpus.train_counts)) if config.head == "auto" else GIVEN
+        unit = "characters" if corpus.vocab.one_char_per_id else "tokens"
+        reasons["head"] = auto_head_reason(len(corpus.train_counts), unit) if config.head == "auto" else GIVEN
     # --precision auto stays in the run's config: a resume on another device decides again there
     reasons["precision"] = auto_precision_reason(device) if config.precision == "auto" else GIVEN
 
@@ -226,9 +227,10 @@ def free_out_folder(out: str) -> Path:
     return run_dir
 
 
-def resumed(saved: Checkpoint, overrides: dict, path: Path) -> RunPlan:
+def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGLE) -> RunPlan:
     """A resumed run's plan: the checkpoint at `path`, with the options a resume may change
-    (`config.RESUMABLE`) overridden; nothing is fitted again. The reasons are the run's, from its run.json."""
+    (`config.RESUMABLE`) overridden; nothing is fitted again. The reasons are the run's, from its run.json,
+    but for those given now and `--precision auto`'s, which is chosen again on this resume's device."""
     run_dir = path.parent
     check_not_behind(saved, path)
     config = Config.from_dict({**saved.config.to_dict(), **overrides})
@@ -246,7 +248,9 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path) -> RunPlan:
         )
     reasons = (runs.read_run_info(run_dir) or {}).get("reasons")
     reasons = reasons if isinstance(reasons, dict) else {}  # a damaged run.json loses the reasons, not the run
-    reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in PLANNED}}
+    reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in (*PLANNED, "precision")}}
+    if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree
+        reasons["precision"] = auto_precision_reason(resolve_device(config.device, ranks.local_rank, ranks.world))
     return RunPlan(config, run_dir, reasons, None, saved.base)
 
 

@@ -15,6 +15,7 @@ from charlm.device import (
     precision_text,
     resolve_device,
     resolve_precision,
+    to_host,
 )
 from charlm.errors import CharLMError
 from charlm.reporting import read_metrics
@@ -113,3 +114,28 @@ def test_a_cpu_run_under_torchrun_on_a_gpu_machine_leaves_cuda_alone(monkeypatch
         ranks.use(torch.device("cuda", 1))
     assert current == [torch.device("cuda", 1)]
     assert opened == [("cpu:gloo,cuda:nccl", datetime.timedelta(seconds=7))]
+
+
+def test_ids_read_from_a_second_gpu_wait_for_that_gpus_copy(monkeypatch):
+    """`to_host` waits for an event on the stream the copy runs on, the one of the ids' own GPU: recorded
+    on the current device's (GPU 0), a model on cuda:1 (`charlm sample --device cuda:1`) had its ids
+    read before the copy had brought them. No GPU here: the stream the event marks is what is checked."""
+    recorded = []
+
+    class Event:
+        def record(self, stream=None):
+            recorded.append(stream)
+
+        def synchronize(self):
+            pass
+
+    class OnSecondGPU:
+        device = torch.device("cuda", 1)
+
+        def to(self, device, non_blocking=False):
+            return torch.tensor([3, 1, 4])
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device or 'cuda:0'}")
+    assert to_host(OnSecondGPU())() == [3, 1, 4]
+    assert recorded == ["stream of cuda:1"]

@@ -79,7 +79,7 @@ def test_big_vocabularies_get_an_adaptive_head_whose_clusters_follow_frequency()
 @pytest.mark.parametrize("distinct", [999, 1000, 4447])
 def test_the_plan_says_what_head_auto_chooses(distinct):
     chosen = "adaptive" if head_cutoffs("auto", zipf_counts(distinct)) else "full"
-    assert auto_head_reason(distinct).startswith(f"--head auto chose {chosen}: {distinct:,} distinct characters")
+    assert auto_head_reason(distinct).startswith(f"--head auto chose {chosen}: a vocabulary of {distinct:,} characters")
 
 
 @pytest.mark.parametrize("head", ["full", "adaptive"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, plan, runs, sizing
+from charlm import api, checkpoint, plan, runs, sizing
 from charlm.config import Config
 from charlm.tokens import load_corpus
 
@@ -52,7 +52,7 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
     assert set(planned.reasons) == {*plan.PLANNED, *plan.CHOSEN, "run_dir"}
     assert (
         planned.reasons["head"]
-        == f"--head auto chose full: {len(corpus.vocab)} distinct characters (adaptive from 1,000)"
+        == f"--head auto chose full: a vocabulary of {len(corpus.vocab)} characters (adaptive from 1,000)"
     )
     assert (
         planned.reasons["precision"].startswith("--precision auto chose ")
@@ -144,3 +144,26 @@ def test_run_json_says_why_and_a_resume_fits_nothing_again(fox_file, tiny, monke
     trainer.fit()
     again = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())
     assert again["reasons"] == info["reasons"]
+
+
+def test_a_resume_in_another_precision_says_why_in_run_json(fox_file, tiny):
+    """run.json kept the first start's reason for its precision: a run resumed with --precision fp32 said
+    "--precision auto chose bf16 on cpu", which it no longer was; auto is chosen again on the resume's device."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10, "precision": "auto"})
+    first = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())["reasons"]["precision"]
+    assert first.startswith("--precision auto chose ")
+    path = runs.resolve("run", prefer=runs.LATEST)
+    assert plan.resumed(checkpoint.read(path), {"max_steps": 20, "precision": "fp32"}, path).reasons["precision"] == (
+        "given when resumed"
+    )
+    moved = plan.resumed(checkpoint.read(path), {"max_steps": 20, "device": "cpu"}, path).reasons["precision"]
+    assert moved.startswith("--precision auto chose ") and " on cpu: " in moved
+
+
+def test_the_head_reason_of_a_sentencepiece_run_counts_tokens(fox_file, tiny):
+    """--head auto's rule counts the vocabulary's ids: a sentencepiece run's reason called its 287 pieces
+    "287 distinct characters", of a text that has 28."""
+    config = Config(**{**tiny, "tokenizer": "sentencepiece", "spm_model": "char", "vocab_size": 300})
+    corpus = load_corpus([str(fox_file)], config, quiet=True)
+    reason = plan.plan(config, corpus, out="pieces").reasons["head"]
+    assert reason == f"--head auto chose full: a vocabulary of {len(corpus.vocab)} tokens (adaptive from 1,000)"
