@@ -82,7 +82,7 @@ def test_sample_speed_bench_runs():
 
 
 def test_sweep_bench_runs(fox_file, tmp_path):
-    out = run_bench("sweep", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
+    out = run_bench("sweep", str(fox_file), "--max-time", "0.5s", "--out", str(tmp_path / "sweep"),
         f"hidden=16,{TINY_SET}", f"hidden=24,{TINY_SET}",
     )  # fmt: skip
     assert f"| hidden=16,{TINY_SET} | 1x16 |" in out and "| 1x24 |" in out
