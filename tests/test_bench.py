@@ -82,14 +82,15 @@ def test_sample_speed_bench_runs():
 
 
 def test_sweep_bench_runs(fox_file, tmp_path):
-    out = run_bench("sweep", str(fox_file), "--max-time", "1s", "--out", str(tmp_path / "sweep"),
+    out = run_bench("sweep", str(fox_file), "--max-time", "0.5s", "--out", str(tmp_path / "sweep"),
         f"hidden=16,{TINY_SET}", f"hidden=24,{TINY_SET}",
     )  # fmt: skip
     assert f"| hidden=16,{TINY_SET} | 1x16 |" in out and "| 1x24 |" in out
 
 
 def test_prepare_bench_runs(tmp_path):
-    out = run_bench("prepare", "--mb", "2", "--train-steps", "4", "--out", str(tmp_path / "prepare"))
+    """One training step (one evaluation) each: the memory of the two corpora is compared all the same."""
+    out = run_bench("prepare", "--mb", "2", "--train-steps", "1", "--out", str(tmp_path / "prepare"))
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
 
 
@@ -114,10 +115,10 @@ def test_head_speed_bench_runs(fox_file):
 
 
 def test_quality_bench_runs(fox_file, tmp_path):
-    out = run_bench("quality", str(fox_file), "--budgets", "1s,2s", "--out", str(tmp_path / "quality"),
+    out = run_bench("quality", str(fox_file), "--budgets", "0.5s,1s", "--out", str(tmp_path / "quality"),
         "--set", f"hidden=16,{TINY_SET},eval_every=5", "--png", str(tmp_path / "q.png"),
     )  # fmt: skip
-    assert "| fox.txt | 1s |" in out and "| fox.txt | 2s |" in out and "bpc against time" in out
+    assert "| fox.txt | 0.5s |" in out and "| fox.txt | 1s |" in out and "bpc against time" in out
     assert (tmp_path / "q.png").stat().st_size > 10_000
 
 
@@ -126,53 +127,80 @@ def test_gpu_bench_runs_tiny_on_the_cpu():
     assert "charlm/plain" in out and "1x16" in out and " bf16 " in out and " fp32 " in out
 
 
-def gpu_check_dry_run(
-    out: Path, expect: int, tests: tuple[str, ...] = ("tests/test_vocab.py",), **settings: str
-) -> str:
-    """bench/gpu_check.sh --cpu on a few tests (one small test file), `settings` as its environment; its report."""
+@dataclasses.dataclass
+class DryRun:
+    """One run of bench/gpu_check.sh --cpu: its folder, exit status, terminal output and report."""
+
+    out: Path
+    status: int
+    output: str
+    report: str
+
+
+def start_gpu_check_dry_run(out: Path, tests: tuple[str, ...], **settings: str) -> subprocess.Popen:
+    """bench/gpu_check.sh --cpu on a few tests, `settings` as its environment, started."""
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, **settings}
     command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", *(str(REPO / test) for test in tests)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
-    assert result.returncode == expect, result.stdout + result.stderr
-    return (out / "gpu-check.txt").read_text()
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 @pytest.fixture(scope="module")
-def passing_dry_run(tmp_path_factory) -> tuple[Path, str]:
-    """One passing dry run on a test file and one cuda test, which the two tests below read (each run of
-    the script costs ~12 s); its folder and report."""
-    out = tmp_path_factory.mktemp("gpu-check") / "out"
+def dry_runs(tmp_path_factory) -> dict[str, DryRun]:
+    """Two dry runs, which the tests below read (each run of the script costs ~12 s, mostly processes
+    started one after another, each on one core): one passing, on a test file and one cuda test, and
+    one whose cuda tests run out of the tests' seconds. Both at once, on two cores."""
     cuda_test = "tests/test_cuda.py::test_serve_loads_its_models_onto_its_device"
-    return out, gpu_check_dry_run(out, 0, ("tests/test_vocab.py", cuda_test), GPU_CHECK_BUDGET="20")
+    runs_of = {
+        "passing": (("tests/test_vocab.py", cuda_test), {"GPU_CHECK_BUDGET": "20"}),
+        "failing": (("tests/test_vocab.py",), {"GPU_CHECK_SUITE_SECONDS": "1"}),
+    }
+    folders = {name: tmp_path_factory.mktemp(f"gpu-check-{name}") / "out" for name in runs_of}
+    started = {name: start_gpu_check_dry_run(folders[name], tests, **settings)
+               for name, (tests, settings) in runs_of.items()}  # fmt: skip
+    try:
+        outputs = {name: process.communicate(timeout=300)[0] for name, process in started.items()}
+    finally:
+        for process in started.values():  # one left running when the other timed out
+            process.kill()
+            process.wait()
+    report = {name: folders[name] / "gpu-check.txt" for name in runs_of}
+    return {
+        name: DryRun(folders[name], started[name].returncode, outputs[name],
+                     report[name].read_text() if report[name].exists() else "")
+        for name in runs_of
+    }  # fmt: skip
 
 
-def test_gpu_check_dry_run_passes_and_reports(passing_dry_run):
+def test_gpu_check_dry_run_passes_and_reports(dry_runs):
     """bench/gpu_check.sh --cpu: every step of the device check, on the CPU and a tiny selection."""
-    out, report = passing_dry_run
+    run = dry_runs["passing"]
+    assert run.status == 0, run.output
     for step in ("setup", "fast suite", "cuda tests", "bench.gpu"):
-        assert f"== {step}:" in report and f"-- {step}: exit" in report
-    assert "passed" in report.split("pytest-fast:")[1] and "charlm/plain" in report
-    assert report.rstrip().splitlines()[-1].startswith("device check passed in")
-    assert {p.name for p in out.iterdir()} >= {"gpu-check.txt", "pytest-fast.txt", "bench-gpu.txt"}
+        assert f"== {step}:" in run.report and f"-- {step}: exit" in run.report
+    assert "passed" in run.report.split("pytest-fast:")[1] and "charlm/plain" in run.report
+    assert run.report.rstrip().splitlines()[-1].startswith("device check passed in")
+    assert {p.name for p in run.out.iterdir()} >= {"gpu-check.txt", "pytest-fast.txt", "bench-gpu.txt"}
 
 
-def test_gpu_check_fails_when_a_step_fails(tmp_path):
+def test_gpu_check_fails_when_a_step_fails(dry_runs):
     """A step that fails (here the cuda tests running out of the tests' seconds) fails the whole check,
     and says which."""
-    report = gpu_check_dry_run(tmp_path / "out", 1, GPU_CHECK_SUITE_SECONDS="1")
-    assert "-- cuda tests: exit 124" in report and "timed out: cuda tests" in report
-    last = report.rstrip().splitlines()[-1]
+    run = dry_runs["failing"]
+    assert run.status == 1, run.output
+    assert "-- cuda tests: exit 124" in run.report and "timed out: cuda tests" in run.report
+    last = run.report.rstrip().splitlines()[-1]
     assert last.startswith("device check FAILED") and last.endswith("cuda tests")
 
 
-def test_gpu_check_dry_run_runs_the_cuda_tests_on_the_cpu_first_and_once(passing_dry_run):
+def test_gpu_check_dry_run_runs_the_cuda_tests_on_the_cpu_first_and_once(dry_runs):
     """The dry run ran no cuda test (skipped without a GPU), so a broken one met its first run on a lent
     GPU; and the fast suite ran the cuda tests a second time inside the same seconds."""
-    out, report = passing_dry_run
-    cuda, fast = (out / name for name in ("pytest-cuda.txt", "pytest-fast.txt"))
+    run = dry_runs["passing"]
+    assert run.status == 0, run.output
+    cuda, fast = (run.out / name for name in ("pytest-cuda.txt", "pytest-fast.txt"))
     assert "1 passed" in cuda.read_text().splitlines()[-1] and "skipped" not in cuda.read_text()
     assert "1 deselected" in fast.read_text().splitlines()[-1] and "skipped" not in fast.read_text()
-    assert report.index("== cuda tests:") < report.index("== fast suite:")
+    assert run.report.index("== cuda tests:") < run.report.index("== fast suite:")
 
 
 def test_gpu_wheels_lists_the_serving_packages():
@@ -359,9 +387,9 @@ def test_versus_scores_both_models_on_every_held_out_character(fox_file, tiny):
 
 def test_threads_bench_runs(fox_file):
     """Three of its seven situations (each is a training process of its own, ~4 s to start): one quiet,
-    one beside a busy core, one pair at once."""
+    one beside a busy core, one pair at once; each trains 0.5 s (a hundred steps or more), the rest is starting."""
     only = "quiet-governor,busy-governor,pair-governor"
-    out = run_bench("threads", str(fox_file), "--seconds", "1", "--hidden", "16", "--only", only)
+    out = run_bench("threads", str(fox_file), "--seconds", "0.5", "--hidden", "16", "--only", only)
     rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]
     assert len(rows) == 3 and rows[0].startswith("| quiet, governor |") and rows[0].endswith("| 1.00 |")
     assert "one core busy, governor" in rows[1] and "two trainings together, governor, each" in rows[2]

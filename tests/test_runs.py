@@ -17,6 +17,7 @@ from charlm import runs, sizing
 from charlm.errors import CharLMError
 
 from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, start_training, wait_for
+from .lock_contender import take_lock_in_each_trial
 from .test_distributed import cli_options, train_ranks
 
 
@@ -91,29 +92,6 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
 
 
-HOLD_SECONDS, TRIAL_SECONDS = 0.2, 0.25  # contenders start together: each tries within the hold
-
-
-def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:
-    """One contender: at each trial's start time (the same for all contenders) it tries to take that
-    trial folder's lock; if it gets it, it holds it HOLD_SECONDS and writes down when."""
-    ready.wait()
-    while not start_time.value:
-        time.sleep(0.001)
-    held = []
-    for i, folder in enumerate(folders):
-        begin = start_time.value + i * TRIAL_SECONDS
-        time.sleep(max(0.0, begin - time.monotonic()))
-        try:
-            with runs.RunLock(Path(folder)):
-                began = time.monotonic()
-                time.sleep(HOLD_SECONDS)
-                held.append(f"{folder} {began} {time.monotonic()}")
-        except CharLMError:
-            pass
-    Path(folders[0]).parent.joinpath(f"held-{os.getpid()}").write_text("\n".join(held))
-
-
 def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
@@ -125,10 +103,10 @@ def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
     """20 trials into a fresh folder, 20 into one whose lock a killed trainer left; 3 contenders each."""
     contenders = 3
     folders = [tmp_path / "trials" / f"{kind}{i}" for i in range(20) for kind in ("fresh", "stale")]
+    pid = dead_pid()
     for folder in folders:
         folder.mkdir(parents=True)
         if folder.name.startswith("stale"):  # the PID of a process that is gone
-            pid = dead_pid()
             (folder / ".lock").write_text(f"{pid}\n")
             (folder / ".lock.pid").write_text(f"{pid}\n")
     spawn = multiprocessing.get_context("spawn")

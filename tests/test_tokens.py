@@ -3,11 +3,13 @@
 import json
 import random
 import re
+import select
 import subprocess
 import sys
 import tracemalloc
 import warnings
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,39 +147,41 @@ def test_a_huge_single_line_streams(tmp_path, monkeypatch):
     assert corpus.vocab.decode(corpus.tokens[-3:]) == "éé\n"
 
 
-# One process preparing a corpus: it waits for the file `go` so that two start at the same moment.
+# One process preparing a corpus once per trial: it waits for the trial's file `go` so that two start at
+# the same moment (one process for all the trials: each costs seconds to start, importing torch).
 PREPARE = """
 import hashlib, json, sys, time
 from pathlib import Path
 import numpy as np
 from charlm.tokens import prepare
-source, go, delay, root = sys.argv[1:]
+source, trials = sys.argv[1], json.loads(sys.argv[2])
 print("ready", flush=True)
-while not Path(go).exists():
-    time.sleep(0.001)
-time.sleep(float(delay))
-ready = prepare([[Path(source)]], root=Path(root), quiet=True)
-mapped = hashlib.sha256(np.asarray(ready.tokens).tobytes()).hexdigest()
-print(json.dumps({"folder": ready.folder.name, "meta": {k: v for k, v in ready.meta.items() if k != "seconds"},
-                  "mapped": mapped}))
+for go, delay, root in trials:
+    while not Path(go).exists():
+        time.sleep(0.001)
+    time.sleep(delay)
+    ready = prepare([[Path(source)]], root=Path(root), quiet=True)
+    mapped = hashlib.sha256(np.asarray(ready.tokens).tobytes()).hexdigest()
+    print(json.dumps({"folder": ready.folder.name, "meta": {k: v for k, v in ready.meta.items() if k != "seconds"},
+                      "mapped": mapped}), flush=True)
 """
 
 
-def prepare_in_two_processes(source, root, go, delay: float) -> list[dict]:
-    processes = [
-        subprocess.Popen([sys.executable, "-c", PREPARE, str(source), str(go), str(wait), str(root)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for wait in (0, delay)
-    ]  # fmt: skip
-    for process in processes:
-        assert process.stdout.readline() == "ready\n", process.communicate()
-    go.touch()
-    results = []
-    for process in processes:
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
-        results.append(json.loads(out))
-    return results
+def start_preparing(source: Path, trials: list[tuple[Path, float, Path]]) -> subprocess.Popen:
+    """A process that prepares `source` once per trial (its go file, its delay after it, its cache root)."""
+    plan = json.dumps([(str(go), delay, str(root)) for go, delay, root in trials])
+    return subprocess.Popen([sys.executable, "-c", PREPARE, str(source), plan],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def answer(process: subprocess.Popen, timeout: float = 120) -> str:
+    """The next line the process prints; its errors, as a failure, if it ends or is silent instead."""
+    if select.select([process.stdout], [], [], timeout)[0]:
+        line = process.stdout.readline()
+        if line:
+            return line
+    process.kill()
+    raise AssertionError(process.communicate()[1] or f"nothing printed in {timeout} s")
 
 
 @pytest.mark.slow
@@ -186,15 +190,25 @@ def test_two_processes_preparing_one_corpus_at_once_both_succeed(tmp_path):
     words = ["the", "quick", "宝玉", "道：", "naïve", "fox", "jumps", "😀"]
     source = write(tmp_path, "big.txt", "\n".join(" ".join(rng.choices(words, k=12)) for _ in range(60_000)))
     assert source.stat().st_size > 3_000_000
-    for trial, (delay, damaged) in enumerate([(0, False), (0.1, False), (0.3, False), (0, True)]):
-        root = tmp_path / f"cache{trial}"
-        if damaged:  # a truncated folder both must rebuild, neither may use
-            tokens = prepare([[source]], root=root, quiet=True).folder / "tokens.bin"
-            tokens.write_bytes(tokens.read_bytes()[:1000])
-        first, second = prepare_in_two_processes(source, root, tmp_path / f"go{trial}", delay)
-        assert first == second, trial
-        assert first["mapped"] == first["meta"]["sha256"]  # what each mapped is the finished stream
-        assert [p.name for p in root.iterdir()] == [first["folder"]], trial  # no temporary folder left
+    trials = [(0, False), (0.1, False), (0.3, False), (0, True)]  # the second process's delay; damaged
+    go, root = [tmp_path / f"go{i}" for i in range(4)], [tmp_path / f"cache{i}" for i in range(4)]
+    processes = [start_preparing(source, [(go[i], delay * second, root[i]) for i, (delay, _) in enumerate(trials)])
+                 for second in (0, 1)]  # fmt: skip
+    try:
+        assert [answer(process) for process in processes] == ["ready\n"] * 2
+        for trial, (_, damaged) in enumerate(trials):
+            if damaged:  # a truncated folder both must rebuild, neither may use
+                tokens = prepare([[source]], root=root[trial], quiet=True).folder / "tokens.bin"
+                tokens.write_bytes(tokens.read_bytes()[:1000])
+            go[trial].touch()
+            first, second = (json.loads(answer(process)) for process in processes)
+            assert first == second, trial
+            assert first["mapped"] == first["meta"]["sha256"]  # what each mapped is the finished stream
+            assert [p.name for p in root[trial].iterdir()] == [first["folder"]], trial  # no temporary folder left
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])

@@ -1,0 +1,31 @@
+"""One contender of test_runs' lock race, in a module of its own: a spawned process imports only this
+and charlm.runs (under a second), not the test module with its conftest and torch (seconds each)."""
+
+import os
+import time
+from pathlib import Path
+
+from charlm import runs
+from charlm.errors import CharLMError
+
+HOLD_SECONDS, TRIAL_SECONDS = 0.12, 0.15  # contenders start together: each tries within the hold (ms apart)
+
+
+def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:
+    """One contender: at each trial's start time (the same for all contenders) it tries to take that
+    trial folder's lock; if it gets it, it holds it HOLD_SECONDS and writes down when."""
+    ready.wait()
+    while not start_time.value:
+        time.sleep(0.001)
+    held = []
+    for i, folder in enumerate(folders):
+        begin = start_time.value + i * TRIAL_SECONDS
+        time.sleep(max(0.0, begin - time.monotonic()))
+        try:
+            with runs.RunLock(Path(folder)):
+                began = time.monotonic()
+                time.sleep(HOLD_SECONDS)
+                held.append(f"{folder} {began} {time.monotonic()}")
+        except CharLMError:
+            pass
+    Path(folders[0]).parent.joinpath(f"held-{os.getpid()}").write_text("\n".join(held))
