@@ -155,7 +155,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         reasons["head"] = f"the base run's ({base.record.run})"
     else:
         unit = "characters" if corpus.vocab.one_char_per_id else "tokens"
-        reasons["head"] = auto_head_reason(len(corpus.train_counts), unit) if config.head == "auto" else GIVEN
+        reasons["head"] = auto_head_reason(len(corpus.vocab), unit) if config.head == "auto" else GIVEN
     # --precision auto stays in the run's config: a resume on another device decides again there
     reasons["precision"] = auto_precision_reason(device) if config.precision == "auto" else GIVEN
 
