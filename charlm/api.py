@@ -113,11 +113,16 @@ def start_finetune(
     return start_run(finetune.run_config(base, options), sources, out, ranks, base, build)
 
 
+RESUME_AGAIN = "; the run was not changed: run the same command again"
+
+
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
     """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change;
     the world size may: the checkpoint holds every stream's state, re-sharded here. Rank 0 alone finds the
     run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer."""
-    path = ranks.broadcast_object(runs.resolve(target, prefer=runs.LATEST) if ranks.leader else None)
+    found = runs.resolve(target, prefer=runs.LATEST) if ranks.leader else None
+    with peer_note(lambda: RESUME_AGAIN):  # a peer lost before the ranks agree on the run: nothing was read
+        path = ranks.broadcast_object(found)
     saved = checkpoint.read(path)
     if saved.training is None:  # an exported model folder: the model, not its optimizer or data position
         where = path.parent if path.name == hub.WEIGHTS else path

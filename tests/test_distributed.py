@@ -350,6 +350,31 @@ def test_a_resume_of_the_most_recent_run_resumes_the_run_rank_0_found_on_every_r
     assert latest("newer").progress.step == 10 and latest("older").progress.step == 5
 
 
+# Rank 0 dies while it looks for the run to resume, before the ranks agree on it.
+RANK_0_DIES_LOOKING = """
+import os
+from charlm import runs
+if os.environ["RANK"] == "0":
+    runs.resolve = lambda *args, **kwargs: os._exit(9)
+"""
+
+
+def test_a_peer_lost_before_the_ranks_agree_on_the_run_to_resume_says_to_resume_again(fox_file):
+    """A resume that lost a peer before anything was read said "start the run again", which starts a new
+    run from step 0: the run is as it was, and the same resume takes it up."""
+    charlm.train(fox_file, out="kept", **OPTIONS, max_steps=5)
+    with ranks("train", "--resume", "kept", "--max-steps", "10", prelude=SHORT_GRACE + RANK_0_DIES_LOOKING) as (
+        leader,
+        peer,
+    ):
+        _, err = peer.communicate(timeout=120)
+        leader.wait(timeout=60)
+    assert peer.returncode == 1
+    line = one_line(err)
+    assert "process 0 (pid " in line and line.endswith("; the run was not changed: run the same command again")
+    assert latest("kept").progress.step == 5
+
+
 def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_that_do(fox_file):
     """A resumed run keeps its batch: the advice to use a multiple of the world size cannot be followed."""
     charlm.train(fox_file, out="three", **{**OPTIONS, "batch_size": 3}, max_steps=5)
