@@ -32,9 +32,10 @@ import torch
 
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
-from .config import LAUNCH_OPTIONS, PLANNED, Config, holds, kinds_of, option_name
+from .config import LAUNCH_OPTIONS, PLANNED, Config
 from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
+from .fields import holds, kinds_of, option_name
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
 from .runs import resolve
