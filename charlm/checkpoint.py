@@ -203,13 +203,13 @@ class Checkpoint:
             if not all(isinstance(source, str) for source in self.corpus["sources"]):
                 raise CharLMError("sources are not paths")
         with part("progress"):
-            check_fields(_fields(self.progress), typing.get_type_hints(Progress))
+            check_record(self.progress)
             if self.progress.best_bpc is not None and self.progress.val_bpc is None:
                 raise CharLMError("best_bpc without val_bpc")
-        check_fields({"device": self.device, "precision": self.precision}, {"device": str, "precision": str})
+        check_record(self, ("device", "precision"))
         if self.base is not None:
             with part("base"):
-                check_fields(_fields(self.base), typing.get_type_hints(Base))
+                check_record(self.base)
                 if not 1 <= self.base.vocab_size <= len(self.vocab):
                     raise CharLMError(f"vocab_size {self.base.vocab_size} is not within the vocabulary's")
         experiment = not set(self.weights) <= set(expected)  # an api.ModelBuilder's model: its code's to check
@@ -335,6 +335,13 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"{name} is {value}")
 
 
+def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
+    """`check_fields` for one of this module's dataclasses (all its fields, or `names`), against its own
+    annotations: what a field may hold is said once, where the field is declared."""
+    hints = typing.get_type_hints(type(record))
+    check_fields(_fields(record), {name: hints[name] for name in names or hints})
+
+
 def check_weights(weights: dict, expected: dict) -> None:
     """`weights` has every weight of `expected` (a model's state dict), of its shape and kind (more may
     follow: an experiment's model of its own); every value in them is finite (the sum of a sound
@@ -360,7 +367,7 @@ def check_training(training: TrainingState, model: CharLM, batch_size: int | Non
     if training.raw_weights is not None:
         with part("raw_weights"):
             check_weights(training.raw_weights, model.state_dict())
-    check_fields(_fields(training), {"position": int, "epoch": int, "scaler": dict, "rng": torch.Tensor})
+    check_record(training, ("position", "epoch", "scaler", "rng"))
     with part("optimizer"):
         check_optimizer(training.optimizer, param_groups(model, Config()))
     layers, hidden = model.config.layers, model.config.hidden
