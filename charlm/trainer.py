@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -33,6 +31,7 @@ from .plan import RunPlan
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
+from .stopping import StopFlag
 from .tokens import TokenCorpus, read_eval_also
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
@@ -41,49 +40,6 @@ NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a
 SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
 SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
-
-
-def hang_up_signal() -> int:
-    """SIGHUP; on Windows, which has none (every training run there failed on it), SIGTERM."""
-    return getattr(signal, "SIGHUP", signal.SIGTERM)
-
-
-class StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
-    Under torchrun SIGHUP asks too (torchrun passes its hang-up, a closed terminal or ssh session, to
-    every rank, which died of it unsaved), and so does torchrun's death, as a hang-up: its workers run in
-    sessions of their own, and a killed torchrun left them training, unsupervised, until their budget
-    was spent."""
-
-    def __init__(self, launcher: int | None = None) -> None:
-        self.asked = False
-        self.signum: int | None = None  # the signal that asked first
-        self.launcher = launcher  # the parent process whose death asks to stop (None: none)
-
-    @property
-    def requested(self) -> bool:
-        if not self.asked and self.launcher is not None and os.getppid() != self.launcher:
-            self.asked, self.signum = True, hang_up_signal()  # orphaned: torchrun is gone
-        return self.asked
-
-    def __call__(self, signum, frame) -> None:
-        if self.asked and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.asked, self.signum = True, self.signum or signum
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopFlag]:
-        try:
-            signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None))
-            previous = {s: signal.signal(s, self) for s in signals}
-        except ValueError:  # not the main thread: no signal handling
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 def lost_note(run_dir: Path, saved: bool) -> str:
