@@ -106,34 +106,52 @@ class Trainer:
         """Train until the budget is spent or a signal asks to stop; checkpoints on the way (the loop of
         the module's docstring, read top to bottom). Under torchrun a peer lost (gone, or not answering)
         stops it: `lost_note` says where the run goes on from."""
-        config, state, progress = self.config, self.state, self.state.progress
-        config.require_limit()
-        max_seconds = config.max_seconds()
+        progress = self.progress
+        self.config.require_limit()
+        max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
-            if self.ranks.leader:
-                self.open_run(stack, max_seconds)
-            stop = stack.enter_context(StopFlag(launcher_pid()).installed())
-            if config.detect_anomaly:
-                stack.enter_context(torch.autograd.detect_anomaly())
-            state.model.train()
-            threads.configure(config.threads, self.device)
-            tokens_per_step = state.windows.streams.shape[0] * config.seq_len
+            stop = self.start(stack, max_seconds)
             started, stopping = time.perf_counter() - progress.elapsed, False
-            self.plan_probe_check(max_seconds)
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
-                stepped = time.perf_counter()
-                loss = train_state.train_step(state, share)
-                threads.record(time.perf_counter() - stepped, tokens_per_step)
+                loss = self.timed_step(share)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
-                self.reporter.step(loss)
-                self.compare_with_probe()
+                self.report(loss)
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
+
+    def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> StopFlag:
+        """What the loop holds while it runs, each released by `stack` when it ends: rank 0's run folder
+        (`open_run`), the signal handlers that ask it to stop (the flag returned), --detect-anomaly; and
+        what it starts from: the model in training mode, the CPU threads, when to compare the speed with
+        the size probe's."""
+        if self.ranks.leader:
+            self.open_run(stack, max_seconds)
+        stop = stack.enter_context(StopFlag(launcher_pid()).installed())
+        if self.config.detect_anomaly:
+            stack.enter_context(torch.autograd.detect_anomaly())
+        self.state.model.train()
+        threads.configure(self.config.threads, self.device)
+        self.plan_probe_check(max_seconds)
+        return stop
+
+    def timed_step(self, share: float) -> torch.Tensor:
+        """One training step (`train_state.train_step`), its time told to the thread count's governor,
+        which follows the CPU this process gets (threads.py)."""
+        stepped = time.perf_counter()
+        loss = train_state.train_step(self.state, share)
+        threads.record(time.perf_counter() - stepped, self.state.windows.streams.shape[0] * self.config.seq_len)
+        return loss
+
+    def report(self, loss: torch.Tensor) -> None:
+        """The progress bar's step, and once the run has settled, a warning if it trains well below the
+        probed speed (`compare_with_probe`)."""
+        self.reporter.step(loss)
+        self.compare_with_probe()
 
     def spent(self, max_seconds: float | None) -> float:
         """How much of the budget is spent: steps or time, whichever runs out first."""
