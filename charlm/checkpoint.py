@@ -32,10 +32,10 @@ import torch
 
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
-from .config import LAUNCH_OPTIONS, PLANNED, Config
+from .config import Config
 from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
-from .fields import holds, kinds_of, option_name
+from .fields import holds, kinds_of
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
 from .runs import resolve
@@ -216,65 +216,6 @@ class Checkpoint:
         if self.training is not None and not experiment:
             with part("training state"):
                 check_training(self.training, model, self.config.batch_size)
-
-    def processes_text(self) -> str:
-        """' x N processes' for a checkpoint written under torchrun: its dropout continues exactly only
-        under the same number (docs/scaling.md)."""
-        world = 1 if self.training is None else len(self.training.rank_rngs)
-        return f" x {world} processes" if world > 1 else ""
-
-    def summary(self, reasons: dict | None = None) -> list[tuple[str, str]]:
-        """What `charlm info` prints: (label, value) rows. `reasons` (run.json's, where the run folder has
-        one) says why each option the run's plan fitted has its value."""
-        progress, model_config = self.progress, self.model_config
-        parameters = self.model().num_parameters()
-        best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
-        rows = [
-            ("corpus", self.corpus_text()),
-            ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
-            ("vocabulary", self.vocab.size_text()),
-            ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
-            ("val_bpc", best),
-            ("trained_on", f"{self.device} {self.precision}{self.processes_text()}"),
-        ]
-        if self.base:
-            rows.append(("base", self.base.describe()))
-        return rows + self.option_rows(reasons or {})
-
-    def option_rows(self, reasons: dict) -> list[tuple[str, str]]:
-        """The options that shaped the model and its training, each with why a fitted one has its value.
-        Left out: those the model row says (cell, layers), those of how the run was launched and
-        watched (`LAUNCH_OPTIONS`; trained_on says the device and precision), and those that did
-        nothing (sentencepiece's on a char vocabulary, an unset --eval-also): "quiet False" and
-        "threads None" told a reader nothing about the model."""
-        config = self.config.to_dict()
-        unused = {"cell", "layers", *LAUNCH_OPTIONS}
-        if config["tokenizer"] != "sentencepiece":
-            unused |= {"spm_model", "vocab_size"}
-        if config["eval_also"] is None:
-            unused.add("eval_also")
-        unit = "characters" if self.vocab.one_char_per_id else "tokens"
-        shown = {"head": f"{self.model_config.head_text(unit)} (--head {self.config.head})"}
-        shown |= {name: f"{config[name]} (off)" for name in ("grad_clip", "weight_average") if config[name] == 0}
-        shown |= {name: "none" for name in ("max_steps", "max_time") if config[name] is None}
-        if config["patience"] == 0:
-            shown["patience"] = "0 (never stops early)"
-        for name in PLANNED:
-            if isinstance(reasons.get(name), str):
-                shown[name] = f"{config[name]} ({reason_text(name, config[name], reasons[name])})"
-        return [(name, shown.get(name, str(value))) for name, value in config.items() if name not in unused]
-
-    def corpus_text(self) -> str:
-        """The corpus's sources, or its name for the built-in one, which has none. The name is made of the
-        first source (a catalog name, a file's stem, a folder's name), so both said it twice: `charlm
-        train hongloumeng` showed "hongloumeng hongloumeng", a file "alice /home/me/alice.txt"."""
-        return " ".join(self.corpus["sources"]) or self.corpus["name"]
-
-
-def reason_text(name: str, value: object, reason: str) -> str:
-    """A plan's reason without its leading `--dropout 0.1` (the row shows the value already)."""
-    prefix = f"--{option_name(name)} {value:g}" if isinstance(value, float) else f"--{option_name(name)} {value}"
-    return reason.removeprefix(prefix).lstrip(":, ") if reason.startswith(prefix) else reason
 
 
 def read(path: Path) -> Checkpoint:
