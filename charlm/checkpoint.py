@@ -133,6 +133,7 @@ class Checkpoint:
             )
 
     def to_payload(self) -> dict:
+        """The dict of plain values and tensors the file holds (format 3's three parts), as `from_payload` reads it."""
         training = None if self.training is None else _fields(self.training)
         return {
             "model": {"config": self.model_config.to_dict(), "vocab": self.vocab.to_dict(), "weights": self.weights},
@@ -257,6 +258,7 @@ def part(name: str) -> Iterator[None]:
 
 
 def _reason(error: Exception) -> str:
+    """A Python error met while reading a payload, as a few words for the one-line message (no traceback)."""
     if isinstance(error, KeyError):
         return f"no {error.args[0]!r}" if error.args else "a field is missing"
     message = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""

@@ -242,10 +242,12 @@ class Config:
         return None, parse_duration(text, "--checkpoint-every")
 
     def to_dict(self) -> dict:
+        """The options as JSON types, as a checkpoint and run.json keep them."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
+        """The config a checkpoint kept; a key of an option since removed is dropped, so an older run still loads."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -259,6 +261,7 @@ class Config:
 
 
 def check_seed(seed: int) -> None:
+    """A seed within `SEED_RANGE`, so that every offset charlm adds to it is still a seed torch takes."""
     low, high = SEED_RANGE
     if not low <= seed <= high:
         raise CharLMError(f"--random-seed must be between {low} and {high} (a 64-bit integer), not {seed}")
@@ -367,6 +370,7 @@ class SampleConfig:
         template_of(self.form, self.template, self.acrostic)  # a form that cannot be used is refused here
 
     def temperature_at(self, step: int) -> float:
+        """The temperature of character `step`: a schedule (a tuple) is cycled, one value holds throughout."""
         t = self.temperature
         return t[step % len(t)] if isinstance(t, tuple) else t
 

@@ -349,6 +349,7 @@ class Trainer:
         )
 
     def diverged_message(self) -> str:
+        """Why the run stops at a NaN loss, and how to go on: from the last good checkpoint at a lower --lr."""
         lower = f"{self.config.lr / 4:.2g}"
         if self.saved_step is None:
             return f"training diverged (the loss became NaN or infinite); start again with a lower --lr, e.g. {lower}"
