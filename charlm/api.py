@@ -23,10 +23,11 @@ from typing import NoReturn, TypeVar
 import torch
 
 from . import checkpoint, finetune, hub, plan, runs, sampler, scoring, threads
-from .config import SHOWN, Config, SampleConfig, from_options
+from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
+from .fields import SHOWN, from_options
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -257,7 +258,7 @@ def load(target: str | Path | None = None, device: str | torch.device = STEP_DEV
 
 # The Python API's own arguments, checked where a caller gives them: the CLI passes strings only, so
 # without these a number or a bytes path met deep inside as a TypeError. Options are `Config`'s and
-# `SampleConfig`'s, which check their own types (config.check_types).
+# `SampleConfig`'s, which check their own types (fields.check_types).
 
 
 def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:

@@ -32,9 +32,10 @@ import torch
 
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
-from .config import LAUNCH_OPTIONS, PLANNED, Config, holds, kinds_of, option_name
+from .config import Config
 from .device import STEP_DEVICE, resolve_device
 from .errors import CharLMError
+from .fields import holds, kinds_of
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
 from .runs import resolve
@@ -132,6 +133,7 @@ class Checkpoint:
             )
 
     def to_payload(self) -> dict:
+        """The dict of plain values and tensors the file holds (format 3's three parts), as `from_payload` reads it."""
         training = None if self.training is None else _fields(self.training)
         return {
             "model": {"config": self.model_config.to_dict(), "vocab": self.vocab.to_dict(), "weights": self.weights},
@@ -202,78 +204,19 @@ class Checkpoint:
             if not all(isinstance(source, str) for source in self.corpus["sources"]):
                 raise CharLMError("sources are not paths")
         with part("progress"):
-            check_fields(_fields(self.progress), typing.get_type_hints(Progress))
+            check_record(self.progress)
             if self.progress.best_bpc is not None and self.progress.val_bpc is None:
                 raise CharLMError("best_bpc without val_bpc")
-        check_fields({"device": self.device, "precision": self.precision}, {"device": str, "precision": str})
+        check_record(self, ("device", "precision"))
         if self.base is not None:
             with part("base"):
-                check_fields(_fields(self.base), typing.get_type_hints(Base))
+                check_record(self.base)
                 if not 1 <= self.base.vocab_size <= len(self.vocab):
                     raise CharLMError(f"vocab_size {self.base.vocab_size} is not within the vocabulary's")
         experiment = not set(self.weights) <= set(expected)  # an api.ModelBuilder's model: its code's to check
         if self.training is not None and not experiment:
             with part("training state"):
                 check_training(self.training, model, self.config.batch_size)
-
-    def processes_text(self) -> str:
-        """' x N processes' for a checkpoint written under torchrun: its dropout continues exactly only
-        under the same number (docs/scaling.md)."""
-        world = 1 if self.training is None else len(self.training.rank_rngs)
-        return f" x {world} processes" if world > 1 else ""
-
-    def summary(self, reasons: dict | None = None) -> list[tuple[str, str]]:
-        """What `charlm info` prints: (label, value) rows. `reasons` (run.json's, where the run folder has
-        one) says why each option the run's plan fitted has its value."""
-        progress, model_config = self.progress, self.model_config
-        parameters = self.model().num_parameters()
-        best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
-        rows = [
-            ("corpus", self.corpus_text()),
-            ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
-            ("vocabulary", self.vocab.size_text()),
-            ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
-            ("val_bpc", best),
-            ("trained_on", f"{self.device} {self.precision}{self.processes_text()}"),
-        ]
-        if self.base:
-            rows.append(("base", self.base.describe()))
-        return rows + self.option_rows(reasons or {})
-
-    def option_rows(self, reasons: dict) -> list[tuple[str, str]]:
-        """The options that shaped the model and its training, each with why a fitted one has its value.
-        Left out: those the model row says (cell, layers), those of how the run was launched and
-        watched (`LAUNCH_OPTIONS`; trained_on says the device and precision), and those that did
-        nothing (sentencepiece's on a char vocabulary, an unset --eval-also): "quiet False" and
-        "threads None" told a reader nothing about the model."""
-        config = self.config.to_dict()
-        unused = {"cell", "layers", *LAUNCH_OPTIONS}
-        if config["tokenizer"] != "sentencepiece":
-            unused |= {"spm_model", "vocab_size"}
-        if config["eval_also"] is None:
-            unused.add("eval_also")
-        unit = "characters" if self.vocab.one_char_per_id else "tokens"
-        shown = {"head": f"{self.model_config.head_text(unit)} (--head {self.config.head})"}
-        shown |= {name: f"{config[name]} (off)" for name in ("grad_clip", "weight_average") if config[name] == 0}
-        shown |= {name: "none" for name in ("max_steps", "max_time") if config[name] is None}
-        if config["patience"] == 0:
-            shown["patience"] = "0 (never stops early)"
-        for name in PLANNED:
-            if isinstance(reasons.get(name), str):
-                shown[name] = f"{config[name]} ({reason_text(name, config[name], reasons[name])})"
-        return [(name, shown.get(name, str(value))) for name, value in config.items() if name not in unused]
-
-    def corpus_text(self) -> str:
-        """The corpus's sources, or its name for the built-in one, which has none. The name is made of the
-        first source (a catalog name, a file's stem, a folder's name), so both said it twice: `charlm
-        train hongloumeng` showed "hongloumeng hongloumeng", a file "alice /home/me/alice.txt"."""
-        return " ".join(self.corpus["sources"]) or self.corpus["name"]
-
-
-def reason_text(name: str, value: object, reason: str) -> str:
-    """A plan's reason without its leading `--dropout 0.1` (the row shows the value already)."""
-    prefix = f"--{option_name(name)} {value:g}" if isinstance(value, float) else f"--{option_name(name)} {value}"
-    return reason.removeprefix(prefix).lstrip(":, ") if reason.startswith(prefix) else reason
 
 
 def read(path: Path) -> Checkpoint:
@@ -315,6 +258,7 @@ def part(name: str) -> Iterator[None]:
 
 
 def _reason(error: Exception) -> str:
+    """A Python error met while reading a payload, as a few words for the one-line message (no traceback)."""
     if isinstance(error, KeyError):
         return f"no {error.args[0]!r}" if error.args else "a field is missing"
     message = str(error).strip().splitlines()[0][:120] if str(error).strip() else ""
@@ -332,6 +276,13 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"{name} is {value!r}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
         if isinstance(value, float) and not math.isfinite(value):
             raise CharLMError(f"{name} is {value}")
+
+
+def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
+    """`check_fields` for one of this module's dataclasses (all its fields, or `names`), against its own
+    annotations: what a field may hold is said once, where the field is declared."""
+    hints = typing.get_type_hints(type(record))
+    check_fields(_fields(record), {name: hints[name] for name in names or hints})
 
 
 def check_weights(weights: dict, expected: dict) -> None:
@@ -359,7 +310,7 @@ def check_training(training: TrainingState, model: CharLM, batch_size: int | Non
     if training.raw_weights is not None:
         with part("raw_weights"):
             check_weights(training.raw_weights, model.state_dict())
-    check_fields(_fields(training), {"position": int, "epoch": int, "scaler": dict, "rng": torch.Tensor})
+    check_record(training, ("position", "epoch", "scaler", "rng"))
     with part("optimizer"):
         check_optimizer(training.optimizer, param_groups(model, Config()))
     layers, hidden = model.config.layers, model.config.hidden

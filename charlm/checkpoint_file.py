@@ -70,6 +70,7 @@ def write_aside(path: Path, data: bytes) -> bool:
 
 
 def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool) -> CharLMError:
+    """The error of a failed write, saying that nothing was lost: the previous checkpoint, if any, is intact."""
     kept = "the previous one is intact" if had_one else "no checkpoint was written"
     return CharLMError(f"{path}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}")
 

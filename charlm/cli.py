@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from . import catalog, checkpoint, console, export, files, outputs, runs, tables, threads, tokens
+from . import catalog, checkpoint, console, export, files, outputs, runs, summary, tables, threads, tokens
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -141,7 +141,10 @@ def info(target: str | None) -> None:
     default: the latest run's best)."""
     path = runs.resolve(target)
     reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
-    rows = [("checkpoint", str(path)), *checkpoint.read(path).summary(reasons if isinstance(reasons, dict) else None)]
+    rows = [
+        ("checkpoint", str(path)),
+        *summary.rows(checkpoint.read(path), reasons if isinstance(reasons, dict) else None),
+    ]
     rows += [("exports", line) for line in export.listed(path.parent)]
     click.echo(tables.table(rows))
 

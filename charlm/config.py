@@ -1,27 +1,28 @@
 """One source of defaults: the `Config` dataclass. The CLI and the Python API both build it.
 
-Each field's metadata carries its help text, so `charlm train --help` is generated from here and
-a default is never written twice. A checkpoint stores the config as a plain dict (JSON types only).
+Each field's metadata carries its help text (`fields.option`), so `charlm train --help` is generated
+from here and a default is never written twice. What every field is checked for (its annotated type,
+its choices) is fields.py's; the ranges here are each option's own. A checkpoint stores the config as
+a plain dict (JSON types only).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import numbers
 import re
-import reprlib
-import types
-import typing
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
 
 from .corpus import NORMALIZATIONS, text_decoder
 from .device import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
 from .errors import CharLMError
+from .fields import (
+    check_choices,
+    check_types,
+    from_options,  # noqa: F401 -- bench/ imports it from here, where it was
+    option,
+    option_name,
+)
 from .forms import template_of
-
-T = TypeVar("T")
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -64,25 +65,6 @@ MAX_THREADS = 1024
 MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
-
-# What a value of each annotated type is called in a message (`check_types`).
-KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
-
-# A wrong value as a message shows it: its repr, a long one shortened (a whole text given as a number).
-SHOWN = reprlib.Repr()
-SHOWN.maxstring = SHOWN.maxother = 80
-
-
-def option(default: Any, help: str, **extra: Any) -> Any:
-    """A config field that is also a command-line option: its default and its help (and `choices`,
-    `metavar`), from which commands/options.py builds the option; serve/config.py's fields too.
-    `command_line=False`: a field of the Python API only, which messages name as Python does."""
-    return field(default=default, metadata={"help": help, **extra})
-
-
-def shown_name(f: dataclasses.Field) -> str:
-    """A field as a message names it: its command-line option, or its Python name if it has none."""
-    return f.name if f.metadata.get("command_line") is False else f"--{option_name(f.name)}"
 
 
 @dataclass
@@ -260,10 +242,12 @@ class Config:
         return None, parse_duration(text, "--checkpoint-every")
 
     def to_dict(self) -> dict:
+        """The options as JSON types, as a checkpoint and run.json keep them."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> Config:
+        """The config a checkpoint kept; a key of an option since removed is dropped, so an older run still loads."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -276,103 +260,11 @@ class Config:
         ]
 
 
-def check_types(config: object) -> None:
-    """Every field of a config dataclass holds a value of its annotated type, so that a Python caller's
-    hidden="32" or quiet="no" is named here rather than met later as a TypeError (or taken as True).
-    The CLI's values are typed by click already. An int is a float; a bool is not an int; a list or
-    tuple of numbers is a `tuple[float, ...]`. A numpy number is taken as the Python one (`plain`)."""
-    hints = typing.get_type_hints(type(config))
-    for f in dataclasses.fields(config):
-        hint, value = hints[f.name], plain(getattr(config, f.name))
-        setattr(config, f.name, value)
-        if not holds(value, hint):
-            names = [_kind_name(kind) for kind in kinds_of(hint)]
-            named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-            raise CharLMError(f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}")
-
-
-def plain(value: object) -> object:
-    """`value` with numpy's (or any other library's) integers and reals as Python's int and float, in a
-    dict or list too: np.float32(0.5) is a temperature, np.int64(3) a token id, and run.json is JSON."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, int):
-        return int(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, dict):
-        return {plain(key): plain(item) for key, item in value.items()}
-    if type(value) in (list, tuple):
-        return type(value)(map(plain, value))
-    return value
-
-
-def kinds_of(hint: object) -> tuple:
-    """The types an annotation allows: a union's members, or the one type."""
-    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-
-
-def holds(value: object, hint: object) -> bool:
-    """Whether `value` is of the annotated type (`check_types`' rule; checkpoint.py checks records by it)."""
-    return any(_is_of(value, kind) for kind in kinds_of(hint))
-
-
-def _is_of(value: object, kind: type) -> bool:
-    if typing.get_origin(kind) is tuple:  # tuple[float, ...]: a list or tuple of them
-        return isinstance(value, (list, tuple)) and all(_is_of(item, typing.get_args(kind)[0]) for item in value)
-    if typing.get_origin(kind) is dict:  # dict[str | int, float]: every key and value of its type
-        keys, values = typing.get_args(kind)
-        return isinstance(value, dict) and all(holds(k, keys) and holds(v, values) for k, v in value.items())
-    if kind in (int, float):  # True is an int to Python, but never a size or a rate
-        return isinstance(value, (int, kind)) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def _kind_name(kind: type) -> str:
-    if typing.get_origin(kind) is tuple:
-        return f"a list of {_plural(typing.get_args(kind)[0])}"
-    if typing.get_origin(kind) is dict:
-        keys, values = (" or ".join(map(_plural, kinds_of(arg))) for arg in typing.get_args(kind))
-        return f"a dict of {keys} to {values}"
-    return KIND_NAMES[kind]
-
-
-def _plural(kind: type) -> str:
-    return KIND_NAMES[kind].split(" ", 1)[1] + "s"  # "an integer" -> "integers"
-
-
-def check_choices(config: object) -> None:
-    """Every field of a config dataclass whose metadata lists its `choices` holds one of them."""
-    for f in dataclasses.fields(config):
-        choices = f.metadata.get("choices")
-        if choices and getattr(config, f.name) not in choices:
-            raise CharLMError(
-                f"--{option_name(f.name)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}"
-            )
-
-
-def from_options(config_class: type[T], options: dict, what: str = "option") -> T:
-    """Build a config dataclass from keyword options, naming any unknown ones."""
-    known = sorted(f.name for f in dataclasses.fields(config_class))
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        named = ", ".join(meant(name, known) for name in unknown)
-        raise CharLMError(f"unknown {what}(s) {named}; known: {', '.join(known)}")
-    return config_class(**options)
-
-
-def meant(name: str, known: list[str]) -> str:
-    """A mistyped keyword and the known one it is closest to, as the CLI suggests for a mistyped option."""
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"{name} (did you mean {close[0]}?)" if close else name
-
-
 def check_seed(seed: int) -> None:
+    """A seed within `SEED_RANGE`, so that every offset charlm adds to it is still a seed torch takes."""
     low, high = SEED_RANGE
     if not low <= seed <= high:
         raise CharLMError(f"--random-seed must be between {low} and {high} (a 64-bit integer), not {seed}")
-
-
-def option_name(field_name: str) -> str:
-    return field_name.replace("_", "-")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
@@ -478,6 +370,7 @@ class SampleConfig:
         template_of(self.form, self.template, self.acrostic)  # a form that cannot be used is refused here
 
     def temperature_at(self, step: int) -> float:
+        """The temperature of character `step`: a schedule (a tuple) is cycled, one value holds throughout."""
         t = self.temperature
         return t[step % len(t)] if isinstance(t, tuple) else t
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from . import checkpoint, runs
 from .checkpoint import Base, Checkpoint
-from .config import Config, from_options, option_name
+from .config import Config
 from .errors import CharLMError
+from .fields import from_options, option_name
 from .model import CharLM, grow_vocab
 from .vocab import Vocabulary
 

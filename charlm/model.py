@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .config import MAXIMA, holds
+from .config import MAXIMA
 from .errors import CharLMError
+from .fields import holds
 from .vocab import UNSEEN, Vocabulary
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).

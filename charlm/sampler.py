@@ -18,8 +18,9 @@ from collections.abc import Iterator
 
 import torch
 
-from .config import SampleConfig, from_options
+from .config import SampleConfig
 from .decoding import bias_vector
+from .fields import from_options
 from .forms import Constrained, constrain
 from .generation import Batch, Row
 from .model import CharLM, inference

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import runs
-from .config import MAXIMA, holds
+from .config import MAXIMA
 from .errors import CharLMError
+from .fields import holds
 from .reporting import is_number, read_metrics
 
 # Beyond these a run's record is damaged (edited by hand, a disk error): `?`, not a 300-digit number

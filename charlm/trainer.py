@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -33,6 +31,7 @@ from .plan import RunPlan
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
+from .stopping import StopFlag
 from .tokens import TokenCorpus, read_eval_also
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
@@ -41,49 +40,6 @@ NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a
 SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
 SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
-
-
-def hang_up_signal() -> int:
-    """SIGHUP; on Windows, which has none (every training run there failed on it), SIGTERM."""
-    return getattr(signal, "SIGHUP", signal.SIGTERM)
-
-
-class StopFlag:
-    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
-    Under torchrun SIGHUP asks too (torchrun passes its hang-up, a closed terminal or ssh session, to
-    every rank, which died of it unsaved), and so does torchrun's death, as a hang-up: its workers run in
-    sessions of their own, and a killed torchrun left them training, unsupervised, until their budget
-    was spent."""
-
-    def __init__(self, launcher: int | None = None) -> None:
-        self.asked = False
-        self.signum: int | None = None  # the signal that asked first
-        self.launcher = launcher  # the parent process whose death asks to stop (None: none)
-
-    @property
-    def requested(self) -> bool:
-        if not self.asked and self.launcher is not None and os.getppid() != self.launcher:
-            self.asked, self.signum = True, hang_up_signal()  # orphaned: torchrun is gone
-        return self.asked
-
-    def __call__(self, signum, frame) -> None:
-        if self.asked and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.asked, self.signum = True, self.signum or signum
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[StopFlag]:
-        try:
-            signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None))
-            previous = {s: signal.signal(s, self) for s in signals}
-        except ValueError:  # not the main thread: no signal handling
-            yield self
-            return
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
 
 
 def lost_note(run_dir: Path, saved: bool) -> str:
@@ -150,34 +106,52 @@ class Trainer:
         """Train until the budget is spent or a signal asks to stop; checkpoints on the way (the loop of
         the module's docstring, read top to bottom). Under torchrun a peer lost (gone, or not answering)
         stops it: `lost_note` says where the run goes on from."""
-        config, state, progress = self.config, self.state, self.state.progress
-        config.require_limit()
-        max_seconds = config.max_seconds()
+        progress = self.progress
+        self.config.require_limit()
+        max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
-            if self.ranks.leader:
-                self.open_run(stack, max_seconds)
-            stop = stack.enter_context(StopFlag(launcher_pid()).installed())
-            if config.detect_anomaly:
-                stack.enter_context(torch.autograd.detect_anomaly())
-            state.model.train()
-            threads.configure(config.threads, self.device)
-            tokens_per_step = state.windows.streams.shape[0] * config.seq_len
+            stop = self.start(stack, max_seconds)
             started, stopping = time.perf_counter() - progress.elapsed, False
-            self.plan_probe_check(max_seconds)
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
-                stepped = time.perf_counter()
-                loss = train_state.train_step(state, share)
-                threads.record(time.perf_counter() - stepped, tokens_per_step)
+                loss = self.timed_step(share)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.checkpoint_if_due()
-                self.reporter.step(loss)
-                self.compare_with_probe()
+                self.report(loss)
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save()
         self.stopped_early = stopping
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
+
+    def start(self, stack: contextlib.ExitStack, max_seconds: float | None) -> StopFlag:
+        """What the loop holds while it runs, each released by `stack` when it ends: rank 0's run folder
+        (`open_run`), the signal handlers that ask it to stop (the flag returned), --detect-anomaly; and
+        what it starts from: the model in training mode, the CPU threads, when to compare the speed with
+        the size probe's."""
+        if self.ranks.leader:
+            self.open_run(stack, max_seconds)
+        stop = stack.enter_context(StopFlag(launcher_pid()).installed())
+        if self.config.detect_anomaly:
+            stack.enter_context(torch.autograd.detect_anomaly())
+        self.state.model.train()
+        threads.configure(self.config.threads, self.device)
+        self.plan_probe_check(max_seconds)
+        return stop
+
+    def timed_step(self, share: float) -> torch.Tensor:
+        """One training step (`train_state.train_step`), its time told to the thread count's governor,
+        which follows the CPU this process gets (threads.py)."""
+        stepped = time.perf_counter()
+        loss = train_state.train_step(self.state, share)
+        threads.record(time.perf_counter() - stepped, self.state.windows.streams.shape[0] * self.config.seq_len)
+        return loss
+
+    def report(self, loss: torch.Tensor) -> None:
+        """The progress bar's step, and once the run has settled, a warning if it trains well below the
+        probed speed (`compare_with_probe`)."""
+        self.reporter.step(loss)
+        self.compare_with_probe()
 
     def spent(self, max_seconds: float | None) -> float:
         """How much of the budget is spent: steps or time, whichever runs out first."""
@@ -375,6 +349,7 @@ class Trainer:
         )
 
     def diverged_message(self) -> str:
+        """Why the run stops at a NaN loss, and how to go on: from the last good checkpoint at a lower --lr."""
         lower = f"{self.config.lr / 4:.2g}"
         if self.saved_step is None:
             return f"training diverged (the loss became NaN or infinite); start again with a lower --lr, e.g. {lower}"

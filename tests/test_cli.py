@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint, runs, sizing, threads, train_state
+from charlm import checkpoint, runs, sizing, summary, threads, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
@@ -66,10 +66,10 @@ def test_info_shows_what_shaped_the_model_and_why_not_how_the_run_was_launched(t
     assert rows["dropout"].endswith("passes over the training text)") and "(given)" not in rows["dropout"]
     assert rows["eval_every"].endswith("(once per pass over the training text, at most 2000 steps apart)")
     assert rows["batch_size"] == "4 (given)"  # TINY_ARGS's
-    fitted = checkpoint.reason_text("hidden", 128, f"--hidden 128{sizing.SMALLEST_SHORT} in the budget")
+    fitted = summary.reason_text("hidden", 128, f"--hidden 128{sizing.SMALLEST_SHORT} in the budget")
     assert fitted == "the smallest size, is short of characters in the budget"  # not "(, the smallest ..."
     saved = latest(trained)  # a checkpoint away from its run.json: the values, without reasons
-    assert dict(saved.summary())["dropout"] == str(saved.config.dropout)
+    assert dict(summary.rows(saved))["dropout"] == str(saved.config.dropout)
 
 
 def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained, fox_file):
@@ -89,13 +89,13 @@ def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trai
     info = dict(line.split(None, 1) for line in cli("info", "adaptive").output.splitlines())
     assert info["head"] == expected + " and ".join(clusters) + " (--head adaptive)", info["head"]
     saved = latest(trained)
-    assert dict(saved.summary())["corpus"] == str(fox_file.resolve())  # was "fox /.../fox.txt"
+    assert dict(summary.rows(saved))["corpus"] == str(fox_file.resolve())  # was "fox /.../fox.txt"
     saved.corpus = {**saved.corpus, "name": "hongloumeng", "sources": ["hongloumeng"]}
-    assert dict(saved.summary())["corpus"] == "hongloumeng"
+    assert dict(summary.rows(saved))["corpus"] == "hongloumeng"
     saved.corpus = {**saved.corpus, "name": "chapters", "sources": ["/novel/chapters", "/novel/notes.txt"]}
-    assert dict(saved.summary())["corpus"] == "/novel/chapters /novel/notes.txt"
+    assert dict(summary.rows(saved))["corpus"] == "/novel/chapters /novel/notes.txt"
     saved.corpus = {**saved.corpus, "name": "shakespeare", "sources": []}  # the built-in corpus: no sources
-    assert dict(saved.summary())["corpus"] == "shakespeare"
+    assert dict(summary.rows(saved))["corpus"] == "shakespeare"
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it

@@ -24,7 +24,7 @@ from charlm.cli import main
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.serve.metrics import Metrics
-from charlm.trainer import StopFlag
+from charlm.stopping import StopFlag
 
 from .conftest import REPO, TINY_ARGS, block_import
 
@@ -42,7 +42,7 @@ from charlm import runs, scoring
 from charlm.cli import main
 from charlm.errors import CharLMError
 from charlm.serve.metrics import Metrics
-from charlm.trainer import StopFlag
+from charlm.stopping import StopFlag
 
 package, stdlib = str(Path(charlm.__file__).parent), sysconfig.get_paths()["stdlib"]
 found, failed = set(), []

@@ -9,8 +9,8 @@ from typing import TypeVar
 
 import click
 
-from ..config import option_name
 from ..device import STEP_DEVICE, WHOLE_TEXTS_DEVICE
+from ..fields import option_name
 
 F = TypeVar("F", bound=Callable)
 
@@ -35,7 +35,7 @@ def shown_default(default: object) -> str:
 def options_of(config_class: type, types: dict | None = None, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
     """One click option per field of a config dataclass (or the fields named in `only`). Default None
     means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type.
-    A field marked `command_line=False` (config.option) is the Python API's only."""
+    A field marked `command_line=False` (fields.option) is the Python API's only."""
 
     def decorate(command):
         hints = typing.get_type_hints(config_class)

@@ -1,0 +1,135 @@
+"""Config dataclasses' fields as command-line options: declared with their help (`option`), named as a
+message names them, and checked against their annotations and choices.
+
+The same machinery serves every config of charlm (`config.Config`, `config.SampleConfig`,
+`serve.config.ServeConfig`), so a Python caller's wrong type is refused in the words the CLI would use.
+config.py holds the fields and their defaults; this module knows nothing of any one of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import numbers
+import reprlib
+import types
+import typing
+from dataclasses import field
+from typing import Any, TypeVar
+
+from .errors import CharLMError
+
+T = TypeVar("T")
+
+# What a value of each annotated type is called in a message (`check_types`).
+KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
+
+# A wrong value as a message shows it: its repr, a long one shortened (a whole text given as a number).
+SHOWN = reprlib.Repr()
+SHOWN.maxstring = SHOWN.maxother = 80
+
+
+def option(default: Any, help: str, **extra: Any) -> Any:
+    """A config field that is also a command-line option: its default and its help (and `choices`,
+    `metavar`), from which commands/options.py builds the option; serve/config.py's fields too.
+    `command_line=False`: a field of the Python API only, which messages name as Python does."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
+def shown_name(f: dataclasses.Field) -> str:
+    """A field as a message names it: its command-line option, or its Python name if it has none."""
+    return f.name if f.metadata.get("command_line") is False else f"--{option_name(f.name)}"
+
+
+def option_name(field_name: str) -> str:
+    """A field's name as its command-line option spells it (click's): max_steps -> max-steps."""
+    return field_name.replace("_", "-")
+
+
+def check_types(config: object) -> None:
+    """Every field of a config dataclass holds a value of its annotated type, so that a Python caller's
+    hidden="32" or quiet="no" is named here rather than met later as a TypeError (or taken as True).
+    The CLI's values are typed by click already. An int is a float; a bool is not an int; a list or
+    tuple of numbers is a `tuple[float, ...]`. A numpy number is taken as the Python one (`plain`)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        hint, value = hints[f.name], plain(getattr(config, f.name))
+        setattr(config, f.name, value)
+        if not holds(value, hint):
+            names = [_kind_name(kind) for kind in kinds_of(hint)]
+            named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+            raise CharLMError(f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}")
+
+
+def plain(value: object) -> object:
+    """`value` with numpy's (or any other library's) integers and reals as Python's int and float, in a
+    dict or list too: np.float32(0.5) is a temperature, np.int64(3) a token id, and run.json is JSON."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, int):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {plain(key): plain(item) for key, item in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(map(plain, value))
+    return value
+
+
+def kinds_of(hint: object) -> tuple:
+    """The types an annotation allows: a union's members, or the one type."""
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def holds(value: object, hint: object) -> bool:
+    """Whether `value` is of the annotated type (`check_types`' rule; checkpoint.py checks records by it)."""
+    return any(_is_of(value, kind) for kind in kinds_of(hint))
+
+
+def _is_of(value: object, kind: type) -> bool:
+    if typing.get_origin(kind) is tuple:  # tuple[float, ...]: a list or tuple of them
+        return isinstance(value, (list, tuple)) and all(_is_of(item, typing.get_args(kind)[0]) for item in value)
+    if typing.get_origin(kind) is dict:  # dict[str | int, float]: every key and value of its type
+        keys, values = typing.get_args(kind)
+        return isinstance(value, dict) and all(holds(k, keys) and holds(v, values) for k, v in value.items())
+    if kind in (int, float):  # True is an int to Python, but never a size or a rate
+        return isinstance(value, (int, kind)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _kind_name(kind: type) -> str:
+    if typing.get_origin(kind) is tuple:
+        return f"a list of {_plural(typing.get_args(kind)[0])}"
+    if typing.get_origin(kind) is dict:
+        keys, values = (" or ".join(map(_plural, kinds_of(arg))) for arg in typing.get_args(kind))
+        return f"a dict of {keys} to {values}"
+    return KIND_NAMES[kind]
+
+
+def _plural(kind: type) -> str:
+    return KIND_NAMES[kind].split(" ", 1)[1] + "s"  # "an integer" -> "integers"
+
+
+def check_choices(config: object) -> None:
+    """Every field of a config dataclass whose metadata lists its `choices` holds one of them."""
+    for f in dataclasses.fields(config):
+        choices = f.metadata.get("choices")
+        if choices and getattr(config, f.name) not in choices:
+            raise CharLMError(
+                f"--{option_name(f.name)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}"
+            )
+
+
+def from_options(config_class: type[T], options: dict, what: str = "option") -> T:
+    """Build a config dataclass from keyword options, naming any unknown ones."""
+    known = sorted(f.name for f in dataclasses.fields(config_class))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        named = ", ".join(meant(name, known) for name in unknown)
+        raise CharLMError(f"unknown {what}(s) {named}; known: {', '.join(known)}")
+    return config_class(**options)
+
+
+def meant(name: str, known: list[str]) -> str:
+    """A mistyped keyword and the known one it is closest to, as the CLI suggests for a mistyped option."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"{name} (did you mean {close[0]}?)" if close else name

@@ -1,0 +1,57 @@
+"""How a training run is asked to stop: at the next step boundary, so that it saves and says where it
+stopped, rather than dying between checkpoints. The trainer installs a `StopFlag` for its loop and
+reads it once a step; nothing here knows what a step is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+
+
+def hang_up_signal() -> int:
+    """SIGHUP; on Windows, which has none (every training run there failed on it), SIGTERM."""
+    return getattr(signal, "SIGHUP", signal.SIGTERM)
+
+
+class StopFlag:
+    """Ctrl-C / SIGTERM ask the loop to stop at the next step boundary; a second Ctrl-C stops at once.
+    Under torchrun SIGHUP asks too (torchrun passes its hang-up, a closed terminal or ssh session, to
+    every rank, which died of it unsaved), and so does torchrun's death, as a hang-up: its workers run in
+    sessions of their own, and a killed torchrun left them training, unsupervised, until their budget
+    was spent."""
+
+    def __init__(self, launcher: int | None = None) -> None:
+        self.asked = False
+        self.signum: int | None = None  # the signal that asked first
+        self.launcher = launcher  # the parent process whose death asks to stop (None: none)
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop was asked; a launcher that is gone asks now (its death sends no signal, so it is looked for)."""
+        if not self.asked and self.launcher is not None and os.getppid() != self.launcher:
+            self.asked, self.signum = True, hang_up_signal()  # orphaned: torchrun is gone
+        return self.asked
+
+    def __call__(self, signum: int, frame: object) -> None:
+        """The signal handler (`installed`)."""
+        if self.asked and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.asked, self.signum = True, self.signum or signum
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        """The flag as the handler of its signals while the loop runs, the previous handlers put back after."""
+        try:
+            signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None))
+            previous = {s: signal.signal(s, self) for s in signals}
+        except ValueError:  # not the main thread: no signal handling
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)

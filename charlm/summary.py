@@ -1,0 +1,73 @@
+"""What `charlm info` says about a checkpoint: (label, value) rows of its corpus, model, progress and
+options, each fitted option with the reason its run's plan gave (run.json). How a checkpoint is shown
+is not what it holds (checkpoint.py), and a reader of either needs only that one.
+"""
+
+from __future__ import annotations
+
+from .checkpoint import Checkpoint
+from .config import LAUNCH_OPTIONS, PLANNED
+from .fields import option_name
+
+
+def rows(saved: Checkpoint, reasons: dict | None = None) -> list[tuple[str, str]]:
+    """What `charlm info` prints: (label, value) rows. `reasons` (run.json's, where the run folder has
+    one) says why each option the run's plan fitted has its value."""
+    progress, model_config = saved.progress, saved.model_config
+    parameters = saved.model().num_parameters()
+    best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
+    lines = [
+        ("corpus", corpus_text(saved)),
+        ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
+        ("vocabulary", saved.vocab.size_text()),
+        ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
+        ("val_bpc", best),
+        ("trained_on", f"{saved.device} {saved.precision}{processes_text(saved)}"),
+    ]
+    if saved.base:
+        lines.append(("base", saved.base.describe()))
+    return lines + option_rows(saved, reasons or {})
+
+
+def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:
+    """The options that shaped the model and its training, each with why a fitted one has its value.
+    Left out: those the model row says (cell, layers), those of how the run was launched and
+    watched (`LAUNCH_OPTIONS`; trained_on says the device and precision), and those that did
+    nothing (sentencepiece's on a char vocabulary, an unset --eval-also): "quiet False" and
+    "threads None" told a reader nothing about the model."""
+    config = saved.config.to_dict()
+    unused = {"cell", "layers", *LAUNCH_OPTIONS}
+    if config["tokenizer"] != "sentencepiece":
+        unused |= {"spm_model", "vocab_size"}
+    if config["eval_also"] is None:
+        unused.add("eval_also")
+    unit = "characters" if saved.vocab.one_char_per_id else "tokens"
+    shown = {"head": f"{saved.model_config.head_text(unit)} (--head {saved.config.head})"}
+    shown |= {name: f"{config[name]} (off)" for name in ("grad_clip", "weight_average") if config[name] == 0}
+    shown |= {name: "none" for name in ("max_steps", "max_time") if config[name] is None}
+    if config["patience"] == 0:
+        shown["patience"] = "0 (never stops early)"
+    for name in PLANNED:
+        if isinstance(reasons.get(name), str):
+            shown[name] = f"{config[name]} ({reason_text(name, config[name], reasons[name])})"
+    return [(name, shown.get(name, str(value))) for name, value in config.items() if name not in unused]
+
+
+def corpus_text(saved: Checkpoint) -> str:
+    """The corpus's sources, or its name for the built-in one, which has none. The name is made of the
+    first source (a catalog name, a file's stem, a folder's name), so both said it twice: `charlm
+    train hongloumeng` showed "hongloumeng hongloumeng", a file "alice /home/me/alice.txt"."""
+    return " ".join(saved.corpus["sources"]) or saved.corpus["name"]
+
+
+def processes_text(saved: Checkpoint) -> str:
+    """' x N processes' for a checkpoint written under torchrun: its dropout continues exactly only
+    under the same number (docs/scaling.md)."""
+    world = 1 if saved.training is None else len(saved.training.rank_rngs)
+    return f" x {world} processes" if world > 1 else ""
+
+
+def reason_text(name: str, value: object, reason: str) -> str:
+    """A plan's reason without its leading `--dropout 0.1` (the row shows the value already)."""
+    prefix = f"--{option_name(name)} {value:g}" if isinstance(value, float) else f"--{option_name(name)} {value}"
+    return reason.removeprefix(prefix).lstrip(":, ") if reason.startswith(prefix) else reason
