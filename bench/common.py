@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from charlm import api, finetune, plan, sizing, train_state
-from charlm.config import Config, from_options
+from charlm.config import Config
 from charlm.device import synchronize
+from charlm.fields import from_options
 from charlm.model import CharLM
 from charlm.tokens import TokenCorpus, load_corpus
 

@@ -18,7 +18,6 @@ from .errors import CharLMError
 from .fields import (
     check_choices,
     check_types,
-    from_options,  # noqa: F401 -- bench/ imports it from here, where it was
     option,
     option_name,
 )

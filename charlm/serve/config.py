@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..config import check_types, option, option_name
 from ..device import STEP_DEVICE
 from ..errors import CharLMError
+from ..fields import check_types, option, option_name
 
 
 @dataclass
