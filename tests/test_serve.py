@@ -1670,6 +1670,47 @@ def test_tokenize_at_once_beside_streams_is_answered_off_the_event_loop(client, 
     assert threads == {"charlm-prime_0"}
 
 
+def test_a_stream_flows_while_another_requests_long_prompts_are_read():
+    """A request's prompts were normalized and encoded on the event loop that sends every stream's
+    chunks: 40 prompts of --max-prompt characters (a sentencepiece model's) held another stream's next
+    one 220 ms. Told by the order of events, not by time: reading the long prompt waits until the
+    other stream has had chunks since it began, which a reading on the event loop waits for in vain."""
+    huge = "the quick brown fox " * 50
+    reading, flowed, waited = threading.Event(), threading.Event(), []
+
+    class Watched(Vocab):
+        def normalized(self, text: str) -> str:
+            if text == huge:
+                reading.set()
+                waited.append(flowed.wait(5))  # a bound for the failure only: passing, it is not waited out
+            return super().normalized(text)
+
+    torch.manual_seed(0)
+    model = make_model(Watched(VOCAB), layers=1, hidden=8).eval()
+    config = ServeConfig(chunk_ms=0, max_tokens=1_000_000, max_prompt=len(huge))
+    with running(create_app({"watched": lambda: model}, config)) as url:
+        wait_healthy(url)
+        streaming = threading.Event()
+
+        def stream() -> None:
+            body = {"prompt": "the ", "max_tokens": 1_000_000, "stream": True}
+            with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as answer:
+                since = 0  # chunks since the reading began
+                for line in answer.iter_lines():
+                    streaming.set()
+                    since += line.startswith("data: {") and reading.is_set()
+                    if since == 3:
+                        flowed.set()
+                        return
+
+        other = threading.Thread(target=stream, daemon=True)
+        other.start()
+        assert streaming.wait(10)
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": [huge, "a"], "max_tokens": 1}, timeout=30)
+        other.join(10)
+    assert answer.status_code == 200 and waited == [True]
+
+
 def test_max_prompt_holds_for_the_text_as_the_model_reads_it():
     """--max-prompt was checked on the text as sent, but an nfkc model reads U+FDFA as 18 characters:
     a prompt within the limit was read as 18 times as many (16,384 made 294,912, 14 s of priming on one
