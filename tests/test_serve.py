@@ -8,6 +8,7 @@ models first.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -640,6 +641,41 @@ def test_a_stop_text_is_matched_as_a_normalizing_model_writes_it():
                     reasons[c.index] = c.finish_reason or reasons.get(c.index)
             assert [made[i] for i in range(4)] == [text[: text.index(",")] for text in free]
             assert set(reasons.values()) == {"stop"}
+
+
+class Counting(Vocab):
+    """A vocabulary that counts how often it normalizes each text."""
+
+    def __init__(self, chars: str, normalize: str):
+        super().__init__(chars, normalize=normalize)
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def normalized(self, text: str) -> str:
+        self.counts[text] += 1
+        return super().normalized(text)
+
+
+def test_a_normalizing_model_reads_each_text_once_as_the_cli_reads_it():
+    """/tokenize and a completion normalized their text twice (once for its length, once more to encode
+    it), and `generate` its stop text once per sample and once more: once is enough. What is read stays
+    what the CLI reads: /tokenize says a seed's ids, and a stop ends the served text where it ends
+    `generate`'s (which keeps the stop text, as --stop does)."""
+    torch.manual_seed(0)
+    vocab = Counting("\n ,!你好", normalize="nfkc")
+    model = make_model(vocab, layers=1, hidden=16).eval()
+    text, options = "你好，好！", {"max_tokens": 300, "n": 3, "seed": 1}
+    with running(create_app({"nfkc": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        tokens = httpx.post(f"{url}/tokenize", json={"content": text}).json()["tokens"]
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        choices = client.completions.create(model="nfkc", prompt=text, stop=["，"], **options).choices
+    assert (vocab.counts[text], vocab.counts["，"]) == (2, 1)  # /tokenize's and the prompt's; the stop's
+    assert tokens == model.vocab.encode(text).tolist()
+    vocab.counts.clear()
+    made = generate(model, text, length=300, stop="，", num_samples=3, random_seed=1)
+    assert vocab.counts["，"] == 1
+    assert all(m.endswith(",") for m in made)  # each stopped there
+    assert [c.text for c in sorted(choices, key=lambda c: c.index)] == [m[len(text) : -1] for m in made]
 
 
 def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
