@@ -30,6 +30,7 @@ from openai import AsyncOpenAI, OpenAI
 from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
+from charlm.device import to_host
 from charlm.errors import CharLMError
 from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
@@ -1214,6 +1215,43 @@ def test_rows_finished_before_an_engine_failure_are_still_published(tiny_model):
         (False, None, "generation failed"),
     }
     assert all(u.job in (done, live) for u in published)
+
+
+def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monkeypatch):
+    """Each step read its rows' chosen log-probabilities, top values and top ids with a `.tolist()`
+    each: on a GPU, three waits for the device a step. One read (`device.to_host`) brings them all,
+    however many rows ask, each row with its own number of alternatives."""
+    import charlm.serve.engine as serve_engine
+
+    reads = []
+
+    def counting(values: torch.Tensor):
+        reads.append(tuple(values.shape))
+        return to_host(values)
+
+    monkeypatch.setattr(serve_engine, "to_host", counting)
+    published = []
+    engine = serve_engine.Engine(tiny_model, 8, published.extend)
+    ids = tiny_model.vocab.encode("the ")
+    with torch.inference_mode():
+        logits, state = engine.batch.prime(ids)
+        jobs = [serve_engine.Job(ids, logits, state, SampleConfig(), [seed, seed + 1], 10) for seed in (1, 3, 5)]
+        for job, logprobs in zip(jobs, (2, None, 5)):
+            job.logprobs = logprobs
+        engine.admit(jobs)
+        for _ in range(10):
+            engine.advance()
+    engine.flush()
+    assert reads == [(4, 1 + 5 + 5)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most
+    for update in published:
+        if update.job.logprobs is None:
+            assert update.tokens is None
+            continue
+        assert "".join(t.text for t in update.tokens) == update.text and len(update.tokens) == 10
+        for token in update.tokens:
+            assert len(token.top) == update.job.logprobs and token.logprob == dict(token.top).get(
+                token.text, token.logprob
+            )
 
 
 def test_health_is_503_while_the_model_loads(tiny_model):
