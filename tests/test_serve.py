@@ -1913,6 +1913,30 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         assert len(made_text(browser)) == 50
 
 
+@pytest.mark.slow
+def test_page_refuses_a_ban_over_the_servers_limit_before_sending_it(browser):
+    """A model of more characters than logit_bias may hold (65,536): the page sent a ban of more in a
+    request of megabytes and showed the server's refusal, in token ids. It refuses it itself, in
+    characters, and sends nothing."""
+    from charlm.serve.protocol import MAX_BIASED
+
+    ranges = [range(0x4E00, 0xA000), range(0xAC00, 0xD7A4), range(0x20000, 0x2A6E0)]  # CJK, Hangul, CJK B
+    chars = "\n" + "".join(chr(c) for c in itertools.islice(itertools.chain(*ranges), MAX_BIASED + 64))
+    torch.manual_seed(0)
+    model = make_model(chars, layers=1, hidden=4).eval()
+    app = create_app({"wide": lambda: model}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        browser.execute_script("document.getElementById('ban').value = arguments[0]", chars[1 : MAX_BIASED + 2])
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        error = browser.find_element("id", "seed-error").text
+        assert error == "ban bans 65,537 characters; this server takes at most 65,536 (its logit_bias limit): ban fewer"
+        assert "see the ban" in browser.find_element("id", "status").text
+        assert not [key for key in app.state.server.metrics.requests if key[0] == "/v1/completions"]
+
+
 def page_history(driver) -> list[dict]:
     return driver.execute_script("return history()")
 
