@@ -36,11 +36,11 @@ def compiled(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, 
     return constrain(options, model.vocab, banned=None if bias is None else bias.isneginf()), bias
 
 
-def primed_batch(model: CharLM, options: SampleConfig, text: str) -> Batch:
-    """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`."""
+def primed_batch(model: CharLM, options: SampleConfig, text: str, stops: tuple[str, ...]) -> Batch:
+    """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`,
+    each stopping at `stops` (`stop_texts`)."""
     form, bias = compiled(options, model)
-    stop = model.vocab.normalized(options.stop) if options.stop else None
-    never = model.vocab.unknown(stop) if stop and model.vocab.one_char_per_id else []
+    never = model.vocab.unknown(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
         warnings.warn(
@@ -51,15 +51,19 @@ def primed_batch(model: CharLM, options: SampleConfig, text: str) -> Batch:
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
-        batch.join(sample_row(options, form, model), primed, options, base + i, ids, bias)
+        batch.join(sample_row(options, form, stops), primed, options, base + i, ids, bias)
     return batch
 
 
-def sample_row(options: SampleConfig, form: Constrained | None, model: CharLM) -> Row:
-    """A sample's row: its length, its stop text and its own place in the template. The stop text is
-    matched as the model writes it, in its vocabulary's normalization, as the seed is read: an nfkc
-    model writes "!" for "！", so `--stop '！'` as typed would never be met."""
-    stops = (model.vocab.normalized(options.stop),) if options.stop else ()
+def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:
+    """The stop text as the model writes it, in its vocabulary's normalization, as the seed is read: an
+    nfkc model writes "!" for "！", so `--stop '！'` as typed would never be met. Normalized once, for
+    every row of every turn."""
+    return (model.vocab.normalized(options.stop),) if options.stop else ()
+
+
+def sample_row(options: SampleConfig, form: Constrained | None, stops: tuple[str, ...]) -> Row:
+    """A sample's row: its length, its stop texts (`stop_texts`) and its own place in the template."""
     return Row(options.length, stops, form=form.cursor() if form else None)
 
 
@@ -82,7 +86,7 @@ def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None =
     An empty seed starts at the beginning of a line."""
     options = options or SampleConfig()
     with inference(model):
-        batch = primed_batch(model, options, seed or model.vocab.start_text())
+        batch = primed_batch(model, options, seed or model.vocab.start_text(), stop_texts(options, model))
     return itertools.chain([[model.vocab.normalized(seed)] * options.num_samples], step_pieces(batch))
 
 
@@ -111,6 +115,7 @@ class Conversation:
         self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.batch: Batch | None = None
         self.form = compiled(self.options, model)[0]  # each turn writes the template anew
+        self.stops = stop_texts(self.options, model)
         self.transcript: list[str] = []
 
     def check(self, text: str, what: str = "the line") -> None:
@@ -123,11 +128,11 @@ class Conversation:
         with inference(self.model):
             if self.batch is None:
                 text = text or self.model.vocab.start_text()
-                self.batch = primed_batch(self.model, self.options, text)
+                self.batch = primed_batch(self.model, self.options, text, self.stops)
             else:
                 if text:
                     self.batch.read(self.model.vocab.encode(text, what="--seed").to(self.model.device))
-                self.batch.restart([sample_row(self.options, self.form, self.model)])
+                self.batch.restart([sample_row(self.options, self.form, self.stops)])
             if text:
                 self.transcript.append(text)
         for pieces in step_pieces(self.batch):

@@ -8,6 +8,7 @@ models first.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import json
@@ -29,6 +30,7 @@ from openai import AsyncOpenAI, OpenAI
 from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
+from charlm.device import to_host
 from charlm.errors import CharLMError
 from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
@@ -642,6 +644,41 @@ def test_a_stop_text_is_matched_as_a_normalizing_model_writes_it():
             assert set(reasons.values()) == {"stop"}
 
 
+class Counting(Vocab):
+    """A vocabulary that counts how often it normalizes each text."""
+
+    def __init__(self, chars: str, normalize: str):
+        super().__init__(chars, normalize=normalize)
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def normalized(self, text: str) -> str:
+        self.counts[text] += 1
+        return super().normalized(text)
+
+
+def test_a_normalizing_model_reads_each_text_once_as_the_cli_reads_it():
+    """/tokenize and a completion normalized their text twice (once for its length, once more to encode
+    it), and `generate` its stop text once per sample and once more: once is enough. What is read stays
+    what the CLI reads: /tokenize says a seed's ids, and a stop ends the served text where it ends
+    `generate`'s (which keeps the stop text, as --stop does)."""
+    torch.manual_seed(0)
+    vocab = Counting("\n ,!你好", normalize="nfkc")
+    model = make_model(vocab, layers=1, hidden=16).eval()
+    text, options = "你好，好！", {"max_tokens": 300, "n": 3, "seed": 1}
+    with running(create_app({"nfkc": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        tokens = httpx.post(f"{url}/tokenize", json={"content": text}).json()["tokens"]
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        choices = client.completions.create(model="nfkc", prompt=text, stop=["，"], **options).choices
+    assert (vocab.counts[text], vocab.counts["，"]) == (2, 1)  # /tokenize's and the prompt's; the stop's
+    assert tokens == model.vocab.encode(text).tolist()
+    vocab.counts.clear()
+    made = generate(model, text, length=300, stop="，", num_samples=3, random_seed=1)
+    assert vocab.counts["，"] == 1
+    assert all(m.endswith(",") for m in made)  # each stopped there
+    assert [c.text for c in sorted(choices, key=lambda c: c.index)] == [m[len(text) : -1] for m in made]
+
+
 def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     messages = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hello there"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, seed=9)
@@ -1180,6 +1217,43 @@ def test_rows_finished_before_an_engine_failure_are_still_published(tiny_model):
     assert all(u.job in (done, live) for u in published)
 
 
+def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monkeypatch):
+    """Each step read its rows' chosen log-probabilities, top values and top ids with a `.tolist()`
+    each: on a GPU, three waits for the device a step. One read (`device.to_host`) brings them all,
+    however many rows ask, each row with its own number of alternatives."""
+    import charlm.serve.engine as serve_engine
+
+    reads = []
+
+    def counting(values: torch.Tensor):
+        reads.append(tuple(values.shape))
+        return to_host(values)
+
+    monkeypatch.setattr(serve_engine, "to_host", counting)
+    published = []
+    engine = serve_engine.Engine(tiny_model, 8, published.extend)
+    ids = tiny_model.vocab.encode("the ")
+    with torch.inference_mode():
+        logits, state = engine.batch.prime(ids)
+        jobs = [serve_engine.Job(ids, logits, state, SampleConfig(), [seed, seed + 1], 10) for seed in (1, 3, 5)]
+        for job, logprobs in zip(jobs, (2, None, 5)):
+            job.logprobs = logprobs
+        engine.admit(jobs)
+        for _ in range(10):
+            engine.advance()
+    engine.flush()
+    assert reads == [(4, 1 + 5 + 5)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most
+    for update in published:
+        if update.job.logprobs is None:
+            assert update.tokens is None
+            continue
+        assert "".join(t.text for t in update.tokens) == update.text and len(update.tokens) == 10
+        for token in update.tokens:
+            assert len(token.top) == update.job.logprobs and token.logprob == dict(token.top).get(
+                token.text, token.logprob
+            )
+
+
 def test_health_is_503_while_the_model_loads(tiny_model):
     loaded = threading.Event()
 
@@ -1670,6 +1744,47 @@ def test_tokenize_at_once_beside_streams_is_answered_off_the_event_loop(client, 
     assert threads == {"charlm-prime_0"}
 
 
+def test_a_stream_flows_while_another_requests_long_prompts_are_read():
+    """A request's prompts were normalized and encoded on the event loop that sends every stream's
+    chunks: 40 prompts of --max-prompt characters (a sentencepiece model's) held another stream's next
+    one 220 ms. Told by the order of events, not by time: reading the long prompt waits until the
+    other stream has had chunks since it began, which a reading on the event loop waits for in vain."""
+    huge = "the quick brown fox " * 50
+    reading, flowed, waited = threading.Event(), threading.Event(), []
+
+    class Watched(Vocab):
+        def normalized(self, text: str) -> str:
+            if text == huge:
+                reading.set()
+                waited.append(flowed.wait(5))  # a bound for the failure only: passing, it is not waited out
+            return super().normalized(text)
+
+    torch.manual_seed(0)
+    model = make_model(Watched(VOCAB), layers=1, hidden=8).eval()
+    config = ServeConfig(chunk_ms=0, max_tokens=1_000_000, max_prompt=len(huge))
+    with running(create_app({"watched": lambda: model}, config)) as url:
+        wait_healthy(url)
+        streaming = threading.Event()
+
+        def stream() -> None:
+            body = {"prompt": "the ", "max_tokens": 1_000_000, "stream": True}
+            with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as answer:
+                since = 0  # chunks since the reading began
+                for line in answer.iter_lines():
+                    streaming.set()
+                    since += line.startswith("data: {") and reading.is_set()
+                    if since == 3:
+                        flowed.set()
+                        return
+
+        other = threading.Thread(target=stream, daemon=True)
+        other.start()
+        assert streaming.wait(10)
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": [huge, "a"], "max_tokens": 1}, timeout=30)
+        other.join(10)
+    assert answer.status_code == 200 and waited == [True]
+
+
 def test_max_prompt_holds_for_the_text_as_the_model_reads_it():
     """--max-prompt was checked on the text as sent, but an nfkc model reads U+FDFA as 18 characters:
     a prompt within the limit was read as 18 times as many (16,384 made 294,912, 14 s of priming on one
@@ -1796,6 +1911,30 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         set_field(browser, "ban", "")  # an empty box bans nothing
         write(browser, wait, "the ", 50)
         assert len(made_text(browser)) == 50
+
+
+@pytest.mark.slow
+def test_page_refuses_a_ban_over_the_servers_limit_before_sending_it(browser):
+    """A model of more characters than logit_bias may hold (65,536): the page sent a ban of more in a
+    request of megabytes and showed the server's refusal, in token ids. It refuses it itself, in
+    characters, and sends nothing."""
+    from charlm.serve.protocol import MAX_BIASED
+
+    ranges = [range(0x4E00, 0xA000), range(0xAC00, 0xD7A4), range(0x20000, 0x2A6E0)]  # CJK, Hangul, CJK B
+    chars = "\n" + "".join(chr(c) for c in itertools.islice(itertools.chain(*ranges), MAX_BIASED + 64))
+    torch.manual_seed(0)
+    model = make_model(chars, layers=1, hidden=4).eval()
+    app = create_app({"wide": lambda: model}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        browser.execute_script("document.getElementById('ban').value = arguments[0]", chars[1 : MAX_BIASED + 2])
+        browser.find_element("id", "generate").click()
+        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        error = browser.find_element("id", "seed-error").text
+        assert error == "ban bans 65,537 characters; this server takes at most 65,536 (its logit_bias limit): ban fewer"
+        assert "see the ban" in browser.find_element("id", "status").text
+        assert not [key for key in app.state.server.metrics.requests if key[0] == "/v1/completions"]
 
 
 def page_history(driver) -> list[dict]:

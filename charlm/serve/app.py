@@ -148,12 +148,13 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def page_html() -> str:
-    """The page at /, with the style and script it shares with the exported page put in its place."""
+    """The page at /, with the style and script it shares with the exported page put in its place, and
+    the server's limit on a ban."""
     files = resources.files(__package__)
     page = files.joinpath("page.html").read_text(encoding="utf-8")
     for shared in ("page.css", "page.js"):
         page = page.replace(f"/* {shared} */", files.joinpath(shared).read_text(encoding="utf-8"), 1)
-    return page
+    return page.replace("/* MAX_BIASED */", str(protocol.MAX_BIASED), 1)
 
 
 def add_status_routes(app: FastAPI, server: Server) -> None:

@@ -1,11 +1,10 @@
 """A request in flight and the models it runs on: the hand-off between asyncio and the engines.
 
 `Server` holds the loaded models, each with its `Engine`; `Completion` is one request: it takes rows
-(429 when there are none), compiles its logit bias and template for the model's vocabulary if it has
-them and primes
-its prompts in a worker thread (each alone, so a seeded sample never depends on the batch), becomes
-one `Job` per prompt, and reads its updates from a queue that `Server.publish` fills, one hand-off to
-the event loop per batch of updates.
+(429 when there are none), and in a worker thread reads its prompts (normalized once, encoded), compiles
+its logit bias and template for the model's vocabulary if it has them and primes its prompts (each
+alone, so a seeded sample never depends on the batch); then it becomes one `Job` per prompt, and reads
+its updates from a queue that `Server.publish` fills, one hand-off to the event loop per batch of updates.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import os
 import secrets
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable
 
 import torch
@@ -28,13 +26,14 @@ from fastapi import Request
 
 from .. import __version__
 from ..config import SampleConfig
+from ..corpus import check_characters
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Constrained, Template
 from ..model import CharLM
 from ..runs import corpus_of
 from ..threads import pin_this_thread
-from ..vocab import UNSEEN, UnknownCharacterWarning, Vocabulary
+from ..vocab import UNSEEN, Vocabulary
 from . import responses
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, prompt_tokens
@@ -183,17 +182,23 @@ def tokenized(model: CharLM, text: str, with_pieces: bool, param: str, config: S
     vocab = model.vocab
     read = vocab.normalized(text)  # a character model's ids are its characters, one by one
     check_length(len(read), config, f"{param} has", param, vocab.normalize)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownCharacterWarning)
-        try:
-            ids = vocab.encode(text, what=param, unseen=True).tolist()
-        except CharLMError as e:
-            raise APIError(400, str(e), param, "unknown_characters") from None
-    tokens = [None if token == UNSEEN else token for token in ids]
+    tokens = [None if token == UNSEEN else token for token in read_ids(vocab, text, read, param).tolist()]
     if not with_pieces:
         return tokens
     pieces = [read[i] if token is None else piece_text(vocab, token) for i, token in enumerate(tokens)]
     return [{"id": token, "piece": piece} for token, piece in zip(tokens, pieces)]
+
+
+def read_ids(vocab: Vocabulary, text: str, read: str, param: str) -> torch.Tensor:
+    """The ids of `read`, which is `text` normalized as the model reads it: the caller normalizes once,
+    for it checks the length of that too (a second normalization was as long again on a long prompt). A
+    character the model never saw is UNSEEN, or the model's unknown symbol (docs/serve.md); a text no
+    vocabulary can encode (a lone surrogate) is a 400 naming `param`."""
+    try:
+        check_characters(text, param)
+    except CharLMError as e:
+        raise APIError(400, str(e), param, "unknown_characters") from None
+    return torch.from_numpy(vocab.encode_array(read))
 
 
 def deliver(updates: list[Update]) -> None:
@@ -210,11 +215,10 @@ class Completion:
         self.queue: asyncio.Queue[Update] = asyncio.Queue()
         self.jobs: list[Job] = []
         self.rows = params.n * len(params.prompts)
-        # The prompts as the model reads them (Unicode-normalized): what `echo` returns, so that the
-        # echoed text, its tokens and their offsets agree.
-        self.read = [served.model.vocab.normalized(p) for p in params.prompts]
-        check_prompt_lengths(self.read, server.config, params.prompt_param, served.model.vocab.normalize)
-        self.prompt_chars = sum(len(p) for p in self.read)
+        # The prompts as the model reads them (Unicode-normalized), read by `prepare`: what `echo`
+        # returns, so that the echoed text, its tokens and their offsets agree.
+        self.read: list[str] = []
+        self.prompt_chars = 0
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
         self.seed = secrets.randbits(62) if params.seed is None else params.seed
@@ -223,7 +227,10 @@ class Completion:
         self.finished = False
 
     async def start(self) -> None:
-        """Take rows (429 when there are none to take), prime the prompts, hand the jobs to the engine."""
+        """Take rows (429 when there are none to take), read and prime the prompts in the primer's thread,
+        hand the jobs to the engine. Nothing of a prompt is read on the event loop: 40 prompts of
+        --max-prompt characters normalized and encoded there held every other stream's next token for
+        a fifth of a second."""
         server, config = self.server, self.server.config
         if server.busy + self.rows > config.max_streams:
             raise APIError(
@@ -231,9 +238,8 @@ class Completion:
             )
         server.busy += self.rows
         try:
-            encoded = [self.encode(prompt) for prompt in self.params.prompts]
             start = time.perf_counter()
-            bias, form, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare, encoded)
+            bias, form, stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
@@ -246,8 +252,6 @@ class Completion:
             repetition_penalty=self.params.repetition_penalty,
         )
         seeds = [self.seed + i for i in range(self.params.n)]
-        # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
-        stops = tuple(map(self.served.model.vocab.normalized, self.params.stops))
         for (seen, logits, state), echoed in zip(primed, self.echoed):
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, form, bias)
             job.logprobs, job.sink = self.params.logprobs, self.queue
@@ -255,24 +259,33 @@ class Completion:
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
 
-    def encode(self, prompt: str) -> tuple[torch.Tensor, str]:
+    def prepare(self) -> tuple[torch.Tensor | None, Constrained | None, tuple[str, ...], list]:
+        """In the primer's thread (compiling a template for a sentencepiece vocabulary takes a while,
+        and reading long prompts too): the prompts read, the logit bias and the template compiled for
+        the model, the stop texts as the model writes them, then the prompts primed."""
+        encoded = self.read_prompts()
         vocab = self.served.model.vocab
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnknownCharacterWarning)
-            try:
-                # a character the model never saw is read as one it knows nothing about (docs/serve.md)
-                return vocab.encode(prompt or vocab.start_text(), what="prompt", unseen=True), prompt
-            except CharLMError as e:
-                raise APIError(400, str(e), "prompt", "unknown_characters") from None
-
-    def prepare(self, encoded: list) -> tuple[torch.Tensor | None, Constrained | None, list]:
-        """In a worker thread (compiling a template for a sentencepiece vocabulary takes a while): the
-        logit bias and the template compiled for the model, then the prompts primed."""
         try:
-            bias = bias_vector(self.params.logit_bias, self.served.model.vocab)
+            bias = bias_vector(self.params.logit_bias, vocab)
         except CharLMError as e:
             raise APIError(400, str(e), "logit_bias", "invalid_value") from None
-        return bias, self.compile(bias), self.prime(encoded)
+        # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
+        stops = tuple(map(vocab.normalized, self.params.stops))
+        return bias, self.compile(bias), stops, self.prime(encoded)
+
+    def read_prompts(self) -> list[tuple[torch.Tensor, str]]:
+        """Each prompt as the model reads it (`read`, within --max-prompt) and its ids; an empty one
+        primes with the start of a line."""
+        vocab, params = self.served.model.vocab, self.params
+        self.read = [vocab.normalized(prompt) for prompt in params.prompts]
+        check_prompt_lengths(self.read, self.server.config, params.prompt_param, vocab.normalize)
+        self.prompt_chars = sum(map(len, self.read))
+        encoded = []
+        for prompt, read in zip(params.prompts, self.read):
+            # a character the model never saw is read as one it knows nothing about (docs/serve.md)
+            ids = read_ids(vocab, prompt, read, "prompt") if prompt else vocab.encode(vocab.start_text())
+            encoded.append((ids, prompt))
+        return encoded
 
     def compile(self, bias: torch.Tensor | None) -> Constrained | None:
         """The request's template compiled for the model's vocabulary without the tokens `bias` bans; a

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ..config import SampleConfig
+from ..device import has_float64, to_host
 from ..forms import Constrained
 from ..generation import Batch, Row
 from ..model import CharLM, State
@@ -254,20 +255,27 @@ class Engine:
 
     def alternatives(self, logits: torch.Tensor) -> Callable[[torch.Tensor], list[Token | None]] | None:
         """For rows that report log-probabilities, the model's own distribution (before temperature
-        and penalties: what it predicts, not how it was sampled): a function of the chosen ids."""
+        and penalties: what it predicts, not how it was sampled): a function of the chosen ids. Every
+        row's chosen log-probability, top values and top ids come to the host in one copy: on a GPU
+        each read is a wait for the device, and three a step were three waits."""
         wanted = [p for p, row in enumerate(self.rows) if row.job.logprobs is not None]
         if not wanted:
             return None
         logprobs, top_values, top_ids = top_logprobs(logits[wanted], max(self.rows[p].job.logprobs for p in wanted))
-        label = self.model.vocab.decode
+        label, most = self.model.vocab.decode, top_ids.size(1)
+        wide = torch.float64 if has_float64(logits.device) else torch.float32
 
         def tokens(ids: torch.Tensor) -> list[Token | None]:
-            chosen = logprobs.gather(1, ids[wanted].unsqueeze(1)).squeeze(1).tolist()
+            chosen = logprobs.gather(1, ids[wanted].unsqueeze(1))
+            # float64 holds every float32 value and every id exactly, so each reads as it would alone (an
+            # Apple GPU has no float64: float32 holds a vocabulary's ids, up to 2^24)
+            parts = [part.to(wide) for part in (chosen, top_values, top_ids)]
+            read = to_host(torch.cat(parts, dim=1))
             result: list[Token | None] = [None] * len(self.rows)
-            for j, (p, values, alternatives) in enumerate(zip(wanted, top_values.tolist(), top_ids.tolist())):
+            for p, values in zip(wanted, read()):
                 count = self.rows[p].job.logprobs
-                top = [(label([a]), v) for a, v in zip(alternatives[:count], values[:count])]
-                result[p] = Token("", chosen[j], top)
+                top = [(label([int(a)]), v) for a, v in zip(values[1 + most : 1 + most + count], values[1 : 1 + count])]
+                result[p] = Token("", values[0], top)
             return result
 
         return tokens
