@@ -73,11 +73,17 @@ def check_characters(text: str, what: str) -> None:
 
 
 def iter_text(
-    files: list[Path], encoding: str = "utf-8", normalize: str = "none", progress: Callable[[int], object] | None = None
+    files: list[Path],
+    encoding: str = "utf-8",
+    normalize: str = "none",
+    progress: Callable[[int], object] | None = None,
+    newline_after_last: bool = True,
 ) -> Iterator[str]:
-    """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline.
+    """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline, so the
+    next file (or the corpus's next part) starts a line. `newline_after_last=False` leaves the last file
+    as written: a text to score is the files' own characters, and an added newline would be scored too.
     `progress(n)` is called with the bytes read."""
-    for path in files:
+    for number, path in enumerate(files):
         ends_with_newline, empty = True, True
         for chunk in _decode(path, encoding, progress, normalize):
             if chunk.strip():
@@ -88,7 +94,7 @@ def iter_text(
                 yield text
         if empty:
             raise CharLMError(f"{path}: file is empty; give a file with text in it")
-        if not ends_with_newline:
+        if not ends_with_newline and (newline_after_last or number < len(files) - 1):
             yield "\n"
 
 
@@ -215,5 +221,6 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 
 
 def read_texts(sources: list[str] | tuple[str, ...], encoding: str = "utf-8", normalize: str = "none") -> str:
-    """Files and folders as one text (small corpora, texts to score)."""
-    return "".join(iter_text(source_files(sources), encoding, normalize))
+    """Files and folders as one text (texts to score, small corpora): their own characters, with a
+    newline between two files where the first lacks one, as in the corpus, and none added at the end."""
+    return "".join(iter_text(source_files(sources), encoding, normalize, newline_after_last=False))
