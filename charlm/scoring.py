@@ -119,17 +119,31 @@ def text_bits(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCharacterWarning)
         ids = model.vocab.encode(text, what=what, unseen=True)
-    if ids.numel() < 2:
-        raise CharLMError(f"{what}: need at least 2 characters to score")
+    check_scored(what, ids.numel())
     bits, chars = total_bits(model, ids, progress=progress, label=label)
-    if not chars:  # every character after the first unseen: a score of 0 bits would read as perfect
-        raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
+    check_scored(what, ids.numel(), chars)
     return bits, chars
+
+
+def check_scored(what: str, tokens: int, chars: int | None = None) -> None:
+    """Refuse a text with nothing to score, before scoring (`chars` None) and after: under 2 tokens (the
+    first is read, never scored), or no scored character (every one after the first unseen), where a
+    bits per character would be 0 bits, read as perfect, or NaN. The same words for eval and inspect."""
+    if tokens < 2:
+        raise CharLMError(f"{what}: need at least 2 characters to score (the first is read, not scored)")
+    if chars == 0:
+        raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
 
 
 def widest_float(device: torch.device) -> torch.dtype:
     """float64 for sums over many tokens and exact probabilities, where `device` has it (mps has not)."""
     return torch.float64 if has_float64(device) else torch.float32
+
+
+def scored_text(vocab: Vocabulary, text: str) -> str:
+    """The characters of `text` that `text_bits` scores, as the model reads them: all but the first,
+    after normalization (which may turn the first character into several: '…' under NFKC is '...')."""
+    return vocab.normalized(text)[1:]
 
 
 def unseen_note(vocab: Vocabulary, text: str) -> str:
