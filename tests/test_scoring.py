@@ -10,12 +10,15 @@ import httpx
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import charlm
 from charlm.config import Config
 from charlm.corpus import iter_text, read_texts
 from charlm.errors import CharLMError
 from charlm.inspection.analysis import analyse
+from charlm.model import CharLM, ModelConfig, inference
+from charlm.pieces import PieceVocab, train_model
 from charlm.scoring import text_bits
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
@@ -138,3 +141,23 @@ def test_eval_and_inspect_refuse_a_text_with_nothing_to_score_in_one_line_naming
         assert_one_line_error(cli("inspect", fox, name, "--output", "page.html"), f"{name}: {says}")
     with pytest.raises(CharLMError, match="--eval-also .*empty.txt: file is empty"):
         read_eval_also(Config(eval_also=str(tmp_path / "empty.txt")), charlm.load(fox).vocab)
+
+
+def test_a_sentencepiece_models_bits_are_over_the_characters_its_scored_pieces_spell():
+    """Pieces of several characters ('the', 'az') and characters no piece holds, spelled as bytes (ζ, 😀):
+    the bits per character is the bits of the text after its first character over the characters
+    after it, as for a character model. A first character spelled as 4 bytes counted 1 character read
+    and its other 3 bytes' bits scored, over no character."""
+    vocab = PieceVocab(train_model(["the quick brown fox jumps over the lazy dog\n" * 40], "bpe", 300))
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig("lstm", 1, 16, 0.0, len(vocab)), vocab).eval()
+    for text, first in (("the lazy dog jumps over ζ the 😀 fox", "the"), ("😀 the lazy ζ dog", "😀")):
+        ids = vocab.encode(text)
+        read = len(vocab.encode(first))  # the tokens that spell the first character (or the first piece)
+        assert vocab.decode(ids[:read]) == first and len(ids) > len(text) // 2  # pieces, not characters
+        with inference(model):
+            logits, _ = model(ids[None, :-1])
+        nats = F.cross_entropy(logits[0, read - 1 :], ids[read:], reduction="sum").item()
+        bits, chars = text_bits(model, text)
+        assert chars == len(text) - len(first) and abs(bits - nats / math.log(2)) < 1e-4
+        assert abs(charlm.bits_per_char(model, text) - bits / chars) < 1e-6
