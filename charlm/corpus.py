@@ -113,7 +113,10 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
 def likely_encoding(data: bytes) -> str:
     """The --encoding to suggest for `data`, the bytes from where UTF-8 failed: gb18030 when they read
     as Chinese in it and are not UTF-8 past the bad byte (a GBK or GB2312 file, common for Chinese
-    text), else latin-1. latin-1 reads any bytes, so a Chinese file read with it trains on garbage."""
+    text), else latin-1. latin-1 reads any bytes, so a Chinese file read with it trains on garbage.
+    A UTF-16 file (its byte order mark, where UTF-8 failed at once): utf-16."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
     window = data[:400]  # a character cut at its end costs one replacement
     chinese = window.decode("gb18030", errors="replace")
     han = sum("\u4e00" <= c <= "\u9fff" for c in chinese)
@@ -134,6 +137,11 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
+                if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    raise CharLMError(  # latin-1 would read it, and a score or a corpus of it is garbage
+                        f"{path}: a binary file, not text (it holds NUL bytes; not valid {encoding} at byte "
+                        f"offset {at}); give a text file"
+                    ) from None
                 utf8 = encoding.lower().replace("-", "") == "utf8"
                 hint = f"--encoding {likely_encoding(e.object[e.start :])}" if utf8 else "another --encoding"
                 raise CharLMError(
