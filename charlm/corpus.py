@@ -84,16 +84,17 @@ def iter_text(
     as written: a text to score is the files' own characters, and an added newline would be scored too.
     `progress(n)` is called with the bytes read."""
     for number, path in enumerate(files):
-        ends_with_newline, empty = True, True
+        ends_with_newline, empty, blank = True, True, False
         for chunk in _decode(path, encoding, progress, normalize):
             if chunk.strip():
                 empty = False
+            blank = blank or bool(chunk)
             text = normalized(chunk, normalize)
             if text:
                 ends_with_newline = text.endswith("\n")
                 yield text
         if empty:
-            raise CharLMError(f"{path}: file is empty; give a file with text in it")
+            raise no_text(path, blank)
         if not ends_with_newline and (newline_after_last or number < len(files) - 1):
             yield "\n"
 
@@ -224,8 +225,14 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
     """One small file whole (a seed), exactly as written but for `\\r\\n`."""
     text = "".join(_decode(Path(path), encoding, None, encoding_option=False))
     if not text.strip():
-        raise CharLMError(f"{path}: file is empty; give a file with text in it")
+        raise no_text(path, bool(text))
     return text
+
+
+def no_text(path: Path, blank: bool) -> CharLMError:
+    """The error for a file with no text: empty, or `blank`, only white space (newlines, spaces), which
+    "is empty" left the user to doubt."""
+    return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
 
 
 def read_texts(sources: list[str] | tuple[str, ...], encoding: str = "utf-8", normalize: str = "none") -> str:

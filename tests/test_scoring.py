@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import charlm
+from charlm import corpus
 from charlm.config import Config
 from charlm.corpus import iter_text, read_texts
 from charlm.errors import CharLMError
@@ -122,6 +123,7 @@ def test_eval_inspect_the_server_and_the_api_give_each_character_the_same_bits(t
 
 HOSTILE = [  # (file name, its bytes (None: a folder), what the one-line error says)
     ("empty.txt", b"", "file is empty"),
+    ("newlines.txt", b"\n\n\r\n", "file holds only white space; give a file with text in it"),
     ("one.txt", b"t", "need at least 2 characters to score"),
     ("unseen.txt", b"tZQ<>", "no character after its first is one the model knows"),
     ("gbk.txt", "满纸荒唐言，一把辛酸泪！\n".encode("gbk"), "not valid utf-8 at byte offset 0 (byte 0xc2)"),
@@ -142,6 +144,19 @@ def test_eval_and_inspect_refuse_a_text_with_nothing_to_score_in_one_line_naming
         assert_one_line_error(cli("inspect", fox, name, "--output", "page.html"), f"{name}: {says}")
     with pytest.raises(CharLMError, match="--eval-also .*empty.txt: file is empty"):
         read_eval_also(Config(eval_also=str(tmp_path / "empty.txt")), charlm.load(fox).vocab)
+
+
+def test_a_file_that_disappears_between_listing_and_reading_is_one_line_naming_it(fox, fox_file, monkeypatch):
+    """Listed (it exists), then gone before it is opened: one line, no traceback."""
+    listed = corpus.source_files
+
+    def listed_then_gone(sources):
+        found = listed(sources)
+        fox_file.unlink()
+        return found
+
+    monkeypatch.setattr(corpus, "source_files", listed_then_gone)
+    assert_one_line_error(cli("eval", fox, str(fox_file)), f"{fox_file}: cannot read (No such file or directory)")
 
 
 def test_a_sentencepiece_models_bits_are_over_the_characters_its_scored_pieces_spell():
