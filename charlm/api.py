@@ -230,7 +230,7 @@ def bits_per_char(model: CharLM, text: str) -> float:
     never saw are left out of the score (or scored as its unknown symbol), with a warning that says so."""
     check_model_and_seed("bits_per_char", model, text, "text")
     bits, chars = scoring.text_bits(model, text)
-    if note := scoring.unseen_note(model.vocab, text[1:]):
+    if note := scoring.unseen_note(model.vocab, scoring.scored_text(model.vocab, text)):
         warnings.warn(note, stacklevel=2)
     return bits / chars
 

@@ -21,7 +21,7 @@ from .errors import CharLMError, SaidElsewhere
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .plot import plot_runs
-from .scoring import text_bits, unseen_note
+from .scoring import scored_text, text_bits, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
 
@@ -125,7 +125,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         file_bits, file_chars = text_bits(model, text, str(path), progress=not quiet, label=label)
         # the count is of the characters the bits are over: not the first, which is read, never scored
         rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{file_chars:,}"])
-        scored_texts.append(text[1:])
+        scored_texts.append(scored_text(model.vocab, text))
         bits, chars = bits + file_bits, chars + file_chars
     if len(paths) > 1:
         click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))

@@ -73,22 +73,29 @@ def check_characters(text: str, what: str) -> None:
 
 
 def iter_text(
-    files: list[Path], encoding: str = "utf-8", normalize: str = "none", progress: Callable[[int], object] | None = None
+    files: list[Path],
+    encoding: str = "utf-8",
+    normalize: str = "none",
+    progress: Callable[[int], object] | None = None,
+    newline_after_last: bool = True,
 ) -> Iterator[str]:
-    """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline.
+    """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline, so the
+    next file (or the corpus's next part) starts a line. `newline_after_last=False` leaves the last file
+    as written: a text to score is the files' own characters, and an added newline would be scored too.
     `progress(n)` is called with the bytes read."""
-    for path in files:
-        ends_with_newline, empty = True, True
+    for number, path in enumerate(files):
+        ends_with_newline, empty, blank = True, True, False
         for chunk in _decode(path, encoding, progress, normalize):
             if chunk.strip():
                 empty = False
+            blank = blank or bool(chunk)
             text = normalized(chunk, normalize)
             if text:
                 ends_with_newline = text.endswith("\n")
                 yield text
         if empty:
-            raise CharLMError(f"{path}: file is empty; give a file with text in it")
-        if not ends_with_newline:
+            raise no_text(path, blank)
+        if not ends_with_newline and (newline_after_last or number < len(files) - 1):
             yield "\n"
 
 
@@ -107,7 +114,10 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
 def likely_encoding(data: bytes) -> str:
     """The --encoding to suggest for `data`, the bytes from where UTF-8 failed: gb18030 when they read
     as Chinese in it and are not UTF-8 past the bad byte (a GBK or GB2312 file, common for Chinese
-    text), else latin-1. latin-1 reads any bytes, so a Chinese file read with it trains on garbage."""
+    text), else latin-1. latin-1 reads any bytes, so a Chinese file read with it trains on garbage.
+    A UTF-16 file (its byte order mark, where UTF-8 failed at once): utf-16."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
     window = data[:400]  # a character cut at its end costs one replacement
     chinese = window.decode("gb18030", errors="replace")
     han = sum("\u4e00" <= c <= "\u9fff" for c in chinese)
@@ -128,6 +138,11 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
+                if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                    raise CharLMError(  # latin-1 would read it, and a score or a corpus of it is garbage
+                        f"{path}: a binary file, not text (it holds NUL bytes; not valid {encoding} at byte "
+                        f"offset {at}); give a text file"
+                    ) from None
                 utf8 = encoding.lower().replace("-", "") == "utf8"
                 hint = f"--encoding {likely_encoding(e.object[e.start :])}" if utf8 else "another --encoding"
                 raise CharLMError(
@@ -210,10 +225,17 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
     """One small file whole (a seed), exactly as written but for `\\r\\n`."""
     text = "".join(_decode(Path(path), encoding, None, encoding_option=False))
     if not text.strip():
-        raise CharLMError(f"{path}: file is empty; give a file with text in it")
+        raise no_text(path, bool(text))
     return text
 
 
+def no_text(path: Path, blank: bool) -> CharLMError:
+    """The error for a file with no text: empty, or `blank`, only white space (newlines, spaces), which
+    "is empty" left the user to doubt."""
+    return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
+
+
 def read_texts(sources: list[str] | tuple[str, ...], encoding: str = "utf-8", normalize: str = "none") -> str:
-    """Files and folders as one text (small corpora, texts to score)."""
-    return "".join(iter_text(source_files(sources), encoding, normalize))
+    """Files and folders as one text (texts to score, small corpora): their own characters, with a
+    newline between two files where the first lacks one, as in the corpus, and none added at the end."""
+    return "".join(iter_text(source_files(sources), encoding, normalize, newline_after_last=False))

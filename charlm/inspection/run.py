@@ -44,4 +44,4 @@ def inspect_run(
     else:
         text, name = read_texts([file], encoding, normalize)[:max_chars], file
     training = read_texts([train_text], encoding, normalize) if train_text else corpus.vocab.decode(corpus.train_ids)
-    return analyse(model, text, training, quiet=quiet), f"{name}, {path.parent.name}/{path.name}"
+    return analyse(model, text, training, quiet=quiet, what=name), f"{name}, {path.parent.name}/{path.name}"

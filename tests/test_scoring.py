@@ -1,0 +1,179 @@
+"""Every bits per character scores exactly the text it names: a file's own characters (no newline
+added), the same bits per character through eval, inspect, the server and the Python API, and a
+one-line error where a text has nothing to score."""
+
+import math
+import re
+import warnings
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import charlm
+from charlm import corpus
+from charlm.config import Config
+from charlm.corpus import iter_text, read_texts
+from charlm.errors import CharLMError
+from charlm.inspection.analysis import analyse
+from charlm.model import CharLM, ModelConfig, inference
+from charlm.pieces import PieceVocab, train_model
+from charlm.scoring import text_bits
+from charlm.serve.app import create_app
+from charlm.serve.config import ServeConfig
+from charlm.tokens import read_eval_also
+from charlm.vocab import Vocab
+
+from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model, wait_healthy
+from .test_export import run_of
+from .test_serve import running
+
+LINE = "the lazy dog"  # no final newline: `wc -m` counts 12
+
+
+@pytest.fixture
+def fox(fox_file) -> str:
+    """A tiny run, "fox", trained on fox_file."""
+    result = cli("train", str(fox_file), "--out", "fox", "--max-steps", "3", *TINY_ARGS)
+    assert result.exit_code == 0, result.output
+    return "fox"
+
+
+def scored(output: str) -> tuple[float, int]:
+    """eval's bits per character and count of characters scored."""
+    found = re.search(r"([\d.]+) bits per character over ([\d,]+) characters scored", output)
+    assert found, output
+    return float(found[1]), int(found[2].replace(",", ""))
+
+
+def test_a_text_to_score_is_its_files_own_characters_and_the_corpus_still_ends_each_file_with_a_line(tmp_path):
+    (tmp_path / "a.txt").write_text("ab", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("cd", encoding="utf-8")
+    files = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    assert read_texts([str(files[0])]) == "ab"
+    assert read_texts([str(tmp_path)]) == "ab\ncd"  # two files: the first's line ends, as in a corpus
+    assert "".join(iter_text(files)) == "ab\ncd\n"  # the corpus stream: the next part starts a line
+
+
+def test_eval_and_eval_also_score_a_file_without_a_final_newline_as_written(fox, tmp_path):
+    """A newline was added to every file read: `charlm eval` scored it too (a 12-character file: 12
+    characters scored, one of them not in it), and --eval-also's text held it."""
+    (tmp_path / "line.txt").write_text(LINE, encoding="utf-8")
+    (tmp_path / "ended.txt").write_text(LINE + "\n", encoding="utf-8")
+    model = charlm.load(fox)
+    for name, text in (("line.txt", LINE), ("ended.txt", LINE + "\n")):
+        bpc, count = scored(cli("eval", fox, name, "--quiet").output)
+        assert count == len(text) - 1  # the first character is read, every one after it scored
+        assert bpc == pytest.approx(charlm.bits_per_char(model, text), abs=1e-4)
+    ids = read_eval_also(Config(eval_also=str(tmp_path / "line.txt")), model.vocab)
+    assert model.vocab.decode(ids) == LINE
+
+
+# Texts with characters the model never saw: '<' and '>' in English; under NFKC, '…' (first: read, then
+# two scored '.'), '㈠' (three characters, '(' and ')' unseen) and full-width punctuation that the
+# vocabulary knows in its normalized form.
+SURFACES = [
+    ("\n abcdefghijklmnopqrstuvwxyz", "none", "the <lazy> dog jumps\nover the quick brown fox"),
+    ("满纸荒唐言,一把辛酸泪!都云作者痴谁解其中味?\n", "nfkc", "…满纸荒唐言，一把辛酸泪！㈠都云作者痴…谁解其中味？"),
+]
+AGREE = 1e-5  # bits per character: far below any real difference, far above float rounding
+
+
+def echo_bits(url: str, text: str) -> np.ndarray:
+    """The server's bits for each token of `text` (`echo` with `logprobs`, nothing generated): NaN where
+    it gives none (the first, and a character never seen)."""
+    body = {"model": "m", "prompt": text, "max_tokens": 0, "echo": True, "logprobs": 1}
+    logprobs = httpx.post(f"{url}/v1/completions", json=body, timeout=30).json()["choices"][0]["logprobs"]
+    return np.array([math.nan if lp is None else -lp / math.log(2) for lp in logprobs["token_logprobs"]])
+
+
+@pytest.mark.parametrize(("chars", "normalize", "text"), SURFACES)
+def test_eval_inspect_the_server_and_the_api_give_each_character_the_same_bits(tmp_path, chars, normalize, text):
+    """One scoring module serves them all: each character's bits agree, and so do the counts."""
+    torch.manual_seed(0)
+    model = make_model(Vocab(chars, normalize=normalize), layers=2, hidden=16).eval()
+    run_of(model, tmp_path / "run")
+    (tmp_path / "text.txt").write_text(text, encoding="utf-8")
+    read = model.vocab.normalized(text)  # as every surface reads it
+    with running(create_app({"m": lambda: model}, ServeConfig(max_streams=2, max_tokens=10, max_prompt=200))) as url:
+        wait_healthy(url)
+        served = echo_bits(url, text)
+    inspected = analyse(model, text, text * 3, max_order=2).surprise  # inspect's engine
+    assert inspected.tokens == list(read) and len(served) == len(read)
+    assert np.array_equal(np.isnan(inspected.bits), np.isnan(served))
+    assert np.nanmax(np.abs(inspected.bits - served)) < AGREE
+    bits, chars_scored = text_bits(model, text)  # eval's engine
+    assert chars_scored == int((~np.isnan(served)).sum()) and abs(bits - np.nansum(served)) < AGREE * chars_scored
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        assert abs(charlm.bits_per_char(model, text) - bits / chars_scored) < AGREE
+    for i in range(1, len(read)):  # next_probs refuses a prefix with a character never seen, as a seed
+        if not np.isnan(served[i]) and all(model.vocab.knows(c) for c in read[:i]):
+            assert abs(-math.log2(dict(charlm.next_probs(model, read[:i], None))[read[i]]) - served[i]) < AGREE
+    evaluated = cli("eval", str(tmp_path / "run"), "text.txt", "--quiet")
+    assert scored(evaluated.output) == (pytest.approx(bits / chars_scored, abs=5e-5), chars_scored)
+    assert evaluated.output.splitlines()[1] == str(warned[0].message)  # the same unseen count, the first left out
+    shown = cli("inspect", str(tmp_path / "run"), "text.txt", "--train-text", "text.txt", "--output", "page.html")
+    assert f"lstm on {chars_scored} characters: {bits / chars_scored:.3f} bits per character" in shown.output
+    unseen = evaluated.output.splitlines()[1].split()[0]  # eval's count of unseen characters left out
+    assert f"\n{unseen} unseen characters excluded from every bits figure" in shown.output
+
+
+HOSTILE = [  # (file name, its bytes (None: a folder), what the one-line error says)
+    ("empty.txt", b"", "file is empty"),
+    ("newlines.txt", b"\n\n\r\n", "file holds only white space; give a file with text in it"),
+    ("one.txt", b"t", "need at least 2 characters to score"),
+    ("unseen.txt", b"tZQ<>", "no character after its first is one the model knows"),
+    ("gbk.txt", "满纸荒唐言，一把辛酸泪！\n".encode("gbk"), "not valid utf-8 at byte offset 0 (byte 0xc2)"),
+    ("folder", None, "folder holds no .txt files"),
+    ("ls.bin", b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), "a binary file, not text (it holds NUL bytes"),
+]
+
+
+def test_eval_and_inspect_refuse_a_text_with_nothing_to_score_in_one_line_naming_it(fox, tmp_path):
+    """A one-character file and one of characters the model never saw have nothing to score: inspect
+    printed `nan bits per character` (and scored a newline the file lacks before that)."""
+    for name, data, says in HOSTILE:
+        if data is None:
+            (tmp_path / name).mkdir()
+        else:
+            (tmp_path / name).write_bytes(data)
+        assert_one_line_error(cli("eval", fox, name, "--quiet"), f"{name}: {says}")
+        assert_one_line_error(cli("inspect", fox, name, "--output", "page.html"), f"{name}: {says}")
+    with pytest.raises(CharLMError, match="--eval-also .*empty.txt: file is empty"):
+        read_eval_also(Config(eval_also=str(tmp_path / "empty.txt")), charlm.load(fox).vocab)
+
+
+def test_a_file_that_disappears_between_listing_and_reading_is_one_line_naming_it(fox, fox_file, monkeypatch):
+    """Listed (it exists), then gone before it is opened: one line, no traceback."""
+    listed = corpus.source_files
+
+    def listed_then_gone(sources):
+        found = listed(sources)
+        fox_file.unlink()
+        return found
+
+    monkeypatch.setattr(corpus, "source_files", listed_then_gone)
+    assert_one_line_error(cli("eval", fox, str(fox_file)), f"{fox_file}: cannot read (No such file or directory)")
+
+
+def test_a_sentencepiece_models_bits_are_over_the_characters_its_scored_pieces_spell():
+    """Pieces of several characters ('the', 'az') and characters no piece holds, spelled as bytes (ζ, 😀):
+    the bits per character is the bits of the text after its first character over the characters
+    after it, as for a character model. A first character spelled as 4 bytes counted 1 character read
+    and its other 3 bytes' bits scored, over no character."""
+    vocab = PieceVocab(train_model(["the quick brown fox jumps over the lazy dog\n" * 40], "bpe", 300))
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig("lstm", 1, 16, 0.0, len(vocab)), vocab).eval()
+    for text, first in (("the lazy dog jumps over ζ the 😀 fox", "the"), ("😀 the lazy ζ dog", "😀")):
+        ids = vocab.encode(text)
+        read = len(vocab.encode(first))  # the tokens that spell the first character (or the first piece)
+        assert vocab.decode(ids[:read]) == first and len(ids) > len(text) // 2  # pieces, not characters
+        with inference(model):
+            logits, _ = model(ids[None, :-1])
+        nats = F.cross_entropy(logits[0, read - 1 :], ids[read:], reduction="sum").item()
+        bits, chars = text_bits(model, text)
+        assert chars == len(text) - len(first) and abs(bits - nats / math.log(2)) < 1e-4
+        assert abs(charlm.bits_per_char(model, text) - bits / chars) < 1e-6
