@@ -298,11 +298,22 @@ def check_weights(weights: dict, expected: dict) -> None:
         tensor = weights[name]
         if not isinstance(tensor, torch.Tensor) or tensor.is_floating_point() != like.is_floating_point():
             raise CharLMError(f"{name} is not a tensor of {like.dtype}")
+        # weights_only=True unpickles sparse, nested and meta tensors too: each was a torch traceback
+        # later (no shape to compare, no value to sum, no copy into a dense parameter)
+        if tensor.layout != torch.strided or tensor.is_nested or tensor.is_meta:
+            raise CharLMError(f"{name} is {kind_of_tensor(tensor)}, not a dense tensor of values")
         if tensor.shape != like.shape:
             raise CharLMError(f"{name} has shape {list(tensor.shape)}, the architecture's is {list(like.shape)}")
         # A NaN or infinity anywhere makes the sum one: a tenth of the time of isfinite().all().
         if tensor.is_floating_point() and not torch.isfinite(tensor.sum(dtype=torch.float32)):
             raise CharLMError(f"{name} holds NaN or infinite values")
+
+
+def kind_of_tensor(tensor: torch.Tensor) -> str:
+    """What a weight that is not a plain tensor is, for its error."""
+    if tensor.is_nested:
+        return "a nested tensor"
+    return "a tensor of the meta device (no values)" if tensor.is_meta else f"a tensor of layout {tensor.layout}"
 
 
 def check_training(training: TrainingState, model: CharLM, batch_size: int | None) -> None:

@@ -33,6 +33,9 @@ EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
+# run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
+# one charlm wrote, and reading it whole held `charlm runs`, and every corpus name lookup, for minutes
+MAX_RUN_INFO = 4 << 20
 
 
 def run_folder(out: str) -> Path:
@@ -375,10 +378,15 @@ def write_run_info(run_dir: Path, info: dict) -> None:
 
 
 def read_run_info(run_dir: Path) -> dict | None:
-    """run.json, or None when it is missing or not a JSON object; its fields may still be anything
-    (a hand edit), so a reader checks the type of each it uses."""
+    """run.json, or None when it is missing, over MAX_RUN_INFO bytes or not a JSON object; its fields
+    may still be anything (a hand edit), so a reader checks the type of each it uses."""
+    path = Path(run_dir) / RUN_INFO
     try:
-        info = json.loads((Path(run_dir) / RUN_INFO).read_text(encoding="utf-8"))
+        if not path.is_file():  # a folder, or a named pipe, whose read waits for a writer forever
+            return None
+        with open(path, "rb") as file:
+            data = file.read(MAX_RUN_INFO + 1)
+        info = json.loads(data) if len(data) <= MAX_RUN_INFO else None
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None

@@ -24,6 +24,7 @@ from .reporting import is_number, read_metrics
 # Beyond these a run's record is damaged (edited by hand, a disk error): `?`, not a 300-digit number
 # that widens the whole table. A bpc is at most a few dozen bits (a byte-spelt character's), never negative.
 MAX_STEPS, MAX_BPC, MAX_PARAMETERS = 10**12, 1000.0, 10**13
+MAX_NAME = 255  # a corpus or run name is a file or folder name, at most 255 characters on any file system
 
 
 def width(text: str) -> int:
@@ -63,7 +64,7 @@ def run_row(folder: Path) -> list[str]:
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
 
     def shown(value: object, kind: type, default: str = "?") -> str:
-        return str(value) if holds(value, kind) else default
+        return str(value) if holds(value, kind) and len(str(value)) <= MAX_NAME else default
 
     layers, hidden = (
         shown(config.get(name), int) if within(config.get(name), 1, MAXIMA[name]) else "?"
@@ -83,7 +84,7 @@ def run_row(folder: Path) -> list[str]:
         updated = "?"
     corpus = shown(info.get("corpus"), str)
     base = info.get("base") if isinstance(info.get("base"), dict) else {}
-    if holds(base.get("run"), str):  # a fine-tuning run
+    if holds(base.get("run"), str) and len(base["run"]) <= MAX_NAME:  # a fine-tuning run
         corpus += f" (from {base['run']})"
     return [
         folder.name,

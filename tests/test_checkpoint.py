@@ -227,6 +227,9 @@ DAMAGE = {
     "wrong shape": (set_first_weight(lambda w: torch.zeros(1)), "weights: embed.weight has shape [1]"),
     "missing weight": (lambda p: p["model"]["weights"].pop("embed.weight"), "weights: embed.weight missing"),
     "NaN weight": (set_first_weight(lambda w: torch.full_like(w, float("nan"))), "embed.weight holds NaN"),
+    # torch.load(weights_only=True) takes these too; each was a torch traceback (a sparse weight's in info only)
+    "sparse weight": (set_first_weight(lambda w: w.to_sparse()), "embed.weight is a tensor of layout torch.sparse_coo"),
+    "meta weight": (set_first_weight(lambda w: w.to("meta")), "embed.weight is a tensor of the meta device"),
     "step a string": (setting("run", "progress", step="x"), "progress: step is 'x', not int"),
     "best without val": (setting("run", "progress", val_bpc=None, best_bpc=1.0), "best_bpc without val_bpc"),
     "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),

@@ -454,6 +454,21 @@ def test_exported_page_refuses_settings_out_of_range_by_name(tmp_path, browser):
 
 
 @pytest.mark.slow
+def test_exported_page_takes_no_kept_setting_out_of_its_range(tmp_path, browser):  # noqa: F811
+    """A kept length of -5 or top-p of 7 (an entry edited, or another version's) came back into the boxes,
+    and every Write was refused until they were retyped: each falls back to its default."""
+    page = exported(tmp_path, model_of("lstm", TEXT, hidden=8)).as_uri()
+    page_ready(browser, page)
+    names = ["temperature", "top_p", "length"]
+    values = "return arguments[0].map((id) => document.getElementById(id).value)"
+    defaults = browser.execute_script(values, names)
+    kept = {"temperature": -1, "top_p": 7, "length": -5}
+    browser.execute_script("localStorage.setItem(`${KEPT}.settings`, arguments[0])", json.dumps(kept))
+    page_ready(browser, page)  # a reload
+    assert browser.execute_script(values, names) == defaults
+
+
+@pytest.mark.slow
 def test_page_counts_a_big_vocabulary_with_a_thousands_separator(tmp_path, browser):  # noqa: F811
     """A Chinese novel's page said "4447 characters", where everything else charlm prints says 4,447."""
     chars = "".join(chr(0x4E00 + i) for i in range(1200)) + "ab \n"

@@ -309,3 +309,26 @@ def test_runs_shows_a_damaged_records_numbers_as_a_question_mark(fox_file, damag
     _, row = cli("runs").output.splitlines()
     assert row.split()[:5] == ["fox", "fox", "1x?", "lstm", steps] and row.split()[5] == best, row
     assert len(row) < 100, row
+
+
+def test_runs_lists_a_hand_made_run_json_of_any_size_or_kind_at_once(tmp_path):
+    """A run.json whose corpus was a 300 MB string held `charlm runs` for minutes and 16 GB (every row
+    padded to that width); a named pipe there held it forever. Such a record is not one charlm wrote:
+    its corpus shows as `?` and the other runs are listed all the same."""
+    damaged = {
+        "long": json.dumps({"corpus": "a" * 300, "base": {"run": "b" * 300}}),
+        "huge": json.dumps({"corpus": "fox", "sources": ["x" * (5 << 20)]}),
+        "sound": json.dumps({"corpus": "fox"}),
+    }
+    for name, text in damaged.items():
+        folder = tmp_path / "checkpoints" / name
+        folder.mkdir(parents=True)
+        (folder / runs.LATEST).touch()
+        (folder / runs.RUN_INFO).write_text(text, encoding="utf-8")
+    if hasattr(os, "mkfifo"):
+        (tmp_path / "checkpoints" / "pipe").mkdir()
+        (tmp_path / "checkpoints" / "pipe" / runs.LATEST).touch()
+        os.mkfifo(tmp_path / "checkpoints" / "pipe" / runs.RUN_INFO)
+    rows = [line.split()[:2] for line in cli("runs").output.splitlines()[1:]]
+    assert rows == [["huge", "?"], ["long", "?"], *[["pipe", "?"]] * hasattr(os, "mkfifo"), ["sound", "fox"]], rows
+    assert runs.read_run_info(tmp_path / "checkpoints" / "huge") is None

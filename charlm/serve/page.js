@@ -6,9 +6,13 @@
 // range is refused by name before anything is written (an empty box was read as 0: greedy, or no text).
 function checkSetting(name, caption) {
   const box = document.getElementById(name), value = box.valueAsNumber;
-  if (value >= +(box.min || -Infinity) && value <= +(box.max || Infinity)) return;
+  if (withinBox(box, value)) return;
   const range = `from ${box.min}${box.max ? ` to ${box.max}` : " up"}${box.value ? `, not ${box.value}` : ""}`;
   throw Object.assign(new Error(`${caption}: give a number ${range}`), { param: name });
+}
+
+function withinBox(box, value) {
+  return value >= +(box.min || -Infinity) && value <= +(box.max || Infinity);
 }
 
 // localStorage refuses what would pass its quota (a few MB per site, filled by the serve page's history):
@@ -30,11 +34,15 @@ function controlValues(numbers, boxes) {
   return values;
 }
 // Kept `values` back in the controls: what a value is not of its control's kind (an older entry's, a
-// damaged one), or a form this page does not offer, leaves the control as it is.
+// damaged one), a number out of its box's range (a kept length of -5 made every Generate an error until
+// it was retyped), or a form this page does not offer, leaves the control as it is.
 function applyControlValues(values, numbers, boxes) {
   for (const [name, value] of Object.entries(values || {})) {
     const box = document.getElementById(name);
-    if (numbers.includes(name) && Number.isFinite(value)) { box.value = value; document.getElementById(name + "-range").value = value; }
+    if (numbers.includes(name) && Number.isFinite(value) && withinBox(box, value)) {
+      box.value = value;
+      document.getElementById(name + "-range").value = value;
+    }
     if (!boxes.includes(name)) continue;
     if (box.type === "checkbox" && typeof value === "boolean") box.checked = value;
     const offered = box.tagName !== "SELECT" || [...box.options].some((o) => o.value === value);
