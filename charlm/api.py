@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import signal
+import sys
 import textwrap
 import warnings
 from collections.abc import Callable, Iterator
@@ -174,6 +176,10 @@ def train(
     `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
     may be given. `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
+
+    Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
+    KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
+    checkpoint. Called from a thread other than the main one, the run cannot hear Ctrl-C.
     """
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
@@ -187,8 +193,37 @@ def train(
             trainer = resume_run(None if resume is True else str(resume), options, sources)
         else:
             trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
-        model = trainer.fit()
+        try:
+            model = trainer.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+            raise KeyboardInterrupt(interrupted_note(trainer, at_once=True)) from None
+    if trainer.stop_signal is not None:
+        pass_on_signal(trainer)
     return model.eval()  # ready for inference, as `load` returns it
+
+
+def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
+    """What a run stopped by a signal keeps, and the call that goes on with it (`Trainer.interrupted_note`
+    says it as commands)."""
+    run = str(trainer.run_dir)
+    if trainer.saved_step is None:
+        return f"charlm.train was interrupted before the first checkpoint; nothing was saved ({run} is still free)"
+    stopped = "interrupted" if at_once else f"stopped at step {trainer.progress.step}"
+    return (
+        f"charlm.train {stopped}; {run} holds step {trainer.saved_step}: go on with charlm.train(resume={run!r}), "
+        f"or sample from its best with charlm.load({run!r})"
+    )
+
+
+def pass_on_signal(trainer: Trainer) -> None:
+    """A run stopped by a signal has saved; the signal then does what it would have done to the caller,
+    so a script stops rather than goes on as if training had finished: Ctrl-C raises KeyboardInterrupt
+    (saying how to go on), SIGTERM or SIGHUP reach the caller's handler or, by default, end the process."""
+    note = interrupted_note(trainer)
+    if trainer.stop_signal == signal.SIGINT:
+        raise KeyboardInterrupt(note)
+    print(note, file=sys.stderr)
+    signal.raise_signal(trainer.stop_signal)
 
 
 def callers_gpus(device: object) -> list[int]:

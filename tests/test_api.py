@@ -4,6 +4,7 @@ import dataclasses
 import itertools
 import math
 import pydoc
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -13,11 +14,11 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, threads
+from charlm import CharLM, threads, train_state
 from charlm.api import lists_options
 from charlm.errors import CharLMError
 
-from .conftest import cli, process_state
+from .conftest import cli, latest, process_state
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -317,3 +318,48 @@ def test_train_keeps_the_callers_gpu_generators_when_cuda_starts_inside_it(
     with pytest.raises(Asked):
         charlm.train(fox_file, **tiny, **({} if device is None else {"device": device}))
     assert asked == [kept]
+
+
+def signalled_at(monkeypatch, step: int, *signals: int) -> None:
+    """Training sends itself `signals` during step `step`, as a notebook's stop button or a scheduler does."""
+    train_step = train_state.train_step
+
+    def step_then_signal(state, spent):
+        if state.progress.step == step - 1:
+            for number in signals:
+                signal.raise_signal(number)
+        return train_step(state, spent)
+
+    monkeypatch.setattr(train_state, "train_step", step_then_signal)
+
+
+def test_ctrl_c_saves_the_run_then_raises_saying_how_to_go_on(fox_file, tiny, monkeypatch):
+    """charlm.train stopped at Ctrl-C, saved, and returned as if it had finished: a script went on to
+    its next stage with a half-trained model, and nothing said the run could be resumed."""
+    train_step = train_state.train_step
+    signalled_at(monkeypatch, 13, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match=r"stopped at step 13; checkpoints/cut holds step 13: go on with "):
+        charlm.train(fox_file, out="cut", **tiny)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(train_state, "train_step", train_step)
+    charlm.train(resume="checkpoints/cut")
+    assert latest("cut").progress.step == tiny["max_steps"]
+
+
+def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tiny, monkeypatch):
+    signalled_at(monkeypatch, 13, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted; checkpoints/cut holds step 10: go on with "):
+        charlm.train(fox_file, out="cut", **tiny)
+    assert latest("cut").progress.step == 10 and not Path("checkpoints/cut/.lock").exists()
+
+
+def test_sigterm_saves_the_run_then_reaches_the_callers_handler(fox_file, tiny, monkeypatch):
+    """A scheduler's SIGTERM stopped the run, which saved and returned: the script went on instead of ending."""
+    heard = []
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: heard.append(number))
+    try:
+        signalled_at(monkeypatch, 13, signal.SIGTERM)
+        charlm.train(fox_file, out="cut", **tiny)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert heard == [signal.SIGTERM] and latest("cut").progress.step == 13
