@@ -1,12 +1,14 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
 import dataclasses
+import functools
 import itertools
 import math
 import pydoc
 import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,8 +19,9 @@ import charlm
 from charlm import CharLM, threads, train_state
 from charlm.api import lists_options
 from charlm.errors import CharLMError
+from charlm.model import inference
 
-from .conftest import cli, latest, process_state
+from .conftest import cli, latest, make_model, process_state
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -113,6 +116,55 @@ def test_streams_at_once_write_what_each_writes_alone(model):
     with ThreadPoolExecutor(2) as pool:
         threaded = list(pool.map(lambda seed: "".join(charlm.stream(model, "ab", length=60, random_seed=seed)), (1, 2)))
     assert interleaved == threaded == alone
+
+
+def test_inference_in_two_threads_keeps_eval_mode_until_the_last_leaves(model):
+    """Each `inference` put back the mode it found: a thread that left first switched a training-mode
+    model's dropout back on under the other, which, leaving last, left the model in eval mode and
+    cuDNN's TF32 off for the rest of the process."""
+    model.train()
+    tf32 = torch.backends.cudnn.allow_tf32
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with inference(model):
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with inference(model):
+            second_in.set()
+            first_out.wait(5)
+            seen.append((model.training, torch.backends.cudnn.allow_tf32))
+
+    workers = [threading.Thread(target=first), threading.Thread(target=second)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert seen == [(False, False)]
+    assert model.training and torch.backends.cudnn.allow_tf32 == tf32
+
+
+def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mode():
+    """As a web app's requests do: started together, each thread writes what it writes alone."""
+    model, text = make_model("\nabcdefgh ", dropout=0.5).train(), "abc defg\n" * 20
+    alone = [charlm.generate(model, "ab", length=40, random_seed=seed) for seed in range(4)]
+    scored = charlm.bits_per_char(model, text)
+    start = threading.Barrier(6)
+
+    def at_once(task):
+        start.wait(5)
+        return task()
+
+    tasks = [functools.partial(charlm.generate, model, "ab", length=40, random_seed=seed) for seed in range(4)]
+    tasks += [functools.partial(charlm.bits_per_char, model, text)] * 2
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(at_once, tasks))
+    assert results == [*alone, scored, scored] and model.training
 
 
 def test_train_refuses_an_empty_list_of_paths(tiny):
