@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import signal
 import sys
 import textwrap
@@ -29,7 +30,7 @@ from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, from_options
+from .fields import SHOWN, from_options, plain
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -41,6 +42,7 @@ ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 __all__ = ["bits_per_char", "generate", "load", "next_probs", "stream", "train"]
 
 Function = TypeVar("Function", bound=Callable)
+T = TypeVar("T")
 
 
 def lists_options(config_class: type) -> Callable[[Function], Function]:
@@ -183,7 +185,8 @@ def train(
     """
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
-    sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
+    paths, out, resume, init_from = map(home, (paths, out, resume, init_from))
+    sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
         if init_from is not None:
@@ -275,6 +278,7 @@ def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tu
     first: the model's own prediction, before temperature or any other sampling option. An empty prefix
     is the start of a line, as for `generate`."""
     check_model_and_seed("next_probs", model, prefix, "prefix")
+    top = plain(top)  # np.int64(3), as the sampling options take it
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
         refuse("next_probs", "top must be a positive integer or None", top)
     return scoring.next_probs(model, prefix, top)
@@ -288,7 +292,8 @@ def load(target: str | Path | None = None, device: str | torch.device = STEP_DEV
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
     if not isinstance(device, (str, torch.device)):
         refuse("load", f"device must be {DEVICE_FORMS}", device)
-    return checkpoint.load(target, str(device))
+    with torch.random.fork_rng(devices=[]):  # building the model draws initial weights from the caller's generator
+        return checkpoint.load(home(target), str(device))
 
 
 # The Python API's own arguments, checked where a caller gives them: the CLI passes strings only, so
@@ -302,6 +307,11 @@ def refuse(function: str, requirement: str, value: object, hint: str = "") -> No
 
 def is_path(value: object) -> bool:
     return isinstance(value, (str, PurePath))
+
+
+def home(path: T) -> T:
+    """A path given as "~/novel.txt" in the user's home, as a shell would have read it (Python does not)."""
+    return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
 
 
 def check_model_and_seed(function: str, model: object, seed: object, what: str = "seed") -> None:

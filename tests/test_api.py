@@ -12,6 +12,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -415,3 +416,20 @@ def test_sigterm_saves_the_run_then_reaches_the_callers_handler(fox_file, tiny, 
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert heard == [signal.SIGTERM] and latest("cut").progress.step == 13
+
+
+def test_paths_from_the_home_folder_and_numpy_numbers_are_taken(fox_file, tiny, monkeypatch, tmp_path):
+    """ "~/novel.txt" is what a shell user types, and Python leaves it unexpanded: charlm.train and
+    charlm.load found no such file; next_probs refused the np.int64 that the sampling options take.
+    And building the loaded model drew its discarded initial weights from torch's generator: a
+    caller's seeded torch.rand after charlm.load drew other numbers."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    charlm.train("~/fox.txt", out="~/runs/fox", **tiny)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    model = charlm.load(Path("~/runs/fox"))
+    assert torch.equal(torch.rand(3), expected)
+    assert charlm.next_probs(model, "the", top=np.int64(2)) == charlm.next_probs(model, "the", top=2)
+    charlm.train(resume="~/runs/fox", max_steps=tiny["max_steps"] + 2)
+    assert latest(str(tmp_path / "runs/fox")).progress.step == tiny["max_steps"] + 2
