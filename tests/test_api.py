@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -433,3 +434,14 @@ def test_paths_from_the_home_folder_and_numpy_numbers_are_taken(fox_file, tiny, 
     assert charlm.next_probs(model, "the", top=np.int64(2)) == charlm.next_probs(model, "the", top=2)
     charlm.train(resume="~/runs/fox", max_steps=tiny["max_steps"] + 2)
     assert latest(str(tmp_path / "runs/fox")).progress.step == tiny["max_steps"] + 2
+
+
+def test_quiet_says_nothing_not_even_why_the_run_stopped_early(fox_file, tiny, capfd):
+    """quiet=True printed the patience stop's line, and torch's warning that --detect-anomaly is slow."""
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        options = {**tiny, "max_steps": 30, "eval_every": 2, "patience": 1, "lr": 1e-9}
+        charlm.train(fox_file, out="run", **options)
+        charlm.train(fox_file, out="debug", **{**tiny, "max_steps": 2, "detect_anomaly": True})
+    assert latest("run").progress.step < 30, "the run should have stopped early"
+    assert capfd.readouterr() == ("", "") and [str(warning.message) for warning in shown] == []
