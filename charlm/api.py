@@ -13,6 +13,7 @@ run's plan from its checkpoint, and build the trainer from the plan.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 import signal
@@ -60,6 +61,25 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
         return function
 
     return listed
+
+
+def options_by_name(function: Function) -> Function:
+    """`function(model, seed, **options)` answers an option given by position, such as the length in
+    charlm.generate(model, "It was", 200), with a CharLMError that says to name it (Python's TypeError,
+    "takes from 1 to 2 positional arguments but 3 were given", said neither)."""
+
+    @functools.wraps(function)
+    def checked(model: object = None, seed: object = "", *misplaced: object, **options: object):
+        if misplaced:
+            refuse(
+                function.__name__,
+                "options are given by name, after the model and the seed",
+                misplaced[0],
+                f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
+            )
+        return function(model, seed, **options)
+
+    return checked
 
 
 def default_of(field: dataclasses.Field) -> object:
@@ -242,6 +262,7 @@ def callers_gpus(device: object) -> list[int]:
 
 
 @lists_options(SampleConfig)
+@options_by_name
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
     such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
@@ -253,6 +274,7 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
 
 @lists_options(SampleConfig)
+@options_by_name
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
     character at a time. Bad options are refused at the call, before the first piece."""
@@ -319,7 +341,12 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
         hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
         refuse(function, "the model must be a charlm.CharLM", model, hint)
     if not isinstance(seed, str):
-        refuse(function, f"the {what} must be a string", seed)
+        hint = ""
+        if isinstance(seed, (bytes, bytearray)):
+            hint = f"; decode it first: {what}.decode('utf-8')"
+        elif isinstance(seed, (list, tuple)):
+            hint = f"; call charlm.{function} once per {what}"
+        refuse(function, f"the {what} must be a string", seed, hint)
 
 
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:

@@ -183,12 +183,22 @@ def test_train_refuses_an_empty_list_of_paths(tiny):
         (None, "a", "the model must be a charlm.CharLM, not None"),
         ("base", "a", "the model must be a charlm.CharLM, not 'base'; load it first: charlm.load('base')"),
         ("model", 5, "the seed must be a string, not 5"),
-        ("model", b"a", "the seed must be a string, not b'a'"),
+        ("model", b"a", "the seed must be a string, not b'a'; decode it first: seed.decode('utf-8')"),
+        ("model", ["a", "b"], "the seed must be a string, not ['a', 'b']; call charlm.{entry} once per seed"),
     ],
 )
 def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value, seed, message):
     given = model if model_value == "model" else model_value
-    assert_named(lambda: entry(given, seed), f"charlm.{entry.__name__}: {message}")
+    name = entry.__name__
+    assert_named(lambda: entry(given, seed), f"charlm.{name}: {message.format(entry=name)}")
+
+
+@pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
+def test_an_option_given_by_position_is_named(model, entry):
+    """charlm.generate(model, "ab", 200) met Python's TypeError, which said neither what 200 was taken
+    for nor how to give it."""
+    message = f"charlm.{entry.__name__}: options are given by name, after the model and the seed, not 200; e.g. "
+    assert_named(lambda: entry(model, "ab", 200), message)
 
 
 @pytest.mark.parametrize(
