@@ -455,3 +455,21 @@ def test_quiet_says_nothing_not_even_why_the_run_stopped_early(fox_file, tiny, c
         charlm.train(fox_file, out="debug", **{**tiny, "max_steps": 2, "detect_anomaly": True})
     assert latest("run").progress.step < 30, "the run should have stopped early"
     assert capfd.readouterr() == ("", "") and [str(warning.message) for warning in shown] == []
+
+
+def test_a_notebook_without_ipywidgets_is_not_warned_at(tmp_path):
+    """In Jupyter without ipywidgets (VS Code's notebooks, a bare ipykernel) tqdm warned "IProgress not
+    found" as charlm imported it, even under quiet=True. (The kernel's modules stood in for.)"""
+    code = (
+        "import sys, types, warnings\n"
+        "class ZMQInteractiveShell: pass\n"
+        "ipython = types.ModuleType('IPython')\n"
+        "ipython.get_ipython = ZMQInteractiveShell\n"
+        "sys.modules.update({'IPython': ipython, 'ipykernel': ipython, 'ipykernel.zmqshell': ipython})\n"
+        "sys.modules['IPython.display'] = ipython  # no ipywidgets\n"
+        "warnings.simplefilter('always')\n"
+        "import charlm\n"
+        "import tqdm.auto\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
