@@ -20,7 +20,7 @@ import signal
 import sys
 import textwrap
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePath
 from typing import NoReturn, TypeVar
 
@@ -185,15 +185,16 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
 
 @lists_options(Config)
 def train(
-    paths: str | Path | list[str | Path] | None = None,
+    paths: str | Path | Iterable[str | Path] | None = None,
     out: str | Path | None = None,
     resume: bool | str | Path = False,
     init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
-    """Train on text files or folders (None: built-in Shakespeare), as `charlm train` does, and return
-    the model as it is at the end of the run, in eval mode; the run's folder, under checkpoints/ (or
-    `out`), keeps it and `best.pt`, the lowest validation bpc (`charlm.load(RUN)` loads that one).
+    """Train on text files or folders (a path, a list of them or a glob's matches; None: built-in
+    Shakespeare), as `charlm train` does, and return the model as it is at the end of the run, in eval
+    mode; the run's folder, under checkpoints/ (or `out`), keeps it and `best.pt`, the lowest
+    validation bpc (`charlm.load(RUN)` loads that one).
 
     `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
@@ -203,6 +204,8 @@ def train(
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
     checkpoint. Called from a thread other than the main one, the run cannot hear Ctrl-C.
     """
+    if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
+        paths = list(paths)
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
     paths, out, resume, init_from = map(home, (paths, out, resume, init_from))

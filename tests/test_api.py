@@ -169,6 +169,14 @@ def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mo
     assert results == [*alone, scored, scored] and model.training
 
 
+def test_train_takes_a_globs_matches_as_they_come(fox_file, tiny):
+    """Path.glob gives a generator, which charlm.train refused for not being a list."""
+    nothing = "charlm.train: paths must name at least one file or folder"
+    assert_named(lambda: charlm.train(Path().glob("none*.txt"), **tiny), nothing)
+    model = charlm.train(Path().glob("fox*.txt"), out="globbed", **tiny)
+    assert latest("globbed").corpus["sources"] == [str(fox_file)] and model.config.hidden == tiny["hidden"]
+
+
 def test_train_refuses_an_empty_list_of_paths(tiny):
     """`charlm.train(glob.glob("texts/*.txt"))` with a glob that matched nothing trained on the
     built-in Shakespeare, as None asks for."""
