@@ -244,9 +244,10 @@ def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
 def pass_on_signal(trainer: Trainer) -> None:
     """A run stopped by a signal has saved; the signal then does what it would have done to the caller,
     so a script stops rather than goes on as if training had finished: Ctrl-C raises KeyboardInterrupt
-    (saying how to go on), SIGTERM or SIGHUP reach the caller's handler or, by default, end the process."""
+    (saying how to go on); another signal, or Ctrl-C where the caller handles it, reaches the caller's
+    handler (SIGTERM's default ends the process)."""
     note = interrupted_note(trainer)
-    if trainer.stop_signal == signal.SIGINT:
+    if signal.getsignal(trainer.stop_signal) is signal.default_int_handler:
         raise KeyboardInterrupt(note)
     print(note, file=sys.stderr)
     signal.raise_signal(trainer.stop_signal)

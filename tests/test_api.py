@@ -425,16 +425,18 @@ def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tin
     assert latest("cut").progress.step == 10 and not Path("checkpoints/cut/.lock").exists()
 
 
-def test_sigterm_saves_the_run_then_reaches_the_callers_handler(fox_file, tiny, monkeypatch):
-    """A scheduler's SIGTERM stopped the run, which saved and returned: the script went on instead of ending."""
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_run_then_reaches_the_callers_handler(fox_file, tiny, monkeypatch, number):
+    """A scheduler's SIGTERM stopped the run, which saved and returned: the script went on instead of
+    ending. Ctrl-C reaches a caller's own handler too, rather than becoming KeyboardInterrupt."""
     heard = []
-    previous = signal.signal(signal.SIGTERM, lambda number, frame: heard.append(number))
+    previous = signal.signal(number, lambda number, frame: heard.append(number))
     try:
-        signalled_at(monkeypatch, 13, signal.SIGTERM)
+        signalled_at(monkeypatch, 13, number)
         charlm.train(fox_file, out="cut", **tiny)
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    assert heard == [signal.SIGTERM] and latest("cut").progress.step == 13
+        signal.signal(number, previous)
+    assert heard == [number] and latest("cut").progress.step == 13
 
 
 def test_paths_from_the_home_folder_and_numpy_numbers_are_taken(fox_file, tiny, monkeypatch, tmp_path):
