@@ -10,6 +10,8 @@ print(charlm.bits_per_char(model, open("chapter.txt").read()), charlm.next_probs
 from __future__ import annotations
 
 import importlib
+import sys
+import warnings
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers and editors read; at run time `__getattr__` imports these names
@@ -31,6 +33,13 @@ HOMES = {
     "Config": "config", "SampleConfig": "config", "CharLMError": "errors",
     "CharLM": "model", "ModelConfig": "model",
 }  # fmt: skip
+
+# In a notebook tqdm draws its bar with ipywidgets, and where they are missing it warns as it is imported,
+# though the plain bar it falls back to works there: imported here, once, for every module with a bar.
+if "ipykernel" in sys.modules:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "IProgress not found")
+        importlib.import_module("tqdm.auto")
 
 
 def __getattr__(name: str):

@@ -13,10 +13,14 @@ run's plan from its checkpoint, and build the trainer from the plan.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import os
+import signal
+import sys
 import textwrap
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePath
 from typing import NoReturn, TypeVar
 
@@ -27,7 +31,7 @@ from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, from_options
+from .fields import SHOWN, from_options, plain
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -39,6 +43,7 @@ ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 __all__ = ["bits_per_char", "generate", "load", "next_probs", "stream", "train"]
 
 Function = TypeVar("Function", bound=Callable)
+T = TypeVar("T")
 
 
 def lists_options(config_class: type) -> Callable[[Function], Function]:
@@ -56,6 +61,25 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
         return function
 
     return listed
+
+
+def options_by_name(function: Function) -> Function:
+    """`function(model, seed, **options)` answers an option given by position, such as the length in
+    charlm.generate(model, "It was", 200), with a CharLMError that says to name it (Python's TypeError,
+    "takes from 1 to 2 positional arguments but 3 were given", said neither)."""
+
+    @functools.wraps(function)
+    def checked(model: object = None, seed: object = "", *misplaced: object, **options: object):
+        if misplaced:
+            refuse(
+                function.__name__,
+                "options are given by name, after the model and the seed",
+                misplaced[0],
+                f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
+            )
+        return function(model, seed, **options)
+
+    return checked
 
 
 def default_of(field: dataclasses.Field) -> object:
@@ -161,23 +185,31 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
 
 @lists_options(Config)
 def train(
-    paths: str | Path | list[str | Path] | None = None,
+    paths: str | Path | Iterable[str | Path] | None = None,
     out: str | Path | None = None,
     resume: bool | str | Path = False,
     init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
-    """Train on text files or folders (None: built-in Shakespeare), as `charlm train` does, and return
-    the model as it is at the end of the run, in eval mode; the run's folder, under checkpoints/ (or
-    `out`), keeps it and `best.pt`, the lowest validation bpc (`charlm.load(RUN)` loads that one).
+    """Train on text files or folders (a path, a list of them or a glob's matches; None: built-in
+    Shakespeare), as `charlm train` does, and return the model as it is at the end of the run, in eval
+    mode; the run's folder, under checkpoints/ (or `out`), keeps it and `best.pt`, the lowest
+    validation bpc (`charlm.load(RUN)` loads that one).
 
     `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
     may be given. `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
+
+    Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
+    KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
+    checkpoint. Called from a thread other than the main one, the run cannot hear Ctrl-C.
     """
+    if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
+        paths = list(paths)
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
-    sources = [str(paths)] if is_path(paths) else [str(p) for p in paths or []]
+    paths, out, resume, init_from = map(home, (paths, out, resume, init_from))
+    sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
         if init_from is not None:
@@ -187,8 +219,38 @@ def train(
             trainer = resume_run(None if resume is True else str(resume), options, sources)
         else:
             trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
-        model = trainer.fit()
+        try:
+            model = trainer.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
+            raise KeyboardInterrupt(interrupted_note(trainer, at_once=True)) from None
+    if trainer.stop_signal is not None:
+        pass_on_signal(trainer)
     return model.eval()  # ready for inference, as `load` returns it
+
+
+def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
+    """What a run stopped by a signal keeps, and the call that goes on with it (`Trainer.interrupted_note`
+    says it as commands)."""
+    run = str(trainer.run_dir)
+    if trainer.saved_step is None:
+        return f"charlm.train was interrupted before the first checkpoint; nothing was saved ({run} is still free)"
+    stopped = "interrupted" if at_once else f"stopped at step {trainer.progress.step}"
+    return (
+        f"charlm.train {stopped}; {run} holds step {trainer.saved_step}: go on with charlm.train(resume={run!r}), "
+        f"or sample from its best with charlm.load({run!r})"
+    )
+
+
+def pass_on_signal(trainer: Trainer) -> None:
+    """A run stopped by a signal has saved; the signal then does what it would have done to the caller,
+    so a script stops rather than goes on as if training had finished: Ctrl-C raises KeyboardInterrupt
+    (saying how to go on); another signal, or Ctrl-C where the caller handles it, reaches the caller's
+    handler (SIGTERM's default ends the process)."""
+    note = interrupted_note(trainer)
+    if signal.getsignal(trainer.stop_signal) is signal.default_int_handler:
+        raise KeyboardInterrupt(note)
+    print(note, file=sys.stderr)
+    signal.raise_signal(trainer.stop_signal)
 
 
 def callers_gpus(device: object) -> list[int]:
@@ -204,6 +266,7 @@ def callers_gpus(device: object) -> list[int]:
 
 
 @lists_options(SampleConfig)
+@options_by_name
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
     such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
@@ -215,6 +278,7 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
 
 @lists_options(SampleConfig)
+@options_by_name
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
     character at a time. Bad options are refused at the call, before the first piece."""
@@ -240,6 +304,7 @@ def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tu
     first: the model's own prediction, before temperature or any other sampling option. An empty prefix
     is the start of a line, as for `generate`."""
     check_model_and_seed("next_probs", model, prefix, "prefix")
+    top = plain(top)  # np.int64(3), as the sampling options take it
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
         refuse("next_probs", "top must be a positive integer or None", top)
     return scoring.next_probs(model, prefix, top)
@@ -253,7 +318,8 @@ def load(target: str | Path | None = None, device: str | torch.device = STEP_DEV
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
     if not isinstance(device, (str, torch.device)):
         refuse("load", f"device must be {DEVICE_FORMS}", device)
-    return checkpoint.load(target, str(device))
+    with torch.random.fork_rng(devices=[]):  # building the model draws initial weights from the caller's generator
+        return checkpoint.load(home(target), str(device))
 
 
 # The Python API's own arguments, checked where a caller gives them: the CLI passes strings only, so
@@ -269,12 +335,22 @@ def is_path(value: object) -> bool:
     return isinstance(value, (str, PurePath))
 
 
+def home(path: T) -> T:
+    """A path given as "~/novel.txt" in the user's home, as a shell would have read it (Python does not)."""
+    return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
+
+
 def check_model_and_seed(function: str, model: object, seed: object, what: str = "seed") -> None:
     if not isinstance(model, CharLM):
         hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
         refuse(function, "the model must be a charlm.CharLM", model, hint)
     if not isinstance(seed, str):
-        refuse(function, f"the {what} must be a string", seed)
+        hint = ""
+        if isinstance(seed, (bytes, bytearray)):
+            hint = f"; decode it first: {what}.decode('utf-8')"
+        elif isinstance(seed, (list, tuple)):
+            hint = f"; call charlm.{function} once per {what}"
+        refuse(function, f"the {what} must be a string", seed, hint)
 
 
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:

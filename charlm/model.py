@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -318,17 +319,33 @@ def detach_state(state: State | None) -> State | None:
     return map_state(lambda s: s.detach().float(), state)
 
 
+# What the open `inference` contexts changed, put back when the last one closes: per model its mode, and
+# (key None) the process's cuDNN TF32 flag. Threads open them at once (a web app's requests on one model).
+INSIDE: dict[CharLM | None, list] = {}  # key -> [contexts open, the value found before the first]
+INSIDE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def inference(model: CharLM) -> Iterator[None]:
     """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
     fp32: cuDNN may otherwise run an fp32 RNN on TF32 tensor cores (10-bit mantissas), and scores and
-    log-probabilities must not depend on the device (bpc compares across machines)."""
-    was_training, tf32 = model.training, torch.backends.cudnn.allow_tf32
-    model.eval()
-    torch.backends.cudnn.allow_tf32 = False
+    log-probabilities must not depend on the device (bpc compares across machines). Contexts open at
+    once in several threads share the changes, put back when the last closes: each restored what it
+    found, so one that closed first switched dropout back on under the other, and the one that closed
+    last left the model in eval mode and TF32 off for good."""
+    with INSIDE_LOCK:
+        for key, found in ((model, model.training), (None, torch.backends.cudnn.allow_tf32)):
+            INSIDE.setdefault(key, [0, found])[0] += 1
+        model.eval()
+        torch.backends.cudnn.allow_tf32 = False
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
-        torch.backends.cudnn.allow_tf32 = tf32
+        with INSIDE_LOCK:
+            for key in (model, None):
+                INSIDE[key][0] -= 1
+            if not INSIDE[model][0]:
+                model.train(INSIDE.pop(model)[1])
+            if not INSIDE[None][0]:
+                torch.backends.cudnn.allow_tf32 = INSIDE.pop(None)[1]

@@ -17,6 +17,7 @@ import dataclasses
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -133,7 +134,9 @@ class Trainer:
             self.open_run(stack, max_seconds)
         stop = stack.enter_context(StopFlag(launcher_pid()).installed())
         if self.config.detect_anomaly:
-            stack.enter_context(torch.autograd.detect_anomaly())
+            with warnings.catch_warnings():  # torch's warning that it is slow: the option's help says so
+                warnings.filterwarnings("ignore", "Anomaly Detection has been enabled")
+                stack.enter_context(torch.autograd.detect_anomaly())
         self.state.model.train()
         threads.configure(self.config.threads, self.device)
         self.plan_probe_check(max_seconds)
@@ -227,12 +230,11 @@ class Trainer:
         seconds, chars = self.progress.elapsed - since_elapsed, self.progress.chars - since_chars
         speed = chars * self.corpus.chars_per_token / max(seconds, 1e-9)
         if speed < SLOW_SHARE * probed:
-            tqdm.write(
+            self.say(
                 f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the "
                 f"{probed:,.0f} the size probe measured for --hidden {self.config.hidden}: "
                 "the machine is busier than when the run started, so the model will see fewer characters per "
                 "parameter than the size rule planned (give --hidden to choose yourself)",
-                file=sys.stderr,
             )
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
@@ -271,12 +273,17 @@ class Trainer:
         self.out_of_patience = bool(decided)
         if out:
             p = self.progress
-            tqdm.write(
+            self.say(
                 f"validation has not improved for {patience} evaluations (best {p.best_bpc:.3f} bpc at step "
                 f"{p.best_step}, now {p.val_bpc:.3f}): the text is being memorized; stopping early, best.pt "
                 "keeps the best (--patience 0 trains on)",
-                file=sys.stderr,
             )
+
+    def say(self, line: str) -> None:
+        """A line under the progress bar about how the run goes, which --quiet (quiet=True) keeps unsaid;
+        a checkpoint or log that cannot be written is said whatever the options."""
+        if not self.config.quiet:
+            tqdm.write(line, file=sys.stderr)
 
     def show_sample(self) -> None:
         """A short sample under the progress bar and in samples.txt. It draws from its own generator,

@@ -1,23 +1,29 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
 import dataclasses
+import functools
 import itertools
 import math
 import pydoc
+import signal
 import subprocess
 import sys
+import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import charlm
-from charlm import CharLM, threads
+from charlm import CharLM, threads, train_state
 from charlm.api import lists_options
 from charlm.errors import CharLMError
+from charlm.model import inference
 
-from .conftest import cli, process_state
+from .conftest import cli, latest, make_model, process_state
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -114,6 +120,63 @@ def test_streams_at_once_write_what_each_writes_alone(model):
     assert interleaved == threaded == alone
 
 
+def test_inference_in_two_threads_keeps_eval_mode_until_the_last_leaves(model):
+    """Each `inference` put back the mode it found: a thread that left first switched a training-mode
+    model's dropout back on under the other, which, leaving last, left the model in eval mode and
+    cuDNN's TF32 off for the rest of the process."""
+    model.train()
+    tf32 = torch.backends.cudnn.allow_tf32
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with inference(model):
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with inference(model):
+            second_in.set()
+            first_out.wait(5)
+            seen.append((model.training, torch.backends.cudnn.allow_tf32))
+
+    workers = [threading.Thread(target=first), threading.Thread(target=second)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert seen == [(False, False)]
+    assert model.training and torch.backends.cudnn.allow_tf32 == tf32
+
+
+def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mode():
+    """As a web app's requests do: started together, each thread writes what it writes alone."""
+    model, text = make_model("\nabcdefgh ", dropout=0.5).train(), "abc defg\n" * 20
+    alone = [charlm.generate(model, "ab", length=40, random_seed=seed) for seed in range(4)]
+    scored = charlm.bits_per_char(model, text)
+    start = threading.Barrier(6)
+
+    def at_once(task):
+        start.wait(5)
+        return task()
+
+    tasks = [functools.partial(charlm.generate, model, "ab", length=40, random_seed=seed) for seed in range(4)]
+    tasks += [functools.partial(charlm.bits_per_char, model, text)] * 2
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(at_once, tasks))
+    assert results == [*alone, scored, scored] and model.training
+
+
+def test_train_takes_a_globs_matches_as_they_come(fox_file, tiny):
+    """Path.glob gives a generator, which charlm.train refused for not being a list."""
+    nothing = "charlm.train: paths must name at least one file or folder"
+    assert_named(lambda: charlm.train(Path().glob("none*.txt"), **tiny), nothing)
+    model = charlm.train(Path().glob("fox*.txt"), out="globbed", **tiny)
+    assert latest("globbed").corpus["sources"] == [str(fox_file)] and model.config.hidden == tiny["hidden"]
+
+
 def test_train_refuses_an_empty_list_of_paths(tiny):
     """`charlm.train(glob.glob("texts/*.txt"))` with a glob that matched nothing trained on the
     built-in Shakespeare, as None asks for."""
@@ -128,12 +191,22 @@ def test_train_refuses_an_empty_list_of_paths(tiny):
         (None, "a", "the model must be a charlm.CharLM, not None"),
         ("base", "a", "the model must be a charlm.CharLM, not 'base'; load it first: charlm.load('base')"),
         ("model", 5, "the seed must be a string, not 5"),
-        ("model", b"a", "the seed must be a string, not b'a'"),
+        ("model", b"a", "the seed must be a string, not b'a'; decode it first: seed.decode('utf-8')"),
+        ("model", ["a", "b"], "the seed must be a string, not ['a', 'b']; call charlm.{entry} once per seed"),
     ],
 )
 def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value, seed, message):
     given = model if model_value == "model" else model_value
-    assert_named(lambda: entry(given, seed), f"charlm.{entry.__name__}: {message}")
+    name = entry.__name__
+    assert_named(lambda: entry(given, seed), f"charlm.{name}: {message.format(entry=name)}")
+
+
+@pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
+def test_an_option_given_by_position_is_named(model, entry):
+    """charlm.generate(model, "ab", 200) met Python's TypeError, which said neither what 200 was taken
+    for nor how to give it."""
+    message = f"charlm.{entry.__name__}: options are given by name, after the model and the seed, not 200; e.g. "
+    assert_named(lambda: entry(model, "ab", 200), message)
 
 
 @pytest.mark.parametrize(
@@ -317,3 +390,96 @@ def test_train_keeps_the_callers_gpu_generators_when_cuda_starts_inside_it(
     with pytest.raises(Asked):
         charlm.train(fox_file, **tiny, **({} if device is None else {"device": device}))
     assert asked == [kept]
+
+
+def signalled_at(monkeypatch, step: int, *signals: int) -> None:
+    """Training sends itself `signals` during step `step`, as a notebook's stop button or a scheduler does."""
+    train_step = train_state.train_step
+
+    def step_then_signal(state, spent):
+        if state.progress.step == step - 1:
+            for number in signals:
+                signal.raise_signal(number)
+        return train_step(state, spent)
+
+    monkeypatch.setattr(train_state, "train_step", step_then_signal)
+
+
+def test_ctrl_c_saves_the_run_then_raises_saying_how_to_go_on(fox_file, tiny, monkeypatch):
+    """charlm.train stopped at Ctrl-C, saved, and returned as if it had finished: a script went on to
+    its next stage with a half-trained model, and nothing said the run could be resumed."""
+    train_step = train_state.train_step
+    signalled_at(monkeypatch, 13, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match=r"stopped at step 13; checkpoints/cut holds step 13: go on with "):
+        charlm.train(fox_file, out="cut", **tiny)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(train_state, "train_step", train_step)
+    charlm.train(resume="checkpoints/cut")
+    assert latest("cut").progress.step == tiny["max_steps"]
+
+
+def test_a_second_ctrl_c_stops_at_once_keeping_the_last_checkpoint(fox_file, tiny, monkeypatch):
+    signalled_at(monkeypatch, 13, signal.SIGINT, signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match=r"interrupted; checkpoints/cut holds step 10: go on with "):
+        charlm.train(fox_file, out="cut", **tiny)
+    assert latest("cut").progress.step == 10 and not Path("checkpoints/cut/.lock").exists()
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_run_then_reaches_the_callers_handler(fox_file, tiny, monkeypatch, number):
+    """A scheduler's SIGTERM stopped the run, which saved and returned: the script went on instead of
+    ending. Ctrl-C reaches a caller's own handler too, rather than becoming KeyboardInterrupt."""
+    heard = []
+    previous = signal.signal(number, lambda number, frame: heard.append(number))
+    try:
+        signalled_at(monkeypatch, 13, number)
+        charlm.train(fox_file, out="cut", **tiny)
+    finally:
+        signal.signal(number, previous)
+    assert heard == [number] and latest("cut").progress.step == 13
+
+
+def test_paths_from_the_home_folder_and_numpy_numbers_are_taken(fox_file, tiny, monkeypatch, tmp_path):
+    """ "~/novel.txt" is what a shell user types, and Python leaves it unexpanded: charlm.train and
+    charlm.load found no such file; next_probs refused the np.int64 that the sampling options take.
+    And building the loaded model drew its discarded initial weights from torch's generator: a
+    caller's seeded torch.rand after charlm.load drew other numbers."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    charlm.train("~/fox.txt", out="~/runs/fox", **tiny)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    model = charlm.load(Path("~/runs/fox"))
+    assert torch.equal(torch.rand(3), expected)
+    assert charlm.next_probs(model, "the", top=np.int64(2)) == charlm.next_probs(model, "the", top=2)
+    charlm.train(resume="~/runs/fox", max_steps=tiny["max_steps"] + 2)
+    assert latest(str(tmp_path / "runs/fox")).progress.step == tiny["max_steps"] + 2
+
+
+def test_quiet_says_nothing_not_even_why_the_run_stopped_early(fox_file, tiny, capfd):
+    """quiet=True printed the patience stop's line, and torch's warning that --detect-anomaly is slow."""
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        options = {**tiny, "max_steps": 30, "eval_every": 2, "patience": 1, "lr": 1e-9}
+        charlm.train(fox_file, out="run", **options)
+        charlm.train(fox_file, out="debug", **{**tiny, "max_steps": 2, "detect_anomaly": True})
+    assert latest("run").progress.step < 30, "the run should have stopped early"
+    assert capfd.readouterr() == ("", "") and [str(warning.message) for warning in shown] == []
+
+
+def test_a_notebook_without_ipywidgets_is_not_warned_at(tmp_path):
+    """In Jupyter without ipywidgets (VS Code's notebooks, a bare ipykernel) tqdm warned "IProgress not
+    found" as charlm imported it, even under quiet=True. (The kernel's modules stood in for.)"""
+    code = (
+        "import sys, types, warnings\n"
+        "class ZMQInteractiveShell: pass\n"
+        "ipython = types.ModuleType('IPython')\n"
+        "ipython.get_ipython = ZMQInteractiveShell\n"
+        "sys.modules.update({'IPython': ipython, 'ipykernel': ipython, 'ipykernel.zmqshell': ipython})\n"
+        "sys.modules['IPython.display'] = ipython  # no ipywidgets\n"
+        "warnings.simplefilter('always')\n"
+        "import charlm\n"
+        "import tqdm.auto\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -3,9 +3,13 @@
 import configparser
 import importlib.util
 import re
+import runpy
 import unicodedata
+from pathlib import Path
 
 import pytest
+
+import charlm
 
 from .conftest import REPO
 
@@ -206,3 +210,20 @@ def test_every_bench_command_a_doc_gives_exists_with_its_options(page):
         source = bench_source(name)
         unknown = {option for option in re.findall(r"(?<![\w-])--[a-z][a-z-]*", rest) if f'"{option}"' not in source}
         assert not unknown - {"--help"}, f"{page.name}: python -m bench.{name} has no {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("page", ["README.md", "README.zh.md"])
+def test_the_readmes_python_example_runs_as_written(page, tiny, monkeypatch, capsys):
+    """The Python section's code, run as a reader pastes it, on a tiny model: its text files are the
+    code itself (so every seed's characters are in the vocabulary), and the run folder it loads is the
+    one its charlm.train writes."""
+    code = re.search(r"## Python\n\n```python\n(.*?)```", (REPO / page).read_text(encoding="utf-8"), re.DOTALL)[1]
+    for name in re.findall(r'open\("([^"]+)"', code) + ["novel.txt"]:
+        Path(name).write_text(code * 10, encoding="utf-8")
+    run = re.search(r'charlm\.load\("checkpoints/([^"]+)"\)', code)[1]
+    train = charlm.train
+    monkeypatch.setattr(charlm, "train", lambda paths, **options: train("novel.txt", **{**options, **tiny}, out=run))
+    Path("example.py").write_text(code, encoding="utf-8")
+    runpy.run_path("example.py")
+    printed = capsys.readouterr().out
+    assert "[(" in printed and printed.count("\n") >= 3

@@ -465,10 +465,10 @@ def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_bet
 
 def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny, monkeypatch, capsys):
     """Validation 4.0, 3.0, then only worse: with --patience 2 the run stops after the second worse
-    evaluation, says so once, and best.pt holds step 20; --patience 0 trains on to the end."""
+    evaluation, says so once (not --quiet), and best.pt holds step 20; --patience 0 trains on to the end."""
     monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
     scripted = iter([4.0, 3.0, 3.5, 3.6, 3.7, 3.8])
-    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 2})
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 2, "quiet": False})
     assert latest("run").progress.step == 40 and latest("run").progress.worse_evaluations == 2
     best = checkpoint.read(runs.resolve("run", prefer=runs.BEST)).progress
     assert (best.step, best.best_bpc, best.best_step) == (20, 3.0, 20)
