@@ -313,9 +313,16 @@ def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Te
 
 def next_probs(model: CharLM, prefix: str, top: int | None = None) -> list[tuple[str, float]]:
     """The `top` likeliest tokens after `prefix` (None: every one) with their probabilities, likeliest
-    first: the model's own distribution, before any temperature or penalty, after reading the prefix as
-    sampling reads a seed (empty: the start of a line)."""
-    ids = model.vocab.encode(prefix or model.vocab.start_text(), what="prefix")
+    first: the model's own distribution, before any temperature or penalty, after reading the prefix
+    (empty: the start of a line) as scoring reads a text, since these are the probabilities scoring
+    takes its bits from: a character the model never saw is read as one it knows nothing about, with a
+    warning that names it, where a seed refuses it."""
+    ids = model.vocab.encode(prefix or model.vocab.start_text(), what="prefix", unseen=True)
+    if (ids == UNSEEN).any():
+        shown = " ".join(model.vocab.name_unseen(c) for c in model.vocab.unknown(model.vocab.normalized(prefix)))
+        warnings.warn(
+            f"prefix: {shown} never seen by the model, read as a character it knows nothing about", stacklevel=3
+        )
     with inference(model):
         logits, _ = model(ids[None])
         _, values, top_ids = top_logprobs(logits[0, -1], top or len(model.vocab))
