@@ -123,20 +123,28 @@ def text_bits(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCharacterWarning)
         ids = model.vocab.encode(text, what=what, unseen=True)
-    starts = model.vocab.char_lengths()[ids.clamp(min=0)] > 0  # not a byte piece that continues a character
-    check_scored(what, int(starts.sum()))
+    lengths = model.vocab.char_lengths()[ids.clamp(min=0)]
+    starts = lengths > 0  # not a byte piece that continues a character
+    check_scored(what, int(lengths.sum()), tokens=int(starts.sum()))
     read = 1 + int(starts[1:].int().argmax())  # the first character's tokens
     bits, chars = total_bits(model, ids, progress=progress, label=label, read=read)
-    check_scored(what, int(starts.sum()), chars)
+    check_scored(what, int(lengths.sum()), chars)
     return bits, chars
 
 
-def check_scored(what: str, characters: int, chars: int | None = None) -> None:
+def check_scored(what: str, characters: int, chars: int | None = None, tokens: int | None = None) -> None:
     """Refuse a text with nothing to score, before scoring (`chars` None) and after: under 2 characters
-    (the first is read, never scored), or no scored character (every one after the first unseen), where
-    a bits per character would be 0 bits, read as perfect, or NaN. The same words for eval and inspect."""
+    (the first is read, never scored), one token (a sentencepiece piece of several characters: `tokens`
+    counts those that start a character; the first is read whole), or no scored character (every one
+    after the first unseen), where a bits per character would be 0 bits, read as perfect, or NaN. The
+    same words for eval and inspect."""
     if characters < 2:
         raise CharLMError(f"{what}: need at least 2 characters to score (the first is read, not scored)")
+    if tokens is not None and tokens < 2:
+        raise CharLMError(
+            f"{what}: its {characters} characters are one token to the model, and the first token is read, "
+            "not scored: nothing is left to score; give a longer text"
+        )
     if chars == 0:
         raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
 

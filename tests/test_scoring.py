@@ -179,3 +179,18 @@ def test_a_sentencepiece_models_bits_are_over_the_characters_its_scored_pieces_s
         bits, chars = text_bits(model, text)
         assert chars == len(text) - len(first) and abs(bits - nats / math.log(2)) < 1e-4
         assert abs(charlm.bits_per_char(model, text) - bits / chars) < 1e-6
+
+
+def test_a_text_that_is_one_sentencepiece_piece_is_refused_as_one_token_not_as_under_2_characters():
+    """ "the", one piece of 3 characters, was refused with "need at least 2 characters to score": false. The
+    first piece is read whole, so nothing is left to score; a piece and one character more is scored."""
+    vocab = PieceVocab(train_model(["the quick brown fox jumps over the lazy dog\n" * 40], "bpe", 300))
+    model = CharLM(ModelConfig("lstm", 1, 16, 0.0, len(vocab)), vocab).eval()
+    assert len(vocab.encode("the")) == 1
+    with pytest.raises(CharLMError) as raised:
+        charlm.bits_per_char(model, "the")  # eval's engine, text_bits
+    assert str(raised.value) == (
+        "text: its 3 characters are one token to the model, and the first token is read, not scored: "
+        "nothing is left to score; give a longer text"
+    )
+    assert text_bits(model, "the ")[1] == 1
