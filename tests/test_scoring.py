@@ -131,6 +131,7 @@ HOSTILE = [  # (file name, its bytes (None: a folder), what the one-line error s
     ("gbk.txt", "满纸荒唐言，一把辛酸泪！\n".encode("gbk"), "not valid utf-8 at byte offset 0 (byte 0xc2)"),
     ("folder", None, "folder holds no .txt files"),
     ("ls.bin", b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), "a binary file, not text (it holds NUL bytes"),
+    ("nul.txt", b"the lazy\x00 dog\n", "a binary file, not text (it holds NUL bytes, the first at byte offset 8)"),
 ]
 
 
