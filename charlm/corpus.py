@@ -36,19 +36,19 @@ def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
     """The files a user named: each file as given, each folder's .txt files sorted."""
-    files: list[Path] = []
+    paths: list[Path] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*.txt") if p.is_file())
             if not found:
                 raise CharLMError(f"{path}: folder holds no .txt files; point at a text file or a folder of .txt files")
-            files.extend(found)
+            paths.extend(found)
         elif path.is_file():
-            files.append(path)
+            paths.append(path)
         else:
-            raise CharLMError(f"{path}: no such file or folder")
-    return files
+            raise CharLMError(f"{path}: no such file or folder{files.check_path(path)}")
+    return paths
 
 
 def normalized(text: str, form: str) -> str:
