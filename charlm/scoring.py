@@ -203,16 +203,21 @@ class Scores:
     top_probs: np.ndarray  # (T, top) float64
 
 
-def encode(model: CharLM, text: str, context: str | None) -> tuple[torch.Tensor, int]:
-    """The context's and the text's ids in one tensor on the model's device, and where the text starts."""
+def encode(
+    model: CharLM, text: str, context: str | None, already_normalized: bool = False
+) -> tuple[torch.Tensor, int, str]:
+    """The context's and the text's ids in one tensor on the model's device, where the text starts, and
+    the text as the model reads it: normalized once, here, unless `already_normalized` (the server's
+    prompt, which it normalized to check its length), for its ids and its tokens (`tokens_of`) alike."""
     if not text and context == "":  # the recurrent core cannot run over zero steps
         raise CharLMError('nothing to read: the text is empty and context is ""; give a text, or context=None')
     context = model.vocab.start_text() if context is None else context
     context_ids = (
         model.vocab.encode(context, what="context", unseen=True) if context else torch.zeros(0, dtype=torch.long)
     )
-    text_ids = model.vocab.encode(text, what="text", unseen=True)
-    return torch.cat([context_ids, text_ids]).to(model.device), len(context_ids)
+    read = text if already_normalized else model.vocab.normalized(text)
+    text_ids = model.vocab.encode(read, what="text", unseen=True, already_normalized=True)
+    return torch.cat([context_ids, text_ids]).to(model.device), len(context_ids), read
 
 
 def score(
@@ -247,11 +252,11 @@ def score(
     return Scores(bits, probs, top_ids, top_probs)
 
 
-def tokens_of(model: CharLM, text: str, ids: torch.Tensor) -> list[str]:
-    """The text as the model read it: its normalized characters (kept as typed where the vocabulary
-    maps them to the unknown symbol), or each sentencepiece token's text."""
+def tokens_of(model: CharLM, read: str, ids: torch.Tensor) -> list[str]:
+    """The text as the model read it, from `read`, the text normalized (`encode`): its characters (kept
+    as typed where the vocabulary maps them to the unknown symbol), or each sentencepiece token's text."""
     if model.vocab.one_char_per_id:
-        return list(model.vocab.normalized(text))
+        return list(read)
     return [model.vocab.decode([i]) for i in ids.tolist()]
 
 
@@ -295,11 +300,13 @@ class Surprise:
         }
 
 
-def surprise(model: CharLM, text: str, top: int = TOP, context: str | None = None) -> Surprise:
+def surprise(
+    model: CharLM, text: str, top: int = TOP, context: str | None = None, already_normalized: bool = False
+) -> Surprise:
     """Bits spent on each token of `text` and the model's `top` guesses before it. The model first
     reads `context` (None: the start of a line), so the first token is predicted too. The same head
-    computation as `trace` (`score`), without the per-layer states."""
-    ids, start = encode(model, text, context)
+    computation as `trace` (`score`), without the per-layer states. `already_normalized`: as `encode`."""
+    ids, start, read = encode(model, text, context, already_normalized)
     with inference(model):
         outputs, _ = model.core(model.embed(ids[None]))
         scores = score(model, outputs[0], ids, start, top=top)
@@ -308,7 +315,7 @@ def surprise(model: CharLM, text: str, top: int = TOP, context: str | None = Non
         [(decode[i], float(p)) for i, p in zip(row_ids, row_probs) if i >= 0]
         for row_ids, row_probs in zip(scores.top_ids.tolist(), scores.top_probs.tolist())
     ]
-    return Surprise(tokens_of(model, text, ids[start:].cpu()), scores.bits, guesses)
+    return Surprise(tokens_of(model, read, ids[start:].cpu()), scores.bits, guesses)
 
 
 def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -337,12 +344,14 @@ def next_probs(model: CharLM, prefix: str, top: int | None = None) -> list[tuple
     return [(model.vocab.decode([i]), math.exp(v)) for i, v in zip(top_ids.tolist(), values.tolist())]
 
 
-def prompt_logprobs(model: CharLM, prompt: str, top: int) -> list[tuple[str, float | None, list | None]]:
+def prompt_logprobs(
+    model: CharLM, prompt: str, top: int, already_normalized: bool = False
+) -> list[tuple[str, float | None, list | None]]:
     """Each token of `prompt` with the model's natural-log probability of it given the ones before
     (None for the first, which nothing predicted, and for a character the model never saw, which has
     no probability; that one still has its alternatives) and its `top` likeliest alternatives, as the
-    server's `echo` reports them: the `surprise` computation, read cold."""
-    scored = surprise(model, prompt, top=top, context="")
+    server's `echo` reports them: the `surprise` computation, read cold. `already_normalized`: as `encode`."""
+    scored = surprise(model, prompt, top=top, context="", already_normalized=already_normalized)
     tokens = []
     for i, (text, bits, guesses) in enumerate(zip(scored.tokens, scored.bits.tolist(), scored.top)):
         # the first has no alternatives (None); any other has its `top`, none when `top` is 0
