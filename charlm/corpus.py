@@ -36,19 +36,19 @@ def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
     """The files a user named: each file as given, each folder's .txt files sorted."""
-    files: list[Path] = []
+    paths: list[Path] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*.txt") if p.is_file())
             if not found:
                 raise CharLMError(f"{path}: folder holds no .txt files; point at a text file or a folder of .txt files")
-            files.extend(found)
+            paths.extend(found)
         elif path.is_file():
-            files.append(path)
+            paths.append(path)
         else:
-            raise CharLMError(f"{path}: no such file or folder")
-    return files
+            raise CharLMError(f"{path}: no such file or folder{files.check_path(path)}")
+    return paths
 
 
 def normalized(text: str, form: str) -> str:
@@ -139,9 +139,9 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
                 if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-                    raise CharLMError(  # latin-1 would read it, and a score or a corpus of it is garbage
-                        f"{path}: a binary file, not text (it holds NUL bytes; not valid {encoding} at byte "
-                        f"offset {at}); give a text file"
+                    # latin-1 would read it, and a score or a corpus of it is garbage
+                    raise binary_file(
+                        path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option
                     ) from None
                 utf8 = encoding.lower().replace("-", "") == "utf8"
                 hint = f"--encoding {likely_encoding(e.object[e.start :])}" if utf8 else "another --encoding"
@@ -152,6 +152,8 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
             except UnicodeError as e:  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
                 hint = " or pass another --encoding" if encoding_option else ""
                 raise CharLMError(f"{path}: cannot be read as {encoding} ({e}); convert it to UTF-8{hint}") from None
+            if "\x00" in text:  # it decoded, but no text holds a NUL: see binary_file
+                raise binary_file(path, nul_offset(raw, offset, encoding), raw, encoding_option)
             offset += len(raw)
             if progress:
                 progress(len(raw))
@@ -166,6 +168,37 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
             carry = text[cut:]
             if cut:
                 yield text[:cut]
+
+
+def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = True) -> CharLMError:
+    """The error for a file holding NUL bytes (`holds` says where): no text file holds one, so it is
+    binary (read as UTF-8 or latin-1 it would be scored or trained on as unseen characters), or UTF-16
+    without its byte order mark, whose ASCII characters each carry a NUL byte: `data` (its bytes there)
+    says which. `encoding_option`: whether the command has --encoding to suggest."""
+    hint = ""
+    if order := utf16_without_bom(data):
+        remedy = f"--encoding {order}" if encoding_option else "convert it to UTF-8"
+        hint = f" (if it is UTF-16 without a byte order mark: {remedy})"
+    return CharLMError(f"{path}: a binary file, not text (it holds {holds}); give a text file{hint}")
+
+
+def utf16_without_bom(data: bytes) -> str | None:
+    """utf-16-le or utf-16-be where `data`'s NUL bytes all sit at odd or all at even offsets, at least a
+    quarter of those (UTF-16 text with ASCII in it, from offset 0 of a block); else None (binary)."""
+    window = data[:400]
+    odd, even = window[1::2].count(0), window[0::2].count(0)
+    if min(odd, even) == 0 and max(odd, even) * 4 >= len(window) // 2 > 0:
+        return "utf-16-le" if odd else "utf-16-be"
+    return None
+
+
+def nul_offset(raw: bytes, offset: int, encoding: str) -> str:
+    """Where the first NUL of a block that decoded is, in words: its byte offset where the encoding
+    writes NUL as one zero byte (UTF-8, latin-1, gb18030; a NUL byte is never part of another
+    character there), else only that the text holds one (UTF-16 or UTF-32 with U+0000 in it)."""
+    if "\x00".encode(encoding, errors="ignore") == b"\x00":
+        return f"NUL bytes, the first at byte offset {offset + raw.find(0)}"
+    return "the NUL character U+0000"
 
 
 def open_file(path: Path) -> typing.BinaryIO:

@@ -177,6 +177,7 @@ class RowSampler:
         self.schedules: list[tuple[float, ...] | None] = [None] * capacity  # a temperature per step, cycled
         self.steps = [0] * capacity
         self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
+        self.constrained = False  # whether the last `choose` kept rows to their templates: see `advance`
         # The host's rows above that the step reads, by name, as they are on the device.
         self.on_device = {
             name: self.twin(getattr(self, name)) for name in ("temperature", "top_k", "top_p", "penalty", "used")
@@ -262,8 +263,8 @@ class RowSampler:
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Next ids (rows,) of rows 0..rows-1 from their logits (rows, vocab), on the logits' device; the
-        ids join each row's recent characters. On a GPU nothing here waits for it, but for a template's
-        rows: their cursors read the ids chosen."""
+        ids join each row's recent characters. On a GPU nothing here waits for it: a template's cursors
+        read the ids from the caller's one read of them, `advance`, before the next choice."""
         rows = logits.size(0)
         if self.schedule(rows):
             self.publish(slice(0, rows), "temperature")
@@ -298,11 +299,17 @@ class RowSampler:
         ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows)))
         self.history[self.indices[:rows], self.position[:rows]] = ids
         self.position[:rows] = (self.position[:rows] + 1) % self.window
-        if allowed is not None:
-            for cursor, token in zip(self.cursors[:rows], ids.tolist()):
+        self.constrained = allowed is not None
+        return ids
+
+    def advance(self, ids: list[int]) -> None:
+        """The templates' cursors move past the ids `choose` chose, read on the host by the caller, which
+        reads them anyway (to decode them): one read of the device a step, not two."""
+        if self.constrained:
+            for cursor, token in zip(self.cursors, ids):
                 if cursor is not None:
                     cursor.advance(token)
-        return ids
+            self.constrained = False
 
     def allowed(self, rows: int) -> torch.Tensor | None:
         """Which ids each row may take (rows, vocab), or None when no row writes into a template. A

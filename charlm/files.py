@@ -75,7 +75,16 @@ def read_remedy(error: OSError) -> str:
         return "; its disk or network share failed: check it (or copy the file to a sound disk) and try again"
     if error.errno in (errno.EACCES, errno.EPERM):
         return "; make it readable, or copy it somewhere it is"
+    if error.errno == errno.ENOENT:  # gone since it was listed, or never there (a seed file)
+        return check_path(error.filename)
     return ""
+
+
+def check_path(path: str | Path | None) -> str:
+    """What to do about a path that names nothing, as a clause: check it, and for a relative one, the
+    folder it was looked for in, which the user may not have had in mind."""
+    relative = path is not None and not Path(os.fsdecode(path)).is_absolute()
+    return f"; check the path{f' (relative to {Path.cwd()})' if relative else ''}"
 
 
 def replace_files(files: dict[Path, bytes]) -> None:

@@ -202,9 +202,9 @@ class Batch:
         ids = self.sampler.choose(self.logits)
         chosen = to_host(ids)  # read once the model's step is queued: on a GPU it runs while the host writes
         self.stepper.step(ids)
-        texts = [
-            "" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, chosen())
-        ]
+        host = chosen()
+        self.sampler.advance(host)  # a template's cursors, from this one read
+        texts = ["" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, host)]
         threads.record(time.perf_counter() - started, len(texts), "sample")
         return ids, texts
 

@@ -160,11 +160,13 @@ class PieceVocab:
         """Already normalized text -> ids."""
         return np.asarray(self.processor.encode(text), dtype=np.int64)
 
-    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor:
+    def encode(
+        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False
+    ) -> torch.Tensor:
         """Text -> int64 ids. Byte fallback spells any character, so nothing is ever unknown (`unseen`
-        changes nothing)."""
+        changes nothing). `already_normalized`: as `Vocab.encode`."""
         check_characters(text, what)
-        return torch.from_numpy(self.encode_array(self.normalized(text)))
+        return torch.from_numpy(self.encode_array(text if already_normalized else self.normalized(text)))
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:
         if not isinstance(ids, list):

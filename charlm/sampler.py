@@ -36,9 +36,11 @@ def compiled(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, 
     return constrain(options, model.vocab, banned=None if bias is None else bias.isneginf()), bias
 
 
-def primed_batch(model: CharLM, options: SampleConfig, text: str, stops: tuple[str, ...]) -> Batch:
-    """A batch of `num_samples` rows, each having read `text` (read once), seeded `random_seed + i`,
-    each stopping at `stops` (`stop_texts`)."""
+def primed_batch(
+    model: CharLM, options: SampleConfig, text: str, stops: tuple[str, ...], already_normalized: bool = False
+) -> Batch:
+    """A batch of `num_samples` rows, each having read `text` (read once; `already_normalized`: as
+    `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`)."""
     form, bias = compiled(options, model)
     never = model.vocab.unknown(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
@@ -47,7 +49,7 @@ def primed_batch(model: CharLM, options: SampleConfig, text: str, stops: tuple[s
             f"--stop {options.stop!r}: the model never writes {written}, so no sample stops there", stacklevel=3
         )
     batch = Batch.for_options(model, options)
-    ids = model.vocab.encode(text, what="--seed").to(model.device)
+    ids = model.vocab.encode(text, what="--seed", already_normalized=already_normalized).to(model.device)
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
@@ -85,9 +87,10 @@ def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None =
     or a form it cannot write, is refused before the first piece is asked for.
     An empty seed starts at the beginning of a line."""
     options = options or SampleConfig()
+    read = model.vocab.normalized(seed)  # once: what is shown is what is read
     with inference(model):
-        batch = primed_batch(model, options, seed or model.vocab.start_text(), stop_texts(options, model))
-    return itertools.chain([[model.vocab.normalized(seed)] * options.num_samples], step_pieces(batch))
+        batch = primed_batch(model, options, read or model.vocab.start_text(), stop_texts(options, model), True)
+    return itertools.chain([[read] * options.num_samples], step_pieces(batch))
 
 
 def generate(model: CharLM, seed: str = "", **options) -> list[str]:

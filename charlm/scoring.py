@@ -123,20 +123,28 @@ def text_bits(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCharacterWarning)
         ids = model.vocab.encode(text, what=what, unseen=True)
-    starts = model.vocab.char_lengths()[ids.clamp(min=0)] > 0  # not a byte piece that continues a character
-    check_scored(what, int(starts.sum()))
+    lengths = model.vocab.char_lengths()[ids.clamp(min=0)]
+    starts = lengths > 0  # not a byte piece that continues a character
+    check_scored(what, int(lengths.sum()), tokens=int(starts.sum()))
     read = 1 + int(starts[1:].int().argmax())  # the first character's tokens
     bits, chars = total_bits(model, ids, progress=progress, label=label, read=read)
-    check_scored(what, int(starts.sum()), chars)
+    check_scored(what, int(lengths.sum()), chars)
     return bits, chars
 
 
-def check_scored(what: str, characters: int, chars: int | None = None) -> None:
+def check_scored(what: str, characters: int, chars: int | None = None, tokens: int | None = None) -> None:
     """Refuse a text with nothing to score, before scoring (`chars` None) and after: under 2 characters
-    (the first is read, never scored), or no scored character (every one after the first unseen), where
-    a bits per character would be 0 bits, read as perfect, or NaN. The same words for eval and inspect."""
+    (the first is read, never scored), one token (a sentencepiece piece of several characters: `tokens`
+    counts those that start a character; the first is read whole), or no scored character (every one
+    after the first unseen), where a bits per character would be 0 bits, read as perfect, or NaN. The
+    same words for eval and inspect."""
     if characters < 2:
         raise CharLMError(f"{what}: need at least 2 characters to score (the first is read, not scored)")
+    if tokens is not None and tokens < 2:
+        raise CharLMError(
+            f"{what}: its {characters} characters are one token to the model, and the first token is read, "
+            "not scored: nothing is left to score; give a longer text"
+        )
     if chars == 0:
         raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
 
@@ -195,16 +203,21 @@ class Scores:
     top_probs: np.ndarray  # (T, top) float64
 
 
-def encode(model: CharLM, text: str, context: str | None) -> tuple[torch.Tensor, int]:
-    """The context's and the text's ids in one tensor on the model's device, and where the text starts."""
+def encode(
+    model: CharLM, text: str, context: str | None, already_normalized: bool = False
+) -> tuple[torch.Tensor, int, str]:
+    """The context's and the text's ids in one tensor on the model's device, where the text starts, and
+    the text as the model reads it: normalized once, here, unless `already_normalized` (the server's
+    prompt, which it normalized to check its length), for its ids and its tokens (`tokens_of`) alike."""
     if not text and context == "":  # the recurrent core cannot run over zero steps
         raise CharLMError('nothing to read: the text is empty and context is ""; give a text, or context=None')
     context = model.vocab.start_text() if context is None else context
     context_ids = (
         model.vocab.encode(context, what="context", unseen=True) if context else torch.zeros(0, dtype=torch.long)
     )
-    text_ids = model.vocab.encode(text, what="text", unseen=True)
-    return torch.cat([context_ids, text_ids]).to(model.device), len(context_ids)
+    read = text if already_normalized else model.vocab.normalized(text)
+    text_ids = model.vocab.encode(read, what="text", unseen=True, already_normalized=True)
+    return torch.cat([context_ids, text_ids]).to(model.device), len(context_ids), read
 
 
 def score(
@@ -239,11 +252,11 @@ def score(
     return Scores(bits, probs, top_ids, top_probs)
 
 
-def tokens_of(model: CharLM, text: str, ids: torch.Tensor) -> list[str]:
-    """The text as the model read it: its normalized characters (kept as typed where the vocabulary
-    maps them to the unknown symbol), or each sentencepiece token's text."""
+def tokens_of(model: CharLM, read: str, ids: torch.Tensor) -> list[str]:
+    """The text as the model read it, from `read`, the text normalized (`encode`): its characters (kept
+    as typed where the vocabulary maps them to the unknown symbol), or each sentencepiece token's text."""
     if model.vocab.one_char_per_id:
-        return list(model.vocab.normalized(text))
+        return list(read)
     return [model.vocab.decode([i]) for i in ids.tolist()]
 
 
@@ -287,11 +300,13 @@ class Surprise:
         }
 
 
-def surprise(model: CharLM, text: str, top: int = TOP, context: str | None = None) -> Surprise:
+def surprise(
+    model: CharLM, text: str, top: int = TOP, context: str | None = None, already_normalized: bool = False
+) -> Surprise:
     """Bits spent on each token of `text` and the model's `top` guesses before it. The model first
     reads `context` (None: the start of a line), so the first token is predicted too. The same head
-    computation as `trace` (`score`), without the per-layer states."""
-    ids, start = encode(model, text, context)
+    computation as `trace` (`score`), without the per-layer states. `already_normalized`: as `encode`."""
+    ids, start, read = encode(model, text, context, already_normalized)
     with inference(model):
         outputs, _ = model.core(model.embed(ids[None]))
         scores = score(model, outputs[0], ids, start, top=top)
@@ -300,7 +315,7 @@ def surprise(model: CharLM, text: str, top: int = TOP, context: str | None = Non
         [(decode[i], float(p)) for i, p in zip(row_ids, row_probs) if i >= 0]
         for row_ids, row_probs in zip(scores.top_ids.tolist(), scores.top_probs.tolist())
     ]
-    return Surprise(tokens_of(model, text, ids[start:].cpu()), scores.bits, guesses)
+    return Surprise(tokens_of(model, read, ids[start:].cpu()), scores.bits, guesses)
 
 
 def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -313,21 +328,30 @@ def top_logprobs(logits: torch.Tensor, top: int) -> tuple[torch.Tensor, torch.Te
 
 def next_probs(model: CharLM, prefix: str, top: int | None = None) -> list[tuple[str, float]]:
     """The `top` likeliest tokens after `prefix` (None: every one) with their probabilities, likeliest
-    first: the model's own distribution, before any temperature or penalty, after reading the prefix as
-    sampling reads a seed (empty: the start of a line)."""
-    ids = model.vocab.encode(prefix or model.vocab.start_text(), what="prefix")
+    first: the model's own distribution, before any temperature or penalty, after reading the prefix
+    (empty: the start of a line) as scoring reads a text, since these are the probabilities scoring
+    takes its bits from: a character the model never saw is read as one it knows nothing about, with a
+    warning that names it, where a seed refuses it."""
+    ids = model.vocab.encode(prefix or model.vocab.start_text(), what="prefix", unseen=True)
+    if (ids == UNSEEN).any():
+        shown = " ".join(model.vocab.name_unseen(c) for c in model.vocab.unknown(model.vocab.normalized(prefix)))
+        warnings.warn(
+            f"prefix: {shown} never seen by the model, read as a character it knows nothing about", stacklevel=3
+        )
     with inference(model):
         logits, _ = model(ids[None])
         _, values, top_ids = top_logprobs(logits[0, -1], top or len(model.vocab))
     return [(model.vocab.decode([i]), math.exp(v)) for i, v in zip(top_ids.tolist(), values.tolist())]
 
 
-def prompt_logprobs(model: CharLM, prompt: str, top: int) -> list[tuple[str, float | None, list | None]]:
+def prompt_logprobs(
+    model: CharLM, prompt: str, top: int, already_normalized: bool = False
+) -> list[tuple[str, float | None, list | None]]:
     """Each token of `prompt` with the model's natural-log probability of it given the ones before
     (None for the first, which nothing predicted, and for a character the model never saw, which has
     no probability; that one still has its alternatives) and its `top` likeliest alternatives, as the
-    server's `echo` reports them: the `surprise` computation, read cold."""
-    scored = surprise(model, prompt, top=top, context="")
+    server's `echo` reports them: the `surprise` computation, read cold. `already_normalized`: as `encode`."""
+    scored = surprise(model, prompt, top=top, context="", already_normalized=already_normalized)
     tokens = []
     for i, (text, bits, guesses) in enumerate(zip(scored.tokens, scored.bits.tolist(), scored.top)):
         # the first has no alternatives (None); any other has its `top`, none when `top` is 0

@@ -60,7 +60,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     (None: the start of a line, as sampling from an empty seed does), so the first character is
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory."""
-    ids, start = encode(model, text, context)
+    ids, start, read = encode(model, text, context)
     with inference(model):
         inputs, layers = model.embed(ids), []
         for layer in range(model.config.layers):
@@ -75,7 +75,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     gates = {name: stack([g[k] for _, _, g in layers]) for k, name in enumerate(GATE_NAMES[model.config.cell])}
     return Trace(
         cell=model.config.cell,
-        tokens=tokens_of(model, text, text_ids),
+        tokens=tokens_of(model, read, text_ids),
         ids=text_ids.numpy(),
         bits=scores.bits,
         probs=scores.probs,

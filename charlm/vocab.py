@@ -42,7 +42,9 @@ class Vocabulary(Protocol):
     normalize: str  # the Unicode normalization applied to text before encoding
 
     def __len__(self) -> int: ...
-    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor: ...
+    def encode(
+        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False
+    ) -> torch.Tensor: ...
     def encode_array(self, text: str) -> np.ndarray: ...  # already normalized text, for the corpus cache
     def dtype(self) -> np.dtype: ...  # the smallest unsigned type that holds every id
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str: ...
@@ -157,13 +159,16 @@ class Vocab:
             self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
         return self._table[code_points(text)]
 
-    def encode(self, text: str, what: str = "text", unseen: bool = False) -> torch.Tensor:
+    def encode(
+        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False
+    ) -> torch.Tensor:
         """Text -> int64 ids. Characters the model has never seen are mapped to the unknown symbol with a
         warning, when the vocabulary has one; else, with `unseen`, to UNSEEN (a character the model knows
         nothing about: scoring reads it and leaves it out of the score; the caller tells the user), and
-        otherwise they are an error that names them (a seed: see docs/data-and-checkpoints.md)."""
+        otherwise they are an error that names them (a seed: see docs/data-and-checkpoints.md).
+        `already_normalized`: the caller normalized `text` for its own use, so it is not done twice."""
         check_characters(text, what)
-        text = self.normalized(text)
+        text = text if already_normalized else self.normalized(text)
         missing = self.unknown(text)
         if missing and not (unseen and self.unknown_id is None):
             shown = " ".join(self.name_unseen(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")

@@ -108,7 +108,9 @@ def test_train_names_the_catalog_for_a_name_that_is_neither_a_file_nor_a_corpus(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(CharLMError, match=r"'alice' is not a file, a folder or a catalog corpus \(tinyshakespeare"):
         load_corpus(["alice"], Config(), quiet=True)
-    with pytest.raises(CharLMError, match=r"^novel.txt: no such file or folder$"):
+    with pytest.raises(
+        CharLMError, match=rf"^novel.txt: no such file or folder; check the path \(relative to {tmp_path}\)$"
+    ):
         load_corpus(["novel.txt"], Config(), quiet=True)
 
 

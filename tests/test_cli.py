@@ -18,7 +18,8 @@ from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, run_cli, shared_corpus
+from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus
+from .test_export import run_of
 
 
 @pytest.fixture
@@ -617,3 +618,31 @@ def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path)
     finally:
         process.kill()
     assert process.returncode == 130 and "Traceback" not in err, err
+
+
+def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(fox_file):
+    """`nope.txt: no such file or folder` (eval, inspect, train, corpus prepare) and `--seed-file nope.txt:
+    cannot read (No such file or directory)` said what was wrong, not what to do, nor where a relative
+    path was looked for. (A bare name, which train also reads as a catalog corpus's, is told the catalog.)"""
+    trained = str(run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox")))
+    where = f"; check the path (relative to {Path.cwd()})"
+    missing = f"nope.txt: no such file or folder{where}"
+    commands = [
+        (["eval", trained, "nope.txt"], missing),
+        (["inspect", trained, "nope.txt", "--output", "page.html"], missing),
+        (["inspect", trained, str(fox_file), "--train-text", "nope.txt", "--output", "page.html"], missing),
+        (
+            ["sample", "--checkpoint", trained, "--seed-file", "nope.txt"],
+            f"nope.txt: cannot read (No such file or directory){where}",
+        ),
+        (["train", "nope.txt", *TINY_ARGS], missing),
+        (["corpus", "prepare", "nope.txt"], missing),
+        (
+            ["train", str(fox_file), "--eval-also", "nope.txt", *TINY_ARGS],
+            f"{Path.cwd() / 'nope.txt'}: no such file or folder; check the path",
+        ),
+    ]
+    for args, says in commands:
+        result = cli(*args)
+        assert_one_line_error(result, says)
+        assert result.output.rstrip().endswith(says), (args, result.output)

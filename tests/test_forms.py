@@ -7,11 +7,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch.overrides import TorchFunctionMode
 
+from charlm.config import SampleConfig
 from charlm.errors import CharLMError
 from charlm.forms import FORMS, Constrained, template_of
 from charlm.pieces import PieceVocab, train_model
-from charlm.sampler import Conversation, generate
+from charlm.sampler import Conversation, generate, primed_batch
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
@@ -205,3 +207,31 @@ def test_a_sentencepiece_form_leaves_out_the_pieces_a_logit_bias_bans():
     assert all(template_of("五言绝句").fits(text) for text in texts)
     with pytest.raises(CharLMError, match="a sentencepiece model's tokens are pieces, not characters; give token ids"):
         generate(model, "", logit_bias={"春": -100})
+
+
+class IdReads(TorchFunctionMode):
+    """Counts `tolist` calls on the tensors in `watched`: a read of them on the host, which on a GPU waits
+    for the device (`device.to_host` reads a CPU tensor with `tolist` too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.read: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.tolist:
+            self.read.append(args[0])
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_template_step_reads_its_chosen_ids_on_the_host_once():
+    """With a template, `choose` read the ids (`tolist`) for the cursors and `Batch.step` read them again
+    to decode them: two waits for a GPU a step. The cursors now move from the step's one read."""
+    model = chinese_model()
+    batch = primed_batch(model, SampleConfig(form="五言绝句", num_samples=3, random_seed=1), "\n", ())
+    steps = 0
+    while any(row.finish_reason is None for row in batch.rows):
+        with IdReads() as reads, torch.inference_mode():
+            ids, _ = batch.step()
+        assert sum(read is ids for read in reads.read) == 1, steps
+        steps += 1
+    assert steps == len(FORMS["五言绝句"])

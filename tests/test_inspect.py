@@ -9,12 +9,15 @@ import subprocess
 import sys
 from collections import Counter
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import charlm
+from charlm.errors import CharLMError
+from charlm.inspection import run as inspection_run
 from charlm.inspection.analysis import (
     analyse,
     best_cells,
@@ -32,6 +35,7 @@ from charlm.tracing import Trace, trace
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing
+from .test_export import run_of
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -373,3 +377,20 @@ def test_surprise_colours_span_the_texts_own_range_and_say_it(tmp_path):
     page, _ = hostile_page(tmp_path)
     low, high = surprise_range(np.array([b for b in json.loads(TextOf.read(page, "data"))["bits"] if b is not None]))
     assert f"white {low:.1f}" in page and f"{high:.1f} bits and more" in page and "99th percentile" in page
+
+
+def test_a_missing_file_is_refused_before_the_runs_corpus_is_prepared(fox_file, monkeypatch):
+    """`charlm inspect RUN typo.txt` prepared (or checked) the run's corpus, minutes for enwik8, before
+    saying the file was not there."""
+    run = str(run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox")))
+    prepared = []
+
+    def load_corpus(*args, **options):
+        prepared.append(args)
+        raise CharLMError("the corpus was prepared")
+
+    monkeypatch.setattr(inspection_run, "load_corpus", load_corpus)
+    for extra in ([], ["--train-text", "nope.txt"]):
+        file = str(fox_file) if extra else "nope.txt"
+        assert_one_line_error(cli("inspect", run, file, *extra, "--output", "page.html"), "nope.txt: no such file")
+    assert not prepared

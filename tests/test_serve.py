@@ -679,6 +679,25 @@ def test_a_normalizing_model_reads_each_text_once_as_the_cli_reads_it():
     assert [c.text for c in sorted(choices, key=lambda c: c.index)] == [m[len(text) : -1] for m in made]
 
 
+def test_a_seed_and_an_echoed_prompt_are_normalized_once():
+    """`generate` normalized its seed to show it, then encoding it normalized it again; the server's
+    `echo` with `logprobs` normalized a prompt already read (normalized) twice more: once to encode it,
+    once for its tokens. What is shown and scored is unchanged: the text as the model reads it."""
+    torch.manual_seed(0)
+    vocab = Counting("\n ,!你好", normalize="nfkc")
+    model = make_model(vocab, layers=1, hidden=16).eval()
+    text = "你好，好！"
+    assert generate(model, text, length=5, random_seed=1)[0].startswith("你好,好!")
+    assert vocab.counts == collections.Counter({text: 1})
+    vocab.counts.clear()
+    with running(create_app({"nfkc": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        body = {"model": "nfkc", "prompt": text, "max_tokens": 0, "echo": True, "logprobs": 1}
+        logprobs = httpx.post(f"{url}/v1/completions", json=body).json()["choices"][0]["logprobs"]
+    assert logprobs["tokens"] == list("你好,好!") and logprobs["token_logprobs"][0] is None
+    assert vocab.counts == collections.Counter({text: 1})
+
+
 def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     messages = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hello there"}]
     reply = client.chat.completions.create(model="tiny", messages=messages, max_tokens=30, seed=9)

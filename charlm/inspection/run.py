@@ -31,17 +31,18 @@ def inspect_run(
     saved = checkpoint.read(path)
     model = saved.model().to(resolve_device(device))
     normalize = model.vocab.normalize
-    corpus = None
-    if held_out or train_text is None:
+    # The files first: a missing or unreadable one is said at once, not after the corpus is prepared
+    text, name = (None, "") if held_out else (read_texts([file], encoding, normalize)[:max_chars], file)
+    training = read_texts([train_text], encoding, normalize) if train_text else None
+    if held_out or training is None:
         try:
             corpus = load_corpus(saved.corpus["sources"], saved.config, quiet=quiet)
         except CharLMError as e:
             raise CharLMError(
                 f"{e}; the run's corpus is needed for its training split: pass --train-text FILE and a FILE to inspect"
             ) from None
-    if held_out:
-        text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
-    else:
-        text, name = read_texts([file], encoding, normalize)[:max_chars], file
-    training = read_texts([train_text], encoding, normalize) if train_text else corpus.vocab.decode(corpus.train_ids)
+        if held_out:
+            text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
+        if training is None:
+            training = corpus.vocab.decode(corpus.train_ids)
     return analyse(model, text, training, quiet=quiet, what=name), f"{name}, {path.parent.name}/{path.name}"

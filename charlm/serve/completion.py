@@ -284,7 +284,7 @@ class Completion:
         for prompt, read in zip(params.prompts, self.read):
             # a character the model never saw is read as one it knows nothing about (docs/serve.md)
             ids = read_ids(vocab, prompt, read, "prompt") if prompt else vocab.encode(vocab.start_text())
-            encoded.append((ids, prompt))
+            encoded.append((ids, read))
         return encoded
 
     def compile(self, bias: torch.Tensor | None) -> Constrained | None:
@@ -310,12 +310,12 @@ class Completion:
         All of a request's torch work is done here and in the engine, never on the event loop's thread
         (`threads.pin_this_thread`)."""
         primed = []
-        for ids, prompt in encoded:
+        for ids, read in encoded:
             logits, state = self.served.engine.batch.prime(ids)
             seen = ids[ids != UNSEEN]  # the repetition penalty counts characters the model knows
             primed.append((seen, logits, state))
-            wants_prompt = self.params.echo and self.params.logprobs is not None and prompt
-            self.echoed.append(prompt_tokens(self.served.model, prompt, self.params.logprobs) if wants_prompt else None)
+            wants_prompt = self.params.echo and self.params.logprobs is not None and read
+            self.echoed.append(prompt_tokens(self.served.model, read, self.params.logprobs) if wants_prompt else None)
         return primed
 
     def index(self, update: Update) -> int:

@@ -318,7 +318,9 @@ class Engine:
 
 
 @torch.inference_mode()
-def prompt_tokens(model: CharLM, prompt: str, top: int) -> list[Token]:
-    """The prompt's tokens as `echo` with `logprobs` reports them (`scoring.prompt_logprobs`: the
-    surprise computation of `charlm inspect`, which the page's hover and colours use too)."""
-    return [Token(text, logprob, alternatives) for text, logprob, alternatives in prompt_logprobs(model, prompt, top)]
+def prompt_tokens(model: CharLM, read: str, top: int) -> list[Token]:
+    """The tokens of a prompt as the model reads it (`read`: normalized, once, by the request) as `echo`
+    with `logprobs` reports them (`scoring.prompt_logprobs`: the surprise computation of `charlm
+    inspect`, which the page's hover and colours use too)."""
+    scored = prompt_logprobs(model, read, top, already_normalized=True)
+    return [Token(text, logprob, alternatives) for text, logprob, alternatives in scored]
