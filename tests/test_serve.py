@@ -513,6 +513,7 @@ def test_a_biased_request_is_the_same_text_beside_others_that_come_and_go(server
         ({"1": 101}, 'logit_bias["1"] must be at least -100.0 and at most 100.0, not 101'),
         ({"1": "x"}, 'logit_bias["1"] must be a number, not a string'),
         ({"1": True}, 'logit_bias["1"] must be a number, not a boolean'),
+        ({"1": 10**400}, 'logit_bias["1"] must be at least -100.0 and at most 100.0, not 1000'),
         ({str(i): 1 for i in range(65_537)}, "logit_bias may hold at most 65,536 token ids, not 65,537; give each"),
         ({"32": 1}, "logit_bias: token id 32 is not one of the model's (0 to 31)"),
         ({str(i): -100 for i in range(32)}, "logit_bias bans every token the model has"),
@@ -770,6 +771,7 @@ def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_t
     [
         ({"temperature": "hot"}, "temperature"),
         ({"temperature": -1}, "temperature"),
+        ({"temperature": 10**400}, "temperature"),  # an integer beyond a float's range was a 500
         ({"max_tokens": 2001}, "max_tokens"),
         ({"max_tokens": 1.5}, "max_tokens"),
         ({"n": 41}, "n"),

@@ -225,7 +225,8 @@ def number(
     if value is None and not within:
         return default
     shown, param = (f"{within}[{json.dumps(name)}]", within) if within else (name, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    finite = not isinstance(value, float) or math.isfinite(value)  # an int is (isfinite of 10**400 raised: a 500)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite:
         raise APIError(400, f"{shown} must be a number, not {json_type(value)}", param, "invalid_type")
     if not (low < value if open_low else low <= value) or value > high:
         bounds = f"{'above' if open_low else 'at least'} {low} and at most {high}"
