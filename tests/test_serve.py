@@ -1806,6 +1806,29 @@ def test_a_stream_flows_while_another_requests_long_prompts_are_read():
     assert answer.status_code == 200 and waited == [True]
 
 
+def test_a_sentencepiece_ban_leaving_only_the_unknown_and_control_pieces_is_a_400_naming_it():
+    """A sentencepiece model with every piece banned but <unk>, <s> and </s> was served and wrote "\ufffd"
+    (the unknown piece), where a character model's ban of every token is refused: what is left writes no
+    text. One writing piece left is enough."""
+    from charlm.pieces import PieceVocab, train_model
+
+    torch.manual_seed(0)
+    vocab = PieceVocab(train_model(["the quick brown fox\n" * 20], "bpe", 280), normalize="none")
+    silent = {i for i, piece in enumerate(vocab.pieces) if not piece or vocab.processor.is_unknown(i)}
+    assert len(silent) == 3
+    ban = {str(i): -100 for i in range(len(vocab)) if i not in silent}
+    with running(create_app({"pieces": lambda: make_model(vocab, layers=1, hidden=8).eval()}, ServeConfig())) as url:
+        wait_healthy(url)
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 5, "logit_bias": ban})
+        error = answer.json()["error"]
+        assert (answer.status_code, error["param"]) == (400, "logit_bias"), answer.text
+        assert error["message"].startswith("logit_bias bans every token that writes text")
+        newline = vocab.processor.piece_to_id("\n")
+        del ban[str(newline)]
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 5, "logit_bias": ban})
+        assert answer.status_code == 200 and set(answer.json()["choices"][0]["text"]) <= {"\n", "\ufffd"}
+
+
 def test_max_prompt_holds_for_the_text_as_the_model_reads_it():
     """--max-prompt was checked on the text as sent, but an nfkc model reads U+FDFA as 18 characters:
     a prompt within the limit was read as 18 times as many (16,384 made 294,912, 14 s of priming on one
