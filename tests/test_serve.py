@@ -2322,6 +2322,24 @@ def test_page_falls_back_to_defaults_for_what_its_storage_holds_damaged(tiny_mod
             assert len(made_text(browser)) == 5
 
 
+@pytest.mark.slow
+def test_page_restores_no_ban_longer_than_the_server_takes(tiny_model, browser):
+    """Saved settings put a ban of any size back in its box (2 MB of damaged or hostile storage): one
+    longer than any the server takes (protocol.MAX_BIASED characters, a decomposed one two code units)
+    leaves the box empty; one as long as that is restored."""
+    from charlm.serve.protocol import MAX_BIASED
+
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        page_ready(browser, url)
+        for ban, shown in (("eo", "eo"), ("x" * 2_000_000, ""), ("e\u0301" * MAX_BIASED, "e\u0301" * MAX_BIASED)):
+            saved = json.dumps({"temperature": 0.5, "ban": ban})
+            browser.execute_script("localStorage.setItem('charlm.settings', arguments[0])", saved)
+            page_ready(browser, url)
+            restored = browser.execute_script("return [document.getElementById('ban').value, $('temperature').value]")
+            assert (len(restored[0]), restored[0] == shown, restored[1]) == (len(shown), True, "0.5")
+
+
 def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
     """Both pages: an empty or out-of-range setting is refused under the seed, named, and the last text
     stays (the exported page wrote at temperature -1 and top-p 0, and both wrote an empty box as 0)."""
