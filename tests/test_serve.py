@@ -1806,6 +1806,87 @@ def test_a_stream_flows_while_another_requests_long_prompts_are_read():
     assert answer.status_code == 200 and waited == [True]
 
 
+def test_health_answers_while_another_requests_huge_logit_bias_is_checked(monkeypatch):
+    """A request's fields were checked on the event loop that answers every request and sends every
+    stream's chunks: 8 requests of 65,536 logit_bias ids held a stream 0.3 s and /health 0.4 s. Told by
+    the order of events, not by time: /health is asked while the huge logit_bias is being checked, which
+    a check on the event loop never lets it answer. (A stream's chunks tell it less surely: those sent
+    before the check began may still be read after.)"""
+    from charlm.serve import protocol
+
+    answered = []
+    logit_bias_of = protocol.logit_bias_of
+
+    def watched(body: dict) -> dict | None:
+        if len(body.get("logit_bias") or {}) > 1000:
+            try:  # the bound is for the failure only: passing, it is not waited out
+                answered.append(httpx.get(f"{url}/health", timeout=5).json()["status"])
+            except httpx.TimeoutException:
+                answered.append("no answer while the logit_bias was checked")
+        return logit_bias_of(body)
+
+    monkeypatch.setattr(protocol, "logit_bias_of", watched)
+    torch.manual_seed(0)
+    model = make_model("\n" + "".join(chr(0x4E00 + i) for i in range(4_000)), layers=1, hidden=8).eval()
+    with running(create_app({"wide": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        body = {"prompt": "\n", "max_tokens": 1, "logit_bias": {str(i): 1 for i in range(1, 4_000)}}  # 40 KB
+        answer = httpx.post(f"{url}/v1/completions", json=body, timeout=30)
+    assert answer.status_code == 200 and answered == ["ok"]
+
+
+def test_a_body_of_more_json_values_than_any_request_holds_is_refused_unparsed(server):
+    """json.loads holds the GIL, in whichever thread: 13.6 MB of `[],` (within the default body limit)
+    held every stream and /health 1.6 s a request. More values than the largest request holds (a full
+    logit_bias) are refused before parsing; commas and brackets inside strings are not values."""
+    url, _ = server
+    most = 65_536 + 16_384  # protocol.MAX_JSON_ITEMS
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for body in ("[" + "[]," * most + "[]]", '{"prompt": "a", "stop": [' + "[[[[0]]]]," * 20_000 + "0]}"):
+        response = httpx.post(f"{url}/v1/completions", content=body, headers=headers)
+        error = response.json()["error"]
+        assert (response.status_code, error["code"]) == (413, "request_too_large"), response.text[:300]
+        assert error["message"] == (
+            f"the request body holds over {most:,} JSON values; the largest request "
+            "(a logit_bias of 65,536 token ids) holds fewer"
+        )
+    text = '\\",[{' * most  # an escaped backslash, then an escaped quote: still in the string
+    body = json.dumps({"prompt": "a", "max_tokens": 1, "user": text})
+    assert httpx.post(f"{url}/v1/completions", content=body, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "logit_bias",
+    [
+        {"0": 1, "7": -100, "31": 100.0, "12": -2.5, "4294967295": 0},
+        {"1,2": 1},  # one key, not two ids
+        {"01": 1},
+        {"0": 1, "00": 2},
+        {"1": True},
+        {"1": 10**400},
+        {"1": 1e300},
+        {"1": float("nan")},
+        {"12345678901": 1},
+        {"\u0661": 1},  # an Arabic-Indic one: a digit to str.isdigit, not to JSON's ids
+        {},
+    ],
+)
+def test_a_logit_bias_read_whole_is_what_reading_it_entry_by_entry_makes(logit_bias):
+    """The fast reading of a plain logit_bias (nearly every client's) agrees with the entry by entry
+    one, which says what is wrong with any other."""
+    from charlm.serve import protocol
+
+    def read(reader):
+        try:
+            return reader(logit_bias)
+        except protocol.APIError as e:
+            return e.message
+
+    entries = read(protocol.logit_bias_entries)
+    assert read(lambda value: protocol.logit_bias_of({"logit_bias": value})) == entries
+    assert protocol.plain_bias(logit_bias) in (None, entries)
+
+
 def test_a_sentencepiece_ban_leaving_only_the_unknown_and_control_pieces_is_a_400_naming_it():
     """A sentencepiece model with every piece banned but <unk>, <s> and </s> was served and wrote "\ufffd"
     (the unknown piece), where a character model's ban of every token is refused: what is left writes no
