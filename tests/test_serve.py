@@ -513,6 +513,7 @@ def test_a_biased_request_is_the_same_text_beside_others_that_come_and_go(server
         ({"1": 101}, 'logit_bias["1"] must be at least -100.0 and at most 100.0, not 101'),
         ({"1": "x"}, 'logit_bias["1"] must be a number, not a string'),
         ({"1": True}, 'logit_bias["1"] must be a number, not a boolean'),
+        ({"1": 10**400}, 'logit_bias["1"] must be at least -100.0 and at most 100.0, not 1000'),
         ({str(i): 1 for i in range(65_537)}, "logit_bias may hold at most 65,536 token ids, not 65,537; give each"),
         ({"32": 1}, "logit_bias: token id 32 is not one of the model's (0 to 31)"),
         ({str(i): -100 for i in range(32)}, "logit_bias bans every token the model has"),
@@ -770,6 +771,7 @@ def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_t
     [
         ({"temperature": "hot"}, "temperature"),
         ({"temperature": -1}, "temperature"),
+        ({"temperature": 10**400}, "temperature"),  # an integer beyond a float's range was a 500
         ({"max_tokens": 2001}, "max_tokens"),
         ({"max_tokens": 1.5}, "max_tokens"),
         ({"n": 41}, "n"),
@@ -1804,6 +1806,110 @@ def test_a_stream_flows_while_another_requests_long_prompts_are_read():
     assert answer.status_code == 200 and waited == [True]
 
 
+def test_health_answers_while_another_requests_huge_logit_bias_is_checked(monkeypatch):
+    """A request's fields were checked on the event loop that answers every request and sends every
+    stream's chunks: 8 requests of 65,536 logit_bias ids held a stream 0.3 s and /health 0.4 s. Told by
+    the order of events, not by time: /health is asked while the huge logit_bias is being checked, which
+    a check on the event loop never lets it answer. (A stream's chunks tell it less surely: those sent
+    before the check began may still be read after.)"""
+    from charlm.serve import protocol
+
+    answered = []
+    logit_bias_of = protocol.logit_bias_of
+
+    def watched(body: dict) -> dict | None:
+        if len(body.get("logit_bias") or {}) > 1000:
+            try:  # the bound is for the failure only: passing, it is not waited out
+                answered.append(httpx.get(f"{url}/health", timeout=5).json()["status"])
+            except httpx.TimeoutException:
+                answered.append("no answer while the logit_bias was checked")
+        return logit_bias_of(body)
+
+    monkeypatch.setattr(protocol, "logit_bias_of", watched)
+    torch.manual_seed(0)
+    model = make_model("\n" + "".join(chr(0x4E00 + i) for i in range(4_000)), layers=1, hidden=8).eval()
+    with running(create_app({"wide": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        body = {"prompt": "\n", "max_tokens": 1, "logit_bias": {str(i): 1 for i in range(1, 4_000)}}  # 40 KB
+        answer = httpx.post(f"{url}/v1/completions", json=body, timeout=30)
+    assert answer.status_code == 200 and answered == ["ok"]
+
+
+def test_a_body_of_more_json_values_than_any_request_holds_is_refused_unparsed(server):
+    """json.loads holds the GIL, in whichever thread: 13.6 MB of `[],` (within the default body limit)
+    held every stream and /health 1.6 s a request. More values than the largest request holds (a full
+    logit_bias) are refused before parsing; commas and brackets inside strings are not values."""
+    url, _ = server
+    most = 65_536 + 16_384  # protocol.MAX_JSON_ITEMS
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for body in ("[" + "[]," * most + "[]]", '{"prompt": "a", "stop": [' + "[[[[0]]]]," * 20_000 + "0]}"):
+        response = httpx.post(f"{url}/v1/completions", content=body, headers=headers)
+        error = response.json()["error"]
+        assert (response.status_code, error["code"]) == (413, "request_too_large"), response.text[:300]
+        assert error["message"] == (
+            f"the request body holds over {most:,} JSON values; the largest request "
+            "(a logit_bias of 65,536 token ids) holds fewer"
+        )
+    text = '\\",[{' * most  # an escaped backslash, then an escaped quote: still in the string
+    body = json.dumps({"prompt": "a", "max_tokens": 1, "user": text})
+    assert httpx.post(f"{url}/v1/completions", content=body, headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "logit_bias",
+    [
+        {"0": 1, "7": -100, "31": 100.0, "12": -2.5, "4294967295": 0},
+        {"1,2": 1},  # one key, not two ids
+        {"01": 1},
+        {"0": 1, "00": 2},
+        {"1": True},
+        {"1": 10**400},
+        {"1": 1e300},
+        {"1": float("nan")},
+        {"12345678901": 1},
+        {"\u0661": 1},  # an Arabic-Indic one: a digit to str.isdigit, not to JSON's ids
+        {},
+    ],
+)
+def test_a_logit_bias_read_whole_is_what_reading_it_entry_by_entry_makes(logit_bias):
+    """The fast reading of a plain logit_bias (nearly every client's) agrees with the entry by entry
+    one, which says what is wrong with any other."""
+    from charlm.serve import protocol
+
+    def read(reader):
+        try:
+            return reader(logit_bias)
+        except protocol.APIError as e:
+            return e.message
+
+    entries = read(protocol.logit_bias_entries)
+    assert read(lambda value: protocol.logit_bias_of({"logit_bias": value})) == entries
+    assert protocol.plain_bias(logit_bias) in (None, entries)
+
+
+def test_a_sentencepiece_ban_leaving_only_the_unknown_and_control_pieces_is_a_400_naming_it():
+    """A sentencepiece model with every piece banned but <unk>, <s> and </s> was served and wrote "\ufffd"
+    (the unknown piece), where a character model's ban of every token is refused: what is left writes no
+    text. One writing piece left is enough."""
+    from charlm.pieces import PieceVocab, train_model
+
+    torch.manual_seed(0)
+    vocab = PieceVocab(train_model(["the quick brown fox\n" * 20], "bpe", 280), normalize="none")
+    silent = {i for i, piece in enumerate(vocab.pieces) if not piece or vocab.processor.is_unknown(i)}
+    assert len(silent) == 3
+    ban = {str(i): -100 for i in range(len(vocab)) if i not in silent}
+    with running(create_app({"pieces": lambda: make_model(vocab, layers=1, hidden=8).eval()}, ServeConfig())) as url:
+        wait_healthy(url)
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 5, "logit_bias": ban})
+        error = answer.json()["error"]
+        assert (answer.status_code, error["param"]) == (400, "logit_bias"), answer.text
+        assert error["message"].startswith("logit_bias bans every token that writes text")
+        newline = vocab.processor.piece_to_id("\n")
+        del ban[str(newline)]
+        answer = httpx.post(f"{url}/v1/completions", json={"prompt": "the", "max_tokens": 5, "logit_bias": ban})
+        assert answer.status_code == 200 and set(answer.json()["choices"][0]["text"]) <= {"\n", "\ufffd"}
+
+
 def test_max_prompt_holds_for_the_text_as_the_model_reads_it():
     """--max-prompt was checked on the text as sent, but an nfkc model reads U+FDFA as 18 characters:
     a prompt within the limit was read as 18 times as many (16,384 made 294,912, 14 s of priming on one
@@ -2295,6 +2401,24 @@ def test_page_falls_back_to_defaults_for_what_its_storage_holds_damaged(tiny_mod
             assert len(browser.find_elements("css selector", "#history li")) == history.count('"made": [')
             write(browser, wait, "the ", 5)
             assert len(made_text(browser)) == 5
+
+
+@pytest.mark.slow
+def test_page_restores_no_ban_longer_than_the_server_takes(tiny_model, browser):
+    """Saved settings put a ban of any size back in its box (2 MB of damaged or hostile storage): one
+    longer than any the server takes (protocol.MAX_BIASED characters, a decomposed one two code units)
+    leaves the box empty; one as long as that is restored."""
+    from charlm.serve.protocol import MAX_BIASED
+
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        page_ready(browser, url)
+        for ban, shown in (("eo", "eo"), ("x" * 2_000_000, ""), ("e\u0301" * MAX_BIASED, "e\u0301" * MAX_BIASED)):
+            saved = json.dumps({"temperature": 0.5, "ban": ban})
+            browser.execute_script("localStorage.setItem('charlm.settings', arguments[0])", saved)
+            page_ready(browser, url)
+            restored = browser.execute_script("return [document.getElementById('ban').value, $('temperature').value]")
+            assert (len(restored[0]), restored[0] == shown, restored[1]) == (len(shown), True, "0.5")
 
 
 def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
