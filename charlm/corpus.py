@@ -138,6 +138,11 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as e:
                 at = offset - pending + e.start
+                if not raw and e.end == len(e.object):  # the file ends inside a character: no encoding helps
+                    raise CharLMError(
+                        f"{path}: ends in the middle of a character (its last {len(e.object)} bytes, from byte "
+                        f"offset {at}, begin one and stop): the file was cut short; remove them or get it whole"
+                    ) from None
                 if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                     # latin-1 would read it, and a score or a corpus of it is garbage
                     raise binary_file(

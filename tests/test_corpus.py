@@ -72,6 +72,23 @@ def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
         read_texts([str(stray)])
 
 
+def test_a_file_cut_in_the_middle_of_its_last_character_is_told_so_not_another_encoding(tmp_path):
+    """A UTF-8 novel cut short (`head -c`, a download stopped) ends inside a character: it was told to
+    pass --encoding latin-1, which reads the whole Chinese text as garbage."""
+    text = "却说宝玉听了，忙道：“好姐姐，你别恼。”\n" * 20
+    path = tmp_path / "cut.txt"
+    path.write_bytes(text.encode("utf-8")[:-2])  # "\n" and one byte of "”"
+    with pytest.raises(CharLMError) as error:
+        read_texts([str(path)])
+    message = str(error.value)
+    assert message.startswith(f"{path}: ends in the middle of a character (its last 2 bytes")
+    assert "latin-1" not in message and "--encoding" not in message
+    gbk = tmp_path / "cut-gbk.txt"
+    gbk.write_bytes(text.encode("gbk")[:-2])  # "\n" and one byte of "”"
+    with pytest.raises(CharLMError, match="ends in the middle of a character"):
+        read_texts([str(gbk)], encoding="gb18030")
+
+
 def test_a_utf_16_file_is_told_to_use_utf_16_and_a_binary_one_to_give_text(tmp_path):
     """Both were told `pass --encoding latin-1`, which reads any bytes: a score or a corpus of garbage."""
     path = tmp_path / "wide.txt"
