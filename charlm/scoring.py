@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import threads
+from .bars import progress_bar
 from .batches import as_ids
 from .device import has_float64
 from .errors import CharLMError
@@ -86,7 +86,7 @@ def total_bits(
     device = model.device
     total_nats = torch.zeros((), dtype=widest_float(device), device=device)
     chars = 0
-    bar = tqdm(
+    bar = progress_bar(
         total=int(char_lengths[ids[read:][ids[read:] != UNSEEN]].sum()) if progress else None,
         disable=not progress,
         desc=label,

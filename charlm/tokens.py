@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import catalog, files
+from .bars import progress_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
 from .errors import CharLMError
@@ -158,7 +159,7 @@ def build(
 
     def read(task: str) -> Iterator[tuple[int, str]]:
         """One pass over the corpus, (part number, text chunk), with a bar of its own over the files' bytes."""
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=task, disable=quiet) as bar:
+        with progress_bar(total=total_bytes, unit="B", unit_scale=True, desc=task, disable=quiet) as bar:
             for number, part in enumerate(parts):
                 for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
                     yield number, chunk
