@@ -1,5 +1,6 @@
 """The command line as a user meets it: real processes, real corpora, one-line errors."""
 
+import collections
 import json
 import os
 import pty
@@ -20,6 +21,7 @@ from charlm.config import SampleConfig
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus
 from .test_export import run_of
+from .test_serve import Counting
 
 
 @pytest.fixture
@@ -391,6 +393,17 @@ def test_interactive_transcript_is_the_text_the_model_reads(trained):
     with torch.no_grad():  # the carried state is that of the printed text read in one pass
         logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
     assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
+
+
+def test_an_interactive_line_is_normalized_once():
+    """Each typed line was encoded (so normalized) twice: once to check it, again to read it."""
+    vocab = Counting("\n ,!你好", normalize="nfkc")
+    lines = ["你好，\n", "好！\n"]
+    conversation = converse(
+        make_model(vocab, layers=1, hidden=8).eval(), SampleConfig(length=3), lines, lambda t, screen=True: None
+    )
+    assert vocab.counts == collections.Counter({"你好，\n": 1, "\n好！\n": 1})
+    assert conversation.transcript[0] == lines[0] and len(conversation.transcript) > len(lines)  # read, then written
 
 
 def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(trained, capsys):
