@@ -19,8 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from .bars import progress_bar
 from .errors import CharLMError
 from .tables import table
 
@@ -168,7 +167,7 @@ def _download(url: str, part: Path, size: int, quiet: bool) -> None:
             have = 0
         with (
             open(part, "ab" if have else "wb") as out,
-            tqdm(
+            progress_bar(
                 total=size, initial=have, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"), disable=quiet
             ) as bar,
         ):

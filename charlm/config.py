@@ -145,7 +145,9 @@ class Config:
     )
     random_seed: int = option(1337, "seed for weights, dropout and data order")
     quiet: bool = option(
-        False, "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples)"
+        False,
+        "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples, "
+        "and warnings about the options given)",
     )
     # hardware
     device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import encodings
 import functools
+import stat
 import typing
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -46,9 +47,25 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
             paths.extend(found)
         elif path.is_file():
             paths.append(path)
+        elif path.exists():
+            raise CharLMError(
+                f"{path}: {special_kind(path)}, not a regular file, which charlm needs; save the text to a file "
+                "first (cat a.txt b.txt > all.txt), or name the files themselves"
+            )
         else:
             raise CharLMError(f"{path}: no such file or folder{files.check_path(path)}")
     return paths
+
+
+def special_kind(path: Path) -> str:
+    """What a path that exists but is neither a file nor a folder is, in words: `<(cat a b)` and
+    /dev/stdin under a pipe are pipes, /dev/null a device."""
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a pipe (process substitution, a named pipe or piped stdin)"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
 
 
 def normalized(text: str, form: str) -> str:

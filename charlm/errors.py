@@ -1,4 +1,10 @@
-"""The one exception type a user sees: a one-line message saying what is wrong and what to do."""
+"""The one exception type a user sees: a one-line message saying what is wrong and what to do; and where
+a warning about a user's own input points."""
+
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent
 
 
 class CharLMError(Exception):
@@ -21,3 +27,13 @@ class BiasError(CharLMError):
 
     def as_ban(self) -> CharLMError:
         return CharLMError(f"--ban{self.ban_says}")
+
+
+def callers_stacklevel() -> int:
+    """The `stacklevel` that points a warning raised by the function calling this at the first line
+    outside charlm: one about the caller's own option (`charlm.train(threads=8)`) names the caller's
+    line, not charlm's, however deep in charlm it was met."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and Path(frame.f_code.co_filename).is_relative_to(PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

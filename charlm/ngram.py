@@ -26,7 +26,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from .bars import progress_bar
 
 MAX_ORDER = 7  # held-out bpc levels off from 6-grams on (docs/inspect.md); each order costs memory
 
@@ -72,7 +73,7 @@ class KneserNey:
         # An order's raw counts serve when it is the highest; below that, its continuation counts, which
         # come from the order above's distinct n-grams.
         self.highest, self.lower = {}, {}
-        for order in tqdm(range(max_order, 0, -1), desc="n-gram model", unit="order", disable=quiet):
+        for order in progress_bar(range(max_order, 0, -1), desc="n-gram model", unit="order", disable=quiet):
             raw = Counter(text[i : i + order] for i in range(len(text) - order + 1))
             self.highest[order] = Level.fit(raw)
             if order > 1:

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import files
+from .bars import redraw_seconds
 from .checkpoint import Progress
 from .config import Config
 from .errors import CharLMError
@@ -28,7 +29,6 @@ from .scoring import LOG2E
 METRICS = "metrics.jsonl"
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
 SPEED_SECONDS = 10.0  # the progress bar's speed (and a --max-time run's step total) averages about this long
-REDRAW_SECONDS = 0.1  # tqdm's default: a bar drawn in place, on a terminal or in a notebook
 MEASURE_SECONDS = 1.0  # the bar's speed is measured this often (a moving average, SPEED_SECONDS)
 
 
@@ -149,17 +149,6 @@ class StepBar(tqdm):
         if self.steps_per_second and not self.disable:
             shown["rate"] = self.steps_per_second
         return shown
-
-
-def redraw_seconds() -> float:
-    """How often the bar may redraw. Into a file or a pipe (a log, CI, nohup) every redraw is kept, and
-    some viewers show each as a line: 10 a second made 6,000 in a 10-minute run, so there it redraws as
-    often as metrics.jsonl gets a row. A terminal or a notebook (ipykernel) draws it in place."""
-    try:
-        in_place = sys.stderr.isatty() or "ipykernel" in sys.modules
-    except (AttributeError, ValueError):  # stderr replaced by an object without isatty, or closed
-        in_place = False
-    return REDRAW_SECONDS if in_place else LOG_SECONDS
 
 
 class Reporter:

@@ -20,6 +20,7 @@ import torch
 
 from .config import SampleConfig
 from .decoding import bias_vector
+from .errors import callers_stacklevel
 from .fields import from_options
 from .forms import Constrained, constrain
 from .generation import Batch, Row
@@ -41,15 +42,22 @@ def primed_batch(
 ) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once; `already_normalized`: as
     `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`)."""
+    ids = model.vocab.encode(text, what="--seed", already_normalized=already_normalized)
+    return batch_reading(model, options, ids, stops)
+
+
+def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops: tuple[str, ...]) -> Batch:
+    """`primed_batch` of a text already encoded (`ids`), for a caller that encoded it to check it."""
     form, bias = compiled(options, model)
     never = model.vocab.unknown(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
         warnings.warn(
-            f"--stop {options.stop!r}: the model never writes {written}, so no sample stops there", stacklevel=3
+            f"--stop {options.stop!r}: the model never writes {written}, so no sample stops there",
+            stacklevel=callers_stacklevel(),
         )
     batch = Batch.for_options(model, options)
-    ids = model.vocab.encode(text, what="--seed", already_normalized=already_normalized).to(model.device)
+    ids = ids.to(model.device)
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
@@ -121,20 +129,22 @@ class Conversation:
         self.stops = stop_texts(self.options, model)
         self.transcript: list[str] = []
 
-    def check(self, text: str, what: str = "the line") -> None:
-        """A line the model cannot read (a character it never saw) is refused before it is shown or read;
-        `what` names it in the message."""
-        if text:
-            self.model.vocab.encode(text, what=what)
+    def turn(self, text: str, what: str = "the line") -> Iterator[str]:
+        """The model's continuation of `text`, a piece at a time. The text is encoded here, at the call,
+        once: one the model cannot read (a character it never saw) is refused, `what` naming it, before
+        it is shown or read. An empty first turn starts at the beginning of a line."""
+        text = text or (self.model.vocab.start_text() if self.batch is None else "")
+        ids = self.model.vocab.encode(text, what=what) if text else None
+        return self.continued(text, ids)
 
-    def turn(self, text: str) -> Iterator[str]:
+    def continued(self, text: str, ids: torch.Tensor | None) -> Iterator[str]:
+        """`turn`'s reading of `text` (its `ids`, None for no text) and writing, when first asked for."""
         with inference(self.model):
             if self.batch is None:
-                text = text or self.model.vocab.start_text()
-                self.batch = primed_batch(self.model, self.options, text, self.stops)
+                self.batch = batch_reading(self.model, self.options, ids, self.stops)
             else:
-                if text:
-                    self.batch.read(self.model.vocab.encode(text, what="--seed").to(self.model.device))
+                if ids is not None:
+                    self.batch.read(ids.to(self.model.device))
                 self.batch.restart([sample_row(self.options, self.form, self.stops)])
             if text:
                 self.transcript.append(text)

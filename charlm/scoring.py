@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import threads
+from .bars import progress_bar
 from .batches import as_ids
 from .device import has_float64
 from .errors import CharLMError
@@ -70,23 +70,23 @@ def total_bits(
     max_tokens: int | None = None,
     progress: bool = False,
     label: str = "scoring",
-    read: int = 1,
 ) -> tuple[float, int]:
     """The bits `ids` (its first max_tokens + 1) cost under the model, and the characters they spell
-    that were scored: several texts' sums give their joint bits per character. The first `read` tokens
-    are read, not scored. A character the model never saw (UNSEEN) is read, as a character it knows
-    nothing about, and left out of the score: it has no probability to score. `label` names the
-    progress bar."""
+    that were scored: several texts' sums give their joint bits per character. The first character's
+    tokens are read, not scored (`first_character_tokens`). A character the model never saw (UNSEEN)
+    is read, as a character it knows nothing about, and left out of the score: it has no probability
+    to score. `label` names the progress bar."""
     ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
+    char_lengths = model.vocab.char_lengths()
+    read = first_character_tokens(char_lengths, ids)
     scored = len(ids) - 1  # every token but the first is predicted from the ones before it
     pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
     length = -(-scored // pieces)  # tokens each piece predicts; the last piece may predict fewer
     starts = torch.arange(pieces) * length
     device = model.device
-    char_lengths = model.vocab.char_lengths()
     total_nats = torch.zeros((), dtype=widest_float(device), device=device)
     chars = 0
-    bar = tqdm(
+    bar = progress_bar(
         total=int(char_lengths[ids[read:][ids[read:] != UNSEEN]].sum()) if progress else None,
         disable=not progress,
         desc=label,
@@ -117,19 +117,31 @@ def text_bits(
 ) -> tuple[float, int]:
     """`total_bits` of a text, as `charlm eval` scores a file: its first character is read, every one
     after it predicted. Characters the model never saw are read and left out of the score, or scored as
-    its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here. A first
-    character spelled as several byte pieces is read whole: the bits of its later bytes belong to no
-    character scored (they spell none), so they are left out too."""
+    its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCharacterWarning)
         ids = model.vocab.encode(text, what=what, unseen=True)
-    lengths = model.vocab.char_lengths()[ids.clamp(min=0)]
-    starts = lengths > 0  # not a byte piece that continues a character
-    check_scored(what, int(lengths.sum()), tokens=int(starts.sum()))
-    read = 1 + int(starts[1:].int().argmax())  # the first character's tokens
-    bits, chars = total_bits(model, ids, progress=progress, label=label, read=read)
-    check_scored(what, int(lengths.sum()), chars)
+    characters = check_ids(model.vocab, ids, what)
+    bits, chars = total_bits(model, ids, progress=progress, label=label)
+    check_scored(what, characters, chars)
     return bits, chars
+
+
+def first_character_tokens(char_lengths: torch.Tensor, ids: torch.Tensor) -> int:
+    """How many of the first `ids` spell the text's first character, which is read, not scored: one,
+    or for a character spelled as several byte pieces (or a validation split that starts inside one)
+    all of them, since the bits of a later byte belong to no character scored (it spells none)."""
+    starts = char_lengths[ids[1:].clamp(min=0)] > 0  # not a byte piece that continues a character
+    return 1 + int(starts.int().argmax()) if starts.any() else len(ids)
+
+
+def check_ids(vocab: Vocabulary, ids: torch.Tensor, what: str) -> int:
+    """Refuse the ids of a text with nothing to score (`check_scored`) before scoring it, with the same
+    words for eval and --eval-also; returns the characters they spell."""
+    lengths = vocab.char_lengths()[ids.clamp(min=0)]
+    characters = int(lengths.sum())
+    check_scored(what, characters, tokens=int((lengths > 0).sum()))
+    return characters
 
 
 def check_scored(what: str, characters: int, chars: int | None = None, tokens: int | None = None) -> None:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from .errors import callers_stacklevel
+
 WINDOW_SECONDS = 1.0  # each measurement covers at least this much work time
 EXPLORE_AFTER = (2.0, 160.0)  # seconds between comparisons: first, and at most (doubling in between)
 SLOWDOWN = 0.7  # a window below this share of the best recent speed triggers a comparison at once
@@ -168,7 +170,8 @@ def warn_if_too_many(threads: int) -> None:
         )
         warnings.warn(
             f"--threads {threads} is more than the {cores} cores this process may use{shared}; every operation "
-            f"waits for its slowest thread, so --threads {cores} or fewer runs faster"
+            f"waits for its slowest thread, so --threads {cores} or fewer runs faster",
+            stacklevel=callers_stacklevel(),
         )
 
 

@@ -36,10 +36,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import catalog, files
+from .bars import progress_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
 from .errors import CharLMError
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
+from .scoring import check_ids
 from .shakespeare import shakespeare_files
 from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, Vocabulary, code_points
 
@@ -157,7 +159,7 @@ def build(
 
     def read(task: str) -> Iterator[tuple[int, str]]:
         """One pass over the corpus, (part number, text chunk), with a bar of its own over the files' bytes."""
-        with tqdm(total=total_bytes, unit="B", unit_scale=True, desc=task, disable=quiet) as bar:
+        with progress_bar(total=total_bytes, unit="B", unit_scale=True, desc=task, disable=quiet) as bar:
             for number, part in enumerate(parts):
                 for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
                     yield number, chunk
@@ -329,8 +331,7 @@ def read_eval_also(config: Config, vocab: Vocabulary) -> torch.Tensor | None:
     except CharLMError as e:
         raise CharLMError(f"--eval-also {e}") from None
     ids = vocab.encode(text, what=f"--eval-also {path}")
-    if len(ids) < 2:
-        raise CharLMError(f"--eval-also {path}: need at least 2 characters to score")
+    check_ids(vocab, ids, f"--eval-also {path}")
     return ids
 
 

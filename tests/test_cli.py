@@ -1,5 +1,6 @@
 """The command line as a user meets it: real processes, real corpora, one-line errors."""
 
+import collections
 import json
 import os
 import pty
@@ -20,6 +21,7 @@ from charlm.config import SampleConfig
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus
 from .test_export import run_of
+from .test_serve import Counting
 
 
 @pytest.fixture
@@ -393,6 +395,17 @@ def test_interactive_transcript_is_the_text_the_model_reads(trained):
     assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
 
 
+def test_an_interactive_line_is_normalized_once():
+    """Each typed line was encoded (so normalized) twice: once to check it, again to read it."""
+    vocab = Counting("\n ,!你好", normalize="nfkc")
+    lines = ["你好，\n", "好！\n"]
+    conversation = converse(
+        make_model(vocab, layers=1, hidden=8).eval(), SampleConfig(length=3), lines, lambda t, screen=True: None
+    )
+    assert vocab.counts == collections.Counter({"你好，\n": 1, "\n好！\n": 1})
+    assert conversation.transcript[0] == lines[0] and len(conversation.transcript) > len(lines)  # read, then written
+
+
 def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(trained, capsys):
     model = checkpoint.load(trained)
     shown = []
@@ -646,3 +659,15 @@ def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(
         result = cli(*args)
         assert_one_line_error(result, says)
         assert result.output.rstrip().endswith(says), (args, result.output)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_pipe_or_a_device_is_said_to_be_one_not_a_missing_file(fox_file, tmp_path):
+    """`charlm train <(cat a.txt b.txt)`, `charlm eval RUN /dev/stdin` under a pipe and /dev/null said
+    "no such file or folder; check the path" of a path that exists: say what it is and what to do."""
+    trained = str(run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox")))
+    os.mkfifo(tmp_path / "pipe")
+    for path, kind in ((str(tmp_path / "pipe"), "a pipe"), (os.devnull, "a device")):
+        says = f"{path}: {kind}"
+        for args in (["eval", trained, path], ["inspect", trained, path], ["train", path, *TINY_ARGS]):
+            assert_one_line_error(cli(*args), says, "not a regular file", "save the text to a file first")

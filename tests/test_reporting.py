@@ -10,13 +10,15 @@ import torch
 import tqdm.std
 
 import charlm
-from charlm import reporting
+from charlm import reporting, scoring, tokens
+from charlm.bars import PIPE_REDRAW_SECONDS
 from charlm.checkpoint import Progress
 from charlm.config import Config
+from charlm.corpus import source_files
 from charlm.errors import CharLMError
 from charlm.reporting import LOG_SECONDS, MetricsLog, Reporter, read_metrics
 
-from .conftest import block_import, file_size_limit
+from .conftest import block_import, file_size_limit, make_model
 
 KEYS = {"step", "elapsed", "chars", "train_bpc", "val_bpc", "lr", "chars_per_s"}
 
@@ -239,3 +241,39 @@ def test_the_bar_redraws_in_place_often_and_into_a_log_now_and_then(tmp_path, mo
     else:
         assert redraws <= 60 / LOG_SECONDS + 2
     reporter.close()
+
+
+def prepare_a_corpus(tmp_path, monkeypatch) -> None:
+    """Preparation's bars: 60 files, so each pass over their bytes updates its bar 60 times."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"{i:02}.txt").write_text(f"line {i} of the quick brown fox\n", encoding="utf-8")
+    tokens.prepare([source_files([str(folder)])], root=tmp_path / "cache")
+
+
+def score_a_text(tmp_path, monkeypatch) -> None:
+    """Scoring's bar: a window of 5 tokens at a time, so 748 characters update it 150 times."""
+    monkeypatch.setattr(scoring, "EVAL_WINDOW", 5)
+    text = "the quick brown fox jumps over the lazy dog\n" * 17
+    scoring.text_bits(make_model("".join(sorted(set(text))), layers=1, hidden=8), text, progress=True)
+
+
+@pytest.mark.parametrize("work", [prepare_a_corpus, score_a_text])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_every_bar_redraws_into_a_log_now_and_then(tmp_path, monkeypatch, work, terminal):
+    """Corpus preparation's and scoring's bars redrew 10 times a second into a pipe or file, as the
+    training bar did (above): a log of a big corpus filled with bars. Each update here takes 0.2 s of a
+    fake clock; hundreds of updates, a handful of redraws into a log, one an update on a terminal."""
+    stderr = Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    clock = itertools.count(1000.0, 0.2)
+    monkeypatch.setattr(tqdm.std, "time", lambda: next(clock))
+    work(tmp_path, monkeypatch)
+    seconds = next(clock) - 1000.0
+    redraws = stderr.getvalue().count("\r")
+    if terminal:
+        assert redraws >= 100, stderr.getvalue()
+    else:
+        bars = 2 if work is prepare_a_corpus else 1  # preparation: counting, then encoding
+        assert redraws <= bars * 3 + seconds / PIPE_REDRAW_SECONDS, (redraws, seconds)

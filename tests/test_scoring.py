@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import charlm
-from charlm import corpus
+from charlm import corpus, scoring
 from charlm.config import Config
 from charlm.corpus import iter_text, read_texts
 from charlm.errors import CharLMError
@@ -195,3 +195,20 @@ def test_a_text_that_is_one_sentencepiece_piece_is_refused_as_one_token_not_as_u
         "nothing is left to score; give a longer text"
     )
     assert text_bits(model, "the ")[1] == 1
+
+
+def test_eval_also_refuses_a_one_piece_text_and_scores_a_byte_spelled_first_character_as_eval_does(tmp_path):
+    """--eval-also said "need at least 2 characters" of "the", one piece of 3 characters; and training
+    scored its ids with only the first token read, so the 3 later bytes of a first '😀' had their bits
+    counted over no character: its bits per character differed from `charlm eval`'s on the same text."""
+    vocab = PieceVocab(train_model(["the quick brown fox jumps over the lazy dog\n" * 40], "bpe", 300))
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig("lstm", 1, 16, 0.0, len(vocab)), vocab).eval()
+    (tmp_path / "one.txt").write_text("the", encoding="utf-8")
+    with pytest.raises(CharLMError, match=r"^--eval-also .*one.txt: its 3 characters are one token to the model"):
+        read_eval_also(Config(eval_also=str(tmp_path / "one.txt")), vocab)
+    text = "😀 the lazy ζ dog"
+    (tmp_path / "emoji.txt").write_text(text, encoding="utf-8")
+    ids = read_eval_also(Config(eval_also=str(tmp_path / "emoji.txt")), vocab)
+    assert len(vocab.encode("😀")) == 4  # spelled as bytes
+    assert scoring.bits_per_char(model, ids) == pytest.approx(charlm.bits_per_char(model, text), abs=1e-6)

@@ -196,13 +196,13 @@ def converse(
     line_break = ""
     for number, line in enumerate(lines, 1):
         line = line.replace("\r\n", "\n")
-        try:
-            conversation.check(line, what="the line" if at_terminal else f"line {number} of the input")
+        try:  # the line is encoded (and checked) once, before it is shown or read
+            pieces = conversation.turn(line_break + line, "the line" if at_terminal else f"line {number} of the input")
         except CharLMError as e:  # one bad line does not end the session and its state
             click.echo(f"{e}; type it again without them" if at_terminal else f"{e}; skipped this line", err=True)
             continue
         emit(line, screen=echo)
-        for piece in conversation.turn(line_break + line):
+        for piece in pieces:
             emit(piece)
         emit("\n")
         line_break = "\n"
