@@ -297,8 +297,9 @@ class Completion:
         self.prompt_chars = sum(map(len, self.read))
         encoded = []
         for prompt, read in zip(params.prompts, self.read):
-            # a character the model never saw is read as one it knows nothing about (docs/serve.md)
-            ids = read_ids(vocab, prompt, read, "prompt") if prompt else vocab.encode(vocab.start_text())
+            # a character the model never saw is read as one it knows nothing about (docs/serve.md); a
+            # text no model reads is named by its field (a chat's: messages)
+            ids = read_ids(vocab, prompt, read, params.prompt_param) if prompt else vocab.encode(vocab.start_text())
             encoded.append((ids, read))
         return encoded
 
