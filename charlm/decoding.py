@@ -83,7 +83,22 @@ def bias_vector(logit_bias: dict[str | int, float] | None, vocab: Vocabulary) ->
         vector[token] = float("-inf") if bias <= -MAX_LOGIT_BIAS else bias
     if bool(vector.isneginf().all()):
         raise BiasError(" bans every token the model has; leave it at least one to write")
+    if writes_no_text(vector, vocab):
+        raise BiasError(
+            " bans every token that writes text (what it leaves, the unknown symbol and control pieces, writes only "
+            "\ufffd or nothing); leave it at least one to write"
+        )
     return vector
+
+
+def writes_no_text(bias: torch.Tensor, vocab: Vocabulary) -> bool:
+    """Whether `bias` leaves only tokens that write no text: the unknown symbol (which writes "\ufffd"; a
+    sentencepiece model never saw it, byte fallback spelling every character) and control pieces (<s>,
+    </s>: nothing). A sample would be only those: a ban that leaves them is refused as one of every token."""
+    left = (~bias.isneginf()).nonzero().flatten().tolist()
+    if vocab.one_char_per_id:
+        return all(token == vocab.unknown_id for token in left)
+    return all(not vocab.pieces[token] or vocab.processor.is_unknown(token) for token in left)
 
 
 def characters(text: str) -> list[str]:

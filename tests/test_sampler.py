@@ -354,6 +354,21 @@ def test_a_logit_bias_that_cannot_be_used_is_named(logit_bias, message):
         generate(fixed_distribution(DISTRIBUTION), "a", length=5, logit_bias=logit_bias)
 
 
+def test_a_logit_bias_leaving_only_pieces_that_write_no_text_is_refused_in_python_too():
+    """The server refused a ban that leaves a sentencepiece model only <unk>, <s> and </s>; charlm.generate
+    took it and wrote nothing for 4 steps a character asked, then gave back the seed alone."""
+    from charlm.pieces import PieceVocab, train_model
+
+    torch.manual_seed(0)
+    vocab = PieceVocab(train_model(["the quick brown fox\n" * 20], "bpe", 280), normalize="none")
+    model = make_model(vocab, layers=1, hidden=8).eval()
+    ban = {i: -100 for i, piece in enumerate(vocab.pieces) if piece and not vocab.processor.is_unknown(i)}
+    with pytest.raises(CharLMError, match=r"^logit_bias bans every token that writes text \(what it leaves"):
+        generate(model, "the", length=5, logit_bias=ban)
+    del ban[vocab.processor.piece_to_id("\n")]
+    assert set(generate(model, "the", length=5, logit_bias=ban, random_seed=1)[0][3:]) <= {"\n", "\ufffd"}
+
+
 def test_a_ban_is_of_the_character_the_model_writes_after_its_normalization():
     """A decomposed 'é' (e + U+0301, as a macOS terminal types it) is one character to ban: --ban
     split it into 'e' and the mark and banned every 'e'. '10' is told that a token id is an int."""

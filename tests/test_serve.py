@@ -824,6 +824,42 @@ def test_a_chat_over_max_prompt_says_the_messages_are_joined(client):
     assert client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x" * 998}], max_tokens=1)
 
 
+def test_a_lone_surrogate_in_a_chat_is_named_as_the_messages(server):
+    """A chat's prompt is its messages joined: a lone surrogate in one was refused as `prompt`, a field
+    a chat request does not have, which a client's form could not point at."""
+    url, state = server
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    body = b'{"model": "tiny", "messages": [{"role": "user", "content": "ab\\ud800c"}], "max_tokens": 1}'
+    response = httpx.post(f"{url}/v1/chat/completions", content=body, headers=headers)
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "messages", error
+    assert error["message"].startswith("messages: lone surrogate U+D800 at character 2 is not a character")
+    assert state.busy == 0
+
+
+def test_a_streams_rows_are_freed_on_the_event_loop():
+    """The row count (`Server.busy`) is changed on the event loop, where requests take rows: the stream's
+    closing task freed them in a worker thread (Starlette runs a plain function there), which could
+    lose a request's taking or freeing (a client gone before its first chunk: the count then stayed
+    wrong for good, every later request a 429, or more rows than --max-streams)."""
+    from charlm.serve.app import event_stream
+
+    freed_in = []
+
+    class Run:
+        def cancel(self) -> None:
+            freed_in.append(threading.get_ident())
+
+    async def closed_before_its_first_chunk() -> int:
+        async def events():
+            yield "never started"
+
+        await event_stream(events(), Run()).background()
+        return threading.get_ident()
+
+    assert freed_in == [asyncio.run(closed_before_its_first_chunk())]
+
+
 def test_the_default_max_tokens_is_within_the_servers_limit():
     """Issue 26 item 9: completions defaulted to 16 characters even under --max-tokens 5 (chat did not)."""
     from charlm.serve import protocol

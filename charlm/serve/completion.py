@@ -201,16 +201,6 @@ def read_ids(vocab: Vocabulary, text: str, read: str, param: str) -> torch.Tenso
     return torch.from_numpy(vocab.encode_array(read))
 
 
-def writes_no_text(bias: torch.Tensor, vocab: Vocabulary) -> bool:
-    """Whether `bias` leaves only tokens that write no text: the unknown symbol (which writes "\ufffd"; a
-    sentencepiece model never saw it, byte fallback spelling every character) and control pieces (<s>,
-    </s>: nothing). A sample would be only those: a ban that leaves them is refused as one of every token."""
-    left = (~bias.isneginf()).nonzero().flatten().tolist()
-    if vocab.one_char_per_id:
-        return all(token == vocab.unknown_id for token in left)
-    return all(not vocab.pieces[token] or vocab.processor.is_unknown(token) for token in left)
-
-
 def deliver(updates: list[Update]) -> None:
     """On the event loop: each update to the queue of the request it belongs to."""
     for update in updates:
@@ -279,11 +269,6 @@ class Completion:
             bias = bias_vector(self.params.logit_bias, vocab)
         except CharLMError as e:
             raise APIError(400, str(e), "logit_bias", "invalid_value") from None
-        if bias is not None and writes_no_text(bias, vocab):
-            raise APIError(
-                400, "logit_bias bans every token that writes text (what it leaves, the unknown symbol and control "
-                "pieces, writes only \ufffd or nothing); leave it at least one to write", "logit_bias", "invalid_value",
-            )  # fmt: skip
         # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
         stops = tuple(map(vocab.normalized, self.params.stops))
         return bias, self.compile(bias), stops, self.prime(encoded)
@@ -297,8 +282,9 @@ class Completion:
         self.prompt_chars = sum(map(len, self.read))
         encoded = []
         for prompt, read in zip(params.prompts, self.read):
-            # a character the model never saw is read as one it knows nothing about (docs/serve.md)
-            ids = read_ids(vocab, prompt, read, "prompt") if prompt else vocab.encode(vocab.start_text())
+            # a character the model never saw is read as one it knows nothing about (docs/serve.md); a
+            # text no model reads is named by its field (a chat's: messages)
+            ids = read_ids(vocab, prompt, read, params.prompt_param) if prompt else vocab.encode(vocab.start_text())
             encoded.append((ids, read))
         return encoded
 
