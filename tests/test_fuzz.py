@@ -119,7 +119,12 @@ RUNS = [
 
 @settings(FUZZ, max_examples=100)
 @given(
-    text=st.lists(st.sampled_from(RUNS) | st.characters(exclude_categories=["Cs"]), min_size=1, max_size=100),
+    # no NUL: no text file holds one, and a file with one is refused as binary (test_corpus.py)
+    text=st.lists(
+        st.sampled_from(RUNS) | st.characters(exclude_categories=["Cs"], exclude_characters="\x00"),
+        min_size=1,
+        max_size=100,
+    ),
     chunk_bytes=st.integers(7, 64),
     form=st.sampled_from(["none", "nfc", "nfkc"]),
 )
