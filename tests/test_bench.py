@@ -385,6 +385,42 @@ def test_versus_scores_both_models_on_every_held_out_character(fox_file, tiny):
     assert versus.charlm_scoring.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
 
 
+def results_row(report: str, corpus: str) -> list[str]:
+    """The cells of `corpus`'s row in the report's results table (the first table)."""
+    row = next(line for line in report.splitlines() if line.startswith(f"| {corpus} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_versus_charrnn_baseline_runs(tmp_path):
+    """--baseline charrnn: char-rnn trains for --seconds, charlm for its wall time, both scored on the held-out text."""
+    corpus = messy_text(tmp_path / "words.txt", lines=300)
+    out = run_bench("versus", str(corpus), "--baseline", "charrnn", "--seconds", "0.5", "--rnn-size", "16",
+        "--batch-size", "4", "--seq-length", "16", "--eval-val-every", "10", "--quiet",
+        "--out", str(tmp_path / "versus.txt"), "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
+    )  # fmt: skip
+    report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
+    assert report in out and "baseline: char-rnn (train.lua's defaults): 2x16 LSTM" in report
+    assert "max_time = the char-rnn's wall s" in report and "char-rnn's lowest loss" in report
+    cells = results_row(report, "words.txt")
+    baseline_bpc, charlm_bpc, ratio = float(cells[7]), float(cells[12]), float(cells[13])
+    assert all(math.isfinite(x) and 0.5 < x < 10 for x in (baseline_bpc, charlm_bpc))
+    assert ratio == pytest.approx(charlm_bpc / baseline_bpc, abs=2e-4)
+    assert cells[3] == "2x16" and int(cells[4].replace(",", "")) > 0 and float(cells[6]) >= 0.5
+    assert cells[8] == "1x16" and int(cells[9].replace(",", "")) > 0
+
+
+@pytest.mark.parametrize(
+    "flags, refused",
+    [(["--baseline", "charrnn", "--iters", "5"], "--iters"), (["--baseline", "charrnn", "--gpu"], "--gpu"),
+     (["--seconds", "5"], "--seconds"), (["--rnn-size", "64"], "--rnn-size")],
+)  # fmt: skip
+def test_versus_refuses_the_other_baselines_flags(tmp_path, monkeypatch, flags, refused):
+    """A flag the chosen baseline does not read would be ignored without a word: it is refused, before training."""
+    monkeypatch.setattr(sys, "argv", ["versus", "words.txt", *flags, "--out", str(tmp_path / "v.txt")])
+    with pytest.raises(SystemExit, match=f"^{refused} is not a flag of --baseline"):
+        versus.main()
+
+
 def test_charrnn_batches_are_its_loaders_layout():
     """CharSplitLMMinibatchLoader: the text cut to whole batches, laid out as batch_size contiguous streams read
     in windows of seq_length, the targets one character on (the last wraps round to the first)."""
