@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import charlm
-from bench import babygpt, common, mixture, versus
+from bench import babygpt, charrnn, common, mixture, versus
 from charlm import checkpoint, finetune, runs, threads
 from charlm.model import head_cutoffs
 from charlm.scoring import bits_per_char
@@ -383,6 +383,172 @@ def test_versus_scores_both_models_on_every_held_out_character(fox_file, tiny):
         logits, _ = model(ids[:-1].unsqueeze(0))
         one_pass = F.cross_entropy(logits[0], ids[1:], reduction="sum").double().item() / (len(ids) - 1) / math.log(2)
     assert versus.charlm_scoring.bits_per_char(model, ids) == pytest.approx(one_pass, rel=1e-5)
+
+
+def results_row(report: str, corpus: str) -> list[str]:
+    """The cells of `corpus`'s row in the report's results table (the first table)."""
+    row = next(line for line in report.splitlines() if line.startswith(f"| {corpus} |"))
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def test_versus_charrnn_baseline_runs(tmp_path):
+    """--baseline charrnn: char-rnn trains for --seconds, charlm for its wall time, both scored on the held-out text."""
+    corpus = messy_text(tmp_path / "words.txt", lines=300)
+    out = run_bench("versus", str(corpus), "--baseline", "charrnn", "--seconds", "0.5", "--rnn-size", "16",
+        "--batch-size", "4", "--seq-length", "16", "--eval-val-every", "10", "--quiet",
+        "--out", str(tmp_path / "versus.txt"), "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
+    )  # fmt: skip
+    report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
+    assert report in out and "baseline: char-rnn (train.lua's defaults): 2x16 LSTM" in report
+    assert "max_time = the char-rnn's wall s" in report and "char-rnn's lowest loss" in report
+    cells = results_row(report, "words.txt")
+    baseline_bpc, charlm_bpc, ratio = float(cells[7]), float(cells[12]), float(cells[13])
+    assert all(math.isfinite(x) and 0.5 < x < 10 for x in (baseline_bpc, charlm_bpc))
+    assert ratio == pytest.approx(charlm_bpc / baseline_bpc, abs=2e-4)
+    assert cells[3] == "2x16" and int(cells[4].replace(",", "")) > 0 and float(cells[6]) >= 0.5
+    assert cells[8] == "1x16" and int(cells[9].replace(",", "")) > 0
+
+
+@pytest.mark.parametrize(
+    "flags, refused",
+    [(["--baseline", "charrnn", "--iters", "5"], "--iters"), (["--baseline", "charrnn", "--gpu"], "--gpu"),
+     (["--seconds", "5"], "--seconds"), (["--rnn-size", "64"], "--rnn-size")],
+)  # fmt: skip
+def test_versus_refuses_the_other_baselines_flags(tmp_path, monkeypatch, flags, refused):
+    """A flag the chosen baseline does not read would be ignored without a word: it is refused, before training."""
+    monkeypatch.setattr(sys, "argv", ["versus", "words.txt", *flags, "--out", str(tmp_path / "v.txt")])
+    with pytest.raises(SystemExit, match=f"^{refused} is not a flag of --baseline"):
+        versus.main()
+
+
+def test_charrnn_batches_are_its_loaders_layout():
+    """CharSplitLMMinibatchLoader: the text cut to whole batches, laid out as batch_size contiguous streams read
+    in windows of seq_length, the targets one character on (the last wraps round to the first)."""
+    ids = torch.arange(27)  # 2 streams x 3 windows of 4 = 24 characters kept
+    inputs, targets = charrnn.batches(ids, batch_size=2, seq_length=4)
+    assert inputs.shape == targets.shape == (3, 2, 4)
+    assert inputs[0].tolist() == [[0, 1, 2, 3], [12, 13, 14, 15]]
+    assert inputs[2].tolist() == [[8, 9, 10, 11], [20, 21, 22, 23]]
+    assert targets[2].tolist() == [[9, 10, 11, 12], [21, 22, 23, 0]]
+    stream = torch.cat(list(inputs[:, 1]))  # the second stream, window after window
+    assert stream.tolist() == list(range(12, 24))
+    with pytest.raises(SystemExit, match="the 7 characters of the text do not fill one batch of --batch-size 2"):
+        charrnn.batches(torch.arange(7), batch_size=2, seq_length=4)
+
+
+class RecordingRNN(charrnn.CharRNN):
+    """char-rnn's model, recording each training call's inputs and the state it got and gave."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.calls = []
+
+    def forward(self, ids, state=None):
+        logits, after = super().forward(ids, state)
+        if self.training:
+            self.calls.append((ids.clone(), state, tuple(s.detach().clone() for s in after)))
+        return logits, after
+
+
+def test_charrnn_carries_the_state_from_batch_to_batch_and_across_epochs():
+    """init_state_global: each batch starts from the state the one before ended with, and train.lua never resets
+    it, not even when the batches wrap round into the next epoch."""
+    recipe = charrnn.Recipe(rnn_size=8, batch_size=2, seq_length=4, max_iterations=7, seconds=1e9, quiet=True)
+    torch.manual_seed(0)
+    model = RecordingRNN(5, recipe)
+    ids = torch.randint(5, (27,))
+    charrnn.train(model, ids, recipe, held_out=torch.randint(5, (8,)))
+    inputs, _ = charrnn.batches(ids, 2, 4)
+    assert [torch.equal(call[0], inputs[i % 3]) for i, call in enumerate(model.calls)] == [True] * 7  # in order
+    assert model.calls[0][1] is None  # zeros
+    for (_, _, gave), (_, got, _) in zip(model.calls, model.calls[1:]):
+        assert all(torch.equal(g, h) for g, h in zip(gave, got)) and not any(h.requires_grad for h in got)
+
+
+def test_charrnn_recipe_is_train_luas():
+    """train.lua's defaults, its learning rate decay and its initialisation (forget gates' i2h biases at 1)."""
+    r = charrnn.Recipe()
+    assert (r.rnn_size, r.num_layers, r.dropout, r.seq_length, r.batch_size) == (128, 2, 0.0, 50, 50)
+    assert (r.learning_rate, r.decay_rate, r.epsilon, r.grad_clip, r.eval_val_every) == (2e-3, 0.95, 1e-8, 5.0, 1000)
+    assert [charrnn.learning_rate(r, epochs) for epochs in (0, 9, 10, 12)] == pytest.approx(
+        [2e-3, 2e-3, 2e-3 * 0.97, 2e-3 * 0.97**3]
+    )
+    model = charrnn.CharRNN(65, r)
+    assert model.num_parameters() == 240_321  # train.lua prints this for tinyshakespeare's 65 characters
+    for layer in range(2):
+        bias = getattr(model.lstm, f"bias_ih_l{layer}")
+        assert torch.all(bias[128:256] == 1.0) and bias[:128].abs().max() <= 0.08
+    assert all(p.abs().max() <= 1.0 for p in model.parameters())
+
+
+def test_charrnn_steps_are_rmsprop_on_the_clamped_summed_gradient():
+    """Three iterations against train.lua's step written out: the gradient of the loss summed over the window's
+    steps (train.lua leaves out the division), each element clamped to grad_clip, then optim.rmsprop
+    (m = alpha m + (1 - alpha) g^2, x -= lr g / (sqrt(m) + eps)). RMSprop's first step is lr sign(g) / sqrt(1 -
+    alpha) whatever the scale, so only later steps tell a gradient not summed or not clamped."""
+    recipe = charrnn.Recipe(rnn_size=8, batch_size=2, seq_length=4, grad_clip=0.05, max_iterations=3, quiet=True)
+    torch.manual_seed(0)
+    model = charrnn.CharRNN(5, recipe)
+    reference = copy.deepcopy(model)
+    ids = torch.randint(5, (40,))
+    charrnn.train(model, ids, recipe, held_out=torch.randint(5, (8,)))
+    inputs, targets = charrnn.batches(ids, 2, 4)
+    parameters = list(reference.parameters())
+    squares, state, clamped, free = [torch.zeros_like(p) for p in parameters], None, 0, 0
+    for x, y in zip(inputs[:3], targets[:3]):  # 5 batches: the first 3
+        logits, state = reference(x, state)
+        nats = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(2, 4)
+        grads = torch.autograd.grad(nats.mean(0).sum(), parameters)
+        state = tuple(s.detach() for s in state)
+        with torch.no_grad():
+            for p, g, m in zip(parameters, grads, squares):
+                clamped, free = clamped + int((g.abs() > 0.05).sum()), free + int((g.abs() < 0.05 / 4).sum())
+                g = g.clamp(-0.05, 0.05)
+                m.mul_(0.95).add_(0.05 * g * g)
+                p.sub_(2e-3 * g / (m.sqrt() + 1e-8))
+    for (name, expected), got in zip(reference.named_parameters(), model.parameters()):
+        assert torch.allclose(got, expected, atol=1e-6), name
+    assert clamped > 0 and free > 0  # both the clamp and the summed scale were tested
+
+
+def test_charrnn_keeps_the_weights_of_its_lowest_validation_loss(monkeypatch):
+    torch.manual_seed(0)
+    recipe = charrnn.Recipe(rnn_size=8, batch_size=2, seq_length=4, eval_val_every=10, max_iterations=40, quiet=True)
+    model = charrnn.CharRNN(5, recipe)
+    losses, kept = iter([3.0, 1.0, 2.0, 4.0]), {}  # the second evaluation (iteration 20) is the lowest
+
+    def validation_loss(model, inputs, targets):
+        value = next(losses)
+        kept[value] = copy.deepcopy(model.state_dict())
+        return value
+
+    monkeypatch.setattr(charrnn, "validation_loss", validation_loss)
+    seconds, iterations = charrnn.train(model, torch.randint(5, (200,)), recipe, held_out=torch.randint(5, (8,)))
+    assert iterations == 40 and seconds > 0
+    assert all(torch.equal(value, kept[1.0][name]) for name, value in model.state_dict().items())
+
+
+def test_charrnn_validation_loss_carries_the_state_from_a_zero_one():
+    """eval_split: the whole split, batch after batch, from a zero state carried across batches."""
+    torch.manual_seed(0)
+    model = charrnn.CharRNN(5, charrnn.Recipe(rnn_size=8))
+    ids = torch.randint(5, (24,))
+    inputs, targets = charrnn.batches(ids, 2, 4)
+    logits, _ = model(inputs.transpose(0, 1).flatten(1))  # each stream in one pass
+    one_pass = F.cross_entropy(logits.flatten(0, 1), targets.transpose(0, 1).flatten()).item()
+    assert charrnn.validation_loss(model, inputs, targets) == pytest.approx(one_pass, rel=1e-5)
+
+
+def test_charrnn_bits_per_char_is_one_pass():
+    """Every character after the first, the state carried through the whole text, whatever the chunk."""
+    torch.manual_seed(0)
+    model = charrnn.CharRNN(7, charrnn.Recipe(rnn_size=8))
+    ids = torch.randint(7, (50,))
+    with torch.no_grad():
+        logits, _ = model(ids[:-1].unsqueeze(0))
+        one_pass = F.cross_entropy(logits[0], ids[1:]).item() / math.log(2)
+    assert charrnn.bits_per_char(model, ids, chunk=7) == pytest.approx(one_pass, rel=1e-5)
+    assert charrnn.bits_per_char(model, ids, chunk=49) == pytest.approx(one_pass, rel=1e-5)
 
 
 def test_threads_bench_runs(fox_file):
