@@ -209,8 +209,10 @@ def bench_command_lines(page):
 def bench_source(name: str) -> str:
     """bench/NAME.py and the bench modules it imports: where its command-line options are declared."""
     source = (REPO / "bench" / f"{name}.py").read_text(encoding="utf-8")
-    imported = re.findall(r"^from bench(?:\.(\w+))? import (\w+)", source, re.MULTILINE)
-    for module in {module or first for module, first in imported}:
+    modules = set()
+    for module, names in re.findall(r"^from bench(?:\.(\w+))? import ([\w, ]+)$", source, re.MULTILINE):
+        modules |= {module} if module else {name.strip() for name in names.split(",")}  # bench.x's names, or modules
+    for module in modules:
         path = REPO / "bench" / f"{module}.py"
         source += path.read_text(encoding="utf-8") if path.exists() else ""
     return source
