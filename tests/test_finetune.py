@@ -309,5 +309,5 @@ def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny
     options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "adaptive"}
     tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
     assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
-    with pytest.raises(CharLMError, match=r"--head full \(the base has auto, which chose adaptive\)"):
+    with pytest.raises(CharLMError, match=r"head='full' \(the base has auto, which chose adaptive\)"):
         api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")
