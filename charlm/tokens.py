@@ -338,7 +338,9 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
         check_scored(what, characters=len(ids), chars=0)
-    if tell and (note := unseen_note(vocab, scored_text(vocab, text)[:EVAL_ALSO_TOKENS])):  # "" for sentencepiece, which spells any
+    if tell and (
+        note := unseen_note(vocab, scored_text(vocab, text)[:EVAL_ALSO_TOKENS])
+    ):  # "" for sentencepiece, which spells any
         warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
     return ids
 
