@@ -18,6 +18,7 @@ from .config import CORPUS_OPTIONS, Config
 from .corpus import read_texts, source_files
 from .distributed import first_rank, tell_launcher
 from .errors import CharLMError, SaidElsewhere
+from .fields import on_command_line
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .plot import plot_runs
@@ -33,7 +34,8 @@ class Group(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with on_command_line():  # messages name options as the flags this user typed
+                return super().invoke(ctx)
         except SaidElsewhere:
             sys.exit(1)
         except click.UsageError as e:

@@ -16,10 +16,11 @@ from .corpus import NORMALIZATIONS, text_decoder
 from .device import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
 from .errors import CharLMError
 from .fields import (
+    SHOWN,
     check_choices,
     check_types,
     option,
-    option_name,
+    said,
 )
 from .forms import template_of
 
@@ -171,7 +172,7 @@ class Config:
         self.check_vocabulary()
         self.check_rates()
         if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
-            raise CharLMError(f"--device must be {DEVICE_FORMS}, not {self.device!r}")
+            raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {self.device!r}")
         check_seed(self.random_seed)
         self.max_seconds()  # parses --max-time or raises
         self.checkpoint_interval()
@@ -183,46 +184,50 @@ class Config:
             if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)
                 continue
             if getattr(self, name) < 1:
-                raise CharLMError(f"--{option_name(name)} must be at least 1, not {getattr(self, name)}")
+                raise CharLMError(f"{said(name)} must be at least 1, not {getattr(self, name)}")
             if getattr(self, name) > MAXIMA.get(name, float("inf")):
-                raise CharLMError(f"--{option_name(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
+                raise CharLMError(f"{said(name)} must be at most {MAXIMA[name]}, not {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
-            raise CharLMError(f"--max-steps must be at least 1, not {self.max_steps}")
+            raise CharLMError(f"{said('max_steps')} must be at least 1, not {self.max_steps}")
         if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
-            raise CharLMError(f"--threads must be between 1 and {MAX_THREADS}, not {self.threads}")
+            raise CharLMError(f"{said('threads')} must be between 1 and {MAX_THREADS}, not {self.threads}")
         if self.sample_every < 0:
-            raise CharLMError(f"--sample-every must be 0 or more, not {self.sample_every}")
+            raise CharLMError(f"{said('sample_every')} must be 0 or more, not {self.sample_every}")
         if self.patience < 0:
-            raise CharLMError(f"--patience must be at least 0, not {self.patience}")
+            raise CharLMError(f"{said('patience')} must be at least 0, not {self.patience}")
 
     def check_vocabulary(self) -> None:
         """The options that decide the token ids, each with the tokenizer it belongs to."""
         if self.min_count < 1:
-            raise CharLMError(f"--min-count must be at least 1, not {self.min_count}")
+            raise CharLMError(f"{said('min_count')} must be at least 1, not {self.min_count}")
         if not 0.0 < self.coverage <= 1.0:
-            raise CharLMError(f"--coverage must be in (0, 1], not {self.coverage}")
+            raise CharLMError(f"{said('coverage')} must be in (0, 1], not {self.coverage}")
         if self.tokenizer == "char" and self.vocab_size is not None:
-            raise CharLMError("--vocab-size needs --tokenizer sentencepiece (the char vocabulary is the corpus's)")
+            raise CharLMError(
+                f"{said('vocab_size')} needs {said('tokenizer', 'sentencepiece')} (the char vocabulary is the corpus's)"
+            )
         if self.tokenizer == "sentencepiece" and self.min_count != 1:
-            raise CharLMError("--min-count applies to --tokenizer char; with sentencepiece use --coverage")
+            raise CharLMError(
+                f"{said('min_count')} applies to {said('tokenizer', 'char')}; with sentencepiece use {said('coverage')}"
+            )
         if self.vocab_size is not None and not 8 <= self.vocab_size < 2**31:
-            raise CharLMError(f"--vocab-size must be at least 8, not {self.vocab_size}")
+            raise CharLMError(f"{said('vocab_size')} must be at least 8, not {self.vocab_size}")
 
     def check_rates(self) -> None:
         """Fractions, rates and the optimizer's numbers: each within the range where it means something."""
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
-            raise CharLMError(f"--dropout must be in [0, 1), not {self.dropout}")
+            raise CharLMError(f"{said('dropout')} must be in [0, 1), not {self.dropout}")
         if not 0.0 < self.val_fraction < 1.0:
-            raise CharLMError(f"--val-fraction must be between 0 and 1, not {self.val_fraction}")
+            raise CharLMError(f"{said('val_fraction')} must be between 0 and 1, not {self.val_fraction}")
         if not 0 < self.lr < float("inf"):
-            raise CharLMError(f"--lr must be a positive number, not {self.lr}")
+            raise CharLMError(f"{said('lr')} must be a positive number, not {self.lr}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise CharLMError(f"--min-lr-ratio must be in [0, 1], not {self.min_lr_ratio}")
+            raise CharLMError(f"{said('min_lr_ratio')} must be in [0, 1], not {self.min_lr_ratio}")
         if not 0.0 <= self.weight_average < 1.0:
-            raise CharLMError(f"--weight-average must be in [0, 1), not {self.weight_average}")
+            raise CharLMError(f"{said('weight_average')} must be in [0, 1), not {self.weight_average}")
         for name in ("warmup_steps", "weight_decay", "grad_clip"):
             if not 0 <= getattr(self, name) < float("inf"):
-                raise CharLMError(f"--{option_name(name)} must be a number of 0 or more, not {getattr(self, name)}")
+                raise CharLMError(f"{said(name)} must be a number of 0 or more, not {getattr(self, name)}")
 
     def max_seconds(self) -> float | None:
         """--max-time in seconds; None: no time limit."""
@@ -231,16 +236,18 @@ class Config:
     def require_limit(self) -> None:
         """A run must stop by itself: steps, time, or both."""
         if not self.max_steps and not self.max_seconds():
-            raise CharLMError("give the run a limit: --max-steps N or --max-time DURATION")
+            raise CharLMError(
+                f"give the run a limit: {said('max_steps', metavar='N')} or {said('max_time', metavar='DURATION')}"
+            )
 
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
         text = str(self.checkpoint_every).strip()
         if text.isdigit():
             if int(text) < 1:
-                raise CharLMError("--checkpoint-every must be at least 1 step")
+                raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step")
             return int(text), None
-        return None, parse_duration(text, "--checkpoint-every")
+        return None, parse_duration(text, said("checkpoint_every"))
 
     def to_dict(self) -> dict:
         """The options as JSON types, as a checkpoint and run.json keep them."""
@@ -255,7 +262,7 @@ class Config:
     def model_differences(self, other: Config) -> list[str]:
         """Options a resume may not change that differ, as `--name: a -> b` items."""
         return [
-            f"--{option_name(f.name)}: {getattr(self, f.name)} -> {getattr(other, f.name)}"
+            f"{said(f.name)}: {getattr(self, f.name)} -> {getattr(other, f.name)}"
             for f in dataclasses.fields(self)
             if f.name not in RESUMABLE and getattr(self, f.name) != getattr(other, f.name)
         ]
@@ -265,7 +272,7 @@ def check_seed(seed: int) -> None:
     """A seed within `SEED_RANGE`, so that every offset charlm adds to it is still a seed torch takes."""
     low, high = SEED_RANGE
     if not low <= seed <= high:
-        raise CharLMError(f"--random-seed must be between {low} and {high} (a 64-bit integer), not {seed}")
+        raise CharLMError(f"{said('random_seed')} must be between {low} and {high} (a 64-bit integer), not {seed}")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
@@ -273,10 +280,11 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
 def parse_duration(
-    text: str | float | None, flag: str = "--max-time", required: bool = False, most: float | None = None
+    text: str | float | None, flag: str | None = None, required: bool = False, most: float | None = None
 ) -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit, unless
-    `required`; `most`: the most seconds `flag` takes."""
+    `required`; `most`: the most seconds `flag` takes; `flag`: the option read, unset: --max-time."""
+    flag = flag or said("max_time")
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         if required:
             raise CharLMError(f"{flag} needs a duration, such as 5m or 1h")
@@ -339,33 +347,31 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        shown = SHOWN.repr(self.temperature)  # as the caller gave it: [0.5, -1.0] (the CLI checked its own text)
         if isinstance(self.temperature, (list, tuple)):
-            shown = ",".join(str(t) for t in self.temperature) or repr(self.temperature)  # [] shown as []
             self.temperature = tuple(float(t) for t in self.temperature)
-        else:
-            shown = str(self.temperature)
         check_choices(self)
         check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
-            raise CharLMError(f"--length must be 0 or more, not {self.length}")
+            raise CharLMError(f"{said('length')} must be 0 or more, not {self.length}")
         if self.length > MAX_LENGTH:
-            raise CharLMError(f"--length must be at most {MAX_LENGTH:,}, not {self.length:,}")
+            raise CharLMError(f"{said('length')} must be at most {MAX_LENGTH:,}, not {self.length:,}")
         if self.top_k is not None and self.top_k < 1:
-            raise CharLMError(f"--top-k must be at least 1, not {self.top_k}")
+            raise CharLMError(f"{said('top_k')} must be at least 1, not {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise CharLMError(f"--top-p must be in (0, 1], not {self.top_p}")
+            raise CharLMError(f"{said('top_p')} must be in (0, 1], not {self.top_p}")
         if not 0 < self.repetition_penalty <= MAX_REPETITION_PENALTY:
             raise CharLMError(
-                f"--repetition-penalty must be a positive number of at most {MAX_REPETITION_PENALTY:g}, "
+                f"{said('repetition_penalty')} must be a positive number of at most {MAX_REPETITION_PENALTY:g}, "
                 f"not {self.repetition_penalty}"
             )
         if self.repetition_window < 1:
-            raise CharLMError(f"--repetition-window must be at least 1, not {self.repetition_window}")
+            raise CharLMError(f"{said('repetition_window')} must be at least 1, not {self.repetition_window}")
         check_logit_bias(self.logit_bias)
         if self.stop is not None and self.stop == "":
             raise CharLMError("--stop must not be empty; give the text to stop at, e.g. --stop $'\\n\\n'")
         if not 1 <= self.num_samples <= 4096:
-            raise CharLMError(f"--num-samples must be between 1 and 4096, not {self.num_samples}")
+            raise CharLMError(f"{said('num_samples')} must be between 1 and 4096, not {self.num_samples}")
         if self.random_seed is not None:
             check_seed(self.random_seed)
         template_of(self.form, self.template, self.acrostic)  # a form that cannot be used is refused here
@@ -394,7 +400,9 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise CharLMError(f"--temperature: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0") from None
+        raise CharLMError(
+            f"{said('temperature')}: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0"
+        ) from None
     check_temperatures(values, text)
     return values
 
@@ -402,6 +410,8 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
 def check_temperatures(values: tuple[float, ...], shown: str) -> None:
     """Each temperature must be a positive number; `shown`: the value as the user wrote it."""
     if not values:
-        raise CharLMError(f"--temperature needs at least one number, not {shown}")
+        raise CharLMError(f"{said('temperature')} needs at least one number, not {shown}")
     if not all(0 < t < float("inf") for t in values):
-        raise CharLMError(f"--temperature must be above 0, not {shown} (use --greedy for the likeliest text)")
+        raise CharLMError(
+            f"{said('temperature')} must be above 0, not {shown} (use {said('greedy', True)} for the likeliest text)"
+        )

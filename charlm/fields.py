@@ -2,18 +2,22 @@
 message names them, and checked against their annotations and choices.
 
 The same machinery serves every config of charlm (`config.Config`, `config.SampleConfig`,
-`serve.config.ServeConfig`), so a Python caller's wrong type is refused in the words the CLI would use.
+`serve.config.ServeConfig`). A message names an option as its caller wrote it (`said`): `--max-steps 5`
+within the `charlm` command (`on_command_line`), `max_steps=5` for a Python caller, who never typed a flag.
 config.py holds the fields and their defaults; this module knows nothing of any one of them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import difflib
 import numbers
 import reprlib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import field
 from typing import Any, TypeVar
 
@@ -36,9 +40,36 @@ def option(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
+# Whether the caller is the `charlm` command, whose user typed flags; else a Python caller, who wrote keywords.
+_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("command_line", default=False)
+_UNSAID = object()
+
+
+@contextlib.contextmanager
+def on_command_line() -> Iterator[None]:
+    """Within it, messages name options as flags (`--threads 8`): the `charlm` command runs in it."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:
+    """Option `name` (a field's name) as its caller wrote it, with `value` or a `metavar` placeholder:
+    `--max-steps`, `--threads 8`, `--greedy`, `--max-steps N` on the command line; `max_steps`,
+    `threads=8`, `greedy=True`, `max_steps=N` in Python."""
+    if not _COMMAND_LINE.get():
+        given = metavar if metavar is not None else "" if value is _UNSAID else SHOWN.repr(value)
+        return f"{name}={given}" if given else name
+    flag = f"--{option_name(name)}"
+    given = metavar if metavar is not None else "" if value is _UNSAID or value is True else str(value)
+    return f"{flag} {given}" if given else flag
+
+
 def shown_name(f: dataclasses.Field) -> str:
-    """A field as a message names it: its command-line option, or its Python name if it has none."""
-    return f.name if f.metadata.get("command_line") is False else f"--{option_name(f.name)}"
+    """A field as a message names it (`said`); a field of the Python API only, by its Python name."""
+    return f.name if f.metadata.get("command_line") is False else said(f.name)
 
 
 def option_name(field_name: str) -> str:
@@ -114,9 +145,7 @@ def check_choices(config: object) -> None:
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
         if choices and getattr(config, f.name) not in choices:
-            raise CharLMError(
-                f"--{option_name(f.name)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}"
-            )
+            raise CharLMError(f"{shown_name(f)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}")
 
 
 def from_options(config_class: type[T], options: dict, what: str = "option") -> T:

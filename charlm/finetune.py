@@ -24,7 +24,7 @@ from . import checkpoint, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config
 from .errors import CharLMError
-from .fields import from_options, option_name
+from .fields import from_options, said
 from .model import CharLM, grow_vocab
 from .vocab import Vocabulary
 
@@ -59,7 +59,7 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
         if charlm_model:
             saved.check_charlm_weights()
     except CharLMError as e:
-        raise CharLMError(f"--init-from: {e}") from None
+        raise CharLMError(f"{said('init_from')}: {e}") from None
     return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
 
 
@@ -83,13 +83,13 @@ def run_config(start: Start, options: dict) -> Config:
     contradict the architecture)."""
     base = start.checkpoint.config
     conflicts = [
-        f"--{option_name(name)} {options[name]} (the base has {shown(start, name)})"
+        f"{said(name, options[name])} (the base has {shown(start, name)})"
         for name in ARCHITECTURE
         if options.get(name) is not None and options[name] not in (getattr(base, name), resolved_head(start, name))
     ]
     if conflicts:
         raise CharLMError(
-            f"--init-from {start.record.run}: {'; '.join(conflicts)}: the architecture comes from the base; "
+            f"{said('init_from', start.record.run)}: {'; '.join(conflicts)}: the architecture comes from the base; "
             "drop these options or train from scratch"
         )
     architecture = {name: getattr(base, name) for name in ARCHITECTURE}

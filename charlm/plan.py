@@ -168,7 +168,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
 def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:
     """Refuse now, not after seconds of measuring sizes, a run that could not start anyway: a bad
     --eval-also, an --out that holds a run, a file where the run folder goes."""
-    read_eval_also(config, corpus.vocab)
+    read_eval_also(config, corpus.vocab, tell=True)
     if out is not None:
         free_out_folder(out)
     runs.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))

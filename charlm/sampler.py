@@ -127,14 +127,17 @@ class Conversation:
         self.batch: Batch | None = None
         self.form = compiled(self.options, model)[0]  # each turn writes the template anew
         self.stops = stop_texts(self.options, model)
-        self.transcript: list[str] = []
+        self.transcript: list[str] = []  # the text the model read and wrote: "," for a typed "，" under nfkc
+        self.read = ""  # the latest turn's text as the model reads it, for the caller to show
 
     def turn(self, text: str, what: str = "the line") -> Iterator[str]:
-        """The model's continuation of `text`, a piece at a time. The text is encoded here, at the call,
-        once: one the model cannot read (a character it never saw) is refused, `what` naming it, before
-        it is shown or read. An empty first turn starts at the beginning of a line."""
-        text = text or (self.model.vocab.start_text() if self.batch is None else "")
-        ids = self.model.vocab.encode(text, what=what) if text else None
+        """The model's continuation of `text`, a piece at a time. The text is normalized and encoded
+        here, at the call, once: one the model cannot read (a character it never saw) is refused, `what`
+        naming it, before it is shown or read; `read` is then the text as the model reads it, which the
+        transcript keeps. An empty first turn starts at the beginning of a line."""
+        text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
+        ids = self.model.vocab.encode(text, what=what, already_normalized=True) if text else None
+        self.read = text
         return self.continued(text, ids)
 
     def continued(self, text: str, ids: torch.Tensor | None) -> Iterator[str]:

@@ -118,13 +118,20 @@ def text_bits(
     """`total_bits` of a text, as `charlm eval` scores a file: its first character is read, every one
     after it predicted. Characters the model never saw are read and left out of the score, or scored as
     its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownCharacterWarning)
-        ids = model.vocab.encode(text, what=what, unseen=True)
-    characters = check_ids(model.vocab, ids, what)
+    ids, characters = scored_ids(model.vocab, text, what)
     bits, chars = total_bits(model, ids, progress=progress, label=label)
     check_scored(what, characters, chars)
     return bits, chars
+
+
+def scored_ids(vocab: Vocabulary, text: str, what: str) -> tuple[torch.Tensor, int]:
+    """`text`'s ids as eval and --eval-also read it: a character the model never saw is UNSEEN (left out
+    of the score) or its unknown symbol, without a warning (`unseen_note` says it once); refused where
+    nothing could be scored. Returns the ids and the characters they spell."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownCharacterWarning)
+        ids = vocab.encode(text, what=what, unseen=True)
+    return ids, check_ids(vocab, ids, what)
 
 
 def first_character_tokens(char_lengths: torch.Tensor, ids: torch.Tensor) -> int:

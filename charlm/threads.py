@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from .errors import callers_stacklevel
+from .fields import said
 
 WINDOW_SECONDS = 1.0  # each measurement covers at least this much work time
 EXPLORE_AFTER = (2.0, 160.0)  # seconds between comparisons: first, and at most (doubling in between)
@@ -169,8 +170,8 @@ def warn_if_too_many(threads: int) -> None:
             " (its share of this machine's, beside torchrun's other processes)" if cores < available_cores() else ""
         )
         warnings.warn(
-            f"--threads {threads} is more than the {cores} cores this process may use{shared}; every operation "
-            f"waits for its slowest thread, so --threads {cores} or fewer runs faster",
+            f"{said('threads', threads)} is more than the {cores} cores this process may use{shared}; every "
+            f"operation waits for its slowest thread, so {said('threads', cores)} or fewer runs faster",
             stacklevel=callers_stacklevel(),
         )
 

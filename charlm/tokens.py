@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,14 +40,15 @@ from . import catalog, files
 from .bars import progress_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
-from .errors import CharLMError
+from .errors import CharLMError, callers_stacklevel
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
-from .scoring import check_ids
+from .scoring import check_scored, scored_ids, scored_text, unseen_note
 from .shakespeare import shakespeare_files
-from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, Vocabulary, code_points
+from .vocab import MAX_CODE_POINT, UNKNOWN, UNSEEN, Vocab, Vocabulary, code_points
 
 CACHE_FORMAT = 1
 COUNT_SLICE = 1 << 20  # ids counted at a time (an 8 MB int64 copy)
+EVAL_ALSO_TOKENS = 50_000  # of the --eval-also text, which a fine-tuning run scores every few seconds
 PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
 
 
@@ -320,9 +322,11 @@ def load_corpus(
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
 
 
-def read_eval_also(config: Config, vocab: Vocabulary) -> torch.Tensor | None:
-    """The ids of the --eval-also text (a second text scored at each evaluation), read and checked before
-    training starts: the plan refuses a bad one, the trainer scores it."""
+def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:
+    """The ids of the --eval-also text that each evaluation scores (its first `EVAL_ALSO_TOKENS`), read
+    and checked before training starts: the plan refuses a bad one, the trainer scores it. It is read as
+    `charlm eval` reads a file: characters the model never saw (Tang poems beside a novel) are left out
+    of the score, the same ones at every evaluation, with a warning, if `tell`, that says how many."""
     path = config.eval_also
     if not path:
         return None
@@ -330,8 +334,14 @@ def read_eval_also(config: Config, vocab: Vocabulary) -> torch.Tensor | None:
         text = read_texts([path], config.encoding, vocab.normalize)
     except CharLMError as e:
         raise CharLMError(f"--eval-also {e}") from None
-    ids = vocab.encode(text, what=f"--eval-also {path}")
-    check_ids(vocab, ids, f"--eval-also {path}")
+    what = f"--eval-also {path}"
+    ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
+    if not (ids[1:] != UNSEEN).any():
+        check_scored(what, characters=len(ids), chars=0)
+    if tell and (
+        note := unseen_note(vocab, scored_text(vocab, text)[:EVAL_ALSO_TOKENS])
+    ):  # "" for sentencepiece, which spells any
+        warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
     return ids
 
 

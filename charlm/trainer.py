@@ -36,7 +36,6 @@ from .stopping import StopFlag
 from .tokens import TokenCorpus, read_eval_also
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
-EVAL_ALSO_TOKENS = 50_000  # and of the --eval-also text, which a fine-tuning run scores every few seconds
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
 SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
 SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
@@ -245,7 +244,7 @@ class Trainer:
         if self.ranks.leader:
             progress.val_bpc = bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS)
             if self.eval_also_ids is not None:
-                also = bits_per_char(self.result, self.eval_also_ids, EVAL_ALSO_TOKENS)
+                also = bits_per_char(self.result, self.eval_also_ids)
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
             if improved:  # as best.pt will record it
                 progress.best_bpc, progress.best_step = progress.val_bpc, progress.step

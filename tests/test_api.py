@@ -66,20 +66,20 @@ def assert_named(call, *fragments: str) -> None:
 
 
 WRONG_SAMPLE_TYPES = [
-    ("length", "5", "--length must be an integer, not '5'"),
-    ("temperature", "hot", "--temperature must be a number or a list of numbers, not 'hot'"),
-    ("temperature", [0.5, "x"], "--temperature must be a number or a list of numbers"),
-    ("temperature", [], "--temperature needs at least one number, not []"),  # was 'must be above 0, not '
-    ("top_k", "3", "--top-k must be an integer or None, not '3'"),
-    ("top_p", "0.9", "--top-p must be a number or None, not '0.9'"),
-    ("random_seed", "1", "--random-seed must be an integer or None, not '1'"),
-    ("random_seed", 1.5, "--random-seed must be an integer or None, not 1.5"),
-    ("num_samples", "2", "--num-samples must be an integer, not '2'"),
-    ("num_samples", True, "--num-samples must be an integer, not True"),
-    ("repetition_penalty", "2", "--repetition-penalty must be a number, not '2'"),
-    ("greedy", "yes", "--greedy must be True or False, not 'yes'"),
-    ("stop", 5, "--stop must be a string or None, not 5"),
-    ("template", 5, "--template must be a string or None, not 5"),
+    ("length", "5", "length must be an integer, not '5'"),
+    ("temperature", "hot", "temperature must be a number or a list of numbers, not 'hot'"),
+    ("temperature", [0.5, "x"], "temperature must be a number or a list of numbers"),
+    ("temperature", [], "temperature needs at least one number, not []"),  # was 'must be above 0, not '
+    ("top_k", "3", "top_k must be an integer or None, not '3'"),
+    ("top_p", "0.9", "top_p must be a number or None, not '0.9'"),
+    ("random_seed", "1", "random_seed must be an integer or None, not '1'"),
+    ("random_seed", 1.5, "random_seed must be an integer or None, not 1.5"),
+    ("num_samples", "2", "num_samples must be an integer, not '2'"),
+    ("num_samples", True, "num_samples must be an integer, not True"),
+    ("repetition_penalty", "2", "repetition_penalty must be a number, not '2'"),
+    ("greedy", "yes", "greedy must be True or False, not 'yes'"),
+    ("stop", 5, "stop must be a string or None, not 5"),
+    ("template", 5, "template must be a string or None, not 5"),
 ]
 
 
@@ -212,14 +212,50 @@ def test_an_option_given_by_position_is_named(model, entry):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"repetition_penalty": 1e39}, "--repetition-penalty must be a positive number of at most 100, not 1e+39"),
-        ({"length": 99999999999999999999}, "--length must be at most 10,000,000"),
+        ({"repetition_penalty": 1e39}, "repetition_penalty must be a positive number of at most 100, not 1e+39"),
+        ({"length": 99999999999999999999}, "length must be at most 10,000,000"),
     ],
 )
 def test_sampling_values_past_their_maximum_are_named(options, message):
     """1e39 overflowed float32 in decoding (a RuntimeError); a length of 1e20 ran until killed. The
     server's cap on the penalty is the same one."""
     assert_named(lambda: charlm.SampleConfig(**options), message)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"temperature": -1}, "temperature must be above 0, not -1 (use greedy=True for the likeliest text)"),
+        ({"top_k": "3"}, "top_k must be an integer or None, not '3'"),
+        ({"precision": "fp16"}, "precision must be one of fp32, bf16, not 'fp16'"),
+        ({"repetition_window": 0}, "repetition_window must be at least 1, not 0"),
+    ],
+)
+def test_a_bad_sampling_option_is_named_as_python_wrote_it(model, options, message):
+    """charlm.generate(model, "a", temperature=-1) was told "--temperature must be above 0 (use --greedy ...)":
+    flags its caller never typed. The `charlm` command's user is still told the flag (tests/test_cli.py)."""
+    for call in (charlm.generate, charlm.stream, charlm.SampleConfig):
+        with pytest.raises(CharLMError) as raised:
+            call(model, "a", **options) if call is not charlm.SampleConfig else call(**options)
+        assert str(raised.value) == message
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"dropout": 1.5}, "dropout must be in [0, 1), not 1.5"),
+        ({"cell": "transformer"}, "cell must be one of lstm, gru, rnn, not 'transformer'"),
+        ({"max_steps": "5"}, "max_steps must be an integer or None, not '5'"),
+        ({"vocab_size": 100}, "vocab_size needs tokenizer='sentencepiece' (the char vocabulary is the corpus's)"),
+        ({"max_steps": None, "max_time": None}, "give the run a limit: max_steps=N or max_time=DURATION"),
+    ],
+)
+def test_a_bad_training_option_is_named_as_python_wrote_it(fox_file, tiny, options, message):
+    """charlm.train(..., dropout=1.5) was told "--dropout must be in [0, 1)", as if it had typed a command."""
+    with pytest.raises(CharLMError) as raised:
+        charlm.train(fox_file, **{**tiny, **options})
+    assert message in str(raised.value) and "--" not in str(raised.value)
+    assert not Path("checkpoints").exists()
 
 
 @pytest.mark.parametrize(
@@ -237,15 +273,15 @@ def test_load_arguments_of_the_wrong_type_are_named(target, device, message):
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("hidden", "32", "--hidden must be an integer or None, not '32'"),
-        ("hidden", 32.5, "--hidden must be an integer or None, not 32.5"),
-        ("hidden", True, "--hidden must be an integer or None, not True"),
-        ("lr", "0.1", "--lr must be a number, not '0.1'"),
-        ("val_fraction", "0.1", "--val-fraction must be a number, not '0.1'"),
-        ("max_time", [1], "--max-time must be a string, a number or None, not [1]"),
-        ("encoding", None, "--encoding must be a string, not None"),
-        ("quiet", "no", "--quiet must be True or False, not 'no'"),
-        ("checkpoint_every", 5.0, "--checkpoint-every must be a string or an integer, not 5.0"),
+        ("hidden", "32", "hidden must be an integer or None, not '32'"),
+        ("hidden", 32.5, "hidden must be an integer or None, not 32.5"),
+        ("hidden", True, "hidden must be an integer or None, not True"),
+        ("lr", "0.1", "lr must be a number, not '0.1'"),
+        ("val_fraction", "0.1", "val_fraction must be a number, not '0.1'"),
+        ("max_time", [1], "max_time must be a string, a number or None, not [1]"),
+        ("encoding", None, "encoding must be a string, not None"),
+        ("quiet", "no", "quiet must be True or False, not 'no'"),
+        ("checkpoint_every", 5.0, "checkpoint_every must be a string or an integer, not 5.0"),
     ],
 )
 def test_training_options_of_the_wrong_type_are_named(fox_file, tiny, name, value, message):

@@ -403,7 +403,22 @@ def test_an_interactive_line_is_normalized_once():
         make_model(vocab, layers=1, hidden=8).eval(), SampleConfig(length=3), lines, lambda t, screen=True: None
     )
     assert vocab.counts == collections.Counter({"你好，\n": 1, "\n好！\n": 1})
-    assert conversation.transcript[0] == lines[0] and len(conversation.transcript) > len(lines)  # read, then written
+    assert conversation.transcript[0] == "你好,\n" and len(conversation.transcript) > len(lines)  # read, then written
+
+
+def test_an_interactive_transcript_and_echo_are_the_text_a_normalizing_model_read():
+    """An nfkc model reads a typed "你好，" as "你好,": the transcript (and the echo of a piped line, and
+    --output's copy) kept "，", a text the model never read, and it went on in half-width punctuation.
+    Both are now what the model read, as `charlm sample` prints a seed."""
+    vocab = Counting("\n ,!你好", normalize="nfkc")
+    model = make_model(vocab, layers=1, hidden=8).eval()
+    shown = []
+    conversation = converse(
+        model, SampleConfig(length=3, random_seed=0), ["你好，\n", "好！\n"], lambda t, screen=True: shown.append(t)
+    )
+    printed, transcript = "".join(shown), "".join(conversation.transcript)
+    assert printed.startswith("你好,\n") and "\n好!\n" in printed and "，" not in printed + transcript
+    assert printed == transcript + "\n"
 
 
 def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(trained, capsys):

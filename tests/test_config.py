@@ -36,17 +36,17 @@ def test_durations(text, seconds):
 
 @pytest.mark.parametrize("text", ["ten", "10x", "-5m", "0s", "m", "1h30", "2m30"])  # 1h30: seconds or minutes?
 def test_bad_durations(text):
-    with pytest.raises(CharLMError, match="--max-time"):
+    with pytest.raises(CharLMError, match="^max_time"):
         parse_duration(text)
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1])
 def test_weight_average_outside_its_range_is_refused(value):
-    with pytest.raises(CharLMError, match=r"--weight-average must be in \[0, 1\)"):
+    with pytest.raises(CharLMError, match=r"weight_average must be in \[0, 1\)"):
         Config(weight_average=value)
 
 
-SEED_RANGE = "--random-seed must be between -9223372036854775808 and 9223372036854775807"
+SEED_RANGE = "random_seed must be between -9223372036854775808 and 9223372036854775807"
 
 
 @pytest.mark.parametrize("seed", [2**63, -(2**63) - 1, 99999999999999999999])
@@ -64,17 +64,17 @@ def test_every_random_seed_in_range_works(model, seed):
     torch.manual_seed(Config(random_seed=seed).random_seed + 1)  # the trainer's seed for rank 1
 
 
-@pytest.mark.parametrize("value, shown", [(0, "0"), ([0.5, -1.0], "0.5,-1.0"), ((1, 0.0), "1,0.0")])
+@pytest.mark.parametrize("value, shown", [(0, "0"), ([0.5, -1.0], r"\[0.5, -1.0\]"), ((1, 0.0), r"\(1, 0.0\)")])
 def test_a_bad_temperature_is_shown_as_given(value, shown):
-    with pytest.raises(CharLMError, match=rf"--temperature must be above 0, not {shown} \("):
+    with pytest.raises(CharLMError, match=rf"^temperature must be above 0, not {shown} \("):
         SampleConfig(temperature=value)
 
 
 @pytest.mark.parametrize("field", ["cell", "head", "normalize", "tokenizer", "spm_model", "save_errors", "precision"])
 def test_every_choice_field_refuses_a_value_outside_its_choices(field):
-    with pytest.raises(CharLMError, match=rf"--{field.replace('_', '-')} must be one of .*, not 'nonsense'"):
+    with pytest.raises(CharLMError, match=rf"^{field} must be one of .*, not 'nonsense'"):
         Config(**{field: "nonsense"})
-    with pytest.raises(CharLMError, match=r"--precision must be one of fp32, bf16, not 'fp16'"):
+    with pytest.raises(CharLMError, match=r"^precision must be one of fp32, bf16, not 'fp16'"):
         SampleConfig(precision="fp16")
 
 
@@ -85,8 +85,7 @@ def test_every_option_of_the_wrong_type_is_named(config_class):
     must be); the defaults all pass."""
     config_class()
     for field in dataclasses.fields(config_class):
-        name = field.name if field.name == "logit_bias" else f"--{field.name.replace('_', '-')}"
-        with pytest.raises(CharLMError, match=f"^{name} must be .*, not <object object"):
+        with pytest.raises(CharLMError, match=f"^{field.name} must be .*, not <object object"):
             config_class(**{field.name: object()})
 
 
@@ -106,5 +105,5 @@ def test_numpy_numbers_are_taken_as_pythons():
     assert SampleConfig(temperature=[np.float64(0.5), np.float32(1.0)]).temperature == (0.5, 1.0)
     train = Config(hidden=np.int64(32), lr=np.float32(0.5))
     assert json.loads(json.dumps(train.to_dict()))["hidden"] == 32
-    with pytest.raises(CharLMError, match="--top-k must be an integer or None, not np.True_"):
+    with pytest.raises(CharLMError, match="top_k must be an integer or None, not np.True_"):
         SampleConfig(top_k=np.bool_(True))  # a numpy bool is no more a number than Python's

@@ -283,11 +283,22 @@ def test_out_with_resume_is_refused_before_the_run_is_touched(base):
     assert latest(base).progress.step == step and not (runs.CHECKPOINT_ROOT / "tuned").exists()
 
 
-def test_an_eval_also_text_with_characters_the_model_lacks_is_one_line(fox_file, tmp_path):
-    (tmp_path / "greek.txt").write_text("αβγ\n")
-    result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "greek.txt", "--max-steps", "5", *TINY_ARGS)
-    assert_one_line_error(result, "--eval-also", "greek.txt", "never seen")
-    assert not (tmp_path / "checkpoints" / "tuned").exists()
+def test_an_eval_also_text_with_characters_the_model_lacks_is_scored_as_eval_scores_it(fox_file, tmp_path):
+    """Tang poems beside a novel hold characters the novel's model never saw: --eval-also refused the run,
+    though `charlm eval` reads such a file and leaves them out of the score. It now scores it as eval
+    does, the same characters left out at every evaluation, and says how many once; a text with nothing
+    the model knows after its first character is still refused before anything is written."""
+    (tmp_path / "mixed.txt").write_text("the fox αβγ jumps\n")
+    args = ("--eval-every", "5", "--max-steps", "5", *TINY_ARGS)
+    result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "mixed.txt", *args)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("3 unseen characters excluded from the score (3 distinct: 'α' 'β' 'γ')") == 1
+    (scored,) = [row for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if row.get("val_bpc") is not None]
+    assert 0 < scored["eval_also_bpc"] < 10
+    (tmp_path / "greek.txt").write_text("αβγδ")  # no line break: nothing the model knows
+    result = cli("train", str(fox_file), "--out", "greek", "--eval-also", "greek.txt", *args)
+    assert_one_line_error(result, "--eval-also", "greek.txt", "nothing to score")
+    assert not (tmp_path / "checkpoints" / "greek").exists()
 
 
 def test_a_missing_eval_also_file_names_the_option_before_the_size_is_measured(fox_file, tmp_path, monkeypatch):
@@ -309,5 +320,5 @@ def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny
     options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "adaptive"}
     tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
     assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
-    with pytest.raises(CharLMError, match=r"--head full \(the base has auto, which chose adaptive\)"):
+    with pytest.raises(CharLMError, match=r"head='full' \(the base has auto, which chose adaptive\)"):
         api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")

@@ -75,7 +75,7 @@ def test_a_thread_count_out_of_range_is_refused(value):
     from charlm import Config
     from charlm.errors import CharLMError
 
-    with pytest.raises(CharLMError, match="--threads must be between 1 and"):
+    with pytest.raises(CharLMError, match="threads must be between 1 and"):
         Config(threads=value)
 
 
@@ -122,7 +122,7 @@ def test_cheaper_evaluation_characters_do_not_trigger_comparisons():
 def test_more_threads_than_cores_is_warned_of():
     before = torch.get_num_threads()
     try:
-        with pytest.warns(UserWarning, match=f"--threads 1024 is more than the {threads.available_cores()} cores"):
+        with pytest.warns(UserWarning, match=f"threads=1024 is more than the {threads.available_cores()} cores"):
             threads.configure(1024)
         with warnings.catch_warnings():
             warnings.simplefilter("error")
@@ -160,17 +160,20 @@ def test_a_pinned_thread_keeps_its_count_when_another_thread_sets_one_later():
 def test_a_run_pinned_to_more_threads_than_cores_is_warned_once_at_the_callers_line(fox_file, tiny, monkeypatch):
     """A run sets its threads before planning and again as it trains: `--threads 4` on 2 cores printed
     its warning twice. And it pointed at charlm/threads.py's line, not at the caller's `charlm.train`
-    (quiet=True or not: a warning about the caller's own option is not the run's chatter)."""
+    (quiet=True or not: a warning about the caller's own option is not the run's chatter). It named the
+    flag --threads, which a Python caller never typed: it names threads=N as written."""
     monkeypatch.setattr(threads, "_pinned", None, raising=False)
     before = torch.get_num_threads()
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            charlm.train(fox_file, out="run", threads=2 * threads.available_cores(), **tiny)
+            charlm.train(fox_file, out="run", threads=(too_many := 2 * threads.available_cores()), **tiny)
     finally:
         torch.set_num_threads(before)
-    (warned,) = [w for w in caught if "--threads" in str(w.message)]
+    (warned,) = [w for w in caught if "cores this process may use" in str(w.message)]
     assert warned.filename == __file__, warned.filename
+    assert str(warned.message).startswith(f"threads={too_many} is more than the"), warned.message
+    assert str(warned.message).endswith(f"so threads={threads.available_cores()} or fewer runs faster")
 
 
 def test_under_torchrun_a_process_is_warned_of_more_threads_than_its_share_of_the_cores(monkeypatch):
@@ -180,5 +183,5 @@ def test_under_torchrun_a_process_is_warned_of_more_threads_than_its_share_of_th
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     monkeypatch.setattr(threads, "_pinned", None, raising=False)
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
-    with pytest.warns(UserWarning, match="--threads 4 is more than the 2 cores this process may use"):
+    with pytest.warns(UserWarning, match="threads=4 is more than the 2 cores this process may use"):
         threads.configure(4)

@@ -127,7 +127,7 @@ def test_resume_continues_step_data_position_and_state(fox_file, tiny):
 
 def test_resume_refuses_changed_model_options(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
-    with pytest.raises(CharLMError, match="--hidden: 32 -> 64"):
+    with pytest.raises(CharLMError, match="hidden: 32 -> 64"):
         charlm.train(resume="run", hidden=64)
 
 
@@ -141,7 +141,7 @@ def test_resume_refuses_a_changed_corpus(fox_file, tiny):
 def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
     charlm.train(resume="run", max_steps=30, lr=1e-3)
-    with pytest.raises(CharLMError, match=r"--layers: 1 -> 2; --seq-len: 8 -> 9"):
+    with pytest.raises(CharLMError, match=r"layers: 1 -> 2; seq_len: 8 -> 9"):
         charlm.train(resume="run", layers=2, seq_len=9)
 
 

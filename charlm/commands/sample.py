@@ -187,7 +187,8 @@ def converse(
 ) -> sampler.Conversation:
     """Co-writing: each typed line, its line break included, is fed to the model, which continues it;
     a line break ends the turn and is fed with the next line. So the model always reads exactly the
-    text shown. `echo`: print the typed lines (not when the terminal has shown them already).
+    text shown: a line is shown (and copied to --output) as the model read it, "，" as "," under nfkc.
+    `echo`: print the typed lines (not when the terminal has shown them already).
     A line ending in `\\r\\n` (a Windows file piped in) ends in `\\n`, as a corpus or a --seed-file is
     read: its `\\r`, a character no model trained on charlm's reading knows, refused every line.
     A line the model cannot read is skipped: `at_terminal`, the user may type it again; from a pipe,
@@ -201,7 +202,7 @@ def converse(
         except CharLMError as e:  # one bad line does not end the session and its state
             click.echo(f"{e}; type it again without them" if at_terminal else f"{e}; skipped this line", err=True)
             continue
-        emit(line, screen=echo)
+        emit(conversation.read.removeprefix(line_break), screen=echo)
         for piece in pieces:
             emit(piece)
         emit("\n")
