@@ -15,7 +15,7 @@ from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
-from .corpus import read_texts, source_files
+from .corpus import check_readable, read_texts, source_files
 from .distributed import first_rank, tell_launcher
 from .errors import CharLMError, SaidElsewhere
 from .fields import on_command_line
@@ -120,6 +120,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     model = checkpoint.load(target, device)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     paths = source_files(files)
+    check_readable(paths, encoding)
     rows, scored_texts, bits, chars = [], [], 0.0, 0
     for path in paths:
         text = read_texts([str(path)], encoding, model.vocab.normalize)

@@ -110,14 +110,16 @@ def choose_hidden(
 
 def describe(chosen: int, measured: list[Candidate], processes: int = 1) -> str:
     """One line for the terminal: what was measured (by how many processes together) and what was picked."""
-    tried = ", ".join(f"{c.hidden}: {c.chars_per_second:,.0f} chars/s, {c.chars_per_parameter:.1f}" for c in measured)
+    # "; " between sizes: a comma already groups thousands ("44,653") and parts of one size
+    tried = "; ".join(f"{c.hidden} at {c.chars_per_second:,.0f} chars/s: {c.chars_per_parameter:.1f}" for c in measured)
     capped = measured and measured[0].max_chars and measured[-1].chars == measured[-1].max_chars
     limit = f"; --max-steps ends it at {measured[0].max_chars:,.0f} chars" if capped else ""
     fits = any(c.hidden == chosen and c.chars_per_parameter >= CHARS_PER_PARAMETER for c in measured)
     verdict = " fits the budget" if fits else f"{SMALLEST_SHORT} in the budget"
     together = f"; measured{measured_together(processes)}" if processes > 1 else ""
     return (
-        f"--hidden {chosen}{verdict} (chars per parameter, want >= {CHARS_PER_PARAMETER:g}: {tried}{limit}{together})"
+        f"--hidden {chosen}{verdict} (training chars per parameter, want >= {CHARS_PER_PARAMETER:g}: "
+        f"{tried}{limit}{together})"
     )
 
 

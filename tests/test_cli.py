@@ -129,6 +129,18 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
+def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, monkeypatch):
+    """`charlm eval RUN chapters/` scored every file before a Latin-1 one, for minutes on big ones, then
+    printed only the error: the scores were lost. The file is named before any scoring starts."""
+    good, bad = tmp_path / "a.txt", tmp_path / "b.txt"
+    good.write_text("the quick brown fox jumps over the lazy dog\n", encoding="utf-8")
+    bad.write_bytes("caf\u00e9 ol\u00e9\n".encode("latin-1"))
+    scored = []
+    monkeypatch.setattr(cli_module, "text_bits", lambda *args, **kwargs: scored.append(args) or (1.0, 1))
+    assert_one_line_error(cli("eval", trained, str(tmp_path), "--quiet"), "b.txt", "--encoding")
+    assert scored == []
+
+
 def write(name: str, data: bytes | None):
     def make(folder):
         path = folder / name

@@ -41,6 +41,11 @@ def test_the_largest_size_that_sees_enough_characters_is_chosen():
     assert sizing.choose_hidden(60, speed.get, parameters.get)[0] == 192
     assert sizing.choose_hidden(1, speed.get, parameters.get)[0] == 128
     assert "--hidden 384 fits the budget" in sizing.describe(hidden, measured)
+    # "128: 44,653 chars/s, 100.1, 192: ..." ran sizes, speeds and ratios together with commas that also
+    # group thousands: each size now reads on its own, "384 at 8,516 chars/s: 2.2", the next after "; "
+    sizes = sizing.describe(hidden, measured).split(": ", 1)[1].rstrip(")").split("; ")
+    assert [part.split(" at ")[0] for part in sizes] == ["128", "192", "256", "384", "512"]
+    assert all(part.split(" chars/s: ")[1].replace(".", "").isdigit() for part in sizes), sizes
     # When not even the smallest fits, the line says so instead of calling it a fit.
     tiny_budget = sizing.choose_hidden(1, speed.get, parameters.get)
     assert sizing.describe(*tiny_budget).startswith(f"--hidden 128{sizing.SMALLEST_SHORT} in the budget (")
