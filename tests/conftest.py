@@ -69,6 +69,14 @@ def import_or_missing(name: str):
 GPU_TEST_DEVICE = os.environ.get("CHARLM_TEST_DEVICE", "cuda")
 
 
+def pytest_configure(config) -> None:
+    """Started from a background job (`nohup`, `&` in a script), pytest inherits Ctrl-C ignored, and so
+    does every process a test starts: the tests of what Ctrl-C does failed there. They get what a
+    terminal gives, Python's own handler here, and the default (then Python's) in a child."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     """`cuda` tests need a GPU: without one they are skipped, saying so (CI has none; a GPU check runs
     them), unless they are dry-run on the CPU (GPU_TEST_DEVICE)."""
