@@ -15,7 +15,7 @@ from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
-from .corpus import check_readable, read_texts, source_files
+from .corpus import read_texts, source_files
 from .distributed import first_rank, tell_launcher
 from .errors import CharLMError, SaidElsewhere
 from .fields import on_command_line
@@ -120,10 +120,10 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     model = checkpoint.load(target, device)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     paths = source_files(files)
-    check_readable(paths, encoding)
+    # every file read before any is scored: one that is not text, late in the list, is named at once
+    texts = [read_texts([str(path)], encoding, model.vocab.normalize) for path in paths]
     rows, scored_texts, bits, chars = [], [], 0.0, 0
-    for path in paths:
-        text = read_texts([str(path)], encoding, model.vocab.normalize)
+    for path, text in zip(paths, texts):
         label = path.name if len(paths) > 1 else "scoring"
         file_bits, file_chars = text_bits(model, text, str(path), progress=not quiet, label=label)
         # the count is of the characters the bits are over: not the first, which is read, never scored

@@ -290,13 +290,6 @@ def no_text(path: Path, blank: bool) -> CharLMError:
     return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
 
 
-def check_readable(files: list[Path], encoding: str = "utf-8") -> None:
-    """Decode every file before any work on one, keeping none of them: a file that is not text, late in
-    a list, is named at once, not after minutes spent on the files before it."""
-    for _ in iter_text(files, encoding, newline_after_last=False):
-        pass
-
-
 def read_texts(sources: list[str] | tuple[str, ...], encoding: str = "utf-8", normalize: str = "none") -> str:
     """Files and folders as one text (texts to score, small corpora): their own characters, with a
     newline between two files where the first lacks one, as in the corpus, and none added at the end."""
