@@ -1233,6 +1233,40 @@ def test_too_many_streams_is_429_until_one_ends(tiny_model):
             client.completions.create(model="tiny", prompt=["a", "b"], n=2)
 
 
+CHAT_A = {"messages": [{"role": "user", "content": "a"}]}
+
+
+NEVER_RUN = [
+    ("/v1/completions", b"{not json", 400, "not valid JSON"),
+    ("/v1/completions", {"model": "nonesuch", "prompt": "a"}, 404, "does not exist"),
+    ("/v1/completions", {"prompt": "a", "max_tokens": -1}, 400, "max_tokens must be between"),
+    ("/v1/completions", {"prompt": 5}, 400, "prompt must be a string"),
+    ("/v1/completions", {"prompt": "a", "logit_bias": {"1": 101}}, 400, "at most 100.0"),
+    ("/v1/completions", {"prompt": "a", "logit_bias": {"99": 1}}, 400, "token id 99 is not one of the model's"),
+    ("/v1/completions", {"prompt": "a", "logit_bias": {str(i): -100 for i in range(32)}}, 400, "bans every"),
+    ("/v1/completions", b'{"prompt": ["b\\ud800"]}', 400, "prompt: lone surrogate U+D800 at character 1"),
+    ("/v1/chat/completions", {**CHAT_A, "logit_bias": {"99": 1}}, 400, "token id 99 is not one"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}', 400, "messages: lone"),
+    ("/v1/completions", {"prompt": "a", "max_tokens": 1}, 429, "streams are busy"),  # good, but no row is free
+]
+
+
+def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_full(tiny_model):
+    """A request that can never succeed was a 429 while every stream was busy when what was wrong was
+    checked against the model (its logit bias's ids) or read (a lone surrogate) only once it had rows:
+    the client retried it, was refused again, and in the end got the 400 it could have had at once."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1, max_tokens=100_000))
+    held = {"prompt": "a", "max_tokens": 100_000, "stream": True}
+    with running(app) as url, httpx.stream("POST", f"{url}/v1/completions", json=held):
+        wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
+        for path, body, status, says in NEVER_RUN:
+            request = {"content": body} if isinstance(body, bytes) else {"json": body}
+            answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
+            error = answer.json()["error"]
+            assert answer.status_code == status and says in error["message"], (body, error)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
+
+
 def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkeypatch):
     """Issue 26 item 10: when the engine failed, the waiting request's rows were never given back
     (run.cancel() was skipped when collect raised), and every later request was a 429."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import forms
 from ..config import MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
+from ..corpus import check_characters
 from ..errors import CharLMError
 from .config import ServeConfig
 
@@ -336,6 +337,8 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     model = string(body, "model")
     prompt_param = "prompt" if "prompt" in body else "messages"
     check_prompt_lengths(prompts, config, prompt_param)
+    for prompt in prompts:
+        check_text(prompt, prompt_param)
     template = form_template(body, config)
     if template is not None:  # the whole poem by default, not a client's default length (16 for completions)
         default_length = min(len(template.slots), config.max_tokens)
@@ -391,6 +394,16 @@ def check_length(count: int, config: ServeConfig, what: str, param: str, normali
             400, f"{what} {count:,} characters{read}; this server takes at most {config.max_prompt:,} "
             "(charlm serve --max-prompt)", param, "context_length_exceeded",
         )  # fmt: skip
+
+
+def check_text(text: str, param: str) -> None:
+    """A text no vocabulary can encode (a lone surrogate, which JSON allows: "\\ud800") is a 400 naming its
+    field `param`: found here, at C speed, before a request takes rows, it is never a 429 to retry while
+    every stream is busy."""
+    try:
+        check_characters(text, param)
+    except CharLMError as e:
+        raise APIError(400, str(e), param, "unknown_characters") from None
 
 
 def samples_per_prompt(body: dict, config: ServeConfig, prompts: int) -> int:
@@ -574,6 +587,7 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
         raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
     name, text = given[0], string(body, given[0]) or ""
     check_length(len(text), config, f"{name} has", name)
+    check_text(text, name)
     return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 
 
