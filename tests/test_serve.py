@@ -920,6 +920,26 @@ def test_chat_fields_clients_send_by_default_are_accepted_at_their_neutral_value
         assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
 
 
+def test_openai_fields_given_as_null_are_taken_as_left_out(client):
+    """The official client sends a field given as None as null (`tools=self.tools`, None when there are
+    none), which OpenAI takes as not given: charlm answered 400 "unrecognized request argument supplied:
+    tools", as if OpenAI had no such field. A value that asks for what charlm cannot do is still refused."""
+    messages, extra = [{"role": "user", "content": "the "}], {"max_tokens": 20, "seed": 1}
+    nulls = ["tools", "functions", "function_call", "parallel_tool_calls", "metadata", "reasoning_effort", "audio"]
+    nulls += ["prediction", "web_search_options", "verbosity"]
+    plain = client.chat.completions.create(model="tiny", messages=messages, **extra)
+    for neutral in (dict.fromkeys(nulls), {"tools": [], "functions": [], "metadata": {}, "function_call": "none"}):
+        reply = client.chat.completions.create(model="tiny", messages=messages, **extra, extra_body=neutral)
+        assert reply.choices[0].message.content == plain.choices[0].message.content
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    for name, value in [("tools", [tool]), ("parallel_tool_calls", True), ("reasoning_effort", "low")]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=messages, extra_body={name: value})
+        assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError, match="unrecognized request argument supplied: tool"):
+        client.chat.completions.create(model="tiny", messages=messages, extra_body={"tool": None})  # a typo
+
+
 PAGE_ORIGIN = "http://127.0.0.1:5173"  # another origin: a web app's dev server, say
 
 

@@ -98,9 +98,21 @@ CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_
 NEUTRAL = {
     "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "best_of": (1,),
     "response_format": ({"type": "text"},), "store": (False,), "tool_choice": ("none",),
-    "modalities": (["text"],), "service_tier": ("auto", "default"),
+    "modalities": (["text"],), "service_tier": ("auto", "default"), "tools": ([],), "functions": ([],),
+    "function_call": ("none",), "metadata": ({},),
 }  # fmt: skip
-NEUTRAL_OR_NONE = {*NEUTRAL, "suffix"}
+# OpenAI's fields charlm accepts as null only, which OpenAI takes as not given (the official client
+# sends a field given as None as null)
+NULL_ONLY = {
+    "suffix",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "verbosity",
+}
+NEUTRAL_OR_NONE = {*NEUTRAL, *NULL_ONLY}
 
 
 # The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client
@@ -244,7 +256,7 @@ def check_fields(body: Any, known: set[str]) -> dict:
             continue
         if name in NEUTRAL and any(type(value) is type(v) and value == v for v in NEUTRAL[name]):
             continue
-        if name in NEUTRAL or name == "suffix":
+        if name in NEUTRAL_OR_NONE:
             raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
         raise APIError(400, f"unrecognized request argument supplied: {name}", name, "unknown_parameter")
     return body
