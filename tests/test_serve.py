@@ -1062,6 +1062,20 @@ def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take
     assert steps == {("charlm-engine-tiny", 1, False), ("charlm-engine-tiny", 2, True)}
 
 
+def test_threads_on_every_core_are_warned_of(monkeypatch, recwarn):
+    """`charlm serve --threads 2` on 2 cores made 16 streams 0.04 times as fast as --threads 1 (the step's
+    second OpenMP thread waits on the HTTP thread), and said nothing: the docs' rule, given as a warning."""
+    from charlm import threads
+    from charlm.serve import warn_if_no_core_left
+
+    for cores, count, warned in [(2, 2, True), (2, 1, False), (4, 2, False), (4, 4, True), (1, 1, False)]:
+        monkeypatch.setattr(threads, "share_of_cores", lambda cores=cores: cores)
+        recwarn.clear()
+        warn_if_no_core_left(count)
+        said = [str(w.message) for w in recwarn]
+        assert bool(said) == warned and all(f"give at most {cores - 1}" in m for m in said), (cores, count, said)
+
+
 def test_serve_loads_its_models_off_the_http_thread(fox_run, monkeypatch):
     """The main thread serves HTTP for the server's life: parallel torch work there (loading a model)
     kept an OpenMP team alive beside the engine's for good (see the test above)."""
