@@ -920,6 +920,26 @@ def test_chat_fields_clients_send_by_default_are_accepted_at_their_neutral_value
         assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
 
 
+def test_openai_fields_given_as_null_are_taken_as_left_out(client):
+    """The official client sends a field given as None as null (`tools=self.tools`, None when there are
+    none), which OpenAI takes as not given: charlm answered 400 "unrecognized request argument supplied:
+    tools", as if OpenAI had no such field. A value that asks for what charlm cannot do is still refused."""
+    messages, extra = [{"role": "user", "content": "the "}], {"max_tokens": 20, "seed": 1}
+    nulls = ["tools", "functions", "function_call", "parallel_tool_calls", "metadata", "reasoning_effort", "audio"]
+    nulls += ["prediction", "web_search_options", "verbosity"]
+    plain = client.chat.completions.create(model="tiny", messages=messages, **extra)
+    for neutral in (dict.fromkeys(nulls), {"tools": [], "functions": [], "metadata": {}, "function_call": "none"}):
+        reply = client.chat.completions.create(model="tiny", messages=messages, **extra, extra_body=neutral)
+        assert reply.choices[0].message.content == plain.choices[0].message.content
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    for name, value in [("tools", [tool]), ("parallel_tool_calls", True), ("reasoning_effort", "low")]:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=messages, extra_body={name: value})
+        assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
+    with pytest.raises(openai.BadRequestError, match="unrecognized request argument supplied: tool"):
+        client.chat.completions.create(model="tiny", messages=messages, extra_body={"tool": None})  # a typo
+
+
 PAGE_ORIGIN = "http://127.0.0.1:5173"  # another origin: a web app's dev server, say
 
 
@@ -1040,6 +1060,20 @@ def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take
     steps = {(thread, count, rows >= PARALLEL_ROWS) for what, thread, count, rows in seen if what == "step"}
     assert primes == {("charlm-prime", 1)}
     assert steps == {("charlm-engine-tiny", 1, False), ("charlm-engine-tiny", 2, True)}
+
+
+def test_threads_on_every_core_are_warned_of(monkeypatch, recwarn):
+    """`charlm serve --threads 2` on 2 cores made 16 streams 0.04 times as fast as --threads 1 (the step's
+    second OpenMP thread waits on the HTTP thread), and said nothing: the docs' rule, given as a warning."""
+    from charlm import threads
+    from charlm.serve import warn_if_no_core_left
+
+    for cores, count, warned in [(2, 2, True), (2, 1, False), (4, 2, False), (4, 4, True), (1, 1, False)]:
+        monkeypatch.setattr(threads, "share_of_cores", lambda cores=cores: cores)
+        recwarn.clear()
+        warn_if_no_core_left(count)
+        said = [str(w.message) for w in recwarn]
+        assert bool(said) == warned and all(f"give at most {cores - 1}" in m for m in said), (cores, count, said)
 
 
 def test_serve_loads_its_models_off_the_http_thread(fox_run, monkeypatch):
@@ -1231,6 +1265,40 @@ def test_too_many_streams_is_429_until_one_ends(tiny_model):
         assert len(complete(client, max_tokens=5)[0]) == 5
         with pytest.raises(openai.BadRequestError):  # more than the server ever runs at once: never 429
             client.completions.create(model="tiny", prompt=["a", "b"], n=2)
+
+
+CHAT_A = {"messages": [{"role": "user", "content": "a"}]}
+
+
+NEVER_RUN = [
+    ("/v1/completions", b"{not json", 400, "not valid JSON"),
+    ("/v1/completions", {"model": "nonesuch", "prompt": "a"}, 404, "does not exist"),
+    ("/v1/completions", {"prompt": "a", "max_tokens": -1}, 400, "max_tokens must be between"),
+    ("/v1/completions", {"prompt": 5}, 400, "prompt must be a string"),
+    ("/v1/completions", {"prompt": "a", "logit_bias": {"1": 101}}, 400, "at most 100.0"),
+    ("/v1/completions", {"prompt": "a", "logit_bias": {"99": 1}}, 400, "token id 99 is not one of the model's"),
+    ("/v1/completions", {"prompt": "a", "logit_bias": {str(i): -100 for i in range(32)}}, 400, "bans every"),
+    ("/v1/completions", b'{"prompt": ["b\\ud800"]}', 400, "prompt: lone surrogate U+D800 at character 1"),
+    ("/v1/chat/completions", {**CHAT_A, "logit_bias": {"99": 1}}, 400, "token id 99 is not one"),
+    ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}', 400, "messages: lone"),
+    ("/v1/completions", {"prompt": "a", "max_tokens": 1}, 429, "streams are busy"),  # good, but no row is free
+]
+
+
+def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_full(tiny_model):
+    """A request that can never succeed was a 429 while every stream was busy when what was wrong was
+    checked against the model (its logit bias's ids) or read (a lone surrogate) only once it had rows:
+    the client retried it, was refused again, and in the end got the 400 it could have had at once."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1, max_tokens=100_000))
+    held = {"prompt": "a", "max_tokens": 100_000, "stream": True}
+    with running(app) as url, httpx.stream("POST", f"{url}/v1/completions", json=held):
+        wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
+        for path, body, status, says in NEVER_RUN:
+            request = {"content": body} if isinstance(body, bytes) else {"json": body}
+            answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
+            error = answer.json()["error"]
+            assert answer.status_code == status and says in error["message"], (body, error)
+        assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
 
 
 def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkeypatch):

@@ -21,6 +21,7 @@ import concurrent.futures
 import ipaddress
 import socket
 import sys
+import warnings
 from collections.abc import Callable
 
 from .. import checkpoint, runs, threads
@@ -51,6 +52,21 @@ def model_loaders(
     return loaders, corpora
 
 
+def warn_if_no_core_left(count: int) -> None:
+    """`--threads` on every core the server gets leaves none for the thread serving HTTP and the one
+    reading prompts: the step's second OpenMP thread then waits on them at every operation. Measured
+    on 2 cores (docs/serve.md): 8 streams the same (a step of fewer than 16 rows runs on one thread
+    anyway), 16 streams 0.04 times the characters a second of `--threads 1`. Over the cores,
+    `threads.warn_if_too_many` says so."""
+    cores = threads.share_of_cores()
+    if 1 < count == cores:
+        warnings.warn(
+            f"--threads {count} takes all {cores} cores, leaving none for serving HTTP: from 16 streams on, each "
+            f"step waits for it (7 to 24 times slower than --threads 1 on 2 cores); give at most {cores - 1}",
+            stacklevel=2,
+        )
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -77,6 +93,7 @@ def serve(targets: list[str], config: ServeConfig) -> None:
 
     loaders, corpora = model_loaders(targets, config.device)
     threads.warn_if_too_many(config.threads)  # the engines' threads take --threads, each its own
+    warn_if_no_core_left(config.threads)
     # Loaded before the address is printed: a damaged checkpoint is a one-line error, not a server that
     # announces itself and then stops. Loaded in a thread that then ends: this one serves HTTP, and
     # parallel torch work here would keep an OpenMP team alive beside the engines' for good, which made

@@ -1,8 +1,9 @@
 """A request in flight and the models it runs on: the hand-off between asyncio and the engines.
 
-`Server` holds the loaded models, each with its `Engine`; `Completion` is one request: it takes rows
-(429 when there are none), and in a worker thread reads its prompts (normalized once, encoded), compiles
-its logit bias and template for the model's vocabulary if it has them and primes its prompts (each
+`Server` holds the loaded models, each with its `Engine`; `Completion` is one request: it compiles its
+logit bias for the model's vocabulary if it has one, takes rows (429 when there are none, so only for a
+request that can run), and in a worker thread reads its prompts (normalized once, encoded), compiles
+its template for the model's vocabulary if it has one and primes its prompts (each
 alone, so a seeded sample never depends on the batch); then it becomes one `Job` per prompt, and reads
 its updates from a queue that `Server.publish` fills, one hand-off to the event loop per batch of updates.
 """
@@ -26,7 +27,6 @@ from fastapi import Request
 
 from .. import __version__
 from ..config import SampleConfig
-from ..corpus import check_characters
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Constrained, Template
@@ -182,22 +182,18 @@ def tokenized(model: CharLM, text: str, with_pieces: bool, param: str, config: S
     vocab = model.vocab
     read = vocab.normalized(text)  # a character model's ids are its characters, one by one
     check_length(len(read), config, f"{param} has", param, vocab.normalize)
-    tokens = [None if token == UNSEEN else token for token in read_ids(vocab, text, read, param).tolist()]
+    tokens = [None if token == UNSEEN else token for token in read_ids(vocab, read).tolist()]
     if not with_pieces:
         return tokens
     pieces = [read[i] if token is None else piece_text(vocab, token) for i, token in enumerate(tokens)]
     return [{"id": token, "piece": piece} for token, piece in zip(tokens, pieces)]
 
 
-def read_ids(vocab: Vocabulary, text: str, read: str, param: str) -> torch.Tensor:
-    """The ids of `read`, which is `text` normalized as the model reads it: the caller normalizes once,
-    for it checks the length of that too (a second normalization was as long again on a long prompt). A
+def read_ids(vocab: Vocabulary, read: str) -> torch.Tensor:
+    """The ids of `read`, a text normalized as the model reads it: the caller normalizes once, for it
+    checks the length of that too (a second normalization was as long again on a long prompt). A
     character the model never saw is UNSEEN, or the model's unknown symbol (docs/serve.md); a text no
-    vocabulary can encode (a lone surrogate) is a 400 naming `param`."""
-    try:
-        check_characters(text, param)
-    except CharLMError as e:
-        raise APIError(400, str(e), param, "unknown_characters") from None
+    vocabulary can encode (a lone surrogate) was refused with the request (`protocol.check_text`)."""
     return torch.from_numpy(vocab.encode_array(read))
 
 
@@ -225,12 +221,29 @@ class Completion:
         self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
         self.finished = False
+        self.bias: torch.Tensor | None = None  # `logit_bias` for the model's vocabulary, by `check`
+
+    async def check(self) -> None:
+        """What is checked against the model before the request takes rows, so that one that can never
+        run is a 400 even while every stream is busy (a 429 has a client retry it): the logit bias's ids.
+        In a thread of asyncio's: 65,536 of them take 0.2 s, which on the event loop would hold every
+        stream, and in the primer's thread would wait behind other requests' prompts."""
+        if self.params.logit_bias:
+            self.bias = await asyncio.to_thread(self.bias_for_model)
+
+    def bias_for_model(self) -> torch.Tensor | None:
+        pin_this_thread(1)  # small tensors: never an OpenMP team of this thread's beside the engine's
+        try:
+            return bias_vector(self.params.logit_bias, self.served.model.vocab)
+        except CharLMError as e:
+            raise APIError(400, str(e), "logit_bias", "invalid_value") from None
 
     async def start(self) -> None:
-        """Take rows (429 when there are none to take), read and prime the prompts in the primer's thread,
+        """`check` the request, take rows (429 when there are none to take), read and prime the prompts in the primer's thread,
         hand the jobs to the engine. Nothing of a prompt is read on the event loop: 40 prompts of
         --max-prompt characters normalized and encoded there held every other stream's next token for
         a fifth of a second."""
+        await self.check()
         server, config = self.server, self.server.config
         if server.busy + self.rows > config.max_streams:
             raise APIError(
@@ -239,7 +252,7 @@ class Completion:
         server.busy += self.rows
         try:
             start = time.perf_counter()
-            bias, form, stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
+            form, stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
@@ -253,25 +266,20 @@ class Completion:
         )
         seeds = [self.seed + i for i in range(self.params.n)]
         for (seen, logits, state), echoed in zip(primed, self.echoed):
-            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, form, bias)
+            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, form, self.bias)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
 
-    def prepare(self) -> tuple[torch.Tensor | None, Constrained | None, tuple[str, ...], list]:
+    def prepare(self) -> tuple[Constrained | None, tuple[str, ...], list]:
         """In the primer's thread (compiling a template for a sentencepiece vocabulary takes a while,
-        and reading long prompts too): the prompts read, the logit bias and the template compiled for
-        the model, the stop texts as the model writes them, then the prompts primed."""
+        and reading long prompts too): the prompts read, the template compiled for the model, the stop
+        texts as the model writes them, then the prompts primed."""
         encoded = self.read_prompts()
-        vocab = self.served.model.vocab
-        try:
-            bias = bias_vector(self.params.logit_bias, vocab)
-        except CharLMError as e:
-            raise APIError(400, str(e), "logit_bias", "invalid_value") from None
         # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
-        stops = tuple(map(vocab.normalized, self.params.stops))
-        return bias, self.compile(bias), stops, self.prime(encoded)
+        stops = tuple(map(self.served.model.vocab.normalized, self.params.stops))
+        return self.compile(self.bias), stops, self.prime(encoded)
 
     def read_prompts(self) -> list[tuple[torch.Tensor, str]]:
         """Each prompt as the model reads it (`read`, within --max-prompt) and its ids; an empty one
@@ -282,9 +290,8 @@ class Completion:
         self.prompt_chars = sum(map(len, self.read))
         encoded = []
         for prompt, read in zip(params.prompts, self.read):
-            # a character the model never saw is read as one it knows nothing about (docs/serve.md); a
-            # text no model reads is named by its field (a chat's: messages)
-            ids = read_ids(vocab, prompt, read, params.prompt_param) if prompt else vocab.encode(vocab.start_text())
+            # a character the model never saw is read as one it knows nothing about (docs/serve.md)
+            ids = read_ids(vocab, read) if prompt else vocab.encode(vocab.start_text())
             encoded.append((ids, read))
         return encoded
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import forms
 from ..config import MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
+from ..corpus import check_characters
 from ..errors import CharLMError
 from .config import ServeConfig
 
@@ -97,9 +98,21 @@ CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_
 NEUTRAL = {
     "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "best_of": (1,),
     "response_format": ({"type": "text"},), "store": (False,), "tool_choice": ("none",),
-    "modalities": (["text"],), "service_tier": ("auto", "default"),
+    "modalities": (["text"],), "service_tier": ("auto", "default"), "tools": ([],), "functions": ([],),
+    "function_call": ("none",), "metadata": ({},),
 }  # fmt: skip
-NEUTRAL_OR_NONE = {*NEUTRAL, "suffix"}
+# OpenAI's fields charlm accepts as null only, which OpenAI takes as not given (the official client
+# sends a field given as None as null)
+NULL_ONLY = {
+    "suffix",
+    "parallel_tool_calls",
+    "reasoning_effort",
+    "audio",
+    "prediction",
+    "web_search_options",
+    "verbosity",
+}
+NEUTRAL_OR_NONE = {*NEUTRAL, *NULL_ONLY}
 
 
 # The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client
@@ -243,7 +256,7 @@ def check_fields(body: Any, known: set[str]) -> dict:
             continue
         if name in NEUTRAL and any(type(value) is type(v) and value == v for v in NEUTRAL[name]):
             continue
-        if name in NEUTRAL or name == "suffix":
+        if name in NEUTRAL_OR_NONE:
             raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
         raise APIError(400, f"unrecognized request argument supplied: {name}", name, "unknown_parameter")
     return body
@@ -336,6 +349,8 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     model = string(body, "model")
     prompt_param = "prompt" if "prompt" in body else "messages"
     check_prompt_lengths(prompts, config, prompt_param)
+    for prompt in prompts:
+        check_text(prompt, prompt_param)
     template = form_template(body, config)
     if template is not None:  # the whole poem by default, not a client's default length (16 for completions)
         default_length = min(len(template.slots), config.max_tokens)
@@ -391,6 +406,16 @@ def check_length(count: int, config: ServeConfig, what: str, param: str, normali
             400, f"{what} {count:,} characters{read}; this server takes at most {config.max_prompt:,} "
             "(charlm serve --max-prompt)", param, "context_length_exceeded",
         )  # fmt: skip
+
+
+def check_text(text: str, param: str) -> None:
+    """A text no vocabulary can encode (a lone surrogate, which JSON allows: "\\ud800") is a 400 naming its
+    field `param`: found here, at C speed, before a request takes rows, it is never a 429 to retry while
+    every stream is busy."""
+    try:
+        check_characters(text, param)
+    except CharLMError as e:
+        raise APIError(400, str(e), param, "unknown_characters") from None
 
 
 def samples_per_prompt(body: dict, config: ServeConfig, prompts: int) -> int:
@@ -574,6 +599,7 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
         raise APIError(400, what, "content", "invalid_value" if given else "missing_required_parameter")
     name, text = given[0], string(body, given[0]) or ""
     check_length(len(text), config, f"{name} has", name)
+    check_text(text, name)
     return string(body, "model"), name, text, boolean(body, "with_pieces", False)
 
 
