@@ -54,15 +54,13 @@ def model_loaders(
 
 def warn_if_no_core_left(count: int) -> None:
     """`--threads` on every core the server gets leaves none for the thread serving HTTP and the one
-    reading prompts: the step's second OpenMP thread then waits on them at every operation. Measured
-    on 2 cores (docs/serve.md): 8 streams the same (a step of fewer than 16 rows runs on one thread
-    anyway), 16 streams 0.04 times the characters a second of `--threads 1`. Over the cores,
-    `threads.warn_if_too_many` says so."""
+    reading prompts: the step's second OpenMP thread then waits on them at every operation (measured
+    in docs/benchmarks.md, "The server's threads"). Over the cores, `threads.warn_if_too_many` says so."""
     cores = threads.share_of_cores()
     if 1 < count == cores:
         warnings.warn(
             f"--threads {count} takes all {cores} cores, leaving none for serving HTTP: from 16 streams on, each "
-            f"step waits for it (7 to 24 times slower than --threads 1 on 2 cores); give at most {cores - 1}",
+            f"step waits for it, several times slower than --threads 1; give at most {cores - 1}",
             stacklevel=2,
         )
 
