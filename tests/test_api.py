@@ -21,7 +21,7 @@ import charlm
 from charlm import CharLM, threads, train_state
 from charlm.api import lists_options
 from charlm.errors import CharLMError
-from charlm.model import inference
+from charlm.model import INSIDE, inference
 
 from .conftest import cli, latest, make_model, process_state
 
@@ -149,6 +149,44 @@ def test_inference_in_two_threads_keeps_eval_mode_until_the_last_leaves(model):
         worker.join()
     assert seen == [(False, False)]
     assert model.training and torch.backends.cudnn.allow_tf32 == tf32
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_inference_gives_back_the_mode_and_tf32_after_ctrl_c_on_the_way_in(model, monkeypatch, flag):
+    """The counts were raised before the `try` that lowers them: Ctrl-C in between (here in model.eval)
+    left them stuck, so no later context put the model back in training mode or restored TF32.
+    A caller's own TF32 choice, either way, is what comes back."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", flag)
+    model.train()
+
+    def interrupted(mode=True):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt), inference(model):
+        pass
+    monkeypatch.delattr(model, "train")
+    assert not INSIDE and torch.backends.cudnn.allow_tf32 is flag
+    with inference(model):
+        assert not model.training and torch.backends.cudnn.allow_tf32 is False
+    assert model.training and torch.backends.cudnn.allow_tf32 is flag and not INSIDE
+
+
+def test_inference_restores_tf32_when_restoring_the_mode_fails(model, monkeypatch):
+    """Putting the mode back raised, and the TF32 flag after it was never restored nor its count popped."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    model.train()
+    switch = model.train
+
+    def refuses_training(mode=True):
+        if mode:
+            raise KeyboardInterrupt
+        return switch(mode)
+
+    monkeypatch.setattr(model, "train", refuses_training)
+    with pytest.raises(KeyboardInterrupt), inference(model):
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 is True and not INSIDE
 
 
 def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mode():
