@@ -70,7 +70,11 @@ def special_kind(path: Path) -> str:
 
 
 def normalized(text: str, form: str) -> str:
-    """`text` in Unicode normalization `form` (none, nfc or nfkc): corpus and seeds alike."""
+    """`text` as the model reads it, corpus and seeds alike: in Unicode normalization `form` (none, nfc or
+    nfkc), its `\\r\\n` line breaks as `\\n`, as every file is read. A seed pasted from Windows was
+    refused for a `\\r` no model knows, though the same text from --seed-file was read; a lone `\\r`
+    stays, as a corpus keeps it, and is read where the model learnt it."""
+    text = text.replace("\r\n", "\n")
     return text if form == "none" else unicodedata.normalize(form.upper(), text)
 
 

@@ -228,6 +228,14 @@ def test_sampling_errors_name_the_keyword_a_python_caller_wrote(model, options, 
     assert_named(lambda: charlm.generate(model, seed, length=3, **options), expected, flags=False)
 
 
+def test_a_seed_with_windows_line_breaks_is_read_with_newlines(model):
+    """charlm.generate refused a seed's CRLF (as `charlm sample --seed` did) for its \\r, which no model
+    knows: every file's CRLF is read as a newline, and so is a seed's now, in what is read and shown."""
+    windows = charlm.generate(model, "ab\r\nc", length=20, random_seed=1)
+    assert windows == charlm.generate(model, "ab\nc", length=20, random_seed=1) and windows.startswith("ab\nc")
+    assert "".join(charlm.stream(model, "ab\r\n", length=5, greedy=True)).startswith("ab\n")
+
+
 def test_a_stop_the_model_never_writes_is_said_as_the_keyword(model):
     with pytest.warns(UserWarning, match=r"^stop='z': the model never writes 'z'"):
         charlm.generate(model, "a", length=3, stop="z")
