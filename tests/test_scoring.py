@@ -205,7 +205,7 @@ def test_eval_also_refuses_a_one_piece_text_and_scores_a_byte_spelled_first_char
     torch.manual_seed(0)
     model = CharLM(ModelConfig("lstm", 1, 16, 0.0, len(vocab)), vocab).eval()
     (tmp_path / "one.txt").write_text("the", encoding="utf-8")
-    with pytest.raises(CharLMError, match=r"^--eval-also .*one.txt: its 3 characters are one token to the model"):
+    with pytest.raises(CharLMError, match=r"^eval_also='.*one.txt': its 3 characters are one token to the model"):
         read_eval_also(Config(eval_also=str(tmp_path / "one.txt")), vocab)
     text = "😀 the lazy ζ dog"
     (tmp_path / "emoji.txt").write_text(text, encoding="utf-8")
