@@ -63,6 +63,7 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
 MAX_THREADS = 1024
 MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
+STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a paragraph or a poem ends
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
 
@@ -369,7 +370,9 @@ class SampleConfig:
             raise CharLMError(f"{said('repetition_window')} must be at least 1, not {self.repetition_window}")
         check_logit_bias(self.logit_bias)
         if self.stop is not None and self.stop == "":
-            raise CharLMError("--stop must not be empty; give the text to stop at, e.g. --stop $'\\n\\n'")
+            raise CharLMError(
+                f"{said('stop')} must not be empty; give the text to stop at, e.g. {said('stop', STOP_EXAMPLE)}"
+            )
         if not 1 <= self.num_samples <= 4096:
             raise CharLMError(f"{said('num_samples')} must be between 1 and 4096, not {self.num_samples}")
         if self.random_seed is not None:

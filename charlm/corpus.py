@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import files
 from .errors import CharLMError
+from .fields import said
 
 CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
 
@@ -69,7 +70,11 @@ def special_kind(path: Path) -> str:
 
 
 def normalized(text: str, form: str) -> str:
-    """`text` in Unicode normalization `form` (none, nfc or nfkc): corpus and seeds alike."""
+    """`text` as the model reads it, corpus and seeds alike: in Unicode normalization `form` (none, nfc or
+    nfkc), its `\\r\\n` line breaks as `\\n`, as every file is read. A seed pasted from Windows was
+    refused for a `\\r` no model knows, though the same text from --seed-file was read; a lone `\\r`
+    stays, as a corpus keeps it, and is read where the model learnt it."""
+    text = text.replace("\r\n", "\n")
     return text if form == "none" else unicodedata.normalize(form.upper(), text)
 
 
@@ -123,7 +128,7 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     info = encodings.search_function(encoding.lower().replace(" ", "-"))
     if info is None or not getattr(info, "_is_text_encoding", True):
         raise CharLMError(
-            f"--encoding: unknown text encoding {encoding!r}; use a name such as utf-8, latin-1, cp1252 or gb18030"
+            f"{said('encoding')}: unknown text encoding {encoding!r}; use a name such as utf-8, latin-1, cp1252 or gb18030"
         )
     return info.incrementaldecoder(errors="strict")
 
@@ -166,13 +171,13 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
                         path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option
                     ) from None
                 utf8 = encoding.lower().replace("-", "") == "utf8"
-                hint = f"--encoding {likely_encoding(e.object[e.start :])}" if utf8 else "another --encoding"
+                hint = said("encoding", likely_encoding(e.object[e.start :])) if utf8 else f"another {said('encoding')}"
                 raise CharLMError(
                     f"{path}: not valid {encoding} at byte offset {at} (byte 0x{e.object[e.start]:02x}); "
                     f"convert it to UTF-8{f' or pass {hint}' if encoding_option else ''}"
                 ) from None
             except UnicodeError as e:  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
-                hint = " or pass another --encoding" if encoding_option else ""
+                hint = f" or pass another {said('encoding')}" if encoding_option else ""
                 raise CharLMError(f"{path}: cannot be read as {encoding} ({e}); convert it to UTF-8{hint}") from None
             if "\x00" in text:  # it decoded, but no text holds a NUL: see binary_file
                 raise binary_file(path, nul_offset(raw, offset, encoding), raw, encoding_option)
@@ -199,7 +204,7 @@ def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = Tru
     says which. `encoding_option`: whether the command has --encoding to suggest."""
     hint = ""
     if order := utf16_without_bom(data):
-        remedy = f"--encoding {order}" if encoding_option else "convert it to UTF-8"
+        remedy = said("encoding", order) if encoding_option else "convert it to UTF-8"
         hint = f" (if it is UTF-16 without a byte order mark: {remedy})"
     return CharLMError(f"{path}: a binary file, not text (it holds {holds}); give a text file{hint}")
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import CharLMError
+from .fields import said
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -44,24 +45,32 @@ def resolve_device(name: str, local_rank: int = 0, world: int = 1) -> torch.devi
     """`--device` -> torch.device. Under torchrun (world > 1) each rank takes GPU `local_rank`."""
     name = name.strip().lower()
     if not DEVICE_PATTERN.fullmatch(name):
-        raise CharLMError(f"--device must be {DEVICE_FORMS}, not {name!r}")
+        raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {name!r}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() and world == 1 else "cpu"
     present = ", ".join(available())
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise CharLMError(f"--device {name}: no CUDA GPU here (available: {present}); use --device cpu or auto")
+            raise CharLMError(
+                f"{said('device', name)}: no CUDA GPU here (available: {present}); use {said('device', 'cpu')} or auto"
+            )
         if ":" in name and world > 1:
-            raise CharLMError(f"--device {name} names one GPU; under torchrun use --device cuda: rank r takes cuda:r")
+            raise CharLMError(
+                f"{said('device', name)} names one GPU; under torchrun use {said('device', 'cuda')}: rank r takes cuda:r"
+            )
         index = int(name.split(":")[1]) if ":" in name else local_rank
         if index >= torch.cuda.device_count():
-            raise CharLMError(f"--device cuda:{index}: no such GPU (available: {present})")
+            raise CharLMError(f"{said('device', f'cuda:{index}')}: no such GPU (available: {present})")
         return torch.device("cuda", index)
     if name == "mps":
         if not mps_available():
-            raise CharLMError(f"--device mps: no Apple GPU here (available: {present}); use --device cpu or auto")
+            raise CharLMError(
+                f"{said('device', 'mps')}: no Apple GPU here (available: {present}); use {said('device', 'cpu')} or auto"
+            )
         if world > 1:
-            raise CharLMError("--device mps cannot train with several processes; use --device cpu or cuda")
+            raise CharLMError(
+                f"{said('device', 'mps')} cannot train with several processes; use {said('device', 'cpu')} or cuda"
+            )
     return torch.device(name)
 
 
@@ -89,9 +98,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if precision == "fp16" and device.type != "cuda":
-        raise CharLMError(f"--precision fp16 needs a CUDA GPU, not {device}; use bf16 or fp32")
+        raise CharLMError(f"{said('precision', 'fp16')} needs a CUDA GPU, not {device}; use bf16 or fp32")
     if precision == "bf16" and device.type == "mps":
-        raise CharLMError("--precision bf16 is not supported on mps; use fp32")
+        raise CharLMError(f"{said('precision', 'bf16')} is not supported on mps; use fp32")
     return precision
 
 

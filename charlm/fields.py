@@ -10,11 +10,11 @@ config.py holds the fields and their defaults; this module knows nothing of any 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import difflib
 import numbers
 import reprlib
+import threading
 import types
 import typing
 from collections.abc import Iterator
@@ -41,30 +41,44 @@ def option(default: Any, help: str, **extra: Any) -> Any:
 
 
 # Whether the caller is the `charlm` command, whose user typed flags; else a Python caller, who wrote keywords.
-_COMMAND_LINE: contextvars.ContextVar[bool] = contextvars.ContextVar("command_line", default=False)
+# Process-wide (`on_command_line`s open), not a context variable: a thread the command starts (the server
+# loads its models in one) has none of its context, and told `charlm serve --device tpu` of device=.
+_command_lines = [0]
+_command_lines_lock = threading.Lock()
 _UNSAID = object()
 
 
 @contextlib.contextmanager
 def on_command_line() -> Iterator[None]:
     """Within it, messages name options as flags (`--threads 8`): the `charlm` command runs in it."""
-    token = _COMMAND_LINE.set(True)
+    with _command_lines_lock:
+        _command_lines[0] += 1
     try:
         yield
     finally:
-        _COMMAND_LINE.reset(token)
+        with _command_lines_lock:
+            _command_lines[0] -= 1
 
 
 def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:
     """Option `name` (a field's name) as its caller wrote it, with `value` or a `metavar` placeholder:
     `--max-steps`, `--threads 8`, `--greedy`, `--max-steps N` on the command line; `max_steps`,
     `threads=8`, `greedy=True`, `max_steps=N` in Python."""
-    if not _COMMAND_LINE.get():
+    if not _command_lines[0]:
         given = metavar if metavar is not None else "" if value is _UNSAID else SHOWN.repr(value)
         return f"{name}={given}" if given else name
     flag = f"--{option_name(name)}"
-    given = metavar if metavar is not None else "" if value is _UNSAID or value is True else str(value)
+    given = metavar if metavar is not None else "" if value is _UNSAID or value is True else typed(value)
     return f"{flag} {given}" if given else flag
+
+
+def typed(value: object) -> str:
+    """A value as a shell user types it: as it is, or a text holding a newline or other control
+    character in bash's $'...' quoting (`--stop $'\\n\\n'`), which keeps the message on one line."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "$'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
 
 
 def shown_name(f: dataclasses.Field) -> str:

@@ -33,6 +33,7 @@ from typing import Protocol
 import torch
 
 from .errors import BiasError, CharLMError
+from .fields import said
 from .vocab import Vocabulary
 
 FREE = "_"
@@ -71,7 +72,7 @@ class Template:
 
     slots: tuple[str | None, ...]
     script: str | None
-    name: str  # the option that gave it, for errors: "--form 五言绝句" or "--template"
+    name: str  # the option that gave it, for errors: "--form 五言绝句" (form='五言绝句' in Python) or "--template"
     acrostic: str = ""
 
     def fits(self, text: str, script: str | None = None) -> bool:
@@ -86,18 +87,19 @@ def fills(text: str, slots: Sequence[str | None], accepts: Callable[[str], bool]
 
 
 def template_of(
-    form: str | None = None, template: str | None = None, acrostic: str | None = None, prefix: str = "--"
+    form: str | None = None, template: str | None = None, acrostic: str | None = None, prefix: str | None = None
 ) -> Template | None:
     """The template that `--form`, `--template` and `--acrostic` ask for (None: free text).
-    Raises a one-line CharLMError naming the option (`prefix` + its name: the server's fields
-    have none) for anything it cannot use."""
-    form_, template_, acrostic_ = (f"{prefix}{name}" for name in ("form", "template", "acrostic"))
+    Raises a one-line CharLMError naming the option for anything it cannot use: as its caller wrote
+    it (`said`), or `prefix` + its name (the server's fields have none)."""
+    form_, template_, acrostic_ = (option_named(name, prefix) for name in ("form", "template", "acrostic"))
     if form is not None and template is not None:
         raise CharLMError(f"give {form_} or {template_}, not both")
     if form is not None:
         if form not in FORMS:
-            raise CharLMError(f"{form_} {form!r} is not a form charlm knows; choose one of {', '.join(FORMS)}")
-        text, name = FORMS[form], f"{form_} {form}"
+            given = option_named("form", prefix, repr(form))
+            raise CharLMError(f"{given} is not a form charlm knows; choose one of {', '.join(FORMS)}")
+        text, name = FORMS[form], said("form", form) if prefix is None else f"{prefix}form {form}"
     elif template is not None:
         text, name = unescape(template), template_
     elif acrostic is not None:
@@ -153,10 +155,12 @@ class Constrained:
         self,
         template: Template,
         vocab: Vocabulary,
-        acrostic_name: str = "--acrostic",
+        acrostic_name: str | None = None,
         banned: torch.Tensor | None = None,
     ):
-        """`banned`: the ids a logit bias bans (bool over the vocabulary), which the template never allows."""
+        """`banned`: the ids a logit bias bans (bool over the vocabulary), which the template never allows.
+        `acrostic_name`: the acrostic's option in messages (None: as its caller wrote it)."""
+        acrostic_name = said("acrostic") if acrostic_name is None else acrostic_name
         self.template, self.size = template, len(template.slots)
         # fixed text as the model reads it (a model trained on NFKC text knows "," for "，")
         self.slots = [
@@ -273,9 +277,17 @@ class FormOptions(Protocol):
 
 
 def constrain(
-    options: FormOptions, vocab: Vocabulary, prefix: str = "--", banned: torch.Tensor | None = None
+    options: FormOptions, vocab: Vocabulary, prefix: str | None = None, banned: torch.Tensor | None = None
 ) -> Constrained | None:
     """The compiled template of sampling options (a `SampleConfig`: `form`, `template`, `acrostic`),
     without the ids `banned` (a logit bias's bans), or None."""
     template = template_of(options.form, options.template, options.acrostic, prefix)
-    return None if template is None else Constrained(template, vocab, f"{prefix}acrostic", banned)
+    return None if template is None else Constrained(template, vocab, option_named("acrostic", prefix), banned)
+
+
+def option_named(name: str, prefix: str | None, shown: str | None = None) -> str:
+    """A form option in a message, with the value as `shown`: as its caller wrote it (`said`: --form on
+    the command line, form= in Python) when `prefix` is None, else `prefix` + its name (the server's)."""
+    if prefix is None:
+        return said(name, metavar=shown)
+    return f"{prefix}{name} {shown}" if shown is not None else f"{prefix}{name}"

@@ -325,6 +325,20 @@ INSIDE: dict[CharLM | None, list] = {}  # key -> [contexts open, the value found
 INSIDE_LOCK = threading.Lock()
 
 
+def set_tf32(allowed: bool) -> None:
+    """cuDNN's TF32 flag is process-wide: what a caller set before the first context is what comes back."""
+    torch.backends.cudnn.allow_tf32 = allowed
+
+
+def leave_inference(key: CharLM | None, restore: Callable[[bool], object]) -> None:
+    """One context's share of `key` given back; the last one out restores what the first one found."""
+    with INSIDE_LOCK:
+        opened = INSIDE[key]
+        opened[0] -= 1
+        if not opened[0]:
+            restore(INSIDE.pop(key)[1])
+
+
 @contextlib.contextmanager
 def inference(model: CharLM) -> Iterator[None]:
     """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
@@ -332,20 +346,18 @@ def inference(model: CharLM) -> Iterator[None]:
     log-probabilities must not depend on the device (bpc compares across machines). Contexts open at
     once in several threads share the changes, put back when the last closes: each restored what it
     found, so one that closed first switched dropout back on under the other, and the one that closed
-    last left the model in eval mode and TF32 off for good."""
-    with INSIDE_LOCK:
-        for key, found in ((model, model.training), (None, torch.backends.cudnn.allow_tf32)):
-            INSIDE.setdefault(key, [0, found])[0] += 1
-        model.eval()
-        torch.backends.cudnn.allow_tf32 = False
-    try:
+    last left the model in eval mode and TF32 off for good. Each count's undo is registered in the
+    statement after it is raised, so an exception (Ctrl-C) anywhere after, or in another undo, still
+    gives it back: a stuck count meant no later context ever restored the mode or the flag."""
+    with contextlib.ExitStack() as undo:
+        with INSIDE_LOCK:
+            for key, found, restore in (
+                (None, torch.backends.cudnn.allow_tf32, set_tf32),
+                (model, model.training, model.train),
+            ):
+                INSIDE.setdefault(key, [0, found])[0] += 1
+                undo.callback(leave_inference, key, restore)
+            set_tf32(False)
+            model.eval()
         with torch.inference_mode():
             yield
-    finally:
-        with INSIDE_LOCK:
-            for key in (model, None):
-                INSIDE[key][0] -= 1
-            if not INSIDE[model][0]:
-                model.train(INSIDE.pop(model)[1])
-            if not INSIDE[None][0]:
-                torch.backends.cudnn.allow_tf32 = INSIDE.pop(None)[1]

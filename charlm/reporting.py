@@ -23,6 +23,7 @@ from .bars import redraw_seconds
 from .checkpoint import Progress
 from .config import Config
 from .errors import CharLMError
+from .fields import said
 from .runs import RunLock
 from .scoring import LOG2E
 
@@ -179,7 +180,9 @@ class Reporter:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                raise CharLMError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+                raise CharLMError(
+                    f"{said('tensorboard', True)} needs the tensorboard package: pip install tensorboard"
+                ) from None
             self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         # Until the run has measured its own speed (a second in), a --max-time run's bar reads the size
         # probe's or, resumed, the run's average so far.

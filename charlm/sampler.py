@@ -21,7 +21,7 @@ import torch
 from .config import SampleConfig
 from .decoding import bias_vector
 from .errors import callers_stacklevel
-from .fields import from_options
+from .fields import from_options, said
 from .forms import Constrained, constrain
 from .generation import Batch, Row
 from .model import CharLM, inference
@@ -42,7 +42,7 @@ def primed_batch(
 ) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once; `already_normalized`: as
     `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`)."""
-    ids = model.vocab.encode(text, what="--seed", already_normalized=already_normalized)
+    ids = model.vocab.encode(text, what=said("seed"), already_normalized=already_normalized)
     return batch_reading(model, options, ids, stops)
 
 
@@ -53,7 +53,7 @@ def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
         warnings.warn(
-            f"--stop {options.stop!r}: the model never writes {written}, so no sample stops there",
+            f"{said('stop', metavar=repr(options.stop))}: the model never writes {written}, so no sample stops there",
             stacklevel=callers_stacklevel(),
         )
     batch = Batch.for_options(model, options)

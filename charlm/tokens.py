@@ -41,6 +41,7 @@ from .bars import progress_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
 from .errors import CharLMError, callers_stacklevel
+from .fields import said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .scoring import check_scored, scored_ids, scored_text, unseen_note
 from .shakespeare import shakespeare_files
@@ -333,8 +334,8 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
     try:
         text = read_texts([path], config.encoding, vocab.normalize)
     except CharLMError as e:
-        raise CharLMError(f"--eval-also {e}") from None
-    what = f"--eval-also {path}"
+        raise CharLMError(f"{said('eval_also')} {e}") from None
+    what = said("eval_also", path)
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
         check_scored(what, characters=len(ids), chars=0)

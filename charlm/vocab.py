@@ -20,6 +20,7 @@ import torch
 
 from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
+from .fields import said
 from .pieces import PieceVocab
 
 # The id of a character outside the vocabulary, where a caller asks to read such text (`encode(unseen=True)`):
@@ -106,8 +107,8 @@ class Vocab:
             covered += count
         if counts and not kept:  # every character one unknown symbol: nothing left to learn
             raise CharLMError(
-                f"--min-count {min_count} and --coverage {coverage:g} keep {len(kept)} of the text's "
-                f"{len(counts):,} distinct characters; lower --min-count or raise --coverage"
+                f"{said('min_count', min_count)} and {said('coverage', metavar=f'{coverage:g}')} keep {len(kept)} "
+                f"of the text's {len(counts):,} distinct characters; lower {said('min_count')} or raise {said('coverage')}"
             )
         return cls(sorted(kept), unknown=len(kept) < len(counts), normalize=normalize)
 

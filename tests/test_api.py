@@ -21,7 +21,7 @@ import charlm
 from charlm import CharLM, threads, train_state
 from charlm.api import lists_options
 from charlm.errors import CharLMError
-from charlm.model import inference
+from charlm.model import INSIDE, inference
 
 from .conftest import cli, latest, make_model, process_state
 
@@ -55,12 +55,13 @@ def test_unknown_option_is_named(fox_file, model):
     assert_named(lambda: charlm.stream(model, topp=0.9, xyz=1), "option(s) topp (did you mean top_p?), xyz; known:")
 
 
-def assert_named(call, *fragments: str) -> None:
-    """`call()` raises a one-line CharLMError holding every fragment (not a raw Python exception)."""
+def assert_named(call, *fragments: str, flags: bool = True) -> None:
+    """`call()` raises a one-line CharLMError holding every fragment (not a raw Python exception);
+    `flags=False`: and names no command-line flag, which a Python caller never typed."""
     with pytest.raises(CharLMError) as raised:
         call()
     message = str(raised.value)
-    assert "\n" not in message
+    assert "\n" not in message and (flags or " --" not in f" {message}"), message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
 
@@ -94,8 +95,8 @@ def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(m
     """A seed or form the model cannot write was refused only at the first piece, and while a stream
     was open the caller's own code ran in inference mode, its model in eval mode: a training step
     between two pieces failed with 'element 0 of tensors does not require grad'."""
-    assert_named(lambda: charlm.stream(model, "abζ"), "--seed", "'ζ'")
-    assert_named(lambda: charlm.stream(model, "ab", form="五言绝句"), "--form 五言绝句", "does not know")
+    assert_named(lambda: charlm.stream(model, "abζ"), "seed: 1 character(s)", "'ζ'", flags=False)
+    assert_named(lambda: charlm.stream(model, "ab", form="五言绝句"), "form='五言绝句'", "does not know", flags=False)
     model.train()
     pieces = charlm.stream(model, "ab", length=8, random_seed=3)
     assert next(pieces) == "ab" and len(next(pieces)) == 1
@@ -151,6 +152,44 @@ def test_inference_in_two_threads_keeps_eval_mode_until_the_last_leaves(model):
     assert model.training and torch.backends.cudnn.allow_tf32 == tf32
 
 
+@pytest.mark.parametrize("flag", [True, False])
+def test_inference_gives_back_the_mode_and_tf32_after_ctrl_c_on_the_way_in(model, monkeypatch, flag):
+    """The counts were raised before the `try` that lowers them: Ctrl-C in between (here in model.eval)
+    left them stuck, so no later context put the model back in training mode or restored TF32.
+    A caller's own TF32 choice, either way, is what comes back."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", flag)
+    model.train()
+
+    def interrupted(mode=True):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt), inference(model):
+        pass
+    monkeypatch.delattr(model, "train")
+    assert not INSIDE and torch.backends.cudnn.allow_tf32 is flag
+    with inference(model):
+        assert not model.training and torch.backends.cudnn.allow_tf32 is False
+    assert model.training and torch.backends.cudnn.allow_tf32 is flag and not INSIDE
+
+
+def test_inference_restores_tf32_when_restoring_the_mode_fails(model, monkeypatch):
+    """Putting the mode back raised, and the TF32 flag after it was never restored nor its count popped."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    model.train()
+    switch = model.train
+
+    def refuses_training(mode=True):
+        if mode:
+            raise KeyboardInterrupt
+        return switch(mode)
+
+    monkeypatch.setattr(model, "train", refuses_training)
+    with pytest.raises(KeyboardInterrupt), inference(model):
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 is True and not INSIDE
+
+
 def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mode():
     """As a web app's requests do: started together, each thread writes what it writes alone."""
     model, text = make_model("\nabcdefgh ", dropout=0.5).train(), "abc defg\n" * 20
@@ -167,6 +206,66 @@ def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mo
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(at_once, tasks))
     assert results == [*alone, scored, scored] and model.training
+
+
+SEED_AND_SAMPLING_NAMES = [
+    ({"seed": "xyz"}, "seed: 3 character(s) the model has never seen"),
+    ({"stop": ""}, "stop must not be empty; give the text to stop at, e.g. stop='\\n\\n'"),
+    ({"form": "nosuch"}, "form='nosuch' is not a form charlm knows"),
+    ({"form": "五言绝句"}, "form='五言绝句': the model does not know"),
+    ({"template": "z_"}, "template: the model does not know 'z'"),
+    ({"template": "__\n__", "acrostic": "zz"}, "acrostic: the model does not know 'z'"),
+    ({"acrostic": "ab"}, "acrostic fixes the first character of each verse of a form: give form or template too"),
+    ({"form": "五言绝句", "template": "__"}, "give form or template, not both"),
+]
+
+
+@pytest.mark.parametrize("options, expected", SEED_AND_SAMPLING_NAMES)
+def test_sampling_errors_name_the_keyword_a_python_caller_wrote(model, options, expected):
+    """charlm.generate's caller was told of --seed, --stop (with a shell example), --form, --template and
+    --acrostic, flags no Python caller typed; `charlm sample` keeps its words (test_cli, test_forms)."""
+    seed = options.pop("seed", "a")
+    assert_named(lambda: charlm.generate(model, seed, length=3, **options), expected, flags=False)
+
+
+def test_a_seed_with_windows_line_breaks_is_read_with_newlines(model):
+    """charlm.generate refused a seed's CRLF (as `charlm sample --seed` did) for its \\r, which no model
+    knows: every file's CRLF is read as a newline, and so is a seed's now, in what is read and shown."""
+    windows = charlm.generate(model, "ab\r\nc", length=20, random_seed=1)
+    assert windows == charlm.generate(model, "ab\nc", length=20, random_seed=1) and windows.startswith("ab\nc")
+    assert "".join(charlm.stream(model, "ab\r\n", length=5, greedy=True)).startswith("ab\n")
+
+
+def test_a_stop_the_model_never_writes_is_said_as_the_keyword(model):
+    with pytest.warns(UserWarning, match=r"^stop='z': the model never writes 'z'"):
+        charlm.generate(model, "a", length=3, stop="z")
+
+
+TRAINING_NAMES = [
+    ({"device": "cuda"}, "device='cuda': no CUDA GPU here (available: cpu); use device='cpu' or auto"),
+    ({"precision": "fp16", "device": "cpu"}, "precision='fp16' needs a CUDA GPU, not cpu"),
+    ({"encoding": "nosuch"}, "encoding: unknown text encoding 'nosuch'"),
+    ({"encoding": "utf-16"}, "convert it to UTF-8 or pass another encoding"),
+    ({"eval_also": "nosuch.txt"}, "eval_also ", "nosuch.txt: no such file or folder"),
+    ({"min_count": 10**6}, "min_count=1000000 and coverage=1 keep 0 of the text's 28 distinct characters"),
+]
+
+
+@pytest.mark.parametrize("options, expected", [(options, expected) for options, *expected in TRAINING_NAMES])
+def test_training_errors_name_the_keyword_a_python_caller_wrote(fox_file, tiny, monkeypatch, options, expected):
+    """charlm.train's caller was told of --device, --precision, --encoding, --eval-also, --min-count."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert_named(lambda: charlm.train(fox_file, out="named", **{**tiny, **options}), *expected, flags=False)
+
+
+def test_a_text_in_another_encoding_is_told_the_encoding_keyword(tmp_path, tiny):
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("café au lait\n".encode("latin-1") * 60)
+    assert_named(lambda: charlm.train(latin, out="latin", **tiny), "or pass encoding='latin-1'", flags=False)
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_bytes("the quick brown fox\n".encode("utf-16-le") * 60)
+    bom = "without a byte order mark: encoding='utf-16-le'"
+    assert_named(lambda: charlm.train(utf16, out="utf16", **tiny), bom, flags=False)
 
 
 def test_train_takes_a_globs_matches_as_they_come(fox_file, tiny):

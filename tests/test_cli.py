@@ -698,3 +698,17 @@ def test_a_pipe_or_a_device_is_said_to_be_one_not_a_missing_file(fox_file, tmp_p
         says = f"{path}: {kind}"
         for args in (["eval", trained, path], ["inspect", trained, path], ["train", path, *TINY_ARGS]):
             assert_one_line_error(cli(*args), says, "not a regular file", "save the text to a file first")
+
+
+def test_a_seed_pasted_with_windows_line_breaks_is_read_as_its_seed_file_is(trained, tmp_path):
+    """--seed refused the \\r of a CRLF pasted from Windows (a character no model knows: every file's
+    CRLF is read as a newline), while --seed-file read the same text. Both are now read as a file is;
+    a lone \\r stays, and is named where the model never saw one."""
+    (tmp_path / "seed.txt").write_bytes(b"the quick\r\nbrown ")
+    from_file = cli("sample", "--seed-file", "seed.txt", "--length", "8", "--greedy")
+    typed = cli("sample", "--seed", "the quick\r\nbrown ", "--length", "8", "--greedy")
+    plain = cli("sample", "--seed", "the quick\nbrown ", "--length", "8", "--greedy")
+    assert typed.exit_code == 0 and typed.output == from_file.output == plain.output, typed.output
+    assert_one_line_error(
+        cli("sample", "--seed", "the\rquick"), "--seed: 1 character(s) the model has never seen: '\\r'"
+    )

@@ -34,7 +34,7 @@ def test_device_cuda_without_a_gpu_lists_what_is_available(fox_file, tiny):
 def test_device_and_precision_are_checked():
     with pytest.raises(CharLMError, match="^device must be auto, cpu"):
         charlm.train(device="tpu")
-    with pytest.raises(CharLMError, match="--precision fp16 needs a CUDA GPU"):
+    with pytest.raises(CharLMError, match="^precision='fp16' needs a CUDA GPU"):
         resolve_precision("fp16", torch.device("cpu"))
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_has_bf16() else "fp32")
     with (

@@ -90,10 +90,10 @@ def test_english_template_on_an_english_model_writes_letters():
 
 
 def test_a_template_character_the_model_does_not_know_is_a_one_line_error():
-    with pytest.raises(CharLMError, match=r"^--template: the model does not know '：'; use characters") as error:
+    with pytest.raises(CharLMError, match=r"^template: the model does not know '：'; use characters") as error:
         generate(chinese_model(), "", template="__：___")
     assert "\n" not in str(error.value)
-    with pytest.raises(CharLMError, match="^--acrostic: the model does not know .龘."):
+    with pytest.raises(CharLMError, match="^acrostic: the model does not know .龘."):
         generate(chinese_model(), "", form="五言绝句", acrostic="龘夏秋冬")
 
 
@@ -105,11 +105,11 @@ def test_a_script_the_model_lacks_is_a_one_line_error():
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"form": "五言"}, "--form '五言' is not a form charlm knows; choose one of 五言绝句"),
-        ({"form": "五言绝句", "template": "__"}, "give --form or --template, not both"),
-        ({"acrostic": "春夏"}, "--acrostic fixes the first character of each verse of a form"),
-        ({"form": "七言律诗", "acrostic": "春夏秋冬"}, "--acrostic has 4 characters but --form 七言律诗 has 8 verses"),
-        ({"template": "，。"}, "--template has no `_`"),
+        ({"form": "五言"}, "form='五言' is not a form charlm knows; choose one of 五言绝句"),
+        ({"form": "五言绝句", "template": "__"}, "give form or template, not both"),
+        ({"acrostic": "春夏"}, "acrostic fixes the first character of each verse of a form"),
+        ({"form": "七言律诗", "acrostic": "春夏秋冬"}, "acrostic has 4 characters but form='七言律诗' has 8 verses"),
+        ({"template": "，。"}, "template has no `_`"),
     ],
 )
 def test_options_that_cannot_make_a_template_are_named(options, message):
@@ -180,9 +180,9 @@ def test_characters_a_logit_bias_bans_are_never_written_into_a_form(decoding):
 @pytest.mark.parametrize(
     ("options", "banned", "message"),
     [
-        ({"form": "五言绝句"}, "，", r"^logit_bias bans '，', but --form 五言绝句 must write it; leave it"),
-        ({"form": "五言绝句", "acrostic": "春夏秋冬"}, "夏", r"^logit_bias bans '夏', but --acrostic must write it"),
-        ({"template": "__ _"}, HAN, r"^logit_bias bans every way to write --template \(`_` needs Han characters\)"),
+        ({"form": "五言绝句"}, "，", r"^logit_bias bans '，', but form='五言绝句' must write it; leave it"),
+        ({"form": "五言绝句", "acrostic": "春夏秋冬"}, "夏", r"^logit_bias bans '夏', but acrostic must write it"),
+        ({"template": "__ _"}, HAN, r"^logit_bias bans every way to write template \(`_` needs Han characters\)"),
     ],
 )
 def test_a_form_a_logit_bias_makes_impossible_is_refused_before_sampling(options, banned, message):

@@ -113,7 +113,7 @@ def test_stop_text_ends_a_sample_and_is_kept():
 def test_a_stop_text_the_model_can_never_write_is_warned_about():
     """`stop="ζ"` for a model without ζ was taken silently: the sample simply ran to its length."""
     model = fixed_distribution(DISTRIBUTION)
-    with pytest.warns(UserWarning, match=r"--stop 'cζ': the model never writes 'ζ', so no sample stops there"):
+    with pytest.warns(UserWarning, match=r"^stop='cζ': the model never writes 'ζ', so no sample stops there"):
         text = generate_one(model, "", length=50, stop="cζ", random_seed=0)
     assert len(text) == 50
 
@@ -166,7 +166,7 @@ def test_conversation_carries_state_and_transcript(model):
         ({"top_k": 0}, "top_k must be at least 1"),
         ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
         ({"top_p": 1.5}, r"top_p must be in \(0, 1\]"),
-        ({"stop": ""}, "--stop must not be empty"),
+        ({"stop": ""}, "stop must not be empty"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16"),
         ({"repetition_penalty": 0}, "repetition_penalty must be a positive number"),
         ({"seed": "abz\u00e9"}, r"2 character\(s\) the model has never seen: 'z' '\u00e9'"),

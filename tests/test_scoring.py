@@ -145,7 +145,7 @@ def test_eval_and_inspect_refuse_a_text_with_nothing_to_score_in_one_line_naming
             (tmp_path / name).write_bytes(data)
         assert_one_line_error(cli("eval", fox, name, "--quiet"), f"{name}: {says}")
         assert_one_line_error(cli("inspect", fox, name, "--output", "page.html"), f"{name}: {says}")
-    with pytest.raises(CharLMError, match="--eval-also .*empty.txt: file is empty"):
+    with pytest.raises(CharLMError, match="^eval_also .*empty.txt: file is empty"):
         read_eval_also(Config(eval_also=str(tmp_path / "empty.txt")), charlm.load(fox).vocab)
 
 
@@ -205,7 +205,7 @@ def test_eval_also_refuses_a_one_piece_text_and_scores_a_byte_spelled_first_char
     torch.manual_seed(0)
     model = CharLM(ModelConfig("lstm", 1, 16, 0.0, len(vocab)), vocab).eval()
     (tmp_path / "one.txt").write_text("the", encoding="utf-8")
-    with pytest.raises(CharLMError, match=r"^--eval-also .*one.txt: its 3 characters are one token to the model"):
+    with pytest.raises(CharLMError, match=r"^eval_also='.*one.txt': its 3 characters are one token to the model"):
         read_eval_also(Config(eval_also=str(tmp_path / "one.txt")), vocab)
     text = "😀 the lazy ζ dog"
     (tmp_path / "emoji.txt").write_text(text, encoding="utf-8")

@@ -78,7 +78,7 @@ def test_vocabulary_policies():
     by_coverage = Vocab.from_counts(counts, coverage=0.9)
     assert by_coverage.chars == ["a", "b", "c", UNKNOWN]  # a+b = 80% < 90%, a+b+c = 95%
     assert Vocab.from_counts(counts, coverage=0.5).chars == ["a", UNKNOWN]
-    with pytest.raises(CharLMError, match="--min-count 51 and --coverage 1 keep 0 of the text's 5 distinct characters"):
+    with pytest.raises(CharLMError, match="^min_count=51 and coverage=1 keep 0 of the text's 5 distinct characters"):
         Vocab.from_counts(counts, min_count=51)  # one unknown symbol for everything: it "trained" to 0 bpc
     with pytest.warns(UnknownCharacterWarning):
         assert by_count.encode("abde").tolist() == [0, 1, 3, 3]
