@@ -252,7 +252,9 @@ class Reporter:
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
 
     def step_total(self, steps_per_second: float) -> int:
-        """A --max-time run's steps: those done and those the time left allows at this speed."""
+        """A --max-time run's steps: those done and those the time left allows at this speed. The bar
+        reads steps, so a run that speeds up gets a larger total and its percentage steps back a little:
+        a total that may only shrink (a percentage that never falls) would read 100% before the end."""
         progress, max_steps = self.progress, self.config.max_steps
         estimate = progress.step + max(0, int((self.max_seconds - progress.elapsed) * steps_per_second))
         return min(estimate, max_steps) if max_steps else estimate
