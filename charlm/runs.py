@@ -154,6 +154,7 @@ class RunLock:
                 "train into a folder on a local disk (--out)"
             ) from None
         self.identity = self.file_identity()
+        self.remove_leftovers()
         try:
             self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:
@@ -164,6 +165,14 @@ class RunLock:
             files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
+
+    def remove_leftovers(self) -> None:
+        """The checkpoints' temporary files that processes killed mid-write left (`files.remove_leftovers`):
+        one a kill, each a checkpoint's size, they filled the disk of a run killed and resumed often. Only
+        the lock's owner writes checkpoints, so none is being written."""
+        for name in (LATEST, BEST):
+            for path in (self.path.parent / name, pending(self.path.parent / name)):
+                files.remove_leftovers(path)
 
     def __exit__(self, *exc) -> None:
         if self.lost() is None:  # else the files there, if any, are another process's

@@ -332,3 +332,28 @@ def test_runs_lists_a_hand_made_run_json_of_any_size_or_kind_at_once(tmp_path):
     rows = [line.split()[:2] for line in cli("runs").output.splitlines()[1:]]
     assert rows == [["huge", "?"], ["long", "?"], *[["pipe", "?"]] * hasattr(os, "mkfifo"), ["sound", "fox"]], rows
     assert runs.read_run_info(tmp_path / "checkpoints" / "huge") is None
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from charlm import files
+files.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed with the file written, before its rename
+files.replace_files({Path(sys.argv[1]): b"half a checkpoint"})
+"""
+
+
+def test_the_temporary_files_of_writers_killed_mid_write_go_when_the_run_is_taken_over(tmp_path):
+    """Each `kill -9` during a checkpoint write left a `.latest.pt.tmp-PID` of a checkpoint's size, and
+    nothing removed them: a run killed and resumed often filled its disk with them."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / runs.LATEST).write_bytes(b"the last checkpoint")
+    (folder / ".notes.tmp-1").write_bytes(b"not a checkpoint's")
+    for name in (runs.LATEST, runs.LATEST, runs.BEST, "latest.pending.pt"):
+        killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(folder / name)], check=False)
+        assert killed.returncode == -signal.SIGKILL
+    assert len(list(folder.glob(".*.pt.tmp-*"))) == 4
+    with runs.RunLock(folder):
+        assert sorted(p.name for p in folder.iterdir()) == [".lock", ".lock.pid", ".notes.tmp-1", runs.LATEST]
+    assert (folder / runs.LATEST).read_bytes() == b"the last checkpoint"
