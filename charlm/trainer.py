@@ -314,7 +314,10 @@ class Trainer:
         checkpoint, error = self.checkpoint(), None
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
         if self.ranks.leader and not lost:
-            names = [runs.LATEST, runs.BEST] if improved else [runs.LATEST]
+            # best.pt first: a kill between the two then leaves latest.pt behind, and the resumed run makes
+            # the same evaluation again, which writes both; latest.pt first recorded a best that best.pt
+            # never got (at the final step, for good: the run was over)
+            names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
             try:
                 for note in save(checkpoint, [self.run_dir / name for name in names]):
                     tqdm.write(f"warning: {note}", file=sys.stderr)
