@@ -149,6 +149,8 @@ class RunLock:
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
         except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+                raise files.cannot_write(self.path, e) from None
             raise CharLMError(
                 f"{self.path}: cannot lock the run folder ({e.strerror}): its file system does not lock files; "
                 "train into a folder on a local disk (--out)"
