@@ -8,6 +8,7 @@ would take for a whole one, and no temporary file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -22,6 +23,7 @@ NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a fil
 # How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
 # another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
 REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
+TEMPORARY_PREFIX = ".{}.tmp-"  # a file's temporary is `.NAME.tmp-PID` (`temporary`)
 
 
 def remedy(error: OSError) -> str:
@@ -94,7 +96,7 @@ def replace_files(files: dict[Path, bytes]) -> None:
     try:
         for path, data in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            tmp = temporary(path)
             written.append((tmp, path))
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -108,6 +110,23 @@ def replace_files(files: dict[Path, bytes]) -> None:
         raise
     for folder in dict.fromkeys(path.parent for path in files):
         sync_folder(folder)
+
+
+def temporary(path: Path) -> Path:
+    """Where `replace_files` writes `path` before renaming it into place: hidden, beside it, named by
+    this process, so that two writers never share one."""
+    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{os.getpid()}")
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove what writers of `path` killed mid-write (SIGKILL, a power cut) left beside it: their
+    temporary files, one per process and each as big as the file (a checkpoint), which nothing else
+    removes. Only for a file one process at a time writes, called by that process."""
+    prefix = TEMPORARY_PREFIX.format(path.name)
+    for leftover in path.parent.glob(f"{prefix}*"):
+        if leftover.name.removeprefix(prefix).isdigit():
+            with contextlib.suppress(OSError):  # best effort: one left is removed next time
+                leftover.unlink()
 
 
 def sync_file(fd: int) -> None:

@@ -82,10 +82,14 @@ class MetricsLog:
 
 def append_line(path: Path, line: str) -> None:
     """Append `line` whole or not at all: a full disk cut a row short, and the next row, once there was
-    room, was glued onto it and lost with it."""
-    data = memoryview(line.encode("utf-8"))
-    with open(path, "ab", buffering=0) as f:
+    room, was glued onto it and lost with it. A line a crash cut short (a power cut, a disk that failed
+    mid-write) is ended first: a resumed run's `{"resume": STEP}` was glued onto one, and lost with it."""
+    data = line.encode("utf-8")
+    with open(path, "ab+", buffering=0) as f:
         start = f.seek(0, 2)
+        if start and (f.seek(start - 1), f.read(1))[1] != b"\n":
+            data = b"\n" + data
+        data = memoryview(data)
         try:
             while data:
                 data = data[f.write(data) :]

@@ -149,11 +149,14 @@ class RunLock:
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
         except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+                raise files.cannot_write(self.path, e) from None
             raise CharLMError(
                 f"{self.path}: cannot lock the run folder ({e.strerror}): its file system does not lock files; "
                 "train into a folder on a local disk (--out)"
             ) from None
         self.identity = self.file_identity()
+        self.remove_leftovers()
         try:
             self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:
@@ -164,6 +167,14 @@ class RunLock:
             files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
+
+    def remove_leftovers(self) -> None:
+        """The checkpoints' temporary files that processes killed mid-write left (`files.remove_leftovers`):
+        one a kill, each a checkpoint's size, they filled the disk of a run killed and resumed often. Only
+        the lock's owner writes checkpoints, so none is being written."""
+        for name in (LATEST, BEST):
+            for path in (self.path.parent / name, pending(self.path.parent / name)):
+                files.remove_leftovers(path)
 
     def __exit__(self, *exc) -> None:
         if self.lost() is None:  # else the files there, if any, are another process's

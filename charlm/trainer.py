@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from . import runs, threads, train_state
 from .checkpoint import Checkpoint, Progress, save
+from .checkpoint import read as read_checkpoint
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .model import CharLM
@@ -167,6 +168,7 @@ class Trainer:
         checkpoint."""
         self.lock = runs.RunLock(self.run_dir)
         stack.enter_context(self.lock)
+        self.check_not_overtaken()
         runs.write_run_info(self.run_dir, self.run_info())
         reporter = Reporter(
             self.run_dir,
@@ -181,6 +183,29 @@ class Trainer:
         self.reporter = stack.enter_context(contextlib.closing(reporter))
         if not self.progress.step:
             (self.run_dir / runs.SAMPLES).unlink(missing_ok=True)
+
+    def check_not_overtaken(self) -> None:
+        """Refuse, now that the lock is held, a run folder another process trained in since this run
+        looked at it (before the lock: a resume reads its checkpoint, a new run checks the folder is
+        free, then loads its corpus): its steps would be written over, a resume's from an older step."""
+        latest = runs.newest_of(self.run_dir / runs.LATEST)
+        if self.saved_step is None:
+            if latest.exists():
+                raise CharLMError(
+                    f"{self.run_dir} already holds a run, which another process trained while this one started; "
+                    f"continue it with --resume {self.run_dir}, or pick another --out"
+                )
+            return
+        try:
+            ahead = read_checkpoint(latest).progress.step
+        except CharLMError:  # none, or damaged: this run's checkpoint is the one to go on from
+            return
+        if ahead > self.saved_step:
+            raise CharLMError(
+                f"{self.run_dir} went on to step {ahead:,} (another process trained it) while this resume "
+                f"started from step {self.saved_step:,}; resume again to go on from step {ahead:,}: "
+                f"{runs.resume_command(self.run_dir)}"
+            )
 
     def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;
@@ -314,7 +339,10 @@ class Trainer:
         checkpoint, error = self.checkpoint(), None
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
         if self.ranks.leader and not lost:
-            names = [runs.LATEST, runs.BEST] if improved else [runs.LATEST]
+            # best.pt first: a kill between the two then leaves latest.pt behind, and the resumed run makes
+            # the same evaluation again, which writes both; latest.pt first recorded a best that best.pt
+            # never got (at the final step, for good: the run was over)
+            names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
             try:
                 for note in save(checkpoint, [self.run_dir / name for name in names]):
                     tqdm.write(f"warning: {note}", file=sys.stderr)

@@ -155,6 +155,23 @@ def test_a_run_folder_on_a_file_system_without_locks_says_so(fox_file, monkeypat
     assert_one_line_error(result, "checkpoints/run/.lock: cannot lock the run folder (No locks available)", "--out")
 
 
+@pytest.mark.parametrize("refusal", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
+def test_a_run_folder_that_refuses_writes_says_to_make_it_writable(fox_file, monkeypatch, refusal):
+    """A read-only run folder (a read-only mount; one not the user's) refused its `.lock`, and training
+    said its file system does not lock files and to train on a local disk, which it was on."""
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if os.fspath(path).endswith("/.lock"):
+            raise OSError(refusal[0], refusal[1], os.fspath(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); make its folder writable")
+    assert "lock files" not in result.output
+
+
 def test_a_file_another_program_holds_open_on_windows_says_to_close_it(tmp_path, monkeypatch):
     """Windows refuses to replace a file another program has open with a sharing violation (winerror 32,
     errno EACCES): the advice was to make the folder writable, which it already is."""

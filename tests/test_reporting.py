@@ -56,6 +56,18 @@ def test_rows_written_after_the_last_checkpoint_are_superseded_by_a_resume(tmp_p
     assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30]
 
 
+def test_a_resume_after_a_row_cut_short_by_a_crash_still_supersedes_the_rows_past_its_step(tmp_path):
+    """A crash cut the last row short (no newline); the resumed run's `{"resume": 20}` was glued onto it,
+    unreadable, so the rows the crashed process wrote after its last checkpoint (step 25) stayed in the
+    curves, out of order with the resumed run's."""
+    lines = [{"step": 10}, {"step": 20}, {"step": 25}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(map(json.dumps, lines)) + '\n{"step": 27, "train')
+    log = MetricsLog(tmp_path)
+    log.append({"resume": 20})
+    log.append({"step": 30})
+    assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30]
+
+
 def test_tensorboard_missing_is_a_clear_error(fox_file, tiny, monkeypatch):
     block_import(monkeypatch, "torch.utils.tensorboard")
     with pytest.raises(CharLMError, match=r"^tensorboard=True needs the tensorboard package: pip install tensorboard$"):

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import runs, sizing
+from charlm import api, runs, sizing, train_state
 from charlm.errors import CharLMError
+from charlm.reporting import read_metrics
 
-from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, start_training, wait_for
+from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, run_cli, start_training, wait_for
 from .lock_contender import take_lock_in_each_trial
 from .test_distributed import cli_options, train_ranks
 
@@ -332,3 +333,67 @@ def test_runs_lists_a_hand_made_run_json_of_any_size_or_kind_at_once(tmp_path):
     rows = [line.split()[:2] for line in cli("runs").output.splitlines()[1:]]
     assert rows == [["huge", "?"], ["long", "?"], *[["pipe", "?"]] * hasattr(os, "mkfifo"), ["sound", "fox"]], rows
     assert runs.read_run_info(tmp_path / "checkpoints" / "huge") is None
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from charlm import files
+files.os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # killed with the file written, before its rename
+files.replace_files({Path(sys.argv[1]): b"half a checkpoint"})
+"""
+
+
+def test_the_temporary_files_of_writers_killed_mid_write_go_when_the_run_is_taken_over(tmp_path):
+    """Each `kill -9` during a checkpoint write left a `.latest.pt.tmp-PID` of a checkpoint's size, and
+    nothing removed them: a run killed and resumed often filled its disk with them."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / runs.LATEST).write_bytes(b"the last checkpoint")
+    (folder / ".notes.tmp-1").write_bytes(b"not a checkpoint's")
+    for name in (runs.LATEST, runs.LATEST, runs.BEST, "latest.pending.pt"):
+        killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(folder / name)], check=False)
+        assert killed.returncode == -signal.SIGKILL
+    assert len(list(folder.glob(".*.pt.tmp-*"))) == 4
+    with runs.RunLock(folder):
+        assert sorted(p.name for p in folder.iterdir()) == [".lock", ".lock.pid", ".notes.tmp-1", runs.LATEST]
+    assert (folder / runs.LATEST).read_bytes() == b"the last checkpoint"
+
+
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
+def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_file, tiny, monkeypatch):
+    """Two `--resume` at once: the one that lost the lock race read latest.pt (step 10) before the
+    other took the lock, and took the lock once the other had finished (step 20): it trained on from
+    step 10 and wrote latest.pt over the other's ten steps."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    real_load = api.load_corpus
+
+    def load_while_another_resume_trains(*args, **kwargs):  # after reading latest.pt, before the lock
+        other = run_cli("train", "--resume", "run", "--max-steps", "20", "--quiet")
+        assert other.returncode == 0, other.stderr
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(api, "load_corpus", load_while_another_resume_trains)
+    with pytest.raises(CharLMError) as refused:
+        charlm.train(resume="run", max_steps=30)
+    assert str(refused.value) == (
+        "checkpoints/run went on to step 20 (another process trained it) while this resume started from step 10; "
+        "resume again to go on from step 20: charlm train --resume checkpoints/run"
+    )
+    assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
+
+
+def test_a_new_run_whose_out_another_run_took_while_it_started_is_refused(fox_file, tiny, monkeypatch):
+    """Two `--out run` at once: the second found the folder free, then took the lock once the first had
+    finished, and trained a new run over the first's (its metrics.jsonl dropped, latest.pt replaced)."""
+    real_build = train_state.build
+
+    def build_while_another_run_trains(*args, **kwargs):  # after the folder was found free, before the lock
+        monkeypatch.setattr(train_state, "build", real_build)
+        charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})  # the other run, whole, in this process
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(train_state, "build", build_while_another_run_trains)
+    with pytest.raises(CharLMError, match="checkpoints/run already holds a run, which another process trained"):
+        charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20, "random_seed": 7})
+    assert latest("run").config.random_seed == 1337 and latest("run").progress.step == 10

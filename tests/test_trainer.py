@@ -290,8 +290,8 @@ def test_a_full_disk_mid_run_says_what_to_do_and_the_run_resumes_once_there_is_r
     run = Path("checkpoints/run")
     with file_size_limit((run / "latest.pt").stat().st_size // 2), pytest.raises(CharLMError) as error:
         charlm.train(resume="run", max_steps=30)
-    assert str(error.value) == (
-        "checkpoints/run/latest.pt: could not write checkpoint (File too large); the previous one is intact; free "
+    assert str(error.value) == (  # step 20 improved: best.pt, written first, is the file that failed
+        "checkpoints/run/best.pt: could not write checkpoint (File too large); the previous one is intact; free "
         "space on its disk (or raise the file size limit, ulimit -f); training stopped at step 20; resume it from "
         "step 10 with charlm train --resume checkpoints/run"
     )
@@ -368,6 +368,32 @@ def test_the_cli_summary_of_a_run_whose_last_step_was_a_save(fox_file):
 def test_a_trained_model_comes_back_ready_for_inference(fox_file, tiny):
     model = charlm.train(fox_file, out="run", **tiny)
     assert not model.training and not any(m.training for m in model.modules())
+
+
+class Killed(BaseException):
+    """The process dying where it is raised: nothing after it runs, no handler catches it."""
+
+
+def test_a_kill_between_the_two_checkpoint_files_leaves_best_pt_holding_the_best(fox_file, tiny, monkeypatch):
+    """latest.pt was written before best.pt: a kill between them, at the final evaluation, left a run
+    that said its best was its last step (and was over: nothing to resume) while best.pt, which
+    `charlm sample` reads, held the evaluation before."""
+    real_replace, writes = files.replace_files, []
+
+    def die_at_the_fourth_write(contents):
+        writes.append(contents)
+        if len(writes) == 4:  # the second file of the improved evaluation at step 4, the last
+            raise Killed
+        real_replace(contents)
+
+    monkeypatch.setattr(files, "replace_files", die_at_the_fourth_write)
+    with pytest.raises(Killed):
+        charlm.train(fox_file, out="run", **{**tiny, "max_steps": 4, "eval_every": 2})
+    monkeypatch.setattr(files, "replace_files", real_replace)
+    best = Path("checkpoints/run") / runs.BEST
+    assert checkpoint.read(best).progress.step >= latest("run").progress.best_step
+    charlm.train(resume="run")
+    assert checkpoint.read(best).progress.step == latest("run").progress.best_step == 4
 
 
 def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file, monkeypatch):
