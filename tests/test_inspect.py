@@ -144,11 +144,21 @@ def test_character_classes():
         "7": "digits",
         "林": "CJK characters",
         "。": "CJK punctuation",
-        "“": "CJK punctuation",
-        "…": "CJK punctuation",
+        "“": "punctuation",
+        "…": "punctuation",
         "!": "punctuation",
         "\t": "spaces",
     }
+
+
+def test_english_typographic_punctuation_is_punctuation_and_chinese_punctuation_is_cjk():
+    """General Punctuation (U+2000-U+206F) is not CJK: an English novel's dashes, curly quotes and
+    ellipses are its punctuation; Chinese marks (the CJK block and the full-width forms) stay CJK."""
+    english = "\u2014\u2013\u2018\u2019\u201c\u201d\u2026\u2022\u2032\u20ac"  # —–‘’“”…•′€
+    assert {c: char_class(c) for c in english} == dict.fromkeys(english, "punctuation")
+    chinese = "，。、「」『』：；！？《》（）〈〉【】"
+    assert {c: char_class(c) for c in chinese} == dict.fromkeys(chinese, "CJK punctuation")
+    assert char_class("\u3000") == "spaces" and char_class("\uff21") == "letters"  # ideographic space, Ａ
 
 
 def test_kneser_ney_gives_distributions_that_sum_to_one():
