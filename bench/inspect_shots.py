@@ -6,7 +6,7 @@
 --cell paints that cell in the page's cells view, as the page's "show" button does, and shoots the
 view 955x229 pixels, scrolled so that the line holding character --start (default 0) is its first;
 --gates shoots the gate scatter plots. The commands that made each picture are in
-bench/results/inspect-figures.txt. Needs chromium, chromedriver and selenium, as bench.export_page.
+bench/results/inspect-figures.txt (inspect-quote-cell.png: bench/results/inspect-quotes.txt). Needs chromium, chromedriver and selenium, as bench.export_page.
 """
 
 from __future__ import annotations

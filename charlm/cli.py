@@ -203,7 +203,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
 
 @main.command("inspect")
 @click.argument("paths", nargs=-1, metavar="[RUN] [FILE]")
-@click.option("--output", default="report.html", show_default=True, help="HTML page to write")
+@click.option("--output", default="report.html", show_default=True, help="HTML page to write (replaced if it exists)")
 @click.option(
     "--max-chars",
     default=MAX_CHARS,
@@ -243,11 +243,14 @@ def inspect_command(
     outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)
-    # Whole or not at all, as export and plot write: after minutes of inspecting, a full disk says so.
+    # As export and plot, --output is replaced, but not unsaid: `charlm inspect a.txt`, then b.txt, lost
+    # a.txt's report. Whole or not at all (a full disk says so); two inspects at once leave one whole page.
+    replacing = Path(output).exists()
     files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
-    click.echo(f"wrote {output}")
+    kept = f", replacing the earlier {output} (give --output another name to keep both)" if replacing else ""
+    click.echo(f"wrote {output}{kept}")
 
 
 main.add_command(train)

@@ -144,11 +144,21 @@ def test_character_classes():
         "7": "digits",
         "林": "CJK characters",
         "。": "CJK punctuation",
-        "“": "CJK punctuation",
-        "…": "CJK punctuation",
+        "“": "punctuation",
+        "…": "punctuation",
         "!": "punctuation",
         "\t": "spaces",
     }
+
+
+def test_english_typographic_punctuation_is_punctuation_and_chinese_punctuation_is_cjk():
+    """General Punctuation (U+2000-U+206F) is not CJK: an English novel's dashes, curly quotes and
+    ellipses are its punctuation; Chinese marks (the CJK block and the full-width forms) stay CJK."""
+    english = "\u2014\u2013\u2018\u2019\u201c\u201d\u2026\u2022\u2032\u20ac"  # —–‘’“”…•′€
+    assert {c: char_class(c) for c in english} == dict.fromkeys(english, "punctuation")
+    chinese = "，。、「」『』：；！？《》（）〈〉【】"
+    assert {c: char_class(c) for c in chinese} == dict.fromkeys(chinese, "CJK punctuation")
+    assert char_class("\u3000") == "spaces" and char_class("\uff21") == "letters"  # ideographic space, Ａ
 
 
 def test_kneser_ney_gives_distributions_that_sum_to_one():
@@ -294,6 +304,40 @@ def test_an_inspect_page_for_a_full_disk_keeps_the_earlier_page_and_says_what_to
         result = cli(*args)
     assert_one_line_error(result, "--output fox.html: cannot write (File too large); free space on its disk")
     assert (tmp_path / "fox.html").read_bytes() == before and not list(tmp_path.glob(".fox.html*"))
+
+
+def test_a_second_inspect_into_the_same_output_says_it_replaced_the_first(fox_file, tmp_path):
+    """`charlm inspect a.txt`, then `charlm inspect b.txt`, replaced a.txt's report.html without a word."""
+    run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox"))
+    args = ["inspect", "fox", str(fox_file), "--train-text", str(fox_file), "--quiet", "--max-chars"]
+    first = cli(*args, "40")
+    assert first.exit_code == 0 and first.output.strip() == "wrote report.html", first.output
+    second = cli(*args, "50")
+    assert second.exit_code == 0, second.output
+    assert second.output.strip() == (
+        "wrote report.html, replacing the earlier report.html (give --output another name to keep both)"
+    )
+    assert TextOf.read((tmp_path / "report.html").read_text(encoding="utf-8"), "surprise") == fox_file.read_text()[:50]
+
+
+@pytest.mark.slow
+def test_two_inspects_at_once_into_one_output_leave_one_whole_page(fox_file, tmp_path):
+    """Two real processes write the same --output at once: each writes a file of its own beside it and
+    renames it into place, so the page is one of the two, whole, and nothing else is left there."""
+    run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox"))
+    command = [sys.executable, "-m", "charlm", "inspect", "fox", str(fox_file), "--train-text", str(fox_file)]
+    lengths = (300, 301)
+    started = [
+        subprocess.Popen([*command, "--quiet", "--max-chars", str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for n in lengths
+    ]
+    for process in started:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, (out, err)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.rstrip().endswith("</html>")
+    assert TextOf.read(page, "surprise") in [fox_file.read_text()[:n] for n in lengths]
+    assert sorted(path.name for path in tmp_path.iterdir() if "report" in path.name) == ["report.html"]
 
 
 def test_inspect_command_errors_are_one_line(fox_file, tmp_path):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import CharLMError
-from ..forms import is_han
+from ..forms import is_cjk_punctuation, is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
 from ..scoring import Surprise, check_scored, scored_chars, surprise
@@ -194,8 +194,10 @@ CLASSES = ("letters", "spaces", "punctuation", "newline", "digits", "CJK charact
 
 
 def char_class(char: str) -> str:
-    """A character's class in the LSTM-vs-n-gram table. Punctuation and symbols from U+2000 up (“”, …,
-    。, ，, the full-width forms) are CJK punctuation; ASCII and Latin-1 ones are punctuation."""
+    """A character's class in the LSTM-vs-n-gram table. Punctuation and symbols are CJK punctuation by
+    their Unicode block (CJK Symbols and Punctuation: 。，、「」《》; the full-width forms: ，：；！？), as
+    `charlm.forms` decides it; any other (“”’…— of General Punctuation included, which English
+    typesetting uses as much as Chinese) is punctuation."""
     if char == "\n":
         return "newline"
     if char.isspace():
@@ -207,7 +209,7 @@ def char_class(char: str) -> str:
     if char.isalpha():
         return "letters"
     if unicodedata.category(char)[0] in "PS":
-        return "CJK punctuation" if ord(char) >= 0x2000 else "punctuation"
+        return "CJK punctuation" if is_cjk_punctuation(char) else "punctuation"
     return "other"
 
 
