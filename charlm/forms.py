@@ -56,7 +56,8 @@ def is_han(char: str) -> bool:
 
 
 def is_cjk_punctuation(char: str) -> bool:
-    """CJK symbols and punctuation (，。、「」…) and the full-width forms (，！？：；)."""
+    """CJK symbols and punctuation (，。、「」《》, U+3000-U+303F) and the full-width forms (，！？：；, U+FF00-U+FFEF);
+    General Punctuation's “”…—, which English uses as much, is not."""
     code = ord(char)
     return 0x3000 <= code <= 0x303F or (0xFF00 <= code <= 0xFFEF and not char.isalnum())
 
