@@ -169,7 +169,7 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
 
 @main.command()
 @click.argument("run_names", nargs=-1, metavar="[RUN]...")
-@click.option("--output", default="curves.png", show_default=True, help="PNG file to write")
+@click.option("--output", default="curves.png", show_default=True, help="PNG file to write (replaced if it exists)")
 def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
     in one PNG."""
@@ -177,8 +177,9 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
     folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names or [None]]
+    replacing = outputs.replacing_note(output)
     try:
-        click.echo(f"wrote {plot_runs(folders, output)}")
+        click.echo(f"wrote {plot_runs(folders, output)}{replacing}")
     except OSError as e:
         raise files.cannot_write(f"--output {output}", e) from None
 
@@ -243,14 +244,12 @@ def inspect_command(
     outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)
-    # As export and plot, --output is replaced, but not unsaid: `charlm inspect a.txt`, then b.txt, lost
-    # a.txt's report. Whole or not at all (a full disk says so); two inspects at once leave one whole page.
-    replacing = Path(output).exists()
+    # Whole or not at all (a full disk says so); two inspects at once leave one whole page.
+    replacing = outputs.replacing_note(output)
     files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
-    kept = f", replacing the earlier {output} (give --output another name to keep both)" if replacing else ""
-    click.echo(f"wrote {output}{kept}")
+    click.echo(f"wrote {output}{replacing}")
 
 
 main.add_command(train)

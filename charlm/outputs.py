@@ -41,6 +41,15 @@ def output_file(output: str | Path, option: str = "--output") -> Path:
     return path
 
 
+def replacing_note(output: str | Path, option: str = "--output") -> str:
+    """What a command adds to its `wrote` line when `output` is there already (asked before writing):
+    replaced, as every command replaces its --output, but not unsaid: `charlm inspect a.txt`, then b.txt,
+    lost a.txt's report.html without a word."""
+    return (
+        f", replacing the earlier {output} (give {option} another name to keep both)" if Path(output).exists() else ""
+    )
+
+
 def output_folder(output: str | Path, option: str = "--output") -> Path:
     """`output` as a folder a command may write files into; a run's folder is refused."""
     path = Path(output)

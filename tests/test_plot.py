@@ -30,6 +30,8 @@ def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
     assert f"1x48 lstm {parameters / 1e3:.0f}k" in table[2]  # a model under a million parameters was "0.0M"
     assert cli("plot", "--output", "latest.png").output == "wrote latest.png\n"  # no RUN: the latest run
     assert (fox_file.parent / "latest.png").read_bytes()[:8] == png[:8]
+    again = cli("plot", "small", "--output", "curves.png").output  # replaced, as inspect's page is, and said
+    assert again == "wrote curves.png, replacing the earlier curves.png (give --output another name to keep both)\n"
 
 
 def test_a_plot_for_a_full_disk_keeps_the_earlier_png_and_says_what_to_do(fox_file, tiny):
