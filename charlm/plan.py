@@ -224,10 +224,15 @@ def free_out_folder(out: str) -> Path:
     """`--out`'s folder, refused when it holds a run already."""
     run_dir = runs.run_folder(out)
     if (run_dir / runs.LATEST).exists():
-        raise CharLMError(
-            f"{run_dir} already holds a run; continue it with {said('resume', run_dir)}, or pick another {said('out')}"
-        )
+        raise already_held(run_dir)
     return run_dir
+
+
+def already_held(run_dir: Path, since: str = "") -> CharLMError:
+    """A new run's folder that holds a run (taken `since`): go on with that run, or start elsewhere."""
+    return CharLMError(
+        f"{run_dir} already holds a run{since}; continue it with {said('resume', run_dir)}, or pick another {said('out')}"
+    )
 
 
 def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGLE) -> RunPlan:

@@ -30,7 +30,7 @@ from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .fields import said
 from .model import CharLM
-from .plan import RunPlan
+from .plan import RunPlan, already_held
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
@@ -192,10 +192,7 @@ class Trainer:
         latest = runs.newest_of(self.run_dir / runs.LATEST)
         if self.saved_step is None:
             if latest.exists():
-                raise CharLMError(
-                    f"{self.run_dir} already holds a run, which another process trained while this one started; "
-                    f"continue it with --resume {self.run_dir}, or pick another --out"
-                )
+                raise already_held(self.run_dir, ", which another process trained while this one started")
             return
         try:
             ahead = read_checkpoint(latest).progress.step

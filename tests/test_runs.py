@@ -383,7 +383,7 @@ def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_
         charlm.train(resume="run", max_steps=30)
     assert str(refused.value) == (
         "checkpoints/run went on to step 20 (another process trained it) while this resume started from step 10; "
-        "resume again to go on from step 20: charlm train --resume checkpoints/run"
+        "resume again to go on from step 20: charlm.train(resume='checkpoints/run')"  # a Python caller's call
     )
     assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
 
@@ -399,6 +399,7 @@ def test_a_new_run_whose_out_another_run_took_while_it_started_is_refused(fox_fi
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(train_state, "build", build_while_another_run_trains)
-    with pytest.raises(CharLMError, match="checkpoints/run already holds a run, which another process trained"):
+    trained = "checkpoints/run already holds a run, which another process trained while this one started; "
+    with pytest.raises(CharLMError, match=trained + "continue it with resume='checkpoints/run', or pick another out$"):
         charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20, "random_seed": 7})
     assert latest("run").config.random_seed == 1337 and latest("run").progress.step == 10
