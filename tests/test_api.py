@@ -31,7 +31,7 @@ from charlm.fields import said
 from charlm.model import INSIDE, inference
 from charlm.trainer import Trainer
 
-from .conftest import TINY, block_import, cli, latest, make_model, process_state
+from .conftest import TINY, block_import, cli, latest, make_model, process_state, trained_once
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -279,16 +279,7 @@ def test_a_text_in_another_encoding_is_told_the_encoding_keyword(tmp_path, tiny)
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory) -> Path:
     """A tiny run folder, trained once, which each case of RUN_NAMES copies to checkpoints/base."""
-    folder = tmp_path_factory.mktemp("base")
-    text = folder / "fox.txt"
-    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
-        charlm.train(text, out="base", **TINY)
-    finally:
-        os.chdir(here)
-    return folder / "checkpoints" / "base"
+    return trained_once(tmp_path_factory, "base")
 
 
 def behind_its_latest(fox: Path, _: object) -> None:
