@@ -31,7 +31,7 @@ from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, from_options, plain
+from .fields import SHOWN, from_options, plain, said, together
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -92,11 +92,13 @@ def check_start(out: str | Path | None, resuming: bool, init_from: str | Path | 
     `--init-from` begin a new run, `--resume` continues one in its own folder (an `--out` beside it
     was ignored: the run resumed, most often the latest one, was not the one named)."""
     if resuming and init_from is not None:
-        raise CharLMError(finetune.WITH_RESUME)
+        raise CharLMError(finetune.with_resume())
     if resuming and out is not None:
+        new_run = together(said("init_from", metavar="RUN"), said("out", out))
         raise CharLMError(
-            f"--out {out} names a new run's folder, --resume continues a run in its own: to continue that run "
-            f"give it to --resume (--resume {out}); to start a new run from a run's weights, --init-from RUN --out {out}"
+            f"{said('out', out)} names a new run's folder, {said('resume')} continues a run in its own: to continue "
+            f"that run give it to {said('resume')} ({said('resume', out)}); to start a new run from a run's weights, "
+            f"{new_run}"
         )
 
 
@@ -153,7 +155,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         where = path.parent if path.name == hub.WEIGHTS else path
         raise CharLMError(
             f"{where}: a model folder holds no training state and cannot be resumed; "
-            f"start a new run from its weights with --init-from {where}"
+            f"start a new run from its weights with {said('init_from', where)}"
         )
     resumed = plan.resumed(saved, overrides, path, ranks)
     check_world(resumed, ranks)
@@ -177,7 +179,7 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
     if batch % ranks.world:
         worlds = [str(n) for n in range(1, batch + 1) if batch % n == 0]
         raise CharLMError(
-            f"{resumed.run_dir} trains {batch} streams (--batch-size {batch}, fixed for the run), which do not "
+            f"{resumed.run_dir} trains {batch} streams ({said('batch_size', batch)}, fixed for the run), which do not "
             f"split over {ranks.world} processes; resume it under a number of processes that divides {batch} "
             f"({', '.join(worlds)}: torchrun --nproc_per_node N)"
         )
@@ -236,7 +238,7 @@ def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
         return f"charlm.train was interrupted before the first checkpoint; nothing was saved ({run} is still free)"
     stopped = "interrupted" if at_once else f"stopped at step {trainer.progress.step}"
     return (
-        f"charlm.train {stopped}; {run} holds step {trainer.saved_step}: go on with charlm.train(resume={run!r}), "
+        f"charlm.train {stopped}; {run} holds step {trainer.saved_step}: go on with {runs.resume_command(run)}, "
         f"or sample from its best with charlm.load({run!r})"
     )
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .errors import CharLMError
+from .fields import said
 
 
 def min_chars(batch_size: int, seq_len: int) -> int:
@@ -41,7 +42,7 @@ def make_streams(ids: torch.Tensor | np.ndarray, batch_size: int) -> torch.Tenso
     if stream_len < 2:
         raise CharLMError(
             f"text too short: {len(ids)} characters cannot fill {batch_size} streams "
-            "of at least 2 characters; lower --batch-size or use a longer text"
+            f"of at least 2 characters; lower {said('batch_size')} or use a longer text"
         )
     return ids[: stream_len * batch_size].reshape(batch_size, stream_len)
 

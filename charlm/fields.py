@@ -19,6 +19,7 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import field
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 from .errors import CharLMError
@@ -60,16 +61,44 @@ def on_command_line() -> Iterator[None]:
             _command_lines[0] -= 1
 
 
+def flags_said() -> bool:
+    """Whether messages name options as flags (within `on_command_line`), rather than as keywords."""
+    return bool(_command_lines[0])
+
+
 def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:
-    """Option `name` (a field's name) as its caller wrote it, with `value` or a `metavar` placeholder:
-    `--max-steps`, `--threads 8`, `--greedy`, `--max-steps N` on the command line; `max_steps`,
-    `threads=8`, `greedy=True`, `max_steps=N` in Python."""
-    if not _command_lines[0]:
-        given = metavar if metavar is not None else "" if value is _UNSAID else SHOWN.repr(value)
+    """Option `name` (a field's or argument's name) as its caller wrote it, with `value` or a `metavar`
+    placeholder: `--max-steps`, `--threads 8`, `--greedy`, `--max-steps N` on the command line;
+    `max_steps`, `threads=8`, `greedy=True`, `max_steps=N` in Python."""
+    if not flags_said():
+        given = metavar if metavar is not None else "" if value is _UNSAID else written(value)
         return f"{name}={given}" if given else name
     flag = f"--{option_name(name)}"
     given = metavar if metavar is not None else "" if value is _UNSAID or value is True else typed(value)
     return f"{flag} {given}" if given else flag
+
+
+def together(*options: str) -> str:
+    """Options already `said`, as their caller gives several: `--init-from RUN --out new` on the command
+    line, `init_from=RUN, out='new'` in Python."""
+    return (" " if flags_said() else ", ").join(options)
+
+
+def call(command: str, *options: str, path: str | PurePath | None = None) -> str:
+    """The charlm command that does something, on `path` if given, with its options `said`: `charlm train
+    --resume RUN` on the command line; in Python the function of that name, `charlm.train(resume='RUN')`,
+    since a message that gives a whole command is followed by pasting it where its caller works."""
+    if flags_said():
+        return " ".join(["charlm", command, *([str(path)] if path is not None else []), *options])
+    return f"charlm.{command}({together(*([written(path)] if path is not None else []), *options)})"
+
+
+def written(value: object) -> str:
+    """A value as Python writes it: a text or path whole, as its caller may copy it (a path as the text
+    it names), anything else shortened where long (`SHOWN`)."""
+    if isinstance(value, (str, PurePath)):
+        return repr(str(value))
+    return SHOWN.repr(value)
 
 
 def typed(value: object) -> str:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import CharLMError
+from .fields import said
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
 WINDOWS_IN_USE = (32, 33)  # ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another program has the file open
@@ -39,7 +40,7 @@ def remedy(error: OSError) -> str:
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         return "; a file is in the way of its folder: move it, or write elsewhere"
     if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name
-        return "; give a shorter name (a run folder: --out NAME)"
+        return f"; give a shorter name (a run folder: {said('out', metavar='NAME')})"
     return ""
 
 

@@ -31,7 +31,6 @@ from .vocab import Vocabulary
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
 DEFAULTS = {"lr": 1e-3}  # in place of Config's, unless given; every other default is Config's
-WITH_RESUME = "--init-from starts a new run from another run's weights, --resume continues a run: give one of them"
 
 
 @dataclass
@@ -47,6 +46,11 @@ class Start:
         model = CharLM(dataclasses.replace(saved.model_config, dropout=dropout), saved.vocab)
         model.load_state_dict(saved.weights)
         return grow_vocab(model, vocab)
+
+
+def with_resume() -> str:
+    """Why a run cannot both start from another run's weights and continue a run."""
+    return f"{said('init_from')} starts a new run from another run's weights, {said('resume')} continues a run: give one of them"
 
 
 def read_base(target: str | Path, charlm_model: bool = True) -> Start:

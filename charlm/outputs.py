@@ -9,6 +9,7 @@ from pathlib import Path
 from . import runs
 from .checkpoint_file import MAGIC
 from .errors import CharLMError
+from .fields import said
 from .reporting import METRICS
 
 # What a run folder holds of its own (runs.py): a file of these names in one is the run's.
@@ -29,15 +30,15 @@ def is_run_folder(path: str | Path) -> bool:
     return any((Path(path) / name).is_file() for name in (runs.LATEST, runs.BEST, runs.RUN_INFO))
 
 
-def output_file(output: str | Path, option: str = "--output") -> Path:
+def output_file(output: str | Path) -> Path:
     """`output` as a file a command may replace; a folder, a checkpoint or a run's own record is refused."""
-    path = Path(output)
+    path, named = Path(output), said("output", output)
     if path.is_dir():
-        raise CharLMError(f"{option} {output}: is a folder; give a file name")
+        raise CharLMError(f"{named}: is a folder; give a file name")
     if is_checkpoint(path):
-        raise CharLMError(f"{option} {output}: is a charlm checkpoint, which this would overwrite; give another file")
+        raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
     if path.name in RUN_RECORDS and is_run_folder(path.parent):
-        raise CharLMError(f"{option} {output}: is a record of the run in {path.parent}; give another file")
+        raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
     return path
 
 
@@ -50,11 +51,11 @@ def replacing_note(output: str | Path, option: str = "--output") -> str:
     )
 
 
-def output_folder(output: str | Path, option: str = "--output") -> Path:
+def output_folder(output: str | Path) -> Path:
     """`output` as a folder a command may write files into; a run's folder is refused."""
     path = Path(output)
     if is_run_folder(path):
         raise CharLMError(
-            f"{option} {output}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
+            f"{said('output', output)}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
         )
     return path

@@ -32,6 +32,7 @@ import torch
 
 from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
+from .fields import said
 
 MAX_SENTENCE_CHARS = 2048  # longer lines are cut into pieces of this many characters for training
 MAX_SENTENCE_BYTES = 4 * MAX_SENTENCE_CHARS  # so no training sentence is dropped as too long
@@ -70,8 +71,8 @@ def train_model(texts: Iterable[str], model_type: str, vocab_size: int, coverage
     """Train a SentencePiece model on text chunks; returns its serialized form."""
     if not MIN_COVERAGE <= coverage <= 1.0:
         raise CharLMError(
-            f"--coverage {coverage} is below {MIN_COVERAGE}, the least sentencepiece accepts; "
-            "raise it, or leave rare characters to byte pieces with --coverage 1.0"
+            f"{said('coverage', coverage)} is below {MIN_COVERAGE}, the least sentencepiece accepts; "
+            f"raise it, or leave rare characters to byte pieces with {said('coverage', 1.0)}"
         )
     model = io.BytesIO()
     try:
@@ -98,8 +99,8 @@ def train_model(texts: Iterable[str], model_type: str, vocab_size: int, coverage
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "smaller than required_chars" in message:
             raise CharLMError(
-                f"--vocab-size {vocab_size} is too small for this corpus ({message.split('. ')[1]}); "
-                "raise --vocab-size or lower --coverage"
+                f"{said('vocab_size', vocab_size)} is too small for this corpus ({message.split('. ')[1]}); "
+                f"raise {said('vocab_size')} or lower {said('coverage')}"
             ) from None
         raise CharLMError(f"sentencepiece could not train a tokenizer: {message}") from None
     return model.getvalue()

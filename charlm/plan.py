@@ -43,6 +43,7 @@ from .config import PLANNED, Config
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
+from .fields import said
 from .finetune import ARCHITECTURE, Start
 from .model import auto_head_reason
 from .tokens import TokenCorpus, read_eval_also
@@ -223,8 +224,15 @@ def free_out_folder(out: str) -> Path:
     """`--out`'s folder, refused when it holds a run already."""
     run_dir = runs.run_folder(out)
     if (run_dir / runs.LATEST).exists():
-        raise CharLMError(f"{run_dir} already holds a run; continue it with --resume {run_dir}, or pick another --out")
+        raise already_held(run_dir)
     return run_dir
+
+
+def already_held(run_dir: Path, since: str = "") -> CharLMError:
+    """A new run's folder that holds a run (taken `since`): go on with that run, or start elsewhere."""
+    return CharLMError(
+        f"{run_dir} already holds a run{since}; continue it with {said('resume', run_dir)}, or pick another {said('out')}"
+    )
 
 
 def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGLE) -> RunPlan:
@@ -240,8 +248,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     config = with_absolute_eval_also(config)
     progress, max_seconds = saved.progress, config.max_seconds()
     if (config.max_steps and progress.step >= config.max_steps) or (max_seconds and progress.elapsed >= max_seconds):
-        limits = [f"--max-steps {config.max_steps}"] * bool(config.max_steps)
-        limits += [f"--max-time {config.max_time}"] * bool(max_seconds)
+        limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
+        limits += [said("max_time", config.max_time)] * bool(max_seconds)
         raise CharLMError(
             f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its "
             f"{' and '.join(limits)}; give a larger limit to go on (limits count the whole run)"
@@ -268,8 +276,8 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
     if ahead > saved.progress.step:
         raise CharLMError(
             f"{path} is at step {saved.progress.step:,}, behind its run's {runs.LATEST} at step {ahead:,}, "
-            f"which resuming from it would overwrite: resume the run with --resume {path.parent}, or start a "
-            f"new run from these weights with --init-from {path}"
+            f"which resuming from it would overwrite: resume the run with {said('resume', path.parent)}, or start a "
+            f"new run from these weights with {said('init_from', path)}"
         )
 
 

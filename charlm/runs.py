@@ -24,6 +24,7 @@ import filelock
 
 from . import files, hub
 from .errors import CharLMError
+from .fields import call, flags_said, said
 
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
@@ -45,7 +46,9 @@ def run_folder(out: str) -> Path:
     path = Path(out)
     run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
     if path.name in ("", ".", "..") or run_dir.resolve() == CHECKPOINT_ROOT.resolve():
-        raise CharLMError(f"--out {out!r} names no run folder of its own; give a name, e.g. --out my-run")
+        raise CharLMError(
+            f"{said('out', metavar=repr(out))} names no run folder of its own; give a name, e.g. {said('out', 'my-run')}"
+        )
     return run_dir
 
 
@@ -105,7 +108,7 @@ def check_can_make(folder: Path) -> None:
         if place.exists() or place.is_symlink():
             if not place.is_dir():
                 where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
-                raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere (--out)")
+                raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
             return
 
 
@@ -153,7 +156,7 @@ class RunLock:
                 raise files.cannot_write(self.path, e) from None
             raise CharLMError(
                 f"{self.path}: cannot lock the run folder ({e.strerror}): its file system does not lock files; "
-                "train into a folder on a local disk (--out)"
+                f"train into a folder on a local disk ({said('out')})"
             ) from None
         self.identity = self.file_identity()
         self.remove_leftovers()
@@ -202,7 +205,7 @@ class RunLock:
             if self.folder_now() is None:  # the OS does not say where the folder is
                 return (
                     f"the run folder {self.path.parent} was moved or removed (one moved resumes where it is "
-                    "now: charlm train --resume FOLDER)"
+                    f"now: {call('train', said('resume', metavar='FOLDER'))})"
                 )
             moved = self.moved_to()
             return f"the run folder {self.path.parent} was {'removed' if moved is None else f'moved to {moved}'}"
@@ -252,7 +255,7 @@ def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str
     """What a run that lost its folder says as it stops (`RunLock.lost` gives the reason): a folder
     moved elsewhere still holds its checkpoints, and resumes where it is now."""
     what_to_do = (
-        "start a new run, or train into another --out"
+        f"start a new run, or train into another {said('out')}"
         if moved_to is None
         else f"resume it from its last checkpoint with {resume_command(moved_to)}"
     )
@@ -274,12 +277,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def resume_command(folder: str | Path) -> str:
-    """The command that goes on with the run in `folder`, as this process was launched: under torchrun
-    on one machine, with its number of processes (a run resumes under any that divides its batch)."""
-    command = f"charlm train --resume {folder}"
+def resume_command(folder: str | Path, *options: str) -> str:
+    """The command that goes on with the run in `folder` (with `options`, `said`), as this process was
+    launched: under torchrun on one machine, with its number of processes (a run resumes under any that
+    divides its batch); for a Python caller, the call (`charlm.train(resume=...)`)."""
+    command = call("train", said("resume", folder), *options)
     local, world = os.environ.get("LOCAL_WORLD_SIZE"), os.environ.get("WORLD_SIZE")
-    if "TORCHELASTIC_RUN_ID" not in os.environ or not local or not world:
+    if not flags_said() or "TORCHELASTIC_RUN_ID" not in os.environ or not local or not world:
         return command
     if local == world:
         return f"torchrun --nproc-per-node {local} -m {command}"
@@ -359,7 +363,7 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     runs = run_folders(root)
     if not runs:
         raise CharLMError(
-            f"no runs under {where(root)}; train one with `charlm train`, or name a run folder or .pt file"
+            f"no runs under {where(root)}; train one with `{call('train')}`, or name a run folder or .pt file"
         )
     return newest(runs)
 

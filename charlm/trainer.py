@@ -28,8 +28,9 @@ from .checkpoint import Checkpoint, Progress, save
 from .checkpoint import read as read_checkpoint
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
+from .fields import said
 from .model import CharLM
-from .plan import RunPlan
+from .plan import RunPlan, already_held
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
@@ -191,10 +192,7 @@ class Trainer:
         latest = runs.newest_of(self.run_dir / runs.LATEST)
         if self.saved_step is None:
             if latest.exists():
-                raise CharLMError(
-                    f"{self.run_dir} already holds a run, which another process trained while this one started; "
-                    f"continue it with --resume {self.run_dir}, or pick another --out"
-                )
+                raise already_held(self.run_dir, ", which another process trained while this one started")
             return
         try:
             ahead = read_checkpoint(latest).progress.step
@@ -256,9 +254,9 @@ class Trainer:
         if speed < SLOW_SHARE * probed:
             self.say(
                 f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the "
-                f"{probed:,.0f} the size probe measured for --hidden {self.config.hidden}: "
+                f"{probed:,.0f} the size probe measured for {said('hidden', self.config.hidden)}: "
                 "the machine is busier than when the run started, so the model will see fewer characters per "
-                "parameter than the size rule planned (give --hidden to choose yourself)",
+                f"parameter than the size rule planned (give {said('hidden')} to choose yourself)",
             )
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
@@ -300,7 +298,7 @@ class Trainer:
             self.say(
                 f"validation has not improved for {patience} evaluations (best {p.best_bpc:.3f} bpc at step "
                 f"{p.best_step}, now {p.val_bpc:.3f}): the text is being memorized; stopping early, best.pt "
-                "keeps the best (--patience 0 trains on)",
+                f"keeps the best ({said('patience', 0)} trains on)",
             )
 
     def say(self, line: str) -> None:
@@ -358,7 +356,7 @@ class Trainer:
             error = error or "rank 0 could not write the checkpoint"
             if self.config.save_errors == "warn":
                 if self.ranks.leader:
-                    tqdm.write(f"warning: {error}; training goes on (--save-errors warn)", file=sys.stderr)
+                    tqdm.write(f"warning: {error}; training goes on ({said('save_errors', 'warn')})", file=sys.stderr)
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
                 return
             raise CharLMError(f"{error}; training stopped at step {self.progress.step}{self.resume_note()}")
@@ -377,7 +375,7 @@ class Trainer:
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
         if self.saved_step is None:
-            return f"interrupted before the first checkpoint; train again (--out {self.run_dir} is still free)"
+            return f"interrupted before the first checkpoint; train again ({said('out', self.run_dir)} is still free)"
         return (
             f"interrupted; {self.run_dir} holds step {self.saved_step}: resume with {runs.resume_command(self.run_dir)}"
         )
@@ -386,11 +384,11 @@ class Trainer:
         """Why the run stops at a NaN loss, and how to go on: from the last good checkpoint at a lower --lr."""
         lower = f"{self.config.lr / 4:.2g}"
         if self.saved_step is None:
-            return f"training diverged (the loss became NaN or infinite); start again with a lower --lr, e.g. {lower}"
+            return f"training diverged (the loss became NaN or infinite); start again with a lower {said('lr')}, e.g. {lower}"
         return (
             f"training diverged (the loss became NaN or infinite after step {self.saved_step}); the last good "
             f"checkpoint is kept: resume it with a lower learning rate: "
-            f"{runs.resume_command(self.run_dir)} --lr {lower}"
+            f"{runs.resume_command(self.run_dir, said('lr', metavar=lower))}"
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
@@ -398,7 +396,7 @@ class Trainer:
         if checkpoint.corpus["digest"] != self.corpus.key:
             raise CharLMError(
                 f"the corpus {checkpoint.corpus['sources'] or checkpoint.corpus['name']} changed since this run "
-                "started; start a new run with --out NEW"
+                f"started; start a new run with {said('out', metavar='NEW')}"
             )
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed

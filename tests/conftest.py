@@ -237,6 +237,23 @@ def file_size_limit(size: int) -> Iterator[None]:
         signal.signal(signal.SIGXFSZ, previous)
 
 
+def trained_once(tmp_path_factory, name: str) -> Path:
+    """A tiny run on the fox text, trained in a folder of its own (its corpus cache too) for a module's
+    tests to read or copy: its run folder."""
+    import charlm
+
+    folder = tmp_path_factory.mktemp(name)
+    text = folder / "fox.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    here = os.getcwd()
+    os.chdir(folder)  # not contextlib.chdir: Python 3.10 has none
+    try:
+        charlm.train(text, out="run", **TINY)
+    finally:
+        os.chdir(here)
+    return folder / "checkpoints" / "run"
+
+
 def latest(run: str) -> Checkpoint:
     """The latest checkpoint of a run folder (a name under checkpoints/ or a path)."""
     return checkpoint.read(runs.resolve(run, prefer=runs.LATEST))

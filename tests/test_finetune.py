@@ -278,7 +278,7 @@ def test_out_with_resume_is_refused_before_the_run_is_touched(base):
     step = latest(base).progress.step
     result = cli("train", "--resume", base, "--out", "tuned", "--max-steps", "40")
     assert_one_line_error(result, "--out tuned", "--resume tuned", "--init-from RUN --out tuned")
-    with pytest.raises(CharLMError, match="--out tuned"):
+    with pytest.raises(CharLMError, match="out='tuned' names a new run's folder"):
         charlm.train(resume=True, out="tuned", max_steps=40)
     assert latest(base).progress.step == step and not (runs.CHECKPOINT_ROOT / "tuned").exists()
 

@@ -23,6 +23,7 @@ from charlm import api, checkpoint, checkpoint_file, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
 from charlm.errors import CharLMError
+from charlm.fields import on_command_line
 from charlm.serve.metrics import Metrics
 from charlm.stopping import StopFlag
 
@@ -209,7 +210,7 @@ def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
     assert checkpoint.read(pending).progress.step == tiny["max_steps"] + 5
     warnings = [line for line in capsys.readouterr().err.splitlines() if str(pending) in line]
     assert warnings and all(line.startswith(f"warning: {latest} is held open") for line in warnings)
-    assert f"charlm train --resume {latest.parent}" in warnings[-1]
+    assert f"charlm.train(resume='{latest.parent}')" in warnings[-1]
     assert checkpoint.read(runs.resolve("run", prefer=runs.LATEST)).progress.step == tiny["max_steps"] + 5
     charlm.train(resume=str(latest.parent), max_steps=tiny["max_steps"] + 8)  # what the line says to do
     assert checkpoint.read(latest).progress.step == tiny["max_steps"] + 8 and not pending.exists()
@@ -282,7 +283,9 @@ def test_a_run_folder_moved_where_the_os_does_not_say_where_is_not_called_remove
     with lock:
         os.rename(tmp_path / "run", tmp_path / "moved")
         assert lock.lost().startswith(f"the run folder {tmp_path / 'run'} was moved or removed (one moved resumes")
-        assert "charlm train --resume FOLDER" in lock.lost() and lock.moved_to() is None
+        assert "charlm.train(resume=FOLDER)" in lock.lost() and lock.moved_to() is None  # a Python caller's call
+        with on_command_line():
+            assert "charlm train --resume FOLDER" in lock.lost()
 
 
 class NoFloat64(TorchFunctionMode):

@@ -15,6 +15,7 @@ import pytest
 import charlm
 from charlm import api, runs, sizing, train_state
 from charlm.errors import CharLMError
+from charlm.fields import on_command_line
 from charlm.reporting import read_metrics
 
 from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, run_cli, start_training, wait_for
@@ -193,7 +194,7 @@ def test_a_file_where_the_run_folder_goes_is_one_line_naming_it(fox_file, tmp_pa
     monkeypatch.setattr(sizing, "Probe", no_probe)
     with pytest.raises(CharLMError) as error:
         charlm.train(fox_file, out=out, layers=1, max_time="30s", quiet=True)
-    assert str(error.value) == f"{in_the_way} is a file {said}; move it, or write the run elsewhere (--out)"
+    assert str(error.value) == f"{in_the_way} is a file {said}; move it, or write the run elsewhere (out)"
     assert (tmp_path / in_the_way).read_text() == "mine\n"
 
 
@@ -267,13 +268,17 @@ def test_the_resume_command_is_the_launch_s_own(monkeypatch):
     process, without the others."""
     for name in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
-    assert runs.resume_command("checkpoints/run") == "charlm train --resume checkpoints/run"
+    with on_command_line():
+        assert runs.resume_command("checkpoints/run") == "charlm train --resume checkpoints/run"
+    assert runs.resume_command("checkpoints/run") == "charlm.train(resume='checkpoints/run')"  # a Python caller's
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "none")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     monkeypatch.setenv("WORLD_SIZE", "8")
-    assert runs.resume_command("run") == "torchrun --nproc-per-node 8 -m charlm train --resume run"
-    monkeypatch.setenv("WORLD_SIZE", "16")  # two machines: their rendezvous options are the user's
-    assert runs.resume_command("run") == "torchrun (as before) -m charlm train --resume run"
+    with on_command_line():
+        assert runs.resume_command("run") == "torchrun --nproc-per-node 8 -m charlm train --resume run"
+        monkeypatch.setenv("WORLD_SIZE", "16")  # two machines: their rendezvous options are the user's
+        assert runs.resume_command("run") == "torchrun (as before) -m charlm train --resume run"
+    assert runs.resume_command("run") == "charlm.train(resume='run')"  # charlm.train resumes in its own process
 
 
 def test_a_chinese_corpus_name_is_written_as_text_and_read_back(tmp_path):
@@ -378,7 +383,7 @@ def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_
         charlm.train(resume="run", max_steps=30)
     assert str(refused.value) == (
         "checkpoints/run went on to step 20 (another process trained it) while this resume started from step 10; "
-        "resume again to go on from step 20: charlm train --resume checkpoints/run"
+        "resume again to go on from step 20: charlm.train(resume='checkpoints/run')"  # a Python caller's call
     )
     assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
 
@@ -394,6 +399,7 @@ def test_a_new_run_whose_out_another_run_took_while_it_started_is_refused(fox_fi
         return real_build(*args, **kwargs)
 
     monkeypatch.setattr(train_state, "build", build_while_another_run_trains)
-    with pytest.raises(CharLMError, match="checkpoints/run already holds a run, which another process trained"):
+    trained = "checkpoints/run already holds a run, which another process trained while this one started; "
+    with pytest.raises(CharLMError, match=trained + "continue it with resume='checkpoints/run', or pick another out$"):
         charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20, "random_seed": 7})
     assert latest("run").config.random_seed == 1337 and latest("run").progress.step == 10

@@ -17,6 +17,7 @@ import torch
 import charlm
 from charlm import api, checkpoint, files, runs, train_state, trainer
 from charlm.errors import CharLMError
+from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
 
 from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_training, wait_for
@@ -293,7 +294,7 @@ def test_a_full_disk_mid_run_says_what_to_do_and_the_run_resumes_once_there_is_r
     assert str(error.value) == (  # step 20 improved: best.pt, written first, is the file that failed
         "checkpoints/run/best.pt: could not write checkpoint (File too large); the previous one is intact; free "
         "space on its disk (or raise the file size limit, ulimit -f); training stopped at step 20; resume it from "
-        "step 10 with charlm train --resume checkpoints/run"
+        "step 10 with charlm.train(resume='checkpoints/run')"  # the call a Python caller makes, not a command
     )
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "latest.pt", "metrics.jsonl", "run.json"]
     assert latest("run").progress.step == 10
@@ -311,7 +312,7 @@ def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox
     assert capsys.readouterr().err.count("samples.txt: cannot write (Is a directory); training goes on") == 1
 
 
-def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch):
+def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch, capsys):
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
     good = latest("run")
     real_fsync = os.fsync
@@ -323,6 +324,7 @@ def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch
     with pytest.raises(CharLMError, match="Input/output error.*training stopped at step 20"):
         charlm.train(resume="run", max_steps=30)
     charlm.train(resume="run", max_steps=30, save_errors="warn")  # warns, trains on, nothing saved
+    assert "write elsewhere; training goes on (save_errors='warn')" in capsys.readouterr().err
     monkeypatch.setattr(files.os, "fsync", real_fsync)
     assert_same_weights(latest("run"), good)
 
@@ -339,7 +341,8 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(fox_file, tin
         return nats * float("nan") if calls["n"] > 5 else nats
 
     monkeypatch.setattr(FullHead, "nats", poisoned)
-    with pytest.raises(CharLMError, match=r"diverged .*after step 20.*--resume checkpoints/run --lr 0\.00075"):
+    resume = r"charlm\.train\(resume='checkpoints/run', lr=0\.00075\)"  # a Python caller's call, not a command
+    with pytest.raises(CharLMError, match=rf"diverged .*after step 20.*: {resume}$"):
         charlm.train(resume="run", max_steps=60)
     assert_same_weights(latest("run"), good)
     assert all(torch.isfinite(t).all() for t in latest("run").weights.values())
@@ -465,7 +468,7 @@ def test_a_run_much_slower_than_its_size_probe_says_so(fox_file, tiny, monkeypat
     run.plan = dataclasses.replace(run.plan, probed_chars_per_second=1e12)  # an impossibly fast machine
     run.fit()
     err = capsys.readouterr().err
-    assert "of the 1,000,000,000,000 the size probe measured for --hidden 32" in err
+    assert "of the 1,000,000,000,000 the size probe measured for hidden=32" in err  # as a Python caller wrote it
     quick = api.start_run(charlm.Config(**timed), [str(fox_file)], out="quick")
     quick.plan = dataclasses.replace(quick.plan, probed_chars_per_second=1.0)  # slower than any run: no warning
     quick.fit()
@@ -608,5 +611,6 @@ def test_a_lost_peer_s_note_trusts_a_checkpoint_the_ranks_agreed_on_where_the_fo
     """A rank on another machine than rank 0 may not see the run folder: the checkpoint the ranks agreed was
     written (or the one the run resumed from) is there all the same."""
     elsewhere = tmp_path / "run"
-    assert trainer.lost_note(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
+    with on_command_line():  # a peer is lost under torchrun, which the charlm command runs under
+        assert trainer.lost_note(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
     assert trainer.lost_note(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import checkpoint, files, outputs, runs
 from ..errors import CharLMError
+from ..fields import said
 from ..reporting import is_number
 
 FORMATS = ("html", "onnx", "safetensors")
@@ -29,9 +30,9 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
     """Export the model of run `target` (None: the latest run) as `format`; returns what was written
     (a file, or for safetensors a folder). The default output lies in the run folder's exports/."""
     if format not in FORMATS:
-        raise CharLMError(f"--format {format}: unknown; use one of {', '.join(FORMATS)}")
+        raise CharLMError(f"{said('format', format)}: unknown; use one of {', '.join(FORMATS)}")
     if weights is not None and format != "html":
-        raise CharLMError(f"--weights is for --format html only; {format} keeps the weights in fp32")
+        raise CharLMError(f"{said('weights')} is for {said('format', 'html')} only; {format} keeps the weights in fp32")
     if format == "html":
         weights = weights or HTML_WEIGHTS
     path = runs.resolve(target)
@@ -55,7 +56,7 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
     try:
         written = write(saved, out)
     except OSError as e:  # a full disk: the writers leave no half file (files.py); say which and what to do
-        raise files.cannot_write(f"--output {output}" if output else out, e) from None
+        raise files.cannot_write(said("output", output) if output else out, e) from None
     record(run_dir, format, written, weights)
     return written
 

@@ -25,6 +25,7 @@ import torch
 from .. import files
 from ..checkpoint import Checkpoint
 from ..errors import CharLMError
+from ..fields import said
 from ..forms import FORMS, is_cjk_punctuation, is_han, is_letter
 from ..model import AdaptiveHead
 from ..vocab import Vocab
@@ -63,7 +64,7 @@ def model_tensors(saved: Checkpoint, weights: str) -> tuple[dict, dict]:
     if isinstance(model.head, AdaptiveHead):
         softmax = model.head.softmax
         if softmax.head_bias:
-            raise CharLMError("--format html: an adaptive head with a bias is not supported")
+            raise CharLMError(f"{said('format', 'html')}: an adaptive head with a bias is not supported")
         tensors["head_w"] = softmax.head.weight
         for i, tail in enumerate(softmax.tail):
             tensors[f"tail{i}_proj"], tensors[f"tail{i}_out"] = tail[0].weight, tail[1].weight
@@ -101,8 +102,8 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
     vocab = saved.vocab
     if not isinstance(vocab, Vocab):
         raise CharLMError(
-            "--format html: a sentencepiece model is not supported (the page spells text one character "
-            "per id); export it with --format onnx or safetensors"
+            f"{said('format', 'html')}: a sentencepiece model is not supported (the page spells text one character "
+            f"per id); export it with {said('format', 'onnx')} or safetensors"
         )
     config = saved.model_config
     head, tensors = model_tensors(saved, weights)

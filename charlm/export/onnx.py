@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import files
 from ..errors import CharLMError
+from ..fields import said
 from ..model import CharLM
 
 OPSET = 17
@@ -50,7 +51,9 @@ def export(model: CharLM, path: Path) -> Path:
         import onnx
         import onnxruntime
     except ImportError:
-        raise CharLMError("--format onnx needs onnx and onnxruntime: pip install 'charlm[export]'") from None
+        raise CharLMError(
+            f"{said('format', 'onnx')} needs onnx and onnxruntime: pip install 'charlm[export]'"
+        ) from None
     model = model.cpu().eval()
     config = model.config
     inputs, outputs = state_names(model)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from ..checkpoint import Checkpoint, write_model_folder
 from ..errors import CharLMError
+from ..fields import said
 
 
 def export(saved: Checkpoint, folder: Path) -> Path:
     """Write the model folder; refuses a path that is a file."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise CharLMError(f"--output {folder}: is a file; --format safetensors writes a folder")
+        raise CharLMError(f"{said('output', folder)}: is a file; {said('format', 'safetensors')} writes a folder")
     write_model_folder(saved, folder)
     return folder
