@@ -33,6 +33,7 @@ RUN_INFO, SAMPLES = "run.json", "samples.txt"
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
+NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole held `charlm runs`, and every corpus name lookup, for minutes
@@ -45,6 +46,12 @@ def run_folder(out: str) -> Path:
     among the other runs' folders or the user's own files."""
     path = Path(out)
     run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
+    longest = max(path.parts, key=name_bytes, default="")
+    if name_bytes(longest) > NAME_MAX:  # else checking the folder for a run failed with "File name too long"
+        raise CharLMError(
+            f"{said('out')}: a name of {name_bytes(longest)} bytes ({longest[:20]}...), over the {NAME_MAX} a file "
+            "name may have; give a shorter one"
+        )
     if path.name in ("", ".", "..") or run_dir.resolve() == CHECKPOINT_ROOT.resolve():
         raise CharLMError(
             f"{said('out', metavar=repr(out))} names no run folder of its own; give a name, e.g. {said('out', 'my-run')}"
@@ -52,11 +59,20 @@ def run_folder(out: str) -> Path:
     return run_dir
 
 
+def name_bytes(name: str) -> int:
+    """A file name's length as file systems count it (ext4, APFS, NTFS: NAME_MAX)."""
+    return len(os.fsencode(name))
+
+
 def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
     """checkpoints/<corpus>-<date>-<time>, the time to the second; the 2nd, 3rd... run started in that
     second is -02, -03...: after the plain name, before the next second's, so names sort by start time."""
-    name = f"{corpus_name}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
-    return CHECKPOINT_ROOT / (name if number == 1 else f"{name}-{number:02d}")
+    stamp_part = f"-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
+    stamp_part += "" if number == 1 else f"-{number:02d}"
+    # a corpus file named near the longest a file name may be: its run's name is cut to fit, by characters
+    while corpus_name and name_bytes(corpus_name + stamp_part) > NAME_MAX:
+        corpus_name = corpus_name[:-1]
+    return CHECKPOINT_ROOT / f"{corpus_name}{stamp_part}"
 
 
 RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # what `run_name` adds to the corpus: -<date>-<time>[-NN]
@@ -336,6 +352,11 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             return path / hub.WEIGHTS
         if run_folders(path):
             raise CharLMError(f"{path} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
+        if (path / RUN_INFO).is_file():  # a run killed before its first checkpoint: nothing to go on from
+            raise CharLMError(
+                f"{path}: its run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
+                f"train again (into this folder: {said('out', path)})"
+            )
         raise CharLMError(f"{path}: run folder holds no checkpoint ({BEST} or {LATEST})")
     if not path.is_file():
         raise CharLMError(

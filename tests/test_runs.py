@@ -4,6 +4,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -403,3 +404,38 @@ def test_a_new_run_whose_out_another_run_took_while_it_started_is_refused(fox_fi
     with pytest.raises(CharLMError, match=trained + "continue it with resume='checkpoints/run', or pick another out$"):
         charlm.train(fox_file, out="run", **{**tiny, "max_steps": 20, "random_seed": 7})
     assert latest("run").config.random_seed == 1337 and latest("run").progress.step == 10
+
+
+def test_a_run_that_died_before_its_first_checkpoint_says_to_train_again(fox_file, tiny):
+    """A run killed before its first checkpoint leaves run.json alone: `--resume` said only "run folder
+    holds no checkpoint", with nothing to do about it; training into that folder again works."""
+    folder = fox_file.parent / "checkpoints/dead"
+    folder.mkdir(parents=True)
+    (folder / runs.RUN_INFO).write_text('{"corpus": "fox"}')
+    said = "its run stopped before its first checkpoint, so it holds none (best.pt or latest.pt); train again"
+    assert_one_line_error(
+        cli("train", "--resume", "dead"),
+        f"{Path('checkpoints/dead')}: {said} (into this folder: --out checkpoints/dead)",
+    )
+    with pytest.raises(CharLMError, match=re.escape(f"{said} (into this folder: out='checkpoints/dead')")):
+        charlm.load("dead")
+    charlm.train(fox_file, out=str(folder), **{**tiny, "max_steps": 2})
+    assert (folder / "latest.pt").is_file() and charlm.load("dead").config.layers >= 1
+
+
+@pytest.mark.parametrize("name", ["x" * 256, "长" * 86], ids=["latin", "chinese"])
+def test_an_out_name_too_long_for_a_file_system_is_refused_by_name(fox_file, name):
+    """`--out` of 300 characters ended in ".../latest.pt: File name too long", with nothing to do."""
+    result = cli("train", str(fox_file), "--out", name, "--max-steps", "1", "--quiet")
+    assert_one_line_error(result, f"--out: a name of {len(name.encode())} bytes ({name[:20]}...), over the 255")
+    assert not (fox_file.parent / "checkpoints").exists() or not list((fox_file.parent / "checkpoints").iterdir())
+
+
+def test_a_corpus_named_near_the_longest_file_name_gets_a_run_name_that_fits(fox_file, tiny):
+    """The run's name is the corpus's and 16 characters of date and time: a corpus file of 250 bytes made
+    one no file system takes, and the run failed before its first step."""
+    long_file = fox_file.with_name("长" * 83 + ".txt")  # 249 bytes of name before .txt
+    long_file.write_text(fox_file.read_text())
+    charlm.train(long_file, **{**tiny, "max_steps": 2})
+    (run,) = (fox_file.parent / "checkpoints").iterdir()
+    assert len(os.fsencode(run.name)) <= 255 and run.name.startswith("长" * 70) and (run / "latest.pt").is_file()
