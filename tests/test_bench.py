@@ -27,8 +27,12 @@ from charlm.vocab import Vocab
 
 from .conftest import REPO, TINY, cli, import_or_missing, process_state, run_bench
 
-# conftest's tiny run as the scripts' name=value settings (each test adds a hidden size)
-TINY_SET = ",".join(f"{name}={TINY[name]}" for name in ("layers", "seq_len", "batch_size"))
+# conftest's tiny run as the scripts' name=value settings (each test adds a hidden size), dropout given:
+# a run with a time budget left to fit it first times its size for seconds (the probe), which no test
+# of a script here is about
+TINY_SET = ",".join(f"{name}={TINY[name]}" for name in ("layers", "seq_len", "batch_size")) + ",dropout=0.0"
+# charlm's side of bench.versus trains for the baseline's wall time: steps end it sooner, as many as it needs
+VERSUS_CHARLM_SET = f"hidden=16,{TINY_SET},eval_every=1000,max_steps=20"
 
 pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of its own
 
@@ -228,7 +232,7 @@ def test_versus_bench_runs(tmp_path):
     corpus = messy_text(tmp_path / "words.txt")
     out = run_bench("versus", str(corpus), "--iters", "30", "--layers", "1", "--heads", "2", "--embed", "32",
         "--block", "16", "--quiet", "--busy", "1", "--out", str(tmp_path / "versus.txt"),
-        "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
+        "--charlm-set", VERSUS_CHARLM_SET,
     )  # fmt: skip
     report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
     assert report in out and "1 busy-loop processes running" in report
@@ -248,7 +252,7 @@ def test_versus_gpu_recipe_runs_its_shape_on_the_cpu(tmp_path):
     run_bench(
         "versus", str(corpus), "--gpu", "--device", "cpu", "--no-compile", "--iters", "2", "--batch", "2",
         "--eval-iters", "2", "--quiet", "--out", str(tmp_path / "versus.txt"),
-        "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
+        "--charlm-set", VERSUS_CHARLM_SET,
     )  # fmt: skip
     report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
     assert "GPU recipe): 6 layers, 6 heads, embed 384, block 256, dropout 0.2, batch 2, 2 iterations, bf16" in report
@@ -396,7 +400,7 @@ def test_versus_charrnn_baseline_runs(tmp_path):
     corpus = messy_text(tmp_path / "words.txt", lines=300)
     out = run_bench("versus", str(corpus), "--baseline", "charrnn", "--seconds", "0.5", "--rnn-size", "16",
         "--batch-size", "4", "--seq-length", "16", "--eval-val-every", "10", "--quiet",
-        "--out", str(tmp_path / "versus.txt"), "--charlm-set", f"hidden=16,{TINY_SET},eval_every=1000",
+        "--out", str(tmp_path / "versus.txt"), "--charlm-set", VERSUS_CHARLM_SET,
     )  # fmt: skip
     report = (tmp_path / "versus.txt").read_text(encoding="utf-8")
     assert report in out and "baseline: char-rnn (train.lua's defaults): 2x16 LSTM" in report
