@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import encodings
 import functools
+import re
 import stat
 import typing
 import unicodedata
@@ -26,6 +27,7 @@ CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the c
 DEFAULT_CORPUS = "shakespeare"
 CHUNK_BYTES = 4 << 20
 NORMALIZATIONS = ("none", "nfc", "nfkc")  # --normalize: the Unicode forms `normalized` applies
+DOUBLED_LINE_BREAK = re.compile(r"\r+\n")  # `line_breaks`: \r\n, \r\r\n...
 LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line
 
 
@@ -71,11 +73,21 @@ def special_kind(path: Path) -> str:
 
 def normalized(text: str, form: str) -> str:
     """`text` as the model reads it, corpus and seeds alike: in Unicode normalization `form` (none, nfc or
-    nfkc), its `\\r\\n` line breaks as `\\n`, as every file is read. A seed pasted from Windows was
-    refused for a `\\r` no model knows, though the same text from --seed-file was read; a lone `\\r`
-    stays, as a corpus keeps it, and is read where the model learnt it."""
-    text = text.replace("\r\n", "\n")
+    nfkc), its line breaks as `\\n` (`line_breaks`), as every file is read. A seed pasted from Windows was
+    refused for a `\\r` no model knows, though the same text from --seed-file was read."""
+    text = line_breaks(text)
     return text if form == "none" else unicodedata.normalize(form.upper(), text)
+
+
+def line_breaks(text: str) -> str:
+    """`text` with each `\\r\\n` as `\\n`, and each `\\r\\r\\n` (a Windows file converted to Windows again);
+    a lone `\\r` stays, as a corpus keeps it, and is read where the model learnt it. Reading it again
+    changes nothing: a file's text is read twice (decoded, then `normalized`), a seed's or a prompt's
+    once, and one pass that turned `\\r\\r\\n` into `\\r\\n` left the second to make it `\\n`, so the
+    same line read from a file and from a string differed."""
+    if "\r\r" in text:  # rare: a pattern, linear however long the run of `\\r`
+        return DOUBLED_LINE_BREAK.sub("\n", text)
+    return text.replace("\r\n", "\n")
 
 
 def check_characters(text: str, what: str) -> None:
@@ -148,7 +160,7 @@ def likely_encoding(data: bytes) -> str:
 
 
 def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_option: bool = True) -> Iterator[str]:
-    """One file's text in chunks cut where normalization `form` allows, with `\\r\\n` turned into `\\n`.
+    """One file's text in chunks cut where normalization `form` allows, its line breaks `\\n` (`line_breaks`).
     `encoding_option`: whether the command has --encoding to suggest for a file that does not decode."""
     decoder = text_decoder(encoding)
     offset, carry, first = 0, "", True
@@ -186,7 +198,7 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
                 progress(len(raw))
             if first:
                 text, first = text.lstrip("\ufeff"), False
-            text = (carry + text).replace("\r\n", "\n")
+            text = line_breaks(carry + text)
             if not raw:
                 if text:
                     yield text

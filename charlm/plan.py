@@ -223,7 +223,7 @@ def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
 def free_out_folder(out: str) -> Path:
     """`--out`'s folder, refused when it holds a run already."""
     run_dir = runs.run_folder(out)
-    if (run_dir / runs.LATEST).exists():
+    if runs.holds_checkpoint(run_dir):
         raise already_held(run_dir)
     return run_dir
 

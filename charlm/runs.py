@@ -375,6 +375,12 @@ def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
     return True
 
 
+def holds_checkpoint(run_dir: Path) -> bool:
+    """Whether a run folder holds a run to go on from: latest.pt, or best.pt alone, which a run killed
+    at its first checkpoint leaves (the trainer writes best.pt first)."""
+    return any((Path(run_dir) / name).exists() for name in (LATEST, BEST))
+
+
 def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The run folders under `root` that hold a checkpoint, sorted by name."""
     return sorted(p.parent for p in Path(root).glob(f"*/{LATEST}"))

@@ -48,7 +48,7 @@ def lost_note(run_dir: Path, saved: bool) -> str:
     """What a run a lost peer stopped goes on from: its last checkpoint, where one was written (`saved`:
     the ranks agreed it was, or the run resumed from one; a rank on another machine may not see the run
     folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
-    if not saved and not (run_dir / runs.LATEST).exists():
+    if not saved and not runs.holds_checkpoint(run_dir):
         return "; no checkpoint was written yet: start the run again"
     return f"; {run_dir} keeps its last checkpoint: resume with {runs.resume_command(run_dir)}"
 
@@ -191,7 +191,7 @@ class Trainer:
         free, then loads its corpus): its steps would be written over, a resume's from an older step."""
         latest = runs.newest_of(self.run_dir / runs.LATEST)
         if self.saved_step is None:
-            if latest.exists():
+            if runs.holds_checkpoint(self.run_dir):
                 raise already_held(self.run_dir, ", which another process trained while this one started")
             return
         try:

@@ -333,14 +333,6 @@ def trainer_at(saved_step: int | None) -> SimpleNamespace:
     return SimpleNamespace(run_dir=Path("checkpoints/base"), saved_step=saved_step, config=Config(lr=1e-3))
 
 
-LONG_NAME = "x" * 245 + ".txt"  # its run folder's name, with the date and time, is past a file system's 255
-
-
-def long_named(fox: Path) -> None:
-    shutil.copy(fox, LONG_NAME)
-    charlm.train(LONG_NAME, **TINY)
-
-
 RUN_NAMES = {
     "an out that holds a run": (
         lambda fox, _: charlm.train(fox, out="base", **TINY),
@@ -375,7 +367,10 @@ RUN_NAMES = {
         lambda fox, _: (Path("notes.txt").write_text("x"), charlm.train(fox, out="notes.txt/run", **TINY)),
         "notes.txt is a file in the way of notes.txt/run; move it, or write the run elsewhere (out)",
     ),
-    "a run folder's name too long": (lambda fox, _: long_named(fox), "give a shorter name (a run folder: out=NAME)"),
+    "a run folder's name too long": (
+        lambda fox, _: charlm.train(fox, out="x" * 256, **TINY),
+        "out: a name of 256 bytes (xxxxxxxxxxxxxxxxxxxx...), over the 255 a file name may have; give a shorter one",
+    ),
     "no runs to load": (
         lambda fox, _: (shutil.rmtree("checkpoints"), charlm.load()),
         "train one with `charlm.train()`",

@@ -245,3 +245,15 @@ def test_the_plays_converted_on_a_full_disk_leave_no_half_file_and_say_what_to_d
         r".*/shakespeare-\w+: cannot write \(File too large\); free space on its disk.*", str(error.value)
     )
     assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("chunk_bytes", [corpus_module.CHUNK_BYTES, 3])
+def test_a_line_reads_alike_from_a_file_and_from_a_string(tmp_path, monkeypatch, chunk_bytes):
+    """A file's text is read twice (decoded, then normalized), a seed's or a prompt's once: `\\r\\r\\n` (a
+    Windows file converted to Windows again) was `\\n` in a corpus, `\\r\\n` in charlm.generate's seed."""
+    monkeypatch.setattr(corpus_module, "CHUNK_BYTES", chunk_bytes)
+    written = "one\r\r\ntwo\r\r\r\nthree\rfour\r\n"
+    (tmp_path / "crlf.txt").write_bytes(written.encode())
+    read = "one\ntwo\nthree\rfour\n"  # a lone \r stays, as ever
+    assert read_texts([str(tmp_path / "crlf.txt")]) == normalized(written, "none") == read
+    assert normalized(read_text(tmp_path / "crlf.txt"), "nfc") == normalized(read, "nfc") == read

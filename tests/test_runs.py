@@ -439,3 +439,20 @@ def test_a_corpus_named_near_the_longest_file_name_gets_a_run_name_that_fits(fox
     charlm.train(long_file, **{**tiny, "max_steps": 2})
     (run,) = (fox_file.parent / "checkpoints").iterdir()
     assert len(os.fsencode(run.name)) <= 255 and run.name.startswith("长" * 70) and (run / "latest.pt").is_file()
+
+
+def test_a_run_killed_between_its_first_best_and_latest_checkpoints_keeps_its_folder(fox_file, tiny):
+    """best.pt is written before latest.pt: a run killed between the two at its first checkpoint holds
+    best.pt alone, and a new run given that --out was let in, which wrote over the killed run's best.pt."""
+    charlm.train(fox_file, out="run", **tiny)
+    (Path("checkpoints/run") / runs.LATEST).unlink()
+    step = checkpoint_step(Path("checkpoints/run") / runs.BEST)
+    with pytest.raises(CharLMError, match="already holds a run; continue it with resume='checkpoints/run'"):
+        charlm.train(fox_file, out="run", **{**tiny, "max_steps": tiny["max_steps"] + 5})
+    assert checkpoint_step(Path("checkpoints/run") / runs.BEST) == step
+    charlm.train(fox_file, resume="checkpoints/run", max_steps=tiny["max_steps"] + 5, quiet=True)
+    assert latest("run").progress.step == tiny["max_steps"] + 5
+
+
+def checkpoint_step(path: Path) -> int:
+    return charlm.checkpoint.read(path).progress.step
