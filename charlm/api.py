@@ -26,7 +26,7 @@ from typing import NoReturn, TypeVar
 
 import torch
 
-from . import checkpoint, finetune, hub, plan, runs, sampler, scoring, threads
+from . import checkpoint, files, finetune, hub, plan, runs, sampler, scoring, threads
 from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
@@ -150,6 +150,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     found = runs.resolve(target, prefer=runs.LATEST) if ranks.leader else None
     with peer_note(lambda: RESUME_AGAIN):  # a peer lost before the ranks agree on the run: nothing was read
         path = ranks.broadcast_object(found)
+    read_from = files.identity(path)  # before reading: a file replaced after this is then never taken for it
     saved = checkpoint.read(path)
     if saved.training is None:  # an exported model folder: the model, not its optimizer or data position
         where = path.parent if path.name == hub.WEIGHTS else path
@@ -168,7 +169,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         with ranks.leader_first():
             corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
         trainer = Trainer(resumed, corpus, ranks, saved.model())
-        trainer.restore(saved)
+        trainer.restore(saved, read_from)
     return trainer
 
 

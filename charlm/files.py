@@ -130,6 +130,16 @@ def remove_leftovers(path: Path) -> None:
                 leftover.unlink()
 
 
+def identity(path: Path) -> tuple[int, ...] | None:
+    """Which file `path` is now (None: none): a file replaced (renamed over, as `replace_files` writes
+    every checkpoint) is another, so two equal identities are one unchanged file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def sync_file(fd: int) -> None:
     """fsync, where the filesystem can: one that cannot sync a file (fsync(2): EINVAL; some FUSE and
     network mounts) still gets it whole and renamed into place, as durable as it makes anything."""

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import runs, threads, train_state
+from . import files, runs, threads, train_state
 from .checkpoint import Checkpoint, Progress, save
 from .checkpoint import read as read_checkpoint
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
@@ -70,6 +70,7 @@ class Trainer:
         self.stop_signal: int | None = None  # the signal that stopped the run (under torchrun: rank 0's, else SIGINT)
         self.checkpoint_interval = plan.config.checkpoint_interval()
         self.saved_step: int | None = None  # the step of the last checkpoint written
+        self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
@@ -194,6 +195,8 @@ class Trainer:
             if runs.holds_checkpoint(self.run_dir):
                 raise already_held(self.run_dir, ", which another process trained while this one started")
             return
+        if self.resumed_from is not None and files.identity(latest) == self.resumed_from:
+            return  # the very file the resume read: not read (and checked) a second time
         try:
             ahead = read_checkpoint(latest).progress.step
         except CharLMError:  # none, or damaged: this run's checkpoint is the one to go on from
@@ -391,8 +394,10 @@ class Trainer:
             f"{runs.resume_command(self.run_dir, said('lr', metavar=lower))}"
         )
 
-    def restore(self, checkpoint: Checkpoint) -> None:
-        """Continue from a checkpoint of this run (train_state.restore), on the same corpus."""
+    def restore(self, checkpoint: Checkpoint, read_from: tuple[int, ...] | None = None) -> None:
+        """Continue from a checkpoint of this run (train_state.restore), on the same corpus; `read_from`:
+        the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
+        self.resumed_from = read_from
         if checkpoint.corpus["digest"] != self.corpus.key:
             raise CharLMError(
                 f"the corpus {checkpoint.corpus['sources'] or checkpoint.corpus['name']} changed since this run "

@@ -15,6 +15,7 @@ import pytest
 
 import charlm
 from charlm import api, runs, sizing, train_state
+from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.reporting import read_metrics
@@ -387,6 +388,17 @@ def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_
         "resume again to go on from step 20: charlm.train(resume='checkpoints/run')"  # a Python caller's call
     )
     assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
+
+
+def test_a_resume_reads_its_checkpoint_once_when_nothing_overtook_it(fox_file, tiny, monkeypatch):
+    """The check that no other process trained the run while a resume started read latest.pt whole a
+    second time (checksum, unpickling): seconds and a second copy in memory for a big model. The file the
+    resume read, unchanged, is not read again; the test above shows a replaced one still is."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    reads = []
+    monkeypatch.setattr(trainer_module, "read_checkpoint", lambda path: reads.append(path))
+    charlm.train(resume="run", max_steps=20)
+    assert reads == [] and latest("run").progress.step == 20
 
 
 def test_a_new_run_whose_out_another_run_took_while_it_started_is_refused(fox_file, tiny, monkeypatch):
