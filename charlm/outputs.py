@@ -42,12 +42,12 @@ def output_file(output: str | Path) -> Path:
     return path
 
 
-def replacing_note(output: str | Path, option: str = "--output") -> str:
+def replacing_note(output: str | Path) -> str:
     """What a command adds to its `wrote` line when `output` is there already (asked before writing):
     replaced, as every command replaces its --output, but not unsaid: `charlm inspect a.txt`, then b.txt,
     lost a.txt's report.html without a word."""
     return (
-        f", replacing the earlier {output} (give {option} another name to keep both)" if Path(output).exists() else ""
+        f", replacing the earlier {output} (give --output another name to keep both)" if Path(output).exists() else ""
     )
 
 
