@@ -1,5 +1,6 @@
 """The docs stay true: the option reference is what the commands are, and every link leads somewhere."""
 
+import ast
 import configparser
 import importlib.util
 import re
@@ -243,3 +244,18 @@ def test_the_readmes_python_example_runs_as_written(page, tiny, monkeypatch, cap
     runpy.run_path("example.py")
     printed = capsys.readouterr().out
     assert "[(" in printed and printed.count("\n") >= 3
+
+
+@pytest.mark.parametrize("page", ["README.md", "README.zh.md"])
+def test_the_readmes_next_probs_output_is_written_as_python_prints_it(page):
+    """The comment after `print(charlm.next_probs(...))` shows what it prints: a list of (character,
+    probability) tuples in Python's repr, quotes included (it once showed `[("s", 0.9), ...]`, which
+    no print gives)."""
+    shown = re.search(
+        r"print\(charlm\.next_probs\(.*#.*?(\[.*\])\s*$", (REPO / page).read_text(encoding="utf-8"), re.MULTILINE
+    )
+    example = shown[1].replace(", ...]", "]")
+    value = ast.literal_eval(example)
+    assert all(isinstance(c, str) and isinstance(p, float) for c, p in value) and repr(value) == example, (
+        f"{page}: next_probs prints {value!r}, not {example}"
+    )
