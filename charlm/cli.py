@@ -155,7 +155,10 @@ def info(target: str | None) -> None:
 @main.command("export")
 @click.argument("target", metavar="[RUN]", required=False)
 @click.option("--format", "format_", help="html (a page that samples in the browser), onnx or safetensors  [required]")
-@click.option("--output", help="file (html, onnx) or folder (safetensors) to write  [default: RUN/exports/]")
+@click.option(
+    "--output",
+    help="file (html, onnx) or folder (safetensors) to write, replaced if it exists  [default: RUN/exports/]",
+)
 @click.option("--weights", help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]")
 def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:
     """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,
@@ -164,7 +167,9 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
         raise CharLMError(f"--format: give one of {', '.join(export.FORMATS)}")
     if weights is not None and weights not in export.WEIGHTS:
         raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")
-    click.echo(f"wrote {export.export(target, format_, output, weights)}")
+    # a run's own exports/ is its exports' place, listed by `charlm info`; a file named by --output may be another's
+    replacing = outputs.replacing_note(output) if output else ""
+    click.echo(f"wrote {export.export(target, format_, output, weights)}{replacing}")
 
 
 @main.command()

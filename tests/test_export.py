@@ -165,6 +165,16 @@ def test_an_export_to_a_full_disk_keeps_the_earlier_export_and_says_what_to_do(t
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
+def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
+    """As inspect and plot: a second `charlm export --output page.html` replaced the first page (perhaps
+    another run's) and said only `wrote page.html`."""
+    run = run_of(model_of(), tmp_path / "run")
+    output = str(tmp_path / "page.html")
+    assert cli("export", str(run), "--format", "html", "--output", output).output == f"wrote {output}\n"
+    again = cli("export", str(run), "--format", "html", "--output", output).output
+    assert again == f"wrote {output}, replacing the earlier {output} (give --output another name to keep both)\n"
+
+
 def test_unknown_run_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("export", str(tmp_path / "nowhere"), "--format", "html"), "no such checkpoint")
 

@@ -195,7 +195,7 @@ CLASSES = ("letters", "spaces", "punctuation", "newline", "digits", "CJK charact
 
 def char_class(char: str) -> str:
     """A character's class in the LSTM-vs-n-gram table. Punctuation and symbols are CJK punctuation by
-    their Unicode block (CJK Symbols and Punctuation: 。，、「」《》; the full-width forms: ，：；！？), as
+    their Unicode block (CJK Symbols and Punctuation: 。、「」《》; the full-width forms: ，：；！？), as
     `charlm.forms` decides it; any other (“”’…— of General Punctuation included, which English
     typesetting uses as much as Chinese) is punctuation."""
     if char == "\n":
