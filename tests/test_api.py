@@ -875,3 +875,32 @@ def test_a_notebook_without_ipywidgets_is_not_warned_at(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize(
+    "text, hint",
+    [
+        (Path("chapter.txt"), "; read it first: Path('chapter.txt').read_text(encoding='utf-8')"),
+        ("file", "; read it first: text.read()"),
+        (iter(["ab", "cd"]), "; join it first: ''.join(text)"),
+    ],
+)
+def test_a_text_given_as_a_path_file_or_lines_says_how_to_make_it_a_string(model, tmp_path, text, hint):
+    """charlm.bits_per_char(model, Path("chapter.txt")), or an open file, or a file's lines, was refused
+    as not a string, without saying how to give the text (a Python caller holds it in one of these)."""
+    with (tmp_path / "chapter.txt").open("w", encoding="utf-8") as file:
+        text = file if text == "file" else text
+        assert_named(lambda: charlm.bits_per_char(model, text), "charlm.bits_per_char: the text must be a string", hint)
+
+
+def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, monkeypatch):
+    """charlm.bits_per_char(model, "chapter.txt"), what `charlm eval RUN chapter.txt` reads as a file,
+    scored the eleven characters of its name, silently."""
+    monkeypatch.chdir(tmp_path)
+    Path("faded").write_text("abcdefgh\n" * 10, encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"'faded' names a file; charlm\.bits_per_char scored the text itself"):
+        charlm.bits_per_char(model, "faded")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        charlm.bits_per_char(model, "faded\nbead")  # a line break: text, not a file name
+
