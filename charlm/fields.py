@@ -137,7 +137,12 @@ def check_types(config: object) -> None:
 
 def plain(value: object) -> object:
     """`value` with numpy's (or any other library's) integers and reals as Python's int and float, in a
-    dict or list too: np.float32(0.5) is a temperature, np.int64(3) a token id, and run.json is JSON."""
+    dict or list too: np.float32(0.5) is a temperature, np.int64(3) a token id, and run.json is JSON.
+    An array or tensor is the numbers it holds: np.linspace(1.0, 0.5, 50) is a temperature schedule (a
+    bool, np.True_, is kept as it is: it is not a number, and its error names it as given)."""
+    if hasattr(value, "ndim") and callable(getattr(value, "tolist", None)):
+        held = value.tolist()
+        return value if isinstance(held, bool) else plain(held)
     if isinstance(value, numbers.Integral) and not isinstance(value, int):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):

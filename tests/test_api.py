@@ -904,3 +904,15 @@ def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, mon
         warnings.simplefilter("error")
         charlm.bits_per_char(model, "faded\nbead")  # a line break: text, not a file name
 
+
+def test_arrays_and_tensors_are_taken_as_the_numbers_they_hold(model):
+    """temperature=np.linspace(1.0, 0.5, 4), a schedule as numpy makes one, and torch.tensor(0.5) were
+    refused as not a number or a list of numbers."""
+    schedule = {"length": 20, "random_seed": 3}
+    expected = charlm.generate(model, "ab", temperature=[1.0, 0.5], **schedule)
+    assert charlm.generate(model, "ab", temperature=np.array([1.0, 0.5]), **schedule) == expected
+    assert charlm.generate(model, "ab", temperature=torch.tensor([1.0, 0.5]), **schedule) == expected
+    assert charlm.generate(model, "ab", temperature=torch.tensor(0.5), length=5, random_seed=1) == charlm.generate(
+        model, "ab", temperature=0.5, length=5, random_seed=1
+    )
+
