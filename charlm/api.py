@@ -209,6 +209,8 @@ def train(
     """
     if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
         paths = list(paths)
+    if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
+        options["device"] = str(options["device"])
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
     paths, out, resume, init_from = map(home, (paths, out, resume, init_from))

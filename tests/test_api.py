@@ -916,3 +916,11 @@ def test_arrays_and_tensors_are_taken_as_the_numbers_they_hold(model):
         model, "ab", temperature=0.5, length=5, random_seed=1
     )
 
+
+def test_train_takes_a_torch_device_as_load_does(fox_file, tiny):
+    """charlm.load(RUN, device=torch.device("cpu")) was taken and charlm.train(device=torch.device("cpu"))
+    refused: "device must be a string"."""
+    model = charlm.train(fox_file, out="dev", device=torch.device("cpu"), **tiny)
+    assert model.device == torch.device("cpu")
+    assert latest("dev").config.device == "cpu"
+
