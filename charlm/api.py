@@ -31,7 +31,7 @@ from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, from_options, plain, said, together
+from .fields import SHOWN, check_names, from_options, plain, said, together
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -186,6 +186,10 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
         )
 
 
+# charlm.train's own arguments, which a mistyped keyword may have meant as well as an option.
+TRAIN_ARGUMENTS = ("paths", "out", "resume", "init_from")
+
+
 @lists_options(Config)
 def train(
     paths: str | Path | Iterable[str | Path] | None = None,
@@ -209,6 +213,7 @@ def train(
     """
     if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
         paths = list(paths)
+    check_names(Config, options, arguments=TRAIN_ARGUMENTS, instead={"seed": "did you mean random_seed?"})
     if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
         options["device"] = str(options["device"])
     check_train_arguments(paths, out, resume, init_from)
@@ -220,7 +225,7 @@ def train(
         if init_from is not None:
             trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
         elif resume is not False:
-            from_options(Config, options)  # rejects unknown names before touching the run
+            from_options(Config, options)  # checks the options' types before touching the run
             trainer = resume_run(None if resume is True else str(resume), options, sources)
         else:
             trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))

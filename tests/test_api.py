@@ -924,3 +924,19 @@ def test_train_takes_a_torch_device_as_load_does(fox_file, tiny):
     assert model.device == torch.device("cpu")
     assert latest("dev").config.device == "cpu"
 
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda model, path: charlm.train(path, output="x"), "unknown option(s) output (did you mean out?)"),
+        (lambda model, path: charlm.train(path, seed=1), "unknown option(s) seed (did you mean random_seed?)"),
+        (lambda model, path: charlm.generate(model, ban="xyz"), "ban (to never write them: logit_bias={c: -100 for"),
+        (lambda model, path: charlm.stream(model, device="cuda"), "device (a model writes where it is: charlm.load("),
+        (lambda model, path: charlm.generate(model, prompt="ab"), "prompt (the text to go on from is the seed: "),
+    ],
+)
+def test_a_keyword_that_is_not_an_option_says_which_one_does_its_job(model, fox_file, call, fragment):
+    """charlm.generate(model, ban="xyz") and device="cuda", README's sampling options, were only
+    unknown, and so were train's out and random_seed written as output= or seed=."""
+    assert_named(lambda: call(model, fox_file), fragment, flags=False)
+    assert not Path("checkpoints").exists()
