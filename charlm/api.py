@@ -31,7 +31,7 @@ from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, from_options, plain, said, together
+from .fields import SHOWN, check_names, from_options, plain, said, together
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -186,6 +186,10 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
         )
 
 
+# charlm.train's own arguments, which a mistyped keyword may have meant as well as an option.
+TRAIN_ARGUMENTS = ("paths", "out", "resume", "init_from")
+
+
 @lists_options(Config)
 def train(
     paths: str | Path | Iterable[str | Path] | None = None,
@@ -209,6 +213,9 @@ def train(
     """
     if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
         paths = list(paths)
+    check_names(Config, options, arguments=TRAIN_ARGUMENTS, instead={"seed": "did you mean random_seed?"})
+    if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
+        options["device"] = str(options["device"])
     check_train_arguments(paths, out, resume, init_from)
     check_start(out, resume is not False, init_from)
     paths, out, resume, init_from = map(home, (paths, out, resume, init_from))
@@ -218,7 +225,7 @@ def train(
         if init_from is not None:
             trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
         elif resume is not False:
-            from_options(Config, options)  # rejects unknown names before touching the run
+            from_options(Config, options)  # checks the options' types before touching the run
             trainer = resume_run(None if resume is True else str(resume), options, sources)
         else:
             trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
@@ -294,8 +301,15 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
 def bits_per_char(model: CharLM, text: str) -> float:
     """Bits per character of `text` under the model, as `charlm eval` scores a file (lower: the model
     predicts it better). The first character is read, every one after it scored; characters the model
-    never saw are left out of the score (or scored as its unknown symbol), with a warning that says so."""
+    never saw are left out of the score (or scored as its unknown symbol), with a warning that says so.
+    `text` is the text itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8"))."""
     check_model_and_seed("bits_per_char", model, text, "text")
+    if "\n" not in text and os.path.isfile(home(text)):
+        warnings.warn(
+            f"{text!r} names a file; charlm.bits_per_char scored the text itself, those {len(text)} characters; "
+            f"to score the file give its text: Path({text!r}).read_text(encoding='utf-8')",
+            stacklevel=2,
+        )
     bits, chars = scoring.text_bits(model, text)
     if note := scoring.unseen_note(model.vocab, scoring.scored_text(model.vocab, text)):
         warnings.warn(note, stacklevel=2)
@@ -348,12 +362,22 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
         hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
         refuse(function, "the model must be a charlm.CharLM", model, hint)
     if not isinstance(seed, str):
-        hint = ""
-        if isinstance(seed, (bytes, bytearray)):
-            hint = f"; decode it first: {what}.decode('utf-8')"
-        elif isinstance(seed, (list, tuple)):
-            hint = f"; call charlm.{function} once per {what}"
-        refuse(function, f"the {what} must be a string", seed, hint)
+        refuse(function, f"the {what} must be a string", seed, text_hint(function, seed, what))
+
+
+def text_hint(function: str, value: object, what: str) -> str:
+    """How to make a string of what a caller gave for one: the bytes, path, open file or lines it came as."""
+    if isinstance(value, (bytes, bytearray)):
+        return f"; decode it first: {what}.decode('utf-8')"
+    if isinstance(value, (list, tuple)):
+        return f"; call charlm.{function} once per {what}"
+    if isinstance(value, PurePath):
+        return f"; read it first: Path({str(value)!r}).read_text(encoding='utf-8')"
+    if callable(getattr(value, "read", None)):
+        return f"; read it first: {what}.read()"
+    if isinstance(value, Iterable):
+        return f"; join it first: ''.join({what})"
+    return ""
 
 
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:

@@ -137,7 +137,12 @@ def check_types(config: object) -> None:
 
 def plain(value: object) -> object:
     """`value` with numpy's (or any other library's) integers and reals as Python's int and float, in a
-    dict or list too: np.float32(0.5) is a temperature, np.int64(3) a token id, and run.json is JSON."""
+    dict or list too: np.float32(0.5) is a temperature, np.int64(3) a token id, and run.json is JSON.
+    An array or tensor is the numbers it holds: np.linspace(1.0, 0.5, 50) is a temperature schedule (a
+    bool, np.True_, is kept as it is: it is not a number, and its error names it as given)."""
+    if hasattr(value, "ndim") and callable(getattr(value, "tolist", None)):
+        held = value.tolist()
+        return value if isinstance(held, bool) else plain(held)
     if isinstance(value, numbers.Integral) and not isinstance(value, int):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, (int, float)):
@@ -191,14 +196,36 @@ def check_choices(config: object) -> None:
             raise CharLMError(f"{shown_name(f)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}")
 
 
-def from_options(config_class: type[T], options: dict, what: str = "option") -> T:
-    """Build a config dataclass from keyword options, naming any unknown ones."""
+def from_options(
+    config_class: type[T],
+    options: dict,
+    what: str = "option",
+    arguments: tuple[str, ...] = (),
+    instead: dict[str, str] | None = None,
+) -> T:
+    """Build a config dataclass from keyword options, naming any unknown ones (see `check_names`)."""
+    check_names(config_class, options, what, arguments, instead)
+    return config_class(**options)
+
+
+def check_names(
+    config_class: type,
+    options: dict,
+    what: str = "option",
+    arguments: tuple[str, ...] = (),
+    instead: dict[str, str] | None = None,
+) -> None:
+    """Refuses keywords that are not `config_class`'s fields, each with what it was likely meant to be:
+    a field or one of the calling function's own `arguments` spelled alike, or `instead[name]`, what
+    does the job of a name a caller may bring from elsewhere (an option of the command line, say)."""
     known = sorted(f.name for f in dataclasses.fields(config_class))
     unknown = sorted(set(options) - set(known))
     if unknown:
-        named = ", ".join(meant(name, known) for name in unknown)
+        instead = instead or {}
+        named = ", ".join(
+            f"{name} ({instead[name]})" if name in instead else meant(name, [*known, *arguments]) for name in unknown
+        )
         raise CharLMError(f"unknown {what}(s) {named}; known: {', '.join(known)}")
-    return config_class(**options)
 
 
 def meant(name: str, known: list[str]) -> str:

@@ -26,9 +26,16 @@ from .forms import Constrained, constrain
 from .generation import Batch, Row
 from .model import CharLM, inference
 
+# Keywords a Python caller brings from `charlm sample`'s options or other libraries, and what does their job.
+SAMPLING_INSTEAD = {
+    "ban": "to never write them: logit_bias={c: -100 for c in CHARACTERS}",
+    "device": "a model writes where it is: charlm.load(RUN, device='cuda'), or model.to('cuda')",
+    "prompt": "the text to go on from is the seed: charlm.generate(model, 'It was', ...)",
+}
+
 
 def sample_config(options: dict) -> SampleConfig:
-    return from_options(SampleConfig, options, "sampling option")
+    return from_options(SampleConfig, options, "sampling option", instead=SAMPLING_INSTEAD)
 
 
 def compiled(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, torch.Tensor | None]:

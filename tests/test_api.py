@@ -875,3 +875,68 @@ def test_a_notebook_without_ipywidgets_is_not_warned_at(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize(
+    "text, hint",
+    [
+        (Path("chapter.txt"), "; read it first: Path('chapter.txt').read_text(encoding='utf-8')"),
+        ("file", "; read it first: text.read()"),
+        (iter(["ab", "cd"]), "; join it first: ''.join(text)"),
+    ],
+)
+def test_a_text_given_as_a_path_file_or_lines_says_how_to_make_it_a_string(model, tmp_path, text, hint):
+    """charlm.bits_per_char(model, Path("chapter.txt")), or an open file, or a file's lines, was refused
+    as not a string, without saying how to give the text (a Python caller holds it in one of these)."""
+    with (tmp_path / "chapter.txt").open("w", encoding="utf-8") as file:
+        text = file if text == "file" else text
+        assert_named(lambda: charlm.bits_per_char(model, text), "charlm.bits_per_char: the text must be a string", hint)
+
+
+def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, monkeypatch):
+    """charlm.bits_per_char(model, "chapter.txt"), what `charlm eval RUN chapter.txt` reads as a file,
+    scored the eleven characters of its name, silently."""
+    monkeypatch.chdir(tmp_path)
+    Path("faded").write_text("abcdefgh\n" * 10, encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"'faded' names a file; charlm\.bits_per_char scored the text itself"):
+        charlm.bits_per_char(model, "faded")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        charlm.bits_per_char(model, "faded\nbead")  # a line break: text, not a file name
+
+
+def test_arrays_and_tensors_are_taken_as_the_numbers_they_hold(model):
+    """temperature=np.linspace(1.0, 0.5, 4), a schedule as numpy makes one, and torch.tensor(0.5) were
+    refused as not a number or a list of numbers."""
+    schedule = {"length": 20, "random_seed": 3}
+    expected = charlm.generate(model, "ab", temperature=[1.0, 0.5], **schedule)
+    assert charlm.generate(model, "ab", temperature=np.array([1.0, 0.5]), **schedule) == expected
+    assert charlm.generate(model, "ab", temperature=torch.tensor([1.0, 0.5]), **schedule) == expected
+    assert charlm.generate(model, "ab", temperature=torch.tensor(0.5), length=5, random_seed=1) == charlm.generate(
+        model, "ab", temperature=0.5, length=5, random_seed=1
+    )
+
+
+def test_train_takes_a_torch_device_as_load_does(fox_file, tiny):
+    """charlm.load(RUN, device=torch.device("cpu")) was taken and charlm.train(device=torch.device("cpu"))
+    refused: "device must be a string"."""
+    model = charlm.train(fox_file, out="dev", device=torch.device("cpu"), **tiny)
+    assert model.device == torch.device("cpu")
+    assert latest("dev").config.device == "cpu"
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda model, path: charlm.train(path, output="x"), "unknown option(s) output (did you mean out?)"),
+        (lambda model, path: charlm.train(path, seed=1), "unknown option(s) seed (did you mean random_seed?)"),
+        (lambda model, path: charlm.generate(model, ban="xyz"), "ban (to never write them: logit_bias={c: -100 for"),
+        (lambda model, path: charlm.stream(model, device="cuda"), "device (a model writes where it is: charlm.load("),
+        (lambda model, path: charlm.generate(model, prompt="ab"), "prompt (the text to go on from is the seed: "),
+    ],
+)
+def test_a_keyword_that_is_not_an_option_says_which_one_does_its_job(model, fox_file, call, fragment):
+    """charlm.generate(model, ban="xyz") and device="cuda", README's sampling options, were only
+    unknown, and so were train's out and random_seed written as output= or seed=."""
+    assert_named(lambda: call(model, fox_file), fragment, flags=False)
+    assert not Path("checkpoints").exists()
