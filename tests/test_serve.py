@@ -1268,6 +1268,7 @@ def test_too_many_streams_is_429_until_one_ends(tiny_model):
 
 
 CHAT_A = {"messages": [{"role": "user", "content": "a"}]}
+COMMA_BANNED = {"logit_bias": {str(VOCAB.index(",")): -100}}
 
 
 NEVER_RUN = [
@@ -1281,14 +1282,20 @@ NEVER_RUN = [
     ("/v1/completions", b'{"prompt": ["b\\ud800"]}', 400, "prompt: lone surrogate U+D800 at character 1"),
     ("/v1/chat/completions", {**CHAT_A, "logit_bias": {"99": 1}}, 400, "token id 99 is not one"),
     ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}', 400, "messages: lone"),
+    ("/v1/completions", {"prompt": "a", "template": "__：_"}, 400, "template: the model does not know '："),
+    ("/v1/completions", {"prompt": "a", "form": "五言绝句"}, 400, "form 五言绝句: the model does not know '，'"),
+    ("/v1/completions", {"prompt": "a", "template": "_,_", **COMMA_BANNED}, 400, "bans ',', but template must"),
+    ("/v1/chat/completions", {**CHAT_A, "template": "_？_"}, 400, "template: the model does not know '？'"),
     ("/v1/completions", {"prompt": "a", "max_tokens": 1}, 429, "streams are busy"),  # good, but no row is free
+    ("/v1/completions", {"prompt": "a", "template": "_,_"}, 429, "streams are busy"),  # a writable template too
 ]
 
 
 def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_full(tiny_model):
     """A request that can never succeed was a 429 while every stream was busy when what was wrong was
-    checked against the model (its logit bias's ids) or read (a lone surrogate) only once it had rows:
-    the client retried it, was refused again, and in the end got the 400 it could have had at once."""
+    checked against the model (its logit bias's ids, its form or template) or read (a lone surrogate)
+    only once it had rows: the client retried it, was refused again, and in the end got the 400 it could
+    have had at once."""
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1, max_tokens=100_000))
     held = {"prompt": "a", "max_tokens": 100_000, "stream": True}
     with running(app) as url, httpx.stream("POST", f"{url}/v1/completions", json=held):

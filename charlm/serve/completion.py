@@ -1,11 +1,11 @@
 """A request in flight and the models it runs on: the hand-off between asyncio and the engines.
 
 `Server` holds the loaded models, each with its `Engine`; `Completion` is one request: it compiles its
-logit bias for the model's vocabulary if it has one, takes rows (429 when there are none, so only for a
-request that can run), and in a worker thread reads its prompts (normalized once, encoded), compiles
-its template for the model's vocabulary if it has one and primes its prompts (each
-alone, so a seeded sample never depends on the batch); then it becomes one `Job` per prompt, and reads
-its updates from a queue that `Server.publish` fills, one hand-off to the event loop per batch of updates.
+logit bias and its template for the model's vocabulary if it has them, takes rows (429 when there are
+none, so only for a request that can run), and in the primer's thread reads its prompts (normalized
+once, encoded) and primes them (each alone, so a seeded sample never depends on the batch); then it
+becomes one `Job` per prompt, and reads its updates from a queue that `Server.publish` fills, one
+hand-off to the event loop per batch of updates.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Served:
     engine: Engine
     created: int
     fingerprint: str  # OpenAI's `system_fingerprint`: see `fingerprint`
-    # templates compiled, by template and the ids a logit bias bans; touched by the primer only
+    # templates compiled, by template and the ids a logit bias bans; by `Completion.check`'s threads
     compiled: dict[tuple[Template, tuple[int, ...]], Constrained] = dataclasses.field(default_factory=dict)
 
 
@@ -222,21 +222,25 @@ class Completion:
         self.open = self.rows
         self.finished = False
         self.bias: torch.Tensor | None = None  # `logit_bias` for the model's vocabulary, by `check`
+        self.form: Constrained | None = None  # the template for the model's vocabulary, by `check`
 
     async def check(self) -> None:
         """What is checked against the model before the request takes rows, so that one that can never
-        run is a 400 even while every stream is busy (a 429 has a client retry it): the logit bias's ids.
-        In a thread of asyncio's: 65,536 of them take 0.2 s, which on the event loop would hold every
+        run is a 400 even while every stream is busy (a 429 has a client retry it): the logit bias's ids
+        and the template, which needs the bias's bans. In a thread of asyncio's: 65,536 ids take 0.2 s
+        and a template for a sentencepiece vocabulary a while, which on the event loop would hold every
         stream, and in the primer's thread would wait behind other requests' prompts."""
-        if self.params.logit_bias:
-            self.bias = await asyncio.to_thread(self.bias_for_model)
+        if self.params.logit_bias or self.params.template is not None:
+            await asyncio.to_thread(self.check_for_model)
 
-    def bias_for_model(self) -> torch.Tensor | None:
+    def check_for_model(self) -> None:
         pin_this_thread(1)  # small tensors: never an OpenMP team of this thread's beside the engine's
-        try:
-            return bias_vector(self.params.logit_bias, self.served.model.vocab)
-        except CharLMError as e:
-            raise APIError(400, str(e), "logit_bias", "invalid_value") from None
+        if self.params.logit_bias:
+            try:
+                self.bias = bias_vector(self.params.logit_bias, self.served.model.vocab)
+            except CharLMError as e:
+                raise APIError(400, str(e), "logit_bias", "invalid_value") from None
+        self.form = self.compile(self.bias)
 
     async def start(self) -> None:
         """`check` the request, take rows (429 when there are none to take), read and prime the prompts in the primer's thread,
@@ -252,7 +256,7 @@ class Completion:
         server.busy += self.rows
         try:
             start = time.perf_counter()
-            form, stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
+            stops, primed = await asyncio.get_running_loop().run_in_executor(server.primer, self.prepare)
             self.prompt_ms = (time.perf_counter() - start) * 1000
         except BaseException:
             self.release()
@@ -266,20 +270,19 @@ class Completion:
         )
         seeds = [self.seed + i for i in range(self.params.n)]
         for (seen, logits, state), echoed in zip(primed, self.echoed):
-            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, form, self.bias)
+            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
 
-    def prepare(self) -> tuple[Constrained | None, tuple[str, ...], list]:
-        """In the primer's thread (compiling a template for a sentencepiece vocabulary takes a while,
-        and reading long prompts too): the prompts read, the template compiled for the model, the stop
+    def prepare(self) -> tuple[tuple[str, ...], list]:
+        """In the primer's thread (reading long prompts takes a while): the prompts read, the stop
         texts as the model writes them, then the prompts primed."""
         encoded = self.read_prompts()
         # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
         stops = tuple(map(self.served.model.vocab.normalized, self.params.stops))
-        return self.compile(self.bias), stops, self.prime(encoded)
+        return stops, self.prime(encoded)
 
     def read_prompts(self) -> list[tuple[torch.Tensor, str]]:
         """Each prompt as the model reads it (`read`, within --max-prompt) and its ids; an empty one
@@ -303,7 +306,8 @@ class Completion:
             return None
         banned = None if bias is None else bias.isneginf()
         key = (template, () if banned is None else tuple(banned.nonzero().flatten().tolist()))
-        if key not in compiled:
+        form = compiled.get(key)  # read once: another request's thread may clear the dict meanwhile
+        if form is None:
             try:
                 form = Constrained(template, self.served.model.vocab, "acrostic", banned)
             except CharLMError as e:
@@ -311,7 +315,7 @@ class Completion:
             if len(compiled) >= MAX_COMPILED:
                 compiled.clear()
             compiled[key] = form
-        return compiled[key]
+        return form
 
     def prime(self, encoded: list) -> list:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
