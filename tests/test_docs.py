@@ -2,7 +2,9 @@
 
 import ast
 import configparser
+import functools
 import importlib.util
+import inspect
 import re
 import runpy
 import unicodedata
@@ -259,3 +261,162 @@ def test_the_readmes_next_probs_output_is_written_as_python_prints_it(page):
     assert all(isinstance(c, str) and isinstance(p, float) for c, p in value) and repr(value) == example, (
         f"{page}: next_probs prints {value!r}, not {example}"
     )
+
+
+CHARLM = REPO / "charlm"
+CHARLM_MODULES = {path.stem for path in CHARLM.glob("*.py") if not path.stem.startswith("_")} | {
+    path.parent.name for path in CHARLM.glob("*/__init__.py")
+}
+FILE_SUFFIXES = {"py", "pt", "bin", "json", "jsonl", "txt", "md", "html", "js", "css", "png", "lua", "onnx"}
+DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+PATH = r"charlm/[\w/]+\.py"
+# A pointer's name and the file the sentence says holds it: "`name` in `charlm/x.py`", "`charlm/x.py`
+# (`name`", "`charlm/x.py`, `name`", "`charlm/x.py` 的 `name`" (a name list after the path: each of it).
+NAME_IN_FILE = rf"`({DOTTED})`,? in (?:the file )?`?({PATH})`?"
+FILE_THEN_NAMES = (
+    rf"`({PATH})`\**(?:'s job)?(?: \(|（|, |，| 的 | 里的 | 中的 | 里就是 )((?:`{DOTTED}`(?:, |、| and | 和 )?)+)"
+)
+SAME_FILE = rf"`({DOTTED})`(?:,? \(?same file|,? in the same file)|同一(?:个)?文件(?:里|中)?的 `({DOTTED})`"
+
+
+def prose(page) -> str:
+    """The page outside its code blocks, lines joined: a pointer's name and its file may sit on two lines."""
+    kept, fenced = [], False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced:
+            kept.append(line.strip())
+    return " ".join(kept)
+
+
+def code_spans(text: str) -> list[str]:
+    """The text of each `code span`, as Markdown pairs them: a span opened by two backticks (one that
+    quotes a backtick) ends at the next two, not at the backtick it holds."""
+    return [match.group(2).strip() for match in re.finditer(r"(`+)(.+?)(?<!`)\1(?!`)", text)]
+
+
+def code_pointers(page) -> set[tuple[str, str | None]]:
+    """Each (name, file) `page` points a reader at: a path, a dotted name, or a bare name with the
+    charlm/...py the sentence puts it in."""
+    text = prose(page)
+    found: set[tuple[str, str | None]] = set()
+    for span in code_spans(text):
+        called = re.match(rf"({DOTTED})\(", span)  # charlm.bits_per_char(model, text): the callee
+        name = called.group(1) if called else span
+        # a path (bench/out/ is no code: a run writes it), a module file, or a dotted name
+        if re.fullmatch(r"charlm/[\w/.-]*|(?:tests|bench)/\w+\.py|\w+\.py|\w+(?:\.\w+)+", name):
+            found.add((name, None))
+    for name, path in re.findall(NAME_IN_FILE, text):
+        found.add((name, path))
+    for path, names in re.findall(FILE_THEN_NAMES, text):
+        found |= {(name, path) for name in re.findall(r"`([^`]+)`", names) if "/" not in name}
+    for match in re.finditer(SAME_FILE, text):
+        earlier = re.findall(PATH, text[: match.start()])
+        found.add((match.group(1) or match.group(2), earlier[-1] if earlier else "no charlm/...py named before it"))
+    return found
+
+
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def module_name(path: Path) -> str:
+    """charlm/serve/engine.py's module: charlm.serve.engine."""
+    return ".".join(path.relative_to(REPO).with_suffix("").parts)
+
+
+def defined_names(path: Path) -> set[str]:
+    """The names a module file defines at its top level (not those it imports)."""
+    names = set()
+    for node in parsed(path).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        for target in node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]:
+            if isinstance(target, ast.Name):
+                names.add(target.id)
+    return names
+
+
+def has_attribute(owner, name: str) -> bool:
+    """Whether `name` is an attribute of `owner`: a module's submodule, a dataclass field with no
+    default and an attribute `__init__` sets count too."""
+    if hasattr(owner, name):
+        return True
+    if inspect.ismodule(owner):  # a package's submodule not yet imported
+        return hasattr(owner, "__path__") and importlib.util.find_spec(f"{owner.__name__}.{name}") is not None
+    if inspect.isclass(owner):
+        if any(name in vars(klass).get("__annotations__", {}) for klass in owner.__mro__):
+            return True
+        return bool(re.search(rf"self\.{name}\s*(?::[^=\n]*)?=", inspect.getsource(owner)))
+    return False
+
+
+def walk(owner, parts: list[str]) -> str | None:
+    """Why `owner`'s attribute path `parts` names nothing, or None where it resolves."""
+    where = owner.__name__ if inspect.ismodule(owner) else f"{owner.__module__}.{owner.__qualname__}"
+    for depth, part in enumerate(parts):
+        if not has_attribute(owner, part):
+            return f"{where} has no {part}"
+        if depth < len(parts) - 1:
+            owner = getattr(owner, part, None) or importlib.import_module(f"{owner.__name__}.{part}")
+            where += f".{part}"
+    return None
+
+
+def class_homes(name: str) -> list[str]:
+    """The charlm modules whose file defines class `name` at its top level."""
+    return [module_name(path) for path in sorted(CHARLM.rglob("*.py")) if name in defined_names(path)]
+
+
+def imported_from_outside(name: str) -> bool:
+    """Whether some charlm module imports `name` from another library (Path, Tensor): not charlm's to hold."""
+    return any(
+        name in {alias.asname or alias.name for alias in node.names}
+        for path in CHARLM.rglob("*.py")
+        for node in ast.walk(parsed(path))
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and not (node.module or "").startswith("charlm")
+    )
+
+
+def pointer_problem(name: str, path: str | None) -> str | None:
+    """Why the pointer `name` (said to be in `path`) names nothing the code holds, or None if it does;
+    None too for what is no code name (a JSON field, a file name such as tokens.bin, torch's nn.LSTM)."""
+    first, *rest = name.split(".")
+    if path is not None:
+        if not (REPO / path).is_file():
+            return f"{path} does not exist"
+        if first not in defined_names(REPO / path):
+            return f"{path} does not define {first}"
+        module = importlib.import_module(module_name(REPO / path))
+        return walk(getattr(module, first), rest) if rest else None
+    if "/" in name:
+        return None if (REPO / name).exists() else "no such file or folder"
+    if name.endswith(".py"):
+        return None if any(CHARLM.rglob(name)) else "no charlm module has this name"
+    if rest[-1] in FILE_SUFFIXES:
+        return None
+    if first == "charlm":
+        return walk(charlm, rest)
+    if first in CHARLM_MODULES:
+        return walk(charlm, name.split("."))
+    if re.fullmatch(r"[A-Z][A-Za-z]*[a-z]\w*", first) and not imported_from_outside(first):
+        homes = class_homes(first)
+        if not homes:
+            return f"no charlm module defines class {first}"
+        problems = [walk(importlib.import_module(home), name.split(".")) for home in homes]
+        return None if None in problems else problems[0]
+    return None
+
+
+@pytest.mark.parametrize("page", [page for page in DOCS if page.name != "cli.md"], ids=lambda path: path.name)
+def test_every_code_name_a_doc_points_at_exists(page):
+    """A reader opens the file or looks up the name a doc gives: code that moved must not leave the doc
+    pointing at nothing (how-it-works put `AdaptiveHead` in "the same file" as `train_step`)."""
+    stale = sorted(
+        f"`{name}`{f' in {path}' if path else ''}: {problem}"
+        for name, path in code_pointers(page)
+        if (problem := pointer_problem(name, path))
+    )
+    assert not stale, f"{page.name} points at code that is not there:\n" + "\n".join(stale)
