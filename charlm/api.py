@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import inspect
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -54,13 +55,24 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
         if function.__doc__ is None:  # python -OO drops docstrings
             return function
         lines = [f"\n\nOptions (`charlm.{config_class.__name__}`'s fields) and their defaults:"]
-        for f in dataclasses.fields(config_class):
-            entry = f"{f.name}={default_of(f)!r}: {f.metadata.get('help', '')}"
+        fields = dataclasses.fields(config_class)
+        for f in fields:
+            entry = f"{f.name}={default_of(f)!r}: {keywords_for_flags(f.metadata.get('help', ''), fields)}"
             lines.append(textwrap.fill(entry, 100, initial_indent="    ", subsequent_indent="        "))
         function.__doc__ = inspect.cleandoc(function.__doc__) + "\n".join(lines)
         return function
 
     return listed
+
+
+def keywords_for_flags(help: str, fields: tuple[dataclasses.Field, ...]) -> str:
+    """An option's help (written for `--help`) with each flag of a field as the keyword a Python caller
+    writes: help(charlm.generate) told of "--form or --template", help(charlm.train) of "--max-time"."""
+    names = {f.name for f in fields}
+    return FLAG.sub(lambda m: m[1].replace("-", "_") if m[1].replace("-", "_") in names else m[0], help)
+
+
+FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 
 
 def options_by_name(function: Function) -> Function:

@@ -940,3 +940,14 @@ def test_a_keyword_that_is_not_an_option_says_which_one_does_its_job(model, fox_
     unknown, and so were train's out and random_seed written as output= or seed=."""
     assert_named(lambda: call(model, fox_file), fragment, flags=False)
     assert not Path("checkpoints").exists()
+
+
+def test_help_names_each_option_as_the_keyword_a_python_caller_writes():
+    """help(charlm.generate) told a Python caller of "--form or --template", help(charlm.train) of
+    "--max-time": the options' help is written for `charlm ... --help`."""
+    for function, config in ((charlm.train, charlm.Config), (charlm.generate, charlm.SampleConfig)):
+        flags = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(config)}
+        said = {word.strip("(),;.`'") for word in function.__doc__.split()}
+        assert not flags & said, (function.__name__, flags & said)
+    assert "each verse of form or template" in " ".join(charlm.generate.__doc__.split())
+    assert "fitted to max_time and max_steps" in " ".join(charlm.train.__doc__.split())
