@@ -69,7 +69,12 @@ def keywords_for_flags(help: str, fields: tuple[dataclasses.Field, ...]) -> str:
     """An option's help (written for `--help`) with each flag of a field as the keyword a Python caller
     writes: help(charlm.generate) told of "--form or --template", help(charlm.train) of "--max-time"."""
     names = {f.name for f in fields}
-    return FLAG.sub(lambda m: m[1].replace("-", "_") if m[1].replace("-", "_") in names else m[0], help)
+
+    def keyword(flag: re.Match) -> str:
+        name = flag[1].replace("-", "_")
+        return name if name in names else flag[0]
+
+    return FLAG.sub(keyword, help)
 
 
 FLAG = re.compile(r"--([a-z][a-z0-9-]*)")

@@ -75,7 +75,12 @@ def normalized(text: str, form: str) -> str:
     """`text` as the model reads it, corpus and seeds alike: in Unicode normalization `form` (none, nfc or
     nfkc), its line breaks as `\\n` (`line_breaks`), as every file is read. A seed pasted from Windows was
     refused for a `\\r` no model knows, though the same text from --seed-file was read."""
-    text = line_breaks(text)
+    return in_form(line_breaks(text), form)
+
+
+def in_form(text: str, form: str) -> str:
+    """`text` in Unicode normalization `form` alone: for text whose line breaks are read already (a file's,
+    by `_decode`), which `normalized` would scan a second time."""
     return text if form == "none" else unicodedata.normalize(form.upper(), text)
 
 
@@ -123,7 +128,7 @@ def iter_text(
             if chunk.strip():
                 empty = False
             blank = blank or bool(chunk)
-            text = normalized(chunk, normalize)
+            text = in_form(chunk, normalize)  # its line breaks read by _decode
             if text:
                 ends_with_newline = text.endswith("\n")
                 yield text
@@ -277,7 +282,7 @@ def _starts_segment(char: str, form: str) -> bool:
     vowel and trailing jamo and some vowel signs do although their combining class is 0."""
     if form == "none" or char < "\x80":
         return True
-    return not unicodedata.combining(char) and normalized(char, form) == char and char not in _composes_backward()
+    return not unicodedata.combining(char) and in_form(char, form) == char and char not in _composes_backward()
 
 
 @functools.cache

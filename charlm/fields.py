@@ -197,14 +197,10 @@ def check_choices(config: object) -> None:
 
 
 def from_options(
-    config_class: type[T],
-    options: dict,
-    what: str = "option",
-    arguments: tuple[str, ...] = (),
-    instead: dict[str, str] | None = None,
+    config_class: type[T], options: dict, what: str = "option", instead: dict[str, str] | None = None
 ) -> T:
     """Build a config dataclass from keyword options, naming any unknown ones (see `check_names`)."""
-    check_names(config_class, options, what, arguments, instead)
+    check_names(config_class, options, what, instead=instead)
     return config_class(**options)
 
 
