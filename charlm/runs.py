@@ -383,7 +383,7 @@ def holds_checkpoint(run_dir: Path) -> bool:
 
 def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The run folders under `root` that hold a checkpoint, sorted by name."""
-    return sorted(p.parent for p in Path(root).glob(f"*/{LATEST}"))
+    return sorted(p for p in Path(root).glob("*") if holds_checkpoint(p))
 
 
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
@@ -396,8 +396,20 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
 
 
 def newest(runs: list[Path]) -> Path:
-    """The run whose latest.pt was written last."""
-    return max(runs, key=lambda run: (run / LATEST).stat().st_mtime)
+    """The run whose checkpoint was written last."""
+    return max(runs, key=lambda run: last_written(run) or 0.0)
+
+
+def last_written(run_dir: Path) -> float | None:
+    """When the run's newest checkpoint was written (latest.pt, or best.pt where it holds that alone);
+    None where it holds neither (removed since it was listed)."""
+    times = []
+    for name in (LATEST, BEST):
+        try:
+            times.append((Path(run_dir) / name).stat().st_mtime)
+        except OSError:
+            pass
+    return max(times, default=None)
 
 
 def where(root: Path) -> str:

@@ -78,10 +78,8 @@ def run_row(folder: Path) -> list[str]:
     sane = [bpc for bpc in bpcs if within(bpc, 0, MAX_BPC)]
     best = f"{min(sane):.4f}" if sane else "?" if bpcs else "-"
     step = metrics[-1]["step"] if metrics else 0
-    try:
-        updated = time.strftime("%Y-%m-%d %H:%M", time.localtime((folder / runs.LATEST).stat().st_mtime))
-    except OSError:  # removed since it was listed
-        updated = "?"
+    written = runs.last_written(folder)  # None: removed since it was listed
+    updated = "?" if written is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(written))
     corpus = shown(info.get("corpus"), str)
     base = info.get("base") if isinstance(info.get("base"), dict) else {}
     if holds(base.get("run"), str) and len(base["run"]) <= MAX_NAME:  # a fine-tuning run

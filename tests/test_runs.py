@@ -466,5 +466,18 @@ def test_a_run_killed_between_its_first_best_and_latest_checkpoints_keeps_its_fo
     assert latest("run").progress.step == tiny["max_steps"] + 5
 
 
+def test_a_run_holding_best_pt_alone_is_listed_and_is_the_latest_run(fox_file, tiny):
+    """A run killed between its first best.pt and latest.pt counts as a run (a new --out is refused),
+    but `charlm runs` did not list it and `charlm sample` with no run named did not find it."""
+    charlm.train(fox_file, out="older", **tiny)
+    charlm.train(fox_file, out="killed", **tiny)
+    (Path("checkpoints/killed") / runs.LATEST).unlink()
+    later = os.stat(Path("checkpoints/older") / runs.LATEST).st_mtime + 10
+    os.utime(Path("checkpoints/killed") / runs.BEST, (later, later))
+    rows = [line.split()[0] for line in cli("runs").output.splitlines()[1:]]
+    assert rows == ["killed", "older"], rows
+    assert runs.latest_run() == Path("checkpoints/killed")
+
+
 def checkpoint_step(path: Path) -> int:
     return charlm.checkpoint.read(path).progress.step
