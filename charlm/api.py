@@ -132,6 +132,7 @@ def start_run(
     experiment's model in place of charlm's, made after planning."""
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     base_vocab = None if base is None else base.checkpoint.vocab
+    plan.check_out(out)
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)

@@ -168,8 +168,14 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
 
 def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:
     """Refuse now, not after seconds of measuring sizes, a run that could not start anyway: a bad
-    --eval-also, an --out that holds a run, a file where the run folder goes."""
+    --eval-also, or an --out taken since `check_out`."""
     read_eval_also(config, corpus.vocab, tell=True)
+    check_out(out)
+
+
+def check_out(out: str | None) -> None:
+    """Refuse before the corpus is read (minutes for a big one) a new run whose folder cannot be: an --out
+    that holds a run, a name or path too long, a file where the run folder goes."""
     if out is not None:
         free_out_folder(out)
     runs.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))

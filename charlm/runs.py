@@ -34,6 +34,8 @@ EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
+PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
+DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{2**22}"
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole held `charlm runs`, and every corpus name lookup, for minutes
@@ -51,6 +53,11 @@ def run_folder(out: str) -> Path:
         raise CharLMError(
             f"{said('out')}: a name of {name_bytes(longest)} bytes ({longest[:20]}...), over the {NAME_MAX} a file "
             "name may have; give a shorter one"
+        )
+    if name_bytes(str(run_dir) + DEEPEST_FILE) > PATH_MAX:  # else it failed after the corpus was prepared
+        raise CharLMError(
+            f"{said('out')}: a path of {name_bytes(str(run_dir))} bytes ({str(run_dir)[:20]}...), too long for "
+            f"the run's files (paths of over {PATH_MAX} bytes); give a shorter one"
         )
     if path.name in ("", ".", "..") or run_dir.resolve() == CHECKPOINT_ROOT.resolve():
         raise CharLMError(

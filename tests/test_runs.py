@@ -443,6 +443,23 @@ def test_an_out_name_too_long_for_a_file_system_is_refused_by_name(fox_file, nam
     assert not (fox_file.parent / "checkpoints").exists() or not list((fox_file.parent / "checkpoints").iterdir())
 
 
+def test_an_out_path_too_long_for_its_files_is_refused_before_the_corpus_is_read(fox_file, monkeypatch):
+    """An `--out` of 25 folders of 200 bytes failed with ".../latest.pt: File name too long" once the
+    corpus was prepared (minutes for a big one); it is refused first, naming the option."""
+    out = "/".join(["d" * 200] * 25)
+    monkeypatch.setattr(charlm.api, "load_corpus", None)  # reading the corpus fails the test
+    result = cli("train", str(fox_file), "--out", out, "--max-steps", "1", "--quiet")
+    assert_one_line_error(result, f"--out: a path of {len(out)} bytes (dddddddddddddddddddd...), too long")
+
+
+def test_an_out_that_holds_a_run_is_refused_before_the_corpus_is_read(fox_file, tiny, monkeypatch):
+    """`charlm train big.txt --out my-run` over an earlier run prepared the corpus first, then refused."""
+    charlm.train(fox_file, out="mine", **tiny)
+    monkeypatch.setattr(charlm.api, "load_corpus", None)  # reading the corpus fails the test
+    result = cli("train", str(fox_file), "--out", "mine", "--max-steps", "1", "--quiet")
+    assert_one_line_error(result, f"{Path('checkpoints/mine')} already holds a run; continue it with --resume")
+
+
 def test_a_corpus_named_near_the_longest_file_name_gets_a_run_name_that_fits(fox_file, tiny):
     """The run's name is the corpus's and 16 characters of date and time: a corpus file of 250 bytes made
     one no file system takes, and the run failed before its first step."""
