@@ -592,6 +592,25 @@ def test_echo_returns_the_prompt_and_its_logprobs(client):
     ]
 
 
+def test_every_response_has_a_request_id_as_openais_do(server, client):
+    """OpenAI sends `x-request-id` on every response, errors included; the openai client reads it as
+    `response._request_id` and an error's `request_id`. charlm's responses had none: None for a user to quote."""
+    raw = client.completions.with_raw_response.create(model="tiny", prompt="the ", max_tokens=2)
+    again = client.chat.completions.with_raw_response.create(model="tiny", messages=[{"role": "user", "content": "a"}])
+    ids = [raw.request_id, raw.parse()._request_id, again.request_id]
+    assert re.fullmatch("req_[0-9a-f]{32}", ids[0]) and ids[1] == ids[0] and re.fullmatch("req_[0-9a-f]{32}", ids[2])
+    assert ids[2] != ids[0]
+    with client.completions.with_streaming_response.create(model="tiny", prompt="a", max_tokens=2, stream=True) as r:
+        assert r.request_id.startswith("req_")
+    for wrong in ({"model": "nope"}, {"model": "tiny", "extra_body": {"temprature": 1}}):
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.completions.create(prompt="a", **wrong)  # a 404 and a 400
+        assert caught.value.request_id.startswith("req_")
+    refused = httpx.get(f"{server[0]}/metrics")  # no key: a 401 from the route; an unknown path, a 404
+    assert refused.status_code == 401 and refused.headers["x-request-id"].startswith("req_")
+    assert httpx.get(f"{server[0]}/nowhere").headers["x-request-id"].startswith("req_")
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_top_logprobs_always_hold_the_drawn_character_as_openais_do(client, stream):
     """OpenAI's reference: "The API will always return the logprob of the sampled token, so there may be
