@@ -393,6 +393,19 @@ def test_stream_options_without_a_stream_is_refused_as_openai_refuses_it(server,
     assert plain.status_code == 200
 
 
+def test_an_unknown_stream_option_is_refused_as_an_unknown_field_is(client):
+    """`stream_options: {"include_usge": true}` (a typo) was taken and did nothing: the client waited for
+    a usage chunk that never came. A field charlm does not know is refused, nested ones too; OpenAI's
+    `include_obfuscation` (padding charlm never adds) is taken as a boolean."""
+    for options in ({"include_usge": True}, {"include_obfuscation": 1}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            streamed(client, max_tokens=2, stream_options=options)
+        name = f"stream_options.{next(iter(options))}"
+        assert caught.value.body["param"] == name and name in caught.value.body["message"]
+    texts, chunks = streamed(client, max_tokens=2, stream_options={"include_obfuscation": False, "include_usage": True})
+    assert len(texts[0]) == 2 and chunks[-1].usage.completion_tokens == 2
+
+
 def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
     """OpenAI: "Each chunk has the same timestamp". Each chunk read the clock, so a stream that crossed
     a second changed its `created` midway; here a clock that ticks a second at every reading makes
