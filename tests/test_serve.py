@@ -393,6 +393,19 @@ def test_stream_options_without_a_stream_is_refused_as_openai_refuses_it(server,
     assert plain.status_code == 200
 
 
+def test_an_unknown_stream_option_is_refused_as_an_unknown_field_is(client):
+    """`stream_options: {"include_usge": true}` (a typo) was taken and did nothing: the client waited for
+    a usage chunk that never came. A field charlm does not know is refused, nested ones too; OpenAI's
+    `include_obfuscation` (padding charlm never adds) is taken as a boolean."""
+    for options in ({"include_usge": True}, {"include_obfuscation": 1}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            streamed(client, max_tokens=2, stream_options=options)
+        name = f"stream_options.{next(iter(options))}"
+        assert caught.value.body["param"] == name and name in caught.value.body["message"]
+    texts, chunks = streamed(client, max_tokens=2, stream_options={"include_obfuscation": False, "include_usage": True})
+    assert len(texts[0]) == 2 and chunks[-1].usage.completion_tokens == 2
+
+
 def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
     """OpenAI: "Each chunk has the same timestamp". Each chunk read the clock, so a stream that crossed
     a second changed its `created` midway; here a clock that ticks a second at every reading makes
@@ -563,8 +576,8 @@ def test_logprobs_give_each_character_and_its_likeliest_alternatives(client):
     assert "".join(logprobs.tokens) == choice.text and len(logprobs.tokens) == 20
     assert logprobs.text_offset == list(range(20))
     for token, logprob, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs):
-        assert len(top) == 3 and logprob <= 0 and sum(2.718281828**v for v in top.values()) <= 1.0001
-        assert max(top.values()) >= logprob - 1e-6 and (token not in top or abs(top[token] - logprob) < 1e-5)
+        assert len(top) in (3, 4) and logprob <= 0 and sum(2.718281828**v for v in top.values()) <= 1.0001
+        assert max(top.values()) >= logprob - 1e-6 and abs(top[token] - logprob) < 1e-5
     texts, chunks = streamed(client, max_tokens=20, seed=4, logprobs=3)
     assert texts == [choice.text]
     assert [t for c in chunks for t in c.choices[0].logprobs.tokens] == logprobs.tokens
@@ -583,10 +596,48 @@ def test_echo_returns_the_prompt_and_its_logprobs(client):
         4,
     ]
     assert complete(client, echo=True, max_tokens=0) == ["the "]
-    # logprobs 0: no alternatives, {} for every character that was predicted (the echoed prompt's
-    # characters gave null, as if nothing had predicted them), null for the first
+    # logprobs 0: no alternatives, each predicted character alone (the echoed prompt's characters gave
+    # null, as if nothing had predicted them), null for the first
     zero = client.completions.create(model="tiny", prompt="the ", max_tokens=3, echo=True, logprobs=0)
-    assert zero.choices[0].logprobs.top_logprobs == [None] + [{}] * 6
+    logprobs = zero.choices[0].logprobs
+    assert logprobs.top_logprobs == [None] + [
+        {t: lp} for t, lp in zip(logprobs.tokens[1:], logprobs.token_logprobs[1:])
+    ]
+
+
+def test_every_response_has_a_request_id_as_openais_do(server, client):
+    """OpenAI sends `x-request-id` on every response, errors included; the openai client reads it as
+    `response._request_id` and an error's `request_id`. charlm's responses had none: None for a user to quote."""
+    raw = client.completions.with_raw_response.create(model="tiny", prompt="the ", max_tokens=2)
+    again = client.chat.completions.with_raw_response.create(model="tiny", messages=[{"role": "user", "content": "a"}])
+    ids = [raw.request_id, raw.parse()._request_id, again.request_id]
+    assert re.fullmatch("req_[0-9a-f]{32}", ids[0]) and ids[1] == ids[0] and re.fullmatch("req_[0-9a-f]{32}", ids[2])
+    assert ids[2] != ids[0]
+    with client.completions.with_streaming_response.create(model="tiny", prompt="a", max_tokens=2, stream=True) as r:
+        assert r.request_id.startswith("req_")
+    for wrong in ({"model": "nope"}, {"model": "tiny", "extra_body": {"temprature": 1}}):
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.completions.create(prompt="a", **wrong)  # a 404 and a 400
+        assert caught.value.request_id.startswith("req_")
+    refused = httpx.get(f"{server[0]}/metrics")  # no key: a 401 from the route; an unknown path, a 404
+    assert refused.status_code == 401 and refused.headers["x-request-id"].startswith("req_")
+    assert httpx.get(f"{server[0]}/nowhere").headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_top_logprobs_always_hold_the_drawn_character_as_openais_do(client, stream):
+    """OpenAI's reference: "The API will always return the logprob of the sampled token, so there may be
+    up to logprobs+1 elements". `logprobs: 0` gave `top_logprobs: [{}, {}, ...]`, and a drawn character
+    outside the likeliest N was missing from its own entry."""
+    options = {"model": "tiny", "prompt": "the ", "max_tokens": 30, "seed": 3, "temperature": 2.0}
+    for count in (0, 1):
+        response = client.completions.create(logprobs=count, stream=stream, **options)
+        parts = [c.choices[0].logprobs for c in response] if stream else [response.choices[0].logprobs]
+        tokens = [t for lp in parts for t in lp.tokens]
+        own = [lp for part in parts for lp in part.token_logprobs]
+        tops = [top for part in parts for top in part.top_logprobs]
+        assert len(tokens) == 30 and all(top.get(t) == lp for t, lp, top in zip(tokens, own, tops)), tops
+        assert max(map(len, tops)) == count + 1 and min(map(len, tops)) >= max(count, 1), tops
 
 
 def test_an_echoed_characters_logprob_is_its_own_entry_among_the_alternatives(client):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -78,8 +79,10 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
     return None
 
 
-class RequestCounter:
-    """ASGI middleware: counts every answer by endpoint and status, for /metrics."""
+class EveryAnswer:
+    """ASGI middleware that sees every answer start, errors and streams included: it counts the answer
+    by endpoint and status, for /metrics, and gives it an `x-request-id` header, as OpenAI's API does
+    (the openai client reads it as `response._request_id` and an error's `request_id`)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -88,12 +91,14 @@ class RequestCounter:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
-        async def counting(message):
+        async def answering(message):
             if message["type"] == "http.response.start":
                 self.metrics.request(endpoint(scope["path"]), message["status"])
+                request_id = f"req_{uuid.uuid4().hex}".encode()
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
             await send(message)
 
-        return await self.app(scope, receive, counting)
+        return await self.app(scope, receive, answering)
 
 
 ENDPOINTS = {
@@ -120,7 +125,7 @@ def create_app(
         title="charlm", lifespan=partial(serving, server), docs_url=None, redoc_url=None, openapi_url="/openapi.json"
     )
     app.state.server = server
-    app.add_middleware(RequestCounter, metrics=server.metrics)
+    app.add_middleware(EveryAnswer, metrics=server.metrics)
     if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
         methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
         app.add_middleware(CORSMiddleware, allow_origins=config.origins(), allow_methods=methods, allow_headers=headers)

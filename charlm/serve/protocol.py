@@ -113,6 +113,9 @@ NULL_ONLY = {
     "verbosity",
 }
 NEUTRAL_OR_NONE = {*NEUTRAL, *NULL_ONLY}
+# stream_options' fields: `include_obfuscation` asks OpenAI to pad each chunk (against guessing its
+# text from its size); charlm never pads, so either value gives the same stream
+STREAM_OPTIONS = {"include_usage", "include_obfuscation"}
 
 
 # The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client
@@ -130,7 +133,11 @@ COMMON_SCHEMA = {
     "stream": {"type": "boolean"},
     "stop": TEXTS,
     "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1]},
-    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "stream_options": {
+        "type": "object",
+        "properties": {"include_usage": {"type": "boolean"}, "include_obfuscation": {"type": "boolean"}},
+        "additionalProperties": False,
+    },
     "user": {"type": "string"},
     "logit_bias": {
         "type": "object",
@@ -453,6 +460,11 @@ def stream_options_of(body: dict, stream: bool) -> dict | None:
             400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
             "invalid_value",
         )  # fmt: skip
+    for name in stream_options or {}:  # a typo (include_usge) did nothing: no usage chunk, and no word why
+        if name not in STREAM_OPTIONS:
+            param = f"stream_options.{name}"
+            raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+    boolean(stream_options or {}, "include_obfuscation", True, "stream_options")  # padding charlm never adds
     return stream_options
 
 

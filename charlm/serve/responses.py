@@ -50,9 +50,21 @@ def completion_logprobs(tokens: list[Token], offset: int) -> dict:
     return {
         "tokens": [t.text for t in tokens],
         "token_logprobs": [t.logprob for t in tokens],
-        "top_logprobs": [None if t.top is None else dict(t.top) for t in tokens],
+        "top_logprobs": [top_entry(t) for t in tokens],
         "text_offset": offsets,
     }
+
+
+def top_entry(token: Token) -> dict | None:
+    """A token's `top_logprobs`: its alternatives and the token itself, as OpenAI's reference has it
+    ("always ... the logprob of the sampled token, so there may be up to logprobs+1 elements"):
+    `logprobs: 0` gives the token alone, not `{}`. None where nothing predicted the token."""
+    if token.top is None:
+        return None
+    top = dict(token.top)
+    if token.logprob is not None:  # a character the model never saw has no logprob to list
+        top.setdefault(token.text, token.logprob)
+    return top
 
 
 def chat_logprobs(tokens: list[Token]) -> dict:
