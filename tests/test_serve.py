@@ -1016,6 +1016,7 @@ def test_allow_origin_lets_that_origins_pages_call_the_api_and_no_other(tiny_mod
         for stream in (False, True):
             answer = httpx.post(f"{url}/v1/completions", json={**body, "stream": stream}, headers=headers)
             assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == PAGE_ORIGIN
+            assert "x-request-id" in answer.headers["access-control-expose-headers"].lower()  # the page reads it
         refused = httpx.post(f"{url}/v1/completions", json=body, headers={"Origin": PAGE_ORIGIN})
         assert refused.status_code == 401  # the key is still asked for
         other = preflight(url, "http://127.0.0.1:9999")

@@ -128,7 +128,13 @@ def create_app(
     app.add_middleware(EveryAnswer, metrics=server.metrics)
     if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
         methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
-        app.add_middleware(CORSMiddleware, allow_origins=config.origins(), allow_methods=methods, allow_headers=headers)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=config.origins(),
+            allow_methods=methods,
+            allow_headers=headers,
+            expose_headers=["x-request-id"],  # else that origin's page cannot read it
+        )
     add_error_handlers(app)
     add_status_routes(app, server)
     add_completion_routes(app, server, config)
