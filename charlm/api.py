@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import inspect
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -32,7 +31,7 @@ from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, check_names, from_options, plain, said, together
+from .fields import SHOWN, check_names, from_options, keywords_for_flags, plain, said, together
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -63,21 +62,6 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
         return function
 
     return listed
-
-
-def keywords_for_flags(help: str, fields: tuple[dataclasses.Field, ...]) -> str:
-    """An option's help (written for `--help`) with each flag of a field as the keyword a Python caller
-    writes: help(charlm.generate) told of "--form or --template", help(charlm.train) of "--max-time"."""
-    names = {f.name for f in fields}
-
-    def keyword(flag: re.Match) -> str:
-        name = flag[1].replace("-", "_")
-        return name if name in names else flag[0]
-
-    return FLAG.sub(keyword, help)
-
-
-FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 
 
 def options_by_name(function: Function) -> Function:

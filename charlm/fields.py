@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import difflib
 import numbers
+import re
 import reprlib
 import threading
 import types
@@ -91,6 +92,31 @@ def call(command: str, *options: str, path: str | PurePath | None = None) -> str
     if flags_said():
         return " ".join(["charlm", command, *([str(path)] if path is not None else []), *options])
     return f"charlm.{command}({together(*([written(path)] if path is not None else []), *options)})"
+
+
+def keywords_for_flags(text: str, fields: tuple[dataclasses.Field, ...]) -> str:
+    """A text written for the command line (an option's `--help`, a run plan's reason) with each flag of
+    a field as the keyword a Python caller writes, and a number after it as its value: help(charlm.train)
+    told of "--max-time", charlm.train's plan said "--hidden 128 fits the budget" (now hidden=128)."""
+    names = {f.name for f in fields}
+
+    def keyword(flag: re.Match) -> str:
+        name = flag[1].replace("-", "_")
+        if name not in names:
+            return flag[0]
+        return name if flag[2] is None else f"{name}={flag[2]}"
+
+    return FLAG.sub(keyword, text)
+
+
+# A flag, and the number given to it if one follows ("--hidden 256", "--dropout 0.1"; not a list's comma).
+FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?: (\d(?:[\d.,]*\d)?))?")
+
+
+def as_said(text: str, config_class: type) -> str:
+    """A text written for the command line (a run plan's reason) as its caller reads it (`said`): as it
+    is within the `charlm` command, with `config_class`'s flags as keywords for a Python caller."""
+    return text if flags_said() else keywords_for_flags(text, dataclasses.fields(config_class))
 
 
 def written(value: object) -> str:

@@ -951,3 +951,14 @@ def test_help_names_each_option_as_the_keyword_a_python_caller_writes():
         assert not flags & said, (function.__name__, flags & said)
     assert "each verse of form or template" in " ".join(charlm.generate.__doc__.split())
     assert "fitted to max_time and max_steps" in " ".join(charlm.train.__doc__.split())
+
+
+def test_the_plan_says_its_choices_as_keywords_and_keeps_them_as_flags(fox_file, tiny, capfd):
+    """charlm.train's plan told a Python caller "--hidden 128 ... under --max-steps" and "--dropout 0.1";
+    run.json keeps the command line's words, for `charlm info` and a resume from either."""
+    charlm.train(fox_file, out="planned", **{**tiny, "hidden": None, "dropout": None, "max_steps": 2, "quiet": False})
+    said_lines = [line for line in capfd.readouterr().err.splitlines() if "fits" in line or "short of" in line]
+    assert said_lines[0].startswith("hidden=128, the smallest size") and "under max_steps:" in said_lines[0]
+    assert said_lines[1].startswith("dropout=0.1 fits") and not any("--" in line for line in said_lines)
+    reasons = runs.read_run_info(Path("checkpoints/planned"))["reasons"]
+    assert reasons["hidden"].startswith("--hidden 128, the smallest") and reasons["dropout"].startswith("--dropout 0.1")
