@@ -31,7 +31,7 @@ from .config import Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, check_names, from_options, keywords_for_flags, plain, said, together
+from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -62,6 +62,19 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
         return function
 
     return listed
+
+
+def keywords_checked(function: Function) -> Function:
+    """A keyword `function` does not take is refused as train's and generate's mistyped options are, named
+    with what it was likely meant to be: charlm.load(devcie="cpu") met Python's bare TypeError."""
+    names = list(inspect.signature(function).parameters)
+
+    @functools.wraps(function)
+    def checked(*args: object, **keywords: object):
+        check_keywords(names, keywords, f"charlm.{function.__name__} argument")
+        return function(*args, **keywords)
+
+    return checked
 
 
 def options_by_name(function: Function) -> Function:
@@ -226,10 +239,10 @@ def train(
         if init_from is not None:
             trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
         elif resume is not False:
-            from_options(Config, options)  # checks the options' types before touching the run
+            Config(**options)  # checks the options' types before touching the run
             trainer = resume_run(None if resume is True else str(resume), options, sources)
         else:
-            trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
+            trainer = start_run(Config(**options), sources, None if out is None else str(out))
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
@@ -299,6 +312,7 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     return sampler.stream(model, seed, **options)
 
 
+@keywords_checked
 def bits_per_char(model: CharLM, text: str) -> float:
     """Bits per character of `text` under the model, as `charlm eval` scores a file (lower: the model
     predicts it better). The first character is read, every one after it scored; characters the model
@@ -317,6 +331,7 @@ def bits_per_char(model: CharLM, text: str) -> float:
     return bits / chars
 
 
+@keywords_checked
 def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tuple[str, float]]:
     """The `top` likeliest next characters after `prefix` (None: all) and their probabilities, likeliest
     first: the model's own prediction, before temperature or any other sampling option. An empty prefix
@@ -328,6 +343,7 @@ def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tu
     return scoring.next_probs(model, prefix, top)
 
 
+@keywords_checked
 def load(target: str | Path | None = None, device: str | torch.device = STEP_DEVICE) -> CharLM:
     """The model of a run folder or run name (its best.pt), a corpus name (its latest run's), a .pt file
     or an exported model folder; None: the most recently updated run's. Returned in eval mode on `device`

@@ -240,7 +240,18 @@ def check_names(
     """Refuses keywords that are not `config_class`'s fields, each with what it was likely meant to be:
     a field or one of the calling function's own `arguments` spelled alike, or `instead[name]`, what
     does the job of a name a caller may bring from elsewhere (an option of the command line, say)."""
-    known = sorted(f.name for f in dataclasses.fields(config_class))
+    check_keywords([f.name for f in dataclasses.fields(config_class)], options, what, arguments, instead)
+
+
+def check_keywords(
+    names: list[str],
+    options: dict,
+    what: str,
+    arguments: tuple[str, ...] = (),
+    instead: dict[str, str] | None = None,
+) -> None:
+    """`check_names` for keywords known by their `names` alone (a function's parameters)."""
+    known = sorted(names)
     unknown = sorted(set(options) - set(known))
     if unknown:
         instead = instead or {}

@@ -953,6 +953,16 @@ def test_help_names_each_option_as_the_keyword_a_python_caller_writes():
     assert "fitted to max_time and max_steps" in " ".join(charlm.train.__doc__.split())
 
 
+def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model):
+    """charlm.load(devcie="cpu"), next_probs(tpo=3) and bits_per_char(txt=...) met Python's bare TypeError,
+    where train and generate name a mistyped option and the one it was likely meant to be."""
+    load = "unknown charlm.load argument(s) devcie (did you mean device?); known: device, target"
+    assert_named(lambda: charlm.load("base", devcie="cpu"), load, flags=False)
+    assert_named(lambda: charlm.next_probs(model, "a", tpo=3), "next_probs argument(s) tpo (did you mean top?)")
+    assert_named(lambda: charlm.bits_per_char(model, txt="ab"), "txt (did you mean text?); known: model, text")
+    assert charlm.next_probs(model=model, prefix="a", top=2) == charlm.next_probs(model, "a", 2)
+
+
 def test_the_plan_says_its_choices_as_keywords_and_keeps_them_as_flags(fox_file, tiny, capfd):
     """charlm.train's plan told a Python caller "--hidden 128 ... under --max-steps" and "--dropout 0.1";
     run.json keeps the command line's words, for `charlm info` and a resume from either."""
