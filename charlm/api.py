@@ -27,11 +27,11 @@ from typing import NoReturn, TypeVar
 import torch
 
 from . import checkpoint, files, finetune, hub, plan, runs, sampler, scoring, threads
-from .config import Config, SampleConfig
+from .config import PLANNED, Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together
+from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -77,10 +77,11 @@ def keywords_checked(function: Function) -> Function:
     return checked
 
 
-def options_by_name(function: Function) -> Function:
+def sampling_call(function: Function) -> Function:
     """`function(model, seed, **options)` answers an option given by position, such as the length in
     charlm.generate(model, "It was", 200), with a CharLMError that says to name it (Python's TypeError,
-    "takes from 1 to 2 positional arguments but 3 were given", said neither)."""
+    "takes from 1 to 2 positional arguments but 3 were given", said neither); a seed or option given as
+    None, Python's "not given", is left unset (`fields.unset_dropped`), where None is not one of its values."""
 
     @functools.wraps(function)
     def checked(model: object = None, seed: object = "", *misplaced: object, **options: object):
@@ -91,7 +92,7 @@ def options_by_name(function: Function) -> Function:
                 misplaced[0],
                 f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
             )
-        return function(model, seed, **options)
+        return function(model, "" if seed is None else seed, **unset_dropped(SampleConfig, options))
 
     return checked
 
@@ -208,7 +209,7 @@ TRAIN_ARGUMENTS = ("paths", "out", "resume", "init_from")
 def train(
     paths: str | Path | Iterable[str | Path] | None = None,
     out: str | Path | None = None,
-    resume: bool | str | Path = False,
+    resume: bool | str | Path | None = False,
     init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
@@ -219,7 +220,8 @@ def train(
 
     `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
-    may be given. `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
+    may be given. An option or argument given as None is left unset, as if not given, unless None is
+    one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
 
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
@@ -227,7 +229,10 @@ def train(
     """
     if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
         paths = list(paths)
+    resume = False if resume is None else resume
     check_names(Config, options, arguments=TRAIN_ARGUMENTS, instead={"seed": "did you mean random_seed?"})
+    # a resumed run keeps its plan: None for a planned option (hidden=None: "fit it") leaves it as it is
+    options = unset_dropped(Config, options, PLANNED if resume is not False else ())
     if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
         options["device"] = str(options["device"])
     check_train_arguments(paths, out, resume, init_from)
@@ -290,7 +295,7 @@ def callers_gpus(device: object) -> list[int]:
 
 
 @lists_options(SampleConfig)
-@options_by_name
+@sampling_call
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
     such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
@@ -302,7 +307,7 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
 
 @lists_options(SampleConfig)
-@options_by_name
+@sampling_call
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
     character at a time. Bad options are refused at the call, before the first piece."""
@@ -332,10 +337,11 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
 
 @keywords_checked
-def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tuple[str, float]]:
+def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> list[tuple[str, float]]:
     """The `top` likeliest next characters after `prefix` (None: all) and their probabilities, likeliest
     first: the model's own prediction, before temperature or any other sampling option. An empty prefix
-    is the start of a line, as for `generate`."""
+    (or None) is the start of a line, as for `generate`."""
+    prefix = "" if prefix is None else prefix
     check_model_and_seed("next_probs", model, prefix, "prefix")
     top = plain(top)  # np.int64(3), as the sampling options take it
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
@@ -344,10 +350,12 @@ def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tu
 
 
 @keywords_checked
-def load(target: str | Path | None = None, device: str | torch.device = STEP_DEVICE) -> CharLM:
+def load(target: str | Path | None = None, device: str | torch.device | None = STEP_DEVICE) -> CharLM:
     """The model of a run folder or run name (its best.pt), a corpus name (its latest run's), a .pt file
     or an exported model folder; None: the most recently updated run's. Returned in eval mode on `device`
-    (auto, cpu, cuda, cuda:N or mps), with `.vocab` (`.encode`, `.decode`), `.config` and `.device`."""
+    (auto, cpu, cuda, cuda:N or mps; None: the default), with `.vocab` (`.encode`, `.decode`), `.config`
+    and `.device`."""
+    device = STEP_DEVICE if device is None else device
     if not (target is None or is_path(target)):
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
     if not isinstance(device, (str, torch.device)):
@@ -407,4 +415,4 @@ def check_train_arguments(paths: object, out: object, resume: object, init_from:
     if not (init_from is None or is_path(init_from)):
         refuse("train", "init_from must be a run folder, run name or .pt file path (str or Path) or None", init_from)
     if not (isinstance(resume, bool) or is_path(resume)):
-        refuse("train", "resume must be True, False or a run folder (str or Path)", resume)
+        refuse("train", "resume must be True, False, None or a run folder (str or Path)", resume)

@@ -180,6 +180,18 @@ def plain(value: object) -> object:
     return value
 
 
+def unset_dropped(config_class: type, options: dict, unset: tuple[str, ...] = ()) -> dict:
+    """`options` less those a Python caller gave as None to leave them unset (a wrapper passing on its own
+    default), as the `charlm` command drops the options not typed: a field that cannot hold None keeps its
+    default, and so does each of `unset`. Where None is a value (max_time=None: no time limit), it stays."""
+    hints = typing.get_type_hints(config_class)
+    return {
+        name: value
+        for name, value in options.items()
+        if value is not None or name not in hints or name not in unset and holds(None, hints[name])
+    }
+
+
 def kinds_of(hint: object) -> tuple:
     """The types an annotation allows: a union's members, or the one type."""
     return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
