@@ -203,6 +203,11 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
 
 # charlm.train's own arguments, which a mistyped keyword may have meant as well as an option.
 TRAIN_ARGUMENTS = ("paths", "out", "resume", "init_from")
+# Keywords a Python caller may bring, and what does their job (a Config built by hand is given as its fields).
+TRAIN_INSTEAD = {
+    "seed": "did you mean random_seed?",
+    "config": "a Config's fields are the options: **dataclasses.asdict(config)",
+}
 
 
 @lists_options(Config)
@@ -230,7 +235,7 @@ def train(
     if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
         paths = list(paths)
     resume = False if resume is None else resume
-    check_names(Config, options, arguments=TRAIN_ARGUMENTS, instead={"seed": "did you mean random_seed?"})
+    check_names(Config, options, arguments=TRAIN_ARGUMENTS, instead=TRAIN_INSTEAD)
     # a resumed run keeps its plan: None for a planned option (hidden=None: "fit it") leaves it as it is
     options = unset_dropped(Config, options, PLANNED if resume is not False else ())
     if isinstance(options.get("device"), torch.device):  # as charlm.load takes it

@@ -933,11 +933,14 @@ def test_train_takes_a_torch_device_as_load_does(fox_file, tiny):
         (lambda model, path: charlm.generate(model, ban="xyz"), "ban (to never write them: logit_bias={c: -100 for"),
         (lambda model, path: charlm.stream(model, device="cuda"), "device (a model writes where it is: charlm.load("),
         (lambda model, path: charlm.generate(model, prompt="ab"), "prompt (the text to go on from is the seed: "),
+        (lambda model, path: charlm.train(path, config=Config()), "config (a Config's fields are the options: **"),
+        (lambda model, path: charlm.stream(model, config=charlm.SampleConfig()), "config (a SampleConfig's fields"),
     ],
 )
 def test_a_keyword_that_is_not_an_option_says_which_one_does_its_job(model, fox_file, call, fragment):
     """charlm.generate(model, ban="xyz") and device="cuda", README's sampling options, were only
-    unknown, and so were train's out and random_seed written as output= or seed=."""
+    unknown, and so were train's out and random_seed written as output= or seed=; a Config built by hand
+    and given as config= was only unknown, where its fields, **dataclasses.asdict(config), are the options."""
     assert_named(lambda: call(model, fox_file), fragment, flags=False)
     assert not Path("checkpoints").exists()
 
