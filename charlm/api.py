@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import inspect
 import os
-import re
 import signal
 import sys
 import textwrap
@@ -28,11 +27,11 @@ from typing import NoReturn, TypeVar
 import torch
 
 from . import checkpoint, files, finetune, hub, plan, runs, sampler, scoring, threads
-from .config import Config, SampleConfig
+from .config import PLANNED, Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError
-from .fields import SHOWN, check_names, from_options, plain, said, together
+from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
@@ -65,25 +64,24 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
     return listed
 
 
-def keywords_for_flags(help: str, fields: tuple[dataclasses.Field, ...]) -> str:
-    """An option's help (written for `--help`) with each flag of a field as the keyword a Python caller
-    writes: help(charlm.generate) told of "--form or --template", help(charlm.train) of "--max-time"."""
-    names = {f.name for f in fields}
+def keywords_checked(function: Function) -> Function:
+    """A keyword `function` does not take is refused as train's and generate's mistyped options are, named
+    with what it was likely meant to be: charlm.load(devcie="cpu") met Python's bare TypeError."""
+    names = list(inspect.signature(function).parameters)
 
-    def keyword(flag: re.Match) -> str:
-        name = flag[1].replace("-", "_")
-        return name if name in names else flag[0]
+    @functools.wraps(function)
+    def checked(*args: object, **keywords: object):
+        check_keywords(names, keywords, f"charlm.{function.__name__} argument")
+        return function(*args, **keywords)
 
-    return FLAG.sub(keyword, help)
-
-
-FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+    return checked
 
 
-def options_by_name(function: Function) -> Function:
+def sampling_call(function: Function) -> Function:
     """`function(model, seed, **options)` answers an option given by position, such as the length in
     charlm.generate(model, "It was", 200), with a CharLMError that says to name it (Python's TypeError,
-    "takes from 1 to 2 positional arguments but 3 were given", said neither)."""
+    "takes from 1 to 2 positional arguments but 3 were given", said neither); a seed or option given as
+    None, Python's "not given", is left unset (`fields.unset_dropped`), where None is not one of its values."""
 
     @functools.wraps(function)
     def checked(model: object = None, seed: object = "", *misplaced: object, **options: object):
@@ -94,7 +92,7 @@ def options_by_name(function: Function) -> Function:
                 misplaced[0],
                 f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
             )
-        return function(model, seed, **options)
+        return function(model, "" if seed is None else seed, **unset_dropped(SampleConfig, options))
 
     return checked
 
@@ -206,13 +204,18 @@ def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:
 
 # charlm.train's own arguments, which a mistyped keyword may have meant as well as an option.
 TRAIN_ARGUMENTS = ("paths", "out", "resume", "init_from")
+# Keywords a Python caller may bring, and what does their job (a Config built by hand is given as its fields).
+TRAIN_INSTEAD = {
+    "seed": "did you mean random_seed?",
+    "config": "a Config's fields are the options: **dataclasses.asdict(config)",
+}
 
 
 @lists_options(Config)
 def train(
     paths: str | Path | Iterable[str | Path] | None = None,
     out: str | Path | None = None,
-    resume: bool | str | Path = False,
+    resume: bool | str | Path | None = False,
     init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
@@ -223,7 +226,8 @@ def train(
 
     `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
-    may be given. `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
+    may be given. An option or argument given as None is left unset, as if not given, unless None is
+    one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
 
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
@@ -231,7 +235,10 @@ def train(
     """
     if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
         paths = list(paths)
-    check_names(Config, options, arguments=TRAIN_ARGUMENTS, instead={"seed": "did you mean random_seed?"})
+    resume = False if resume is None else resume
+    check_names(Config, options, arguments=TRAIN_ARGUMENTS, instead=TRAIN_INSTEAD)
+    # a resumed run keeps its plan: None for a planned option (hidden=None: "fit it") leaves it as it is
+    options = unset_dropped(Config, options, PLANNED if resume is not False else ())
     if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
         options["device"] = str(options["device"])
     check_train_arguments(paths, out, resume, init_from)
@@ -243,10 +250,10 @@ def train(
         if init_from is not None:
             trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
         elif resume is not False:
-            from_options(Config, options)  # checks the options' types before touching the run
+            Config(**options)  # checks the options' types before touching the run
             trainer = resume_run(None if resume is True else str(resume), options, sources)
         else:
-            trainer = start_run(from_options(Config, options), sources, None if out is None else str(out))
+            trainer = start_run(Config(**options), sources, None if out is None else str(out))
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
@@ -294,7 +301,7 @@ def callers_gpus(device: object) -> list[int]:
 
 
 @lists_options(SampleConfig)
-@options_by_name
+@sampling_call
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
     such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
@@ -306,7 +313,7 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
 
 @lists_options(SampleConfig)
-@options_by_name
+@sampling_call
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
     character at a time. Bad options are refused at the call, before the first piece."""
@@ -316,6 +323,7 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     return sampler.stream(model, seed, **options)
 
 
+@keywords_checked
 def bits_per_char(model: CharLM, text: str) -> float:
     """Bits per character of `text` under the model, as `charlm eval` scores a file (lower: the model
     predicts it better). The first character is read, every one after it scored; characters the model
@@ -334,10 +342,12 @@ def bits_per_char(model: CharLM, text: str) -> float:
     return bits / chars
 
 
-def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tuple[str, float]]:
+@keywords_checked
+def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> list[tuple[str, float]]:
     """The `top` likeliest next characters after `prefix` (None: all) and their probabilities, likeliest
     first: the model's own prediction, before temperature or any other sampling option. An empty prefix
-    is the start of a line, as for `generate`."""
+    (or None) is the start of a line, as for `generate`."""
+    prefix = "" if prefix is None else prefix
     check_model_and_seed("next_probs", model, prefix, "prefix")
     top = plain(top)  # np.int64(3), as the sampling options take it
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
@@ -345,10 +355,13 @@ def next_probs(model: CharLM, prefix: str = "", top: int | None = 10) -> list[tu
     return scoring.next_probs(model, prefix, top)
 
 
-def load(target: str | Path | None = None, device: str | torch.device = STEP_DEVICE) -> CharLM:
+@keywords_checked
+def load(target: str | Path | None = None, device: str | torch.device | None = STEP_DEVICE) -> CharLM:
     """The model of a run folder or run name (its best.pt), a corpus name (its latest run's), a .pt file
     or an exported model folder; None: the most recently updated run's. Returned in eval mode on `device`
-    (auto, cpu, cuda, cuda:N or mps), with `.vocab` (`.encode`, `.decode`), `.config` and `.device`."""
+    (auto, cpu, cuda, cuda:N or mps; None: the default), with `.vocab` (`.encode`, `.decode`), `.config`
+    and `.device`."""
+    device = STEP_DEVICE if device is None else device
     if not (target is None or is_path(target)):
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
     if not isinstance(device, (str, torch.device)):
@@ -408,4 +421,4 @@ def check_train_arguments(paths: object, out: object, resume: object, init_from:
     if not (init_from is None or is_path(init_from)):
         refuse("train", "init_from must be a run folder, run name or .pt file path (str or Path) or None", init_from)
     if not (isinstance(resume, bool) or is_path(resume)):
-        refuse("train", "resume must be True, False or a run folder (str or Path)", resume)
+        refuse("train", "resume must be True, False, None or a run folder (str or Path)", resume)

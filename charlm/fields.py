@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import difflib
 import numbers
+import re
 import reprlib
 import threading
 import types
@@ -93,6 +94,31 @@ def call(command: str, *options: str, path: str | PurePath | None = None) -> str
     return f"charlm.{command}({together(*([written(path)] if path is not None else []), *options)})"
 
 
+def keywords_for_flags(text: str, fields: tuple[dataclasses.Field, ...]) -> str:
+    """A text written for the command line (an option's `--help`, a run plan's reason) with each flag of
+    a field as the keyword a Python caller writes, and a number after it as its value: help(charlm.train)
+    told of "--max-time", charlm.train's plan said "--hidden 128 fits the budget" (now hidden=128)."""
+    names = {f.name for f in fields}
+
+    def keyword(flag: re.Match) -> str:
+        name = flag[1].replace("-", "_")
+        if name not in names:
+            return flag[0]
+        return name if flag[2] is None else f"{name}={flag[2]}"
+
+    return FLAG.sub(keyword, text)
+
+
+# A flag, and the number given to it if one follows ("--hidden 256", "--dropout 0.1"; not a list's comma).
+FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?: (\d(?:[\d.,]*\d)?))?")
+
+
+def as_said(text: str, config_class: type) -> str:
+    """A text written for the command line (a run plan's reason) as its caller reads it (`said`): as it
+    is within the `charlm` command, with `config_class`'s flags as keywords for a Python caller."""
+    return text if flags_said() else keywords_for_flags(text, dataclasses.fields(config_class))
+
+
 def written(value: object) -> str:
     """A value as Python writes it: a text or path whole, as its caller may copy it (a path as the text
     it names), anything else shortened where long (`SHOWN`)."""
@@ -152,6 +178,18 @@ def plain(value: object) -> object:
     if type(value) in (list, tuple):
         return type(value)(map(plain, value))
     return value
+
+
+def unset_dropped(config_class: type, options: dict, unset: tuple[str, ...] = ()) -> dict:
+    """`options` less those a Python caller gave as None to leave them unset (a wrapper passing on its own
+    default), as the `charlm` command drops the options not typed: a field that cannot hold None keeps its
+    default, and so does each of `unset`. Where None is a value (max_time=None: no time limit), it stays."""
+    hints = typing.get_type_hints(config_class)
+    return {
+        name: value
+        for name, value in options.items()
+        if value is not None or name not in hints or name not in unset and holds(None, hints[name])
+    }
 
 
 def kinds_of(hint: object) -> tuple:
@@ -214,7 +252,18 @@ def check_names(
     """Refuses keywords that are not `config_class`'s fields, each with what it was likely meant to be:
     a field or one of the calling function's own `arguments` spelled alike, or `instead[name]`, what
     does the job of a name a caller may bring from elsewhere (an option of the command line, say)."""
-    known = sorted(f.name for f in dataclasses.fields(config_class))
+    check_keywords([f.name for f in dataclasses.fields(config_class)], options, what, arguments, instead)
+
+
+def check_keywords(
+    names: list[str],
+    options: dict,
+    what: str,
+    arguments: tuple[str, ...] = (),
+    instead: dict[str, str] | None = None,
+) -> None:
+    """`check_names` for keywords known by their `names` alone (a function's parameters)."""
+    known = sorted(names)
     unknown = sorted(set(options) - set(known))
     if unknown:
         instead = instead or {}

@@ -6,7 +6,10 @@ the evaluation cadence (from the passes the run will make over its text), and th
 decides; where it measures, every rank times the same steps at once (sizing.Probe: the job's speed,
 not one process's), and every rank takes rank 0's plan as one object; the trainer then builds
 exactly what the plan says and never sizes anything. `reasons` says why each value was
-chosen, and what `--head auto` and `--precision auto` choose on this text and device; run.json keeps it.
+chosen, and what `--head auto` and `--precision auto` choose on this text and device; run.json keeps it,
+in the command line's form whoever started the run: one record that a resume from either carries on,
+and a flag reads as a Python keyword mechanically (`fields.as_said`, what charlm.train says), where a
+keyword could not be told from a word of the text the other way round.
 
 The rules:
 - dropout follows the passes over the training text: a text read a few times is underfitted and
@@ -43,7 +46,7 @@ from .config import PLANNED, Config
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
-from .fields import said
+from .fields import as_said, said
 from .finetune import ARCHITECTURE, Start
 from .model import auto_head_reason
 from .tokens import TokenCorpus, read_eval_also
@@ -116,9 +119,9 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     if base is not None:
         reasons.update({name: f"the base run's ({base.record.run})" for name in ARCHITECTURE if name in PLANNED})
 
-    def say(line: str) -> str:
+    def say(line: str) -> str:  # kept as written, said as the caller writes options
         if not config.quiet:
-            tqdm.write(line, file=sys.stderr)
+            tqdm.write(as_said(line, Config), file=sys.stderr)
         return line
 
     if base is not None and config.dropout is None:  # measured: better than fitting it (module docstring)

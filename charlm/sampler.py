@@ -31,6 +31,7 @@ SAMPLING_INSTEAD = {
     "ban": "to never write them: logit_bias={c: -100 for c in CHARACTERS}",
     "device": "a model writes where it is: charlm.load(RUN, device='cuda'), or model.to('cuda')",
     "prompt": "the text to go on from is the seed: charlm.generate(model, 'It was', ...)",
+    "config": "a SampleConfig's fields are the options: **dataclasses.asdict(config)",
 }
 
 

@@ -633,7 +633,7 @@ def test_load_arguments_of_the_wrong_type_are_named(target, device, message):
         ("lr", "0.1", "lr must be a number, not '0.1'"),
         ("val_fraction", "0.1", "val_fraction must be a number, not '0.1'"),
         ("max_time", [1], "max_time must be a string, a number or None, not [1]"),
-        ("encoding", None, "encoding must be a string, not None"),
+        ("encoding", 8, "encoding must be a string, not 8"),
         ("quiet", "no", "quiet must be True or False, not 'no'"),
         ("checkpoint_every", 5.0, "checkpoint_every must be a string or an integer, not 5.0"),
     ],
@@ -651,7 +651,7 @@ def test_training_options_of_the_wrong_type_are_named(fox_file, tiny, name, valu
         ({"paths": ["a.txt", 5]}, "charlm.train: paths must be a file or folder path"),
         ({"out": 5}, "charlm.train: out must be a folder path (str or Path) or None, not 5"),
         ({"init_from": 5}, "charlm.train: init_from must be a run folder, run name or .pt file path"),
-        ({"resume": 5}, "charlm.train: resume must be True, False or a run folder"),
+        ({"resume": 5}, "charlm.train: resume must be True, False, None or a run folder"),
     ],
 )
 def test_train_arguments_of_the_wrong_type_are_named(arguments, message):
@@ -933,11 +933,14 @@ def test_train_takes_a_torch_device_as_load_does(fox_file, tiny):
         (lambda model, path: charlm.generate(model, ban="xyz"), "ban (to never write them: logit_bias={c: -100 for"),
         (lambda model, path: charlm.stream(model, device="cuda"), "device (a model writes where it is: charlm.load("),
         (lambda model, path: charlm.generate(model, prompt="ab"), "prompt (the text to go on from is the seed: "),
+        (lambda model, path: charlm.train(path, config=Config()), "config (a Config's fields are the options: **"),
+        (lambda model, path: charlm.stream(model, config=charlm.SampleConfig()), "config (a SampleConfig's fields"),
     ],
 )
 def test_a_keyword_that_is_not_an_option_says_which_one_does_its_job(model, fox_file, call, fragment):
     """charlm.generate(model, ban="xyz") and device="cuda", README's sampling options, were only
-    unknown, and so were train's out and random_seed written as output= or seed=."""
+    unknown, and so were train's out and random_seed written as output= or seed=; a Config built by hand
+    and given as config= was only unknown, where its fields, **dataclasses.asdict(config), are the options."""
     assert_named(lambda: call(model, fox_file), fragment, flags=False)
     assert not Path("checkpoints").exists()
 
@@ -951,3 +954,41 @@ def test_help_names_each_option_as_the_keyword_a_python_caller_writes():
         assert not flags & said, (function.__name__, flags & said)
     assert "each verse of form or template" in " ".join(charlm.generate.__doc__.split())
     assert "fitted to max_time and max_steps" in " ".join(charlm.train.__doc__.split())
+
+
+def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model):
+    """charlm.load(devcie="cpu"), next_probs(tpo=3) and bits_per_char(txt=...) met Python's bare TypeError,
+    where train and generate name a mistyped option and the one it was likely meant to be."""
+    load = "unknown charlm.load argument(s) devcie (did you mean device?); known: device, target"
+    assert_named(lambda: charlm.load("base", devcie="cpu"), load, flags=False)
+    assert_named(lambda: charlm.next_probs(model, "a", tpo=3), "next_probs argument(s) tpo (did you mean top?)")
+    assert_named(lambda: charlm.bits_per_char(model, txt="ab"), "txt (did you mean text?); known: model, text")
+    assert charlm.next_probs(model=model, prefix="a", top=2) == charlm.next_probs(model, "a", 2)
+
+
+def test_none_leaves_an_argument_or_option_unset(model, base_run, fox_file, tiny):
+    """None, Python's "not given" (a wrapper passing its own default on), was refused wherever it is not
+    one of the values: charlm.train(resume=None), generate(model, None, length=None), load(device=None);
+    on a resume, hidden=None or eval_every=None (unset: planned) are the run's own, not a change."""
+    drawn = charlm.generate(model, None, length=None, temperature=None, num_samples=None, random_seed=0)
+    assert drawn == charlm.generate(model, "", random_seed=0)
+    assert "".join(charlm.stream(model, None, length=5, greedy=None, random_seed=0)) == drawn[:5]
+    assert charlm.next_probs(model, None) == charlm.next_probs(model, "")
+    shutil.copytree(base_run, "checkpoints/base")
+    planned = {name: None for name in ("hidden", "dropout", "batch_size", "eval_every", "lr")}
+    resumed = charlm.train(resume="base", max_steps=TINY["max_steps"] + 1, **planned)
+    assert resumed.config == charlm.load("base", device=None).config
+    assert latest("base").config.eval_every == TINY["eval_every"] and latest("base").progress.step == 21
+    new = charlm.train(fox_file, resume=None, out="new", **{**tiny, "max_steps": 1, "lr": None, "encoding": None})
+    assert new.config.hidden == TINY["hidden"] and latest("new").config.lr == Config().lr
+
+
+def test_the_plan_says_its_choices_as_keywords_and_keeps_them_as_flags(fox_file, tiny, capfd):
+    """charlm.train's plan told a Python caller "--hidden 128 ... under --max-steps" and "--dropout 0.1";
+    run.json keeps the command line's words, for `charlm info` and a resume from either."""
+    charlm.train(fox_file, out="planned", **{**tiny, "hidden": None, "dropout": None, "max_steps": 2, "quiet": False})
+    said_lines = [line for line in capfd.readouterr().err.splitlines() if "fits" in line or "short of" in line]
+    assert said_lines[0].startswith("hidden=128, the smallest size") and "under max_steps:" in said_lines[0]
+    assert said_lines[1].startswith("dropout=0.1 fits") and not any("--" in line for line in said_lines)
+    reasons = runs.read_run_info(Path("checkpoints/planned"))["reasons"]
+    assert reasons["hidden"].startswith("--hidden 128, the smallest") and reasons["dropout"].startswith("--dropout 0.1")

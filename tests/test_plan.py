@@ -111,7 +111,7 @@ def test_on_a_gpu_the_batch_is_chosen_from_measured_speed(tmp_path, tiny, monkey
     assert probed[:5] == [(sizing.NO_BUDGET_HIDDEN, b) for b in (16, 32, 64, 128, 256)]
     assert {batch for _, batch in probed[5:]} == {128}  # the size is then fitted at the chosen batch
     assert "measured at --hidden 256" in planned.reasons["batch_size"]
-    assert "--batch-size 128: more streams gained less than 15% chars/s" in capsys.readouterr().err
+    assert "batch_size=128: more streams gained less than 15% chars/s" in capsys.readouterr().err  # as Python writes
     # --batch-size always wins; a world size the candidates do not split over keeps 16.
     assert plan.plan(Config(**{**options, "batch_size": 8}), corpus, out="given").config.batch_size == 8
     probe, gpu = sizing.Probe(Config(**options), corpus), torch.device("cuda", 0)

@@ -119,7 +119,7 @@ def test_a_run_fits_dropout_and_evaluation_to_the_passes_it_will_make(fox_file, 
     many = latest("many").config
     assert many.dropout == 0.5 and many.eval_every == 5  # 2,376 tokens, 400 a step: every 5 steps
     charlm.train(fox_file, out="told", **{**tiny, "quiet": False, "max_steps": 3})  # 1,200 tokens: half a pass
-    assert "--dropout 0.1 fits about 0.5 passes over the training text" in capsys.readouterr().err
+    assert "dropout=0.1 fits about 0.5 passes over the training text" in capsys.readouterr().err  # said to Python
     probed = []
     monkeypatch.setattr(sizing.Probe, "__call__", lambda self, hidden, batch=None: probed.append(hidden) or 100.0)
     tiny.update(max_steps=None, max_time="1s")  # 100 chars/s: a twentieth of one pass
