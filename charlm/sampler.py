@@ -18,13 +18,14 @@ from collections.abc import Iterator
 
 import torch
 
-from .config import SampleConfig
-from .decoding import bias_vector
+from .config import MAX_LOGIT_BIAS, SampleConfig
+from .decoding import bias_vector, never_written
 from .errors import callers_stacklevel
-from .fields import from_options, said
+from .fields import flags_said, from_options, said
 from .forms import Constrained, constrain
 from .generation import Batch, Row
 from .model import CharLM, inference
+from .vocab import Vocabulary, other_forms
 
 # Keywords a Python caller brings from `charlm sample`'s options or other libraries, and what does their job.
 SAMPLING_INSTEAD = {
@@ -64,6 +65,7 @@ def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops
             f"{said('stop', metavar=repr(options.stop))}: the model never writes {written}, so no sample stops there",
             stacklevel=callers_stacklevel(),
         )
+    warn_of_lookalike_bans(options, model.vocab)
     batch = Batch.for_options(model, options)
     ids = ids.to(model.device)
     primed = batch.prime(ids)
@@ -71,6 +73,29 @@ def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops
     for i in range(options.num_samples):
         batch.join(sample_row(options, form, stops), primed, options, base + i, ids, bias)
     return batch
+
+
+def warn_of_lookalike_bans(options: SampleConfig, vocab: Vocabulary) -> None:
+    """A ban of a character the model never writes holds already, and is taken silently (`--ban
+    '0123456789'` on any model); but one whose other form the model does write, unbanned (`--ban ','` on
+    a novel that writes '，'), is likely a ban of that other form, which would still be written: say so."""
+    banned = [key for key, bias in (options.logit_bias or {}).items() if bias <= -MAX_LOGIT_BIAS]
+    unwritten = [key for key in banned if never_written(key, vocab)]
+    if not unwritten:
+        return
+    held = {vocab.normalized(key) if isinstance(key, str) else vocab.chars[key] for key in banned}
+    lookalikes = [
+        vocab.normalized(key)
+        for key in unwritten
+        if any(vocab.knows(form) and form not in held for form in other_forms(vocab.normalized(key)))
+    ]
+    if lookalikes:
+        warnings.warn(
+            f"{'--ban' if flags_said() else 'logit_bias'}: the model never writes "
+            f"{', '.join(map(vocab.name_unseen, lookalikes))}, so banning {'it' if len(lookalikes) == 1 else 'them'} "
+            "changes nothing",
+            stacklevel=callers_stacklevel(),
+        )
 
 
 def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:

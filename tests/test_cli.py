@@ -336,6 +336,19 @@ def test_ban_keeps_its_characters_out_of_every_sample(trained):
     assert "e" in plain[len("the") :] and cli(*drawn, "--ban", "e\u0301").output == plain, plain
 
 
+def test_a_ban_of_half_width_punctuation_on_a_chinese_model_says_it_changes_nothing(tmp_path):
+    """`--ban ','` on a novel that writes only '，' banned nothing and said nothing: the samples were
+    full of '，'. The warning names --ban and the form the model writes."""
+    (tmp_path / "zh.txt").write_text("小猫在院子里晒太阳，小狗在门口睡觉。\n" * 30, encoding="utf-8")
+    assert cli("train", "zh.txt", *TINY_ARGS, "--max-steps", "3", "--out", "zh").exit_code == 0
+    result = cli("sample", "--seed", "小猫", "--length", "5", "--ban", ",")
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: --ban: the model never writes ',' (did you mean '，'?), so banning it changes nothing"
+        in result.output
+    )
+
+
 def test_a_ban_that_cannot_be_used_names_ban_not_logit_bias(trained):
     """Every error a --ban user can meet named Python's `logit_bias`, which they never gave."""
     everything = "".join(checkpoint.load(trained).vocab.chars).replace("\n", "\\n")

@@ -118,6 +118,19 @@ def test_a_stop_text_the_model_can_never_write_is_warned_about():
     assert len(text) == 50
 
 
+def test_a_ban_of_a_lookalike_the_model_never_writes_is_warned_about():
+    """`logit_bias={",": -100}` on a model that writes only the full-width '，' was taken silently, and
+    every sample went on writing '，'; a ban of a character with no form the model writes, or with that form
+    banned too, stays silent."""
+    model = fixed_distribution({"好": 0.5, "，": 0.5})
+    with pytest.warns(UserWarning, match=r"^logit_bias: the model never writes ',' \(did you mean '，'\?\)"):
+        text = generate_one(model, "好", length=50, logit_bias={",": -100, "9": -100}, random_seed=0)
+    assert "，" in text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        generate_one(model, "好", length=5, logit_bias={"9": -100, ",": -100, "，": -100}, random_seed=0)
+
+
 def test_output_begins_with_the_seed_and_has_the_asked_length(model):
     text = generate_one(model, "abc", length=40, random_seed=1)
     assert text.startswith("abc") and len(text) == 43
