@@ -36,14 +36,14 @@ def model_of(cell: str = "lstm", chars: str = TEXT, cutoffs: tuple[int, ...] = (
     return model.eval()
 
 
-def run_of(model: CharLM, folder: Path) -> Path:
-    """A run folder holding `model` as its best checkpoint (no training needed)."""
+def run_of(model: CharLM, folder: Path, corpus: str = "fox") -> Path:
+    """A run folder holding `model`, trained on `corpus`, as its best checkpoint (no training needed)."""
     saved = Checkpoint(
         model.config,
         model.vocab,
         model.state_dict(),
         Config(cell=model.config.cell, hidden=model.config.hidden),
-        {"name": "fox", "sources": [], "digest": ""},
+        {"name": corpus, "sources": [], "digest": ""},
         Progress(step=10, val_bpc=2.5, best_bpc=2.5),
     )
     checkpoint.save(saved, [folder / "best.pt", folder / "latest.pt"])
