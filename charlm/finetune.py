@@ -67,19 +67,32 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
     return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
 
 
-def resolved_head(start: Start, name: str) -> str | None:
-    """The head the base really has (its option may be `auto`), so `--head adaptive` matches an adaptive
-    base whichever option built it; None for every other option."""
-    if name != "head":
-        return None
-    return "adaptive" if start.checkpoint.model_config.head_cutoffs else "full"
+def resolved(start: Start, name: str) -> str | int | None:
+    """The base's real value where its option may not say it: the head `auto` chose (so `--head
+    adaptive` matches an adaptive base whichever option built it), the pieces of its sentencepiece
+    tokenizer (its --vocab-size may be unset); None for every other option."""
+    saved = start.checkpoint
+    if name == "head":
+        return "adaptive" if saved.model_config.head_cutoffs else "full"
+    if name == "vocab_size" and not saved.vocab.one_char_per_id:
+        return len(saved.vocab)
+    return None
 
 
 def shown(start: Start, name: str) -> str:
     """The base's option as a conflict names it: `auto, which chose full`, not `auto` alone, which left
-    `--head adaptive (the base has auto)` unexplained."""
-    value, head = getattr(start.checkpoint.config, name), resolved_head(start, name)
-    return f"{value}, which chose {head}" if head and head != value else str(value)
+    `--head adaptive (the base has auto)` unexplained; an unset one as what it came to."""
+    value, real = getattr(start.checkpoint.config, name), resolved(start, name)
+    if real is None or real == value:
+        return str(value)
+    return str(real) if value is None else f"{value}, which chose {real}"
+
+
+def alone(options: dict) -> Config:
+    """A fine-tuning run's options checked before the base is read, all but the architecture's: those
+    are compared with the base's (`run_config`), not with Config's defaults (`--vocab-size` on a
+    sentencepiece base was refused as needing `--tokenizer sentencepiece`)."""
+    return Config(**{name: value for name, value in options.items() if name not in ARCHITECTURE})
 
 
 def run_config(start: Start, options: dict) -> Config:
@@ -89,7 +102,7 @@ def run_config(start: Start, options: dict) -> Config:
     conflicts = [
         f"{said(name, options[name])} (the base has {shown(start, name)})"
         for name in ARCHITECTURE
-        if options.get(name) is not None and options[name] not in (getattr(base, name), resolved_head(start, name))
+        if options.get(name) is not None and options[name] not in (getattr(base, name), resolved(start, name))
     ]
     if conflicts:
         raise CharLMError(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import runs
+from . import hub, runs
 from .checkpoint_file import MAGIC
 from .errors import CharLMError
 from .fields import said
@@ -46,16 +46,23 @@ def replacing_note(output: str | Path) -> str:
     """What a command adds to its `wrote` line when `output` is there already (asked before writing):
     replaced, as every command replaces its --output, but not unsaid: `charlm inspect a.txt`, then b.txt,
     lost a.txt's report.html without a word."""
-    return (
-        f", replacing the earlier {output} (give --output another name to keep both)" if Path(output).exists() else ""
-    )
+    path = Path(output)
+    there = path.exists() and not (path.is_dir() and not any(path.iterdir()))  # an empty folder replaces nothing
+    return f", replacing the earlier {output} (give --output another name to keep both)" if there else ""
 
 
 def output_folder(output: str | Path) -> Path:
-    """`output` as a folder a command may write files into; a run's folder is refused."""
-    path = Path(output)
+    """`output` as the model folder an export writes: new, empty, or an earlier export, which it replaces.
+    A run's folder is refused, and so is a folder of other files: `--output ~/project` wrote the model
+    among them, over the project's own config.json."""
+    path, named = Path(output), said("output", output)
     if is_run_folder(path):
-        raise CharLMError(
-            f"{said('output', output)}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
-        )
+        raise CharLMError(f"{named}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}")
+    if path.is_dir() and not hub.holds_model(path):
+        others = sorted(p.name for p in path.iterdir())
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise CharLMError(
+                f"{named}: holds other files ({shown}) and no model; give a new or empty folder, or an earlier export's"
+            )
     return path

@@ -36,14 +36,14 @@ def model_of(cell: str = "lstm", chars: str = TEXT, cutoffs: tuple[int, ...] = (
     return model.eval()
 
 
-def run_of(model: CharLM, folder: Path) -> Path:
-    """A run folder holding `model` as its best checkpoint (no training needed)."""
+def run_of(model: CharLM, folder: Path, corpus: str = "fox") -> Path:
+    """A run folder holding `model`, trained on `corpus`, as its best checkpoint (no training needed)."""
     saved = Checkpoint(
         model.config,
         model.vocab,
         model.state_dict(),
         Config(cell=model.config.cell, hidden=model.config.hidden),
-        {"name": "fox", "sources": [], "digest": ""},
+        {"name": corpus, "sources": [], "digest": ""},
         Progress(step=10, val_bpc=2.5, best_bpc=2.5),
     )
     checkpoint.save(saved, [folder / "best.pt", folder / "latest.pt"])
@@ -173,6 +173,23 @@ def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
     assert cli("export", str(run), "--format", "html", "--output", output).output == f"wrote {output}\n"
     again = cli("export", str(run), "--format", "html", "--output", output).output
     assert again == f"wrote {output}, replacing the earlier {output} (give --output another name to keep both)\n"
+
+
+def test_a_safetensors_export_never_writes_over_a_folder_of_other_files(tmp_path):
+    """`--output ~/project` wrote model.safetensors, config.json and vocab.json among the project's files,
+    replacing its own config.json, and said `wrote ~/project, replacing the earlier ~/project`."""
+    run = run_of(model_of(), tmp_path / "run")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text("mine", encoding="utf-8")
+    result = cli("export", str(run), "--format", "safetensors", "--output", str(project))
+    assert_one_line_error(result, f"--output {project}: holds other files (config.json)", "a new or empty folder")
+    assert [p.name for p in project.iterdir()] == ["config.json"] and (project / "config.json").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(empty)).output == f"wrote {empty}\n"
+    again = cli("export", str(run), "--format", "safetensors", "--output", str(empty)).output  # an earlier export
+    assert again.startswith(f"wrote {empty}, replacing the earlier {empty}")
 
 
 def test_unknown_run_is_a_one_line_error(tmp_path):

@@ -432,6 +432,21 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
     assert got["texts"][1] == banned and not set(banned[len(seed) :]) & set(ban)
 
 
+def test_markup_escapes_and_astral_characters_in_the_vocabulary_and_names_load_and_sample(tmp_path):
+    """Characters that could end the page's script or its JSON early (in the vocabulary, and in the
+    corpus name the page shows), or that JavaScript counts as two (emoji): each one id as in charlm."""
+    chars = "ab \"'`\\</script><!--<script>\u0001\u001b\t\u2028\u2029\u200f\u202e\u05e9\u05dc\u05d5\u05dd🙂𝄞\ufeff${}\n"
+    model = model_of("lstm", chars, hidden=16)
+    run = run_of(model, tmp_path / "run", corpus="<!--<script>\u2028</script>🙂")
+    page = tmp_path / "page.html"
+    assert cli("export", str(run), "--format", "html", "--weights", "fp32", "--output", str(page)).exit_code == 0
+    text, seed = (chars * 8)[3:200], "🙂\u05e9</script>"
+    request = {"text": text, "generations": [{"seed": seed, "length": 100, "greedy": True}]}
+    got = run_in_node(tmp_path, NODE_HARNESS, page, request)
+    assert (torch.tensor(got["logprobs"], dtype=torch.float64) - torch_logprobs(model, text)).abs().max() < 1e-4
+    assert got["texts"] == [sampler.generate(model, seed, length=100, greedy=True)[0]]
+
+
 def run_in_node(tmp_path, harness: str, script, request) -> dict:
     """`harness` run by Node on `script` (a page, or page.js) and `request` (as JSON): what it prints."""
     import shutil

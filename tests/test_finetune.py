@@ -226,6 +226,22 @@ def test_a_sentencepiece_base_is_fine_tuned_with_its_own_tokenizer(fox_file, new
     assert latest("tuned").vocab == latest("base").vocab and latest("tuned").config.tokenizer == "sentencepiece"
 
 
+def test_a_base_decides_its_options_before_they_are_checked_as_a_new_runs(base, fox_file, new_file):
+    """The options were checked alone, as a char run's, before the base was read: `--vocab-size` on a
+    sentencepiece base said it `needs --tokenizer sentencepiece`, which the base has; `--tokenizer
+    sentencepiece --min-count 2` on a char base blamed --min-count, not the tokenizer the base lacks."""
+    pieces = ["train", str(fox_file), "--out", "pieces", "--tokenizer", "sentencepiece", "--max-steps", "2"]
+    assert cli(*pieces, *TINY_ARGS).exit_code == 0
+    size = len(latest("pieces").vocab)  # its --vocab-size was unset: the tokenizer's own count
+    train = ["train", str(new_file), "--out", "tuned", "--max-steps", "2", "--seq-len", "8", "--batch-size", "4"]
+    result = cli(*train, "--init-from", "pieces", "--vocab-size", "500", "--max-time", "none")
+    assert_one_line_error(result, f"--init-from pieces: --vocab-size 500 (the base has {size})", "drop these options")
+    result = cli(*train, "--init-from", base, "--tokenizer", "sentencepiece", "--min-count", "2", "--max-time", "none")
+    assert_one_line_error(result, "--tokenizer sentencepiece (the base has char)")
+    result = cli(*train, "--init-from", "pieces", "--vocab-size", str(size), "--max-time", "none", "--quiet")
+    assert result.exit_code == 0, result.output  # the base's own size agrees
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 

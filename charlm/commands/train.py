@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from .. import api, checkpoint, runs, sizing
+from .. import api, checkpoint, finetune, runs, sizing
 from ..config import Config, parse_duration
 from ..device import precision_text
 from ..distributed import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Ranks, peer_note
@@ -54,7 +54,8 @@ def train(
         timeout = parse_duration(peer_timeout, "--peer-timeout", required=True, most=MAX_PEER_TIMEOUT)
         if resume is None:
             # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
-            ranks.shard(Config(**given).batch_size or sizing.DEFAULT_BATCH_SIZE)
+            config = Config(**given) if init_from is None else finetune.alone(given)
+            ranks.shard(config.batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group(timeout):
         trainer = start_trainer(corpus, out, resume, given, ranks, init_from)
         with peer_note(trainer.lost_note):  # a peer lost from here on: the line says where the run goes on from
