@@ -31,6 +31,7 @@ from .vocab import Vocabulary
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
 DEFAULTS = {"lr": 1e-3}  # in place of Config's, unless given; every other default is Config's
+LET_DECIDE = {"head": ("auto",)}  # an option's value that leaves the choice to charlm, here the base's
 
 
 @dataclass
@@ -102,7 +103,7 @@ def run_config(start: Start, options: dict) -> Config:
     conflicts = [
         f"{said(name, options[name])} (the base has {shown(start, name)})"
         for name in ARCHITECTURE
-        if options.get(name) is not None and options[name] not in (getattr(base, name), resolved(start, name))
+        if options.get(name) not in (None, getattr(base, name), resolved(start, name), *LET_DECIDE.get(name, ()))
     ]
     if conflicts:
         raise CharLMError(

@@ -338,3 +338,11 @@ def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny
     assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
     with pytest.raises(CharLMError, match=r"head='full' \(the base has auto, which chose adaptive\)"):
         api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")
+
+
+def test_head_auto_lets_a_base_of_a_given_head_decide(fox_file, new_file, tiny):
+    """--head auto, the default, on a base trained with --head full was refused as a conflict."""
+    charlm.train(fox_file, out="full", **{**tiny, "max_steps": 2, "head": "full"})
+    options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "auto"}
+    tuned = api.start_finetune("full", options, [str(new_file)], "tuned")
+    assert tuned.plan.config.head == "full" and not tuned.model.config.head_cutoffs
