@@ -30,7 +30,7 @@ from . import checkpoint, files, finetune, hub, plan, runs, sampler, scoring, th
 from .config import PLANNED, Config, SampleConfig
 from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
 from .distributed import SINGLE, Ranks, peer_note
-from .errors import CharLMError
+from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped
 from .model import CharLM
 from .tokens import TokenCorpus, load_corpus
@@ -334,11 +334,11 @@ def bits_per_char(model: CharLM, text: str) -> float:
         warnings.warn(
             f"{text!r} names a file; charlm.bits_per_char scored the text itself, those {len(text)} characters; "
             f"to score the file give its text: Path({text!r}).read_text(encoding='utf-8')",
-            stacklevel=2,
+            stacklevel=callers_stacklevel(),
         )
     bits, chars = scoring.text_bits(model, text)
     if note := scoring.unseen_note(model.vocab, scoring.scored_text(model.vocab, text)):
-        warnings.warn(note, stacklevel=2)
+        warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars
 
 

@@ -33,7 +33,7 @@ from . import threads
 from .bars import progress_bar
 from .batches import as_ids
 from .device import has_float64
-from .errors import CharLMError
+from .errors import CharLMError, callers_stacklevel
 from .model import CharLM, State, inference, map_state
 from .vocab import UNSEEN, UnknownCharacterWarning, Vocabulary
 
@@ -355,7 +355,8 @@ def next_probs(model: CharLM, prefix: str, top: int | None = None) -> list[tuple
     if (ids == UNSEEN).any():
         shown = " ".join(model.vocab.name_unseen(c) for c in model.vocab.unknown(model.vocab.normalized(prefix)))
         warnings.warn(
-            f"prefix: {shown} never seen by the model, read as a character it knows nothing about", stacklevel=3
+            f"prefix: {shown} never seen by the model, read as a character it knows nothing about",
+            stacklevel=callers_stacklevel(),
         )
     with inference(model):
         logits, _ = model(ids[None])

@@ -905,6 +905,19 @@ def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, mon
         charlm.bits_per_char(model, "faded\nbead")  # a line break: text, not a file name
 
 
+def test_a_scoring_warning_names_the_callers_line(model, tmp_path, monkeypatch):
+    """The warnings of bits_per_char and next_probs named a line of charlm's (api.py, once a wrapper
+    checked their keywords), where the caller's own line is the one to look at."""
+    monkeypatch.chdir(tmp_path)
+    Path("faded").write_text("abcdefgh\n", encoding="utf-8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        charlm.bits_per_char(model, "faded")
+        charlm.bits_per_char(model, "abζab")
+        charlm.next_probs(model, "aζ")
+    assert len(caught) == 3 and {Path(w.filename) for w in caught} == {Path(__file__)}, [w.filename for w in caught]
+
+
 def test_arrays_and_tensors_are_taken_as_the_numbers_they_hold(model):
     """temperature=np.linspace(1.0, 0.5, 4), a schedule as numpy makes one, and torch.tensor(0.5) were
     refused as not a number or a list of numbers."""
