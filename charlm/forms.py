@@ -7,6 +7,9 @@ five-character verses:
     _____，_____。        床前明月光，疑是地上霜。
     _____，_____。        举头望明月，低头思故乡。
 
+A form goes by its full name (`FORMS`) or the others readers use (`OTHER_NAMES`): 五绝 for 五言绝句,
+and either in traditional characters (五言絕句, 五絕).
+
 An acrostic fixes the first `_` of each verse (each run of `_`): `--acrostic 春夏秋冬`.
 
 What `_` allows (`SCRIPT_RULE`): a Han character if the template's fixed text or the acrostic has a
@@ -43,6 +46,18 @@ FORMS = {
     "五言律诗": "\n".join(["_____，_____。"] * 4),
     "七言律诗": "\n".join(["_______，_______。"] * 4),
 }
+# Each form by every name a reader may type: its own, its short name (first), and both in traditional characters.
+OTHER_NAMES = {
+    "五言绝句": ("五绝", "五言絕句", "五絕"),
+    "七言绝句": ("七绝", "七言絕句", "七絕"),
+    "五言律诗": ("五律", "五言律詩"),
+    "七言律诗": ("七律", "七言律詩"),
+}
+FORM_NAMES = {name: form for form in FORMS for name in (form, *OTHER_NAMES[form])}  # name -> its form in FORMS
+FORM_CHOICES = (
+    f"{', '.join(FORMS)} or a short name ({', '.join(names[0] for names in OTHER_NAMES.values())}), "
+    "in simplified or traditional characters"
+)
 SCRIPT_RULE = (
     "`_` is a Han character when the template or the acrostic has Han text or CJK punctuation, "
     "a letter when it has letters, else whichever the model knows more of"
@@ -97,10 +112,10 @@ def template_of(
     if form is not None and template is not None:
         raise CharLMError(f"give {form_} or {template_}, not both")
     if form is not None:
-        if form not in FORMS:
+        if form not in FORM_NAMES:
             given = option_named("form", prefix, repr(form))
-            raise CharLMError(f"{given} is not a form charlm knows; choose one of {', '.join(FORMS)}")
-        text, name = FORMS[form], said("form", form) if prefix is None else f"{prefix}form {form}"
+            raise CharLMError(f"{given} is not a form charlm knows; choose one of {FORM_CHOICES}")
+        text, name = FORMS[FORM_NAMES[form]], said("form", form) if prefix is None else f"{prefix}form {form}"
     elif template is not None:
         text, name = unescape(template), template_
     elif acrostic is not None:

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import catalog, files
-from .bars import progress_bar
+from .bars import bytes_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
 from .errors import CharLMError, callers_stacklevel
@@ -162,7 +162,7 @@ def build(
 
     def read(task: str) -> Iterator[tuple[int, str]]:
         """One pass over the corpus, (part number, text chunk), with a bar of its own over the files' bytes."""
-        with progress_bar(total=total_bytes, unit="B", unit_scale=True, desc=task, disable=quiet) as bar:
+        with bytes_bar(total_bytes, desc=task, disable=quiet) as bar:
             for number, part in enumerate(parts):
                 for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
                     yield number, chunk

@@ -11,7 +11,7 @@ from torch.overrides import TorchFunctionMode
 
 from charlm.config import SampleConfig
 from charlm.errors import CharLMError
-from charlm.forms import FORMS, Constrained, template_of
+from charlm.forms import FORM_NAMES, FORMS, Constrained, template_of
 from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import Conversation, generate, primed_batch
 from charlm.vocab import Vocab
@@ -106,6 +106,7 @@ def test_a_script_the_model_lacks_is_a_one_line_error():
     "options, message",
     [
         ({"form": "五言"}, "form='五言' is not a form charlm knows; choose one of 五言绝句"),
+        ({"form": "五言"}, r"or a short name \(五绝, 七绝, 五律, 七律\), in simplified or traditional"),
         ({"form": "五言绝句", "template": "__"}, "give form or template, not both"),
         ({"acrostic": "春夏"}, "acrostic fixes the first character of each verse of a form"),
         ({"form": "七言律诗", "acrostic": "春夏秋冬"}, "acrostic has 4 characters but form='七言律诗' has 8 verses"),
@@ -115,6 +116,19 @@ def test_a_script_the_model_lacks_is_a_one_line_error():
 def test_options_that_cannot_make_a_template_are_named(options, message):
     with pytest.raises(CharLMError, match=message):
         generate(chinese_model(), "", **options)
+
+
+@pytest.mark.parametrize(
+    "name, form",
+    [("五绝", "五言绝句"), ("七绝", "七言绝句"), ("五律", "五言律诗"), ("七律", "七言律诗"), ("五言絕句", "五言绝句"),
+     ("七言絕句", "七言绝句"), ("五言律詩", "五言律诗"), ("七言律詩", "七言律诗"), ("五絕", "五言绝句"), ("七絕", "七言绝句")],
+)  # fmt: skip
+def test_the_names_chinese_readers_use_mean_their_form(name, form):
+    """A short name (五绝) or the traditional characters (五言絕句) write the form they name, as its full name does."""
+    assert FORM_NAMES[name] == form
+    assert template_of(name).slots == template_of(form).slots
+    poems = [generate(chinese_model(), "丁\n", form=given, random_seed=3)[0] for given in (name, form)]
+    assert poems[0] == poems[1] and template_of(form).fits(poems[0][len("丁\n") :]), poems
 
 
 def test_the_script_rule():
@@ -163,7 +177,11 @@ def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):
     texts = [block.split("\n", 1)[1].rstrip("\n") for block in result.output.split("--- sample ")[1:]]
     assert len(texts) == 2 and all(template_of(template="__，_。\n__。").fits(t) for t in texts), result.output
     assert_one_line_error(cli("sample", "--template", "__：_"), "--template", "does not know '：'")
-    assert_one_line_error(cli("sample", "--form", "五绝"), "--form '五绝' is not a form", "五言绝句")
+    result = cli("sample", "--seed", "题\n", "--form", "七绝", "--acrostic", "丁七万丈", "--random-seed", "1")
+    assert result.exit_code == 0 and result.output[len("题\n") :].rstrip("\n") == poem, result.output
+    assert_one_line_error(
+        cli("sample", "--form", "七言"), "--form '七言' is not a form", "七言绝句", "short name (五绝"
+    )
 
 
 @pytest.mark.parametrize("decoding", [{"temperature": 1.5}, {"greedy": True}, {"top_k": 3, "repetition_penalty": 2.0}])

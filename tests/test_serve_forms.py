@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from charlm.forms import FORMS, is_han, template_of
+from charlm.forms import FORM_NAMES, FORMS, is_han, template_of
 from charlm.sampler import generate
 from charlm.serve import protocol
 from charlm.serve.app import create_app
@@ -100,6 +100,7 @@ def test_the_server_and_generate_write_the_same_poem_from_one_seed(client):
         ({"template": "__：___"}, "template", "template: the model does not know '："),
         ({"template": "__，___", "acrostic": "龘夏"}, "acrostic", "acrostic: the model does not know '龘'"),
         ({"form": "五言"}, "form", "form '五言' is not a form charlm knows; choose one of 五言绝句"),
+        ({"form": "五言"}, "form", "or a short name (五绝, 七绝, 五律, 七律), in simplified or traditional"),
         ({"form": "五言绝句", "template": "_"}, "form", "give form or template, not both"),
         ({"form": "五言绝句", "acrostic": "春夏"}, "acrostic", "acrostic has 2 characters but form 五言绝句 has 4"),
         ({"acrostic": "春夏"}, "acrostic", "acrostic fixes the first character of each verse"),
@@ -220,7 +221,24 @@ def test_the_openapi_document_describes_the_extension(served):
         for name in ("form", "template", "acrostic"):
             assert schema["properties"][name]["type"] == "string"
             assert "charlm's extension" in schema["properties"][name]["description"]
-        assert schema["properties"]["form"]["enum"] == list(FORMS)
+        assert schema["properties"]["form"]["enum"] == list(FORM_NAMES)
+        assert {"五言绝句", "五绝", "七言律詩"} <= set(schema["properties"]["form"]["enum"])
+
+
+def test_the_page_menu_offers_the_forms_charlm_knows(served):
+    """The page's menu is charlm.forms' table (its full names; a request may also give a short one)."""
+    page = httpx.get(served[0]).text
+    assert "<!-- FORMS -->" not in page
+    assert [name for name in FORM_NAMES if f'<option value="{name}">{name}</option>' in page] == list(FORMS)
+
+
+def test_a_form_by_its_short_or_traditional_name_is_that_form(client):
+    """五绝 and 七言律詩 are what Chinese readers type for 五言绝句 and 七言律诗: the same poems from one seed."""
+    for name, form in (("五绝", "五言绝句"), ("七言律詩", "七言律诗")):
+        texts = [poems(client, n=2, seed=4, extra_body={"form": given})[0] for given in (name, form)]
+        assert texts[0] == texts[1] and all(template_of(form).fits(t) for t in texts[0]), texts
+        chat = client.chat.completions.create(model="zh", messages=CHAT, seed=4, extra_body={"form": name})
+        assert template_of(form).fits(chat.choices[0].message.content)
 
 
 @pytest.mark.slow  # a browser

@@ -224,6 +224,20 @@ def test_each_pass_has_a_bar_over_the_files_bytes(tmp_path, capsys, tokenizer):
     assert finals == {name: (size, size) for name in passes}
 
 
+def test_the_bars_say_in_words_that_they_count_bytes(tmp_path):
+    """The bars showed `3.70k/3.70k [..., 32.1kB/s]` and the summary under them 1,300 characters: for a
+    Chinese text (3 bytes a character) the bare count read as characters was three times too many."""
+    path = write(tmp_path, "诗.txt", "春眠不觉晓，处处闻啼鸟。\n" * 100)  # 3,700 bytes, 1,300 characters
+    result = cli("corpus", "prepare", str(path))
+    drawn = result.output.replace("\r", "\n")
+    assert result.exit_code == 0 and "characters  1,300" in drawn, drawn
+    finals = re.findall(r"^(\w+): 100%\|[^|]*\| (\S+ ?\S*) \[[^,]*, ([^\]]*)\]", drawn, re.MULTILINE)
+    assert [(name, done) for name, done, _ in finals] == [
+        (name, "3.70k/3.70k bytes") for name in ("counting", "encoding")
+    ]
+    assert all(rate.endswith(" bytes/s") for _, _, rate in finals), drawn
+
+
 def test_a_cache_that_cannot_be_written_names_it_and_says_what_to_do(tmp_path, monkeypatch):
     """On a full disk the error was `Error: file: File too large`, naming no file; with a file where the
     cache folder goes, `corpora/cache: File exists`."""

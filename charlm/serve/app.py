@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import forms
 from ..errors import CharLMError
 from ..model import CharLM
 from . import protocol, responses
@@ -166,12 +167,14 @@ def add_error_handlers(app: FastAPI) -> None:
 
 
 def page_html() -> str:
-    """The page at /, with the style and script it shares with the exported page put in its place, and
-    the server's limit on a ban."""
+    """The page at /, with the style and script it shares with the exported page put in its place, the
+    server's limit on a ban, and the forms charlm knows in its menu (by their full names, as charlm.forms has them)."""
     files = resources.files(__package__)
     page = files.joinpath("page.html").read_text(encoding="utf-8")
     for shared in ("page.css", "page.js"):
         page = page.replace(f"/* {shared} */", files.joinpath(shared).read_text(encoding="utf-8"), 1)
+    menu = "\n".join(f'        <option value="{name}">{name}</option>' for name in forms.FORMS)
+    page = page.replace("        <!-- FORMS -->", menu, 1)
     return page.replace("/* MAX_BIASED */", str(protocol.MAX_BIASED), 1)
 
 

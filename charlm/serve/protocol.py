@@ -150,9 +150,9 @@ COMMON_SCHEMA = {
     # charlm's extension: poem forms and templates
     "form": {
         "type": "string",
-        "enum": list(forms.FORMS),
-        "description": "charlm's extension: every sample is a poem in this form (one of "
-        f"{', '.join(forms.FORMS)}); not with `template`",
+        "enum": list(forms.FORM_NAMES),
+        "description": f"charlm's extension: every sample is a poem in this form ({forms.FORM_CHOICES}); "
+        "not with `template`",
     },
     "template": {
         "type": "string",
