@@ -55,12 +55,10 @@ EVAL_WARMUP = 200
 PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of tokens: warming costs <= 10% more
 
 
-def bits_per_char(
-    model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None, progress: bool = False
-) -> float:
-    """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it.
-    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent)."""
-    bits, chars = total_bits(model, ids, max_tokens, progress)
+def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
+    """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it:
+    validation's figure, so it shows no progress bar (`charlm eval` scores through `text_bits`)."""
+    bits, chars = total_bits(model, ids, max_tokens)
     return bits / max(chars, 1)
 
 
