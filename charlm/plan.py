@@ -54,7 +54,6 @@ from .train_state import check_data
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
 EVAL_EVERY_RANGE = (1, 2000)  # steps between evaluations: once per pass, within these
-CHOSEN = ("head", "precision")  # `auto` options resolved where they are used; the plan records why
 GIVEN = "given"
 
 
