@@ -57,9 +57,10 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "head_cutoffs": list(self.head_cutoffs)}
 
-    def head_text(self, unit: str = "characters") -> str:
+    def head_text(self, unit: str) -> str:
         """The output layer as `charlm info` shows it: `--head auto` alone did not say which one a run got.
-        An adaptive head's clusters, most frequent first, each with the width its rows have."""
+        An adaptive head's clusters, most frequent first, each with the width its rows have. `unit`: what
+        an id is, "characters" or a sentencepiece model's "tokens" (the config does not know)."""
         if not self.head_cutoffs:
             return f"full, a row of width {self.hidden} for each of {self.vocab_size:,} {unit}"
         edges = [0, *self.head_cutoffs, self.vocab_size]
