@@ -57,9 +57,10 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "head_cutoffs": list(self.head_cutoffs)}
 
-    def head_text(self, unit: str = "characters") -> str:
+    def head_text(self, unit: str) -> str:
         """The output layer as `charlm info` shows it: `--head auto` alone did not say which one a run got.
-        An adaptive head's clusters, most frequent first, each with the width its rows have."""
+        An adaptive head's clusters, most frequent first, each with the width its rows have. `unit`: what
+        an id is, "characters" or a sentencepiece model's "tokens" (the config does not know)."""
         if not self.head_cutoffs:
             return f"full, a row of width {self.hidden} for each of {self.vocab_size:,} {unit}"
         edges = [0, *self.head_cutoffs, self.vocab_size]
@@ -240,8 +241,8 @@ class FullHead(nn.Linear):
 class AdaptiveHead(nn.Module):
     """An adaptive softmax (Grave et al. 2017, `nn.AdaptiveLogSoftmaxWithLoss`) over characters ranked
     by frequency. The first `cutoffs[0]` characters and one token per rare cluster share a full-width
-    layer; each rare cluster is reached through a projection 4 times narrower than the one before it.
-    `rank` maps a vocabulary id to its frequency rank, so ids themselves never change.
+    layer; each rare cluster is reached through a projection HEAD_DIVISION times narrower than the one
+    before it. `rank` maps a vocabulary id to its frequency rank, so ids themselves never change.
 
     It always computes in fp32, outside autocast: torch's adaptive softmax copies each cluster's
     log-probabilities into a buffer of its input's dtype, and under autocast those differ (bf16 on a
@@ -344,11 +345,10 @@ def inference(model: CharLM) -> Iterator[None]:
     """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
     fp32: cuDNN may otherwise run an fp32 RNN on TF32 tensor cores (10-bit mantissas), and scores and
     log-probabilities must not depend on the device (bpc compares across machines). Contexts open at
-    once in several threads share the changes, put back when the last closes: each restored what it
-    found, so one that closed first switched dropout back on under the other, and the one that closed
-    last left the model in eval mode and TF32 off for good. Each count's undo is registered in the
-    statement after it is raised, so an exception (Ctrl-C) anywhere after, or in another undo, still
-    gives it back: a stuck count meant no later context ever restored the mode or the flag."""
+    once in several threads share the changes, and the last to close puts back what the first found:
+    one closing early must not switch dropout back on under another. Each count's undo is registered
+    as soon as it is raised, so an exception (Ctrl-C) anywhere after, or in another undo, still gives it
+    back: a count left raised would keep every later context from restoring the mode or the flag."""
     with contextlib.ExitStack() as undo:
         with INSIDE_LOCK:
             for key, found, restore in (

@@ -5,11 +5,11 @@ CPU; measured on a CUDA GPU), the hidden size (fitted to the time budget, sizing
 the evaluation cadence (from the passes the run will make over its text), and the run folder. Rank 0
 decides; where it measures, every rank times the same steps at once (sizing.Probe: the job's speed,
 not one process's), and every rank takes rank 0's plan as one object; the trainer then builds
-exactly what the plan says and never sizes anything. `reasons` says why each value was
-chosen, and what `--head auto` and `--precision auto` choose on this text and device; run.json keeps it,
-in the command line's form whoever started the run: one record that a resume from either carries on,
-and a flag reads as a Python keyword mechanically (`fields.as_said`, what charlm.train says), where a
-keyword could not be told from a word of the text the other way round.
+exactly what the plan says and never sizes anything. `reasons` says why each value was chosen, and
+what `--head auto` and `--precision auto` choose on this text and device. run.json keeps them in the
+command line's words whoever started the run, so a resume from the CLI or from Python carries on one
+record; charlm.train says them as Python keywords (`fields.as_said`): a flag turns into a keyword
+mechanically, where a keyword could not be told from a word of the text the other way round.
 
 The rules:
 - dropout follows the passes over the training text: a text read a few times is underfitted and
@@ -54,7 +54,6 @@ from .train_state import check_data
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
 EVAL_EVERY_RANGE = (1, 2000)  # steps between evaluations: once per pass, within these
-CHOSEN = ("head", "precision")  # `auto` options resolved where they are used; the plan records why
 GIVEN = "given"
 
 

@@ -9,13 +9,14 @@ validation, `charlm inspect` and the server's log-probabilities (the layers' gat
   of next-token logits (the server's `logprobs` while sampling); `next_probs` the distribution
   after a prefix (`charlm.next_probs`).
 
-Bits are in nats over the characters the scored tokens spell (one each for a character vocabulary,
-several for a SentencePiece piece), converted to bits, so models with different tokenizers compare.
+Losses are summed in nats, converted to bits and divided by the characters the scored tokens spell
+(one each for a character vocabulary, several for a SentencePiece piece), so models with different
+tokenizers compare.
 
-`bits_per_char` cuts the text into up to EVAL_STREAMS pieces scored side by side for speed; every
-piece but the first starts from the state of reading the EVAL_WARMUP tokens before it (unscored),
-which is what one pass has there, to within a small difference (see EVAL_WARMUP). Every token after
-the first is scored exactly once.
+`total_bits`, under both, cuts the text into up to EVAL_STREAMS pieces scored side by side for
+speed; every piece but the first starts from the state of reading the EVAL_WARMUP tokens before it
+(unscored), which is what one pass has there, to within a small difference (see EVAL_WARMUP). Every
+token after the first is scored exactly once.
 """
 
 from __future__ import annotations
@@ -55,12 +56,10 @@ EVAL_WARMUP = 200
 PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of tokens: warming costs <= 10% more
 
 
-def bits_per_char(
-    model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None, progress: bool = False
-) -> float:
-    """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it.
-    `progress`: a bar of the characters scored, on stderr (`charlm eval`; validation stays silent)."""
-    bits, chars = total_bits(model, ids, max_tokens, progress)
+def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
+    """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it:
+    validation's figure, so it shows no progress bar (`charlm eval` scores through `text_bits`)."""
+    bits, chars = total_bits(model, ids, max_tokens)
     return bits / max(chars, 1)
 
 

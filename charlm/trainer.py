@@ -264,7 +264,8 @@ class Trainer:
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
     def evaluate_and_save(self) -> None:
-        """Rank 0 scores the validation text on the unwrapped model; the other ranks wait in save()."""
+        """Rank 0 scores the validation text on the weights it saves (`result`, not DDP's wrapper); the
+        other ranks wait in save()."""
         progress, improved, also = self.progress, False, None
         kept_best = progress.best_bpc, progress.best_step
         if self.ranks.leader:

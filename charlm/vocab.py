@@ -187,7 +187,8 @@ class Vocab:
         return "".join(self.chars[i] for i in ids)
 
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]:
-        """Decodes one id per sample per call (the sampler's interface, shared with `PieceVocab`)."""
+        """Decodes one id per sample per call: the protocol's general path. `generation.Batch` reads
+        `chars` directly for a character row; tests/test_sampler.py checks that shortcut against this."""
         return lambda ids: [self.chars[i] for i in ids.tolist()]
 
     def char_lengths(self) -> torch.Tensor:

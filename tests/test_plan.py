@@ -49,7 +49,7 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
     assert (
         planned.config.hidden == sizing.CANDIDATES[0] and planned.run_dir == runs.CHECKPOINT_ROOT / "run"
     )  # 20 steps fit the smallest size
-    assert set(planned.reasons) == {*plan.PLANNED, *plan.CHOSEN, "run_dir"}
+    assert set(planned.reasons) == {*plan.PLANNED, "head", "precision", "run_dir"}  # auto: chosen where used
     assert (
         planned.reasons["head"]
         == f"--head auto chose full: a vocabulary of {len(corpus.vocab)} characters (adaptive from 1,000)"
