@@ -292,13 +292,11 @@ class FormOptions(Protocol):
     acrostic: str | None
 
 
-def constrain(
-    options: FormOptions, vocab: Vocabulary, prefix: str | None = None, banned: torch.Tensor | None = None
-) -> Constrained | None:
+def constrain(options: FormOptions, vocab: Vocabulary, banned: torch.Tensor | None = None) -> Constrained | None:
     """The compiled template of sampling options (a `SampleConfig`: `form`, `template`, `acrostic`),
-    without the ids `banned` (a logit bias's bans), or None."""
-    template = template_of(options.form, options.template, options.acrostic, prefix)
-    return None if template is None else Constrained(template, vocab, option_named("acrostic", prefix), banned)
+    without the ids `banned` (a logit bias's bans), or None. The server compiles its own (`Completion`)."""
+    template = template_of(options.form, options.template, options.acrostic)
+    return None if template is None else Constrained(template, vocab, option_named("acrostic", None), banned)
 
 
 def option_named(name: str, prefix: str | None, shown: str | None = None) -> str:
