@@ -17,7 +17,11 @@ RUN_RECORDS = (runs.LATEST, runs.BEST, runs.RUN_INFO, runs.SAMPLES, METRICS, run
 
 
 def is_checkpoint(path: str | Path) -> bool:
-    """Whether `path` is a charlm checkpoint file (it starts with the checkpoint's first line)."""
+    """Whether `path` is a charlm checkpoint file (it starts with the checkpoint's first line). Only a
+    regular file is read: opening `--output /dev/stdout` (a pipe) or a FIFO to look took the reader's
+    bytes, or waited forever for some (`charlm sample --output /dev/stdout | less` hung)."""
+    if not Path(path).is_file():
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC

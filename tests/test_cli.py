@@ -1,6 +1,7 @@
 """The command line as a user meets it: real processes, real corpora, one-line errors."""
 
 import collections
+import contextlib
 import json
 import os
 import pty
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint, runs, sizing, summary, threads, train_state
+from charlm import checkpoint, outputs, runs, sizing, summary, threads, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
@@ -585,6 +586,21 @@ def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, c
         what = "charlm plot writes a PNG"
     assert_one_line_error(cli(*OUTPUT_COMMANDS[command], target), f"--output {target}: {what}")
     assert (tmp_path / target).read_bytes() == kept
+
+
+def test_an_output_that_is_a_pipe_is_written_not_read_first():
+    """The check for a checkpoint read an --output's first bytes: `charlm sample --output /dev/stdout | less`
+    hung reading its own pipe, and a pipe with text waiting lost that text to the check."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"a reader's text, not the check's")
+        outputs.output_file(f"/dev/fd/{write_end}")
+        os.close(write_end)
+        assert os.read(read_end, 100) == b"a reader's text, not the check's"
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(OSError):
+            os.close(write_end)
 
 
 @pytest.mark.parametrize("command", ["export html", "export onnx", "inspect"])  # sample's click checks; plot's test
