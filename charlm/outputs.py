@@ -37,6 +37,8 @@ def is_run_folder(path: str | Path) -> bool:
 def output_file(output: str | Path) -> Path:
     """`output` as a file a command may replace; a folder, a checkpoint or a run's own record is refused."""
     path, named = Path(output), said("output", output)
+    if not str(output):  # `--output "$FILE"` with FILE unset: Path("") is ".", the current folder
+        raise CharLMError(f"{said('output')} is empty; give a file name")
     if path.is_dir():
         raise CharLMError(f"{named}: is a folder; give a file name")
     if is_checkpoint(path):

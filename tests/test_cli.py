@@ -588,6 +588,13 @@ def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, c
     assert (tmp_path / target).read_bytes() == kept
 
 
+@pytest.mark.parametrize("command", ["sample", "inspect"])
+def test_an_empty_output_is_refused_not_ignored(trained, command):
+    """`charlm sample --output "$FILE"` with FILE unset wrote the sample to the screen only and said nothing:
+    the copy the writer asked for was never made."""
+    assert_one_line_error(cli(*OUTPUT_COMMANDS[command], ""), "--output is empty; give a file name")
+
+
 def test_an_output_that_is_a_pipe_is_written_not_read_first():
     """The check for a checkpoint read an --output's first bytes: `charlm sample --output /dev/stdout | less`
     hung reading its own pipe, and a pipe with text waiting lost that text to the check."""

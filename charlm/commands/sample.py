@@ -73,7 +73,7 @@ def sample(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownCharacterWarning)
             model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
-    with contextlib.closing(OutputCopy(output)) if output else contextlib.nullcontext() as copy:
+    with contextlib.closing(OutputCopy(output)) if output is not None else contextlib.nullcontext() as copy:
         emit = emitter(copy)
         try:
             if interactive:
