@@ -2,6 +2,7 @@
 
 import collections
 import contextlib
+import itertools
 import json
 import os
 import pty
@@ -563,6 +564,30 @@ def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):
     monkeypatch.setattr(cli_module, "run_server", interrupted)
     result = cli("serve")
     assert result.exit_code == 130 and "checkpoint" not in result.output
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_keeps_what_several_samples_had_made(trained, tmp_path, monkeypatch, as_json):
+    """`--num-samples` and `--json` print each sample whole, once made: Ctrl-C threw away everything made
+    so far, minutes of it for long samples. What was made is printed (and copied), and it exits 130."""
+    from charlm import sampler
+
+    made = sampler.stream_samples
+
+    def interrupted(*args):
+        yield from itertools.islice(made(*args), 6)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampler, "stream_samples", interrupted)
+    extra = ["--json"] if as_json else []
+    result = cli("sample", "--seed", "the", "--num-samples", "2", "--random-seed", "3", "--output", "so.txt", *extra)
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    if as_json:
+        texts = [json.loads(line)["text"] for line in result.output.splitlines()]
+    else:
+        texts = [line for line in result.output.splitlines() if not line.startswith("--- sample")]
+    assert [len(text) for text in texts] == [3 + 5, 3 + 5] and all(text.startswith("the") for text in texts)
+    assert (tmp_path / "so.txt").read_text(encoding="utf-8") == result.output
 
 
 OUTPUT_COMMANDS = {
