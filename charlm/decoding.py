@@ -10,6 +10,7 @@ writing into a template (`forms.Cursor`) draws only among the ids the template a
 position: the others are removed before temperature and the rest, so those act inside the set.
 A row's logit bias (OpenAI's `logit_bias`, `bias_vector`) is added to its logits before all of
 that; a bias of -100 bans the token outright, as a template's mask does, whatever the temperature.
+A sentencepiece row spells a character in bytes only as UTF-8 allows (`Utf8Rule`).
 """
 
 from __future__ import annotations
@@ -164,6 +165,62 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
     )
 
 
+# A row's place in a UTF-8 character spelled as byte pieces: (bytes still to come, the range of the next).
+# State 0 is between characters; 4-7 are the lead bytes whose next byte has a narrower range (no overlong
+# or surrogate forms, nothing past U+10FFFF).
+UTF8_STATES = ((0, 0x80, 0xBF), (1, 0x80, 0xBF), (2, 0x80, 0xBF), (3, 0x80, 0xBF))
+UTF8_STATES += ((2, 0xA0, 0xBF), (2, 0x80, 0x9F), (3, 0x90, 0xBF), (3, 0x80, 0x8F))
+UTF8_LEADS = {0xE0: 4, 0xED: 5, 0xF0: 6, 0xF4: 7}
+
+
+def utf8_state_after(lead: int) -> int | None:
+    """The state after a byte that starts a character (0 for ASCII), or None for one that cannot."""
+    if lead < 0x80:
+        return 0
+    if lead in UTF8_LEADS:
+        return UTF8_LEADS[lead]
+    for first, last, following in ((0xC2, 0xDF, 1), (0xE1, 0xEF, 2), (0xF1, 0xF3, 3)):
+        if first <= lead <= last:
+            return following
+    return None  # a continuation byte, or one UTF-8 never uses
+
+
+class Utf8Rule:
+    """Which pieces keep a byte-fallback model's text valid UTF-8: after a lead byte only the bytes that
+    can follow it, between characters no stray continuation byte, and never <unk> (byte fallback spells
+    every character, so it never occurred in training). The model drew those freely and `charlm sample`
+    printed a U+FFFD wherever it broke a character: 22 in 300 characters of a young Chinese model.
+    `allowed[state]` is the ids allowed in a state (vocab,), `following[state, id]` the state after one."""
+
+    def __init__(self, pieces: list[bytes], unknown_id: int):
+        states, vocab_size = len(UTF8_STATES), len(pieces)
+        self.allowed = torch.zeros(states, vocab_size, dtype=torch.bool)
+        self.following = torch.zeros(states, vocab_size, dtype=torch.long)
+        self.allowed[0] = True  # between characters, any whole piece
+        self.allowed[0, unknown_id] = False
+        for token, piece in enumerate(pieces):
+            if len(piece) != 1:
+                continue
+            byte = piece[0]
+            after = utf8_state_after(byte)
+            self.allowed[0, token] = after is not None
+            self.following[0, token] = after or 0
+            for state, (left, low, high) in enumerate(UTF8_STATES[1:], 1):
+                self.allowed[state, token] = low <= byte <= high
+                self.following[state, token] = left - 1
+
+    @classmethod
+    def of(cls, vocab: Vocabulary) -> Utf8Rule | None:
+        """The rule for a sentencepiece vocabulary that spells characters as bytes; None for any other."""
+        if vocab.tokenizer != "sentencepiece" or not any(map(vocab.processor.is_byte, range(len(vocab)))):
+            return None
+        return cls(vocab.pieces, vocab.processor.unk_id())
+
+    def to(self, device: torch.device) -> Utf8Rule:
+        self.allowed, self.following = self.allowed.to(device), self.following.to(device)
+        return self
+
+
 class RowSampler:
     """The decoding policy of rows that come and go: `set` a row's options, seed and prompt, `choose`
     every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones.
@@ -180,8 +237,10 @@ class RowSampler:
         vocab_size: int,
         window: int = SampleConfig.repetition_window,
         device: torch.device | str = "cpu",
+        utf8: Utf8Rule | None = None,
     ):
         self.vocab_size, self.window, self.device = vocab_size, window, torch.device(device)
+        self.utf8 = utf8.to(self.device) if utf8 is not None else None  # `Utf8Rule`: byte pieces kept to UTF-8
         self.temperature = torch.ones(capacity, 1)  # this step's; 0 means greedy
         self.top_k = torch.full((capacity, 1), vocab_size, dtype=torch.long)
         self.top_p = torch.full((capacity, 1), float("inf"))  # inf: no nucleus
@@ -202,12 +261,13 @@ class RowSampler:
         self.position = torch.zeros(capacity, dtype=torch.long, device=self.device)
         self.block = torch.zeros(capacity, UNIFORM_BLOCK, device=self.device)  # float32, as `draw` takes them
         self.indices = torch.arange(capacity, device=self.device)
+        self.utf8_state = torch.zeros(capacity, dtype=torch.long, device=self.device)  # a `Utf8Rule` state
         # Each row's bias and bans, (capacity, vocab): made when a row first has a bias (a batch of
         # thousands of samples over a big vocabulary would otherwise hold two logits' worth for nothing).
         self.bias: torch.Tensor | None = None
         self.banned: torch.Tensor | None = None
         self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.used, self.biased]
-        self.rows += [self.history, self.position, self.block]
+        self.rows += [self.history, self.position, self.block, self.utf8_state]
         self.rows += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
 
     def twin(self, host: torch.Tensor) -> torch.Tensor:
@@ -267,8 +327,10 @@ class RowSampler:
         self.bias[row] = bias.masked_fill(banned, 0.0)  # bans are a mask, after the penalty's clamp
 
     def follow(self, row: int, cursor: Cursor | None) -> None:
-        """Row `row` writes into the template of `cursor` from now on (None: free text)."""
+        """Row `row` writes into the template of `cursor` from now on (None: free text), from the start of
+        a character (a new row's decoder drops the bytes of one left unfinished)."""
         self.cursors[row] = cursor
+        self.utf8_state[row] = 0
 
     def move(self, src: int, dst: int) -> None:
         for tensor in self.rows:
@@ -294,8 +356,14 @@ class RowSampler:
         allowed = self.allowed(rows)
         if allowed is not None:
             logits = logits.masked_fill(~allowed.to(self.device), float("-inf"))
-        if biased:
-            logits = logits.masked_fill(self.banned[:rows], float("-inf"))
+        banned = self.banned[:rows] if biased else None
+        if self.utf8 is not None:
+            invalid = ~self.utf8.allowed[self.utf8_state[:rows]]
+            if banned is not None:  # a row whose bans leave no valid piece keeps its bans alone
+                invalid = torch.where((invalid | banned).all(dim=-1, keepdim=True), banned, invalid | banned)
+            banned = invalid
+        if banned is not None:
+            logits = logits.masked_fill(banned, float("-inf"))
         temperature = on_device["temperature"][:rows]
         greedy = temperature == 0
         # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
@@ -314,6 +382,8 @@ class RowSampler:
         ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows)))
         self.history[self.indices[:rows], self.position[:rows]] = ids
         self.position[:rows] = (self.position[:rows] + 1) % self.window
+        if self.utf8 is not None:
+            self.utf8_state[:rows] = self.utf8.following[self.utf8_state[:rows], ids]
         self.constrained = allowed is not None
         return ids
 

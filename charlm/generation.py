@@ -17,7 +17,7 @@ import torch
 
 from . import threads
 from .config import SampleConfig
-from .decoding import RowSampler
+from .decoding import RowSampler, Utf8Rule
 from .device import to_host
 from .forms import Cursor
 from .lstm_step import RowStepper
@@ -138,7 +138,8 @@ class Batch:
     ):
         self.model = model
         self.stepper = RowStepper(model, capacity, dtype, pad)
-        self.sampler = RowSampler(capacity, model.config.vocab_size, window, model.device)
+        utf8 = Utf8Rule.of(model.vocab)
+        self.sampler = RowSampler(capacity, model.config.vocab_size, window, model.device, utf8)
         self.rows: list[Row] = []
 
     @classmethod

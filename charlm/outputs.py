@@ -17,7 +17,11 @@ RUN_RECORDS = (runs.LATEST, runs.BEST, runs.RUN_INFO, runs.SAMPLES, METRICS, run
 
 
 def is_checkpoint(path: str | Path) -> bool:
-    """Whether `path` is a charlm checkpoint file (it starts with the checkpoint's first line)."""
+    """Whether `path` is a charlm checkpoint file (it starts with the checkpoint's first line). Only a
+    regular file is read: opening `--output /dev/stdout` (a pipe) or a FIFO to look took the reader's
+    bytes, or waited forever for some (`charlm sample --output /dev/stdout | less` hung)."""
+    if not Path(path).is_file():
+        return False
     try:
         with open(path, "rb") as f:
             return f.read(len(MAGIC)) == MAGIC
@@ -33,6 +37,8 @@ def is_run_folder(path: str | Path) -> bool:
 def output_file(output: str | Path) -> Path:
     """`output` as a file a command may replace; a folder, a checkpoint or a run's own record is refused."""
     path, named = Path(output), said("output", output)
+    if not str(output):  # `--output "$FILE"` with FILE unset: Path("") is ".", the current folder
+        raise CharLMError(f"{said('output')} is empty; give a file name")
     if path.is_dir():
         raise CharLMError(f"{named}: is a folder; give a file name")
     if is_checkpoint(path):

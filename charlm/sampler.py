@@ -138,10 +138,16 @@ def generate(model: CharLM, seed: str = "", **options) -> list[str]:
     """`num_samples` texts, each the seed and what followed it; options as `SampleConfig`."""
     config = sample_config(options)
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
-    for pieces in stream_samples(model, seed, config):
+    gather(stream_samples(model, seed, config), texts)
+    return ["".join(parts) for parts in texts]
+
+
+def gather(steps: Iterator[list[str]], texts: list[list[str]]) -> None:
+    """Each step's pieces (`stream_samples`) appended to their sample's parts in `texts`, which the
+    caller holds: what was made is still there if the steps are cut short (Ctrl-C)."""
+    for pieces in steps:
         for parts, piece in zip(texts, pieces):
             parts.append(piece)
-    return ["".join(parts) for parts in texts]
 
 
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:

@@ -1,6 +1,8 @@
 """The command line as a user meets it: real processes, real corpora, one-line errors."""
 
 import collections
+import contextlib
+import itertools
 import json
 import os
 import pty
@@ -14,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint, runs, sizing, summary, threads, train_state
+from charlm import checkpoint, outputs, runs, sizing, summary, threads, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
@@ -577,6 +579,30 @@ def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):
     assert result.exit_code == 130 and "checkpoint" not in result.output
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_ctrl_c_keeps_what_several_samples_had_made(trained, tmp_path, monkeypatch, as_json):
+    """`--num-samples` and `--json` print each sample whole, once made: Ctrl-C threw away everything made
+    so far, minutes of it for long samples. What was made is printed (and copied), and it exits 130."""
+    from charlm import sampler
+
+    made = sampler.stream_samples
+
+    def interrupted(*args):
+        yield from itertools.islice(made(*args), 6)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sampler, "stream_samples", interrupted)
+    extra = ["--json"] if as_json else []
+    result = cli("sample", "--seed", "the", "--num-samples", "2", "--random-seed", "3", "--output", "so.txt", *extra)
+    assert result.exit_code == 130 and "Traceback" not in result.output
+    if as_json:
+        texts = [json.loads(line)["text"] for line in result.output.splitlines()]
+    else:
+        texts = [line for line in result.output.splitlines() if not line.startswith("--- sample")]
+    assert [len(text) for text in texts] == [3 + 5, 3 + 5] and all(text.startswith("the") for text in texts)
+    assert (tmp_path / "so.txt").read_text(encoding="utf-8") == result.output
+
+
 OUTPUT_COMMANDS = {
     "export html": ["export", "fox", "--format", "html", "--output"],
     "export onnx": ["export", "fox", "--format", "onnx", "--output"],
@@ -598,6 +624,28 @@ def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, c
         what = "charlm plot writes a PNG"
     assert_one_line_error(cli(*OUTPUT_COMMANDS[command], target), f"--output {target}: {what}")
     assert (tmp_path / target).read_bytes() == kept
+
+
+@pytest.mark.parametrize("command", ["sample", "inspect"])
+def test_an_empty_output_is_refused_not_ignored(trained, command):
+    """`charlm sample --output "$FILE"` with FILE unset wrote the sample to the screen only and said nothing:
+    the copy the writer asked for was never made."""
+    assert_one_line_error(cli(*OUTPUT_COMMANDS[command], ""), "--output is empty; give a file name")
+
+
+def test_an_output_that_is_a_pipe_is_written_not_read_first():
+    """The check for a checkpoint read an --output's first bytes: `charlm sample --output /dev/stdout | less`
+    hung reading its own pipe, and a pipe with text waiting lost that text to the check."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"a reader's text, not the check's")
+        outputs.output_file(f"/dev/fd/{write_end}")
+        os.close(write_end)
+        assert os.read(read_end, 100) == b"a reader's text, not the check's"
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(OSError):
+            os.close(write_end)
 
 
 @pytest.mark.parametrize("command", ["export html", "export onnx", "inspect"])  # sample's click checks; plot's test

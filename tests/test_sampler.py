@@ -382,6 +382,22 @@ def test_a_logit_bias_leaving_only_pieces_that_write_no_text_is_refused_in_pytho
     assert set(generate(model, "the", length=5, logit_bias=ban, random_seed=1)[0][3:]) <= {"\n", "\ufffd"}
 
 
+def test_a_byte_fallback_model_writes_whole_characters_never_a_broken_one():
+    """A sentencepiece model spells a character it has no piece for as UTF-8 bytes, and drew those bytes
+    freely: a lead byte then a whole piece, a stray continuation byte. `charlm sample` printed U+FFFD
+    for each broken character (22 in 300 characters of a young Hongloumeng model)."""
+    from charlm.pieces import PieceVocab, train_model
+
+    torch.manual_seed(0)
+    vocab = PieceVocab(train_model(["春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。\n" * 20], "bpe", 300), "none")
+    model = make_model(vocab, layers=1, hidden=8).eval()  # untrained: any piece, any byte, at random
+    for text in generate(model, "春", length=200, temperature=3.0, random_seed=1, num_samples=2):
+        assert "\ufffd" not in text
+        assert any(ord(c) > 0x7FF and not vocab.knows(c) for c in text)  # characters spelled in bytes still come
+    pieces = list(stream(model, "春", length=100, temperature=3.0, random_seed=2))
+    assert "\ufffd" not in "".join(pieces)
+
+
 def test_a_ban_is_of_the_character_the_model_writes_after_its_normalization():
     """A decomposed 'é' (e + U+0301, as a macOS terminal types it) is one character to ban: --ban
     split it into 'e' and the mark and banned every 'e'. '10' is told that a token id is an int."""
