@@ -418,5 +418,5 @@ def check_temperatures(values: tuple[float, ...], shown: str) -> None:
         raise CharLMError(f"{said('temperature')} needs at least one number, not {shown}")
     if not all(0 < t < float("inf") for t in values):
         raise CharLMError(
-            f"{said('temperature')} must be above 0, not {shown} (use {said('greedy', True)} for the likeliest text)"
+            f"{said('temperature')} must be a finite number above 0, not {shown} (use {said('greedy', True)} for the likeliest text)"
         )

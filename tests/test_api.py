@@ -78,7 +78,7 @@ WRONG_SAMPLE_TYPES = [
     ("length", "5", "length must be an integer, not '5'"),
     ("temperature", "hot", "temperature must be a number or a list of numbers, not 'hot'"),
     ("temperature", [0.5, "x"], "temperature must be a number or a list of numbers"),
-    ("temperature", [], "temperature needs at least one number, not []"),  # was 'must be above 0, not '
+    ("temperature", [], "temperature needs at least one number, not []"),  # was 'must be a finite number above 0, not '
     ("top_k", "3", "top_k must be an integer or None, not '3'"),
     ("top_p", "0.9", "top_p must be a number or None, not '0.9'"),
     ("random_seed", "1", "random_seed must be an integer or None, not '1'"),
@@ -579,7 +579,10 @@ def test_sampling_values_past_their_maximum_are_named(options, message):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"temperature": -1}, "temperature must be above 0, not -1 (use greedy=True for the likeliest text)"),
+        (
+            {"temperature": -1},
+            "temperature must be a finite number above 0, not -1 (use greedy=True for the likeliest text)",
+        ),
         ({"top_k": "3"}, "top_k must be an integer or None, not '3'"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16, not 'fp16'"),
         ({"repetition_window": 0}, "repetition_window must be at least 1, not 0"),

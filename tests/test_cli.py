@@ -199,9 +199,11 @@ def test_a_random_seed_out_of_range_gets_one_line_from_a_real_process(trained):
     assert run_cli("sample", "--random-seed", "-5", "--length", "5", check=True).stdout  # negative seeds are seeds
 
 
-@pytest.mark.parametrize("typed", ["0", "0.5,0", "0.5, -1", "nan"])
+@pytest.mark.parametrize("typed", ["0", "0.5,0", "0.5, -1", "nan", "inf"])
 def test_a_bad_temperature_is_shown_as_typed(trained, typed):
-    assert_one_line_error(cli("sample", "--temperature", typed), f"--temperature must be above 0, not {typed} (")
+    assert_one_line_error(
+        cli("sample", "--temperature", typed), f"--temperature must be a finite number above 0, not {typed} ("
+    )
 
 
 def test_bad_checkpoints_get_one_line(tmp_path, trained):

@@ -66,7 +66,7 @@ def test_every_random_seed_in_range_works(model, seed):
 
 @pytest.mark.parametrize("value, shown", [(0, "0"), ([0.5, -1.0], r"\[0.5, -1.0\]"), ((1, 0.0), r"\(1, 0.0\)")])
 def test_a_bad_temperature_is_shown_as_given(value, shown):
-    with pytest.raises(CharLMError, match=rf"^temperature must be above 0, not {shown} \("):
+    with pytest.raises(CharLMError, match=rf"^temperature must be a finite number above 0, not {shown} \("):
         SampleConfig(temperature=value)
 
 
