@@ -206,9 +206,9 @@ TINY_LOOP_ARGS = cli_args({name: TINY[name] for name in ("seq_len", "batch_size"
 TINY_ARGS = [*cli_args({name: TINY[name] for name in ("layers", "hidden")}), *TINY_LOOP_ARGS]
 
 
-def cli(*args: str):
-    """`charlm ARGS` in this process, through click's test runner."""
-    return CliRunner().invoke(main, list(args))
+def cli(*args: str, input: bytes | str | None = None):
+    """`charlm ARGS` in this process, through click's test runner, `input` on its standard input."""
+    return CliRunner().invoke(main, list(args), input=input)
 
 
 def assert_one_line_error(result, *fragments: str) -> None:

@@ -775,3 +775,13 @@ def test_a_seed_pasted_with_windows_line_breaks_is_read_as_its_seed_file_is(trai
     assert_one_line_error(
         cli("sample", "--seed", "the\rquick"), "--seed: 1 character(s) the model has never seen: '\\r'"
     )
+
+
+def test_a_seed_file_of_dash_is_standard_input(trained, tmp_path):
+    """`... | charlm sample --seed-file -` said "-: cannot read (No such file or directory)"."""
+    (tmp_path / "seed.txt").write_bytes(b"the quick\r\nbrown ")
+    from_file = cli("sample", "--seed-file", "seed.txt", "--length", "8", "--greedy")
+    piped = cli("sample", "--seed-file", "-", "--length", "8", "--greedy", input=b"the quick\r\nbrown ")
+    assert piped.exit_code == 0 and piped.output == from_file.output, piped.output
+    for given, expected in ((b"  \n", "--seed-file -: standard input holds no text"), (b"\xff", "is not UTF-8 text")):
+        assert_one_line_error(cli("sample", "--seed-file", "-", input=given), expected)

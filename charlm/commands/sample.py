@@ -32,7 +32,9 @@ T = TypeVar("T")
     help="a run folder, run name, corpus name (its latest run) or .pt file  [default: the latest run]",
 )
 @click.option("--seed", help="text to start from (printed first)  [default: empty: the start of a line]")
-@click.option("--seed-file", type=click.Path(dir_okay=False), help="read the seed from this file instead")
+@click.option(
+    "--seed-file", type=click.Path(dir_okay=False), help="read the seed from this file instead (-: standard input)"
+)
 @click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
 @click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
@@ -100,6 +102,17 @@ def unescaped(text: str) -> str:
 
 
 def read_seed(seed_file: str) -> str:
+    """The seed in a file, or on standard input for `-` (`... | charlm sample --seed-file -`)."""
+    if seed_file == "-":
+        try:
+            seed = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CharLMError(
+                f"--seed-file -: standard input is not UTF-8 text (byte {e.start}); convert it first"
+            ) from None
+        if not seed.strip():
+            raise CharLMError("--seed-file -: standard input holds no text; pipe the seed in, or give --seed")
+        return seed
     try:
         return read_text(Path(seed_file))
     except CharLMError as e:
