@@ -157,7 +157,8 @@ def info(target: str | None) -> None:
 @click.option("--format", "format_", help="html (a page that samples in the browser), onnx or safetensors  [required]")
 @click.option(
     "--output",
-    help="file (html, onnx) or folder (safetensors) to write, replaced if it exists  [default: RUN/exports/]",
+    help="file (html, onnx) or folder (safetensors) to write, replaced if it exists  "
+    "[default: RUN/exports/; beside a model folder RUN]",
 )
 @click.option("--weights", help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]")
 def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:
