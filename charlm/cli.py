@@ -21,6 +21,7 @@ from .errors import CharLMError, SaidElsewhere
 from .fields import on_command_line
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
+from .model import CharLM
 from .plot import plot_runs
 from .scoring import scored_text, text_bits, unseen_note
 from .serve import serve as run_server
@@ -110,15 +111,20 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 
 @main.command("eval")
 @click.argument("target", metavar="RUN")
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1, metavar="[FILES]...")
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILES")
 @device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name or .pt
-    file). Each file is scored on its own; with several, a line per file and then all of them together."""
-    model = checkpoint.load(target, device)
+    file); without FILES, of the run's held-out text (its validation split). Each file is scored on its
+    own; with several, a line per file and then all of them together."""
+    path = runs.resolve(target)
+    model = checkpoint.load(path, device)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
+    if not files:
+        evaluate_held_out(checkpoint.read(path), model, quiet)
+        return
     paths = source_files(files)
     # every file read before any is scored: one that is not text, late in the list, is named at once
     texts = [read_texts([str(path)], encoding, model.vocab.normalize) for path in paths]
@@ -135,6 +141,15 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
     if unseen := unseen_note(model.vocab, "".join(scored_texts)):
         click.echo(unseen)
+
+
+def evaluate_held_out(saved: checkpoint.Checkpoint, model: CharLM, quiet: bool) -> None:
+    """`charlm eval RUN` alone: the text the run measured its validation bpc on, prepared again from
+    the sources its checkpoint names, scored whole."""
+    base = None if saved.base is None else saved.vocab.first(saved.base.vocab_size)
+    text = tokens.held_out_text(saved.corpus, saved.config, base, quiet)
+    bits, chars = text_bits(model, text, "the run's held-out text", progress=not quiet, label="scoring")
+    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
 
 
 @main.command()
@@ -157,7 +172,8 @@ def info(target: str | None) -> None:
 @click.option("--format", "format_", help="html (a page that samples in the browser), onnx or safetensors  [required]")
 @click.option(
     "--output",
-    help="file (html, onnx) or folder (safetensors) to write, replaced if it exists  [default: RUN/exports/]",
+    help="file (html, onnx) or folder (safetensors) to write, replaced if it exists  "
+    "[default: RUN/exports/; beside a model folder RUN]",
 )
 @click.option("--weights", help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]")
 def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:

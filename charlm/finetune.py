@@ -26,12 +26,13 @@ from .config import Config
 from .errors import CharLMError
 from .fields import from_options, said
 from .model import CharLM, grow_vocab
-from .vocab import Vocabulary
+from .vocab import UNKNOWN, Vocabulary
 
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
 DEFAULTS = {"lr": 1e-3}  # in place of Config's, unless given; every other default is Config's
 LET_DECIDE = {"head": ("auto",)}  # an option's value that leaves the choice to charlm, here the base's
+SHOWN_NEW = 10  # new characters a fine-tune's start line names; the rest are counted
 
 
 @dataclass
@@ -112,3 +113,21 @@ def run_config(start: Start, options: dict) -> Config:
         )
     architecture = {name: getattr(base, name) for name in ARCHITECTURE}
     return from_options(Config, {**DEFAULTS, **options, **architecture})
+
+
+def new_characters_note(vocab: Vocabulary, base_size: int, config: Config) -> str:
+    """What a fine-tune's start line says its text adds to the base's `base_size` ids: the new characters,
+    the first few named as an error names a character, so a stray one (a BOM, a full-width comma) is seen
+    before it is learned; the unknown symbol --min-count or --coverage adds for those it leaves out is
+    said apart, as it is no character of the text."""
+    if not vocab.one_char_per_id:
+        return "its sentencepiece tokenizer kept (new characters are spelled as bytes)"
+    added = vocab.chars[base_size:]
+    new = [char for char in added if char != UNKNOWN]
+    shown = " ".join(map(repr, new[:SHOWN_NEW])) + (" ..." if len(new) > SHOWN_NEW else "")
+    note = f"{len(new):,} new character{'' if len(new) == 1 else 's'}: {shown}" if new else "no new characters"
+    if UNKNOWN in added:
+        policy = [said("min_count", config.min_count)] * (config.min_count > 1)
+        policy += [said("coverage", config.coverage)] * (config.coverage < 1)
+        note += f"; rarer ones ({', '.join(policy)}) read as the unknown symbol"
+    return note

@@ -351,6 +351,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         of_corpus = [run for run in run_folders(root) if corpus_of_run(run) == str(target)]
         if of_corpus:
             return resolve(newest(of_corpus), prefer, root)
+        if live := [run for run in training_folders(root) if corpus_of_run(run) == str(target)]:
+            raise CharLMError(still_training(live[-1], training_now(live[-1])))
     if path.is_dir():
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
@@ -359,6 +361,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             return path / hub.WEIGHTS
         if run_folders(path):
             raise CharLMError(f"{path} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
+        if (trainer := training_now(path)) is not None:
+            raise CharLMError(still_training(path, trainer))
         if (path / RUN_INFO).is_file():  # a run killed before its first checkpoint: nothing to go on from
             raise CharLMError(
                 f"{path}: its run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
@@ -371,6 +375,43 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             f"{where(root)} (`charlm runs` lists them)"
         )
     return path
+
+
+def training_now(run_dir: Path) -> int | None:
+    """The PID of the live process whose `RunLock` holds `run_dir` (a run training now), or None: none
+    holds it, or its owner died (a killed run leaves its lock files)."""
+    if not (Path(run_dir) / LOCK).exists():
+        return None
+    owner = RunLock(run_dir).owner()
+    return owner if owner is not None and _alive(owner) else None
+
+
+def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
+    """The folders under `root` whose run trains now but holds no checkpoint yet, oldest first."""
+    live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_now(p) is not None]
+    return sorted(live, key=lambda run: (run / LOCK).stat().st_mtime)
+
+
+def still_training(run_dir: Path, pid: int | None) -> str:
+    """What a reader of a run that trains now, before its first checkpoint, is told: not that the run
+    stopped (it has not), but when its first checkpoint comes, where run.json says."""
+    config = (read_run_info(run_dir) or {}).get("config")
+    return (
+        f"{run_dir}: its run (process {pid}) is still training and has written no checkpoint yet"
+        f"{first_checkpoint(config if isinstance(config, dict) else {})}; wait for it, or stop the run "
+        "(Ctrl-C), which writes one as it stops"
+    )
+
+
+def first_checkpoint(config: dict) -> str:
+    """When a run of these options (run.json's) writes its first checkpoint: ` (at step 5,000, or after 3m
+    of training if sooner)`, from --eval-every and --checkpoint-every; "" where they do not say."""
+    eval_every, every = config.get("eval_every"), str(config.get("checkpoint_every") or "").strip()
+    steps = [n for n in (eval_every, int(every) if every.isdigit() else None) if isinstance(n, int) and n > 0]
+    after = f"after {every} of training" if every and not every.isdigit() else ""
+    if not steps:
+        return f" (the first comes {after})" if after else ""
+    return f" (the first comes at step {min(steps):,}{f', or {after} if sooner' if after else ''})"
 
 
 def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
@@ -395,6 +436,8 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     runs = run_folders(root)
+    if not runs and (live := training_folders(root)):
+        raise CharLMError(still_training(live[-1], training_now(live[-1])))
     if not runs:
         raise CharLMError(
             f"no runs under {where(root)}; train one with `{call('train')}`, or name a run folder or .pt file"

@@ -324,6 +324,22 @@ def load_corpus(
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
 
 
+def held_out_text(corpus: dict, config: Config, base: Vocabulary | None = None, quiet: bool = False) -> str:
+    """The held-out text (validation split) of the run that trained on `corpus` (a checkpoint's: name,
+    sources, cache key) with `config`: prepared again from its sources, which the cache makes quick. A
+    source changed since splits into other text: refused, as a run resumed on it is (`Trainer.restore`)."""
+    again = "; give FILES to score instead"
+    try:
+        prepared = load_corpus(corpus["sources"], config, quiet=quiet, base=base)
+    except CharLMError as e:
+        raise CharLMError(f"{e}; the run's held-out text is part of its corpus{again}") from None
+    if prepared.key != corpus["digest"]:
+        raise CharLMError(
+            f"the corpus {corpus['sources'] or corpus['name']} changed since the run trained on it{again}"
+        )
+    return prepared.vocab.decode(prepared.val_ids)
+
+
 def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:
     """The ids of the --eval-also text that each evaluation scores (its first `EVAL_ALSO_TOKENS`), read
     and checked before training starts: the plan refuses a bad one, the trainer scores it. It is read as

@@ -131,6 +131,27 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
+def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tmp_path):
+    """`charlm eval RUN` alone was click's "Missing argument 'FILES...'": it scores the text the run held
+    out (its validation split), as `charlm eval RUN FILE` of that text does; a corpus changed since is refused."""
+    text = fox_file.read_text(encoding="utf-8")
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text(text[len(text) - int(len(text) * 0.1) :], encoding="utf-8")  # the last --val-fraction
+    result = cli("eval", trained, "--quiet")
+    assert result.exit_code == 0, result.output
+    bpc = cli("eval", trained, str(held_out), "--quiet").output.split()[0]
+    scored = len(held_out.read_text(encoding="utf-8")) - 1
+    assert result.output == f"{bpc} bits per character over {scored:,} characters of the run's held-out text\n"
+    fox_file.write_text(text.upper(), encoding="utf-8")
+    assert_one_line_error(
+        cli("eval", trained, "--quiet"), f"the corpus ['{fox_file}'] changed since the run trained on it; give"
+    )
+    fox_file.unlink()
+    assert_one_line_error(
+        cli("eval", trained, "--quiet"), "the run's held-out text is part of its corpus; give FILES to score"
+    )
+
+
 def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, monkeypatch):
     """`charlm eval RUN chapters/` scored every file before a Latin-1 one, for minutes on big ones, then
     printed only the error: the scores were lost. The file is named before any scoring starts."""

@@ -192,6 +192,24 @@ def test_a_safetensors_export_never_writes_over_a_folder_of_other_files(tmp_path
     assert again.startswith(f"wrote {empty}, replacing the earlier {empty}")
 
 
+def test_an_export_of_a_model_folder_leaves_the_folder_as_it_was(tmp_path):
+    """`charlm export hub --format html` wrote exports/model.html and exports.jsonl inside the model folder
+    hub/, which was then no longer the three files to upload to a model hub."""
+    run = run_of(model_of(), tmp_path / "run")
+    hub_folder = tmp_path / "hub"
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(hub_folder)).exit_code == 0
+    model_files = sorted(p.name for p in hub_folder.iterdir())
+    assert cli("export", str(hub_folder), "--format", "html").output == f"wrote {tmp_path / 'hub.html'}\n"
+    assert sorted(p.name for p in hub_folder.iterdir()) == model_files  # beside it, not in it
+    result = cli("export", str(hub_folder), "--format", "safetensors")
+    assert_one_line_error(result, f"{hub_folder} is a safetensors model folder already; to copy it, give", "--output")
+    # the run's own model folder (RUN/exports/model): its exports join the run's, listed by `charlm info`
+    assert cli("export", str(run), "--format", "safetensors").exit_code == 0
+    assert cli("export", str(run / "exports" / "model"), "--format", "html").exit_code == 0
+    assert sorted(p.name for p in (run / "exports").iterdir()) == ["model", "model.html"]
+    assert str((run / "exports" / "model.html").resolve()) in cli("info", str(run)).output
+
+
 def test_unknown_run_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("export", str(tmp_path / "nowhere"), "--format", "html"), "no such checkpoint")
 

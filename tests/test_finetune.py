@@ -346,3 +346,16 @@ def test_head_auto_lets_a_base_of_a_given_head_decide(fox_file, new_file, tiny):
     options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "auto"}
     tuned = api.start_finetune("full", options, [str(new_file)], "tuned")
     assert tuned.plan.config.head == "full" and not tuned.model.config.head_cutoffs
+
+
+def test_the_start_line_names_the_new_characters_and_not_the_unknown_symbol_as_one(base, new_file):
+    """It said "10 new characters" alone, and with --min-count counted the unknown symbol among them."""
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", str(new_file), "--init-from", base, "--max-steps", "1", "--sample-every", "0", *loop]
+    result = cli(*args, "--out", "all")
+    assert result.exit_code == 0, result.output
+    assert "; 19 new characters: '!' '.' '?' 'B' 'C' 'E' 'F' 'H' 'I' 'J' ...\n" in result.stderr
+    result = cli(*args, "--out", "frequent", "--min-count", "31")  # each new one but 'O' is there 30 times
+    assert result.exit_code == 0, result.output
+    said = "; 1 new character: 'O'; rarer ones (--min-count 31) read as the unknown symbol\n"
+    assert said in result.stderr

@@ -435,6 +435,34 @@ def test_a_run_that_died_before_its_first_checkpoint_says_to_train_again(fox_fil
     assert (folder / "latest.pt").is_file() and charlm.load("dead").config.layers >= 1
 
 
+def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(tmp_path):
+    """`charlm sample --checkpoint r`, `charlm.load` and `charlm eval` on a run that trains now and has not
+    written its first checkpoint said "its run stopped before its first checkpoint ... train again"."""
+    folder = tmp_path / "checkpoints/live"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
+        stdin=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    training = f"its run (process {holder.pid}) is still training and has written no checkpoint yet"
+    try:
+        wait_for(folder / ".lock.pid")
+        # claimed, locked, no run.json yet: training, with no word of when its first checkpoint comes
+        with pytest.raises(CharLMError, match=re.escape(f"{Path('checkpoints/live')}: {training}; wait for it")):
+            charlm.load("live")
+        info = {"corpus": "fox", "config": {"eval_every": 5000, "checkpoint_every": "3m"}}
+        (folder / runs.RUN_INFO).write_text(json.dumps(info))
+        first = "(the first comes at step 5,000, or after 3m of training if sooner); wait for it, or stop the run"
+        assert_one_line_error(cli("sample", "--checkpoint", "live"), training, first)
+        assert_one_line_error(cli("eval", "live", str(folder / runs.RUN_INFO)), training, first)
+        assert_one_line_error(cli("sample", "--checkpoint", "fox"), training)  # its corpus's only run
+        assert_one_line_error(cli("sample"), training)  # the only run there is
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.raises(CharLMError, match="its run stopped before its first checkpoint"):  # its owner is dead
+        charlm.load("live")
+
+
 @pytest.mark.parametrize("name", ["x" * 256, "长" * 86], ids=["latin", "chinese"])
 def test_an_out_name_too_long_for_a_file_system_is_refused_by_name(fox_file, name):
     """`--out` of 300 characters ended in ".../latest.pt: File name too long", with nothing to do."""

@@ -97,12 +97,7 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
             err=True,
         )
         if trainer.base:
-            vocab = trainer.corpus.vocab
-            added = (
-                f"{len(vocab) - trainer.base.vocab_size:,} new characters"
-                if vocab.one_char_per_id
-                else "its sentencepiece tokenizer kept (new characters are spelled as bytes)"
-            )
+            added = finetune.new_characters_note(trainer.corpus.vocab, trainer.base.vocab_size, config)
             click.echo(f"fine-tuning from {trainer.base.describe()}; {added}", err=True)
     try:
         trainer.fit()

@@ -4,7 +4,7 @@
     onnx.py         the model over a window, for onnxruntime
     safetensors.py  a model folder as model hubs keep one (model.safetensors, config.json, vocab.json)
 
-Only the CLI imports this package. Each export is recorded in the run folder's exports.jsonl, which
+Only the CLI imports this package. Each export of a run is recorded in its run folder's exports.jsonl, which
 `charlm info` lists. docs/export.md says what each format is for, and what is exact in each.
 """
 
@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from .. import checkpoint, files, outputs, runs
+from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
 from ..fields import said
 from ..reporting import is_number
@@ -28,7 +28,7 @@ DEFAULT_OUTPUT = {"html": "model.html", "onnx": "model.onnx", "safetensors": "mo
 
 def export(target: str | None, format: str, output: str | None = None, weights: str | None = None) -> Path:
     """Export the model of run `target` (None: the latest run) as `format`; returns what was written
-    (a file, or for safetensors a folder). The default output lies in the run folder's exports/."""
+    (a file, or for safetensors a folder). The default output is `default_output`."""
     if format not in FORMATS:
         raise CharLMError(f"{said('format', format)}: unknown; use one of {', '.join(FORMATS)}")
     if weights is not None and format != "html":
@@ -37,8 +37,8 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
         weights = weights or HTML_WEIGHTS
     path = runs.resolve(target)
     saved = checkpoint.read(path)
-    run_dir = path.parent
-    out = Path(output) if output else run_dir / runs.EXPORTS / DEFAULT_OUTPUT[format]
+    run_dir = run_of(path)
+    out = Path(output) if output else default_output(path, format)
     out = outputs.output_folder(out) if format == "safetensors" else outputs.output_file(out)
     if format == "safetensors":
         from .safetensors import export as write
@@ -51,23 +51,52 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
         from .html import export as write_html
 
         def write(saved, out):
-            return write_html(saved, out, about(saved, run_dir), weights)
+            return write_html(
+                saved, out, about(saved, run_dir, runs.run_name_of(path) if run_dir is None else run_dir.name), weights
+            )
 
     try:
         written = write(saved, out)
     except OSError as e:  # a full disk: the writers leave no half file (files.py); say which and what to do
         raise files.cannot_write(said("output", output) if output else out, e) from None
-    record(run_dir, format, written, weights)
+    if run_dir is not None:
+        record(run_dir, format, written, weights)
     return written
 
 
-def about(saved: checkpoint.Checkpoint, run_dir: Path) -> dict:
+def run_of(path: Path) -> Path | None:
+    """The run folder an export of checkpoint `path` belongs to, whose exports/ and exports.jsonl it
+    joins: the checkpoint's folder, or for an exported model folder the run it lies in (RUN/exports/NAME).
+    None for a model folder elsewhere: one to upload to a model hub whole, which an export leaves as it is."""
+    path = Path(path)
+    if path.name != hub.WEIGHTS:
+        return path.parent
+    exports = path.parent.absolute().parent
+    return exports.parent if exports.name == runs.EXPORTS and outputs.is_run_folder(exports.parent) else None
+
+
+def default_output(path: Path, format: str) -> Path:
+    """Where an export without --output goes: the run folder's exports/; for an exported model folder,
+    beside it (hub/ -> hub.html), as inside it the export's files would be uploaded with the model. A
+    model folder is safetensors already: a copy needs a place named (--output)."""
+    path = Path(path)
+    if path.name != hub.WEIGHTS:
+        return path.parent / runs.EXPORTS / DEFAULT_OUTPUT[format]
+    folder = path.parent if path.parent.name not in ("", "..") else path.parent.resolve()
+    if format == "safetensors":
+        raise CharLMError(
+            f"{folder} is a safetensors model folder already; to copy it, give the new folder ({said('output')})"
+        )
+    return folder.with_name(folder.name + Path(DEFAULT_OUTPUT[format]).suffix)
+
+
+def about(saved: checkpoint.Checkpoint, run_dir: Path | None, name: str) -> dict:
     """What the page says about the model: its name, corpus and validation bpc (from run.json when
     the run has one, else from the checkpoint)."""
-    info = runs.read_run_info(run_dir) or {}
+    info = (runs.read_run_info(run_dir) if run_dir is not None else None) or {}
     bpc = saved.progress.val_bpc
     return {
-        "name": run_dir.name,
+        "name": name,
         "corpus": info.get("corpus") or saved.corpus.get("name", "?"),
         "val_bpc": None if bpc is None else round(float(bpc), 4),
         "step": saved.progress.step,
