@@ -192,7 +192,7 @@ def test_bad_corpus_gets_one_line(tmp_path, make, fragments):
 
 def test_bad_sample_options_get_one_line(trained):
     assert_one_line_error(cli("sample", "--seed", "the Ω", "--length", "5"), "--seed", "'Ω'", "never seen")
-    assert_one_line_error(cli("sample", "--temperature", "0"), "--temperature must be above 0")
+    assert_one_line_error(cli("sample", "--temperature", "0"), "--temperature must be a finite number above 0")
     assert_one_line_error(cli("sample", "--length", "-1"), "--length must be 0 or more")
     assert_one_line_error(cli("train", "--max-time", "ten minutes"), "--max-time")
     assert_one_line_error(cli("train", "--hidden", "0"), "--hidden must be at least 1")
@@ -323,7 +323,7 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
     assert_one_line_error(cli("sample", "--top-p", "1.5"), "--top-p must be in (0, 1]")
     assert_one_line_error(cli("sample", "--top-k", "0"), "--top-k must be at least 1")
     assert_one_line_error(cli("sample", "--temperature", "0.5,x"), "--temperature: cannot read '0.5,x'")
-    assert_one_line_error(cli("sample", "--temperature", "0.5,-1"), "--temperature must be above 0")
+    assert_one_line_error(cli("sample", "--temperature", "0.5,-1"), "--temperature must be a finite number above 0")
     assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
 
 

@@ -173,8 +173,8 @@ def test_conversation_carries_state_and_transcript(model):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"temperature": 0}, "temperature must be above 0"),
-        ({"temperature": [0.5, -1.0]}, "temperature must be above 0"),
+        ({"temperature": 0}, "temperature must be a finite number above 0"),
+        ({"temperature": [0.5, -1.0]}, "temperature must be a finite number above 0"),
         ({"length": -1}, "length must be 0 or more"),
         ({"top_k": 0}, "top_k must be at least 1"),
         ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
