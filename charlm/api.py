@@ -179,7 +179,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     saved_sources = saved.corpus["sources"]
     if sources and list(sources) != saved_sources:
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
-    base_vocab = None if saved.base is None else saved.vocab.first(saved.base.vocab_size)
+    base_vocab = saved.base_vocab()
     config = resumed.config
     with peer_note(lambda: lost_note(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():

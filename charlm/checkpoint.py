@@ -122,6 +122,11 @@ class Checkpoint:
         model.load_state_dict(self.weights)
         return model.eval()
 
+    def base_vocab(self) -> Vocabulary | None:
+        """A fine-tune's base vocabulary (the first ids of its own), which its corpus is prepared over
+        again as it was; None for a run trained from scratch."""
+        return None if self.base is None else self.vocab.first(self.base.vocab_size)
+
     def check_charlm_weights(self) -> None:
         """A checkpoint of an experiment's own model, with weights charlm's lacks (api.ModelBuilder:
         bench/parts.py), is read by the code that built it."""

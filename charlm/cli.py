@@ -146,8 +146,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
 def evaluate_held_out(saved: checkpoint.Checkpoint, model: CharLM, quiet: bool) -> None:
     """`charlm eval RUN` alone: the text the run measured its validation bpc on, prepared again from
     the sources its checkpoint names, scored whole."""
-    base = None if saved.base is None else saved.vocab.first(saved.base.vocab_size)
-    text = tokens.held_out_text(saved.corpus, saved.config, base, quiet)
+    text = tokens.held_out_text(saved.corpus, saved.config, saved.base_vocab(), quiet)
     bits, chars = text_bits(model, text, "the run's held-out text", progress=not quiet, label="scoring")
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
 

@@ -326,18 +326,25 @@ def load_corpus(
 
 def held_out_text(corpus: dict, config: Config, base: Vocabulary | None = None, quiet: bool = False) -> str:
     """The held-out text (validation split) of the run that trained on `corpus` (a checkpoint's: name,
-    sources, cache key) with `config`: prepared again from its sources, which the cache makes quick. A
-    source changed since splits into other text: refused, as a run resumed on it is (`Trainer.restore`)."""
-    again = "; give FILES to score instead"
+    sources, cache key) with `config`."""
+    prepared = run_corpus(corpus, config, base, quiet, "; give FILES to score instead")
+    return prepared.vocab.decode(prepared.val_ids)
+
+
+def run_corpus(corpus: dict, config: Config, base: Vocabulary | None, quiet: bool, instead: str) -> TokenCorpus:
+    """The corpus a run trained on (a checkpoint's `corpus`: name, sources, cache key) with `config`, over
+    a fine-tune's `base` vocabulary: prepared again from its sources, which the cache makes quick. A source
+    changed since splits into other text: refused, as a run resumed on it is (`Trainer.restore`), with
+    `instead`, what the caller may do without it."""
     try:
         prepared = load_corpus(corpus["sources"], config, quiet=quiet, base=base)
     except CharLMError as e:
-        raise CharLMError(f"{e}; the run's held-out text is part of its corpus{again}") from None
+        raise CharLMError(f"{e}; the run's corpus is needed{instead}") from None
     if prepared.key != corpus["digest"]:
         raise CharLMError(
-            f"the corpus {corpus['sources'] or corpus['name']} changed since the run trained on it{again}"
+            f"the corpus {corpus['sources'] or corpus['name']} changed since the run trained on it{instead}"
         )
-    return prepared.vocab.decode(prepared.val_ids)
+    return prepared
 
 
 def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:

@@ -147,9 +147,7 @@ def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tm
         cli("eval", trained, "--quiet"), f"the corpus ['{fox_file}'] changed since the run trained on it; give"
     )
     fox_file.unlink()
-    assert_one_line_error(
-        cli("eval", trained, "--quiet"), "the run's held-out text is part of its corpus; give FILES to score"
-    )
+    assert_one_line_error(cli("eval", trained, "--quiet"), "the run's corpus is needed; give FILES to score")
 
 
 def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, monkeypatch):

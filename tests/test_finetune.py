@@ -359,3 +359,17 @@ def test_the_start_line_names_the_new_characters_and_not_the_unknown_symbol_as_o
     assert result.exit_code == 0, result.output
     said = "; 1 new character: 'O'; rarer ones (--min-count 31) read as the unknown symbol\n"
     assert said in result.stderr
+
+
+def test_inspect_held_out_of_a_fine_tune_reads_the_text_its_validation_scored(fox_file, new_file, tiny):
+    """inspect --held-out prepared a fine-tune's corpus again without its base vocabulary: under --min-count
+    the base's characters rare in the new text read as the unknown symbol, so it inspected another text."""
+    from charlm.inspection.run import MAX_CHARS, inspect_run
+
+    charlm.train(fox_file, out="base", **tiny)
+    options = {"quiet": True, "max_steps": 2, "max_time": "none", "min_count": 31}
+    trainer = api.start_finetune("base", options, [str(new_file)], "tuned")
+    trainer.fit()
+    held_out = trainer.corpus.vocab.decode(trainer.corpus.val_ids[:MAX_CHARS])
+    inspection, _ = inspect_run("tuned", None, held_out=True)
+    assert "".join(inspection.trace.tokens) == held_out

@@ -429,11 +429,11 @@ def test_a_missing_file_is_refused_before_the_runs_corpus_is_prepared(fox_file, 
     run = str(run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox")))
     prepared = []
 
-    def load_corpus(*args, **options):
+    def run_corpus(*args, **options):
         prepared.append(args)
         raise CharLMError("the corpus was prepared")
 
-    monkeypatch.setattr(inspection_run, "load_corpus", load_corpus)
+    monkeypatch.setattr(inspection_run, "run_corpus", run_corpus)
     for extra in ([], ["--train-text", "nope.txt"]):
         file = str(fox_file) if extra else "nope.txt"
         assert_one_line_error(cli("inspect", run, file, *extra, "--output", "page.html"), "nope.txt: no such file")

@@ -6,8 +6,7 @@ from __future__ import annotations
 from .. import checkpoint, runs
 from ..corpus import read_texts
 from ..device import STEP_DEVICE, resolve_device
-from ..errors import CharLMError
-from ..tokens import load_corpus
+from ..tokens import run_corpus
 from .analysis import Inspection, analyse
 
 MAX_CHARS = 5000  # characters inspected by default: the page holds every cell's state for each of them
@@ -35,12 +34,8 @@ def inspect_run(
     text, name = (None, "") if held_out else (read_texts([file], encoding, normalize)[:max_chars], file)
     training = read_texts([train_text], encoding, normalize) if train_text else None
     if held_out or training is None:
-        try:
-            corpus = load_corpus(saved.corpus["sources"], saved.config, quiet=quiet)
-        except CharLMError as e:
-            raise CharLMError(
-                f"{e}; the run's corpus is needed for its training split: pass --train-text FILE and a FILE to inspect"
-            ) from None
+        instead = "; pass --train-text FILE and a FILE to inspect" if held_out else "; pass --train-text FILE"
+        corpus = run_corpus(saved.corpus, saved.config, saved.base_vocab(), quiet, instead)
         if held_out:
             text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
         if training is None:
