@@ -33,7 +33,7 @@ from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped
 from .model import CharLM
-from .tokens import TokenCorpus, load_corpus
+from .tokens import CorpusChanged, TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
@@ -183,7 +183,12 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     config = resumed.config
     with peer_note(lambda: lost_note(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():
-            corpus = load_corpus(saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
+            try:
+                corpus = load_corpus(
+                    saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab, run=saved.corpus
+                )
+            except CorpusChanged as e:
+                raise CharLMError(f"{e}; start a new run with {said('out', metavar='NEW')}") from None
         trainer = Trainer(resumed, corpus, ranks, saved.model())
         trainer.restore(saved, read_from)
     return trainer

@@ -119,16 +119,20 @@ def prepare(
     root: Path = CACHE_ROOT,
     quiet: bool = False,
     base: Vocabulary | None = None,
+    run: dict | None = None,
 ) -> Prepared:
     """The prepared corpus of these sources under the config's CORPUS_OPTIONS, from the cache when it
     is there and intact, else prepared now. `parts` are consecutive groups of files (the built-in
     corpus: training plays, validation plays). Given a `base` vocabulary (a fine-tuning run's), the
-    ids are those of `base` extended with the text's new characters."""
+    ids are those of `base` extended with the text's new characters. Given a run's `corpus` record
+    (`run`), sources changed since that run are refused before anything is prepared (`CorpusChanged`)."""
     config = config or Config()
     options = {name: getattr(config, name) for name in CORPUS_OPTIONS}
     if base is not None:
         options["base_vocab"] = hashlib.sha256(json.dumps(base.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
     folder = Path(root) / cache_key(parts, options)
+    if run is not None and folder.name != run["digest"]:  # else minutes preparing a big corpus, then refused
+        raise CorpusChanged(f"the corpus {run['sources'] or run['name']} changed since the run trained on it")
     if (folder / "meta.json").is_file():
         try:
             return Prepared(folder, *load_prepared(folder))
@@ -306,17 +310,18 @@ def load_corpus(
     config: Config,
     quiet: bool = False,
     base: Vocabulary | None = None,
+    run: dict | None = None,
 ) -> TokenCorpus:
     """The prepared corpus a user named; no sources (or "shakespeare") is the built-in one, whose
     validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning
-    run's base vocabulary (see `prepare`)."""
+    run's base vocabulary; `run`: the corpus record of the run it must be (see `prepare`)."""
     if not sources or list(sources) == [DEFAULT_CORPUS]:
         train_file, val_file = shakespeare_files()
         parts, name = [[train_file], [val_file]], DEFAULT_CORPUS
     else:
         named = [str(catalog.get(s, quiet)) if catalog_name(s) else s for s in sources]
         parts, name = [source_files(named)], corpus_name(sources)
-    ready = prepare(parts, config, quiet=quiet, base=base)
+    ready = prepare(parts, config, quiet=quiet, base=base, run=run)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
     # Absolute paths, so a run resumes from any working directory.
@@ -334,17 +339,19 @@ def held_out_text(corpus: dict, config: Config, base: Vocabulary | None = None, 
 def run_corpus(corpus: dict, config: Config, base: Vocabulary | None, quiet: bool, instead: str) -> TokenCorpus:
     """The corpus a run trained on (a checkpoint's `corpus`: name, sources, cache key) with `config`, over
     a fine-tune's `base` vocabulary: prepared again from its sources, which the cache makes quick. A source
-    changed since splits into other text: refused, as a run resumed on it is (`Trainer.restore`), with
-    `instead`, what the caller may do without it."""
+    changed since splits into other text: refused, as a run resumed on it is, with `instead`, what the
+    caller may do without it."""
     try:
-        prepared = load_corpus(corpus["sources"], config, quiet=quiet, base=base)
+        return load_corpus(corpus["sources"], config, quiet=quiet, base=base, run=corpus)
+    except CorpusChanged as e:
+        raise CharLMError(f"{e}{instead}") from None
     except CharLMError as e:
         raise CharLMError(f"{e}; the run's corpus is needed{instead}") from None
-    if prepared.key != corpus["digest"]:
-        raise CharLMError(
-            f"the corpus {corpus['sources'] or corpus['name']} changed since the run trained on it{instead}"
-        )
-    return prepared
+
+
+class CorpusChanged(CharLMError):
+    """A run's sources are not the text it trained on (its corpus record's cache key): its caller says
+    what to do without them."""
 
 
 def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:

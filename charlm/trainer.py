@@ -399,11 +399,8 @@ class Trainer:
         """Continue from a checkpoint of this run (train_state.restore), on the same corpus; `read_from`:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
         self.resumed_from = read_from
-        if checkpoint.corpus["digest"] != self.corpus.key:
-            raise CharLMError(
-                f"the corpus {checkpoint.corpus['sources'] or checkpoint.corpus['name']} changed since this run "
-                f"started; start a new run with {said('out', metavar='NEW')}"
-            )
+        if checkpoint.corpus["digest"] != self.corpus.key:  # read by `tokens.run_corpus`, which checks it first
+            raise CharLMError(f"{self.run_dir}: its checkpoint is of another corpus than the one read for it")
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed

@@ -358,7 +358,7 @@ RUN_NAMES = {
             "init_from='checkpoints/base/old.pt'"
         ),
     ),
-    "a changed corpus": (changed_since, "changed since this run started; start a new run with out=NEW"),
+    "a changed corpus": (changed_since, "changed since the run trained on it; start a new run with out=NEW"),
     "an out of no folder": (
         lambda fox, _: charlm.train(fox, out=".", **TINY),
         "out='.' names no run folder of its own; give a name, e.g. out='my-run'",

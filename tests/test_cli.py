@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint, outputs, runs, sizing, summary, threads, train_state
+from charlm import checkpoint, outputs, runs, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
@@ -143,9 +143,11 @@ def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tm
     scored = len(held_out.read_text(encoding="utf-8")) - 1
     assert result.output == f"{bpc} bits per character over {scored:,} characters of the run's held-out text\n"
     fox_file.write_text(text.upper(), encoding="utf-8")
+    cached = sorted(tokens.CACHE_ROOT.iterdir())
     assert_one_line_error(
         cli("eval", trained, "--quiet"), f"the corpus ['{fox_file}'] changed since the run trained on it; give"
     )
+    assert sorted(tokens.CACHE_ROOT.iterdir()) == cached  # refused before it was prepared
     fox_file.unlink()
     assert_one_line_error(cli("eval", trained, "--quiet"), "the run's corpus is needed; give FILES to score")
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, files, runs, train_state, trainer
+from charlm import api, checkpoint, files, runs, tokens, train_state, trainer
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
@@ -132,11 +132,14 @@ def test_resume_refuses_changed_model_options(fox_file, tiny):
         charlm.train(resume="run", hidden=64)
 
 
-def test_resume_refuses_a_changed_corpus(fox_file, tiny):
+def test_resume_refuses_a_changed_corpus_before_preparing_it(fox_file, tiny):
+    """The changed corpus was prepared (minutes for a big one, and a cache entry left) before it was refused."""
     charlm.train(fox_file, out="run", **tiny)
     fox_file.write_text("a different text altogether\n" * 90)
-    with pytest.raises(CharLMError, match="changed since this run started"):
+    cached = sorted(tokens.CACHE_ROOT.iterdir())
+    with pytest.raises(CharLMError, match="changed since the run trained on it; start a new run with out=NEW"):
         charlm.train(resume="run", max_steps=30)
+    assert sorted(tokens.CACHE_ROOT.iterdir()) == cached
 
 
 def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_file, tiny):
