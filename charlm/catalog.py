@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .bars import progress_bar
 from .errors import CharLMError
+from .fields import SHOWN
 from .tables import table
 
 DOWNLOADS = Path("corpora") / "downloads"
@@ -92,7 +93,7 @@ CATALOG = {
 
 def entry(name: str) -> Entry:
     if name not in CATALOG:
-        raise CharLMError(f"{name!r} is not a file, a folder or a catalog corpus ({', '.join(CATALOG)})")
+        raise CharLMError(f"{SHOWN.repr(name)} is not a file, a folder or a catalog corpus ({', '.join(CATALOG)})")
     return CATALOG[name]
 
 

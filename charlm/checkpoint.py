@@ -164,7 +164,7 @@ class Checkpoint:
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             why = _reason(e)
         if Path(source).is_dir():
-            raise CharLMError(f"{source}: damaged model folder ({why}); export it again from its run") from None
+            raise hub.damaged(source, why) from None
         raise CharLMError(f"{source}: checkpoint is damaged ({why}); {remedy(source)}") from None
 
     @classmethod

@@ -25,6 +25,7 @@ import torch
 
 from . import files
 from .errors import CharLMError
+from .fields import SHOWN
 from .runs import kept_aside, pending, resume_command
 
 MAGIC = b"charlm-checkpoint\n"
@@ -122,8 +123,11 @@ def verified(data: bytes, path: Path) -> tuple[int, dict]:
     except (ValueError, KeyError, TypeError):
         raise CharLMError(f"{path}: damaged checkpoint header; {remedy(path)}") from None
     if version not in READS:
+        newer = isinstance(version, int) and version > VERSION
         raise CharLMError(
-            f"{path}: checkpoint format {version} is not supported by this charlm (reads {', '.join(map(str, READS))})"
+            f"{path}: checkpoint format {SHOWN.repr(version)} is not supported by this charlm (reads "
+            f"{', '.join(map(str, READS))}); "
+            + ("a newer charlm wrote it: update this charlm to read it" if newer else remedy(path))
         )
     if len(body) != size:
         raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {remedy(path)}")
@@ -133,8 +137,8 @@ def verified(data: bytes, path: Path) -> tuple[int, dict]:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
         raise CharLMError(f"{path}: refused: {_refusal(str(e))}; {remedy(path)}") from None
-    if not isinstance(payload, dict):
-        raise CharLMError(f"{path}: not a charlm checkpoint")
+    if not isinstance(payload, dict):  # our header over a body that is not ours: damage, as above
+        raise CharLMError(f"{path}: damaged checkpoint (its body holds no checkpoint); {remedy(path)}")
     return version, payload
 
 

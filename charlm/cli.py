@@ -18,7 +18,7 @@ from .config import CORPUS_OPTIONS, Config
 from .corpus import read_texts, source_files
 from .distributed import first_rank, tell_launcher
 from .errors import CharLMError, SaidElsewhere
-from .fields import on_command_line
+from .fields import SHOWN, on_command_line
 from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .model import CharLM
@@ -92,7 +92,7 @@ def corpus_get(name: str, quiet: bool) -> None:
     """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
     if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
         raise CharLMError(
-            f"{name!r} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"
+            f"{SHOWN.repr(name)} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"
         )
     click.echo(catalog.get(name, quiet))
 

@@ -173,7 +173,7 @@ class Config:
         self.check_vocabulary()
         self.check_rates()
         if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
-            raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {self.device!r}")
+            raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {SHOWN.repr(self.device)}")
         check_seed(self.random_seed)
         self.max_seconds()  # parses --max-time or raises
         self.checkpoint_interval()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import files
 from .errors import CharLMError
-from .fields import said
+from .fields import SHOWN, said
 
 CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
 
@@ -145,7 +145,7 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     info = encodings.search_function(encoding.lower().replace(" ", "-"))
     if info is None or not getattr(info, "_is_text_encoding", True):
         raise CharLMError(
-            f"{said('encoding')}: unknown text encoding {encoding!r}; use a name such as utf-8, latin-1, cp1252 or gb18030"
+            f"{said('encoding')}: unknown text encoding {SHOWN.repr(encoding)}; use a name such as utf-8, latin-1, cp1252 or gb18030"
         )
     return info.incrementaldecoder(errors="strict")
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import CharLMError
-from .fields import said
+from .fields import SHOWN, said
 
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -45,7 +45,7 @@ def resolve_device(name: str, local_rank: int = 0, world: int = 1) -> torch.devi
     """`--device` -> torch.device. Under torchrun (world > 1) each rank takes GPU `local_rank`."""
     name = name.strip().lower()
     if not DEVICE_PATTERN.fullmatch(name):
-        raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {name!r}")
+        raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {SHOWN.repr(name)}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() and world == 1 else "cpu"
     present = ", ".join(available())

@@ -231,7 +231,9 @@ def check_choices(config: object) -> None:
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
         if choices and getattr(config, f.name) not in choices:
-            raise CharLMError(f"{shown_name(f)} must be one of {', '.join(choices)}, not {getattr(config, f.name)!r}")
+            raise CharLMError(
+                f"{shown_name(f)} must be one of {', '.join(choices)}, not {SHOWN.repr(getattr(config, f.name))}"
+            )
 
 
 def from_options(

@@ -61,10 +61,19 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict]:
             f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"
         ) from None
     except (ValueError, SafetensorError) as e:
-        raise CharLMError(f"{folder}: damaged model folder ({str(e).splitlines()[0][:120]})") from None
+        raise damaged(folder, str(e).splitlines()[0][:120]) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise CharLMError(f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r})")
+        raise CharLMError(
+            f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r}); give a run folder, "
+            "a .pt checkpoint or a folder that charlm export --format safetensors wrote"
+        )
     try:
         return config["model"], vocab, weights, config["run"]
     except (KeyError, TypeError) as e:
-        raise CharLMError(f"{folder}/{CONFIG}: damaged model folder ({type(e).__name__})") from None
+        raise damaged(folder / CONFIG, type(e).__name__) from None
+
+
+def damaged(place: Path, why: str) -> CharLMError:
+    """The one-line error for a model folder (or its file `place`) that reads but is not whole: edited by
+    hand or half copied. Its run still holds the model, so exporting again makes a sound one."""
+    return CharLMError(f"{place}: damaged model folder ({why}); export it again from its run")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import files
 from .errors import CharLMError
-from .reporting import read_metrics
+from .reporting import METRICS, read_metrics
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100
 # Fonts with Chinese characters, tried after matplotlib's own for a run name it lacks glyphs for.
@@ -46,7 +46,10 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
     for run_dir in run_dirs:
         rows = read_metrics(run_dir)
         if not rows:
-            raise CharLMError(f"{run_dir}: no metrics.jsonl rows; is it a charlm run folder?")
+            raise CharLMError(
+                f"{run_dir}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps none): "
+                "name a run folder that charlm train wrote (`charlm runs` lists them)"
+            )
         runs.append((Path(run_dir).name, rows))
     plt.rcParams["font.family"] = ["sans-serif", *installed_cjk_fonts()]  # a Chinese run name's characters
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, sharey=True)

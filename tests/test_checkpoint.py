@@ -145,6 +145,20 @@ def test_a_file_that_is_not_ours_is_refused(tmp_path):
         charlm.load(path)
 
 
+def test_a_checkpoint_of_a_newer_format_says_to_upgrade_charlm(tmp_path):
+    """A checkpoint that a newer charlm wrote, or whose body is not a checkpoint, was refused without a
+    word on what to do."""
+    newer = checkpoint_file.serialize({}).replace(b'"version": 3', b'"version": 4')
+    (tmp_path / "newer.pt").write_bytes(newer)
+    with pytest.raises(
+        CharLMError, match=r"format 4 is not supported .*\(reads 2, 3\); a newer charlm wrote it: update this charlm"
+    ):
+        charlm.load(tmp_path / "newer.pt")
+    (tmp_path / "list.pt").write_bytes(checkpoint_file.serialize([1, 2]))
+    with pytest.raises(CharLMError, match=r"list\.pt: damaged checkpoint .*; use the run's other checkpoint"):
+        charlm.load(tmp_path / "list.pt")
+
+
 class _Payload:
     def __reduce__(self):
         import pathlib

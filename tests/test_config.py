@@ -5,9 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from charlm import Config, SampleConfig
+from charlm import Config, SampleConfig, catalog
 from charlm.commands.train import train as train_command
 from charlm.config import parse_duration
+from charlm.device import resolve_device
 from charlm.errors import CharLMError
 from charlm.sampler import generate
 from charlm.serve.config import ServeConfig
@@ -107,3 +108,22 @@ def test_numpy_numbers_are_taken_as_pythons():
     assert json.loads(json.dumps(train.to_dict()))["hidden"] == 32
     with pytest.raises(CharLMError, match="top_k must be an integer or None, not np.True_"):
         SampleConfig(top_k=np.bool_(True))  # a numpy bool is no more a number than Python's
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        lambda long: Config(device=long),
+        lambda long: Config(cell=long),
+        lambda long: Config(encoding=long),
+        lambda long: resolve_device(long),
+        lambda long: catalog.entry(long),
+    ],
+    ids=["device", "choices", "encoding", "resolve_device", "catalog"],
+)
+def test_a_long_wrong_value_is_shortened_in_its_message(refused):
+    """A whole paragraph given as --device (a shell variable in the wrong place) was repeated whole in
+    the message; a wrong value is shown shortened, as `check_types` shows one."""
+    with pytest.raises(CharLMError) as refusal:
+        refused("x" * 5000)
+    assert len(str(refusal.value)) < 300 and "'xxx" in str(refusal.value) and "..." in str(refusal.value)

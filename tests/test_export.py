@@ -90,10 +90,15 @@ def test_safetensors_folder_holds_no_pickle(tmp_path):
 def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     run = run_of(model_of(), tmp_path / "run")
     cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub"))
+    config = json.loads((tmp_path / "hub" / "config.json").read_text(encoding="utf-8"))
     (tmp_path / "hub" / "config.json").write_text("{not json", encoding="utf-8")
-    assert_one_line_error(cli("sample", "--checkpoint", str(tmp_path / "hub")), "damaged model folder")
+    hub = str(tmp_path / "hub")
+    assert_one_line_error(cli("sample", "--checkpoint", hub), "damaged model folder", "export it again from its run")
     (tmp_path / "hub" / "config.json").write_text("{}", encoding="utf-8")
-    assert_one_line_error(cli("info", str(tmp_path / "hub")), "not a charlm model folder")
+    assert_one_line_error(cli("info", hub), "not a charlm model folder", "give a run folder")
+    del config["run"]  # a config.json of the right format that lacks a part: damage too, said with its remedy
+    (tmp_path / "hub" / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert_one_line_error(cli("info", hub), "config.json: damaged model folder (KeyError)", "export it again")
 
 
 def onnx_session(path: Path):

@@ -30,6 +30,7 @@ from charlm.inspection.analysis import (
 )
 from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
+from charlm.pieces import PieceVocab, train_model
 from charlm.scoring import Surprise, bits_per_char, surprise
 from charlm.tracing import Trace, trace
 from charlm.vocab import Vocab
@@ -318,6 +319,15 @@ def test_a_second_inspect_into_the_same_output_says_it_replaced_the_first(fox_fi
         "wrote report.html, replacing the earlier report.html (give --output another name to keep both)"
     )
     assert TextOf.read((tmp_path / "report.html").read_text(encoding="utf-8"), "surprise") == fox_file.read_text()[:50]
+
+
+def test_inspecting_a_sentencepiece_run_names_the_run_and_the_model_to_give(fox_file, tmp_path):
+    """The refusal named neither the run nor what to give instead, and came after the files and the
+    run's corpus were read (minutes, for --held-out on a novel)."""
+    pieces = PieceVocab(train_model([fox_file.read_text() * 20], "char", 300))
+    run_of(make_model(pieces), Path("pieces"))
+    result = cli("inspect", "pieces", str(fox_file), "--train-text", str(fox_file), "--quiet")
+    assert_one_line_error(result, "pieces/best.pt reads sentencepiece pieces", "--tokenizer char")
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ from charlm import runs, tables
 from charlm.plot import HEIGHT, WIDTH
 from charlm.reporting import read_metrics
 
-from .conftest import assert_one_line_error, block_import, cli, file_size_limit, missing
+from .conftest import assert_one_line_error, block_import, cli, file_size_limit, make_model, missing
+from .test_export import run_of
 
 
 def test_plot_writes_a_png_of_two_runs_and_runs_lists_them(fox_file, tiny):
@@ -91,6 +92,14 @@ def test_plot_without_matplotlib_says_how_to_get_it(fox_file, tiny, monkeypatch)
     block_import(monkeypatch, "matplotlib")
     result = cli("plot", "run")
     assert result.exit_code == 1 and "pip install 'charlm[plot]'" in result.output
+
+
+def test_plotting_a_folder_without_curves_says_what_to_name_instead(tmp_path):
+    """An exported model folder (or a .pt on its own) has a model but no curves: the refusal asked
+    whether it was a run folder and left the user there."""
+    run_of(make_model("abc"), tmp_path / "lone")
+    result = cli("plot", "lone", "--output", "x.png")
+    assert_one_line_error(result, "lone: no curves to plot", "name a run folder", "`charlm runs` lists them")
 
 
 def test_plot_draws_the_eval_also_text_of_a_run_that_has_one(fox_file, tiny, monkeypatch):

@@ -1523,6 +1523,8 @@ def test_cli_errors_are_one_line(fox_run):
         taken.listen()
         result = cli("serve", str(fox_run), "--port", str(taken.getsockname()[1]))
     assert_one_line_error(result, "--port", "pick another --port")
+    with pytest.raises(CharLMError, match=r"--host 192\.0\.2\.1 .*; give --host an address of this machine"):
+        listening_socket("192.0.2.1", 0)  # TEST-NET-1: never an address of this machine
     assert_one_line_error(cli("serve", str(fox_run), "--max-streams", "0"), "--max-streams")
     assert_one_line_error(cli("serve", str(fox_run), "--port", "70000"), "--port must be at most 65535, not 70000")
     assert torch.get_num_threads() == threads  # a command that never started leaves the process as it was

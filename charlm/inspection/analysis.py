@@ -255,14 +255,23 @@ class Inspection:
     unseen: list[str] = field(default_factory=list)  # characters of the text the model has never seen
 
 
+def check_inspectable(model: CharLM, name: str = "the model") -> None:
+    """Inspection is per character (a character's surprise, the cells' state after it): a sentencepiece
+    model steps over pieces. `name`: the run, which the user can then trade for a character model's."""
+    if not model.vocab.one_char_per_id:
+        raise CharLMError(
+            f"{name} reads sentencepiece pieces, not characters; charlm inspect shows character models only: "
+            "give a run trained with --tokenizer char (the default)"
+        )
+
+
 def analyse(
     model: CharLM, text: str, training_text: str, max_order: int = MAX_ORDER, quiet: bool = True, what: str = "text"
 ) -> Inspection:
     """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
     fitted on `training_text`. Read cold, as `charlm eval`, validation and the server's `echo` read a
     text: its first character is read, every one after it scored, so the bits figures are theirs."""
-    if not model.vocab.one_char_per_id:
-        raise CharLMError("charlm inspect needs a character model; this one reads sentencepiece tokens")
+    check_inspectable(model)
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
     traced = trace(model, text, context="", probs=False)

@@ -7,7 +7,7 @@ from .. import checkpoint, runs
 from ..corpus import read_texts
 from ..device import STEP_DEVICE, resolve_device
 from ..tokens import run_corpus
-from .analysis import Inspection, analyse
+from .analysis import Inspection, analyse, check_inspectable
 
 MAX_CHARS = 5000  # characters inspected by default: the page holds every cell's state for each of them
 
@@ -29,6 +29,7 @@ def inspect_run(
     path = runs.resolve(target)
     saved = checkpoint.read(path)
     model = saved.model().to(resolve_device(device))
+    check_inspectable(model, str(path))  # before its files and corpus are read, which may take minutes
     normalize = model.vocab.normalize
     # The files first: a missing or unreadable one is said at once, not after the corpus is prepared
     text, name = (None, "") if held_out else (read_texts([file], encoding, normalize)[:max_chars], file)

@@ -18,6 +18,7 @@ Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop)
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import ipaddress
 import socket
 import sys
@@ -74,10 +75,20 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         raise CharLMError(
-            f"--host {host} --port {port}: cannot listen there ({e.strerror}); pick another --port"
+            f"--host {host} --port {port}: cannot listen there ({e.strerror}); {bind_remedy(e, port)}"
         ) from None
     sock.listen(2048)
     return sock
+
+
+def bind_remedy(error: OSError, port: int) -> str:
+    """What to do about an address the server cannot listen on: a host that is no address of this
+    machine (or no name at all) is mended by --host, not by another --port, which the message once said."""
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        return "give --host an address of this machine: 127.0.0.1, or 0.0.0.0 for every network"
+    if error.errno == errno.EACCES and 0 < port < 1024:
+        return "pick a --port of 1024 or more (lower ones need root)"
+    return "pick another --port"
 
 
 def serve(targets: list[str], config: ServeConfig) -> None:
