@@ -1478,7 +1478,7 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
         for _ in range(10):
             engine.advance()
     engine.flush()
-    assert reads == [(4, 1 + 5 + 5)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most
+    assert reads == [(4, 1 + 5 + 5 + 1)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most; the ids
     for update in published:
         if update.job.logprobs is None:
             assert update.tokens is None
