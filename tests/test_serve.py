@@ -292,6 +292,22 @@ def test_a_piece_cut_by_a_stop_keeps_its_token(pieces, stops, text):
     assert "".join(t.text for u in made for t in u.tokens) == text
 
 
+def test_a_piece_cut_by_a_stop_is_listed_in_its_top_logprobs_as_drawn():
+    """A piece " I" cut to " " by the stop "I" was listed in `top_logprobs` as `{" ": -5.3}`, the whole
+    piece's logprob under its cut text, beside (with logprobs 5) `" ": -3.7`, the piece " "'s own. The
+    entry is the token drawn, as OpenAI counts tokens: its logprob stays the piece's (the model gave no
+    number to part of a piece), listed under the piece it drew; `tokens` keeps the cut text."""
+    from charlm.serve.engine import Job, Stream, Token
+    from charlm.serve.responses import completion_logprobs
+
+    job = Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 100, ("I",), logprobs=1)
+    row = Stream(job, 0)
+    row.emit(row.take(" I"), Token("", -5.3, [("\n", -1.9), (" ", -3.7)]))
+    logprobs = completion_logprobs(row.update().tokens, 0)
+    assert logprobs["tokens"] == [" "] and logprobs["token_logprobs"] == [-5.3]
+    assert logprobs["top_logprobs"] == [{"\n": -1.9, " ": -3.7, " I": -5.3}]
+
+
 # --- the API through the openai client ---------------------------------------------------------
 
 
@@ -662,6 +678,42 @@ def serving(vocab: Vocab, name: str):
     with running(create_app({name: lambda: model}, ServeConfig())) as url:
         wait_healthy(url)
         yield OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+
+
+def piece_model_serving():
+    """A client of a server of a small untrained sentencepiece model (`spm`) that spells most Han
+    characters in bytes."""
+    from charlm.pieces import PieceVocab, train_model
+
+    return serving(
+        PieceVocab(train_model(["春眠不觉晓，处处闻啼鸟。\nthe cat sat on the mat.\n" * 20], "bpe", 300)), "spm"
+    )
+
+
+def test_a_character_spelled_in_bytes_is_one_token_with_its_whole_text():
+    """Each byte piece was a token of its own: a drawn character's first bytes were tokens "" (keyed ""
+    in `top_logprobs`), an echoed one's each U+FFFD, so `tokens` did not join to the text and
+    `text_offset` counted three characters for 夜. A character is one token: its bytes' logprobs summed."""
+    byte_ids = {str(i): 6 for i in range(4 + 0xC2, 4 + 0xF5)}  # lead bytes, so that bytes are drawn
+    with piece_model_serving() as client:
+        options = {"model": "spm", "prompt": "夜来", "max_tokens": 30, "seed": 2, "temperature": 1.5, "n": 2}
+        reply = client.completions.create(logprobs=1, echo=True, logit_bias=byte_ids, **options)
+        chunks = list(client.completions.create(logprobs=1, echo=True, logit_bias=byte_ids, stream=True, **options))
+        for choice in reply.choices:
+            logprobs, text = choice.logprobs, choice.text
+            assert "".join(logprobs.tokens) == text and all(logprobs.tokens) and "\ufffd" not in text
+            assert [text[at : at + len(t)] for t, at in zip(logprobs.tokens, logprobs.text_offset)] == logprobs.tokens
+            assert logprobs.tokens[:2] == ["夜", "来"] and logprobs.token_logprobs[0] is None
+            assert any(
+                len(t.encode()) > 1 and lp is not None and -30 < lp < -8
+                for t, lp in zip(logprobs.tokens, logprobs.token_logprobs)
+            )
+            tops = [key for top in logprobs.top_logprobs[1:] for key in top]
+            assert all(key and "\ufffd" not in key for key in tops), tops
+            streamed = [
+                t for c in chunks for t in (c.choices[0].logprobs.tokens if c.choices[0].index == choice.index else [])
+            ]
+            assert streamed == logprobs.tokens
 
 
 def test_echo_of_a_prompt_not_in_nfc_is_the_text_the_model_read():
@@ -1426,7 +1478,7 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
         for _ in range(10):
             engine.advance()
     engine.flush()
-    assert reads == [(4, 1 + 5 + 5)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most
+    assert reads == [(4, 1 + 5 + 5 + 1)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most; the ids
     for update in published:
         if update.job.logprobs is None:
             assert update.tokens is None

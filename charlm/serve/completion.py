@@ -36,7 +36,7 @@ from ..threads import pin_this_thread
 from ..vocab import UNSEEN, Vocabulary
 from . import responses
 from .config import ServeConfig, check_api_key
-from .engine import Engine, Job, Token, Update, prompt_tokens
+from .engine import Engine, Job, Token, Update, piece_text, prompt_tokens
 from .metrics import Metrics
 from .protocol import APIError, Params, check_length, check_prompt_lengths, form_error
 
@@ -162,17 +162,6 @@ def known_pieces(model: CharLM) -> list[str | list[int]] | None:
     `logit_bias` takes, as `known_characters` gives a character model's; None for a character model."""
     vocab = model.vocab
     return None if vocab.one_char_per_id else [piece_text(vocab, i) for i in range(len(vocab))]
-
-
-def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
-    """The text token `token` writes, or, for a byte piece that is part of a character, its bytes (as
-    llama.cpp's /tokenize gives them): a character, a piece's characters, "" for a control piece."""
-    if vocab.one_char_per_id:
-        return vocab.chars[token]
-    try:
-        return vocab.pieces[token].decode("utf-8").replace("\u2581", " ")
-    except UnicodeDecodeError:
-        return list(vocab.pieces[token])
 
 
 def tokenized(model: CharLM, text: str, with_pieces: bool, param: str, config: ServeConfig) -> list:

@@ -32,11 +32,13 @@ from ..generation import Batch, Row
 from ..model import CharLM, State
 from ..scoring import prompt_logprobs, top_logprobs
 from ..threads import pin_this_thread
+from ..vocab import Vocabulary
 
 # A step of fewer live rows than this runs on one torch thread whatever --threads says: its products are
 # too small to share, and a second OpenMP thread only waits (spinning, on a busy machine, for a core).
 # Measured: docs/benchmarks.md, "The server's threads".
 PARALLEL_ROWS = 16
+BYTES = "bytes:"  # OpenAI's name of a token that is part of a character: bytes:\\xe4
 
 
 @dataclasses.dataclass
@@ -46,6 +48,31 @@ class Token:
     text: str
     logprob: float | None  # None for a prompt's first character: nothing predicted it
     top: list[tuple[str, float]] | None  # None where nothing predicted the text
+    drawn: str | None = None  # the text its piece writes, where a stop cut `text` short of it
+    byte: bool = False  # a byte piece: alone, perhaps part of a character
+
+
+class Characters:
+    """A character a sentencepiece model spells as byte pieces is one token: its text the character,
+    its logprob the sum of its bytes' (the model's probability of the character), its alternatives
+    those before its first byte. Each byte alone was an entry of its own with no text (or U+FFFD in an
+    echoed prompt), which `tokens` and `text_offset` cannot say and `top_logprobs` keyed as ""."""
+
+    def __init__(self):
+        self.partial: Token | None = None  # the bytes so far of a character not yet whole
+
+    def join(self, token: Token, wrote: str) -> Token | None:
+        """`token` of a step that wrote `wrote`; None while it is a byte of a character not yet whole."""
+        first = self.partial
+        if first is not None:
+            both = None if first.logprob is None or token.logprob is None else first.logprob + token.logprob
+            token = Token(token.text, both, first.top, byte=token.byte)
+        if token.byte and not wrote:
+            self.partial = token
+            return None
+        self.partial = None
+        token.text = wrote
+        return token
 
 
 @dataclasses.dataclass(eq=False)
@@ -95,6 +122,7 @@ class Stream(Row):
         super().__init__(job.max_chars, job.stops, keep_stop=False, form=job.form.cursor() if job.form else None)
         self.job, self.index = job, index
         self.held_tokens: list[Token] = []
+        self.characters = Characters()
         self.unassigned = 0
         self.text: list[str] = []
         self.tokens: list[Token] = []
@@ -102,8 +130,7 @@ class Stream(Row):
 
     def emit(self, text: str, token: Token | None) -> None:
         """A step's released text; its token waits until the text it spelled is released."""
-        if token is not None:
-            token.text = self.piece
+        if token is not None and (token := self.characters.join(token, self.piece)) is not None:
             self.held_tokens.append(token)
         if text:
             self.text.append(text)
@@ -115,7 +142,7 @@ class Stream(Row):
         if self.finish_reason is not None:  # a piece cut by a stop: its token is the part released
             if self.held_tokens and self.unassigned:
                 token = self.held_tokens[0]
-                token.text = token.text[: self.unassigned]
+                token.text, token.drawn = token.text[: self.unassigned], token.text
                 self.tokens.append(token)
             self.held_tokens.clear()
 
@@ -262,20 +289,21 @@ class Engine:
         if not wanted:
             return None
         logprobs, top_values, top_ids = top_logprobs(logits[wanted], max(self.rows[p].job.logprobs for p in wanted))
-        label, most = self.model.vocab.decode, top_ids.size(1)
+        label, most = token_label(self.model.vocab), top_ids.size(1)
+        byte = token_bytes(self.model.vocab)
         wide = torch.float64 if has_float64(logits.device) else torch.float32
 
         def tokens(ids: torch.Tensor) -> list[Token | None]:
             chosen = logprobs.gather(1, ids[wanted].unsqueeze(1))
             # float64 holds every float32 value and every id exactly, so each reads as it would alone (an
             # Apple GPU has no float64: float32 holds a vocabulary's ids, up to 2^24)
-            parts = [part.to(wide) for part in (chosen, top_values, top_ids)]
+            parts = [part.to(wide) for part in (chosen, top_values, top_ids, ids[wanted].unsqueeze(1))]
             read = to_host(torch.cat(parts, dim=1))
             result: list[Token | None] = [None] * len(self.rows)
             for p, values in zip(wanted, read()):
                 count = self.rows[p].job.logprobs
-                top = [(label([int(a)]), v) for a, v in zip(values[1 + most : 1 + most + count], values[1 : 1 + count])]
-                result[p] = Token("", values[0], top)
+                top = [(label(int(a)), v) for a, v in zip(values[1 + most : 1 + most + count], values[1 : 1 + count])]
+                result[p] = Token("", values[0], top, byte=byte(int(values[-1])))
             return result
 
         return tokens
@@ -317,10 +345,54 @@ class Engine:
             self.publish(updates)
 
 
+def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
+    """The text token `token` writes, or, for a byte piece that is part of a character, its bytes (as
+    llama.cpp's /tokenize gives them): a character, a piece's characters, "" for a control piece."""
+    if vocab.one_char_per_id:
+        return vocab.chars[token]
+    try:
+        return vocab.pieces[token].decode("utf-8").replace("\u2581", " ")
+    except UnicodeDecodeError:
+        return list(vocab.pieces[token])
+
+
+def token_label(vocab: Vocabulary) -> Callable[[int], str]:
+    """A token's text as `top_logprobs` names it: a byte piece that is part of a character as OpenAI's
+    legacy API names such a token, `bytes:\\xe4` (as U+FFFD, every such byte had the one name), and a
+    control piece, which writes nothing, by its name (`</s>`), as OpenAI's `<|endoftext|>`."""
+    if vocab.one_char_per_id:
+        return vocab.chars.__getitem__
+    labels = []
+    for token in range(len(vocab)):
+        text = piece_text(vocab, token)
+        if isinstance(text, list):
+            text = BYTES + "".join(f"\\x{b:02x}" for b in text)
+        labels.append(text or vocab.processor.id_to_piece(token))
+    return labels.__getitem__
+
+
+def token_bytes(vocab: Vocabulary) -> Callable[[int], bool]:
+    """Whether a token is a byte piece (of a sentencepiece model's byte fallback)."""
+    if vocab.one_char_per_id:
+        return lambda token: False
+    return vocab.processor.is_byte
+
+
 @torch.inference_mode()
 def prompt_tokens(model: CharLM, read: str, top: int) -> list[Token]:
     """The tokens of a prompt as the model reads it (`read`: normalized, once, by the request) as `echo`
     with `logprobs` reports them (`scoring.prompt_logprobs`: the surprise computation of `charlm
-    inspect`, which the page's hover and colours use too)."""
+    inspect`, which the page's hover and colours use too), a character spelled in bytes as one."""
     scored = prompt_logprobs(model, read, top, already_normalized=True)
-    return [Token(text, logprob, alternatives) for text, logprob, alternatives in scored]
+    tokens = [Token(text, logprob, alternatives) for text, logprob, alternatives in scored]
+    vocab = model.vocab
+    if vocab.one_char_per_id:
+        return tokens
+    ids, characters = vocab.encode_array(read).tolist(), Characters()
+    written, byte = vocab.decoder(1), token_bytes(vocab)
+    joined = []
+    for token, i in zip(tokens, ids):
+        token.byte = byte(i)
+        if (whole := characters.join(token, written(torch.tensor([i]))[0])) is not None:
+            joined.append(whole)
+    return joined

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from .engine import Token
+from .engine import BYTES, Token
 
 
 def new_id(prefix: str) -> str:
@@ -63,7 +63,8 @@ def top_entry(token: Token) -> dict | None:
         return None
     top = dict(token.top)
     if token.logprob is not None:  # a character the model never saw has no logprob to list
-        top.setdefault(token.text, token.logprob)
+        # a piece a stop cut short is listed as drawn: its logprob is the whole piece's, not its part's
+        top.setdefault(token.drawn or token.text, token.logprob)
     return top
 
 
@@ -72,7 +73,7 @@ def chat_logprobs(tokens: list[Token]) -> dict:
     null, as the reference requires it present."""
 
     def entry(text: str, logprob: float) -> dict:
-        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+        return {"token": text, "logprob": logprob, "bytes": list(label_bytes(text))}
 
     return {
         "content": [
@@ -80,6 +81,13 @@ def chat_logprobs(tokens: list[Token]) -> dict:
         ],
         "refusal": None,
     }
+
+
+def label_bytes(label: str) -> bytes:
+    """The bytes a token's label stands for: its text's, or a byte piece's (`bytes:\\xe4`)."""
+    if label.startswith(BYTES + "\\x"):
+        return bytes.fromhex(label[len(BYTES) :].replace("\\x", ""))
+    return label.encode()
 
 
 def response(
