@@ -1466,6 +1466,8 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
         return to_host(values)
 
     monkeypatch.setattr(serve_engine, "to_host", counting)
+    labelled = []  # the tokens' names are made once per engine, not a vocabulary's worth at every step
+    monkeypatch.setattr(serve_engine, "token_label", lambda vocab: labelled.append(vocab) or vocab.chars.__getitem__)
     published = []
     engine = serve_engine.Engine(tiny_model, 8, published.extend)
     ids = tiny_model.vocab.encode("the ")
@@ -1479,6 +1481,7 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
             engine.advance()
     engine.flush()
     assert reads == [(4, 1 + 5 + 5 + 1)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most; the ids
+    assert len(labelled) == 1
     for update in published:
         if update.job.logprobs is None:
             assert update.tokens is None

@@ -173,6 +173,8 @@ class Engine:
         self.model, self.capacity, self.publish, self.chunk_interval = model, capacity, publish, chunk_interval
         self.threads = threads
         self.batch = Batch(model, capacity)
+        # what `top_logprobs` names each token, and which are byte pieces: once, not at every step
+        self.label, self.is_byte = token_label(model.vocab), token_bytes(model.vocab)
         self.waiting: collections.deque[Job] = collections.deque()
         self.done: list[Stream] = []  # finished rows whose last update is not yet published
         self.wakeup = threading.Condition()
@@ -289,8 +291,7 @@ class Engine:
         if not wanted:
             return None
         logprobs, top_values, top_ids = top_logprobs(logits[wanted], max(self.rows[p].job.logprobs for p in wanted))
-        label, most = token_label(self.model.vocab), top_ids.size(1)
-        byte = token_bytes(self.model.vocab)
+        label, byte, most = self.label, self.is_byte, top_ids.size(1)
         wide = torch.float64 if has_float64(logits.device) else torch.float32
 
         def tokens(ids: torch.Tensor) -> list[Token | None]:
