@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -92,11 +93,13 @@ def check_path(path: str | Path | None) -> str:
 
 def replace_files(files: dict[Path, bytes]) -> None:
     """Write every file of `files` (path -> bytes) beside its target, then rename each into place in
-    order: a write that fails leaves every target as it was, and removes what it wrote. Raises the OSError."""
+    order: a write that fails leaves every target as it was, and removes what it wrote. Raises the OSError.
+    What earlier writers of these files left when killed mid-write goes first (`remove_leftovers`)."""
     written: list[tuple[Path, Path]] = []
     try:
         for path, data in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_leftovers(path)
             tmp = temporary(path)
             written.append((tmp, path))
             with open(tmp, "wb") as f:
@@ -119,15 +122,32 @@ def temporary(path: Path) -> Path:
     return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{os.getpid()}")
 
 
-def remove_leftovers(path: Path) -> None:
+def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
     """Remove what writers of `path` killed mid-write (SIGKILL, a power cut) left beside it: their
-    temporary files, one per process and each as big as the file (a checkpoint), which nothing else
-    removes. Only for a file one process at a time writes, called by that process."""
+    temporary files, one per process and each as big as the file (a checkpoint, a page, a model), which
+    nothing else removes. A writer still running keeps its own (`process_alive`), unless the caller is
+    the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell)."""
     prefix = TEMPORARY_PREFIX.format(path.name)
     for leftover in path.parent.glob(f"{prefix}*"):
-        if leftover.name.removeprefix(prefix).isdigit():
+        pid = leftover.name.removeprefix(prefix)
+        if pid.isdigit() and (sole_writer or not process_alive(int(pid))):
             with contextlib.suppress(OSError):  # best effort: one left is removed next time
                 leftover.unlink()
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
+    Ctrl-C to processes of the console (the training run itself). There every process is taken to live,
+    so what a killed one left stays."""
+    if sys.platform == "win32":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def identity(path: Path) -> tuple[int, ...] | None:

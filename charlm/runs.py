@@ -170,7 +170,7 @@ class RunLock:
             self.lock.acquire()
         except filelock.Timeout:
             owner = self.owner()
-            who = f"process {owner}" if owner is not None and _alive(owner) else "another process"
+            who = f"process {owner}" if owner is not None and files.process_alive(owner) else "another process"
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
@@ -200,7 +200,7 @@ class RunLock:
         the lock's owner writes checkpoints, so none is being written."""
         for name in (LATEST, BEST):
             for path in (self.path.parent / name, pending(self.path.parent / name)):
-                files.remove_leftovers(path)
+                files.remove_leftovers(path, sole_writer=True)
 
     def __exit__(self, *exc) -> None:
         if self.lost() is None:  # else the files there, if any, are another process's
@@ -283,21 +283,6 @@ def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str
         else f"resume it from its last checkpoint with {resume_command(moved_to)}"
     )
     return f"{reason} while training; training stopped at step {step:,} without writing anything more ({what_to_do})"
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
-    Ctrl-C to processes of the console (the training run itself). There the owner the lock names is
-    taken to live: an OS lock is held only by a live process."""
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def resume_command(folder: str | Path, *options: str) -> str:
@@ -383,7 +368,7 @@ def training_now(run_dir: Path) -> int | None:
     if not (Path(run_dir) / LOCK).exists():
         return None
     owner = RunLock(run_dir).owner()
-    return owner if owner is not None and _alive(owner) else None
+    return owner if owner is not None and files.process_alive(owner) else None
 
 
 def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:

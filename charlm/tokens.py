@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import time
@@ -50,6 +51,7 @@ from .vocab import MAX_CODE_POINT, UNKNOWN, UNSEEN, Vocab, Vocabulary, code_poin
 CACHE_FORMAT = 1
 COUNT_SLICE = 1 << 20  # ids counted at a time (an 8 MB int64 copy)
 EVAL_ALSO_TOKENS = 50_000  # of the --eval-also text, which a fine-tuning run scores every few seconds
+PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<pid>\d+)-[0-9a-f]+")  # `private_name`'s
 PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
 
 
@@ -139,6 +141,7 @@ def prepare(
         except CharLMError as e:
             if not quiet:
                 tqdm.write(f"rebuilding {folder}: {e}")
+    remove_abandoned(folder.parent)
     private = private_name(folder, "tmp")
     try:
         private.mkdir(parents=True)
@@ -245,6 +248,16 @@ def discard(folder: Path) -> None:
 def private_name(folder: Path, kind: str) -> Path:
     """A hidden sibling of `folder` no other process picks: `.<name>.<kind>-<pid>-<random>`."""
     return folder.with_name(f".{folder.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def remove_abandoned(root: Path) -> None:
+    """Remove the private folders (`private_name`) that processes killed while preparing (SIGKILL, a
+    crash) left in the cache, each as big as a corpus's ids: nothing else removed them. Those of a
+    process still running are its own, in use."""
+    for private in root.glob(".*"):
+        named = PRIVATE_NAME.fullmatch(private.name)
+        if named and not files.process_alive(int(named["pid"])):
+            shutil.rmtree(private, ignore_errors=True)
 
 
 def make_vocab(

@@ -21,7 +21,7 @@ from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus
+from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus, wait_for
 from .test_export import run_of
 from .test_serve import Counting
 
@@ -742,6 +742,30 @@ def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path)
     finally:
         process.kill()
     assert process.returncode == 130 and "Traceback" not in err, err
+
+
+def test_ctrl_c_inside_a_c_extensions_loading_exits_without_a_traceback(tmp_path):
+    """Ctrl-C while numpy's C core initialised raised KeyboardInterrupt inside it: numpy then said
+    `ImportError: cannot load module more than once per process`, a traceback and status 1 (torch's
+    pybind11 aborted instead). The fake torch here turns the interrupt into that ImportError."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    loading = tmp_path / "loading"
+    (fake / "__init__.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(loading)!r}).touch()\ntry:\n    time.sleep(60)\n"
+        "except KeyboardInterrupt:\n    raise ImportError('cannot load module more than once per process')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(Path(cli_module.__file__).parents[1])])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        wait_for(loading, timeout=30)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and err == "", err
 
 
 def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(fox_file):

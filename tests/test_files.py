@@ -3,6 +3,9 @@
 import builtins
 import errno
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import charlm
 from charlm import checkpoint, corpus, files, tokens
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli
+from .test_runs import KILLED_MID_WRITE
 
 
 def test_a_write_works_where_a_folder_cannot_be_opened_to_sync_it(tmp_path, monkeypatch):
@@ -187,3 +191,18 @@ def test_a_file_another_program_holds_open_on_windows_says_to_close_it(tmp_path,
         files.replace_files({tmp_path / "report.html": b"page"})
     message = str(files.cannot_write("report.html", refused.value))
     assert "close the program that has it open" in message and "writable" not in message
+
+
+def test_a_page_or_model_whose_writer_was_killed_mid_write_leaves_no_temporary_after_the_next_write(tmp_path):
+    """`kill -9` during `charlm export` (or inspect, plot) left a `.model.html.tmp-PID` as big as the page,
+    and writing the page again left it there: only checkpoints' leftovers were removed, by a run's lock."""
+    page = tmp_path / "model.html"
+    page.write_bytes(b"the old page")
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(page)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    assert page.read_bytes() == b"the old page"  # whole: the kill came before the rename
+    live = tmp_path / f".model.html.tmp-{os.getppid()}"  # a writer still running keeps its own
+    live.write_bytes(b"being written")
+    files.replace_files({page: b"the new page"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model.html"]
+    assert page.read_bytes() == b"the new page"

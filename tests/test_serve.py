@@ -1566,8 +1566,8 @@ def test_cli_serves_a_run_under_its_name(fox_run):
         text = client.completions.create(model="fox", prompt="the ", max_tokens=30, seed=1).choices[0].text
         assert len(text) == 30 and set(text) <= set("the quick brown fox jumps over the lazy dog\n")
     finally:
-        process.terminate()
-        assert process.wait(timeout=15) in (0, -15)
+        process.terminate()  # uvicorn stops, then raises the signal again: charlm's exit for it is 143
+        assert process.wait(timeout=15) in (0, -15, 143)
 
 
 def test_cli_errors_are_one_line(fox_run):

@@ -4,6 +4,7 @@ import json
 import random
 import re
 import select
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -22,7 +23,7 @@ from charlm.errors import CharLMError
 from charlm.tokens import load_corpus, prepare
 from charlm.vocab import UNKNOWN, UnknownCharacterWarning, Vocab
 
-from .conftest import assert_one_line_error, cli, file_size_limit
+from .conftest import assert_one_line_error, cli, file_size_limit, wait_for
 
 TEXT = "Café\r\nnaïve e\u0301clair ﬁn — 宝玉道：“好！”\n" * 40
 
@@ -293,3 +294,45 @@ def test_the_training_counts_of_a_big_memory_mapped_corpus_take_little_memory(tm
     tracemalloc.stop()
     assert counts.tolist() == np.bincount(ids[: corpus.split], minlength=80).tolist()
     assert peak < 2 * tokens.COUNT_SLICE * 8, f"{peak:,} bytes to count {len(ids):,} ids"  # not 8 bytes an id
+
+
+STALLED_PREPARE = """
+import pathlib, sys, time
+from charlm import tokens
+from charlm.__main__ import main
+
+def stalled(path, *args):
+    pathlib.Path("stalled").touch()
+    time.sleep(60)
+
+tokens.write_ids = stalled  # preparing, its private folder made: where a kill or SIGTERM comes
+sys.argv = ["charlm", "corpus", "prepare", sys.argv[1], "--quiet"]
+main()
+"""
+
+
+def private_folders() -> list[str]:
+    return [p.name for p in tokens.CACHE_ROOT.glob(".*")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_preparation_stopped_by_a_signal_leaves_no_private_folder_once_prepared_again(tmp_path, signum):
+    """SIGTERM during `charlm corpus prepare` (or `train`'s) ended it at once, and it, like `kill -9`, left
+    its private folder, as big as the corpus's ids, in corpora/cache/ for good: nothing removed it.
+    SIGTERM now unwinds (status 143, its folder removed); a killed one's goes at the next preparation."""
+    text = write(tmp_path, "novel.txt", TEXT)
+    process = subprocess.Popen(
+        [sys.executable, "-c", STALLED_PREPARE, str(text)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(tmp_path / "stalled", timeout=30)
+        assert private_folders(), "no private folder while preparing"
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    if signum == signal.SIGTERM:
+        assert (process.returncode, err, private_folders()) == (143, "", [])
+    prepare([[text]], quiet=True)
+    assert private_folders() == []
+    assert len(list(tokens.CACHE_ROOT.iterdir())) == 1
