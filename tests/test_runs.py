@@ -225,6 +225,18 @@ def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
     )
 
 
+def test_an_empty_run_folder_says_what_to_do():
+    """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on."""
+    Path("empty").mkdir()
+    assert_one_line_error(
+        cli("sample", "empty"),
+        "empty: run folder holds no checkpoint",
+        "name another run (`charlm runs` lists them), or train one into it (--out empty)",
+    )
+    with pytest.raises(CharLMError, match=re.escape("train one into it (out='empty')")):
+        runs.resolve("empty")
+
+
 def test_no_runs_hints_at_what_every_command_takes():
     """`train --resume RUN`, `info RUN`, `export RUN` have no --checkpoint: the hint was `sample`'s alone."""
     for args in (("train", "--resume"), ("info",), ("export", "--format", "onnx"), ("sample",)):
