@@ -19,6 +19,7 @@ from .fields import (
     SHOWN,
     check_choices,
     check_types,
+    flags_said,
     option,
     said,
 )
@@ -248,7 +249,7 @@ class Config:
             if int(text) < 1:
                 raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step")
             return int(text), None
-        return None, parse_duration(text, said("checkpoint_every"))
+        return None, parse_duration(text, name="checkpoint_every")
 
     def to_dict(self) -> dict:
         """The options as JSON types, as a checkpoint and run.json keep them."""
@@ -281,11 +282,16 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
 def parse_duration(
-    text: str | float | None, flag: str | None = None, required: bool = False, most: float | None = None
+    text: str | float | None,
+    flag: str | None = None,
+    required: bool = False,
+    most: float | None = None,
+    name: str = "max_time",
 ) -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit, unless
-    `required`; `most`: the most seconds `flag` takes; `flag`: the option read, unset: --max-time."""
-    flag = flag or said("max_time")
+    `required`; `most`: the most seconds `flag` takes; `name`: the field read, `flag`: its option as
+    said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it."""
+    flag = flag or said(name)
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         if required:
             raise CharLMError(f"{flag} needs a duration, such as 5m or 1h")
@@ -301,7 +307,8 @@ def parse_duration(
             raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if seconds <= 0:
-        remedy = "give a duration such as 5m or 1h" if required else "use 'none' for no limit"
+        no_limit = said(name, "none") if flags_said() else said(name, None)  # a Python caller writes None
+        remedy = "give a duration such as 5m or 1h" if required else f"use {no_limit} for no limit"
         raise CharLMError(f"{flag} must be positive, not {text!r} ({remedy})")
     if most is not None and seconds > most:
         raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {text!r}")

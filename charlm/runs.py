@@ -353,7 +353,10 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
                 f"{path}: its run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
                 f"train again (into this folder: {said('out', path)})"
             )
-        raise CharLMError(f"{path}: run folder holds no checkpoint ({BEST} or {LATEST})")
+        raise CharLMError(
+            f"{path}: run folder holds no checkpoint ({BEST} or {LATEST}); name another run (`charlm runs` "
+            f"lists them), or train one into it ({said('out', path)})"
+        )
     if not path.is_file():
         raise CharLMError(
             f"{target}: no such checkpoint file or run folder, nor a run or corpus of that name under "

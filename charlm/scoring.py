@@ -164,7 +164,10 @@ def check_scored(what: str, characters: int, chars: int | None = None, tokens: i
             "not scored: nothing is left to score; give a longer text"
         )
     if chars == 0:
-        raise CharLMError(f"{what}: no character after its first is one the model knows; nothing to score")
+        raise CharLMError(
+            f"{what}: no character after its first is one the model knows; nothing to score: give a text "
+            "written in the characters of the text the model was trained on"
+        )
 
 
 def widest_float(device: torch.device) -> torch.dtype:

@@ -49,6 +49,12 @@ def table(rows: Sequence[Sequence[str]], right: tuple[int, ...] = ()) -> str:
 
 def runs_table(root: Path = runs.CHECKPOINT_ROOT) -> str:
     """What `charlm runs` prints: a line per run under `root`, in order of name."""
+    if Path(root).is_file():  # globbing a file finds nothing: "no runs under FILE/" hid the mistake
+        raise CharLMError(f"--root {root} is a file, not a folder: give the folder that holds the runs")
+    if runs.holds_checkpoint(root):
+        raise CharLMError(
+            f"--root {root} is a run, not a folder of runs: give the folder above it, {Path(root).parent}"
+        )
     folders = runs.run_folders(root)
     if not folders:
         raise CharLMError(f"no runs under {runs.where(root)}; train one with `charlm train`")

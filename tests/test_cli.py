@@ -43,6 +43,26 @@ def test_sample_and_eval_adapt_their_threads_to_the_cpu(trained, fox_file, monke
         assert threads._governor is not None, command
 
 
+def test_sample_takes_its_run_as_every_other_command_does(trained, tmp_path):
+    """`charlm sample RUN` said "Got unexpected extra argument (RUN)", where eval, info, export, inspect
+    and serve take the run so: RUN or `--checkpoint RUN` (scripts' spelling), both if they name one."""
+    args = ("--seed", "the ", "--length", "20", "--random-seed", "1")
+    by_option = cli("sample", "--checkpoint", trained, *args)
+    assert by_option.exit_code == 0, by_option.output
+    assert cli("sample", trained, *args).output == by_option.output
+    assert cli("sample", trained, "--checkpoint", "checkpoints/fox/best.pt", *args).output == by_option.output
+    (tmp_path / "seed.txt").write_text("the ", encoding="utf-8")
+    from_file = cli("sample", trained, "--seed-file", str(tmp_path / "seed.txt"), *args[2:])
+    assert from_file.output == by_option.output
+    typed = cli("sample", trained, "--interactive", "--length", "5", input="the\n")
+    assert typed.exit_code == 0 and typed.output.startswith("the\n")
+    (tmp_path / "other.pt").write_bytes((runs.CHECKPOINT_ROOT / "fox" / "best.pt").read_bytes())
+    assert_one_line_error(
+        cli("sample", trained, "--checkpoint", str(tmp_path / "other.pt")),
+        f"RUN {trained} and --checkpoint {tmp_path / 'other.pt'} name different checkpoints",
+    )
+
+
 def test_train_sample_eval_info(trained, fox_file):
     result = cli("sample", "--checkpoint", trained, "--seed", "the ", "--length", "50", "--random-seed", "1")
     assert result.exit_code == 0 and result.output.startswith("the ") and len(result.output) == 4 + 50 + 1

@@ -10,6 +10,7 @@ from charlm.commands.train import train as train_command
 from charlm.config import parse_duration
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
+from charlm.fields import on_command_line
 from charlm.sampler import generate
 from charlm.serve.config import ServeConfig
 
@@ -39,6 +40,17 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(CharLMError, match="^max_time"):
         parse_duration(text)
+
+
+def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():
+    """charlm.train(max_time=-5) was told "use 'none' for no limit", the command line's spelling: a
+    Python caller writes max_time=None."""
+    with pytest.raises(CharLMError, match=r"^max_time must be positive, not -5 \(use max_time=None for no limit\)$"):
+        Config(max_time=-5)
+    with pytest.raises(CharLMError, match=r"use checkpoint_every=None for no limit"):
+        Config(checkpoint_every="0s")
+    with on_command_line(), pytest.raises(CharLMError, match=r"^--max-time must be .*\(use --max-time none for"):
+        Config(max_time="0s")
 
 
 @pytest.mark.parametrize("value", [1.0, -0.1])

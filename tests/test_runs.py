@@ -213,6 +213,30 @@ def test_no_runs_says_where_it_looked(tmp_path):
     assert_one_line_error(cli("runs", "--root", str(tmp_path / "elsewhere")), f"no runs under {tmp_path}/elsewhere/;")
 
 
+def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
+    """`charlm runs --root FILE` said "no runs under FILE/", as if the folder were empty; a run folder
+    as --root said the same, where the folder above it holds the runs."""
+    assert_one_line_error(cli("runs", "--root", str(fox_file)), f"--root {fox_file} is a file, not a folder")
+    run = tmp_path / "checkpoints" / "run"
+    run.mkdir(parents=True)
+    (run / runs.LATEST).write_bytes(b"")
+    assert_one_line_error(
+        cli("runs", "--root", str(run)), f"is a run, not a folder of runs: give the folder above it, {run.parent}"
+    )
+
+
+def test_an_empty_run_folder_says_what_to_do():
+    """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on."""
+    Path("empty").mkdir()
+    assert_one_line_error(
+        cli("sample", "empty"),
+        "empty: run folder holds no checkpoint",
+        "name another run (`charlm runs` lists them), or train one into it (--out empty)",
+    )
+    with pytest.raises(CharLMError, match=re.escape("train one into it (out='empty')")):
+        runs.resolve("empty")
+
+
 def test_no_runs_hints_at_what_every_command_takes():
     """`train --resume RUN`, `info RUN`, `export RUN` have no --checkpoint: the hint was `sample`'s alone."""
     for args in (("train", "--resume"), ("info",), ("export", "--format", "onnx"), ("sample",)):

@@ -127,7 +127,14 @@ HOSTILE = [  # (file name, its bytes (None: a folder), what the one-line error s
     ("empty.txt", b"", "file is empty"),
     ("newlines.txt", b"\n\n\r\n", "file holds only white space; give a file with text in it"),
     ("one.txt", b"t", "need at least 2 characters to score"),
-    ("unseen.txt", b"tZQ<>", "no character after its first is one the model knows"),
+    (
+        "unseen.txt",
+        b"tZQ<>",
+        (
+            "no character after its first is one the model knows; nothing to score: give a text written in the "
+            "characters of the text the model was trained on"
+        ),
+    ),
     ("gbk.txt", "满纸荒唐言，一把辛酸泪！\n".encode("gbk"), "not valid utf-8 at byte offset 0 (byte 0xc2)"),
     ("folder", None, "folder holds no .txt files"),
     ("ls.bin", b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)), "a binary file, not text (it holds NUL bytes"),

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import click
 
-from .. import checkpoint, files, outputs, sampler, threads
+from .. import checkpoint, files, outputs, runs, sampler, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..decoding import characters
@@ -25,11 +25,12 @@ T = TypeVar("T")
 
 
 @click.command()
+@click.argument("run", metavar="[RUN]", required=False)
 @click.option(
     "--checkpoint",
     "target",
     metavar="RUN",
-    help="a run folder, run name, corpus name (its latest run) or .pt file  [default: the latest run]",
+    help="the same as RUN, the spelling scripts use: a run folder, run name, corpus name or .pt file",
 )
 @click.option("--seed", help="text to start from (printed first)  [default: empty: the start of a line]")
 @click.option(
@@ -46,6 +47,7 @@ T = TypeVar("T")
 @device_option("one character a step")
 @options_of(SampleConfig, types={"temperature": str})
 def sample(
+    run: str | None,
     target: str | None,
     seed: str | None,
     seed_file: str | None,
@@ -56,9 +58,11 @@ def sample(
     device: str,
     **given,
 ) -> None:
-    """Generate text from a trained model, streaming it as it is made.
+    """Generate text from the model of RUN (a run folder, run name, corpus name or .pt file; default: the
+    latest run), streaming it as it is made.
 
     `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
+    target = one_run(run, target)
     configs = sample_configs({k: v for k, v in given.items() if v is not None}, ban)
     if seed is not None and seed_file:
         raise CharLMError("give --seed or --seed-file, not both")
@@ -83,6 +87,16 @@ def sample(
                 write_samples(model, seed, configs, as_json, emit)
         except BiasError as e:  # the only logit bias here is --ban's: name the option its user gave
             raise e.as_ban() from None
+
+
+def one_run(run: str | None, option: str | None) -> str | None:
+    """The run given as RUN or as `--checkpoint RUN` (older scripts' spelling): both may be given if
+    they name one checkpoint; two different ones would leave the user guessing which one wrote."""
+    if run is None or option is None or run == option:
+        return run if run is not None else option
+    if runs.resolve(run).resolve() != runs.resolve(option).resolve():
+        raise CharLMError(f"RUN {run} and --checkpoint {option} name different checkpoints: give one of them")
+    return run
 
 
 def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
