@@ -87,6 +87,27 @@ def test_safetensors_folder_holds_no_pickle(tmp_path):
     assert b"\x80\x04" not in weights[: 8 + len(header)] and not list((tmp_path / "hub").glob("*.pt"))
 
 
+def test_an_experiments_model_is_refused_by_every_format_before_writing(tmp_path):
+    """A checkpoint of an experiment's own model (weights charlm's lacks, bench/parts.py) was exported as a
+    safetensors folder that `charlm.load` then refused; html and onnx refused it at once."""
+    model = model_of()
+    weights = {**model.state_dict(), "embed.parts.bag.weight": torch.zeros(3, 24)}
+    saved = Checkpoint(
+        model.config,
+        model.vocab,
+        weights,
+        Config(hidden=24),
+        {"name": "fox", "sources": [], "digest": ""},
+        Progress(step=10),
+    )
+    checkpoint.save(saved, [tmp_path / "run" / "best.pt", tmp_path / "run" / "latest.pt"])
+    for format_ in FORMATS:
+        output = tmp_path / f"out-{format_}"
+        result = cli("export", str(tmp_path / "run"), "--format", format_, "--output", str(output))
+        assert_one_line_error(result, "holds weights charlm's model has not (embed.parts.bag.weight)")
+        assert not output.exists()
+
+
 def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     run = run_of(model_of(), tmp_path / "run")
     cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub"))

@@ -11,7 +11,9 @@ from ..fields import said
 
 
 def export(saved: Checkpoint, folder: Path) -> Path:
-    """Write the model folder; refuses a path that is a file."""
+    """Write the model folder; refuses a path that is a file, and an experiment's model, which
+    `charlm.load` could not read back (as html and onnx refuse it, building charlm's model)."""
+    saved.check_charlm_weights()
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CharLMError(f"{said('output', folder)}: is a file; {said('format', 'safetensors')} writes a folder")
