@@ -377,7 +377,15 @@ def training_now(run_dir: Path) -> int | None:
 def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The folders under `root` whose run trains now but holds no checkpoint yet, oldest first."""
     live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_now(p) is not None]
-    return sorted(live, key=lambda run: (run / LOCK).stat().st_mtime)
+    return sorted(live, key=lambda run: modified(run / LOCK))
+
+
+def modified(path: Path) -> float:
+    """`path`'s modification time; 0 for one removed since it was found (a run that just stopped)."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def still_training(run_dir: Path, pid: int | None) -> str:
@@ -441,13 +449,7 @@ def newest(runs: list[Path]) -> Path:
 def last_written(run_dir: Path) -> float | None:
     """When the run's newest checkpoint was written (latest.pt, or best.pt where it holds that alone);
     None where it holds neither (removed since it was listed)."""
-    times = []
-    for name in (LATEST, BEST):
-        try:
-            times.append((Path(run_dir) / name).stat().st_mtime)
-        except OSError:
-            pass
-    return max(times, default=None)
+    return max((modified(Path(run_dir) / name) for name in (LATEST, BEST)), default=0.0) or None
 
 
 def where(root: Path) -> str:

@@ -550,3 +550,12 @@ def test_a_run_holding_best_pt_alone_is_listed_and_is_the_latest_run(fox_file, t
 
 def checkpoint_step(path: Path) -> int:
     return charlm.checkpoint.read(path).progress.step
+
+
+def test_a_run_that_stops_while_the_runs_are_listed_is_no_error(tmp_path, monkeypatch):
+    """A run found training, whose lock was gone by the time the folders were sorted (it just stopped),
+    raised FileNotFoundError out of `charlm sample` with no run named."""
+    (tmp_path / "just-stopped").mkdir()
+    monkeypatch.setattr(runs, "training_now", lambda run_dir: 4242)  # found training, its .lock gone since
+    assert runs.training_folders(tmp_path) == [tmp_path / "just-stopped"]
+    assert runs.last_written(tmp_path / "just-stopped") is None
