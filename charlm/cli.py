@@ -116,9 +116,9 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 @device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
-    """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name or .pt
-    file); without FILES, of the run's held-out text (its validation split). Each file is scored on its
-    own; with several, a line per file and then all of them together."""
+    """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
+    or exported model folder); without FILES, of the run's held-out text (its validation split). Each
+    file is scored on its own; with several, a line per file and then all of them together."""
     path = runs.resolve(target)
     model = checkpoint.load(path, device)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
@@ -154,8 +154,8 @@ def evaluate_held_out(saved: checkpoint.Checkpoint, model: CharLM, quiet: bool) 
 @main.command()
 @click.argument("target", metavar="[RUN]", required=False)
 def info(target: str | None) -> None:
-    """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name or .pt file;
-    default: the latest run's best)."""
+    """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name, .pt file or
+    exported model folder; default: the latest run's best)."""
     path = runs.resolve(target)
     reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
     rows = [

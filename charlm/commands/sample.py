@@ -30,7 +30,7 @@ T = TypeVar("T")
     "--checkpoint",
     "target",
     metavar="RUN",
-    help="the same as RUN, the spelling scripts use: a run folder, run name, corpus name or .pt file",
+    help="the same as RUN, the spelling scripts use: a run folder, run name, corpus name, .pt file or model folder",
 )
 @click.option("--seed", help="text to start from (printed first)  [default: empty: the start of a line]")
 @click.option(
@@ -58,8 +58,8 @@ def sample(
     device: str,
     **given,
 ) -> None:
-    """Generate text from the model of RUN (a run folder, run name, corpus name or .pt file; default: the
-    latest run), streaming it as it is made.
+    """Generate text from the model of RUN (a run folder, run name, corpus name, .pt file or exported model
+    folder; default: the latest run), streaming it as it is made.
 
     `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
     target = one_run(run, target)

@@ -24,7 +24,7 @@ from .options import options_of
     flag_value="",
     default=None,
     metavar="[RUN]",
-    help="continue a run (default: the most recent); only limits and the learning rate may change",
+    help="continue a run (default: the most recent); only limits, cadence, reporting, the learning rate, device and precision may change",
 )
 @click.option(
     "--init-from",
