@@ -622,22 +622,31 @@ def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):
     assert result.exit_code == 130 and "checkpoint" not in result.output
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("as_json", [False, True])
-def test_ctrl_c_keeps_what_several_samples_had_made(trained, tmp_path, monkeypatch, as_json):
+def test_ctrl_c_keeps_what_several_samples_had_made(trained, tmp_path, monkeypatch, as_json, signum):
     """`--num-samples` and `--json` print each sample whole, once made: Ctrl-C threw away everything made
-    so far, minutes of it for long samples. What was made is printed (and copied), and it exits 130."""
+    so far, minutes of it for long samples. What was made is printed (and copied), and it exits 130.
+    SIGTERM (`charlm.__main__`'s handler) still threw it all away, and emptied --output's file."""
     from charlm import sampler
+    from charlm.__main__ import leave_unwinding
 
     made = sampler.stream_samples
 
     def interrupted(*args):
         yield from itertools.islice(made(*args), 6)
-        raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(sampler, "stream_samples", interrupted)
     extra = ["--json"] if as_json else []
-    result = cli("sample", "--seed", "the", "--num-samples", "2", "--random-seed", "3", "--output", "so.txt", *extra)
-    assert result.exit_code == 130 and "Traceback" not in result.output
+    previous = signal.signal(signal.SIGTERM, leave_unwinding)
+    try:
+        result = cli(
+            "sample", "--seed", "the", "--num-samples", "2", "--random-seed", "3", "--output", "so.txt", *extra
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 128 + signum and "Traceback" not in result.output
     if as_json:
         texts = [json.loads(line)["text"] for line in result.output.splitlines()]
     else:

@@ -14,6 +14,7 @@ import itertools
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -1568,6 +1569,30 @@ def test_cli_serves_a_run_under_its_name(fox_run):
     finally:
         process.terminate()  # uvicorn stops, then raises the signal again: charlm's exit for it is 143
         assert process.wait(timeout=15) in (0, -15, 143)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_stream_ends_the_stream_and_the_server_without_a_traceback(fox_run, signum):
+    """Ctrl-C or SIGTERM with a long stream in flight: uvicorn waited its 3 s for the stream, which went on
+    generating, then cancelled it and printed CancelledError's traceback; the client saw the connection drop."""
+    port = free_port()
+    command = [sys.executable, "-m", "charlm", "serve", str(fox_run), "--port", str(port), "--max-tokens", "100000"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert f"http://127.0.0.1:{port}/" in process.stdout.readline()
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url)
+        body = {"model": "fox", "prompt": "the ", "max_tokens": 100000, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as response:
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))
+            process.send_signal(signum)
+            last = [line for line in lines if line.startswith("data:")][-1]  # the body ends: no connection dropped
+        _, err = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert "the server is shutting down" in last
+    assert process.returncode == 128 + signum and "Traceback" not in err and err == "", err
 
 
 def test_cli_errors_are_one_line(fox_run):

@@ -160,25 +160,28 @@ def write_samples(
                 emit(pieces[0])
             emit("\n")
             continue
-        texts, interrupted = made_before_ctrl_c(model, seed, config)
+        texts, interruption = made_before_interrupted(model, seed, config)
         for i, text in enumerate(texts if any(texts) else []):
             if as_json:
                 emit(json_line({"sample": i + 1, "temperature": config.temperature, "text": text}))
             else:
                 emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
-        if interrupted:
-            raise KeyboardInterrupt
+        if interruption is not None:
+            raise interruption
 
 
-def made_before_ctrl_c(model: CharLM, seed: str, config: SampleConfig) -> tuple[list[str], bool]:
-    """The config's samples, made side by side and printed whole, and whether Ctrl-C cut them short: then
-    what was made so far, which Ctrl-C threw away (minutes of `--num-samples 8 --length 20000`, nothing shown)."""
+def made_before_interrupted(
+    model: CharLM, seed: str, config: SampleConfig
+) -> tuple[list[str], KeyboardInterrupt | SystemExit | None]:
+    """The config's samples, made side by side and printed whole, and what cut them short, to be raised once
+    they are printed: Ctrl-C, or SIGTERM (the exit `charlm.__main__` raises for it). Both threw away what was
+    made so far (minutes of `--num-samples 8 --length 20000`, nothing shown)."""
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
     try:
         sampler.gather(sampler.stream_samples(model, seed, config), texts)
-    except KeyboardInterrupt:
-        return ["".join(parts) for parts in texts], True
-    return ["".join(parts) for parts in texts], False
+    except (KeyboardInterrupt, SystemExit) as e:
+        return ["".join(parts) for parts in texts], e
+    return ["".join(parts) for parts in texts], None
 
 
 def json_line(row: dict) -> str:

@@ -96,7 +96,7 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     try:
         import uvicorn
 
-        from .app import create_app
+        from .app import StoppingServer, create_app
     except ImportError as e:
         raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
 
@@ -119,8 +119,9 @@ def serve(targets: list[str], config: ServeConfig) -> None:
             f"warning: --host {config.host} without --api-key: anyone who reaches this port can use the models",
             file=sys.stderr,
         )
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on")
+    server = StoppingServer(
+        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on"),
+        app.state.server,
     )
     app.state.server.on_failure = lambda: setattr(server, "should_exit", True)
     server.run(sockets=[sock])

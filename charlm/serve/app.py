@@ -18,6 +18,7 @@ from functools import partial
 from importlib import resources
 from typing import Any, TypeVar
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
@@ -37,6 +38,7 @@ from .protocol import APIError
 
 T = TypeVar("T")
 
+SHUTDOWN_GRACE = 1.0  # seconds requests in flight get to finish once the server is asked to stop
 MAX_BODY_OVERHEAD = 1 << 20  # bytes a request body may have beyond its prompts
 MAX_BYTES_PER_CHAR = 12  # a character beyond U+FFFF as JSON escapes it: "\ud83d\ude00"
 SMALL_BODY = 1 << 14  # bytes of a body parsed and checked on the event loop (at most 0.6 ms measured)
@@ -149,7 +151,27 @@ async def serving(server: Server, app: FastAPI) -> AsyncIterator[None]:
     server.loop = asyncio.get_running_loop()
     threading.Thread(target=server.load, name="charlm-load", daemon=True).start()
     yield
-    await asyncio.to_thread(server.close)
+    await server.stop()
+
+
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown (Ctrl-C, SIGTERM) ends the requests still in flight after
+    `SHUTDOWN_GRACE`: uvicorn waited its graceful timeout for a long stream, which went on generating,
+    then cancelled it with a CancelledError traceback on stderr and the client's connection dropped
+    mid-body. Stopped engines end each request with an error event, a whole body."""
+
+    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+        super().__init__(config)
+        self.charlm = server
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        ending = asyncio.get_running_loop().call_later(
+            SHUTDOWN_GRACE, lambda: asyncio.ensure_future(self.charlm.stop())
+        )
+        try:
+            await super().shutdown(sockets)
+        finally:
+            ending.cancel()
 
 
 def add_error_handlers(app: FastAPI) -> None:

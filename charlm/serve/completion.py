@@ -74,6 +74,7 @@ class Server:
         self.busy = 0  # rows taken by requests in flight, all models together
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_failure: Callable[[], None] | None = None  # `serve` stops the process when loading fails
+        self.stopping: asyncio.Future | None = None  # the engines' stop, once shutdown began (`stop`)
         # Prompts are primed one at a time beside the engine: many threads at once would only fight
         # over the cores and the GIL (64 requests arriving together each waited longer that way). With
         # one torch thread: a prompt is a chain of one-row products that more threads only wait on,
@@ -96,6 +97,13 @@ class Server:
             if self.on_failure:
                 self.on_failure()
         self.ready.set()
+
+    async def stop(self) -> None:
+        """Stop the engines (once, however often asked), in a thread: each finishes its step first. Their
+        requests in flight end with an error, and a request not yet handed to one is refused (`Completion.start`)."""
+        if self.stopping is None:
+            self.stopping = asyncio.ensure_future(asyncio.to_thread(self.close))
+        await asyncio.shield(self.stopping)
 
     def close(self) -> None:
         for served in self.models.values():
@@ -258,6 +266,9 @@ class Completion:
             repetition_penalty=self.params.repetition_penalty,
         )
         seeds = [self.seed + i for i in range(self.params.n)]
+        if server.stopping is not None:  # its engine stopped while its prompts were primed
+            self.release()
+            raise APIError(503, "the server is shutting down", code="shutting_down")
         for (seen, logits, state), echoed in zip(primed, self.echoed):
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias)
             job.logprobs, job.sink = self.params.logprobs, self.queue
