@@ -32,7 +32,8 @@ from .options import options_of
     help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added)"
     "  [default: none: new weights]",
 )
-@click.option(
+@options_of(Config)
+@click.option(  # listed last, beside --device: only torchrun runs need it
     "--peer-timeout",
     default=f"{PEER_TIMEOUT / 60:g}m",
     show_default=True,
@@ -40,7 +41,6 @@ from .options import options_of
     help="under torchrun: a process that has not answered the others for this long is named, and the job "
     "stops (its last checkpoint kept)",
 )
-@options_of(Config)
 def train(
     corpus: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, peer_timeout: str, **options
 ) -> None:
