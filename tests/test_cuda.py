@@ -212,6 +212,25 @@ def test_the_sampler_chooses_on_the_gpu_without_waiting_for_it_and_as_the_cpu_do
     assert not (chosen[:, 1::2] == 2).any()  # banned
 
 
+def test_a_byte_fallback_model_writes_whole_characters_on_the_gpu_as_on_the_cpu():
+    """`decoding.Utf8Rule` keeps a row's drawn byte pieces to UTF-8 with tensors on the batch's device: the
+    GPU's greedy text is the CPU's, and drawn text never holds a broken character (U+FFFD)."""
+    import copy
+
+    from charlm.pieces import PieceVocab, train_model
+
+    from .test_sampler import make_model
+
+    torch.manual_seed(0)
+    vocab = PieceVocab(train_model(["春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。\n" * 20], "bpe", 300), "none")
+    model = make_model(vocab, layers=1, hidden=8).eval()  # untrained: byte pieces come often
+    on_gpu = copy.deepcopy(model).to(DEVICE)
+    greedy = {"length": GREEDY_CHARS, "greedy": True}
+    assert charlm.generate(on_gpu, "春", **greedy) == charlm.generate(model, "春", **greedy)
+    drawn = charlm.generate(on_gpu, "春", length=200, temperature=3.0, random_seed=1, num_samples=2)
+    assert not any("\ufffd" in text for text in drawn)
+
+
 def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus_greedy_text(fox_file, tiny):
     """A request of 20 rows banning characters (more rows than `engine.PARALLEL_ROWS`, so the engine thread
     takes --threads 2) beside one of 10 free rows: every row's greedy text is the CPU server's."""
