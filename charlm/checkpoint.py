@@ -375,7 +375,13 @@ def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:
     (wherever it was trained: the file is read onto the CPU, then moved)."""
     where = resolve_device(device)
     path = resolve(target)
-    saved = read(path)  # its errors name the file
+    return model_on(read(path), path, where)  # read's errors name the file
+
+
+def model_on(saved: Checkpoint, path: Path, device: str | torch.device) -> CharLM:
+    """`load` of a checkpoint read already (`saved`, from `path`, which its errors name): for a caller
+    that needs more of it than the model, without reading the file twice."""
+    where = resolve_device(device) if isinstance(device, str) else device
     try:
         model = saved.model()
     except CharLMError as e:

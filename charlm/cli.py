@@ -16,6 +16,7 @@ from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
 from .corpus import read_texts, source_files
+from .device import resolve_device
 from .distributed import first_rank, tell_launcher
 from .errors import CharLMError, SaidElsewhere
 from .fields import SHOWN, on_command_line
@@ -119,11 +120,12 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
     or exported model folder); without FILES, of the run's held-out text (its validation split). Each
     file is scored on its own; with several, a line per file and then all of them together."""
-    path = runs.resolve(target)
-    model = checkpoint.load(path, device)
+    where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
+    saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
+    model = checkpoint.model_on(saved, path, where)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     if not files:
-        evaluate_held_out(checkpoint.read(path), model, quiet)
+        evaluate_held_out(saved, model, quiet)
         return
     paths = source_files(files)
     # every file read before any is scored: one that is not text, late in the list, is named at once
