@@ -20,6 +20,7 @@ from .fields import (
     check_choices,
     check_types,
     flags_said,
+    keywords_named,
     option,
     said,
 )
@@ -69,6 +70,7 @@ MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as 
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
 
 
+@keywords_named
 @dataclass
 class Config:
     """A training run's options: what `charlm train` and `charlm.train` take, and what a checkpoint
@@ -315,6 +317,7 @@ def parse_duration(
     return seconds
 
 
+@keywords_named
 @dataclass
 class SampleConfig:
     """Sampling options and their defaults, for `charlm sample` and `charlm.generate(...)` alike."""

@@ -982,6 +982,21 @@ def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model
     assert charlm.next_probs(model=model, prefix="a", top=2) == charlm.next_probs(model, "a", 2)
 
 
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: charlm.Config(hiden=3), "unknown charlm.Config field(s) hiden (did you mean hidden?); known: "),
+        (lambda: charlm.SampleConfig(lenght=9), "unknown charlm.SampleConfig field(s) lenght (did you mean length?)"),
+        (lambda: charlm.ModelConfig("lstm", 1, 8, 0.0, 5, cutoffs=()), "cutoffs (did you mean head_cutoffs?)"),
+    ],
+)
+def test_a_mistyped_field_of_a_public_config_is_named(build, fragment):
+    """charlm.Config(hiden=3) met Python's bare TypeError ("__init__() got an unexpected keyword argument"),
+    where charlm.train(hiden=3) names the option it was likely meant to be."""
+    assert_named(build, fragment, flags=False)
+    assert charlm.Config(hidden=8).hidden == 8 and charlm.SampleConfig(length=9).length == 9
+
+
 def test_none_leaves_an_argument_or_option_unset(model, base_run, fox_file, tiny):
     """None, Python's "not given" (a wrapper passing its own default on), was refused wherever it is not
     one of the values: charlm.train(resume=None), generate(model, None, length=None), load(device=None);
