@@ -24,7 +24,7 @@ import torch
 import charlm
 from charlm import CharLM, api, batches, runs, threads, train_state
 from charlm.api import lists_options
-from charlm.config import Config
+from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
 from charlm.export import export
 from charlm.fields import said
@@ -958,6 +958,22 @@ def test_a_keyword_that_is_not_an_option_says_which_one_does_its_job(model, fox_
     unknown, and so were train's out and random_seed written as output= or seed=; a Config built by hand
     and given as config= was only unknown, where its fields, **dataclasses.asdict(config), are the options."""
     assert_named(lambda: call(model, fox_file), fragment, flags=False)
+    assert not Path("checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda model: charlm.generate(model, SampleConfig(length=5)), "charlm.generate(model, 'It was', **dataclass"),
+        (lambda model: charlm.stream(model, SampleConfig(length=5)), "charlm.stream(model, 'It was', **dataclasses"),
+        (lambda model: charlm.generate(model, "ab", SampleConfig()), "charlm.generate(model, 'ab', **dataclasses.as"),
+        (lambda model: charlm.train(Config(max_steps=3)), "charlm.train(PATH, **dataclasses.asdict(config))"),
+    ],
+)
+def test_a_config_given_by_position_is_refused_saying_how_to_give_its_fields(model, call, fragment):
+    """charlm.generate(model, SampleConfig(length=5)) was told only that the seed must be a string: a
+    config built by hand is given as its fields, by name, as a config= keyword is told."""
+    assert_named(lambda: call(model), "fields are the options, given by name", fragment, flags=False)
     assert not Path("checkpoints").exists()
 
 
