@@ -412,7 +412,7 @@ RUN_NAMES = {
     ),
     "too few pieces": (
         lambda fox, _: charlm.train(fox, **{**TINY, "tokenizer": "sentencepiece", "vocab_size": 12}),
-        "vocab_size=12 is too small for this corpus (12 vs",
+        "vocab_size=12 is too small for this corpus: its characters and the 256 byte pieces need at least ",
         "raise vocab_size or lower coverage",
     ),
     "diverged": (
