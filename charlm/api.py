@@ -90,7 +90,8 @@ def sampling_call(function: Function) -> Function:
                 function.__name__,
                 "options are given by name, after the model and the seed",
                 misplaced[0],
-                f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
+                config_hint(function.__name__, misplaced[0], seed)
+                or f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
             )
         return function(model, "" if seed is None else seed, **unset_dropped(SampleConfig, options))
 
@@ -401,8 +402,24 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
         refuse(function, f"the {what} must be a string", seed, text_hint(function, seed, what))
 
 
+def config_hint(function: str, value: object, seed: object = "It was") -> str:
+    """Where a caller gave a `Config` or `SampleConfig` by position (as the seed, a path or an option),
+    how its fields are given: charlm.generate(model, SampleConfig(...)) was told only that the seed
+    must be a string. The options are keywords; a config built by hand is unpacked into them."""
+    if not isinstance(value, Config if function == "train" else SampleConfig):
+        return ""
+    given = "PATH" if function == "train" else f"model, {seed if isinstance(seed, str) else 'It was'!r}"
+    return (
+        f"; a {type(value).__name__}'s fields are the options, given by name: "
+        f"charlm.{function}({given}, **dataclasses.asdict(config))"
+    )
+
+
 def text_hint(function: str, value: object, what: str) -> str:
-    """How to make a string of what a caller gave for one: the bytes, path, open file or lines it came as."""
+    """How to make a string of what a caller gave for one: the bytes, path, open file or lines it came
+    as, or a config (`config_hint`)."""
+    if hint := config_hint(function, value):
+        return hint
     if isinstance(value, (bytes, bytearray)):
         return f"; decode it first: {what}.decode('utf-8')"
     if isinstance(value, (list, tuple)):
@@ -418,7 +435,12 @@ def text_hint(function: str, value: object, what: str) -> str:
 
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:
     if not (paths is None or is_path(paths) or isinstance(paths, (list, tuple)) and all(map(is_path, paths))):
-        refuse("train", "paths must be a file or folder path (str or Path), a list of them or None", paths)
+        refuse(
+            "train",
+            "paths must be a file or folder path (str or Path), a list of them or None",
+            paths,
+            config_hint("train", paths),
+        )
     if isinstance(paths, (list, tuple)) and not paths:  # a glob that matched nothing: not the built-in corpus
         refuse("train", "paths must name at least one file or folder (None: the built-in Shakespeare)", paths)
     if not (out is None or is_path(out)):

@@ -20,6 +20,7 @@ from .fields import (
     check_choices,
     check_types,
     flags_said,
+    keywords_named,
     option,
     said,
 )
@@ -69,17 +70,31 @@ MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as 
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
 
 
+@keywords_named
 @dataclass
 class Config:
     """A training run's options: what `charlm train` and `charlm.train` take, and what a checkpoint
-    keeps. The run's plan fits those left None of `PLANNED` (hidden, dropout, batch, cadence)."""
+    keeps. The run's plan fits those left None of `PLANNED` (hidden, dropout, batch, cadence).
+    `charlm train --help` lists the fields in this order: the options every run needs first."""
 
-    # model
-    cell: str = option("lstm", "recurrent cell", choices=CELLS)
-    layers: int = option(2, "stacked recurrent layers")
+    # how long: the run stops at whichever comes first; the schedule decays over that budget
+    max_time: str | float | None = option(
+        "10m",
+        "stop after this much training time, e.g. 90s, 10m, 1h, counting a resumed run's earlier sessions "
+        "(none: no time limit; then give --max-steps)",
+    )
+    max_steps: int | None = option(None, "stop after this many optimizer steps (a resumed run's included)")
+    patience: int = option(
+        5,
+        "stop early once validation bpc has not improved for N evaluations in a row (the text is being "
+        "memorized; best.pt keeps the best); 0: never",
+    )
+    # model size
     hidden: int | None = option(
         None, "hidden units per layer (also the embedding size); unset: fitted to --max-time and --max-steps, else 256"
     )
+    layers: int = option(2, "stacked recurrent layers")
+    cell: str = option("lstm", "recurrent cell", choices=CELLS)
     dropout: float | None = option(
         None,
         "dropout between layers and before the head; unset: fitted to how many times the run will read "
@@ -90,7 +105,38 @@ class Config:
         "output layer: full (a row per character), adaptive (an adaptive softmax), auto: adaptive for big vocabularies",
         choices=HEADS,
     )
-    # data
+    # what the run says and saves
+    quiet: bool = option(
+        False,
+        "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples, "
+        "and warnings about the options given)",
+    )
+    eval_every: int | None = option(
+        None,
+        "evaluate validation bpc and checkpoint every N steps; unset: once per pass over the training text, "
+        "at most every 2000 steps",
+    )
+    sample_every: int = option(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
+    checkpoint_every: str | int = option("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
+    save_errors: str = option(
+        "stop", "when a checkpoint cannot be written: stop, or warn and train on", choices=SAVE_ERRORS
+    )
+    tensorboard: bool = option(False, "also log metrics for TensorBoard (needs the tensorboard package)")
+    eval_also: str | None = option(
+        None,
+        "also score this text (its first 50,000 tokens) at each evaluation, e.g. a base run's held-out text: "
+        "what fine-tuning forgets",
+        metavar="FILE",
+    )
+    # hardware
+    device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    precision: str = option(
+        "auto",
+        "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
+        choices=PRECISIONS,
+    )
+    threads: int | None = option(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
+    # data and vocabulary
     seq_len: int = option(25, "window length in characters (truncated BPTT length)")
     batch_size: int | None = option(
         None,
@@ -116,50 +162,9 @@ class Config:
     weight_average: float = option(
         0.0, "score, keep and sample a moving average of the weights with this decay per step, e.g. 0.999 (0: off)"
     )
-    # limits: the run stops at whichever comes first; the schedule decays over that budget
-    max_steps: int | None = option(None, "stop after this many optimizer steps (a resumed run's included)")
-    max_time: str | float | None = option(
-        "10m",
-        "stop after this much training time, e.g. 90s, 10m, 1h, counting a resumed run's earlier sessions "
-        "(none: no time limit; then give --max-steps)",
-    )
-    eval_every: int | None = option(
-        None,
-        "evaluate validation bpc and checkpoint every N steps; unset: once per pass over the training text, "
-        "at most every 2000 steps",
-    )
-    patience: int = option(
-        5,
-        "stop early once validation bpc has not improved for N evaluations in a row (the text is being "
-        "memorized; best.pt keeps the best); 0: never",
-    )
-    checkpoint_every: str | int = option("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
-    save_errors: str = option(
-        "stop", "when a checkpoint cannot be written: stop, or warn and train on", choices=SAVE_ERRORS
-    )
-    detect_anomaly: bool = option(False, "torch autograd anomaly detection, to debug NaN (slow)")
-    sample_every: int = option(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
-    tensorboard: bool = option(False, "also log metrics for TensorBoard (needs the tensorboard package)")
-    eval_also: str | None = option(
-        None,
-        "also score this text (its first 50,000 tokens) at each evaluation, e.g. a base run's held-out text: "
-        "what fine-tuning forgets",
-        metavar="FILE",
-    )
     random_seed: int = option(1337, "seed for weights, dropout and data order")
-    quiet: bool = option(
-        False,
-        "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples, "
-        "and warnings about the options given)",
-    )
-    # hardware
-    device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
-    threads: int | None = option(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
-    precision: str = option(
-        "auto",
-        "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
-        choices=PRECISIONS,
-    )
+    # debugging
+    detect_anomaly: bool = option(False, "torch autograd anomaly detection, to debug NaN (slow)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -315,6 +320,7 @@ def parse_duration(
     return seconds
 
 
+@keywords_named
 @dataclass
 class SampleConfig:
     """Sampling options and their defaults, for `charlm sample` and `charlm.generate(...)` alike."""
@@ -325,6 +331,9 @@ class SampleConfig:
         "below 1: safer text, above 1: wilder; a list such as 0.5,0.8,1.0: on the command line one labeled "
         "sample per value, in Python a schedule cycled per character",
     )
+    num_samples: int = option(1, "samples generated side by side in one batch")
+    random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
+    stop: str | None = option(None, "stop a sample once it produces this text, e.g. '\\n\\n' for a blank line")
     top_k: int | None = option(None, "sample only among the K likeliest characters")
     top_p: float | None = option(
         None, "nucleus sampling: only the smallest set of characters whose probability reaches P"
@@ -338,9 +347,6 @@ class SampleConfig:
         "(`charlm sample --ban`)",
         command_line=False,
     )
-    stop: str | None = option(None, "stop a sample once it produces this text, e.g. '\\n\\n' for a blank line")
-    num_samples: int = option(1, "samples generated side by side in one batch")
-    random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
     form: str | None = option(
         None, "write a poem in this form: 五言绝句, 七言绝句, 五言律诗 or 七言律诗 (or 五绝, 七绝, 五律, 七律)"
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import functools
 import numbers
 import re
 import reprlib
@@ -273,6 +274,23 @@ def check_keywords(
             f"{name} ({instead[name]})" if name in instead else meant(name, [*known, *arguments]) for name in unknown
         )
         raise CharLMError(f"unknown {what}(s) {named}; known: {', '.join(known)}")
+
+
+def keywords_named(config_class: type[T]) -> type[T]:
+    """A config dataclass whose constructor refuses a keyword that is not one of its fields as
+    charlm.train refuses a mistyped option, naming the field it likely meant (`check_keywords`):
+    charlm.Config(hiden=3) met Python's bare TypeError. Applied over `@dataclass`."""
+    build = config_class.__init__
+    names = [f.name for f in dataclasses.fields(config_class)]
+    what = f"charlm.{config_class.__name__} field"
+
+    @functools.wraps(build)
+    def __init__(self, *args: Any, **keywords: Any) -> None:
+        check_keywords(names, keywords, what)
+        build(self, *args, **keywords)
+
+    config_class.__init__ = __init__
+    return config_class
 
 
 def meant(name: str, known: list[str]) -> str:

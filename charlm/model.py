@@ -30,7 +30,7 @@ from torch.overrides import TorchFunctionMode
 
 from .config import MAXIMA
 from .errors import CharLMError
-from .fields import holds
+from .fields import holds, keywords_named
 from .vocab import UNSEEN, Vocabulary
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
@@ -43,6 +43,7 @@ HEAD_COVERAGE = (0.9, 0.98)  # the adaptive head's clusters end where the ranked
 RARE_ROWS = 16  # a full head's new character starts with the mean bias of this many of its rarest characters
 
 
+@keywords_named
 @dataclass(frozen=True)
 class ModelConfig:
     """The architecture. Training options (learning rate, budget, ...) live in `charlm.Config`."""

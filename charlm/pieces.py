@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import codecs
 import io
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
@@ -97,10 +98,12 @@ def train_model(texts: Iterable[str], model_type: str, vocab_size: int, coverage
         )
     except RuntimeError as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "smaller than required_chars" in message:
+        if needed := re.search(r"smaller than required_chars\. \d+ vs (\d+)", message):
+            # "(40 vs 287)" left a user to guess what 287 was: the pieces the corpus's characters and
+            # byte fallback's 256 bytes need
             raise CharLMError(
-                f"{said('vocab_size', vocab_size)} is too small for this corpus ({message.split('. ')[1]}); "
-                f"raise {said('vocab_size')} or lower {said('coverage')}"
+                f"{said('vocab_size', vocab_size)} is too small for this corpus: its characters and the 256 "
+                f"byte pieces need at least {int(needed[1]):,}; raise {said('vocab_size')} or lower {said('coverage')}"
             ) from None
         raise CharLMError(f"sentencepiece could not train a tokenizer: {message}") from None
     return model.getvalue()

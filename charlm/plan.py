@@ -116,7 +116,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     check_before_measuring(config, corpus, out)
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
     if base is not None:
-        reasons.update({name: f"the base run's ({base.record.run})" for name in ARCHITECTURE if name in PLANNED})
+        reasons.update({name: f"as in base run {base.record.run}" for name in ARCHITECTURE if name in PLANNED})
 
     def say(line: str) -> str:  # kept as written, said as the caller writes options
         if not config.quiet:
@@ -125,7 +125,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
 
     if base is not None and config.dropout is None:  # measured: better than fitting it (module docstring)
         config = dataclasses.replace(config, dropout=base.checkpoint.config.dropout)
-        reasons["dropout"] = say(f"--dropout {config.dropout:g}: the base run's ({base.record.run})")
+        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {base.record.run}")
 
     probe = sizing.Probe(config, corpus, ranks)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
@@ -155,7 +155,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
         )
 
     if base is not None:
-        reasons["head"] = f"the base run's ({base.record.run})"
+        reasons["head"] = f"as in base run {base.record.run}"
     else:
         unit = "characters" if corpus.vocab.one_char_per_id else "tokens"
         reasons["head"] = auto_head_reason(len(corpus.vocab), unit) if config.head == "auto" else GIVEN
@@ -217,7 +217,7 @@ def planned_batch(
     hidden = config.hidden or sizing.NO_BUDGET_HIDDEN
     batch, measured = sizing.choose_batch(lambda streams: probe(hidden, streams), candidates)
     together = sizing.measured_together(world)
-    return batch, say(f"{sizing.describe_batch(batch, measured)}, measured at --hidden {hidden} on {device}{together}")
+    return batch, say(sizing.describe_batch(batch, measured, f" at --hidden {hidden} on {device}{together}"))
 
 
 def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:

@@ -109,18 +109,27 @@ def choose_hidden(
 
 
 def describe(chosen: int, measured: list[Candidate], processes: int = 1) -> str:
-    """One line for the terminal: what was measured (by how many processes together) and what was picked."""
-    # "; " between sizes: a comma already groups thousands ("44,653") and parts of one size
-    tried = "; ".join(f"{c.hidden} at {c.chars_per_second:,.0f} chars/s: {c.chars_per_parameter:.1f}" for c in measured)
-    capped = measured and measured[0].max_chars and measured[-1].chars == measured[-1].max_chars
-    limit = f"; --max-steps ends it at {measured[0].max_chars:,.0f} chars" if capped else ""
-    fits = any(c.hidden == chosen and c.chars_per_parameter >= CHARS_PER_PARAMETER for c in measured)
-    verdict = " fits the budget" if fits else f"{SMALLEST_SHORT} in the budget"
-    together = f"; measured{measured_together(processes)}" if processes > 1 else ""
-    return (
-        f"--hidden {chosen}{verdict} (training chars per parameter, want >= {CHARS_PER_PARAMETER:g}: "
-        f"{tried}{limit}{together})"
+    """One line for the terminal (and `charlm info`, in parentheses): what was picked, the rule, and
+    what was measured (by how many processes together). No parentheses of its own: info's row read
+    "128 (... (training chars per parameter, want >= 2: 128 at 47,237 chars/s: 1.7))"."""
+    # ", " between sizes, each "SIZE gets R per parameter at S chars/s", whose S groups thousands with commas
+    tried = ", ".join(
+        f"{c.hidden} gets {per_parameter(c.chars_per_parameter)} per parameter at {c.chars_per_second:,.0f} chars/s"
+        for c in measured
     )
+    capped = measured and measured[0].max_chars and measured[-1].chars == measured[-1].max_chars
+    limit = f"; --max-steps stops every size at {measured[0].max_chars:,.0f} characters" if capped else ""
+    fits = any(c.hidden == chosen and c.chars_per_parameter >= CHARS_PER_PARAMETER for c in measured)
+    verdict = " fits the budget: the largest size" if fits else f"{SMALLEST_SHORT} in the budget: no size"
+    return (
+        f"--hidden {chosen}{verdict} with {CHARS_PER_PARAMETER:g} or more training characters per parameter; "
+        f"measured{measured_together(processes)}: {tried}{limit}"
+    )
+
+
+def per_parameter(ratio: float) -> str:
+    """Training characters per parameter as a line shows them: 1.7, or 0.028 where 0.0 said nothing."""
+    return f"{ratio:.1f}" if ratio >= 0.1 or ratio == 0 else f"{ratio:.2g}"
 
 
 def measured_together(processes: int) -> str:
@@ -135,8 +144,8 @@ def fit_to_chars(chars: float, parameters: Callable[[int], int]) -> tuple[int, s
     hidden = fitting[-1] if fitting else CANDIDATES[0]
     verdict = " fits --max-steps" if fitting else f"{SMALLEST_SHORT} under --max-steps"
     return hidden, (
-        f"--hidden {hidden}{verdict}: {chars:,.0f} training chars, {chars / parameters(hidden):.1f} "
-        f"per parameter (want >= {CHARS_PER_PARAMETER:g})"
+        f"--hidden {hidden}{verdict}: its {chars:,.0f} training characters are "
+        f"{per_parameter(chars / parameters(hidden))} per parameter, {CHARS_PER_PARAMETER:g} or more wanted"
     )
 
 
@@ -155,10 +164,13 @@ def choose_batch(
     return measured[-1][0], measured
 
 
-def describe_batch(chosen: int, measured: list[tuple[int, float]]) -> str:
-    """One line for the terminal: the streams tried and the streams chosen."""
-    tried = ", ".join(f"{batch}: {speed:,.0f} chars/s" for batch, speed in measured)
-    return f"--batch-size {chosen}: more streams gained less than {BATCH_GAIN - 1:.0%} chars/s ({tried})"
+def describe_batch(chosen: int, measured: list[tuple[int, float]], where: str = "") -> str:
+    """One line for the terminal: the streams chosen, and the streams tried (`where`: at which size,
+    on which device), without parentheses, which `charlm info` puts around it."""
+    tried = ", ".join(f"{batch} streams at {speed:,.0f} chars/s" for batch, speed in measured)
+    return (
+        f"--batch-size {chosen}: more streams gained less than {BATCH_GAIN - 1:.0%} chars/s; measured{where}: {tried}"
+    )
 
 
 @dataclass(frozen=True)

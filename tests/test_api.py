@@ -24,7 +24,7 @@ import torch
 import charlm
 from charlm import CharLM, api, batches, runs, threads, train_state
 from charlm.api import lists_options
-from charlm.config import Config
+from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
 from charlm.export import export
 from charlm.fields import said
@@ -412,7 +412,7 @@ RUN_NAMES = {
     ),
     "too few pieces": (
         lambda fox, _: charlm.train(fox, **{**TINY, "tokenizer": "sentencepiece", "vocab_size": 12}),
-        "vocab_size=12 is too small for this corpus (12 vs",
+        "vocab_size=12 is too small for this corpus: its characters and the 256 byte pieces need at least ",
         "raise vocab_size or lower coverage",
     ),
     "diverged": (
@@ -961,6 +961,22 @@ def test_a_keyword_that_is_not_an_option_says_which_one_does_its_job(model, fox_
     assert not Path("checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda model: charlm.generate(model, SampleConfig(length=5)), "charlm.generate(model, 'It was', **dataclass"),
+        (lambda model: charlm.stream(model, SampleConfig(length=5)), "charlm.stream(model, 'It was', **dataclasses"),
+        (lambda model: charlm.generate(model, "ab", SampleConfig()), "charlm.generate(model, 'ab', **dataclasses.as"),
+        (lambda model: charlm.train(Config(max_steps=3)), "charlm.train(PATH, **dataclasses.asdict(config))"),
+    ],
+)
+def test_a_config_given_by_position_is_refused_saying_how_to_give_its_fields(model, call, fragment):
+    """charlm.generate(model, SampleConfig(length=5)) was told only that the seed must be a string: a
+    config built by hand is given as its fields, by name, as a config= keyword is told."""
+    assert_named(lambda: call(model), "fields are the options, given by name", fragment, flags=False)
+    assert not Path("checkpoints").exists()
+
+
 def test_help_names_each_option_as_the_keyword_a_python_caller_writes():
     """help(charlm.generate) told a Python caller of "--form or --template", help(charlm.train) of
     "--max-time": the options' help is written for `charlm ... --help`."""
@@ -980,6 +996,21 @@ def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model
     assert_named(lambda: charlm.next_probs(model, "a", tpo=3), "next_probs argument(s) tpo (did you mean top?)")
     assert_named(lambda: charlm.bits_per_char(model, txt="ab"), "txt (did you mean text?); known: model, text")
     assert charlm.next_probs(model=model, prefix="a", top=2) == charlm.next_probs(model, "a", 2)
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: charlm.Config(hiden=3), "unknown charlm.Config field(s) hiden (did you mean hidden?); known: "),
+        (lambda: charlm.SampleConfig(lenght=9), "unknown charlm.SampleConfig field(s) lenght (did you mean length?)"),
+        (lambda: charlm.ModelConfig("lstm", 1, 8, 0.0, 5, cutoffs=()), "cutoffs (did you mean head_cutoffs?)"),
+    ],
+)
+def test_a_mistyped_field_of_a_public_config_is_named(build, fragment):
+    """charlm.Config(hiden=3) met Python's bare TypeError ("__init__() got an unexpected keyword argument"),
+    where charlm.train(hiden=3) names the option it was likely meant to be."""
+    assert_named(build, fragment, flags=False)
+    assert charlm.Config(hidden=8).hidden == 8 and charlm.SampleConfig(length=9).length == 9
 
 
 def test_none_leaves_an_argument_or_option_unset(model, base_run, fox_file, tiny):

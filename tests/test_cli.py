@@ -750,6 +750,16 @@ def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained,
     assert result.stderr.strip().splitlines() == ["Error: --output so.txt: cannot write (File too large)"]
 
 
+def test_help_lists_the_options_every_user_needs_first():
+    """`charlm train --help` listed --max-time 28th, after the tokenizer's and the optimizer's options,
+    though every run needs it; `charlm sample --help` put --output, --json and --device before --length."""
+    train = [line.split()[0] for line in cli("train", "--help").output.splitlines() if line.startswith("  --")]
+    assert train[:6] == ["--out", "--resume", "--init-from", "--max-time", "--max-steps", "--patience"]
+    assert train.index("--hidden") < train.index("--quiet") < train.index("--seq-len") < train.index("--lr")
+    sample = [line.split()[0] for line in cli("sample", "--help").output.splitlines() if line.startswith("  --")]
+    assert sample[:6] == ["--checkpoint", "--seed", "--seed-file", "--length", "--temperature", "--num-samples"]
+
+
 def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path):
     """The package imported torch before the command could catch anything: a traceback of torch's import."""
     slow = tmp_path / "slow" / "torch"

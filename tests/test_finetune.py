@@ -176,9 +176,9 @@ def test_the_cadence_follows_the_new_text_and_dropout_is_the_bases_unless_given(
     fitted = api.start_finetune(base, options, [str(new_file)], "fitted")
     base_dropout = latest(base).config.dropout
     assert fitted.config.dropout == fitted.model.config.dropout == base_dropout
-    assert fitted.plan.reasons["dropout"] == f"--dropout {base_dropout:g}: the base run's (base)"
-    assert f"dropout={base_dropout:g}: the base run's (base)" in capsys.readouterr().err  # said as Python writes it
-    assert fitted.plan.reasons["hidden"] == fitted.plan.reasons["head"] == "the base run's (base)"
+    assert fitted.plan.reasons["dropout"] == f"--dropout {base_dropout:g}: as in base run base"
+    assert f"dropout={base_dropout:g}: as in base run base" in capsys.readouterr().err  # said as Python writes it
+    assert fitted.plan.reasons["hidden"] == fitted.plan.reasons["head"] == "as in base run base"
     assert fitted.config.eval_every == plan.eval_cadence(fitted.config, len(fitted.corpus.train_ids)) < 200
     more = api.start_finetune(base, {"quiet": True, "dropout": 0.3}, [str(new_file)], "more")
     assert more.config.dropout == more.model.config.dropout == more.model.drop.p == 0.3

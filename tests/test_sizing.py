@@ -42,17 +42,25 @@ def test_the_largest_size_that_sees_enough_characters_is_chosen():
     assert sizing.choose_hidden(1, speed.get, parameters.get)[0] == 128
     assert "--hidden 384 fits the budget" in sizing.describe(hidden, measured)
     # "128: 44,653 chars/s, 100.1, 192: ..." ran sizes, speeds and ratios together with commas that also
-    # group thousands: each size now reads on its own, "384 at 8,516 chars/s: 2.2", the next after "; "
-    sizes = sizing.describe(hidden, measured).split(": ", 1)[1].rstrip(")").split("; ")
-    assert [part.split(" at ")[0] for part in sizes] == ["128", "192", "256", "384", "512"]
-    assert all(part.split(" chars/s: ")[1].replace(".", "").isdigit() for part in sizes), sizes
+    # group thousands: each size now reads on its own, "384 gets 2.2 per parameter at 8,516 chars/s"; and
+    # `charlm info`, which shows the line in parentheses, showed its own parentheses nested in them
+    line = sizing.describe(hidden, measured)
+    assert "(" not in line and ")" not in line, line
+    sizes = line.split("; measured: ", 1)[1].split(" chars/s, ")
+    assert [part.split(" gets ")[0] for part in sizes] == ["128", "192", "256", "384", "512"]
+    assert all(part.split(" gets ")[1].split(" per parameter at ")[0].replace(".", "").isdigit() for part in sizes)
     # When not even the smallest fits, the line says so instead of calling it a fit.
     tiny_budget = sizing.choose_hidden(1, speed.get, parameters.get)
-    assert sizing.describe(*tiny_budget).startswith(f"--hidden 128{sizing.SMALLEST_SHORT} in the budget (")
+    assert sizing.describe(*tiny_budget).startswith(f"--hidden 128{sizing.SMALLEST_SHORT} in the budget: no size ")
     assert sizing.fit_to_chars(1000, parameters.get)[1].startswith(
         f"--hidden 128{sizing.SMALLEST_SHORT} under --max-steps: "
     )
     assert sizing.fit_to_chars(1e9, parameters.get)[1].startswith("--hidden 1024 fits --max-steps: ")
+    # 3 steps of a tiny run said "0.0 per parameter (want >= 2)": the ratio as it is, and no parentheses
+    ratio = f"{1000 / parameters[128]:.2g}"  # 0.0037
+    assert ratio != "0.0" and sizing.fit_to_chars(1000, parameters.get)[1].endswith(
+        f": its 1,000 training characters are {ratio} per parameter, 2 or more wanted"
+    )
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
@@ -152,7 +160,7 @@ def test_the_gpu_batch_doubles_while_each_doubling_still_buys_speed():
     batch, measured = sizing.choose_batch(speed)
     assert batch == 128 and tried == [16, 32, 64, 128, 256]  # 256 gains 5% over 128: not enough; stop there
     assert measured == [(b, table[b]) for b in tried]
-    assert "--batch-size 128" in sizing.describe_batch(batch, measured) and "256: 440,000 chars/s" in (
+    assert "--batch-size 128" in sizing.describe_batch(batch, measured) and "256 streams at 440,000 chars/s" in (
         sizing.describe_batch(batch, measured)
     )
     # A saturated device keeps the first candidate; one that always gains takes the cap.

@@ -36,16 +36,16 @@ T = TypeVar("T")
 @click.option(
     "--seed-file", type=click.Path(dir_okay=False), help="read the seed from this file instead (-: standard input)"
 )
-@click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
-@click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
-@click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
+@options_of(SampleConfig, types={"temperature": str})  # what to write, then how and where
 @click.option(
     "--ban",
     metavar="CHARS",
     help="never write these characters, e.g. --ban '0123456789' or --ban '\\n' (Python's logit_bias of -100 each)",
 )
+@click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
+@click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
 @device_option("one character a step")
-@options_of(SampleConfig, types={"temperature": str})
 def sample(
     run: str | None,
     target: str | None,

@@ -33,7 +33,7 @@ from .options import options_of
     "  [default: none: new weights]",
 )
 @options_of(Config)
-@click.option(  # listed last, beside --device: only torchrun runs need it
+@click.option(  # listed last: only torchrun runs need it
     "--peer-timeout",
     default=f"{PEER_TIMEOUT / 60:g}m",
     show_default=True,
