@@ -163,6 +163,27 @@ def test_a_sentencepiece_model_writes_whole_pieces_into_the_form(seed, form):
         assert template_of(form).fits(text), text
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"template": "鬱__，_「__」。\\n___！"},
+        {"form": "五绝", "acrostic": "鬱夏秋冬"},
+        {"template": "__ __", "greedy": True},
+    ],
+)
+def test_a_sentencepiece_form_spells_in_bytes_a_fixed_character_no_piece_holds(options):
+    """Such a template was refused ("the model does not know '鬱'"), though byte fallback spells any character:
+    its characters no piece holds are written as their bytes, in order."""
+    model = piece_model()
+    assert not any(map(model.vocab.knows, "鬱「」！ "))
+    template = template_of(options.get("form"), options.get("template"), options.get("acrostic"))
+    texts = generate(model, "", num_samples=3, random_seed=5, temperature=1.0, **options)
+    assert all(template.fits(text) for text in texts), texts
+    byte_of_yu = model.vocab.processor.piece_to_id(f"<0x{'鬱'.encode()[1]:02X}>")
+    with pytest.raises(CharLMError, match=r"^logit_bias bans '鬱', but acrostic must write it"):
+        generate(model, "", form="五绝", acrostic="鬱夏秋冬", logit_bias={byte_of_yu: -100})
+
+
 def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):
     poems = tmp_path / "poems.txt"
     poems.write_text(
