@@ -188,7 +188,9 @@ class Constrained:
         self.texts, self.byte_ids = id_texts(vocab), byte_ids(vocab)
         fixed = [c for c in slots if c is not None]
         option = {c: acrostic_name if c in template.acrostic else template.name for c in fixed}  # that fixed it
-        if (char := unwritten(fixed, self.texts, self.byte_ids)) is not None:
+        written = {c for text in self.texts for c in text}
+        in_bytes = {c for c in fixed if c not in written}  # no piece holds it: spelled in byte pieces
+        if (char := unwritten(fixed, self.texts, self.byte_ids, in_bytes)) is not None:
             raise CharLMError(f"{option[char]}: the model does not know {char!r}; use characters it was trained on")
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
@@ -196,13 +198,16 @@ class Constrained:
             out = banned.tolist()
             self.texts = ["" if out[i] else text for i, text in enumerate(self.texts)]
             self.byte_ids = {byte: i for byte, i in self.byte_ids.items() if not out[i]}
-            if (char := unwritten(fixed, self.texts, self.byte_ids)) is not None:
-                raise BiasError(f" bans {char!r}, but {option[char]} must write it; leave it unbanned")
-        # A fixed character no piece writes becomes its bytes, a position each (an int: the byte).
-        written = {c for text in self.texts for c in text}
+            if (char := unwritten(fixed, self.texts, self.byte_ids, in_bytes)) is not None:
+                shown = repr(char)
+                if char in in_bytes:  # the ban names a token, not the character
+                    token = next(i for byte, i in byte_ids(vocab).items() if byte in piece_bytes(char) and out[i])
+                    shown = f"token {token} (a byte of {char!r})"
+                raise BiasError(f" bans {shown}, but {option[char]} must write it; leave it unbanned")
+        # A fixed character no piece holds becomes its bytes, a position each (an int: the byte).
         self.slots: list[str | int | None] = []
         for slot in slots:
-            self.slots += [slot] if slot is None or slot in written else list(piece_bytes(slot))
+            self.slots += list(piece_bytes(slot)) if slot in in_bytes else [slot]
         self.size = len(self.slots)
         # how far each id moves a cursor: its characters, or one position for a byte piece
         self.widths = [len(text) for text in self.texts]
@@ -261,11 +266,13 @@ class Constrained:
         return Cursor(self)
 
 
-def unwritten(chars: list[str], texts: list[str], byte_ids: dict[int, int]) -> str | None:
-    """The first of `chars` that is in none of the ids' `texts` and cannot be spelled with the byte
-    pieces `byte_ids` either, if any."""
+def unwritten(chars: list[str], texts: list[str], byte_ids: dict[int, int], in_bytes: set[str]) -> str | None:
+    """The first of `chars` the ids cannot write, if any: one of `in_bytes` (no piece holds it) without
+    all of its byte pieces in `byte_ids`, any other in none of the ids' `texts`. (A character whose own
+    piece a ban removed is not spelled in bytes instead: the ban meant to keep it out.)"""
     written = {c for t in texts for c in t}
-    return next((c for c in chars if c not in written and not set(piece_bytes(c)) <= byte_ids.keys()), None)
+    missing = {c for c in in_bytes if not set(piece_bytes(c)) <= byte_ids.keys()}
+    return next((c for c in chars if c in missing or (c not in in_bytes and c not in written)), None)
 
 
 def piece_bytes(char: str) -> bytes:

@@ -180,8 +180,13 @@ def test_a_sentencepiece_form_spells_in_bytes_a_fixed_character_no_piece_holds(o
     texts = generate(model, "", num_samples=3, random_seed=5, temperature=1.0, **options)
     assert all(template.fits(text) for text in texts), texts
     byte_of_yu = model.vocab.processor.piece_to_id(f"<0x{'鬱'.encode()[1]:02X}>")
-    with pytest.raises(CharLMError, match=r"^logit_bias bans '鬱', but acrostic must write it"):
+    with pytest.raises(
+        CharLMError, match=rf"^logit_bias bans token {byte_of_yu} \(a byte of '鬱'\), but acrostic must"
+    ):
         generate(model, "", form="五绝", acrostic="鬱夏秋冬", logit_bias={byte_of_yu: -100})
+    commas = [i for i, text in enumerate(Constrained(template, model.vocab).texts) if "，" in text]
+    with pytest.raises(CharLMError, match=r"^logit_bias bans '，', but form='五绝' must write it"):
+        generate(model, "", form="五绝", logit_bias=dict.fromkeys(commas, -100))  # banned, not spelled in bytes
 
 
 def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):
