@@ -23,7 +23,7 @@ from .fields import (
     option,
     said,
 )
-from .forms import template_of
+from .forms import FORM_CHOICES, template_of
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -341,9 +341,7 @@ class SampleConfig:
     stop: str | None = option(None, "stop a sample once it produces this text, e.g. '\\n\\n' for a blank line")
     num_samples: int = option(1, "samples generated side by side in one batch")
     random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
-    form: str | None = option(
-        None, "write a poem in this form: 五言绝句, 七言绝句, 五言律诗 or 七言律诗 (or 五绝, 七绝, 五律, 七律)"
-    )
+    form: str | None = option(None, f"write a poem in this form: {FORM_CHOICES}")
     template: str | None = option(
         None,
         "write into this template: `_` is any character of the model's script, the rest is fixed; \\n breaks a line",

@@ -131,6 +131,12 @@ def test_the_names_chinese_readers_use_mean_their_form(name, form):
     assert poems[0] == poems[1] and template_of(form).fits(poems[0][len("丁\n") :]), poems
 
 
+def test_sample_help_names_every_kind_of_form_name():
+    """--help listed the short names but not the traditional ones (五言絕句) that --form takes too."""
+    help_text = " ".join(cli("sample", "--help").output.split())
+    assert "or a short name (五绝, 七绝, 五律, 七律), in simplified or traditional characters" in help_text
+
+
 def test_the_script_rule():
     assert template_of(template="__，__").script == "han"
     assert template_of(template="__\\n__", acrostic="春夏").script == "han"
