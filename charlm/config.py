@@ -24,7 +24,7 @@ from .fields import (
     option,
     said,
 )
-from .forms import template_of
+from .forms import FORM_CHOICES, template_of
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -347,9 +347,7 @@ class SampleConfig:
         "(`charlm sample --ban`)",
         command_line=False,
     )
-    form: str | None = option(
-        None, "write a poem in this form: 五言绝句, 七言绝句, 五言律诗 or 七言律诗 (or 五绝, 七绝, 五律, 七律)"
-    )
+    form: str | None = option(None, f"write a poem in this form: {FORM_CHOICES}")
     template: str | None = option(
         None,
         "write into this template: `_` is any character of the model's script, the rest is fixed; \\n breaks a line",

@@ -20,6 +20,8 @@ sample always fits its form; temperature, top-k, top-p and the penalty act insid
 
 A sentencepiece model writes pieces: a piece is allowed where all of its text fits the next
 positions and the rest of the template can still be written after it (`Constrained.reachable`).
+A fixed character no piece holds (a rare 鬱, a 「 the training text never had) is written as the
+model writes it anywhere, in byte-fallback pieces: its UTF-8 bytes, one position each.
 
 Tokens a sample's logit bias bans (`decoding.bias_vector`) are left out of the template as if the
 model did not have them, so a sample never dead-ends; a template they make impossible to write
@@ -97,7 +99,7 @@ class Template:
         return len(text) == len(self.slots) and fills(text, self.slots, accepts)
 
 
-def fills(text: str, slots: Sequence[str | None], accepts: Callable[[str], bool]) -> bool:
+def fills(text: str, slots: Sequence[str | int | None], accepts: Callable[[str], bool]) -> bool:
     """Whether each character of `text` goes in its slot: a free slot's script, or the fixed character."""
     return all(accepts(c) if slot is None else c == slot for c, slot in zip(text, slots))
 
@@ -177,23 +179,40 @@ class Constrained:
         """`banned`: the ids a logit bias bans (bool over the vocabulary), which the template never allows.
         `acrostic_name`: the acrostic's option in messages (None: as its caller wrote it)."""
         acrostic_name = said("acrostic") if acrostic_name is None else acrostic_name
-        self.template, self.size = template, len(template.slots)
+        self.template = template
         # fixed text as the model reads it (a model trained on NFKC text knows "," for "，")
-        self.slots = [
+        slots = [
             slot if slot is None or len(vocab.normalized(slot)) != 1 else vocab.normalized(slot)
             for slot in template.slots
         ]
-        self.texts = id_texts(vocab)
-        fixed = [c for c in self.slots if c is not None]
+        self.texts, self.byte_ids = id_texts(vocab), byte_ids(vocab)
+        fixed = [c for c in slots if c is not None]
         option = {c: acrostic_name if c in template.acrostic else template.name for c in fixed}  # that fixed it
-        if (char := unwritten(fixed, self.texts)) is not None:
+        written = {c for text in self.texts for c in text}
+        in_bytes = {c for c in fixed if c not in written}  # no piece holds it: spelled in byte pieces
+        if (char := unwritten(fixed, self.texts, self.byte_ids, in_bytes)) is not None:
             raise CharLMError(f"{option[char]}: the model does not know {char!r}; use characters it was trained on")
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
         if bans:
-            self.texts = ["" if out else text for text, out in zip(self.texts, banned.tolist())]
-            if (char := unwritten(fixed, self.texts)) is not None:
-                raise BiasError(f" bans {char!r}, but {option[char]} must write it; leave it unbanned")
+            out = banned.tolist()
+            self.texts = ["" if out[i] else text for i, text in enumerate(self.texts)]
+            self.byte_ids = {byte: i for byte, i in self.byte_ids.items() if not out[i]}
+            if (char := unwritten(fixed, self.texts, self.byte_ids, in_bytes)) is not None:
+                shown = repr(char)
+                if char in in_bytes:  # the ban names a token, not the character
+                    token = next(i for byte, i in byte_ids(vocab).items() if byte in piece_bytes(char) and out[i])
+                    shown = f"token {token} (a byte of {char!r})"
+                raise BiasError(f" bans {shown}, but {option[char]} must write it; leave it unbanned")
+        # A fixed character no piece holds becomes its bytes, a position each (an int: the byte).
+        self.slots: list[str | int | None] = []
+        for slot in slots:
+            self.slots += list(piece_bytes(slot)) if slot in in_bytes else [slot]
+        self.size = len(self.slots)
+        # how far each id moves a cursor: its characters, or one position for a byte piece
+        self.widths = [len(text) for text in self.texts]
+        for i in self.byte_ids.values():
+            self.widths[i] = 1
         self.accepts = is_han if self.script == "han" else is_letter
         self.masks: dict[int, torch.Tensor] = {}
         self.free: torch.Tensor | None = None
@@ -218,7 +237,10 @@ class Constrained:
         """finishes[p]: some sequence of pieces writes the template from position p to its end."""
         finishes = [False] * self.size + [True]
         for position in range(self.size - 1, -1, -1):
-            finishes[position] = any(finishes[position + len(t)] for t in self.texts if self.fit(t, position))
+            if isinstance(self.slots[position], int):  # a byte: its byte piece, which `unwritten` made sure of
+                finishes[position] = finishes[position + 1]
+            else:
+                finishes[position] = any(finishes[position + len(t)] for t in self.texts if self.fit(t, position))
         return finishes
 
     def allowed(self, position: int) -> torch.Tensor:
@@ -226,7 +248,10 @@ class Constrained:
         mask = self.masks.get(position)
         if mask is None:
             slot = self.slots[position]
-            if self.free is not None:
+            if isinstance(slot, int):  # a byte of a character spelled in bytes
+                mask = torch.zeros(len(self.texts), dtype=torch.bool)
+                mask[self.byte_ids[slot]] = True
+            elif self.free is not None:
                 mask = self.free if slot is None else torch.zeros_like(self.free)
                 if slot is not None:
                     mask[self.index[slot]] = True
@@ -241,15 +266,31 @@ class Constrained:
         return Cursor(self)
 
 
-def unwritten(chars: list[str], texts: list[str]) -> str | None:
-    """The first of `chars` in none of the ids' `texts` (as bytes does not count), if any."""
+def unwritten(chars: list[str], texts: list[str], byte_ids: dict[int, int], in_bytes: set[str]) -> str | None:
+    """The first of `chars` the ids cannot write, if any: one of `in_bytes` (no piece holds it) without
+    all of its byte pieces in `byte_ids`, any other in none of the ids' `texts`. (A character whose own
+    piece a ban removed is not spelled in bytes instead: the ban meant to keep it out.)"""
     written = {c for t in texts for c in t}
-    return next((c for c in chars if c not in written), None)
+    missing = {c for c in in_bytes if not set(piece_bytes(c)) <= byte_ids.keys()}
+    return next((c for c in chars if c in missing or (c not in in_bytes and c not in written)), None)
+
+
+def piece_bytes(char: str) -> bytes:
+    """The bytes a byte-fallback model spells `char` in (a space as sentencepiece's "▁")."""
+    return char.replace(" ", "\u2581").encode()
+
+
+def byte_ids(vocab: Vocabulary) -> dict[int, int]:
+    """byte -> the id of its byte piece, for a sentencepiece vocabulary with byte fallback (else empty)."""
+    if vocab.one_char_per_id:
+        return {}
+    return {vocab.pieces[i][0]: i for i in range(len(vocab)) if vocab.processor.is_byte(i)}
 
 
 def id_texts(vocab: Vocabulary) -> list[str]:
     """Each id's text: its character, or a piece's whole characters ('' for the unknown symbol, a
-    control id or a byte piece, which a template never allows)."""
+    control id or a non-ASCII byte piece, which a template allows only within a fixed character that no
+    piece writes, spelled in bytes: `byte_ids`)."""
     if vocab.one_char_per_id:
         unknown = getattr(vocab, "unknown_id", None)
         return ["" if i == unknown else c for i, c in enumerate(vocab.chars)]
@@ -281,7 +322,7 @@ class Cursor:
         return self.constrained.allowed(self.position)
 
     def advance(self, token: int) -> None:
-        self.position += len(self.constrained.texts[token])
+        self.position += self.constrained.widths[token]
 
 
 class FormOptions(Protocol):

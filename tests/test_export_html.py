@@ -16,9 +16,9 @@ import torch
 from charlm import checkpoint, sampler
 from charlm.commands.sample import sample_configs
 from charlm.decoding import bias_vector
-from charlm.errors import BiasError
+from charlm.errors import BiasError, CharLMError
 from charlm.export import html
-from charlm.forms import FORMS, is_cjk_punctuation, is_han, is_letter, template_of
+from charlm.forms import FORM_NAMES, FORMS, is_cjk_punctuation, is_han, is_letter, template_of
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import Vocab
@@ -246,6 +246,20 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
     free = made_text(browser)
     assert len(free) == 30 and set(free) <= set(CHINESE + "ab ") and not browser.find_element("id", "seed-error").text
     assert {"a", "b"} & set(free)
+
+
+@pytest.mark.slow  # a browser
+def test_page_takes_every_name_a_form_goes_by(tmp_path, browser):  # noqa: F811
+    """The page took only the full names (五言绝句) where the CLI and the server take the short and traditional
+    ones too (五绝, 五言絕句): it now reads charlm.forms' FORM_NAMES, put in the page by the export."""
+    page_ready(browser, exported(tmp_path, poet_model()).as_uri())
+    poem = "window.charlm.generate({seed: '丁\\n', form: args[0], temperature: 1.5, random_seed: 3})"
+    poems = {name: call(browser, poem, name) for name in FORM_NAMES}
+    for name, form in FORM_NAMES.items():
+        assert poems[name] == poems[form] and template_of(form).fits(poems[name][2:]), (name, poems[name])
+    with pytest.raises(CharLMError) as error:
+        template_of("五言", prefix="")
+    assert call(browser, poem, "五言") == f"error: {error.value}"  # the server's words
 
 
 @pytest.mark.slow

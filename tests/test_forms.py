@@ -131,6 +131,12 @@ def test_the_names_chinese_readers_use_mean_their_form(name, form):
     assert poems[0] == poems[1] and template_of(form).fits(poems[0][len("丁\n") :]), poems
 
 
+def test_sample_help_names_every_kind_of_form_name():
+    """--help listed the short names but not the traditional ones (五言絕句) that --form takes too."""
+    help_text = " ".join(cli("sample", "--help").output.split())
+    assert "or a short name (五绝, 七绝, 五律, 七律), in simplified or traditional characters" in help_text
+
+
 def test_the_script_rule():
     assert template_of(template="__，__").script == "han"
     assert template_of(template="__\\n__", acrostic="春夏").script == "han"
@@ -161,6 +167,32 @@ def test_a_sentencepiece_model_writes_whole_pieces_into_the_form(seed, form):
     assert any(len(t) > 1 for t in Constrained(template_of(form), model.vocab).texts)  # multi-character pieces
     for text in generate(model, "", form=form, num_samples=2, random_seed=seed, temperature=1.0):
         assert template_of(form).fits(text), text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"template": "鬱__，_「__」。\\n___！"},
+        {"form": "五绝", "acrostic": "鬱夏秋冬"},
+        {"template": "__ __", "greedy": True},
+    ],
+)
+def test_a_sentencepiece_form_spells_in_bytes_a_fixed_character_no_piece_holds(options):
+    """Such a template was refused ("the model does not know '鬱'"), though byte fallback spells any character:
+    its characters no piece holds are written as their bytes, in order."""
+    model = piece_model()
+    assert not any(map(model.vocab.knows, "鬱「」！ "))
+    template = template_of(options.get("form"), options.get("template"), options.get("acrostic"))
+    texts = generate(model, "", num_samples=3, random_seed=5, temperature=1.0, **options)
+    assert all(template.fits(text) for text in texts), texts
+    byte_of_yu = model.vocab.processor.piece_to_id(f"<0x{'鬱'.encode()[1]:02X}>")
+    with pytest.raises(
+        CharLMError, match=rf"^logit_bias bans token {byte_of_yu} \(a byte of '鬱'\), but acrostic must"
+    ):
+        generate(model, "", form="五绝", acrostic="鬱夏秋冬", logit_bias={byte_of_yu: -100})
+    commas = [i for i, text in enumerate(Constrained(template, model.vocab).texts) if "，" in text]
+    with pytest.raises(CharLMError, match=r"^logit_bias bans '，', but form='五绝' must write it"):
+        generate(model, "", form="五绝", logit_bias=dict.fromkeys(commas, -100))  # banned, not spelled in bytes
 
 
 def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):

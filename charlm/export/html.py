@@ -8,8 +8,9 @@ fp32, fp16 (widened to fp32 on load) or int8 with one fp32 scale per row (the ro
 over 127); biases always in fp32. docs/export.md has the sizes, speeds and how far each precision's
 log-probabilities are from PyTorch's.
 
-Poem forms: the meta carries charlm.forms' FORMS and each id's class as charlm.forms decides it
-(`classes`), so the page's template rules (sampler.js) use the same Unicode rules as charlm's.
+Poem forms: the meta carries charlm.forms' FORMS, every name a form goes by (FORM_NAMES: 五绝, 五言絕句 ...)
+and each id's class as charlm.forms decides it (`classes`), so the page's template rules (sampler.js) take
+the names and use the Unicode rules charlm does.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .. import files
 from ..checkpoint import Checkpoint
 from ..errors import CharLMError
 from ..fields import said
-from ..forms import FORMS, is_cjk_punctuation, is_han, is_letter
+from ..forms import FORM_CHOICES, FORM_NAMES, FORMS, is_cjk_punctuation, is_han, is_letter
 from ..model import AdaptiveHead
 from ..vocab import Vocab
 from .wasm import matvec_base64
@@ -120,7 +121,7 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
             "normalize": vocab.normalize,
             "start_id": vocab.index[vocab.start_text()],
         },
-        "forms": {"templates": FORMS, "classes": classes(vocab)},
+        "forms": {"templates": FORMS, "names": FORM_NAMES, "choices": FORM_CHOICES, "classes": classes(vocab)},
     }
     here = resources.files(__package__)
     shared = resources.files("charlm.serve")  # the serve page's look and shared script

@@ -355,14 +355,14 @@ function unescape(text) {
 // forms.template_of then forms.Constrained: the id fixed at each position (FREE where `_` is) and
 // which ids `_` allows, without the ids `banned` bans (a mask, or null); null for free text.
 function compileTemplate(request, banned) {
-  const { form, template, acrostic } = request, { templates, classes } = model.meta.forms;
+  const { form, template, acrostic } = request, { templates, names, choices, classes } = model.meta.forms;
   if (form != null && template != null) throw formError("form", "give form or template, not both");
   let text, name;
-  if (form != null) {
-    if (!Object.hasOwn(templates, form)) {
-      throw formError("form", `form '${form}' is not a form charlm knows; choose one of ${Object.keys(templates).join(", ")}`);
+  if (form != null) {  // by any name charlm.forms gives it (FORM_NAMES: 五绝, 五言絕句 ...)
+    if (!Object.hasOwn(names, form)) {
+      throw formError("form", `form '${form}' is not a form charlm knows; choose one of ${choices}`);
     }
-    [text, name] = [templates[form], `form ${form}`];
+    [text, name] = [templates[names[form]], `form ${form}`];
   } else if (template != null) [text, name] = [unescape(template), "template"];
   else if (acrostic != null) {
     throw formError("acrostic", "acrostic fixes the first character of each verse of a form: give form or template too");
