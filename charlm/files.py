@@ -135,10 +135,14 @@ def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
                 leftover.unlink()
 
 
-def process_alive(pid: int) -> bool:
+def process_alive(pid: int, started: int | None = None) -> bool:
     """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
     Ctrl-C to processes of the console (the training run itself). There every process is taken to live,
-    so what a killed one left stays."""
+    so what a killed one left stays.
+
+    `started`: when the process meant started (`process_started`, as it recorded it). The OS gives a dead
+    process's PID to the next process it starts: one of that PID that started at another time is not
+    the one meant (a run killed days ago read as still training while an editor held its PID)."""
     if sys.platform == "win32":
         return True
     try:
@@ -146,8 +150,23 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = process_started(pid) if started is not None else None
+    return now is None or now == started
+
+
+def process_started(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux: /proc/PID/stat's 22nd field); None
+    where the OS does not say (no /proc: macOS, Windows) or the process is gone. With the PID it names
+    one process: no two processes of one PID start at the same tick."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    try:  # the fields after the command's name, which may hold spaces and parentheses: the 3rd onwards
+        return int(stat.rpartition(b")")[2].split()[22 - 3])
+    except (ValueError, IndexError):
+        return None
 
 
 def identity(path: Path) -> tuple[int, ...] | None:
