@@ -25,7 +25,7 @@ NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a fil
 # How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
 # another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
 REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
-TEMPORARY_PREFIX = ".{}.tmp-"  # a file's temporary is `.NAME.tmp-PID` (`temporary`)
+TEMPORARY_PREFIX = ".{}.tmp-"  # a file's temporary is `.NAME.tmp-PID-START` (`temporary`)
 
 
 def remedy(error: OSError) -> str:
@@ -119,7 +119,7 @@ def replace_files(files: dict[Path, bytes]) -> None:
 def temporary(path: Path) -> Path:
     """Where `replace_files` writes `path` before renaming it into place: hidden, beside it, named by
     this process, so that two writers never share one."""
-    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{os.getpid()}")
+    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{process_name()}")
 
 
 def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
@@ -129,10 +129,25 @@ def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
     the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell)."""
     prefix = TEMPORARY_PREFIX.format(path.name)
     for leftover in path.parent.glob(f"{prefix}*"):
-        pid = leftover.name.removeprefix(prefix)
-        if pid.isdigit() and (sole_writer or not process_alive(int(pid))):
+        alive = named_process_alive(leftover.name.removeprefix(prefix))
+        if alive is not None and (sole_writer or not alive):
             with contextlib.suppress(OSError):  # best effort: one left is removed next time
                 leftover.unlink()
+
+
+def process_name() -> str:
+    """This process as the files it owns name it: `PID`, or `PID-START` where the OS says when it
+    started (`process_started`), so that a process given the PID of a killed one is not taken for it."""
+    started = process_started(os.getpid())
+    return f"{os.getpid()}{'' if started is None else f'-{started}'}"
+
+
+def named_process_alive(name: str) -> bool | None:
+    """Whether the process that `process_name` named `name` still runs; None: `name` names none."""
+    pid, _, started = name.partition("-")
+    if not pid.isdigit() or not (started.isdigit() or not started):
+        return None
+    return process_alive(int(pid), int(started) if started else None)
 
 
 def process_alive(pid: int, started: int | None = None) -> bool:
