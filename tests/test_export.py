@@ -251,6 +251,15 @@ def test_an_export_beside_a_model_folder_says_it_replaced_an_earlier_file(tmp_pa
     assert cli("export", str(run), "--format", "html").output == f"wrote {run / 'exports' / 'model.html'}\n"
 
 
+def test_an_export_after_a_record_cut_short_is_listed(tmp_path):
+    """A record of exports.jsonl cut short (a full disk, a crash mid-write) had the next export's record
+    glued onto it: `charlm info` listed neither."""
+    run = run_of(model_of(), tmp_path / "run")
+    (run / "exports.jsonl").write_text('{"format": "onnx", "pa', encoding="utf-8")
+    assert cli("export", str(run), "--format", "html").exit_code == 0
+    assert str((run / "exports" / "model.html").resolve()) in cli("info", str(run)).output
+
+
 def test_unknown_run_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("export", str(tmp_path / "nowhere"), "--format", "html"), "no such checkpoint")
 
