@@ -184,9 +184,9 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
         raise CharLMError(f"--format: give one of {', '.join(export.FORMATS)}")
     if weights is not None and weights not in export.WEIGHTS:
         raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")
-    # a run's own exports/ is its exports' place, listed by `charlm info`; a file named by --output may be another's
-    replacing = outputs.replacing_note(output) if output else ""
-    click.echo(f"wrote {export.export(target, format_, output, weights)}{replacing}")
+    notes = []  # that it replaced a file the user had, if it did (asked before writing)
+    written = export.export(target, format_, output, weights, lambda out: notes.append(outputs.replacing_note(out)))
+    click.echo(f"wrote {written}{''.join(notes)}")
 
 
 @main.command()

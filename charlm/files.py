@@ -25,7 +25,7 @@ NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a fil
 # How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
 # another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
 REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
-TEMPORARY_PREFIX = ".{}.tmp-"  # a file's temporary is `.NAME.tmp-PID` (`temporary`)
+TEMPORARY_PREFIX = ".{}.tmp-"  # a file's temporary is `.NAME.tmp-PID-START` (`temporary`)
 
 
 def remedy(error: OSError) -> str:
@@ -119,7 +119,7 @@ def replace_files(files: dict[Path, bytes]) -> None:
 def temporary(path: Path) -> Path:
     """Where `replace_files` writes `path` before renaming it into place: hidden, beside it, named by
     this process, so that two writers never share one."""
-    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{os.getpid()}")
+    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{process_name()}")
 
 
 def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
@@ -129,16 +129,35 @@ def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
     the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell)."""
     prefix = TEMPORARY_PREFIX.format(path.name)
     for leftover in path.parent.glob(f"{prefix}*"):
-        pid = leftover.name.removeprefix(prefix)
-        if pid.isdigit() and (sole_writer or not process_alive(int(pid))):
+        alive = named_process_alive(leftover.name.removeprefix(prefix))
+        if alive is not None and (sole_writer or not alive):
             with contextlib.suppress(OSError):  # best effort: one left is removed next time
                 leftover.unlink()
 
 
-def process_alive(pid: int) -> bool:
+def process_name() -> str:
+    """This process as the files it owns name it: `PID`, or `PID-START` where the OS says when it
+    started (`process_started`), so that a process given the PID of a killed one is not taken for it."""
+    started = process_started(os.getpid())
+    return f"{os.getpid()}{'' if started is None else f'-{started}'}"
+
+
+def named_process_alive(name: str) -> bool | None:
+    """Whether the process that `process_name` named `name` still runs; None: `name` names none."""
+    pid, _, started = name.partition("-")
+    if not pid.isdigit() or not (started.isdigit() or not started):
+        return None
+    return process_alive(int(pid), int(started) if started else None)
+
+
+def process_alive(pid: int, started: int | None = None) -> bool:
     """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
     Ctrl-C to processes of the console (the training run itself). There every process is taken to live,
-    so what a killed one left stays."""
+    so what a killed one left stays.
+
+    `started`: when the process meant started (`process_started`, as it recorded it). The OS gives a dead
+    process's PID to the next process it starts: one of that PID that started at another time is not
+    the one meant (a run killed days ago read as still training while an editor held its PID)."""
     if sys.platform == "win32":
         return True
     try:
@@ -146,8 +165,23 @@ def process_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = process_started(pid) if started is not None else None
+    return now is None or now == started
+
+
+def process_started(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux: /proc/PID/stat's 22nd field); None
+    where the OS does not say (no /proc: macOS, Windows) or the process is gone. With the PID it names
+    one process: no two processes of one PID start at the same tick."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    try:  # the fields after the command's name, which may hold spaces and parentheses: the 3rd onwards
+        return int(stat.rpartition(b")")[2].split()[22 - 3])
+    except (ValueError, IndexError):
+        return None
 
 
 def identity(path: Path) -> tuple[int, ...] | None:

@@ -7,7 +7,7 @@ checkpoints/<corpus>-<date>-<time>/
     metrics.jsonl  one row per log interval (reporting.py)
     run.json       what the run is: corpus, size, config
     samples.txt    samples shown during training (--sample-every)
-    .lock          locked (flock) by the training process; .lock.pid: its PID
+    .lock          locked (flock) by the training process; .lock.pid: its PID and start time
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
-DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{2**22}"
+DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{2**22}-{2**64}"  # PID-START
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole held `charlm runs`, and every corpus name lookup, for minutes
@@ -169,8 +169,8 @@ class RunLock:
         try:
             self.lock.acquire()
         except filelock.Timeout:
-            owner = self.owner()
-            who = f"process {owner}" if owner is not None and files.process_alive(owner) else "another process"
+            owner = self.live_owner()
+            who = f"process {owner}" if owner is not None else "another process"
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
@@ -189,7 +189,8 @@ class RunLock:
             self.folder_fd = None
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
-            scratch.write_text(f"{os.getpid()}\n", encoding="ascii")
+            started = files.process_started(os.getpid())
+            scratch.write_text(f"{os.getpid()}{'' if started is None else f' {started}'}\n", encoding="ascii")
             files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
@@ -252,12 +253,18 @@ class RunLock:
         if reason := self.lost():
             raise CharLMError(stopped_message(reason, step, self.moved_to()))
 
-    def owner(self) -> int | None:
-        """The PID the last owner wrote, if any (it may be gone)."""
+    def live_owner(self) -> int | None:
+        """The PID of the last owner, if it still runs: `.lock.pid` holds its PID and, where the OS says,
+        when it started (`files.process_started`), so that a process the OS gave the PID of a killed
+        owner is not taken for it."""
         try:
-            return int(self.pid_path.read_text(encoding="ascii").split()[0])
-        except (OSError, ValueError, IndexError):
+            recorded = [int(number) for number in self.pid_path.read_text(encoding="ascii").split()[:2]]
+        except (OSError, ValueError):
             return None
+        if not recorded:
+            return None
+        pid, started = recorded[0], recorded[1] if len(recorded) > 1 else None
+        return pid if files.process_alive(pid, started) else None
 
 
 def open_path(fd: int) -> Path | None:
@@ -370,8 +377,7 @@ def training_now(run_dir: Path) -> int | None:
     holds it, or its owner died (a killed run leaves its lock files)."""
     if not (Path(run_dir) / LOCK).exists():
         return None
-    owner = RunLock(run_dir).owner()
-    return owner if owner is not None and files.process_alive(owner) else None
+    return RunLock(run_dir).live_owner()
 
 
 def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:

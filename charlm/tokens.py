@@ -22,7 +22,6 @@ import errno
 import functools
 import hashlib
 import json
-import os
 import re
 import secrets
 import shutil
@@ -51,7 +50,7 @@ from .vocab import MAX_CODE_POINT, UNKNOWN, UNSEEN, Vocab, Vocabulary, code_poin
 CACHE_FORMAT = 1
 COUNT_SLICE = 1 << 20  # ids counted at a time (an 8 MB int64 copy)
 EVAL_ALSO_TOKENS = 50_000  # of the --eval-also text, which a fine-tuning run scores every few seconds
-PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<pid>\d+)-[0-9a-f]+")  # `private_name`'s
+PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<process>\d+(-\d+)?)-[0-9a-f]+")  # `private_name`'s
 PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
 
 
@@ -246,8 +245,9 @@ def discard(folder: Path) -> None:
 
 
 def private_name(folder: Path, kind: str) -> Path:
-    """A hidden sibling of `folder` no other process picks: `.<name>.<kind>-<pid>-<random>`."""
-    return folder.with_name(f".{folder.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+    """A hidden sibling of `folder` no other process picks: `.<name>.<kind>-<pid>-<start>-<random>`
+    (`files.process_name`: a process given the PID of one killed while preparing is not taken for it)."""
+    return folder.with_name(f".{folder.name}.{kind}-{files.process_name()}-{secrets.token_hex(4)}")
 
 
 def remove_abandoned(root: Path) -> None:
@@ -256,7 +256,7 @@ def remove_abandoned(root: Path) -> None:
     process still running are its own, in use."""
     for private in root.glob(".*"):
         named = PRIVATE_NAME.fullmatch(private.name)
-        if named and not files.process_alive(int(named["pid"])):
+        if named and files.named_process_alive(named["process"]) is False:
             shutil.rmtree(private, ignore_errors=True)
 
 

@@ -727,8 +727,11 @@ def test_plot_writes_only_a_png_file(trained, tmp_path, output):
 
 @pytest.mark.parametrize("length", ["3000", "20000"])  # the limit met at the file's close, and mid-stream
 def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained, length):
-    """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`."""
+    """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`, and
+    the earlier so.txt was lost: emptied, then cut at the limit."""
     import resource
+
+    Path("so.txt").write_text("an earlier sample, kept\n", encoding="utf-8")
 
     def limited() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
@@ -748,6 +751,30 @@ def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained,
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ["Error: --output so.txt: cannot write (File too large)"]
+    assert Path("so.txt").read_text(encoding="utf-8") == "an earlier sample, kept\n"
+    assert [p.name for p in Path().glob(".so.txt*")] == []
+
+
+def test_a_sample_killed_midway_keeps_the_outputs_earlier_text(trained, tmp_path):
+    """`charlm sample --output so.txt` emptied so.txt as it started: killed mid-sample (SIGKILL, a power cut),
+    it left neither the earlier sample nor a new one. The earlier text stays until a sample is finished,
+    and the killed sample's temporary file goes when the next one writes so.txt."""
+    import select
+
+    (tmp_path / "so.txt").write_text("an earlier sample, kept\n", encoding="utf-8")
+    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", "fox", "--output", "so.txt"]
+    process = subprocess.Popen([*command, "--length", "10000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert select.select([process.stdout], [], [], 60)[0], "the sample did not start"
+        assert process.stdout.read1(100)  # it is sampling, so.txt open
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    assert (tmp_path / "so.txt").read_text(encoding="utf-8") == "an earlier sample, kept\n"
+    assert len(list(tmp_path.glob(".so.txt.tmp-*"))) == 1  # the killed sample's
+    finished = run_cli(*command[3:], "--length", "20", "--random-seed", "1", check=True)
+    assert (tmp_path / "so.txt").read_text(encoding="utf-8") == finished.stdout
+    assert [p.name for p in tmp_path.glob(".so.txt*")] == []
 
 
 def test_help_lists_the_options_every_user_needs_first():

@@ -236,6 +236,30 @@ def test_an_export_of_a_model_folder_leaves_the_folder_as_it_was(tmp_path):
     assert str((run / "exports" / "model.html").resolve()) in cli("info", str(run)).output
 
 
+def test_an_export_beside_a_model_folder_says_it_replaced_an_earlier_file(tmp_path):
+    """`charlm export hub --format html` writes hub.html beside the model folder, among the user's files:
+    a second one replaced the first without a word, where an --output replaced says so. A run's own
+    exports/ is its exports' place (`charlm info` lists them): replaced there as before, unsaid."""
+    run = run_of(model_of(), tmp_path / "run")
+    hub_folder = tmp_path / "hub"
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(hub_folder)).exit_code == 0
+    page = tmp_path / "hub.html"
+    assert cli("export", str(hub_folder), "--format", "html").output == f"wrote {page}\n"
+    again = cli("export", str(hub_folder), "--format", "html").output
+    assert again == f"wrote {page}, replacing the earlier {page} (give --output another name to keep both)\n"
+    assert cli("export", str(run), "--format", "html").exit_code == 0
+    assert cli("export", str(run), "--format", "html").output == f"wrote {run / 'exports' / 'model.html'}\n"
+
+
+def test_an_export_after_a_record_cut_short_is_listed(tmp_path):
+    """A record of exports.jsonl cut short (a full disk, a crash mid-write) had the next export's record
+    glued onto it: `charlm info` listed neither."""
+    run = run_of(model_of(), tmp_path / "run")
+    (run / "exports.jsonl").write_text('{"format": "onnx", "pa', encoding="utf-8")
+    assert cli("export", str(run), "--format", "html").exit_code == 0
+    assert str((run / "exports" / "model.html").resolve()) in cli("info", str(run)).output
+
+
 def test_unknown_run_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("export", str(tmp_path / "nowhere"), "--format", "html"), "no such checkpoint")
 

@@ -206,3 +206,23 @@ def test_a_page_or_model_whose_writer_was_killed_mid_write_leaves_no_temporary_a
     files.replace_files({page: b"the new page"})
     assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model.html"]
     assert page.read_bytes() == b"the new page"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the OS does not say when a process started")
+def test_a_killed_writers_temporary_goes_though_its_pid_now_names_another_process(tmp_path):
+    """A temporary named `.NAME.tmp-PID` stayed for as long as the OS had given PID to another process
+    (an editor, a shell: days): it read as a writer still running. Named `PID-START` now, it is its
+    writer's own only while a process of that PID started at that time runs."""
+    page = tmp_path / "model.html"
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        killed = tmp_path / f".model.html.tmp-{unrelated.pid}-1"  # its writer started 1 tick after boot
+        killed.write_bytes(b"half a page")
+        files.replace_files({page: b"the new page"})
+        live = files.temporary(page)  # this process's, named as it writes: kept
+        live.write_bytes(b"being written")
+        files.remove_leftovers(page)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [live.name, "model.html"]
+    finally:
+        unrelated.kill()
+        unrelated.wait()

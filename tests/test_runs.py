@@ -91,9 +91,38 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    assert (folder / ".lock").exists() and (folder / ".lock.pid").read_text() == f"{holder.pid}\n"  # left by the dead
+    assert (folder / ".lock").exists()  # left by the dead, with its PID:
+    assert (folder / ".lock.pid").read_text().split()[0] == str(holder.pid)
     charlm.train(fox_file, out="run", **tiny)  # its owner is gone: taken over
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the OS does not say when a process started")
+def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_path):
+    """A run killed by SIGKILL leaves `.lock.pid`; once the OS gave its PID to an unrelated process, the
+    dead run read as "still training" (`charlm runs`, `charlm sample RUN`, eval, export) for as long as
+    that process lived. A process that started at another time than the owner recorded is not the owner;
+    a live owner still reads as training."""
+    folder = tmp_path / "checkpoints/live"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
+        stdin=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        wait_for(folder / ".lock.pid")
+        assert runs.training_now(folder) == holder.pid
+        dead = tmp_path / "checkpoints/dead"  # its owner killed, its PID now the unrelated process's
+        dead.mkdir()
+        (dead / ".lock").touch()
+        (dead / ".lock.pid").write_text(f"{unrelated.pid} 1\n")  # its owner started 1 tick after boot
+        assert runs.training_now(dead) is None
+        with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
+            runs.resolve(dead)
+    finally:
+        for process in (holder, unrelated):
+            process.kill()
+            process.wait()
 
 
 def dead_pid() -> int:

@@ -315,6 +315,25 @@ def private_folders() -> list[str]:
     return [p.name for p in tokens.CACHE_ROOT.glob(".*")]
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the OS does not say when a process started")
+def test_a_killed_preparations_folder_goes_though_its_pid_now_names_another_process(tmp_path):
+    """A private folder of a preparation killed by SIGKILL, as big as a corpus's ids, stayed in the cache
+    for as long as the OS had given its PID to another process. Named with its process's start time
+    now, it goes; one of a preparation running now stays."""
+    cache = tmp_path / "cache"
+    unrelated = subprocess.Popen(["sleep", "60"])
+    try:
+        killed = cache / f".0123abcd.tmp-{unrelated.pid}-1-00ff00ff"  # its process started 1 tick after boot
+        running = tokens.private_name(cache / "4567cdef", "tmp")  # this process's
+        for folder in (killed, running):
+            folder.mkdir(parents=True)
+        tokens.remove_abandoned(cache)
+        assert [p.name for p in cache.iterdir()] == [running.name]
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_a_preparation_stopped_by_a_signal_leaves_no_private_folder_once_prepared_again(tmp_path, signum):
     """SIGTERM during `charlm corpus prepare` (or `train`'s) ended it at once, and it, like `kill -9`, left

@@ -4,6 +4,8 @@ scripts, or co-writing at a prompt (`--interactive`)."""
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Iterable
@@ -78,7 +80,7 @@ def sample(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownCharacterWarning)
             model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
-    with contextlib.closing(OutputCopy(output)) if output is not None else contextlib.nullcontext() as copy:
+    with OutputCopy(output) if output is not None else contextlib.nullcontext() as copy:
         emit = emitter(copy)
         try:
             if interactive:
@@ -200,23 +202,58 @@ def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> 
 
 
 class OutputCopy:
-    """--output's file. It is never a checkpoint (outputs.py); a write that fails on the way (a full
-    disk, a file size limit) is one line naming the option and the file, not `file: File too large`."""
+    """--output's file, a context manager. It is never a checkpoint (outputs.py); a write that fails on
+    the way (a full disk, a file size limit) is one line naming the option and the file, not
+    `file: File too large`, and leaves the file as it was.
+
+    The text goes to a temporary file beside it (files.py), renamed over it when sampling ends, or is
+    cut short by Ctrl-C or SIGTERM (what was made is kept): a sample killed mid-way (SIGKILL, a power
+    cut) emptied a file that held an earlier sample, which now stays whole. A pipe, a device or a link
+    (`--output /dev/stdout`) is written as it goes, as there is no file to replace."""
 
     def __init__(self, path: str):
+        self.failed = False
         self.path = outputs.output_file(path)
-        self.file = self.attempt(lambda: open(self.path, "w", encoding="utf-8"))  # noqa: SIM115 -- close() closes it
+        in_place = self.path.is_symlink() or (self.path.exists() and not self.path.is_file())
+        self.scratch = None if in_place else files.temporary(self.path)
+        if self.scratch is not None:
+            files.remove_leftovers(self.path)  # what a sample killed mid-way left beside it
+        opened = self.scratch or self.path
+        self.file = self.attempt(lambda: open(opened, "w", encoding="utf-8"))  # noqa: SIM115 -- __exit__ closes it
+
+    def __enter__(self):
+        return self
 
     def write(self, text: str) -> None:
         self.attempt(lambda: self.file.write(text))
 
-    def close(self) -> None:
-        self.attempt(self.file.close)
+    def __exit__(self, kind: type[BaseException] | None, *_) -> None:
+        """Put the text in place when sampling ended or was interrupted; on an error or a failed write,
+        keep the file's earlier text (nothing new was finished)."""
+        keep = not self.failed and (kind is None or issubclass(kind, (KeyboardInterrupt, SystemExit)))
+        try:
+            self.attempt(lambda: self.finish(keep))
+        finally:
+            if self.scratch is not None and (not keep or self.failed):
+                self.scratch.unlink(missing_ok=True)
+
+    def finish(self, keep: bool) -> None:
+        if not keep or self.scratch is None:
+            self.file.close()
+            return
+        self.file.flush()
+        if self.path.exists():  # the earlier file's permissions, not the temporary file's
+            os.chmod(self.scratch, stat.S_IMODE(self.path.stat().st_mode))
+        files.sync_file(self.file.fileno())
+        self.file.close()
+        files.replace(self.scratch, self.path)
+        files.sync_folder(self.path.parent)
 
     def attempt(self, action: Callable[[], T]) -> T:
         try:
             return action()
         except OSError as e:
+            self.failed = True
             raise CharLMError(f"--output {self.path}: cannot write ({e.strerror or e})") from None
 
 

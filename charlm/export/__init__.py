@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
 from ..fields import said
-from ..reporting import is_number
+from ..reporting import append_line, is_number
 
 FORMATS = ("html", "onnx", "safetensors")
 WEIGHTS = ("fp32", "fp16", "int8")
@@ -26,9 +27,18 @@ HTML_WEIGHTS = "fp16"
 DEFAULT_OUTPUT = {"html": "model.html", "onnx": "model.onnx", "safetensors": "model"}
 
 
-def export(target: str | None, format: str, output: str | None = None, weights: str | None = None) -> Path:
+def export(
+    target: str | None,
+    format: str,
+    output: str | None = None,
+    weights: str | None = None,
+    before_replacing: Callable[[str | Path], None] | None = None,
+) -> Path:
     """Export the model of run `target` (None: the latest run) as `format`; returns what was written
-    (a file, or for safetensors a folder). The default output is `default_output`."""
+    (a file, or for safetensors a folder). The default output is `default_output`.
+    `before_replacing`: called, before anything is written, with the output where it may be a file of
+    the user's (the CLI says it replaced one): --output, or the default beside a model folder outside a
+    run. A run's own exports/ is not: it is its exports' place, listed by `charlm info`."""
     if format not in FORMATS:
         raise CharLMError(f"{said('format', format)}: unknown; use one of {', '.join(FORMATS)}")
     if weights is not None and format != "html":
@@ -55,6 +65,8 @@ def export(target: str | None, format: str, output: str | None = None, weights: 
                 saved, out, about(saved, run_dir, runs.run_name_of(path) if run_dir is None else run_dir.name), weights
             )
 
+    if before_replacing is not None and (output or run_dir is None):
+        before_replacing(output or out)
     try:
         written = write(saved, out)
     except OSError as e:  # a full disk: the writers leave no half file (files.py); say which and what to do
@@ -110,12 +122,13 @@ def size(path: Path) -> int:
 
 
 def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
-    """Append this export to the run's exports.jsonl (best effort: a read-only run folder is fine)."""
+    """Append this export to the run's exports.jsonl (best effort: a read-only run folder is fine),
+    whole or not at all (`append_line`): a record a full disk or a crash cut short had the next one
+    glued onto it, and `charlm info` lost both."""
     row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
-        with open(Path(run_dir) / runs.EXPORTS_LOG, "a", encoding="utf-8") as f:
-            f.write(files.json_text(row) + "\n")
+        append_line(Path(run_dir) / runs.EXPORTS_LOG, files.json_text(row) + "\n")
     except OSError:
         pass
 
