@@ -777,6 +777,25 @@ def test_a_sample_killed_midway_keeps_the_outputs_earlier_text(trained, tmp_path
     assert [p.name for p in tmp_path.glob(".so.txt*")] == []
 
 
+def test_a_sample_into_a_new_file_writes_it_as_the_text_comes_and_a_kill_keeps_it(trained, tmp_path):
+    """A new --output file has no earlier text to keep: it is written as the text comes, so `tail -f`
+    shows it growing and a sample killed mid-way leaves what it wrote (through a temporary file it
+    appeared only at the end, and a killed sample left nothing)."""
+    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", "fox", "--output", "new.txt"]
+    process = subprocess.Popen([*command, "--length", "10000000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        new, deadline = tmp_path / "new.txt", time.monotonic() + 60
+        while process.poll() is None and time.monotonic() < deadline and not (new.exists() and new.stat().st_size):
+            time.sleep(0.05)
+        written = new.read_text(encoding="utf-8") if new.exists() else ""
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    assert written, "new.txt stayed empty while the sample ran"
+    assert (tmp_path / "new.txt").read_text(encoding="utf-8").startswith(written)  # the kill kept it
+    assert list(tmp_path.glob(".new.txt*")) == []
+
+
 def test_help_lists_the_options_every_user_needs_first():
     """`charlm train --help` listed --max-time 28th, after the tokenizer's and the optimizer's options,
     though every run needs it; `charlm sample --help` put --output, --json and --device before --length."""

@@ -206,18 +206,18 @@ class OutputCopy:
     the way (a full disk, a file size limit) is one line naming the option and the file, not
     `file: File too large`, and leaves the file as it was.
 
-    The text goes to a temporary file beside it (files.py), renamed over it when sampling ends, or is
-    cut short by Ctrl-C or SIGTERM (what was made is kept): a sample killed mid-way (SIGKILL, a power
-    cut) emptied a file that held an earlier sample, which now stays whole. A pipe, a device or a link
-    (`--output /dev/stdout`) is written as it goes, as there is no file to replace."""
+    A file that holds an earlier text gets the new one through a temporary file beside it (files.py),
+    renamed over it when sampling ends or is cut short by Ctrl-C or SIGTERM (what was made is kept): a
+    sample killed mid-way (SIGKILL, a power cut) emptied a file that held an earlier sample, which now
+    stays whole. A new file, a pipe, a device or a link (`--output /dev/stdout`) is written as the text
+    comes: there is nothing to lose, and `tail -f` shows the text growing (a killed sample keeps it)."""
 
     def __init__(self, path: str):
         self.failed = False
         self.path = outputs.output_file(path)
-        in_place = self.path.is_symlink() or (self.path.exists() and not self.path.is_file())
+        files.remove_leftovers(self.path)  # what a sample killed mid-way left beside it
+        in_place = self.path.is_symlink() or not self.path.is_file()
         self.scratch = None if in_place else files.temporary(self.path)
-        if self.scratch is not None:
-            files.remove_leftovers(self.path)  # what a sample killed mid-way left beside it
         opened = self.scratch or self.path
         self.file = self.attempt(lambda: open(opened, "w", encoding="utf-8"))  # noqa: SIM115 -- __exit__ closes it
 
