@@ -465,15 +465,13 @@ def where(root: Path) -> str:
 
 
 def write_run_info(run_dir: Path, info: dict) -> None:
-    """run.json, replaced atomically; best effort (a full disk is a warning, not the end of the run)."""
+    """run.json, replaced atomically and synced as a checkpoint is (`files.replace_files`: a power cut
+    never leaves it empty); best effort (a full disk is a warning, not the end of the run)."""
     path = Path(run_dir) / RUN_INFO
-    tmp = path.with_suffix(".tmp")
+    text = files.json_text({**info, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, 1)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(files.json_text({**info, "updated": time.strftime("%Y-%m-%d %H:%M:%S")}, 1), encoding="utf-8")
-        files.replace(tmp, path)  # a reader (charlm runs) may hold it open a moment: Windows then refuses
+        files.replace_files({path: text.encode("utf-8")})
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         print(f"warning: {path}: cannot write ({e.strerror}); training goes on", file=sys.stderr)
 
 
