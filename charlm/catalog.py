@@ -10,15 +10,21 @@ that serves them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
+
+from . import files
 from .bars import progress_bar
 from .errors import CharLMError
 from .fields import SHOWN
@@ -103,12 +109,37 @@ def get(name: str, quiet: bool = False) -> Path:
     text = DOWNLOADS / item.text_name
     if text.is_file():
         return text
-    download = DOWNLOADS / item.filename
-    if not (download.is_file() and _matches(download, item)):
-        _fetch(item, download, quiet)
-    if item.member:
-        _extract(download, item.member, text)
+    with _fetching(item, quiet):
+        if text.is_file():  # another process fetched it while this one waited
+            return text
+        download = DOWNLOADS / item.filename
+        if not (download.is_file() and _matches(download, item)):
+            _fetch(item, download, quiet)
+        if item.member:
+            _extract(download, item.member, text)
     return text
+
+
+@contextlib.contextmanager
+def _fetching(item: Entry, quiet: bool) -> Iterator[None]:
+    """One process at a time fetches `item` (an OS lock beside the downloads): two `charlm train
+    tinyshakespeare` started together wrote one `.part` file at once, and one renamed it away while the
+    other still read it. The others wait, then find the text in place."""
+    try:
+        DOWNLOADS.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(DOWNLOADS / f".{item.filename}.lock")
+        try:
+            lock.acquire(timeout=0)
+        except filelock.Timeout:
+            if not quiet:
+                print(f"waiting for another process fetching {item.name} ...", file=sys.stderr)
+            lock.acquire()
+    except OSError as e:
+        raise files.cannot_write(DOWNLOADS, e, "the corpus downloads folder") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _matches(path: Path, item: Entry) -> bool:

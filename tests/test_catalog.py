@@ -41,6 +41,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(data[start:])
 
 
+def cached() -> list[str]:
+    """What the downloads folder holds, but for the lock that lets one process at a time fetch a corpus."""
+    return sorted(p.name for p in catalog.DOWNLOADS.iterdir() if not p.name.endswith(".lock"))
+
+
 @pytest.fixture
 def server(tmp_path):
     folder = tmp_path / "served"
@@ -69,7 +74,7 @@ def test_a_wrong_checksum_is_deleted_and_nothing_is_cached(tmp_path, monkeypatch
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(bad))
     with pytest.raises(CharLMError, match="hongloumeng: .* fails verification .*deleted it, nothing was cached"):
         catalog.get("hongloumeng", quiet=True)
-    assert not catalog.DOWNLOADS.exists() or not any(catalog.DOWNLOADS.iterdir())
+    assert not catalog.DOWNLOADS.exists() or cached() == []
 
 
 def test_a_partial_download_resumes_from_a_url_mirror(server, monkeypatch):
@@ -131,3 +136,49 @@ def test_corpus_get_names_only_what_it_takes(tmp_path):
     (tmp_path / "alice.txt").write_text("text\n", encoding="utf-8")
     assert_one_line_error(cli("corpus", "get", "alice.txt"), "'alice.txt' is not a catalog corpus", "corpus list")
     assert "a file" not in cli("corpus", "get", "alice.txt").output
+
+
+FETCH_BIG = """
+import sys
+from charlm import catalog
+catalog.CATALOG["big"] = catalog.Entry("big", "unused", "big.bin", int(sys.argv[1]), sys.argv[2], "-", "-")
+print("ready", flush=True)
+sys.stdin.readline()  # all go at once
+print(catalog.get("big", quiet=True))
+"""
+
+
+def test_processes_fetching_one_corpus_at_once_all_get_it(tmp_path):
+    """Two `charlm train hongloumeng` started together (two terminals, a script's loop) both fetched
+    into one `.part` file: one renamed it into place while the other still read it, which said
+    `corpora/downloads/....part: No such file or directory` (or, truncated by the other, that the mirror
+    fails verification). One fetches; the other waits and uses its copy."""
+    import subprocess
+    import sys
+
+    mirror, data = tmp_path / "mirror", hashlib.sha256(b"0").digest() * (1 << 18)  # 8 MB
+    mirror.mkdir()
+    (mirror / "big.bin").write_bytes(data)
+    env = {**__import__("os").environ, catalog.MIRROR_VARIABLE: str(mirror)}
+    command = [sys.executable, "-c", FETCH_BIG, str(len(data)), hashlib.sha256(data).hexdigest()]
+    fetchers = [
+        subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    assert [fetcher.stdout.readline() for fetcher in fetchers] == ["ready\n"] * 2
+    for fetcher in fetchers:  # all at once (communicate would wait for each in turn)
+        fetcher.stdin.write("go\n")
+        fetcher.stdin.flush()
+    results = [fetcher.communicate(timeout=120) for fetcher in fetchers]
+    assert [(fetcher.returncode, err) for fetcher, (_, err) in zip(fetchers, results)] == [(0, "")] * 2
+    assert {out.strip() for out, _ in results} == {str(Path("corpora") / "downloads" / "big.bin")}
+    assert (tmp_path / "corpora" / "downloads" / "big.bin").read_bytes() == data
+    assert cached() == ["big.bin"]
