@@ -1,6 +1,7 @@
 """charlm inspect: surprise, features and the cells that follow them, gate saturation, the n-gram
 baseline, the page (escaped, self-contained, opened in headless Chromium) and the command."""
 
+import base64
 import json
 import math
 import random
@@ -421,6 +422,29 @@ def test_a_briefly_trained_model_has_a_cell_that_tracks_quotes(tmp_path):
         _, states = cell_view(trace(trained, held, probs=False))
         (quotes,) = best_cells(states, {"inside quotes": features(held)["inside quotes"]})
         assert (abs(quotes.correlation) >= bound) == (trained is model), (quotes, bound)
+
+
+def test_the_page_carries_the_gates_of_each_cell_the_features_table_names(tmp_path):
+    """The page showed a cell's tanh(c) but none of its gates, so the story docs/how-it-works.md tells (the
+    line cell's forget gate near 0 at each newline) could not be seen on it; a hardest span's newlines
+    read ' / ', which a text's own slashes also read."""
+    page, _ = hostile_page(tmp_path)
+    data = json.loads(TextOf.read(page, "data"))
+    torch.manual_seed(0)
+    model = make_model(Vocab.from_counts(Counter(HOSTILE)), hidden=8).eval()
+    inspection = analyse(model, HOSTILE, HOSTILE * 3, max_order=3)
+    named = {f"{m.layer},{m.cell}" for m in inspection.matches if m.correlation is not None}
+    assert named and set(data["gates"]) == named
+    labels = {"input": "input gate", "forget": "forget gate", "candidate": "candidate", "output": "output gate"}
+    for key, gates in data["gates"].items():
+        layer, cell = map(int, key.split(","))
+        assert list(gates) == list(labels.values())
+        for name, label in labels.items():
+            shown = np.frombuffer(base64.b64decode(gates[label]), dtype=np.int8) / 127
+            assert np.allclose(shown, inspection.trace.gates[name][layer, :, cell], atol=0.5 / 127 + 1e-6)
+    assert "its gates there" in page
+    spans = page.split("<ol>")[1].split("</ol>")[0]  # the hardest spans: newlines marked as the views mark them
+    assert " / " not in spans and "\u21b5" in spans
 
 
 def test_surprise_colours_span_the_texts_own_range_and_say_it(tmp_path):

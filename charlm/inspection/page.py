@@ -19,11 +19,12 @@ from string import Template
 import numpy as np
 
 from ..scoring import TOP
-from .analysis import OPEN, SHUT, Inspection, hardest_spans
+from .analysis import OPEN, SHUT, SIGMOID_GATES, Inspection, hardest_spans
 
 TOP_PERCENTILE = 99  # the surprise colour is full red from this percentile of the text's bits up
 PLOT = 180  # a gate scatter plot's side in pixels
 LEGEND = 50  # pixels right of it for the gates' names
+NEWLINE = "\u21b5"  # a newline where text is shown on one line, as the text views mark it
 GATE_COLOURS = {"input": "#1f77b4", "forget": "#d62728", "output": "#2ca02c", "reset": "#9467bd", "update": "#ff7f0e"}
 
 STYLE = """
@@ -113,7 +114,20 @@ if (cellsView) {
     layer.value = b.dataset.layer; cell.value = b.dataset.cell; kind.value = data.ranked; paint();
     cellsView.scrollIntoView({block: "nearest"});
   }));
-  hover(cellsView, i => [[shown(data.tokens[i]), value(i).toFixed(3)]]);
+  const gates = {};  // "layer,cell" -> label -> values: the gates of the cells the table names
+  for (const [key, named] of Object.entries(data.gates)) {
+    gates[key] = {};
+    for (const [label, packed] of Object.entries(named)) {
+      gates[key][label] = new Int8Array(Uint8Array.from(atob(packed), c => c.charCodeAt(0)).buffer);
+    }
+  }
+  hover(cellsView, i => {
+    const rows = [[shown(data.tokens[i]), `${kind.value} ${value(i).toFixed(3)}`]];
+    for (const [label, values] of Object.entries(gates[`${layer.value},${cell.value}`] || {})) {
+      rows.push([label, (values[i] / 127).toFixed(2)]);
+    }
+    return rows;
+  });
   const first = document.querySelector("[data-show]");  // start on the best cell of the first feature
   if (first) { layer.value = first.dataset.layer; cell.value = first.dataset.cell; }
   paint();
@@ -149,7 +163,7 @@ $classes
 CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
-(Pearson, over these characters).</p>
+(Pearson, over these characters). $hover</p>
 <table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table>
 <p>layer <select id="layer">$layers</select> cell <button id="prev">&lt;</button><input id="cell" type="number"
 min="0" max="$last" value="0" style="width:5em"><button id="next">&gt;</button>
@@ -171,6 +185,15 @@ bits on this text: an LSTM's context has no fixed length, and the n-gram stops g
 <table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
 <th style="text-align:left">$cell <span style="color:#1f77b4">&#9632;</span> n-gram
 <span style="color:#aaa">&#9632;</span></th></tr>$rows</table>""")
+
+HOVER = "Hover a character for the cell's value after it"
+HOVER_NOTES = {  # what hovering the cells view shows: for a cell the table names, its gates at that character
+    "lstm": f"{HOVER}; for a cell the table names, also its gates there: how much of the old cell it kept "
+    "(forget), what it wrote (input times candidate) and how much of the cell it showed (output).",
+    "gru": f"{HOVER}; for a cell the table names, also its gates there: how much of the old state it kept "
+    "(update), how much of it the candidate saw (reset) and that candidate (new).",
+    "rnn": f"{HOVER}.",
+}
 
 SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $size" style="margin-right:1em">
 <rect x="$pad" y="$pad" width="$side" height="$side" fill="none" stroke="#999"/>
@@ -194,11 +217,12 @@ def render(inspection: Inspection, title: str) -> str:
         "hidden": inspection.states.shape[2],
         "ranked": inspection.state_name,
         "states": {name: pack(values) for name, values in states.items()},
+        "gates": named_cells_gates(inspection),
         "unseen": inspection.unseen,
     }
     hardest = "".join(
         f'<li><button data-goto="{start}">show</button> {bpc:.2f} bpc: '
-        f"<code>{esc(''.join(seen.tokens[start:end]).replace(chr(10), ' / '))}</code></li>"
+        f"<code>{esc(''.join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>"
         for start, end, bpc in hardest_spans(seen)
     )
     low, high = surprise_range(np.asarray(seen.bits, dtype=float))
@@ -247,12 +271,28 @@ def cells_section(inspection: Inspection) -> str:
             )
     return CELLS.substitute(
         state=esc(inspection.state_name),
+        hover=HOVER_NOTES[inspection.trace.cell],
         rows="".join(rows),
         layers="".join(f'<option value="{k}">{k}</option>' for k in range(layers)),
         last=hidden - 1,
         kinds="".join(f'<option value="{esc(k)}">{esc(k)}</option>' for k in kinds),
         text=text_view("cells", inspection.surprise.tokens, None),
     )
+
+
+def named_cells_gates(inspection: Inspection) -> dict[str, dict[str, str]]:
+    """Every gate of each cell the features table names, at each character ("layer,cell" -> label -> int8
+    base64, as `pack`): the hover shows how such a cell was written where it changes (a forget gate
+    near 0 at a newline). Only these cells: every cell's four gates would triple the page."""
+    gates = inspection.trace.gates
+    named = {(match.layer, match.cell) for match in inspection.matches if match.correlation is not None}
+    return {
+        f"{layer},{cell}": {
+            f"{name} gate" if name in SIGMOID_GATES else name: pack(values[layer, :, cell][None, :, None])
+            for name, values in gates.items()
+        }
+        for layer, cell in sorted(named)
+    }
 
 
 def gates_section(inspection: Inspection) -> str:
