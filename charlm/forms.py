@@ -12,6 +12,12 @@ and either in traditional characters (五言絕句, 五絕).
 
 An acrostic fixes the first `_` of each verse (each run of `_`): `--acrostic 春夏秋冬`.
 
+A seed may begin the poem (`Constrained.begun`): its text after its last line that is not a whole line of
+the template (a title, an author, a blank line), less any whole poems at its start, each ended by a line
+break. When that text is the template's start (`_` in characters of the script the model writes, fixed
+text in place), the sample writes the rest of that poem; otherwise a new poem after the seed. An acrostic
+is the whole poem's: the verses the seed began must begin with their characters.
+
 What `_` allows (`SCRIPT_RULE`): a Han character if the template's fixed text or the acrostic has a
 Han character or CJK/full-width punctuation; a letter (`str.isalpha`, not Han) if it has a letter;
 otherwise whichever of the two the model's vocabulary holds more of. At each step the sampler keeps
@@ -92,6 +98,7 @@ class Template:
     script: str | None
     name: str  # the option that gave it, for errors: "--form 五言绝句" (form='五言绝句' in Python) or "--template"
     acrostic: str = ""
+    acrostic_at: tuple[int, ...] = ()  # the slots the acrostic fixed (each verse's first `_`)
 
     def fits(self, text: str, script: str | None = None) -> bool:
         """Whether `text` is exactly this template filled in (free positions in the script)."""
@@ -129,6 +136,7 @@ def template_of(
     slots = [None if c == FREE else ("_" if c == "\x00" else c) for c in text]
     if None not in slots:
         raise CharLMError(f"{name} has no `_` for the model to fill; write `_` for each character it writes")
+    starts: list[int] = []
     if acrostic is not None:
         starts = verses(slots)
         if len(acrostic) != len(starts):
@@ -144,7 +152,7 @@ def template_of(
         script = "letter"
     else:
         script = None
-    return Template(tuple(slots), script, name, acrostic or "")
+    return Template(tuple(slots), script, name, acrostic or "", tuple(starts))
 
 
 def unescape(text: str) -> str:
@@ -179,7 +187,7 @@ class Constrained:
         """`banned`: the ids a logit bias bans (bool over the vocabulary), which the template never allows.
         `acrostic_name`: the acrostic's option in messages (None: as its caller wrote it)."""
         acrostic_name = said("acrostic") if acrostic_name is None else acrostic_name
-        self.template = template
+        self.template, self.acrostic_name = template, acrostic_name
         # fixed text as the model reads it (a model trained on NFKC text knows "," for "，")
         slots = [
             slot if slot is None or len(vocab.normalized(slot)) != 1 else vocab.normalized(slot)
@@ -188,7 +196,7 @@ class Constrained:
         self.texts, self.byte_ids = id_texts(vocab), byte_ids(vocab)
         fixed = [c for c in slots if c is not None]
         option = {c: acrostic_name if c in template.acrostic else template.name for c in fixed}  # that fixed it
-        written = {c for text in self.texts for c in text}
+        written = self.written = {c for text in self.texts for c in text}  # what the model writes, bans aside
         in_bytes = {c for c in fixed if c not in written}  # no piece holds it: spelled in byte pieces
         if (char := unwritten(fixed, self.texts, self.byte_ids, in_bytes)) is not None:
             raise CharLMError(f"{option[char]}: the model does not know {char!r}; use characters it was trained on")
@@ -206,8 +214,13 @@ class Constrained:
                 raise BiasError(f" bans {shown}, but {option[char]} must write it; leave it unbanned")
         # A fixed character no piece holds becomes its bytes, a position each (an int: the byte).
         self.slots: list[str | int | None] = []
+        self.compiled_at = []  # each position of the template's text -> its position in `slots`
         for slot in slots:
+            self.compiled_at.append(len(self.slots))
             self.slots += list(piece_bytes(slot)) if slot in in_bytes else [slot]
+        self.compiled_at.append(len(self.slots))
+        self.shape = [None if i in template.acrostic_at else slot for i, slot in enumerate(slots)]  # no acrostic
+        self.fixed_text = slots
         self.size = len(self.slots)
         # how far each id moves a cursor: its characters, or one position for a byte piece
         self.widths = [len(text) for text in self.texts]
@@ -262,8 +275,58 @@ class Constrained:
             self.masks[position] = mask
         return mask
 
-    def cursor(self) -> Cursor:
-        return Cursor(self)
+    def cursor(self, start: int = 0) -> Cursor:
+        """A sample's place, `start` (`begun`) positions in."""
+        return Cursor(self, start)
+
+    def begun(self, seed: str, what: str = "the seed") -> int:
+        """Where the poem the seed began leaves off (a cursor's start; 0: a new poem after the seed).
+        The seed's poem is its text after its last line that is not a whole line of the template (its
+        title, its author, a blank line), less the whole poems at its start, each ended by a line break;
+        it is begun if it is shorter than the template and its start. `seed`: as the model reads it.
+        A verse it began whose first character is not the acrostic's is a one-line error naming `what`."""
+        size, lines = len(self.shape), seed.split("\n")
+        verse_lines = self.verse_lines()
+        start = len(seed) - len(lines[-1])  # the poem's start: after the last line that is not a verse line
+        for line in reversed(lines[:-1]):
+            if not any(len(line) == len(shape) and self.fits_shape(line, at) for at, shape in verse_lines):
+                break
+            start -= len(line) + 1
+        ends_in_break = self.shape[-1] == "\n"  # then poems follow one another with no break between
+        while len(seed) - start > size and self.fits_shape(seed[start : start + size]):
+            if not ends_in_break and seed[start + size] != "\n":
+                break
+            start += size + (not ends_in_break)  # a whole poem and its line break: the seed's own
+        poem = seed[start:]
+        if not 0 < len(poem) < size or not self.fits_shape(poem):
+            return 0
+        for verse, at in enumerate(self.template.acrostic_at, 1):
+            if at < len(poem) and poem[at] != self.fixed_text[at]:
+                raise CharLMError(
+                    f"{self.acrostic_name} {self.template.acrostic}: {what}'s poem begins verse {verse} with "
+                    f"{poem[at]!r}, not {self.fixed_text[at]!r}; an acrostic is the whole poem's: begin {what}'s "
+                    "verses with it, or end it before them for a new poem"
+                )
+        return self.compiled_at[len(poem)]
+
+    def verse_lines(self) -> list[tuple[int, tuple[str | None, ...]]]:
+        """Each different line of the template (between its fixed line breaks, not empty): where it begins, its slots."""
+        found, start = {}, 0
+        for end in [i for i, slot in enumerate(self.shape) if slot == "\n"] + [len(self.shape)]:
+            line = tuple(self.shape[start:end])
+            if line and line not in found:
+                found[line] = start
+            start = end + 1
+        return [(at, line) for line, at in found.items()]
+
+    def fits_shape(self, text: str, at: int = 0) -> bool:
+        """Whether `text` could be the template's text from `at` on, the acrostic aside: each `_` a character
+        of its script that the model writes, each fixed character itself."""
+        slots = self.shape[at : at + len(text)]
+        written, accepts = self.written, self.accepts
+        return len(slots) == len(text) and all(
+            c in written and accepts(c) if slot is None else c == slot for c, slot in zip(text, slots)
+        )
 
 
 def unwritten(chars: list[str], texts: list[str], byte_ids: dict[int, int], in_bytes: set[str]) -> str | None:
@@ -311,8 +374,8 @@ def majority_script(texts: list[str]) -> str:
 class Cursor:
     """One sample's place in its template."""
 
-    def __init__(self, constrained: Constrained):
-        self.constrained, self.position = constrained, 0
+    def __init__(self, constrained: Constrained, start: int = 0):
+        self.constrained, self.position = constrained, start
 
     @property
     def done(self) -> bool:

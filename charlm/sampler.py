@@ -52,12 +52,15 @@ def primed_batch(
     """A batch of `num_samples` rows, each having read `text` (read once; `already_normalized`: as
     `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`)."""
     ids = model.vocab.encode(text, what=said("seed"), already_normalized=already_normalized)
-    return batch_reading(model, options, ids, stops)
+    read = text if already_normalized else model.vocab.normalized(text)
+    return batch_reading(model, options, ids, stops, read)
 
 
-def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops: tuple[str, ...]) -> Batch:
-    """`primed_batch` of a text already encoded (`ids`), for a caller that encoded it to check it."""
+def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops: tuple[str, ...], read: str) -> Batch:
+    """`primed_batch` of a text already encoded (`ids`, of `read`), for a caller that encoded it to check it.
+    A form goes on with the poem `read` began, if it began one (`forms.Constrained.begun`)."""
     form, bias = compiled(options, model)
+    start = form.begun(read) if form is not None else 0
     never = model.vocab.unknown(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
@@ -71,7 +74,7 @@ def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops
     primed = batch.prime(ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
-        batch.join(sample_row(options, form, stops), primed, options, base + i, ids, bias)
+        batch.join(sample_row(options, form, stops, start), primed, options, base + i, ids, bias)
     return batch
 
 
@@ -105,9 +108,10 @@ def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:
     return (model.vocab.normalized(options.stop),) if options.stop else ()
 
 
-def sample_row(options: SampleConfig, form: Constrained | None, stops: tuple[str, ...]) -> Row:
-    """A sample's row: its length, its stop texts (`stop_texts`) and its own place in the template."""
-    return Row(options.length, stops, form=form.cursor() if form else None)
+def sample_row(options: SampleConfig, form: Constrained | None, stops: tuple[str, ...], start: int = 0) -> Row:
+    """A sample's row: its length, its stop texts (`stop_texts`) and its own place in the template, `start`
+    positions in (the poem its text began: `forms.Constrained.begun`)."""
+    return Row(options.length, stops, form=form.cursor(start) if form else None)
 
 
 def step_pieces(batch: Batch) -> Iterator[list[str]]:
@@ -164,7 +168,7 @@ class Conversation:
     def __init__(self, model: CharLM, options: SampleConfig):
         self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.batch: Batch | None = None
-        self.form = compiled(self.options, model)[0]  # each turn writes the template anew
+        self.form = compiled(self.options, model)[0]  # each turn writes a poem anew, or the one the text began
         self.stops = stop_texts(self.options, model)
         self.transcript: list[str] = []  # the text the model read and wrote: "," for a typed "，" under nfkc
         self.read = ""  # the latest turn's text as the model reads it, for the caller to show
@@ -176,18 +180,21 @@ class Conversation:
         transcript keeps. An empty first turn starts at the beginning of a line."""
         text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
         ids = self.model.vocab.encode(text, what=what, already_normalized=True) if text else None
+        # the poem the whole transcript began, checked here (an acrostic it breaks is refused at the call)
+        start = self.form.begun("".join(self.transcript) + text, "the text") if self.form is not None else 0
         self.read = text
-        return self.continued(text, ids)
+        return self.continued(text, ids, start)
 
-    def continued(self, text: str, ids: torch.Tensor | None) -> Iterator[str]:
-        """`turn`'s reading of `text` (its `ids`, None for no text) and writing, when first asked for."""
+    def continued(self, text: str, ids: torch.Tensor | None, start: int = 0) -> Iterator[str]:
+        """`turn`'s reading of `text` (its `ids`, None for no text) and writing, `start` positions into
+        the template (`forms.Constrained.begun`), when first asked for."""
         with inference(self.model):
             if self.batch is None:
-                self.batch = batch_reading(self.model, self.options, ids, self.stops)
+                self.batch = batch_reading(self.model, self.options, ids, self.stops, text)
             else:
                 if ids is not None:
                     self.batch.read(ids.to(self.model.device))
-                self.batch.restart([sample_row(self.options, self.form, self.stops)])
+                self.batch.restart([sample_row(self.options, self.form, self.stops, start)])
             if text:
                 self.transcript.append(text)
         for pieces in step_pieces(self.batch):

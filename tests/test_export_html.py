@@ -446,6 +446,27 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
     assert got["texts"][1] == banned and not set(banned[len(seed) :]) & set(ban)
 
 
+def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
+    """The page's forms (sampler.js) wrote a new poem after any seed; charlm goes on with the poem a seed began
+    (forms.Constrained.begun), and so does the page now, by the same rule: the same greedy poems, the same
+    refusal of a seed whose verse breaks the acrostic."""
+    model = poet_model()
+    verse = CHINESE[:5] + "，"
+    seeds = ["丁\n", "丁\n七\n" + verse, "丁\n" + CHINESE[7:9], "丁\n" + verse + CHINESE[10:15] + "。\n" + CHINESE[20:21],
+             "丁\n" + CHINESE[:6] + "，", "丁\n" + (verse + CHINESE[10:15] + "。\n") * 2]  # fmt: skip
+    generations = [{"seed": seed, "form": "五绝", "greedy": True} for seed in seeds]
+    generations.append({"seed": "丁\n" + verse, "form": "五绝", "acrostic": "一丁七万", "greedy": True})
+    generations.append({"seed": "丁\n" + verse, "form": "五绝", "acrostic": "丁丁七万", "greedy": True})
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
+    for seed, text in zip(seeds, got["texts"]):
+        assert text == sampler.generate(model, seed, form="五绝", greedy=True)[0], seed
+    assert got["texts"][6] == sampler.generate(model, "丁\n" + verse, form="五绝", acrostic="一丁七万", greedy=True)[0]
+    with pytest.raises(CharLMError) as error:
+        sampler.generate(model, "丁\n" + verse, form="五绝", acrostic="丁丁七万")
+    assert got["texts"][7] == f"error: {error.value}"
+    assert [text.count("，") for text in got["texts"][:6]] == [2, 2, 2, 2, 3, 4]  # four poems went on, two are new
+
+
 def test_markup_escapes_and_astral_characters_in_the_vocabulary_and_names_load_and_sample(tmp_path):
     """Characters that could end the page's script or its JSON early (in the vocabulary, and in the
     corpus name the page shows), or that JavaScript counts as two (emoji): each one id as in charlm."""

@@ -285,3 +285,91 @@ def test_a_template_step_reads_its_chosen_ids_on_the_host_once():
         assert sum(read is ids for read in reads.read) == 1, steps
         steps += 1
     assert steps == len(FORMS["五言绝句"])
+
+
+# A seed that began the poem: its title and author, then verses (or part of one) of the form.
+VERSE, NEXT = HAN[:5] + "，", HAN[10:15] + "。"  # a 五言 verse and its comma, a verse and its full stop
+BEGUN = {
+    "a first verse": ("丁\n七\n", VERSE),
+    "half a verse": ("丁\n七\n", HAN[20:23]),
+    "a first line and its line break": ("丁\n七\n", VERSE + NEXT + "\n"),
+    "a line and a half": ("丁\n", VERSE + NEXT + "\n" + HAN[30:32]),
+    "after a whole poem and its line break": ("丁\n{whole poem}\n", VERSE),
+}
+
+
+@pytest.mark.parametrize("form", ["五言绝句", "五言律诗"])
+@pytest.mark.parametrize(("title", "poem"), list(BEGUN.values()), ids=list(BEGUN))
+def test_a_seed_that_began_the_poem_gets_the_rest_of_it(title, poem, form):
+    """`--seed $'静夜思\\n李白\\n床前明月光，'` wrote a whole new poem after the verse, not the rest of the one it
+    began: the sample now goes on from where the seed's poem leaves off, and seed and sample are the form."""
+    title = title.replace("{whole poem}", FORMS[form].replace("_____，_____。", VERSE + NEXT))
+    texts = generate(chinese_model(), title + poem, form=form, num_samples=3, random_seed=2, temperature=1.5)
+    for text in texts:
+        assert text.startswith(title + poem) and template_of(form).fits(text[len(title) :]), text
+    assert len(set(texts)) == 3
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        "丁\n" + HAN[:6] + "，",  # a six-character verse: not the form's start
+        "丁\n七\n",  # the title and author alone
+        "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT,  # a whole poem already
+        "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT + "\n",  # and its line break
+        "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT + "\n" * 2 + "七\n",  # a new title
+    ],
+)
+def test_a_seed_that_did_not_begin_the_poem_gets_a_new_one(seed):
+    for text in generate(chinese_model(), seed, form="五言绝句", num_samples=2, random_seed=4):
+        assert text.startswith(seed) and template_of("五言绝句").fits(text[len(seed) :]), text
+
+
+def test_the_poem_begun_is_where_a_template_goes_on_from():
+    form = Constrained(template_of("五言绝句"), CHINESE)
+    assert [form.begun(seed) for seed in ("", "丁\n七\n" + VERSE, "丁\n" + VERSE + NEXT + "\n" + VERSE)] == [0, 6, 19]
+    assert form.begun(VERSE.replace("，", ",")) == 0  # its punctuation out of place: not the form
+    assert form.begun("丁\n" + HAN[:2] + "a") == 0  # a letter where a Han character goes
+    english = Constrained(template_of(template="___ ____,\\n___."), ENGLISH)
+    assert english.begun("the sea\nthe moon,\nhe") == 12 and english.begun("the sea\nthe moons") == 0
+
+
+def test_an_acrostic_is_the_whole_poems_and_the_seeds_verses_must_begin_with_it():
+    seed = "丁\n" + "春" + VERSE[1:]
+    for text in generate(chinese_model(), seed, form="五言绝句", acrostic="春夏秋冬", num_samples=2, random_seed=1):
+        poem = text[len("丁\n") :]
+        assert text.startswith(seed) and template_of("五言绝句", acrostic="春夏秋冬").fits(poem), text
+    with pytest.raises(CharLMError) as error:
+        generate(chinese_model(), "丁\n" + VERSE, form="五言绝句", acrostic="春夏秋冬")
+    message = f"acrostic 春夏秋冬: the seed's poem begins verse 1 with '{VERSE[0]}', not '春'; an acrostic is the whole"
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+
+
+def test_a_sentencepiece_model_goes_on_with_the_poem_begun():
+    model = piece_model()
+    seed = "丁\n" + HAN[:3]
+    for text in generate(model, seed, template="鬱____，_____。", num_samples=3, random_seed=5, temperature=1.0):
+        assert text.startswith(seed) and text[len(seed) : len(seed) + 1] == "鬱" and len(text) == len(seed) + 12
+    seed = "丁\n鬱" + HAN[:2]  # 鬱 is spelled in bytes: the cursor starts past all of them
+    for text in generate(model, seed, template="鬱____，_____。", num_samples=3, random_seed=5, temperature=1.0):
+        assert template_of(template="鬱____，_____。").fits(text[len("丁\n") :]), text
+
+
+def test_interactive_turns_go_on_with_the_poem_the_transcript_began():
+    conversation = Conversation(chinese_model(), SampleConfig(form="五言绝句", random_seed=3))
+    first = "".join(conversation.turn(VERSE + NEXT + "\n"))
+    assert template_of("五言绝句").fits(VERSE + NEXT + "\n" + first), first
+    second = "".join(conversation.turn("\n" + VERSE + NEXT + "\n"))  # after a whole poem: the next one's line
+    assert template_of("五言绝句").fits(VERSE + NEXT + "\n" + second), second
+
+
+def test_the_cli_python_and_the_server_go_on_with_one_poem_alike(tmp_path):
+    from .test_export import run_of
+
+    seed = "丁\n七\n" + VERSE + HAN[40:42]
+    run = run_of(chinese_model(), tmp_path / "run")
+    result = cli("sample", str(run), "--seed", seed, "--form", "五绝", "--random-seed", "6", "--temperature", "1.2")
+    assert result.exit_code == 0, result.output
+    made = generate(chinese_model(), seed, form="五绝", random_seed=6, temperature=1.2)[0]
+    assert result.output == made + "\n" and template_of("五言绝句").fits(made[len("丁\n七\n") :]), result.output
+    # the server: tests/test_serve_forms.py::test_the_server_goes_on_with_the_poem_its_prompt_began

@@ -281,3 +281,26 @@ def test_page_writes_a_poem_in_the_form_chosen(served, browser):  # noqa: F811
     browser.find_element("id", "generate").click()  # free text again: no form field is sent
     wait(browser, 20).until(lambda d: "done (length)" in d.find_element("id", "status").text)
     assert len(made_text(browser)) == 30 and not browser.find_element("id", "seed-error").text
+
+
+def test_the_server_goes_on_with_the_poem_its_prompt_began(client, served):
+    """A prompt that began the poem (a verse and two characters) gets the rest of it, as `charlm.generate` and
+    `charlm sample` write it (tests/test_forms.py::test_the_cli_python_and_the_server_go_on_with_one_poem_alike);
+    a prompt whose verse breaks its acrostic is a 400 naming `acrostic`."""
+    verse = "".join(chr(0x4E00 + i) for i in range(5)) + "，"
+    prompt = PROMPT + "七\n" + verse + "丙丁"
+    response = client.completions.create(
+        model="zh", prompt=[prompt, PROMPT], n=2, seed=6, temperature=1.2, extra_body={"form": "五绝"}
+    )
+    texts = [c.text for c in sorted(response.choices, key=lambda c: c.index)]
+    made = generate(chinese_model(), prompt, form="五绝", num_samples=2, random_seed=6, temperature=1.2)
+    assert texts[:2] == [text[len(prompt) :] for text in made]
+    assert all(template_of("五言绝句").fits(verse + "丙丁" + t) for t in texts[:2]), texts
+    assert all(template_of("五言绝句").fits(t) for t in texts[2:]), texts  # the other prompt: a whole poem
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="zh", prompt=prompt, extra_body={"form": "五绝", "acrostic": "春夏秋冬"})
+    error = caught.value.body
+    assert error["param"] == "acrostic" and error["message"].startswith(
+        "acrostic 春夏秋冬: the prompt's poem begins verse 1"
+    )
+    assert served[1].busy == 0

@@ -373,8 +373,9 @@ function compileTemplate(request, banned) {
     throw formError(param, `${name} has no \`_\` for the model to fill; write \`_\` for each character it writes`);
   }
   const fromAcrostic = new Set();
+  let starts = [];  // the positions the acrostic fixes
   if (acrostic != null) {  // the first `_` of each run of `_` (each verse)
-    const starts = chars.flatMap((c, i) => (c === null && (i === 0 || chars[i - 1] !== null) ? [i] : []));
+    starts = chars.flatMap((c, i) => (c === null && (i === 0 || chars[i - 1] !== null) ? [i] : []));
     const given = [...acrostic];
     if (given.length !== starts.length) {
       throw formError("acrostic", `acrostic has ${given.length} characters but ${name} has ${starts.length} verses; give one per verse`);
@@ -420,7 +421,52 @@ function compileTemplate(request, banned) {
     }
     return only.get(id);
   };
-  return { size: slots.length, allowed };
+  return { size: slots.length, allowed, begun: poemBegun(slots, starts, script, acrostic) };
+}
+
+// forms.Constrained.begun: where the poem the seed (as the model reads it) began leaves off in the template,
+// 0 for a new poem after the seed. The seed's poem is its text after its last line that is not a whole line
+// of the template, less the whole poems at its start, each ended by a line break; it is begun if it is
+// shorter than the template and its start. A verse it began against the acrostic is refused. Lengths in
+// characters (code points), as Python counts them.
+function poemBegun(slots, acrosticAt, script, acrostic) {
+  const { classes } = model.meta.forms, unknown = model.meta.vocab.unknown_id, newline = model.index.get("\n");
+  const shape = slots.map((id, i) => (acrosticAt.includes(i) ? FREE : id)), size = shape.length;
+  const fitsShape = (text, at = 0) => text.length <= size - at && text.every((c, k) => {
+    const id = model.index.get(c), want = shape[at + k];
+    return want === FREE ? id !== undefined && id !== unknown && classes[id] === script : id === want;
+  });
+  const verseLines = [], seen = new Set();  // each different line of the template, not empty: [start, length]
+  for (let i = 0, from = 0; i <= size; i++) {
+    if (i < size && shape[i] !== newline) continue;
+    const key = shape.slice(from, i).join();
+    if (i > from && !seen.has(key)) verseLines.push([from, i - from]);
+    seen.add(key);
+    from = i + 1;
+  }
+  return (seed) => {
+    const text = [...seed], lines = seed.split("\n").map((line) => [...line]);
+    let start = text.length - lines[lines.length - 1].length;
+    for (let k = lines.length - 2; k >= 0; k--) {
+      const line = lines[k];
+      if (!verseLines.some(([at, length]) => line.length === length && fitsShape(line, at))) break;
+      start -= line.length + 1;
+    }
+    const endsInBreak = shape[size - 1] === newline;  // then poems follow one another with no break between
+    while (text.length - start > size && fitsShape(text.slice(start, start + size))) {
+      if (!endsInBreak && text[start + size] !== "\n") break;
+      start += size + (endsInBreak ? 0 : 1);
+    }
+    const poem = text.slice(start);
+    if (!(poem.length > 0 && poem.length < size) || !fitsShape(poem)) return 0;
+    acrosticAt.forEach((at, k) => {
+      if (at < poem.length && model.index.get(poem[at]) !== slots[at]) {
+        const [got, want] = [poem[at], model.meta.vocab.chars[slots[at]]].map((c) => JSON.stringify(c).slice(1, -1));
+        throw formError("acrostic", `acrostic ${acrostic}: the seed's poem begins verse ${k + 1} with '${got}', not '${want}'; an acrostic is the whole poem's: begin the seed's verses with it, or end it before them for a new poem`);
+      }
+    });
+    return poem.length;
+  };
 }
 
 // The ids a request bans as a mask (1: banned), null when it bans none.
@@ -450,7 +496,10 @@ function generate(request) {
   const banned = bannedMask(request.ban);
   const form = compileTemplate(request, banned);  // null: free text; a new template on each request (Continue too)
   const unbanned = banned && banned.map((out) => 1 - out);  // free text: every id but the banned (null: every id)
-  const allowed = form ? form.allowed : () => unbanned;
+  const normalize = model.meta.vocab.normalize;
+  const read = normalize === "none" ? seed : seed.normalize(normalize.toUpperCase());
+  const begin = form ? form.begun(read) : 0;  // the poem the seed began, if it began one: its rest is written
+  const allowed = form ? (count) => form.allowed(begin + count) : () => unbanned;
   const started = performance.now();
   let state, scores;
   if (request.continuing && last && last.text === seed) {
@@ -480,7 +529,7 @@ function generate(request) {
         made += chars[id];
         count++;
         model.step(id, state, scores);
-        if ((options.stop && made.endsWith(options.stop)) || (form && count >= form.size)) {
+        if ((options.stop && made.endsWith(options.stop)) || (form && begin + count >= form.size)) {
           reason = "stop";  // the stop text, or the template written: the sample's natural end
           count = options.length;
         }

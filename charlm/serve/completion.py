@@ -220,6 +220,7 @@ class Completion:
         self.finished = False
         self.bias: torch.Tensor | None = None  # `logit_bias` for the model's vocabulary, by `check`
         self.form: Constrained | None = None  # the template for the model's vocabulary, by `check`
+        self.begun: list[int] = []  # per prompt, where in the template its poem leaves off, by `prepare`
 
     async def check(self) -> None:
         """What is checked against the model before the request takes rows, so that one that can never
@@ -269,8 +270,8 @@ class Completion:
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
             raise APIError(503, "the server is shutting down", code="shutting_down")
-        for (seen, logits, state), echoed in zip(primed, self.echoed):
-            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias)
+        for (seen, logits, state), echoed, begun in zip(primed, self.echoed, self.begun):
+            job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)
             self.served.engine.submit(job)
@@ -280,6 +281,7 @@ class Completion:
         """In the primer's thread (reading long prompts takes a while): the prompts read, the stop
         texts as the model writes them, then the prompts primed."""
         encoded = self.read_prompts()
+        self.begun = [self.poem_begun(read) for read in self.read]
         # matched as the model writes them, as the prompts are read: an nfkc model writes "," for "，"
         stops = tuple(map(self.served.model.vocab.normalized, self.params.stops))
         return stops, self.prime(encoded)
@@ -297,6 +299,16 @@ class Completion:
             ids = read_ids(vocab, read) if prompt else vocab.encode(vocab.start_text())
             encoded.append((ids, read))
         return encoded
+
+    def poem_begun(self, prompt: str) -> int:
+        """Where the poem `prompt` (as the model reads it) began leaves off in the template (0: none, or a new
+        poem); an acrostic its verses break is a 400 naming `acrostic`."""
+        if self.form is None:
+            return 0
+        try:
+            return self.form.begun(prompt, "the prompt")
+        except CharLMError as e:
+            raise form_error(e, False) from None
 
     def compile(self, bias: torch.Tensor | None) -> Constrained | None:
         """The request's template compiled for the model's vocabulary without the tokens `bias` bans; a

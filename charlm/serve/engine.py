@@ -82,7 +82,8 @@ class Job:
     `options` gives the decoding (temperature, top-k, top-p, repetition penalty, greedy); sample i
     draws from a generator seeded `seeds[i]`; `form`, the template compiled for the model, if any:
     each sample walks it with its own cursor; `bias`, the logit bias for the model's vocabulary
-    (`decoding.bias_vector`), if any. `sink` is the caller's: it routes the updates."""
+    (`decoding.bias_vector`), if any; `form_start`, where in it the prompt's poem leaves off
+    (`forms.Constrained.begun`). `sink` is the caller's: it routes the updates."""
 
     prompt: torch.Tensor  # ids, for the repetition penalty's window
     logits: torch.Tensor  # after the prompt's last character
@@ -93,6 +94,7 @@ class Job:
     stops: tuple[str, ...] = ()
     form: Constrained | None = None
     bias: torch.Tensor | None = None
+    form_start: int = 0
     logprobs: int | None = None  # alternatives per character to report; None: no log-probabilities
     sink: Any = None
     cancelled: bool = False
@@ -119,7 +121,9 @@ class Stream(Row):
     """One sample of a job as a row of the batch: its text and log-probabilities not yet published."""
 
     def __init__(self, job: Job, index: int):
-        super().__init__(job.max_chars, job.stops, keep_stop=False, form=job.form.cursor() if job.form else None)
+        super().__init__(
+            job.max_chars, job.stops, keep_stop=False, form=job.form.cursor(job.form_start) if job.form else None
+        )
         self.job, self.index = job, index
         self.held_tokens: list[Token] = []
         self.characters = Characters()
