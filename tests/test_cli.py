@@ -727,7 +727,8 @@ def test_plot_writes_only_a_png_file(trained, tmp_path, output):
 
 @pytest.mark.parametrize("length", ["3000", "20000"])  # the limit met at the file's close, and mid-stream
 def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained, length):
-    """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`."""
+    """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`, then
+    `--output so.txt: cannot write (File too large)` without what to do, as export, inspect and plot say."""
     import resource
 
     def limited() -> None:
@@ -747,7 +748,8 @@ def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == ["Error: --output so.txt: cannot write (File too large)"]
+    remedy = "free space on its disk (or raise the file size limit, ulimit -f)"
+    assert result.stderr.strip().splitlines() == [f"Error: --output so.txt: cannot write (File too large); {remedy}"]
 
 
 def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path):

@@ -201,7 +201,7 @@ def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> 
 
 class OutputCopy:
     """--output's file. It is never a checkpoint (outputs.py); a write that fails on the way (a full
-    disk, a file size limit) is one line naming the option and the file, not `file: File too large`."""
+    disk, a file size limit) is one line naming the option and the file and what to do, not `file: File too large`."""
 
     def __init__(self, path: str):
         self.path = outputs.output_file(path)
@@ -217,7 +217,7 @@ class OutputCopy:
         try:
             return action()
         except OSError as e:
-            raise CharLMError(f"--output {self.path}: cannot write ({e.strerror or e})") from None
+            raise files.cannot_write(f"--output {self.path}", e) from None
 
 
 def converse(
