@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
 from ..fields import said
-from ..reporting import is_number
+from ..reporting import append_line, is_number
 
 FORMATS = ("html", "onnx", "safetensors")
 WEIGHTS = ("fp32", "fp16", "int8")
@@ -110,12 +110,13 @@ def size(path: Path) -> int:
 
 
 def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
-    """Append this export to the run's exports.jsonl (best effort: a read-only run folder is fine)."""
+    """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a full disk cut a
+    record short, and the next export's record was glued onto it and lost with it); best effort: a
+    read-only run folder is fine."""
     row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
-        with open(Path(run_dir) / runs.EXPORTS_LOG, "a", encoding="utf-8") as f:
-            f.write(files.json_text(row) + "\n")
+        append_line(Path(run_dir) / runs.EXPORTS_LOG, files.json_text(row) + "\n")
     except OSError:
         pass
 
