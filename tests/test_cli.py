@@ -708,6 +708,15 @@ def test_an_output_that_is_a_folder_is_refused_naming_the_option(trained, tmp_pa
     assert_one_line_error(cli(*OUTPUT_COMMANDS[command], "reports"), "--output", "reports", "folder")
 
 
+@pytest.mark.parametrize("command", ["export html", "export safetensors", "sample", "inspect", "plot"])
+def test_an_output_name_too_long_for_the_file_system_is_one_line(trained, command):
+    """An --output name over the 255 bytes a file name may have said `Error: xxx...xxx.png: File name too
+    long` (the look for a folder or checkpoint there raised it), without naming the option or what to do."""
+    name = "x" * 300 + (".png" if command == "plot" else "")
+    args = OUTPUT_COMMANDS.get(command) or ["export", "fox", "--format", "safetensors", "--output"]
+    assert_one_line_error(cli(*args, name), f"--output {name}: cannot write (File name too long); give a shorter name")
+
+
 def test_a_safetensors_export_into_a_run_folder_is_refused(trained, tmp_path):
     before = sorted(p.name for p in (tmp_path / "checkpoints/fox").iterdir())
     result = cli("export", "fox", "--format", "safetensors", "--output", "checkpoints/fox")
