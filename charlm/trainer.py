@@ -345,11 +345,15 @@ class Trainer:
             # the same evaluation again, which writes both; latest.pt first recorded a best that best.pt
             # never got (at the final step, for good: the run was over)
             names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
+            best_was = files.identity(self.run_dir / runs.BEST)
             try:
                 for note in save(checkpoint, [self.run_dir / name for name in names]):
                     tqdm.write(f"warning: {note}", file=sys.stderr)
             except CharLMError as e:
                 error = str(e)
+                if self.saved_step is None and files.identity(self.run_dir / runs.BEST) != best_was:
+                    # the run's first best.pt was written, its latest.pt not: the run goes on from best.pt
+                    self.saved_step = self.progress.step
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None

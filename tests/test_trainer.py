@@ -2,6 +2,7 @@
 signals, full disks or NaN."""
 
 import dataclasses
+import errno
 import itertools
 import os
 import random
@@ -303,6 +304,30 @@ def test_a_full_disk_mid_run_says_what_to_do_and_the_run_resumes_once_there_is_r
     assert latest("run").progress.step == 10
     charlm.train(resume="run", max_steps=30)
     assert latest("run").progress.step == 30
+
+
+def test_a_first_checkpoint_half_written_says_best_pt_holds_it_and_the_run_resumes_from_it(fox_file, tiny, monkeypatch):
+    """The disk filled between the first best.pt and latest.pt: the run said `no checkpoint was written`
+    and gave no way on, though best.pt held the step, and training into the folder again was refused
+    (`already holds a run`)."""
+    real = files.replace_files
+
+    def no_room_for_latest(contents: dict) -> None:
+        if any(path.name == runs.LATEST for path in contents):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents)
+
+    monkeypatch.setattr(files, "replace_files", no_room_for_latest)
+    with pytest.raises(CharLMError) as error:
+        charlm.train(fox_file, out="run", **tiny)
+    assert str(error.value) == (
+        "checkpoints/run/latest.pt: could not write checkpoint (No space left on device); best.pt holds this step; "
+        "free space on its disk (or raise the file size limit, ulimit -f); training stopped at step 10; resume it "
+        "from step 10 with charlm.train(resume='checkpoints/run')"
+    )
+    monkeypatch.setattr(files, "replace_files", real)
+    charlm.train(resume="checkpoints/run", max_steps=12)
+    assert latest("run").progress.step == 12
 
 
 def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox_file, tiny, capsys):
