@@ -42,7 +42,7 @@ class BestEffortLog:
     whole or not at all (`append_line`), and one that cannot be written is a warning, said once."""
 
     def __init__(self, path: Path, what: str = ""):
-        self.path, self.what = Path(path), what  # what: " metrics", named in the warning
+        self.path, self.what = Path(path), what  # what: "metrics", named in the warning
         self.warned = False
 
     def append(self, entry: str | bytes) -> None:
@@ -57,7 +57,7 @@ class BestEffortLog:
 
     def warn(self, error: OSError) -> None:
         if not self.warned:
-            message = f"warning: {self.path}: cannot write{self.what} ({error.strerror}); training goes on"
+            message = f"warning: {files.cannot_write(self.path, error, self.what)}; training goes on"
             tqdm.write(message, file=sys.stderr)
             self.warned = True
 
@@ -67,7 +67,7 @@ class MetricsLog:
     stops: its rows would recreate the folder, or land in another run's that took its place."""
 
     def __init__(self, run_dir: Path, lock: RunLock | None = None):
-        self.file = BestEffortLog(Path(run_dir) / METRICS, " metrics")
+        self.file = BestEffortLog(Path(run_dir) / METRICS, "metrics")
         self.lock = lock
 
     @property
@@ -166,7 +166,7 @@ class TensorBoardLog:
         self.event, self.record_writer, self.scalar = Event, RecordWriter, scalar
         # A file per process, named as TensorBoard looks for them (SummaryWriter's names).
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.0"
-        self.file = BestEffortLog(folder / name, " TensorBoard events")
+        self.file = BestEffortLog(folder / name, "TensorBoard events")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:

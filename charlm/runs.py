@@ -468,7 +468,7 @@ def write_run_info(run_dir: Path, info: dict) -> None:
         files.replace(tmp, path)  # a reader (charlm runs) may hold it open a moment: Windows then refuses
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        print(f"warning: {path}: cannot write ({e.strerror}); training goes on", file=sys.stderr)
+        print(f"warning: {files.cannot_write(path, e)}; training goes on", file=sys.stderr)
 
 
 def read_run_info(run_dir: Path) -> dict | None:
