@@ -442,6 +442,29 @@ def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file,
     assert latest("run").progress.step == 10
 
 
+@pytest.mark.parametrize("refused", ["every checkpoint", "latest.pt"])
+def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file, monkeypatch, refused):
+    """With --save-errors warn on a full disk the run ended in a traceback (the done: line formatted a best
+    bpc of None): none saved, or best.pt saved but latest.pt not, whose best was then put back as unsaved."""
+    real = files.replace_files
+
+    def no_room(contents: dict) -> None:
+        if refused == "every checkpoint" or any(path.name == runs.LATEST for path in contents):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents)
+
+    monkeypatch.setattr(files, "replace_files", no_room)
+    options = ["--max-steps", "20", "--eval-every", "10", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, *options)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    done = next(line for line in result.output.splitlines() if line.startswith("done: step 20"))
+    if refused == "every checkpoint":
+        assert "(best none saved); not saved" in done and "checkpoints/run holds no checkpoint" in done
+    else:
+        best = checkpoint.read(Path("checkpoints/run/best.pt")).progress
+        assert f"(best {best.best_bpc:.3f}); not saved" in done and "checkpoints/run holds step 20" in done
+
+
 def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monkeypatch):
     """Dropout on a GPU draws from the CUDA generator: a resume must continue its stream, not restart it.
     (No GPU here: torch.cuda's generator functions are stood in for, on a trainer told it runs on cuda:0.)"""
@@ -549,7 +572,8 @@ def test_a_run_whose_folder_is_moved_stops_and_resumes_where_it_is_now(fox_file,
         return loss
 
     monkeypatch.setattr(train_state, "train_step", step_and_move)
-    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    options = ["--max-steps", "20", "--eval-every", "10", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, *options)
     assert "Traceback" not in result.output and result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 20 "
@@ -574,7 +598,8 @@ def test_a_run_whose_folder_is_removed_stops_and_writes_nothing(fox_file, tiny, 
         return loss
 
     monkeypatch.setattr(train_state, "train_step", step_and_remove)
-    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    options = ["--max-steps", "20", "--eval-every", "10", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, *options)
     assert "Traceback" not in result.output and result.exit_code == 1
     error = result.output.strip().splitlines()[-1]
     assert error.startswith(f"Error: {'the run folder checkpoints/run was removed' if removed.endswith('run') else ''}")
