@@ -164,11 +164,13 @@ def _fetch(item: Entry, target: Path, quiet: bool) -> None:
         source = Path(mirror) / item.filename
         if not source.is_file():
             raise CharLMError(f"{MIRROR_VARIABLE}={mirror}: no {item.filename} there; unset it to download {item.url}")
-        shutil.copyfile(source, part)
+        with _writing(part, target, f"the {item.name} corpus"):
+            shutil.copyfile(source, part)
         where = str(source)
     else:
         where = f"{mirror.rstrip('/')}/{item.filename}" if mirror else item.url
-        _download(where, part, item.size, quiet)
+        with _writing(part, target, f"the {item.name} corpus", keep=True):
+            _download(where, part, item.size, quiet)
     actual, size = _sha256(part), part.stat().st_size
     if size != item.size or (item.sha256 and actual != item.sha256):
         part.unlink()
@@ -211,12 +213,36 @@ def _download(url: str, part: Path, size: int, quiet: bool) -> None:
 def _extract(archive: Path, member: str, text: Path) -> None:
     tmp = text.with_name(text.name + ".part")
     try:
-        with zipfile.ZipFile(archive) as z, z.open(member) as src, open(tmp, "wb") as out:
+        with (
+            _writing(tmp, text, f"the {member} text"),
+            zipfile.ZipFile(archive) as z,
+            z.open(member) as src,
+            open(tmp, "wb") as out,
+        ):
             shutil.copyfileobj(src, out, 1 << 22)
     except (zipfile.BadZipFile, KeyError) as e:
         tmp.unlink(missing_ok=True)
         raise CharLMError(f"{archive}: cannot extract {member} ({e}); delete it and fetch again") from None
     tmp.replace(text)
+
+
+@contextlib.contextmanager
+def _writing(part: Path, target: Path, what: str, keep: bool = False) -> Iterator[None]:
+    """Writes into `part` on its way to `target`. One that fails (a full disk, a downloads folder that
+    refuses writes) is one line naming `target` and what to do, not the mirror's file, and leaves no
+    `part` (it took the disk's room) unless `keep`: a download goes on from it next time."""
+    try:
+        yield
+    except OSError as e:
+        if not keep:
+            part.unlink(missing_ok=True)
+        kept = part.stat().st_size if keep and part.is_file() else 0
+        if e.errno not in files.NO_ROOM and (e.filename is None or Path(os.fsdecode(e.filename)) != part):
+            raise  # reading the source failed: the command's one line names it
+        error = files.cannot_write(target, e, what)
+        if kept:
+            error = CharLMError(f"{error}; the next try goes on from the {kept:,} bytes fetched")
+        raise error from None
 
 
 def listing() -> str:

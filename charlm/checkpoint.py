@@ -367,7 +367,12 @@ def save(checkpoint: Checkpoint, paths: list[Path]) -> list[str]:
     """Write the checkpoint to each path (latest.pt, and best.pt when it improved), atomically; returns
     a note for each that went aside (`write_atomic`), for the run to print."""
     data = serialize(checkpoint.to_payload())
-    return [aside_note(path, checkpoint.progress.step) for path in paths if write_atomic(path, data)]
+    notes, written = [], None
+    for path in paths:
+        if aside := write_atomic(path, data, beside=written):
+            notes.append(aside_note(path, checkpoint.progress.step))
+        written = aside or path
+    return notes
 
 
 def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:

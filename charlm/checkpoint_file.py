@@ -42,20 +42,21 @@ def serialize(payload: dict) -> bytes:
     return MAGIC + json.dumps(header).encode() + b"\n" + body
 
 
-def write_atomic(path: Path, data: bytes) -> Path | None:
+def write_atomic(path: Path, data: bytes, beside: Path | None = None) -> Path | None:
     """Replace the checkpoint file at `path` with `data`, whole or not at all (files.py). While `path`
     cannot be replaced (on Windows, another process holds it open longer than `files.replace` waits),
     the checkpoint goes to `pending(path)` instead, which is returned (else None): the training's work
-    is kept, and the next write that replaces `path` removes the older file aside."""
+    is kept, and the next write that replaces `path` removes the older file aside. `beside`: a file the
+    same checkpoint was written to just before (best.pt), which a failure says is kept."""
     had_one = path.is_file()
     try:
         files.replace_files({path: data})
     except PermissionError as e:
         if had_one and write_aside(path, data):
             return pending(path)
-        raise cannot_write_checkpoint(path, e, had_one) from None
+        raise cannot_write_checkpoint(path, e, had_one, beside) from None
     except OSError as e:
-        raise cannot_write_checkpoint(path, e, had_one) from None
+        raise cannot_write_checkpoint(path, e, had_one, beside) from None
     with contextlib.suppress(OSError):  # best effort: a stale file aside is older than `path`
         pending(path).unlink(missing_ok=True)
     return None
@@ -70,9 +71,11 @@ def write_aside(path: Path, data: bytes) -> bool:
     return True
 
 
-def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool) -> CharLMError:
-    """The error of a failed write, saying that nothing was lost: the previous checkpoint, if any, is intact."""
-    kept = "the previous one is intact" if had_one else "no checkpoint was written"
+def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool, beside: Path | None = None) -> CharLMError:
+    """The error of a failed write, saying that nothing was lost: the previous checkpoint, if any, is
+    intact; where there was none, the same checkpoint written `beside` it, if any, holds the step."""
+    kept = "no checkpoint was written" if beside is None else f"{beside.name} holds this step"
+    kept = "the previous one is intact" if had_one else kept
     return CharLMError(f"{path}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}")
 
 

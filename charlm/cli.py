@@ -195,7 +195,7 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
 def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
     in one PNG."""
-    if Path(output).suffix.lower() != ".png" or Path(output).is_dir():
+    if Path(output).suffix.lower() != ".png" or os.path.isdir(output):  # not Path.is_dir: a name too long raises
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
     folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names or [None]]

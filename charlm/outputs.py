@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import hub, runs
+from . import files, hub, runs
 from .checkpoint_file import MAGIC
 from .errors import CharLMError
 from .fields import said
@@ -39,12 +39,15 @@ def output_file(output: str | Path) -> Path:
     path, named = Path(output), said("output", output)
     if not str(output):  # `--output "$FILE"` with FILE unset: Path("") is ".", the current folder
         raise CharLMError(f"{said('output')} is empty; give a file name")
-    if path.is_dir():
-        raise CharLMError(f"{named}: is a folder; give a file name")
-    if is_checkpoint(path):
-        raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
-    if path.name in RUN_RECORDS and is_run_folder(path.parent):
-        raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
+    try:
+        if path.is_dir():
+            raise CharLMError(f"{named}: is a folder; give a file name")
+        if is_checkpoint(path):
+            raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
+        if path.name in RUN_RECORDS and is_run_folder(path.parent):
+            raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
+    except OSError as e:  # a name too long for the file system: `NAME: File name too long`, or a traceback
+        raise files.cannot_write(named, e) from None
     return path
 
 
@@ -53,7 +56,10 @@ def replacing_note(output: str | Path) -> str:
     replaced, as every command replaces its --output, but not unsaid: `charlm inspect a.txt`, then b.txt,
     lost a.txt's report.html without a word."""
     path = Path(output)
-    there = path.exists() and not (path.is_dir() and not any(path.iterdir()))  # an empty folder replaces nothing
+    try:
+        there = path.exists() and not (path.is_dir() and not any(path.iterdir()))  # an empty folder replaces nothing
+    except OSError:  # a name too long for the file system: nothing there, and the write says why it cannot be
+        there = False
     return f", replacing the earlier {output} (give --output another name to keep both)" if there else ""
 
 
@@ -62,13 +68,17 @@ def output_folder(output: str | Path) -> Path:
     A run's folder is refused, and so is a folder of other files: `--output ~/project` wrote the model
     among them, over the project's own config.json."""
     path, named = Path(output), said("output", output)
-    if is_run_folder(path):
-        raise CharLMError(f"{named}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}")
-    if path.is_dir() and not hub.holds_model(path):
-        others = sorted(p.name for p in path.iterdir())
-        if others:
-            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    try:
+        if is_run_folder(path):
             raise CharLMError(
-                f"{named}: holds other files ({shown}) and no model; give a new or empty folder, or an earlier export's"
+                f"{named}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
             )
+        others = sorted(p.name for p in path.iterdir()) if path.is_dir() and not hub.holds_model(path) else []
+    except OSError as e:  # a name too long for the file system, as `output_file`
+        raise files.cannot_write(named, e) from None
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise CharLMError(
+            f"{named}: holds other files ({shown}) and no model; give a new or empty folder, or an earlier export's"
+        )
     return path

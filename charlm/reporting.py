@@ -9,11 +9,15 @@ are dropped on read; a new run starts it afresh. `charlm plot` and `charlm runs`
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import socket
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from tqdm.auto import tqdm
@@ -38,18 +42,22 @@ class BestEffortLog:
     whole or not at all (`append_line`), and one that cannot be written is a warning, said once."""
 
     def __init__(self, path: Path, what: str = ""):
-        self.path, self.what = Path(path), what  # what: " metrics", named in the warning
+        self.path, self.what = Path(path), what  # what: "metrics", named in the warning
         self.warned = False
 
-    def append(self, text: str) -> None:
+    def append(self, entry: str | bytes) -> None:
+        """A line of text (`append_line`), or a binary record (`append_whole`)."""
         try:
-            append_line(self.path, text)
+            if isinstance(entry, str):
+                append_line(self.path, entry)
+            else:
+                append_whole(self.path, entry)
         except OSError as e:
             self.warn(e)
 
     def warn(self, error: OSError) -> None:
         if not self.warned:
-            message = f"warning: {self.path}: cannot write{self.what} ({error.strerror}); training goes on"
+            message = f"warning: {files.cannot_write(self.path, error, self.what)}; training goes on"
             tqdm.write(message, file=sys.stderr)
             self.warned = True
 
@@ -59,7 +67,7 @@ class MetricsLog:
     stops: its rows would recreate the folder, or land in another run's that took its place."""
 
     def __init__(self, run_dir: Path, lock: RunLock | None = None):
-        self.file = BestEffortLog(Path(run_dir) / METRICS, " metrics")
+        self.file = BestEffortLog(Path(run_dir) / METRICS, "metrics")
         self.lock = lock
 
     @property
@@ -89,13 +97,25 @@ def append_line(path: Path, line: str) -> None:
         start = f.seek(0, 2)
         if start and (f.seek(start - 1), f.read(1))[1] != b"\n":
             data = b"\n" + data
-        data = memoryview(data)
-        try:
-            while data:
-                data = data[f.write(data) :]
-        except OSError:
-            f.truncate(start)
-            raise
+        write_whole(f, start, data)
+
+
+def append_whole(path: Path, data: bytes) -> None:
+    """Append `data` (a binary record) whole or not at all."""
+    with open(path, "ab", buffering=0) as f:
+        write_whole(f, f.seek(0, 2), data)
+
+
+def write_whole(file: BinaryIO, start: int, data: bytes) -> None:
+    """Write `data` at the end (`start`) of unbuffered `file`; a write that fails partway (a full disk)
+    takes back what it wrote, and raises."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[file.write(view) :]
+    except OSError:
+        file.truncate(start)
+        raise
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -124,6 +144,45 @@ def read_metrics(run_dir: Path) -> list[dict]:
 def is_number(value: object) -> bool:
     """A finite int or float as JSON gives them (not a bool, not NaN)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class TensorBoardLog:
+    """--tensorboard's event file, best effort as metrics.jsonl is (`BestEffortLog`): each row's scalars
+    appended whole, in this thread. torch's SummaryWriter wrote from a thread of its own: a full disk
+    printed that thread's traceback, then stopped the run at its next row (`Error: file: No space left
+    on device`), though checkpoints, not logs, decide that."""
+
+    SCALARS = ("train_bpc", "val_bpc", "eval_also_bpc", "lr", "chars_per_s")
+
+    def __init__(self, folder: Path):
+        try:
+            from tensorboard.compat.proto.event_pb2 import Event
+            from tensorboard.summary.writer.record_writer import RecordWriter
+            from torch.utils.tensorboard.summary import scalar
+        except ImportError:
+            raise CharLMError(
+                f"{said('tensorboard', True)} needs the tensorboard package: pip install tensorboard"
+            ) from None
+        self.event, self.record_writer, self.scalar = Event, RecordWriter, scalar
+        # A file per process, named as TensorBoard looks for them (SummaryWriter's names).
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.0"
+        self.file = BestEffortLog(folder / name, "TensorBoard events")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self.file.warn(e)
+        self.write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def append(self, row: dict) -> None:
+        """A metrics row's scalars, at its step."""
+        for key in self.SCALARS:
+            if row.get(key) is not None:
+                self.write(self.event(wall_time=time.time(), step=row["step"], summary=self.scalar(key, row[key])))
+
+    def write(self, event) -> None:
+        record = io.BytesIO()
+        self.record_writer(record).write(event.SerializeToString())  # length, checksums and the event
+        self.file.append(record.getvalue())
 
 
 class SilentReporter:
@@ -179,15 +238,7 @@ class Reporter:
             self.log.append({"resume": progress.step})
         else:
             self.log.start_afresh()
-        self.tensorboard = None
-        if config.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                raise CharLMError(
-                    f"{said('tensorboard', True)} needs the tensorboard package: pip install tensorboard"
-                ) from None
-            self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+        self.tensorboard = TensorBoardLog(Path(run_dir) / "tensorboard") if config.tensorboard else None
         # Until the run has measured its own speed (a second in), a --max-time run's bar reads the size
         # probe's or, resumed, the run's average so far.
         if probed_chars_per_second:
@@ -288,9 +339,7 @@ class Reporter:
             row["eval_also_bpc"] = eval_also_bpc
         self.log.append(row)
         if self.tensorboard:
-            for key in ("train_bpc", "val_bpc", "eval_also_bpc", "lr", "chars_per_s"):
-                if row.get(key) is not None:
-                    self.tensorboard.add_scalar(key, row[key], progress.step)
+            self.tensorboard.append(row)
         self.loss_sum.zero_()
         self.losses, self.row_time, self.row_chars = 0, now, progress.chars
         if not self.config.quiet:
@@ -299,5 +348,3 @@ class Reporter:
     def close(self) -> None:
         self.bar.delay = 0  # a run over before the bar's first draw still shows where it ended
         self.bar.close()
-        if self.tensorboard:
-            self.tensorboard.close()

@@ -472,7 +472,7 @@ def write_run_info(run_dir: Path, info: dict) -> None:
     try:
         files.replace_files({path: text.encode("utf-8")})
     except OSError as e:
-        print(f"warning: {path}: cannot write ({e.strerror}); training goes on", file=sys.stderr)
+        print(f"warning: {files.cannot_write(path, e)}; training goes on", file=sys.stderr)
 
 
 def read_run_info(run_dir: Path) -> dict | None:

@@ -277,8 +277,11 @@ class Trainer:
                 progress.best_bpc, progress.best_step = progress.val_bpc, progress.step
             progress.worse_evaluations = 0 if improved else progress.worse_evaluations + 1
         progress.val_step = progress.step
-        self.save(improved)
-        if improved and self.save_error:  # best.pt still holds the previous best: a later, better one replaces it
+        # A best.pt not written still holds the previous best: a later, better one replaces it. One written
+        # when latest.pt was not (a full disk) holds this one: putting the previous best back let a later,
+        # worse evaluation replace it.
+        best_saved = self.save(improved)
+        if improved and not best_saved:
             progress.best_bpc, progress.best_step = kept_best
         self.check_patience()
         if not self.ranks.leader:
@@ -334,22 +337,28 @@ class Trainer:
             base=self.base,
         )
 
-    def save(self, improved: bool = False) -> None:
-        """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns."""
+    def save(self, improved: bool = False) -> bool:
+        """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns. Returns
+        whether best.pt holds this step (`improved`, and written, whatever else failed)."""
         if self.state.nonfinite.item():
             raise CharLMError(self.diverged_message())
-        checkpoint, error = self.checkpoint(), None
+        checkpoint, error, best_written = self.checkpoint(), None, improved
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
         if self.ranks.leader and not lost:
             # best.pt first: a kill between the two then leaves latest.pt behind, and the resumed run makes
             # the same evaluation again, which writes both; latest.pt first recorded a best that best.pt
             # never got (at the final step, for good: the run was over)
             names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
+            best_was = files.identity(self.run_dir / runs.BEST)
             try:
                 for note in save(checkpoint, [self.run_dir / name for name in names]):
                     tqdm.write(f"warning: {note}", file=sys.stderr)
             except CharLMError as e:
                 error = str(e)
+                best_written = improved and files.identity(self.run_dir / runs.BEST) != best_was
+                if best_written and not (self.run_dir / runs.LATEST).exists():
+                    # best.pt was written and the run has no latest.pt (its first one failed): it goes on from best.pt
+                    self.saved_step = self.progress.step
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None
@@ -362,9 +371,10 @@ class Trainer:
                 if self.ranks.leader:
                     tqdm.write(f"warning: {error}; training goes on ({said('save_errors', 'warn')})", file=sys.stderr)
                 self.saved_at, self.save_error = self.clock, error  # try again at the next checkpoint time
-                return
+                return best_written
             raise CharLMError(f"{error}; training stopped at step {self.progress.step}{self.resume_note()}")
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
+        return improved
 
     def resume_note(self) -> str:
         """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""

@@ -14,7 +14,7 @@ from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
-from .conftest import SHARED_CORPORA, assert_one_line_error, cli, shared_corpus
+from .conftest import SHARED_CORPORA, assert_one_line_error, cli, file_size_limit, shared_corpus
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -97,6 +97,50 @@ def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch
     monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
     assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 100
+
+
+def test_a_copy_from_the_mirror_to_a_full_disk_says_what_to_do_and_leaves_no_part(monkeypatch):
+    """On a full disk `charlm corpus get` said `Error: /mirror/tinyshakespeare.txt: File too large`, naming
+    the mirror's file, which was fine, and left the part copied in corpora/downloads/, taking the room."""
+    shared_corpus("tinyshakespeare.txt")
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(SHARED_CORPORA))
+    with file_size_limit(100_000):
+        result = cli("corpus", "get", "tinyshakespeare")
+    assert_one_line_error(
+        result, "corpora/downloads/tinyshakespeare.txt: cannot write the tinyshakespeare corpus (File too large); free"
+    )
+    assert list(catalog.DOWNLOADS.iterdir()) == []
+
+
+def test_a_download_to_a_full_disk_keeps_what_it_fetched_and_goes_on_from_it(server, monkeypatch):
+    folder, url = server
+    original = shared_corpus("hongloumeng.txt").read_bytes()
+    (folder / "hongloumeng.txt").write_bytes(original)
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
+    with file_size_limit(1_000_000), pytest.raises(CharLMError) as error:
+        catalog.get("hongloumeng", quiet=True)
+    assert str(error.value).endswith(
+        "free space on its disk (or raise the file size limit, ulimit -f); the next try goes on from the 1,000,000 bytes fetched"
+    )
+    assert catalog.get("hongloumeng", quiet=True).read_bytes() == original
+    assert RangeHandler.ranges == [0, 1_000_000]
+
+
+def test_an_extraction_to_a_full_disk_leaves_the_download_and_no_part(tmp_path, monkeypatch):
+    """The text a zip download holds is written beside it: on a full disk its part was left there,
+    as big as what had been extracted, and the error named that part (`enwik8.txt.part: File too large`)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    with zipfile.ZipFile(mirror / "tiny.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("tiny", "a small corpus\n" * 1000)
+    data = (mirror / "tiny.zip").read_bytes()
+    entry = catalog.Entry("tiny", "unused", "tiny.zip", len(data), hashlib.sha256(data).hexdigest(), "-", "-", "tiny")
+    monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(mirror))
+    with file_size_limit(len(data) + 100), pytest.raises(CharLMError, match="tiny.txt: cannot write the tiny text"):
+        catalog.get("tiny", quiet=True)
+    assert sorted(path.name for path in catalog.DOWNLOADS.iterdir()) == ["tiny.zip"]
+    assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 1000
 
 
 def test_unknown_names_and_missing_mirror_files_are_clear(tmp_path, monkeypatch):

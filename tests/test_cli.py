@@ -708,6 +708,15 @@ def test_an_output_that_is_a_folder_is_refused_naming_the_option(trained, tmp_pa
     assert_one_line_error(cli(*OUTPUT_COMMANDS[command], "reports"), "--output", "reports", "folder")
 
 
+@pytest.mark.parametrize("command", ["export html", "export safetensors", "sample", "inspect", "plot"])
+def test_an_output_name_too_long_for_the_file_system_is_one_line(trained, command):
+    """An --output name over the 255 bytes a file name may have said `Error: xxx...xxx.png: File name too
+    long` (the look for a folder or checkpoint there raised it), without naming the option or what to do."""
+    name = "x" * 300 + (".png" if command == "plot" else "")
+    args = OUTPUT_COMMANDS.get(command) or ["export", "fox", "--format", "safetensors", "--output"]
+    assert_one_line_error(cli(*args, name), f"--output {name}: cannot write (File name too long); give a shorter name")
+
+
 def test_a_safetensors_export_into_a_run_folder_is_refused(trained, tmp_path):
     before = sorted(p.name for p in (tmp_path / "checkpoints/fox").iterdir())
     result = cli("export", "fox", "--format", "safetensors", "--output", "checkpoints/fox")
@@ -727,8 +736,9 @@ def test_plot_writes_only_a_png_file(trained, tmp_path, output):
 
 @pytest.mark.parametrize("length", ["3000", "20000"])  # the limit met at the file's close, and mid-stream
 def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained, length):
-    """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`, and
-    the earlier so.txt was lost: emptied, then cut at the limit."""
+    """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`, then
+    `--output so.txt: cannot write (File too large)` without what to do, as export, inspect and plot say;
+    and the earlier so.txt was lost: emptied, then cut at the limit."""
     import resource
 
     Path("so.txt").write_text("an earlier sample, kept\n", encoding="utf-8")
@@ -750,7 +760,8 @@ def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == ["Error: --output so.txt: cannot write (File too large)"]
+    remedy = "free space on its disk (or raise the file size limit, ulimit -f)"
+    assert result.stderr.strip().splitlines() == [f"Error: --output so.txt: cannot write (File too large); {remedy}"]
     assert Path("so.txt").read_text(encoding="utf-8") == "an earlier sample, kept\n"
     assert [p.name for p in Path().glob(".so.txt*")] == []
 

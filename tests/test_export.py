@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint
+from charlm import checkpoint, export
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
 from charlm.export import FORMATS
@@ -290,6 +290,19 @@ def test_info_skips_damaged_lines_of_the_exports_log(tmp_path):
     info = cli("info", str(run))
     assert info.exit_code == 0, info.output
     assert [line.split()[1] for line in info.output.splitlines() if line.startswith("exports")] == ["safetensors"]
+
+
+def test_an_export_record_a_full_disk_cut_short_loses_no_later_record(tmp_path):
+    """exports.jsonl kept the first bytes of a record a full disk cut short, and the next export's
+    record, once there was room, was glued onto them and lost with them: `charlm info` listed neither."""
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", "html").exit_code == 0
+    log, page = run / "exports.jsonl", tmp_path / "page.html"
+    page.write_text("<p>another export</p>", encoding="utf-8")
+    with file_size_limit(log.stat().st_size + 10):
+        export.record(run, "html", page, "fp16")  # best effort: no error, and no part of a record
+    assert cli("export", str(run), "--format", "safetensors").exit_code == 0
+    assert [line.split()[0] for line in export.listed(run)] == ["html", "safetensors"]
 
 
 def test_the_exports_log_writes_a_chinese_path_as_text_one_record_a_line(tmp_path):

@@ -75,9 +75,35 @@ def test_tensorboard_missing_is_a_clear_error(fox_file, tiny, monkeypatch):
 
 
 def test_tensorboard_logging_writes_event_files(fox_file, tiny):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     charlm.train(fox_file, out="tb", **{**tiny, "tensorboard": True})
     events = list((fox_file.parent / "checkpoints/tb/tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 100
+    read = EventAccumulator(str(events[0]))
+    read.Reload()
+    rows = [row for row in read_metrics(fox_file.parent / "checkpoints/tb") if row.get("val_bpc") is not None]
+    assert [(event.step, event.value) for event in read.Scalars("val_bpc")] == [
+        (row["step"], pytest.approx(row["val_bpc"])) for row in rows
+    ]
+
+
+def test_a_full_disk_is_a_warning_for_tensorboard_events_as_for_metrics(tmp_path, capsys):
+    """With --tensorboard a full disk printed a traceback from SummaryWriter's own thread, then stopped
+    the run at its next row (`Error: file: No space left on device`), though metrics.jsonl only warns:
+    checkpoints decide that."""
+    config = Config(tensorboard=True, batch_size=4, hidden=8, max_steps=30, quiet=True)
+    progress = Progress(step=10, elapsed=1.0)
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), None)
+    reporter.write_row(val_bpc=3.0)
+    with file_size_limit(max(path.stat().st_size for path in tmp_path.rglob("*.0")) + 10):
+        for step in (20, 30):
+            progress.step = step
+            reporter.write_row(val_bpc=2.0)
+        reporter.close()
+    said = capsys.readouterr().err
+    assert "Traceback" not in said
+    assert said.count("cannot write TensorBoard events (File too large); free space on its disk") == 1, said
 
 
 def test_one_slow_second_does_not_swing_a_timed_runs_step_total(tmp_path):
@@ -231,7 +257,9 @@ def test_a_row_the_disk_had_no_room_for_leaves_no_half_line_to_glue_the_next_ont
         log.append({"step": 2, "train_bpc": 3.9})  # does not fit: a warning, training goes on
     log.append({"step": 3, "train_bpc": 3.8})
     assert [row["step"] for row in read_metrics(tmp_path)] == [1, 3]
-    assert capsys.readouterr().err.count("cannot write metrics (File too large); training goes on") == 1
+    said = capsys.readouterr().err
+    assert said.count("cannot write metrics (File too large); free space on its disk (or raise the file size") == 1
+    assert said.count("; training goes on") == 1
 
 
 @pytest.mark.parametrize("terminal", [False, True])

@@ -20,7 +20,16 @@ from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.reporting import read_metrics
 
-from .conftest import TRAIN_ARGS, assert_one_line_error, cli, latest, run_cli, start_training, wait_for
+from .conftest import (
+    TRAIN_ARGS,
+    assert_one_line_error,
+    cli,
+    file_size_limit,
+    latest,
+    run_cli,
+    start_training,
+    wait_for,
+)
 from .lock_contender import take_lock_in_each_trial
 from .test_distributed import cli_options, train_ranks
 
@@ -30,6 +39,21 @@ def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
     assert runs.resolve("run").name == "best.pt"
     assert runs.resolve("checkpoints/run", prefer=runs.LATEST).name == "latest.pt"
     assert runs.resolve(None).parent.name == "run"
+
+
+def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
+    """run.json that could not be written said `cannot write (File too large)`, not what to do, though
+    the run's checkpoints fail on the same disk next."""
+    runs.write_run_info(tmp_path, {"corpus": "fox"})
+    kept = (tmp_path / runs.RUN_INFO).read_bytes()
+    with file_size_limit(10):
+        runs.write_run_info(tmp_path, {"corpus": "fox"})
+    assert capsys.readouterr().err == (
+        f"warning: {tmp_path / runs.RUN_INFO}: cannot write (File too large); free space on its disk (or raise "
+        "the file size limit, ulimit -f); training goes on\n"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == [runs.RUN_INFO]
+    assert (tmp_path / runs.RUN_INFO).read_bytes() == kept
 
 
 def test_an_empty_run_or_the_folder_of_runs_is_told_what_to_give(fox_file, tiny):

@@ -2,6 +2,7 @@
 signals, full disks or NaN."""
 
 import dataclasses
+import errno
 import itertools
 import os
 import random
@@ -305,6 +306,30 @@ def test_a_full_disk_mid_run_says_what_to_do_and_the_run_resumes_once_there_is_r
     assert latest("run").progress.step == 30
 
 
+def test_a_first_checkpoint_half_written_says_best_pt_holds_it_and_the_run_resumes_from_it(fox_file, tiny, monkeypatch):
+    """The disk filled between the first best.pt and latest.pt: the run said `no checkpoint was written`
+    and gave no way on, though best.pt held the step, and training into the folder again was refused
+    (`already holds a run`)."""
+    real = files.replace_files
+
+    def no_room_for_latest(contents: dict) -> None:
+        if any(path.name == runs.LATEST for path in contents):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents)
+
+    monkeypatch.setattr(files, "replace_files", no_room_for_latest)
+    with pytest.raises(CharLMError) as error:
+        charlm.train(fox_file, out="run", **tiny)
+    assert str(error.value) == (
+        "checkpoints/run/latest.pt: could not write checkpoint (No space left on device); best.pt holds this step; "
+        "free space on its disk (or raise the file size limit, ulimit -f); training stopped at step 10; resume it "
+        "from step 10 with charlm.train(resume='checkpoints/run')"
+    )
+    monkeypatch.setattr(files, "replace_files", real)
+    charlm.train(resume="checkpoints/run", max_steps=12)
+    assert latest("run").progress.step == 12
+
+
 def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox_file, tiny, capsys):
     """samples.txt, unlike metrics.jsonl, stopped the run when it could not be written: a traceback-less
     `Error: ...: Is a directory` at the first sample, the rest of the run untrained."""
@@ -417,6 +442,29 @@ def test_a_run_whose_last_saves_failed_says_what_was_and_was_not_saved(fox_file,
     assert latest("run").progress.step == 10
 
 
+@pytest.mark.parametrize("refused", ["every checkpoint", "latest.pt"])
+def test_a_run_that_warned_of_every_save_ends_saying_which_best_it_kept(fox_file, monkeypatch, refused):
+    """With --save-errors warn on a full disk the run ended in a traceback (the done: line formatted a best
+    bpc of None): none saved, or best.pt saved but latest.pt not, whose best was then put back as unsaved."""
+    real = files.replace_files
+
+    def no_room(contents: dict) -> None:
+        if refused == "every checkpoint" or any(path.name == runs.LATEST for path in contents):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents)
+
+    monkeypatch.setattr(files, "replace_files", no_room)
+    options = ["--max-steps", "20", "--eval-every", "10", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, *options)
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    done = next(line for line in result.output.splitlines() if line.startswith("done: step 20"))
+    if refused == "every checkpoint":
+        assert "(best none saved); not saved" in done and "checkpoints/run holds no checkpoint" in done
+    else:
+        best = checkpoint.read(Path("checkpoints/run/best.pt")).progress
+        assert f"(best {best.best_bpc:.3f}); not saved" in done and "checkpoints/run holds step 20" in done
+
+
 def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monkeypatch):
     """Dropout on a GPU draws from the CUDA generator: a resume must continue its stream, not restart it.
     (No GPU here: torch.cuda's generator functions are stood in for, on a trainer told it runs on cuda:0.)"""
@@ -524,7 +572,8 @@ def test_a_run_whose_folder_is_moved_stops_and_resumes_where_it_is_now(fox_file,
         return loss
 
     monkeypatch.setattr(train_state, "train_step", step_and_move)
-    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    options = ["--max-steps", "20", "--eval-every", "10", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, *options)
     assert "Traceback" not in result.output and result.exit_code == 1
     assert result.output.strip().splitlines()[-1] == (
         f"Error: the run folder checkpoints/run was moved to {moved} while training; training stopped at step 20 "
@@ -549,7 +598,8 @@ def test_a_run_whose_folder_is_removed_stops_and_writes_nothing(fox_file, tiny, 
         return loss
 
     monkeypatch.setattr(train_state, "train_step", step_and_remove)
-    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--eval-every", "10")
+    options = ["--max-steps", "20", "--eval-every", "10", "--save-errors", "warn"]
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, *options)
     assert "Traceback" not in result.output and result.exit_code == 1
     error = result.output.strip().splitlines()[-1]
     assert error.startswith(f"Error: {'the run folder checkpoints/run was removed' if removed.endswith('run') else ''}")

@@ -203,8 +203,8 @@ def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> 
 
 class OutputCopy:
     """--output's file, a context manager. It is never a checkpoint (outputs.py); a write that fails on
-    the way (a full disk, a file size limit) is one line naming the option and the file, not
-    `file: File too large`, and leaves the file as it was.
+    the way (a full disk, a file size limit) is one line naming the option and the file and what to do,
+    not `file: File too large`, and leaves the file as it was.
 
     A file that holds an earlier text gets the new one through a temporary file beside it (files.py),
     renamed over it when sampling ends or is cut short by Ctrl-C or SIGTERM (what was made is kept): a
@@ -254,7 +254,7 @@ class OutputCopy:
             return action()
         except OSError as e:
             self.failed = True
-            raise CharLMError(f"--output {self.path}: cannot write ({e.strerror or e})") from None
+            raise files.cannot_write(f"--output {self.path}", e) from None
 
 
 def converse(

@@ -111,9 +111,9 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     if trainer.stopped_early:
         click.echo(f"stopped at step {progress.step}; {saved}. Resume with: {runs.resume_command(run_dir)}")
         return trainer.exit_status
+    best = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
     click.echo(
-        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
-        f"(best {progress.best_bpc:.3f}); {saved}"
+        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc (best {best}); {saved}"
     )
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))

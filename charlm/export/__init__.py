@@ -122,9 +122,9 @@ def size(path: Path) -> int:
 
 
 def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
-    """Append this export to the run's exports.jsonl (best effort: a read-only run folder is fine),
-    whole or not at all (`append_line`): a record a full disk or a crash cut short had the next one
-    glued onto it, and `charlm info` lost both."""
+    """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a full disk cut a
+    record short, and the next export's record was glued onto it and lost with it); best effort: a
+    read-only run folder is fine."""
     row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
