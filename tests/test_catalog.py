@@ -109,7 +109,7 @@ def test_a_copy_from_the_mirror_to_a_full_disk_says_what_to_do_and_leaves_no_par
     assert_one_line_error(
         result, "corpora/downloads/tinyshakespeare.txt: cannot write the tinyshakespeare corpus (File too large); free"
     )
-    assert list(catalog.DOWNLOADS.iterdir()) == []
+    assert cached() == []
 
 
 def test_a_download_to_a_full_disk_keeps_what_it_fetched_and_goes_on_from_it(server, monkeypatch):
@@ -139,7 +139,7 @@ def test_an_extraction_to_a_full_disk_leaves_the_download_and_no_part(tmp_path, 
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(mirror))
     with file_size_limit(len(data) + 100), pytest.raises(CharLMError, match="tiny.txt: cannot write the tiny text"):
         catalog.get("tiny", quiet=True)
-    assert sorted(path.name for path in catalog.DOWNLOADS.iterdir()) == ["tiny.zip"]
+    assert cached() == ["tiny.zip"]
     assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 1000
 
 
