@@ -1,11 +1,12 @@
 """Corpus preparation speed and memory, and training memory against corpus size, in one run.
 
-    python -m bench.prepare [--mb 100] [--out bench/out/prepare]
+    python -m bench.prepare [--mb 100] [--out bench/out/prepare] [--val-fraction F]
 
 1. Generates an English-like and a CJK-like corpus of --mb megabytes each (fixed seed).
 2. Prepares each in a fresh process: MB/s and the process's peak RSS.
 3. Trains a few steps on the 100 MB corpus and on its first 1 MB (both prepared beforehand), each
-   in a fresh process, and compares peak RSS: memory-mapped ids should make them equal.
+   in a fresh process, and compares peak RSS: memory-mapped ids should make them equal. Each run
+   scores its held-out text (charlm's share of the corpus, or --val-fraction) once or twice.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ load_corpus([sys.argv[1]], Config(), quiet=True)
 TRAIN = """
 import sys
 import charlm
-steps = int(sys.argv[3])
-charlm.train(sys.argv[1], out=sys.argv[2], max_steps=steps, max_time=None, eval_every=max(1, steps // 2), quiet=True)
+steps, held_out = int(sys.argv[3]), {"val_fraction": float(sys.argv[4])} if len(sys.argv) > 4 else {}
+charlm.train(sys.argv[1], out=sys.argv[2], max_steps=steps, max_time=None, eval_every=max(1, steps // 2), quiet=True,
+             **held_out)
 """
 
 
@@ -105,6 +107,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--out", default="bench/out/prepare")
     parser.add_argument("--train-steps", type=int, default=200)
+    parser.add_argument("--val-fraction", help="the share each training run holds out (default: charlm's)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +130,8 @@ def main() -> None:
     for label, path in (("1 MB", small), (f"{args.mb} MB", big)):
         child(PREPARE_FOR_TRAINING, str(path))  # the cache is built first, so only training is measured
         run = str(out / f"run-{label.replace(' ', '')}-{time.time_ns()}")
-        _, rss, _ = child(TRAIN, str(path), run, str(args.train_steps))
+        held_out = [] if args.val_fraction is None else [args.val_fraction]
+        _, rss, _ = child(TRAIN, str(path), run, str(args.train_steps), *held_out)
         rows[label] = rss
         print(f"training {args.train_steps} steps on {label:>7}: peak RSS {rss:,.0f} MB", flush=True)
     ratio = rows[f"{args.mb} MB"] / rows["1 MB"]

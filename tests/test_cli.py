@@ -302,7 +302,10 @@ def test_tinyshakespeare_end_to_end():
     )
     sample = run_cli("sample", "--checkpoint", "ts", "--seed", "ROMEO:", "--length", "200", check=True).stdout
     assert sample.startswith("ROMEO:") and len(sample) == 207
-    bpc = float(run_cli("eval", "ts", str(corpus), check=True).stdout.split()[0])
+    # a tenth of the play: the whole 1.1M characters took ~5 s more to score and told no more
+    part = Path("part.txt")
+    part.write_text(corpus.read_text(encoding="utf-8")[:110_000], encoding="utf-8")
+    bpc = float(run_cli("eval", "ts", str(part), check=True).stdout.split()[0])
     assert 1.0 < bpc < 4.0  # far better than uniform over 65 characters (6.02 bits)
 
 

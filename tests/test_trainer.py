@@ -165,7 +165,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
         "--dropout",
         "0.2",
         "--max-steps",
-        "500",
+        "200",  # stopped at step 25 or soon after: 175 steps of margin before the run would end
         "--max-time",
         "none",
         "--eval-every",
@@ -186,11 +186,11 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err  # interrupted: the shell's status for SIGINT
     stopped_at = latest("cut").progress.step
-    assert 0 < stopped_at < 500, "the run should have been stopped part way"
+    assert 0 < stopped_at < 200, "the run should have been stopped part way"
     assert "charlm train --resume" in out and "Traceback" not in err
     train_here("--resume", "cut")
     whole, resumed = latest("whole"), latest("cut")
-    assert resumed.progress.step == whole.progress.step == 500
+    assert resumed.progress.step == whole.progress.step == 200
     assert_same_weights(whole, resumed)
 
 
@@ -217,16 +217,17 @@ class SavedStep:
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fox_file, tmp_path):
-    args = [*TRAIN_ARGS, "--max-steps", "400", "--eval-every", "100", "--checkpoint-every", "20"]
+    args = [*TRAIN_ARGS, "--max-steps", "320", "--eval-every", "100", "--checkpoint-every", "20"]
     train_here(str(fox_file), "--out", "whole", *args)
     rng = random.Random(0)
     kills = []
     command = [str(fox_file), "--out", "cut", *args]
     saved_step = SavedStep(tmp_path / "checkpoints/cut/latest.pt")
-    # Each process is killed once its checkpoints pass a step drawn from its own third of the run, at
+    # Each process is killed once its checkpoints pass a step drawn from its own part of the run, at
     # a random moment after (mid-step, mid-write or between): steps, not seconds, so that a fast
     # machine cannot finish the run before the last kill (one did: [1020, 1920, 2500] with sleeps).
-    for low, high in ((50, 120), (180, 260), (300, 340)):
+    # Two kills: a new run's and a resumed run's; a third was one more try of the resumed run's.
+    for low, high in ((50, 120), (180, 260)):
         process = start_training(*command)
         target = rng.randrange(low, high)
         deadline = time.time() + 120
@@ -238,8 +239,8 @@ def test_sigkill_at_random_points_then_resume_gives_the_uninterrupted_weights(fo
         process.wait()
         kills.append(latest("cut").progress.step)
         command = ["--resume", "cut"]
-    assert all(0 < step < 400 for step in kills), kills
-    assert len(set(kills)) == 3, f"each kill should land at a different step: {kills}"
+    assert all(0 < step < 320 for step in kills), kills
+    assert len(set(kills)) == 2, f"each kill should land at a different step: {kills}"
     train_here("--resume", "cut")
     assert_same_weights(latest("whole"), latest("cut"))
 
