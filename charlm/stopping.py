@@ -43,10 +43,13 @@ class StopFlag:
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopFlag]:
-        """The flag as the handler of its signals while the loop runs, the previous handlers put back after."""
+        """The flag as the handler of its signals while the loop runs, the previous handlers put back after.
+        A signal the caller ignores stays ignored: a script's background job (`python train.py &`) inherits
+        Ctrl-C ignored, and the Ctrl-C meant for the script stopped its training, which charlm.train then
+        returned as if finished; `nohup` ignores the hang-up."""
         try:
             signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None))
-            previous = {s: signal.signal(s, self) for s in signals}
+            previous = {s: signal.signal(s, self) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
         except ValueError:  # not the main thread: no signal handling
             yield self
             return

@@ -834,6 +834,21 @@ def test_a_signal_saves_the_run_then_reaches_the_callers_handler(fox_file, tiny,
     assert heard == [number] and latest("cut").progress.step == 13
 
 
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_the_caller_ignores_stays_ignored(fox_file, tiny, monkeypatch, number):
+    """A script's background job (`python train.py &`) inherits Ctrl-C ignored, as the caller here ignores
+    it: the Ctrl-C typed for the script stopped its training at that step, and charlm.train returned the
+    half-trained model as if it had finished."""
+    previous = signal.signal(number, signal.SIG_IGN)
+    try:
+        signalled_at(monkeypatch, 13, number)
+        charlm.train(fox_file, out="ignored", **tiny)
+        assert signal.getsignal(number) is signal.SIG_IGN
+    finally:
+        signal.signal(number, previous)
+    assert latest("ignored").progress.step == tiny["max_steps"]
+
+
 def test_paths_from_the_home_folder_and_numpy_numbers_are_taken(fox_file, tiny, monkeypatch, tmp_path):
     """ "~/novel.txt" is what a shell user types, and Python leaves it unexpanded: charlm.train and
     charlm.load found no such file; next_probs refused the np.int64 that the sampling options take.
