@@ -12,6 +12,7 @@ import collections
 import contextlib
 import itertools
 import json
+import math
 import re
 import shutil
 import signal
@@ -2213,6 +2214,10 @@ def test_load_bench_runs_on_a_tiny_model():
     )  # fmt: skip
     assert "| 4 |" in out and "4/4 |" in out
     assert "0 errors, 0 hung, 0 streams active after" in out
+    # the prompt column is the server's own timings.prompt_ms, read from the last chunk of each stream
+    # (benchmarks.md's server-threads table): a renamed field would print nan, not fail
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| [14] \|", line)]
+    assert len(rows) == 2 and all(math.isfinite(float(ms)) for row in rows for ms in row[4].split("/"))
 
 
 def test_unknown_paths_and_methods_answer_in_the_error_shape(server):
