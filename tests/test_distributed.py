@@ -326,7 +326,7 @@ def test_the_size_probe_times_every_rank_training_together_and_every_rank_gets_o
     assert leader_plan == peer_plan and leader_plan.probed_chars_per_second
     assert len(leader_steps) == len(peer_steps) > sizing.PROBE_WARMUP  # the ranks probed together
     assert all(leader_steps) and all(peer_steps)  # each probe step exchanged gradients as training does
-    assert leader_plan.reasons["hidden"].endswith("; measured with 2 processes training together)")
+    assert "; measured with 2 processes training together: " in leader_plan.reasons["hidden"]
 
 
 # Rank 1 looks for "the most recent run" after another run was saved: it would find that one.

@@ -12,6 +12,7 @@ import collections
 import contextlib
 import itertools
 import json
+import math
 import re
 import shutil
 import signal
@@ -2213,6 +2214,10 @@ def test_load_bench_runs_on_a_tiny_model():
     )  # fmt: skip
     assert "| 4 |" in out and "4/4 |" in out
     assert "0 errors, 0 hung, 0 streams active after" in out
+    # the prompt column is the server's own timings.prompt_ms, read from the last chunk of each stream
+    # (benchmarks.md's server-threads table): a renamed field would print nan, not fail
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| [14] \|", line)]
+    assert len(rows) == 2 and all(math.isfinite(float(ms)) for row in rows for ms in row[4].split("/"))
 
 
 def test_unknown_paths_and_methods_answer_in_the_error_shape(server):
@@ -2391,7 +2396,8 @@ def test_page_keeps_the_form_and_ban_boxes_as_it_keeps_the_sliders(tiny_model, b
         Select(browser.find_element("id", "form")).select_by_value(kept["form"])
         for name in ("template", "acrostic", "ban"):
             set_field(browser, name, kept[name])
-        write(browser, wait, "the ", 6)
+        # after a line break: the seed's "the " would be the template's start, which the sample would go on with
+        write(browser, wait, "the\n", 6)
         assert made_text(browser)[0] == "a" and not set(made_text(browser)) & set("eo\n")
         wait = page_ready(browser, url)  # a reload
         assert boxes(browser) == kept
