@@ -311,8 +311,9 @@ def callers_gpus(device: object) -> list[int]:
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
     such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
-    fields (listed below); form, template and acrostic write into a poem form or template, ending at its end;
-    logit_bias, {character or token id: -100 to 100}, is added to their logits, -100 a ban."""
+    fields (listed below); form, template and acrostic write into a poem form or template, ending at its end
+    (a seed that began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id:
+    -100 to 100}, is added to their logits, -100 a ban."""
     check_model_and_seed("generate", model, seed)
     texts = sampler.generate(model, seed, **options)
     return texts if len(texts) > 1 else texts[0]

@@ -323,7 +323,8 @@ def parse_duration(
 @keywords_named
 @dataclass
 class SampleConfig:
-    """Sampling options and their defaults, for `charlm sample` and `charlm.generate(...)` alike."""
+    """Sampling options and their defaults, for `charlm sample` and `charlm.generate(...)` alike; a
+    SampleConfig goes to generate or stream by name: `charlm.generate(model, seed, **dataclasses.asdict(config))`."""
 
     length: int = option(500, "characters to generate after the seed")
     temperature: float | tuple[float, ...] = option(

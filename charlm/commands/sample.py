@@ -44,7 +44,11 @@ T = TypeVar("T")
     metavar="CHARS",
     help="never write these characters, e.g. --ban '0123456789' or --ban '\\n' (Python's logit_bias of -100 each)",
 )
-@click.option("--output", type=click.Path(dir_okay=False), help="also write the text to this file")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="also write the text to this file (one that exists is replaced when the sample ends)",
+)
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
 @click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
 @device_option("one character a step")
