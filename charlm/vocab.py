@@ -126,6 +126,10 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.chars)
 
+    def __repr__(self) -> str:
+        """What a notebook shows for `model.vocab`: its size and normalization, not the characters."""
+        return f"Vocab({self.size_text()}, normalize={self.normalize!r})"
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocab) and self.chars == other.chars and self.unknown_id == other.unknown_id
 

@@ -47,3 +47,13 @@ def test_an_unseen_character_names_the_form_the_model_knows():
     with pytest.raises(CharLMError, match=r"'\.' \(did you mean '。'\?\)"):  # no width form, the CJK one
         vocab.encode("不答.", what="--seed")
     assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently
+
+
+def test_a_vocabulary_shows_its_kind_size_and_normalization():
+    """`model.vocab` in a notebook showed `<charlm.vocab.Vocab object at 0x...>`."""
+    assert repr(vocabulary("char")) == f"Vocab({len(set(TEXT))} characters, normalize='none')"
+    assert (
+        repr(Vocab("ab", unknown=True, normalize="nfc"))
+        == "Vocab(3 characters (one the unknown symbol), normalize='nfc')"
+    )
+    assert repr(vocabulary("sentencepiece")) == "PieceVocab(sentencepiece, 300 pieces, byte fallback, normalize='nfc')"
