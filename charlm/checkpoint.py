@@ -66,7 +66,11 @@ class Progress:
     val_step: int | None = None  # the step whose weights val_bpc scored
     best_bpc: float | None = None
     best_step: int | None = None  # the step whose weights best_bpc scored (best.pt's)
-    worse_evaluations: int = 0  # evaluations in a row since best_bpc last improved (--patience)
+    # --patience's count and what it compares with: the --eval-every evaluations only. One made at a stop
+    # between them (the end of a limit, Ctrl-C) keeps best.pt but is not counted, so a run interrupted
+    # and resumed stops where one never stopped does.
+    worse_evaluations: int = 0  # evaluations in a row since patience_best_bpc last improved
+    patience_best_bpc: float | None = None  # the best val_bpc of those evaluations
 
 
 @dataclass
@@ -174,7 +178,8 @@ class Checkpoint:
         with part("run options"):
             config = Config.from_dict(run["config"])
         with part("progress"):
-            progress = Progress(**run["progress"])
+            # a checkpoint written before patience_best_bpc counted every evaluation against best_bpc
+            progress = Progress(**{"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
         with part("training state"):
             training = None if training is None else TrainingState(**training)
         with part("base"):

@@ -147,6 +147,12 @@ class PieceVocab:
     def first(self, size: int) -> PieceVocab:
         return self
 
+    def __repr__(self) -> str:
+        """What a notebook shows for `model.vocab`: its size, whether bytes spell what no piece does
+        (charlm's tokenizers always do: `train_model`), and its normalization."""
+        fallback = ", byte fallback" if any(map(self.processor.is_byte, range(len(self)))) else ""
+        return f"PieceVocab(sentencepiece, {len(self):,} pieces{fallback}, normalize={self.normalize!r})"
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PieceVocab) and self.model == other.model and self.normalize == other.normalize
 

@@ -114,6 +114,7 @@ class Trainer:
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
             stop = self.start(stack, max_seconds)
+            self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 loss = self.timed_step(share)
@@ -122,7 +123,7 @@ class Trainer:
                 self.report(loss)
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
-                self.evaluate_and_save()
+                self.evaluate_and_save(on_cadence=False)
         self.stopped_early = stopping
         self.stop_signal = (stop.signum or signal.SIGINT) if stopping else None
         return self.result
@@ -263,9 +264,11 @@ class Trainer:
             )
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
-    def evaluate_and_save(self) -> None:
+    def evaluate_and_save(self, on_cadence: bool = True) -> None:
         """Rank 0 scores the validation text on the weights it saves (`result`, not DDP's wrapper); the
-        other ranks wait in save()."""
+        other ranks wait in save(). Only an evaluation `on_cadence` (every --eval-every steps) counts
+        towards --patience: one at a stop between them, which a run never stopped does not make, would
+        end a resumed run at another step (`Progress.patience_best_bpc`)."""
         progress, improved, also = self.progress, False, None
         kept_best = progress.best_bpc, progress.best_step
         if self.ranks.leader:
@@ -275,7 +278,11 @@ class Trainer:
             improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
             if improved:  # as best.pt will record it
                 progress.best_bpc, progress.best_step = progress.val_bpc, progress.step
-            progress.worse_evaluations = 0 if improved else progress.worse_evaluations + 1
+            if on_cadence:
+                better = progress.patience_best_bpc is None or progress.val_bpc < progress.patience_best_bpc
+                if better:
+                    progress.patience_best_bpc = progress.val_bpc
+                progress.worse_evaluations = 0 if better else progress.worse_evaluations + 1
         progress.val_step = progress.step
         # A best.pt not written still holds the previous best: a later, better one replaces it. One written
         # when latest.pt was not (a full disk) holds this one: putting the previous best back let a later,
@@ -291,16 +298,28 @@ class Trainer:
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
 
-    def check_patience(self) -> None:
+    def check_patience(self, resuming: bool = False) -> None:
         """Stop once validation has not improved for --patience evaluations in a row: the text is being
-        memorized and best.pt already holds the best weights. Said once; every rank takes rank 0's word."""
+        memorized and best.pt already holds the best weights. Said once; every rank takes rank 0's word.
+        `resuming`: before the first step, where a run that stopped so stops again, untrained, unless
+        --patience was raised past its count (or is 0); said even under --quiet, as nothing else says
+        why the limits given were not trained to."""
         patience = self.config.patience
-        if not patience or self.out_of_patience:
+        if not patience or self.out_of_patience or (resuming and not self.progress.step):
             return
         out = self.ranks.leader and self.progress.worse_evaluations >= patience
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
-        if out:
+        if out and resuming:
+            p = self.progress
+            best = "none saved" if p.best_bpc is None else f"{p.best_bpc:.3f} bpc at step {p.best_step}"
+            tqdm.write(
+                f"{self.run_dir} stopped early at step {p.step}: validation has not improved for "
+                f"{p.worse_evaluations} evaluations (best {best}); nothing to train: to train on, resume with "
+                f"{said('patience', 0)} or a {said('patience')} above {p.worse_evaluations}",
+                file=sys.stderr,
+            )
+        elif out:
             p = self.progress
             self.say(
                 f"validation has not improved for {patience} evaluations (best {p.best_bpc:.3f} bpc at step "

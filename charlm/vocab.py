@@ -126,6 +126,10 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.chars)
 
+    def __repr__(self) -> str:
+        """What a notebook shows for `model.vocab`: its size and normalization, not the characters."""
+        return f"Vocab({self.size_text()}, normalize={self.normalize!r})"
+
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Vocab) and self.chars == other.chars and self.unknown_id == other.unknown_id
 
@@ -143,8 +147,16 @@ class Vocab:
         return char in self.index
 
     def unknown(self, text: str) -> list[str]:
-        """Characters of `text` outside the vocabulary, in order of first appearance."""
-        return list(dict.fromkeys(c for c in text if c not in self.index))
+        """Characters of `text` outside the vocabulary, in order of first appearance. Vectorized
+        (`encode_array`'s table): a loop over every character of a file cost `charlm eval` as much as
+        scoring it with a small model."""
+        codes = code_points(text)
+        ids = self.id_table()[codes]
+        outside = ids == (UNSEEN if self.unknown_id is None else self.unknown_id)
+        if self.unknown_id is not None:
+            outside &= codes != ord(UNKNOWN)  # the symbol itself, written in the text, is known
+        found, first = np.unique(codes[outside], return_index=True)
+        return [chr(code) for code in found[np.argsort(first)]]
 
     def name_unseen(self, char: str) -> str:
         """An unseen character as an error shows it, with the forms of it the vocabulary knows: a seed
@@ -152,13 +164,18 @@ class Vocab:
         known = [c for c in other_forms(char) if c in self.index]
         return repr(char) + (f" (did you mean {' or '.join(map(repr, known))}?)" if known else "")
 
-    def encode_array(self, text: str) -> np.ndarray:
-        """Already normalized text -> ids, vectorized: a lookup table indexed by code point."""
+    def id_table(self) -> np.ndarray:
+        """Every code point's id (the unknown symbol's, or UNSEEN, for those outside the vocabulary),
+        built at the first use: a lookup table indexed by code point."""
         if self._table is None:
             missing = UNSEEN if self.unknown_id is None else self.unknown_id
             self._table = np.full(MAX_CODE_POINT, missing, dtype=np.int64)
             self._table[[ord(c) for c in self.chars]] = np.arange(len(self.chars))
-        return self._table[code_points(text)]
+        return self._table
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """Already normalized text -> ids, vectorized (`id_table`)."""
+        return self.id_table()[code_points(text)]
 
     def encode(
         self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False

@@ -81,6 +81,18 @@ def test_a_format_2_checkpoint_is_read(fox_file, tiny):
     assert latest("run").progress.step == tiny["max_steps"] + 5
 
 
+def test_a_checkpoint_from_before_patience_best_bpc_counts_patience_against_its_best(trained):
+    """A checkpoint written before `patience_best_bpc` counted its worse evaluations against best_bpc:
+    resumed, --patience goes on comparing with that (None read every next evaluation as better)."""
+
+    def from_before(payload):
+        payload["run"]["progress"].pop("patience_best_bpc")
+        payload["run"]["progress"].update(val_bpc=3.5, best_bpc=3.25)
+
+    progress = checkpoint.read(rewritten(trained, from_before)).progress
+    assert progress.patience_best_bpc == 3.25
+
+
 def test_write_is_atomic_and_leaves_no_temporary_file(tmp_path):
     target = tmp_path / "run" / "latest.pt"
     checkpoint_file.write_atomic(target, b"old")

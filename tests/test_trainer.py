@@ -559,6 +559,51 @@ def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny,
     assert latest("patient").progress.step == 100
 
 
+def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is_raised(fox_file, tiny, capsys):
+    """A resume with the same limits trained another --eval-every steps before --patience stopped it
+    again (only the count of worse evaluations was saved): it now says why and trains nothing, even
+    --quiet; a --patience above the count trains until it is reached, 0 to the limit."""
+    scripted = itertools.chain([4.0, 3.0, 3.5, 3.6, 3.7], itertools.repeat(3.8))
+    trainer_options = {**tiny, "max_steps": 100, "eval_every": 10, "patience": 2}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+        charlm.train(fox_file, out="run", **trainer_options)
+        assert latest("run").progress.step == 40
+        capsys.readouterr()
+        charlm.train(resume="run", max_steps=100)
+        assert latest("run").progress.step == 40
+        said = capsys.readouterr().err
+        assert "stopped early at step 40: validation has not improved for 2 evaluations" in said
+        assert "(best 3.000 bpc at step 20); nothing to train" in said
+        assert "resume with patience=0 or a patience above 2" in said
+        charlm.train(resume="run", patience=3)
+        assert latest("run").progress.step == 50
+        charlm.train(resume="run", patience=0)
+        assert latest("run").progress.step == 100
+
+
+def test_an_evaluation_at_a_stop_between_eval_every_s_does_not_count_towards_patience(fox_file, tiny, monkeypatch):
+    """A run stopped at step 25 (its limit; Ctrl-C is the same) is scored there; that evaluation counted
+    towards --patience, so resumed it stopped at step 40 where a run never stopped goes on to 50, with
+    other weights: 2.9 at step 30 is better than 3.0 at 20, the evaluation before it, not than 2.8 at 25."""
+    by_step = {10: 4.0, 20: 3.0, 25: 2.8, 30: 2.9, 40: 3.1, 50: 3.2, 60: 3.3}
+    real_step, at = train_state.train_step, [0]
+
+    def counting_step(state, share):
+        loss = real_step(state, share)
+        at[0] = state.progress.step
+        return loss
+
+    monkeypatch.setattr(train_state, "train_step", counting_step)
+    monkeypatch.setattr(trainer, "bits_per_char", lambda model, ids, limit: by_step[at[0]])
+    flat = {**tiny, "min_lr_ratio": 1.0, "eval_every": 10, "patience": 2}  # a flat rate: 25 then 75 steps are 100
+    charlm.train(fox_file, out="whole", **{**flat, "max_steps": 100})
+    charlm.train(fox_file, out="cut", **{**flat, "max_steps": 25})
+    charlm.train(resume="cut", max_steps=100)
+    assert latest("whole").progress.step == 50
+    assert_same_weights(latest("whole"), latest("cut"))
+
+
 def test_a_run_whose_folder_is_moved_stops_and_resumes_where_it_is_now(fox_file, tiny, tmp_path, monkeypatch):
     """`mv` of a training run's folder said it "was removed" and to start a new run, while the moved
     folder held the run's checkpoints: it now says where the folder went and how to resume it there."""

@@ -47,3 +47,26 @@ def test_an_unseen_character_names_the_form_the_model_knows():
     with pytest.raises(CharLMError, match=r"'\.' \(did you mean '。'\?\)"):  # no width form, the CJK one
         vocab.encode("不答.", what="--seed")
     assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently
+
+
+def test_a_vocabulary_shows_its_kind_size_and_normalization():
+    """`model.vocab` in a notebook showed `<charlm.vocab.Vocab object at 0x...>`."""
+    assert repr(vocabulary("char")) == f"Vocab({len(set(TEXT))} characters, normalize='none')"
+    assert (
+        repr(Vocab("ab", unknown=True, normalize="nfc"))
+        == "Vocab(3 characters (one the unknown symbol), normalize='nfc')"
+    )
+    assert repr(vocabulary("sentencepiece")) == "PieceVocab(sentencepiece, 300 pieces, byte fallback, normalize='nfc')"
+
+
+@pytest.mark.parametrize("unknown", [False, True])
+def test_the_characters_a_vocabulary_lacks_are_listed_once_in_order_of_first_appearance(unknown):
+    """`unknown` reads the text through the id table rather than a Python loop over its characters: the
+    same list, with the unknown symbol written in a text known where the vocabulary has it."""
+    vocab = Vocab("abc ", unknown=unknown)
+    text = "a\ufffdbz c：y\U0001f600z\ufffdyq" * 3
+    assert vocab.unknown(text) == list(dict.fromkeys(c for c in text if not vocab.knows(c)))
+    assert vocab.unknown(text) == (
+        ["z", "：", "y", "\U0001f600", "q"] if unknown else ["\ufffd", "z", "：", "y", "\U0001f600", "q"]
+    )
+    assert vocab.unknown("") == [] and vocab.unknown("cab") == []
