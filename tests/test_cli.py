@@ -519,7 +519,7 @@ def test_an_unreadable_line_is_told_as_a_terminal_or_a_pipe_can_act_on_it(traine
     assert "again" not in piped
     converse(model, config, lines, lambda t, screen=True: None, at_terminal=True)
     typed = capsys.readouterr().err
-    assert typed.startswith("the line: ") and typed.endswith("; type it again without them\n"), typed
+    assert typed.startswith("the line: ") and typed.endswith("; type the line again\n"), typed
 
 
 def test_an_interactive_line_in_another_encoding_is_skipped_not_a_traceback(trained):
@@ -529,6 +529,19 @@ def test_an_interactive_line_in_another_encoding_is_skipped_not_a_traceback(trai
     assert result.exit_code == 0 and result.exception is None, result.output
     assert "line 2 of the input: byte 0xe9" in result.output and "not valid UTF-8" in result.output
     assert "\nover\n" in result.output
+
+
+def test_an_acrostic_a_typed_line_breaks_says_to_type_it_with_the_acrostic(capsys):
+    """It said "the text's poem begins verse 1 with '丁', not '春'; ... begin the text's verses with it, or
+    end it before them for a new poem; type it again without them": no text or "them" a writer knows of."""
+    from .test_forms import NEXT, VERSE, chinese_model
+
+    config, typed = SampleConfig(form="五言绝句", acrostic="春夏秋冬", random_seed=0), VERSE + NEXT + "\n"
+    converse(chinese_model(), config, [typed], lambda t, screen=True: None, at_terminal=True)
+    assert capsys.readouterr().err == (
+        f"acrostic 春夏秋冬: the line begins verse 1 of the poem with '{VERSE[0]}', not '春'; an acrostic is the "
+        "whole poem's, the verses you write too: begin each with its character; type the line again\n"
+    )
 
 
 def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):

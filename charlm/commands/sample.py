@@ -325,7 +325,7 @@ def converse(
         try:  # the line is encoded (and checked) once, before it is shown or read
             pieces = conversation.turn(line_break + line, "the line" if at_terminal else f"line {number} of the input")
         except CharLMError as e:  # one bad line does not end the session and its state
-            click.echo(f"{e}; type it again without them" if at_terminal else f"{e}; skipped this line", err=True)
+            click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
             continue
         emit(conversation.read.removeprefix(line_break), screen=echo)
         written(pieces, emit, at_terminal)
