@@ -279,12 +279,13 @@ class Constrained:
         """A sample's place, `start` (`begun`) positions in."""
         return Cursor(self, start)
 
-    def begun(self, seed: str, what: str = "the seed") -> int:
+    def begun(self, seed: str, what: str = "the seed", typed: str | None = None) -> int:
         """Where the poem the seed began leaves off (a cursor's start; 0: a new poem after the seed).
         The seed's poem is its text after its last line that is not a whole line of the template (its
         title, its author, a blank line), less the whole poems at its start, each ended by a line break;
         it is begun if it is shorter than the template and its start. `seed`: as the model reads it.
-        A verse it began whose first character is not the acrostic's is a one-line error naming `what`."""
+        A verse it began whose first character is not the acrostic's is a one-line error naming `what`,
+        or, in co-writing, `typed`, the line typed last (the seed is the transcript), which can only be typed again."""
         size, lines = len(self.shape), seed.split("\n")
         verse_lines = self.verse_lines()
         start = len(seed) - len(lines[-1])  # the poem's start: after the last line that is not a verse line
@@ -302,10 +303,19 @@ class Constrained:
             return 0
         for verse, at in enumerate(self.template.acrostic_at, 1):
             if at < len(poem) and poem[at] != self.fixed_text[at]:
+                acrostic, found, wanted = (
+                    f"{self.acrostic_name} {self.template.acrostic}",
+                    poem[at],
+                    self.fixed_text[at],
+                )
+                if typed is not None:
+                    raise CharLMError(
+                        f"{acrostic}: {typed} begins verse {verse} of the poem with {found!r}, not {wanted!r}; "
+                        "an acrostic is the whole poem's, the verses you write too: begin each with its character"
+                    )
                 raise CharLMError(
-                    f"{self.acrostic_name} {self.template.acrostic}: {what}'s poem begins verse {verse} with "
-                    f"{poem[at]!r}, not {self.fixed_text[at]!r}; an acrostic is the whole poem's: begin {what}'s "
-                    "verses with it, or end it before them for a new poem"
+                    f"{acrostic}: {what}'s poem begins verse {verse} with {found!r}, not {wanted!r}; an acrostic is "
+                    f"the whole poem's: begin {what}'s verses with it, or end it before them for a new poem"
                 )
         return self.compiled_at[len(poem)]
 

@@ -181,7 +181,7 @@ class Conversation:
         text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
         ids = self.model.vocab.encode(text, what=what, already_normalized=True) if text else None
         # the poem the whole transcript began, checked here (an acrostic it breaks is refused at the call)
-        start = self.form.begun("".join(self.transcript) + text, "the text") if self.form is not None else 0
+        start = self.form.begun("".join(self.transcript) + text, typed=what) if self.form is not None else 0
         self.read = text
         return self.continued(text, ids, start)
 

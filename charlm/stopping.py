@@ -42,13 +42,16 @@ class StopFlag:
         self.asked, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator[StopFlag]:
+    def installed(self, only: tuple[int, ...] | None = None) -> Iterator[StopFlag]:
         """The flag as the handler of its signals while the loop runs, the previous handlers put back after.
         A signal the caller ignores stays ignored: a script's background job (`python train.py &`) inherits
         Ctrl-C ignored, and the Ctrl-C meant for the script stopped its training, which charlm.train then
-        returned as if finished; `nohup` ignores the hang-up."""
+        returned as if finished; `nohup` ignores the hang-up. `only`: these signals instead (co-writing's
+        Ctrl-C stops a continuation, and SIGTERM still ends the command)."""
         try:
-            signals = dict.fromkeys((signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None))
+            signals = dict.fromkeys(
+                only or (signal.SIGINT, signal.SIGTERM) + (hang_up_signal(),) * (self.launcher is not None)
+            )
             previous = {s: signal.signal(s, self) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
         except ValueError:  # not the main thread: no signal handling
             yield self

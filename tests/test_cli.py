@@ -7,16 +7,18 @@ import json
 import os
 import pty
 import random
+import select
 import signal
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from charlm import checkpoint, outputs, runs, sizing, summary, threads, tokens, train_state
+from charlm import checkpoint, outputs, runs, sampler, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
@@ -517,7 +519,29 @@ def test_an_unreadable_line_is_told_as_a_terminal_or_a_pipe_can_act_on_it(traine
     assert "again" not in piped
     converse(model, config, lines, lambda t, screen=True: None, at_terminal=True)
     typed = capsys.readouterr().err
-    assert typed.startswith("the line: ") and typed.endswith("; type it again without them\n"), typed
+    assert typed.startswith("the line: ") and typed.endswith("; type the line again\n"), typed
+
+
+def test_an_interactive_line_in_another_encoding_is_skipped_not_a_traceback(trained):
+    """Under a UTF-8 locale (stdin strict), a Latin-1 line piped in (or a byte a terminal sends) was a
+    UnicodeDecodeError traceback that ended the session; it is that line's one-line error now."""
+    result = cli("sample", trained, "--interactive", "--length", "5", input=b"the\ncaf\xe9\nover\n")
+    assert result.exit_code == 0 and result.exception is None, result.output
+    assert "line 2 of the input: byte 0xe9" in result.output and "not valid UTF-8" in result.output
+    assert "\nover\n" in result.output
+
+
+def test_an_acrostic_a_typed_line_breaks_says_to_type_it_with_the_acrostic(capsys):
+    """It said "the text's poem begins verse 1 with '丁', not '春'; ... begin the text's verses with it, or
+    end it before them for a new poem; type it again without them": no text or "them" a writer knows of."""
+    from .test_forms import NEXT, VERSE, chinese_model
+
+    config, typed = SampleConfig(form="五言绝句", acrostic="春夏秋冬", random_seed=0), VERSE + NEXT + "\n"
+    converse(chinese_model(), config, [typed], lambda t, screen=True: None, at_terminal=True)
+    assert capsys.readouterr().err == (
+        f"acrostic 春夏秋冬: the line begins verse 1 of the poem with '{VERSE[0]}', not '春'; an acrostic is the "
+        "whole poem's, the verses you write too: begin each with its character; type the line again\n"
+    )
 
 
 def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):
@@ -531,6 +555,30 @@ def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, 
     assert "".join(shown).startswith("the\n") and "\nover\n" in "".join(conversation.transcript)
 
 
+def test_ctrl_c_while_the_model_writes_stops_that_continuation_not_the_session(trained):
+    """Ctrl-C at a terminal ended the session (exit 130) and its state; it now stops the continuation at the
+    next character, and the next line goes on from the text shown, read in one pass."""
+    model = checkpoint.load(trained)
+    free = "".join(sampler.Conversation(model, SampleConfig(length=12, random_seed=0)).turn("the\n"))
+    config, shown = SampleConfig(length=100000, random_seed=0), []
+
+    def emit(text: str, screen: bool = True) -> None:
+        shown.append(text)
+        if len(shown) in (1 + 5, 9 + 3):  # after the 5th piece of the first turn, the 3rd of the second
+            signal.raise_signal(signal.SIGINT)  # the terminal's Ctrl-C
+
+    try:
+        conversation = converse(model, config, ["the\n", "over\n"], emit, at_terminal=True)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C while the model wrote ended the session")
+    printed, transcript = "".join(shown), "".join(conversation.transcript)
+    assert printed.startswith("the\n" + free[:5] + "\nover\n"), printed
+    assert printed == transcript + "\n" and len(printed) < 30
+    with torch.no_grad():  # the carried state is that of the printed text read in one pass
+        logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
+    assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
+
+
 def test_interactive_ends_after_a_line_ctrl_d_sent_mid_line(trained):
     """At a terminal Ctrl-D mid-line (twice: once to send the line, once to end it) gives a line without
     its break; the model continued it, then the session waited for a third Ctrl-D to end."""
@@ -541,30 +589,102 @@ def test_interactive_ends_after_a_line_ctrl_d_sent_mid_line(trained):
     assert "\nover" in "".join(conversation.transcript) and "never read" not in "".join(shown)
 
 
+class Terminal:
+    """`charlm sample --interactive ARGS` in a pseudo-terminal, driven as a person does: type a line once the
+    prompt is there (the line editor reading keys: the terminal out of line mode), read the screen."""
+
+    def __init__(self, *args: str):
+        self.terminal, child = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")} | {"LANG": "C"}  # Python makes it UTF-8
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "charlm", "sample", "--interactive", *args],
+            stdin=child, stdout=child, stderr=subprocess.PIPE, env=env,
+        )  # fmt: skip
+        os.close(child)
+        self.screen = b""
+
+    def read(self, seconds: float) -> bool:
+        """What the process shows in the next `seconds`; False once it has closed the terminal."""
+        end = time.time() + seconds
+        while (left := end - time.time()) > 0:
+            if select.select([self.terminal], [], [], left)[0]:
+                try:
+                    data = os.read(self.terminal, 4096)
+                except OSError:  # EIO: the process closed the terminal
+                    return False
+                if not data:
+                    return False
+                self.screen += data
+        return True
+
+    def type(self, keys: bytes) -> None:
+        """`keys` at the prompt: once the screen is still and a line is being read, or still for 3 s with the
+        terminal in line mode (no line editor); nothing if the process has ended. The echo is drained as it
+        comes (a long line would fill the terminal's buffer)."""
+        deadline, still = time.time() + 60, 0.0
+        while still < 3:
+            shown = len(self.screen)
+            if not self.read(0.3):
+                return
+            still = still + 0.3 if len(self.screen) == shown else 0.0
+            if still and not self.in_line_mode():
+                break
+            assert time.time() < deadline, f"no prompt: {self.screen[-200:]!r}"
+        for at in range(0, len(keys), 256):
+            os.write(self.terminal, keys[at : at + 256])
+            self.read(0.01)
+
+    def in_line_mode(self) -> bool:
+        return bool(termios.tcgetattr(self.terminal)[3] & termios.ICANON)
+
+    def wait_for_more(self, size: int) -> None:
+        """Until the screen has grown by `size` bytes: the model is writing."""
+        target, deadline = len(self.screen) + size, time.time() + 60
+        while len(self.screen) < target:
+            assert self.read(0.05) and time.time() < deadline, self.screen[-200:]
+
+    def end(self) -> tuple[int, str]:
+        """The exit status and the screen, once the process has closed the terminal."""
+        while self.read(1):
+            pass
+        os.close(self.terminal)
+        return self.process.wait(timeout=60), self.screen.decode().replace("\r\n", "\n")
+
+
 def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
-    terminal, child = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "sample", "--interactive", "--length", "15", "--random-seed", "0",
-         "--output", "copy.txt"],
-        stdin=child, stdout=child, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    os.close(child)
-    os.write(terminal, b"zebra quiz\n\x04")  # a line, then Ctrl-D; the terminal echoes the line as it is typed
-    screen = b""
-    while True:
-        try:
-            data = os.read(terminal, 4096)
-        except OSError:  # EIO: the process closed the terminal
-            break
-        if not data:
-            break
-        screen += data
-    os.close(terminal)
-    assert process.wait(timeout=120) == 0, process.stderr.read()
-    screen_text = screen.decode().replace("\r\n", "\n")
+    terminal = Terminal("--length", "15", "--random-seed", "0", "--output", "copy.txt")
+    terminal.type(b"zebra quiz\n")
+    terminal.type(b"\x04")  # Ctrl-D
+    status, screen_text = terminal.end()
+    assert status == 0, terminal.process.stderr.read()
     assert screen_text.count("zebra quiz") == 1, screen_text
     assert screen_text == (tmp_path / "copy.txt").read_text()  # the copy holds what the screen shows
     assert screen_text.startswith("zebra quiz\n") and len(screen_text) == len("zebra quiz\n") + 15 + 1
+
+
+def test_co_writing_at_a_terminal_edits_lines_and_ctrl_c_stops_only_the_model(trained, tmp_path):
+    """A writer at a terminal: the arrow keys typed escape codes, which the model refused ('\\x1b' never
+    seen), backspace over a Chinese character too; a pasted line past the terminal's 4,095 bytes lost
+    its end; and Ctrl-C while the model wrote ended the session. It stops that continuation now, the
+    prompt back and the session going on; Ctrl-C at the prompt ends it (130), the copy whole."""
+    terminal = Terminal("--length", "100000", "--random-seed", "0", "--output", "copy.txt")
+    terminal.type("床\x7fthe quik\x1b[Dc\x1b[C\n".encode())  # 床 rubbed out; left arrow, c, right arrow
+    terminal.wait_for_more(200)
+    terminal.process.send_signal(signal.SIGINT)  # the terminal's Ctrl-C
+    pasted = "the lazy dog " * 400
+    terminal.type(pasted.encode() + b"\n")
+    terminal.wait_for_more(len(pasted) + 200)
+    terminal.process.send_signal(signal.SIGINT)
+    terminal.type(b"")
+    terminal.process.send_signal(signal.SIGINT)  # at the prompt
+    status, screen = terminal.end()
+    errors = terminal.process.stderr.read().decode()
+    assert status == 130 and "never seen" not in errors and "Traceback" not in errors, errors
+    copy = (tmp_path / "copy.txt").read_text()
+    assert copy.startswith("the quick\n") and f"\n{pasted}\n" in copy, copy[:200]
+    assert len(copy) < 50000 and copy.endswith("\n")  # both continuations stopped, each ended by a line break
+    first = copy[len("the quick\n") : copy.index(pasted) - 1]
+    assert first and first in screen  # shown as written
 
 
 def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):

@@ -3,18 +3,22 @@ scripts, or co-writing at a prompt (`--interactive`)."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
+import importlib.util
+import locale
 import os
+import signal
 import stat
 import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import click
 
-from .. import checkpoint, files, outputs, runs, sampler, threads
+from .. import checkpoint, files, outputs, runs, sampler, stopping, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import read_text
 from ..decoding import characters
@@ -50,7 +54,11 @@ T = TypeVar("T")
     help="also write the text to this file (one that exists is replaced when the sample ends)",
 )
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per sample, for scripts")
-@click.option("--interactive", is_flag=True, help="co-write: type a line, the model continues it; Ctrl-D ends")
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="co-write: type a line, the model continues it; Ctrl-C stops it writing, Ctrl-D ends",
+)
 @device_option("one character a step")
 def sample(
     run: str | None,
@@ -197,12 +205,45 @@ def json_line(row: dict) -> str:
 
 
 def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> None:
-    """`--interactive` at a terminal or from a pipe: the lines come from stdin."""
-    if sys.stdin.isatty():
-        click.echo("type a line and press Enter; the model continues it. Ctrl-D ends.", err=True)
-    # A terminal shows what is typed itself; printing it again would show it twice.
+    """`--interactive` at a terminal or from a pipe: the lines come from stdin. A byte its encoding
+    cannot read (a Latin-1 file under a UTF-8 locale) is that line's one-line error, not a traceback."""
     at_terminal = sys.stdin.isatty()
-    converse(model, config, sys.stdin, emit, echo=not (at_terminal and sys.stdout.isatty()), at_terminal=at_terminal)
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    if at_terminal:
+        click.echo("type a line and press Enter; the model continues it. Ctrl-C stops it; Ctrl-D ends.", err=True)
+    # A terminal shows what is typed itself; printing it again would show it twice.
+    on_screen = at_terminal and sys.stdout.isatty()
+    lines = edited_lines() if on_screen else sys.stdin
+    converse(model, config, lines, emit, echo=not on_screen, at_terminal=at_terminal)
+
+
+def edited_lines() -> Iterator[str]:
+    """The lines typed at a terminal, each with its line break, edited with readline where it reads what
+    Python does: the arrow keys move in the line (they typed escape codes, which the model refused) and
+    a line may be longer than the terminal's own 4,095 bytes (a longer pasted paragraph lost its end).
+    Ctrl-D ends. Without readline the terminal edits the line itself."""
+    if not readline_reads_as_python():
+        yield from sys.stdin
+        return
+    import readline  # noqa: F401 -- once imported, input() edits lines with it
+
+    while True:
+        try:
+            yield input() + "\n"
+        except EOFError:
+            return
+
+
+def readline_reads_as_python() -> bool:
+    """Whether readline is there (not on Windows) and its locale's encoding is stdin's: under LC_ALL=C
+    Python reads UTF-8 but readline takes a Chinese character's bytes for Meta keys, garbling it."""
+    if importlib.util.find_spec("readline") is None or not hasattr(locale, "nl_langinfo"):
+        return False
+    try:
+        return codecs.lookup(locale.nl_langinfo(locale.CODESET)).name == codecs.lookup(sys.stdin.encoding).name
+    except LookupError:
+        return False
 
 
 class OutputCopy:
@@ -284,13 +325,27 @@ def converse(
         try:  # the line is encoded (and checked) once, before it is shown or read
             pieces = conversation.turn(line_break + line, "the line" if at_terminal else f"line {number} of the input")
         except CharLMError as e:  # one bad line does not end the session and its state
-            click.echo(f"{e}; type it again without them" if at_terminal else f"{e}; skipped this line", err=True)
+            click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
             continue
         emit(conversation.read.removeprefix(line_break), screen=echo)
-        for piece in pieces:
-            emit(piece)
+        written(pieces, emit, at_terminal)
         emit("\n")
         line_break = "\n"
         if not line.endswith("\n"):  # Ctrl-D mid-line sent it: the input has ended, but a terminal
             break  # would wait for one more Ctrl-D, a third, before it said so
     return conversation
+
+
+def written(pieces: Iterable[str], emit: Callable[..., None], at_terminal: bool) -> None:
+    """The model's continuation, shown as it comes. At a terminal Ctrl-C stops it at the next character
+    and the prompt is back, the session and its state going on (it ended the session, exit 130); a
+    second Ctrl-C, or one at the prompt, ends it. From a pipe nobody can type on: Ctrl-C ends it."""
+    if not at_terminal:
+        for piece in pieces:
+            emit(piece)
+        return
+    with stopping.StopFlag().installed(only=(signal.SIGINT,)) as stop:
+        for piece in pieces:
+            emit(piece)
+            if stop.requested:  # the model has read what it wrote, all of it shown: the next turn goes on from there
+                return
