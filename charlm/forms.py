@@ -355,9 +355,7 @@ def piece_bytes(char: str) -> bytes:
 
 def byte_ids(vocab: Vocabulary) -> dict[int, int]:
     """byte -> the id of its byte piece, for a sentencepiece vocabulary with byte fallback (else empty)."""
-    if vocab.one_char_per_id:
-        return {}
-    return {vocab.pieces[i][0]: i for i in range(len(vocab)) if vocab.processor.is_byte(i)}
+    return {} if vocab.one_char_per_id else vocab.byte_ids
 
 
 def id_texts(vocab: Vocabulary) -> list[str]:
