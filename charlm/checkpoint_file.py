@@ -74,8 +74,12 @@ def write_aside(path: Path, data: bytes) -> bool:
 def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool, beside: Path | None = None) -> CharLMError:
     """The error of a failed write, saying that nothing was lost: the previous checkpoint, if any, is
     intact; where there was none, the same checkpoint written `beside` it, if any, holds the step."""
-    kept = "no checkpoint was written" if beside is None else f"{beside.name} holds this step"
-    kept = "the previous one is intact" if had_one else kept
+    if had_one:
+        kept = "the previous one is intact"
+    elif beside is not None:
+        kept = f"{beside.name} holds this step"
+    else:
+        kept = "no checkpoint was written"
     return CharLMError(f"{path}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}")
 
 

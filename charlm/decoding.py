@@ -212,7 +212,7 @@ class Utf8Rule:
     @classmethod
     def of(cls, vocab: Vocabulary) -> Utf8Rule | None:
         """The rule for a sentencepiece vocabulary that spells characters as bytes; None for any other."""
-        if vocab.tokenizer != "sentencepiece" or not any(map(vocab.processor.is_byte, range(len(vocab)))):
+        if vocab.tokenizer != "sentencepiece" or not vocab.byte_ids:
             return None
         return cls(vocab.pieces, vocab.processor.unk_id())
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import sys
@@ -138,8 +139,13 @@ def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
 def process_name() -> str:
     """This process as the files it owns name it: `PID`, or `PID-START` where the OS says when it
     started (`process_started`), so that a process given the PID of a killed one is not taken for it."""
-    started = process_started(os.getpid())
-    return f"{os.getpid()}{'' if started is None else f'-{started}'}"
+    return _process_name(os.getpid())
+
+
+@functools.cache  # /proc read once, not for every temporary file; by PID, as a forked child is another process
+def _process_name(pid: int) -> str:
+    started = process_started(pid)
+    return str(pid) if started is None else f"{pid}-{started}"
 
 
 def named_process_alive(name: str) -> bool | None:

@@ -198,7 +198,7 @@ class Constrained:
         option = {c: acrostic_name if c in template.acrostic else template.name for c in fixed}  # that fixed it
         written = self.written = {c for text in self.texts for c in text}  # what the model writes, bans aside
         in_bytes = {c for c in fixed if c not in written}  # no piece holds it: spelled in byte pieces
-        if (char := unwritten(fixed, self.texts, self.byte_ids, in_bytes)) is not None:
+        if (char := unwritten(fixed, written, self.byte_ids, in_bytes)) is not None:
             raise CharLMError(f"{option[char]}: the model does not know {char!r}; use characters it was trained on")
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
@@ -206,7 +206,8 @@ class Constrained:
             out = banned.tolist()
             self.texts = ["" if out[i] else text for i, text in enumerate(self.texts)]
             self.byte_ids = {byte: i for byte, i in self.byte_ids.items() if not out[i]}
-            if (char := unwritten(fixed, self.texts, self.byte_ids, in_bytes)) is not None:
+            unbanned = {c for text in self.texts for c in text}
+            if (char := unwritten(fixed, unbanned, self.byte_ids, in_bytes)) is not None:
                 shown = repr(char)
                 if char in in_bytes:  # the ban names a token, not the character
                     token = next(i for byte, i in byte_ids(vocab).items() if byte in piece_bytes(char) and out[i])
@@ -339,11 +340,11 @@ class Constrained:
         )
 
 
-def unwritten(chars: list[str], texts: list[str], byte_ids: dict[int, int], in_bytes: set[str]) -> str | None:
+def unwritten(chars: list[str], written: set[str], byte_ids: dict[int, int], in_bytes: set[str]) -> str | None:
     """The first of `chars` the ids cannot write, if any: one of `in_bytes` (no piece holds it) without
-    all of its byte pieces in `byte_ids`, any other in none of the ids' `texts`. (A character whose own
-    piece a ban removed is not spelled in bytes instead: the ban meant to keep it out.)"""
-    written = {c for t in texts for c in t}
+    all of its byte pieces in `byte_ids`, any other not among the characters the ids' texts hold
+    (`written`). (A character whose own piece a ban removed is not spelled in bytes instead: the ban
+    meant to keep it out.)"""
     missing = {c for c in in_bytes if not set(piece_bytes(c)) <= byte_ids.keys()}
     return next((c for c in chars if c in missing or (c not in in_bytes and c not in written)), None)
 
@@ -355,9 +356,7 @@ def piece_bytes(char: str) -> bytes:
 
 def byte_ids(vocab: Vocabulary) -> dict[int, int]:
     """byte -> the id of its byte piece, for a sentencepiece vocabulary with byte fallback (else empty)."""
-    if vocab.one_char_per_id:
-        return {}
-    return {vocab.pieces[i][0]: i for i in range(len(vocab)) if vocab.processor.is_byte(i)}
+    return {} if vocab.one_char_per_id else vocab.byte_ids
 
 
 def id_texts(vocab: Vocabulary) -> list[str]:

@@ -125,6 +125,8 @@ class PieceVocab:
         except RuntimeError:
             raise CharLMError("the vocabulary is damaged: not a sentencepiece model") from None
         self.pieces = [self._surface(i) for i in range(len(self))]
+        # byte -> its byte piece's id: byte fallback's spelling of what no piece holds (empty without it)
+        self.byte_ids = {self.pieces[i][0]: i for i in range(len(self)) if self.processor.is_byte(i)}
 
     def _surface(self, i: int) -> bytes:
         """The bytes piece `i` stands for in the text."""
@@ -150,7 +152,7 @@ class PieceVocab:
     def __repr__(self) -> str:
         """What a notebook shows for `model.vocab`: its size, whether bytes spell what no piece does
         (charlm's tokenizers always do: `train_model`), and its normalization."""
-        fallback = ", byte fallback" if any(map(self.processor.is_byte, range(len(self)))) else ""
+        fallback = ", byte fallback" if self.byte_ids else ""
         return f"PieceVocab(sentencepiece, {len(self):,} pieces{fallback}, normalize={self.normalize!r})"
 
     def __eq__(self, other: object) -> bool:

@@ -151,7 +151,10 @@ class Vocab:
         (`encode_array`'s table): a loop over every character of a file cost `charlm eval` as much as
         scoring it with a small model."""
         codes = code_points(text)
-        ids = self.id_table()[codes]
+        return self.outside(codes, self.id_table()[codes])
+
+    def outside(self, codes: np.ndarray, ids: np.ndarray) -> list[str]:
+        """`unknown` of a text's code points and their ids (`id_table`'s), for `encode`, which has both."""
         outside = ids == (UNSEEN if self.unknown_id is None else self.unknown_id)
         if self.unknown_id is not None:
             outside &= codes != ord(UNKNOWN)  # the symbol itself, written in the text, is known
@@ -187,7 +190,9 @@ class Vocab:
         `already_normalized`: the caller normalized `text` for its own use, so it is not done twice."""
         check_characters(text, what)
         text = text if already_normalized else self.normalized(text)
-        missing = self.unknown(text)
+        codes = code_points(text)
+        ids = self.id_table()[codes]  # looked up once, for the check and the ids
+        missing = self.outside(codes, ids)
         if missing and not (unseen and self.unknown_id is None):
             shown = " ".join(self.name_unseen(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             if self.unknown_id is None:
@@ -196,7 +201,7 @@ class Vocab:
                     "use only characters from the training text"
                 )
             warnings.warn(f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}", UnknownCharacterWarning, 2)
-        return torch.from_numpy(self.encode_array(text))
+        return torch.from_numpy(ids)
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:
         if not isinstance(ids, list):
