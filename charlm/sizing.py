@@ -208,15 +208,17 @@ class Probe:
 
     def measure(self, key: tuple[int, int]) -> float:
         """The (hidden, batch) pair `key`'s best speed so far, after PROBE_WINDOWS more windows."""
+        speeds = []  # this pair's windows at the thread count the run gets
         if key not in self.states:
             pair = dataclasses.replace(self.config, hidden=key[0], batch_size=key[1])
             self.states[key] = train_state.build(pair, self.corpus, self.ranks)
             for _ in range(PROBE_WARMUP):
                 train_state.train_step(self.states[key], 0.0)
-            if len(self.states) == 1:  # time every size with the thread count the CPU can use now
-                threads.calibrate(lambda: self.window(self.states[key]))
-        for _ in range(PROBE_WINDOWS):
-            self.best[key] = max(self.best.get(key, 0.0), self.window(self.states[key]))
+            if len(self.states) == 1:  # time every size with the thread count the CPU can use now; the
+                # calibration's windows at the count it keeps time this pair, as many on every rank
+                speeds = threads.calibrate(lambda: self.window(self.states[key]))
+        speeds += [self.window(self.states[key]) for _ in range(PROBE_WINDOWS - len(speeds))]
+        self.best[key] = max(self.best.get(key, 0.0), *speeds)
         return self.best[key]
 
     def window(self, state: TrainState) -> float:

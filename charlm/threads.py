@@ -84,16 +84,18 @@ class Governor:
         else:
             self.best_recent[work] = max(best, speed)
 
-    def calibrate(self, measure: Callable[[], float]) -> None:
+    def calibrate(self, measure: Callable[[], float]) -> list[float]:
         """Before work whose speed must be known (the size probe), take the faster of the current count
-        and its neighbour right away; `measure()` runs a short timed stretch and returns its speed."""
-        speeds = {}
+        and its neighbour right away; `measure()` runs a short timed stretch and returns its speed.
+        Returns the two speeds measured at the count kept: the caller's timing of that work, not to redo."""
+        speeds: dict[int, list[float]] = {}
         for count in (self.threads, self.neighbour()):
             self.set_threads(count)
-            speeds[count] = max(measure(), measure())
-        self.threads = max(speeds, key=speeds.get)
+            speeds[count] = [measure(), measure()]
+        self.threads = max(speeds, key=lambda count: max(speeds[count]))
         self.set_threads(self.threads)
         self.best_recent, self.since_comparison = {}, 0.0
+        return speeds[self.threads]
 
     def neighbour(self) -> int:
         """The count to compare with: half as many and twice as many (at most every core) take turns;
@@ -189,10 +191,12 @@ def pin_this_thread(count: int) -> None:
     torch.set_num_threads(count)
 
 
-def calibrate(measure: Callable[[], float]) -> None:
-    """Settle the thread count now, when the work about to be timed needs the right one (see Governor)."""
-    if _governor is not None:
-        _governor.calibrate(measure)
+def calibrate(measure: Callable[[], float]) -> list[float]:
+    """Settle the thread count now, when the work about to be timed needs the right one (see Governor);
+    returns the speeds `measure` gave at the count kept (none where nothing adapts: a pinned count, a GPU)."""
+    if _governor is None:
+        return []
+    return _governor.calibrate(measure)
 
 
 def record(seconds: float, units: float, work: str = "train") -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import plan, sizing, train_state, trainer
+from charlm import plan, sizing, threads, train_state, trainer
 from charlm.model import frequent_characters
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
@@ -94,6 +94,20 @@ def test_the_probe_times_finished_work_of_the_whole_batch(fox_file, tiny, monkey
     assert {e[1] for e in events if e != "sync"} == {8}
     assert sum(e != "sync" for e in events) >= sizing.PROBE_WARMUP + sizing.PROBE_WINDOWS * sizing.PROBE_MIN_STEPS
     assert one > 0
+
+
+def test_the_thread_calibration_times_the_first_size_once(fox_file, tiny, monkeypatch):
+    """The first size the probe times settles the thread count: two windows at each of two counts.
+    The two at the count kept are that size's timing; two more windows of it, at the same count, were
+    0.3 s or more before a run's first step."""
+    monkeypatch.setattr(threads, "_governor", threads.Governor(2, lambda count: None))
+    windows = iter([10.0, 11.0, 30.0, 20.0, 40.0, 99.0, 0.0])  # 2 threads, then 1 (faster: kept), then more
+    monkeypatch.setattr(sizing.Probe, "window", lambda self, state: next(windows))
+    config = charlm.Config(**{**tiny, "batch_size": 8})
+    probe = sizing.Probe(config, load_corpus([str(fox_file)], config, quiet=True))
+    assert probe(16) == 30.0 and threads._governor.threads == 1
+    assert probe(16) == 99.0  # timed again (the rule's second look): two windows of its own
+    assert next(windows) == 0.0
 
 
 def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, monkeypatch):
