@@ -403,10 +403,11 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
         refuse(function, f"the {what} must be a string", seed, text_hint(function, seed, what))
 
 
-def config_hint(function: str, value: object, seed: object = "It was") -> str:
+def config_hint(function: str, value: object, seed: object = None) -> str:
     """Where a caller gave a `Config` or `SampleConfig` by position (as the seed, a path or an option),
     how its fields are given: charlm.generate(model, SampleConfig(...)) was told only that the seed
-    must be a string. The options are keywords; a config built by hand is unpacked into them."""
+    must be a string. The options are keywords; a config built by hand is unpacked into them. The call
+    shown keeps the caller's `seed` where it is a string, else shows 'It was'."""
     if not isinstance(value, Config if function == "train" else SampleConfig):
         return ""
     given = "PATH" if function == "train" else f"model, {seed if isinstance(seed, str) else 'It was'!r}"

@@ -221,7 +221,7 @@ class Constrained:
             self.slots += list(piece_bytes(slot)) if slot in in_bytes else [slot]
         self.compiled_at.append(len(self.slots))
         self.shape = [None if i in template.acrostic_at else slot for i, slot in enumerate(slots)]  # no acrostic
-        self.fixed_text = slots
+        self.text_slots = slots  # each position of the template's text: its character as read, None where free
         self.size = len(self.slots)
         # how far each id moves a cursor: its characters, or one position for a byte piece
         self.widths = [len(text) for text in self.texts]
@@ -303,11 +303,11 @@ class Constrained:
         if not 0 < len(poem) < size or not self.fits_shape(poem):
             return 0
         for verse, at in enumerate(self.template.acrostic_at, 1):
-            if at < len(poem) and poem[at] != self.fixed_text[at]:
+            if at < len(poem) and poem[at] != self.text_slots[at]:
                 acrostic, found, wanted = (
                     f"{self.acrostic_name} {self.template.acrostic}",
                     poem[at],
-                    self.fixed_text[at],
+                    self.text_slots[at],
                 )
                 if typed is not None:
                     raise CharLMError(

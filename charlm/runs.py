@@ -7,7 +7,7 @@ checkpoints/<corpus>-<date>-<time>/
     metrics.jsonl  one row per log interval (reporting.py)
     run.json       what the run is: corpus, size, config
     samples.txt    samples shown during training (--sample-every)
-    .lock          locked (flock) by the training process; .lock.pid: its PID and start time
+    .lock          locked (flock) by the training process; .lock.pid: its PID-START (files.process_name)
 """
 
 from __future__ import annotations
@@ -189,8 +189,7 @@ class RunLock:
             self.folder_fd = None
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
-            started = files.process_started(os.getpid())
-            scratch.write_text(f"{os.getpid()}{'' if started is None else f' {started}'}\n", encoding="ascii")
+            scratch.write_text(f"{files.process_name()}\n", encoding="ascii")
             files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
@@ -254,17 +253,14 @@ class RunLock:
             raise CharLMError(stopped_message(reason, step, self.moved_to()))
 
     def live_owner(self) -> int | None:
-        """The PID of the last owner, if it still runs: `.lock.pid` holds its PID and, where the OS says,
-        when it started (`files.process_started`), so that a process the OS gave the PID of a killed
-        owner is not taken for it."""
+        """The PID of the last owner, if it still runs: `.lock.pid` names it as files name their process
+        (`files.process_name`: `PID-START` where the OS says when it started, else `PID`), so that a
+        process the OS gave the PID of a killed owner is not taken for it."""
         try:
-            recorded = [int(number) for number in self.pid_path.read_text(encoding="ascii").split()[:2]]
-        except (OSError, ValueError):
+            name = self.pid_path.read_text(encoding="ascii").strip()
+        except (OSError, ValueError):  # gone, or not ASCII (UnicodeDecodeError): names no process
             return None
-        if not recorded:
-            return None
-        pid, started = recorded[0], recorded[1] if len(recorded) > 1 else None
-        return pid if files.process_alive(pid, started) else None
+        return int(name.partition("-")[0]) if files.named_process_alive(name) else None
 
 
 def open_path(fd: int) -> Path | None:

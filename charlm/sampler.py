@@ -50,17 +50,25 @@ def primed_batch(
     model: CharLM, options: SampleConfig, text: str, stops: tuple[str, ...], already_normalized: bool = False
 ) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once; `already_normalized`: as
-    `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`)."""
-    ids = model.vocab.encode(text, what=said("seed"), already_normalized=already_normalized)
-    read = text if already_normalized else model.vocab.normalized(text)
-    return batch_reading(model, options, ids, stops, read)
-
-
-def batch_reading(model: CharLM, options: SampleConfig, ids: torch.Tensor, stops: tuple[str, ...], read: str) -> Batch:
-    """`primed_batch` of a text already encoded (`ids`, of `read`), for a caller that encoded it to check it.
-    A form goes on with the poem `read` began, if it began one (`forms.Constrained.begun`)."""
+    `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`). A form goes on
+    with the poem `text` began, if it began one (`forms.Constrained.begun`)."""
+    read = text if already_normalized else model.vocab.normalized(text)  # normalized once: encoded, and begun
+    ids = model.vocab.encode(read, what=said("seed"), already_normalized=True)
     form, bias = compiled(options, model)
-    start = form.begun(read) if form is not None else 0
+    return batch_reading(model, options, ids, stops, form, bias, form.begun(read) if form is not None else 0)
+
+
+def batch_reading(
+    model: CharLM,
+    options: SampleConfig,
+    ids: torch.Tensor,
+    stops: tuple[str, ...],
+    form: Constrained | None,
+    bias: torch.Tensor | None,
+    start: int = 0,
+) -> Batch:
+    """`primed_batch` of a text its caller encoded, checked and placed in the form itself (co-writing):
+    `form` and `bias` as `compiled` gave them, `start` where its poem leaves off (`Constrained.begun`)."""
     never = model.vocab.unknown(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
@@ -168,7 +176,7 @@ class Conversation:
     def __init__(self, model: CharLM, options: SampleConfig):
         self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.batch: Batch | None = None
-        self.form = compiled(self.options, model)[0]  # each turn writes a poem anew, or the one the text began
+        self.form, self.bias = compiled(self.options, model)  # each turn writes a poem anew, or the one the text began
         self.stops = stop_texts(self.options, model)
         self.transcript: list[str] = []  # the text the model read and wrote: "," for a typed "，" under nfkc
         self.read = ""  # the latest turn's text as the model reads it, for the caller to show
@@ -190,7 +198,7 @@ class Conversation:
         the template (`forms.Constrained.begun`), when first asked for."""
         with inference(self.model):
             if self.batch is None:
-                self.batch = batch_reading(self.model, self.options, ids, self.stops, text)
+                self.batch = batch_reading(self.model, self.options, ids, self.stops, self.form, self.bias, start)
             else:
                 if ids is not None:
                     self.batch.read(ids.to(self.model.device))

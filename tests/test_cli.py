@@ -524,10 +524,11 @@ def test_an_unreadable_line_is_told_as_a_terminal_or_a_pipe_can_act_on_it(traine
 
 def test_an_interactive_line_in_another_encoding_is_skipped_not_a_traceback(trained):
     """Under a UTF-8 locale (stdin strict), a Latin-1 line piped in (or a byte a terminal sends) was a
-    UnicodeDecodeError traceback that ended the session; it is that line's one-line error now."""
+    UnicodeDecodeError traceback that ended the session; it is that line's one-line error now. Its
+    position is in the line: it counted the line break carried over from the line before (character 4)."""
     result = cli("sample", trained, "--interactive", "--length", "5", input=b"the\ncaf\xe9\nover\n")
     assert result.exit_code == 0 and result.exception is None, result.output
-    assert "line 2 of the input: byte 0xe9" in result.output and "not valid UTF-8" in result.output
+    assert "line 2 of the input: byte 0xe9 at character 3 is not valid UTF-8" in result.output, result.output
     assert "\nover\n" in result.output
 
 

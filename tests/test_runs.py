@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, runs, sizing, train_state
+from charlm import api, files, runs, sizing, train_state
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -97,7 +97,8 @@ def test_second_training_into_one_folder_is_refused_and_a_dead_owner_is_taken_ov
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
-    assert (tmp_path / "checkpoints/run/.lock.pid").read_text().split()[0] == str(process.pid)  # left by the dead
+    left = (tmp_path / "checkpoints/run/.lock.pid").read_text()  # by the dead
+    assert left.partition("-")[0] == str(process.pid)
     resumed = cli("train", "--resume", "run", "--max-steps", str(latest("run").progress.step + 10))
     assert resumed.exit_code == 0 and "done: step" in resumed.stdout, resumed.output
 
@@ -116,7 +117,7 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
         holder.kill()
         holder.wait()
     assert (folder / ".lock").exists()  # left by the dead, with its PID:
-    assert (folder / ".lock.pid").read_text().split()[0] == str(holder.pid)
+    assert (folder / ".lock.pid").read_text().partition("-")[0] == str(holder.pid)
     charlm.train(fox_file, out="run", **tiny)  # its owner is gone: taken over
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
 
@@ -126,7 +127,8 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
     """A run killed by SIGKILL leaves `.lock.pid`; once the OS gave its PID to an unrelated process, the
     dead run read as "still training" (`charlm runs`, `charlm sample RUN`, eval, export) for as long as
     that process lived. A process that started at another time than the owner recorded is not the owner;
-    a live owner still reads as training."""
+    a live owner still reads as training. `.lock.pid` names its owner as every file names its process
+    (`files.process_name`, PID-START; it wrote "PID START"), and one of the last release, "PID", is still read."""
     folder = tmp_path / "checkpoints/live"
     holder = subprocess.Popen(
         [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
@@ -135,12 +137,15 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
         wait_for(folder / ".lock.pid")
+        assert (folder / ".lock.pid").read_text() == f"{holder.pid}-{files.process_started(holder.pid)}\n"
         assert runs.training_now(folder) == holder.pid
-        dead = tmp_path / "checkpoints/dead"  # its owner killed, its PID now the unrelated process's
-        dead.mkdir()
-        (dead / ".lock").touch()
-        (dead / ".lock.pid").write_text(f"{unrelated.pid} 1\n")  # its owner started 1 tick after boot
-        assert runs.training_now(dead) is None
+        dead, older = tmp_path / "checkpoints/dead", tmp_path / "checkpoints/older"
+        for run, named in ((dead, f"{unrelated.pid}-1"), (older, f"{unrelated.pid}")):
+            run.mkdir()
+            (run / ".lock").touch()
+            (run / ".lock.pid").write_text(f"{named}\n")
+        assert runs.training_now(dead) is None  # its owner started 1 tick after boot: killed, its PID given on
+        assert runs.training_now(older) == unrelated.pid  # no start time to tell: the PID's process is taken for it
         with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
             runs.resolve(dead)
     finally:

@@ -20,7 +20,7 @@ import click
 
 from .. import checkpoint, files, outputs, runs, sampler, stopping, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
-from ..corpus import read_text
+from ..corpus import check_characters, read_text
 from ..decoding import characters
 from ..errors import BiasError, CharLMError
 from ..model import CharLM
@@ -322,8 +322,10 @@ def converse(
     line_break = ""
     for number, line in enumerate(lines, 1):
         line = line.replace("\r\n", "\n")
-        try:  # the line is encoded (and checked) once, before it is shown or read
-            pieces = conversation.turn(line_break + line, "the line" if at_terminal else f"line {number} of the input")
+        what = "the line" if at_terminal else f"line {number} of the input"
+        try:  # checked alone first, so a bad byte's position counts in the line, not the line break carried over
+            check_characters(line, what)
+            pieces = conversation.turn(line_break + line, what)
         except CharLMError as e:  # one bad line does not end the session and its state
             click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
             continue
