@@ -171,18 +171,25 @@ class TensorBoardLog:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             self.file.warn(e)
-        self.write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.write([Event(wall_time=time.time(), file_version="brain.Event:2")])
 
     def append(self, row: dict) -> None:
-        """A metrics row's scalars, at its step."""
-        for key in self.SCALARS:
-            if row.get(key) is not None:
-                self.write(self.event(wall_time=time.time(), step=row["step"], summary=self.scalar(key, row[key])))
+        """A metrics row's scalars, at its step, in one append."""
+        now, step = time.time(), row["step"]
+        self.write(
+            [
+                self.event(wall_time=now, step=step, summary=self.scalar(key, row[key]))
+                for key in self.SCALARS
+                if row.get(key) is not None
+            ]
+        )
 
-    def write(self, event) -> None:
-        record = io.BytesIO()
-        self.record_writer(record).write(event.SerializeToString())  # length, checksums and the event
-        self.file.append(record.getvalue())
+    def write(self, events: list) -> None:
+        records = io.BytesIO()
+        writer = self.record_writer(records)
+        for event in events:
+            writer.write(event.SerializeToString())  # length, checksums and the event
+        self.file.append(records.getvalue())
 
 
 class SilentReporter:
