@@ -599,7 +599,8 @@ class Terminal:
 
     def __init__(self, *args: str):
         self.terminal, child = pty.openpty()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")} | {"LANG": "C", "TERM": "xterm"}  # Python makes it UTF-8
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
+        env |= {"LANG": "C", "TERM": "xterm"}  # Python makes LANG=C UTF-8; xterm moves the cursor
         self.process = subprocess.Popen(
             [sys.executable, "-m", "charlm", "sample", "--interactive", *args],
             stdin=child, stdout=child, stderr=subprocess.PIPE, env=env,
