@@ -287,20 +287,8 @@ class Constrained:
         it is begun if it is shorter than the template and its start. `seed`: as the model reads it.
         A verse it began whose first character is not the acrostic's is a one-line error naming `what`,
         or, in co-writing, `typed`, the line typed last (the seed is the transcript), which can only be typed again."""
-        size, lines = len(self.shape), seed.split("\n")
-        verse_lines = self.verse_lines()
-        start = len(seed) - len(lines[-1])  # the poem's start: after the last line that is not a verse line
-        for line in reversed(lines[:-1]):
-            if not any(len(line) == len(shape) and self.fits_shape(line, at) for at, shape in verse_lines):
-                break
-            start -= len(line) + 1
-        ends_in_break = self.shape[-1] == "\n"  # then poems follow one another with no break between
-        while len(seed) - start > size and self.fits_shape(seed[start : start + size]):
-            if not ends_in_break and seed[start + size] != "\n":
-                break
-            start += size + (not ends_in_break)  # a whole poem and its line break: the seed's own
-        poem = seed[start:]
-        if not 0 < len(poem) < size or not self.fits_shape(poem):
+        poem = self.poem_of(seed)
+        if not poem:
             return 0
         for verse, at in enumerate(self.template.acrostic_at, 1):
             if at < len(poem) and poem[at] != self.text_slots[at]:
@@ -319,6 +307,36 @@ class Constrained:
                     f"the whole poem's: begin {what}'s verses with it, or end it before them for a new poem"
                 )
         return self.compiled_at[len(poem)]
+
+    def poem_of(self, seed: str) -> str:
+        """The poem `seed` began (`begun`), '' if none: its text after its last line that is not a whole line
+        of the template, less the whole poems at its start, if shorter than the template and its start."""
+        size, lines = len(self.shape), seed.split("\n")
+        verse_lines = self.verse_lines()
+        start = len(seed) - len(lines[-1])  # the poem's start: after the last line that is not a verse line
+        for line in reversed(lines[:-1]):
+            if not any(len(line) == len(shape) and self.fits_shape(line, at) for at, shape in verse_lines):
+                break
+            start -= len(line) + 1
+        ends_in_break = self.shape[-1] == "\n"  # then poems follow one another with no break between
+        while len(seed) - start > size and self.fits_shape(seed[start : start + size]):
+            if not ends_in_break and seed[start + size] != "\n":
+                break
+            start += size + (not ends_in_break)  # a whole poem and its line break: the seed's own
+        poem = seed[start:]
+        return poem if 0 < len(poem) < size and self.fits_shape(poem) else ""
+
+    def leaves_verse_open(self, before: str, line: str) -> bool:
+        """Whether `line`, typed after `before` in co-writing (both as the model reads them), stops mid-verse,
+        so the line break typed to send it is the writer's, not the poem's: its poem is begun (`poem_of`),
+        the template's next character is not a line break, and the line is a verse's, not a title's: it goes
+        on a poem begun before it or holds the template's fixed text (a verse's "，"). A short line of its
+        own (`静夜思`, `李白`) could be either, and is taken for a title, as the line break after it says."""
+        poem = self.poem_of(before + line)
+        if not poem or self.shape[len(poem)] == "\n":
+            return False
+        typed = self.shape[len(poem) - min(len(line), len(poem)) : len(poem)]
+        return len(poem) > len(line) or any(slot is not None for slot in typed)
 
     def verse_lines(self) -> list[tuple[int, tuple[str | None, ...]]]:
         """Each different line of the template (between its fixed line breaks, not empty): where it begins, its slots."""

@@ -185,11 +185,16 @@ class Conversation:
         """The model's continuation of `text`, a piece at a time. The text is normalized and encoded
         here, at the call, once: one the model cannot read (a character it never saw) is refused, `what`
         naming it, before it is shown or read; `read` is then the text as the model reads it, which the
-        transcript keeps. An empty first turn starts at the beginning of a line."""
+        transcript keeps. An empty first turn starts at the beginning of a line.
+        With a form, a line break ending `text` is the one typed to send it: where the line stops mid-verse
+        (`forms.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
         text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
+        before = "".join(self.transcript)
+        if self.form is not None and text.endswith("\n") and self.form.leaves_verse_open(before, text[:-1]):
+            text = text[:-1]
         ids = self.model.vocab.encode(text, what=what, already_normalized=True) if text else None
         # the poem the whole transcript began, checked here (an acrostic it breaks is refused at the call)
-        start = self.form.begun("".join(self.transcript) + text, typed=what) if self.form is not None else 0
+        start = self.form.begun(before + text, typed=what) if self.form is not None else 0
         self.read = text
         return self.continued(text, ids, start)
 

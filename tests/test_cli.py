@@ -2,6 +2,7 @@
 
 import collections
 import contextlib
+import fcntl
 import itertools
 import json
 import os
@@ -9,6 +10,7 @@ import pty
 import random
 import select
 import signal
+import struct
 import subprocess
 import sys
 import termios
@@ -22,6 +24,7 @@ from charlm import checkpoint, outputs, runs, sampler, sizing, summary, threads,
 from charlm import cli as cli_module
 from charlm.commands.sample import converse, json_line
 from charlm.config import SampleConfig
+from charlm.forms import template_of
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus, wait_for
 from .test_export import run_of
@@ -596,7 +599,8 @@ class Terminal:
 
     def __init__(self, *args: str):
         self.terminal, child = pty.openpty()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")} | {"LANG": "C"}  # Python makes it UTF-8
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LC_")}
+        env |= {"LANG": "C", "TERM": "xterm"}  # Python makes LANG=C UTF-8; xterm moves the cursor
         self.process = subprocess.Popen(
             [sys.executable, "-m", "charlm", "sample", "--interactive", *args],
             stdin=child, stdout=child, stderr=subprocess.PIPE, env=env,
@@ -659,8 +663,45 @@ def test_interactive_in_a_terminal_shows_the_typed_line_once(trained, tmp_path):
     status, screen_text = terminal.end()
     assert status == 0, terminal.process.stderr.read()
     assert screen_text.count("zebra quiz") == 1, screen_text
-    assert screen_text == (tmp_path / "copy.txt").read_text()  # the copy holds what the screen shows
-    assert screen_text.startswith("zebra quiz\n") and len(screen_text) == len("zebra quiz\n") + 15 + 1
+    copy = (tmp_path / "copy.txt").read_text()  # the copy holds what the screen shows, less the prompts
+    assert screen_text == f"> {copy}> \n" and copy.startswith("zebra quiz\n") and len(copy) == len("zebra quiz\n") + 16
+
+
+def test_a_writer_sees_whose_turn_it_is_and_keys_typed_ahead_once(trained, tmp_path):
+    """No prompt said when the writer's turn came; and keys typed while the model wrote showed twice: echoed
+    amid the model's text, and again at the prompt. A "> " prompt now, never in the copy; typed ahead, once."""
+    terminal = Terminal("--length", "100000", "--random-seed", "0", "--output", "copy.txt")
+    terminal.type(b"the\n")
+    terminal.wait_for_more(100)
+    os.write(terminal.terminal, b"zebra")  # typed while the model writes
+    terminal.wait_for_more(300)
+    terminal.process.send_signal(signal.SIGINT)  # stops the model; the prompt comes back
+    terminal.type(b" quiz\n")
+    terminal.wait_for_more(100)
+    terminal.process.send_signal(signal.SIGINT)
+    terminal.type(b"\x04")
+    status, screen = terminal.end()
+    copy = (tmp_path / "copy.txt").read_text()
+    assert status == 0 and screen.startswith("> the\n") and "\n> zebra quiz\n" in screen, screen[-300:]
+    assert screen.count("zebra") == 1 and screen.endswith("\n> \n"), screen[-300:]
+    assert copy.startswith("the\n") and "\nzebra quiz\n" in copy and "> " not in copy
+
+
+def test_a_half_verse_typed_in_a_terminal_is_finished_on_its_line(tmp_path):
+    """With --form, a half verse typed and sent with Enter began a new poem on the next line: the line break
+    typed to send it was read as the poem's. The model finishes that verse now, after it on the screen."""
+    from .test_forms import VERSE, chinese_model
+
+    run_of(chinese_model(), tmp_path / "poems")
+    terminal = Terminal(str(tmp_path / "poems"), "--form", "五言绝句", "--random-seed", "0", "--output", "copy.txt")
+    fcntl.ioctl(terminal.terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
+    typed = VERSE + "七丄"  # a verse and two characters of the next
+    terminal.type(typed.encode() + b"\n")
+    terminal.type(b"\x04")
+    status, screen = terminal.end()
+    copy = (tmp_path / "copy.txt").read_text()
+    assert status == 0 and copy.startswith(typed) and template_of("五言绝句").fits(copy.removesuffix("\n")), copy
+    assert screen.startswith(f"> {typed}\n\x1b[1F\x1b[J> {copy}"), screen  # back on the typed line
 
 
 def test_co_writing_at_a_terminal_edits_lines_and_ctrl_c_stops_only_the_model(trained, tmp_path):

@@ -363,6 +363,19 @@ def test_interactive_turns_go_on_with_the_poem_the_transcript_began():
     assert template_of("五言绝句").fits(VERSE + NEXT + "\n" + second), second
 
 
+def test_a_half_verse_typed_in_co_writing_is_finished_not_a_new_poem():
+    """The line break typed to send a line was read as the poem's: a half verse (`床前明月光，疑是`) began a
+    new poem. Where the line stops mid-verse it is left out now; a whole line, or a title, keeps it."""
+    conversation = Conversation(chinese_model(), SampleConfig(form="五言绝句", random_seed=3, length=6))
+    first = "".join(conversation.turn(VERSE + "\n"))  # a verse and its comma: the verse after it
+    assert conversation.transcript[0] == VERSE and len(first) == 6 and first.endswith("。"), first
+    half = HAN[30:32]  # the next line's first two characters, after the line break between the lines
+    second = "".join(conversation.turn("\n" + half + "\n"))
+    assert conversation.read == "\n" + half and second[3] == "，" and "\n" not in second, second  # the verse's 3 more
+    title = Conversation(chinese_model(), SampleConfig(form="五言绝句", random_seed=3))
+    assert template_of("五言绝句").fits("".join(title.turn(HAN[40:43] + "\n")))  # a title: a whole poem under it
+
+
 def test_the_cli_python_and_the_server_go_on_with_one_poem_alike(tmp_path):
     from .test_export import run_of
 

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import click
 
-from .. import checkpoint, files, outputs, runs, sampler, stopping, threads
+from .. import checkpoint, files, outputs, runs, sampler, stopping, tables, threads
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import check_characters, read_text
 from ..decoding import characters
@@ -149,13 +149,14 @@ def read_seed(seed_file: str) -> str:
 
 def emitter(copy: OutputCopy | None) -> Callable[..., None]:
     """Writes text to the screen as it comes (flushed: a sample streams) and to --output's file, if any.
-    `screen=False`: to the file only (a typed line the terminal has shown already)."""
+    `screen=False`: to the file only (a typed line the terminal has shown already); `file=False`: to the
+    screen only (moving the cursor)."""
 
-    def emit(text: str, screen: bool = True) -> None:
+    def emit(text: str, screen: bool = True, file: bool = True) -> None:
         if screen:
             sys.stdout.write(text)
             sys.stdout.flush()
-        if copy:
+        if copy and file:
             copy.write(text)
 
     return emit
@@ -214,25 +215,80 @@ def co_write(model: CharLM, config: SampleConfig, emit: Callable[..., None]) -> 
         click.echo("type a line and press Enter; the model continues it. Ctrl-C stops it; Ctrl-D ends.", err=True)
     # A terminal shows what is typed itself; printing it again would show it twice.
     on_screen = at_terminal and sys.stdout.isatty()
-    lines = edited_lines() if on_screen else sys.stdin
-    converse(model, config, lines, emit, echo=not on_screen, at_terminal=at_terminal)
+    lines = typed_lines(on_screen) if at_terminal else sys.stdin
+    try:
+        converse(model, config, lines, emit, echo=not on_screen, at_terminal=at_terminal)
+    finally:
+        if at_terminal:  # the terminal echoing keys again
+            lines.close()
 
 
-def edited_lines() -> Iterator[str]:
-    """The lines typed at a terminal, each with its line break, edited with readline where it reads what
-    Python does: the arrow keys move in the line (they typed escape codes, which the model refused) and
-    a line may be longer than the terminal's own 4,095 bytes (a longer pasted paragraph lost its end).
-    Ctrl-D ends. Without readline the terminal edits the line itself."""
-    if not readline_reads_as_python():
-        yield from sys.stdin
-        return
-    import readline  # noqa: F401 -- once imported, input() edits lines with it
+PROMPT = "> "  # the writer's turn: shown at a terminal only, never in --output's copy or the model's text
 
+
+def typed_lines(on_screen: bool) -> Iterator[str]:
+    """The lines typed at a terminal, each with its line break, each after PROMPT (on stderr when the
+    text goes to a file: `> story.txt` holds the text alone). Ctrl-D ends.
+
+    With the text on the screen they are edited with readline where it reads what Python does: the arrow
+    keys move in the line (they typed escape codes, which the model refused) and a line may be longer
+    than the terminal's own 4,095 bytes (a longer pasted paragraph lost its end). The keys typed while the
+    model writes are not echoed then: readline shows them at the next prompt, and the terminal's echo
+    showed them a second time, amid the model's text. Without readline the terminal edits the line itself."""
+    edited = on_screen and readline_reads_as_python()
+    if edited:
+        import readline  # noqa: F401 -- once imported, input() edits lines with it
+    shown_on = sys.stdout if on_screen else sys.stderr
     while True:
         try:
-            yield input() + "\n"
-        except EOFError:
+            if edited:
+                line = input(PROMPT) + "\n"
+            else:
+                shown_on.write(PROMPT)
+                shown_on.flush()
+                line = sys.stdin.readline()
+                if not line:
+                    raise EOFError
+        except (EOFError, KeyboardInterrupt) as end:
+            shown_on.write("\n")  # the shell's prompt on a line of its own, not after ours
+            shown_on.flush()
+            if isinstance(end, KeyboardInterrupt):
+                raise
             return
+        with keys_unechoed() if edited else contextlib.nullcontext():
+            yield line
+
+
+@contextlib.contextmanager
+def keys_unechoed() -> Iterator[None]:
+    """The terminal not echoing the keys typed (they wait for the next prompt); Ctrl-C still stops."""
+    import termios  # POSIX only, as readline is
+
+    terminal = sys.stdin.fileno()
+    saved = termios.tcgetattr(terminal)
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO
+    termios.tcsetattr(terminal, termios.TCSANOW, quiet)  # TCSANOW, not TCSAFLUSH: the keys typed are kept
+    try:
+        yield
+    finally:
+        termios.tcsetattr(terminal, termios.TCSANOW, saved)
+
+
+def back_after(typed: str, shown: str) -> str:
+    """The escape codes that put the cursor back after a line the terminal showed, `typed` after PROMPT,
+    which Enter left for the line below: rewritten as `shown` (the model's reading), the model's text goes
+    on after it, as the model reads it. Nothing where the terminal's width is unknown or it moves no cursor."""
+    if os.environ.get("TERM") == "dumb":
+        return ""
+    try:
+        columns = os.get_terminal_size(sys.stdout.fileno()).columns
+    except OSError:
+        return ""
+    if columns <= 0:
+        return ""
+    rows = max(1, -(-tables.width(PROMPT + typed) // columns))
+    return f"\x1b[{rows}F\x1b[J{PROMPT}{shown}"
 
 
 def readline_reads_as_python() -> bool:
@@ -329,7 +385,10 @@ def converse(
         except CharLMError as e:  # one bad line does not end the session and its state
             click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
             continue
-        emit(conversation.read.removeprefix(line_break), screen=echo)
+        shown = conversation.read.removeprefix(line_break)
+        emit(shown, screen=echo)
+        if not echo and not shown.endswith("\n"):  # a verse the form goes on with: its line break left out
+            emit(back_after(line.removesuffix("\n"), shown), file=False)
         written(pieces, emit, at_terminal)
         emit("\n")
         line_break = "\n"
