@@ -20,7 +20,7 @@ import torch
 
 from charlm import checkpoint, outputs, runs, sampler, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
-from charlm.commands.sample import converse, json_line
+from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus, wait_for
@@ -910,6 +910,21 @@ def test_a_sample_killed_midway_keeps_the_outputs_earlier_text(trained, tmp_path
     finished = run_cli(*command[3:], "--length", "20", "--random-seed", "1", check=True)
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == finished.stdout
     assert [p.name for p in tmp_path.glob(".so.txt*")] == []
+
+
+def test_a_sample_output_that_is_a_link_replaces_the_file_it_names_whole(tmp_path):
+    """`--output link.txt`, a link to kept/so.txt, was written through in place: so.txt was emptied as the
+    sample began (a sample killed mid-way left it cut). The file it names now keeps its earlier text until
+    the sample ends, then is replaced whole; the link stays a link."""
+    so = tmp_path / "kept" / "so.txt"
+    so.parent.mkdir()
+    so.write_text("an earlier sample, kept\n", encoding="utf-8")
+    (tmp_path / "link.txt").symlink_to("kept/so.txt")
+    with OutputCopy("link.txt") as copy:
+        copy.write("a new sample\n")
+        assert so.read_text(encoding="utf-8") == "an earlier sample, kept\n"
+    assert (tmp_path / "link.txt").is_symlink() and os.readlink(tmp_path / "link.txt") == "kept/so.txt"
+    assert so.read_text(encoding="utf-8") == "a new sample\n" and list(so.parent.iterdir()) == [so]
 
 
 def test_a_sample_into_a_new_file_writes_it_as_the_text_comes_and_a_kill_keeps_it(trained, tmp_path):
