@@ -257,7 +257,8 @@ class OutputCopy:
     stays whole. A link to such a file is followed: the file it names is replaced, the link stays a link
     (written through in place, a killed sample emptied the file). A new file, a pipe, a device, this
     process's own standard output (`--output /dev/stdout`) is written as the text comes: there is nothing
-    to lose, and `tail -f` shows the text growing (a killed sample keeps it)."""
+    to lose, and `tail -f` shows the text growing (a killed sample keeps it); so is a file whose folder
+    refuses new files (chmod a-w: no temporary file can be made beside it), as `>` would write it."""
 
     def __init__(self, path: str):
         self.failed = False
@@ -269,7 +270,12 @@ class OutputCopy:
         self.file = self.attempt(self.open)
 
     def open(self) -> TextIO:
-        return open(self.scratch or self.path, "w", encoding="utf-8")
+        if self.scratch is not None:
+            try:
+                return open(self.scratch, "w", encoding="utf-8")
+            except PermissionError:  # its folder refuses new files, not (yet) the file: in place, as `>` writes
+                self.scratch = None
+        return open(self.path, "w", encoding="utf-8")
 
     def __enter__(self):
         return self
