@@ -368,14 +368,29 @@ def check_optimizer(saved: dict, groups: list[dict]) -> None:
                 )
 
 
+class NotSaved(CharLMError):
+    """A checkpoint `save` could not write to one of its paths: `saved` names those it was written to
+    before (their files, or the files kept aside for them, hold this step), for the run to know which."""
+
+    def __init__(self, message: str, saved: list[Path]):
+        super().__init__(message)
+        self.saved = saved
+
+
 def save(checkpoint: Checkpoint, paths: list[Path]) -> list[str]:
-    """Write the checkpoint to each path (latest.pt, and best.pt when it improved), atomically; returns
-    a note for each that went aside (`write_atomic`), for the run to print."""
+    """Write the checkpoint to each path in order (best.pt when it improved, then latest.pt), atomically;
+    returns a note for each that went aside (`write_atomic`), for the run to print. Raises `NotSaved`
+    at the first path that fails, naming those written before it."""
     data = serialize(checkpoint.to_payload())
-    notes, written = [], None
+    notes, saved, written = [], [], None
     for path in paths:
-        if aside := write_atomic(path, data, beside=written):
+        try:
+            aside = write_atomic(path, data, beside=written)
+        except CharLMError as e:
+            raise NotSaved(str(e), saved) from None
+        if aside:
             notes.append(aside_note(path, checkpoint.progress.step))
+        saved.append(path)
         written = aside or path
     return notes
 

@@ -197,6 +197,7 @@ class Constrained:
         fixed = [c for c in slots if c is not None]
         option = {c: acrostic_name if c in template.acrostic else template.name for c in fixed}  # that fixed it
         written = self.written = {c for text in self.texts for c in text}  # what the model writes, bans aside
+        self.spelled_bytes = set(self.byte_ids)  # and the bytes it spells any other character in, bans aside
         in_bytes = {c for c in fixed if c not in written}  # no piece holds it: spelled in byte pieces
         if (char := unwritten(fixed, written, self.byte_ids, in_bytes)) is not None:
             raise CharLMError(f"{option[char]}: the model does not know {char!r}; use characters it was trained on")
@@ -350,12 +351,16 @@ class Constrained:
 
     def fits_shape(self, text: str, at: int = 0) -> bool:
         """Whether `text` could be the template's text from `at` on, the acrostic aside: each `_` a character
-        of its script that the model writes, each fixed character itself."""
+        of its script that the model writes (a piece's, or one it spells in byte pieces), each fixed
+        character itself."""
         slots = self.shape[at : at + len(text)]
-        written, accepts = self.written, self.accepts
         return len(slots) == len(text) and all(
-            c in written and accepts(c) if slot is None else c == slot for c, slot in zip(text, slots)
+            self.writes(c) and self.accepts(c) if slot is None else c == slot for c, slot in zip(text, slots)
         )
+
+    def writes(self, char: str) -> bool:
+        """Whether the model writes `char`: one of its ids' text, or spelled in byte pieces (byte fallback)."""
+        return char in self.written or set(piece_bytes(char)) <= self.spelled_bytes
 
 
 def unwritten(chars: list[str], written: set[str], byte_ids: dict[int, int], in_bytes: set[str]) -> str | None:

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import files, runs, threads, train_state
-from .checkpoint import Checkpoint, Progress, save
+from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
@@ -368,13 +368,12 @@ class Trainer:
             # the same evaluation again, which writes both; latest.pt first recorded a best that best.pt
             # never got (at the final step, for good: the run was over)
             names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
-            best_was = files.identity(self.run_dir / runs.BEST)
             try:
                 for note in save(checkpoint, [self.run_dir / name for name in names]):
                     tqdm.write(f"warning: {note}", file=sys.stderr)
-            except CharLMError as e:
+            except NotSaved as e:
                 error = str(e)
-                best_written = improved and files.identity(self.run_dir / runs.BEST) != best_was
+                best_written = improved and self.run_dir / runs.BEST in e.saved
                 if best_written and not (self.run_dir / runs.LATEST).exists():
                     # best.pt was written and the run has no latest.pt (its first one failed): it goes on from best.pt
                     self.saved_step = self.progress.step

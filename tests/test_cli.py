@@ -22,7 +22,7 @@ import torch
 
 from charlm import checkpoint, outputs, runs, sampler, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
-from charlm.commands.sample import converse, json_line
+from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
 from charlm.forms import template_of
 
@@ -951,6 +951,61 @@ def test_a_sample_killed_midway_keeps_the_outputs_earlier_text(trained, tmp_path
     finished = run_cli(*command[3:], "--length", "20", "--random-seed", "1", check=True)
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == finished.stdout
     assert [p.name for p in tmp_path.glob(".so.txt*")] == []
+
+
+def test_a_sample_output_that_is_a_link_replaces_the_file_it_names_whole(tmp_path):
+    """`--output link.txt`, a link to kept/so.txt, was written through in place: so.txt was emptied as the
+    sample began (a sample killed mid-way left it cut). The file it names now keeps its earlier text until
+    the sample ends, then is replaced whole; the link stays a link."""
+    so = tmp_path / "kept" / "so.txt"
+    so.parent.mkdir()
+    so.write_text("an earlier sample, kept\n", encoding="utf-8")
+    (tmp_path / "link.txt").symlink_to("kept/so.txt")
+    with OutputCopy("link.txt") as copy:
+        copy.write("a new sample\n")
+        assert so.read_text(encoding="utf-8") == "an earlier sample, kept\n"
+    assert (tmp_path / "link.txt").is_symlink() and os.readlink(tmp_path / "link.txt") == "kept/so.txt"
+    assert so.read_text(encoding="utf-8") == "a new sample\n" and list(so.parent.iterdir()) == [so]
+
+
+def held_to_file_permissions() -> None:
+    """In a child about to exec: root's overrides of file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
+    CAP_FOWNER) dropped from its capability bounding set, so that chmod binds it as it binds a user."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2, 3):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "cannot drop root's file-permission capabilities")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="chmod a-w on a folder, as Linux keeps it")
+def test_a_sample_output_whose_folder_refuses_new_files_is_written_in_place(tmp_path):
+    """An --output file its user may write, in a folder that refuses new files (chmod a-w), was refused:
+    `cannot write (Permission denied)`, of the temporary file beside it, where `>` writes the file. It is
+    written in place. Root writes any folder: as root, the writer runs without root's overrides."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    (folder / "so.txt").write_text("an earlier sample\n", encoding="utf-8")
+    folder.chmod(0o555)
+    write = "from charlm.commands.sample import OutputCopy\nwith OutputCopy('so.txt') as c: c.write('new\\n')"
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", write],
+            cwd=folder,
+            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.SubprocessError as e:  # a container that denies CAP_SETPCAP: root cannot be held to chmod
+        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert (folder / "so.txt").read_text(encoding="utf-8") == "new\n"
+    assert [p.name for p in folder.iterdir()] == ["so.txt"]
 
 
 def test_a_sample_into_a_new_file_writes_it_as_the_text_comes_and_a_kill_keeps_it(trained, tmp_path):

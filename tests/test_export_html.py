@@ -19,6 +19,7 @@ from charlm.decoding import bias_vector
 from charlm.errors import BiasError, CharLMError
 from charlm.export import html
 from charlm.forms import FORM_NAMES, FORMS, is_cjk_punctuation, is_han, is_letter, template_of
+from charlm.model import CharLM, ModelConfig
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import Vocab
@@ -466,6 +467,24 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
         sampler.generate(model, "丁\n" + verse, form="五绝", acrostic="丁丁七万")
     assert got["texts"][7] == f"error: {error.value}"
     assert [text.count("，") for text in got["texts"][:6]] == [2, 2, 2, 2, 3, 4]  # four poems went on, two are new
+
+
+def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):
+    """The page decided the script of `_` on the classes of the ids a template's fixed text is read as,
+    charlm on the text as typed: under nfkc "，" and "！" (CJK punctuation: Han) are the model's "," and "!"
+    (neither: the vocabulary's majority, letters), a Kangxi radical ⼀ (neither) its 一 (Han), so the page
+    wrote letters where `charlm sample --template` wrote Han, or Han for letters. 々, 〇, ー, full-width
+    digits and an extension-B character are classed as charlm classes them."""
+    vocab = Vocab(sorted(set("abcdefghijklmnopqrstuvwxyz一丁七𠀀々〇ー1,! \n")), normalize="nfkc")
+    torch.manual_seed(3)
+    model = CharLM(ModelConfig("lstm", 1, 16, 0.0, len(vocab)), vocab).eval()
+    templates = ["__，__！", "⼀__", "_　_", "_々_", "〇__", "ー__", "１__", "𠀀__", "__,__!"]
+    generations = [{"seed": "x", "template": template, "greedy": True} for template in templates]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "ab", "generations": generations})
+    made = [sampler.generate(model, "x", template=template, greedy=True)[0] for template in templates]
+    assert got["texts"] == made
+    blanks = [text[len("x") + template.index("_")] for text, template in zip(made, templates)]
+    assert [is_han(c) for c in blanks] == [True, False, True, True, True, False, False, True, False], blanks
 
 
 def test_markup_escapes_and_astral_characters_in_the_vocabulary_and_names_load_and_sample(tmp_path):

@@ -355,6 +355,16 @@ def test_a_sentencepiece_model_goes_on_with_the_poem_begun():
         assert template_of(template="鬱____，_____。").fits(text[len("丁\n") :]), text
 
 
+def test_a_sentencepiece_seed_whose_verse_has_a_character_spelled_in_bytes_begins_the_poem():
+    """鬱, which no piece holds and byte fallback spells, at a `_` of the seed's verse: the seed was not taken
+    to begin the poem (its character was looked for among the pieces' texts), and a new poem followed it."""
+    model = piece_model()
+    seed = "丁\n鬱" + HAN[:2]
+    assert Constrained(template_of("五言绝句"), model.vocab).begun(seed) == 3
+    for text in generate(model, seed, form="五言绝句", num_samples=2, random_seed=5, temperature=1.0):
+        assert text.startswith(seed) and template_of("五言绝句").fits(text[len("丁\n") :]), text
+
+
 def test_interactive_turns_go_on_with_the_poem_the_transcript_began():
     conversation = Conversation(chinese_model(), SampleConfig(form="五言绝句", random_seed=3))
     first = "".join(conversation.turn(VERSE + NEXT + "\n"))

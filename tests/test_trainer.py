@@ -535,13 +535,41 @@ def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_bet
 
     def failing_at_40(saved, paths):
         if saved.progress.step == 40:
-            raise CharLMError("disk error")
+            raise checkpoint.NotSaved("disk error", [])
         return real_save(saved, paths)
 
     monkeypatch.setattr(trainer, "save", failing_at_40)
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 80, "eval_every": 20, "save_errors": "warn"})
     best = checkpoint.read(runs.resolve("run", prefer=runs.BEST))
     assert (best.progress.step, best.progress.best_bpc) == (60, 3.5)
+
+
+def test_a_best_checkpoint_kept_aside_when_latest_pt_failed_is_not_replaced_by_a_worse_one(fox_file, tiny, monkeypatch):
+    """Validation 4.0, 3.0, 3.5: at 3.0 best.pt was held open (kept aside as best.pending.pt) and latest.pt
+    met a full disk. The run judged best.pt unwritten (the file at best.pt was unchanged), put 4.0 back
+    as its best, and 3.5 then replaced the kept 3.0: the write now says what it wrote."""
+    scores = []
+
+    def scripted(model, ids, limit):
+        scores.append([4.0, 3.0, 3.5][len(scores)])
+        return scores[-1]
+
+    real = files.replace_files
+
+    def held_open_then_full(contents: dict) -> None:
+        (path,) = contents
+        if scores == [4.0, 3.0] and path.name == runs.BEST:
+            raise PermissionError(errno.EACCES, "Permission denied")  # Windows: a reader holds it open
+        if scores == [4.0, 3.0] and path.name == runs.LATEST:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(contents)
+
+    monkeypatch.setattr(trainer, "bits_per_char", scripted)
+    monkeypatch.setattr(files, "replace_files", held_open_then_full)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 60, "eval_every": 20, "save_errors": "warn"})
+    best = checkpoint.read(runs.resolve("run", prefer=runs.BEST)).progress
+    assert (best.step, best.best_bpc) == (40, 3.0)
+    assert latest("run").progress.best_bpc == 3.0
 
 
 def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny, monkeypatch, capsys):

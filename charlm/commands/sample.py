@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TextIO, TypeVar
 
 import click
 
@@ -310,17 +310,28 @@ class OutputCopy:
     A file that holds an earlier text gets the new one through a temporary file beside it (files.py),
     renamed over it when sampling ends or is cut short by Ctrl-C or SIGTERM (what was made is kept): a
     sample killed mid-way (SIGKILL, a power cut) emptied a file that held an earlier sample, which now
-    stays whole. A new file, a pipe, a device or a link (`--output /dev/stdout`) is written as the text
-    comes: there is nothing to lose, and `tail -f` shows the text growing (a killed sample keeps it)."""
+    stays whole. A link to such a file is followed: the file it names is replaced, the link stays a link
+    (written through in place, a killed sample emptied the file). A new file, a pipe, a device, this
+    process's own standard output (`--output /dev/stdout`) is written as the text comes: there is nothing
+    to lose, and `tail -f` shows the text growing (a killed sample keeps it); so is a file whose folder
+    refuses new files (chmod a-w: no temporary file can be made beside it), as `>` would write it."""
 
     def __init__(self, path: str):
         self.failed = False
         self.path = outputs.output_file(path)
-        files.remove_leftovers(self.path)  # what a sample killed mid-way left beside it
-        in_place = self.path.is_symlink() or not self.path.is_file()
-        self.scratch = None if in_place else files.temporary(self.path)
-        opened = self.scratch or self.path
-        self.file = self.attempt(lambda: open(opened, "w", encoding="utf-8"))  # noqa: SIM115 -- __exit__ closes it
+        self.target = replaced_whole(self.path)
+        self.scratch = None if self.target is None else files.temporary(self.target)
+        if self.target is not None:
+            files.remove_leftovers(self.target)  # what a sample killed mid-way left beside it
+        self.file = self.attempt(self.open)
+
+    def open(self) -> TextIO:
+        if self.scratch is not None:
+            try:
+                return open(self.scratch, "w", encoding="utf-8")
+            except PermissionError:  # its folder refuses new files, not (yet) the file: in place, as `>` writes
+                self.scratch = None
+        return open(self.path, "w", encoding="utf-8")
 
     def __enter__(self):
         return self
@@ -343,12 +354,12 @@ class OutputCopy:
             self.file.close()
             return
         self.file.flush()
-        if self.path.exists():  # the earlier file's permissions, not the temporary file's
-            os.chmod(self.scratch, stat.S_IMODE(self.path.stat().st_mode))
+        if self.target.exists():  # the earlier file's permissions, not the temporary file's
+            os.chmod(self.scratch, stat.S_IMODE(self.target.stat().st_mode))
         files.sync_file(self.file.fileno())
         self.file.close()
-        files.replace(self.scratch, self.path)
-        files.sync_folder(self.path.parent)
+        files.replace(self.scratch, self.target)
+        files.sync_folder(self.target.parent)
 
     def attempt(self, action: Callable[[], T]) -> T:
         try:
@@ -356,6 +367,25 @@ class OutputCopy:
         except OSError as e:
             self.failed = True
             raise files.cannot_write(f"--output {self.path}", e) from None
+
+
+def replaced_whole(path: Path) -> Path | None:
+    """The regular file an --output at `path` replaces through a temporary file (`OutputCopy`): `path`,
+    or the file a link at `path` names; None where the text is written as it comes: a new file, a pipe,
+    a device, or the file this process's standard output or error is (`--output /dev/stdout > so.txt`,
+    which the shell holds open: replaced, it would get the text and the screen's copy be lost)."""
+    target = Path(os.path.realpath(path))
+    try:
+        if not target.is_file():
+            return None
+        found = os.stat(target)
+    except OSError:
+        return None
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or not a file (a test's capture)
+            if os.path.samestat(found, os.fstat(stream.fileno())):
+                return None
+    return target
 
 
 def converse(

@@ -9,14 +9,18 @@ over 127); biases always in fp32. docs/export.md has the sizes, speeds and how f
 log-probabilities are from PyTorch's.
 
 Poem forms: the meta carries charlm.forms' FORMS, every name a form goes by (FORM_NAMES: 五绝, 五言絕句 ...)
-and each id's class as charlm.forms decides it (`classes`), so the page's template rules (sampler.js) take
-the names and use the Unicode rules charlm does.
+and each id's class as charlm.forms decides it (`classes`), with the class of each character a template
+may hold that the model reads as one of another class (`typed_classes`: nfkc's "，" for ","), so the
+page's template rules (sampler.js) take the names and use the Unicode rules charlm does.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import sys
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -81,16 +85,42 @@ def model_tensors(saved: Checkpoint, weights: str) -> tuple[dict, dict]:
     return head, {name: stored(t, weights) for name, t in tensors.items()}
 
 
+def class_of(char: str) -> str:
+    """A character's class for the page's templates: "h" a Han character, "p" CJK or full-width
+    punctuation, "l" a letter, "." anything else."""
+    return "h" if is_han(char) else "p" if is_cjk_punctuation(char) else "l" if is_letter(char) else "."
+
+
 def classes(vocab: Vocab) -> str:
-    """Each id's class for the page's templates, one letter per id: "h" a Han character, "p" CJK or
-    full-width punctuation, "l" a letter, "." anything else (the unknown symbol too)."""
+    """Each id's class (`class_of`), one letter per id; the unknown symbol's is "."."""
+    return "".join("." if i == vocab.unknown_id else class_of(c) for i, c in enumerate(vocab.chars))
 
-    def of(i: int, char: str) -> str:
-        if i == vocab.unknown_id:
-            return "."
-        return "h" if is_han(char) else "p" if is_cjk_punctuation(char) else "l" if is_letter(char) else "."
 
-    return "".join(of(i, c) for i, c in enumerate(vocab.chars))
+def typed_classes(vocab: Vocab) -> dict[str, str]:
+    """The class of each character a template may hold that the model reads as one of its characters of
+    another class: under nfkc, "，" (CJK punctuation) is the model's "," (neither). The script a template's
+    `_` takes is decided on its text as typed (forms.template_of), which the page's ids do not keep."""
+    read_as = normalizing(vocab.normalize)
+    return {
+        typed: class_of(typed)
+        for typed, read in read_as.items()
+        if read in vocab.index and class_of(typed) != class_of(read)
+    }
+
+
+@functools.cache
+def normalizing(form: str) -> dict[str, str]:
+    """Each character Unicode normalization `form` (none, nfc, nfkc) reads as one other character: that one."""
+    if form == "none":
+        return {}
+    changed = {}
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        if not 0xD800 <= code < 0xE000 and not unicodedata.is_normalized(form.upper(), char):
+            read = unicodedata.normalize(form.upper(), char)
+            if len(read) == 1:
+                changed[char] = read
+    return changed
 
 
 def script_json(value: object) -> str:
@@ -121,7 +151,13 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
             "normalize": vocab.normalize,
             "start_id": vocab.index[vocab.start_text()],
         },
-        "forms": {"templates": FORMS, "names": FORM_NAMES, "choices": FORM_CHOICES, "classes": classes(vocab)},
+        "forms": {
+            "templates": FORMS,
+            "names": FORM_NAMES,
+            "choices": FORM_CHOICES,
+            "classes": classes(vocab),
+            "typed_classes": typed_classes(vocab),
+        },
     }
     here = resources.files(__package__)
     shared = resources.files("charlm.serve")  # the serve page's look and shared script

@@ -341,7 +341,8 @@ function choose(logprobs, count, options, uniform, probs, allowed = null) {
 // --- poem forms and templates ---------------------------------------------------------------------
 // charlm/forms.py is the reference: the same escapes, acrostic rule, script rule and one-line errors
 // (named as the server names its fields). Which characters are Han, letters or CJK punctuation is
-// not decided here: the export put charlm.forms' verdict for each id in meta.forms.classes.
+// not decided here: the export put charlm.forms' verdict for each id in meta.forms.classes, and for
+// each character the model reads as an id of another class in meta.forms.typed_classes.
 
 const FREE = -1;  // a slot where `_` was: any character of the template's script
 const ESCAPES = { n: "\n", t: "\t", _: "\0", "\\": "\\" };  // "\0" marks a literal underscore until parsed
@@ -355,7 +356,7 @@ function unescape(text) {
 // forms.template_of then forms.Constrained: the id fixed at each position (FREE where `_` is) and
 // which ids `_` allows, without the ids `banned` bans (a mask, or null); null for free text.
 function compileTemplate(request, banned) {
-  const { form, template, acrostic } = request, { templates, names, choices, classes } = model.meta.forms;
+  const { form, template, acrostic } = request, { templates, names, choices, classes, typed_classes } = model.meta.forms;
   if (form != null && template != null) throw formError("form", "give form or template, not both");
   let text, name;
   if (form != null) {  // by any name charlm.forms gives it (FORM_NAMES: 五绝, 五言絕句 ...)
@@ -400,8 +401,9 @@ function compileTemplate(request, banned) {
     throw formError("ban", `ban bans '${JSON.stringify(model.meta.vocab.chars[slots[ban]]).slice(1, -1)}', but ${what} must write it; leave it unbanned`);
   }
   // forms.SCRIPT_RULE: Han if the fixed text has Han or CJK punctuation, letters if it has letters,
-  // else whichever the vocabulary holds more of (a tie: Han).
-  const fixed = slots.filter((id) => id !== FREE).map((id) => classes[id]);
+  // else whichever the vocabulary holds more of (a tie: Han). The fixed text as typed: its id's class,
+  // unless the model reads it as a character of another class (nfkc's "，" as ",": typed_classes).
+  const fixed = chars.flatMap((c, i) => (c === null ? [] : [typed_classes[c] ?? classes[slots[i]]]));
   const count = (c) => classes.split(c).length - 1;
   const script = fixed.some((c) => c === "h" || c === "p") ? "h" : fixed.includes("l") ? "l" : count("h") >= count("l") ? "h" : "l";
   const free = Uint8Array.from(classes, (c, id) => c === script && !(banned && banned[id]));
