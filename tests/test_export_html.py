@@ -27,6 +27,7 @@ from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     browser,
+    enter_writes_and_stops,
     escape_stops_the_writing,
     fox_run,
     made_text,
@@ -167,6 +168,7 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     set_field(browser, "length", "2000000")
     stopped = escape_stops_the_writing(browser, wait)  # and so does Escape
     assert 0 < len(stopped) < 2_000_000
+    stopped = enter_writes_and_stops(browser, wait)
 
     set_field(browser, "length", "120")
     browser.find_element("id", "continue").click()

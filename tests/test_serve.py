@@ -2536,13 +2536,20 @@ def escape_stops_the_writing(driver, wait) -> str:
 
     driver.find_element("id", "seed").send_keys(Keys.CONTROL, Keys.ENTER)
     wait(driver, 30).until(lambda d: len(made_text(d)) > 0)
+    # The text region is busy while it is written: a screen reader reads it once it ends, not each piece.
+    assert text_busy(driver) == "true"
     driver.find_element("id", "temperature").click()
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
     wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    assert text_busy(driver) == "false"
     made = made_text(driver)
     said = re.fullmatch(r"stopped: ([\d,]+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
     assert said and said[1] == f"{len(made):,}", status_of(driver)
     return made
+
+
+def text_busy(driver) -> str | None:
+    return driver.find_element("id", "text").get_attribute("aria-busy")
 
 
 def status_of(driver) -> str:
@@ -2573,15 +2580,30 @@ def test_page_works_from_the_keyboard(fox_run, browser):
         ActionChains(browser).send_keys(Keys.ENTER).perform()
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick "
         assert made_text(browser) == stopped
-        # Enter on Generate hands the focus to Stop, and Enter on Stop back to Generate: it fell to the
-        # page's body each time (the button pressed was disabled), so a keyboard user Tabbed from the top.
-        browser.execute_script("document.getElementById('generate').focus()")
-        ActionChains(browser).send_keys(Keys.ENTER).perform()
-        assert focused(browser) == "stop"
-        wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
-        ActionChains(browser).send_keys(Keys.ENTER).perform()
-        wait(browser, 30).until(lambda d: "stopped" in status_of(d))
-        assert focused(browser) == "generate"
+        enter_writes_and_stops(browser, wait)
+
+
+def enter_writes_and_stops(driver, wait) -> str:
+    """Enter in a setting's box writes (it did nothing outside the seed), and Enter on Generate hands the
+    focus to Stop, Enter on Stop back to Generate: it fell to the page's body each time (the button
+    pressed was disabled; on the exported page still), so a keyboard user Tabbed from the top. Returns
+    the text stopped."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element("id", "length").send_keys(Keys.ENTER)
+    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    assert focused(driver) == "length"
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    driver.execute_script("document.getElementById('generate').focus()")
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    assert focused(driver) == "stop"
+    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    assert focused(driver) == "generate"
+    return made_text(driver)
 
 
 def focused(driver) -> str:
