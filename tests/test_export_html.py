@@ -35,6 +35,7 @@ from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     running,
     set_field,
     settings_out_of_range_are_refused_by_name,
+    told_what_each_part_is,
     wait_healthy,
 )
 
@@ -185,6 +186,13 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 5000 or (made.endswith("\n\n") and "\n\n" not in made[:-1])
+
+
+@pytest.mark.slow
+def test_exported_page_tells_a_screen_reader_what_each_part_is(tmp_path, browser):  # noqa: F811
+    """As the serve page does (test_serve): the number boxes had no name, nor the text region."""
+    page_ready(browser, exported(tmp_path, model_of()).as_uri())
+    told_what_each_part_is(browser, "run · charlm text generation")
 
 
 @pytest.mark.slow

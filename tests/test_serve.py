@@ -2606,6 +2606,33 @@ def enter_writes_and_stops(driver, wait) -> str:
     return made_text(driver)
 
 
+CONTROL_ROLES = {"button", "checkbox", "combobox", "slider", "spinbutton", "textbox"}
+
+
+def told_what_each_part_is(driver, title: str) -> None:
+    """What a screen reader says of a page (Chromium's accessibility tree): every control has a name, the
+    text region is a region named Text, the model's text (the seed, what it writes) is in no language
+    the page claims for it (lang=""), and the title says what the page is."""
+    nodes = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    shown = [(node["role"]["value"], node.get("name", {}).get("value", "")) for node in nodes if not node["ignored"]]
+    controls = [(role, name) for role, name in shown if role in CONTROL_ROLES]
+    assert len(controls) > 10 and all(name for _, name in controls), controls
+    assert ("region", "text") in [(role, name.casefold()) for role, name in shown]
+    langs = driver.execute_script("return ['seed', 'text'].map((id) => document.getElementById(id).getAttribute('lang'))")
+    assert langs == ["", ""]
+    assert driver.title == title
+
+
+@pytest.mark.slow
+def test_serve_page_tells_a_screen_reader_what_each_part_is(tiny_model, browser):
+    """The number box beside each slider had no name ('spin button, 0.8'), the text region none, the
+    title was 'charlm' alone, and a Chinese model's text was read as the page's English."""
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        page_ready(browser, url)
+        told_what_each_part_is(browser, "tiny · charlm text generation")
+
+
 def focused(driver) -> str:
     return driver.execute_script("return document.activeElement.id")
 
