@@ -2479,19 +2479,25 @@ def test_a_reload_mid_text_keeps_the_text_and_the_seed(browser):
 
 @pytest.mark.slow
 def test_serve_page_fits_a_phone(fox_run, browser):
-    """At a phone's 390 px the page is one column as wide as the screen: a history entry (one line,
-    cut with an ellipsis) widened it to 558-600 px, so every box ran off the right edge."""
+    """At a phone's 375 px the page is one column as wide as the screen: a history entry (one line,
+    cut with an ellipsis) widened it to 558-600 px, so every box ran off the right edge; the API key's
+    box, once asked for, ran the header to 674 px, the box itself half off the screen."""
     model = checkpoint.load(fox_run)
-    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+    with running(create_app({"fox": lambda: model}, ServeConfig(api_key=KEY))) as url:
         wait_healthy(url)
-        metrics = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        metrics = {"width": 375, "height": 667, "deviceScaleFactor": 2, "mobile": True}
         browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         wait = page_ready(browser, url)
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "200")
         browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: d.find_element("id", "key").is_displayed())
+        assert browser.execute_script("return document.documentElement.scrollWidth") == 375
+        set_field(browser, "key", KEY)
+        browser.find_element("id", "save-key").click()
+        browser.find_element("id", "generate").click()
         wait(browser, 15).until(lambda d: browser.find_elements("css selector", "#history li"))
-        assert browser.execute_script("return document.documentElement.scrollWidth") == 390
+        assert browser.execute_script("return document.documentElement.scrollWidth") == 375
 
 
 @pytest.mark.slow
