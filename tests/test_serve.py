@@ -2530,6 +2530,8 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
     wait(browser, 15).until(lambda d: not d.find_element("id", "stop").is_enabled())
     made = made_text(browser)
     assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
+    # under the seed too (role=alert, read out at once): the status line alone is read when the reader is idle
+    assert browser.find_element("id", "seed-error").text == status()
     assert generate() == "not written: the server does not answer" and made_text(browser) == made
     assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
 
@@ -2635,8 +2637,14 @@ def test_serve_page_tells_a_screen_reader_what_each_part_is(tiny_model, browser)
     title was 'charlm' alone, and a Chinese model's text was read as the page's English."""
     with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
         wait_healthy(url)
-        page_ready(browser, url)
+        wait = page_ready(browser, url)
         told_what_each_part_is(browser, "tiny · charlm text generation")
+        # A server that cannot be reached is said under the seed (role=alert), not in the status line alone.
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/v1/models"]})
+        browser.get(url)
+        wait(browser, 15).until(lambda d: status_of(d).startswith("cannot reach the server"))
+        assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
 
 
 def focused(driver) -> str:
