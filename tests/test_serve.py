@@ -2626,7 +2626,9 @@ def told_what_each_part_is(driver, title: str) -> None:
     controls = [(role, name) for role, name in shown if role in CONTROL_ROLES]
     assert len(controls) > 10 and all(name for _, name in controls), controls
     assert ("region", "text") in [(role, name.casefold()) for role, name in shown]
-    langs = driver.execute_script("return ['seed', 'text'].map((id) => document.getElementById(id).getAttribute('lang'))")
+    langs = driver.execute_script(
+        "return ['seed', 'text'].map((id) => document.getElementById(id).getAttribute('lang'))"
+    )
     assert langs == ["", ""]
     assert driver.title == title
 
