@@ -27,6 +27,7 @@ from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     browser,
+    dark_text,
     enter_writes_and_stops,
     escape_stops_the_writing,
     fox_run,
@@ -189,10 +190,13 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
 
 
 @pytest.mark.slow
-def test_exported_page_tells_a_screen_reader_what_each_part_is(tmp_path, browser):  # noqa: F811
+def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp_path, browser):  # noqa: F811
     """As the serve page does (test_serve): the number boxes had no name, nor the text region."""
-    page_ready(browser, exported(tmp_path, model_of()).as_uri())
+    wait = page_ready(browser, exported(tmp_path, model_of()).as_uri())
     told_what_each_part_is(browser, "run · charlm text generation")
+    write(browser, seed="the quick ", length="40")
+    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    dark_text(browser)
 
 
 @pytest.mark.slow

@@ -2633,14 +2633,53 @@ def told_what_each_part_is(driver, title: str) -> None:
     assert driver.title == title
 
 
+# The contrast (WCAG's ratio) of each text the page shows against the colour behind it, for `dark_text`:
+# the elements whose ratio is under 4.5, and the luminance of the page's background.
+CONTRASTS = """
+const luminance = (colour) => {
+  const [r, g, b] = colour.match(/[\\d.]+/g).slice(0, 3).map((c) => +c / 255)
+    .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const behind = (element) => {
+  for (let e = element; e; e = e.parentElement) {
+    const colour = getComputedStyle(e).backgroundColor;
+    if (!/rgba\\(.*, 0\\)$/.test(colour)) return colour;
+  }
+  return "rgb(255, 255, 255)";
+};
+const low = [];
+for (const e of document.querySelectorAll("h1, label, .meta, #status, textarea, #text, #text span, button:enabled, select, input:not([type=range]):not([type=checkbox])")) {
+  if (!e.getClientRects().length) continue;
+  const [a, b] = [luminance(getComputedStyle(e).color), luminance(behind(e))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(`${e.tagName}#${e.id}.${e.className}: ${ratio.toFixed(2)}`);
+}
+return [low, luminance(behind(document.body))];
+"""
+
+
+def dark_text(driver) -> None:
+    """With the system's dark setting the page is dark and every text on it readable (a contrast of 4.5
+    or more): the page ignored the setting, a glaring white in a dark room."""
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    )
+    low, page = driver.execute_script(CONTRASTS)
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert not low and page < 0.05, (low, page)
+
+
 @pytest.mark.slow
-def test_serve_page_tells_a_screen_reader_what_each_part_is(tiny_model, browser):
+def test_serve_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tiny_model, browser):
     """The number box beside each slider had no name ('spin button, 0.8'), the text region none, the
     title was 'charlm' alone, and a Chinese model's text was read as the page's English."""
     with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
         wait_healthy(url)
         wait = page_ready(browser, url)
         told_what_each_part_is(browser, "tiny · charlm text generation")
+        write(browser, wait, "the quick ", 40)
+        dark_text(browser)
         # A server that cannot be reached is said under the seed (role=alert), not in the status line alone.
         browser.execute_cdp_cmd("Network.enable", {})
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/v1/models"]})
