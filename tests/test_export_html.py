@@ -28,6 +28,8 @@ from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     browser,
+    dark_text,
+    enter_writes_and_stops,
     escape_stops_the_writing,
     fox_run,
     made_text,
@@ -35,6 +37,7 @@ from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
     running,
     set_field,
     settings_out_of_range_are_refused_by_name,
+    told_what_each_part_is,
     wait_healthy,
 )
 
@@ -168,6 +171,7 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     set_field(browser, "length", "2000000")
     stopped = escape_stops_the_writing(browser, wait)  # and so does Escape
     assert 0 < len(stopped) < 2_000_000
+    stopped = enter_writes_and_stops(browser, wait)
 
     set_field(browser, "length", "120")
     browser.find_element("id", "continue").click()
@@ -184,6 +188,16 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 5000 or (made.endswith("\n\n") and "\n\n" not in made[:-1])
+
+
+@pytest.mark.slow
+def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp_path, browser):  # noqa: F811
+    """As the serve page does (test_serve): the number boxes had no name, nor the text region."""
+    wait = page_ready(browser, exported(tmp_path, model_of()).as_uri())
+    told_what_each_part_is(browser, "run · charlm text generation")
+    write(browser, seed="the quick ", length="40")
+    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    dark_text(browser)
 
 
 @pytest.mark.slow

@@ -2479,19 +2479,25 @@ def test_a_reload_mid_text_keeps_the_text_and_the_seed(browser):
 
 @pytest.mark.slow
 def test_serve_page_fits_a_phone(fox_run, browser):
-    """At a phone's 390 px the page is one column as wide as the screen: a history entry (one line,
-    cut with an ellipsis) widened it to 558-600 px, so every box ran off the right edge."""
+    """At a phone's 375 px the page is one column as wide as the screen: a history entry (one line,
+    cut with an ellipsis) widened it to 558-600 px, so every box ran off the right edge; the API key's
+    box, once asked for, ran the header to 674 px, the box itself half off the screen."""
     model = checkpoint.load(fox_run)
-    with running(create_app({"fox": lambda: model}, ServeConfig())) as url:
+    with running(create_app({"fox": lambda: model}, ServeConfig(api_key=KEY))) as url:
         wait_healthy(url)
-        metrics = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+        metrics = {"width": 375, "height": 667, "deviceScaleFactor": 2, "mobile": True}
         browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         wait = page_ready(browser, url)
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "200")
         browser.find_element("id", "generate").click()
+        wait(browser, 15).until(lambda d: d.find_element("id", "key").is_displayed())
+        assert browser.execute_script("return document.documentElement.scrollWidth") == 375
+        set_field(browser, "key", KEY)
+        browser.find_element("id", "save-key").click()
+        browser.find_element("id", "generate").click()
         wait(browser, 15).until(lambda d: browser.find_elements("css selector", "#history li"))
-        assert browser.execute_script("return document.documentElement.scrollWidth") == 390
+        assert browser.execute_script("return document.documentElement.scrollWidth") == 375
 
 
 @pytest.mark.slow
@@ -2524,6 +2530,8 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
     wait(browser, 15).until(lambda d: not d.find_element("id", "stop").is_enabled())
     made = made_text(browser)
     assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
+    # under the seed too (role=alert, read out at once): the status line alone is read when the reader is idle
+    assert browser.find_element("id", "seed-error").text == status()
     assert generate() == "not written: the server does not answer" and made_text(browser) == made
     assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
 
@@ -2536,13 +2544,20 @@ def escape_stops_the_writing(driver, wait) -> str:
 
     driver.find_element("id", "seed").send_keys(Keys.CONTROL, Keys.ENTER)
     wait(driver, 30).until(lambda d: len(made_text(d)) > 0)
+    # The text region is busy while it is written: a screen reader reads it once it ends, not each piece.
+    assert text_busy(driver) == "true"
     driver.find_element("id", "temperature").click()
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
     wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    assert text_busy(driver) == "false"
     made = made_text(driver)
     said = re.fullmatch(r"stopped: ([\d,]+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
     assert said and said[1] == f"{len(made):,}", status_of(driver)
     return made
+
+
+def text_busy(driver) -> str | None:
+    return driver.find_element("id", "text").get_attribute("aria-busy")
 
 
 def status_of(driver) -> str:
@@ -2573,15 +2588,104 @@ def test_page_works_from_the_keyboard(fox_run, browser):
         ActionChains(browser).send_keys(Keys.ENTER).perform()
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick "
         assert made_text(browser) == stopped
-        # Enter on Generate hands the focus to Stop, and Enter on Stop back to Generate: it fell to the
-        # page's body each time (the button pressed was disabled), so a keyboard user Tabbed from the top.
-        browser.execute_script("document.getElementById('generate').focus()")
-        ActionChains(browser).send_keys(Keys.ENTER).perform()
-        assert focused(browser) == "stop"
-        wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
-        ActionChains(browser).send_keys(Keys.ENTER).perform()
-        wait(browser, 30).until(lambda d: "stopped" in status_of(d))
-        assert focused(browser) == "generate"
+        enter_writes_and_stops(browser, wait)
+
+
+def enter_writes_and_stops(driver, wait) -> str:
+    """Enter in a setting's box writes (it did nothing outside the seed), and Enter on Generate hands the
+    focus to Stop, Enter on Stop back to Generate: it fell to the page's body each time (the button
+    pressed was disabled; on the exported page still), so a keyboard user Tabbed from the top. Returns
+    the text stopped."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    driver.find_element("id", "length").send_keys(Keys.ENTER)
+    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    assert focused(driver) == "length"
+    ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    driver.execute_script("document.getElementById('generate').focus()")
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    assert focused(driver) == "stop"
+    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    ActionChains(driver).send_keys(Keys.ENTER).perform()
+    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    assert focused(driver) == "generate"
+    return made_text(driver)
+
+
+CONTROL_ROLES = {"button", "checkbox", "combobox", "slider", "spinbutton", "textbox"}
+
+
+def told_what_each_part_is(driver, title: str) -> None:
+    """What a screen reader says of a page (Chromium's accessibility tree): every control has a name, the
+    text region is a region named Text, the model's text (the seed, what it writes) is in no language
+    the page claims for it (lang=""), and the title says what the page is."""
+    nodes = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    shown = [(node["role"]["value"], node.get("name", {}).get("value", "")) for node in nodes if not node["ignored"]]
+    controls = [(role, name) for role, name in shown if role in CONTROL_ROLES]
+    assert len(controls) > 10 and all(name for _, name in controls), controls
+    assert ("region", "text") in [(role, name.casefold()) for role, name in shown]
+    langs = driver.execute_script(
+        "return ['seed', 'text'].map((id) => document.getElementById(id).getAttribute('lang'))"
+    )
+    assert langs == ["", ""]
+    assert driver.title == title
+
+
+# The contrast (WCAG's ratio) of each text the page shows against the colour behind it, for `dark_text`:
+# the elements whose ratio is under 4.5, and the luminance of the page's background.
+CONTRASTS = """
+const luminance = (colour) => {
+  const [r, g, b] = colour.match(/[\\d.]+/g).slice(0, 3).map((c) => +c / 255)
+    .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const behind = (element) => {
+  for (let e = element; e; e = e.parentElement) {
+    const colour = getComputedStyle(e).backgroundColor;
+    if (!/rgba\\(.*, 0\\)$/.test(colour)) return colour;
+  }
+  return "rgb(255, 255, 255)";
+};
+const low = [];
+for (const e of document.querySelectorAll("h1, label, .meta, #status, textarea, #text, #text span, button:enabled, select, input:not([type=range]):not([type=checkbox])")) {
+  if (!e.getClientRects().length) continue;
+  const [a, b] = [luminance(getComputedStyle(e).color), luminance(behind(e))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(`${e.tagName}#${e.id}.${e.className}: ${ratio.toFixed(2)}`);
+}
+return [low, luminance(behind(document.body))];
+"""
+
+
+def dark_text(driver) -> None:
+    """With the system's dark setting the page is dark and every text on it readable (a contrast of 4.5
+    or more): the page ignored the setting, a glaring white in a dark room."""
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    )
+    low, page = driver.execute_script(CONTRASTS)
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    assert not low and page < 0.05, (low, page)
+
+
+@pytest.mark.slow
+def test_serve_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tiny_model, browser):
+    """The number box beside each slider had no name ('spin button, 0.8'), the text region none, the
+    title was 'charlm' alone, and a Chinese model's text was read as the page's English."""
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        told_what_each_part_is(browser, "tiny · charlm text generation")
+        write(browser, wait, "the quick ", 40)
+        dark_text(browser)
+        # A server that cannot be reached is said under the seed (role=alert), not in the status line alone.
+        browser.execute_cdp_cmd("Network.enable", {})
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/v1/models"]})
+        browser.get(url)
+        wait(browser, 15).until(lambda d: status_of(d).startswith("cannot reach the server"))
+        assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
 
 
 def focused(driver) -> str:

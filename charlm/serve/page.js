@@ -50,6 +50,34 @@ function applyControlValues(values, numbers, boxes) {
   }
 }
 
+// What a page shows while it writes a text (`running`) or not. The text region is busy meanwhile, so a
+// screen reader reads it once it ends, not each piece as it streams in. A button disabled under the focus
+// hands it on (Stop while writing, then Generate): it fell to the page's start, and a keyboard user Tabbed
+// from the top again.
+function showWriting(running, hasText, hasSeed) {
+  const focused = document.activeElement, byId = (id) => document.getElementById(id);
+  byId("text").setAttribute("aria-busy", String(running));
+  byId("generate").disabled = running;
+  byId("stop").disabled = !running;
+  byId("continue").disabled = running || !hasText;
+  byId("copy").disabled = !hasText && !hasSeed;
+  if (focused && focused.disabled) byId(running ? "stop" : "generate").focus();
+}
+
+// Enter in a setting's box (a number, a slider, the form row's boxes) writes, and Ctrl+Enter in the seed
+// (where Enter breaks a line): Enter did nothing outside the seed. Not while an input method composes,
+// where Enter picks the characters (春夏秋冬 typed in the acrostic box).
+function generateOnEnter(generate) {
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" || e.isComposing) return;
+    const box = e.target, inSeed = box.id === "seed";
+    if (inSeed ? e.ctrlKey || e.metaKey : box.matches(".controls input, .forms input")) {
+      e.preventDefault();
+      generate();
+    }
+  });
+}
+
 // The status line once a text ends: what ended it ("done (length)", "stopped"), how many characters
 // (code points: a character outside the BMP is one), in how long.
 function summary(how, text, seconds) {
