@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from . import threads
 from .bars import progress_bar
 from .batches import as_ids
+from .corpus import check_characters
 from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
 from .model import CharLM, State, inference, map_state
@@ -54,6 +55,9 @@ EVAL_WINDOW = 250  # tokens per forward call: longer windows, same result, fewer
 # 200 and 400 tokens: 0.000000 as well. 200 leaves a margin for better-trained models, which remember longer.
 EVAL_WARMUP = 200
 PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of tokens: warming costs <= 10% more
+# Characters encoded, and ids counted, at a time: a whole text's code points (4 bytes a character) and
+# int64 ids and lookups (8 bytes each) made `charlm eval` of a 50 MB file peak at 1.5 GB.
+SLICE = 1 << 20
 
 
 def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
@@ -86,7 +90,7 @@ def total_bits(
     total_nats = torch.zeros((), dtype=widest_float(device), device=device)
     chars = 0
     bar = progress_bar(
-        total=int(char_lengths[ids[read:][ids[read:] != UNSEEN]].sum()) if progress else None,
+        total=spelled(char_lengths, ids[read:], seen_only=True)[0] if progress else None,
         disable=not progress,
         desc=label,
         unit="char",
@@ -98,7 +102,7 @@ def total_bits(
         for column in range(0, length, EVAL_WINDOW):
             started = time.perf_counter()
             positions = starts[:, None] + column + torch.arange(min(EVAL_WINDOW, length - column) + 1)
-            window = ids[positions.clamp(max=scored)]
+            window = ids[positions.clamp(max=scored)].long()
             targets = window[:, 1:]
             # a last piece's columns past the end are not scored, nor those read, nor characters never seen
             inside = (positions[:, 1:] <= scored) & (positions[:, 1:] >= read) & (targets != UNSEEN)
@@ -126,27 +130,53 @@ def text_bits(
 def scored_ids(vocab: Vocabulary, text: str, what: str) -> tuple[torch.Tensor, int]:
     """`text`'s ids as eval and --eval-also read it: a character the model never saw is UNSEEN (left out
     of the score) or its unknown symbol, without a warning (`unseen_note` says it once); refused where
-    nothing could be scored. Returns the ids and the characters they spell."""
+    nothing could be scored. Returns the ids, as int32 (half the memory of the int64 an embedding takes a
+    window at a time in), and the characters they spell. A character vocabulary's ids are encoded a
+    `SLICE` at a time (one id per character, so its slices encode as the whole does)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownCharacterWarning)
-        ids = vocab.encode(text, what=what, unseen=True)
+        if not vocab.one_char_per_id:  # a sentencepiece piece may span a cut: the text whole
+            ids = vocab.encode(text, what=what, unseen=True).to(torch.int32)
+        else:
+            check_characters(text, what)
+            text = vocab.normalized(text)
+            ids = torch.empty(len(text), dtype=torch.int32)
+            for start in range(0, len(text), SLICE):
+                part = vocab.encode(text[start : start + SLICE], what, unseen=True, already_normalized=True)
+                ids[start : start + len(part)] = part
     return ids, check_ids(vocab, ids, what)
 
 
 def first_character_tokens(char_lengths: torch.Tensor, ids: torch.Tensor) -> int:
     """How many of the first `ids` spell the text's first character, which is read, not scored: one,
     or for a character spelled as several byte pieces (or a validation split that starts inside one)
-    all of them, since the bits of a later byte belong to no character scored (it spells none)."""
-    starts = char_lengths[ids[1:].clamp(min=0)] > 0  # not a byte piece that continues a character
-    return 1 + int(starts.int().argmax()) if starts.any() else len(ids)
+    all of them, since the bits of a later byte belong to no character scored (it spells none). Looked
+    for in the first `SLICE` ids, then, only if none starts a character there, in all of them."""
+    for head in (ids[1 : SLICE + 1], ids[1:]):
+        starts = char_lengths[head.clamp(min=0).long()] > 0  # not a byte piece that continues a character
+        if starts.any():
+            return 1 + int(starts.int().argmax())
+    return len(ids)
+
+
+def spelled(char_lengths: torch.Tensor, ids: torch.Tensor, seen_only: bool = False) -> tuple[int, int]:
+    """The characters `ids` spell and the ids that start one (an UNSEEN id as id 0, or as none if
+    `seen_only`), from a count of each id taken a `SLICE` at a time: the lengths of a whole text's ids
+    looked up at once were int64 copies of it, 8 bytes per id each, and took seconds for 50 MB."""
+    counts = np.zeros(len(char_lengths) + 1, dtype=np.int64)  # counts[0]: UNSEEN's, counts[1 + i]: id i's
+    flat = ids.numpy()
+    for start in range(0, len(flat), SLICE):
+        counts += np.bincount(flat[start : start + SLICE] - UNSEEN, minlength=len(counts))
+    lengths = char_lengths.numpy()
+    lengths = np.concatenate([[0 if seen_only else lengths[0]], lengths])
+    return int(counts @ lengths), int(counts[lengths > 0].sum())
 
 
 def check_ids(vocab: Vocabulary, ids: torch.Tensor, what: str) -> int:
     """Refuse the ids of a text with nothing to score (`check_scored`) before scoring it, with the same
     words for eval and --eval-also; returns the characters they spell."""
-    lengths = vocab.char_lengths()[ids.clamp(min=0)]
-    characters = int(lengths.sum())
-    check_scored(what, characters, tokens=int((lengths > 0).sum()))
+    characters, tokens = spelled(vocab.char_lengths(), ids)
+    check_scored(what, characters, tokens=tokens)
     return characters
 
 
@@ -206,7 +236,7 @@ def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | N
     if len(starts) == 1:
         return None
     before = starts[1:, None] - EVAL_WARMUP + torch.arange(EVAL_WARMUP)
-    _, state = model(ids[before].to(model.device))
+    _, state = model(ids[before].long().to(model.device))
     return map_state(lambda s: torch.cat([torch.zeros_like(s[:, :1]), s], dim=1), state)
 
 

@@ -4,6 +4,7 @@ one-line error where a text has nothing to score."""
 
 import math
 import re
+import tracemalloc
 import warnings
 
 import httpx
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 
 import charlm
 from charlm import corpus, scoring
+from charlm import vocab as vocab_module
 from charlm.config import Config
 from charlm.corpus import iter_text, read_texts
 from charlm.errors import CharLMError
@@ -121,6 +123,49 @@ def test_eval_inspect_the_server_and_the_api_give_each_character_the_same_bits(t
     assert f"lstm on {chars_scored} characters: {bits / chars_scored:.3f} bits per character" in shown.output
     unseen = evaluated.output.splitlines()[1].split()[0]  # eval's count of unseen characters left out
     assert f"\n{unseen} unseen characters excluded from every bits figure" in shown.output
+
+
+def traced_peak(work) -> int:
+    """The most memory Python and numpy held at once while `work()` ran, above what they held before."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_eval_encodes_a_big_text_a_slice_at_a_time_into_int32_ids(monkeypatch):
+    """`charlm eval` of a 50 MB file peaked at 1.5 GB RSS: the whole text's code points (4 bytes a
+    character) and int64 ids (8), then int64 copies of those to count characters. Its ids are int32 and
+    its code points are looked up a slice at a time, so what it holds beyond the ids is a slice's."""
+    monkeypatch.setattr(scoring, "SLICE", 1 << 16)  # slices of 64K characters: under 2 MB at once
+    monkeypatch.setattr(vocab_module, "UNKNOWN_SLICE", 1 << 16)
+    vocab = Vocab("\nabcdefgh ")
+    vocab.encode("a")  # the code-point table is built once per vocabulary, not per text
+    text = "abc defgh\n" * 400_000  # 4M characters
+    found = []
+    peak = traced_peak(lambda: found.append(scoring.scored_ids(vocab, text, "text")))
+    ids, characters = found[0]
+    assert ids.dtype == torch.int32 and characters == len(text) and int(ids[-1]) == vocab.index["\n"]
+    assert peak < len(text), f"{peak / len(text):.1f} bytes per character"
+    peak = traced_peak(lambda: vocab.unknown(text))  # eval's note of unseen characters reads it again
+    assert peak < len(text), f"{peak / len(text):.1f} bytes per character"
+
+
+@pytest.mark.parametrize("unknown", [False, True])
+def test_a_text_scores_the_same_encoded_and_counted_in_slices_as_whole(monkeypatch, unknown):
+    """Slices that cut the text anywhere (here every 7 characters) give the ids, characters and bits of
+    the text read whole: an unseen character, or the unknown symbol, on either side of a cut."""
+    torch.manual_seed(0)
+    model = make_model(Vocab("\nabcdefgh ", unknown=unknown)).eval()
+    text = "abc dzfgh\nhe\u0301ad bag\n" * 20
+    whole_ids, whole_chars = scoring.scored_ids(model.vocab, text, "text")
+    whole = text_bits(model, text)
+    monkeypatch.setattr(scoring, "SLICE", 7)
+    ids, chars = scoring.scored_ids(model.vocab, text, "text")
+    assert torch.equal(ids, whole_ids) and chars == whole_chars == len(text)
+    assert text_bits(model, text) == pytest.approx(whole, rel=1e-12)
 
 
 HOSTILE = [  # (file name, its bytes (None: a folder), what the one-line error says)
