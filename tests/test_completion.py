@@ -1,9 +1,13 @@
 """Tab completion, asked as a shell asks it: click's completion variables, COMP_WORDS and COMP_CWORD."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from click.testing import CliRunner
 
+import charlm
 from charlm.cli import main
 
 
@@ -59,3 +63,13 @@ def test_every_shell_gets_a_script():
     for shell in ("bash", "zsh", "fish"):
         result = CliRunner().invoke(main, [], env={"_CHARLM_COMPLETE": f"{shell}_source"}, prog_name="charlm")
         assert result.exit_code == 0 and "_CHARLM_COMPLETE" in result.output, shell
+
+
+def test_python_m_charlm_completes_too():
+    """Under `python -m charlm` click named the variable after "python -m charlm" and printed the help."""
+    env = {**os.environ, "_CHARLM_COMPLETE": "bash_complete", "COMP_WORDS": "charlm sa", "COMP_CWORD": "1"}
+    env["PYTHONPATH"] = str(Path(charlm.__file__).parents[1])
+    done = subprocess.run(
+        [sys.executable, "-m", "charlm"], check=False, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout == "plain,sample\n", done.stdout + done.stderr
