@@ -191,7 +191,7 @@ def train_step(state: TrainState, spent: float) -> torch.Tensor:
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
     if config.grad_clip > 0:
-        state.scaler.unscale_(state.optimizer)
+        state.scaler.unscale_(state.optimizer)  # fp16's loss scale off first: the clip reads true gradients
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip, foreach=True)
     state.scaler.step(state.optimizer)
     state.scaler.update()
