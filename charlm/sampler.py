@@ -94,7 +94,7 @@ def warn_of_lookalike_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     unwritten = [key for key in banned if never_written(key, vocab)]
     if not unwritten:
         return
-    held = {vocab.normalized(key) if isinstance(key, str) else vocab.chars[key] for key in banned}
+    held = {vocab.normalized(key) if isinstance(key, str) else vocab.decode([key]) for key in banned}
     lookalikes = [
         vocab.normalized(key)
         for key in unwritten
