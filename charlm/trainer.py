@@ -150,7 +150,7 @@ class Trainer:
         which follows the CPU this process gets (threads.py)."""
         stepped = time.perf_counter()
         loss = train_state.train_step(self.state, share)
-        threads.record(time.perf_counter() - stepped, self.state.windows.streams.shape[0] * self.config.seq_len)
+        threads.record(time.perf_counter() - stepped, self.state.windows.tokens_per_step)
         return loss
 
     def report(self, loss: torch.Tensor) -> None:
