@@ -63,7 +63,7 @@ class TokenCorpus:
     vocab: Vocabulary
     tokens: np.ndarray
     split: int
-    key: str  # the cache folder's name (`cache_key`): the "digest" of a checkpoint's corpus record
+    key: str  # the cache folder's name (`cache_key`): the "digest" of its `record`
     meta: dict  # the cache folder's meta.json
     sources: list[str] = field(default_factory=list)  # as the user named them, files made absolute
 
@@ -91,6 +91,11 @@ class TokenCorpus:
     @property
     def val_ids(self) -> np.ndarray:
         return self.tokens[self.split :]
+
+    def record(self) -> dict:
+        """What a checkpoint keeps of this corpus (its `corpus`, whose fields `Checkpoint.check` checks): enough
+        to prepare it again (`run_corpus`) and to know whether its sources still hold this text (`prepare`)."""
+        return {"name": self.name, "sources": self.sources, "digest": self.key}
 
 
 @dataclass

@@ -348,7 +348,7 @@ class Trainer:
             vocab=self.corpus.vocab,
             weights=self.result.state_dict(),
             config=self.config,
-            corpus={"name": self.corpus.name, "sources": self.corpus.sources, "digest": self.corpus.key},
+            corpus=self.corpus.record(),
             progress=self.progress,
             device=str(self.state.device),
             precision=self.state.precision,
