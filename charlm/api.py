@@ -34,7 +34,7 @@ from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped
 from .model import CharLM
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
-from .trainer import Trainer, lost_note
+from .trainer import Trainer, lost_note_for
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
 # the fine-tuning base if any -> the model to train, in place of charlm's.
@@ -182,7 +182,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
     base_vocab = saved.base_vocab()
     config = resumed.config
-    with peer_note(lambda: lost_note(resumed.run_dir, saved=True)):  # a peer lost now: resume again
+    with peer_note(lambda: lost_note_for(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():
             try:
                 corpus = load_corpus(

@@ -44,7 +44,7 @@ SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's 
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
 
 
-def lost_note(run_dir: Path, saved: bool) -> str:
+def lost_note_for(run_dir: Path, saved: bool) -> str:
     """What a run a lost peer stopped goes on from: its last checkpoint, where one was written (`saved`:
     the ranks agreed it was, or the run resumed from one; a rank on another machine may not see the run
     folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
@@ -402,7 +402,7 @@ class Trainer:
 
     def lost_note(self) -> str:
         """What this run goes on from if a lost peer stops it (`distributed.peer_note`)."""
-        return lost_note(self.run_dir, self.saved_step is not None)
+        return lost_note_for(self.run_dir, self.saved_step is not None)
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
