@@ -42,11 +42,6 @@ from .runs import resolve
 from .vocab import Vocab, Vocabulary
 
 
-def read_payload(path: Path) -> dict:
-    """A checkpoint file's payload, verified; any damage is a one-line error naming the file."""
-    return unpack(read_bytes(path), path)
-
-
 def unpack(data: bytes, path: Path) -> dict:
     """The payload of a checkpoint file's bytes, verified (`checkpoint_file.verified`) and in the
     current format; `path` names the file in errors."""
@@ -238,7 +233,7 @@ def read(path: Path) -> Checkpoint:
         model_config, vocab, weights, run = hub.read(folder)
         payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
         return Checkpoint.from_payload(payload, folder)
-    return Checkpoint.from_payload(read_payload(path), path)
+    return Checkpoint.from_payload(unpack(read_bytes(path), path), path)
 
 
 def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
