@@ -8,8 +8,9 @@
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
 new characters extend): a changed file gives a new key, an unchanged one reuses the cache.
-Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time, so memory
-stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder that was
+Preparation streams, a few MB at a time: one pass counts characters, one writes ids, and between
+them `--tokenizer sentencepiece` trains its tokenizer (on at most `pieces.TRAINING_SENTENCES` lines,
+which it holds), so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder that was
 truncated or edited fails its checksum and is rebuilt, never silently used.
 
 Several processes may prepare one corpus at once: each writes a private folder next to the cache
