@@ -2,8 +2,9 @@
 
 By default every character of the corpus gets an id (lossless). `--min-count N` or `--coverage P`
 keep only the frequent ones and map the rest to one unknown symbol, which shrinks a Chinese model's
-embedding and head. Text is Unicode-normalized (NFC by default) before it is looked up, corpus and
-seed alike, so the same character typed two ways is one character.
+embedding and head. Text is Unicode-normalized (`--normalize`, NFC by default; a `Vocab` built by
+hand normalizes nothing unless told) before it is looked up, corpus and seed alike, so the same
+character typed two ways is one character.
 """
 
 from __future__ import annotations
