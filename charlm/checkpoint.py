@@ -55,7 +55,7 @@ class Progress:
 
     step: int = 0
     elapsed: float = 0.0  # training seconds (rank 0's clock: the schedule's and the checkpoints' time)
-    chars: int = 0  # training tokens seen (targets scored): characters, with a char vocabulary
+    chars: int = 0  # training tokens seen (targets scored), under its stored name: read and write `tokens`
     lr: float = 0.0  # the learning rate of the last step
     val_bpc: float | None = None
     val_step: int | None = None  # the step whose weights val_bpc scored
@@ -66,6 +66,16 @@ class Progress:
     # and resumed stops where one never stopped does.
     worse_evaluations: int = 0  # evaluations in a row since patience_best_bpc last improved
     patience_best_bpc: float | None = None  # the best val_bpc of those evaluations
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens seen: characters with a char vocabulary, pieces with sentencepiece. Stored as
+        `chars`, named when every token was a character (the checkpoint keeps that key)."""
+        return self.chars
+
+    @tokens.setter
+    def tokens(self, count: int) -> None:
+        self.chars = count
 
 
 @dataclass

@@ -201,7 +201,7 @@ def train_step(state: TrainState, spent: float) -> torch.Tensor:
     progress.step += 1
     if state.average:
         state.average.update(progress.step)
-    progress.chars += targets.numel() * state.ranks.world
+    progress.tokens += targets.numel() * state.ranks.world
     loss = state.ranks.mean(loss.detach().float())
     state.nonfinite |= ~torch.isfinite(loss)
     return loss

@@ -74,7 +74,7 @@ class Trainer:
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
-        self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and chars at the start)
+        self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and tokens at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
         self.lock: runs.RunLock | None = None  # rank 0's lock on the run folder, while it trains
 
@@ -240,7 +240,7 @@ class Trainer:
         """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
         if max_seconds:
             settled = max(SETTLED[0], SETTLED[1] * max_seconds)
-            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.chars)
+            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
 
     def compare_with_probe(self) -> None:
         """Once, when the run has settled: say so if it trains well below the speed its size was chosen
@@ -248,13 +248,13 @@ class Trainer:
         than planned)."""
         if self.probe_check is None or self.progress.elapsed < self.probe_check[0]:
             return
-        _, since_elapsed, since_chars = self.probe_check
+        _, since_elapsed, since_tokens = self.probe_check
         self.probe_check = None
         probed = self.plan.probed_chars_per_second
         if not probed or not self.ranks.leader:
             return
-        seconds, chars = self.progress.elapsed - since_elapsed, self.progress.chars - since_chars
-        speed = chars * self.corpus.chars_per_token / max(seconds, 1e-9)
+        seconds, tokens = self.progress.elapsed - since_elapsed, self.progress.tokens - since_tokens
+        speed = tokens * self.corpus.chars_per_token / max(seconds, 1e-9)
         if speed < SLOW_SHARE * probed:
             self.say(
                 f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the "
