@@ -67,6 +67,20 @@ class Progress:
     worse_evaluations: int = 0  # evaluations in a row since patience_best_bpc last improved
     patience_best_bpc: float | None = None  # the best val_bpc of those evaluations
 
+    def scored(self, val_bpc: float, on_cadence: bool) -> bool:
+        """Note a validation score of this step's weights: the best so far (as best.pt will record it) and,
+        for an evaluation `on_cadence`, --patience's count. Returns whether it is a new best."""
+        self.val_bpc = val_bpc
+        improved = self.best_bpc is None or val_bpc < self.best_bpc
+        if improved:
+            self.best_bpc, self.best_step = val_bpc, self.step
+        if on_cadence:
+            better = self.patience_best_bpc is None or val_bpc < self.patience_best_bpc
+            if better:
+                self.patience_best_bpc = val_bpc
+            self.worse_evaluations = 0 if better else self.worse_evaluations + 1
+        return improved
+
     @property
     def tokens(self) -> int:
         """Training tokens seen: characters with a char vocabulary, pieces with sentencepiece. Stored as

@@ -272,17 +272,9 @@ class Trainer:
         progress, improved, also = self.progress, False, None
         kept_best = progress.best_bpc, progress.best_step
         if self.ranks.leader:
-            progress.val_bpc = bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS)
+            improved = progress.scored(bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS), on_cadence)
             if self.eval_also_ids is not None:
                 also = bits_per_char(self.result, self.eval_also_ids)
-            improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
-            if improved:  # as best.pt will record it
-                progress.best_bpc, progress.best_step = progress.val_bpc, progress.step
-            if on_cadence:
-                better = progress.patience_best_bpc is None or progress.val_bpc < progress.patience_best_bpc
-                if better:
-                    progress.patience_best_bpc = progress.val_bpc
-                progress.worse_evaluations = 0 if better else progress.worse_evaluations + 1
         progress.val_step = progress.step
         # A best.pt not written still holds the previous best: a later, better one replaces it. One written
         # when latest.pt was not (a full disk) holds this one: putting the previous best back let a later,
