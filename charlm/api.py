@@ -34,10 +34,10 @@ from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped
 from .model import CharLM
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
-from .trainer import Trainer, lost_note
+from .trainer import Trainer, lost_note_for
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
-# the fine-tuning base if any -> the model to train, in place of charlm's.
+# the fine-tuning start if any (its base) -> the model to train, in place of charlm's.
 ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
 
 __all__ = ["bits_per_char", "generate", "load", "next_probs", "stream", "train"]
@@ -123,23 +123,23 @@ def start_run(
     sources: list[str],
     out: str | None = None,
     ranks: Ranks = SINGLE,
-    base: finetune.Start | None = None,
+    start: finetune.Start | None = None,
     build: ModelBuilder | None = None,
 ) -> Trainer:
-    """A new run: refuses to overwrite a folder that already holds one. From `base`, its weights start
-    from the base's, over the base's vocabulary extended with the text's new characters. `build`: an
-    experiment's model in place of charlm's, made after planning."""
+    """A new run: refuses to overwrite a folder that already holds one. From a fine-tuning `start`, its
+    weights start from the base's, over the base's vocabulary extended with the text's new characters.
+    `build`: an experiment's model in place of charlm's, made after planning."""
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
-    base_vocab = None if base is None else base.checkpoint.vocab
+    base_vocab = None if start is None else start.checkpoint.vocab
     plan.check_out(out)
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
-    decided = plan.plan(config, corpus, ranks, base, out)
+    decided = plan.plan(config, corpus, ranks, start, out)
     if build is not None:
-        model = build(decided.config, corpus, base)
+        model = build(decided.config, corpus, start)
     else:
-        model = None if base is None else base.model(corpus.vocab, decided.config.dropout)
+        model = None if start is None else start.model(corpus.vocab, decided.config.dropout)
     return Trainer(decided, corpus, ranks, model)
 
 
@@ -153,8 +153,8 @@ def start_finetune(
 ) -> Trainer:
     """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
     read and the options checked before anything is written."""
-    base = finetune.read_base(init_from, charlm_model=build is None)
-    return start_run(finetune.run_config(base, options), sources, out, ranks, base, build)
+    start = finetune.read_base(init_from, charlm_model=build is None)
+    return start_run(finetune.run_config(start, options), sources, out, ranks, start, build)
 
 
 RESUME_AGAIN = "; the run was not changed: run the same command again"
@@ -182,7 +182,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
     base_vocab = saved.base_vocab()
     config = resumed.config
-    with peer_note(lambda: lost_note(resumed.run_dir, saved=True)):  # a peer lost now: resume again
+    with peer_note(lambda: lost_note_for(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():
             try:
                 corpus = load_corpus(

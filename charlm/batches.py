@@ -68,6 +68,11 @@ class Windows:
     epoch: int = 0
 
     @property
+    def tokens_per_step(self) -> int:
+        """Tokens a full window feeds: one per stream per column (what a training step's time is for)."""
+        return self.streams.shape[0] * self.seq_len
+
+    @property
     def input_columns(self) -> int:
         """Columns that are ever an input: all but a stream's last character, which is only a target."""
         return self.streams.shape[1] - 1

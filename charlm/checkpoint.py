@@ -42,11 +42,6 @@ from .runs import resolve
 from .vocab import Vocab, Vocabulary
 
 
-def read_payload(path: Path) -> dict:
-    """A checkpoint file's payload, verified; any damage is a one-line error naming the file."""
-    return unpack(read_bytes(path), path)
-
-
 def unpack(data: bytes, path: Path) -> dict:
     """The payload of a checkpoint file's bytes, verified (`checkpoint_file.verified`) and in the
     current format; `path` names the file in errors."""
@@ -60,7 +55,7 @@ class Progress:
 
     step: int = 0
     elapsed: float = 0.0  # training seconds (rank 0's clock: the schedule's and the checkpoints' time)
-    chars: int = 0  # training tokens seen (targets scored): characters, with a char vocabulary
+    chars: int = 0  # training tokens seen (targets scored), under its stored name: read and write `tokens`
     lr: float = 0.0  # the learning rate of the last step
     val_bpc: float | None = None
     val_step: int | None = None  # the step whose weights val_bpc scored
@@ -71,6 +66,30 @@ class Progress:
     # and resumed stops where one never stopped does.
     worse_evaluations: int = 0  # evaluations in a row since patience_best_bpc last improved
     patience_best_bpc: float | None = None  # the best val_bpc of those evaluations
+
+    def scored(self, val_bpc: float, on_cadence: bool) -> bool:
+        """Note a validation score of this step's weights: the best so far (as best.pt will record it) and,
+        for an evaluation `on_cadence`, --patience's count. Returns whether it is a new best."""
+        self.val_bpc = val_bpc
+        improved = self.best_bpc is None or val_bpc < self.best_bpc
+        if improved:
+            self.best_bpc, self.best_step = val_bpc, self.step
+        if on_cadence:
+            better = self.patience_best_bpc is None or val_bpc < self.patience_best_bpc
+            if better:
+                self.patience_best_bpc = val_bpc
+            self.worse_evaluations = 0 if better else self.worse_evaluations + 1
+        return improved
+
+    @property
+    def tokens(self) -> int:
+        """Training tokens seen: characters with a char vocabulary, pieces with sentencepiece. Stored as
+        `chars`, named when every token was a character (the checkpoint keeps that key)."""
+        return self.chars
+
+    @tokens.setter
+    def tokens(self, count: int) -> None:
+        self.chars = count
 
 
 @dataclass
@@ -238,7 +257,7 @@ def read(path: Path) -> Checkpoint:
         model_config, vocab, weights, run = hub.read(folder)
         payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
         return Checkpoint.from_payload(payload, folder)
-    return Checkpoint.from_payload(read_payload(path), path)
+    return Checkpoint.from_payload(unpack(read_bytes(path), path), path)
 
 
 def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:

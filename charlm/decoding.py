@@ -93,13 +93,10 @@ def bias_vector(logit_bias: dict[str | int, float] | None, vocab: Vocabulary) ->
 
 
 def writes_no_text(bias: torch.Tensor, vocab: Vocabulary) -> bool:
-    """Whether `bias` leaves only tokens that write no text: the unknown symbol (which writes "\ufffd"; a
-    sentencepiece model never saw it, byte fallback spelling every character) and control pieces (<s>,
-    </s>: nothing). A sample would be only those: a ban that leaves them is refused as one of every token."""
+    """Whether `bias` leaves only tokens that write no text (`Vocabulary.writes_text`: the unknown symbol,
+    control pieces). A sample would be only those: a ban that leaves them is refused as one of every token."""
     left = (~bias.isneginf()).nonzero().flatten().tolist()
-    if vocab.one_char_per_id:
-        return all(token == vocab.unknown_id for token in left)
-    return all(not vocab.pieces[token] or vocab.processor.is_unknown(token) for token in left)
+    return not any(vocab.writes_text(token) for token in left)
 
 
 def characters(text: str) -> list[str]:
@@ -212,9 +209,8 @@ class Utf8Rule:
     @classmethod
     def of(cls, vocab: Vocabulary) -> Utf8Rule | None:
         """The rule for a sentencepiece vocabulary that spells characters as bytes; None for any other."""
-        if vocab.tokenizer != "sentencepiece" or not vocab.byte_ids:
-            return None
-        return cls(vocab.pieces, vocab.processor.unk_id())
+        spelled = vocab.byte_pieces()
+        return None if spelled is None else cls(*spelled)
 
     def to(self, device: torch.device) -> Utf8Rule:
         self.allowed, self.following = self.allowed.to(device), self.following.to(device)

@@ -162,6 +162,16 @@ class PieceVocab:
         """Whether the character is a piece of its own (else it is spelled as bytes)."""
         return self.processor.piece_to_id(char.replace(" ", "\u2581")) != self.processor.unk_id()
 
+    def writes_text(self, token: int) -> bool:
+        """Whether piece `token` writes text: not a control piece (<s>, </s>: nothing) nor <unk> ("\ufffd";
+        byte fallback spells every character, so the model never saw it)."""
+        return bool(self.pieces[token]) and not self.processor.is_unknown(token)
+
+    def byte_pieces(self) -> tuple[list[bytes], int] | None:
+        """Each piece's bytes and <unk>'s id, where byte fallback spells a character a byte at a time (so a
+        sampler keeps the bytes it draws to UTF-8: `decoding.Utf8Rule`); None without byte pieces."""
+        return (self.pieces, self.processor.unk_id()) if self.byte_ids else None
+
     def dtype(self) -> np.dtype:
         return np.dtype(np.uint16 if len(self) <= 1 << 16 else np.uint32)
 

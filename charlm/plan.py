@@ -98,16 +98,16 @@ def eval_cadence(config: Config, train_tokens: int) -> int:
 
 
 def plan(
-    config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, base: Start | None = None, out: str | None = None
+    config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, start: Start | None = None, out: str | None = None
 ) -> RunPlan:
     """A new run's plan: rank 0 decides (see `decide`) while the others time the sizes it probes
     together with it (`sizing.follow`); every rank gets the same plan."""
     if not ranks.leader:
         return sizing.follow(corpus, ranks)
-    return ranks.broadcast_object(decide(config, corpus, ranks, base, out))
+    return ranks.broadcast_object(decide(config, corpus, ranks, start, out))
 
 
-def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None, out: str | None) -> RunPlan:
+def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | None, out: str | None) -> RunPlan:
     """Every unset option resolved once, in the order each rule needs (the batch, the size at that
     batch, then dropout and cadence from the passes at that size's speed); then every check a run
     must pass, before a run folder is named or claimed. Every choice keeps its reason; a GPU's batch,
@@ -115,17 +115,17 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     config = with_absolute_eval_also(config)
     check_before_measuring(config, corpus, out)
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
-    if base is not None:
-        reasons.update({name: f"as in base run {base.record.run}" for name in ARCHITECTURE if name in PLANNED})
+    if start is not None:
+        reasons.update({name: f"as in base run {start.record.run}" for name in ARCHITECTURE if name in PLANNED})
 
     def say(line: str) -> str:  # kept as written, said as the caller writes options
         if not config.quiet:
             tqdm.write(as_said(line, Config), file=sys.stderr)
         return line
 
-    if base is not None and config.dropout is None:  # measured: better than fitting it (module docstring)
-        config = dataclasses.replace(config, dropout=base.checkpoint.config.dropout)
-        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {base.record.run}")
+    if start is not None and config.dropout is None:  # measured: better than fitting it (module docstring)
+        config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
+        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {start.record.run}")
 
     probe = sizing.Probe(config, corpus, ranks)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
@@ -154,8 +154,8 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
             f"{EVAL_EVERY_RANGE[1]} steps apart"
         )
 
-    if base is not None:
-        reasons["head"] = f"as in base run {base.record.run}"
+    if start is not None:
+        reasons["head"] = f"as in base run {start.record.run}"
     else:
         unit = "characters" if corpus.vocab.one_char_per_id else "tokens"
         reasons["head"] = auto_head_reason(len(corpus.vocab), unit) if config.head == "auto" else GIVEN
@@ -165,7 +165,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, base: Start | None
     check_data(config, corpus)
     config.require_limit()  # every check passed before a run folder is named or claimed
     run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
-    return RunPlan(config, run_dir, reasons, probed, None if base is None else base.record)
+    return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record)
 
 
 def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:

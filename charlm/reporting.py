@@ -271,7 +271,7 @@ class Reporter:
         self.loss_sum, self.losses, self.train_bpc = torch.zeros((), device=device), 0, None
         self.bar_time, self.bar_step, self.steps_per_second = now, progress.step, None
         self.step_time = now  # when the last step was reported: what follows until a redraw is a pause
-        self.row_time, self.row_chars = now, progress.chars
+        self.row_time, self.row_tokens = now, progress.tokens
 
     def step(self, loss: torch.Tensor) -> None:
         self.loss_sum += loss
@@ -334,12 +334,12 @@ class Reporter:
         row = {
             "step": progress.step,
             "elapsed": round(progress.elapsed, 3),
-            "chars": round(progress.chars * self.chars_per_token),
+            "chars": round(progress.tokens * self.chars_per_token),
             "train_bpc": self.train_bpc,
             "val_bpc": val_bpc,
             "lr": progress.lr,
             "chars_per_s": round(
-                (progress.chars - self.row_chars) * self.chars_per_token / max(now - self.row_time, 1e-9), 1
+                (progress.tokens - self.row_tokens) * self.chars_per_token / max(now - self.row_time, 1e-9), 1
             ),
         }
         if eval_also_bpc is not None:
@@ -348,7 +348,7 @@ class Reporter:
         if self.tensorboard:
             self.tensorboard.append(row)
         self.loss_sum.zero_()
-        self.losses, self.row_time, self.row_chars = 0, now, progress.chars
+        self.losses, self.row_time, self.row_tokens = 0, now, progress.tokens
         if not self.config.quiet:
             self.redraw(now, measure=val_bpc is None)
 

@@ -55,10 +55,10 @@ def primed_batch(
     read = text if already_normalized else model.vocab.normalized(text)  # normalized once: encoded, and begun
     ids = model.vocab.encode(read, what=said("seed"), already_normalized=True)
     form, bias = compiled(options, model)
-    return batch_reading(model, options, ids, stops, form, bias, form.begun(read) if form is not None else 0)
+    return batch_from_ids(model, options, ids, stops, form, bias, form.begun(read) if form is not None else 0)
 
 
-def batch_reading(
+def batch_from_ids(
     model: CharLM,
     options: SampleConfig,
     ids: torch.Tensor,
@@ -67,7 +67,7 @@ def batch_reading(
     bias: torch.Tensor | None,
     start: int = 0,
 ) -> Batch:
-    """`primed_batch` of a text its caller encoded, checked and placed in the form itself (co-writing):
+    """`primed_batch` from the ids of a text its caller encoded, checked and placed in the form itself (co-writing):
     `form` and `bias` as `compiled` gave them, `start` where its poem leaves off (`Constrained.begun`)."""
     never = model.vocab.unknown(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
@@ -94,7 +94,7 @@ def warn_of_lookalike_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     unwritten = [key for key in banned if never_written(key, vocab)]
     if not unwritten:
         return
-    held = {vocab.normalized(key) if isinstance(key, str) else vocab.chars[key] for key in banned}
+    held = {vocab.normalized(key) if isinstance(key, str) else vocab.decode([key]) for key in banned}
     lookalikes = [
         vocab.normalized(key)
         for key in unwritten
@@ -203,7 +203,7 @@ class Conversation:
         the template (`forms.Constrained.begun`), when first asked for."""
         with inference(self.model):
             if self.batch is None:
-                self.batch = batch_reading(self.model, self.options, ids, self.stops, self.form, self.bias, start)
+                self.batch = batch_from_ids(self.model, self.options, ids, self.stops, self.form, self.bias, start)
             else:
                 if ids is not None:
                     self.batch.read(ids.to(self.model.device))

@@ -20,7 +20,7 @@ def rows(saved: Checkpoint, reasons: dict | None = None) -> list[tuple[str, str]
         ("corpus", corpus_text(saved)),
         ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
         ("vocabulary", saved.vocab.size_text()),
-        ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.chars:,} tokens)"),
+        ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.tokens:,} tokens)"),
         ("val_bpc", best),
         ("trained_on", f"{saved.device} {saved.precision}{processes_text(saved)}"),
     ]

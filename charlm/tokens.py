@@ -8,8 +8,9 @@
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
 new characters extend): a changed file gives a new key, an unchanged one reuses the cache.
-Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time, so memory
-stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder that was
+Preparation streams, a few MB at a time: one pass counts characters, one writes ids, and between
+them `--tokenizer sentencepiece` trains its tokenizer (on at most `pieces.TRAINING_SENTENCES` lines,
+which it holds), so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder that was
 truncated or edited fails its checksum and is rebuilt, never silently used.
 
 Several processes may prepare one corpus at once: each writes a private folder next to the cache
@@ -63,7 +64,7 @@ class TokenCorpus:
     vocab: Vocabulary
     tokens: np.ndarray
     split: int
-    key: str  # the cache folder's name (`cache_key`): the "digest" of a checkpoint's corpus record
+    key: str  # the cache folder's name (`cache_key`): the "digest" of its `record`
     meta: dict  # the cache folder's meta.json
     sources: list[str] = field(default_factory=list)  # as the user named them, files made absolute
 
@@ -91,6 +92,11 @@ class TokenCorpus:
     @property
     def val_ids(self) -> np.ndarray:
         return self.tokens[self.split :]
+
+    def record(self) -> dict:
+        """What a checkpoint keeps of this corpus (its `corpus`, whose fields `Checkpoint.check` checks): enough
+        to prepare it again (`run_corpus`) and to know whether its sources still hold this text (`prepare`)."""
+        return {"name": self.name, "sources": self.sources, "digest": self.key}
 
 
 @dataclass

@@ -116,13 +116,15 @@ def restore(state: TrainState, checkpoint: Checkpoint, random_seed: int) -> None
 
 
 def check_data(config: Config, corpus: TokenCorpus) -> None:
-    """The training split fills every stream's first window and the validation split is not empty."""
+    """The training split fills every stream's first window and the validation split is not empty.
+    Counted in tokens: a sentencepiece corpus's are pieces, fewer than its characters."""
     need = min_chars(config.batch_size, config.seq_len)
     if len(corpus.train_ids) < need:
         total = math.ceil(need / (1.0 - config.val_fraction)) if corpus.name != DEFAULT_CORPUS else need
+        tokens = "characters" if corpus.vocab.one_char_per_id else "sentencepiece tokens"
         raise CharLMError(
-            f"corpus {corpus.name!r} too short: {len(corpus.train_ids)} training characters, need at least "
-            f"{need} ({said('batch_size')} x ({said('seq_len')} + 1)), so a text of at least {total} characters; "
+            f"corpus {corpus.name!r} too short: {len(corpus.train_ids)} training {tokens}, need at least "
+            f"{need} ({said('batch_size')} x ({said('seq_len')} + 1)), so a text of at least {total} {tokens}; "
             f"use a longer text or lower {said('batch_size')} / {said('seq_len')}"
         )
     if len(corpus.val_ids) < 2:
@@ -199,7 +201,7 @@ def train_step(state: TrainState, spent: float) -> torch.Tensor:
     progress.step += 1
     if state.average:
         state.average.update(progress.step)
-    progress.chars += targets.numel() * state.ranks.world
+    progress.tokens += targets.numel() * state.ranks.world
     loss = state.ranks.mean(loss.detach().float())
     state.nonfinite |= ~torch.isfinite(loss)
     return loss

@@ -44,7 +44,7 @@ SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's 
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
 
 
-def lost_note(run_dir: Path, saved: bool) -> str:
+def lost_note_for(run_dir: Path, saved: bool) -> str:
     """What a run a lost peer stopped goes on from: its last checkpoint, where one was written (`saved`:
     the ranks agreed it was, or the run resumed from one; a rank on another machine may not see the run
     folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
@@ -74,7 +74,7 @@ class Trainer:
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
-        self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and chars at the start)
+        self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and tokens at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
         self.lock: runs.RunLock | None = None  # rank 0's lock on the run folder, while it trains
 
@@ -150,7 +150,7 @@ class Trainer:
         which follows the CPU this process gets (threads.py)."""
         stepped = time.perf_counter()
         loss = train_state.train_step(self.state, share)
-        threads.record(time.perf_counter() - stepped, self.state.windows.streams.shape[0] * self.config.seq_len)
+        threads.record(time.perf_counter() - stepped, self.state.windows.tokens_per_step)
         return loss
 
     def report(self, loss: torch.Tensor) -> None:
@@ -240,7 +240,7 @@ class Trainer:
         """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
         if max_seconds:
             settled = max(SETTLED[0], SETTLED[1] * max_seconds)
-            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.chars)
+            self.probe_check = (self.progress.elapsed + settled, self.progress.elapsed, self.progress.tokens)
 
     def compare_with_probe(self) -> None:
         """Once, when the run has settled: say so if it trains well below the speed its size was chosen
@@ -248,13 +248,13 @@ class Trainer:
         than planned)."""
         if self.probe_check is None or self.progress.elapsed < self.probe_check[0]:
             return
-        _, since_elapsed, since_chars = self.probe_check
+        _, since_elapsed, since_tokens = self.probe_check
         self.probe_check = None
         probed = self.plan.probed_chars_per_second
         if not probed or not self.ranks.leader:
             return
-        seconds, chars = self.progress.elapsed - since_elapsed, self.progress.chars - since_chars
-        speed = chars * self.corpus.chars_per_token / max(seconds, 1e-9)
+        seconds, tokens = self.progress.elapsed - since_elapsed, self.progress.tokens - since_tokens
+        speed = tokens * self.corpus.chars_per_token / max(seconds, 1e-9)
         if speed < SLOW_SHARE * probed:
             self.say(
                 f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the "
@@ -272,17 +272,9 @@ class Trainer:
         progress, improved, also = self.progress, False, None
         kept_best = progress.best_bpc, progress.best_step
         if self.ranks.leader:
-            progress.val_bpc = bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS)
+            improved = progress.scored(bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS), on_cadence)
             if self.eval_also_ids is not None:
                 also = bits_per_char(self.result, self.eval_also_ids)
-            improved = progress.best_bpc is None or progress.val_bpc < progress.best_bpc
-            if improved:  # as best.pt will record it
-                progress.best_bpc, progress.best_step = progress.val_bpc, progress.step
-            if on_cadence:
-                better = progress.patience_best_bpc is None or progress.val_bpc < progress.patience_best_bpc
-                if better:
-                    progress.patience_best_bpc = progress.val_bpc
-                progress.worse_evaluations = 0 if better else progress.worse_evaluations + 1
         progress.val_step = progress.step
         # A best.pt not written still holds the previous best: a later, better one replaces it. One written
         # when latest.pt was not (a full disk) holds this one: putting the previous best back let a later,
@@ -348,7 +340,7 @@ class Trainer:
             vocab=self.corpus.vocab,
             weights=self.result.state_dict(),
             config=self.config,
-            corpus={"name": self.corpus.name, "sources": self.corpus.sources, "digest": self.corpus.key},
+            corpus=self.corpus.record(),
             progress=self.progress,
             device=str(self.state.device),
             precision=self.state.precision,
@@ -402,7 +394,7 @@ class Trainer:
 
     def lost_note(self) -> str:
         """What this run goes on from if a lost peer stops it (`distributed.peer_note`)."""
-        return lost_note(self.run_dir, self.saved_step is not None)
+        return lost_note_for(self.run_dir, self.saved_step is not None)
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""

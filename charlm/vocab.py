@@ -2,8 +2,9 @@
 
 By default every character of the corpus gets an id (lossless). `--min-count N` or `--coverage P`
 keep only the frequent ones and map the rest to one unknown symbol, which shrinks a Chinese model's
-embedding and head. Text is Unicode-normalized (NFC by default) before it is looked up, corpus and
-seed alike, so the same character typed two ways is one character.
+embedding and head. Text is Unicode-normalized (`--normalize`, NFC by default; a `Vocab` built by
+hand normalizes nothing unless told) before it is looked up, corpus and seed alike, so the same
+character typed two ways is one character.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Vocabulary(Protocol):
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]: ...
     def normalized(self, text: str) -> str: ...
     def knows(self, char: str) -> bool: ...
+    def writes_text(self, token: int) -> bool: ...  # False for the unknown symbol and control pieces
+    def byte_pieces(self) -> tuple[list[bytes], int] | None: ...  # for decoding's UTF-8 rule: see PieceVocab
     def char_lengths(self) -> torch.Tensor: ...
     def start_text(self) -> str: ...
     def size_text(self) -> str: ...
@@ -146,6 +149,13 @@ class Vocab:
 
     def knows(self, char: str) -> bool:
         return char in self.index
+
+    def writes_text(self, token: int) -> bool:
+        """Whether id `token` writes a character of the text: every id but the unknown symbol's."""
+        return token != self.unknown_id
+
+    def byte_pieces(self) -> None:
+        """None: every id is a whole character (`PieceVocab.byte_pieces` spells some a byte at a time)."""
 
     def unknown(self, text: str) -> list[str]:
         """Characters of `text` outside the vocabulary, in order of first appearance. Vectorized

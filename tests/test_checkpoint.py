@@ -27,7 +27,8 @@ def test_round_trip_gives_the_same_logits(fox_file, tiny):
 
 def test_checkpoint_holds_the_model_the_run_and_what_a_resume_needs(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
-    payload = checkpoint.read_payload(runs.resolve("run", prefer=runs.LATEST))
+    path = runs.resolve("run", prefer=runs.LATEST)
+    payload = checkpoint.unpack(checkpoint_file.read_bytes(path), path)
     assert set(payload) == {"model", "run", "training"}
     assert set(payload["model"]) == {"config", "vocab", "weights"}
     assert payload["model"]["config"] == {
@@ -210,7 +211,7 @@ def trained(tmp_path_factory) -> Path:
 def rewritten(path: Path, edit) -> Path:
     """A copy of checkpoint `path` whose payload `edit` changed, under a valid header: damage the
     checksum cannot see (a payload written wrong, or edited and its checksum recomputed)."""
-    payload = checkpoint.read_payload(path)
+    payload = checkpoint.unpack(checkpoint_file.read_bytes(path), path)
     edit(payload)
     copy = Path("edited.pt").resolve()
     copy.write_bytes(checkpoint_file.serialize(payload))

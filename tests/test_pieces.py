@@ -2,6 +2,7 @@
 
 import math
 import random
+import re
 from collections import Counter
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import charlm
 from charlm import checkpoint
 from charlm import corpus as corpus_module
 from charlm.config import Config
@@ -195,3 +197,16 @@ def test_a_seed_byte_that_is_not_utf8_is_one_line_for_either_checkpoint(tmp_path
     assert result.stderr.splitlines() == [
         "Error: --seed: byte 0xff at character 2 is not valid UTF-8; give the text in UTF-8"
     ]
+
+
+def test_a_sentencepiece_corpus_too_short_is_counted_in_tokens(fox_file, tiny):
+    """A sentencepiece corpus too short for --batch-size x (--seq-len + 1) was said to have "N training
+    characters", N its pieces: fewer than the characters the user sees in the file."""
+    with pytest.raises(CharLMError) as error:
+        charlm.train(fox_file, **{**tiny, "tokenizer": "sentencepiece", "seq_len": 100, "batch_size": 50})
+    said = re.search(r"too short: (\d+) training sentencepiece tokens, need at least 5050 ", str(error.value))
+    assert said, str(error.value)
+    assert int(said[1]) < len(fox_file.read_text()) * 0.9, str(error.value)  # pieces, not the 2,376 characters
+    assert str(error.value).endswith(
+        "so a text of at least 5612 sentencepiece tokens; use a longer text or lower batch_size / seq_len"
+    )

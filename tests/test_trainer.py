@@ -739,5 +739,5 @@ def test_a_lost_peer_s_note_trusts_a_checkpoint_the_ranks_agreed_on_where_the_fo
     written (or the one the run resumed from) is there all the same."""
     elsewhere = tmp_path / "run"
     with on_command_line():  # a peer is lost under torchrun, which the charlm command runs under
-        assert trainer.lost_note(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
-    assert trainer.lost_note(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"
+        assert trainer.lost_note_for(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
+    assert trainer.lost_note_for(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"
