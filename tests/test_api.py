@@ -317,7 +317,7 @@ def slower_than_probed(fox: Path) -> str:
     Trainer.compare_with_probe(
         SimpleNamespace(
             probe_check=(0.0, 0.0, 0),
-            progress=SimpleNamespace(elapsed=100.0, chars=1000),
+            progress=SimpleNamespace(elapsed=100.0, tokens=1000),
             plan=SimpleNamespace(probed_chars_per_second=100.0),
             ranks=SimpleNamespace(leader=True),
             corpus=SimpleNamespace(chars_per_token=1.0),
