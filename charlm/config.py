@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .corpus import NORMALIZATIONS, text_decoder
-from .device import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
+from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
 from .errors import CharLMError
 from .fields import (
     SHOWN,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from .. import checkpoint, runs
 from ..corpus import read_texts
-from ..device import STEP_DEVICE, resolve_device
+from ..device import resolve_device
+from ..device_names import STEP_DEVICE
 from ..tokens import run_corpus
 from .analysis import Inspection, analyse, check_inspectable
 

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable
 
 from .. import checkpoint, runs, threads
-from ..device import STEP_DEVICE
+from ..device_names import STEP_DEVICE
 from ..errors import CharLMError
 from ..model import CharLM
 from .config import ServeConfig
