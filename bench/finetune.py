@@ -35,7 +35,7 @@ import charlm
 from bench.common import default_eval_every, parse, training_step
 from charlm import checkpoint, runs
 from charlm.model import CharLM
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 

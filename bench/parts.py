@@ -47,7 +47,7 @@ from charlm import api
 from charlm.config import Config
 from charlm.finetune import Start
 from charlm.model import AdaptiveHead, CharLM, Embedding, fp32, grow_vocab
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 from charlm.scoring import bits_per_char
 from charlm.tokens import TokenCorpus
 from charlm.vocab import UNSEEN

@@ -20,7 +20,7 @@ from pathlib import Path
 import charlm
 from bench.common import parse
 from charlm.plot import plot_runs
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 
 
 def main() -> None:

@@ -1,24 +1,23 @@
 """The `charlm` command, and `python -m charlm`."""
 
-import os
 import signal
 import sys
 
+from .stopping import leaving_at_once
+
 
 def main() -> None:
-    """Ctrl-C while the command's modules are still loading (torch takes seconds) exits as it does later:
-    status 130, no traceback. Hence the import here and not at the top, and no KeyboardInterrupt while it
-    runs: raised inside numpy's or torch's C initialisation it became an ImportError traceback ("cannot
-    load module more than once") or an abort in pybind11. Nothing is written yet, so leaving is all there is.
+    """Ctrl-C while the command line's modules are still loading exits as it does later: status 130, no
+    traceback (`stopping.leaving_at_once`; a command that runs a model loads torch, seconds, the same way).
+    Hence the import here and not at the top.
 
     SIGTERM (kill, a scheduler, systemd) then unwinds as an exit with status 143, so that what a command
     was writing is removed as on Ctrl-C: it died at once and left its hidden temporary files (a corpus
     cache folder, a page) behind. Training handles its own (stopping.py). A signal the caller ignores
     (nohup, a background job) stays ignored."""
-    loading = handle(signal.SIGINT, leave_at_once)
-    from .cli import main as command_line
+    with leaving_at_once():
+        from .cli import main as command_line
 
-    handle(signal.SIGINT, loading)
     handle(signal.SIGTERM, leave_unwinding)
     command_line(complete_var="_CHARLM_COMPLETE")  # Tab completion under `python -m charlm` too
 
@@ -29,11 +28,6 @@ def handle(signum: int, handler: object) -> object:
     if previous is not signal.SIG_IGN:
         signal.signal(signum, handler)
     return previous
-
-
-def leave_at_once(signum: int, frame: object) -> None:
-    """Exit now with the shell's status for the signal: while modules load there is nothing to clean up."""
-    os._exit(128 + signum)
 
 
 def leave_unwinding(signum: int, frame: object) -> None:

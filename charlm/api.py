@@ -28,7 +28,8 @@ import torch
 
 from . import checkpoint, files, finetune, hub, plan, runs, sampler, scoring, threads
 from .config import PLANNED, Config, SampleConfig
-from .device import DEVICE_FORMS, STEP_DEVICE, resolve_device
+from .device import resolve_device
+from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped

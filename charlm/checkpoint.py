@@ -33,7 +33,8 @@ import torch
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
 from .config import Config
-from .device import STEP_DEVICE, resolve_device
+from .device import resolve_device
+from .device_names import STEP_DEVICE
 from .errors import CharLMError
 from .fields import holds, kinds_of
 from .model import CharLM, ModelConfig, State, skeleton

@@ -1,5 +1,9 @@
 """The `charlm` command: the group and its smaller commands (corpus, eval, info, export, plot, runs, serve,
-inspect); `train` and `sample` live in commands/. Options are generated from the config dataclasses."""
+inspect); `train` and `sample` live in commands/. Options are generated from the config dataclasses.
+
+The command tree, its help and Tab completion need no model, so nothing imported at the top here loads
+torch (seconds at every Tab press): a command imports what runs a model when it runs, Ctrl-C meanwhile
+leaving at once (`stopping.leaving_at_once`)."""
 
 from __future__ import annotations
 
@@ -8,27 +12,25 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from . import catalog, checkpoint, console, export, files, outputs, runs, summary, tables, threads, tokens
+from . import catalog, console, files, runs, tables
 from .commands import completion
 from .commands.options import F, device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
-from .corpus import read_texts, source_files
-from .device import resolve_device
-from .distributed import first_rank, tell_launcher
 from .errors import CharLMError, SaidElsewhere
 from .fields import SHOWN, on_command_line
-from .inspection import analysis, page
-from .inspection.run import MAX_CHARS, inspect_run
-from .model import CharLM
-from .plot import plot_runs
-from .scoring import scored_text, text_bits, unseen_note
-from .serve import serve as run_server
+from .inspection import MAX_CHARS
 from .serve.config import ServeConfig
+from .stopping import leaving_at_once
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+    from .model import CharLM
 
 
 class Group(click.Group):
@@ -43,6 +45,8 @@ class Group(click.Group):
         except SaidElsewhere:
             sys.exit(1)
         except click.UsageError as e:
+            from .distributed import first_rank, tell_launcher
+
             if not first_rank():
                 sys.exit(e.exit_code)
             tell_launcher(e.format_message())
@@ -88,6 +92,8 @@ def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
 def show_warning(message: Warning | str, *args) -> None:
     """A warning as one line on stderr; under torchrun rank 0's alone, as every rank meets the same
     options and text (8 GPUs printed each warning 8 times)."""
+    from .distributed import first_rank
+
     if first_rank():
         click.echo(f"warning: {message}", err=True)
 
@@ -127,6 +133,8 @@ def corpus_get(name: str, quiet: bool) -> None:
 def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     """Encode PATHS (files, folders of .txt files or catalog names, as `charlm train` takes them) into
     corpora/cache/ and print a summary."""
+    with leaving_at_once():
+        from . import tokens
     config = Config(**{k: v for k, v in options.items() if v is not None})  # validated as `train` does
     prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
     click.echo(tables.table([("cache", str(tokens.CACHE_ROOT / prepared.key)), *tokens.summary(prepared.meta)]))
@@ -142,6 +150,11 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
     or exported model folder); without FILES, of the run's held-out text (its validation split). Each
     file is scored on its own; with several, a line per file and then all of them together."""
+    with leaving_at_once():
+        from . import checkpoint, threads
+        from .corpus import read_texts, source_files
+        from .device import resolve_device
+        from .scoring import scored_text, text_bits, unseen_note
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
     model = checkpoint.model_on(saved, path, where)
@@ -167,9 +180,12 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         click.echo(unseen)
 
 
-def evaluate_held_out(saved: checkpoint.Checkpoint, model: CharLM, quiet: bool) -> None:
+def evaluate_held_out(saved: Checkpoint, model: CharLM, quiet: bool) -> None:
     """`charlm eval RUN` alone: the text the run measured its validation bpc on, prepared again from
     the sources its checkpoint names, scored whole."""
+    from . import tokens
+    from .scoring import text_bits
+
     text = tokens.held_out_text(saved.corpus, saved.config, saved.base_vocab(), quiet)
     bits, chars = text_bits(model, text, "the run's held-out text", progress=not quiet, label="scoring")
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
@@ -180,6 +196,8 @@ def evaluate_held_out(saved: checkpoint.Checkpoint, model: CharLM, quiet: bool) 
 def info(target: str | None) -> None:
     """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name, .pt file or
     exported model folder; default: the latest run's best)."""
+    with leaving_at_once():
+        from . import checkpoint, export, summary
     path = runs.resolve(target)
     reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
     rows = [
@@ -203,6 +221,8 @@ def info(target: str | None) -> None:
 def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:
     """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,
     an ONNX file, or a safetensors model folder. See docs/export.md."""
+    with leaving_at_once():
+        from . import export, outputs
     if format_ is None:  # not click's required=True: its message did not say which formats exist
         raise CharLMError(f"--format: give one of {', '.join(export.FORMATS)}")
     if weights is not None and weights not in export.WEIGHTS:
@@ -218,6 +238,9 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
 def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
     in one PNG."""
+    with leaving_at_once():
+        from . import outputs
+        from .plot import plot_runs
     if Path(output).suffix.lower() != ".png" or os.path.isdir(output):  # not Path.is_dir: a name too long raises
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
@@ -250,6 +273,8 @@ def serve(targets: tuple[str, ...], **given) -> None:
 
     Each RUN (a run folder, run name, corpus name, .pt file or exported model folder; default: the
     latest run) is a model whose id is its run name. Needs `pip install 'charlm[serve]'`."""
+    from .serve import serve as run_server
+
     run_server(list(targets), ServeConfig(**{k: v for k, v in given.items() if v is not None}))
 
 
@@ -286,6 +311,10 @@ def inspect_command(
     """What the model of RUN (default: the latest run) learned, seen on FILE, as one HTML page:
     surprise per character, cells that follow quotes or the line, gate saturation, bits saved over an
     n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
+    with leaving_at_once():
+        from . import outputs
+        from .inspection import analysis, page
+        from .inspection.run import inspect_run
     wanted = 0 if held_out else 1
     if len(paths) not in (wanted, wanted + 1) or (held_out and len(paths) > 1) or (not held_out and not paths):
         raise CharLMError("give [RUN] FILE, or [RUN] --held-out")

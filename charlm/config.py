@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 
 from .corpus import NORMALIZATIONS, text_decoder
-from .device import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
+from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
 from .errors import CharLMError
 from .fields import (
     SHOWN,
@@ -68,6 +68,9 @@ MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 999999999
 STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a paragraph or a poem ends
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
+# under torchrun (distributed.py), set apart from the dataclasses: not a run's option, the launch's
+PEER_TIMEOUT = 300.0  # --peer-timeout's seconds: far above a step, an evaluation or a checkpoint of a large model
+MAX_PEER_TIMEOUT = 7 * 24 * 3600.0  # a week; far more failed as a traceback (timedelta past 8.6e13 s, gloo at 8.6e13)
 
 
 @keywords_named

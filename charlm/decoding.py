@@ -6,7 +6,7 @@ tensors over the rows, so that one `RowSampler.choose` picks every row's next id
 row: a row seeded `seed` draws the same ids whether it runs alone or beside others, and whatever
 the others are doing (`charlm sample` seeds sample i with `random_seed + i`; the server does the same).
 A temperature schedule (a list of temperatures) is one temperature per row per step. A row
-writing into a template (`forms.Cursor`) draws only among the ids the template allows at its
+writing into a template (`constraints.Cursor`) draws only among the ids the template allows at its
 position: the others are removed before temperature and the rest, so those act inside the set.
 A row's logit bias (OpenAI's `logit_bias`, `bias_vector`) is added to its logits before all of
 that; a bias of -100 bans the token outright, as a template's mask does, whatever the temperature.
@@ -20,8 +20,8 @@ import unicodedata
 import torch
 
 from .config import MAX_LOGIT_BIAS, SampleConfig
+from .constraints import Cursor
 from .errors import BiasError, CharLMError
-from .forms import Cursor
 from .vocab import Vocabulary
 
 UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time

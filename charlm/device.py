@@ -13,21 +13,14 @@ scaling, so on CUDA any autocast run scales its loss (`core_precision`). A CPU's
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Callable
 
 import torch
 
+from .device_names import DEVICE_FORMS, DEVICE_PATTERN
 from .errors import CharLMError
 from .fields import SHOWN, said
 
-DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
-DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-# --device's default by the kind of work, one rule for every command and function: over whole texts at
-# once (training, eval), the best device present; one character a step (sampling, serving, inspect),
-# the CPU, fastest there for charlm's model sizes (docs/scaling.md).
-WHOLE_TEXTS_DEVICE = "auto"
-STEP_DEVICE = "cpu"
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 

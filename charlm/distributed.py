@@ -37,14 +37,13 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from .config import PEER_TIMEOUT
 from .errors import CharLMError, SaidElsewhere
 from .model import State, map_state
 
 T = TypeVar("T")
 
 SYNC_EVERY = 20  # steps between broadcasts of rank 0's clock and stop request
-PEER_TIMEOUT = 300.0  # --peer-timeout's seconds: far above a step, an evaluation or a checkpoint of a large model
-MAX_PEER_TIMEOUT = 7 * 24 * 3600.0  # a week; far more failed as a traceback (timedelta past 8.6e13 s, gloo at 8.6e13)
 SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # the others wait this long for rank 0 to download and prepare a corpus
 GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
 STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid

@@ -17,9 +17,9 @@ import torch
 
 from . import threads
 from .config import SampleConfig
+from .constraints import Cursor
 from .decoding import RowSampler, Utf8Rule
 from .device import to_host
-from .forms import Cursor
 from .lstm_step import RowStepper
 from .model import CharLM, State
 

@@ -10,10 +10,18 @@ from . import files, hub, runs
 from .checkpoint_file import MAGIC
 from .errors import CharLMError
 from .fields import said
-from .reporting import METRICS
 
 # What a run folder holds of its own (runs.py): a file of these names in one is the run's.
-RUN_RECORDS = (runs.LATEST, runs.BEST, runs.RUN_INFO, runs.SAMPLES, METRICS, runs.EXPORTS_LOG, runs.LOCK, runs.LOCK_PID)
+RUN_RECORDS = (
+    runs.LATEST,
+    runs.BEST,
+    runs.RUN_INFO,
+    runs.SAMPLES,
+    runs.METRICS,
+    runs.EXPORTS_LOG,
+    runs.LOCK,
+    runs.LOCK_PID,
+)
 
 
 def is_checkpoint(path: str | Path) -> bool:

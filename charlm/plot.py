@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import files
 from .errors import CharLMError
-from .reporting import METRICS, read_metrics
+from .runs import METRICS, read_metrics
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100
 # Fonts with Chinese characters, tried after matplotlib's own for a run name it lacks glyphs for.

@@ -10,8 +10,6 @@ are dropped on read; a new run starts it afresh. `charlm plot` and `charlm runs`
 from __future__ import annotations
 
 import io
-import json
-import math
 import os
 import socket
 import sys
@@ -28,10 +26,9 @@ from .checkpoint import Progress
 from .config import Config
 from .errors import CharLMError
 from .fields import said
-from .runs import RunLock
+from .runs import METRICS, RunLock
 from .scoring import LOG2E
 
-METRICS = "metrics.jsonl"
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation
 SPEED_SECONDS = 10.0  # the progress bar's speed (and a --max-time run's step total) averages about this long
 MEASURE_SECONDS = 1.0  # the bar's speed is measured this often (a moving average, SPEED_SECONDS)
@@ -116,34 +113,6 @@ def write_whole(file: BinaryIO, start: int, data: bytes) -> None:
     except OSError:
         file.truncate(start)
         raise
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of a run in step order, with the rows a resume superseded left out. A damaged file
-    (a line cut short by a kill, or edited by hand) does not stop a reader: a line that is not an
-    object with a numeric step is skipped, and a field that is neither a finite number nor null is left out."""
-    path = Path(run_dir) / METRICS
-    rows: list[dict] = []
-    if not path.is_file():
-        return rows
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if not isinstance(row, dict):
-            continue
-        row = {key: value for key, value in row.items() if value is None or is_number(value)}
-        if row.get("resume") is not None:
-            rows = [r for r in rows if r["step"] <= row["resume"]]
-        elif row.get("step") is not None:
-            rows.append(row)
-    return rows
-
-
-def is_number(value: object) -> bool:
-    """A finite int or float as JSON gives them (not a bool, not NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class TensorBoardLog:

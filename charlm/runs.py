@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -30,6 +31,7 @@ CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
 PENDING = ".pending"  # latest.pt -> latest.pending.pt: a checkpoint kept aside (`pending`, `kept_aside`)
 RUN_INFO, SAMPLES = "run.json", "samples.txt"
+METRICS = "metrics.jsonl"  # reporting.py writes it, a row per log interval
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
@@ -484,3 +486,31 @@ def read_run_info(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run in step order, with the rows a resume superseded left out. A damaged file
+    (a line cut short by a kill, or edited by hand) does not stop a reader: a line that is not an
+    object with a numeric step is skipped, and a field that is neither a finite number nor null is left out."""
+    path = Path(run_dir) / METRICS
+    rows: list[dict] = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(row, dict):
+            continue
+        row = {key: value for key, value in row.items() if value is None or is_number(value)}
+        if row.get("resume") is not None:
+            rows = [r for r in rows if r["step"] <= row["resume"]]
+        elif row.get("step") is not None:
+            rows.append(row)
+    return rows
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float as JSON gives them (not a bool, not NaN)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

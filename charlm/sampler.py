@@ -19,10 +19,10 @@ from collections.abc import Iterator
 import torch
 
 from .config import MAX_LOGIT_BIAS, SampleConfig
+from .constraints import Constrained, constrain
 from .decoding import bias_vector, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .forms import Constrained, constrain
 from .generation import Batch, Row
 from .model import CharLM, inference
 from .vocab import Vocabulary, other_forms
@@ -51,7 +51,7 @@ def primed_batch(
 ) -> Batch:
     """A batch of `num_samples` rows, each having read `text` (read once; `already_normalized`: as
     `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`). A form goes on
-    with the poem `text` began, if it began one (`forms.Constrained.begun`)."""
+    with the poem `text` began, if it began one (`constraints.Constrained.begun`)."""
     read = text if already_normalized else model.vocab.normalized(text)  # normalized once: encoded, and begun
     ids = model.vocab.encode(read, what=said("seed"), already_normalized=True)
     form, bias = compiled(options, model)
@@ -118,7 +118,7 @@ def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:
 
 def sample_row(options: SampleConfig, form: Constrained | None, stops: tuple[str, ...], start: int = 0) -> Row:
     """A sample's row: its length, its stop texts (`stop_texts`) and its own place in the template, `start`
-    positions in (the poem its text began: `forms.Constrained.begun`)."""
+    positions in (the poem its text began: `constraints.Constrained.begun`)."""
     return Row(options.length, stops, form=form.cursor(start) if form else None)
 
 
@@ -187,7 +187,7 @@ class Conversation:
         naming it, before it is shown or read; `read` is then the text as the model reads it, which the
         transcript keeps. An empty first turn starts at the beginning of a line.
         With a form, a line break ending `text` is the one typed to send it: where the line stops mid-verse
-        (`forms.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
+        (`constraints.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
         text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
         before = "".join(self.transcript)
         if self.form is not None and text.endswith("\n") and self.form.leaves_verse_open(before, text[:-1]):
@@ -200,7 +200,7 @@ class Conversation:
 
     def continued(self, text: str, ids: torch.Tensor | None, start: int = 0) -> Iterator[str]:
         """`turn`'s reading of `text` (its `ids`, None for no text) and writing, `start` positions into
-        the template (`forms.Constrained.begun`), when first asked for."""
+        the template (`constraints.Constrained.begun`), when first asked for."""
         with inference(self.model):
             if self.batch is None:
                 self.batch = batch_from_ids(self.model, self.options, ids, self.stops, self.form, self.bias, start)

@@ -1,6 +1,7 @@
 """How a training run is asked to stop: at the next step boundary, so that it saves and says where it
 stopped, rather than dying between checkpoints. The trainer installs a `StopFlag` for its loop and
-reads it once a step; nothing here knows what a step is.
+reads it once a step; nothing here knows what a step is. Before any of that, while a command's
+modules load, the command leaves at once (`leaving_at_once`).
 """
 
 from __future__ import annotations
@@ -61,3 +62,28 @@ class StopFlag:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def leaving_at_once() -> Iterator[None]:
+    """While a command's modules load (torch takes seconds), Ctrl-C and SIGTERM exit at once with the
+    shell's status for the signal (130, 143), no traceback, and raise nothing: a KeyboardInterrupt raised
+    inside numpy's or torch's C initialisation became an ImportError traceback ("cannot load module more
+    than once") or an abort in pybind11. Nothing is written yet, so leaving is all there is. A signal the
+    caller ignores (nohup, a background job) stays ignored; outside the main thread nothing changes."""
+    try:
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, leave_at_once) for s in signals if signal.getsignal(s) is not signal.SIG_IGN}
+    except ValueError:  # not the main thread: no signal handling
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def leave_at_once(signum: int, frame: object) -> None:
+    """Exit now with the shell's status for the signal: while modules load there is nothing to clean up."""
+    os._exit(128 + signum)

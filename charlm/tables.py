@@ -4,8 +4,8 @@ Columns are padded to the widest cell by display width: a Chinese character take
 so padding by `len` would push every column after a Chinese run name out of line. The last column is
 never padded, so a long description does not leave trailing spaces.
 
-The table of runs is built here, not in runs.py: a run's line joins its run.json (runs.py's) with its
-metrics.jsonl (reporting.py's), and reporting, which checks a run's lock as it writes, sits above runs.
+The table of runs is built here, from what runs.py reads of each run (its run.json and metrics.jsonl):
+lining up text is this module's job.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from . import runs
 from .config import MAXIMA
 from .errors import CharLMError
 from .fields import holds
-from .reporting import is_number, read_metrics
+from .runs import is_number, read_metrics
 
 # Beyond these a run's record is damaged (edited by hand, a disk error): `?`, not a 300-digit number
 # that widens the whole table. A bpc is at most a few dozen bits (a byte-spelt character's), never negative.

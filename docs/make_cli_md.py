@@ -59,7 +59,7 @@ def reference() -> str:
         "the same. The defaults of `charlm train` live in one place, `charlm.Config` (`charlm/config.py`), and",
         "those of sampling in `charlm.SampleConfig`; the Python API takes the same names with underscores.",
         "",
-        "`--device` follows one rule (`WHOLE_TEXTS_DEVICE`, `STEP_DEVICE` in `charlm/device.py`): work over",
+        "`--device` follows one rule (`WHOLE_TEXTS_DEVICE`, `STEP_DEVICE` in `charlm/device_names.py`): work over",
         "whole texts at once (`train`, `eval`) defaults to `auto`, the best device present; work one character",
         "a step (`sample`, `inspect`, `serve`) defaults to `cpu`, fastest there for charlm's model sizes",
         "(docs/scaling.md).",

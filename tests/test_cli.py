@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from charlm import checkpoint, outputs, runs, sampler, sizing, summary, threads, tokens, train_state
+from charlm import checkpoint, outputs, runs, sampler, scoring, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
@@ -184,7 +184,7 @@ def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, 
     good.write_text("the quick brown fox jumps over the lazy dog\n", encoding="utf-8")
     bad.write_bytes("caf\u00e9 ol\u00e9\n".encode("latin-1"))
     scored = []
-    monkeypatch.setattr(cli_module, "text_bits", lambda *args, **kwargs: scored.append(args) or (1.0, 1))
+    monkeypatch.setattr(scoring, "text_bits", lambda *args, **kwargs: scored.append(args) or (1.0, 1))
     assert_one_line_error(cli("eval", trained, str(tmp_path), "--quiet"), "b.txt", "--encoding")
     assert scored == []
 
@@ -782,7 +782,9 @@ def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):
     def interrupted(targets, config):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_module, "run_server", interrupted)
+    from charlm import serve as serve_package
+
+    monkeypatch.setattr(serve_package, "serve", interrupted)  # what the command imports when it runs
     result = cli("serve")
     assert result.exit_code == 130 and "checkpoint" not in result.output
 
@@ -1037,6 +1039,64 @@ def test_help_lists_the_options_every_user_needs_first():
     assert sample[:6] == ["--checkpoint", "--seed", "--seed-file", "--length", "--temperature", "--num-samples"]
 
 
+# What `charlm --help`, `charlm COMMAND -h`, `charlm help X`, `--version` and a Tab press do, in one
+# process; then the charlm frames that were importing torch, if anything did, and the heavy modules loaded.
+ANSWERS_WITHOUT_A_MODEL = r"""
+import json, os, sys, traceback
+from importlib.abc import MetaPathFinder
+
+class Watch(MetaPathFinder):
+    stack = None
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and Watch.stack is None:
+            Watch.stack = [f"{f.filename}:{f.lineno}" for f in traceback.extract_stack() if "charlm" in f.filename]
+
+sys.meta_path.insert(0, Watch())
+from charlm.cli import main
+
+def answer(args, **env):
+    os.environ.update(env)
+    try:
+        main(args, prog_name="charlm", complete_var="_CHARLM_COMPLETE")
+    except SystemExit:
+        pass
+    for name in env:
+        del os.environ[name]
+
+commands = [[name] for name in main.commands] + [["corpus", name] for name in main.commands["corpus"].commands]
+for words in [[], *commands]:
+    answer([*words, "--help"]); answer([*words, "-h"]); answer(["help", *words])
+answer(["--version"])
+for line in ("charlm sa", "charlm sample ", "charlm sample --form 七", "charlm serve --device c",
+             "charlm corpus get t", "charlm train t", "charlm eval run novel.t", "charlm inspect --output r"):
+    answer([], _CHARLM_COMPLETE="bash_complete", COMP_WORDS=line, COMP_CWORD=str(len(line.split(" ")) - 1))
+print(json.dumps({"stack": Watch.stack, "loaded": [name for name in ("torch", "numpy") if name in sys.modules]}),
+      file=sys.stderr)
+"""
+
+
+def test_help_version_and_tab_completion_load_no_torch(tmp_path):
+    """Every Tab press, every --help and --version imported torch (and numpy), about 1.3 s each, for
+    answers that need no model: the command tree, its options and their defaults, completion's names."""
+    (tmp_path / "checkpoints" / "novel-20260101-120000").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "novel-20260101-120000" / "latest.pt").touch()
+    env = {**os.environ, "PYTHONPATH": str(Path(cli_module.__file__).parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-c", ANSWERS_WITHOUT_A_MODEL],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report = json.loads(done.stderr.splitlines()[-1])
+    assert "Usage: charlm sample" in done.stdout and "plain,novel" in done.stdout and "plain,七绝" in done.stdout
+    assert report == {"stack": None, "loaded": []}, report
+
+
+LOADS_TORCH = ["info", "nope"]  # a command that runs a model: torch is its first import (--help needs none)
+
+
 def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path):
     """The package imported torch before the command could catch anything: a traceback of torch's import."""
     slow = tmp_path / "slow" / "torch"
@@ -1045,7 +1105,11 @@ def test_ctrl_c_while_torch_is_still_loading_exits_without_a_traceback(tmp_path)
     (slow / "__init__.py").write_text(f"import pathlib, time\npathlib.Path({str(loading)!r}).touch()\ntime.sleep(60)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow.parent), str(Path(cli_module.__file__).parents[1])])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "charlm", *LOADS_TORCH],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         for _ in range(600):
@@ -1073,7 +1137,11 @@ def test_ctrl_c_inside_a_c_extensions_loading_exits_without_a_traceback(tmp_path
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(Path(cli_module.__file__).parents[1])])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-m", "charlm", *LOADS_TORCH],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         wait_for(loading, timeout=30)

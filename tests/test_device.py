@@ -18,7 +18,7 @@ from charlm.device import (
     to_host,
 )
 from charlm.errors import CharLMError
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, max_weight_difference
 

@@ -16,7 +16,7 @@ import torch
 import charlm
 from charlm import runs, sizing, threads
 from charlm.distributed import SYNC_EVERY
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 
 from .conftest import TINY, assert_one_line_error, cli, cli_args, latest, max_weight_difference, wait_for
 

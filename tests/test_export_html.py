@@ -464,7 +464,7 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
 
 def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     """The page's forms (sampler.js) wrote a new poem after any seed; charlm goes on with the poem a seed began
-    (forms.Constrained.begun), and so does the page now, by the same rule: the same greedy poems, the same
+    (constraints.Constrained.begun), and so does the page now, by the same rule: the same greedy poems, the same
     refusal of a seed whose verse breaks the acrostic."""
     model = poet_model()
     verse = CHINESE[:5] + "，"

@@ -13,7 +13,7 @@ from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
 from charlm.pieces import PieceVocab
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 from charlm.vocab import UNKNOWN, Vocab
 
 from .conftest import TINY_ARGS, TINY_LOOP_ARGS, assert_one_line_error, cli, latest

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
 from charlm.config import SampleConfig
+from charlm.constraints import Constrained
 from charlm.errors import CharLMError
-from charlm.forms import FORM_NAMES, FORMS, Constrained, template_of
+from charlm.forms import FORM_NAMES, FORMS, template_of
 from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import Conversation, generate, primed_batch
 from charlm.vocab import Vocab

@@ -9,7 +9,7 @@ import pytest
 import charlm
 from charlm import runs, tables
 from charlm.plot import HEIGHT, WIDTH
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 
 from .conftest import assert_one_line_error, block_import, cli, file_size_limit, make_model, missing
 from .test_export import run_of

@@ -16,7 +16,8 @@ from charlm.checkpoint import Progress
 from charlm.config import Config
 from charlm.corpus import source_files
 from charlm.errors import CharLMError
-from charlm.reporting import LOG_SECONDS, MetricsLog, Reporter, read_metrics
+from charlm.reporting import LOG_SECONDS, MetricsLog, Reporter
+from charlm.runs import read_metrics
 
 from .conftest import block_import, file_size_limit, make_model
 

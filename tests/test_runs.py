@@ -18,7 +18,7 @@ from charlm import api, files, runs, sizing, train_state
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
-from charlm.reporting import read_metrics
+from charlm.runs import read_metrics
 
 from .conftest import (
     TRAIN_ARGS,

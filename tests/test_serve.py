@@ -1193,7 +1193,7 @@ def test_serve_loads_its_models_off_the_http_thread(fox_run, monkeypatch):
         loaded_on.append(threading.current_thread())
         raise CharLMError(f"{path}: stop here")
 
-    monkeypatch.setattr(serve_package.checkpoint, "load", load)
+    monkeypatch.setattr(checkpoint, "load", load)
     with pytest.raises(CharLMError, match="stop here"):
         serve_package.serve([str(fox_run)], ServeConfig(port=free_port()))
     assert loaded_on and threading.main_thread() not in loaded_on

@@ -9,9 +9,8 @@ import click
 from click.shell_completion import CompletionItem
 
 from .. import catalog, runs
+from ..device_names import DEVICES
 from ..forms import FORM_NAMES
-
-DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, which a user types whole
 
 
 def paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:

@@ -9,13 +9,13 @@ from typing import TypeVar
 
 import click
 
-from ..device import STEP_DEVICE, WHOLE_TEXTS_DEVICE
+from ..device_names import STEP_DEVICE, WHOLE_TEXTS_DEVICE
 from ..fields import option_name
 from .completion import BY_FIELD, devices
 
 F = TypeVar("F", bound=Callable)
 
-# --device's default by the kind of work (device.py's rule; train's is Config.device).
+# --device's default by the kind of work (device_names.py's rule; train's is Config.device).
 DEVICE_DEFAULTS = {"whole texts": WHOLE_TEXTS_DEVICE, "one character a step": STEP_DEVICE}
 
 

@@ -1,5 +1,6 @@
 """`charlm sample`: text from a trained model, streamed as it is made; several temperatures, JSON for
-scripts, or co-writing at a prompt (`--interactive`)."""
+scripts, or co-writing at a prompt (`--interactive`). What runs the model (torch) is imported where it
+is used: `charlm sample --help` and Tab completion need none of it."""
 
 from __future__ import annotations
 
@@ -14,19 +15,20 @@ import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
-from .. import checkpoint, files, outputs, runs, sampler, stopping, tables, threads
+from .. import files, runs, stopping, tables
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
 from ..corpus import check_characters, read_text
-from ..decoding import characters
 from ..errors import BiasError, CharLMError
-from ..model import CharLM
-from ..vocab import UnknownCharacterWarning
 from .completion import run_names
 from .options import device_option, options_of
+
+if TYPE_CHECKING:
+    from .. import sampler
+    from ..model import CharLM
 
 T = TypeVar("T")
 
@@ -88,6 +90,9 @@ def sample(
             "--num-samples and a list of temperatures"
         )
     seed = read_seed(seed_file) if seed_file else seed or ""
+    with stopping.leaving_at_once():
+        from .. import checkpoint, threads
+        from ..vocab import UnknownCharacterWarning
     model = checkpoint.load(target, device)
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read is refused before anything is printed
@@ -122,6 +127,8 @@ def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
     if "stop" in given:
         given["stop"] = unescaped(given["stop"])
     if ban:
+        from ..decoding import characters
+
         given["logit_bias"] = dict.fromkeys(characters(unescaped(ban)), -MAX_LOGIT_BIAS)
     temperatures = parse_temperatures(given.pop("temperature")) if "temperature" in given else (None,)
     return [SampleConfig(**given, **({"temperature": t} if t is not None else {})) for t in temperatures]
@@ -169,6 +176,8 @@ def write_samples(
 ) -> None:
     """Each config's samples, labeled by temperature when there are several: a JSON object per sample,
     one sample streamed as it is made, or several, each whole under its own label."""
+    from .. import sampler
+
     for config in configs:
         label = f"temperature {config.temperature}" if len(configs) > 1 else None
         if not as_json and config.num_samples == 1:
@@ -193,6 +202,8 @@ def made_before_interrupted(
     """The config's samples, made side by side and printed whole, and what cut them short, to be raised once
     they are printed: Ctrl-C, or SIGTERM (the exit `charlm.__main__` raises for it). Both threw away what was
     made so far (minutes of `--num-samples 8 --length 20000`, nothing shown)."""
+    from .. import sampler
+
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
     try:
         sampler.gather(sampler.stream_samples(model, seed, config), texts)
@@ -319,6 +330,8 @@ class OutputCopy:
     refuses new files (chmod a-w: no temporary file can be made beside it), as `>` would write it."""
 
     def __init__(self, path: str):
+        from .. import outputs
+
         self.failed = False
         self.path = outputs.output_file(path)
         self.target = replaced_whole(self.path)
@@ -406,6 +419,8 @@ def converse(
     read: its `\\r`, a character no model trained on charlm's reading knows, refused every line.
     A line the model cannot read is skipped: `at_terminal`, the user may type it again; from a pipe,
     nobody can, so the message names the line by its number and says the session went on without it."""
+    from .. import sampler
+
     conversation = sampler.Conversation(model, config)
     line_break = ""
     for number, line in enumerate(lines, 1):

@@ -1,19 +1,23 @@
 """`charlm train`: a new run, a fine-tuning run or a resumed one, as one rank of a job (a plain process
-is rank 0 of 1); only rank 0 prints."""
+is rank 0 of 1); only rank 0 prints. What trains (torch) is imported where it is used: `charlm train
+--help` and Tab completion need none of it."""
 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import api, checkpoint, finetune, runs, sizing
-from ..config import Config, parse_duration
-from ..device import precision_text
-from ..distributed import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Ranks, peer_note
-from ..trainer import SAMPLE_CHARS, Trainer
+from .. import runs
+from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
+from ..stopping import leaving_at_once
 from .completion import corpora, run_names
 from .options import options_of
+
+if TYPE_CHECKING:
+    from ..distributed import Ranks
+    from ..trainer import Trainer
 
 
 @click.command()
@@ -54,6 +58,9 @@ def train(
     """Train on CORPUS: text files, folders of .txt files or catalog names (none: the built-in Shakespeare).
 
     Under `torchrun --nproc_per_node N -m charlm train ...` the N processes train one model together."""
+    with leaving_at_once():
+        from .. import api, finetune, sizing
+        from ..distributed import Ranks, peer_note
     given = {k: v for k, v in options.items() if v is not None}
     ranks = Ranks.from_env()
     with ranks.alike():  # every rank reads the options alike, before the processes meet: rank 0 says what fails
@@ -81,6 +88,8 @@ def start_trainer(
     init_from: str | None = None,
 ) -> Trainer:
     """The run `train` asks for: resumed, fine-tuned or new."""
+    from .. import api
+
     if resume is not None:
         return api.resume_run(resume or None, given, list(corpus), ranks)
     if init_from is not None:
@@ -91,6 +100,10 @@ def start_trainer(
 def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints. Returns the
     exit status (`Trainer.exit_status`)."""
+    from .. import api, checkpoint, finetune
+    from ..device import precision_text
+    from ..trainer import SAMPLE_CHARS
+
     config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
     if not ranks.leader:
         trainer.fit()

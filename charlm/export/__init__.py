@@ -18,7 +18,8 @@ from pathlib import Path
 from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
 from ..fields import said
-from ..reporting import append_line, is_number
+from ..reporting import append_line
+from ..runs import is_number
 
 FORMATS = ("html", "onnx", "safetensors")
 WEIGHTS = ("fp32", "fp16", "int8")

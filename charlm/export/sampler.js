@@ -353,7 +353,7 @@ function unescape(text) {
   return text.replace(/\\([nt_\\])/g, (_, c) => ESCAPES[c]);
 }
 
-// forms.template_of then forms.Constrained: the id fixed at each position (FREE where `_` is) and
+// forms.template_of then constraints.Constrained: the id fixed at each position (FREE where `_` is) and
 // which ids `_` allows, without the ids `banned` bans (a mask, or null); null for free text.
 function compileTemplate(request, banned) {
   const { form, template, acrostic } = request, { templates, names, choices, classes, typed_classes } = model.meta.forms;
@@ -426,7 +426,7 @@ function compileTemplate(request, banned) {
   return { size: slots.length, allowed, begun: poemBegun(slots, starts, script, acrostic) };
 }
 
-// forms.Constrained.begun: where the poem the seed (as the model reads it) began leaves off in the template,
+// constraints.Constrained.begun: where the poem the seed (as the model reads it) began leaves off in the template,
 // 0 for a new poem after the seed. The seed's poem is its text after its last line that is not a whole line
 // of the template, less the whole poems at its start, each ended by a line break; it is begun if it is
 // shorter than the template and its start. A verse it began against the acrostic is refused. Lengths in

@@ -8,3 +8,7 @@
 The scores themselves (bits, surprise) are `charlm/scoring.py`'s, shared with `charlm eval` and the
 server; the trace of every layer is `charlm/tracing.py`'s.
 """
+
+# characters inspected by default: the page holds every cell's state for each of them (here, not in
+# run.py, which loads torch: `charlm inspect --help` shows it)
+MAX_CHARS = 5000

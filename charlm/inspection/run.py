@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from .. import checkpoint, runs
 from ..corpus import read_texts
-from ..device import STEP_DEVICE, resolve_device
+from ..device import resolve_device
+from ..device_names import STEP_DEVICE
 from ..tokens import run_corpus
+from . import MAX_CHARS
 from .analysis import Inspection, analyse, check_inspectable
-
-MAX_CHARS = 5000  # characters inspected by default: the page holds every cell's state for each of them
 
 
 def inspect_run(

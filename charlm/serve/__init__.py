@@ -24,12 +24,18 @@ import socket
 import sys
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from .. import checkpoint, runs, threads
-from ..device import STEP_DEVICE
+from .. import runs
+from ..device_names import STEP_DEVICE
 from ..errors import CharLMError
-from ..model import CharLM
+from ..stopping import leaving_at_once
 from .config import ServeConfig
+
+if TYPE_CHECKING:
+    from ..model import CharLM
+# checkpoint and threads (torch) are imported where they are used: `charlm serve --help` builds its
+# options from ServeConfig, and importing this package for it must not load torch (seconds).
 
 __all__ = ["ServeConfig", "model_loaders", "serve"]
 
@@ -40,6 +46,8 @@ def model_loaders(
     """Model id -> a function loading it onto `device`, for anything `runs.resolve` takes (none: the
     latest run), and model id -> the corpus its run trained on, where known. The paths are resolved
     here, so a missing run is an error before the server starts."""
+    from .. import checkpoint
+
     loaders, corpora = {}, {}
     for target in targets or [None]:
         path = runs.resolve(target)
@@ -57,6 +65,8 @@ def warn_if_no_core_left(count: int) -> None:
     """`--threads` on every core the server gets leaves none for the thread serving HTTP and the one
     reading prompts: the step's second OpenMP thread then waits on them at every operation (measured
     in docs/benchmarks.md, "The server's threads"). Over the cores, `threads.warn_if_too_many` says so."""
+    from .. import threads
+
     cores = threads.share_of_cores()
     if 1 < count == cores:
         warnings.warn(
@@ -93,12 +103,14 @@ def bind_remedy(error: OSError, port: int) -> str:
 
 def serve(targets: list[str], config: ServeConfig) -> None:
     """Load the models and serve them until interrupted."""
-    try:
-        import uvicorn
+    with leaving_at_once():  # seconds of torch and FastAPI: Ctrl-C meanwhile leaves at once
+        try:
+            import uvicorn
 
-        from .app import StoppingServer, create_app
-    except ImportError as e:
-        raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
+            from .app import StoppingServer, create_app
+        except ImportError as e:
+            raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
+        from .. import threads
 
     loaders, corpora = model_loaders(targets, config.device)
     threads.warn_if_too_many(config.threads)  # the engines' threads take --threads, each its own

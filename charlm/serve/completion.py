@@ -27,9 +27,10 @@ from fastapi import Request
 
 from .. import __version__
 from ..config import SampleConfig
+from ..constraints import Constrained
 from ..decoding import bias_vector
 from ..errors import CharLMError
-from ..forms import Constrained, Template
+from ..forms import Template
 from ..model import CharLM
 from ..runs import corpus_of
 from ..threads import pin_this_thread

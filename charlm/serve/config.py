@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..device import STEP_DEVICE
+from ..device_names import STEP_DEVICE
 from ..errors import CharLMError
 from ..fields import check_types, option, option_name
 

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from ..config import SampleConfig
+from ..constraints import Constrained
 from ..device import has_float64, to_host
-from ..forms import Constrained
 from ..generation import Batch, Row
 from ..model import CharLM, State
 from ..scoring import prompt_logprobs, top_logprobs
@@ -83,7 +83,7 @@ class Job:
     draws from a generator seeded `seeds[i]`; `form`, the template compiled for the model, if any:
     each sample walks it with its own cursor; `bias`, the logit bias for the model's vocabulary
     (`decoding.bias_vector`), if any; `form_start`, where in it the prompt's poem leaves off
-    (`forms.Constrained.begun`). `sink` is the caller's: it routes the updates."""
+    (`constraints.Constrained.begun`). `sink` is the caller's: it routes the updates."""
 
     prompt: torch.Tensor  # ids, for the repetition penalty's window
     logits: torch.Tensor  # after the prompt's last character
