@@ -24,7 +24,7 @@ from .inspection import analysis, page
 from .inspection.run import MAX_CHARS, inspect_run
 from .model import CharLM
 from .plot import plot_runs
-from .scoring import scored_text, text_bits, unseen_note
+from .scoring import ids_bits, scored_text, text_bits, unseen_note
 from .serve import serve as run_server
 from .serve.config import ServeConfig
 
@@ -148,8 +148,8 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
 def evaluate_held_out(saved: checkpoint.Checkpoint, model: CharLM, quiet: bool) -> None:
     """`charlm eval RUN` alone: the text the run measured its validation bpc on, prepared again from
     the sources its checkpoint names, scored whole."""
-    text = tokens.held_out_text(saved.corpus, saved.config, saved.base_vocab(), quiet)
-    bits, chars = text_bits(model, text, "the run's held-out text", progress=not quiet, label="scoring")
+    ids = tokens.held_out_ids(saved.corpus, saved.config, saved.base_vocab(), quiet)
+    bits, chars = ids_bits(model, ids, "the run's held-out text", progress=not quiet, label="scoring")
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
 
 

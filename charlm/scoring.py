@@ -122,6 +122,24 @@ def text_bits(
     after it predicted. Characters the model never saw are read and left out of the score, or scored as
     its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here."""
     ids, characters = scored_ids(model.vocab, text, what)
+    return ids_bits(model, ids, what, progress, label, characters)
+
+
+def ids_bits(
+    model: CharLM,
+    ids: torch.Tensor | np.ndarray,
+    what: str = "text",
+    progress: bool = False,
+    label: str = "scoring",
+    characters: int | None = None,
+) -> tuple[float, int]:
+    """`total_bits` of a text's ids (a run's held-out split as it was prepared: `charlm eval RUN`), refused
+    where nothing could be scored. `characters`: what they spell, where the caller counted it (`check_ids`).
+    Numpy ids are taken as int32, 4 bytes a token, not int64 (`scored_ids`)."""
+    if isinstance(ids, np.ndarray):
+        ids = torch.from_numpy(np.asarray(ids, dtype=np.int32))
+    if characters is None:
+        characters = check_ids(model.vocab, ids, what)
     bits, chars = total_bits(model, ids, progress=progress, label=label)
     check_scored(what, characters, chars)
     return bits, chars
