@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import catalog, checkpoint, console, export, files, outputs, runs, summary, tables, threads, tokens
+from .bars import bytes_bar
 from .commands.options import device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
@@ -129,7 +130,8 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         return
     paths = source_files(files)
     # every file read before any is scored: one that is not text, late in the list, is named at once
-    texts = [read_texts([str(path)], encoding, model.vocab.normalize) for path in paths]
+    with bytes_bar(sum(path.stat().st_size for path in paths), desc="reading", disable=quiet) as bar:
+        texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
     rows, scored_texts, bits, chars = [], [], 0.0, 0
     for path, text in zip(paths, texts):
         label = path.name if len(paths) > 1 else "scoring"

@@ -313,13 +313,18 @@ def no_text(path: Path, blank: bool) -> CharLMError:
 
 
 def read_texts(
-    sources: list[str] | tuple[str, ...], encoding: str = "utf-8", normalize: str = "none", limit: int | None = None
+    sources: list[str] | tuple[str, ...],
+    encoding: str = "utf-8",
+    normalize: str = "none",
+    limit: int | None = None,
+    progress: Callable[[int], object] | None = None,
 ) -> str:
     """Files and folders as one text (texts to score, small corpora): their own characters, with a
     newline between two files where the first lacks one, as in the corpus, and none added at the end.
-    `limit`: only the first that many characters, read no further (`charlm inspect` of a big file)."""
+    `limit`: only the first that many characters, read no further (`charlm inspect` of a big file);
+    `progress(n)`: called with the bytes read (a bar's update)."""
     chunks, count = [], 0
-    for chunk in iter_text(source_files(sources), encoding, normalize, newline_after_last=False):
+    for chunk in iter_text(source_files(sources), encoding, normalize, progress, newline_after_last=False):
         chunks.append(chunk)
         count += len(chunk)
         if limit is not None and count >= limit:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from charlm import checkpoint, outputs, runs, sampler, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
@@ -193,6 +194,20 @@ def test_eval_without_files_scores_the_held_out_ids_without_decoding_them(traine
     result = cli("eval", trained, "--quiet")
     assert result.exit_code == 0, result.output
     assert result.output.split()[0] == expected
+
+
+def test_eval_shows_bars_while_reading_and_encoding_a_file_unless_quiet(trained, fox_file):
+    """`charlm eval FILE` showed nothing while it read and encoded the file (seconds for 50 MB, more for
+    bigger ones), then the scoring bar: the reading has a bar over the file's bytes, the encoding one over
+    its characters."""
+    size = tqdm.format_sizeof(fox_file.stat().st_size)
+    chars = tqdm.format_sizeof(len(fox_file.read_text(encoding="utf-8")))
+    shown = cli("eval", trained, str(fox_file))
+    assert shown.exit_code == 0, shown.output
+    assert "reading: 100%|" in shown.output and f"{size}/{size} bytes" in shown.output
+    assert "encoding: 100%|" in shown.output and f"{chars}/{chars} [" in shown.output
+    quiet = cli("eval", trained, str(fox_file), "--quiet")
+    assert "reading" not in quiet.output and "encoding" not in quiet.output
 
 
 def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, monkeypatch):
