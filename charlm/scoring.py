@@ -241,7 +241,7 @@ def unseen_note(vocab: Vocabulary, text: str) -> str:
     missing = vocab.unknown(text) if vocab.one_char_per_id else []
     if not missing:
         return ""
-    count = sum(1 for c in text if not vocab.knows(c))
+    count = vocab.count_unknown(text)
     shown = " ".join(map(repr, missing[:20])) + (" ..." if len(missing) > 20 else "")
     if vocab.unknown_id is None:
         return f"{count:,} unseen characters excluded from the score ({len(missing)} distinct: {shown})"
