@@ -20,7 +20,7 @@ def main() -> None:
 
     handle(signal.SIGINT, loading)
     handle(signal.SIGTERM, leave_unwinding)
-    command_line()
+    command_line(complete_var="_CHARLM_COMPLETE")  # Tab completion under `python -m charlm` too
 
 
 def handle(signum: int, handler: object) -> object:

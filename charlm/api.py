@@ -233,7 +233,8 @@ def train(
     `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
     may be given. An option or argument given as None is left unset, as if not given, unless None is
-    one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's weights (fine-tuning: see finetune.py).
+    one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's
+    weights (fine-tuning: see finetune.py).
 
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last

@@ -3,9 +3,9 @@
 Training and sampling never call these: they run torch's fused `nn.LSTM` / `nn.GRU` / `nn.RNN` and,
 for sampling an LSTM, `lstm_step.FusedLSTMStep`. These cells are the reference both are tested
 against (tests/test_cells.py), and the plain form a reader can follow; `charlm inspect` runs them
-too (`tracing.trace`), since it shows the gates that the fused kernels never expose. Weights are the ones the model
-holds, in torch's layout: an LSTM layer's `weight_ih` stacks the rows of the input gate, forget
-gate, candidate and output gate (i, f, g, o); a GRU's stacks reset, update and new (r, z, n).
+too (`tracing.trace`), since it shows the gates that the fused kernels never expose. Weights are the
+ones the model holds, in torch's layout: an LSTM layer's `weight_ih` stacks the rows of the input
+gate, forget gate, candidate and output gate (i, f, g, o); a GRU's stacks reset, update and new (r, z, n).
 
 For one character x_t with the previous hidden state h and cell state c, an LSTM layer computes
 

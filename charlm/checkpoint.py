@@ -74,8 +74,9 @@ class Progress:
 
 
 @dataclass
-class TrainingState:
-    """What a resumed run needs beyond the weights to continue exactly where it stopped."""
+class SavedTraining:
+    """A checkpoint's training part: what a resumed run needs beyond the weights to continue exactly
+    where it stopped. `train_state.capture` makes it of the live `train_state.TrainState`."""
 
     optimizer: dict
     position: int  # the data column the next window starts at (batches.Windows)
@@ -116,7 +117,7 @@ class Checkpoint:
     progress: Progress
     device: str = "cpu"  # where and in which precision it trained
     precision: str = "fp32"
-    training: TrainingState | None = None
+    training: SavedTraining | None = None
     base: Base | None = None  # the run this one was fine-tuned from (--init-from)
 
     def model(self) -> CharLM:
@@ -181,7 +182,7 @@ class Checkpoint:
             # a checkpoint written before patience_best_bpc counted every evaluation against best_bpc
             progress = Progress(**{"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
         with part("training state"):
-            training = None if training is None else TrainingState(**training)
+            training = None if training is None else SavedTraining(**training)
         with part("base"):
             base = Base(**run["base"]) if run.get("base") else None
         saved = cls(
@@ -326,7 +327,7 @@ def kind_of_tensor(tensor: torch.Tensor) -> str:
     return "a tensor of the meta device (no values)" if tensor.is_meta else f"a tensor of layout {tensor.layout}"
 
 
-def check_training(training: TrainingState, model: CharLM, batch_size: int | None) -> None:
+def check_training(training: SavedTraining, model: CharLM, batch_size: int | None) -> None:
     """What `train_state.restore` reads, shaped for `model` (on the meta device) and the run's streams."""
     if training.raw_weights is not None:
         with part("raw_weights"):

@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from . import catalog, checkpoint, console, export, files, outputs, runs, summary, tables, threads, tokens
 from .bars import bytes_bar
-from .commands.options import device_option, options_of
+from .commands import completion
+from .commands.options import F, device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
@@ -61,7 +63,7 @@ class Group(click.Group):
             raise click.ClickException("out of memory; use a smaller --hidden, --layers or --batch-size") from None
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})  # -h: every command's too
 @click.version_option(package_name="charlm")
 def main() -> None:
     """Character-level language models: train on a novel, sample new text from a seed."""
@@ -69,11 +71,31 @@ def main() -> None:
     warnings.showwarning = show_warning
 
 
+@main.command("help")
+@click.argument("names", nargs=-1, metavar="[COMMAND]...")
+@click.pass_context
+def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """The help of COMMAND (`charlm help corpus get`), as `charlm COMMAND --help` prints it; alone, charlm's."""
+    command, context = main, ctx.parent
+    for given, name in enumerate(names):
+        if not isinstance(command, click.Group):
+            shown = " ".join(names[:given])
+            raise click.UsageError(f"`{shown}` has no commands: `charlm help {shown}` shows its help")
+        _, command, _ = command.resolve_command(context, [name])  # a mistyped name: "Did you mean ...?"
+        context = click.Context(command, info_name=name, parent=context)
+    click.echo(command.get_help(context))
+
+
 def show_warning(message: Warning | str, *args) -> None:
     """A warning as one line on stderr; under torchrun rank 0's alone, as every rank meets the same
     options and text (8 GPUs printed each warning 8 times)."""
     if first_rank():
         click.echo(f"warning: {message}", err=True)
+
+
+def output_option(default: str, help_text: str) -> Callable[[F], F]:
+    """A command's --output file, which Tab completes as a file name."""
+    return click.option("--output", default=default, show_default=True, shell_complete=completion.paths, help=help_text)
 
 
 @main.group()
@@ -88,7 +110,7 @@ def corpus_list() -> None:
 
 
 @corpus.command("get")
-@click.argument("name")
+@click.argument("name", shell_complete=completion.corpus_names)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def corpus_get(name: str, quiet: bool) -> None:
     """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
@@ -100,7 +122,7 @@ def corpus_get(name: str, quiet: bool) -> None:
 
 
 @corpus.command("prepare")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, shell_complete=completion.corpora)
 @options_of(Config, only=CORPUS_OPTIONS)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
@@ -112,8 +134,8 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 
 
 @main.command("eval")
-@click.argument("target", metavar="RUN")
-@click.argument("files", nargs=-1, metavar="[FILES]...")
+@click.argument("target", metavar="RUN", shell_complete=completion.run_names)
+@click.argument("files", nargs=-1, metavar="[FILES]...", shell_complete=completion.paths)
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILES")
 @device_option("whole texts")
 @click.option("--quiet", is_flag=True, help="no progress bar")
@@ -156,7 +178,7 @@ def evaluate_held_out(saved: checkpoint.Checkpoint, model: CharLM, quiet: bool) 
 
 
 @main.command()
-@click.argument("target", metavar="[RUN]", required=False)
+@click.argument("target", metavar="[RUN]", required=False, shell_complete=completion.run_names)
 def info(target: str | None) -> None:
     """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name, .pt file or
     exported model folder; default: the latest run's best)."""
@@ -171,10 +193,11 @@ def info(target: str | None) -> None:
 
 
 @main.command("export")
-@click.argument("target", metavar="[RUN]", required=False)
+@click.argument("target", metavar="[RUN]", required=False, shell_complete=completion.run_names)
 @click.option("--format", "format_", help="html (a page that samples in the browser), onnx or safetensors  [required]")
 @click.option(
     "--output",
+    shell_complete=completion.paths,
     help="file (html, onnx) or folder (safetensors) to write, replaced if it exists  "
     "[default: RUN/exports/; beside a model folder RUN]",
 )
@@ -192,8 +215,8 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
 
 
 @main.command()
-@click.argument("run_names", nargs=-1, metavar="[RUN]...")
-@click.option("--output", default="curves.png", show_default=True, help="PNG file to write (replaced if it exists)")
+@click.argument("run_names", nargs=-1, metavar="[RUN]...", shell_complete=completion.run_names)
+@output_option("curves.png", "PNG file to write (replaced if it exists)")
 def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
     in one PNG."""
@@ -209,14 +232,20 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
 
 
 @main.command("runs")
-@click.option("--root", default=str(runs.CHECKPOINT_ROOT), show_default=True, help="folder holding the runs")
+@click.option(
+    "--root",
+    default=str(runs.CHECKPOINT_ROOT),
+    show_default=True,
+    shell_complete=completion.paths,
+    help="folder holding the runs",
+)
 def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus (and a fine-tune's base), size, steps, best bpc, updated."""
     click.echo(tables.runs_table(Path(root)))
 
 
 @main.command()
-@click.argument("targets", nargs=-1, metavar="[RUN]...")
+@click.argument("targets", nargs=-1, metavar="[RUN]...", shell_complete=completion.run_names)
 @options_of(ServeConfig)
 def serve(targets: tuple[str, ...], **given) -> None:
     """Serve models over HTTP: an OpenAI-compatible API and a page to write with, at http://HOST:PORT/.
@@ -227,8 +256,8 @@ def serve(targets: tuple[str, ...], **given) -> None:
 
 
 @main.command("inspect")
-@click.argument("paths", nargs=-1, metavar="[RUN] [FILE]")
-@click.option("--output", default="report.html", show_default=True, help="HTML page to write (replaced if it exists)")
+@click.argument("paths", nargs=-1, metavar="[RUN] [FILE]", shell_complete=completion.run_names)
+@output_option("report.html", "HTML page to write (replaced if it exists)")
 @click.option(
     "--max-chars",
     default=MAX_CHARS,
@@ -238,7 +267,10 @@ def serve(targets: tuple[str, ...], **given) -> None:
 )
 @click.option("--held-out", is_flag=True, help="inspect the run's held-out text (its validation split), not a FILE")
 @click.option(
-    "--train-text", metavar="FILE", help="fit the n-gram baseline on this file  [default: the run's training split]"
+    "--train-text",
+    metavar="FILE",
+    shell_complete=completion.paths,
+    help="fit the n-gram baseline on this file  [default: the run's training split]",
 )
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILE and --train-text")
 @device_option("one character a step")

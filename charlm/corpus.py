@@ -112,17 +112,17 @@ def check_characters(text: str, what: str) -> None:
 
 
 def iter_text(
-    files: list[Path],
+    paths: list[Path],
     encoding: str = "utf-8",
     normalize: str = "none",
     progress: Callable[[int], object] | None = None,
     newline_after_last: bool = True,
 ) -> Iterator[str]:
-    """Decoded, normalized text of `files` in order, in chunks; every file ends with a newline, so the
-    next file (or the corpus's next part) starts a line. `newline_after_last=False` leaves the last file
-    as written: a text to score is the files' own characters, and an added newline would be scored too.
-    `progress(n)` is called with the bytes read."""
-    for number, path in enumerate(files):
+    """Decoded, normalized text of the files `paths` in order, in chunks; every file ends with a newline,
+    so the next file (or the corpus's next part) starts a line. `newline_after_last=False` leaves the
+    last file as written: a text to score is the files' own characters, and an added newline would be
+    scored too. `progress(n)` is called with the bytes read."""
+    for number, path in enumerate(paths):
         ends_with_newline, empty, blank = True, True, False
         for chunk in _decode(path, encoding, progress, normalize):
             if chunk.strip():
@@ -134,7 +134,7 @@ def iter_text(
                 yield text
         if empty:
             raise no_text(path, blank)
-        if not ends_with_newline and (newline_after_last or number < len(files) - 1):
+        if not ends_with_newline and (newline_after_last or number < len(paths) - 1):
             yield "\n"
 
 

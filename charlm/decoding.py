@@ -286,12 +286,12 @@ class RowSampler:
         row: int,
         options: SampleConfig,
         seed: int,
-        prime: torch.Tensor,
+        prompt: torch.Tensor,
         cursor: Cursor | None = None,
         bias: torch.Tensor | None = None,
     ) -> None:
         """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
-        the text `prime` (ids; its last characters count for the repetition penalty), within the
+        the text `prompt` (ids; its last characters count for the repetition penalty), within the
         template of `cursor` if any, its logits biased by `bias` (`bias_vector`) if any."""
         if options.repetition_window != self.window:
             raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
@@ -305,7 +305,7 @@ class RowSampler:
         self.penalty[row] = options.repetition_penalty
         self.used[row] = UNIFORM_BLOCK
         self.publish(row)
-        recent = prime[-self.window :]
+        recent = prompt[-self.window :]
         self.history[row] = self.vocab_size
         self.history[row, : recent.numel()] = recent
         self.position[row] = recent.numel() % self.window

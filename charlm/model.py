@@ -124,7 +124,7 @@ class CharLM(nn.Module):
             config.hidden,
             config.hidden,
             num_layers=config.layers,
-            dropout=config.dropout if config.layers > 1 else 0.0,
+            dropout=config.dropout if config.layers > 1 else 0.0,  # between layers: one layer has none
             batch_first=True,
         )
         self.drop = nn.Dropout(config.dropout)

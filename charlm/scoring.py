@@ -276,7 +276,7 @@ class Scores:
     top_probs: np.ndarray  # (T, top) float64
 
 
-def encode(
+def ids_with_context(
     model: CharLM, text: str, context: str | None, already_normalized: bool = False
 ) -> tuple[torch.Tensor, int, str]:
     """The context's and the text's ids in one tensor on the model's device, where the text starts, and
@@ -326,8 +326,9 @@ def score(
 
 
 def tokens_of(model: CharLM, read: str, ids: torch.Tensor) -> list[str]:
-    """The text as the model read it, from `read`, the text normalized (`encode`): its characters (kept
-    as typed where the vocabulary maps them to the unknown symbol), or each sentencepiece token's text."""
+    """The text as the model read it, from `read`, the text normalized (`ids_with_context`): its
+    characters (kept as typed where the vocabulary maps them to the unknown symbol), or each
+    sentencepiece token's text."""
     if model.vocab.one_char_per_id:
         return list(read)
     return [model.vocab.decode([i]) for i in ids.tolist()]
@@ -378,8 +379,9 @@ def surprise(
 ) -> Surprise:
     """Bits spent on each token of `text` and the model's `top` guesses before it. The model first
     reads `context` (None: the start of a line), so the first token is predicted too. The same head
-    computation as `trace` (`score`), without the per-layer states. `already_normalized`: as `encode`."""
-    ids, start, read = encode(model, text, context, already_normalized)
+    computation as `trace` (`score`), without the per-layer states. `already_normalized`: as
+    `ids_with_context`."""
+    ids, start, read = ids_with_context(model, text, context, already_normalized)
     with inference(model):
         outputs, _ = model.core(model.embed(ids[None]))
         scores = score(model, outputs[0], ids, start, top=top)
@@ -424,7 +426,8 @@ def prompt_logprobs(
     """Each token of `prompt` with the model's natural-log probability of it given the ones before
     (None for the first, which nothing predicted, and for a character the model never saw, which has
     no probability; that one still has its alternatives) and its `top` likeliest alternatives, as the
-    server's `echo` reports them: the `surprise` computation, read cold. `already_normalized`: as `encode`."""
+    server's `echo` reports them: the `surprise` computation, read cold. `already_normalized`: as
+    `ids_with_context`."""
     scored = surprise(model, prompt, top=top, context="", already_normalized=already_normalized)
     tokens = []
     for i, (text, bits, guesses) in enumerate(zip(scored.tokens, scored.bits.tolist(), scored.top)):

@@ -7,9 +7,10 @@
 
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
-new characters extend): a changed file gives a new key, an unchanged one reuses the cache. Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time,
-so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder
-that was truncated or edited fails its checksum and is rebuilt, never silently used.
+new characters extend): a changed file gives a new key, an unchanged one reuses the cache.
+Preparation streams: pass 1 counts characters, pass 2 writes ids, each a few MB at a time, so memory
+stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder that was
+truncated or edited fails its checksum and is rebuilt, never silently used.
 
 Several processes may prepare one corpus at once: each writes a private folder next to the cache
 folder and publishes it with one atomic rename, so a cache folder is always whole or absent; the
@@ -62,8 +63,8 @@ class TokenCorpus:
     vocab: Vocabulary
     tokens: np.ndarray
     split: int
-    key: str
-    meta: dict
+    key: str  # the cache folder's name (`cache_key`): the "digest" of a checkpoint's corpus record
+    meta: dict  # the cache folder's meta.json
     sources: list[str] = field(default_factory=list)  # as the user named them, files made absolute
 
     @property

@@ -24,7 +24,7 @@ from torch import nn
 
 from .cells import gru_cell, lstm_cell
 from .model import CharLM, inference
-from .scoring import encode, mean_bits, score, tokens_of
+from .scoring import ids_with_context, mean_bits, score, tokens_of
 
 GATE_NAMES = {
     "lstm": ("input", "forget", "candidate", "output"),
@@ -60,7 +60,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     (None: the start of a line, as sampling from an empty seed does), so the first character is
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory."""
-    ids, start, read = encode(model, text, context)
+    ids, start, read = ids_with_context(model, text, context)
     with inference(model):
         inputs, layers = model.embed(ids), []
         for layer in range(model.config.layers):

@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .average import WeightAverage
 from .batches import Windows, make_streams, min_chars
-from .checkpoint import Checkpoint, Progress, TrainingState
+from .checkpoint import Checkpoint, Progress, SavedTraining
 from .config import Config
 from .corpus import DEFAULT_CORPUS
 from .device import (
@@ -65,12 +65,12 @@ class TrainState:
         return self.average.model if self.average else self.model
 
 
-def capture(state: TrainState) -> TrainingState:
+def capture(state: TrainState) -> SavedTraining:
     """What a resumed run needs of a training state beyond its weights (the checkpoint's `training`
     part). Every rank takes part: the hidden states and generator states are gathered."""
     ranks = state.ranks
     device_rng = accelerator_rng_state(state.device)
-    return TrainingState(
+    return SavedTraining(
         optimizer=state.optimizer.state_dict(),
         position=state.windows.position,
         epoch=state.windows.epoch,
@@ -191,7 +191,7 @@ def train_step(state: TrainState, spent: float) -> torch.Tensor:
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
     if config.grad_clip > 0:
-        state.scaler.unscale_(state.optimizer)
+        state.scaler.unscale_(state.optimizer)  # fp16's loss scale off first: the clip reads true gradients
         torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip, foreach=True)
     state.scaler.step(state.optimizer)
     state.scaler.update()

@@ -119,7 +119,7 @@ class Trainer:
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 loss, seconds = self.timed_step(share)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
-                self.checkpoint_if_due()
+                self.hooks_if_due()
                 self.report(loss, seconds)
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
@@ -140,7 +140,7 @@ class Trainer:
             with warnings.catch_warnings():  # torch's warning that it is slow: the option's help says so
                 warnings.filterwarnings("ignore", "Anomaly Detection has been enabled")
                 stack.enter_context(torch.autograd.detect_anomaly())
-        self.state.model.train()
+        self.model.train()
         threads.configure(self.config.threads, self.device)
         self.plan_probe_check(max_seconds)
         return stop
@@ -223,7 +223,7 @@ class Trainer:
         self.clock, stop = self.ranks.from_leader([elapsed, float(stop_requested)], self.device)
         return bool(stop)
 
-    def checkpoint_if_due(self) -> None:
+    def hooks_if_due(self) -> None:
         """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every, else now
         and then a look for a NaN loss."""
         step = self.progress.step

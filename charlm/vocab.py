@@ -228,8 +228,8 @@ class Vocab:
         return "".join(self.chars[i] for i in ids)
 
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]:
-        """Decodes one id per sample per call: the protocol's general path. `generation.Batch` reads
-        `chars` directly for a character row; tests/test_sampler.py checks that shortcut against this."""
+        """Decodes one id per sample per call: the protocol's general path. charlm's own code calls it
+        for sentencepiece only: `generation.Batch.decoder` reads `chars` directly for a character row."""
         return lambda ids: [self.chars[i] for i in ids.tolist()]
 
     def char_lengths(self) -> torch.Tensor:

@@ -64,6 +64,16 @@ def reference() -> str:
         "a step (`sample`, `inspect`, `serve`) defaults to `cpu`, fastest there for charlm's model sizes",
         "(docs/scaling.md).",
         "",
+        "`charlm help COMMAND` or `charlm COMMAND -h` prints a command's help. Tab completes commands, options,",
+        "run names (as `charlm runs` lists them), corpus names, `--form` and `--device`, else file names; turn",
+        "it on once per shell (in ~/.bashrc, ~/.zshrc, or fish's completions folder):",
+        "",
+        "```sh",
+        'eval "$(_CHARLM_COMPLETE=bash_source charlm)"   # bash',
+        'eval "$(_CHARLM_COMPLETE=zsh_source charlm)"    # zsh',
+        "_CHARLM_COMPLETE=fish_source charlm > ~/.config/fish/completions/charlm.fish   # fish",
+        "```",
+        "",
     ]
 
     def walk(path: list[str], command: click.Command) -> None:

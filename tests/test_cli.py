@@ -1179,3 +1179,15 @@ def test_a_seed_file_of_dash_is_standard_input(trained, tmp_path):
     assert piped.exit_code == 0 and piped.output == from_file.output, piped.output
     for given, expected in ((b"  \n", "--seed-file -: standard input holds no text"), (b"\xff", "is not UTF-8 text")):
         assert_one_line_error(cli("sample", "--seed-file", "-", input=given), expected)
+
+
+def test_every_command_takes_h_for_help_and_charlm_help_names_one():
+    """`charlm train -h` said "No such option '-h'"; `charlm help train` said "No such command 'help'"."""
+    group = cli_module.main
+    commands = [[name] for name in group.commands] + [["corpus", name] for name in group.commands["corpus"].commands]
+    for words in [[], *commands]:
+        short, long = cli(*words, "-h"), cli(*words, "--help")
+        assert short.exit_code == 0 and short.output == long.output and "Usage:" in short.output, words
+        assert cli("help", *words).output == long.output, words
+    assert "Error: No such command 'trian'. Did you mean 'train'?" in cli("help", "trian").output
+    assert "Error: `corpus get` has no commands: `charlm help corpus get`" in cli("help", "corpus", "get", "x").output

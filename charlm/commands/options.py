@@ -11,6 +11,7 @@ import click
 
 from ..device import STEP_DEVICE, WHOLE_TEXTS_DEVICE
 from ..fields import option_name
+from .completion import BY_FIELD, devices
 
 F = TypeVar("F", bound=Callable)
 
@@ -20,7 +21,11 @@ DEVICE_DEFAULTS = {"whole texts": WHOLE_TEXTS_DEVICE, "one character a step": ST
 
 def device_option(work: str) -> Callable[[F], F]:
     return click.option(
-        "--device", default=DEVICE_DEFAULTS[work], show_default=True, help="cpu, cuda, cuda:N, mps or auto"
+        "--device",
+        default=DEVICE_DEFAULTS[work],
+        show_default=True,
+        help="cpu, cuda, cuda:N, mps or auto",
+        shell_complete=devices,
     )
 
 
@@ -44,14 +49,16 @@ def options_of(config_class: type, types: dict | None = None, only: tuple[str, .
                 continue
             kind = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
             help_text = f"{f.metadata['help']}{shown_default(f.default)}"
-            name = f"--{option_name(f.name)}"
+            name, complete = f"--{option_name(f.name)}", BY_FIELD.get(f.name)
             if kind is bool:
                 option = click.option(name, f.name, is_flag=True, default=None, help=help_text)
             else:
                 choices = f.metadata.get("choices")
                 kind = (types or {}).get(f.name, click.Choice(choices) if choices else kind)
                 metavar = f.metadata.get("metavar")
-                option = click.option(name, f.name, type=kind, default=None, help=help_text, metavar=metavar)
+                option = click.option(
+                    name, f.name, type=kind, default=None, help=help_text, metavar=metavar, shell_complete=complete
+                )
             command = option(command)
         return command
 

@@ -25,17 +25,19 @@ from ..decoding import characters
 from ..errors import BiasError, CharLMError
 from ..model import CharLM
 from ..vocab import UnknownCharacterWarning
+from .completion import run_names
 from .options import device_option, options_of
 
 T = TypeVar("T")
 
 
 @click.command()
-@click.argument("run", metavar="[RUN]", required=False)
+@click.argument("run", metavar="[RUN]", required=False, shell_complete=run_names)
 @click.option(
     "--checkpoint",
     "target",
     metavar="RUN",
+    shell_complete=run_names,
     help="the same as RUN, the spelling scripts use: a run folder, run name, corpus name, .pt file or model folder",
 )
 @click.option("--seed", help="text to start from (printed first)  [default: empty: the start of a line]")

@@ -12,23 +12,30 @@ from ..config import Config, parse_duration
 from ..device import precision_text
 from ..distributed import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Ranks, peer_note
 from ..trainer import SAMPLE_CHARS, Trainer
+from .completion import corpora, run_names
 from .options import options_of
 
 
 @click.command()
-@click.argument("corpus", nargs=-1)
-@click.option("--out", help="run folder: a name (under checkpoints/) or a path  [default: CORPUS-DATE-TIME]")
+@click.argument("corpus", nargs=-1, shell_complete=corpora)
+@click.option(
+    "--out",
+    shell_complete=run_names,
+    help="run folder: a name (under checkpoints/) or a path  [default: CORPUS-DATE-TIME]",
+)
 @click.option(
     "--resume",
     is_flag=False,
     flag_value="",
     default=None,
     metavar="[RUN]",
+    shell_complete=run_names,
     help="continue a run (default: the most recent); only limits, cadence, reporting, the learning rate, device and precision may change",
 )
 @click.option(
     "--init-from",
     metavar="RUN",
+    shell_complete=run_names,
     help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added)"
     "  [default: none: new weights]",
 )

@@ -1,0 +1,56 @@
+"""What Tab completes on the command line (click's shell completion: `eval "$(_CHARLM_COMPLETE=bash_source
+charlm)"`): run names, catalog corpora, form names and devices; where no name fits, file names (bash's
+script drops names given with them, so never both). Each Tab press runs charlm, so these read folder
+names and small files only, never a checkpoint."""
+
+from __future__ import annotations
+
+import click
+from click.shell_completion import CompletionItem
+
+from .. import catalog, runs
+from ..forms import FORM_NAMES
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, which a user types whole
+
+
+def paths(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """File and folder names, as the shell itself would complete them."""
+    return [CompletionItem(incomplete, type="file")]
+
+
+def named(names: list[str], incomplete: str) -> list[CompletionItem]:
+    return [CompletionItem(name) for name in sorted(set(names)) if name.startswith(incomplete)]
+
+
+def run_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """A RUN as `runs.resolve` finds one: a run's name under checkpoints/ or its corpus's name (its latest
+    run); a path (with a `/`) or a .pt file is the shell's file completion."""
+    if "/" in incomplete:
+        return paths(ctx, param, incomplete)
+    folders = runs.run_folders()
+    names = [folder.name for folder in folders] + [corpus for f in folders if (corpus := runs.corpus_of_run(f))]
+    return named(names, incomplete) or paths(ctx, param, incomplete)
+
+
+def corpus_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """A catalog corpus (`charlm corpus list`)."""
+    return named(list(catalog.CATALOG), incomplete)
+
+
+def corpora(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """What `charlm train` reads: a catalog corpus's name, else a text file or folder."""
+    return corpus_names(ctx, param, incomplete) or paths(ctx, param, incomplete)
+
+
+def form_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Every name `--form` takes (forms.FORM_NAMES)."""
+    return named(list(FORM_NAMES), incomplete)
+
+
+def devices(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return named(list(DEVICES), incomplete)
+
+
+# A config field's completion, for the options commands/options.py builds from the config dataclasses.
+BY_FIELD = {"device": devices, "form": form_names, "eval_also": paths, "tensorboard": paths}
