@@ -331,5 +331,5 @@ def test_every_bar_redraws_into_a_log_now_and_then(tmp_path, monkeypatch, work, 
     if terminal:
         assert redraws >= 100, stderr.getvalue()
     else:
-        bars = 2 if work is prepare_a_corpus else 1  # preparation: counting, then encoding
+        bars = 2  # preparation: counting, then encoding; scoring: encoding, then scoring
         assert redraws <= bars * 3 + seconds / PIPE_REDRAW_SECONDS, (redraws, seconds)
