@@ -12,13 +12,13 @@ from pathlib import Path
 import click
 
 from . import catalog, checkpoint, console, export, files, outputs, runs, summary, tables, threads, tokens
-from .bars import bytes_bar
+from .bars import LEAD_IN_SECONDS, bytes_bar
 from .commands import completion
 from .commands.options import F, device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .config import CORPUS_OPTIONS, Config
-from .corpus import read_texts, source_files
+from .corpus import read_texts, source_files, total_bytes
 from .device import resolve_device
 from .distributed import first_rank, tell_launcher
 from .errors import CharLMError, SaidElsewhere
@@ -152,7 +152,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         return
     paths = source_files(files)
     # every file read before any is scored: one that is not text, late in the list, is named at once
-    with bytes_bar(sum(path.stat().st_size for path in paths), desc="reading", disable=quiet) as bar:
+    with bytes_bar(total_bytes(paths), desc="reading", disable=quiet, delay=LEAD_IN_SECONDS) as bar:
         texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
     rows, scored_texts, bits, chars = [], [], 0.0, 0
     for path, text in zip(paths, texts):

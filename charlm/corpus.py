@@ -312,6 +312,18 @@ def no_text(path: Path, blank: bool) -> CharLMError:
     return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
 
 
+def total_bytes(paths: list[Path]) -> int:
+    """The files' sizes summed, for a bar over reading them: a file gone since it was listed counts 0, and
+    reading it says so in one line (a stat here raised a traceback)."""
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
 def read_texts(
     sources: list[str] | tuple[str, ...],
     encoding: str = "utf-8",

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from . import threads
-from .bars import progress_bar
+from .bars import LEAD_IN_SECONDS, progress_bar
 from .batches import as_ids
 from .corpus import check_characters
 from .device import has_float64
@@ -160,7 +160,14 @@ def scored_ids(vocab: Vocabulary, text: str, what: str, progress: bool = False) 
             check_characters(text, what)
             text = vocab.normalized(text)
             ids = torch.empty(len(text), dtype=torch.int32)
-            bar = progress_bar(total=len(text), desc="encoding", unit="char", unit_scale=True, disable=not progress)
+            bar = progress_bar(
+                total=len(text),
+                desc="encoding",
+                unit="char",
+                unit_scale=True,
+                disable=not progress,
+                delay=LEAD_IN_SECONDS,
+            )
             with bar:
                 for start in range(0, len(text), SLICE):
                     part = vocab.encode(text[start : start + SLICE], what, unseen=True, already_normalized=True)
