@@ -15,6 +15,9 @@ from tqdm.auto import tqdm
 
 REDRAW_SECONDS = 0.1  # tqdm's default: a bar drawn in place, on a terminal or in a notebook
 PIPE_REDRAW_SECONDS = 10.0  # a bar kept line by line, in a log
+# A bar for work before the main one (eval's reading and encoding) shows only once the work has taken this
+# long: a small file's would flash by, and one that cannot be read would leave a bar above its one-line error.
+LEAD_IN_SECONDS = 1.0
 # tqdm's own bar with the unit after the count too: `2.61M/2.61M bytes [00:00<00:00, 53.2M bytes/s]`
 COUNTED_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt}{unit} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 

@@ -152,7 +152,8 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     file is scored on its own; with several, a line per file and then all of them together."""
     with leaving_at_once():
         from . import checkpoint, threads
-        from .corpus import read_texts, source_files
+        from .bars import LEAD_IN_SECONDS, bytes_bar
+        from .corpus import read_texts, source_files, total_bytes
         from .device import resolve_device
         from .scoring import scored_text, text_bits, unseen_note
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
@@ -164,7 +165,8 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         return
     paths = source_files(files)
     # every file read before any is scored: one that is not text, late in the list, is named at once
-    texts = [read_texts([str(path)], encoding, model.vocab.normalize) for path in paths]
+    with bytes_bar(total_bytes(paths), desc="reading", disable=quiet, delay=LEAD_IN_SECONDS) as bar:
+        texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
     rows, scored_texts, bits, chars = [], [], 0.0, 0
     for path, text in zip(paths, texts):
         label = path.name if len(paths) > 1 else "scoring"
@@ -184,10 +186,10 @@ def evaluate_held_out(saved: Checkpoint, model: CharLM, quiet: bool) -> None:
     """`charlm eval RUN` alone: the text the run measured its validation bpc on, prepared again from
     the sources its checkpoint names, scored whole."""
     from . import tokens
-    from .scoring import text_bits
+    from .scoring import ids_bits
 
-    text = tokens.held_out_text(saved.corpus, saved.config, saved.base_vocab(), quiet)
-    bits, chars = text_bits(model, text, "the run's held-out text", progress=not quiet, label="scoring")
+    ids = tokens.held_out_ids(saved.corpus, saved.config, saved.base_vocab(), quiet)
+    bits, chars = ids_bits(model, ids, "the run's held-out text", progress=not quiet, label="scoring")
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
 
 

@@ -312,7 +312,33 @@ def no_text(path: Path, blank: bool) -> CharLMError:
     return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
 
 
-def read_texts(sources: list[str] | tuple[str, ...], encoding: str = "utf-8", normalize: str = "none") -> str:
+def total_bytes(paths: list[Path]) -> int:
+    """The files' sizes summed, for a bar over reading them: a file gone since it was listed counts 0, and
+    reading it says so in one line (a stat here raised a traceback)."""
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def read_texts(
+    sources: list[str] | tuple[str, ...],
+    encoding: str = "utf-8",
+    normalize: str = "none",
+    limit: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> str:
     """Files and folders as one text (texts to score, small corpora): their own characters, with a
-    newline between two files where the first lacks one, as in the corpus, and none added at the end."""
-    return "".join(iter_text(source_files(sources), encoding, normalize, newline_after_last=False))
+    newline between two files where the first lacks one, as in the corpus, and none added at the end.
+    `limit`: only the first that many characters, read no further (`charlm inspect` of a big file);
+    `progress(n)`: called with the bytes read (a bar's update)."""
+    chunks, count = [], 0
+    for chunk in iter_text(source_files(sources), encoding, normalize, progress, newline_after_last=False):
+        chunks.append(chunk)
+        count += len(chunk)
+        if limit is not None and count >= limit:
+            break
+    return "".join(chunks)[:limit]

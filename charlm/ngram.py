@@ -30,6 +30,12 @@ import numpy as np
 from .bars import progress_bar
 
 MAX_ORDER = 7  # held-out bpc levels off from 6-grams on (docs/inspect.md); each order costs memory
+# Characters of training text the baseline is fitted on, at most (the first so many): every order's counts
+# are Python dicts, and a run on a 90M-character text decoded all of it into one string (1.8 GB, 40 s
+# before the bar) to fit them, 35-40 s an order. Measured fits (docs/inspect.md): tinyshakespeare's first
+# 1M characters 4.5 s and 0.28 GB; hongloumeng's 879k (Chinese: many more distinct n-grams) 20 s and
+# 1.9 GB. Above both, so runs their size fit on all their text.
+MAX_TRAIN_CHARS = 2_000_000
 
 
 @dataclass

@@ -117,10 +117,10 @@ class Trainer:
             self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
-                loss = self.timed_step(share)
+                loss, seconds = self.timed_step(share)
                 stopping = self.keep_time(time.perf_counter() - started, stop.requested)
                 self.hooks_if_due()
-                self.report(loss)
+                self.report(loss, seconds)
             stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save(on_cadence=False)
@@ -145,18 +145,19 @@ class Trainer:
         self.plan_probe_check(max_seconds)
         return stop
 
-    def timed_step(self, share: float) -> torch.Tensor:
-        """One training step (`train_state.train_step`), its time told to the thread count's governor,
-        which follows the CPU this process gets (threads.py)."""
+    def timed_step(self, share: float) -> tuple[torch.Tensor, float]:
+        """One training step (`train_state.train_step`) and its seconds, told to the thread count's
+        governor, which follows the CPU this process gets (threads.py), and to the metrics' chars/s."""
         stepped = time.perf_counter()
         loss = train_state.train_step(self.state, share)
-        threads.record(time.perf_counter() - stepped, self.state.windows.tokens_per_step)
-        return loss
+        seconds = time.perf_counter() - stepped
+        threads.record(seconds, self.state.windows.tokens_per_step)
+        return loss, seconds
 
-    def report(self, loss: torch.Tensor) -> None:
+    def report(self, loss: torch.Tensor, seconds: float) -> None:
         """The progress bar's step, and once the run has settled, a warning if it trains well below the
         probed speed (`compare_with_probe`)."""
-        self.reporter.step(loss)
+        self.reporter.step(loss, seconds)
         self.compare_with_probe()
 
     def spent(self, max_seconds: float | None) -> float:

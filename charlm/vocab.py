@@ -168,11 +168,25 @@ class Vocab:
             found.update(dict.fromkeys(self.outside(codes, self.id_table()[codes])))
         return list(found)
 
-    def outside(self, codes: np.ndarray, ids: np.ndarray) -> list[str]:
-        """`unknown` of a text's code points and their ids (`id_table`'s), for `encode`, which has both."""
+    def count_unknown(self, text: str) -> int:
+        """How many characters of `text` are outside the vocabulary, every occurrence counted: vectorized,
+        a `UNKNOWN_SLICE` at a time, as `unknown` (a loop of `knows` over a file's characters was not)."""
+        count = 0
+        for start in range(0, len(text), UNKNOWN_SLICE):
+            codes = code_points(text[start : start + UNKNOWN_SLICE])
+            count += int(np.count_nonzero(self.outside_mask(codes, self.id_table()[codes])))
+        return count
+
+    def outside_mask(self, codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Which of a text's code points (with their ids, `id_table`'s) the vocabulary does not know."""
         outside = ids == (UNSEEN if self.unknown_id is None else self.unknown_id)
         if self.unknown_id is not None:
             outside &= codes != ord(UNKNOWN)  # the symbol itself, written in the text, is known
+        return outside
+
+    def outside(self, codes: np.ndarray, ids: np.ndarray) -> list[str]:
+        """`unknown` of a text's code points and their ids (`id_table`'s), for `encode`, which has both."""
+        outside = self.outside_mask(codes, ids)
         found, first = np.unique(codes[outside], return_index=True)
         return [chr(code) for code in found[np.argsort(first)]]
 

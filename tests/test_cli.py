@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tqdm import tqdm
 
 from charlm import checkpoint, outputs, runs, sampler, scoring, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
 from charlm.forms import template_of
+from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus, wait_for
 from .test_export import run_of
@@ -175,6 +177,39 @@ def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tm
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached  # refused before it was prepared
     fox_file.unlink()
     assert_one_line_error(cli("eval", trained, "--quiet"), "the run's corpus is needed; give FILES to score")
+
+
+def test_eval_without_files_scores_the_held_out_ids_without_decoding_them(trained, fox_file, tmp_path, monkeypatch):
+    """`charlm eval RUN` decoded the whole held-out split into one string through a Python list of its
+    ids (745 MB for 30M characters), to encode it again: it scores the split's ids as validation does."""
+    text = fox_file.read_text(encoding="utf-8")
+    held_out = tmp_path / "held-out.txt"
+    held_out.write_text(text[len(text) - int(len(text) * 0.1) :], encoding="utf-8")  # the last --val-fraction
+    expected = cli("eval", trained, str(held_out), "--quiet").output.split()[0]
+
+    def no_decode(self, ids):
+        raise AssertionError(f"decoded {len(ids)} ids")
+
+    monkeypatch.setattr(Vocab, "decode", no_decode)
+    result = cli("eval", trained, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert result.output.split()[0] == expected
+
+
+def test_eval_shows_bars_while_reading_and_encoding_a_file_unless_quiet(trained, fox_file, monkeypatch):
+    """`charlm eval FILE` showed nothing while it read and encoded the file (seconds for 50 MB, more for
+    bigger ones), then the scoring bar: the reading has a bar over the file's bytes, the encoding one over
+    its characters, once they have taken LEAD_IN_SECONDS (here none: the fox is read at once)."""
+    monkeypatch.setattr(cli_module, "LEAD_IN_SECONDS", 0)
+    monkeypatch.setattr(scoring, "LEAD_IN_SECONDS", 0)
+    size = tqdm.format_sizeof(fox_file.stat().st_size)
+    chars = tqdm.format_sizeof(len(fox_file.read_text(encoding="utf-8")))
+    shown = cli("eval", trained, str(fox_file))
+    assert shown.exit_code == 0, shown.output
+    assert "reading: 100%|" in shown.output and f"{size}/{size} bytes" in shown.output
+    assert "encoding: 100%|" in shown.output and f"{chars}/{chars} [" in shown.output
+    quiet = cli("eval", trained, str(fox_file), "--quiet")
+    assert "reading" not in quiet.output and "encoding" not in quiet.output
 
 
 def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 baseline, the page (escaped, self-contained, opened in headless Chromium) and the command."""
 
 import base64
+import html
 import json
 import math
 import random
@@ -28,6 +29,7 @@ from charlm.inspection.analysis import (
     features,
     hardest_spans,
     saturation,
+    summary,
 )
 from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
@@ -472,3 +474,31 @@ def test_a_missing_file_is_refused_before_the_runs_corpus_is_prepared(fox_file, 
         file = str(fox_file) if extra else "nope.txt"
         assert_one_line_error(cli("inspect", run, file, *extra, "--output", "page.html"), "nope.txt: no such file")
     assert not prepared
+
+
+def test_the_ngram_baseline_is_fitted_on_a_capped_training_text_and_the_page_says_so(fox_file, tmp_path, monkeypatch):
+    """A run trained on a 90M-character text: inspecting 5,000 characters decoded its whole training
+    split into one string (1.8 GB, 40 s before the n-gram bar) and fitted every order on all of it. Now
+    the first MAX_TRAIN_CHARS are decoded and fitted, and the page and tables say so; a small run fits all."""
+    assert cli("train", str(fox_file), *TINY_ARGS, "--max-steps", "5", "--out", "fox").exit_code == 0
+    decoded, fitted = [], []
+    decode = Vocab.decode
+    monkeypatch.setattr(Vocab, "decode", lambda self, ids: decoded.append(len(ids)) or decode(self, ids))
+
+    class Recorded(KneserNey):
+        def __init__(self, text, *args, **options):
+            fitted.append(text)
+            super().__init__(text, *args, **options)
+
+    monkeypatch.setattr("charlm.inspection.analysis.KneserNey", Recorded)
+    whole, _ = inspection_run.inspect_run("fox", str(fox_file), max_chars=100)
+    split = fitted[-1]
+    assert whole.ngram_fitted_on == "the run's training split" and len(split) > 600
+    monkeypatch.setattr(inspection_run, "MAX_TRAIN_CHARS", 500)
+    capped, _ = inspection_run.inspect_run("fox", str(fox_file), max_chars=100)
+    assert fitted[-1] == split[:500] and max(decoded[-2:]) <= 500  # no whole-split decode
+    said = f"the first 500 characters of the run's training split ({len(split):,} characters)"
+    assert capped.ngram_fitted_on == said and said in summary(capped) and html.escape(said) in render(capped, "fox")
+    from_file, _ = inspection_run.inspect_run("fox", str(fox_file), max_chars=100, train_text=str(fox_file))
+    assert fitted[-1] == fox_file.read_text()[:500]
+    assert from_file.ngram_fitted_on == f"the first 500 characters of {fox_file}"

@@ -143,9 +143,25 @@ def test_a_timed_runs_bar_never_runs_past_its_total(tmp_path):
     reporter.bar.n = progress.step
     for _ in range(300):  # faster now: the steps come before the next redraw is due
         progress.step += 1
-        reporter.step(torch.tensor(1.0))
+        reporter.step(torch.tensor(1.0), 0.001)
         assert reporter.bar.n <= reporter.bar.total
     reporter.close()
+
+
+def test_a_rows_chars_per_second_leaves_out_the_evaluation_and_checkpoint_before_it(tmp_path):
+    """A row written after an evaluation and a checkpoint write measured its chars/s over the wall time
+    since the previous row, theirs included: a run training at 26,000 chars/s logged 18,279 (python -m charlm train BIG.txt --max-time 40s)."""
+    config = Config(batch_size=4, hidden=8, seq_len=25, max_steps=1000, quiet=True, dropout=0.0)
+    progress = Progress()
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), None)
+    for _ in range(10):  # 10 steps of 100 characters, 0.01 s each: 10,000 chars/s
+        progress.step, progress.tokens = progress.step + 1, progress.tokens + 100
+        reporter.step(torch.tensor(1.0), 0.01)
+    reporter.row_time -= 60.0  # an evaluation and a checkpoint write took a minute since the previous row
+    reporter.write_row(val_bpc=2.0)
+    reporter.close()
+    (row,) = read_metrics(tmp_path)
+    assert row["chars_per_s"] == pytest.approx(10_000.0)
 
 
 def test_a_timed_runs_bar_has_a_total_from_its_first_step(tmp_path):
@@ -195,7 +211,7 @@ def test_a_timed_run_with_no_speed_to_go_by_draws_its_bar_once_it_has_a_total(tm
     for _ in range(1_100):  # 100 steps a second for 11 s: into a log, one draw at 10 s
         clock.now += 0.01
         progress.step, progress.elapsed = progress.step + 1, progress.elapsed + 0.01
-        reporter.step(torch.tensor(1.0))
+        reporter.step(torch.tensor(1.0), 0.001)
     frames = [frame for frame in stderr.getvalue().split("\r") if frame]
     assert frames and "?" not in frames[0] and "%" in frames[0], frames[:2]
     assert int(frames[0].split("/")[1].split()[0]) > 9_000  # 100 s at 100 steps a second
@@ -211,7 +227,7 @@ def test_a_run_over_before_its_bar_was_drawn_shows_where_it_ended(tmp_path, monk
     for _ in range(5):
         clock.now += 0.1
         progress.step, progress.elapsed = progress.step + 1, progress.elapsed + 0.1
-        reporter.step(torch.tensor(1.0))
+        reporter.step(torch.tensor(1.0), 0.001)
     reporter.write_row(val_bpc=3.0)
     reporter.close()
     assert "100%" in stderr.getvalue() and " 5/5 " in stderr.getvalue(), stderr.getvalue()
@@ -228,7 +244,7 @@ def test_the_speed_is_measured_between_evaluations_less_than_a_second_apart(tmp_
         for _ in range(steps):
             clock.now += seconds
             progress.step += 1
-            reporter.step(torch.tensor(1.0))
+            reporter.step(torch.tensor(1.0), 0.001)
             if progress.step % config.eval_every == 0:
                 clock.now += 0.1  # evaluating: a pause the speed leaves out
                 reporter.write_row(val_bpc=3.0)
@@ -316,5 +332,5 @@ def test_every_bar_redraws_into_a_log_now_and_then(tmp_path, monkeypatch, work, 
     if terminal:
         assert redraws >= 100, stderr.getvalue()
     else:
-        bars = 2 if work is prepare_a_corpus else 1  # preparation: counting, then encoding
+        bars = 2  # preparation: counting, then encoding; scoring: encoding, then scoring
         assert redraws <= bars * 3 + seconds / PIPE_REDRAW_SECONDS, (redraws, seconds)

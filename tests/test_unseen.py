@@ -71,6 +71,18 @@ def test_a_vocabulary_with_the_unknown_symbol_scores_unseen_characters_as_it_and
     assert "not the probability of each" in note
 
 
+@pytest.mark.parametrize("unknown", [False, True])
+def test_the_unseen_note_counts_every_occurrence_without_a_loop_over_the_characters(unknown, monkeypatch):
+    """The note's count asked `knows` of every character of the text, in Python: for a big file, a loop
+    over millions. It is counted vectorized, a slice at a time, the symbol itself written in the text known."""
+    vocab = Vocab("abcd", unknown=unknown)
+    symbol = vocab.chars[vocab.unknown_id] if unknown else ""
+    text = ("abXd" + symbol + "YcX") * 1000
+    monkeypatch.setattr("charlm.vocab.UNKNOWN_SLICE", 333)  # slices cutting the text anywhere
+    monkeypatch.setattr(Vocab, "knows", lambda self, char: pytest.fail("knows() asked of each character"))
+    assert unseen_note(vocab, text).startswith(f"3,000 unseen characters {'scored as' if unknown else 'excluded'}")
+
+
 def test_sentencepiece_spells_every_character_so_nothing_is_unseen():
     text = "the quick brown fox jumps over the lazy dog\n" * 40
     vocab = PieceVocab(train_model([text], "bpe", 300))

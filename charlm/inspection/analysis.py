@@ -251,6 +251,7 @@ class Inspection:
     ngram_bpc: dict[int, float]  # n-gram order -> bpc on the text
     ngram_order: int  # the order of the best one, which the class table uses
     classes: list[ClassRow]
+    ngram_fitted_on: str = "the given text"  # the n-gram's training text, as the page names it
     notes: list[str] = field(default_factory=list)  # what this kind of model does not have
     unseen: list[str] = field(default_factory=list)  # characters of the text the model has never seen
 
@@ -266,10 +267,16 @@ def check_inspectable(model: CharLM, name: str = "the model") -> None:
 
 
 def analyse(
-    model: CharLM, text: str, training_text: str, max_order: int = MAX_ORDER, quiet: bool = True, what: str = "text"
+    model: CharLM,
+    text: str,
+    training_text: str,
+    max_order: int = MAX_ORDER,
+    quiet: bool = True,
+    what: str = "text",
+    fitted_on: str = "the given text",
 ) -> Inspection:
     """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
-    fitted on `training_text`. Read cold, as `charlm eval`, validation and the server's `echo` read a
+    fitted on `training_text` (`fitted_on` names it on the page: a cut one says so). Read cold, as `charlm eval`, validation and the server's `echo` read a
     text: its first character is read, every one after it scored, so the bits figures are theirs."""
     check_inspectable(model)
     if not text:
@@ -312,6 +319,7 @@ def analyse(
         ngram_bpc=ngram_bpc,
         ngram_order=best,
         classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
+        ngram_fitted_on=fitted_on,
         notes=notes,
         unseen=unseen,
     )
@@ -326,6 +334,7 @@ def summary(inspection: Inspection) -> str:
         + f"best n-gram (order {inspection.ngram_order}) {best:.3f}",
         *inspection.notes,
         "",
+        f"n-gram fitted on {inspection.ngram_fitted_on}",
         "n-gram order  " + "  ".join(f"{order:>5}" for order in inspection.ngram_bpc),
         "bpc           " + "  ".join(f"{bpc:5.3f}" for bpc in inspection.ngram_bpc.values()),
         "",

@@ -179,7 +179,7 @@ as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 <div>$plots</div>""")
 
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
-Kneser-Ney n-gram model fitted on the run's training split. The class table uses the order with the fewest
+Kneser-Ney n-gram model fitted on $fitted_on. The class table uses the order with the fewest
 bits on this text: an LSTM's context has no fixed length, and the n-gram stops gaining near this order.</p>
 <table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table>
 <table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
@@ -363,6 +363,7 @@ def classes_section(inspection: Inspection) -> str:
     return CLASSES.substitute(
         cell=esc(inspection.trace.cell.upper()),
         order=order,
+        fitted_on=esc(inspection.ngram_fitted_on),
         orders="".join(f"<th>{n}</th>" for n in inspection.ngram_bpc),
         values="".join(f"<td>{bold[n][0]}{bpc:.3f}{bold[n][1]}</td>" for n, bpc in inspection.ngram_bpc.items()),
         rows="".join(rows),

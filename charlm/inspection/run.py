@@ -7,6 +7,7 @@ from .. import checkpoint, runs
 from ..corpus import read_texts
 from ..device import resolve_device
 from ..device_names import STEP_DEVICE
+from ..ngram import MAX_TRAIN_CHARS
 from ..tokens import run_corpus
 from . import MAX_CHARS
 from .analysis import Inspection, analyse, check_inspectable
@@ -23,8 +24,8 @@ def inspect_run(
     encoding: str = "utf-8",
 ) -> tuple[Inspection, str]:
     """Inspect the model of a run or checkpoint (None: the latest run) on the first `max_chars`
-    characters of `file`, or of the run's held-out text; the n-gram is fitted on the run's training
-    split unless `train_text` names a file. Files are read in `encoding`, not the run's: as `charlm
+    characters of `file`, or of the run's held-out text; the n-gram is fitted on the first
+    MAX_TRAIN_CHARS characters of the run's training split, or of `train_text`'s file. Files are read in `encoding`, not the run's: as `charlm
     eval` reads them, so a GBK run inspects a UTF-8 chapter. Returns the inspection and a title for the page."""
     path = runs.resolve(target)
     saved = checkpoint.read(path)
@@ -32,13 +33,21 @@ def inspect_run(
     check_inspectable(model, str(path))  # before its files and corpus are read, which may take minutes
     normalize = model.vocab.normalize
     # The files first: a missing or unreadable one is said at once, not after the corpus is prepared
-    text, name = (None, "") if held_out else (read_texts([file], encoding, normalize)[:max_chars], file)
-    training = read_texts([train_text], encoding, normalize) if train_text else None
+    text, name = (None, "") if held_out else (read_texts([file], encoding, normalize, limit=max_chars), file)
+    # Read one character past the cap, to know whether the file was cut
+    training = read_texts([train_text], encoding, normalize, limit=MAX_TRAIN_CHARS + 1) if train_text else None
+    training_chars = None if training is None else len(training)
     if held_out or training is None:
         instead = "; pass --train-text FILE and a FILE to inspect" if held_out else "; pass --train-text FILE"
         corpus = run_corpus(saved.corpus, saved.config, saved.base_vocab(), quiet, instead)
         if held_out:
             text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
-        if training is None:
-            training = corpus.vocab.decode(corpus.train_ids)
-    return analyse(model, text, training, quiet=quiet, what=name), f"{name}, {path.parent.name}/{path.name}"
+        if training is None:  # the first MAX_TRAIN_CHARS characters decoded, not the whole split
+            training = corpus.vocab.decode(corpus.train_ids[:MAX_TRAIN_CHARS])
+            training_chars = len(corpus.train_ids)
+    fitted_on = train_text or "the run's training split"
+    if training_chars > MAX_TRAIN_CHARS:
+        of = f"{train_text}" if train_text else f"the run's training split ({training_chars:,} characters)"
+        fitted_on = f"the first {MAX_TRAIN_CHARS:,} characters of {of}"
+    inspection = analyse(model, text, training[:MAX_TRAIN_CHARS], quiet=quiet, what=name, fitted_on=fitted_on)
+    return inspection, f"{name}, {path.parent.name}/{path.name}"
