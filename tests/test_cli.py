@@ -21,7 +21,7 @@ import pytest
 import torch
 from tqdm import tqdm
 
-from charlm import checkpoint, outputs, runs, sampler, scoring, sizing, summary, threads, tokens, train_state
+from charlm import bars, checkpoint, outputs, runs, sampler, scoring, sizing, summary, threads, tokens, train_state
 from charlm import cli as cli_module
 from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
@@ -200,7 +200,7 @@ def test_eval_shows_bars_while_reading_and_encoding_a_file_unless_quiet(trained,
     """`charlm eval FILE` showed nothing while it read and encoded the file (seconds for 50 MB, more for
     bigger ones), then the scoring bar: the reading has a bar over the file's bytes, the encoding one over
     its characters, once they have taken LEAD_IN_SECONDS (here none: the fox is read at once)."""
-    monkeypatch.setattr(cli_module, "LEAD_IN_SECONDS", 0)
+    monkeypatch.setattr(bars, "LEAD_IN_SECONDS", 0)  # eval imports it where it runs
     monkeypatch.setattr(scoring, "LEAD_IN_SECONDS", 0)
     size = tqdm.format_sizeof(fox_file.stat().st_size)
     chars = tqdm.format_sizeof(len(fox_file.read_text(encoding="utf-8")))
