@@ -173,16 +173,16 @@ class RowStepper:
 
     A row joins with a state primed on its own text (`prime`, then `load`) and leaves at any step
     boundary; the caller keeps live rows packed at the front (`move` the last row into a freed one).
-    Each row's next-character logits live here with its state: `logits[:rows]`. With `pad` (the
-    server's rows, which come and go) a step computes `padded_rows(rows)` rows, so a row's numbers
-    never depend on how many others there are; without it (a sampler's fixed set of samples) just
-    the rows, which on a busy CPU keeps one sample at the speed of a single row."""
+    Each row's next-character logits live here with its state: `logits[:rows]`. A step computes
+    `padded_rows(rows)` rows, so a row's numbers never depend on how many others there are: not on
+    the server's rows that come and go, nor on the samples drawn beside it (sample i of 3 is the same
+    seed's text alone)."""
 
-    def __init__(self, model: CharLM, capacity: int, dtype: torch.dtype = torch.float32, pad: bool = True):
+    def __init__(self, model: CharLM, capacity: int, dtype: torch.dtype = torch.float32):
         self.model, self.capacity = model, capacity
-        self.padded = padded_rows if pad else lambda rows: rows
+        self.padded = padded_rows
         size = self.padded(capacity)
-        if pad and model.config.cell != "lstm" and not isinstance(model.head, FullHead):
+        if model.config.cell != "lstm" and not isinstance(model.head, FullHead):
             self.padded = lambda rows: size  # an adaptive head computes every row, as in `FusedLSTMStep`
         self.ids = torch.zeros(size, dtype=torch.long, device=model.device)
         self.fused = FusedLSTMStep(model, size, dtype) if model.config.cell == "lstm" else None
