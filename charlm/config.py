@@ -165,7 +165,9 @@ class Config:
     weight_average: float = option(
         0.0, "score, keep and sample a moving average of the weights with this decay per step, e.g. 0.999 (0: off)"
     )
-    random_seed: int = option(1337, "seed for weights, dropout and data order")
+    random_seed: int = option(
+        1337, "seed for the initial weights and dropout (the text is always read in the same order)"
+    )
     # debugging
     detect_anomaly: bool = option(False, "torch autograd anomaly detection, to debug NaN (slow)")
 

@@ -16,7 +16,7 @@ import torch
 from .model import CharLM, FullHead, State, map_state
 
 PRIME_CHUNK = 2048  # a long seed is primed in chunks of this many characters, one forward pass each
-HEAD_BLOCK = 8  # an adaptive head's rows are computed this many at a time, whatever the number of rows
+ROW_BLOCK = 8  # rows through torch's own kernels (an adaptive head, a GRU or RNN step) go this many at a time
 
 
 class FusedLSTMStep:
@@ -63,10 +63,10 @@ class FusedLSTMStep:
         self.cell_tanh = torch.empty(batch, h, device=device)
         if isinstance(model.head, FullHead):
             self.head = Product(model.head.weight, model.head.bias, dtype, batch)
-        else:  # an adaptive head: its clusters' log-probabilities, in fp32, in blocks of HEAD_BLOCK rows
+        else:  # an adaptive head: its clusters' log-probabilities, in fp32, in blocks of ROW_BLOCK rows
             self.head = None
             self.adaptive = model.head
-            self.head_rows = torch.zeros(-(-batch // HEAD_BLOCK) * HEAD_BLOCK, h, device=device)
+            self.head_rows = torch.zeros(-(-batch // ROW_BLOCK) * ROW_BLOCK, h, device=device)
         self.logits = torch.empty(batch, model.config.vocab_size, device=device)
 
     def load_row(self, row: int, state: State) -> None:
@@ -110,13 +110,13 @@ class FusedLSTMStep:
             if n + 1 < self.layers:
                 self.xh[n + 1][:m, : self.inputs[n + 1]].copy_(hidden)
         if self.head is None:
-            # Always blocks of HEAD_BLOCK rows: torch's adaptive softmax picks its kernels by the number
+            # Always blocks of ROW_BLOCK rows: torch's adaptive softmax picks its kernels by the number
             # of rows, and a row's last bits changed with it on some CPUs (from 9 rows up); computed in
             # one shape, a row's logits cannot depend on how many others are live.
             self.head_rows[:m].copy_(hidden)
-            for start in range(0, m, HEAD_BLOCK):
-                block = self.adaptive.logits(self.head_rows[start : start + HEAD_BLOCK])
-                end = min(start + HEAD_BLOCK, m)
+            for start in range(0, m, ROW_BLOCK):
+                block = self.adaptive.logits(self.head_rows[start : start + ROW_BLOCK])
+                end = min(start + ROW_BLOCK, m)
                 self.logits[start:end].copy_(block[: end - start])
             return self.logits[:m]
         return self.logits[:m].copy_(self.head(hidden))
@@ -173,17 +173,19 @@ class RowStepper:
 
     A row joins with a state primed on its own text (`prime`, then `load`) and leaves at any step
     boundary; the caller keeps live rows packed at the front (`move` the last row into a freed one).
-    Each row's next-character logits live here with its state: `logits[:rows]`. With `pad` (the
-    server's rows, which come and go) a step computes `padded_rows(rows)` rows, so a row's numbers
-    never depend on how many others there are; without it (a sampler's fixed set of samples) just
-    the rows, which on a busy CPU keeps one sample at the speed of a single row."""
+    Each row's next-character logits live here with its state: `logits[:rows]`. A step computes
+    `padded_rows(rows)` rows (a GRU or RNN: blocks of ROW_BLOCK), so a row's numbers never depend on
+    how many others there are: not on the server's rows that come and go, nor on the samples drawn
+    beside it (sample i of 3 is the same seed's text alone)."""
 
-    def __init__(self, model: CharLM, capacity: int, dtype: torch.dtype = torch.float32, pad: bool = True):
+    def __init__(self, model: CharLM, capacity: int, dtype: torch.dtype = torch.float32):
         self.model, self.capacity = model, capacity
-        self.padded = padded_rows if pad else lambda rows: rows
+        # A GRU or RNN steps through the model, whose kernels gave a row other bits from 9 rows up (at
+        # 256 cells): it goes in blocks of ROW_BLOCK rows, one shape whatever the number of rows.
+        self.padded = (
+            padded_rows if model.config.cell == "lstm" else lambda rows: max(1, -(-rows // ROW_BLOCK)) * ROW_BLOCK
+        )
         size = self.padded(capacity)
-        if pad and model.config.cell != "lstm" and not isinstance(model.head, FullHead):
-            self.padded = lambda rows: size  # an adaptive head computes every row, as in `FusedLSTMStep`
         self.ids = torch.zeros(size, dtype=torch.long, device=model.device)
         self.fused = FusedLSTMStep(model, size, dtype) if model.config.cell == "lstm" else None
         if self.fused is not None:
@@ -235,8 +237,9 @@ class RowStepper:
         if self.fused is not None:
             self.fused(padded)
         else:
-            part = self.state[:, : padded.size(0)]
-            logits, state = self.model(padded.unsqueeze(1), part.contiguous())
-            part.copy_(state)
-            self.logits[: padded.size(0)] = logits[:, -1]
+            for start in range(0, padded.size(0), ROW_BLOCK):
+                block = slice(start, start + ROW_BLOCK)
+                logits, state = self.model(padded[block].unsqueeze(1), self.state[:, block].contiguous())
+                self.state[:, block] = state
+                self.logits[block] = logits[:, -1]
         return self.logits[:rows]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from charlm import lstm_step
-from charlm.lstm_step import FusedLSTMStep, RowStepper
+from charlm.lstm_step import FusedLSTMStep, RowStepper, padded_rows
 from charlm.model import CharLM, ModelConfig, map_state
 from charlm.sampler import generate
 from charlm.vocab import Vocab
@@ -62,7 +62,8 @@ def test_generation_carries_state_instead_of_rerunning_the_prefix(model, monkeyp
 
     monkeypatch.setattr(FusedLSTMStep, "__call__", spy)
     generate(model, "abcde", length=20, random_seed=0)
-    assert calls == [(1,)] * 20  # one step per character, each over one character
+    # one step per character, each over one character per row (the one sample, padded: `padded_rows`)
+    assert calls == [(padded_rows(1),)] * 20
 
 
 def test_the_fused_step_of_a_model_with_an_adaptive_head_matches_the_model():
@@ -88,7 +89,7 @@ def test_a_row_moved_into_a_freed_place_goes_on_from_its_own_state(cell):
     torch.manual_seed(0)
     model = make_model("\nabcdefgh ", cell=cell, layers=2).eval()
     texts = torch.randint(0, len(model.vocab), (3, 10))
-    stepper = RowStepper(model, capacity=3, pad=False)
+    stepper = RowStepper(model, capacity=3)
     for row in range(3):
         stepper.load(row, *stepper.prime(texts[row, :6]))
     stepper.move(2, 0)  # row 0 left; row 2 takes its place

@@ -74,6 +74,24 @@ def test_same_random_seed_gives_the_same_run(fox_file, tiny):
     assert not torch.equal(a.head.weight, c.head.weight)
 
 
+def test_the_thread_count_the_governor_picks_changes_no_weight(fox_file, tiny, monkeypatch):
+    """charlm changes its CPU thread count as it trains, on measured speed (threads.py), so two runs of
+    one seed switch at other steps: the weights must not depend on it. Products big enough for torch
+    to split them over threads (128 cells: 512 gates x 16 streams x 25 characters)."""
+    sized = {**tiny, "hidden": 128, "batch_size": 16, "seq_len": 25, "max_steps": 4, "dropout": 0.2}
+    pinned = charlm.train(fox_file, out="pinned", **{**sized, "threads": 1})
+    counts = []
+
+    def switch(*_) -> None:  # after every step, 1 <-> 2 threads
+        counts.append(3 - torch.get_num_threads())
+        torch.set_num_threads(counts[-1])
+
+    monkeypatch.setattr(trainer.threads, "record", switch)
+    switching = charlm.train(fox_file, out="switching", **{**sized, "threads": 2})
+    assert counts[:4] == [1, 2, 1, 2]  # switched at every step (and the evaluation after)
+    assert all(torch.equal(x, y) for x, y in zip(pinned.state_dict().values(), switching.state_dict().values()))
+
+
 def test_max_time_stops_the_run(fox_file, tiny):
     # patience 0: the repeated fox line is memorized within 2 s on a fast machine, and the early stop
     # for an only-overfitting run (tested on its own) would end the run before its time did
