@@ -124,9 +124,9 @@ class Row:
 
 class Batch:
     """The rows being made with one model, packed at the front of its buffers: `rows[p]` is at
-    position p. `dtype`: the LSTM step's precision (`SampleConfig.precision`). A step computes a
-    padded number of rows (`lstm_step.padded_rows`), so that a row's bits never depend on how many
-    others there are: a server's rows that come and go, or `--num-samples`' against one alone."""
+    position p. `dtype`: the LSTM step's precision (`SampleConfig.precision`). With `pad` a step
+    computes a padded number of rows (`lstm_step.RowStepper`), so that a row's bits never depend on how
+    many others there are: a server's rows that come and go, or `--num-samples`' samples."""
 
     def __init__(
         self,
@@ -134,20 +134,21 @@ class Batch:
         capacity: int,
         dtype: torch.dtype = torch.float32,
         window: int = SampleConfig.repetition_window,
+        pad: bool = True,
     ):
         self.model = model
-        self.stepper = RowStepper(model, capacity, dtype)
+        self.stepper = RowStepper(model, capacity, dtype, pad)
         utf8 = Utf8Rule.of(model.vocab)
         self.sampler = RowSampler(capacity, model.config.vocab_size, window, model.device, utf8)
         self.rows: list[Row] = []
 
     @classmethod
     def for_options(cls, model: CharLM, options: SampleConfig) -> Batch:
-        """A batch of `num_samples` rows in the options' precision, padded as the server's is (unpadded,
-        sample i of 3 drew from other last bits than the same seed alone or in a server's request, and a
-        draw near a boundary could tip)."""
+        """A batch of `num_samples` rows in the options' precision. Two or more are padded as the server's
+        rows are (unpadded, sample i of 3 drew from other last bits than in a server's request, and a draw
+        near a boundary could tip); one sample alone steps its one row, at a lone row's speed."""
         dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
-        return cls(model, options.num_samples, dtype, options.repetition_window)
+        return cls(model, options.num_samples, dtype, options.repetition_window, pad=options.num_samples > 1)
 
     @property
     def logits(self) -> torch.Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from charlm import lstm_step
-from charlm.lstm_step import FusedLSTMStep, RowStepper, padded_rows
+from charlm.lstm_step import FusedLSTMStep, RowStepper
 from charlm.model import CharLM, ModelConfig, map_state
 from charlm.sampler import generate
 from charlm.vocab import Vocab
@@ -62,8 +62,7 @@ def test_generation_carries_state_instead_of_rerunning_the_prefix(model, monkeyp
 
     monkeypatch.setattr(FusedLSTMStep, "__call__", spy)
     generate(model, "abcde", length=20, random_seed=0)
-    # one step per character, each over one character per row (the one sample, padded: `padded_rows`)
-    assert calls == [(padded_rows(1),)] * 20
+    assert calls == [(1,)] * 20  # one step per character, each over one character (one sample: not padded)
 
 
 def test_the_fused_step_of_a_model_with_an_adaptive_head_matches_the_model():
