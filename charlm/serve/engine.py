@@ -86,7 +86,7 @@ class Job:
     (`constraints.Constrained.begun`). `sink` is the caller's: it routes the updates."""
 
     prompt: torch.Tensor  # ids, for the repetition penalty's window
-    logits: torch.Tensor  # after the prompt's last character
+    logits: torch.Tensor  # after the prompt's last token
     state: State  # after the prompt, batch 1
     options: SampleConfig
     seeds: list[int]
@@ -95,7 +95,7 @@ class Job:
     form: Constrained | None = None
     bias: torch.Tensor | None = None
     form_start: int = 0
-    logprobs: int | None = None  # alternatives per character to report; None: no log-probabilities
+    logprobs: int | None = None  # alternatives per token to report; None: no log-probabilities
     sink: Any = None
     cancelled: bool = False
     admitted: float | None = None  # monotonic times, for `timings`
@@ -272,7 +272,7 @@ class Engine:
             torch.set_num_threads(wanted)
 
     def advance(self) -> None:
-        """One step: every row's next character chosen, the model advanced on all of them."""
+        """One step: every row's next token chosen, the model advanced on all of them."""
         rows = len(self.rows)
         tokens = self.alternatives(self.batch.logits)
         ids, texts = self.batch.step()
