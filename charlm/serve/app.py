@@ -259,14 +259,15 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         thread that reads prompts, not on the event loop: 50 requests of --max-prompt characters at once
         (18 MB of JSON with `with_pieces`) held every stream's next chunk for 1.4 s."""
         server.check_key(request)
-        read = await checked(request, body_limit, lambda body: protocol.tokenize_params(body, config))
-        name, field, text, with_pieces = read
+        name, field, text, with_pieces = await checked(
+            request, body_limit, lambda body: protocol.tokenize_params(body, config)
+        )
         model = server.model(name).model
 
-        def answer() -> JSONResponse:
+        def tokens_body() -> JSONResponse:
             return JSONResponse({"tokens": tokenized(model, text, with_pieces, field, config)})
 
-        return await asyncio.get_running_loop().run_in_executor(server.primer, answer)
+        return await asyncio.get_running_loop().run_in_executor(server.primer, tokens_body)
 
 
 def model_card(served: Served) -> dict:
