@@ -314,7 +314,7 @@ def event_stream(events: AsyncIterator[str], run: Completion) -> StreamingRespon
 
 async def collect(run: Completion) -> tuple[list[str], list[list[Token]], list[str | None]]:
     """A whole response: each choice's text, tokens and finish reason."""
-    count = run.params.n * len(run.params.prompts)
+    count = run.params.choices
     texts, tokens, reasons = [[] for _ in range(count)], [[] for _ in range(count)], [None] * count
     async for update in run.updates():
         i = run.index(update)
@@ -397,7 +397,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         if not params.echo:
             return []
         chunks = []
-        for i in range(params.n * len(params.prompts)):
+        for i in range(params.choices):
             prompt, echoed = run.read[i // params.n], run.echoed[i // params.n] or []
             logprobs = responses.completion_logprobs(echoed, 0) if params.logprobs is not None else None
             offsets[i] = len(prompt)
