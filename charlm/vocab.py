@@ -38,7 +38,8 @@ CJK_PUNCTUATION = {".": "。", ",": "、", "<": "《", ">": "》", '"': "“”"
 class Vocabulary(Protocol):
     """What a model reads and writes through: a character vocabulary (`Vocab`, below) or SentencePiece
     pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and
-    reads a character vocabulary's own fields (`chars`, `unknown_id`) only where `one_char_per_id`."""
+    reads a character vocabulary's own fields (`chars`, `index`, `unknown_id`) only where `one_char_per_id`,
+    and a piece vocabulary's (`pieces`, `processor`, `byte_ids`) never: it asks (`token_text`, ...)."""
 
     tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
     one_char_per_id: bool  # every id spells exactly one character
