@@ -12,11 +12,12 @@ the leftover "z" dropped):
                step 0  step 1
 
 Step 0 feeds window 0 of every stream, inputs [[a b], [f g], [k l], [p q], [u v]], and its targets
-are the same windows shifted one character on: [[b c], [g h], [l m], [q r], [v w]]. Step 1 feeds
+are the same windows shifted one token on: [[b c], [g h], [l m], [q r], [v w]]. Step 1 feeds
 [[c d], [h i], ...] with targets [[d e], [i j], ...]. Row i of step k+1 continues row i of step k in
 the text, so the hidden state each stream ends a window with is carried into its next window,
-detached: gradients stop at the window edge, the state does not. The last character of a stream is
-only ever a target; a last window shorter than seq_len is fed as it is.
+detached: gradients stop at the window edge, the state does not. The last token of a stream is
+only ever a target; a last window shorter than seq_len is fed as it is. (A token is a character, or
+under `--tokenizer sentencepiece` a piece: this module counts ids, whatever they spell.)
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from .errors import CharLMError
 from .fields import said
 
 
-def min_chars(batch_size: int, seq_len: int) -> int:
-    """The shortest text that gives every stream one full window plus its shifted target."""
+def min_tokens(batch_size: int, seq_len: int) -> int:
+    """The fewest tokens that give every stream one full window plus its shifted target."""
     return batch_size * (seq_len + 1)
 
 
@@ -41,8 +42,8 @@ def make_streams(ids: torch.Tensor | np.ndarray, batch_size: int) -> torch.Tenso
     stream_len = len(ids) // batch_size
     if stream_len < 2:
         raise CharLMError(
-            f"text too short: {len(ids)} characters cannot fill {batch_size} streams "
-            f"of at least 2 characters; lower {said('batch_size')} or use a longer text"
+            f"text too short: {len(ids)} tokens cannot fill {batch_size} streams "
+            f"of at least 2 tokens; lower {said('batch_size')} or use a longer text"
         )
     return ids[: stream_len * batch_size].reshape(batch_size, stream_len)
 
@@ -74,7 +75,7 @@ class Windows:
 
     @property
     def input_columns(self) -> int:
-        """Columns that are ever an input: all but a stream's last character, which is only a target."""
+        """Columns that are ever an input: all but a stream's last token, which is only a target."""
         return self.streams.shape[1] - 1
 
     def window(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:

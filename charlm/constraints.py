@@ -54,7 +54,7 @@ class Constrained:
             slot if slot is None or len(vocab.normalized(slot)) != 1 else vocab.normalized(slot)
             for slot in template.slots
         ]
-        self.texts, self.byte_ids = id_texts(vocab), byte_ids(vocab)
+        self.texts, self.byte_ids = id_texts(vocab), vocab.byte_piece_ids()
         fixed = [c for c in slots if c is not None]
         option = {c: acrostic_name if c in template.acrostic else template.name for c in fixed}  # that fixed it
         written = self.written = {c for text in self.texts for c in text}  # what the model writes, bans aside
@@ -72,7 +72,9 @@ class Constrained:
             if (char := unwritten(fixed, unbanned, self.byte_ids, in_bytes)) is not None:
                 shown = repr(char)
                 if char in in_bytes:  # the ban names a token, not the character
-                    token = next(i for byte, i in byte_ids(vocab).items() if byte in piece_bytes(char) and out[i])
+                    token = next(
+                        i for byte, i in vocab.byte_piece_ids().items() if byte in piece_bytes(char) and out[i]
+                    )
                     shown = f"token {token} (a byte of {char!r})"
                 raise BiasError(f" bans {shown}, but {option[char]} must write it; leave it unbanned")
         # A fixed character no piece holds becomes its bytes, a position each (an int: the byte).
@@ -238,25 +240,12 @@ def piece_bytes(char: str) -> bytes:
     return char.replace(" ", "\u2581").encode()
 
 
-def byte_ids(vocab: Vocabulary) -> dict[int, int]:
-    """byte -> the id of its byte piece, for a sentencepiece vocabulary with byte fallback (else empty)."""
-    return {} if vocab.one_char_per_id else vocab.byte_ids
-
-
 def id_texts(vocab: Vocabulary) -> list[str]:
     """Each id's text: its character, or a piece's whole characters ('' for the unknown symbol, a
     control id or a non-ASCII byte piece, which a template allows only within a fixed character that no
-    piece writes, spelled in bytes: `byte_ids`)."""
-    if vocab.one_char_per_id:
-        unknown = getattr(vocab, "unknown_id", None)
-        return ["" if i == unknown else c for i, c in enumerate(vocab.chars)]
-    texts = []
-    for piece in vocab.pieces:
-        try:
-            texts.append(piece.decode("utf-8").replace("\u2581", " "))
-        except UnicodeDecodeError:
-            texts.append("")
-    return texts
+    piece writes, spelled in bytes: `Constrained.byte_ids`)."""
+    texts = map(vocab.token_text, range(len(vocab)))
+    return [text if isinstance(text, str) and vocab.writes_text(i) else "" for i, text in enumerate(texts)]
 
 
 def majority_script(texts: list[str]) -> str:

@@ -175,27 +175,8 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
             pending = len(decoder.getstate()[0])
             try:
                 text = decoder.decode(raw, final=not raw)
-            except UnicodeDecodeError as e:
-                at = offset - pending + e.start
-                if not raw and e.end == len(e.object):  # the file ends inside a character: no encoding helps
-                    raise CharLMError(
-                        f"{path}: ends in the middle of a character (its last {len(e.object)} bytes, from byte "
-                        f"offset {at}, begin one and stop): the file was cut short; remove them or get it whole"
-                    ) from None
-                if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-                    # latin-1 would read it, and a score or a corpus of it is garbage
-                    raise binary_file(
-                        path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option
-                    ) from None
-                utf8 = encoding.lower().replace("-", "") == "utf8"
-                hint = said("encoding", likely_encoding(e.object[e.start :])) if utf8 else f"another {said('encoding')}"
-                raise CharLMError(
-                    f"{path}: not valid {encoding} at byte offset {at} (byte 0x{e.object[e.start]:02x}); "
-                    f"convert it to UTF-8{f' or pass {hint}' if encoding_option else ''}"
-                ) from None
-            except UnicodeError as e:  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
-                hint = f" or pass another {said('encoding')}" if encoding_option else ""
-                raise CharLMError(f"{path}: cannot be read as {encoding} ({e}); convert it to UTF-8{hint}") from None
+            except UnicodeError as e:
+                raise undecodable(path, encoding, e, raw, offset - pending, encoding_option) from None
             if "\x00" in text:  # it decoded, but no text holds a NUL: see binary_file
                 raise binary_file(path, nul_offset(raw, offset, encoding), raw, encoding_option)
             offset += len(raw)
@@ -212,6 +193,33 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
             carry = text[cut:]
             if cut:
                 yield text[:cut]
+
+
+def undecodable(
+    path: Path, encoding: str, error: UnicodeError, raw: bytes, start: int, encoding_option: bool = True
+) -> CharLMError:
+    """The error for a block `raw` of a file that does not decode as `encoding`, saying what to do: a file cut
+    short, a binary one, or another encoding (the likely one, for UTF-8). `start`: the file offset of the
+    bytes the decoder read (those of a character the block before began, then `raw`). `encoding_option`:
+    whether the command has --encoding to suggest."""
+    if not isinstance(error, UnicodeDecodeError):  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
+        hint = f" or pass another {said('encoding')}" if encoding_option else ""
+        return CharLMError(f"{path}: cannot be read as {encoding} ({error}); convert it to UTF-8{hint}")
+    at = start + error.start
+    if not raw and error.end == len(error.object):  # the file ends inside a character: no encoding helps
+        return CharLMError(
+            f"{path}: ends in the middle of a character (its last {len(error.object)} bytes, from byte "
+            f"offset {at}, begin one and stop): the file was cut short; remove them or get it whole"
+        )
+    if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # latin-1 would read it, and a score or a corpus of it is garbage
+        return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
+    utf8 = encoding.lower().replace("-", "") == "utf8"
+    hint = said("encoding", likely_encoding(error.object[error.start :])) if utf8 else f"another {said('encoding')}"
+    return CharLMError(
+        f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}); "
+        f"convert it to UTF-8{f' or pass {hint}' if encoding_option else ''}"
+    )
 
 
 def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = True) -> CharLMError:

@@ -172,6 +172,22 @@ class PieceVocab:
         sampler keeps the bytes it draws to UTF-8: `decoding.Utf8Rule`); None without byte pieces."""
         return (self.pieces, self.processor.unk_id()) if self.byte_ids else None
 
+    def byte_piece_ids(self) -> dict[int, int]:
+        """byte -> the id of its byte piece, byte fallback's spelling of what no piece holds (empty without it)."""
+        return dict(self.byte_ids)
+
+    def token_text(self, token: int) -> str | bytes:
+        """The text piece `token` writes (a space as a space, "" for a control piece), or, for a byte piece
+        that is part of a character and so writes no text alone, its byte."""
+        try:
+            return _spaces(self.pieces[token].decode("utf-8"))
+        except UnicodeDecodeError:
+            return self.pieces[token]
+
+    def token_name(self, token: int) -> str:
+        """The piece as SentencePiece names it: `</s>`, `<0xE4>`, `▁the`."""
+        return self.processor.id_to_piece(token)
+
     def dtype(self) -> np.dtype:
         return np.dtype(np.uint16 if len(self) <= 1 << 16 else np.uint32)
 

@@ -140,6 +140,24 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     elif config.dropout is None and config.max_seconds():  # a time budget is read as passes at the run's speed
         probed = probe.speed(config.hidden, config.batch_size)
 
+    config, fitted = fitted_to_passes(config, corpus, probed, say)
+    reasons.update(fitted)
+    reasons["head"] = head_reason(config, corpus, start)
+    # --precision auto stays in the run's config: a resume on another device decides again there
+    reasons["precision"] = auto_precision_reason(device) if config.precision == "auto" else GIVEN
+
+    check_data(config, corpus)
+    config.require_limit()  # every check passed before a run folder is named or claimed
+    run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
+    return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record)
+
+
+def fitted_to_passes(
+    config: Config, corpus: TokenCorpus, probed: float | None, say: Callable[[str], str]
+) -> tuple[Config, dict[str, str]]:
+    """--dropout and --eval-every where unset, and why: both follow the passes the run will make over
+    its training text, its --max-steps' or its --max-time's at the `probed` chars/s (`planned_tokens`)."""
+    reasons = {}
     train_tokens = len(corpus.train_ids)
     planned = planned_tokens(config, probed and probed / corpus.chars_per_token)
     passes = (planned or 0.0) / max(train_tokens, 1)
@@ -153,19 +171,16 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
             f"--eval-every {config.eval_every}: once per pass over the training text, at most "
             f"{EVAL_EVERY_RANGE[1]} steps apart"
         )
+    return config, reasons
 
+
+def head_reason(config: Config, corpus: TokenCorpus, start: Start | None) -> str:
+    """Why the run has its head: its base's, as given, or what `--head auto` chooses for this vocabulary."""
     if start is not None:
-        reasons["head"] = f"as in base run {start.record.run}"
-    else:
-        unit = "characters" if corpus.vocab.one_char_per_id else "tokens"
-        reasons["head"] = auto_head_reason(len(corpus.vocab), unit) if config.head == "auto" else GIVEN
-    # --precision auto stays in the run's config: a resume on another device decides again there
-    reasons["precision"] = auto_precision_reason(device) if config.precision == "auto" else GIVEN
-
-    check_data(config, corpus)
-    config.require_limit()  # every check passed before a run folder is named or claimed
-    run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
-    return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record)
+        return f"as in base run {start.record.run}"
+    if config.head != "auto":
+        return GIVEN
+    return auto_head_reason(len(corpus.vocab), "characters" if corpus.vocab.one_char_per_id else "tokens")
 
 
 def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:

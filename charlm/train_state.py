@@ -19,7 +19,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from .average import WeightAverage
-from .batches import Windows, make_streams, min_chars
+from .batches import Windows, make_streams, min_tokens
 from .checkpoint import Checkpoint, Progress, SavedTraining
 from .config import Config
 from .corpus import DEFAULT_CORPUS
@@ -118,7 +118,7 @@ def restore(state: TrainState, checkpoint: Checkpoint, random_seed: int) -> None
 def check_data(config: Config, corpus: TokenCorpus) -> None:
     """The training split fills every stream's first window and the validation split is not empty.
     Counted in tokens: a sentencepiece corpus's are pieces, fewer than its characters."""
-    need = min_chars(config.batch_size, config.seq_len)
+    need = min_tokens(config.batch_size, config.seq_len)
     if len(corpus.train_ids) < need:
         total = math.ceil(need / (1.0 - config.val_fraction)) if corpus.name != DEFAULT_CORPUS else need
         tokens = "characters" if corpus.vocab.one_char_per_id else "sentencepiece tokens"

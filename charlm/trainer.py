@@ -357,19 +357,7 @@ class Trainer:
         checkpoint, error, best_written = self.checkpoint(), None, improved
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
         if self.ranks.leader and not lost:
-            # best.pt first: a kill between the two then leaves latest.pt behind, and the resumed run makes
-            # the same evaluation again, which writes both; latest.pt first recorded a best that best.pt
-            # never got (at the final step, for good: the run was over)
-            names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
-            try:
-                for note in save(checkpoint, [self.run_dir / name for name in names]):
-                    tqdm.write(f"warning: {note}", file=sys.stderr)
-            except NotSaved as e:
-                error = str(e)
-                best_written = improved and self.run_dir / runs.BEST in e.saved
-                if best_written and not (self.run_dir / runs.LATEST).exists():
-                    # best.pt was written and the run has no latest.pt (its first one failed): it goes on from best.pt
-                    self.saved_step = self.progress.step
+            error, best_written = self.write_files(checkpoint, improved)
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None
@@ -386,6 +374,23 @@ class Trainer:
             raise CharLMError(f"{error}; training stopped at step {self.progress.step}{self.resume_note()}")
         self.saved_step, self.saved_at, self.save_error = self.progress.step, self.clock, None
         return improved
+
+    def write_files(self, checkpoint: Checkpoint, improved: bool) -> tuple[str | None, bool]:
+        """Rank 0's write of latest.pt (and best.pt): why it failed (None: written), and whether best.pt
+        holds this step. best.pt goes first: a kill between the two then leaves latest.pt behind, and the
+        resumed run makes the same evaluation again, which writes both; latest.pt first recorded a best
+        that best.pt never got (at the final step, for good: the run was over)."""
+        names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
+        try:
+            for note in save(checkpoint, [self.run_dir / name for name in names]):
+                tqdm.write(f"warning: {note}", file=sys.stderr)
+        except NotSaved as e:
+            best_written = improved and self.run_dir / runs.BEST in e.saved
+            if best_written and not (self.run_dir / runs.LATEST).exists():
+                # best.pt was written and the run has no latest.pt (its first one failed): it goes on from best.pt
+                self.saved_step = self.progress.step
+            return str(e), best_written
+        return None, improved
 
     def resume_note(self) -> str:
         """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""

@@ -38,7 +38,8 @@ CJK_PUNCTUATION = {".": "。", ",": "、", "<": "《", ">": "》", '"': "“”"
 class Vocabulary(Protocol):
     """What a model reads and writes through: a character vocabulary (`Vocab`, below) or SentencePiece
     pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and
-    reads a character vocabulary's own fields (`chars`, `unknown_id`) only where `one_char_per_id`."""
+    reads a character vocabulary's own fields (`chars`, `index`, `unknown_id`) only where `one_char_per_id`,
+    and a piece vocabulary's (`pieces`, `processor`, `byte_ids`) never: it asks (`token_text`, ...)."""
 
     tokenizer: str  # "char" or "sentencepiece", as stored in checkpoints
     one_char_per_id: bool  # every id spells exactly one character
@@ -56,6 +57,9 @@ class Vocabulary(Protocol):
     def knows(self, char: str) -> bool: ...
     def writes_text(self, token: int) -> bool: ...  # False for the unknown symbol and control pieces
     def byte_pieces(self) -> tuple[list[bytes], int] | None: ...  # for decoding's UTF-8 rule: see PieceVocab
+    def byte_piece_ids(self) -> dict[int, int]: ...  # byte -> the id that spells it (byte fallback; else empty)
+    def token_text(self, token: int) -> str | bytes: ...  # what id `token` writes: its text, or a lone byte
+    def token_name(self, token: int) -> str: ...  # as the tokenizer names it: `</s>` for a piece that writes ""
     def char_lengths(self) -> torch.Tensor: ...
     def start_text(self) -> str: ...
     def size_text(self) -> str: ...
@@ -156,6 +160,18 @@ class Vocab:
 
     def byte_pieces(self) -> None:
         """None: every id is a whole character (`PieceVocab.byte_pieces` spells some a byte at a time)."""
+
+    def byte_piece_ids(self) -> dict[int, int]:
+        """Empty: no id spells a byte."""
+        return {}
+
+    def token_text(self, token: int) -> str:
+        """The character id `token` writes (the unknown symbol's is UNKNOWN: `writes_text` tells it apart)."""
+        return self.chars[token]
+
+    def token_name(self, token: int) -> str:
+        """A character is its own name."""
+        return self.chars[token]
 
     def unknown(self, text: str) -> list[str]:
         """Characters of `text` outside the vocabulary, in order of first appearance. Vectorized

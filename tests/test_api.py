@@ -388,7 +388,7 @@ RUN_NAMES = {
     ),
     "too few streams": (
         lambda fox, _: batches.make_streams(np.arange(3), 4),
-        "cannot fill 4 streams of at least 2 characters; lower batch_size or use a longer text",
+        "cannot fill 4 streams of at least 2 tokens; lower batch_size or use a longer text",
     ),
     "a batch torchrun cannot split": (
         lambda fox, _: api.check_world(

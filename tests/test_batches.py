@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from charlm.batches import Windows, make_streams, min_chars
+from charlm.batches import Windows, make_streams, min_tokens
 from charlm.errors import CharLMError
 
 
@@ -39,10 +39,11 @@ def test_a_pass_covers_every_stream_position_once_and_then_starts_a_fresh_epoch(
     assert fresh and windows.epoch == 1 and torch.equal(inputs, seen[0][0])
 
 
-def test_too_short_text_is_an_error():
-    with pytest.raises(CharLMError, match="too short"):
+def test_too_short_text_is_an_error_counted_in_tokens():
+    """The ids are tokens (a sentencepiece run's are pieces, fewer than its characters): it said characters."""
+    with pytest.raises(CharLMError, match="too short: 7 tokens cannot fill 4 streams of at least 2 tokens"):
         make_streams(torch.arange(7), batch_size=4)
-    assert min_chars(16, 25) == 16 * 26
+    assert min_tokens(16, 25) == 16 * 26
 
 
 def test_the_module_docstrings_alphabet_example_is_what_the_windows_are():

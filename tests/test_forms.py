@@ -196,6 +196,16 @@ def test_a_sentencepiece_form_spells_in_bytes_a_fixed_character_no_piece_holds(o
         generate(model, "", form="五绝", logit_bias=dict.fromkeys(commas, -100))  # banned, not spelled in bytes
 
 
+def test_a_sentencepiece_form_spells_a_fixed_replacement_character_in_bytes_not_as_unk():
+    """<unk>'s text is U+FFFD, so a template's fixed U+FFFD allowed <unk> alone, which the UTF-8 rule never
+    draws (byte fallback spells every character): the sample wrote another character there. <unk> writes
+    no text (`writes_text`); the character is spelled in bytes as any other no piece holds."""
+    model = piece_model()
+    assert "\ufffd" not in Constrained(template_of(None, "\ufffd__"), model.vocab).texts
+    texts = generate(model, "", template="\ufffd__", num_samples=3, random_seed=1, temperature=1.0)
+    assert all(text[0] == "\ufffd" and template_of(None, "\ufffd__").fits(text) for text in texts), texts
+
+
 def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):
     poems = tmp_path / "poems.txt"
     poems.write_text(

@@ -86,6 +86,22 @@ def test_no_two_modules_import_each_other():
     assert not cycles, "modules that import each other:\n" + "\n".join(sorted(cycles))
 
 
+def test_only_the_vocabularies_read_a_piece_vocabularys_own_fields():
+    """A sentencepiece vocabulary's pieces, processor and byte ids are pieces.py's: the sampler, the
+    templates and the server read them past the `Vocabulary` protocol, and constraints.py took <unk>
+    for a character (its text is U+FFFD) where the vocabulary says it writes none. They ask it instead."""
+    private = {"pieces", "processor", "byte_ids"}
+    owners = {REPO / "charlm" / "pieces.py", REPO / "charlm" / "vocab.py"}
+    found = [
+        f"{path.relative_to(REPO)}:{node.lineno}: .{node.attr}"
+        for path in sorted((REPO / "charlm").rglob("*.py"))
+        if path not in owners
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr in private and ast.unparse(node.value).endswith("vocab")
+    ]
+    assert not found, "read past the Vocabulary protocol:\n" + "\n".join(found)
+
+
 def test_no_file_holds_a_merge_conflict():
     """A conflict left in a merge reached main once (docs/serve.md, its error table): ruff reads only
     Python, and no docs test looked at that table. Every text file of the project is checked for git's

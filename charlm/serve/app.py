@@ -259,14 +259,15 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         thread that reads prompts, not on the event loop: 50 requests of --max-prompt characters at once
         (18 MB of JSON with `with_pieces`) held every stream's next chunk for 1.4 s."""
         server.check_key(request)
-        read = await checked(request, body_limit, lambda body: protocol.tokenize_params(body, config))
-        name, field, text, with_pieces = read
+        name, field, text, with_pieces = await checked(
+            request, body_limit, lambda body: protocol.tokenize_params(body, config)
+        )
         model = server.model(name).model
 
-        def answer() -> JSONResponse:
+        def tokens_body() -> JSONResponse:
             return JSONResponse({"tokens": tokenized(model, text, with_pieces, field, config)})
 
-        return await asyncio.get_running_loop().run_in_executor(server.primer, answer)
+        return await asyncio.get_running_loop().run_in_executor(server.primer, tokens_body)
 
 
 def model_card(served: Served) -> dict:
@@ -313,7 +314,7 @@ def event_stream(events: AsyncIterator[str], run: Completion) -> StreamingRespon
 
 async def collect(run: Completion) -> tuple[list[str], list[list[Token]], list[str | None]]:
     """A whole response: each choice's text, tokens and finish reason."""
-    count = run.params.n * len(run.params.prompts)
+    count = run.params.choices
     texts, tokens, reasons = [[] for _ in range(count)], [[] for _ in range(count)], [None] * count
     async for update in run.updates():
         i = run.index(update)
@@ -396,7 +397,7 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         if not params.echo:
             return []
         chunks = []
-        for i in range(params.n * len(params.prompts)):
+        for i in range(params.choices):
             prompt, echoed = run.read[i // params.n], run.echoed[i // params.n] or []
             logprobs = responses.completion_logprobs(echoed, 0) if params.logprobs is not None else None
             offsets[i] = len(prompt)

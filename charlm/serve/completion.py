@@ -208,7 +208,7 @@ class Completion:
         self.server, self.served, self.params = server, served, params
         self.queue: asyncio.Queue[Update] = asyncio.Queue()
         self.jobs: list[Job] = []
-        self.rows = params.n * len(params.prompts)
+        self.rows = params.choices  # taken from the server's --max-streams until released
         # The prompts as the model reads them (Unicode-normalized), read by `prepare`: what `echo`
         # returns, so that the echoed text, its tokens and their offsets agree.
         self.read: list[str] = []

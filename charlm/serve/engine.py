@@ -86,7 +86,7 @@ class Job:
     (`constraints.Constrained.begun`). `sink` is the caller's: it routes the updates."""
 
     prompt: torch.Tensor  # ids, for the repetition penalty's window
-    logits: torch.Tensor  # after the prompt's last character
+    logits: torch.Tensor  # after the prompt's last token
     state: State  # after the prompt, batch 1
     options: SampleConfig
     seeds: list[int]
@@ -95,7 +95,7 @@ class Job:
     form: Constrained | None = None
     bias: torch.Tensor | None = None
     form_start: int = 0
-    logprobs: int | None = None  # alternatives per character to report; None: no log-probabilities
+    logprobs: int | None = None  # alternatives per token to report; None: no log-probabilities
     sink: Any = None
     cancelled: bool = False
     admitted: float | None = None  # monotonic times, for `timings`
@@ -272,7 +272,7 @@ class Engine:
             torch.set_num_threads(wanted)
 
     def advance(self) -> None:
-        """One step: every row's next character chosen, the model advanced on all of them."""
+        """One step: every row's next token chosen, the model advanced on all of them."""
         rows = len(self.rows)
         tokens = self.alternatives(self.batch.logits)
         ids, texts = self.batch.step()
@@ -353,12 +353,8 @@ class Engine:
 def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
     """The text token `token` writes, or, for a byte piece that is part of a character, its bytes (as
     llama.cpp's /tokenize gives them): a character, a piece's characters, "" for a control piece."""
-    if vocab.one_char_per_id:
-        return vocab.chars[token]
-    try:
-        return vocab.pieces[token].decode("utf-8").replace("\u2581", " ")
-    except UnicodeDecodeError:
-        return list(vocab.pieces[token])
+    text = vocab.token_text(token)
+    return list(text) if isinstance(text, bytes) else text
 
 
 def token_label(vocab: Vocabulary) -> Callable[[int], str]:
@@ -372,15 +368,13 @@ def token_label(vocab: Vocabulary) -> Callable[[int], str]:
         text = piece_text(vocab, token)
         if isinstance(text, list):
             text = BYTES + "".join(f"\\x{b:02x}" for b in text)
-        labels.append(text or vocab.processor.id_to_piece(token))
+        labels.append(text or vocab.token_name(token))
     return labels.__getitem__
 
 
 def token_bytes(vocab: Vocabulary) -> Callable[[int], bool]:
     """Whether a token is a byte piece (of a sentencepiece model's byte fallback)."""
-    if vocab.one_char_per_id:
-        return lambda token: False
-    return vocab.processor.is_byte
+    return set(vocab.byte_piece_ids().values()).__contains__
 
 
 @torch.inference_mode()

@@ -85,6 +85,11 @@ class Params:
     logit_bias: dict[int, float] | None = None  # token id -> bias; which ids the model has is checked with it
     prompt_param: str = "prompt"  # the field the prompts came from (a chat's: messages), named if one is too long
 
+    @property
+    def choices(self) -> int:
+        """The choices the answer holds, a row of the batch each: `n` samples of every prompt."""
+        return self.n * len(self.prompts)
+
 
 FORM_FIELDS = ("form", "template", "acrostic")
 COMMON = {
