@@ -86,7 +86,8 @@ def test_every_anchor_leads_to_a_heading(page):
 
 
 def options_named(page) -> set[str]:
-    return set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", page.read_text(encoding="utf-8")))
+    """Every `--option` the page names, in prose or a command line (torchrun's `--nproc_per_node` whole)."""
+    return set(re.findall(r"(?<![\w-])--[a-z][\w-]*", page.read_text(encoding="utf-8")))
 
 
 TWINS = [
@@ -160,6 +161,49 @@ def test_every_option_a_command_line_gives_is_one_the_command_has(page):
         known = {option for param in command.params for option in (*param.opts, *param.secondary_opts)}
         unknown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(words) + " " + rest)) - known - {"--help"}
         assert not unknown, f"{page.name}: charlm {command.name} has no {sorted(unknown)}"
+
+
+def every_option(command) -> set[str]:
+    """The options of `command` and, for a group, of every command under it."""
+    import click
+
+    options = {option for param in command.params for option in (*param.opts, *param.secondary_opts)}
+    for sub in command.commands.values() if isinstance(command, click.Group) else ():
+        options |= every_option(sub)
+    return options
+
+
+def bench_options() -> set[str]:
+    """The options bench/'s scripts declare (argparse's add_argument; gpu_check.sh's own)."""
+    options = set(re.findall(r"--[a-z][\w-]*", (REPO / "bench" / "gpu_check.sh").read_text(encoding="utf-8")))
+    for path in (REPO / "bench").glob("*.py"):
+        options |= set(re.findall(r'add_argument\(\s*"(--[\w-]+)"', path.read_text(encoding="utf-8")))
+    return options
+
+
+# Options of the tools the docs run charlm under or measure it against: pip's, torchrun's, nanoGPT's.
+OUTSIDE_OPTIONS = {
+    "--help",
+    "--index-url",
+    "--nproc_per_node",
+    "--nproc-per-node",
+    "--nnodes",
+    "--node_rank",
+    "--master_addr",
+    "--master_port",
+    "--shutdown-timeout",
+    "--max_iters",
+}
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_option_a_doc_names_is_one_a_command_has(page):
+    """Prose names options outside any command line (`--max-chars` (5,000 by default), `--form` names):
+    one renamed or removed in the code must not live on there either."""
+    from charlm.cli import main
+
+    unknown = options_named(page) - every_option(main) - bench_options() - OUTSIDE_OPTIONS
+    assert not unknown, f"{page.name} names {sorted(unknown)}, an option of no charlm command or bench script"
 
 
 RESULTS = REPO / "bench" / "results"
@@ -410,10 +454,11 @@ def pointer_problem(name: str, path: str | None) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("page", [page for page in DOCS if page.name != "cli.md"], ids=lambda path: path.name)
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
 def test_every_code_name_a_doc_points_at_exists(page):
     """A reader opens the file or looks up the name a doc gives: code that moved must not leave the doc
-    pointing at nothing (how-it-works put `AdaptiveHead` in "the same file" as `train_step`)."""
+    pointing at nothing (how-it-works put `AdaptiveHead` in "the same file" as `train_step`). cli.md too:
+    it is generated, but its opening lines (make_cli_md.py's) and the commands' help point at code."""
     stale = sorted(
         f"`{name}`{f' in {path}' if path else ''}: {problem}"
         for name, path in code_pointers(page)
