@@ -1045,6 +1045,35 @@ def test_a_sample_output_whose_folder_refuses_new_files_is_written_in_place(tmp_
     assert [p.name for p in folder.iterdir()] == ["so.txt"]
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="root held to chmod, as Linux drops its capabilities")
+def test_a_sample_output_over_a_write_protected_file_is_refused(trained, tmp_path):
+    """`--output so.txt` where so.txt is write-protected (chmod a-w) in a writable folder was replaced
+    silently (a rename ignores the file's own permissions), where `>` refuses it. It is refused in one
+    line naming the option and the file, and the file keeps its text. As root, the sample runs without
+    root's overrides of file permissions."""
+    kept = tmp_path / "so.txt"
+    kept.write_text("an earlier sample\n", encoding="utf-8")
+    kept.chmod(0o444)
+    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", trained, "--output", "so.txt"]
+    try:
+        result = subprocess.run(
+            [*command, "--length", "20"],
+            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except subprocess.SubprocessError as e:  # a container that denies CAP_SETPCAP: root cannot be held to chmod
+        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "Error: --output so.txt: is write-protected; make it writable (chmod u+w), or give another file"
+    ]
+    assert kept.read_text(encoding="utf-8") == "an earlier sample\n"
+    assert sorted(p.name for p in tmp_path.glob("*so.txt*")) == ["so.txt"]
+
+
 def test_a_sample_into_a_new_file_writes_it_as_the_text_comes_and_a_kill_keeps_it(trained, tmp_path):
     """A new --output file has no earlier text to keep: it is written as the text comes, so `tail -f`
     shows it growing and a sample killed mid-way leaves what it wrote (through a temporary file it
