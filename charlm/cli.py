@@ -45,7 +45,7 @@ class Group(click.Group):
         except SaidElsewhere:
             sys.exit(1)
         except click.UsageError as e:
-            from .distributed import first_rank, tell_launcher
+            from .launcher import first_rank, tell_launcher
 
             if not first_rank():
                 sys.exit(e.exit_code)
@@ -92,7 +92,7 @@ def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
 def show_warning(message: Warning | str, *args) -> None:
     """A warning as one line on stderr; under torchrun rank 0's alone, as every rank meets the same
     options and text (8 GPUs printed each warning 8 times)."""
-    from .distributed import first_rank
+    from .launcher import first_rank
 
     if first_rank():
         click.echo(f"warning: {message}", err=True)

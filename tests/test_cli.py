@@ -1131,6 +1131,7 @@ commands = [[name] for name in main.commands] + [["corpus", name] for name in ma
 for words in [[], *commands]:
     answer([*words, "--help"]); answer([*words, "-h"]); answer(["help", *words])
 answer(["--version"])
+answer(["sample", "--bogus"]); answer(["sampel"])  # usage errors: no model either
 for line in ("charlm sa", "charlm sample ", "charlm sample --form 七", "charlm serve --device c",
              "charlm corpus get t", "charlm train t", "charlm eval run novel.t", "charlm inspect --output r"):
     answer([], _CHARLM_COMPLETE="bash_complete", COMP_WORDS=line, COMP_CWORD=str(len(line.split(" ")) - 1))
@@ -1139,9 +1140,10 @@ print(json.dumps({"stack": Watch.stack, "loaded": [name for name in ("torch", "n
 """
 
 
-def test_help_version_and_tab_completion_load_no_torch(tmp_path):
+def test_help_version_usage_errors_and_tab_completion_load_no_torch(tmp_path):
     """Every Tab press, every --help and --version imported torch (and numpy), about 1.3 s each, for
-    answers that need no model: the command tree, its options and their defaults, completion's names."""
+    answers that need no model: the command tree, its options and their defaults, completion's names.
+    So did a usage error (`charlm sample --bogus`), for the torchrun rank check that says it once."""
     (tmp_path / "checkpoints" / "novel-20260101-120000").mkdir(parents=True)
     (tmp_path / "checkpoints" / "novel-20260101-120000" / "latest.pt").touch()
     env = {**os.environ, "PYTHONPATH": str(Path(cli_module.__file__).parents[1])}
@@ -1155,6 +1157,7 @@ def test_help_version_and_tab_completion_load_no_torch(tmp_path):
     )
     report = json.loads(done.stderr.splitlines()[-1])
     assert "Usage: charlm sample" in done.stdout and "plain,novel" in done.stdout and "plain,七绝" in done.stdout
+    assert "No such option '--bogus'" in done.stderr and "No such command 'sampel'" in done.stderr
     assert report == {"stack": None, "loaded": []}, report
 
 
