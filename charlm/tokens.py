@@ -55,7 +55,7 @@ from .corpus import (
 from .errors import CharLMError, callers_stacklevel
 from .fields import said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
-from .scoring import check_scored, scored_ids, scored_text, unseen_note
+from .scoring import check_scored, scored_ids, unseen_note
 from .shakespeare import shakespeare_files
 from .vocab import MAX_CODE_POINT, UNKNOWN, UNSEEN, Vocab, Vocabulary, code_points
 
@@ -400,9 +400,7 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
         check_scored(what, characters=len(ids), chars=0)
-    if tell and (
-        note := unseen_note(vocab, scored_text(vocab, text)[:EVAL_ALSO_TOKENS])
-    ):  # "" for sentencepiece, which spells any
+    if tell and (note := unseen_note(vocab, [text[: EVAL_ALSO_TOKENS + 1]])):  # "" for sentencepiece, which spells any
         warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
     return ids
 
