@@ -192,12 +192,16 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
 
 @pytest.mark.slow
 def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp_path, browser):  # noqa: F811
-    """As the serve page does (test_serve): the number boxes had no name, nor the text region."""
+    """As the serve page does (test_serve): the number boxes had no name, nor the text region. A sampler
+    that failed was said in the status line alone, which a screen reader does not interrupt for: it is
+    said under the seed too (role=alert), as the serve page says its errors."""
     wait = page_ready(browser, exported(tmp_path, model_of()).as_uri())
     told_what_each_part_is(browser, "run · charlm text generation")
     write(browser, seed="the quick ", length="40")
     wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
     dark_text(browser)
+    browser.execute_script("worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
+    assert browser.find_element("id", "seed-error").text == "the sampler failed: out of memory"
 
 
 @pytest.mark.slow
