@@ -2690,6 +2690,22 @@ def test_serve_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tiny_m
         browser.get(url)
         wait(browser, 15).until(lambda d: status_of(d).startswith("cannot reach the server"))
         assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
+        # A server that answers the model list with an error was said to be out of reach: what it said.
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MODEL_LIST_REFUSED})
+        browser.get(url)
+        wait(browser, 15).until(lambda d: status_of(d).startswith("the server did not list its models"))
+        assert "the models are still loading" in browser.find_element("id", "seed-error").text
+        assert "cannot reach" not in browser.find_element("id", "seed-error").text
+
+
+# The page's fetch of /v1/models answered as a server does an error: status 503 and an error body.
+MODEL_LIST_REFUSED = """
+const fetched = window.fetch;
+window.fetch = (url, ...rest) => String(url).endsWith("/v1/models")
+  ? Promise.resolve(new Response(JSON.stringify({ error: { message: "the models are still loading" } }), { status: 503 }))
+  : fetched(url, ...rest);
+"""
 
 
 def focused(driver) -> str:
