@@ -487,6 +487,26 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     assert [text.count("，") for text in got["texts"][:6]] == [2, 2, 2, 2, 3, 4]  # four poems went on, two are new
 
 
+def test_the_page_reads_a_seeds_windows_line_breaks_and_refuses_a_templates_as_charlm_does(tmp_path):
+    """A seed with `\r\n` (a Windows file's text, through window.charlm.generate) was refused on the page
+    ('\r' never seen), where charlm reads it as `\n` (corpus.line_breaks), as it reads every text; a lone
+    `\r` the model never saw is refused by both, and so is a `\r` in a template, with the same line."""
+    model = poet_model()
+    verse = CHINESE[:5] + "，"
+    seeds = ["丁\r\n" + verse, "丁\r\r\n七\r\n", "丁\r七"]
+    generations = [{"seed": seed, "form": "五绝", "greedy": True} for seed in seeds]
+    generations.append({"seed": "丁", "template": "_\r\n_", "greedy": True})
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
+    for seed, text in zip(seeds[:2], got["texts"]):
+        assert text == sampler.generate(model, seed, form="五绝", greedy=True)[0], seed
+    assert got["texts"][2].startswith("error: seed: 1 character(s) the model has never seen")
+    with pytest.raises(CharLMError, match="never seen"):
+        sampler.generate(model, seeds[2], form="五绝")
+    with pytest.raises(CharLMError) as error:
+        sampler.generate(model, "丁", template="_\r\n_")
+    assert got["texts"][3] == f"error: {error.value}"
+
+
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):
     """The page decided the script of `_` on the classes of the ids a template's fixed text is read as,
     charlm on the text as typed: under nfkc "，" and "！" (CJK punctuation: Han) are the model's "," and "!"
