@@ -1016,6 +1016,23 @@ def held_to_file_permissions() -> None:
             raise OSError(ctypes.get_errno(), "cannot drop root's file-permission capabilities")
 
 
+def run_as_a_user(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`args` run as chmod binds a user: as root, held to file permissions (`held_to_file_permissions`);
+    skipped where root cannot be held (a container that denies CAP_SETPCAP)."""
+    try:
+        return subprocess.run(
+            args,
+            cwd=cwd,
+            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except subprocess.SubprocessError as e:
+        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="chmod a-w on a folder, as Linux keeps it")
 def test_a_sample_output_whose_folder_refuses_new_files_is_written_in_place(tmp_path):
     """An --output file its user may write, in a folder that refuses new files (chmod a-w), was refused:
@@ -1027,17 +1044,7 @@ def test_a_sample_output_whose_folder_refuses_new_files_is_written_in_place(tmp_
     folder.chmod(0o555)
     write = "from charlm.commands.sample import OutputCopy\nwith OutputCopy('so.txt') as c: c.write('new\\n')"
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", write],
-            cwd=folder,
-            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except subprocess.SubprocessError as e:  # a container that denies CAP_SETPCAP: root cannot be held to chmod
-        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
+        result = run_as_a_user([sys.executable, "-c", write], cwd=folder)
     finally:
         folder.chmod(0o755)
     assert result.returncode == 0 and result.stderr == "", result.stderr
@@ -1054,18 +1061,9 @@ def test_a_sample_output_over_a_write_protected_file_is_refused(trained, tmp_pat
     kept = tmp_path / "so.txt"
     kept.write_text("an earlier sample\n", encoding="utf-8")
     kept.chmod(0o444)
-    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", trained, "--output", "so.txt"]
-    try:
-        result = subprocess.run(
-            [*command, "--length", "20"],
-            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except subprocess.SubprocessError as e:  # a container that denies CAP_SETPCAP: root cannot be held to chmod
-        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
+    result = run_as_a_user(
+        [sys.executable, "-m", "charlm", "sample", "--checkpoint", trained, "--output", "so.txt", "--length", "20"]
+    )
     assert result.returncode != 0 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "Error: --output so.txt: is write-protected; make it writable (chmod u+w), or give another file"
