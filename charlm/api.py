@@ -346,7 +346,7 @@ def bits_per_char(model: CharLM, text: str) -> float:
             stacklevel=callers_stacklevel(),
         )
     bits, chars = scoring.text_bits(model, text)
-    if note := scoring.unseen_note(model.vocab, scoring.scored_text(model.vocab, text)):
+    if note := scoring.unseen_note(model.vocab, [text]):
         warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars
 

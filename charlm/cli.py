@@ -45,7 +45,7 @@ class Group(click.Group):
         except SaidElsewhere:
             sys.exit(1)
         except click.UsageError as e:
-            from .distributed import first_rank, tell_launcher
+            from .launcher import first_rank, tell_launcher
 
             if not first_rank():
                 sys.exit(e.exit_code)
@@ -92,7 +92,7 @@ def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
 def show_warning(message: Warning | str, *args) -> None:
     """A warning as one line on stderr; under torchrun rank 0's alone, as every rank meets the same
     options and text (8 GPUs printed each warning 8 times)."""
-    from .distributed import first_rank
+    from .launcher import first_rank
 
     if first_rank():
         click.echo(f"warning: {message}", err=True)
@@ -155,7 +155,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         from .bars import LEAD_IN_SECONDS, bytes_bar
         from .corpus import read_texts, source_files, total_bytes
         from .device import resolve_device
-        from .scoring import scored_text, text_bits, unseen_note
+        from .scoring import text_bits, unseen_note
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
     model = checkpoint.model_on(saved, path, where)
@@ -167,18 +167,17 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     # every file read before any is scored: one that is not text, late in the list, is named at once
     with bytes_bar(total_bytes(paths), desc="reading", disable=quiet, delay=LEAD_IN_SECONDS) as bar:
         texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
-    rows, scored_texts, bits, chars = [], [], 0.0, 0
+    rows, bits, chars = [], 0.0, 0
     for path, text in zip(paths, texts):
         label = path.name if len(paths) > 1 else "scoring"
         file_bits, file_chars = text_bits(model, text, str(path), progress=not quiet, label=label)
         # the count is of the characters the bits are over: not the first, which is read, never scored
         rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{file_chars:,}"])
-        scored_texts.append(scored_text(model.vocab, text))
         bits, chars = bits + file_bits, chars + file_chars
     if len(paths) > 1:
         click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
-    if unseen := unseen_note(model.vocab, "".join(scored_texts)):
+    if unseen := unseen_note(model.vocab, texts):
         click.echo(unseen)
 
 

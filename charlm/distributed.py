@@ -23,15 +23,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import json
 import os
 import re
-import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -39,6 +36,7 @@ import torch.distributed as dist
 
 from .config import PEER_TIMEOUT
 from .errors import CharLMError, SaidElsewhere
+from .launcher import tell_launcher
 from .model import State, map_state
 
 T = TypeVar("T")
@@ -281,11 +279,6 @@ class Ranks:
         return map_state(lambda s: self.gather(s, dim=1).cpu(), state)
 
 
-def first_rank() -> bool:
-    """Whether this process is rank 0 of a torchrun job, or no rank of one (RANK read as `Ranks.from_env` reads it)."""
-    return os.environ.get("RANK", "0").strip() in ("0", "") or "WORLD_SIZE" not in os.environ
-
-
 def job_store() -> dist.Store:
     """The key-value store the ranks met through, where it outlives them: torchrun's agent keeps it.
     Where rank 0 keeps it (a launch without torchrun), a stopped rank 0 would hang every call to it, and
@@ -293,23 +286,6 @@ def job_store() -> dist.Store:
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
         raise RuntimeError("no store that outlives the ranks")
     return dist.distributed_c10d._get_default_store()
-
-
-def tell_launcher(message: str) -> None:
-    """Under torchrun, the error this rank says for the job: torchrun's closing summary shows it as the
-    failure's 'traceback', in place of a pointer to its docs, so the user's line is also the last one
-    printed. Dated a second early: torchrun dates the quiet ranks' failures when it sees them, in whole
-    seconds, and takes the earliest as the root cause. torchrun's SIGTERM, sent as soon as a quiet rank
-    has exited, is ignored from here on, so this rank lives to print the line."""
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if not path:
-        return
-    when = str(int(time.time()) - 1)
-    record = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": when}}}
-    with contextlib.suppress(OSError):
-        Path(path).write_text(json.dumps(record), encoding="utf-8")
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def launcher_pid() -> int | None:

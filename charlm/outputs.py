@@ -4,6 +4,7 @@ HTML page and said `wrote` (export, sample, inspect and plot all write where the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from . import files, hub, runs
@@ -43,7 +44,8 @@ def is_run_folder(path: str | Path) -> bool:
 
 
 def output_file(output: str | Path) -> Path:
-    """`output` as a file a command may replace; a folder, a checkpoint or a run's own record is refused."""
+    """`output` as a file a command may replace; a folder, a checkpoint, a run's own record or a
+    write-protected file is refused."""
     path, named = Path(output), said("output", output)
     if not str(output):  # `--output "$FILE"` with FILE unset: Path("") is ".", the current folder
         raise CharLMError(f"{said('output')} is empty; give a file name")
@@ -54,6 +56,10 @@ def output_file(output: str | Path) -> Path:
             raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
         if path.name in RUN_RECORDS and is_run_folder(path.parent):
             raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
+        # A rename over a file ignores the file's own permissions: a write-protected one was replaced
+        # silently, where `>` refuses it.
+        if path.exists() and not os.access(path, os.W_OK):
+            raise CharLMError(f"{named}: is write-protected; make it writable (chmod u+w), or give another file")
     except OSError as e:  # a name too long for the file system: `NAME: File name too long`, or a traceback
         raise files.cannot_write(named, e) from None
     return path

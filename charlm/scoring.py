@@ -234,22 +234,25 @@ def widest_float(device: torch.device) -> torch.dtype:
     return torch.float64 if has_float64(device) else torch.float32
 
 
-def scored_text(vocab: Vocabulary, text: str) -> str:
-    """The characters of `text` that `text_bits` scores, as the model reads them: all but the first,
-    after normalization (which may turn the first character into several: '…' under NFKC is '...')."""
-    return vocab.normalized(text)[1:]
-
-
-def unseen_note(vocab: Vocabulary, text: str) -> str:
-    """How many scored characters of `text` the model has never seen and what the score did with them
-    ("" when none): left out (a character vocabulary without the unknown symbol), or scored as the
-    symbol. A sentencepiece vocabulary spells every character (byte fallback): nothing to say."""
-    text = vocab.normalized(text)
-    missing = vocab.unknown(text) if vocab.one_char_per_id else []
+def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
+    """How many characters of `texts` that `text_bits` scores the model has never seen, and what the
+    score did with them ("" when none): left out (a character vocabulary without the unknown symbol),
+    or scored as the symbol. Scored are each text's characters as the model reads them but the first
+    (normalization may turn it into several: '…' under NFKC is '...'), skipped by index: a copy of each
+    text without it held `charlm eval`'s files twice over. A sentencepiece vocabulary spells every
+    character (byte fallback): nothing to say."""
+    if not vocab.one_char_per_id:
+        return ""
+    missing: dict[str, None] = {}
+    count = 0
+    for text in texts:
+        text = vocab.normalized(text)  # the same string, not a copy, where it was read normalized (eval's files)
+        if found := vocab.unknown(text, start=1):
+            missing.update(dict.fromkeys(found))
+            count += vocab.count_unknown(text, start=1)
     if not missing:
         return ""
-    count = vocab.count_unknown(text)
-    shown = " ".join(map(repr, missing[:20])) + (" ..." if len(missing) > 20 else "")
+    shown = " ".join(map(repr, list(missing)[:20])) + (" ..." if len(missing) > 20 else "")
     if vocab.unknown_id is None:
         return f"{count:,} unseen characters excluded from the score ({len(missing)} distinct: {shown})"
     return (

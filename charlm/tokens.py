@@ -41,11 +41,21 @@ from tqdm.auto import tqdm
 from . import catalog, files
 from .bars import bytes_bar
 from .config import CORPUS_OPTIONS, Config
-from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, iter_text, open_file, read_block, read_texts, source_files
+from .corpus import (
+    CACHE_ROOT,
+    DEFAULT_CORPUS,
+    corpus_name,
+    iter_text,
+    open_file,
+    read_block,
+    read_texts,
+    source_files,
+    total_bytes,
+)
 from .errors import CharLMError, callers_stacklevel
 from .fields import said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
-from .scoring import check_scored, scored_ids, scored_text, unseen_note
+from .scoring import check_scored, scored_ids, unseen_note
 from .shakespeare import shakespeare_files
 from .vocab import MAX_CODE_POINT, UNKNOWN, UNSEEN, Vocab, Vocabulary, code_points
 
@@ -171,11 +181,11 @@ def build(
     passes: count the characters and choose the vocabulary, write the ids, then the meta that marks the
     folder finished. Returns its vocabulary and meta."""
     started = time.perf_counter()
-    total_bytes = sum(p.stat().st_size for part in parts for p in part)
+    source_bytes = total_bytes([path for part in parts for path in part])  # a file gone since: its read says so
 
     def read(task: str) -> Iterator[tuple[int, str]]:
         """One pass over the corpus, (part number, text chunk), with a bar of its own over the files' bytes."""
-        with bytes_bar(total_bytes, desc=task, disable=quiet) as bar:
+        with bytes_bar(source_bytes, desc=task, disable=quiet) as bar:
             for number, part in enumerate(parts):
                 for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
                     yield number, chunk
@@ -196,7 +206,7 @@ def build(
         "unknown_count": sum(unknown.values()),
         "coverage": 1.0 - sum(unknown.values()) / max(characters, 1),
         "sources": [[str(p) for p in part] for part in parts],
-        "source_bytes": total_bytes,
+        "source_bytes": source_bytes,
         "options": options,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -390,9 +400,7 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
         check_scored(what, characters=len(ids), chars=0)
-    if tell and (
-        note := unseen_note(vocab, scored_text(vocab, text)[:EVAL_ALSO_TOKENS])
-    ):  # "" for sentencepiece, which spells any
+    if tell and (note := unseen_note(vocab, [text[: EVAL_ALSO_TOKENS + 1]])):  # "" for sentencepiece, which spells any
         warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
     return ids
 

@@ -173,23 +173,24 @@ class Vocab:
         """A character is its own name."""
         return self.chars[token]
 
-    def unknown(self, text: str) -> list[str]:
-        """Characters of `text` outside the vocabulary, in order of first appearance. Vectorized
-        (`encode_array`'s table): a loop over every character of a file cost `charlm eval` as much as
-        scoring it with a small model. A `UNKNOWN_SLICE` of characters at a time: a whole file's code
-        points and ids took 12 bytes per character, more than eval's scoring itself."""
+    def unknown(self, text: str, start: int = 0) -> list[str]:
+        """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance.
+        Vectorized (`encode_array`'s table): a loop over every character of a file cost `charlm eval` as
+        much as scoring it with a small model. A `UNKNOWN_SLICE` of characters at a time: a whole file's
+        code points and ids took 12 bytes per character, more than eval's scoring itself."""
         found: dict[str, None] = {}
-        for start in range(0, len(text), UNKNOWN_SLICE):
-            codes = code_points(text[start : start + UNKNOWN_SLICE])
+        for at in range(start, len(text), UNKNOWN_SLICE):
+            codes = code_points(text[at : at + UNKNOWN_SLICE])
             found.update(dict.fromkeys(self.outside(codes, self.id_table()[codes])))
         return list(found)
 
-    def count_unknown(self, text: str) -> int:
-        """How many characters of `text` are outside the vocabulary, every occurrence counted: vectorized,
-        a `UNKNOWN_SLICE` at a time, as `unknown` (a loop of `knows` over a file's characters was not)."""
+    def count_unknown(self, text: str, start: int = 0) -> int:
+        """How many characters of `text` (from index `start`) are outside the vocabulary, every occurrence
+        counted: vectorized, a `UNKNOWN_SLICE` at a time, as `unknown` (a loop of `knows` over a file's
+        characters was not)."""
         count = 0
-        for start in range(0, len(text), UNKNOWN_SLICE):
-            codes = code_points(text[start : start + UNKNOWN_SLICE])
+        for at in range(start, len(text), UNKNOWN_SLICE):
+            codes = code_points(text[at : at + UNKNOWN_SLICE])
             count += int(np.count_nonzero(self.outside_mask(codes, self.id_table()[codes])))
         return count
 

@@ -1016,6 +1016,23 @@ def held_to_file_permissions() -> None:
             raise OSError(ctypes.get_errno(), "cannot drop root's file-permission capabilities")
 
 
+def run_as_a_user(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`args` run as chmod binds a user: as root, held to file permissions (`held_to_file_permissions`);
+    skipped where root cannot be held (a container that denies CAP_SETPCAP)."""
+    try:
+        return subprocess.run(
+            args,
+            cwd=cwd,
+            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except subprocess.SubprocessError as e:
+        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="chmod a-w on a folder, as Linux keeps it")
 def test_a_sample_output_whose_folder_refuses_new_files_is_written_in_place(tmp_path):
     """An --output file its user may write, in a folder that refuses new files (chmod a-w), was refused:
@@ -1027,22 +1044,32 @@ def test_a_sample_output_whose_folder_refuses_new_files_is_written_in_place(tmp_
     folder.chmod(0o555)
     write = "from charlm.commands.sample import OutputCopy\nwith OutputCopy('so.txt') as c: c.write('new\\n')"
     try:
-        result = subprocess.run(
-            [sys.executable, "-c", write],
-            cwd=folder,
-            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    except subprocess.SubprocessError as e:  # a container that denies CAP_SETPCAP: root cannot be held to chmod
-        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
+        result = run_as_a_user([sys.executable, "-c", write], cwd=folder)
     finally:
         folder.chmod(0o755)
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert (folder / "so.txt").read_text(encoding="utf-8") == "new\n"
     assert [p.name for p in folder.iterdir()] == ["so.txt"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="root held to chmod, as Linux drops its capabilities")
+def test_a_sample_output_over_a_write_protected_file_is_refused(trained, tmp_path):
+    """`--output so.txt` where so.txt is write-protected (chmod a-w) in a writable folder was replaced
+    silently (a rename ignores the file's own permissions), where `>` refuses it. It is refused in one
+    line naming the option and the file, and the file keeps its text. As root, the sample runs without
+    root's overrides of file permissions."""
+    kept = tmp_path / "so.txt"
+    kept.write_text("an earlier sample\n", encoding="utf-8")
+    kept.chmod(0o444)
+    result = run_as_a_user(
+        [sys.executable, "-m", "charlm", "sample", "--checkpoint", trained, "--output", "so.txt", "--length", "20"]
+    )
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "Error: --output so.txt: is write-protected; make it writable (chmod u+w), or give another file"
+    ]
+    assert kept.read_text(encoding="utf-8") == "an earlier sample\n"
+    assert sorted(p.name for p in tmp_path.glob("*so.txt*")) == ["so.txt"]
 
 
 def test_a_sample_into_a_new_file_writes_it_as_the_text_comes_and_a_kill_keeps_it(trained, tmp_path):
@@ -1102,6 +1129,7 @@ commands = [[name] for name in main.commands] + [["corpus", name] for name in ma
 for words in [[], *commands]:
     answer([*words, "--help"]); answer([*words, "-h"]); answer(["help", *words])
 answer(["--version"])
+answer(["sample", "--bogus"]); answer(["sampel"])  # usage errors: no model either
 for line in ("charlm sa", "charlm sample ", "charlm sample --form 七", "charlm serve --device c",
              "charlm corpus get t", "charlm train t", "charlm eval run novel.t", "charlm inspect --output r"):
     answer([], _CHARLM_COMPLETE="bash_complete", COMP_WORDS=line, COMP_CWORD=str(len(line.split(" ")) - 1))
@@ -1110,9 +1138,10 @@ print(json.dumps({"stack": Watch.stack, "loaded": [name for name in ("torch", "n
 """
 
 
-def test_help_version_and_tab_completion_load_no_torch(tmp_path):
+def test_help_version_usage_errors_and_tab_completion_load_no_torch(tmp_path):
     """Every Tab press, every --help and --version imported torch (and numpy), about 1.3 s each, for
-    answers that need no model: the command tree, its options and their defaults, completion's names."""
+    answers that need no model: the command tree, its options and their defaults, completion's names.
+    So did a usage error (`charlm sample --bogus`), for the torchrun rank check that says it once."""
     (tmp_path / "checkpoints" / "novel-20260101-120000").mkdir(parents=True)
     (tmp_path / "checkpoints" / "novel-20260101-120000" / "latest.pt").touch()
     env = {**os.environ, "PYTHONPATH": str(Path(cli_module.__file__).parents[1])}
@@ -1126,6 +1155,7 @@ def test_help_version_and_tab_completion_load_no_torch(tmp_path):
     )
     report = json.loads(done.stderr.splitlines()[-1])
     assert "Usage: charlm sample" in done.stdout and "plain,novel" in done.stdout and "plain,七绝" in done.stdout
+    assert "No such option '--bogus'" in done.stderr and "No such command 'sampel'" in done.stderr
     assert report == {"stack": None, "loaded": []}, report
 
 

@@ -192,12 +192,16 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
 
 @pytest.mark.slow
 def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp_path, browser):  # noqa: F811
-    """As the serve page does (test_serve): the number boxes had no name, nor the text region."""
+    """As the serve page does (test_serve): the number boxes had no name, nor the text region. A sampler
+    that failed was said in the status line alone, which a screen reader does not interrupt for: it is
+    said under the seed too (role=alert), as the serve page says its errors."""
     wait = page_ready(browser, exported(tmp_path, model_of()).as_uri())
     told_what_each_part_is(browser, "run · charlm text generation")
     write(browser, seed="the quick ", length="40")
     wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
     dark_text(browser)
+    browser.execute_script("worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
+    assert browser.find_element("id", "seed-error").text == "the sampler failed: out of memory"
 
 
 @pytest.mark.slow
@@ -481,6 +485,26 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
         sampler.generate(model, "丁\n" + verse, form="五绝", acrostic="丁丁七万")
     assert got["texts"][7] == f"error: {error.value}"
     assert [text.count("，") for text in got["texts"][:6]] == [2, 2, 2, 2, 3, 4]  # four poems went on, two are new
+
+
+def test_the_page_reads_a_seeds_windows_line_breaks_and_refuses_a_templates_as_charlm_does(tmp_path):
+    """A seed with `\r\n` (a Windows file's text, through window.charlm.generate) was refused on the page
+    ('\r' never seen), where charlm reads it as `\n` (corpus.line_breaks), as it reads every text; a lone
+    `\r` the model never saw is refused by both, and so is a `\r` in a template, with the same line."""
+    model = poet_model()
+    verse = CHINESE[:5] + "，"
+    seeds = ["丁\r\n" + verse, "丁\r\r\n七\r\n", "丁\r七"]
+    generations = [{"seed": seed, "form": "五绝", "greedy": True} for seed in seeds]
+    generations.append({"seed": "丁", "template": "_\r\n_", "greedy": True})
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
+    for seed, text in zip(seeds[:2], got["texts"]):
+        assert text == sampler.generate(model, seed, form="五绝", greedy=True)[0], seed
+    assert got["texts"][2].startswith("error: seed: 1 character(s) the model has never seen")
+    with pytest.raises(CharLMError, match="never seen"):
+        sampler.generate(model, seeds[2], form="五绝")
+    with pytest.raises(CharLMError) as error:
+        sampler.generate(model, "丁", template="_\r\n_")
+    assert got["texts"][3] == f"error: {error.value}"
 
 
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):

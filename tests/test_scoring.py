@@ -153,6 +153,32 @@ def test_eval_encodes_a_big_text_a_slice_at_a_time_into_int32_ids(monkeypatch):
     assert peak < len(text), f"{peak / len(text):.1f} bytes per character"
 
 
+def test_eval_notes_the_unseen_characters_of_the_files_it_read_and_no_copy_of_them(fox, tmp_path, monkeypatch):
+    """eval kept each file's text, a copy of it without its first character for the note of unseen
+    characters, and those copies joined: three times the files' text when the note was made. The note
+    reads the texts themselves, each first character skipped by index, and counts across them."""
+    line = "the lazy dog Z\n"  # Z: a character fox never saw
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text(line * 50_000, encoding="utf-8")
+    held, note = [], scoring.unseen_note
+
+    def measured(vocab, texts):  # what Python holds then, but numpy's arrays: the vocabulary's lookup table
+        beside_numpy = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, "*/numpy/*")])
+        held.append(sum(stat.size for stat in beside_numpy.statistics("filename")))
+        return note(vocab, texts)
+
+    monkeypatch.setattr(scoring, "unseen_note", measured)
+    tracemalloc.start()
+    try:
+        result = cli("eval", fox, "a.txt", "b.txt", "--quiet")
+    finally:
+        tracemalloc.stop()
+    assert result.exit_code == 0, result.output
+    assert "100,000 unseen characters excluded from the score (1 distinct: 'Z')" in result.output
+    texts = 2 * len(line) * 50_000
+    assert held[0] < 1.5 * texts, f"{held[0] / texts:.1f} times the files' text held"
+
+
 @pytest.mark.parametrize("unknown", [False, True])
 def test_a_text_scores_the_same_encoded_and_counted_in_slices_as_whole(monkeypatch, unknown):
     """Slices that cut the text anywhere (here every 7 characters) give the ids, characters and bits of

@@ -2619,13 +2619,17 @@ CONTROL_ROLES = {"button", "checkbox", "combobox", "slider", "spinbutton", "text
 
 def told_what_each_part_is(driver, title: str) -> None:
     """What a screen reader says of a page (Chromium's accessibility tree): every control has a name, the
-    text region is a region named Text, the model's text (the seed, what it writes) is in no language
-    the page claims for it (lang=""), and the title says what the page is."""
+    text region is a region named Text, the seed and the region named as written (not in the capitals
+    their captions are shown in), the model's text (the seed, what it writes) is in no language the
+    page claims for it (lang=""), and the title says what the page is."""
     nodes = driver.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
     shown = [(node["role"]["value"], node.get("name", {}).get("value", "")) for node in nodes if not node["ignored"]]
     controls = [(role, name) for role, name in shown if role in CONTROL_ROLES]
     assert len(controls) > 10 and all(name for _, name in controls), controls
-    assert ("region", "text") in [(role, name.casefold()) for role, name in shown]
+    # a name taken from a caption the CSS shows in capitals reached a screen reader in capitals
+    seeds = [name for role, name in shown if role == "textbox" and name.casefold().startswith("seed: ")]
+    assert len(seeds) == 1 and seeds[0].startswith("Seed: the text the model continues"), seeds
+    assert ("region", "Text") in shown, shown
     langs = driver.execute_script(
         "return ['seed', 'text'].map((id) => document.getElementById(id).getAttribute('lang'))"
     )
@@ -2686,6 +2690,22 @@ def test_serve_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tiny_m
         browser.get(url)
         wait(browser, 15).until(lambda d: status_of(d).startswith("cannot reach the server"))
         assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
+        # A server that answers the model list with an error was said to be out of reach: what it said.
+        browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+        browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MODEL_LIST_REFUSED})
+        browser.get(url)
+        wait(browser, 15).until(lambda d: status_of(d).startswith("the server did not list its models"))
+        assert "the models are still loading" in browser.find_element("id", "seed-error").text
+        assert "cannot reach" not in browser.find_element("id", "seed-error").text
+
+
+# The page's fetch of /v1/models answered as a server does an error: status 503 and an error body.
+MODEL_LIST_REFUSED = """
+const fetched = window.fetch;
+window.fetch = (url, ...rest) => String(url).endsWith("/v1/models")
+  ? Promise.resolve(new Response(JSON.stringify({ error: { message: "the models are still loading" } }), { status: 503 }))
+  : fetched(url, ...rest);
+"""
 
 
 def focused(driver) -> str:

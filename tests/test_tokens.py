@@ -261,6 +261,24 @@ def test_a_cache_that_cannot_be_written_names_it_and_says_what_to_do(tmp_path, m
     )
 
 
+def test_a_file_that_disappears_while_a_corpus_is_prepared_is_one_line_naming_it(tmp_path, monkeypatch):
+    """Read for the cache key, then gone before preparation sizes its bar: `corpora/cache: cannot write
+    the corpus cache (No such file or directory)`, blaming the cache. It names the file, as eval does."""
+    source = write(tmp_path, "a.txt", TEXT)
+    keyed = tokens.cache_key
+
+    def keyed_then_gone(parts, options):
+        key = keyed(parts, options)
+        source.unlink()
+        return key
+
+    monkeypatch.setattr(tokens, "cache_key", keyed_then_gone)
+    assert_one_line_error(
+        cli("corpus", "prepare", "a.txt", "--quiet"), "a.txt: cannot read (No such file or directory)"
+    )
+    assert list((tmp_path / "corpora/cache").iterdir()) == []  # no private folder left
+
+
 @pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
 def test_corpus_prepare_lines_up_every_value_in_one_column(tmp_path, monkeypatch, tokenizer):
     """With sentencepiece the `spelled as bytes` label is longer than the others: its value started 4

@@ -58,7 +58,7 @@ def test_old_style_scoring_is_unchanged_for_text_of_known_characters():
         logits, _ = model(ids[None, :-1])
     expected = F.cross_entropy(logits[0], ids[1:]).item() / math.log(2)
     assert abs(bits_per_char(model, ids) - expected) < 1e-5
-    assert unseen_note(model.vocab, "abcd") == ""
+    assert unseen_note(model.vocab, ["abcd"]) == ""
 
 
 def test_a_vocabulary_with_the_unknown_symbol_scores_unseen_characters_as_it_and_says_so():
@@ -66,7 +66,7 @@ def test_a_vocabulary_with_the_unknown_symbol_scores_unseen_characters_as_it_and
     with pytest.warns(UserWarning, match="not in the vocabulary"):  # the symbol, with a warning, as before
         ids = vocab.encode("abXd", unseen=True)
     assert ids.tolist() == [0, 1, vocab.unknown_id, 3]
-    note = unseen_note(vocab, "abXdX")
+    note = unseen_note(vocab, ["abXdX"])
     assert note.startswith("2 unseen characters scored as the unknown symbol '\ufffd' (1 distinct: 'X')")
     assert "not the probability of each" in note
 
@@ -80,7 +80,7 @@ def test_the_unseen_note_counts_every_occurrence_without_a_loop_over_the_charact
     text = ("abXd" + symbol + "YcX") * 1000
     monkeypatch.setattr("charlm.vocab.UNKNOWN_SLICE", 333)  # slices cutting the text anywhere
     monkeypatch.setattr(Vocab, "knows", lambda self, char: pytest.fail("knows() asked of each character"))
-    assert unseen_note(vocab, text).startswith(f"3,000 unseen characters {'scored as' if unknown else 'excluded'}")
+    assert unseen_note(vocab, [text]).startswith(f"3,000 unseen characters {'scored as' if unknown else 'excluded'}")
 
 
 def test_sentencepiece_spells_every_character_so_nothing_is_unseen():
@@ -88,7 +88,7 @@ def test_sentencepiece_spells_every_character_so_nothing_is_unseen():
     vocab = PieceVocab(train_model([text], "bpe", 300))
     other = "the ZEBRA 😀 jumps"
     assert torch.equal(vocab.encode(other, unseen=True), vocab.encode(other))
-    assert vocab.decode(vocab.encode(other)) == other and unseen_note(vocab, other) == ""
+    assert vocab.decode(vocab.encode(other)) == other and unseen_note(vocab, [other]) == ""
 
 
 @pytest.mark.usefixtures("trained")

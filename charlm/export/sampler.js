@@ -272,6 +272,7 @@ class Model {
   // Text -> ids, as Vocab.encode: normalized, unknown characters mapped to the unknown symbol or refused.
   encode(text) {
     const form = this.meta.vocab.normalize;
+    text = lineBreaks(text);
     if (form !== "none") text = text.normalize(form.toUpperCase());
     const ids = [], missing = [];
     for (const ch of text) {
@@ -289,6 +290,10 @@ class Model {
 }
 
 // --- decoding ------------------------------------------------------------------------------------
+
+// A text's line breaks as charlm reads every text (corpus.line_breaks): `\r\n` (a Windows file's), and
+// `\r\r\n`, as `\n`; a lone `\r` stays, a character the model knows or not. A seed of `\r\n` was refused.
+function lineBreaks(text) { return text.replace(/\r+\n/g, "\n"); }
 
 function mulberry32(seed) {  // a small seeded generator: the page's own, not torch's
   let a = seed >>> 0;
@@ -494,7 +499,7 @@ function generate(request) {
     length: request.length ?? 500, temperature: request.temperature ?? 0.8, top_p: request.top_p ?? 1,
     greedy: !!request.greedy, stop: request.stop || "",
   };
-  const seed = request.seed ?? "";
+  const seed = lineBreaks(request.seed ?? "");  // as the text is shown and read (encoded, and begun)
   const banned = bannedMask(request.ban);
   const form = compileTemplate(request, banned);  // null: free text; a new template on each request (Continue too)
   const unbanned = banned && banned.map((out) => 1 - out);  // free text: every id but the banned (null: every id)

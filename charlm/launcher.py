@@ -1,0 +1,35 @@
+"""What torchrun tells a process (its rank, in environment variables) and what a process tells torchrun
+(its error, in a file), without torch: a usage error (`charlm sample --bogus`), said by rank 0 alone,
+answers as fast as --help (importing distributed.py for this loaded torch first, about a second)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def first_rank() -> bool:
+    """Whether this process is rank 0 of a torchrun job, or no rank of one (RANK read as
+    `distributed.Ranks.from_env` reads it)."""
+    return os.environ.get("RANK", "0").strip() in ("0", "") or "WORLD_SIZE" not in os.environ
+
+
+def tell_launcher(message: str) -> None:
+    """Under torchrun, the error this rank says for the job: torchrun's closing summary shows it as the
+    failure's 'traceback', in place of a pointer to its docs, so the user's line is also the last one
+    printed. Dated a second early: torchrun dates the quiet ranks' failures when it sees them, in whole
+    seconds, and takes the earliest as the root cause. torchrun's SIGTERM, sent as soon as a quiet rank
+    has exited, is ignored from here on, so this rank lives to print the line."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    when = str(int(time.time()) - 1)
+    record = {"message": {"message": message, "extraInfo": {"py_callstack": message, "timestamp": when}}}
+    with contextlib.suppress(OSError):
+        Path(path).write_text(json.dumps(record), encoding="utf-8")
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
