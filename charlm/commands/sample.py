@@ -252,24 +252,24 @@ def typed_lines(on_screen: bool) -> Iterator[str]:
     if edited:
         import readline  # noqa: F401 -- once imported, input() edits lines with it
     shown_on = sys.stdout if on_screen else sys.stderr
-    while True:
-        try:
+    try:  # a Ctrl-C anywhere here, not only in input(), still leaves the shell's prompt a line of its own
+        while True:
             if edited:
-                line = input(PROMPT) + "\n"
-            else:
-                shown_on.write(PROMPT)
-                shown_on.flush()
-                line = sys.stdin.readline()
-                if not line:
-                    raise EOFError
-        except (EOFError, KeyboardInterrupt) as end:
-            shown_on.write("\n")  # the shell's prompt on a line of its own, not after ours
+                line = input(PROMPT)
+                with keys_unechoed():  # at once: a key typed before echo is off shows amid the model's text
+                    yield line + "\n"
+                continue
+            shown_on.write(PROMPT)
             shown_on.flush()
-            if isinstance(end, KeyboardInterrupt):
-                raise
-            return
-        with keys_unechoed() if edited else contextlib.nullcontext():
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
             yield line
+    except (EOFError, KeyboardInterrupt) as end:
+        shown_on.write("\n")  # the shell's prompt on a line of its own, not after ours
+        shown_on.flush()
+        if isinstance(end, KeyboardInterrupt):
+            raise
 
 
 @contextlib.contextmanager
@@ -424,36 +424,41 @@ def converse(
     conversation = sampler.Conversation(model, config)
     line_break = ""
     for number, line in enumerate(lines, 1):
-        line = line.replace("\r\n", "\n")
-        what = "the line" if at_terminal else f"line {number} of the input"
-        try:  # checked alone first, so a bad byte's position counts in the line, not the line break carried over
-            check_characters(line, what)
-            pieces = conversation.turn(line_break + line, what)
-        except CharLMError as e:  # one bad line does not end the session and its state
-            click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
-            continue
-        shown = conversation.read.removeprefix(line_break)
-        emit(shown, screen=echo)
-        if not echo and not shown.endswith("\n"):  # a verse the form goes on with: its line break left out
-            emit(back_after(line.removesuffix("\n"), shown), file=False)
-        written(pieces, emit, at_terminal)
-        emit("\n")
+        # At a terminal a Ctrl-C from the line's Enter on stops this turn, not the session: it ended the
+        # session when it came before the model's first character (while the line was read), a moment a
+        # writer cannot see. From a pipe nobody can type on: Ctrl-C ends it.
+        with stopping.StopFlag().installed(only=(signal.SIGINT,)) if at_terminal else no_stop() as stop:
+            line = line.replace("\r\n", "\n")
+            what = "the line" if at_terminal else f"line {number} of the input"
+            try:  # checked alone first, so a bad byte's position counts in the line, not the line break carried over
+                check_characters(line, what)
+                pieces = conversation.turn(line_break + line, what)
+            except CharLMError as e:  # one bad line does not end the session and its state
+                click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
+                continue
+            shown = conversation.read.removeprefix(line_break)
+            emit(shown, screen=echo)
+            if not echo and not shown.endswith("\n"):  # a verse the form goes on with: its line break left out
+                emit(back_after(line.removesuffix("\n"), shown), file=False)
+            written(pieces, emit, stop)
+            emit("\n")
         line_break = "\n"
         if not line.endswith("\n"):  # Ctrl-D mid-line sent it: the input has ended, but a terminal
             break  # would wait for one more Ctrl-D, a third, before it said so
     return conversation
 
 
-def written(pieces: Iterable[str], emit: Callable[..., None], at_terminal: bool) -> None:
-    """The model's continuation, shown as it comes. At a terminal Ctrl-C stops it at the next character
-    and the prompt is back, the session and its state going on (it ended the session, exit 130); a
-    second Ctrl-C, or one at the prompt, ends it. From a pipe nobody can type on: Ctrl-C ends it."""
-    if not at_terminal:
-        for piece in pieces:
-            emit(piece)
-        return
-    with stopping.StopFlag().installed(only=(signal.SIGINT,)) as stop:
-        for piece in pieces:
-            emit(piece)
-            if stop.requested:  # the model has read what it wrote, all of it shown: the next turn goes on from there
-                return
+def written(pieces: Iterable[str], emit: Callable[..., None], stop: stopping.StopFlag) -> None:
+    """The model's continuation, shown as it comes. At a terminal Ctrl-C (`stop`) stops it at the next
+    character and the prompt is back, the session and its state going on (it ended the session, exit 130);
+    a second Ctrl-C, or one at the prompt, ends it."""
+    for piece in pieces:
+        emit(piece)
+        if stop.requested:  # the model has read what it wrote, all of it shown: the next turn goes on from there
+            return
+
+
+@contextlib.contextmanager
+def no_stop() -> Iterator[stopping.StopFlag]:
+    """A StopFlag nothing asks: from a pipe Ctrl-C ends the session as Python's own handler does."""
+    yield stopping.StopFlag()
