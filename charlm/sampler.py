@@ -191,9 +191,7 @@ class Conversation:
         With a form, a line break ending `text` is the one typed to send it: where the line stops mid-verse
         (`constraints.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
         text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
-        if self.form is not None:  # once a turn, not a piece at a time: the pieces stay pieces till then
-            self.tail, self.unkept = self.form.kept(self.tail + "".join(self.unkept)), []
-        before = self.tail
+        before = self.text_kept()
         if self.form is not None and text.endswith("\n") and self.form.leaves_verse_open(before, text[:-1]):
             text = text[:-1]
         ids = self.model.vocab.encode(text, what=what, already_normalized=True) if text else None
@@ -201,6 +199,23 @@ class Conversation:
         start = self.form.begun(before + text, typed=what) if self.form is not None else 0
         self.read = text
         return self.continued(text, ids, start)
+
+    def text_kept(self) -> str:
+        """The text read and written that the form needs (`tail`), the last turn's pieces kept into it once
+        a turn, not a piece at a time."""
+        if self.form is not None and self.unkept:
+            self.tail, self.unkept = self.form.kept(self.tail + "".join(self.unkept)), []
+        return self.tail
+
+    def goes_on_with_verse(self, text: str) -> bool:
+        """Whether `text`, typed after a turn that stopped mid-verse (Ctrl-C, or --length), goes on with
+        that verse: it fits the template there. The line break between the turns is then left out (the
+        caller's): kept, it ended the poem and the verse's rest began a new one."""
+        if self.form is None:
+            return False
+        poem = self.form.poem_of(self.text_kept())
+        typed = self.model.vocab.normalized(text).removesuffix("\n")
+        return bool(poem and typed) and self.form.shape[len(poem)] != "\n" and self.form.fits_shape(typed, len(poem))
 
     def continued(self, text: str, ids: torch.Tensor | None, start: int = 0) -> Iterator[str]:
         """`turn`'s reading of `text` (its `ids`, None for no text) and writing, `start` positions into

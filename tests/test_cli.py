@@ -583,6 +583,26 @@ def test_an_acrostic_a_typed_line_breaks_says_to_type_it_with_the_acrostic(capsy
     )
 
 
+def test_the_rest_of_a_verse_typed_after_ctrl_c_goes_on_on_its_line():
+    """With --form, Ctrl-C mid-verse then the verse's rest typed: the line break between the turns was kept,
+    so the rest began a new poem. It waits for the next line now, and is left out where that goes on with
+    the verse: in --output, on the screen and for the model alike."""
+    from .test_forms import HAN, chinese_model
+
+    config, copy = SampleConfig(form="五言绝句", random_seed=3), []
+
+    def emit(text: str, screen: bool = True, file: bool = True) -> None:
+        copy.append(text if file else "")
+        if len(copy) == 3:  # the typed line, the cursor put back after it, the model's first character
+            signal.raise_signal(signal.SIGINT)
+
+    begun, rest = HAN[:5] + "，" + HAN[5:7], HAN[50:52] + "。"  # a verse and two characters; the line's last two
+    conversation = converse(chinese_model(), config, [begun + "\n", rest + "\n"], emit, echo=False, at_terminal=True)
+    text = "".join(copy)
+    assert text.startswith(begun) and text[len(begun) + 1 :].startswith(rest), text  # one character of the model's
+    assert template_of("五言绝句").fits(text.removesuffix("\n")) and conversation.read == rest + "\n", text
+
+
 def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):
     """Each `\r\n` line of a Windows file piped in was refused for its `\r`, which no model knows."""
     model = checkpoint.load(trained)
@@ -626,7 +646,7 @@ def test_ctrl_c_before_the_models_first_character_stops_that_turn_not_the_sessio
     config, shown = SampleConfig(length=20, random_seed=0), []
 
     def emit(text: str, screen: bool = True) -> None:
-        if text == "over\n":  # the line read, the model not yet writing
+        if text.endswith("over\n"):  # the line read, the model not yet writing
             signal.raise_signal(signal.SIGINT)
         shown.append(text)
 
