@@ -180,7 +180,8 @@ class Conversation:
         self.stops = stop_texts(self.options, model)
         # the end of the text the model read and wrote that the form needs (`constraints.Constrained.kept`),
         # as the model read it ("," for a typed "，" under nfkc); nothing without a form
-        self.tail, self.unkept = "", []  # `unkept`: the pieces read and written since, for the next turn to keep
+        self.tail = ""
+        self.unkept: list[str] = []  # the pieces read and written since, kept into `tail` at the next turn
         self.read = ""  # the latest turn's text as the model reads it, for the caller to show
 
     def turn(self, text: str, what: str = "the line") -> Iterator[str]:
