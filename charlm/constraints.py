@@ -175,6 +175,12 @@ class Constrained:
     def poem_of(self, seed: str) -> str:
         """The poem `seed` began (`begun`), '' if none: its text after its last line that is not a whole line
         of the template, less the whole poems at its start, if shorter than the template and its start."""
+        poem = seed[self.poem_start(seed) :]
+        return poem if 0 < len(poem) < len(self.shape) and self.fits_shape(poem) else ""
+
+    def poem_start(self, seed: str) -> int:
+        """Where `poem_of` looks for the poem `seed` began: after its last line that is not a verse line,
+        less the whole poems after that line."""
         size, lines = len(self.shape), seed.split("\n")
         verse_lines = self.verse_lines()
         start = len(seed) - len(lines[-1])  # the poem's start: after the last line that is not a verse line
@@ -187,8 +193,21 @@ class Constrained:
             if not ends_in_break and seed[start + size] != "\n":
                 break
             start += size + (not ends_in_break)  # a whole poem and its line break: the seed's own
-        poem = seed[start:]
-        return poem if 0 < len(poem) < size and self.fits_shape(poem) else ""
+        return start
+
+    def kept(self, seed: str) -> str:
+        """The end of `seed` that `poem_of` needs, whatever text comes after it: co-writing's transcript grows
+        without end, and each turn looked for its poem in all of it. Its text from `poem_start` on (the
+        text before it is a line that is not a verse's, or whole poems); where that is longer than the
+        template (verse lines that are no poem: none is begun till a line that is not a verse's), the
+        lines that show it (the template's length and a line, whole) and the last line, which may end as either."""
+        start, size = self.poem_start(seed), len(self.shape)
+        if len(seed) - start <= size:
+            return seed[start:]
+        # the whole lines after `start` that hold a template's length and one character more
+        shown_end = seed.find("\n", start + size) + 1
+        last_line = seed.rfind("\n") + 1
+        return seed[start:shown_end] + seed[last_line:] if 0 < shown_end <= last_line else seed[start:]
 
     def leaves_verse_open(self, before: str, line: str) -> bool:
         """Whether `line`, typed after `before` in co-writing (both as the model reads them), stops mid-verse,

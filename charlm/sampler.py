@@ -171,32 +171,52 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
 
 class Conversation:
     """Interactive co-writing: each turn extends the carried state with the user's text, then the
-    model continues it. State and transcript run on from turn to turn."""
+    model continues it. The state runs on from turn to turn, and of the text only what a form needs."""
 
     def __init__(self, model: CharLM, options: SampleConfig):
         self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.batch: Batch | None = None
         self.form, self.bias = compiled(self.options, model)  # each turn writes a poem anew, or the one the text began
         self.stops = stop_texts(self.options, model)
-        self.transcript: list[str] = []  # the text the model read and wrote: "," for a typed "，" under nfkc
+        # the end of the text the model read and wrote that the form needs (`constraints.Constrained.kept`),
+        # as the model read it ("," for a typed "，" under nfkc); nothing without a form
+        self.tail = ""
+        self.unkept: list[str] = []  # the pieces read and written since, kept into `tail` at the next turn
         self.read = ""  # the latest turn's text as the model reads it, for the caller to show
 
     def turn(self, text: str, what: str = "the line") -> Iterator[str]:
         """The model's continuation of `text`, a piece at a time. The text is normalized and encoded
         here, at the call, once: one the model cannot read (a character it never saw) is refused, `what`
-        naming it, before it is shown or read; `read` is then the text as the model reads it, which the
-        transcript keeps. An empty first turn starts at the beginning of a line.
+        naming it, before it is shown or read; `read` is then the text as the model reads it. An empty
+        first turn starts at the beginning of a line.
         With a form, a line break ending `text` is the one typed to send it: where the line stops mid-verse
         (`constraints.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
         text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
-        before = "".join(self.transcript)
+        before = self.text_kept()
         if self.form is not None and text.endswith("\n") and self.form.leaves_verse_open(before, text[:-1]):
             text = text[:-1]
         ids = self.model.vocab.encode(text, what=what, already_normalized=True) if text else None
-        # the poem the whole transcript began, checked here (an acrostic it breaks is refused at the call)
+        # the poem the text so far began, checked here (an acrostic it breaks is refused at the call)
         start = self.form.begun(before + text, typed=what) if self.form is not None else 0
         self.read = text
         return self.continued(text, ids, start)
+
+    def text_kept(self) -> str:
+        """The text read and written that the form needs (`tail`), the last turn's pieces kept into it once
+        a turn, not a piece at a time."""
+        if self.form is not None and self.unkept:
+            self.tail, self.unkept = self.form.kept(self.tail + "".join(self.unkept)), []
+        return self.tail
+
+    def goes_on_with_verse(self, text: str) -> bool:
+        """Whether `text`, typed after a turn that stopped mid-verse (Ctrl-C, or --length), goes on with
+        that verse: it fits the template there. The line break between the turns is then left out (the
+        caller's): kept, it ended the poem and the verse's rest began a new one."""
+        if self.form is None:
+            return False
+        poem = self.form.poem_of(self.text_kept())
+        typed = self.model.vocab.normalized(text).removesuffix("\n")
+        return bool(poem and typed) and self.form.shape[len(poem)] != "\n" and self.form.fits_shape(typed, len(poem))
 
     def continued(self, text: str, ids: torch.Tensor | None, start: int = 0) -> Iterator[str]:
         """`turn`'s reading of `text` (its `ids`, None for no text) and writing, `start` positions into
@@ -208,8 +228,9 @@ class Conversation:
                 if ids is not None:
                     self.batch.read(ids.to(self.model.device))
                 self.batch.restart([sample_row(self.options, self.form, self.stops, start)])
-            if text:
-                self.transcript.append(text)
+            if text and self.form is not None:
+                self.unkept.append(text)
         for pieces in step_pieces(self.batch):
-            self.transcript.append(pieces[0])
+            if self.form is not None:
+                self.unkept.append(pieces[0])
             yield pieces[0]

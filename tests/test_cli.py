@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import random
+import re
 import select
 import signal
 import struct
@@ -500,9 +501,9 @@ def test_interactive_transcript_is_the_text_the_model_reads(trained):
         shown.append(text)
 
     conversation = converse(model, SampleConfig(length=15, random_seed=0), ["the quick\n", "over the\n"], emit)
-    printed, transcript = "".join(shown), "".join(conversation.transcript)
+    printed = "".join(shown)
     assert printed.startswith("the quick\n") and "\nover the\n" in printed
-    assert printed == transcript + "\n"  # the last line break ends the session: no turn reads it
+    transcript = printed.removesuffix("\n")  # the last line break ends the session: no turn reads it
     with torch.no_grad():  # the carried state is that of the printed text read in one pass
         logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
     assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
@@ -516,7 +517,7 @@ def test_an_interactive_line_is_normalized_once():
         make_model(vocab, layers=1, hidden=8).eval(), SampleConfig(length=3), lines, lambda t, screen=True: None
     )
     assert vocab.counts == collections.Counter({"你好，\n": 1, "\n好！\n": 1})
-    assert conversation.transcript[0] == "你好,\n" and len(conversation.transcript) > len(lines)  # read, then written
+    assert conversation.read == "\n好!\n"  # read as the model reads it
 
 
 def test_an_interactive_transcript_and_echo_are_the_text_a_normalizing_model_read():
@@ -529,9 +530,8 @@ def test_an_interactive_transcript_and_echo_are_the_text_a_normalizing_model_rea
     conversation = converse(
         model, SampleConfig(length=3, random_seed=0), ["你好，\n", "好！\n"], lambda t, screen=True: shown.append(t)
     )
-    printed, transcript = "".join(shown), "".join(conversation.transcript)
-    assert printed.startswith("你好,\n") and "\n好!\n" in printed and "，" not in printed + transcript
-    assert printed == transcript + "\n"
+    printed = "".join(shown)
+    assert printed.startswith("你好,\n") and "\n好!\n" in printed and "，" not in printed + conversation.read
 
 
 def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(trained, capsys):
@@ -544,7 +544,7 @@ def test_an_interactive_line_the_model_cannot_read_is_skipped_not_the_end(traine
         lambda t, screen=True: shown.append(t),
     )
     assert "line 2 of the input: 1 character(s) the model has never seen: '\u20ac'" in capsys.readouterr().err
-    assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(conversation.transcript)
+    assert "\u20ac" not in "".join(shown) and "\nover\n" in "".join(shown) and conversation.read == "\nover\n"
 
 
 def test_an_unreadable_line_is_told_as_a_terminal_or_a_pipe_can_act_on_it(trained, capsys):
@@ -583,6 +583,26 @@ def test_an_acrostic_a_typed_line_breaks_says_to_type_it_with_the_acrostic(capsy
     )
 
 
+def test_the_rest_of_a_verse_typed_after_ctrl_c_goes_on_on_its_line():
+    """With --form, Ctrl-C mid-verse then the verse's rest typed: the line break between the turns was kept,
+    so the rest began a new poem. It waits for the next line now, and is left out where that goes on with
+    the verse: in --output, on the screen and for the model alike."""
+    from .test_forms import HAN, chinese_model
+
+    config, copy = SampleConfig(form="五言绝句", random_seed=3), []
+
+    def emit(text: str, screen: bool = True, file: bool = True) -> None:
+        copy.append(text if file else "")
+        if len(copy) == 3:  # the typed line, the cursor put back after it, the model's first character
+            signal.raise_signal(signal.SIGINT)
+
+    begun, rest = HAN[:5] + "，" + HAN[5:7], HAN[50:52] + "。"  # a verse and two characters; the line's last two
+    conversation = converse(chinese_model(), config, [begun + "\n", rest + "\n"], emit, echo=False, at_terminal=True)
+    text = "".join(copy)
+    assert text.startswith(begun) and text[len(begun) + 1 :].startswith(rest), text  # one character of the model's
+    assert template_of("五言绝句").fits(text.removesuffix("\n")) and conversation.read == rest + "\n", text
+
+
 def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, capsys):
     """Each `\r\n` line of a Windows file piped in was refused for its `\r`, which no model knows."""
     model = checkpoint.load(trained)
@@ -591,7 +611,7 @@ def test_interactive_lines_from_a_windows_file_are_read_as_a_corpus_is(trained, 
         model, SampleConfig(length=5, random_seed=0), ["the\r\n", "over\r\n"], lambda t, screen=True: shown.append(t)
     )
     assert capsys.readouterr().err == ""
-    assert "".join(shown).startswith("the\n") and "\nover\n" in "".join(conversation.transcript)
+    assert "".join(shown).startswith("the\n") and conversation.read == "\nover\n"
 
 
 def test_ctrl_c_while_the_model_writes_stops_that_continuation_not_the_session(trained):
@@ -610,12 +630,32 @@ def test_ctrl_c_while_the_model_writes_stops_that_continuation_not_the_session(t
         conversation = converse(model, config, ["the\n", "over\n"], emit, at_terminal=True)
     except KeyboardInterrupt:
         pytest.fail("Ctrl-C while the model wrote ended the session")
-    printed, transcript = "".join(shown), "".join(conversation.transcript)
+    printed = "".join(shown)
     assert printed.startswith("the\n" + free[:5] + "\nover\n"), printed
-    assert printed == transcript + "\n" and len(printed) < 30
+    transcript = printed.removesuffix("\n")
+    assert len(printed) < 30
     with torch.no_grad():  # the carried state is that of the printed text read in one pass
         logits, _ = model(model.vocab.encode(transcript).unsqueeze(0))
     assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
+
+
+def test_ctrl_c_before_the_models_first_character_stops_that_turn_not_the_session(trained):
+    """Ctrl-C stopped the model only once it wrote: one sent just after Enter, while the line was read (on
+    a busy machine, a visible moment), ended the session (130). It stops that turn now, the prompt back."""
+    model = checkpoint.load(trained)
+    config, shown = SampleConfig(length=20, random_seed=0), []
+
+    def emit(text: str, screen: bool = True) -> None:
+        if text.endswith("over\n"):  # the line read, the model not yet writing
+            signal.raise_signal(signal.SIGINT)
+        shown.append(text)
+
+    try:
+        converse(model, config, ["the\n", "over\n", "the end\n"], emit, at_terminal=True)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C before the model wrote ended the session")
+    printed = "".join(shown)
+    assert re.search("\nover\n.?\nthe end\n.{20}\n$", printed, re.DOTALL), printed  # one character, stopped
 
 
 def test_interactive_ends_after_a_line_ctrl_d_sent_mid_line(trained):
@@ -625,12 +665,15 @@ def test_interactive_ends_after_a_line_ctrl_d_sent_mid_line(trained):
     shown = []
     typed = iter(["the\n", "over", "never read\n"])  # what a terminal goes on giving after that line
     conversation = converse(model, SampleConfig(length=5, random_seed=0), typed, lambda t, screen=True: shown.append(t))
-    assert "\nover" in "".join(conversation.transcript) and "never read" not in "".join(shown)
+    assert conversation.read == "\nover" and "never read" not in "".join(shown)
 
 
 class Terminal:
     """`charlm sample --interactive ARGS` in a pseudo-terminal, driven as a person does: type a line once the
-    prompt is there (the line editor reading keys: the terminal out of line mode), read the screen."""
+    prompt is there, read the screen. It waits for what it means (a prompt, the model's turn), never for a
+    quiet spell, which a loaded machine gives at any moment; each wait gives up after 60 s."""
+
+    PROMPT = re.compile(rb"(?:^|\n)> ")  # the writer's turn: "> " at a line's start
 
     def __init__(self, *args: str):
         self.terminal, child = pty.openpty()
@@ -642,6 +685,7 @@ class Terminal:
         )  # fmt: skip
         os.close(child)
         self.screen = b""
+        self.prompted = 0  # where on the screen the prompt typed at last ends: each is typed at once
 
     def read(self, seconds: float) -> bool:
         """What the process shows in the next `seconds`; False once it has closed the terminal."""
@@ -658,35 +702,41 @@ class Terminal:
         return True
 
     def type(self, keys: bytes) -> None:
-        """`keys` at the prompt: once the screen is still and a line is being read, or still for 3 s with the
-        terminal in line mode (no line editor); nothing if the process has ended. The echo is drained as it
-        comes (a long line would fill the terminal's buffer)."""
-        deadline, still = time.time() + 60, 0.0
-        while still < 3:
-            shown = len(self.screen)
-            if not self.read(0.3):
-                return
-            still = still + 0.3 if len(self.screen) == shown else 0.0
-            if still and not self.in_line_mode():
-                break
-            assert time.time() < deadline, f"no prompt: {self.screen[-200:]!r}"
+        """`keys` at the next prompt. The line editor shows it once it reads keys (readline takes the
+        terminal out of line mode first), so they are shown once, after it; keys typed before it (after 3 s
+        of a quiet screen while a loaded machine still loaded the model) were echoed before it too. The echo
+        is drained as it comes (a long line would fill the terminal's buffer)."""
+        deadline = time.time() + 60
+        while (prompt := self.PROMPT.search(self.screen, self.prompted)) is None:
+            assert self.read(0.05), f"ended before its prompt: {self.screen!r}"
+            assert time.time() < deadline, f"no prompt: {self.screen!r}"
+        self.prompted = prompt.end()
         for at in range(0, len(keys), 256):
             os.write(self.terminal, keys[at : at + 256])
             self.read(0.01)
 
-    def in_line_mode(self) -> bool:
-        return bool(termios.tcgetattr(self.terminal)[3] & termios.ICANON)
+    def writing(self) -> bool:
+        """Whether the model has the turn: the terminal in line mode and not echoing (`keys_unechoed`)."""
+        flags = termios.tcgetattr(self.terminal)[3]
+        return bool(flags & termios.ICANON) and not flags & termios.ECHO
 
     def wait_for_more(self, size: int) -> None:
-        """Until the screen has grown by `size` bytes: the model is writing."""
-        target, deadline = len(self.screen) + size, time.time() + 60
+        """Until the model has the turn, then until the screen has grown by `size` bytes: a Ctrl-C sent
+        then stops the model; one sent while the line editor still read the line ended the session."""
+        deadline = time.time() + 60
+        while not self.writing():
+            assert self.read(0.01) and time.time() < deadline, self.screen
+        target = len(self.screen) + size
         while len(self.screen) < target:
-            assert self.read(0.05) and time.time() < deadline, self.screen[-200:]
+            assert self.read(0.05) and time.time() < deadline, self.screen
 
     def end(self) -> tuple[int, str]:
         """The exit status and the screen, once the process has closed the terminal."""
+        deadline = time.time() + 60
         while self.read(1):
-            pass
+            if time.time() > deadline:
+                self.process.kill()
+                pytest.fail(f"still running: {self.screen!r}")
         os.close(self.terminal)
         return self.process.wait(timeout=60), self.screen.decode().replace("\r\n", "\n")
 
@@ -717,8 +767,8 @@ def test_a_writer_sees_whose_turn_it_is_and_keys_typed_ahead_once(trained, tmp_p
     terminal.type(b"\x04")
     status, screen = terminal.end()
     copy = (tmp_path / "copy.txt").read_text()
-    assert status == 0 and screen.startswith("> the\n") and "\n> zebra quiz\n" in screen, screen[-300:]
-    assert screen.count("zebra") == 1 and screen.endswith("\n> \n"), screen[-300:]
+    assert status == 0 and screen.startswith("> the\n") and "\n> zebra quiz\n" in screen, screen
+    assert screen.count("zebra") == 1 and screen.endswith("\n> \n"), screen
     assert copy.startswith("the\n") and "\nzebra quiz\n" in copy and "> " not in copy
 
 

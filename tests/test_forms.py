@@ -389,7 +389,7 @@ def test_a_half_verse_typed_in_co_writing_is_finished_not_a_new_poem():
     new poem. Where the line stops mid-verse it is left out now; a whole line, or a title, keeps it."""
     conversation = Conversation(chinese_model(), SampleConfig(form="五言绝句", random_seed=3, length=6))
     first = "".join(conversation.turn(VERSE + "\n"))  # a verse and its comma: the verse after it
-    assert conversation.transcript[0] == VERSE and len(first) == 6 and first.endswith("。"), first
+    assert conversation.read == VERSE and len(first) == 6 and first.endswith("。"), first
     half = HAN[30:32]  # the next line's first two characters, after the line break between the lines
     second = "".join(conversation.turn("\n" + half + "\n"))
     assert conversation.read == "\n" + half and second[3] == "，" and "\n" not in second, second  # the verse's 3 more
@@ -407,3 +407,34 @@ def test_the_cli_python_and_the_server_go_on_with_one_poem_alike(tmp_path):
     made = generate(chinese_model(), seed, form="五绝", random_seed=6, temperature=1.2)[0]
     assert result.output == made + "\n" and template_of("五言绝句").fits(made[len("丁\n七\n") :]), result.output
     # the server: tests/test_serve_forms.py::test_the_server_goes_on_with_the_poem_its_prompt_began
+
+
+SHORT = HAN[40:43] + "，" + HAN[43:46] + "。"  # a line of the second template below
+LINES = [VERSE + NEXT, SHORT, VERSE, HAN[20:23], HAN[40:43], "", "ab c", VERSE + NEXT + VERSE]  # verses, titles, prose
+
+
+@PROPERTY
+@given(st.lists(st.sampled_from(LINES), max_size=30), st.sampled_from(LINES), st.sampled_from(["", "\n"]))
+def test_the_text_a_form_keeps_finds_the_poem_all_of_it_does(lines, more, end):
+    """Co-writing kept every character read and written, and looked for the poem in all of it each turn;
+    it keeps the end the poem needs now, which finds the same poem whatever text follows."""
+    for form in (
+        Constrained(template_of("五言绝句"), CHINESE),
+        Constrained(template_of(template="_____，_____。\\n___，___。"), CHINESE),
+    ):
+        seed = "\n".join(lines) + end
+        kept = form.kept(seed)
+        assert len(kept) <= 2 * len(form.shape) + 1 + len(seed) - seed.rfind("\n")
+        for after in (more, more + "\n", "\n" + more, more + "\n" + NEXT):
+            assert form.poem_of(kept + after) == form.poem_of(seed + after), (seed, after)
+
+
+def test_a_long_co_writing_keeps_only_the_text_its_form_needs():
+    """The whole transcript, a list of one-character strings, grew without end, and each turn joined and
+    scanned all of it: memory and time per turn grew with the session. Only a poem's worth is kept."""
+    conversation = Conversation(chinese_model(), SampleConfig(form="五言绝句", random_seed=3, length=12))
+    text = ""
+    for turn in range(60):
+        text += "".join(conversation.turn(("\n" if turn else "") + [VERSE, HAN[40:43], NEXT][turn % 3] + "\n"))
+    kept = conversation.tail + "".join(conversation.unkept)
+    assert len(text) > 10 * len(kept) and len(conversation.tail) <= 2 * len(conversation.form.shape) + 1

@@ -252,24 +252,24 @@ def typed_lines(on_screen: bool) -> Iterator[str]:
     if edited:
         import readline  # noqa: F401 -- once imported, input() edits lines with it
     shown_on = sys.stdout if on_screen else sys.stderr
-    while True:
-        try:
+    try:  # a Ctrl-C anywhere here, not only in input(), still leaves the shell's prompt a line of its own
+        while True:
             if edited:
-                line = input(PROMPT) + "\n"
-            else:
-                shown_on.write(PROMPT)
-                shown_on.flush()
-                line = sys.stdin.readline()
-                if not line:
-                    raise EOFError
-        except (EOFError, KeyboardInterrupt) as end:
-            shown_on.write("\n")  # the shell's prompt on a line of its own, not after ours
+                line = input(PROMPT)
+                with keys_unechoed():  # at once: a key typed before echo is off shows amid the model's text
+                    yield line + "\n"
+                continue
+            shown_on.write(PROMPT)
             shown_on.flush()
-            if isinstance(end, KeyboardInterrupt):
-                raise
-            return
-        with keys_unechoed() if edited else contextlib.nullcontext():
+            line = sys.stdin.readline()
+            if not line:
+                raise EOFError
             yield line
+    except (EOFError, KeyboardInterrupt) as end:
+        shown_on.write("\n")  # the shell's prompt on a line of its own, not after ours
+        shown_on.flush()
+        if isinstance(end, KeyboardInterrupt):
+            raise
 
 
 @contextlib.contextmanager
@@ -288,10 +288,11 @@ def keys_unechoed() -> Iterator[None]:
         termios.tcsetattr(terminal, termios.TCSANOW, saved)
 
 
-def back_after(typed: str, shown: str) -> str:
+def back_after(typed: str, shown: str, before: str | None = None) -> str:
     """The escape codes that put the cursor back after a line the terminal showed, `typed` after PROMPT,
     which Enter left for the line below: rewritten as `shown` (the model's reading), the model's text goes
-    on after it, as the model reads it. Nothing where the terminal's width is unknown or it moves no cursor."""
+    on after it, as the model reads it; after `before`, the screen's line above, where the line goes on
+    with its verse. Nothing where the terminal's width is unknown or it moves no cursor."""
     if os.environ.get("TERM") == "dumb":
         return ""
     try:
@@ -300,8 +301,12 @@ def back_after(typed: str, shown: str) -> str:
         return ""
     if columns <= 0:
         return ""
-    rows = max(1, -(-tables.width(PROMPT + typed) // columns))
-    return f"\x1b[{rows}F\x1b[J{PROMPT}{shown}"
+
+    def rows(text: str) -> int:
+        return max(1, -(-tables.width(text) // columns))
+
+    up = rows(PROMPT + typed) + (rows(before) if before is not None else 0)
+    return f"\x1b[{up}F\x1b[J{PROMPT if before is None else before}{shown}"
 
 
 def readline_reads_as_python() -> bool:
@@ -422,38 +427,55 @@ def converse(
     from .. import sampler
 
     conversation = sampler.Conversation(model, config)
-    line_break = ""
-    for number, line in enumerate(lines, 1):
-        line = line.replace("\r\n", "\n")
-        what = "the line" if at_terminal else f"line {number} of the input"
-        try:  # checked alone first, so a bad byte's position counts in the line, not the line break carried over
-            check_characters(line, what)
-            pieces = conversation.turn(line_break + line, what)
-        except CharLMError as e:  # one bad line does not end the session and its state
-            click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
-            continue
-        shown = conversation.read.removeprefix(line_break)
-        emit(shown, screen=echo)
-        if not echo and not shown.endswith("\n"):  # a verse the form goes on with: its line break left out
-            emit(back_after(line.removesuffix("\n"), shown), file=False)
-        written(pieces, emit, at_terminal)
-        emit("\n")
-        line_break = "\n"
-        if not line.endswith("\n"):  # Ctrl-D mid-line sent it: the input has ended, but a terminal
-            break  # would wait for one more Ctrl-D, a third, before it said so
+    # The line break between turns waits for the next line (on the screen, in --output and for the model):
+    # with a form, a line that goes on with the verse a turn stopped in goes on on its line; the break kept
+    # began a new poem with the verse's rest. `on_line`: the screen's last line, written again then.
+    held, on_line = "", ""
+    try:
+        for number, line in enumerate(lines, 1):
+            # At a terminal a Ctrl-C from the line's Enter on stops this turn, not the session: it ended the
+            # session when it came before the model's first character (while the line was read), a moment a
+            # writer cannot see. From a pipe nobody can type on: Ctrl-C ends it.
+            with stopping.StopFlag().installed(only=(signal.SIGINT,)) if at_terminal else no_stop() as stop:
+                line = line.replace("\r\n", "\n")
+                what = "the line" if at_terminal else f"line {number} of the input"
+                try:  # checked alone first, so a bad byte's position counts in the line, not the line break carried over
+                    check_characters(line, what)
+                    line_break = "" if held and conversation.goes_on_with_verse(line) else held
+                    pieces = conversation.turn(line_break + line, what)
+                except CharLMError as e:  # one bad line does not end the session and its state
+                    click.echo(f"{e}; type the line again" if at_terminal else f"{e}; skipped this line", err=True)
+                    continue
+                joined, held = held and not line_break, ""
+                shown = conversation.read.removeprefix(line_break)
+                emit(line_break + shown, screen=echo)  # the screen at a terminal has its line break already
+                if not echo and (joined or not shown.endswith("\n")):  # the line goes on on a line above
+                    emit(back_after(line.removesuffix("\n"), shown, on_line if joined else None), file=False)
+                on_line = ((on_line if joined else PROMPT) + shown + written(pieces, emit, stop)).rpartition("\n")[2]
+                held = "\n"
+                if not echo:
+                    emit("\n", file=False)  # the prompt on a line of its own
+            if not line.endswith("\n"):  # Ctrl-D mid-line sent it: the input has ended, but a terminal
+                break  # would wait for one more Ctrl-D, a third, before it said so
+    finally:
+        emit(held, screen=echo)  # the text ends with its line break, the session stopped or not
     return conversation
 
 
-def written(pieces: Iterable[str], emit: Callable[..., None], at_terminal: bool) -> None:
-    """The model's continuation, shown as it comes. At a terminal Ctrl-C stops it at the next character
-    and the prompt is back, the session and its state going on (it ended the session, exit 130); a
-    second Ctrl-C, or one at the prompt, ends it. From a pipe nobody can type on: Ctrl-C ends it."""
-    if not at_terminal:
-        for piece in pieces:
-            emit(piece)
-        return
-    with stopping.StopFlag().installed(only=(signal.SIGINT,)) as stop:
-        for piece in pieces:
-            emit(piece)
-            if stop.requested:  # the model has read what it wrote, all of it shown: the next turn goes on from there
-                return
+def written(pieces: Iterable[str], emit: Callable[..., None], stop: stopping.StopFlag) -> str:
+    """The model's continuation, shown as it comes, and returned. At a terminal Ctrl-C (`stop`) stops it at
+    the next character and the prompt is back, the session and its state going on (it ended the session,
+    exit 130); a second Ctrl-C, or one at the prompt, ends it."""
+    text = []
+    for piece in pieces:
+        emit(piece)
+        text.append(piece)
+        if stop.requested:  # the model has read what it wrote, all of it shown: the next turn goes on from there
+            break
+    return "".join(text)
+
+
+@contextlib.contextmanager
+def no_stop() -> Iterator[stopping.StopFlag]:
+    """A StopFlag nothing asks: from a pipe Ctrl-C ends the session as Python's own handler does."""
+    yield stopping.StopFlag()
