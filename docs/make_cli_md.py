@@ -24,7 +24,11 @@ def option_row(param: click.Parameter) -> str:
     if isinstance(param.type, click.Choice):
         names += " " + PIPE.join(param.type.choices)
     elif not getattr(param, "is_flag", False):
-        names += f" {param.make_metavar(click.Context(main))}" if param.metavar else f" {param.type.name.upper()}"
+        names += (
+            f" {param.make_metavar(click.Context(main, **main.context_settings))}"
+            if param.metavar
+            else f" {param.type.name.upper()}"
+        )
     text = (getattr(param, "help", None) or "").replace("|", PIPE)
     match = DEFAULT.search(text)
     if match:  # options generated from a config dataclass carry their default in the help text
@@ -39,7 +43,9 @@ def option_row(param: click.Parameter) -> str:
 
 def command_section(path: list[str], command: click.Command) -> list[str]:
     lines = [f"## `{' '.join(path)}`", ""]
-    context = click.Context(command, info_name=" ".join(path))
+    context = click.Context(
+        command, info_name=" ".join(path), **main.context_settings
+    )  # -h too: click keeps the help option the first context made
     lines += [f"`{command.get_usage(context).removeprefix('Usage: ')}`", ""]
     if command.help:  # without the docstring's indent: a paragraph indented 4 spaces reads as code
         lines += [inspect.cleandoc(command.help), ""]
