@@ -15,6 +15,7 @@ A sentencepiece row spells a character in bytes only as UTF-8 allows (`Utf8Rule`
 
 from __future__ import annotations
 
+import dataclasses
 import unicodedata
 
 import torch
@@ -217,6 +218,24 @@ class Utf8Rule:
         return self
 
 
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """Which of `choose`'s stages the live rows need, decided on the host from their options once, not
+    every step: again when a row joins, moves or leaves, or a schedule changes a temperature. What a
+    step leaves out changes no row's id: a bias of none, a penalty of 1, the uniforms of rows that are
+    greedy for good (`greedy=True`, or a fixed temperature that is 0 in float32)."""
+
+    rows: int
+    biased: bool  # some row has a logit bias
+    penalized: bool  # some row's repetition penalty is not 1: the rows' recent ids are kept
+    largest_k: int  # the largest top-k below the vocabulary's size, 0 when no row has one
+    nucleus: bool  # some row has a top-p
+    scheduled: bool  # some row has a temperature schedule
+    greedy: str  # "none", "some" or "all" of the rows take their likeliest id this step
+    greedy_rows: torch.Tensor  # (rows,) on the device: which
+    divisor: torch.Tensor  # (rows, 1) on the device: each row's temperature (1 for a greedy row)
+
+
 class RowSampler:
     """The decoding policy of rows that come and go: `set` a row's options, seed and prompt, `choose`
     every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones.
@@ -265,6 +284,8 @@ class RowSampler:
         self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.used, self.biased]
         self.rows += [self.history, self.position, self.block, self.utf8_state]
         self.rows += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
+        self.plan: StepPlan | None = None  # None: to be decided at the next step
+        self.spare = 0  # steps every live row can still draw from its block of uniforms (0: look)
 
     def twin(self, host: torch.Tensor) -> torch.Tensor:
         """`host`'s copy on the device, which `publish` keeps equal to it (on the CPU, `host` itself)."""
@@ -307,6 +328,7 @@ class RowSampler:
         self.position[row] = recent.numel() % self.window
         self.generators[row] = torch.Generator().manual_seed(seed)
         self.set_bias(row, bias)
+        self.plan = None
 
     def set_bias(self, row: int, bias: torch.Tensor | None) -> None:
         """Row `row`'s logits get `bias` added (None: nothing); its -inf entries are its bans."""
@@ -333,26 +355,27 @@ class RowSampler:
             tensor[dst] = tensor[src]
         for rows in (self.generators, self.schedules, self.steps, self.cursors):
             rows[dst] = rows[src]
+        self.plan = None
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:
         """Next ids (rows,) of rows 0..rows-1 from their logits (rows, vocab), on the logits' device; the
         ids join each row's recent characters. On a GPU nothing here waits for it: a template's cursors
         read the ids from the caller's one read of them, `advance`, before the next choice."""
         rows = logits.size(0)
-        if self.schedule(rows):
+        plan = self.plan if self.plan is not None and self.plan.rows == rows else self.planned(rows)
+        if plan.scheduled and self.schedule(rows):
             self.publish(slice(0, rows), "temperature")
-        on_device = self.on_device
+            plan = self.planned(rows)
         logits = logits.float()
-        biased = self.bias is not None and bool(self.biased[:rows].any())
-        if biased:
+        if plan.biased:
             logits = logits + self.bias[:rows]
-        if bool((self.penalty[:rows] != 1).any()):
-            penalized = penalize(logits, self.history[:rows], on_device["penalty"][:rows], self.vocab_size)
+        if plan.penalized:
+            penalized = penalize(logits, self.history[:rows], self.on_device["penalty"][:rows], self.vocab_size)
             logits = penalized.clamp(-LARGEST, LARGEST)
         allowed = self.allowed(rows)
         if allowed is not None:
             logits = logits.masked_fill(~allowed.to(self.device), float("-inf"))
-        banned = self.banned[:rows] if biased else None
+        banned = self.banned[:rows] if plan.biased else None
         if self.utf8 is not None:
             invalid = ~self.utf8.allowed[self.utf8_state[:rows]]
             if banned is not None:  # a row whose bans leave no valid piece keeps its bans alone
@@ -360,28 +383,55 @@ class RowSampler:
             banned = invalid
         if banned is not None:
             logits = logits.masked_fill(banned, float("-inf"))
-        temperature = on_device["temperature"][:rows]
-        greedy = temperature == 0
-        # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
-        # (the largest is drawn: greedy), never inf - inf = NaN; a huge one flattens, never NaN either.
-        shifted = logits - logits.max(dim=-1, keepdim=True).values
-        scaled = shifted / torch.where(greedy, 1.0, temperature).clamp(max=LARGEST)
-        limited = self.top_k[:rows] < self.vocab_size
-        if bool(limited.any()):
-            largest = int(self.top_k[:rows][limited].max())
-            top_k = on_device["top_k"][:rows]
-            kth = torch.topk(scaled, largest, dim=-1).values.gather(1, top_k.clamp(max=largest) - 1)
-            scaled = scaled.masked_fill((scaled < kth) & (top_k < self.vocab_size), float("-inf"))
-        probs = torch.softmax(scaled, dim=-1)
-        if bool(torch.isfinite(self.top_p[:rows]).any()):
-            probs = nucleus(probs, on_device["top_p"][:rows])
-        ids = torch.where(greedy.squeeze(1), logits.argmax(dim=-1), draw(probs, self.uniforms(rows)))
-        self.history[self.indices[:rows], self.position[:rows]] = ids
-        self.position[:rows] = (self.position[:rows] + 1) % self.window
+        if plan.greedy == "all" and not plan.scheduled:
+            ids = logits.argmax(dim=-1)  # greedy for good: these rows' uniforms are never used
+        else:
+            drawn = self.drawn(logits, plan)
+            ids = drawn if plan.greedy == "none" else torch.where(plan.greedy_rows, logits.argmax(dim=-1), drawn)
+        if plan.penalized:  # a row's recent ids serve its penalty alone, and one of 1 changes nothing
+            self.history[self.indices[:rows], self.position[:rows]] = ids
+            self.position[:rows] = (self.position[:rows] + 1) % self.window
         if self.utf8 is not None:
             self.utf8_state[:rows] = self.utf8.following[self.utf8_state[:rows], ids]
         self.constrained = allowed is not None
         return ids
+
+    def drawn(self, logits: torch.Tensor, plan: StepPlan) -> torch.Tensor:
+        """Each row's id drawn from its logits under its temperature, top-k and top-p (every row draws,
+        a greedy one too, so that its uniforms keep their place)."""
+        rows = logits.size(0)
+        # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
+        # (the largest is drawn: greedy), never inf - inf = NaN; a huge one flattens, never NaN either.
+        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        scaled = shifted / plan.divisor
+        if plan.largest_k:
+            top_k = self.on_device["top_k"][:rows]
+            kth = torch.topk(scaled, plan.largest_k, dim=-1).values.gather(1, top_k.clamp(max=plan.largest_k) - 1)
+            scaled = scaled.masked_fill((scaled < kth) & (top_k < self.vocab_size), float("-inf"))
+        probs = torch.softmax(scaled, dim=-1)
+        if plan.nucleus:
+            probs = nucleus(probs, self.on_device["top_p"][:rows])
+        return draw(probs, self.uniforms(rows))
+
+    def planned(self, rows: int) -> StepPlan:
+        """The plan of a step of `rows` rows (`StepPlan`), from the options on the host; kept for the next."""
+        limited = self.top_k[:rows] < self.vocab_size
+        greedy = self.temperature[:rows] == 0
+        temperature = self.on_device["temperature"][:rows]
+        greedy_there = temperature == 0
+        self.plan = StepPlan(
+            rows=rows,
+            biased=self.bias is not None and bool(self.biased[:rows].any()),
+            penalized=bool((self.penalty[:rows] != 1).any()),
+            largest_k=int(self.top_k[:rows][limited].max()) if bool(limited.any()) else 0,
+            nucleus=bool(torch.isfinite(self.top_p[:rows]).any()),
+            scheduled=any(schedule is not None for schedule in self.schedules[:rows]),
+            greedy="all" if bool(greedy.all()) else "some" if bool(greedy.any()) else "none",
+            greedy_rows=greedy_there.squeeze(1),
+            divisor=torch.where(greedy_there, 1.0, temperature).clamp(max=LARGEST),
+        )
+        self.spare = 0  # rows may have joined: look at their blocks
+        return self.plan
 
     def advance(self, ids: list[int]) -> None:
         """The templates' cursors move past the ids `choose` chose, read on the host by the caller, which
@@ -420,13 +470,16 @@ class RowSampler:
         """This step's uniform of each row, on the device, refilling a row's block from its generator
         (on the host, which knows when, without asking the device)."""
         used, used_there = self.used[:rows], self.on_device["used"][:rows]
-        for row in (used == UNIFORM_BLOCK).nonzero().flatten().tolist():
-            fresh = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
-            self.block[row].copy_(fresh.float(), non_blocking=True)
-            used[row] = 0
-            used_there[row] = 0
+        if not self.spare:  # some row's block may be used up: refill those, and count the steps until the next
+            for row in (used == UNIFORM_BLOCK).nonzero().flatten().tolist():
+                fresh = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
+                self.block[row].copy_(fresh.float(), non_blocking=True)
+                used[row] = 0
+                used_there[row] = 0
+            self.spare = UNIFORM_BLOCK - int(used.max())
         drawn = self.block[:rows].gather(1, used_there.unsqueeze(1)).squeeze(1)
         used += 1
         if self.on_device["used"] is not self.used:
             used_there += 1
+        self.spare -= 1
         return drawn

@@ -11,6 +11,8 @@ through the model itself.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .model import CharLM, FullHead, State, map_state
@@ -68,6 +70,7 @@ class FusedLSTMStep:
             self.adaptive = model.head
             self.head_rows = torch.zeros(-(-batch // ROW_BLOCK) * ROW_BLOCK, h, device=device)
         self.logits = torch.empty(batch, model.config.vocab_size, device=device)
+        self.views: dict[int, StepViews] = {}  # per number of rows stepped
 
     def load_row(self, row: int, state: State) -> None:
         """Row `row` takes a state of batch 1: h into the hidden columns of each layer's `xh`, c into `cell`."""
@@ -91,24 +94,16 @@ class FusedLSTMStep:
         """ids (rows,) -> logits (rows, vocab) for the first `rows` samples (all of them, except when a
         `RowStepper` steps fewer); the buffer is reused by the next call."""
         m = ids.size(0)
-        gates, sigmoids, candidate, cell_tanh = (
-            self.gates[:m],
-            self.sigmoids[:m],
-            self.candidate[:m],
-            self.cell_tanh[:m],
-        )
-        input_gate, forget_gate, output_gate = self.input_gate[:m], self.forget_gate[:m], self.output_gate[:m]
-        for n in range(self.layers):
-            rows = torch.index_select(self.table, 0, ids, out=self.rows[:m]) if n == 0 else None
-            gates.copy_(self.products[n](self.xh[n][:m], add=rows))
-            sigmoids.sigmoid_()
-            candidate.tanh_()
-            cell = self.cell[n, :m]
-            cell.mul_(forget_gate).addcmul_(input_gate, candidate)
-            hidden = self.xh[n][:m, self.inputs[n] :]
-            torch.mul(torch.tanh(cell, out=cell_tanh), output_gate, out=hidden)
-            if n + 1 < self.layers:
-                self.xh[n + 1][:m, : self.inputs[n + 1]].copy_(hidden)
+        views = self.views.get(m) or self.views.setdefault(m, self.views_of(m))
+        for n, (xh, cell, hidden, following) in enumerate(views.layers):
+            rows = torch.index_select(self.table, 0, ids, out=views.table_rows) if n == 0 else None
+            self.products[n](xh, add=rows, out=views.gates)
+            views.sigmoids.sigmoid_()
+            views.candidate.tanh_()
+            cell.mul_(views.forget_gate).addcmul_(views.input_gate, views.candidate)
+            torch.mul(torch.tanh(cell, out=views.cell_tanh), views.output_gate, out=hidden)
+            if following is not None:
+                following.copy_(hidden)
         if self.head is None:
             # Always blocks of ROW_BLOCK rows: torch's adaptive softmax picks its kernels by the number
             # of rows, and a row's last bits changed with it on some CPUs (from 9 rows up); computed in
@@ -118,8 +113,43 @@ class FusedLSTMStep:
                 block = self.adaptive.logits(self.head_rows[start : start + ROW_BLOCK])
                 end = min(start + ROW_BLOCK, m)
                 self.logits[start:end].copy_(block[: end - start])
-            return self.logits[:m]
-        return self.logits[:m].copy_(self.head(hidden))
+            return views.logits
+        return self.head(hidden, out=views.logits)
+
+    def views_of(self, m: int) -> StepViews:
+        """The buffers' first `m` rows, sliced once per number of rows rather than on every step."""
+        layers = []
+        for n in range(self.layers):
+            following = self.xh[n + 1][:m, : self.inputs[n + 1]] if n + 1 < self.layers else None
+            layers.append((self.xh[n][:m], self.cell[n, :m], self.xh[n][:m, self.inputs[n] :], following))
+        return StepViews(
+            gates=self.gates[:m],
+            sigmoids=self.sigmoids[:m],
+            candidate=self.candidate[:m],
+            input_gate=self.input_gate[:m],
+            forget_gate=self.forget_gate[:m],
+            output_gate=self.output_gate[:m],
+            cell_tanh=self.cell_tanh[:m],
+            table_rows=self.rows[:m],
+            layers=layers,
+            logits=self.logits[:m],
+        )
+
+
+@dataclass(frozen=True)
+class StepViews:
+    """`FusedLSTMStep`'s buffers cut to a step's rows; per layer (xh, cell, hidden, the next layer's input)."""
+
+    gates: torch.Tensor
+    sigmoids: torch.Tensor
+    candidate: torch.Tensor
+    input_gate: torch.Tensor
+    forget_gate: torch.Tensor
+    output_gate: torch.Tensor
+    cell_tanh: torch.Tensor
+    table_rows: torch.Tensor
+    layers: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]]
+    logits: torch.Tensor
 
 
 class Product:
@@ -131,14 +161,20 @@ class Product:
         self.bias = None if bias is None else bias.to(dtype)
         self.packed = onednn_packed(weight.to(dtype), batch)
         self.weight_t = weight.t().contiguous().to(dtype) if self.packed is None else None
+        self.writes_float32 = self.packed is None and dtype == torch.float32  # into a float32 `out` directly
 
-    def __call__(self, x: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, x: torch.Tensor, add: torch.Tensor | None = None, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The product; written into `out`, a float32 buffer, if given."""
+        if out is not None and not self.writes_float32:
+            return out.copy_(self(x, add))
         if self.packed is not None:
             if add is None:
                 return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
             return torch.ops.mkldnn._linear_pointwise.binary(x, add, self.packed, self.bias, "add")
         base = self.bias if add is None else add if self.bias is None else add + self.bias
-        return torch.mm(x, self.weight_t) if base is None else torch.addmm(base, x, self.weight_t)
+        return torch.mm(x, self.weight_t, out=out) if base is None else torch.addmm(base, x, self.weight_t, out=out)
 
 
 def onednn_packed(weight: torch.Tensor, batch: int) -> torch.Tensor | None:
@@ -232,12 +268,20 @@ class RowStepper:
         else:
             self.fused.move(src, dst)
 
-    @torch.inference_mode()
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Advances rows 0..len(ids)-1 by one id each; returns their next logits (a view of `logits`)."""
+        if torch.is_inference_mode_enabled():  # as a sampling step is: entering it again is Python work for nothing
+            return self.step_rows(ids)
+        with torch.inference_mode():
+            return self.step_rows(ids)
+
+    def step_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """`step`, in inference mode; rows needing no padding step on `ids` as they are, copied nowhere."""
         rows = ids.size(0)
-        padded = self.ids[: self.padded(rows)]
-        padded[:rows] = ids
+        size = self.padded(rows)
+        padded = ids if size == rows else self.ids[:size]
+        if size != rows:
+            padded[:rows] = ids
         if self.fused is not None:
             self.fused(padded)
         else:

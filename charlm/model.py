@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import threading
 from collections.abc import Callable, Iterator
@@ -332,6 +333,28 @@ def set_tf32(allowed: bool) -> None:
     torch.backends.cudnn.allow_tf32 = allowed
 
 
+def set_mode(model: CharLM, training: bool) -> None:
+    """`model.train(training)`, skipped when every module is in that mode already: train() sets the flag
+    on each module through nn.Module's __setattr__, and sampling enters and leaves `inference` once a
+    character (4,002 recursive train() calls per 2,000 characters)."""
+    if not in_mode(model, training):
+        model.train(training)
+
+
+def in_mode(model: nn.Module, training: bool) -> bool:
+    """Whether `model` and every module in it are in training mode (or all not): `modules()` without its
+    generators and names, as it is asked twice a character."""
+    unseen = [model]
+    while unseen:
+        module = unseen.pop()
+        if module is None:  # a child slot registered empty
+            continue
+        if module.training != training:
+            return False
+        unseen.extend(module._modules.values())
+    return True
+
+
 def leave_inference(key: CharLM | None, restore: Callable[[bool], object]) -> None:
     """One context's share of `key` given back; the last one out restores what the first one found."""
     with INSIDE_LOCK:
@@ -354,11 +377,11 @@ def inference(model: CharLM) -> Iterator[None]:
         with INSIDE_LOCK:
             for key, found, restore in (
                 (None, torch.backends.cudnn.allow_tf32, set_tf32),
-                (model, model.training, model.train),
+                (model, model.training, functools.partial(set_mode, model)),
             ):
                 INSIDE.setdefault(key, [0, found])[0] += 1
                 undo.callback(leave_inference, key, restore)
             set_tf32(False)
-            model.eval()
+            set_mode(model, False)
         with torch.inference_mode():
             yield

@@ -198,6 +198,21 @@ def test_inference_restores_tf32_when_restoring_the_mode_fails(model, monkeypatc
     assert torch.backends.cudnn.allow_tf32 is True and not INSIDE
 
 
+def test_sampling_a_model_in_eval_mode_switches_no_modes_per_character(model, monkeypatch):
+    """Each step enters and leaves `inference`, which called model.eval() and model.train(mode) every time:
+    a walk of every module setting its flag, twice a character, for a model already in eval mode. A model
+    in training mode is still switched, and switched back."""
+    switches = []
+    switch = torch.nn.Module.train
+    monkeypatch.setattr(torch.nn.Module, "train", lambda self, mode=True: switches.append(mode) or switch(self, mode))
+    text = charlm.generate(model, "ab", length=50, random_seed=1)
+    assert switches == [] and not model.training
+    model.train()
+    switches.clear()
+    assert charlm.generate(model, "ab", length=50, random_seed=1) == text
+    assert model.training and False in switches and switches[-1] is True
+
+
 def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mode():
     """As a web app's requests do: started together, each thread writes what it writes alone."""
     model, text = make_model("\nabcdefgh ", dropout=0.5).train(), "abc defg\n" * 20

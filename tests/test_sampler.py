@@ -74,15 +74,17 @@ def test_top_k_1_equals_greedy_and_greedy_takes_the_likeliest(model):
 def test_repetition_penalty_discourages_recent_characters():
     model = fixed_distribution(DISTRIBUTION)
 
-    def a_after_a(**options) -> float:
+    def a_after(char: str, **options) -> float:
         text = generate(model, "a", length=4000, temperature=1.0, random_seed=0, **options)[0]
-        after_a = [nxt for prev, nxt in itertools.pairwise(text) if prev == "a"]
-        return after_a.count("a") / len(after_a)
+        after = [nxt for prev, nxt in itertools.pairwise(text) if prev == char]
+        return after.count("a") / len(after)
 
-    assert abs(a_after_a() - 0.5) < 0.05
+    assert abs(a_after("a") - 0.5) < 0.05
     # window 1: only the previous character is penalized; its logit log(0.5) is tripled
     expected = 0.125 / (0.125 + 0.3 + 0.15 + 0.05)
-    assert abs(a_after_a(repetition_penalty=3.0, repetition_window=1) - expected) < 0.05
+    assert abs(a_after("a", repetition_penalty=3.0, repetition_window=1) - expected) < 0.05
+    after_b = 0.5 / (0.5 + 0.3**3 + 0.15 + 0.05)  # 'b' penalized, not the seed's 'a' any more
+    assert abs(a_after("b", repetition_penalty=3.0, repetition_window=1) - after_b) < 0.05
 
 
 def test_temperature_list_is_cycled_per_character():
@@ -467,3 +469,77 @@ def test_a_logit_bias_by_character_and_by_token_id_is_the_same_bias():
     by_char = generate(model, "a", length=300, random_seed=4, num_samples=2, logit_bias={"a": -100, "d": 2.5})
     assert by_char == generate(model, "a", length=300, random_seed=4, num_samples=2, logit_bias={0: -100, 3: 2.5})
     assert by_char != generate(model, "a", length=300, random_seed=4, num_samples=2)
+
+
+def test_a_lone_streams_step_makes_few_torch_calls(model):
+    """A lone stream's step is small tensors and Python around them, so its torch calls are its cost: a
+    2x512 stream ran at half the rate of its matrix products alone. A step made 99 calls: it sliced the
+    step's buffers anew, re-entered inference mode, and ran every decoding stage (bias, penalty, top-k,
+    top-p, greedy) to find, in a dozen tensor reductions, that no row used it."""
+    from torch.overrides import TorchFunctionMode
+
+    class Counted(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Counted.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    def calls_per_character(**options) -> float:
+        counts = []
+        for length in (0, 100):  # the difference is the steps'
+            Counted.calls = 0
+            with Counted():
+                generate(model, "ab", length=length, random_seed=0, **options)
+            counts.append(Counted.calls)
+        return (counts[1] - counts[0]) / 100
+
+    assert calls_per_character() <= 60
+    assert calls_per_character(greedy=True) <= 35
+
+
+def test_rows_joining_and_leaving_choose_what_each_chooses_alone():
+    """`choose` decides once which stages the live rows need (`StepPlan`), not every step: the plan must
+    follow rows that join, move, leave from the end, and change temperature. A greedy row's uniforms
+    are not drawn while every row is greedy for good; a penalized row keeps its recent ids when it joins
+    rows that kept none."""
+    from charlm.decoding import RowSampler
+
+    torch.manual_seed(0)
+    vocab, prime = 9, torch.tensor([1, 2, 3, 1])
+    bias = torch.tensor([0.0, 2.0, float("-inf"), 0.0, -1.5, 0.0, 1.0, 0.0, 0.5])
+    configs = {
+        "greedy": SampleConfig(greedy=True),
+        "tiny": SampleConfig(temperature=1e-50),  # greedy in float32
+        "plain": SampleConfig(temperature=1.3),
+        "penalized": SampleConfig(repetition_penalty=1.5),
+        "top-k": SampleConfig(top_k=3),
+        "schedule": SampleConfig(temperature=[0.7, 1e-50, 2.0]),
+        "nucleus": SampleConfig(top_p=0.6),
+    }
+    # step: what happens, in order: a sample joins at the end, or row r leaves (the last moves into its place)
+    events = {0: ["greedy", "tiny"], 40: ["plain"], 90: [0], 130: ["penalized"], 180: [0], 200: ["schedule"]}
+    events |= {260: [2, "nucleus"], 300: [0], 330: ["plain"], 360: ["penalized"], 380: [3, "top-k"]}
+    events |= {420: [1, 1], 470: [1]}
+    rows, alone, placed = RowSampler(4, vocab), {}, []
+    for step in range(520):
+        for event in events.get(step, []):
+            if isinstance(event, str):
+                name = f"{event} {step}"
+                seed = 10 + step
+                use_bias = bias if event in ("plain", "nucleus") else None
+                rows.set(len(placed), configs[event], seed, prime, bias=use_bias)
+                alone[name] = RowSampler(1, vocab)
+                alone[name].set(0, configs[event], seed, prime, bias=use_bias)
+                placed.append(name)
+            else:
+                last = len(placed) - 1
+                if event != last:
+                    rows.move(last, event)
+                placed[event] = placed[last]
+                placed.pop()
+        logits = torch.randn(len(placed), vocab) * 3
+        chosen = rows.choose(logits).tolist()
+        assert len(chosen) == len(placed)
+        for row, name in enumerate(placed):
+            assert chosen[row] == alone[name].choose(logits[row : row + 1]).item(), (step, name)

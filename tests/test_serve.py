@@ -1346,12 +1346,14 @@ def test_a_disconnected_stream_frees_its_row_at_once(server, client):
     assert active_streams(url) == 3
     stream.close()
     wait_until(lambda: active_streams(url) == 0, timeout=2)
-    with pytest.raises(httpx.ReadTimeout):  # a plain request whose client gives up is dropped too
+    # A plain request whose client gives up is dropped too. It gives up long before 2,000 steps can be
+    # made (one takes tens of microseconds at least): at 0.2 s, a fast step wrote them all in time.
+    with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             f"{url}/v1/completions",
             json={"prompt": "a", "max_tokens": 2000, "n": 2},
             headers={"Authorization": f"Bearer {KEY}"},
-            timeout=httpx.Timeout(5, read=0.2),
+            timeout=httpx.Timeout(5, read=0.02),
         )
     wait_until(lambda: active_streams(url) == 0, timeout=2)
 
