@@ -276,11 +276,13 @@ class RowStepper:
             return self.step_rows(ids)
 
     def step_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        """`step`, in inference mode; rows needing no padding step on `ids` as they are, copied nowhere."""
+        """`step`, in inference mode; rows needing no padding step on `ids` as they are, copied nowhere,
+        where they are on the model's device (a caller's CPU ids for a GPU model are copied there)."""
         rows = ids.size(0)
         size = self.padded(rows)
-        padded = ids if size == rows else self.ids[:size]
-        if size != rows:
+        as_given = size == rows and ids.device == self.ids.device and ids.dtype == self.ids.dtype
+        padded = ids if as_given else self.ids[:size]
+        if not as_given:
             padded[:rows] = ids
         if self.fused is not None:
             self.fused(padded)

@@ -368,3 +368,19 @@ def test_the_peer_timeout_is_every_backends_timeout(monkeypatch):
         group = dist.distributed_c10d._get_default_group()
         for device in ("cpu", "cuda") if ON_GPU else ("cpu",):
             assert group._get_backend(torch.device(device)).options._timeout == datetime.timedelta(seconds=7), device
+
+
+def test_a_row_stepper_on_the_gpu_steps_a_callers_cpu_ids_as_its_own(fox_file, tiny):
+    """A lone row steps on the ids it is given, uncopied: ids on another device (a caller's CPU ids for a
+    GPU model) are copied to the model's, and give what the same ids there give."""
+    from charlm.lstm_step import RowStepper
+
+    charlm.train(fox_file, out="run", **{**tiny, "device": DEVICE, "max_steps": 20})
+    model = charlm.load("run", device=DEVICE)
+    ids = torch.tensor([model.vocab.index[c] for c in "the quick"])
+    steps = []
+    for where in ("cpu", model.device):
+        stepper = RowStepper(model, 1, pad=False)
+        stepper.load(0, *stepper.prime(ids[:3]))
+        steps.append(torch.stack([stepper.step(ids[t : t + 1].to(where))[0].clone() for t in range(3, len(ids))]))
+    assert torch.equal(steps[0], steps[1])
