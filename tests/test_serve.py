@@ -510,9 +510,11 @@ def test_a_biased_request_is_the_same_text_beside_others_that_come_and_go(server
     url, _ = server
     client = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     ids = token_ids(client, "etaoin")
-    biased = {"prompt": "the ", "max_tokens": 400, "seed": 11, "temperature": 1.0,
+    # long enough to overlap for many of peak_streams' looks on a fast step too (60-330 tokens were over
+    # before a third stream was seen, once in a suite run)
+    biased = {"prompt": "the ", "max_tokens": 1000, "seed": 11, "temperature": 1.0,
               "logit_bias": {**{ids[c]: -100 for c in "eta"}, ids["o"]: 4}}  # fmt: skip
-    others = [{"prompt": "a", "max_tokens": 60 + 90 * i, "seed": i, "temperature": 0.8} for i in range(4)]
+    others = [{"prompt": "a", "max_tokens": 200 + 200 * i, "seed": i, "temperature": 0.8} for i in range(4)]
     alone = [client.completions.create(model="tiny", **options).choices[0].text for options in [biased, *others]]
 
     async def together() -> tuple[list[str], int]:
