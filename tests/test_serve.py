@@ -456,6 +456,12 @@ def test_seed_reproduces_and_no_seed_varies(client):
     assert complete(client) != complete(client)
 
 
+def test_unseeded_equal_prompts_of_one_request_are_sampled_apart(client):
+    """An unseeded request drew one random seed for all its prompts: a list of equal prompts (one
+    question asked n times, as a batch) came back as equal texts, where OpenAI samples each."""
+    assert len(set(complete(client, prompt=["the "] * 3, n=2))) == 6
+
+
 def test_stop_ends_before_the_stop_text_streamed_or_not(client):
     free = complete(client, seed=8, max_tokens=200)[0]
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=200, seed=8, stop=["e", "a"])
