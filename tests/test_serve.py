@@ -1913,6 +1913,22 @@ def test_chinese_text_goes_through_the_api_unescaped(client, server):
         assert seed not in raw and any("\u4e00" <= c <= "\u9fff" for c in raw)  # UTF-8, not \\u escapes
 
 
+@pytest.mark.parametrize("line_end", ["\u2028", "\u2029", "\x85"])
+def test_a_stream_holding_a_unicode_line_end_is_one_line_per_event_for_httpx(server, line_end):
+    """U+2028, U+2029 and U+0085, which JSON leaves unescaped, end a line for a reader that splits as
+    str.splitlines (httpx's iter_lines): an echoed prompt holding one split its event in two, and
+    json.loads of either half failed."""
+    prompt = f"the{line_end}cat"
+    body = {"prompt": prompt, "echo": True, "max_tokens": 3, "stream": True, "logprobs": 1}
+    with httpx.stream(
+        "POST", f"{server[0]}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines), lines
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks).startswith(prompt)
+
+
 def test_a_sentencepiece_model_counts_characters_not_pieces():
     from charlm.pieces import PieceVocab, train_model
 
