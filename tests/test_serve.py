@@ -1033,6 +1033,19 @@ def test_chat_fields_clients_send_by_default_are_accepted_at_their_neutral_value
         assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
 
 
+def test_chat_takes_the_fields_that_replace_user_as_it_takes_user(client):
+    """The client's chat.completions.create has `safety_identifier` and `prompt_cache_key`, which OpenAI
+    says replace the deprecated `user`: `user` was taken, they were 400 unrecognized."""
+    messages, extra = [{"role": "user", "content": "the "}], {"max_tokens": 20, "seed": 1}
+    plain = client.chat.completions.create(model="tiny", messages=messages, **extra).choices[0].message.content
+    for name in ("user", "safety_identifier", "prompt_cache_key"):
+        reply = client.chat.completions.create(model="tiny", messages=messages, **extra, **{name: "user-1"})
+        assert reply.choices[0].message.content == plain
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=messages, extra_body={name: 1})
+        assert caught.value.body["param"] == name and caught.value.body["code"] == "invalid_type"
+
+
 def test_openai_fields_given_as_null_are_taken_as_left_out(client):
     """The official client sends a field given as None as null (`tools=self.tools`, None when there are
     none), which OpenAI takes as not given: charlm answered 400 "unrecognized request argument supplied:
