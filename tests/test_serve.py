@@ -456,6 +456,12 @@ def test_seed_reproduces_and_no_seed_varies(client):
     assert complete(client) != complete(client)
 
 
+def test_unseeded_equal_prompts_of_one_request_are_sampled_apart(client):
+    """An unseeded request drew one random seed for all its prompts: a list of equal prompts (one
+    question asked n times, as a batch) came back as equal texts, where OpenAI samples each."""
+    assert len(set(complete(client, prompt=["the "] * 3, n=2))) == 6
+
+
 def test_stop_ends_before_the_stop_text_streamed_or_not(client):
     free = complete(client, seed=8, max_tokens=200)[0]
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=200, seed=8, stop=["e", "a"])
@@ -1025,6 +1031,19 @@ def test_chat_fields_clients_send_by_default_are_accepted_at_their_neutral_value
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model="tiny", messages=messages, extra_body={name: value})
         assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
+
+
+def test_chat_takes_the_fields_that_replace_user_as_it_takes_user(client):
+    """The client's chat.completions.create has `safety_identifier` and `prompt_cache_key`, which OpenAI
+    says replace the deprecated `user`: `user` was taken, they were 400 unrecognized."""
+    messages, extra = [{"role": "user", "content": "the "}], {"max_tokens": 20, "seed": 1}
+    plain = client.chat.completions.create(model="tiny", messages=messages, **extra).choices[0].message.content
+    for name in ("user", "safety_identifier", "prompt_cache_key"):
+        reply = client.chat.completions.create(model="tiny", messages=messages, **extra, **{name: "user-1"})
+        assert reply.choices[0].message.content == plain
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=messages, extra_body={name: 1})
+        assert caught.value.body["param"] == name and caught.value.body["code"] == "invalid_type"
 
 
 def test_openai_fields_given_as_null_are_taken_as_left_out(client):
@@ -1905,6 +1924,22 @@ def test_chinese_text_goes_through_the_api_unescaped(client, server):
         body = {"model": "zh", "prompt": seed, "max_tokens": 5, "stream": True}
         raw = httpx.post(f"{url}/v1/completions", json=body).text
         assert seed not in raw and any("\u4e00" <= c <= "\u9fff" for c in raw)  # UTF-8, not \\u escapes
+
+
+@pytest.mark.parametrize("line_end", ["\u2028", "\u2029", "\x85"])
+def test_a_stream_holding_a_unicode_line_end_is_one_line_per_event_for_httpx(server, line_end):
+    """U+2028, U+2029 and U+0085, which JSON leaves unescaped, end a line for a reader that splits as
+    str.splitlines (httpx's iter_lines): an echoed prompt holding one split its event in two, and
+    json.loads of either half failed."""
+    prompt = f"the{line_end}cat"
+    body = {"prompt": prompt, "echo": True, "max_tokens": 3, "stream": True, "logprobs": 1}
+    with httpx.stream(
+        "POST", f"{server[0]}/v1/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}
+    ) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines), lines
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[:-1]]
+    assert "".join(c["choices"][0]["text"] for c in chunks).startswith(prompt)
 
 
 def test_a_sentencepiece_model_counts_characters_not_pieces():

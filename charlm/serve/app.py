@@ -383,8 +383,17 @@ async def events(
         run.cancel()
 
 
+# Characters JSON leaves unescaped that Python's str.splitlines ends a line at (httpx's iter_lines, the
+# usual way to read events with httpx): an echoed prompt or a text holding one split its event's JSON in two
+LINE_ENDS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
 def event(body: dict) -> str:
-    return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+    """A server-sent event of `body`: one line of JSON for any reader's notion of a line."""
+    data = json.dumps(body, ensure_ascii=False)
+    for character, escaped in LINE_ENDS.items():
+        data = data.replace(character, escaped)
+    return f"data: {data}\n\n"
 
 
 def stream_completion(run: Completion) -> AsyncIterator[str]:

@@ -215,7 +215,9 @@ class Completion:
         self.prompt_chars = 0
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
-        self.seed = secrets.randbits(62) if params.seed is None else params.seed
+        # Each prompt's first seed; its sample i draws from that + i. Unseeded, each prompt draws its own:
+        # one for all made a list of equal prompts (a batch of one question) n equal texts.
+        self.seeds = [secrets.randbits(62) if params.seed is None else params.seed for _ in params.prompts]
         self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
         self.finished = False
@@ -267,11 +269,11 @@ class Completion:
             top_p=self.params.top_p,
             repetition_penalty=self.params.repetition_penalty,
         )
-        seeds = [self.seed + i for i in range(self.params.n)]
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
             raise APIError(503, "the server is shutting down", code="shutting_down")
-        for (seen, logits, state), echoed, begun in zip(primed, self.echoed, self.begun):
+        for (seen, logits, state), first, begun in zip(primed, self.seeds, self.begun):
+            seeds = [first + i for i in range(self.params.n)]
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
             job.logprobs, job.sink = self.params.logprobs, self.queue
             self.jobs.append(job)

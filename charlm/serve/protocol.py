@@ -97,7 +97,10 @@ COMMON = {
     "stream", "stop", "seed", "stream_options", "user", "logit_bias", *FORM_FIELDS,
 }  # fmt: skip
 COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo"}
-CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens"}
+# OpenAI's chat fields that name the end user or a cache bucket, which replace `user`: strings that change
+# nothing here (charlm caches no prompt), taken as `user` is
+USER_FIELDS = ("safety_identifier", "prompt_cache_key")
+CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", *USER_FIELDS}
 # OpenAI's fields charlm accepts at the value that changes nothing (of the same JSON type: `false` is
 # not 0), or null; chat clients send some of them by default.
 NEUTRAL = {
@@ -201,6 +204,7 @@ CHAT_SCHEMA = body_schema(
         "top_logprobs": {"type": "integer", "minimum": 0},
         "max_tokens": {"type": "integer", "minimum": 1},
         "max_completion_tokens": {"type": "integer", "minimum": 1},
+        **{name: {"type": "string"} for name in USER_FIELDS},
     },
     ["messages"],
 )
@@ -597,6 +601,8 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
     if newer is not None and given != newer:
         raise APIError(400, "max_tokens and max_completion_tokens disagree; give one", "max_tokens", "invalid_value")
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens))
+    for name in USER_FIELDS:
+        string(body, name)
     wants = boolean(body, "logprobs", False)
     top = integer(body, "top_logprobs", None, 0, MAX_LOGPROBS)
     if top is not None and not wants:
