@@ -10,6 +10,7 @@ import pty
 import random
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from tqdm import tqdm
 
 from charlm import bars, checkpoint, outputs, runs, sampler, scoring, sizing, summary, threads, tokens, train_state
@@ -211,6 +213,43 @@ def test_eval_shows_bars_while_reading_and_encoding_a_file_unless_quiet(trained,
     assert "encoding: 100%|" in shown.output and f"{chars}/{chars} [" in shown.output
     quiet = cli("eval", trained, str(fox_file), "--quiet")
     assert "reading" not in quiet.output and "encoding" not in quiet.output
+
+
+def bars_drawn(stderr: str) -> set[str]:
+    """The names of the progress bars drawn on `stderr` (training's, which has none: "training")."""
+    return {name or "training" for name in re.findall(r"(?:^|[\r\n])([^\r\n|]*?):? *\d+%\|", stderr)}
+
+
+def test_quiet_s_help_names_every_bar_it_hides(trained, fox_file, tmp_path, monkeypatch):
+    """`charlm eval --quiet` said "no progress bar" where eval draws up to three (reading, encoding,
+    scoring) and two more where the run's corpus is prepared again: every command's --quiet names the
+    bars the command draws without it, and hides them all."""
+    monkeypatch.setattr(bars, "LEAD_IN_SECONDS", 0)  # eval's reading and encoding bars: drawn at once
+    monkeypatch.setattr(scoring, "LEAD_IN_SECONDS", 0)
+    other = tmp_path / "other.txt"
+    other.write_text("a lazy dog and a quick fox by a brown dog\n" * 9, encoding="utf-8")
+    untrained = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    commands = [
+        ["train", str(other), "--out", "again", "--max-steps", "2", *untrained],
+        ["corpus", "prepare", str(other)],
+        ["eval", trained, str(other)],
+        ["eval", trained],  # the run's held-out text: its corpus prepared again
+        ["inspect", trained, str(other), "--output", "page.html", "--max-chars", "50"],
+    ]
+    for args in commands:
+        command = cli_module.main
+        for word in itertools.takewhile(lambda arg: not arg.startswith(("-", "/")) and arg != trained, args):
+            command = command.commands[word]
+        hides = next(option.help for option in command.params if option.name == "quiet")
+        drawn = {}
+        for quiet in ([], ["--quiet"]):
+            shutil.rmtree(tokens.CACHE_ROOT, ignore_errors=True)  # prepared again, under bars of its own
+            shutil.rmtree(runs.CHECKPOINT_ROOT / "again", ignore_errors=True)  # trained again
+            result = CliRunner().invoke(cli_module.main, [*args, *quiet])
+            assert result.exit_code == 0, result.output
+            drawn[bool(quiet)] = bars_drawn(result.stderr)
+        assert drawn[False] and not drawn[True], (args, drawn)
+        assert all(name in hides for name in drawn[False]), (args[0], drawn[False], hides)
 
 
 def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, monkeypatch):
