@@ -828,6 +828,47 @@ def test_a_half_verse_typed_in_a_terminal_is_finished_on_its_line(tmp_path):
     assert screen.startswith(f"> {typed}\n\x1b[1F\x1b[J> {copy}"), screen  # back on the typed line
 
 
+def shown_lines(screen: str) -> list[str]:
+    """The lines a terminal shows of `screen` (each shorter than the terminal is wide), after the one cursor
+    move charlm makes (`back_after`: up N lines to the first's start, the rest cleared). Any other escape
+    code fails the test: this reading would not know what it shows."""
+    lines, row = [""], 0
+    for part in re.split(r"(\x1b\[\d+F\x1b\[J)", screen):
+        if part.startswith("\x1b"):
+            row -= int(part[2:].split("F")[0])
+            assert row >= 0, screen
+            lines[row:] = [""]
+            continue
+        assert "\x1b" not in part and "\r" not in part, part
+        first, *rest = part.split("\n")
+        lines[row] += first
+        lines += rest
+        row += len(rest)
+    return lines
+
+
+def test_the_rest_of_a_verse_typed_after_a_stop_goes_on_on_its_line_on_the_screen(tmp_path):
+    """With --form, a turn stopped mid-verse (Ctrl-C, or --length, which stops it at the same character
+    every time, where a Ctrl-C lands where the model has got to) and the verse's rest typed: the rest is
+    the verse's (test_the_rest_of_a_verse_typed_after_ctrl_c_goes_on_on_its_line), and the screen shows it
+    so: one line, the verse whole after one prompt, no line break inside; the screen as --output's copy."""
+    from .test_forms import HAN, chinese_model
+
+    run_of(chinese_model(), tmp_path / "poems")
+    args = ["--form", "五言绝句", "--length", "1", "--random-seed", "3", "--output", "copy.txt"]
+    terminal = Terminal(str(tmp_path / "poems"), *args)
+    fcntl.ioctl(terminal.terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
+    begun, rest = HAN[:5] + "，" + HAN[5:7], HAN[50:52] + "。"  # two characters of the verse; its last two
+    terminal.type(begun.encode() + b"\n")  # the model writes one character: the verse's third
+    terminal.type(rest.encode() + b"\n")
+    terminal.type(b"\x04")
+    status, screen = terminal.end()
+    copy = (tmp_path / "copy.txt").read_text()
+    verse, *after = copy.removesuffix("\n").split("\n")
+    assert status == 0 and verse == begun + verse[len(begun)] + rest and len(after) == 1, copy
+    assert shown_lines(screen) == [f"> {verse}", *after, "> ", ""], screen
+
+
 def test_co_writing_at_a_terminal_edits_lines_and_ctrl_c_stops_only_the_model(trained, tmp_path):
     """A writer at a terminal: the arrow keys typed escape codes, which the model refused ('\\x1b' never
     seen), backspace over a Chinese character too; a pasted line past the terminal's 4,095 bytes lost
