@@ -116,7 +116,7 @@ def corpus_list() -> None:
 
 @corpus.command("get")
 @click.argument("name", shell_complete=completion.corpus_names)
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option("--quiet", is_flag=True, help="no download bar, no note while another process fetches NAME")
 def corpus_get(name: str, quiet: bool) -> None:
     """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
     if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
@@ -129,7 +129,12 @@ def corpus_get(name: str, quiet: bool) -> None:
 @corpus.command("prepare")
 @click.argument("paths", nargs=-1, required=True, shell_complete=completion.corpora)
 @options_of(Config, only=CORPUS_OPTIONS)
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="no progress bars (a catalog corpus's download; counting, training tokenizer, encoding), no notes: "
+    "only the summary",
+)
 def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     """Encode PATHS (files, folders of .txt files or catalog names, as `charlm train` takes them) into
     corpora/cache/ and print a summary."""
@@ -145,7 +150,12 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 @click.argument("files", nargs=-1, metavar="[FILES]...", shell_complete=completion.paths)
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILES")
 @device_option("whole texts")
-@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="no progress bars (reading, encoding and scoring FILES; preparing the run's corpus again: counting, "
+    "training tokenizer, encoding): only the scores",
+)
 def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
     or exported model folder); without FILES, of the run's held-out text (its validation split). Each
@@ -298,7 +308,12 @@ def serve(targets: tuple[str, ...], **given) -> None:
 )
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILE and --train-text")
 @device_option("one character a step")
-@click.option("--quiet", is_flag=True, help="no progress bar, no tables: only the page")
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="no progress bars (preparing the run's corpus again: counting, training tokenizer, encoding; the n-gram "
+    "model), no tables: only the page",
+)
 def inspect_command(
     paths: tuple[str, ...],
     output: str,

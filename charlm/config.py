@@ -111,8 +111,9 @@ class Config:
     # what the run says and saves
     quiet: bool = option(
         False,
-        "no progress bar, no choices said, no closing sample: only the done: line (and --sample-every's samples, "
-        "and warnings about the options given)",
+        "no progress bars (preparing the corpus: counting, training tokenizer, encoding; training), no choices "
+        "said, no closing sample: only the done: line (and --sample-every's samples, and warnings about the "
+        "options given)",
     )
     eval_every: int | None = option(
         None,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from . import threads
 from .bars import LEAD_IN_SECONDS, progress_bar
@@ -78,41 +79,83 @@ def total_bits(
     that were scored: several texts' sums give their joint bits per character. The first character's
     tokens are read, not scored (`first_character_tokens`). A character the model never saw (UNSEEN)
     is read, as a character it knows nothing about, and left out of the score: it has no probability
-    to score. `label` names the progress bar."""
+    to score. The text is cut into pieces scored side by side (`cut_into_pieces`, `warm_up`), a window
+    of EVAL_WINDOW tokens of each at a time (`window_of`, `window_nats`). `label` names the progress bar."""
     ids = as_ids(ids[: max_tokens + 1] if max_tokens is not None else ids)
     char_lengths = model.vocab.char_lengths()
     read = first_character_tokens(char_lengths, ids)
-    scored = len(ids) - 1  # every token but the first is predicted from the ones before it
-    pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
-    length = -(-scored // pieces)  # tokens each piece predicts; the last piece may predict fewer
-    starts = torch.arange(pieces) * length
-    device = model.device
-    total_nats = torch.zeros((), dtype=widest_float(device), device=device)
+    starts, length = cut_into_pieces(scored=len(ids) - 1)
+    total_nats = torch.zeros((), dtype=widest_float(model.device), device=model.device)
     chars = 0
-    bar = progress_bar(
-        total=spelled(char_lengths, ids[read:], seen_only=True)[0] if progress else None,
+    with scoring_bar(char_lengths, ids[read:], progress, label) as bar, inference(model):
+        state = warm_up(model, ids, starts)
+        for column in range(0, length, EVAL_WINDOW):
+            started = time.perf_counter()
+            window, counted = window_of(ids, starts, column, min(EVAL_WINDOW, length - column), read)
+            nats, state = window_nats(model, window, counted, state, total_nats.dtype)
+            total_nats += nats
+            window_chars = int(char_lengths[window[:, 1:][counted]].sum())
+            chars += window_chars
+            bar.update(window_chars)
+            threads.record(time.perf_counter() - started, int(counted.sum()), "score")
+    return total_nats.item() * LOG2E, chars
+
+
+def cut_into_pieces(scored: int) -> tuple[torch.Tensor, int]:
+    """Where each of the pieces scored side by side starts, and how many tokens each predicts (the last
+    may predict fewer), for a text whose `scored` tokens are predicted: up to EVAL_STREAMS pieces, each
+    long enough that reading the EVAL_WARMUP tokens before it costs little (PIECE_PER_WARMUP)."""
+    pieces = max(1, min(EVAL_STREAMS, scored // (EVAL_WARMUP * PIECE_PER_WARMUP)))
+    length = -(-scored // pieces)
+    return torch.arange(pieces) * length, length
+
+
+def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | None:
+    """Each piece's state at its start: the first starts the text (a fresh state, as in one pass);
+    every other reads the EVAL_WARMUP tokens before its start."""
+    if len(starts) == 1:
+        return None
+    before = starts[1:, None] - EVAL_WARMUP + torch.arange(EVAL_WARMUP)
+    _, state = model(ids[before].long().to(model.device))
+    return map_state(lambda s: torch.cat([torch.zeros_like(s[:, :1]), s], dim=1), state)
+
+
+def scoring_bar(char_lengths: torch.Tensor, scored_ids: torch.Tensor, progress: bool, label: str) -> tqdm:
+    """The bar over the characters `scored_ids` spell (those never seen left out), named `label`; a
+    disabled one, nothing counted, unless `progress`."""
+    return progress_bar(
+        total=spelled(char_lengths, scored_ids, seen_only=True)[0] if progress else None,
         disable=not progress,
         desc=label,
         unit="char",
         unit_scale=True,
         dynamic_ncols=True,
     )
-    with bar, inference(model):
-        state = warm_up(model, ids, starts)
-        for column in range(0, length, EVAL_WINDOW):
-            started = time.perf_counter()
-            positions = starts[:, None] + column + torch.arange(min(EVAL_WINDOW, length - column) + 1)
-            window = ids[positions.clamp(max=scored)].long()
-            targets = window[:, 1:]
-            # a last piece's columns past the end are not scored, nor those read, nor characters never seen
-            inside = (positions[:, 1:] <= scored) & (positions[:, 1:] >= read) & (targets != UNSEEN)
-            nats, state = model(window[:, :-1].to(device), state, targets.clamp(min=0).to(device))
-            total_nats += (nats.to(total_nats.dtype) * inside.to(device)).sum()
-            window_chars = int(char_lengths[targets[inside]].sum())
-            chars += window_chars
-            bar.update(window_chars)
-            threads.record(time.perf_counter() - started, int(inside.sum()), "score")
-    return total_nats.item() * LOG2E, chars
+
+
+def window_of(
+    ids: torch.Tensor, starts: torch.Tensor, column: int, width: int, read: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each piece's tokens `column` to `column + width` (one row a piece, int64): the last `width` are
+    predicted from those before them. And which predictions count: none past the text's end (the last
+    piece's), none of the first character's tokens (`read`), none of a character never seen."""
+    scored = len(ids) - 1
+    positions = starts[:, None] + column + torch.arange(width + 1)
+    window = ids[positions.clamp(max=scored)].long()
+    predicted = positions[:, 1:]
+    counted = (predicted <= scored) & (predicted >= read) & (window[:, 1:] != UNSEEN)
+    return window, counted
+
+
+def window_nats(
+    model: CharLM, window: torch.Tensor, counted: torch.Tensor, state: State | None, dtype: torch.dtype
+) -> tuple[torch.Tensor, State]:
+    """The nats the `counted` predictions of `window` cost, summed in `dtype`, and the state after it.
+    An UNSEEN target is scored as id 0 and left out."""
+    device = model.device
+    targets = window[:, 1:].clamp(min=0)
+    nats, state = model(window[:, :-1].to(device), state, targets.to(device))
+    return (nats.to(dtype) * counted.to(device)).sum(), state
 
 
 def text_bits(
@@ -260,16 +303,6 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
         f"({len(missing)} distinct: {shown}); their bits are the symbol's, which stands for every "
         "character training left out, not the probability of each"
     )
-
-
-def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | None:
-    """Each piece's state at its start: the first starts the text (a fresh state, as in one pass);
-    every other reads the EVAL_WARMUP tokens before its start."""
-    if len(starts) == 1:
-        return None
-    before = starts[1:, None] - EVAL_WARMUP + torch.arange(EVAL_WARMUP)
-    _, state = model(ids[before].long().to(model.device))
-    return map_state(lambda s: torch.cat([torch.zeros_like(s[:, :1]), s], dim=1), state)
 
 
 HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)

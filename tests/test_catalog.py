@@ -2,14 +2,17 @@
 
 import hashlib
 import http.server
+import shutil
 import threading
 import typing
 import zipfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from charlm import catalog
+from charlm.cli import main
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
@@ -97,6 +100,21 @@ def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch
     monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
     assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 100
+
+
+def test_corpus_get_draws_its_download_bar_unless_quiet(server, monkeypatch):
+    """`charlm corpus get --quiet` hides the download's bar, the only one it draws."""
+    folder, url = server
+    (folder / "tiny.txt").write_text("a small corpus\n" * 100)
+    data = (folder / "tiny.txt").read_bytes()
+    entry = catalog.Entry("tiny", "unused", "tiny.txt", len(data), hashlib.sha256(data).hexdigest(), "-", "-")
+    monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
+    for quiet, drawn in (([], True), (["--quiet"], False)):
+        shutil.rmtree(catalog.DOWNLOADS, ignore_errors=True)
+        result = CliRunner().invoke(main, ["corpus", "get", "tiny", *quiet])
+        assert result.exit_code == 0 and result.stdout == f"{catalog.DOWNLOADS / 'tiny.txt'}\n", result.output
+        assert ("tiny.txt: 100%|" in result.stderr) is drawn, result.stderr
 
 
 def test_a_copy_from_the_mirror_to_a_full_disk_says_what_to_do_and_leaves_no_part(monkeypatch):

@@ -10,6 +10,7 @@ import pty
 import random
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner
 from tqdm import tqdm
 
 from charlm import bars, checkpoint, outputs, runs, sampler, scoring, sizing, summary, threads, tokens, train_state
@@ -211,6 +213,43 @@ def test_eval_shows_bars_while_reading_and_encoding_a_file_unless_quiet(trained,
     assert "encoding: 100%|" in shown.output and f"{chars}/{chars} [" in shown.output
     quiet = cli("eval", trained, str(fox_file), "--quiet")
     assert "reading" not in quiet.output and "encoding" not in quiet.output
+
+
+def bars_drawn(stderr: str) -> set[str]:
+    """The names of the progress bars drawn on `stderr` (training's, which has none: "training")."""
+    return {name or "training" for name in re.findall(r"(?:^|[\r\n])([^\r\n|]*?):? *\d+%\|", stderr)}
+
+
+def test_quiet_s_help_names_every_bar_it_hides(trained, fox_file, tmp_path, monkeypatch):
+    """`charlm eval --quiet` said "no progress bar" where eval draws up to three (reading, encoding,
+    scoring) and two more where the run's corpus is prepared again: every command's --quiet names the
+    bars the command draws without it, and hides them all."""
+    monkeypatch.setattr(bars, "LEAD_IN_SECONDS", 0)  # eval's reading and encoding bars: drawn at once
+    monkeypatch.setattr(scoring, "LEAD_IN_SECONDS", 0)
+    other = tmp_path / "other.txt"
+    other.write_text("a lazy dog and a quick fox by a brown dog\n" * 9, encoding="utf-8")
+    untrained = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    commands = [
+        ["train", str(other), "--out", "again", "--max-steps", "2", *untrained],
+        ["corpus", "prepare", str(other)],
+        ["eval", trained, str(other)],
+        ["eval", trained],  # the run's held-out text: its corpus prepared again
+        ["inspect", trained, str(other), "--output", "page.html", "--max-chars", "50"],
+    ]
+    for args in commands:
+        command = cli_module.main
+        for word in itertools.takewhile(lambda arg: not arg.startswith(("-", "/")) and arg != trained, args):
+            command = command.commands[word]
+        hides = next(option.help for option in command.params if option.name == "quiet")
+        drawn = {}
+        for quiet in ([], ["--quiet"]):
+            shutil.rmtree(tokens.CACHE_ROOT, ignore_errors=True)  # prepared again, under bars of its own
+            shutil.rmtree(runs.CHECKPOINT_ROOT / "again", ignore_errors=True)  # trained again
+            result = CliRunner().invoke(cli_module.main, [*args, *quiet])
+            assert result.exit_code == 0, result.output
+            drawn[bool(quiet)] = bars_drawn(result.stderr)
+        assert drawn[False] and not drawn[True], (args, drawn)
+        assert all(name in hides for name in drawn[False]), (args[0], drawn[False], hides)
 
 
 def test_eval_names_a_file_it_cannot_read_before_scoring_any(trained, tmp_path, monkeypatch):
@@ -787,6 +826,47 @@ def test_a_half_verse_typed_in_a_terminal_is_finished_on_its_line(tmp_path):
     copy = (tmp_path / "copy.txt").read_text()
     assert status == 0 and copy.startswith(typed) and template_of("五言绝句").fits(copy.removesuffix("\n")), copy
     assert screen.startswith(f"> {typed}\n\x1b[1F\x1b[J> {copy}"), screen  # back on the typed line
+
+
+def shown_lines(screen: str) -> list[str]:
+    """The lines a terminal shows of `screen` (each shorter than the terminal is wide), after the one cursor
+    move charlm makes (`back_after`: up N lines to the first's start, the rest cleared). Any other escape
+    code fails the test: this reading would not know what it shows."""
+    lines, row = [""], 0
+    for part in re.split(r"(\x1b\[\d+F\x1b\[J)", screen):
+        if part.startswith("\x1b"):
+            row -= int(part[2:].split("F")[0])
+            assert row >= 0, screen
+            lines[row:] = [""]
+            continue
+        assert "\x1b" not in part and "\r" not in part, part
+        first, *rest = part.split("\n")
+        lines[row] += first
+        lines += rest
+        row += len(rest)
+    return lines
+
+
+def test_the_rest_of_a_verse_typed_after_a_stop_goes_on_on_its_line_on_the_screen(tmp_path):
+    """With --form, a turn stopped mid-verse (Ctrl-C, or --length, which stops it at the same character
+    every time, where a Ctrl-C lands where the model has got to) and the verse's rest typed: the rest is
+    the verse's (test_the_rest_of_a_verse_typed_after_ctrl_c_goes_on_on_its_line), and the screen shows it
+    so: one line, the verse whole after one prompt, no line break inside; the screen as --output's copy."""
+    from .test_forms import HAN, chinese_model
+
+    run_of(chinese_model(), tmp_path / "poems")
+    args = ["--form", "五言绝句", "--length", "1", "--random-seed", "3", "--output", "copy.txt"]
+    terminal = Terminal(str(tmp_path / "poems"), *args)
+    fcntl.ioctl(terminal.terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # 80 columns
+    begun, rest = HAN[:5] + "，" + HAN[5:7], HAN[50:52] + "。"  # two characters of the verse; its last two
+    terminal.type(begun.encode() + b"\n")  # the model writes one character: the verse's third
+    terminal.type(rest.encode() + b"\n")
+    terminal.type(b"\x04")
+    status, screen = terminal.end()
+    copy = (tmp_path / "copy.txt").read_text()
+    verse, *after = copy.removesuffix("\n").split("\n")
+    assert status == 0 and verse == begun + verse[len(begun)] + rest and len(after) == 1, copy
+    assert shown_lines(screen) == [f"> {verse}", *after, "> ", ""], screen
 
 
 def test_co_writing_at_a_terminal_edits_lines_and_ctrl_c_stops_only_the_model(trained, tmp_path):

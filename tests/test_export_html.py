@@ -204,6 +204,48 @@ def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp
     assert browser.find_element("id", "seed-error").text == "the sampler failed: out of memory"
 
 
+def said_failed_and_kept(driver, wait, failure: str, before: str) -> str:
+    """The page says the sampler failed (its role=alert region and status line), is no longer writing,
+    and keeps the text written until then: returns that text."""
+    wait(driver, 30).until(lambda d: d.find_element("id", "seed-error").text)
+    assert driver.find_element("id", "seed-error").text == f"the sampler failed: {failure}"
+    assert "the sampler failed" in driver.find_element("id", "status").text
+    assert driver.find_element("id", "text").get_attribute("aria-busy") == "false"
+    assert driver.find_element("id", "generate").is_enabled() and not driver.find_element("id", "stop").is_enabled()
+    assert driver.find_element("id", "continue").is_enabled()
+    made = made_text(driver)
+    assert made.startswith(before) and set(made) <= set(TEXT), made[:100]
+    return made
+
+
+@pytest.mark.slow
+def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browser):  # noqa: F811
+    """A worker that failed mid-generation (an error it did not catch, or one in its loop after some
+    characters were written) left the page "writing…" for ever, Stop lit and Generate dark: it says the
+    sampler failed, in its role=alert region as the serve page says its errors, stops writing and keeps
+    the text written so far."""
+    wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=128)).as_uri())
+    write(browser, seed="the quick ", length="2000000")
+    wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
+    before = made_text(browser)
+    browser.execute_script("worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
+    said_failed_and_kept(browser, wait, "out of memory", before)
+
+    # A worker whose loop throws at its 3,000th character: started again from the page's sampler, so changed
+    browser.execute_script(
+        """const sampler = document.getElementById("charlm-sampler");
+        sampler.textContent = sampler.textContent.replace("count++;",
+          "count++; if (count === 3000) throw new Error('the 3,000th character failed');");
+        worker.terminate();
+        delete document.body.dataset.ready;
+        start();"""
+    )
+    wait(browser, 15).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    write(browser, seed="the lazy ", length="2000000")
+    made = said_failed_and_kept(browser, wait, "the 3,000th character failed", "")
+    assert len(made) == 3000 and browser.find_element("id", "seed").get_attribute("value") == "the lazy "
+
+
 @pytest.mark.slow
 def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
     model = model_of("lstm", CHINESE, (6, 30), hidden=32)

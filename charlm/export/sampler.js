@@ -13,7 +13,8 @@
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
 // Messages out: ready, result {id, value}, chunk {id, text}, done {id, text, reason, seconds},
-// error {id, message, param} (param: "form", "template", "acrostic" or "ban" when the form is refused).
+// error {id, message, param} (param: "form", "template", "acrostic" or "ban" when the form is refused),
+// failed {id, message} (the generation broke off: its chunks so far are all it wrote).
 "use strict";
 
 const SLICE_MS = 50;  // generate this long between looks at the message queue (so Stop is heard)
@@ -529,18 +530,24 @@ function generate(request) {
   const slice = () => {
     const until = performance.now() + SLICE_MS;
     let piece = "";
-    while (count < options.length && performance.now() < until) {
-      for (let k = 0; k < 8 && count < options.length; k++) {
-        const id = choose(scores, model.V, options, uniform, probs, allowed(count));
-        piece += chars[id];
-        made += chars[id];
-        count++;
-        model.step(id, state, scores);
-        if ((options.stop && made.endsWith(options.stop)) || (form && begin + count >= form.size)) {
-          reason = "stop";  // the stop text, or the template written: the sample's natural end
-          count = options.length;
+    try {
+      while (count < options.length && performance.now() < until) {
+        for (let k = 0; k < 8 && count < options.length; k++) {
+          const id = choose(scores, model.V, options, uniform, probs, allowed(count));
+          piece += chars[id];
+          made += chars[id];
+          count++;
+          model.step(id, state, scores);
+          if ((options.stop && made.endsWith(options.stop)) || (form && begin + count >= form.size)) {
+            reason = "stop";  // the stop text, or the template written: the sample's natural end
+            count = options.length;
+          }
         }
       }
+    } catch (e) {  // a slice after the first runs from a timer, where no one would hear of it
+      if (piece) postMessage({ type: "chunk", id: request.id, text: piece });
+      postMessage({ type: "failed", id: request.id, message: e.message });
+      return;
     }
     if (piece) postMessage({ type: "chunk", id: request.id, text: piece });
     if (count >= options.length) finish();
