@@ -3,6 +3,7 @@ base recorded, --eval-also, and bad input refused in one line before anything is
 
 import hashlib
 import json
+import re
 
 import pytest
 import torch
@@ -286,6 +287,23 @@ def test_an_experiments_checkpoint_as_the_base_is_one_line_and_nothing_is_writte
     )
     assert_one_line_error(result, "--init-from", "embed.parts.bag.weight", "load it with the code that trained it")
     assert written(tmp_path) == before
+
+
+def test_a_fine_tune_killed_before_its_first_checkpoint_is_started_again_from_its_base(base, new_file, tiny):
+    """A fine-tune killed before its first checkpoint leaves run.json alone; --resume said "train again
+    (into this folder: --out RUN)", and that command trained from scratch in the fine-tune's place."""
+    charlm.train(new_file, out="tuned", init_from=base, **{**tiny, "max_steps": 2})
+    folder = runs.CHECKPOINT_ROOT / "tuned"
+    for name in (runs.BEST, runs.LATEST):
+        (folder / name).unlink()  # as a kill before the first checkpoint leaves it: run.json alone
+    base_path = str(runs.resolve(base).resolve())
+    again = f"train again (into this folder: --init-from {base_path} --out {folder})"
+    assert_one_line_error(cli("train", "--resume", "tuned"), again)
+    with pytest.raises(CharLMError, match=re.escape(f"(into this folder: init_from={base_path!r}, out='{folder}')")):
+        charlm.load("tuned")
+    args = ["train", str(new_file), "--init-from", base_path, "--out", str(folder), *TINY_LOOP_ARGS]
+    assert cli(*args, "--max-steps", "2").exit_code == 0  # the advice, followed
+    assert latest("tuned").base.path == base_path
 
 
 def test_out_with_resume_is_refused_before_the_run_is_touched(base):
