@@ -32,6 +32,8 @@ from .vocab import UNKNOWN, Vocabulary
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
 DEFAULTS = {"lr": 1e-3}  # in place of Config's, unless given; every other default is Config's
 LET_DECIDE = {"head": ("auto",)}  # an option's value that leaves the choice to charlm, here the base's
+PIECES_ONLY = ("spm_model", "vocab_size")  # a sentencepiece tokenizer's: nothing of a char base's
+CHAR_POLICY = ("min_count", "coverage")  # which new characters get ids: a kept sentencepiece tokenizer adds none
 SHOWN_NEW = 10  # new characters a fine-tune's start line names; the rest are counted
 
 
@@ -85,6 +87,8 @@ def shown(start: Start, name: str) -> str:
     """The base's option as a conflict names it: `auto, which chose full`, not `auto` alone, which left
     `--head adaptive (the base has auto)` unexplained; an unset one as what it came to."""
     value, real = getattr(start.checkpoint.config, name), resolved(start, name)
+    if name in PIECES_ONLY and start.checkpoint.vocab.one_char_per_id:  # not "None", Config's unused default
+        return f"{said('tokenizer', 'char')}: no pieces"
     if real is None or real == value:
         return str(value)
     return str(real) if value is None else f"{value}, which chose {real}"
@@ -106,6 +110,12 @@ def run_config(start: Start, options: dict) -> Config:
         for name in ARCHITECTURE
         if options.get(name) not in (None, getattr(base, name), resolved(start, name), *LET_DECIDE.get(name, ()))
     ]
+    if not start.checkpoint.vocab.one_char_per_id:  # taken silently (--coverage) or blamed on --tokenizer
+        conflicts += [
+            f"{said(name, options[name])} (the base's sentencepiece tokenizer is kept: new characters are spelled as bytes)"
+            for name in CHAR_POLICY
+            if options.get(name) not in (None, getattr(Config, name))
+        ]
     if conflicts:
         raise CharLMError(
             f"{said('init_from', start.record.run)}: {'; '.join(conflicts)}: the architecture comes from the base; "

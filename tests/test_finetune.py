@@ -243,6 +243,23 @@ def test_a_base_decides_its_options_before_they_are_checked_as_a_new_runs(base, 
     assert result.exit_code == 0, result.output  # the base's own size agrees
 
 
+def test_options_for_a_tokenizer_the_base_has_not_are_refused_saying_what_it_has(base, fox_file, new_file):
+    """A char base "had None" for --vocab-size and "bpe" for --spm-model (Config's unused defaults); on a
+    sentencepiece base, which keeps its tokenizer, --coverage did nothing without a word and --min-count
+    was blamed on --tokenizer, and its advice was --coverage."""
+    train = ["train", str(new_file), "--out", "tuned", "--max-steps", "2", *TINY_LOOP_ARGS, "--init-from"]
+    no_pieces = "(the base has --tokenizer char: no pieces)"
+    assert_one_line_error(cli(*train, base, "--vocab-size", "300"), f"--vocab-size 300 {no_pieces}", "from scratch")
+    assert_one_line_error(cli(*train, base, "--spm-model", "unigram"), f"--spm-model unigram {no_pieces}")
+    pieces = ["train", str(fox_file), "--out", "pieces", "--tokenizer", "sentencepiece", "--max-steps", "2"]
+    assert cli(*pieces, *TINY_ARGS).exit_code == 0
+    kept = "(the base's sentencepiece tokenizer is kept: new characters are spelled as bytes)"
+    assert_one_line_error(cli(*train, "pieces", "--coverage", "0.9"), f"--init-from pieces: --coverage 0.9 {kept}")
+    assert_one_line_error(cli(*train, "pieces", "--min-count", "2"), f"--init-from pieces: --min-count 2 {kept}")
+    assert not (runs.CHECKPOINT_ROOT / "tuned").exists()
+    assert cli(*train, "pieces", "--coverage", "1").exit_code == 0  # the default changes nothing: taken
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
