@@ -139,5 +139,8 @@ def new_characters_note(vocab: Vocabulary, base_size: int, config: Config) -> st
     if UNKNOWN in added:
         policy = [said("min_count", config.min_count)] * (config.min_count > 1)
         policy += [said("coverage", config.coverage)] * (config.coverage < 1)
-        note += f"; rarer ones ({', '.join(policy)}) read as the unknown symbol"
+        if policy:
+            note += f"; rarer ones ({', '.join(policy)}) read as the unknown symbol"
+        else:  # no policy left any out: the text holds the symbol itself (said "rarer ones ()")
+            note += f"; the text's {UNKNOWN!r} (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol"
     return note

@@ -396,6 +396,20 @@ def test_the_start_line_names_the_new_characters_and_not_the_unknown_symbol_as_o
     assert said in result.stderr
 
 
+def test_the_start_line_says_a_replacement_character_of_the_text_is_the_unknown_symbol(base, tmp_path):
+    """A text that holds U+FFFD (bytes a decoder could not read) gave the run the unknown symbol with no
+    --min-count or --coverage: the start line said "rarer ones () read as the unknown symbol"."""
+    (tmp_path / "garbled.txt").write_text(NEW_TEXT.replace("!", "\ufffd"), encoding="utf-8")
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", "garbled.txt", "--init-from", base, "--out", "tuned", "--max-steps", "1", "--sample-every", "0"]
+    result = cli(*args, *loop)
+    assert result.exit_code == 0, result.output
+    assert latest("tuned").vocab.unknown_id is not None and "()" not in result.stderr
+    assert (
+        "; the text's '\ufffd' (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol\n" in result.stderr
+    )
+
+
 def test_inspect_held_out_of_a_fine_tune_reads_the_text_its_validation_scored(fox_file, new_file, tiny):
     """inspect --held-out prepared a fine-tune's corpus again without its base vocabulary: under --min-count
     the base's characters rare in the new text read as the unknown symbol, so it inspected another text."""
