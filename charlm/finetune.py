@@ -39,10 +39,12 @@ SHOWN_NEW = 10  # new characters a fine-tune's start line names; the rest are co
 
 @dataclass
 class Start:
-    """What a fine-tuning run starts from: the base's checkpoint, and the record of it the run keeps."""
+    """What a fine-tuning run starts from: the base's checkpoint, the record of it the run keeps, and
+    which of `DEFAULTS` the run takes (those not given: its plan says why they are what they are)."""
 
     checkpoint: Checkpoint
     record: Base
+    defaulted: tuple[str, ...] = ()
 
     def model(self, vocab: Vocabulary, dropout: float) -> CharLM:
         """The base's model with the run's dropout, grown over `vocab` (the base's, extended)."""
@@ -99,6 +101,11 @@ def alone(options: dict) -> Config:
     are compared with the base's (`run_config`), not with Config's defaults (`--vocab-size` on a
     sentencepiece base was refused as needing `--tokenizer sentencepiece`)."""
     return Config(**{name: value for name, value in options.items() if name not in ARCHITECTURE})
+
+
+def taking_defaults(start: Start, options: dict) -> Start:
+    """`start`, knowing which of `DEFAULTS` the run takes: those `options` do not give."""
+    return dataclasses.replace(start, defaulted=tuple(name for name in DEFAULTS if name not in options))
 
 
 def run_config(start: Start, options: dict) -> Config:

@@ -186,6 +186,27 @@ def test_the_cadence_follows_the_new_text_and_dropout_is_the_bases_unless_given(
     assert more.plan.reasons["dropout"] == "given"
 
 
+def test_the_learning_rate_a_fine_tune_takes_is_said_and_kept_with_its_reason(base, new_file, tiny, capsys):
+    """A fine-tune trained at --lr 0.001 where `charlm train --help` says 0.005: run.json kept no reason
+    for it and `charlm info` showed a bare `lr 0.001`, nor did the run say it."""
+    options = {**tiny, "max_steps": 2, "quiet": False}
+    del options["hidden"], options["layers"]
+    trainer = api.start_finetune(base, options, [str(new_file)], "tuned")
+    taken = "--lr 0.001: fine-tuning's default, gentler than a new run's 0.005"
+    assert trainer.config.lr == 0.001 and trainer.plan.reasons["lr"] == taken
+    assert "lr=0.001: fine-tuning's default" in capsys.readouterr().err  # said as Python writes it
+    trainer.fit()
+    rows = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
+    assert rows["lr"] == "0.001 (fine-tuning's default, gentler than a new run's 0.005)"
+    assert cli("train", "--resume", "tuned", "--max-steps", "3", "--lr", "0.0005", "--quiet").exit_code == 0
+    assert (
+        dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())["lr"]
+        == "0.0005 (given when resumed)"
+    )
+    given = api.start_finetune(base, {**options, "lr": 0.002}, [str(new_file)], "given")
+    assert given.config.lr == 0.002 and given.plan.reasons["lr"] == "given"
+
+
 def test_a_fine_tuning_run_resumes_exactly(base, new_file, tiny):
     options = {**tiny, "min_lr_ratio": 1.0}  # a flat learning rate, so 10 steps then 15 more are the 25-step run
     charlm.train(new_file, out="whole", init_from=base, **{**options, "max_steps": 25})
