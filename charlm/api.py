@@ -154,7 +154,7 @@ def start_finetune(
 ) -> Trainer:
     """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
     read and the options checked before anything is written."""
-    start = finetune.read_base(init_from, charlm_model=build is None)
+    start = finetune.taking_defaults(finetune.read_base(init_from, charlm_model=build is None), options)
     return start_run(finetune.run_config(start, options), sources, out, ranks, start, build)
 
 

@@ -32,15 +32,19 @@ from .vocab import UNKNOWN, Vocabulary
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
 DEFAULTS = {"lr": 1e-3}  # in place of Config's, unless given; every other default is Config's
 LET_DECIDE = {"head": ("auto",)}  # an option's value that leaves the choice to charlm, here the base's
+PIECES_ONLY = ("spm_model", "vocab_size")  # a sentencepiece tokenizer's: nothing of a char base's
+CHAR_POLICY = ("min_count", "coverage")  # which new characters get ids: a kept sentencepiece tokenizer adds none
 SHOWN_NEW = 10  # new characters a fine-tune's start line names; the rest are counted
 
 
 @dataclass
 class Start:
-    """What a fine-tuning run starts from: the base's checkpoint, and the record of it the run keeps."""
+    """What a fine-tuning run starts from: the base's checkpoint, the record of it the run keeps, and
+    which of `DEFAULTS` the run takes (those not given: its plan says why they are what they are)."""
 
     checkpoint: Checkpoint
     record: Base
+    defaulted: tuple[str, ...] = ()
 
     def model(self, vocab: Vocabulary, dropout: float) -> CharLM:
         """The base's model with the run's dropout, grown over `vocab` (the base's, extended)."""
@@ -85,6 +89,8 @@ def shown(start: Start, name: str) -> str:
     """The base's option as a conflict names it: `auto, which chose full`, not `auto` alone, which left
     `--head adaptive (the base has auto)` unexplained; an unset one as what it came to."""
     value, real = getattr(start.checkpoint.config, name), resolved(start, name)
+    if name in PIECES_ONLY and start.checkpoint.vocab.one_char_per_id:  # not "None", Config's unused default
+        return f"{said('tokenizer', 'char')}: no pieces"
     if real is None or real == value:
         return str(value)
     return str(real) if value is None else f"{value}, which chose {real}"
@@ -97,6 +103,11 @@ def alone(options: dict) -> Config:
     return Config(**{name: value for name, value in options.items() if name not in ARCHITECTURE})
 
 
+def taking_defaults(start: Start, options: dict) -> Start:
+    """`start`, knowing which of `DEFAULTS` the run takes: those `options` do not give."""
+    return dataclasses.replace(start, defaulted=tuple(name for name in DEFAULTS if name not in options))
+
+
 def run_config(start: Start, options: dict) -> Config:
     """The new run's options: the base's architecture, `DEFAULTS`, then `options` (which may not
     contradict the architecture)."""
@@ -106,6 +117,12 @@ def run_config(start: Start, options: dict) -> Config:
         for name in ARCHITECTURE
         if options.get(name) not in (None, getattr(base, name), resolved(start, name), *LET_DECIDE.get(name, ()))
     ]
+    if not start.checkpoint.vocab.one_char_per_id:  # taken silently (--coverage) or blamed on --tokenizer
+        conflicts += [
+            f"{said(name, options[name])} (the base's sentencepiece tokenizer is kept: new characters are spelled as bytes)"
+            for name in CHAR_POLICY
+            if options.get(name) not in (None, getattr(Config, name))
+        ]
     if conflicts:
         raise CharLMError(
             f"{said('init_from', start.record.run)}: {'; '.join(conflicts)}: the architecture comes from the base; "
@@ -129,5 +146,8 @@ def new_characters_note(vocab: Vocabulary, base_size: int, config: Config) -> st
     if UNKNOWN in added:
         policy = [said("min_count", config.min_count)] * (config.min_count > 1)
         policy += [said("coverage", config.coverage)] * (config.coverage < 1)
-        note += f"; rarer ones ({', '.join(policy)}) read as the unknown symbol"
+        if policy:
+            note += f"; rarer ones ({', '.join(policy)}) read as the unknown symbol"
+        else:  # no policy left any out: the text holds the symbol itself (said "rarer ones ()")
+            note += f"; the text's {UNKNOWN!r} (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol"
     return note

@@ -23,7 +23,8 @@ The rules:
 - a fine-tuning run's cadence follows the passes over its new text like any run's; its dropout is the
   base's unless given: on tangshi300 dropout fitted to the passes (0.33, 0.5) was 0.02-0.03 bpc worse
   than the base's 0.1, and the early stop (--patience) is what ends the memorizing (docs/benchmarks.md,
-  "Small texts");
+  "Small texts"); its learning rate is finetune.DEFAULTS' gentler one unless given, said and kept with
+  its reason as a fitted option is;
 - the hidden size and the GPU's batch: sizing.py; the size fits the characters the run will really
   see: --max-time's at the probed speed or --max-steps', whichever are fewer.
 """
@@ -46,8 +47,8 @@ from .config import PLANNED, Config
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
-from .fields import as_said, said
-from .finetune import ARCHITECTURE, Start
+from .fields import as_said, option_name, said
+from .finetune import ARCHITECTURE, DEFAULTS, Start
 from .model import auto_head_reason
 from .tokens import TokenCorpus, read_eval_also
 from .train_state import check_data
@@ -123,6 +124,11 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
             tqdm.write(as_said(line, Config), file=sys.stderr)
         return line
 
+    if start is not None:  # a trained model's gentler start (finetune.DEFAULTS), said as a fitted option is
+        for name in DEFAULTS:
+            value, new_runs = getattr(config, name), getattr(Config, name)
+            taken = f"--{option_name(name)} {value:g}: fine-tuning's default, gentler than a new run's {new_runs:g}"
+            reasons[name] = say(taken) if name in start.defaulted else GIVEN
     if start is not None and config.dropout is None:  # measured: better than fitting it (module docstring)
         config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
         reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {start.record.run}")
@@ -279,7 +285,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
         )
     reasons = (runs.read_run_info(run_dir) or {}).get("reasons")
     reasons = reasons if isinstance(reasons, dict) else {}  # a damaged run.json loses the reasons, not the run
-    reasons = {**reasons, **{name: "given when resumed" for name in overrides if name in (*PLANNED, "precision")}}
+    given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
+    reasons = {**reasons, **{name: "given when resumed" for name in given_now}}
     if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree
         reasons["precision"] = auto_precision_reason(resolve_device(config.device, ranks.local_rank, ranks.world))
     return RunPlan(config, run_dir, reasons, None, saved.base)

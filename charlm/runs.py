@@ -25,7 +25,7 @@ import filelock
 
 from . import files, hub
 from .errors import CharLMError
-from .fields import call, flags_said, said
+from .fields import call, flags_said, said, together
 
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
@@ -356,7 +356,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         if (path / RUN_INFO).is_file():  # a run killed before its first checkpoint: nothing to go on from
             raise CharLMError(
                 f"{path}: its run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
-                f"train again (into this folder: {said('out', path)})"
+                f"train again (into this folder: {train_again_options(path)})"
             )
         raise CharLMError(
             f"{path}: run folder holds no checkpoint ({BEST} or {LATEST}); name another run (`charlm runs` "
@@ -390,6 +390,16 @@ def modified(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def train_again_options(run_dir: Path) -> str:
+    """The options that start a run killed before its first checkpoint again in its folder: `--out` and,
+    for a fine-tune, `--init-from` its base (run.json's), which `--out` alone left out: the run it
+    advised trained from scratch in the fine-tune's place."""
+    base = (read_run_info(run_dir) or {}).get("base")
+    path = base.get("path") if isinstance(base, dict) else None
+    start = [said("init_from", path)] if isinstance(path, str) and path else []
+    return together(*start, said("out", run_dir))
 
 
 def still_training(run_dir: Path, pid: int | None) -> str:

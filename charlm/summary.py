@@ -8,6 +8,7 @@ from __future__ import annotations
 from .checkpoint import Checkpoint
 from .config import LAUNCH_OPTIONS, PLANNED
 from .fields import option_name
+from .finetune import DEFAULTS
 
 
 def rows(saved: Checkpoint, reasons: dict | None = None) -> list[tuple[str, str]]:
@@ -47,7 +48,7 @@ def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:
     shown |= {name: "none" for name in ("max_steps", "max_time") if config[name] is None}
     if config["patience"] == 0:
         shown["patience"] = "0 (never stops early)"
-    for name in PLANNED:
+    for name in (*PLANNED, *DEFAULTS):  # the fitted options, and a fine-tune's defaults (its plan says why)
         if isinstance(reasons.get(name), str):
             shown[name] = f"{config[name]} ({reason_text(name, config[name], reasons[name])})"
     return [(name, shown.get(name, str(value))) for name, value in config.items() if name not in unused]

@@ -3,6 +3,7 @@ base recorded, --eval-also, and bad input refused in one line before anything is
 
 import hashlib
 import json
+import re
 
 import pytest
 import torch
@@ -185,6 +186,27 @@ def test_the_cadence_follows_the_new_text_and_dropout_is_the_bases_unless_given(
     assert more.plan.reasons["dropout"] == "given"
 
 
+def test_the_learning_rate_a_fine_tune_takes_is_said_and_kept_with_its_reason(base, new_file, tiny, capsys):
+    """A fine-tune trained at --lr 0.001 where `charlm train --help` says 0.005: run.json kept no reason
+    for it and `charlm info` showed a bare `lr 0.001`, nor did the run say it."""
+    options = {**tiny, "max_steps": 2, "quiet": False}
+    del options["hidden"], options["layers"]
+    trainer = api.start_finetune(base, options, [str(new_file)], "tuned")
+    taken = "--lr 0.001: fine-tuning's default, gentler than a new run's 0.005"
+    assert trainer.config.lr == 0.001 and trainer.plan.reasons["lr"] == taken
+    assert "lr=0.001: fine-tuning's default" in capsys.readouterr().err  # said as Python writes it
+    trainer.fit()
+    rows = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
+    assert rows["lr"] == "0.001 (fine-tuning's default, gentler than a new run's 0.005)"
+    assert cli("train", "--resume", "tuned", "--max-steps", "3", "--lr", "0.0005", "--quiet").exit_code == 0
+    assert (
+        dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())["lr"]
+        == "0.0005 (given when resumed)"
+    )
+    given = api.start_finetune(base, {**options, "lr": 0.002}, [str(new_file)], "given")
+    assert given.config.lr == 0.002 and given.plan.reasons["lr"] == "given"
+
+
 def test_a_fine_tuning_run_resumes_exactly(base, new_file, tiny):
     options = {**tiny, "min_lr_ratio": 1.0}  # a flat learning rate, so 10 steps then 15 more are the 25-step run
     charlm.train(new_file, out="whole", init_from=base, **{**options, "max_steps": 25})
@@ -242,6 +264,23 @@ def test_a_base_decides_its_options_before_they_are_checked_as_a_new_runs(base, 
     assert result.exit_code == 0, result.output  # the base's own size agrees
 
 
+def test_options_for_a_tokenizer_the_base_has_not_are_refused_saying_what_it_has(base, fox_file, new_file):
+    """A char base "had None" for --vocab-size and "bpe" for --spm-model (Config's unused defaults); on a
+    sentencepiece base, which keeps its tokenizer, --coverage did nothing without a word and --min-count
+    was blamed on --tokenizer, and its advice was --coverage."""
+    train = ["train", str(new_file), "--out", "tuned", "--max-steps", "2", *TINY_LOOP_ARGS, "--init-from"]
+    no_pieces = "(the base has --tokenizer char: no pieces)"
+    assert_one_line_error(cli(*train, base, "--vocab-size", "300"), f"--vocab-size 300 {no_pieces}", "from scratch")
+    assert_one_line_error(cli(*train, base, "--spm-model", "unigram"), f"--spm-model unigram {no_pieces}")
+    pieces = ["train", str(fox_file), "--out", "pieces", "--tokenizer", "sentencepiece", "--max-steps", "2"]
+    assert cli(*pieces, *TINY_ARGS).exit_code == 0
+    kept = "(the base's sentencepiece tokenizer is kept: new characters are spelled as bytes)"
+    assert_one_line_error(cli(*train, "pieces", "--coverage", "0.9"), f"--init-from pieces: --coverage 0.9 {kept}")
+    assert_one_line_error(cli(*train, "pieces", "--min-count", "2"), f"--init-from pieces: --min-count 2 {kept}")
+    assert not (runs.CHECKPOINT_ROOT / "tuned").exists()
+    assert cli(*train, "pieces", "--coverage", "1").exit_code == 0  # the default changes nothing: taken
+
+
 # -- bad input ---------------------------------------------------------------------------------
 
 
@@ -286,6 +325,23 @@ def test_an_experiments_checkpoint_as_the_base_is_one_line_and_nothing_is_writte
     )
     assert_one_line_error(result, "--init-from", "embed.parts.bag.weight", "load it with the code that trained it")
     assert written(tmp_path) == before
+
+
+def test_a_fine_tune_killed_before_its_first_checkpoint_is_started_again_from_its_base(base, new_file, tiny):
+    """A fine-tune killed before its first checkpoint leaves run.json alone; --resume said "train again
+    (into this folder: --out RUN)", and that command trained from scratch in the fine-tune's place."""
+    charlm.train(new_file, out="tuned", init_from=base, **{**tiny, "max_steps": 2})
+    folder = runs.CHECKPOINT_ROOT / "tuned"
+    for name in (runs.BEST, runs.LATEST):
+        (folder / name).unlink()  # as a kill before the first checkpoint leaves it: run.json alone
+    base_path = str(runs.resolve(base).resolve())
+    again = f"train again (into this folder: --init-from {base_path} --out {folder})"
+    assert_one_line_error(cli("train", "--resume", "tuned"), again)
+    with pytest.raises(CharLMError, match=re.escape(f"(into this folder: init_from={base_path!r}, out='{folder}')")):
+        charlm.load("tuned")
+    args = ["train", str(new_file), "--init-from", base_path, "--out", str(folder), *TINY_LOOP_ARGS]
+    assert cli(*args, "--max-steps", "2").exit_code == 0  # the advice, followed
+    assert latest("tuned").base.path == base_path
 
 
 def test_out_with_resume_is_refused_before_the_run_is_touched(base):
@@ -359,6 +415,20 @@ def test_the_start_line_names_the_new_characters_and_not_the_unknown_symbol_as_o
     assert result.exit_code == 0, result.output
     said = "; 1 new character: 'O'; rarer ones (--min-count 31) read as the unknown symbol\n"
     assert said in result.stderr
+
+
+def test_the_start_line_says_a_replacement_character_of_the_text_is_the_unknown_symbol(base, tmp_path):
+    """A text that holds U+FFFD (bytes a decoder could not read) gave the run the unknown symbol with no
+    --min-count or --coverage: the start line said "rarer ones () read as the unknown symbol"."""
+    (tmp_path / "garbled.txt").write_text(NEW_TEXT.replace("!", "\ufffd"), encoding="utf-8")
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", "garbled.txt", "--init-from", base, "--out", "tuned", "--max-steps", "1", "--sample-every", "0"]
+    result = cli(*args, *loop)
+    assert result.exit_code == 0, result.output
+    assert latest("tuned").vocab.unknown_id is not None and "()" not in result.stderr
+    assert (
+        "; the text's '\ufffd' (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol\n" in result.stderr
+    )
 
 
 def test_inspect_held_out_of_a_fine_tune_reads_the_text_its_validation_scored(fox_file, new_file, tiny):
