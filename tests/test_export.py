@@ -80,6 +80,27 @@ def test_safetensors_folder_loads_everywhere_a_checkpoint_does(tmp_path, cell, c
     assert info.exit_code == 0 and "model.safetensors" in info.output and f"2x24 {cell}" in info.output
 
 
+@pytest.mark.parametrize(
+    ("cell", "chars", "cutoffs"), [("lstm", TEXT, ()), ("gru", CHINESE, (8, 20)), ("rnn", TEXT, ())]
+)
+def test_the_docs_plain_torch_loader_reads_a_model_folder_without_charlm(tmp_path, cell, chars, cutoffs):
+    """docs/export.md said only that model.safetensors holds "the weights, by their PyTorch names": a user
+    without charlm had to guess the modules, the adaptive head's division and what head.rank is. Its plain
+    torch block, run where importing charlm fails, gives charlm's log-probabilities."""
+    model = model_of(cell, chars, cutoffs)
+    run = run_of(model, tmp_path / "run")
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub")).exit_code == 0
+    text = (chars * 3)[:40]
+    example = docs_block("python", "safetensors.torch").replace('"shakespeare-model"', '"hub"')
+    example = example.replace('"ROMEO:"', repr(text)) + "print(json.dumps(logprobs[0].tolist()))\n"
+    result = run_without("charlm", example, tmp_path)
+    assert result.returncode == 0, result.stderr
+    likeliest, printed = result.stdout[:-1].rsplit("\n", 1)  # the docs' line, then the log-probabilities
+    expected = torch.log_softmax(logits(model, text).double(), -1)
+    assert np.abs(np.array(json.loads(printed)) - expected.numpy()).max() < 1e-5
+    assert likeliest == model.vocab.chars[int(expected[-1].argmax())]
+
+
 def test_safetensors_folder_holds_no_pickle(tmp_path):
     run = run_of(model_of(), tmp_path / "run")
     cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub"))
