@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import unicodedata
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, export
+from charlm import checkpoint, export, sampler
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
 from charlm.export import FORMATS
@@ -76,6 +78,27 @@ def test_safetensors_folder_loads_everywhere_a_checkpoint_does(tmp_path, cell, c
     assert from_hub.exit_code == 0 and from_hub.output == from_run.output
     info = cli("info", str(tmp_path / "hub"))
     assert info.exit_code == 0 and "model.safetensors" in info.output and f"2x24 {cell}" in info.output
+
+
+@pytest.mark.parametrize(
+    ("cell", "chars", "cutoffs"), [("lstm", TEXT, ()), ("gru", CHINESE, (8, 20)), ("rnn", TEXT, ())]
+)
+def test_the_docs_plain_torch_loader_reads_a_model_folder_without_charlm(tmp_path, cell, chars, cutoffs):
+    """docs/export.md said only that model.safetensors holds "the weights, by their PyTorch names": a user
+    without charlm had to guess the modules, the adaptive head's division and what head.rank is. Its plain
+    torch block, run where importing charlm fails, gives charlm's log-probabilities."""
+    model = model_of(cell, chars, cutoffs)
+    run = run_of(model, tmp_path / "run")
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub")).exit_code == 0
+    text = (chars * 3)[:40]
+    example = docs_block("python", "safetensors.torch").replace('"shakespeare-model"', '"hub"')
+    example = example.replace('"ROMEO:"', repr(text)) + "print(json.dumps(logprobs[0].tolist()))\n"
+    result = run_without("charlm", example, tmp_path)
+    assert result.returncode == 0, result.stderr
+    likeliest, printed = result.stdout[:-1].rsplit("\n", 1)  # the docs' line, then the log-probabilities
+    expected = torch.log_softmax(logits(model, text).double(), -1)
+    assert np.abs(np.array(json.loads(printed)) - expected.numpy()).max() < 1e-5
+    assert likeliest == model.vocab.chars[int(expected[-1].argmax())]
 
 
 def test_safetensors_folder_holds_no_pickle(tmp_path):
@@ -316,22 +339,61 @@ def test_the_exports_log_writes_a_chinese_path_as_text_one_record_a_line(tmp_pat
     assert [line.split()[1] for line in info.splitlines() if line.startswith("exports")] == ["safetensors"], info
 
 
+def docs_block(language: str, holding: str) -> str:
+    """The first ```LANGUAGE block of docs/export.md that holds `holding`, as a user copies it."""
+    docs = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
+    return next(block for block in docs.split(f"```{language}\n")[1:] if holding in block).split("```")[0]
+
+
+def run_without(blocked: str, script: str, folder: Path) -> subprocess.CompletedProcess:
+    """`script` in a Python process of its own in `folder`, where importing `blocked` fails."""
+    script = f"import sys\nsys.modules[{blocked!r}] = None  # importing it now fails\n" + script
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def docs_onnx_example(seed: str, length: int, temperature: float, top_p: float) -> str:
+    """docs/export.md's onnxruntime loop with its first line (the options) set to these."""
+    example = docs_block("python", "onnxruntime")
+    options = example.splitlines()[0]
+    assert options.startswith("seed, length, temperature, top_p = "), options
+    return example.replace(options, f"seed, length, temperature, top_p = {seed!r}, {length}, {temperature}, {top_p}", 1)
+
+
 def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
     import_or_missing("onnxruntime")
-    docs = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
-    example = next(block for block in docs.split("```python\n")[1:] if "onnxruntime" in block).split("```")[0]
     run = run_of(model_of(), tmp_path / "run")
     assert cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "model.onnx")).exit_code == 0
-    script = "import sys\nsys.modules['torch'] = None  # importing torch now fails\n" + example.replace(
-        "ROMEO:", "the "
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
-    )
+    example = docs_block("python", "onnxruntime").replace('"ROMEO:"', '"the "')
+    result = run_without("torch", example, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert (
-        result.stdout.startswith("the ") and len(result.stdout) == 4 + 200 + 1
-    )  # the seed, 200 characters, a line break
+    assert result.stdout.startswith("the ") and len(result.stdout) == 4 + 200 + 1  # the seed, 200 characters, "\n"
+
+
+@pytest.mark.parametrize(
+    ("chars", "cutoffs", "normalize", "seed"),
+    [(TEXT, (), "nfc", ""), (TEXT, (), "nfc", "the quick"), (CHINESE, (8, 20), "nfkc", "丁七，一\u212b")],
+    ids=["empty-seed", "seed", "nfkc-unknown"],
+)
+def test_the_docs_onnxruntime_example_writes_what_charlm_sample_does(tmp_path, chars, cutoffs, normalize, seed):
+    """The docs' loop crashed on an empty seed (IndexError: charlm starts at the beginning of a line), and on
+    a seed charlm reads (KeyError): a character the vocabulary's normalization reads as one it knows (nfkc's
+    "，" as ","), or one it never saw, which a model with the unknown symbol reads as that. It reads a seed as
+    charlm does now, and greedy (temperature 0) or a top-p that keeps only the likeliest writes charlm's text."""
+    import_or_missing("onnxruntime")
+    torch.manual_seed(3)
+    vocab = Vocab(sorted(set(unicodedata.normalize("NFKC", chars))), unknown=bool(cutoffs), normalize=normalize)
+    model = CharLM(ModelConfig("lstm", 2, 24, 0.0, len(vocab), cutoffs), vocab).eval()
+    run = run_of(model, tmp_path / "run")
+    assert cli("export", str(run), "--format", "onnx", "--output", str(tmp_path / "model.onnx")).exit_code == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unknown character's note
+        expected = sampler.generate(model, seed, length=60, greedy=True)[0]
+    for temperature, top_p in ((0, 1.0), (1.0, 0.01)):
+        result = run_without("torch", docs_onnx_example(seed, 60, temperature, top_p), tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == expected + "\n", (temperature, top_p)
 
 
 def test_export_without_a_format_names_the_formats():

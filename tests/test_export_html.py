@@ -508,6 +508,24 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
     assert got["texts"][1] == banned and not set(banned[len(seed) :]) & set(ban)
 
 
+def test_the_pages_top_k_keeps_the_k_likeliest_as_charlm_does(tmp_path):
+    """window.charlm.generate({top_k: 3}) was taken without a word and drew from every character: charlm's
+    top_k (sample --top-k, the serve API's) keeps the k likeliest after the temperature. top_k 1 writes the
+    greedy text; top_k 3 draws the three likeliest in softmax's proportions among them."""
+    model = model_of("lstm", TEXT, hidden=32)
+    draws = [{"seed": "the ", "length": 1, "temperature": 1.0, "top_k": 3, "random_seed": i} for i in range(300)]
+    generations = [{"seed": "the ", "length": 80, "temperature": 1.5, "top_k": 1, "random_seed": 1}, *draws]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "the", "generations": generations})
+    assert got["texts"][0] == sampler.generate(model, "the ", length=80, greedy=True)[0]
+    with torch.no_grad():
+        logits = model(model.vocab.encode("the ").unsqueeze(0))[0][0, -1].double()
+    top = torch.topk(logits, 3)
+    probs = dict(zip([model.vocab.chars[i] for i in top.indices.tolist()], torch.softmax(top.values, -1).tolist()))
+    first = [text[-1] for text in got["texts"][1:]]
+    assert set(first) <= set(probs), (set(first), probs)
+    assert max(abs(first.count(c) / len(first) - p) for c, p in probs.items()) < 0.1, probs
+
+
 def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     """The page's forms (sampler.js) wrote a new poem after any seed; charlm goes on with the poem a seed began
     (constraints.Constrained.begun), and so does the page now, by the same rule: the same greedy poems, the same

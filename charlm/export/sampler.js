@@ -3,9 +3,9 @@
 // It mirrors charlm/model.py and charlm/sampler.py: the embedding, the stacked LSTM/GRU/RNN in
 // torch's gate order, a full head (W h + b) or an adaptive softmax (nn.AdaptiveLogSoftmaxWithLoss's
 // log_prob, then the `rank` lookup back to id order); a seed primes the state from zero (an empty
-// seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps the
-// nucleus (top-p) and inverts the CDF at a uniform. Sums run in doubles over fp32 weights, so the
-// log-probabilities match PyTorch's fp32 to about 1e-6. A poem form or template (charlm/forms.py)
+// seed: the start of a line), greedy takes the argmax, sampling divides by the temperature, keeps
+// the k likeliest (top-k) and the nucleus (top-p) and inverts the CDF at a uniform. Sums run in doubles
+// over fp32 weights, so the log-probabilities match PyTorch's fp32 to about 1e-6. A poem form or template (charlm/forms.py)
 // keeps only the characters allowed at each position before the temperature, as charlm does.
 //
 // A ban (ids never drawn: the page's ban box, read as `charlm sample --ban` reads it) removes those ids
@@ -314,8 +314,9 @@ function argmax(values, count, allowed) {
 }
 
 // sampler.choose: the template's allowed characters (the others get probability 0), temperature,
-// then top-p (the smallest set of likeliest characters whose total reaches top_p), then the CDF
-// inverted at a uniform. `allowed` (one byte per id) is null for free text with nothing banned.
+// then top-k (the k likeliest, ties at the k-th kept), then top-p (the smallest set of likeliest
+// characters whose total reaches top_p), then the CDF inverted at a uniform. `allowed` (one byte per
+// id) is null for free text with nothing banned.
 function choose(logprobs, count, options, uniform, probs, allowed = null) {
   if (options.greedy || options.temperature === 0) return argmax(logprobs, count, allowed);
   const scale = 1 / options.temperature;
@@ -323,6 +324,11 @@ function choose(logprobs, count, options, uniform, probs, allowed = null) {
   for (let i = 0; i < count; i++) if ((!allowed || allowed[i]) && logprobs[i] > max) max = logprobs[i];
   let total = 0;
   for (let i = 0; i < count; i++) total += (probs[i] = !allowed || allowed[i] ? Math.exp((logprobs[i] - max) * scale) : 0);
+  if (options.top_k && options.top_k < count) {
+    const kth = Float64Array.from(probs.subarray(0, count)).sort()[count - options.top_k];
+    total = 0;
+    for (let i = 0; i < count; i++) total += (probs[i] = probs[i] < kth ? 0 : probs[i]);
+  }
   if (options.top_p < 1) {
     const order = Array.from({ length: count }, (_, i) => i).sort((a, b) => probs[b] - probs[a]);
     let before = 0, kept = 0;
@@ -497,7 +503,7 @@ function logprobsOf(text) {
 // A generation in slices, so a stop message gets in between them; it streams what it makes.
 function generate(request) {
   const options = {
-    length: request.length ?? 500, temperature: request.temperature ?? 0.8, top_p: request.top_p ?? 1,
+    length: request.length ?? 500, temperature: request.temperature ?? 0.8, top_p: request.top_p ?? 1, top_k: request.top_k ?? 0,
     greedy: !!request.greedy, stop: request.stop || "",
   };
   const seed = lineBreaks(request.seed ?? "");  // as the text is shown and read (encoded, and begun)
