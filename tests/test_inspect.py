@@ -204,6 +204,23 @@ def test_gru_and_rnn_models_are_inspected_with_what_they_have(cell):
     assert "no cell state" in page and ("no gates" in page) == (cell == "rnn")
 
 
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_a_gru_or_rnn_page_says_what_its_gates_do_not_an_lstms(cell):
+    """A GRU's page told what a forget gate that stays open does, a gate it has not, and nothing of its
+    update gate; the n-gram section of both said "an LSTM's context", and the note "a RNN"."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), cell=cell, layers=1, hidden=8).eval()
+    page = render(analyse(model, text, text * 5, max_order=3), "tiny")
+    gates = page.split("<h2>3. Gates</h2>")[1].split("<h2>")[0]
+    assert "forget gate that stays open" not in gates
+    if cell == "gru":
+        assert "update gate that stays open keeps the state" in gates and "reset gate" in gates
+    else:
+        assert "an RNN has no cell state" in page
+    assert "LSTM" not in page and f"the {cell.upper()}'s context has no fixed length" in page
+
+
 class TextOf(HTMLParser):
     """The text content of the element with a given id, as a browser would give it."""
 

@@ -171,8 +171,7 @@ state <select id="kind">$kinds</select> <b id="cell-label"></b></p>
 $text""")
 
 GATES = Template("""<p>How often each gate is left-saturated (below $shut: shut) or right-saturated (above $open: open),
-over every cell and character. A forget gate that stays open keeps its cell's memory; one that stays shut
-clears it at every character.</p>
+over every cell and character. $meaning</p>
 <table><tr><th></th>$header</tr>$rows</table>
 <p>Each dot a cell: the fraction of characters its gate was left-saturated (across) and right-saturated (up),
 as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
@@ -180,11 +179,20 @@ as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
 Kneser-Ney n-gram model fitted on $fitted_on. The class table uses the order with the fewest
-bits on this text: an LSTM's context has no fixed length, and the n-gram stops gaining near this order.</p>
+bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.</p>
 <table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table>
 <table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
 <th style="text-align:left">$cell <span style="color:#1f77b4">&#9632;</span> n-gram
 <span style="color:#aaa">&#9632;</span></th></tr>$rows</table>""")
+
+GATE_MEANINGS = {  # what a saturated gate does, by cell: a GRU's gates are not an LSTM's
+    "lstm": "A forget gate that stays open keeps its cell's memory; one that stays shut clears it at every character.",
+    "gru": "A GRU has no forget gate and no cell state: its update gate decides how much of the old state h "
+    "it keeps (h = (1 - update) × new + update × old h), so an update gate that stays open keeps "
+    "the state and one that stays shut replaces it with the candidate (new) at every character; its reset "
+    "gate decides how much of the old state that candidate sees. The candidate is a tanh, not a gate: it "
+    "is not counted here.",
+}
 
 HOVER = "Hover a character for the cell's value after it"
 HOVER_NOTES = {  # what hovering the cells view shows: for a cell the table names, its gates at that character
@@ -306,6 +314,7 @@ def gates_section(inspection: Inspection) -> str:
         cells = "".join(f"<td>{left:.1%}</td><td>{right:.1%}</td>" for left, right in fractions)
         rows.append(f"<tr><td>layer {layer}</td>{cells}</tr>")
     return GATES.substitute(
+        meaning=GATE_MEANINGS[inspection.trace.cell],
         shut=SHUT,
         open=OPEN,
         header="".join(f"<th>{esc(n)} &lt; {SHUT}</th><th>{esc(n)} &gt; {OPEN}</th>" for n in names),
