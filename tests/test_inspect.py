@@ -40,6 +40,7 @@ from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing
 from .test_export import run_of
+from .test_serve import CONTROL_ROLES, browser  # noqa: F401 -- the browser fixture
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -279,9 +280,9 @@ def chromium() -> str:
 
 
 def test_the_page_opens_in_headless_chromium_and_shows_the_text(tmp_path):
-    browser = chromium()
+    binary = chromium()
     _, path = hostile_page(tmp_path)
-    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
     dom = subprocess.run(
         [*common, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120, check=True
     ).stdout
@@ -519,3 +520,33 @@ def test_the_ngram_baseline_is_fitted_on_a_capped_training_text_and_the_page_say
     from_file, _ = inspection_run.inspect_run("fox", str(fox_file), max_chars=100, train_text=str(fox_file))
     assert fitted[-1] == fox_file.read_text()[:500]
     assert from_file.ngram_fitted_on == f"the first 500 characters of {fox_file}"
+
+
+def opened(driver, path: Path) -> None:
+    """The page at `path` in the browser, its script run to its end."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(path.as_uri())
+    WebDriverWait(driver, 15).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "yes")
+
+
+@pytest.mark.slow
+def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):  # noqa: F811
+    """A screen reader heard 'combo box', 'spin button', '<', '>' and ten buttons all 'show' with nothing
+    to tell them apart; the two text views were no region, and their text (a Chinese one too) was read
+    as the page's English."""
+    _, path = hostile_page(tmp_path)
+    opened(browser, path)
+    nodes = browser.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    shown = [(node["role"]["value"], node.get("name", {}).get("value", "")) for node in nodes if not node["ignored"]]
+    controls = [(role, name) for role, name in shown if role in CONTROL_ROLES]
+    assert len(controls) > 8 and all(name for _, name in controls), controls
+    buttons = [name for role, name in controls if role == "button"]
+    assert len(set(buttons)) == len(buttons), buttons
+    assert "show hardest span 1 in the text" in buttons and "show the cell for inside quotes" in buttons
+    regions = [name for role, name in shown if role == "region"]
+    assert regions == ["Surprise: the text coloured by bits", "Cells: the text coloured by the chosen cell"]
+    assert browser.execute_script("return ['surprise', 'cells'].map((id) => document.getElementById(id).lang)") == [
+        "",
+        "",
+    ]

@@ -165,9 +165,10 @@ CELLS = Template("""<p>A cell's $state after each character, from -1
 The features below are computed from the text; for each, the cell whose $state correlates best with it
 (Pearson, over these characters). $hover</p>
 <table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table>
-<p>layer <select id="layer">$layers</select> cell <button id="prev">&lt;</button><input id="cell" type="number"
-min="0" max="$last" value="0" style="width:5em"><button id="next">&gt;</button>
-state <select id="kind">$kinds</select> <b id="cell-label"></b></p>
+<p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
+id="cell" type="number" min="0" max="$last" value="0" style="width:5em" aria-label="cell"><button id="next"
+aria-label="next cell">&gt;</button> <label>state <select id="kind">$kinds</select></label>
+<b id="cell-label" aria-live="polite"></b></p>
 $text""")
 
 GATES = Template("""<p>How often each gate is left-saturated (below $shut: shut) or right-saturated (above $open: open),
@@ -203,7 +204,8 @@ HOVER_NOTES = {  # what hovering the cells view shows: for a cell the table name
     "rnn": f"{HOVER}.",
 }
 
-SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $size" style="margin-right:1em">
+SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $size" style="margin-right:1em" role="img"
+aria-label="layer $layer: each dot a cell, the fraction of characters its gate was left-saturated (across) and right-saturated (up)">
 <rect x="$pad" y="$pad" width="$side" height="$side" fill="none" stroke="#999"/>
 <text x="$pad" y="$title_y" font-size="12">layer $layer</text>
 <text x="$middle" y="$label_y" font-size="10" text-anchor="middle">left-saturated</text>
@@ -229,9 +231,9 @@ def render(inspection: Inspection, title: str) -> str:
         "unseen": inspection.unseen,
     }
     hardest = "".join(
-        f'<li><button data-goto="{start}">show</button> {bpc:.2f} bpc: '
-        f"<code>{esc(''.join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>"
-        for start, end, bpc in hardest_spans(seen)
+        f'<li><button data-goto="{start}" aria-label="show hardest span {k} in the text">show</button> '
+        f'{bpc:.2f} bpc: <code lang="">{esc("".join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>'
+        for k, (start, end, bpc) in enumerate(hardest_spans(seen), 1)
     )
     low, high = surprise_range(np.asarray(seen.bits, dtype=float))
     return PAGE.substitute(
@@ -251,6 +253,7 @@ def render(inspection: Inspection, title: str) -> str:
         top=TOP,
         surprise=text_view(
             "surprise",
+            "Surprise: the text coloured by bits",
             seen.tokens,
             [red((b - low) / (high - low)) for b in np.nan_to_num(seen.bits)],
             set(inspection.unseen),
@@ -275,7 +278,7 @@ def cells_section(inspection: Inspection) -> str:
             rows.append(
                 f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
                 f"<td>{match.correlation:+.3f}</td><td><button data-show data-layer='{match.layer}' "
-                f"data-cell='{match.cell}'>show</button></td></tr>"
+                f"data-cell='{match.cell}' aria-label='show the cell for {esc(match.feature)}'>show</button></td></tr>"
             )
     return CELLS.substitute(
         state=esc(inspection.state_name),
@@ -284,7 +287,7 @@ def cells_section(inspection: Inspection) -> str:
         layers="".join(f'<option value="{k}">{k}</option>' for k in range(layers)),
         last=hidden - 1,
         kinds="".join(f'<option value="{esc(k)}">{esc(k)}</option>' for k in kinds),
-        text=text_view("cells", inspection.surprise.tokens, None),
+        text=text_view("cells", "Cells: the text coloured by the chosen cell", inspection.surprise.tokens, None),
     )
 
 
@@ -379,15 +382,18 @@ def classes_section(inspection: Inspection) -> str:
     )
 
 
-def text_view(name: str, tokens: list[str], colours: list[str] | None, unseen: set[str] = frozenset()) -> str:
+def text_view(
+    name: str, label: str, tokens: list[str], colours: list[str] | None, unseen: set[str] = frozenset()
+) -> str:
     """The text, one span per character, every character escaped; newlines and characters the model
-    has never seen (`unseen`) marked by CSS."""
+    has never seen (`unseen`) marked by CSS. A region named `label` for a screen reader, in no language
+    the page claims (lang=""): the text is the user's, Chinese or English."""
     spans = []
     for k, token in enumerate(tokens):
         style = f' style="background:{colours[k]}"' if colours else ""
         kind = ' class="nl"' if token == "\n" else ' class="unseen"' if token in unseen else ""
         spans.append(f"<span{kind}{style}>{esc(token)}</span>")
-    return f'<div class="text" id="{name}">{"".join(spans)}</div>'
+    return f'<div class="text" id="{name}" role="region" aria-label="{label}" lang="">{"".join(spans)}</div>'
 
 
 def surprise_range(bits: np.ndarray) -> tuple[float, float]:
