@@ -550,3 +550,58 @@ def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):  # noqa: F811
         "",
         "",
     ]
+
+
+@pytest.mark.slow
+def test_the_page_fits_a_phones_width(tmp_path, browser):  # noqa: F811
+    """At a phone's 390 pixels the gate and class tables pushed the page 610 pixels wide, so the whole
+    page, text views included, scrolled sideways; and without a viewport a phone laid it out at 980."""
+    page, path = hostile_page(tmp_path)
+    assert '<meta name="viewport" content="width=device-width' in page
+    browser.set_window_size(390, 844)
+    opened(browser, path)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+
+
+# The contrast (WCAG's ratio) of every text outside the coloured text views against what is behind it,
+# and the luminance behind the page: the elements under 4.5.
+CONTRASTS = """
+const luminance = (colour) => {
+  const [r, g, b] = colour.match(/[\\d.]+/g).slice(0, 3).map((c) => +c / 255)
+    .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+};
+const behind = (element) => {
+  for (let e = element; e; e = e.parentElement) {
+    const colour = getComputedStyle(e).backgroundColor;
+    if (!/rgba\\(.*, 0\\)$/.test(colour)) return colour;
+  }
+  return "rgb(255, 255, 255)";
+};
+const low = [];
+for (const e of document.querySelectorAll("h1, h2, p, li, td, th, code, label, b, button, select, input, .text")) {
+  const [a, b] = [luminance(getComputedStyle(e).color), luminance(behind(e))];
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  if (ratio < 4.5) low.push(`${e.tagName}#${e.id}.${e.className}: ${ratio.toFixed(2)}`);
+}
+return [low, luminance(behind(document.body))];
+"""
+
+
+@pytest.mark.slow
+def test_the_page_is_dark_in_the_dark_and_every_text_readable(tmp_path, browser):  # noqa: F811
+    """With the system's dark setting the page stayed a glaring white; now it is dark, its text readable,
+    and the text views stay white, which their colour legends (white to red, blue to orange) are on."""
+    _, path = hostile_page(tmp_path)
+    opened(browser, path)
+    light, page = browser.execute_script(CONTRASTS)
+    assert not light and page > 0.9, light
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    )
+    dark, page = browser.execute_script(CONTRASTS)
+    assert not dark and page < 0.05, (dark, page)
+    views = browser.execute_script(
+        "return ['surprise', 'cells'].map((id) => getComputedStyle(document.getElementById(id)).backgroundColor)"
+    )
+    assert views == ["rgb(255, 255, 255)"] * 2

@@ -41,6 +41,14 @@ th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-alig
        font: 13px ui-monospace, monospace; pointer-events: none; box-shadow: 2px 2px 6px #0003; z-index: 9; }
 .legend { display: inline-block; width: 12em; height: .9em; vertical-align: middle; border: 1px solid #ccc; }
 .note { color: #666; } .bar { display: inline-block; height: .8em; background: #999; }
+.wide { overflow-x: auto; }  /* a table wider than a phone scrolls by itself, not the page */
+svg { background: #fff; }
+:root { color-scheme: light dark; }
+@media (prefers-color-scheme: dark) {  /* the page dark; the text views, plots and hovers stay white: */
+  body { background: #121212; color: #ddd; }  /* their colours are on white, as the legends say */
+  h2 { border-color: #444; } th { border-color: #777; } .note { color: #aaa; }
+  .text, #tip { background: #fff; color: #222; }
+}
 """
 
 SCRIPT = r"""
@@ -137,7 +145,7 @@ document.body.dataset.ready = "yes";
 
 
 PAGE = Template("""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>charlm inspect: $title</title><style>$style</style></head><body>
 <h1>What the model learned: $title</h1>
 <p>$model on $count characters: <b>$bpc bits per character</b>; the best n-gram (order $order) $ngram_bpc.</p>
@@ -164,7 +172,7 @@ CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
 (Pearson, over these characters). $hover</p>
-<table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table>
+<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table></div>
 <p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
 id="cell" type="number" min="0" max="$last" value="0" style="width:5em" aria-label="cell"><button id="next"
 aria-label="next cell">&gt;</button> <label>state <select id="kind">$kinds</select></label>
@@ -173,7 +181,7 @@ $text""")
 
 GATES = Template("""<p>How often each gate is left-saturated (below $shut: shut) or right-saturated (above $open: open),
 over every cell and character. $meaning</p>
-<table><tr><th></th>$header</tr>$rows</table>
+<div class="wide"><table><tr><th></th>$header</tr>$rows</table></div>
 <p>Each dot a cell: the fraction of characters its gate was left-saturated (across) and right-saturated (up),
 as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 <div>$plots</div>""")
@@ -181,10 +189,10 @@ as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
 Kneser-Ney n-gram model fitted on $fitted_on. The class table uses the order with the fewest
 bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.</p>
-<table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table>
-<table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
+<div class="wide"><table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table></div>
+<div class="wide"><table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
 <th style="text-align:left">$cell <span style="color:#1f77b4">&#9632;</span> n-gram
-<span style="color:#aaa">&#9632;</span></th></tr>$rows</table>""")
+<span style="color:#aaa">&#9632;</span></th></tr>$rows</table></div>""")
 
 GATE_MEANINGS = {  # what a saturated gate does, by cell: a GRU's gates are not an LSTM's
     "lstm": "A forget gate that stays open keeps its cell's memory; one that stays shut clears it at every character.",
