@@ -605,3 +605,51 @@ def test_the_page_is_dark_in_the_dark_and_every_text_readable(tmp_path, browser)
         "return ['surprise', 'cells'].map((id) => getComputedStyle(document.getElementById(id)).backgroundColor)"
     )
     assert views == ["rgb(255, 255, 255)"] * 2
+
+
+@pytest.mark.slow
+def test_the_page_works_from_the_keyboard_alone(tmp_path, browser):  # noqa: F811
+    """A hardest span's "show" outlined its first character only, and a character's guesses and a cell's
+    value were shown on hovering alone: a keyboard could not reach them. Now, keys only: "show" underlines
+    the whole span and shows its first character's guesses, the arrow keys step through the text with
+    them, and the layer and cell are picked with the keys."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    page, path = hostile_page(tmp_path)
+    data = json.loads(TextOf.read(page, "data"))
+    opened(browser, path)
+
+    def press(*keys: str) -> None:
+        ActionChains(browser).send_keys(*keys).perform()
+
+    def active() -> str:
+        return browser.execute_script("return document.activeElement.id || document.activeElement.outerHTML")
+
+    def tip() -> list[str]:
+        shown = browser.find_element("id", "tip")
+        return [row.text for row in shown.find_elements("tag name", "tr")] if shown.is_displayed() else []
+
+    press(Keys.TAB)  # the first control: the hardest span's "show"
+    assert "show hardest span 1" in active()
+    press(Keys.ENTER)
+    bits = np.array([np.nan if b is None else b for b in data["bits"]])
+    start, end, _ = hardest_spans(Surprise(data["tokens"], bits, data["top"]))[0]
+    marked = browser.execute_script(
+        "return [...document.getElementById('surprise').children].flatMap((s, i) => s.classList.contains('mark') ? [i] : [])"
+    )
+    assert marked == list(range(start, end)) and active() == "surprise"
+    guesses = tip()
+    assert guesses and len(guesses) == 1 + len(data["top"][start])  # the character and its guesses
+    press(Keys.ARROW_RIGHT)
+    assert tip()[0].startswith(data["tokens"][start + 1].replace(" ", "\u2423"))
+    # Tab on to the cells: layer and cell picked with the keys, the cell's value shown by the arrows
+    browser.execute_script("document.getElementById('layer').focus()")
+    press(Keys.ARROW_DOWN)
+    browser.execute_script("document.getElementById('cell').focus()")
+    press(Keys.END, Keys.BACKSPACE, Keys.BACKSPACE, Keys.BACKSPACE, "3")
+    assert browser.find_element("id", "cell-label").text == "layer 1, cell 3, tanh(c)"
+    press(Keys.TAB, Keys.TAB, Keys.TAB)  # past "next cell" and the state: the cells view
+    assert active() == "cells"
+    press(Keys.END)
+    assert tip()[0].startswith(data["tokens"][-1]) and "tanh(c)" in tip()[0]

@@ -33,7 +33,8 @@ h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 .text { font: 14px/1.6 ui-monospace, monospace; white-space: pre-wrap; word-break: break-all;
         border: 1px solid #ddd; padding: .6em; max-height: 32em; overflow-y: auto; }
 .text span.nl::before { content: "\\21B5"; color: #aaa; }
-.text span.mark { outline: 2px solid #000; }
+.text span.mark { box-shadow: inset 0 -3px #000; }  /* a hardest span, underlined whole */
+.text span.at { outline: 2px solid #000; }  /* the character the arrow keys are on */
 .text span.unseen { outline: 1px dashed #06c; color: #06c; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .15em .7em; text-align: right; }
 th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-align: left; }
@@ -69,12 +70,33 @@ function place(event, rows) {
   tip.style.left = Math.min(event.clientX + 14, innerWidth - tip.offsetWidth - 8) + "px";
   tip.style.top = Math.min(event.clientY + 14, innerHeight - tip.offsetHeight - 8) + "px";
 }
+// What hovering a character shows, and for the keyboard: Tab into a text view, then the arrow keys (Home,
+// End) step from character to character, each one's hover shown beside it.
 function hover(view, describe) {
   view.addEventListener("mouseover", e => {
     const i = Array.prototype.indexOf.call(view.children, e.target);
     if (i >= 0) place(e, describe(i));
   });
   view.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+  view.tabIndex = 0;
+  view.describe = describe;
+  view.addEventListener("keydown", e => {
+    const step = {ArrowRight: 1, ArrowLeft: -1, Home: -Infinity, End: Infinity}[e.key];
+    if (step === undefined) return;
+    e.preventDefault();
+    const at = view.dataset.at === undefined ? -1 : +view.dataset.at;
+    pointAt(view, Math.max(0, Math.min(view.children.length - 1, at + step)));
+  });
+  view.addEventListener("blur", () => { tip.style.display = "none"; });
+}
+function pointAt(view, i) {
+  view.querySelectorAll(".at").forEach(s => s.classList.remove("at"));
+  const span = view.children[i];
+  span.classList.add("at");
+  view.dataset.at = i;
+  span.scrollIntoView({block: "nearest"});
+  const box = span.getBoundingClientRect();
+  place({clientX: box.left, clientY: box.bottom}, view.describe(i));
 }
 const surpriseView = document.getElementById("surprise");
 hover(surpriseView, i => {
@@ -84,14 +106,15 @@ hover(surpriseView, i => {
   const percent = p => p < 0.001 ? "<0.1%" : (100 * p).toFixed(1) + "%";
   return [head, ...data.top[i].map(([t, p]) => [shown(t), percent(p)])];
 });
-function scrollToToken(i, view) {
+function showSpan(view, start, end) {  // a hardest span: all of it marked, the keys' place at its start
   view.querySelectorAll(".mark").forEach(s => s.classList.remove("mark"));
-  const span = view.children[i];
-  span.classList.add("mark");
-  span.scrollIntoView({block: "center"});
+  for (let i = start; i < end; i++) view.children[i].classList.add("mark");
+  view.children[start].scrollIntoView({block: "center"});
+  view.focus({preventScroll: true});
+  pointAt(view, start);
 }
 document.querySelectorAll("[data-goto]").forEach(b =>
-  b.addEventListener("click", () => scrollToToken(+b.dataset.goto, surpriseView)));
+  b.addEventListener("click", () => showSpan(surpriseView, +b.dataset.goto, +b.dataset.end)));
 
 const cellsView = document.getElementById("cells");
 if (cellsView) {
@@ -155,7 +178,8 @@ $notes
 <p>Each character coloured by the bits the model spent on it, on this text's own range: white $low_bits,
 <span class="legend" style="background:linear-gradient(90deg,#fff,$red)"></span> $max_bits bits and more
 (its least surprising character to its ${top_percentile}th percentile).
-Hover a character for the model's top $top guesses before it.</p>
+Hover a character (or Tab into the text and step with the arrow keys) for the model's top $top guesses
+before it; "show" underlines a hardest span.</p>
 $surprise
 <h2>2. Cells</h2>
 $cells
@@ -203,7 +227,7 @@ GATE_MEANINGS = {  # what a saturated gate does, by cell: a GRU's gates are not 
     "is not counted here.",
 }
 
-HOVER = "Hover a character for the cell's value after it"
+HOVER = "Hover a character (or Tab into the text and step with the arrow keys) for the cell's value after it"
 HOVER_NOTES = {  # what hovering the cells view shows: for a cell the table names, its gates at that character
     "lstm": f"{HOVER}; for a cell the table names, also its gates there: how much of the old cell it kept "
     "(forget), what it wrote (input times candidate) and how much of the cell it showed (output).",
@@ -239,7 +263,7 @@ def render(inspection: Inspection, title: str) -> str:
         "unseen": inspection.unseen,
     }
     hardest = "".join(
-        f'<li><button data-goto="{start}" aria-label="show hardest span {k} in the text">show</button> '
+        f'<li><button data-goto="{start}" data-end="{end}" aria-label="show hardest span {k} in the text">show</button> '
         f'{bpc:.2f} bpc: <code lang="">{esc("".join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>'
         for k, (start, end, bpc) in enumerate(hardest_spans(seen), 1)
     )
