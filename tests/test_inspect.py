@@ -40,6 +40,7 @@ from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing
 from .test_export import run_of
+from .test_serve import CONTRASTS as SERVE_CONTRASTS
 from .test_serve import CONTROL_ROLES, browser  # noqa: F401 -- the browser fixture
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
@@ -563,29 +564,12 @@ def test_the_page_fits_a_phones_width(tmp_path, browser):  # noqa: F811
     assert browser.execute_script("return document.documentElement.scrollWidth <= innerWidth")
 
 
-# The contrast (WCAG's ratio) of every text outside the coloured text views against what is behind it,
-# and the luminance behind the page: the elements under 4.5.
-CONTRASTS = """
-const luminance = (colour) => {
-  const [r, g, b] = colour.match(/[\\d.]+/g).slice(0, 3).map((c) => +c / 255)
-    .map((c) => (c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4));
-  return 0.2126 * r + 0.7152 * g + 0.0722 * b;
-};
-const behind = (element) => {
-  for (let e = element; e; e = e.parentElement) {
-    const colour = getComputedStyle(e).backgroundColor;
-    if (!/rgba\\(.*, 0\\)$/.test(colour)) return colour;
-  }
-  return "rgb(255, 255, 255)";
-};
-const low = [];
-for (const e of document.querySelectorAll("h1, h2, p, li, td, th, code, label, b, button, select, input, .text")) {
-  const [a, b] = [luminance(getComputedStyle(e).color), luminance(behind(e))];
-  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
-  if (ratio < 4.5) low.push(`${e.tagName}#${e.id}.${e.className}: ${ratio.toFixed(2)}`);
-}
-return [low, luminance(behind(document.body))];
-"""
+# test_serve's contrast check (each text's WCAG ratio against what is behind it: those under 4.5, and the
+# page's luminance), over this page's texts too: headings, paragraphs, tables, the text views' own colour.
+CONTRASTS = SERVE_CONTRASTS.replace(
+    'querySelectorAll("h1, label,', 'querySelectorAll("h1, h2, p, li, td, th, code, .text, label,'
+)
+assert CONTRASTS != SERVE_CONTRASTS
 
 
 @pytest.mark.slow
