@@ -40,6 +40,8 @@ from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing
 from .test_export import run_of
+from .test_serve import CONTRASTS as SERVE_CONTRASTS
+from .test_serve import CONTROL_ROLES, browser  # noqa: F401 -- the browser fixture
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -204,6 +206,23 @@ def test_gru_and_rnn_models_are_inspected_with_what_they_have(cell):
     assert "no cell state" in page and ("no gates" in page) == (cell == "rnn")
 
 
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_a_gru_or_rnn_page_says_what_its_gates_do_not_an_lstms(cell):
+    """A GRU's page told what a forget gate that stays open does, a gate it has not, and nothing of its
+    update gate; the n-gram section of both said "an LSTM's context", and the note "a RNN"."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), cell=cell, layers=1, hidden=8).eval()
+    page = render(analyse(model, text, text * 5, max_order=3), "tiny")
+    gates = page.split("<h2>3. Gates</h2>")[1].split("<h2>")[0]
+    assert "forget gate that stays open" not in gates
+    if cell == "gru":
+        assert "update gate that stays open keeps the state" in gates and "reset gate" in gates
+    else:
+        assert "an RNN has no cell state" in page
+    assert "LSTM" not in page and f"the {cell.upper()}'s context has no fixed length" in page
+
+
 class TextOf(HTMLParser):
     """The text content of the element with a given id, as a browser would give it."""
 
@@ -262,9 +281,9 @@ def chromium() -> str:
 
 
 def test_the_page_opens_in_headless_chromium_and_shows_the_text(tmp_path):
-    browser = chromium()
+    binary = chromium()
     _, path = hostile_page(tmp_path)
-    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
+    common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
     dom = subprocess.run(
         [*common, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120, check=True
     ).stdout
@@ -502,3 +521,119 @@ def test_the_ngram_baseline_is_fitted_on_a_capped_training_text_and_the_page_say
     from_file, _ = inspection_run.inspect_run("fox", str(fox_file), max_chars=100, train_text=str(fox_file))
     assert fitted[-1] == fox_file.read_text()[:500]
     assert from_file.ngram_fitted_on == f"the first 500 characters of {fox_file}"
+
+
+def opened(driver, path: Path) -> None:
+    """The page at `path` in the browser, its script run to its end."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(path.as_uri())
+    WebDriverWait(driver, 15).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "yes")
+
+
+@pytest.mark.slow
+def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):  # noqa: F811
+    """A screen reader heard 'combo box', 'spin button', '<', '>' and ten buttons all 'show' with nothing
+    to tell them apart; the two text views were no region, and their text (a Chinese one too) was read
+    as the page's English."""
+    _, path = hostile_page(tmp_path)
+    opened(browser, path)
+    nodes = browser.execute_cdp_cmd("Accessibility.getFullAXTree", {})["nodes"]
+    shown = [(node["role"]["value"], node.get("name", {}).get("value", "")) for node in nodes if not node["ignored"]]
+    controls = [(role, name) for role, name in shown if role in CONTROL_ROLES]
+    assert len(controls) > 8 and all(name for _, name in controls), controls
+    buttons = [name for role, name in controls if role == "button"]
+    assert len(set(buttons)) == len(buttons), buttons
+    assert "show hardest span 1 in the text" in buttons and "show the cell for inside quotes" in buttons
+    regions = [name for role, name in shown if role == "region"]
+    assert regions == ["Surprise: the text coloured by bits", "Cells: the text coloured by the chosen cell"]
+    assert browser.execute_script("return ['surprise', 'cells'].map((id) => document.getElementById(id).lang)") == [
+        "",
+        "",
+    ]
+
+
+@pytest.mark.slow
+def test_the_page_fits_a_phones_width(tmp_path, browser):  # noqa: F811
+    """At a phone's 390 pixels the gate and class tables pushed the page 610 pixels wide, so the whole
+    page, text views included, scrolled sideways; and without a viewport a phone laid it out at 980."""
+    page, path = hostile_page(tmp_path)
+    assert '<meta name="viewport" content="width=device-width' in page
+    browser.set_window_size(390, 844)
+    opened(browser, path)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+
+
+# test_serve's contrast check (each text's WCAG ratio against what is behind it: those under 4.5, and the
+# page's luminance), over this page's texts too: headings, paragraphs, tables, the text views' own colour.
+CONTRASTS = SERVE_CONTRASTS.replace(
+    'querySelectorAll("h1, label,', 'querySelectorAll("h1, h2, p, li, td, th, code, .text, label,'
+)
+assert CONTRASTS != SERVE_CONTRASTS
+
+
+@pytest.mark.slow
+def test_the_page_is_dark_in_the_dark_and_every_text_readable(tmp_path, browser):  # noqa: F811
+    """With the system's dark setting the page stayed a glaring white; now it is dark, its text readable,
+    and the text views stay white, which their colour legends (white to red, blue to orange) are on."""
+    _, path = hostile_page(tmp_path)
+    opened(browser, path)
+    light, page = browser.execute_script(CONTRASTS)
+    assert not light and page > 0.9, light
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+    )
+    dark, page = browser.execute_script(CONTRASTS)
+    assert not dark and page < 0.05, (dark, page)
+    views = browser.execute_script(
+        "return ['surprise', 'cells'].map((id) => getComputedStyle(document.getElementById(id)).backgroundColor)"
+    )
+    assert views == ["rgb(255, 255, 255)"] * 2
+
+
+@pytest.mark.slow
+def test_the_page_works_from_the_keyboard_alone(tmp_path, browser):  # noqa: F811
+    """A hardest span's "show" outlined its first character only, and a character's guesses and a cell's
+    value were shown on hovering alone: a keyboard could not reach them. Now, keys only: "show" underlines
+    the whole span and shows its first character's guesses, the arrow keys step through the text with
+    them, and the layer and cell are picked with the keys."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    page, path = hostile_page(tmp_path)
+    data = json.loads(TextOf.read(page, "data"))
+    opened(browser, path)
+
+    def press(*keys: str) -> None:
+        ActionChains(browser).send_keys(*keys).perform()
+
+    def active() -> str:
+        return browser.execute_script("return document.activeElement.id || document.activeElement.outerHTML")
+
+    def tip() -> list[str]:
+        shown = browser.find_element("id", "tip")
+        return [row.text for row in shown.find_elements("tag name", "tr")] if shown.is_displayed() else []
+
+    press(Keys.TAB)  # the first control: the hardest span's "show"
+    assert "show hardest span 1" in active()
+    press(Keys.ENTER)
+    bits = np.array([np.nan if b is None else b for b in data["bits"]])
+    start, end, _ = hardest_spans(Surprise(data["tokens"], bits, data["top"]))[0]
+    marked = browser.execute_script(
+        "return [...document.getElementById('surprise').children].flatMap((s, i) => s.classList.contains('mark') ? [i] : [])"
+    )
+    assert marked == list(range(start, end)) and active() == "surprise"
+    guesses = tip()
+    assert guesses and len(guesses) == 1 + len(data["top"][start])  # the character and its guesses
+    press(Keys.ARROW_RIGHT)
+    assert tip()[0].startswith(data["tokens"][start + 1].replace(" ", "\u2423"))
+    # Tab on to the cells: layer and cell picked with the keys, the cell's value shown by the arrows
+    browser.execute_script("document.getElementById('layer').focus()")
+    press(Keys.ARROW_DOWN)
+    browser.execute_script("document.getElementById('cell').focus()")
+    press(Keys.END, Keys.BACKSPACE, Keys.BACKSPACE, Keys.BACKSPACE, "3")
+    assert browser.find_element("id", "cell-label").text == "layer 1, cell 3, tanh(c)"
+    press(Keys.TAB, Keys.TAB, Keys.TAB)  # past "next cell" and the state: the cells view
+    assert active() == "cells"
+    press(Keys.END)
+    assert tip()[0].startswith(data["tokens"][-1]) and "tanh(c)" in tip()[0]

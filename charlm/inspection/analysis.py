@@ -304,7 +304,8 @@ def analyse(
             "nothing about (on the page: blue, dashed)"
         )
     if traced.cells is None:
-        notes.append(f"a {traced.cell.upper()} has no cell state: the cells section shows its hidden state h")
+        article = "an" if traced.cell == "rnn" else "a"  # an R-N-N, a G-R-U
+        notes.append(f"{article} {traced.cell.upper()} has no cell state: the cells section shows its hidden state h")
     if not traced.gates:
         notes.append("a plain RNN has no gates: every step rewrites the whole state")
     return Inspection(

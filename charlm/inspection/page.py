@@ -33,7 +33,8 @@ h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 .text { font: 14px/1.6 ui-monospace, monospace; white-space: pre-wrap; word-break: break-all;
         border: 1px solid #ddd; padding: .6em; max-height: 32em; overflow-y: auto; }
 .text span.nl::before { content: "\\21B5"; color: #aaa; }
-.text span.mark { outline: 2px solid #000; }
+.text span.mark { box-shadow: inset 0 -3px #000; }  /* a hardest span, underlined whole */
+.text span.at { outline: 2px solid #000; }  /* the character the arrow keys are on */
 .text span.unseen { outline: 1px dashed #06c; color: #06c; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .15em .7em; text-align: right; }
 th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-align: left; }
@@ -41,6 +42,14 @@ th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-alig
        font: 13px ui-monospace, monospace; pointer-events: none; box-shadow: 2px 2px 6px #0003; z-index: 9; }
 .legend { display: inline-block; width: 12em; height: .9em; vertical-align: middle; border: 1px solid #ccc; }
 .note { color: #666; } .bar { display: inline-block; height: .8em; background: #999; }
+.wide { overflow-x: auto; }  /* a table wider than a phone scrolls by itself, not the page */
+svg { background: #fff; }
+:root { color-scheme: light dark; }
+@media (prefers-color-scheme: dark) {  /* the page dark; the text views, plots and hovers stay white: */
+  body { background: #121212; color: #ddd; }  /* their colours are on white, as the legends say */
+  h2 { border-color: #444; } th { border-color: #777; } .note { color: #aaa; }
+  .text, #tip { background: #fff; color: #222; }
+}
 """
 
 SCRIPT = r"""
@@ -61,12 +70,33 @@ function place(event, rows) {
   tip.style.left = Math.min(event.clientX + 14, innerWidth - tip.offsetWidth - 8) + "px";
   tip.style.top = Math.min(event.clientY + 14, innerHeight - tip.offsetHeight - 8) + "px";
 }
+// What hovering a character shows, and for the keyboard: Tab into a text view, then the arrow keys (Home,
+// End) step from character to character, each one's hover shown beside it.
 function hover(view, describe) {
   view.addEventListener("mouseover", e => {
     const i = Array.prototype.indexOf.call(view.children, e.target);
     if (i >= 0) place(e, describe(i));
   });
   view.addEventListener("mouseleave", () => { tip.style.display = "none"; });
+  view.tabIndex = 0;
+  view.describe = describe;
+  view.addEventListener("keydown", e => {
+    const step = {ArrowRight: 1, ArrowLeft: -1, Home: -Infinity, End: Infinity}[e.key];
+    if (step === undefined) return;
+    e.preventDefault();
+    const at = view.dataset.at === undefined ? -1 : +view.dataset.at;
+    pointAt(view, Math.max(0, Math.min(view.children.length - 1, at + step)));
+  });
+  view.addEventListener("blur", () => { tip.style.display = "none"; });
+}
+function pointAt(view, i) {
+  view.querySelectorAll(".at").forEach(s => s.classList.remove("at"));
+  const span = view.children[i];
+  span.classList.add("at");
+  view.dataset.at = i;
+  span.scrollIntoView({block: "nearest"});
+  const box = span.getBoundingClientRect();
+  place({clientX: box.left, clientY: box.bottom}, view.describe(i));
 }
 const surpriseView = document.getElementById("surprise");
 hover(surpriseView, i => {
@@ -76,14 +106,15 @@ hover(surpriseView, i => {
   const percent = p => p < 0.001 ? "<0.1%" : (100 * p).toFixed(1) + "%";
   return [head, ...data.top[i].map(([t, p]) => [shown(t), percent(p)])];
 });
-function scrollToToken(i, view) {
+function showSpan(view, start, end) {  // a hardest span: all of it marked, the keys' place at its start
   view.querySelectorAll(".mark").forEach(s => s.classList.remove("mark"));
-  const span = view.children[i];
-  span.classList.add("mark");
-  span.scrollIntoView({block: "center"});
+  for (let i = start; i < end; i++) view.children[i].classList.add("mark");
+  view.children[start].scrollIntoView({block: "center"});
+  view.focus({preventScroll: true});
+  pointAt(view, start);
 }
 document.querySelectorAll("[data-goto]").forEach(b =>
-  b.addEventListener("click", () => scrollToToken(+b.dataset.goto, surpriseView)));
+  b.addEventListener("click", () => showSpan(surpriseView, +b.dataset.goto, +b.dataset.end)));
 
 const cellsView = document.getElementById("cells");
 if (cellsView) {
@@ -137,7 +168,7 @@ document.body.dataset.ready = "yes";
 
 
 PAGE = Template("""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>charlm inspect: $title</title><style>$style</style></head><body>
 <h1>What the model learned: $title</h1>
 <p>$model on $count characters: <b>$bpc bits per character</b>; the best n-gram (order $order) $ngram_bpc.</p>
@@ -147,7 +178,8 @@ $notes
 <p>Each character coloured by the bits the model spent on it, on this text's own range: white $low_bits,
 <span class="legend" style="background:linear-gradient(90deg,#fff,$red)"></span> $max_bits bits and more
 (its least surprising character to its ${top_percentile}th percentile).
-Hover a character for the model's top $top guesses before it.</p>
+Hover a character (or Tab into the text and step with the arrow keys) for the model's top $top guesses
+before it; "show" underlines a hardest span.</p>
 $surprise
 <h2>2. Cells</h2>
 $cells
@@ -164,29 +196,38 @@ CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
 (Pearson, over these characters). $hover</p>
-<table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table>
-<p>layer <select id="layer">$layers</select> cell <button id="prev">&lt;</button><input id="cell" type="number"
-min="0" max="$last" value="0" style="width:5em"><button id="next">&gt;</button>
-state <select id="kind">$kinds</select> <b id="cell-label"></b></p>
+<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table></div>
+<p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
+id="cell" type="number" min="0" max="$last" value="0" style="width:5em" aria-label="cell"><button id="next"
+aria-label="next cell">&gt;</button> <label>state <select id="kind">$kinds</select></label>
+<b id="cell-label" aria-live="polite"></b></p>
 $text""")
 
 GATES = Template("""<p>How often each gate is left-saturated (below $shut: shut) or right-saturated (above $open: open),
-over every cell and character. A forget gate that stays open keeps its cell's memory; one that stays shut
-clears it at every character.</p>
-<table><tr><th></th>$header</tr>$rows</table>
+over every cell and character. $meaning</p>
+<div class="wide"><table><tr><th></th>$header</tr>$rows</table></div>
 <p>Each dot a cell: the fraction of characters its gate was left-saturated (across) and right-saturated (up),
 as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 <div>$plots</div>""")
 
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
 Kneser-Ney n-gram model fitted on $fitted_on. The class table uses the order with the fewest
-bits on this text: an LSTM's context has no fixed length, and the n-gram stops gaining near this order.</p>
-<table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table>
-<table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
+bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.</p>
+<div class="wide"><table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table></div>
+<div class="wide"><table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
 <th style="text-align:left">$cell <span style="color:#1f77b4">&#9632;</span> n-gram
-<span style="color:#aaa">&#9632;</span></th></tr>$rows</table>""")
+<span style="color:#aaa">&#9632;</span></th></tr>$rows</table></div>""")
 
-HOVER = "Hover a character for the cell's value after it"
+GATE_MEANINGS = {  # what a saturated gate does, by cell: a GRU's gates are not an LSTM's
+    "lstm": "A forget gate that stays open keeps its cell's memory; one that stays shut clears it at every character.",
+    "gru": "A GRU has no forget gate and no cell state: its update gate decides how much of the old state h "
+    "it keeps (h = (1 - update) × new + update × old h), so an update gate that stays open keeps "
+    "the state and one that stays shut replaces it with the candidate (new) at every character; its reset "
+    "gate decides how much of the old state that candidate sees. The candidate is a tanh, not a gate: it "
+    "is not counted here.",
+}
+
+HOVER = "Hover a character (or Tab into the text and step with the arrow keys) for the cell's value after it"
 HOVER_NOTES = {  # what hovering the cells view shows: for a cell the table names, its gates at that character
     "lstm": f"{HOVER}; for a cell the table names, also its gates there: how much of the old cell it kept "
     "(forget), what it wrote (input times candidate) and how much of the cell it showed (output).",
@@ -195,7 +236,8 @@ HOVER_NOTES = {  # what hovering the cells view shows: for a cell the table name
     "rnn": f"{HOVER}.",
 }
 
-SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $size" style="margin-right:1em">
+SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $size" style="margin-right:1em" role="img"
+aria-label="layer $layer: each dot a cell, the fraction of characters its gate was left-saturated (across) and right-saturated (up)">
 <rect x="$pad" y="$pad" width="$side" height="$side" fill="none" stroke="#999"/>
 <text x="$pad" y="$title_y" font-size="12">layer $layer</text>
 <text x="$middle" y="$label_y" font-size="10" text-anchor="middle">left-saturated</text>
@@ -221,9 +263,9 @@ def render(inspection: Inspection, title: str) -> str:
         "unseen": inspection.unseen,
     }
     hardest = "".join(
-        f'<li><button data-goto="{start}">show</button> {bpc:.2f} bpc: '
-        f"<code>{esc(''.join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>"
-        for start, end, bpc in hardest_spans(seen)
+        f'<li><button data-goto="{start}" data-end="{end}" aria-label="show hardest span {k} in the text">show</button> '
+        f'{bpc:.2f} bpc: <code lang="">{esc("".join(seen.tokens[start:end]).replace(chr(10), NEWLINE))}</code></li>'
+        for k, (start, end, bpc) in enumerate(hardest_spans(seen), 1)
     )
     low, high = surprise_range(np.asarray(seen.bits, dtype=float))
     return PAGE.substitute(
@@ -243,6 +285,7 @@ def render(inspection: Inspection, title: str) -> str:
         top=TOP,
         surprise=text_view(
             "surprise",
+            "Surprise: the text coloured by bits",
             seen.tokens,
             [red((b - low) / (high - low)) for b in np.nan_to_num(seen.bits)],
             set(inspection.unseen),
@@ -267,7 +310,7 @@ def cells_section(inspection: Inspection) -> str:
             rows.append(
                 f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
                 f"<td>{match.correlation:+.3f}</td><td><button data-show data-layer='{match.layer}' "
-                f"data-cell='{match.cell}'>show</button></td></tr>"
+                f"data-cell='{match.cell}' aria-label='show the cell for {esc(match.feature)}'>show</button></td></tr>"
             )
     return CELLS.substitute(
         state=esc(inspection.state_name),
@@ -276,7 +319,7 @@ def cells_section(inspection: Inspection) -> str:
         layers="".join(f'<option value="{k}">{k}</option>' for k in range(layers)),
         last=hidden - 1,
         kinds="".join(f'<option value="{esc(k)}">{esc(k)}</option>' for k in kinds),
-        text=text_view("cells", inspection.surprise.tokens, None),
+        text=text_view("cells", "Cells: the text coloured by the chosen cell", inspection.surprise.tokens, None),
     )
 
 
@@ -306,6 +349,7 @@ def gates_section(inspection: Inspection) -> str:
         cells = "".join(f"<td>{left:.1%}</td><td>{right:.1%}</td>" for left, right in fractions)
         rows.append(f"<tr><td>layer {layer}</td>{cells}</tr>")
     return GATES.substitute(
+        meaning=GATE_MEANINGS[inspection.trace.cell],
         shut=SHUT,
         open=OPEN,
         header="".join(f"<th>{esc(n)} &lt; {SHUT}</th><th>{esc(n)} &gt; {OPEN}</th>" for n in names),
@@ -370,15 +414,18 @@ def classes_section(inspection: Inspection) -> str:
     )
 
 
-def text_view(name: str, tokens: list[str], colours: list[str] | None, unseen: set[str] = frozenset()) -> str:
+def text_view(
+    name: str, label: str, tokens: list[str], colours: list[str] | None, unseen: set[str] = frozenset()
+) -> str:
     """The text, one span per character, every character escaped; newlines and characters the model
-    has never seen (`unseen`) marked by CSS."""
+    has never seen (`unseen`) marked by CSS. A region named `label` for a screen reader, in no language
+    the page claims (lang=""): the text is the user's, Chinese or English."""
     spans = []
     for k, token in enumerate(tokens):
         style = f' style="background:{colours[k]}"' if colours else ""
         kind = ' class="nl"' if token == "\n" else ' class="unseen"' if token in unseen else ""
         spans.append(f"<span{kind}{style}>{esc(token)}</span>")
-    return f'<div class="text" id="{name}">{"".join(spans)}</div>'
+    return f'<div class="text" id="{name}" role="region" aria-label="{label}" lang="">{"".join(spans)}</div>'
 
 
 def surprise_range(bits: np.ndarray) -> tuple[float, float]:
