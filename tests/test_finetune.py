@@ -237,6 +237,8 @@ def test_the_cli_fine_tunes_an_adaptive_head_and_scores_the_eval_also_text(fox_f
 
 
 def test_a_sentencepiece_base_is_fine_tuned_with_its_own_tokenizer(fox_file, new_file):
+    """Its start line said new characters "are spelled as bytes" and never named them, where a char
+    base's names its new characters."""
     result = cli(
         "train", str(fox_file), "--out", "base", "--tokenizer", "sentencepiece", "--max-steps", "10", *TINY_ARGS
     )
@@ -244,7 +246,9 @@ def test_a_sentencepiece_base_is_fine_tuned_with_its_own_tokenizer(fox_file, new
     args = ["--init-from", "base", "--out", "tuned", "--max-steps", "10", "--seq-len", "8", "--batch-size", "4"]
     result = cli("train", str(new_file), *args, "--max-time", "none")
     assert result.exit_code == 0, result.output
-    assert "its sentencepiece tokenizer kept (new characters are spelled as bytes)" in result.stderr
+    # the characters the base's tokenizer spells as bytes are named, as a char base's new ones are
+    said = "its sentencepiece tokenizer kept; 19 new characters, spelled as bytes: '!' '.' '?' 'B' 'C' 'E' 'F' 'H' 'I' 'J' ...\n"
+    assert said in result.stderr
     assert latest("tuned").vocab == latest("base").vocab and latest("tuned").config.tokenizer == "sentencepiece"
 
 
