@@ -163,6 +163,34 @@ def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
     assert len(charlm.generate(charlm.load("tuned"), "THE FOX!", length=20, random_seed=0)) == 28  # new: T H E X !
 
 
+def test_a_model_folders_recorded_digest_is_that_of_the_weights_it_loaded(base, tmp_path, monkeypatch):
+    """A model folder's model.safetensors was hashed by a second read after its weights were loaded, so a
+    re-export landing between the two reads recorded a digest of weights the run never used (a .pt file
+    is read and hashed once). The re-export is made to land exactly there, right after the load."""
+    import safetensors.torch
+
+    folder, other = tmp_path / "exported", tmp_path / "other"
+    checkpoint.write_model_folder(checkpoint.read(runs.resolve(base)), folder)
+    changed = checkpoint.read(runs.resolve(base))
+    for tensor in changed.weights.values():
+        tensor.add_(1)
+    checkpoint.write_model_folder(changed, other)
+    re_export = (other / "model.safetensors").read_bytes()
+    exported = (folder / "model.safetensors").read_bytes()
+    real_load, loaded = safetensors.torch.load, []
+
+    def load_then_re_export(data: bytes) -> dict:
+        loaded.append(bytes(data))
+        weights = real_load(data)
+        (folder / "model.safetensors").write_bytes(re_export)  # `charlm export` again, at this moment
+        return weights
+
+    monkeypatch.setattr(safetensors.torch, "load", load_then_re_export)
+    start = finetune.read_base(folder)
+    assert loaded == [exported]  # the weights came from the first export, read once
+    assert start.record.sha256 == hashlib.sha256(exported).hexdigest() != hashlib.sha256(re_export).hexdigest()
+
+
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
     monkeypatch.setattr(sizing, "measure_sizes", lambda *args: pytest.fail("a fine-tuning run was sized"))
     trainer = api.start_finetune(base, {"max_time": "10m", "quiet": True}, [str(new_file)], "tuned")
