@@ -344,6 +344,23 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
     assert written(tmp_path) == before
 
 
+def test_a_fine_tune_inside_its_bases_folder_is_refused_naming_out(base, new_file, tmp_path):
+    """`--init-from base --out checkpoints/base/tuned` trained, into a folder `charlm runs` never listed
+    (`--root checkpoints/base` refused it as a run, not a folder of runs) and that removing the base
+    removed too. A run folder inside any run's folder is refused before anything is read."""
+    nested = str(runs.CHECKPOINT_ROOT / base / "tuned")
+    before = written(tmp_path)
+    result = cli("train", str(new_file), "--init-from", base, "--out", nested, "--max-steps", "2", *TINY_LOOP_ARGS)
+    assert_one_line_error(
+        result, f"--out {nested} is inside the run folder {runs.CHECKPOINT_ROOT / base}", "--out tuned"
+    )
+    assert written(tmp_path) == before
+    with pytest.raises(CharLMError, match=f"^out='{nested}' is inside the run folder"):
+        charlm.train(new_file, out=nested, max_steps=2, quiet=True)  # a new run's too
+    result = cli("train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "2", *TINY_LOOP_ARGS)
+    assert result.exit_code == 0, result.output  # beside its base, as the error suggests
+
+
 def test_an_experiments_checkpoint_as_the_base_is_one_line_and_nothing_is_written(base, new_file, tmp_path):
     """A checkpoint of an experiment's own model (bench/parts.py: weights charlm's model lacks) was a
     traceback from load_state_dict ('Unexpected key(s) in state_dict'), after the corpus cache was
