@@ -254,10 +254,7 @@ def read(path: Path) -> Checkpoint:
     """A checkpoint file's Checkpoint, verified and checked; any damage is a one-line error naming the file.
     An exported model folder's model.safetensors reads as its folder (hub.py)."""
     if Path(path).suffix == ".safetensors":
-        folder = Path(path).parent
-        model_config, vocab, weights, run = hub.read(folder)
-        payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
-        return Checkpoint.from_payload(payload, folder)
+        return read_with_digest(path)[0]
     return Checkpoint.from_payload(unpack(read_bytes(path), path), path)
 
 
@@ -272,7 +269,10 @@ def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
     """A checkpoint and the sha256 of the very bytes it was parsed from (the base record of a
     fine-tuning run: a base still training may replace the file at any moment)."""
     if Path(path).suffix == ".safetensors":
-        return read(path), hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        folder = Path(path).parent
+        model_config, vocab, weights, run, digest = hub.read(folder)
+        payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
+        return Checkpoint.from_payload(payload, folder), digest
     data = read_bytes(path)
     return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest()
 

@@ -337,7 +337,7 @@ def inspect_command(
     target = paths[0] if len(paths) > wanted else None
     file = None if held_out else paths[-1]
     # FILE alone may name the run instead: its folder, or a run or corpus name that is no file here
-    file_is_a_run = file and (outputs.is_run_folder(file) or not Path(file).exists() and runs.names_a_run(file))
+    file_is_a_run = file and (runs.is_run_folder(file) or not Path(file).exists() and runs.names_a_run(file))
     if target is None and file_is_a_run:
         raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
     outputs.output_file(output)  # refused before the minutes of inspecting

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import checkpoint, runs
 from .checkpoint import Base, Checkpoint
@@ -27,6 +28,9 @@ from .errors import CharLMError
 from .fields import from_options, said
 from .model import CharLM, grow_vocab
 from .vocab import UNKNOWN, Vocabulary
+
+if TYPE_CHECKING:
+    from .tokens import TokenCorpus
 
 # Config fields that shape the model's weights and the vocabulary: a fine-tuning run takes the base's.
 ARCHITECTURE = ("cell", "layers", "hidden", "head", "tokenizer", "spm_model", "vocab_size", "normalize")
@@ -132,17 +136,20 @@ def run_config(start: Start, options: dict) -> Config:
     return from_options(Config, {**DEFAULTS, **options, **architecture})
 
 
-def new_characters_note(vocab: Vocabulary, base_size: int, config: Config) -> str:
+def new_characters_note(corpus: TokenCorpus, base_size: int, config: Config) -> str:
     """What a fine-tune's start line says its text adds to the base's `base_size` ids: the new characters,
     the first few named as an error names a character, so a stray one (a BOM, a full-width comma) is seen
     before it is learned; the unknown symbol --min-count or --coverage adds for those it leaves out is
-    said apart, as it is no character of the text."""
+    said apart, as it is no character of the text. A sentencepiece base adds no ids: its new characters
+    are those its tokenizer spells as bytes, which the prepared corpus names."""
+    vocab = corpus.vocab
     if not vocab.one_char_per_id:
-        return "its sentencepiece tokenizer kept (new characters are spelled as bytes)"
+        spelled = corpus.meta.get("unknown_chars")  # None in a cache prepared before they were named
+        note = named(spelled, corpus.meta["unknown_distinct"], ", spelled as bytes")
+        return f"its sentencepiece tokenizer kept; {note}"
     added = vocab.chars[base_size:]
     new = [char for char in added if char != UNKNOWN]
-    shown = " ".join(map(repr, new[:SHOWN_NEW])) + (" ..." if len(new) > SHOWN_NEW else "")
-    note = f"{len(new):,} new character{'' if len(new) == 1 else 's'}: {shown}" if new else "no new characters"
+    note = named(new, len(new))
     if UNKNOWN in added:
         policy = [said("min_count", config.min_count)] * (config.min_count > 1)
         policy += [said("coverage", config.coverage)] * (config.coverage < 1)
@@ -151,3 +158,14 @@ def new_characters_note(vocab: Vocabulary, base_size: int, config: Config) -> st
         else:  # no policy left any out: the text holds the symbol itself (said "rarer ones ()")
             note += f"; the text's {UNKNOWN!r} (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol"
     return note
+
+
+def named(chars: list[str] | None, count: int, how: str = "") -> str:
+    """`count` new characters, `how` the model reads them, the first SHOWN_NEW of `chars` named (none
+    when `chars` is None): `19 new characters: '!' '.' '?' ...` (ten named)."""
+    if not count:
+        return "no new characters"
+    note = f"{count:,} new character{'' if count == 1 else 's'}{how}"
+    if not chars:
+        return note
+    return note + ": " + " ".join(map(repr, chars[:SHOWN_NEW])) + (" ..." if count > SHOWN_NEW else "")

@@ -9,6 +9,7 @@ optimizer: enough to sample, score and fine-tune from, not to resume training.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -43,9 +44,10 @@ def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dic
     return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]
 
 
-def read(folder: Path) -> tuple[dict, dict, dict, dict]:
-    """A model folder's architecture, vocabulary, weights and run record, as `write` took them;
-    damage is a one-line error."""
+def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
+    """A model folder's architecture, vocabulary, weights and run record, as `write` took them, and the
+    sha256 of the very bytes the weights came from (a fine-tune records it: a second read could find a
+    new export there); damage is a one-line error."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -55,7 +57,8 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict]:
         vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
         # Read, then parsed: load_file maps the file for as long as the weights live (a server's
         # lifetime), and Windows refuses to replace a mapped file (`charlm export` again, into it).
-        weights = load((folder / WEIGHTS).read_bytes())
+        data = (folder / WEIGHTS).read_bytes()
+        weights = load(data)
     except OSError as e:
         raise CharLMError(
             f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"
@@ -68,7 +71,7 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict]:
             "a .pt checkpoint or a folder that charlm export --format safetensors wrote"
         )
     try:
-        return config["model"], vocab, weights, config["run"]
+        return config["model"], vocab, weights, config["run"], hashlib.sha256(data).hexdigest()
     except (KeyError, TypeError) as e:
         raise damaged(folder / CONFIG, type(e).__name__) from None
 

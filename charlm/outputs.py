@@ -38,11 +38,6 @@ def is_checkpoint(path: str | Path) -> bool:
         return False
 
 
-def is_run_folder(path: str | Path) -> bool:
-    """Whether `path` is a run's folder: it holds a checkpoint or a run.json."""
-    return any((Path(path) / name).is_file() for name in (runs.LATEST, runs.BEST, runs.RUN_INFO))
-
-
 def output_file(output: str | Path) -> Path:
     """`output` as a file a command may replace; a folder, a checkpoint, a run's own record or a
     write-protected file is refused."""
@@ -54,7 +49,7 @@ def output_file(output: str | Path) -> Path:
             raise CharLMError(f"{named}: is a folder; give a file name")
         if is_checkpoint(path):
             raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
-        if path.name in RUN_RECORDS and is_run_folder(path.parent):
+        if path.name in RUN_RECORDS and runs.is_run_folder(path.parent):
             raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
         # A rename over a file ignores the file's own permissions: a write-protected one was replaced
         # silently, where `>` refuses it.
@@ -83,7 +78,7 @@ def output_folder(output: str | Path) -> Path:
     among them, over the project's own config.json."""
     path, named = Path(output), said("output", output)
     try:
-        if is_run_folder(path):
+        if runs.is_run_folder(path):
             raise CharLMError(
                 f"{named}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
             )

@@ -65,7 +65,18 @@ def run_folder(out: str) -> Path:
         raise CharLMError(
             f"{said('out', metavar=repr(out))} names no run folder of its own; give a name, e.g. {said('out', 'my-run')}"
         )
+    if run := next((p for p in run_dir.resolve().parents if is_run_folder(p)), None):
+        shown = next((p for p in run_dir.parents if p.resolve() == run), run)  # as the user wrote it
+        raise CharLMError(
+            f"{said('out', out)} is inside the run folder {shown}, where `charlm runs` cannot list it and removing "
+            f"that run removes it too; give a folder of its own, e.g. {said('out', path.name)}"
+        )
     return run_dir
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether `path` is a run's folder: it holds a checkpoint or a run.json (a run begun there)."""
+    return any((Path(path) / name).is_file() for name in (LATEST, BEST, RUN_INFO))
 
 
 def name_bytes(name: str) -> int:

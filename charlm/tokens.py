@@ -64,6 +64,7 @@ COUNT_SLICE = 1 << 20  # ids counted at a time (an 8 MB int64 copy)
 EVAL_ALSO_TOKENS = 50_000  # of the --eval-also text, which a fine-tuning run scores every few seconds
 PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<process>\d+(-\d+)?)-[0-9a-f]+")  # `private_name`'s
 PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
+NAMED_UNKNOWN = 100  # the characters the vocabulary lacks that meta.json names (all are counted)
 
 
 @dataclass
@@ -204,6 +205,7 @@ def build(
         "vocab_size": len(vocab),
         "unknown_distinct": len(unknown),
         "unknown_count": sum(unknown.values()),
+        "unknown_chars": list(unknown)[:NAMED_UNKNOWN],  # by code point: a fine-tune's start line names them
         "coverage": 1.0 - sum(unknown.values()) / max(characters, 1),
         "sources": [[str(p) for p in part] for part in parts],
         "source_bytes": source_bytes,

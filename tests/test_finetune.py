@@ -163,6 +163,34 @@ def test_fine_tuning_starts_from_the_base_and_records_it(base, new_file, tiny):
     assert len(charlm.generate(charlm.load("tuned"), "THE FOX!", length=20, random_seed=0)) == 28  # new: T H E X !
 
 
+def test_a_model_folders_recorded_digest_is_that_of_the_weights_it_loaded(base, tmp_path, monkeypatch):
+    """A model folder's model.safetensors was hashed by a second read after its weights were loaded, so a
+    re-export landing between the two reads recorded a digest of weights the run never used (a .pt file
+    is read and hashed once). The re-export is made to land exactly there, right after the load."""
+    import safetensors.torch
+
+    folder, other = tmp_path / "exported", tmp_path / "other"
+    checkpoint.write_model_folder(checkpoint.read(runs.resolve(base)), folder)
+    changed = checkpoint.read(runs.resolve(base))
+    for tensor in changed.weights.values():
+        tensor.add_(1)
+    checkpoint.write_model_folder(changed, other)
+    re_export = (other / "model.safetensors").read_bytes()
+    exported = (folder / "model.safetensors").read_bytes()
+    real_load, loaded = safetensors.torch.load, []
+
+    def load_then_re_export(data: bytes) -> dict:
+        loaded.append(bytes(data))
+        weights = real_load(data)
+        (folder / "model.safetensors").write_bytes(re_export)  # `charlm export` again, at this moment
+        return weights
+
+    monkeypatch.setattr(safetensors.torch, "load", load_then_re_export)
+    start = finetune.read_base(folder)
+    assert loaded == [exported]  # the weights came from the first export, read once
+    assert start.record.sha256 == hashlib.sha256(exported).hexdigest() != hashlib.sha256(re_export).hexdigest()
+
+
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
     monkeypatch.setattr(sizing, "measure_sizes", lambda *args: pytest.fail("a fine-tuning run was sized"))
     trainer = api.start_finetune(base, {"max_time": "10m", "quiet": True}, [str(new_file)], "tuned")
@@ -237,6 +265,8 @@ def test_the_cli_fine_tunes_an_adaptive_head_and_scores_the_eval_also_text(fox_f
 
 
 def test_a_sentencepiece_base_is_fine_tuned_with_its_own_tokenizer(fox_file, new_file):
+    """Its start line said new characters "are spelled as bytes" and never named them, where a char
+    base's names its new characters."""
     result = cli(
         "train", str(fox_file), "--out", "base", "--tokenizer", "sentencepiece", "--max-steps", "10", *TINY_ARGS
     )
@@ -244,7 +274,9 @@ def test_a_sentencepiece_base_is_fine_tuned_with_its_own_tokenizer(fox_file, new
     args = ["--init-from", "base", "--out", "tuned", "--max-steps", "10", "--seq-len", "8", "--batch-size", "4"]
     result = cli("train", str(new_file), *args, "--max-time", "none")
     assert result.exit_code == 0, result.output
-    assert "its sentencepiece tokenizer kept (new characters are spelled as bytes)" in result.stderr
+    # the characters the base's tokenizer spells as bytes are named, as a char base's new ones are
+    said = "its sentencepiece tokenizer kept; 19 new characters, spelled as bytes: '!' '.' '?' 'B' 'C' 'E' 'F' 'H' 'I' 'J' ...\n"
+    assert said in result.stderr
     assert latest("tuned").vocab == latest("base").vocab and latest("tuned").config.tokenizer == "sentencepiece"
 
 
@@ -310,6 +342,23 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
     with pytest.raises(CharLMError, match="unknown option"):
         charlm.train(new_file, init_from=base, hiden=3)
     assert written(tmp_path) == before
+
+
+def test_a_fine_tune_inside_its_bases_folder_is_refused_naming_out(base, new_file, tmp_path):
+    """`--init-from base --out checkpoints/base/tuned` trained, into a folder `charlm runs` never listed
+    (`--root checkpoints/base` refused it as a run, not a folder of runs) and that removing the base
+    removed too. A run folder inside any run's folder is refused before anything is read."""
+    nested = str(runs.CHECKPOINT_ROOT / base / "tuned")
+    before = written(tmp_path)
+    result = cli("train", str(new_file), "--init-from", base, "--out", nested, "--max-steps", "2", *TINY_LOOP_ARGS)
+    assert_one_line_error(
+        result, f"--out {nested} is inside the run folder {runs.CHECKPOINT_ROOT / base}", "--out tuned"
+    )
+    assert written(tmp_path) == before
+    with pytest.raises(CharLMError, match=f"^out='{nested}' is inside the run folder"):
+        charlm.train(new_file, out=nested, max_steps=2, quiet=True)  # a new run's too
+    result = cli("train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "2", *TINY_LOOP_ARGS)
+    assert result.exit_code == 0, result.output  # beside its base, as the error suggests
 
 
 def test_an_experiments_checkpoint_as_the_base_is_one_line_and_nothing_is_written(base, new_file, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import itertools
 import json
 import math
@@ -1064,6 +1065,59 @@ def test_openai_fields_given_as_null_are_taken_as_left_out(client):
         assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
     with pytest.raises(openai.BadRequestError, match="unrecognized request argument supplied: tool"):
         client.chat.completions.create(model="tiny", messages=messages, extra_body={"tool": None})  # a typo
+
+
+def client_fields(create) -> list[str]:
+    """The request fields an official client's `create` can send: its keywords, less the prompt, the
+    model and the client's own transport options."""
+    own = {"model", "messages", "prompt", "extra_headers", "extra_query", "extra_body", "timeout"}
+    return [name for name in inspect.signature(create).parameters if name not in own]
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_every_field_the_openai_client_can_send_is_taken_as_null(client, endpoint):
+    """The installed client's chat.completions.create offers `moderation`, `prompt_cache_options` and
+    `prompt_cache_retention`, which charlm refused as "unrecognized request argument supplied" even as
+    null, which OpenAI takes as not given. This walks every field the client has, so a field a newer
+    client adds fails here, not in a user's 400."""
+    if endpoint == "chat":
+        create, prompt = client.chat.completions.create, {"messages": [{"role": "user", "content": "the "}]}
+    else:
+        create, prompt = client.completions.create, {"prompt": "the "}
+
+    def text(reply) -> str:
+        return reply.choices[0].message.content if endpoint == "chat" else reply.choices[0].text
+
+    fields = client_fields(create)
+    assert "stream" in fields and "seed" in fields  # the walk reads the client's keywords
+    plain = text(create(model="tiny", **prompt, max_tokens=20, seed=1))
+    for name in fields:
+        body = {"max_tokens": 20, "seed": 1, name: None} if name not in ("max_tokens", "seed") else {name: None}
+        reply = create(model="tiny", **prompt, extra_body=body)
+        assert name in ("max_tokens", "seed") or text(reply) == plain, name
+
+
+def test_the_clients_cache_and_moderation_fields_are_taken_at_values_that_change_nothing(client):
+    """`prompt_cache_retention` and `prompt_cache_options` choose how long OpenAI keeps a prompt's cache:
+    charlm keeps none, so their values (a retention's most, the options' defaults) change nothing.
+    `moderation` asks for a moderation model's check, which charlm cannot run: refused naming it."""
+    messages, extra = [{"role": "user", "content": "the "}], {"max_tokens": 20, "seed": 1}
+    plain = client.chat.completions.create(model="tiny", messages=messages, **extra).choices[0].message.content
+    for neutral in (
+        {"prompt_cache_retention": "in_memory", "prompt_cache_options": {}},
+        {"prompt_cache_retention": "24h", "prompt_cache_options": {"mode": "implicit", "ttl": "30m"}},
+    ):
+        reply = client.chat.completions.create(model="tiny", messages=messages, **extra, **neutral)
+        assert reply.choices[0].message.content == plain
+    refused = [
+        ("moderation", {"model": "omni-moderation-latest"}),
+        ("prompt_cache_options", {"mode": "explicit"}),
+        ("prompt_cache_retention", "1h"),
+    ]
+    for name, value in refused:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(model="tiny", messages=messages, extra_body={name: value})
+        assert caught.value.body["param"] == name and caught.value.body["code"] == "unsupported_parameter"
 
 
 PAGE_ORIGIN = "http://127.0.0.1:5173"  # another origin: a web app's dev server, say

@@ -89,6 +89,7 @@ def test_rare_characters_become_the_unknown_symbol_and_seeds_map_with_a_warning(
     path = write(tmp_path, "r.txt", "ab" * 500 + "xyz\n")
     corpus = load_corpus([str(path)], Config(min_count=2), quiet=True)
     assert corpus.meta["unknown_distinct"] == 4 and corpus.meta["unknown_count"] == 4  # x y z \n
+    assert corpus.meta["unknown_chars"] == ["\n", "x", "y", "z"]  # named, by code point
     assert corpus.vocab.decode(corpus.tokens[-4:]) == UNKNOWN * 4
     with pytest.warns(UnknownCharacterWarning, match="'x' 'q'"):
         ids = corpus.vocab.encode("axq", what="--seed")

@@ -117,7 +117,7 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
             err=True,
         )
         if trainer.base:
-            added = finetune.new_characters_note(trainer.corpus.vocab, trainer.base.vocab_size, config)
+            added = finetune.new_characters_note(trainer.corpus, trainer.base.vocab_size, config)
             click.echo(f"fine-tuning from {trainer.base.describe()}; {added}", err=True)
     try:
         trainer.fit()

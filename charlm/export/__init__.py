@@ -85,7 +85,7 @@ def run_of(path: Path) -> Path | None:
     if path.name != hub.WEIGHTS:
         return path.parent
     exports = path.parent.absolute().parent
-    return exports.parent if exports.name == runs.EXPORTS and outputs.is_run_folder(exports.parent) else None
+    return exports.parent if exports.name == runs.EXPORTS and runs.is_run_folder(exports.parent) else None
 
 
 def default_output(path: Path, format: str) -> Path:

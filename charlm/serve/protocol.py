@@ -108,6 +108,10 @@ NEUTRAL = {
     "response_format": ({"type": "text"},), "store": (False,), "tool_choice": ("none",),
     "modalities": (["text"],), "service_tier": ("auto", "default"), "tools": ([],), "functions": ([],),
     "function_call": ("none",), "metadata": ({},),
+    # how long OpenAI keeps a prompt's cache: charlm keeps none, so a retention's most and the options'
+    # defaults change nothing
+    "prompt_cache_retention": ("in_memory", "24h"),
+    "prompt_cache_options": ({}, {"mode": "implicit"}, {"ttl": "30m"}, {"mode": "implicit", "ttl": "30m"}),
 }  # fmt: skip
 # OpenAI's fields charlm accepts as null only, which OpenAI takes as not given (the official client
 # sends a field given as None as null)
@@ -119,6 +123,7 @@ NULL_ONLY = {
     "prediction",
     "web_search_options",
     "verbosity",
+    "moderation",
 }
 NEUTRAL_OR_NONE = {*NEUTRAL, *NULL_ONLY}
 # stream_options' fields: `include_obfuscation` asks OpenAI to pad each chunk (against guessing its
