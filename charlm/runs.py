@@ -65,7 +65,7 @@ def run_folder(out: str) -> Path:
         raise CharLMError(
             f"{said('out', metavar=repr(out))} names no run folder of its own; give a name, e.g. {said('out', 'my-run')}"
         )
-    if run := next((p for p in run_dir.resolve().parents if is_run_folder(p)), None):
+    if run := next((p for p in run_dir.resolve().parents if holds_run_record(p)), None):
         shown = next((p for p in run_dir.parents if p.resolve() == run), run)  # as the user wrote it
         raise CharLMError(
             f"{said('out', out)} is inside the run folder {shown}, where `charlm runs` cannot list it and removing "
@@ -77,6 +77,14 @@ def run_folder(out: str) -> Path:
 def is_run_folder(path: str | Path) -> bool:
     """Whether `path` is a run's folder: it holds a checkpoint or a run.json (a run begun there)."""
     return any((Path(path) / name).is_file() for name in (LATEST, BEST, RUN_INFO))
+
+
+def holds_run_record(path: Path) -> bool:
+    """Whether `path` holds a charlm run's own run.json (its options under "config"): what makes a folder
+    above a new run's `--out` a run. Not a checkpoint's name alone, nor any run.json: a `best.pt` or
+    another tool's run.json in the folder charlm is started from refused every run's --out there."""
+    info = read_run_info(path)
+    return info is not None and isinstance(info.get("config"), dict)
 
 
 def name_bytes(name: str) -> int:

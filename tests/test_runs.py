@@ -328,6 +328,18 @@ def test_an_out_that_names_no_folder_of_its_own_is_refused(fox_file, tmp_path, o
     assert not list(tmp_path.glob("*.pt"))
 
 
+def test_a_stray_best_pt_or_another_tools_run_json_where_charlm_starts_refuses_no_run(fox_file, tmp_path):
+    """An --out inside a run's folder is refused (test_finetune.py); a folder above the run counted as a
+    run for a file named best.pt (other PyTorch tools leave one) or any run.json, which refused every
+    run started there: only a charlm run's own run.json makes a folder a run."""
+    (tmp_path / runs.BEST).write_bytes(b"another tool's weights")
+    (tmp_path / runs.RUN_INFO).write_text('{"name": "another tool"}', encoding="utf-8")
+    for out in ([], ["--out", "named"]):  # a run's own name, and one given
+        result = cli("train", str(fox_file), *out, "--layers", "1", "--hidden", "16", "--max-steps", "2", "--quiet")
+        assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "checkpoints").glob(f"*/{runs.LATEST}"))) == 2
+
+
 def test_resuming_from_a_checkpoint_behind_latest_is_refused(fox_file, tiny, tmp_path):
     """A run stopped by --patience keeps best.pt behind latest.pt; `--resume RUN/best.pt` replaced
     latest.pt with its own continuation, and the steps past best.pt were lost without a word."""
