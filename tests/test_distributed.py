@@ -1,4 +1,4 @@
-"""Data parallelism on the CPU: two gloo processes under torchrun train the model one process trains
+"""Data parallelism on the CPU: two gloo processes, started as torchrun starts them, train the model one process trains
 with the same global batch; devices and precision fail clearly where they cannot work."""
 
 import contextlib
@@ -54,13 +54,6 @@ def launch(*args: str, processes: int = 2, prelude: str = "") -> subprocess.Pope
     )
 
 
-def torchrun(*args: str, processes: int = 2) -> None:
-    """`torchrun --nproc_per_node N -m charlm ARGS`, which must succeed."""
-    process = launch(*args, processes=processes)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, out + err
-
-
 @contextlib.contextmanager
 def ranks(*args: str, processes: int = 2, prelude: str = ""):
     """`charlm ARGS` as the ranks of one job, started as torchrun starts them (its environment) but
@@ -112,7 +105,7 @@ def assert_same_curve(a: str, b: str) -> float:
 
 def test_two_gloo_processes_train_the_model_one_process_trains(fox_file):
     torch.set_num_threads(1)
-    torchrun("train", str(fox_file), "--out", "ddp", *cli_options(max_steps=20))
+    train_ranks("train", str(fox_file), "--out", "ddp", *cli_options(max_steps=20))
     charlm.train(fox_file, out="one", **OPTIONS, max_steps=20)
     weights = max_weight_difference("ddp", "one")
     assert_same_curve("ddp", "one")
