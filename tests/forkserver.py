@@ -54,7 +54,7 @@ while True:
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
-        sys.argv = ["-c", *argv]
+        sys.argv = argv
         exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
         sys.exit(0)
     for fd in fds:
@@ -62,6 +62,10 @@ while True:
     children.add(pid)
     channel.sendall(pickle.dumps(("started", pid, None)))
 """
+
+
+# `python -m charlm`, as `code` for `ForkServer.start` (sys.argv[0] becomes charlm/__main__.py's path)
+CHARLM = "import runpy\nrunpy.run_module('charlm', run_name='__main__', alter_sys=True)"
 
 
 class ForkServer:
@@ -77,12 +81,13 @@ class ForkServer:
         self.started: list[int] = []
         self.ended: dict[int, int] = {}
 
-    def start(self, code: str, args: list[str], env: dict[str, str]) -> Forked:
-        """`python -c code args...` with `env`, in this folder, its stdout and stderr piped here."""
+    def start(self, code: str, argv: list[str], env: dict[str, str]) -> Forked:
+        """`code` run as `python -c` runs it, with `argv` as sys.argv and `env` as its environment, in this
+        folder, its stdout and stderr piped here."""
         stdin = os.open(os.devnull, os.O_RDONLY)
         (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
         with self.lock:
-            request = pickle.dumps((code, list(args), env, os.getcwd()))
+            request = pickle.dumps((code, list(argv), env, os.getcwd()))
             socket.send_fds(self.channel, [request], [stdin, out_write, err_write])
             for fd in (stdin, out_write, err_write):
                 os.close(fd)

@@ -69,7 +69,7 @@ def ranks(*args: str, processes: int = 2, prelude: str = ""):
     started = [
         server.start(
             f"{prelude}\n{MAIN}",
-            args,
+            ["-c", *args],
             {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)},
         )
         for rank in range(processes)
