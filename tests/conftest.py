@@ -30,6 +30,8 @@ from charlm.cli import main
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
+from . import forkserver
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPORA = Path(os.environ.get("CHARLM_SHARED_CORPORA", REPO.parent / "shared" / "corpora"))
 
@@ -282,10 +284,11 @@ def block_import(monkeypatch, prefix: str) -> None:
 TRAIN_ARGS = [*TINY_ARGS, "--dropout", "0.2"]
 
 
-def start_training(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "charlm", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+def start_training(*args: str) -> forkserver.Forked:
+    """`python -m charlm train ARGS` started, its stdout and stderr piped here, read as a Popen's: a process
+    forked from one that has imported torch (`forkserver`), ~3 s of CPU sooner."""
+    env = dict(os.environ)
+    return forkserver.server(env).start(forkserver.CHARLM, ["-m", "train", *args], env)
 
 
 def wait_for(path, timeout: float = 120, newer_than: int = -1) -> None:

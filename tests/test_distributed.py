@@ -1,4 +1,4 @@
-"""Data parallelism on the CPU: two gloo processes under torchrun train the model one process trains
+"""Data parallelism on the CPU: two gloo processes, started as torchrun starts them, train the model one process trains
 with the same global batch; devices and precision fail clearly where they cannot work."""
 
 import contextlib
@@ -18,6 +18,7 @@ from charlm import runs, sizing, threads
 from charlm.distributed import SYNC_EVERY
 from charlm.runs import read_metrics
 
+from . import forkserver
 from .conftest import TINY, assert_one_line_error, cli, cli_args, latest, max_weight_difference, wait_for
 
 pytestmark = pytest.mark.slow  # every test starts processes under torchrun
@@ -53,30 +54,23 @@ def launch(*args: str, processes: int = 2, prelude: str = "") -> subprocess.Pope
     )
 
 
-def torchrun(*args: str, processes: int = 2) -> None:
-    """`torchrun --nproc_per_node N -m charlm ARGS`, which must succeed."""
-    process = launch(*args, processes=processes)
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 0, out + err
-
-
 @contextlib.contextmanager
 def ranks(*args: str, processes: int = 2, prelude: str = ""):
     """`charlm ARGS` as the ranks of one job, started as torchrun starts them (its environment) but
     without it, so each rank's exit status and output can be read; any still running are killed after.
+    Each rank is a process forked from one that has imported torch (`forkserver`): ~3 s of CPU less a rank.
     `prelude`: Python each rank runs first, to watch or steer it from inside (its RANK is in os.environ).
     As torchrun's agent does, this process keeps the store the ranks meet through, which outlives them."""
     store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port)}
     env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
     env["LOCAL_WORLD_SIZE"] = str(processes)  # each rank's share of the cores (threads.configure)
-    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
-    command = [sys.executable, "-c", f"{prelude}\n{MAIN}"]
+    server = forkserver.server(env)
     started = [
-        subprocess.Popen(
-            [*command, *args],
-            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)},
-            **pipes,
+        server.start(
+            f"{prelude}\n{MAIN}",
+            ["-c", *args],
+            {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(processes)},
         )
         for rank in range(processes)
     ]
@@ -111,7 +105,7 @@ def assert_same_curve(a: str, b: str) -> float:
 
 def test_two_gloo_processes_train_the_model_one_process_trains(fox_file):
     torch.set_num_threads(1)
-    torchrun("train", str(fox_file), "--out", "ddp", *cli_options(max_steps=20))
+    train_ranks("train", str(fox_file), "--out", "ddp", *cli_options(max_steps=20))
     charlm.train(fox_file, out="one", **OPTIONS, max_steps=20)
     weights = max_weight_difference("ddp", "one")
     assert_same_curve("ddp", "one")

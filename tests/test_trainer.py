@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -191,12 +190,7 @@ def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox
         "--quiet",
     ]
     train_here(str(fox_file), "--out", "whole", *options)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "train", str(fox_file), "--out", "cut", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_training(str(fox_file), "--out", "cut", *options)
     deadline = time.time() + 120
     while not (tmp_path / "checkpoints/cut/latest.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
