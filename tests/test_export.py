@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import unicodedata
 import warnings
 from pathlib import Path
@@ -25,7 +26,7 @@ from charlm.export import FORMATS
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
-from .conftest import REPO, assert_one_line_error, block_import, cli, file_size_limit, import_or_missing
+from .conftest import REPO, assert_one_line_error, block_import, cli, file_size_limit, import_or_missing, wait_for
 from .export_contender import export_by_turns, export_in_rounds
 
 TEXT = "the quick brown fox jumps over the lazy dog\n"
@@ -333,6 +334,26 @@ def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
     assert cli("export", str(run), "--format", "html", "--output", output).output == f"wrote {output}\n"
     again = cli("export", str(run), "--format", "html", "--output", output).output
     assert again == f"wrote {output}, replacing the earlier {output} (give --output another name to keep both)\n"
+
+
+def test_an_export_into_a_new_folder_another_export_is_writing_waits_for_it(tmp_path):
+    """Two first exports into one new folder at once: the second found the first's lock (and temporary
+    files) there, no model yet, and was refused as a folder of other files. A real process holds the
+    folder's export lock while `charlm export` starts: the export waits for it, then writes."""
+    run = run_of(model_of(), tmp_path / "run")
+    folder = tmp_path / "hub"
+    folder.mkdir()  # as the first export's hub.put made it
+    hold = "from charlm import hub; from pathlib import Path\nwith hub.one_export_at_a_time(Path({!r})): input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold.format(str(folder))], stdin=subprocess.PIPE, text=True)
+    try:
+        wait_for(folder / hub.LOCK, timeout=60)
+        threading.Timer(0.5, holder.communicate, args=("\n",)).start()  # it lets go while the export waits
+        result = cli("export", str(run), "--format", "safetensors", "--output", str(folder))
+    finally:
+        holder.kill()  # still holding only where the export failed at once
+        holder.wait(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "vocab.json"]
 
 
 def test_a_safetensors_export_never_writes_over_a_folder_of_other_files(tmp_path):
