@@ -254,8 +254,15 @@ def read(path: Path) -> Checkpoint:
     """A checkpoint file's Checkpoint, verified and checked; any damage is a one-line error naming the file.
     An exported model folder's model.safetensors reads as its folder (hub.py)."""
     if Path(path).suffix == ".safetensors":
-        return read_with_digest(path)[0]
+        return read_model_folder(Path(path).parent)[0]
     return Checkpoint.from_payload(unpack(read_bytes(path), path), path)
+
+
+def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:
+    """A model folder's Checkpoint (hub.py), and the sha256 of the weights file it was read from."""
+    model_config, vocab, weights, run, digest = hub.read(folder)
+    payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
+    return Checkpoint.from_payload(payload, folder), digest
 
 
 def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
@@ -268,11 +275,8 @@ def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
 def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
     """A checkpoint and the sha256 of the very bytes it was parsed from (the base record of a
     fine-tuning run: a base still training may replace the file at any moment)."""
-    if Path(path).suffix == ".safetensors":
-        folder = Path(path).parent
-        model_config, vocab, weights, run, digest = hub.read(folder)
-        payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
-        return Checkpoint.from_payload(payload, folder), digest
+    if Path(path).suffix == ".safetensors":  # the digest of the file read, not of one a re-export put there since
+        return read_model_folder(Path(path).parent)
     data = read_bytes(path)
     return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest()
 

@@ -5,19 +5,33 @@ Written by `charlm export RUN --format safetensors --output DIR`, read wherever 
 are safetensors (a JSON header and raw little-endian arrays), the rest plain JSON, so loading one can
 never run code. It holds the model and what the run was (options, corpus, progress), not the
 optimizer: enough to sample, score and fine-tune from, not to resume training.
+
+The folder reads as one export, whole, though its three files are renamed into place one by one: an
+export renames them under an OS lock (`one_export_at_a_time`), so two exports into one folder never
+leave one run's weights beside the other's vocabulary; and config.json records the sha256 of the other
+two, so a reader that caught a re-export midway (the new vocabulary, the old weights) reads again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import filelock
 
 from . import files
 from .errors import CharLMError
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
 FORMAT = "charlm-safetensors-1"
+LOCK = ".export.lock"  # only while an export renames its files in: not uploaded with the model
+# How long a reader waits, in turn, before reading again a folder whose files are of two exports (2 s
+# in all): an export renames its three in microseconds, or (Windows, a file held open) up to 1.5 s each.
+REREAD_WAITS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 def holds_model(folder: Path) -> bool:
@@ -28,52 +42,114 @@ def holds_model(folder: Path) -> bool:
 def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dict) -> list[Path]:
     """Write a model (its architecture, vocabulary and weights) and its run record, as the checkpoint
     keeps them (checkpoint.py owns their fields), into `folder`; returns the three paths. All three are
-    written before any is renamed into place, the weights last (files.py): a failed write leaves the
-    folder as it was, never new weights beside an old vocabulary."""
+    written before any is renamed into place, the weights last, under the folder's export lock (`put`):
+    a failed write leaves the folder as it was, never new weights beside an old vocabulary, and so does
+    another export at the same moment. config.json records the other two's sha256, which `read` checks."""
     from safetensors.torch import save
 
     folder = Path(folder)
-    config = {"format": FORMAT, "model_type": "charlm", "model": model_config, "run": run}
     weights = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
-    contents = {
-        folder / CONFIG: files.utf8(json.dumps(config, indent=1, ensure_ascii=False)),
-        folder / VOCAB: files.utf8(json.dumps(vocab, ensure_ascii=False)),
-        folder / WEIGHTS: save(weights, metadata={"format": FORMAT}),
-    }
-    files.replace_files(contents)
+    vocab_bytes = files.utf8(json.dumps(vocab, ensure_ascii=False))
+    weights_bytes = save(weights, metadata={"format": FORMAT})
+    digests = {WEIGHTS: sha256(weights_bytes), VOCAB: sha256(vocab_bytes)}
+    config = {"format": FORMAT, "model_type": "charlm", "model": model_config, "run": run, "sha256": digests}
+    put(
+        folder,
+        {
+            CONFIG: files.utf8(json.dumps(config, indent=1, ensure_ascii=False)),
+            VOCAB: vocab_bytes,
+            WEIGHTS: weights_bytes,
+        },
+    )
     return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]
+
+
+def put(folder: Path, contents: dict[str, bytes]) -> None:
+    """Write the files of `contents` (name -> bytes) into `folder` and rename them into place in its
+    order (`files.replace_files`), as one export: under the folder's export lock."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with one_export_at_a_time(folder):
+        files.replace_files({folder / name: data for name, data in contents.items()})
+
+
+@contextlib.contextmanager
+def one_export_at_a_time(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s export lock (flock, through filelock, on LOCK in it), waiting for an export that
+    holds it: two exports of two runs into one folder at once left one's weights beside the other's
+    config and vocabulary. The lock file goes before the unlock, as a run's `.lock` does (runs.RunLock),
+    so the folder is again the three files to upload (Windows: filelock deletes it once unlocked)."""
+    path = folder / LOCK
+    with filelock.FileLock(path):
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
     """A model folder's architecture, vocabulary, weights and run record, as `write` took them, and the
-    sha256 of the very bytes the weights came from (a fine-tune records it: a second read could find a
-    new export there); damage is a one-line error."""
+    sha256 of the weights file they were read from; damage is a one-line error. Files of two exports
+    (a re-export renaming its files in meanwhile) are read again; an export older than config.json's
+    sha256 record is read as it is."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
     folder = Path(folder)
+    for wait in (*REREAD_WAITS, None):
+        config, vocab_bytes, weights_bytes = read_files(folder)
+        stray = mismatched(config, {VOCAB: vocab_bytes, WEIGHTS: weights_bytes})
+        if stray is None:
+            break
+        if wait is None:
+            raise damaged(folder, f"{stray} is not the file its {CONFIG} was exported with")
+        time.sleep(wait)
     try:
-        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-        vocab = json.loads((folder / VOCAB).read_text(encoding="utf-8"))
+        vocab = json.loads(vocab_bytes.decode("utf-8"))
+        weights = load(weights_bytes)
+    except (ValueError, SafetensorError) as e:
+        raise damaged(folder, str(e).splitlines()[0][:120]) from None
+    try:
+        return config["model"], vocab, weights, config["run"], sha256(weights_bytes)
+    except (KeyError, TypeError) as e:
+        raise damaged(folder / CONFIG, type(e).__name__) from None
+
+
+def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
+    """config.json, parsed and checked to be charlm's, and the bytes of vocab.json and the weights."""
+    try:
+        config_bytes = (folder / CONFIG).read_bytes()
+        vocab_bytes = (folder / VOCAB).read_bytes()
         # Read, then parsed: load_file maps the file for as long as the weights live (a server's
         # lifetime), and Windows refuses to replace a mapped file (`charlm export` again, into it).
-        data = (folder / WEIGHTS).read_bytes()
-        weights = load(data)
+        weights_bytes = (folder / WEIGHTS).read_bytes()
     except OSError as e:
         raise CharLMError(
             f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"
         ) from None
-    except (ValueError, SafetensorError) as e:
+    try:
+        config = json.loads(config_bytes.decode("utf-8"))
+    except ValueError as e:
         raise damaged(folder, str(e).splitlines()[0][:120]) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CharLMError(
             f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r}); give a run folder, "
             "a .pt checkpoint or a folder that charlm export --format safetensors wrote"
         )
-    try:
-        return config["model"], vocab, weights, config["run"], hashlib.sha256(data).hexdigest()
-    except (KeyError, TypeError) as e:
-        raise damaged(folder / CONFIG, type(e).__name__) from None
+    return config, vocab_bytes, weights_bytes
+
+
+def mismatched(config: dict, contents: dict[str, bytes]) -> str | None:
+    """The first file of `contents` (name -> bytes) whose sha256 is not the one config.json records for
+    it; None when all match, or config.json records none (an export older than the record)."""
+    recorded = config.get("sha256")
+    if not isinstance(recorded, dict):
+        return None
+    return next((name for name, data in contents.items() if recorded.get(name) != sha256(data)), None)
 
 
 def damaged(place: Path, why: str) -> CharLMError:

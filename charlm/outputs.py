@@ -75,14 +75,17 @@ def replacing_note(output: str | Path) -> str:
 def output_folder(output: str | Path) -> Path:
     """`output` as the model folder an export writes: new, empty, or an earlier export, which it replaces.
     A run's folder is refused, and so is a folder of other files: `--output ~/project` wrote the model
-    among them, over the project's own config.json."""
+    among them, over the project's own config.json. Hidden files do not count, as none is written over:
+    an export under way keeps its lock and temporary files there (hub.py), and a second export into the
+    new folder at that moment was refused; so were a git clone's .git and macOS's .DS_Store."""
     path, named = Path(output), said("output", output)
     try:
         if runs.is_run_folder(path):
             raise CharLMError(
                 f"{named}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
             )
-        others = sorted(p.name for p in path.iterdir()) if path.is_dir() and not hub.holds_model(path) else []
+        listed = path.is_dir() and not hub.holds_model(path)
+        others = sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if listed else []
     except OSError as e:  # a name too long for the file system, as `output_file`
         raise files.cannot_write(named, e) from None
     if others:

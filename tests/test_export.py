@@ -3,9 +3,13 @@ The HTML page's tests (a real browser) are in test_export_html.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import multiprocessing
+import os
 import subprocess
 import sys
+import threading
 import unicodedata
 import warnings
 from pathlib import Path
@@ -15,14 +19,15 @@ import pytest
 import torch
 
 import charlm
-from charlm import checkpoint, export, sampler
+from charlm import checkpoint, export, hub, sampler
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
 from charlm.export import FORMATS
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
-from .conftest import REPO, assert_one_line_error, block_import, cli, file_size_limit, import_or_missing
+from .conftest import REPO, assert_one_line_error, block_import, cli, file_size_limit, import_or_missing, wait_for
+from .export_contender import export_by_turns, export_in_rounds
 
 TEXT = "the quick brown fox jumps over the lazy dog\n"
 CHINESE = "".join(chr(0x4E00 + i) for i in range(40)) + "，。\n"
@@ -145,6 +150,113 @@ def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("info", hub), "config.json: damaged model folder (KeyError)", "export it again")
 
 
+def two_runs(tmp_path: Path) -> list[Checkpoint]:
+    """Two runs whose model folders differ in every file (weights, the vocabulary's order, corpus) but not
+    in shapes: a folder that mixes them loads without a word, and writes garbage."""
+    first = model_of()
+    torch.manual_seed(4)
+    second = CharLM(first.config, Vocab(first.vocab.chars[::-1]))
+    runs_ = [run_of(first, tmp_path / "first", "first"), run_of(second, tmp_path / "second", "second")]
+    return [checkpoint.read(run / "best.pt") for run in runs_]
+
+
+def exported(saved: Checkpoint, folder: Path) -> tuple[bytes, ...]:
+    """The three files of `saved`'s model folder, exported into `folder`."""
+    checkpoint.write_model_folder(saved, folder)
+    return folder_files(folder)
+
+
+def folder_files(folder: Path) -> tuple[bytes, ...]:
+    return tuple((folder / name).read_bytes() for name in (hub.WEIGHTS, hub.CONFIG, hub.VOCAB))
+
+
+def test_two_exports_into_one_folder_at_once_leave_one_of_them_whole(tmp_path):
+    """Two exports of two runs into one folder at once (two scripts, two terminals) renamed their files
+    in by turns: one run's weights beside the other's config and vocabulary. Two exporter processes,
+    released at once in each of 12 rounds; after each the folder is one run's export, byte for byte."""
+    models, rounds = two_runs(tmp_path), 12
+    whole = [exported(saved, tmp_path / f"alone-{i}") for i, saved in enumerate(models)]
+    sources = [str(tmp_path / f"alone-{i}") for i in range(2)]
+    folder = tmp_path / "hub"
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(3)
+    exporters = [
+        spawn.Process(target=export_in_rounds, args=(source, str(folder), rounds, barrier, seed))
+        for seed, source in enumerate(sources)
+    ]
+    for exporter in exporters:
+        exporter.start()
+    try:
+        for round_ in range(rounds):
+            barrier.wait(timeout=120)  # both exporters released
+            barrier.wait(timeout=120)  # both done
+            one_export = folder_files(folder) in whole  # a bool, so that a failure is not three files' bytes
+            assert one_export, f"round {round_}: the folder mixes the two runs' files"
+    except BaseException:
+        barrier.abort()  # the exporters waiting for the next round end
+        raise
+    finally:
+        for exporter in exporters:
+            exporter.join(timeout=60)
+    assert [exporter.exitcode for exporter in exporters] == [0, 0]
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "vocab.json"]  # no lock left
+
+
+def test_a_model_folder_read_while_it_is_exported_again_reads_as_one_export(tmp_path):
+    """A reader (charlm.load, sample, serve, --init-from) that read a model folder while a re-export
+    renamed its files in got the new vocabulary with the old weights, and --init-from recorded the digest
+    of weights it had not read. Here one process exports two runs into the folder by turns while this
+    one reads it in a loop: every read is one run's export, whole, with its weights' digest."""
+    models = two_runs(tmp_path)
+    digests = [
+        hashlib.sha256(exported(saved, tmp_path / f"alone-{i}")[0]).hexdigest() for i, saved in enumerate(models)
+    ]
+    folder = tmp_path / "hub"
+    checkpoint.write_model_folder(models[0], folder)
+    spawn = multiprocessing.get_context("spawn")
+    started = spawn.Event()
+    sources = [str(tmp_path / f"alone-{i}") for i in range(2)]
+    exporter = spawn.Process(target=export_by_turns, args=(sources, str(folder), 20, started))
+    exporter.start()
+    reads = 0
+    try:
+        assert started.wait(timeout=120)
+        while exporter.is_alive():
+            if reads % 2:
+                loaded = charlm.load(folder)
+                vocab, weights, corpus, digest = loaded.vocab, loaded.state_dict(), None, None
+            else:
+                saved, digest = checkpoint.read_with_digest(folder / hub.WEIGHTS)
+                vocab, weights, corpus = saved.vocab, saved.weights, saved.corpus["name"]
+            i = 0 if vocab.chars == models[0].vocab.chars else 1
+            assert vocab.chars == models[i].vocab.chars
+            mixed = f"read {reads}: the vocabulary of one export, and not"
+            assert all(torch.equal(weights[name], models[i].weights[name]) for name in weights), f"{mixed} its weights"
+            assert corpus in (None, models[i].corpus["name"]), f"{mixed} its run record"
+            assert digest in (None, digests[i]), f"{mixed} its weights' digest"
+            reads += 1
+    finally:
+        exporter.join(timeout=60)
+    assert exporter.exitcode == 0 and reads >= 10, reads
+
+
+def test_a_model_folder_of_two_exports_is_a_one_line_error_and_an_older_one_loads(tmp_path, monkeypatch):
+    """A folder whose vocab.json is another export's (copied in by hand, or mixed by an older charlm's two
+    exports at once) is refused once reading again finds it so still; an export from before config.json
+    recorded its files' sha256 loads as it did."""
+    models = two_runs(tmp_path)
+    exported(models[1], tmp_path / "other")
+    exported(models[0], tmp_path / "hub")
+    monkeypatch.setattr(hub, "REREAD_WAITS", (0.0,))
+    (tmp_path / "hub" / hub.VOCAB).write_bytes((tmp_path / "other" / hub.VOCAB).read_bytes())
+    result = cli("sample", "--checkpoint", str(tmp_path / "hub"))
+    assert_one_line_error(result, "damaged model folder (vocab.json is not the file its config.json was exported")
+    config = json.loads((tmp_path / "hub" / hub.CONFIG).read_text(encoding="utf-8"))
+    del config["sha256"]
+    (tmp_path / "hub" / hub.CONFIG).write_text(json.dumps(config), encoding="utf-8")
+    assert charlm.load(tmp_path / "hub").vocab.chars == models[1].vocab.chars  # read as it is, as before
+
+
 def onnx_session(path: Path):
     ort = import_or_missing("onnxruntime")
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -222,6 +334,26 @@ def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
     assert cli("export", str(run), "--format", "html", "--output", output).output == f"wrote {output}\n"
     again = cli("export", str(run), "--format", "html", "--output", output).output
     assert again == f"wrote {output}, replacing the earlier {output} (give --output another name to keep both)\n"
+
+
+def test_an_export_into_a_new_folder_another_export_is_writing_waits_for_it(tmp_path):
+    """Two first exports into one new folder at once: the second found the first's lock (and temporary
+    files) there, no model yet, and was refused as a folder of other files. A real process holds the
+    folder's export lock while `charlm export` starts: the export waits for it, then writes."""
+    run = run_of(model_of(), tmp_path / "run")
+    folder = tmp_path / "hub"
+    folder.mkdir()  # as the first export's hub.put made it
+    hold = "from charlm import hub; from pathlib import Path\nwith hub.one_export_at_a_time(Path({!r})): input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold.format(str(folder))], stdin=subprocess.PIPE, text=True)
+    try:
+        wait_for(folder / hub.LOCK, timeout=60)
+        threading.Timer(0.5, holder.communicate, args=("\n",)).start()  # it lets go while the export waits
+        result = cli("export", str(run), "--format", "safetensors", "--output", str(folder))
+    finally:
+        holder.kill()  # still holding only where the export failed at once
+        holder.wait(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "vocab.json"]
 
 
 def test_a_safetensors_export_never_writes_over_a_folder_of_other_files(tmp_path):
