@@ -283,6 +283,7 @@ class RowSampler:
         # `used` where several rows draw at once, read there in place; a lone row's uniform is taken by
         # the host's count alone, and this is written again when rows next draw together (`planned`).
         self.used_there = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long, device=self.device)
+        self.lone_counted = False  # whether a lone row took uniforms `used_there` has not counted
         self.indices = torch.arange(capacity, device=self.device)
         self.utf8_state = torch.zeros(capacity, dtype=torch.long, device=self.device)  # a `Utf8Rule` state
         # Each row's bias and bans, (capacity, vocab): made when a row first has a bias (a batch of
@@ -440,8 +441,9 @@ class RowSampler:
             divisor=torch.where(greedy_there, 1.0, temperature).clamp(max=LARGEST),
         )
         self.spare = 0  # rows may have joined: look at their blocks
-        if rows > 1:  # a lone row counted its uniforms on the host alone
+        if rows > 1 and self.lone_counted:  # a lone row counted its uniforms on the host alone
             self.used_there[:rows].copy_(torch.tensor(self.used[:rows]), non_blocking=True)
+            self.lone_counted = False
         return self.plan
 
     def advance(self, ids: list[int]) -> None:
@@ -494,6 +496,7 @@ class RowSampler:
         if rows == 1:
             taken = used[0]
             used[0] = taken + 1
+            self.lone_counted = True
             return self.block[:1, taken : taken + 1]
         used_there = self.used_there[:rows]
         drawn = self.block[:rows].gather(1, used_there.unsqueeze(1))
