@@ -27,6 +27,11 @@ from .vocab import Vocabulary
 
 UNIFORM_BLOCK = 256  # uniforms drawn per generator at a time
 LARGEST = torch.finfo(torch.float32).max
+# The largest float32 below 1. A uniform just below 1 can round to 1 in float32: its target would then
+# be the whole total and land past the last likely id, on one of probability 0 (one a template or top-k
+# forbade). Kept at most this, u * total is below the total, and is the float32 just below it where u
+# rounded to 1 (total * (1 - 2^-24) rounds to it, for any normal total).
+BELOW_ONE = 1 - 2**-24
 
 
 def penalize(
@@ -42,13 +47,15 @@ def penalize(
 
 
 def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform."""
+    """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform in [0, 1]."""
+    return inverse_cdf(probs, uniform.to(probs).clamp(max=BELOW_ONE).unsqueeze(1))
+
+
+def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    """`draw` for uniforms (rows, 1) already in probs' dtype and at most BELOW_ONE, as `RowSampler` keeps them:
+    the target u * total is then below the total, so it lands on a likely id."""
     cdf = probs.cumsum(dim=-1)
-    total = cdf[:, -1:]
-    # A uniform just below 1 can round to 1 in float32: the target then equals the total and would
-    # land past the last likely id, on one of probability 0 (one a template or top-k forbade), so
-    # it is kept below the total.
-    target = torch.minimum(uniform.to(cdf).unsqueeze(1) * total, torch.nextafter(total, torch.zeros_like(total)))
+    target = uniform * cdf[:, -1:]
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)
 
 
@@ -260,7 +267,7 @@ class RowSampler:
         self.top_k = torch.full((capacity, 1), vocab_size, dtype=torch.long)
         self.top_p = torch.full((capacity, 1), float("inf"))  # inf: no nucleus
         self.penalty = torch.ones(capacity, 1)
-        self.used = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long)  # uniforms taken from the block
+        self.used = [UNIFORM_BLOCK] * capacity  # uniforms each row took from its block, counted on the host
         self.biased = torch.zeros(capacity, dtype=torch.bool)  # whether a row has a logit bias
         self.generators: list[torch.Generator | None] = [None] * capacity
         self.schedules: list[tuple[float, ...] | None] = [None] * capacity  # a temperature per step, cycled
@@ -268,21 +275,23 @@ class RowSampler:
         self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
         self.constrained = False  # whether the last `choose` kept rows to their templates: see `advance`
         # The host's rows above that the step reads, by name, as they are on the device.
-        self.on_device = {
-            name: self.twin(getattr(self, name)) for name in ("temperature", "top_k", "top_p", "penalty", "used")
-        }
+        self.on_device = {name: self.twin(getattr(self, name)) for name in ("temperature", "top_k", "top_p", "penalty")}
         # Each row's recent ids (vocab_size: an empty slot), where the next goes, and its uniforms.
         self.history = torch.full((capacity, window), vocab_size, dtype=torch.long, device=self.device)
         self.position = torch.zeros(capacity, dtype=torch.long, device=self.device)
-        self.block = torch.zeros(capacity, UNIFORM_BLOCK, device=self.device)  # float32, as `draw` takes them
+        self.block = torch.zeros(capacity, UNIFORM_BLOCK, device=self.device)  # float32, as `inverse_cdf` takes them
+        # `used` where several rows draw at once, read there in place; a lone row's uniform is taken by
+        # the host's count alone, and this is written again when rows next draw together (`planned`).
+        self.used_there = torch.full((capacity,), UNIFORM_BLOCK, dtype=torch.long, device=self.device)
+        self.lone_counted = False  # whether a lone row took uniforms `used_there` has not counted
         self.indices = torch.arange(capacity, device=self.device)
         self.utf8_state = torch.zeros(capacity, dtype=torch.long, device=self.device)  # a `Utf8Rule` state
         # Each row's bias and bans, (capacity, vocab): made when a row first has a bias (a batch of
         # thousands of samples over a big vocabulary would otherwise hold two logits' worth for nothing).
         self.bias: torch.Tensor | None = None
         self.banned: torch.Tensor | None = None
-        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.used, self.biased]
-        self.rows += [self.history, self.position, self.block, self.utf8_state]
+        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.biased]
+        self.rows += [self.history, self.position, self.block, self.used_there, self.utf8_state]
         self.rows += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
         self.plan: StepPlan | None = None  # None: to be decided at the next step
         self.spare = 0  # steps every live row can still draw from its block of uniforms (0: look)
@@ -321,6 +330,7 @@ class RowSampler:
         self.top_p[row] = options.top_p if options.top_p is not None and options.top_p < 1 else float("inf")
         self.penalty[row] = options.repetition_penalty
         self.used[row] = UNIFORM_BLOCK
+        self.used_there[row] = UNIFORM_BLOCK
         self.publish(row)
         recent = prompt[-self.window :]
         self.history[row] = self.vocab_size
@@ -353,7 +363,7 @@ class RowSampler:
     def move(self, src: int, dst: int) -> None:
         for tensor in self.rows:
             tensor[dst] = tensor[src]
-        for rows in (self.generators, self.schedules, self.steps, self.cursors):
+        for rows in (self.generators, self.schedules, self.steps, self.cursors, self.used):
             rows[dst] = rows[src]
         self.plan = None
 
@@ -399,10 +409,10 @@ class RowSampler:
     def drawn(self, logits: torch.Tensor, plan: StepPlan) -> torch.Tensor:
         """Each row's id drawn from its logits under its temperature, top-k and top-p (every row draws,
         a greedy one too, so that its uniforms keep their place)."""
-        rows = logits.size(0)
+        rows = plan.rows
         # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
         # (the largest is drawn: greedy), never inf - inf = NaN; a huge one flattens, never NaN either.
-        shifted = logits - logits.max(dim=-1, keepdim=True).values
+        shifted = logits - logits.amax(dim=-1, keepdim=True)
         scaled = shifted / plan.divisor
         if plan.largest_k:
             top_k = self.on_device["top_k"][:rows]
@@ -411,7 +421,7 @@ class RowSampler:
         probs = torch.softmax(scaled, dim=-1)
         if plan.nucleus:
             probs = nucleus(probs, self.on_device["top_p"][:rows])
-        return draw(probs, self.uniforms(rows))
+        return inverse_cdf(probs, self.uniforms(rows))
 
     def planned(self, rows: int) -> StepPlan:
         """The plan of a step of `rows` rows (`StepPlan`), from the options on the host; kept for the next."""
@@ -431,6 +441,9 @@ class RowSampler:
             divisor=torch.where(greedy_there, 1.0, temperature).clamp(max=LARGEST),
         )
         self.spare = 0  # rows may have joined: look at their blocks
+        if rows > 1 and self.lone_counted:  # a lone row counted its uniforms on the host alone
+            self.used_there[:rows].copy_(torch.tensor(self.used[:rows]), non_blocking=True)
+            self.lone_counted = False
         return self.plan
 
     def advance(self, ids: list[int]) -> None:
@@ -467,19 +480,27 @@ class RowSampler:
         return scheduled
 
     def uniforms(self, rows: int) -> torch.Tensor:
-        """This step's uniform of each row, on the device, refilling a row's block from its generator
-        (on the host, which knows when, without asking the device)."""
-        used, used_there = self.used[:rows], self.on_device["used"][:rows]
+        """This step's uniform of each row (rows, 1), on the device, refilling a row's block from its generator
+        (on the host, which knows when, without asking the device). A lone row's is a view of its block,
+        at the host's count: no gather, and no count kept on the device."""
+        used = self.used
         if not self.spare:  # some row's block may be used up: refill those, and count the steps until the next
-            for row in (used == UNIFORM_BLOCK).nonzero().flatten().tolist():
-                fresh = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
-                self.block[row].copy_(fresh.float(), non_blocking=True)
-                used[row] = 0
-                used_there[row] = 0
-            self.spare = UNIFORM_BLOCK - int(used.max())
-        drawn = self.block[:rows].gather(1, used_there.unsqueeze(1)).squeeze(1)
-        used += 1
-        if self.on_device["used"] is not self.used:
-            used_there += 1
+            for row in range(rows):
+                if used[row] == UNIFORM_BLOCK:
+                    fresh = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
+                    self.block[row].copy_(fresh.float().clamp_(max=BELOW_ONE), non_blocking=True)
+                    used[row] = 0
+                    self.used_there[row] = 0
+            self.spare = UNIFORM_BLOCK - max(used[:rows])
         self.spare -= 1
+        if rows == 1:
+            taken = used[0]
+            used[0] = taken + 1
+            self.lone_counted = True
+            return self.block[:1, taken : taken + 1]
+        used_there = self.used_there[:rows]
+        drawn = self.block[:rows].gather(1, used_there.unsqueeze(1))
+        used_there += 1
+        for row in range(rows):
+            used[row] += 1
         return drawn

@@ -197,6 +197,10 @@ class Batch:
         decode = vocab.decoder(1)
         return lambda i: decode(torch.tensor([i]))[0]
 
+    def unfinished(self) -> bool:
+        """Whether some row is still being made."""
+        return any(row.finish_reason is None for row in self.rows)
+
     def step(self) -> tuple[torch.Tensor, list[str]]:
         """Every row's next id chosen and the model advanced on them; returns the ids and each row's
         released text ('' for a row already finished)."""

@@ -10,6 +10,7 @@ the same text whether drawn alone or in a batch of many.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import secrets
@@ -128,29 +129,57 @@ def step_pieces(batch: Batch) -> Iterator[list[str]]:
     character spelled as bytes) with sentencepiece. The state ends up holding everything produced.
     Each step runs in `inference` and leaves it before yielding: the caller's code between pieces keeps
     its autograd and the model its mode (a context held across a yield holds for the caller too)."""
-    while any(row.finish_reason is None for row in batch.rows):
+    while batch.unfinished():
         with inference(batch.model):
             pieces = batch.step()[1]
         yield pieces
 
 
-def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
-    """The seed as the model reads it (in its vocabulary's normalization) for every sample, then each
-    step's new character per sample. The seed is read here, at the call: a character the model lacks,
-    or a form it cannot write, is refused before the first piece is asked for.
-    An empty seed starts at the beginning of a line."""
-    options = options or SampleConfig()
+def steps_inside(batch: Batch) -> Iterator[list[str]]:
+    """`step_pieces` for a caller that holds `inference` itself, around its whole loop (`samples_held`):
+    no step enters and leaves it (a lock, the mode's walk of the model, the TF32 flag, once a character)."""
+    while batch.unfinished():
+        yield batch.step()[1]
+
+
+def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Batch]:
+    """The seed as the model reads it (in its vocabulary's normalization), and the batch that read it. A
+    character the model lacks, or a form it cannot write, is refused here. An empty seed starts at the
+    beginning of a line."""
     read = model.vocab.normalized(seed)  # once: what is shown is what is read
     with inference(model):
         batch = primed_batch(model, options, read or model.vocab.start_text(), stop_texts(options, model), True)
+    return read, batch
+
+
+def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
+    """The seed as the model reads it (in its vocabulary's normalization) for every sample, then each
+    step's new character per sample. The seed is read here, at the call: a character the model lacks,
+    or a form it cannot write, is refused before the first piece is asked for. Each step in its own
+    `inference` (`step_pieces`): for a caller whose code between pieces may train the model."""
+    options = options or SampleConfig()
+    read, batch = primed_for(model, seed, options)
     return itertools.chain([[read] * options.num_samples], step_pieces(batch))
+
+
+@contextlib.contextmanager
+def samples_held(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[Iterator[list[str]]]:
+    """`stream_samples` inside one `inference` context, held for the with block, for a caller whose code
+    between pieces needs neither autograd nor the model's own mode (`generate`, which only collects;
+    `charlm sample`, which prints): its steps enter none of their own. The block's end, or an exception
+    in it (Ctrl-C), gives the mode back, as each step's context would."""
+    options = options or SampleConfig()
+    with inference(model):
+        read, batch = primed_for(model, seed, options)
+        yield itertools.chain([[read] * options.num_samples], steps_inside(batch))
 
 
 def generate(model: CharLM, seed: str = "", **options) -> list[str]:
     """`num_samples` texts, each the seed and what followed it; options as `SampleConfig`."""
     config = sample_config(options)
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
-    gather(stream_samples(model, seed, config), texts)
+    with samples_held(model, seed, config) as steps:
+        gather(steps, texts)
     return ["".join(parts) for parts in texts]
 
 

@@ -213,6 +213,38 @@ def test_sampling_a_model_in_eval_mode_switches_no_modes_per_character(model, mo
     assert model.training and False in switches and switches[-1] is True
 
 
+def test_generate_enters_inference_once_and_gives_the_mode_back_even_when_cut_short(monkeypatch):
+    """generate entered and left `inference` once a character (a lock, the TF32 flag, the mode's walk of
+    the model) though nothing of its caller runs between its steps: it holds one context for the whole
+    run. A training model with dropout still writes what it writes in eval mode and gets its mode back,
+    autograd on, after a run Ctrl-C cut short too; a stream still leaves its caller autograd between
+    pieces (test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller)."""
+    from charlm import model as model_module
+    from charlm.generation import Batch
+
+    model = make_model("\nabcdefgh ", dropout=0.5)
+    text = charlm.generate(model.eval(), "ab", length=100, random_seed=1)
+    entered = []
+    leave = model_module.leave_inference
+    monkeypatch.setattr(model_module, "leave_inference", lambda *args: entered.append(1) or leave(*args))
+    for length in (0, 100):
+        entered.clear()
+        assert charlm.generate(model.train(), "ab", length=length, random_seed=1) == text[: 2 + length]
+        assert len(entered) <= 2 * 2  # one context, its two keys (the model, the TF32 flag): not one per step
+        assert model.training and torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    step, steps = Batch.step, itertools.count()
+
+    def ctrl_c_at_step_20(batch):
+        if next(steps) == 20:
+            raise KeyboardInterrupt
+        return step(batch)
+
+    monkeypatch.setattr(Batch, "step", ctrl_c_at_step_20)
+    with pytest.raises(KeyboardInterrupt):
+        charlm.generate(model, "ab", length=100, random_seed=1)
+    assert model.training and torch.is_grad_enabled() and not torch.is_inference_mode_enabled() and not INSIDE
+
+
 def test_threads_sampling_and_scoring_a_training_model_at_once_see_it_in_eval_mode():
     """As a web app's requests do: started together, each thread writes what it writes alone."""
     model, text = make_model("\nabcdefgh ", dropout=0.5).train(), "abc defg\n" * 20

@@ -963,13 +963,13 @@ def test_ctrl_c_keeps_what_several_samples_had_made(trained, tmp_path, monkeypat
     from charlm import sampler
     from charlm.__main__ import leave_unwinding
 
-    made = sampler.stream_samples
+    made = sampler.steps_inside
 
-    def interrupted(*args):
-        yield from itertools.islice(made(*args), 6)
+    def interrupted(batch):
+        yield from itertools.islice(made(batch), 5)
         os.kill(os.getpid(), signum)
 
-    monkeypatch.setattr(sampler, "stream_samples", interrupted)
+    monkeypatch.setattr(sampler, "steps_inside", interrupted)
     extra = ["--json"] if as_json else []
     previous = signal.signal(signal.SIGTERM, leave_unwinding)
     try:

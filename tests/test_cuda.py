@@ -212,6 +212,29 @@ def test_the_sampler_chooses_on_the_gpu_without_waiting_for_it_and_as_the_cpu_do
     assert not (chosen[:, 1::2] == 2).any()  # banned
 
 
+def test_a_lone_row_on_the_gpu_counts_its_uniforms_on_the_host_and_rows_joining_it_draw_as_on_the_cpu():
+    """A lone row's uniform is a view of its block at the host's count, the device's counts written again
+    when rows join it: a lone row, past a refill, then rows beside it, never wait for the GPU and choose
+    the CPU's ids (a drawn row's but where a uniform falls within rounding of a boundary)."""
+    torch.manual_seed(0)
+    vocab, prime = 50, torch.tensor([1, 2, 3, 1])
+    configs = [SampleConfig(temperature=0.8), SampleConfig(top_k=5), SampleConfig(greedy=True)]
+    cpu, gpu = RowSampler(4, vocab), RowSampler(4, vocab, device=DEVICE)
+    steps, joins = UNIFORM_BLOCK + 40, {0: 0, UNIFORM_BLOCK + 10: 1, UNIFORM_BLOCK + 20: 2}
+    chosen, expected = [], []
+    for step in range(steps):
+        if step in joins:
+            for sampler in (cpu, gpu):
+                sampler.set(joins[step], configs[joins[step]], 60 + step, prime)
+        rows = 1 + sum(at <= step for at in joins if at)
+        logits = torch.randn(rows, vocab) * 3
+        with waits_refused():
+            chosen.append(gpu.choose(logits.to(DEVICE)))
+        expected.append(cpu.choose(logits))
+    chosen, expected = torch.cat(chosen).cpu(), torch.cat(expected)
+    assert (chosen == expected).float().mean() > 0.99
+
+
 def test_a_byte_fallback_model_writes_whole_characters_on_the_gpu_as_on_the_cpu():
     """`decoding.Utf8Rule` keeps a row's drawn byte pieces to UTF-8 with tensors on the batch's device: the
     GPU's greedy text is the CPU's, and drawn text never holds a broken character (U+FFFD)."""

@@ -10,7 +10,7 @@ import torch
 from charlm import CharLM, stream
 from charlm import generate as generate_one
 from charlm.config import SampleConfig
-from charlm.decoding import draw, nucleus
+from charlm.decoding import BELOW_ONE, draw, nucleus
 from charlm.errors import CharLMError
 from charlm.generation import Batch
 from charlm.sampler import Conversation, generate
@@ -252,6 +252,13 @@ def test_a_uniform_that_rounds_to_one_never_draws_a_character_of_probability_zer
     probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
     assert draw(probs, torch.tensor([1 - 1e-10, 1 - 1e-10], dtype=torch.float64)).tolist() == [1, 1]
     assert draw(probs, torch.tensor([0.0, 0.0], dtype=torch.float64)).tolist() == [0, 1]
+    # The sampler keeps its uniforms at most BELOW_ONE instead, so that a draw needs no clamp below the total:
+    # BELOW_ONE * total is the float32 just below it, as the clamp gave where a uniform rounded to 1.
+    torch.manual_seed(0)
+    logits = torch.randn(20000, 65) * torch.logspace(-3, 3, 20000).unsqueeze(1)
+    totals = torch.cat([torch.softmax(logits, dim=-1).cumsum(dim=-1)[:, -1:], torch.rand(20000, 1) * 4 + 1e-30])
+    below = torch.nextafter(totals, torch.zeros_like(totals))
+    assert torch.equal(torch.tensor(BELOW_ONE) * totals, below)
 
 
 def test_a_normalizing_model_prints_the_seed_it_read():
@@ -475,7 +482,8 @@ def test_a_lone_streams_step_makes_few_torch_calls(model):
     """A lone stream's step is small tensors and Python around them, so its torch calls are its cost: a
     2x512 stream ran at half the rate of its matrix products alone. A step made 99 calls: it sliced the
     step's buffers anew, re-entered inference mode, and ran every decoding stage (bias, penalty, top-k,
-    top-p, greedy) to find, in a dozen tensor reductions, that no row used it."""
+    top-p, greedy) to find, in a dozen tensor reductions, that no row used it: 53.5 then. A lone row's
+    uniform then took a gather and its count's updates, its draw a clamp below the total: 41.5 now."""
     from torch.overrides import TorchFunctionMode
 
     class Counted(TorchFunctionMode):
@@ -494,15 +502,15 @@ def test_a_lone_streams_step_makes_few_torch_calls(model):
             counts.append(Counted.calls)
         return (counts[1] - counts[0]) / 100
 
-    assert calls_per_character() <= 60
-    assert calls_per_character(greedy=True) <= 35
+    assert calls_per_character() <= 45
+    assert calls_per_character(greedy=True) <= 33
 
 
 def test_rows_joining_and_leaving_choose_what_each_chooses_alone():
     """`choose` decides once which stages the live rows need (`StepPlan`), not every step: the plan must
     follow rows that join, move, leave from the end, and change temperature. A greedy row's uniforms
     are not drawn while every row is greedy for good; a penalized row keeps its recent ids when it joins
-    rows that kept none."""
+    rows that kept none; a lone row's uniforms, counted on the host alone, are where rows joining it look."""
     from charlm.decoding import RowSampler
 
     torch.manual_seed(0)
@@ -521,8 +529,10 @@ def test_rows_joining_and_leaving_choose_what_each_chooses_alone():
     events = {0: ["greedy", "tiny"], 40: ["plain"], 90: [0], 130: ["penalized"], 180: [0], 200: ["schedule"]}
     events |= {260: [2, "nucleus"], 300: [0], 330: ["plain"], 360: ["penalized"], 380: [3, "top-k"]}
     events |= {420: [1, 1], 470: [1]}
+    # a lone row counts its uniforms on the host alone: rows join it, past its block's end, and leave it again
+    events |= {560: ["plain"], 620: [0], 700: ["top-k", "penalized"], 790: [1, 1]}
     rows, alone, placed = RowSampler(4, vocab), {}, []
-    for step in range(520):
+    for step in range(1100):
         for event in events.get(step, []):
             if isinstance(event, str):
                 name = f"{event} {step}"

@@ -182,8 +182,9 @@ def write_samples(
         label = f"temperature {config.temperature}" if len(configs) > 1 else None
         if not as_json and config.num_samples == 1:
             emit(f"--- {label} ---\n" if label else "")
-            for pieces in sampler.stream_samples(model, seed, config):
-                emit(pieces[0])
+            with sampler.samples_held(model, seed, config) as steps:  # printing needs no autograd
+                for pieces in steps:
+                    emit(pieces[0])
             emit("\n")
             continue
         texts, interruption = made_before_interrupted(model, seed, config)
@@ -206,7 +207,8 @@ def made_before_interrupted(
 
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
     try:
-        sampler.gather(sampler.stream_samples(model, seed, config), texts)
+        with sampler.samples_held(model, seed, config) as steps:
+            sampler.gather(steps, texts)
     except (KeyboardInterrupt, SystemExit) as e:
         return ["".join(parts) for parts in texts], e
     return ["".join(parts) for parts in texts], None
