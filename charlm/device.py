@@ -112,9 +112,10 @@ def auto_precision_reason(device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The context forward and loss run in: lower-precision matmuls, fp32 weights and optimizer."""
+    """The context forward and loss run in: lower-precision matmuls, fp32 weights and optimizer. fp32
+    turns autocast off, so a caller's own `torch.autocast` around `charlm.train` cannot lower it."""
     if precision == "fp32":
-        return contextlib.nullcontext()
+        return torch.autocast(device.type, enabled=False)
     return torch.autocast(device.type, dtype=_DTYPES[precision])
 
 

@@ -140,15 +140,17 @@ class CharLM(nn.Module):
         """ids (batch, time) -> logits (batch, time, vocab) and the state after the last character.
         Given `targets` (batch, time), the first result is instead each target's negative log-likelihood
         in nats (batch, time): what training and evaluation need, without a full softmax where the head
-        can avoid one. Inputs may live anywhere (the caller's ids are often on the CPU): they are moved
-        to the model's device, where the results are."""
-        device = self.device
-        ids, state = ids.to(device), map_state(lambda s: s.to(device), state)
+        can avoid one. Inputs may live anywhere and be of any integer dtype (the caller's ids are often
+        on the CPU, a corpus's uint16): they are moved to the model's device, where the results are. A
+        state is taken in the weights' dtype: one read under autocast is bf16 or fp16, and the recurrent
+        core outside autocast stops on a state of another dtype than its weights."""
+        device, dtype = self.device, self.embed.weight.dtype
+        ids, state = as_ids(ids, device), map_state(lambda s: s.to(device, dtype), state)
         out, state = self.core(self.embed(ids), state)
         out = self.drop(out)
         if targets is None:
             return self.head.logits(out), state
-        return self.head.nats(out, targets.to(device)), state
+        return self.head.nats(out, as_ids(targets, device)), state
 
     @property
     def device(self) -> torch.device:
@@ -160,6 +162,14 @@ class CharLM(nn.Module):
     def architecture(self) -> str:
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
+
+
+def as_ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Ids of any integer dtype as the long tensor on `device` that lookups and losses take: torch's
+    embedding refuses uint8 and int16, and indexing reads uint8 as a mask."""
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise CharLMError(f"the model's ids must be integers (a torch.long tensor), not {ids.dtype}")
+    return ids.to(device, torch.long)
 
 
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
@@ -246,10 +256,11 @@ class AdaptiveHead(nn.Module):
     layer; each rare cluster is reached through a projection HEAD_DIVISION times narrower than the one
     before it. `rank` maps a vocabulary id to its frequency rank, so ids themselves never change.
 
-    It always computes in fp32, outside autocast: torch's adaptive softmax copies each cluster's
-    log-probabilities into a buffer of its input's dtype, and under autocast those differ (bf16 on a
-    CPU, fp32 against cuDNN's fp16 LSTM output on a GPU), which fails. The head is a small share of a
-    step, and fp32 log-probabilities are what the loss wants anyway."""
+    It always computes in its weights' dtype (fp32, as charlm trains and loads them), outside autocast:
+    torch's adaptive softmax copies each cluster's log-probabilities into a buffer of its input's dtype,
+    and under autocast those differ (bf16 on a CPU, fp32 against cuDNN's fp16 LSTM output on a GPU),
+    which fails. The head is a small share of a step, and fp32 log-probabilities are what the loss
+    wants anyway."""
 
     def __init__(self, hidden: int, vocab_size: int, cutoffs: tuple[int, ...]):
         super().__init__()
@@ -275,13 +286,17 @@ class AdaptiveHead(nn.Module):
         """Log-probabilities of the whole vocabulary, in id order (valid logits: their softmax is the
         distribution)."""
         with fp32(out):
-            ranked = self.softmax.log_prob(out.reshape(-1, out.size(-1)).float())
+            ranked = self.softmax.log_prob(self.rows(out))
         return ranked[:, self.rank].view(*out.shape[:-1], -1)
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ranked = self.rank[targets.reshape(-1)]
         with fp32(out):
-            return -self.softmax(out.reshape(-1, out.size(-1)).float(), ranked).output.view_as(targets)
+            return -self.softmax(self.rows(out), ranked).output.view_as(targets)
+
+    def rows(self, out: torch.Tensor) -> torch.Tensor:
+        """The recurrent output as (rows, hidden) in the weights' dtype (a model cast with `.half()`: fp16)."""
+        return out.reshape(-1, out.size(-1)).to(self.softmax.head.weight.dtype)
 
 
 def skeleton(config: ModelConfig, vocab: Vocabulary) -> CharLM:
@@ -366,9 +381,10 @@ def leave_inference(key: CharLM | None, restore: Callable[[bool], object]) -> No
 
 @contextlib.contextmanager
 def inference(model: CharLM) -> Iterator[None]:
-    """Evaluation mode without autograd, restoring the model's mode afterwards. On a GPU, in real
-    fp32: cuDNN may otherwise run an fp32 RNN on TF32 tensor cores (10-bit mantissas), and scores and
-    log-probabilities must not depend on the device (bpc compares across machines). Contexts open at
+    """Evaluation mode without autograd, restoring the model's mode afterwards. In real fp32 (on a GPU,
+    cuDNN may otherwise run an fp32 RNN on TF32 tensor cores, 10-bit mantissas) and outside any autocast
+    of the caller's: scores and log-probabilities must not depend on the device or the precision the
+    caller computes in (bpc compares across machines and training precisions). Contexts open at
     once in several threads share the changes, and the last to close puts back what the first found:
     one closing early must not switch dropout back on under another. Each count's undo is registered
     as soon as it is raised, so an exception (Ctrl-C) anywhere after, or in another undo, still gives it
@@ -383,5 +399,5 @@ def inference(model: CharLM) -> Iterator[None]:
                 undo.callback(leave_inference, key, restore)
             set_tf32(False)
             set_mode(model, False)
-        with torch.inference_mode():
+        with torch.inference_mode(), fp32(model.embed.weight):
             yield

@@ -190,13 +190,15 @@ def train_step(state: TrainState, spent: float) -> torch.Tensor:
     with autocast(state.device, state.precision):
         nats, hidden = state.net(inputs, None if fresh else state.hidden, targets)
         loss = nats.mean()
-    state.optimizer.zero_grad(set_to_none=True)
-    state.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
-    if config.grad_clip > 0:
-        state.scaler.unscale_(state.optimizer)  # fp16's loss scale off first: the clip reads true gradients
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip, foreach=True)
-    state.scaler.step(state.optimizer)
-    state.scaler.update()
+    # The backward pass runs in the forward's dtypes; autocast over it (a caller's) would lower it again.
+    with autocast(state.device, "fp32"):
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()  # DDP averages the gradients over ranks here
+        if config.grad_clip > 0:
+            state.scaler.unscale_(state.optimizer)  # fp16's loss scale off first: the clip reads true gradients
+            torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip, foreach=True)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
     state.hidden = detach_state(hidden)
     progress.step += 1
     if state.average:

@@ -338,6 +338,41 @@ def test_bits_per_char_and_next_probs_of_a_gpu_model_are_the_cpus(fox_file, tiny
     ]
 
 
+def test_a_callers_autocast_on_the_gpu_changes_neither_an_fp32_run_nor_a_score(fox_file, tiny, deterministic):
+    """A caller's `torch.autocast("cuda")` (fp16) around charlm: `precision="fp32"` trains in fp32 and
+    scores are fp32, as without it (tests/test_device.py checks the CPU's bf16 autocast)."""
+    device_type, low = DEVICE.split(":")[0], torch.float16 if ON_GPU else torch.bfloat16
+    options = {**tiny, **ADAPTIVE, "precision": "fp32", "threads": 1, "max_steps": 30}
+    charlm.train(fox_file, out="plain", **options)
+    with torch.autocast(device_type, dtype=low):
+        charlm.train(fox_file, out="under", **options)
+    plain, under = latest("plain").weights, latest("under").weights
+    assert all(torch.equal(plain[name], under[name]) for name in plain)
+    model, text = charlm.load("plain", device=DEVICE), fox_file.read_text()[:300]
+    expected = (charlm.bits_per_char(model, text), charlm.next_probs(model, "the qu", top=None))
+    with torch.autocast(device_type, dtype=low):
+        assert (charlm.bits_per_char(model, text), charlm.next_probs(model, "the qu", top=None)) == expected
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_a_gpu_state_made_under_autocast_a_halved_model_and_bf16_sampling_run_with_either_head(fox_file, tiny, head):
+    """What a GPU user meets in half precision: a state made under autocast (fp16 from cuDNN) fed back
+    outside it, a model halved with `.half()`, and `charlm.generate(precision="bf16")` on the GPU."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": head, "max_steps": 40})
+    model, text = charlm.load("run", device=DEVICE), fox_file.read_text()[:200]
+    ids = model.vocab.encode(text)[None]
+    with torch.autocast(DEVICE.split(":")[0], dtype=torch.float16 if ON_GPU else torch.bfloat16):
+        _, low_state = model(ids)
+    logits, _ = model(ids, low_state)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    exact = log_probs(model, text)
+    assert torch.allclose(log_probs(charlm.load("run", device=DEVICE).half(), text), exact, atol=0.1)
+    greedy = charlm.generate(model, "the ", length=GREEDY_CHARS, greedy=True)
+    low_greedy = charlm.generate(model, "the ", length=GREEDY_CHARS, greedy=True, precision="bf16")
+    assert len(low_greedy) == len(greedy) and set(low_greedy) <= set(model.vocab.chars)
+    assert low_greedy[:12] == greedy[:12]  # bf16 products round differently, but not the likeliest next characters
+
+
 def test_a_run_resumes_on_another_device_type(fox_file, tiny):
     """A checkpoint keeps its device's generator state for a resume on that device type; on another,
     the run reseeds rather than give CUDA's state to the CPU or the CPU's nothing to CUDA."""

@@ -70,6 +70,21 @@ def test_bf16_on_the_cpu_trains_and_the_checkpoint_samples_anywhere(fox_file, ti
     assert latest("bf16").progress.step == 70
 
 
+def test_a_callers_autocast_changes_neither_an_fp32_run_nor_a_score(fox_file, tiny):
+    """A caller's own `torch.autocast` (a GPU notebook's habit) reached inside charlm: `precision="fp32"`
+    trained in bf16 (on a GPU in fp16, its loss unscaled), and bits_per_char, next_probs and sampling,
+    fp32 by design, scored in the caller's precision."""
+    options = {**tiny, "precision": "fp32", "threads": 1}
+    charlm.train(fox_file, out="plain", **options)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        charlm.train(fox_file, out="under", **options)
+    assert max_weight_difference("plain", "under") == 0
+    model, text = charlm.load("plain", device="cpu"), fox_file.read_text()[:300]
+    expected = (charlm.bits_per_char(model, text), charlm.next_probs(model, text[:40], top=None))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (charlm.bits_per_char(model, text), charlm.next_probs(model, text[:40], top=None)) == expected
+
+
 def test_serve_takes_a_device(fox_file, tiny):
     """`charlm serve` had no --device: on a GPU machine its models could only run on the CPU."""
     from charlm.serve import model_loaders

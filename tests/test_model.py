@@ -122,6 +122,51 @@ def test_both_heads_train_under_autocast_and_score_in_fp32(head):
         assert nats.dtype == logits.dtype == torch.float32
 
 
+def adaptive_or_full(head: str) -> CharLM:
+    """A small untrained model over 300 CJK characters with `head`, in eval mode."""
+    torch.manual_seed(0)
+    counts = zipf_counts(300)
+    config = ModelConfig("lstm", 2, 16, 0.0, 300, head_cutoffs(head, counts))
+    return CharLM(config, Vocab([chr(0x4E00 + i) for i in range(300)])).eval()
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_a_state_from_an_autocast_pass_and_ids_of_any_integer_dtype_go_on_outside_it(head):
+    """A state read under autocast is bf16 (fp16 under a GPU's), and fed back outside it stopped the LSTM
+    (oneDNN's "could not create a primitive descriptor"; cuDNN's "not the same dtype"); int16, uint8 and
+    uint16 ids stopped the embedding, int32 targets the full head's loss, and uint8 targets the adaptive
+    head's, which read them as a mask."""
+    model = adaptive_or_full(head)
+    ids, targets = torch.randint(0, 256, (3, 9)), torch.randint(0, 256, (3, 9))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, low_state = model(ids)
+    assert low_state[0].dtype == torch.bfloat16
+    logits, _ = model(ids, low_state)
+    expected, _ = model(ids, tuple(s.float() for s in low_state))
+    assert logits.dtype == torch.float32 and torch.equal(logits, expected)
+    nats, _ = model(ids, None, targets)
+    for dtype in (torch.int32, torch.int16, torch.uint8, torch.uint16):
+        assert torch.equal(model(ids.to(dtype))[0], model(ids)[0]), dtype
+        assert torch.equal(model(ids, None, targets.to(dtype))[0], nats), dtype
+    for dtype in (torch.float32, torch.bool):
+        with pytest.raises(CharLMError, match=r"^the model's ids must be integers"):
+            model(ids.to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_a_model_cast_to_bf16_or_fp16_scores_with_either_head(head, dtype):
+    """`model.to(torch.bfloat16)` (or `.half()`, a GPU user's way to halve a model) ran with a full head,
+    and with an adaptive one stopped: the head cast its input to fp32 against weights of the cast dtype."""
+    model = adaptive_or_full(head)
+    ids, targets = torch.randint(0, 300, (3, 9)), torch.randint(0, 300, (3, 9))
+    exact, _ = model(ids, None, targets)
+    model.to(dtype)
+    nats, _ = model(ids, None, targets)
+    logits, _ = model(ids)
+    assert torch.isfinite(logits).all() and torch.allclose(nats.float(), exact, atol=0.1)
+
+
 def step_reference(model, text: str) -> dict:
     """Each layer stepped one character at a time with the reference cells (cells.py), after reading a
     newline first as `trace` does: per layer, lists over the text of h, c and the gates."""
