@@ -3,6 +3,7 @@ The HTML page's tests (a real browser) are in test_export_html.py."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
@@ -354,6 +355,47 @@ def test_an_export_into_a_new_folder_another_export_is_writing_waits_for_it(tmp_
         holder.wait(timeout=60)
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "vocab.json"]
+
+
+def test_an_export_waiting_for_another_export_into_its_folder_says_so_once(tmp_path, monkeypatch):
+    """An export into a folder whose export lock another process held waited without a word, for as
+    long as that process held it: a hang, to the user. A real process holds the lock; the export says
+    once what it waits for, then writes when the holder lets go."""
+    monkeypatch.setattr(hub, "WAIT_SAID", 0.1)
+    run = run_of(model_of(), tmp_path / "run")
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    hold = "from charlm import hub; from pathlib import Path\nwith hub.one_export_at_a_time(Path({!r})): input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold.format(str(folder))], stdin=subprocess.PIPE, text=True)
+    try:
+        wait_for(folder / hub.LOCK, timeout=60)
+        threading.Timer(0.6, holder.communicate, args=("\n",)).start()  # well after the export said it waits
+        result = cli("export", str(run), "--format", "safetensors", "--output", str(folder))
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"waiting for another export into {folder} ...\n"
+    assert result.stdout.startswith(f"wrote {folder}") and hub.holds_model(folder)
+
+
+def test_an_export_into_a_folder_on_a_file_system_without_locks_says_so(tmp_path, monkeypatch):
+    """flock(2) fails with ENOLCK on an NFS mount without its lock service: an export said
+    `--output m: cannot write (No locks available)`, with nothing to do about it."""
+    fcntl = pytest.importorskip("fcntl")
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    run = run_of(model_of(), tmp_path / "run")
+    result = cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "m"))
+    expected = f"{tmp_path / 'm' / hub.LOCK}: cannot lock the model folder (No locks available)"
+    assert_one_line_error(result, expected, "export into a folder on a local disk (--output)")
+    assert not (tmp_path / "m" / hub.WEIGHTS).exists()
 
 
 def test_a_safetensors_export_never_writes_over_a_folder_of_other_files(tmp_path):
