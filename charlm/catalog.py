@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import sys
 import urllib.error
 import urllib.request
 import zipfile
@@ -128,12 +127,7 @@ def _fetching(item: Entry, quiet: bool) -> Iterator[None]:
     try:
         DOWNLOADS.mkdir(parents=True, exist_ok=True)
         lock = filelock.FileLock(DOWNLOADS / f".{item.filename}.lock")
-        try:
-            lock.acquire(timeout=0)
-        except filelock.Timeout:
-            if not quiet:
-                print(f"waiting for another process fetching {item.name} ...", file=sys.stderr)
-            lock.acquire()
+        files.take_lock(lock, f"another process fetching {item.name}", quiet=quiet)
     except OSError as e:
         raise files.cannot_write(DOWNLOADS, e, "the corpus downloads folder") from None
     try:

@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import filelock
+
 from .errors import CharLMError
 from .fields import said
 
@@ -50,6 +52,27 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
     """The one-line error for a write of `name` (a file, or the option that named it) that failed;
     `what`: what was being written, when `name` does not say."""
     return CharLMError(f"{name}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}")
+
+
+def take_lock(lock: filelock.BaseFileLock, waiting_for: str, after: float = 0.0, quiet: bool = False) -> None:
+    """Take `lock`, waiting for as long as the process that holds it does; if that is longer than `after`
+    seconds, say once on stderr what it waits for (`waiting for another export into DIR ...`), so that
+    a wait is not taken for a hang. Raises the OSError of a lock the OS refuses (`cannot_lock`)."""
+    try:
+        lock.acquire(timeout=after)
+    except filelock.Timeout:
+        if not quiet:
+            print(f"waiting for {waiting_for} ...", file=sys.stderr, flush=True)
+        lock.acquire()
+
+
+def cannot_lock(path: str | Path, error: OSError, what: str, instead: str) -> CharLMError:
+    """The one-line error for a lock on `path` that the OS refused though the folder takes writes (see
+    `remedy` for those that refuse them): flock(2) fails with ENOLCK ('No locks available') on an NFS
+    mount without its lock service. `what`: what the lock guards; `instead`: where to write instead."""
+    return CharLMError(
+        f"{path}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; {instead}"
+    )
 
 
 def utf8(text: str) -> bytes:

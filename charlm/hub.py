@@ -25,6 +25,7 @@ import filelock
 
 from . import files
 from .errors import CharLMError
+from .fields import said
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
 FORMAT = "charlm-safetensors-1"
@@ -32,6 +33,9 @@ LOCK = ".export.lock"  # only while an export renames its files in: not uploaded
 # How long a reader waits, in turn, before reading again a folder whose files are of two exports (2 s
 # in all): an export renames its three in microseconds, or (Windows, a file held open) up to 1.5 s each.
 REREAD_WAITS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)
+# An export holds its folder's lock while it writes its files (a large model on a slow disk: a second or
+# so): a wait longer than this is said, once (`one_export_at_a_time`).
+WAIT_SAID = 1.0
 
 
 def holds_model(folder: Path) -> bool:
@@ -77,14 +81,25 @@ def one_export_at_a_time(folder: Path) -> Iterator[None]:
     """Hold `folder`'s export lock (flock, through filelock, on LOCK in it), waiting for an export that
     holds it: two exports of two runs into one folder at once left one's weights beside the other's
     config and vocabulary. The lock file goes before the unlock, as a run's `.lock` does (runs.RunLock),
-    so the folder is again the three files to upload (Windows: filelock deletes it once unlocked)."""
+    so the folder is again the three files to upload (Windows: filelock deletes it once unlocked).
+    A wait past WAIT_SAID seconds is said once, not taken for a hang; a file system that does not lock
+    files (NFS without its lock service) is a one-line error, as for a run folder (runs.RunLock)."""
     path = folder / LOCK
-    with filelock.FileLock(path):
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                path.unlink()
+    lock = filelock.FileLock(path)
+    try:
+        files.take_lock(lock, f"another export into {folder}", after=WAIT_SAID)
+    except OSError as e:
+        if files.remedy(e):  # a folder that refuses writes: the export names its --output and what to do
+            raise
+        raise files.cannot_lock(
+            path, e, "the model folder", f"export into a folder on a local disk ({said('output')})"
+        ) from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        lock.release()
 
 
 def sha256(data: bytes) -> str:

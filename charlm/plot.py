@@ -44,7 +44,10 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
         raise CharLMError("charlm plot needs matplotlib: pip install 'charlm[plot]'") from None
     runs = []
     for run_dir in run_dirs:
-        rows = read_metrics(run_dir)
+        try:
+            rows = read_metrics(run_dir)
+        except OSError as e:  # not the --output's fault, as the command's catch-all would say
+            raise files.cannot_read(Path(run_dir) / METRICS, e) from None
         if not rows:
             raise CharLMError(
                 f"{run_dir}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps none): "

@@ -198,9 +198,8 @@ class RunLock:
         except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
             if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
                 raise files.cannot_write(self.path, e) from None
-            raise CharLMError(
-                f"{self.path}: cannot lock the run folder ({e.strerror}): its file system does not lock files; "
-                f"train into a folder on a local disk ({said('out')})"
+            raise files.cannot_lock(
+                self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"
             ) from None
         self.identity = self.file_identity()
         self.remove_leftovers()

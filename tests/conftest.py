@@ -3,6 +3,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import copy
+import errno
 import importlib
 import io
 import os
@@ -222,6 +223,20 @@ def assert_one_line_error(result, *fragments: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("Error: "), output
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+
+
+def without_file_locks(monkeypatch) -> None:
+    """flock(2) fails with ENOLCK, as on an NFS mount without its lock service (the lock is taken, not
+    released, by LOCK_EX)."""
+    fcntl = pytest.importorskip("fcntl")
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
 
 
 @contextlib.contextmanager

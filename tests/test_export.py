@@ -26,7 +26,16 @@ from charlm.export import FORMATS
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
-from .conftest import REPO, assert_one_line_error, block_import, cli, file_size_limit, import_or_missing, wait_for
+from .conftest import (
+    REPO,
+    assert_one_line_error,
+    block_import,
+    cli,
+    file_size_limit,
+    import_or_missing,
+    wait_for,
+    without_file_locks,
+)
 from .export_contender import export_by_turns, export_in_rounds
 
 TEXT = "the quick brown fox jumps over the lazy dog\n"
@@ -336,6 +345,20 @@ def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
     assert again == f"wrote {output}, replacing the earlier {output} (give --output another name to keep both)\n"
 
 
+def export_while_held(run: Path, folder: Path, held_for: float):
+    """`charlm export run --format safetensors --output folder` while a real process holds the folder's
+    export lock, letting go `held_for` seconds after the export starts."""
+    hold = "from charlm import hub; from pathlib import Path\nwith hub.one_export_at_a_time(Path({!r})): input()"
+    holder = subprocess.Popen([sys.executable, "-c", hold.format(str(folder))], stdin=subprocess.PIPE, text=True)
+    try:
+        wait_for(folder / hub.LOCK, timeout=60)
+        threading.Timer(held_for, holder.communicate, args=("\n",)).start()
+        return cli("export", str(run), "--format", "safetensors", "--output", str(folder))
+    finally:
+        holder.kill()  # still holding only where the export failed at once
+        holder.wait(timeout=60)
+
+
 def test_an_export_into_a_new_folder_another_export_is_writing_waits_for_it(tmp_path):
     """Two first exports into one new folder at once: the second found the first's lock (and temporary
     files) there, no model yet, and was refused as a folder of other files. A real process holds the
@@ -343,17 +366,34 @@ def test_an_export_into_a_new_folder_another_export_is_writing_waits_for_it(tmp_
     run = run_of(model_of(), tmp_path / "run")
     folder = tmp_path / "hub"
     folder.mkdir()  # as the first export's hub.put made it
-    hold = "from charlm import hub; from pathlib import Path\nwith hub.one_export_at_a_time(Path({!r})): input()"
-    holder = subprocess.Popen([sys.executable, "-c", hold.format(str(folder))], stdin=subprocess.PIPE, text=True)
-    try:
-        wait_for(folder / hub.LOCK, timeout=60)
-        threading.Timer(0.5, holder.communicate, args=("\n",)).start()  # it lets go while the export waits
-        result = cli("export", str(run), "--format", "safetensors", "--output", str(folder))
-    finally:
-        holder.kill()  # still holding only where the export failed at once
-        holder.wait(timeout=60)
+    result = export_while_held(run, folder, 0.5)  # the holder lets go while the export waits
     assert result.exit_code == 0, result.output
     assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "vocab.json"]
+
+
+def test_an_export_waiting_for_another_export_into_its_folder_says_so_once(tmp_path, monkeypatch):
+    """An export into a folder whose export lock another process held waited without a word, for as
+    long as that process held it: a hang, to the user. A real process holds the lock; the export says
+    once what it waits for, then writes when the holder lets go."""
+    monkeypatch.setattr(hub, "WAIT_SAID", 0.1)
+    run = run_of(model_of(), tmp_path / "run")
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    result = export_while_held(run, folder, 0.6)  # well after the export said it waits
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"waiting for another export into {folder} ...\n"
+    assert result.stdout.startswith(f"wrote {folder}") and hub.holds_model(folder)
+
+
+def test_an_export_into_a_folder_on_a_file_system_without_locks_says_so(tmp_path, monkeypatch):
+    """flock(2) fails with ENOLCK on an NFS mount without its lock service: an export said
+    `--output m: cannot write (No locks available)`, with nothing to do about it."""
+    without_file_locks(monkeypatch)
+    run = run_of(model_of(), tmp_path / "run")
+    result = cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "m"))
+    expected = f"{tmp_path / 'm' / hub.LOCK}: cannot lock the model folder (No locks available)"
+    assert_one_line_error(result, expected, "export into a folder on a local disk (--output)")
+    assert not (tmp_path / "m" / hub.WEIGHTS).exists()
 
 
 def test_a_safetensors_export_never_writes_over_a_folder_of_other_files(tmp_path):

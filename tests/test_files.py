@@ -13,7 +13,7 @@ import pytest
 import charlm
 from charlm import checkpoint, corpus, files, tokens
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli
+from .conftest import TINY_ARGS, assert_one_line_error, cli, without_file_locks
 from .test_runs import KILLED_MID_WRITE
 
 
@@ -146,15 +146,7 @@ def test_a_write_works_on_a_file_system_that_cannot_sync_a_file(tmp_path, monkey
 def test_a_run_folder_on_a_file_system_without_locks_says_so(fox_file, monkeypatch):
     """flock(2) fails with ENOLCK on an NFS mount without its lock service: training said only
     'file: No locks available'."""
-    fcntl = pytest.importorskip("fcntl")
-    real_flock = fcntl.flock
-
-    def flock(fd, operation):
-        if operation & fcntl.LOCK_EX:
-            raise OSError(errno.ENOLCK, "No locks available")
-        return real_flock(fd, operation)
-
-    monkeypatch.setattr(fcntl, "flock", flock)
+    without_file_locks(monkeypatch)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
     assert_one_line_error(result, "checkpoints/run/.lock: cannot lock the run folder (No locks available)", "--out")
 

@@ -19,6 +19,7 @@ import torch
 
 import charlm
 from charlm.errors import CharLMError
+from charlm.inspection import analysis
 from charlm.inspection import run as inspection_run
 from charlm.inspection.analysis import (
     analyse,
@@ -127,6 +128,25 @@ def test_the_best_cell_for_a_feature_is_the_one_that_follows_it():
     (match, flat) = best_cells(-states, {"quotes": feature, "flat": np.zeros(400)})
     assert (match.layer, match.cell) == (1, 5) and match.correlation < -0.8  # the sign is kept
     assert flat.correlation is None
+
+
+def test_correlations_say_how_many_characters_they_rest_on_and_when_too_few(monkeypatch):
+    """On a tiny text the page and tables showed a cell following a feature at +-0.99 with no word of
+    the 70 characters it rested on, too few for the best of many cells not to follow it by chance."""
+    monkeypatch.setattr(analysis, "FEW_CORRELATED", 100)  # as few as that, to inspect fast
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 2
+    model = make_model(Vocab.from_counts(Counter(text)), layers=2, hidden=8).eval()
+    for chars, few in ((len(text), True), (100, False)):
+        inspected = (text * (chars // len(text) + 1))[:chars]
+        inspection = analyse(model, inspected, text * 5, max_order=2)
+        table, page = summary(inspection), render(inspection, "tiny")
+        assert f"(tanh(c), over {chars:,} characters)" in table
+        cells = page.split("<h2>2.")[1].split("<h2>3.")[0]
+        assert f"correlation over {chars:,} characters" in cells
+        warning = f"these correlations rest on {chars:,} characters, too few to mean much"
+        assert (warning in table) == few and (warning in cells) == few
+        assert ("the best of 16 cells follows even a feature of another text by chance" in table) == few
 
 
 def test_gate_saturation_counts_shut_and_open_gates_per_cell():

@@ -1,8 +1,10 @@
 """`charlm plot` and `charlm runs`: the curves of runs and the table of them."""
 
+import errno
 import json
 import struct
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +102,25 @@ def test_plotting_a_folder_without_curves_says_what_to_name_instead(tmp_path):
     run_of(make_model("abc"), tmp_path / "lone")
     result = cli("plot", "lone", "--output", "x.png")
     assert_one_line_error(result, "lone: no curves to plot", "name a run folder", "`charlm runs` lists them")
+
+
+@pytest.mark.parametrize("failure", [(errno.EACCES, "Permission denied"), (errno.EIO, "Input/output error")])
+def test_an_unreadable_metrics_file_is_named_not_the_output(tmp_path, monkeypatch, failure):
+    """A metrics.jsonl that could not be read (not the user's, a failing disk) was blamed on the PNG:
+    `--output curves.png: cannot write (Permission denied); make its folder writable`."""
+    folder = run_of(make_model("abc"), tmp_path / "run")
+    (folder / runs.METRICS).write_text('{"step": 10, "elapsed": 1.0, "chars": 320, "val_bpc": 2.5}\n')
+    real_read_text = Path.read_text
+
+    def read_text(path, *args, **kwargs):
+        if path.name == runs.METRICS:
+            raise OSError(failure[0], failure[1], str(path))
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    result = cli("plot", "run", "--output", "curves.png")
+    assert_one_line_error(result, f"run/{runs.METRICS}: cannot read ({failure[1]})")
+    assert "--output" not in result.output and not (tmp_path / "curves.png").exists()
 
 
 def test_plot_draws_the_eval_also_text_of_a_run_that_has_one(fox_file, tiny, monkeypatch):

@@ -19,7 +19,7 @@ from string import Template
 import numpy as np
 
 from ..scoring import TOP
-from .analysis import OPEN, SHUT, SIGMOID_GATES, Inspection, hardest_spans
+from .analysis import OPEN, SHUT, SIGMOID_GATES, Inspection, hardest_spans, too_few_correlated
 
 TOP_PERCENTILE = 99  # the surprise colour is full red from this percentile of the text's bits up
 PLOT = 180  # a gate scatter plot's side in pixels
@@ -196,7 +196,8 @@ CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
 (Pearson, over these characters). $hover</p>
-<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th></th></tr>$rows</table></div>
+<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation over $count characters</th><th></th></tr>$rows</table></div>
+$few
 <p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
 id="cell" type="number" min="0" max="$last" value="0" style="width:5em" aria-label="cell"><button id="next"
 aria-label="next cell">&gt;</button> <label>state <select id="kind">$kinds</select></label>
@@ -316,6 +317,8 @@ def cells_section(inspection: Inspection) -> str:
         state=esc(inspection.state_name),
         hover=HOVER_NOTES[inspection.trace.cell],
         rows="".join(rows),
+        count=f"{inspection.states.shape[1]:,}",
+        few="" if (few := too_few_correlated(inspection.states)) is None else f'<p class="note">Note: {esc(few)}.</p>',
         layers="".join(f'<option value="{k}">{k}</option>' for k in range(layers)),
         last=hidden - 1,
         kinds="".join(f'<option value="{esc(k)}">{esc(k)}</option>' for k in kinds),
