@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import re
 import runpy
+import shlex
 import unicodedata
 from pathlib import Path
 
@@ -161,6 +162,47 @@ def test_every_option_a_command_line_gives_is_one_the_command_has(page):
         known = {option for param in command.params for option in (*param.opts, *param.secondary_opts)}
         unknown = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(words) + " " + rest)) - known - {"--help"}
         assert not unknown, f"{page.name}: charlm {command.name} has no {sorted(unknown)}"
+
+
+def runnable_command_lines(page):
+    """Each `charlm ...` line of `page`'s code blocks as the shell splits it: continuation lines joined,
+    a comment (`# ...`, a script's `// ...`) and what a pipe, redirect or `&&` adds after it cut off."""
+    fenced, joined = False, ""
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if not (fenced or line.startswith("    ")):
+            continue
+        joined += line.rstrip("\\").rstrip() + " "
+        if line.endswith("\\"):
+            continue
+        text, joined = re.split(r" #| //", joined)[0], ""
+        if found := re.search(r"(?:^|\s|-m )charlm (.*)", text):
+            yield text.strip(), shlex.split(re.split(r" \| | > | && |; ", found.group(1))[0])
+
+
+@pytest.mark.parametrize("page", [page for page in DOCS if page.name != "cli.md"], ids=lambda path: path.name)
+def test_every_command_line_a_doc_gives_parses(page):
+    """A reader pastes these lines: each must be one the command takes as written, its values too (a
+    `--head` choice, an integer `--random-seed`, the arguments' count), not only options it has."""
+    import click
+
+    from charlm.cli import main
+
+    for text, words in runnable_command_lines(page):
+        command, path = main, []
+        while isinstance(command, click.Group) and words and words[0] in command.commands:
+            path.append(words[0])
+            command = command.commands[words.pop(0)]
+        if command is main:
+            continue
+        try:
+            command.make_context(" ".join(["charlm", *path]), words)
+        except click.exceptions.Exit:  # --help
+            pass
+        except click.ClickException as e:
+            pytest.fail(f"{page.name}: {text}\n  {e.format_message()}")
 
 
 def every_option(command) -> set[str]:
