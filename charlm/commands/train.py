@@ -64,7 +64,7 @@ def train(
     given = {k: v for k, v in options.items() if v is not None}
     ranks = Ranks.from_env()
     with ranks.alike():  # every rank reads the options alike, before the processes meet: rank 0 says what fails
-        api.check_start(out, resume is not None, init_from)
+        api.check_start(out, resume is not None, init_from, given.get("tensorboard"))
         timeout = parse_duration(peer_timeout, "--peer-timeout", required=True, most=MAX_PEER_TIMEOUT)
         if resume is None:
             # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
