@@ -26,7 +26,7 @@ from typing import NoReturn, TypeVar
 
 import torch
 
-from . import checkpoint, files, finetune, hub, plan, runs, sampler, scoring, threads
+from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
 from .config import PLANNED, Config, SampleConfig
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
@@ -104,10 +104,15 @@ def default_of(field: dataclasses.Field) -> object:
     return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
-def check_start(out: str | Path | None, resuming: bool, init_from: str | Path | None) -> None:
+def check_start(
+    out: str | Path | None, resuming: bool, init_from: str | Path | None, tensorboard: bool | None = None
+) -> None:
     """Refuses a run begun two ways at once, before anything is read or written: `--out` and
     `--init-from` begin a new run, `--resume` continues one in its own folder (an `--out` beside it
-    was ignored: the run resumed, most often the latest one, was not the one named)."""
+    was ignored: the run resumed, most often the latest one, was not the one named). So is a run asked
+    for `--tensorboard` without its package."""
+    if tensorboard:
+        reporting.tensorboard_writer()
     if resuming and init_from is not None:
         raise CharLMError(finetune.with_resume())
     if resuming and out is not None:
@@ -250,7 +255,7 @@ def train(
     if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
         options["device"] = str(options["device"])
     check_train_arguments(paths, out, resume, init_from)
-    check_start(out, resume is not False, init_from)
+    check_start(out, resume is not False, init_from, options.get("tensorboard"))
     paths, out, resume, init_from = map(home, (paths, out, resume, init_from))
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.

@@ -115,6 +115,20 @@ def write_whole(file: BinaryIO, start: int, data: bytes) -> None:
         raise
 
 
+def tensorboard_writer() -> tuple:
+    """The parts --tensorboard writes its events with, or the one line saying which extra installs them.
+    A run asks first (`api.check_start`), before it probes sizes, reads its corpus or makes its folder."""
+    try:
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.summary.writer.record_writer import RecordWriter
+        from torch.utils.tensorboard.summary import scalar
+    except ImportError:
+        raise CharLMError(
+            f"{said('tensorboard', True)} needs the tensorboard package: pip install 'charlm[tensorboard]'"
+        ) from None
+    return Event, RecordWriter, scalar
+
+
 class TensorBoardLog:
     """--tensorboard's event file, best effort as metrics.jsonl is (`BestEffortLog`): each row's scalars
     appended whole, in this thread. torch's SummaryWriter wrote from a thread of its own: a full disk
@@ -124,15 +138,7 @@ class TensorBoardLog:
     SCALARS = ("train_bpc", "val_bpc", "eval_also_bpc", "lr", "chars_per_s")
 
     def __init__(self, folder: Path):
-        try:
-            from tensorboard.compat.proto.event_pb2 import Event
-            from tensorboard.summary.writer.record_writer import RecordWriter
-            from torch.utils.tensorboard.summary import scalar
-        except ImportError:
-            raise CharLMError(
-                f"{said('tensorboard', True)} needs the tensorboard package: pip install tensorboard"
-            ) from None
-        self.event, self.record_writer, self.scalar = Event, RecordWriter, scalar
+        self.event, self.record_writer, self.scalar = tensorboard_writer()
         # A file per process, named as TensorBoard looks for them (SummaryWriter's names).
         name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.0"
         self.file = BestEffortLog(folder / name, "TensorBoard events")
@@ -140,7 +146,7 @@ class TensorBoardLog:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             self.file.warn(e)
-        self.write([Event(wall_time=time.time(), file_version="brain.Event:2")])
+        self.write([self.event(wall_time=time.time(), file_version="brain.Event:2")])
 
     def append(self, row: dict) -> None:
         """A metrics row's scalars, at its step, in one append."""

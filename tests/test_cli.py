@@ -411,6 +411,17 @@ def test_resume_without_a_run_name_continues_the_latest_run(trained):
     assert_one_line_error(cli("train", "--resume", trained, "--hidden", "64"), "--hidden: 32 -> 64")
 
 
+def test_a_resumed_runs_first_line_says_where_it_goes_on_from(fox_file):
+    """`charlm train --resume` began with the very line a new run begins with: nothing told the user that
+    the run was taken up where it stopped, at which step, nor how much of its --max-time was spent."""
+    options = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    assert cli("train", str(fox_file), "--out", "fox", "--max-steps", "20", *options).exit_code == 0
+    result = cli("train", "--resume", "fox", "--max-steps", "30")
+    assert result.exit_code == 0, result.output
+    start = result.stderr.splitlines()[0]
+    assert start.startswith("training 1x32 lstm") and re.search(r"resumed at step 20 \(\d+s trained\)$", start), start
+
+
 def test_sample_options_from_the_command_line(trained, tmp_path):
     result = cli("sample", "--seed", "the", "--length", "20", "--temperature", "0.5,1.0", "--random-seed", "1")
     assert result.output.count("--- temperature") == 2 and "--- temperature 0.5 ---\nthe" in result.output

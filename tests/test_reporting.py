@@ -69,10 +69,15 @@ def test_a_resume_after_a_row_cut_short_by_a_crash_still_supersedes_the_rows_pas
     assert [r["step"] for r in read_metrics(tmp_path)] == [10, 20, 30]
 
 
-def test_tensorboard_missing_is_a_clear_error(fox_file, tiny, monkeypatch):
+def test_tensorboard_missing_is_a_clear_error_before_the_run_starts(fox_file, tiny, monkeypatch):
+    """The package was first asked for once the run had planned its size and written its folder: a
+    user without the extra waited through the size probe, then was left a run folder holding only a
+    run.json, which neither `charlm runs` nor --resume could use."""
     block_import(monkeypatch, "torch.utils.tensorboard")
-    with pytest.raises(CharLMError, match=r"^tensorboard=True needs the tensorboard package: pip install tensorboard$"):
+    needs = r"^tensorboard=True needs the tensorboard package: pip install 'charlm\[tensorboard\]'$"
+    with pytest.raises(CharLMError, match=needs):
         charlm.train(fox_file, out="tb", **{**tiny, "tensorboard": True})
+    assert not (fox_file.parent / "checkpoints" / "tb").exists()
 
 
 def test_tensorboard_logging_writes_event_files(fox_file, tiny):

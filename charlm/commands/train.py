@@ -64,7 +64,7 @@ def train(
     given = {k: v for k, v in options.items() if v is not None}
     ranks = Ranks.from_env()
     with ranks.alike():  # every rank reads the options alike, before the processes meet: rank 0 says what fails
-        api.check_start(out, resume is not None, init_from)
+        api.check_start(out, resume is not None, init_from, given.get("tensorboard"))
         timeout = parse_duration(peer_timeout, "--peer-timeout", required=True, most=MAX_PEER_TIMEOUT)
         if resume is None:
             # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
@@ -109,11 +109,17 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
         trainer.fit()
         return trainer.exit_status
     if not config.quiet:
+        # a resumed run says so: its line was a new run's, with no word of the step or time it goes on from
+        resumed = (
+            ""
+            if trainer.saved_step is None
+            else f", resumed at step {trainer.saved_step:,} ({trainer.saved_at:.0f}s trained)"
+        )
         click.echo(
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
             f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
-            f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}",
+            f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}{resumed}",
             err=True,
         )
         if trainer.base:
