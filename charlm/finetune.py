@@ -121,7 +121,7 @@ def run_config(start: Start, options: dict) -> Config:
         for name in ARCHITECTURE
         if options.get(name) not in (None, getattr(base, name), resolved(start, name), *LET_DECIDE.get(name, ()))
     ]
-    if not start.checkpoint.vocab.one_char_per_id:  # taken silently (--coverage) or blamed on --tokenizer
+    if not start.checkpoint.vocab.one_char_per_id:  # else taken silently (--coverage) or blamed on --tokenizer
         conflicts += [
             f"{said(name, options[name])} (the base's sentencepiece tokenizer is kept: new characters are spelled as bytes)"
             for name in CHAR_POLICY
@@ -155,7 +155,7 @@ def new_characters_note(corpus: TokenCorpus, base_size: int, config: Config) -> 
         policy += [said("coverage", config.coverage)] * (config.coverage < 1)
         if policy:
             note += f"; rarer ones ({', '.join(policy)}) read as the unknown symbol"
-        else:  # no policy left any out: the text holds the symbol itself (said "rarer ones ()")
+        else:  # no policy left any out: the text holds the symbol itself, which no option explains
             note += f"; the text's {UNKNOWN!r} (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol"
     return note
 

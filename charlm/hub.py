@@ -79,8 +79,8 @@ def put(folder: Path, contents: dict[str, bytes]) -> None:
 @contextlib.contextmanager
 def one_export_at_a_time(folder: Path) -> Iterator[None]:
     """Hold `folder`'s export lock (flock, through filelock, on LOCK in it), waiting for an export that
-    holds it: two exports of two runs into one folder at once left one's weights beside the other's
-    config and vocabulary. The lock file goes before the unlock, as a run's `.lock` does (runs.RunLock),
+    holds it, so that two exports of two runs into one folder at once never leave one's weights beside
+    the other's config and vocabulary. The lock file goes before the unlock, as a run's `.lock` does (runs.RunLock),
     so the folder is again the three files to upload (Windows: filelock deletes it once unlocked).
     A wait past WAIT_SAID seconds is said once, not taken for a hang; a file system that does not lock
     files (NFS without its lock service) is a one-line error, as for a run folder (runs.RunLock)."""
@@ -117,7 +117,8 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
     folder = Path(folder)
     for wait in (*REREAD_WAITS, None):
         config, vocab_bytes, weights_bytes = read_files(folder)
-        stray = mismatched(config, {VOCAB: vocab_bytes, WEIGHTS: weights_bytes})
+        digests = {VOCAB: sha256(vocab_bytes), WEIGHTS: sha256(weights_bytes)}  # checked, and the weights' returned
+        stray = mismatched(config, digests)
         if stray is None:
             break
         if wait is None:
@@ -129,7 +130,7 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
     except (ValueError, SafetensorError) as e:
         raise damaged(folder, str(e).splitlines()[0][:120]) from None
     try:
-        return config["model"], vocab, weights, config["run"], sha256(weights_bytes)
+        return config["model"], vocab, weights, config["run"], digests[WEIGHTS]
     except (KeyError, TypeError) as e:
         raise damaged(folder / CONFIG, type(e).__name__) from None
 
@@ -158,13 +159,13 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
     return config, vocab_bytes, weights_bytes
 
 
-def mismatched(config: dict, contents: dict[str, bytes]) -> str | None:
-    """The first file of `contents` (name -> bytes) whose sha256 is not the one config.json records for
-    it; None when all match, or config.json records none (an export older than the record)."""
+def mismatched(config: dict, digests: dict[str, str]) -> str | None:
+    """The first file of `digests` (name -> the sha256 of the bytes read) that is not the one config.json
+    records for it; None when all match, or config.json records none (an export older than the record)."""
     recorded = config.get("sha256")
     if not isinstance(recorded, dict):
         return None
-    return next((name for name, data in contents.items() if recorded.get(name) != sha256(data)), None)
+    return next((name for name, digest in digests.items() if recorded.get(name) != digest), None)
 
 
 def damaged(place: Path, why: str) -> CharLMError:

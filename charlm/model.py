@@ -145,12 +145,12 @@ class CharLM(nn.Module):
         state is taken in the weights' dtype: one read under autocast is bf16 or fp16, and the recurrent
         core outside autocast stops on a state of another dtype than its weights."""
         device, dtype = self.device, self.embed.weight.dtype
-        ids, state = as_ids(ids, device), map_state(lambda s: s.to(device, dtype), state)
+        ids, state = long_ids(ids, device), map_state(lambda s: s.to(device, dtype), state)
         out, state = self.core(self.embed(ids), state)
         out = self.drop(out)
         if targets is None:
             return self.head.logits(out), state
-        return self.head.nats(out, as_ids(targets, device)), state
+        return self.head.nats(out, long_ids(targets, device)), state
 
     @property
     def device(self) -> torch.device:
@@ -164,7 +164,7 @@ class CharLM(nn.Module):
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
 
 
-def as_ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
+def long_ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Ids of any integer dtype as the long tensor on `device` that lookups and losses take: torch's
     embedding refuses uint8 and int16, and indexing reads uint8 as a mask."""
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:

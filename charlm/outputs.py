@@ -76,8 +76,8 @@ def output_folder(output: str | Path) -> Path:
     """`output` as the model folder an export writes: new, empty, or an earlier export, which it replaces.
     A run's folder is refused, and so is a folder of other files: `--output ~/project` wrote the model
     among them, over the project's own config.json. Hidden files do not count, as none is written over:
-    an export under way keeps its lock and temporary files there (hub.py), and a second export into the
-    new folder at that moment was refused; so were a git clone's .git and macOS's .DS_Store."""
+    an export under way keeps its lock and temporary files there (hub.py), which a second export into the
+    new folder must wait for, not be refused by; nor are a git clone's .git and macOS's .DS_Store others."""
     path, named = Path(output), said("output", output)
     try:
         if runs.is_run_folder(path):

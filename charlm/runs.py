@@ -82,7 +82,7 @@ def is_run_folder(path: str | Path) -> bool:
 def holds_run_record(path: Path) -> bool:
     """Whether `path` holds a charlm run's own run.json (its options under "config"): what makes a folder
     above a new run's `--out` a run. Not a checkpoint's name alone, nor any run.json: a `best.pt` or
-    another tool's run.json in the folder charlm is started from refused every run's --out there."""
+    another tool's run.json in the folder charlm is started from would refuse every run's --out there."""
     info = read_run_info(path)
     return info is not None and isinstance(info.get("config"), dict)
 
@@ -412,8 +412,8 @@ def modified(path: Path) -> float:
 
 def train_again_options(run_dir: Path) -> str:
     """The options that start a run killed before its first checkpoint again in its folder: `--out` and,
-    for a fine-tune, `--init-from` its base (run.json's), which `--out` alone left out: the run it
-    advised trained from scratch in the fine-tune's place."""
+    for a fine-tune, `--init-from` its base (run.json's): `--out` alone trains from scratch in the
+    fine-tune's place."""
     base = (read_run_info(run_dir) or {}).get("base")
     path = base.get("path") if isinstance(base, dict) else None
     start = [said("init_from", path)] if isinstance(path, str) and path else []

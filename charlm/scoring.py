@@ -25,11 +25,11 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from . import threads
 from .bars import LEAD_IN_SECONDS, progress_bar
@@ -39,6 +39,9 @@ from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
 from .model import CharLM, State, inference, map_state
 from .vocab import UNSEEN, UnknownCharacterWarning, Vocabulary
+
+if TYPE_CHECKING:  # the bar's type; bars.py makes every bar
+    from tqdm.auto import tqdm
 
 LOG2E = 1.0 / math.log(2.0)  # bits per nat
 TOP = 5  # guesses `surprise` keeps before each token by default

@@ -109,7 +109,7 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
         trainer.fit()
         return trainer.exit_status
     if not config.quiet:
-        # a resumed run says so: its line was a new run's, with no word of the step or time it goes on from
+        # a resumed run says the step and time it goes on from, or its line reads as a new run's
         resumed = (
             ""
             if trainer.saved_step is None

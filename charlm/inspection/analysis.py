@@ -175,7 +175,7 @@ def best_cells(states: np.ndarray, features: dict[str, np.ndarray]) -> list[Cell
 
 def too_few_correlated(states: np.ndarray) -> str | None:
     """What to say of the features' correlations when the text has too few characters (states: (L, T, H))
-    for them to mean much, or None: on a tiny text a cell followed a feature at +-0.99 without a word."""
+    for them to mean much, or None: on a tiny text some cell follows a feature at +-0.99 by chance."""
     layers, chars, hidden = states.shape
     if chars >= FEW_CORRELATED:
         return None

@@ -384,7 +384,7 @@ async def events(
 
 
 # Characters JSON leaves unescaped that Python's str.splitlines ends a line at (httpx's iter_lines, the
-# usual way to read events with httpx): an echoed prompt or a text holding one split its event's JSON in two
+# usual way to read events with httpx): escaped, so that no echoed prompt or text splits an event's JSON in two
 LINE_ENDS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
 
 

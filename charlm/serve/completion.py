@@ -216,7 +216,7 @@ class Completion:
         self.prompt_ms = 0.0
         self.echoed: list[list[Token] | None] = []
         # Each prompt's first seed; its sample i draws from that + i. Unseeded, each prompt draws its own:
-        # one for all made a list of equal prompts (a batch of one question) n equal texts.
+        # with one for all, a list of equal prompts (a batch of one question) would get n equal texts.
         self.seeds = [secrets.randbits(62) if params.seed is None else params.seed for _ in params.prompts]
         self.created = int(time.time())  # the response's `created`, the same in every chunk of a stream
         self.open = self.rows
