@@ -46,14 +46,17 @@ def penalize(
     return torch.where(seen[:, :vocab_size], penalized, logits)
 
 
-def draw(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform in [0, 1]."""
-    return inverse_cdf(probs, uniform.to(probs).clamp(max=BELOW_ONE).unsqueeze(1))
+def as_uniforms(fresh: torch.Tensor) -> torch.Tensor:
+    """A generator's float64 uniforms as float32 ones at most BELOW_ONE: a uniform just below 1 rounds to 1
+    in float32, and `inverse_cdf`'s target would be the whole total, past the last likely id, on one of
+    probability 0 (one a template or top-k forbade). BELOW_ONE * total is the float32 just below it."""
+    return fresh.float().clamp_(max=BELOW_ONE)
 
 
 def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
-    """`draw` for uniforms (rows, 1) already in probs' dtype and at most BELOW_ONE, as `RowSampler` keeps them:
-    the target u * total is then below the total, so it lands on a likely id."""
+    """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform (rows, 1),
+    in probs' dtype and at most BELOW_ONE (`as_uniforms`): the target u * total is then below the total,
+    so it lands on a likely id."""
     cdf = probs.cumsum(dim=-1)
     target = uniform * cdf[:, -1:]
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)
@@ -488,7 +491,7 @@ class RowSampler:
             for row in range(rows):
                 if used[row] == UNIFORM_BLOCK:
                     fresh = torch.rand(UNIFORM_BLOCK, generator=self.generators[row], dtype=torch.float64)
-                    self.block[row].copy_(fresh.float().clamp_(max=BELOW_ONE), non_blocking=True)
+                    self.block[row].copy_(as_uniforms(fresh), non_blocking=True)
                     used[row] = 0
                     self.used_there[row] = 0
             self.spare = UNIFORM_BLOCK - max(used[:rows])

@@ -10,7 +10,7 @@ import torch
 from charlm import CharLM, stream
 from charlm import generate as generate_one
 from charlm.config import SampleConfig
-from charlm.decoding import BELOW_ONE, draw, nucleus
+from charlm.decoding import BELOW_ONE, as_uniforms, inverse_cdf, nucleus
 from charlm.errors import CharLMError
 from charlm.generation import Batch
 from charlm.sampler import Conversation, generate
@@ -250,10 +250,14 @@ def test_extreme_temperatures_and_penalties_never_draw_from_nan():
 def test_a_uniform_that_rounds_to_one_never_draws_a_character_of_probability_zero():
     """float32(1 - 1e-10) is 1.0: the target was the whole total and fell past the last likely id."""
     probs = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
-    assert draw(probs, torch.tensor([1 - 1e-10, 1 - 1e-10], dtype=torch.float64)).tolist() == [1, 1]
-    assert draw(probs, torch.tensor([0.0, 0.0], dtype=torch.float64)).tolist() == [0, 1]
-    # The sampler keeps its uniforms at most BELOW_ONE instead, so that a draw needs no clamp below the total:
-    # BELOW_ONE * total is the float32 just below it, as the clamp gave where a uniform rounded to 1.
+
+    def drawn(uniforms: list[float]) -> list[int]:  # as the sampler draws: its block's uniforms, then the CDF
+        return inverse_cdf(probs, as_uniforms(torch.tensor(uniforms, dtype=torch.float64)).unsqueeze(1)).tolist()
+
+    assert drawn([1 - 1e-10, 1 - 1e-10]) == [1, 1]
+    assert drawn([0.0, 0.0]) == [0, 1]
+    # The uniforms are at most BELOW_ONE, so that a draw needs no clamp below the total: BELOW_ONE * total
+    # is the float32 just below it, whatever the total.
     torch.manual_seed(0)
     logits = torch.randn(20000, 65) * torch.logspace(-3, 3, 20000).unsqueeze(1)
     totals = torch.cat([torch.softmax(logits, dim=-1).cumsum(dim=-1)[:, -1:], torch.rand(20000, 1) * 4 + 1e-30])
