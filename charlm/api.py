@@ -358,8 +358,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
 @keywords_checked
 def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> list[tuple[str, float]]:
-    """The `top` likeliest next characters after `prefix` (None: all) and their probabilities, likeliest
-    first: the model's own prediction, before temperature or any other sampling option. An empty prefix
+    """The `top` likeliest next tokens after `prefix` (None: all) and their probabilities, likeliest first
+    (characters; a sentencepiece model's pieces): the model's own prediction, before temperature or any other sampling option. An empty prefix
     (or None) is the start of a line, as for `generate`."""
     prefix = "" if prefix is None else prefix
     check_model_and_seed("next_probs", model, prefix, "prefix")

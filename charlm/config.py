@@ -141,7 +141,9 @@ class Config:
     )
     threads: int | None = option(None, "CPU threads; unset: adapt to the CPU the run gets, measured as it trains")
     # data and vocabulary
-    seq_len: int = option(25, "window length in characters (truncated BPTT length)")
+    seq_len: int = option(
+        25, "window length in tokens: characters, or a sentencepiece model's pieces (truncated BPTT length)"
+    )
     batch_size: int | None = option(
         None,
         "contiguous streams trained side by side; unset: 16, but on a CUDA GPU with --max-time as many as "
