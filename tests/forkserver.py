@@ -11,6 +11,7 @@ read while importing torch (OMP_NUM_THREADS) are the server's, which is started 
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import pickle
 import selectors
@@ -133,13 +134,14 @@ class ForkServer:
 
 
 class Forked:
-    """A child of the fork server, read as a subprocess.Popen is: pid, returncode, poll, wait,
-    communicate, send_signal, kill."""
+    """A child of the fork server, read as a subprocess.Popen with its stdout and stderr piped is: pid,
+    returncode, stdout and stderr (unbuffered binary files, so that a `readline` takes no more than its
+    line), poll, wait, communicate (text), send_signal, terminate, kill."""
 
     def __init__(self, server: ForkServer, pid: int, stdout: int, stderr: int) -> None:
         self.server, self.pid, self.returncode = server, pid, None
-        self.streams = {stdout: [], stderr: []}
-        self.order = (stdout, stderr)
+        self.stdout, self.stderr = io.FileIO(stdout), io.FileIO(stderr)
+        self.streams = {self.stdout: [], self.stderr: []}  # what `communicate` has read of each
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -154,29 +156,32 @@ class Forked:
         return self.returncode
 
     def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        """Its stdout and stderr until it closes them, then its exit."""
+        """Its stdout and stderr (what the caller has not read or closed) until it closes them, then its exit."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with selectors.DefaultSelector() as selector:
-            for fd in self.streams:
-                if not self.streams[fd] or self.streams[fd][-1] != b"":
-                    selector.register(fd, selectors.EVENT_READ)
+            for stream in self.streams:
+                if not stream.closed:
+                    selector.register(stream, selectors.EVENT_READ)
             while selector.get_map():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise subprocess.TimeoutExpired(f"forked {self.pid}", timeout)
                 for key, _ in selector.select(left):
-                    chunk = os.read(key.fd, 1 << 16)
-                    self.streams[key.fd].append(chunk)
+                    chunk = key.fileobj.read(1 << 16)
+                    self.streams[key.fileobj].append(chunk)
                     if not chunk:
-                        selector.unregister(key.fd)
-                        os.close(key.fd)
+                        selector.unregister(key.fileobj)
+                        key.fileobj.close()
         self.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
-        texts = (b"".join(self.streams[fd]).decode() for fd in self.order)  # as Popen's text=True reads them:
+        texts = (b"".join(chunks).decode() for chunks in self.streams.values())  # as Popen's text=True reads them:
         return tuple(text.replace("\r\n", "\n").replace("\r", "\n") for text in texts)  # universal newlines
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

@@ -31,7 +31,17 @@ from charlm.config import SampleConfig
 from charlm.forms import template_of
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus, wait_for
+from .conftest import (
+    TINY_ARGS,
+    assert_one_line_error,
+    cli,
+    latest,
+    make_model,
+    run_cli,
+    shared_corpus,
+    start_charlm,
+    wait_for,
+)
 from .test_export import run_of
 from .test_serve import Counting
 
@@ -895,11 +905,8 @@ def test_co_writing_at_a_terminal_edits_lines_and_ctrl_c_stops_only_the_model(tr
 
 
 def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "sample", "--length", "200000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    process.stdout.read(100)  # like `charlm sample | head -c 100`
+    process = start_charlm("sample", "--length", "200000")  # a process of its own, torch imported
+    assert process.stdout.read(100)  # like `charlm sample | head -c 100`
     process.stdout.close()
     assert process.wait(timeout=120) == 0
     assert process.stderr.read() == b""
@@ -1105,17 +1112,17 @@ def test_a_sample_killed_midway_keeps_the_outputs_earlier_text(trained, tmp_path
     import select
 
     (tmp_path / "so.txt").write_text("an earlier sample, kept\n", encoding="utf-8")
-    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", "fox", "--output", "so.txt"]
-    process = subprocess.Popen([*command, "--length", "10000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = ["sample", "--checkpoint", "fox", "--output", "so.txt"]
+    process = start_charlm(*command, "--length", "10000000")  # a process of its own, torch imported
     try:
         assert select.select([process.stdout], [], [], 60)[0], "the sample did not start"
-        assert process.stdout.read1(100)  # it is sampling, so.txt open
+        assert process.stdout.read(100)  # it is sampling, so.txt open
     finally:
         process.kill()
         process.communicate(timeout=30)
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == "an earlier sample, kept\n"
     assert len(list(tmp_path.glob(".so.txt.tmp-*"))) == 1  # the killed sample's
-    finished = run_cli(*command[3:], "--length", "20", "--random-seed", "1", check=True)
+    finished = run_cli(*command, "--length", "20", "--random-seed", "1", check=True)
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == finished.stdout
     assert [p.name for p in tmp_path.glob(".so.txt*")] == []
 
