@@ -295,6 +295,12 @@ def start_charlm(*args: str) -> forkserver.Forked:
     return forkserver.server(env).start(forkserver.CHARLM, ["-m", *args], env)
 
 
+def start_python(code: str, *args: str) -> forkserver.Forked:
+    """`python -c CODE ARGS` started, as `start_charlm` starts charlm: for code that imports torch."""
+    env = dict(os.environ)
+    return forkserver.server(env).start(code, ["-c", *args], env)
+
+
 def start_training(*args: str) -> forkserver.Forked:
     """`python -m charlm train ARGS` started (`start_charlm`)."""
     return start_charlm("train", *args)
