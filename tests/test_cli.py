@@ -387,6 +387,8 @@ def test_tinyshakespeare_end_to_end():
         "10",
         "--hidden",
         "64",
+        "--max-time",  # the steps end it: no size probe timing a budget (the same dropout, fitted from them)
+        "none",
         "--quiet",
         check=True,
     )
@@ -402,7 +404,8 @@ def test_tinyshakespeare_end_to_end():
 @pytest.mark.slow
 def test_hongloumeng_end_to_end():
     corpus = shared_corpus("hongloumeng.txt")
-    done = run_cli("train", str(corpus), "--out", "hlm", "--max-steps", "40", "--hidden", "64", "--quiet", check=True)
+    train = ["--out", "hlm", "--max-steps", "40", "--max-time", "none", "--hidden", "64", "--quiet"]  # no size probe
+    done = run_cli("train", str(corpus), *train, check=True)
     assert "validation" in done.stdout
     sample = run_cli("sample", "--seed", "宝玉道：", "--length", "100", "--random-seed", "3", check=True).stdout
     assert sample.startswith("宝玉道：") and len(sample) == 105
@@ -410,7 +413,8 @@ def test_hongloumeng_end_to_end():
 
 @pytest.mark.slow
 def test_default_corpus_is_shakespeare():
-    result = cli("train", "--max-steps", "15", "--hidden", "32", "--eval-every", "15")  # in this process: ~3 s less
+    # in this process: ~3 s less; the steps end it, so no size probe times a budget
+    result = cli("train", "--max-steps", "15", "--max-time", "none", "--hidden", "32", "--eval-every", "15")
     assert result.exit_code == 0 and "on shakespeare" in result.stderr and "--- sample" in result.stdout, result.output
 
 
