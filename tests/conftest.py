@@ -287,12 +287,12 @@ def block_import(monkeypatch, prefix: str) -> None:
 TRAIN_ARGS = [*TINY_ARGS, "--dropout", "0.2"]
 
 
-def start_charlm(*args: str) -> forkserver.Forked:
-    """`python -m charlm ARGS` started, its stdout and stderr piped here, read as a Popen's: a process
-    forked from one that has imported torch (`forkserver`), ~2 s of CPU sooner (~3 s for a training,
-    whose optimizer imports torch._dynamo)."""
+def start_charlm(*args: str, stdin: bool = False) -> forkserver.Forked:
+    """`python -m charlm ARGS` started, its stdout and stderr (and stdin if `stdin`) piped here, read as a
+    Popen's: a process forked from one that has imported torch (`forkserver`), ~2 s of CPU sooner (~3 s
+    for a training, whose optimizer imports torch._dynamo)."""
     env = dict(os.environ)
-    return forkserver.server(env).start(forkserver.CHARLM, ["-m", *args], env)
+    return forkserver.server(env).start(forkserver.CHARLM, ["-m", *args], env, stdin)
 
 
 def start_python(code: str, *args: str) -> forkserver.Forked:

@@ -82,22 +82,22 @@ class ForkServer:
         self.started: list[int] = []
         self.ended: dict[int, int] = {}
 
-    def start(self, code: str, argv: list[str], env: dict[str, str]) -> Forked:
+    def start(self, code: str, argv: list[str], env: dict[str, str], stdin: bool = False) -> Forked:
         """`code` run as `python -c` runs it, with `argv` as sys.argv and `env` as its environment, in this
-        folder, its stdout and stderr piped here."""
-        stdin = os.open(os.devnull, os.O_RDONLY)
+        folder, its stdout and stderr piped here; its stdin too if `stdin`, else /dev/null."""
+        in_read, in_write = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
         (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
         with self.lock:
             request = pickle.dumps((code, list(argv), env, os.getcwd()))
-            socket.send_fds(self.channel, [request], [stdin, out_write, err_write])
-            for fd in (stdin, out_write, err_write):
+            socket.send_fds(self.channel, [request], [in_read, out_write, err_write])
+            for fd in (in_read, out_write, err_write):
                 os.close(fd)
             deadline = time.monotonic() + 60
             while not self.started:
                 assert time.monotonic() < deadline, "the fork server started no process in 60 s"
                 self.receive(timeout=1)
             pid = self.started.pop()
-        return Forked(self, pid, out_read, err_read)
+        return Forked(self, pid, out_read, err_read, in_write)
 
     def receive(self, timeout: float) -> None:
         """The server's messages within `timeout` seconds (0: those already sent; call holding the lock)."""
@@ -136,11 +136,12 @@ class ForkServer:
 class Forked:
     """A child of the fork server, read as a subprocess.Popen with its stdout and stderr piped is: pid,
     returncode, stdout and stderr (unbuffered binary files, so that a `readline` takes no more than its
-    line), poll, wait, communicate (text), send_signal, terminate, kill."""
+    line), stdin (one, or None), poll, wait, communicate (text), send_signal, terminate, kill."""
 
-    def __init__(self, server: ForkServer, pid: int, stdout: int, stderr: int) -> None:
+    def __init__(self, server: ForkServer, pid: int, stdout: int, stderr: int, stdin: int | None = None) -> None:
         self.server, self.pid, self.returncode = server, pid, None
         self.stdout, self.stderr = io.FileIO(stdout), io.FileIO(stderr)
+        self.stdin = None if stdin is None else io.FileIO(stdin, "w")
         self.streams = {self.stdout: [], self.stderr: []}  # what `communicate` has read of each
 
     def poll(self) -> int | None:
@@ -155,8 +156,12 @@ class Forked:
                 raise subprocess.TimeoutExpired(f"forked {self.pid}", timeout)
         return self.returncode
 
-    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        """Its stdout and stderr (what the caller has not read or closed) until it closes them, then its exit."""
+    def communicate(self, input: str | None = None, timeout: float | None = None) -> tuple[str, str]:
+        """`input` written to its stdin, closed (a short text: written whole before reading); its stdout and
+        stderr (what the caller has not read or closed) until it closes them, then its exit."""
+        if self.stdin is not None and not self.stdin.closed:
+            with self.stdin:
+                self.stdin.write((input or "").encode())
         deadline = None if timeout is None else time.monotonic() + timeout
         with selectors.DefaultSelector() as selector:
             for stream in self.streams:

@@ -536,14 +536,12 @@ def test_sample_options_that_conflict_are_refused_not_ignored(trained, tmp_path)
 
 
 def test_interactive_mode_through_a_pipe(trained):
-    result = subprocess.run(
-        [sys.executable, "-m", "charlm", "sample", "--interactive", "--length", "15", "--random-seed", "0"],
-        input="the quick\nover the\n", capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0 and "Traceback" not in result.stderr
-    lines = result.stdout.splitlines()
+    process = start_charlm("sample", "--interactive", "--length", "15", "--random-seed", "0", stdin=True)
+    stdout, stderr = process.communicate("the quick\nover the\n", timeout=120)  # a process of its own, torch imported
+    assert process.returncode == 0 and "Traceback" not in stderr
+    lines = stdout.splitlines()
     assert len(lines) >= 2 and lines[0].startswith("the quick") and len(lines[0]) >= len("the quick")
-    assert "over the" in result.stdout
+    assert "over the" in stdout
 
 
 def test_interactive_transcript_is_the_text_the_model_reads(trained):
