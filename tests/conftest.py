@@ -118,10 +118,13 @@ def shared_corpus(name: str) -> Path:
 
 
 def run_cli(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m charlm ARGS` in a real process, as a user runs it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "charlm", *args], check=False, capture_output=True, text=True, timeout=timeout
-    )
+    """`python -m charlm ARGS` in a real process, as a user runs it (`start_charlm`), to its end."""
+    process = start_charlm(*args)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    finally:
+        process.kill()  # when it ran past `timeout`, as subprocess.run does; nothing once it has ended
+    result = subprocess.CompletedProcess([sys.executable, "-m", "charlm", *args], process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"charlm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -299,11 +302,23 @@ def block_import(monkeypatch, prefix: str) -> None:
 TRAIN_ARGS = [*TINY_ARGS, "--dropout", "0.2"]
 
 
-def start_training(*args: str) -> forkserver.Forked:
-    """`python -m charlm train ARGS` started, its stdout and stderr piped here, read as a Popen's: a process
-    forked from one that has imported torch (`forkserver`), ~3 s of CPU sooner."""
+def start_charlm(*args: str, stdin: bool = False) -> forkserver.Forked:
+    """`python -m charlm ARGS` started, its stdout and stderr (and stdin if `stdin`) piped here, read as a
+    Popen's: a process forked from one that has imported torch (`forkserver`), ~2 s of CPU sooner (~3 s
+    for a training, whose optimizer imports torch._dynamo)."""
     env = dict(os.environ)
-    return forkserver.server(env).start(forkserver.CHARLM, ["-m", "train", *args], env)
+    return forkserver.server(env).start(forkserver.CHARLM, ["-m", *args], env, stdin)
+
+
+def start_python(code: str, *args: str) -> forkserver.Forked:
+    """`python -c CODE ARGS` started, as `start_charlm` starts charlm: for code that imports torch."""
+    env = dict(os.environ)
+    return forkserver.server(env).start(code, ["-c", *args], env)
+
+
+def start_training(*args: str) -> forkserver.Forked:
+    """`python -m charlm train ARGS` started (`start_charlm`)."""
+    return start_charlm("train", *args)
 
 
 def wait_for(path, timeout: float = 120, newer_than: int = -1) -> None:

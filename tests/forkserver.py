@@ -11,6 +11,7 @@ read while importing torch (OMP_NUM_THREADS) are the server's, which is started 
 from __future__ import annotations
 
 import atexit
+import io
 import os
 import pickle
 import selectors
@@ -81,22 +82,22 @@ class ForkServer:
         self.started: list[int] = []
         self.ended: dict[int, int] = {}
 
-    def start(self, code: str, argv: list[str], env: dict[str, str]) -> Forked:
+    def start(self, code: str, argv: list[str], env: dict[str, str], stdin: bool = False) -> Forked:
         """`code` run as `python -c` runs it, with `argv` as sys.argv and `env` as its environment, in this
-        folder, its stdout and stderr piped here."""
-        stdin = os.open(os.devnull, os.O_RDONLY)
+        folder, its stdout and stderr piped here; its stdin too if `stdin`, else /dev/null."""
+        in_read, in_write = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
         (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
         with self.lock:
             request = pickle.dumps((code, list(argv), env, os.getcwd()))
-            socket.send_fds(self.channel, [request], [stdin, out_write, err_write])
-            for fd in (stdin, out_write, err_write):
+            socket.send_fds(self.channel, [request], [in_read, out_write, err_write])
+            for fd in (in_read, out_write, err_write):
                 os.close(fd)
             deadline = time.monotonic() + 60
             while not self.started:
                 assert time.monotonic() < deadline, "the fork server started no process in 60 s"
                 self.receive(timeout=1)
             pid = self.started.pop()
-        return Forked(self, pid, out_read, err_read)
+        return Forked(self, pid, out_read, err_read, in_write)
 
     def receive(self, timeout: float) -> None:
         """The server's messages within `timeout` seconds (0: those already sent; call holding the lock)."""
@@ -133,13 +134,15 @@ class ForkServer:
 
 
 class Forked:
-    """A child of the fork server, read as a subprocess.Popen is: pid, returncode, poll, wait,
-    communicate, send_signal, kill."""
+    """A child of the fork server, read as a subprocess.Popen with its stdout and stderr piped is: pid,
+    returncode, stdout and stderr (unbuffered binary files, so that a `readline` takes no more than its
+    line), stdin (one, or None), poll, wait, communicate (text), send_signal, terminate, kill."""
 
-    def __init__(self, server: ForkServer, pid: int, stdout: int, stderr: int) -> None:
+    def __init__(self, server: ForkServer, pid: int, stdout: int, stderr: int, stdin: int | None = None) -> None:
         self.server, self.pid, self.returncode = server, pid, None
-        self.streams = {stdout: [], stderr: []}
-        self.order = (stdout, stderr)
+        self.stdout, self.stderr = io.FileIO(stdout), io.FileIO(stderr)
+        self.stdin = None if stdin is None else io.FileIO(stdin, "w")
+        self.streams = {self.stdout: [], self.stderr: []}  # what `communicate` has read of each
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -153,30 +156,37 @@ class Forked:
                 raise subprocess.TimeoutExpired(f"forked {self.pid}", timeout)
         return self.returncode
 
-    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
-        """Its stdout and stderr until it closes them, then its exit."""
+    def communicate(self, input: str | None = None, timeout: float | None = None) -> tuple[str, str]:
+        """`input` written to its stdin, closed (a short text: written whole before reading); its stdout and
+        stderr (what the caller has not read or closed) until it closes them, then its exit."""
+        if self.stdin is not None and not self.stdin.closed:
+            with self.stdin:
+                self.stdin.write((input or "").encode())
         deadline = None if timeout is None else time.monotonic() + timeout
         with selectors.DefaultSelector() as selector:
-            for fd in self.streams:
-                if not self.streams[fd] or self.streams[fd][-1] != b"":
-                    selector.register(fd, selectors.EVENT_READ)
+            for stream in self.streams:
+                if not stream.closed:
+                    selector.register(stream, selectors.EVENT_READ)
             while selector.get_map():
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise subprocess.TimeoutExpired(f"forked {self.pid}", timeout)
                 for key, _ in selector.select(left):
-                    chunk = os.read(key.fd, 1 << 16)
-                    self.streams[key.fd].append(chunk)
+                    chunk = key.fileobj.read(1 << 16)
+                    self.streams[key.fileobj].append(chunk)
                     if not chunk:
-                        selector.unregister(key.fd)
-                        os.close(key.fd)
+                        selector.unregister(key.fileobj)
+                        key.fileobj.close()
         self.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
-        texts = (b"".join(self.streams[fd]).decode() for fd in self.order)  # as Popen's text=True reads them:
+        texts = (b"".join(chunks).decode() for chunks in self.streams.values())  # as Popen's text=True reads them:
         return tuple(text.replace("\r\n", "\n").replace("\r", "\n") for text in texts)  # universal newlines
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

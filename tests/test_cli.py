@@ -31,7 +31,17 @@ from charlm.config import SampleConfig
 from charlm.forms import template_of
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, latest, make_model, run_cli, shared_corpus, wait_for
+from .conftest import (
+    TINY_ARGS,
+    assert_one_line_error,
+    cli,
+    latest,
+    make_model,
+    run_cli,
+    shared_corpus,
+    start_charlm,
+    wait_for,
+)
 from .test_export import run_of
 from .test_serve import Counting
 
@@ -377,6 +387,8 @@ def test_tinyshakespeare_end_to_end():
         "10",
         "--hidden",
         "64",
+        "--max-time",  # the steps end it: no size probe timing a budget (the same dropout, fitted from them)
+        "none",
         "--quiet",
         check=True,
     )
@@ -392,7 +404,8 @@ def test_tinyshakespeare_end_to_end():
 @pytest.mark.slow
 def test_hongloumeng_end_to_end():
     corpus = shared_corpus("hongloumeng.txt")
-    done = run_cli("train", str(corpus), "--out", "hlm", "--max-steps", "40", "--hidden", "64", "--quiet", check=True)
+    train = ["--out", "hlm", "--max-steps", "40", "--max-time", "none", "--hidden", "64", "--quiet"]  # no size probe
+    done = run_cli("train", str(corpus), *train, check=True)
     assert "validation" in done.stdout
     sample = run_cli("sample", "--seed", "宝玉道：", "--length", "100", "--random-seed", "3", check=True).stdout
     assert sample.startswith("宝玉道：") and len(sample) == 105
@@ -400,7 +413,8 @@ def test_hongloumeng_end_to_end():
 
 @pytest.mark.slow
 def test_default_corpus_is_shakespeare():
-    result = cli("train", "--max-steps", "15", "--hidden", "32", "--eval-every", "15")  # in this process: ~3 s less
+    # in this process: ~3 s less; the steps end it, so no size probe times a budget
+    result = cli("train", "--max-steps", "15", "--max-time", "none", "--hidden", "32", "--eval-every", "15")
     assert result.exit_code == 0 and "on shakespeare" in result.stderr and "--- sample" in result.stdout, result.output
 
 
@@ -533,14 +547,12 @@ def test_sample_options_that_conflict_are_refused_not_ignored(trained, tmp_path)
 
 
 def test_interactive_mode_through_a_pipe(trained):
-    result = subprocess.run(
-        [sys.executable, "-m", "charlm", "sample", "--interactive", "--length", "15", "--random-seed", "0"],
-        input="the quick\nover the\n", capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0 and "Traceback" not in result.stderr
-    lines = result.stdout.splitlines()
+    process = start_charlm("sample", "--interactive", "--length", "15", "--random-seed", "0", stdin=True)
+    stdout, stderr = process.communicate("the quick\nover the\n", timeout=120)  # a process of its own, torch imported
+    assert process.returncode == 0 and "Traceback" not in stderr
+    lines = stdout.splitlines()
     assert len(lines) >= 2 and lines[0].startswith("the quick") and len(lines[0]) >= len("the quick")
-    assert "over the" in result.stdout
+    assert "over the" in stdout
 
 
 def test_interactive_transcript_is_the_text_the_model_reads(trained):
@@ -906,11 +918,8 @@ def test_co_writing_at_a_terminal_edits_lines_and_ctrl_c_stops_only_the_model(tr
 
 
 def test_a_reader_closing_the_pipe_early_is_not_an_error(trained):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "sample", "--length", "200000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    process.stdout.read(100)  # like `charlm sample | head -c 100`
+    process = start_charlm("sample", "--length", "200000")  # a process of its own, torch imported
+    assert process.stdout.read(100)  # like `charlm sample | head -c 100`
     process.stdout.close()
     assert process.wait(timeout=120) == 0
     assert process.stderr.read() == b""
@@ -1116,17 +1125,17 @@ def test_a_sample_killed_midway_keeps_the_outputs_earlier_text(trained, tmp_path
     import select
 
     (tmp_path / "so.txt").write_text("an earlier sample, kept\n", encoding="utf-8")
-    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", "fox", "--output", "so.txt"]
-    process = subprocess.Popen([*command, "--length", "10000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = ["sample", "--checkpoint", "fox", "--output", "so.txt"]
+    process = start_charlm(*command, "--length", "10000000")  # a process of its own, torch imported
     try:
         assert select.select([process.stdout], [], [], 60)[0], "the sample did not start"
-        assert process.stdout.read1(100)  # it is sampling, so.txt open
+        assert process.stdout.read(100)  # it is sampling, so.txt open
     finally:
         process.kill()
         process.communicate(timeout=30)
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == "an earlier sample, kept\n"
     assert len(list(tmp_path.glob(".so.txt.tmp-*"))) == 1  # the killed sample's
-    finished = run_cli(*command[3:], "--length", "20", "--random-seed", "1", check=True)
+    finished = run_cli(*command, "--length", "20", "--random-seed", "1", check=True)
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == finished.stdout
     assert [p.name for p in tmp_path.glob(".so.txt*")] == []
 

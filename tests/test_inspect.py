@@ -39,7 +39,7 @@ from charlm.scoring import Surprise, bits_per_char, surprise
 from charlm.tracing import Trace, trace
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing
+from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing, start_charlm
 from .test_export import run_of
 from .test_serve import CONTRASTS as SERVE_CONTRASTS
 from .test_serve import CONTROL_ROLES, browser  # noqa: F401 -- the browser fixture
@@ -377,12 +377,9 @@ def test_two_inspects_at_once_into_one_output_leave_one_whole_page(fox_file, tmp
     """Two real processes write the same --output at once: each writes a file of its own beside it and
     renames it into place, so the page is one of the two, whole, and nothing else is left there."""
     run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox"))
-    command = [sys.executable, "-m", "charlm", "inspect", "fox", str(fox_file), "--train-text", str(fox_file)]
+    command = ["inspect", "fox", str(fox_file), "--train-text", str(fox_file)]
     lengths = (300, 301)
-    started = [
-        subprocess.Popen([*command, "--quiet", "--max-chars", str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for n in lengths
-    ]
+    started = [start_charlm(*command, "--quiet", "--max-chars", str(n)) for n in lengths]  # each torch imported
     for process in started:
         out, err = process.communicate(timeout=120)
         assert process.returncode == 0, (out, err)

@@ -18,8 +18,6 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -55,6 +53,7 @@ from .conftest import (
     missing,
     run_bench,
     shared_corpus,
+    start_charlm,
     wait_healthy,
 )
 
@@ -1630,14 +1629,9 @@ def fox_run(tmp_path_factory):
 
 def test_cli_serves_a_run_under_its_name(fox_run):
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", "serve", str(fox_run), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_charlm("serve", str(fox_run), "--port", str(port))  # a process of its own, torch imported
     try:
-        assert f"http://127.0.0.1:{port}/" in process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in process.stdout.readline().decode()
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url)
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
@@ -1654,10 +1648,9 @@ def test_a_signal_mid_stream_ends_the_stream_and_the_server_without_a_traceback(
     """Ctrl-C or SIGTERM with a long stream in flight: uvicorn waited its 3 s for the stream, which went on
     generating, then cancelled it and printed CancelledError's traceback; the client saw the connection drop."""
     port = free_port()
-    command = [sys.executable, "-m", "charlm", "serve", str(fox_run), "--port", str(port), "--max-tokens", "100000"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_charlm("serve", str(fox_run), "--port", str(port), "--max-tokens", "100000")
     try:
-        assert f"http://127.0.0.1:{port}/" in process.stdout.readline()
+        assert f"http://127.0.0.1:{port}/" in process.stdout.readline().decode()
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url)
         body = {"model": "fox", "prompt": "the ", "max_tokens": 100000, "stream": True}

@@ -6,7 +6,6 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import tracemalloc
 import warnings
 from collections import Counter
@@ -23,7 +22,8 @@ from charlm.errors import CharLMError
 from charlm.tokens import load_corpus, prepare
 from charlm.vocab import UNKNOWN, UnknownCharacterWarning, Vocab
 
-from .conftest import assert_one_line_error, cli, file_size_limit, wait_for
+from .conftest import assert_one_line_error, cli, file_size_limit, start_python, wait_for
+from .forkserver import Forked
 
 TEXT = "Café\r\nnaïve e\u0301clair ﬁn — 宝玉道：“好！”\n" * 40
 
@@ -169,17 +169,17 @@ for go, delay, root in trials:
 """
 
 
-def start_preparing(source: Path, trials: list[tuple[Path, float, Path]]) -> subprocess.Popen:
-    """A process that prepares `source` once per trial (its go file, its delay after it, its cache root)."""
+def start_preparing(source: Path, trials: list[tuple[Path, float, Path]]) -> Forked:
+    """A process that prepares `source` once per trial (its go file, its delay after it, its cache root);
+    of its own, torch imported (`start_python`)."""
     plan = json.dumps([(str(go), delay, str(root)) for go, delay, root in trials])
-    return subprocess.Popen([sys.executable, "-c", PREPARE, str(source), plan],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return start_python(PREPARE, str(source), plan)
 
 
-def answer(process: subprocess.Popen, timeout: float = 120) -> str:
+def answer(process: Forked, timeout: float = 120) -> str:
     """The next line the process prints; its errors, as a failure, if it ends or is silent instead."""
     if select.select([process.stdout], [], [], timeout)[0]:
-        line = process.stdout.readline()
+        line = process.stdout.readline().decode()
         if line:
             return line
     process.kill()
@@ -359,9 +359,7 @@ def test_a_preparation_stopped_by_a_signal_leaves_no_private_folder_once_prepare
     its private folder, as big as the corpus's ids, in corpora/cache/ for good: nothing removed it.
     SIGTERM now unwinds (status 143, its folder removed); a killed one's goes at the next preparation."""
     text = write(tmp_path, "novel.txt", TEXT)
-    process = subprocess.Popen(
-        [sys.executable, "-c", STALLED_PREPARE, str(text)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = start_python(STALLED_PREPARE, str(text))  # a process of its own, torch imported
     try:
         wait_for(tmp_path / "stalled", timeout=30)
         assert private_folders(), "no private folder while preparing"
