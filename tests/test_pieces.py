@@ -230,5 +230,5 @@ def test_a_seed_that_ends_mid_piece_is_continued_as_if_whole(text, seed, whole):
     favoured = {vocab.processor.piece_to_id(whole): 100}  # the piece the model would write after the word
     for sample in generate(model, seed, length=7, num_samples=2, random_seed=1, logit_bias=favoured):
         assert sample.startswith(seed.replace("th", "the").replace("杜", "杜甫")) and len(sample) == len(seed) + 7
-    alone = generate(model, seed, length=9, random_seed=3)  # unbiased: writes on from the seed, never repeats it
+    alone = generate(model, seed, length=9, random_seed=3)[0]  # unbiased: writes on from the seed, never repeats it
     assert alone.startswith(seed) and len(alone) == len(seed) + 9
