@@ -33,12 +33,15 @@ def healed_seed(vocab: Vocabulary, ids: torch.Tensor) -> str:
     saw followed by the rest of a longer one ("▁the", "杜甫"): read as it is, a model all but never
     went on with "e" or "甫". So the seed is read without its last piece, and the first pieces drawn
     must spell that piece's text again (`Healing`). Not for a character vocabulary, a seed of one
-    piece, a newline (a piece no other holds) or a byte piece."""
+    piece, a newline, a byte piece, or a piece that begins no other (nothing to heal: the same draws)."""
     if vocab.one_char_per_id or len(ids) < 2:
         return ""
     last = int(ids[-1])
     text = vocab.token_text(last)
-    return text if isinstance(text, str) and vocab.writes_text(last) and text != "\n" else ""
+    if not (isinstance(text, str) and vocab.writes_text(last) and text != "\n"):
+        return ""
+    longer = (vocab.token_text(i) for i in range(len(vocab)) if i != last and vocab.writes_text(i))
+    return text if any(isinstance(t, str) and t.startswith(text) for t in longer) else ""  # else nothing to heal
 
 
 class Healing:
