@@ -27,16 +27,22 @@ from .vocab import Vocabulary
 MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps; never loop longer
 
 
-def healed_seed(vocab: Vocabulary, ids: torch.Tensor) -> str:
+def healed_seed(
+    vocab: Vocabulary, ids: torch.Tensor, form: object | None = None, bias: torch.Tensor | None = None
+) -> str:
     """The text of a seed's last piece that sampling writes again (token healing), or "" for none.
     A sentencepiece seed that ends mid-word ends in a short piece ("▁th", "杜") that training rarely
     saw followed by the rest of a longer one ("▁the", "杜甫"): read as it is, a model all but never
     went on with "e" or "甫". So the seed is read without its last piece, and the first pieces drawn
     must spell that piece's text again (`Healing`). Not for a character vocabulary, a seed of one
-    piece, a newline, a byte piece, or a piece that begins no other (nothing to heal: the same draws)."""
-    if vocab.one_char_per_id or len(ids) < 2:
+    piece, a newline, a byte piece, or a piece that begins no other (nothing to heal: the same draws);
+    nor with a `form` (a template places each piece itself), nor for a last piece `bias` bans (it could
+    not be written again). The one rule for `charlm sample`, `charlm.generate` and the server alike."""
+    if form is not None or vocab.one_char_per_id or len(ids) < 2:
         return ""
     last = int(ids[-1])
+    if bias is not None and bool(bias[last].isneginf()):
+        return ""
     text = vocab.token_text(last)
     if not (isinstance(text, str) and vocab.writes_text(last) and text != "\n"):
         return ""
@@ -143,6 +149,7 @@ class Row:
         self.form = form
         self.healing = healing  # a seed's last piece, written again and dropped: `healed_seed`
         self.unwritten = healing.rest if healing is not None else ""
+        self.rewrote = ""  # a step's whole text, where it began with the seed's healed text (the server's logprobs)
         self.made = self.steps = 0
         self.piece = ""  # the last step's text, cut to the length
         self.finish_reason: str | None = "length" if length == 0 else None
@@ -152,8 +159,10 @@ class Row:
         """Adds one step's text; returns what the row releases now and ends it at its length or stop."""
         if self.unwritten:  # the seed's healed text, the seed's already: not the sample's
             dropped = min(len(self.unwritten), len(piece))
+            self.rewrote = piece
             self.unwritten, piece = self.unwritten[dropped:], piece[dropped:]
             if not piece:
+                self.piece = ""
                 return ""
         self.steps += 1
         if self.stop is None and self.form is None and len(piece) == 1:  # the common case, kept cheap

@@ -80,10 +80,7 @@ def batch_from_ids(
     warn_of_lookalike_bans(options, model.vocab)
     batch = Batch.for_options(model, options)
     ids = ids.to(model.device)
-    # A form places each piece itself; a banned last piece could not be written again
-    healed = healed_seed(model.vocab, ids) if form is None else ""
-    if healed and bias is not None and bool(bias[int(ids[-1])].isneginf()):
-        healed = ""
+    healed = healed_seed(model.vocab, ids, form, bias)
     primed = batch.prime(ids[:-1] if healed else ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
