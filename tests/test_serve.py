@@ -2957,7 +2957,10 @@ def healing_model():
     prompt "go to th" or "春望\n杜" ends inside a piece (token healing, `generation.healed_seed`)."""
     from charlm.pieces import PieceVocab, train_model
 
-    text = "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n杜牧\n山行\n李白\n" * 40
+    text = (
+        "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n杜牧\n山行\n李白\n"
+        * 40
+    )
     torch.manual_seed(0)
     return make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=16).eval()
 
@@ -2975,7 +2978,10 @@ def test_a_prompt_ending_mid_piece_is_healed_as_generate_heals_it(healing_model,
     bias = {vocab.processor.piece_to_id(p): 100 for p in ("▁the", "杜甫")} if favoured else None
     options = {"max_tokens": 12, "seed": 4, "n": 2, "temperature": 1.0}
     extra = {"logit_bias": {str(k): v for k, v in bias.items()}} if bias else {}
-    made = [generate(healing_model, p, length=12, num_samples=2, random_seed=4, logit_bias=bias, temperature=1.0) for p in HEALED_PROMPTS]
+    made = [
+        generate(healing_model, p, length=12, num_samples=2, random_seed=4, logit_bias=bias, temperature=1.0)
+        for p in HEALED_PROMPTS
+    ]
     wanted = [text[len(p) :] for p, texts in zip(HEALED_PROMPTS, made) for text in texts]
     if favoured:
         assert all(text.startswith(("e", "甫")) for text in wanted)  # the word written whole, not again
@@ -2992,7 +2998,9 @@ def test_a_prompt_ending_mid_piece_is_healed_as_generate_heals_it(healing_model,
             for choice in chunk.choices:
                 texts[choice.index] += choice.text
         assert [texts[i] for i in range(4)] == wanted
-        echoed = client.completions.create(model="spm", prompt=HEALED_PROMPTS, echo=True, logprobs=2, **options, **extra)
+        echoed = client.completions.create(
+            model="spm", prompt=HEALED_PROMPTS, echo=True, logprobs=2, **options, **extra
+        )
         for choice in echoed.choices:
             prompt = HEALED_PROMPTS[choice.index // 2]
             assert choice.text == prompt + wanted[choice.index]
