@@ -22,8 +22,55 @@ from .decoding import RowSampler, Utf8Rule
 from .device import to_host
 from .lstm_step import RowStepper
 from .model import CharLM, State
+from .vocab import Vocabulary
 
 MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps; never loop longer
+
+
+def healed_seed(
+    vocab: Vocabulary, ids: torch.Tensor, form: object | None = None, bias: torch.Tensor | None = None
+) -> str:
+    """The text of a seed's last piece that sampling writes again (token healing), or "" for none.
+    A sentencepiece seed that ends mid-word ends in a short piece ("▁th", "杜") that training rarely
+    saw followed by the rest of a longer one ("▁the", "杜甫"): read as it is, a model all but never
+    went on with "e" or "甫". So the seed is read without its last piece, and the first pieces drawn
+    must spell that piece's text again (`Healing`). Not for a character vocabulary, a seed of one
+    piece, a newline, a byte piece, or a piece that begins no other (nothing to heal: the same draws);
+    nor with a `form` (a template places each piece itself), nor for a last piece `bias` bans (it could
+    not be written again). The one rule for `charlm sample`, `charlm.generate` and the server alike."""
+    if form is not None or vocab.one_char_per_id or len(ids) < 2:
+        return ""
+    last = int(ids[-1])
+    if bias is not None and bool(bias[last].isneginf()):
+        return ""
+    text = vocab.token_text(last)
+    if not (isinstance(text, str) and vocab.writes_text(last) and text != "\n"):
+        return ""
+    longer = (vocab.token_text(i) for i in range(len(vocab)) if i != last and vocab.writes_text(i))
+    return text if any(isinstance(t, str) and t.startswith(text) for t in longer) else ""  # else nothing to heal
+
+
+class Healing:
+    """The pieces a row may draw until it has written a seed's `healed_seed` text again: those that
+    begin with what is left of it or spell a beginning of it. Steers the sampler as a template's
+    cursor does (`decoding.RowSampler`); the row drops the text again (`Row.take`)."""
+
+    def __init__(self, vocab: Vocabulary, text: str):
+        self.texts = [vocab.token_text(i) if vocab.writes_text(i) else b"" for i in range(len(vocab))]
+        self.rest = text
+
+    @property
+    def done(self) -> bool:
+        return not self.rest
+
+    def allowed(self) -> torch.Tensor:
+        rest = self.rest
+        return torch.tensor(
+            [isinstance(t, str) and t != "" and (t.startswith(rest) or rest.startswith(t)) for t in self.texts]
+        )
+
+    def advance(self, token: int) -> None:
+        self.rest = self.rest[len(self.texts[token]) :]
 
 
 class StopRule:
@@ -89,10 +136,20 @@ class Row:
     it has `length` characters or has taken MAX_STEPS_PER_CHAR steps per character asked, or
     ("stop") at a stop text or at the end of its template (`form`, whose place the sampler moves)."""
 
-    def __init__(self, length: int, stops: tuple[str, ...] = (), keep_stop: bool = True, form: Cursor | None = None):
+    def __init__(
+        self,
+        length: int,
+        stops: tuple[str, ...] = (),
+        keep_stop: bool = True,
+        form: Cursor | None = None,
+        healing: Healing | None = None,
+    ):
         self.length = length
         self.stop = StopRule(stops, keep_stop) if stops else None
         self.form = form
+        self.healing = healing  # a seed's last piece, written again and dropped: `healed_seed`
+        self.unwritten = healing.rest if healing is not None else ""
+        self.rewrote = ""  # a step's whole text, where it began with the seed's healed text (the server's logprobs)
         self.made = self.steps = 0
         self.piece = ""  # the last step's text, cut to the length
         self.finish_reason: str | None = "length" if length == 0 else None
@@ -100,6 +157,13 @@ class Row:
 
     def take(self, piece: str) -> str:
         """Adds one step's text; returns what the row releases now and ends it at its length or stop."""
+        if self.unwritten:  # the seed's healed text, the seed's already: not the sample's
+            dropped = min(len(self.unwritten), len(piece))
+            self.rewrote = piece
+            self.unwritten, piece = self.unwritten[dropped:], piece[dropped:]
+            if not piece:
+                self.piece = ""
+                return ""
         self.steps += 1
         if self.stop is None and self.form is None and len(piece) == 1:  # the common case, kept cheap
             self.piece = piece
@@ -173,7 +237,7 @@ class Batch:
         `bias`, the options' logit bias for the model's vocabulary (`decoding.bias_vector`)."""
         position = len(self.rows)
         self.stepper.load(position, *primed)
-        self.sampler.set(position, options, seed, prompt, row.form, bias)
+        self.sampler.set(position, options, seed, prompt, row.form or row.healing, bias)
         row.decode = self.decoder()
         self.rows.append(row)
 

@@ -24,7 +24,7 @@ from .constraints import Constrained, constrain
 from .decoding import bias_vector, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .generation import Batch, Row
+from .generation import Batch, Healing, Row, healed_seed
 from .model import CharLM, inference
 from .vocab import Vocabulary, other_forms
 
@@ -80,10 +80,13 @@ def batch_from_ids(
     warn_of_lookalike_bans(options, model.vocab)
     batch = Batch.for_options(model, options)
     ids = ids.to(model.device)
-    primed = batch.prime(ids)
+    healed = healed_seed(model.vocab, ids, form, bias)
+    primed = batch.prime(ids[:-1] if healed else ids)
     base = secrets.randbits(62) if options.random_seed is None else options.random_seed
     for i in range(options.num_samples):
-        batch.join(sample_row(options, form, stops, start), primed, options, base + i, ids, bias)
+        row = sample_row(options, form, stops, start)
+        row.healing, row.unwritten = (Healing(model.vocab, healed), healed) if healed else (None, "")
+        batch.join(row, primed, options, base + i, ids, bias)
     return batch
 
 

@@ -210,3 +210,25 @@ def test_a_sentencepiece_corpus_too_short_is_counted_in_tokens(fox_file, tiny):
     assert str(error.value).endswith(
         "so a text of at least 5612 sentencepiece tokens; use a longer text or lower batch_size / seq_len"
     )
+
+
+@pytest.mark.parametrize(
+    "text, seed, whole",
+    [
+        ("go to the sea, then the other thing; that is this.\n" * 40, "go to th", "▁the"),
+        ("春望\n杜甫\n国破山河在，城春草木深。\n杜牧\n山行\n李白\n" * 40, "春望\n杜", "杜甫"),
+    ],
+)
+def test_a_seed_that_ends_mid_piece_is_continued_as_if_whole(text, seed, whole):
+    """A seed "go to th" was read as pieces "go", "▁to", "▁th": a model trained on "▁the" as one piece
+    hardly ever saw "▁th" followed by "e", and the sample went on "th the". The seed's last piece is
+    now read again by the sampler: the first piece drawn must spell it, so "▁the" writes the word."""
+    vocab = PieceVocab(train_model([text], "bpe", 300), normalize="none")
+    assert vocab.encode(seed)[-1] != vocab.processor.piece_to_id(whole)  # the seed ends inside the piece
+    torch.manual_seed(0)
+    model = make_model(vocab, layers=1, hidden=16).eval()
+    favoured = {vocab.processor.piece_to_id(whole): 100}  # the piece the model would write after the word
+    for sample in generate(model, seed, length=7, num_samples=2, random_seed=1, logit_bias=favoured):
+        assert sample.startswith(seed.replace("th", "the").replace("杜", "杜甫")) and len(sample) == len(seed) + 7
+    alone = generate(model, seed, length=9, random_seed=3)[0]  # unbiased: writes on from the seed, never repeats it
+    assert alone.startswith(seed) and len(alone) == len(seed) + 9

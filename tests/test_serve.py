@@ -2942,3 +2942,84 @@ def test_two_tabs_at_once_share_the_servers_streams(fox_run, browser):
         browser.find_element("id", "generate").click()
         wait(browser, 15).until(lambda d: "done" in status_of(d))
         assert len(made_text(browser)) == 50
+
+
+@pytest.fixture(scope="module")
+def healing_model():
+    """A small untrained sentencepiece model whose pieces `▁the` and `杜甫` begin with `▁th` and `杜`: a
+    prompt "go to th" or "春望\n杜" ends inside a piece (token healing, `generation.healed_seed`)."""
+    from charlm.pieces import PieceVocab, train_model
+
+    text = (
+        "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n杜牧\n山行\n李白\n"
+        * 40
+    )
+    torch.manual_seed(0)
+    return make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=16).eval()
+
+
+HEALED_PROMPTS = ["go to th", "春望\n杜"]
+
+
+@pytest.mark.parametrize("favoured", [False, True])
+def test_a_prompt_ending_mid_piece_is_healed_as_generate_heals_it(healing_model, favoured):
+    """The server read "go to th" as its pieces "go to" "▁th" where `charlm.generate` reads it without "▁th"
+    and writes it again (token healing): a seeded request wrote another text than generate, and with "▁the"
+    favoured "go to th the" where generate writes "go to the". Streamed or not, n = 2, each choice is now
+    generate's text past the prompt; echo gives the whole prompt, and its tokens join to the text."""
+    vocab = healing_model.vocab
+    bias = {vocab.processor.piece_to_id(p): 100 for p in ("▁the", "杜甫")} if favoured else None
+    options = {"max_tokens": 12, "seed": 4, "n": 2, "temperature": 1.0}
+    extra = {"logit_bias": {str(k): v for k, v in bias.items()}} if bias else {}
+    made = [
+        generate(healing_model, p, length=12, num_samples=2, random_seed=4, logit_bias=bias, temperature=1.0)
+        for p in HEALED_PROMPTS
+    ]
+    wanted = [text[len(p) :] for p, texts in zip(HEALED_PROMPTS, made) for text in texts]
+    if favoured:
+        assert all(text.startswith(("e", "甫")) for text in wanted)  # the word written whole, not again
+    with running(create_app({"spm": lambda: healing_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        reply = client.completions.create(model="spm", prompt=HEALED_PROMPTS, **options, **extra)
+        assert [c.text for c in sorted(reply.choices, key=lambda c: c.index)] == wanted
+        assert reply.usage.completion_tokens == sum(map(len, wanted))
+        assert reply.usage.prompt_tokens == sum(map(len, HEALED_PROMPTS))
+        chunks = client.completions.create(model="spm", prompt=HEALED_PROMPTS, stream=True, **options, **extra)
+        texts = collections.defaultdict(str)
+        for chunk in chunks:
+            for choice in chunk.choices:
+                texts[choice.index] += choice.text
+        assert [texts[i] for i in range(4)] == wanted
+        echoed = client.completions.create(
+            model="spm", prompt=HEALED_PROMPTS, echo=True, logprobs=2, **options, **extra
+        )
+        for choice in echoed.choices:
+            prompt = HEALED_PROMPTS[choice.index // 2]
+            assert choice.text == prompt + wanted[choice.index]
+            assert "".join(choice.logprobs.tokens) == choice.text and all(choice.logprobs.tokens)
+            if favoured:  # the healed piece: its text past the prompt's, its logprob the whole piece's, listed as drawn
+                first = len(prompt_tokens_of(healing_model, prompt))
+                token, logprob = choice.logprobs.tokens[first], choice.logprobs.token_logprobs[first]
+                drawn = " the" if prompt.endswith("th") else "杜甫"
+                assert token == drawn[-1] and choice.logprobs.top_logprobs[first][drawn] == logprob
+
+
+def prompt_tokens_of(model, prompt: str) -> list:
+    from charlm.serve.engine import prompt_tokens
+
+    return prompt_tokens(model, prompt, 0)
+
+
+def test_a_banned_last_piece_or_a_form_is_not_healed_as_in_generate(healing_model):
+    """As `charlm.generate`: a prompt whose last piece the logit bias bans is read as it is (the piece could
+    not be written again), and a template places each piece itself."""
+    vocab = healing_model.vocab
+    banned = {vocab.processor.piece_to_id("▁th"): -100}
+    made = generate(healing_model, "go to th", length=12, random_seed=4, logit_bias=banned, temperature=1.0)[0]
+    with running(create_app({"spm": lambda: healing_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        bias = {str(k): v for k, v in banned.items()}
+        reply = client.completions.create(model="spm", prompt="go to th", max_tokens=12, seed=4, logit_bias=bias)
+        assert reply.choices[0].text == made[len("go to th") :]

@@ -31,6 +31,7 @@ from ..constraints import Constrained
 from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
+from ..generation import healed_seed
 from ..model import CharLM
 from ..runs import corpus_of
 from ..threads import pin_this_thread
@@ -272,10 +273,10 @@ class Completion:
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()
             raise APIError(503, "the server is shutting down", code="shutting_down")
-        for (seen, logits, state), first, begun in zip(primed, self.seeds, self.begun):
+        for (seen, logits, state, healed), first, begun in zip(primed, self.seeds, self.begun):
             seeds = [first + i for i in range(self.params.n)]
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
-            job.logprobs, job.sink = self.params.logprobs, self.queue
+            job.logprobs, job.sink, job.healed = self.params.logprobs, self.queue, healed
             self.jobs.append(job)
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
@@ -334,13 +335,15 @@ class Completion:
 
     def prime(self, encoded: list) -> list:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
-        All of a request's torch work is done here and in the engine, never on the event loop's thread
-        (`threads.pin_this_thread`)."""
+        A prompt ending mid-piece is read without its last piece, which its samples write again, as
+        `charlm.generate` reads a seed (`generation.healed_seed`). All of a request's torch work is done
+        here and in the engine, never on the event loop's thread (`threads.pin_this_thread`)."""
         primed = []
         for ids, read in encoded:
-            logits, state = self.served.engine.batch.prime(ids)
+            healed = healed_seed(self.served.model.vocab, ids, self.form, self.bias)
+            logits, state = self.served.engine.batch.prime(ids[:-1] if healed else ids)
             seen = ids[ids != UNSEEN]  # the repetition penalty counts characters the model knows
-            primed.append((seen, logits, state))
+            primed.append((seen, logits, state, healed))
             wants_prompt = self.params.echo and self.params.logprobs is not None and read
             self.echoed.append(prompt_tokens(self.served.model, read, self.params.logprobs) if wants_prompt else None)
         return primed

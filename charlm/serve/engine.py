@@ -28,7 +28,7 @@ import torch
 from ..config import SampleConfig
 from ..constraints import Constrained
 from ..device import has_float64, to_host
-from ..generation import Batch, Row
+from ..generation import Batch, Healing, Row
 from ..model import CharLM, State
 from ..scoring import prompt_logprobs, top_logprobs
 from ..threads import pin_this_thread
@@ -95,6 +95,7 @@ class Job:
     form: Constrained | None = None
     bias: torch.Tensor | None = None
     form_start: int = 0
+    healed: str = ""  # the prompt's last piece, read without it, that each sample writes again (`healed_seed`)
     logprobs: int | None = None  # alternatives per token to report; None: no log-probabilities
     sink: Any = None
     cancelled: bool = False
@@ -120,10 +121,9 @@ class Update:
 class Stream(Row):
     """One sample of a job as a row of the batch: its text and log-probabilities not yet published."""
 
-    def __init__(self, job: Job, index: int):
-        super().__init__(
-            job.max_chars, job.stops, keep_stop=False, form=job.form.cursor(job.form_start) if job.form else None
-        )
+    def __init__(self, job: Job, index: int, healing: Healing | None = None):
+        form = job.form.cursor(job.form_start) if job.form else None
+        super().__init__(job.max_chars, job.stops, keep_stop=False, form=form, healing=healing)
         self.job, self.index = job, index
         self.held_tokens: list[Token] = []
         self.characters = Characters()
@@ -133,7 +133,12 @@ class Stream(Row):
         self.published = False
 
     def emit(self, text: str, token: Token | None) -> None:
-        """A step's released text; its token waits until the text it spelled is released."""
+        """A step's released text; its token waits until the text it spelled is released. A piece that
+        wrote the prompt's healed text again (`Row.take`) is the prompt's where it wrote only that (no
+        token: the echoed prompt has its own), else its text past the prompt's, listed as drawn."""
+        rewrote, self.rewrote = self.rewrote, ""
+        if token is not None and rewrote:
+            token = Token("", token.logprob, token.top, drawn=rewrote) if self.piece else None
         if token is not None and (token := self.characters.join(token, self.piece)) is not None:
             self.held_tokens.append(token)
         if text:
@@ -146,7 +151,7 @@ class Stream(Row):
         if self.finish_reason is not None:  # a piece cut by a stop: its token is the part released
             if self.held_tokens and self.unassigned:
                 token = self.held_tokens[0]
-                token.text, token.drawn = token.text[: self.unassigned], token.text
+                token.text, token.drawn = token.text[: self.unassigned], token.drawn or token.text
                 self.tokens.append(token)
             self.held_tokens.clear()
 
@@ -253,7 +258,7 @@ class Engine:
         for job in jobs:
             job.admitted, job.open_rows = time.monotonic(), len(job.seeds)
             for index, seed in enumerate(job.seeds):
-                row = Stream(job, index)
+                row = Stream(job, index, Healing(self.model.vocab, job.healed) if job.healed else None)
                 if row.finish_reason is not None:  # max_tokens 0
                     self.finish(row)
                     continue
