@@ -46,8 +46,8 @@ def healed_seed(
     text = vocab.token_text(last)
     if not (isinstance(text, str) and vocab.writes_text(last) and text != "\n"):
         return ""
-    longer = (vocab.token_text(i) for i in range(len(vocab)) if i != last and vocab.writes_text(i))
-    return text if any(isinstance(t, str) and t.startswith(text) for t in longer) else ""  # else nothing to heal
+    low, high = vocab.text_index().extending(text)  # the pieces that begin with it: the last one and others?
+    return text if high - low > 1 else ""  # else nothing to heal
 
 
 class Healing:
@@ -56,7 +56,7 @@ class Healing:
     cursor does (`decoding.RowSampler`); the row drops the text again (`Row.take`)."""
 
     def __init__(self, vocab: Vocabulary, text: str):
-        self.texts = [vocab.token_text(i) if vocab.writes_text(i) else b"" for i in range(len(vocab))]
+        self.texts = vocab.text_index()  # the vocabulary's, built once: not a loop over it per row
         self.rest = text
 
     @property
@@ -64,13 +64,10 @@ class Healing:
         return not self.rest
 
     def allowed(self) -> torch.Tensor:
-        rest = self.rest
-        return torch.tensor(
-            [isinstance(t, str) and t != "" and (t.startswith(rest) or rest.startswith(t)) for t in self.texts]
-        )
+        return self.texts.healing(self.rest)
 
     def advance(self, token: int) -> None:
-        self.rest = self.rest[len(self.texts[token]) :]
+        self.rest = self.rest[len(self.texts.texts[token]) :]
 
 
 class StopRule:

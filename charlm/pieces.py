@@ -21,6 +21,7 @@ pieces knows exactly how many characters it covers.
 from __future__ import annotations
 
 import base64
+import bisect
 import codecs
 import io
 import re
@@ -41,6 +42,7 @@ TRAINING_SENTENCES = 2_000_000  # a big corpus trains the tokenizer on a random 
 BYTE_PIECES, SPECIAL_PIECES = 256, 4  # byte fallback's <0x00>..<0xFF>; <unk>, <s>, </s> and "\n"
 EXTRA_MERGED_PIECES = 2048  # the default --vocab-size for bpe/unigram: the characters, plus this many
 MIN_COVERAGE = 0.98  # the least character coverage SentencePiece trains with
+MAX_CHAR = 0x10FFFF  # the last code point, which no character follows (`TextIndex.extending`)
 
 
 def default_vocab_size(model_type: str, distinct_characters: int) -> int:
@@ -127,6 +129,7 @@ class PieceVocab:
         self.pieces = [self._surface(i) for i in range(len(self))]
         # byte -> its byte piece's id: byte fallback's spelling of what no piece holds (empty without it)
         self.byte_ids = {self.pieces[i][0]: i for i in range(len(self)) if self.processor.is_byte(i)}
+        self._texts: TextIndex | None = None
 
     def _surface(self, i: int) -> bytes:
         """The bytes piece `i` stands for in the text."""
@@ -183,6 +186,12 @@ class PieceVocab:
             return _spaces(self.pieces[token].decode("utf-8"))
         except UnicodeDecodeError:
             return self.pieces[token]
+
+    def text_index(self) -> TextIndex:
+        """Every piece's text, indexed for token healing: built at the first use, once per vocabulary."""
+        if self._texts is None:
+            self._texts = TextIndex([self.token_text(i) if self.writes_text(i) else b"" for i in range(len(self))])
+        return self._texts
 
     def token_name(self, token: int) -> str:
         """The piece as SentencePiece names it: `</s>`, `<0xE4>`, `▁the`."""
@@ -242,6 +251,42 @@ class PieceVocab:
             return cls(base64.b64decode(data["model"], validate=True), str(data["normalize"]))
         except (KeyError, TypeError, ValueError):
             raise CharLMError("the vocabulary is damaged: expected a base64 sentencepiece model") from None
+
+
+class TextIndex:
+    """What each id writes (`token_text`; b"" where it writes no text), with the ids of whole texts
+    sorted, so that token healing asks which pieces begin with a text, or spell a beginning of it, by
+    bisection and a few lookups. Built once per vocabulary (`text_index`): a loop over every piece per
+    row and per healing step, in Python, was paid per request in the server's engine thread."""
+
+    def __init__(self, texts: list[str | bytes]):
+        self.texts = texts
+        whole = sorted((t, i) for i, t in enumerate(self.texts) if isinstance(t, str) and t)
+        self.sorted_texts = [t for t, _ in whole]
+        self.sorted_ids = torch.tensor([i for _, i in whole], dtype=torch.int64)
+        self.ids_of: dict[str, list[int]] = {}
+        for t, i in whole:
+            self.ids_of.setdefault(t, []).append(i)
+
+    def extending(self, text: str) -> tuple[int, int]:
+        """The span of `sorted_ids` whose texts begin with `text` (a non-empty text)."""
+        low = bisect.bisect_left(self.sorted_texts, text)
+        stem = text.rstrip(chr(MAX_CHAR))  # the first text past all that begin with `text`: its last character + 1
+        high = (
+            bisect.bisect_left(self.sorted_texts, stem[:-1] + chr(ord(stem[-1]) + 1), low)
+            if stem
+            else len(self.sorted_texts)
+        )
+        return low, high
+
+    def healing(self, rest: str) -> torch.Tensor:
+        """Which ids write text that begins with `rest` or spells a beginning of it (bool, (vocab,))."""
+        allowed = torch.zeros(len(self.texts), dtype=torch.bool)
+        low, high = self.extending(rest)
+        allowed[self.sorted_ids[low:high]] = True
+        beginnings = [i for end in range(1, len(rest)) for i in self.ids_of.get(rest[:end], ())]
+        allowed[beginnings] = True
+        return allowed
 
 
 def _spaces(text: str) -> str:

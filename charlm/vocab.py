@@ -22,7 +22,7 @@ import torch
 from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
 from .fields import said
-from .pieces import PieceVocab
+from .pieces import PieceVocab, TextIndex
 
 # The id of a character outside the vocabulary, where a caller asks to read such text (`encode(unseen=True)`):
 # the model's `Embedding` reads it as the zero vector.
@@ -59,6 +59,7 @@ class Vocabulary(Protocol):
     def byte_pieces(self) -> tuple[list[bytes], int] | None: ...  # for decoding's UTF-8 rule: see PieceVocab
     def byte_piece_ids(self) -> dict[int, int]: ...  # byte -> the id that spells it (byte fallback; else empty)
     def token_text(self, token: int) -> str | bytes: ...  # what id `token` writes: its text, or a lone byte
+    def text_index(self) -> TextIndex: ...  # every id's `token_text`, once per vocabulary, for token healing
     def token_name(self, token: int) -> str: ...  # as the tokenizer names it: `</s>` for a piece that writes ""
     def char_lengths(self) -> torch.Tensor: ...
     def start_text(self) -> str: ...
@@ -101,6 +102,7 @@ class Vocab:
             raise CharLMError(f"the vocabulary is damaged: unknown normalization {normalize!r}")
         self.normalize = normalize
         self._table: np.ndarray | None = None
+        self._texts: TextIndex | None = None
 
     @classmethod
     def from_counts(cls, counts: Counter, min_count: int = 1, coverage: float = 1.0, normalize: str = "none") -> Vocab:
@@ -168,6 +170,12 @@ class Vocab:
     def token_text(self, token: int) -> str:
         """The character id `token` writes (the unknown symbol's is UNKNOWN: `writes_text` tells it apart)."""
         return self.chars[token]
+
+    def text_index(self) -> TextIndex:
+        """Every id's character, indexed as a piece vocabulary's texts are (`PieceVocab.text_index`)."""
+        if self._texts is None:
+            self._texts = TextIndex([c if self.writes_text(i) else b"" for i, c in enumerate(self.chars)])
+        return self._texts
 
     def token_name(self, token: int) -> str:
         """A character is its own name."""

@@ -15,7 +15,7 @@ from charlm import checkpoint
 from charlm import corpus as corpus_module
 from charlm.config import Config
 from charlm.errors import CharLMError
-from charlm.generation import StopRule
+from charlm.generation import Healing, StopRule, healed_seed
 from charlm.pieces import PieceVocab, train_model
 from charlm.sampler import generate
 from charlm.scoring import bits_per_char
@@ -232,3 +232,27 @@ def test_a_seed_that_ends_mid_piece_is_continued_as_if_whole(text, seed, whole):
         assert sample.startswith(seed.replace("th", "the").replace("杜", "杜甫")) and len(sample) == len(seed) + 7
     alone = generate(model, seed, length=9, random_seed=3)[0]  # unbiased: writes on from the seed, never repeats it
     assert alone.startswith(seed) and len(alone) == len(seed) + 9
+
+
+def test_healing_reads_the_vocabularys_texts_once_not_per_row_or_step(monkeypatch):
+    """`Healing` built a list of every piece's text for each row, `allowed` tested every piece in Python at
+    each step and `healed_seed` scanned them all per seed: for a 32k-piece vocabulary, paid per request in
+    the server's engine thread. The texts are now the vocabulary's, read once (`PieceVocab.text_index`),
+    and each step's allowed pieces are still exactly those that begin with the rest or spell a beginning of it."""
+    text = "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n" * 40
+    vocab = PieceVocab(train_model([text], "bpe", 320), normalize="none")
+    texts = [vocab.token_text(i) if vocab.writes_text(i) else b"" for i in range(len(vocab))]
+    read = Counter()
+    token_text = vocab.token_text
+    monkeypatch.setattr(vocab, "token_text", lambda token: read.update([token]) or token_text(token))
+    for seed, healed in (("go to th", " th"), ("春望\n杜", "杜"), ("go to the sea", "")):
+        assert healed_seed(vocab, vocab.encode(seed)) == healed
+    for row in range(20):  # rows of requests, each healing " th" to its end
+        healing = Healing(vocab, " th")
+        while not healing.done:
+            rest = healing.rest
+            wanted = [isinstance(t, str) and t != "" and (t.startswith(rest) or rest.startswith(t)) for t in texts]
+            assert healing.allowed().tolist() == wanted
+            healing.advance(wanted.index(True) if row % 2 else len(texts) - 1 - wanted[::-1].index(True))
+    assert sum(read.values()) <= len(vocab) + 3  # each text once, and each seed's last piece
+    assert vocab.text_index() is vocab.text_index()

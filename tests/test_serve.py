@@ -3023,3 +3023,37 @@ def test_a_banned_last_piece_or_a_form_is_not_healed_as_in_generate(healing_mode
         bias = {str(k): v for k, v in banned.items()}
         reply = client.completions.create(model="spm", prompt="go to th", max_tokens=12, seed=4, logit_bias=bias)
         assert reply.choices[0].text == made[len("go to th") :]
+
+
+def test_a_healed_prompt_with_a_template_a_stop_or_a_piece_inside_it_is_as_generate(healing_model):
+    """Token healing meets the server's other rules as it meets generate's: with a template nothing is
+    healed (the template places each piece); a stop text is looked for in the generated text only, never
+    in the prompt's text written again (" th" + "e" holds "the" but generate does not stop at once); and a
+    piece whose text lies wholly inside the prompt's (" " of " th") is the prompt's: no token for it, the
+    pieces past the prompt reported as drawn. Each as `charlm.generate` writes it with that seed."""
+    vocab = healing_model.vocab
+    prompt, options = "go to th", {"seed": 4, "temperature": 1.0}
+    the, space = ({vocab.processor.piece_to_id(p): 100} for p in ("▁the", "▁"))
+    templated = generate(healing_model, prompt, random_seed=4, template="___ __", temperature=1.0)[0]
+    stopped = generate(healing_model, prompt, length=12, random_seed=4, stop="the", logit_bias=the, temperature=1.0)[0]
+    assert "the" not in stopped[len(prompt) :] or stopped.endswith("the")  # generate's stop: in its own text
+    inside = generate(healing_model, prompt, length=12, random_seed=4, logit_bias=space, temperature=1.0)[0]
+    with running(create_app({"spm": lambda: healing_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        reply = client.completions.create(model="spm", prompt=prompt, extra_body={"template": "___ __"}, **options)
+        assert reply.choices[0].text == templated[len(prompt) :]
+        bias = {str(k): v for k, v in the.items()}
+        reply = client.completions.create(
+            model="spm", prompt=prompt, max_tokens=12, stop="the", logit_bias=bias, **options
+        )
+        assert reply.choices[0].text == stopped[len(prompt) :].removesuffix("the")  # the server's stop is left out
+        bias = {str(k): v for k, v in space.items()}
+        for stream in (False, True):
+            reply = client.completions.create(
+                model="spm", prompt=prompt, max_tokens=12, logit_bias=bias, logprobs=1, stream=stream, **options
+            )
+            choices = list(reply) if stream else [reply]
+            text = "".join(chunk.choices[0].text for chunk in choices)
+            tokens = [token for chunk in choices for token in chunk.choices[0].logprobs.tokens]
+            assert text == inside[len(prompt) :] and "".join(tokens) == text and all(tokens)
