@@ -56,7 +56,7 @@ class Healing:
     cursor does (`decoding.RowSampler`); the row drops the text again (`Row.take`)."""
 
     def __init__(self, vocab: Vocabulary, text: str):
-        self.texts = vocab.text_index()  # the vocabulary's, built once: not a loop over it per row
+        self.index = vocab.text_index()  # the vocabulary's, built once: not a loop over it per row
         self.rest = text
 
     @property
@@ -64,10 +64,10 @@ class Healing:
         return not self.rest
 
     def allowed(self) -> torch.Tensor:
-        return self.texts.healing(self.rest)
+        return self.index.healing(self.rest)
 
     def advance(self, token: int) -> None:
-        self.rest = self.rest[len(self.texts.texts[token]) :]
+        self.rest = self.rest[len(self.index.texts[token]) :]
 
 
 class StopRule:
