@@ -104,6 +104,23 @@ def test_plotting_a_folder_without_curves_says_what_to_name_instead(tmp_path):
     assert_one_line_error(result, "lone: no curves to plot", "name a run folder", "`charlm runs` lists them")
 
 
+def test_a_run_with_no_curves_yet_is_left_out_and_the_others_drawn(fox_file, tiny):
+    """A run killed before its first evaluation among runs being compared refused them all: nothing was drawn."""
+    charlm.train(fox_file, out="good", **tiny)
+    runs.write_run_info(fox_file.parent / "checkpoints/killed", {"corpus": "fox", "config": {}})  # no .pt
+    run_of(make_model("abc"), fox_file.parent / "lone")  # a model folder: a checkpoint, no metrics
+    result = cli("plot", "killed", "good", "lone", "--output", "curves.png")
+    assert result.exit_code == 0, result.output
+    assert (fox_file.parent / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.stdout == "wrote curves.png\n"
+    note = result.stderr.splitlines()
+    assert len(note) == 1 and note[0].startswith("left out 2 of 3 runs: checkpoints/killed: its run stopped"), note
+    assert "lone: no curves to plot" in note[0]
+    nothing = cli("plot", "killed", "lone", "--output", "none.png")
+    assert_one_line_error(nothing, "none of the 2 runs has curves to plot", "killed", "lone: no curves")
+    assert not (fox_file.parent / "none.png").exists()
+
+
 @pytest.mark.parametrize("failure", [(errno.EACCES, "Permission denied"), (errno.EIO, "Input/output error")])
 def test_an_unreadable_metrics_file_is_named_not_the_output(tmp_path, monkeypatch, failure):
     """A metrics.jsonl that could not be read (not the user's, a failing disk) was blamed on the PNG:
