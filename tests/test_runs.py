@@ -154,6 +154,32 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
             process.wait()
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the OS does not say a process is a zombie")
+def test_a_run_killed_and_not_yet_reaped_is_not_read_as_training(tmp_path):
+    """Right after `kill -9` of a run before its first checkpoint, its parent (a shell, a job runner) has not
+    yet reaped it: the zombie still answers kill(pid, 0), with its PID and start time, so the dead run read
+    as "still training" until it was reaped. A zombie holds no lock (the OS dropped it as the process died)."""
+    folder = tmp_path / "checkpoints/killed"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
+        stdin=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(folder / ".lock.pid")
+        assert runs.training_now(folder) == holder.pid
+        holder.send_signal(signal.SIGKILL)  # and not waited for: a zombie until the finally below
+        stat = Path(f"/proc/{holder.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_bytes().rpartition(b")")[2].split()[0] != b"Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runs.training_now(folder) is None
+        with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
+            runs.resolve(folder)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def dead_pid() -> int:
     process = subprocess.Popen([sys.executable, "-c", "pass"])
     process.wait()
