@@ -211,9 +211,10 @@ def info(target: str | None) -> None:
         from . import checkpoint, export, summary
     path = runs.resolve(target)
     reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
+    lineage = runs.lineage(path.parent)
     rows = [
         ("checkpoint", str(path)),
-        *summary.rows(checkpoint.read(path), reasons if isinstance(reasons, dict) else None),
+        *summary.rows(checkpoint.read(path), reasons if isinstance(reasons, dict) else None, lineage),
     ]
     rows += [("exports", line) for line in export.listed(path.parent)]
     click.echo(tables.table(rows))
