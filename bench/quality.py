@@ -19,7 +19,7 @@ from pathlib import Path
 
 import charlm
 from bench.common import parse
-from charlm.plot import plot_runs
+from charlm.plot import curves_of, plot_runs
 from charlm.runs import read_metrics
 
 
@@ -51,7 +51,8 @@ def main() -> None:
     for name, budget, size, steps, chars, bpc in summary:
         print(f"| {name} | {budget} | {size} | {steps:,} | {chars:,} | {bpc:.3f} |")
     if args.png:
-        print(f"\ncurves: {plot_runs(runs, Path(args.png))}")
+        curves, _ = curves_of([str(run) for run in runs])  # every run here has curves: it just trained
+        print(f"\ncurves: {plot_runs(curves, Path(args.png))}")
 
 
 if __name__ == "__main__":

@@ -124,12 +124,19 @@ def _fetching(item: Entry, quiet: bool) -> Iterator[None]:
     """One process at a time fetches `item` (an OS lock beside the downloads): two `charlm train
     tinyshakespeare` started together wrote one `.part` file at once, and one renamed it away while the
     other still read it. The others wait, then find the text in place."""
+    path = DOWNLOADS / f".{item.filename}.lock"
+    lock = filelock.FileLock(path)
     try:
         DOWNLOADS.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(DOWNLOADS / f".{item.filename}.lock")
-        files.take_lock(lock, f"another process fetching {item.name}", quiet=quiet)
     except OSError as e:
         raise files.cannot_write(DOWNLOADS, e, "the corpus downloads folder") from None
+    try:
+        files.take_lock(lock, f"another process fetching {item.name}", quiet=quiet)
+    except OSError as e:
+        if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+            raise files.cannot_write(DOWNLOADS, e, "the corpus downloads folder") from None
+        local = f"run charlm from a folder on a local disk (it fetches into its {DOWNLOADS}/)"
+        raise files.cannot_lock(path, e, "the corpus downloads", local) from None  # ENOLCK: NFS without locks
     try:
         yield
     finally:

@@ -211,9 +211,10 @@ def info(target: str | None) -> None:
         from . import checkpoint, export, summary
     path = runs.resolve(target)
     reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
+    lineage = runs.lineage(path.parent)
     rows = [
         ("checkpoint", str(path)),
-        *summary.rows(checkpoint.read(path), reasons if isinstance(reasons, dict) else None),
+        *summary.rows(checkpoint.read(path), reasons if isinstance(reasons, dict) else None, lineage),
     ]
     rows += [("exports", line) for line in export.listed(path.parent)]
     click.echo(tables.table(rows))
@@ -248,19 +249,22 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
 @output_option("curves.png", "PNG file to write (replaced if it exists)")
 def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
-    in one PNG."""
+    in one PNG. A RUN with no curves yet is left out, and said so on one line."""
     with leaving_at_once():
         from . import outputs
-        from .plot import plot_runs
+        from .plot import curves_of, plot_runs
     if Path(output).suffix.lower() != ".png" or os.path.isdir(output):  # not Path.is_dir: a name too long raises
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
-    folders = [runs.resolve(run, prefer=runs.LATEST).parent for run in run_names or [None]]
+    targets = list(run_names) or [None]
+    curves, left_out = curves_of(targets)
     replacing = outputs.replacing_note(output)
     try:
-        click.echo(f"wrote {plot_runs(folders, output)}{replacing}")
+        click.echo(f"wrote {plot_runs(curves, output)}{replacing}")
     except OSError as e:
         raise files.cannot_write(f"--output {output}", e) from None
+    if left_out:
+        click.echo(f"left out {len(left_out)} of {len(targets)} runs: {'; '.join(map(str, left_out))}", err=True)
 
 
 @main.command("runs")

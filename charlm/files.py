@@ -186,7 +186,10 @@ def process_alive(pid: int, started: int | None = None) -> bool:
 
     `started`: when the process meant started (`process_started`, as it recorded it). The OS gives a dead
     process's PID to the next process it starts: one of that PID that started at another time is not
-    the one meant (a run killed days ago read as still training while an editor held its PID)."""
+    the one meant (a run killed days ago read as still training while an editor held its PID).
+
+    A zombie (dead, its parent has not yet waited for it: right after `kill -9` from a shell) answers
+    os.kill and keeps its PID and start time, yet runs nothing and holds no lock: it is dead here."""
     if sys.platform == "win32":
         return True
     try:
@@ -195,22 +198,38 @@ def process_alive(pid: int, started: int | None = None) -> bool:
         return False
     except PermissionError:
         pass
-    now = process_started(pid) if started is not None else None
-    return now is None or now == started
+    stat = process_stat(pid)
+    if stat is None:  # the OS does not say (no /proc: macOS), or the process is gone since
+        return True
+    state, now = stat
+    return state not in DEAD_STATES and (started is None or now is None or now == started)
+
+
+DEAD_STATES = (b"Z", b"X")  # /proc/PID/stat's state of a process that has exited: zombie, dead
 
 
 def process_started(pid: int) -> int | None:
     """When process `pid` started, in clock ticks since boot (Linux: /proc/PID/stat's 22nd field); None
     where the OS does not say (no /proc: macOS, Windows) or the process is gone. With the PID it names
     one process: no two processes of one PID start at the same tick."""
+    stat = process_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def process_stat(pid: int) -> tuple[bytes, int | None] | None:
+    """Process `pid`'s state (/proc/PID/stat's 3rd field: b"R", b"S", b"Z" ...) and start (its 22nd, see
+    `process_started`); None where the OS does not say or the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    try:  # the fields after the command's name, which may hold spaces and parentheses: the 3rd onwards
-        return int(stat.rpartition(b")")[2].split()[22 - 3])
-    except (ValueError, IndexError):
+    fields = stat.rpartition(b")")[2].split()  # after the command's name, which may hold spaces and ")": the 3rd on
+    if not fields:
         return None
+    try:
+        return fields[0], int(fields[22 - 3])
+    except (ValueError, IndexError):
+        return fields[0], None
 
 
 def identity(path: Path) -> tuple[int, ...] | None:

@@ -65,8 +65,8 @@ def replacing_note(output: str | Path) -> str:
     replaced, as every command replaces its --output, but not unsaid: `charlm inspect a.txt`, then b.txt,
     lost a.txt's report.html without a word."""
     path = Path(output)
-    try:
-        there = path.exists() and not (path.is_dir() and not any(path.iterdir()))  # an empty folder replaces nothing
+    try:  # a folder of no files but hidden ones replaces nothing of the user's (`users_files`)
+        there = path.exists() and not (path.is_dir() and not users_files(path))
     except OSError:  # a name too long for the file system: nothing there, and the write says why it cannot be
         there = False
     return f", replacing the earlier {output} (give --output another name to keep both)" if there else ""
@@ -77,15 +77,15 @@ def output_folder(output: str | Path) -> Path:
     A run's folder is refused, and so is a folder of other files: `--output ~/project` wrote the model
     among them, over the project's own config.json. Hidden files do not count, as none is written over:
     an export under way keeps its lock and temporary files there (hub.py), which a second export into the
-    new folder must wait for, not be refused by; nor are a git clone's .git and macOS's .DS_Store others."""
+    new folder must wait for, not be refused by; nor are a git clone's .git and macOS's .DS_Store others
+    (`users_files`)."""
     path, named = Path(output), said("output", output)
     try:
         if runs.is_run_folder(path):
             raise CharLMError(
                 f"{named}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
             )
-        listed = path.is_dir() and not hub.holds_model(path)
-        others = sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) if listed else []
+        others = users_files(path) if path.is_dir() and not hub.holds_model(path) else []
     except OSError as e:  # a name too long for the file system, as `output_file`
         raise files.cannot_write(named, e) from None
     if others:
@@ -94,3 +94,10 @@ def output_folder(output: str | Path) -> Path:
             f"{named}: holds other files ({shown}) and no model; give a new or empty folder, or an earlier export's"
         )
     return path
+
+
+def users_files(folder: Path) -> list[str]:
+    """The names in `folder` that a command writing there may replace of the user's, sorted: not hidden
+    ones, which none writes over (an export's lock and temporary files, .git, .DS_Store). `output_folder`
+    refuses a folder of such files and `replacing_note` says they are replaced: one rule for both."""
+    return sorted(p.name for p in Path(folder).iterdir() if not p.name.startswith("."))

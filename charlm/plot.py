@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from . import files
+from . import files, runs
 from .errors import CharLMError
 from .runs import METRICS, read_metrics
 
@@ -34,7 +34,35 @@ def points(rows: list[dict], x_key: str, scale: float, y_key: str) -> list[tuple
     return [(r[x_key] * scale, r[y_key]) for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
 
 
-def plot_runs(run_dirs: list[Path], output: Path) -> Path:
+def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict]]], list[CharLMError]]:
+    """The (name, metrics rows) of each of `targets` that has curves, and why each of the others has none
+    (a run killed or still before its first evaluation, a model folder): one such run among five being
+    compared no longer stops the other four being drawn. Refused only where none has curves."""
+    curves, left_out = [], []
+    for target in targets:
+        try:
+            run_dir = runs.resolve(target, prefer=runs.LATEST).parent
+            try:
+                rows = read_metrics(run_dir)
+            except OSError as e:  # not the --output's fault, as the command's catch-all would say
+                raise files.cannot_read(run_dir / METRICS, e) from None
+            if not rows:
+                raise CharLMError(
+                    f"{run_dir}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps "
+                    "none): name a run folder that charlm train wrote (`charlm runs` lists them)"
+                )
+            curves.append((run_dir.name, rows))
+        except CharLMError as e:
+            left_out.append(e)
+    if not curves and len(left_out) == 1:
+        raise left_out[0]
+    if not curves:
+        raise CharLMError(f"none of the {len(left_out)} runs has curves to plot: {'; '.join(map(str, left_out))}")
+    return curves, left_out
+
+
+def plot_runs(curves: list[tuple[str, list[dict]]], output: Path) -> Path:
+    """Draw `curves` (`curves_of`'s) into the PNG `output`, replaced whole."""
     try:
         import matplotlib
 
@@ -42,24 +70,12 @@ def plot_runs(run_dirs: list[Path], output: Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise CharLMError("charlm plot needs matplotlib: pip install 'charlm[plot]'") from None
-    runs = []
-    for run_dir in run_dirs:
-        try:
-            rows = read_metrics(run_dir)
-        except OSError as e:  # not the --output's fault, as the command's catch-all would say
-            raise files.cannot_read(Path(run_dir) / METRICS, e) from None
-        if not rows:
-            raise CharLMError(
-                f"{run_dir}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps none): "
-                "name a run folder that charlm train wrote (`charlm runs` lists them)"
-            )
-        runs.append((Path(run_dir).name, rows))
     plt.rcParams["font.family"] = ["sans-serif", *installed_cjk_fonts()]  # a Chinese run name's characters
     fig, axes = plt.subplots(1, 2, figsize=(WIDTH / DPI, HEIGHT / DPI), dpi=DPI, sharey=True)
     for (label, x_key, scale), ax in zip(
         (("training time (minutes)", "elapsed", 1 / 60), ("characters seen (millions)", "chars", 1e-6)), axes
     ):
-        for (name, rows), color in zip(runs, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+        for (name, rows), color in zip(curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
             train, val, also = (
                 points(rows, x_key, scale, y_key) for y_key in ("train_bpc", "val_bpc", "eval_also_bpc")
             )

@@ -516,6 +516,34 @@ def read_run_info(run_dir: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+MAX_LINEAGE = 8  # bases shown at most: a chain longer than this is cut (a hand-edited run.json may loop)
+
+
+def lineage(run_dir: Path) -> str:
+    """The runs `run_dir` was fine-tuned from, `mid <- first` (its base, then that base's base ...), or ""
+    for a run trained from scratch: `charlm runs` and `charlm info` showed the base alone. Each run.json
+    names its base's run and checkpoint (`base.run`, `base.path`), whose folder holds the base's run.json.
+    The chain ends where a base's run.json is gone (a base moved or removed, a lone .pt), at a folder met
+    before (a loop, which only a hand edit makes), or after MAX_LINEAGE bases."""
+    names: list[str] = []
+    seen = {Path(run_dir).absolute()}
+    info = read_run_info(run_dir)
+    while info is not None and len(names) < MAX_LINEAGE:
+        base = info.get("base")
+        name, path = (base.get("run"), base.get("path")) if isinstance(base, dict) else (None, None)
+        if not (isinstance(name, str) and name and name_bytes(name) <= NAME_MAX):
+            break
+        folder = Path(path).parent if isinstance(path, str) and path else None
+        if folder is not None and folder.absolute() in seen:
+            break
+        names.append(name)
+        if folder is None:
+            break
+        seen.add(folder.absolute())
+        info = read_run_info(folder)
+    return " <- ".join(names)
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     """The rows of a run in step order, with the rows a resume superseded left out. A damaged file
     (a line cut short by a kill, or edited by hand) does not stop a reader: a line that is not an

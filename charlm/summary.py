@@ -11,9 +11,10 @@ from .fields import option_name
 from .finetune import DEFAULTS
 
 
-def rows(saved: Checkpoint, reasons: dict | None = None) -> list[tuple[str, str]]:
+def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> list[tuple[str, str]]:
     """What `charlm info` prints: (label, value) rows. `reasons` (run.json's, where the run folder has
-    one) says why each option the run's plan fitted has its value."""
+    one) says why each option the run's plan fitted has its value; `lineage` (`runs.lineage`) the runs
+    a fine-tune came from, its base's base too."""
     progress, model_config = saved.progress, saved.model_config
     parameters = saved.model().num_parameters()
     best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
@@ -27,6 +28,8 @@ def rows(saved: Checkpoint, reasons: dict | None = None) -> list[tuple[str, str]
     ]
     if saved.base:
         lines.append(("base", saved.base.describe()))
+    if lineage:
+        lines.append(("lineage", f"from {lineage}"))
     return lines + option_rows(saved, reasons or {})
 
 

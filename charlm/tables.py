@@ -87,9 +87,8 @@ def run_row(folder: Path) -> list[str]:
     written = runs.last_written(folder)  # None: removed since it was listed
     updated = "?" if written is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(written))
     corpus = shown(info.get("corpus"), str)
-    base = info.get("base") if isinstance(info.get("base"), dict) else {}
-    if holds(base.get("run"), str) and len(base["run"]) <= MAX_NAME:  # a fine-tuning run
-        corpus += f" (from {base['run']})"
+    if bases := runs.lineage(folder):  # a fine-tuning run
+        corpus += f" (from {bases})"
     return [
         folder.name,
         corpus,

@@ -17,7 +17,7 @@ from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
-from .conftest import SHARED_CORPORA, assert_one_line_error, cli, file_size_limit, shared_corpus
+from .conftest import SHARED_CORPORA, assert_one_line_error, cli, file_size_limit, shared_corpus, without_file_locks
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
@@ -159,6 +159,25 @@ def test_an_extraction_to_a_full_disk_leaves_the_download_and_no_part(tmp_path, 
         catalog.get("tiny", quiet=True)
     assert cached() == ["tiny.zip"]
     assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 1000
+
+
+def test_a_corpus_fetched_onto_a_file_system_without_locks_says_so(tmp_path, monkeypatch):
+    """flock(2) fails with ENOLCK on an NFS mount without its lock service: fetching a catalog corpus said
+    `corpora/downloads: cannot write the corpus downloads folder (No locks available)`, with nothing to do."""
+    without_file_locks(monkeypatch)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    data = b"a small corpus\n" * 100
+    (mirror / "tiny.txt").write_bytes(data)
+    entry = catalog.Entry("tiny", "unused", "tiny.txt", len(data), hashlib.sha256(data).hexdigest(), "-", "-")
+    monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(mirror))
+    result = cli("corpus", "get", "tiny")
+    lock = catalog.DOWNLOADS / ".tiny.txt.lock"
+    assert_one_line_error(
+        result, f"{lock}: cannot lock the corpus downloads (No locks available): its file system does not lock files"
+    )
+    assert "a folder on a local disk" in result.output and cached() == []
 
 
 def test_unknown_names_and_missing_mirror_files_are_clear(tmp_path, monkeypatch):

@@ -345,6 +345,19 @@ def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
     assert again == f"wrote {output}, replacing the earlier {output} (give --output another name to keep both)\n"
 
 
+def test_an_export_into_a_folder_of_hidden_files_alone_replaces_nothing_and_says_none(tmp_path):
+    """A folder holding only an export's left lock, macOS's .DS_Store and a git clone's .git was taken for
+    an export (hidden files are not the user's to lose), then said `replacing the earlier FOLDER`."""
+    run = run_of(model_of(), tmp_path / "run")
+    folder = tmp_path / "hub"
+    (folder / ".git").mkdir(parents=True)
+    (folder / hub.LOCK).touch()
+    (folder / ".DS_Store").write_bytes(b"\0")
+    result = cli("export", str(run), "--format", "safetensors", "--output", str(folder))
+    assert result.output == f"wrote {folder}\n"
+    assert (folder / ".DS_Store").read_bytes() == b"\0" and hub.holds_model(folder)
+
+
 def export_while_held(run: Path, folder: Path, held_for: float):
     """`charlm export run --format safetensors --output folder` while a real process holds the folder's
     export lock, letting go `held_for` seconds after the export starts."""

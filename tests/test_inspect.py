@@ -571,6 +571,30 @@ def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):  # noqa: F811
 
 
 @pytest.mark.slow
+def test_a_characters_guesses_are_read_out_as_the_keys_reach_it(tmp_path, browser):  # noqa: F811
+    """The guesses the arrow keys show beside a character were drawn only: a screen reader said nothing
+    of them. A polite live region now says what the hover shows, its characters named (space, newline)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    page, path = hostile_page(tmp_path)
+    data = json.loads(TextOf.read(page, "data"))
+    opened(browser, path)
+    region = browser.find_element("css selector", "[aria-live]:not(#cell-label)")
+    assert region.get_attribute("aria-live") == "polite" and region.get_attribute("textContent") == ""
+    browser.execute_script("document.getElementById('surprise').focus()")
+    said = []
+    for _ in range(3):  # onto characters 0, 1 and 2 ("He" and a space)
+        ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+        said.append(region.get_attribute("textContent"))
+    assert len(set(said)) == 3, said
+    assert said[0].startswith("H: not predicted")
+    first_guess = {" ": "space", "\n": "newline"}.get(data["top"][1][0][0], data["top"][1][0][0])
+    assert said[1].startswith(f"e: {data['bits'][1]:.2f} bits; {first_guess} ") and "%" in said[1], said[1]
+    assert said[2].startswith("space: "), said[2]
+
+
+@pytest.mark.slow
 def test_the_page_fits_a_phones_width(tmp_path, browser):  # noqa: F811
     """At a phone's 390 pixels the gate and class tables pushed the page 610 pixels wide, so the whole
     page, text views included, scrolled sideways; and without a viewport a phone laid it out at 980."""

@@ -77,6 +77,27 @@ def test_the_runs_table_joins_each_runs_record_and_metrics(tmp_path):
     assert [tables.short_count(n) for n in (999, 22_400, 1_340_000)] == ["999", "22k", "1.3M"]
 
 
+def test_a_fine_tune_of_a_fine_tune_shows_its_whole_lineage(fox_file, tiny):
+    """`charlm runs` and `charlm info` showed a fine-tune's base alone, not the base's base. The chain ends
+    at a base whose folder is gone, and at a loop (a hand-edited run.json) rather than going round it."""
+    root = runs.CHECKPOINT_ROOT
+    charlm.train(fox_file, out="tuned", **tiny)  # a checkpoint for info; its run.json is rewritten below
+    chain = {"tuned": "mid", "mid": "first", "first": None, "loop": "round", "round": "loop", "orphan": "gone"}
+    for name, base in chain.items():
+        info = {"corpus": "fox", "config": {"layers": 1}} | (
+            {"base": {"run": base, "path": str((root / base / runs.BEST).absolute())}} if base else {}
+        )
+        runs.write_run_info(root / name, info)
+        (root / name / runs.LATEST).touch(exist_ok=True)
+    listed = {line.split()[0]: line for line in tables.runs_table(root).splitlines()[1:]}
+    assert "fox (from mid <- first) " in listed["tuned"] and "fox (from first) " in listed["mid"]
+    assert "(from" not in listed["first"] and "fox (from gone) " in listed["orphan"]
+    assert "fox (from round) " in listed["loop"] and "fox (from loop) " in listed["round"]
+    rows = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
+    assert rows["lineage"] == "from mid <- first"
+    assert runs.lineage(root / "first") == ""
+
+
 def test_a_chinese_run_name_is_drawn_with_a_font_that_has_it(fox_file, tiny):
     """matplotlib's default font has no Chinese: the legend showed boxes (.ci/run installs a CJK font)."""
     from charlm.plot import installed_cjk_fonts
@@ -102,6 +123,23 @@ def test_plotting_a_folder_without_curves_says_what_to_name_instead(tmp_path):
     run_of(make_model("abc"), tmp_path / "lone")
     result = cli("plot", "lone", "--output", "x.png")
     assert_one_line_error(result, "lone: no curves to plot", "name a run folder", "`charlm runs` lists them")
+
+
+def test_a_run_with_no_curves_yet_is_left_out_and_the_others_drawn(fox_file, tiny):
+    """A run killed before its first evaluation among runs being compared refused them all: nothing was drawn."""
+    charlm.train(fox_file, out="good", **tiny)
+    runs.write_run_info(fox_file.parent / "checkpoints/killed", {"corpus": "fox", "config": {}})  # no .pt
+    run_of(make_model("abc"), fox_file.parent / "lone")  # a model folder: a checkpoint, no metrics
+    result = cli("plot", "killed", "good", "lone", "--output", "curves.png")
+    assert result.exit_code == 0, result.output
+    assert (fox_file.parent / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.stdout == "wrote curves.png\n"
+    note = result.stderr.splitlines()
+    assert len(note) == 1 and note[0].startswith("left out 2 of 3 runs: checkpoints/killed: its run stopped"), note
+    assert "lone: no curves to plot" in note[0]
+    nothing = cli("plot", "killed", "lone", "--output", "none.png")
+    assert_one_line_error(nothing, "none of the 2 runs has curves to plot", "killed", "lone: no curves")
+    assert not (fox_file.parent / "none.png").exists()
 
 
 @pytest.mark.parametrize("failure", [(errno.EACCES, "Permission denied"), (errno.EIO, "Input/output error")])

@@ -103,12 +103,17 @@ def test_second_training_into_one_folder_is_refused_and_a_dead_owner_is_taken_ov
     assert resumed.exit_code == 0 and "done: step" in resumed.stdout, resumed.output
 
 
-def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
-    folder = tmp_path / "checkpoints/run"
-    holder = subprocess.Popen(
+def lock_holder(folder: Path) -> subprocess.Popen:
+    """A process that holds `folder`'s RunLock until it is killed (or its standard input ends)."""
+    return subprocess.Popen(
         [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
         stdin=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
+    folder = tmp_path / "checkpoints/run"
+    holder = lock_holder(folder)
     try:
         wait_for(folder / ".lock.pid")
         with pytest.raises(CharLMError, match=f"in use by process {holder.pid} "):
@@ -130,10 +135,7 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
     a live owner still reads as training. `.lock.pid` names its owner as every file names its process
     (`files.process_name`, PID-START; it wrote "PID START"), and one of the last release, "PID", is still read."""
     folder = tmp_path / "checkpoints/live"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
-        stdin=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = lock_holder(folder)
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
         wait_for(folder / ".lock.pid")
@@ -152,6 +154,29 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
         for process in (holder, unrelated):
             process.kill()
             process.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="the OS does not say a process is a zombie")
+def test_a_run_killed_and_not_yet_reaped_is_not_read_as_training(tmp_path):
+    """Right after `kill -9` of a run before its first checkpoint, its parent (a shell, a job runner) has not
+    yet reaped it: the zombie still answers kill(pid, 0), with its PID and start time, so the dead run read
+    as "still training" until it was reaped. A zombie holds no lock (the OS dropped it as the process died)."""
+    folder = tmp_path / "checkpoints/killed"
+    holder = lock_holder(folder)
+    try:
+        wait_for(folder / ".lock.pid")
+        assert runs.training_now(folder) == holder.pid
+        holder.send_signal(signal.SIGKILL)  # and not waited for: a zombie until the finally below
+        stat = Path(f"/proc/{holder.pid}/stat")
+        deadline = time.monotonic() + 10
+        while stat.read_bytes().rpartition(b")")[2].split()[0] != b"Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert runs.training_now(folder) is None
+        with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
+            runs.resolve(folder)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def dead_pid() -> int:
@@ -533,10 +558,7 @@ def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(t
     """`charlm sample --checkpoint r`, `charlm.load` and `charlm eval` on a run that trains now and has not
     written its first checkpoint said "its run stopped before its first checkpoint ... train again"."""
     folder = tmp_path / "checkpoints/live"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
-        stdin=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    holder = lock_holder(folder)
     training = f"its run (process {holder.pid}) is still training and has written no checkpoint yet"
     try:
         wait_for(folder / ".lock.pid")

@@ -38,6 +38,7 @@ h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 .text span.unseen { outline: 1px dashed #06c; color: #06c; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .15em .7em; text-align: right; }
 th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-align: left; }
+#said { position: absolute; width: 1px; height: 1px; overflow: hidden; clip-path: inset(50%); }  /* heard, not seen */
 #tip { position: fixed; display: none; background: #fff; border: 1px solid #888; padding: .4em .6em;
        font: 13px ui-monospace, monospace; pointer-events: none; box-shadow: 2px 2px 6px #0003; z-index: 9; }
 .legend { display: inline-block; width: 12em; height: .9em; vertical-align: middle; border: 1px solid #ccc; }
@@ -56,6 +57,8 @@ SCRIPT = r"""
 const data = JSON.parse(document.getElementById("data").textContent);
 const tip = document.getElementById("tip");
 const shown = t => t === "\n" ? "\u21B5" : t === " " ? "\u2423" : t === "\t" ? "\u21E5" : t;
+const spoken = {"\u21B5": "newline", "\u2423": "space", "\u21E5": "tab"};  // a screen reader's words for them
+const said = document.getElementById("said");
 function row(cells, bold) {
   const tr = document.createElement("tr");
   for (const c of cells) { const td = document.createElement(bold ? "th" : "td"); td.textContent = c; tr.append(td); }
@@ -96,7 +99,13 @@ function pointAt(view, i) {
   view.dataset.at = i;
   span.scrollIntoView({block: "nearest"});
   const box = span.getBoundingClientRect();
-  place({clientX: box.left, clientY: box.bottom}, view.describe(i));
+  const rows = view.describe(i);
+  place({clientX: box.left, clientY: box.bottom}, rows);
+  say(rows);
+}
+function say([[t, ...about], ...rest]) {  // what the hover shows, for a screen reader: `e: 2.31 bits; a 45.0%, ...`
+  const more = rest.map(([r, ...values]) => [spoken[r] || r, ...values].join(" "));
+  said.textContent = `${spoken[t] || t}: ${about.join(" ")}` + (more.length ? "; " + more.join(", ") : "");
 }
 const surpriseView = document.getElementById("surprise");
 hover(surpriseView, i => {
@@ -187,7 +196,7 @@ $cells
 $gates
 <h2>4. What the $cell buys</h2>
 $classes
-<div id="tip"></div>
+<div id="tip"></div><div id="said" aria-live="polite"></div>
 <script type="application/json" id="data">$data</script>
 <script>$script</script></body></html>
 """)
