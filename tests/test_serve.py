@@ -1576,7 +1576,8 @@ def test_a_lone_streams_step_in_the_engine_makes_few_torch_calls(tiny_model):
     engine's loop (`Engine.run`, driven here in this thread, where the counting mode holds) made 40 a
     sampled character, 29 greedy: it sliced the step's logits for log-probabilities no row asked for, and
     the stepper sliced its padded ids and its logits anew every step; 36 and 25 now. The 4 padded rows
-    stay: unpadded, a lone row's logits differ in their last bits from a padded one's (`padded_rows`)."""
+    stay: unpadded, a lone row's logits differ in their last bits from a padded one's (`padded_rows`).
+    Nor does a step take the engine's lock while nothing waits to join (it did, every step)."""
     from torch.overrides import TorchFunctionMode
 
     from charlm.serve.engine import Engine, Job
@@ -1588,6 +1589,13 @@ def test_a_lone_streams_step_in_the_engine_makes_few_torch_calls(tiny_model):
             Counted.calls += 1
             return func(*args, **(kwargs or {}))
 
+    class CountedLock(threading.Condition):
+        taken = 0
+
+        def __enter__(self):
+            CountedLock.taken += 1
+            return super().__enter__()
+
     def served(length: int, **options) -> str:
         """A lone stream of `length` characters through the engine's own loop, which stops once it is done."""
         texts = []
@@ -1597,6 +1605,7 @@ def test_a_lone_streams_step_in_the_engine_makes_few_torch_calls(tiny_model):
             engine.stopping = engine.stopping or any(u.finish_reason for u in updates)
 
         engine = Engine(tiny_model, 8, publish)
+        engine.wakeup = CountedLock()
         ids = tiny_model.vocab.encode("ab")
         with torch.inference_mode():
             logits, state = engine.batch.prime(ids)
@@ -1604,17 +1613,20 @@ def test_a_lone_streams_step_in_the_engine_makes_few_torch_calls(tiny_model):
         engine.run()
         return "".join(texts)
 
-    def calls_per_character(**options) -> float:
+    def per_character(**options) -> tuple[float, float]:
+        """Torch calls and takings of the engine's lock per character."""
         counts = []
         for length in (1, 101):  # the difference is the steps'
-            Counted.calls = 0
+            Counted.calls = CountedLock.taken = 0
             with Counted():
                 assert len(served(length, **options)) == length
-            counts.append(Counted.calls)
-        return (counts[1] - counts[0]) / 100
+            counts.append((Counted.calls, CountedLock.taken))
+        return tuple((long - short) / 100 for short, long in zip(*counts))
 
-    assert calls_per_character() <= 36.5
-    assert calls_per_character(greedy=True) <= 25.5
+    calls, locks = per_character()
+    assert calls <= 36.5 and locks == 0
+    calls, locks = per_character(greedy=True)
+    assert calls <= 25.5 and locks == 0
 
 
 def test_health_is_503_while_the_model_loads(tiny_model):
