@@ -424,12 +424,14 @@ def test_an_unknown_stream_option_is_refused_as_an_unknown_field_is(client):
     assert len(texts[0]) == 2 and chunks[-1].usage.completion_tokens == 2
 
 
-def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
+def test_every_chunk_of_a_stream_has_the_same_created(client, server, monkeypatch):
     """OpenAI: "Each chunk has the same timestamp". Each chunk read the clock, so a stream that crossed
     a second changed its `created` midway; here a clock that ticks a second at every reading makes
-    every stream cross one."""
+    every stream cross one. Each step's text is its own chunk: at the fixture's 20 ms a 300-character
+    stream that took under 20 ms was two chunks, and crossed nothing."""
     clock = itertools.count(int(time.time()))
     monkeypatch.setattr(time, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(server[1].models["tiny"].engine, "chunk_interval", 0.0)
     _, chunks = streamed(client, max_tokens=300, n=2, stream_options={"include_usage": True})
     messages = [{"role": "user", "content": "a"}]
     chat = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=300, stream=True))
