@@ -214,7 +214,7 @@ class Batch:
     @property
     def logits(self) -> torch.Tensor:
         """Every row's next-token logits, (rows, vocab)."""
-        return self.stepper.logits[: len(self.rows)]
+        return self.stepper.views(len(self.rows))[1]
 
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
         """A text (1-D ids) read alone: the logits after it and the state, for `join`."""

@@ -227,6 +227,7 @@ class RowStepper:
             self.padded = lambda rows: max(1, -(-rows // ROW_BLOCK)) * ROW_BLOCK
         size = self.padded(capacity)
         self.ids = torch.zeros(size, dtype=torch.long, device=model.device)
+        self.device = self.ids.device  # read once: a tensor's device is a torch call
         self.fused = FusedLSTMStep(model, size, dtype) if model.config.cell == "lstm" else None
         if self.fused is not None:
             self.logits = self.fused.logits
@@ -234,6 +235,15 @@ class RowStepper:
             self.logits = torch.zeros(size, model.config.vocab_size, device=model.device)
             shape = (model.config.layers, size, model.config.hidden)
             self.state: State = torch.zeros(shape, device=model.device)
+        self.row_views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # per number of live rows: `views`
+
+    def views(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ids a step of `rows` live rows computes (padded) and their logits (`logits[:rows]`), sliced
+        once per number of rows: a slice is a torch call, and a lone stream's step is mostly calls."""
+        views = self.row_views.get(rows)
+        if views is None:
+            views = self.row_views[rows] = (self.ids[: self.padded(rows)], self.logits[:rows])
+        return views
 
     @torch.inference_mode()
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
@@ -279,10 +289,11 @@ class RowStepper:
         """`step`, in inference mode; rows needing no padding step on `ids` as they are, copied nowhere,
         where they are on the model's device (a caller's CPU ids for a GPU model are copied there)."""
         rows = ids.size(0)
-        size = self.padded(rows)
-        as_given = size == rows and ids.device == self.ids.device and ids.dtype == self.ids.dtype
-        padded = ids if as_given else self.ids[:size]
-        if not as_given:
+        padded, live_logits = self.views(rows)
+        as_given = self.padded(rows) == rows and ids.device == self.device and ids.dtype == torch.long
+        if as_given:
+            padded = ids
+        else:
             padded[:rows] = ids
         if self.fused is not None:
             self.fused(padded)
@@ -292,4 +303,4 @@ class RowStepper:
                 logits, state = self.model(padded[block].unsqueeze(1), self.state[:, block].contiguous())
                 self.state[:, block] = state
                 self.logits[block] = logits[:, -1]
-        return self.logits[:rows]
+        return live_logits

@@ -487,7 +487,8 @@ def test_a_lone_streams_step_makes_few_torch_calls(model):
     2x512 stream ran at half the rate of its matrix products alone. A step made 99 calls: it sliced the
     step's buffers anew, re-entered inference mode, and ran every decoding stage (bias, penalty, top-k,
     top-p, greedy) to find, in a dozen tensor reductions, that no row used it: 53.5 then. A lone row's
-    uniform then took a gather and its count's updates, its draw a clamp below the total: 41.5 now."""
+    uniform then took a gather and its count's updates, its draw a clamp below the total: 41.5 then. The
+    step's logits were sliced anew twice a step and the ids' device and dtype read each time: 37.5 now."""
     from torch.overrides import TorchFunctionMode
 
     class Counted(TorchFunctionMode):
@@ -506,8 +507,8 @@ def test_a_lone_streams_step_makes_few_torch_calls(model):
             counts.append(Counted.calls)
         return (counts[1] - counts[0]) / 100
 
-    assert calls_per_character() <= 45
-    assert calls_per_character(greedy=True) <= 33
+    assert calls_per_character() <= 40
+    assert calls_per_character(greedy=True) <= 29
 
 
 def test_rows_joining_and_leaving_choose_what_each_chooses_alone():

@@ -424,12 +424,14 @@ def test_an_unknown_stream_option_is_refused_as_an_unknown_field_is(client):
     assert len(texts[0]) == 2 and chunks[-1].usage.completion_tokens == 2
 
 
-def test_every_chunk_of_a_stream_has_the_same_created(client, monkeypatch):
+def test_every_chunk_of_a_stream_has_the_same_created(client, server, monkeypatch):
     """OpenAI: "Each chunk has the same timestamp". Each chunk read the clock, so a stream that crossed
     a second changed its `created` midway; here a clock that ticks a second at every reading makes
-    every stream cross one."""
+    every stream cross one. Each step's text is its own chunk: at the fixture's 20 ms a 300-character
+    stream that took under 20 ms was two chunks, and crossed nothing."""
     clock = itertools.count(int(time.time()))
     monkeypatch.setattr(time, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(server[1].models["tiny"].engine, "chunk_interval", 0.0)
     _, chunks = streamed(client, max_tokens=300, n=2, stream_options={"include_usage": True})
     messages = [{"role": "user", "content": "a"}]
     chat = list(client.chat.completions.create(model="tiny", messages=messages, max_tokens=300, stream=True))
@@ -1569,6 +1571,64 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
             assert len(token.top) == update.job.logprobs and token.logprob == dict(token.top).get(
                 token.text, token.logprob
             )
+
+
+def test_a_lone_streams_step_in_the_engine_makes_few_torch_calls(tiny_model):
+    """A lone stream's step is small tensors and Python around them, so its torch calls are its cost. The
+    engine's loop (`Engine.run`, driven here in this thread, where the counting mode holds) made 40 a
+    sampled character, 29 greedy: it sliced the step's logits for log-probabilities no row asked for, and
+    the stepper sliced its padded ids and its logits anew every step; 36 and 25 now. The 4 padded rows
+    stay: unpadded, a lone row's logits differ in their last bits from a padded one's (`padded_rows`).
+    Nor does a step take the engine's lock while nothing waits to join (it did, every step)."""
+    from torch.overrides import TorchFunctionMode
+
+    from charlm.serve.engine import Engine, Job
+
+    class Counted(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            Counted.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    class CountedLock(threading.Condition):
+        taken = 0
+
+        def __enter__(self):
+            CountedLock.taken += 1
+            return super().__enter__()
+
+    def served(length: int, **options) -> str:
+        """A lone stream of `length` characters through the engine's own loop, which stops once it is done."""
+        texts = []
+
+        def publish(updates: list) -> None:
+            texts.extend(u.text for u in updates)
+            engine.stopping = engine.stopping or any(u.finish_reason for u in updates)
+
+        engine = Engine(tiny_model, 8, publish)
+        engine.wakeup = CountedLock()
+        ids = tiny_model.vocab.encode("ab")
+        with torch.inference_mode():
+            logits, state = engine.batch.prime(ids)
+        engine.submit(Job(ids, logits, state, SampleConfig(**options), [0], length))
+        engine.run()
+        return "".join(texts)
+
+    def per_character(**options) -> tuple[float, float]:
+        """Torch calls and takings of the engine's lock per character."""
+        counts = []
+        for length in (1, 101):  # the difference is the steps'
+            Counted.calls = CountedLock.taken = 0
+            with Counted():
+                assert len(served(length, **options)) == length
+            counts.append((Counted.calls, CountedLock.taken))
+        return tuple((long - short) / 100 for short, long in zip(*counts))
+
+    calls, locks = per_character()
+    assert calls <= 36.5 and locks == 0
+    calls, locks = per_character(greedy=True)
+    assert calls <= 25.5 and locks == 0
 
 
 def test_health_is_503_while_the_model_loads(tiny_model):

@@ -188,6 +188,7 @@ class Engine:
         self.done: list[Stream] = []  # finished rows whose last update is not yet published
         self.wakeup = threading.Condition()
         self.stopping = False
+        self.cancelling = False  # a job was cancelled since the rows were last looked at (`drop_cancelled`)
         self.last_flush = 0.0
         self.urgent = False
         self.characters = 0  # sent since the start, for the metrics
@@ -207,6 +208,7 @@ class Engine:
     def cancel(self, job: Job) -> None:
         """Drop the job's rows at the next step boundary; nothing more is published for it."""
         job.cancelled = True
+        self.cancelling = True  # after the job's flag: a boundary that sees this sees the job cancelled
 
     def close(self) -> None:
         """Stop the thread; live jobs get an error update so that nobody waits for them."""
@@ -227,13 +229,7 @@ class Engine:
     def run(self) -> None:
         pin_this_thread(1)
         with torch.inference_mode():
-            while True:
-                with self.wakeup:
-                    while not self.rows and not self.waiting and not self.stopping:
-                        self.wakeup.wait()
-                    if self.stopping:
-                        return
-                    joining = self.joining()
+            while (joining := self.boundary()) is not None:
                 try:
                     self.admit(joining)
                     self.drop_cancelled()
@@ -243,6 +239,18 @@ class Engine:
                     self.flush()
                 except Exception as e:  # noqa: BLE001 -- a bug must not leave clients waiting forever
                     self.fail(f"generation failed: {type(e).__name__}: {e}")
+
+    def boundary(self) -> list[Job] | None:
+        """At a step boundary: the jobs that join now, waiting for one while no row is live; None once
+        stopping. The lock is taken only when a job waits, the engine stops or has no row to step: a lone
+        stream's steps, back to back, take none. (A job submitted just after the look joins at the next
+        boundary, as one submitted just after the lock was let go did.)"""
+        if self.rows and not self.waiting and not self.stopping:
+            return []
+        with self.wakeup:
+            while not self.rows and not self.waiting and not self.stopping:
+                self.wakeup.wait()
+            return None if self.stopping else self.joining()
 
     def joining(self) -> list[Job]:
         """Waiting jobs that fit now, in order of arrival (called holding the lock)."""
@@ -265,6 +273,10 @@ class Engine:
                 self.batch.join(row, (job.logits, job.state), job.options, seed, job.prompt, job.bias)
 
     def drop_cancelled(self) -> None:
+        """The rows of jobs cancelled since the last look leave: looked for only when `cancel` was called."""
+        if not self.cancelling:
+            return
+        self.cancelling = False  # before the look: a cancel during it is looked for at the next boundary
         for position in reversed(range(len(self.rows))):
             if self.rows[position].job.cancelled:
                 self.remove(position)
