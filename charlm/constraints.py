@@ -61,7 +61,8 @@ class Constrained:
         self.spelled_bytes = set(self.byte_ids)  # and the bytes it spells any other character in, bans aside
         in_bytes = {c for c in fixed if c not in written}  # no piece holds it: spelled in byte pieces
         if (char := unwritten(fixed, written, self.byte_ids, in_bytes)) is not None:
-            raise CharLMError(f"{option[char]}: the model does not know {char!r}; use characters it was trained on")
+            shown = vocab.name_unseen(char) if vocab.one_char_per_id else repr(char)  # ',' (did you mean '，'?)
+            raise CharLMError(f"{option[char]}: the model does not know {shown}; use characters it was trained on")
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
         if bans:

@@ -214,11 +214,15 @@ def undecodable(
     if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # latin-1 would read it, and a score or a corpus of it is garbage
         return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
-    utf8 = encoding.lower().replace("-", "") == "utf8"
-    hint = said("encoding", likely_encoding(error.object[error.start :])) if utf8 else f"another {said('encoding')}"
+    likely = likely_encoding(error.object[error.start :]) if encoding.lower().replace("-", "") == "utf8" else None
+    if encoding_option:
+        hint = f" or pass {said('encoding', likely)}" if likely else f" or pass another {said('encoding')}"
+    else:  # a seed file: which encoding it is in, where that is known (latin-1 is only what reads any bytes)
+        known = likely == "gb18030" or (likely == "utf-16" and at == 0)  # a byte order mark opens the file
+        hint = f" (it looks like {likely} text)" if known else ""
     return CharLMError(
         f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}); "
-        f"convert it to UTF-8{f' or pass {hint}' if encoding_option else ''}"
+        f"convert it to UTF-8{hint}"
     )
 
 

@@ -22,6 +22,7 @@ import torch
 from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
 from .fields import said
+from .forms import is_han
 from .pieces import PieceVocab, TextIndex
 
 # The id of a character outside the vocabulary, where a caller asks to read such text (`encode(unseen=True)`):
@@ -33,6 +34,12 @@ UNKNOWN_SLICE = 1 << 20  # characters `Vocab.unknown` looks up at a time
 # ASCII punctuation and the form Chinese text writes it in, where the two are not full- and half-width
 # forms of one character (those, like ':' and '：', Unicode pairs itself: see `other_forms`).
 CJK_PUNCTUATION = {".": "。", ",": "、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
+# Corner brackets, as traditional Chinese (and Japanese) quotes, and the quotation marks simplified text uses.
+CORNER_QUOTES = {"「": "“", "」": "”", "『": "‘", "』": "’"}
+# A vocabulary is simplified Chinese (`Vocab.simplified_chinese`) with this many Han characters or more,
+# nearly all in GB2312: hongloumeng's 4,401 are 96% GB2312, tangshi300's 2,553 98%.
+MIN_HAN = 50
+SIMPLIFIED_HAN_SHARE = 0.9
 
 
 class Vocabulary(Protocol):
@@ -217,9 +224,22 @@ class Vocab:
 
     def name_unseen(self, char: str) -> str:
         """An unseen character as an error shows it, with the forms of it the vocabulary knows: a seed
-        typed with ASCII ':' for a novel that writes '：'. A hint only; nothing is mapped silently."""
+        typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
+        character such as '寶' is traditional (no table here says which simplified one it is: '宝').
+        A hint only; nothing is mapped silently."""
         known = [c for c in other_forms(char) if c in self.index]
-        return repr(char) + (f" (did you mean {' or '.join(map(repr, known))}?)" if known else "")
+        if known:
+            return f"{char!r} (did you mean {' or '.join(map(repr, known))}?)"
+        if looks_traditional(char) and self.simplified_chinese:
+            return f"{char!r} (traditional: this model knows simplified characters)"
+        return repr(char)
+
+    @functools.cached_property
+    def simplified_chinese(self) -> bool:
+        """Whether this is a vocabulary of simplified Chinese: SIMPLIFIED_HAN_SHARE of its Han characters
+        or more in GB2312, simplified Chinese's character set (a novel's rarest ones are not)."""
+        han = [c for c in self.chars if is_han(c)]
+        return len(han) >= MIN_HAN and sum(map(in_gb2312, han)) >= SIMPLIFIED_HAN_SHARE * len(han)
 
     def id_table(self) -> np.ndarray:
         """Every code point's id (the unknown symbol's, or UNSEEN, for those outside the vocabulary),
@@ -293,9 +313,20 @@ class Vocab:
             raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None
 
 
+def in_gb2312(char: str) -> bool:
+    return bool(char.encode("gb2312", errors="ignore"))
+
+
+def looks_traditional(char: str) -> bool:
+    """A Han character of Big5, traditional Chinese's character set, that GB2312, simplified Chinese's,
+    lacks: '寶', '們', '來' (a character both write, '玉', is in both)."""
+    return is_han(char) and not in_gb2312(char) and bool(char.encode("big5", errors="ignore"))
+
+
 def other_forms(char: str) -> list[str]:
-    """The same character in another width ('：' for ':', ':' for '：', 'カ' for 'ｶ'), or the form of an
-    ASCII punctuation mark Chinese text uses ('。' for '.'), and the other way round."""
+    """The same character in another width ('：' for ':', ':' for '：', 'カ' for 'ｶ'), the form of an
+    ASCII punctuation mark Chinese text uses ('。' for '.'), or the quotation mark for a corner bracket
+    ('“' for '「'), and the other way round."""
     return sorted(_other_forms().get(char, ()))
 
 
@@ -303,6 +334,7 @@ def other_forms(char: str) -> list[str]:
 def _other_forms() -> dict[str, set[str]]:
     forms = defaultdict(set)
     pairs = [(ascii_form, cjk) for ascii_form, cjk_forms in CJK_PUNCTUATION.items() for cjk in cjk_forms]
+    pairs += CORNER_QUOTES.items()
     for code in (0x3000, *range(0xFF00, 0xFFF0)):  # the ideographic space and the half- and full-width forms
         tag, _, other = unicodedata.decomposition(chr(code)).partition(" ")
         if tag in ("<wide>", "<narrow>"):

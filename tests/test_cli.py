@@ -1427,7 +1427,15 @@ def test_a_seed_file_of_dash_is_standard_input(trained, tmp_path):
     from_file = cli("sample", "--seed-file", "seed.txt", "--length", "8", "--greedy")
     piped = cli("sample", "--seed-file", "-", "--length", "8", "--greedy", input=b"the quick\r\nbrown ")
     assert piped.exit_code == 0 and piped.output == from_file.output, piped.output
-    for given, expected in ((b"  \n", "--seed-file -: standard input holds no text"), (b"\xff", "is not UTF-8 text")):
+    for given, expected in (
+        (b"  \n", "--seed-file -: standard input holds no text"),
+        (b"\xff", "--seed-file -: not valid utf-8 at byte offset 0 (byte 0xff); convert it to UTF-8"),
+        # as a file is told: where, and the encoding it looks like (GBK from a Chinese Windows console)
+        (
+            "宝玉".encode("gbk"),
+            "--seed-file -: not valid utf-8 at byte offset 0 (byte 0xb1); convert it to UTF-8 (it looks like gb18030 text)",
+        ),
+    ):
         assert_one_line_error(cli("sample", "--seed-file", "-", input=given), expected)
 
 

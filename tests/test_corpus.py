@@ -72,6 +72,20 @@ def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
         read_texts([str(stray)])
 
 
+def test_a_seed_file_in_gbk_or_utf_16_is_told_which_it_looks_like(tmp_path):
+    """A seed file has no --encoding to suggest: "convert it to UTF-8" alone left a Chinese user to guess
+    from what. The encoding it looks like is named; a stray byte (latin-1 is only a guess) names none."""
+    for encoding, looks in (("gbk", "gb18030"), ("utf-16", "utf-16")):
+        path = tmp_path / f"{encoding}.txt"
+        path.write_bytes("宝玉道：".encode(encoding))
+        with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 \(it looks like {looks} text\)$"):
+            read_text(path)
+    stray = tmp_path / "stray.txt"
+    stray.write_bytes("宝玉道".encode() + b"\xff")
+    with pytest.raises(CharLMError, match=r"at byte offset 9 \(byte 0xff\); convert it to UTF-8$"):
+        read_text(stray)
+
+
 def test_a_file_cut_in_the_middle_of_its_last_character_is_told_so_not_another_encoding(tmp_path):
     """A UTF-8 novel cut short (`head -c`, a download stopped) ends inside a character: it was told to
     pass --encoding latin-1, which reads the whole Chinese text as garbage."""

@@ -526,3 +526,45 @@ def test_every_code_name_a_doc_points_at_exists(page):
         if (problem := pointer_problem(name, path))
     )
     assert not stale, f"{page.name} points at code that is not there:\n" + "\n".join(stale)
+
+
+# What each row of usage.zh.md's table of files charlm cannot read holds, by the words its first cell
+# starts with: one file per message the row quotes (`a` / `b`: two files).
+UNREADABLE_FILES = {
+    "GBK": [" 第一回　甄士隐梦幻识通灵\n".encode("gbk")],  # the novel's first line, as a GBK copy has it
+    "UTF-16": ["第一回\n".encode("utf-16")],  # as Notepad saves "Unicode": a byte order mark first
+    "二进制文件": [b"\x7fELF\x02\x01\x01\x00\x00\x00"],
+    "空文件": [b"", b" \n\n"],
+}
+
+
+def unreadable_file_rows(page: Path) -> list[tuple[str, list[str]]]:
+    """(first cell, the messages its second cell quotes) of each row of the table under "读文件"."""
+    section = page.read_text(encoding="utf-8").split("## 读文件", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    return [(cells[0].lstrip("| "), re.findall(r"`([^`]+)`", cells[1])) for cells in rows]
+
+
+def test_the_messages_the_chinese_guide_quotes_for_unreadable_files_are_charlms(tmp_path):
+    """A Chinese reader matches the error on their screen against this table: each message it quotes
+    (`...` standing for what varies) is what charlm says for such a file, so a reworded message (a
+    GBK file once got only "convert it to UTF-8") cannot leave the table quoting one no longer said."""
+    from charlm.corpus import read_texts
+    from charlm.fields import on_command_line
+
+    rows = unreadable_file_rows(REPO / "docs" / "usage.zh.md")
+    assert {next((key for key in UNREADABLE_FILES if first.startswith(key)), first) for first, _ in rows} == set(
+        UNREADABLE_FILES
+    ), "usage.zh.md's table of unreadable files has rows this test does not know: add their files above"
+    for first, messages in rows:
+        contents = next(files for key, files in UNREADABLE_FILES.items() if first.startswith(key))
+        assert len(messages) == len(contents), f"usage.zh.md: the row {first!r} quotes {messages}"
+        for message, content in zip(messages, contents):
+            named = re.match(r"([^\s:]+\.\w+): ", message)
+            path = tmp_path / (named.group(1) if named else "file.txt")
+            path.write_bytes(content)
+            with pytest.raises(charlm.CharLMError) as error, on_command_line():  # as the commands say it
+                read_texts([str(path)])
+            said = str(error.value).replace(str(tmp_path) + "/", "")
+            pattern = ".*".join(map(re.escape, message.split("...")))
+            assert re.search(pattern, said), f"usage.zh.md quotes `{message}`; charlm says `{said}`"

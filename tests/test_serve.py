@@ -550,6 +550,8 @@ def test_a_biased_request_is_the_same_text_beside_others_that_come_and_go(server
         ([1, 2], "logit_bias must be an object, not a list"),
         ({"a": 1}, 'logit_bias keys are token ids, such as "10", not "a"'),
         ({"-1": 1}, 'logit_bias keys are token ids, such as "10", not "-1"'),
+        # a character key (Chinese, not an escape) is shown as its client wrote it, with where ids come from
+        ({"的": -100}, 'logit_bias keys are token ids, such as "10", not "的"; POST /tokenize gives a text\'s ids'),
         ({"1" * 5000: 1}, "logit_bias keys are token ids"),  # int() of it raises: never a 500
         ({"1": 101}, 'logit_bias["1"] must be at least -100.0 and at most 100.0, not 101'),
         ({"1": "x"}, 'logit_bias["1"] must be a number, not a string'),

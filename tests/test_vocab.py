@@ -49,6 +49,28 @@ def test_an_unseen_character_names_the_form_the_model_knows():
     assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently
 
 
+# 94 simplified characters (GB2312's first row of them) and a novel's punctuation
+SIMPLIFIED = bytes(b for byte in range(0xA1, 0xFF) for b in (0xB0, byte)).decode("gb2312") + "宝玉道：“”。\n"
+
+
+def test_a_traditional_character_for_a_model_of_simplified_text_is_said_to_be_one():
+    """A seed typed in traditional characters ('寶玉', 「」 quotes) for a simplified novel was refused as
+    characters the model never saw, with no word of why: now each is named as traditional, or with the
+    quotation mark the model knows."""
+    vocab = Vocab.from_counts(Counter(SIMPLIFIED))
+    with pytest.raises(CharLMError) as error:
+        vocab.encode("寶玉道：「宝」", what="--seed")
+    assert str(error.value) == (
+        "--seed: 3 character(s) the model has never seen: '寶' (traditional: this model knows simplified "
+        "characters) '「' (did you mean '“'?) '」' (did you mean '”'?); use only characters from the training text"
+    )
+    traditional = Vocab.from_counts(Counter("寶玉們來說學國這個「」\n" * 10))
+    with pytest.raises(CharLMError, match=r"never seen: '宝'; use"):  # a model of traditional text: no such note
+        traditional.encode("宝玉", what="--seed")
+    with pytest.raises(CharLMError, match=r"never seen: '們'; use"):  # nor for a model of English
+        Vocab.from_counts(Counter("She said hi\n")).encode("們", what="--seed")
+
+
 def test_a_vocabulary_shows_its_kind_size_and_normalization():
     """`model.vocab` in a notebook showed `<charlm.vocab.Vocab object at 0x...>`."""
     assert repr(vocabulary("char")) == f"Vocab({len(set(TEXT))} characters, normalize='none')"

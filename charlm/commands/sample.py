@@ -21,7 +21,7 @@ import click
 
 from .. import files, runs, stopping, tables
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
-from ..corpus import check_characters, read_text
+from ..corpus import check_characters, read_text, undecodable
 from ..errors import BiasError, CharLMError
 from .completion import run_names
 from .options import device_option, options_of
@@ -141,12 +141,11 @@ def unescaped(text: str) -> str:
 def read_seed(seed_file: str) -> str:
     """The seed in a file, or on standard input for `-` (`... | charlm sample --seed-file -`)."""
     if seed_file == "-":
+        data = sys.stdin.buffer.read()
         try:
-            seed = sys.stdin.buffer.read().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise CharLMError(
-                f"--seed-file -: standard input is not UTF-8 text (byte {e.start}); convert it first"
-            ) from None
+            seed = data.decode("utf-8")
+        except UnicodeDecodeError as e:  # said as a file's is: where, and the encoding it looks like (GBK)
+            raise CharLMError(f"--seed-file {undecodable(Path('-'), 'utf-8', e, data, 0, False)}") from None
         if not seed.strip():
             raise CharLMError("--seed-file -: standard input holds no text; pipe the seed in, or give --seed")
         return seed

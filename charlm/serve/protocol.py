@@ -536,8 +536,8 @@ def logit_bias_entries(value: dict) -> dict[int, float] | None:
     for key in value:
         if not (key.isascii() and key.isdigit() and len(key) <= 10):  # ids below 2**32; int() of 5,000 digits raises
             raise APIError(
-                400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(key)}", "logit_bias",
-                "invalid_value",
+                400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(key, ensure_ascii=False)}; "
+                "POST /tokenize gives a text's ids", "logit_bias", "invalid_value",
             )  # fmt: skip
         token = int(key)
         if token in keys:  # "1" and "01": which bias was meant?
