@@ -442,3 +442,76 @@ def test_a_row_stepper_on_the_gpu_steps_a_callers_cpu_ids_as_its_own(fox_file, t
         stepper.load(0, *stepper.prime(ids[:3]))
         steps.append(torch.stack([stepper.step(ids[t : t + 1].to(where))[0].clone() for t in range(3, len(ids))]))
     assert torch.equal(steps[0], steps[1])
+
+
+def same_but_for_a_boundary(on_gpu: list[str], on_cpu: list[str]) -> bool:
+    """Seeded drawn texts of the GPU against the CPU's: equal, but that one may part where a uniform fell
+    within rounding of a boundary between two ids (the products' last bits differ; greedy ones do not)."""
+    return len(on_gpu) == len(on_cpu) and sum(g != c for g, c in zip(on_gpu, on_cpu)) <= 1
+
+
+def test_seeded_samples_on_the_gpu_are_the_cpus_alone_in_a_batch_streamed_and_from_the_cli(fox_file, tiny):
+    """`charlm.generate` holds one inference context for the whole sample (`sampler.samples_held`); a lone
+    sample steps its one row, unpadded, its uniforms counted on the host past a refill (UNIFORM_BLOCK);
+    four are padded. Each seeded text is the CPU's, and `charlm.stream` (a context per step) and
+    `charlm sample --device` write the same."""
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
+    gpu, cpu = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
+    drawn = {"temperature": 0.9, "top_k": 12, "random_seed": 5}
+    lone = {**drawn, "length": UNIFORM_BLOCK + 40}
+    on_gpu = charlm.generate(gpu, "the ", **lone)
+    assert on_gpu == charlm.generate(cpu, "the ", **lone) and len(on_gpu) == 4 + UNIFORM_BLOCK + 40
+    assert "".join(charlm.stream(gpu, "the ", **lone)) == on_gpu
+    four = {**drawn, "length": 60, "num_samples": 4, "repetition_penalty": 1.2}
+    assert same_but_for_a_boundary(charlm.generate(gpu, "the ", **four), charlm.generate(cpu, "the ", **four))
+    args = ["--checkpoint", "run", "--device", DEVICE, "--seed", "the ", "--length", str(UNIFORM_BLOCK + 40)]
+    result = cli("sample", *args, "--temperature", "0.9", "--top-k", "12", "--random-seed", "5")
+    assert result.exit_code == 0 and on_gpu in result.output, result.output
+
+
+def healing_model_on(device: str) -> charlm.CharLM:
+    """`tests/test_serve.py`'s healing model (a small untrained sentencepiece model whose pieces `▁the` and
+    `杜甫` begin with `▁th` and `杜`) on `device`: the same weights on either."""
+    from charlm.pieces import PieceVocab, train_model
+
+    from .test_sampler import make_model
+
+    text = "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n杜牧\n李白\n" * 40
+    torch.manual_seed(0)
+    model = make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=16)
+    return model.eval().to(device)
+
+
+HEALED = ["go to th", "春望\n杜"]  # seeds ending inside a piece: read without it, written again
+
+
+def test_token_healing_on_the_gpu_writes_the_cpus_texts_in_generate_and_serve():
+    """A seed ending mid-piece is read without its last piece, and the first pieces drawn are kept to
+    those that spell it again (`generation.Healing`, a host mask of the vocabulary copied to the GPU each
+    healing step, as a template's): generate and a GPU server write the CPU's texts, the word whole."""
+    gpu, cpu = healing_model_on(DEVICE), healing_model_on("cpu")
+    vocab = gpu.vocab
+    favoured = {vocab.processor.piece_to_id(piece): 100 for piece in ("▁the", "杜甫")}
+    for seed in HEALED:
+        greedy = {"length": 12, "greedy": True, "logit_bias": favoured}
+        healed = charlm.generate(gpu, seed, **greedy)
+        assert healed == charlm.generate(cpu, seed, **greedy)
+        assert healed[len(seed) :].startswith(("e", "甫")), healed  # the word written whole, not again
+        drawn = {"length": 12, "num_samples": 2, "random_seed": 4, "temperature": 1.0, "logit_bias": favoured}
+        assert same_but_for_a_boundary(charlm.generate(gpu, seed, **drawn), charlm.generate(cpu, seed, **drawn))
+    loaders = {"gpu": lambda: gpu, "cpu": lambda: cpu}
+    body = {"prompt": HEALED, "max_tokens": 12, "temperature": 0, "logprobs": 1}
+    body["logit_bias"] = {str(token): bias for token, bias in favoured.items()}
+    with running(create_app(loaders, ServeConfig())) as url:
+        wait_healthy(url)
+        answers = {
+            name: httpx.post(f"{url}/v1/completions", json={**body, "model": name}, timeout=60).json()["choices"]
+            for name in loaders
+        }
+    texts = {name: [choice["text"] for choice in sorted(answers[name], key=lambda c: c["index"])] for name in loaders}
+    assert texts["gpu"] == texts["cpu"] and all(text.startswith(("e", "甫")) for text in texts["gpu"]), texts
+    gpu_logprobs, cpu_logprobs = (
+        torch.tensor([lp for choice in answers[name] for lp in choice["logprobs"]["token_logprobs"]])
+        for name in loaders
+    )
+    assert torch.allclose(gpu_logprobs, cpu_logprobs, atol=LOGPROB_TOLERANCE)

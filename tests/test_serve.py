@@ -321,6 +321,24 @@ def test_the_server_and_generate_drive_one_engine_to_the_same_text(client, tiny_
     assert served == [text[len("the ") :] for text in made]
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_server_reads_prompts_and_steps_rows_in_real_fp32_as_generate_does(cell, monkeypatch):
+    """On a GPU, cuDNN runs an fp32 recurrent core in TF32 (10-bit mantissas) while torch's flag, on by
+    default, allows it; `inference` turns it off, as charlm.generate reads a seed. The server read its
+    prompts (and a GRU's rows stepped) with it on: a GPU server's state and logprobs were neither a GPU
+    generate's nor the CPU's. The flag is seen here on a CPU too, wherever the core runs."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    torch.manual_seed(0)
+    model = make_model(VOCAB, cell=cell, layers=1, hidden=16).eval()
+    seen = []
+    model.core.register_forward_hook(lambda *_: seen.append(torch.backends.cudnn.allow_tf32))
+    with running(create_app({"tiny": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        body = {"model": "tiny", "prompt": "the ", "max_tokens": 5, "seed": 1}
+        assert httpx.post(f"{url}/v1/completions", json=body, timeout=30).status_code == 200
+    assert seen and not any(seen), seen
+
+
 def test_a_negative_seed_is_taken_as_openai_and_generate_take_it(client, tiny_model):
     """OpenAI's seed is any 64-bit integer, and `charlm.generate` takes a negative one; the server refused
     all but -1 (which stays llama.cpp's "pick one")."""

@@ -32,7 +32,7 @@ from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
 from ..generation import healed_seed
-from ..model import CharLM
+from ..model import CharLM, inference
 from ..runs import corpus_of
 from ..threads import pin_this_thread
 from ..vocab import UNSEEN, Vocabulary
@@ -337,11 +337,14 @@ class Completion:
         """In a worker thread: each prompt read alone; with echo and logprobs, its own log-probabilities.
         A prompt ending mid-piece is read without its last piece, which its samples write again, as
         `charlm.generate` reads a seed (`generation.healed_seed`). All of a request's torch work is done
-        here and in the engine, never on the event loop's thread (`threads.pin_this_thread`)."""
+        here and in the engine, never on the event loop's thread (`threads.pin_this_thread`). Read in
+        `inference`, as generate reads a seed: in real fp32 (cuDNN's TF32 off, on by torch's default),
+        or a GPU server's prompt state and first logits were not a GPU generate's, nor the CPU's."""
         primed = []
         for ids, read in encoded:
             healed = healed_seed(self.served.model.vocab, ids, self.form, self.bias)
-            logits, state = self.served.engine.batch.prime(ids[:-1] if healed else ids)
+            with inference(self.served.model):
+                logits, state = self.served.engine.batch.prime(ids[:-1] if healed else ids)
             seen = ids[ids != UNSEEN]  # the repetition penalty counts characters the model knows
             primed.append((seen, logits, state, healed))
             wants_prompt = self.params.echo and self.params.logprobs is not None and read

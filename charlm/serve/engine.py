@@ -29,7 +29,7 @@ from ..config import SampleConfig
 from ..constraints import Constrained
 from ..device import has_float64, to_host
 from ..generation import Batch, Healing, Row
-from ..model import CharLM, State
+from ..model import CharLM, State, inference
 from ..scoring import prompt_logprobs, top_logprobs
 from ..threads import pin_this_thread
 from ..vocab import Vocabulary
@@ -227,8 +227,10 @@ class Engine:
         return len(self.rows)
 
     def run(self) -> None:
+        """The engine's loop, in `inference` for the thread's life: a GRU's or RNN's step runs the model's
+        core, which on a GPU computes in cuDNN's TF32 unless that is turned off (charlm.generate's is)."""
         pin_this_thread(1)
-        with torch.inference_mode():
+        with inference(self.model):
             while (joining := self.boundary()) is not None:
                 try:
                     self.admit(joining)
