@@ -63,6 +63,7 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
+VOCAB_SIZE_RANGE = (8, 2**31 - 1)  # sentencepiece keeps --vocab-size as a 32-bit signed integer
 MAX_THREADS = 1024
 MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
 STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a paragraph or a poem ends
@@ -225,8 +226,11 @@ class Config:
             raise CharLMError(
                 f"{said('min_count')} applies to {said('tokenizer', 'char')}; with sentencepiece use {said('coverage')}"
             )
-        if self.vocab_size is not None and not 8 <= self.vocab_size < 2**31:
-            raise CharLMError(f"{said('vocab_size')} must be at least 8, not {self.vocab_size}")
+        low, high = VOCAB_SIZE_RANGE
+        if self.vocab_size is not None and self.vocab_size < low:
+            raise CharLMError(f"{said('vocab_size')} must be at least {low}, not {self.vocab_size}")
+        if self.vocab_size is not None and self.vocab_size > high:
+            raise CharLMError(f"{said('vocab_size')} must be at most {high:,}, not {self.vocab_size:,}")
 
     def check_rates(self) -> None:
         """Fractions, rates and the optimizer's numbers: each within the range where it means something."""
