@@ -428,17 +428,17 @@ def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:
     return model_on(read(path), path, where)  # read's errors name the file
 
 
-def model_on(saved: Checkpoint, path: Path, device: str | torch.device) -> CharLM:
+def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
     """`load` of a checkpoint read already (`saved`, from `path`, which its errors name): for a caller
-    that needs more of it than the model, without reading the file twice."""
-    where = resolve_device(device) if isinstance(device, str) else device
+    that needs more of it than the model, without reading the file twice. `device` is resolved first
+    (`resolve_device`), so a bad --device is refused before the file is read."""
     try:
         model = saved.model()
     except CharLMError as e:
         raise CharLMError(f"{path}: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:
         raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
-    return model.to(where).eval()
+    return model.to(device).eval()
 
 
 def _fields(record) -> dict:
