@@ -137,9 +137,10 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     if trainer.stopped_early:
         click.echo(f"stopped at step {progress.step}; {saved}. Resume with: {runs.resume_command(run_dir)}")
         return trainer.exit_status
-    best = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
+    best_bpc = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
     click.echo(
-        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc (best {best}); {saved}"
+        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc (best {best_bpc}); "
+        f"{saved}"
     )
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
