@@ -7,7 +7,8 @@
 
 `start_run`, `start_finetune` and `resume_run` turn options into a `Trainer`: they prepare the corpus,
 plan the run (plan.py: every unset option resolved once, the run folder named) or read a resumed
-run's plan from its checkpoint, and build the trainer from the plan.
+run's plan from its checkpoint, and build the trainer from the plan. `start_trainer` picks one of them
+for `charlm train` and `charlm.train` alike.
 """
 
 from __future__ import annotations
@@ -163,6 +164,23 @@ def start_finetune(
     return start_run(finetune.run_config(start, options), sources, out, ranks, start, build)
 
 
+def start_trainer(
+    sources: list[str],
+    options: dict,
+    out: str | None = None,
+    resume: bool | str = False,
+    init_from: str | Path | None = None,
+    ranks: Ranks = SINGLE,
+) -> Trainer:
+    """The run `charlm train` or `charlm.train` asks for, one rule for both: fine-tuned from `init_from`,
+    resumed (`resume`: True for the most recent run, or the run to continue) or new."""
+    if init_from is not None:
+        return start_finetune(init_from, options, sources, out, ranks)
+    if resume is not False:
+        return resume_run(None if resume is True else str(resume), options, sources, ranks)
+    return start_run(Config(**options), sources, out, ranks)
+
+
 RESUME_AGAIN = "; the run was not changed: run the same command again"
 
 
@@ -260,13 +278,9 @@ def train(
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
-        if init_from is not None:
-            trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
-        elif resume is not False:
+        if resume is not False:
             Config(**options)  # checks the options' types before touching the run
-            trainer = resume_run(None if resume is True else str(resume), options, sources)
-        else:
-            trainer = start_run(Config(**options), sources, None if out is None else str(out))
+        trainer = start_trainer(sources, options, None if out is None else str(out), resume, init_from)
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
