@@ -210,12 +210,8 @@ def info(target: str | None) -> None:
     with leaving_at_once():
         from . import checkpoint, export, summary
     path = runs.resolve(target)
-    reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
-    lineage = runs.lineage(path.parent)
-    rows = [
-        ("checkpoint", str(path)),
-        *summary.rows(checkpoint.read(path), reasons if isinstance(reasons, dict) else None, lineage),
-    ]
+    reasons, lineage = runs.read_reasons(path.parent), runs.lineage(path.parent)
+    rows = [("checkpoint", str(path)), *summary.rows(checkpoint.read(path), reasons, lineage)]
     rows += [("exports", line) for line in export.listed(path.parent)]
     click.echo(tables.table(rows))
 

@@ -283,8 +283,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
             f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its "
             f"{' and '.join(limits)}; give a larger limit to go on (limits count the whole run)"
         )
-    reasons = (runs.read_run_info(run_dir) or {}).get("reasons")
-    reasons = reasons if isinstance(reasons, dict) else {}  # a damaged run.json loses the reasons, not the run
+    reasons = runs.read_reasons(run_dir)
     given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
     reasons = {**reasons, **{name: "given when resumed" for name in given_now}}
     if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree

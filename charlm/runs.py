@@ -516,6 +516,13 @@ def read_run_info(run_dir: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def read_reasons(run_dir: Path) -> dict:
+    """Why the run's planned options are what they are (run.json's `reasons`, plan.py's), or {} where
+    run.json has none: a damaged run.json loses the reasons, never the run."""
+    reasons = (read_run_info(run_dir) or {}).get("reasons")
+    return reasons if isinstance(reasons, dict) else {}
+
+
 MAX_LINEAGE = 8  # bases shown at most: a chain longer than this is cut (a hand-edited run.json may loop)
 
 
