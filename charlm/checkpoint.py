@@ -333,7 +333,7 @@ def check_weights(weights: dict, expected: dict) -> None:
         tensor = weights[name]
         if not isinstance(tensor, torch.Tensor) or tensor.is_floating_point() != like.is_floating_point():
             raise CharLMError(f"{name} is not a tensor of {like.dtype}")
-        # weights_only=True unpickles sparse, nested and meta tensors too: each was a torch traceback
+        # weights_only=True unpickles sparse, nested and meta tensors too: each would be a torch traceback
         # later (no shape to compare, no value to sum, no copy into a dense parameter)
         if tensor.layout != torch.strided or tensor.is_nested or tensor.is_meta:
             raise CharLMError(f"{name} is {kind_of_tensor(tensor)}, not a dense tensor of values")
