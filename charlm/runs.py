@@ -463,6 +463,8 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 
 
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
+    """The run under `root` whose checkpoint was written last: what a command given no RUN uses. None
+    there yet is one line saying so, and whether a run is training towards its first checkpoint."""
     runs = run_folders(root)
     if not runs and (live := training_folders(root)):
         raise CharLMError(still_training(live[-1], training_now(live[-1])))

@@ -303,8 +303,8 @@ class Trainer:
         out = self.ranks.leader and self.progress.worse_evaluations >= patience
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
+        p = self.progress
         if out and resuming:
-            p = self.progress
             best = "none saved" if p.best_bpc is None else f"{p.best_bpc:.3f} bpc at step {p.best_step}"
             tqdm.write(
                 f"{self.run_dir} stopped early at step {p.step}: validation has not improved for "
@@ -313,7 +313,6 @@ class Trainer:
                 file=sys.stderr,
             )
         elif out:
-            p = self.progress
             self.say(
                 f"validation has not improved for {patience} evaluations (best {p.best_bpc:.3f} bpc at step "
                 f"{p.best_step}, now {p.val_bpc:.3f}): the text is being memorized; stopping early, best.pt "
