@@ -7,7 +7,8 @@
 
 `start_run`, `start_finetune` and `resume_run` turn options into a `Trainer`: they prepare the corpus,
 plan the run (plan.py: every unset option resolved once, the run folder named) or read a resumed
-run's plan from its checkpoint, and build the trainer from the plan.
+run's plan from its checkpoint, and build the trainer from the plan. `start_trainer` picks one of them
+for `charlm train` and `charlm.train` alike.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
 
 def keywords_checked(function: Function) -> Function:
     """A keyword `function` does not take is refused as train's and generate's mistyped options are, named
-    with what it was likely meant to be: charlm.load(devcie="cpu") met Python's bare TypeError."""
+    with what it was likely meant to be, where charlm.load(devcie="cpu") would meet Python's bare TypeError."""
     names = list(inspect.signature(function).parameters)
 
     @functools.wraps(function)
@@ -81,7 +82,7 @@ def keywords_checked(function: Function) -> Function:
 def sampling_call(function: Function) -> Function:
     """`function(model, seed, **options)` answers an option given by position, such as the length in
     charlm.generate(model, "It was", 200), with a CharLMError that says to name it (Python's TypeError,
-    "takes from 1 to 2 positional arguments but 3 were given", said neither); a seed or option given as
+    "takes from 1 to 2 positional arguments but 3 were given", says neither); a seed or option given as
     None, Python's "not given", is left unset (`fields.unset_dropped`), where None is not one of its values."""
 
     @functools.wraps(function)
@@ -109,7 +110,7 @@ def check_start(
 ) -> None:
     """Refuses a run begun two ways at once, before anything is read or written: `--out` and
     `--init-from` begin a new run, `--resume` continues one in its own folder (an `--out` beside it
-    was ignored: the run resumed, most often the latest one, was not the one named). So is a run asked
+    would be ignored: the run resumed, most often the latest one, would not be the one named). So is a run asked
     for `--tensorboard` without its package."""
     if tensorboard:
         reporting.tensorboard_writer()
@@ -161,6 +162,23 @@ def start_finetune(
     read and the options checked before anything is written."""
     start = finetune.taking_defaults(finetune.read_base(init_from, charlm_model=build is None), options)
     return start_run(finetune.run_config(start, options), sources, out, ranks, start, build)
+
+
+def start_trainer(
+    sources: list[str],
+    options: dict,
+    out: str | None = None,
+    resume: bool | str = False,
+    init_from: str | Path | None = None,
+    ranks: Ranks = SINGLE,
+) -> Trainer:
+    """The run `charlm train` or `charlm.train` asks for, one rule for both: fine-tuned from `init_from`,
+    resumed (`resume`: True for the most recent run, or the run to continue) or new."""
+    if init_from is not None:
+        return start_finetune(init_from, options, sources, out, ranks)
+    if resume is not False:
+        return resume_run(None if resume is True else str(resume), options, sources, ranks)
+    return start_run(Config(**options), sources, out, ranks)
 
 
 RESUME_AGAIN = "; the run was not changed: run the same command again"
@@ -260,13 +278,9 @@ def train(
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
-        if init_from is not None:
-            trainer = start_finetune(init_from, options, sources, None if out is None else str(out))
-        elif resume is not False:
+        if resume is not False:
             Config(**options)  # checks the options' types before touching the run
-            trainer = resume_run(None if resume is True else str(resume), options, sources)
-        else:
-            trainer = start_run(Config(**options), sources, None if out is None else str(out))
+        trainer = start_trainer(sources, options, None if out is None else str(out), resume, init_from)
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
@@ -385,7 +399,7 @@ def load(target: str | Path | None = None, device: str | torch.device | None = S
 
 
 # The Python API's own arguments, checked where a caller gives them: the CLI passes strings only, so
-# without these a number or a bytes path met deep inside as a TypeError. Options are `Config`'s and
+# without these a number or a bytes path would meet a TypeError deep inside. Options are `Config`'s and
 # `SampleConfig`'s, which check their own types (fields.check_types).
 
 
@@ -412,8 +426,8 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
 
 def config_hint(function: str, value: object, seed: object = None) -> str:
     """Where a caller gave a `Config` or `SampleConfig` by position (as the seed, a path or an option),
-    how its fields are given: charlm.generate(model, SampleConfig(...)) was told only that the seed
-    must be a string. The options are keywords; a config built by hand is unpacked into them. The call
+    how its fields are given, where charlm.generate(model, SampleConfig(...)) would be told only that the
+    seed must be a string. The options are keywords; a config built by hand is unpacked into them. The call
     shown keeps the caller's `seed` where it is a string, else shows 'It was'."""
     if not isinstance(value, Config if function == "train" else SampleConfig):
         return ""

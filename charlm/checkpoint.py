@@ -333,7 +333,7 @@ def check_weights(weights: dict, expected: dict) -> None:
         tensor = weights[name]
         if not isinstance(tensor, torch.Tensor) or tensor.is_floating_point() != like.is_floating_point():
             raise CharLMError(f"{name} is not a tensor of {like.dtype}")
-        # weights_only=True unpickles sparse, nested and meta tensors too: each was a torch traceback
+        # weights_only=True unpickles sparse, nested and meta tensors too: each would be a torch traceback
         # later (no shape to compare, no value to sum, no copy into a dense parameter)
         if tensor.layout != torch.strided or tensor.is_nested or tensor.is_meta:
             raise CharLMError(f"{name} is {kind_of_tensor(tensor)}, not a dense tensor of values")
@@ -428,17 +428,17 @@ def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:
     return model_on(read(path), path, where)  # read's errors name the file
 
 
-def model_on(saved: Checkpoint, path: Path, device: str | torch.device) -> CharLM:
+def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
     """`load` of a checkpoint read already (`saved`, from `path`, which its errors name): for a caller
-    that needs more of it than the model, without reading the file twice."""
-    where = resolve_device(device) if isinstance(device, str) else device
+    that needs more of it than the model, without reading the file twice. `device` is resolved first
+    (`resolve_device`), so a bad --device is refused before the file is read."""
     try:
         model = saved.model()
     except CharLMError as e:
         raise CharLMError(f"{path}: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:
         raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
-    return model.to(where).eval()
+    return model.to(device).eval()
 
 
 def _fields(record) -> dict:

@@ -210,12 +210,8 @@ def info(target: str | None) -> None:
     with leaving_at_once():
         from . import checkpoint, export, summary
     path = runs.resolve(target)
-    reasons = (runs.read_run_info(path.parent) or {}).get("reasons")
-    lineage = runs.lineage(path.parent)
-    rows = [
-        ("checkpoint", str(path)),
-        *summary.rows(checkpoint.read(path), reasons if isinstance(reasons, dict) else None, lineage),
-    ]
+    reasons, lineage = runs.read_reasons(path.parent), runs.lineage(path.parent)
+    rows = [("checkpoint", str(path)), *summary.rows(checkpoint.read(path), reasons, lineage)]
     rows += [("exports", line) for line in export.listed(path.parent)]
     click.echo(tables.table(rows))
 
@@ -335,10 +331,10 @@ def inspect_command(
         from . import outputs
         from .inspection import analysis, page
         from .inspection.run import inspect_run
-    wanted = 0 if held_out else 1
-    if len(paths) not in (wanted, wanted + 1) or (held_out and len(paths) > 1) or (not held_out and not paths):
+    files_named = 0 if held_out else 1  # FILE, after an optional RUN
+    if len(paths) not in (files_named, files_named + 1):
         raise CharLMError("give [RUN] FILE, or [RUN] --held-out")
-    target = paths[0] if len(paths) > wanted else None
+    target = paths[0] if len(paths) > files_named else None
     file = None if held_out else paths[-1]
     # FILE alone may name the run instead: its folder, or a run or corpus name that is no file here
     file_is_a_run = file and (runs.is_run_folder(file) or not Path(file).exists() and runs.names_a_run(file))

@@ -63,8 +63,10 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
+VOCAB_SIZE_RANGE = (8, 2**31 - 1)  # sentencepiece keeps --vocab-size as a 32-bit signed integer
 MAX_THREADS = 1024
 MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
+MAX_SAMPLES = 4096  # samples drawn side by side, each a row of the batch: more is a typo that exhausts memory
 STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a paragraph or a poem ends
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
@@ -225,8 +227,11 @@ class Config:
             raise CharLMError(
                 f"{said('min_count')} applies to {said('tokenizer', 'char')}; with sentencepiece use {said('coverage')}"
             )
-        if self.vocab_size is not None and not 8 <= self.vocab_size < 2**31:
-            raise CharLMError(f"{said('vocab_size')} must be at least 8, not {self.vocab_size}")
+        low, high = VOCAB_SIZE_RANGE
+        if self.vocab_size is not None and self.vocab_size < low:
+            raise CharLMError(f"{said('vocab_size')} must be at least {low}, not {self.vocab_size}")
+        if self.vocab_size is not None and self.vocab_size > high:
+            raise CharLMError(f"{said('vocab_size')} must be at most {high:,}, not {self.vocab_size:,}")
 
     def check_rates(self) -> None:
         """Fractions, rates and the optimizer's numbers: each within the range where it means something."""
@@ -391,12 +396,12 @@ class SampleConfig:
         if self.repetition_window < 1:
             raise CharLMError(f"{said('repetition_window')} must be at least 1, not {self.repetition_window}")
         check_logit_bias(self.logit_bias)
-        if self.stop is not None and self.stop == "":
+        if self.stop == "":
             raise CharLMError(
                 f"{said('stop')} must not be empty; give the text to stop at, e.g. {said('stop', STOP_EXAMPLE)}"
             )
-        if not 1 <= self.num_samples <= 4096:
-            raise CharLMError(f"{said('num_samples')} must be between 1 and 4096, not {self.num_samples}")
+        if not 1 <= self.num_samples <= MAX_SAMPLES:
+            raise CharLMError(f"{said('num_samples')} must be between 1 and {MAX_SAMPLES}, not {self.num_samples}")
         if self.random_seed is not None:
             check_seed(self.random_seed)
         template_of(self.form, self.template, self.acrostic)  # a form that cannot be used is refused here

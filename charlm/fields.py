@@ -45,7 +45,7 @@ def option(default: Any, help: str, **extra: Any) -> Any:
 
 # Whether the caller is the `charlm` command, whose user typed flags; else a Python caller, who wrote keywords.
 # Process-wide (`on_command_line`s open), not a context variable: a thread the command starts (the server
-# loads its models in one) has none of its context, and told `charlm serve --device tpu` of device=.
+# loads its models in one) has none of its context, and would tell `charlm serve --device tpu` of device=.
 _command_lines = [0]
 _command_lines_lock = threading.Lock()
 _UNSAID = object()
@@ -98,7 +98,7 @@ def call(command: str, *options: str, path: str | PurePath | None = None) -> str
 def keywords_for_flags(text: str, fields: tuple[dataclasses.Field, ...]) -> str:
     """A text written for the command line (an option's `--help`, a run plan's reason) with each flag of
     a field as the keyword a Python caller writes, and a number after it as its value: help(charlm.train)
-    told of "--max-time", charlm.train's plan said "--hidden 128 fits the budget" (now hidden=128)."""
+    tells of max_time, charlm.train's plan says "hidden=128 fits the budget", never a flag Python has not."""
     names = {f.name for f in fields}
 
     def keyword(flag: re.Match) -> str:
@@ -278,8 +278,8 @@ def check_keywords(
 
 def keywords_named(config_class: type[T]) -> type[T]:
     """A config dataclass whose constructor refuses a keyword that is not one of its fields as
-    charlm.train refuses a mistyped option, naming the field it likely meant (`check_keywords`):
-    charlm.Config(hiden=3) met Python's bare TypeError. Applied over `@dataclass`."""
+    charlm.train refuses a mistyped option, naming the field it likely meant (`check_keywords`), where
+    charlm.Config(hiden=3) would meet Python's bare TypeError. Applied over `@dataclass`."""
     build = config_class.__init__
     names = [f.name for f in dataclasses.fields(config_class)]
     what = f"charlm.{config_class.__name__} field"

@@ -42,7 +42,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint, runs, sizing
-from .checkpoint import Base, Checkpoint
+from .checkpoint import Base, Checkpoint, Progress
 from .config import PLANNED, Config
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
@@ -116,22 +116,14 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     config = with_absolute_eval_also(config)
     check_before_measuring(config, corpus, out)
     reasons = {name: GIVEN for name in PLANNED if getattr(config, name) is not None}
-    if start is not None:
-        reasons.update({name: f"as in base run {start.record.run}" for name in ARCHITECTURE if name in PLANNED})
 
     def say(line: str) -> str:  # kept as written, said as the caller writes options
         if not config.quiet:
             tqdm.write(as_said(line, Config), file=sys.stderr)
         return line
 
-    if start is not None:  # a trained model's gentler start (finetune.DEFAULTS), said as a fitted option is
-        for name in DEFAULTS:
-            value, new_runs = getattr(config, name), getattr(Config, name)
-            taken = f"--{option_name(name)} {value:g}: fine-tuning's default, gentler than a new run's {new_runs:g}"
-            reasons[name] = say(taken) if name in start.defaulted else GIVEN
-    if start is not None and config.dropout is None:  # measured: better than fitting it (module docstring)
-        config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
-        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {start.record.run}")
+    if start is not None:
+        config = taken_from_base(config, start, reasons, say)
 
     probe = sizing.Probe(config, corpus, ranks)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
@@ -156,6 +148,22 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     config.require_limit()  # every check passed before a run folder is named or claimed
     run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
     return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record)
+
+
+def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: Callable[[str], str]) -> Config:
+    """A fine-tuning run's options that come from starting on a trained model, each with its reason in
+    `reasons`: the base's architecture, finetune.DEFAULTS' gentler values where not given, said as a
+    fitted option is, and the base's dropout where unset (measured better than fitting it: the module
+    docstring)."""
+    reasons.update({name: f"as in base run {start.record.run}" for name in ARCHITECTURE if name in PLANNED})
+    for name in DEFAULTS:
+        value, new_runs = getattr(config, name), getattr(Config, name)
+        taken = f"--{option_name(name)} {value:g}: fine-tuning's default, gentler than a new run's {new_runs:g}"
+        reasons[name] = say(taken) if name in start.defaulted else GIVEN
+    if config.dropout is None:
+        config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
+        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {start.record.run}")
+    return config
 
 
 def fitted_to_passes(
@@ -275,7 +283,19 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
     config = with_absolute_eval_also(config)
-    progress, max_seconds = saved.progress, config.max_seconds()
+    check_limits_left(config, saved.progress, run_dir)
+    reasons = runs.read_reasons(run_dir)
+    given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
+    reasons = {**reasons, **{name: "given when resumed" for name in given_now}}
+    if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree
+        reasons["precision"] = auto_precision_reason(resolve_device(config.device, ranks.local_rank, ranks.world))
+    return RunPlan(config, run_dir, reasons, None, saved.base)
+
+
+def check_limits_left(config: Config, progress: Progress, run_dir: Path) -> None:
+    """Refuse to resume a run its limits have already stopped: limits count the whole run, so nothing
+    would train."""
+    max_seconds = config.max_seconds()
     if (config.max_steps and progress.step >= config.max_steps) or (max_seconds and progress.elapsed >= max_seconds):
         limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
         limits += [said("max_time", config.max_time)] * bool(max_seconds)
@@ -283,13 +303,6 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
             f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its "
             f"{' and '.join(limits)}; give a larger limit to go on (limits count the whole run)"
         )
-    reasons = (runs.read_run_info(run_dir) or {}).get("reasons")
-    reasons = reasons if isinstance(reasons, dict) else {}  # a damaged run.json loses the reasons, not the run
-    given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
-    reasons = {**reasons, **{name: "given when resumed" for name in given_now}}
-    if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree
-        reasons["precision"] = auto_precision_reason(resolve_device(config.device, ranks.local_rank, ranks.world))
-    return RunPlan(config, run_dir, reasons, None, saved.base)
 
 
 def check_not_behind(saved: Checkpoint, path: Path) -> None:

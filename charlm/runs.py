@@ -40,7 +40,7 @@ PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file
 DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{2**22}-{2**64}"  # PID-START
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
-# one charlm wrote, and reading it whole held `charlm runs`, and every corpus name lookup, for minutes
+# one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
 MAX_RUN_INFO = 4 << 20
 
 
@@ -51,12 +51,12 @@ def run_folder(out: str) -> Path:
     path = Path(out)
     run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
     longest = max(path.parts, key=name_bytes, default="")
-    if name_bytes(longest) > NAME_MAX:  # else checking the folder for a run failed with "File name too long"
+    if name_bytes(longest) > NAME_MAX:  # else checking the folder for a run fails with "File name too long"
         raise CharLMError(
             f"{said('out')}: a name of {name_bytes(longest)} bytes ({longest[:20]}...), over the {NAME_MAX} a file "
             "name may have; give a shorter one"
         )
-    if name_bytes(str(run_dir) + DEEPEST_FILE) > PATH_MAX:  # else it failed after the corpus was prepared
+    if name_bytes(str(run_dir) + DEEPEST_FILE) > PATH_MAX:  # else it fails after the corpus is prepared
         raise CharLMError(
             f"{said('out')}: a path of {name_bytes(str(run_dir))} bytes ({str(run_dir)[:20]}...), too long for "
             f"the run's files (paths of over {PATH_MAX} bytes); give a shorter one"
@@ -216,7 +216,7 @@ class RunLock:
 
     def remove_leftovers(self) -> None:
         """The checkpoints' temporary files that processes killed mid-write left (`files.remove_leftovers`):
-        one a kill, each a checkpoint's size, they filled the disk of a run killed and resumed often. Only
+        one a kill, each a checkpoint's size, they would fill the disk of a run killed and resumed often. Only
         the lock's owner writes checkpoints, so none is being written."""
         for name in (LATEST, BEST):
             for path in (self.path.parent / name, pending(self.path.parent / name)):
@@ -463,6 +463,8 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 
 
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
+    """The run under `root` whose checkpoint was written last: what a command given no RUN uses. None
+    there yet is one line saying so, and whether a run is training towards its first checkpoint."""
     runs = run_folders(root)
     if not runs and (live := training_folders(root)):
         raise CharLMError(still_training(live[-1], training_now(live[-1])))
@@ -516,12 +518,19 @@ def read_run_info(run_dir: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def read_reasons(run_dir: Path) -> dict:
+    """Why the run's planned options are what they are (run.json's `reasons`, plan.py's), or {} where
+    run.json has none: a damaged run.json loses the reasons, never the run."""
+    reasons = (read_run_info(run_dir) or {}).get("reasons")
+    return reasons if isinstance(reasons, dict) else {}
+
+
 MAX_LINEAGE = 8  # bases shown at most: a chain longer than this is cut (a hand-edited run.json may loop)
 
 
 def lineage(run_dir: Path) -> str:
     """The runs `run_dir` was fine-tuned from, `mid <- first` (its base, then that base's base ...), or ""
-    for a run trained from scratch: `charlm runs` and `charlm info` showed the base alone. Each run.json
+    for a run trained from scratch, so `charlm runs` and `charlm info` show the whole chain. Each run.json
     names its base's run and checkpoint (`base.run`, `base.path`), whose folder holds the base's run.json.
     The chain ends where a base's run.json is gone (a base moved or removed, a lone .pt), at a folder met
     before (a loop, which only a hand edit makes), or after MAX_LINEAGE bases."""

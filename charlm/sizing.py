@@ -110,7 +110,7 @@ def choose_hidden(
 
 def describe(chosen: int, measured: list[Candidate], processes: int = 1) -> str:
     """One line for the terminal (and `charlm info`, in parentheses): what was picked, the rule, and
-    what was measured (by how many processes together). No parentheses of its own: info's row read
+    what was measured (by how many processes together). No parentheses of its own: info's row would read
     "128 (... (training chars per parameter, want >= 2: 128 at 47,237 chars/s: 1.7))"."""
     # ", " between sizes, each "SIZE gets R per parameter at S chars/s", whose S groups thousands with commas
     tried = ", ".join(

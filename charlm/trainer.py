@@ -278,8 +278,8 @@ class Trainer:
                 also = bits_per_char(self.result, self.eval_also_ids)
         progress.val_step = progress.step
         # A best.pt not written still holds the previous best: a later, better one replaces it. One written
-        # when latest.pt was not (a full disk) holds this one: putting the previous best back let a later,
-        # worse evaluation replace it.
+        # when latest.pt was not (a full disk) holds this one: putting the previous best back would let a
+        # later, worse evaluation replace it.
         best_saved = self.save(improved)
         if improved and not best_saved:
             progress.best_bpc, progress.best_step = kept_best
@@ -303,8 +303,8 @@ class Trainer:
         out = self.ranks.leader and self.progress.worse_evaluations >= patience
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
+        p = self.progress
         if out and resuming:
-            p = self.progress
             best = "none saved" if p.best_bpc is None else f"{p.best_bpc:.3f} bpc at step {p.best_step}"
             tqdm.write(
                 f"{self.run_dir} stopped early at step {p.step}: validation has not improved for "
@@ -313,7 +313,6 @@ class Trainer:
                 file=sys.stderr,
             )
         elif out:
-            p = self.progress
             self.say(
                 f"validation has not improved for {patience} evaluations (best {p.best_bpc:.3f} bpc at step "
                 f"{p.best_step}, now {p.val_bpc:.3f}): the text is being memorized; stopping early, best.pt "
@@ -378,8 +377,8 @@ class Trainer:
     def write_files(self, checkpoint: Checkpoint, improved: bool) -> tuple[str | None, bool]:
         """Rank 0's write of latest.pt (and best.pt): why it failed (None: written), and whether best.pt
         holds this step. best.pt goes first: a kill between the two then leaves latest.pt behind, and the
-        resumed run makes the same evaluation again, which writes both; latest.pt first recorded a best
-        that best.pt never got (at the final step, for good: the run was over)."""
+        resumed run makes the same evaluation again, which writes both; latest.pt first would record a
+        best that best.pt never got (at the final step, for good: the run is over)."""
         names = [runs.BEST, runs.LATEST] if improved else [runs.LATEST]
         try:
             for note in save(checkpoint, [self.run_dir / name for name in names]):

@@ -139,3 +139,10 @@ def test_a_long_wrong_value_is_shortened_in_its_message(refused):
     with pytest.raises(CharLMError) as refusal:
         refused("x" * 5000)
     assert len(str(refusal.value)) < 300 and "'xxx" in str(refusal.value) and "..." in str(refusal.value)
+
+
+@pytest.mark.parametrize("size, said", [(7, "at least 8, not 7"), (2**31, "at most 2,147,483,647, not 2,147,483,648")])
+def test_a_vocab_size_outside_its_range_says_which_bound(size, said):
+    """A --vocab-size past sentencepiece's 32-bit field is told the bound it passed, not the lower one."""
+    with pytest.raises(CharLMError, match=f"^vocab_size must be {said}$"):
+        Config(tokenizer="sentencepiece", vocab_size=size)

@@ -20,6 +20,7 @@ DEVICE_DEFAULTS = {"whole texts": WHOLE_TEXTS_DEVICE, "one character a step": ST
 
 
 def device_option(work: str) -> Callable[[F], F]:
+    """A command's --device, whose default follows the `work` it does (`DEVICE_DEFAULTS`)."""
     return click.option(
         "--device",
         default=DEVICE_DEFAULTS[work],

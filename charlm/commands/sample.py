@@ -200,8 +200,8 @@ def made_before_interrupted(
     model: CharLM, seed: str, config: SampleConfig
 ) -> tuple[list[str], KeyboardInterrupt | SystemExit | None]:
     """The config's samples, made side by side and printed whole, and what cut them short, to be raised once
-    they are printed: Ctrl-C, or SIGTERM (the exit `charlm.__main__` raises for it). Both threw away what was
-    made so far (minutes of `--num-samples 8 --length 20000`, nothing shown)."""
+    they are printed: Ctrl-C, or SIGTERM (the exit `charlm.__main__` raises for it). Raised at once, either
+    would throw away what was made so far (minutes of `--num-samples 8 --length 20000`, nothing shown)."""
     from .. import sampler
 
     texts: list[list[str]] = [[] for _ in range(config.num_samples)]
@@ -214,8 +214,8 @@ def made_before_interrupted(
 
 
 def json_line(row: dict) -> str:
-    """`row` as one line of JSON, its text as text: Chinese in `--json > samples.jsonl` was unreadable
-    \\u escapes (console.py escapes what a console cannot show)."""
+    """`row` as one line of JSON, its text as text, not \\u escapes, so Chinese in `--json > samples.jsonl`
+    stays readable (console.py escapes what a console cannot show)."""
     return files.json_text(row) + "\n"
 
 
@@ -245,10 +245,10 @@ def typed_lines(on_screen: bool) -> Iterator[str]:
     text goes to a file: `> story.txt` holds the text alone). Ctrl-D ends.
 
     With the text on the screen they are edited with readline where it reads what Python does: the arrow
-    keys move in the line (they typed escape codes, which the model refused) and a line may be longer
-    than the terminal's own 4,095 bytes (a longer pasted paragraph lost its end). The keys typed while the
-    model writes are not echoed then: readline shows them at the next prompt, and the terminal's echo
-    showed them a second time, amid the model's text. Without readline the terminal edits the line itself."""
+    keys move in the line (else they type escape codes, which the model refuses) and a line may be longer
+    than the terminal's own 4,095 bytes (which cuts a longer pasted paragraph's end). The keys typed while
+    the model writes are not echoed then: readline shows them at the next prompt, and the terminal's echo
+    would show them a second time, amid the model's text. Without readline the terminal edits the line itself."""
     edited = on_screen and readline_reads_as_python()
     if edited:
         import readline  # noqa: F401 -- once imported, input() edits lines with it
@@ -327,13 +327,13 @@ class OutputCopy:
     not `file: File too large`, and leaves the file as it was.
 
     A file that holds an earlier text gets the new one through a temporary file beside it (files.py),
-    renamed over it when sampling ends or is cut short by Ctrl-C or SIGTERM (what was made is kept): a
-    sample killed mid-way (SIGKILL, a power cut) emptied a file that held an earlier sample, which now
-    stays whole. A link to such a file is followed: the file it names is replaced, the link stays a link
-    (written through in place, a killed sample emptied the file). A new file, a pipe, a device, this
-    process's own standard output (`--output /dev/stdout`) is written as the text comes: there is nothing
-    to lose, and `tail -f` shows the text growing (a killed sample keeps it); so is a file whose folder
-    refuses new files (chmod a-w: no temporary file can be made beside it), as `>` would write it."""
+    renamed over it when sampling ends or is cut short by Ctrl-C or SIGTERM (what was made is kept), so
+    a sample killed mid-way (SIGKILL, a power cut) leaves the earlier sample whole, where a write in place
+    would empty it. A link to such a file is followed: the file it names is replaced, the link stays a
+    link. A new file, a pipe, a device, this process's own standard output (`--output /dev/stdout`) is
+    written as the text comes: there is nothing to lose, and `tail -f` shows the text growing (a killed
+    sample keeps it); so is a file whose folder refuses new files (chmod a-w: no temporary file can be
+    made beside it), as `>` would write it."""
 
     def __init__(self, path: str):
         from .. import outputs
@@ -422,7 +422,7 @@ def converse(
     text shown: a line is shown (and copied to --output) as the model read it, "，" as "," under nfkc.
     `echo`: print the typed lines (not when the terminal has shown them already).
     A line ending in `\\r\\n` (a Windows file piped in) ends in `\\n`, as a corpus or a --seed-file is
-    read: its `\\r`, a character no model trained on charlm's reading knows, refused every line.
+    read: its `\\r` is a character no model trained on charlm's reading knows, which would refuse every line.
     A line the model cannot read is skipped: `at_terminal`, the user may type it again; from a pipe,
     nobody can, so the message names the line by its number and says the session went on without it."""
     from .. import sampler
@@ -430,13 +430,13 @@ def converse(
     conversation = sampler.Conversation(model, config)
     # The line break between turns waits for the next line (on the screen, in --output and for the model):
     # with a form, a line that goes on with the verse a turn stopped in goes on on its line; the break kept
-    # began a new poem with the verse's rest. `on_line`: the screen's last line, written again then.
+    # would begin a new poem with the verse's rest. `on_line`: the screen's last line, written again then.
     held, on_line = "", ""
     try:
         for number, line in enumerate(lines, 1):
-            # At a terminal a Ctrl-C from the line's Enter on stops this turn, not the session: it ended the
-            # session when it came before the model's first character (while the line was read), a moment a
-            # writer cannot see. From a pipe nobody can type on: Ctrl-C ends it.
+            # At a terminal a Ctrl-C from the line's Enter on stops this turn, not the session, even before
+            # the model's first character (while the line is read), a moment a writer cannot see. From a
+            # pipe nobody can type on: Ctrl-C ends it.
             with stopping.StopFlag().installed(only=(signal.SIGINT,)) if at_terminal else no_stop() as stop:
                 line = line.replace("\r\n", "\n")
                 what = "the line" if at_terminal else f"line {number} of the input"
@@ -465,8 +465,8 @@ def converse(
 
 def written(pieces: Iterable[str], emit: Callable[..., None], stop: stopping.StopFlag) -> str:
     """The model's continuation, shown as it comes, and returned. At a terminal Ctrl-C (`stop`) stops it at
-    the next character and the prompt is back, the session and its state going on (it ended the session,
-    exit 130); a second Ctrl-C, or one at the prompt, ends it."""
+    the next character and the prompt is back, the session and its state going on; a second Ctrl-C, or
+    one at the prompt, ends it."""
     text = []
     for piece in pieces:
         emit(piece)

@@ -71,30 +71,14 @@ def train(
             config = Config(**given) if init_from is None else finetune.alone(given)
             ranks.shard(config.batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group(timeout):
-        trainer = start_trainer(corpus, out, resume, given, ranks, init_from)
+        # --resume alone continues the most recent run, as charlm.train(resume=True) does
+        resumed = False if resume is None else resume or True
+        trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
         with peer_note(trainer.lost_note):  # a peer lost from here on: the line says where the run goes on from
             status = train_ranks(trainer, ranks)
             ranks.leave()
     if status:  # after the ranks left together: a rank that exits first breaks its peers' last barrier
         sys.exit(status)
-
-
-def start_trainer(
-    corpus: tuple[str, ...],
-    out: str | None,
-    resume: str | None,
-    given: dict,
-    ranks: Ranks,
-    init_from: str | None = None,
-) -> Trainer:
-    """The run `train` asks for: resumed, fine-tuned or new."""
-    from .. import api
-
-    if resume is not None:
-        return api.resume_run(resume or None, given, list(corpus), ranks)
-    if init_from is not None:
-        return api.start_finetune(init_from, given, list(corpus), out, ranks)
-    return api.start_run(Config(**given), list(corpus), out, ranks)
 
 
 def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
@@ -137,9 +121,10 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     if trainer.stopped_early:
         click.echo(f"stopped at step {progress.step}; {saved}. Resume with: {runs.resume_command(run_dir)}")
         return trainer.exit_status
-    best = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
+    best_bpc = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
     click.echo(
-        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc (best {best}); {saved}"
+        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc (best {best_bpc}); "
+        f"{saved}"
     )
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
