@@ -297,8 +297,10 @@ class Engine:
                 self.remove(position)
 
     def take_threads(self) -> None:
-        """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A
-        row's bits do not depend on it (tests/test_serve.py checks), so neither does a seeded sample."""
+        """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A small
+        model's row has the same bits either way (tests/test_serve.py checks 2x64); a product over 1,024 or
+        more inputs (2x512 up) sums in another order on two threads, so there a row's last bits depend on
+        how many rows ran beside it (docs/serve.md says so; `--threads 1`, the default, is exact)."""
         wanted = self.threads if len(self.rows) >= PARALLEL_ROWS else 1
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
