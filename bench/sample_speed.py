@@ -22,7 +22,9 @@ from charlm import CharLM, ModelConfig
 from charlm.config import SampleConfig
 from charlm.device import resolve_device, synchronize
 from charlm.generation import Batch, Row
+from charlm.model import inference
 from charlm.sampler import generate
+from charlm.serve.engine import Engine, Job, Update
 from charlm.vocab import Vocab
 
 
@@ -73,7 +75,8 @@ def naive_forward_seconds(model: CharLM, length: int) -> float:
 
 
 def server_batch(model: CharLM, rows: int, capacity: int, n: int) -> None:
-    """`rows` streams of n characters in a server's padded batch of `capacity` rows (charlm serve's engine)."""
+    """`rows` streams of n characters in a server's padded batch of `capacity` rows: the step alone
+    (`Batch.step`), without the engine's loop around it."""
     batch = Batch(model, capacity)
     primed = batch.prime(torch.tensor([0]))
     for seed in range(rows):
@@ -81,6 +84,27 @@ def server_batch(model: CharLM, rows: int, capacity: int, n: int) -> None:
     with torch.inference_mode():
         for _ in range(n):
             batch.step()
+    synchronize(model.device)
+
+
+def server_engine(model: CharLM, capacity: int, n: int) -> None:
+    """One request of n characters served by charlm serve's engine in a batch of `capacity` rows, without
+    HTTP: its own loop (`Engine.run`, here in this thread), the step with the boundaries, the rules and the
+    publishing around it. The loop pins its thread's torch threads: this thread's count is put back."""
+    threads = torch.get_num_threads()
+
+    def publish(updates: list[Update]) -> None:
+        engine.stopping = engine.stopping or any(update.finish_reason for update in updates)
+
+    engine = Engine(model, capacity, publish)
+    ids = torch.tensor([0])
+    with inference(model):
+        logits, state = engine.batch.prime(ids)
+    engine.submit(Job(ids, logits, state, SampleConfig(), [0], n))
+    try:
+        engine.run()  # returns once the request's last update is published
+    finally:
+        torch.set_num_threads(threads)
     synchronize(model.device)
 
 
@@ -116,7 +140,7 @@ def main() -> None:
         "1": (n, sampling(1)),
         "1 greedy": (n, sampling(1, greedy=True)),
         "batch": (n * streams, sampling(streams)),
-        "server 1": (n, lambda: server_batch(model, 1, streams, n)),
+        "server 1": (n, lambda: server_engine(model, streams, n)),
         f"server {streams}": (n * streams, lambda: server_batch(model, streams, streams, n)),
         "bare": (n, lambda: bare_lstm_loop(model, n)),
         "roofline": (n, lambda: roofline_loop(model, n)),
@@ -145,8 +169,10 @@ def main() -> None:
     if cpu:
         print(f"{'charlm generate, 1 stream, --precision bf16':<52} {rates['1 bf16']:>12,.0f}")
         print(f"{f'charlm generate, {streams} streams, --precision bf16 (total)':<52} {rates['batch bf16']:>12,.0f}")
-    print(f"{f'server batch of {streams} rows, 1 stream':<52} {rates['server 1']:>12,.0f}")
-    print(f"{f'server batch of {streams} rows, {streams} streams (total)':<52} {rates[f'server {streams}']:>12,.0f}")
+    print(f"{f'server engine of {streams} rows, 1 stream (no HTTP)':<52} {rates['server 1']:>12,.0f}")
+    print(
+        f"{f'server step batch of {streams} rows, {streams} streams (total)':<52} {rates[f'server {streams}']:>12,.0f}"
+    )
     print(f"{'(a) bare loop: nn.LSTM called once per character':<52} {bare:>12,.0f}")
     print(f"{'(b) roofline: the step matrix products alone':<52} {roof:>12,.0f}")
     print(f"{f'(c) naive: re-run the prefix per character, {n} chars':<52} {naive:>12,.1f}")

@@ -84,6 +84,8 @@ def test_sample_speed_bench_runs():
     )
     for label in ("bare loop", "roofline", "naive", "1 stream vs bare nn.LSTM loop", "4 streams bf16 vs 1 stream bf16"):
         assert label in out
+    # the server's 1-stream row is its engine's own loop (it timed the padded step alone); 4 streams, the step
+    assert "server engine of 4 rows, 1 stream (no HTTP)" in out and "server step batch of 4 rows, 4 streams" in out
 
 
 def test_sweep_bench_runs(fox_file, tmp_path):

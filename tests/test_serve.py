@@ -339,6 +339,27 @@ def test_the_server_reads_prompts_and_steps_rows_in_real_fp32_as_generate_does(c
     assert seen and not any(seen), seen
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_model_in_training_mode_is_served_as_generate_samples_it_and_idle_gets_its_mode_back(cell, monkeypatch):
+    """A model handed to `create_app` straight from training (dropout on) is primed and stepped in
+    `inference`, as generate samples it: a seeded text is generate's. The engine held that context for its
+    thread's life, so an idle server kept the caller's model in eval mode (a model trained on in the same
+    process lost its dropout) and the process's cuDNN TF32 flag off: both come back once no row is live."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    torch.manual_seed(0)
+    model = make_model(VOCAB, cell, layers=2, hidden=32, dropout=0.5).train()
+    app = create_app({"tiny": lambda: model}, ServeConfig(api_key=KEY, chunk_ms=0))
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        served = complete(client, max_tokens=40, n=2, seed=3, temperature=0.9)
+        idle = app.state.server.models["tiny"].engine
+        wait_until(lambda: idle.active == 0 and model.training and torch.backends.cudnn.allow_tf32)
+    made = generate(model, "the ", length=40, temperature=0.9, num_samples=2, random_seed=3)
+    assert served == [text[len("the ") :] for text in made]
+    assert model.training
+
+
 def test_a_negative_seed_is_taken_as_openai_and_generate_take_it(client, tiny_model):
     """OpenAI's seed is any 64-bit integer, and `charlm.generate` takes a negative one; the server refused
     all but -1 (which stays llama.cpp's "pick one")."""

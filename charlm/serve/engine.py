@@ -227,32 +227,45 @@ class Engine:
         return len(self.rows)
 
     def run(self) -> None:
-        """The engine's loop, in `inference` for the thread's life: a GRU's or RNN's step runs the model's
-        core, which on a GPU computes in cuDNN's TF32 unless that is turned off (charlm.generate's is)."""
+        """Serve until stopped. While rows are live the model is held in `inference`, as charlm.generate
+        holds it: eval mode (a GRU's or RNN's step runs the model's core: no dropout) and real fp32 (on a
+        GPU, cuDNN's TF32 off). Held for each busy spell, not for the thread's life: an idle server gives
+        the caller's model its own mode back, and the process cuDNN's TF32 flag, so a model trained on
+        in this process between requests keeps its dropout; nor entered each step, which costs a lock
+        and a walk of the model every character. Contexts open at once (another server on the model,
+        generate in another thread) share the change: the last to close restores (`model.inference`)."""
         pin_this_thread(1)
-        with inference(self.model):
-            while (joining := self.boundary()) is not None:
-                try:
-                    self.admit(joining)
-                    self.drop_cancelled()
-                    if self.rows:
-                        self.take_threads()
-                        self.advance()
-                    self.flush()
-                except Exception as e:  # noqa: BLE001 -- a bug must not leave clients waiting forever
-                    self.fail(f"generation failed: {type(e).__name__}: {e}")
+        while self.work_waits():
+            with inference(self.model):
+                while (joining := self.boundary()) is not None:
+                    try:
+                        self.admit(joining)
+                        self.drop_cancelled()
+                        if self.rows:
+                            self.take_threads()
+                            self.advance()
+                        self.flush()
+                    except Exception as e:  # noqa: BLE001 -- a bug must not leave clients waiting forever
+                        self.fail(f"generation failed: {type(e).__name__}: {e}")
 
-    def boundary(self) -> list[Job] | None:
-        """At a step boundary: the jobs that join now, waiting for one while no row is live; None once
-        stopping. The lock is taken only when a job waits, the engine stops or has no row to step: a lone
-        stream's steps, back to back, take none. (A job submitted just after the look joins at the next
-        boundary, as one submitted just after the lock was let go did.)"""
-        if self.rows and not self.waiting and not self.stopping:
-            return []
+    def work_waits(self) -> bool:
+        """Waits, idle, for a job to join; False once stopping."""
         with self.wakeup:
             while not self.rows and not self.waiting and not self.stopping:
                 self.wakeup.wait()
-            return None if self.stopping else self.joining()
+            return not self.stopping
+
+    def boundary(self) -> list[Job] | None:
+        """At a step boundary: the jobs that join now; None once stopping or idle (no row live, no job
+        waiting: `run` then leaves `inference` and waits). The lock is taken only when a job waits, the
+        engine stops or has no row to step: a lone stream's steps, back to back, take none. (A job
+        submitted just after the look joins at the next boundary, as one submitted just after the lock
+        was let go did.)"""
+        if self.rows and not self.waiting and not self.stopping:
+            return []
+        with self.wakeup:
+            idle = not self.rows and not self.waiting
+            return None if self.stopping or idle else self.joining()
 
     def joining(self) -> list[Job]:
         """Waiting jobs that fit now, in order of arrival (called holding the lock)."""
@@ -284,8 +297,10 @@ class Engine:
                 self.remove(position)
 
     def take_threads(self) -> None:
-        """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A
-        row's bits do not depend on it (tests/test_serve.py checks), so neither does a seeded sample."""
+        """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A small
+        model's row has the same bits either way (tests/test_serve.py checks 2x64); a product over 1,024 or
+        more inputs (2x512 up) sums in another order on two threads, so there a row's last bits depend on
+        how many rows ran beside it (docs/serve.md says so; `--threads 1`, the default, is exact)."""
         wanted = self.threads if len(self.rows) >= PARALLEL_ROWS else 1
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
