@@ -228,12 +228,33 @@ class Vocab:
         typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
         character such as '寶' is traditional (no table here says which simplified one it is: '宝').
         A hint only; nothing is mapped silently."""
+        hint = self.unseen_hint(char)
+        return f"{char!r} ({hint})" if hint else repr(char)
+
+    def unseen_hint(self, char: str) -> str:
+        """What `name_unseen` says of an unseen character besides its name: "did you mean '：'?",
+        TRADITIONAL_NOTE, or "" (nothing to say)."""
         known = [c for c in other_forms(char) if c in self.index]
         if known:
-            return f"{char!r} (did you mean {' or '.join(map(repr, known))}?)"
+            return f"did you mean {' or '.join(map(repr, known))}?"
         if looks_traditional(char) and self.simplified_chinese:
-            return f"{char!r} ({TRADITIONAL_NOTE})"
-        return repr(char)
+            return TRADITIONAL_NOTE
+        return ""
+
+    def names_unseen(self, chars: list[str], width: int = 80) -> str:
+        """Unseen `chars` named in one short line, for a note on a whole text's (`charlm eval`): each with
+        the forms of it the vocabulary knows (`name_unseen`'s "did you mean"), as many as fit in `width`
+        characters, then " ...". Without TRADITIONAL_NOTE: the unseen characters of a simplified text that
+        Big5 has and GB2312 lacks are its rare ones (tangshi300's 巉 豗 砯 under a hongloumeng model), not
+        traditional forms, where a seed's are typed by a user of traditional characters."""
+        shown: list[str] = []
+        for char in chars:
+            hint = self.unseen_hint(char)
+            name = f"{char!r} ({hint})" if hint and hint != TRADITIONAL_NOTE else repr(char)
+            if shown and len(" ".join([*shown, name])) > width:
+                break
+            shown.append(name)
+        return " ".join(shown) + (" ..." if len(shown) < len(chars) else "")
 
     def unseen_hints(self) -> dict:
         """What `name_unseen` says of every character it hints at, for a reader without Python's tables
