@@ -150,18 +150,23 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     return info.incrementaldecoder(errors="strict")
 
 
-def likely_encoding(data: bytes) -> str:
-    """The --encoding to suggest for `data`, the bytes from where UTF-8 failed: gb18030 when they read
-    as Chinese in it and are not UTF-8 past the bad byte (a GBK or GB2312 file, common for Chinese
-    text), else latin-1. latin-1 reads any bytes, so a Chinese file read with it trains on garbage.
-    A UTF-16 file (its byte order mark, where UTF-8 failed at once): utf-16."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+def likely_encoding(data: bytes, at_start: bool) -> str:
+    """The --encoding to suggest for `data`, the bytes from where UTF-8 failed (`at_start`: at the file's
+    first byte): gb18030 when they read as Chinese in it and are not UTF-8 past the bad byte (a GBK or
+    GB2312 file, common for Chinese text), else latin-1. latin-1 reads any bytes, so a Chinese file read
+    with it trains on garbage. A UTF-16 file (its byte order mark, at the start: the same bytes later are
+    stray ones): utf-16. "utf-8" where the bytes past the bad one are UTF-8 with non-ASCII text (stray
+    bytes in a UTF-8 file, whose text latin-1 would garble)."""
+    if at_start and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     window = data[:400]  # a character cut at its end costs one replacement
     chinese = window.decode("gb18030", errors="replace")
     han = sum("\u4e00" <= c <= "\u9fff" for c in chinese)
-    utf8_after = window[1:].decode("utf-8", errors="replace").count("\ufffd") <= 1
-    return "gb18030" if han >= 2 and chinese.count("\ufffd") <= 1 and not utf8_after else "latin-1"
+    after = codecs.getincrementaldecoder("utf-8")("replace").decode(window[1:])  # not final: no cut character
+    utf8_after = after.count("\ufffd") <= 1
+    if han >= 2 and chinese.count("\ufffd") <= 1 and not utf8_after:
+        return "gb18030"
+    return "utf-8" if utf8_after and any("\x7f" < c != "\ufffd" for c in after) else "latin-1"
 
 
 def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_option: bool = True) -> Iterator[str]:
@@ -214,11 +219,17 @@ def undecodable(
     if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         # latin-1 would read it, and a score or a corpus of it is garbage
         return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
-    likely = likely_encoding(error.object[error.start :]) if encoding.lower().replace("-", "") == "utf8" else None
+    utf8 = encoding.lower().replace("-", "") == "utf8"
+    likely = likely_encoding(error.object[error.start :], at == 0) if utf8 else None
+    if likely == "utf-8":  # no encoding reads it: the file is UTF-8 but for those bytes
+        return CharLMError(
+            f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), though the "
+            "text after it is: remove the stray bytes there (another encoding would misread the rest)"
+        )
     if encoding_option:
         hint = f" or pass {said('encoding', likely)}" if likely else f" or pass another {said('encoding')}"
     else:  # a seed file: which encoding it is in, where that is known (latin-1 is only what reads any bytes)
-        known = likely == "gb18030" or (likely == "utf-16" and at == 0)  # a byte order mark opens the file
+        known = likely in ("gb18030", "utf-16")
         hint = f" (it looks like {likely} text)" if known else ""
     return CharLMError(
         f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}); "

@@ -40,6 +40,7 @@ CORNER_QUOTES = {"「": "“", "」": "”", "『": "‘", "』": "’"}
 # nearly all in GB2312: hongloumeng's 4,401 are 96% GB2312, tangshi300's 2,553 98%.
 MIN_HAN = 50
 SIMPLIFIED_HAN_SHARE = 0.9
+TRADITIONAL_NOTE = "traditional: this model knows simplified characters"  # `Vocab.name_unseen`'s hint
 
 
 class Vocabulary(Protocol):
@@ -227,12 +228,46 @@ class Vocab:
         typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
         character such as '寶' is traditional (no table here says which simplified one it is: '宝').
         A hint only; nothing is mapped silently."""
+        hint = self.unseen_hint(char)
+        return f"{char!r} ({hint})" if hint else repr(char)
+
+    def unseen_hint(self, char: str) -> str:
+        """What `name_unseen` says of an unseen character besides its name: "did you mean '：'?",
+        TRADITIONAL_NOTE, or "" (nothing to say)."""
         known = [c for c in other_forms(char) if c in self.index]
         if known:
-            return f"{char!r} (did you mean {' or '.join(map(repr, known))}?)"
+            return f"did you mean {' or '.join(map(repr, known))}?"
         if looks_traditional(char) and self.simplified_chinese:
-            return f"{char!r} (traditional: this model knows simplified characters)"
-        return repr(char)
+            return TRADITIONAL_NOTE
+        return ""
+
+    def names_unseen(self, chars: list[str], width: int = 80) -> str:
+        """Unseen `chars` named in one short line, for a note on a whole text's (`charlm eval`): each with
+        the forms of it the vocabulary knows (`name_unseen`'s "did you mean"), as many as fit in `width`
+        characters, then " ...". Without TRADITIONAL_NOTE: the unseen characters of a simplified text that
+        Big5 has and GB2312 lacks are its rare ones (tangshi300's 巉 豗 砯 under a hongloumeng model), not
+        traditional forms, where a seed's are typed by a user of traditional characters."""
+        shown: list[str] = []
+        for char in chars:
+            hint = self.unseen_hint(char)
+            name = f"{char!r} ({hint})" if hint and hint != TRADITIONAL_NOTE else repr(char)
+            if shown and len(" ".join([*shown, name])) > width:
+                break
+            shown.append(name)
+        return " ".join(shown) + (" ..." if len(shown) < len(chars) else "")
+
+    def unseen_hints(self) -> dict:
+        """What `name_unseen` says of every character it hints at, for a reader without Python's tables
+        (the exported page, charlm/export/html.py): the names of the other forms' characters it names
+        with a hint, and, for a model of simplified Chinese, the traditional characters it does not know
+        (with TRADITIONAL_NOTE: the page names each as `'寶' (note)`)."""
+        hinted = {char: self.name_unseen(char) for char in _other_forms() if char not in self.index}
+        traditional = [c for c in traditional_characters() if c not in self.index] if self.simplified_chinese else []
+        return {
+            "named": {char: name for char, name in sorted(hinted.items()) if name != repr(char)},
+            "traditional": "".join(traditional),
+            "traditional_note": TRADITIONAL_NOTE,
+        }
 
     @functools.cached_property
     def simplified_chinese(self) -> bool:
@@ -321,6 +356,17 @@ def looks_traditional(char: str) -> bool:
     """A Han character of Big5, traditional Chinese's character set, that GB2312, simplified Chinese's,
     lacks: '寶', '們', '來' (a character both write, '玉', is in both)."""
     return is_han(char) and not in_gb2312(char) and bool(char.encode("big5", errors="ignore"))
+
+
+@functools.cache
+def traditional_characters() -> str:
+    """Every character `looks_traditional` says is traditional (8,680 of Big5's), in code point order."""
+    big5 = (
+        bytes([lead, trail]).decode("big5", errors="ignore")
+        for lead in range(0x81, 0xFF)
+        for trail in range(0x40, 0xFF)
+    )
+    return "".join(sorted({char for char in big5 if len(char) == 1 and looks_traditional(char)}))
 
 
 def other_forms(char: str) -> list[str]:

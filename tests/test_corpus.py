@@ -59,7 +59,7 @@ def test_other_encodings_can_be_read(tmp_path):
 
 def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
     """latin-1 reads any bytes: a GBK novel read with it trains on garbage, so the hint names gb18030.
-    A UTF-8 file with one stray byte is not Chinese in GBK: its hint stays latin-1."""
+    A UTF-8 file with one stray byte is not Chinese in GBK: it is told to remove it (latin-1 would garble it)."""
     text = "却说宝玉听了，忙道：“好姐姐，你别恼。”\n" * 20
     path = tmp_path / "gbk.txt"
     path.write_bytes(text.encode("gbk"))
@@ -68,8 +68,32 @@ def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
     assert read_texts([str(path)], encoding="gb18030") == text
     stray = tmp_path / "stray.txt"
     stray.write_bytes(text.encode("utf-8") + b"\xff" + text.encode("utf-8"))
-    with pytest.raises(CharLMError, match=r"encoding='latin-1'$"):
+    with pytest.raises(CharLMError, match=r"\(byte 0xff\), though the text after it is: remove the stray bytes there"):
         read_texts([str(stray)])
+
+
+def test_byte_order_mark_bytes_mid_file_are_stray_bytes_not_utf_16(tmp_path):
+    """A UTF-8 file with a stray "\\xff\\xfe" partway through was told to pass --encoding utf-16: a byte order
+    mark is one only at the file's start. A Chinese UTF-8 file (a corpus or a seed file)
+    is told to remove the bytes (latin-1 would garble its text), an English one latin-1, as for any stray
+    byte; a UTF-16 file with its byte order mark still utf-16, a GBK one gb18030."""
+    chinese, english = "却说宝玉听了，忙道：“好姐姐。”\n" * 20, "the quick brown fox jumps\n" * 20
+    cases = {
+        "zh.txt": (
+            chinese.encode() + b"\xff\xfe" + chinese.encode(),
+            r"980 \(byte 0xff\), though the text after it is: ",
+        ),
+        "en.txt": (english.encode() + b"\xff\xfe" + english.encode(), r"520 \(byte 0xff\); .* encoding='latin-1'$"),
+        "bom.txt": (chinese.encode("utf-16"), r"offset 0 \(byte 0x..\); .* encoding='utf-16'$"),
+        "gbk.txt": (chinese.encode("gbk"), r"offset 4 \(byte 0x..\); .* encoding='gb18030'$"),
+    }
+    for name, (data, says) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CharLMError, match=says):
+            read_texts([str(tmp_path / name)])
+    with pytest.raises(CharLMError) as error:
+        read_text(tmp_path / "zh.txt")
+    assert "utf-16" not in str(error.value) and "remove the stray bytes there" in str(error.value)
 
 
 def test_a_seed_file_in_gbk_or_utf_16_is_told_which_it_looks_like(tmp_path):

@@ -144,7 +144,7 @@ def test_page_samples_with_temperature_and_top_p(tmp_path, browser):  # noqa: F8
     nucleus = {model.vocab.chars[i] for i in ranked.indices[(ranked.values.cumsum(0) - ranked.values) < 0.3].tolist()}
     assert {text[-1] for text in call(browser, draws, 1.0, 0.3)} <= nucleus
     error = call(browser, "window.charlm.generate({seed: 'XYZ'})")
-    assert error.startswith("error: ") and "never seen" in error and '"X"' in error
+    assert error.startswith("error: ") and "never seen" in error and "'X'" in error
 
 
 @pytest.mark.slow
@@ -565,6 +565,25 @@ def test_the_page_reads_a_seeds_windows_line_breaks_and_refuses_a_templates_as_c
     with pytest.raises(CharLMError) as error:
         sampler.generate(model, "丁", template="_\r\n_")
     assert got["texts"][3] == f"error: {error.value}"
+
+
+def test_the_page_names_a_seeds_unseen_characters_with_charlms_hints(tmp_path):
+    """The page refused a seed typed with ',' for a novel that writes '，' (or '「' for '“', or the traditional
+    '寶' for a simplified model) with the bare characters; charlm says what the model knows instead
+    (Vocab.name_unseen), and so does the page now, from hints computed at export: the same message."""
+    poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼"
+    model = model_of("lstm", poem + "，。“”\n", hidden=8)
+    assert model.vocab.simplified_chinese
+    seeds = ["明月,", "「明月」", "寶玉来", "X'\x01\\\t ", "abcdefghijkl", "明月光"]
+    generations = [{"seed": seed, "length": 3, "greedy": True} for seed in seeds]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "明月", "generations": generations})
+    for seed, text in zip(seeds[:-1], got["texts"]):
+        with pytest.raises(CharLMError) as error:
+            sampler.generate(model, seed, length=3, greedy=True)
+        assert text == f"error: {error.value}", seed
+    assert "',' (did you mean '，'?)" in got["texts"][0] and "'「' (did you mean '“'?)" in got["texts"][1]
+    assert "'寶' (traditional: this model knows simplified characters) '玉';" in got["texts"][2]
+    assert got["texts"][5] == sampler.generate(model, seeds[5], length=3, greedy=True)[0]
 
 
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):

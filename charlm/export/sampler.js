@@ -283,11 +283,29 @@ class Model {
       else if (!missing.includes(ch)) missing.push(ch);
     }
     if (missing.length) {
-      const shown = missing.slice(0, 10).map((c) => JSON.stringify(c)).join(" ");
+      const shown = missing.slice(0, 10).map((c) => this.nameUnseen(c)).join(" ") + (missing.length > 10 ? " ..." : "");
       throw new Error(`seed: ${missing.length} character(s) the model has never seen: ${shown}; use only characters from the training text`);
     }
     return ids;
   }
+
+  // An unseen character as Vocab.name_unseen names it, from the hints Python computed (Vocab.unseen_hints).
+  nameUnseen(c) {
+    const hints = this.meta.vocab.unseen;
+    this.traditional ??= new Set(hints.traditional);
+    return hints.named[c] ?? (this.traditional.has(c) ? `${pythonRepr(c)} (${hints.traditional_note})` : pythonRepr(c));
+  }
+}
+
+// One character as Python's repr writes it, as charlm's messages show characters: 'X', "'", '\n', '\x01'.
+function pythonRepr(c) {
+  const escapes = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+  let body = escapes[c] ?? c;
+  if (!escapes[c] && c !== " " && /^[\p{C}\p{Z}]$/u.test(c)) {  // not str.isprintable: escaped by code point
+    const code = c.codePointAt(0), [prefix, width] = code < 0x100 ? ["x", 2] : code < 0x10000 ? ["u", 4] : ["U", 8];
+    body = `\\${prefix}${code.toString(16).padStart(width, "0")}`;
+  }
+  return c === "'" ? `"'"` : `'${body}'`;
 }
 
 // --- decoding ------------------------------------------------------------------------------------
