@@ -40,7 +40,13 @@ CORNER_QUOTES = {"「": "“", "」": "”", "『": "‘", "』": "’"}
 # nearly all in GB2312: hongloumeng's 4,401 are 96% GB2312, tangshi300's 2,553 98%.
 MIN_HAN = 50
 SIMPLIFIED_HAN_SHARE = 0.9
-TRADITIONAL_NOTE = "traditional: this model knows simplified characters"  # `Vocab.name_unseen`'s hint
+# `Vocab.name_unseen`'s hint: a question, as Big5's frequent characters hold a few rare ones simplified text
+# writes too ('浥', '珮' of the Tang poems) besides the traditional forms of everyday ones ('寶', '們', '來').
+TRADITIONAL_NOTE = "traditional? this model knows simplified Chinese"
+# Big5's frequent characters (常用字), its first level: where the traditional forms of everyday characters
+# are. Its second level (次常用字) is mostly rare characters that simplified text writes too and GB2312
+# lacks ('豗', '砯', '剺'): they are no traditional forms.
+BIG5_FREQUENT = range(0xA440, 0xC67F)
 
 
 class Vocabulary(Protocol):
@@ -353,14 +359,17 @@ def in_gb2312(char: str) -> bool:
 
 
 def looks_traditional(char: str) -> bool:
-    """A Han character of Big5, traditional Chinese's character set, that GB2312, simplified Chinese's,
-    lacks: '寶', '們', '來' (a character both write, '玉', is in both)."""
-    return is_han(char) and not in_gb2312(char) and bool(char.encode("big5", errors="ignore"))
+    """A Han character of Big5's frequent ones (traditional Chinese's character set) that GB2312,
+    simplified Chinese's, lacks: '寶', '們', '來' (a character both write, '玉', is in both)."""
+    if not is_han(char) or in_gb2312(char):
+        return False
+    big5 = char.encode("big5", errors="ignore")
+    return len(big5) == 2 and int.from_bytes(big5, "big") in BIG5_FREQUENT
 
 
 @functools.cache
 def traditional_characters() -> str:
-    """Every character `looks_traditional` says is traditional (8,680 of Big5's), in code point order."""
+    """Every character `looks_traditional` says is traditional (2,073 of Big5's), in code point order."""
     big5 = (
         bytes([lead, trail]).decode("big5", errors="ignore")
         for lead in range(0x81, 0xFF)

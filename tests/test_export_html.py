@@ -582,7 +582,7 @@ def test_the_page_names_a_seeds_unseen_characters_with_charlms_hints(tmp_path):
             sampler.generate(model, seed, length=3, greedy=True)
         assert text == f"error: {error.value}", seed
     assert "',' (did you mean '，'?)" in got["texts"][0] and "'「' (did you mean '“'?)" in got["texts"][1]
-    assert "'寶' (traditional: this model knows simplified characters) '玉';" in got["texts"][2]
+    assert "'寶' (traditional? this model knows simplified Chinese) '玉';" in got["texts"][2]
     assert got["texts"][5] == sampler.generate(model, seeds[5], length=3, greedy=True)[0]
 
 

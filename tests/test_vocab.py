@@ -7,7 +7,7 @@ import pytest
 
 from charlm.errors import CharLMError
 from charlm.pieces import PieceVocab, train_model
-from charlm.vocab import Vocab, Vocabulary
+from charlm.vocab import TRADITIONAL_NOTE, Vocab, Vocabulary
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
 
@@ -61,14 +61,23 @@ def test_a_traditional_character_for_a_model_of_simplified_text_is_said_to_be_on
     with pytest.raises(CharLMError) as error:
         vocab.encode("寶玉道：「宝」", what="--seed")
     assert str(error.value) == (
-        "--seed: 3 character(s) the model has never seen: '寶' (traditional: this model knows simplified "
-        "characters) '「' (did you mean '“'?) '」' (did you mean '”'?); use only characters from the training text"
+        "--seed: 3 character(s) the model has never seen: '寶' (traditional? this model knows simplified "
+        "Chinese) '「' (did you mean '“'?) '」' (did you mean '”'?); use only characters from the training text"
     )
     traditional = Vocab.from_counts(Counter("寶玉們來說學國這個「」\n" * 10))
     with pytest.raises(CharLMError, match=r"never seen: '宝'; use"):  # a model of traditional text: no such note
         traditional.encode("宝玉", what="--seed")
     with pytest.raises(CharLMError, match=r"never seen: '們'; use"):  # nor for a model of English
         Vocab.from_counts(Counter("She said hi\n")).encode("們", what="--seed")
+
+
+def test_a_rare_character_of_simplified_text_is_not_said_to_be_traditional():
+    """Big5 holds rare characters that simplified text writes too and GB2312 lacks ('豗', '砯', '剺' of
+    the Tang poems): each was named traditional. Only Big5's frequent characters, where the traditional
+    forms of everyday ones are ('寶', '們', '來'), get the note, and it asks rather than tells."""
+    vocab = Vocab.from_counts(Counter(SIMPLIFIED))
+    assert [vocab.name_unseen(c) for c in "豗砯剺"] == ["'豗'", "'砯'", "'剺'"]
+    assert vocab.name_unseen("們") == f"'們' ({TRADITIONAL_NOTE})" and "?" in TRADITIONAL_NOTE
 
 
 def test_a_vocabulary_shows_its_kind_size_and_normalization():
