@@ -10,7 +10,7 @@ import pytest
 
 import charlm
 from charlm import runs, tables
-from charlm.plot import HEIGHT, WIDTH
+from charlm.plot import HEIGHT, WIDTH, curves_of
 from charlm.runs import read_metrics
 
 from .conftest import assert_one_line_error, block_import, cli, file_size_limit, make_model, missing
@@ -140,6 +140,17 @@ def test_a_run_with_no_curves_yet_is_left_out_and_the_others_drawn(fox_file, tin
     nothing = cli("plot", "killed", "lone", "--output", "none.png")
     assert_one_line_error(nothing, "none of the 2 runs has curves to plot", "killed", "lone: no curves")
     assert not (fox_file.parent / "none.png").exists()
+
+
+def test_a_run_named_twice_is_drawn_once():
+    """`charlm plot small checkpoints/small` (a run by its name and by its folder) drew it twice: two
+    lines of one run, two legend entries of one name."""
+    folder = runs.CHECKPOINT_ROOT / "small"
+    folder.mkdir(parents=True)
+    (folder / runs.LATEST).write_bytes(b"")
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 10, "elapsed": 1.0, "val_bpc": 3.0}) + "\n")
+    curves, left_out = curves_of(["small", str(folder), str(folder.absolute()), "small"])
+    assert [name for name, _ in curves] == ["small"] and not left_out
 
 
 @pytest.mark.parametrize("failure", [(errno.EACCES, "Permission denied"), (errno.EIO, "Input/output error")])
