@@ -98,6 +98,21 @@ def test_a_fine_tune_of_a_fine_tune_shows_its_whole_lineage(fox_file, tiny):
     assert runs.lineage(root / "first") == ""
 
 
+def test_the_runs_table_reads_each_run_json_once_and_a_bases_for_its_lineage(tmp_path, monkeypatch):
+    """`charlm runs` read each run's run.json twice, for its row and again for its lineage: 100 reads for
+    50 runs. Now once a run, and once more per base a fine-tune's lineage walks to."""
+    for name, base in (("first", None), ("second", None), ("tuned", "first")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / runs.LATEST).write_bytes(b"")
+        based = {"base": {"run": base, "path": str(tmp_path / base / runs.BEST)}} if base else {}
+        runs.write_run_info(folder, {"corpus": "fox", "config": {"layers": 1}} | based)
+    read, reads = runs.read_run_info, []
+    monkeypatch.setattr(runs, "read_run_info", lambda folder: reads.append(Path(folder).name) or read(folder))
+    assert "fox (from first) " in tables.runs_table(tmp_path).splitlines()[3]
+    assert sorted(reads) == ["first", "first", "second", "tuned"]
+
+
 def test_a_chinese_run_name_is_drawn_with_a_font_that_has_it(fox_file, tiny):
     """matplotlib's default font has no Chinese: the legend showed boxes (.ci/run installs a CJK font)."""
     from charlm.plot import installed_cjk_fonts
