@@ -150,13 +150,14 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     return info.incrementaldecoder(errors="strict")
 
 
-def likely_encoding(data: bytes, at_start: bool) -> str:
+def likely_encoding(data: bytes, at_start: bool, before: bytes) -> str:
     """The --encoding to suggest for `data`, the bytes from where UTF-8 failed (`at_start`: at the file's
-    first byte): gb18030 when they read as Chinese in it and are not UTF-8 past the bad byte (a GBK or
-    GB2312 file, common for Chinese text), else latin-1. latin-1 reads any bytes, so a Chinese file read
-    with it trains on garbage. A UTF-16 file (its byte order mark, at the start: the same bytes later are
-    stray ones): utf-16. "utf-8" where the bytes past the bad one are UTF-8 with non-ASCII text (stray
-    bytes in a UTF-8 file, whose text latin-1 would garble)."""
+    first byte; `before`: the bytes read as UTF-8 just before it): gb18030 when they read as Chinese in it
+    and are not UTF-8 past the bad byte (a GBK or GB2312 file, common for Chinese text), else latin-1.
+    latin-1 reads any bytes, so a Chinese file read with it trains on garbage. A UTF-16 file (its byte
+    order mark, at the start: the same bytes later are stray ones): utf-16. "utf-8" where the bytes past
+    the bad one are UTF-8 and the text around it has non-ASCII characters (stray bytes in a UTF-8 file,
+    whose text latin-1 would garble: its Chinese, or an English text's curly quotes)."""
     if at_start and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     window = data[:400]  # a character cut at its end costs one replacement
@@ -166,7 +167,8 @@ def likely_encoding(data: bytes, at_start: bool) -> str:
     utf8_after = after.count("\ufffd") <= 1
     if han >= 2 and chinese.count("\ufffd") <= 1 and not utf8_after:
         return "gb18030"
-    return "utf-8" if utf8_after and any("\x7f" < c != "\ufffd" for c in after) else "latin-1"
+    utf8_text = not before.isascii() or any("\x7f" < c != "\ufffd" for c in after)
+    return "utf-8" if utf8_after and utf8_text else "latin-1"
 
 
 def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_option: bool = True) -> Iterator[str]:
@@ -220,11 +222,12 @@ def undecodable(
         # latin-1 would read it, and a score or a corpus of it is garbage
         return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
     utf8 = encoding.lower().replace("-", "") == "utf8"
-    likely = likely_encoding(error.object[error.start :], at == 0) if utf8 else None
+    bad, before = error.object[error.start :], error.object[: error.start]
+    likely = likely_encoding(bad, at == 0, before) if utf8 else None
     if likely == "utf-8":  # no encoding reads it: the file is UTF-8 but for those bytes
         return CharLMError(
             f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), though the "
-            "text after it is: remove the stray bytes there (another encoding would misread the rest)"
+            "text around it is: remove the stray bytes there (another encoding would misread the rest)"
         )
     if encoding_option:
         hint = f" or pass {said('encoding', likely)}" if likely else f" or pass another {said('encoding')}"

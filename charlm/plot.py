@@ -37,21 +37,15 @@ def points(rows: list[dict], x_key: str, scale: float, y_key: str) -> list[tuple
 def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict]]], list[CharLMError]]:
     """The (name, metrics rows) of each of `targets` that has curves, and why each of the others has none
     (a run killed or still before its first evaluation, a model folder): one such run among five being
-    compared no longer stops the other four being drawn. Refused only where none has curves."""
-    curves, left_out = [], []
+    compared does not stop the other four being drawn. A run named twice (by its name and its folder)
+    is drawn once. Refused only where none has curves."""
+    curves, left_out, drawn = [], [], set()
     for target in targets:
         try:
             run_dir = runs.resolve(target, prefer=runs.LATEST).parent
-            try:
-                rows = read_metrics(run_dir)
-            except OSError as e:  # not the --output's fault, as the command's catch-all would say
-                raise files.cannot_read(run_dir / METRICS, e) from None
-            if not rows:
-                raise CharLMError(
-                    f"{run_dir}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps "
-                    "none): name a run folder that charlm train wrote (`charlm runs` lists them)"
-                )
-            curves.append((run_dir.name, rows))
+            if run_dir.resolve() not in drawn:
+                curves.append((run_dir.name, curve_rows(run_dir)))
+                drawn.add(run_dir.resolve())
         except CharLMError as e:
             left_out.append(e)
     if not curves and len(left_out) == 1:
@@ -59,6 +53,20 @@ def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict]]], 
     if not curves:
         raise CharLMError(f"none of the {len(left_out)} runs has curves to plot: {'; '.join(map(str, left_out))}")
     return curves, left_out
+
+
+def curve_rows(run_dir: Path) -> list[dict]:
+    """The metrics rows of the run in `run_dir`, refused where it has none to draw."""
+    try:
+        rows = read_metrics(run_dir)
+    except OSError as e:  # not the --output's fault, as the command's catch-all would say
+        raise files.cannot_read(run_dir / METRICS, e) from None
+    if not rows:
+        raise CharLMError(
+            f"{run_dir}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps "
+            "none): name a run folder that charlm train wrote (`charlm runs` lists them)"
+        )
+    return rows
 
 
 def plot_runs(curves: list[tuple[str, list[dict]]], output: Path) -> Path:

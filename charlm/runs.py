@@ -528,15 +528,16 @@ def read_reasons(run_dir: Path) -> dict:
 MAX_LINEAGE = 8  # bases shown at most: a chain longer than this is cut (a hand-edited run.json may loop)
 
 
-def lineage(run_dir: Path) -> str:
+def lineage(run_dir: Path, info: dict | None = None) -> str:
     """The runs `run_dir` was fine-tuned from, `mid <- first` (its base, then that base's base ...), or ""
     for a run trained from scratch, so `charlm runs` and `charlm info` show the whole chain. Each run.json
     names its base's run and checkpoint (`base.run`, `base.path`), whose folder holds the base's run.json.
     The chain ends where a base's run.json is gone (a base moved or removed, a lone .pt), at a folder met
-    before (a loop, which only a hand edit makes), or after MAX_LINEAGE bases."""
+    before (a loop, which only a hand edit makes), or after MAX_LINEAGE bases. `info`: run_dir's run.json
+    where the caller has read it (`charlm runs`, for the run's row), so that it is not read twice."""
     names: list[str] = []
     seen = {Path(run_dir).absolute()}
-    info = read_run_info(run_dir)
+    info = read_run_info(run_dir) if info is None else info
     while info is not None and len(names) < MAX_LINEAGE:
         base = info.get("base")
         name, path = (base.get("run"), base.get("path")) if isinstance(base, dict) else (None, None)

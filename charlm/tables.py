@@ -87,7 +87,7 @@ def run_row(folder: Path) -> list[str]:
     written = runs.last_written(folder)  # None: removed since it was listed
     updated = "?" if written is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(written))
     corpus = shown(info.get("corpus"), str)
-    if bases := runs.lineage(folder):  # a fine-tuning run
+    if bases := runs.lineage(folder, info):  # a fine-tuning run
         corpus += f" (from {bases})"
     return [
         folder.name,

@@ -234,29 +234,26 @@ class Vocab:
         typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
         character such as '寶' is traditional (no table here says which simplified one it is: '宝').
         A hint only; nothing is mapped silently."""
-        hint = self.unseen_hint(char)
-        return f"{char!r} ({hint})" if hint else repr(char)
+        hint = self.forms_hint(char)
+        if not hint and looks_traditional(char) and self.simplified_chinese:
+            hint = TRADITIONAL_NOTE
+        return with_hint(char, hint)
 
-    def unseen_hint(self, char: str) -> str:
-        """What `name_unseen` says of an unseen character besides its name: "did you mean '：'?",
-        TRADITIONAL_NOTE, or "" (nothing to say)."""
+    def forms_hint(self, char: str) -> str:
+        """What to say of an unseen character whose other forms (`other_forms`) the vocabulary knows,
+        "did you mean '：'?"; "" where it knows none."""
         known = [c for c in other_forms(char) if c in self.index]
-        if known:
-            return f"did you mean {' or '.join(map(repr, known))}?"
-        if looks_traditional(char) and self.simplified_chinese:
-            return TRADITIONAL_NOTE
-        return ""
+        return f"did you mean {' or '.join(map(repr, known))}?" if known else ""
 
     def names_unseen(self, chars: list[str], width: int = 80) -> str:
         """Unseen `chars` named in one short line, for a note on a whole text's (`charlm eval`): each with
-        the forms of it the vocabulary knows (`name_unseen`'s "did you mean"), as many as fit in `width`
-        characters, then " ...". Without TRADITIONAL_NOTE: the unseen characters of a simplified text that
-        Big5 has and GB2312 lacks are its rare ones (tangshi300's 巉 豗 砯 under a hongloumeng model), not
-        traditional forms, where a seed's are typed by a user of traditional characters."""
+        the forms of it the vocabulary knows (`forms_hint`), as many as fit in `width` characters, then
+        " ...". Without TRADITIONAL_NOTE: the unseen characters of a simplified text that Big5 has and
+        GB2312 lacks are its rare ones (tangshi300's 巉 豗 砯 under a hongloumeng model), not traditional
+        forms, where a seed's are typed by a user of traditional characters."""
         shown: list[str] = []
         for char in chars:
-            hint = self.unseen_hint(char)
-            name = f"{char!r} ({hint})" if hint and hint != TRADITIONAL_NOTE else repr(char)
+            name = with_hint(char, self.forms_hint(char))
             if shown and len(" ".join([*shown, name])) > width:
                 break
             shown.append(name)
@@ -267,10 +264,10 @@ class Vocab:
         (the exported page, charlm/export/html.py): the names of the other forms' characters it names
         with a hint, and, for a model of simplified Chinese, the traditional characters it does not know
         (with TRADITIONAL_NOTE: the page names each as `'寶' (note)`)."""
-        hinted = {char: self.name_unseen(char) for char in _other_forms() if char not in self.index}
+        unseen = [char for char in sorted(_other_forms()) if char not in self.index]
         traditional = [c for c in traditional_characters() if c not in self.index] if self.simplified_chinese else []
         return {
-            "named": {char: name for char, name in sorted(hinted.items()) if name != repr(char)},
+            "named": {char: with_hint(char, hint) for char in unseen if (hint := self.forms_hint(char))},
             "traditional": "".join(traditional),
             "traditional_note": TRADITIONAL_NOTE,
         }
@@ -352,6 +349,11 @@ class Vocab:
             return cls(list(data["chars"]), bool(data["unknown"]), str(data["normalize"]))
         except (KeyError, TypeError):
             raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None
+
+
+def with_hint(char: str, hint: str) -> str:
+    """`char` as Python writes it, then `hint` in parentheses where there is one: ',' (did you mean '，'?)."""
+    return f"{char!r} ({hint})" if hint else repr(char)
 
 
 def in_gb2312(char: str) -> bool:

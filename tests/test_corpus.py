@@ -68,7 +68,7 @@ def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
     assert read_texts([str(path)], encoding="gb18030") == text
     stray = tmp_path / "stray.txt"
     stray.write_bytes(text.encode("utf-8") + b"\xff" + text.encode("utf-8"))
-    with pytest.raises(CharLMError, match=r"\(byte 0xff\), though the text after it is: remove the stray bytes there"):
+    with pytest.raises(CharLMError, match=r"\(byte 0xff\), though the text around it is: remove the stray bytes there"):
         read_texts([str(stray)])
 
 
@@ -81,7 +81,7 @@ def test_byte_order_mark_bytes_mid_file_are_stray_bytes_not_utf_16(tmp_path):
     cases = {
         "zh.txt": (
             chinese.encode() + b"\xff\xfe" + chinese.encode(),
-            r"980 \(byte 0xff\), though the text after it is: ",
+            r"980 \(byte 0xff\), though the text around it is: ",
         ),
         "en.txt": (english.encode() + b"\xff\xfe" + english.encode(), r"520 \(byte 0xff\); .* encoding='latin-1'$"),
         "bom.txt": (chinese.encode("utf-16"), r"offset 0 \(byte 0x..\); .* encoding='utf-16'$"),
@@ -105,9 +105,26 @@ def test_a_seed_file_in_gbk_or_utf_16_is_told_which_it_looks_like(tmp_path):
         with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 \(it looks like {looks} text\)$"):
             read_text(path)
     stray = tmp_path / "stray.txt"
-    stray.write_bytes("宝玉道".encode() + b"\xff")
-    with pytest.raises(CharLMError, match=r"at byte offset 9 \(byte 0xff\); convert it to UTF-8$"):
+    stray.write_bytes(b"bao yu" + b"\xff")
+    with pytest.raises(CharLMError, match=r"at byte offset 6 \(byte 0xff\); convert it to UTF-8$"):
         read_text(stray)
+
+
+def test_a_stray_byte_followed_by_ascii_in_a_utf_8_text_is_told_to_be_removed_not_latin_1(tmp_path):
+    """A UTF-8 text whose stray byte came where only ASCII followed (an English text's curly quotes before
+    it, a Chinese one's last line) was told to pass --encoding latin-1, which reads those quotes and that
+    Chinese as garbage: the UTF-8 text before the byte says what the file is, as the text after it does."""
+    english = "\u201cWell,\u201d said the fox. " + "the quick brown fox jumps\n" * 20
+    chinese = "却说宝玉听了，忙道：“好姐姐。”\n" * 5
+    for name, data in (
+        ("en.txt", english.encode() + b"\x92" + b"s fox\n" * 80),
+        ("zh.txt", chinese.encode() + b"\xff\n"),
+    ):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CharLMError, match=r"though the text around it is: remove the stray bytes there"):
+            read_texts([str(tmp_path / name)])
+        with pytest.raises(CharLMError, match=r"remove the stray bytes there"):
+            read_text(tmp_path / name)
 
 
 def test_a_file_cut_in_the_middle_of_its_last_character_is_told_so_not_another_encoding(tmp_path):

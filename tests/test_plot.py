@@ -10,7 +10,7 @@ import pytest
 
 import charlm
 from charlm import runs, tables
-from charlm.plot import HEIGHT, WIDTH
+from charlm.plot import HEIGHT, WIDTH, curves_of
 from charlm.runs import read_metrics
 
 from .conftest import assert_one_line_error, block_import, cli, file_size_limit, make_model, missing
@@ -98,6 +98,21 @@ def test_a_fine_tune_of_a_fine_tune_shows_its_whole_lineage(fox_file, tiny):
     assert runs.lineage(root / "first") == ""
 
 
+def test_the_runs_table_reads_each_run_json_once_and_a_bases_for_its_lineage(tmp_path, monkeypatch):
+    """`charlm runs` read each run's run.json twice, for its row and again for its lineage: 100 reads for
+    50 runs. Now once a run, and once more per base a fine-tune's lineage walks to."""
+    for name, base in (("first", None), ("second", None), ("tuned", "first")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / runs.LATEST).write_bytes(b"")
+        based = {"base": {"run": base, "path": str(tmp_path / base / runs.BEST)}} if base else {}
+        runs.write_run_info(folder, {"corpus": "fox", "config": {"layers": 1}} | based)
+    read, reads = runs.read_run_info, []
+    monkeypatch.setattr(runs, "read_run_info", lambda folder: reads.append(Path(folder).name) or read(folder))
+    assert "fox (from first) " in tables.runs_table(tmp_path).splitlines()[3]
+    assert sorted(reads) == ["first", "first", "second", "tuned"]
+
+
 def test_a_chinese_run_name_is_drawn_with_a_font_that_has_it(fox_file, tiny):
     """matplotlib's default font has no Chinese: the legend showed boxes (.ci/run installs a CJK font)."""
     from charlm.plot import installed_cjk_fonts
@@ -140,6 +155,17 @@ def test_a_run_with_no_curves_yet_is_left_out_and_the_others_drawn(fox_file, tin
     nothing = cli("plot", "killed", "lone", "--output", "none.png")
     assert_one_line_error(nothing, "none of the 2 runs has curves to plot", "killed", "lone: no curves")
     assert not (fox_file.parent / "none.png").exists()
+
+
+def test_a_run_named_twice_is_drawn_once():
+    """`charlm plot small checkpoints/small` (a run by its name and by its folder) drew it twice: two
+    lines of one run, two legend entries of one name."""
+    folder = runs.CHECKPOINT_ROOT / "small"
+    folder.mkdir(parents=True)
+    (folder / runs.LATEST).write_bytes(b"")
+    (folder / "metrics.jsonl").write_text(json.dumps({"step": 10, "elapsed": 1.0, "val_bpc": 3.0}) + "\n")
+    curves, left_out = curves_of(["small", str(folder), str(folder.absolute()), "small"])
+    assert [name for name, _ in curves] == ["small"] and not left_out
 
 
 @pytest.mark.parametrize("failure", [(errno.EACCES, "Permission denied"), (errno.EIO, "Input/output error")])

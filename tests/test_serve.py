@@ -1574,6 +1574,57 @@ def test_rows_finished_before_an_engine_failure_are_still_published(tiny_model):
     assert all(u.job in (done, live) for u in published)
 
 
+def test_jobs_submitted_as_the_engine_goes_idle_or_cancelled_at_its_boundaries_never_hang_it(tiny_model):
+    """The engine leaves `inference` when no row is live and waits for work (`Engine.run`): a job
+    submitted as it does, or cancelled as a step boundary looks for cancelled rows without the lock,
+    must neither wait forever nor keep a row alive. Four threads each submit short jobs one after
+    another, each the moment the last ends (so the engine has just gone idle), and cancel every third
+    as it is submitted; then the engine closes, idle, and a second one closes busy."""
+    from charlm.serve.engine import Engine, Job
+
+    ended: dict[int, threading.Event] = collections.defaultdict(threading.Event)
+    errors: list[str] = []
+
+    def publish(updates: list) -> None:
+        for update in updates:
+            if update.error:
+                errors.append(update.error)
+            if update.finish_reason or update.error:
+                ended[id(update.job)].set()
+
+    engine = Engine(tiny_model, 4, publish, chunk_interval=0.0)
+    ids = tiny_model.vocab.encode("a")
+    with torch.inference_mode():
+        logits, state = engine.batch.prime(ids)
+    engine.start()
+    stranded = []
+
+    def client(number: int) -> None:
+        for count in range(30):
+            job = Job(ids, logits, state, SampleConfig(), [count], 1 + count % 3)
+            engine.submit(job)
+            if (number + count) % 3 == 0:
+                engine.cancel(job)  # nothing more is published for it: nobody waits
+            elif not ended[id(job)].wait(5):
+                stranded.append((number, count))
+
+    clients = [threading.Thread(target=client, args=(number,)) for number in range(4)]
+    for thread in clients:
+        thread.start()
+    for thread in clients:
+        thread.join(30)
+    assert not stranded and not errors
+    wait_until(lambda: engine.active == 0 and not engine.waiting)
+    engine.close()  # idle: the thread ends
+    assert not engine.thread.is_alive()
+    busy = Engine(tiny_model, 4, publish, chunk_interval=0.0)
+    busy.start()
+    busy.submit(long := Job(ids, logits, state, SampleConfig(), [0], 10**6))
+    wait_until(lambda: busy.active == 1)
+    busy.close()  # busy: the live job is told the server is shutting down
+    assert not busy.thread.is_alive() and ended[id(long)].is_set() and errors == ["the server is shutting down"]
+
+
 def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monkeypatch):
     """Each step read its rows' chosen log-probabilities, top values and top ids with a `.tolist()`
     each: on a GPU, three waits for the device a step. One read (`device.to_host`) brings them all,
