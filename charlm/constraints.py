@@ -94,6 +94,7 @@ class Constrained:
             self.widths[i] = 1
         self.accepts = is_han if self.script == "han" else is_letter
         self.masks: dict[int, torch.Tensor] = {}
+        self.character_masks: dict[str, torch.Tensor] = {}  # a one-character-per-id vocabulary's, by character
         self.free: torch.Tensor | None = None
         if vocab.one_char_per_id:  # one character per id: a position allows its character or the script
             self.free = torch.tensor([len(t) == 1 and self.accepts(t) for t in self.texts], dtype=torch.bool)
@@ -130,9 +131,10 @@ class Constrained:
             if isinstance(slot, int):  # a byte of a character spelled in bytes
                 mask = torch.zeros(len(self.texts), dtype=torch.bool)
                 mask[self.byte_ids[slot]] = True
-            elif self.free is not None:
-                mask = self.free if slot is None else torch.zeros_like(self.free)
-                if slot is not None:
+            elif self.free is not None:  # a character's mask is one for all its positions (copied to a GPU once)
+                mask = self.free if slot is None else self.character_masks.get(slot)
+                if mask is None:
+                    mask = self.character_masks[slot] = torch.zeros_like(self.free)
                     mask[self.index[slot]] = True
             else:
                 mask = torch.tensor(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import unicodedata
+import weakref
 
 import torch
 
@@ -277,6 +278,8 @@ class RowSampler:
         self.steps = [0] * capacity
         self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
         self.constrained = False  # whether the last `choose` kept rows to their templates: see `advance`
+        self.masks: dict[int, torch.Tensor] = {}  # a cursor's masks on the device, by the host's (`mask_on_device`)
+        self.anything = torch.ones(vocab_size, dtype=torch.bool, device=self.device)  # a free row's mask
         # The host's rows above that the step reads, by name, as they are on the device.
         self.on_device = {name: self.twin(getattr(self, name)) for name in ("temperature", "top_k", "top_p", "penalty")}
         # Each row's recent ids (vocab_size: an empty slot), where the next goes, and its uniforms.
@@ -387,7 +390,7 @@ class RowSampler:
             logits = penalized.clamp(-LARGEST, LARGEST)
         allowed = self.allowed(rows)
         if allowed is not None:
-            logits = logits.masked_fill(~allowed.to(self.device), float("-inf"))
+            logits = logits.masked_fill(~allowed, float("-inf"))
         banned = self.banned[:rows] if plan.biased else None
         if self.utf8 is not None:
             invalid = ~self.utf8.allowed[self.utf8_state[:rows]]
@@ -459,16 +462,23 @@ class RowSampler:
             self.constrained = False
 
     def allowed(self, rows: int) -> torch.Tensor | None:
-        """Which ids each row may take (rows, vocab), or None when no row writes into a template. A
-        row whose template is done is free (it is about to end)."""
+        """Which ids each row may take (rows, vocab) on the device, or None when no row writes into a
+        template. A row whose template is done is free (it is about to end)."""
         cursors = self.cursors[:rows]
         if all(cursor is None or cursor.done for cursor in cursors):
             return None
-        allowed = torch.ones(rows, self.vocab_size, dtype=torch.bool)
-        for row, cursor in enumerate(cursors):
-            if cursor is not None and not cursor.done:
-                allowed[row] = cursor.allowed()
-        return allowed
+        masks = [self.anything if c is None or c.done else self.mask_on_device(c.allowed()) for c in cursors]
+        return masks[0].unsqueeze(0) if rows == 1 else torch.stack(masks)
+
+    def mask_on_device(self, mask: torch.Tensor) -> torch.Tensor:
+        """A cursor's mask (a host tensor) on the device, copied once for as long as it lives: a template's
+        masks are its own, kept per position (`constraints.Constrained.allowed`), so a form's step copies
+        none once its masks were seen (each step's mask was copied from the host: on a GPU, a wait)."""
+        there = self.masks.get(id(mask))
+        if there is None:
+            there = self.masks[id(mask)] = mask.to(self.device)
+            weakref.finalize(mask, self.masks.pop, id(mask), None)  # its id may be another's once it is gone
+        return there
 
     def schedule(self, rows: int) -> bool:
         """This step's temperature of each row with a schedule; every row's step count advances.

@@ -184,6 +184,7 @@ class Engine:
         self.batch = Batch(model, capacity)
         # what `top_logprobs` names each token, and which are byte pieces: once, not at every step
         self.label, self.is_byte = token_label(model.vocab), token_bytes(model.vocab)
+        self.indexed: tuple[list[int], torch.Tensor | None] = ([], None)  # `rows_at`'s last rows and their index
         self.waiting: collections.deque[Job] = collections.deque()
         self.done: list[Stream] = []  # finished rows whose last update is not yet published
         self.wakeup = threading.Condition()
@@ -328,15 +329,17 @@ class Engine:
         wanted = [p for p, row in enumerate(self.rows) if row.job.logprobs is not None]
         if not wanted:
             return None
-        logprobs, top_values, top_ids = top_logprobs(logits[wanted], max(self.rows[p].job.logprobs for p in wanted))
+        rows = self.rows_at(wanted)
+        logprobs, top_values, top_ids = top_logprobs(logits[rows], max(self.rows[p].job.logprobs for p in wanted))
         label, byte, most = self.label, self.is_byte, top_ids.size(1)
         wide = torch.float64 if has_float64(logits.device) else torch.float32
 
         def tokens(ids: torch.Tensor) -> list[Token | None]:
-            chosen = logprobs.gather(1, ids[wanted].unsqueeze(1))
+            ids = ids[rows].unsqueeze(1)
+            chosen = logprobs.gather(1, ids)
             # float64 holds every float32 value and every id exactly, so each reads as it would alone (an
             # Apple GPU has no float64: float32 holds a vocabulary's ids, up to 2^24)
-            parts = [part.to(wide) for part in (chosen, top_values, top_ids, ids[wanted].unsqueeze(1))]
+            parts = [part.to(wide) for part in (chosen, top_values, top_ids, ids)]
             read = to_host(torch.cat(parts, dim=1))
             result: list[Token | None] = [None] * len(self.rows)
             for p, values in zip(wanted, read()):
@@ -346,6 +349,17 @@ class Engine:
             return result
 
         return tokens
+
+    def rows_at(self, wanted: list[int]) -> slice | torch.Tensor:
+        """The rows `wanted` (ascending) as an index of the step's tensors: a slice where they are the first
+        rows (every row, as a lone stream's), else an index on the model's device made once per set of rows.
+        A Python list was copied to the device at every step, two or three times: on a GPU, each a copy
+        from the host's memory, queued behind the step's work."""
+        if wanted[-1] == len(wanted) - 1:
+            return slice(0, len(wanted))
+        if self.indexed[0] != wanted:
+            self.indexed = (wanted, torch.tensor(wanted, device=self.model.device))
+        return self.indexed[1]
 
     def finish(self, row: Stream) -> None:
         job = row.job
