@@ -259,9 +259,8 @@ class Engine:
     def boundary(self) -> list[Job] | None:
         """At a step boundary: the jobs that join now; None once stopping or idle (no row live, no job
         waiting: `run` then leaves `inference` and waits). The lock is taken only when a job waits, the
-        engine stops or has no row to step: a lone stream's steps, back to back, take none. (A job
-        submitted just after the look joins at the next boundary, as one submitted just after the lock
-        was let go did.)"""
+        engine stops or has no row to step: a lone stream's steps, back to back, take none. A job
+        submitted just after the look without the lock is not lost: it joins at the next boundary."""
         if self.rows and not self.waiting and not self.stopping:
             return []
         with self.wakeup:
