@@ -310,6 +310,23 @@ def start_charlm(*args: str, stdin: bool = False) -> forkserver.Forked:
     return forkserver.server(env).start(forkserver.CHARLM, ["-m", *args], env, stdin)
 
 
+def fork_charlm_processes(monkeypatch) -> None:
+    """The `python -m charlm ARGS` processes that code run in this test starts with subprocess.Popen (a
+    bench script's trainings, its server) are started by `start_charlm`: each still a process of its own,
+    ~3 s of CPU sooner. Their stdout and stderr are piped here, also where the script asked for DEVNULL
+    (it does for quiet commands: a few lines). Any other command is Popen's own."""
+    real_popen = subprocess.Popen
+
+    def popen(command, *args, **kwargs):
+        if isinstance(command, list) and command[:3] == [sys.executable, "-m", "charlm"]:
+            assert not args and set(kwargs) <= {"stdout", "stderr", "text", "env"}, kwargs  # nothing start_charlm drops
+            assert kwargs.get("env") in (None, os.environ), "start_charlm gives the process this one's environment"
+            return start_charlm(*command[3:])
+        return real_popen(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+
+
 def start_python(code: str, *args: str) -> forkserver.Forked:
     """`python -c CODE ARGS` started, as `start_charlm` starts charlm: for code that imports torch."""
     env = dict(os.environ)

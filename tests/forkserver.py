@@ -27,6 +27,8 @@ SERVER = r"""
 import os, pickle, select, signal, socket, sys
 import torch, torch._dynamo, torch.distributed, torch.nn.parallel
 import charlm.api, charlm.cli
+import gc
+gc.freeze()  # what the imports made is never collected: a child's collections and its exit don't touch (copy) its pages
 
 channel = socket.socket(fileno=int(sys.argv[1]))
 children = set()

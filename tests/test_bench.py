@@ -26,7 +26,7 @@ from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, cli, import_or_missing, process_state, run_bench
+from .conftest import REPO, TINY, cli, fork_charlm_processes, import_or_missing, process_state, run_bench
 
 # conftest's tiny run as the scripts' name=value settings (each test adds a hidden size), dropout given:
 # a run with a time budget left to fit it first times its size for seconds (the probe), which no test
@@ -596,9 +596,11 @@ def test_charrnn_bits_per_char_is_one_pass():
     assert charrnn.bits_per_char(model, ids, chunk=49) == pytest.approx(one_pass, rel=1e-5)
 
 
-def test_threads_bench_runs(fox_file):
-    """Three of its seven situations (each is a training process of its own, ~4 s to start): one quiet,
-    one beside a busy core, one pair at once; each trains 0.5 s (a hundred steps or more), the rest is starting."""
+def test_threads_bench_runs(fox_file, monkeypatch):
+    """Three of its seven situations (each a training process of its own, forked: ~1 s to start where
+    a fresh one took ~4): one quiet, one beside a busy core, one pair at once; each trains 0.5 s (a
+    hundred steps or more), the rest is starting."""
+    fork_charlm_processes(monkeypatch)
     only = "quiet-governor,busy-governor,pair-governor"
     out = run_bench("threads", str(fox_file), "--seconds", "0.5", "--hidden", "16", "--only", only)
     rows = [line for line in out.splitlines() if line.startswith("| ") and "steps" not in line and "---" not in line]

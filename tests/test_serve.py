@@ -48,6 +48,7 @@ from .conftest import (
     assert_one_line_error,
     block_import,
     cli,
+    fork_charlm_processes,
     free_port,
     make_model,
     missing,
@@ -2443,9 +2444,11 @@ def test_the_docs_token_id_example_bans_digits_for_both_kinds_of_model(capsys):
 
 
 @pytest.mark.slow
-def test_load_bench_runs_on_a_tiny_model():
+def test_load_bench_runs_on_a_tiny_model(monkeypatch):
     """bench.serve_load end to end with tiny counts (its targets are for a 2x256 model: not checked here).
-    300 churn requests: enough that a server with no spare rows for clients that just hung up refuses some."""
+    300 churn requests: enough that a server with no spare rows for clients that just hung up refuses some.
+    Its server is a process of its own, forked (`fork_charlm_processes`)."""
+    fork_charlm_processes(monkeypatch)
     out = run_bench(
         "serve_load", "--hidden", "16", "--layers", "1", "--streams", "1,4", "--chars", "40",
         "--churn", "300", "--churn-concurrency", "4", "--churn-chars", "200",
