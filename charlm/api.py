@@ -249,12 +249,11 @@ def train(
     init_from: str | Path | None = None,
     **options,
 ) -> CharLM:
-    """Train on text files or folders (a path, a list of them or a glob's matches; None: built-in
-    Shakespeare), as `charlm train` does, and return the model as it is at the end of the run, in eval
-    mode; the run's folder, under checkpoints/ (or `out`), keeps it and `best.pt`, the lowest
-    validation bpc (`charlm.load(RUN)` loads that one).
+    """Train a model on text files or folders, as `charlm train` does, and return it.
 
-    `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
+    `paths`: a path, a list of them or a glob's matches (None: the built-in Shakespeare). The run's
+    folder, under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
+    (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
     may be given. An option or argument given as None is left unset, as if not given, unless None is
     one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's
@@ -263,6 +262,12 @@ def train(
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
     checkpoint. Called from a thread other than the main one, the run cannot hear Ctrl-C.
+
+    Returns the model as it is at the end of the run (not best.pt's), in eval mode.
+
+    Raises CharLMError, one line naming the keyword, for an unknown option, a value of the wrong type
+    or out of range, a file it cannot read, or an `out` folder that already holds a run; and
+    KeyboardInterrupt once Ctrl-C has saved the run, naming the call that goes on with it.
     """
     if isinstance(paths, (Iterator, set, frozenset)):  # Path("texts").glob("*.txt"), as given, in its order
         paths = list(paths)
@@ -330,11 +335,20 @@ def callers_gpus(device: object) -> list[int]:
 @lists_options(SampleConfig)
 @sampling_call
 def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
-    """The seed and `length` new characters, as one string; with num_samples N above 1, a list of N
-    such texts drawn in one batch (sample i with random_seed + i). `options`: `charlm.SampleConfig`'s
-    fields (listed below); form, template and acrostic write into a poem form or template, ending at its end
-    (a seed that began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id:
-    -100 to 100}, is added to their logits, -100 a ban."""
+    """Write text with a model: the seed, then `length` new characters drawn one at a time.
+
+    `options` are `charlm.SampleConfig`'s fields (listed below): temperature, top_k, top_p, stop, ...;
+    form, template and acrostic write into a poem form or template, ending at its end (a seed that
+    began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id: -100 to
+    100}, is added to their logits, -100 a ban. random_seed makes the text reproducible.
+
+    Returns one string, the seed included; with num_samples N above 1, a list of N such texts drawn
+    in one batch (sample i with random_seed + i).
+
+    Raises CharLMError for an unknown option, one given by position rather than by name, a value out
+    of range, a seed that is not a string or holds characters the model cannot read, or a form the
+    model cannot write.
+    """
     check_model_and_seed("generate", model, seed)
     texts = sampler.generate(model, seed, **options)
     return texts if len(texts) > 1 else texts[0]
@@ -344,7 +358,12 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 @sampling_call
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
-    character at a time. Bad options are refused at the call, before the first piece."""
+    character at a time, to show it as it is written.
+
+    Returns an iterator of strings; joined, they are the text `generate` returns for the same options.
+
+    Raises CharLMError as `generate` does, at the call, before the first piece; num_samples must be 1.
+    """
     check_model_and_seed("stream", model, seed)
     if (samples := sampler.sample_config(options).num_samples) != 1:
         refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
@@ -353,10 +372,18 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
 
 @keywords_checked
 def bits_per_char(model: CharLM, text: str) -> float:
-    """Bits per character of `text` under the model, as `charlm eval` scores a file (lower: the model
-    predicts it better). The first character is read, every one after it scored; characters the model
-    never saw are left out of the score (or scored as its unknown symbol), with a warning that says so.
-    `text` is the text itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8"))."""
+    """How well the model predicts `text`: its bits per character, as `charlm eval` scores a file
+    (lower: the model predicts it better).
+
+    The first character is read, every one after it scored; characters the model never saw are left
+    out of the score (or scored as its unknown symbol), with a warning that says so. `text` is the text
+    itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8")).
+
+    Returns the bits per character, a float.
+
+    Raises CharLMError for a text of fewer than 2 characters, or one that is not a string (bytes, a
+    Path, an open file: the message says how to read it); warns where `text` looks like a file's name.
+    """
     check_model_and_seed("bits_per_char", model, text, "text")
     if "\n" not in text and os.path.isfile(home(text)):
         warnings.warn(
@@ -372,9 +399,18 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
 @keywords_checked
 def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> list[tuple[str, float]]:
-    """The `top` likeliest next tokens after `prefix` (None: all) and their probabilities, likeliest first
-    (characters; a sentencepiece model's pieces): the model's own prediction, before temperature or any other sampling option. An empty prefix
-    (or None) is the start of a line, as for `generate`."""
+    """What the model expects after `prefix`: the `top` likeliest next characters (a sentencepiece
+    model's pieces) and their probabilities, likeliest first (`top=None`: all).
+
+    It is the model's own prediction, before temperature or any other sampling option. An empty
+    prefix (or None) is the start of a line, as for `generate`; a character the model never saw is
+    read with a warning.
+
+    Returns a list of (text, probability) tuples: [('s', 0.91), ('n', 0.04), ...].
+
+    Raises CharLMError for a `top` that is not a positive integer or None, or a prefix that is not a
+    string.
+    """
     prefix = "" if prefix is None else prefix
     check_model_and_seed("next_probs", model, prefix, "prefix")
     top = plain(top)  # np.int64(3), as the sampling options take it
@@ -385,10 +421,19 @@ def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> 
 
 @keywords_checked
 def load(target: str | Path | None = None, device: str | torch.device | None = STEP_DEVICE) -> CharLM:
-    """The model of a run folder or run name (its best.pt), a corpus name (its latest run's), a .pt file
-    or an exported model folder; None: the most recently updated run's. Returned in eval mode on `device`
-    (auto, cpu, cuda, cuda:N or mps; None: the default), with `.vocab` (`.encode`, `.decode`), `.config`
-    and `.device`."""
+    """Load a trained model to sample from or score with: a run folder or run name (its best.pt), a
+    corpus name (its latest run's), a .pt file or an exported model folder; None: the most recently
+    updated run's.
+
+    `device`: auto, cpu, cuda, cuda:N or mps (None: the default, cpu). A checkpoint is read as data
+    only (torch.load's weights_only): loading one never runs code from it.
+
+    Returns a `charlm.CharLM` in eval mode on `device`, with `.vocab` (`.encode`, `.decode`), `.config`
+    and `.device`.
+
+    Raises CharLMError when nothing of that name is found, the file is not a charlm checkpoint or is
+    damaged, or `device` is not one this machine has.
+    """
     device = STEP_DEVICE if device is None else device
     if not (target is None or is_path(target)):
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)

@@ -79,8 +79,14 @@ MAX_PEER_TIMEOUT = 7 * 24 * 3600.0  # a week; far more failed as a traceback (ti
 @dataclass
 class Config:
     """A training run's options: what `charlm train` and `charlm.train` take, and what a checkpoint
-    keeps. The run's plan fits those left None of `PLANNED` (hidden, dropout, batch, cadence).
-    `charlm train --help` lists the fields in this order: the options every run needs first."""
+    keeps. Those left None of hidden, dropout, batch_size and eval_every are fitted by the run's plan.
+
+    Raises CharLMError, naming the field, for an unknown field or a value of the wrong type or out of
+    range.
+
+    The plan fits the fields of `PLANNED`. `charlm train --help` lists the fields in this order: the
+    options every run needs first.
+    """
 
     # how long: the run stops at whichever comes first; the schedule decays over that budget
     max_time: str | float | None = option(
@@ -337,7 +343,11 @@ def parse_duration(
 @dataclass
 class SampleConfig:
     """Sampling options and their defaults, for `charlm sample` and `charlm.generate(...)` alike; a
-    SampleConfig goes to generate or stream by name: `charlm.generate(model, seed, **dataclasses.asdict(config))`."""
+    SampleConfig goes to generate or stream by name: `charlm.generate(model, seed, **dataclasses.asdict(config))`.
+
+    Raises CharLMError, naming the field, for an unknown field, a value of the wrong type or out of
+    range, or a form or template that cannot be used.
+    """
 
     length: int = option(500, "characters to generate after the seed")
     temperature: float | tuple[float, ...] = option(

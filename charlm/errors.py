@@ -8,7 +8,12 @@ PACKAGE = Path(__file__).parent
 
 
 class CharLMError(Exception):
-    """Bad input or a state charlm cannot continue from. The CLI prints it as one line, no traceback."""
+    """The exception charlm raises for bad input or a state it cannot go on from: a one-line message
+    that names the keyword, file or field and says what to do. A Python caller is told keywords
+    (`max_time=None`), the `charlm` command's user options (`--max-time none`).
+
+    The CLI prints it as one line, no traceback.
+    """
 
 
 class SaidElsewhere(CharLMError):

@@ -47,7 +47,13 @@ RARE_ROWS = 16  # a full head's new character starts with the mean bias of this 
 @keywords_named
 @dataclass(frozen=True)
 class ModelConfig:
-    """The architecture. Training options (learning rate, budget, ...) live in `charlm.Config`."""
+    """A model's architecture, its `.config`: its recurrent `cell` (lstm, gru or rnn), `layers`,
+    `hidden` units per layer, `dropout` and `vocab_size`, and an adaptive head's `head_cutoffs` (its
+    clusters' edges in frequency rank; (): a full head). Training options (learning rate, budget, ...)
+    live in `charlm.Config`.
+
+    Raises CharLMError for a keyword that is not one of its fields.
+    """
 
     cell: str
     layers: int
@@ -111,8 +117,15 @@ class ModelConfig:
 
 
 class CharLM(nn.Module):
-    """The model: ids -> embedding -> `layers` recurrent layers -> a head scoring every next id. It is
-    built from its architecture and vocabulary alone, so a checkpoint rebuilds it for sampling."""
+    """The model, a plain `torch.nn.Module`: ids -> embedding -> `layers` recurrent layers -> a head
+    scoring every next id. `charlm.train` and `charlm.load` return one.
+
+    It is built from its architecture (its `.config`, a `charlm.ModelConfig`) and its vocabulary alone
+    (its `.vocab`: `encode(text)` gives a tensor of ids, `decode(ids)` the text), so a checkpoint
+    rebuilds it for sampling.
+
+    Raises CharLMError when the config's vocab_size is not the vocabulary's size.
+    """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary):
         super().__init__()
@@ -137,13 +150,23 @@ class CharLM(nn.Module):
     def forward(
         self, ids: torch.Tensor, state: State | None = None, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, State]:
-        """ids (batch, time) -> logits (batch, time, vocab) and the state after the last character.
+        """`logits, state = model(ids, state)`, as with `nn.LSTM`: ids (batch, time) -> logits (batch,
+        time, vocab) and the state after the last character, from which the next call goes on (state
+        None: the start).
+
         Given `targets` (batch, time), the first result is instead each target's negative log-likelihood
         in nats (batch, time): what training and evaluation need, without a full softmax where the head
         can avoid one. Inputs may live anywhere and be of any integer dtype (the caller's ids are often
-        on the CPU, a corpus's uint16): they are moved to the model's device, where the results are. A
-        state is taken in the weights' dtype: one read under autocast is bf16 or fp16, and the recurrent
-        core outside autocast stops on a state of another dtype than its weights."""
+        on the CPU, a corpus's uint16): they are moved to the model's device, where the results are.
+
+        Returns (logits or nats, state): the state a tensor h for a GRU or RNN, a tuple (h, c) for an
+        LSTM, each (layers, batch, hidden).
+
+        Raises CharLMError for ids that are not integers; ids must be below len(model.vocab).
+
+        A state is taken in the weights' dtype: one read under autocast is bf16 or fp16, and the
+        recurrent core outside autocast stops on a state of another dtype than its weights.
+        """
         device, dtype = self.device, self.embed.weight.dtype
         ids, state = long_ids(ids, device), map_state(lambda s: s.to(device, dtype), state)
         out, state = self.core(self.embed(ids), state)
@@ -154,9 +177,11 @@ class CharLM(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the weights are, and the results of a call: `charlm.load(..., device=...)` chose it."""
         return self.embed.weight.device
 
     def num_parameters(self) -> int:
+        """How many weights the model has, as `charlm info` and `charlm train` count them."""
         return sum(p.numel() for p in self.parameters())
 
     def architecture(self) -> str:

@@ -8,6 +8,7 @@ import inspect
 import re
 import runpy
 import shlex
+import time
 import unicodedata
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 import charlm
 
-from .conftest import REPO
+from .conftest import REPO, import_or_missing
 
 DOCS = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -26,6 +27,90 @@ def test_the_option_reference_is_generated_from_the_commands():
     spec.loader.exec_module(module)
     written = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert written == module.reference(), "docs/cli.md is stale: run python docs/make_cli_md.py"
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "docs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_python_reference_is_generated_from_the_code():
+    written = (REPO / "docs" / "python.md").read_text(encoding="utf-8")
+    assert written == load_script("make_python_md").reference(), (
+        "docs/python.md is stale: run python docs/make_python_md.py"
+    )
+
+
+def test_the_python_reference_has_an_entry_for_every_public_name():
+    """A name added to charlm.__all__ is a name a user is told to call: the reference gives it an entry."""
+    headings = re.findall(r"^### `([^`]+)`$", (REPO / "docs" / "python.md").read_text(encoding="utf-8"), re.MULTILINE)
+    assert len(headings) > len(charlm.__all__)  # the serving functions and the model's methods too
+    assert not {f"charlm.{name}" for name in charlm.__all__} - set(headings)
+
+
+def python_reference_examples() -> dict[str, str]:
+    """Each entry's example, by the entry's name, in the page's order."""
+    module = load_script("make_python_md")
+    return {e.name: inspect.cleandoc(e.example) for s in module.SECTIONS for e in s.entries if e.example}
+
+
+def run_python_reference_examples(names, namespace, tiny, monkeypatch) -> None:
+    """The examples of `names`, as a reader runs them one after the other, on a tiny model trained on text
+    made of the examples themselves (so every seed's characters are in the vocabulary); charlm.serve.serve
+    loads the models it is given where it would serve them until Ctrl-C."""
+    from charlm import serve
+
+    examples = python_reference_examples()
+    text = "\n".join(examples.values()) * 10
+    for name in ("novel.txt", "chapter.txt"):
+        Path(name).write_text(text, encoding="utf-8")
+    train = charlm.train
+    monkeypatch.setattr(charlm, "train", lambda paths, **options: train(paths, **{**options, **tiny}))
+    served = namespace.setdefault("served", [])
+
+    def loaded_not_served(targets, config):
+        loaders, _ = serve.model_loaders(targets, config.device)
+        served.extend(load() for load in loaders.values())
+
+    monkeypatch.setattr(serve, "serve", loaded_not_served)
+    for name in names:
+        exec(compile(examples[name], f"docs/python.md: {name}", "exec"), namespace)  # noqa: S102
+
+
+def test_the_python_references_examples_run(tiny, monkeypatch, capsys):
+    """The page's examples run as a reader pastes them, in order, in one session (all but create_app's,
+    which needs the serve extra: the test below)."""
+    names = [name for name in python_reference_examples() if not name.endswith("create_app")]
+    namespace: dict = {}
+    run_python_reference_examples(names, namespace, tiny, monkeypatch)
+    assert isinstance(namespace["model"], charlm.CharLM) and isinstance(namespace["served"][0], charlm.CharLM)
+    printed = capsys.readouterr().out
+    said = re.search(r"print\(error\)  # (.*)\.\.\.", python_reference_examples()["charlm.CharLMError"])[1]
+    assert said in printed, f"the CharLMError example says it prints {said!r}; it printed {printed!r}"
+
+
+def test_the_python_references_serving_example_runs(tiny, monkeypatch):
+    """create_app's example serves a run's model and one in memory under their ids: uvicorn.run, which
+    would serve until Ctrl-C, here answers a completion from each."""
+    uvicorn = import_or_missing("uvicorn")
+    testclient = import_or_missing("fastapi.testclient")
+    answers = {}
+
+    def answered(app, **where):
+        with testclient.TestClient(app) as client:
+            deadline = time.monotonic() + 60
+            while client.get("/health").json()["status"] == "loading" and time.monotonic() < deadline:
+                time.sleep(0.01)
+            for model in ("mine", "novel"):
+                body = {"model": model, "prompt": "It was", "max_tokens": 5, "seed": 1}
+                answers[model] = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
+
+    monkeypatch.setattr(uvicorn, "run", answered)
+    names = ["charlm.train", "charlm.serve.serve", "charlm.serve.model_loaders", "charlm.serve.app.create_app"]
+    run_python_reference_examples(names, {}, tiny, monkeypatch)
+    assert set(answers) == {"mine", "novel"} and all(len(text) == 5 for text in answers.values()), answers
 
 
 def test_the_option_reference_shows_each_commands_help_as_text_not_code():

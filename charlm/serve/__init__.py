@@ -43,9 +43,15 @@ __all__ = ["ServeConfig", "model_loaders", "serve"]
 def model_loaders(
     targets: list[str], device: str = STEP_DEVICE
 ) -> tuple[dict[str, Callable[[], CharLM]], dict[str, str]]:
-    """Model id -> a function loading it onto `device`, for anything `runs.resolve` takes (none: the
-    latest run), and model id -> the corpus its run trained on, where known. The paths are resolved
-    here, so a missing run is an error before the server starts."""
+    """What `create_app` takes for `targets`, as `charlm serve RUN ...` reads them: run folders, run or
+    corpus names, .pt files or exported model folders (none: the latest run).
+
+    Returns (loaders, corpora): model id -> a function loading that model onto `device`, and model id
+    -> the corpus its run trained on, where known (a request may name a model by it).
+
+    Raises CharLMError for a target not found, or two that would have the same id. The paths are
+    resolved here (anything `runs.resolve` takes), so a missing run is an error before the server starts.
+    """
     from .. import checkpoint
 
     loaders, corpora = {}, {}
@@ -102,7 +108,16 @@ def bind_remedy(error: OSError, port: int) -> str:
 
 
 def serve(targets: list[str], config: ServeConfig) -> None:
-    """Load the models and serve them until interrupted."""
+    """Serve the models of `targets` (as `model_loaders` reads them) over HTTP, as `charlm serve` does:
+    the OpenAI-compatible API and the page to write with (docs/serve.md).
+
+    The models are loaded first; then it prints the address and serves until Ctrl-C or SIGTERM.
+
+    Returns None once stopped.
+
+    Raises CharLMError for a run not found or damaged, the serve extra not installed
+    (pip install 'charlm[serve]'), or an address it cannot listen on.
+    """
     with leaving_at_once():  # seconds of torch and FastAPI: Ctrl-C meanwhile leaves at once
         try:
             import uvicorn

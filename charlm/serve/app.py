@@ -119,8 +119,17 @@ def endpoint(path: str) -> str:
 def create_app(
     loaders: dict[str, Callable[[], CharLM]], config: ServeConfig, corpora: dict[str, str] | None = None
 ) -> FastAPI:
-    """The app serving the models that `loaders` return, under their ids; `corpora` (id -> corpus)
-    lets a request name a model by its run's corpus."""
+    """The server as an ASGI app, to run with your own uvicorn (or any ASGI server): it serves the
+    models that `loaders` return, under their ids, a model in memory too (`{"mine": lambda: model}`).
+
+    `corpora` (id -> corpus) lets a request name a model by its run's corpus (`model_loaders` gives
+    both). The models load in a thread once the app starts (/health says `loading` meanwhile; a
+    loader's error is /health's answer).
+
+    Returns a FastAPI app.
+
+    Raises CharLMError when `loaders` is empty.
+    """
     if not loaders:
         raise CharLMError("no model to serve")
     server = Server(loaders, config, corpora)

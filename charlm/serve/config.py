@@ -12,6 +12,13 @@ from ..fields import check_types, option, option_name
 
 @dataclass
 class ServeConfig:
+    """The server's options and limits: what `charlm serve` takes, for `charlm.serve.serve` and
+    `create_app` alike. api_key None takes $CHARLM_API_KEY where it is set.
+
+    Raises CharLMError for a value of the wrong type or out of range, naming it as the command line does
+    (`--port`).
+    """
+
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface; then set --api-key)")
     port: int = option(8080, "TCP port")
     api_key: str | None = option(
