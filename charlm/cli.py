@@ -43,12 +43,14 @@ class Group(click.Group):
             with on_command_line():  # messages name options as the flags this user typed
                 return super().invoke(ctx)
         except SaidElsewhere:
-            sys.exit(1)
+            from .launcher import leave_quietly
+
+            leave_quietly(1)
         except click.UsageError as e:
-            from .launcher import first_rank, tell_launcher
+            from .launcher import first_rank, leave_quietly, tell_launcher
 
             if not first_rank():
-                sys.exit(e.exit_code)
+                leave_quietly(e.exit_code)
             tell_launcher(e.format_message())
             raise
         except CharLMError as e:

@@ -18,6 +18,20 @@ def first_rank() -> bool:
     return os.environ.get("RANK", "0").strip() in ("0", "") or "WORLD_SIZE" not in os.environ
 
 
+# Seconds a rank that leaves the error to rank 0 waits before it exits: torchrun stops every rank as
+# soon as one exits, and rank 0, started a moment later on a loaded machine, must live to say it.
+QUIET_GRACE = 2.0
+
+
+def leave_quietly(status: int) -> None:
+    """Exit with `status` and no word, as a rank whose error rank 0 says (`first_rank`); a moment later
+    under torchrun (QUIET_GRACE), else at once. Rank 0 ignores torchrun's stop once it has told it the
+    error (`tell_launcher`), and ends the job itself."""
+    if "WORLD_SIZE" in os.environ:
+        time.sleep(QUIET_GRACE)
+    raise SystemExit(status)
+
+
 def tell_launcher(message: str) -> None:
     """Under torchrun, the error this rank says for the job: torchrun's closing summary shows it as the
     failure's 'traceback', in place of a pointer to its docs, so the user's line is also the last one

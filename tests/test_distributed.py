@@ -286,6 +286,21 @@ def test_an_error_every_rank_meets_is_said_once_and_last_under_torchrun(fox_file
     assert "[rank" not in err, err  # no rank's traceback
 
 
+# Rank 0 starts late, as a loaded machine may start it: the other rank meets the bad option first.
+LATE_FIRST_RANK = 'import os, time\nif os.environ.get("RANK") == "0":\n    time.sleep(0.5)'
+
+
+def test_a_rank_that_stays_quiet_leaves_rank_0_time_to_say_the_error():
+    """A quiet rank exited at once on a bad option, and torchrun stops the other ranks as soon as one
+    exits: rank 0, a moment behind on a loaded machine, was killed before it said the error, and the
+    user read nothing but torchrun's summary (seen once in a suite run). A quiet rank now waits a
+    moment (launcher.QUIET_GRACE) before it exits."""
+    process = launch("train", "tiny.txt", "--hidden", "many", prelude=LATE_FIRST_RANK)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 1, err
+    assert len([line for line in err.splitlines() if line.startswith("Error: Invalid value for '--hidden'")]) == 1, err
+
+
 # Each rank notes the training steps it takes until its plan is made (DDP's or not) and then the plan.
 WATCH_THE_PLAN = """
 import os, pickle
