@@ -29,6 +29,21 @@ CHUNK_BYTES = 4 << 20
 NORMALIZATIONS = ("none", "nfc", "nfkc")  # --normalize: the Unicode forms `normalized` applies
 DOUBLED_LINE_BREAK = re.compile(r"\r+\n")  # `line_breaks`: \r\n, \r\r\n...
 LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line
+BYTE_ORDER_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+# What UTF-16 text is made of (`utf16_text`): ASCII and Latin-1 text, dashes, quotes and the ellipsis, CJK
+# punctuation and kana, CJK ideographs, full-width forms, any valid surrogate pair. Random data read two
+# bytes at a time lands in these a third of the time.
+TEXT_CODE_POINTS = (
+    (0x09, 0x0A),
+    (0x0D, 0x0D),
+    (0x20, 0x7E),
+    (0xA0, 0xFF),
+    (0x2010, 0x2027),
+    (0x3000, 0x30FF),
+    (0x4E00, 0x9FFF),
+    (0xFF01, 0xFFEF),
+    (0x10000, 0x10FFFF),
+)
 
 
 def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
@@ -158,7 +173,7 @@ def likely_encoding(data: bytes, at_start: bool, before: bytes) -> str:
     order mark, at the start: the same bytes later are stray ones): utf-16. "utf-8" where the bytes past
     the bad one are UTF-8 and the text around it has non-ASCII characters (stray bytes in a UTF-8 file,
     whose text latin-1 would garble: its Chinese, or an English text's curly quotes)."""
-    if at_start and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if at_start and data.startswith(BYTE_ORDER_MARKS):
         return "utf-16"
     window = data[:400]  # a character cut at its end costs one replacement
     chinese = window.decode("gb18030", errors="replace")
@@ -209,21 +224,26 @@ def undecodable(
     short, a binary one, or another encoding (the likely one, for UTF-8). `start`: the file offset of the
     bytes the decoder read (those of a character the block before began, then `raw`). `encoding_option`:
     whether the command has --encoding to suggest."""
+    # UTF-16 without its byte order mark (Notepad's "Unicode" exports can lack it): not binary for its NULs
+    wide = utf16_text(raw) if start == 0 and not raw.startswith(BYTE_ORDER_MARKS) else None
     if not isinstance(error, UnicodeDecodeError):  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
-        hint = f" or pass another {said('encoding')}" if encoding_option else ""
-        return CharLMError(f"{path}: cannot be read as {encoding} ({error}); convert it to UTF-8{hint}")
+        order = wide or utf16_without_bom(raw)
+        hint = f" or pass {said('encoding', order)}" if order else f" or pass another {said('encoding')}"
+        return CharLMError(
+            f"{path}: cannot be read as {encoding} ({error}); convert it to UTF-8{hint if encoding_option else ''}"
+        )
     at = start + error.start
     if not raw and error.end == len(error.object):  # the file ends inside a character: no encoding helps
         return CharLMError(
             f"{path}: ends in the middle of a character (its last {len(error.object)} bytes, from byte "
             f"offset {at}, begin one and stop): the file was cut short; remove them or get it whole"
         )
-    if b"\x00" in raw and not raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if b"\x00" in raw and not raw.startswith(BYTE_ORDER_MARKS) and not wide:
         # latin-1 would read it, and a score or a corpus of it is garbage
         return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
     utf8 = encoding.lower().replace("-", "") == "utf8"
     bad, before = error.object[error.start :], error.object[: error.start]
-    likely = likely_encoding(bad, at == 0, before) if utf8 else None
+    likely = wide or (likely_encoding(bad, at == 0, before) if utf8 else None)
     if likely == "utf-8":  # no encoding reads it: the file is UTF-8 but for those bytes
         return CharLMError(
             f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), though the "
@@ -232,7 +252,7 @@ def undecodable(
     if encoding_option:
         hint = f" or pass {said('encoding', likely)}" if likely else f" or pass another {said('encoding')}"
     else:  # a seed file: which encoding it is in, where that is known (latin-1 is only what reads any bytes)
-        known = likely in ("gb18030", "utf-16")
+        known = likely in ("gb18030", "utf-16", "utf-16-le", "utf-16-be")
         hint = f" (it looks like {likely} text)" if known else ""
     return CharLMError(
         f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}); "
@@ -260,6 +280,32 @@ def utf16_without_bom(data: bytes) -> str | None:
     if min(odd, even) == 0 and max(odd, even) * 4 >= len(window) // 2 > 0:
         return "utf-16-le" if odd else "utf-16-be"
     return None
+
+
+def utf16_text(data: bytes) -> str | None:
+    """utf-16-le or utf-16-be where `data`, a file's first bytes, read as text (`TEXT_CODE_POINTS`) in that
+    byte order and not in the other: UTF-16 without its byte order mark, Chinese text too, whose characters
+    have no NUL byte for `utf16_without_bom` to see. Not 8-bit text, whose bytes are mostly ASCII (two ASCII
+    letters read as one character are a CJK one, in either order). Not binary data that reads as CJK
+    (Python bytecode, repeated floats) nor Shift-JIS (whose second byte is never below 0x40): a CJK
+    character's low byte is any of 0-255, theirs keep to one part of that range."""
+    window = data[:400]
+    if sum(byte >= 0x80 for byte in window) * 6 < len(window):
+        return None  # 8-bit text: UTF-16 Chinese has about two bytes in five above 0x7f
+    shares = {}
+    for order in ("utf-16-le", "utf-16-be"):  # not final: a character cut at the window's end is no error
+        chars = codecs.getincrementaldecoder(order)("replace").decode(window)
+        text = sum(any(low <= ord(c) <= high for low, high in TEXT_CODE_POINTS) for c in chars)
+        shares[order] = (text / len(chars) if chars else 0.0, chars)
+    order = max(shares, key=lambda name: shares[name][0])
+    (share, chars), other = shares[order], min(share for share, _ in shares.values())
+    if len(chars) < 4 or share < 0.9 or other > share - 0.3:
+        return None
+    low_bytes = [ord(c) & 0xFF for c in chars if "\u4e00" <= c <= "\u9fff"]
+    below, above = sum(b < 0x40 for b in low_bytes), sum(b >= 0x80 for b in low_bytes)
+    if len(low_bytes) >= 16 and min(below, above) * 32 < len(low_bytes):
+        return None
+    return order
 
 
 def nul_offset(raw: bytes, offset: int, encoding: str) -> str:

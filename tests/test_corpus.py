@@ -1,6 +1,13 @@
 import codecs
+import gzip
 import importlib.util
+import py_compile
+import random
 import re
+import shutil
+import struct
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +19,7 @@ from charlm.corpus import iter_text, normalized, read_text, read_texts
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
-from .conftest import assert_one_line_error, cli, file_size_limit
+from .conftest import REPO, assert_one_line_error, cli, file_size_limit
 
 
 def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
@@ -176,6 +183,67 @@ def test_a_file_with_nul_bytes_that_decodes_is_refused_as_binary_and_utf_16_with
     assert read_texts([str(path)], encoding="utf-16-le") == "the lazy dog\n"
     with pytest.raises(CharLMError, match=r"without a byte order mark: convert it to UTF-8\)$"):
         read_text(path)  # a seed file: sample has no --encoding
+
+
+# The novel's opening lines: a Chinese text's characters, spread as a novel's are (a repeated phrase is not)
+OPENING = (
+    "此开卷第一回也。作者自云：因曾历过一番梦幻之后，故将真事隐去，而借“通灵”之说，撰此《石头记》一书也。\n"
+    "故曰“甄士隐”云云。但书中所记何事何人？自又云：“今风尘碌碌，一事无成，忽念及当日所有之女子……”\n"
+)
+
+
+def test_utf_16_chinese_without_its_byte_order_mark_is_named_and_binary_files_are_not(tmp_path):
+    """Notepad's "Unicode" exports can lack the byte order mark: a Chinese text so saved was "a binary
+    file" (its NULs, those of its line breaks, too few for UTF-16's hint) or, with no line break, told
+    latin-1 or gb18030, which misread it. Its characters say which byte order it is in; binary files (a
+    checkpoint, a PNG, gzip, a program, Python bytecode, floats, random bytes) and the other encodings of
+    Chinese keep their own advice."""
+    for order in ("utf-16-le", "utf-16-be"):
+        for text in (OPENING, OPENING.replace("\n", ""), "宝玉道：……\n"):
+            path = tmp_path / f"{order}.txt"
+            path.write_bytes(text.encode(order))
+            with pytest.raises(CharLMError, match=rf"^{path}: not valid utf-8 .*UTF-8 or pass encoding='{order}'$"):
+                read_texts([str(path)])
+            with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 \(it looks like {order} text\)$"):
+                read_text(path)  # a seed file
+            with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 or pass encoding='{order}'$"):
+                read_texts([str(path)], encoding="utf-16")
+            assert read_texts([str(path)], encoding=order) == text
+    torch = pytest.importorskip("torch")
+    torch.save({"weights": torch.randn(64, 64)}, tmp_path / "model.pt")
+    py_compile.compile(str(corpus_module.__file__), cfile=str(tmp_path / "corpus.pyc"), doraise=True)
+    binary = {
+        "model.pt": (tmp_path / "model.pt").read_bytes(),
+        "curves.png": (REPO / "docs" / "curves.png").read_bytes()[:4096],
+        "text.gz": gzip.compress(OPENING.encode() * 20, mtime=0),
+        "program": Path(shutil.which("ls") or sys.executable).read_bytes()[:4096],
+        "corpus.pyc": (tmp_path / "corpus.pyc").read_bytes()[:4096],
+        "floats.f32": struct.pack(">256f", *[0.001] * 256),  # big-endian: 0x3a83 0x126f... (ideographs)
+        "random.bin": random.Random(0).randbytes(4096),
+        "word.doc": random.Random(1).randbytes(100) + OPENING.encode("utf-16-le"),  # UTF-16 after a binary header
+        "few.txt": "宝。".encode("utf-16-le"),  # two characters are too few to tell
+        "either.txt": "宝玉宝玉".encode("utf-16-le"),  # text in both byte orders: 0x5b9d, 0x9d5b...
+    }
+    for name, data in binary.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CharLMError) as error:
+            read_texts([str(tmp_path / name)])
+        assert "utf-16" not in str(error.value), f"{name}: {error.value}"
+    other = {  # (bytes, what they are told)
+        "gbk.txt": (OPENING.encode("gbk"), r"encoding='gb18030'$"),
+        "stray.txt": (OPENING.encode() + b"\xff" + OPENING.encode(), "remove the stray bytes there"),
+        "sjis.txt": (
+            "吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。".encode("shift_jis"),
+            "encoding=",
+        ),
+        "latin.txt": ("naïve café au lait\n".encode("latin-1"), r"encoding='latin-1'$"),
+        "short.txt": ("Roméo,\n".encode("latin-1"), r"encoding='latin-1'$"),
+    }
+    for name, (data, says) in other.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CharLMError, match=says) as error:
+            read_texts([str(tmp_path / name)])
+        assert "utf-16" not in str(error.value), f"{name}: {error.value}"
 
 
 def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_name(tmp_path):

@@ -618,6 +618,9 @@ def test_every_code_name_a_doc_points_at_exists(page):
 UNREADABLE_FILES = {
     "GBK": [" 第一回　甄士隐梦幻识通灵\n".encode("gbk")],  # the novel's first line, as a GBK copy has it
     "UTF-16": ["第一回\n".encode("utf-16")],  # as Notepad saves "Unicode": a byte order mark first
+    "没有 BOM 的 UTF-16": [" 第一回　甄士隐梦幻识通灵\n".encode("utf-16-le")],  # an export that lacks the mark
+    # a stray byte between two lines of UTF-8
+    "UTF-8 文件里夹着": [" 第一回　甄士隐梦幻识通灵\n".encode() + b"\xff" + "此开卷第一回也。\n".encode()],
     "二进制文件": [b"\x7fELF\x02\x01\x01\x00\x00\x00"],
     "空文件": [b"", b" \n\n"],
 }

@@ -361,6 +361,29 @@ def test_a_model_in_training_mode_is_served_as_generate_samples_it_and_idle_gets
     assert model.training
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_model_trained_between_two_requests_is_served_with_its_new_weights(cell):
+    """The engine's fused LSTM step holds copies of the weights, made when the server starts: a model
+    served from Python and trained further in the same process was sampled with the weights it started
+    with. The engine builds its batch anew, at a busy spell's start, once the weights changed."""
+    torch.manual_seed(0)
+    model = make_model(VOCAB, cell, layers=2, hidden=32).train()  # train mode: idle gives it back
+    app = create_app({"tiny": lambda: model}, ServeConfig(api_key=KEY, chunk_ms=0))
+    with running(app) as url:
+        wait_healthy(url)
+        client = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        before = complete(client, max_tokens=40, seed=3, temperature=0.9)
+        engine = app.state.server.models["tiny"].engine
+        wait_until(lambda: engine.active == 0 and model.training)  # the busy spell is over
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for parameter in model.parameters():
+            parameter.grad = torch.randn_like(parameter)
+        optimizer.step()  # a training step, in place
+        after = complete(client, max_tokens=40, seed=3, temperature=0.9)
+    made = generate(model, "the ", length=40, temperature=0.9, random_seed=3)
+    assert after == [made[0][len("the ") :]] != before
+
+
 def test_a_negative_seed_is_taken_as_openai_and_generate_take_it(client, tiny_model):
     """OpenAI's seed is any 64-bit integer, and `charlm.generate` takes a negative one; the server refused
     all but -1 (which stays llama.cpp's "pick one")."""

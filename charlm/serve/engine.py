@@ -181,7 +181,7 @@ class Engine:
     ):
         self.model, self.capacity, self.publish, self.chunk_interval = model, capacity, publish, chunk_interval
         self.threads = threads
-        self.batch = Batch(model, capacity)
+        self.batch, self.versions = Batch(model, capacity), weight_versions(model)
         # what `top_logprobs` names each token, and which are byte pieces: once, not at every step
         self.label, self.is_byte = token_label(model.vocab), token_bytes(model.vocab)
         self.indexed: tuple[list[int], torch.Tensor | None] = ([], None)  # `rows_at`'s last rows and their index
@@ -238,6 +238,7 @@ class Engine:
         pin_this_thread(1)
         while self.work_waits():
             with inference(self.model):
+                self.follow_weights()
                 while (joining := self.boundary()) is not None:
                     try:
                         self.admit(joining)
@@ -248,6 +249,15 @@ class Engine:
                         self.flush()
                     except Exception as e:  # noqa: BLE001 -- a bug must not leave clients waiting forever
                         self.fail(f"generation failed: {type(e).__name__}: {e}")
+
+    def follow_weights(self) -> None:
+        """A new batch where the model's weights changed since this one was built: its fused step holds
+        copies of them (`lstm_step.FusedLSTMStep`), so a model trained further in the caller's process
+        was served with the weights it started with. Looked at once per busy spell (no row is live),
+        not per step: an update made while rows are live counts from the next spell."""
+        versions = weight_versions(self.model)
+        if versions != self.versions and not self.rows:
+            self.batch, self.versions = Batch(self.model, self.capacity), versions
 
     def work_waits(self) -> bool:
         """Waits, idle, for a job to join; False once stopping."""
@@ -395,6 +405,12 @@ class Engine:
         updates = finished + [Update(job, 0, "", error=message) for job in jobs.values() if not job.cancelled]
         if updates:
             self.publish(updates)
+
+
+def weight_versions(model: CharLM) -> tuple[int, ...]:
+    """The parameters' version counters, which torch bumps at every in-place change (an optimizer's
+    step, `load_state_dict`): equal tuples, the same weights."""
+    return tuple(parameter._version for parameter in model.parameters())
 
 
 def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
