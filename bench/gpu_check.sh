@@ -97,8 +97,8 @@ fi
 grep -E '^(python|GPU:|missing:|no CUDA)' "$logs/setup.log" >>"$report"
 
 if [ ${#failed[@]} -eq 0 ]; then
-    # 2. the GPU tests (pytest's exit 5: none collected); 3. the fast suite, each test run once
-    # (exit 124: the tests ran out of their seconds, so the whole check stays inside its 5 minutes)
+    # 2. the GPU tests (pytest's exit 5: none collected); 3. the fast tests of TESTS, each run once
+    # (exit 124: the tests ran out of their seconds, so the whole check stays inside its 7 minutes)
     suite_end=$((SECONDS + suite_seconds))
     pytest=("$python" -m pytest -q -p no:cacheprovider -rfE --durations=5)
     step "cuda tests" "$logs/pytest-cuda.txt" timeout -s INT -k 20 "$suite_seconds" "${pytest[@]}" -m cuda "${tests[@]}"

@@ -274,7 +274,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     help="folder holding the runs",
 )
 def list_runs(root: str) -> None:
-    """A table of the runs under checkpoints/: corpus (and a fine-tune's base), size, steps, best bpc, updated."""
+    """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, updated."""
     click.echo(tables.runs_table(Path(root)))
 
 

@@ -586,6 +586,22 @@ def test_the_page_names_a_seeds_unseen_characters_with_charlms_hints(tmp_path):
     assert got["texts"][5] == sampler.generate(model, seeds[5], length=3, greedy=True)[0]
 
 
+def test_the_page_names_a_templates_unseen_character_with_charlms_hints(tmp_path):
+    """The page named a template's or an acrostic's unseen character bare and JSON-quoted ('''), where charlm
+    names it as a seed's (Vocab.name_unseen: ',' (did you mean '，'?), '寶' (traditional? ...), "'"), and
+    docs/export.md says the page refuses a form in the server's words: the same line now."""
+    poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼"
+    model = model_of("lstm", poem + "，。“”\n", hidden=8)
+    requests = [{"template": "__,__"}, {"form": "五绝", "acrostic": "寶明月光"}, {"template": "__'__"}]
+    generations = [{"seed": "明月", "greedy": True, **request} for request in requests]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "明月", "generations": generations})
+    for request, text in zip(requests, got["texts"]):
+        with pytest.raises(CharLMError) as error:
+            sampler.generate(model, "明月", greedy=True, **request)
+        assert text == f"error: {error.value}", request
+    assert "',' (did you mean '，'?)" in got["texts"][0] and "(traditional? " in got["texts"][1]
+
+
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):
     """The page decided the script of `_` on the classes of the ids a template's fixed text is read as,
     charlm on the text as typed: under nfkc "，" and "！" (CJK punctuation: Han) are the model's "," and "!"

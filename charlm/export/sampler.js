@@ -419,9 +419,9 @@ function compileTemplate(request, banned) {
     if (c === null) return FREE;
     const read = normalize === "none" ? c : c.normalize(normalize.toUpperCase());
     const id = model.index.get([...read].length === 1 ? read : c);
-    if (id === undefined || id === unknown) {
-      const shown = JSON.stringify(c).slice(1, -1);
-      throw formError(fromAcrostic.has(c) ? "acrostic" : param, `${fromAcrostic.has(c) ? "acrostic" : name}: the model does not know '${shown}'; use characters it was trained on`);
+    if (id === undefined || id === unknown) {  // named as charlm names it: ',' (did you mean '，'?)
+      const shown = model.nameUnseen([...read].length === 1 ? read : c);
+      throw formError(fromAcrostic.has(c) ? "acrostic" : param, `${fromAcrostic.has(c) ? "acrostic" : name}: the model does not know ${shown}; use characters it was trained on`);
     }
     return id;
   });
