@@ -33,6 +33,7 @@ from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
 from charlm.device import to_host
 from charlm.errors import CharLMError
+from charlm.fields import on_command_line
 from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
@@ -1199,7 +1200,7 @@ def test_allow_origin_lets_that_origins_pages_call_the_api_and_no_other(tiny_mod
 
 @pytest.mark.parametrize("given", ["localhost:3000", "http://localhost:3000/app", " , "])
 def test_allow_origin_that_is_not_an_origin_is_one_line(given):
-    with pytest.raises(CharLMError, match="--allow-origin"):
+    with pytest.raises(CharLMError, match="^allow_origin[: ]"):  # a Python caller: the keyword
         ServeConfig(allow_origin=given)
 
 
@@ -1284,6 +1285,70 @@ def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take
     steps = {(thread, count, rows >= PARALLEL_ROWS) for what, thread, count, rows in seen if what == "step"}
     assert primes == {("charlm-prime", 1)}
     assert steps == {("charlm-engine-tiny", 1, False), ("charlm-engine-tiny", 2, True)}
+
+
+@pytest.mark.parametrize(
+    ("options", "in_python", "on_the_command_line"),
+    [
+        ({"port": -1}, "port must be at least 0, not -1", "--port must be at least 0, not -1"),
+        ({"port": 70000}, "port must be at most 65535", "--port must be at most 65535"),
+        ({"max_streams": 0}, "max_streams must be at least 1", "--max-streams must be at least 1"),
+        ({"chunk_ms": 2000.0}, "chunk_ms must be between 0 and 1000", "--chunk-ms must be between 0 and 1000"),
+        ({"api_key": ""}, "api_key must not be empty", "--api-key must not be empty"),
+        ({"allow_origin": "localhost:3000"}, "allow_origin: 'localhost:3000' is not", "--allow-origin: 'localhost"),
+        ({"allow_origin": " , "}, "allow_origin is empty", "--allow-origin is empty"),
+    ],
+)
+def test_serve_config_names_a_bad_option_as_its_caller_wrote_it(options, in_python, on_the_command_line):
+    """charlm.serve.ServeConfig(port=-1) told a Python caller "--port must be at least 0", a flag of a
+    command he never ran: a Python caller is told the keyword, a `charlm serve` user the flag."""
+    with pytest.raises(CharLMError, match="^" + re.escape(in_python)):
+        ServeConfig(**options)
+    with on_command_line(), pytest.raises(CharLMError, match="^" + re.escape(on_the_command_line)):
+        ServeConfig(**options)
+    flags = [part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    assert_one_line_error(cli("serve", "no-such-run", *flags), on_the_command_line)
+
+
+def test_serve_warns_of_its_options_as_its_caller_wrote_them(monkeypatch, recwarn):
+    """charlm.serve.serve(...) warned a Python caller of "--threads 2" and "--host 0.0.0.0 without
+    --api-key", flags of a command he never ran; `charlm serve` still names its flags."""
+    from charlm import threads
+    from charlm.serve import warn_if_no_core_left, warn_if_open_to_anyone
+
+    monkeypatch.setattr(threads, "share_of_cores", lambda: 2)
+
+    def warned() -> list[str]:
+        warn_if_no_core_left(2)
+        warn_if_open_to_anyone("0.0.0.0", "0.0.0.0", None)
+        warn_if_open_to_anyone("localhost", "127.0.0.1", None)  # only this machine reaches it: no warning
+        warn_if_open_to_anyone("0.0.0.0", "0.0.0.0", KEY)  # a key guards it: no warning
+        said = [str(w.message) for w in recwarn]
+        recwarn.clear()
+        return said
+
+    in_python = warned()
+    assert len(in_python) == 2 and "--" not in "".join(in_python), in_python
+    assert in_python[0].startswith("threads=2 takes all 2 cores") and "slower than threads=1" in in_python[0]
+    assert in_python[1].startswith("host='0.0.0.0' without api_key: anyone who reaches this port")
+    with on_command_line():
+        on_the_command_line = warned()
+    assert on_the_command_line[0].startswith("--threads 2 takes all 2 cores"), on_the_command_line
+    assert on_the_command_line[1].startswith("--host 0.0.0.0 without --api-key: anyone who reaches this port")
+
+
+def test_an_address_it_cannot_listen_on_is_named_as_its_caller_wrote_it():
+    """listening_socket's error (met by charlm.serve.serve) named --host and --port for a Python caller."""
+    with pytest.raises(CharLMError, match=r"^host='192\.0\.2\.1', port=0: .*; give host an address of this"):
+        listening_socket("192.0.2.1", 0)  # TEST-NET-1: never an address of this machine
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CharLMError, match=rf"^host='127\.0\.0\.1', port={port}: .*; pick another port$"):
+            listening_socket("127.0.0.1", port)
+        with on_command_line(), pytest.raises(CharLMError, match=rf"^--host 127\.0\.0\.1 --port {port}: .*--port$"):
+            listening_socket("127.0.0.1", port)
 
 
 def test_threads_on_every_core_are_warned_of(monkeypatch, recwarn):
@@ -1386,7 +1451,9 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
 @pytest.mark.parametrize("key", ["clé", "key\u2019s", " padded", "tab\there"])
 def test_a_key_no_header_can_carry_is_refused_at_start_up(key, monkeypatch, tiny_model):
     """Issue 26 item 5: a non-ASCII key was accepted and could never be matched (a header is Latin-1)."""
-    with pytest.raises(CharLMError, match=r"^--api-key must be printable ASCII"):
+    with pytest.raises(CharLMError, match=r"^api_key must be printable ASCII"):
+        ServeConfig(api_key=key)
+    with on_command_line(), pytest.raises(CharLMError, match=r"^--api-key must be printable ASCII"):
         ServeConfig(api_key=key)
     monkeypatch.setenv("CHARLM_API_KEY", key)
     with pytest.raises(CharLMError, match=r"^\$CHARLM_API_KEY must be printable ASCII"):
@@ -1827,7 +1894,7 @@ def test_cli_errors_are_one_line(fox_run):
         taken.listen()
         result = cli("serve", str(fox_run), "--port", str(taken.getsockname()[1]))
     assert_one_line_error(result, "--port", "pick another --port")
-    with pytest.raises(CharLMError, match=r"--host 192\.0\.2\.1 .*; give --host an address of this machine"):
+    with on_command_line(), pytest.raises(CharLMError, match=r"--host 192\.0\.2\.1 .*; give --host an address"):
         listening_socket("192.0.2.1", 0)  # TEST-NET-1: never an address of this machine
     assert_one_line_error(cli("serve", str(fox_run), "--max-streams", "0"), "--max-streams")
     assert_one_line_error(cli("serve", str(fox_run), "--port", "70000"), "--port must be at most 65535, not 70000")
