@@ -113,6 +113,16 @@ def test_the_python_references_serving_example_runs(tiny, monkeypatch):
     assert set(answers) == {"mine", "novel"} and all(len(text) == 5 for text in answers.values()), answers
 
 
+def test_the_serving_page_links_to_each_python_entry_point_of_serving():
+    """docs/serve.md told of `charlm serve` alone: a Python caller found charlm.serve.serve and create_app
+    only by reading python.md."""
+    module = load_script("make_python_md")
+    serving = next(section for section in module.SECTIONS if section.title == "Serve")
+    text = (REPO / "docs" / "serve.md").read_text(encoding="utf-8")
+    for entry in serving.entries:
+        assert f"(python.md#{module.anchor(entry.name)})" in text, entry.name
+
+
 def test_the_option_reference_shows_each_commands_help_as_text_not_code():
     """A command's help kept its docstring's indent: after a blank line, Markdown read the paragraph
     (`charlm sample`'s, `charlm serve`'s) as a block of code."""
