@@ -183,7 +183,13 @@ def test_a_row_gets_the_same_bits_on_one_thread_alone_as_on_two_among_many():
 def test_the_adaptive_head_computes_one_shape_whatever_the_number_of_rows(cell, monkeypatch):
     """Issue 26 item 16: on some CPUs the adaptive head's logits changed in their last bits from 9 rows
     up (its kernels depend on the number of rows). It now computes blocks of 8 rows: one shape, so a
-    row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do."""
+    row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do.
+
+    Every count of rows is stepped on one torch thread, as the engine steps fewer than PARALLEL_ROWS
+    (and every step at the default --threads 1); PARALLEL_ROWS rows on two threads too, as the engine
+    steps them at --threads 2. On two threads torch splits even an 8 x 20 log_softmax between them, and
+    on a loaded machine each split waits milliseconds for the other thread's core: every count on two
+    threads took 8-10 s there, where one thread checks the blocks' one shape as well."""
     torch.manual_seed(0)
     model = CharLM(ModelConfig(cell, 2, 48, 0.0, len(VOCAB), (8, 20)), Vocab(VOCAB)).eval()
     model.head.set_frequencies(torch.arange(len(VOCAB), 0, -1))
@@ -193,13 +199,21 @@ def test_the_adaptive_head_computes_one_shape_whatever_the_number_of_rows(cell, 
     stepper = RowStepper(model, 64)
     primed = stepper.prime(torch.tensor([1, 2, 3]))
     shapes.clear()
-    results = []
-    for rows in range(1, 65):
+
+    def first_row(rows: int, threads: int) -> torch.Tensor:
+        torch.set_num_threads(threads)
         for row in range(rows):
             stepper.load(row, *primed)
-        results.append(torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(6)]))
+        return torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(6)])
+
+    previous = torch.get_num_threads()
+    try:
+        alone = first_row(1, 1)
+        results = [first_row(rows, 1) for rows in range(2, 65)] + [first_row(PARALLEL_ROWS, 2)]
+    finally:
+        torch.set_num_threads(previous)
     assert len(shapes) == 1, shapes
-    assert all(torch.equal(result, results[0]) for result in results)
+    assert len(results) == 64 and all(torch.equal(result, alone) for result in results)
 
 
 def test_a_row_chooses_what_it_chooses_alone_whatever_the_other_rows_ask():
