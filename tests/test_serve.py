@@ -1967,11 +1967,19 @@ def browser(tmp_path):
         driver.quit()
 
 
+# Seconds a page test waits for what the page will do: on a loaded machine the browser and the server
+# take seconds over what a quiet one does in milliseconds (a wait of 5-15 s timed out once in a suite
+# run). A condition met returns at once: a longer wait costs nothing where the page works.
+PAGE_WAIT = 60
+
+
 def page_ready(driver, url: str):
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    WebDriverWait(driver, 15).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    WebDriverWait(driver, PAGE_WAIT).until(
+        lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1"
+    )
     return WebDriverWait
 
 
@@ -1986,7 +1994,7 @@ def write(driver, wait, seed: str, length: int) -> None:
     set_field(driver, "seed", seed)
     set_field(driver, "length", str(length))
     driver.find_element("id", "generate").click()
-    wait(driver, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(driver, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
 
 
 def made_text(driver) -> str:
@@ -2060,7 +2068,7 @@ def test_page_shows_alternatives_for_a_line_break(fox_run, browser):
         set_field(browser, "length", "300")
         set_field(browser, "temperature", "1.5")  # about one character in twenty is a line break
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         spans = browser.find_elements("css selector", "#text .made")
         breaks = [span for span in spans if span.get_attribute("textContent") == "\n"]
         assert len(breaks) >= 2, made_text(browser)
@@ -2068,7 +2076,7 @@ def test_page_shows_alternatives_for_a_line_break(fox_run, browser):
         for line_break, letter in zip(breaks[:6], spans):
             ActionChains(browser).move_to_element(letter).perform()  # off the break, so hovering it is a new hover
             ActionChains(browser).move_to_element(line_break).perform()
-            wait(browser, 2).until(lambda d: tip.is_displayed() and "\u21b5" in tip.text)
+            wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed() and "\u21b5" in tip.text)
         assert "\u21b5" not in made_text(browser) and "\u21b5" not in browser.execute_script("return fullText()")
     # Nothing on the way failed in the browser: no script error, no request answered 404 (a favicon was)
     assert [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
@@ -2089,9 +2097,9 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         set_field(browser, "length", "200000")
         set_field(browser, "temperature", "1.5")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
         first = len(made_text(browser))
-        wait(browser, 10).until(lambda d: len(made_text(d)) > first + 20)  # text keeps streaming in
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > first + 20)  # text keeps streaming in
         assert (
             browser.find_element("id", "stop").is_enabled() and not browser.find_element("id", "generate").is_enabled()
         )
@@ -2099,16 +2107,16 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         assert app.state.server.models["fox"].engine.active == 1
 
         browser.find_element("id", "stop").click()
-        wait(browser, 5).until(lambda d: "stopped" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "stopped" in d.find_element("id", "status").text)
         stopped = made_text(browser)
-        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=5)  # the row is freed
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=PAGE_WAIT)  # the row is freed
         time.sleep(0.3)
         assert made_text(browser) == stopped and 0 < len(stopped) < 200_000
         assert "the quick " + stopped == browser.execute_script("return fullText()")
 
         set_field(browser, "length", "120")
         browser.find_element("id", "continue").click()
-        wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick " + stopped
         continued = made_text(browser)
         assert len(continued) == 120 and set(continued) <= set(model.vocab.chars)
@@ -2116,7 +2124,7 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         spans = browser.find_elements("css selector", "#text .made")
         ActionChains(browser).move_to_element(spans[40]).perform()
         tip = browser.find_element("id", "tip")
-        wait(browser, 5).until(lambda d: tip.is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
         rows = tip.find_elements("css selector", "tr")
         assert len(rows) >= 2 and all("%" in row.text for row in rows)
         assert "bits of surprise" in tip.text and tip.find_elements("css selector", "tr.chosen")
@@ -2127,11 +2135,11 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         )
         assert coloured == len(spans)
         ActionChains(browser).move_to_element(spans[60]).perform()
-        wait(browser, 5).until(lambda d: tip.is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
         browser.save_screenshot(str(tmp_path / "page-hover-surprise.png"))
 
         browser.find_element("id", "copy").click()
-        wait(browser, 5).until(lambda d: "copied" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "copied" in d.find_element("id", "status").text)
         browser.refresh()  # the history survives a reload, and restores a text
         page_ready(browser, url)
         items = browser.find_elements("css selector", "#history li")
@@ -2168,7 +2176,7 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         set_field(browser, "seed", seed)
         set_field(browser, "length", "150")
         browser.find_element("id", "generate").click()
-        wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         made = made_text(browser)
         # What the page shows must be the model's own characters, not escapes or mojibake; how much of
         # it is Chinese depends on the draw (a tiny model also writes the novel's indenting spaces and
@@ -2180,7 +2188,7 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         target = next(s for s in spans if "\u4e00" <= s.text <= "\u9fff")
         ActionChains(browser).move_to_element(target).perform()
         tip = browser.find_element("id", "tip")
-        wait(browser, 5).until(lambda d: tip.is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
         alternatives = [row.find_element("tag name", "td").text for row in tip.find_elements("css selector", "tr")]
         assert len(alternatives) >= 5 and any("\u4e00" <= a <= "\u9fff" for a in alternatives)
         browser.find_element("id", "surprise").click()
@@ -2585,7 +2593,7 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         assert len(made) == 300 and not set(made) & set("eo\n"), made
         set_field(browser, "ban", VOCAB.replace("\n", "\\n"))
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         error = browser.find_element("id", "seed-error").text
         assert error == "ban bans every token the model has; leave it at least one to write"
         assert "see the ban" in browser.find_element("id", "status").text and made_text(browser) == made
@@ -2594,7 +2602,7 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         set_field(browser, "template", "__ _")
         set_field(browser, "ban", "abcdefghijklmnopqrstuvwxyz")  # the server's refusal, named as the page names it
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         error = browser.find_element("id", "seed-error").text
         assert error == "ban bans every way to write template (`_` needs letters); ban fewer", error
         assert "see the ban" in browser.find_element("id", "status").text
@@ -2603,7 +2611,7 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         Select(browser.find_element("id", "model")).select_by_value("pieces")
         set_field(browser, "ban", "e")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         assert "a sentencepiece model's tokens are pieces" in browser.find_element("id", "seed-error").text
         set_field(browser, "ban", "")  # an empty box bans nothing
         write(browser, wait, "the ", 50)
@@ -2627,7 +2635,7 @@ def test_page_refuses_a_ban_over_the_servers_limit_before_sending_it(browser):
         wait = page_ready(browser, url)
         browser.execute_script("document.getElementById('ban').value = arguments[0]", chars[1 : MAX_BIASED + 2])
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         error = browser.find_element("id", "seed-error").text
         assert error == "ban bans 65,537 characters; this server takes at most 65,536 (its logit_bias limit): ban fewer"
         assert "see the ban" in browser.find_element("id", "status").text
@@ -2654,9 +2662,9 @@ def test_page_keeps_a_texts_model_when_the_picker_changes_mid_stream(fox_run, br
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "4000")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
         Select(browser.find_element("id", "model")).select_by_value("xyz")
-        wait(browser, 60).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         status = browser.find_element("id", "status").text
         assert "does not know" not in status and [item["model"] for item in page_history(browser)] == ["fox"]
         # Restoring the entry restores its model and settings too, so Continue goes on as it was written
@@ -2680,14 +2688,14 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
             set_field(browser, "seed", seed)
             set_field(browser, "length", "30")
             browser.find_element("id", "generate").click()
-            wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+            wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
 
         write("the ")
         first = browser.current_window_handle
         browser.switch_to.new_window("tab")
         write("lazy ")
         browser.switch_to.window(first)
-        wait_until(lambda: len(browser.find_elements("css selector", "#history li")) == 2, timeout=5)
+        wait_until(lambda: len(browser.find_elements("css selector", "#history li")) == 2, timeout=PAGE_WAIT)
         entries = browser.find_elements("css selector", "#history li")
         entries[1].click()
         assert browser.find_element("id", "seed").get_attribute("value") == "the "
@@ -2731,10 +2739,10 @@ def test_page_keeps_the_form_and_ban_boxes_as_it_keeps_the_sliders(tiny_model, b
         set_field(browser, "seed", "the ")
         set_field(browser, "length", "4000")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: len(made_text(d)) >= 5)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) >= 5)
         set_field(browser, "ban", "changed while it was written")
         browser.find_element("id", "stop").click()
-        wait(browser, 15).until(lambda d: "stopped" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "stopped" in d.find_element("id", "status").text)
         entries = browser.find_elements("css selector", "#history li")
         entries[1].click()  # the first text: its boxes come back
         assert boxes(browser) == kept
@@ -2790,7 +2798,7 @@ def test_a_reload_mid_text_keeps_the_text_and_the_seed(browser):
         set_field(browser, "seed", "the ")
         set_field(browser, "length", "4000")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: len(made_text(d)) >= 20)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) >= 20)
         browser.refresh()
         wait = page_ready(browser, url)
         saved = browser.execute_script('return JSON.parse(localStorage.getItem("charlm.history") || "[]")')
@@ -2813,12 +2821,12 @@ def test_serve_page_fits_a_phone(fox_run, browser):
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "200")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: d.find_element("id", "key").is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "key").is_displayed())
         assert browser.execute_script("return document.documentElement.scrollWidth") == 375
         set_field(browser, "key", KEY)
         browser.find_element("id", "save-key").click()
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: browser.find_elements("css selector", "#history li"))
+        wait(browser, PAGE_WAIT).until(lambda d: browser.find_elements("css selector", "#history li"))
         assert browser.execute_script("return document.documentElement.scrollWidth") == 375
 
 
@@ -2834,7 +2842,7 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
         def generate() -> str:
             browser.find_element("id", "generate").click()
             # Stop is enabled while the request is in flight, refused or not: wait for the text or the refusal.
-            wait(browser, 15).until(lambda d: made_text(d) or status().startswith("not written"))
+            wait(browser, PAGE_WAIT).until(lambda d: made_text(d) or status().startswith("not written"))
             return status()
 
         def status() -> str:
@@ -2848,8 +2856,8 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
         assert generate() == "not written: see the length"
         set_field(browser, "length", "100000")
         generate()
-        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
-    wait(browser, 15).until(lambda d: not d.find_element("id", "stop").is_enabled())
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
+    wait(browser, PAGE_WAIT).until(lambda d: not d.find_element("id", "stop").is_enabled())
     made = made_text(browser)
     assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
     # under the seed too (role=alert, read out at once): the status line alone is read when the reader is idle
@@ -2865,12 +2873,12 @@ def escape_stops_the_writing(driver, wait) -> str:
     from selenium.webdriver.common.keys import Keys
 
     driver.find_element("id", "seed").send_keys(Keys.CONTROL, Keys.ENTER)
-    wait(driver, 30).until(lambda d: len(made_text(d)) > 0)
+    wait(driver, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     # The text region is busy while it is written: a screen reader reads it once it ends, not each piece.
     assert text_busy(driver) == "true"
     driver.find_element("id", "temperature").click()
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-    wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    wait(driver, PAGE_WAIT).until(lambda d: "stopped" in d.find_element("id", "status").text)
     assert text_busy(driver) == "false"
     made = made_text(driver)
     said = re.fullmatch(r"stopped: ([\d,]+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
@@ -2900,7 +2908,7 @@ def test_page_works_from_the_keyboard(fox_run, browser):
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "200000")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "key").is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "key").is_displayed())
         browser.find_element("id", "key").send_keys(KEY, Keys.ENTER)
         assert browser.find_element("id", "status").text == "key saved"
         stopped = escape_stops_the_writing(browser, wait)
@@ -2922,16 +2930,16 @@ def enter_writes_and_stops(driver, wait) -> str:
     from selenium.webdriver.common.keys import Keys
 
     driver.find_element("id", "length").send_keys(Keys.ENTER)
-    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    wait(driver, PAGE_WAIT).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
     assert focused(driver) == "length"
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    wait(driver, PAGE_WAIT).until(lambda d: "stopped" in status_of(d))
     driver.execute_script("document.getElementById('generate').focus()")
     ActionChains(driver).send_keys(Keys.ENTER).perform()
     assert focused(driver) == "stop"
-    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    wait(driver, PAGE_WAIT).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
     ActionChains(driver).send_keys(Keys.ENTER).perform()
-    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    wait(driver, PAGE_WAIT).until(lambda d: "stopped" in status_of(d))
     assert focused(driver) == "generate"
     return made_text(driver)
 
@@ -3010,13 +3018,13 @@ def test_serve_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tiny_m
         browser.execute_cdp_cmd("Network.enable", {})
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/v1/models"]})
         browser.get(url)
-        wait(browser, 15).until(lambda d: status_of(d).startswith("cannot reach the server"))
+        wait(browser, PAGE_WAIT).until(lambda d: status_of(d).startswith("cannot reach the server"))
         assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
         # A server that answers the model list with an error was said to be out of reach: what it said.
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
         browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MODEL_LIST_REFUSED})
         browser.get(url)
-        wait(browser, 15).until(lambda d: status_of(d).startswith("the server did not list its models"))
+        wait(browser, PAGE_WAIT).until(lambda d: status_of(d).startswith("the server did not list its models"))
         assert "the models are still loading" in browser.find_element("id", "seed-error").text
         assert "cannot reach" not in browser.find_element("id", "seed-error").text
 
@@ -3124,7 +3132,7 @@ def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
     set_field(driver, "seed", "the quick ")
     set_field(driver, "length", "30")
     driver.find_element("id", "generate").click()
-    wait(driver, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(driver, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(driver)
     for name, value, says in (
         ("temperature", "", "temperature: give a number from 0 to 100"),
@@ -3135,7 +3143,7 @@ def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
         before = driver.find_element("id", name).get_attribute("value")
         set_field(driver, name, value)
         driver.find_element("id", "generate").click()
-        wait(driver, 10).until(lambda d: "not written" in d.find_element("id", "status").text)
+        wait(driver, PAGE_WAIT).until(lambda d: "not written" in d.find_element("id", "status").text)
         caption = says.split(":")[0]
         assert driver.find_element("id", "status").text == f"not written: see the {caption}"
         assert driver.find_element("id", "seed-error").text == says and made_text(driver) == made
@@ -3167,16 +3175,16 @@ def test_two_tabs_at_once_share_the_servers_streams(fox_run, browser):
             set_field(browser, "seed", "the quick ")
             set_field(browser, "length", "200000")
             browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: "not written" in status_of(d))
+        wait(browser, PAGE_WAIT).until(lambda d: "not written" in status_of(d))
         assert status_of(browser) == "not written: the server is busy; try again in a moment"
         browser.switch_to.window(tabs[0])
         assert browser.find_element("id", "stop").is_enabled()
         browser.find_element("id", "stop").click()
-        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=5)  # the row is freed
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=PAGE_WAIT)  # the row is freed
         browser.switch_to.window(tabs[1])
         set_field(browser, "length", "50")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: "done" in status_of(d))
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
         assert len(made_text(browser)) == 50
 
 
