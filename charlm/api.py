@@ -33,7 +33,7 @@ from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel
-from .fields import SHOWN, check_keywords, check_names, keywords_for_flags, plain, said, together, unset_dropped
+from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note_for
@@ -56,9 +56,9 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
         if function.__doc__ is None:  # python -OO drops docstrings
             return function
         lines = [f"\n\nOptions (`charlm.{config_class.__name__}`'s fields) and their defaults:"]
-        fields = dataclasses.fields(config_class)
-        for f in fields:
-            entry = f"{f.name}={default_of(f)!r}: {keywords_for_flags(f.metadata.get('help', ''), fields)}"
+        helps = python_help(config_class)
+        for f in dataclasses.fields(config_class):
+            entry = f"{f.name}={default_of(f)!r}: {helps[f.name]}"
             lines.append(textwrap.fill(entry, 100, initial_indent="    ", subsequent_indent="        "))
         function.__doc__ = inspect.cleandoc(function.__doc__) + "\n".join(lines)
         return function

@@ -97,21 +97,48 @@ def call(command: str, *options: str, path: str | PurePath | None = None) -> str
 
 def keywords_for_flags(text: str, fields: tuple[dataclasses.Field, ...]) -> str:
     """A text written for the command line (an option's `--help`, a run plan's reason) with each flag of
-    a field as the keyword a Python caller writes, and a number after it as its value: help(charlm.train)
-    tells of max_time, charlm.train's plan says "hidden=128 fits the budget", never a flag Python has not."""
-    names = {f.name for f in fields}
+    a field as the keyword a Python caller writes, and a number or one of its choices after it as its
+    value: help(charlm.train) tells of max_time and tokenizer='sentencepiece', charlm.train's plan says
+    "hidden=128 fits the budget", never a flag Python has not."""
+    by_name = {f.name: f for f in fields}
 
     def keyword(flag: re.Match) -> str:
         name = flag[1].replace("-", "_")
-        if name not in names:
+        if name not in by_name:
             return flag[0]
-        return name if flag[2] is None else f"{name}={flag[2]}"
+        if flag[2] is not None:
+            return f"{name}={flag[2]}"
+        if flag[3] is not None and flag[3] in by_name[name].metadata.get("choices", ()):
+            return f"{name}={flag[3]!r}"
+        return name if flag[3] is None else f"{name} {flag[3]}"
 
     return FLAG.sub(keyword, text)
 
 
-# A flag, and the number given to it if one follows ("--hidden 256", "--dropout 0.1"; not a list's comma).
-FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?: (\d(?:[\d.,]*\d)?))?")
+# A flag, and the number given to it if one follows ("--hidden 256", "--dropout 0.1"; not a list's comma),
+# or the word (a choice: "--tokenizer sentencepiece").
+FLAG = re.compile(r"--([a-z][a-z0-9-]*)(?: (?:(\d(?:[\d.,]*\d)?)|([a-z][a-z0-9]*)\b))?")
+
+# The `[default: ...]` a help text ends with where the command line's own would say nothing useful
+# (`--allow-origin`'s "[default: none: the served page only]").
+STATED_DEFAULT = re.compile(r"\s*\[default: (.*)\]$")
+
+
+def python_help(config_class: type) -> dict[str, str]:
+    """Each field's help, written for `charlm ... --help`, as a Python caller reads it (help(charlm.train),
+    docs/python.md): its flags as keywords (`keywords_for_flags`), and the word the command line types
+    for "unset" (`--max-time none`) as the None a Python caller gives, where the field takes None."""
+    fields, hints = dataclasses.fields(config_class), typing.get_type_hints(config_class)
+    helps = {}
+    for f in fields:
+        text = f.metadata.get("help", "")
+        stated = STATED_DEFAULT.search(text)
+        if stated:  # what the default means, as a clause of the help
+            text = f"{text[: stated.start()]}; {stated[1]}"
+        if holds(None, hints[f.name]):
+            text = re.sub(r"\bnone(?=:)", "None", text)  # "(none: no time limit)": max_time=None
+        helps[f.name] = keywords_for_flags(text, fields)
+    return helps
 
 
 def as_said(text: str, config_class: type) -> str:

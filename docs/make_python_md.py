@@ -23,13 +23,12 @@ from typing import NamedTuple
 
 import charlm
 from charlm.api import default_of
-from charlm.fields import keywords_for_flags
+from charlm.fields import python_help
 from charlm.model import CharLM, ModelConfig
 from charlm.serve import ServeConfig, model_loaders, serve
 
 OUTPUT = Path(__file__).with_name("python.md")
 PIPE = "\\|"  # a | inside a Markdown table cell
-DEFAULT = re.compile(r"\s*\[default: (.*)\]$")  # a default a help text states itself (`--allow-origin`'s)
 
 
 class Entry(NamedTuple):
@@ -114,15 +113,10 @@ def user_paragraphs(entry: Entry) -> list[str]:
 
 def options_table(config_class: type) -> list[str]:
     """A config dataclass's fields as keywords: type, default and what each does."""
-    fields = dataclasses.fields(config_class)
+    helps = python_help(config_class)
     lines = ["| keyword | type | default | what |", "| --- | --- | --- | --- |"]
-    for f in fields:
-        text = f.metadata.get("help", "")
-        match = DEFAULT.search(text)
-        if match:  # "[default: none: the served page only]": what the default means, as a keyword's None
-            meaning = re.sub(r"^none\b", "None", match.group(1))
-            text = f"{text[: match.start()]}; {meaning}"
-        text = keywords_for_flags(text, fields)
+    for f in dataclasses.fields(config_class):
+        text = helps[f.name]
         if f.metadata.get("choices"):
             text += f" (one of {', '.join(repr(choice) for choice in f.metadata['choices'])})"
         default = "required" if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else None

@@ -7,6 +7,7 @@ import itertools
 import math
 import os
 import pydoc
+import re
 import shutil
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
 from charlm.export import export
-from charlm.fields import said
+from charlm.fields import python_help, said
 from charlm.model import INSIDE, inference
 from charlm.trainer import Trainer
 
@@ -1048,6 +1049,25 @@ def test_help_names_each_option_as_the_keyword_a_python_caller_writes():
         assert not flags & said, (function.__name__, flags & said)
     assert "each verse of form or template" in " ".join(charlm.generate.__doc__.split())
     assert "fitted to max_time and max_steps" in " ".join(charlm.train.__doc__.split())
+
+
+def test_help_says_what_a_python_caller_gives_where_the_command_line_types_a_word():
+    """help(charlm.train) and docs/python.md told a Python caller max_time's "(none: no time limit ...)",
+    the word `--max-time none` types, where Python takes None; and spm_model's "(with tokenizer
+    sentencepiece)", a flag's value as no Python caller writes it. `charlm train --help` keeps its words."""
+    from charlm.serve.config import ServeConfig
+
+    shown = " ".join(charlm.train.__doc__.split())
+    assert "max_time='10m': stop after" in shown and "(None: no time limit; then give max_steps)" in shown
+    assert "(with tokenizer='sentencepiece')" in shown
+    for config_class in (Config, SampleConfig, ServeConfig):
+        for name, text in python_help(config_class).items():
+            assert not re.search(r"\bnone\b|\[default", text), (config_class.__name__, name, text)
+    assert python_help(ServeConfig)["host"].endswith("then set api_key)")  # its own config's flag, as a keyword
+    assert python_help(ServeConfig)["allow_origin"].endswith("or * for any; None: the served page only")
+    command_line = " ".join(cli("train", "--help").output.split())
+    assert "(none: no time limit; then give --max-steps)" in command_line
+    assert "(with --tokenizer sentencepiece)" in command_line
 
 
 def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model):

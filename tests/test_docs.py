@@ -8,15 +8,17 @@ import inspect
 import re
 import runpy
 import shlex
+import shutil
 import time
 import unicodedata
 from pathlib import Path
 
 import pytest
+import torch
 
 import charlm
 
-from .conftest import REPO, import_or_missing
+from .conftest import REPO, TINY, import_or_missing
 
 DOCS = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -56,42 +58,72 @@ def python_reference_examples() -> dict[str, str]:
     return {e.name: inspect.cleandoc(e.example) for s in module.SECTIONS for e in s.entries if e.example}
 
 
-def run_python_reference_examples(names, namespace, tiny, monkeypatch) -> None:
-    """The examples of `names`, as a reader runs them one after the other, on a tiny model trained on text
-    made of the examples themselves (so every seed's characters are in the vocabulary); charlm.serve.serve
-    loads the models it is given where it would serve them until Ctrl-C."""
+@pytest.fixture(scope="module")
+def python_reference_session(tmp_path_factory) -> tuple[Path, dict]:
+    """The page's first example, charlm.train's, run once for the tests of the examples below (each of
+    which trained its own run before): a tiny run on text made of the examples themselves, so every
+    seed's characters are in the vocabulary. Its folder (the texts and checkpoints/novel) and the names
+    it defined, for each test to go on from as a reader goes on in the same session."""
+    folder = tmp_path_factory.mktemp("python-reference")
+    text = "\n".join(python_reference_examples().values()) * 10
+    for name in ("novel.txt", "chapter.txt"):
+        (folder / name).write_text(text, encoding="utf-8")
+    namespace: dict = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        train = charlm.train
+        patch.setattr(charlm, "train", lambda paths, **options: train(paths, **{**options, **TINY, "threads": 1}))
+        run_examples(["charlm.train"], namespace)
+    return folder, namespace
+
+
+def run_python_reference_examples(names, session, monkeypatch) -> dict:
+    """The examples of `names`, as a reader runs them one after the other after charlm.train's (run once:
+    `python_reference_session`), in a folder holding its texts and run; charlm.serve.serve loads the
+    models it is given where it would serve them until Ctrl-C. Returns the names they defined.
+
+    On one torch thread: on two, torch splits even a tiny model's small operations between them, and
+    on a loaded machine each split waits milliseconds for the other thread's core (seconds of these
+    examples' sampling and scoring); what they show does not depend on it."""
     from charlm import serve
 
-    examples = python_reference_examples()
-    text = "\n".join(examples.values()) * 10
-    for name in ("novel.txt", "chapter.txt"):
-        Path(name).write_text(text, encoding="utf-8")
-    train = charlm.train
-    monkeypatch.setattr(charlm, "train", lambda paths, **options: train(paths, **{**options, **tiny}))
-    served = namespace.setdefault("served", [])
+    folder, trained = session
+    shutil.copytree(folder, Path.cwd(), dirs_exist_ok=True)
+    namespace = {**trained, "served": []}
 
     def loaded_not_served(targets, config):
         loaders, _ = serve.model_loaders(targets, config.device)
-        served.extend(load() for load in loaders.values())
+        namespace["served"].extend(load() for load in loaders.values())
 
     monkeypatch.setattr(serve, "serve", loaded_not_served)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_examples(names, namespace)
+    finally:
+        torch.set_num_threads(previous)
+    return namespace
+
+
+def run_examples(names, namespace) -> None:
+    examples = python_reference_examples()
     for name in names:
         exec(compile(examples[name], f"docs/python.md: {name}", "exec"), namespace)  # noqa: S102
 
 
-def test_the_python_references_examples_run(tiny, monkeypatch, capsys):
+def test_the_python_references_examples_run(python_reference_session, monkeypatch, capsys):
     """The page's examples run as a reader pastes them, in order, in one session (all but create_app's,
     which needs the serve extra: the test below)."""
     names = [name for name in python_reference_examples() if not name.endswith("create_app")]
-    namespace: dict = {}
-    run_python_reference_examples(names, namespace, tiny, monkeypatch)
+    assert names[0] == "charlm.train"  # run by python_reference_session
+    namespace = run_python_reference_examples(names[1:], python_reference_session, monkeypatch)
     assert isinstance(namespace["model"], charlm.CharLM) and isinstance(namespace["served"][0], charlm.CharLM)
     printed = capsys.readouterr().out
     said = re.search(r"print\(error\)  # (.*)\.\.\.", python_reference_examples()["charlm.CharLMError"])[1]
     assert said in printed, f"the CharLMError example says it prints {said!r}; it printed {printed!r}"
 
 
-def test_the_python_references_serving_example_runs(tiny, monkeypatch):
+def test_the_python_references_serving_example_runs(python_reference_session, monkeypatch):
     """create_app's example serves a run's model and one in memory under their ids: uvicorn.run, which
     would serve until Ctrl-C, here answers a completion from each."""
     uvicorn = import_or_missing("uvicorn")
@@ -108,8 +140,8 @@ def test_the_python_references_serving_example_runs(tiny, monkeypatch):
                 answers[model] = client.post("/v1/completions", json=body).json()["choices"][0]["text"]
 
     monkeypatch.setattr(uvicorn, "run", answered)
-    names = ["charlm.train", "charlm.serve.serve", "charlm.serve.model_loaders", "charlm.serve.app.create_app"]
-    run_python_reference_examples(names, {}, tiny, monkeypatch)
+    names = ["charlm.serve.serve", "charlm.serve.model_loaders", "charlm.serve.app.create_app"]
+    run_python_reference_examples(names, python_reference_session, monkeypatch)
     assert set(answers) == {"mine", "novel"} and all(len(text) == 5 for text in answers.values()), answers
 
 

@@ -33,6 +33,7 @@ from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
 from charlm.device import to_host
 from charlm.errors import CharLMError
+from charlm.fields import on_command_line
 from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
@@ -182,7 +183,13 @@ def test_a_row_gets_the_same_bits_on_one_thread_alone_as_on_two_among_many():
 def test_the_adaptive_head_computes_one_shape_whatever_the_number_of_rows(cell, monkeypatch):
     """Issue 26 item 16: on some CPUs the adaptive head's logits changed in their last bits from 9 rows
     up (its kernels depend on the number of rows). It now computes blocks of 8 rows: one shape, so a
-    row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do."""
+    row is the same from 1 to 64 rows by construction, whatever this CPU's kernels do.
+
+    Every count of rows is stepped on one torch thread, as the engine steps fewer than PARALLEL_ROWS
+    (and every step at the default --threads 1); PARALLEL_ROWS rows on two threads too, as the engine
+    steps them at --threads 2. On two threads torch splits even an 8 x 20 log_softmax between them, and
+    on a loaded machine each split waits milliseconds for the other thread's core: every count on two
+    threads took 8-10 s there, where one thread checks the blocks' one shape as well."""
     torch.manual_seed(0)
     model = CharLM(ModelConfig(cell, 2, 48, 0.0, len(VOCAB), (8, 20)), Vocab(VOCAB)).eval()
     model.head.set_frequencies(torch.arange(len(VOCAB), 0, -1))
@@ -192,13 +199,21 @@ def test_the_adaptive_head_computes_one_shape_whatever_the_number_of_rows(cell, 
     stepper = RowStepper(model, 64)
     primed = stepper.prime(torch.tensor([1, 2, 3]))
     shapes.clear()
-    results = []
-    for rows in range(1, 65):
+
+    def first_row(rows: int, threads: int) -> torch.Tensor:
+        torch.set_num_threads(threads)
         for row in range(rows):
             stepper.load(row, *primed)
-        results.append(torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(6)]))
+        return torch.stack([stepper.step(inputs[:rows, t])[0].clone() for t in range(6)])
+
+    previous = torch.get_num_threads()
+    try:
+        alone = first_row(1, 1)
+        results = [first_row(rows, 1) for rows in range(2, 65)] + [first_row(PARALLEL_ROWS, 2)]
+    finally:
+        torch.set_num_threads(previous)
     assert len(shapes) == 1, shapes
-    assert all(torch.equal(result, results[0]) for result in results)
+    assert len(results) == 64 and all(torch.equal(result, alone) for result in results)
 
 
 def test_a_row_chooses_what_it_chooses_alone_whatever_the_other_rows_ask():
@@ -1222,7 +1237,7 @@ def test_allow_origin_lets_that_origins_pages_call_the_api_and_no_other(tiny_mod
 
 @pytest.mark.parametrize("given", ["localhost:3000", "http://localhost:3000/app", " , "])
 def test_allow_origin_that_is_not_an_origin_is_one_line(given):
-    with pytest.raises(CharLMError, match="--allow-origin"):
+    with pytest.raises(CharLMError, match="^allow_origin[: ]"):  # a Python caller: the keyword
         ServeConfig(allow_origin=given)
 
 
@@ -1307,6 +1322,70 @@ def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take
     steps = {(thread, count, rows >= PARALLEL_ROWS) for what, thread, count, rows in seen if what == "step"}
     assert primes == {("charlm-prime", 1)}
     assert steps == {("charlm-engine-tiny", 1, False), ("charlm-engine-tiny", 2, True)}
+
+
+@pytest.mark.parametrize(
+    ("options", "in_python", "on_the_command_line"),
+    [
+        ({"port": -1}, "port must be at least 0, not -1", "--port must be at least 0, not -1"),
+        ({"port": 70000}, "port must be at most 65535", "--port must be at most 65535"),
+        ({"max_streams": 0}, "max_streams must be at least 1", "--max-streams must be at least 1"),
+        ({"chunk_ms": 2000.0}, "chunk_ms must be between 0 and 1000", "--chunk-ms must be between 0 and 1000"),
+        ({"api_key": ""}, "api_key must not be empty", "--api-key must not be empty"),
+        ({"allow_origin": "localhost:3000"}, "allow_origin: 'localhost:3000' is not", "--allow-origin: 'localhost"),
+        ({"allow_origin": " , "}, "allow_origin is empty", "--allow-origin is empty"),
+    ],
+)
+def test_serve_config_names_a_bad_option_as_its_caller_wrote_it(options, in_python, on_the_command_line):
+    """charlm.serve.ServeConfig(port=-1) told a Python caller "--port must be at least 0", a flag of a
+    command he never ran: a Python caller is told the keyword, a `charlm serve` user the flag."""
+    with pytest.raises(CharLMError, match="^" + re.escape(in_python)):
+        ServeConfig(**options)
+    with on_command_line(), pytest.raises(CharLMError, match="^" + re.escape(on_the_command_line)):
+        ServeConfig(**options)
+    flags = [part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    assert_one_line_error(cli("serve", "no-such-run", *flags), on_the_command_line)
+
+
+def test_serve_warns_of_its_options_as_its_caller_wrote_them(monkeypatch, recwarn):
+    """charlm.serve.serve(...) warned a Python caller of "--threads 2" and "--host 0.0.0.0 without
+    --api-key", flags of a command he never ran; `charlm serve` still names its flags."""
+    from charlm import threads
+    from charlm.serve import warn_if_no_core_left, warn_if_open_to_anyone
+
+    monkeypatch.setattr(threads, "share_of_cores", lambda: 2)
+
+    def warned() -> list[str]:
+        warn_if_no_core_left(2)
+        warn_if_open_to_anyone("0.0.0.0", "0.0.0.0", None)
+        warn_if_open_to_anyone("localhost", "127.0.0.1", None)  # only this machine reaches it: no warning
+        warn_if_open_to_anyone("0.0.0.0", "0.0.0.0", KEY)  # a key guards it: no warning
+        said = [str(w.message) for w in recwarn]
+        recwarn.clear()
+        return said
+
+    in_python = warned()
+    assert len(in_python) == 2 and "--" not in "".join(in_python), in_python
+    assert in_python[0].startswith("threads=2 takes all 2 cores") and "slower than threads=1" in in_python[0]
+    assert in_python[1].startswith("host='0.0.0.0' without api_key: anyone who reaches this port")
+    with on_command_line():
+        on_the_command_line = warned()
+    assert on_the_command_line[0].startswith("--threads 2 takes all 2 cores"), on_the_command_line
+    assert on_the_command_line[1].startswith("--host 0.0.0.0 without --api-key: anyone who reaches this port")
+
+
+def test_an_address_it_cannot_listen_on_is_named_as_its_caller_wrote_it():
+    """listening_socket's error (met by charlm.serve.serve) named --host and --port for a Python caller."""
+    with pytest.raises(CharLMError, match=r"^host='192\.0\.2\.1', port=0: .*; give host an address of this"):
+        listening_socket("192.0.2.1", 0)  # TEST-NET-1: never an address of this machine
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(CharLMError, match=rf"^host='127\.0\.0\.1', port={port}: .*; pick another port$"):
+            listening_socket("127.0.0.1", port)
+        with on_command_line(), pytest.raises(CharLMError, match=rf"^--host 127\.0\.0\.1 --port {port}: .*--port$"):
+            listening_socket("127.0.0.1", port)
 
 
 def test_threads_on_every_core_are_warned_of(monkeypatch, recwarn):
@@ -1409,7 +1488,9 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
 @pytest.mark.parametrize("key", ["clé", "key\u2019s", " padded", "tab\there"])
 def test_a_key_no_header_can_carry_is_refused_at_start_up(key, monkeypatch, tiny_model):
     """Issue 26 item 5: a non-ASCII key was accepted and could never be matched (a header is Latin-1)."""
-    with pytest.raises(CharLMError, match=r"^--api-key must be printable ASCII"):
+    with pytest.raises(CharLMError, match=r"^api_key must be printable ASCII"):
+        ServeConfig(api_key=key)
+    with on_command_line(), pytest.raises(CharLMError, match=r"^--api-key must be printable ASCII"):
         ServeConfig(api_key=key)
     monkeypatch.setenv("CHARLM_API_KEY", key)
     with pytest.raises(CharLMError, match=r"^\$CHARLM_API_KEY must be printable ASCII"):
@@ -1850,7 +1931,7 @@ def test_cli_errors_are_one_line(fox_run):
         taken.listen()
         result = cli("serve", str(fox_run), "--port", str(taken.getsockname()[1]))
     assert_one_line_error(result, "--port", "pick another --port")
-    with pytest.raises(CharLMError, match=r"--host 192\.0\.2\.1 .*; give --host an address of this machine"):
+    with on_command_line(), pytest.raises(CharLMError, match=r"--host 192\.0\.2\.1 .*; give --host an address"):
         listening_socket("192.0.2.1", 0)  # TEST-NET-1: never an address of this machine
     assert_one_line_error(cli("serve", str(fox_run), "--max-streams", "0"), "--max-streams")
     assert_one_line_error(cli("serve", str(fox_run), "--port", "70000"), "--port must be at most 65535, not 70000")
@@ -1909,11 +1990,19 @@ def browser(tmp_path):
         driver.quit()
 
 
+# Seconds a page test waits for what the page will do: on a loaded machine the browser and the server
+# take seconds over what a quiet one does in milliseconds (a wait of 5-15 s timed out once in a suite
+# run). A condition met returns at once: a longer wait costs nothing where the page works.
+PAGE_WAIT = 60
+
+
 def page_ready(driver, url: str):
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(url)
-    WebDriverWait(driver, 15).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    WebDriverWait(driver, PAGE_WAIT).until(
+        lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1"
+    )
     return WebDriverWait
 
 
@@ -1928,7 +2017,7 @@ def write(driver, wait, seed: str, length: int) -> None:
     set_field(driver, "seed", seed)
     set_field(driver, "length", str(length))
     driver.find_element("id", "generate").click()
-    wait(driver, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(driver, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
 
 
 def made_text(driver) -> str:
@@ -2002,7 +2091,7 @@ def test_page_shows_alternatives_for_a_line_break(fox_run, browser):
         set_field(browser, "length", "300")
         set_field(browser, "temperature", "1.5")  # about one character in twenty is a line break
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         spans = browser.find_elements("css selector", "#text .made")
         breaks = [span for span in spans if span.get_attribute("textContent") == "\n"]
         assert len(breaks) >= 2, made_text(browser)
@@ -2010,7 +2099,7 @@ def test_page_shows_alternatives_for_a_line_break(fox_run, browser):
         for line_break, letter in zip(breaks[:6], spans):
             ActionChains(browser).move_to_element(letter).perform()  # off the break, so hovering it is a new hover
             ActionChains(browser).move_to_element(line_break).perform()
-            wait(browser, 2).until(lambda d: tip.is_displayed() and "\u21b5" in tip.text)
+            wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed() and "\u21b5" in tip.text)
         assert "\u21b5" not in made_text(browser) and "\u21b5" not in browser.execute_script("return fullText()")
     # Nothing on the way failed in the browser: no script error, no request answered 404 (a favicon was)
     assert [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
@@ -2031,9 +2120,9 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         set_field(browser, "length", "200000")
         set_field(browser, "temperature", "1.5")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
         first = len(made_text(browser))
-        wait(browser, 10).until(lambda d: len(made_text(d)) > first + 20)  # text keeps streaming in
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > first + 20)  # text keeps streaming in
         assert (
             browser.find_element("id", "stop").is_enabled() and not browser.find_element("id", "generate").is_enabled()
         )
@@ -2041,16 +2130,16 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         assert app.state.server.models["fox"].engine.active == 1
 
         browser.find_element("id", "stop").click()
-        wait(browser, 5).until(lambda d: "stopped" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "stopped" in d.find_element("id", "status").text)
         stopped = made_text(browser)
-        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=5)  # the row is freed
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=PAGE_WAIT)  # the row is freed
         time.sleep(0.3)
         assert made_text(browser) == stopped and 0 < len(stopped) < 200_000
         assert "the quick " + stopped == browser.execute_script("return fullText()")
 
         set_field(browser, "length", "120")
         browser.find_element("id", "continue").click()
-        wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick " + stopped
         continued = made_text(browser)
         assert len(continued) == 120 and set(continued) <= set(model.vocab.chars)
@@ -2058,7 +2147,7 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         spans = browser.find_elements("css selector", "#text .made")
         ActionChains(browser).move_to_element(spans[40]).perform()
         tip = browser.find_element("id", "tip")
-        wait(browser, 5).until(lambda d: tip.is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
         rows = tip.find_elements("css selector", "tr")
         assert len(rows) >= 2 and all("%" in row.text for row in rows)
         assert "bits of surprise" in tip.text and tip.find_elements("css selector", "tr.chosen")
@@ -2069,11 +2158,11 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
         )
         assert coloured == len(spans)
         ActionChains(browser).move_to_element(spans[60]).perform()
-        wait(browser, 5).until(lambda d: tip.is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
         browser.save_screenshot(str(tmp_path / "page-hover-surprise.png"))
 
         browser.find_element("id", "copy").click()
-        wait(browser, 5).until(lambda d: "copied" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "copied" in d.find_element("id", "status").text)
         browser.refresh()  # the history survives a reload, and restores a text
         page_ready(browser, url)
         items = browser.find_elements("css selector", "#history li")
@@ -2110,7 +2199,7 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         set_field(browser, "seed", seed)
         set_field(browser, "length", "150")
         browser.find_element("id", "generate").click()
-        wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         made = made_text(browser)
         # What the page shows must be the model's own characters, not escapes or mojibake; how much of
         # it is Chinese depends on the draw (a tiny model also writes the novel's indenting spaces and
@@ -2122,7 +2211,7 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         target = next(s for s in spans if "\u4e00" <= s.text <= "\u9fff")
         ActionChains(browser).move_to_element(target).perform()
         tip = browser.find_element("id", "tip")
-        wait(browser, 5).until(lambda d: tip.is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
         alternatives = [row.find_element("tag name", "td").text for row in tip.find_elements("css selector", "tr")]
         assert len(alternatives) >= 5 and any("\u4e00" <= a <= "\u9fff" for a in alternatives)
         browser.find_element("id", "surprise").click()
@@ -2527,7 +2616,7 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         assert len(made) == 300 and not set(made) & set("eo\n"), made
         set_field(browser, "ban", VOCAB.replace("\n", "\\n"))
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         error = browser.find_element("id", "seed-error").text
         assert error == "ban bans every token the model has; leave it at least one to write"
         assert "see the ban" in browser.find_element("id", "status").text and made_text(browser) == made
@@ -2536,7 +2625,7 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         set_field(browser, "template", "__ _")
         set_field(browser, "ban", "abcdefghijklmnopqrstuvwxyz")  # the server's refusal, named as the page names it
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         error = browser.find_element("id", "seed-error").text
         assert error == "ban bans every way to write template (`_` needs letters); ban fewer", error
         assert "see the ban" in browser.find_element("id", "status").text
@@ -2545,7 +2634,7 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         Select(browser.find_element("id", "model")).select_by_value("pieces")
         set_field(browser, "ban", "e")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         assert "a sentencepiece model's tokens are pieces" in browser.find_element("id", "seed-error").text
         set_field(browser, "ban", "")  # an empty box bans nothing
         write(browser, wait, "the ", 50)
@@ -2569,7 +2658,7 @@ def test_page_refuses_a_ban_over_the_servers_limit_before_sending_it(browser):
         wait = page_ready(browser, url)
         browser.execute_script("document.getElementById('ban').value = arguments[0]", chars[1 : MAX_BIASED + 2])
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "seed-error").text)
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
         error = browser.find_element("id", "seed-error").text
         assert error == "ban bans 65,537 characters; this server takes at most 65,536 (its logit_bias limit): ban fewer"
         assert "see the ban" in browser.find_element("id", "status").text
@@ -2596,9 +2685,9 @@ def test_page_keeps_a_texts_model_when_the_picker_changes_mid_stream(fox_run, br
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "4000")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
         Select(browser.find_element("id", "model")).select_by_value("xyz")
-        wait(browser, 60).until(lambda d: "done" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
         status = browser.find_element("id", "status").text
         assert "does not know" not in status and [item["model"] for item in page_history(browser)] == ["fox"]
         # Restoring the entry restores its model and settings too, so Continue goes on as it was written
@@ -2622,14 +2711,14 @@ def test_page_history_restores_the_text_it_shows_beside_another_tab(fox_run, bro
             set_field(browser, "seed", seed)
             set_field(browser, "length", "30")
             browser.find_element("id", "generate").click()
-            wait(browser, 15).until(lambda d: "done" in d.find_element("id", "status").text)
+            wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
 
         write("the ")
         first = browser.current_window_handle
         browser.switch_to.new_window("tab")
         write("lazy ")
         browser.switch_to.window(first)
-        wait_until(lambda: len(browser.find_elements("css selector", "#history li")) == 2, timeout=5)
+        wait_until(lambda: len(browser.find_elements("css selector", "#history li")) == 2, timeout=PAGE_WAIT)
         entries = browser.find_elements("css selector", "#history li")
         entries[1].click()
         assert browser.find_element("id", "seed").get_attribute("value") == "the "
@@ -2673,10 +2762,10 @@ def test_page_keeps_the_form_and_ban_boxes_as_it_keeps_the_sliders(tiny_model, b
         set_field(browser, "seed", "the ")
         set_field(browser, "length", "4000")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: len(made_text(d)) >= 5)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) >= 5)
         set_field(browser, "ban", "changed while it was written")
         browser.find_element("id", "stop").click()
-        wait(browser, 15).until(lambda d: "stopped" in d.find_element("id", "status").text)
+        wait(browser, PAGE_WAIT).until(lambda d: "stopped" in d.find_element("id", "status").text)
         entries = browser.find_elements("css selector", "#history li")
         entries[1].click()  # the first text: its boxes come back
         assert boxes(browser) == kept
@@ -2732,7 +2821,7 @@ def test_a_reload_mid_text_keeps_the_text_and_the_seed(browser):
         set_field(browser, "seed", "the ")
         set_field(browser, "length", "4000")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: len(made_text(d)) >= 20)
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) >= 20)
         browser.refresh()
         wait = page_ready(browser, url)
         saved = browser.execute_script('return JSON.parse(localStorage.getItem("charlm.history") || "[]")')
@@ -2755,12 +2844,12 @@ def test_serve_page_fits_a_phone(fox_run, browser):
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "200")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: d.find_element("id", "key").is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "key").is_displayed())
         assert browser.execute_script("return document.documentElement.scrollWidth") == 375
         set_field(browser, "key", KEY)
         browser.find_element("id", "save-key").click()
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: browser.find_elements("css selector", "#history li"))
+        wait(browser, PAGE_WAIT).until(lambda d: browser.find_elements("css selector", "#history li"))
         assert browser.execute_script("return document.documentElement.scrollWidth") == 375
 
 
@@ -2776,7 +2865,7 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
         def generate() -> str:
             browser.find_element("id", "generate").click()
             # Stop is enabled while the request is in flight, refused or not: wait for the text or the refusal.
-            wait(browser, 15).until(lambda d: made_text(d) or status().startswith("not written"))
+            wait(browser, PAGE_WAIT).until(lambda d: made_text(d) or status().startswith("not written"))
             return status()
 
         def status() -> str:
@@ -2790,8 +2879,8 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
         assert generate() == "not written: see the length"
         set_field(browser, "length", "100000")
         generate()
-        wait(browser, 10).until(lambda d: len(made_text(d)) > 0)
-    wait(browser, 15).until(lambda d: not d.find_element("id", "stop").is_enabled())
+        wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
+    wait(browser, PAGE_WAIT).until(lambda d: not d.find_element("id", "stop").is_enabled())
     made = made_text(browser)
     assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
     # under the seed too (role=alert, read out at once): the status line alone is read when the reader is idle
@@ -2807,12 +2896,12 @@ def escape_stops_the_writing(driver, wait) -> str:
     from selenium.webdriver.common.keys import Keys
 
     driver.find_element("id", "seed").send_keys(Keys.CONTROL, Keys.ENTER)
-    wait(driver, 30).until(lambda d: len(made_text(d)) > 0)
+    wait(driver, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     # The text region is busy while it is written: a screen reader reads it once it ends, not each piece.
     assert text_busy(driver) == "true"
     driver.find_element("id", "temperature").click()
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-    wait(driver, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    wait(driver, PAGE_WAIT).until(lambda d: "stopped" in d.find_element("id", "status").text)
     assert text_busy(driver) == "false"
     made = made_text(driver)
     said = re.fullmatch(r"stopped: ([\d,]+) characters in \d+\.\d s \([\d,]+ characters/s\)", status_of(driver))
@@ -2842,7 +2931,7 @@ def test_page_works_from_the_keyboard(fox_run, browser):
         set_field(browser, "seed", "the quick ")
         set_field(browser, "length", "200000")
         browser.find_element("id", "generate").click()
-        wait(browser, 10).until(lambda d: d.find_element("id", "key").is_displayed())
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "key").is_displayed())
         browser.find_element("id", "key").send_keys(KEY, Keys.ENTER)
         assert browser.find_element("id", "status").text == "key saved"
         stopped = escape_stops_the_writing(browser, wait)
@@ -2864,16 +2953,16 @@ def enter_writes_and_stops(driver, wait) -> str:
     from selenium.webdriver.common.keys import Keys
 
     driver.find_element("id", "length").send_keys(Keys.ENTER)
-    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    wait(driver, PAGE_WAIT).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
     assert focused(driver) == "length"
     ActionChains(driver).send_keys(Keys.ESCAPE).perform()
-    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    wait(driver, PAGE_WAIT).until(lambda d: "stopped" in status_of(d))
     driver.execute_script("document.getElementById('generate').focus()")
     ActionChains(driver).send_keys(Keys.ENTER).perform()
     assert focused(driver) == "stop"
-    wait(driver, 30).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
+    wait(driver, PAGE_WAIT).until(lambda d: status_of(d).startswith("writing") and len(made_text(d)) > 0)
     ActionChains(driver).send_keys(Keys.ENTER).perform()
-    wait(driver, 30).until(lambda d: "stopped" in status_of(d))
+    wait(driver, PAGE_WAIT).until(lambda d: "stopped" in status_of(d))
     assert focused(driver) == "generate"
     return made_text(driver)
 
@@ -2952,13 +3041,13 @@ def test_serve_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tiny_m
         browser.execute_cdp_cmd("Network.enable", {})
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/v1/models"]})
         browser.get(url)
-        wait(browser, 15).until(lambda d: status_of(d).startswith("cannot reach the server"))
+        wait(browser, PAGE_WAIT).until(lambda d: status_of(d).startswith("cannot reach the server"))
         assert "is charlm serve running?" in browser.find_element("id", "seed-error").text
         # A server that answers the model list with an error was said to be out of reach: what it said.
         browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
         browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": MODEL_LIST_REFUSED})
         browser.get(url)
-        wait(browser, 15).until(lambda d: status_of(d).startswith("the server did not list its models"))
+        wait(browser, PAGE_WAIT).until(lambda d: status_of(d).startswith("the server did not list its models"))
         assert "the models are still loading" in browser.find_element("id", "seed-error").text
         assert "cannot reach" not in browser.find_element("id", "seed-error").text
 
@@ -3066,7 +3155,7 @@ def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
     set_field(driver, "seed", "the quick ")
     set_field(driver, "length", "30")
     driver.find_element("id", "generate").click()
-    wait(driver, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(driver, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(driver)
     for name, value, says in (
         ("temperature", "", "temperature: give a number from 0 to 100"),
@@ -3077,7 +3166,7 @@ def settings_out_of_range_are_refused_by_name(driver, wait) -> None:
         before = driver.find_element("id", name).get_attribute("value")
         set_field(driver, name, value)
         driver.find_element("id", "generate").click()
-        wait(driver, 10).until(lambda d: "not written" in d.find_element("id", "status").text)
+        wait(driver, PAGE_WAIT).until(lambda d: "not written" in d.find_element("id", "status").text)
         caption = says.split(":")[0]
         assert driver.find_element("id", "status").text == f"not written: see the {caption}"
         assert driver.find_element("id", "seed-error").text == says and made_text(driver) == made
@@ -3109,16 +3198,16 @@ def test_two_tabs_at_once_share_the_servers_streams(fox_run, browser):
             set_field(browser, "seed", "the quick ")
             set_field(browser, "length", "200000")
             browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: "not written" in status_of(d))
+        wait(browser, PAGE_WAIT).until(lambda d: "not written" in status_of(d))
         assert status_of(browser) == "not written: the server is busy; try again in a moment"
         browser.switch_to.window(tabs[0])
         assert browser.find_element("id", "stop").is_enabled()
         browser.find_element("id", "stop").click()
-        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=5)  # the row is freed
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=PAGE_WAIT)  # the row is freed
         browser.switch_to.window(tabs[1])
         set_field(browser, "length", "50")
         browser.find_element("id", "generate").click()
-        wait(browser, 15).until(lambda d: "done" in status_of(d))
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
         assert len(made_text(browser)) == 50
 
 

@@ -21,14 +21,14 @@ import concurrent.futures
 import errno
 import ipaddress
 import socket
-import sys
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .. import runs
 from ..device_names import STEP_DEVICE
-from ..errors import CharLMError
+from ..errors import CharLMError, callers_stacklevel
+from ..fields import said, together
 from ..stopping import leaving_at_once
 from .config import ServeConfig
 
@@ -70,15 +70,16 @@ def model_loaders(
 def warn_if_no_core_left(count: int) -> None:
     """`--threads` on every core the server gets leaves none for the thread serving HTTP and the one
     reading prompts: the step's second OpenMP thread then waits on them at every operation (measured
-    in docs/benchmarks.md, "The server's threads"). Over the cores, `threads.warn_if_too_many` says so."""
+    in docs/benchmarks.md, "The server's threads"). Over the cores, `threads.warn_if_too_many` says so.
+    Named as its caller wrote it: `threads=2` in Python, `--threads 2` on the command line."""
     from .. import threads
 
     cores = threads.share_of_cores()
     if 1 < count == cores:
         warnings.warn(
-            f"--threads {count} takes all {cores} cores, leaving none for serving HTTP: from 16 streams on, each "
-            f"step waits for it, several times slower than --threads 1; give at most {cores - 1}",
-            stacklevel=2,
+            f"{said('threads', count)} takes all {cores} cores, leaving none for serving HTTP: from 16 streams on, "
+            f"each step waits for it, several times slower than {said('threads', 1)}; give at most {cores - 1}",
+            stacklevel=callers_stacklevel(),
         )
 
 
@@ -91,7 +92,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     except OSError as e:
         sock.close()
         raise CharLMError(
-            f"--host {host} --port {port}: cannot listen there ({e.strerror}); {bind_remedy(e, port)}"
+            f"{together(said('host', host), said('port', port))}: cannot listen there ({e.strerror}); "
+            f"{bind_remedy(e, port)}"
         ) from None
     sock.listen(2048)
     return sock
@@ -101,10 +103,20 @@ def bind_remedy(error: OSError, port: int) -> str:
     """What to do about an address the server cannot listen on: a host that is no address of this
     machine (or no name at all) is mended by --host, not by another --port, which the message once said."""
     if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
-        return "give --host an address of this machine: 127.0.0.1, or 0.0.0.0 for every network"
+        return f"give {said('host')} an address of this machine: 127.0.0.1, or 0.0.0.0 for every network"
     if error.errno == errno.EACCES and 0 < port < 1024:
-        return "pick a --port of 1024 or more (lower ones need root)"
-    return "pick another --port"
+        return f"pick a {said('port')} of 1024 or more (lower ones need root)"
+    return f"pick another {said('port')}"
+
+
+def warn_if_open_to_anyone(host: str, listening_on: str, api_key: str | None) -> None:
+    """A server on an address other machines reach (`host` as given, bound to `listening_on`) with no
+    key lets anyone use the models: said once it listens, as its caller wrote the options."""
+    if not ipaddress.ip_address(listening_on).is_loopback and not api_key:
+        warnings.warn(
+            f"{said('host', host)} without {said('api_key')}: anyone who reaches this port can use the models",
+            stacklevel=callers_stacklevel(),
+        )
 
 
 def serve(targets: list[str], config: ServeConfig) -> None:
@@ -141,11 +153,7 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)
-    if not ipaddress.ip_address(host).is_loopback and not app.state.server.api_key:
-        print(
-            f"warning: --host {config.host} without --api-key: anyone who reaches this port can use the models",
-            file=sys.stderr,
-        )
+    warn_if_open_to_anyone(config.host, host, app.state.server.api_key)
     server = StoppingServer(
         uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on"),
         app.state.server,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..device_names import STEP_DEVICE
 from ..errors import CharLMError
-from ..fields import check_types, option, option_name
+from ..fields import check_types, option, said
 
 
 @dataclass
@@ -15,8 +15,8 @@ class ServeConfig:
     """The server's options and limits: what `charlm serve` takes, for `charlm.serve.serve` and
     `create_app` alike. api_key None takes $CHARLM_API_KEY where it is set.
 
-    Raises CharLMError for a value of the wrong type or out of range, naming it as the command line does
-    (`--port`).
+    Raises CharLMError for a value of the wrong type or out of range, naming it as its caller wrote it:
+    `port=` in Python, `--port` on the command line (`fields.said`).
     """
 
     host: str = option("127.0.0.1", "address to listen on (0.0.0.0: every interface; then set --api-key)")
@@ -45,13 +45,13 @@ class ServeConfig:
         check_types(self)
         for name, low in (("port", 0), ("max_streams", 1), ("max_tokens", 1), ("max_prompt", 1), ("threads", 1)):
             if getattr(self, name) < low:
-                raise CharLMError(f"--{option_name(name)} must be at least {low}, not {getattr(self, name)}")
+                raise CharLMError(f"{said(name)} must be at least {low}, not {getattr(self, name)}")
         if self.port > 65535:
-            raise CharLMError(f"--port must be at most 65535, not {self.port}")
+            raise CharLMError(f"{said('port')} must be at most 65535, not {self.port}")
         if not 0 <= self.chunk_ms <= 1000:
-            raise CharLMError(f"--chunk-ms must be between 0 and 1000, not {self.chunk_ms}")
+            raise CharLMError(f"{said('chunk_ms')} must be between 0 and 1000, not {self.chunk_ms}")
         if self.api_key is not None:
-            check_api_key(self.api_key, "--api-key")
+            check_api_key(self.api_key, said("api_key"))
         self.origins()
 
     def origins(self) -> list[str]:
@@ -61,11 +61,11 @@ class ServeConfig:
         for origin in origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise CharLMError(
-                    f"--allow-origin {origin!r} is not an origin: give scheme and host (and port), "
+                    f"{said('allow_origin')}: {origin!r} is not an origin: give scheme and host (and port), "
                     "e.g. http://localhost:3000, with no path, or *"
                 )
         if self.allow_origin is not None and not origins:
-            raise CharLMError("--allow-origin is empty: give origins such as http://localhost:3000, or *")
+            raise CharLMError(f"{said('allow_origin')} is empty: give origins such as http://localhost:3000, or *")
         return origins
 
 
