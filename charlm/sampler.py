@@ -130,10 +130,11 @@ def step_pieces(batch: Batch) -> Iterator[list[str]]:
     """Yields each step's new text per row ('' once a row is done) until every row is done. A step
     adds one character with a character vocabulary, a piece (or nothing yet, mid-way through a
     character spelled as bytes) with sentencepiece. The state ends up holding everything produced.
-    Each step runs in `inference` and leaves it before yielding: the caller's code between pieces keeps
-    its autograd and the model its mode (a context held across a yield holds for the caller too)."""
+    Each step runs in `inference` and on its own thread count (`Batch.stepping_threads`: one for a few
+    rows) and leaves both before yielding: the caller's code between pieces keeps its autograd, its
+    thread count and the model its mode (a context held across a yield holds for the caller too)."""
     while batch.unfinished():
-        with inference(batch.model):
+        with inference(batch.model), batch.stepping_threads():
             pieces = batch.step()[1]
         yield pieces
 
@@ -167,14 +168,16 @@ def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None =
 
 @contextlib.contextmanager
 def samples_held(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[Iterator[list[str]]]:
-    """`stream_samples` inside one `inference` context, held for the with block, for a caller whose code
-    between pieces needs neither autograd nor the model's own mode (`generate`, which only collects;
-    `charlm sample`, which prints): its steps enter none of their own. The block's end, or an exception
-    in it (Ctrl-C), gives the mode back, as each step's context would."""
+    """`stream_samples` inside one `inference` context and one step thread count (`Batch.stepping_threads`),
+    held for the with block, for a caller whose code between pieces needs neither autograd, the model's
+    own mode nor its own thread count (`generate`, which only collects; `charlm sample`, which prints):
+    its steps enter none of their own. The block's end, or an exception in it (Ctrl-C), gives the mode
+    and the count back, as each step's contexts would. The seed is read on the caller's count."""
     options = options or SampleConfig()
     with inference(model):
         read, batch = primed_for(model, seed, options)
-        yield itertools.chain([[read] * options.num_samples], steps_inside(batch))
+        with batch.stepping_threads():
+            yield itertools.chain([[read] * options.num_samples], steps_inside(batch))
 
 
 def generate(model: CharLM, seed: str = "", **options) -> list[str]:
