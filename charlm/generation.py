@@ -39,6 +39,23 @@ def step_threads(rows: int, threads: int) -> int:
     return threads if rows >= PARALLEL_ROWS else 1
 
 
+@contextlib.contextmanager
+def threads_for_rows(rows: int, device: torch.device) -> Iterator[None]:
+    """Work on `rows` rows inside (a batch built, its seed read, its steps) runs on `step_threads` of the
+    caller's torch threads; the caller's count is back when the block is left, by an exception or a
+    closed generator too. On a GPU nothing changes (the work does not run on these threads)."""
+    found = torch.get_num_threads()
+    wanted = step_threads(rows, found) if device.type == "cpu" else found
+    if wanted == found:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(found)
+
+
 def healed_seed(
     vocab: Vocabulary, ids: torch.Tensor, form: object | None = None, bias: torch.Tensor | None = None
 ) -> str:
@@ -227,22 +244,6 @@ class Batch:
     def logits(self) -> torch.Tensor:
         """Every row's next-token logits, (rows, vocab)."""
         return self.stepper.views(len(self.rows))[1]
-
-    @contextlib.contextmanager
-    def stepping_threads(self) -> Iterator[None]:
-        """The steps taken inside run on `step_threads` of the caller's torch threads; the caller's count is
-        back when the block is left, by an exception or a closed generator too. On a GPU nothing changes
-        (the steps do not run on these threads)."""
-        found = torch.get_num_threads()
-        wanted = step_threads(len(self.rows), found) if self.model.device.type == "cpu" else found
-        if wanted == found:
-            yield
-            return
-        torch.set_num_threads(wanted)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(found)
 
     def prime(self, ids: torch.Tensor) -> tuple[torch.Tensor, State]:
         """A text (1-D ids) read alone: the logits after it and the state, for `join`."""

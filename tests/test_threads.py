@@ -229,17 +229,24 @@ def test_a_seeded_charlm_sample_keeps_one_thread_count_whatever_the_load(seeded,
 
 
 @pytest.fixture
-def step_counts(monkeypatch) -> list[int]:
-    """The torch thread count each `Batch.step` runs on, in order; the caller's count is 2 (on any machine)."""
+def counts(monkeypatch) -> dict[str, list[int]]:
+    """The torch thread count each `Batch.step` and `Batch.prime` (a seed read) runs on, in order; the
+    caller's count is 2 (on any machine)."""
     from charlm.generation import Batch
 
-    counts, step = [], Batch.step
+    counts = {"step": [], "prime": []}
 
-    def counted(batch):
-        counts.append(torch.get_num_threads())
-        return step(batch)
+    def counting(name: str):
+        real = getattr(Batch, name)
 
-    monkeypatch.setattr(Batch, "step", counted)
+        def counted(batch, *args):
+            counts[name].append(torch.get_num_threads())
+            return real(batch, *args)
+
+        return counted
+
+    for name in counts:
+        monkeypatch.setattr(Batch, name, counting(name))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield counts
@@ -247,34 +254,37 @@ def step_counts(monkeypatch) -> list[int]:
 
 
 @pytest.mark.parametrize("rows", [1, 4, 16])
-def test_generate_steps_few_rows_on_one_thread_and_gives_the_callers_count_back(rows, model, step_counts):
-    """`charlm.generate` stepped a lone row on the caller's threads (all cores by default), and torch splits
-    even a step's 8 x 20 log_softmax between them: on a loaded 2-core machine 200 characters of an
-    adaptive-head model took 11-27 s on two threads and 0.1 s on one. A step of fewer than PARALLEL_ROWS
-    rows now runs on one thread, as the server's engine steps it and a seeded `charlm sample`; more rows
-    on the caller's count, which is the caller's again when generate returns."""
+def test_generate_works_on_one_thread_for_few_rows_and_gives_the_callers_count_back(rows, model, counts):
+    """`charlm.generate` read its seed and stepped a lone row on the caller's threads (all cores by default),
+    and torch splits even a step's 8 x 20 log_softmax between them: on a loaded 2-core machine 200
+    characters of an adaptive-head model took 11-27 s on two threads and 0.1 s on one. Fewer than
+    PARALLEL_ROWS rows now run on one thread, as the server's engine steps them and reads prompts, and as
+    a seeded `charlm sample` runs; more rows on the caller's count, which is the caller's again when
+    generate returns."""
     from charlm.generation import PARALLEL_ROWS
 
     charlm.generate(model, "ab", length=10, num_samples=rows, random_seed=0)
-    assert step_counts == [1 if rows < PARALLEL_ROWS else 2] * 10, step_counts
+    wanted = 1 if rows < PARALLEL_ROWS else 2
+    assert counts == {"step": [wanted] * 10, "prime": [wanted]}, counts
     assert torch.get_num_threads() == 2
 
 
-def test_stream_steps_a_lone_row_on_one_thread_and_yields_on_the_callers_count(model, step_counts, monkeypatch):
+def test_stream_works_on_one_thread_for_a_lone_row_and_yields_on_the_callers_count(model, counts, monkeypatch):
     """Each of `charlm.stream`'s steps runs on one thread, and the caller's code between pieces on its own
     count: after every piece, after the stream is closed early, and after a step that raised."""
     from charlm.generation import Batch
 
     pieces = charlm.stream(model, "ab", length=12, random_seed=0)
+    assert torch.get_num_threads() == 2  # the seed is read at the call
     for _ in range(6):
         next(pieces)
         assert torch.get_num_threads() == 2
     pieces.close()
     assert torch.get_num_threads() == 2
-    assert step_counts == [1] * 5, step_counts  # the first piece is the seed
+    assert counts == {"step": [1] * 5, "prime": [1]}, counts  # the first piece is the seed
 
     def broken(batch):
-        step_counts.append(torch.get_num_threads())
+        counts["step"].append(torch.get_num_threads())
         raise RuntimeError("a step failed")
 
     monkeypatch.setattr(Batch, "step", broken)
@@ -282,20 +292,20 @@ def test_stream_steps_a_lone_row_on_one_thread_and_yields_on_the_callers_count(m
         with pytest.raises(RuntimeError, match="a step failed"):
             call()
         assert torch.get_num_threads() == 2
-    assert step_counts[-2:] == [1, 1]
+    assert counts["step"][-2:] == [1, 1]
 
 
-def test_a_models_steps_on_a_gpu_keep_the_callers_count(model, monkeypatch):
+def test_a_gpu_models_rows_keep_the_callers_count():
     """On a GPU the steps do not run on torch's CPU threads: their count is left as the caller set it."""
-    from charlm.generation import Batch
+    from charlm.generation import threads_for_rows
 
-    batch = Batch(model, 1)
-    monkeypatch.setattr(type(model), "device", property(lambda self: torch.device("cuda", 0)))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        with batch.stepping_threads():
-            inside = torch.get_num_threads()
+        with threads_for_rows(1, torch.device("cuda", 0)):
+            on_a_gpu = torch.get_num_threads()
+        with threads_for_rows(1, torch.device("cpu")):
+            on_the_cpu = torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
-    assert inside == 2
+    assert (on_a_gpu, on_the_cpu) == (2, 1)
