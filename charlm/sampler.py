@@ -255,7 +255,7 @@ class Conversation:
     def continued(self, text: str, ids: torch.Tensor | None, start: int = 0) -> Iterator[str]:
         """`turn`'s reading of `text` (its `ids`, None for no text) and writing, `start` positions into
         the template (`constraints.Constrained.begun`), when first asked for."""
-        with inference(self.model), threads_for_rows(1, self.model.device):
+        with inference(self.model), threads_for_rows(self.options.num_samples, self.model.device):
             if self.batch is None:
                 self.batch = batch_from_ids(self.model, self.options, ids, self.stops, self.form, self.bias, start)
             else:

@@ -257,7 +257,7 @@ def counts(monkeypatch) -> dict[str, list[int]]:
 def test_generate_works_on_one_thread_for_few_rows_and_gives_the_callers_count_back(rows, model, counts):
     """`charlm.generate` read its seed and stepped a lone row on the caller's threads (all cores by default),
     and torch splits even a step's 8 x 20 log_softmax between them: on a loaded 2-core machine 200
-    characters of an adaptive-head model took 11-27 s on two threads and 0.1 s on one. Fewer than
+    characters of a lone 2x256 adaptive-head sample took 0.6-8 s of wall on two threads, 0.1-0.6 s on one. Fewer than
     PARALLEL_ROWS rows now run on one thread, as the server's engine steps them and reads prompts, and as
     a seeded `charlm sample` runs; more rows on the caller's count, which is the caller's again when
     generate returns."""
