@@ -905,10 +905,19 @@ def test_chat_adapter_continues_the_messages_joined_by_blank_lines(client):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
 
 
-def test_a_chat_stream_gives_the_role_once_per_choice(client):
+def every_step_a_chunk(monkeypatch, server) -> None:
+    """The shared server's engine sends each step's text as it is made: a stream then has a chunk per
+    character whatever the machine's speed. Every 20 ms (the server's chunk_ms) a fast step could make
+    all of a 300-character stream between its first chunk and the next: with chunk_ms at 1,000 (a
+    step 50 times faster) two choices came in 4 chunks, the first and the last of each."""
+    monkeypatch.setattr(server[1].models["tiny"].engine, "chunk_interval", 0.0)
+
+
+def test_a_chat_stream_gives_the_role_once_per_choice(client, server, monkeypatch):
     """OpenAI sends the role in a choice's first delta only, and the official client's stream helper
     joins the deltas' strings: with the role in every chunk its message came out with role
     "assistantassistant..."."""
+    every_step_a_chunk(monkeypatch, server)
     messages = [{"role": "user", "content": "hello"}]
     with client.chat.completions.stream(model="tiny", messages=messages, max_tokens=300, n=2, seed=3) as stream:
         chunks = [event.chunk for event in stream if event.type == "chunk"]
@@ -918,7 +927,9 @@ def test_a_chat_stream_gives_the_role_once_per_choice(client):
     assert roles == [(0, "assistant"), (1, "assistant")] and len(chunks) > 4
 
 
-def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_them(client, server, tiny_model):
+def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_them(
+    client, server, tiny_model, monkeypatch
+):
     """OpenAI's reference requires `refusal` (null: no refusal) in a chat message and in chat logprobs,
     gives it in a stream's first delta, and gives `system_fingerprint` on every completion and chunk.
     charlm's had none of them: a client checking replies against the reference refused them, and the
@@ -943,6 +954,7 @@ def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_t
     assert fingerprint(changed) != fingerprint(tiny_model)
 
     url, _ = server
+    every_step_a_chunk(monkeypatch, server)
     asked = {"model": "tiny", "messages": messages, "max_tokens": 300, "n": 2, "stream": True, "logprobs": True}
     with httpx.stream(
         "POST", f"{url}/v1/chat/completions", json=asked, headers={"Authorization": f"Bearer {KEY}"}
