@@ -1519,7 +1519,8 @@ def rows_per_step(monkeypatch, engine) -> list[int]:
     """The rows of each step `engine` takes from now on: how many requests really ran side by side.
     Looks at /metrics 10 ms apart (from a thread of this process, waiting on the GIL while the engine
     steps) took ~0.1 s each on a loaded machine: 0-2 of 60 looks fell within the ~600 steps of 3 or
-    more rows, and once none did."""
+    more rows, and once none did. Counted from an idle engine: no earlier test's rows among them."""
+    wait_until(lambda: engine.active == 0)
     counts, step = [], engine.advance
 
     def counted() -> None:
