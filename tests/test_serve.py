@@ -1716,6 +1716,10 @@ def test_jobs_submitted_as_the_engine_goes_idle_or_cancelled_at_its_boundaries_n
 
     ended: dict[int, threading.Event] = collections.defaultdict(threading.Event)
     errors: list[str] = []
+    # Every job kept to the end: a job freed once it ended gave its id() to a later one, which then read as
+    # ended at once (1 job in 120, 1 run in 3). Its client went on without waiting, a hang of it went
+    # unseen, and the idle engine closed with it still live: "the server is shutting down" twice.
+    submitted = []
 
     def publish(updates: list) -> None:
         for update in updates:
@@ -1734,6 +1738,7 @@ def test_jobs_submitted_as_the_engine_goes_idle_or_cancelled_at_its_boundaries_n
     def client(number: int) -> None:
         for count in range(30):
             job = Job(ids, logits, state, SampleConfig(), [count], 1 + count % 3)
+            submitted.append(job)
             engine.submit(job)
             if (number + count) % 3 == 0:
                 engine.cancel(job)  # nothing more is published for it: nobody waits
@@ -1751,7 +1756,8 @@ def test_jobs_submitted_as_the_engine_goes_idle_or_cancelled_at_its_boundaries_n
     assert not engine.thread.is_alive()
     busy = Engine(tiny_model, 4, publish, chunk_interval=0.0)
     busy.start()
-    busy.submit(long := Job(ids, logits, state, SampleConfig(), [0], 10**6))
+    submitted.append(long := Job(ids, logits, state, SampleConfig(), [0], 10**6))
+    busy.submit(long)
     wait_until(lambda: busy.active == 1)
     busy.close()  # busy: the live job is told the server is shutting down
     assert not busy.thread.is_alive() and ended[id(long)].is_set() and errors == ["the server is shutting down"]
