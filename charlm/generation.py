@@ -35,8 +35,7 @@ PARALLEL_ROWS = 16
 def step_threads(rows: int, threads: int) -> int:
     """The torch threads a step of `rows` rows runs on, of the `threads` its driver has: all of them from
     PARALLEL_ROWS rows up, one below. The one rule for `charlm serve`'s engine, `charlm sample`,
-    `charlm.generate` and `charlm.stream`: below PARALLEL_ROWS rows a row's bits do not depend on its driver's
-    thread count."""
+    `charlm.generate` and `charlm.stream`: below PARALLEL_ROWS rows, no thread count of a driver's parts a row's bits."""
     return threads if rows >= PARALLEL_ROWS else 1
 
 
