@@ -10,9 +10,8 @@ Rows join with a primed state and may leave at any step boundary; what a driver 
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
@@ -26,34 +25,6 @@ from .model import CharLM, State
 from .vocab import Vocabulary
 
 MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps; never loop longer
-# A step of fewer rows than this runs on one torch thread, whatever count its driver has: its products are
-# too small to share, and a second OpenMP thread only waits (spinning, on a busy machine, for a core).
-# Measured: docs/benchmarks.md, "The server's threads".
-PARALLEL_ROWS = 16
-
-
-def step_threads(rows: int, threads: int) -> int:
-    """The torch threads a step of `rows` rows runs on, of the `threads` its driver has: all of them from
-    PARALLEL_ROWS rows up, one below. The one rule for `charlm serve`'s engine, `charlm sample`,
-    `charlm.generate` and `charlm.stream`: below PARALLEL_ROWS rows, no thread count of a driver's parts a row's bits."""
-    return threads if rows >= PARALLEL_ROWS else 1
-
-
-@contextlib.contextmanager
-def threads_for_rows(rows: int, device: torch.device) -> Iterator[None]:
-    """Work on `rows` rows inside (a batch built, its seed read, its steps) runs on `step_threads` of the
-    caller's torch threads; the caller's count is back when the block is left, by an exception or a
-    closed generator too. On a GPU nothing changes (the work does not run on these threads)."""
-    found = torch.get_num_threads()
-    wanted = step_threads(rows, found) if device.type == "cpu" else found
-    if wanted == found:
-        yield
-        return
-    torch.set_num_threads(wanted)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(found)
 
 
 def healed_seed(
@@ -301,8 +272,7 @@ class Batch:
         host = chosen()
         self.sampler.advance(host)  # a template's cursors, from this one read
         texts = ["" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, host)]
-        if len(texts) >= PARALLEL_ROWS:  # a smaller step ran on one thread, whatever the governor's count
-            threads.record(time.perf_counter() - started, len(texts), "sample")
+        threads.record(time.perf_counter() - started, len(texts), "sample")
         return ids, texts
 
     def remove(self, position: int) -> None:

@@ -24,7 +24,7 @@ from .constraints import Constrained, constrain
 from .decoding import bias_vector, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
-from .generation import Batch, Healing, Row, healed_seed, threads_for_rows
+from .generation import Batch, Healing, Row, healed_seed
 from .model import CharLM, inference
 from .vocab import Vocabulary, other_forms
 
@@ -130,11 +130,10 @@ def step_pieces(batch: Batch) -> Iterator[list[str]]:
     """Yields each step's new text per row ('' once a row is done) until every row is done. A step
     adds one character with a character vocabulary, a piece (or nothing yet, mid-way through a
     character spelled as bytes) with sentencepiece. The state ends up holding everything produced.
-    Each step runs in `inference` and on its rows' thread count (`generation.threads_for_rows`: one for
-    a few rows) and leaves both before yielding: the caller's code between pieces keeps its autograd, its
-    thread count and the model its mode (a context held across a yield holds for the caller too)."""
+    Each step runs in `inference` and leaves it before yielding: the caller's code between pieces keeps
+    its autograd and the model its mode (a context held across a yield holds for the caller too)."""
     while batch.unfinished():
-        with inference(batch.model), threads_for_rows(len(batch.rows), batch.model.device):
+        with inference(batch.model):
             pieces = batch.step()[1]
         yield pieces
 
@@ -151,7 +150,7 @@ def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Ba
     character the model lacks, or a form it cannot write, is refused here. An empty seed starts at the
     beginning of a line."""
     read = model.vocab.normalized(seed)  # once: what is shown is what is read
-    with inference(model), threads_for_rows(options.num_samples, model.device):
+    with inference(model):
         batch = primed_batch(model, options, read or model.vocab.start_text(), stop_texts(options, model), True)
     return read, batch
 
@@ -168,13 +167,12 @@ def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None =
 
 @contextlib.contextmanager
 def samples_held(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[Iterator[list[str]]]:
-    """`stream_samples` inside one `inference` context and one thread count (`generation.threads_for_rows`),
-    held for the with block, for a caller whose code between pieces needs neither autograd, the model's
-    own mode nor its own thread count (`generate`, which only collects; `charlm sample`, which prints):
-    its steps enter none of their own. The block's end, or an exception in it (Ctrl-C), gives the mode
-    and the count back, as each step's contexts would."""
+    """`stream_samples` inside one `inference` context, held for the with block, for a caller whose code
+    between pieces needs neither autograd nor the model's own mode (`generate`, which only collects;
+    `charlm sample`, which prints): its steps enter none of their own. The block's end, or an exception
+    in it (Ctrl-C), gives the mode back, as each step's context would."""
     options = options or SampleConfig()
-    with inference(model), threads_for_rows(options.num_samples, model.device):
+    with inference(model):
         read, batch = primed_for(model, seed, options)
         yield itertools.chain([[read] * options.num_samples], steps_inside(batch))
 
@@ -255,7 +253,7 @@ class Conversation:
     def continued(self, text: str, ids: torch.Tensor | None, start: int = 0) -> Iterator[str]:
         """`turn`'s reading of `text` (its `ids`, None for no text) and writing, `start` positions into
         the template (`constraints.Constrained.begun`), when first asked for."""
-        with inference(self.model), threads_for_rows(self.options.num_samples, self.model.device):
+        with inference(self.model):
             if self.batch is None:
                 self.batch = batch_from_ids(self.model, self.options, ids, self.stops, self.form, self.bias, start)
             else:

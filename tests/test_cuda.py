@@ -255,7 +255,7 @@ def test_a_byte_fallback_model_writes_whole_characters_on_the_gpu_as_on_the_cpu(
 
 
 def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus_greedy_text(fox_file, tiny):
-    """A request of 20 rows banning characters (more rows than `generation.PARALLEL_ROWS`, so the engine thread
+    """A request of 20 rows banning characters (more rows than `engine.PARALLEL_ROWS`, so the engine thread
     takes --threads 2) beside one of 10 free rows: every row's greedy text is the CPU server's."""
     charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
     vocab = charlm.load("run", device="cpu").vocab

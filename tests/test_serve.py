@@ -35,12 +35,13 @@ from charlm.decoding import RowSampler
 from charlm.device import to_host
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
-from charlm.generation import PARALLEL_ROWS, StopRule
+from charlm.generation import StopRule
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
 from charlm.serve import listening_socket
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
+from charlm.serve.engine import PARALLEL_ROWS
 from charlm.vocab import Vocab
 
 from .conftest import (

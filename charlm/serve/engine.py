@@ -28,12 +28,16 @@ import torch
 from ..config import SampleConfig
 from ..constraints import Constrained
 from ..device import has_float64, to_host
-from ..generation import Batch, Healing, Row, step_threads
+from ..generation import Batch, Healing, Row
 from ..model import CharLM, State, inference
 from ..scoring import prompt_logprobs, top_logprobs
 from ..threads import pin_this_thread
 from ..vocab import Vocabulary
 
+# A step of fewer live rows than this runs on one torch thread whatever --threads says: its products are
+# too small to share, and a second OpenMP thread only waits (spinning, on a busy machine, for a core).
+# Measured: docs/benchmarks.md, "The server's threads".
+PARALLEL_ROWS = 16
 BYTES = "bytes:"  # OpenAI's name of a token that is part of a character: bytes:\\xe4
 
 
@@ -303,11 +307,11 @@ class Engine:
                 self.remove(position)
 
     def take_threads(self) -> None:
-        """--threads torch threads for a step of many rows, one for a step of few (`generation.step_threads`). A small
+        """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A small
         model's row has the same bits either way (tests/test_serve.py checks 2x64); a product over 1,024 or
         more inputs (2x512 up) sums in another order on two threads, so there a row's last bits depend on
         how many rows ran beside it (docs/serve.md says so; `--threads 1`, the default, is exact)."""
-        wanted = step_threads(len(self.rows), self.threads)
+        wanted = self.threads if len(self.rows) >= PARALLEL_ROWS else 1
         if torch.get_num_threads() != wanted:
             torch.set_num_threads(wanted)
 
