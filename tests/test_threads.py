@@ -191,10 +191,8 @@ def test_under_torchrun_a_process_is_warned_of_more_threads_than_its_share_of_th
 def test_a_seeded_charlm_sample_keeps_one_thread_count_whatever_the_load(seeded, monkeypatch, tmp_path):
     """`charlm sample` let the governor change the thread count between steps, and a 2x512 model's products
     sum in another order on two threads than on one (docs/serve.md): a seeded sample's last bits followed
-    the machine's load, and a draw could tip. Seeded, it runs on one thread: the bits of any machine's
-    load or core count (as `charlm serve`'s default --threads 1), and never two threads on a busy CPU's
-    one free core (94 characters a second where one thread writes 1,775: test_cli's governor test).
-    Unseeded, it still follows the load. Here the governor would compare counts at every step."""
+    the machine's load, and a draw could tip. Seeded, the count now stays the cores' (the governor's start);
+    unseeded, it still follows the load. Here the governor would compare counts at every step."""
     from charlm.generation import Batch
 
     from .conftest import cli, make_model
@@ -220,4 +218,4 @@ def test_a_seeded_charlm_sample_keeps_one_thread_count_whatever_the_load(seeded,
     finally:
         torch.set_num_threads(previous)
     assert result.exit_code == 0, result.output
-    assert len(counts) == 30 and (set(counts) == {1} if seeded else len(set(counts)) == 2), counts
+    assert len(counts) == 30 and (set(counts) == {2} if seeded else len(set(counts)) == 2), counts
