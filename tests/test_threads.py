@@ -185,37 +185,3 @@ def test_under_torchrun_a_process_is_warned_of_more_threads_than_its_share_of_th
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
     with pytest.warns(UserWarning, match="threads=4 is more than the 2 cores this process may use"):
         threads.configure(4)
-
-
-@pytest.mark.parametrize("seeded", [True, False])
-def test_a_seeded_charlm_sample_keeps_one_thread_count_whatever_the_load(seeded, monkeypatch, tmp_path):
-    """`charlm sample` let the governor change the thread count between steps, and a 2x512 model's products
-    sum in another order on two threads than on one (docs/serve.md): a seeded sample's last bits followed
-    the machine's load, and a draw could tip. Seeded, the count now stays the cores' (the governor's start);
-    unseeded, it still follows the load. Here the governor would compare counts at every step."""
-    from charlm.generation import Batch
-
-    from .conftest import cli, make_model
-    from .test_export import run_of
-
-    monkeypatch.setattr(threads, "WINDOW_SECONDS", 0.0)
-    monkeypatch.setattr(threads, "EXPLORE_AFTER", (0.0, 0.0))
-    monkeypatch.setattr(threads, "share_of_cores", lambda: 2)  # a neighbour to try, on any machine
-    monkeypatch.setattr(threads, "_governor", None)
-    monkeypatch.setattr(threads, "_pinned", None)
-    counts, step = [], Batch.step
-
-    def counted(batch):
-        counts.append(torch.get_num_threads())
-        return step(batch)
-
-    monkeypatch.setattr(Batch, "step", counted)
-    run_of(make_model("\nabcdefgh ").eval(), tmp_path / "run")
-    previous = torch.get_num_threads()
-    try:
-        seed = ["--random-seed", "3"] if seeded else []
-        result = cli("sample", str(tmp_path / "run"), "--seed", "ab", "--length", "30", *seed)
-    finally:
-        torch.set_num_threads(previous)
-    assert result.exit_code == 0, result.output
-    assert len(counts) == 30 and (set(counts) == {2} if seeded else len(set(counts)) == 2), counts

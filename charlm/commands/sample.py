@@ -94,11 +94,7 @@ def sample(
         from .. import checkpoint, threads
         from ..vocab import UnknownCharacterWarning
     model = checkpoint.load(target, device)
-    # Unseeded, its steps report their speed: fewer threads on a busy CPU. Seeded, the count stays the cores'
-    # (the governor's start): a 2x512 model's products sum in another order on two threads than on one, so
-    # a count the load changed mid-sample would change its last bits, and a draw could tip: not reproducible.
-    seeded = all(config.random_seed is not None for config in configs)
-    threads.configure(threads.share_of_cores() if seeded else None, model.device)
+    threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read is refused before anything is printed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnknownCharacterWarning)
