@@ -58,9 +58,12 @@ def put_back_corpora() -> None:
 
 
 def old(name: str, tmp_path: Path) -> Path:
-    """A copy of the old run or model folder `name` (the committed one is never written to)."""
+    """A copy of the old run or model folder `name` (the committed one is never written to). A run's
+    latest.pt was byte for byte its best.pt (one evaluation, at its last step): kept once, copied here."""
     put_back_corpora()
     shutil.copytree(DATA / name, tmp_path / name)
+    if (tmp_path / name / "best.pt").is_file():
+        shutil.copyfile(tmp_path / name / "best.pt", tmp_path / name / "latest.pt")
     return tmp_path / name
 
 
