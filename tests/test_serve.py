@@ -2900,6 +2900,16 @@ def test_serve_page_fits_a_phone(fox_run, browser):
         assert browser.execute_script("return document.documentElement.scrollWidth") == 375
 
 
+# The page's history refused by the browser's storage, as a full one refuses it (other keys still kept).
+FULL_HISTORY_STORAGE = """
+const setItem = Storage.prototype.setItem;
+Storage.prototype.setItem = function (key, value) {
+  if (key === "charlm.history") throw new DOMException("the storage is full", "QuotaExceededError");
+  return setItem.call(this, key, value);
+};
+"""
+
+
 @pytest.mark.slow
 def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
     """Each refusal names what the writer can change: the API key, the length, the server. All of them
@@ -2925,11 +2935,15 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
         set_field(browser, "length", "100001")
         assert generate() == "not written: see the length"
         set_field(browser, "length", "100000")
+        # a text cut off that the history cannot keep (the browser's storage full, as a fast machine's
+        # text, streamed on while the server shut down, once filled it): that is said under the seed too
+        browser.execute_script(FULL_HISTORY_STORAGE)
         generate()
         wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     wait(browser, PAGE_WAIT).until(lambda d: not d.find_element("id", "stop").is_enabled())
     made = made_text(browser)
     assert status().startswith(f"cut off after {len(made)} characters: the server stopped answering")
+    assert status().endswith("; not kept in the history: too big for this browser's storage (Copy keeps it)")
     # under the seed too (role=alert, read out at once): the status line alone is read when the reader is idle
     assert browser.find_element("id", "seed-error").text == status()
     assert generate() == "not written: the server does not answer" and made_text(browser) == made
