@@ -350,7 +350,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     model cannot write.
     """
     check_model_and_seed("generate", model, seed)
-    texts = sampler.generate(model, seed, **options)
+    with threads.for_python_caller(model.device):
+        texts = sampler.generate(model, seed, **options)
     return texts if len(texts) > 1 else texts[0]
 
 
@@ -367,7 +368,9 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     check_model_and_seed("stream", model, seed)
     if (samples := sampler.sample_config(options).num_samples) != 1:
         refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
-    return sampler.stream(model, seed, **options)
+    with threads.for_python_caller(model.device):  # the seed is read here, at the call
+        pieces = sampler.stream(model, seed, **options)
+    return threads.governed_pieces(pieces, model.device)
 
 
 @keywords_checked
@@ -391,7 +394,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
             f"to score the file give its text: Path({text!r}).read_text(encoding='utf-8')",
             stacklevel=callers_stacklevel(),
         )
-    bits, chars = scoring.text_bits(model, text)
+    with threads.for_python_caller(model.device):
+        bits, chars = scoring.text_bits(model, text)
     if note := scoring.unseen_note(model.vocab, [text]):
         warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars
@@ -416,7 +420,8 @@ def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> 
     top = plain(top)  # np.int64(3), as the sampling options take it
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
         refuse("next_probs", "top must be a positive integer or None", top)
-    return scoring.next_probs(model, prefix, top)
+    with threads.for_python_caller(model.device):
+        return scoring.next_probs(model, prefix, top)
 
 
 @keywords_checked

@@ -16,12 +16,18 @@ only compared within one kind of work: an evaluation character costs a fraction 
 so a window of evaluation would otherwise look like a machine that got faster, and the training after
 it like one that slowed down. `--threads N` pins the count instead. GPUs are left alone (their work
 does not run on these threads).
+
+A Python caller's sampling and scoring (`charlm.generate`, `charlm.stream`, `charlm.bits_per_char`,
+`charlm.next_probs`) run under a governor of their own, one per Python thread (`for_python_caller`),
+kept from call to call: a notebook's calls, each shorter than a window, add up to windows, and the
+count it settled on is where its next call starts. Each call gives torch's count back as it found it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -97,6 +103,11 @@ class Governor:
         self.best_recent, self.since_comparison = {}, 0.0
         return speeds[self.threads]
 
+    @property
+    def counting(self) -> int:
+        """The count being measured now: a comparison's, while one is under way, else the one kept."""
+        return self.trial[0] if self.trial is not None else self.threads
+
     def neighbour(self) -> int:
         """The count to compare with: half as many and twice as many (at most every core) take turns;
         where only one exists, that one."""
@@ -128,6 +139,9 @@ class Governor:
 
 _governor: Governor | None = None
 _pinned: int | None = None  # the count `--threads` pinned, said once: a run configures before and after planning
+# Per Python thread, as torch keeps its count per thread: the governor of its Python caller's calls
+# (`for_python_caller`), the caller's count it was made for (`found`), and `active` while a call runs.
+_callers = threading.local()
 
 
 def configure(threads: int | None, device: torch.device | None = None) -> None:
@@ -158,6 +172,55 @@ def as_found() -> Iterator[None]:
     finally:
         _governor, _pinned = governor, pinned
         torch.set_num_threads(count)
+
+
+@contextlib.contextmanager
+def for_python_caller(device: torch.device) -> Iterator[None]:
+    """A Python caller's sampling or scoring under a governor, torch's thread count the caller's again
+    when it returns (a notebook's own torch work must not inherit charlm's choice).
+
+    The count the caller's thread has is the most the call uses: torch's default (one per core), or
+    what the caller set (torch.set_num_threads(N), OMP_NUM_THREADS=N), though fewer run faster on a
+    busy machine; a count of 1 is kept as it is. The governor lives on between calls, so a notebook's
+    calls, each shorter than a window, add up to windows, and the next call starts at the count it
+    settled on; a count the caller changed in between starts a new one. A process a command governs
+    or pins (`configure`: `charlm train`'s closing sample) keeps its rule; a GPU's work does not run
+    on these threads."""
+    found = torch.get_num_threads()
+    governed = _governor is not None or _pinned is not None or getattr(_callers, "active", None) is not None
+    if device.type != "cpu" or found == 1 or governed:
+        yield
+        return
+    governor = getattr(_callers, "governor", None)
+    if governor is None or _callers.found != found:
+        governor = _callers.governor = Governor(min(found, share_of_cores()), torch.set_num_threads)
+        _callers.found = found
+    elif governor.counting != found:
+        governor.set_threads(governor.counting)
+    _callers.active = governor
+    try:
+        yield
+    finally:
+        _callers.active = None
+        if torch.get_num_threads() != found:
+            torch.set_num_threads(found)
+
+
+def governed_pieces(pieces: Iterator[str], device: torch.device) -> Iterator[str]:
+    """`pieces` made each under `for_python_caller`: `charlm.stream`'s caller runs its own code between
+    pieces on its own count. Closed early, `pieces` is closed too."""
+    try:
+        while True:
+            with for_python_caller(device):
+                try:
+                    piece = next(pieces)
+                except StopIteration:
+                    return
+            yield piece
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 def share_of_cores() -> int:
@@ -201,6 +264,8 @@ def calibrate(measure: Callable[[], float]) -> list[float]:
 
 def record(seconds: float, units: float, work: str = "train") -> None:
     """Report work done (of kind `work`: train, score, sample), so the thread count can follow the CPU
-    this process gets."""
-    if _governor is not None:
-        _governor.record(seconds, units, work)
+    this process gets: a Python caller's call's own governor while it runs (`for_python_caller`), else
+    the one `configure` started."""
+    governor = getattr(_callers, "active", None) or _governor
+    if governor is not None:
+        governor.record(seconds, units, work)
