@@ -12,10 +12,11 @@ faster. A drop in speed triggers a new comparison at once; comparisons that chan
 less and less often.
 
 Training, evaluation and sampling report their work with `record(seconds, units, work)`. Speeds are
-only compared within one kind of work: an evaluation character costs a fraction of a training one,
-so a window of evaluation would otherwise look like a machine that got faster, and the training after
-it like one that slowed down. `--threads N` pins the count instead. GPUs are left alone (their work
-does not run on these threads).
+only compared within one kind of work, each measured in windows of its own: an evaluation character
+costs a fraction of a training one, and a step of 8 samples' characters an eighth of a lone sample's,
+so a window of the cheaper work would otherwise look like a machine that got faster, and the work
+after it like one that slowed down: a kind names its rows ("sample 8 rows", "score 16 pieces").
+`--threads N` pins the count instead. GPUs are left alone (their work does not run on these threads).
 
 A Python caller's sampling and scoring (`charlm.generate`, `charlm.stream`, `charlm.bits_per_char`,
 `charlm.next_probs`) run under a governor of their own, one per Python thread (`for_python_caller`),
@@ -62,8 +63,7 @@ class Governor:
         self.most, self.set_threads = most, set_threads
         self.threads = threads or most
         self.set_threads(self.threads)
-        self.work = ""  # the kind of work the window being measured holds
-        self.seconds = self.units = 0.0  # the window being measured
+        self.windows: dict[str, list[float]] = {}  # per kind of work, the window being measured: seconds, units
         self.since_comparison = 0.0  # work seconds since the last comparison ended
         self.explore_after = EXPLORE_AFTER[0]
         self.best_recent: dict[str, float] = {}  # per kind of work, the best speed at the current count
@@ -72,21 +72,20 @@ class Governor:
 
     def record(self, seconds: float, units: float, work: str = "train") -> None:
         """`units` of work (characters) of kind `work` took `seconds` at the current thread count."""
-        if work != self.work:  # a new kind of work: its speed is not comparable with the window so far
-            self.work, self.seconds, self.units = work, 0.0, 0.0
-        self.seconds += seconds
-        self.units += units
-        if self.seconds < WINDOW_SECONDS:
+        window = self.windows.setdefault(work, [0.0, 0.0])
+        window[0] += seconds
+        window[1] += units
+        if window[0] < WINDOW_SECONDS:
             return
-        speed = self.units / self.seconds
-        self.since_comparison += self.seconds
-        self.seconds = self.units = 0.0
+        speed = window[1] / window[0]
+        self.since_comparison += window[0]
+        del self.windows[work]
         best = self.best_recent.get(work, 0.0)
         if self.trial is not None:  # a trial's verdict compares two windows of the same kind of work
             if self.trial[2] == work:
                 self.finish_trial(speed)
         elif speed < SLOWDOWN * best or self.since_comparison >= self.explore_after:
-            self.start_trial(speed)
+            self.start_trial(speed, work)
         else:
             self.best_recent[work] = max(best, speed)
 
@@ -100,7 +99,7 @@ class Governor:
             speeds[count] = [measure(), measure()]
         self.threads = max(speeds, key=lambda count: max(speeds[count]))
         self.set_threads(self.threads)
-        self.best_recent, self.since_comparison = {}, 0.0
+        self.best_recent, self.since_comparison, self.windows = {}, 0.0, {}
         return speeds[self.threads]
 
     @property
@@ -117,23 +116,24 @@ class Governor:
             return more
         return fewer
 
-    def start_trial(self, speed: float) -> None:
+    def start_trial(self, speed: float, work: str) -> None:
         candidate = self.neighbour()
         if candidate == self.threads:  # one core: nothing to compare
             self.since_comparison = 0.0
             return
-        self.trial = (candidate, speed, self.work)
+        self.trial = (candidate, speed, work)
         self.set_threads(candidate)
+        self.windows = {}  # other kinds' windows so far were at the other count
 
     def finish_trial(self, trial_speed: float) -> None:
-        candidate, current_speed, _ = self.trial
-        self.trial, self.since_comparison = None, 0.0
+        candidate, current_speed, work = self.trial
+        self.trial, self.since_comparison, self.windows = None, 0.0, {}
         if trial_speed > GAIN * current_speed:
-            self.threads, self.best_recent = candidate, {self.work: trial_speed}
+            self.threads, self.best_recent = candidate, {work: trial_speed}
             self.explore_after = EXPLORE_AFTER[0]  # things changed: look again soon
             return
         self.set_threads(self.threads)
-        self.best_recent = {self.work: current_speed}
+        self.best_recent = {work: current_speed}
         self.explore_after = min(2 * self.explore_after, EXPLORE_AFTER[1])
 
 
@@ -263,9 +263,9 @@ def calibrate(measure: Callable[[], float]) -> list[float]:
 
 
 def record(seconds: float, units: float, work: str = "train") -> None:
-    """Report work done (of kind `work`: train, score, sample), so the thread count can follow the CPU
-    this process gets: a Python caller's call's own governor while it runs (`for_python_caller`), else
-    the one `configure` started."""
+    """Report work done (of kind `work`: train, or score or sample with their rows), so the thread count
+    can follow the CPU this process gets: to the governor of a Python caller's call while it runs
+    (`for_python_caller`), else to the one `configure` started."""
     governor = getattr(_callers, "active", None) or _governor
     if governor is not None:
         governor.record(seconds, units, work)
