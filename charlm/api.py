@@ -342,6 +342,11 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id: -100 to
     100}, is added to their logits, -100 a ban. random_seed makes the text reproducible.
 
+    On a CPU it uses as many torch threads as run fastest under the machine's load (measured over your
+    calls of generate, stream and bits_per_char), at most your thread's count, and gives your count
+    back when it returns. torch.set_num_threads(1) keeps it on one thread (and a seeded text the same
+    under any load).
+
     Returns one string, the seed included; with num_samples N above 1, a list of N such texts drawn
     in one batch (sample i with random_seed + i).
 
@@ -359,7 +364,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 @sampling_call
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
-    character at a time, to show it as it is written.
+    character at a time, to show it as it is written. Its steps run on threads as `generate`'s do, your
+    code between pieces on your own count.
 
     Returns an iterator of strings; joined, they are the text `generate` returns for the same options.
 
@@ -380,7 +386,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
     The first character is read, every one after it scored; characters the model never saw are left
     out of the score (or scored as its unknown symbol), with a warning that says so. `text` is the text
-    itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8")).
+    itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8")). On a CPU it runs
+    on threads as `generate` does.
 
     Returns the bits per character, a float.
 
