@@ -342,6 +342,11 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id: -100 to
     100}, is added to their logits, -100 a ban. random_seed makes the text reproducible.
 
+    On a CPU it uses as many torch threads as run fastest under the machine's load (measured over your
+    calls of generate, stream and bits_per_char), at most your thread's count, and gives your count
+    back when it returns. torch.set_num_threads(1) keeps it on one thread (and a seeded text the same
+    under any load).
+
     Returns one string, the seed included; with num_samples N above 1, a list of N such texts drawn
     in one batch (sample i with random_seed + i).
 
@@ -350,7 +355,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     model cannot write.
     """
     check_model_and_seed("generate", model, seed)
-    texts = sampler.generate(model, seed, **options)
+    with threads.for_python_caller(model.device):
+        texts = sampler.generate(model, seed, **options)
     return texts if len(texts) > 1 else texts[0]
 
 
@@ -358,7 +364,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 @sampling_call
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     """Like `generate`, but yields the text of one sample in pieces as it is made: the seed, then a
-    character at a time, to show it as it is written.
+    character at a time, to show it as it is written. Its steps run on threads as `generate`'s do, your
+    code between pieces on your own count.
 
     Returns an iterator of strings; joined, they are the text `generate` returns for the same options.
 
@@ -367,7 +374,9 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
     check_model_and_seed("stream", model, seed)
     if (samples := sampler.sample_config(options).num_samples) != 1:
         refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
-    return sampler.stream(model, seed, **options)
+    with threads.for_python_caller(model.device):  # the seed is read here, at the call
+        pieces = sampler.stream(model, seed, **options)
+    return threads.governed_pieces(pieces, model.device)
 
 
 @keywords_checked
@@ -377,7 +386,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
     The first character is read, every one after it scored; characters the model never saw are left
     out of the score (or scored as its unknown symbol), with a warning that says so. `text` is the text
-    itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8")).
+    itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8")). On a CPU it runs
+    on threads as `generate` does.
 
     Returns the bits per character, a float.
 
@@ -391,7 +401,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
             f"to score the file give its text: Path({text!r}).read_text(encoding='utf-8')",
             stacklevel=callers_stacklevel(),
         )
-    bits, chars = scoring.text_bits(model, text)
+    with threads.for_python_caller(model.device):
+        bits, chars = scoring.text_bits(model, text)
     if note := scoring.unseen_note(model.vocab, [text]):
         warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars
@@ -416,7 +427,8 @@ def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> 
     top = plain(top)  # np.int64(3), as the sampling options take it
     if top is not None and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
         refuse("next_probs", "top must be a positive integer or None", top)
-    return scoring.next_probs(model, prefix, top)
+    with threads.for_python_caller(model.device):
+        return scoring.next_probs(model, prefix, top)
 
 
 @keywords_checked

@@ -272,7 +272,7 @@ class Batch:
         host = chosen()
         self.sampler.advance(host)  # a template's cursors, from this one read
         texts = ["" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, host)]
-        threads.record(time.perf_counter() - started, len(texts), "sample")
+        threads.record(time.perf_counter() - started, len(texts), f"sample {len(texts)} rows")
         return ids, texts
 
     def remove(self, position: int) -> None:

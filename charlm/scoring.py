@@ -100,7 +100,7 @@ def total_bits(
             window_chars = int(char_lengths[window[:, 1:][counted]].sum())
             chars += window_chars
             bar.update(window_chars)
-            threads.record(time.perf_counter() - started, int(counted.sum()), "score")
+            threads.record(time.perf_counter() - started, int(counted.sum()), f"score {len(starts)} pieces")
     return total_nats.item() * LOG2E, chars
 
 

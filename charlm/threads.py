@@ -12,16 +12,23 @@ faster. A drop in speed triggers a new comparison at once; comparisons that chan
 less and less often.
 
 Training, evaluation and sampling report their work with `record(seconds, units, work)`. Speeds are
-only compared within one kind of work: an evaluation character costs a fraction of a training one,
-so a window of evaluation would otherwise look like a machine that got faster, and the training after
-it like one that slowed down. `--threads N` pins the count instead. GPUs are left alone (their work
-does not run on these threads).
+only compared within one kind of work, each measured in windows of its own: an evaluation character
+costs a fraction of a training one, and a step of 8 samples' characters an eighth of a lone sample's,
+so a window of the cheaper work would otherwise look like a machine that got faster, and the work
+after it like one that slowed down: a kind names its rows ("sample 8 rows", "score 16 pieces").
+`--threads N` pins the count instead. GPUs are left alone (their work does not run on these threads).
+
+A Python caller's sampling and scoring (`charlm.generate`, `charlm.stream`, `charlm.bits_per_char`,
+`charlm.next_probs`) run under a governor of their own, one per Python thread (`for_python_caller`),
+kept from call to call: a notebook's calls, each shorter than a window, add up to windows, and the
+count it settled on is where its next call starts. Each call gives torch's count back as it found it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -56,8 +63,7 @@ class Governor:
         self.most, self.set_threads = most, set_threads
         self.threads = threads or most
         self.set_threads(self.threads)
-        self.work = ""  # the kind of work the window being measured holds
-        self.seconds = self.units = 0.0  # the window being measured
+        self.windows: dict[str, list[float]] = {}  # per kind of work, the window being measured: seconds, units
         self.since_comparison = 0.0  # work seconds since the last comparison ended
         self.explore_after = EXPLORE_AFTER[0]
         self.best_recent: dict[str, float] = {}  # per kind of work, the best speed at the current count
@@ -66,21 +72,20 @@ class Governor:
 
     def record(self, seconds: float, units: float, work: str = "train") -> None:
         """`units` of work (characters) of kind `work` took `seconds` at the current thread count."""
-        if work != self.work:  # a new kind of work: its speed is not comparable with the window so far
-            self.work, self.seconds, self.units = work, 0.0, 0.0
-        self.seconds += seconds
-        self.units += units
-        if self.seconds < WINDOW_SECONDS:
+        window = self.windows.setdefault(work, [0.0, 0.0])
+        window[0] += seconds
+        window[1] += units
+        if window[0] < WINDOW_SECONDS:
             return
-        speed = self.units / self.seconds
-        self.since_comparison += self.seconds
-        self.seconds = self.units = 0.0
+        speed = window[1] / window[0]
+        self.since_comparison += window[0]
+        del self.windows[work]
         best = self.best_recent.get(work, 0.0)
         if self.trial is not None:  # a trial's verdict compares two windows of the same kind of work
             if self.trial[2] == work:
                 self.finish_trial(speed)
         elif speed < SLOWDOWN * best or self.since_comparison >= self.explore_after:
-            self.start_trial(speed)
+            self.start_trial(speed, work)
         else:
             self.best_recent[work] = max(best, speed)
 
@@ -94,8 +99,13 @@ class Governor:
             speeds[count] = [measure(), measure()]
         self.threads = max(speeds, key=lambda count: max(speeds[count]))
         self.set_threads(self.threads)
-        self.best_recent, self.since_comparison = {}, 0.0
+        self.best_recent, self.since_comparison, self.windows = {}, 0.0, {}
         return speeds[self.threads]
+
+    @property
+    def counting(self) -> int:
+        """The count being measured now: a comparison's, while one is under way, else the one kept."""
+        return self.trial[0] if self.trial is not None else self.threads
 
     def neighbour(self) -> int:
         """The count to compare with: half as many and twice as many (at most every core) take turns;
@@ -106,28 +116,32 @@ class Governor:
             return more
         return fewer
 
-    def start_trial(self, speed: float) -> None:
+    def start_trial(self, speed: float, work: str) -> None:
         candidate = self.neighbour()
         if candidate == self.threads:  # one core: nothing to compare
             self.since_comparison = 0.0
             return
-        self.trial = (candidate, speed, self.work)
+        self.trial = (candidate, speed, work)
         self.set_threads(candidate)
+        self.windows = {}  # other kinds' windows so far were at the other count
 
     def finish_trial(self, trial_speed: float) -> None:
-        candidate, current_speed, _ = self.trial
-        self.trial, self.since_comparison = None, 0.0
+        candidate, current_speed, work = self.trial
+        self.trial, self.since_comparison, self.windows = None, 0.0, {}
         if trial_speed > GAIN * current_speed:
-            self.threads, self.best_recent = candidate, {self.work: trial_speed}
+            self.threads, self.best_recent = candidate, {work: trial_speed}
             self.explore_after = EXPLORE_AFTER[0]  # things changed: look again soon
             return
         self.set_threads(self.threads)
-        self.best_recent = {self.work: current_speed}
+        self.best_recent = {work: current_speed}
         self.explore_after = min(2 * self.explore_after, EXPLORE_AFTER[1])
 
 
 _governor: Governor | None = None
 _pinned: int | None = None  # the count `--threads` pinned, said once: a run configures before and after planning
+# Per Python thread, as torch keeps its count per thread: the governor of its Python caller's calls
+# (`for_python_caller`), the caller's count it was made for (`found`), and `active` while a call runs.
+_callers = threading.local()
 
 
 def configure(threads: int | None, device: torch.device | None = None) -> None:
@@ -158,6 +172,55 @@ def as_found() -> Iterator[None]:
     finally:
         _governor, _pinned = governor, pinned
         torch.set_num_threads(count)
+
+
+@contextlib.contextmanager
+def for_python_caller(device: torch.device) -> Iterator[None]:
+    """A Python caller's sampling or scoring under a governor, torch's thread count the caller's again
+    when it returns (a notebook's own torch work must not inherit charlm's choice).
+
+    The count the caller's thread has is the most the call uses: torch's default (one per core), or
+    what the caller set (torch.set_num_threads(N), OMP_NUM_THREADS=N), though fewer run faster on a
+    busy machine; a count of 1 is kept as it is. The governor lives on between calls, so a notebook's
+    calls, each shorter than a window, add up to windows, and the next call starts at the count it
+    settled on; a count the caller changed in between starts a new one. A process a command governs
+    or pins (`configure`: `charlm train`'s closing sample) keeps its rule; a GPU's work does not run
+    on these threads."""
+    found = torch.get_num_threads()
+    governed = _governor is not None or _pinned is not None or getattr(_callers, "active", None) is not None
+    if device.type != "cpu" or found == 1 or governed:
+        yield
+        return
+    governor = getattr(_callers, "governor", None)
+    if governor is None or _callers.found != found:
+        governor = _callers.governor = Governor(min(found, share_of_cores()), torch.set_num_threads)
+        _callers.found = found
+    elif governor.counting != found:
+        governor.set_threads(governor.counting)
+    _callers.active = governor
+    try:
+        yield
+    finally:
+        _callers.active = None
+        if torch.get_num_threads() != found:
+            torch.set_num_threads(found)
+
+
+def governed_pieces(pieces: Iterator[str], device: torch.device) -> Iterator[str]:
+    """`pieces` made each under `for_python_caller`: `charlm.stream`'s caller runs its own code between
+    pieces on its own count. Closed early, `pieces` is closed too."""
+    try:
+        while True:
+            with for_python_caller(device):
+                try:
+                    piece = next(pieces)
+                except StopIteration:
+                    return
+            yield piece
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
 
 
 def share_of_cores() -> int:
@@ -200,7 +263,9 @@ def calibrate(measure: Callable[[], float]) -> list[float]:
 
 
 def record(seconds: float, units: float, work: str = "train") -> None:
-    """Report work done (of kind `work`: train, score, sample), so the thread count can follow the CPU
-    this process gets."""
-    if _governor is not None:
-        _governor.record(seconds, units, work)
+    """Report work done (of kind `work`: train, or score or sample with their rows), so the thread count
+    can follow the CPU this process gets: to the governor of a Python caller's call while it runs
+    (`for_python_caller`), else to the one `configure` started."""
+    governor = getattr(_callers, "active", None) or _governor
+    if governor is not None:
+        governor.record(seconds, units, work)

@@ -13,6 +13,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -98,6 +99,14 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.fixture(autouse=True)
+def fresh_callers_governors(monkeypatch):
+    """Every test's Python calls start with no thread governor of their own (`threads.for_python_caller`
+    keeps one per Python thread from call to call): what an earlier test's sampling taught it would
+    change the counts a later test's samples run on."""
+    monkeypatch.setattr(threads, "_callers", threading.local())
+
+
 @pytest.fixture
 def tiny() -> dict:
     return dict(TINY)
@@ -173,12 +182,13 @@ def flushes_denormals() -> bool:
 @contextlib.contextmanager
 def process_state() -> Iterator[None]:
     """Puts back what code run in this process (a bench script, as its own process ran it) may change of
-    the process: argv, the folder, the environment, torch's threads (and charlm's governor of them),
+    the process: argv, the folder, the environment, torch's threads (and charlm's governors of them),
     default dtype, matmul precision, grad mode, flush-denormal, the random generators, warnings filters.
     Signal handlers it may not touch: asserted."""
     argv, cwd, environ = list(sys.argv), os.getcwd(), dict(os.environ)
     torch_threads, governor = torch.get_num_threads(), threads._governor
     governed = copy.deepcopy(vars(governor)) if governor else None  # what it learned: its count, its speeds
+    callers = copy.deepcopy(vars(threads._callers))  # this thread's Python calls' governor (for_python_caller)
     dtype, precision = torch.get_default_dtype(), torch.get_float32_matmul_precision()
     grad, denormal = torch.is_grad_enabled(), flushes_denormals()
     rng = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
@@ -196,6 +206,8 @@ def process_state() -> Iterator[None]:
         threads._governor = governor
         if governor:
             vars(governor).update(governed)
+        vars(threads._callers).clear()
+        vars(threads._callers).update(callers)
         torch.set_default_dtype(dtype)
         torch.set_float32_matmul_precision(precision)
         torch.set_grad_enabled(grad)

@@ -3,6 +3,7 @@ and follow the load both ways."""
 
 import threading
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -185,3 +186,155 @@ def test_under_torchrun_a_process_is_warned_of_more_threads_than_its_share_of_th
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
     with pytest.warns(UserWarning, match="threads=4 is more than the 2 cores this process may use"):
         threads.configure(4)
+
+
+class FakeMachine:
+    """torch's thread count and the clock that sampling's and scoring's steps time themselves with, both
+    faked: a step takes `cost[threads]` seconds of the fake clock (each of its two readings moves the
+    clock on by half), whatever the real machine does. The caller's thread count starts at `count`."""
+
+    def __init__(self, cost: dict, count: int = 2):
+        self.cost, self.count, self.now, self.sets, self.counts = cost, count, 0.0, [], []
+
+    def set_num_threads(self, count: int) -> None:
+        self.sets.append(count)
+        self.count = count
+
+    def get_num_threads(self) -> int:
+        return self.count
+
+    def perf_counter(self) -> float:
+        self.counts.append(self.count)
+        self.now += self.cost[self.count] / 2
+        return self.now
+
+
+@pytest.fixture
+def machine(monkeypatch) -> Iterator[FakeMachine]:
+    """A 2-core machine (`FakeMachine`) on which no governor runs yet: a Python caller's first call. The
+    real work runs on one real thread (fast on a loaded machine), whatever the fake count says."""
+    import types
+
+    from charlm import generation, scoring
+
+    real_set, before = torch.set_num_threads, torch.get_num_threads()
+    real_set(1)
+    fake = FakeMachine(QUIET_STEP)
+    clock = types.SimpleNamespace(perf_counter=fake.perf_counter)
+    monkeypatch.setattr(generation, "time", clock)
+    monkeypatch.setattr(scoring, "time", clock)
+    monkeypatch.setattr(torch, "set_num_threads", fake.set_num_threads)
+    monkeypatch.setattr(torch, "get_num_threads", fake.get_num_threads)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(threads, "_governor", None)
+    monkeypatch.setattr(threads, "_pinned", None)
+    yield fake
+    real_set(before)
+
+
+# Seconds a sampling step (or a scoring window) takes by threads: one core busy, two threads 15x slower
+# than one (test_cli's governor test measured 94 chars/s against 1,775); quiet, two 1.5x faster (a call
+# of 10 steps 0.4 s: 200 calls, 80 s, hold several of the governor's comparisons).
+BUSY_STEP = {1: 0.004, 2: 0.06}
+QUIET_STEP = {1: 0.06, 2: 0.04}
+
+
+def test_a_python_callers_samples_take_fewer_threads_on_a_busy_machine_and_keep_that_between_calls(model, machine):
+    """charlm.generate kept torch's count whatever the load: a notebook sampling while a training ran got
+    two threads on one free core, 19x slower. Its calls now run under a governor, kept from call to call:
+    each call here is shorter than a window (10 steps, 0.6 s at two threads), yet their windows add up,
+    the next call starts where the last left off, and the caller's own count is back after every call."""
+    machine.cost = BUSY_STEP
+    for _ in range(40):
+        charlm.generate(model, "ab", length=10)
+        assert machine.count == 2  # the caller's count, for the notebook's own torch work
+    assert machine.counts[-20:] == [1] * 20, machine.counts  # the last two calls, every step on one thread
+    machine.counts.clear()
+    charlm.generate(model, "ab", length=10)
+    assert machine.counts[:2] == [1, 1], machine.counts  # the next call's first step: no new start at two
+
+
+def test_a_python_callers_samples_keep_every_core_on_a_quiet_machine(model, machine):
+    for _ in range(200):
+        charlm.generate(model, "ab", length=10)
+    assert machine.counts.count(2) > 0.9 * len(machine.counts)  # the comparisons with one thread cost little
+    assert machine.counts[-20:] == [2] * 20 and machine.count == 2
+
+
+def test_a_python_callers_scores_and_next_probs_take_fewer_threads_on_a_busy_machine(model, machine):
+    """charlm.bits_per_char, the same: its windows teach the thread's governor, and next_probs, which
+    measures nothing, runs on the count it learned; the caller's count is back after each."""
+    machine.cost = BUSY_STEP
+    text = "abc defgh\n" * 30  # 300 characters: two scoring windows, 0.12 s at two threads
+    for _ in range(60):
+        charlm.bits_per_char(model, text)
+        assert machine.count == 2
+    assert machine.counts[-8:] == [1] * 8, machine.counts
+    counts, real_forward = [], type(model).forward
+
+    def forward(*args, **keywords):
+        counts.append(machine.count)
+        return real_forward(*args, **keywords)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(model), "forward", forward)
+        charlm.next_probs(model, "ab")
+    assert counts == [1] and machine.count == 2
+
+
+def test_a_stream_steps_under_the_governor_and_yields_on_the_callers_count(model, machine, monkeypatch):
+    """charlm.stream's steps run on the governor's count, the caller's code between pieces on its own:
+    after every piece, after the stream is closed early, and after a step that raised."""
+    from charlm.generation import Batch
+
+    machine.cost = BUSY_STEP
+    for _ in range(40):
+        for _ in charlm.stream(model, "ab", length=10):
+            assert machine.count == 2
+    assert machine.counts[-20:] == [1] * 20, machine.counts
+    pieces = charlm.stream(model, "ab", length=10)
+    next(pieces), next(pieces)
+    pieces.close()
+    assert machine.count == 2
+
+    def broken(batch):
+        raise RuntimeError("a step failed")
+
+    monkeypatch.setattr(Batch, "step", broken)
+    for call in (lambda: list(charlm.stream(model, "ab", length=5)), lambda: charlm.generate(model, "ab", length=5)):
+        with pytest.raises(RuntimeError, match="a step failed"):
+            call()
+        assert machine.count == 2
+
+
+def test_a_python_caller_that_set_one_thread_keeps_it(model, machine):
+    """torch.set_num_threads(1) (or OMP_NUM_THREADS=1) is the caller's pin: charlm never sets another count.
+    A larger count the caller set is the most charlm uses."""
+    machine.cost, machine.count = BUSY_STEP, 1
+    for _ in range(20):
+        charlm.generate(model, "ab", length=10)
+        charlm.bits_per_char(model, "abc defgh\n" * 30)
+    assert machine.sets == [] and machine.count == 1
+
+
+def test_a_count_the_caller_changes_between_calls_starts_afresh_from_it(model, machine):
+    machine.cost = BUSY_STEP
+    for _ in range(40):
+        charlm.generate(model, "ab", length=10)
+    assert machine.counts[-1] == 1
+    machine.count = 4  # the caller's torch.set_num_threads(4) on this 2-core machine: at most its 2 cores
+    machine.counts.clear()
+    charlm.generate(model, "ab", length=10)
+    assert machine.counts[:2] == [2, 2] and machine.count == 4
+
+
+def test_calls_of_many_samples_and_of_one_in_turns_are_measured_apart(model, machine):
+    """A notebook's calls of 8 samples and of one, seven of each in turns: a window that straddled them
+    mixed a step's 8 characters with a lone row's 1, and read the change as the machine's (a quiet one
+    got one thread for 34% of its steps, where two are 1.5x faster). Each number of rows now fills
+    windows of its own, kept while the other runs (14%: a comparison waits for a window of its own kind,
+    the other kind's steps on its count meanwhile; 7% where every call has one row)."""
+    for call in range(200):
+        charlm.generate(model, "ab", length=10, num_samples=1 if call // 7 % 2 else 8)
+    assert machine.counts.count(2) > 0.8 * len(machine.counts)
