@@ -89,6 +89,19 @@ def test_an_old_run_reads_samples_resumes_and_exports(name, tmp_path):
     ok("sample", str(tmp_path / "model"), *SEED)
 
 
+def test_an_old_run_resumes_on_its_corpus_at_a_new_path(tmp_path):
+    """An old run's record holds the digest a resume checks (the cache key, since a626fb2's format 2):
+    its text copied elsewhere is its corpus; another is refused, saying so."""
+    run = old("run-53d7eb2", tmp_path)
+    moved = tmp_path / "moved.txt"
+    shutil.copyfile(DATA / "corpus.txt", moved)
+    (tmp_path / "other.txt").write_text("ab ba cab\n" * 60, encoding="utf-8")
+    refused = cli("train", str(tmp_path / "other.txt"), "--resume", str(run), "--max-steps", "6")
+    assert refused.exit_code and f"is not the text {run} trained on ({WRITTEN_AT / 'corpus.txt'})" in refused.output
+    ok("train", str(moved), "--resume", str(run), "--max-steps", "6", "--quiet")
+    assert checkpoint.read(run / "latest.pt").corpus["sources"] == [str(moved)]
+
+
 def test_an_old_fine_tune_keeps_its_base_record(tmp_path):
     run = old("run-31709fb-finetune", tmp_path)
     saved = checkpoint.read(run / "best.pt")
