@@ -256,7 +256,8 @@ def train(
     folder, under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
     (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
-    may be given. An option or argument given as None is left unset, as if not given, unless None is
+    may be given, and `paths` only to give the run's own text at a new path (moved or renamed: its
+    digest is checked, and the run records the path). An option or argument given as None is left unset, as if not given, unless None is
     one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's
     weights (fine-tuning: see finetune.py).
 
