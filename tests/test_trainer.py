@@ -20,16 +20,8 @@ from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
 
-from .conftest import (
-    TRAIN_ARGS,
-    assert_one_line_error,
-    cli,
-    file_size_limit,
-    latest,
-    run_cli,
-    start_training,
-    wait_for,
-)
+from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_training, wait_for
+from .conftest import assert_one_line_error as one_line_error
 
 
 def train_here(*args: str) -> None:
@@ -202,12 +194,12 @@ def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_on
     charlm.train(tmp_path / "texts", out="run", **{**tiny, "max_steps": 10})
     (tmp_path / "texts").rename(tmp_path / "moved")
     a, b = str(tmp_path / "moved" / "a.txt"), str(tmp_path / "moved" / "b.txt")
-    assert_one_line_error(
+    one_line_error(
         cli("train", b, a, "--resume", "run", "--max-steps", "12"),
         f"{b} {a} is not the text checkpoints/run trained on ({tmp_path / 'texts'}): a resume needs the same files",
         f"a new text is a fine-tune, a new run from this one's weights: charlm train {b} {a} --init-from checkpoints/run",
     )
-    assert_one_line_error(cli("train", a, "--resume", "run", "--max-steps", "12"), f"{a} is not the text")
+    one_line_error(cli("train", a, "--resume", "run", "--max-steps", "12"), f"{a} is not the text")
     assert cli("train", str(tmp_path / "moved"), "--resume", "run", "--max-steps", "12").exit_code == 0
     ok = cli("train", a, b, "--resume", "run", "--max-steps", "14")  # the folder's files, named in its order
     assert ok.exit_code == 0, ok.output
