@@ -35,7 +35,7 @@ from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
-from .tokens import CorpusChanged, TokenCorpus, load_corpus
+from .tokens import CorpusChanged, TokenCorpus, load_corpus, not_the_runs_text, run_sources
 from .trainer import Trainer, lost_note_for
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
@@ -201,18 +201,19 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         )
     resumed = plan.resumed(saved, overrides, path, ranks)
     check_world(resumed, ranks)
-    saved_sources = saved.corpus["sources"]
-    if sources and list(sources) != saved_sources:
-        raise CharLMError(f"{path.parent} trained on {saved_sources or 'the built-in corpus'}; resume without a corpus")
+    # the run's text where it is now, or where the user gives it (moved, renamed): the run's, byte for byte
+    where = list(sources) if sources else run_sources(saved.corpus, path.parent)
     base_vocab = saved.base_vocab()
     config = resumed.config
     with peer_note(lambda: lost_note_for(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():
             try:
                 corpus = load_corpus(
-                    saved_sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab, run=saved.corpus
+                    where, config, quiet=config.quiet or not ranks.leader, base=base_vocab, run=saved.corpus
                 )
             except CorpusChanged as e:
+                if sources:
+                    raise not_the_runs_text(where, saved.corpus, path.parent) from None
                 raise CharLMError(f"{e}; start a new run with {said('out', metavar='NEW')}") from None
         trainer = Trainer(resumed, corpus, ranks, saved.model())
         trainer.restore(saved, read_from)
@@ -255,7 +256,8 @@ def train(
     folder, under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
     (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
     `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
-    may be given. An option or argument given as None is left unset, as if not given, unless None is
+    may be given, and `paths` only to give the run's own text at a new path (moved or renamed: its
+    digest is checked, and the run records the path). An option or argument given as None is left unset, as if not given, unless None is
     one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's
     weights (fine-tuning: see finetune.py).
 

@@ -173,7 +173,7 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     model = checkpoint.model_on(saved, path, where)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     if not files:
-        evaluate_held_out(saved, model, quiet)
+        evaluate_held_out(saved, model, path.parent, quiet)
         return
     paths = source_files(files)
     # every file read before any is scored: one that is not text, late in the list, is named at once
@@ -193,13 +193,13 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
         click.echo(unseen)
 
 
-def evaluate_held_out(saved: Checkpoint, model: CharLM, quiet: bool) -> None:
-    """`charlm eval RUN` alone: the text the run measured its validation bpc on, prepared again from
-    the sources its checkpoint names, scored whole."""
+def evaluate_held_out(saved: Checkpoint, model: CharLM, run_dir: Path, quiet: bool) -> None:
+    """`charlm eval RUN` alone: the text the run in `run_dir` measured its validation bpc on, prepared
+    again from the sources it records, scored whole."""
     from . import tokens
     from .scoring import ids_bits
 
-    ids = tokens.held_out_ids(saved.corpus, saved.config, saved.base_vocab(), quiet)
+    ids = tokens.held_out_ids(saved.corpus, saved.config, run_dir, saved.base_vocab(), quiet)
     bits, chars = ids_bits(model, ids, "the run's held-out text", progress=not quiet, label="scoring")
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import catalog, files
+from . import catalog, files, runs
 from .bars import bytes_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import (
@@ -53,7 +53,7 @@ from .corpus import (
     total_bytes,
 )
 from .errors import CharLMError, callers_stacklevel
-from .fields import said
+from .fields import call, flags_said, said, written
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .scoring import check_scored, scored_ids, unseen_note
 from .shakespeare import shakespeare_files
@@ -361,24 +361,68 @@ def load_corpus(
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
 
 
-def held_out_ids(corpus: dict, config: Config, base: Vocabulary | None = None, quiet: bool = False) -> np.ndarray:
-    """The held-out ids (validation split, memory-mapped) of the run that trained on `corpus` (a
-    checkpoint's: name, sources, cache key) with `config`: those its validation scored, not decoded into a
-    text (a 30M-character split decoded through a Python list of its ids peaked at 745 MB)."""
-    return run_corpus(corpus, config, base, quiet, "; give FILES to score instead").val_ids
+def held_out_ids(
+    corpus: dict, config: Config, run_dir: Path, base: Vocabulary | None = None, quiet: bool = False
+) -> np.ndarray:
+    """The held-out ids (validation split, memory-mapped) of the run in `run_dir` that trained on `corpus`
+    (a checkpoint's: name, sources, cache key) with `config`: those its validation scored, not decoded into
+    a text (a 30M-character split decoded through a Python list of its ids peaked at 745 MB)."""
+    instead = f"; give FILES to score instead ({call('eval', 'FILES', path=run_dir)})"
+    return run_corpus(corpus, config, base, quiet, instead, run_dir).val_ids
 
 
-def run_corpus(corpus: dict, config: Config, base: Vocabulary | None, quiet: bool, instead: str) -> TokenCorpus:
-    """The corpus a run trained on (a checkpoint's `corpus`: name, sources, cache key) with `config`, over
-    a fine-tune's `base` vocabulary: prepared again from its sources, which the cache makes quick. A source
-    changed since splits into other text: refused, as a run resumed on it is, with `instead`, what the
-    caller may do without it."""
+def run_corpus(
+    corpus: dict, config: Config, base: Vocabulary | None, quiet: bool, instead: str, run_dir: Path
+) -> TokenCorpus:
+    """The corpus the run in `run_dir` trained on (a checkpoint's `corpus`: name, sources, cache key) with
+    `config`, over a fine-tune's `base` vocabulary: prepared again from its sources where they are now
+    (`run_sources`), which the cache makes quick. A source changed since splits into other text: refused,
+    as a run resumed on it is, with `instead`, what the caller may do without it."""
+    sources = run_sources(corpus, run_dir, instead)
     try:
-        return load_corpus(corpus["sources"], config, quiet=quiet, base=base, run=corpus)
+        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
     except CorpusChanged as e:
         raise CharLMError(f"{e}{instead}") from None
     except CharLMError as e:
         raise CharLMError(f"{e}; the run's corpus is needed{instead}") from None
+
+
+def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
+    """Where the corpus of the run in `run_dir` is now (`corpus`: a checkpoint's record of it): the sources
+    it records, or, where one of those is gone, those the run's run.json records for the same digest: a
+    resume on the text at a new path writes them there first (a checkpoint it does not replace, such as
+    best.pt, keeps the old path). Where neither is there, refuses naming the missing file, and says how to
+    give the text's new path, or `instead`, what the caller may do without it."""
+    recorded = corpus["sources"]
+    if not (gone := missing(recorded)):
+        return recorded
+    info = runs.read_run_info(run_dir) or {}
+    moved = info.get("sources") if info.get("digest") == corpus["digest"] else None  # a hand edit: anything
+    if isinstance(moved, list) and moved and all(isinstance(s, str) for s in moved) and not missing(moved):
+        return moved
+    resume = call("train", "NEW", said("resume", run_dir))
+    raise CharLMError(
+        f"{gone[0]}: no such file or folder, where {run_dir} read its corpus; if the text moved, resume on it "
+        f"at its new path, which the run then records: {resume}{instead}"
+    )
+
+
+def missing(sources: list[str]) -> list[str]:
+    """The sources of a run's record that are no longer there (a catalog name is fetched again: never)."""
+    return [source for source in sources if not Path(source).exists() and not catalog_name(source)]
+
+
+def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:
+    """The error for a resume given `given`, which is not the text its run trained on (`corpus`, its
+    checkpoint's record): only the same files, byte for byte and in the order the run read them, give the
+    same token stream and held-out split; another text starts a new run from the run's weights."""
+    shown = " ".join(given) if flags_said() else written(given[0]) if len(given) == 1 else repr(given)
+    recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
+    return CharLMError(
+        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}): a resume needs the same files, "
+        f"byte for byte, in the order the run read them; a new text is a fine-tune, a new run from this one's "
+        f"weights: {call('train', shown, said('init_from', run_dir))}"
+    )
 
 
 class CorpusChanged(CharLMError):

@@ -96,7 +96,8 @@ class Trainer:
         """What `charlm runs` shows about this run, and why its planned options are what they are (run.json)."""
         return {
             "corpus": self.corpus.name,
-            "sources": self.corpus.sources,
+            "sources": self.corpus.sources,  # where the text is now: a resume on it at a new path records it
+            "digest": self.corpus.key,  # whose text they hold (`tokens.run_sources` reads them for it)
             "parameters": self.model.num_parameters(),
             "vocabulary": len(self.corpus.vocab),
             "config": self.config.to_dict(),

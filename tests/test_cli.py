@@ -189,7 +189,30 @@ def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tm
     )
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached  # refused before it was prepared
     fox_file.unlink()
-    assert_one_line_error(cli("eval", trained, "--quiet"), "the run's corpus is needed; give FILES to score")
+    assert_one_line_error(cli("eval", trained, "--quiet"), f"{fox_file}: no such file", "give FILES to score")
+
+
+def test_eval_of_a_run_whose_corpus_moved_says_how_to_go_on_then_reads_it_where_a_resume_recorded_it(
+    trained, fox_file, tmp_path
+):
+    """`charlm eval RUN` of a run whose corpus was moved said "no such file ...; give FILES to score instead":
+    nothing of the text's new path, nor how to give it. A resume on the text there records the path in
+    run.json, where eval finds it though best.pt (one the resume never beat) names the old one."""
+    before = cli("eval", trained, "--quiet").output
+    best = (Path("checkpoints/fox") / runs.BEST).read_bytes()
+    moved = tmp_path / "renamed.txt"
+    fox_file.rename(moved)
+    assert_one_line_error(
+        cli("eval", trained, "--quiet"),
+        f"{fox_file}: no such file or folder, where checkpoints/fox read its corpus; if the text moved, resume on it "
+        "at its new path, which the run then records: charlm train NEW --resume checkpoints/fox; give FILES to "
+        "score instead (charlm eval checkpoints/fox FILES)",
+    )
+    resumed = cli("train", str(moved), "--resume", trained, "--max-steps", "22", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    (Path("checkpoints/fox") / runs.BEST).write_bytes(best)
+    assert checkpoint.read(Path("checkpoints/fox") / runs.BEST).corpus["sources"] == [str(fox_file)]
+    assert cli("eval", trained, "--quiet").output == before  # the same held-out text, read at its new path
 
 
 def test_eval_without_files_scores_the_held_out_ids_without_decoding_them(trained, fox_file, tmp_path, monkeypatch):

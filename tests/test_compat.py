@@ -11,6 +11,8 @@ commit its name says, from generated text (corpus.txt, finetune.txt), at /tmp/ch
                           train /tmp/charlm-compat-fixture/finetune.txt --max-steps 4 --max-time none
                           --batch-size 2 --seq-len 8 --eval-every 4 --quiet --device cpu
                           --init-from /tmp/charlm-compat-fixture/base-31709fb --out .../run-31709fb-finetune
+    run-672a457, run-a626fb2  those commits' charlm (format 2, from before --device; their best.pt alone):
+                          the options of run-53d7eb2 but --device, into /tmp/movedcorpus/run-<commit>
     model-2709826         2709826's charlm: the same options as run-53d7eb2 into base-2709826 (not kept),
                           then export /tmp/charlm-compat-fixture/base-2709826 --format safetensors
                           --output /tmp/charlm-compat-fixture/model-2709826
@@ -31,7 +33,7 @@ import pytest
 
 from charlm import checkpoint
 
-from .conftest import cli
+from .conftest import assert_one_line_error, cli
 
 DATA = Path(__file__).parent / "data" / "compat"
 WRITTEN_AT = Path("/tmp/charlm-compat-fixture")  # where the old runs' corpora were, as they record it
@@ -87,6 +89,28 @@ def test_an_old_run_reads_samples_resumes_and_exports(name, tmp_path):
     ok("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "model"))
     ok("export", str(run), "--format", "html", "--output", str(tmp_path / "page.html"))
     ok("sample", str(tmp_path / "model"), *SEED)
+
+
+def test_an_old_run_resumes_on_its_corpus_at_a_new_path(tmp_path):
+    """An old run's record holds the digest a resume checks (the cache key, since a626fb2's format 2):
+    its text copied elsewhere is its corpus; another is refused, saying so."""
+    run = old("run-53d7eb2", tmp_path)
+    moved = tmp_path / "moved.txt"
+    shutil.copyfile(DATA / "corpus.txt", moved)
+    (tmp_path / "other.txt").write_text("ab ba cab\n" * 60, encoding="utf-8")
+    refused = cli("train", str(tmp_path / "other.txt"), "--resume", str(run), "--max-steps", "6")
+    assert refused.exit_code and f"is not the text {run} trained on ({WRITTEN_AT / 'corpus.txt'})" in refused.output
+    ok("train", str(moved), "--resume", str(run), "--max-steps", "6", "--quiet")
+    assert checkpoint.read(run / "latest.pt").corpus["sources"] == [str(moved)]
+
+
+@pytest.mark.parametrize("name", ["run-672a457", "run-a626fb2"])
+def test_a_run_of_an_early_charlm_is_refused_in_one_line_that_says_so(name, tmp_path):
+    """An early format-2 run (its corpus record a digest of the text, or of another cache key; no streams'
+    random states) was a KeyError traceback (a626fb2's) or "the vocabulary is damaged" (672a457's)."""
+    run = old(name, tmp_path)
+    for args in (["info", str(run)], ["train", "--resume", str(run), "--max-steps", "6"], ["eval", str(run)]):
+        assert_one_line_error(cli(*args), f"{run}/", "a checkpoint of an early charlm (format 2", "train the run again")
 
 
 def test_an_old_fine_tune_keeps_its_base_record(tmp_path):

@@ -21,6 +21,7 @@ from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
 
 from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_training, wait_for
+from .conftest import assert_one_line_error as one_line_error
 
 
 def train_here(*args: str) -> None:
@@ -158,6 +159,51 @@ def test_resume_refuses_a_changed_corpus_before_preparing_it(fox_file, tiny):
     with pytest.raises(CharLMError, match="changed since the run trained on it; start a new run with out=NEW"):
         charlm.train(resume="run", max_steps=30)
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached
+
+
+def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_moved(fox_file, tiny, tmp_path):
+    """A corpus file moved or renamed (folders reorganised, the run copied to another machine) left its run
+    unable to go on: resumed alone, its path was gone; given at its new path, "trained on [...]; resume
+    without a corpus". The text at its new path is taken, being the run's (its digest), and recorded."""
+    flat = {**tiny, "min_lr_ratio": 1.0}
+    charlm.train(fox_file, out="whole", **flat)
+    charlm.train(fox_file, out="run", **{**flat, "max_steps": 10})
+    moved = tmp_path / "reorganised" / "renamed.txt"
+    moved.parent.mkdir()
+    fox_file.rename(moved)
+    with pytest.raises(
+        CharLMError, match=rf"^{fox_file}: no such file .* charlm.train\(NEW, resume='checkpoints/run'\)$"
+    ):
+        charlm.train(resume="run", max_steps=20)
+    charlm.train(moved, resume="run", max_steps=20)
+    after, whole = latest("run"), latest("whole")
+    assert after.progress.val_bpc == whole.progress.val_bpc  # the same held-out text, the same weights on it
+    assert_same_weights(after, whole)
+    assert after.corpus["sources"] == runs.read_run_info(Path("checkpoints/run"))["sources"] == [str(moved)]
+    charlm.train(resume="run", max_steps=22)  # no path needed any more
+    assert latest("run").progress.step == 22
+
+
+def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_one_line(tmp_path, tiny):
+    """Only the run's own files, byte for byte and in the order it read them, are its text: a folder moved
+    keeps its files' order; the same files named in another order, or another text, are refused."""
+    lines = "the quick brown fox jumps over the lazy dog\n" * 30
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text(lines, encoding="utf-8")
+    (tmp_path / "texts" / "b.txt").write_text(lines.upper(), encoding="utf-8")
+    charlm.train(tmp_path / "texts", out="run", **{**tiny, "max_steps": 10})
+    (tmp_path / "texts").rename(tmp_path / "moved")
+    a, b = str(tmp_path / "moved" / "a.txt"), str(tmp_path / "moved" / "b.txt")
+    one_line_error(
+        cli("train", b, a, "--resume", "run", "--max-steps", "12"),
+        f"{b} {a} is not the text checkpoints/run trained on ({tmp_path / 'texts'}): a resume needs the same files",
+        f"a new text is a fine-tune, a new run from this one's weights: charlm train {b} {a} --init-from checkpoints/run",
+    )
+    one_line_error(cli("train", a, "--resume", "run", "--max-steps", "12"), f"{a} is not the text")
+    assert cli("train", str(tmp_path / "moved"), "--resume", "run", "--max-steps", "12").exit_code == 0
+    ok = cli("train", a, b, "--resume", "run", "--max-steps", "14")  # the folder's files, named in its order
+    assert ok.exit_code == 0, ok.output
+    assert latest("run").progress.step == 14 and latest("run").corpus["sources"] == [a, b]
 
 
 def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_file, tiny):

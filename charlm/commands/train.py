@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     default=None,
     metavar="[RUN]",
     shell_complete=run_names,
-    help="continue a run (default: the most recent); only limits, cadence, reporting, the learning rate, device and precision may change",
+    help="continue a run (default: the most recent); only limits, cadence, reporting, the learning rate, device and "
+    "precision may change; a CORPUS given is the run's own text at a new path (moved or renamed), recorded there",
 )
 @click.option(
     "--init-from",

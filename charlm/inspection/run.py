@@ -39,7 +39,7 @@ def inspect_run(
     training_chars = None if training is None else len(training)
     if held_out or training is None:
         instead = "; pass --train-text FILE and a FILE to inspect" if held_out else "; pass --train-text FILE"
-        corpus = run_corpus(saved.corpus, saved.config, saved.base_vocab(), quiet, instead)
+        corpus = run_corpus(saved.corpus, saved.config, saved.base_vocab(), quiet, instead, path.parent)
         if held_out:
             text, name = corpus.vocab.decode(corpus.val_ids[:max_chars]), f"{saved.corpus['name']} (held out)"
         if training is None:  # the first MAX_TRAIN_CHARS characters decoded, not the whole split
