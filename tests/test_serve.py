@@ -14,9 +14,7 @@ import inspect
 import itertools
 import json
 import math
-import os
 import re
-import shutil
 import signal
 import socket
 import threading
@@ -29,6 +27,7 @@ import torch
 import uvicorn
 from openai import AsyncOpenAI, OpenAI
 
+from bench import browser as headless
 from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
@@ -1990,48 +1989,13 @@ def test_missing_serve_extra_is_a_one_line_error(monkeypatch):
 
 
 @pytest.fixture
-def browser(tmp_path):
-    """Headless Chromium from the OS packages (`apt-get install chromium chromium-driver`), through Selenium."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (binary and driver_path):
-        message = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-        missing(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log
-    # chromedriver in a process group of its own, with the browser it starts: `quit_or_kill` can end them all
-    driver = webdriver.Chrome(options=options, service=Service(driver_path, popen_kw={"start_new_session": True}))
-    driver.implicitly_wait(0)
-    try:
+def browser():
+    """Headless Chromium from the OS packages (`apt-get install chromium chromium-driver`), through Selenium:
+    bench.browser's, a profile of its own."""
+    if not headless.installed():
+        missing(headless.INSTALL)
+    with headless.chromium() as driver:
         yield driver
-    finally:
-        quit_or_kill(driver)
-
-
-def quit_or_kill(driver, timeout: float = 30) -> None:
-    """`driver.quit()`, and where it has not returned in `timeout` s, chromedriver and the browser killed.
-    Once on a loaded machine Chromium stopped answering mid-test (test_two_tabs_at_once_share_the_servers_streams
-    failed after selenium's 120 s) and quit() then waited on chromedriver 120 s a try, three tries: the
-    suite stood still for 5 minutes before it went on."""
-    quitting = threading.Thread(target=driver.quit, daemon=True)
-    quitting.start()
-    quitting.join(timeout)
-    if quitting.is_alive():
-        os.killpg(driver.service.process.pid, signal.SIGKILL)
-        quitting.join(timeout)
 
 
 # Seconds a page test waits for what the page will do: on a loaded machine the browser and the server
