@@ -72,10 +72,12 @@ def busy_processes(count: int):
 
 
 # -- servers ---------------------------------------------------------------------------------------
-def served_url(first_line: str) -> str:
+def served_url(first_line: str | bytes) -> str:
     """The base URL in `charlm serve --port 0`'s first line (`charlm serve: http://HOST:PORT/  models: ...`):
     the port the server bound. A port found free here and then given to the server could be taken by
-    another process between the two; port 0 cannot be."""
+    another process between the two; port 0 cannot be. The line as read: bytes from a binary pipe (the
+    tests' forked processes), text from a text one."""
+    first_line = first_line.decode() if isinstance(first_line, bytes) else first_line
     found = re.match(r"charlm serve: (http://\S+?)/ ", first_line)
     if found is None:
         raise RuntimeError(f"charlm serve did not print its address first: {first_line!r}")

@@ -246,7 +246,7 @@ def start_server(run: Path, max_streams: int, extra: list[str]) -> tuple[subproc
         return process, served_url(first_line)
     except RuntimeError:
         process.kill()
-        raise SystemExit(f"charlm serve: {first_line or process.communicate()[1].strip()}") from None
+        raise SystemExit(f"charlm serve: {first_line or process.communicate()[1]}") from None
 
 
 def main() -> None:

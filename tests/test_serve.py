@@ -1919,7 +1919,7 @@ def fox_run(tmp_path_factory):
 def test_cli_serves_a_run_under_its_name(fox_run):
     process = start_charlm("serve", str(fox_run), "--port", "0")  # a process of its own, torch imported
     try:
-        url = served_url(process.stdout.readline().decode())  # the port it bound: no race for a free one
+        url = served_url(process.stdout.readline())  # the port it bound: no race for a free one
         assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*", url), url
         wait_healthy(url)
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
@@ -1937,7 +1937,7 @@ def test_a_signal_mid_stream_ends_the_stream_and_the_server_without_a_traceback(
     generating, then cancelled it and printed CancelledError's traceback; the client saw the connection drop."""
     process = start_charlm("serve", str(fox_run), "--port", "0", "--max-tokens", "100000")
     try:
-        url = served_url(process.stdout.readline().decode())
+        url = served_url(process.stdout.readline())
         wait_healthy(url)
         body = {"model": "fox", "prompt": "the ", "max_tokens": 100000, "stream": True}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as response:
