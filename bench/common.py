@@ -10,7 +10,7 @@ public API (`charlm.train`, `charlm.load`, ...) for the rest.
 from __future__ import annotations
 
 import ast
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -72,11 +72,16 @@ def busy_processes(count: int):
 
 
 # -- servers ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def served_url(first_line: str | bytes) -> str:
+    """The base URL in `charlm serve --port 0`'s first line (`charlm serve: http://HOST:PORT/  models: ...`):
+    the port the server bound. A port found free here and then given to the server could be taken by
+    another process between the two; port 0 cannot be. The line as read: bytes from a binary pipe (the
+    tests' forked processes), text from a text one."""
+    first_line = first_line.decode() if isinstance(first_line, bytes) else first_line
+    found = re.match(r"charlm serve: (http://\S+?)/ ", first_line)
+    if found is None:
+        raise RuntimeError(f"charlm serve did not print its address first: {first_line!r}")
+    return found.group(1)
 
 
 def wait_healthy(url: str, process: subprocess.Popen | None = None, timeout: float = 120) -> None:

@@ -15,31 +15,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from bench.browser import chromium
 from charlm import catalog, checkpoint, runs, sampler
 from charlm.cli import main as charlm_main
 from charlm.tokens import catalog_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
-
-
-def chromium():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
-    driver.set_script_timeout(600)
-    return driver
 
 
 def awaited(driver, script: str, *args):
@@ -102,22 +89,19 @@ def main() -> None:
     parser.add_argument("--text", help="text to compare log-probabilities on  [default: the run's corpus]")
     parser.add_argument("--chars", type=int, default=3000, help="characters generated per timing")
     options = parser.parse_args()
-    driver = chromium()
     print(
         "| run | weights | file MB | max / mean abs. log-prob difference (nats) | greedy 300 = charlm sample | chars/s | ready s |"
     )
     print("|---|---|---:|---|---|---:|---:|")
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            for run in options.runs:
-                for r in measure(run, options.text, options.chars, Path(folder), driver):
-                    print(
-                        f"| {r['run']} | {r['weights']} | {r['MB']:.2f} | {r['max']:.1e} / {r['mean']:.1e} | "
-                        f"{'yes' if r['greedy'] else 'no'} | {r['chars/s']:,.0f} | {r['ready']:.1f} |",
-                        flush=True,
-                    )
-    finally:
-        driver.quit()
+    with chromium() as driver, tempfile.TemporaryDirectory() as folder:
+        driver.set_script_timeout(600)
+        for run in options.runs:
+            for r in measure(run, options.text, options.chars, Path(folder), driver):
+                print(
+                    f"| {r['run']} | {r['weights']} | {r['MB']:.2f} | {r['max']:.1e} / {r['mean']:.1e} | "
+                    f"{'yes' if r['greedy'] else 'no'} | {r['chars/s']:,.0f} | {r['ready']:.1f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 --cell paints that cell in the page's cells view, as the page's "show" button does, and shoots the
 view 955x229 pixels, scrolled so that the line holding character --start (default 0) is its first;
 --gates shoots the gate scatter plots. The commands that made each picture are in
-bench/results/inspect-figures.txt (inspect-quote-cell.png: bench/results/inspect-quotes.txt). Needs chromium, chromedriver and selenium, as bench.export_page.
+bench/results/inspect-figures.txt (inspect-quote-cell.png: bench/results/inspect-quotes.txt). Needs chromium, chromedriver and selenium (bench.browser).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.export_page import chromium
+from bench.browser import chromium
 
 WIDTH, HEIGHT = 955, 229  # the docs' pictures: wide enough for a line of the page, a few lines tall
 
@@ -46,8 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     if bool(args.cell) == args.gates:
         parser.error("give one of --cell LAYER CELL and --gates")
-    driver = chromium()
-    try:
+    with chromium() as driver:
         driver.set_window_size(WIDTH + 200, 1000)
         driver.get(Path(args.page).resolve().as_uri())
         if args.gates:
@@ -57,8 +56,6 @@ def main() -> None:
             print(driver.execute_script(PAINT, *args.cell, args.start, WIDTH, HEIGHT))
             element = driver.find_element("id", "cells")
         element.screenshot(args.out)
-    finally:
-        driver.quit()
     print(f"wrote {args.out}")
 
 

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import free_port, wait_healthy
+from bench.common import served_url, wait_healthy
 
 ALPHABET = string.ascii_letters + string.digits + " \n.,;:!?'-"  # 72 characters, near tinyshakespeare's 65
 
@@ -236,10 +236,17 @@ def make_run(folder: Path, hidden: int, layers: int) -> Path:
     return folder / f"lstm-{layers}x{hidden}"
 
 
-def start_server(run: Path, port: int, max_streams: int, extra: list[str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "charlm", "serve", str(run), "--port", str(port)]
+def start_server(run: Path, max_streams: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    """`charlm serve` on a port it picks (`--port 0`, race-free), and the base URL it printed."""
+    command = [sys.executable, "-m", "charlm", "serve", str(run), "--port", "0"]
     command += ["--max-streams", str(max_streams), "--max-tokens", "100000", *extra]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    first_line = process.stdout.readline()  # the address, printed once the port is bound; nothing follows it
+    try:
+        return process, served_url(first_line)
+    except RuntimeError:
+        process.kill()
+        raise SystemExit(f"charlm serve: {first_line or process.communicate()[1]}") from None
 
 
 def main() -> None:
@@ -277,10 +284,8 @@ def main() -> None:
 
 def measure(run: Path, levels: list[int], args, server_args: list[str]) -> tuple[list[dict], dict | None]:
     """One server with `server_args`: the sweep's points and the churn's figures."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     max_streams = max(levels + [2 * args.churn_concurrency if args.churn else 0])
-    process = start_server(run, port, max_streams, server_args)
+    process, url = start_server(run, max_streams, server_args)
     try:
         try:
             wait_healthy(url, process)

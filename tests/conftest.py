@@ -25,7 +25,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bench.common import free_port, wait_healthy  # noqa: F401  (one copy, for the tests that start a server)
+from bench.common import served_url, wait_healthy  # noqa: F401  (one copy, for the tests that start a server)
 from charlm import checkpoint, runs, threads
 from charlm.checkpoint import Checkpoint
 from charlm.cli import main

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, cli, fork_charlm_processes, import_or_missing, process_state, run_bench
+from .conftest import REPO, TINY, cli, fork_charlm_processes, import_or_missing, missing, process_state, run_bench
 
 # conftest's tiny run as the scripts' name=value settings (each test adds a hidden size), dropout given:
 # a run with a time budget left to fit it first times its size for seconds (the probe), which no test
@@ -642,6 +643,80 @@ def test_inspect_cell_and_inspect_shots_run(fox_file, tiny):
     run_bench("inspect_shots", "page.html", "--cell", "0", "0", "--out", "cell.png")
     png = Path("cell.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (955, 229)
+
+
+def headless_or_missing():
+    from bench import browser
+
+    if not browser.installed():
+        missing(browser.INSTALL)
+    return browser
+
+
+def shown_text(driver, page: Path) -> str:
+    driver.get(page.as_uri())
+    return driver.find_element("tag name", "p").text
+
+
+def test_browsers_started_at_once_each_load_a_page_in_a_profile_of_their_own(tmp_path):
+    """Tests and scripts start several browsers, sometimes at once: each has a profile folder of its own,
+    removed after it quits."""
+    browser = headless_or_missing()
+    page = tmp_path / "page.html"
+    page.write_text("<p>a page</p>", encoding="utf-8")
+    shown, profiles = {}, {}
+
+    def load(number: int) -> None:
+        with browser.chromium() as driver:
+            profiles[number] = driver.capabilities["chrome"]["userDataDir"]
+            shown[number] = shown_text(driver, page)
+
+    loading = [threading.Thread(target=load, args=(number,)) for number in range(2)]
+    for thread in loading:
+        thread.start()
+    for thread in loading:
+        thread.join(timeout=180)
+    assert shown == {0: "a page", 1: "a page"}
+    assert len(set(profiles.values())) == 2 and all("charlm-chromium-" in folder for folder in profiles.values())
+    assert not any(Path(folder).exists() for folder in profiles.values())
+
+
+def killing_the_browser(browser, monkeypatch, starts_to_kill: int) -> list[str]:
+    """bench.browser's starts, the first `starts_to_kill` of them with their browser killed as soon as it is
+    up (chromedriver left running: "the browser has closed the connection", as in CI); the profiles used."""
+    profiles = []
+    start = browser.started
+
+    def started(profile: str):
+        driver = start(profile)
+        profiles.append(profile)
+        if len(profiles) <= starts_to_kill:
+            chromedriver = driver.service.process.pid
+            for children in Path(f"/proc/{chromedriver}/task").glob("*/children"):  # each thread's
+                for pid in children.read_text().split():
+                    os.kill(int(pid), signal.SIGKILL)
+        return driver
+
+    monkeypatch.setattr(browser, "started", started)
+    return profiles
+
+
+def test_a_browser_dead_at_start_up_is_replaced_once_by_a_fresh_one(tmp_path, monkeypatch):
+    browser = headless_or_missing()
+    page = tmp_path / "page.html"
+    page.write_text("<p>a page</p>", encoding="utf-8")
+    profiles = killing_the_browser(browser, monkeypatch, starts_to_kill=1)
+    with browser.chromium() as driver:
+        assert shown_text(driver, page) == "a page"
+    assert len(profiles) == 2 and not any(Path(folder).exists() for folder in profiles)
+
+
+def test_a_browser_dead_at_start_up_twice_is_an_error_not_a_third_try(monkeypatch):
+    browser = headless_or_missing()
+    profiles = killing_the_browser(browser, monkeypatch, starts_to_kill=3)
+    with pytest.raises(RuntimeError, match="died at start-up 2 times in a row"), browser.chromium():
+        pass
+    assert len(profiles) == 2 and not any(Path(folder).exists() for folder in profiles)
 
 
 @pytest.mark.slow  # the onnx export takes seconds

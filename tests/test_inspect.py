@@ -6,8 +6,6 @@ import html
 import json
 import math
 import random
-import shutil
-import subprocess
 import sys
 from collections import Counter
 from html.parser import HTMLParser
@@ -39,10 +37,10 @@ from charlm.scoring import Surprise, bits_per_char, surprise
 from charlm.tracing import Trace, trace
 from charlm.vocab import Vocab
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, missing, start_charlm
+from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, start_charlm
 from .test_export import run_of
 from .test_serve import CONTRASTS as SERVE_CONTRASTS
-from .test_serve import CONTROL_ROLES, browser  # noqa: F401 -- the browser fixture
+from .test_serve import CONTROL_ROLES, PAGE_WAIT, browser  # noqa: F401 -- the browser fixture
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -291,33 +289,15 @@ def test_the_page_escapes_every_character_and_keeps_the_text_intact(tmp_path):
     assert "http" not in page and " src=" not in page  # self-contained: opens offline
 
 
-def chromium() -> str:
-    found = next(
-        (shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)), None
-    )
-    if found is None:
-        missing("headless Chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
-    return found
-
-
-def test_the_page_opens_in_headless_chromium_and_shows_the_text(tmp_path):
-    binary = chromium()
+def test_the_page_opens_in_headless_chromium_and_shows_the_text(tmp_path, browser):  # noqa: F811
     _, path = hostile_page(tmp_path)
-    common = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000"]
-    dom = subprocess.run(
-        [*common, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120, check=True
-    ).stdout
-    assert 'data-ready="yes"' in dom  # the page's script ran to its end without an error
+    browser.set_window_size(1200, 1600)
+    opened(browser, path)  # the page's script ran to its end without an error
+    dom = browser.page_source
     assert TextOf.read(dom, "surprise") == HOSTILE and TextOf.read(dom, "cells") == HOSTILE
     assert "rgba(" in dom.split('id="cells"')[1][:400]  # the script coloured the cells view
-    shot = tmp_path / "report.png"
-    subprocess.run(
-        [*common, "--window-size=1200,1600", f"--screenshot={shot}", path.as_uri()],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+    shot = browser.get_screenshot_as_png()
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n" and len(shot) > 10_000
 
 
 def test_inspect_command_writes_the_page_and_prints_the_tables(fox_file, tmp_path):
@@ -545,7 +525,9 @@ def opened(driver, path: Path) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(path.as_uri())
-    WebDriverWait(driver, 15).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "yes")
+    WebDriverWait(driver, PAGE_WAIT).until(
+        lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "yes"
+    )
 
 
 @pytest.mark.slow

@@ -14,9 +14,7 @@ import inspect
 import itertools
 import json
 import math
-import os
 import re
-import shutil
 import signal
 import socket
 import threading
@@ -29,6 +27,7 @@ import torch
 import uvicorn
 from openai import AsyncOpenAI, OpenAI
 
+from bench import browser as headless
 from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
@@ -51,10 +50,10 @@ from .conftest import (
     block_import,
     cli,
     fork_charlm_processes,
-    free_port,
     make_model,
     missing,
     run_bench,
+    served_url,
     shared_corpus,
     start_charlm,
     wait_healthy,
@@ -1429,7 +1428,7 @@ def test_serve_loads_its_models_off_the_http_thread(fox_run, monkeypatch):
 
     monkeypatch.setattr(checkpoint, "load", load)
     with pytest.raises(CharLMError, match="stop here"):
-        serve_package.serve([str(fox_run)], ServeConfig(port=free_port()))
+        serve_package.serve([str(fox_run)], ServeConfig(port=0))
     assert loaded_on and threading.main_thread() not in loaded_on
 
 
@@ -1918,11 +1917,10 @@ def fox_run(tmp_path_factory):
 
 
 def test_cli_serves_a_run_under_its_name(fox_run):
-    port = free_port()
-    process = start_charlm("serve", str(fox_run), "--port", str(port))  # a process of its own, torch imported
+    process = start_charlm("serve", str(fox_run), "--port", "0")  # a process of its own, torch imported
     try:
-        assert f"http://127.0.0.1:{port}/" in process.stdout.readline().decode()
-        url = f"http://127.0.0.1:{port}"
+        url = served_url(process.stdout.readline())  # the port it bound: no race for a free one
+        assert re.fullmatch(r"http://127\.0\.0\.1:[1-9]\d*", url), url
         wait_healthy(url)
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
         assert [m.id for m in client.models.list().data] == ["fox"]
@@ -1937,11 +1935,9 @@ def test_cli_serves_a_run_under_its_name(fox_run):
 def test_a_signal_mid_stream_ends_the_stream_and_the_server_without_a_traceback(fox_run, signum):
     """Ctrl-C or SIGTERM with a long stream in flight: uvicorn waited its 3 s for the stream, which went on
     generating, then cancelled it and printed CancelledError's traceback; the client saw the connection drop."""
-    port = free_port()
-    process = start_charlm("serve", str(fox_run), "--port", str(port), "--max-tokens", "100000")
+    process = start_charlm("serve", str(fox_run), "--port", "0", "--max-tokens", "100000")
     try:
-        assert f"http://127.0.0.1:{port}/" in process.stdout.readline().decode()
-        url = f"http://127.0.0.1:{port}"
+        url = served_url(process.stdout.readline())
         wait_healthy(url)
         body = {"model": "fox", "prompt": "the ", "max_tokens": 100000, "stream": True}
         with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as response:
@@ -1958,7 +1954,7 @@ def test_a_signal_mid_stream_ends_the_stream_and_the_server_without_a_traceback(
 
 def test_cli_errors_are_one_line(fox_run):
     threads = torch.get_num_threads()
-    assert_one_line_error(cli("serve", "no-such-run", "--port", str(free_port())), "no-such-run")
+    assert_one_line_error(cli("serve", "no-such-run", "--port", "0"), "no-such-run")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -1974,7 +1970,7 @@ def test_cli_errors_are_one_line(fox_run):
 def test_a_damaged_checkpoint_is_a_one_line_error_before_any_address_is_printed(fox_run, tmp_path):
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes((fox_run / "best.pt").read_bytes()[:5000])
-    result = cli("serve", str(damaged), "--port", str(free_port()))
+    result = cli("serve", str(damaged), "--port", "0")
     assert_one_line_error(result, "damaged.pt")
     assert "http://" not in result.output
 
@@ -1993,48 +1989,13 @@ def test_missing_serve_extra_is_a_one_line_error(monkeypatch):
 
 
 @pytest.fixture
-def browser(tmp_path):
-    """Headless Chromium from the OS packages (`apt-get install chromium chromium-driver`), through Selenium."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_path = shutil.which("chromedriver")
-    if not (binary and driver_path):
-        message = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-        missing(message)
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log
-    # chromedriver in a process group of its own, with the browser it starts: `quit_or_kill` can end them all
-    driver = webdriver.Chrome(options=options, service=Service(driver_path, popen_kw={"start_new_session": True}))
-    driver.implicitly_wait(0)
-    try:
+def browser():
+    """Headless Chromium from the OS packages (`apt-get install chromium chromium-driver`), through Selenium:
+    bench.browser's, a profile of its own."""
+    if not headless.installed():
+        missing(headless.INSTALL)
+    with headless.chromium() as driver:
         yield driver
-    finally:
-        quit_or_kill(driver)
-
-
-def quit_or_kill(driver, timeout: float = 30) -> None:
-    """`driver.quit()`, and where it has not returned in `timeout` s, chromedriver and the browser killed.
-    Once on a loaded machine Chromium stopped answering mid-test (test_two_tabs_at_once_share_the_servers_streams
-    failed after selenium's 120 s) and quit() then waited on chromedriver 120 s a try, three tries: the
-    suite stood still for 5 minutes before it went on."""
-    quitting = threading.Thread(target=driver.quit, daemon=True)
-    quitting.start()
-    quitting.join(timeout)
-    if quitting.is_alive():
-        os.killpg(driver.service.process.pid, signal.SIGKILL)
-        quitting.join(timeout)
 
 
 # Seconds a page test waits for what the page will do: on a loaded machine the browser and the server

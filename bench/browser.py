@@ -1,0 +1,90 @@
+"""Headless Chromium through Selenium: the one way the benches and the tests start a browser.
+
+    with browser.chromium() as driver:
+        driver.get(page.as_uri())
+
+Each browser gets a profile folder of its own, removed after it quits, so that browsers started at once
+never share one. A browser that dies before it has shown a blank page (once in CI the renderer died on
+the first `driver.get`: "Unable to receive message from renderer") is a start-up failure, not a page's:
+one fresh browser is started, once. A page that crashes a working browser is never retried.
+Needs the OS's chromium and chromedriver (apt-get install chromium chromium-driver) and selenium.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+INSTALL = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900")
+BLANK = "data:text/html,<body data-ready=1>"  # a page that cannot fail: only a broken browser fails to show it
+
+
+def installed() -> bool:
+    return bool((shutil.which("chromium") or shutil.which("chromium-browser")) and shutil.which("chromedriver"))
+
+
+def started(profile: str):
+    """A Selenium driver of a fresh headless Chromium whose profile is the folder `profile`."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    if not installed():
+        raise RuntimeError(INSTALL)
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log
+    # chromedriver in a process group of its own, with the browser it starts: `quit_or_kill` can end them all
+    service = Service(shutil.which("chromedriver"), popen_kw={"start_new_session": True})
+    return webdriver.Chrome(options=options, service=service)
+
+
+def shows_a_blank_page(driver) -> bool:
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        driver.get(BLANK)
+        return driver.execute_script("return document.body.dataset.ready") == "1"
+    except WebDriverException:
+        return False
+
+
+@contextmanager
+def chromium() -> Iterator:
+    """A working headless Chromium (see the module's docstring), quit or killed and its profile removed
+    at the end. Raises RuntimeError where two fresh browsers in a row fail to show a blank page."""
+    for attempt in (1, 2):
+        profile = tempfile.mkdtemp(prefix="charlm-chromium-")
+        try:
+            driver = started(profile)
+        except BaseException:
+            shutil.rmtree(profile, ignore_errors=True)
+            raise
+        try:
+            if shows_a_blank_page(driver):
+                yield driver
+                return
+        finally:
+            quit_or_kill(driver)
+            shutil.rmtree(profile, ignore_errors=True)
+    raise RuntimeError(f"headless Chromium died at start-up {attempt} times in a row: not a page's fault")
+
+
+def quit_or_kill(driver, timeout: float = 30) -> None:
+    """`driver.quit()`, and where it has not returned in `timeout` s, chromedriver and the browser killed.
+    Once on a loaded machine Chromium stopped answering mid-test (test_two_tabs_at_once_share_the_servers_streams
+    failed after selenium's 120 s) and quit() then waited on chromedriver 120 s a try, three tries: the
+    suite stood still for 5 minutes before it went on."""
+    quitting = threading.Thread(target=driver.quit, daemon=True)
+    quitting.start()
+    quitting.join(timeout)
+    if quitting.is_alive():
+        os.killpg(driver.service.process.pid, signal.SIGKILL)
+        quitting.join(timeout)
