@@ -369,7 +369,7 @@ def _composes_backward() -> frozenset[str]:
     return frozenset(found)
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
+def read_seed_file(path: Path, encoding: str = "utf-8") -> str:
     """One small file whole (a seed), exactly as written but for `\\r\\n`."""
     text = "".join(_decode(Path(path), encoding, None, encoding_option=False))
     if not text.strip():
