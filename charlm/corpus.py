@@ -47,10 +47,17 @@ TEXT_CODE_POINTS = (
 
 
 def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
+    """What a run on `sources` is named after: its first file's stem or folder's name. A folder named by
+    dots (`.`, `..`) is named as the folder they lead to: `..` as a run name would hide the run from
+    `ls checkpoints` and, given back to a command, mean the parent folder."""
     if not sources:
         return DEFAULT_CORPUS
     first = Path(sources[0])
-    return first.stem if first.suffix else first.name or "corpus"
+    if first.suffix:
+        return first.stem
+    if first.name in ("", ".."):
+        first = first.resolve()
+    return first.name or "corpus"
 
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:

@@ -380,3 +380,15 @@ def test_a_line_reads_alike_from_a_file_and_from_a_string(tmp_path, monkeypatch,
     read = "one\ntwo\nthree\rfour\n"  # a lone \r stays, as ever
     assert read_texts([str(tmp_path / "crlf.txt")]) == normalized(written, "none") == read
     assert normalized(read_seed_file(tmp_path / "crlf.txt"), "nfc") == normalized(read, "nfc") == read
+
+
+@pytest.mark.parametrize("given", ["..", "../", ".", "./"])
+def test_a_folder_named_by_dots_names_its_runs_after_the_folder_itself(tmp_path, monkeypatch, given):
+    """`charlm train ..` named its runs `..-<date>-<time>`: hidden from `ls checkpoints`, and `..` as a run
+    name means the parent folder. The corpus is the folder the dots lead to."""
+    folder = tmp_path / "novels" / "sub"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(folder)
+    expected = "novels" if given.startswith("..") else "sub"
+    assert corpus_module.corpus_name([given]) == expected
+    assert corpus_module.corpus_name([str(folder / given)]) == expected
