@@ -38,7 +38,7 @@ class Group(click.Group):
     Under torchrun one process says it (see distributed.py): a bad option, which every rank reads alike,
     rank 0."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> object:
         try:
             with on_command_line():  # messages name options as the flags this user typed
                 return super().invoke(ctx)
