@@ -39,8 +39,8 @@ from .tokens import TokenCorpus, read_eval_also
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
-SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
-SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
+SETTLED = (30.0, 0.1)  # the speed is compared with the probe's once these seconds and this share of the budget passed
+SLOW_SHARE = 0.7  # below this share of the probe's speed the run says it is slow
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
 
 
