@@ -72,7 +72,7 @@ def keywords_checked(function: Function) -> Function:
     names = list(inspect.signature(function).parameters)
 
     @functools.wraps(function)
-    def checked(*args: object, **keywords: object):
+    def checked(*args: object, **keywords: object) -> object:
         check_keywords(names, keywords, f"charlm.{function.__name__} argument")
         return function(*args, **keywords)
 
@@ -86,7 +86,7 @@ def sampling_call(function: Function) -> Function:
     None, Python's "not given", is left unset (`fields.unset_dropped`), where None is not one of its values."""
 
     @functools.wraps(function)
-    def checked(model: object = None, seed: object = "", *misplaced: object, **options: object):
+    def checked(model: object = None, seed: object = "", *misplaced: object, **options: object) -> object:
         if misplaced:
             refuse(
                 function.__name__,

@@ -38,7 +38,7 @@ class Group(click.Group):
     Under torchrun one process says it (see distributed.py): a bad option, which every rank reads alike,
     rank 0."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> object:
         try:
             with on_command_line():  # messages name options as the flags this user typed
                 return super().invoke(ctx)
@@ -93,7 +93,7 @@ def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 def show_warning(message: Warning | str, *args) -> None:
     """A warning as one line on stderr; under torchrun rank 0's alone, as every rank meets the same
-    options and text (8 GPUs printed each warning 8 times)."""
+    options and text (else 8 GPUs print each warning 8 times)."""
     from .launcher import first_rank
 
     if first_rank():
@@ -233,7 +233,7 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
     an ONNX file, or a safetensors model folder. See docs/export.md."""
     with leaving_at_once():
         from . import export, outputs
-    if format_ is None:  # not click's required=True: its message did not say which formats exist
+    if format_ is None:  # not click's required=True: its message does not say which formats exist
         raise CharLMError(f"--format: give one of {', '.join(export.FORMATS)}")
     if weights is not None and weights not in export.WEIGHTS:
         raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")

@@ -47,10 +47,17 @@ TEXT_CODE_POINTS = (
 
 
 def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
+    """What a run on `sources` is named after: its first file's stem or folder's name. A folder named by
+    dots (`.`, `..`) is named as the folder they lead to: `..` as a run name would hide the run from
+    `ls checkpoints` and, given back to a command, mean the parent folder."""
     if not sources:
         return DEFAULT_CORPUS
     first = Path(sources[0])
-    return first.stem if first.suffix else first.name or "corpus"
+    if first.suffix:
+        return first.stem
+    if first.name in ("", ".."):
+        first = first.resolve()
+    return first.name or "corpus"
 
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
@@ -88,8 +95,8 @@ def special_kind(path: Path) -> str:
 
 def normalized(text: str, form: str) -> str:
     """`text` as the model reads it, corpus and seeds alike: in Unicode normalization `form` (none, nfc or
-    nfkc), its line breaks as `\\n` (`line_breaks`), as every file is read. A seed pasted from Windows was
-    refused for a `\\r` no model knows, though the same text from --seed-file was read."""
+    nfkc), its line breaks as `\\n` (`line_breaks`), as every file is read, so that a seed pasted from
+    Windows reads as the same text from --seed-file does, not as a `\\r` no model knows."""
     return in_form(line_breaks(text), form)
 
 
@@ -103,8 +110,7 @@ def line_breaks(text: str) -> str:
     """`text` with each `\\r\\n` as `\\n`, and each `\\r\\r\\n` (a Windows file converted to Windows again);
     a lone `\\r` stays, as a corpus keeps it, and is read where the model learnt it. Reading it again
     changes nothing: a file's text is read twice (decoded, then `normalized`), a seed's or a prompt's
-    once, and one pass that turned `\\r\\r\\n` into `\\r\\n` left the second to make it `\\n`, so the
-    same line read from a file and from a string differed."""
+    once, and the same line must read the same from a file and from a string."""
     if "\r\r" in text:  # rare: a pattern, linear however long the run of `\\r`
         return DOUBLED_LINE_BREAK.sub("\n", text)
     return text.replace("\r\n", "\n")
@@ -370,7 +376,7 @@ def _composes_backward() -> frozenset[str]:
     return frozenset(found)
 
 
-def read_text(path: Path, encoding: str = "utf-8") -> str:
+def read_seed_file(path: Path, encoding: str = "utf-8") -> str:
     """One small file whole (a seed), exactly as written but for `\\r\\n`."""
     text = "".join(_decode(Path(path), encoding, None, encoding_option=False))
     if not text.strip():
@@ -379,14 +385,14 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
 
 
 def no_text(path: Path, blank: bool) -> CharLMError:
-    """The error for a file with no text: empty, or `blank`, only white space (newlines, spaces), which
-    "is empty" left the user to doubt."""
+    """The error for a file with no text: empty, or `blank`, only white space (newlines, spaces), said as
+    such: a user who sees the file's blank lines would doubt "is empty"."""
     return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
 
 
 def total_bytes(paths: list[Path]) -> int:
     """The files' sizes summed, for a bar over reading them: a file gone since it was listed counts 0, and
-    reading it says so in one line (a stat here raised a traceback)."""
+    reading it says so in one line."""
     total = 0
     for path in paths:
         try:

@@ -79,7 +79,7 @@ class StopRule:
 
     Each stop text is matched by its Knuth-Morris-Pratt automaton: a character costs amortized O(1)
     per stop text, whatever the stop's length (slicing every prefix of a long stop on every step
-    made one request freeze a server's batch)."""
+    would let one request stall a server's whole batch)."""
 
     def __init__(self, stops: tuple[str, ...], keep: bool):
         self.stops, self.keep = stops, keep
@@ -206,8 +206,8 @@ class Batch:
     @classmethod
     def for_options(cls, model: CharLM, options: SampleConfig) -> Batch:
         """A batch of `num_samples` rows in the options' precision. Two or more are padded as the server's
-        rows are (unpadded, sample i of 3 drew from other last bits than in a server's request, and a draw
-        near a boundary could tip); one sample alone steps its one row, at a lone row's speed."""
+        rows are (unpadded, sample i of 3 would draw from other last bits than in a server's request, and a
+        draw near a boundary could tip); one sample alone steps its one row, at a lone row's speed."""
         dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
         return cls(model, options.num_samples, dtype, options.repetition_window, pad=options.num_samples > 1)
 

@@ -66,8 +66,8 @@ class ModelConfig:
         return {**dataclasses.asdict(self), "head_cutoffs": list(self.head_cutoffs)}
 
     def head_text(self, unit: str) -> str:
-        """The output layer as `charlm info` shows it: `--head auto` alone did not say which one a run got.
-        An adaptive head's clusters, most frequent first, each with the width its rows have. `unit`: what
+        """The output layer as `charlm info` shows it, so that a run given `--head auto` says which head it
+        got. An adaptive head's clusters, most frequent first, each with the width its rows have. `unit`: what
         an id is, "characters" or a sentencepiece model's "tokens" (the config does not know)."""
         if not self.head_cutoffs:
             return f"full, a row of width {self.hidden} for each of {self.vocab_size:,} {unit}"
@@ -209,7 +209,7 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
 
 def auto_head_reason(size: int, unit: str = "characters") -> str:
     """What `head_cutoffs("auto", ...)` chooses for a vocabulary of `size` ids, and why. The rule counts the
-    vocabulary's ids, of a sentencepiece model tokens: "400 distinct characters" said otherwise."""
+    vocabulary's ids, `unit`: characters, or a sentencepiece model's tokens (not its distinct characters)."""
     chosen = "adaptive" if size >= ADAPTIVE_MIN_VOCAB else "full"
     return f"--head auto chose {chosen}: a vocabulary of {size:,} {unit} (adaptive from {ADAPTIVE_MIN_VOCAB:,})"
 

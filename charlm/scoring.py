@@ -60,7 +60,7 @@ EVAL_WINDOW = 250  # tokens per forward call: longer windows, same result, fewer
 EVAL_WARMUP = 200
 PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of tokens: warming costs <= 10% more
 # Characters encoded, and ids counted, at a time: a whole text's code points (4 bytes a character) and
-# int64 ids and lookups (8 bytes each) made `charlm eval` of a 50 MB file peak at 1.5 GB.
+# int64 ids and lookups (8 bytes each) at once would make `charlm eval` of a 50 MB file peak at 1.5 GB.
 SLICE = 1 << 20
 
 
@@ -237,7 +237,7 @@ def first_character_tokens(char_lengths: torch.Tensor, ids: torch.Tensor) -> int
 def spelled(char_lengths: torch.Tensor, ids: torch.Tensor, seen_only: bool = False) -> tuple[int, int]:
     """The characters `ids` spell and the ids that start one (an UNSEEN id as id 0, or as none if
     `seen_only`), from a count of each id taken a `SLICE` at a time: the lengths of a whole text's ids
-    looked up at once were int64 copies of it, 8 bytes per id each, and took seconds for 50 MB."""
+    looked up at once would be int64 copies of it, 8 bytes per id each, and take seconds for 50 MB."""
     counts = np.zeros(len(char_lengths) + 1, dtype=np.int64)  # counts[0]: UNSEEN's, counts[1 + i]: id i's
     flat = ids.numpy()
     for start in range(0, len(flat), SLICE):
@@ -285,7 +285,7 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
     score did with them ("" when none): left out (a character vocabulary without the unknown symbol),
     or scored as the symbol. Scored are each text's characters as the model reads them but the first
     (normalization may turn it into several: '…' under NFKC is '...'), skipped by index: a copy of each
-    text without it held `charlm eval`'s files twice over. A sentencepiece vocabulary spells every
+    text without it would hold `charlm eval`'s files twice over. A sentencepiece vocabulary spells every
     character (byte fallback): nothing to say."""
     if not vocab.one_char_per_id:
         return ""

@@ -10,8 +10,8 @@ normalization, vocabulary policy, and for a fine-tuning run the base's vocabular
 new characters extend): a changed file gives a new key, an unchanged one reuses the cache.
 Preparation streams, a few MB at a time: one pass counts characters, one writes ids, and between
 them `--tokenizer sentencepiece` trains its tokenizer (on at most `pieces.TRAINING_SENTENCES` lines,
-which it holds), so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A cache folder that was
-truncated or edited fails its checksum and is rebuilt, never silently used.
+which it holds), so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A
+cache folder that was truncated or edited fails its checksum and is rebuilt, never silently used.
 
 Several processes may prepare one corpus at once: each writes a private folder next to the cache
 folder and publishes it with one atomic rename, so a cache folder is always whole or absent; the
@@ -92,7 +92,7 @@ class TokenCorpus:
     def train_counts(self) -> np.ndarray:
         """Occurrences of each id in the training split (the size rule and the adaptive head read them),
         counted once per corpus, a slice at a time: np.bincount copies its input as int64, which for the
-        memory-mapped ids of a 100 MB corpus was 720 MB, most of a training run's peak memory."""
+        memory-mapped ids of a 100 MB corpus whole would be 720 MB, most of a training run's peak memory."""
         counts = np.zeros(len(self.vocab), dtype=np.int64)
         ids = self.train_ids
         for start in range(0, len(ids), COUNT_SLICE):
@@ -334,6 +334,7 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
 
 
 def memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
+    """`count` ids of `path`, memory-mapped; an empty array for none (np.memmap refuses an empty file)."""
     return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
 
 
@@ -366,7 +367,7 @@ def held_out_ids(
 ) -> np.ndarray:
     """The held-out ids (validation split, memory-mapped) of the run in `run_dir` that trained on `corpus`
     (a checkpoint's: name, sources, cache key) with `config`: those its validation scored, not decoded into
-    a text (a 30M-character split decoded through a Python list of its ids peaked at 745 MB)."""
+    a text (a 30M-character split decoded through a Python list of its ids would peak at 745 MB)."""
     instead = f"; give FILES to score instead ({call('eval', 'FILES', path=run_dir)})"
     return run_corpus(corpus, config, base, quiet, instead, run_dir).val_ids
 

@@ -39,8 +39,8 @@ from .tokens import TokenCorpus, read_eval_also
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
-SETTLED = (30.0, 0.1)  # the speed is compared with the size probe's once this many seconds, or this share
-SLOW_SHARE = 0.7  # of the budget, have passed; below this share of the probe's speed the run says so
+SETTLED = (30.0, 0.1)  # the speed is compared with the probe's once these seconds and this share of the budget passed
+SLOW_SHARE = 0.7  # below this share of the probe's speed the run says it is slow
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
 
 
@@ -298,26 +298,26 @@ class Trainer:
         `resuming`: before the first step, where a run that stopped so stops again, untrained, unless
         --patience was raised past its count (or is 0); said even under --quiet, as nothing else says
         why the limits given were not trained to."""
-        patience = self.config.patience
-        if not patience or self.out_of_patience or (resuming and not self.progress.step):
+        patience, progress = self.config.patience, self.progress
+        if not patience or self.out_of_patience or (resuming and not progress.step):
             return
-        out = self.ranks.leader and self.progress.worse_evaluations >= patience
+        out = self.ranks.leader and progress.worse_evaluations >= patience
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
-        p = self.progress
         if out and resuming:
-            best = "none saved" if p.best_bpc is None else f"{p.best_bpc:.3f} bpc at step {p.best_step}"
+            best, worse = progress.best_bpc, progress.worse_evaluations
+            best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
             tqdm.write(
-                f"{self.run_dir} stopped early at step {p.step}: validation has not improved for "
-                f"{p.worse_evaluations} evaluations (best {best}); nothing to train: to train on, resume with "
-                f"{said('patience', 0)} or a {said('patience')} above {p.worse_evaluations}",
+                f"{self.run_dir} stopped early at step {progress.step}: validation has not improved for "
+                f"{worse} evaluations (best {best_text}); nothing to train: to train on, resume with "
+                f"{said('patience', 0)} or a {said('patience')} above {worse}",
                 file=sys.stderr,
             )
         elif out:
             self.say(
-                f"validation has not improved for {patience} evaluations (best {p.best_bpc:.3f} bpc at step "
-                f"{p.best_step}, now {p.val_bpc:.3f}): the text is being memorized; stopping early, best.pt "
-                f"keeps the best ({said('patience', 0)} trains on)",
+                f"validation has not improved for {patience} evaluations (best {progress.best_bpc:.3f} bpc at "
+                f"step {progress.best_step}, now {progress.val_bpc:.3f}): the text is being memorized; stopping "
+                f"early, best.pt keeps the best ({said('patience', 0)} trains on)",
             )
 
     def say(self, line: str) -> None:

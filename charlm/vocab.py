@@ -197,9 +197,9 @@ class Vocab:
 
     def unknown(self, text: str, start: int = 0) -> list[str]:
         """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance.
-        Vectorized (`encode_array`'s table): a loop over every character of a file cost `charlm eval` as
+        Vectorized (`encode_array`'s table): a Python loop over a file's characters costs `charlm eval` as
         much as scoring it with a small model. A `UNKNOWN_SLICE` of characters at a time: a whole file's
-        code points and ids took 12 bytes per character, more than eval's scoring itself."""
+        code points and ids at once would take 12 bytes per character, more than eval's scoring itself."""
         found: dict[str, None] = {}
         for at in range(start, len(text), UNKNOWN_SLICE):
             codes = code_points(text[at : at + UNKNOWN_SLICE])
@@ -208,8 +208,7 @@ class Vocab:
 
     def count_unknown(self, text: str, start: int = 0) -> int:
         """How many characters of `text` (from index `start`) are outside the vocabulary, every occurrence
-        counted: vectorized, a `UNKNOWN_SLICE` at a time, as `unknown` (a loop of `knows` over a file's
-        characters was not)."""
+        counted: vectorized, a `UNKNOWN_SLICE` at a time, as `unknown`."""
         count = 0
         for at in range(start, len(text), UNKNOWN_SLICE):
             codes = code_points(text[at : at + UNKNOWN_SLICE])

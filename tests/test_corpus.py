@@ -15,7 +15,7 @@ import charlm
 from charlm import corpus as corpus_module
 from charlm import shakespeare
 from charlm.config import Config
-from charlm.corpus import iter_text, normalized, read_text, read_texts
+from charlm.corpus import iter_text, normalized, read_seed_file, read_texts
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
@@ -99,7 +99,7 @@ def test_byte_order_mark_bytes_mid_file_are_stray_bytes_not_utf_16(tmp_path):
         with pytest.raises(CharLMError, match=says):
             read_texts([str(tmp_path / name)])
     with pytest.raises(CharLMError) as error:
-        read_text(tmp_path / "zh.txt")
+        read_seed_file(tmp_path / "zh.txt")
     assert "utf-16" not in str(error.value) and "remove the stray bytes there" in str(error.value)
 
 
@@ -110,11 +110,11 @@ def test_a_seed_file_in_gbk_or_utf_16_is_told_which_it_looks_like(tmp_path):
         path = tmp_path / f"{encoding}.txt"
         path.write_bytes("宝玉道：".encode(encoding))
         with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 \(it looks like {looks} text\)$"):
-            read_text(path)
+            read_seed_file(path)
     stray = tmp_path / "stray.txt"
     stray.write_bytes(b"bao yu" + b"\xff")
     with pytest.raises(CharLMError, match=r"at byte offset 6 \(byte 0xff\); convert it to UTF-8$"):
-        read_text(stray)
+        read_seed_file(stray)
 
 
 def test_a_stray_byte_followed_by_ascii_in_a_utf_8_text_is_told_to_be_removed_not_latin_1(tmp_path):
@@ -131,7 +131,7 @@ def test_a_stray_byte_followed_by_ascii_in_a_utf_8_text_is_told_to_be_removed_no
         with pytest.raises(CharLMError, match=r"though the text around it is: remove the stray bytes there"):
             read_texts([str(tmp_path / name)])
         with pytest.raises(CharLMError, match=r"remove the stray bytes there"):
-            read_text(tmp_path / name)
+            read_seed_file(tmp_path / name)
 
 
 def test_a_file_cut_in_the_middle_of_its_last_character_is_told_so_not_another_encoding(tmp_path):
@@ -182,7 +182,7 @@ def test_a_file_with_nul_bytes_that_decodes_is_refused_as_binary_and_utf_16_with
     path.write_bytes("the lazy dog\n".encode("utf-16-le"))
     assert read_texts([str(path)], encoding="utf-16-le") == "the lazy dog\n"
     with pytest.raises(CharLMError, match=r"without a byte order mark: convert it to UTF-8\)$"):
-        read_text(path)  # a seed file: sample has no --encoding
+        read_seed_file(path)  # a seed file: sample has no --encoding
 
 
 # The novel's opening lines: a Chinese text's characters, spread as a novel's are (a repeated phrase is not)
@@ -205,7 +205,7 @@ def test_utf_16_chinese_without_its_byte_order_mark_is_named_and_binary_files_ar
             with pytest.raises(CharLMError, match=rf"^{path}: not valid utf-8 .*UTF-8 or pass encoding='{order}'$"):
                 read_texts([str(path)])
             with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 \(it looks like {order} text\)$"):
-                read_text(path)  # a seed file
+                read_seed_file(path)  # a seed file
             with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 or pass encoding='{order}'$"):
                 read_texts([str(path)], encoding="utf-16")
             assert read_texts([str(path)], encoding=order) == text
@@ -278,7 +278,7 @@ def test_a_seed_file_that_does_not_decode_suggests_no_option_sample_lacks(tmp_pa
     path = tmp_path / "seed.bin"
     path.write_bytes(b"ab\xff\xfe")
     with pytest.raises(CharLMError, match=r"not valid utf-8 at byte offset 2 \(byte 0xff\); convert it to UTF-8$"):
-        read_text(path)
+        read_seed_file(path)
 
 
 @pytest.mark.parametrize(
@@ -379,4 +379,16 @@ def test_a_line_reads_alike_from_a_file_and_from_a_string(tmp_path, monkeypatch,
     (tmp_path / "crlf.txt").write_bytes(written.encode())
     read = "one\ntwo\nthree\rfour\n"  # a lone \r stays, as ever
     assert read_texts([str(tmp_path / "crlf.txt")]) == normalized(written, "none") == read
-    assert normalized(read_text(tmp_path / "crlf.txt"), "nfc") == normalized(read, "nfc") == read
+    assert normalized(read_seed_file(tmp_path / "crlf.txt"), "nfc") == normalized(read, "nfc") == read
+
+
+@pytest.mark.parametrize("given", ["..", "../", ".", "./"])
+def test_a_folder_named_by_dots_names_its_runs_after_the_folder_itself(tmp_path, monkeypatch, given):
+    """`charlm train ..` named its runs `..-<date>-<time>`: hidden from `ls checkpoints`, and `..` as a run
+    name means the parent folder. The corpus is the folder the dots lead to."""
+    folder = tmp_path / "novels" / "sub"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(folder)
+    expected = "novels" if given.startswith("..") else "sub"
+    assert corpus_module.corpus_name([given]) == expected
+    assert corpus_module.corpus_name([str(folder / given)]) == expected

@@ -21,7 +21,7 @@ import click
 
 from .. import files, runs, stopping, tables
 from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
-from ..corpus import check_characters, read_text, undecodable
+from ..corpus import check_characters, read_seed_file, undecodable
 from ..errors import BiasError, CharLMError
 from .completion import run_names
 from .options import device_option, options_of
@@ -150,7 +150,7 @@ def read_seed(seed_file: str) -> str:
             raise CharLMError("--seed-file -: standard input holds no text; pipe the seed in, or give --seed")
         return seed
     try:
-        return read_text(Path(seed_file))
+        return read_seed_file(Path(seed_file))
     except CharLMError as e:
         raise CharLMError(f"--seed-file {e}") from None
 
