@@ -53,9 +53,8 @@ def unpack(data: bytes, path: Path) -> dict:
         return _upgrade_v2(payload)
     except (KeyError, TypeError, CharLMError):  # one lacking what it reads (a626fb2's, 672a457's: test_compat)
         raise CharLMError(
-            f"{path}: a checkpoint of an early charlm (format 2, written before its data-parallel training of "
-            "2026-11-29), which this charlm cannot read: its corpus record and training state are of another kind; "
-            "train the run again"
+            f"{path}: a checkpoint of an early charlm (format 2, before data-parallel training), which this "
+            "charlm cannot read: its corpus record and training state are of another kind; train the run again"
         ) from None
 
 
