@@ -31,8 +31,8 @@ DOUBLED_LINE_BREAK = re.compile(r"\r+\n")  # `line_breaks`: \r\n, \r\r\n...
 LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line
 BYTE_ORDER_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 # What UTF-16 text is made of (`utf16_text`): ASCII and Latin-1 text, dashes, quotes and the ellipsis, CJK
-# punctuation and kana, CJK ideographs, full-width forms, any valid surrogate pair. Random data read two
-# bytes at a time lands in these a third of the time.
+# punctuation and kana, Hangul, CJK ideographs, full-width forms, any valid surrogate pair. Random data read
+# two bytes at a time lands in these half of the time.
 TEXT_CODE_POINTS = (
     (0x09, 0x0A),
     (0x0D, 0x0D),
@@ -40,10 +40,16 @@ TEXT_CODE_POINTS = (
     (0xA0, 0xFF),
     (0x2010, 0x2027),
     (0x3000, 0x30FF),
+    (0x3130, 0x318F),
     (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7A3),
     (0xFF01, 0xFFEF),
     (0x10000, 0x10FFFF),
 )
+# Bytes no 8-bit text holds: C0 controls but tab, line breaks, DOS's end of file (0x1a) and escape, and
+# the five cp1252 leaves undefined (latin-1's 0x80-0x9f are controls too). `likely_encoding` names
+# latin-1 for no bytes with these: UTF-16's CJK characters are (0x3002 '。', 0x5b9d '宝').
+NOT_8BIT_TEXT = frozenset([*range(0x09), *range(0x0E, 0x1A), *range(0x1C, 0x20), 0x81, 0x8D, 0x8F, 0x90, 0x9D])
 
 
 def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
@@ -171,14 +177,15 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     return info.incrementaldecoder(errors="strict")
 
 
-def likely_encoding(data: bytes, at_start: bool, before: bytes) -> str:
+def likely_encoding(data: bytes, at_start: bool, before: bytes) -> str | None:
     """The --encoding to suggest for `data`, the bytes from where UTF-8 failed (`at_start`: at the file's
     first byte; `before`: the bytes read as UTF-8 just before it): gb18030 when they read as Chinese in it
     and are not UTF-8 past the bad byte (a GBK or GB2312 file, common for Chinese text), else latin-1.
     latin-1 reads any bytes, so a Chinese file read with it trains on garbage. A UTF-16 file (its byte
     order mark, at the start: the same bytes later are stray ones): utf-16. "utf-8" where the bytes past
     the bad one are UTF-8 and the text around it has non-ASCII characters (stray bytes in a UTF-8 file,
-    whose text latin-1 would garble: its Chinese, or an English text's curly quotes)."""
+    whose text latin-1 would garble: its Chinese, or an English text's curly quotes). None where no
+    encoding is likely: bytes no 8-bit text holds (`NOT_8BIT_TEXT`), such as a few UTF-16 characters."""
     if at_start and data.startswith(BYTE_ORDER_MARKS):
         return "utf-16"
     window = data[:400]  # a character cut at its end costs one replacement
@@ -189,7 +196,9 @@ def likely_encoding(data: bytes, at_start: bool, before: bytes) -> str:
     if han >= 2 and chinese.count("\ufffd") <= 1 and not utf8_after:
         return "gb18030"
     utf8_text = not before.isascii() or any("\x7f" < c != "\ufffd" for c in after)
-    return "utf-8" if utf8_after and utf8_text else "latin-1"
+    if utf8_after and utf8_text:
+        return "utf-8"
+    return None if NOT_8BIT_TEXT.intersection(window) else "latin-1"
 
 
 def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_option: bool = True) -> Iterator[str]:

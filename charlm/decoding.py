@@ -275,7 +275,10 @@ class RowSampler:
         self.biased = torch.zeros(capacity, dtype=torch.bool)  # whether a row has a logit bias
         self.generators: list[torch.Generator | None] = [None] * capacity
         self.schedules: list[tuple[float, ...] | None] = [None] * capacity  # a temperature per step, cycled
-        self.steps = [0] * capacity
+        # The schedules on the device, read there at each row's step (`scheduled`): made when a row first has one.
+        self.schedule_table: torch.Tensor | None = None  # (capacity, longest schedule) of float32 temperatures
+        self.schedule_length = torch.zeros(capacity, dtype=torch.long, device=self.device)  # 0: none
+        self.schedule_step = torch.zeros(capacity, dtype=torch.long, device=self.device)
         self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
         self.constrained = False  # whether the last `choose` kept rows to their templates: see `advance`
         self.masks: dict[int, torch.Tensor] = {}  # a cursor's masks on the device, by the host's (`mask_on_device`)
@@ -298,6 +301,7 @@ class RowSampler:
         self.banned: torch.Tensor | None = None
         self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.biased]
         self.rows += [self.history, self.position, self.block, self.used_there, self.utf8_state]
+        self.rows += [self.schedule_length, self.schedule_step]
         self.rows += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
         self.plan: StepPlan | None = None  # None: to be decided at the next step
         self.spare = 0  # steps every live row can still draw from its block of uniforms (0: look)
@@ -328,8 +332,7 @@ class RowSampler:
         if options.repetition_window != self.window:
             raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
         schedule = options.temperature if isinstance(options.temperature, tuple) else None
-        self.schedules[row] = None if options.greedy else schedule
-        self.steps[row] = 0
+        self.set_schedule(row, None if options.greedy else schedule)
         self.follow(row, cursor)
         self.temperature[row] = 0.0 if options.greedy else as_float32(options.temperature_at(0))
         self.top_k[row] = min(options.top_k or self.vocab_size, self.vocab_size)
@@ -360,6 +363,23 @@ class RowSampler:
         self.banned[row] = banned
         self.bias[row] = bias.masked_fill(banned, 0.0)  # bans are a mask, after the penalty's clamp
 
+    def set_schedule(self, row: int, schedule: tuple[float, ...] | None) -> None:
+        """Row `row`'s temperature schedule (None: its one temperature), written to the device once."""
+        self.schedules[row] = schedule
+        self.schedule_length[row] = 0 if schedule is None else len(schedule)
+        self.schedule_step[row] = 0
+        if schedule is None:
+            return
+        longest = 0 if self.schedule_table is None else self.schedule_table.size(1)
+        if len(schedule) > longest:  # a longer schedule than any before: the table widens
+            table = torch.zeros(len(self.schedules), len(schedule), device=self.device)
+            if self.schedule_table is not None:
+                table[:, :longest] = self.schedule_table
+            self.rows = [tensor for tensor in self.rows if tensor is not self.schedule_table] + [table]
+            self.schedule_table = table
+        temperatures = torch.stack([as_float32(temperature) for temperature in schedule])
+        self.schedule_table[row, : len(schedule)] = temperatures.to(self.device)
+
     def follow(self, row: int, cursor: Cursor | None) -> None:
         """Row `row` writes into the template of `cursor` from now on (None: free text), from the start of
         a character (a new row's decoder drops the bytes of one left unfinished)."""
@@ -369,7 +389,7 @@ class RowSampler:
     def move(self, src: int, dst: int) -> None:
         for tensor in self.rows:
             tensor[dst] = tensor[src]
-        for rows in (self.generators, self.schedules, self.steps, self.cursors, self.used):
+        for rows in (self.generators, self.schedules, self.cursors, self.used):
             rows[dst] = rows[src]
         self.plan = None
 
@@ -379,9 +399,6 @@ class RowSampler:
         read the ids from the caller's one read of them, `advance`, before the next choice."""
         rows = logits.size(0)
         plan = self.plan if self.plan is not None and self.plan.rows == rows else self.planned(rows)
-        if plan.scheduled and self.schedule(rows):
-            self.publish(slice(0, rows), "temperature")
-            plan = self.planned(rows)
         logits = logits.float()
         if plan.biased:
             logits = logits + self.bias[:rows]
@@ -402,8 +419,10 @@ class RowSampler:
         if plan.greedy == "all" and not plan.scheduled:
             ids = logits.argmax(dim=-1)  # greedy for good: these rows' uniforms are never used
         else:
-            drawn = self.drawn(logits, plan)
-            ids = drawn if plan.greedy == "none" else torch.where(plan.greedy_rows, logits.argmax(dim=-1), drawn)
+            greedy_rows, divisor = self.scheduled(rows) if plan.scheduled else (plan.greedy_rows, plan.divisor)
+            drawn = self.drawn(logits, plan, divisor)
+            some_greedy = plan.greedy != "none" or plan.scheduled  # a schedule's may be 0 in float32
+            ids = torch.where(greedy_rows, logits.argmax(dim=-1), drawn) if some_greedy else drawn
         if plan.penalized:  # a row's recent ids serve its penalty alone, and one of 1 changes nothing
             self.history[self.indices[:rows], self.position[:rows]] = ids
             self.position[:rows] = (self.position[:rows] + 1) % self.window
@@ -412,14 +431,14 @@ class RowSampler:
         self.constrained = allowed is not None
         return ids
 
-    def drawn(self, logits: torch.Tensor, plan: StepPlan) -> torch.Tensor:
-        """Each row's id drawn from its logits under its temperature, top-k and top-p (every row draws,
-        a greedy one too, so that its uniforms keep their place)."""
+    def drawn(self, logits: torch.Tensor, plan: StepPlan, divisor: torch.Tensor) -> torch.Tensor:
+        """Each row's id drawn from its logits under its temperature (`divisor`, (rows, 1)), top-k and top-p
+        (every row draws, a greedy one too, so that its uniforms keep their place)."""
         rows = plan.rows
         # Scaled from the row's largest logit down, so that a tiny temperature makes -inf of the others
         # (the largest is drawn: greedy), never inf - inf = NaN; a huge one flattens, never NaN either.
         shifted = logits - logits.amax(dim=-1, keepdim=True)
-        scaled = shifted / plan.divisor
+        scaled = shifted / divisor
         if plan.largest_k:
             top_k = self.on_device["top_k"][:rows]
             kth = torch.topk(scaled, plan.largest_k, dim=-1).values.gather(1, top_k.clamp(max=plan.largest_k) - 1)
@@ -480,17 +499,17 @@ class RowSampler:
             weakref.finalize(mask, self.masks.pop, id(mask), None)  # its id may be another's once it is gone
         return there
 
-    def schedule(self, rows: int) -> bool:
-        """This step's temperature of each row with a schedule; every row's step count advances.
-        Whether any row has one (its temperature changed on the host)."""
-        scheduled = False
-        for row in range(rows):
-            schedule = self.schedules[row]
-            if schedule is not None:
-                self.temperature[row] = as_float32(schedule[self.steps[row] % len(schedule)])
-                scheduled = True
-            self.steps[row] += 1
-        return scheduled
+    def scheduled(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's greedy rows (rows,) and divisors (rows, 1), as `planned` makes them, where some row
+        has a temperature schedule: its temperature read from its schedule at its step, both on the
+        device, so that a step copies nothing from the host (each step's was copied, a copy a character)."""
+        length, step = self.schedule_length[:rows], self.schedule_step[:rows]
+        at = (step % length.clamp(min=1)).unsqueeze(1)
+        fixed = self.on_device["temperature"][:rows]
+        temperature = torch.where((length > 0).unsqueeze(1), self.schedule_table[:rows].gather(1, at), fixed)
+        step += 1
+        greedy = temperature == 0
+        return greedy.squeeze(1), torch.where(greedy, 1.0, temperature).clamp(max=LARGEST)
 
     def uniforms(self, rows: int) -> torch.Tensor:
         """This step's uniform of each row (rows, 1), on the device, refilling a row's block from its generator

@@ -262,18 +262,28 @@ class Batch:
         """Whether some row is still being made."""
         return any(row.finish_reason is None for row in self.rows)
 
-    def step(self) -> tuple[torch.Tensor, list[str]]:
-        """Every row's next id chosen and the model advanced on them; returns the ids and each row's
-        released text ('' for a row already finished)."""
+    def step(
+        self, also: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, list[str], list[list[float]]]:
+        """Every row's next id chosen and the model advanced on them; returns the ids, each row's
+        released text ('' for a row already finished), and the rows of `also(ids)` (a 2-d float tensor
+        on the ids' device, such as the server's logprobs of them: `[]` without it) read in the ids'
+        own read, one wait for a GPU a step, not two."""
         started = time.perf_counter()
         ids = self.sampler.choose(self.logits)
-        chosen = to_host(ids)  # read once the model's step is queued: on a GPU it runs while the host writes
+        extra = also(ids) if also is not None else None
+        # read once the model's step is queued: on a GPU it runs while the host writes
+        chosen = to_host(ids if extra is None else torch.cat([ids.to(extra.dtype), extra.flatten()]))
         self.stepper.step(ids)
-        host = chosen()
+        host, rows = chosen(), []
+        if extra is not None:  # float64 (float32 on an Apple GPU) holds each id exactly
+            width, values = extra.size(1), host[len(ids) :]
+            rows = [values[i : i + width] for i in range(0, len(values), width)]
+            host = [int(i) for i in host[: len(ids)]]
         self.sampler.advance(host)  # a template's cursors, from this one read
         texts = ["" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, host)]
         threads.record(time.perf_counter() - started, len(texts), f"sample {len(texts)} rows")
-        return ids, texts
+        return ids, texts, rows
 
     def remove(self, position: int) -> None:
         """Row `position` leaves the batch; the last row moves into its place."""

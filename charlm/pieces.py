@@ -43,6 +43,7 @@ BYTE_PIECES, SPECIAL_PIECES = 256, 4  # byte fallback's <0x00>..<0xFF>; <unk>, <
 EXTRA_MERGED_PIECES = 2048  # the default --vocab-size for bpe/unigram: the characters, plus this many
 MIN_COVERAGE = 0.98  # the least character coverage SentencePiece trains with
 MAX_CHAR = 0x10FFFF  # the last code point, which no character follows (`TextIndex.extending`)
+HEALING_MASKS = 64  # the masks `TextIndex.healing` keeps, the latest used: a vocabulary's (bool, (vocab,)) each
 
 
 def default_vocab_size(model_type: str, distinct_characters: int) -> int:
@@ -267,6 +268,7 @@ class TextIndex:
         self.ids_of: dict[str, list[int]] = {}
         for t, i in whole:
             self.ids_of.setdefault(t, []).append(i)
+        self.masks: dict[str, torch.Tensor] = {}  # `healing`'s, by rest, the latest used last
 
     def extending(self, text: str) -> tuple[int, int]:
         """The span of `sorted_ids` whose texts begin with `text` (a non-empty text)."""
@@ -280,6 +282,18 @@ class TextIndex:
         return low, high
 
     def healing(self, rest: str) -> torch.Tensor:
+        """`healing_mask(rest)`, the same tensor each time (read only) while it is among the latest
+        HEALING_MASKS used: every sample of a seed heals through the same rests, and the sampler copies a
+        mask it has seen to the device once (`RowSampler.mask_on_device`), not once a row a step."""
+        mask = self.masks.pop(rest, None)
+        if mask is None:
+            mask = self.healing_mask(rest)
+            if len(self.masks) >= HEALING_MASKS:
+                del self.masks[next(iter(self.masks))]
+        self.masks[rest] = mask
+        return mask
+
+    def healing_mask(self, rest: str) -> torch.Tensor:
         """Which ids write text that begins with `rest` or spells a beginning of it (bool, (vocab,))."""
         allowed = torch.zeros(len(self.texts), dtype=torch.bool)
         low, high = self.extending(rest)

@@ -47,6 +47,15 @@ TRADITIONAL_NOTE = "traditional? this model knows simplified Chinese"
 # are. Its second level (次常用字) is mostly rare characters that simplified text writes too and GB2312
 # lacks ('豗', '砯', '剺'): they are no traditional forms.
 BIG5_FREQUENT = range(0xA440, 0xC67F)
+# The 176 of Big5's frequent characters GB2312 lacks that have no simplified form: rare ones simplified
+# text writes as they are (hongloumeng's '隄', '珮', '祐'). OpenCC 1.4.2's traditional-to-simplified
+# conversion (OpenCC('t2s').convert) leaves each as it is, and changes the other 1,897.
+NO_SIMPLIFIED_FORM = frozenset(
+    "伋伕佺倣偭偯偺傚僇僎僩儅儳劻勗勦吋呎啗啣嘐堉塭塽墦奭妳姅姪嬝屘屝崁巉帟彊徬惇愒慇抆揹搆搾撚撢擭敔昤晅"
+    "晞暍暱暸杗枓栘梂梡梱棻楛榣槃橾櫂櫺歜毚毬汍沍沘沬泜洸浥浬涊湣湩湲潟潠澴濩濬炤焜煆煖燄燐燸牠玆玥玨珪珮"
+    "琍琯瑯璘璟瓖甦甽疢痲痳痺瘉睪瞇瞋瞭砠砲硿祇祐穋箄箠篛簷籐籣籥糢縿繙耑脤脰芣蔆蘗衹裯褕褽覜觔觼詨詻誧豭"
+    "賸跦跼踡踫迆迺遝郃鄗鄘釆釭鉼銲鎗鑤阬隄雊霤韹餽鯈鶸鼇"
+)
 
 
 class Vocabulary(Protocol):
@@ -361,8 +370,9 @@ def in_gb2312(char: str) -> bool:
 
 def looks_traditional(char: str) -> bool:
     """A Han character of Big5's frequent ones (traditional Chinese's character set) that GB2312,
-    simplified Chinese's, lacks: '寶', '們', '來' (a character both write, '玉', is in both)."""
-    if not is_han(char) or in_gb2312(char):
+    simplified Chinese's, lacks and that has a simplified form: '寶', '們', '來' (a character both
+    write, '玉', is in both; a rare one with no simplified form, '隄', is not traditional)."""
+    if not is_han(char) or in_gb2312(char) or char in NO_SIMPLIFIED_FORM:
         return False
     big5 = char.encode("big5", errors="ignore")
     return len(big5) == 2 and int.from_bytes(big5, "big") in BIG5_FREQUENT
@@ -370,7 +380,7 @@ def looks_traditional(char: str) -> bool:
 
 @functools.cache
 def traditional_characters() -> str:
-    """Every character `looks_traditional` says is traditional (2,073 of Big5's), in code point order."""
+    """Every character `looks_traditional` says is traditional (1,897 of Big5's), in code point order."""
     big5 = (
         bytes([lead, trail]).decode("big5", errors="ignore")
         for lead in range(0x81, 0xFF)

@@ -192,14 +192,11 @@ OPENING = (
 )
 
 
-def test_utf_16_chinese_without_its_byte_order_mark_is_named_and_binary_files_are_not(tmp_path):
-    """Notepad's "Unicode" exports can lack the byte order mark: a Chinese text so saved was "a binary
-    file" (its NULs, those of its line breaks, too few for UTF-16's hint) or, with no line break, told
-    latin-1 or gb18030, which misread it. Its characters say which byte order it is in; binary files (a
-    checkpoint, a PNG, gzip, a program, Python bytecode, floats, random bytes) and the other encodings of
-    Chinese keep their own advice."""
+def assert_utf_16_is_named(tmp_path: Path, texts: tuple[str, ...]) -> None:
+    """Each of `texts` in UTF-16 without its byte order mark, in either byte order, is told the encoding
+    that reads it, as a corpus, a seed file, and read as utf-16 (which wants the mark), and reads in it."""
     for order in ("utf-16-le", "utf-16-be"):
-        for text in (OPENING, OPENING.replace("\n", ""), "宝玉道：……\n"):
+        for text in texts:
             path = tmp_path / f"{order}.txt"
             path.write_bytes(text.encode(order))
             with pytest.raises(CharLMError, match=rf"^{path}: not valid utf-8 .*UTF-8 or pass encoding='{order}'$"):
@@ -209,6 +206,15 @@ def test_utf_16_chinese_without_its_byte_order_mark_is_named_and_binary_files_ar
             with pytest.raises(CharLMError, match=rf"; convert it to UTF-8 or pass encoding='{order}'$"):
                 read_texts([str(path)], encoding="utf-16")
             assert read_texts([str(path)], encoding=order) == text
+
+
+def test_utf_16_chinese_without_its_byte_order_mark_is_named_and_binary_files_are_not(tmp_path):
+    """Notepad's "Unicode" exports can lack the byte order mark: a Chinese text so saved was "a binary
+    file" (its NULs, those of its line breaks, too few for UTF-16's hint) or, with no line break, told
+    latin-1 or gb18030, which misread it. Its characters say which byte order it is in; binary files (a
+    checkpoint, a PNG, gzip, a program, Python bytecode, floats, random bytes) and the other encodings of
+    Chinese keep their own advice."""
+    assert_utf_16_is_named(tmp_path, (OPENING, OPENING.replace("\n", ""), "宝玉道：……\n"))
     torch = pytest.importorskip("torch")
     torch.save({"weights": torch.randn(64, 64)}, tmp_path / "model.pt")
     py_compile.compile(str(corpus_module.__file__), cfile=str(tmp_path / "corpus.pyc"), doraise=True)
@@ -244,6 +250,36 @@ def test_utf_16_chinese_without_its_byte_order_mark_is_named_and_binary_files_ar
         with pytest.raises(CharLMError, match=says) as error:
             read_texts([str(tmp_path / name)])
         assert "utf-16" not in str(error.value), f"{name}: {error.value}"
+
+
+KOREAN = "대한민국의 수도는 서울이다. 나는 학교에 간다.\n한국어 문장입니다.\n"
+
+
+def test_utf_16_korean_without_its_byte_order_mark_is_named(tmp_path):
+    """Korean saved as UTF-16 without its byte order mark was "a binary file" with no word of UTF-16: its
+    spaces' NULs are too few for `utf16_without_bom` (and '대', U+B300, puts one on the other side), and
+    Hangul was not among the characters `utf16_text` reads as text."""
+    assert_utf_16_is_named(tmp_path, (KOREAN, KOREAN.replace("\n", "").replace(" ", "")))
+
+
+def test_a_file_of_a_few_utf_16_characters_is_not_told_latin_1(tmp_path):
+    """One to three CJK characters in UTF-16 without the byte order mark are too few to name UTF-16 (as
+    few bytes of 8-bit text read as CJK as well: 'café'), but they were told to pass latin-1, which
+    reads them as control characters ('宝。' as '\\x9d[\\x020'): bytes no 8-bit text holds get no encoding
+    named. With a line break its NUL names UTF-16; 8-bit text of as few bytes is still told latin-1."""
+    for order in ("utf-16-le", "utf-16-be"):
+        for text in ("宝", "宝。", "宝玉。", "“宝”"):
+            path = tmp_path / "few.txt"
+            path.write_bytes(text.encode(order))
+            with pytest.raises(CharLMError) as error:
+                read_texts([str(path)])
+            assert str(error.value).endswith("convert it to UTF-8 or pass another encoding"), str(error.value)
+        path.write_bytes("宝玉\n".encode(order))
+        with pytest.raises(CharLMError, match=rf"UTF-16 without a byte order mark: encoding='{order}'\)$"):
+            read_texts([str(path)])
+    path.write_bytes("né\n".encode("latin-1"))
+    with pytest.raises(CharLMError, match=r"encoding='latin-1'$"):
+        read_texts([str(path)])
 
 
 def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_name(tmp_path):

@@ -295,7 +295,7 @@ def test_a_template_step_reads_its_chosen_ids_on_the_host_once():
     steps = 0
     while any(row.finish_reason is None for row in batch.rows):
         with IdReads() as reads, torch.inference_mode():
-            ids, _ = batch.step()
+            ids, _, _ = batch.step()
         assert sum(read is ids for read in reads.read) == 1, steps
         steps += 1
     assert steps == len(FORMS["五言绝句"])

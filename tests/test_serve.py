@@ -1673,11 +1673,11 @@ def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkey
         engine = app.state.server.models["tiny"].engine
         step, failures = engine.batch.step, []
 
-        def failing_once():
+        def failing_once(*args):
             if not failures:
                 failures.append(1)
                 raise RuntimeError("the step broke")
-            return step()
+            return step(*args)
 
         monkeypatch.setattr(engine.batch, "step", failing_once)
         client = OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
@@ -1765,8 +1765,10 @@ def test_jobs_submitted_as_the_engine_goes_idle_or_cancelled_at_its_boundaries_n
 def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monkeypatch):
     """Each step read its rows' chosen log-probabilities, top values and top ids with a `.tolist()`
     each: on a GPU, three waits for the device a step. One read (`device.to_host`) brings them all,
-    however many rows ask, each row with its own number of alternatives."""
+    however many rows ask, each row with its own number of alternatives, and the step's ids with them
+    (`Batch.step(also=...)`: they were a read of their own)."""
     import charlm.serve.engine as serve_engine
+    from charlm import generation
 
     reads = []
 
@@ -1774,7 +1776,7 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
         reads.append(tuple(values.shape))
         return to_host(values)
 
-    monkeypatch.setattr(serve_engine, "to_host", counting)
+    monkeypatch.setattr(generation, "to_host", counting)
     labelled = []  # the tokens' names are made once per engine, not a vocabulary's worth at every step
     monkeypatch.setattr(serve_engine, "token_label", lambda vocab: labelled.append(vocab) or vocab.chars.__getitem__)
     published = []
@@ -1789,7 +1791,8 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
         for _ in range(10):
             engine.advance()
     engine.flush()
-    assert reads == [(4, 1 + 5 + 5 + 1)] * 10 and len(published) == 6  # 4 rows ask, for 5 alternatives at most; the ids
+    # 6 rows' ids, then the 4 rows that ask, for 5 alternatives at most: each its chosen one, 5 values, 5 ids, its id
+    assert reads == [(6 + 4 * (1 + 5 + 5 + 1),)] * 10 and len(published) == 6
     assert len(labelled) == 1
     for update in published:
         if update.job.logprobs is None:

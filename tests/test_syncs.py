@@ -3,6 +3,7 @@ on a CPU, path by path. The floor is one read a step: the chosen ids, for every 
 host needs to write the text. What else a step does on the device it does without the host."""
 
 import collections
+import functools
 
 import pytest
 import torch
@@ -162,23 +163,49 @@ def served(model: CharLM, asks: list[int | None]) -> list[collections.Counter]:
 def test_an_engine_step_reads_its_ids_and_logprobs_and_copies_no_index(asks):
     """Rows that asked for logprobs were picked out of the step's logits and ids with a Python list, three
     times a step (`Engine.alternatives`): on a GPU, three copies of it from the host. They are now a slice,
-    or an index made once per set of rows. Their log-probabilities take a read of their own."""
+    or an index made once per set of rows. Their log-probabilities were a second read of the step's
+    results, after the ids': they come in the ids' read now (`Batch.step(also=...)`), one wait a step."""
     counts = served(make_model(VOCAB, layers=2, hidden=16).eval(), asks)
     made = collections.Counter({"copy: tensor": 1}) if None in asks and any(asks) else collections.Counter()
-    logprobs = collections.Counter({"read: tolist": 1 if any(asks) else 0})
     first = counts[0] - made  # the index of the rows asking, made when they joined
-    assert refilled([first, *counts[1:]], len(asks)) == [+(FLOOR + logprobs)] * STEPS
+    assert refilled([first, *counts[1:]], len(asks)) == [FLOOR] * STEPS
+
+
+@functools.cache
+def healing_model() -> CharLM:
+    from charlm.pieces import PieceVocab, train_model
+
+    text = "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n" * 40
+    torch.manual_seed(0)
+    return make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=16).eval()
 
 
 def test_token_healing_copies_a_mask_only_for_the_steps_that_heal():
     """A healed seed's steps (`generation.Healing`) each copy the mask of the pieces that spell its rest, made
     on the host from the text (1 to 3 steps a sample); the steps after copy nothing."""
-    from charlm.pieces import PieceVocab, train_model
-
-    text = "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n" * 40
-    torch.manual_seed(0)
-    model = make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=16).eval()
+    model = healing_model()
     counts = refilled(stepped(model, "go to th", random_seed=1, length=10), 1)
     healing = [count["copy: to"] for count in counts]
     assert 1 <= sum(healing) <= 3 and healing[: sum(healing)] == [1] * sum(healing), counts
     assert [count - collections.Counter({"copy: to": 1}) for count in counts] == [FLOOR] * len(counts)
+
+
+def test_token_healing_copies_each_mask_once_for_all_the_rows_that_heal_alike():
+    """Each row's healing step made its mask afresh (`TextIndex.healing`), and the sampler copied each to
+    the device: three samples of one seed, three copies of one mask at their first step. The vocabulary
+    keeps the masks it made, so the first step copies one; a later sample of the same seed on the same
+    sampler (the server's engine) none."""
+    model = healing_model()
+    counts = refilled(stepped(model, "go to th", random_seed=1, length=10, num_samples=3), 3)
+    assert counts[0] == FLOOR + collections.Counter({"copy: to": 1}), counts[0]
+    index = model.vocab.text_index()
+    assert index.healing("th") is index.healing("th") and torch.equal(index.healing("th"), index.healing_mask("th"))
+
+
+def test_a_temperature_schedule_copies_nothing_a_step():
+    """A schedule's temperature of each step was written on the host and copied to the device (`publish`),
+    a copy a character: each row's schedule is on the device now, read there at its step."""
+    model = make_model(VOCAB, layers=2, hidden=16).eval()
+    for rows in (1, 3):
+        counts = stepped(model, "ab", random_seed=1, temperature=(1.0, 0.5, 2.0), num_samples=rows)
+        assert refilled(counts, rows) == [FLOOR] * STEPS, counts

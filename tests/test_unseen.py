@@ -85,14 +85,14 @@ def test_the_unseen_note_counts_every_occurrence_without_a_loop_over_the_charact
 
 def test_the_unseen_note_says_which_form_the_model_knows_in_one_short_line():
     """eval's note named an ASCII ',' plainly where the model knows '，' (a seed's error says "did you mean");
-    it says so too, the list still one short line, without the traditional note (a simplified text's
-    unseen Big5 characters are rare ones such as '巉', not traditional forms)."""
+    it says so too, the list still one short line, without the traditional note (a seed's '們' is typed by
+    a user of traditional characters; a text's, a quotation in a simplified one, is written so)."""
     poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼"
     vocab = Vocab(sorted(set(poem + "，：、")))  # GB2312's characters: a vocabulary of simplified Chinese
-    text = "明,月:巉" + "".join(chr(0x4E00 + i) for i in range(100, 140)) + ",:"
+    text = "明,月:們" + "".join(chr(0x4E00 + i) for i in range(100, 140)) + ",:"
     note = unseen_note(vocab, [text])
-    assert vocab.simplified_chinese and vocab.name_unseen("巉").startswith("'巉' (traditional")
-    named = "',' (did you mean '、' or '，'?) ':' (did you mean '：'?) '巉' '乤' '乥' '书' '乧' '乨'"
+    assert vocab.simplified_chinese and vocab.name_unseen("們").startswith("'們' (traditional")
+    named = "',' (did you mean '、' or '，'?) ':' (did you mean '：'?) '們' '乤' '乥' '书' '乧' '乨'"
     assert note == f"45 unseen characters excluded from the score (43 distinct: {named} ...)"
 
 

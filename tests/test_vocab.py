@@ -80,6 +80,17 @@ def test_a_rare_character_of_simplified_text_is_not_said_to_be_traditional():
     assert vocab.name_unseen("們") == f"'們' ({TRADITIONAL_NOTE})" and "?" in TRADITIONAL_NOTE
 
 
+def test_a_character_with_no_simplified_form_is_not_said_to_be_traditional():
+    """Big5's frequent level holds rare characters GB2312 lacks that simplified text writes and that have
+    no simplified form: hongloumeng's own '隄' (10 times), '珮', '祐', '浥', '瞋' were each named
+    traditional to a model that had not seen them. Only a character with a simplified form is."""
+    vocab = Vocab.from_counts(Counter(SIMPLIFIED))
+    assert [vocab.name_unseen(c) for c in "隄珮祐浥瞋巉"] == ["'隄'", "'珮'", "'祐'", "'浥'", "'瞋'", "'巉'"]
+    assert [vocab.name_unseen(c) for c in "寶們來蔔"] == [f"{c!r} ({TRADITIONAL_NOTE})" for c in "寶們來蔔"]
+    assert not set("隄珮祐浥瞋巉") & set(vocab.unseen_hints()["traditional"])  # the exported page's list too
+    assert {"寶", "們", "來", "蔔"} <= set(vocab.unseen_hints()["traditional"])
+
+
 def test_a_vocabulary_shows_its_kind_size_and_normalization():
     """`model.vocab` in a notebook showed `<charlm.vocab.Vocab object at 0x...>`."""
     assert repr(vocabulary("char")) == f"Vocab({len(set(TEXT))} characters, normalize='none')"

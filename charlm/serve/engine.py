@@ -27,7 +27,7 @@ import torch
 
 from ..config import SampleConfig
 from ..constraints import Constrained
-from ..device import has_float64, to_host
+from ..device import has_float64
 from ..generation import Batch, Healing, Row
 from ..model import CharLM, State, inference
 from ..scoring import prompt_logprobs, top_logprobs
@@ -318,9 +318,10 @@ class Engine:
     def advance(self) -> None:
         """One step: every row's next token chosen, the model advanced on all of them."""
         rows = len(self.rows)
-        tokens = self.alternatives(self.batch.logits)
-        ids, texts = self.batch.step()
-        tokens = tokens(ids) if tokens else [None] * rows
+        alternatives = self.alternatives(self.batch.logits)
+        values, tokens = alternatives if alternatives else (None, None)
+        _, texts, read = self.batch.step(values)
+        tokens = tokens(read) if tokens else [None] * rows
         for row, text, token in zip(self.rows, texts, tokens):
             row.emit(text, token)
             if row.finish_reason is None and not row.published and row.text:
@@ -330,11 +331,15 @@ class Engine:
                 self.finish(self.rows[position])
                 self.remove(position)
 
-    def alternatives(self, logits: torch.Tensor) -> Callable[[torch.Tensor], list[Token | None]] | None:
+    def alternatives(
+        self, logits: torch.Tensor
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[list[list[float]]], list[Token | None]]] | None:
         """For rows that report log-probabilities, the model's own distribution (before temperature
-        and penalties: what it predicts, not how it was sampled): a function of the chosen ids. Every
-        row's chosen log-probability, top values and top ids come to the host in one copy: on a GPU
-        each read is a wait for the device, and three a step were three waits."""
+        and penalties: what it predicts, not how it was sampled): a function of the chosen ids that
+        makes each such row's chosen log-probability, top values and top ids on the device, and one of
+        those rows read on the host that makes their tokens. The step reads them with its ids
+        (`Batch.step(also=...)`): on a GPU each read is a wait for the device, and three a step were
+        three waits, then two."""
         wanted = [p for p, row in enumerate(self.rows) if row.job.logprobs is not None]
         if not wanted:
             return None
@@ -343,21 +348,22 @@ class Engine:
         label, byte, most = self.label, self.is_byte, top_ids.size(1)
         wide = torch.float64 if has_float64(logits.device) else torch.float32
 
-        def tokens(ids: torch.Tensor) -> list[Token | None]:
+        def values(ids: torch.Tensor) -> torch.Tensor:
             ids = ids[rows].unsqueeze(1)
             chosen = logprobs.gather(1, ids)
             # float64 holds every float32 value and every id exactly, so each reads as it would alone (an
             # Apple GPU has no float64: float32 holds a vocabulary's ids, up to 2^24)
-            parts = [part.to(wide) for part in (chosen, top_values, top_ids, ids)]
-            read = to_host(torch.cat(parts, dim=1))
+            return torch.cat([part.to(wide) for part in (chosen, top_values, top_ids, ids)], dim=1)
+
+        def tokens(read: list[list[float]]) -> list[Token | None]:
             result: list[Token | None] = [None] * len(self.rows)
-            for p, values in zip(wanted, read()):
+            for p, values in zip(wanted, read):
                 count = self.rows[p].job.logprobs
                 top = [(label(int(a)), v) for a, v in zip(values[1 + most : 1 + most + count], values[1 : 1 + count])]
                 result[p] = Token("", values[0], top, byte=byte(int(values[-1])))
             return result
 
-        return tokens
+        return values, tokens
 
     def rows_at(self, wanted: list[int]) -> slice | torch.Tensor:
         """The rows `wanted` (ascending) as an index of the step's tensors: a slice where they are the first
