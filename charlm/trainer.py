@@ -398,6 +398,24 @@ class Trainer:
             return ""
         return f"; resume it from step {self.saved_step} with {runs.resume_command(self.run_dir)}"
 
+    def saved_note(self) -> str:
+        """Where the run's checkpoints are, or why the last could not be written (--save-errors warn)."""
+        if not self.save_error:
+            return f"saved in {self.run_dir}"
+        kept = (
+            f"{self.run_dir} holds step {self.saved_step}" if self.saved_step else f"{self.run_dir} holds no checkpoint"
+        )
+        return f"not saved: the last checkpoint could not be written ({self.save_error}); {kept}"
+
+    def done_note(self) -> str:
+        """The line a finished run ends with: its last and best validation bpc, and where it is kept."""
+        progress = self.progress
+        best_bpc = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
+        return (
+            f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
+            f"(best {best_bpc}); {self.saved_note()}"
+        )
+
     def lost_note(self) -> str:
         """What this run goes on from if a lost peer stops it (`distributed.peer_note`)."""
         return lost_note_for(self.run_dir, self.saved_step is not None)
