@@ -30,7 +30,7 @@ from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .fields import said
 from .model import CharLM
-from .plan import RunPlan, already_held
+from .plan import GIVEN, RunPlan, already_held
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
@@ -258,11 +258,16 @@ class Trainer:
         seconds, tokens = self.progress.elapsed - since_elapsed, self.progress.tokens - since_tokens
         speed = tokens * self.corpus.chars_per_token / max(seconds, 1e-9)
         if speed < SLOW_SHARE * probed:
+            if self.plan.reasons.get("hidden") == GIVEN:  # the probe timed the given size for dropout's passes
+                probe, fitted = "speed probe", "dropout"
+                planned = f"run will make fewer passes over its text than {said('dropout', self.config.dropout)} was fitted to"
+            else:
+                probe, fitted = "size probe", "hidden"
+                planned = "model will see fewer characters per parameter than the size rule planned"
             self.say(
-                f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the "
-                f"{probed:,.0f} the size probe measured for {said('hidden', self.config.hidden)}: "
-                "the machine is busier than when the run started, so the model will see fewer characters per "
-                f"parameter than the size rule planned (give {said('hidden')} to choose yourself)",
+                f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the {probed:,.0f} the {probe} "
+                f"measured for {said('hidden', self.config.hidden)}: the machine is busier than when the run "
+                f"started, so the {planned} (give {said(fitted)} to choose yourself)",
             )
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------

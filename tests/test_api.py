@@ -366,7 +366,7 @@ def slower_than_probed(fox: Path) -> str:
         SimpleNamespace(
             probe_check=(0.0, 0.0, 0),
             progress=SimpleNamespace(elapsed=100.0, tokens=1000),
-            plan=SimpleNamespace(probed_chars_per_second=100.0),
+            plan=SimpleNamespace(probed_chars_per_second=100.0, reasons={"hidden": "fits the budget"}),
             ranks=SimpleNamespace(leader=True),
             corpus=SimpleNamespace(chars_per_token=1.0),
             config=SimpleNamespace(hidden=128),
