@@ -259,7 +259,8 @@ def train(
     may be given, and `paths` only to give the run's own text at a new path (moved or renamed: its
     digest is checked, and the run records the path). An option or argument given as None is left unset, as if not given, unless None is
     one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's
-    weights (fine-tuning: see finetune.py).
+    weights (fine-tuning: see finetune.py). Unless quiet, it ends as `charlm train` does, with a done:
+    line (on stderr) naming the run's folder and the charlm.load call that reads it.
 
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
@@ -294,6 +295,9 @@ def train(
             raise KeyboardInterrupt(interrupted_note(trainer, at_once=True)) from None
     if trainer.stop_signal is not None:
         pass_on_signal(trainer)
+    if not trainer.config.quiet:  # where the run is kept: out=None names a folder the caller has not seen
+        load = "" if trainer.save_error else f": charlm.load({str(trainer.run_dir)!r}) loads its best"
+        print(f"{trainer.done_note()}{load}", file=sys.stderr)
     return model.eval()  # ready for inference, as `load` returns it
 
 

@@ -148,8 +148,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 
 
 @main.command("eval")
-@click.argument("target", metavar="RUN", shell_complete=completion.run_names)
-@click.argument("files", nargs=-1, metavar="[FILES]...", shell_complete=completion.paths)
+@click.argument("given", nargs=-1, metavar="[RUN] [FILES]...", shell_complete=completion.run_names)
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILES")
 @device_option("whole texts")
 @click.option(
@@ -158,16 +157,21 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     help="no progress bars (reading, encoding and scoring FILES; preparing the run's corpus again: counting, "
     "training tokenizer, encoding): only the scores",
 )
-def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
+def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
-    or exported model folder); without FILES, of the run's held-out text (its validation split). Each
-    file is scored on its own; with several, a line per file and then all of them together."""
+    or exported model folder; default: the latest run); without FILES, of the run's held-out text (its
+    validation split). Each file is scored on its own; with several, a line per file and then all of
+    them together."""
     with leaving_at_once():
         from . import checkpoint, threads
         from .bars import LEAD_IN_SECONDS, bytes_bar
         from .corpus import read_texts, source_files, total_bytes
         from .device import resolve_device
         from .scoring import text_bits, unseen_note
+    # RUN may be left out, as every command's: a first path that is text (a file or a folder that is no
+    # run) is the first of FILES, scored under the latest run
+    first_is_text = bool(given) and names_text(given[0])
+    target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
     model = checkpoint.model_on(saved, path, where)
@@ -191,6 +195,16 @@ def evaluate(target: str, files: tuple[str, ...], encoding: str, device: str, qu
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
     if unseen := unseen_note(model.vocab, texts):
         click.echo(unseen)
+
+
+def names_text(path: str) -> bool:
+    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint, or a folder
+    that is no run (not even one still training), holds no runs and no exported model."""
+    found = Path(path)
+    if found.is_file():
+        return found.suffix != ".pt"
+    run_like = runs.is_run_folder(found) or runs.run_folders(found) or runs.names_a_run(path)
+    return found.is_dir() and not run_like
 
 
 def evaluate_held_out(saved: Checkpoint, model: CharLM, run_dir: Path, quiet: bool) -> None:

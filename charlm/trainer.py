@@ -30,7 +30,7 @@ from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .fields import said
 from .model import CharLM
-from .plan import RunPlan, already_held
+from .plan import GIVEN, RunPlan, already_held
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
@@ -258,11 +258,16 @@ class Trainer:
         seconds, tokens = self.progress.elapsed - since_elapsed, self.progress.tokens - since_tokens
         speed = tokens * self.corpus.chars_per_token / max(seconds, 1e-9)
         if speed < SLOW_SHARE * probed:
+            if self.plan.reasons.get("hidden") == GIVEN:  # the probe timed the given size for dropout's passes
+                probe, fitted = "speed probe", "dropout"
+                planned = f"run will make fewer passes over its text than {said('dropout', self.config.dropout)} was fitted to"
+            else:
+                probe, fitted = "size probe", "hidden"
+                planned = "model will see fewer characters per parameter than the size rule planned"
             self.say(
-                f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the "
-                f"{probed:,.0f} the size probe measured for {said('hidden', self.config.hidden)}: "
-                "the machine is busier than when the run started, so the model will see fewer characters per "
-                f"parameter than the size rule planned (give {said('hidden')} to choose yourself)",
+                f"warning: training at {speed:,.0f} chars/s, {speed / probed:.0%} of the {probed:,.0f} the {probe} "
+                f"measured for {said('hidden', self.config.hidden)}: the machine is busier than when the run "
+                f"started, so the {planned} (give {said(fitted)} to choose yourself)",
             )
 
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
@@ -397,6 +402,24 @@ class Trainer:
         if self.saved_step is None:
             return ""
         return f"; resume it from step {self.saved_step} with {runs.resume_command(self.run_dir)}"
+
+    def saved_note(self) -> str:
+        """Where the run's checkpoints are, or why the last could not be written (--save-errors warn)."""
+        if not self.save_error:
+            return f"saved in {self.run_dir}"
+        kept = (
+            f"{self.run_dir} holds step {self.saved_step}" if self.saved_step else f"{self.run_dir} holds no checkpoint"
+        )
+        return f"not saved: the last checkpoint could not be written ({self.save_error}); {kept}"
+
+    def done_note(self) -> str:
+        """The line a finished run ends with: its last and best validation bpc, and where it is kept."""
+        progress = self.progress
+        best_bpc = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
+        return (
+            f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc "
+            f"(best {best_bpc}); {self.saved_note()}"
+        )
 
     def lost_note(self) -> str:
         """What this run goes on from if a lost peer stops it (`distributed.peer_note`)."""

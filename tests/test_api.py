@@ -366,7 +366,7 @@ def slower_than_probed(fox: Path) -> str:
         SimpleNamespace(
             probe_check=(0.0, 0.0, 0),
             progress=SimpleNamespace(elapsed=100.0, tokens=1000),
-            plan=SimpleNamespace(probed_chars_per_second=100.0),
+            plan=SimpleNamespace(probed_chars_per_second=100.0, reasons={"hidden": "fits the budget"}),
             ranks=SimpleNamespace(leader=True),
             corpus=SimpleNamespace(chars_per_token=1.0),
             config=SimpleNamespace(hidden=128),
@@ -912,6 +912,18 @@ def test_paths_from_the_home_folder_and_numpy_numbers_are_taken(fox_file, tiny, 
     assert charlm.next_probs(model, "the", top=np.int64(2)) == charlm.next_probs(model, "the", top=2)
     charlm.train(resume="~/runs/fox", max_steps=tiny["max_steps"] + 2)
     assert latest(str(tmp_path / "runs/fox")).progress.step == tiny["max_steps"] + 2
+
+
+def test_a_run_says_where_it_is_kept_and_how_to_load_it(fox_file, tiny, capfd):
+    """charlm.train printed its choices and progress bar, then nothing: unlike `charlm train`'s done: line,
+    nothing said which folder under checkpoints/ the run (out=None) went to, for charlm.load to read."""
+    model = charlm.train(fox_file, **{**tiny, "quiet": False})
+    out, err = capfd.readouterr()
+    done = err.splitlines()[-1]
+    (run,) = runs.run_folders()
+    assert out == "" and done.startswith(f"done: step {tiny['max_steps']}, ")
+    assert done.endswith(f"; saved in {run}: charlm.load({str(run)!r}) loads its best")
+    assert charlm.load(str(run)).vocab == model.vocab
 
 
 def test_quiet_says_nothing_not_even_why_the_run_stopped_early(fox_file, tiny, capfd):

@@ -215,6 +215,20 @@ def test_eval_of_a_run_whose_corpus_moved_says_how_to_go_on_then_reads_it_where_
     assert cli("eval", trained, "--quiet").output == before  # the same held-out text, read at its new path
 
 
+def test_eval_without_a_run_scores_under_the_latest_run(trained, fox_file, tmp_path):
+    """Every command that takes a RUN uses the latest run without one (README), but `charlm eval` alone
+    was click's four-line "Missing argument 'RUN'", `charlm eval chapter.txt` said the text file was
+    "not a charlm checkpoint", and `charlm eval chapters/` that the folder of texts "holds no checkpoint"."""
+    chapters = tmp_path / "chapters"
+    chapters.mkdir()
+    shutil.copy(fox_file, chapters / "fox.txt")
+    for files in ([], [str(fox_file)], [str(chapters)]):
+        result = cli("eval", *files, "--quiet")
+        assert result.exit_code == 0, result.output
+        assert result.output == cli("eval", trained, *files, "--quiet").output, files
+    assert_one_line_error(cli("eval", "checkpoints", "--quiet"), "checkpoints is a folder of runs, not a run")
+
+
 def test_eval_without_files_scores_the_held_out_ids_without_decoding_them(trained, fox_file, tmp_path, monkeypatch):
     """`charlm eval RUN` decoded the whole held-out split into one string through a Python list of its
     ids (745 MB for 30M characters), to encode it again: it scores the split's ids as validation does."""

@@ -575,14 +575,31 @@ def test_a_run_much_slower_than_its_size_probe_says_so(fox_file, tiny, monkeypat
     monkeypatch.setattr(trainer, "SETTLED", (0.0, 0.0))  # compare at the first step
     timed = {**tiny, "quiet": False, "max_time": "1h"}  # the probe only runs for a time budget
     run = api.start_run(charlm.Config(**timed), [str(fox_file)], out="run")
-    run.plan = dataclasses.replace(run.plan, probed_chars_per_second=1e12)  # an impossibly fast machine
+    fitted = {**run.plan.reasons, "hidden": "fits the budget"}  # as if the probe chose hidden=32
+    run.plan = dataclasses.replace(run.plan, probed_chars_per_second=1e12, reasons=fitted)  # an impossibly fast machine
     run.fit()
     err = capsys.readouterr().err
     assert "of the 1,000,000,000,000 the size probe measured for hidden=32" in err  # as a Python caller wrote it
+    assert "than the size rule planned (give hidden to choose yourself)" in err
     quick = api.start_run(charlm.Config(**timed), [str(fox_file)], out="quick")
     quick.plan = dataclasses.replace(quick.plan, probed_chars_per_second=1.0)  # slower than any run: no warning
     quick.fit()
     assert "size probe" not in capsys.readouterr().err
+
+
+def test_a_slow_run_of_a_given_size_names_the_dropout_fitted_to_its_speed(fox_file, tiny, monkeypatch, capsys):
+    """`charlm train --hidden 64 --max-time 60s` on a machine that got busier was told the model would see
+    fewer characters per parameter "than the size rule planned (give --hidden to choose yourself)": its
+    size was given, and the probe had timed it for the passes --dropout was fitted to."""
+    monkeypatch.setattr(trainer, "SETTLED", (0.0, 0.0))  # compare at the first step
+    run = api.start_run(charlm.Config(**{**tiny, "quiet": False, "max_time": "1h"}), [str(fox_file)], out="run")
+    assert run.plan.reasons["hidden"] == "given" and run.plan.probed_chars_per_second  # dropout fitted to its speed
+    run.plan = dataclasses.replace(run.plan, probed_chars_per_second=1e12)  # an impossibly fast machine
+    run.fit()
+    err = capsys.readouterr().err
+    assert "of the 1,000,000,000,000 the speed probe measured for hidden=32" in err
+    assert f"fewer passes over its text than dropout={run.config.dropout:g} was fitted to (give dropout to" in err
+    assert "size rule" not in err
 
 
 def test_a_best_checkpoint_that_could_not_be_written_is_replaced_by_the_next_better_one(fox_file, tiny, monkeypatch):

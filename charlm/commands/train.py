@@ -114,19 +114,12 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
         trainer.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
         raise KeyboardInterrupt(trainer.interrupted_note()) from None
-    progress = trainer.progress
-    saved = f"saved in {run_dir}"
-    if trainer.save_error:
-        kept = f"{run_dir} holds step {trainer.saved_step}" if trainer.saved_step else f"{run_dir} holds no checkpoint"
-        saved = f"not saved: the last checkpoint could not be written ({trainer.save_error}); {kept}"
     if trainer.stopped_early:
-        click.echo(f"stopped at step {progress.step}; {saved}. Resume with: {runs.resume_command(run_dir)}")
+        click.echo(
+            f"stopped at step {trainer.progress.step}; {trainer.saved_note()}. Resume with: {runs.resume_command(run_dir)}"
+        )
         return trainer.exit_status
-    best_bpc = "none saved" if progress.best_bpc is None else f"{progress.best_bpc:.3f}"  # every save failed (warn)
-    click.echo(
-        f"done: step {progress.step}, {progress.elapsed:.0f}s, validation {progress.val_bpc:.3f} bpc (best {best_bpc}); "
-        f"{saved}"
-    )
+    click.echo(trainer.done_note())
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
         click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
