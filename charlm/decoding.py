@@ -238,14 +238,17 @@ def on_device(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
     whichever sampler asks: a template keeps its masks per position (`constraints.Constrained.allowed`),
     a vocabulary its latest healing masks (`pieces.TextIndex.healing`), so a step copies none it has
     seen (each step's mask copied from the host was, on a GPU, a wait). Kept with the mask, not with a
-    sampler: a sampler's own copies lived on after it as long as the mask, one set per sample."""
+    sampler: a sampler's own copies lived on after it as long as the mask, one set per sample, and on
+    a CPU, where the copy is the mask, kept the mask for good."""
     copies = DEVICE_COPIES.get(id(mask))
     if copies is None:
         copies = DEVICE_COPIES[id(mask)] = {}
         weakref.finalize(mask, DEVICE_COPIES.pop, id(mask), None)  # its id may be another's once it is gone
     there = copies.get(device)
     if there is None:
-        there = copies[device] = mask.to(device)
+        there = mask.to(device)
+        if there is not mask:  # on its own device the copy is the mask: kept here, the mask would never go
+            copies[device] = there
     return there
 
 

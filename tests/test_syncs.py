@@ -232,6 +232,21 @@ def test_samples_of_a_healed_seed_copy_its_masks_once_and_keep_no_copies_after_t
     assert finalizers() == before
 
 
+def test_a_healing_mask_goes_when_the_vocabulary_lets_it_go_after_sampling_on_a_cpu():
+    """On a CPU a mask's copy is the mask itself (`.to` gives it back): kept as its own copy, by the finalizer
+    meant to drop the copy with it, or by a table of copies, it could never go, so a CPU server kept every
+    form's masks and every healing mask it had used. (Without `Syncs`, whose `.to` makes a clone.)"""
+    import charlm
+
+    model = fresh_healing_model()
+    charlm.generate(model, "go to th", length=6, num_samples=2, random_seed=1)
+    masks = [weakref.ref(mask) for mask in model.vocab.text_index().masks.values()]
+    assert masks
+    model.vocab.text_index().masks.clear()
+    gc.collect()
+    assert all(mask() is None for mask in masks)
+
+
 def test_a_temperature_schedule_copies_nothing_a_step():
     """A schedule's temperature of each step was written on the host and copied to the device (`publish`),
     a copy a character: each row's schedule is on the device now, read there at its step."""
