@@ -229,6 +229,29 @@ class Utf8Rule:
         return self
 
 
+# Each host mask's copies, by the mask's id, on the devices that asked for it (`on_device`).
+DEVICE_COPIES: dict[int, dict[torch.device, torch.Tensor]] = {}
+
+
+def on_device(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A cursor's mask (a host tensor, read only) on `device`, copied once for as long as the mask lives,
+    whichever sampler asks: a template keeps its masks per position (`constraints.Constrained.allowed`),
+    a vocabulary its latest healing masks (`pieces.TextIndex.healing`), so a step copies none it has
+    seen (each step's mask copied from the host was, on a GPU, a wait). Kept with the mask, not with a
+    sampler: a sampler's own copies lived on after it as long as the mask, one set per sample, and on
+    a CPU, where the copy is the mask, kept the mask for good."""
+    copies = DEVICE_COPIES.get(id(mask))
+    if copies is None:
+        copies = DEVICE_COPIES[id(mask)] = {}
+        weakref.finalize(mask, DEVICE_COPIES.pop, id(mask), None)  # its id may be another's once it is gone
+    there = copies.get(device)
+    if there is None:
+        there = mask.to(device)
+        if there is not mask:  # on its own device the copy is the mask: kept here, the mask would never go
+            copies[device] = there
+    return there
+
+
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
     """Which of `choose`'s stages the live rows need, decided on the host from their options once, not
@@ -281,7 +304,6 @@ class RowSampler:
         self.schedule_step = torch.zeros(capacity, dtype=torch.long, device=self.device)
         self.cursors: list[Cursor | None] = [None] * capacity  # a row's place in its template
         self.constrained = False  # whether the last `choose` kept rows to their templates: see `advance`
-        self.masks: dict[int, torch.Tensor] = {}  # a cursor's masks on the device, by the host's (`mask_on_device`)
         self.anything = torch.ones(vocab_size, dtype=torch.bool, device=self.device)  # a free row's mask
         # The host's rows above that the step reads, by name, as they are on the device.
         self.on_device = {name: self.twin(getattr(self, name)) for name in ("temperature", "top_k", "top_p", "penalty")}
@@ -486,18 +508,8 @@ class RowSampler:
         cursors = self.cursors[:rows]
         if all(cursor is None or cursor.done for cursor in cursors):
             return None
-        masks = [self.anything if c is None or c.done else self.mask_on_device(c.allowed()) for c in cursors]
+        masks = [self.anything if c is None or c.done else on_device(c.allowed(), self.device) for c in cursors]
         return masks[0].unsqueeze(0) if rows == 1 else torch.stack(masks)
-
-    def mask_on_device(self, mask: torch.Tensor) -> torch.Tensor:
-        """A cursor's mask (a host tensor) on the device, copied once for as long as it lives: a template's
-        masks are its own, kept per position (`constraints.Constrained.allowed`), so a form's step copies
-        none once its masks were seen (each step's mask was copied from the host: on a GPU, a wait)."""
-        there = self.masks.get(id(mask))
-        if there is None:
-            there = self.masks[id(mask)] = mask.to(self.device)
-            weakref.finalize(mask, self.masks.pop, id(mask), None)  # its id may be another's once it is gone
-        return there
 
     def scheduled(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's greedy rows (rows,) and divisors (rows, 1), as `planned` makes them, where some row

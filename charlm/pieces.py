@@ -284,7 +284,7 @@ class TextIndex:
     def healing(self, rest: str) -> torch.Tensor:
         """`healing_mask(rest)`, the same tensor each time (read only) while it is among the latest
         HEALING_MASKS used: every sample of a seed heals through the same rests, and the sampler copies a
-        mask it has seen to the device once (`RowSampler.mask_on_device`), not once a row a step."""
+        mask it has seen to the device once (`decoding.on_device`), not once a row a step."""
         mask = self.masks.pop(rest, None)
         if mask is None:
             mask = self.healing_mask(rest)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import datetime
 import json
 import os
@@ -33,10 +34,12 @@ from charlm.model import inference
 from charlm.scoring import bits_per_char
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
+from charlm.serve.engine import Engine, Job
 
 from .conftest import GPU_TEST_DEVICE as DEVICE
-from .conftest import cli, cli_args, latest, run_bench
+from .conftest import cli, cli_args, latest, make_model, run_bench
 from .test_distributed import launch
+from .test_forms import chinese_model
 from .test_serve import running, wait_healthy
 
 pytestmark = pytest.mark.cuda
@@ -515,3 +518,78 @@ def test_token_healing_on_the_gpu_writes_the_cpus_texts_in_generate_and_serve():
         for name in loaders
     )
     assert torch.allclose(gpu_logprobs, cpu_logprobs, atol=LOGPROB_TOLERANCE)
+
+
+def test_poem_forms_and_a_temperature_schedule_on_the_gpu_write_the_cpus_texts():
+    """A form's masks (`constraints.Constrained.allowed`, one per fixed character) are copied to the GPU once
+    and read there (`decoding.on_device`), its cursors moved on the step's one read of the ids
+    (`RowSampler.advance`); a temperature schedule is read on the device at each row's step
+    (`RowSampler.scheduled`; 1e-50 is 0 in float32: greedy at that step). Greedy poems are the CPU's,
+    drawn texts too but where a uniform fell within rounding of a boundary."""
+    cpu = chinese_model()
+    gpu = copy.deepcopy(cpu).to(DEVICE)
+    greedy = {"form": "五言绝句", "greedy": True, "acrostic": "春夏秋冬"}
+    poem = charlm.generate(gpu, "丁\n", **greedy)
+    assert poem == charlm.generate(cpu, "丁\n", **greedy) and poem.count("。") == 2, poem
+    for drawn in (
+        {"form": "七言律诗", "num_samples": 3, "random_seed": 2, "temperature": 1.5, "top_k": 20},
+        {"length": 80, "num_samples": 3, "random_seed": 6, "temperature": (1e-50, 1.0, 0.5), "top_p": 0.9},
+        {"length": 80, "num_samples": 1, "random_seed": 7, "temperature": (1.2, 1e-50)},
+    ):
+        on_gpu, on_cpu = (charlm.generate(model, "丁\n", **drawn) for model in (gpu, cpu))
+        on_gpu, on_cpu = ([on_gpu], [on_cpu]) if isinstance(on_gpu, str) else (on_gpu, on_cpu)
+        assert same_but_for_a_boundary(on_gpu, on_cpu), drawn
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_a_gru_or_rnn_on_the_gpu_writes_the_cpus_text_alone_and_in_a_batch(cell):
+    """A GRU's or RNN's rows step through the model itself (cuDNN on a GPU, in real fp32 inside
+    `inference`) in blocks of ROW_BLOCK rows, a lone sample's one row unpadded (`lstm_step.RowStepper`):
+    greedy texts are the CPU's, alone and four at once; drawn ones too but where a uniform fell on a
+    boundary. (Every other cuda test samples an LSTM, whose step is `FusedLSTMStep`'s.)"""
+    torch.manual_seed(0)
+    cpu = make_model("\nabcdefghijklmnopqrstuvwxyz ", cell=cell, layers=2, hidden=32).eval()
+    gpu = copy.deepcopy(cpu).to(DEVICE)
+    for options in ({"greedy": True}, {"greedy": True, "num_samples": 4}):
+        options = {**options, "length": GREEDY_CHARS}
+        assert charlm.generate(gpu, "the ", **options) == charlm.generate(cpu, "the ", **options), options
+    drawn = {"length": 60, "num_samples": 4, "random_seed": 3, "temperature": 0.8}
+    assert same_but_for_a_boundary(charlm.generate(gpu, "the ", **drawn), charlm.generate(cpu, "the ", **drawn))
+
+
+def test_an_engine_on_the_gpu_gives_the_cpus_logprobs_to_rows_that_ask_among_rows_that_do_not():
+    """Rows asking for logprobs behind rows that do not are picked out of the step's tensors by an index
+    made on the device once per set of rows (`Engine.rows_at`), and their chosen log-probability, top
+    values and top ids are read with the step's ids in one copy (`Batch.step(also=...)`): each token's
+    text, log-probability and alternatives are the CPU engine's."""
+    torch.manual_seed(0)
+    cpu = make_model("\nabcdefghijklmnopqrstuvwxyz ", layers=2, hidden=32).eval()
+    gpu = copy.deepcopy(cpu).to(DEVICE)
+    asks = [None, 3, None, 1]
+
+    def tokens(model: charlm.CharLM) -> dict[int, list]:
+        updates = []
+        with inference(model):
+            engine = Engine(model, 8, updates.extend)
+            ids = model.vocab.encode("the ")
+            logits, state = engine.batch.prime(ids)
+            options = SampleConfig(greedy=True)
+            jobs = [Job(ids, logits, state, options, [seed], 30, logprobs=n) for seed, n in enumerate(asks)]
+            engine.admit(jobs)
+            while engine.rows:
+                engine.advance()
+                engine.flush()
+        made = {job: [] for job, n in enumerate(asks) if n is not None}
+        for update in updates:
+            if update.tokens is not None:
+                made[jobs.index(update.job)] += [(t.text, t.logprob, t.top) for t in update.tokens]
+        return made
+
+    on_gpu, on_cpu = tokens(gpu), tokens(cpu)
+    assert on_gpu.keys() == on_cpu.keys() == {1, 3}
+    for job in on_cpu:
+        assert len(on_gpu[job]) == len(on_cpu[job]) == 30
+        for (text, logprob, top), (cpu_text, cpu_logprob, cpu_top) in zip(on_gpu[job], on_cpu[job]):
+            assert text == cpu_text and abs(logprob - cpu_logprob) < LOGPROB_TOLERANCE
+            assert [alt for alt, _ in top] == [alt for alt, _ in cpu_top] and len(top) == asks[job]
+            assert all(abs(value - cpu_value) < LOGPROB_TOLERANCE for (_, value), (_, cpu_value) in zip(top, cpu_top))

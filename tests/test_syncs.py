@@ -4,6 +4,8 @@ host needs to write the text. What else a step does on the device it does withou
 
 import collections
 import functools
+import gc
+import weakref
 
 import pytest
 import torch
@@ -180,10 +182,23 @@ def healing_model() -> CharLM:
     return make_model(PieceVocab(train_model([text], "bpe", 320), normalize="none"), layers=1, hidden=16).eval()
 
 
+def fresh_healing_model() -> CharLM:
+    """`healing_model` with its vocabulary's healing masks made afresh (`TextIndex.healing` keeps them, and
+    a mask's device copy lives as long: an earlier test's sample of the same seed left them copied)."""
+    model = healing_model()
+    model.vocab.text_index().masks.clear()
+    return model
+
+
+def finalizers() -> int:
+    gc.collect()
+    return sum(type(thing) is weakref.finalize for thing in gc.get_objects())
+
+
 def test_token_healing_copies_a_mask_only_for_the_steps_that_heal():
     """A healed seed's steps (`generation.Healing`) each copy the mask of the pieces that spell its rest, made
     on the host from the text (1 to 3 steps a sample); the steps after copy nothing."""
-    model = healing_model()
+    model = fresh_healing_model()
     counts = refilled(stepped(model, "go to th", random_seed=1, length=10), 1)
     healing = [count["copy: to"] for count in counts]
     assert 1 <= sum(healing) <= 3 and healing[: sum(healing)] == [1] * sum(healing), counts
@@ -193,13 +208,43 @@ def test_token_healing_copies_a_mask_only_for_the_steps_that_heal():
 def test_token_healing_copies_each_mask_once_for_all_the_rows_that_heal_alike():
     """Each row's healing step made its mask afresh (`TextIndex.healing`), and the sampler copied each to
     the device: three samples of one seed, three copies of one mask at their first step. The vocabulary
-    keeps the masks it made, so the first step copies one; a later sample of the same seed on the same
-    sampler (the server's engine) none."""
-    model = healing_model()
+    keeps the masks it made, so the first step copies one; a later sample of the same seed none
+    (`test_samples_of_a_healed_seed_copy_its_masks_once_and_keep_no_copies_after_them`)."""
+    model = fresh_healing_model()
     counts = refilled(stepped(model, "go to th", random_seed=1, length=10, num_samples=3), 3)
     assert counts[0] == FLOOR + collections.Counter({"copy: to": 1}), counts[0]
     index = model.vocab.text_index()
     assert index.healing("th") is index.healing("th") and torch.equal(index.healing("th"), index.healing_mask("th"))
+
+
+def test_samples_of_a_healed_seed_copy_its_masks_once_and_keep_no_copies_after_them():
+    """Each sampler kept its own device copy of each healing mask it used, through a finalizer on the
+    host mask, for as long as the vocabulary kept that mask (`TextIndex.healing`): on a GPU every
+    `charlm.generate` of a healed seed left its copies held, without bound (a finalizer and a
+    vocabulary-sized mask per call). A mask has one copy per device, whichever sampler asks, and it
+    goes with the mask."""
+    model = fresh_healing_model()
+    before = finalizers()
+    copies = [sum(count["copy: to"] for count in stepped(model, "go to th", random_seed=1)) for _ in range(4)]
+    assert copies[0] >= 1 and copies[1:] == [0, 0, 0], copies
+    assert finalizers() - before == copies[0]  # one a mask, not one a mask a sample
+    model.vocab.text_index().masks.clear()
+    assert finalizers() == before
+
+
+def test_a_healing_mask_goes_when_the_vocabulary_lets_it_go_after_sampling_on_a_cpu():
+    """On a CPU a mask's copy is the mask itself (`.to` gives it back): kept as its own copy, by the finalizer
+    meant to drop the copy with it, or by a table of copies, it could never go, so a CPU server kept every
+    form's masks and every healing mask it had used. (Without `Syncs`, whose `.to` makes a clone.)"""
+    import charlm
+
+    model = fresh_healing_model()
+    charlm.generate(model, "go to th", length=6, num_samples=2, random_seed=1)
+    masks = [weakref.ref(mask) for mask in model.vocab.text_index().masks.values()]
+    assert masks
+    model.vocab.text_index().masks.clear()
+    gc.collect()
+    assert all(mask() is None for mask in masks)
 
 
 def test_a_temperature_schedule_copies_nothing_a_step():
