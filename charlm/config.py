@@ -122,6 +122,8 @@ class Config:
         "no progress bars (preparing the corpus: counting, training tokenizer, encoding; training), no choices "
         "said, no closing sample: only the done: line (and --sample-every's samples, and warnings about the "
         "options given)",
+        python_help="no progress bars, no choices said, no samples, no done: line: nothing printed (warnings about "
+        "the options given stay Python warnings)",
     )
     eval_every: int | None = option(
         None,

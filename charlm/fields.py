@@ -39,7 +39,8 @@ SHOWN.maxstring = SHOWN.maxother = 80
 def option(default: Any, help: str, **extra: Any) -> Any:
     """A config field that is also a command-line option: its default and its help (and `choices`,
     `metavar`), from which commands/options.py builds the option; serve/config.py's fields too.
-    `command_line=False`: a field of the Python API only, which messages name as Python does."""
+    `command_line=False`: a field of the Python API only, which messages name as Python does;
+    `python_help`: its help for a Python caller where what it does there differs (`python_help`)."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -131,7 +132,7 @@ def python_help(config_class: type) -> dict[str, str]:
     fields, hints = dataclasses.fields(config_class), typing.get_type_hints(config_class)
     helps = {}
     for f in fields:
-        text = f.metadata.get("help", "")
+        text = f.metadata.get("python_help") or f.metadata.get("help", "")
         stated = STATED_DEFAULT.search(text)
         if stated:  # what the default means, as a clause of the help
             text = f"{text[: stated.start()]}; {stated[1]}"

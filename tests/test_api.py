@@ -1082,6 +1082,19 @@ def test_help_says_what_a_python_caller_gives_where_the_command_line_types_a_wor
     assert "(with --tokenizer sentencepiece)" in command_line
 
 
+def test_quiet_says_what_a_python_run_prints_and_prints_it(tmp_path, capfd):
+    """help(charlm.train) said quiet leaves "only the done: line (and sample_every's samples ...)", what
+    `charlm train --quiet` prints, where charlm.train(quiet=True) prints nothing at all."""
+    assert "nothing printed" in python_help(Config)["quiet"]
+    assert "only the done: line" in " ".join(cli("train", "--help").output.split())
+    corpus = tmp_path / "t.txt"
+    corpus.write_text("abcdefgh " * 400, encoding="utf-8")
+    capfd.readouterr()
+    charlm.train(str(corpus), hidden=8, layers=1, max_steps=4, sample_every=2, quiet=True, out=str(tmp_path / "r"))
+    printed = capfd.readouterr()
+    assert printed.out == "" and printed.err == ""
+
+
 def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model):
     """charlm.load(devcie="cpu"), next_probs(tpo=3) and bits_per_char(txt=...) met Python's bare TypeError,
     where train and generate name a mistyped option and the one it was likely meant to be."""
