@@ -89,6 +89,14 @@ def test_sample_speed_bench_runs():
     assert "server engine of 4 rows, 1 stream (no HTTP)" in out and "server step batch of 4 rows, 4 streams" in out
 
 
+@pytest.mark.parametrize("situation", ["quiet, torch's count (fixed)", "quiet, charlm.generate (governor)"])
+def test_api_threads_bench_runs_a_situation(situation):
+    """One situation in this process (the script starts a process of its own for each): a loop of tiny
+    samples for 0.2 s, its speed printed."""
+    out = run_bench("api_threads", "--situation", situation, "--seconds", "0.2", "--hidden", "16", "--length", "20")
+    assert float(out) > 0
+
+
 def test_sweep_bench_runs(fox_file, tmp_path):
     out = run_bench("sweep", str(fox_file), "--max-time", "0.5s", "--out", str(tmp_path / "sweep"),
         f"hidden=16,{TINY_SET}", f"hidden=24,{TINY_SET}",
