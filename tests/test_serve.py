@@ -35,7 +35,7 @@ from charlm.decoding import RowSampler
 from charlm.device import to_host
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
-from charlm.generation import Batch, StopRule
+from charlm.generation import Batch, StopRule, healed_seed
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
 from charlm.serve import listening_socket
@@ -3447,6 +3447,59 @@ def test_a_banned_last_piece_or_a_form_is_not_healed_as_in_generate(healing_mode
         bias = {str(k): v for k, v in banned.items()}
         reply = client.completions.create(model="spm", prompt="go to th", max_tokens=12, seed=4, logit_bias=bias)
         assert reply.choices[0].text == made[len("go to th") :]
+
+
+def test_requests_healing_different_prompts_at_once_on_two_engines_of_one_vocabulary_write_generates_texts(
+    healing_model, monkeypatch
+):
+    """A vocabulary's healing masks (`TextIndex.healing`) are shared by every engine on its model: one
+    model served under two names is two engine threads healing through one cache. Prompts ending inside
+    some 16 different pieces, each sent to both names at once (n=2, streamed and not), the cache kept
+    to 2 masks so that nearly every healing step evicts one: each choice is `charlm.generate`'s text."""
+    monkeypatch.setattr("charlm.pieces.HEALING_MASKS", 2)
+    vocab, healed = healing_model.vocab, {}
+    for line in ("go to the sea, then the other thing; that is this.", "国破山河在，城春草木深。"):
+        for end in range(2, len(line) + 1):  # the first prompt that heals each piece
+            healed.setdefault(healed_seed(vocab, vocab.encode(line[:end])), line[:end])
+    healed.pop("", None)
+    prompts = list(healed.values())
+    assert len(prompts) >= 15
+    options = {"max_tokens": 8, "n": 2, "temperature": 1.0}
+    wanted = [
+        [
+            text[len(prompt) :]
+            for text in generate(healing_model, prompt, length=8, num_samples=2, random_seed=seed, temperature=1.0)
+        ]
+        for seed, prompt in enumerate(prompts)
+    ]
+
+    async def together(url: str) -> list:
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+
+        async def texts(model: str, seed: int, stream: bool) -> list[str]:
+            reply = await client.completions.create(
+                model=model, prompt=prompts[seed], seed=seed, stream=stream, **options
+            )
+            made = collections.defaultdict(str)
+            for chunk in [c async for c in reply] if stream else [reply]:
+                for choice in chunk.choices:
+                    made[choice.index] += choice.text
+            return [made[0], made[1]]
+
+        try:
+            calls = [
+                texts(model, seed, (seed + i) % 2 == 0) for seed in range(len(prompts)) for i, model in enumerate("ab")
+            ]
+            return await asyncio.wait_for(asyncio.gather(*calls), 60)
+        finally:
+            await client.close()
+
+    with running(
+        create_app({"a": lambda: healing_model, "b": lambda: healing_model}, ServeConfig(max_streams=256))
+    ) as url:
+        wait_healthy(url)
+        made = asyncio.run(together(url))
+    assert made == [texts for texts in wanted for _ in "ab"]
 
 
 def test_a_healed_prompt_with_a_template_a_stop_or_a_piece_inside_it_is_as_generate(healing_model):
