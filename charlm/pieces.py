@@ -23,9 +23,10 @@ from __future__ import annotations
 import base64
 import bisect
 import codecs
+import contextlib
 import io
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
@@ -268,7 +269,7 @@ class TextIndex:
         self.ids_of: dict[str, list[int]] = {}
         for t, i in whole:
             self.ids_of.setdefault(t, []).append(i)
-        self.masks: dict[str, torch.Tensor] = {}  # `healing`'s, by rest, the latest used last
+        self.masks: OrderedDict[str, torch.Tensor] = OrderedDict()  # `healing`'s, by rest, the latest used last
 
     def extending(self, text: str) -> tuple[int, int]:
         """The span of `sorted_ids` whose texts begin with `text` (a non-empty text)."""
@@ -284,13 +285,20 @@ class TextIndex:
     def healing(self, rest: str) -> torch.Tensor:
         """`healing_mask(rest)`, the same tensor each time (read only) while it is among the latest
         HEALING_MASKS used: every sample of a seed heals through the same rests, and the sampler copies a
-        mask it has seen to the device once (`decoding.on_device`), not once a row a step."""
-        mask = self.masks.pop(rest, None)
+        mask it has seen to the device once (`decoding.on_device`), not once a row a step.
+
+        Threads that sample from one vocabulary at once (charlm.generate in threads, a server's engines
+        on one model) share the masks: each change is one call on the OrderedDict, so that no thread
+        changes it between another's look and change (two evicting the one oldest mask)."""
+        mask = self.masks.get(rest)
         if mask is None:
-            mask = self.healing_mask(rest)
-            if len(self.masks) >= HEALING_MASKS:
-                del self.masks[next(iter(self.masks))]
-        self.masks[rest] = mask
+            mask = self.masks.setdefault(rest, self.healing_mask(rest))  # another thread's, where it came first
+        else:
+            with contextlib.suppress(KeyError):  # evicted by another thread since the look: made again when next asked
+                self.masks.move_to_end(rest)
+        while len(self.masks) > HEALING_MASKS:
+            with contextlib.suppress(KeyError):  # emptied by other threads meanwhile
+                self.masks.popitem(last=False)
         return mask
 
     def healing_mask(self, rest: str) -> torch.Tensor:

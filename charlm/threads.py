@@ -61,6 +61,7 @@ class Governor:
         threads: int | None = None,
     ):
         self.most, self.set_threads = most, set_threads
+        self.thread = threading.get_ident()  # whose count it sets: torch keeps one per thread
         self.threads = threads or most
         self.set_threads(self.threads)
         self.windows: dict[str, list[float]] = {}  # per kind of work, the window being measured: seconds, units
@@ -184,10 +185,10 @@ def for_python_caller(device: torch.device) -> Iterator[None]:
     busy machine; a count of 1 is kept as it is. The governor lives on between calls, so a notebook's
     calls, each shorter than a window, add up to windows, and the next call starts at the count it
     settled on; a count the caller changed in between starts a new one. A process a command governs
-    or pins (`configure`: `charlm train`'s closing sample) keeps its rule; a GPU's work does not run
-    on these threads."""
+    or pins (`configure`: `charlm train`'s closing sample) keeps its rule in the thread that runs the
+    command (`command_governor`); a GPU's work does not run on these threads."""
     found = torch.get_num_threads()
-    governed = _governor is not None or _pinned is not None or getattr(_callers, "active", None) is not None
+    governed = command_governor() is not None or _pinned is not None or getattr(_callers, "active", None) is not None
     if device.type != "cpu" or found == 1 or governed:
         yield
         return
@@ -254,18 +255,25 @@ def pin_this_thread(count: int) -> None:
     torch.set_num_threads(count)
 
 
+def command_governor() -> Governor | None:
+    """The governor `configure` started, to the thread that started it (the command's, charlm.train's);
+    None to any other. It sets the count of the thread that reports to it, and torch keeps a count per
+    thread: a notebook's thread sampling while charlm.train runs in another would have its own count
+    set by the training's comparisons, and its steps' speeds taken for the training's."""
+    return _governor if _governor is not None and _governor.thread == threading.get_ident() else None
+
+
 def calibrate(measure: Callable[[], float]) -> list[float]:
     """Settle the thread count now, when the work about to be timed needs the right one (see Governor);
     returns the speeds `measure` gave at the count kept (none where nothing adapts: a pinned count, a GPU)."""
-    if _governor is None:
-        return []
-    return _governor.calibrate(measure)
+    governor = command_governor()
+    return [] if governor is None else governor.calibrate(measure)
 
 
 def record(seconds: float, units: float, work: str = "train") -> None:
     """Report work done (of kind `work`: train, or score or sample with their rows), so the thread count
     can follow the CPU this process gets: to the governor of a Python caller's call while it runs
-    (`for_python_caller`), else to the one `configure` started."""
-    governor = getattr(_callers, "active", None) or _governor
+    (`for_python_caller`), else to the one `configure` started in this thread (`command_governor`)."""
+    governor = getattr(_callers, "active", None) or command_governor()
     if governor is not None:
         governor.record(seconds, units, work)

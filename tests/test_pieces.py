@@ -3,7 +3,10 @@
 import math
 import random
 import re
+import sys
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -256,3 +259,37 @@ def test_healing_reads_the_vocabularys_texts_once_not_per_row_or_step(monkeypatc
             healing.advance(wanted.index(True) if row % 2 else len(texts) - 1 - wanted[::-1].index(True))
     assert sum(read.values()) <= len(vocab) + 3  # each text once, and each seed's last piece
     assert vocab.text_index() is vocab.text_index()
+
+
+def test_threads_healing_at_once_share_the_vocabularys_masks_and_each_gets_its_own(monkeypatch):
+    """A vocabulary keeps its latest healing masks (`TextIndex.healing`) for every thread that samples from
+    it: charlm.generate in threads, a server's engines on one model. Its look then change (the oldest found,
+    then deleted) let two threads evict the same mask: a KeyError or 'dictionary changed size during
+    iteration' out of a sample, and a cache past its bound. 8 threads healing through some 150 rests at
+    once, the cache kept to 4, each get the right mask, and the cache stays within its bound."""
+    monkeypatch.setattr("charlm.pieces.HEALING_MASKS", 4)  # nearly every call evicts one: many more turns to take
+    text = "go to the sea, then the other thing; that is this.\n春望\n杜甫\n国破山河在，城春草木深。\n" * 40
+    index = PieceVocab(train_model([text], "bpe", 320), normalize="none").text_index()
+    pieces = sorted({t for t in index.texts if isinstance(t, str) and t})
+    rests = sorted({piece[start:] for piece in pieces for start in range(len(piece)) if piece[start:].isprintable()})
+    wanted = {rest: index.healing_mask(rest) for rest in rests}
+    start = threading.Barrier(8)
+
+    def heal(seed: int) -> list[str]:
+        draw, wrong = random.Random(seed), []
+        start.wait(5)
+        for _ in range(3000):
+            rest = draw.choice(rests)
+            if not torch.equal(index.healing(rest), wanted[rest]):
+                wrong.append(rest)
+        return wrong
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads take turns between any two steps of a call, as on a busy machine
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            wrong = list(pool.map(heal, range(8)))
+    finally:
+        sys.setswitchinterval(switch)
+    assert len(rests) > 100 and wrong == [[]] * 8
+    assert len(index.masks) <= 4

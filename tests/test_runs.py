@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, runs, sizing, train_state
+from charlm import api, files, runs, sizing, tokens, train_state
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -27,6 +27,7 @@ from .conftest import (
     file_size_limit,
     latest,
     run_cli,
+    start_charlm,
     start_training,
     wait_for,
 )
@@ -651,3 +652,79 @@ def test_a_run_that_stops_while_the_runs_are_listed_is_no_error(tmp_path, monkey
     monkeypatch.setattr(runs, "training_now", lambda run_dir: 4242)  # found training, its .lock gone since
     assert runs.training_folders(tmp_path) == [tmp_path / "just-stopped"]
     assert runs.last_written(tmp_path / "just-stopped") is None
+
+
+# A process writing run.json over and over, in turns the run's record of its corpus at the old path and at
+# the new: as a resume on a moved corpus writes it while other processes read it.
+REWRITER = """
+import sys
+from charlm import runs
+folder, writes = sys.argv[1], int(sys.argv[2])
+for i in range(writes):
+    runs.write_run_info(folder, {"corpus": "fox", "digest": "d", "sources": [sys.argv[3 + i % 2]], "pad": "x" * 4000})
+"""
+
+
+def test_run_json_read_while_another_process_rewrites_it_is_always_whole(tmp_path):
+    """`charlm eval`, `charlm runs`, a resume read run.json while a resume records its corpus's new path
+    there: each read is a whole run.json, the old or the new (written aside and renamed into place),
+    never a torn or empty one, which would read as a run with no record (its corpus, reasons, size)."""
+    folder, old, new = tmp_path / "run", tmp_path / "old.txt", tmp_path / "new.txt"
+    folder.mkdir()
+    new.write_text("the text at its new path\n", encoding="utf-8")
+    runs.write_run_info(folder, {"corpus": "fox", "digest": "d", "sources": [str(old)], "pad": "x" * 4000})
+    writer = subprocess.Popen([sys.executable, "-c", REWRITER, str(folder), "300", str(new), str(old)])
+    seen, wheres = set(), set()
+    try:
+        while writer.poll() is None:
+            info = runs.read_run_info(folder)
+            assert info is not None and info["pad"] == "x" * 4000, info  # whole, or it would not parse
+            seen.add(info["sources"][0])
+            record = {"sources": [str(old)], "digest": "d"}  # a checkpoint's, naming the old path: gone
+            try:
+                wheres.add(tuple(tokens.run_sources(record, folder)))
+            except CharLMError as e:  # run.json's old record: the old path is gone, said in one line
+                assert str(e).startswith(f"{old}: no such file or folder, where {folder} read its corpus"), e
+    finally:
+        writer.kill()
+        writer.wait()
+    assert writer.returncode == 0
+    assert seen == {str(old), str(new)} and wheres == {(str(new),)}  # both read while the other wrote
+
+
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
+def test_two_resumes_on_a_moved_corpus_at_once_one_trains_while_eval_and_runs_read_the_run(fox_file, tiny, tmp_path):
+    """Two `charlm train NEW --resume RUN` at once on a corpus that moved: one takes the run, the other is
+    refused in one line naming it; meanwhile `charlm eval RUN` scores the held-out text (read at its new
+    path once the resume has recorded it, refused in one line saying how to go on until then) and
+    `charlm runs` lists the run."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    scored = cli("eval", "run", "--quiet").output
+    moved = tmp_path / "moved" / "fox.txt"
+    moved.parent.mkdir()
+    fox_file.rename(moved)
+    resume = ("train", str(moved), "--resume", "run", "--max-steps", "100000", "--quiet")
+    processes = [start_charlm(*resume), start_charlm(*resume)]
+    deadline, evaluated = time.monotonic() + 120, []
+    try:
+        while not evaluated or all(process.poll() is None for process in processes):
+            assert time.monotonic() < deadline, "neither resume was refused, or eval never read the new path"
+            result = cli("eval", "run", "--quiet")
+            if result.exit_code == 0:
+                evaluated.append(result.output)
+            else:
+                assert_one_line_error(result, f"{fox_file}: no such file or folder", "resume on it at its new path")
+            listed = cli("runs")
+            assert listed.exit_code == 0 and "run" in listed.output, listed.output
+        refused = next(process for process in processes if process.poll() is not None)
+        trained = next(process for process in processes if process is not refused)
+        assert trained.poll() is None  # still training
+        out, err = refused.communicate(timeout=10)
+        error = subprocess.CompletedProcess([], refused.returncode, out, err)
+        assert_one_line_error(error, f"checkpoints/run is in use by process {trained.pid} (another charlm train)")
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    assert set(evaluated) == {scored}  # the same held-out text, read where the resume recorded it
+    assert runs.read_run_info(Path("checkpoints/run"))["sources"] == [str(moved)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import inspect
 import itertools
@@ -34,7 +35,7 @@ from charlm.decoding import RowSampler
 from charlm.device import to_host
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
-from charlm.generation import StopRule
+from charlm.generation import Batch, StopRule, healed_seed
 from charlm.lstm_step import RowStepper, padded_rows
 from charlm.sampler import generate
 from charlm.serve import listening_socket
@@ -1805,6 +1806,137 @@ def test_a_steps_log_probabilities_come_to_the_host_in_one_read(tiny_model, monk
             )
 
 
+def logprobs_of(chunks: list) -> tuple[str, list | None]:
+    """A streamed choice's text and its tokens' (text, logprob, alternatives), chunks joined."""
+    text, tokens = "", []
+    for chunk in chunks:
+        for choice in chunk.choices:
+            text += choice.text
+            if choice.logprobs is None:
+                tokens = None
+                continue
+            parts = choice.logprobs
+            tokens += list(zip(parts.tokens, parts.token_logprobs, parts.top_logprobs))
+    return text, tokens
+
+
+def test_streams_with_and_without_logprobs_at_once_each_get_what_they_get_alone(server, monkeypatch):
+    """The engine reads the ids and the logprobs of the rows that ask for them in one read a step
+    (`Batch.step(also=...)`, rows picked by `Engine.rows_at`): 12 streams at once, a third without
+    logprobs and the others asking for 0, 2 or 5 alternatives, of lengths that make them join and leave
+    at different steps (each row moving into a freed place), each get the text and log-probabilities
+    they get alone."""
+    url, state = server
+    requests = [
+        {
+            "prompt": "the quick"[: 1 + i % 9],
+            "max_tokens": 30 + 23 * i,
+            "seed": 100 + i,
+            "temperature": 0.6 + 0.15 * (i % 5),
+            **({} if i % 3 == 0 else {"logprobs": (0, 2, 5)[i % 4 // 2 + i % 2]}),
+        }
+        for i in range(12)
+    ]
+    client = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    alone = [logprobs_of(client.completions.create(model="tiny", stream=True, **options)) for options in requests]
+    assert [tokens is None for _, tokens in alone] == [i % 3 == 0 for i in range(12)]
+
+    async def together() -> list:
+        crowd = AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+        async def one(options: dict, delay: float):
+            await asyncio.sleep(delay)
+            return logprobs_of([c async for c in await crowd.completions.create(model="tiny", stream=True, **options)])
+
+        try:
+            return await asyncio.wait_for(
+                asyncio.gather(*(one(options, 0.003 * (i % 4)) for i, options in enumerate(requests))), 60
+            )
+        finally:
+            await crowd.close()
+
+    rows = rows_per_step(monkeypatch, state.models["tiny"].engine)
+    assert asyncio.run(together()) == alone
+    assert max(rows) >= 6  # they really ran side by side
+
+
+def engine_outputs(model: CharLM, jobs: list, at_once: bool, rows: list | None = None) -> list:
+    """Each job's samples run by a started engine (its own thread), the jobs submitted from threads of
+    their own at once (joining at four different steps), or one after another, each alone: per job, per
+    sample, its text and its tokens' (text, logprob, alternatives). `rows` gets the rows of each step."""
+    import charlm.serve.engine as serve_engine
+
+    finished = threading.Semaphore(0)
+    made: dict[tuple[int, int], list] = {}
+
+    def publish(updates: list) -> None:  # in the engine's thread
+        for update in updates:
+            assert update.error is None, update.error
+            sample = made.setdefault((id(update.job), update.index), ["", []])
+            sample[0] += update.text
+            sample[1] += [(token.text, token.logprob, token.top) for token in update.tokens or []]
+            if update.finish_reason is not None:
+                finished.release()
+
+    engine, steps = serve_engine.Engine(model, 16, publish, chunk_interval=0.005), [] if rows is None else rows
+    step = engine.advance
+    engine.advance = lambda: (steps.append(engine.active), step())
+    start = threading.Barrier(len(jobs))
+
+    def submit(i: int) -> None:  # a quarter at once, each other quarter 5 steps later: they join at four steps
+        start.wait(5)
+        deadline = time.monotonic() + 10
+        while len(steps) < 5 * (i % 4):
+            assert time.monotonic() < deadline, "the engine did not step"
+            time.sleep(0.0002)
+        engine.submit(jobs[i])
+
+    engine.start()
+    try:
+        if at_once:
+            with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+                list(pool.map(submit, range(len(jobs))))
+            for _ in range(sum(len(job.seeds) for job in jobs)):
+                assert finished.acquire(timeout=30), "a row never finished"
+        else:
+            for job in jobs:
+                engine.submit(job)
+                for _ in job.seeds:
+                    assert finished.acquire(timeout=30), "a row never finished"
+    finally:
+        engine.close()
+    return [[made[id(job), index] for index in range(len(job.seeds))] for job in jobs]
+
+
+def test_rows_with_temperature_schedules_and_logprobs_joining_and_leaving_get_what_they_get_alone(tiny_model):
+    """Each row's temperature schedule is on the device, read there at the row's own step
+    (`RowSampler.scheduled`), and moves with the row when another leaves; the logprobs rows are picked
+    by an index made per set of rows (`Engine.rows_at`). Jobs submitted from 8 threads at once, with
+    schedules of different lengths (temperatures float32 holds as 0, and huge ones) or one temperature,
+    logprobs or none, 1 to 3 samples of lengths that end at different steps: every sample's text and
+    logprobs are what it gets alone."""
+    import charlm.serve.engine as serve_engine
+
+    schedules = [(0.5, 1.5), (1.0,), (0.2, 1e-46, 3.0), 0.8, (2.0, 0.7, 0.9, 1.1), 1.0, (1e-30, 1.2), (0.9, 0.4, 1e30)]
+
+    def jobs() -> list:
+        made = []
+        with torch.inference_mode():
+            for i, temperature in enumerate(schedules):
+                ids = tiny_model.vocab.encode("the quick"[: 1 + i])
+                logits, state = Batch(tiny_model, 1).prime(ids)
+                seeds = [10 * i + s for s in range(1 + i % 3)]
+                job = serve_engine.Job(ids, logits, state, SampleConfig(temperature=temperature), seeds, 20 + 17 * i)
+                job.logprobs = (None, 0, 3)[i % 3]
+                made.append(job)
+        return made
+
+    alone, rows = engine_outputs(tiny_model, jobs(), at_once=False), []
+    assert engine_outputs(tiny_model, jobs(), at_once=True, rows=rows) == alone
+    assert max(rows) >= 10 and len(set(rows)) >= 5, rows  # side by side, leaving one by one
+    assert [all(tokens for _, tokens in samples) for samples in alone] == [i % 3 > 0 for i in range(8)]
+
+
 def test_a_lone_streams_step_in_the_engine_makes_few_torch_calls(tiny_model):
     """A lone stream's step is small tensors and Python around them, so its torch calls are its cost. The
     engine's loop (`Engine.run`, driven here in this thread, where the counting mode holds) made 40 a
@@ -3315,6 +3447,59 @@ def test_a_banned_last_piece_or_a_form_is_not_healed_as_in_generate(healing_mode
         bias = {str(k): v for k, v in banned.items()}
         reply = client.completions.create(model="spm", prompt="go to th", max_tokens=12, seed=4, logit_bias=bias)
         assert reply.choices[0].text == made[len("go to th") :]
+
+
+def test_requests_healing_different_prompts_at_once_on_two_engines_of_one_vocabulary_write_generates_texts(
+    healing_model, monkeypatch
+):
+    """A vocabulary's healing masks (`TextIndex.healing`) are shared by every engine on its model: one
+    model served under two names is two engine threads healing through one cache. Prompts ending inside
+    some 16 different pieces, each sent to both names at once (n=2, streamed and not), the cache kept
+    to 2 masks so that nearly every healing step evicts one: each choice is `charlm.generate`'s text."""
+    monkeypatch.setattr("charlm.pieces.HEALING_MASKS", 2)
+    vocab, healed = healing_model.vocab, {}
+    for line in ("go to the sea, then the other thing; that is this.", "国破山河在，城春草木深。"):
+        for end in range(2, len(line) + 1):  # the first prompt that heals each piece
+            healed.setdefault(healed_seed(vocab, vocab.encode(line[:end])), line[:end])
+    healed.pop("", None)
+    prompts = list(healed.values())
+    assert len(prompts) >= 15
+    options = {"max_tokens": 8, "n": 2, "temperature": 1.0}
+    wanted = [
+        [
+            text[len(prompt) :]
+            for text in generate(healing_model, prompt, length=8, num_samples=2, random_seed=seed, temperature=1.0)
+        ]
+        for seed, prompt in enumerate(prompts)
+    ]
+
+    async def together(url: str) -> list:
+        client = AsyncOpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+
+        async def texts(model: str, seed: int, stream: bool) -> list[str]:
+            reply = await client.completions.create(
+                model=model, prompt=prompts[seed], seed=seed, stream=stream, **options
+            )
+            made = collections.defaultdict(str)
+            for chunk in [c async for c in reply] if stream else [reply]:
+                for choice in chunk.choices:
+                    made[choice.index] += choice.text
+            return [made[0], made[1]]
+
+        try:
+            calls = [
+                texts(model, seed, (seed + i) % 2 == 0) for seed in range(len(prompts)) for i, model in enumerate("ab")
+            ]
+            return await asyncio.wait_for(asyncio.gather(*calls), 60)
+        finally:
+            await client.close()
+
+    with running(
+        create_app({"a": lambda: healing_model, "b": lambda: healing_model}, ServeConfig(max_streams=256))
+    ) as url:
+        wait_healthy(url)
+        made = asyncio.run(together(url))
+    assert made == [texts for texts in wanted for _ in "ab"]
 
 
 def test_a_healed_prompt_with_a_template_a_stop_or_a_piece_inside_it_is_as_generate(healing_model):

@@ -2,8 +2,10 @@
 and follow the load both ways."""
 
 import threading
+import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -338,3 +340,95 @@ def test_calls_of_many_samples_and_of_one_in_turns_are_measured_apart(model, mac
     for call in range(200):
         charlm.generate(model, "ab", length=10, num_samples=1 if call // 7 % 2 else 8)
     assert machine.counts.count(2) > 0.8 * len(machine.counts)
+
+
+@pytest.fixture
+def quick_governors(monkeypatch) -> None:
+    """Governors that measure windows of 10 ms and compare counts every few windows, on 2 cores: a test
+    of a few seconds holds dozens of their comparisons (each sets a thread count)."""
+    monkeypatch.setattr(threads, "WINDOW_SECONDS", 0.01)
+    monkeypatch.setattr(threads, "EXPLORE_AFTER", (0.01, 0.04))
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(threads, "_governor", None)
+    monkeypatch.setattr(threads, "_pinned", None)
+
+
+def on_one_thread(call):
+    """What `call()` returns, run alone on a new thread whose torch count is 1: a seeded text as exact
+    as any load leaves it."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: (threads.pin_this_thread(1), call())[1]).result()
+
+
+def sample_until(done: threading.Event, model, count: int, seeds: range, deadline: float) -> list:
+    """Seeded samples drawn over and over on a thread whose count is `count` until `done` (at least one
+    round): each round's texts and the thread's count after each call."""
+    threads.pin_this_thread(count)
+    rounds = []
+    while not rounds or (not done.is_set() and time.monotonic() < deadline):
+        texts = []
+        for seed in seeds:
+            texts.append(charlm.generate(model, "ab", length=30, random_seed=seed))
+            texts.append(torch.get_num_threads())
+        rounds.append(texts)
+    return rounds
+
+
+def test_threads_sampling_while_another_trains_keep_their_own_counts_and_texts(model, fox_file, tiny, quick_governors):
+    """charlm.train's governor took every thread's samples as its own: a thread sampling while another
+    trained fed the training's windows, and the comparisons they started set the count of the sampling
+    thread (a caller's pinned 1 became 2, its 2 became 1, and stayed after the call), while the training
+    governor believed it had set its own. Each thread's samples now run under its own rule."""
+    seeds = range(4)
+    alone = on_one_thread(lambda: [charlm.generate(model, "ab", length=30, random_seed=seed) for seed in seeds])
+    done, deadline = threading.Event(), time.monotonic() + 20
+    with ThreadPoolExecutor(2) as pool:
+        samplers = [pool.submit(sample_until, done, model, count, seeds, deadline) for count in (1, 2)]
+        try:
+            charlm.train(fox_file, **{**tiny, "max_steps": 40})
+        finally:
+            done.set()
+        rounds = [sampler.result() for sampler in samplers]
+    for count, drawn in zip((1, 2), rounds):
+        for texts in drawn:
+            assert texts[1::2] == [count] * len(seeds), (count, texts[1::2])
+            assert texts[0::2] == alone
+
+
+def test_python_threads_sampling_at_once_keep_their_own_counts_and_texts(model, quick_governors):
+    """Each Python thread's calls run under a governor of its own (`for_python_caller`): threads
+    generating at once, and a stream read in one thread while another generates, each end every call
+    on the count it had (1 or 2) and write what a lone call writes."""
+    seeds = range(6)
+    alone = on_one_thread(lambda: [charlm.generate(model, "ab", length=30, random_seed=seed) for seed in seeds])
+    streamed = on_one_thread(lambda: "".join(charlm.stream(model, "ab", length=200, random_seed=9)))
+    start = threading.Barrier(5)
+
+    def generating(count: int) -> list:
+        threads.pin_this_thread(count)
+        start.wait(5)
+        drawn = []
+        for _ in range(3):
+            for seed in seeds:
+                drawn += [charlm.generate(model, "ab", length=30, random_seed=seed), torch.get_num_threads()]
+        return drawn
+
+    def streaming(count: int) -> list:
+        threads.pin_this_thread(count)
+        start.wait(5)
+        pieces, counts = [], set()
+        for piece in charlm.stream(model, "ab", length=200, random_seed=9):
+            pieces.append(piece)
+            counts.add(torch.get_num_threads())  # the caller's code between pieces: on its own count
+        return ["".join(pieces), counts]
+
+    with ThreadPoolExecutor(5) as pool:
+        generators = [pool.submit(generating, count) for count in (1, 2, 2)]
+        streams = [pool.submit(streaming, count) for count in (1, 2)]
+        for count, future in zip((1, 2, 2), generators):
+            drawn = future.result(timeout=30)
+            assert drawn[1::2] == [count] * 3 * len(seeds)
+            assert drawn[0::2] == alone * 3
+        for count, future in zip((1, 2), streams):
+            assert future.result(timeout=30) == [streamed, {count}]
