@@ -128,14 +128,22 @@ def corpus_list() -> None:
 
 @corpus.command("get")
 @click.argument("name", shell_complete=completion.corpus_names)
-@click.option("--quiet", is_flag=True, help="no download bar, no note while another process fetches NAME")
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="no download bar, no note while another process fetches NAME, no line saying how NAME got here: only the path",
+)
 def corpus_get(name: str, quiet: bool) -> None:
-    """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
+    """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME unless it is here already;
+    print its path, and on stderr whether it was fetched (from where) or here already."""
     if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
         raise CharLMError(
             f"{SHOWN.repr(name)} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"
         )
-    click.echo(catalog.get(name, quiet))
+    path, how = catalog.fetch(name, quiet)
+    if not quiet:  # stdout stays the path alone: `$(charlm corpus get NAME)` reads it
+        click.echo(how, err=True)
+    click.echo(path)
 
 
 @corpus.command("prepare")
