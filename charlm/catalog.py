@@ -104,19 +104,30 @@ def entry(name: str) -> Entry:
 
 def get(name: str, quiet: bool = False) -> Path:
     """The plain-text file of catalog corpus `name`, fetched and verified if it is not here yet."""
+    return fetch(name, quiet)[0]
+
+
+def fetch(name: str, quiet: bool = False) -> tuple[Path, str]:
+    """`get`, and a line saying how it came to be here, for `charlm corpus get`, whose standard output
+    is the path alone (a script reads it): fetched from where and verified how, or here already."""
     item = entry(name)
     text = DOWNLOADS / item.text_name
+    here = f"{name}: already in {DOWNLOADS}{os.sep}, verified when it was fetched"
     if text.is_file():
-        return text
+        return text, here
     with _fetching(item, quiet):
         if text.is_file():  # another process fetched it while this one waited
-            return text
+            return text, here
         download = DOWNLOADS / item.filename
-        if not (download.is_file() and _matches(download, item)):
-            _fetch(item, download, quiet)
+        verified = "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
+        if download.is_file() and _matches(download, item):
+            how = f"{download} already here, {verified}"
+        else:
+            how = f"fetched from {_fetch(item, download, quiet)}, {verified}"
         if item.member:
             _extract(download, item.member, text)
-    return text
+            how = f"extracted {item.member} from {how}"
+    return text, f"{name}: {how}"
 
 
 @contextlib.contextmanager
@@ -157,7 +168,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(item: Entry, target: Path, quiet: bool) -> None:
+def _fetch(item: Entry, target: Path, quiet: bool) -> str:
+    """Fetches `item` into `target`, verified, from the mirror if one is set; returns where from."""
     mirror = os.environ.get(MIRROR_VARIABLE, "").strip()
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
@@ -180,6 +192,7 @@ def _fetch(item: Entry, target: Path, quiet: bool) -> None:
             f"expected {item.sha256[:12] or 'unpinned'}...); deleted it, nothing was cached"
         )
     part.replace(target)
+    return where
 
 
 def _download(url: str, part: Path, size: int, quiet: bool) -> None:

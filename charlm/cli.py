@@ -21,6 +21,7 @@ from .commands import completion
 from .commands.options import F, device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
+from .commands.usage import OneLineUsageError, said_in_one_line
 from .config import CORPUS_OPTIONS, Config
 from .errors import CharLMError, SaidElsewhere
 from .fields import SHOWN, on_command_line
@@ -34,13 +35,22 @@ if TYPE_CHECKING:
 
 
 class Group(click.Group):
-    """Every CharLMError becomes one line on stderr and exit status 1; `| head` closing the pipe is quiet.
-    Under torchrun one process says it (see distributed.py): a bad option, which every rank reads alike,
-    rank 0."""
+    """Every CharLMError becomes one line on stderr and exit status 1, every usage error one line and
+    status 2 (commands/usage.py); `| head` closing the pipe is quiet. Under torchrun one process says
+    it (see distributed.py): a bad option, which every rank reads alike, rank 0."""
+
+    group_class = type  # `charlm corpus` is one too: its commands' usage errors are one line
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with said_in_one_line(ctx):  # the group's own: `charlm --frob`
+            return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> object:
+        if ctx.parent is not None:  # `charlm corpus`: the root says its errors, once the usage is worded
+            with said_in_one_line(ctx):
+                return super().invoke(ctx)
         try:
-            with on_command_line():  # messages name options as the flags this user typed
+            with on_command_line(), said_in_one_line(ctx):  # messages name options as the flags this user typed
                 return super().invoke(ctx)
         except SaidElsewhere:
             from .launcher import leave_quietly
@@ -85,7 +95,7 @@ def help_command(ctx: click.Context, names: tuple[str, ...]) -> None:
     for given, name in enumerate(names):
         if not isinstance(command, click.Group):
             shown = " ".join(names[:given])
-            raise click.UsageError(f"`{shown}` has no commands: `charlm help {shown}` shows its help")
+            raise OneLineUsageError(f"{shown} has no commands; {ctx.command_path} {shown} shows its help")
         _, command, _ = command.resolve_command(context, [name])  # a mistyped name: "Did you mean ...?"
         context = click.Context(command, info_name=name, parent=context)
     click.echo(command.get_help(context))
@@ -118,14 +128,22 @@ def corpus_list() -> None:
 
 @corpus.command("get")
 @click.argument("name", shell_complete=completion.corpus_names)
-@click.option("--quiet", is_flag=True, help="no download bar, no note while another process fetches NAME")
+@click.option(
+    "--quiet",
+    is_flag=True,
+    help="no download bar, no note while another process fetches NAME, no line saying how NAME got here: only the path",
+)
 def corpus_get(name: str, quiet: bool) -> None:
-    """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME; print its path."""
+    """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME unless it is here already;
+    print its path, and on stderr whether it was fetched (from where) or here already."""
     if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
         raise CharLMError(
             f"{SHOWN.repr(name)} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"
         )
-    click.echo(catalog.get(name, quiet))
+    path, how = catalog.fetch(name, quiet)
+    if not quiet:  # stdout stays the path alone: `$(charlm corpus get NAME)` reads it
+        click.echo(how, err=True)
+    click.echo(path)
 
 
 @corpus.command("prepare")

@@ -53,17 +53,16 @@ NOT_8BIT_TEXT = frozenset([*range(0x09), *range(0x0E, 0x1A), *range(0x1C, 0x20),
 
 
 def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
-    """What a run on `sources` is named after: its first file's stem or folder's name. A folder named by
-    dots (`.`, `..`) is named as the folder they lead to: `..` as a run name would hide the run from
-    `ls checkpoints` and, given back to a command, mean the parent folder."""
+    """What a run on `sources` is named after: its first file's stem or folder's name, without leading
+    dots, which would hide the run from `ls checkpoints` (`.notes.txt` names runs `notes-...`). A folder
+    named by dots (`.`, `..`) is named as the folder they lead to: `..` as a run name would also mean the
+    parent folder, given back to a command."""
     if not sources:
         return DEFAULT_CORPUS
     first = Path(sources[0])
-    if first.suffix:
-        return first.stem
     if first.name in ("", ".."):
         first = first.resolve()
-    return first.name or "corpus"
+    return (first.stem if first.suffix else first.name).lstrip(".") or "corpus"
 
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:

@@ -70,7 +70,7 @@ def batch_from_ids(
 ) -> Batch:
     """`primed_batch` from the ids of a text its caller encoded, checked and placed in the form itself (co-writing):
     `form` and `bias` as `compiled` gave them, `start` where its poem leaves off (`Constrained.begun`)."""
-    never = model.vocab.unknown(stops[0]) if stops and model.vocab.one_char_per_id else []
+    never = model.vocab.unseen_in(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = ", ".join(map(model.vocab.name_unseen, never))
         warnings.warn(

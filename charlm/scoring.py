@@ -293,7 +293,7 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
     count = 0
     for text in texts:
         text = vocab.normalized(text)  # the same string, not a copy, where it was read normalized (eval's files)
-        if found := vocab.unknown(text, start=1):
+        if found := vocab.unseen_in(text, start=1):
             missing.update(dict.fromkeys(found))
             count += vocab.count_unknown(text, start=1)
     if not missing:
@@ -455,7 +455,7 @@ def next_probs(model: CharLM, prefix: str, top: int | None = None) -> list[tuple
     warning that names it, where a seed refuses it."""
     ids = model.vocab.encode(prefix or model.vocab.start_text(), what="prefix", unseen=True)
     if (ids == UNSEEN).any():
-        shown = " ".join(model.vocab.name_unseen(c) for c in model.vocab.unknown(model.vocab.normalized(prefix)))
+        shown = " ".join(model.vocab.name_unseen(c) for c in model.vocab.unseen_in(model.vocab.normalized(prefix)))
         warnings.warn(
             f"prefix: {shown} never seen by the model, read as a character it knows nothing about",
             stacklevel=callers_stacklevel(),

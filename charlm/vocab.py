@@ -30,7 +30,7 @@ from .pieces import PieceVocab, TextIndex
 UNSEEN = -1
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
 MAX_CODE_POINT = 0x110000
-UNKNOWN_SLICE = 1 << 20  # characters `Vocab.unknown` looks up at a time
+UNKNOWN_SLICE = 1 << 20  # characters `Vocab.unseen_in` looks up at a time
 # ASCII punctuation and the form Chinese text writes it in, where the two are not full- and half-width
 # forms of one character (those, like ':' and '：', Unicode pairs itself: see `other_forms`).
 CJK_PUNCTUATION = {".": "。", ",": "、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
@@ -204,7 +204,7 @@ class Vocab:
         """A character is its own name."""
         return self.chars[token]
 
-    def unknown(self, text: str, start: int = 0) -> list[str]:
+    def unseen_in(self, text: str, start: int = 0) -> list[str]:
         """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance.
         Vectorized (`encode_array`'s table): a Python loop over a file's characters costs `charlm eval` as
         much as scoring it with a small model. A `UNKNOWN_SLICE` of characters at a time: a whole file's
@@ -217,7 +217,7 @@ class Vocab:
 
     def count_unknown(self, text: str, start: int = 0) -> int:
         """How many characters of `text` (from index `start`) are outside the vocabulary, every occurrence
-        counted: vectorized, a `UNKNOWN_SLICE` at a time, as `unknown`."""
+        counted: vectorized, a `UNKNOWN_SLICE` at a time, as `unseen_in`."""
         count = 0
         for at in range(start, len(text), UNKNOWN_SLICE):
             codes = code_points(text[at : at + UNKNOWN_SLICE])
@@ -232,7 +232,7 @@ class Vocab:
         return outside
 
     def outside(self, codes: np.ndarray, ids: np.ndarray) -> list[str]:
-        """`unknown` of a text's code points and their ids (`id_table`'s), for `encode`, which has both."""
+        """`unseen_in` of a text's code points and their ids (`id_table`'s), for `encode`, which has both."""
         outside = self.outside_mask(codes, ids)
         found, first = np.unique(codes[outside], return_index=True)
         return [chr(code) for code in found[np.argsort(first)]]

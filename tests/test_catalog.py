@@ -100,6 +100,12 @@ def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch
     monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
     assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 100
+    (catalog.DOWNLOADS / "tiny.txt").unlink()  # the text: extracted again from the download kept beside it
+    download = catalog.DOWNLOADS / "tiny.zip"
+    assert (
+        catalog.fetch("tiny", quiet=True)[1]
+        == f"tiny: extracted tiny from {download} already here, its size and sha256 verified"
+    )
 
 
 def test_corpus_get_draws_its_download_bar_unless_quiet(server, monkeypatch):
@@ -115,6 +121,28 @@ def test_corpus_get_draws_its_download_bar_unless_quiet(server, monkeypatch):
         result = CliRunner().invoke(main, ["corpus", "get", "tiny", *quiet])
         assert result.exit_code == 0 and result.stdout == f"{catalog.DOWNLOADS / 'tiny.txt'}\n", result.output
         assert ("tiny.txt: 100%|" in result.stderr) is drawn, result.stderr
+
+
+def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_here(tmp_path, monkeypatch):
+    """`charlm corpus get NAME` printed its path and nothing else: a copy from the mirror folder draws no
+    bar, so a user could not tell a fetch (from where, verified how) from a corpus already here. Now
+    one line on stderr says which; stdout stays the path alone, for `$(charlm corpus get NAME)`."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "tiny.txt").write_text("a small corpus\n" * 100)
+    data = (mirror / "tiny.txt").read_bytes()
+    entry = catalog.Entry("tiny", "unused", "tiny.txt", len(data), hashlib.sha256(data).hexdigest(), "-", "-")
+    monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
+    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(mirror))
+    path = f"{catalog.DOWNLOADS / 'tiny.txt'}\n"
+    said = [
+        f"tiny: fetched from {mirror / 'tiny.txt'}, its size and sha256 verified\n",
+        f"tiny: already in {catalog.DOWNLOADS}/, verified when it was fetched\n",
+        "",  # --quiet
+    ]
+    for words, expected in zip([[], [], ["--quiet"]], said):
+        result = CliRunner().invoke(main, ["corpus", "get", "tiny", *words])
+        assert (result.exit_code, result.stdout, result.stderr) == (0, path, expected), result.output
 
 
 def test_a_copy_from_the_mirror_to_a_full_disk_says_what_to_do_and_leaves_no_part(monkeypatch):

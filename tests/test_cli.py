@@ -1342,7 +1342,7 @@ def test_help_version_usage_errors_and_tab_completion_load_no_torch(tmp_path):
     )
     report = json.loads(done.stderr.splitlines()[-1])
     assert "Usage: charlm sample" in done.stdout and "plain,novel" in done.stdout and "plain,七绝" in done.stdout
-    assert "No such option '--bogus'" in done.stderr and "No such command 'sampel'" in done.stderr
+    assert "no such option --bogus" in done.stderr and "no such command sampel" in done.stderr
     assert report == {"stack": None, "loaded": []}, report
 
 
@@ -1484,5 +1484,35 @@ def test_every_command_takes_h_for_help_and_charlm_help_names_one():
         short, long = cli(*words, "-h"), cli(*words, "--help")
         assert short.exit_code == 0 and short.output == long.output and "Usage:" in short.output, words
         assert cli("help", *words).output == long.output, words
-    assert "Error: No such command 'trian'. Did you mean 'train'?" in cli("help", "trian").output
-    assert "Error: `corpus get` has no commands: `charlm help corpus get`" in cli("help", "corpus", "get", "x").output
+    assert "Error: no such command trian (did you mean train?); " in cli("help", "trian").output
+    assert (
+        "Error: corpus get has no commands; main help corpus get shows its help"
+        in cli("help", "corpus", "get", "x").output
+    )
+
+
+@pytest.mark.parametrize(
+    ("words", "said"),
+    [
+        (["train", "--hiden", "3"], "no such option --hiden (did you mean --hidden?); charlm train --help lists them"),
+        (["frob"], "no such command frob; charlm --help lists them"),
+        (["--frob"], "no such option --frob; charlm --help lists them"),
+        (["corpus", "frob"], "no such command frob; charlm corpus --help lists them"),
+        (["corpus", "get"], "missing argument NAME; charlm corpus get --help says what to give"),
+        (["serve", "--port", "x"], "--port: 'x' is not a valid integer; charlm serve --help says what it takes"),
+        (["train", "--head", "foo"], "--head: 'foo' is not one of "),  # click's wording of the choices
+        (["sample", "--length"], "option '--length' requires an argument; charlm sample --help says what to type"),
+        (["corpus", "get", "--quiet=3", "x"], "'--quiet' does not take a value; charlm corpus get --help says"),
+        (["help", "corpus", "get", "x"], "corpus get has no commands; charlm help corpus get shows its help"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_what_to_type_and_its_help(words, said):
+    """click's usage errors were four lines (`charlm train --hiden 3`: its usage, "Try 'charlm train
+    --help' for help.", a blank line, then "Error: No such option '--hiden'. (Did you mean one of:
+    '--head', '--help', '--hidden'?)"), where every other error is one line. Now one line names the
+    option or command as typed, the closest known one, and the --help of the command it was typed to;
+    the status is still click's 2."""
+    result = CliRunner().invoke(cli_module.main, words, prog_name="charlm")
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr
+    assert said in result.stderr, result.stderr

@@ -418,6 +418,16 @@ def test_a_line_reads_alike_from_a_file_and_from_a_string(tmp_path, monkeypatch,
     assert normalized(read_seed_file(tmp_path / "crlf.txt"), "nfc") == normalized(read, "nfc") == read
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"), [(".notes.txt", "notes"), (".drafts", "drafts"), ("...txt", "corpus"), ("a.b.txt", "a.b")]
+)
+def test_a_corpus_named_with_a_leading_dot_names_runs_ls_shows(tmp_path, given, expected):
+    """A corpus file `.notes.txt` named its runs `.notes-<date>-<time>`: hidden from `ls checkpoints`.
+    Its leading dots are left out of the name, as of a folder (`.drafts`)."""
+    assert corpus_module.corpus_name([given]) == expected
+    assert corpus_module.corpus_name([str(tmp_path / given), "more.txt"]) == expected
+
+
 @pytest.mark.parametrize("given", ["..", "../", ".", "./"])
 def test_a_folder_named_by_dots_names_its_runs_after_the_folder_itself(tmp_path, monkeypatch, given):
     """`charlm train ..` named its runs `..-<date>-<time>`: hidden from `ls checkpoints`, and `..` as a run

@@ -149,7 +149,7 @@ def test_eval_encodes_a_big_text_a_slice_at_a_time_into_int32_ids(monkeypatch):
     ids, characters = found[0]
     assert ids.dtype == torch.int32 and characters == len(text) and int(ids[-1]) == vocab.index["\n"]
     assert peak < len(text), f"{peak / len(text):.1f} bytes per character"
-    peak = traced_peak(lambda: vocab.unknown(text))  # eval's note of unseen characters reads it again
+    peak = traced_peak(lambda: vocab.unseen_in(text))  # eval's note of unseen characters reads it again
     assert peak < len(text), f"{peak / len(text):.1f} bytes per character"
 
 

@@ -103,12 +103,12 @@ def test_a_vocabulary_shows_its_kind_size_and_normalization():
 
 @pytest.mark.parametrize("unknown", [False, True])
 def test_the_characters_a_vocabulary_lacks_are_listed_once_in_order_of_first_appearance(unknown):
-    """`unknown` reads the text through the id table rather than a Python loop over its characters: the
+    """`Vocab.unseen_in` reads the text through the id table rather than a Python loop over its characters: the
     same list, with the unknown symbol written in a text known where the vocabulary has it."""
     vocab = Vocab("abc ", unknown=unknown)
     text = "a\ufffdbz c：y\U0001f600z\ufffdyq" * 3
-    assert vocab.unknown(text) == list(dict.fromkeys(c for c in text if not vocab.knows(c)))
-    assert vocab.unknown(text) == (
+    assert vocab.unseen_in(text) == list(dict.fromkeys(c for c in text if not vocab.knows(c)))
+    assert vocab.unseen_in(text) == (
         ["z", "：", "y", "\U0001f600", "q"] if unknown else ["\ufffd", "z", "：", "y", "\U0001f600", "q"]
     )
-    assert vocab.unknown("") == [] and vocab.unknown("cab") == []
+    assert vocab.unseen_in("") == [] and vocab.unseen_in("cab") == []

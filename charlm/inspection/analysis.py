@@ -307,14 +307,14 @@ def analyse(
     found = features(text)
     ngram = KneserNey(training_text, len(model.vocab), max_order, quiet)
     ngram_bits = {order: ngram.bits(text, order, context="") for order in range(1, max_order + 1)}
-    unseen = model.vocab.unknown(text) if model.vocab.unknown_id is None else []
+    unseen = model.vocab.unseen_in(text) if model.vocab.unknown_id is None else []
     scored = ~np.isnan(seen.bits)  # the n-grams are scored on the same characters as the model
     ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else np.nan for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
     notes = []
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
-        distinct = model.vocab.unknown("".join(excluded))
+        distinct = model.vocab.unseen_in("".join(excluded))
         shown = " ".join(map(repr, distinct[:20])) + (" ..." if len(distinct) > 20 else "")
         notes.append(
             f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct)} distinct, "

@@ -1,0 +1,73 @@
+"""Usage errors (a mistyped option or command, a missing argument, a value of the wrong type) as one
+line naming what was wrong and the --help that says what to type: click's own are four lines, its
+usage and a hint around the error."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import IO, Any
+
+import click
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error already worded as one line: shown as `Error: ...` alone, exit status 2, however
+    click's context is attached to it on the way out."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
+
+
+# `charlm corpus` alone prints its help this way (click 8.2 on); that is help, not an error to reword
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", OneLineUsageError)  # (before 8.2, not an error)
+
+
+@contextlib.contextmanager
+def said_in_one_line(ctx: click.Context) -> Iterator[None]:
+    """Rewords a usage error raised within as a OneLineUsageError; `ctx` is the group whose own options
+    or commands were being read, for the errors click raises without naming a command."""
+    try:
+        yield
+    except (OneLineUsageError, NO_ARGS_IS_HELP):
+        raise
+    except click.UsageError as e:
+        raise OneLineUsageError(one_line(e, ctx)) from None
+
+
+def one_line(error: click.UsageError, group: click.Context) -> str:
+    """The line that says `error`: what was wrong (the option or command named as typed, the closest
+    known one offered), then the --help of the command it was typed to."""
+    if error.ctx is not None:
+        command = error.ctx.command_path
+    else:  # click's parser names no command: the one the group was starting, if any
+        command = " ".join(filter(None, [group.command_path, group.invoked_subcommand]))
+    help_command = f"{command} --help"
+    if isinstance(error, click.NoSuchOption):
+        return f"no such option {error.option_name}{closest(error.possibilities)}; {help_command} lists them"
+    if isinstance(getattr(error, "command_name", None), str):  # click 8.4's NoSuchCommand
+        return f"no such command {error.command_name}{closest(error.possibilities)}; {help_command} lists them"
+    if isinstance(error, click.MissingParameter) and error.param is not None:
+        missing = f"{error.param.param_type_name} {parameter_name(error.param)}"
+        return f"missing {missing}; {help_command} says what to give"
+    if isinstance(error, click.BadParameter) and error.param is not None:
+        return f"{parameter_name(error.param)}: {plain(error.message)}; {help_command} says what it takes"
+    return f"{plain(error.format_message())}; {help_command} says what to type"
+
+
+def closest(possibilities: list[str] | None) -> str:
+    """` (did you mean X?)` for the known name closest to a mistyped one (difflib's best first), if any."""
+    return f" (did you mean {possibilities[0]}?)" if possibilities else ""
+
+
+def parameter_name(param: click.Parameter) -> str:
+    """An option as typed (its longest flag, `--max-chars`), an argument as its help shows it (`NAME`)."""
+    if isinstance(param, click.Option):
+        return max(param.opts, key=len)
+    return param.human_readable_name
+
+
+def plain(message: str) -> str:
+    """click's sentence as a clause of one line: lower case first, no full stop, no line breaks."""
+    message = " ".join(message.split()).rstrip(".")
+    return message[:1].lower() + message[1:]
