@@ -123,9 +123,9 @@ def size(path: Path) -> int:
 
 
 def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
-    """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a full disk cut a
-    record short, and the next export's record was glued onto it and lost with it); best effort: a
-    read-only run folder is fine."""
+    """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a record cut
+    short by a full disk would have the next export's record glued onto it, and both lost); best effort:
+    a read-only run folder is fine."""
     row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
