@@ -56,12 +56,12 @@ def export(
     elif format == "onnx":
         from .onnx import export as write_onnx
 
-        def write(saved, out):
+        def write(saved: checkpoint.Checkpoint, out: Path) -> Path:
             return write_onnx(saved.model(), out)
     else:
         from .html import export as write_html
 
-        def write(saved, out):
+        def write(saved: checkpoint.Checkpoint, out: Path) -> Path:
             return write_html(
                 saved, out, about(saved, run_dir, runs.run_name_of(path) if run_dir is None else run_dir.name), weights
             )
