@@ -165,9 +165,9 @@ async def serving(server: Server, app: FastAPI) -> AsyncIterator[None]:
 
 class StoppingServer(uvicorn.Server):
     """uvicorn's server, whose shutdown (Ctrl-C, SIGTERM) ends the requests still in flight after
-    `SHUTDOWN_GRACE`: uvicorn waited its graceful timeout for a long stream, which went on generating,
-    then cancelled it with a CancelledError traceback on stderr and the client's connection dropped
-    mid-body. Stopped engines end each request with an error event, a whole body."""
+    `SHUTDOWN_GRACE`: uvicorn alone waits its graceful timeout for a long stream, which goes on generating,
+    then cancels it with a CancelledError traceback on stderr and drops the client's connection mid-body.
+    Stopped engines end each request with an error event, a whole body."""
 
     def __init__(self, config: uvicorn.Config, server: Server) -> None:
         super().__init__(config)

@@ -303,7 +303,7 @@ def number(
     if value is None and not within:
         return default
     shown, param = (f"{within}[{json.dumps(name)}]", within) if within else (name, name)
-    finite = not isinstance(value, float) or math.isfinite(value)  # an int is (isfinite of 10**400 raised: a 500)
+    finite = not isinstance(value, float) or math.isfinite(value)  # an int is (isfinite of 10**400 raises: a 500)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite:
         raise APIError(400, f"{shown} must be a number, not {json_type(value)}", param, "invalid_type")
     if not (low < value if open_low else low <= value) or value > high:
@@ -513,7 +513,7 @@ def logit_bias_of(body: dict) -> dict[int, float] | None:
 
 def plain_bias(value: dict) -> dict[int, float] | None:
     """`logit_bias` as nearly every client writes it, checked whole at C speed (a loop over 65,536
-    entries took 80 ms): ids in plain decimal (so none twice), numbers in range. None for anything
+    entries takes 80 ms): ids in plain decimal (so none twice), numbers in range. None for anything
     else, which `logit_bias_entries` reads entry by entry to say what is wrong."""
     keys = ",".join(value)
     if keys.count(",") != len(value) - 1 or not PLAIN_IDS.fullmatch(keys):  # a key "1,2" is not two ids
