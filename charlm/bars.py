@@ -2,7 +2,7 @@
 pipe or a file.
 
 Into a file or a pipe (a log, CI, nohup) every redraw is kept, and some viewers show each as a line:
-tqdm's 10 a second made 6,000 in a 10-minute training run, and as many for a big corpus's preparation
+tqdm's 10 a second make 6,000 in a 10-minute training run, and as many for a big corpus's preparation
 or scoring. There a bar redraws every PIPE_REDRAW_SECONDS, as often as a run's metrics.jsonl gets a row.
 """
 
@@ -39,7 +39,7 @@ def progress_bar(iterable: Iterable | None = None, **options) -> tqdm:
 
 def bytes_bar(total: int, **options) -> tqdm:
     """A bar over the bytes of files read, saying "bytes" in words by its count and its rate: under it a
-    summary counts characters, and a bare `2.61M` read as 2.61M characters of a Chinese text (879,196,
+    summary counts characters, and a bare `2.61M` would read as 2.61M characters of a Chinese text (879,196,
     3 bytes each). Bytes, not characters, because their total is known before the read, so the bar
     can show how far it is and how long it has left."""
     return progress_bar(total=total, unit=" bytes", unit_scale=True, bar_format=COUNTED_FORMAT, **options)

@@ -1,9 +1,9 @@
 """Output that a console or pipe cannot encode: written as escapes, with one warning, never a traceback.
 
 Where stdout's encoding is a legacy code page (Windows with output redirected or piped: cp1252, or
-cp936 for characters outside GBK), printing a Chinese sample raised UnicodeEncodeError mid-text, after
-minutes of training. Such characters are now written as `\\uXXXX` and the first one says how to get
-the text itself.
+cp936 for characters outside GBK), printing a Chinese sample would raise UnicodeEncodeError mid-text,
+after minutes of training. Such characters are written as `\\uXXXX` instead, and the first one says
+how to get the text itself.
 """
 
 from __future__ import annotations

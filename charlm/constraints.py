@@ -66,25 +66,8 @@ class Constrained:
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
         if bans:
-            out = banned.tolist()
-            self.texts = ["" if out[i] else text for i, text in enumerate(self.texts)]
-            self.byte_ids = {byte: i for byte, i in self.byte_ids.items() if not out[i]}
-            unbanned = {c for text in self.texts for c in text}
-            if (char := unwritten(fixed, unbanned, self.byte_ids, in_bytes)) is not None:
-                shown = repr(char)
-                if char in in_bytes:  # the ban names a token, not the character
-                    token = next(
-                        i for byte, i in vocab.byte_piece_ids().items() if byte in piece_bytes(char) and out[i]
-                    )
-                    shown = f"token {token} (a byte of {char!r})"
-                raise BiasError(f" bans {shown}, but {option[char]} must write it; leave it unbanned")
-        # A fixed character no piece holds becomes its bytes, a position each (an int: the byte).
-        self.slots: list[str | int | None] = []
-        self.compiled_at = []  # each position of the template's text -> its position in `slots`
-        for slot in slots:
-            self.compiled_at.append(len(self.slots))
-            self.slots += list(piece_bytes(slot)) if slot in in_bytes else [slot]
-        self.compiled_at.append(len(self.slots))
+            self.leave_out(banned.tolist(), vocab, fixed, in_bytes, option)
+        self.slots, self.compiled_at = spelled_slots(slots, in_bytes)
         self.shape = [None if i in template.acrostic_at else slot for i, slot in enumerate(slots)]  # no acrostic
         self.text_slots = slots  # each position of the template's text: its character as read, None where free
         self.size = len(self.slots)
@@ -107,6 +90,21 @@ class Constrained:
             if bans:
                 raise BiasError(f" bans every way to write {template.name} (`_` needs {free}); ban fewer")
             raise CharLMError(f"{template.name}: the model cannot write this template (it knows no {free} for `_`)")
+
+    def leave_out(
+        self, out: list[bool], vocab: Vocabulary, fixed: list[str], in_bytes: set[str], option: dict[str, str]
+    ) -> None:
+        """Drop the ids a logit bias bans (`out`) from what the template may write, as if the model did not
+        have them; a fixed character they leave no way to write is refused, naming the option that fixed it."""
+        self.texts = ["" if out[i] else text for i, text in enumerate(self.texts)]
+        self.byte_ids = {byte: i for byte, i in self.byte_ids.items() if not out[i]}
+        unbanned = {c for text in self.texts for c in text}
+        if (char := unwritten(fixed, unbanned, self.byte_ids, in_bytes)) is not None:
+            shown = repr(char)
+            if char in in_bytes:  # the ban names a token, not the character
+                token = next(i for byte, i in vocab.byte_piece_ids().items() if byte in piece_bytes(char) and out[i])
+                shown = f"token {token} (a byte of {char!r})"
+            raise BiasError(f" bans {shown}, but {option[char]} must write it; leave it unbanned")
 
     def fit(self, text: str, position: int) -> bool:
         """Whether an id's text fits the template from `position` on."""
@@ -255,6 +253,19 @@ def unwritten(chars: list[str], written: set[str], byte_ids: dict[int, int], in_
     meant to keep it out.)"""
     missing = {c for c in in_bytes if not set(piece_bytes(c)) <= byte_ids.keys()}
     return next((c for c in chars if c in missing or (c not in in_bytes and c not in written)), None)
+
+
+def spelled_slots(slots: list[str | None], in_bytes: set[str]) -> tuple[list[str | int | None], list[int]]:
+    """The template's positions with each fixed character no piece holds (`in_bytes`) spelled as its
+    UTF-8 bytes, a position each (an int: the byte); and where each position of the template's text
+    begins among them (one more at the end: their count)."""
+    spelled: list[str | int | None] = []
+    starts = []
+    for slot in slots:
+        starts.append(len(spelled))
+        spelled += list(piece_bytes(slot)) if slot in in_bytes else [slot]
+    starts.append(len(spelled))
+    return spelled, starts
 
 
 def piece_bytes(char: str) -> bytes:

@@ -1,6 +1,6 @@
 """What torchrun tells a process (its rank, in environment variables) and what a process tells torchrun
 (its error, in a file), without torch: a usage error (`charlm sample --bogus`), said by rank 0 alone,
-answers as fast as --help (importing distributed.py for this loaded torch first, about a second)."""
+answers as fast as --help (importing distributed.py for this would load torch first, about a second)."""
 
 from __future__ import annotations
 

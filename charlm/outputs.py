@@ -51,8 +51,8 @@ def output_file(output: str | Path) -> Path:
             raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
         if path.name in RUN_RECORDS and runs.is_run_folder(path.parent):
             raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
-        # A rename over a file ignores the file's own permissions: a write-protected one was replaced
-        # silently, where `>` refuses it.
+        # A rename over a file ignores the file's own permissions: a write-protected one would be
+        # replaced silently, where `>` refuses it.
         if path.exists() and not os.access(path, os.W_OK):
             raise CharLMError(f"{named}: is write-protected; make it writable (chmod u+w), or give another file")
     except OSError as e:  # a name too long for the file system: `NAME: File name too long`, or a traceback

@@ -237,8 +237,8 @@ class Reporter:
             dynamic_ncols=True,
             mininterval=redraw_seconds(),
             # Nothing to estimate a --max-time run's steps from (a fine-tuning run, or --hidden and
-            # --dropout given: no size probe): drawn now it read `0/?`, with no time left, until the
-            # first redraw; it waits for that redraw, which measures the speed.
+            # --dropout given: no size probe): drawn at once it would read `0/?`, with no time left,
+            # until the first redraw; it waits for that redraw, which measures the speed.
             delay=0 if total else MEASURE_SECONDS,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
             steps_per_second=expected,
@@ -269,9 +269,9 @@ class Reporter:
 
     def redraw(self, now: float, measure: bool = True) -> None:
         """Refresh the bar; `measure=False` right after an evaluation leaves its pause out of the speed,
-        so that it does not show as a slump in chars/s and a jump in the time left. It used to restart
-        the measuring instead: with evaluations less than a second apart the speed was never measured
-        again, and a resumed run read 161 chars/s (and 22 minutes left) while training at 55,000."""
+        so that it does not show as a slump in chars/s and a jump in the time left. Restarting the
+        measuring instead would, with evaluations less than a second apart, never measure the speed
+        again: the bar would keep its first speed and time left however fast the run trains."""
         progress = self.progress
         if not measure:
             self.bar_time += max(now - self.step_time, 0.0)  # the measuring goes on, the pause left out

@@ -92,7 +92,7 @@ def name_bytes(name: str) -> int:
     return len(os.fsencode(name))
 
 
-def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
+def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
     """checkpoints/<corpus>-<date>-<time>, the time to the second; the 2nd, 3rd... run started in that
     second is -02, -03...: after the plain name, before the next second's, so names sort by start time."""
     stamp_part = f"-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
@@ -103,7 +103,7 @@ def run_name(corpus_name: str, stamp: float, number: int = 1) -> Path:
     return CHECKPOINT_ROOT / f"{corpus_name}{stamp_part}"
 
 
-RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # what `run_name` adds to the corpus: -<date>-<time>[-NN]
+RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # what `default_run_folder` adds to the corpus: -<date>-<time>[-NN]
 
 
 def corpus_of(name: str) -> str | None:
@@ -131,18 +131,18 @@ def corpus_of_run(run_dir: Path) -> str | None:
 
 
 def claim_run_folder(corpus_name: str) -> tuple[float, int]:
-    """Create the first free `run_name(corpus_name, now, number)` and return (now, number). os.mkdir
+    """Create the first free `default_run_folder(corpus_name, now, number)` and return (now, number). os.mkdir
     fails on an existing folder, so two runs started at once never get the same one."""
     stamp, number = time.time(), 1
     make_folder(CHECKPOINT_ROOT)
     while True:
         try:
-            run_name(corpus_name, stamp, number).mkdir()
+            default_run_folder(corpus_name, stamp, number).mkdir()
             return stamp, number
         except FileExistsError:
             number += 1
         except OSError as e:
-            raise files.cannot_write(run_name(corpus_name, stamp, number), e, "the run folder") from None
+            raise files.cannot_write(default_run_folder(corpus_name, stamp, number), e, "the run folder") from None
 
 
 def check_can_make(folder: Path) -> None:

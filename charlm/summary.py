@@ -38,7 +38,7 @@ def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:
     Left out: those the model row says (cell, layers), those of how the run was launched and
     watched (`LAUNCH_OPTIONS`; trained_on says the device and precision), and those that did
     nothing (sentencepiece's on a char vocabulary, an unset --eval-also): "quiet False" and
-    "threads None" told a reader nothing about the model."""
+    "threads None" would tell a reader nothing about the model."""
     config = saved.config.to_dict()
     unused = {"cell", "layers", *LAUNCH_OPTIONS}
     if config["tokenizer"] != "sentencepiece":
@@ -59,8 +59,8 @@ def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:
 
 def corpus_text(saved: Checkpoint) -> str:
     """The corpus's sources, or its name for the built-in one, which has none. The name is made of the
-    first source (a catalog name, a file's stem, a folder's name), so both said it twice: `charlm
-    train hongloumeng` showed "hongloumeng hongloumeng", a file "alice /home/me/alice.txt"."""
+    first source (a catalog name, a file's stem, a folder's name), so both would say it twice: `charlm
+    train hongloumeng` would show "hongloumeng hongloumeng", a file "alice /home/me/alice.txt"."""
     return " ".join(saved.corpus["sources"]) or saved.corpus["name"]
 
 

@@ -120,7 +120,7 @@ def test_a_corpus_named_in_bytes_that_are_not_utf8_exports_and_inspects(tmp_path
 
 def test_a_corpus_named_near_the_filesystem_limit_trains_under_a_run_name_that_fits(tmp_path):
     """A corpus file named near the filesystem's limit (255 bytes) gave a run folder name past it:
-    'cannot write the run folder (File name too long)'; the run's name is now cut to fit (runs.run_name)."""
+    'cannot write the run folder (File name too long)'; the run's name is now cut to fit (runs.default_run_folder)."""
     corpus_file = tmp_path / f"{'x' * 245}.txt"
     corpus_file.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
     result = cli("train", str(corpus_file), *TINY_ARGS, "--max-steps", "2")

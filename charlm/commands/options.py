@@ -43,7 +43,7 @@ def options_of(config_class: type, types: dict | None = None, only: tuple[str, .
     means "not given", so the defaults stay in the dataclass; `types` overrides a field's click type.
     A field marked `command_line=False` (fields.option) is the Python API's only."""
 
-    def decorate(command):
+    def decorate(command: F) -> F:
         hints = typing.get_type_hints(config_class)
         for f in reversed(dataclasses.fields(config_class)):
             if (only is not None and f.name not in only) or f.metadata.get("command_line") is False:

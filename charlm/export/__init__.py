@@ -56,12 +56,12 @@ def export(
     elif format == "onnx":
         from .onnx import export as write_onnx
 
-        def write(saved, out):
+        def write(saved: checkpoint.Checkpoint, out: Path) -> Path:
             return write_onnx(saved.model(), out)
     else:
         from .html import export as write_html
 
-        def write(saved, out):
+        def write(saved: checkpoint.Checkpoint, out: Path) -> Path:
             return write_html(
                 saved, out, about(saved, run_dir, runs.run_name_of(path) if run_dir is None else run_dir.name), weights
             )
@@ -123,9 +123,9 @@ def size(path: Path) -> int:
 
 
 def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
-    """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a full disk cut a
-    record short, and the next export's record was glued onto it and lost with it); best effort: a
-    read-only run folder is fine."""
+    """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a record cut
+    short by a full disk would have the next export's record glued onto it, and both lost); best effort:
+    a read-only run folder is fine."""
     row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:

@@ -442,8 +442,8 @@ def text_view(
 
 def surprise_range(bits: np.ndarray) -> tuple[float, float]:
     """The surprise colours' ends for this text: white at its least surprising character, full red at
-    its TOP_PERCENTILE (at least a bit higher). A fixed 0 to 8 bits showed a Chinese text at 9 bits
-    per character as solid red; its own range shows which of its characters were hard."""
+    its TOP_PERCENTILE (at least a bit higher). A fixed 0 to 8 bits would show a Chinese text at 9 bits
+    per character as solid red; its own range shows which of its characters are hard."""
     finite = bits[np.isfinite(bits)]
     if finite.size == 0:
         return 0.0, 1.0

@@ -101,7 +101,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 def bind_remedy(error: OSError, port: int) -> str:
     """What to do about an address the server cannot listen on: a host that is no address of this
-    machine (or no name at all) is mended by --host, not by another --port, which the message once said."""
+    machine (or no name at all) is mended by --host; another --port would fail the same way."""
     if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
         return f"give {said('host')} an address of this machine: 127.0.0.1, or 0.0.0.0 for every network"
     if error.errno == errno.EACCES and 0 < port < 1024:

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import forms
 from ..errors import CharLMError
@@ -94,7 +94,7 @@ class EveryAnswer:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
 
-        async def answering(message):
+        async def answering(message: Message) -> None:
             if message["type"] == "http.response.start":
                 self.metrics.request(endpoint(scope["path"]), message["status"])
                 request_id = f"req_{uuid.uuid4().hex}".encode()
@@ -165,9 +165,9 @@ async def serving(server: Server, app: FastAPI) -> AsyncIterator[None]:
 
 class StoppingServer(uvicorn.Server):
     """uvicorn's server, whose shutdown (Ctrl-C, SIGTERM) ends the requests still in flight after
-    `SHUTDOWN_GRACE`: uvicorn waited its graceful timeout for a long stream, which went on generating,
-    then cancelled it with a CancelledError traceback on stderr and the client's connection dropped
-    mid-body. Stopped engines end each request with an error event, a whole body."""
+    `SHUTDOWN_GRACE`: uvicorn alone waits its graceful timeout for a long stream, which goes on generating,
+    then cancels it with a CancelledError traceback on stderr and drops the client's connection mid-body.
+    Stopped engines end each request with an error event, a whole body."""
 
     def __init__(self, config: uvicorn.Config, server: Server) -> None:
         super().__init__(config)
@@ -188,12 +188,12 @@ def add_error_handlers(app: FastAPI) -> None:
     to retry."""
 
     @app.exception_handler(APIError)
-    async def api_error(request: Request, error: APIError):
+    async def api_error(request: Request, error: APIError) -> JSONResponse:
         headers = {"Retry-After": "1"} if error.status in (429, 503) else None
         return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
     @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException):
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         return JSONResponse(APIError(error.status_code, str(error.detail)).body(), status_code=error.status_code)
 
 

@@ -190,7 +190,7 @@ def tokenized(model: CharLM, text: str, with_pieces: bool, param: str, config: S
 
 def read_ids(vocab: Vocabulary, read: str) -> torch.Tensor:
     """The ids of `read`, a text normalized as the model reads it: the caller normalizes once, for it
-    checks the length of that too (a second normalization was as long again on a long prompt). A
+    checks the length of that too (a second normalization would take as long again on a long prompt). A
     character the model never saw is UNSEEN, or the model's unknown symbol (docs/serve.md); a text no
     vocabulary can encode (a lone surrogate) was refused with the request (`protocol.check_text`)."""
     return torch.from_numpy(vocab.encode_array(read))
@@ -339,7 +339,7 @@ class Completion:
         `charlm.generate` reads a seed (`generation.healed_seed`). All of a request's torch work is done
         here and in the engine, never on the event loop's thread (`threads.pin_this_thread`). Read in
         `inference`, as generate reads a seed: in real fp32 (cuDNN's TF32 off, on by torch's default),
-        or a GPU server's prompt state and first logits were not a GPU generate's, nor the CPU's."""
+        else a GPU server's prompt state and first logits would differ from a GPU generate's and the CPU's."""
         primed = []
         for ids, read in encoded:
             healed = healed_seed(self.served.model.vocab, ids, self.form, self.bias)

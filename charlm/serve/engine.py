@@ -55,8 +55,8 @@ class Token:
 class Characters:
     """A character a sentencepiece model spells as byte pieces is one token: its text the character,
     its logprob the sum of its bytes' (the model's probability of the character), its alternatives
-    those before its first byte. Each byte alone was an entry of its own with no text (or U+FFFD in an
-    echoed prompt), which `tokens` and `text_offset` cannot say and `top_logprobs` keyed as ""."""
+    those before its first byte. Each byte alone as an entry of its own would have no text (or U+FFFD in
+    an echoed prompt), which `tokens` and `text_offset` cannot say and `top_logprobs` would key as ""."""
 
     def __init__(self):
         self.partial: Token | None = None  # the bytes so far of a character not yet whole
@@ -252,8 +252,8 @@ class Engine:
 
     def follow_weights(self) -> None:
         """A new batch where the model's weights changed since this one was built: its fused step holds
-        copies of them (`lstm_step.FusedLSTMStep`), so a model trained further in the caller's process
-        was served with the weights it started with. Looked at once per busy spell (no row is live),
+        copies of them (`lstm_step.FusedLSTMStep`): kept, a model trained further in the caller's process
+        would be served with the weights it started with. Looked at once per busy spell (no row is live),
         not per step: an update made while rows are live counts from the next spell."""
         versions = weight_versions(self.model)
         if versions != self.versions and not self.rows:
@@ -338,8 +338,8 @@ class Engine:
         and penalties: what it predicts, not how it was sampled): a function of the chosen ids that
         makes each such row's chosen log-probability, top values and top ids on the device, and one of
         those rows read on the host that makes their tokens. The step reads them with its ids
-        (`Batch.step(also=...)`): on a GPU each read is a wait for the device, and three a step were
-        three waits, then two."""
+        (`Batch.step(also=...)`): on a GPU each read is a wait for the device, and reading these
+        apart would be three waits a step, not one."""
         wanted = [p for p, row in enumerate(self.rows) if row.job.logprobs is not None]
         if not wanted:
             return None
@@ -368,8 +368,8 @@ class Engine:
     def rows_at(self, wanted: list[int]) -> slice | torch.Tensor:
         """The rows `wanted` (ascending) as an index of the step's tensors: a slice where they are the first
         rows (every row, as a lone stream's), else an index on the model's device made once per set of rows.
-        A Python list was copied to the device at every step, two or three times: on a GPU, each a copy
-        from the host's memory, queued behind the step's work."""
+        A Python list would be copied to the device at every step, two or three times: on a GPU, each a
+        copy from the host's memory, queued behind the step's work."""
         if wanted[-1] == len(wanted) - 1:
             return slice(0, len(wanted))
         if self.indexed[0] != wanted:
@@ -428,7 +428,7 @@ def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
 
 def token_label(vocab: Vocabulary) -> Callable[[int], str]:
     """A token's text as `top_logprobs` names it: a byte piece that is part of a character as OpenAI's
-    legacy API names such a token, `bytes:\\xe4` (as U+FFFD, every such byte had the one name), and a
+    legacy API names such a token, `bytes:\\xe4` (as U+FFFD, every such byte would have the one name), and a
     control piece, which writes nothing, by its name (`</s>`), as OpenAI's `<|endoftext|>`."""
     if vocab.one_char_per_id:
         return vocab.chars.__getitem__

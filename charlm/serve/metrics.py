@@ -102,7 +102,7 @@ def label(model: str) -> str:
 
 def resident_bytes() -> int | None:
     """Current resident memory (Linux: /proc), else the peak that getrusage reports; None on Windows,
-    which has neither (/metrics failed there with ImportError)."""
+    which has neither (no `resource` module to import: /metrics leaves the figure out)."""
     try:
         import resource
     except ImportError:

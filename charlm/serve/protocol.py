@@ -30,7 +30,7 @@ MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on 
 MAX_LOGPROBS = 20
 # logit_bias entries: a bound on a flood of keys, read id by id (a few microseconds each), not on a ban.
 # A model's ids are distinct and each is biased once, so a request holds at most one entry per token of
-# its model: a 红楼梦 model's page banning 2,000 of its 4,500 characters met the 1,024 this once was.
+# its model: a 红楼梦 model's page banning 2,000 of its 4,500 characters would meet a bound of 1,024.
 MAX_BIASED = 65_536
 # A request body's JSON values, at most: json.loads, in C, holds the GIL throughout, so no thread keeps
 # it off the event loop: 13.6 MB of `[],` (the default body limit) held every stream and /health 1.6 s
@@ -303,7 +303,7 @@ def number(
     if value is None and not within:
         return default
     shown, param = (f"{within}[{json.dumps(name)}]", within) if within else (name, name)
-    finite = not isinstance(value, float) or math.isfinite(value)  # an int is (isfinite of 10**400 raised: a 500)
+    finite = not isinstance(value, float) or math.isfinite(value)  # an int is (isfinite of 10**400 raises: a 500)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite:
         raise APIError(400, f"{shown} must be a number, not {json_type(value)}", param, "invalid_type")
     if not (low < value if open_low else low <= value) or value > high:
@@ -334,7 +334,7 @@ def strings(body: dict, name: str, most: int) -> list[str] | None:
             400, f"{name} must be a string or a list of strings, not {json_type(value)}", name, "invalid_type"
         )
     for i, v in enumerate(values):
-        if not isinstance(v, str):  # "not a list" said nothing about what was wrong in the list
+        if not isinstance(v, str):  # name the item: "not a list" would not say what is wrong in the list
             ids = name == "prompt" and isinstance(v, (int, list))  # OpenAI takes token ids there; charlm reads text
             hint = " (token ids are not taken: a charlm token is a character; send the text)" if ids else ""
             message = f"{name} must be a string or a list of strings; {name}[{i}] is {json_type(v)}{hint}"
@@ -420,7 +420,7 @@ def check_prompt_lengths(prompts: list[str], config: ServeConfig, param: str, no
 def check_length(count: int, config: ServeConfig, what: str, param: str, normalize: str = "none") -> None:
     """A text of `count` characters within --max-prompt, checked as it is sent and again as the model reads
     it, in its Unicode `normalize`: nfkc makes up to 18 characters of one (U+FDFA), and a prompt within
-    the limit was read 18 times as long (seconds of priming; a /tokenize answer of megabytes)."""
+    the limit as sent could be read 18 times as long (seconds of priming; a /tokenize answer of megabytes)."""
     if count > config.max_prompt:
         read = "" if normalize == "none" else f" as the model reads it ({normalize.upper()}-normalized)"
         raise APIError(
@@ -513,7 +513,7 @@ def logit_bias_of(body: dict) -> dict[int, float] | None:
 
 def plain_bias(value: dict) -> dict[int, float] | None:
     """`logit_bias` as nearly every client writes it, checked whole at C speed (a loop over 65,536
-    entries took 80 ms): ids in plain decimal (so none twice), numbers in range. None for anything
+    entries takes 80 ms): ids in plain decimal (so none twice), numbers in range. None for anything
     else, which `logit_bias_entries` reads entry by entry to say what is wrong."""
     keys = ",".join(value)
     if keys.count(",") != len(value) - 1 or not PLAIN_IDS.fullmatch(keys):  # a key "1,2" is not two ids
