@@ -35,6 +35,7 @@ METRICS = "metrics.jsonl"  # reporting.py writes it, a row per log interval
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
+OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
 DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{2**22}-{2**64}"  # PID-START
@@ -190,7 +191,7 @@ class RunLock:
         try:
             self.lock.acquire()
         except filelock.Timeout:
-            owner = self.live_owner()
+            owner = self.owner_named()
             who = f"process {owner}" if owner is not None else "another process"
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
@@ -201,18 +202,18 @@ class RunLock:
             raise files.cannot_lock(
                 self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"
             ) from None
-        self.identity = self.file_identity()
-        self.remove_leftovers()
-        try:
-            self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
-        except OSError:
-            self.folder_fd = None
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
             scratch.write_text(f"{files.process_name()}\n", encoding="ascii")
             files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)
+        self.identity = self.file_identity()
+        self.remove_leftovers()
+        try:
+            self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:
+            self.folder_fd = None
 
     def remove_leftovers(self) -> None:
         """The checkpoints' temporary files that processes killed mid-write left (`files.remove_leftovers`):
@@ -271,6 +272,14 @@ class RunLock:
         """Refuse to write anything more once the lock is `lost`."""
         if reason := self.lost():
             raise CharLMError(stopped_message(reason, step, self.moved_to()))
+
+    def owner_named(self) -> int | None:
+        """`live_owner`, waiting up to OWNER_NAMED_WITHIN for it: a process that took the lock a moment ago
+        names itself just after (`__enter__`), and two runs started at once meet in that moment."""
+        deadline = time.monotonic() + OWNER_NAMED_WITHIN
+        while (owner := self.live_owner()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return owner
 
     def live_owner(self) -> int | None:
         """The PID of the last owner, if it still runs: `.lock.pid` names it as files name their process
