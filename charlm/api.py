@@ -199,7 +199,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
             f"{where}: a model folder holds no training state and cannot be resumed; "
             f"start a new run from its weights with {said('init_from', where)}"
         )
-    resumed = plan.resumed(saved, overrides, path, ranks)
+    resumed = plan.resumed(saved, overrides, path, ranks, text_given=bool(sources))
     check_world(resumed, ranks)
     # the run's text where it is now, or where the user gives it (moved, renamed): the run's, byte for byte
     where = list(sources) if sources else run_sources(saved.corpus, path.parent)
