@@ -266,6 +266,13 @@ def train(
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
     checkpoint. Called from a thread other than the main one, the run cannot hear Ctrl-C.
 
+    The run seeds torch's global generator (weights, dropout) and puts the caller's state back when it
+    returns, so a seeded torch.rand after the call draws what it would have drawn without it. That
+    generator is the process's: another thread drawing from it while the run trains takes numbers from
+    the run's stream (and the run's dropout, so the run is not reproducible), and after the call draws
+    again the numbers the state held when the call began. Give such a thread a generator of its own
+    (torch.Generator().manual_seed(N), passed to its torch.rand calls).
+
     Returns the model as it is at the end of the run (not best.pt's), in eval mode.
 
     Raises CharLMError, one line naming the keyword, for an unknown option, a value of the wrong type
