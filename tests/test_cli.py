@@ -58,9 +58,9 @@ def test_sample_and_eval_adapt_their_threads_to_the_cpu(trained, fox_file, monke
     with one busy, `charlm sample` kept torch's thread per core and wrote 94 characters a second
     where one thread writes 1,775."""
     for command in (["sample", "--checkpoint", trained, "--length", "5"], ["eval", trained, str(fox_file)]):
-        monkeypatch.setattr(threads, "_governor", None)
+        monkeypatch.setattr(threads._command, "governor", None)
         assert cli(*command).exit_code == 0
-        assert threads._governor is not None, command
+        assert threads._command.governor is not None, command
 
 
 def test_sample_takes_its_run_as_every_other_command_does(trained, tmp_path):
