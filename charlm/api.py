@@ -199,7 +199,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
             f"{where}: a model folder holds no training state and cannot be resumed; "
             f"start a new run from its weights with {said('init_from', where)}"
         )
-    resumed = plan.resumed(saved, overrides, path, ranks)
+    resumed = plan.resumed(saved, overrides, path, ranks, text_given=bool(sources))
     check_world(resumed, ranks)
     # the run's text where it is now, or where the user gives it (moved, renamed): the run's, byte for byte
     where = list(sources) if sources else run_sources(saved.corpus, path.parent)
@@ -265,6 +265,13 @@ def train(
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
     checkpoint. Called from a thread other than the main one, the run cannot hear Ctrl-C.
+
+    The run seeds torch's global generator (weights, dropout) and puts the caller's state back when it
+    returns, so a seeded torch.rand after the call draws what it would have drawn without it. That
+    generator is the process's: another thread drawing from it while the run trains takes numbers from
+    the run's stream (and the run's dropout, so the run is not reproducible), and after the call draws
+    again the numbers the state held when the call began. Give such a thread a generator of its own
+    (torch.Generator().manual_seed(N), passed to its torch.rand calls).
 
     Returns the model as it is at the end of the run (not best.pt's), in eval mode.
 

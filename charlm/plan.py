@@ -274,10 +274,12 @@ def already_held(run_dir: Path, since: str = "") -> CharLMError:
     )
 
 
-def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGLE) -> RunPlan:
+def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGLE, text_given: bool = False) -> RunPlan:
     """A resumed run's plan: the checkpoint at `path`, with the options a resume may change
     (`config.RESUMABLE`) overridden; nothing is fitted again. The reasons are the run's, from its run.json,
-    but for those given now and `--precision auto`'s, which is chosen again on this resume's device."""
+    but for those given now and `--precision auto`'s, which is chosen again on this resume's device.
+    `text_given`: the resume names the run's text (at a new path, which it records), so a run whose limits
+    are spent is taken up, to record it and train nothing (`Trainer.check_limits_spent`), not refused."""
     run_dir = path.parent
     check_not_behind(saved, path)
     config = Config.from_dict({**saved.config.to_dict(), **overrides})
@@ -285,7 +287,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
     config = with_absolute_eval_also(config)
-    check_limits_left(config, saved.progress, run_dir)
+    if not text_given and (spent := limits_spent(config, saved.progress, run_dir)):
+        raise CharLMError(f"{spent}; give a larger limit to go on (limits count the whole run)")
     reasons = runs.read_reasons(run_dir)
     given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
     reasons = {**reasons, **{name: "given when resumed" for name in given_now}}
@@ -294,17 +297,19 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     return RunPlan(config, run_dir, reasons, None, saved.base)
 
 
-def check_limits_left(config: Config, progress: Progress, run_dir: Path) -> None:
-    """Refuse to resume a run its limits have already stopped: limits count the whole run, so nothing
-    would train."""
+def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:
+    """What a run its limits have already stopped has trained, and its limits, or "" where they are not
+    spent: limits count the whole run, so a resume of such a run would train nothing."""
     max_seconds = config.max_seconds()
-    if (config.max_steps and progress.step >= config.max_steps) or (max_seconds and progress.elapsed >= max_seconds):
-        limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
-        limits += [said("max_time", config.max_time)] * bool(max_seconds)
-        raise CharLMError(
-            f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its "
-            f"{' and '.join(limits)}; give a larger limit to go on (limits count the whole run)"
-        )
+    if not (config.max_steps and progress.step >= config.max_steps) and not (
+        max_seconds and progress.elapsed >= max_seconds
+    ):
+        return ""
+    limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
+    limits += [said("max_time", config.max_time)] * bool(max_seconds)
+    return (
+        f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its {' and '.join(limits)}"
+    )
 
 
 def check_not_behind(saved: Checkpoint, path: Path) -> None:

@@ -61,7 +61,6 @@ class Governor:
         threads: int | None = None,
     ):
         self.most, self.set_threads = most, set_threads
-        self.thread = threading.get_ident()  # whose count it sets: torch keeps one per thread
         self.threads = threads or most
         self.set_threads(self.threads)
         self.windows: dict[str, list[float]] = {}  # per kind of work, the window being measured: seconds, units
@@ -138,10 +137,18 @@ class Governor:
         self.explore_after = min(2 * self.explore_after, EXPLORE_AFTER[1])
 
 
-_governor: Governor | None = None
-_pinned: int | None = None  # the count `--threads` pinned, said once: a run configures before and after planning
-# Per Python thread, as torch keeps its count per thread: the governor of its Python caller's calls
-# (`for_python_caller`), the caller's count it was made for (`found`), and `active` while a call runs.
+class CommandRule(threading.local):
+    """What `configure` set, per Python thread, as torch keeps its count per thread: a command's governor
+    or the count `--threads` pinned (said once: a run configures before and after planning). Two
+    charlm.train calls in two threads each train under their own, and each finds its own again after."""
+
+    governor: Governor | None = None
+    pinned: int | None = None
+
+
+_command = CommandRule()
+# Per Python thread too: the governor of its Python caller's calls (`for_python_caller`), the caller's
+# count it was made for (`found`), and `active` while a call runs.
 _callers = threading.local()
 
 
@@ -149,29 +156,27 @@ def configure(threads: int | None, device: torch.device | None = None) -> None:
     """`--threads N`: pin N threads; None: adapt (on a CPU), sharing the cores with the other processes
     torchrun started on this machine. Call before the work starts; a governor already adapting keeps
     what it learned."""
-    global _governor, _pinned
     if threads is not None:
-        if threads != _pinned:
+        if threads != _command.pinned:
             warn_if_too_many(threads)
         torch.set_num_threads(threads)
-        _governor, _pinned = None, threads
+        _command.governor, _command.pinned = None, threads
     elif device is not None and device.type != "cpu":
-        _governor = None
-    elif _governor is None:
-        _governor = Governor(share_of_cores())
+        _command.governor = None
+    elif _command.governor is None:
+        _command.governor = Governor(share_of_cores())
 
 
 @contextlib.contextmanager
 def as_found() -> Iterator[None]:
     """Puts back the thread count, and the governor or pinned count, that a library call found: after
-    `charlm.train` the caller's process keeps its own count, and no governor left running goes on
+    `charlm.train` the caller's thread keeps its own count, and no governor left running goes on
     changing it while the caller samples or scores."""
-    global _governor, _pinned
-    count, governor, pinned = torch.get_num_threads(), _governor, _pinned
+    count, governor, pinned = torch.get_num_threads(), _command.governor, _command.pinned
     try:
         yield
     finally:
-        _governor, _pinned = governor, pinned
+        _command.governor, _command.pinned = governor, pinned
         torch.set_num_threads(count)
 
 
@@ -188,7 +193,9 @@ def for_python_caller(device: torch.device) -> Iterator[None]:
     or pins (`configure`: `charlm train`'s closing sample) keeps its rule in the thread that runs the
     command (`command_governor`); a GPU's work does not run on these threads."""
     found = torch.get_num_threads()
-    governed = command_governor() is not None or _pinned is not None or getattr(_callers, "active", None) is not None
+    governed = (
+        command_governor() is not None or _command.pinned is not None or getattr(_callers, "active", None) is not None
+    )
     if device.type != "cpu" or found == 1 or governed:
         yield
         return
@@ -260,7 +267,7 @@ def command_governor() -> Governor | None:
     None to any other. It sets the count of the thread that reports to it, and torch keeps a count per
     thread: a notebook's thread sampling while charlm.train runs in another would have its own count
     set by the training's comparisons, and its steps' speeds taken for the training's."""
-    return _governor if _governor is not None and _governor.thread == threading.get_ident() else None
+    return _command.governor
 
 
 def calibrate(measure: Callable[[], float]) -> list[float]:

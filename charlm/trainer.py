@@ -30,7 +30,7 @@ from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .fields import said
 from .model import CharLM
-from .plan import GIVEN, RunPlan, already_held
+from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
@@ -115,7 +115,8 @@ class Trainer:
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
             stop = self.start(stack, max_seconds)
-            self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
+            if not self.check_limits_spent(max_seconds):
+                self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 loss, seconds = self.timed_step(share)
@@ -296,6 +297,21 @@ class Trainer:
         evaluations = -(-progress.step // self.config.eval_every)
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
+
+    def check_limits_spent(self, max_seconds: float | None) -> bool:
+        """Whether this resume has nothing to train, its limits spent before its first step: a resume given
+        the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` has now recorded in
+        run.json, and says so, even under --quiet, as nothing else says why no step was trained."""
+        if self.saved_step is None or self.spent(max_seconds) < 1.0:
+            return False
+        if self.ranks.leader:
+            spent = limits_spent(self.config, self.progress, self.run_dir)
+            tqdm.write(
+                f"{spent}: nothing to train; its text's path is recorded ({' '.join(self.corpus.sources)}), where "
+                f"charlm eval and later resumes read it; give a larger limit to go on",
+                file=sys.stderr,
+            )
+        return True
 
     def check_patience(self, resuming: bool = False) -> None:
         """Stop once validation has not improved for --patience evaluations in a row: the text is being

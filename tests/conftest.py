@@ -186,7 +186,7 @@ def process_state() -> Iterator[None]:
     default dtype, matmul precision, grad mode, flush-denormal, the random generators, warnings filters.
     Signal handlers it may not touch: asserted."""
     argv, cwd, environ = list(sys.argv), os.getcwd(), dict(os.environ)
-    torch_threads, governor = torch.get_num_threads(), threads._governor
+    torch_threads, governor = torch.get_num_threads(), threads._command.governor
     governed = copy.deepcopy(vars(governor)) if governor else None  # what it learned: its count, its speeds
     callers = copy.deepcopy(vars(threads._callers))  # this thread's Python calls' governor (for_python_caller)
     dtype, precision = torch.get_default_dtype(), torch.get_float32_matmul_precision()
@@ -203,7 +203,7 @@ def process_state() -> Iterator[None]:
             os.environ.clear()
             os.environ.update(environ)
         torch.set_num_threads(torch_threads)
-        threads._governor = governor
+        threads._command.governor = governor
         if governor:
             vars(governor).update(governed)
         vars(threads._callers).clear()

@@ -797,13 +797,13 @@ def test_train_leaves_the_callers_threads_and_random_generator_as_it_found_them(
     dropout left it: a caller's seeded torch.rand after the call drew other numbers."""
     with process_state():
         torch.set_num_threads(threads.available_cores() + 1)  # a count the governor would not choose
-        found, governor = torch.get_num_threads(), threads._governor
+        found, governor = torch.get_num_threads(), threads._command.governor
         torch.manual_seed(5)
         expected = torch.rand(3)
         torch.manual_seed(5)
         model = charlm.train(fox_file, **tiny)
         charlm.generate(model, "the", length=20, random_seed=1)  # a seeded sample draws from its own generator
-        assert torch.get_num_threads() == found and threads._governor is governor
+        assert torch.get_num_threads() == found and threads._command.governor is governor
         assert torch.equal(torch.rand(3), expected)
 
 

@@ -40,7 +40,7 @@ pytestmark = pytest.mark.slow  # each runs a benchmark script in a process of it
 
 
 def process_settings() -> tuple:
-    governor = threads._governor
+    governor = threads._command.governor
     return (
         torch.get_num_threads(), governor, copy.deepcopy(vars(governor)), torch.get_default_dtype(),
         torch.get_float32_matmul_precision(), torch.is_grad_enabled(), (torch.tensor([1e-39]) * 1.0).item(),
@@ -52,15 +52,15 @@ def process_settings() -> tuple:
 def test_a_script_run_in_this_process_leaves_the_process_as_it_was(tmp_path, monkeypatch):
     """run_bench runs the scripts in the test's process: whatever one changes of it is put back, so a later
     test gets the threads, generators and settings it would have got after a script in a process of its own."""
-    monkeypatch.setattr(threads, "_governor", threads.Governor(2, set_threads=lambda count: None))
+    monkeypatch.setattr(threads._command, "governor", threads.Governor(2, set_threads=lambda count: None))
     (tmp_path / "elsewhere").mkdir()
     state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
     before = process_settings()
     random.setstate(state[0]), np.random.set_state(state[1]), torch.random.set_rng_state(state[2])
     with process_state():
         torch.set_num_threads(torch.get_num_threads() + 1)
-        threads._governor.threads, threads._governor.best_recent["train"] = 1, 1e6
-        threads._governor = threads.Governor(2, set_threads=lambda count: None)
+        threads._command.governor.threads, threads._command.governor.best_recent["train"] = 1, 1e6
+        threads._command.governor = threads.Governor(2, set_threads=lambda count: None)
         torch.set_default_dtype(torch.float64)
         torch.set_float32_matmul_precision("medium" if torch.get_float32_matmul_precision() == "highest" else "highest")
         torch.set_grad_enabled(False)

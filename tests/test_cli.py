@@ -58,9 +58,9 @@ def test_sample_and_eval_adapt_their_threads_to_the_cpu(trained, fox_file, monke
     with one busy, `charlm sample` kept torch's thread per core and wrote 94 characters a second
     where one thread writes 1,775."""
     for command in (["sample", "--checkpoint", trained, "--length", "5"], ["eval", trained, str(fox_file)]):
-        monkeypatch.setattr(threads, "_governor", None)
+        monkeypatch.setattr(threads._command, "governor", None)
         assert cli(*command).exit_code == 0
-        assert threads._governor is not None, command
+        assert threads._command.governor is not None, command
 
 
 def test_sample_takes_its_run_as_every_other_command_does(trained, tmp_path):
@@ -213,6 +213,27 @@ def test_eval_of_a_run_whose_corpus_moved_says_how_to_go_on_then_reads_it_where_
     (Path("checkpoints/fox") / runs.BEST).write_bytes(best)
     assert checkpoint.read(Path("checkpoints/fox") / runs.BEST).corpus["sources"] == [str(fox_file)]
     assert cli("eval", trained, "--quiet").output == before  # the same held-out text, read at its new path
+
+
+def test_a_finished_run_resumed_on_its_moved_text_records_the_path_and_trains_nothing(trained, fox_file, tmp_path):
+    """A run whose --max-steps was spent recorded its text's new path only by a resume with a larger limit,
+    which trained more: `charlm train NEW --resume RUN` was refused ("give a larger limit"), and `charlm eval
+    RUN` still could not find the corpus. Now it records the path (the digest checked), trains nothing and
+    says so; another text is still refused, and a resume that names no text still asks for a larger limit."""
+    before = cli("eval", trained, "--quiet").output
+    steps = (Path("checkpoints/fox") / runs.LATEST).read_bytes()
+    moved = tmp_path / "renamed.txt"
+    fox_file.rename(moved)
+    other = tmp_path / "other.txt"
+    other.write_text(moved.read_text(encoding="utf-8").upper(), encoding="utf-8")
+    assert_one_line_error(cli("train", str(other), "--resume", trained, "--quiet"), "is not the text checkpoints/fox")
+    resumed = cli("train", str(moved), "--resume", trained, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert "checkpoints/fox has already trained 20 steps in " in resumed.output
+    assert f"its --max-steps 20: nothing to train; its text's path is recorded ({moved})" in resumed.output
+    assert (Path("checkpoints/fox") / runs.LATEST).read_bytes() == steps  # not a step trained, nothing saved
+    assert cli("eval", trained, "--quiet").output == before  # the held-out text, read where run.json records it
+    assert_one_line_error(cli("train", "--resume", trained), "has already trained 20 steps", "give a larger limit")
 
 
 def test_eval_without_a_run_scores_under_the_latest_run(trained, fox_file, tmp_path):

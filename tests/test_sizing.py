@@ -100,12 +100,12 @@ def test_the_thread_calibration_times_the_first_size_once(fox_file, tiny, monkey
     """The first size the probe times settles the thread count: two windows at each of two counts.
     The two at the count kept are that size's timing; two more windows of it, at the same count, were
     0.3 s or more before a run's first step."""
-    monkeypatch.setattr(threads, "_governor", threads.Governor(2, lambda count: None))
+    monkeypatch.setattr(threads._command, "governor", threads.Governor(2, lambda count: None))
     windows = iter([10.0, 11.0, 30.0, 20.0, 40.0, 99.0, 0.0])  # 2 threads, then 1 (faster: kept), then more
     monkeypatch.setattr(sizing.Probe, "window", lambda self, state: next(windows))
     config = charlm.Config(**{**tiny, "batch_size": 8})
     probe = sizing.Probe(config, load_corpus([str(fox_file)], config, quiet=True))
-    assert probe(16) == 30.0 and threads._governor.threads == 1
+    assert probe(16) == 30.0 and threads._command.governor.threads == 1
     assert probe(16) == 99.0  # timed again (the rule's second look): two windows of its own
     assert next(windows) == 0.0
 

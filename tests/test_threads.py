@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import threads
+from charlm import threads, trainer
 from charlm.threads import EXPLORE_AFTER, Governor
 
 # Characters per second of a training step on 2 cores, by threads, quiet and with one core busy
@@ -165,7 +165,7 @@ def test_a_run_pinned_to_more_threads_than_cores_is_warned_once_at_the_callers_l
     its warning twice. And it pointed at charlm/threads.py's line, not at the caller's `charlm.train`
     (quiet=True or not: a warning about the caller's own option is not the run's chatter). It named the
     flag --threads, which a Python caller never typed: it names threads=N as written."""
-    monkeypatch.setattr(threads, "_pinned", None, raising=False)
+    monkeypatch.setattr(threads._command, "pinned", None)
     before = torch.get_num_threads()
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -184,7 +184,7 @@ def test_under_torchrun_a_process_is_warned_of_more_threads_than_its_share_of_th
     above a process's share was not warned of until it exceeded the whole machine's."""
     monkeypatch.setattr(threads, "available_cores", lambda: 8)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    monkeypatch.setattr(threads, "_pinned", None, raising=False)
+    monkeypatch.setattr(threads._command, "pinned", None)
     monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
     with pytest.warns(UserWarning, match="threads=4 is more than the 2 cores this process may use"):
         threads.configure(4)
@@ -229,8 +229,8 @@ def machine(monkeypatch) -> Iterator[FakeMachine]:
     monkeypatch.setattr(torch, "get_num_threads", fake.get_num_threads)
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setattr(threads, "_governor", None)
-    monkeypatch.setattr(threads, "_pinned", None)
+    monkeypatch.setattr(threads._command, "governor", None)
+    monkeypatch.setattr(threads._command, "pinned", None)
     yield fake
     real_set(before)
 
@@ -350,8 +350,8 @@ def quick_governors(monkeypatch) -> None:
     monkeypatch.setattr(threads, "EXPLORE_AFTER", (0.01, 0.04))
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    monkeypatch.setattr(threads, "_governor", None)
-    monkeypatch.setattr(threads, "_pinned", None)
+    monkeypatch.setattr(threads._command, "governor", None)
+    monkeypatch.setattr(threads._command, "pinned", None)
 
 
 def on_one_thread(call):
@@ -432,3 +432,46 @@ def test_python_threads_sampling_at_once_keep_their_own_counts_and_texts(model, 
             assert drawn[0::2] == alone * 3
         for count, future in zip((1, 2), streams):
             assert future.result(timeout=30) == [streamed, {count}]
+
+
+def test_two_threads_training_at_once_each_train_governed_and_leave_no_governor_behind(
+    fox_file, tiny, quick_governors, monkeypatch
+):
+    """The governor charlm.train starts was the process's: a second thread's charlm.train, begun while
+    the first trained, found the first's and kept it, so its own steps went ungoverned (the first's
+    governor sets only its own thread's count); and, ending last, it put back the first's governor as
+    found, which then went on governing the first thread after its call had returned. Each thread now
+    keeps its own rule, and finds it again after the call; each keeps its torch count."""
+    real_fit, governed, first_fitting, first_done = trainer.Trainer.fit, {}, threading.Event(), threading.Event()
+
+    def fit(self):
+        name = threading.current_thread().name
+        if name == "first":
+            first_fitting.set()
+        model = real_fit(self)
+        governed[name] = threads.command_governor() is not None
+        if name == "second":
+            first_done.wait(20)  # ends after the first thread's call has returned
+        return model
+
+    monkeypatch.setattr(trainer.Trainer, "fit", fit)
+
+    def train(name: str, count: int) -> int:
+        threading.current_thread().name = name
+        threads.pin_this_thread(count)
+        if name == "second":
+            first_fitting.wait(20)
+        charlm.train(fox_file, out=name, **{**tiny, "max_steps": 30})
+        return torch.get_num_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        second = pool.submit(train, "second", 2)
+        name = threading.current_thread().name
+        try:
+            first = train("first", 1)
+        finally:
+            threading.current_thread().name = name
+            first_done.set()
+        assert (first, second.result()) == (1, 2)  # each thread's count as it was
+    assert governed == {"first": True, "second": True}
+    assert threads.command_governor() is None  # as before the call: nothing governs this thread's count
