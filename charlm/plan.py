@@ -254,9 +254,8 @@ def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
     or a new name claimed now (runs started in the same second each get their own)."""
     if out is not None:
         return free_out_folder(out), "--out"
-    return runs.default_run_folder(
-        corpus_name, *runs.claim_run_folder(corpus_name)
-    ), "the corpus's name and the start time"
+    folder = runs.default_run_folder(corpus_name, *runs.claim_run_folder(corpus_name))
+    return folder, "the corpus's name and the start time"
 
 
 def free_out_folder(out: str) -> Path:
