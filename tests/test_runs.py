@@ -716,7 +716,6 @@ def test_run_json_read_while_another_process_rewrites_it_is_always_whole(tmp_pat
     assert seen == {str(old), str(new)} and wheres == {(str(new),)}  # both read while the other wrote
 
 
-@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def held_out_length(eval_output: str) -> str:
     """The characters `charlm eval RUN` scored, from its line: "... bits per character over N characters ..."."""
     found = re.search(r"bits per character over ([\d,]+) characters of the run's held-out text", eval_output)
@@ -724,6 +723,7 @@ def held_out_length(eval_output: str) -> str:
     return found[1]
 
 
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_two_resumes_on_a_moved_corpus_at_once_one_trains_while_eval_and_runs_read_the_run(fox_file, tiny, tmp_path):
     """Two `charlm train NEW --resume RUN` at once on a corpus that moved: one takes the run, the other is
     refused in one line naming it; meanwhile `charlm eval RUN` scores the held-out text (read at its new

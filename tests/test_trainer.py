@@ -165,23 +165,23 @@ def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_m
     """A corpus file moved or renamed (folders reorganised, the run copied to another machine) left its run
     unable to go on: resumed alone, its path was gone; given at its new path, "trained on [...]; resume
     without a corpus". The text at its new path is taken, being the run's (its digest), and recorded."""
-    flat = {**tiny, "min_lr_ratio": 1.0}
+    flat = {**tiny, "min_lr_ratio": 1.0, "max_steps": 4, "eval_every": 2}  # a few steps: each costs on a busy CPU
     charlm.train(fox_file, out="whole", **flat)
-    charlm.train(fox_file, out="run", **{**flat, "max_steps": 10})
+    charlm.train(fox_file, out="run", **{**flat, "max_steps": 2})
     moved = tmp_path / "reorganised" / "renamed.txt"
     moved.parent.mkdir()
     fox_file.rename(moved)
     with pytest.raises(
         CharLMError, match=rf"^{fox_file}: no such file .* charlm.train\(NEW, resume='checkpoints/run'\)$"
     ):
-        charlm.train(resume="run", max_steps=20)
-    charlm.train(moved, resume="run", max_steps=20)
+        charlm.train(resume="run", max_steps=4)
+    charlm.train(moved, resume="run", max_steps=4)
     after, whole = latest("run"), latest("whole")
     assert after.progress.val_bpc == whole.progress.val_bpc  # the same held-out text, the same weights on it
     assert_same_weights(after, whole)
     assert after.corpus["sources"] == runs.read_run_info(Path("checkpoints/run"))["sources"] == [str(moved)]
-    charlm.train(resume="run", max_steps=22)  # no path needed any more
-    assert latest("run").progress.step == 22
+    charlm.train(resume="run", max_steps=5)  # no path needed any more
+    assert latest("run").progress.step == 5
 
 
 def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_one_line(tmp_path, tiny):
