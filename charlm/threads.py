@@ -146,10 +146,17 @@ class CommandRule(threading.local):
     pinned: int | None = None
 
 
+class CallerRule(threading.local):
+    """Per Python thread too: the governor of its Python caller's calls (`for_python_caller`), the
+    caller's count it was made for, and the governor again as `active` while a call runs."""
+
+    governor: Governor | None = None
+    found: int = 0
+    active: Governor | None = None
+
+
 _command = CommandRule()
-# Per Python thread too: the governor of its Python caller's calls (`for_python_caller`), the caller's
-# count it was made for (`found`), and `active` while a call runs.
-_callers = threading.local()
+_callers = CallerRule()
 
 
 def configure(threads: int | None, device: torch.device | None = None) -> None:
@@ -193,13 +200,11 @@ def for_python_caller(device: torch.device) -> Iterator[None]:
     or pins (`configure`: `charlm train`'s closing sample) keeps its rule in the thread that runs the
     command (`command_governor`); a GPU's work does not run on these threads."""
     found = torch.get_num_threads()
-    governed = (
-        command_governor() is not None or _command.pinned is not None or getattr(_callers, "active", None) is not None
-    )
+    governed = command_governor() is not None or _command.pinned is not None or _callers.active is not None
     if device.type != "cpu" or found == 1 or governed:
         yield
         return
-    governor = getattr(_callers, "governor", None)
+    governor = _callers.governor
     if governor is None or _callers.found != found:
         governor = _callers.governor = Governor(min(found, share_of_cores()), torch.set_num_threads)
         _callers.found = found
@@ -281,6 +286,6 @@ def record(seconds: float, units: float, work: str = "train") -> None:
     """Report work done (of kind `work`: train, or score or sample with their rows), so the thread count
     can follow the CPU this process gets: to the governor of a Python caller's call while it runs
     (`for_python_caller`), else to the one `configure` started in this thread (`command_governor`)."""
-    governor = getattr(_callers, "active", None) or command_governor()
+    governor = _callers.active or command_governor()
     if governor is not None:
         governor.record(seconds, units, work)

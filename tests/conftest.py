@@ -13,7 +13,6 @@ import runpy
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -104,7 +103,7 @@ def fresh_callers_governors(monkeypatch):
     """Every test's Python calls start with no thread governor of their own (`threads.for_python_caller`
     keeps one per Python thread from call to call): what an earlier test's sampling taught it would
     change the counts a later test's samples run on."""
-    monkeypatch.setattr(threads, "_callers", threading.local())
+    monkeypatch.setattr(threads, "_callers", threads.CallerRule())
 
 
 @pytest.fixture
