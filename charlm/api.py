@@ -271,7 +271,9 @@ def train(
     generator is the process's: another thread drawing from it while the run trains takes numbers from
     the run's stream (and the run's dropout, so the run is not reproducible), and after the call draws
     again the numbers the state held when the call began. Give such a thread a generator of its own
-    (torch.Generator().manual_seed(N), passed to its torch.rand calls).
+    (torch.Generator().manual_seed(N), passed to its torch.rand calls). Two charlm.train calls running
+    at once in one process both draw from it, so neither run is reproducible: train them in two
+    processes.
 
     Returns the model as it is at the end of the run (not best.pt's), in eval mode.
 
@@ -358,7 +360,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     On a CPU it uses as many torch threads as run fastest under the machine's load (measured over your
     calls of generate, stream and bits_per_char), at most your thread's count, and gives your count
     back when it returns. torch.set_num_threads(1) keeps it on one thread (and a seeded text the same
-    under any load).
+    under any load). A thread you start while charlm trains or samples in another starts from your
+    count, not charlm's choice of the moment.
 
     Returns one string, the seed included; with num_samples N above 1, a list of N such texts drawn
     in one batch (sample i with random_seed + i).

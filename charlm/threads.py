@@ -22,12 +22,18 @@ A Python caller's sampling and scoring (`charlm.generate`, `charlm.stream`, `cha
 `charlm.next_probs`) run under a governor of their own, one per Python thread (`for_python_caller`),
 kept from call to call: a notebook's calls, each shorter than a window, add up to windows, and the
 count it settled on is where its next call starts. Each call gives torch's count back as it found it.
+
+torch also makes each count set the one every thread starts from that has not run its parallel work
+yet: a thread the caller starts while charlm trains or samples in another would take charlm's choice
+of the moment as its own. While a Python caller's call runs, `set_count` sets that back to the
+caller's count at once, from a thread of charlm's own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -148,15 +154,83 @@ class CommandRule(threading.local):
 
 class CallerRule(threading.local):
     """Per Python thread too: the governor of its Python caller's calls (`for_python_caller`), the
-    caller's count it was made for, and the governor again as `active` while a call runs."""
+    caller's count it was made for, the governor again as `active` while a call runs, while any charlm
+    call runs (charlm.train's too) the caller's count, which `set_count` keeps for new threads, and
+    whether this thread's count was read (torch fixes it at a thread's first read)."""
 
     governor: Governor | None = None
     found: int = 0
     active: Governor | None = None
+    callers_count: int | None = None
+    count_read: bool = False
+
+
+class CountKeeper:
+    """A thread of charlm's own that sets the count torch gives new threads back to the caller's
+    (`set_count`), so that the caller's thread never waits for it (on a busy core it may wait for a
+    slice). It runs no torch work: its own count does not matter. A forked child starts a new one."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held from a count set to its request to set it back
+        self.requests: queue.SimpleQueue[tuple[int, threading.Event]] = queue.SimpleQueue()
+        self.last: threading.Event | None = None  # the last request's, done once every request is
+        self.thread: threading.Thread | None = None
+
+    def set_back(self, count: int) -> None:
+        """Asks for `count` as the count new threads start from; called with `lock` held."""
+        if self.thread is None:
+            self.thread = threading.Thread(target=self.serve, name="charlm-threads", daemon=True)
+            self.thread.start()
+        self.last = threading.Event()
+        self.requests.put((count, self.last))
+
+    def serve(self) -> None:
+        while True:
+            count, done = self.requests.get()
+            _torch_set_num_threads(count)
+            done.set()
 
 
 _command = CommandRule()
 _callers = CallerRule()
+_keeper = CountKeeper()
+_torch_set_num_threads = torch.set_num_threads
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_keeper.__init__)
+
+
+def set_count(count: int) -> None:
+    """torch.set_num_threads(count) for the calling thread's work. torch also makes `count` the count of
+    every thread that has not run its parallel work yet: a thread the caller started while charlm.train
+    pinned 1 in another took that 1 as its own, charlm.generate there read it as the caller's pin, and
+    the thread kept 1 for good. While a charlm call runs in this thread, that count is set back to the
+    caller's at once (`CountKeeper`)."""
+    with _keeper.lock:
+        torch.set_num_threads(count)
+        if (callers := _callers.callers_count) is not None and callers != count:
+            _keeper.set_back(callers)
+
+
+def callers_count() -> int:
+    """The calling thread's torch count. A thread's first read fixes it, from the count new threads
+    start with: that read waits until `set_count` has set it back to the caller's."""
+    if _callers.count_read:
+        return torch.get_num_threads()
+    with _keeper.lock:
+        if _keeper.last is not None:
+            _keeper.last.wait()
+        _callers.count_read = True
+        return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def keeping_callers_count(count: int) -> Iterator[None]:
+    """While a call runs, threads started meanwhile start from `count`, the caller's (`set_count`)."""
+    outer, _callers.callers_count = _callers.callers_count, count
+    try:
+        yield
+    finally:
+        _callers.callers_count = outer
 
 
 def configure(threads: int | None, device: torch.device | None = None) -> None:
@@ -166,12 +240,12 @@ def configure(threads: int | None, device: torch.device | None = None) -> None:
     if threads is not None:
         if threads != _command.pinned:
             warn_if_too_many(threads)
-        torch.set_num_threads(threads)
+        set_count(threads)
         _command.governor, _command.pinned = None, threads
     elif device is not None and device.type != "cpu":
         _command.governor = None
     elif _command.governor is None:
-        _command.governor = Governor(share_of_cores())
+        _command.governor = Governor(share_of_cores(), set_count)
 
 
 @contextlib.contextmanager
@@ -179,9 +253,10 @@ def as_found() -> Iterator[None]:
     """Puts back the thread count, and the governor or pinned count, that a library call found: after
     `charlm.train` the caller's thread keeps its own count, and no governor left running goes on
     changing it while the caller samples or scores."""
-    count, governor, pinned = torch.get_num_threads(), _command.governor, _command.pinned
+    count, governor, pinned = callers_count(), _command.governor, _command.pinned
     try:
-        yield
+        with keeping_callers_count(count):
+            yield
     finally:
         _command.governor, _command.pinned = governor, pinned
         torch.set_num_threads(count)
@@ -199,24 +274,25 @@ def for_python_caller(device: torch.device) -> Iterator[None]:
     settled on; a count the caller changed in between starts a new one. A process a command governs
     or pins (`configure`: `charlm train`'s closing sample) keeps its rule in the thread that runs the
     command (`command_governor`); a GPU's work does not run on these threads."""
-    found = torch.get_num_threads()
+    found = callers_count()
     governed = command_governor() is not None or _command.pinned is not None or _callers.active is not None
     if device.type != "cpu" or found == 1 or governed:
         yield
         return
-    governor = _callers.governor
-    if governor is None or _callers.found != found:
-        governor = _callers.governor = Governor(min(found, share_of_cores()), torch.set_num_threads)
-        _callers.found = found
-    elif governor.counting != found:
-        governor.set_threads(governor.counting)
-    _callers.active = governor
-    try:
-        yield
-    finally:
-        _callers.active = None
-        if torch.get_num_threads() != found:
-            torch.set_num_threads(found)
+    with keeping_callers_count(found):
+        governor = _callers.governor
+        if governor is None or _callers.found != found:
+            governor = _callers.governor = Governor(min(found, share_of_cores()), set_count)
+            _callers.found = found
+        elif governor.counting != found:
+            governor.set_threads(governor.counting)
+        _callers.active = governor
+        try:
+            yield
+        finally:
+            _callers.active = None
+            if torch.get_num_threads() != found:
+                torch.set_num_threads(found)
 
 
 def governed_pieces(pieces: Iterator[str], device: torch.device) -> Iterator[str]:

@@ -475,3 +475,45 @@ def test_two_threads_training_at_once_each_train_governed_and_leave_no_governor_
         assert (first, second.result()) == (1, 2)  # each thread's count as it was
     assert governed == {"first": True, "second": True}
     assert threads.command_governor() is None  # as before the call: nothing governs this thread's count
+
+
+def test_a_thread_started_while_another_trains_samples_on_the_callers_count_not_the_trainings(
+    model, fox_file, tiny, monkeypatch
+):
+    """torch.set_num_threads also sets the count every thread starts with that has not run torch's parallel
+    work yet: a thread the caller started while charlm.train(threads=1) ran in another (a web app's
+    request thread) took the training's 1 as its own, so charlm.generate there read it as the caller's pin
+    of one thread, ran ungoverned, and left the thread on 1 for good. A thread started meanwhile now
+    starts from the caller's count (2 here), its calls governed, its count 2 again after them."""
+    fitting, sampled = threading.Event(), threading.Event()
+    real_fit = trainer.Trainer.fit
+
+    def fit(self):
+        fitting.set()
+        sampled.wait(20)  # the training's count pinned while the new thread samples
+        return real_fit(self)
+
+    monkeypatch.setattr(trainer.Trainer, "fit", fit)
+    monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+
+    def sample() -> tuple[int, int, bool]:
+        found = torch.get_num_threads()  # this new thread's first parallel count: the process's now
+        charlm.generate(model, "ab", length=5)
+        return found, torch.get_num_threads(), threads._callers.governor is not None
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's count, which its threads start from
+    try:
+        with ThreadPoolExecutor(1) as training:
+            trained = training.submit(charlm.train, fox_file, out="run", threads=1, **{**tiny, "max_steps": 2})
+            assert fitting.wait(20)
+            try:
+                with ThreadPoolExecutor(1) as sampling:
+                    drawn = sampling.submit(sample).result(timeout=20)
+            finally:
+                sampled.set()
+            trained.result(timeout=60)
+    finally:
+        torch.set_num_threads(before)
+    assert drawn == (2, 2, True)
