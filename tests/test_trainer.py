@@ -685,6 +685,26 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is
         assert latest("run").progress.step == 100
 
 
+def test_a_run_stopped_by_patience_resumed_on_its_moved_text_says_the_path_is_recorded(fox_file, tiny, capsys):
+    """`charlm train NEW --resume RUN` on a run --patience stopped records the text's new path in run.json and
+    trains nothing, as on a run whose limits are spent, but only the latter said the path was recorded: the
+    user was left to think the move had not been taken. A resume at the path already recorded says nothing."""
+    scripted = itertools.chain([4.0, 3.0, 3.5], itertools.repeat(3.8))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+        charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 1})
+        assert latest("run").progress.step == 30
+        charlm.train(fox_file, resume="run")
+        assert "recorded" not in capsys.readouterr().err
+        moved = fox_file.rename(fox_file.with_name("moved.txt"))
+        charlm.train(moved, resume="run")
+    said = capsys.readouterr().err
+    assert f"nothing to train; its text's path is recorded ({moved}), where charlm eval" in said
+    assert (
+        runs.read_run_info(runs.resolve("run").parent)["sources"] == [str(moved)] and latest("run").progress.step == 30
+    )
+
+
 def test_an_evaluation_at_a_stop_between_eval_every_s_does_not_count_towards_patience(fox_file, tiny, monkeypatch):
     """A run stopped at step 25 (its limit; Ctrl-C is the same) is scored there; that evaluation counted
     towards --patience, so resumed it stopped at step 40 where a run never stopped goes on to 50, with
