@@ -97,6 +97,7 @@ CATALOG = {
 
 
 def entry(name: str) -> Entry:
+    """The catalog's entry `name`; an unknown name is told the catalog's names."""
     if name not in CATALOG:
         raise CharLMError(f"{SHOWN.repr(name)} is not a file, a folder or a catalog corpus ({', '.join(CATALOG)})")
     return CATALOG[name]
@@ -115,23 +116,23 @@ def fetch(name: str, quiet: bool = False) -> tuple[Path, str]:
     here = f"{name}: already in {DOWNLOADS}{os.sep}, verified when it was fetched"
     if text.is_file():
         return text, here
-    with _fetching(item, quiet):
+    with one_fetch_at_a_time(item, quiet):
         if text.is_file():  # another process fetched it while this one waited
             return text, here
         download = DOWNLOADS / item.filename
         verified = "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
-        if download.is_file() and _matches(download, item):
+        if download.is_file() and download_verified(download, item):
             how = f"{download} already here, {verified}"
         else:
-            how = f"fetched from {_fetch(item, download, quiet)}, {verified}"
+            how = f"fetched from {fetch_verified(item, download, quiet)}, {verified}"
         if item.member:
-            _extract(download, item.member, text)
+            extract_text(download, item.member, text)
             how = f"extracted {item.member} from {how}"
     return text, f"{name}: {how}"
 
 
 @contextlib.contextmanager
-def _fetching(item: Entry, quiet: bool) -> Iterator[None]:
+def one_fetch_at_a_time(item: Entry, quiet: bool) -> Iterator[None]:
     """One process at a time fetches `item` (an OS lock beside the downloads): two `charlm train
     tinyshakespeare` started together wrote one `.part` file at once, and one renamed it away while the
     other still read it. The others wait, then find the text in place."""
@@ -154,13 +155,15 @@ def _fetching(item: Entry, quiet: bool) -> Iterator[None]:
         lock.release()
 
 
-def _matches(path: Path, item: Entry) -> bool:
+def download_verified(path: Path, item: Entry) -> bool:
+    """Whether `path` is `item`'s download whole: its pinned size, and its sha256 where one is pinned."""
     if path.stat().st_size != item.size:
         return False
-    return not item.sha256 or _sha256(path) == item.sha256
+    return not item.sha256 or file_sha256(path) == item.sha256
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read a few MB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
@@ -168,7 +171,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(item: Entry, target: Path, quiet: bool) -> str:
+def fetch_verified(item: Entry, target: Path, quiet: bool) -> str:
     """Fetches `item` into `target`, verified, from the mirror if one is set; returns where from."""
     mirror = os.environ.get(MIRROR_VARIABLE, "").strip()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -177,14 +180,14 @@ def _fetch(item: Entry, target: Path, quiet: bool) -> str:
         source = Path(mirror) / item.filename
         if not source.is_file():
             raise CharLMError(f"{MIRROR_VARIABLE}={mirror}: no {item.filename} there; unset it to download {item.url}")
-        with _writing(part, target, f"the {item.name} corpus"):
+        with writing_into(part, target, f"the {item.name} corpus"):
             shutil.copyfile(source, part)
         where = str(source)
     else:
         where = f"{mirror.rstrip('/')}/{item.filename}" if mirror else item.url
-        with _writing(part, target, f"the {item.name} corpus", keep=True):
-            _download(where, part, item.size, quiet)
-    actual, size = _sha256(part), part.stat().st_size
+        with writing_into(part, target, f"the {item.name} corpus", keep=True):
+            download_resuming(where, part, item.size, quiet)
+    actual, size = file_sha256(part), part.stat().st_size
     if size != item.size or (item.sha256 and actual != item.sha256):
         part.unlink()
         raise CharLMError(
@@ -195,7 +198,7 @@ def _fetch(item: Entry, target: Path, quiet: bool) -> str:
     return where
 
 
-def _download(url: str, part: Path, size: int, quiet: bool) -> None:
+def download_resuming(url: str, part: Path, size: int, quiet: bool) -> None:
     """Fetch `url` into `part`, resuming from the bytes already there."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -224,11 +227,12 @@ def _download(url: str, part: Path, size: int, quiet: bool) -> None:
                 bar.update(len(block))
 
 
-def _extract(archive: Path, member: str, text: Path) -> None:
+def extract_text(archive: Path, member: str, text: Path) -> None:
+    """Write `member` of the zip `archive` to `text`, through a part file renamed into place when whole."""
     tmp = text.with_name(text.name + ".part")
     try:
         with (
-            _writing(tmp, text, f"the {member} text"),
+            writing_into(tmp, text, f"the {member} text"),
             zipfile.ZipFile(archive) as z,
             z.open(member) as src,
             open(tmp, "wb") as out,
@@ -241,7 +245,7 @@ def _extract(archive: Path, member: str, text: Path) -> None:
 
 
 @contextlib.contextmanager
-def _writing(part: Path, target: Path, what: str, keep: bool = False) -> Iterator[None]:
+def writing_into(part: Path, target: Path, what: str, keep: bool = False) -> Iterator[None]:
     """Writes into `part` on its way to `target`. One that fails (a full disk, a downloads folder that
     refuses writes) is one line naming `target` and what to do, not the mirror's file, and leaves no
     `part` (it took the disk's room) unless `keep`: a download goes on from it next time."""
