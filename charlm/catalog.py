@@ -2,7 +2,8 @@
 
 Each entry pins its canonical address, size and sha256. A download shows its progress, resumes a
 partial file (HTTP Range), is verified before it is used, and lives in `corpora/downloads/`. A file
-that fails its checksum is deleted: nothing half-written or wrong is ever left in the cache.
+that fails its checksum is deleted: nothing half-written or wrong is ever left in the cache. A text
+already here is checked again each time it is asked for: one cut short or edited since is fetched again.
 
 Offline machines set CHARLM_CORPUS_MIRROR to a folder holding the same file names, or to a base URL
 that serves them.
@@ -17,6 +18,7 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,25 +112,57 @@ def get(name: str, quiet: bool = False) -> Path:
 
 def fetch(name: str, quiet: bool = False) -> tuple[Path, str]:
     """`get`, and a line saying how it came to be here, for `charlm corpus get`, whose standard output
-    is the path alone (a script reads it): fetched from where and verified how, or here already."""
+    is the path alone (a script reads it): fetched from where and verified how, or here already and
+    checked how. A text here that fails its check (cut short, edited) is fetched again, and the line
+    says what was wrong with it."""
     item = entry(name)
     text = DOWNLOADS / item.text_name
-    here = f"{name}: already in {DOWNLOADS}{os.sep}, verified when it was fetched"
-    if text.is_file():
-        return text, here
+    if text.is_file() and not (checked := check_text(item, text))[0]:
+        return text, f"{name}: already in {DOWNLOADS}{os.sep}, {checked[1]}"
     with one_fetch_at_a_time(item, quiet):
-        if text.is_file():  # another process fetched it while this one waited
-            return text, here
+        problem, how = check_text(item, text) if text.is_file() else ("", "")
+        if text.is_file() and not problem:  # another process fetched it while this one waited
+            return text, f"{name}: already in {DOWNLOADS}{os.sep}, {how}"
         download = DOWNLOADS / item.filename
-        verified = "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
         if download.is_file() and download_verified(download, item):
-            how = f"{download} already here, {verified}"
+            how = f"{download} already here, {verified(item)}"
         else:
-            how = f"fetched from {fetch_verified(item, download, quiet)}, {verified}"
+            how = f"fetched from {fetch_verified(item, download, quiet)}, {verified(item)}"
         if item.member:
             extract_text(download, item.member, text)
             how = f"extracted {item.member} from {how}"
-    return text, f"{name}: {how}"
+    return text, f"{name}: {f'{text} was damaged ({problem}), so ' if problem else ''}{how}"
+
+
+def verified(item: Entry) -> str:
+    """How a download of `item` is verified, in words."""
+    return "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
+
+
+def check_text(item: Entry, text: Path) -> tuple[str, str]:
+    """What is wrong with `item`'s text already in the downloads ("" if nothing), and how that was checked:
+    a download's text against its pinned size and sha256, a text extracted from a zip against the size and
+    CRC-32 the zip gives its member (where the zip is still here: else it was verified when fetched). A file
+    cut short or edited since would otherwise be trained on as the corpus the catalog names."""
+    if not item.member:
+        size = text.stat().st_size
+        if size != item.size:
+            return f"{size:,} bytes, not {item.size:,}", ""
+        if item.sha256 and file_sha256(text) != item.sha256:
+            return "its sha256 is not the one pinned for it", ""
+        return "", verified(item)
+    archive = DOWNLOADS / item.filename
+    try:
+        with zipfile.ZipFile(archive) as z:
+            member = z.getinfo(item.member)
+    except (OSError, zipfile.BadZipFile, KeyError):  # gone, or damaged (verified again before extracting)
+        return "", "verified when it was fetched"
+    size = text.stat().st_size
+    if size != member.file_size:
+        return f"{size:,} bytes, not the {member.file_size:,} of {item.member} in {archive}", ""
+    if file_crc32(text) != member.CRC:
+        return f"its CRC-32 is not that of {item.member} in {archive}", ""
+    return "", f"its size and CRC-32 checked against {archive}"
 
 
 @contextlib.contextmanager
@@ -160,6 +194,15 @@ def download_verified(path: Path, item: Entry) -> bool:
     if path.stat().st_size != item.size:
         return False
     return not item.sha256 or file_sha256(path) == item.sha256
+
+
+def file_crc32(path: Path) -> int:
+    """The CRC-32 of a file's bytes (as a zip records its members'), read a few MB at a time."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def file_sha256(path: Path) -> str:
