@@ -35,7 +35,7 @@ from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
 from .stopping import StopFlag
-from .tokens import TokenCorpus, read_eval_also
+from .tokens import TokenCorpus, read_eval_also, same_text
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
@@ -99,6 +99,7 @@ class Trainer:
             "corpus": self.corpus.name,
             "sources": self.corpus.sources,  # where the text is now: a resume on it at a new path records it
             "digest": self.corpus.key,  # whose text they hold (`tokens.run_sources` reads them for it)
+            "text": self.corpus.meta.get("text"),  # the digest of the text as read: the same text re-encoded
             "parameters": self.model.num_parameters(),
             "vocabulary": len(self.corpus.vocab),
             "config": self.config.to_dict(),
@@ -472,7 +473,7 @@ class Trainer:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
         self.resumed_from = read_from
         self.text_moved = checkpoint.corpus["sources"] != self.corpus.sources
-        if checkpoint.corpus["digest"] != self.corpus.key:  # read by `tokens.run_corpus`, which checks it first
+        if not same_text(checkpoint.corpus, self.corpus):  # read by `tokens.run_corpus`, which checks it first
             raise CharLMError(f"{self.run_dir}: its checkpoint is of another corpus than the one read for it")
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed
