@@ -123,10 +123,8 @@ def test_corpus_get_draws_its_download_bar_unless_quiet(server, monkeypatch):
         assert ("tiny.txt: 100%|" in result.stderr) is drawn, result.stderr
 
 
-def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_here(tmp_path, monkeypatch):
-    """`charlm corpus get NAME` printed its path and nothing else: a copy from the mirror folder draws no
-    bar, so a user could not tell a fetch (from where, verified how) from a corpus already here. Now
-    one line on stderr says which; stdout stays the path alone, for `$(charlm corpus get NAME)`."""
+def tiny_in_mirror(tmp_path: Path, monkeypatch) -> tuple[Path, bytes]:
+    """A catalog entry "tiny" whose text, pinned, a mirror folder holds: the folder and the text's bytes."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "tiny.txt").write_text("a small corpus\n" * 100)
@@ -134,6 +132,14 @@ def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_her
     entry = catalog.Entry("tiny", "unused", "tiny.txt", len(data), hashlib.sha256(data).hexdigest(), "-", "-")
     monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(mirror))
+    return mirror, data
+
+
+def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_here(tmp_path, monkeypatch):
+    """`charlm corpus get NAME` printed its path and nothing else: a copy from the mirror folder draws no
+    bar, so a user could not tell a fetch (from where, verified how) from a corpus already here. Now
+    one line on stderr says which; stdout stays the path alone, for `$(charlm corpus get NAME)`."""
+    mirror, data = tiny_in_mirror(tmp_path, monkeypatch)
     path = f"{catalog.DOWNLOADS / 'tiny.txt'}\n"
     said = [
         f"tiny: fetched from {mirror / 'tiny.txt'}, its size and sha256 verified\n",
@@ -149,13 +155,7 @@ def test_corpus_get_fetches_again_a_text_cut_short_or_edited_since_it_was_fetche
     """`charlm corpus get NAME` trusted any file already in corpora/downloads/: one cut short (a copy
     interrupted by hand, a full disk) or edited was said "verified when it was fetched" and trained on as
     the corpus. Now it is checked each time, fetched again, and the line says what was wrong."""
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (mirror / "tiny.txt").write_text("a small corpus\n" * 100)
-    data = (mirror / "tiny.txt").read_bytes()
-    entry = catalog.Entry("tiny", "unused", "tiny.txt", len(data), hashlib.sha256(data).hexdigest(), "-", "-")
-    monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
-    monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(mirror))
+    mirror, data = tiny_in_mirror(tmp_path, monkeypatch)
     text = catalog.get("tiny", quiet=True)
     fetched = f"fetched from {mirror / 'tiny.txt'}, its size and sha256 verified"
     for damage, problem in (
