@@ -91,7 +91,8 @@ def test_a_partial_download_resumes_from_a_url_mirror(server, monkeypatch):
     assert RangeHandler.ranges == [1_000_000]
 
 
-def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch):
+def tiny_zip_served(server: tuple[Path, str], monkeypatch) -> None:
+    """A catalog entry "tiny", a zip pinned and served by `server`, whose member "tiny" is its text."""
     folder, url = server
     with zipfile.ZipFile(folder / "tiny.zip", "w") as z:
         z.writestr("tiny", "a small corpus\n" * 100)
@@ -99,6 +100,10 @@ def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch
     entry = catalog.Entry("tiny", "unused", "tiny.zip", len(data), hashlib.sha256(data).hexdigest(), "-", "-", "tiny")
     monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
+
+
+def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch):
+    tiny_zip_served(server, monkeypatch)
     assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 100
     (catalog.DOWNLOADS / "tiny.txt").unlink()  # the text: extracted again from the download kept beside it
     download = catalog.DOWNLOADS / "tiny.zip"
@@ -139,7 +144,7 @@ def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_her
     """`charlm corpus get NAME` printed its path and nothing else: a copy from the mirror folder draws no
     bar, so a user could not tell a fetch (from where, verified how) from a corpus already here. Now
     one line on stderr says which; stdout stays the path alone, for `$(charlm corpus get NAME)`."""
-    mirror, data = tiny_in_mirror(tmp_path, monkeypatch)
+    mirror = tiny_in_mirror(tmp_path, monkeypatch)[0]
     path = f"{catalog.DOWNLOADS / 'tiny.txt'}\n"
     said = [
         f"tiny: fetched from {mirror / 'tiny.txt'}, its size and sha256 verified\n",
@@ -171,13 +176,7 @@ def test_corpus_get_fetches_again_a_text_cut_short_or_edited_since_it_was_fetche
 
 def test_a_text_extracted_from_a_zip_and_edited_since_is_extracted_again(server, monkeypatch):
     """A zip's text (enwik8's) is checked against the size and CRC-32 the zip records for it."""
-    folder, url = server
-    with zipfile.ZipFile(folder / "tiny.zip", "w") as z:
-        z.writestr("tiny", "a small corpus\n" * 100)
-    data = (folder / "tiny.zip").read_bytes()
-    entry = catalog.Entry("tiny", "unused", "tiny.zip", len(data), hashlib.sha256(data).hexdigest(), "-", "-", "tiny")
-    monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
-    monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
+    tiny_zip_served(server, monkeypatch)
     text, download = catalog.get("tiny", quiet=True), catalog.DOWNLOADS / "tiny.zip"
     assert (
         catalog.fetch("tiny", quiet=True)[1]
