@@ -201,7 +201,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         )
     resumed = plan.resumed(saved, overrides, path, ranks, text_given=bool(sources))
     check_world(resumed, ranks)
-    # the run's text where it is now, or where the user gives it (moved, renamed): the run's, byte for byte
+    # the run's text where it is now, or where the user gives it (moved, renamed, re-encoded): the run's text
     where = list(sources) if sources else run_sources(saved.corpus, path.parent)
     base_vocab = saved.base_vocab()
     config = resumed.config

@@ -2,7 +2,8 @@
 
 Each entry pins its canonical address, size and sha256. A download shows its progress, resumes a
 partial file (HTTP Range), is verified before it is used, and lives in `corpora/downloads/`. A file
-that fails its checksum is deleted: nothing half-written or wrong is ever left in the cache.
+that fails its checksum is deleted: nothing half-written or wrong is ever left in the cache. A text
+already here is checked again each time it is asked for: one cut short or edited since is fetched again.
 
 Offline machines set CHARLM_CORPUS_MIRROR to a folder holding the same file names, or to a base URL
 that serves them.
@@ -17,6 +18,7 @@ import shutil
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +99,7 @@ CATALOG = {
 
 
 def entry(name: str) -> Entry:
+    """The catalog's entry `name`; an unknown name is told the catalog's names."""
     if name not in CATALOG:
         raise CharLMError(f"{SHOWN.repr(name)} is not a file, a folder or a catalog corpus ({', '.join(CATALOG)})")
     return CATALOG[name]
@@ -109,29 +112,61 @@ def get(name: str, quiet: bool = False) -> Path:
 
 def fetch(name: str, quiet: bool = False) -> tuple[Path, str]:
     """`get`, and a line saying how it came to be here, for `charlm corpus get`, whose standard output
-    is the path alone (a script reads it): fetched from where and verified how, or here already."""
+    is the path alone (a script reads it): fetched from where and verified how, or here already and
+    checked how. A text here that fails its check (cut short, edited) is fetched again, and the line
+    says what was wrong with it."""
     item = entry(name)
     text = DOWNLOADS / item.text_name
-    here = f"{name}: already in {DOWNLOADS}{os.sep}, verified when it was fetched"
-    if text.is_file():
-        return text, here
-    with _fetching(item, quiet):
-        if text.is_file():  # another process fetched it while this one waited
-            return text, here
+    if text.is_file() and not (checked := check_text(item, text))[0]:
+        return text, f"{name}: already in {DOWNLOADS}{os.sep}, {checked[1]}"
+    with one_fetch_at_a_time(item, quiet):
+        problem, how = check_text(item, text) if text.is_file() else ("", "")
+        if text.is_file() and not problem:  # another process fetched it while this one waited
+            return text, f"{name}: already in {DOWNLOADS}{os.sep}, {how}"
         download = DOWNLOADS / item.filename
-        verified = "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
-        if download.is_file() and _matches(download, item):
-            how = f"{download} already here, {verified}"
+        if download.is_file() and download_verified(download, item):
+            how = f"{download} already here, {verified(item)}"
         else:
-            how = f"fetched from {_fetch(item, download, quiet)}, {verified}"
+            how = f"fetched from {fetch_verified(item, download, quiet)}, {verified(item)}"
         if item.member:
-            _extract(download, item.member, text)
+            extract_text(download, item.member, text)
             how = f"extracted {item.member} from {how}"
-    return text, f"{name}: {how}"
+    return text, f"{name}: {f'{text} was damaged ({problem}), so ' if problem else ''}{how}"
+
+
+def verified(item: Entry) -> str:
+    """How a download of `item` is verified, in words."""
+    return "its size and sha256 verified" if item.sha256 else "its size verified (no sha256 is pinned for it)"
+
+
+def check_text(item: Entry, text: Path) -> tuple[str, str]:
+    """What is wrong with `item`'s text already in the downloads ("" if nothing), and how that was checked:
+    a download's text against its pinned size and sha256, a text extracted from a zip against the size and
+    CRC-32 the zip gives its member (where the zip is still here: else it was verified when fetched). A file
+    cut short or edited since would otherwise be trained on as the corpus the catalog names."""
+    if not item.member:
+        size = text.stat().st_size
+        if size != item.size:
+            return f"{size:,} bytes, not {item.size:,}", ""
+        if item.sha256 and file_sha256(text) != item.sha256:
+            return "its sha256 is not the one pinned for it", ""
+        return "", verified(item)
+    archive = DOWNLOADS / item.filename
+    try:
+        with zipfile.ZipFile(archive) as z:
+            member = z.getinfo(item.member)
+    except (OSError, zipfile.BadZipFile, KeyError):  # gone, or damaged (verified again before extracting)
+        return "", "verified when it was fetched"
+    size = text.stat().st_size
+    if size != member.file_size:
+        return f"{size:,} bytes, not the {member.file_size:,} of {item.member} in {archive}", ""
+    if file_crc32(text) != member.CRC:
+        return f"its CRC-32 is not that of {item.member} in {archive}", ""
+    return "", f"its size and CRC-32 checked against {archive}"
 
 
 @contextlib.contextmanager
-def _fetching(item: Entry, quiet: bool) -> Iterator[None]:
+def one_fetch_at_a_time(item: Entry, quiet: bool) -> Iterator[None]:
     """One process at a time fetches `item` (an OS lock beside the downloads): two `charlm train
     tinyshakespeare` started together wrote one `.part` file at once, and one renamed it away while the
     other still read it. The others wait, then find the text in place."""
@@ -154,13 +189,24 @@ def _fetching(item: Entry, quiet: bool) -> Iterator[None]:
         lock.release()
 
 
-def _matches(path: Path, item: Entry) -> bool:
+def download_verified(path: Path, item: Entry) -> bool:
+    """Whether `path` is `item`'s download whole: its pinned size, and its sha256 where one is pinned."""
     if path.stat().st_size != item.size:
         return False
-    return not item.sha256 or _sha256(path) == item.sha256
+    return not item.sha256 or file_sha256(path) == item.sha256
 
 
-def _sha256(path: Path) -> str:
+def file_crc32(path: Path) -> int:
+    """The CRC-32 of a file's bytes (as a zip records its members'), read a few MB at a time."""
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read a few MB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(1 << 22):
@@ -168,7 +214,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fetch(item: Entry, target: Path, quiet: bool) -> str:
+def fetch_verified(item: Entry, target: Path, quiet: bool) -> str:
     """Fetches `item` into `target`, verified, from the mirror if one is set; returns where from."""
     mirror = os.environ.get(MIRROR_VARIABLE, "").strip()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -177,14 +223,14 @@ def _fetch(item: Entry, target: Path, quiet: bool) -> str:
         source = Path(mirror) / item.filename
         if not source.is_file():
             raise CharLMError(f"{MIRROR_VARIABLE}={mirror}: no {item.filename} there; unset it to download {item.url}")
-        with _writing(part, target, f"the {item.name} corpus"):
+        with writing_into(part, target, f"the {item.name} corpus"):
             shutil.copyfile(source, part)
         where = str(source)
     else:
         where = f"{mirror.rstrip('/')}/{item.filename}" if mirror else item.url
-        with _writing(part, target, f"the {item.name} corpus", keep=True):
-            _download(where, part, item.size, quiet)
-    actual, size = _sha256(part), part.stat().st_size
+        with writing_into(part, target, f"the {item.name} corpus", keep=True):
+            download_resuming(where, part, item.size, quiet)
+    actual, size = file_sha256(part), part.stat().st_size
     if size != item.size or (item.sha256 and actual != item.sha256):
         part.unlink()
         raise CharLMError(
@@ -195,7 +241,7 @@ def _fetch(item: Entry, target: Path, quiet: bool) -> str:
     return where
 
 
-def _download(url: str, part: Path, size: int, quiet: bool) -> None:
+def download_resuming(url: str, part: Path, size: int, quiet: bool) -> None:
     """Fetch `url` into `part`, resuming from the bytes already there."""
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
@@ -224,11 +270,12 @@ def _download(url: str, part: Path, size: int, quiet: bool) -> None:
                 bar.update(len(block))
 
 
-def _extract(archive: Path, member: str, text: Path) -> None:
+def extract_text(archive: Path, member: str, text: Path) -> None:
+    """Write `member` of the zip `archive` to `text`, through a part file renamed into place when whole."""
     tmp = text.with_name(text.name + ".part")
     try:
         with (
-            _writing(tmp, text, f"the {member} text"),
+            writing_into(tmp, text, f"the {member} text"),
             zipfile.ZipFile(archive) as z,
             z.open(member) as src,
             open(tmp, "wb") as out,
@@ -241,7 +288,7 @@ def _extract(archive: Path, member: str, text: Path) -> None:
 
 
 @contextlib.contextmanager
-def _writing(part: Path, target: Path, what: str, keep: bool = False) -> Iterator[None]:
+def writing_into(part: Path, target: Path, what: str, keep: bool = False) -> Iterator[None]:
     """Writes into `part` on its way to `target`. One that fails (a full disk, a downloads folder that
     refuses writes) is one line naming `target` and what to do, not the mirror's file, and leaves no
     `part` (it took the disk's room) unless `keep`: a download goes on from it next time."""

@@ -134,8 +134,8 @@ def corpus_list() -> None:
     help="no download bar, no note while another process fetches NAME, no line saying how NAME got here: only the path",
 )
 def corpus_get(name: str, quiet: bool) -> None:
-    """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME unless it is here already;
-    print its path, and on stderr whether it was fetched (from where) or here already."""
+    """Download (or copy from $CHARLM_CORPUS_MIRROR) and verify corpus NAME unless it is here already and
+    passes its check; print its path, and on stderr whether it was fetched (from where) or here already."""
     if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
         raise CharLMError(
             f"{SHOWN.repr(name)} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"

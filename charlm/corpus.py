@@ -30,14 +30,15 @@ NORMALIZATIONS = ("none", "nfc", "nfkc")  # --normalize: the Unicode forms `norm
 DOUBLED_LINE_BREAK = re.compile(r"\r+\n")  # `line_breaks`: \r\n, \r\r\n...
 LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line
 BYTE_ORDER_MARKS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-# What UTF-16 text is made of (`utf16_text`): ASCII and Latin-1 text, dashes, quotes and the ellipsis, CJK
-# punctuation and kana, Hangul, CJK ideographs, full-width forms, any valid surrogate pair. Random data read
-# two bytes at a time lands in these half of the time.
+# What UTF-16 text is made of (`utf16_text`): ASCII and Latin-1 text, Greek and Cyrillic, dashes, quotes and
+# the ellipsis, CJK punctuation and kana, Hangul, CJK ideographs, full-width forms, any valid surrogate pair.
+# Random data read two bytes at a time lands in these half of the time.
 TEXT_CODE_POINTS = (
     (0x09, 0x0A),
     (0x0D, 0x0D),
     (0x20, 0x7E),
     (0xA0, 0xFF),
+    (0x370, 0x4FF),
     (0x2010, 0x2027),
     (0x3000, 0x30FF),
     (0x3130, 0x318F),
@@ -258,6 +259,11 @@ def undecodable(
     utf8 = encoding.lower().replace("-", "") == "utf8"
     bad, before = error.object[error.start :], error.object[: error.start]
     likely = wide or (likely_encoding(bad, at == 0, before) if utf8 else None)
+    if likely in (None, "latin-1") and start == 0 and len(raw) < 64 and utf16_either(raw):
+        return CharLMError(
+            f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), and too "
+            "short to tell which encoding it is in (its bytes read as text in more than one): save it as UTF-8"
+        )
     if likely == "utf-8":  # no encoding reads it: the file is UTF-8 but for those bytes
         return CharLMError(
             f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), though the "
@@ -304,22 +310,49 @@ def utf16_text(data: bytes) -> str | None:
     (Python bytecode, repeated floats) nor Shift-JIS (whose second byte is never below 0x40): a CJK
     character's low byte is any of 0-255, theirs keep to one part of that range."""
     window = data[:400]
-    if sum(byte >= 0x80 for byte in window) * 6 < len(window):
-        return None  # 8-bit text: UTF-16 Chinese has about two bytes in five above 0x7f
-    shares = {}
-    for order in ("utf-16-le", "utf-16-be"):  # not final: a character cut at the window's end is no error
-        chars = codecs.getincrementaldecoder(order)("replace").decode(window)
-        text = sum(any(low <= ord(c) <= high for low, high in TEXT_CODE_POINTS) for c in chars)
-        shares[order] = (text / len(chars) if chars else 0.0, chars)
+    if sum(byte >= 0x80 for byte in window) * 6 < len(window) and not NOT_8BIT_TEXT.intersection(window):
+        return None  # 8-bit text: UTF-16 Chinese has about two bytes in five above 0x7f, Cyrillic 0x04s
+    shares = utf16_shares(window)
     order = max(shares, key=lambda name: shares[name][0])
     (share, chars), other = shares[order], min(share for share, _ in shares.values())
-    if len(chars) < 4 or share < 0.9 or other > share - 0.3:
+    if other > share - 0.3:  # text both ways: one alphabet's letters share their high byte (Greek's 0x03, kana's 0x30)
+        one_alphabet = [name for name, (_, read) in shares.items() if len(read) >= 3 and alphabet(read)]
+        if len(one_alphabet) != 1:
+            return None
+        order = one_alphabet[0]
+        share, chars = shares[order]
+    elif len(chars) < 4:
+        return None
+    if share < 0.9:
         return None
     low_bytes = [ord(c) & 0xFF for c in chars if "\u4e00" <= c <= "\u9fff"]
     below, above = sum(b < 0x40 for b in low_bytes), sum(b >= 0x80 for b in low_bytes)
     if len(low_bytes) >= 16 and min(below, above) * 32 < len(low_bytes):
         return None
     return order
+
+
+def utf16_shares(window: bytes) -> dict[str, tuple[float, str]]:
+    """Each UTF-16 byte order's reading of `window`: the share of its characters that are text
+    (`TEXT_CODE_POINTS`), and the characters."""
+    shares = {}
+    for order in ("utf-16-le", "utf-16-be"):  # not final: a character cut at the window's end is no error
+        chars = codecs.getincrementaldecoder(order)("replace").decode(window)
+        text = sum(any(low <= ord(c) <= high for low, high in TEXT_CODE_POINTS) for c in chars)
+        shares[order] = (text / len(chars) if chars else 0.0, chars)
+    return shares
+
+
+def alphabet(chars: str) -> bool:
+    """Whether `chars` keep to few high bytes and many low ones, as one alphabet's letters do (Greek's
+    U+03xx, kana's U+30xx, with ASCII's U+00xx): read in the other byte order they would not."""
+    return len({ord(c) >> 8 for c in chars}) * 2 <= len({ord(c) & 0xFF for c in chars})
+
+
+def utf16_either(data: bytes) -> bool:
+    """Whether a file's first bytes `data` read as text in both UTF-16 byte orders (`utf16_text` naming
+    neither): a few CJK or Hangul characters ('한국', '宝。'), too few to tell their encoding by."""
+    return len(data) >= 2 and all(share >= 0.9 for share, _ in utf16_shares(data[:400]).values())
 
 
 def nul_offset(raw: bytes, offset: int, encoding: str) -> str:

@@ -7,7 +7,9 @@
 
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
-new characters extend): a changed file gives a new key, an unchanged one reuses the cache.
+new characters extend): a changed file gives a new key, an unchanged one reuses the cache. meta.json
+also keeps the digest of the text as read (`text_digest`): a run's text re-encoded since (CRLF line
+ends made LF, a byte order mark added or removed) has other bytes, hence another key, but the same text.
 Preparation streams, a few MB at a time: one pass counts characters, one writes ids, and between
 them `--tokenizer sentencepiece` trains its tokenizer (on at most `pieces.TRAINING_SENTENCES` lines,
 which it holds), so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A
@@ -107,7 +109,8 @@ class TokenCorpus:
     def record(self) -> dict:
         """What a checkpoint keeps of this corpus (its `corpus`, whose fields `Checkpoint.check` checks): enough
         to prepare it again (`run_corpus`) and to know whether its sources still hold this text (`prepare`)."""
-        return {"name": self.name, "sources": self.sources, "digest": self.key}
+        text = {"text": self.meta["text"]} if "text" in self.meta else {}  # none in a cache built before it was kept
+        return {"name": self.name, "sources": self.sources, "digest": self.key, **text}
 
 
 @dataclass
@@ -150,7 +153,12 @@ def prepare(
     if base is not None:
         options["base_vocab"] = hashlib.sha256(json.dumps(base.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
     folder = Path(root) / cache_key(parts, options)
-    if run is not None and folder.name != run["digest"]:  # else minutes preparing a big corpus, then refused
+    # checked before preparing: else minutes preparing a big corpus, then refused
+    if (
+        run is not None
+        and folder.name != run["digest"]
+        and not ("text" in run and run["text"] == text_digest(parts, config))
+    ):
         raise CorpusChanged(f"the corpus {run['sources'] or run['name']} changed since the run trained on it")
     if (folder / "meta.json").is_file():
         try:
@@ -187,12 +195,11 @@ def build(
     def read(task: str) -> Iterator[tuple[int, str]]:
         """One pass over the corpus, (part number, text chunk), with a bar of its own over the files' bytes."""
         with bytes_bar(source_bytes, desc=task, disable=quiet) as bar:
-            for number, part in enumerate(parts):
-                for chunk in iter_text(part, config.encoding, config.normalize, bar.update):
-                    yield number, chunk
+            yield from text_chunks(parts, config, bar.update)
 
     counts, vocab = make_vocab(lambda task: (chunk for _, chunk in read(task)), config, base)
-    digest, sizes, characters = write_ids(folder / "tokens.bin", read("encoding"), vocab, len(parts))
+    text = hashlib.sha256()
+    digest, sizes, characters = write_ids(folder / "tokens.bin", hashing(read("encoding"), text), vocab, len(parts))
     unknown = {c: n for c, n in counts.items() if not vocab.knows(c)}
     meta = {
         "format": CACHE_FORMAT,
@@ -200,6 +207,7 @@ def build(
         "tokens": sum(sizes),
         "parts": sizes,
         "sha256": digest,
+        "text": text.hexdigest()[:20],
         "characters": characters,
         "distinct": len(counts),
         "vocab_size": len(vocab),
@@ -215,6 +223,40 @@ def build(
     (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
     (folder / "meta.json").write_text(files.json_text(meta, 1), encoding="utf-8")
     return vocab, meta  # all written
+
+
+def text_chunks(
+    parts: list[list[Path]], config: Config, progress: Callable[[int], object] | None = None
+) -> Iterator[tuple[int, str]]:
+    """(part number, text chunk) of the corpus, read as the config says: what it is prepared from."""
+    for number, part in enumerate(parts):
+        for chunk in iter_text(part, config.encoding, config.normalize, progress):
+            yield number, chunk
+
+
+def hashing(chunks: Iterator[tuple[int, str]], digest) -> Iterator[tuple[int, str]]:
+    """`chunks` (`text_chunks`) passed on, their text hashed into `digest` on the way, a NUL between two parts
+    (a character no text read holds: `corpus._decode` refuses it)."""
+    part = 0
+    for number, chunk in chunks:
+        digest.update(b"\x00" * (number - part) + chunk.encode("utf-8", "surrogatepass"))
+        part = number
+        yield number, chunk
+
+
+def text_digest(parts: list[list[Path]], config: Config) -> str:
+    """The digest of the corpus's text as read (meta.json's "text"): the same text whatever bytes spell it. A
+    run's record made from a cache built before it was kept has none: only the same bytes are its text."""
+    digest = hashlib.sha256()
+    for _ in hashing(text_chunks(parts, config), digest):
+        pass
+    return digest.hexdigest()[:20]
+
+
+def same_text(run: dict, corpus: TokenCorpus) -> bool:
+    """Whether `corpus` is the text the run of corpus record `run` trained on: the same bytes (the cache key),
+    or the same text in other bytes (meta.json's "text")."""
+    return run["digest"] == corpus.key or ("text" in run and run["text"] == corpus.meta.get("text"))
 
 
 def write_ids(
@@ -398,7 +440,8 @@ def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
     if not (gone := missing(recorded)):
         return recorded
     info = runs.read_run_info(run_dir) or {}
-    moved = info.get("sources") if info.get("digest") == corpus["digest"] else None  # a hand edit: anything
+    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
+    moved = info.get("sources") if same else None  # a hand edit: anything
     if isinstance(moved, list) and moved and all(isinstance(s, str) for s in moved) and not missing(moved):
         return moved
     resume = call("train", "NEW", said("resume", run_dir))
@@ -415,8 +458,9 @@ def missing(sources: list[str]) -> list[str]:
 
 def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:
     """The error for a resume given `given`, which is not the text its run trained on (`corpus`, its
-    checkpoint's record): only the same files, byte for byte and in the order the run read them, give the
-    same token stream and held-out split; another text starts a new run from the run's weights."""
+    checkpoint's record): only the same files, in the order the run read them, give the same token stream and
+    held-out split (byte for byte, or as read where the record keeps the text's digest, `same_text`); another
+    text starts a new run from the run's weights."""
     shown = " ".join(given) if flags_said() else written(given[0]) if len(given) == 1 else repr(given)
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
     return CharLMError(

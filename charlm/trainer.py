@@ -35,7 +35,7 @@ from .reporting import BestEffortLog, Reporter, SilentReporter
 from .sampler import generate
 from .scoring import bits_per_char
 from .stopping import StopFlag
-from .tokens import TokenCorpus, read_eval_also
+from .tokens import TokenCorpus, read_eval_also, same_text
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
@@ -71,6 +71,7 @@ class Trainer:
         self.checkpoint_interval = plan.config.checkpoint_interval()
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
+        self.text_moved = False  # a resume read the run's text at a path its checkpoint does not record
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
@@ -98,6 +99,7 @@ class Trainer:
             "corpus": self.corpus.name,
             "sources": self.corpus.sources,  # where the text is now: a resume on it at a new path records it
             "digest": self.corpus.key,  # whose text they hold (`tokens.run_sources` reads them for it)
+            "text": self.corpus.meta.get("text"),  # the digest of the text as read: the same text re-encoded
             "parameters": self.model.num_parameters(),
             "vocabulary": len(self.corpus.vocab),
             "config": self.config.to_dict(),
@@ -307,11 +309,17 @@ class Trainer:
         if self.ranks.leader:
             spent = limits_spent(self.config, self.progress, self.run_dir)
             tqdm.write(
-                f"{spent}: nothing to train; its text's path is recorded ({' '.join(self.corpus.sources)}), where "
-                f"charlm eval and later resumes read it; give a larger limit to go on",
+                f"{spent}: nothing to train{self.moved_note(always=True)}; give a larger limit to go on",
                 file=sys.stderr,
             )
         return True
+
+    def moved_note(self, always: bool = False) -> str:
+        """What a resume that trains nothing did all the same: record its text's new path in run.json (`open_run`),
+        where charlm eval and later resumes read it; "" where the path is the one recorded already, unless `always`."""
+        if not (self.text_moved or always):
+            return ""
+        return f"; its text's path is recorded ({' '.join(self.corpus.sources)}), where charlm eval and later resumes read it"
 
     def check_patience(self, resuming: bool = False) -> None:
         """Stop once validation has not improved for --patience evaluations in a row: the text is being
@@ -330,8 +338,8 @@ class Trainer:
             best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
             tqdm.write(
                 f"{self.run_dir} stopped early at step {progress.step}: validation has not improved for "
-                f"{worse} evaluations (best {best_text}); nothing to train: to train on, resume with "
-                f"{said('patience', 0)} or a {said('patience')} above {worse}",
+                f"{worse} evaluations (best {best_text}); nothing to train{self.moved_note()}: to train on, resume "
+                f"with {said('patience', 0)} or a {said('patience')} above {worse}",
                 file=sys.stderr,
             )
         elif out:
@@ -464,7 +472,8 @@ class Trainer:
         """Continue from a checkpoint of this run (train_state.restore), on the same corpus; `read_from`:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
         self.resumed_from = read_from
-        if checkpoint.corpus["digest"] != self.corpus.key:  # read by `tokens.run_corpus`, which checks it first
+        self.text_moved = checkpoint.corpus["sources"] != self.corpus.sources
+        if not same_text(checkpoint.corpus, self.corpus):  # read by `tokens.run_corpus`, which checks it first
             raise CharLMError(f"{self.run_dir}: its checkpoint is of another corpus than the one read for it")
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed

@@ -91,7 +91,8 @@ def test_a_partial_download_resumes_from_a_url_mirror(server, monkeypatch):
     assert RangeHandler.ranges == [1_000_000]
 
 
-def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch):
+def tiny_zip_served(server: tuple[Path, str], monkeypatch) -> None:
+    """A catalog entry "tiny", a zip pinned and served by `server`, whose member "tiny" is its text."""
     folder, url = server
     with zipfile.ZipFile(folder / "tiny.zip", "w") as z:
         z.writestr("tiny", "a small corpus\n" * 100)
@@ -99,6 +100,10 @@ def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch
     entry = catalog.Entry("tiny", "unused", "tiny.zip", len(data), hashlib.sha256(data).hexdigest(), "-", "-", "tiny")
     monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, url)
+
+
+def test_zip_downloads_are_verified_then_extracted(server, tmp_path, monkeypatch):
+    tiny_zip_served(server, monkeypatch)
     assert catalog.get("tiny", quiet=True).read_text() == "a small corpus\n" * 100
     (catalog.DOWNLOADS / "tiny.txt").unlink()  # the text: extracted again from the download kept beside it
     download = catalog.DOWNLOADS / "tiny.zip"
@@ -123,10 +128,8 @@ def test_corpus_get_draws_its_download_bar_unless_quiet(server, monkeypatch):
         assert ("tiny.txt: 100%|" in result.stderr) is drawn, result.stderr
 
 
-def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_here(tmp_path, monkeypatch):
-    """`charlm corpus get NAME` printed its path and nothing else: a copy from the mirror folder draws no
-    bar, so a user could not tell a fetch (from where, verified how) from a corpus already here. Now
-    one line on stderr says which; stdout stays the path alone, for `$(charlm corpus get NAME)`."""
+def tiny_in_mirror(tmp_path: Path, monkeypatch) -> tuple[Path, bytes]:
+    """A catalog entry "tiny" whose text, pinned, a mirror folder holds: the folder and the text's bytes."""
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "tiny.txt").write_text("a small corpus\n" * 100)
@@ -134,15 +137,57 @@ def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_her
     entry = catalog.Entry("tiny", "unused", "tiny.txt", len(data), hashlib.sha256(data).hexdigest(), "-", "-")
     monkeypatch.setitem(catalog.CATALOG, "tiny", entry)
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(mirror))
+    return mirror, data
+
+
+def test_corpus_get_says_on_stderr_whether_it_fetched_the_corpus_or_found_it_here(tmp_path, monkeypatch):
+    """`charlm corpus get NAME` printed its path and nothing else: a copy from the mirror folder draws no
+    bar, so a user could not tell a fetch (from where, verified how) from a corpus already here. Now
+    one line on stderr says which; stdout stays the path alone, for `$(charlm corpus get NAME)`."""
+    mirror = tiny_in_mirror(tmp_path, monkeypatch)[0]
     path = f"{catalog.DOWNLOADS / 'tiny.txt'}\n"
     said = [
         f"tiny: fetched from {mirror / 'tiny.txt'}, its size and sha256 verified\n",
-        f"tiny: already in {catalog.DOWNLOADS}/, verified when it was fetched\n",
+        f"tiny: already in {catalog.DOWNLOADS}/, its size and sha256 verified\n",
         "",  # --quiet
     ]
     for words, expected in zip([[], [], ["--quiet"]], said):
         result = CliRunner().invoke(main, ["corpus", "get", "tiny", *words])
         assert (result.exit_code, result.stdout, result.stderr) == (0, path, expected), result.output
+
+
+def test_corpus_get_fetches_again_a_text_cut_short_or_edited_since_it_was_fetched(tmp_path, monkeypatch):
+    """`charlm corpus get NAME` trusted any file already in corpora/downloads/: one cut short (a copy
+    interrupted by hand, a full disk) or edited was said "verified when it was fetched" and trained on as
+    the corpus. Now it is checked each time, fetched again, and the line says what was wrong."""
+    mirror, data = tiny_in_mirror(tmp_path, monkeypatch)
+    text = catalog.get("tiny", quiet=True)
+    fetched = f"fetched from {mirror / 'tiny.txt'}, its size and sha256 verified"
+    for damage, problem in (
+        (data[:700], "700 bytes, not 1,500"),
+        (data.upper(), "its sha256 is not the one pinned for it"),
+    ):
+        text.write_bytes(damage)
+        result = CliRunner().invoke(main, ["corpus", "get", "tiny"])
+        assert result.exit_code == 0 and result.stdout == f"{text}\n", result.output
+        assert result.stderr == f"tiny: {text} was damaged ({problem}), so {fetched}\n"
+        assert text.read_bytes() == data
+
+
+def test_a_text_extracted_from_a_zip_and_edited_since_is_extracted_again(server, monkeypatch):
+    """A zip's text (enwik8's) is checked against the size and CRC-32 the zip records for it."""
+    tiny_zip_served(server, monkeypatch)
+    text, download = catalog.get("tiny", quiet=True), catalog.DOWNLOADS / "tiny.zip"
+    assert (
+        catalog.fetch("tiny", quiet=True)[1]
+        == f"tiny: already in {catalog.DOWNLOADS}/, its size and CRC-32 checked against {download}"
+    )
+    text.write_text("a small Corpus\n" * 100)
+    assert catalog.fetch("tiny", quiet=True)[1] == (
+        f"tiny: {text} was damaged (its CRC-32 is not that of tiny in {download}), so extracted tiny from {download} "
+        "already here, its size and sha256 verified"
+    )
+    assert text.read_text() == "a small corpus\n" * 100
 
 
 def test_a_copy_from_the_mirror_to_a_full_disk_says_what_to_do_and_leaves_no_part(monkeypatch):
@@ -257,17 +302,22 @@ print(catalog.get("big", quiet=True))
 """
 
 
-def test_processes_fetching_one_corpus_at_once_all_get_it(tmp_path):
+@pytest.mark.parametrize("damaged", [False, True])
+def test_processes_fetching_one_corpus_at_once_all_get_it(tmp_path, damaged):
     """Two `charlm train hongloumeng` started together (two terminals, a script's loop) both fetched
     into one `.part` file: one renamed it into place while the other still read it, which said
     `corpora/downloads/....part: No such file or directory` (or, truncated by the other, that the mirror
-    fails verification). One fetches; the other waits and uses its copy."""
+    fails verification). One fetches; the other waits and uses its copy. So too where a `damaged` copy
+    (cut short) is there, which each finds wrong and the first fetches again."""
     import subprocess
     import sys
 
     mirror, data = tmp_path / "mirror", hashlib.sha256(b"0").digest() * (1 << 18)  # 8 MB
     mirror.mkdir()
     (mirror / "big.bin").write_bytes(data)
+    if damaged:
+        (tmp_path / "corpora" / "downloads").mkdir(parents=True)
+        (tmp_path / "corpora" / "downloads" / "big.bin").write_bytes(data[:1000])
     env = {**__import__("os").environ, catalog.MIRROR_VARIABLE: str(mirror)}
     command = [sys.executable, "-c", FETCH_BIG, str(len(data)), hashlib.sha256(data).hexdigest()]
     fetchers = [

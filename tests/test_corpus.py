@@ -1,6 +1,7 @@
 import codecs
 import gzip
 import importlib.util
+import itertools
 import py_compile
 import random
 import re
@@ -273,13 +274,33 @@ def test_a_file_of_a_few_utf_16_characters_is_not_told_latin_1(tmp_path):
             path.write_bytes(text.encode(order))
             with pytest.raises(CharLMError) as error:
                 read_texts([str(path)])
-            assert str(error.value).endswith("convert it to UTF-8 or pass another encoding"), str(error.value)
+            said = str(error.value)
+            assert said.endswith(("convert it to UTF-8 or pass another encoding", ": save it as UTF-8")), said
         path.write_bytes("宝玉\n".encode(order))
         with pytest.raises(CharLMError, match=rf"UTF-16 without a byte order mark: encoding='{order}'\)$"):
             read_texts([str(path)])
     path.write_bytes("né\n".encode("latin-1"))
     with pytest.raises(CharLMError, match=r"encoding='latin-1'$"):
         read_texts([str(path)])
+
+
+def test_a_short_utf_16_line_of_one_alphabet_is_named_and_two_hangul_are_told_to_save_as_utf_8(tmp_path):
+    """A short Greek, Cyrillic or kana line in UTF-16 without its byte order mark was "a binary file" with
+    no word of UTF-16 (Greek and Cyrillic were not text to `utf16_text`, kana's few bytes above 0x7f read
+    as 8-bit text), and '한국' alone was told latin-1. One alphabet's letters share their high byte, which
+    names the byte order; two Hangul read as text both ways (and as latin-1), as does kana with no line
+    break (its bytes mostly ASCII): the file is named and told to save it as UTF-8."""
+    for text in ("Καλημέρα κόσμε\n", "Привет, мир\n", "こんにちは\n", "Ελλάδα"):
+        for order in ("utf-16-le", "utf-16-be"):
+            path = tmp_path / "line.txt"
+            path.write_bytes(text.encode(order))
+            with pytest.raises(CharLMError, match=rf"encoding='{order}'\)?$"):
+                read_texts([str(path)])
+            assert read_texts([str(path)], encoding=order) == text
+    for text, order in itertools.product(("한국", "こんにちは"), ("utf-16-le", "utf-16-be")):  # kana: ASCII bytes
+        path.write_bytes(text.encode(order))
+        with pytest.raises(CharLMError, match=rf"^{re.escape(str(path))}: not valid utf-8 .*: save it as UTF-8$"):
+            read_texts([str(path)])
 
 
 def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_name(tmp_path):

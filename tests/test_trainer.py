@@ -4,6 +4,7 @@ signals, full disks or NaN."""
 import dataclasses
 import errno
 import itertools
+import json
 import os
 import random
 import signal
@@ -204,6 +205,39 @@ def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_on
     ok = cli("train", a, b, "--resume", "run", "--max-steps", "14")  # the folder's files, named in its order
     assert ok.exit_code == 0, ok.output
     assert latest("run").progress.step == 14 and latest("run").corpus["sources"] == [a, b]
+
+
+def test_a_resume_on_its_text_re_encoded_goes_on_and_a_changed_text_is_still_refused(fox_file, tiny):
+    """The run's text with CRLF line ends and a UTF-8 byte order mark (an editor's save on Windows) is the
+    text charlm read, but its other bytes were refused as "another text", the digest being of the bytes.
+    Now the text as read decides (its digest kept in the cache and the checkpoint), at its path or a new
+    one, and `charlm eval RUN` reads it; a text with one letter changed is still refused in one line."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    before = cli("eval", "run", "--quiet").output
+    fox_file.write_bytes(b"\xef\xbb\xbf" + fox_file.read_bytes().replace(b"\n", b"\r\n"))
+    charlm.train(resume="run", max_steps=12)
+    moved = fox_file.rename(fox_file.with_name("moved.txt"))
+    moved.write_bytes(moved.read_bytes()[3:].replace(b"\r\n", b"\n"))  # as first written, at a new path
+    charlm.train(moved, resume="run", max_steps=14)
+    assert latest("run").progress.step == 14 and latest("run").corpus["sources"] == [str(moved)]
+    assert cli("eval", "run", "--quiet").output.endswith(before.split(" bits per character")[1])
+    moved.write_text(moved.read_text(encoding="utf-8").replace("lazy", "lazz", 1), encoding="utf-8")
+    one_line_error(cli("train", "--resume", "run", "--max-steps", "16"), "changed since the run trained on it")
+    one_line_error(cli("train", str(moved), "--resume", "run", "--max-steps", "16"), "is not the text checkpoints/run")
+
+
+def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_only(fox_file, tiny):
+    """A run trained before the text's digest was kept (its cache's meta.json and checkpoint have none)
+    still resumes on its unchanged file; its text re-encoded is refused, as it always was."""
+    cache = Path(tokens.prepare([[fox_file]]).folder, "meta.json")
+    cache.write_text(json.dumps({k: v for k, v in json.loads(cache.read_text()).items() if k != "text"}))
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    assert "text" not in latest("run").corpus
+    charlm.train(resume="run", max_steps=12)
+    fox_file.write_bytes(fox_file.read_bytes().replace(b"\n", b"\r\n"))
+    with pytest.raises(CharLMError, match="changed since the run trained on it"):
+        charlm.train(resume="run", max_steps=14)
+    assert latest("run").progress.step == 12
 
 
 def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_file, tiny):
@@ -683,6 +717,26 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is
         assert latest("run").progress.step == 50
         charlm.train(resume="run", patience=0)
         assert latest("run").progress.step == 100
+
+
+def test_a_run_stopped_by_patience_resumed_on_its_moved_text_says_the_path_is_recorded(fox_file, tiny, capsys):
+    """`charlm train NEW --resume RUN` on a run --patience stopped records the text's new path in run.json and
+    trains nothing, as on a run whose limits are spent, but only the latter said the path was recorded: the
+    user was left to think the move had not been taken. A resume at the path already recorded says nothing."""
+    scripted = itertools.chain([4.0, 3.0, 3.5], itertools.repeat(3.8))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "bits_per_char", lambda model, ids, limit: next(scripted))
+        charlm.train(fox_file, out="run", **{**tiny, "max_steps": 100, "eval_every": 10, "patience": 1})
+        assert latest("run").progress.step == 30
+        charlm.train(fox_file, resume="run")
+        assert "recorded" not in capsys.readouterr().err
+        moved = fox_file.rename(fox_file.with_name("moved.txt"))
+        charlm.train(moved, resume="run")
+    said = capsys.readouterr().err
+    assert f"nothing to train; its text's path is recorded ({moved}), where charlm eval" in said
+    assert (
+        runs.read_run_info(runs.resolve("run").parent)["sources"] == [str(moved)] and latest("run").progress.step == 30
+    )
 
 
 def test_an_evaluation_at_a_stop_between_eval_every_s_does_not_count_towards_patience(fox_file, tiny, monkeypatch):
