@@ -248,6 +248,7 @@ class Reporter:
         self.step_time = now  # when the last step was reported: what follows until a redraw is a pause
         self.row_time, self.row_tokens = now, progress.tokens
         self.row_seconds = 0.0  # seconds spent in training steps since the last row: its chars/s is over these
+        self.eval_also_bpc: float | None = None  # the --eval-also text's latest score, shown beside val's
 
     def step(self, loss: torch.Tensor, seconds: float) -> None:
         """A training step done, its `loss` and the `seconds` it took (not counting evaluations,
@@ -289,6 +290,9 @@ class Reporter:
         train = self.mean_bpc() if self.losses else self.train_bpc
         shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
         shown.append(f"val {progress.val_bpc:.3f} bpc" if progress.val_bpc is not None else "val -")
+        if self.config.eval_also:  # what fine-tuning forgets, watched as it trains
+            also = self.eval_also_bpc
+            shown.append(f"eval-also {also:.3f} bpc" if also is not None else "eval-also -")
         shown.append(f"{steps_per_second * self.chars_per_step:,.0f} chars/s")
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
 
@@ -325,7 +329,7 @@ class Reporter:
             ),
         }
         if eval_also_bpc is not None:
-            row["eval_also_bpc"] = eval_also_bpc
+            row["eval_also_bpc"] = self.eval_also_bpc = eval_also_bpc
         self.log.append(row)
         if self.tensorboard:
             self.tensorboard.append(row)

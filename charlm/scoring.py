@@ -298,7 +298,7 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
             count += vocab.count_unknown(text, start=1)
     if not missing:
         return ""
-    shown = vocab.names_unseen(list(missing))  # '瞿' ',' (did you mean '、' or '，'?) ...
+    shown = vocab.names_unseen(list(missing))  # '瞿' ',' (did you mean '，' or '、'?) ...
     if vocab.unknown_id is None:
         return f"{count:,} unseen characters excluded from the score ({len(missing)} distinct: {shown})"
     return (

@@ -31,9 +31,9 @@ UNSEEN = -1
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
 MAX_CODE_POINT = 0x110000
 UNKNOWN_SLICE = 1 << 20  # characters `Vocab.unseen_in` looks up at a time
-# ASCII punctuation and the form Chinese text writes it in, where the two are not full- and half-width
-# forms of one character (those, like ':' and '：', Unicode pairs itself: see `other_forms`).
-CJK_PUNCTUATION = {".": "。", ",": "、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
+# ASCII punctuation and the forms Chinese text writes it in, the likeliest meant first: ',' is '，' (its
+# full-width form, which Unicode pairs with it too: see `other_forms`) before the enumeration comma '、'.
+CJK_PUNCTUATION = {".": "。", ",": "，、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
 # Corner brackets, as traditional Chinese (and Japanese) quotes, and the quotation marks simplified text uses.
 CORNER_QUOTES = {"「": "“", "」": "”", "『": "‘", "』": "’"}
 # A vocabulary is simplified Chinese (`Vocab.simplified_chinese`) with this many Han characters or more,
@@ -392,13 +392,14 @@ def traditional_characters() -> str:
 def other_forms(char: str) -> list[str]:
     """The same character in another width ('：' for ':', ':' for '：', 'カ' for 'ｶ'), the form of an
     ASCII punctuation mark Chinese text uses ('。' for '.'), or the quotation mark for a corner bracket
-    ('“' for '「'), and the other way round."""
-    return sorted(_other_forms().get(char, ()))
+    ('“' for '「'), and the other way round: the Chinese forms in CJK_PUNCTUATION's order, likeliest
+    meant first ('，' before '、' for ','), not in code point order, which put '、' first."""
+    return list(_other_forms().get(char, ()))
 
 
 @functools.cache
-def _other_forms() -> dict[str, set[str]]:
-    forms = defaultdict(set)
+def _other_forms() -> dict[str, dict[str, None]]:
+    forms: defaultdict[str, dict[str, None]] = defaultdict(dict)  # a dict keeps the order of the pairs
     pairs = [(ascii_form, cjk) for ascii_form, cjk_forms in CJK_PUNCTUATION.items() for cjk in cjk_forms]
     pairs += CORNER_QUOTES.items()
     for code in (0x3000, *range(0xFF00, 0xFFF0)):  # the ideographic space and the half- and full-width forms
@@ -406,6 +407,6 @@ def _other_forms() -> dict[str, set[str]]:
         if tag in ("<wide>", "<narrow>"):
             pairs.append((chr(code), chr(int(other, 16))))
     for one, other in pairs:
-        forms[one].add(other)
-        forms[other].add(one)
+        forms[one][other] = None
+        forms[other][one] = None
     return forms

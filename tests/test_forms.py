@@ -97,7 +97,7 @@ def test_a_template_character_the_model_does_not_know_is_a_one_line_error():
     with pytest.raises(CharLMError, match="^acrostic: the model does not know .龘."):
         generate(chinese_model(), "", form="五言绝句", acrostic="龘夏秋冬")
     # a half-width comma typed for a model of Chinese text: the forms it knows are named, as for a seed
-    with pytest.raises(CharLMError, match=r"^template: the model does not know ',' \(did you mean '、' or '，'\?\);"):
+    with pytest.raises(CharLMError, match=r"^template: the model does not know ',' \(did you mean '，' or '、'\?\);"):
         generate(chinese_model(), "", template="_____,_____。")
 
 

@@ -34,6 +34,7 @@ from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
 from charlm.pieces import PieceVocab, train_model
 from charlm.scoring import Surprise, bits_per_char, surprise
+from charlm.tables import width
 from charlm.tracing import Trace, trace
 from charlm.vocab import Vocab
 
@@ -106,6 +107,21 @@ def test_features_of_a_chinese_text():
     ]
     assert found["inside 「」/“” quotes"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0]
     assert found["position in the sentence"].tolist() == [1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5, 6, 0, 0, 1]
+
+
+def test_the_feature_table_lines_up_under_a_chinese_texts_quotes():
+    """A Chinese text's first feature names 「」, two terminal cells each: padded by len, its row's layer,
+    cell and correlation stood two cells right of the header's and the other rows'."""
+    torch.manual_seed(0)
+    text = "宝玉道：“好。”又说「是」。\n黛玉笑道：“来了。”\n" * 6
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    lines = summary(analyse(model, text, text * 3, max_order=2)).splitlines()
+    header = next(line for line in lines if line.startswith("feature"))
+    rows = [line for line in lines if line.startswith(tuple(analysis.CHINESE_FEATURES))]
+    assert len(rows) == 4 and rows[0].startswith("inside 「」/“” quotes")
+    # every row ends with its correlation, under the header's "correlation"
+    ends = {width(line) for line in rows} | {width(header[: header.index("correlation") + len("correlation")])}
+    assert len(ends) == 1, "\n".join([header, *rows])
 
 
 def test_only_han_characters_make_a_text_chinese():

@@ -169,6 +169,22 @@ def test_a_rows_chars_per_second_leaves_out_the_evaluation_and_checkpoint_before
     assert row["chars_per_s"] == pytest.approx(10_000.0)
 
 
+def test_the_bar_shows_the_eval_also_texts_score_beside_validations(tmp_path):
+    """--eval-also scored a second text at each evaluation (what fine-tuning forgets) but the bar showed
+    train and val only: the figure a user asked for to watch was in metrics.jsonl alone."""
+    config = Config(batch_size=4, hidden=8, seq_len=25, max_steps=1000, dropout=0.0, eval_also="base.txt")
+    progress = Progress()
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), None)
+    progress.step, progress.tokens = 1, 100
+    reporter.step(torch.tensor(1.0), 0.01)
+    reporter.write_row()
+    assert "eval-also -" in reporter.bar.postfix  # not scored yet
+    progress.val_bpc = 2.0
+    reporter.write_row(val_bpc=2.0, eval_also_bpc=7.5)
+    assert "val 2.000 bpc, eval-also 7.500 bpc" in reporter.bar.postfix
+    reporter.close()
+
+
 def test_a_timed_runs_bar_has_a_total_from_its_first_step(tmp_path):
     """Until its first redraw a second in, a --max-time run's bar read `13/?`: it starts from the
     size probe's speed (here 5,000 chars/s of 4 x 25 windows: 50 steps a second for 100 s)."""

@@ -92,7 +92,7 @@ def test_the_unseen_note_says_which_form_the_model_knows_in_one_short_line():
     text = "明,月:們" + "".join(chr(0x4E00 + i) for i in range(100, 140)) + ",:"
     note = unseen_note(vocab, [text])
     assert vocab.simplified_chinese and vocab.name_unseen("們").startswith("'們' (traditional")
-    named = "',' (did you mean '、' or '，'?) ':' (did you mean '：'?) '們' '乤' '乥' '书' '乧' '乨'"
+    named = "',' (did you mean '，' or '、'?) ':' (did you mean '：'?) '們' '乤' '乥' '书' '乧' '乨'"
     assert note == f"45 unseen characters excluded from the score (43 distinct: {named} ...)"
 
 

@@ -49,6 +49,18 @@ def test_an_unseen_character_names_the_form_the_model_knows():
     assert vocab.decode(vocab.encode("宝玉道：")) == "宝玉道："  # nothing is mapped silently
 
 
+def test_an_ascii_comma_is_first_said_to_be_the_chinese_comma():
+    """',' typed for a novel holding both '，' and '、' was hinted "did you mean '、' or '，'?": the
+    enumeration comma first, by code point, where a writer typing ',' in Chinese means '，'."""
+    vocab = Vocab.from_counts(Counter("宝玉道：“好，来、去。”\n"))
+    assert vocab.name_unseen(",") == "',' (did you mean '，' or '、'?)"
+    assert vocab.name_unseen(".") == "'.' (did you mean '。'?)"
+    assert (
+        vocab.name_unseen("，") == "'，'"
+        and Vocab.from_counts(Counter("a, b\n")).name_unseen("、") == "'、' (did you mean ','?)"
+    )
+
+
 # 94 simplified characters (GB2312's first row of them) and a novel's punctuation
 SIMPLIFIED = bytes(b for byte in range(0xA1, 0xFF) for b in (0xB0, byte)).decode("gb2312") + "宝玉道：“”。\n"
 

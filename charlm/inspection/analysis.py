@@ -25,6 +25,7 @@ from ..forms import is_cjk_punctuation, is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
 from ..scoring import Surprise, check_scored, scored_chars, surprise
+from ..tables import table
 from ..tracing import Trace, trace
 
 SPAN = 20  # characters in one of the summary's hardest spans
@@ -357,14 +358,16 @@ def summary(inspection: Inspection) -> str:
         "n-gram order  " + "  ".join(f"{order:>5}" for order in inspection.ngram_bpc),
         "bpc           " + "  ".join(f"{bpc:5.3f}" for bpc in inspection.ngram_bpc.values()),
         "",
-        f"{'feature':<26} {'layer':>5} {'cell':>5} {'correlation':>11}  ({inspection.state_name}, "
-        + f"over {inspection.states.shape[1]:,} characters)",
     ]
+    # Lined up by display width (tables.table): a Chinese text's first feature names 「」, two cells each.
+    over = f"({inspection.state_name}, over {inspection.states.shape[1]:,} characters)"
+    rows = [["feature", "layer", "cell", "correlation", over]]
     for match in inspection.matches:
         if match.correlation is None:
-            lines.append(f"{match.feature:<26} {'-':>5} {'-':>5} {'-':>11}  (does not vary in this text)")
+            rows.append([match.feature, "-", "-", "-", "(does not vary in this text)"])
         else:
-            lines.append(f"{match.feature:<26} {match.layer:>5} {match.cell:>5} {match.correlation:>+11.3f}")
+            rows.append([match.feature, str(match.layer), str(match.cell), f"{match.correlation:+.3f}", ""])
+    lines += [line.rstrip() for line in table(rows, right=(1, 2, 3)).splitlines()]
     if (few := too_few_correlated(inspection.states)) is not None:
         lines.append(f"({few})")
     if inspection.saturation:
