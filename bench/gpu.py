@@ -4,8 +4,8 @@
     python -m bench.gpu --tiny          # a small CPU run that checks the script works (what the tests run)
 
 For each size, batch and precision prints chars/s and model TFLOP/s of
-  charlm   Trainer.train_step: windows from the token stream, pinned copies, autocast, grad scaler,
-           clipping, the schedule, the carried hidden state,
+  charlm   a run's training step (train_state.train_step): windows from the token stream, pinned
+           copies, autocast, grad scaler, clipping, the schedule, the carried hidden state,
   plain    embedding + nn.LSTM + linear head, AdamW, one fixed batch on the GPU, nothing else,
 and their ratio. Each measurement runs warm-up steps, then steps until --seconds have passed; the
 whole run stops measuring at --budget seconds (default 240: the script must finish in 5 minutes),

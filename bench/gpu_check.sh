@@ -15,7 +15,7 @@
 #      what the check is for, so a slow fast suite cannot leave them without time
 #   3. the fast tests of TESTS without them, `pytest -m "not slow and not cuda"` (charlm's device "auto" is
 #      the GPU there): by default the files of device code (DEVICE_TESTS), not the whole fast suite, whose
-#      1,300 tests take longer than a lent GPU's one run can give (`bash bench/gpu_check.sh tests` for all)
+#      1,500 tests take longer than a lent GPU's one run can give (`bash bench/gpu_check.sh tests` for all)
 #   4. `python -m bench.gpu --budget 60`: charlm's step against a plain nn.LSTM loop, bf16 and fp32
 # The report goes to $OUT/gpu-check.txt when $OUT is set (the device tool brings $OUT back) and, on a
 # GPU, to bench/results/gpu-check.txt: the machine, each step's exit, every failed test by name and the
