@@ -260,9 +260,10 @@ def undecodable(
     bad, before = error.object[error.start :], error.object[: error.start]
     likely = wide or (likely_encoding(bad, at == 0, before) if utf8 else None)
     if likely in (None, "latin-1") and start == 0 and len(raw) < 64 and utf16_either(raw):
+        known = f" or pass its {said('encoding')}" if encoding_option else ""  # 'abc\x80' may be latin-1 after all
         return CharLMError(
             f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), and too "
-            "short to tell which encoding it is in (its bytes read as text in more than one): save it as UTF-8"
+            f"short to tell which encoding it is in (its bytes read as text in more than one): save it as UTF-8{known}"
         )
     if likely == "utf-8":  # no encoding reads it: the file is UTF-8 but for those bytes
         return CharLMError(

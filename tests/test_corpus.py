@@ -275,7 +275,7 @@ def test_a_file_of_a_few_utf_16_characters_is_not_told_latin_1(tmp_path):
             with pytest.raises(CharLMError) as error:
                 read_texts([str(path)])
             said = str(error.value)
-            assert said.endswith(("convert it to UTF-8 or pass another encoding", ": save it as UTF-8")), said
+            assert said.endswith(("convert it to UTF-8 or pass another encoding", ": save it as UTF-8 or pass its encoding")), said
         path.write_bytes("宝玉\n".encode(order))
         with pytest.raises(CharLMError, match=rf"UTF-16 without a byte order mark: encoding='{order}'\)$"):
             read_texts([str(path)])
@@ -299,7 +299,7 @@ def test_a_short_utf_16_line_of_one_alphabet_is_named_and_two_hangul_are_told_to
             assert read_texts([str(path)], encoding=order) == text
     for text, order in itertools.product(("한국", "こんにちは"), ("utf-16-le", "utf-16-be")):  # kana: ASCII bytes
         path.write_bytes(text.encode(order))
-        with pytest.raises(CharLMError, match=rf"^{re.escape(str(path))}: not valid utf-8 .*: save it as UTF-8$"):
+        with pytest.raises(CharLMError, match=rf"^{re.escape(str(path))}: not valid utf-8 .*: save it as UTF-8 or "):
             read_texts([str(path)])
 
 
