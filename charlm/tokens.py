@@ -327,8 +327,9 @@ def make_vocab(
     """Count every character of `texts(task)` and build the vocabulary the config asks for (or extend
     `base` with the text's new characters). A sentencepiece tokenizer trains on a second pass over the text."""
     points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
-    for chunk in texts("counting"):
-        points += np.bincount(code_points(chunk), minlength=MAX_CODE_POINT)
+    for chunk in texts("counting"):  # a one-line file is a chunk: its count is only as long as its highest code point
+        counted = np.bincount(code_points(chunk))
+        points[: len(counted)] += counted
     counts = Counter({chr(p): int(points[p]) for p in np.flatnonzero(points)})
     if base is not None:
         return counts, base.extended(new_characters(counts, base, config))
