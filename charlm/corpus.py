@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import encodings
 import functools
+import os
 import re
 import stat
 import typing
@@ -67,12 +68,13 @@ def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
 
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
-    """The files a user named: each file as given, each folder's .txt files sorted."""
+    """The files a user named: each file as given, each folder's text files (`folder_files`); a file reached
+    twice (a folder and a file in it both given, two links to it) is read once, where it is first reached."""
     paths: list[Path] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*.txt") if p.is_file())
+            found = folder_files(path)
             if not found:
                 raise CharLMError(f"{path}: folder holds no .txt files; point at a text file or a folder of .txt files")
             paths.extend(found)
@@ -85,7 +87,48 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
             )
         else:
             raise CharLMError(f"{path}: no such file or folder{files.check_path(path)}")
-    return paths
+    return once_each(paths)
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The .txt files (.TXT too) in `folder` and the folders under it, sorted by their paths' code points
+    whatever the locale, so that every run reads them in one order. Hidden files and folders (.git, macOS's
+    ._ copies, which are binary) are left out; a link to a folder is followed, but never into a folder it
+    is in (a loop). A folder that cannot be listed is one line naming it, not a corpus silently smaller."""
+    found: list[Path] = []
+
+    def visit(path: Path, inside: frozenset[str]) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except OSError as e:
+            raise files.cannot_read(path, e) from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = path / entry.name
+            if entry.is_dir():
+                if (real := os.path.realpath(child)) not in inside:
+                    visit(child, inside | {real})
+            elif entry.is_file() and entry.name.lower().endswith(".txt"):
+                found.append(child)
+
+    visit(folder, frozenset([os.path.realpath(folder)]))
+    return sorted(found)
+
+
+def once_each(paths: list[Path]) -> list[Path]:
+    """`paths` without a file already in it (the same file: device and inode, whatever the path)."""
+    seen, kept = set(), []
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:  # gone since it was listed: reading it says so
+            kept.append(path)
+            continue
+        if (status.st_dev, status.st_ino) not in seen:
+            seen.add((status.st_dev, status.st_ino))
+            kept.append(path)
+    return kept
 
 
 def special_kind(path: Path) -> str:

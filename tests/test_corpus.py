@@ -459,3 +459,57 @@ def test_a_folder_named_by_dots_names_its_runs_after_the_folder_itself(tmp_path,
     expected = "novels" if given.startswith("..") else "sub"
     assert corpus_module.corpus_name([given]) == expected
     assert corpus_module.corpus_name([str(folder / given)]) == expected
+
+
+def folder_of(tmp_path, files: dict[str, bytes | str]) -> Path:
+    """A folder `books` under tmp_path holding `files` (relative name: content)."""
+    folder = tmp_path / "books"
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return folder
+
+
+def listed(folder: Path, *also: Path) -> list[str]:
+    """The files `source_files` reads for `folder` (and `also`), relative to it."""
+    return [str(p.relative_to(folder)) for p in corpus_module.source_files([str(folder), *map(str, also)])]
+
+
+def test_hidden_files_and_folders_in_a_folder_are_left_out(tmp_path):
+    """A folder copied from a Mac holds `._chapter.txt`, binary, which refused the whole corpus, and a git
+    checkout `.git/`; an editor's hidden notes are not the corpus either. A hidden folder given is read."""
+    folder = folder_of(
+        tmp_path,
+        {
+            "chapter.txt": "one\n",
+            "._chapter.txt": b"\x00\x05\x16\x07\x00\x02",
+            ".git/notes.txt": "x\n",
+            ".todo.txt": "y\n",
+        },
+    )
+    assert listed(folder) == ["chapter.txt"]
+    assert read_texts([str(folder)]) == "one\n"
+    (tmp_path / ".drafts").mkdir()
+    (tmp_path / ".drafts" / "a.txt").write_text("draft\n")
+    assert read_texts([str(tmp_path / ".drafts")]) == "draft\n"
+
+
+def test_a_folder_reads_txt_files_whatever_the_case_of_their_suffix_in_code_point_order(tmp_path):
+    """CHAPTER1.TXT (as Windows and old scanners write it) was left out on Linux and macOS, read on Windows:
+    a corpus was another text on another system. The order is by code point, never the locale's."""
+    folder = folder_of(tmp_path, {"b.TXT": "b\n", "a.txt": "a\n", "B.txt": "B\n", "é.txt": "é\n", "n/z.Txt": "z\n"})
+    assert listed(folder) == ["B.txt", "a.txt", "b.TXT", "n/z.Txt", "é.txt"]
+
+
+def test_a_linked_folder_is_read_once_and_a_link_loop_ends(tmp_path):
+    """A link to a folder was silently left out (only linked files were read), so a corpus assembled from
+    links lost whole folders; a link back to the folder (a loop) must end, and a file reached twice (two
+    links, or a folder and a file in it both given) is read once, where it comes first."""
+    elsewhere = folder_of(tmp_path / "elsewhere", {"poem.txt": "poem\n"})
+    folder = folder_of(tmp_path, {"a.txt": "a\n"})
+    (folder / "linked").symlink_to(elsewhere)
+    (folder / "loop").symlink_to(folder)
+    (folder / "z.txt").symlink_to(folder / "a.txt")
+    assert listed(folder, folder / "a.txt", elsewhere / "poem.txt") == ["a.txt", "linked/poem.txt"]
+    assert read_texts([str(folder), str(folder / "a.txt")]) == "a\npoem\n"
