@@ -513,3 +513,31 @@ def test_a_linked_folder_is_read_once_and_a_link_loop_ends(tmp_path):
     (folder / "z.txt").symlink_to(folder / "a.txt")
     assert listed(folder, folder / "a.txt", elsewhere / "poem.txt") == ["a.txt", "linked/poem.txt"]
     assert read_texts([str(folder), str(folder / "a.txt")]) == "a\npoem\n"
+
+
+def test_an_empty_file_among_files_with_text_adds_nothing_and_only_files_all_without_text_are_refused(tmp_path):
+    """One empty file in a scraped folder of thousands refused the whole corpus; it adds what it holds
+    (nothing, or its blank lines), as cat would. A folder whose files all lack text is still refused."""
+    folder = folder_of(tmp_path, {"a.txt": "first", "b.txt": "", "c.txt": "\n\n", "d.txt": "last\n"})
+    assert read_texts([str(folder)]) == "first\n\n\nlast\n"
+    empty = folder_of(tmp_path / "empty", {"a.txt": "", "b.txt": "\n"})
+    with pytest.raises(CharLMError, match=r"books/a.txt: this file and the other one hold no text \(each is empty"):
+        read_texts([str(empty)])
+
+
+def test_a_file_in_another_encoding_among_utf_8_ones_is_told_to_be_converted_not_to_pass_encoding(tmp_path):
+    """--encoding reads every file: told to pass --encoding latin-1 for one latin-1 file after UTF-8 ones,
+    a user had every other file's 'ü' read as 'Ã¼' without a word. The first file cannot know the rest."""
+    folder = folder_of(tmp_path, {"a.txt": "für\n", "b.txt": "café\n".encode("latin-1"), "c.txt": "über\n"})
+    with pytest.raises(CharLMError) as error:
+        read_texts([str(folder)])
+    assert (
+        str(error.value)
+        == (
+            f"{folder / 'b.txt'}: not valid utf-8 at byte offset 3 (byte 0xe9); convert it to UTF-8 (it looks like "
+            "latin-1 text): encoding reads every file, and the file before it read as utf-8"  # --encoding on the command line
+        )
+    )
+    (folder / "a.txt").write_bytes("\ufeffhallo\n".encode("utf-16"))
+    with pytest.raises(CharLMError, match=r"a.txt: .*or pass encoding='utf-16' if all 3 files are in it$"):
+        read_texts([str(folder)])
