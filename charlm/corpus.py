@@ -509,15 +509,19 @@ def no_text(path: Path, blank: bool, count: int = 1) -> CharLMError:
 
 
 def total_bytes(paths: list[Path]) -> int:
-    """The files' sizes summed, for a bar over reading them: a file gone since it was listed counts 0, and
-    reading it says so in one line."""
-    total = 0
+    """The files' sizes summed, for a bar over reading them (`file_sizes`)."""
+    return sum(file_sizes(paths))
+
+
+def file_sizes(paths: list[Path]) -> list[int]:
+    """Each file's size: one gone since it was listed counts 0, and reading it says so in one line."""
+    sizes = []
     for path in paths:
         try:
-            total += path.stat().st_size
+            sizes.append(path.stat().st_size)
         except OSError:
-            pass
-    return total
+            sizes.append(0)
+    return sizes
 
 
 def read_texts(
