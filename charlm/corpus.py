@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import encodings
 import functools
+import os
 import re
 import stat
 import typing
@@ -67,12 +68,13 @@ def corpus_name(sources: list[str] | tuple[str, ...]) -> str:
 
 
 def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
-    """The files a user named: each file as given, each folder's .txt files sorted."""
+    """The files a user named: each file as given, each folder's text files (`folder_files`); a file reached
+    twice (a folder and a file in it both given, two links to it) is read once, where it is first reached."""
     paths: list[Path] = []
     for source in sources:
         path = Path(source)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*.txt") if p.is_file())
+            found = folder_files(path)
             if not found:
                 raise CharLMError(f"{path}: folder holds no .txt files; point at a text file or a folder of .txt files")
             paths.extend(found)
@@ -85,7 +87,48 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
             )
         else:
             raise CharLMError(f"{path}: no such file or folder{files.check_path(path)}")
-    return paths
+    return once_each(paths)
+
+
+def folder_files(folder: Path) -> list[Path]:
+    """The .txt files (.TXT too) in `folder` and the folders under it, sorted by their paths' code points
+    whatever the locale, so that every run reads them in one order. Hidden files and folders (.git, macOS's
+    ._ copies, which are binary) are left out; a link to a folder is followed, but never into a folder it
+    is in (a loop). A folder that cannot be listed is one line naming it, not a corpus silently smaller."""
+    found: list[Path] = []
+
+    def visit(path: Path, inside: frozenset[str]) -> None:
+        try:
+            entries = list(os.scandir(path))
+        except OSError as e:
+            raise files.cannot_read(path, e) from None
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            child = path / entry.name
+            if entry.is_dir():
+                if (real := os.path.realpath(child)) not in inside:
+                    visit(child, inside | {real})
+            elif entry.is_file() and entry.name.lower().endswith(".txt"):
+                found.append(child)
+
+    visit(folder, frozenset([os.path.realpath(folder)]))
+    return sorted(found)
+
+
+def once_each(paths: list[Path]) -> list[Path]:
+    """`paths` without a file already in it (the same file: device and inode, whatever the path)."""
+    seen, kept = set(), []
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:  # gone since it was listed: reading it says so
+            kept.append(path)
+            continue
+        if (status.st_dev, status.st_ino) not in seen:
+            seen.add((status.st_dev, status.st_ino))
+            kept.append(path)
+    return kept
 
 
 def special_kind(path: Path) -> str:
@@ -148,21 +191,23 @@ def iter_text(
     """Decoded, normalized text of the files `paths` in order, in chunks; every file ends with a newline,
     so the next file (or the corpus's next part) starts a line. `newline_after_last=False` leaves the
     last file as written: a text to score is the files' own characters, and an added newline would be
-    scored too. `progress(n)` is called with the bytes read."""
+    scored too. `progress(n)` is called with the bytes read. A file with no text (empty, or blank lines)
+    among files with text adds what it holds, nothing or its blank lines, as `cat` would: one empty file
+    in a scraped folder of thousands is no reason to refuse the rest. Only files that all lack text are."""
+    any_text, blank = False, False
     for number, path in enumerate(paths):
-        ends_with_newline, empty, blank = True, True, False
-        for chunk in _decode(path, encoding, progress, normalize):
-            if chunk.strip():
-                empty = False
+        ends_with_newline = True
+        for chunk in _decode(path, encoding, progress, normalize, place=(number, len(paths))):
+            any_text = any_text or bool(chunk.strip())
             blank = blank or bool(chunk)
             text = in_form(chunk, normalize)  # its line breaks read by _decode
             if text:
                 ends_with_newline = text.endswith("\n")
                 yield text
-        if empty:
-            raise no_text(path, blank)
         if not ends_with_newline and (newline_after_last or number < len(paths) - 1):
             yield "\n"
+    if paths and not any_text:
+        raise no_text(paths[0], blank, len(paths))
 
 
 def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
@@ -201,9 +246,17 @@ def likely_encoding(data: bytes, at_start: bool, before: bytes) -> str | None:
     return None if NOT_8BIT_TEXT.intersection(window) else "latin-1"
 
 
-def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_option: bool = True) -> Iterator[str]:
+def _decode(
+    path: Path,
+    encoding: str,
+    progress,
+    form: str = "none",
+    encoding_option: bool = True,
+    place: tuple[int, int] = (0, 1),
+) -> Iterator[str]:
     """One file's text in chunks cut where normalization `form` allows, its line breaks `\\n` (`line_breaks`).
-    `encoding_option`: whether the command has --encoding to suggest for a file that does not decode."""
+    `encoding_option`: whether the command has --encoding to suggest for a file that does not decode;
+    `place`: the file's number among the corpus's files, and their count (see `undecodable`)."""
     decoder = text_decoder(encoding)
     offset, carry, first = 0, "", True
     with open_file(path) as f:
@@ -213,7 +266,7 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
             try:
                 text = decoder.decode(raw, final=not raw)
             except UnicodeError as e:
-                raise undecodable(path, encoding, e, raw, offset - pending, encoding_option) from None
+                raise undecodable(path, encoding, e, raw, offset - pending, encoding_option, place) from None
             if "\x00" in text:  # it decoded, but no text holds a NUL: see binary_file
                 raise binary_file(path, nul_offset(raw, offset, encoding), raw, encoding_option)
             offset += len(raw)
@@ -233,12 +286,20 @@ def _decode(path: Path, encoding: str, progress, form: str = "none", encoding_op
 
 
 def undecodable(
-    path: Path, encoding: str, error: UnicodeError, raw: bytes, start: int, encoding_option: bool = True
+    path: Path,
+    encoding: str,
+    error: UnicodeError,
+    raw: bytes,
+    start: int,
+    encoding_option: bool = True,
+    place: tuple[int, int] = (0, 1),
 ) -> CharLMError:
     """The error for a block `raw` of a file that does not decode as `encoding`, saying what to do: a file cut
     short, a binary one, or another encoding (the likely one, for UTF-8). `start`: the file offset of the
     bytes the decoder read (those of a character the block before began, then `raw`). `encoding_option`:
-    whether the command has --encoding to suggest."""
+    whether the command has --encoding to suggest; `place`: the file's number among the corpus's files and
+    their count: --encoding reads every file, so another one would misread those before it that read (this
+    one is to be converted), and is right for those after it only if they are in it too."""
     # UTF-16 without its byte order mark (Notepad's "Unicode" exports can lack it): not binary for its NULs
     wide = utf16_text(raw) if start == 0 and not raw.startswith(BYTE_ORDER_MARKS) else None
     if not isinstance(error, UnicodeDecodeError):  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
@@ -270,8 +331,13 @@ def undecodable(
             f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), though the "
             "text around it is: remove the stray bytes there (another encoding would misread the rest)"
         )
-    if encoding_option:
+    number, count = place
+    if encoding_option and number:
+        looks = f" (it looks like {likely} text)" if likely else ""
+        hint = f"{looks}: {said('encoding')} reads every file, and {files_before(number)} it read as {encoding}"
+    elif encoding_option:
         hint = f" or pass {said('encoding', likely)}" if likely else f" or pass another {said('encoding')}"
+        hint += f" if all {count} files are in it" if count > 1 else ""
     else:  # a seed file: which encoding it is in, where that is known (latin-1 is only what reads any bytes)
         known = likely in ("gb18030", "utf-16", "utf-16-le", "utf-16-be")
         hint = f" (it looks like {likely} text)" if known else ""
@@ -279,6 +345,11 @@ def undecodable(
         f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}); "
         f"convert it to UTF-8{hint}"
     )
+
+
+def files_before(count: int) -> str:
+    """`count` files before one, in words."""
+    return "the file before" if count == 1 else f"the {count} files before"
 
 
 def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = True) -> CharLMError:
@@ -426,22 +497,32 @@ def read_seed_file(path: Path, encoding: str = "utf-8") -> str:
     return text
 
 
-def no_text(path: Path, blank: bool) -> CharLMError:
-    """The error for a file with no text: empty, or `blank`, only white space (newlines, spaces), said as
-    such: a user who sees the file's blank lines would doubt "is empty"."""
+def no_text(path: Path, blank: bool, count: int = 1) -> CharLMError:
+    """The error for a file with no text (or for `count` files, `path` the first): empty, or `blank`, only
+    white space (newlines, spaces), said as such: a user who sees the file's blank lines would doubt "is empty"."""
+    if count > 1:
+        return CharLMError(
+            f"{path}: this file and {'the other one' if count == 2 else f'the {count - 1} others'} hold no text "
+            "(each is empty or only white space); "
+            "give files with text in them"
+        )
     return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
 
 
 def total_bytes(paths: list[Path]) -> int:
-    """The files' sizes summed, for a bar over reading them: a file gone since it was listed counts 0, and
-    reading it says so in one line."""
-    total = 0
+    """The files' sizes summed, for a bar over reading them (`file_sizes`)."""
+    return sum(file_sizes(paths))
+
+
+def file_sizes(paths: list[Path]) -> list[int]:
+    """Each file's size: one gone since it was listed counts 0, and reading it says so in one line."""
+    sizes = []
     for path in paths:
         try:
-            total += path.stat().st_size
+            sizes.append(path.stat().st_size)
         except OSError:
-            pass
-    return total
+            sizes.append(0)
+    return sizes
 
 
 def read_texts(

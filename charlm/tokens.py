@@ -26,6 +26,7 @@ import errno
 import functools
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -47,12 +48,12 @@ from .corpus import (
     CACHE_ROOT,
     DEFAULT_CORPUS,
     corpus_name,
+    file_sizes,
     iter_text,
     open_file,
     read_block,
     read_texts,
     source_files,
-    total_bytes,
 )
 from .errors import CharLMError, callers_stacklevel
 from .fields import call, flags_said, said, written
@@ -159,7 +160,8 @@ def prepare(
         and folder.name != run["digest"]
         and not ("text" in run and run["text"] == text_digest(parts, config))
     ):
-        raise CorpusChanged(f"the corpus {run['sources'] or run['name']} changed since the run trained on it")
+        changes = f" ({changed})" if (changed := files_changed(run, parts, Path(root))) else ""
+        raise CorpusChanged(f"the corpus {run['sources'] or run['name']} changed since the run trained on it{changes}")
     if (folder / "meta.json").is_file():
         try:
             return Prepared(folder, *load_prepared(folder))
@@ -190,7 +192,8 @@ def build(
     passes: count the characters and choose the vocabulary, write the ids, then the meta that marks the
     folder finished. Returns its vocabulary and meta."""
     started = time.perf_counter()
-    source_bytes = total_bytes([path for part in parts for path in part])  # a file gone since: its read says so
+    sizes_read = file_sizes([path for part in parts for path in part])  # a file gone since: its read says so
+    source_bytes = sum(sizes_read)
 
     def read(task: str) -> Iterator[tuple[int, str]]:
         """One pass over the corpus, (part number, text chunk), with a bar of its own over the files' bytes."""
@@ -217,6 +220,7 @@ def build(
         "coverage": 1.0 - sum(unknown.values()) / max(characters, 1),
         "sources": [[str(p) for p in part] for part in parts],
         "source_bytes": source_bytes,
+        "sizes": sizes_read,  # each source's, for `files_changed`
         "options": options,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -327,8 +331,9 @@ def make_vocab(
     """Count every character of `texts(task)` and build the vocabulary the config asks for (or extend
     `base` with the text's new characters). A sentencepiece tokenizer trains on a second pass over the text."""
     points = np.zeros(MAX_CODE_POINT, dtype=np.int64)  # occurrences of every code point
-    for chunk in texts("counting"):
-        points += np.bincount(code_points(chunk), minlength=MAX_CODE_POINT)
+    for chunk in texts("counting"):  # a one-line file is a chunk: its count is only as long as its highest code point
+        counted = np.bincount(code_points(chunk))
+        points[: len(counted)] += counted
     counts = Counter({chr(p): int(points[p]) for p in np.flatnonzero(points)})
     if base is not None:
         return counts, base.extended(new_characters(counts, base, config))
@@ -463,11 +468,55 @@ def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMEr
     text starts a new run from the run's weights."""
     shown = " ".join(given) if flags_said() else written(given[0]) if len(given) == 1 else repr(given)
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
+    try:
+        changed = files_changed(corpus, [source_files(given)])
+    except CharLMError:  # a catalog name, a path gone: nothing to compare
+        changed = ""
+    changes = f": {changed}" if changed else ""
     return CharLMError(
-        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}): a resume needs the same files, "
+        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}{changes}): "
+        "a resume needs the same files, "
         f"byte for byte, in the order the run read them; a new text is a fine-tune, a new run from this one's "
         f"weights: {call('train', shown, said('init_from', run_dir))}"
     )
+
+
+def files_changed(run: dict, parts: list[list[Path]], root: Path = CACHE_ROOT) -> str:
+    """What changed in the files of a run's corpus (`run`, its record) that are now `parts`, in words for its
+    error: `chapter9.txt added; notes.txt gone`, `b.txt changed`, the same files in another order. Read from the run's cache
+    folder's meta.json, where it is still there ("" where not). Files are named from the folder they share,
+    so a folder moved and changed names its changes alone. A single file changed is named already: ""."""
+    try:
+        meta = json.loads((root / run["digest"] / "meta.json").read_text(encoding="utf-8"))
+        then, sizes_then = [Path(p) for part in meta["sources"] for p in part], meta.get("sizes")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    now = [path for part in parts for path in part]
+    if len(then) == len(now) == 1:
+        return ""
+    names_then, names_now = shared_names(then), shared_names(now)
+    added, gone = sorted(set(names_now) - set(names_then)), sorted(set(names_then) - set(names_now))
+    changes = [f"{few(added)} added"] * bool(added) + [f"{few(gone)} gone"] * bool(gone)
+    if not changes and names_now != names_then:
+        changes = ["the same files, in another order"]
+    if not changes and isinstance(sizes_then, list) and len(sizes_then) == len(names_then):
+        was = dict(zip(names_then, sizes_then))
+        resized = [name for name, size in zip(names_now, file_sizes(now)) if was.get(name) != size]
+        changes = [f"{few(resized)} changed" if resized else "the same files and sizes: edited in place"]
+    return "; ".join(changes)
+
+
+def shared_names(paths: list[Path]) -> list[str]:
+    """`paths` named from the folder they all are in (`chapter1.txt`, `part2/chapter9.txt`)."""
+    folders = [os.path.abspath(path.parent) for path in paths]
+    base = os.path.commonpath(folders) if folders else ""
+    return [os.path.relpath(os.path.abspath(path), base) for path in paths]
+
+
+def few(names: list[str], shown: int = 3) -> str:
+    """Up to `shown` of `names`, and how many more."""
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 class CorpusChanged(CharLMError):

@@ -459,3 +459,85 @@ def test_a_folder_named_by_dots_names_its_runs_after_the_folder_itself(tmp_path,
     expected = "novels" if given.startswith("..") else "sub"
     assert corpus_module.corpus_name([given]) == expected
     assert corpus_module.corpus_name([str(folder / given)]) == expected
+
+
+def folder_of(tmp_path, files: dict[str, bytes | str]) -> Path:
+    """A folder `books` under tmp_path holding `files` (relative name: content)."""
+    folder = tmp_path / "books"
+    for name, content in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return folder
+
+
+def listed(folder: Path, *also: Path) -> list[str]:
+    """The files `source_files` reads for `folder` (and `also`), relative to it."""
+    return [str(p.relative_to(folder)) for p in corpus_module.source_files([str(folder), *map(str, also)])]
+
+
+def test_hidden_files_and_folders_in_a_folder_are_left_out(tmp_path):
+    """A folder copied from a Mac holds `._chapter.txt`, binary, which refused the whole corpus, and a git
+    checkout `.git/`; an editor's hidden notes are not the corpus either. A hidden folder given is read."""
+    folder = folder_of(
+        tmp_path,
+        {
+            "chapter.txt": "one\n",
+            "._chapter.txt": b"\x00\x05\x16\x07\x00\x02",
+            ".git/notes.txt": "x\n",
+            ".todo.txt": "y\n",
+        },
+    )
+    assert listed(folder) == ["chapter.txt"]
+    assert read_texts([str(folder)]) == "one\n"
+    (tmp_path / ".drafts").mkdir()
+    (tmp_path / ".drafts" / "a.txt").write_text("draft\n")
+    assert read_texts([str(tmp_path / ".drafts")]) == "draft\n"
+
+
+def test_a_folder_reads_txt_files_whatever_the_case_of_their_suffix_in_code_point_order(tmp_path):
+    """CHAPTER1.TXT (as Windows and old scanners write it) was left out on Linux and macOS, read on Windows:
+    a corpus was another text on another system. The order is by code point, never the locale's."""
+    folder = folder_of(tmp_path, {"b.TXT": "b\n", "a.txt": "a\n", "B.txt": "B\n", "é.txt": "é\n", "n/z.Txt": "z\n"})
+    assert listed(folder) == ["B.txt", "a.txt", "b.TXT", "n/z.Txt", "é.txt"]
+
+
+def test_a_linked_folder_is_read_once_and_a_link_loop_ends(tmp_path):
+    """A link to a folder was silently left out (only linked files were read), so a corpus assembled from
+    links lost whole folders; a link back to the folder (a loop) must end, and a file reached twice (two
+    links, or a folder and a file in it both given) is read once, where it comes first."""
+    elsewhere = folder_of(tmp_path / "elsewhere", {"poem.txt": "poem\n"})
+    folder = folder_of(tmp_path, {"a.txt": "a\n"})
+    (folder / "linked").symlink_to(elsewhere)
+    (folder / "loop").symlink_to(folder)
+    (folder / "z.txt").symlink_to(folder / "a.txt")
+    assert listed(folder, folder / "a.txt", elsewhere / "poem.txt") == ["a.txt", "linked/poem.txt"]
+    assert read_texts([str(folder), str(folder / "a.txt")]) == "a\npoem\n"
+
+
+def test_an_empty_file_among_files_with_text_adds_nothing_and_only_files_all_without_text_are_refused(tmp_path):
+    """One empty file in a scraped folder of thousands refused the whole corpus; it adds what it holds
+    (nothing, or its blank lines), as cat would. A folder whose files all lack text is still refused."""
+    folder = folder_of(tmp_path, {"a.txt": "first", "b.txt": "", "c.txt": "\n\n", "d.txt": "last\n"})
+    assert read_texts([str(folder)]) == "first\n\n\nlast\n"
+    empty = folder_of(tmp_path / "empty", {"a.txt": "", "b.txt": "\n"})
+    with pytest.raises(CharLMError, match=r"books/a.txt: this file and the other one hold no text \(each is empty"):
+        read_texts([str(empty)])
+
+
+def test_a_file_in_another_encoding_among_utf_8_ones_is_told_to_be_converted_not_to_pass_encoding(tmp_path):
+    """--encoding reads every file: told to pass --encoding latin-1 for one latin-1 file after UTF-8 ones,
+    a user had every other file's 'ü' read as 'Ã¼' without a word. The first file cannot know the rest."""
+    folder = folder_of(tmp_path, {"a.txt": "für\n", "b.txt": "café\n".encode("latin-1"), "c.txt": "über\n"})
+    with pytest.raises(CharLMError) as error:
+        read_texts([str(folder)])
+    assert (
+        str(error.value)
+        == (
+            f"{folder / 'b.txt'}: not valid utf-8 at byte offset 3 (byte 0xe9); convert it to UTF-8 (it looks like "
+            "latin-1 text): encoding reads every file, and the file before it read as utf-8"  # --encoding on the command line
+        )
+    )
+    (folder / "a.txt").write_bytes("\ufeffhallo\n".encode("utf-16"))
+    with pytest.raises(CharLMError, match=r"a.txt: .*or pass encoding='utf-16' if all 3 files are in it$"):
+        read_texts([str(folder)])

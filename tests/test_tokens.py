@@ -62,6 +62,22 @@ def test_streaming_in_tiny_chunks_gives_the_same_ids(tmp_path, monkeypatch):
     assert "\r" not in whole.vocab.chars and "\u0301" not in whole.vocab.chars  # \r\n -> \n, NFC composed é
 
 
+def test_counting_a_folder_of_one_line_files_does_work_in_the_text_not_in_all_of_unicode(tmp_path, monkeypatch):
+    """Each file is a chunk, and each chunk's characters were counted into an array as long as Unicode
+    (1.1M entries), then added to the total: preparing 20,000 one-line poems took 41 s where the same
+    bytes in one file took 0.03 s. A chunk's count is now as long as its highest code point."""
+    folder = tmp_path / "poems"
+    folder.mkdir()
+    for number in range(200):
+        (folder / f"{number:03d}.txt").write_text(f"poem {number} 宝\n")
+    counted = []
+    bincount = np.bincount
+    monkeypatch.setattr(np, "bincount", lambda *a, **k: counted.append(len(result := bincount(*a, **k))) or result)
+    corpus = load_corpus([str(folder)], Config(), quiet=True)
+    assert corpus.meta["characters"] == sum(len(f"poem {n} 宝\n") for n in range(200))
+    assert len(counted) >= 200 and sum(counted) < 200 * (ord("宝") + 1) + 1_000_000  # was 200 * 1,114,112
+
+
 def test_normalization_options(tmp_path):
     path = write(tmp_path, "n.txt", "e\u0301 ﬁ\n" * 20)
     chars = {form: set(load_corpus([str(path)], Config(normalize=form), quiet=True).vocab.chars) for form in

@@ -185,6 +185,31 @@ def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_m
     assert latest("run").progress.step == 5
 
 
+def test_a_resume_on_a_folder_whose_files_were_added_removed_or_changed_names_them(tmp_path, tiny):
+    """A folder of chapters with one added, one renamed and one edited was refused as "changed" alone: which
+    of 200 files was left to guess. The cache folder of the run's text names what it read."""
+    folder = tmp_path / "chapters"
+    folder.mkdir()
+    for number in range(6):
+        (folder / f"chapter{number}.txt").write_text(f"chapter {number}: the quick brown fox\n" * 8)
+    charlm.train(folder, out="run", **{**tiny, "max_steps": 2})
+    (folder / "chapter6.txt").write_text("a new chapter\n")
+    (folder / "chapter2.txt").rename(folder / "chapter02.txt")
+    refused = cli("train", "--resume", "run", "--max-steps", "4")
+    one_line_error(
+        refused, "changed since the run trained on it (chapter02.txt, chapter6.txt added; chapter2.txt gone)"
+    )
+    one_line_error(
+        cli("train", str(folder), "--resume", "run", "--max-steps", "4"),
+        f"trained on ({folder}: chapter02.txt, chapter6.txt added; chapter2.txt gone): a resume needs the same files",
+    )
+    (folder / "chapter6.txt").unlink()
+    (folder / "chapter02.txt").rename(folder / "chapter2.txt")
+    with (folder / "chapter4.txt").open("a") as chapter:
+        chapter.write("an added line\n")
+    one_line_error(cli("train", "--resume", "run", "--max-steps", "4"), "trained on it (chapter4.txt changed)")
+
+
 def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_one_line(tmp_path, tiny):
     """Only the run's own files, byte for byte and in the order it read them, are its text: a folder moved
     keeps its files' order; the same files named in another order, or another text, are refused."""
@@ -197,7 +222,8 @@ def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_on
     a, b = str(tmp_path / "moved" / "a.txt"), str(tmp_path / "moved" / "b.txt")
     one_line_error(
         cli("train", b, a, "--resume", "run", "--max-steps", "12"),
-        f"{b} {a} is not the text checkpoints/run trained on ({tmp_path / 'texts'}): a resume needs the same files",
+        f"{b} {a} is not the text checkpoints/run trained on ({tmp_path / 'texts'}: the same files, in another "
+        "order): a resume needs the same files",
         f"a new text is a fine-tune, a new run from this one's weights: charlm train {b} {a} --init-from checkpoints/run",
     )
     one_line_error(cli("train", a, "--resume", "run", "--max-steps", "12"), f"{a} is not the text")
