@@ -275,7 +275,9 @@ def test_a_file_of_a_few_utf_16_characters_is_not_told_latin_1(tmp_path):
             with pytest.raises(CharLMError) as error:
                 read_texts([str(path)])
             said = str(error.value)
-            assert said.endswith(("convert it to UTF-8 or pass another encoding", ": save it as UTF-8 or pass its encoding")), said
+            assert said.endswith(
+                ("convert it to UTF-8 or pass another encoding", ": save it as UTF-8 or pass its encoding")
+            ), said
         path.write_bytes("宝玉\n".encode(order))
         with pytest.raises(CharLMError, match=rf"UTF-16 without a byte order mark: encoding='{order}'\)$"):
             read_texts([str(path)])
