@@ -22,6 +22,7 @@ one that comes second uses the first one's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -423,7 +424,7 @@ def run_corpus(
     as a run resumed on it is, with `instead`, what the caller may do without it."""
     sources = run_sources(corpus, run_dir, instead)
     try:
-        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
+        return load_corpus(sources, reading(corpus, config, sources, run_dir), quiet=quiet, base=base, run=corpus)
     except CorpusChanged as e:
         raise CharLMError(f"{e}{instead}") from None
     except CharLMError as e:
@@ -439,9 +440,7 @@ def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
     recorded = corpus["sources"]
     if not (gone := missing(recorded)):
         return recorded
-    info = runs.read_run_info(run_dir) or {}
-    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
-    moved = info.get("sources") if same else None  # a hand edit: anything
+    moved = runs_record(corpus, run_dir).get("sources")  # a hand edit: anything
     if isinstance(moved, list) and moved and all(isinstance(s, str) for s in moved) and not missing(moved):
         return moved
     resume = call("train", "NEW", said("resume", run_dir))
@@ -449,6 +448,26 @@ def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
         f"{gone[0]}: no such file or folder, where {run_dir} read its corpus; if the text moved, resume on it "
         f"at its new path, which the run then records: {resume}{instead}"
     )
+
+
+def runs_record(corpus: dict, run_dir: Path) -> dict:
+    """The run's run.json where it records the text of `corpus` (a checkpoint's record of it), else {}: a
+    resume writes there where the text is now and the --encoding that reads it before its next checkpoint,
+    and a checkpoint it does not replace (best.pt) keeps where it was and how it was read."""
+    info = runs.read_run_info(run_dir) or {}
+    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
+    return info if same else {}
+
+
+def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
+    """`config`, the run's checkpoint's, with the --encoding that reads `sources`, the run's text where it is
+    now: the one run.json records with them, where a resume read them in another encoding than the
+    checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8)."""
+    info = runs_record(corpus, run_dir)
+    encoding = info["config"].get("encoding") if isinstance(info.get("config"), dict) else None
+    if info.get("sources") != sources or not isinstance(encoding, str) or encoding == config.encoding:
+        return config
+    return dataclasses.replace(config, encoding=encoding)
 
 
 def missing(sources: list[str]) -> list[str]:
