@@ -477,15 +477,19 @@ def missing(sources: list[str]) -> list[str]:
 
 def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:
     """The error for a resume given `given`, which is not the text its run trained on (`corpus`, its
-    checkpoint's record): only the same files, in the order the run read them, give the same token stream and
-    held-out split (byte for byte, or as read where the record keeps the text's digest, `same_text`); another
-    text starts a new run from the run's weights."""
+    checkpoint's record): only the same text, its files in the order the run read them, gives the same token
+    stream and held-out split (as read where the record keeps the text's digest, `same_text`; else byte for
+    byte); another text starts a new run from the run's weights."""
     shown = " ".join(given) if flags_said() else written(given[0]) if len(given) == 1 else repr(given)
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
+    same = (
+        f"the same text, from files in the order the run read them (their line ends and {said('encoding')} may differ)"
+        if "text" in corpus
+        else "the same files, byte for byte, in the order the run read them"
+    )
     return CharLMError(
-        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}): a resume needs the same files, "
-        f"byte for byte, in the order the run read them; a new text is a fine-tune, a new run from this one's "
-        f"weights: {call('train', shown, said('init_from', run_dir))}"
+        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}): a resume needs {same}; a new text is "
+        f"a fine-tune, a new run from this one's weights: {call('train', shown, said('init_from', run_dir))}"
     )
 
 

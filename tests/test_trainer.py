@@ -186,8 +186,9 @@ def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_m
 
 
 def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_one_line(tmp_path, tiny):
-    """Only the run's own files, byte for byte and in the order it read them, are its text: a folder moved
-    keeps its files' order; the same files named in another order, or another text, are refused."""
+    """Only the run's own text, its files in the order it read them, is its text: a folder moved keeps its
+    files' order; the same files named in another order, or another text, are refused, in a line that said
+    "byte for byte" where the same text in other bytes (CRLF line ends, another --encoding) resumes."""
     lines = "the quick brown fox jumps over the lazy dog\n" * 30
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text(lines, encoding="utf-8")
@@ -197,7 +198,8 @@ def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_on
     a, b = str(tmp_path / "moved" / "a.txt"), str(tmp_path / "moved" / "b.txt")
     one_line_error(
         cli("train", b, a, "--resume", "run", "--max-steps", "12"),
-        f"{b} {a} is not the text checkpoints/run trained on ({tmp_path / 'texts'}): a resume needs the same files",
+        f"{b} {a} is not the text checkpoints/run trained on ({tmp_path / 'texts'}): a resume needs the same text, "
+        "from files in the order the run read them (their line ends and --encoding may differ); a new text",
         f"a new text is a fine-tune, a new run from this one's weights: charlm train {b} {a} --init-from checkpoints/run",
     )
     one_line_error(cli("train", a, "--resume", "run", "--max-steps", "12"), f"{a} is not the text")
