@@ -35,7 +35,7 @@ from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
-from .tokens import CorpusChanged, TokenCorpus, load_corpus, not_the_runs_text, run_sources
+from .tokens import CorpusChanged, TokenCorpus, load_corpus, not_the_runs_text, reading, run_sources
 from .trainer import Trainer, lost_note_for
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
@@ -204,6 +204,8 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     # the run's text where it is now, or where the user gives it (moved, renamed, re-encoded): the run's text
     where = list(sources) if sources else run_sources(saved.corpus, path.parent)
     base_vocab = saved.base_vocab()
+    if "encoding" not in overrides:  # as a resume read it last, where that resume saved no checkpoint yet
+        resumed = dataclasses.replace(resumed, config=reading(saved.corpus, resumed.config, where, path.parent))
     config = resumed.config
     with peer_note(lambda: lost_note_for(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():

@@ -275,14 +275,17 @@ def already_held(run_dir: Path, since: str = "") -> CharLMError:
 
 def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGLE, text_given: bool = False) -> RunPlan:
     """A resumed run's plan: the checkpoint at `path`, with the options a resume may change
-    (`config.RESUMABLE`) overridden; nothing is fitted again. The reasons are the run's, from its run.json,
-    but for those given now and `--precision auto`'s, which is chosen again on this resume's device.
+    (`config.RESUMABLE`, and an --encoding that reads the run's text) overridden; nothing is fitted again.
+    The reasons are the run's, from its run.json, but for those given now and `--precision auto`'s, which
+    is chosen again on this resume's device.
     `text_given`: the resume names the run's text (at a new path, which it records), so a run whose limits
     are spent is taken up, to record it and train nothing (`Trainer.check_limits_spent`), not refused."""
     run_dir = path.parent
     check_not_behind(saved, path)
     config = Config.from_dict({**saved.config.to_dict(), **overrides})
-    changed = saved.config.model_differences(config)
+    # another --encoding may read the run's text in other bytes (a UTF-16 file saved as UTF-8): `tokens.prepare`
+    # checks it is the text the run read, which only a record keeping the text's digest can tell
+    changed = saved.config.model_differences(config, also=("encoding",) if "text" in saved.corpus else ())
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
     config = with_absolute_eval_also(config)

@@ -22,6 +22,7 @@ one that comes second uses the first one's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -428,7 +429,7 @@ def run_corpus(
     as a run resumed on it is, with `instead`, what the caller may do without it."""
     sources = run_sources(corpus, run_dir, instead)
     try:
-        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
+        return load_corpus(sources, reading(corpus, config, sources, run_dir), quiet=quiet, base=base, run=corpus)
     except CorpusChanged as e:
         raise CharLMError(f"{e}{instead}") from None
     except CharLMError as e:
@@ -444,9 +445,7 @@ def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
     recorded = corpus["sources"]
     if not (gone := missing(recorded)):
         return recorded
-    info = runs.read_run_info(run_dir) or {}
-    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
-    moved = info.get("sources") if same else None  # a hand edit: anything
+    moved = runs_record(corpus, run_dir).get("sources")  # a hand edit: anything
     if isinstance(moved, list) and moved and all(isinstance(s, str) for s in moved) and not missing(moved):
         return moved
     resume = call("train", "NEW", said("resume", run_dir))
@@ -456,6 +455,26 @@ def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
     )
 
 
+def runs_record(corpus: dict, run_dir: Path) -> dict:
+    """The run's run.json where it records the text of `corpus` (a checkpoint's record of it), else {}: a
+    resume writes there where the text is now and the --encoding that reads it before its next checkpoint,
+    and a checkpoint it does not replace (best.pt) keeps where it was and how it was read."""
+    info = runs.read_run_info(run_dir) or {}
+    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
+    return info if same else {}
+
+
+def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
+    """`config`, the run's checkpoint's, with the --encoding that reads `sources`, the run's text where it is
+    now: the one run.json records with them, where a resume read them in another encoding than the
+    checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8)."""
+    info = runs_record(corpus, run_dir)
+    encoding = info["config"].get("encoding") if isinstance(info.get("config"), dict) else None
+    if info.get("sources") != sources or not isinstance(encoding, str) or encoding == config.encoding:
+        return config
+    return dataclasses.replace(config, encoding=encoding)
+
+
 def missing(sources: list[str]) -> list[str]:
     """The sources of a run's record that are no longer there (a catalog name is fetched again: never)."""
     return [source for source in sources if not Path(source).exists() and not catalog_name(source)]
@@ -463,9 +482,9 @@ def missing(sources: list[str]) -> list[str]:
 
 def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:
     """The error for a resume given `given`, which is not the text its run trained on (`corpus`, its
-    checkpoint's record): only the same files, in the order the run read them, give the same token stream and
-    held-out split (byte for byte, or as read where the record keeps the text's digest, `same_text`); another
-    text starts a new run from the run's weights."""
+    checkpoint's record): only the same text, its files in the order the run read them, gives the same token
+    stream and held-out split (as read where the record keeps the text's digest, `same_text`; else byte for
+    byte); another text starts a new run from the run's weights."""
     shown = " ".join(given) if flags_said() else written(given[0]) if len(given) == 1 else repr(given)
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
     try:
@@ -473,11 +492,14 @@ def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMEr
     except CharLMError:  # a catalog name, a path gone: nothing to compare
         changed = ""
     changes = f": {changed}" if changed else ""
+    same = (
+        f"the same text, from files in the order the run read them (their line ends and {said('encoding')} may differ)"
+        if "text" in corpus
+        else "the same files, byte for byte, in the order the run read them"
+    )
     return CharLMError(
-        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}{changes}): "
-        "a resume needs the same files, "
-        f"byte for byte, in the order the run read them; a new text is a fine-tune, a new run from this one's "
-        f"weights: {call('train', shown, said('init_from', run_dir))}"
+        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}{changes}): a resume needs {same}; a new "
+        f"text is a fine-tune, a new run from this one's weights: {call('train', shown, said('init_from', run_dir))}"
     )
 
 

@@ -100,6 +100,7 @@ def test_an_old_run_resumes_on_its_corpus_at_a_new_path(tmp_path):
     (tmp_path / "other.txt").write_text("ab ba cab\n" * 60, encoding="utf-8")
     refused = cli("train", str(tmp_path / "other.txt"), "--resume", str(run), "--max-steps", "6")
     assert refused.exit_code and f"is not the text {run} trained on ({WRITTEN_AT / 'corpus.txt'})" in refused.output
+    assert "a resume needs the same files, byte for byte," in refused.output  # its record keeps no text digest
     ok("train", str(moved), "--resume", str(run), "--max-steps", "6", "--quiet")
     assert checkpoint.read(run / "latest.pt").corpus["sources"] == [str(moved)]
 

@@ -457,17 +457,22 @@ def test_every_bench_command_a_doc_gives_exists_with_its_options(page):
 def test_the_readmes_python_example_runs_as_written(page, tiny, monkeypatch, capsys):
     """The Python section's code, run as a reader pastes it, on a tiny model: its text files are the
     code itself (so every seed's characters are in the vocabulary), and the run folder it loads is the
-    one its charlm.train writes."""
+    one its charlm.train writes. The streamed text ends its line (bits_per_char was once printed after
+    it on the same line)."""
     code = re.search(r"## Python\n\n```python\n(.*?)```", (REPO / page).read_text(encoding="utf-8"), re.DOTALL)[1]
     for name in re.findall(r'open\("([^"]+)"', code) + ["novel.txt"]:
         Path(name).write_text(code * 10, encoding="utf-8")
     run = re.search(r'charlm\.load\("checkpoints/([^"]+)"\)', code)[1]
-    train = charlm.train
+    train, stream, streamed = charlm.train, charlm.stream, []
     monkeypatch.setattr(charlm, "train", lambda paths, **options: train("novel.txt", **{**options, **tiny}, out=run))
+    monkeypatch.setattr(
+        charlm, "stream", lambda *args, **options: (streamed.append(p) or p for p in stream(*args, **options))
+    )
     Path("example.py").write_text(code, encoding="utf-8")
     runpy.run_path("example.py")
     printed = capsys.readouterr().out
     assert "[(" in printed and printed.count("\n") >= 3
+    assert streamed and "".join(streamed) + "\n" in printed, f"{page}: the streamed text does not end its line"
 
 
 @pytest.mark.parametrize("page", ["README.md", "README.zh.md"])

@@ -201,7 +201,7 @@ def test_a_resume_on_a_folder_whose_files_were_added_removed_or_changed_names_th
     )
     one_line_error(
         cli("train", str(folder), "--resume", "run", "--max-steps", "4"),
-        f"trained on ({folder}: chapter02.txt, chapter6.txt added; chapter2.txt gone): a resume needs the same files",
+        f"trained on ({folder}: chapter02.txt, chapter6.txt added; chapter2.txt gone): a resume needs the same text",
     )
     (folder / "chapter6.txt").unlink()
     (folder / "chapter02.txt").rename(folder / "chapter2.txt")
@@ -211,8 +211,9 @@ def test_a_resume_on_a_folder_whose_files_were_added_removed_or_changed_names_th
 
 
 def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_one_line(tmp_path, tiny):
-    """Only the run's own files, byte for byte and in the order it read them, are its text: a folder moved
-    keeps its files' order; the same files named in another order, or another text, are refused."""
+    """Only the run's own text, its files in the order it read them, is its text: a folder moved keeps its
+    files' order; the same files named in another order, or another text, are refused, in a line that said
+    "byte for byte" where the same text in other bytes (CRLF line ends, another --encoding) resumes."""
     lines = "the quick brown fox jumps over the lazy dog\n" * 30
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "a.txt").write_text(lines, encoding="utf-8")
@@ -223,7 +224,8 @@ def test_a_resume_on_another_text_or_its_files_in_another_order_is_refused_in_on
     one_line_error(
         cli("train", b, a, "--resume", "run", "--max-steps", "12"),
         f"{b} {a} is not the text checkpoints/run trained on ({tmp_path / 'texts'}: the same files, in another "
-        "order): a resume needs the same files",
+        "order): a resume needs the same text, from files in the order the run read them (their line ends and "
+        "--encoding may differ); a new text",
         f"a new text is a fine-tune, a new run from this one's weights: charlm train {b} {a} --init-from checkpoints/run",
     )
     one_line_error(cli("train", a, "--resume", "run", "--max-steps", "12"), f"{a} is not the text")
@@ -252,6 +254,28 @@ def test_a_resume_on_its_text_re_encoded_goes_on_and_a_changed_text_is_still_ref
     one_line_error(cli("train", str(moved), "--resume", "run", "--max-steps", "16"), "is not the text checkpoints/run")
 
 
+def test_a_run_on_utf16_text_resumes_on_it_saved_as_utf8_and_reads_it_so_from_then_on(fox_file, tiny):
+    """A UTF-16 text saved as UTF-8 (what charlm's error about UTF-16 asks) could not be resumed: the run read
+    it as its --encoding utf-16 said, and `--encoding utf-8` was refused as a changed option. Another encoding
+    is now taken where it reads the run's text (its digest), and recorded: in run.json at once, where a resume
+    that trains nothing leaves the checkpoints as they were, and `charlm eval RUN` and later resumes read it so."""
+    text = fox_file.read_text(encoding="utf-8")
+    fox_file.write_text(text, encoding="utf-16")
+    charlm.train(fox_file, out="run", encoding="utf-16", **{**tiny, "max_steps": 10})
+    before = cli("eval", "run", "--quiet").output
+    fox_file.write_text(text, encoding="utf-8")
+    one_line_error(cli("train", "--resume", "run", "--max-steps", "12"), "cannot be read as utf-16", "--encoding")
+    recorded = cli("train", str(fox_file), "--resume", "run", "--encoding", "utf-8", "--max-steps", "10")
+    assert "nothing to train" in recorded.output and latest("run").config.encoding == "utf-16"  # no step, no save
+    assert runs.read_run_info(Path("checkpoints/run"))["config"]["encoding"] == "utf-8"
+    assert cli("eval", "run", "--quiet").output == before  # best.pt says utf-16; run.json reads the file now
+    charlm.train(resume="run", max_steps=12)
+    assert latest("run").progress.step == 12 and latest("run").config.encoding == "utf-8"
+    fox_file.write_text(text.replace("lazy", "lazz", 1), encoding="utf-16")
+    one_line_error(cli("train", "--resume", "run", "--encoding", "utf-16", "--max-steps", "14"), "changed since")
+    one_line_error(cli("train", str(fox_file), "--resume", "run", "--encoding", "utf-16"), "is not the text")
+
+
 def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_only(fox_file, tiny):
     """A run trained before the text's digest was kept (its cache's meta.json and checkpoint have none)
     still resumes on its unchanged file; its text re-encoded is refused, as it always was."""
@@ -263,6 +287,8 @@ def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_on
     fox_file.write_bytes(fox_file.read_bytes().replace(b"\n", b"\r\n"))
     with pytest.raises(CharLMError, match="changed since the run trained on it"):
         charlm.train(resume="run", max_steps=14)
+    with pytest.raises(CharLMError, match="changed options \\(encoding: utf-8 -> latin-1\\)"):  # the bytes: no other
+        charlm.train(resume="run", max_steps=14, encoding="latin-1")
     assert latest("run").progress.step == 12
 
 

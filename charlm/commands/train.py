@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     metavar="[RUN]",
     shell_complete=run_names,
     help="continue a run (default: the most recent); only limits, cadence, reporting, the learning rate, device and "
-    "precision may change; a CORPUS given is the run's own text at a new path (moved or renamed), recorded there",
+    "precision may change; a CORPUS given is the run's own text at a new path (moved or renamed), recorded there, "
+    "as is an --encoding that reads it (a UTF-16 text saved as UTF-8)",
 )
 @click.option(
     "--init-from",
