@@ -49,7 +49,7 @@ def export(
     path = runs.resolve(target)
     saved = checkpoint.read(path)
     run_dir = run_of(path)
-    out = Path(output) if output else default_output(path, format)
+    out = output if output is not None else default_output(path, format)  # "" is refused, not the default
     out = outputs.output_folder(out) if format == "safetensors" else outputs.output_file(out)
     if format == "safetensors":
         from .safetensors import export as write
