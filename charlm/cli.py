@@ -309,7 +309,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
 )
 def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, updated."""
-    click.echo(tables.runs_table(Path(root)))
+    click.echo(tables.runs_table(root))
 
 
 @main.command()

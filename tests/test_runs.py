@@ -333,6 +333,16 @@ def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
     )
 
 
+def test_an_empty_runs_root_is_refused_not_read_as_the_current_folder(tmp_path):
+    """`charlm runs --root "$DIR"` with DIR unset listed the runs of the current folder (Path("") is "."),
+    a folder the user did not mean, as if it were the one asked for."""
+    run = tmp_path / "old-run"
+    run.mkdir()
+    runs.write_run_info(run, {"corpus": "fox", "config": {}})
+    (run / runs.LATEST).write_bytes(b"")
+    assert_one_line_error(cli("runs", "--root", ""), "--root is empty: give the folder that holds the runs")
+
+
 def test_an_empty_run_folder_says_what_to_do():
     """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on."""
     Path("empty").mkdir()
