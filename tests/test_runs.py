@@ -818,3 +818,14 @@ def test_an_eval_also_through_a_symbolic_link_loop_is_one_line(fox_file, tmp_pat
     os.symlink(tmp_path / "loop", tmp_path / "loop")
     result = cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "loop", "--out", "run")
     assert_one_line_error(result, f"--eval-also {tmp_path / 'loop'}: no such file or folder")
+
+
+def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system(fox_file):
+    """A folder named .lock in a run folder was "cannot lock the run folder (Is a directory): its file
+    system does not lock files; train into a folder on a local disk": advice for NFS, not for a folder
+    in the way. It is named as what stands where the file goes."""
+    Path("checkpoints/run/.lock").mkdir(parents=True)
+    assert_one_line_error(
+        cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--out", "run"),
+        "checkpoints/run/.lock: cannot write (Is a directory); a folder stands where the file goes: move it",
+    )
