@@ -118,6 +118,8 @@ def remedy(path: Path) -> str:
 def verified(data: bytes, path: Path) -> tuple[int, dict]:
     """The format version and payload of a checkpoint file's bytes, verified (header, length, checksum,
     no code); `path` names the file in errors."""
+    if MAGIC.startswith(data):  # empty, or cut short within its first line: a copy or a disk that lost it
+        raise CharLMError(f"{path}: truncated checkpoint ({len(data)} bytes, no header); {remedy(path)}")
     if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
         raise CharLMError(
             f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"

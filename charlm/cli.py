@@ -283,7 +283,9 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     with leaving_at_once():
         from . import outputs
         from .plot import curves_of, plot_runs
-    if Path(output).suffix.lower() != ".png" or os.path.isdir(output):  # not Path.is_dir: a name too long raises
+    if output and (
+        Path(output).suffix.lower() != ".png" or os.path.isdir(output)
+    ):  # not Path.is_dir: a long name raises
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
     targets = list(run_names) or [None]
@@ -307,7 +309,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
 )
 def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, updated."""
-    click.echo(tables.runs_table(Path(root)))
+    click.echo(tables.runs_table(root))
 
 
 @main.command()

@@ -68,6 +68,9 @@ MAX_THREADS = 1024
 MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
 MAX_SAMPLES = 4096  # samples drawn side by side, each a row of the batch: more is a typo that exhausts memory
 STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a paragraph or a poem ends
+# recent characters the penalty counts, a row's history of 8 bytes each (times --num-samples): a chapter's worth;
+# --repetition-window 10000000000 asked for 80 GB and ended in torch's allocation traceback
+MAX_REPETITION_WINDOW = 100_000
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
 # under torchrun (distributed.py), set apart from the dataclasses: not a run's option, the launch's
@@ -405,8 +408,11 @@ class SampleConfig:
                 f"{said('repetition_penalty')} must be a positive number of at most {MAX_REPETITION_PENALTY:g}, "
                 f"not {self.repetition_penalty}"
             )
-        if self.repetition_window < 1:
-            raise CharLMError(f"{said('repetition_window')} must be at least 1, not {self.repetition_window}")
+        if not 1 <= self.repetition_window <= MAX_REPETITION_WINDOW:
+            raise CharLMError(
+                f"{said('repetition_window')} must be between 1 and {MAX_REPETITION_WINDOW:,}, not "
+                f"{self.repetition_window:,}"
+            )
         check_logit_bias(self.logit_bias)
         if self.stop == "":
             raise CharLMError(

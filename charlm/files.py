@@ -41,6 +41,8 @@ def remedy(error: OSError) -> str:
         return "; free space on its disk (or raise the file size limit, ulimit -f)"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "; make its folder writable, or write elsewhere"
+    if error.errno == errno.EISDIR:  # a folder by the file's name: a run's best.pt, its .lock
+        return "; a folder stands where the file goes: move it, or write elsewhere"
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         return "; a file is in the way of its folder: move it, or write elsewhere"
     if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name

@@ -38,12 +38,18 @@ def is_checkpoint(path: str | Path) -> bool:
         return False
 
 
+def not_empty(output: str | Path, kind: str) -> str | Path:
+    """`output`, refused when empty: `--output "$FILE"` with FILE unset, where Path("") is ".", the
+    current folder (a sample said nothing and kept no copy; an export went to its default place)."""
+    if not str(output):
+        raise CharLMError(f"{said('output')} is empty; give a {kind} name")
+    return output
+
+
 def output_file(output: str | Path) -> Path:
     """`output` as a file a command may replace; a folder, a checkpoint, a run's own record or a
     write-protected file is refused."""
-    path, named = Path(output), said("output", output)
-    if not str(output):  # `--output "$FILE"` with FILE unset: Path("") is ".", the current folder
-        raise CharLMError(f"{said('output')} is empty; give a file name")
+    path, named = Path(not_empty(output, "file")), said("output", output)
     try:
         if path.is_dir():
             raise CharLMError(f"{named}: is a folder; give a file name")
@@ -79,7 +85,7 @@ def output_folder(output: str | Path) -> Path:
     an export under way keeps its lock and temporary files there (hub.py), which a second export into the
     new folder must wait for, not be refused by; nor are a git clone's .git and macOS's .DS_Store others
     (`users_files`)."""
-    path, named = Path(output), said("output", output)
+    path, named = Path(not_empty(output, "folder")), said("output", output)
     try:
         if runs.is_run_folder(path):
             raise CharLMError(

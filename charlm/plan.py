@@ -337,4 +337,4 @@ def with_absolute_eval_also(config: Config) -> Config:
     """--eval-also as an absolute path, so a resumed run finds it from any working directory."""
     if not config.eval_also:
         return config
-    return dataclasses.replace(config, eval_also=str(Path(config.eval_also).resolve()))
+    return dataclasses.replace(config, eval_also=str(runs.real(config.eval_also)))

@@ -43,12 +43,14 @@ MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
 MAX_RUN_INFO = 4 << 20
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")  # control characters: a line break in a run folder's name
 
 
 def run_folder(out: str) -> Path:
     """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given. One that names no
-    folder of its own ('', '.', '..', /, checkpoints/ itself) is refused: the run's files would land
-    among the other runs' folders or the user's own files."""
+    folder of its own ('', ' ', '.', '..', /, checkpoints/ itself) is refused: the run's files would land
+    among the other runs' folders or the user's own files. So is one with a line break (or another
+    control character), which would split every message that names the run."""
     path = Path(out)
     run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
     longest = max(path.parts, key=name_bytes, default="")
@@ -62,17 +64,29 @@ def run_folder(out: str) -> Path:
             f"{said('out')}: a path of {name_bytes(str(run_dir))} bytes ({str(run_dir)[:20]}...), too long for "
             f"the run's files (paths of over {PATH_MAX} bytes); give a shorter one"
         )
-    if path.name in ("", ".", "..") or run_dir.resolve() == CHECKPOINT_ROOT.resolve():
+    if path.name.strip() in ("", ".", "..") or real(run_dir) == real(CHECKPOINT_ROOT):
         raise CharLMError(
             f"{said('out', metavar=repr(out))} names no run folder of its own; give a name, e.g. {said('out', 'my-run')}"
         )
-    if run := next((p for p in run_dir.resolve().parents if holds_run_record(p)), None):
-        shown = next((p for p in run_dir.parents if p.resolve() == run), run)  # as the user wrote it
+    if UNPRINTABLE.search(out):  # every message, `charlm runs`' table and the done: line would break at it
+        raise CharLMError(
+            f"{said('out', metavar=repr(out))}: a line break or other control character in the run folder's "
+            f"path; give a name of printable characters, e.g. {said('out', 'my-run')}"
+        )
+    if run := next((p for p in real(run_dir).parents if holds_run_record(p)), None):
+        shown = next((p for p in run_dir.parents if real(p) == run), run)  # as the user wrote it
         raise CharLMError(
             f"{said('out', out)} is inside the run folder {shown}, where `charlm runs` cannot list it and removing "
             f"that run removes it too; give a folder of its own, e.g. {said('out', path.name)}"
         )
     return run_dir
+
+
+def real(path: Path) -> Path:
+    """`path` with its symbolic links followed, as far as they lead: Path.resolve raises RuntimeError
+    (before Python 3.13) at a loop of links, which os.path.realpath leaves as it is, for the check that
+    meets it (`check_can_make`) to name."""
+    return Path(os.path.realpath(path))
 
 
 def is_run_folder(path: str | Path) -> bool:
@@ -98,6 +112,7 @@ def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
     second is -02, -03...: after the plain name, before the next second's, so names sort by start time."""
     stamp_part = f"-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
     stamp_part += "" if number == 1 else f"-{number:02d}"
+    corpus_name = UNPRINTABLE.sub("_", corpus_name)  # a file named with a line break: as `run_folder` refuses
     # a corpus file named near the longest a file name may be: its run's name is cut to fit, by characters
     while corpus_name and name_bytes(corpus_name + stamp_part) > NAME_MAX:
         corpus_name = corpus_name[:-1]
@@ -150,6 +165,11 @@ def check_can_make(folder: Path) -> None:
     """Refuse at once, not after minutes of planning and measuring, a run folder that a file stands in
     the way of (`--out notes.txt/run`, or a file named `checkpoints`)."""
     for place in (Path(folder), *Path(folder).parents):
+        if place.is_symlink() and not place.exists():  # a loop of links, or one whose target is gone
+            raise CharLMError(
+                f"{place} is a symbolic link that leads to no folder (its target is missing, or the links loop); "
+                f"create its target, remove the link, or write the run elsewhere ({said('out')})"
+            )
         if place.exists() or place.is_symlink():
             if not place.is_dir():
                 where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"

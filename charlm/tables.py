@@ -47,8 +47,10 @@ def table(rows: Sequence[Sequence[str]], right: tuple[int, ...] = ()) -> str:
     return "\n".join(lines)
 
 
-def runs_table(root: Path = runs.CHECKPOINT_ROOT) -> str:
+def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
     """What `charlm runs` prints: a line per run under `root`, in order of name."""
+    if not str(root):  # `--root "$DIR"` with DIR unset: Path("") is ".", whose runs are not those meant
+        raise CharLMError("--root is empty: give the folder that holds the runs (by default checkpoints)")
     if Path(root).is_file():  # globbing a file finds nothing: "no runs under FILE/" hid the mistake
         raise CharLMError(f"--root {root} is a file, not a folder: give the folder that holds the runs")
     if runs.holds_checkpoint(root):

@@ -616,11 +616,13 @@ def test_an_option_given_by_position_is_named(model, entry):
     [
         ({"repetition_penalty": 1e39}, "repetition_penalty must be a positive number of at most 100, not 1e+39"),
         ({"length": 99999999999999999999}, "length must be at most 10,000,000"),
+        ({"repetition_window": 10**10}, "repetition_window must be between 1 and 100,000, not 10,000,000,000"),
     ],
 )
 def test_sampling_values_past_their_maximum_are_named(options, message):
-    """1e39 overflowed float32 in decoding (a RuntimeError); a length of 1e20 ran until killed. The
-    server's cap on the penalty is the same one."""
+    """1e39 overflowed float32 in decoding (a RuntimeError); a length of 1e20 ran until killed; a
+    repetition window of 1e10 asked torch for 80 GB (its allocation traceback). The server's cap on the
+    penalty is the same one."""
     assert_named(lambda: charlm.SampleConfig(**options), message)
 
 
@@ -633,7 +635,7 @@ def test_sampling_values_past_their_maximum_are_named(options, message):
         ),
         ({"top_k": "3"}, "top_k must be an integer or None, not '3'"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16, not 'fp16'"),
-        ({"repetition_window": 0}, "repetition_window must be at least 1, not 0"),
+        ({"repetition_window": 0}, "repetition_window must be between 1 and 100,000, not 0"),
     ],
 )
 def test_a_bad_sampling_option_is_named_as_python_wrote_it(model, options, message):

@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -328,3 +329,18 @@ def test_a_damaged_checkpoint_kept_aside_says_to_delete_it(fox_file, tiny):
         )
         aside.unlink()
         assert cli(*command).exit_code == 0
+
+
+@pytest.mark.parametrize("kept", [0, 9], ids=["empty", "cut in its first line"])
+def test_an_empty_or_barely_begun_best_pt_is_called_truncated(trained, tmp_path, kept):
+    """A run folder whose best.pt was emptied (a copy onto a full disk, a file system that lost it) was
+    "not a charlm checkpoint; give a run folder, ...", given a run folder. It is truncated, and the
+    run's other checkpoint is named as for any other damage."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best = run / runs.BEST
+    best.write_bytes(best.read_bytes()[:kept])
+    with pytest.raises(CharLMError) as refused:
+        charlm.load(run)
+    assert (
+        str(refused.value) == f"{best}: truncated checkpoint ({kept} bytes, no header); use the run's other checkpoint"
+    )

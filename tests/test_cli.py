@@ -1088,11 +1088,15 @@ def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, c
     assert (tmp_path / target).read_bytes() == kept
 
 
-@pytest.mark.parametrize("command", ["sample", "inspect"])
-def test_an_empty_output_is_refused_not_ignored(trained, command):
+@pytest.mark.parametrize("command", [*OUTPUT_COMMANDS, "export safetensors"])
+def test_an_empty_output_is_refused_not_ignored(trained, tmp_path, command):
     """`charlm sample --output "$FILE"` with FILE unset wrote the sample to the screen only and said nothing:
-    the copy the writer asked for was never made."""
-    assert_one_line_error(cli(*OUTPUT_COMMANDS[command], ""), "--output is empty; give a file name")
+    the copy the writer asked for was never made. An export went to the run's exports/ and said so,
+    and plot said `--output : charlm plot writes a PNG`."""
+    args = OUTPUT_COMMANDS.get(command) or ["export", "fox", "--format", "safetensors", "--output"]
+    kind = "folder" if command == "export safetensors" else "file"
+    assert_one_line_error(cli(*args, ""), f"--output is empty; give a {kind} name")
+    assert not (tmp_path / "checkpoints" / "fox" / "exports").exists()
 
 
 def test_an_output_that_is_a_pipe_is_written_not_read_first():

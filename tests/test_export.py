@@ -585,3 +585,20 @@ def test_export_without_a_format_names_the_formats():
     """`charlm export RUN` without --format said only "Missing option '--format'": which ones exist was
     in --help alone."""
     assert_one_line_error(cli("export", "run"), "--format", *FORMATS)
+
+
+def test_info_does_not_wait_on_an_exports_log_that_is_a_named_pipe(tmp_path):
+    """exports.jsonl that is a named pipe (a FIFO left there) held `charlm info` forever, waiting for a
+    writer; run.json and metrics.jsonl were already read only when they are files. It lists no exports."""
+    run = run_of(model_of(), tmp_path / "run")
+    os.mkfifo(run / "exports.jsonl")
+    listed = []
+    reader = threading.Thread(target=lambda: listed.append(export.listed(run)), daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    waited = reader.is_alive()
+    if waited:  # let the waiting read end, so that the test ends
+        os.close(os.open(run / "exports.jsonl", os.O_WRONLY | os.O_NONBLOCK))
+        reader.join()
+    assert not waited, "export.listed waited for a writer to the named pipe"
+    assert listed == [[]]

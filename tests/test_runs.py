@@ -333,6 +333,16 @@ def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
     )
 
 
+def test_an_empty_runs_root_is_refused_not_read_as_the_current_folder(tmp_path):
+    """`charlm runs --root "$DIR"` with DIR unset listed the runs of the current folder (Path("") is "."),
+    a folder the user did not mean, as if it were the one asked for."""
+    run = tmp_path / "old-run"
+    run.mkdir()
+    runs.write_run_info(run, {"corpus": "fox", "config": {}})
+    (run / runs.LATEST).write_bytes(b"")
+    assert_one_line_error(cli("runs", "--root", ""), "--root is empty: give the folder that holds the runs")
+
+
 def test_an_empty_run_folder_says_what_to_do():
     """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on."""
     Path("empty").mkdir()
@@ -761,3 +771,61 @@ def test_two_resumes_on_a_moved_corpus_at_once_one_trains_while_eval_and_runs_re
     # as the training resume saves a better best.pt, which a loaded machine gives it time to)
     assert {held_out_length(output) for output in evaluated} == {held_out_length(scored)}
     assert runs.read_run_info(Path("checkpoints/run"))["sources"] == [str(moved)]
+
+
+@pytest.mark.parametrize(
+    ("out", "said"),
+    [
+        (" ", "--out ' ' names no run folder of its own"),
+        ("notes\nrun", r"--out 'notes\nrun': a line break or other control character in the run folder's path"),
+        ("a\tb", r"--out 'a\tb': a line break or other control character"),
+    ],
+    ids=["blank", "line break", "tab"],
+)
+def test_an_out_that_is_blank_or_breaks_lines_is_refused(fox_file, out, said):
+    """`--out " "` made a run folder named by a space, blank in `charlm runs`; `--out $'notes\\nrun'` one
+    whose every message (done:, errors, the runs table) broke in two. Both are refused, before training."""
+    assert_one_line_error(cli("train", str(fox_file), *TRAIN_ARGS, "--out", out), said, "e.g. --out my-run")
+    assert not Path("checkpoints").exists()
+
+
+def test_a_corpus_file_named_with_a_line_break_names_its_run_without_one(tmp_path, tiny):
+    """A corpus file named `notes\\nday.txt` named its run `notes\\nday-DATE-TIME`: the done: line and
+    `charlm runs` split in two. The line break is an underscore in the run's name."""
+    corpus = tmp_path / "notes\nday.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    charlm.train(corpus, **tiny)
+    (run,) = runs.run_folders()
+    assert run.name.startswith("notes_day-"), run.name
+
+
+@pytest.mark.parametrize("where", ["loop", "dangling", "loop/run"])
+def test_an_out_through_a_symbolic_link_to_nothing_is_one_line(fox_file, tmp_path, where):
+    """`--out loop` where loop is a link to itself ended in pathlib's RuntimeError traceback (Symlink
+    loop); a link whose target is gone would fail to be made a folder. Both say what the link is."""
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    os.symlink(tmp_path / "gone" / "run", tmp_path / "dangling")
+    shown = where.split("/")[0]
+    assert_one_line_error(
+        cli("train", str(fox_file), *TRAIN_ARGS, "--out", str(tmp_path / where)),
+        f"{tmp_path / shown} is a symbolic link that leads to no folder",
+        "create its target, remove the link, or write the run elsewhere (--out)",
+    )
+
+
+def test_an_eval_also_through_a_symbolic_link_loop_is_one_line(fox_file, tmp_path):
+    """`--eval-also loop` (a link to itself) ended in pathlib's RuntimeError traceback (Symlink loop)."""
+    os.symlink(tmp_path / "loop", tmp_path / "loop")
+    result = cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "loop", "--out", "run")
+    assert_one_line_error(result, f"--eval-also {tmp_path / 'loop'}: no such file or folder")
+
+
+def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system(fox_file):
+    """A folder named .lock in a run folder was "cannot lock the run folder (Is a directory): its file
+    system does not lock files; train into a folder on a local disk": advice for NFS, not for a folder
+    in the way. It is named as what stands where the file goes."""
+    Path("checkpoints/run/.lock").mkdir(parents=True)
+    assert_one_line_error(
+        cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--out", "run"),
+        "checkpoints/run/.lock: cannot write (Is a directory); a folder stands where the file goes: move it",
+    )

@@ -1344,6 +1344,8 @@ def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take
         ({"port": -1}, "port must be at least 0, not -1", "--port must be at least 0, not -1"),
         ({"port": 70000}, "port must be at most 65535", "--port must be at most 65535"),
         ({"max_streams": 0}, "max_streams must be at least 1", "--max-streams must be at least 1"),
+        # each engine's rows were made at start-up: "Error: RuntimeError: ... can't allocate memory"
+        ({"max_streams": 10**11}, "max_streams must be at most 4096", "--max-streams must be at most 4096"),
         ({"chunk_ms": 2000.0}, "chunk_ms must be between 0 and 1000", "--chunk-ms must be between 0 and 1000"),
         ({"api_key": ""}, "api_key must not be empty", "--api-key must not be empty"),
         ({"allow_origin": "localhost:3000"}, "allow_origin: 'localhost:3000' is not", "--allow-origin: 'localhost"),

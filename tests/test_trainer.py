@@ -482,7 +482,12 @@ def test_samples_that_cannot_be_written_are_a_warning_not_the_end_of_the_run(fox
     (Path("checkpoints/run") / runs.SAMPLES).mkdir()  # a write that fails, whoever runs the test
     charlm.train(resume="run", max_steps=30, sample_every=1, quiet=False)
     assert latest("run").progress.step == 30
-    assert capsys.readouterr().err.count("samples.txt: cannot write (Is a directory); training goes on") == 1
+    assert (
+        capsys.readouterr().err.count(
+            "samples.txt: cannot write (Is a directory); a folder stands where the file goes: move it, or write elsewhere; training goes on"
+        )
+        == 1
+    )
 
 
 def test_write_errors_stop_the_run_or_warn_and_go_on(fox_file, tiny, monkeypatch, capsys):

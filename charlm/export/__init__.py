@@ -49,7 +49,7 @@ def export(
     path = runs.resolve(target)
     saved = checkpoint.read(path)
     run_dir = run_of(path)
-    out = Path(output) if output else default_output(path, format)
+    out = output if output is not None else default_output(path, format)  # "" is refused, not the default
     out = outputs.output_folder(out) if format == "safetensors" else outputs.output_file(out)
     if format == "safetensors":
         from .safetensors import export as write
@@ -138,8 +138,11 @@ def listed(run_dir: Path) -> list[str]:
     """The run's exports that still exist, newest per path: `html 2.9 MB (fp16) PATH`. The log may be
     damaged or edited by hand: a line that is not a whole export record is skipped, as `charlm runs`
     skips what it cannot read, rather than ending `charlm info` in a traceback."""
+    log = Path(run_dir) / runs.EXPORTS_LOG
+    if not log.is_file():  # none yet; or a named pipe, whose read waits for a writer forever (as run.json's)
+        return []
     try:
-        lines = (Path(run_dir) / runs.EXPORTS_LOG).read_text(encoding="utf-8", errors="replace").splitlines()
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
         return []
     latest = {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..config import MAX_SAMPLES
 from ..device_names import STEP_DEVICE
 from ..errors import CharLMError
 from ..fields import check_types, option, said
@@ -48,6 +49,8 @@ class ServeConfig:
                 raise CharLMError(f"{said(name)} must be at least {low}, not {getattr(self, name)}")
         if self.port > 65535:
             raise CharLMError(f"{said('port')} must be at most 65535, not {self.port}")
+        if self.max_streams > MAX_SAMPLES:  # each model's engine holds a row for each, made at start-up
+            raise CharLMError(f"{said('max_streams')} must be at most {MAX_SAMPLES}, not {self.max_streams}")
         if not 0 <= self.chunk_ms <= 1000:
             raise CharLMError(f"{said('chunk_ms')} must be between 0 and 1000, not {self.chunk_ms}")
         if self.api_key is not None:
