@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .errors import callers_stacklevel
+from .errors import CharLMError, callers_stacklevel
 from .fields import said
 
 WINDOW_SECONDS = 1.0  # each measurement covers at least this much work time
@@ -313,8 +313,15 @@ def governed_pieces(pieces: Iterator[str], device: torch.device) -> Iterator[str
 
 
 def share_of_cores() -> int:
-    """The cores this process may use, shared with the other processes torchrun started on this machine."""
-    return max(1, available_cores() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    """The cores this process may use, shared with the other processes torchrun started on this machine
+    (LOCAL_WORLD_SIZE, which torchrun sets: one set by hand to junk is one line, not a traceback)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    if not (local.strip().isascii() and local.strip().isdigit() and int(local) >= 1):
+        raise CharLMError(
+            f"LOCAL_WORLD_SIZE={local!r}: the number of charlm processes on this machine, a whole number of at "
+            "least 1 (torchrun sets it); unset it, or start charlm with torchrun"
+        )
+    return max(1, available_cores() // int(local))
 
 
 def warn_if_too_many(threads: int) -> None:

@@ -1541,3 +1541,13 @@ def test_a_usage_error_is_one_line_naming_what_to_type_and_its_help(words, said)
     assert result.exit_code == 2 and result.stdout == "", result.output
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr
     assert said in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("local", ["abc", "0", ""])
+def test_a_local_world_size_set_to_junk_is_one_line(tmp_path, monkeypatch, local):
+    """LOCAL_WORLD_SIZE (torchrun's) set by hand to junk or 0 ended `charlm train` in a ValueError or
+    ZeroDivisionError traceback from the threads rule's share of the cores."""
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
+    assert_one_line_error(cli("train", str(corpus), *TINY_ARGS), f"LOCAL_WORLD_SIZE={local!r}", "unset it")
