@@ -235,7 +235,7 @@ def fetch_verified(item: Entry, target: Path, quiet: bool) -> str:
         part.unlink()
         raise CharLMError(
             f"{item.name}: {where} fails verification (size {size:,}, expected {item.size:,}; sha256 {actual[:12]}..., "
-            f"expected {item.sha256[:12] or 'unpinned'}...); deleted it, nothing was cached"
+            f"expected {item.sha256[:12] or 'unpinned'}...); deleted the copy fetched from it, nothing was cached"
         )
     part.replace(target)
     return where

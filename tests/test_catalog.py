@@ -75,9 +75,12 @@ def test_a_wrong_checksum_is_deleted_and_nothing_is_cached(tmp_path, monkeypatch
     bad.mkdir()
     (bad / "hongloumeng.txt").write_bytes(b"x" * 2_607_799)  # right size, wrong bytes
     monkeypatch.setenv(catalog.MIRROR_VARIABLE, str(bad))
-    with pytest.raises(CharLMError, match="hongloumeng: .* fails verification .*deleted it, nothing was cached"):
+    with pytest.raises(
+        CharLMError, match="hongloumeng: .* fails verification .*deleted the copy fetched from it, nothing was cached"
+    ):
         catalog.get("hongloumeng", quiet=True)
     assert not catalog.DOWNLOADS.exists() or cached() == []
+    assert (bad / "hongloumeng.txt").exists()  # the mirror's own file is the user's: the line says which was deleted
 
 
 def test_a_partial_download_resumes_from_a_url_mirror(server, monkeypatch):
