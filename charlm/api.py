@@ -33,7 +33,18 @@ from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel
-from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
+from .fields import (
+    SHOWN,
+    call,
+    check_keywords,
+    check_names,
+    paths_given,
+    plain,
+    python_help,
+    said,
+    together,
+    unset_dropped,
+)
 from .model import CharLM
 from .tokens import CorpusChanged, TokenCorpus, load_corpus, not_the_runs_text, reading, run_sources
 from .trainer import Trainer, lost_note_for
@@ -216,10 +227,17 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
             except CorpusChanged as e:
                 if sources:
                     raise not_the_runs_text(where, saved.corpus, path.parent) from None
-                raise CharLMError(f"{e}; start a new run with {said('out', metavar='NEW')}") from None
+                raise CharLMError(f"{e}; {fine_tune_on(where, path.parent)}") from None
         trainer = Trainer(resumed, corpus, ranks, saved.model())
         trainer.restore(saved, read_from)
     return trainer
+
+
+def fine_tune_on(sources: list[str], run_dir: Path) -> str:
+    """What to do with a run's text changed since it trained (a resume needs the text as it was), as a clause:
+    train on the new text from the run's weights, a fine-tune (`--out` names no resume's folder)."""
+    fine_tune = call("train", paths_given(sources), said("init_from", run_dir))
+    return f"put it back as it was to resume, or train on it as it is now from this run's weights: {fine_tune}"
 
 
 def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:

@@ -57,7 +57,7 @@ from .corpus import (
     source_files,
 )
 from .errors import CharLMError, callers_stacklevel
-from .fields import call, flags_said, said, written
+from .fields import call, paths_given, said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .scoring import check_scored, scored_ids, unseen_note
 from .shakespeare import shakespeare_files
@@ -162,7 +162,8 @@ def prepare(
         and not ("text" in run and run["text"] == text_digest(parts, config))
     ):
         changes = f" ({changed})" if (changed := files_changed(run, parts, Path(root))) else ""
-        raise CorpusChanged(f"the corpus {run['sources'] or run['name']} changed since the run trained on it{changes}")
+        corpus = paths_given(run["sources"]) if run["sources"] else run["name"]
+        raise CorpusChanged(f"the corpus {corpus} changed since the run trained on it{changes}")
     if (folder / "meta.json").is_file():
         try:
             return Prepared(folder, *load_prepared(folder))
@@ -485,7 +486,6 @@ def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMEr
     checkpoint's record): only the same text, its files in the order the run read them, gives the same token
     stream and held-out split (as read where the record keeps the text's digest, `same_text`; else byte for
     byte); another text starts a new run from the run's weights."""
-    shown = " ".join(given) if flags_said() else written(given[0]) if len(given) == 1 else repr(given)
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
     try:
         changed = files_changed(corpus, [source_files(given)])
@@ -499,7 +499,7 @@ def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMEr
     )
     return CharLMError(
         f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}{changes}): a resume needs {same}; a new "
-        f"text is a fine-tune, a new run from this one's weights: {call('train', shown, said('init_from', run_dir))}"
+        f"text is a fine-tune, a new run from this one's weights: {call('train', paths_given(given), said('init_from', run_dir))}"
     )
 
 

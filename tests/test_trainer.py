@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import time
@@ -157,9 +158,26 @@ def test_resume_refuses_a_changed_corpus_before_preparing_it(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
     fox_file.write_text("a different text altogether\n" * 90)
     cached = sorted(tokens.CACHE_ROOT.iterdir())
-    with pytest.raises(CharLMError, match="changed since the run trained on it; start a new run with out=NEW"):
+    with pytest.raises(CharLMError, match="changed since the run trained on it; put it back as it was to resume"):
         charlm.train(resume="run", max_steps=30)
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached
+
+
+def test_a_resume_on_its_text_changed_names_it_as_typed_and_a_fine_tune_on_it_that_works(tmp_path, tiny):
+    """A resume on a changed text said "the corpus ['/path'] changed ...; start a new run with --out NEW": a
+    Python list, and advice refused (--out with --resume), where a new run on the new text from the run's
+    weights is a fine-tune. The paths are now shell words to paste, and the command given runs."""
+    book = tmp_path / "my book.txt"
+    book.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    charlm.train(book, out="run", **{**tiny, "max_steps": 2})
+    with book.open("a", encoding="utf-8") as text:
+        text.write("a new chapter\n")
+    refused = cli("train", "--resume", "run", "--max-steps", "4")
+    fine_tune = f"charlm train '{book}' --init-from checkpoints/run"
+    one_line_error(refused, f"Error: the corpus '{book}' changed since the run trained on it; put it back", fine_tune)
+    assert refused.output.strip().endswith(fine_tune)
+    tuned = cli(*shlex.split(fine_tune)[1:], "--out", "tuned", "--max-steps", "2", "--quiet")
+    assert tuned.exit_code == 0 and latest("tuned").corpus["sources"] == [str(book)], tuned.output
 
 
 def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_moved(fox_file, tiny, tmp_path):
