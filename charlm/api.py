@@ -46,7 +46,7 @@ from .fields import (
     unset_dropped,
 )
 from .model import CharLM
-from .tokens import CorpusChanged, TokenCorpus, load_corpus, not_the_runs_text, reading, run_sources
+from .tokens import CorpusChanged, TokenCorpus, load_corpus, misread, not_the_runs_text, reading, run_sources
 from .trainer import Trainer, lost_note_for
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
@@ -224,7 +224,12 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
                 corpus = load_corpus(
                     where, config, quiet=config.quiet or not ranks.leader, base=base_vocab, run=saved.corpus
                 )
-            except CorpusChanged as e:
+            except CharLMError as e:  # another text, or one that does not decode
+                given = "encoding" in overrides
+                if given and (why := misread(where, saved.corpus, config, saved.config, path.parent, base_vocab)):
+                    raise CharLMError(why) from None
+                if not isinstance(e, CorpusChanged):
+                    raise
                 if sources:
                     raise not_the_runs_text(where, saved.corpus, path.parent) from None
                 raise CharLMError(f"{e}; {fine_tune_on(where, path.parent)}") from None

@@ -294,6 +294,33 @@ def test_a_run_on_utf16_text_resumes_on_it_saved_as_utf8_and_reads_it_so_from_th
     one_line_error(cli("train", str(fox_file), "--resume", "run", "--encoding", "utf-16"), "is not the text")
 
 
+def test_a_resume_whose_encoding_misreads_the_run_s_own_files_says_only_the_encoding_differs(tmp_path, tiny):
+    """A resume of a UTF-8 Chinese run with --encoding latin-1 was refused as "the corpus ... changed", and
+    with --encoding utf-16 told to convert the file to UTF-8 (it is): the files are the run's, as it read them.
+    The line says only the encoding differs and to drop it; an edited text is still a changed one."""
+    poems = tmp_path / "poems.txt"
+    poems.write_text("床前明月光，疑是地上霜。举头望明月，低头思故乡。\n" * 40, encoding="utf-8")
+    charlm.train(poems, out="run", **{**tiny, "max_steps": 2})
+    misread = (
+        f"does not read from {poems} the text checkpoints/run trained on, though they are the run's own files, "
+        "which it read as utf-8: only the encoding differs; resume without --encoding, which reads them as the run did"
+    )
+    for encoding in ("latin-1", "utf-16"):
+        one_line_error(
+            cli("train", "--resume", "run", "--encoding", encoding, "--max-steps", "4"),
+            f"Error: --encoding {encoding} {misread}",
+        )
+    one_line_error(
+        cli("train", "poems.txt", "--resume", "run", "--encoding", "latin-1", "--max-steps", "4"),
+        "from poems.txt the text",
+    )
+    assert cli("train", "--resume", "run", "--max-steps", "3").exit_code == 0 and latest("run").progress.step == 3
+    poems.write_text("床前明月光，疑是地上霜。\n" * 40, encoding="utf-8")
+    one_line_error(
+        cli("train", "--resume", "run", "--encoding", "latin-1", "--max-steps", "4"), "changed since the run"
+    )
+
+
 def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_only(fox_file, tiny):
     """A run trained before the text's digest was kept (its cache's meta.json and checkpoint have none)
     still resumes on its unchanged file; its text re-encoded is refused, as it always was."""
