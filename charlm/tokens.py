@@ -441,14 +441,36 @@ def run_corpus(
     """The corpus the run in `run_dir` trained on (a checkpoint's `corpus`: name, sources, cache key) with
     `config`, over a fine-tune's `base` vocabulary: prepared again from its sources where they are now
     (`run_sources`), which the cache makes quick. A source changed since splits into other text: refused,
-    as a run resumed on it is, with `instead`, what the caller may do without it."""
+    as a run resumed on it is, with `instead`, what the caller may do without it. A text saved as UTF-8 in
+    place (what charlm's errors ask of a file in another encoding) is read so where it is the run's text (its
+    digest): the command reading it has no --encoding for it, eval's reading its FILES only."""
     sources = run_sources(corpus, run_dir, instead)
+    config = reading(corpus, config, sources, run_dir)
     try:
-        return load_corpus(sources, reading(corpus, config, sources, run_dir), quiet=quiet, base=base, run=corpus)
-    except CorpusChanged as e:
-        raise CharLMError(f"{e}{instead}") from None
+        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
     except CharLMError as e:
-        raise CharLMError(f"{e}; the run's corpus is needed{instead}") from None
+        error = e
+    if "text" in corpus and config.encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        try:
+            as_utf8 = dataclasses.replace(config, encoding="utf-8")
+            return load_corpus(sources, as_utf8, quiet=quiet, base=base, run=corpus)
+        except CorpusChanged as changed:  # other text in UTF-8: a text edited as well as converted
+            error = changed
+        except CharLMError:
+            pass  # no UTF-8 text: the run's own reading says what is wrong
+    if isinstance(error, CorpusChanged):
+        raise CharLMError(f"{error}{instead}") from None
+    record = ""
+    if "text" in corpus:  # a resume takes another --encoding that reads the run's text, and records it
+        resume = call(
+            "train",
+            paths_given(sources),
+            said("resume", run_dir),
+            said("encoding", metavar="ENC"),
+            said("max_steps", 1),
+        )
+        record = f" (in another encoding, a resume that trains nothing records the one that reads it: {resume})"
+    raise CharLMError(f"{error}; the run's corpus is needed{record}{instead}") from None
 
 
 def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:

@@ -321,6 +321,31 @@ def test_a_resume_whose_encoding_misreads_the_run_s_own_files_says_only_the_enco
     )
 
 
+def test_eval_of_a_run_whose_text_was_saved_as_utf8_in_place_reads_it_and_another_encoding_is_told_how(fox_file, tiny):
+    """`charlm eval RUN` of a UTF-16 run whose file was saved as UTF-8 in place, as charlm's errors ask, said
+    "convert it to UTF-8 or pass another --encoding": it was, and eval's --encoding reads its FILES only. The
+    run's text in UTF-8 is read (its digest checked); in another encoding, the line names the resume that
+    records it, which trains nothing; a changed text is still refused."""
+    text = fox_file.read_text(encoding="utf-8")
+    fox_file.write_text(text, encoding="utf-16")
+    charlm.train(fox_file, out="run", encoding="utf-16", **{**tiny, "max_steps": 2})
+    before = cli("eval", "run", "--quiet").output
+    fox_file.write_text(text, encoding="utf-8")
+    assert cli("eval", "run", "--quiet").output == before
+    fox_file.write_text(text.replace("lazy", "lazz", 1), encoding="utf-8")
+    one_line_error(cli("eval", "run", "--quiet"), "changed since the run trained on it; give FILES to score")
+    fox_file.write_text(text, encoding="utf-32")
+    refused = cli("eval", "run", "--quiet")
+    record = f"charlm train {fox_file} --resume checkpoints/run --encoding ENC --max-steps 1"
+    one_line_error(
+        refused,
+        f"the run's corpus is needed (in another encoding, a resume that trains nothing records the one that reads it: {record}); give FILES",
+    )
+    recorded = cli(*shlex.split(record.replace("ENC", "utf-32"))[1:])
+    assert "nothing to train" in recorded.output and latest("run").progress.step == 2
+    assert cli("eval", "run", "--quiet").output == before
+
+
 def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_only(fox_file, tiny):
     """A run trained before the text's digest was kept (its cache's meta.json and checkpoint have none)
     still resumes on its unchanged file; its text re-encoded is refused, as it always was."""
