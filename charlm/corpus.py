@@ -85,6 +85,8 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
                 f"{path}: {special_kind(path)}, not a regular file, which charlm needs; save the text to a file "
                 "first (cat a.txt b.txt > all.txt), or name the files themselves"
             )
+        elif path.is_symlink():
+            raise dangling_link(path)
         else:
             raise CharLMError(f"{path}: no such file or folder{files.check_path(path)}")
     return once_each(paths)
@@ -94,7 +96,8 @@ def folder_files(folder: Path) -> list[Path]:
     """The .txt files (.TXT too) in `folder` and the folders under it, sorted by their paths' code points
     whatever the locale, so that every run reads them in one order. Hidden files and folders (.git, macOS's
     ._ copies, which are binary) are left out; a link to a folder is followed, but never into a folder it
-    is in (a loop). A folder that cannot be listed is one line naming it, not a corpus silently smaller."""
+    is in (a loop). A folder that cannot be listed, or a .txt link to nothing there, is one line naming it,
+    not a corpus silently smaller."""
     found: list[Path] = []
 
     def visit(path: Path, inside: frozenset[str]) -> None:
@@ -109,11 +112,23 @@ def folder_files(folder: Path) -> list[Path]:
             if entry.is_dir():
                 if (real := os.path.realpath(child)) not in inside:
                     visit(child, inside | {real})
-            elif entry.is_file() and entry.name.lower().endswith(".txt"):
-                found.append(child)
+            elif entry.name.lower().endswith(".txt"):
+                if entry.is_file():
+                    found.append(child)
+                elif entry.is_symlink() and not child.exists():  # else a chapter lost without a word
+                    raise dangling_link(child)
 
     visit(folder, frozenset([os.path.realpath(folder)]))
     return sorted(found)
+
+
+def dangling_link(path: Path) -> CharLMError:
+    """The error for a link whose target is not there (moved, renamed, on a drive not mounted): its text
+    would be missing from the corpus."""
+    return CharLMError(
+        f"{path}: a link to {os.readlink(path)}, which is not there; restore that file, point the link at "
+        "where it is now, or remove the link"
+    )
 
 
 def once_each(paths: list[Path]) -> list[Path]:

@@ -16,6 +16,7 @@ import functools
 import numbers
 import re
 import reprlib
+import shlex
 import threading
 import types
 import typing
@@ -163,6 +164,14 @@ def typed(value: object) -> str:
     if text.isprintable():
         return text
     return "$'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+
+
+def paths_given(paths: list[str]) -> str:
+    """Paths as their caller gives them, to paste: each a shell word (quoted where it holds a space or a
+    quote) on the command line, `a.txt 'my book.txt'`; one path, or the list of them, as Python writes it."""
+    if flags_said():
+        return " ".join(shlex.quote(path) if path.isprintable() else typed(path) for path in paths)
+    return written(paths[0]) if len(paths) == 1 else repr(list(paths))
 
 
 def shown_name(f: dataclasses.Field) -> str:

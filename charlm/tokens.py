@@ -57,7 +57,7 @@ from .corpus import (
     source_files,
 )
 from .errors import CharLMError, callers_stacklevel
-from .fields import call, flags_said, said, written
+from .fields import call, paths_given, said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .scoring import check_scored, scored_ids, unseen_note
 from .shakespeare import shakespeare_files
@@ -151,18 +151,13 @@ def prepare(
     ids are those of `base` extended with the text's new characters. Given a run's `corpus` record
     (`run`), sources changed since that run are refused before anything is prepared (`CorpusChanged`)."""
     config = config or Config()
-    options = {name: getattr(config, name) for name in CORPUS_OPTIONS}
-    if base is not None:
-        options["base_vocab"] = hashlib.sha256(json.dumps(base.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
+    options = corpus_options(config, base)
     folder = Path(root) / cache_key(parts, options)
     # checked before preparing: else minutes preparing a big corpus, then refused
-    if (
-        run is not None
-        and folder.name != run["digest"]
-        and not ("text" in run and run["text"] == text_digest(parts, config))
-    ):
+    if run is not None and not is_runs_text(parts, config, run, folder.name):
         changes = f" ({changed})" if (changed := files_changed(run, parts, Path(root))) else ""
-        raise CorpusChanged(f"the corpus {run['sources'] or run['name']} changed since the run trained on it{changes}")
+        corpus = paths_given(run["sources"]) if run["sources"] else run["name"]
+        raise CorpusChanged(f"the corpus {corpus} changed since the run trained on it{changes}")
     if (folder / "meta.json").is_file():
         try:
             return Prepared(folder, *load_prepared(folder))
@@ -179,6 +174,21 @@ def prepare(
         raise files.cannot_write(folder.parent, e, "the corpus cache") from None
     finally:
         shutil.rmtree(private, ignore_errors=True)  # gone if published; else the copy that came second
+
+
+def corpus_options(config: Config, base: Vocabulary | None = None) -> dict:
+    """What the prepared corpus depends on besides the bytes: the config's CORPUS_OPTIONS, and a fine-tune's
+    `base` vocabulary, whose ids it extends."""
+    options = {name: getattr(config, name) for name in CORPUS_OPTIONS}
+    if base is not None:
+        options["base_vocab"] = hashlib.sha256(json.dumps(base.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
+    return options
+
+
+def is_runs_text(parts: list[list[Path]], config: Config, run: dict, key: str) -> bool:
+    """Whether `parts`, read as `config` says into the cache folder `key`, are the text of the run of corpus
+    record `run`: its bytes read so (the cache key), or the same text in other bytes (its text digest)."""
+    return key == run["digest"] or ("text" in run and run["text"] == text_digest(parts, config))
 
 
 def build(
@@ -396,18 +406,23 @@ def load_corpus(
     """The prepared corpus a user named; no sources (or "shakespeare") is the built-in one, whose
     validation split is whole held-out plays rather than the last --val-fraction. `base`: a fine-tuning
     run's base vocabulary; `run`: the corpus record of the run it must be (see `prepare`)."""
-    if not sources or list(sources) == [DEFAULT_CORPUS]:
-        train_file, val_file = shakespeare_files()
-        parts, name = [[train_file], [val_file]], DEFAULT_CORPUS
-    else:
-        named = [str(catalog.get(s, quiet)) if catalog_name(s) else s for s in sources]
-        parts, name = [source_files(named)], corpus_name(sources)
+    parts, name = source_parts(sources, quiet)
     ready = prepare(parts, config, quiet=quiet, base=base, run=run)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
     # Absolute paths, so a run resumes from any working directory.
     given = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
+
+
+def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> tuple[list[list[Path]], str]:
+    """The files of the corpus a user named, in parts (`prepare`), and its name: no sources (or
+    "shakespeare") is the built-in one, its training plays and its held-out plays."""
+    if not sources or list(sources) == [DEFAULT_CORPUS]:
+        train_file, val_file = shakespeare_files()
+        return [[train_file], [val_file]], DEFAULT_CORPUS
+    named = [str(catalog.get(s, quiet)) if catalog_name(s) else s for s in sources]
+    return [source_files(named)], corpus_name(sources)
 
 
 def held_out_ids(
@@ -426,14 +441,36 @@ def run_corpus(
     """The corpus the run in `run_dir` trained on (a checkpoint's `corpus`: name, sources, cache key) with
     `config`, over a fine-tune's `base` vocabulary: prepared again from its sources where they are now
     (`run_sources`), which the cache makes quick. A source changed since splits into other text: refused,
-    as a run resumed on it is, with `instead`, what the caller may do without it."""
+    as a run resumed on it is, with `instead`, what the caller may do without it. A text saved as UTF-8 in
+    place (what charlm's errors ask of a file in another encoding) is read so where it is the run's text (its
+    digest): the command reading it has no --encoding for it, eval's reading its FILES only."""
     sources = run_sources(corpus, run_dir, instead)
+    config = reading(corpus, config, sources, run_dir)
     try:
-        return load_corpus(sources, reading(corpus, config, sources, run_dir), quiet=quiet, base=base, run=corpus)
-    except CorpusChanged as e:
-        raise CharLMError(f"{e}{instead}") from None
+        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
     except CharLMError as e:
-        raise CharLMError(f"{e}; the run's corpus is needed{instead}") from None
+        error = e
+    if "text" in corpus and config.encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        try:
+            as_utf8 = dataclasses.replace(config, encoding="utf-8")
+            return load_corpus(sources, as_utf8, quiet=quiet, base=base, run=corpus)
+        except CorpusChanged as changed:  # other text in UTF-8: a text edited as well as converted
+            error = changed
+        except CharLMError:
+            pass  # no UTF-8 text: the run's own reading says what is wrong
+    if isinstance(error, CorpusChanged):
+        raise CharLMError(f"{error}{instead}") from None
+    record = ""
+    if "text" in corpus:  # a resume takes another --encoding that reads the run's text, and records it
+        resume = call(
+            "train",
+            paths_given(sources),
+            said("resume", run_dir),
+            said("encoding", metavar="ENC"),
+            said("max_steps", 1),
+        )
+        record = f" (in another encoding, a resume that trains nothing records the one that reads it: {resume})"
+    raise CharLMError(f"{error}; the run's corpus is needed{record}{instead}") from None
 
 
 def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
@@ -475,6 +512,31 @@ def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> 
     return dataclasses.replace(config, encoding=encoding)
 
 
+def misread(
+    sources: list[str], corpus: dict, config: Config, runs_config: Config, run_dir: Path, base: Vocabulary | None
+) -> str | None:
+    """Why a resume given `config`'s --encoding cannot read the run's text from `sources` where only that
+    --encoding is to blame: the files are the run's text as the run read them (`runs_config`, the checkpoint's,
+    with the encoding run.json records, `reading`; over a fine-tune's `base` vocabulary), which another
+    --encoding reads as other text (Chinese UTF-8 read as latin-1), or not at all. The error's text; None
+    where the files are not the run's."""
+    runs_reading = reading(corpus, runs_config, sources, run_dir)
+    if runs_reading.encoding == config.encoding:
+        return None
+    try:
+        parts, _ = source_parts(sources, quiet=True)
+        options = corpus_options(runs_reading, base)
+        if not is_runs_text(parts, runs_reading, corpus, cache_key(parts, options)):
+            return None
+    except CharLMError:  # a file gone or unreadable: its own error says so
+        return None
+    return (
+        f"{said('encoding', config.encoding)} does not read from {paths_given(sources)} the text {run_dir} trained "
+        f"on, though they are the run's own files, which it read as {runs_reading.encoding}: only the encoding "
+        f"differs; resume without {said('encoding')}, which reads them as the run did"
+    )
+
+
 def missing(sources: list[str]) -> list[str]:
     """The sources of a run's record that are no longer there (a catalog name is fetched again: never)."""
     return [source for source in sources if not Path(source).exists() and not catalog_name(source)]
@@ -485,7 +547,6 @@ def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMEr
     checkpoint's record): only the same text, its files in the order the run read them, gives the same token
     stream and held-out split (as read where the record keeps the text's digest, `same_text`; else byte for
     byte); another text starts a new run from the run's weights."""
-    shown = " ".join(given) if flags_said() else written(given[0]) if len(given) == 1 else repr(given)
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
     try:
         changed = files_changed(corpus, [source_files(given)])
@@ -499,7 +560,7 @@ def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMEr
     )
     return CharLMError(
         f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}{changes}): a resume needs {same}; a new "
-        f"text is a fine-tune, a new run from this one's weights: {call('train', shown, said('init_from', run_dir))}"
+        f"text is a fine-tune, a new run from this one's weights: {call('train', paths_given(given), said('init_from', run_dir))}"
     )
 
 

@@ -406,7 +406,14 @@ RUN_NAMES = {
             "init_from='checkpoints/base/old.pt'"
         ),
     ),
-    "a changed corpus": (changed_since, "changed since the run trained on it; start a new run with out=NEW"),
+    "a changed corpus": (
+        changed_since,
+        (
+            "changed since the run trained on it; put it back as it was to resume, or train on it as it is now from "
+            "this run's weights: charlm.train('"
+        ),
+        "moving.txt', init_from='checkpoints/moving')",
+    ),
     "an out of no folder": (
         lambda fox, _: charlm.train(fox, out=".", **TINY),
         "out='.' names no run folder of its own; give a name, e.g. out='my-run'",

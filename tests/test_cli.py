@@ -185,7 +185,7 @@ def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tm
     fox_file.write_text(text.upper(), encoding="utf-8")
     cached = sorted(tokens.CACHE_ROOT.iterdir())
     assert_one_line_error(
-        cli("eval", trained, "--quiet"), f"the corpus ['{fox_file}'] changed since the run trained on it; give"
+        cli("eval", trained, "--quiet"), f"the corpus {fox_file} changed since the run trained on it; give"
     )
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached  # refused before it was prepared
     fox_file.unlink()

@@ -517,6 +517,21 @@ def test_a_linked_folder_is_read_once_and_a_link_loop_ends(tmp_path):
     assert read_texts([str(folder), str(folder / "a.txt")]) == "a\npoem\n"
 
 
+def test_a_txt_link_to_nothing_in_a_folder_is_one_line_naming_it_not_a_chapter_left_out(tmp_path):
+    """A chapter that was a link to a file moved away was silently left out of the folder's corpus: the run
+    trained on less text without a word. It is one line naming the link and its target; given itself, the
+    link is named as one too, not as "no such file". A link to nothing not named .txt is no chapter."""
+    folder = folder_of(tmp_path, {"ch1.txt": "one\n"})
+    (folder / "ch2.txt").symlink_to(tmp_path / "moved" / "ch2.txt")
+    (folder / "notes").symlink_to(tmp_path / "gone")
+    expected = f"{folder / 'ch2.txt'}: a link to {tmp_path / 'moved' / 'ch2.txt'}, which is not there; restore"
+    for given in (folder, folder / "ch2.txt"):
+        with pytest.raises(CharLMError, match=f"^{re.escape(expected)}"):
+            corpus_module.source_files([str(given)])
+    (folder / "ch2.txt").unlink()
+    assert listed(folder) == ["ch1.txt"]
+
+
 def test_an_empty_file_among_files_with_text_adds_nothing_and_only_files_all_without_text_are_refused(tmp_path):
     """One empty file in a scraped folder of thousands refused the whole corpus; it adds what it holds
     (nothing, or its blank lines), as cat would. A folder whose files all lack text is still refused."""

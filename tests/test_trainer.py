@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import random
+import shlex
 import signal
 import subprocess
 import time
@@ -157,9 +158,26 @@ def test_resume_refuses_a_changed_corpus_before_preparing_it(fox_file, tiny):
     charlm.train(fox_file, out="run", **tiny)
     fox_file.write_text("a different text altogether\n" * 90)
     cached = sorted(tokens.CACHE_ROOT.iterdir())
-    with pytest.raises(CharLMError, match="changed since the run trained on it; start a new run with out=NEW"):
+    with pytest.raises(CharLMError, match="changed since the run trained on it; put it back as it was to resume"):
         charlm.train(resume="run", max_steps=30)
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached
+
+
+def test_a_resume_on_its_text_changed_names_it_as_typed_and_a_fine_tune_on_it_that_works(tmp_path, tiny):
+    """A resume on a changed text said "the corpus ['/path'] changed ...; start a new run with --out NEW": a
+    Python list, and advice refused (--out with --resume), where a new run on the new text from the run's
+    weights is a fine-tune. The paths are now shell words to paste, and the command given runs."""
+    book = tmp_path / "my book.txt"
+    book.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    charlm.train(book, out="run", **{**tiny, "max_steps": 2})
+    with book.open("a", encoding="utf-8") as text:
+        text.write("a new chapter\n")
+    refused = cli("train", "--resume", "run", "--max-steps", "4")
+    fine_tune = f"charlm train '{book}' --init-from checkpoints/run"
+    one_line_error(refused, f"Error: the corpus '{book}' changed since the run trained on it; put it back", fine_tune)
+    assert refused.output.strip().endswith(fine_tune)
+    tuned = cli(*shlex.split(fine_tune)[1:], "--out", "tuned", "--max-steps", "2", "--quiet")
+    assert tuned.exit_code == 0 and latest("tuned").corpus["sources"] == [str(book)], tuned.output
 
 
 def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_moved(fox_file, tiny, tmp_path):
@@ -274,6 +292,58 @@ def test_a_run_on_utf16_text_resumes_on_it_saved_as_utf8_and_reads_it_so_from_th
     fox_file.write_text(text.replace("lazy", "lazz", 1), encoding="utf-16")
     one_line_error(cli("train", "--resume", "run", "--encoding", "utf-16", "--max-steps", "14"), "changed since")
     one_line_error(cli("train", str(fox_file), "--resume", "run", "--encoding", "utf-16"), "is not the text")
+
+
+def test_a_resume_whose_encoding_misreads_the_run_s_own_files_says_only_the_encoding_differs(tmp_path, tiny):
+    """A resume of a UTF-8 Chinese run with --encoding latin-1 was refused as "the corpus ... changed", and
+    with --encoding utf-16 told to convert the file to UTF-8 (it is): the files are the run's, as it read them.
+    The line says only the encoding differs and to drop it; an edited text is still a changed one."""
+    poems = tmp_path / "poems.txt"
+    poems.write_text("床前明月光，疑是地上霜。举头望明月，低头思故乡。\n" * 40, encoding="utf-8")
+    charlm.train(poems, out="run", **{**tiny, "max_steps": 2})
+    misread = (
+        f"does not read from {poems} the text checkpoints/run trained on, though they are the run's own files, "
+        "which it read as utf-8: only the encoding differs; resume without --encoding, which reads them as the run did"
+    )
+    for encoding in ("latin-1", "utf-16"):
+        one_line_error(
+            cli("train", "--resume", "run", "--encoding", encoding, "--max-steps", "4"),
+            f"Error: --encoding {encoding} {misread}",
+        )
+    one_line_error(
+        cli("train", "poems.txt", "--resume", "run", "--encoding", "latin-1", "--max-steps", "4"),
+        "from poems.txt the text",
+    )
+    assert cli("train", "--resume", "run", "--max-steps", "3").exit_code == 0 and latest("run").progress.step == 3
+    poems.write_text("床前明月光，疑是地上霜。\n" * 40, encoding="utf-8")
+    one_line_error(
+        cli("train", "--resume", "run", "--encoding", "latin-1", "--max-steps", "4"), "changed since the run"
+    )
+
+
+def test_eval_of_a_run_whose_text_was_saved_as_utf8_in_place_reads_it_and_another_encoding_is_told_how(fox_file, tiny):
+    """`charlm eval RUN` of a UTF-16 run whose file was saved as UTF-8 in place, as charlm's errors ask, said
+    "convert it to UTF-8 or pass another --encoding": it was, and eval's --encoding reads its FILES only. The
+    run's text in UTF-8 is read (its digest checked); in another encoding, the line names the resume that
+    records it, which trains nothing; a changed text is still refused."""
+    text = fox_file.read_text(encoding="utf-8")
+    fox_file.write_text(text, encoding="utf-16")
+    charlm.train(fox_file, out="run", encoding="utf-16", **{**tiny, "max_steps": 2})
+    before = cli("eval", "run", "--quiet").output
+    fox_file.write_text(text, encoding="utf-8")
+    assert cli("eval", "run", "--quiet").output == before
+    fox_file.write_text(text.replace("lazy", "lazz", 1), encoding="utf-8")
+    one_line_error(cli("eval", "run", "--quiet"), "changed since the run trained on it; give FILES to score")
+    fox_file.write_text(text, encoding="utf-32")
+    refused = cli("eval", "run", "--quiet")
+    record = f"charlm train {fox_file} --resume checkpoints/run --encoding ENC --max-steps 1"
+    one_line_error(
+        refused,
+        f"the run's corpus is needed (in another encoding, a resume that trains nothing records the one that reads it: {record}); give FILES",
+    )
+    recorded = cli(*shlex.split(record.replace("ENC", "utf-32"))[1:])
+    assert "nothing to train" in recorded.output and latest("run").progress.step == 2
+    assert cli("eval", "run", "--quiet").output == before
 
 
 def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_only(fox_file, tiny):
