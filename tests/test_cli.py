@@ -1548,6 +1548,9 @@ def test_a_local_world_size_set_to_junk_is_one_line(tmp_path, monkeypatch, local
     """LOCAL_WORLD_SIZE (torchrun's) set by hand to junk or 0 ended `charlm train` in a ValueError or
     ZeroDivisionError traceback from the threads rule's share of the cores."""
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local)
+    monkeypatch.setattr(threads._command, "governor", None)  # as in a new process: an earlier test's governor stays
+    monkeypatch.setattr(threads._command, "pinned", None)
     corpus = tmp_path / "fox.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 40)
-    assert_one_line_error(cli("train", str(corpus), *TINY_ARGS), f"LOCAL_WORLD_SIZE={local!r}", "unset it")
+    trained = cli("train", str(corpus), *TINY_ARGS, "--max-steps", "2")
+    assert_one_line_error(trained, f"LOCAL_WORLD_SIZE={local!r}", "unset it")
