@@ -199,7 +199,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change;
     the world size may: the checkpoint holds every stream's state, re-sharded here. Rank 0 alone finds the
     run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer."""
-    found = runs.resolve(target, prefer=runs.LATEST) if ranks.leader else None
+    found = runs.resolve(target or runs.run_to_resume(), prefer=runs.LATEST) if ranks.leader else None
     with peer_note(lambda: RESUME_AGAIN):  # a peer lost before the ranks agree on the run: nothing was read
         path = ranks.broadcast_object(found)
     read_from = files.identity(path)  # before reading: a file replaced after this is then never taken for it

@@ -504,6 +504,24 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     return newest(runs)
 
 
+def run_to_resume(root: Path = CHECKPOINT_ROOT) -> Path:
+    """The run a `--resume` given no RUN goes on with: the most recent (`latest_run`), unless a run started
+    after its last checkpoint holds none (killed before its first, or training towards it): going on with
+    the run before it would write steps into a run the user did not mean, so that is refused, naming both."""
+    run = latest_run(root)
+    since = last_written(run) or 0.0
+    started = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and modified(p / RUN_INFO) > since]
+    if not started:
+        return run
+    newer = max(started, key=lambda p: modified(p / RUN_INFO))
+    if (trainer := training_now(newer)) is not None:
+        raise CharLMError(still_training(newer, trainer))
+    raise CharLMError(
+        f"{newer}: the most recent run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
+        f"train it again ({train_again_options(newer)}), or name the run to go on with ({said('resume', run)})"
+    )
+
+
 def newest(runs: list[Path]) -> Path:
     """The run whose checkpoint was written last."""
     return max(runs, key=lambda run: last_written(run) or 0.0)

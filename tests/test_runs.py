@@ -675,6 +675,31 @@ def test_a_run_holding_best_pt_alone_is_listed_and_is_the_latest_run(fox_file, t
     assert runs.latest_run() == Path("checkpoints/killed")
 
 
+def test_a_resume_given_no_run_does_not_train_an_older_run_when_the_newest_was_killed_early(fox_file, tiny):
+    """`charlm train text.txt` killed before its first checkpoint (its folder holds run.json and the dead
+    process's lock files), then `charlm train --resume`: it trained on the run before it, which the user
+    did not mean, writing that run's latest.pt with steps it was never asked for."""
+    charlm.train(fox_file, out="older", **tiny)
+    killed = Path("checkpoints/killed")
+    killed.mkdir()
+    (killed / runs.RUN_INFO).write_text(json.dumps({"config": {"eval_every": 10}}), encoding="utf-8")
+    (killed / runs.LOCK).touch()
+    (killed / runs.LOCK_PID).write_text("999999999-1\n", encoding="ascii")  # a process long gone
+    later = os.stat(Path("checkpoints/older") / runs.LATEST).st_mtime + 10
+    os.utime(killed / runs.RUN_INFO, (later, later))
+    before = files.identity(Path("checkpoints/older") / runs.LATEST)
+    with pytest.raises(CharLMError) as refused:
+        charlm.train(resume=True, max_steps=tiny["max_steps"] + 5, quiet=True)
+    assert str(refused.value) == (
+        "checkpoints/killed: the most recent run stopped before its first checkpoint, so it holds none "
+        "(best.pt or latest.pt); train it again (out='checkpoints/killed'), or name the run to go on with "
+        "(resume='checkpoints/older')"
+    )
+    assert files.identity(Path("checkpoints/older") / runs.LATEST) == before
+    charlm.train(resume="older", max_steps=tiny["max_steps"] + 5, quiet=True)  # named, it goes on
+    assert latest("older").progress.step == tiny["max_steps"] + 5
+
+
 def checkpoint_step(path: Path) -> int:
     return charlm.checkpoint.read(path).progress.step
 
