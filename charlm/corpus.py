@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import encodings
+import errno
 import functools
 import os
 import re
@@ -124,11 +125,23 @@ def folder_files(folder: Path) -> list[Path]:
 
 def dangling_link(path: Path) -> CharLMError:
     """The error for a link whose target is not there (moved, renamed, on a drive not mounted): its text
-    would be missing from the corpus."""
+    would be missing from the corpus. A link that leads back to itself (a loop) is said as such."""
+    target = os.readlink(path)
+    if loops(path):
+        return CharLMError(f"{path}: a loop of links ({path} -> {target} -> ...); point it at a file, or remove it")
     return CharLMError(
-        f"{path}: a link to {os.readlink(path)}, which is not there; restore that file, point the link at "
+        f"{path}: a link to {target}, which is not there; restore that file, point the link at "
         "where it is now, or remove the link"
     )
+
+
+def loops(path: Path) -> bool:
+    """Whether following the link `path` comes back round (a loop of links), rather than to nothing."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
 
 
 def once_each(paths: list[Path]) -> list[Path]:

@@ -842,7 +842,7 @@ def test_an_eval_also_through_a_symbolic_link_loop_is_one_line(fox_file, tmp_pat
     """`--eval-also loop` (a link to itself) ended in pathlib's RuntimeError traceback (Symlink loop)."""
     os.symlink(tmp_path / "loop", tmp_path / "loop")
     result = cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "loop", "--out", "run")
-    assert_one_line_error(result, f"--eval-also {tmp_path / 'loop'}: no such file or folder")
+    assert_one_line_error(result, f"--eval-also {tmp_path / 'loop'}: a loop of links")
 
 
 def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system(fox_file):
