@@ -228,10 +228,10 @@ def names_text(path: str) -> bool:
 def evaluate_held_out(saved: Checkpoint, model: CharLM, run_dir: Path, quiet: bool) -> None:
     """`charlm eval RUN` alone: the text the run in `run_dir` measured its validation bpc on, prepared
     again from the sources it records, scored whole."""
-    from . import tokens
+    from . import runtext
     from .scoring import ids_bits
 
-    ids = tokens.held_out_ids(saved.corpus, saved.config, run_dir, saved.base_vocab(), quiet)
+    ids = runtext.held_out_ids(saved.corpus, saved.config, run_dir, saved.base_vocab(), quiet)
     bits, chars = ids_bits(model, ids, "the run's held-out text", progress=not quiet, label="scoring")
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
 
