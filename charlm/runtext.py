@@ -30,6 +30,7 @@ from .tokens import (
     files_changed,
     is_runs_text,
     load_corpus,
+    recorded_sources,
     source_parts,
 )
 from .vocab import Vocabulary
@@ -117,7 +118,7 @@ def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> 
     checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8)."""
     info = runs_record(corpus, run_dir)
     encoding = info["config"].get("encoding") if isinstance(info.get("config"), dict) else None
-    if info.get("sources") != sources or not isinstance(encoding, str) or encoding == config.encoding:
+    if info.get("sources") != recorded_sources(sources) or not isinstance(encoding, str) or encoding == config.encoding:
         return config
     return dataclasses.replace(config, encoding=encoding)
 

@@ -409,9 +409,13 @@ def load_corpus(
     ready = prepare(parts, config, quiet=quiet, base=base, run=run)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
-    # Absolute paths, so a run resumes from any working directory.
-    given = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
-    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
+    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, recorded_sources(sources))
+
+
+def recorded_sources(sources: list[str] | tuple[str, ...]) -> list[str]:
+    """`sources` as a run records them: files and folders absolute, so that a run resumes from any working
+    directory and the same file is one source however it was typed; a catalog name as given."""
+    return [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
 
 
 def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> tuple[list[list[Path]], str]:
