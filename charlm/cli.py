@@ -283,9 +283,8 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     with leaving_at_once():
         from . import outputs
         from .plot import curves_of, plot_runs
-    if output and (
-        Path(output).suffix.lower() != ".png" or os.path.isdir(output)
-    ):  # not Path.is_dir: a long name raises
+    # "" is outputs.output_file's to refuse; os.path.isdir, not Path.is_dir, which raises for a name too long
+    if output and (Path(output).suffix.lower() != ".png" or os.path.isdir(output)):
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
     targets = list(run_names) or [None]

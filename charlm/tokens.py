@@ -248,7 +248,7 @@ def text_chunks(
             yield number, chunk
 
 
-def hashing(chunks: Iterator[tuple[int, str]], digest) -> Iterator[tuple[int, str]]:
+def hashing(chunks: Iterator[tuple[int, str]], digest: hashlib._Hash) -> Iterator[tuple[int, str]]:
     """`chunks` (`text_chunks`) passed on, their text hashed into `digest` on the way, a NUL between two parts
     (a character no text read holds: `corpus._decode` refuses it)."""
     part = 0
@@ -467,8 +467,8 @@ def few(names: list[str], shown: int = 3) -> str:
 
 
 class CorpusChanged(CharLMError):
-    """A run's sources are not the text it trained on (its corpus record's cache key): its caller says
-    what to do without them."""
+    """A run's sources are not the text it trained on (neither its corpus record's cache key nor its text
+    digest): its caller says what to do without them."""
 
 
 def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:
