@@ -332,7 +332,7 @@ def undecodable(
     if b"\x00" in raw and not raw.startswith(BYTE_ORDER_MARKS) and not wide:
         # latin-1 would read it, and a score or a corpus of it is garbage
         return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
-    utf8 = encoding.lower().replace("-", "") == "utf8"
+    utf8 = is_utf8(encoding)
     bad, before = error.object[error.start :], error.object[: error.start]
     likely = wide or (likely_encoding(bad, at == 0, before) if utf8 else None)
     invalid = f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x})"
@@ -363,6 +363,14 @@ def encoding_hint(likely: str | None, encoding: str, encoding_option: bool, plac
         return hint + (f" if all {count} files are in it" if count > 1 else "")
     known = likely in ("gb18030", "utf-16", "utf-16-le", "utf-16-be")  # latin-1 is only what reads any bytes
     return f" (it looks like {likely} text)" if known else ""
+
+
+def is_utf8(encoding: str) -> bool:
+    """Whether `encoding` is UTF-8 by any name Python gives it (utf8, UTF_8, u8), but for one unknown."""
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
 
 
 def files_before(count: int) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import runs
 from .config import Config
-from .corpus import source_files
+from .corpus import is_utf8, source_files
 from .errors import CharLMError
 from .fields import call, paths_given, said
 from .tokens import (
@@ -61,7 +61,7 @@ def run_corpus(
         return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
     except CharLMError as e:
         error = e
-    if "text" in corpus and config.encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+    if "text" in corpus and not is_utf8(config.encoding):
         try:
             as_utf8 = dataclasses.replace(config, encoding="utf-8")
             return load_corpus(sources, as_utf8, quiet=quiet, base=base, run=corpus)
