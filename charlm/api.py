@@ -33,20 +33,10 @@ from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel
-from .fields import (
-    SHOWN,
-    call,
-    check_keywords,
-    check_names,
-    paths_given,
-    plain,
-    python_help,
-    said,
-    together,
-    unset_dropped,
-)
+from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
-from .tokens import CorpusChanged, TokenCorpus, load_corpus, misread, not_the_runs_text, reading, run_sources
+from .runtext import fine_tune_on, misread, not_the_runs_text, reading, run_sources
+from .tokens import CorpusChanged, TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note_for
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
@@ -236,13 +226,6 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
         trainer = Trainer(resumed, corpus, ranks, saved.model())
         trainer.restore(saved, read_from)
     return trainer
-
-
-def fine_tune_on(sources: list[str], run_dir: Path) -> str:
-    """What to do with a run's text changed since it trained (a resume needs the text as it was), as a clause:
-    train on the new text from the run's weights, a fine-tune (`--out` names no resume's folder)."""
-    fine_tune = call("train", paths_given(sources), said("init_from", run_dir))
-    return f"put it back as it was to resume, or train on it as it is now from this run's weights: {fine_tune}"
 
 
 def check_world(resumed: plan.RunPlan, ranks: Ranks) -> None:

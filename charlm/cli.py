@@ -228,10 +228,10 @@ def names_text(path: str) -> bool:
 def evaluate_held_out(saved: Checkpoint, model: CharLM, run_dir: Path, quiet: bool) -> None:
     """`charlm eval RUN` alone: the text the run in `run_dir` measured its validation bpc on, prepared
     again from the sources it records, scored whole."""
-    from . import tokens
+    from . import runtext
     from .scoring import ids_bits
 
-    ids = tokens.held_out_ids(saved.corpus, saved.config, run_dir, saved.base_vocab(), quiet)
+    ids = runtext.held_out_ids(saved.corpus, saved.config, run_dir, saved.base_vocab(), quiet)
     bits, chars = ids_bits(model, ids, "the run's held-out text", progress=not quiet, label="scoring")
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters of the run's held-out text")
 
@@ -283,9 +283,8 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     with leaving_at_once():
         from . import outputs
         from .plot import curves_of, plot_runs
-    if output and (
-        Path(output).suffix.lower() != ".png" or os.path.isdir(output)
-    ):  # not Path.is_dir: a long name raises
+    # "" is outputs.output_file's to refuse; os.path.isdir, not Path.is_dir, which raises for a name too long
+    if output and (Path(output).suffix.lower() != ".png" or os.path.isdir(output)):
         raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
     targets = list(run_names) or [None]

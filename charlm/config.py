@@ -69,7 +69,7 @@ MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 999999999
 MAX_SAMPLES = 4096  # samples drawn side by side, each a row of the batch: more is a typo that exhausts memory
 STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a paragraph or a poem ends
 # recent characters the penalty counts, a row's history of 8 bytes each (times --num-samples): a chapter's worth;
-# --repetition-window 10000000000 asked for 80 GB and ended in torch's allocation traceback
+# --repetition-window 10000000000 would ask for 80 GB, a typo that ends in torch's allocation error
 MAX_REPETITION_WINDOW = 100_000
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it

@@ -345,34 +345,45 @@ def undecodable(
     if b"\x00" in raw and not raw.startswith(BYTE_ORDER_MARKS) and not wide:
         # latin-1 would read it, and a score or a corpus of it is garbage
         return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
-    utf8 = encoding.lower().replace("-", "") == "utf8"
+    utf8 = is_utf8(encoding)
     bad, before = error.object[error.start :], error.object[: error.start]
     likely = wide or (likely_encoding(bad, at == 0, before) if utf8 else None)
+    invalid = f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x})"
     if likely in (None, "latin-1") and start == 0 and len(raw) < 64 and utf16_either(raw):
         known = f" or pass its {said('encoding')}" if encoding_option else ""  # 'abc\x80' may be latin-1 after all
         return CharLMError(
-            f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), and too "
-            f"short to tell which encoding it is in (its bytes read as text in more than one): save it as UTF-8{known}"
+            f"{invalid}, and too short to tell which encoding it is in (its bytes read as text in more than one): "
+            f"save it as UTF-8{known}"
         )
     if likely == "utf-8":  # no encoding reads it: the file is UTF-8 but for those bytes
         return CharLMError(
-            f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}), though the "
-            "text around it is: remove the stray bytes there (another encoding would misread the rest)"
+            f"{invalid}, though the text around it is: remove the stray bytes there (another encoding would "
+            "misread the rest)"
         )
+    return CharLMError(f"{invalid}; convert it to UTF-8{encoding_hint(likely, encoding, encoding_option, place)}")
+
+
+def encoding_hint(likely: str | None, encoding: str, encoding_option: bool, place: tuple[int, int]) -> str:
+    """What `undecodable` adds to "convert it to UTF-8" for a file likely in encoding `likely`: --encoding,
+    which reads every file, only for the first file and only if all are in it (a later file's would misread
+    those before it that read as `encoding`), and for a seed file (no --encoding) the encoding it is in."""
     number, count = place
     if encoding_option and number:
         looks = f" (it looks like {likely} text)" if likely else ""
-        hint = f"{looks}: {said('encoding')} reads every file, and {files_before(number)} it read as {encoding}"
-    elif encoding_option:
+        return f"{looks}: {said('encoding')} reads every file, and {files_before(number)} it read as {encoding}"
+    if encoding_option:
         hint = f" or pass {said('encoding', likely)}" if likely else f" or pass another {said('encoding')}"
-        hint += f" if all {count} files are in it" if count > 1 else ""
-    else:  # a seed file: which encoding it is in, where that is known (latin-1 is only what reads any bytes)
-        known = likely in ("gb18030", "utf-16", "utf-16-le", "utf-16-be")
-        hint = f" (it looks like {likely} text)" if known else ""
-    return CharLMError(
-        f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x}); "
-        f"convert it to UTF-8{hint}"
-    )
+        return hint + (f" if all {count} files are in it" if count > 1 else "")
+    known = likely in ("gb18030", "utf-16", "utf-16-le", "utf-16-be")  # latin-1 is only what reads any bytes
+    return f" (it looks like {likely} text)" if known else ""
+
+
+def is_utf8(encoding: str) -> bool:
+    """Whether `encoding` is UTF-8 by any name Python gives it (utf8, UTF_8, u8), but for one unknown."""
+    try:
+        return codecs.lookup(encoding).name == "utf-8"
+    except LookupError:
+        return False
 
 
 def files_before(count: int) -> str:

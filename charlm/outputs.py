@@ -40,7 +40,7 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def not_empty(output: str | Path, kind: str) -> str | Path:
     """`output`, refused when empty: `--output "$FILE"` with FILE unset, where Path("") is ".", the
-    current folder (a sample said nothing and kept no copy; an export went to its default place)."""
+    current folder (a sample would say nothing and keep no copy; an export would go to its default place)."""
     if not str(output):
         raise CharLMError(f"{said('output')} is empty; give a {kind} name")
     return output

@@ -194,17 +194,17 @@ class CountKeeper:
 _command = CommandRule()
 _callers = CallerRule()
 _keeper = CountKeeper()
-_torch_set_num_threads = torch.set_num_threads
+_torch_set_num_threads = torch.set_num_threads  # the keeper's: a test recording the caller's sets sees only those
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_keeper.__init__)
 
 
 def set_count(count: int) -> None:
     """torch.set_num_threads(count) for the calling thread's work. torch also makes `count` the count of
-    every thread that has not run its parallel work yet: a thread the caller started while charlm.train
-    pinned 1 in another took that 1 as its own, charlm.generate there read it as the caller's pin, and
-    the thread kept 1 for good. While a charlm call runs in this thread, that count is set back to the
-    caller's at once (`CountKeeper`)."""
+    every thread that has not run its parallel work yet: a thread the caller starts while charlm.train
+    pins 1 in another would take that 1 as its own, charlm.generate there would read it as the caller's
+    pin, and the thread would keep 1 for good. While a charlm call runs in this thread, that count is set
+    back to the caller's at once (`CountKeeper`)."""
     with _keeper.lock:
         torch.set_num_threads(count)
         if (callers := _callers.callers_count) is not None and callers != count:

@@ -22,7 +22,6 @@ one that comes second uses the first one's folder.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import functools
 import hashlib
@@ -42,7 +41,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import catalog, files, runs
+from . import catalog, files
 from .bars import bytes_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import (
@@ -57,7 +56,7 @@ from .corpus import (
     source_files,
 )
 from .errors import CharLMError, callers_stacklevel
-from .fields import call, paths_given, said
+from .fields import paths_given, said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .scoring import check_scored, scored_ids, unseen_note
 from .shakespeare import shakespeare_files
@@ -110,7 +109,7 @@ class TokenCorpus:
 
     def record(self) -> dict:
         """What a checkpoint keeps of this corpus (its `corpus`, whose fields `Checkpoint.check` checks): enough
-        to prepare it again (`run_corpus`) and to know whether its sources still hold this text (`prepare`)."""
+        to prepare it again (`runtext.run_corpus`) and to know whether its sources still hold this text (`prepare`)."""
         text = {"text": self.meta["text"]} if "text" in self.meta else {}  # none in a cache built before it was kept
         return {"name": self.name, "sources": self.sources, "digest": self.key, **text}
 
@@ -249,7 +248,7 @@ def text_chunks(
             yield number, chunk
 
 
-def hashing(chunks: Iterator[tuple[int, str]], digest) -> Iterator[tuple[int, str]]:
+def hashing(chunks: Iterator[tuple[int, str]], digest: hashlib._Hash) -> Iterator[tuple[int, str]]:
     """`chunks` (`text_chunks`) passed on, their text hashed into `digest` on the way, a NUL between two parts
     (a character no text read holds: `corpus._decode` refuses it)."""
     part = 0
@@ -410,9 +409,13 @@ def load_corpus(
     ready = prepare(parts, config, quiet=quiet, base=base, run=run)
     meta = ready.meta
     split = meta["parts"][0] if len(parts) > 1 else meta["tokens"] - int(meta["tokens"] * config.val_fraction)
-    # Absolute paths, so a run resumes from any working directory.
-    given = [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
-    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, given)
+    return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, recorded_sources(sources))
+
+
+def recorded_sources(sources: list[str] | tuple[str, ...]) -> list[str]:
+    """`sources` as a run records them: files and folders absolute, so that a run resumes from any working
+    directory and the same file is one source however it was typed; a catalog name as given."""
+    return [str(Path(s).resolve()) if Path(s).exists() else s for s in sources or []]
 
 
 def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> tuple[list[list[Path]], str]:
@@ -423,145 +426,6 @@ def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> t
         return [[train_file], [val_file]], DEFAULT_CORPUS
     named = [str(catalog.get(s, quiet)) if catalog_name(s) else s for s in sources]
     return [source_files(named)], corpus_name(sources)
-
-
-def held_out_ids(
-    corpus: dict, config: Config, run_dir: Path, base: Vocabulary | None = None, quiet: bool = False
-) -> np.ndarray:
-    """The held-out ids (validation split, memory-mapped) of the run in `run_dir` that trained on `corpus`
-    (a checkpoint's: name, sources, cache key) with `config`: those its validation scored, not decoded into
-    a text (a 30M-character split decoded through a Python list of its ids would peak at 745 MB)."""
-    instead = f"; give FILES to score instead ({call('eval', 'FILES', path=run_dir)})"
-    return run_corpus(corpus, config, base, quiet, instead, run_dir).val_ids
-
-
-def run_corpus(
-    corpus: dict, config: Config, base: Vocabulary | None, quiet: bool, instead: str, run_dir: Path
-) -> TokenCorpus:
-    """The corpus the run in `run_dir` trained on (a checkpoint's `corpus`: name, sources, cache key) with
-    `config`, over a fine-tune's `base` vocabulary: prepared again from its sources where they are now
-    (`run_sources`), which the cache makes quick. A source changed since splits into other text: refused,
-    as a run resumed on it is, with `instead`, what the caller may do without it. A text saved as UTF-8 in
-    place (what charlm's errors ask of a file in another encoding) is read so where it is the run's text (its
-    digest): the command reading it has no --encoding for it, eval's reading its FILES only."""
-    sources = run_sources(corpus, run_dir, instead)
-    config = reading(corpus, config, sources, run_dir)
-    try:
-        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
-    except CharLMError as e:
-        error = e
-    if "text" in corpus and config.encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
-        try:
-            as_utf8 = dataclasses.replace(config, encoding="utf-8")
-            return load_corpus(sources, as_utf8, quiet=quiet, base=base, run=corpus)
-        except CorpusChanged as changed:  # other text in UTF-8: a text edited as well as converted
-            error = changed
-        except CharLMError:
-            pass  # no UTF-8 text: the run's own reading says what is wrong
-    if isinstance(error, CorpusChanged):
-        raise CharLMError(f"{error}{instead}") from None
-    record = ""
-    if "text" in corpus:  # a resume takes another --encoding that reads the run's text, and records it
-        resume = call(
-            "train",
-            paths_given(sources),
-            said("resume", run_dir),
-            said("encoding", metavar="ENC"),
-            said("max_steps", 1),
-        )
-        record = f" (in another encoding, a resume that trains nothing records the one that reads it: {resume})"
-    raise CharLMError(f"{error}; the run's corpus is needed{record}{instead}") from None
-
-
-def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
-    """Where the corpus of the run in `run_dir` is now (`corpus`: a checkpoint's record of it): the sources
-    it records, or, where one of those is gone, those the run's run.json records for the same digest: a
-    resume on the text at a new path writes them there first (a checkpoint it does not replace, such as
-    best.pt, keeps the old path). Where neither is there, refuses naming the missing file, and says how to
-    give the text's new path, or `instead`, what the caller may do without it."""
-    recorded = corpus["sources"]
-    if not (gone := missing(recorded)):
-        return recorded
-    moved = runs_record(corpus, run_dir).get("sources")  # a hand edit: anything
-    if isinstance(moved, list) and moved and all(isinstance(s, str) for s in moved) and not missing(moved):
-        return moved
-    resume = call("train", "NEW", said("resume", run_dir))
-    raise CharLMError(
-        f"{gone[0]}: no such file or folder, where {run_dir} read its corpus; if the text moved, resume on it "
-        f"at its new path, which the run then records: {resume}{instead}"
-    )
-
-
-def runs_record(corpus: dict, run_dir: Path) -> dict:
-    """The run's run.json where it records the text of `corpus` (a checkpoint's record of it), else {}: a
-    resume writes there where the text is now and the --encoding that reads it before its next checkpoint,
-    and a checkpoint it does not replace (best.pt) keeps where it was and how it was read."""
-    info = runs.read_run_info(run_dir) or {}
-    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
-    return info if same else {}
-
-
-def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
-    """`config`, the run's checkpoint's, with the --encoding that reads `sources`, the run's text where it is
-    now: the one run.json records with them, where a resume read them in another encoding than the
-    checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8)."""
-    info = runs_record(corpus, run_dir)
-    encoding = info["config"].get("encoding") if isinstance(info.get("config"), dict) else None
-    if info.get("sources") != sources or not isinstance(encoding, str) or encoding == config.encoding:
-        return config
-    return dataclasses.replace(config, encoding=encoding)
-
-
-def misread(
-    sources: list[str], corpus: dict, config: Config, runs_config: Config, run_dir: Path, base: Vocabulary | None
-) -> str | None:
-    """Why a resume given `config`'s --encoding cannot read the run's text from `sources` where only that
-    --encoding is to blame: the files are the run's text as the run read them (`runs_config`, the checkpoint's,
-    with the encoding run.json records, `reading`; over a fine-tune's `base` vocabulary), which another
-    --encoding reads as other text (Chinese UTF-8 read as latin-1), or not at all. The error's text; None
-    where the files are not the run's."""
-    runs_reading = reading(corpus, runs_config, sources, run_dir)
-    if runs_reading.encoding == config.encoding:
-        return None
-    try:
-        parts, _ = source_parts(sources, quiet=True)
-        options = corpus_options(runs_reading, base)
-        if not is_runs_text(parts, runs_reading, corpus, cache_key(parts, options)):
-            return None
-    except CharLMError:  # a file gone or unreadable: its own error says so
-        return None
-    return (
-        f"{said('encoding', config.encoding)} does not read from {paths_given(sources)} the text {run_dir} trained "
-        f"on, though they are the run's own files, which it read as {runs_reading.encoding}: only the encoding "
-        f"differs; resume without {said('encoding')}, which reads them as the run did"
-    )
-
-
-def missing(sources: list[str]) -> list[str]:
-    """The sources of a run's record that are no longer there (a catalog name is fetched again: never)."""
-    return [source for source in sources if not Path(source).exists() and not catalog_name(source)]
-
-
-def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:
-    """The error for a resume given `given`, which is not the text its run trained on (`corpus`, its
-    checkpoint's record): only the same text, its files in the order the run read them, gives the same token
-    stream and held-out split (as read where the record keeps the text's digest, `same_text`; else byte for
-    byte); another text starts a new run from the run's weights."""
-    recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
-    try:
-        changed = files_changed(corpus, [source_files(given)])
-    except CharLMError:  # a catalog name, a path gone: nothing to compare
-        changed = ""
-    changes = f": {changed}" if changed else ""
-    same = (
-        f"the same text, from files in the order the run read them (their line ends and {said('encoding')} may differ)"
-        if "text" in corpus
-        else "the same files, byte for byte, in the order the run read them"
-    )
-    return CharLMError(
-        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}{changes}): a resume needs {same}; a new "
-        f"text is a fine-tune, a new run from this one's weights: {call('train', paths_given(given), said('init_from', run_dir))}"
-    )
 
 
 def files_changed(run: dict, parts: list[list[Path]], root: Path = CACHE_ROOT) -> str:
@@ -603,8 +467,8 @@ def few(names: list[str], shown: int = 3) -> str:
 
 
 class CorpusChanged(CharLMError):
-    """A run's sources are not the text it trained on (its corpus record's cache key): its caller says
-    what to do without them."""
+    """A run's sources are not the text it trained on (neither its corpus record's cache key nor its text
+    digest): its caller says what to do without them."""
 
 
 def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:

@@ -98,7 +98,7 @@ class Trainer:
         return {
             "corpus": self.corpus.name,
             "sources": self.corpus.sources,  # where the text is now: a resume on it at a new path records it
-            "digest": self.corpus.key,  # whose text they hold (`tokens.run_sources` reads them for it)
+            "digest": self.corpus.key,  # whose text they hold (`runtext.run_sources` reads them for it)
             "text": self.corpus.meta.get("text"),  # the digest of the text as read: the same text re-encoded
             "parameters": self.model.num_parameters(),
             "vocabulary": len(self.corpus.vocab),
@@ -473,7 +473,7 @@ class Trainer:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
         self.resumed_from = read_from
         self.text_moved = checkpoint.corpus["sources"] != self.corpus.sources
-        if not same_text(checkpoint.corpus, self.corpus):  # read by `tokens.run_corpus`, which checks it first
+        if not same_text(checkpoint.corpus, self.corpus):  # read by `runtext.run_corpus`, which checks it first
             raise CharLMError(f"{self.run_dir}: its checkpoint is of another corpus than the one read for it")
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed

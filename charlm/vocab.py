@@ -393,7 +393,7 @@ def other_forms(char: str) -> list[str]:
     """The same character in another width ('：' for ':', ':' for '：', 'カ' for 'ｶ'), the form of an
     ASCII punctuation mark Chinese text uses ('。' for '.'), or the quotation mark for a corner bracket
     ('“' for '「'), and the other way round: the Chinese forms in CJK_PUNCTUATION's order, likeliest
-    meant first ('，' before '、' for ','), not in code point order, which put '、' first."""
+    meant first ('，' before '、' for ','), not in code point order."""
     return list(_other_forms().get(char, ()))
 
 

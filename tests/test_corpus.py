@@ -80,6 +80,21 @@ def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
         read_texts([str(stray)])
 
 
+@pytest.mark.parametrize("spelling", ["UTF8", "utf_8", "U8"])
+def test_utf8_by_any_name_python_gives_it_is_told_the_likely_encoding_and_the_stray_bytes(tmp_path, spelling):
+    """--encoding utf_8 or u8, names Python gives UTF-8, read a GBK file and a stray byte as any other
+    encoding ("convert it to UTF-8 or pass another --encoding"): whether the encoding was UTF-8 was
+    asked of its spelling. Every name of UTF-8 gets UTF-8's advice."""
+    text = "却说宝玉听了，忙道：“好姐姐，你别恼。”\n" * 20
+    gbk, stray = tmp_path / "gbk.txt", tmp_path / "stray.txt"
+    gbk.write_bytes(text.encode("gbk"))
+    stray.write_bytes(text.encode("utf-8") + b"\xff" + text.encode("utf-8"))
+    with pytest.raises(CharLMError, match=r"encoding='gb18030'$"):
+        read_texts([str(gbk)], encoding=spelling)
+    with pytest.raises(CharLMError, match=r"remove the stray bytes there"):
+        read_texts([str(stray)], encoding=spelling)
+
+
 def test_byte_order_mark_bytes_mid_file_are_stray_bytes_not_utf_16(tmp_path):
     """A UTF-8 file with a stray "\\xff\\xfe" partway through was told to pass --encoding utf-16: a byte order
     mark is one only at the file's start. A Chinese UTF-8 file (a corpus or a seed file)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, runs, sizing, tokens, train_state
+from charlm import api, files, runs, runtext, sizing, train_state
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -741,7 +741,7 @@ def test_run_json_read_while_another_process_rewrites_it_is_always_whole(tmp_pat
             seen.add(info["sources"][0])
             record = {"sources": [str(old)], "digest": "d"}  # a checkpoint's, naming the old path: gone
             try:
-                wheres.add(tuple(tokens.run_sources(record, folder)))
+                wheres.add(tuple(runtext.run_sources(record, folder)))
             except CharLMError as e:  # run.json's old record: the old path is gone, said in one line
                 assert str(e).startswith(f"{old}: no such file or folder, where {folder} read its corpus"), e
     finally:

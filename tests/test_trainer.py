@@ -997,3 +997,19 @@ def test_a_lost_peer_s_note_trusts_a_checkpoint_the_ranks_agreed_on_where_the_fo
     with on_command_line():  # a peer is lost under torchrun, which the charlm command runs under
         assert trainer.lost_note_for(elsewhere, saved=True).endswith(f"resume with charlm train --resume {elsewhere}")
     assert trainer.lost_note_for(elsewhere, saved=False) == "; no checkpoint was written yet: start the run again"
+
+
+def test_a_text_recorded_with_its_encoding_resumes_when_given_by_a_relative_path(fox_file, tiny):
+    """A UTF-16 run's text saved as UTF-8, its --encoding utf-8 recorded by a resume that trained nothing, was
+    read as utf-16 again when a later resume named it `fox.txt` (run.json records it absolute, and the two
+    were compared as typed): 'cannot be read as utf-16'. The run's text is read as recorded whatever path
+    names it."""
+    text = fox_file.read_text(encoding="utf-8")
+    fox_file.write_text(text, encoding="utf-16")
+    charlm.train(fox_file, out="run", encoding="utf-16", **{**tiny, "max_steps": 10})
+    fox_file.write_text(text, encoding="utf-8")
+    recorded = cli("train", "fox.txt", "--resume", "run", "--encoding", "utf-8", "--max-steps", "10")
+    assert "nothing to train" in recorded.output and latest("run").config.encoding == "utf-16"
+    resumed = cli("train", "./fox.txt", "--resume", "run", "--max-steps", "12")
+    assert resumed.exit_code == 0, resumed.output
+    assert latest("run").progress.step == 12 and latest("run").config.encoding == "utf-8"

@@ -8,7 +8,7 @@ from ..corpus import read_texts
 from ..device import resolve_device
 from ..device_names import STEP_DEVICE
 from ..ngram import MAX_TRAIN_CHARS
-from ..tokens import run_corpus
+from ..runtext import run_corpus
 from . import MAX_CHARS
 from .analysis import Inspection, analyse, check_inspectable
 

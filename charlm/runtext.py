@@ -1,0 +1,189 @@
+"""A run's text after the run: where it is now, how it is read, and what a command is told where the
+files are not it, for `charlm eval RUN`, `charlm inspect RUN` and a resume.
+
+A checkpoint records its corpus (`TokenCorpus.record`: name, sources, the cache key, and the digest of
+the text as read). Since the run, the text may have moved (a resume given its new path writes that path
+to run.json before its next checkpoint), been saved again in other bytes (CRLF line ends, a byte order
+mark, a UTF-16 file as UTF-8, whose --encoding the resume writes to run.json too), or changed. tokens.py
+tells whether files are the run's text (`is_runs_text`, `same_text`, `files_changed`); this module finds
+them, reads them as the run last did, and words the refusals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .config import Config
+from .corpus import is_utf8, source_files
+from .errors import CharLMError
+from .fields import call, paths_given, said
+from .tokens import (
+    CorpusChanged,
+    TokenCorpus,
+    cache_key,
+    catalog_name,
+    corpus_options,
+    files_changed,
+    is_runs_text,
+    load_corpus,
+    recorded_sources,
+    source_parts,
+)
+from .vocab import Vocabulary
+
+
+def held_out_ids(
+    corpus: dict, config: Config, run_dir: Path, base: Vocabulary | None = None, quiet: bool = False
+) -> np.ndarray:
+    """The held-out ids (validation split, memory-mapped) of the run in `run_dir` that trained on `corpus`
+    (a checkpoint's: name, sources, cache key) with `config`: those its validation scored, not decoded into
+    a text (a 30M-character split decoded through a Python list of its ids would peak at 745 MB)."""
+    instead = f"; give FILES to score instead ({call('eval', 'FILES', path=run_dir)})"
+    return run_corpus(corpus, config, base, quiet, instead, run_dir).val_ids
+
+
+def run_corpus(
+    corpus: dict, config: Config, base: Vocabulary | None, quiet: bool, instead: str, run_dir: Path
+) -> TokenCorpus:
+    """The corpus the run in `run_dir` trained on (a checkpoint's `corpus`: name, sources, cache key) with
+    `config`, over a fine-tune's `base` vocabulary: prepared again from its sources where they are now
+    (`run_sources`), which the cache makes quick. A source changed since splits into other text: refused,
+    as a run resumed on it is, with `instead`, what the caller may do without it. A text saved as UTF-8 in
+    place (what charlm's errors ask of a file in another encoding) is read so where it is the run's text (its
+    digest): the command reading it has no --encoding for it, eval's reading its FILES only."""
+    sources = run_sources(corpus, run_dir, instead)
+    config = reading(corpus, config, sources, run_dir)
+    try:
+        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
+    except CharLMError as e:
+        error = e
+    if "text" in corpus and not is_utf8(config.encoding):
+        try:
+            as_utf8 = dataclasses.replace(config, encoding="utf-8")
+            return load_corpus(sources, as_utf8, quiet=quiet, base=base, run=corpus)
+        except CorpusChanged as changed:  # other text in UTF-8: a text edited as well as converted
+            error = changed
+        except CharLMError:
+            pass  # no UTF-8 text: the run's own reading says what is wrong
+    if isinstance(error, CorpusChanged):
+        raise CharLMError(f"{error}{instead}") from None
+    record = ""
+    if "text" in corpus:  # a resume takes another --encoding that reads the run's text, and records it
+        resume = call(
+            "train",
+            paths_given(sources),
+            said("resume", run_dir),
+            said("encoding", metavar="ENC"),
+            said("max_steps", 1),
+        )
+        record = f" (in another encoding, a resume that trains nothing records the one that reads it: {resume})"
+    raise CharLMError(f"{error}; the run's corpus is needed{record}{instead}") from None
+
+
+def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:
+    """Where the corpus of the run in `run_dir` is now (`corpus`: a checkpoint's record of it): the sources
+    it records, or, where one of those is gone, those the run's run.json records for the same digest: a
+    resume on the text at a new path writes them there first (a checkpoint it does not replace, such as
+    best.pt, keeps the old path). Where neither is there, refuses naming the missing file, and says how to
+    give the text's new path, or `instead`, what the caller may do without it."""
+    recorded = corpus["sources"]
+    if not (gone := missing(recorded)):
+        return recorded
+    moved = runs_record(corpus, run_dir).get("sources")  # a hand edit: anything
+    if isinstance(moved, list) and moved and all(isinstance(s, str) for s in moved) and not missing(moved):
+        return moved
+    resume = call("train", "NEW", said("resume", run_dir))
+    raise CharLMError(
+        f"{gone[0]}: no such file or folder, where {run_dir} read its corpus; if the text moved, resume on it "
+        f"at its new path, which the run then records: {resume}{instead}"
+    )
+
+
+def runs_record(corpus: dict, run_dir: Path) -> dict:
+    """The run's run.json where it records the text of `corpus` (a checkpoint's record of it), else {}: a
+    resume writes there where the text is now and the --encoding that reads it before its next checkpoint,
+    and a checkpoint it does not replace (best.pt) keeps where it was and how it was read."""
+    info = runs.read_run_info(run_dir) or {}
+    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
+    return info if same else {}
+
+
+def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
+    """`config`, the run's checkpoint's, with the --encoding that reads `sources`, the run's text where it is
+    now: the one run.json records with them, where a resume read them in another encoding than the
+    checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8)."""
+    info = runs_record(corpus, run_dir)
+    encoding = info["config"].get("encoding") if isinstance(info.get("config"), dict) else None
+    if info.get("sources") != recorded_sources(sources) or not isinstance(encoding, str) or encoding == config.encoding:
+        return config
+    return dataclasses.replace(config, encoding=encoding)
+
+
+def misread(
+    sources: list[str], corpus: dict, config: Config, runs_config: Config, run_dir: Path, base: Vocabulary | None
+) -> str | None:
+    """Why a resume given `config`'s --encoding cannot read the run's text from `sources` where only that
+    --encoding is to blame: the files are the run's text as the run read them (`runs_config`, the checkpoint's,
+    with the encoding run.json records, `reading`; over a fine-tune's `base` vocabulary), which another
+    --encoding reads as other text (Chinese UTF-8 read as latin-1), or not at all. The error's text; None
+    where the files are not the run's."""
+    runs_reading = reading(corpus, runs_config, sources, run_dir)
+    if runs_reading.encoding == config.encoding:
+        return None
+    try:
+        parts, _ = source_parts(sources, quiet=True)
+        options = corpus_options(runs_reading, base)
+        if not is_runs_text(parts, runs_reading, corpus, cache_key(parts, options)):
+            return None
+    except CharLMError:  # a file gone or unreadable: its own error says so
+        return None
+    return (
+        f"{said('encoding', config.encoding)} does not read from {paths_given(sources)} the text {run_dir} trained "
+        f"on, though they are the run's own files, which it read as {runs_reading.encoding}: only the encoding "
+        f"differs; resume without {said('encoding')}, which reads them as the run did"
+    )
+
+
+def missing(sources: list[str]) -> list[str]:
+    """The sources of a run's record that are no longer there (a catalog name is fetched again: never)."""
+    return [source for source in sources if not Path(source).exists() and not catalog_name(source)]
+
+
+def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:
+    """The error for a resume given `given`, which is not the text its run trained on (`corpus`, its
+    checkpoint's record): only the same text, its files in the order the run read them, gives the same token
+    stream and held-out split (as read where the record keeps the text's digest, `tokens.same_text`; else
+    byte for byte); another text starts a new run from the run's weights."""
+    recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
+    try:
+        changed = files_changed(corpus, [source_files(given)])
+    except CharLMError:  # a catalog name, a path gone: nothing to compare
+        changed = ""
+    changes = f": {changed}" if changed else ""
+    same = (
+        f"the same text, from files in the order the run read them (their line ends and {said('encoding')} may differ)"
+        if "text" in corpus
+        else "the same files, byte for byte, in the order the run read them"
+    )
+    return CharLMError(
+        f"{' '.join(given)} is not the text {run_dir} trained on ({recorded}{changes}): a resume needs {same}; a new "
+        f"text is a fine-tune, a new run from this one's weights: {fine_tune_command(given, run_dir)}"
+    )
+
+
+def fine_tune_on(sources: list[str], run_dir: Path) -> str:
+    """What to do with a run's text changed since it trained (a resume needs the text as it was), as a clause:
+    train on the new text from the run's weights, a fine-tune (`--out` names no resume's folder)."""
+    return (
+        "put it back as it was to resume, or train on it as it is now from this run's weights: "
+        f"{fine_tune_command(sources, run_dir)}"
+    )
+
+
+def fine_tune_command(sources: list[str], run_dir: Path) -> str:
+    """The command (or call) that trains on `sources` from the weights of the run in `run_dir`."""
+    return call("train", paths_given(sources), said("init_from", run_dir))
