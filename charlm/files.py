@@ -19,7 +19,7 @@ from pathlib import Path
 
 import filelock
 
-from .errors import CharLMError
+from .errors import CharLMError, one_line
 from .fields import said
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
@@ -64,7 +64,7 @@ def take_lock(lock: filelock.BaseFileLock, waiting_for: str, after: float = 0.0,
         lock.acquire(timeout=after)
     except filelock.Timeout:
         if not quiet:
-            print(f"waiting for {waiting_for} ...", file=sys.stderr, flush=True)
+            print(one_line(f"waiting for {waiting_for} ..."), file=sys.stderr, flush=True)
         lock.acquire()
 
 
