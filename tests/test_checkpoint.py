@@ -288,7 +288,9 @@ def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
     config["model"]["hidden"] *= 2
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert_one_line_error(
-        cli("info", str(folder)), f"{folder}: damaged model folder", "embed.weight has shape", "export it again"
+        cli("info", str(folder)),
+        f"{folder}: damaged model folder (config.json has hidden {config['model']['hidden']} but model.safetensors "
+        f"holds weights of hidden {config['model']['hidden'] // 2}: they do not match); export it again",
     )
 
 

@@ -159,6 +159,31 @@ def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("info", hub), "config.json: damaged model folder (KeyError)", "export it again")
 
 
+@pytest.mark.parametrize(
+    "field, edited, weights",
+    [("layers", 1, 2), ("layers", 3, 2), ("hidden", 48, 24), ("cell", "gru", "'lstm'")],
+    ids=["fewer layers", "more layers", "hidden", "cell"],
+)
+def test_a_model_folder_whose_config_json_was_edited_names_the_field_its_weights_do_not_match(
+    tmp_path, field, edited, weights
+):
+    """A model folder's config.json edited to fewer `layers` than its weights hold read as "an experiment's
+    model of its own (api.ModelBuilder); load it with the code that trained it", naming neither the folder
+    (charlm info) nor the field; more layers or another hidden as a missing weight or a shape."""
+    run = run_of(model_of(), tmp_path / "run")
+    hub = tmp_path / "hub"
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(hub)).exit_code == 0
+    config = json.loads((hub / "config.json").read_text(encoding="utf-8"))
+    config["model"][field] = edited
+    (hub / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    said = (
+        f"{hub}: damaged model folder (config.json has {field} {edited!r} but model.safetensors holds weights of "
+        f"{field} {weights}: they do not match); export it again from its run"
+    )
+    assert_one_line_error(cli("info", str(hub)), said)
+    assert_one_line_error(cli("sample", "--checkpoint", str(hub), "--length", "5"), said)
+
+
 def two_runs(tmp_path: Path) -> list[Checkpoint]:
     """Two runs whose model folders differ in every file (weights, the vocabulary's order, corpus) but not
     in shapes: a folder that mixes them loads without a word, and writes garbage."""
