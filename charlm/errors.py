@@ -24,7 +24,8 @@ class CharLMError(Exception):
     that names the keyword, file or field and says what to do. A Python caller is told keywords
     (`max_time=None`), the `charlm` command's user options (`--max-time none`).
 
-    The CLI prints it as one line, no traceback; a name in it with a line break is shown escaped (`one_line`).
+    The CLI prints it as one line, no traceback; a name in it with a line break or another control
+    character (a file named so) shows it escaped, as `\\n`, so the message stays one line.
     """
 
     def __str__(self) -> str:
