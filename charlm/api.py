@@ -32,7 +32,7 @@ from .config import PLANNED, Config, SampleConfig
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
-from .errors import CharLMError, callers_stacklevel
+from .errors import CharLMError, callers_stacklevel, one_line
 from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
 from .runtext import fine_tune_on, misread, not_the_runs_text, reading, run_sources
@@ -314,7 +314,7 @@ def train(
         pass_on_signal(trainer)
     if not trainer.config.quiet:  # where the run is kept: out=None names a folder the caller has not seen
         load = "" if trainer.save_error else f": charlm.load({str(trainer.run_dir)!r}) loads its best"
-        print(f"{trainer.done_note()}{load}", file=sys.stderr)
+        print(one_line(f"{trainer.done_note()}{load}"), file=sys.stderr)
     return model.eval()  # ready for inference, as `load` returns it
 
 

@@ -163,12 +163,15 @@ class Checkpoint:
     def check_charlm_weights(self) -> None:
         """A checkpoint of an experiment's own model, with weights charlm's lacks (api.ModelBuilder:
         bench/parts.py), is read by the code that built it."""
-        extra = sorted(set(self.weights) - set(skeleton(self.model_config, self.vocab).state_dict()))
-        if extra:
+        if extra := self.extra_weights():
             raise CharLMError(
                 f"this checkpoint holds weights charlm's model has not ({', '.join(extra[:3])}): an experiment's "
                 "model of its own (api.ModelBuilder); load it with the code that trained it"
             )
+
+    def extra_weights(self) -> list[str]:
+        """The names of the weights it holds beyond charlm's model of its architecture, sorted."""
+        return sorted(set(self.weights) - set(skeleton(self.model_config, self.vocab).state_dict()))
 
     def to_payload(self) -> dict:
         """The dict of plain values and tensors the file holds (format 3's three parts), as `from_payload` reads it."""
@@ -267,10 +270,38 @@ def read(path: Path) -> Checkpoint:
 
 
 def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:
-    """A model folder's Checkpoint (hub.py), and the sha256 of the weights file it was read from."""
+    """A model folder's Checkpoint (hub.py), and the sha256 of the weights file it was read from. Its
+    config.json is plain JSON, there to be read and so edited: a `layers` or `hidden` its weights are
+    not of is named as such, not as a missing weight, nor (fewer layers than the weights hold) as an
+    experiment's model of its own, which `charlm export` never writes."""
     model_config, vocab, weights, run, digest = hub.read(folder)
+    for name, value in architecture_of(weights).items():
+        if isinstance(model_config, dict) and model_config.get(name) != value:
+            raise hub.damaged(
+                folder,
+                f"{hub.CONFIG} has {name} {model_config.get(name)!r} but {hub.WEIGHTS} holds weights of {name} "
+                f"{value!r}: they do not match",
+            )
     payload = {"model": {"config": model_config, "vocab": vocab, "weights": weights}, "run": run, "training": None}
-    return Checkpoint.from_payload(payload, folder), digest
+    saved = Checkpoint.from_payload(payload, folder)
+    if extra := saved.extra_weights():
+        raise hub.damaged(
+            folder, f"{hub.WEIGHTS} holds weights its {hub.CONFIG}'s model has not: {', '.join(extra[:3])}"
+        )
+    return saved, digest
+
+
+def architecture_of(weights: dict) -> dict:
+    """The cell, layers and hidden size charlm's model of `weights` has, as far as they show them
+    (torch's recurrent weights: core.weight_hh_l0 is (4 x hidden, hidden) for an LSTM); {} where they
+    do not (damaged in another way, which `Checkpoint.check` names)."""
+    recurrent = weights.get("core.weight_hh_l0")
+    if not isinstance(recurrent, torch.Tensor) or recurrent.dim() != 2 or not recurrent.shape[1]:
+        return {}
+    rows, hidden = recurrent.shape
+    cell = {4: "lstm", 3: "gru", 1: "rnn"}.get(rows // hidden if rows % hidden == 0 else 0)
+    layers = sum(1 for name in weights if name.startswith("core.weight_hh_l"))
+    return {"layers": layers, "hidden": hidden} | ({"cell": cell} if cell else {})
 
 
 def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:

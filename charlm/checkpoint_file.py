@@ -19,14 +19,15 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from . import files
+from . import files, hub
 from .errors import CharLMError
-from .fields import SHOWN
-from .runs import kept_aside, pending, resume_command
+from .fields import SHOWN, said
+from .runs import BEST, EXPORTS, LATEST, kept_aside, pending, resume_command
 
 MAGIC = b"charlm-checkpoint\n"
 VERSION = 3
@@ -108,18 +109,50 @@ def read_bytes(path: Path) -> bytes:
 
 def remedy(path: Path) -> str:
     """What to do about a damaged checkpoint file: use the run's other one, or, for one kept aside
-    (which a run folder names while it is the newer), delete it so that the one it stands for is used."""
-    original = kept_aside(Path(path))
-    if original is None:
+    (which a run folder names while it is the newer), delete it so that the one it stands for is used.
+    Where the other is damaged or gone too, pointing at it would send the user from one to the other:
+    what is left is said instead."""
+    path = Path(path)
+    if (original := kept_aside(path)) is not None:
+        return f"it was kept aside for {original.name}: delete it to use {original}"
+    other_name = {BEST: LATEST, LATEST: BEST}.get(path.name)  # None: a .pt of another name, its run's anywhere
+    if other_name is None or readable(other := path.with_name(other_name)):
         return "use the run's other checkpoint"
-    return f"it was kept aside for {original.name}: delete it to use {original}"
+    lost = f"{other.name} is damaged too" if other.exists() else f"the run has no {other.name}"
+    return f"{lost}: {whats_left(path.parent)}"
 
 
-def verified(data: bytes, path: Path) -> tuple[int, dict]:
+def readable(path: Path) -> bool:
+    """Whether the checkpoint file at `path` reads back whole (without naming, in turn, the damage of
+    the file it was the other of)."""
+    try:
+        verified(read_bytes(path), path, advice=lambda _: "")
+    except CharLMError:
+        return False
+    return True
+
+
+def whats_left(run: Path) -> str:
+    """What is left of a run whose checkpoints are both lost: a model exported from it (RUN/exports/),
+    to sample from or start a new run from; else training anew."""
+    exported = sorted(run.glob(f"{EXPORTS}/*/{hub.WEIGHTS}"))
+    if exported:
+        folder = exported[-1].parent
+        return (
+            f"its export {folder} is what is left: sample from it, or start a new run from it with "
+            f"{said('init_from', folder)}"
+        )
+    return (
+        "nothing of this run can be read back; train anew, or from a model exported from it elsewhere with "
+        f"{said('init_from', 'FOLDER')}"
+    )
+
+
+def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) -> tuple[int, dict]:
     """The format version and payload of a checkpoint file's bytes, verified (header, length, checksum,
-    no code); `path` names the file in errors."""
+    no code); `path` names the file in errors, which end in `advice(path)`: what to do instead."""
     if MAGIC.startswith(data):  # empty, or cut short within its first line: a copy or a disk that lost it
-        raise CharLMError(f"{path}: truncated checkpoint ({len(data)} bytes, no header); {remedy(path)}")
+        raise CharLMError(f"{path}: truncated checkpoint ({len(data)} bytes, no header); {advice(path)}")
     if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
         raise CharLMError(
             f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
@@ -130,24 +163,24 @@ def verified(data: bytes, path: Path) -> tuple[int, dict]:
         header = json.loads(header_line)
         version, size, digest = header["version"], header["bytes"], header["sha256"]
     except (ValueError, KeyError, TypeError):
-        raise CharLMError(f"{path}: damaged checkpoint header; {remedy(path)}") from None
+        raise CharLMError(f"{path}: damaged checkpoint header; {advice(path)}") from None
     if version not in READS:
         newer = isinstance(version, int) and version > VERSION
         raise CharLMError(
             f"{path}: checkpoint format {SHOWN.repr(version)} is not supported by this charlm (reads "
             f"{', '.join(map(str, READS))}); "
-            + ("a newer charlm wrote it: update this charlm to read it" if newer else remedy(path))
+            + ("a newer charlm wrote it: update this charlm to read it" if newer else advice(path))
         )
     if len(body) != size:
-        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {remedy(path)}")
+        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {advice(path)}")
     if hashlib.sha256(body).hexdigest() != digest:
-        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {remedy(path)}")
+        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {advice(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
-        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; {remedy(path)}") from None
+        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; {advice(path)}") from None
     if not isinstance(payload, dict):  # our header over a body that is not ours: damage, as above
-        raise CharLMError(f"{path}: damaged checkpoint (its body holds no checkpoint); {remedy(path)}")
+        raise CharLMError(f"{path}: damaged checkpoint (its body holds no checkpoint); {advice(path)}")
     return version, payload
 
 

@@ -23,7 +23,7 @@ from .commands.sample import sample
 from .commands.train import train
 from .commands.usage import OneLineUsageError, said_in_one_line
 from .config import CORPUS_OPTIONS, Config
-from .errors import CharLMError, SaidElsewhere
+from .errors import CharLMError, SaidElsewhere, one_line
 from .fields import SHOWN, on_command_line
 from .inspection import MAX_CHARS
 from .serve.config import ServeConfig
@@ -70,10 +70,10 @@ class Group(click.Group):
             sys.exit(0)
         except KeyboardInterrupt as e:  # only training has checkpoints to speak of; a server just stops
             if ctx.invoked_subcommand == "train":  # the trainer says what its run folder holds
-                click.echo(str(e) or "interrupted; checkpoints already written are intact", err=True)
+                click.echo(one_line(str(e)) or "interrupted; checkpoints already written are intact", err=True)
             sys.exit(130)
         except OSError as e:  # a file error no stage turned into a CharLMError: still one line
-            raise click.ClickException(f"{e.filename or 'file'}: {e.strerror or e}") from None
+            raise click.ClickException(one_line(f"{e.filename or 'file'}: {e.strerror or e}")) from None
         except MemoryError:
             raise click.ClickException("out of memory; use a smaller --hidden, --layers or --batch-size") from None
 
@@ -107,7 +107,7 @@ def show_warning(message: Warning | str, *args) -> None:
     from .launcher import first_rank
 
     if first_rank():
-        click.echo(f"warning: {message}", err=True)
+        click.echo(f"warning: {one_line(str(message))}", err=True)
 
 
 def output_option(default: str, help_text: str) -> Callable[[F], F]:
@@ -271,7 +271,7 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
         raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")
     notes = []  # that it replaced a file the user had, if it did (asked before writing)
     written = export.export(target, format_, output, weights, lambda out: notes.append(outputs.replacing_note(out)))
-    click.echo(f"wrote {written}{''.join(notes)}")
+    click.echo(one_line(f"wrote {written}{''.join(notes)}"))
 
 
 @main.command()
@@ -291,11 +291,13 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     curves, left_out = curves_of(targets)
     replacing = outputs.replacing_note(output)
     try:
-        click.echo(f"wrote {plot_runs(curves, output)}{replacing}")
+        click.echo(one_line(f"wrote {plot_runs(curves, output)}{replacing}"))
     except OSError as e:
         raise files.cannot_write(f"--output {output}", e) from None
     if left_out:
-        click.echo(f"left out {len(left_out)} of {len(targets)} runs: {'; '.join(map(str, left_out))}", err=True)
+        click.echo(
+            one_line(f"left out {len(left_out)} of {len(targets)} runs: {'; '.join(map(str, left_out))}"), err=True
+        )
 
 
 @main.command("runs")
@@ -383,7 +385,7 @@ def inspect_command(
     files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
-    click.echo(f"wrote {output}{replacing}")
+    click.echo(one_line(f"wrote {output}{replacing}"))
 
 
 main.add_command(train)

@@ -1,10 +1,22 @@
-"""The one exception type a user sees: a one-line message saying what is wrong and what to do; and where
-a warning about a user's own input points."""
+"""The one exception type a user sees: a one-line message saying what is wrong and what to do; where
+a warning about a user's own input points; and how a name charlm did not choose is shown on one line."""
 
+import re
 import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent
+# what splits a line or moves a terminal's cursor: C0 and C1 control characters, Unicode's line and paragraph separators
+LINE_SPLITTING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """`text` as it is shown on one line: each control character as repr writes it (a line break as
+    `\\n`), and a blank one quoted (`' '`). A name charlm did not choose (a file named with a line break,
+    a run folder renamed by hand to a space) would otherwise split a message or a table row, or show
+    as nothing."""
+    escaped = LINE_SPLITTING.sub(lambda match: repr(match.group())[1:-1], text)
+    return repr(text) if escaped and not escaped.strip() else escaped
 
 
 class CharLMError(Exception):
@@ -12,8 +24,12 @@ class CharLMError(Exception):
     that names the keyword, file or field and says what to do. A Python caller is told keywords
     (`max_time=None`), the `charlm` command's user options (`--max-time none`).
 
-    The CLI prints it as one line, no traceback.
+    The CLI prints it as one line, no traceback; a name in it with a line break or another control
+    character (a file named so) shows it escaped, as `\\n`, so the message stays one line.
     """
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class SaidElsewhere(CharLMError):

@@ -13,13 +13,14 @@ import errno
 import functools
 import json
 import os
+import stat
 import sys
 import time
 from pathlib import Path
 
 import filelock
 
-from .errors import CharLMError
+from .errors import CharLMError, one_line
 from .fields import said
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
@@ -64,7 +65,7 @@ def take_lock(lock: filelock.BaseFileLock, waiting_for: str, after: float = 0.0,
         lock.acquire(timeout=after)
     except filelock.Timeout:
         if not quiet:
-            print(f"waiting for {waiting_for} ...", file=sys.stderr, flush=True)
+            print(one_line(f"waiting for {waiting_for} ..."), file=sys.stderr, flush=True)
         lock.acquire()
 
 
@@ -97,6 +98,26 @@ def json_text(value: object, indent: int | None = None) -> str:
 def cannot_read(name: str | Path, error: OSError) -> CharLMError:
     """The one-line error for a read of `name` that failed, with what to do where the cause says."""
     return CharLMError(f"{name}: cannot read ({error.strerror or error}){read_remedy(error)}")
+
+
+class NotAFile(OSError):
+    """A named pipe, device or other special file where a file was to be read (`read_regular`)."""
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of the regular file at `path`. A named pipe (or a device) in its place raises NotAFile
+    rather than being read: a pipe's read waits for a writer forever, a device's may never end. It is
+    opened without waiting for one (O_NONBLOCK, which a regular file ignores), then looked at."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device or other special file"
+        raise NotAFile(errno.EINVAL, kind, str(path))
+    with open(fd, "rb") as file:
+        return file.read()
 
 
 def read_remedy(error: OSError) -> str:

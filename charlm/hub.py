@@ -136,13 +136,16 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
 
 
 def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
-    """config.json, parsed and checked to be charlm's, and the bytes of vocab.json and the weights."""
+    """config.json, parsed and checked to be charlm's, and the bytes of vocab.json and the weights. Each
+    must be a file: a named pipe in a file's place would hold the read forever."""
     try:
-        config_bytes = (folder / CONFIG).read_bytes()
-        vocab_bytes = (folder / VOCAB).read_bytes()
+        config_bytes = files.read_regular(folder / CONFIG)
+        vocab_bytes = files.read_regular(folder / VOCAB)
         # Read, then parsed: load_file maps the file for as long as the weights live (a server's
         # lifetime), and Windows refuses to replace a mapped file (`charlm export` again, into it).
-        weights_bytes = (folder / WEIGHTS).read_bytes()
+        weights_bytes = files.read_regular(folder / WEIGHTS)
+    except files.NotAFile as e:
+        raise damaged(folder, f"{Path(e.filename).name} is {e.strerror}, not a regular file") from None
     except OSError as e:
         raise CharLMError(
             f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"

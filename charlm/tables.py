@@ -2,7 +2,8 @@
 
 Columns are padded to the widest cell by display width: a Chinese character takes two terminal cells,
 so padding by `len` would push every column after a Chinese run name out of line. The last column is
-never padded, so a long description does not leave trailing spaces.
+never padded, so a long description does not leave trailing spaces. A cell is shown on one line
+(`errors.one_line`): a run folder or corpus file named with a line break must not split its row.
 
 The table of runs is built here, from what runs.py reads of each run (its run.json and metrics.jsonl):
 lining up text is this module's job.
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from . import runs
 from .config import MAXIMA
-from .errors import CharLMError
+from .errors import CharLMError, one_line
 from .fields import holds
 from .runs import is_number, read_metrics
 
@@ -35,6 +36,7 @@ def width(text: str) -> int:
 def table(rows: Sequence[Sequence[str]], right: tuple[int, ...] = ()) -> str:
     """`rows` (a header, if any, first) as aligned lines, two spaces between columns; the columns
     numbered in `right` are aligned right (numbers)."""
+    rows = [[one_line(cell) for cell in row] for row in rows]
     widths = [max(width(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for row in rows:

@@ -288,7 +288,9 @@ def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
     config["model"]["hidden"] *= 2
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert_one_line_error(
-        cli("info", str(folder)), f"{folder}: damaged model folder", "embed.weight has shape", "export it again"
+        cli("info", str(folder)),
+        f"{folder}: damaged model folder (config.json has hidden {config['model']['hidden']} but model.safetensors "
+        f"holds weights of hidden {config['model']['hidden'] // 2}: they do not match); export it again",
     )
 
 
@@ -329,6 +331,37 @@ def test_a_damaged_checkpoint_kept_aside_says_to_delete_it(fox_file, tiny):
         )
         aside.unlink()
         assert cli(*command).exit_code == 0
+
+
+def test_a_run_whose_two_checkpoints_are_both_damaged_says_so_and_what_is_left(trained, tmp_path):
+    """best.pt cut short and latest.pt emptied: `charlm sample`, `eval` and `train --resume` each said
+    "use the run's other checkpoint", naming one that is damaged too. Now they say both are, and what is
+    left: the run's export where it has one (to sample from or --init-from), else training anew."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best, last = run / runs.BEST, run / runs.LATEST
+    best.write_bytes(best.read_bytes()[:1000])
+    last.write_bytes(b"")
+    for command, file, other in [
+        (["sample", str(run), "--length", "5"], best, "latest.pt"),
+        (["eval", str(run)], best, "latest.pt"),
+        (["train", "--resume", str(run), *TINY_LOOP_ARGS], last, "best.pt"),
+    ]:
+        assert_one_line_error(
+            cli(*command),
+            f"{file}: truncated checkpoint",
+            f"; {other} is damaged too: nothing of this run can be read back; train anew, or from a model "
+            "exported from it elsewhere with --init-from FOLDER",
+        )
+    export = run / runs.EXPORTS / "model"
+    export.mkdir(parents=True)
+    (export / "model.safetensors").write_bytes(b"")  # what the advice names, not what it reads
+    last.unlink()
+    with pytest.raises(CharLMError) as refused:
+        charlm.load(run)
+    assert str(refused.value).endswith(
+        f"; the run has no latest.pt: its export {export} is what is left: sample from it, or start a new "
+        f"run from it with init_from='{export}'"
+    )
 
 
 @pytest.mark.parametrize("kept", [0, 9], ids=["empty", "cut in its first line"])

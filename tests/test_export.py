@@ -3,6 +3,7 @@ The HTML page's tests (a real browser) are in test_export_html.py."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -157,6 +158,31 @@ def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     del config["run"]  # a config.json of the right format that lacks a part: damage too, said with its remedy
     (tmp_path / "hub" / "config.json").write_text(json.dumps(config), encoding="utf-8")
     assert_one_line_error(cli("info", hub), "config.json: damaged model folder (KeyError)", "export it again")
+
+
+@pytest.mark.parametrize(
+    "field, edited, weights",
+    [("layers", 1, 2), ("layers", 3, 2), ("hidden", 48, 24), ("cell", "gru", "'lstm'")],
+    ids=["fewer layers", "more layers", "hidden", "cell"],
+)
+def test_a_model_folder_whose_config_json_was_edited_names_the_field_its_weights_do_not_match(
+    tmp_path, field, edited, weights
+):
+    """A model folder's config.json edited to fewer `layers` than its weights hold read as "an experiment's
+    model of its own (api.ModelBuilder); load it with the code that trained it", naming neither the folder
+    (charlm info) nor the field; more layers or another hidden as a missing weight or a shape."""
+    run = run_of(model_of(), tmp_path / "run")
+    hub = tmp_path / "hub"
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(hub)).exit_code == 0
+    config = json.loads((hub / "config.json").read_text(encoding="utf-8"))
+    config["model"][field] = edited
+    (hub / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    said = (
+        f"{hub}: damaged model folder (config.json has {field} {edited!r} but model.safetensors holds weights of "
+        f"{field} {weights}: they do not match); export it again from its run"
+    )
+    assert_one_line_error(cli("info", str(hub)), said)
+    assert_one_line_error(cli("sample", "--checkpoint", str(hub), "--length", "5"), said)
 
 
 def two_runs(tmp_path: Path) -> list[Checkpoint]:
@@ -602,3 +628,28 @@ def test_info_does_not_wait_on_an_exports_log_that_is_a_named_pipe(tmp_path):
         reader.join()
     assert not waited, "export.listed waited for a writer to the named pipe"
     assert listed == [[]]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("name", ["config.json", "vocab.json"])
+def test_a_model_folder_with_a_named_pipe_for_a_file_is_damaged_not_waited_on(tmp_path, name):
+    """A model folder whose config.json (or vocab.json) is a named pipe held `charlm sample FOLDER`
+    forever, waiting for a writer, as exports.jsonl once held `charlm info`."""
+    run = run_of(model_of(), tmp_path / "run")
+    folder = tmp_path / "hub"
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(folder)).exit_code == 0
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    results = []
+    reader = threading.Thread(target=lambda: results.append(cli("sample", str(folder), "--length", "5")), daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    waited = reader.is_alive()
+    while reader.is_alive():  # let each waiting read end (a folder whose files do not match is read again)
+        with contextlib.suppress(OSError):  # ENXIO: no reader is waiting just now
+            os.close(os.open(folder / name, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=0.05)
+    assert not waited, f"charlm sample waited for a writer to {name}, a named pipe"
+    assert_one_line_error(
+        results[0], f"{folder}: damaged model folder ({name} is a named pipe, not a regular file); export it again"
+    )

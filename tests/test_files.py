@@ -129,6 +129,26 @@ def test_a_corpus_named_near_the_filesystem_limit_trains_under_a_run_name_that_f
     assert len(run.name) <= 255 and run.name.startswith("x" * 230)
 
 
+def test_a_corpus_file_named_with_a_line_break_is_named_on_one_line_wherever_it_is_shown(tmp_path):
+    """A corpus file named `notes\\nday.txt`: its run folder's name was cleaned, but its corpus name kept
+    the line break, which split the training line, `charlm info`'s corpus row and any error naming the file."""
+    corpus_file = tmp_path / "notes\nday.txt"
+    corpus_file.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    loud = [arg for arg in TINY_ARGS if arg != "--quiet"]  # to see the training line, the done: line
+    result = cli("train", str(corpus_file), *loud, "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    assert "on notes\\nday: " in result.output and "\nnotes\n" not in result.output
+    (run,) = (tmp_path / "checkpoints").iterdir()
+    run.rename(tmp_path / "checkpoints" / "old\nrun")  # as one made before run names were cleaned
+    resumed = cli("train", "--resume", "checkpoints/old\nrun", "--max-steps", "4")
+    assert resumed.exit_code == 0, resumed.output
+    assert "saved in checkpoints/old\\nrun\n" in resumed.output
+    info = dict(line.split(None, 1) for line in cli("info", "old\nrun").output.splitlines())
+    assert info["corpus"] == f"{tmp_path}/notes\\nday.txt" and info["checkpoint"] == "checkpoints/old\\nrun/best.pt"
+    corpus_file.write_bytes(b"\xff\xfe not utf-8")
+    assert_one_line_error(cli("train", str(corpus_file), *TINY_ARGS), "notes\\nday.txt: not valid utf-8")
+
+
 def test_a_write_works_on_a_file_system_that_cannot_sync_a_file(tmp_path, monkeypatch):
     """fsync(2) fails with EINVAL where the file system does not support synchronization (some FUSE and
     network mounts): every checkpoint there failed ('could not write checkpoint (Invalid argument)')."""

@@ -77,6 +77,20 @@ def test_the_runs_table_joins_each_runs_record_and_metrics(tmp_path):
     assert [tables.short_count(n) for n in (999, 22_400, 1_340_000)] == ["999", "22k", "1.3M"]
 
 
+def test_a_name_with_a_line_break_or_of_blanks_shows_on_one_line_in_the_runs_table(tmp_path):
+    """A corpus named `notes\\nday` (its file's name) split its row in two, and so did a run folder made
+    before run names were cleaned or renamed by hand; a run folder named " " showed as nothing."""
+    for name, corpus in (("old\nrun", "notes\nday"), (" ", "fox"), ("tab\tbed", "esc\x1b[2J")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / runs.LATEST).write_bytes(b"")
+        runs.write_run_info(folder, {"corpus": corpus, "config": {"layers": 1, "hidden": 8}})
+    rows = tables.runs_table(tmp_path).splitlines()[1:]
+    assert [row.split("  ")[0].strip() for row in rows] == ["' '", "old\\nrun", "tab\\tbed"], rows
+    assert "  notes\\nday  " in rows[1] and "  esc\\x1b[2J  " in rows[2]
+    assert len({tables.width(row[: row.index("1x8")]) for row in rows}) == 1  # the columns still line up
+
+
 def test_a_fine_tune_of_a_fine_tune_shows_its_whole_lineage(fox_file, tiny):
     """`charlm runs` and `charlm info` showed a fine-tune's base alone, not the base's base. The chain ends
     at a base whose folder is gone, and at a loop (a hand-edited run.json) rather than going round it."""

@@ -11,6 +11,7 @@ import click
 
 from .. import runs
 from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
+from ..errors import one_line
 from ..stopping import leaving_at_once
 from .completion import corpora, run_names
 from .options import options_of
@@ -102,28 +103,35 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
             else f", resumed at step {trainer.saved_step:,} ({trainer.saved_at:.0f}s trained)"
         )
         click.echo(
-            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
-            f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
-            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
-            f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}{resumed}",
+            one_line(
+                f"training {model.architecture()} ({model.num_parameters():,} parameters) "
+                f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
+                f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
+                f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}{resumed}"
+            ),
             err=True,
         )
         if trainer.base:
             added = finetune.new_characters_note(trainer.corpus, trainer.base.vocab_size, config)
-            click.echo(f"fine-tuning from {trainer.base.describe()}; {added}", err=True)
+            click.echo(one_line(f"fine-tuning from {trainer.base.describe()}; {added}"), err=True)
     try:
         trainer.fit()
     except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
         raise KeyboardInterrupt(trainer.interrupted_note()) from None
     if trainer.stopped_early:
         click.echo(
-            f"stopped at step {trainer.progress.step}; {trainer.saved_note()}. Resume with: {runs.resume_command(run_dir)}"
+            one_line(
+                f"stopped at step {trainer.progress.step}; {trainer.saved_note()}. "
+                f"Resume with: {runs.resume_command(run_dir)}"
+            )
         )
         return trainer.exit_status
-    click.echo(trainer.done_note())
+    click.echo(one_line(trainer.done_note()))
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
-        click.echo(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
+        click.echo(
+            one_line(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
+        )
         text = api.generate(best.model(), "", length=SAMPLE_CHARS, random_seed=config.random_seed)
         click.echo(text.lstrip("\n"))
     return 0
