@@ -1607,6 +1607,47 @@ def test_a_disconnected_stream_frees_its_row_at_once(tiny_model):
         wait_until(lambda: active_streams(url) == 0, timeout=2)
 
 
+def unread_stream(url: str, body: dict) -> socket.socket:
+    """A streamed request from a client that never reads its answer: a small receive buffer, soon full."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    data = json.dumps({**body, "stream": True}).encode()
+    head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+@pytest.mark.parametrize(("unsent", "seconds"), [pytest.param(None, 60, marks=pytest.mark.slow), (10**9, 0.5)])
+def test_a_stream_its_client_never_reads_is_stopped_and_frees_its_rows(tiny_model, monkeypatch, unsent, seconds):
+    """A client that sent a stream of n=2 with logprobs and never read it held both rows for as long as it
+    kept its connection (every other request a 429), and the server's memory grew (100 MB a second at n=64)
+    until max_tokens. Now the stream stops once more than MAX_UNSENT a row waits unsent, or once nothing
+    was taken for UNREAD_SECONDS (here 0.5 s, the other bound out of reach), and a client that reads on
+    at last is told why. (Without logprobs, 200,000 characters fit in the sockets' buffers.)"""
+    if unsent is not None:
+        monkeypatch.setattr("charlm.serve.completion.MAX_UNSENT", unsent, raising=False)
+    monkeypatch.setattr("charlm.serve.completion.UNREAD_SECONDS", seconds, raising=False)
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
+    with running(app) as url:
+        wait_healthy(url)
+        body = {"prompt": "a", "max_tokens": 100_000, "n": 2, "logprobs": 20}
+        with contextlib.closing(unread_stream(url, body)) as unread:
+            wait_until(lambda: app.state.server.busy == 2)
+            wait_until(lambda: app.state.server.busy == 0, timeout=10)
+            wait_until(lambda: active_streams_of(app) == 0)  # cancelled rows leave at the next step
+            assert httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 3}).status_code == 200
+            unread.settimeout(10)
+            read = b""
+            while b"client_not_reading" not in read and (part := unread.recv(1 << 20)):
+                read += part
+        assert b"its client did not read it" in read
+
+
+def active_streams_of(app) -> int:
+    return sum(served.engine.active for served in app.state.server.models.values())
+
+
 def test_too_many_streams_is_429_until_one_ends(tiny_model):
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
     with running(app) as url:
