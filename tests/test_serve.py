@@ -1286,6 +1286,25 @@ def test_hostile_json_gets_an_error_in_the_openai_shape_never_a_500(server):
         assert set(error) == {"message", "type", "param", "code"} and error["param"] == param and error["message"]
 
 
+def test_a_lone_surrogate_in_a_template_an_acrostic_or_a_stop_is_a_400_naming_it(server):
+    """A lone surrogate in `template` or `acrostic` was a plain-text 500 (and a traceback in the server's
+    log) when the template was compiled for the model; in `stop` it was taken, a stop no model can write."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    cases = [
+        (b'{"prompt": "a", "template": "_\\ud800_"}', "template"),
+        (b'{"prompt": "a", "template": "__", "acrostic": "\\ud800"}', "acrostic"),
+        (b'{"prompt": "a", "stop": ["x", "\\udc00"]}', "stop"),
+        (b'{"messages": [{"role": "user", "content": "a"}], "template": "\\udfff_"}', "template"),
+    ]
+    for body, param in cases:
+        path = "/v1/chat/completions" if b"messages" in body else "/v1/completions"
+        response = httpx.post(f"{url}{path}", content=body, headers=headers)
+        assert response.status_code == 400, (body, response.text[:200])
+        error = response.json()["error"]
+        assert error["param"] == param and error["message"].startswith(f"{param}: lone surrogate"), error
+
+
 def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them():
     """Issue 26 item 8: the body budget assumed 4 bytes a character, and 64 prompts of 16,384 '’'
     escaped as json.dumps does (6 bytes each) got 413. The body is read (its characters, unseen by this
