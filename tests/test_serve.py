@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import itertools
 import json
+import logging
 import math
 import re
 import signal
@@ -1303,6 +1304,28 @@ def test_a_lone_surrogate_in_a_template_an_acrostic_or_a_stop_is_a_400_naming_it
         assert response.status_code == 400, (body, response.text[:200])
         error = response.json()["error"]
         assert error["param"] == param and error["message"].startswith(f"{param}: lone surrogate"), error
+
+
+def test_a_client_gone_before_its_whole_body_leaves_no_traceback(server):
+    """A client that announced a body longer than it sent, then closed the connection (a timeout), was
+    "Exception in ASGI application" and a ClientDisconnect traceback in the server's log, each time."""
+    url, _ = server
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(handler)
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+                head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                sock.sendall(f"{head}Content-Length: 100\r\n\r\n".encode() + b'{"prompt": "a"')
+                time.sleep(0.05)  # the server is reading the body
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200)
+        time.sleep(0.1)
+    finally:
+        uvicorn_log.removeHandler(handler)
+    assert not logged, logged
 
 
 def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them():

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import forms
@@ -45,11 +46,16 @@ SMALL_BODY = 1 << 14  # bytes of a body parsed and checked on the event loop (at
 
 
 async def read_body(request: Request, limit: int) -> bytearray:
+    """The body, at most `limit` bytes. A client gone before sending all it announced is answered (to
+    no one) as any error is: uncaught, it was a traceback in the server's log, once for every such client."""
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
+    except ClientDisconnect:
+        raise APIError(499, "the client went away before sending its whole body", code="client_disconnected") from None
     return body
 
 
