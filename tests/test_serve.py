@@ -27,6 +27,7 @@ import openai
 import pytest
 import torch
 import uvicorn
+from fastapi.responses import JSONResponse
 from openai import AsyncOpenAI, OpenAI
 
 from bench import browser as headless
@@ -679,6 +680,33 @@ def test_a_template_a_logit_bias_makes_impossible_is_a_400_naming_it(client):
     bias = {letters[c]: -100 for c in "abcdefghijklmnopqrst"}
     written = complete(client, seed=1, logit_bias=bias, extra_body={"template": "____ ___"})[0]
     assert re.fullmatch("[u-z]{4} [u-z]{3}", written), written
+
+
+def test_a_large_answer_is_built_and_written_off_the_event_loop(server, monkeypatch):
+    """A whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB of JSON) was built and written
+    on the event loop, which held every stream and /health for seconds. A large one is now built in a
+    worker thread and written a choice at a time, as JSONResponse writes it; a small one stays on the loop."""
+    from charlm.serve import app as serve_app
+
+    url, _ = server
+    built_in, build = [], serve_app.completion_body
+
+    def recording(*args):
+        built_in.append(threading.current_thread())
+        return build(*args)
+
+    monkeypatch.setattr(serve_app, "completion_body", recording)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for options in ({"max_tokens": 5}, {"max_tokens": 2000, "n": 2, "logprobs": 5}):
+        response = httpx.post(f"{url}/v1/completions", json={"prompt": "a", **options}, headers=headers, timeout=60)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert [len(c["logprobs"]["tokens"]) if c["logprobs"] else 0 for c in response.json()["choices"]] == (
+            [2000, 2000] if "n" in options else [0]
+        )
+    loop_thread, worker = built_in
+    assert worker is not loop_thread
+    body = {"id": '"choices":[]', "choices": [{"text": 'ä\u2028"', "n": 1.5}, {"text": ""}], "usage": {"t": 1}}
+    assert serve_app.rendered(body) == JSONResponse(body).body
 
 
 def test_logprobs_give_each_character_and_its_likeliest_alternatives(client):

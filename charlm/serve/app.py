@@ -43,6 +43,7 @@ SHUTDOWN_GRACE = 1.0  # seconds requests in flight get to finish once the server
 MAX_BODY_OVERHEAD = 1 << 20  # bytes a request body may have beyond its prompts
 MAX_BYTES_PER_CHAR = 12  # a character beyond U+FFFF as JSON escapes it: "\ud83d\ude00"
 SMALL_BODY = 1 << 14  # bytes of a body parsed and checked on the event loop (at most 0.6 ms measured)
+SMALL_ANSWER = 1 << 14  # characters and logprobs of a whole answer built and written on the event loop
 
 
 async def read_body(request: Request, limit: int) -> bytearray:
@@ -311,7 +312,22 @@ async def answer(
         run.cancel()
     if made is None:
         return Response(status_code=499)
-    return JSONResponse(body(*made))
+    params = run.params
+    if params.choices * params.max_tokens * (1 + (params.logprobs or 0)) <= SMALL_ANSWER:
+        return JSONResponse(body(*made))
+    return Response(await asyncio.to_thread(lambda: rendered(body(*made))), media_type="application/json")
+
+
+def rendered(body: dict) -> bytes:
+    """`body` as JSONResponse writes it, for a worker thread, each choice written apart: json.dumps, in C,
+    holds the GIL throughout, and the whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB)
+    built and written on the event loop held every stream and /health for seconds."""
+
+    def dumped(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    choices = ",".join(map(dumped, body["choices"]))  # a string holds no bare quote: "choices" is the field
+    return dumped({**body, "choices": []}).replace('"choices":[]', f'"choices":[{choices}]', 1).encode()
 
 
 def event_stream(events: AsyncIterator[str], run: Completion) -> StreamingResponse:
