@@ -67,10 +67,10 @@ KEY = "test-key"
 
 
 @contextlib.contextmanager
-def running(app, timeout: float = 30):
-    """Serve `app` from a thread on a free port of 127.0.0.1; yields the base URL."""
+def running(app, timeout: float = 30, http: type | str = "auto"):
+    """Serve `app` from a thread on a free port of 127.0.0.1 (with uvicorn's protocol `http`); yields the base URL."""
     sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -1354,6 +1354,58 @@ def test_a_client_gone_before_its_whole_body_leaves_no_traceback(server):
     finally:
         uvicorn_log.removeHandler(handler)
     assert not logged, logged
+
+
+def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bytes:
+    """What the server sent until it closed `sock`, sending `trickle` a byte every 50 ms meanwhile;
+    fails if it is still open after `seconds`."""
+    sock.settimeout(0.05)
+    received, deadline = b"", time.time() + seconds
+    while time.time() < deadline:
+        if trickle:
+            with contextlib.suppress(OSError):
+                sock.sendall(trickle[:1])
+            trickle = trickle[1:]
+        try:
+            part = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return received
+        if not part:
+            return received
+        received += part
+    raise AssertionError(f"still open after {seconds} s")
+
+
+def test_a_request_must_arrive_whole_in_time_and_its_headers_within_a_bound(tiny_model, monkeypatch):
+    """On uvicorn's httptools a connection that sent nothing, its headers a byte at a time (slowloris) or a
+    body shorter than its Content-Length was held for good (200 such held 200 descriptors after 76 s),
+    and a 10 MB header was read whole. `charlm serve` speaks HTTP with `BoundedHttp`: each request must
+    arrive whole within REQUEST_SECONDS (here 0.5 s), its line and headers within MAX_HEAD bytes; a
+    client making requests one after another on one connection is served however long it keeps it."""
+    from charlm.serve import connections
+
+    monkeypatch.setattr(connections, "REQUEST_SECONDS", 0.5)
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig())
+    with running(app, http=connections.BoundedHttp) as url:
+        wait_healthy(url)
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        held = [socket.create_connection(address) for _ in range(3)]
+        held[1].sendall(b"GET /health HTTP/1.1\r\n")
+        held[2].sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        for sock in held:
+            with sock:
+                assert closed_within(sock, 3) == b""
+        with socket.create_connection(address) as slowloris:
+            assert closed_within(slowloris, 3, trickle=b"GET /health HTTP/1.1\r\n" + b"X" * 100) == b""
+        with socket.create_connection(address) as huge:
+            huge.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n")
+            assert closed_within(huge, 3).startswith(b"HTTP/1.1 400 ")
+        with httpx.Client(base_url=url) as kept_alive:
+            for _ in range(4):
+                assert kept_alive.get("/health").status_code == 200
+                time.sleep(0.2)
 
 
 def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them():
