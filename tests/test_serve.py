@@ -1278,6 +1278,29 @@ def test_allow_origin_lets_that_origins_pages_call_the_api_and_no_other(tiny_mod
     assert default.status_code == 405 and "access-control-allow-origin" not in default.headers
 
 
+def test_a_web_page_of_another_origin_cannot_make_the_server_generate(tiny_model, server):
+    """A browser sends a text/plain POST to any address without a CORS preflight, and the server read it
+    as JSON: any web page its user opened could make a server without a key generate (the answer unread).
+    A POST whose Origin is neither the server's own nor one of --allow-origin's is now a 403 saying what
+    to start the server with; the served page (its own origin) and clients without Origin are served."""
+    url, _ = server
+    body = b'{"prompt": "the ", "max_tokens": 3}'
+    for origin in ("http://evil.example", "null", PAGE_ORIGIN):
+        headers = {"Origin": origin, "Content-Type": "text/plain", "Authorization": f"Bearer {KEY}"}
+        refused = httpx.post(f"{url}/v1/completions", content=body, headers=headers)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed"
+        assert refused.json()["error"]["message"].endswith(f"start charlm serve with --allow-origin {origin}")
+        assert refused.headers["x-request-id"]
+    key = {"Authorization": f"Bearer {KEY}"}
+    for headers in ({"Origin": url}, {}):
+        assert httpx.post(f"{url}/v1/completions", content=body, headers={**key, **headers}).status_code == 200
+    config = ServeConfig(allow_origin="*")
+    with running(create_app({"tiny": lambda: tiny_model}, config)) as anyone:
+        wait_healthy(anyone)
+        served = httpx.post(f"{anyone}/v1/completions", content=body, headers={"Origin": "http://evil.example"})
+        assert served.status_code == 200
+
+
 @pytest.mark.parametrize("given", ["localhost:3000", "http://localhost:3000/app", " , "])
 def test_allow_origin_that_is_not_an_origin_is_one_line(given):
     with pytest.raises(CharLMError, match="^allow_origin[: ]"):  # a Python caller: the keyword

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -111,6 +112,30 @@ class EveryAnswer:
         return await self.app(scope, receive, answering)
 
 
+class OtherOrigins:
+    """ASGI middleware: a POST that a web page of another origin sent (its `Origin` header names neither
+    this server's host nor an origin of --allow-origin) is refused before it runs. A browser sends a
+    text/plain or form POST to any address without asking first (no CORS preflight), and the server reads
+    any body as JSON: any page a user opened could make a server on their machine generate, unasked (the
+    answer unread, the rows taken). A client that is no browser sends no `Origin`."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            own = urlsplit(origin).netloc == headers.get(b"host", b"").decode("latin-1")
+            if origin and not own and "*" not in self.allowed and origin not in self.allowed:
+                error = APIError(
+                    403, f"a web page of {origin} may not call this server; to let it, start charlm serve with "
+                    f"--allow-origin {origin}", code="origin_not_allowed",
+                )  # fmt: skip
+                return await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 ENDPOINTS = {
     "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize",
 }  # fmt: skip
@@ -144,6 +169,7 @@ def create_app(
         title="charlm", lifespan=partial(serving, server), docs_url=None, redoc_url=None, openapi_url="/openapi.json"
     )
     app.state.server = server
+    app.add_middleware(OtherOrigins, allowed=config.origins())  # within EveryAnswer: its refusals counted too
     app.add_middleware(EveryAnswer, metrics=server.metrics)
     if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
         methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
