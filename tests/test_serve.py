@@ -14,6 +14,7 @@ import contextlib
 import inspect
 import itertools
 import json
+import logging
 import math
 import re
 import signal
@@ -26,6 +27,7 @@ import openai
 import pytest
 import torch
 import uvicorn
+from fastapi.responses import JSONResponse
 from openai import AsyncOpenAI, OpenAI
 
 from bench import browser as headless
@@ -65,10 +67,10 @@ KEY = "test-key"
 
 
 @contextlib.contextmanager
-def running(app, timeout: float = 30):
-    """Serve `app` from a thread on a free port of 127.0.0.1; yields the base URL."""
+def running(app, timeout: float = 30, http: type | str = "auto"):
+    """Serve `app` from a thread on a free port of 127.0.0.1 (with uvicorn's protocol `http`); yields the base URL."""
     sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -680,6 +682,33 @@ def test_a_template_a_logit_bias_makes_impossible_is_a_400_naming_it(client):
     assert re.fullmatch("[u-z]{4} [u-z]{3}", written), written
 
 
+def test_a_large_answer_is_built_and_written_off_the_event_loop(server, monkeypatch):
+    """A whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB of JSON) was built and written
+    on the event loop, which held every stream and /health for seconds. A large one is now built in a
+    worker thread and written a choice at a time, as JSONResponse writes it; a small one stays on the loop."""
+    from charlm.serve import app as serve_app
+
+    url, _ = server
+    built_in, build = [], serve_app.completion_body
+
+    def recording(*args):
+        built_in.append(threading.current_thread())
+        return build(*args)
+
+    monkeypatch.setattr(serve_app, "completion_body", recording)
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for options in ({"max_tokens": 5}, {"max_tokens": 2000, "n": 2, "logprobs": 5}):
+        response = httpx.post(f"{url}/v1/completions", json={"prompt": "a", **options}, headers=headers, timeout=60)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert [len(c["logprobs"]["tokens"]) if c["logprobs"] else 0 for c in response.json()["choices"]] == (
+            [2000, 2000] if "n" in options else [0]
+        )
+    loop_thread, worker = built_in
+    assert worker is not loop_thread
+    body = {"id": '"choices":[]', "choices": [{"text": 'ä\u2028"', "n": 1.5}, {"text": ""}], "usage": {"t": 1}}
+    assert serve_app.rendered(body) == JSONResponse(body).body
+
+
 def test_logprobs_give_each_character_and_its_likeliest_alternatives(client):
     response = client.completions.create(model="tiny", prompt="the ", max_tokens=20, seed=4, logprobs=3)
     choice, logprobs = response.choices[0], response.choices[0].logprobs
@@ -1249,6 +1278,29 @@ def test_allow_origin_lets_that_origins_pages_call_the_api_and_no_other(tiny_mod
     assert default.status_code == 405 and "access-control-allow-origin" not in default.headers
 
 
+def test_a_web_page_of_another_origin_cannot_make_the_server_generate(tiny_model, server):
+    """A browser sends a text/plain POST to any address without a CORS preflight, and the server read it
+    as JSON: any web page its user opened could make a server without a key generate (the answer unread).
+    A POST whose Origin is neither the server's own nor one of --allow-origin's is now a 403 saying what
+    to start the server with; the served page (its own origin) and clients without Origin are served."""
+    url, _ = server
+    body = b'{"prompt": "the ", "max_tokens": 3}'
+    for origin in ("http://evil.example", "null", PAGE_ORIGIN):
+        headers = {"Origin": origin, "Content-Type": "text/plain", "Authorization": f"Bearer {KEY}"}
+        refused = httpx.post(f"{url}/v1/completions", content=body, headers=headers)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed"
+        assert refused.json()["error"]["message"].endswith(f"start charlm serve with --allow-origin {origin}")
+        assert refused.headers["x-request-id"]
+    key = {"Authorization": f"Bearer {KEY}"}
+    for headers in ({"Origin": url}, {}):
+        assert httpx.post(f"{url}/v1/completions", content=body, headers={**key, **headers}).status_code == 200
+    config = ServeConfig(allow_origin="*")
+    with running(create_app({"tiny": lambda: tiny_model}, config)) as anyone:
+        wait_healthy(anyone)
+        served = httpx.post(f"{anyone}/v1/completions", content=body, headers={"Origin": "http://evil.example"})
+        assert served.status_code == 200
+
+
 @pytest.mark.parametrize("given", ["localhost:3000", "http://localhost:3000/app", " , "])
 def test_allow_origin_that_is_not_an_origin_is_one_line(given):
     with pytest.raises(CharLMError, match="^allow_origin[: ]"):  # a Python caller: the keyword
@@ -1284,6 +1336,99 @@ def test_hostile_json_gets_an_error_in_the_openai_shape_never_a_500(server):
         assert response.status_code == status, (body[:40], response.text[:200])
         error = response.json()["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["param"] == param and error["message"]
+
+
+def test_a_lone_surrogate_in_a_template_an_acrostic_or_a_stop_is_a_400_naming_it(server):
+    """A lone surrogate in `template` or `acrostic` was a plain-text 500 (and a traceback in the server's
+    log) when the template was compiled for the model; in `stop` it was taken, a stop no model can write."""
+    url, _ = server
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    cases = [
+        (b'{"prompt": "a", "template": "_\\ud800_"}', "template"),
+        (b'{"prompt": "a", "template": "__", "acrostic": "\\ud800"}', "acrostic"),
+        (b'{"prompt": "a", "stop": ["x", "\\udc00"]}', "stop"),
+        (b'{"messages": [{"role": "user", "content": "a"}], "template": "\\udfff_"}', "template"),
+    ]
+    for body, param in cases:
+        path = "/v1/chat/completions" if b"messages" in body else "/v1/completions"
+        response = httpx.post(f"{url}{path}", content=body, headers=headers)
+        assert response.status_code == 400, (body, response.text[:200])
+        error = response.json()["error"]
+        assert error["param"] == param and error["message"].startswith(f"{param}: lone surrogate"), error
+
+
+def test_a_client_gone_before_its_whole_body_leaves_no_traceback(server):
+    """A client that announced a body longer than it sent, then closed the connection (a timeout), was
+    "Exception in ASGI application" and a ClientDisconnect traceback in the server's log, each time."""
+    url, _ = server
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addHandler(handler)
+    try:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+                head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                sock.sendall(f"{head}Content-Length: 100\r\n\r\n".encode() + b'{"prompt": "a"')
+                time.sleep(0.05)  # the server is reading the body
+        wait_until(lambda: httpx.get(f"{url}/health").status_code == 200)
+        time.sleep(0.1)
+    finally:
+        uvicorn_log.removeHandler(handler)
+    assert not logged, logged
+
+
+def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bytes:
+    """What the server sent until it closed `sock`, sending `trickle` a byte every 50 ms meanwhile;
+    fails if it is still open after `seconds`."""
+    sock.settimeout(0.05)
+    received, deadline = b"", time.time() + seconds
+    while time.time() < deadline:
+        if trickle:
+            with contextlib.suppress(OSError):
+                sock.sendall(trickle[:1])
+            trickle = trickle[1:]
+        try:
+            part = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return received
+        if not part:
+            return received
+        received += part
+    raise AssertionError(f"still open after {seconds} s")
+
+
+def test_a_request_must_arrive_whole_in_time_and_its_headers_within_a_bound(tiny_model, monkeypatch):
+    """On uvicorn's httptools a connection that sent nothing, its headers a byte at a time (slowloris) or a
+    body shorter than its Content-Length was held for good (200 such held 200 descriptors after 76 s),
+    and a 10 MB header was read whole. `charlm serve` speaks HTTP with `BoundedHttp`: each request must
+    arrive whole within REQUEST_SECONDS (here 0.5 s), its line and headers within MAX_HEAD bytes; a
+    client making requests one after another on one connection is served however long it keeps it."""
+    from charlm.serve import connections
+
+    monkeypatch.setattr(connections, "REQUEST_SECONDS", 0.5)
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig())
+    with running(app, http=connections.BoundedHttp) as url:
+        wait_healthy(url)
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        held = [socket.create_connection(address) for _ in range(3)]
+        held[1].sendall(b"GET /health HTTP/1.1\r\n")
+        held[2].sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        for sock in held:
+            with sock:
+                assert closed_within(sock, 3) == b""
+        with socket.create_connection(address) as slowloris:
+            assert closed_within(slowloris, 3, trickle=b"GET /health HTTP/1.1\r\n" + b"X" * 100) == b""
+        with socket.create_connection(address) as huge:
+            huge.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n")
+            assert closed_within(huge, 3).startswith(b"HTTP/1.1 400 ")
+        with httpx.Client(base_url=url) as kept_alive:
+            for _ in range(4):
+                assert kept_alive.get("/health").status_code == 200
+                time.sleep(0.2)
 
 
 def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them():
@@ -1607,6 +1752,47 @@ def test_a_disconnected_stream_frees_its_row_at_once(tiny_model):
                 timeout=httpx.Timeout(5, read=0.02),
             )
         wait_until(lambda: active_streams(url) == 0, timeout=2)
+
+
+def unread_stream(url: str, body: dict) -> socket.socket:
+    """A streamed request from a client that never reads its answer: a small receive buffer, soon full."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    data = json.dumps({**body, "stream": True}).encode()
+    head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    sock.sendall(head.encode() + data)
+    return sock
+
+
+@pytest.mark.parametrize(("unsent", "seconds"), [pytest.param(None, 60, marks=pytest.mark.slow), (10**9, 0.5)])
+def test_a_stream_its_client_never_reads_is_stopped_and_frees_its_rows(tiny_model, monkeypatch, unsent, seconds):
+    """A client that sent a stream of n=2 with logprobs and never read it held both rows for as long as it
+    kept its connection (every other request a 429), and the server's memory grew (100 MB a second at n=64)
+    until max_tokens. Now the stream stops once more than MAX_UNSENT a row waits unsent, or once nothing
+    was taken for UNREAD_SECONDS (here 0.5 s, the other bound out of reach), and a client that reads on
+    at last is told why. (Without logprobs, 200,000 characters fit in the sockets' buffers.)"""
+    if unsent is not None:
+        monkeypatch.setattr("charlm.serve.completion.MAX_UNSENT", unsent, raising=False)
+    monkeypatch.setattr("charlm.serve.completion.UNREAD_SECONDS", seconds, raising=False)
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
+    with running(app) as url:
+        wait_healthy(url)
+        body = {"prompt": "a", "max_tokens": 100_000, "n": 2, "logprobs": 20}
+        with contextlib.closing(unread_stream(url, body)) as unread:
+            wait_until(lambda: app.state.server.busy == 2)
+            wait_until(lambda: app.state.server.busy == 0, timeout=10)
+            wait_until(lambda: active_streams_of(app) == 0)  # cancelled rows leave at the next step
+            assert httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 3}).status_code == 200
+            unread.settimeout(10)
+            read = b""
+            while b"client_not_reading" not in read and (part := unread.recv(1 << 20)):
+                read += part
+        assert b"its client did not read it" in read
+
+
+def active_streams_of(app) -> int:
+    return sum(served.engine.active for served in app.state.server.models.values())
 
 
 def test_too_many_streams_is_429_until_one_ends(tiny_model):

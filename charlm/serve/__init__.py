@@ -8,6 +8,7 @@
     completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),
                    the hand-off of updates from the engines' threads to asyncio
     app.py         the routes (FastAPI), streaming (server-sent events)
+    connections.py bounds on a connection's request as it arrives (time, header size), under uvicorn
     metrics.py     /metrics in Prometheus's text format
     page.html      the page served at /: self-contained, works offline
     page.css, page.js  its look and what it does as the exported page does (both pages inline them)
@@ -135,6 +136,7 @@ def serve(targets: list[str], config: ServeConfig) -> None:
             import uvicorn
 
             from .app import StoppingServer, create_app
+            from .connections import BoundedHttp
         except ImportError as e:
             raise CharLMError(f"charlm serve needs {e.name}: pip install 'charlm[serve]'") from None
         from .. import threads
@@ -155,7 +157,9 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)
     warn_if_open_to_anyone(config.host, host, app.state.server.api_key)
     server = StoppingServer(
-        uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on"),
+        uvicorn.Config(
+            app, http=BoundedHttp, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on"
+        ),
         app.state.server,
     )
     app.state.server.on_failure = lambda: setattr(server, "should_exit", True)

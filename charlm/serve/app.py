@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from importlib import resources
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -24,6 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import forms
@@ -42,14 +44,20 @@ SHUTDOWN_GRACE = 1.0  # seconds requests in flight get to finish once the server
 MAX_BODY_OVERHEAD = 1 << 20  # bytes a request body may have beyond its prompts
 MAX_BYTES_PER_CHAR = 12  # a character beyond U+FFFF as JSON escapes it: "\ud83d\ude00"
 SMALL_BODY = 1 << 14  # bytes of a body parsed and checked on the event loop (at most 0.6 ms measured)
+SMALL_ANSWER = 1 << 14  # characters and logprobs of a whole answer built and written on the event loop
 
 
 async def read_body(request: Request, limit: int) -> bytearray:
+    """The body, at most `limit` bytes. A client gone before sending all it announced is answered (to
+    no one) as any error is: uncaught, it was a traceback in the server's log, once for every such client."""
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
+    try:
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
+    except ClientDisconnect:
+        raise APIError(499, "the client went away before sending its whole body", code="client_disconnected") from None
     return body
 
 
@@ -104,6 +112,30 @@ class EveryAnswer:
         return await self.app(scope, receive, answering)
 
 
+class OtherOrigins:
+    """ASGI middleware: a POST that a web page of another origin sent (its `Origin` header names neither
+    this server's host nor an origin of --allow-origin) is refused before it runs. A browser sends a
+    text/plain or form POST to any address without asking first (no CORS preflight), and the server reads
+    any body as JSON: any page a user opened could make a server on their machine generate, unasked (the
+    answer unread, the rows taken). A client that is no browser sends no `Origin`."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app, self.allowed = app, allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            origin = headers.get(b"origin", b"").decode("latin-1")
+            own = urlsplit(origin).netloc == headers.get(b"host", b"").decode("latin-1")
+            if origin and not own and "*" not in self.allowed and origin not in self.allowed:
+                error = APIError(
+                    403, f"a web page of {origin} may not call this server; to let it, start charlm serve with "
+                    f"--allow-origin {origin}", code="origin_not_allowed",
+                )  # fmt: skip
+                return await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 ENDPOINTS = {
     "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize",
 }  # fmt: skip
@@ -137,6 +169,7 @@ def create_app(
         title="charlm", lifespan=partial(serving, server), docs_url=None, redoc_url=None, openapi_url="/openapi.json"
     )
     app.state.server = server
+    app.add_middleware(OtherOrigins, allowed=config.origins())  # within EveryAnswer: its refusals counted too
     app.add_middleware(EveryAnswer, metrics=server.metrics)
     if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
         methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
@@ -305,7 +338,22 @@ async def answer(
         run.cancel()
     if made is None:
         return Response(status_code=499)
-    return JSONResponse(body(*made))
+    params = run.params
+    if params.choices * params.max_tokens * (1 + (params.logprobs or 0)) <= SMALL_ANSWER:
+        return JSONResponse(body(*made))
+    return Response(await asyncio.to_thread(lambda: rendered(body(*made))), media_type="application/json")
+
+
+def rendered(body: dict) -> bytes:
+    """`body` as JSONResponse writes it, for a worker thread, each choice written apart: json.dumps, in C,
+    holds the GIL throughout, and the whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB)
+    built and written on the event loop held every stream and /health for seconds."""
+
+    def dumped(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+    choices = ",".join(map(dumped, body["choices"]))  # a string holds no bare quote: "choices" is the field
+    return dumped({**body, "choices": []}).replace('"choices":[]', f'"choices":[{choices}]', 1).encode()
 
 
 def event_stream(events: AsyncIterator[str], run: Completion) -> StreamingResponse:

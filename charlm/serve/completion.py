@@ -43,6 +43,13 @@ from .metrics import Metrics
 from .protocol import APIError, Params, check_length, check_prompt_lengths, form_error
 
 MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
+# A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
+# they made dropped, once it has more than MAX_UNSENT a row waiting unsent (characters, and with logprobs
+# each one's alternatives), or has had something waiting and nothing taken for UNREAD_SECONDS: a client
+# that never read a stream of n=64 held every row (429 for everyone else) for as long as it kept its
+# connection, and with logprobs 20 the server's memory grew 100 MB a second until max_tokens.
+MAX_UNSENT = 65_536
+UNREAD_SECONDS = 10.0
 
 
 @dataclasses.dataclass
@@ -197,9 +204,14 @@ def read_ids(vocab: Vocabulary, read: str) -> torch.Tensor:
 
 
 def deliver(updates: list[Update]) -> None:
-    """On the event loop: each update to the queue of the request it belongs to."""
+    """On the event loop: each update to the request it belongs to (`Completion.receive`)."""
     for update in updates:
-        update.job.sink.put_nowait(update)
+        update.job.sink(update)
+
+
+def size(update: Update) -> int:
+    """What an update holds: its characters, and each token's alternatives."""
+    return len(update.text) + sum(len(token.top or ()) for token in update.tokens or ())
 
 
 class Completion:
@@ -207,7 +219,11 @@ class Completion:
 
     def __init__(self, server: Server, served: Served, params: Params):
         self.server, self.served, self.params = server, served, params
-        self.queue: asyncio.Queue[Update] = asyncio.Queue()
+        self.queue: asyncio.Queue[Update | APIError] = asyncio.Queue()
+        self.unsent = 0  # what the queue holds (`size`), at most MAX_UNSENT a row
+        self.taken = 0  # updates taken from the queue, for `check_taken`
+        self.watch: asyncio.TimerHandle | None = None  # the next `check_taken`
+        self.stopped = False  # by `stop_unread`
         self.jobs: list[Job] = []
         self.rows = params.choices  # taken from the server's --max-streams until released
         # The prompts as the model reads them (Unicode-normalized), read by `prepare`: what `echo`
@@ -276,7 +292,7 @@ class Completion:
         for (seen, logits, state, healed), first, begun in zip(primed, self.seeds, self.begun):
             seeds = [first + i for i in range(self.params.n)]
             job = Job(seen, logits, state, options, seeds, self.params.max_tokens, stops, self.form, self.bias, begun)
-            job.logprobs, job.sink, job.healed = self.params.logprobs, self.queue, healed
+            job.logprobs, job.sink, job.healed = self.params.logprobs, self.receive, healed
             self.jobs.append(job)
             self.served.engine.submit(job)
         self.server.metrics.prompt(self.served.name, self.prompt_chars)
@@ -355,10 +371,48 @@ class Completion:
         """The choice index: prompt p's sample j is p * n + j."""
         return self.jobs.index(update.job) * self.params.n + update.index
 
+    def receive(self, update: Update) -> None:
+        """On the event loop: an update from the engine, queued for the client; a client that leaves
+        too much unread, or takes nothing for too long, is not reading (`MAX_UNSENT`)."""
+        if self.stopped:  # an update published before the engine saw the cancel
+            return
+        self.unsent += size(update)
+        self.queue.put_nowait(update)
+        if self.unsent > MAX_UNSENT * self.params.choices:
+            self.stop_unread(f"over {MAX_UNSENT * self.params.choices:,} characters and logprobs waited unsent")
+        elif self.watch is None:
+            self.watch = asyncio.get_running_loop().call_later(UNREAD_SECONDS, self.check_taken, self.taken)
+
+    def check_taken(self, taken: int) -> None:
+        """`UNREAD_SECONDS` after an update waited: stopped if the client has taken nothing since."""
+        self.watch = None
+        if self.stopped or self.queue.empty():
+            return
+        if self.taken == taken:
+            self.stop_unread(f"nothing was taken for {UNREAD_SECONDS:g} s")
+        else:
+            self.watch = asyncio.get_running_loop().call_later(UNREAD_SECONDS, self.check_taken, self.taken)
+
+    def stop_unread(self, why: str) -> None:
+        """A client that does not read: its samples stop, their rows are freed and what they made is
+        dropped; if it ever reads on, it gets an error after what it was sent."""
+        self.cancel()
+        self.stopped = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.unsent = 0
+        message = f"the stream was stopped: its client did not read it ({why}); read a stream as it comes"
+        self.queue.put_nowait(APIError(408, message, code="client_not_reading"))
+
     async def updates(self) -> AsyncIterator[Update]:
-        """Every update until every sample is finished; an engine error becomes an APIError."""
+        """Every update until every sample is finished; an engine error, or a client that does not read
+        (`receive`), becomes an APIError."""
         while self.open:
             update = await self.queue.get()
+            if isinstance(update, APIError):
+                raise update
+            self.unsent -= size(update)
+            self.taken += 1
             if update.error:
                 raise APIError(500, update.error, code="generation_failed")
             if update.finish_reason is not None:
@@ -377,6 +431,9 @@ class Completion:
         return sum(j.made for j in self.jobs)
 
     def cancel(self) -> None:
+        if self.watch is not None:
+            self.watch.cancel()
+            self.watch = None
         for job in self.jobs:
             self.served.engine.cancel(job)
         self.release()

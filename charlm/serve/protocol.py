@@ -485,6 +485,8 @@ def stream_options_of(body: dict, stream: bool) -> dict | None:
 def stop_texts(body: dict) -> list[str]:
     """`stop`: a string or a list; each is matched on every step of the request's rows, hence the limits."""
     stops = strings(body, "stop", MAX_STOPS) or []
+    for stop in stops:  # a lone surrogate: no model writes it, so it could never stop a text
+        check_text(stop, "stop")
     if "" in stops:
         raise APIError(400, "stop strings must not be empty", "stop", "invalid_value")
     longest = max(map(len, stops), default=0)
@@ -554,6 +556,9 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     """The template that `form`, `template` and `acrostic` ask for (None: free text), checked as far
     as it can be without the model (`completion.py` compiles it for the model's vocabulary)."""
     form, template, acrostic = (string(body, name) for name in FORM_FIELDS)
+    for name, text in (("template", template), ("acrostic", acrostic)):
+        if text is not None:  # a lone surrogate in either was a plain-text 500, compiled for the model
+            check_text(text, name)
     try:
         parsed = forms.template_of(form, template, acrostic, prefix="")
     except CharLMError as e:
