@@ -263,9 +263,11 @@ def train(
     `paths`: a path, a list of them or a glob's matches (None: the built-in Shakespeare). The run's
     folder, under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
     (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
-    `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits
-    may be given, and `paths` only to give the run's own text at a new path (moved or renamed: its
-    digest is checked, and the run records the path). An option or argument given as None is left unset, as if not given, unless None is
+    `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits,
+    cadence, reporting, the learning rate, device and precision may change, and `paths` only give the
+    run's own text at a new path (moved or renamed) or saved in another encoding, given as `encoding`
+    (a UTF-16 text saved as UTF-8: encoding="utf-8"): the digest of its text is checked, and the run
+    records the path and encoding. An option or argument given as None is left unset, as if not given, unless None is
     one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's
     weights (fine-tuning: see finetune.py). Unless quiet, it ends as `charlm train` does, with a done:
     line (on stderr) naming the run's folder and the charlm.load call that reads it.
