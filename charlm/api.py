@@ -35,7 +35,7 @@ from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel, one_line
 from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
-from .runtext import fine_tune_on, misread, not_the_runs_text, reading, run_sources
+from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note_for
 
@@ -211,11 +211,12 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     with peer_note(lambda: lost_note_for(resumed.run_dir, saved=True)):  # a peer lost now: resume again
         with ranks.leader_first():
             try:
-                corpus = load_corpus(
-                    where, config, quiet=config.quiet or not ranks.leader, base=base_vocab, run=saved.corpus
-                )
+                quiet, given = config.quiet or not ranks.leader, "encoding" in overrides
+                if given:
+                    corpus = load_corpus(where, config, quiet=quiet, base=base_vocab, run=saved.corpus)
+                else:  # a text saved as UTF-8 since is read so, and its encoding recorded
+                    corpus, config = load_run_text(where, config, quiet=quiet, base=base_vocab, run=saved.corpus)
             except CharLMError as e:  # another text, or one that does not decode
-                given = "encoding" in overrides
                 if given and (why := misread(where, saved.corpus, config, saved.config, path.parent, base_vocab)):
                     raise CharLMError(why) from None
                 if not isinstance(e, CorpusChanged):
@@ -223,6 +224,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
                 if sources:
                     raise not_the_runs_text(where, saved.corpus, path.parent) from None
                 raise CharLMError(f"{e}; {fine_tune_on(where, path.parent)}") from None
+        resumed = dataclasses.replace(resumed, config=config)  # its encoding as the text was read
         trainer = Trainer(resumed, corpus, ranks, saved.model())
         trainer.restore(saved, read_from)
     return trainer

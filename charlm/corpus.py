@@ -313,6 +313,11 @@ def _decode(
                 yield text[:cut]
 
 
+class Undecodable(CharLMError):
+    """A file that does not decode as the encoding it is read in (or holds NUL bytes, no text's): what a run's
+    text saved in another encoding since gives when read as the run read it (runtext.py reads it as UTF-8)."""
+
+
 def undecodable(
     path: Path,
     encoding: str,
@@ -321,7 +326,7 @@ def undecodable(
     start: int,
     encoding_option: bool = True,
     place: tuple[int, int] = (0, 1),
-) -> CharLMError:
+) -> Undecodable:
     """The error for a block `raw` of a file that does not decode as `encoding`, saying what to do: a file cut
     short, a binary one, or another encoding (the likely one, for UTF-8). `start`: the file offset of the
     bytes the decoder read (those of a character the block before began, then `raw`). `encoding_option`:
@@ -333,12 +338,12 @@ def undecodable(
     if not isinstance(error, UnicodeDecodeError):  # a decoder's own complaint, e.g. UTF-16 without its byte order mark
         order = wide or utf16_without_bom(raw)
         hint = f" or pass {said('encoding', order)}" if order else f" or pass another {said('encoding')}"
-        return CharLMError(
+        return Undecodable(
             f"{path}: cannot be read as {encoding} ({error}); convert it to UTF-8{hint if encoding_option else ''}"
         )
     at = start + error.start
     if not raw and error.end == len(error.object):  # the file ends inside a character: no encoding helps
-        return CharLMError(
+        return Undecodable(
             f"{path}: ends in the middle of a character (its last {len(error.object)} bytes, from byte "
             f"offset {at}, begin one and stop): the file was cut short; remove them or get it whole"
         )
@@ -351,16 +356,16 @@ def undecodable(
     invalid = f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x})"
     if likely in (None, "latin-1") and start == 0 and len(raw) < 64 and utf16_either(raw):
         known = f" or pass its {said('encoding')}" if encoding_option else ""  # 'abc\x80' may be latin-1 after all
-        return CharLMError(
+        return Undecodable(
             f"{invalid}, and too short to tell which encoding it is in (its bytes read as text in more than one): "
             f"save it as UTF-8{known}"
         )
     if likely == "utf-8":  # no encoding reads it: the file is UTF-8 but for those bytes
-        return CharLMError(
+        return Undecodable(
             f"{invalid}, though the text around it is: remove the stray bytes there (another encoding would "
             "misread the rest)"
         )
-    return CharLMError(f"{invalid}; convert it to UTF-8{encoding_hint(likely, encoding, encoding_option, place)}")
+    return Undecodable(f"{invalid}; convert it to UTF-8{encoding_hint(likely, encoding, encoding_option, place)}")
 
 
 def encoding_hint(likely: str | None, encoding: str, encoding_option: bool, place: tuple[int, int]) -> str:
@@ -391,7 +396,7 @@ def files_before(count: int) -> str:
     return "the file before" if count == 1 else f"the {count} files before"
 
 
-def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = True) -> CharLMError:
+def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = True) -> Undecodable:
     """The error for a file holding NUL bytes (`holds` says where): no text file holds one, so it is
     binary (read as UTF-8 or latin-1 it would be scored or trained on as unseen characters), or UTF-16
     without its byte order mark, whose ASCII characters each carry a NUL byte: `data` (its bytes there)
@@ -400,7 +405,7 @@ def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = Tru
     if order := utf16_without_bom(data):
         remedy = said("encoding", order) if encoding_option else "convert it to UTF-8"
         hint = f" (if it is UTF-16 without a byte order mark: {remedy})"
-    return CharLMError(f"{path}: a binary file, not text (it holds {holds}); give a text file{hint}")
+    return Undecodable(f"{path}: a binary file, not text (it holds {holds}); give a text file{hint}")
 
 
 def utf16_without_bom(data: bytes) -> str | None:

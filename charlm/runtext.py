@@ -18,7 +18,7 @@ import numpy as np
 
 from . import runs
 from .config import Config
-from .corpus import is_utf8, source_files
+from .corpus import Undecodable, is_utf8, source_files
 from .errors import CharLMError
 from .fields import call, paths_given, said
 from .tokens import (
@@ -58,21 +58,13 @@ def run_corpus(
     sources = run_sources(corpus, run_dir, instead)
     config = reading(corpus, config, sources, run_dir)
     try:
-        return load_corpus(sources, config, quiet=quiet, base=base, run=corpus)
+        return load_run_text(sources, config, quiet=quiet, base=base, run=corpus)[0]
+    except CorpusChanged as changed:
+        raise CharLMError(f"{changed}{instead}") from None
     except CharLMError as e:
         error = e
-    if "text" in corpus and not is_utf8(config.encoding):
-        try:
-            as_utf8 = dataclasses.replace(config, encoding="utf-8")
-            return load_corpus(sources, as_utf8, quiet=quiet, base=base, run=corpus)
-        except CorpusChanged as changed:  # other text in UTF-8: a text edited as well as converted
-            error = changed
-        except CharLMError:
-            pass  # no UTF-8 text: the run's own reading says what is wrong
-    if isinstance(error, CorpusChanged):
-        raise CharLMError(f"{error}{instead}") from None
     record = ""
-    if "text" in corpus:  # a resume takes another --encoding that reads the run's text, and records it
+    if "text" in corpus and isinstance(error, Undecodable):  # a resume takes another --encoding, and records it
         resume = call(
             "train",
             paths_given(sources),
@@ -82,6 +74,29 @@ def run_corpus(
         )
         record = f" (in another encoding, a resume that trains nothing records the one that reads it: {resume})"
     raise CharLMError(f"{error}; the run's corpus is needed{record}{instead}") from None
+
+
+def load_run_text(
+    sources: list[str], config: Config, *, quiet: bool, base: Vocabulary | None, run: dict
+) -> tuple[TokenCorpus, Config]:
+    """The run's text (`run`, its checkpoint's corpus record) from `sources`, read as `config` says, and the config
+    it was read with. Where that reading fails (the bytes do not decode, or decode into other text) and the
+    record keeps the text's digest, the files are read as UTF-8, what charlm's errors ask a file in another
+    encoding be saved as: the run's text there is taken, in its new encoding, which the caller records (a
+    resume's run.json). Else the first reading's error."""
+    try:
+        return load_corpus(sources, config, quiet=quiet, base=base, run=run), config
+    except CharLMError as e:
+        if "text" not in run or is_utf8(config.encoding):
+            raise
+        error = e
+    as_utf8 = dataclasses.replace(config, encoding="utf-8")
+    try:
+        return load_corpus(sources, as_utf8, quiet=quiet, base=base, run=run), as_utf8
+    except CorpusChanged:
+        raise  # other text in UTF-8 as well: a text edited as well as converted
+    except CharLMError:
+        raise error from None  # no UTF-8 text: the run's own reading says what is wrong
 
 
 def run_sources(corpus: dict, run_dir: Path, instead: str = "") -> list[str]:

@@ -282,7 +282,6 @@ def test_a_run_on_utf16_text_resumes_on_it_saved_as_utf8_and_reads_it_so_from_th
     charlm.train(fox_file, out="run", encoding="utf-16", **{**tiny, "max_steps": 10})
     before = cli("eval", "run", "--quiet").output
     fox_file.write_text(text, encoding="utf-8")
-    one_line_error(cli("train", "--resume", "run", "--max-steps", "12"), "cannot be read as utf-16", "--encoding")
     recorded = cli("train", str(fox_file), "--resume", "run", "--encoding", "utf-8", "--max-steps", "10")
     assert "nothing to train" in recorded.output and latest("run").config.encoding == "utf-16"  # no step, no save
     assert runs.read_run_info(Path("checkpoints/run"))["config"]["encoding"] == "utf-8"
@@ -292,6 +291,36 @@ def test_a_run_on_utf16_text_resumes_on_it_saved_as_utf8_and_reads_it_so_from_th
     fox_file.write_text(text.replace("lazy", "lazz", 1), encoding="utf-16")
     one_line_error(cli("train", "--resume", "run", "--encoding", "utf-16", "--max-steps", "14"), "changed since")
     one_line_error(cli("train", str(fox_file), "--resume", "run", "--encoding", "utf-16"), "is not the text")
+
+
+def test_a_bare_resume_reads_its_utf16_text_saved_as_utf8_and_records_it(fox_file, tiny):
+    """A bare `--resume` of a UTF-16 run whose file was saved as UTF-8 in place (what charlm's errors ask)
+    said "cannot be read as utf-16 ...; convert it to UTF-8": it was. The run's text in UTF-8 (its digest)
+    is read so, and the run goes on recording utf-8; a text edited as well as converted is still refused."""
+    text = fox_file.read_text(encoding="utf-8")
+    fox_file.write_text(text, encoding="utf-16")
+    charlm.train(fox_file, out="run", encoding="utf-16", **{**tiny, "max_steps": 10})
+    fox_file.write_text(text, encoding="utf-8")
+    resumed = cli("train", "--resume", "run", "--max-steps", "12")
+    assert resumed.exit_code == 0, resumed.output
+    assert latest("run").progress.step == 12 and latest("run").config.encoding == "utf-8"
+    assert runs.read_run_info(Path("checkpoints/run"))["config"]["encoding"] == "utf-8"
+    fox_file.write_text(text.replace("lazy", "lazz", 1), encoding="utf-8")
+    one_line_error(cli("train", "--resume", "run", "--max-steps", "14"), "changed since")
+
+
+def test_eval_of_a_run_whose_folder_holds_a_link_to_nothing_is_not_told_of_encodings(tmp_path, tiny):
+    """`charlm eval RUN` of a run whose corpus folder gained a .txt link to nothing added "(in another
+    encoding, a resume that trains nothing records the one that reads it: ...)" to the link's line: that
+    advice is for a text that does not decode, not for a missing file."""
+    book = tmp_path / "book"
+    book.mkdir()
+    (book / "ch1.txt").write_text("the quick brown fox jumps over the lazy dog\n" * 30, encoding="utf-8")
+    charlm.train(book, out="run", **{**tiny, "max_steps": 2})
+    (book / "ch2.txt").symlink_to(tmp_path / "gone.txt")
+    refused = cli("eval", "run", "--quiet")
+    one_line_error(refused, "ch2.txt: a link to")
+    assert "another encoding" not in refused.output
 
 
 def test_a_resume_whose_encoding_misreads_the_run_s_own_files_says_only_the_encoding_differs(tmp_path, tiny):
