@@ -1,12 +1,17 @@
 """Corpus preparation speed and memory, and training memory against corpus size, in one run.
 
     python -m bench.prepare [--mb 100] [--out bench/out/prepare] [--val-fraction F]
+    python -m bench.prepare --many-files 20000 [--out bench/out/prepare]
 
 1. Generates an English-like and a CJK-like corpus of --mb megabytes each (fixed seed).
 2. Prepares each in a fresh process: MB/s and the process's peak RSS.
 3. Trains a few steps on the 100 MB corpus and on its first 1 MB (both prepared beforehand), each
    in a fresh process, and compares peak RSS: memory-mapped ids should make them equal. Each run
    scores its held-out text (charlm's share of the corpus, or --val-fraction) once or twice.
+
+--many-files N instead prepares a folder of N files of one line each (a scraped collection, a poem a
+file) against one file of the same lines, each in a fresh process: a file's own cost (listing, opening,
+hashing, counting) against its bytes', as the ratio of their seconds.
 """
 
 from __future__ import annotations
@@ -80,9 +85,10 @@ def child(code: str, *args: str) -> tuple[float, float, str]:
 PREPARE = """
 import sys, time
 from pathlib import Path
+from charlm.corpus import source_files
 from charlm.tokens import prepare
 start = time.perf_counter()
-folder = prepare([[Path(sys.argv[1])]], root=Path(sys.argv[2]), quiet=True)
+folder = prepare([source_files([sys.argv[1]])], root=Path(sys.argv[2]), quiet=True)
 print(time.perf_counter() - start)
 """
 
@@ -102,24 +108,52 @@ charlm.train(sys.argv[1], out=sys.argv[2], max_steps=steps, max_time=None, eval_
 """
 
 
+def prepared(path: Path, cache: Path) -> tuple[float, float]:
+    """Seconds and peak RSS (MB) of preparing `path` (a file or a folder) in a fresh process, the cache empty."""
+    shutil.rmtree(cache, ignore_errors=True)  # measure a real preparation, not a cache hit
+    _, rss, stdout = child(PREPARE, str(path), str(cache))
+    return float(stdout.split()[-1]), rss
+
+
+def many_files(out: Path, count: int) -> None:
+    """A folder of `count` one-line files against one file of the same lines (--many-files)."""
+    lines = english_like(random.Random(0), count * 40).splitlines(keepends=True)[:count]
+    folder, whole = out / f"lines-{count}", out / f"lines-{count}.txt"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for number, line in enumerate(lines):
+        (folder / f"{number:06d}.txt").write_text(line, encoding="utf-8")
+    whole.write_text("".join(lines), encoding="utf-8")
+    size = whole.stat().st_size / MB
+    print(f"{'corpus':<28} {'MB':>6} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}")
+    seconds = {}
+    for label, path in ((f"{count:,} files of one line", folder), ("one file of the same lines", whole)):
+        seconds[label], rss = prepared(path, out / "cache" / path.name)
+        print(f"{label:<28} {size:>6.2f} {seconds[label]:>8.2f} {size / seconds[label]:>7.2f} {rss:>12.0f}", flush=True)
+    ratio = seconds[f"{count:,} files of one line"] / seconds["one file of the same lines"]
+    print(f"seconds, {count:,} files / one file of the same bytes: {ratio:.1f}x")
+    (out / "result-many-files.json").write_text(json.dumps({"files": count, "seconds": seconds, "ratio": ratio}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--out", default="bench/out/prepare")
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--val-fraction", help="the share each training run holds out (default: charlm's)")
+    parser.add_argument("--many-files", type=int, help="instead: N one-line files against one file of them")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.many_files:
+        return many_files(out, args.many_files)
     cache = out / "cache"
     corpora = {"english-like": english_like, "cjk-like": cjk_like}
     print(f"{'corpus':<14} {'MB':>7} {'seconds':>8} {'MB/s':>7} {'peak RSS MB':>12}")
     for name, make in corpora.items():
         path = out / f"{name}-{args.mb}mb.txt"
         write_corpus(path, make, args.mb)
-        shutil.rmtree(cache / name, ignore_errors=True)  # measure a real preparation, not a cache hit
-        _, rss, stdout = child(PREPARE, str(path), str(cache / name))
-        seconds = float(stdout.split()[-1])
+        seconds, rss = prepared(path, cache / name)
         size = path.stat().st_size / MB
         print(f"{name:<14} {size:>7.1f} {seconds:>8.1f} {size / seconds:>7.1f} {rss:>12.0f}", flush=True)
 

@@ -3,6 +3,7 @@
 import argparse
 import copy
 import dataclasses
+import json
 import math
 import os
 import random
@@ -110,6 +111,15 @@ def test_prepare_bench_runs(tmp_path):
     args = ["--mb", "2", "--train-steps", "1", "--val-fraction", "0.01", "--out", str(tmp_path / "prepare")]
     out = run_bench("prepare", *args)
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
+
+
+def test_prepare_bench_compares_many_files_with_one(tmp_path):
+    """--many-files N: N one-line files (a folder, listed as charlm lists one) against one file of the same
+    lines, both prepared, their seconds compared."""
+    out = run_bench("prepare", "--many-files", "300", "--out", str(tmp_path / "prepare"))
+    assert "300 files of one line" in out and "one file of the same lines" in out
+    result = json.loads((tmp_path / "prepare" / "result-many-files.json").read_text())
+    assert result["files"] == 300 and result["ratio"] > 0
 
 
 def test_finetune_bench_runs(fox_file, tmp_path):
