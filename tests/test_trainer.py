@@ -180,6 +180,31 @@ def test_a_resume_on_its_text_changed_names_it_as_typed_and_a_fine_tune_on_it_th
     assert tuned.exit_code == 0 and latest("tuned").corpus["sources"] == [str(book)], tuned.output
 
 
+def shell_words(command: str) -> list[str]:
+    """The words bash reads from `command` as a user pastes it (its quotes and $'...' undone)."""
+    read = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True)
+    return os.fsdecode(read.stdout).split("\0")[:-1]
+
+
+def test_the_commands_messages_give_for_a_run_folder_named_oddly_paste_into_a_shell(fox_file, tiny):
+    """A run folder named with a space was given bare in the commands messages tell a user to run
+    (`continue it with --resume checkpoints/my run`): pasted, the shell split it in two; one renamed with a
+    line break showed it as one_line's `\\n`, which a shell reads as "n" (`charlm eval checkpoints/my\\nrun
+    FILES`). Each path is one shell word now (quoted, or in $'...'), and each command runs as pasted."""
+    charlm.train(fox_file, out="my run", **{**tiny, "max_steps": 2})
+    resume = "--resume 'checkpoints/my run'"
+    one_line_error(cli("train", str(fox_file), "--out", "my run"), f"continue it with {resume}, or")
+    resumed = cli("train", *shell_words(resume), "--max-steps", "4")
+    assert resumed.exit_code == 0 and latest("my run").progress.step == 4, resumed.output
+    Path("checkpoints/my run").rename("checkpoints/my\nrun")
+    with fox_file.open("a", encoding="utf-8") as text:
+        text.write("a new chapter\n")
+    score = "charlm eval $'checkpoints/my\\nrun' FILES"
+    one_line_error(cli("eval", "checkpoints/my\nrun", "--quiet"), f"({score})")
+    scored = cli(*shell_words(score.replace("FILES", str(fox_file)))[1:], "--quiet")
+    assert scored.exit_code == 0 and "bits per character" in scored.output, scored.output
+
+
 def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_moved(fox_file, tiny, tmp_path):
     """A corpus file moved or renamed (folders reorganised, the run copied to another machine) left its run
     unable to go on: resumed alone, its path was gone; given at its new path, "trained on [...]; resume
