@@ -192,6 +192,22 @@ def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tm
     assert_one_line_error(cli("eval", trained, "--quiet"), f"{fox_file}: no such file", "give FILES to score")
 
 
+def test_eval_without_files_refuses_an_encoding_it_would_not_read_and_names_what_changes_the_run_s(trained, fox_file):
+    """`charlm eval RUN --encoding utf-16` with no FILES scored the run's text as it always reads it, the
+    --encoding unread and unsaid (it reads FILES). It is refused, naming the resume that records the run's
+    text in another encoding; that command, run as given, makes a plain `charlm eval RUN` read it."""
+    before = cli("eval", trained, "--quiet").output
+    fox_file.write_text(fox_file.read_text(encoding="utf-8"), encoding="utf-16")
+    refused = cli("eval", trained, "--encoding", "utf-16", "--quiet")
+    record = "charlm train FILE --resume checkpoints/fox --encoding ENC --max-steps 1"
+    assert_one_line_error(
+        refused, "--encoding utf-16 reads FILES, the texts given to score, and none are given", record
+    )
+    recorded = cli(*record.replace("FILE", str(fox_file)).replace("ENC", "utf-16").split()[1:], "--quiet")
+    assert recorded.exit_code == 0 and "nothing to train" in recorded.output, recorded.output
+    assert cli("eval", trained, "--quiet").output == before
+
+
 def test_eval_of_a_run_whose_corpus_moved_says_how_to_go_on_then_reads_it_where_a_resume_recorded_it(
     trained, fox_file, tmp_path
 ):
