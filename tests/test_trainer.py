@@ -10,6 +10,7 @@ import random
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -524,6 +525,48 @@ def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_pa
     step = latest("run").progress.step
     assert f"stopped at step {step}" in out and "charlm train --resume checkpoints/run" in out
     assert not (tmp_path / "checkpoints/run/.lock").exists()
+
+
+# Installed in a process as its sitecustomize: `charlm train` stalls at OWNER.NAME, saying so in MARK.
+STALL_AT = """
+import importlib, pathlib, time
+owner = importlib.import_module({module!r})
+for part in {owner!r}.split(".")[:-1]:
+    owner = getattr(owner, part)
+
+def stall(*args, **kwargs):
+    pathlib.Path({mark!r}).touch()
+    time.sleep(60)
+
+setattr(owner, {owner!r}.split(".")[-1], stall)
+"""
+
+
+@pytest.mark.slow  # a real process: seconds of importing torch
+@pytest.mark.parametrize(
+    ("module", "owner"),
+    [("charlm.plan", "decide"), ("charlm.trainer", "Trainer.__init__")],
+    ids=["planning", "building"],
+)
+def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_folder(fox_file, tmp_path, module, owner):
+    """Ctrl-C while a new run was planned said "interrupted; checkpoints already written are intact", of a
+    run that had written none; and one while its model was built left the run folder claimed for it
+    (checkpoints/fox-DATE), empty, behind. It says nothing was written, and nothing is left to clean up."""
+    hook, mark = tmp_path / "hook", tmp_path / "stalled"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STALL_AT.format(module=module, owner=owner, mark=str(mark)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(Path(charlm.__file__).parents[1])])}
+    command = [sys.executable, "-m", "charlm", "train", str(fox_file), *TRAIN_ARGS, "--max-steps", "20"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        wait_for(mark, timeout=60)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
+    assert process.returncode == 130 and err.splitlines()[-1] == said, err
+    assert not list(Path("checkpoints").glob("*"))
 
 
 @pytest.fixture
