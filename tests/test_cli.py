@@ -35,12 +35,12 @@ from .conftest import (
     TINY_ARGS,
     assert_one_line_error,
     cli,
+    interrupted_at,
     latest,
     make_model,
     run_cli,
     shared_corpus,
     start_charlm,
-    wait_for,
 )
 from .test_export import run_of
 from .test_serve import Counting
@@ -1429,20 +1429,8 @@ def test_ctrl_c_inside_a_c_extensions_loading_exits_without_a_traceback(tmp_path
         "except KeyboardInterrupt:\n    raise ImportError('cannot load module more than once per process')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(Path(cli_module.__file__).parents[1])])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", *LOADS_TORCH],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        wait_for(loading, timeout=30)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 130 and err == "", err
+    status, err = interrupted_at(loading, LOADS_TORCH, env)
+    assert status == 130 and err == "", err
 
 
 def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(fox_file):

@@ -10,7 +10,6 @@ import random
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
 
-from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_training, wait_for
+from .conftest import TRAIN_ARGS, cli, file_size_limit, interrupted_at, latest, run_cli, start_training, wait_for
 from .conftest import assert_one_line_error as one_line_error
 
 
@@ -556,16 +555,9 @@ def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_fo
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(STALL_AT.format(module=module, owner=owner, mark=str(mark)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(Path(charlm.__file__).parents[1])])}
-    command = [sys.executable, "-m", "charlm", "train", str(fox_file), *TRAIN_ARGS, "--max-steps", "20"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:
-        wait_for(mark, timeout=60)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
+    status, err = interrupted_at(mark, ["train", str(fox_file), *TRAIN_ARGS, "--max-steps", "20"], env)
     said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
-    assert process.returncode == 130 and err.splitlines()[-1] == said, err
+    assert status == 130 and err.splitlines()[-1] == said, err
     assert not list(Path("checkpoints").glob("*"))
 
 
