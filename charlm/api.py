@@ -144,11 +144,16 @@ def start_run(
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
     decided = plan.plan(config, corpus, ranks, start, out)
-    if build is not None:
-        model = build(decided.config, corpus, start)
-    else:
-        model = None if start is None else start.model(corpus.vocab, decided.config.dropout)
-    return Trainer(decided, corpus, ranks, model)
+    try:
+        if build is not None:
+            model = build(decided.config, corpus, start)
+        else:
+            model = None if start is None else start.model(corpus.vocab, decided.config.dropout)
+        return Trainer(decided, corpus, ranks, model)
+    except BaseException:  # Ctrl-C, or an error, before the run wrote anything: the folder claimed for it goes
+        if out is None and ranks.leader:
+            runs.release_claim(decided.run_dir)
+        raise
 
 
 def start_finetune(

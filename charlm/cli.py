@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 from . import catalog, console, files, runs, tables
 from .commands import completion
@@ -24,7 +25,7 @@ from .commands.train import train
 from .commands.usage import OneLineUsageError, said_in_one_line
 from .config import CORPUS_OPTIONS, Config
 from .errors import CharLMError, SaidElsewhere, one_line
-from .fields import SHOWN, on_command_line
+from .fields import SHOWN, call, on_command_line, said
 from .inspection import MAX_CHARS
 from .serve.config import ServeConfig
 from .stopping import leaving_at_once
@@ -191,6 +192,8 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
     first_is_text = bool(given) and names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
+    if not files and click.get_current_context().get_parameter_source("encoding") != ParameterSource.DEFAULT:
+        raise CharLMError(encoding_without_files(encoding, path.parent))
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
     model = checkpoint.model_on(saved, path, where)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
@@ -213,6 +216,17 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
     if unseen := unseen_note(model.vocab, texts):
         click.echo(unseen)
+
+
+def encoding_without_files(encoding: str, run_dir: Path) -> str:
+    """Why `charlm eval RUN --encoding X` alone is refused, where X went unread: what --encoding reads, and
+    how the encoding the run's own text is read in is changed (a resume records it, as runtext says)."""
+    resume = call("train", "FILE", said("resume", run_dir), said("encoding", metavar="ENC"), said("max_steps", 1))
+    return (
+        f"{said('encoding', encoding)} reads FILES, the texts given to score, and none are given; the run's "
+        f"held-out text is read in the encoding its run records: to read it in another, resume the run on its "
+        f"text in that one, which trains nothing ({resume})"
+    )
 
 
 def names_text(path: str) -> bool:

@@ -93,7 +93,7 @@ def call(command: str, *options: str, path: str | PurePath | None = None) -> str
     --resume RUN` on the command line; in Python the function of that name, `charlm.train(resume='RUN')`,
     since a message that gives a whole command is followed by pasting it where its caller works."""
     if flags_said():
-        return " ".join(["charlm", command, *([str(path)] if path is not None else []), *options])
+        return " ".join(["charlm", command, *([typed(path)] if path is not None else []), *options])
     return f"charlm.{command}({together(*([written(path)] if path is not None else []), *options)})"
 
 
@@ -157,20 +157,41 @@ def written(value: object) -> str:
     return SHOWN.repr(value)
 
 
+# What a shell reads as it is, unquoted: shlex's safe characters, with a letter or digit of any script.
+SHELL_PLAIN = re.compile(r"[\w@%+=:,./-]+")
+
+
 def typed(value: object) -> str:
-    """A value as a shell user types it: as it is, or a text holding a newline or other control
-    character in bash's $'...' quoting (`--stop $'\\n\\n'`), which keeps the message on one line."""
+    """A value as a shell user types it, to paste back: as it is where a shell reads it so (`8`,
+    `checkpoints/run`), else one shell word: quoted (`'checkpoints/my run'`), or a text holding a newline
+    or other control character in bash's $'...' quoting (`--stop $'\\n\\n'`), which also keeps the
+    message on one line where errors.one_line would show a `\\n` no shell reads back."""
     text = str(value)
-    if text.isprintable():
-        return text
-    return "$'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+    if not text.isprintable():
+        return "$'" + "".join(map(_ansi_c_escaped, text)) + "'"
+    return text if SHELL_PLAIN.fullmatch(text) else shlex.quote(text)
+
+
+def _ansi_c_escaped(char: str) -> str:
+    """One character inside bash's $'...': a backslash, quote or unprintable one escaped (a letter of
+    any script as it is: `\\xe9` would be the byte, not the UTF-8 é)."""
+    if char in "\\'":
+        return "\\" + char
+    code = ord(char)
+    if char.isprintable():
+        return char
+    if code < 0x80:
+        return repr(char)[1:-1]  # \n, \t, \x1b
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name not in the locale's encoding (os.fsdecode's escape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def paths_given(paths: list[str]) -> str:
-    """Paths as their caller gives them, to paste: each a shell word (quoted where it holds a space or a
-    quote) on the command line, `a.txt 'my book.txt'`; one path, or the list of them, as Python writes it."""
+    """Paths as their caller gives them, to paste: each a shell word (`typed`) on the command line,
+    `a.txt 'my book.txt'`; one path, or the list of them, as Python writes it."""
     if flags_said():
-        return " ".join(shlex.quote(path) if path.isprintable() else typed(path) for path in paths)
+        return " ".join(map(typed, paths))
     return written(paths[0]) if len(paths) == 1 else repr(list(paths))
 
 

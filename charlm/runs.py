@@ -161,6 +161,13 @@ def claim_run_folder(corpus_name: str) -> tuple[float, int]:
             raise files.cannot_write(default_run_folder(corpus_name, stamp, number), e, "the run folder") from None
 
 
+def release_claim(folder: Path) -> None:
+    """Remove a run folder `claim_run_folder` made, while it is still empty: its run stopped before writing
+    anything (Ctrl-C while the model was built), and an empty folder is no run that any command lists."""
+    with contextlib.suppress(OSError):  # not empty (something was written after all), or already gone
+        Path(folder).rmdir()
+
+
 def check_can_make(folder: Path) -> None:
     """Refuse at once, not after minutes of planning and measuring, a run folder that a file stands in
     the way of (`--out notes.txt/run`, or a file named `checkpoints`)."""

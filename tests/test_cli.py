@@ -35,12 +35,12 @@ from .conftest import (
     TINY_ARGS,
     assert_one_line_error,
     cli,
+    interrupted_at,
     latest,
     make_model,
     run_cli,
     shared_corpus,
     start_charlm,
-    wait_for,
 )
 from .test_export import run_of
 from .test_serve import Counting
@@ -190,6 +190,22 @@ def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tm
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached  # refused before it was prepared
     fox_file.unlink()
     assert_one_line_error(cli("eval", trained, "--quiet"), f"{fox_file}: no such file", "give FILES to score")
+
+
+def test_eval_without_files_refuses_an_encoding_it_would_not_read_and_names_what_changes_the_run_s(trained, fox_file):
+    """`charlm eval RUN --encoding utf-16` with no FILES scored the run's text as it always reads it, the
+    --encoding unread and unsaid (it reads FILES). It is refused, naming the resume that records the run's
+    text in another encoding; that command, run as given, makes a plain `charlm eval RUN` read it."""
+    before = cli("eval", trained, "--quiet").output
+    fox_file.write_text(fox_file.read_text(encoding="utf-8"), encoding="utf-16")
+    refused = cli("eval", trained, "--encoding", "utf-16", "--quiet")
+    record = "charlm train FILE --resume checkpoints/fox --encoding ENC --max-steps 1"
+    assert_one_line_error(
+        refused, "--encoding utf-16 reads FILES, the texts given to score, and none are given", record
+    )
+    recorded = cli(*record.replace("FILE", str(fox_file)).replace("ENC", "utf-16").split()[1:], "--quiet")
+    assert recorded.exit_code == 0 and "nothing to train" in recorded.output, recorded.output
+    assert cli("eval", trained, "--quiet").output == before
 
 
 def test_eval_of_a_run_whose_corpus_moved_says_how_to_go_on_then_reads_it_where_a_resume_recorded_it(
@@ -1413,20 +1429,8 @@ def test_ctrl_c_inside_a_c_extensions_loading_exits_without_a_traceback(tmp_path
         "except KeyboardInterrupt:\n    raise ImportError('cannot load module more than once per process')\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(Path(cli_module.__file__).parents[1])])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "charlm", *LOADS_TORCH],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        wait_for(loading, timeout=30)
-        process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 130 and err == "", err
+    status, err = interrupted_at(loading, LOADS_TORCH, env)
+    assert status == 130 and err == "", err
 
 
 def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(fox_file):

@@ -22,7 +22,7 @@ from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
 
-from .conftest import TRAIN_ARGS, cli, file_size_limit, latest, run_cli, start_training, wait_for
+from .conftest import TRAIN_ARGS, cli, file_size_limit, interrupted_at, latest, run_cli, start_training, wait_for
 from .conftest import assert_one_line_error as one_line_error
 
 
@@ -178,6 +178,31 @@ def test_a_resume_on_its_text_changed_names_it_as_typed_and_a_fine_tune_on_it_th
     assert refused.output.strip().endswith(fine_tune)
     tuned = cli(*shlex.split(fine_tune)[1:], "--out", "tuned", "--max-steps", "2", "--quiet")
     assert tuned.exit_code == 0 and latest("tuned").corpus["sources"] == [str(book)], tuned.output
+
+
+def shell_words(command: str) -> list[str]:
+    """The words bash reads from `command` as a user pastes it (its quotes and $'...' undone)."""
+    read = subprocess.run(["bash", "-c", f"printf '%s\\0' {command}"], capture_output=True, check=True)
+    return os.fsdecode(read.stdout).split("\0")[:-1]
+
+
+def test_the_commands_messages_give_for_a_run_folder_named_oddly_paste_into_a_shell(fox_file, tiny):
+    """A run folder named with a space was given bare in the commands messages tell a user to run
+    (`continue it with --resume checkpoints/my run`): pasted, the shell split it in two; one renamed with a
+    line break showed it as one_line's `\\n`, which a shell reads as "n" (`charlm eval checkpoints/my\\nrun
+    FILES`). Each path is one shell word now (quoted, or in $'...'), and each command runs as pasted."""
+    charlm.train(fox_file, out="my run", **{**tiny, "max_steps": 2})
+    resume = "--resume 'checkpoints/my run'"
+    one_line_error(cli("train", str(fox_file), "--out", "my run"), f"continue it with {resume}, or")
+    resumed = cli("train", *shell_words(resume), "--max-steps", "4")
+    assert resumed.exit_code == 0 and latest("my run").progress.step == 4, resumed.output
+    Path("checkpoints/my run").rename("checkpoints/my\nrun")
+    with fox_file.open("a", encoding="utf-8") as text:
+        text.write("a new chapter\n")
+    score = "charlm eval $'checkpoints/my\\nrun' FILES"
+    one_line_error(cli("eval", "checkpoints/my\nrun", "--quiet"), f"({score})")
+    scored = cli(*shell_words(score.replace("FILES", str(fox_file)))[1:], "--quiet")
+    assert scored.exit_code == 0 and "bits per character" in scored.output, scored.output
 
 
 def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_moved(fox_file, tiny, tmp_path):
@@ -499,6 +524,41 @@ def test_sigint_saves_at_a_step_boundary_and_says_how_to_resume(fox_file, tmp_pa
     step = latest("run").progress.step
     assert f"stopped at step {step}" in out and "charlm train --resume checkpoints/run" in out
     assert not (tmp_path / "checkpoints/run/.lock").exists()
+
+
+# Installed in a process as its sitecustomize: `charlm train` stalls at OWNER.NAME, saying so in MARK.
+STALL_AT = """
+import importlib, pathlib, time
+owner = importlib.import_module({module!r})
+for part in {owner!r}.split(".")[:-1]:
+    owner = getattr(owner, part)
+
+def stall(*args, **kwargs):
+    pathlib.Path({mark!r}).touch()
+    time.sleep(60)
+
+setattr(owner, {owner!r}.split(".")[-1], stall)
+"""
+
+
+@pytest.mark.slow  # a real process: seconds of importing torch
+@pytest.mark.parametrize(
+    ("module", "owner"),
+    [("charlm.plan", "decide"), ("charlm.trainer", "Trainer.__init__")],
+    ids=["planning", "building"],
+)
+def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_folder(fox_file, tmp_path, module, owner):
+    """Ctrl-C while a new run was planned said "interrupted; checkpoints already written are intact", of a
+    run that had written none; and one while its model was built left the run folder claimed for it
+    (checkpoints/fox-DATE), empty, behind. It says nothing was written, and nothing is left to clean up."""
+    hook, mark = tmp_path / "hook", tmp_path / "stalled"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(STALL_AT.format(module=module, owner=owner, mark=str(mark)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(Path(charlm.__file__).parents[1])])}
+    status, err = interrupted_at(mark, ["train", str(fox_file), *TRAIN_ARGS, "--max-steps", "20"], env)
+    said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
+    assert status == 130 and err.splitlines()[-1] == said, err
+    assert not list(Path("checkpoints").glob("*"))
 
 
 @pytest.fixture

@@ -76,12 +76,22 @@ def train(
     with ranks.group(timeout):
         # --resume alone continues the most recent run, as charlm.train(resume=True) does
         resumed = False if resume is None else resume or True
-        trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
+        try:
+            trainer = api.start_trainer(list(corpus), given, out, resumed, init_from, ranks)
+        except KeyboardInterrupt:  # the corpus read, the run planned: no checkpoint of this start yet
+            raise KeyboardInterrupt(not_started_note(resume is not None)) from None
         with peer_note(trainer.lost_note):  # a peer lost from here on: the line says where the run goes on from
             status = train_ranks(trainer, ranks)
             ranks.leave()
     if status:  # after the ranks left together: a rank that exits first breaks its peers' last barrier
         sys.exit(status)
+
+
+def not_started_note(resuming: bool) -> str:
+    """What Ctrl-C before training began leaves: a resumed run as it was; of a new run, nothing at all."""
+    if resuming:
+        return "interrupted before training resumed; the run's checkpoints are as they were"
+    return "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
 
 
 def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
