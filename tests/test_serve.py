@@ -1301,6 +1301,27 @@ def test_a_web_page_of_another_origin_cannot_make_the_server_generate(tiny_model
         assert served.status_code == 200
 
 
+def test_a_long_value_is_cut_in_an_error_message(client):
+    """An integer of 4,300 digits (the most JSON gives Python), a model's id or a field's name of
+    megabytes, were echoed whole in the error's message."""
+    huge, long = 10**4000, "x" * 100_000
+    cases = [
+        ({"max_tokens": huge}, "between 0 and 2000 (charlm serve --max-tokens), not 10000000000000000000... (4,001 digits)"),
+        ({"seed": -huge}, "not -10000000000000000000... (4,001 digits)"),
+        ({"temperature": huge}, "temperature must be at least 0.0 and at most 100.0, not 10000000000000000000..."),
+        ({"model": long}, f"the model `{'x' * 60}... (100,000 characters)` does not exist here"),
+        ({long: 1}, f"unrecognized request argument supplied: {'x' * 60}... (100,000 characters)"),
+        ({"logit_bias": {long: 1}}, f'not "{"x" * 60}... (100,000 characters)"'),
+        ({"form": long}, f"form '{'x' * 60}... (100,000 characters)' is not a form"),
+        ({"stream": True, "stream_options": {long: True}}, f"stream_options.{'x' * 60}... (100,000 characters)"),
+    ]  # fmt: skip
+    for extra, expected in cases:
+        with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as caught:
+            client.completions.create(model="tiny", prompt="a", max_tokens=2, extra_body=extra)
+        message = caught.value.body["message"]
+        assert expected in message and len(message) < 300, message[:300]
+
+
 @pytest.mark.parametrize("given", ["localhost:3000", "http://localhost:3000/app", " , "])
 def test_allow_origin_that_is_not_an_origin_is_one_line(given):
     with pytest.raises(CharLMError, match="^allow_origin[: ]"):  # a Python caller: the keyword

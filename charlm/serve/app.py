@@ -36,7 +36,7 @@ from .completion import Completion, Served, Server, known_characters, known_piec
 from .config import ServeConfig
 from .engine import Token, Update
 from .metrics import Metrics
-from .protocol import APIError
+from .protocol import APIError, shown
 
 T = TypeVar("T")
 
@@ -129,8 +129,8 @@ class OtherOrigins:
             own = urlsplit(origin).netloc == headers.get(b"host", b"").decode("latin-1")
             if origin and not own and "*" not in self.allowed and origin not in self.allowed:
                 error = APIError(
-                    403, f"a web page of {origin} may not call this server; to let it, start charlm serve with "
-                    f"--allow-origin {origin}", code="origin_not_allowed",
+                    403, f"a web page of {shown(origin)} may not call this server; to let it, start charlm serve "
+                    f"with --allow-origin {shown(origin)}", code="origin_not_allowed",
                 )  # fmt: skip
                 return await JSONResponse(error.body(), status_code=403)(scope, receive, send)
         return await self.app(scope, receive, send)
