@@ -9,6 +9,7 @@ cancels its jobs: their rows leave the batch at the next step.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import threading
 import uuid
@@ -136,6 +137,50 @@ class OtherOrigins:
         return await self.app(scope, receive, send)
 
 
+class OtherHosts:
+    """ASGI middleware for a server bound to a loopback address: a request whose `Host` names neither this
+    machine (localhost, a name under .localhost, a loopback address, any port) nor the host of an
+    --allow-origin origin is refused. DNS rebinding: a page of an attacker's domain whose name then
+    resolves to 127.0.0.1 calls this server as its own origin (`Origin` and `Host` both that domain), which
+    no check of `Origin` tells from the served page; only the name the browser used gives it away."""
+
+    def __init__(self, app: ASGIApp, listening_on: str, allowed: list[str]) -> None:
+        self.app, self.listening_on = app, listening_on
+        self.allowed = {urlsplit(origin).hostname for origin in allowed if origin != "*"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host and not self.named_here(host):  # no Host at all: no browser sent it (HTTP/1.0)
+                error = APIError(
+                    403, f"this server listens on {self.listening_on} and answers to localhost or 127.0.0.1, not "
+                    f"to the name {shown(host)} (what a web page of another domain reaching it by DNS rebinding "
+                    f"sends); to reach it by that name, start charlm serve with --allow-origin http://{shown(host)}",
+                    code="host_not_allowed",
+                )  # fmt: skip
+                return await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    def named_here(self, host: str) -> bool:
+        try:
+            name = urlsplit(f"//{host}").hostname or ""
+        except ValueError:  # "[::1" and the like: no name at all
+            return False
+        return loopback(name) or name in self.allowed
+
+
+def loopback(host: str) -> bool:
+    """Whether `host`, a name or an address, can only be this machine: localhost, a name under .localhost
+    (RFC 6761: browsers resolve those to loopback themselves), a loopback address."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 ENDPOINTS = {
     "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize",
 }  # fmt: skip
@@ -170,6 +215,8 @@ def create_app(
     )
     app.state.server = server
     app.add_middleware(OtherOrigins, allowed=config.origins())  # within EveryAnswer: its refusals counted too
+    if loopback(config.host):  # on another address the machine is reached by any of its names: --api-key guards it
+        app.add_middleware(OtherHosts, listening_on=config.host, allowed=config.origins())
     app.add_middleware(EveryAnswer, metrics=server.metrics)
     if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
         methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
