@@ -1352,6 +1352,18 @@ def test_curl_the_openai_client_and_the_page_reach_a_loopback_server_by_its_name
         assert json.loads(answer.stdout) == {"status": "ok"}, answer.stderr
 
 
+def test_head_is_answered_where_get_is_without_a_body(server):
+    """Uptime checkers ask HEAD /health: FastAPI's GET routes answered it 405."""
+    url, _ = server
+    for path in ("/health", "/v1/models", "/v1/models/tiny", "/", "/openapi.json"):
+        got, head = httpx.get(f"{url}{path}"), httpx.head(f"{url}{path}")
+        assert head.status_code == got.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"] and head.headers["x-request-id"]
+    assert httpx.head(f"{url}/metrics").status_code == 401  # as GET without the key
+    assert httpx.head(f"{url}/v1/completions").status_code == 405  # no GET there either
+    assert httpx.head(f"{url}/nowhere").status_code == 404
+
+
 def test_a_long_value_is_cut_in_an_error_message(client):
     """An integer of 4,300 digits (the most JSON gives Python), a model's id or a field's name of
     megabytes, were echoed whole in the error's message."""

@@ -181,6 +181,25 @@ def loopback(host: str) -> bool:
         return False
 
 
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET is, headers only (uptime checkers ask `HEAD /health`);
+    FastAPI's GET routes alone answered it 405. A path without GET still answers HEAD 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        return await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 ENDPOINTS = {
     "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize",
 }  # fmt: skip
@@ -214,6 +233,7 @@ def create_app(
         title="charlm", lifespan=partial(serving, server), docs_url=None, redoc_url=None, openapi_url="/openapi.json"
     )
     app.state.server = server
+    app.add_middleware(HeadAsGet)
     app.add_middleware(OtherOrigins, allowed=config.origins())  # within EveryAnswer: its refusals counted too
     if loopback(config.host):  # on another address the machine is reached by any of its names: --api-key guards it
         app.add_middleware(OtherHosts, listening_on=config.host, allowed=config.origins())
