@@ -11,6 +11,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import gzip
 import inspect
 import itertools
 import json
@@ -1362,6 +1363,22 @@ def test_head_is_answered_where_get_is_without_a_body(server):
     assert httpx.head(f"{url}/metrics").status_code == 401  # as GET without the key
     assert httpx.head(f"{url}/v1/completions").status_code == 405  # no GET there either
     assert httpx.head(f"{url}/nowhere").status_code == 404
+
+
+def test_a_compressed_body_is_refused_saying_so_not_as_invalid_json(server):
+    """A gzip'd body was read as JSON: 400 "not valid JSON ('utf-8' codec can't decode byte 0x8b ...)"."""
+    url, _ = server
+    body = gzip.compress(json.dumps({"prompt": "the ", "max_tokens": 3}).encode())
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for encoding in ("gzip", "br", "deflate"):
+        answer = httpx.post(f"{url}/v1/completions", content=body, headers={**headers, "Content-Encoding": encoding})
+        error = answer.json()["error"]
+        assert answer.status_code == 415 and error["code"] == "unsupported_content_encoding" and error["param"] is None
+        assert f"(Content-Encoding: {encoding})" in error["message"] and "\n" not in error["message"]
+        assert answer.headers["accept-encoding"] == "identity"
+    plain = json.dumps({"prompt": "the ", "max_tokens": 3}).encode()
+    identity = {**headers, "Content-Encoding": "identity"}
+    assert httpx.post(f"{url}/v1/completions", content=plain, headers=identity).status_code == 200
 
 
 def test_a_long_value_is_cut_in_an_error_message(client):
