@@ -31,6 +31,7 @@ import pytest
 import torch
 import uvicorn
 from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from openai import AsyncOpenAI, OpenAI
 
 from bench import browser as headless
@@ -1332,6 +1333,8 @@ def test_a_page_reaching_a_loopback_server_by_dns_rebinding_is_refused(tiny_mode
     ]:
         with running(create_app({"tiny": lambda: tiny_model}, config)) as other:
             assert httpx.get(f"{other}/v1/models", headers={"Host": host}).status_code == status, (config, host)
+    with TestClient(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as test_client:  # no network
+        assert test_client.get("/v1/models").status_code == 200  # its Host: testserver
 
 
 def test_curl_the_openai_client_and_the_page_reach_a_loopback_server_by_its_names(server):

@@ -157,7 +157,7 @@ class OtherHosts:
         self.allowed = {urlsplit(origin).hostname for origin in allowed if origin != "*"}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self.arrived_on_loopback(scope):
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
             if host and not self.named_here(host):  # no Host at all: no browser sent it (HTTP/1.0)
                 error = APIError(
@@ -168,6 +168,13 @@ class OtherHosts:
                 )  # fmt: skip
                 return await JSONResponse(error.body(), status_code=403)(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    @staticmethod
+    def arrived_on_loopback(scope: Scope) -> bool:
+        """Whether the request came to a loopback address of this machine, where a rebound page's requests
+        come: not one of FastAPI's TestClient (whose Host is `testserver`), which comes over no network."""
+        server = scope.get("server")
+        return server is None or loopback(str(server[0]))
 
     def named_here(self, host: str) -> bool:
         try:
