@@ -11,14 +11,17 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import gzip
 import inspect
 import itertools
 import json
 import logging
 import math
 import re
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -28,6 +31,7 @@ import pytest
 import torch
 import uvicorn
 from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from openai import AsyncOpenAI, OpenAI
 
 from bench import browser as headless
@@ -1301,6 +1305,106 @@ def test_a_web_page_of_another_origin_cannot_make_the_server_generate(tiny_model
         assert served.status_code == 200
 
 
+def test_a_page_reaching_a_loopback_server_by_dns_rebinding_is_refused(tiny_model, server):
+    """A page of an attacker's domain that then resolves to 127.0.0.1 calls the server as its own origin:
+    Origin http://evil.example:PORT and Host evil.example:PORT, which the Origin check passed (200). A server
+    bound to a loopback address now answers only to loopback names and the hosts of --allow-origin."""
+    url, _ = server
+    port = url.rsplit(":", 1)[1]
+    rebound = {"Host": f"evil.example:{port}", "Authorization": f"Bearer {KEY}"}
+    body = b'{"prompt": "the ", "max_tokens": 3}'
+    cases = [
+        httpx.post(f"{url}/v1/completions", content=body, headers={**rebound, "Origin": f"http://evil.example:{port}"}),
+        httpx.get(f"{url}/v1/models", headers=rebound),
+        httpx.get(f"{url}/", headers=rebound),
+    ]
+    for refused in cases:
+        error = refused.json()["error"]
+        assert refused.status_code == 403 and error["code"] == "host_not_allowed" and error["param"] is None
+        assert error["message"].endswith(f"start charlm serve with --allow-origin http://evil.example:{port}")
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "app.localhost"):
+        assert httpx.get(f"{url}/health", headers={"Host": host}).status_code == 200, host
+    page = "http://myapp.test:5173"  # a name of this machine the user gave: a host of --allow-origin
+    for config, host, status in [
+        (ServeConfig(allow_origin=page), "myapp.test:8080", 200),
+        (ServeConfig(allow_origin=page), "evil.example", 403),
+        (ServeConfig(allow_origin="*"), "evil.example", 403),  # any page by CORS, not any name
+        (ServeConfig(host="0.0.0.0"), "evil.example", 200),  # reached by any of the machine's names
+    ]:
+        with running(create_app({"tiny": lambda: tiny_model}, config)) as other:
+            assert httpx.get(f"{other}/v1/models", headers={"Host": host}).status_code == status, (config, host)
+    with TestClient(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as test_client:  # no network
+        assert test_client.get("/v1/models").status_code == 200  # its Host: testserver
+
+
+def test_curl_the_openai_client_and_the_page_reach_a_loopback_server_by_its_names(server):
+    url, _ = server
+    port = url.rsplit(":", 1)[1]
+    for base in (url, f"http://localhost:{port}"):
+        models = OpenAI(base_url=f"{base}/v1", api_key=KEY, max_retries=0).models.list()
+        assert [m.id for m in models.data] == ["tiny"]
+        page = httpx.get(f"{base}/")
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        origin = {"Origin": base, "Authorization": f"Bearer {KEY}"}  # what the served page's fetch sends
+        assert httpx.post(f"{base}/v1/completions", json={"prompt": "a", "max_tokens": 2}, headers=origin).is_success
+    if shutil.which("curl") is None:
+        missing("curl (apt-get install curl)")
+    for base in (url, f"http://localhost:{port}"):
+        answer = subprocess.run(
+            ["curl", "-sS", f"{base}/health"], check=False, capture_output=True, text=True, timeout=30
+        )
+        assert json.loads(answer.stdout) == {"status": "ok"}, answer.stderr
+
+
+def test_head_is_answered_where_get_is_without_a_body(server):
+    """Uptime checkers ask HEAD /health: FastAPI's GET routes answered it 405."""
+    url, _ = server
+    for path in ("/health", "/v1/models", "/v1/models/tiny", "/", "/openapi.json"):
+        got, head = httpx.get(f"{url}{path}"), httpx.head(f"{url}{path}")
+        assert head.status_code == got.status_code == 200 and head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"] and head.headers["x-request-id"]
+    assert httpx.head(f"{url}/metrics").status_code == 401  # as GET without the key
+    assert httpx.head(f"{url}/v1/completions").status_code == 405  # no GET there either
+    assert httpx.head(f"{url}/nowhere").status_code == 404
+
+
+def test_a_compressed_body_is_refused_saying_so_not_as_invalid_json(server):
+    """A gzip'd body was read as JSON: 400 "not valid JSON ('utf-8' codec can't decode byte 0x8b ...)"."""
+    url, _ = server
+    body = gzip.compress(json.dumps({"prompt": "the ", "max_tokens": 3}).encode())
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for encoding in ("gzip", "br", "deflate"):
+        answer = httpx.post(f"{url}/v1/completions", content=body, headers={**headers, "Content-Encoding": encoding})
+        error = answer.json()["error"]
+        assert answer.status_code == 415 and error["code"] == "unsupported_content_encoding" and error["param"] is None
+        assert f"(Content-Encoding: {encoding})" in error["message"] and "\n" not in error["message"]
+        assert answer.headers["accept-encoding"] == "identity"
+    plain = json.dumps({"prompt": "the ", "max_tokens": 3}).encode()
+    identity = {**headers, "Content-Encoding": "identity"}
+    assert httpx.post(f"{url}/v1/completions", content=plain, headers=identity).status_code == 200
+
+
+def test_a_long_value_is_cut_in_an_error_message(client):
+    """An integer of 4,300 digits (the most JSON gives Python), a model's id or a field's name of
+    megabytes, were echoed whole in the error's message."""
+    huge, long = 10**4000, "x" * 100_000
+    cases = [
+        ({"max_tokens": huge}, "between 0 and 2000 (charlm serve --max-tokens), not 10000000000000000000... (4,001 digits)"),
+        ({"seed": -huge}, "not -10000000000000000000... (4,001 digits)"),
+        ({"temperature": huge}, "temperature must be at least 0.0 and at most 100.0, not 10000000000000000000..."),
+        ({"model": long}, f"the model `{'x' * 60}... (100,000 characters)` does not exist here"),
+        ({long: 1}, f"unrecognized request argument supplied: {'x' * 60}... (100,000 characters)"),
+        ({"logit_bias": {long: 1}}, f'not "{"x" * 60}... (100,000 characters)"'),
+        ({"form": long}, f"form '{'x' * 60}... (100,000 characters)' is not a form"),
+        ({"stream": True, "stream_options": {long: True}}, f"stream_options.{'x' * 60}... (100,000 characters)"),
+    ]  # fmt: skip
+    for extra, expected in cases:
+        with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as caught:
+            client.completions.create(model="tiny", prompt="a", max_tokens=2, extra_body=extra)
+        message = caught.value.body["message"]
+        assert expected in message and len(message) < 300, message[:300]
+
+
 @pytest.mark.parametrize("given", ["localhost:3000", "http://localhost:3000/app", " , "])
 def test_allow_origin_that_is_not_an_origin_is_one_line(given):
     with pytest.raises(CharLMError, match="^allow_origin[: ]"):  # a Python caller: the keyword
@@ -1369,7 +1473,7 @@ def test_a_client_gone_before_its_whole_body_leaves_no_traceback(server):
     try:
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
-                head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                head = f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
                 sock.sendall(f"{head}Content-Length: 100\r\n\r\n".encode() + b'{"prompt": "a"')
                 time.sleep(0.05)  # the server is reading the body
         wait_until(lambda: httpx.get(f"{url}/health").status_code == 200)
@@ -1416,14 +1520,14 @@ def test_a_request_must_arrive_whole_in_time_and_its_headers_within_a_bound(tiny
         address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
         held = [socket.create_connection(address) for _ in range(3)]
         held[1].sendall(b"GET /health HTTP/1.1\r\n")
-        held[2].sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        held[2].sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{")
         for sock in held:
             with sock:
                 assert closed_within(sock, 3) == b""
         with socket.create_connection(address) as slowloris:
             assert closed_within(slowloris, 3, trickle=b"GET /health HTTP/1.1\r\n" + b"X" * 100) == b""
         with socket.create_connection(address) as huge:
-            huge.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 100_000 + b"\r\n\r\n")
+            huge.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 100_000 + b"\r\n\r\n")
             assert closed_within(huge, 3).startswith(b"HTTP/1.1 400 ")
         with httpx.Client(base_url=url) as kept_alive:
             for _ in range(4):
@@ -1760,7 +1864,7 @@ def unread_stream(url: str, body: dict) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", int(url.rsplit(":", 1)[1])))
     data = json.dumps({**body, "stream": True}).encode()
-    head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    head = f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     sock.sendall(head.encode() + data)
     return sock
 

@@ -9,6 +9,7 @@ cancels its jobs: their rows leave the batch at the next step.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import threading
 import uuid
@@ -36,7 +37,7 @@ from .completion import Completion, Served, Server, known_characters, known_piec
 from .config import ServeConfig
 from .engine import Token, Update
 from .metrics import Metrics
-from .protocol import APIError
+from .protocol import APIError, shown
 
 T = TypeVar("T")
 
@@ -48,8 +49,16 @@ SMALL_ANSWER = 1 << 14  # characters and logprobs of a whole answer built and wr
 
 
 async def read_body(request: Request, limit: int) -> bytearray:
-    """The body, at most `limit` bytes. A client gone before sending all it announced is answered (to
-    no one) as any error is: uncaught, it was a traceback in the server's log, once for every such client."""
+    """The body, at most `limit` bytes, as sent: one with a Content-Encoding (gzip) is refused unread (a
+    decompressed body would need a bound of its own: a gzip bomb). A client gone before sending all it
+    announced is answered (to no one) as any error is: uncaught, it was a traceback in the server's log,
+    once for every such client."""
+    encoding = request.headers.get("content-encoding", "identity").strip()
+    if encoding.lower() != "identity":  # a compressed body was read as JSON: "not valid JSON (... utf-8 ...)"
+        raise APIError(
+            415, f"the request body is encoded (Content-Encoding: {shown(encoding)}); this server reads only "
+            "an uncompressed body: send it without Content-Encoding", code="unsupported_content_encoding",
+        )  # fmt: skip
     body = bytearray()
     try:
         async for part in request.stream():
@@ -129,11 +138,81 @@ class OtherOrigins:
             own = urlsplit(origin).netloc == headers.get(b"host", b"").decode("latin-1")
             if origin and not own and "*" not in self.allowed and origin not in self.allowed:
                 error = APIError(
-                    403, f"a web page of {origin} may not call this server; to let it, start charlm serve with "
-                    f"--allow-origin {origin}", code="origin_not_allowed",
+                    403, f"a web page of {shown(origin)} may not call this server; to let it, start charlm serve "
+                    f"with --allow-origin {shown(origin)}", code="origin_not_allowed",
                 )  # fmt: skip
                 return await JSONResponse(error.body(), status_code=403)(scope, receive, send)
         return await self.app(scope, receive, send)
+
+
+class OtherHosts:
+    """ASGI middleware for a server bound to a loopback address: a request whose `Host` names neither this
+    machine (localhost, a name under .localhost, a loopback address, any port) nor the host of an
+    --allow-origin origin is refused. DNS rebinding: a page of an attacker's domain whose name then
+    resolves to 127.0.0.1 calls this server as its own origin (`Origin` and `Host` both that domain), which
+    no check of `Origin` tells from the served page; only the name the browser used gives it away."""
+
+    def __init__(self, app: ASGIApp, listening_on: str, allowed: list[str]) -> None:
+        self.app, self.listening_on = app, listening_on
+        self.allowed = {urlsplit(origin).hostname for origin in allowed if origin != "*"}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.arrived_on_loopback(scope):
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if host and not self.named_here(host):  # no Host at all: no browser sent it (HTTP/1.0)
+                error = APIError(
+                    403, f"this server listens on {self.listening_on} and answers to localhost or 127.0.0.1, not "
+                    f"to the name {shown(host)} (what a web page of another domain reaching it by DNS rebinding "
+                    f"sends); to reach it by that name, start charlm serve with --allow-origin http://{shown(host)}",
+                    code="host_not_allowed",
+                )  # fmt: skip
+                return await JSONResponse(error.body(), status_code=403)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    @staticmethod
+    def arrived_on_loopback(scope: Scope) -> bool:
+        """Whether the request came to a loopback address of this machine, where a rebound page's requests
+        come: not one of FastAPI's TestClient (whose Host is `testserver`), which comes over no network."""
+        server = scope.get("server")
+        return server is None or loopback(str(server[0]))
+
+    def named_here(self, host: str) -> bool:
+        try:
+            name = urlsplit(f"//{host}").hostname or ""
+        except ValueError:  # "[::1" and the like: no name at all
+            return False
+        return loopback(name) or name in self.allowed
+
+
+def loopback(host: str) -> bool:
+    """Whether `host`, a name or an address, can only be this machine: localhost, a name under .localhost
+    (RFC 6761: browsers resolve those to loopback themselves), a loopback address."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class HeadAsGet:
+    """ASGI middleware: HEAD is answered as GET is, headers only (uptime checkers ask `HEAD /health`);
+    FastAPI's GET routes alone answered it 405. A path without GET still answers HEAD 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        return await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 ENDPOINTS = {
@@ -169,7 +248,10 @@ def create_app(
         title="charlm", lifespan=partial(serving, server), docs_url=None, redoc_url=None, openapi_url="/openapi.json"
     )
     app.state.server = server
+    app.add_middleware(HeadAsGet)
     app.add_middleware(OtherOrigins, allowed=config.origins())  # within EveryAnswer: its refusals counted too
+    if loopback(config.host):  # on another address the machine is reached by any of its names: --api-key guards it
+        app.add_middleware(OtherHosts, listening_on=config.host, allowed=config.origins())
     app.add_middleware(EveryAnswer, metrics=server.metrics)
     if config.allow_origin:  # pages of other origins may call the API; a preflight needs no API key
         methods, headers = ["GET", "POST"], ["Authorization", "Content-Type"]
@@ -223,6 +305,8 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(request: Request, error: APIError) -> JSONResponse:
         headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+        if error.status == 415:  # the encodings it takes (RFC 7694)
+            headers = {"Accept-Encoding": "identity"}
         return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
     @app.exception_handler(HTTPException)

@@ -40,7 +40,7 @@ from . import responses
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, piece_text, prompt_tokens
 from .metrics import Metrics
-from .protocol import APIError, Params, check_length, check_prompt_lengths, form_error
+from .protocol import APIError, Params, check_length, check_prompt_lengths, form_error, shown
 
 MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
@@ -144,7 +144,9 @@ class Server:
                 404, f"the model `{name}` is ambiguous: give one of {', '.join(s.name for s in runs)}", "model",
                 "model_not_found",
             )  # fmt: skip
-        raise APIError(404, f"the model `{name}` does not exist here; loaded: {known}", "model", "model_not_found")
+        raise APIError(
+            404, f"the model `{shown(name)}` does not exist here; loaded: {known}", "model", "model_not_found"
+        )
 
     def check_key(self, request: Request) -> None:
         if self.api_key is None:

@@ -57,6 +57,24 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
 
 
+SHOWN_DIGITS = 20  # of a long integer an error message echoes (JSON gives Python up to 4,300)
+SHOWN_CHARACTERS = 60  # of a long text an error message echoes (a model's id, a field's name, a header)
+
+
+def shown(value: Any) -> str:
+    """`value` as an error message echoes it: a long one cut, saying how long it was, so that an answer
+    is never a request's 4,300 digits or megabytes of a name sent back."""
+    text = str(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = len(text.lstrip("-"))
+        if digits > SHOWN_DIGITS:
+            return f"{text[: len(text) - digits + SHOWN_DIGITS]}... ({digits:,} digits)"
+        return text
+    if len(text) > SHOWN_CHARACTERS:
+        return f"{text[:SHOWN_CHARACTERS]}... ({len(text):,} characters)"
+    return text
+
+
 def printable(text: str) -> str:
     """`text` as UTF-8 can carry it: a lone surrogate (JSON allows "\\ud800") echoed from a request is
     written as its escape, never an encoding error."""
@@ -279,7 +297,7 @@ def check_fields(body: Any, known: set[str]) -> dict:
             continue
         if name in NEUTRAL_OR_NONE:
             raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
-        raise APIError(400, f"unrecognized request argument supplied: {name}", name, "unknown_parameter")
+        raise APIError(400, f"unrecognized request argument supplied: {shown(name)}", shown(name), "unknown_parameter")
     return body
 
 
@@ -291,7 +309,9 @@ def integer(body: dict, name: str, default: int | None, low: int, high: int, lim
         raise APIError(400, f"{name} must be an integer, not {json_type(value)}", name, "invalid_type")
     if not low <= value <= high:
         where = f" ({limit})" if limit else ""
-        raise APIError(400, f"{name} must be between {low} and {high}{where}, not {value}", name, "invalid_value")
+        raise APIError(
+            400, f"{name} must be between {low} and {high}{where}, not {shown(value)}", name, "invalid_value"
+        )
     return value
 
 
@@ -302,13 +322,13 @@ def number(
     value = body.get(name)
     if value is None and not within:
         return default
-    shown, param = (f"{within}[{json.dumps(name)}]", within) if within else (name, name)
+    named, param = (f"{within}[{json.dumps(name)}]", within) if within else (name, name)
     finite = not isinstance(value, float) or math.isfinite(value)  # an int is (isfinite of 10**400 raises: a 500)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite:
-        raise APIError(400, f"{shown} must be a number, not {json_type(value)}", param, "invalid_type")
+        raise APIError(400, f"{named} must be a number, not {json_type(value)}", param, "invalid_type")
     if not (low < value if open_low else low <= value) or value > high:
         bounds = f"{'above' if open_low else 'at least'} {low} and at most {high}"
-        raise APIError(400, f"{shown} must be {bounds}, not {value}", param, "invalid_value")
+        raise APIError(400, f"{named} must be {bounds}, not {shown(value)}", param, "invalid_value")
     return float(value)
 
 
@@ -476,7 +496,7 @@ def stream_options_of(body: dict, stream: bool) -> dict | None:
         )  # fmt: skip
     for name in stream_options or {}:  # a typo (include_usge) did nothing: no usage chunk, and no word why
         if name not in STREAM_OPTIONS:
-            param = f"stream_options.{name}"
+            param = f"stream_options.{shown(name)}"
             raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
     boolean(stream_options or {}, "include_obfuscation", True, "stream_options")  # padding charlm never adds
     return stream_options
@@ -538,7 +558,7 @@ def logit_bias_entries(value: dict) -> dict[int, float] | None:
     for key in value:
         if not (key.isascii() and key.isdigit() and len(key) <= 10):  # ids below 2**32; int() of 5,000 digits raises
             raise APIError(
-                400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(key, ensure_ascii=False)}; "
+                400, f"logit_bias keys are token ids, such as \"10\", not {json.dumps(shown(key), ensure_ascii=False)}; "
                 "POST /tokenize gives a text's ids", "logit_bias", "invalid_value",
             )  # fmt: skip
         token = int(key)
@@ -556,6 +576,8 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     """The template that `form`, `template` and `acrostic` ask for (None: free text), checked as far
     as it can be without the model (`completion.py` compiles it for the model's vocabulary)."""
     form, template, acrostic = (string(body, name) for name in FORM_FIELDS)
+    if form is not None and form not in forms.FORM_NAMES:  # its error echoes it: a long one cut (never a name)
+        form = shown(form)
     for name, text in (("template", template), ("acrostic", acrostic)):
         if text is not None:  # a lone surrogate in either was a plain-text 500, compiled for the model
             check_text(text, name)
