@@ -39,7 +39,8 @@ class ServeConfig:
     allow_origin: str | None = option(
         None,
         "let web pages from these origins call the API from a browser (CORS): comma-separated, e.g. "
-        "http://localhost:3000, or * for any  [default: none: the served page only]",
+        "http://localhost:3000, or * for any; a loopback server also answers to their hosts' names  "
+        "[default: none: the served page only]",
     )
 
     def __post_init__(self) -> None:
