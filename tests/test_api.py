@@ -1085,7 +1085,7 @@ def test_help_says_what_a_python_caller_gives_where_the_command_line_types_a_wor
         for name, text in python_help(config_class).items():
             assert not re.search(r"\bnone\b|\[default", text), (config_class.__name__, name, text)
     assert python_help(ServeConfig)["host"].endswith("then set api_key)")  # its own config's flag, as a keyword
-    assert python_help(ServeConfig)["allow_origin"].endswith("or * for any; None: the served page only")
+    assert python_help(ServeConfig)["allow_origin"].endswith("their hosts' names; None: the served page only")
     command_line = " ".join(cli("train", "--help").output.split())
     assert "(none: no time limit; then give --max-steps)" in command_line
     assert "(with --tokenizer sentencepiece)" in command_line

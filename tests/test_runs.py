@@ -527,14 +527,14 @@ def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_
     other took the lock, and took the lock once the other had finished (step 20): it trained on from
     step 10 and wrote latest.pt over the other's ten steps."""
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
-    real_load = api.load_corpus
+    real_load = api.load_run_text  # a resume's reading of its text (`load_corpus` where --encoding is given)
 
     def load_while_another_resume_trains(*args, **kwargs):  # after reading latest.pt, before the lock
         other = run_cli("train", "--resume", "run", "--max-steps", "20", "--quiet")
         assert other.returncode == 0, other.stderr
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(api, "load_corpus", load_while_another_resume_trains)
+    monkeypatch.setattr(api, "load_run_text", load_while_another_resume_trains)
     with pytest.raises(CharLMError) as refused:
         charlm.train(resume="run", max_steps=30)
     assert str(refused.value) == (
