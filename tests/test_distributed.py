@@ -359,12 +359,18 @@ def test_a_resume_of_the_most_recent_run_resumes_the_run_rank_0_found_on_every_r
     assert latest("newer").progress.step == 10 and latest("older").progress.step == 5
 
 
-# Rank 0 dies while it looks for the run to resume, before the ranks agree on it.
+# Rank 0 dies while it looks for the run to resume, before the ranks agree on it: once rank 1 has set up
+# (its pid posted), else rank 1 may still be connecting to it, whose loss gloo raises at setup.
 RANK_0_DIES_LOOKING = """
-import os
-from charlm import runs
+import datetime, os
+from charlm import distributed, runs
+def die(*args, **kwargs):
+    store = distributed.job_store()
+    store.set_timeout(datetime.timedelta(seconds=60))
+    store.wait([distributed.STORE_KEY.format(kind="pid", rank=1)])
+    os._exit(9)
 if os.environ["RANK"] == "0":
-    runs.resolve = lambda *args, **kwargs: os._exit(9)
+    runs.resolve = die
 """
 
 
