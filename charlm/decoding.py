@@ -237,9 +237,9 @@ def on_device(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A cursor's mask (a host tensor, read only) on `device`, copied once for as long as the mask lives,
     whichever sampler asks: a template keeps its masks per position (`constraints.Constrained.allowed`),
     a vocabulary its latest healing masks (`pieces.TextIndex.healing`), so a step copies none it has
-    seen (each step's mask copied from the host was, on a GPU, a wait). Kept with the mask, not with a
-    sampler: a sampler's own copies lived on after it as long as the mask, one set per sample, and on
-    a CPU, where the copy is the mask, kept the mask for good."""
+    seen (a mask copied from the host each step is, on a GPU, a wait). Kept with the mask, not with a
+    sampler: a sampler's own copies would live on after it as long as the mask, one set per sample, and
+    on a CPU, where the copy is the mask, would keep the mask for good."""
     copies = DEVICE_COPIES.get(id(mask))
     if copies is None:
         copies = DEVICE_COPIES[id(mask)] = {}
@@ -514,7 +514,7 @@ class RowSampler:
     def scheduled(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's greedy rows (rows,) and divisors (rows, 1), as `planned` makes them, where some row
         has a temperature schedule: its temperature read from its schedule at its step, both on the
-        device, so that a step copies nothing from the host (each step's was copied, a copy a character)."""
+        device, so that a step copies nothing from the host (a copy a character)."""
         length, step = self.schedule_length[:rows], self.schedule_step[:rows]
         at = (step % length.clamp(min=1)).unsqueeze(1)
         fixed = self.on_device["temperature"][:rows]
