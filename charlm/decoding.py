@@ -125,7 +125,7 @@ def characters(text: str) -> list[str]:
 
 def told_apart(key: str, char: str) -> tuple[str, str]:
     """`key` and the model's `char` for it, quoted; with their code points where they look alike (one is
-    the other composed: 'e' and two acutes, whose NFC is 'é' and one), or a message said "'é́' is 'é́'"."""
+    the other composed: 'e' and two acutes, whose NFC is 'é' and one), lest a message say "'é́' is 'é́'"."""
     if unicodedata.normalize("NFC", key) != unicodedata.normalize("NFC", char):
         return repr(key), repr(char)
     return (f"{text!r} ({' '.join(f'U+{ord(c):04X}' for c in text)})" for text in (key, char))
@@ -197,8 +197,8 @@ def utf8_state_after(lead: int) -> int | None:
 class Utf8Rule:
     """Which pieces keep a byte-fallback model's text valid UTF-8: after a lead byte only the bytes that
     can follow it, between characters no stray continuation byte, and never <unk> (byte fallback spells
-    every character, so it never occurred in training). The model drew those freely and `charlm sample`
-    printed a U+FFFD wherever it broke a character: 22 in 300 characters of a young Chinese model.
+    every character, so it never occurred in training). Left free, a model draws those, and `charlm sample`
+    prints a U+FFFD wherever one breaks a character: 22 in 300 characters of a young Chinese model.
     `allowed[state]` is the ids allowed in a state (vocab,), `following[state, id]` the state after one."""
 
     def __init__(self, pieces: list[bytes], unknown_id: int):
