@@ -125,7 +125,7 @@ def characters(text: str) -> list[str]:
 
 def told_apart(key: str, char: str) -> tuple[str, str]:
     """`key` and the model's `char` for it, quoted; with their code points where they look alike (one is
-    the other composed: 'e' and two acutes, whose NFC is 'é' and one), or a message said "'é́' is 'é́'"."""
+    the other composed: 'e' and two acutes, whose NFC is 'é' and one), lest a message say "'é́' is 'é́'"."""
     if unicodedata.normalize("NFC", key) != unicodedata.normalize("NFC", char):
         return repr(key), repr(char)
     return (f"{text!r} ({' '.join(f'U+{ord(c):04X}' for c in text)})" for text in (key, char))
@@ -197,8 +197,8 @@ def utf8_state_after(lead: int) -> int | None:
 class Utf8Rule:
     """Which pieces keep a byte-fallback model's text valid UTF-8: after a lead byte only the bytes that
     can follow it, between characters no stray continuation byte, and never <unk> (byte fallback spells
-    every character, so it never occurred in training). The model drew those freely and `charlm sample`
-    printed a U+FFFD wherever it broke a character: 22 in 300 characters of a young Chinese model.
+    every character, so it never occurred in training). Left free, a model draws those, and `charlm sample`
+    prints a U+FFFD wherever one breaks a character: 22 in 300 characters of a young Chinese model.
     `allowed[state]` is the ids allowed in a state (vocab,), `following[state, id]` the state after one."""
 
     def __init__(self, pieces: list[bytes], unknown_id: int):
@@ -237,9 +237,9 @@ def on_device(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A cursor's mask (a host tensor, read only) on `device`, copied once for as long as the mask lives,
     whichever sampler asks: a template keeps its masks per position (`constraints.Constrained.allowed`),
     a vocabulary its latest healing masks (`pieces.TextIndex.healing`), so a step copies none it has
-    seen (each step's mask copied from the host was, on a GPU, a wait). Kept with the mask, not with a
-    sampler: a sampler's own copies lived on after it as long as the mask, one set per sample, and on
-    a CPU, where the copy is the mask, kept the mask for good."""
+    seen (a mask copied from the host each step is, on a GPU, a wait). Kept with the mask, not with a
+    sampler: a sampler's own copies would live on after it as long as the mask, one set per sample, and
+    on a CPU, where the copy is the mask, would keep the mask for good."""
     copies = DEVICE_COPIES.get(id(mask))
     if copies is None:
         copies = DEVICE_COPIES[id(mask)] = {}
@@ -514,7 +514,7 @@ class RowSampler:
     def scheduled(self, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This step's greedy rows (rows,) and divisors (rows, 1), as `planned` makes them, where some row
         has a temperature schedule: its temperature read from its schedule at its step, both on the
-        device, so that a step copies nothing from the host (each step's was copied, a copy a character)."""
+        device, so that a step copies nothing from the host (a copy a character)."""
         length, step = self.schedule_length[:rows], self.schedule_step[:rows]
         at = (step % length.clamp(min=1)).unsqueeze(1)
         fixed = self.on_device["temperature"][:rows]

@@ -103,8 +103,8 @@ def train_model(texts: Iterable[str], model_type: str, vocab_size: int, coverage
     except RuntimeError as e:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         if needed := re.search(r"smaller than required_chars\. \d+ vs (\d+)", message):
-            # "(40 vs 287)" left a user to guess what 287 was: the pieces the corpus's characters and
-            # byte fallback's 256 bytes need
+            # sentencepiece's "(40 vs 287)" leaves a user to guess what 287 is: the pieces the corpus's
+            # characters and byte fallback's 256 bytes need
             raise CharLMError(
                 f"{said('vocab_size', vocab_size)} is too small for this corpus: its characters and the 256 "
                 f"byte pieces need at least {int(needed[1]):,}; raise {said('vocab_size')} or lower {said('coverage')}"
@@ -259,7 +259,7 @@ class TextIndex:
     """What each id writes (`token_text`; b"" where it writes no text), with the ids of whole texts
     sorted, so that token healing asks which pieces begin with a text, or spell a beginning of it, by
     bisection and a few lookups. Built once per vocabulary (`text_index`): a loop over every piece per
-    row and per healing step, in Python, was paid per request in the server's engine thread."""
+    row and per healing step, in Python, would be paid per request in the server's engine thread."""
 
     def __init__(self, texts: list[str | bytes]):
         self.texts = texts

@@ -39,21 +39,27 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_from(node: ast.ImportFrom, path: Path) -> str:
+    """The module a `from ... import` in `path` reads from, its dots resolved (`from .. import x`: charlm)."""
+    if not node.level:
+        return node.module or ""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(parent + ([node.module] if node.module else []))
+
+
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """Every charlm module `path` imports anywhere in it: at the top, inside a function (a lazy import)
     or under `if TYPE_CHECKING:` (a type-only one) all make it depend on that module. A package counts
     only where its own names are imported (`from charlm import __version__`), not its submodules."""
     name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parent + ([node.module] if node.module else []))
+            base = imported_from(node, path)
             submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
             found |= submodules | ({base} if len(submodules) < len(node.names) else set())
     return (found & modules) - {name}
@@ -84,6 +90,39 @@ def test_no_two_modules_import_each_other():
 
     cycles = {" -> ".join(cycle) for name in sorted(graph) if (cycle := cycle_from(name))}
     assert not cycles, "modules that import each other:\n" + "\n".join(sorted(cycles))
+
+
+def private_reaches(path: Path, modules: set[str]) -> list[str]:
+    """Where `path` uses another charlm module's private name: `from .x import _y`, or `x._y` where x is
+    a charlm module it imported (`from . import x`, `import charlm.x as x`, `charlm.x`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module_names, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            module_names |= {alias.asname or alias.name for alias in node.names if alias.name in modules}
+        elif isinstance(node, ast.ImportFrom) and (base := imported_from(node, path)).startswith("charlm"):
+            for alias in node.names:
+                if f"{base}.{alias.name}" in modules:
+                    module_names.add(alias.asname or alias.name)
+                elif alias.name.startswith("_") and not alias.name.startswith("__"):
+                    found.append(f"{path.name}:{node.lineno}: {base}.{alias.name}")
+    for node in ast.walk(tree):
+        private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+        if private and ast.unparse(node.value) in module_names | modules:
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reaches_into_anothers_private_names(tmp_path):
+    """A module's `_name` is its own business, free to change: another module that uses it is tied to
+    its insides, past what it says it offers. Found however the module was imported."""
+    paths = {module_name(path): path for path in (REPO / "charlm").rglob("*.py")}
+    probe = tmp_path / "probe.py"  # a module that reaches in every way looked for: each is found
+    probe.write_text("from charlm.corpus import _decode\nfrom charlm import checkpoint as c\nimport charlm.vocab\n"
+                     "c._upgrade_v2({})\ncharlm.vocab._x\n", encoding="utf-8")  # fmt: skip
+    assert len(private_reaches(probe, set(paths))) == 3, "a reach missed: the test would pass for nothing"
+    found = [reach for path in sorted(paths.values()) for reach in private_reaches(path, set(paths))]
+    assert not found, "private names used outside their module:\n" + "\n".join(found)
 
 
 def test_only_the_vocabularies_read_a_piece_vocabularys_own_fields():

@@ -51,10 +51,10 @@ SMALL_ANSWER = 1 << 14  # characters and logprobs of a whole answer built and wr
 async def read_body(request: Request, limit: int) -> bytearray:
     """The body, at most `limit` bytes, as sent: one with a Content-Encoding (gzip) is refused unread (a
     decompressed body would need a bound of its own: a gzip bomb). A client gone before sending all it
-    announced is answered (to no one) as any error is: uncaught, it was a traceback in the server's log,
-    once for every such client."""
+    announced is answered (to no one) as any error is: uncaught, it would be a traceback in the server's
+    log, once for every such client."""
     encoding = request.headers.get("content-encoding", "identity").strip()
-    if encoding.lower() != "identity":  # a compressed body was read as JSON: "not valid JSON (... utf-8 ...)"
+    if encoding.lower() != "identity":  # read as JSON, a compressed body is "not valid JSON (... utf-8 ...)"
         raise APIError(
             415, f"the request body is encoded (Content-Encoding: {shown(encoding)}); this server reads only "
             "an uncompressed body: send it without Content-Encoding", code="unsupported_content_encoding",

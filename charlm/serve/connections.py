@@ -2,7 +2,7 @@
 
 uvicorn's own bounds are a keep-alive timeout between requests and, on h11 only, a header size; on
 httptools (what `charlm[serve]` installs) a connection that sends nothing, or its headers a byte at a time
-(slowloris), or a body shorter than its Content-Length, was held for good, and a header of 10 MB was
+(slowloris), or a body shorter than its Content-Length, is held for good, and a header of 10 MB is
 read whole. So `charlm serve` speaks HTTP with `BoundedHttp`: a request must arrive whole within
 `REQUEST_SECONDS` of its connection or of its first byte, and its line and headers within `MAX_HEAD`
 bytes. Once the request is whole, nothing here bounds its answer (a stream runs as long as it runs).

@@ -494,7 +494,7 @@ def stream_options_of(body: dict, stream: bool) -> dict | None:
             400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
             "invalid_value",
         )  # fmt: skip
-    for name in stream_options or {}:  # a typo (include_usge) did nothing: no usage chunk, and no word why
+    for name in stream_options or {}:  # a typo (include_usge) would do nothing: no usage chunk, and no word why
         if name not in STREAM_OPTIONS:
             param = f"stream_options.{shown(name)}"
             raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
@@ -579,7 +579,7 @@ def form_template(body: dict, config: ServeConfig) -> forms.Template | None:
     if form is not None and form not in forms.FORM_NAMES:  # its error echoes it: a long one cut (never a name)
         form = shown(form)
     for name, text in (("template", template), ("acrostic", acrostic)):
-        if text is not None:  # a lone surrogate in either was a plain-text 500, compiled for the model
+        if text is not None:  # a lone surrogate in either, compiled for the model, would be a plain-text 500
             check_text(text, name)
     try:
         parsed = forms.template_of(form, template, acrostic, prefix="")
