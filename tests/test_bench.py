@@ -255,6 +255,23 @@ def test_gpu_wheels_lists_the_serving_packages():
     assert not any(p.startswith(("torch==", "numpy==")) for p in pins)  # the image holds them
 
 
+def test_gpu_wheels_carries_every_package_a_carried_one_asks_a_version_of():
+    """pydantic asks typing-extensions>=4.16.0, openai anyio>=4.10.0, but both were left to the GPU image's
+    versions, which nothing here knows: one too old fails every import of charlm.serve there, and with it
+    test_cuda.py whole. A package a carried one asks a version of is carried at this environment's."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    from bench import gpu_wheels
+
+    carried = {pin.split("==")[0] for pin in run_bench("gpu_wheels", "--list").split()}
+    needs = [Requirement(line) for name in carried for line in metadata.distribution(name).requires or []]
+    on_the_gpu = [r for r in needs if r.marker is None or r.marker.evaluate(gpu_wheels.TARGET)]
+    asked = {gpu_wheels.canonical(r.name) for r in on_the_gpu if r.specifier}
+    assert {"pydantic", "typing-extensions"} <= carried and asked <= carried, asked - carried
+
+
 def test_the_device_check_has_every_package_charlm_requires():
     """safetensors, a requirement of charlm, is not in the GPU image's package list: the device check
     neither carried it nor checked for it, so on that image every fast test that exports or loads a

@@ -41,7 +41,8 @@ def test_a_small_text_is_evaluated_once_per_pass_however_small():
 
 
 def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
-    unset = {**tiny, "dropout": None, "eval_every": None, "batch_size": None, "hidden": None}
+    # on the CPU, whatever the machine: a GPU's batch and precision have rules of their own (tested below)
+    unset = {**tiny, "dropout": None, "eval_every": None, "batch_size": None, "hidden": None, "device": "cpu"}
     corpus = load_corpus([str(fox_file)], Config(**unset), quiet=True)
     planned = plan.plan(Config(**unset), corpus, out="run")
     assert all(getattr(planned.config, name) is not None for name in plan.PLANNED)
@@ -70,7 +71,7 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
 
 def test_a_cpu_plan_with_a_time_budget_keeps_batch_16(fox_file, tiny, monkeypatch):
     monkeypatch.setattr(sizing, "measure_sizes", lambda config, *args: (128, [sizing.Candidate(128, 1e5, 10, 1)]))
-    options = {**tiny, "batch_size": None, "hidden": None, "max_steps": None, "max_time": "5m"}
+    options = {**tiny, "batch_size": None, "hidden": None, "max_steps": None, "max_time": "5m", "device": "cpu"}
     corpus = load_corpus([str(fox_file)], Config(**options), quiet=True)
     planned = plan.plan(Config(**options), corpus, out="run")
     assert planned.config.batch_size == 16 and "cpu" in planned.reasons["batch_size"]
@@ -130,7 +131,8 @@ def test_a_run_that_reads_a_sliver_of_its_text_says_how_much(tmp_path, tiny):
 
 
 def test_run_json_says_why_and_a_resume_fits_nothing_again(fox_file, tiny, monkeypatch):
-    charlm.train(fox_file, out="run", **{**tiny, "dropout": None, "eval_every": None, "batch_size": None})
+    unset = {**tiny, "dropout": None, "eval_every": None, "batch_size": None, "device": "cpu"}  # the CPU's batch rule
+    charlm.train(fox_file, out="run", **unset)
     info = json.loads((runs.CHECKPOINT_ROOT / "run" / runs.RUN_INFO).read_text())
     assert info["reasons"]["dropout"].startswith("--dropout 0.1 fits about")
     assert info["reasons"]["eval_every"].startswith("--eval-every 18: once per pass")  # 2,376 chars, 128 a step

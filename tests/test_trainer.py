@@ -802,8 +802,9 @@ def test_a_resume_that_reseeds_seeds_the_generator_of_the_gpu_it_runs_on(fox_fil
     it runs on cuda:1.)"""
     generators = (torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
     monkeypatch.setattr(torch.cuda, "default_generators", generators)
-    saved = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="run").checkpoint()  # a CPU run's
-    resumed = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="other")
+    on_the_cpu = charlm.Config(**tiny, device="cpu")  # a CPU run's on a GPU machine too: no CUDA state to restore
+    saved = api.start_run(on_the_cpu, [str(fox_file)], out="run").checkpoint()
+    resumed = api.start_run(on_the_cpu, [str(fox_file)], out="other")
     resumed.state.device = torch.device("cuda", 1)
     resumed.restore(saved)
     reseed = resumed.config.random_seed + saved.progress.step
