@@ -271,6 +271,19 @@ def test_runs_started_in_one_second_get_their_own_folders_in_time_order(fox_file
     assert f"{base}-99" < next_second  # still in time order among runs of the following seconds
 
 
+def test_a_claim_its_run_left_when_killed_is_no_run_and_the_next_run_removes_it(fox_file, tiny):
+    """A run killed before its folder held run.json left checkpoints/fox-DATE, empty, for good. Its claim
+    (hidden) is listed by no command, and the next run removes it; a live process's claim stays."""
+    dead, live = Path("checkpoints/.fox-20260101-000000.claim"), Path("checkpoints/.fox-20260101-000001.claim")
+    for claim, claimer in ((dead, str(dead_pid())), (live, files.process_name())):
+        claim.mkdir(parents=True)
+        (claim / runs.CLAIMER).write_text(claimer)
+    assert_one_line_error(cli("runs"), "no runs under checkpoints/")
+    assert_one_line_error(cli("train", "--resume", "--max-steps", "2"), "no runs under checkpoints/")
+    charlm.train(fox_file, **{**tiny, "max_steps": 2})
+    assert sorted(p.name for p in Path("checkpoints").iterdir()) == [live.name, runs.latest_run().name]
+
+
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_two_trainings_started_together_train_in_two_folders(fox_file):
     processes = [

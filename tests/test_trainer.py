@@ -10,6 +10,7 @@ import random
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -559,6 +560,31 @@ def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_fo
     said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
     assert status == 130 and err.splitlines()[-1] == said, err
     assert not list(Path("checkpoints").glob("*"))
+
+
+@pytest.mark.slow  # a real process: seconds of importing torch
+def test_a_run_killed_while_its_model_was_built_leaves_no_folder_a_run_would_be_taken_for(fox_file, tmp_path, tiny):
+    """`charlm train` killed (SIGKILL) after it claimed checkpoints/fox-DATE, before run.json was in it,
+    left that folder empty for good: a folder of no run. The folder appears under its name only with
+    run.json in it; its hidden claim, the run's whole trace, is removed by the next run."""
+    hook, mark = tmp_path / "hook", tmp_path / "stalled"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        STALL_AT.format(module="charlm.trainer", owner="Trainer.__init__", mark=str(mark))
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(Path(charlm.__file__).parents[1])])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", str(fox_file), *TRAIN_ARGS, "--max-steps", "20"], env=env
+    )
+    try:
+        wait_for(mark, timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert [p.name for p in Path("checkpoints").iterdir() if not p.name.startswith(".")] == []
+    one_line_error(cli("runs"), "no runs under checkpoints/")
+    charlm.train(fox_file, **tiny)
+    assert [p.name for p in Path("checkpoints").iterdir()] == [runs.latest_run().name]
 
 
 @pytest.fixture
