@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, files, runs, tokens, train_state, trainer
+from charlm import api, checkpoint, checkpoint_file, files, runs, tokens, train_state, trainer
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
@@ -401,19 +401,48 @@ def test_eval_of_a_run_whose_text_was_saved_as_utf8_in_place_reads_it_and_anothe
     assert cli("eval", "run", "--quiet").output == before
 
 
-def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_only(fox_file, tiny):
+def without_text_digest(*paths: Path) -> None:
+    """Cache meta.json files and checkpoints as charlm wrote them before it kept the text's digest."""
+    for path in paths:
+        if path.suffix == ".json":
+            path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "text"}))
+        else:
+            payload = checkpoint.unpack(checkpoint_file.read_bytes(path), path)
+            payload["run"]["corpus"].pop("text")
+            path.write_bytes(checkpoint_file.serialize(payload))
+
+
+def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_then_keeps_it(fox_file, tiny):
     """A run trained before the text's digest was kept (its cache's meta.json and checkpoint have none)
-    still resumes on its unchanged file; its text re-encoded is refused, as it always was."""
-    cache = Path(tokens.prepare([[fox_file]]).folder, "meta.json")
-    cache.write_text(json.dumps({k: v for k, v in json.loads(cache.read_text()).items() if k != "text"}))
+    still resumes on its unchanged file; its text re-encoded first is refused, as it always was. A resume
+    on its own bytes gives its cache and checkpoint the digest: from then on its text re-encoded goes on."""
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
-    assert "text" not in latest("run").corpus
-    charlm.train(resume="run", max_steps=12)
-    fox_file.write_bytes(fox_file.read_bytes().replace(b"\n", b"\r\n"))
+    cache = Path(tokens.prepare([[fox_file]], quiet=True).folder, "meta.json")
+    without_text_digest(cache, Path("checkpoints/run/latest.pt"), Path("checkpoints/run/best.pt"))
+    original = fox_file.read_bytes()
+    fox_file.write_bytes(original.replace(b"\n", b"\r\n"))
     with pytest.raises(CharLMError, match="changed since the run trained on it"):
-        charlm.train(resume="run", max_steps=14)
+        charlm.train(resume="run", max_steps=12)
     with pytest.raises(CharLMError, match="changed options \\(encoding: utf-8 -> latin-1\\)"):  # the bytes: no other
-        charlm.train(resume="run", max_steps=14, encoding="latin-1")
+        charlm.train(resume="run", max_steps=12, encoding="latin-1")
+    assert latest("run").progress.step == 10 and "text" not in latest("run").corpus
+    fox_file.write_bytes(original)
+    charlm.train(resume="run", max_steps=12)
+    assert "text" in latest("run").corpus and "text" in json.loads(cache.read_text())
+    fox_file.write_bytes(original.replace(b"\n", b"\r\n"))
+    charlm.train(resume="run", max_steps=14)
+    assert latest("run").progress.step == 14
+
+
+def test_a_new_run_on_a_cache_prepared_without_the_text_digest_keeps_it(fox_file, tiny):
+    """A run trained now on a corpus cache an older charlm prepared (its meta.json without the text's
+    digest) kept none either: its text saved again with CRLF line ends was refused on resume as another
+    text, where a run on a new cache goes on. The cache is given the digest, and the run keeps it."""
+    cache = Path(tokens.prepare([[fox_file]], quiet=True).folder, "meta.json")
+    without_text_digest(cache)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    fox_file.write_bytes(fox_file.read_bytes().replace(b"\n", b"\r\n"))
+    charlm.train(resume="run", max_steps=12)
     assert latest("run").progress.step == 12
 
 
