@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -194,7 +195,6 @@ def move_into_place(folder: Path, info: dict) -> None:
     naming it) and holding anything is not replaced (rename fails on a folder that is not empty)."""
     claim = claim_of(folder)
     write_run_info(claim, info)
-    (claim / CLAIMER).unlink(missing_ok=True)
     try:
         files.replace(claim, folder)
     except OSError as e:
@@ -204,6 +204,8 @@ def move_into_place(folder: Path, info: dict) -> None:
                 f"(it gets a new name) or give a folder of its own ({said('out')})"
             ) from None
         raise files.cannot_write(folder, e, "the run folder") from None
+    with contextlib.suppress(OSError):  # only now: a claim killed before is still its dead claimer's to remove
+        (folder / CLAIMER).unlink()
 
 
 def release_claim(folder: Path) -> None:
@@ -222,10 +224,8 @@ def remove_dead_claims(root: Path) -> None:
             claimer = (claim / CLAIMER).read_text(encoding="ascii").strip()
         except (OSError, ValueError):
             continue
-        if files.named_process_alive(claimer) is False:
-            with contextlib.suppress(OSError):  # another run removing it too, or something else put in it
-                (claim / CLAIMER).unlink(missing_ok=True)
-                claim.rmdir()
+        if files.named_process_alive(claimer) is False:  # it holds its claimer, and run.json at most
+            shutil.rmtree(claim, ignore_errors=True)  # another run may be removing it too
 
 
 def check_can_make(folder: Path) -> None:
@@ -577,7 +577,11 @@ def run_to_resume(root: Path = CHECKPOINT_ROOT) -> Path:
     the run before it would write steps into a run the user did not mean, so that is refused, naming both."""
     run = latest_run(root)
     since = last_written(run) or 0.0
-    started = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and modified(p / RUN_INFO) > since]
+    started = [
+        p
+        for p in Path(root).glob("*")
+        if not holds_checkpoint(p) and modified(p / RUN_INFO) > since and not p.match(CLAIM.format("*"))
+    ]
     if not started:
         return run
     newer = max(started, key=lambda p: modified(p / RUN_INFO))
