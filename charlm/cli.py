@@ -192,8 +192,8 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
     first_is_text = bool(given) and names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
-    if not files and click.get_current_context().get_parameter_source("encoding") != ParameterSource.DEFAULT:
-        raise CharLMError(encoding_without_files(encoding, path.parent))
+    if not files:
+        refuse_unread_encoding(encoding, path.parent, "FILES, the texts given to score, and none are given")
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
     model = checkpoint.model_on(saved, path, where)
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
@@ -218,14 +218,16 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
         click.echo(unseen)
 
 
-def encoding_without_files(encoding: str, run_dir: Path) -> str:
-    """Why `charlm eval RUN --encoding X` alone is refused, where X went unread: what --encoding reads, and
-    how the encoding the run's own text is read in is changed (a resume records it, as runtext says)."""
+def refuse_unread_encoding(encoding: str, run_dir: Path, reads: str) -> None:
+    """Refuse an --encoding given where nothing it reads is (`reads`: what it reads, and that none is given):
+    X would go unread and unsaid, the run's own text read in the encoding its run records. Says how that
+    encoding is changed (a resume records it, as runtext says). `charlm eval` and `charlm inspect`."""
+    if click.get_current_context().get_parameter_source("encoding") == ParameterSource.DEFAULT:
+        return
     resume = call("train", "FILE", said("resume", run_dir), said("encoding", metavar="ENC"), said("max_steps", 1))
-    return (
-        f"{said('encoding', encoding)} reads FILES, the texts given to score, and none are given; the run's "
-        f"held-out text is read in the encoding its run records: to read it in another, resume the run on its "
-        f"text in that one, which trains nothing ({resume})"
+    raise CharLMError(
+        f"{said('encoding', encoding)} reads {reads}; the run's own text is read in the encoding its run "
+        f"records: to read it in another, resume the run on its text in that one, which trains nothing ({resume})"
     )
 
 
@@ -391,6 +393,9 @@ def inspect_command(
     file_is_a_run = file and (runs.is_run_folder(file) or not Path(file).exists() and runs.names_a_run(file))
     if target is None and file_is_a_run:
         raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
+    if held_out and train_text is None:
+        reads = "FILE and --train-text, the texts given to inspect and to fit the n-gram on, and neither is given"
+        refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)
     outputs.output_file(output)  # refused before the minutes of inspecting
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)

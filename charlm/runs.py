@@ -8,6 +8,9 @@ checkpoints/<corpus>-<date>-<time>/
     run.json       what the run is: corpus, size, config
     samples.txt    samples shown during training (--sample-every)
     .lock          locked (flock) by the training process; .lock.pid: its PID-START (files.process_name)
+
+A new run's default folder is claimed as checkpoints/.<name>.claim (`claim_run_folder`) and renamed to its
+name once run.json is in it (`move_into_place`): a run killed before leaves no folder that looks like a run.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,6 +48,8 @@ MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
 MAX_RUN_INFO = 4 << 20
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")  # control characters: a line break in a run folder's name
+CLAIM = ".{}.claim"  # a new run's default folder until run.json is in it (`claim_of`)
+CLAIMER = ".claimer"  # in a claim: the claiming process (files.process_name), so a dead one's claim is removed
 
 
 def run_folder(out: str) -> Path:
@@ -114,7 +120,7 @@ def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
     stamp_part += "" if number == 1 else f"-{number:02d}"
     corpus_name = UNPRINTABLE.sub("_", corpus_name)  # a file named with a line break: as `run_folder` refuses
     # a corpus file named near the longest a file name may be: its run's name is cut to fit, by characters
-    while corpus_name and name_bytes(corpus_name + stamp_part) > NAME_MAX:
+    while corpus_name and name_bytes(CLAIM.format(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
         corpus_name = corpus_name[:-1]
     return CHECKPOINT_ROOT / f"{corpus_name}{stamp_part}"
 
@@ -147,25 +153,79 @@ def corpus_of_run(run_dir: Path) -> str | None:
 
 
 def claim_run_folder(corpus_name: str) -> tuple[float, int]:
-    """Create the first free `default_run_folder(corpus_name, now, number)` and return (now, number). os.mkdir
-    fails on an existing folder, so two runs started at once never get the same one."""
+    """Claim the first free `default_run_folder(corpus_name, now, number)` and return (now, number). The
+    claim is the folder's `claim_of`, made by os.mkdir, which fails on an existing one, so two runs started
+    at once never get the same name; the run's folder appears under its name only with run.json in it
+    (`move_into_place`), so a run killed before that leaves no folder without one."""
     stamp, number = time.time(), 1
     make_folder(CHECKPOINT_ROOT)
+    remove_dead_claims(CHECKPOINT_ROOT)
     while True:
+        folder = default_run_folder(corpus_name, stamp, number)
         try:
-            default_run_folder(corpus_name, stamp, number).mkdir()
+            claim_of(folder).mkdir()
+            if folder.exists() or folder.is_symlink():  # claimed and moved into place since: taken
+                claim_of(folder).rmdir()
+                raise FileExistsError(folder)
+            (claim_of(folder) / CLAIMER).write_text(files.process_name(), encoding="ascii")
             return stamp, number
         except FileExistsError:
             number += 1
         except OSError as e:
-            raise files.cannot_write(default_run_folder(corpus_name, stamp, number), e, "the run folder") from None
+            release_claim(folder)
+            raise files.cannot_write(claim_of(folder), e, "the run folder") from None
+
+
+def claim_of(folder: Path) -> Path:
+    """Where a new run's default `folder` is made, hidden, until run.json is in it: checkpoints/.NAME.claim."""
+    return Path(folder).with_name(CLAIM.format(Path(folder).name))
+
+
+def claimed(folder: Path) -> bool:
+    """Whether this process claimed `folder` (`claim_run_folder`) and has not moved it into place yet."""
+    try:
+        return (claim_of(folder) / CLAIMER).read_text(encoding="ascii") == files.process_name()
+    except (OSError, ValueError):
+        return False
+
+
+def move_into_place(folder: Path, info: dict) -> None:
+    """Write run.json (`info`) into `folder`'s claim, then rename the claim to `folder`: one step, so the
+    folder is never seen without run.json. A folder of that name made meanwhile by hand (or by an --out
+    naming it) and holding anything is not replaced (rename fails on a folder that is not empty)."""
+    claim = claim_of(folder)
+    write_run_info(claim, info)
+    try:
+        files.replace(claim, folder)
+    except OSError as e:
+        if folder.is_dir():
+            raise CharLMError(
+                f"{folder} was made by another process while this run started; start the run again "
+                f"(it gets a new name) or give a folder of its own ({said('out')})"
+            ) from None
+        raise files.cannot_write(folder, e, "the run folder") from None
+    with contextlib.suppress(OSError):  # only now: a claim killed before is still its dead claimer's to remove
+        (folder / CLAIMER).unlink()
 
 
 def release_claim(folder: Path) -> None:
-    """Remove a run folder `claim_run_folder` made, while it is still empty: its run stopped before writing
-    anything (Ctrl-C while the model was built), and an empty folder is no run that any command lists."""
-    with contextlib.suppress(OSError):  # not empty (something was written after all), or already gone
-        Path(folder).rmdir()
+    """Remove the claim `claim_run_folder` made for `folder`: its run stopped before writing anything
+    (Ctrl-C while the model was built), and leaves nothing behind."""
+    with contextlib.suppress(OSError):  # already gone, or something else was written into it
+        (claim_of(folder) / CLAIMER).unlink(missing_ok=True)
+        claim_of(folder).rmdir()
+
+
+def remove_dead_claims(root: Path) -> None:
+    """Remove the claims under `root` of runs killed (SIGKILL, a power cut) before their folder was moved
+    into place; a claim whose claimer runs, or that names none yet (made a moment ago), stays."""
+    for claim in Path(root).glob(CLAIM.format("*")):
+        try:
+            claimer = (claim / CLAIMER).read_text(encoding="ascii").strip()
+        except (OSError, ValueError):
+            continue
+        if files.named_process_alive(claimer) is False:  # it holds its claimer, and run.json at most
+            shutil.rmtree(claim, ignore_errors=True)  # another run may be removing it too
 
 
 def check_can_make(folder: Path) -> None:
@@ -517,7 +577,11 @@ def run_to_resume(root: Path = CHECKPOINT_ROOT) -> Path:
     the run before it would write steps into a run the user did not mean, so that is refused, naming both."""
     run = latest_run(root)
     since = last_written(run) or 0.0
-    started = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and modified(p / RUN_INFO) > since]
+    started = [
+        p
+        for p in Path(root).glob("*")
+        if not holds_checkpoint(p) and modified(p / RUN_INFO) > since and not p.match(CLAIM.format("*"))
+    ]
     if not started:
         return run
     newer = max(started, key=lambda p: modified(p / RUN_INFO))

@@ -22,6 +22,8 @@ one that comes second uses the first one's folder.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -159,7 +161,7 @@ def prepare(
         raise CorpusChanged(f"the corpus {corpus} changed since the run trained on it{changes}")
     if (folder / "meta.json").is_file():
         try:
-            return Prepared(folder, *load_prepared(folder))
+            return with_text_digest(Prepared(folder, *load_prepared(folder)), parts, config, quiet)
         except CharLMError as e:
             if not quiet:
                 tqdm.write(f"rebuilding {folder}: {e}")
@@ -173,6 +175,22 @@ def prepare(
         raise files.cannot_write(folder.parent, e, "the corpus cache") from None
     finally:
         shutil.rmtree(private, ignore_errors=True)  # gone if published; else the copy that came second
+
+
+def with_text_digest(prepared: Prepared, parts: list[list[Path]], config: Config, quiet: bool) -> Prepared:
+    """`prepared`, its meta given the text's digest where an older charlm built it without one: else each run
+    trained on it would keep none, and its text saved again with CRLF line ends, a byte order mark or in
+    another encoding would be refused on resume as another text. The cache is of these very bytes (its key),
+    so the digest is theirs: one more read of the text, kept in meta.json (best effort: a cache that cannot
+    be written gives it to this run alone)."""
+    if "text" in prepared.meta:
+        return prepared
+    if not quiet:
+        tqdm.write(f"reading the text once more for {prepared.folder}, prepared without its text's digest")
+    meta = {**prepared.meta, "text": text_digest(parts, config)}
+    with contextlib.suppress(OSError):  # read-only, or a full disk
+        files.replace_files({prepared.folder / "meta.json": files.json_text(meta, 1).encode("utf-8")})
+    return dataclasses.replace(prepared, meta=meta)
 
 
 def corpus_options(config: Config, base: Vocabulary | None = None) -> dict:

@@ -174,6 +174,8 @@ class Trainer:
         """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
         the progress bar and metrics log. A new run drops samples.txt: a run's that died before its first
         checkpoint."""
+        if runs.claimed(self.run_dir):  # a new run's default folder: under its name only now, with run.json in it
+            runs.move_into_place(self.run_dir, self.run_info())
         self.lock = runs.RunLock(self.run_dir)
         stack.enter_context(self.lock)
         self.check_not_overtaken()

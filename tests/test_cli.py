@@ -208,6 +208,15 @@ def test_eval_without_files_refuses_an_encoding_it_would_not_read_and_names_what
     assert cli("eval", trained, "--quiet").output == before
 
 
+def test_inspect_held_out_refuses_an_encoding_it_would_not_read_as_eval_does(trained, tmp_path):
+    """`charlm inspect RUN --held-out --encoding utf-16` (no FILE, no --train-text) wrote its page from the
+    run's text as it always reads it, the --encoding unread and unsaid. It is refused as eval's is."""
+    refused = cli("inspect", trained, "--held-out", "--encoding", "utf-16", "--output", "page.html", "--quiet")
+    record = "charlm train FILE --resume checkpoints/fox --encoding ENC --max-steps 1"
+    assert_one_line_error(refused, "--encoding utf-16 reads FILE and --train-text", "neither is given", record)
+    assert not (tmp_path / "page.html").exists()
+
+
 def test_eval_of_a_run_whose_corpus_moved_says_how_to_go_on_then_reads_it_where_a_resume_recorded_it(
     trained, fox_file, tmp_path
 ):

@@ -271,6 +271,23 @@ def test_runs_started_in_one_second_get_their_own_folders_in_time_order(fox_file
     assert f"{base}-99" < next_second  # still in time order among runs of the following seconds
 
 
+def test_a_claim_its_run_left_when_killed_is_no_run_and_the_next_run_removes_it(fox_file, tiny):
+    """A run killed before its folder held run.json left checkpoints/fox-DATE, empty, for good. Its claim
+    (hidden; with run.json where it was killed as it moved into place) is listed by no command, a bare
+    --resume goes on with the run before it, and the next run removes it; a live process's claim stays."""
+    charlm.train(fox_file, out="before", **{**tiny, "max_steps": 2})
+    dead, live = Path("checkpoints/.fox-20260101-000000.claim"), Path("checkpoints/.fox-20260101-000001.claim")
+    for claim, claimer in ((dead, str(dead_pid())), (live, files.process_name())):
+        claim.mkdir(parents=True)
+        (claim / runs.CLAIMER).write_text(claimer)
+        (claim / runs.RUN_INFO).write_text(json.dumps({"corpus": "fox", "config": {}}))
+    assert [line.split()[0] for line in cli("runs").output.splitlines()] == ["run", "before"]
+    assert cli("train", "--resume", "--max-steps", "3", "--quiet").exit_code == 0
+    charlm.train(fox_file, **{**tiny, "max_steps": 2})
+    names = sorted(p.name for p in Path("checkpoints").iterdir())
+    assert names == sorted([live.name, "before", runs.latest_run().name])
+
+
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_two_trainings_started_together_train_in_two_folders(fox_file):
     processes = [

@@ -10,6 +10,7 @@ import random
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, files, runs, tokens, train_state, trainer
+from charlm import api, checkpoint, checkpoint_file, files, runs, tokens, train_state, trainer
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
@@ -400,19 +401,48 @@ def test_eval_of_a_run_whose_text_was_saved_as_utf8_in_place_reads_it_and_anothe
     assert cli("eval", "run", "--quiet").output == before
 
 
-def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_only(fox_file, tiny):
+def without_text_digest(*paths: Path) -> None:
+    """Cache meta.json files and checkpoints as charlm wrote them before it kept the text's digest."""
+    for path in paths:
+        if path.suffix == ".json":
+            path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "text"}))
+        else:
+            payload = checkpoint.unpack(checkpoint_file.read_bytes(path), path)
+            payload["run"]["corpus"].pop("text")
+            path.write_bytes(checkpoint_file.serialize(payload))
+
+
+def test_a_run_whose_checkpoint_keeps_no_text_digest_resumes_on_its_own_bytes_then_keeps_it(fox_file, tiny):
     """A run trained before the text's digest was kept (its cache's meta.json and checkpoint have none)
-    still resumes on its unchanged file; its text re-encoded is refused, as it always was."""
-    cache = Path(tokens.prepare([[fox_file]]).folder, "meta.json")
-    cache.write_text(json.dumps({k: v for k, v in json.loads(cache.read_text()).items() if k != "text"}))
+    still resumes on its unchanged file; its text re-encoded first is refused, as it always was. A resume
+    on its own bytes gives its cache and checkpoint the digest: from then on its text re-encoded goes on."""
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
-    assert "text" not in latest("run").corpus
-    charlm.train(resume="run", max_steps=12)
-    fox_file.write_bytes(fox_file.read_bytes().replace(b"\n", b"\r\n"))
+    cache = Path(tokens.prepare([[fox_file]], quiet=True).folder, "meta.json")
+    without_text_digest(cache, Path("checkpoints/run/latest.pt"), Path("checkpoints/run/best.pt"))
+    original = fox_file.read_bytes()
+    fox_file.write_bytes(original.replace(b"\n", b"\r\n"))
     with pytest.raises(CharLMError, match="changed since the run trained on it"):
-        charlm.train(resume="run", max_steps=14)
+        charlm.train(resume="run", max_steps=12)
     with pytest.raises(CharLMError, match="changed options \\(encoding: utf-8 -> latin-1\\)"):  # the bytes: no other
-        charlm.train(resume="run", max_steps=14, encoding="latin-1")
+        charlm.train(resume="run", max_steps=12, encoding="latin-1")
+    assert latest("run").progress.step == 10 and "text" not in latest("run").corpus
+    fox_file.write_bytes(original)
+    charlm.train(resume="run", max_steps=12)
+    assert "text" in latest("run").corpus and "text" in json.loads(cache.read_text())
+    fox_file.write_bytes(original.replace(b"\n", b"\r\n"))
+    charlm.train(resume="run", max_steps=14)
+    assert latest("run").progress.step == 14
+
+
+def test_a_new_run_on_a_cache_prepared_without_the_text_digest_keeps_it(fox_file, tiny):
+    """A run trained now on a corpus cache an older charlm prepared (its meta.json without the text's
+    digest) kept none either: its text saved again with CRLF line ends was refused on resume as another
+    text, where a run on a new cache goes on. The cache is given the digest, and the run keeps it."""
+    cache = Path(tokens.prepare([[fox_file]], quiet=True).folder, "meta.json")
+    without_text_digest(cache)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    fox_file.write_bytes(fox_file.read_bytes().replace(b"\n", b"\r\n"))
+    charlm.train(resume="run", max_steps=12)
     assert latest("run").progress.step == 12
 
 
@@ -559,6 +589,31 @@ def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_fo
     said = "interrupted before training started; no run folder or checkpoint was written, so nothing needs cleaning up"
     assert status == 130 and err.splitlines()[-1] == said, err
     assert not list(Path("checkpoints").glob("*"))
+
+
+@pytest.mark.slow  # a real process: seconds of importing torch
+def test_a_run_killed_while_its_model_was_built_leaves_no_folder_a_run_would_be_taken_for(fox_file, tmp_path, tiny):
+    """`charlm train` killed (SIGKILL) after it claimed checkpoints/fox-DATE, before run.json was in it,
+    left that folder empty for good: a folder of no run. The folder appears under its name only with
+    run.json in it; its hidden claim, the run's whole trace, is removed by the next run."""
+    hook, mark = tmp_path / "hook", tmp_path / "stalled"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(
+        STALL_AT.format(module="charlm.trainer", owner="Trainer.__init__", mark=str(mark))
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(hook), str(Path(charlm.__file__).parents[1])])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "charlm", "train", str(fox_file), *TRAIN_ARGS, "--max-steps", "20"], env=env
+    )
+    try:
+        wait_for(mark, timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert [p.name for p in Path("checkpoints").iterdir() if not p.name.startswith(".")] == []
+    one_line_error(cli("runs"), "no runs under checkpoints/")
+    charlm.train(fox_file, **tiny)
+    assert [p.name for p in Path("checkpoints").iterdir()] == [runs.latest_run().name]
 
 
 @pytest.fixture
