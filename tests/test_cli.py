@@ -629,6 +629,20 @@ def test_sample_options_that_conflict_are_refused_not_ignored(trained, tmp_path)
     assert_one_line_error(cli("sample", "--seed-file", "missing.txt"), "--seed-file missing.txt: ")
 
 
+def test_greedy_with_a_temperature_top_k_or_top_p_is_refused_not_ignored(trained):
+    """`--greedy --temperature 0.5,1.0` printed one greedy text twice, labeled `temperature 0.5` and
+    `temperature 1.0`, and `--greedy --top-p 0.9` wrote what `--greedy` alone writes: greedy takes the
+    likeliest character, whatever they say. What does act on it (a penalty, a ban) is still taken."""
+    for extra in (["--temperature", "0.5,1.0"], ["--temperature", "0.5"], ["--top-k", "3"], ["--top-p", "0.9"]):
+        assert_one_line_error(
+            cli("sample", "--greedy", "--length", "5", *extra), f"--greedy takes the likeliest character, so {extra[0]}"
+        )
+    assert_one_line_error(
+        cli("sample", "--greedy", "--top-k", "3", "--top-p", "0.9"), "so --top-k and --top-p change nothing"
+    )
+    assert cli("sample", "--greedy", "--length", "5", "--repetition-penalty", "1.2", "--ban", "e").exit_code == 0
+
+
 def test_interactive_mode_through_a_pipe(trained):
     process = start_charlm("sample", "--interactive", "--length", "15", "--random-seed", "0", stdin=True)
     stdout, stderr = process.communicate("the quick\nover the\n", timeout=120)  # a process of its own, torch imported

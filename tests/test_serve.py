@@ -1612,6 +1612,19 @@ def test_serve_config_names_a_bad_option_as_its_caller_wrote_it(options, in_pyth
     assert_one_line_error(cli("serve", "no-such-run", *flags), on_the_command_line)
 
 
+def test_an_empty_api_key_says_what_to_do():
+    """`charlm serve ... --api-key "$KEY"`, serve.md's own line, with KEY unset was told only "--api-key
+    must not be empty": it says what gave an empty key and the two ways on."""
+    assert_one_line_error(
+        cli("serve", "no-such-run", "--api-key", ""),
+        "--api-key must not be empty",
+        "a shell variable left unset",
+        "give the key clients will send, or leave --api-key out",
+    )
+    with pytest.raises(CharLMError, match="or leave api_key out"):
+        ServeConfig(api_key="")
+
+
 def test_serve_warns_of_its_options_as_its_caller_wrote_them(monkeypatch, recwarn):
     """charlm.serve.serve(...) warned a Python caller of "--threads 2" and "--host 0.0.0.0 without
     --api-key", flags of a command he never ran; `charlm serve` still names its flags."""

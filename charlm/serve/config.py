@@ -77,7 +77,10 @@ def check_api_key(key: str, source: str) -> str:
     """A key a client can send: an HTTP header carries printable ASCII (a server decodes it as Latin-1,
     so a non-ASCII key could never be matched)."""
     if not key:
-        raise CharLMError(f"{source} must not be empty")
+        raise CharLMError(  # `--api-key "$KEY"` with KEY unset
+            f"{source} must not be empty (a shell variable left unset gives an empty one): give the key clients "
+            f"will send, or leave {source} out to serve without one"
+        )
     if not (key.isascii() and key.isprintable()) or key != key.strip():
         raise CharLMError(
             f"{source} must be printable ASCII without spaces at its ends (an HTTP header carries only that)"
