@@ -44,6 +44,7 @@ T = TypeVar("T")
 SYNC_EVERY = 20  # steps between broadcasts of rank 0's clock and stop request
 SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # the others wait this long for rank 0 to download and prepare a corpus
 GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
+SETUP_NOTE = "; the processes had not met yet, so nothing was read or written: run the same command again"
 STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits
@@ -108,9 +109,7 @@ class Ranks:
         # the CPU of a GPU machine never starts CUDA (`use` makes a CUDA run's GPU the current one). The
         # timeout is each backend's: nccl's watchdog and gloo's transport both give up after it.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-        _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
-        self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
+        self.connect(backend, timeout)
         try:
             yield self
         except CharLMError as e:
@@ -123,6 +122,24 @@ class Ranks:
         finally:
             _setup_group = None
             dist.destroy_process_group()
+
+    def connect(self, backend: str, timeout: float) -> None:
+        """Meet the other ranks: the job's process group, then the setup group. A peer lost while they
+        connect (gloo's connectFullMesh, a store wait for a rank that never came) says one line, as a peer
+        lost later does; torch's process group is gone after it."""
+        global _setup_group
+        try:
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+            self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
+            _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
+        except RuntimeError as e:
+            if not lost_peer(e):
+                raise
+            lost = self.after_lost(PeerLost(e, SETUP_NOTE), timeout)
+            _setup_group = None
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            raise lost from None
 
     def use(self, device: torch.device) -> None:
         """This rank trains on `device`: a GPU is made the current one, so that what torch puts on "the"
