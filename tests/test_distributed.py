@@ -225,7 +225,7 @@ if os.environ["RANK"] == "1":
 def test_a_peer_lost_while_the_ranks_connect_is_one_line_saying_to_run_it_again(fox_file):
     """A peer gone before the process group was made: the other rank printed torch's traceback
     (DistStoreError: wait timeout ... from ProcessGroupGloo; a peer dying mid-connection gives gloo's
-    connectFullMesh error) rather than the one line a peer lost later gets."""
+    connectFullMesh error) rather than the one line a peer lost later gets, naming the peer."""
     options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
     prelude = SHORT_GRACE + RANK_1_DIES_CONNECTING
     with ranks("train", str(fox_file), "--out", "never", *options, prelude=prelude) as (leader, peer):
@@ -233,7 +233,7 @@ def test_a_peer_lost_while_the_ranks_connect_is_one_line_saying_to_run_it_again(
     assert leader.returncode == 1 and peer.returncode == 9
     assert "Traceback" not in err, err
     last = err.strip().splitlines()[-1]  # after torch's own warnings of its store's wait
-    assert last.startswith("Error: process ") and " of 2 " in last, err
+    assert last.startswith(f"Error: process 1 (pid {peer.pid} on ") and " of 2 ended without a word" in last, err
     assert last.endswith("; the processes had not met yet, so nothing was read or written: run the same command again")
     assert not (runs.CHECKPOINT_ROOT / "never").exists()
 
