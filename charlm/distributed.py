@@ -44,9 +44,11 @@ T = TypeVar("T")
 SYNC_EVERY = 20  # steps between broadcasts of rank 0's clock and stop request
 SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # the others wait this long for rank 0 to download and prepare a corpus
 GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
+SETUP_NOTE = "; the processes had not met yet, so nothing was read or written: run the same command again"
 STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits
+_job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ class Ranks:
     def group(self, timeout: float = PEER_TIMEOUT) -> Iterator[Ranks]:
         """The process group for the job's lifetime: nccl for CUDA tensors, gloo for CPU ones. A collective
         that waits more than `timeout` seconds for a peer fails, and one rank says which peer it was."""
-        global _setup_group
+        global _setup_group, _job_store
         if not self.active:
             yield self
             return
@@ -108,9 +110,7 @@ class Ranks:
         # the CPU of a GPU machine never starts CUDA (`use` makes a CUDA run's GPU the current one). The
         # timeout is each backend's: nccl's watchdog and gloo's transport both give up after it.
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-        _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
-        self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
+        self.connect(backend, timeout)
         try:
             yield self
         except CharLMError as e:
@@ -121,8 +121,27 @@ class Ranks:
             self.post("said", str(e), GRACE)  # said by the CLI, or a bug's traceback: the others stay quiet
             raise
         finally:
-            _setup_group = None
+            _setup_group = _job_store = None
             dist.destroy_process_group()
+
+    def connect(self, backend: str, timeout: float) -> None:
+        """Meet the other ranks: the job's store (this rank's pid posted on it), its process group, then
+        the setup group. A peer lost while they connect (gloo's connectFullMesh, a store wait for a rank
+        that never came) says one line, as a peer lost later does; torch's process group is gone after it."""
+        global _setup_group, _job_store
+        try:
+            _job_store = agent_store(timeout)
+            self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+            _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
+        except RuntimeError as e:
+            if not lost_peer(e):
+                raise
+            lost = self.after_lost(PeerLost(e, SETUP_NOTE), timeout)
+            _setup_group = _job_store = None
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            raise lost from None
 
     def use(self, device: torch.device) -> None:
         """This rank trains on `device`: a GPU is made the current one, so that what torch puts on "the"
@@ -280,12 +299,23 @@ class Ranks:
 
 
 def job_store() -> dist.Store:
-    """The key-value store the ranks met through, where it outlives them: torchrun's agent keeps it.
-    Where rank 0 keeps it (a launch without torchrun), a stopped rank 0 would hang every call to it, and
-    a dead one takes it along: RuntimeError."""
-    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+    """The key-value store the ranks meet through, where it outlives them: torchrun's agent keeps it
+    (`agent_store`). Where rank 0 keeps it (a launch without torchrun), a stopped rank 0 would hang every
+    call to it, and a dead one takes it along: RuntimeError, as before the ranks meet."""
+    if _job_store is None:
         raise RuntimeError("no store that outlives the ranks")
-    return dist.distributed_c10d._get_default_store()
+    return _job_store
+
+
+def agent_store(timeout: float) -> dist.Store | None:
+    """A client of the store torchrun's agent keeps for the job (None where it keeps none), reached as
+    torch's env:// rendezvous reaches it, at MASTER_ADDR:MASTER_PORT. A client of charlm's own: torch
+    names no public way to the store its process group holds, and this one is there before the group
+    is, so a peer lost while they connect is named."""
+    address, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT", "")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not address or not port.isdigit():
+        return None  # init_process_group says what is missing, as it did
+    return dist.TCPStore(address, int(port), is_master=False, timeout=datetime.timedelta(seconds=timeout))
 
 
 def launcher_pid() -> int | None:

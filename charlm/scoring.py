@@ -66,9 +66,11 @@ SLICE = 1 << 20
 
 def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
     """Bits per character of `ids` (of its first max_tokens + 1) under the model, as one pass scores it:
-    validation's figure, so it shows no progress bar (`charlm eval` scores through `text_bits`)."""
+    validation's figure, so it shows no progress bar (`charlm eval` scores through `text_bits`). NaN
+    where nothing was scored, as `mean_bits`: 0 would read as a perfect model, the best a run could keep
+    (`check_data` and `read_eval_also` refuse such texts before training)."""
     bits, chars = total_bits(model, ids, max_tokens)
-    return bits / max(chars, 1)
+    return bits / chars if chars else math.nan
 
 
 def total_bits(

@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -266,7 +267,14 @@ def text_chunks(
             yield number, chunk
 
 
-def hashing(chunks: Iterator[tuple[int, str]], digest: hashlib._Hash) -> Iterator[tuple[int, str]]:
+class Digest(Protocol):
+    """What `hashing` needs of a hashlib hash: hashlib names no public type for one (`hashlib._Hash`
+    is typeshed's, absent at run time)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
+def hashing(chunks: Iterator[tuple[int, str]], digest: Digest) -> Iterator[tuple[int, str]]:
     """`chunks` (`text_chunks`) passed on, their text hashed into `digest` on the way, a NUL between two parts
     (a character no text read holds: `corpus._decode` refuses it)."""
     part = 0

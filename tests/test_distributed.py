@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import charlm
-from charlm import runs, sizing, threads
+from charlm import distributed, runs, sizing, threads
 from charlm.distributed import SYNC_EVERY
+from charlm.errors import CharLMError
 from charlm.runs import read_metrics
 
 from . import forkserver
@@ -209,6 +210,67 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     step = latest("cut").progress.step
     charlm.train(resume="cut", max_steps=step + 5)
     assert latest("cut").progress.step == step + 5
+
+
+# Rank 1 dies as the ranks start to connect: rank 0's process group waits for it, --peer-timeout long.
+RANK_1_DIES_CONNECTING = """
+import os, torch.distributed as dist
+def die(*args, **kwargs):
+    os._exit(9)
+if os.environ["RANK"] == "1":
+    dist.init_process_group = die
+"""
+
+
+def test_a_peer_lost_while_the_ranks_connect_is_one_line_saying_to_run_it_again(fox_file):
+    """A peer gone before the process group was made: the other rank printed torch's traceback
+    (DistStoreError: wait timeout ... from ProcessGroupGloo; a peer dying mid-connection gives gloo's
+    connectFullMesh error) rather than the one line a peer lost later gets, naming the peer."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
+    prelude = SHORT_GRACE + RANK_1_DIES_CONNECTING
+    with ranks("train", str(fox_file), "--out", "never", *options, prelude=prelude) as (leader, peer):
+        _, err = leader.communicate(timeout=120)
+    assert leader.returncode == 1 and peer.returncode == 9
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]  # after torch's own warnings of its store's wait
+    assert last.startswith(f"Error: process 1 (pid {peer.pid} on ") and " of 2 ended without a word" in last, err
+    assert last.endswith("; the processes had not met yet, so nothing was read or written: run the same command again")
+    assert not (runs.CHECKPOINT_ROOT / "never").exists()
+
+
+# What torch's ProcessGroupGloo raises when a peer's connection closes as the full mesh is made
+# (torch/csrc/distributed/c10d/ProcessGroupGloo.cpp: "Gloo connectFullMesh failed with " + gloo's error).
+CONNECT_FULL_MESH = (
+    "Gloo connectFullMesh failed with [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:144] "
+    "Connection closed by peer [127.0.0.1]:41234"
+)
+
+
+def test_a_peer_lost_as_the_setup_group_connects_is_one_line_and_other_errors_are_left_alone(monkeypatch):
+    """A peer dying right before new_group leaves the others waiting the setup group's 30 minutes, too
+    long to provoke here: gloo's error as torch raises it, from new_group, is the same one line; the
+    process group is destroyed; an error of another kind is not taken for a lost peer."""
+    destroyed = []
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *args, **kwargs: None)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: destroyed.append(True))
+    for raised in (RuntimeError(CONNECT_FULL_MESH), ValueError("not a lost peer")):
+
+        def new_group(*args, error=raised, **kwargs):
+            raise error
+
+        monkeypatch.setattr(torch.distributed, "new_group", new_group)
+        with pytest.raises(Exception) as caught, distributed.Ranks(rank=1, world=2).group(timeout=2.0):
+            pass
+        if isinstance(raised, ValueError):
+            assert caught.value is raised
+        else:
+            assert type(caught.value) is CharLMError and destroyed == [True]
+            assert str(caught.value) == (
+                "process 1 of 2 lost the others (Gloo connectFullMesh failed with [/__w/pytorch/pytorch/third_party/"
+                "gloo/gloo/transport/tcp/pair.cc:144] Connection closed by peer [127.0.0.1]:41234): one stopped "
+                f"first, and its own message or torchrun's summary says why{distributed.SETUP_NOTE}"
+            )
 
 
 # Rank 0 prepares the corpus cache while the others wait: here it takes longer than --peer-timeout.

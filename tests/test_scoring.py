@@ -227,6 +227,17 @@ def test_eval_and_inspect_refuse_a_text_with_nothing_to_score_in_one_line_naming
         read_eval_also(Config(eval_also=str(tmp_path / "empty.txt")), charlm.load(fox).vocab)
 
 
+def test_validations_bits_per_char_of_ids_with_nothing_scored_is_nan_not_a_perfect_zero(model):
+    """Training's validation figure was bits / max(chars, 1): 0.0 bits per character, a perfect model and
+    the best a run could keep, where nothing was scored (one token; every one after the first unseen).
+    The plan refuses such a split or --eval-also text before training; the figure says NaN as `mean_bits`."""
+    one_token = np.array([1], dtype=np.int32)
+    unseen_after_first = np.array([1, vocab_module.UNSEEN, vocab_module.UNSEEN], dtype=np.int32)
+    for ids in (one_token, unseen_after_first):
+        assert math.isnan(scoring.bits_per_char(model, ids))
+    assert 0.0 < scoring.bits_per_char(model, np.array([1, 2], dtype=np.int32)) < 10.0
+
+
 def test_a_file_that_disappears_between_listing_and_reading_is_one_line_naming_it(fox, fox_file, monkeypatch):
     """Listed (it exists), then gone before it is opened: one line, no traceback. eval lists FILES, then
     reads each (`read_texts`, which lists it again): the file goes after that last listing."""

@@ -7,6 +7,7 @@ import select
 import signal
 import subprocess
 import tracemalloc
+import typing
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -388,3 +389,10 @@ def test_a_preparation_stopped_by_a_signal_leaves_no_private_folder_once_prepare
     prepare([[text]], quiet=True)
     assert private_folders() == []
     assert len(list(tokens.CACHE_ROOT.iterdir())) == 1
+
+
+def test_the_text_digests_hashing_is_annotated_with_names_that_exist_at_run_time():
+    """`hashing` was annotated `hashlib._Hash`, a name only typeshed's stubs hold: resolving its hints (as
+    typing.get_type_hints, pydantic or a documentation tool does) raised AttributeError."""
+    hints = typing.get_type_hints(tokens.hashing)
+    assert hints["digest"] is tokens.Digest and isinstance(hints["digest"], type)
