@@ -27,6 +27,7 @@ from charlm.vocab import Vocab
 from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
+    PAGE_WAIT,
     browser,
     dark_text,
     enter_writes_and_stops,
@@ -156,15 +157,15 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
     header = browser.find_element("tag name", "header").text
     assert "run" in header and "fox" in header and "2.500 bpc" in header  # name, corpus, validation bpc
     write(browser, seed="the quick ", length="2000000", temperature="1.5")
-    wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
+    wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     first = len(made_text(browser))
-    wait(browser, 30).until(lambda d: len(made_text(d)) > first + 200)  # text keeps streaming in
+    wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > first + 200)  # text keeps streaming in
     status = browser.find_element("id", "status").text
     assert browser.find_element("id", "stop").is_enabled(), status
     assert not browser.find_element("id", "generate").is_enabled()
     browser.find_element("id", "seed").click()  # the page answers while the worker writes
     browser.find_element("id", "stop").click()
-    wait(browser, 30).until(lambda d: "stopped" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "stopped" in d.find_element("id", "status").text)
     stopped = made_text(browser)
     assert 0 < len(stopped) < 2_000_000 and set(stopped) <= set(TEXT)
 
@@ -175,17 +176,17 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
 
     set_field(browser, "length", "120")
     browser.find_element("id", "continue").click()
-    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     assert browser.find_element("id", "seed").get_attribute("value") == "the quick " + stopped
     assert len(made_text(browser)) == 120
 
     write(browser, seed="the quick Q")
-    wait(browser, 30).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
+    wait(browser, PAGE_WAIT).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
     assert "never seen" in browser.find_element("id", "seed-error").text and len(made_text(browser)) == 120
 
     browser.find_element("id", "blank-line").click()  # stop at a blank line
     write(browser, seed="the lazy dog\n", length="5000")
-    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 5000 or (made.endswith("\n\n") and "\n\n" not in made[:-1])
 
@@ -198,7 +199,7 @@ def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp
     wait = page_ready(browser, exported(tmp_path, model_of()).as_uri())
     told_what_each_part_is(browser, "run · charlm text generation")
     write(browser, seed="the quick ", length="40")
-    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     dark_text(browser)
     browser.execute_script("worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
     assert browser.find_element("id", "seed-error").text == "the sampler failed: out of memory"
@@ -207,7 +208,7 @@ def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp
 def said_failed_and_kept(driver, wait, failure: str, before: str) -> str:
     """The page says the sampler failed (its role=alert region and status line), is no longer writing,
     and keeps the text written until then: returns that text."""
-    wait(driver, 30).until(lambda d: d.find_element("id", "seed-error").text)
+    wait(driver, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     assert driver.find_element("id", "seed-error").text == f"the sampler failed: {failure}"
     assert "the sampler failed" in driver.find_element("id", "status").text
     assert driver.find_element("id", "text").get_attribute("aria-busy") == "false"
@@ -226,7 +227,7 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
     the text written so far."""
     wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=128)).as_uri())
     write(browser, seed="the quick ", length="2000000")
-    wait(browser, 30).until(lambda d: len(made_text(d)) > 0)
+    wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     before = made_text(browser)
     browser.execute_script("worker.dispatchEvent(new ErrorEvent('error', {message: 'out of memory'}))")
     said_failed_and_kept(browser, wait, "out of memory", before)
@@ -240,7 +241,7 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
         delete document.body.dataset.ready;
         start();"""
     )
-    wait(browser, 15).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
     write(browser, seed="the lazy ", length="2000000")
     made = said_failed_and_kept(browser, wait, "the 3,000th character failed", "")
     assert len(made) == 3000 and browser.find_element("id", "seed").get_attribute("value") == "the lazy "
@@ -251,7 +252,7 @@ def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
     model = model_of("lstm", CHINESE, (6, 30), hidden=32)
     wait = page_ready(browser, exported(tmp_path, model).as_uri())
     write(browser, seed=CHINESE[:4], length="150")
-    wait(browser, 30).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     made = made_text(browser)
     assert len(made) == 150 and set(made) <= set(CHINESE)
     assert sum("\u4e00" <= c <= "\u9fff" for c in made) > 30
@@ -286,7 +287,7 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
     assert not template_box.is_displayed()
     Select(browser.find_element("id", "form")).select_by_value("五言绝句")
     write(browser, seed="丁\n", temperature="1.5", acrostic="一丁七万")
-    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     poem = made_text(browser)
     assert template_of("五言绝句", acrostic="一丁七万").fits(poem), poem
     assert "done (stop)" in browser.find_element("id", "status").text
@@ -295,7 +296,7 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
     assert template_box.is_displayed()
     set_field(browser, "acrostic", "")
     write(browser, template="__，春_")
-    wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     error = browser.find_element("id", "seed-error").text
     assert error == "template: the model does not know '春'; use characters it was trained on"
     assert "see the form" in browser.find_element("id", "status").text and made_text(browser) == poem  # it stays
@@ -303,7 +304,7 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
     Select(browser.find_element("id", "form")).select_by_value("")
     assert not template_box.is_displayed()
     write(browser, length="30")  # free text again: no form is sent, and the model drifts out of shape
-    wait(browser, 20).until(lambda d: "done (length)" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done (length)" in d.find_element("id", "status").text)
     free = made_text(browser)
     assert len(free) == 30 and set(free) <= set(CHINESE + "ab ") and not browser.find_element("id", "seed-error").text
     assert {"a", "b"} & set(free)
@@ -336,7 +337,7 @@ def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):  # noqa: F8
     bias = sample_configs({}, ban)[0].logit_bias  # --ban's
     expected = sampler.generate(model, "the ", length=200, greedy=True, logit_bias=bias)[0]
     write(browser, seed="the ", temperature="0", length="200", ban=ban + "0123")  # digits: unknown, never written
-    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     assert browser.execute_script("return fullText()") == expected != greedy
     drawn = call(
         browser,
@@ -350,18 +351,18 @@ def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):  # noqa: F8
     made = made_text(browser)
     Select(browser.find_element("id", "form")).select_by_value("template")
     write(browser, template="__ _", ban="abcdefghijklmnopqrstuvwxyz")
-    wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     says = browser.find_element("id", "seed-error").text
     assert says == "ban bans every way to write template (`_` needs letters); ban fewer", says
     assert "see the ban" in browser.find_element("id", "status").text and made_text(browser) == made
     write(browser, template="the ___", ban="tq")
-    wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     assert (
         browser.find_element("id", "seed-error").text == "ban bans 't', but template must write it; leave it unbanned"
     )
     # after a line break: the seed's "the " would be the template's start, which the sample would go on with
     write(browser, template="___ ___", ban="abcdefghijklmnopqrst", seed="the\n")
-    wait(browser, 20).until(lambda d: "done (stop)" in d.find_element("id", "status").text)
+    wait(browser, PAGE_WAIT).until(lambda d: "done (stop)" in d.find_element("id", "status").text)
     assert re.fullmatch("[u-z]{3} [u-z]{3}", made_text(browser)), made_text(browser)
 
 
@@ -430,14 +431,14 @@ def check_the_page_keeps_still(driver, wait, seed: str, bad_seed: str, says: str
     before = (generate.location["y"], stop.location["y"])
     ActionChains(driver).move_to_element_with_offset(driver.find_element("id", "text"), 0, -60).perform()
     write(driver, seed=seed, length="2000", temperature="1.0")
-    wait(driver, 60).until(lambda d: "done" in d.find_element("id", "status").text)
+    wait(driver, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     assert len(made_text(driver)) == 2000
     assert (generate.location["y"], stop.location["y"]) == before and before[0] + generate.size["height"] < 1000
     tips = driver.find_elements("id", "tip")
     assert not tips or not tips[0].is_displayed()
     made = made_text(driver)
     write(driver, seed=bad_seed)
-    wait(driver, 30).until(lambda d: d.find_element("id", "seed-error").text)
+    wait(driver, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     seed_box, error = driver.find_element("id", "seed"), driver.find_element("id", "seed-error")
     assert says in error.text and 0 <= error.location["y"] - (seed_box.location["y"] + seed_box.size["height"]) < 20
     assert made_text(driver) == made and generate.location["y"] == before[0]

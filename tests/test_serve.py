@@ -2559,7 +2559,11 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
     from selenium.webdriver.support.ui import Select
 
     model = checkpoint.load(fox_run)
-    app = create_app({"fox": lambda: model, "other": lambda: model}, ServeConfig(max_tokens=200_000))
+    # Continue sends the whole text as the prompt, and how much streams in before Stop is a matter of
+    # speed (15,000 characters in 15 s here under load; a quick machine writes faster): any text this
+    # test can stop is taken, so that Continue is never refused for --max-prompt (16,384 characters).
+    config = ServeConfig(max_tokens=200_000, max_prompt=len("the quick ") + 200_000)
+    app = create_app({"fox": lambda: model, "other": lambda: model}, config)
     with running(app) as url:
         wait_healthy(url)
         wait = page_ready(browser, url)
@@ -2587,7 +2591,11 @@ def test_page_writes_streams_stops_continues_and_shows_alternatives(fox_run, bro
 
         set_field(browser, "length", "120")
         browser.find_element("id", "continue").click()
-        wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
+        # done, or refused (the status an error): a refusal fails here at once, saying why, not after PAGE_WAIT
+        wait(browser, PAGE_WAIT).until(
+            lambda d: "done" in status_of(d) or "error" in d.find_element("id", "status").get_attribute("class")
+        )
+        assert "done" in status_of(browser), status_of(browser)
         assert browser.find_element("id", "seed").get_attribute("value") == "the quick " + stopped
         continued = made_text(browser)
         assert len(continued) == 120 and set(continued) <= set(model.vocab.chars)
