@@ -128,11 +128,13 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
 
 
-def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path):
+def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monkeypatch):
     """Two runs started at once: the one refused could meet the other between its taking the lock and
     writing its PID, and said "in use by another process" (seen in
     test_two_resumes_on_a_moved_corpus_at_once_one_trains_while_eval_and_runs_read_the_run on a loaded
-    machine). Here the owner takes the lock and names itself 0.3 s later: the refusal names it."""
+    machine). Here the owner takes the lock and names itself 0.3 s later: the refusal names it. The
+    refusal waits for the name as long as a loaded machine may take to write it (a wait met returns)."""
+    monkeypatch.setattr(runs, "OWNER_NAMED_WITHIN", 30.0)
     folder = tmp_path / "run"
     folder.mkdir()
     takes_then_names = (
