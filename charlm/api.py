@@ -29,6 +29,7 @@ import torch
 
 from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
 from .config import PLANNED, Config, SampleConfig
+from .corpus import check_not_cached
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
@@ -140,6 +141,7 @@ def start_run(
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     base_vocab = None if start is None else start.checkpoint.vocab
     plan.check_out(out)
+    check_not_cached(sources)
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)

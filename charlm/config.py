@@ -141,9 +141,9 @@ class Config:
     tensorboard: bool = option(False, "also log metrics for TensorBoard (needs the tensorboard package)")
     eval_also: str | None = option(
         None,
-        "also score this text (its first 50,000 tokens) at each evaluation, e.g. a base run's held-out text: "
-        "what fine-tuning forgets",
-        metavar="FILE",
+        "also score this text (its first 50,000 tokens) at each evaluation: a FILE, or a RUN's held-out text "
+        "(what `charlm eval RUN` scores), e.g. the base's: what fine-tuning forgets",
+        metavar="FILE|RUN",
     )
     # hardware
     device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")

@@ -50,7 +50,8 @@ from .errors import CharLMError
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start
 from .model import auto_head_reason
-from .tokens import TokenCorpus, read_eval_also
+from .runtext import eval_also_kept, read_eval_also
+from .tokens import TokenCorpus
 from .train_state import check_data
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
@@ -334,7 +335,8 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
 
 
 def with_absolute_eval_also(config: Config) -> Config:
-    """--eval-also as an absolute path, so a resumed run finds it from any working directory."""
+    """--eval-also as an absolute path (a text's, or the run's whose held-out text it scores), so a resumed
+    run finds it from any working directory."""
     if not config.eval_also:
         return config
-    return dataclasses.replace(config, eval_also=str(runs.real(config.eval_also)))
+    return dataclasses.replace(config, eval_also=eval_also_kept(config.eval_also))

