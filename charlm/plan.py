@@ -156,14 +156,14 @@ def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: 
     `reasons`: the base's architecture, finetune.DEFAULTS' gentler values where not given, said as a
     fitted option is, and the base's dropout where unset (measured better than fitting it: the module
     docstring)."""
-    reasons.update({name: f"as in base run {start.record.run}" for name in ARCHITECTURE if name in PLANNED})
+    reasons.update({name: f"as in {start.named()}" for name in ARCHITECTURE if name in PLANNED})
     for name in DEFAULTS:
         value, new_runs = getattr(config, name), getattr(Config, name)
         taken = f"--{option_name(name)} {value:g}: fine-tuning's default, gentler than a new run's {new_runs:g}"
         reasons[name] = say(taken) if name in start.defaulted else GIVEN
     if config.dropout is None:
         config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
-        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {start.record.run}")
+        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in {start.named()}")
     return config
 
 
@@ -192,7 +192,7 @@ def fitted_to_passes(
 def head_reason(config: Config, corpus: TokenCorpus, start: Start | None) -> str:
     """Why the run has its head: its base's, as given, or what `--head auto` chooses for this vocabulary."""
     if start is not None:
-        return f"as in base run {start.record.run}"
+        return f"as in {start.named()}"
     if config.head != "auto":
         return GIVEN
     return auto_head_reason(len(corpus.vocab), "characters" if corpus.vocab.one_char_per_id else "tokens")

@@ -4,6 +4,7 @@ base recorded, --eval-also, and bad input refused in one line before anything is
 import hashlib
 import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -189,6 +190,26 @@ def test_a_model_folders_recorded_digest_is_that_of_the_weights_it_loaded(base, 
     start = finetune.read_base(folder)
     assert loaded == [exported]  # the weights came from the first export, read once
     assert start.record.sha256 == hashlib.sha256(exported).hexdigest() != hashlib.sha256(re_export).hexdigest()
+
+
+def test_a_base_that_is_a_model_folder_is_not_called_a_run(base, new_file, tmp_path, tiny):
+    """Started from an exported model folder, the plan said `--dropout 0.1: as in base run shakespeare-model`,
+    calling the folder a run; it now says what the base is: a model folder, a run's export, a run."""
+    folder = tmp_path / "shakespeare-model"
+    checkpoint.write_model_folder(checkpoint.read(runs.resolve(base)), folder)
+    checkpoint.write_model_folder(
+        checkpoint.read(runs.resolve(base)), tmp_path / "checkpoints" / base / "exports" / "model"
+    )
+    for init_from, named in [
+        (folder, "base model folder shakespeare-model"),
+        (tmp_path / "checkpoints" / base / "exports" / "model", f"base run {base}'s exported model"),
+        (base, f"base run {base}"),
+    ]:
+        charlm.train(new_file, out="tuned", init_from=init_from, **{**tiny, "max_steps": 1})
+        reasons = runs.read_reasons(tmp_path / "checkpoints" / "tuned")
+        assert reasons["dropout"] == f"--dropout {latest(base).config.dropout:g}: as in {named}"
+        assert reasons["head"] == f"as in {named}"
+        shutil.rmtree(tmp_path / "checkpoints" / "tuned")
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
