@@ -28,7 +28,7 @@ from typing import NoReturn, TypeVar
 import torch
 
 from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
-from .config import PLANNED, Config, SampleConfig
+from .config import PLANNED, Config, SampleConfig, check_greedy_alone
 from .corpus import check_not_cached
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
@@ -97,7 +97,11 @@ def sampling_call(function: Function) -> Function:
                 config_hint(function.__name__, misplaced[0], seed)
                 or f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
             )
-        return function(model, "" if seed is None else seed, **unset_dropped(SampleConfig, options))
+        options = unset_dropped(SampleConfig, options)
+        # by value: SampleConfig(greedy=True), passed on as dataclasses.asdict(config), holds the default temperature
+        default = options.get("temperature") == SampleConfig.temperature and type(options["temperature"]) is float
+        check_greedy_alone({**options, "temperature": None} if default else options)
+        return function(model, "" if seed is None else seed, **options)
 
     return checked
 

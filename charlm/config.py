@@ -430,6 +430,19 @@ class SampleConfig:
         return t[step % len(t)] if isinstance(t, tuple) else t
 
 
+def check_greedy_alone(given: dict) -> None:
+    """Refuse greedy with a temperature, top-k or top-p among the options `given`: greedy takes the likeliest
+    character, so they change nothing, and a text labeled with them (the CLI's, per temperature) misleads.
+    The server's greedy (temperature 0) builds its SampleConfig itself, with the top_p an OpenAI client sends."""
+    ignored = [said(name) for name in ("temperature", "top_k", "top_p") if given.get(name) is not None]
+    if given.get("greedy") is True and ignored:
+        one = len(ignored) == 1
+        raise CharLMError(
+            f"{said('greedy', True)} takes the likeliest character, so {' and '.join(ignored)} change{'s' * one} "
+            f"nothing: drop {'it' if one else 'them'}, or drop {said('greedy', True)} to sample"
+        )
+
+
 def check_logit_bias(logit_bias: dict[str | int, float] | None) -> None:
     """Each bias within OpenAI's range, each key a character or a token id (which of them the model
     has, `decoding.bias_vector` says)."""
