@@ -99,7 +99,7 @@ def sampling_call(function: Function) -> Function:
             )
         options = unset_dropped(SampleConfig, options)
         # by value: SampleConfig(greedy=True), passed on as dataclasses.asdict(config), holds the default temperature
-        default = options.get("temperature") == SampleConfig.temperature and type(options["temperature"]) is float
+        default = type(options.get("temperature")) is float and options["temperature"] == SampleConfig.temperature
         check_greedy_alone({**options, "temperature": None} if default else options)
         return function(model, "" if seed is None else seed, **options)
 
