@@ -28,7 +28,8 @@ from typing import NoReturn, TypeVar
 import torch
 
 from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
-from .config import PLANNED, Config, SampleConfig
+from .config import PLANNED, Config, SampleConfig, check_greedy_alone
+from .corpus import check_not_cached
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
@@ -96,7 +97,11 @@ def sampling_call(function: Function) -> Function:
                 config_hint(function.__name__, misplaced[0], seed)
                 or f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
             )
-        return function(model, "" if seed is None else seed, **unset_dropped(SampleConfig, options))
+        options = unset_dropped(SampleConfig, options)
+        # by value: SampleConfig(greedy=True), passed on as dataclasses.asdict(config), holds the default temperature
+        default = type(options.get("temperature")) is float and options["temperature"] == SampleConfig.temperature
+        check_greedy_alone({**options, "temperature": None} if default else options)
+        return function(model, "" if seed is None else seed, **options)
 
     return checked
 
@@ -140,6 +145,7 @@ def start_run(
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     base_vocab = None if start is None else start.checkpoint.vocab
     plan.check_out(out)
+    check_not_cached(sources)
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
@@ -275,9 +281,11 @@ def train(
     run's own text at a new path (moved or renamed) or saved in another encoding, given as `encoding`
     (a UTF-16 text saved as UTF-8: encoding="utf-8"): the digest of its text is checked, and the run
     records the path and encoding. An option or argument given as None is left unset, as if not given, unless None is
-    one of its values (max_time=None: no time limit). `init_from=RUN` starts a new run from RUN's
-    weights (fine-tuning: see finetune.py). Unless quiet, it ends as `charlm train` does, with a done:
-    line (on stderr) naming the run's folder and the charlm.load call that reads it.
+    one of its values (max_time=None: no time limit). `init_from=RUN` fine-tunes: a new run from RUN's
+    weights (a run, .pt file or exported model folder), in its architecture, with the new text's
+    characters added, lr=1e-3 and its dropout unless given (the README's "Fine-tune on a small text").
+    Unless quiet, it ends as `charlm train` does, with a done: line (on stderr) naming the run's folder
+    and the charlm.load call that reads it.
 
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last

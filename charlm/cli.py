@@ -189,7 +189,7 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
         from .scoring import text_bits, unseen_note
     # RUN may be left out, as every command's: a first path that is text (a file or a folder that is no
     # run) is the first of FILES, scored under the latest run
-    first_is_text = bool(given) and names_text(given[0])
+    first_is_text = bool(given) and runs.names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
     if not files:
@@ -229,16 +229,6 @@ def refuse_unread_encoding(encoding: str, run_dir: Path, reads: str) -> None:
         f"{said('encoding', encoding)} reads {reads}; the run's own text is read in the encoding its run "
         f"records: to read it in another, resume the run on its text in that one, which trains nothing ({resume})"
     )
-
-
-def names_text(path: str) -> bool:
-    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint, or a folder
-    that is no run (not even one still training), holds no runs and no exported model."""
-    found = Path(path)
-    if found.is_file():
-        return found.suffix != ".pt"
-    run_like = runs.is_run_folder(found) or runs.run_folders(found) or runs.names_a_run(path)
-    return found.is_dir() and not run_like
 
 
 def evaluate_held_out(saved: Checkpoint, model: CharLM, run_dir: Path, quiet: bool) -> None:

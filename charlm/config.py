@@ -141,9 +141,9 @@ class Config:
     tensorboard: bool = option(False, "also log metrics for TensorBoard (needs the tensorboard package)")
     eval_also: str | None = option(
         None,
-        "also score this text (its first 50,000 tokens) at each evaluation, e.g. a base run's held-out text: "
-        "what fine-tuning forgets",
-        metavar="FILE",
+        "also score this text (its first 50,000 tokens) at each evaluation: a FILE, or a RUN's held-out text "
+        "(what `charlm eval RUN` scores), e.g. the base's: what fine-tuning forgets",
+        metavar="FILE|RUN",
     )
     # hardware
     device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
@@ -428,6 +428,19 @@ class SampleConfig:
         """The temperature of character `step`: a schedule (a tuple) is cycled, one value holds throughout."""
         t = self.temperature
         return t[step % len(t)] if isinstance(t, tuple) else t
+
+
+def check_greedy_alone(given: dict) -> None:
+    """Refuse greedy with a temperature, top-k or top-p among the options `given`: greedy takes the likeliest
+    character, so they change nothing, and a text labeled with them (the CLI's, per temperature) misleads.
+    The server's greedy (temperature 0) builds its SampleConfig itself, with the top_p an OpenAI client sends."""
+    ignored = [said(name) for name in ("temperature", "top_k", "top_p") if given.get(name) is not None]
+    if given.get("greedy") is True and ignored:
+        one = len(ignored) == 1
+        raise CharLMError(
+            f"{said('greedy', True)} takes the likeliest character, so {' and '.join(ignored)} change{'s' * one} "
+            f"nothing: drop {'it' if one else 'them'}, or drop {said('greedy', True)} to sample"
+        )
 
 
 def check_logit_bias(logit_bias: dict[str | int, float] | None) -> None:

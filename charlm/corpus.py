@@ -93,6 +93,20 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
     return once_each(paths)
 
 
+def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
+    """Refuse a new run's text inside charlm's prepared corpora (`CACHE_ROOT`: the built-in plays' train.txt
+    and val.txt, token ids), which is never a corpus of its own: a glob for the held-out plays given to
+    --eval-also matched two cache folders, and the run trained on the second without a word."""
+    cache = os.path.realpath(CACHE_ROOT)
+    for source in sources:
+        if os.path.commonpath([os.path.realpath(source), cache]) == cache:
+            raise CharLMError(
+                f"{source}: a text of charlm's prepared corpora (under {CACHE_ROOT}/), not a corpus to train on; to "
+                f"score a run's held-out text as this run trains, give {said('eval_also', metavar='RUN')} (or the "
+                f"file to {said('eval_also')}); after it, charlm eval RUN"
+            )
+
+
 def folder_files(folder: Path) -> list[Path]:
     """The .txt files (.TXT too) in `folder` and the folders under it, sorted by their paths' code points
     whatever the locale, so that every run reads them in one order. Hidden files and folders (.git, macOS's

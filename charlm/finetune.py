@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import checkpoint, runs
+from . import checkpoint, hub, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config
 from .errors import CharLMError
@@ -49,6 +49,18 @@ class Start:
     checkpoint: Checkpoint
     record: Base
     defaulted: tuple[str, ...] = ()
+
+    def named(self) -> str:
+        """The base as the run's reasons name it: a run, or, where the weights came from an exported model
+        folder (no run of its own) or a lone .pt file, what that is."""
+        path = Path(self.record.path)
+        if path.name in (runs.BEST, runs.LATEST):
+            return f"base run {self.record.run}"
+        if path.name != hub.WEIGHTS:
+            return f"base checkpoint {path.name}"
+        if path.parent.name == self.record.run:  # a model folder of its own (`runs.run_name_of`)
+            return f"base model folder {self.record.run}"
+        return f"base run {self.record.run}'s exported model"
 
     def model(self, vocab: Vocabulary, dropout: float) -> CharLM:
         """The base's model with the run's dropout, grown over `vocab` (the base's, extended)."""

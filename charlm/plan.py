@@ -50,7 +50,8 @@ from .errors import CharLMError
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start
 from .model import auto_head_reason
-from .tokens import TokenCorpus, read_eval_also
+from .runtext import eval_also_kept, read_eval_also
+from .tokens import TokenCorpus
 from .train_state import check_data
 
 DROPOUT_RULE = ((12.0, 0.1), (40.0, 0.5))  # (passes, dropout): 0.1 up to 12 passes, rising to 0.5 at 40
@@ -155,14 +156,14 @@ def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: 
     `reasons`: the base's architecture, finetune.DEFAULTS' gentler values where not given, said as a
     fitted option is, and the base's dropout where unset (measured better than fitting it: the module
     docstring)."""
-    reasons.update({name: f"as in base run {start.record.run}" for name in ARCHITECTURE if name in PLANNED})
+    reasons.update({name: f"as in {start.named()}" for name in ARCHITECTURE if name in PLANNED})
     for name in DEFAULTS:
         value, new_runs = getattr(config, name), getattr(Config, name)
         taken = f"--{option_name(name)} {value:g}: fine-tuning's default, gentler than a new run's {new_runs:g}"
         reasons[name] = say(taken) if name in start.defaulted else GIVEN
     if config.dropout is None:
         config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
-        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in base run {start.record.run}")
+        reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in {start.named()}")
     return config
 
 
@@ -191,7 +192,7 @@ def fitted_to_passes(
 def head_reason(config: Config, corpus: TokenCorpus, start: Start | None) -> str:
     """Why the run has its head: its base's, as given, or what `--head auto` chooses for this vocabulary."""
     if start is not None:
-        return f"as in base run {start.record.run}"
+        return f"as in {start.named()}"
     if config.head != "auto":
         return GIVEN
     return auto_head_reason(len(corpus.vocab), "characters" if corpus.vocab.one_char_per_id else "tokens")
@@ -334,7 +335,8 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
 
 
 def with_absolute_eval_also(config: Config) -> Config:
-    """--eval-also as an absolute path, so a resumed run finds it from any working directory."""
+    """--eval-also as an absolute path (a text's, or the run's whose held-out text it scores), so a resumed
+    run finds it from any working directory."""
     if not config.eval_also:
         return config
-    return dataclasses.replace(config, eval_also=str(runs.real(config.eval_also)))
+    return dataclasses.replace(config, eval_also=eval_also_kept(config.eval_also))

@@ -547,6 +547,17 @@ def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
     return True
 
 
+def names_text(path: str) -> bool:
+    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint, or a folder
+    that is no run (not even one still training), holds no runs and no exported model. `charlm eval`'s
+    first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
+    found = Path(path)
+    if found.is_file():
+        return found.suffix != ".pt"
+    run_like = is_run_folder(found) or run_folders(found) or names_a_run(path)
+    return found.is_dir() and not run_like
+
+
 def holds_checkpoint(run_dir: Path) -> bool:
     """Whether a run folder holds a run to go on from: latest.pt, or best.pt alone, which a run killed
     at its first checkpoint leaves (the trainer writes best.pt first)."""

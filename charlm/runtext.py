@@ -1,5 +1,5 @@
 """A run's text after the run: where it is now, how it is read, and what a command is told where the
-files are not it, for `charlm eval RUN`, `charlm inspect RUN` and a resume.
+files are not it, for `charlm eval RUN`, `charlm inspect RUN`, `--eval-also RUN` and a resume.
 
 A checkpoint records its corpus (`TokenCorpus.record`: name, sources, the cache key, and the digest of
 the text as read). Since the run, the text may have moved (a resume given its new path writes that path
@@ -12,15 +12,18 @@ them, reads them as the run last did, and words the refusals.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from . import runs
+from . import checkpoint, hub, runs
 from .config import Config
-from .corpus import Undecodable, is_utf8, source_files
-from .errors import CharLMError
+from .corpus import Undecodable, is_utf8, read_texts, source_files
+from .errors import CharLMError, callers_stacklevel
 from .fields import call, paths_given, said
+from .scoring import check_scored, scored_ids, unseen_note
 from .tokens import (
     CorpusChanged,
     TokenCorpus,
@@ -33,7 +36,9 @@ from .tokens import (
     recorded_sources,
     source_parts,
 )
-from .vocab import Vocabulary
+from .vocab import UNSEEN, Vocabulary
+
+EVAL_ALSO_TOKENS = 50_000  # of the --eval-also text, which a fine-tuning run scores every few seconds
 
 
 def held_out_ids(
@@ -44,6 +49,65 @@ def held_out_ids(
     a text (a 30M-character split decoded through a Python list of its ids would peak at 745 MB)."""
     instead = f"; give FILES to score instead ({call('eval', 'FILES', path=run_dir)})"
     return run_corpus(corpus, config, base, quiet, instead, run_dir).val_ids
+
+
+def eval_also_run(value: str) -> Path | None:
+    """The checkpoint of the run --eval-also names (a run name or folder, a corpus name, a .pt file or an
+    exported model folder), whose held-out text it scores; None where it names a text: a file, or a folder
+    that is no run (a FILE that exists wins over a run of its name), or nothing, then said to be no file."""
+    if runs.names_text(value) or not (Path(value).exists() or runs.names_a_run(value)):
+        return None
+    return runs.resolve(value)
+
+
+def eval_also_kept(value: str) -> str:
+    """--eval-also as the run keeps it: the text's absolute path, or the folder of the run it names (its
+    .pt file where that is all it is), so that a resume finds the same text from any working directory."""
+    try:
+        run = eval_also_run(value)
+    except CharLMError as e:  # a run folder with no checkpoint, a folder of runs
+        raise CharLMError(f"{said('eval_also')} {e}") from None
+    if run is None:
+        return str(runs.real(Path(value)))
+    return str(runs.real(run.parent if run.name in (runs.BEST, runs.LATEST, hub.WEIGHTS) else run))
+
+
+def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:
+    """The ids of the --eval-also text that each evaluation scores (its first `EVAL_ALSO_TOKENS`), read
+    and checked before training starts: the plan refuses a bad one, the trainer scores it. A file is read
+    as `charlm eval` reads one; a run gives the held-out text `charlm eval RUN` scores (its first tokens,
+    as characters), a cache's val.txt that no glob can mistake for a second corpus. Characters the model
+    never saw (Tang poems beside a novel) are left out of the score, the same ones at every evaluation,
+    with a warning, if `tell`, that says how many."""
+    value = config.eval_also
+    if not value:
+        return None
+    what = said("eval_also", value)
+    try:
+        run = eval_also_run(value)
+        if run is None:
+            text = read_texts([value], config.encoding, vocab.normalize)
+        else:
+            text = held_out_text(run, quiet=config.quiet or not tell)
+            what = f"the held-out text of {what}"
+    except CharLMError as e:
+        raise CharLMError(f"{said('eval_also')} {e}") from None
+    ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
+    if not (ids[1:] != UNSEEN).any():
+        check_scored(what, characters=len(ids), chars=0)
+    if tell and (note := unseen_note(vocab, [text[: EVAL_ALSO_TOKENS + 1]])):  # "" for sentencepiece, which spells any
+        warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
+    return ids
+
+
+def held_out_text(path: Path, quiet: bool) -> str:
+    """The start of the held-out text of the run whose checkpoint is `path`: its first `EVAL_ALSO_TOKENS`
+    tokens, as characters (a sentencepiece run's pieces spelled out), which the model scoring them reads
+    in its own tokens."""
+    saved = checkpoint.read(path)
+    instead = f"; give its text as a FILE instead ({said('eval_also', 'FILE')})"
+    corpus = run_corpus(saved.corpus, saved.config, saved.base_vocab(), quiet, instead, path.parent)
+    return saved.vocab.decode(corpus.val_ids[: EVAL_ALSO_TOKENS + 1])
 
 
 def run_corpus(

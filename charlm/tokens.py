@@ -33,7 +33,6 @@ import re
 import secrets
 import shutil
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from . import catalog, files
@@ -55,19 +53,16 @@ from .corpus import (
     iter_text,
     open_file,
     read_block,
-    read_texts,
     source_files,
 )
-from .errors import CharLMError, callers_stacklevel
+from .errors import CharLMError
 from .fields import paths_given, said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
-from .scoring import check_scored, scored_ids, unseen_note
 from .shakespeare import shakespeare_files
-from .vocab import MAX_CODE_POINT, UNKNOWN, UNSEEN, Vocab, Vocabulary, code_points
+from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, Vocabulary, code_points
 
 CACHE_FORMAT = 1
 COUNT_SLICE = 1 << 20  # ids counted at a time (an 8 MB int64 copy)
-EVAL_ALSO_TOKENS = 50_000  # of the --eval-also text, which a fine-tuning run scores every few seconds
 PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<process>\d+(-\d+)?)-[0-9a-f]+")  # `private_name`'s
 PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
 NAMED_UNKNOWN = 100  # the characters the vocabulary lacks that meta.json names (all are counted)
@@ -495,27 +490,6 @@ def few(names: list[str], shown: int = 3) -> str:
 class CorpusChanged(CharLMError):
     """A run's sources are not the text it trained on (neither its corpus record's cache key nor its text
     digest): its caller says what to do without them."""
-
-
-def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:
-    """The ids of the --eval-also text that each evaluation scores (its first `EVAL_ALSO_TOKENS`), read
-    and checked before training starts: the plan refuses a bad one, the trainer scores it. It is read as
-    `charlm eval` reads a file: characters the model never saw (Tang poems beside a novel) are left out
-    of the score, the same ones at every evaluation, with a warning, if `tell`, that says how many."""
-    path = config.eval_also
-    if not path:
-        return None
-    try:
-        text = read_texts([path], config.encoding, vocab.normalize)
-    except CharLMError as e:
-        raise CharLMError(f"{said('eval_also')} {e}") from None
-    what = said("eval_also", path)
-    ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
-    if not (ids[1:] != UNSEEN).any():
-        check_scored(what, characters=len(ids), chars=0)
-    if tell and (note := unseen_note(vocab, [text[: EVAL_ALSO_TOKENS + 1]])):  # "" for sentencepiece, which spells any
-        warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
-    return ids
 
 
 def catalog_name(source: str) -> bool:

@@ -32,10 +32,11 @@ from .fields import said
 from .model import CharLM
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
+from .runtext import read_eval_also
 from .sampler import generate
 from .scoring import bits_per_char
 from .stopping import StopFlag
-from .tokens import TokenCorpus, read_eval_also, same_text
+from .tokens import TokenCorpus, same_text
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)

@@ -654,6 +654,22 @@ def test_a_bad_sampling_option_is_named_as_python_wrote_it(model, options, messa
         assert str(raised.value) == message
 
 
+def test_greedy_with_a_temperature_top_k_or_top_p_is_refused_as_the_command_refuses_it(model):
+    """charlm.generate(model, greedy=True, temperature=[0.5, 1.0]) silently ignored the temperatures, where
+    `charlm sample --greedy --temperature ...` is refused; it is now, naming keywords. A SampleConfig(greedy=True)
+    passed on as dataclasses.asdict(config) holds the default temperature, and still writes."""
+    refused = [
+        ({"temperature": [0.5, 1.0]}, "greedy=True takes the likeliest character, so temperature changes nothing"),
+        ({"top_k": 3, "top_p": 0.9}, "so top_k and top_p change nothing: drop them, or drop greedy=True to sample"),
+    ]
+    for call in (charlm.generate, charlm.stream):
+        for options, message in refused:
+            with pytest.raises(CharLMError, match=re.escape(message)):
+                call(model, "a", length=3, greedy=True, **options)
+    config = dataclasses.asdict(SampleConfig(greedy=True, length=3))
+    assert charlm.generate(model, "a", **config) == charlm.generate(model, "a", length=3, greedy=True)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

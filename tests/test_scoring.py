@@ -22,10 +22,10 @@ from charlm.errors import CharLMError
 from charlm.inspection.analysis import analyse
 from charlm.model import CharLM, ModelConfig, inference
 from charlm.pieces import PieceVocab, train_model
+from charlm.runtext import read_eval_also
 from charlm.scoring import text_bits
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
-from charlm.tokens import read_eval_also
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model, wait_healthy

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 import click
 
 from .. import files, runs, stopping, tables
-from ..config import MAX_LOGIT_BIAS, SampleConfig, parse_temperatures
+from ..config import MAX_LOGIT_BIAS, SampleConfig, check_greedy_alone, parse_temperatures
 from ..corpus import check_characters, read_seed_file, undecodable
 from ..errors import BiasError, CharLMError
 from .completion import run_names
@@ -84,15 +84,7 @@ def sample(
     configs = sample_configs({k: v for k, v in given.items() if v is not None}, ban)
     if seed is not None and seed_file:
         raise CharLMError("give --seed or --seed-file, not both")
-    ignored = [
-        f"--{name.replace('_', '-')}" for name in ("temperature", "top_k", "top_p") if given.get(name) is not None
-    ]
-    if given.get("greedy") and ignored:  # a greedy text labeled with temperatures it never used would mislead
-        names = " and ".join(ignored)
-        raise CharLMError(
-            f"--greedy takes the likeliest character, so {names} change{'s' * (len(ignored) == 1)} nothing: "
-            f"drop {'it' if len(ignored) == 1 else 'them'}, or drop --greedy to sample"
-        )
+    check_greedy_alone(given)  # a greedy text labeled with temperatures it never used would mislead
     if interactive and (seed is not None or seed_file or as_json or len(configs) > 1 or configs[0].num_samples > 1):
         raise CharLMError(
             "--interactive writes one plain sample from the lines you type: drop --seed, --seed-file, --json, "
