@@ -527,6 +527,58 @@ def test_the_pages_top_k_keeps_the_k_likeliest_as_charlm_does(tmp_path):
     assert max(abs(first.count(c) / len(first) - p) for c, p in probs.items()) < 0.1, probs
 
 
+def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing_something_else(tmp_path):
+    """window.charlm.generate took options it does not have without a word: a repetition penalty or a logit
+    bias wrote the text without it, a temperature schedule (a list, charlm.generate's) drew id 0 on every step
+    (NaN), as did top_p 0; a negative temperature wrote the least likely characters and a negative top_k kept
+    them all, where charlm refuses each. Each is refused by name now, and what the page offers still writes."""
+    model = model_of("lstm", TEXT, hidden=16)
+    not_offered = {  # charlm's, which the page has not
+        "repetition_penalty": {"repetition_penalty": 1.5},
+        "logit_bias": {"logit_bias": {"o": -100}},
+        "num_samples": {"num_samples": 2},
+        "temperature": {"temperature": [0.5, 1.0]},
+    }
+    wrong = {  # what charlm refuses too
+        "top_p": {"top_p": 0},
+        "top_k": {"top_k": -3},
+        "length": {"length": -5},
+        "random_seed": {"random_seed": 1.5},
+        "greedy": {"greedy": 1},
+        "repetiton_penalty": {"repetiton_penalty": 1.5},  # a misspelt option
+    }
+    for options in wrong.values():
+        with pytest.raises(CharLMError):
+            sampler.generate(model, "the ", **{"length": 20, **options})
+    refused = {**not_offered, **wrong}
+    refused["temperature -1"] = {"temperature": -1}
+    generations = [{"seed": "the ", "length": 20, "random_seed": 1, **options} for options in refused.values()]
+    generations.append({"seed": "the ", "length": 20, "greedy": True, "top_k": None, "logit_bias": None})
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "the", "generations": generations})
+    for (name, options), text in zip(refused.items(), got["texts"]):
+        assert text.startswith("error: ") and name.split()[0] in text and "\n" not in text, (options, text)
+    assert "not the page's (the page has no repetition penalty)" in got["texts"][0]
+    assert "unknown sampling option repetiton_penalty; known: seed," in got["texts"][9]
+    assert got["texts"][-1] == sampler.generate(model, "the ", length=20, greedy=True)[0]
+
+
+def test_the_pages_stop_text_is_read_in_the_models_normalization_as_charlms(tmp_path):
+    """A stop text is the model's text as its vocabulary normalizes it (sampler.stop_texts): an nfkc model
+    writes 'o' for a full-width 'ｏ', and charlm stops there; the page looked for the 'ｏ' as typed, which the
+    model never writes, and wrote on to the length."""
+    torch.manual_seed(3)
+    vocab = Vocab(sorted(set(TEXT)), normalize="nfkc")
+    model = CharLM(ModelConfig("lstm", 2, 16, 0.0, len(vocab)), vocab).eval()
+    greedy = sampler.generate(model, "the ", length=60, greedy=True)[0]
+    written = next(c for c in greedy[4:] if c.isalpha())
+    stop = chr(ord(written) - 0x21 + 0xFF01)  # its full-width form
+    expected = sampler.generate(model, "the ", length=60, greedy=True, stop=stop)[0]
+    assert expected != greedy and expected.endswith(written)
+    generations = [{"seed": "the ", "length": 60, "greedy": True, "stop": stop}]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "the", "generations": generations})
+    assert got["texts"] == [expected]
+
+
 def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     """The page's forms (sampler.js) wrote a new poem after any seed; charlm goes on with the poem a seed began
     (constraints.Constrained.begun), and so does the page now, by the same rule: the same greedy poems, the same

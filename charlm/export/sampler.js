@@ -518,17 +518,73 @@ function logprobsOf(text) {
   return out;
 }
 
+// --- a request's options -------------------------------------------------------------------------
+// What generate takes, each checked as charlm's SampleConfig checks it (temperature 0 is greedy, as on the
+// page's slider), and what charlm offers that the page does not, refused by name: taken without a word, a
+// repetition penalty, a logit bias or a temperature schedule (a list) wrote a text charlm would not write.
+
+const OPTIONS = ["seed", "length", "temperature", "top_k", "top_p", "greedy", "random_seed", "stop", "form", "template", "acrostic", "ban"];
+const MESSAGE_FIELDS = ["type", "id", "continuing"];  // the page's own, beside the options
+const NOT_OFFERED = {
+  repetition_penalty: "the page has no repetition penalty",
+  repetition_window: "the page has no repetition penalty",
+  logit_bias: "the page's one bias is ban, the characters never to write",
+  num_samples: "call generate once per sample",
+  precision: "the page computes in fp32",
+};
+
+function shown(value) { return JSON.stringify(value) ?? String(value); }
+
+function checkOptions(request) {
+  for (const name of Object.keys(request)) {
+    if (OPTIONS.includes(name) || MESSAGE_FIELDS.includes(name) || request[name] == null) continue;  // null: not given
+    if (Object.hasOwn(NOT_OFFERED, name)) {
+      throw formError(name, `${name} is charlm's, not the page's (${NOT_OFFERED[name]}); leave it out, or sample with charlm`);
+    }
+    throw formError(name, `unknown sampling option ${name}; known: ${OPTIONS.join(", ")}`);
+  }
+  const given = (name) => request[name] != null;
+  const isInteger = (name) => Number.isInteger(request[name]);
+  const { temperature, top_p } = request;
+  if (Array.isArray(temperature)) {
+    throw formError("temperature", `temperature must be one number: the page has no temperature schedule (a list), not ${shown(temperature)}`);
+  }
+  if (given("temperature") && !(typeof temperature === "number" && temperature >= 0 && temperature < Infinity)) {
+    throw formError("temperature", `temperature must be a finite number of 0 or more (0: greedy), not ${shown(temperature)}`);
+  }
+  if (given("top_p") && !(typeof top_p === "number" && top_p > 0 && top_p <= 1)) {
+    throw formError("top_p", `top_p must be in (0, 1], not ${shown(top_p)}`);
+  }
+  if (given("top_k") && !(isInteger("top_k") && request.top_k >= 1)) {
+    throw formError("top_k", `top_k must be an integer of at least 1, not ${shown(request.top_k)}`);
+  }
+  if (given("length") && !(isInteger("length") && request.length >= 0)) {
+    throw formError("length", `length must be an integer of 0 or more, not ${shown(request.length)}`);
+  }
+  if (given("random_seed") && !isInteger("random_seed")) {
+    throw formError("random_seed", `random_seed must be an integer, not ${shown(request.random_seed)}`);
+  }
+  if (given("greedy") && typeof request.greedy !== "boolean") {
+    throw formError("greedy", `greedy must be true or false, not ${shown(request.greedy)}`);
+  }
+  for (const name of ["seed", "stop"]) {
+    if (given(name) && typeof request[name] !== "string") throw formError(name, `${name} must be a string, not ${shown(request[name])}`);
+  }
+}
+
 // A generation in slices, so a stop message gets in between them; it streams what it makes.
 function generate(request) {
+  checkOptions(request);
   const options = {
     length: request.length ?? 500, temperature: request.temperature ?? 0.8, top_p: request.top_p ?? 1, top_k: request.top_k ?? 0,
     greedy: !!request.greedy, stop: request.stop || "",
   };
+  const normalize = model.meta.vocab.normalize;
+  if (normalize !== "none") options.stop = options.stop.normalize(normalize.toUpperCase());  // as the model writes it (sampler.stop_texts)
   const seed = lineBreaks(request.seed ?? "");  // as the text is shown and read (encoded, and begun)
   const banned = bannedMask(request.ban);
   const form = compileTemplate(request, banned);  // null: free text; a new template on each request (Continue too)
   const unbanned = banned && banned.map((out) => 1 - out);  // free text: every id but the banned (null: every id)
-  const normalize = model.meta.vocab.normalize;
   const read = normalize === "none" ? seed : seed.normalize(normalize.toUpperCase());
   const begin = form ? form.begun(read) : 0;  // the poem the seed began, if it began one: its rest is written
   const allowed = form ? (count) => form.allowed(begin + count) : () => unbanned;
