@@ -160,7 +160,7 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     end = data.find(b"\n", len(MAGIC), len(MAGIC) + 2048) + 1 or len(data)
     header_line, body = data[len(MAGIC) : end], data[end:]
     try:
-        header = json.loads(header_line)
+        header = files.parse_json(header_line)
         version, size, digest = header["version"], header["bytes"], header["sha256"]
     except (ValueError, KeyError, TypeError):
         raise CharLMError(f"{path}: damaged checkpoint header; {advice(path)}") from None

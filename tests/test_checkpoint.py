@@ -294,6 +294,52 @@ def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
     )
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested past Python's parser: a RecursionError, not a ValueError
+
+
+def nested_too_deeply(trained: Path, name: str) -> tuple[list[str], str | None]:
+    """A copy of the trained run (or its model folder) with file `name` made DEEP JSON; the command that
+    reads it, and the error it must give (None: the file is one a reader skips, and the command works)."""
+    run = Path("run")
+    shutil.copytree(trained.parent, run)
+    if name in ("config.json", "vocab.json"):
+        assert cli("export", str(run), "--format", "safetensors", "--output", "model").exit_code == 0
+        (Path("model") / name).write_text(DEEP, encoding="utf-8")
+        if name == "vocab.json":  # its sha256 recorded, as a crafted folder would: else the mismatch is told
+            config = json.loads(Path("model/config.json").read_text(encoding="utf-8"))
+            config["sha256"]["vocab.json"] = hashlib.sha256(DEEP.encode()).hexdigest()
+            Path("model/config.json").write_text(json.dumps(config), encoding="utf-8")
+        return ["info", "model"], f"model/{name}: damaged model folder (JSON nested too deeply)"
+    if name == "header":  # the header line is at most 2 KiB: as deep as that allows
+        data = (run / runs.LATEST).read_bytes().split(b"\n", 2)[2]
+        (run / runs.LATEST).write_bytes(checkpoint_file.MAGIC + b"[" * 1000 + b"]" * 1000 + b"\n" + data)
+        return ["info", str(run / runs.LATEST)], "damaged checkpoint header"
+    resume = ["train", "--resume", str(run), "--max-steps", "21"]
+    if name == "meta.json":  # a corpus cache's: rebuilt by the resume
+        (meta,) = trained.parents[2].glob("corpora/cache/*/meta.json")
+        shutil.copytree(meta.parents[2], "corpora")
+        (Path("corpora/cache") / meta.parent.name / "meta.json").write_text(DEEP, encoding="utf-8")
+        return resume, None
+    if name == "run.json":  # lost, never the run
+        (run / name).write_text(DEEP, encoding="utf-8")
+        return resume, None
+    with open(run / name, "a", encoding="utf-8") as file:  # a line of exports.jsonl, skipped
+        file.write(DEEP + "\n")
+    return ["info", str(run)], None
+
+
+@pytest.mark.parametrize("name", ["header", "config.json", "vocab.json", "run.json", "exports.jsonl", "meta.json"])
+def test_json_nested_too_deeply_is_damage_not_a_traceback(trained, name):
+    """Every JSON file charlm reads, made of 100,000 nested brackets: Python's parser raised a
+    RecursionError that no reader caught (a traceback), where malformed JSON is one line or skipped."""
+    command, error = nested_too_deeply(trained, name)
+    result = cli(*command)
+    if error is None:
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    else:
+        assert_one_line_error(result, error)
+
+
 def test_resuming_a_model_folder_says_to_start_a_new_run_from_it(trained, tmp_path):
     folder = tmp_path / "model"
     assert cli("export", str(trained), "--format", "safetensors", "--output", str(folder)).exit_code == 0
