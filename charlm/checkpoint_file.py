@@ -187,7 +187,9 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
 def _refusal(message: str) -> str:
     """Why torch's weights-only unpickler refused a payload, without its paragraphs of advice on
     loading untrusted files anyway."""
-    code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    # any global not allowed ("Unsupported global: GLOBAL x") or of a module torch blocks (os, posix, nt,
+    # sys: "unsupported GLOBAL posix.system whose module posix is blocked", told amid paragraphs of advice)
+    code = re.search(r"GLOBAL (\S+)", message)
     if code:  # a builtin by its bare name: torch >= 2.7 gives it so, 2.4 to 2.6 as builtins.getattr
         name = code.group(1).removeprefix("builtins.")
         return f"the checkpoint holds code ({name}), not only tensors and plain values"

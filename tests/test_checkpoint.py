@@ -196,6 +196,24 @@ def test_a_malicious_pickle_is_refused_and_its_code_does_not_run(tmp_path):
     assert (tmp_path / "pwned").exists()
 
 
+class _Shell:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_a_pickle_calling_a_module_torch_blocks_is_refused_naming_the_code(tmp_path):
+    """A pickle calling os.system (a module torch's weights-only loader blocks outright, with its own
+    wording) was refused as "holds more than tensors and plain values (Weights only load failed. In
+    PyTorch 2.6, we changed the default value of ...": torch's advice, cut, not what the file holds."""
+    path = tmp_path / "shell.pt"
+    path.write_bytes(checkpoint_file.serialize({"x": _Shell()}))
+    with pytest.raises(CharLMError, match=r"refused: the checkpoint holds code \((posix|nt)\.system\), not only"):
+        charlm.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_missing_checkpoint_is_refused():
     with pytest.raises(CharLMError, match="no such checkpoint"):
         charlm.load("nowhere.pt")
