@@ -259,10 +259,21 @@ def replacing(part: str, record: str, value):
     return edit
 
 
+def overflowing(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` with two values near float32's largest, of opposite signs: finite, and so is its sum."""
+    weight[0, 0], weight[0, 1] = 3e38, -3e38
+    return weight
+
+
 DAMAGE = {
     "wrong shape": (set_first_weight(lambda w: torch.zeros(1)), "weights: embed.weight has shape [1]"),
     "missing weight": (lambda p: p["model"]["weights"].pop("embed.weight"), "weights: embed.weight missing"),
     "NaN weight": (set_first_weight(lambda w: torch.full_like(w, float("nan"))), "embed.weight holds NaN"),
+    # finite, its sum too (0): read, it sampled one character over and over and scored "nan bits per character"
+    "overflowing weight": (
+        set_first_weight(overflowing),
+        "embed.weight holds 3e+38, which no trained model's weight is",
+    ),
     # torch.load(weights_only=True) takes these too; each was a torch traceback (a sparse weight's in info only)
     "sparse weight": (set_first_weight(lambda w: w.to_sparse()), "embed.weight is a tensor of layout torch.sparse_coo"),
     "meta weight": (set_first_weight(lambda w: w.to("meta")), "embed.weight is a tensor of the meta device"),
