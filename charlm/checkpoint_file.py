@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,6 +176,8 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
         raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {advice(path)}")
     if hashlib.sha256(body).hexdigest() != digest:
         raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {advice(path)}")
+    if unpacked := _unpacked_size(body):  # before torch.load, which would allocate it
+        raise CharLMError(f"{path}: refused: {unpacked}; {advice(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
@@ -182,6 +185,25 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     if not isinstance(payload, dict):  # our header over a body that is not ours: damage, as above
         raise CharLMError(f"{path}: damaged checkpoint (its body holds no checkpoint); {advice(path)}")
     return version, payload
+
+
+def _unpacked_size(body: bytes) -> str:
+    """Why a payload is not read as torch.save wrote it ("" where it is): a zip archive of uncompressed
+    records (`serialize`), which torch.load reads without holding more than the file. A record compressed
+    (a zip bomb: a few MB of the file unpacked to tens of GB) or of a size it does not have, or a body of
+    torch's legacy format (storages of any size its header claims), would be allocated whole first."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return "its body is not an archive as torch.save writes one"
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
+            return (
+                f"its record {record.filename[:120]!r} unpacks {record.compress_size:,} bytes to {record.file_size:,}, "
+                "which torch.save never writes (a file made to fill memory)"
+            )
+    return ""
 
 
 def _refusal(message: str) -> str:

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,32 @@ def test_a_pickle_calling_a_module_torch_blocks_is_refused_naming_the_code(tmp_p
     with pytest.raises(CharLMError, match=r"refused: the checkpoint holds code \((posix|nt)\.system\), not only"):
         charlm.load(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def zip_bomb(floats: int) -> bytes:
+    """A checkpoint file whose body is torch.save's archive of `floats` zeros, their record deflated: four
+    bytes a float unpacked, about a thousandth of that in the file."""
+    saved, bomb = io.BytesIO(), io.BytesIO()
+    torch.save({"model": torch.zeros(floats)}, saved)
+    with zipfile.ZipFile(saved) as archive, zipfile.ZipFile(bomb, "w") as packed:
+        for record in archive.infolist():
+            deflated = zipfile.ZIP_DEFLATED if record.filename.endswith("data/0") else zipfile.ZIP_STORED
+            packed.writestr(record.filename, archive.read(record), compress_type=deflated)
+    body = bomb.getvalue()
+    header = {"version": checkpoint_file.VERSION, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    return checkpoint_file.MAGIC + json.dumps(header).encode() + b"\n" + body
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
+    """torch.load unpacks a compressed record whole before anything checks it: a 10 MB file of this kind
+    allocated 10 GB. torch.save never compresses, so a compressed record is refused unread."""
+    path = tmp_path / "bomb.pt"
+    path.write_bytes(zip_bomb(2_000_000))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(
+        CharLMError, match=r"bomb\.pt: refused: its record '.*data/0' unpacks [\d,]+ bytes to 8,000,000"
+    ):
+        charlm.load(path)
 
 
 def test_missing_checkpoint_is_refused():
