@@ -215,7 +215,8 @@ class Checkpoint:
         with part("training state"):
             training = None if training is None else SavedTraining(**training)
         with part("base"):
-            base = Base(**run["base"]) if run.get("base") else None
+            base = run.get("base")
+            base = None if base is None or (isinstance(base, dict) and not base) else Base(**base)
         saved = cls(
             model_config=ModelConfig.from_dict(model["config"]),
             vocab=Vocab.from_dict(model["vocab"]),
@@ -413,7 +414,10 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
     if training.raw_weights is not None:
         with part("raw_weights"):
             check_weights(training.raw_weights, model.state_dict())
-    check_record(training, ("position", "epoch", "scaler", "rng"))
+    check_record(training, ("position", "epoch", "scaler", "rng", "rank_rngs", "device_rngs"))
+    if training.position < 0 or training.epoch < 0:
+        raise CharLMError(f"position {training.position} or epoch {training.epoch} is below 0")
+    check_generator_states(training)
     with part("optimizer"):
         check_optimizer(training.optimizer, param_groups(model, Config()))
     layers, hidden = model.config.layers, model.config.hidden
@@ -424,6 +428,20 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
         or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
     ):
         raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
+
+
+def check_generator_states(training: SavedTraining) -> None:
+    """The random generators' states are bytes as torch keeps them (`train_state.restore` sets them): the
+    CPU's of rank 0 (`rng`), and one row per rank of the CPU's (`rank_rngs`) and of the GPU's (`device_rngs`)."""
+    states = {"rng": (training.rng, 1), "rank_rngs": (training.rank_rngs, 2), "device_rngs": (training.device_rngs, 2)}
+    for name, (state, dims) in states.items():
+        if state is not None and (state.dtype != torch.uint8 or state.dim() != dims or not state.numel()):
+            raise CharLMError(f"{name} is not a random generator's state (a {dims}-D tensor of bytes)")
+    size = torch.get_rng_state().numel()
+    if training.rng.numel() != size or training.rank_rngs.shape[1] != size:
+        raise CharLMError(f"rng or rank_rngs does not hold the CPU generator's state ({size} bytes)")
+    if training.device_rngs is not None and len(training.device_rngs) != len(training.rank_rngs):
+        raise CharLMError("device_rngs has not a row per rank, as rank_rngs has")
 
 
 def check_optimizer(saved: dict, groups: list[dict]) -> None:

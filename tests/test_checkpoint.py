@@ -311,6 +311,16 @@ DAMAGE = {
     "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be from 1 to 16384"),
     "run options": (setting("run", "config", hidden=0), "run options: --hidden must be at least 1, not 0"),
     "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
+    # each a traceback in some command (info's count of ranks, a resume's setting of the generators or its
+    # first window), read as a sound checkpoint by the others
+    "negative position": (lambda p: p["training"].update(position=-1), "position -1 or epoch 0 is below 0"),
+    "rank_rngs none": (lambda p: p["training"].update(rank_rngs=None), "rank_rngs is None, not Tensor"),
+    "rank_rngs of floats": (
+        lambda p: p["training"].update(rank_rngs=torch.zeros(1, 9)),
+        "rank_rngs is not a random generator's state",
+    ),
+    "base a tensor": (lambda p: p["run"].update(base=torch.zeros(2)), "base: TypeError"),
+    "unknown a tensor": (setting("model", "vocab", unknown=torch.zeros(2)), "unknown not true or false"),
     "vocabulary": (replacing("model", "vocab", {"chars": "ab"}), "the vocabulary is damaged"),
 }
 
