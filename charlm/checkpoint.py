@@ -32,11 +32,11 @@ import torch
 
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
-from .config import Config
+from .config import PLANNED, Config
 from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
-from .fields import holds, kinds_of
+from .fields import SHOWN, holds, kinds_of
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
 from .runs import resolve
@@ -209,6 +209,8 @@ class Checkpoint:
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run options"):
             config = Config.from_dict(run["config"])
+            if unset := [name for name in PLANNED if getattr(config, name) is None]:  # plan.py fixes them all
+                raise CharLMError(f"{', '.join(unset)} unset, which no trained run's is")
         with part("progress"):
             # a checkpoint written before patience_best_bpc counted every evaluation against best_bpc
             progress = Progress(**{"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
@@ -349,8 +351,17 @@ def check_fields(record: dict, types: dict) -> None:
         value = record[name]
         if not holds(value, kind):
             raise CharLMError(f"{name} is {value!r}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise CharLMError(f"{name} is {value}")
+        if isinstance(value, (int, float)) and not finite(value):
+            raise CharLMError(f"{name} is {SHOWN.repr(value)}, not a finite number")
+
+
+def finite(number: float) -> bool:
+    """Whether `number` is a finite float, or an int that is one as a float (10**400 is not: float()
+    of it, where a reader reads an int as a float, raises OverflowError)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def check_record(record: object, names: tuple[str, ...] | None = None) -> None:

@@ -321,6 +321,7 @@ DAMAGE = {
     ),
     "base a tensor": (lambda p: p["run"].update(base=torch.zeros(2)), "base: TypeError"),
     "unknown a tensor": (setting("model", "vocab", unknown=torch.zeros(2)), "unknown not true or false"),
+    "elapsed of 400 digits": (setting("run", "progress", elapsed=10**400), "progress: elapsed is 1000"),
     "vocabulary": (replacing("model", "vocab", {"chars": "ab"}), "the vocabulary is damaged"),
 }
 
@@ -404,6 +405,20 @@ def test_json_nested_too_deeply_is_damage_not_a_traceback(trained, name):
         assert result.exit_code == 0 and "Traceback" not in result.output, result.output
     else:
         assert_one_line_error(result, error)
+
+
+def test_a_model_folder_without_its_run_options_is_damage_not_a_traceback(trained, fox_file, tmp_path):
+    """A model folder whose config.json keeps no run options was read with the defaults, --dropout unset
+    among them, which no trained run has: a fine-tune from it ended in a TypeError traceback."""
+    folder = tmp_path / "model"
+    assert cli("export", str(trained), "--format", "safetensors", "--output", str(folder)).exit_code == 0
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["run"]["config"] = {}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert_one_line_error(
+        cli("train", str(fox_file), "--init-from", str(folder), *TINY_LOOP_ARGS, "--max-steps", "1"),
+        f"{folder}: damaged model folder (run options: batch_size, hidden, dropout, eval_every unset",
+    )
 
 
 def test_resuming_a_model_folder_says_to_start_a_new_run_from_it(trained, tmp_path):
