@@ -209,6 +209,10 @@ class Config:
     def check_counts(self) -> None:
         """Sizes, steps and threads: whole numbers within their bounds (`MAXIMA` keeps a typo such as
         --hidden 40000000 from becoming an out-of-memory crash)."""
+        for f in dataclasses.fields(self):  # 400 digits of --max-steps: an OverflowError where a count meets a float
+            value = getattr(self, f.name)
+            if isinstance(value, int) and f.name != "random_seed" and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+                raise CharLMError(f"{said(f.name)} must be a 64-bit integer, not {SHOWN.repr(value)}")
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)
                 continue

@@ -62,6 +62,19 @@ def test_a_duration_that_is_not_finite_is_refused(value):
         Config(max_time=value)
 
 
+@pytest.mark.parametrize(
+    "option, said",
+    [("max_steps", "max_steps must be a 64-bit integer"), ("warmup_steps", "warmup_steps must be a 64-bit integer"),
+     ("lr", "lr must be a number")],
+)  # fmt: skip
+def test_a_number_of_400_digits_is_refused(option, said):
+    """--max-steps or --warmup-steps of 400 digits (a run's options read back too) passed, then ended the
+    run in an OverflowError traceback where the count met a float (the plan's tokens, the warmup's lr);
+    so did lr=10**400, an int taken as a float that no float holds."""
+    with pytest.raises(CharLMError, match=f"^{said}, not 100000"):
+        Config(**{option: 10**400})
+
+
 @pytest.mark.parametrize("value", [1.0, -0.1])
 def test_weight_average_outside_its_range_is_refused(value):
     with pytest.raises(CharLMError, match=r"weight_average must be in \[0, 1\)"):
