@@ -350,18 +350,11 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"no {name!r}")
         value = record[name]
         if not holds(value, kind):
-            raise CharLMError(f"{name} is {value!r}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
-        if isinstance(value, (int, float)) and not finite(value):
-            raise CharLMError(f"{name} is {SHOWN.repr(value)}, not a finite number")
-
-
-def finite(number: float) -> bool:
-    """Whether `number` is a finite float, or an int that is one as a float (10**400 is not: float()
-    of it, where a reader reads an int as a float, raises OverflowError)."""
-    try:
-        return math.isfinite(number)
-    except OverflowError:
-        return False
+            raise CharLMError(f"{name} is {SHOWN.repr(value)}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise CharLMError(f"{name} is {value}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # a count torch and float() take
+            raise CharLMError(f"{name} is {SHOWN.repr(value)}, past a 64-bit integer")
 
 
 def check_record(record: object, names: tuple[str, ...] | None = None) -> None:

@@ -354,6 +354,8 @@ class Vocab:
         if isinstance(data, dict) and data.get("tokenizer") == PieceVocab.tokenizer:
             return PieceVocab.from_dict(data)
         try:
+            if not isinstance(data, dict):  # a tensor's [name] is a torch warning, then an IndexError
+                raise TypeError
             chars, unknown, normalize = data["chars"], data["unknown"], data["normalize"]
         except (KeyError, TypeError):
             raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None

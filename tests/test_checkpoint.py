@@ -322,6 +322,9 @@ DAMAGE = {
     "base a tensor": (lambda p: p["run"].update(base=torch.zeros(2)), "base: TypeError"),
     "unknown a tensor": (setting("model", "vocab", unknown=torch.zeros(2)), "unknown not true or false"),
     "elapsed of 400 digits": (setting("run", "progress", elapsed=10**400), "progress: elapsed is 1000"),
+    "chars of 400 digits": (setting("run", "progress", chars=10**400), "past a 64-bit integer"),
+    "model description a tensor": (replacing("model", "config", torch.zeros(2)), "the model description is damaged"),
+    "vocabulary a tensor": (replacing("model", "vocab", torch.zeros(2)), "the vocabulary is damaged"),
     "vocabulary": (replacing("model", "vocab", {"chars": "ab"}), "the vocabulary is damaged"),
 }
 
