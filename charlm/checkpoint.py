@@ -32,7 +32,7 @@ import torch
 
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
-from .config import PLANNED, Config
+from .config import Config
 from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
@@ -209,8 +209,6 @@ class Checkpoint:
         model, run, training = payload["model"], payload["run"], payload["training"]
         with part("run options"):
             config = Config.from_dict(run["config"])
-            if unset := [name for name in PLANNED if getattr(config, name) is None]:  # plan.py fixes them all
-                raise CharLMError(f"{', '.join(unset)} unset, which no trained run's is")
         with part("progress"):
             # a checkpoint written before patience_best_bpc counted every evaluation against best_bpc
             progress = Progress(**{"patience_best_bpc": run["progress"].get("best_bpc"), **run["progress"]})
