@@ -36,7 +36,7 @@ from .config import Config
 from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
-from .fields import holds, kinds_of
+from .fields import SHOWN, holds, kinds_of
 from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
 from .runs import resolve
@@ -215,7 +215,8 @@ class Checkpoint:
         with part("training state"):
             training = None if training is None else SavedTraining(**training)
         with part("base"):
-            base = Base(**run["base"]) if run.get("base") else None
+            base = run.get("base")
+            base = None if base is None or (isinstance(base, dict) and not base) else Base(**base)
         saved = cls(
             model_config=ModelConfig.from_dict(model["config"]),
             vocab=Vocab.from_dict(model["vocab"]),
@@ -347,9 +348,11 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"no {name!r}")
         value = record[name]
         if not holds(value, kind):
-            raise CharLMError(f"{name} is {value!r}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
+            raise CharLMError(f"{name} is {SHOWN.repr(value)}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
         if isinstance(value, float) and not math.isfinite(value):
             raise CharLMError(f"{name} is {value}")
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # a count torch and float() take
+            raise CharLMError(f"{name} is {SHOWN.repr(value)}, past a 64-bit integer")
 
 
 def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
@@ -359,10 +362,16 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
     check_fields(_fields(record), {name: hints[name] for name in names or hints})
 
 
+# The largest weight read. A trained model's are tens at most; below this bound no product in charlm's model
+# (embedding x input weights summed over 16,384 units, the adaptive head's two projections) overflows a
+# float32, whose products of larger ones can: inf logits, then NaN, which sampled one character over and
+# over and scored "nan bits per character", without a word.
+MAX_WEIGHT = 1e12
+
+
 def check_weights(weights: dict, expected: dict) -> None:
     """`weights` has every weight of `expected` (a model's state dict), of its shape and kind (more may
-    follow: an experiment's model of its own); every value in them is finite (the sum of a sound
-    model's weights is far from overflowing a float32)."""
+    follow: an experiment's model of its own); every value in them is finite and within MAX_WEIGHT."""
     if not isinstance(weights, dict):
         raise CharLMError("not a dict of tensors")
     missing = [n for n in expected if n not in weights]
@@ -378,9 +387,21 @@ def check_weights(weights: dict, expected: dict) -> None:
             raise CharLMError(f"{name} is {kind_of_tensor(tensor)}, not a dense tensor of values")
         if tensor.shape != like.shape:
             raise CharLMError(f"{name} has shape {list(tensor.shape)}, the architecture's is {list(like.shape)}")
-        # A NaN or infinity anywhere makes the sum one: a tenth of the time of isfinite().all().
-        if tensor.is_floating_point() and not torch.isfinite(tensor.sum(dtype=torch.float32)):
-            raise CharLMError(f"{name} holds NaN or infinite values")
+        if tensor.is_floating_point() and tensor.numel():
+            check_values(name, tensor)
+
+
+def check_values(name: str, tensor: torch.Tensor) -> None:
+    """Every value of weight `name` is finite and within MAX_WEIGHT: one pass over it (aminmax, which
+    gives NaN for a NaN anywhere), no copy."""
+    low, high = (float(bound) for bound in torch.aminmax(tensor))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise CharLMError(f"{name} holds NaN or infinite values")
+    if max(-low, high) > MAX_WEIGHT:
+        raise CharLMError(
+            f"{name} holds {max(-low, high):.3g}, which no trained model's weight is (at most {MAX_WEIGHT:.0e} is "
+            "read): its products would overflow into NaN text and scores"
+        )
 
 
 def kind_of_tensor(tensor: torch.Tensor) -> str:
@@ -395,7 +416,10 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
     if training.raw_weights is not None:
         with part("raw_weights"):
             check_weights(training.raw_weights, model.state_dict())
-    check_record(training, ("position", "epoch", "scaler", "rng"))
+    check_record(training, ("position", "epoch", "scaler", "rng", "rank_rngs", "device_rngs"))
+    if training.position < 0 or training.epoch < 0:
+        raise CharLMError(f"position {training.position} or epoch {training.epoch} is below 0")
+    check_generator_states(training)
     with part("optimizer"):
         check_optimizer(training.optimizer, param_groups(model, Config()))
     layers, hidden = model.config.layers, model.config.hidden
@@ -406,6 +430,20 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
         or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
     ):
         raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
+
+
+def check_generator_states(training: SavedTraining) -> None:
+    """The random generators' states are bytes as torch keeps them (`train_state.restore` sets them): the
+    CPU's of rank 0 (`rng`), and one row per rank of the CPU's (`rank_rngs`) and of the GPU's (`device_rngs`)."""
+    states = {"rng": (training.rng, 1), "rank_rngs": (training.rank_rngs, 2), "device_rngs": (training.device_rngs, 2)}
+    for name, (state, dims) in states.items():
+        if state is not None and (state.dtype != torch.uint8 or state.dim() != dims or not state.numel()):
+            raise CharLMError(f"{name} is not a random generator's state (a {dims}-D tensor of bytes)")
+    size = torch.get_rng_state().numel()
+    if training.rng.numel() != size or training.rank_rngs.shape[1] != size:
+        raise CharLMError(f"rng or rank_rngs does not hold the CPU generator's state ({size} bytes)")
+    if training.device_rngs is not None and len(training.device_rngs) != len(training.rank_rngs):
+        raise CharLMError("device_rngs has not a row per rank, as rank_rngs has")
 
 
 def check_optimizer(saved: dict, groups: list[dict]) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import re
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     end = data.find(b"\n", len(MAGIC), len(MAGIC) + 2048) + 1 or len(data)
     header_line, body = data[len(MAGIC) : end], data[end:]
     try:
-        header = json.loads(header_line)
+        header = files.parse_json(header_line)
         version, size, digest = header["version"], header["bytes"], header["sha256"]
     except (ValueError, KeyError, TypeError):
         raise CharLMError(f"{path}: damaged checkpoint header; {advice(path)}") from None
@@ -175,6 +176,8 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
         raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {advice(path)}")
     if hashlib.sha256(body).hexdigest() != digest:
         raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {advice(path)}")
+    if unpacked := _unpacked_size(body):  # before torch.load, which would allocate it
+        raise CharLMError(f"{path}: refused: {unpacked}; {advice(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
@@ -184,10 +187,31 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     return version, payload
 
 
+def _unpacked_size(body: bytes) -> str:
+    """Why a payload is not read as torch.save wrote it ("" where it is): a zip archive of uncompressed
+    records (`serialize`), which torch.load reads without holding more than the file. A record compressed
+    (a zip bomb: a few MB of the file unpacked to tens of GB) or of a size it does not have, or a body of
+    torch's legacy format (storages of any size its header claims), would be allocated whole first."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(body)) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return "its body is not an archive as torch.save writes one"
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
+            return (
+                f"its record {record.filename[:120]!r} unpacks {record.compress_size:,} bytes to {record.file_size:,}, "
+                "which torch.save never writes (a file made to fill memory)"
+            )
+    return ""
+
+
 def _refusal(message: str) -> str:
     """Why torch's weights-only unpickler refused a payload, without its paragraphs of advice on
     loading untrusted files anyway."""
-    code = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+    # any global not allowed ("Unsupported global: GLOBAL x") or of a module torch blocks (os, posix, nt,
+    # sys: "unsupported GLOBAL posix.system whose module posix is blocked", told amid paragraphs of advice)
+    code = re.search(r"GLOBAL (\S+)", message)
     if code:  # a builtin by its bare name: torch >= 2.7 gives it so, 2.4 to 2.6 as builtins.getattr
         name = code.group(1).removeprefix("builtins.")
         return f"the checkpoint holds code ({name}), not only tensors and plain values"

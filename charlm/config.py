@@ -9,6 +9,7 @@ a plain dict (JSON types only).
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 
@@ -208,6 +209,10 @@ class Config:
     def check_counts(self) -> None:
         """Sizes, steps and threads: whole numbers within their bounds (`MAXIMA` keeps a typo such as
         --hidden 40000000 from becoming an out-of-memory crash)."""
+        for f in dataclasses.fields(self):  # 400 digits of --max-steps: an OverflowError where a count meets a float
+            value = getattr(self, f.name)
+            if isinstance(value, int) and f.name != "random_seed" and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+                raise CharLMError(f"{said(f.name)} must be a 64-bit integer, not {SHOWN.repr(value)}")
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)
                 continue
@@ -335,10 +340,11 @@ def parse_duration(
         if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
             raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
-    if seconds <= 0:
+    if not 0 < seconds < math.inf:  # NaN too; infinity (a float, or 400 digits of hours) is no duration either
         no_limit = said(name, "none") if flags_said() else said(name, None)  # a Python caller writes None
         remedy = "give a duration such as 5m or 1h" if required else f"use {no_limit} for no limit"
-        raise CharLMError(f"{flag} must be positive, not {text!r} ({remedy})")
+        kind = "positive" if seconds <= 0 else "a finite duration"
+        raise CharLMError(f"{flag} must be {kind}, not {text!r} ({remedy})")
     if most is not None and seconds > most:
         raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {text!r}")
     return seconds

@@ -17,6 +17,7 @@ import numbers
 import re
 import reprlib
 import shlex
+import sys
 import threading
 import types
 import typing
@@ -268,7 +269,9 @@ def _is_of(value: object, kind: type) -> bool:
         keys, values = typing.get_args(kind)
         return isinstance(value, dict) and all(holds(k, keys) and holds(v, values) for k, v in value.items())
     if kind in (int, float):  # True is an int to Python, but never a size or a rate
-        return isinstance(value, (int, kind)) and not isinstance(value, bool)
+        number = isinstance(value, (int, kind)) and not isinstance(value, bool)
+        # an int serves as a float where it is one: 10**400 is not (float() of it raises OverflowError)
+        return number and (kind is int or isinstance(value, float) or abs(value) <= sys.float_info.max)
     return isinstance(value, kind)
 
 

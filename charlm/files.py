@@ -95,6 +95,16 @@ def json_text(value: object, indent: int | None = None) -> str:
     return utf8(text).decode("utf-8")
 
 
+def parse_json(text: str | bytes) -> object:
+    """`json.loads`, but a text nested deeper than Python's parser goes (about a thousand brackets, which
+    only a hostile file holds) raises the ValueError any malformed JSON does, not a RecursionError: every
+    reader of a file charlm loads already turns a ValueError into its one line, or skips the line."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def cannot_read(name: str | Path, error: OSError) -> CharLMError:
     """The one-line error for a read of `name` that failed, with what to do where the cause says."""
     return CharLMError(f"{name}: cannot read ({error.strerror or error}){read_remedy(error)}")

@@ -125,10 +125,13 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
             raise damaged(folder, f"{stray} is not the file its {CONFIG} was exported with")
         time.sleep(wait)
     try:
-        vocab = json.loads(vocab_bytes.decode("utf-8"))
+        vocab = files.parse_json(vocab_bytes.decode("utf-8"))
+    except ValueError as e:
+        raise damaged(folder / VOCAB, str(e).splitlines()[0][:120]) from None
+    try:
         weights = load(weights_bytes)
     except (ValueError, SafetensorError) as e:
-        raise damaged(folder, str(e).splitlines()[0][:120]) from None
+        raise damaged(folder / WEIGHTS, str(e).splitlines()[0][:120]) from None
     try:
         return config["model"], vocab, weights, config["run"], digests[WEIGHTS]
     except (KeyError, TypeError) as e:
@@ -151,9 +154,9 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
             f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"
         ) from None
     try:
-        config = json.loads(config_bytes.decode("utf-8"))
+        config = files.parse_json(config_bytes.decode("utf-8"))
     except ValueError as e:
-        raise damaged(folder, str(e).splitlines()[0][:120]) from None
+        raise damaged(folder / CONFIG, str(e).splitlines()[0][:120]) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CharLMError(
             f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r}); give a run folder, "

@@ -81,6 +81,8 @@ class ModelConfig:
     def from_dict(cls, values: dict) -> ModelConfig:
         required = [f.name for f in dataclasses.fields(cls) if f.name != "head_cutoffs"]
         try:
+            if not isinstance(values, dict):  # a tensor's [name] is a torch warning, then an IndexError
+                raise TypeError
             config = cls(
                 **{name: values[name] for name in required}, head_cutoffs=tuple(values.get("head_cutoffs", ()))
             )

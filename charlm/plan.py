@@ -161,7 +161,7 @@ def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: 
         value, new_runs = getattr(config, name), getattr(Config, name)
         taken = f"--{option_name(name)} {value:g}: fine-tuning's default, gentler than a new run's {new_runs:g}"
         reasons[name] = say(taken) if name in start.defaulted else GIVEN
-    if config.dropout is None:
+    if config.dropout is None and start.checkpoint.config.dropout is not None:  # else fitted, as a new run's
         config = dataclasses.replace(config, dropout=start.checkpoint.config.dropout)
         reasons["dropout"] = say(f"--dropout {config.dropout:g}: as in {start.named()}")
     return config

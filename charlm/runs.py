@@ -16,7 +16,6 @@ name once run.json is in it (`move_into_place`): a run killed before leaves no f
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -641,7 +640,7 @@ def read_run_info(run_dir: Path) -> dict | None:
             return None
         with open(path, "rb") as file:
             data = file.read(MAX_RUN_INFO + 1)
-        info = json.loads(data) if len(data) <= MAX_RUN_INFO else None
+        info = files.parse_json(data) if len(data) <= MAX_RUN_INFO else None
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
@@ -693,7 +692,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
         return rows
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
-            row = json.loads(line)
+            row = files.parse_json(line)
         except ValueError:
             continue
         if not isinstance(row, dict):

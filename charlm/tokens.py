@@ -392,8 +392,8 @@ def new_characters(counts: Counter, base: Vocabulary, config: Config) -> list[st
 def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
     """Vocabulary, memory-mapped ids and meta of a cache folder, each checked."""
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        vocab = Vocab.from_dict(json.loads((folder / "vocab.json").read_text(encoding="utf-8")))
+        meta = files.parse_json((folder / "meta.json").read_text(encoding="utf-8"))
+        vocab = Vocab.from_dict(files.parse_json((folder / "vocab.json").read_text(encoding="utf-8")))
         path = folder / "tokens.bin"
         dtype = np.dtype(meta["dtype"])
         if path.stat().st_size != meta["tokens"] * dtype.itemsize:
@@ -455,7 +455,7 @@ def files_changed(run: dict, parts: list[list[Path]], root: Path = CACHE_ROOT) -
     folder's meta.json, where it is still there ("" where not). Files are named from the folder they share,
     so a folder moved and changed names its changes alone. A single file changed is named already: ""."""
     try:
-        meta = json.loads((root / run["digest"] / "meta.json").read_text(encoding="utf-8"))
+        meta = files.parse_json((root / run["digest"] / "meta.json").read_text(encoding="utf-8"))
         then, sizes_then = [Path(p) for part in meta["sources"] for p in part], meta.get("sizes")
     except (OSError, ValueError, KeyError, TypeError):
         return ""

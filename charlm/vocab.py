@@ -354,9 +354,14 @@ class Vocab:
         if isinstance(data, dict) and data.get("tokenizer") == PieceVocab.tokenizer:
             return PieceVocab.from_dict(data)
         try:
-            return cls(list(data["chars"]), bool(data["unknown"]), str(data["normalize"]))
+            if not isinstance(data, dict):  # a tensor's [name] is a torch warning, then an IndexError
+                raise TypeError
+            chars, unknown, normalize = data["chars"], data["unknown"], data["normalize"]
         except (KeyError, TypeError):
             raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None
+        if not isinstance(chars, (str, list)) or not isinstance(unknown, bool) or not isinstance(normalize, str):
+            raise CharLMError("the vocabulary is damaged: chars is not a string, unknown not true or false")
+        return cls(list(chars), unknown, normalize)
 
 
 def with_hint(char: str, hint: str) -> str:

@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -196,6 +197,50 @@ def test_a_malicious_pickle_is_refused_and_its_code_does_not_run(tmp_path):
     assert (tmp_path / "pwned").exists()
 
 
+class _Shell:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch pwned",))
+
+
+def test_a_pickle_calling_a_module_torch_blocks_is_refused_naming_the_code(tmp_path):
+    """A pickle calling os.system (a module torch's weights-only loader blocks outright, with its own
+    wording) was refused as "holds more than tensors and plain values (Weights only load failed. In
+    PyTorch 2.6, we changed the default value of ...": torch's advice, cut, not what the file holds."""
+    path = tmp_path / "shell.pt"
+    path.write_bytes(checkpoint_file.serialize({"x": _Shell()}))
+    with pytest.raises(CharLMError, match=r"refused: the checkpoint holds code \((posix|nt)\.system\), not only"):
+        charlm.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def zip_bomb(floats: int) -> bytes:
+    """A checkpoint file whose body is torch.save's archive of `floats` zeros, their record deflated: four
+    bytes a float unpacked, about a thousandth of that in the file."""
+    saved, bomb = io.BytesIO(), io.BytesIO()
+    torch.save({"model": torch.zeros(floats)}, saved)
+    with zipfile.ZipFile(saved) as archive, zipfile.ZipFile(bomb, "w") as packed:
+        for record in archive.infolist():
+            deflated = zipfile.ZIP_DEFLATED if record.filename.endswith("data/0") else zipfile.ZIP_STORED
+            packed.writestr(record.filename, archive.read(record), compress_type=deflated)
+    body = bomb.getvalue()
+    header = {"version": checkpoint_file.VERSION, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+    return checkpoint_file.MAGIC + json.dumps(header).encode() + b"\n" + body
+
+
+def test_a_zip_bomb_is_refused_before_it_is_unpacked(tmp_path):
+    """torch.load unpacks a compressed record whole before anything checks it: a 10 MB file of this kind
+    allocated 10 GB. torch.save never compresses, so a compressed record is refused unread."""
+    path = tmp_path / "bomb.pt"
+    path.write_bytes(zip_bomb(2_000_000))
+    assert path.stat().st_size < 100_000
+    with pytest.raises(
+        CharLMError, match=r"bomb\.pt: refused: its record '.*data/0' unpacks [\d,]+ bytes to 8,000,000"
+    ):
+        charlm.load(path)
+
+
 def test_missing_checkpoint_is_refused():
     with pytest.raises(CharLMError, match="no such checkpoint"):
         charlm.load("nowhere.pt")
@@ -241,10 +286,21 @@ def replacing(part: str, record: str, value):
     return edit
 
 
+def overflowing(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` with two values near float32's largest, of opposite signs: finite, and so is its sum."""
+    weight[0, 0], weight[0, 1] = 3e38, -3e38
+    return weight
+
+
 DAMAGE = {
     "wrong shape": (set_first_weight(lambda w: torch.zeros(1)), "weights: embed.weight has shape [1]"),
     "missing weight": (lambda p: p["model"]["weights"].pop("embed.weight"), "weights: embed.weight missing"),
     "NaN weight": (set_first_weight(lambda w: torch.full_like(w, float("nan"))), "embed.weight holds NaN"),
+    # finite, its sum too (0): read, it sampled one character over and over and scored "nan bits per character"
+    "overflowing weight": (
+        set_first_weight(overflowing),
+        "embed.weight holds 3e+38, which no trained model's weight is",
+    ),
     # torch.load(weights_only=True) takes these too; each was a torch traceback (a sparse weight's in info only)
     "sparse weight": (set_first_weight(lambda w: w.to_sparse()), "embed.weight is a tensor of layout torch.sparse_coo"),
     "meta weight": (set_first_weight(lambda w: w.to("meta")), "embed.weight is a tensor of the meta device"),
@@ -255,6 +311,20 @@ DAMAGE = {
     "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be from 1 to 16384"),
     "run options": (setting("run", "config", hidden=0), "run options: --hidden must be at least 1, not 0"),
     "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
+    # each a traceback in some command (info's count of ranks, a resume's setting of the generators or its
+    # first window), read as a sound checkpoint by the others
+    "negative position": (lambda p: p["training"].update(position=-1), "position -1 or epoch 0 is below 0"),
+    "rank_rngs none": (lambda p: p["training"].update(rank_rngs=None), "rank_rngs is None, not Tensor"),
+    "rank_rngs of floats": (
+        lambda p: p["training"].update(rank_rngs=torch.zeros(1, 9)),
+        "rank_rngs is not a random generator's state",
+    ),
+    "base a tensor": (lambda p: p["run"].update(base=torch.zeros(2)), "base: TypeError"),
+    "unknown a tensor": (setting("model", "vocab", unknown=torch.zeros(2)), "unknown not true or false"),
+    "elapsed of 400 digits": (setting("run", "progress", elapsed=10**400), "progress: elapsed is 1000"),
+    "chars of 400 digits": (setting("run", "progress", chars=10**400), "past a 64-bit integer"),
+    "model description a tensor": (replacing("model", "config", torch.zeros(2)), "the model description is damaged"),
+    "vocabulary a tensor": (replacing("model", "vocab", torch.zeros(2)), "the vocabulary is damaged"),
     "vocabulary": (replacing("model", "vocab", {"chars": "ab"}), "the vocabulary is damaged"),
 }
 
@@ -292,6 +362,68 @@ def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
         f"{folder}: damaged model folder (config.json has hidden {config['model']['hidden']} but model.safetensors "
         f"holds weights of hidden {config['model']['hidden'] // 2}: they do not match); export it again",
     )
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # JSON nested past Python's parser: a RecursionError, not a ValueError
+
+
+def nested_too_deeply(trained: Path, name: str) -> tuple[list[str], str | None]:
+    """A copy of the trained run (or its model folder) with file `name` made DEEP JSON; the command that
+    reads it, and the error it must give (None: the file is one a reader skips, and the command works)."""
+    run = Path("run")
+    shutil.copytree(trained.parent, run)
+    if name in ("config.json", "vocab.json"):
+        assert cli("export", str(run), "--format", "safetensors", "--output", "model").exit_code == 0
+        (Path("model") / name).write_text(DEEP, encoding="utf-8")
+        if name == "vocab.json":  # its sha256 recorded, as a crafted folder would: else the mismatch is told
+            config = json.loads(Path("model/config.json").read_text(encoding="utf-8"))
+            config["sha256"]["vocab.json"] = hashlib.sha256(DEEP.encode()).hexdigest()
+            Path("model/config.json").write_text(json.dumps(config), encoding="utf-8")
+        return ["info", "model"], f"model/{name}: damaged model folder (JSON nested too deeply)"
+    if name == "header":  # the header line is at most 2 KiB: as deep as that allows
+        data = (run / runs.LATEST).read_bytes().split(b"\n", 2)[2]
+        (run / runs.LATEST).write_bytes(checkpoint_file.MAGIC + b"[" * 1000 + b"]" * 1000 + b"\n" + data)
+        return ["info", str(run / runs.LATEST)], "damaged checkpoint header"
+    resume = ["train", "--resume", str(run), "--max-steps", "21"]
+    if name == "meta.json":  # a corpus cache's: rebuilt by the resume
+        (meta,) = trained.parents[2].glob("corpora/cache/*/meta.json")
+        shutil.copytree(meta.parents[2], "corpora")
+        (Path("corpora/cache") / meta.parent.name / "meta.json").write_text(DEEP, encoding="utf-8")
+        return resume, None
+    if name == "run.json":  # lost, never the run
+        (run / name).write_text(DEEP, encoding="utf-8")
+        return resume, None
+    with open(run / name, "a", encoding="utf-8") as file:  # a line of exports.jsonl, skipped
+        file.write(DEEP + "\n")
+    return ["info", str(run)], None
+
+
+@pytest.mark.parametrize("name", ["header", "config.json", "vocab.json", "run.json", "exports.jsonl", "meta.json"])
+def test_json_nested_too_deeply_is_damage_not_a_traceback(trained, name):
+    """Every JSON file charlm reads, made of 100,000 nested brackets: Python's parser raised a
+    RecursionError that no reader caught (a traceback), where malformed JSON is one line or skipped."""
+    command, error = nested_too_deeply(trained, name)
+    result = cli(*command)
+    if error is None:
+        assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    else:
+        assert_one_line_error(result, error)
+
+
+def test_a_base_without_its_run_options_is_fine_tuned_from_with_dropout_fitted(trained, fox_file, tmp_path):
+    """A model folder whose config.json keeps no run options (a checkpoint made by hand, with Config's
+    defaults) has no dropout to take: a fine-tune from it ended in a TypeError traceback saying the
+    base's None as a number. It fits one, as a new run does."""
+    folder = tmp_path / "model"
+    assert cli("export", str(trained), "--format", "safetensors", "--output", str(folder)).exit_code == 0
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["run"]["config"] = {}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    result = cli(
+        "train", str(fox_file), "--init-from", str(folder), *TINY_LOOP_ARGS, "--max-steps", "1", "--out", "new"
+    )
+    assert result.exit_code == 0, result.output
+    assert "fits" in runs.read_reasons(Path("checkpoints/new"))["dropout"]
 
 
 def test_resuming_a_model_folder_says_to_start_a_new_run_from_it(trained, tmp_path):

@@ -53,6 +53,28 @@ def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():
         Config(max_time="0s")
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), "9" * 400 + "h"], ids=["inf", "nan", "400 digits"])
+def test_a_duration_that_is_not_finite_is_refused(value):
+    """max_time=float('inf') (or NaN, or a number of hours past a float's range: inf) passed as a limit,
+    then ended the run in an OverflowError traceback where the plan turned the time left into steps;
+    a checkpoint or run record saying so ended a resume the same way."""
+    with pytest.raises(CharLMError, match=r"^max_time must be a finite duration, not .* \(use max_time=None for no"):
+        Config(max_time=value)
+
+
+@pytest.mark.parametrize(
+    "option, said",
+    [("max_steps", "max_steps must be a 64-bit integer"), ("warmup_steps", "warmup_steps must be a 64-bit integer"),
+     ("lr", "lr must be a number")],
+)  # fmt: skip
+def test_a_number_of_400_digits_is_refused(option, said):
+    """--max-steps or --warmup-steps of 400 digits (a run's options read back too) passed, then ended the
+    run in an OverflowError traceback where the count met a float (the plan's tokens, the warmup's lr);
+    so did lr=10**400, an int taken as a float that no float holds."""
+    with pytest.raises(CharLMError, match=f"^{said}, not 100000"):
+        Config(**{option: 10**400})
+
+
 @pytest.mark.parametrize("value", [1.0, -0.1])
 def test_weight_average_outside_its_range_is_refused(value):
     with pytest.raises(CharLMError, match=r"weight_average must be in \[0, 1\)"):

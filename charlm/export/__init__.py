@@ -10,7 +10,6 @@ Only the CLI imports this package. Each export of a run is recorded in its run f
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,7 +147,7 @@ def listed(run_dir: Path) -> list[str]:
     latest = {}
     for line in lines:
         try:
-            row = json.loads(line)
+            row = files.parse_json(line)
         except ValueError:
             continue
         if is_export_record(row):
