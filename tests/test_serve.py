@@ -2676,18 +2676,23 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         print(f"screenshots: {tmp_path}")
 
 
-# A stream of `text`, one character a token (with its alternatives, as the server sends them), in place of
-# the server's: `per_frame` tokens an animation frame, held at token `pause_at` until resumeStream().
-# counts.reads: reads of the text's scrollHeight (each a layout of the whole text after a change);
-# counts.frames: frames while the page writes, not held. gap(): the text's distance from its end, unread.
-STREAM = """
-const [text, pauseAt, perFrame] = arguments, box = document.getElementById("text");
-const counts = window.counts = { reads: 0, frames: 0, paused: false };
+# Either page's layouts of its text, counted: counts.reads, the reads of the text's scrollHeight (each a
+# layout of the whole text after a change); counts.frames, the animation frames while the page writes
+# (not while a stream is held). gap(): the text's distance from its end, not counted.
+COUNT_LAYOUTS = """
+const box = document.getElementById("text"), counts = window.counts = { reads: 0, frames: 0, paused: false };
 const height = Object.getOwnPropertyDescriptor(Element.prototype, "scrollHeight").get;
 Object.defineProperty(box, "scrollHeight", { get() { counts.reads++; return height.call(this); } });
 window.gap = () => height.call(box) - box.scrollTop - box.clientHeight;
 const tick = () => { if (state.running && !counts.paused) counts.frames++; requestAnimationFrame(tick); };
 requestAnimationFrame(tick);
+"""
+# A stream of `text`, one character a token (with its alternatives, as the server sends them), in place of
+# the server's: `per_frame` tokens an animation frame, held at token `pause_at` until resumeStream().
+STREAM = (
+    COUNT_LAYOUTS
+    + """
+const [text, pauseAt, perFrame] = arguments;
 const chars = [...text], last = chars.length - 1, encoder = new TextEncoder();
 const event = (t, i) => "data: " + JSON.stringify({ choices: [{ index: 0, text: t, finish_reason: i === last ? "length" : null,
   logprobs: { tokens: [t], token_logprobs: [-1], top_logprobs: [{ [t]: -1, [t === "x" ? "y" : "x"]: -2 }] } }] }) + "\\n\\n";
@@ -2709,6 +2714,7 @@ window.fetch = (url, options) => {
   return Promise.resolve(new Response(body, { headers: { "Content-Type": "text/event-stream" } }));
 };
 """
+)
 
 
 @contextlib.contextmanager
