@@ -27,6 +27,7 @@ from charlm.vocab import Vocab
 from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
 from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
+    COUNT_LAYOUTS,
     PAGE_WAIT,
     browser,
     dark_text,
@@ -417,6 +418,37 @@ def test_page_bench_reads_a_catalog_runs_text_from_its_download(tmp_path, monkey
     assert export_page.first_source(["tinyshakespeare"]) == download
     (tmp_path / "mine.txt").write_text(TEXT, encoding="utf-8")
     assert export_page.first_source(["mine.txt"]) == Path("mine.txt")
+
+
+@pytest.mark.slow
+def test_page_shows_its_text_a_frame_at_a_time_and_a_refused_seeds_last_text_at_once(tmp_path, browser):  # noqa: F811
+    """Each piece the sampler sent read the text's height, a layout of the whole text, and a refused seed put
+    the last text back piece by piece, a layout each in one task: the page reads it at most twice an
+    animation frame. The sampler here sends a piece each 0.2 ms of writing (50 ms as shipped): pieces come
+    faster than frames, as they reach a page too slow to take each in."""
+    wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=32)).as_uri())
+    browser.execute_script(
+        """const sampler = document.getElementById("charlm-sampler");
+        sampler.textContent = sampler.textContent.replace("const SLICE_MS = 50;", "const SLICE_MS = 0.2;");
+        worker.terminate();
+        delete document.body.dataset.ready;
+        start();"""
+        + COUNT_LAYOUTS
+    )
+    assert "const SLICE_MS = 0.2;" in browser.execute_script("return document.getElementById('charlm-sampler').text")
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+    write(browser, seed="the ", length="6000")
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
+    counts = browser.execute_script("return counts")
+    made = made_text(browser)
+    assert len(made) == 6000 and browser.execute_script("return gap()") <= 1  # at the text's end
+    assert counts["reads"] <= 2 * (counts["frames"] + 1), counts
+
+    browser.execute_script("counts.reads = counts.frames = 0")
+    write(browser, seed="the Q")  # refused: the last text stays
+    wait(browser, PAGE_WAIT).until(lambda d: "error" in d.find_element("id", "status").get_attribute("class"))
+    counts = browser.execute_script("return counts")
+    assert made_text(browser) == made and counts["reads"] <= 2 * (counts["frames"] + 1), counts
 
 
 def check_the_page_keeps_still(driver, wait, seed: str, bad_seed: str, says: str) -> None:

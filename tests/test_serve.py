@@ -2676,6 +2676,117 @@ def test_page_writes_chinese(chinese_run, browser, tmp_path):
         print(f"screenshots: {tmp_path}")
 
 
+# Either page's layouts of its text, counted: counts.reads, the reads of the text's scrollHeight (each a
+# layout of the whole text after a change); counts.frames, the animation frames while the page writes
+# (not while a stream is held). gap(): the text's distance from its end, not counted.
+COUNT_LAYOUTS = """
+const box = document.getElementById("text"), counts = window.counts = { reads: 0, frames: 0, paused: false };
+const height = Object.getOwnPropertyDescriptor(Element.prototype, "scrollHeight").get;
+Object.defineProperty(box, "scrollHeight", { get() { counts.reads++; return height.call(this); } });
+window.gap = () => height.call(box) - box.scrollTop - box.clientHeight;
+const tick = () => { if (state.running && !counts.paused) counts.frames++; requestAnimationFrame(tick); };
+requestAnimationFrame(tick);
+"""
+# A stream of `text`, one character a token (with its alternatives, as the server sends them), in place of
+# the server's: `per_frame` tokens an animation frame, held at token `pause_at` until resumeStream().
+STREAM = (
+    COUNT_LAYOUTS
+    + """
+const [text, pauseAt, perFrame] = arguments;
+const chars = [...text], last = chars.length - 1, encoder = new TextEncoder();
+const event = (t, i) => "data: " + JSON.stringify({ choices: [{ index: 0, text: t, finish_reason: i === last ? "length" : null,
+  logprobs: { tokens: [t], token_logprobs: [-1], top_logprobs: [{ [t]: -1, [t === "x" ? "y" : "x"]: -2 }] } }] }) + "\\n\\n";
+const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+let resume;
+window.resumeStream = () => { counts.paused = false; resume(); };
+const serversFetch = window.fetch;
+window.fetch = (url, options) => {
+  if (!String(url).endsWith("/v1/completions")) return serversFetch(url, options);
+  const body = new ReadableStream({ async start(controller) {
+    for (let i = 0; i <= last; i += perFrame) {
+      if (i === pauseAt) { counts.paused = true; await new Promise((resolve) => { resume = resolve; }); }
+      await frame();
+      controller.enqueue(encoder.encode(chars.slice(i, i + perFrame).map((t, j) => event(t, i + j)).join("")));
+    }
+    controller.enqueue(encoder.encode("data: [DONE]\\n\\n"));
+    controller.close();
+  } });
+  return Promise.resolve(new Response(body, { headers: { "Content-Type": "text/event-stream" } }));
+};
+"""
+)
+
+
+@contextlib.contextmanager
+def page_of_a_stream(tiny_model, browser, text: str, pause_at: int = -1, per_frame: int = 50):
+    """The serve page, ready, whose next text streams `text` (STREAM); yields the WebDriverWait."""
+    with running(create_app({"tiny": lambda: tiny_model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        browser.execute_script(STREAM, text, pause_at, per_frame)
+        yield wait
+
+
+LONG_TEXTS = {
+    "latin": "the fifth flag of the office, fluffy and fine.\n" * 80,
+    "chinese": "满纸荒唐言，一把辛酸泪。都云作者痴，谁解其中味？\n" * 160,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", LONG_TEXTS)
+def test_page_shows_a_long_stream_a_frame_at_a_time_at_its_end_unless_scrolled_up(tiny_model, browser, script):
+    """A long stream stopped the page answering (chromedriver's find-element waited 120 s, with 30,000
+    characters streamed under load): each event read the text's height, a layout of the whole text. The
+    page reads it at most twice an animation frame, and the text keeps to its end as it streams, unless
+    the reader scrolls up from it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    text = LONG_TEXTS[script]
+    half = len(text) // 2 // 50 * 50
+    with page_of_a_stream(tiny_model, browser, text, pause_at=half) as wait:
+        browser.find_element("id", "generate").click()
+        wait(browser, PAGE_WAIT).until(
+            lambda d: (
+                d.execute_script("return counts.paused && document.querySelectorAll('#text .made').length") == half
+            )
+        )
+        assert browser.execute_script("return gap()") <= 1  # it kept to the end
+        browser.execute_script("document.getElementById('text').scrollTop = 0; resumeStream()")  # scrolled up
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
+        counts = browser.execute_script("return counts")
+        assert browser.execute_script("return document.getElementById('text').scrollTop") == 0
+        assert made_text(browser) == text and status_of(browser).startswith("done (length)")
+        assert counts["reads"] <= 2 * (counts["frames"] + 1), counts
+        span = browser.find_elements("css selector", "#text .made")[-3]  # what the model thought of a token
+        browser.execute_script("arguments[0].scrollIntoView()", span)
+        ActionChains(browser).move_to_element(span).perform()
+        tip = browser.find_element("id", "tip")
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
+        assert tip.find_element("css selector", "tr.chosen").text.startswith(span.text)
+
+
+@pytest.mark.slow
+def test_page_gives_each_letter_of_a_ligature_a_width_to_hover(tiny_model, browser):
+    """Chromium joined "fi", "fl" and "ff" into one glyph across two tokens' spans: the second's span had
+    no width, and hovering it showed the first's alternatives (14 of 4,800 spans)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    text = "fifl ff office fjord affluent\n"
+    with page_of_a_stream(tiny_model, browser, text) as wait:
+        browser.find_element("id", "generate").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
+        widths = browser.execute_script(
+            "return [...document.querySelectorAll('#text .made:not(.break)')].map(s => s.getBoundingClientRect().width)"
+        )
+        assert len(widths) == len(text) - 1 and min(widths) > 0, widths
+        i = browser.find_elements("css selector", "#text .made")[1]
+        ActionChains(browser).move_to_element(i).perform()
+        tip = browser.find_element("id", "tip")
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
+        assert tip.find_element("css selector", "tr.chosen").text.startswith("i")
+
+
 def test_chinese_text_goes_through_the_api_unescaped(client, server):
     text = shared_corpus("hongloumeng.txt").read_text(encoding="utf-8")[:5_000]
     torch.manual_seed(1)
