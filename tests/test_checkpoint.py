@@ -506,6 +506,34 @@ def test_an_empty_or_barely_begun_best_pt_is_called_truncated(trained, tmp_path,
     best.write_bytes(best.read_bytes()[:kept])
     with pytest.raises(CharLMError) as refused:
         charlm.load(run)
-    assert (
-        str(refused.value) == f"{best}: truncated checkpoint ({kept} bytes, no header); use the run's other checkpoint"
+    assert str(refused.value) == (
+        f"{best}: truncated checkpoint ({kept} bytes, no header); use the run's other checkpoint, "
+        f"{run / runs.LATEST}, in its place (as in charlm.load('{run / runs.LATEST}'))"
     )
+
+
+def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_reads_it(trained, tmp_path):
+    """A damaged best.pt (or latest.pt) said "use the run's other checkpoint" without naming it or how:
+    a user had to know a run folder holds two and that a command takes either file. Now the message
+    names it and a command that reads it (a sample from latest.pt, a resume from best.pt), which works."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best, last = run / runs.BEST, run / runs.LATEST
+    whole = best.read_bytes()
+    best.write_bytes(whole[:1000])
+    advised = f"charlm sample {last}"
+    assert_one_line_error(
+        cli("sample", str(run), "--length", "5"),
+        f"{best}: truncated checkpoint",
+        f"; use the run's other checkpoint, {last}, in its place (as in {advised})",
+    )
+    assert cli(*advised.split()[1:], "--length", "5").exit_code == 0
+    best.write_bytes(whole)
+    last.write_bytes(last.read_bytes()[:1000])
+    advised = f"charlm train --resume {best}"
+    assert_one_line_error(
+        cli("train", "--resume", str(run), *TINY_LOOP_ARGS),
+        f"{last}: truncated checkpoint",
+        f"; use the run's other checkpoint, {best}, in its place (to resume: {advised})",
+    )
+    assert cli(*advised.split()[1:], "--max-steps", "30", "--quiet").exit_code == 0
+    assert checkpoint_file.readable(last)  # the resume wrote the run's latest.pt anew
