@@ -584,14 +584,20 @@ def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
 
 @pytest.mark.parametrize(
     ("chars", "cutoffs", "normalize", "seed"),
-    [(TEXT, (), "nfc", ""), (TEXT, (), "nfc", "the quick"), (CHINESE, (8, 20), "nfkc", "丁七，一\u212b")],
-    ids=["empty-seed", "seed", "nfkc-unknown"],
+    [
+        (TEXT, (), "nfc", ""),
+        (TEXT, (), "nfc", "the quick"),
+        (CHINESE, (8, 20), "nfkc", "丁七，一\u212b"),
+        (TEXT, (), "nfc", "the quick\r\nbrown"),
+    ],
+    ids=["empty-seed", "seed", "nfkc-unknown", "windows-line-break"],
 )
 def test_the_docs_onnxruntime_example_writes_what_charlm_sample_does(tmp_path, chars, cutoffs, normalize, seed):
     """The docs' loop crashed on an empty seed (IndexError: charlm starts at the beginning of a line), and on
     a seed charlm reads (KeyError): a character the vocabulary's normalization reads as one it knows (nfkc's
     "，" as ","), or one it never saw, which a model with the unknown symbol reads as that. It reads a seed as
-    charlm does now, and greedy (temperature 0) or a top-p that keeps only the likeliest writes charlm's text."""
+    charlm does now, and greedy (temperature 0) or a top-p that keeps only the likeliest writes charlm's text.
+    A seed with a Windows line break (`\\r\\n`, as charlm reads it: `\\n`) was a KeyError on its `\\r`."""
     import_or_missing("onnxruntime")
     torch.manual_seed(3)
     vocab = Vocab(sorted(set(unicodedata.normalize("NFKC", chars))), unknown=bool(cutoffs), normalize=normalize)
