@@ -361,6 +361,29 @@ def test_an_export_to_a_full_disk_keeps_the_earlier_export_and_says_what_to_do(t
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "--format", "html", "--output", "/proc/x"],
+        ["export", "--format", "safetensors", "--output", "/proc/x/model"],
+        ["sample", "--length", "5", "--output", "missing/sample.txt"],
+    ],
+    ids=["page-into-proc", "model-folder-into-proc", "sample-into-missing-folder"],
+)
+def test_an_output_where_no_folder_can_hold_it_says_to_write_into_one_that_can(tmp_path, command):
+    """`charlm export RUN --output /proc/x` (a folder that cannot hold files) or `charlm sample --output
+    missing/x.txt` said `cannot write (No such file or directory)`, without what to do."""
+    if "/proc" in command[-1] and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc, whose folders hold no files")
+    run = run_of(model_of(), tmp_path / "run")
+    name, *options = command
+    assert_one_line_error(
+        cli(name, str(run), *options),
+        f"--output {options[-1]}: cannot write (No such file or directory); no folder there can hold it: write into "
+        "a folder that exists and is writable",
+    )
+
+
 def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
     """As inspect and plot: a second `charlm export --output page.html` replaced the first page (perhaps
     another run's) and said only `wrote page.html`."""
