@@ -350,6 +350,31 @@ def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(tr
     assert not any(Path(name).exists() for name in ("page.html", "model.onnx", "folder", "checkpoints"))
 
 
+def test_an_experiments_checkpoint_is_refused_naming_the_file_in_every_command(trained, fox_file):
+    """A checkpoint of an experiment's own model (weights charlm's lacks: api.ModelBuilder) skips the
+    training-state check, its code's to make; a bad rank_rngs in it never reached `charlm info`'s count
+    of processes, since every command refuses the model first. But info, export, inspect and a resume
+    said "this checkpoint holds weights ..." without naming the file, as sample and eval name it."""
+
+    def experiment_with_bad_generators(payload):
+        payload["model"]["weights"]["embed.parts.bag.weight"] = torch.zeros(3, 4)
+        payload["training"]["rank_rngs"] = torch.tensor(3.0)  # len() of a 0-d tensor: a TypeError if read
+
+    path = str(rewritten(trained, experiment_with_bad_generators))
+    commands = [
+        ["info", path],
+        ["sample", path, "--length", "5"],
+        ["eval", path, str(fox_file)],
+        ["train", "--resume", path, "--max-steps", "60"],
+        ["export", path, "--format", "html", "--output", "page.html"],
+        ["export", path, "--format", "safetensors", "--output", "folder"],
+        ["inspect", path, "--held-out"],
+    ]
+    for command in commands:
+        assert_one_line_error(cli(*command), f"{path}: this checkpoint holds weights charlm's model has not")
+    assert not any(Path(name).exists() for name in ("page.html", "folder", "checkpoints"))
+
+
 def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
     """An exported model folder goes through the same checks: weights that are not its config's."""
     folder = tmp_path / "model"
