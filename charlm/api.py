@@ -204,7 +204,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     with peer_note(lambda: RESUME_AGAIN):  # a peer lost before the ranks agree on the run: nothing was read
         path = ranks.broadcast_object(found)
     read_from = files.identity(path)  # before reading: a file replaced after this is then never taken for it
-    saved = checkpoint.read(path)
+    saved = checkpoint.read(path, charlm_model=True)
     if saved.training is None:  # an exported model folder: the model, not its optimizer or data position
         where = path.parent if path.name == hub.WEIGHTS else path
         raise CharLMError(

@@ -262,12 +262,20 @@ class Checkpoint:
                 check_training(self.training, model, self.config.batch_size)
 
 
-def read(path: Path) -> Checkpoint:
+def read(path: Path, charlm_model: bool = False) -> Checkpoint:
     """A checkpoint file's Checkpoint, verified and checked; any damage is a one-line error naming the file.
-    An exported model folder's model.safetensors reads as its folder (hub.py)."""
+    An exported model folder's model.safetensors reads as its folder (hub.py). `charlm_model`: for a
+    reader that builds charlm's model of it (info, export, inspect, a resume), which an experiment's
+    checkpoint is refused by, naming the file, as `model_on` refuses it."""
     if Path(path).suffix == ".safetensors":
         return read_model_folder(Path(path).parent)[0]
-    return Checkpoint.from_payload(unpack(read_bytes(path), path), path)
+    saved = Checkpoint.from_payload(unpack(read_bytes(path), path), path)
+    if charlm_model:
+        try:
+            saved.check_charlm_weights()
+        except CharLMError as e:
+            raise CharLMError(f"{path}: {e}") from None
+    return saved
 
 
 def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:

@@ -27,7 +27,7 @@ import torch
 
 from . import files, hub
 from .errors import CharLMError
-from .fields import SHOWN, said
+from .fields import SHOWN, flags_said, said, typed, written
 from .runs import BEST, EXPORTS, LATEST, kept_aside, pending, resume_command
 
 MAGIC = b"charlm-checkpoint\n"
@@ -109,16 +109,22 @@ def read_bytes(path: Path) -> bytes:
 
 
 def remedy(path: Path) -> str:
-    """What to do about a damaged checkpoint file: use the run's other one, or, for one kept aside
-    (which a run folder names while it is the newer), delete it so that the one it stands for is used.
-    Where the other is damaged or gone too, pointing at it would send the user from one to the other:
-    what is left is said instead."""
+    """What to do about a damaged checkpoint file: use the run's other one, named with the command that
+    reads it (a sample from latest.pt, a resume from best.pt), or, for one kept aside (which a run folder
+    names while it is the newer), delete it so that the one it stands for is used. Where the other is
+    damaged or gone too, pointing at it would send the user from one to the other: what is left is said
+    instead."""
     path = Path(path)
     if (original := kept_aside(path)) is not None:
         return f"it was kept aside for {original.name}: delete it to use {original}"
     other_name = {BEST: LATEST, LATEST: BEST}.get(path.name)  # None: a .pt of another name, its run's anywhere
-    if other_name is None or readable(other := path.with_name(other_name)):
+    if other_name is None:
         return "use the run's other checkpoint"
+    if readable(other := path.with_name(other_name)):
+        if other_name == BEST:  # latest.pt is what a resume reads: resuming from best.pt is the way back
+            return f"use the run's other checkpoint, {other}, in its place (to resume: {resume_command(other)})"
+        sample = f"charlm sample {typed(other)}" if flags_said() else f"charlm.load({written(other)})"
+        return f"use the run's other checkpoint, {other}, in its place (as in {sample})"
     lost = f"{other.name} is damaged too" if other.exists() else f"the run has no {other.name}"
     return f"{lost}: {whats_left(path.parent)}"
 

@@ -251,7 +251,7 @@ def info(target: str | None) -> None:
         from . import checkpoint, export, summary
     path = runs.resolve(target)
     reasons, lineage = runs.read_reasons(path.parent), runs.lineage(path.parent)
-    rows = [("checkpoint", str(path)), *summary.rows(checkpoint.read(path), reasons, lineage)]
+    rows = [("checkpoint", str(path)), *summary.rows(checkpoint.read(path, charlm_model=True), reasons, lineage)]
     rows += [("exports", line) for line in export.listed(path.parent)]
     click.echo(tables.table(rows))
 

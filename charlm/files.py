@@ -46,6 +46,8 @@ def remedy(error: OSError) -> str:
         return "; a folder stands where the file goes: move it, or write elsewhere"
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         return "; a file is in the way of its folder: move it, or write elsewhere"
+    if error.errno == errno.ENOENT:  # a folder missing (sample --output), or one that cannot be made (/proc/x)
+        return "; no folder there can hold it: write into a folder that exists and is writable"
     if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name
         return f"; give a shorter name (a run folder: {said('out', metavar='NAME')})"
     return ""

@@ -350,6 +350,31 @@ def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(tr
     assert not any(Path(name).exists() for name in ("page.html", "model.onnx", "folder", "checkpoints"))
 
 
+def test_an_experiments_checkpoint_is_refused_naming_the_file_in_every_command(trained, fox_file):
+    """A checkpoint of an experiment's own model (weights charlm's lacks: api.ModelBuilder) skips the
+    training-state check, its code's to make; a bad rank_rngs in it never reached `charlm info`'s count
+    of processes, since every command refuses the model first. But info, export, inspect and a resume
+    said "this checkpoint holds weights ..." without naming the file, as sample and eval name it."""
+
+    def experiment_with_bad_generators(payload):
+        payload["model"]["weights"]["embed.parts.bag.weight"] = torch.zeros(3, 4)
+        payload["training"]["rank_rngs"] = torch.tensor(3.0)  # len() of a 0-d tensor: a TypeError if read
+
+    path = str(rewritten(trained, experiment_with_bad_generators))
+    commands = [
+        ["info", path],
+        ["sample", path, "--length", "5"],
+        ["eval", path, str(fox_file)],
+        ["train", "--resume", path, "--max-steps", "60"],
+        ["export", path, "--format", "html", "--output", "page.html"],
+        ["export", path, "--format", "safetensors", "--output", "folder"],
+        ["inspect", path, "--held-out"],
+    ]
+    for command in commands:
+        assert_one_line_error(cli(*command), f"{path}: this checkpoint holds weights charlm's model has not")
+    assert not any(Path(name).exists() for name in ("page.html", "folder", "checkpoints"))
+
+
 def test_a_damaged_model_folder_is_one_line_naming_it(trained, tmp_path):
     """An exported model folder goes through the same checks: weights that are not its config's."""
     folder = tmp_path / "model"
@@ -506,6 +531,34 @@ def test_an_empty_or_barely_begun_best_pt_is_called_truncated(trained, tmp_path,
     best.write_bytes(best.read_bytes()[:kept])
     with pytest.raises(CharLMError) as refused:
         charlm.load(run)
-    assert (
-        str(refused.value) == f"{best}: truncated checkpoint ({kept} bytes, no header); use the run's other checkpoint"
+    assert str(refused.value) == (
+        f"{best}: truncated checkpoint ({kept} bytes, no header); use the run's other checkpoint, "
+        f"{run / runs.LATEST}, in its place (as in charlm.load('{run / runs.LATEST}'))"
     )
+
+
+def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_reads_it(trained, tmp_path):
+    """A damaged best.pt (or latest.pt) said "use the run's other checkpoint" without naming it or how:
+    a user had to know a run folder holds two and that a command takes either file. Now the message
+    names it and a command that reads it (a sample from latest.pt, a resume from best.pt), which works."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best, last = run / runs.BEST, run / runs.LATEST
+    whole = best.read_bytes()
+    best.write_bytes(whole[:1000])
+    advised = f"charlm sample {last}"
+    assert_one_line_error(
+        cli("sample", str(run), "--length", "5"),
+        f"{best}: truncated checkpoint",
+        f"; use the run's other checkpoint, {last}, in its place (as in {advised})",
+    )
+    assert cli(*advised.split()[1:], "--length", "5").exit_code == 0
+    best.write_bytes(whole)
+    last.write_bytes(last.read_bytes()[:1000])
+    advised = f"charlm train --resume {best}"
+    assert_one_line_error(
+        cli("train", "--resume", str(run), *TINY_LOOP_ARGS),
+        f"{last}: truncated checkpoint",
+        f"; use the run's other checkpoint, {best}, in its place (to resume: {advised})",
+    )
+    assert cli(*advised.split()[1:], "--max-steps", "30", "--quiet").exit_code == 0
+    assert checkpoint_file.readable(last)  # the resume wrote the run's latest.pt anew

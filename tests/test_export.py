@@ -361,6 +361,29 @@ def test_an_export_to_a_full_disk_keeps_the_earlier_export_and_says_what_to_do(t
     assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["export", "--format", "html", "--output", "/proc/x"],
+        ["export", "--format", "safetensors", "--output", "/proc/x/model"],
+        ["sample", "--length", "5", "--output", "missing/sample.txt"],
+    ],
+    ids=["page-into-proc", "model-folder-into-proc", "sample-into-missing-folder"],
+)
+def test_an_output_where_no_folder_can_hold_it_says_to_write_into_one_that_can(tmp_path, command):
+    """`charlm export RUN --output /proc/x` (a folder that cannot hold files) or `charlm sample --output
+    missing/x.txt` said `cannot write (No such file or directory)`, without what to do."""
+    if "/proc" in command[-1] and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc, whose folders hold no files")
+    run = run_of(model_of(), tmp_path / "run")
+    name, *options = command
+    assert_one_line_error(
+        cli(name, str(run), *options),
+        f"--output {options[-1]}: cannot write (No such file or directory); no folder there can hold it: write into "
+        "a folder that exists and is writable",
+    )
+
+
 def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):
     """As inspect and plot: a second `charlm export --output page.html` replaced the first page (perhaps
     another run's) and said only `wrote page.html`."""
@@ -584,14 +607,20 @@ def test_the_docs_onnxruntime_example_samples_without_torch(tmp_path):
 
 @pytest.mark.parametrize(
     ("chars", "cutoffs", "normalize", "seed"),
-    [(TEXT, (), "nfc", ""), (TEXT, (), "nfc", "the quick"), (CHINESE, (8, 20), "nfkc", "丁七，一\u212b")],
-    ids=["empty-seed", "seed", "nfkc-unknown"],
+    [
+        (TEXT, (), "nfc", ""),
+        (TEXT, (), "nfc", "the quick"),
+        (CHINESE, (8, 20), "nfkc", "丁七，一\u212b"),
+        (TEXT, (), "nfc", "the quick\r\nbrown"),
+    ],
+    ids=["empty-seed", "seed", "nfkc-unknown", "windows-line-break"],
 )
 def test_the_docs_onnxruntime_example_writes_what_charlm_sample_does(tmp_path, chars, cutoffs, normalize, seed):
     """The docs' loop crashed on an empty seed (IndexError: charlm starts at the beginning of a line), and on
     a seed charlm reads (KeyError): a character the vocabulary's normalization reads as one it knows (nfkc's
     "，" as ","), or one it never saw, which a model with the unknown symbol reads as that. It reads a seed as
-    charlm does now, and greedy (temperature 0) or a top-p that keeps only the likeliest writes charlm's text."""
+    charlm does now, and greedy (temperature 0) or a top-p that keeps only the likeliest writes charlm's text.
+    A seed with a Windows line break (`\\r\\n`, as charlm reads it: `\\n`) was a KeyError on its `\\r`."""
     import_or_missing("onnxruntime")
     torch.manual_seed(3)
     vocab = Vocab(sorted(set(unicodedata.normalize("NFKC", chars))), unknown=bool(cutoffs), normalize=normalize)

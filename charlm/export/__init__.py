@@ -46,7 +46,7 @@ def export(
     if format == "html":
         weights = weights or HTML_WEIGHTS
     path = runs.resolve(target)
-    saved = checkpoint.read(path)
+    saved = checkpoint.read(path, charlm_model=True)
     run_dir = run_of(path)
     out = output if output is not None else default_output(path, format)  # "" is refused, not the default
     out = outputs.output_folder(out) if format == "safetensors" else outputs.output_file(out)

@@ -28,7 +28,7 @@ def inspect_run(
     MAX_TRAIN_CHARS characters of the run's training split, or of `train_text`'s file. Files are read in `encoding`, not the run's: as `charlm
     eval` reads them, so a GBK run inspects a UTF-8 chapter. Returns the inspection and a title for the page."""
     path = runs.resolve(target)
-    saved = checkpoint.read(path)
+    saved = checkpoint.read(path, charlm_model=True)
     model = saved.model().to(resolve_device(device))
     check_inspectable(model, str(path))  # before its files and corpus are read, which may take minutes
     normalize = model.vocab.normalize
