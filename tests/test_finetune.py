@@ -474,6 +474,23 @@ def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(b
     assert as_file.tolist() == saved.vocab.encode("a file named as the run\n").tolist()
 
 
+def test_a_resume_whose_kept_eval_also_run_is_gone_says_so_and_what_to_give(base, new_file, tiny):
+    """A fine-tune keeps --eval-also RUN as the run's folder; moved since, its resume said only `--eval-also
+    /abs/checkpoints/base: no such file or folder; check the path`, a path the user never typed on this
+    resume, and no way on. It now names it as the run's kept --eval-also and says to give the new path, or
+    '' to score it no more (kept as none given)."""
+    charlm.train(new_file, out="tuned", init_from=base, eval_also=base, **{**tiny, "max_steps": 2, "eval_every": 1})
+    kept = str((runs.CHECKPOINT_ROOT / base).resolve())
+    (runs.CHECKPOINT_ROOT / base).rename(runs.CHECKPOINT_ROOT / "moved")
+    result = cli("train", "--resume", "tuned", "--max-steps", "3")
+    assert_one_line_error(result, f"--eval-also {kept}, which", "is gone", "--eval-also NEW", "--eval-also ''")
+    with pytest.raises(CharLMError, match=r"eval_also=NEW, or with eval_also='' to score it no more"):
+        charlm.train(resume="tuned", max_steps=3)
+    assert latest("tuned").progress.step == 2
+    assert cli("train", "--resume", "tuned", "--max-steps", "3", "--eval-also", "").exit_code == 0
+    assert latest("tuned").progress.step == 3 and latest("tuned").config.eval_also is None
+
+
 def test_a_text_of_the_prepared_corpora_is_refused_as_a_training_corpus(fox_file, tmp_path, tiny):
     """Given as a second CORPUS (a glob over two cache folders), a cache's val.txt was trained on without a
     word; a text under corpora/cache/ is now refused in one line saying where it belongs, before anything
