@@ -77,7 +77,12 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
         if path.is_dir():
             found = folder_files(path)
             if not found:
-                raise CharLMError(f"{path}: folder holds no .txt files; point at a text file or a folder of .txt files")
+                left_out = (
+                    f" but charlm's prepared corpora ({CACHE_ROOT}/, left out)" if within(CACHE_ROOT, path) else ""
+                )
+                raise CharLMError(
+                    f"{path}: folder holds no .txt files{left_out}; point at a text file or a folder of .txt files"
+                )
             paths.extend(found)
         elif path.is_file():
             paths.append(path)
@@ -97,9 +102,8 @@ def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
     """Refuse a new run's text inside charlm's prepared corpora (`CACHE_ROOT`: the built-in plays' train.txt
     and val.txt, token ids), which is never a corpus of its own: a glob for the held-out plays given to
     --eval-also matched two cache folders, and the run trained on the second without a word."""
-    cache = os.path.realpath(CACHE_ROOT)
     for source in sources:
-        if os.path.commonpath([os.path.realpath(source), cache]) == cache:
+        if within(source, CACHE_ROOT):
             raise CharLMError(
                 f"{source}: a text of charlm's prepared corpora (under {CACHE_ROOT}/), not a corpus to train on; to "
                 f"score a run's held-out text as this run trains, give {said('eval_also', metavar='RUN')} (or the "
@@ -107,13 +111,22 @@ def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
             )
 
 
+def within(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` is `folder` or lies inside it, links followed, where both are there."""
+    real, container = os.path.realpath(path), os.path.realpath(folder)
+    return os.path.exists(real) and os.path.commonpath([real, container]) == container
+
+
 def folder_files(folder: Path) -> list[Path]:
     """The .txt files (.TXT too) in `folder` and the folders under it, sorted by their paths' code points
     whatever the locale, so that every run reads them in one order. Hidden files and folders (.git, macOS's
-    ._ copies, which are binary) are left out; a link to a folder is followed, but never into a folder it
-    is in (a loop). A folder that cannot be listed, or a .txt link to nothing there, is one line naming it,
-    not a corpus silently smaller."""
+    ._ copies, which are binary) are left out, and so is charlm's own `CACHE_ROOT` (the built-in plays'
+    train.txt and val.txt, which `check_not_cached` refuses given by name): `charlm train corpora/` or `.`
+    trained on the held-out plays too. A link to a folder is followed, but never into a folder it is in (a
+    loop). A folder that cannot be listed, or a .txt link to nothing there, is one line naming it, not a
+    corpus silently smaller."""
     found: list[Path] = []
+    cache = os.path.realpath(CACHE_ROOT)
 
     def visit(path: Path, inside: frozenset[str]) -> None:
         try:
@@ -125,7 +138,7 @@ def folder_files(folder: Path) -> list[Path]:
                 continue
             child = path / entry.name
             if entry.is_dir():
-                if (real := os.path.realpath(child)) not in inside:
+                if (real := os.path.realpath(child)) not in inside and real != cache:
                     visit(child, inside | {real})
             elif entry.name.lower().endswith(".txt"):
                 if entry.is_file():

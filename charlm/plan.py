@@ -289,6 +289,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     changed = saved.config.model_differences(config, also=("encoding",) if "text" in saved.corpus else ())
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
+    if "eval_also" not in overrides:
+        check_kept_eval_also(config, run_dir)
     config = with_absolute_eval_also(config)
     if not text_given and (spent := limits_spent(config, saved.progress, run_dir)):
         raise CharLMError(f"{spent}; give a larger limit to go on (limits count the whole run)")
@@ -334,9 +336,21 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
         )
 
 
+def check_kept_eval_also(config: Config, run_dir: Path) -> None:
+    """Refuse a resume whose --eval-also, kept from the run's start (not given now), is no longer there: a
+    text or a run moved or deleted since. The resume may give it again at its new path, or '' to score no
+    second text; the bare "no such file" named a path the user never typed on this resume."""
+    kept = config.eval_also
+    if kept and not Path(kept).exists():
+        raise CharLMError(
+            f"{said('eval_also', kept)}, which {run_dir} scores at each evaluation, is gone (moved or deleted); resume "
+            f"with its new path, {said('eval_also', metavar='NEW')}, or with {said('eval_also', '')} to score it no more"
+        )
+
+
 def with_absolute_eval_also(config: Config) -> Config:
     """--eval-also as an absolute path (a text's, or the run's whose held-out text it scores), so a resumed
-    run finds it from any working directory."""
+    run finds it from any working directory; '' (a resume that scores it no more) as None, none given."""
     if not config.eval_also:
-        return config
+        return dataclasses.replace(config, eval_also=None)
     return dataclasses.replace(config, eval_also=eval_also_kept(config.eval_also))

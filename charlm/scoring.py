@@ -302,10 +302,10 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
         return ""
     shown = vocab.names_unseen(list(missing))  # '瞿' ',' (did you mean '，' or '、'?) ...
     if vocab.unknown_id is None:
-        return f"{count:,} unseen characters excluded from the score ({len(missing)} distinct: {shown})"
+        return f"{count:,} unseen characters excluded from the score ({len(missing):,} distinct: {shown})"
     return (
         f"{count:,} unseen characters scored as the unknown symbol {vocab.chars[vocab.unknown_id]!r} "
-        f"({len(missing)} distinct: {shown}); their bits are the symbol's, which stands for every "
+        f"({len(missing):,} distinct: {shown}); their bits are the symbol's, which stands for every "
         "character training left out, not the probability of each"
     )
 

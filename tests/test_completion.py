@@ -41,11 +41,18 @@ def test_run_arguments_complete_run_and_corpus_names_else_files():
     assert values("charlm sample ") == [
         "novel", "novel-20260101-120000", "novel-20260102-090000", "poems", "poems-20260103-100000",
     ]  # fmt: skip
-    for line in ("charlm eval po", "charlm info po", "charlm serve po", "charlm train --init-from po"):
+    for line in (
+        "charlm eval po",
+        "charlm info po",
+        "charlm serve po",
+        "charlm train --init-from po",
+        "charlm train --eval-also po",
+    ):
         assert values(line) == ["poems", "poems-20260103-100000"], line
     assert values("charlm sample --checkpoint poems-") == ["poems-20260103-100000"]
     assert completions("charlm sample ./checkpoints/n") == [("file", "./checkpoints/n")]
     assert completions("charlm sample zz") == [("file", "zz")]  # no run of that name: a .pt file perhaps
+    assert completions("charlm train --eval-also held") == [("file", "held")]  # --eval-also FILE
 
 
 def test_corpus_names_forms_and_devices_complete():

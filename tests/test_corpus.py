@@ -512,6 +512,28 @@ def test_hidden_files_and_folders_in_a_folder_are_left_out(tmp_path):
     assert read_texts([str(tmp_path / ".drafts")]) == "draft\n"
 
 
+def test_a_folder_holding_charlms_own_cache_leaves_the_cache_out(tmp_path):
+    """`charlm train corpora/` (or `.`) read charlm's prepared corpora too: the built-in plays' train.txt and
+    val.txt under corpora/cache/, so the run trained on the held-out plays, though that text given by name is
+    refused. The cache folder is left out wherever a folder reaches it (through a link too); a folder
+    holding nothing else says so."""
+    cached = tmp_path / "corpora" / "cache" / "shakespeare-0123456789ab"
+    cached.mkdir(parents=True)
+    (cached / "train.txt").write_text("to be\n")
+    (cached / "val.txt").write_text("or not\n")
+    folder = folder_of(tmp_path, {"novel.txt": "novel\n"})
+    (folder / "plays").symlink_to(tmp_path / "corpora" / "cache")
+    downloads = folder_of(tmp_path / "corpora" / "downloads", {"alice.txt": "alice\n"})
+    assert listed(tmp_path / "corpora") == ["downloads/books/alice.txt"]
+    assert listed(folder) == ["novel.txt"]
+    assert read_texts(["."]) == "novel\nalice\n"  # books/ before corpora/
+    shutil.rmtree(downloads)
+    given = "corpora"
+    result = cli("train", given, "--max-steps", "1", "--quiet")
+    assert_one_line_error(result, f"{given}: folder holds no .txt files but charlm's prepared corpora")
+    assert listed(cached) == ["train.txt", "val.txt"]  # named itself, read (train refuses it: check_not_cached)
+
+
 def test_a_folder_reads_txt_files_whatever_the_case_of_their_suffix_in_code_point_order(tmp_path):
     """CHAPTER1.TXT (as Windows and old scanners write it) was left out on Linux and macOS, read on Windows:
     a corpus was another text on another system. The order is by code point, never the locale's."""

@@ -5,6 +5,7 @@ import hashlib
 import json
 import re
 import shutil
+import signal
 
 import pytest
 import torch
@@ -16,9 +17,10 @@ from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
 from charlm.pieces import PieceVocab
 from charlm.runs import read_metrics
+from charlm.scoring import bits_per_char, ids_bits
 from charlm.vocab import UNKNOWN, Vocab
 
-from .conftest import TINY_ARGS, TINY_LOOP_ARGS, assert_one_line_error, cli, latest
+from .conftest import TINY_ARGS, TINY_LOOP_ARGS, assert_one_line_error, cli, latest, start_training, wait_for
 
 NEW_TEXT = "THE QUICK BROWN FOX! the lazy dog? Jumps over the quick fox.\n" * 30  # 'T', '!', '?', ... are new
 
@@ -472,6 +474,80 @@ def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(b
     (tmp_path / base).write_text("a file named as the run\n", encoding="utf-8")
     as_file = runtext.read_eval_also(Config(eval_also=base), saved.vocab)
     assert as_file.tolist() == saved.vocab.encode("a file named as the run\n").tolist()
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"min_count": 5}, {"tokenizer": "sentencepiece"}], ids=["chars", "unknown symbol", "pieces"]
+)
+def test_eval_also_a_run_scores_at_a_fine_tunes_start_what_charlm_eval_run_scores(fox_file, tiny, options):
+    """--eval-also RUN decodes the run's held-out ids (its first EVAL_ALSO_TOKENS) into text the fine-tune's
+    vocabulary reads again. At the start of a fine-tune from that very run, nothing trained, the figure it
+    reports is `charlm eval RUN`'s: the same ids, a character --min-count left out (its unknown symbol,
+    decoded as U+FFFD; a held-out split never holds UNSEEN, its vocabulary counts every character) scored
+    as that symbol as eval scores it, a sentencepiece run's pieces spelled out and encoded into the same."""
+    lines = fox_file.read_text(encoding="utf-8").splitlines(keepends=True)
+    fox_file.write_text("".join(lines[:-3]) + "".join("é" + line for line in lines[-3:]), encoding="utf-8")
+    charlm.train(fox_file, out="base", **{**tiny, "max_steps": 2, "eval_every": 2, **options})
+    model = charlm.load("base")
+    run = runs.resolve("base")
+    saved = checkpoint.read(run)
+    held_out = runtext.held_out_ids(saved.corpus, saved.config, run.parent, None, quiet=True)
+    if "min_count" in options:
+        assert model.vocab.unknown_id in held_out.tolist() and "é" not in model.vocab.chars
+    # a fine-tune from "base" on text of its characters reads --eval-also with the base's vocabulary
+    tuning = tokens.load_corpus([str(fox_file)], Config(**options), quiet=True, base=model.vocab)
+    assert tuning.vocab == model.vocab
+    reported = bits_per_char(model, runtext.read_eval_also(Config(eval_also="base"), tuning.vocab))
+    bits, chars = ids_bits(model, held_out[: runtext.EVAL_ALSO_TOKENS + 1])
+    assert reported == pytest.approx(bits / chars, abs=1e-6)
+    result = cli("eval", "base", "--quiet")
+    assert result.exit_code == 0 and result.output.startswith(f"{reported:.4f} bits per character"), result.output
+
+
+@pytest.mark.slow  # seconds of a real process training beside this one
+def test_eval_also_a_run_training_in_another_process_reads_whole_checkpoints_and_leaves_its_lock(
+    fox_file, new_file, tmp_path
+):
+    """--eval-also RUN while RUN trains in another process, which replaces its checkpoints at every step: each
+    read takes one whole checkpoint (written aside and renamed into place), never half of one, and the same
+    held-out text; the fine-tune takes no lock of RUN's, which trains on and stops as it would."""
+    args = ("--out", "live", *TINY_ARGS, "--max-steps", "100000", "--eval-every", "1", "--patience", "0")
+    process = start_training(str(fox_file), *args)
+    try:
+        wait_for(tmp_path / "checkpoints" / "live" / "latest.pt")
+        vocab = checkpoint.read(runs.resolve("live")).vocab
+        first = runtext.read_eval_also(Config(eval_also="live"), vocab)
+        for _ in range(10):
+            assert torch.equal(runtext.read_eval_also(Config(eval_also="live"), vocab), first)
+        result = cli(
+            "train", str(new_file), "--init-from", "live", "--out", "tuned", "--eval-also", "live", "--max-steps", "2",
+            "--eval-every", "1", *TINY_LOOP_ARGS,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert all(row["eval_also_bpc"] > 0 for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if "val_bpc" in row)
+        lock = (tmp_path / "checkpoints" / "live" / ".lock.pid").read_text()
+        assert process.poll() is None and lock.partition("-")[0] == str(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert "saved in checkpoints/live" in out + err, out + err
+
+
+def test_a_resume_whose_kept_eval_also_run_is_gone_says_so_and_what_to_give(base, new_file, tiny):
+    """A fine-tune keeps --eval-also RUN as the run's folder; moved since, its resume said only `--eval-also
+    /abs/checkpoints/base: no such file or folder; check the path`, a path the user never typed on this
+    resume, and no way on. It now names it as the run's kept --eval-also and says to give the new path, or
+    '' to score it no more (kept as none given)."""
+    charlm.train(new_file, out="tuned", init_from=base, eval_also=base, **{**tiny, "max_steps": 2, "eval_every": 1})
+    kept = str((runs.CHECKPOINT_ROOT / base).resolve())
+    (runs.CHECKPOINT_ROOT / base).rename(runs.CHECKPOINT_ROOT / "moved")
+    result = cli("train", "--resume", "tuned", "--max-steps", "3")
+    assert_one_line_error(result, f"--eval-also {kept}, which", "is gone", "--eval-also NEW", "--eval-also ''")
+    with pytest.raises(CharLMError, match=r"eval_also=NEW, or with eval_also='' to score it no more"):
+        charlm.train(resume="tuned", max_steps=3)
+    assert latest("tuned").progress.step == 2
+    assert cli("train", "--resume", "tuned", "--max-steps", "3", "--eval-also", "").exit_code == 0
+    assert latest("tuned").progress.step == 3 and latest("tuned").config.eval_also is None
 
 
 def test_a_text_of_the_prepared_corpora_is_refused_as_a_training_corpus(fox_file, tmp_path, tiny):

@@ -96,6 +96,14 @@ def test_the_unseen_note_says_which_form_the_model_knows_in_one_short_line():
     assert note == f"45 unseen characters excluded from the score (43 distinct: {named} ...)"
 
 
+@pytest.mark.parametrize("unknown", [False, True])
+def test_the_unseen_note_counts_thousands_of_distinct_characters_with_a_separator(unknown):
+    """`--eval-also` a Chinese run's held-out text beside an English model said "49,436 unseen characters
+    excluded from the score (1884 distinct: ...)": one count with a thousands separator, the other without."""
+    note = unseen_note(Vocab("ab\n", unknown=unknown), ["a" + "".join(chr(0x4E00 + i) for i in range(1200)) * 2])
+    assert note.startswith("2,400 unseen characters") and "(1,200 distinct: " in note
+
+
 def test_sentencepiece_spells_every_character_so_nothing_is_unseen():
     text = "the quick brown fox jumps over the lazy dog\n" * 40
     vocab = PieceVocab(train_model([text], "bpe", 300))

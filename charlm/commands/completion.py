@@ -52,4 +52,5 @@ def devices(ctx: click.Context, param: click.Parameter, incomplete: str) -> list
 
 
 # A config field's completion, for the options commands/options.py builds from the config dataclasses.
-BY_FIELD = {"device": devices, "form": form_names, "eval_also": paths, "tensorboard": paths}
+# --eval-also takes a RUN as --init-from does (its held-out text), or a FILE: run names, else file names.
+BY_FIELD = {"device": devices, "form": form_names, "eval_also": run_names, "tensorboard": paths}
