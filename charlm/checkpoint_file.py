@@ -113,20 +113,36 @@ def remedy(path: Path) -> str:
     reads it (a sample from latest.pt, a resume from best.pt), or, for one kept aside (which a run folder
     names while it is the newer), delete it so that the one it stands for is used. Where the other is
     damaged or gone too, pointing at it would send the user from one to the other: what is left is said
-    instead."""
+    instead. A file of another name is a copy (`copy_remedy`)."""
     path = Path(path)
     if (original := kept_aside(path)) is not None:
         return f"it was kept aside for {original.name}: delete it to use {original}"
-    other_name = {BEST: LATEST, LATEST: BEST}.get(path.name)  # None: a .pt of another name, its run's anywhere
-    if other_name is None:
-        return "use the run's other checkpoint"
+    other_name = {BEST: LATEST, LATEST: BEST}.get(path.name)
+    if other_name is None:  # a name no run writes: a copy, renamed or moved, perhaps in no run at all
+        return copy_remedy(path)
     if readable(other := path.with_name(other_name)):
         if other_name == BEST:  # latest.pt is what a resume reads: resuming from best.pt is the way back
             return f"use the run's other checkpoint, {other}, in its place (to resume: {resume_command(other)})"
-        sample = f"charlm sample {typed(other)}" if flags_said() else f"charlm.load({written(other)})"
-        return f"use the run's other checkpoint, {other}, in its place (as in {sample})"
+        return f"use the run's other checkpoint, {other}, in its place (as in {sampling(other)})"
     lost = f"{other.name} is damaged too" if other.exists() else f"the run has no {other.name}"
     return f"{lost}: {whats_left(path.parent)}"
+
+
+def copy_remedy(path: Path) -> str:
+    """What to do about a damaged checkpoint of a name no run writes (a run writes best.pt and
+    latest.pt): use the run's checkpoint beside it where one reads back, else fetch the file again."""
+    for beside in (path.with_name(BEST), path.with_name(LATEST)):
+        if readable(beside):
+            return f"use {beside}, beside it, in its place (as in {sampling(beside)})"
+    return (
+        "no run's checkpoint is beside it (a run writes best.pt and latest.pt): copy it again from where "
+        "it came, or use the run it came from"
+    )
+
+
+def sampling(path: Path) -> str:
+    """The command, or Python call, that samples from the checkpoint at `path`, as its caller writes it."""
+    return f"charlm sample {typed(path)}" if flags_said() else f"charlm.load({written(path)})"
 
 
 def readable(path: Path) -> bool:

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -229,7 +230,8 @@ def remove_dead_claims(root: Path) -> None:
 
 def check_can_make(folder: Path) -> None:
     """Refuse at once, not after minutes of planning and measuring, a run folder that a file stands in
-    the way of (`--out notes.txt/run`, or a file named `checkpoints`)."""
+    the way of (`--out notes.txt/run`, or a file named `checkpoints`), or that its nearest folder that
+    exists cannot hold (`--out /proc/run`, a read-only disk): a folder made there and removed says."""
     for place in (Path(folder), *Path(folder).parents):
         if place.is_symlink() and not place.exists():  # a loop of links, or one whose target is gone
             raise CharLMError(
@@ -240,6 +242,10 @@ def check_can_make(folder: Path) -> None:
             if not place.is_dir():
                 where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
                 raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
+            try:  # as make_folder would fail, before it has to
+                os.rmdir(tempfile.mkdtemp(prefix=files.TEMPORARY_PREFIX.format("probe"), dir=place))
+            except OSError as e:
+                raise files.cannot_write(folder, e, "the run folder") from None
             return
 
 

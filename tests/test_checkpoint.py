@@ -170,7 +170,7 @@ def test_a_checkpoint_of_a_newer_format_says_to_upgrade_charlm(tmp_path):
     ):
         charlm.load(tmp_path / "newer.pt")
     (tmp_path / "list.pt").write_bytes(checkpoint_file.serialize([1, 2]))
-    with pytest.raises(CharLMError, match=r"list\.pt: damaged checkpoint .*; use the run's other checkpoint"):
+    with pytest.raises(CharLMError, match=r"list\.pt: damaged checkpoint .*; no run's checkpoint is beside it"):
         charlm.load(tmp_path / "list.pt")
 
 
@@ -189,7 +189,8 @@ def test_a_malicious_pickle_is_refused_and_its_code_does_not_run(tmp_path):
         charlm.load(path)
     assert str(refused.value) == (
         f"{path}: refused: the checkpoint holds code (getattr), not only tensors and plain values; "
-        "use the run's other checkpoint"
+        "no run's checkpoint is beside it (a run writes best.pt and latest.pt): copy it again from where it "
+        "came, or use the run it came from"
     )  # not torch's advice on loading it anyway
     assert not (tmp_path / "pwned").exists()
     body = path.read_bytes().split(b"\n", 2)[2]
@@ -345,8 +346,9 @@ def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(tr
         ["export", path, "--format", "safetensors", "--output", "folder"],
         ["inspect", path, "--held-out"],
     ]
+    copied = "copy it again from where it came"  # edited.pt is in no run: there is no other checkpoint to use
     for command in commands:
-        assert_one_line_error(cli(*command), f"{path}: checkpoint is damaged", fragment, "use the run's other")
+        assert_one_line_error(cli(*command), f"{path}: checkpoint is damaged", fragment, copied)
     assert not any(Path(name).exists() for name in ("page.html", "model.onnx", "folder", "checkpoints"))
 
 
@@ -562,3 +564,17 @@ def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_read
     )
     assert cli(*advised.split()[1:], "--max-steps", "30", "--quiet").exit_code == 0
     assert checkpoint_file.readable(last)  # the resume wrote the run's latest.pt anew
+
+
+def test_a_damaged_copy_outside_any_run_says_to_copy_it_again_or_use_the_run_beside_it(trained, tmp_path):
+    """`charlm sample my.pt`, a copy cut short outside any run, said "use the run's other checkpoint": it
+    is in no run and has none. Now it says to copy it again; a copy inside a run names the run's own."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best = run / runs.BEST
+    for copy, advice in [
+        (tmp_path / "my.pt", "no run's checkpoint is beside it (a run writes best.pt and latest.pt): copy it again"),
+        (run / "copy.pt", f"; use {best}, beside it, in its place (as in charlm sample {best})"),
+    ]:
+        copy.write_bytes(trained.read_bytes()[:1000])
+        assert_one_line_error(cli("sample", str(copy), "--length", "5"), f"{copy}: truncated checkpoint", advice)
+    assert cli("sample", str(best), "--length", "5").exit_code == 0  # what the advice names reads back

@@ -366,13 +366,14 @@ def test_an_export_to_a_full_disk_keeps_the_earlier_export_and_says_what_to_do(t
     [
         ["export", "--format", "html", "--output", "/proc/x"],
         ["export", "--format", "safetensors", "--output", "/proc/x/model"],
-        ["sample", "--length", "5", "--output", "missing/sample.txt"],
+        ["sample", "--length", "5", "--output", "/proc/sample.txt"],
     ],
-    ids=["page-into-proc", "model-folder-into-proc", "sample-into-missing-folder"],
+    ids=["page-into-proc", "model-folder-into-proc", "sample-into-proc"],
 )
 def test_an_output_where_no_folder_can_hold_it_says_to_write_into_one_that_can(tmp_path, command):
     """`charlm export RUN --output /proc/x` (a folder that cannot hold files) or `charlm sample --output
-    missing/x.txt` said `cannot write (No such file or directory)`, without what to do."""
+    /proc/x.txt` said `cannot write (No such file or directory)`, without what to do. (A folder that is
+    only missing is made: `test_every_output_makes_its_missing_folders`.)"""
     if "/proc" in command[-1] and not Path("/proc/self").is_dir():
         pytest.skip("no /proc, whose folders hold no files")
     run = run_of(model_of(), tmp_path / "run")
@@ -382,6 +383,21 @@ def test_an_output_where_no_folder_can_hold_it_says_to_write_into_one_that_can(t
         f"--output {options[-1]}: cannot write (No such file or directory); no folder there can hold it: write into "
         "a folder that exists and is writable",
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["sample", "--length", "5"], ["export", "--format", "html"], ["export", "--format", "onnx"]],
+    ids=["sample", "export-html", "export-onnx"],
+)
+def test_every_output_makes_its_missing_folders(tmp_path, command):
+    """`charlm export --output missing/x.html` made the folder, `charlm sample --output missing/x.txt`
+    refused: commands that write a file make its missing folders alike."""
+    run = run_of(model_of(), tmp_path / "run")
+    output = tmp_path / "missing" / "deeper" / "out"
+    result = cli(command[0], str(run), *command[1:], "--output", str(output))
+    assert result.exit_code == 0, result.output
+    assert output.is_file() and output.stat().st_size > 0
 
 
 def test_an_export_over_an_earlier_output_says_it_replaced_it(tmp_path):

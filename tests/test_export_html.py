@@ -541,6 +541,35 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
     assert got["texts"][1] == banned and not set(banned[len(seed) :]) & set(ban)
 
 
+# NODE_HARNESS with String.prototype.endsWith counting the longest text it was asked of (`longest`).
+ENDS_WITH_HARNESS = NODE_HARNESS.replace(
+    'vm.runInContext(block("charlm-sampler"), context);',
+    """vm.runInContext(`const endsWith = String.prototype.endsWith; globalThis.longest = 0;
+String.prototype.endsWith = function (end) { longest = Math.max(longest, this.length); return endsWith.call(this, end); };`, context);
+vm.runInContext(block("charlm-sampler"), context);""",
+).replace("JSON.stringify({ logprobs", "JSON.stringify({ longest: context.longest, logprobs")
+
+
+def test_the_pages_stop_is_looked_for_in_the_texts_end_alone(tmp_path):
+    """The page's sampler asked `made.endsWith(stop)` after every character of the whole text made so
+    far, which V8 may flatten each time: quadratic in a long sample's length. It looks at the last
+    characters alone, and stops where charlm's sampler stops."""
+    model = model_of("lstm", TEXT, hidden=32)
+    greedy = sampler.generate(model, "the ", length=300, greedy=True)[0]
+    stop = greedy[150:153]
+    generations = [
+        {"seed": "the ", "length": 3000, "greedy": True, "stop": "QQ"},  # never written: every character looked at
+        {"seed": "the ", "length": 300, "greedy": True, "stop": stop},
+    ]
+    assert ENDS_WITH_HARNESS != NODE_HARNESS and "longest: context.longest" in ENDS_WITH_HARNESS
+    got = run_in_node(
+        tmp_path, ENDS_WITH_HARNESS, exported(tmp_path, model), {"text": "the", "generations": generations}
+    )
+    assert len(got["texts"][0]) == 3004 and got["longest"] <= len("QQ"), got["longest"]
+    assert got["texts"][1] == sampler.generate(model, "the ", length=300, greedy=True, stop=stop)[0]
+    assert got["texts"][1].endswith(stop) and len(got["texts"][1]) < len(greedy)
+
+
 def test_the_pages_top_k_keeps_the_k_likeliest_as_charlm_does(tmp_path):
     """window.charlm.generate({top_k: 3}) was taken without a word and drew from every character: charlm's
     top_k (sample --top-k, the serve API's) keeps the k likeliest after the temperature. top_k 1 writes the

@@ -857,6 +857,17 @@ def test_an_out_through_a_symbolic_link_to_nothing_is_one_line(fox_file, tmp_pat
     )
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="no /proc, whose folders hold no new folders")
+def test_an_out_where_no_folder_can_be_made_is_refused_before_the_run_is_planned(fox_file):
+    """`charlm train FILE --out /proc/run` fitted the run's options and printed its "training ..." line
+    (minutes with --max-time) before making the folder failed. The folder is tried first: one line."""
+    assert_one_line_error(
+        cli("train", str(fox_file), "--layers", "1", "--seq-len", "8", "--max-steps", "20", "--out", "/proc/run"),
+        "/proc/run: cannot write the run folder (No such file or directory); no folder there can hold it",
+    )
+    assert not any(Path("/proc").glob(".probe*")) and not Path("checkpoints").exists()
+
+
 def test_an_eval_also_through_a_symbolic_link_loop_is_one_line(fox_file, tmp_path):
     """`--eval-also loop` (a link to itself) ended in pathlib's RuntimeError traceback (Symlink loop)."""
     os.symlink(tmp_path / "loop", tmp_path / "loop")

@@ -3433,9 +3433,16 @@ Storage.prototype.setItem = function (key, value) {
 @pytest.mark.slow
 def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
     """Each refusal names what the writer can change: the API key, the length, the server. All of them
-    said 'see the seed', and a server that went away was 'network error' or 'Failed to fetch'."""
+    said 'see the seed', and a server that went away was 'network error' or 'Failed to fetch'. A text
+    cut off says how many characters came: a sentencepiece model's, whose tokens were counted."""
+    from selenium.webdriver.support.ui import Select
+
+    from charlm.pieces import PieceVocab, train_model
+
     model = checkpoint.load(fox_run)
-    with running(create_app({"fox": lambda: model}, ServeConfig(api_key=KEY, max_tokens=100_000))) as url:
+    pieces = make_model(PieceVocab(train_model(["the quick brown fox\n" * 20], "bpe", 280), normalize="none")).eval()
+    models = {"fox": lambda: model, "pieces": lambda: pieces}
+    with running(create_app(models, ServeConfig(api_key=KEY, max_tokens=100_000))) as url:
         wait_healthy(url)
         wait = page_ready(browser, url)
 
@@ -3458,6 +3465,7 @@ def test_page_says_what_to_change_when_a_text_is_not_written(fox_run, browser):
         # a text cut off that the history cannot keep (the browser's storage full, as a fast machine's
         # text, streamed on while the server shut down, once filled it): that is said under the seed too
         browser.execute_script(FULL_HISTORY_STORAGE)
+        Select(browser.find_element("id", "model")).select_by_value("pieces")
         generate()
         wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) > 0)
     wait(browser, PAGE_WAIT).until(lambda d: not d.find_element("id", "stop").is_enabled())

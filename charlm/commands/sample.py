@@ -334,7 +334,8 @@ class OutputCopy:
     link. A new file, a pipe, a device, this process's own standard output (`--output /dev/stdout`) is
     written as the text comes: there is nothing to lose, and `tail -f` shows the text growing (a killed
     sample keeps it); so is a file whose folder refuses new files (chmod a-w: no temporary file can be
-    made beside it), as `>` would write it."""
+    made beside it), as `>` would write it. Its missing folders are made, as export, inspect and plot
+    make theirs (files.replace_files)."""
 
     def __init__(self, path: str):
         from .. import outputs
@@ -348,6 +349,7 @@ class OutputCopy:
         self.file = self.attempt(self.open)
 
     def open(self) -> TextIO:
+        Path(os.path.realpath(self.path)).parent.mkdir(parents=True, exist_ok=True)  # as every --output's writer
         if self.scratch is not None:
             try:
                 return open(self.scratch, "w", encoding="utf-8")

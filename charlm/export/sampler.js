@@ -601,7 +601,9 @@ function generate(request) {
   }
   const uniform = mulberry32(request.random_seed ?? Math.floor(Math.random() * 2 ** 32));
   const probs = new Float64Array(model.V), chars = model.meta.vocab.chars;
-  let made = "", count = 0, reason = "length";
+  // The stop is looked for in `ending`, the text's last stop.length units: made.endsWith(stop) after
+  // each character flattened the whole text each time (quadratic in a long sample's length).
+  let made = "", ending = "", count = 0, reason = "length";
   stopRequested = false;
   const finish = () => {
     last = { text: seed + made, state, scores };
@@ -616,9 +618,10 @@ function generate(request) {
           const id = choose(scores, model.V, options, uniform, probs, allowed(count));
           piece += chars[id];
           made += chars[id];
+          if (options.stop) ending = (ending + chars[id]).slice(-options.stop.length);
           count++;
           model.step(id, state, scores);
-          if ((options.stop && made.endsWith(options.stop)) || (form && begin + count >= form.size)) {
+          if ((options.stop && ending === options.stop) || (form && begin + count >= form.size)) {
             reason = "stop";  // the stop text, or the template written: the sample's natural end
             count = options.length;
           }
