@@ -373,7 +373,7 @@ class SampleConfig:
     top_p: float | None = option(
         None, "nucleus sampling: only the smallest set of characters whose probability reaches P"
     )
-    greedy: bool = option(False, "always take the likeliest character")
+    greedy: bool = option(False, "always take the likeliest character (so no temperature, top-k or top-p with it)")
     repetition_penalty: float = option(1.0, "above 1: discourage characters used in the recent window")
     repetition_window: int = option(64, "how many recent characters the repetition penalty looks at")
     logit_bias: dict[str | int, float] | None = option(  # noqa: RUF009 -- a field() whose default is None

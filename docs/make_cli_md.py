@@ -25,8 +25,8 @@ def option_row(param: click.Parameter) -> str:
         names += " " + PIPE.join(param.type.choices)
     elif not getattr(param, "is_flag", False):
         names += (
-            f" {param.make_metavar(click.Context(main, **main.context_settings))}"
-            if param.metavar
+            f" {param.make_metavar(click.Context(main, **main.context_settings)).replace('|', PIPE)}"
+            if param.metavar  # FILE|RUN: its | escaped, as a choice's
             else f" {param.type.name.upper()}"
         )
     text = (getattr(param, "help", None) or "").replace("|", PIPE)

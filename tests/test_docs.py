@@ -159,6 +159,26 @@ def test_the_option_reference_shows_each_commands_help_as_text_not_code():
     assert not [line for line in written.splitlines() if line.startswith("    ")]
 
 
+# A table cell's edge: a | not escaped as \|, which splits a cell even inside `code` (GitHub's tables)
+CELL_EDGE = re.compile(r"(?<!\\)\|")
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_table_row_has_its_headers_cells(page):
+    """A | in a cell (an option's metavar, FILE|RUN) must be \\|: else the row has a cell more than its
+    header, and GitHub shows the rest of it under the next column or drops it."""
+    header, fenced = None, False
+    for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or not line.startswith("|"):
+            header = None
+            continue
+        cells = len(CELL_EDGE.split(re.sub(r"^\||(?<!\\)\|\s*$", "", line.strip())))
+        header = header or cells
+        assert cells == header, f"{page.name}:{number} has {cells} cells, its table's header {header}: {line[:80]}"
+
+
 @pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
 def test_every_relative_link_leads_to_a_file(page):
     text = page.read_text(encoding="utf-8")
