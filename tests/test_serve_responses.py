@@ -113,6 +113,7 @@ FUNCTION = {"type": "function", "name": "f", "parameters": {"type": "object"}}
         ({"metadata": {"k": 1}}, "metadata"),
         ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content"),
         ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0]"),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"input": "x" * 1001}, "input"),
     ],
 )

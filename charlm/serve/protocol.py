@@ -757,12 +757,15 @@ def input_texts(given: Any) -> list[str]:
     for i, item in enumerate(given):
         param = f"input[{i}]"
         kind = item.get("type", "message") if isinstance(item, dict) else None
-        if kind != "message" or item.get("role") not in INPUT_ROLES:
+        if kind != "message":
             what = f"a {shown(kind)} item" if isinstance(kind, str) else json_type(item)
             raise APIError(
-                400, f"{param} is {what}; charlm takes messages of text: {{role: user, assistant, system or "
-                "developer, content: a string or input_text parts}}", param, "unsupported_value",
+                400, f"{param} is {what}; charlm takes messages of text: {{role, content: a string or "
+                "input_text parts}}", param, "unsupported_value",
             )  # fmt: skip
+        if item.get("role") not in INPUT_ROLES:
+            role = f"{param}.role"
+            raise APIError(400, f"{role} must be one of {', '.join(INPUT_ROLES)}", role, "invalid_value")
         content = item.get("content")
         parts = [content] if isinstance(content, str) else content if isinstance(content, list) else [None]
         kinds = ("input_text", "output_text")
