@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import itertools
 import json
 import threading
 import uuid
@@ -216,7 +217,8 @@ class HeadAsGet:
 
 
 ENDPOINTS = {
-    "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions", "/tokenize",
+    "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions",
+    "/v1/responses", "/tokenize",
 }  # fmt: skip
 
 
@@ -359,8 +361,9 @@ def add_status_routes(app: FastAPI, server: Server) -> None:
 
 
 def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:
-    """OpenAI's two completion endpoints: the request is checked (`protocol`), run as a `Completion`
-    and answered whole or streamed (`answer`); and /tokenize, which says the token ids `logit_bias` takes."""
+    """OpenAI's completions, chat completions and responses: the request is checked (`protocol`), run as
+    a `Completion` and answered whole or streamed (`answer`); and /tokenize, which says the token ids
+    `logit_bias` takes."""
     body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
 
     @app.post("/v1/completions", openapi_extra=protocol.COMPLETION_SCHEMA)
@@ -378,6 +381,15 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         return await answer(
             request, run, partial(stream_chat, run, wants_logprobs), partial(chat_body, run, wants_logprobs)
         )
+
+    @app.post("/v1/responses", openapi_extra=protocol.RESPONSES_SCHEMA)
+    async def create_response(request: Request) -> Response:
+        """OpenAI's Responses API (`client.responses.create`), read as chat is: one message written."""
+        server.check_key(request)
+        params, echoed = await checked(request, body_limit, lambda body: protocol.response_params(body, config))
+        run = Completion(server, server.model(params.model), params)
+        reply = ResponseReply(run, echoed)
+        return await answer(request, run, reply.events, reply.body)
 
     @app.post("/tokenize", openapi_extra=protocol.TOKENIZE_SCHEMA)
     async def tokenize(request: Request) -> JSONResponse:
@@ -577,3 +589,58 @@ def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
         return body([choice])
 
     return events(run, list, chunk, lambda use: body([], use))
+
+
+class ResponseReply:
+    """The Responses API's answer to `run`, whole (`body`) or as its stream of typed events (`events`),
+    with the ids and settings that every one of its events repeats."""
+
+    def __init__(self, run: Completion, echoed: dict) -> None:
+        self.run = run
+        self.id, self.message_id = responses.new_id("resp", "_"), responses.new_id("msg", "_")
+        params = run.params
+        self.settings = {**echoed, "temperature": params.temperature, "top_p": params.top_p or 1.0}
+
+    def response(self, status: str, text: str | None = None) -> dict:
+        """The response object: in progress (no output or usage yet), or finished with `text`."""
+        run = self.run
+        output = [] if text is None else [responses.output_message(self.message_id, text, status)]
+        use = None if text is None else responses.response_usage(run.prompt_chars, run.made())
+        return responses.response_object(self.id, run.created, run.served.name, status, output, use, self.settings)
+
+    def body(self, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
+        return self.response(responses.response_status(reasons[0]), texts[0])
+
+    async def events(self) -> AsyncIterator[str]:
+        """The events OpenAI's stream has, each with its `type` (also as the SSE event name) and
+        `sequence_number`: the response created and in progress, the message and its text part added, a
+        delta per update, then each done, and the response `completed` (or `incomplete`, cut by
+        `max_output_tokens`). An error ends it as an `error` event; a client gone cancels the rows."""
+        numbers, run = itertools.count(), self.run
+        where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
+
+        def sent(kind: str, **fields: Any) -> str:
+            return f"event: {kind}\n" + event({"type": kind, "sequence_number": next(numbers), **fields})
+
+        try:
+            yield sent("response.created", response=self.response("in_progress"))
+            yield sent("response.in_progress", response=self.response("in_progress"))
+            item = responses.output_message(self.message_id, None, "in_progress")
+            yield sent("response.output_item.added", output_index=0, item=item)
+            yield sent("response.content_part.added", **where, part=responses.output_text(""))
+            texts, reason = [], None
+            async for update in run.updates():
+                reason = update.finish_reason or reason
+                if update.text:
+                    texts.append(update.text)
+                    yield sent("response.output_text.delta", **where, delta=update.text, logprobs=[])
+            text, status = "".join(texts), responses.response_status(reason)
+            yield sent("response.output_text.done", **where, text=text, logprobs=[])
+            yield sent("response.content_part.done", **where, part=responses.output_text(text))
+            item = responses.output_message(self.message_id, text, status)
+            yield sent("response.output_item.done", output_index=0, item=item)
+            yield sent(f"response.{status}", response=self.response(status, text))
+        except APIError as e:
+            yield sent("error", code=e.code, message=e.message, param=e.param)
+        finally:
+            run.cancel()

@@ -143,7 +143,24 @@ NULL_ONLY = {
     "verbosity",
     "moderation",
 }
-NEUTRAL_OR_NONE = {*NEUTRAL, *NULL_ONLY}
+# OpenAI's Responses API (POST /v1/responses): one message written, so no `n`; its length is
+# `max_output_tokens`. charlm's extras (`top_k`, `seed`, `stop`, `logit_bias`, `form`...) as elsewhere.
+RESPONSE_FIELDS = (COMMON - {"n", "max_tokens"}) | {
+    "input", "instructions", "max_output_tokens", "metadata", "text", *USER_FIELDS,
+}  # fmt: skip
+# Its fields that change nothing at these values: no tools to call, a reply that is never cut to fit
+# (`truncation` "disabled": a prompt over --max-prompt is a 400), nothing run in the background
+RESPONSE_NEUTRAL = NEUTRAL | {
+    "tool_choice": ("none", "auto"), "truncation": ("disabled",), "background": (False,), "include": ([],),
+}  # fmt: skip
+# Its fields for what charlm does not do (stored responses and conversations, reasoning, tools, prompt
+# templates, logprobs), taken as null only
+RESPONSE_NULL_ONLY = NULL_ONLY | {
+    "previous_response_id", "conversation", "reasoning", "prompt", "max_tool_calls", "top_logprobs",
+    "context_management", "background_options", "access_programs", "image",
+}  # fmt: skip
+MAX_METADATA = 16  # OpenAI's bounds on `metadata`: pairs, a key's and a value's characters
+MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
 # stream_options' fields: `include_obfuscation` asks OpenAI to pad each chunk (against guessing its
 # text from its size); charlm never pads, so either value gives the same stream
 STREAM_OPTIONS = {"include_usage", "include_obfuscation"}
@@ -211,9 +228,11 @@ MESSAGE_SCHEMA = {
 }
 
 
-def body_schema(properties: dict, required: list[str]) -> dict:
-    """FastAPI's `openapi_extra` for a route that reads its JSON body itself."""
-    schema = {"type": "object", "properties": {**COMMON_SCHEMA, **properties}, "required": required}
+def body_schema(properties: dict, required: list[str], dropped: tuple[str, ...] = ()) -> dict:
+    """FastAPI's `openapi_extra` for a route that reads its JSON body itself; `dropped`: common fields
+    it does not take."""
+    common = {name: schema for name, schema in COMMON_SCHEMA.items() if name not in dropped}
+    schema = {"type": "object", "properties": {**common, **properties}, "required": required}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
@@ -230,6 +249,46 @@ CHAT_SCHEMA = body_schema(
         **{name: {"type": "string"} for name in USER_FIELDS},
     },
     ["messages"],
+)
+
+INPUT_ITEM_SCHEMA = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "type": {"type": "string", "enum": ["message"]},
+        "role": {"type": "string", "enum": ["user", "assistant", "system", "developer"]},
+        "content": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"type": {"enum": ["input_text", "output_text"]}, "text": {"type": "string"}},
+                    },
+                },
+            ]
+        },
+    },
+}
+RESPONSES_SCHEMA = body_schema(
+    {
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": INPUT_ITEM_SCHEMA}]},
+        "instructions": {"type": "string"},
+        "max_output_tokens": {"type": "integer", "minimum": 1},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
+            "maxProperties": MAX_METADATA,
+        },
+        "text": {
+            "type": "object",
+            "properties": {"format": {"type": "object", "properties": {"type": {"enum": ["text"]}}}},
+        },
+        **{name: {"type": "string"} for name in USER_FIELDS},
+    },
+    ["input"],
+    dropped=("n", "max_tokens"),
 )
 
 
@@ -287,15 +346,20 @@ def json_items(text: str) -> int:
     return sum(map(outside.count, ",]}"))
 
 
-def check_fields(body: Any, known: set[str]) -> dict:
+def check_fields(
+    body: Any, known: set[str], neutral: dict[str, tuple] = NEUTRAL, null_only: set[str] = NULL_ONLY
+) -> dict:
+    """`body`'s fields are `known`, or OpenAI's that change nothing here: `neutral` at those values, any
+    of them or of `null_only` as null (the Responses API has its own of both)."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
+    neutral_or_none = {*neutral, *null_only}
     for name, value in body.items():
-        if name in known or (name in NEUTRAL_OR_NONE and value is None):
+        if name in known or (name in neutral_or_none and value is None):
             continue
-        if name in NEUTRAL and any(type(value) is type(v) and value == v for v in NEUTRAL[name]):
+        if name in neutral and any(type(value) is type(v) and value == v for v in neutral[name]):
             continue
-        if name in NEUTRAL_OR_NONE:
+        if name in neutral_or_none:
             raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
         raise APIError(400, f"unrecognized request argument supplied: {shown(name)}", shown(name), "unknown_parameter")
     return body
@@ -385,10 +449,12 @@ def json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int) -> Params:
-    """The fields completions and chat share, checked in this order: the first wrong one is the error."""
+def common(
+    body: dict, config: ServeConfig, prompts: list[str], max_tokens: int | None, default_length: int, prompt_param: str
+) -> Params:
+    """The fields completions, chat and responses share, checked in this order: the first wrong one is the
+    error. `prompt_param` is the field the prompts came from (`prompt`, `messages`, `input`)."""
     model = string(body, "model")
-    prompt_param = "prompt" if "prompt" in body else "messages"
     check_prompt_lengths(prompts, config, prompt_param)
     for prompt in prompts:
         check_text(prompt, prompt_param)
@@ -427,7 +493,11 @@ def common(body: dict, config: ServeConfig, prompts: list[str], max_tokens: int 
     )
 
 
-PROMPT_LENGTH = {"prompt": "the prompt has", "messages": "the messages, joined by blank lines and ending in one, make"}
+PROMPT_LENGTH = {
+    "prompt": "the prompt has",
+    "messages": "the messages, joined by blank lines and ending in one, make",
+    "input": "the instructions and input, joined by blank lines and ending in one, make",
+}
 
 
 def check_prompt_lengths(prompts: list[str], config: ServeConfig, param: str, normalize: str = "none") -> None:
@@ -611,7 +681,7 @@ def completion_params(body: Any, config: ServeConfig) -> Params:
         raise APIError(400, "prompt must be a string or a non-empty list of strings", "prompt", "invalid_value")
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_tokens", None, 0, config.max_tokens, limit)
-    params = common(body, config, prompts, given, min(16, config.max_tokens))  # OpenAI's default, within the limit
+    params = common(body, config, prompts, given, min(16, config.max_tokens), "prompt")  # OpenAI's default length
     params.logprobs = integer(body, "logprobs", None, 0, MAX_LOGPROBS)
     params.echo = boolean(body, "echo", False)
     return params
@@ -625,14 +695,13 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise APIError(400, "messages must be a non-empty list of {role, content}", "messages", "invalid_value")
-    texts = [message_text(m, i) for i, m in enumerate(messages)]
-    prompt = "\n\n".join(t for t in texts if t) + "\n\n"
+    prompt = joined([message_text(m, i) for i, m in enumerate(messages)])
     limit = "charlm serve --max-tokens"  # at least 1, as OpenAI's chat (completions take 0: echo scores a prompt)
     newer = integer(body, "max_completion_tokens", None, 1, config.max_tokens, limit)
     given = integer(body, "max_tokens", newer, 1, config.max_tokens, limit)  # OpenAI's older name for it
     if newer is not None and given != newer:
         raise APIError(400, "max_tokens and max_completion_tokens disagree; give one", "max_tokens", "invalid_value")
-    params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens))
+    params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "messages")
     for name in USER_FIELDS:
         string(body, name)
     wants = boolean(body, "logprobs", False)
@@ -641,6 +710,115 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
         raise APIError(400, "top_logprobs needs logprobs: true", "top_logprobs", "invalid_value")
     params.logprobs = (top or 0) if wants else None
     return params, wants
+
+
+def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
+    """The Responses API, read as chat is (`chat_params`): `instructions` a system message before the
+    `input`'s, a blank line between texts and after the last. Returns the params and what a response
+    echoes: `instructions`, `max_output_tokens` and `metadata` as given."""
+    body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY)
+    if body.get("input") is None:
+        raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
+    instructions = string(body, "instructions")
+    prompt = joined([instructions or "", *input_texts(body["input"])])
+    options = body.get("stream_options")
+    if isinstance(options, dict) and "include_usage" in options:  # a response's last event always has usage
+        param = "stream_options.include_usage"
+        raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+    limit = "charlm serve --max-tokens"
+    given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
+    params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
+    for name in USER_FIELDS:
+        string(body, name)
+    text_format(body.get("text"))
+    echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
+    return params, echoed
+
+
+def joined(texts: list[str]) -> str:
+    """A chat's prompt: its texts (empty ones dropped), a blank line between them and after the last."""
+    return "\n\n".join(text for text in texts if text) + "\n\n"
+
+
+INPUT_ROLES = ("user", "assistant", "system", "developer")
+
+
+def input_texts(given: Any) -> list[str]:
+    """The texts of the Responses API's `input`: a string (the user's), or messages, each a role and a
+    content that is a string or text parts (`input_text`; an assistant's earlier `output_text` too, as a
+    client sends a response's output back). Anything else (images, files, tool calls) is a 400 naming it."""
+    if isinstance(given, str):
+        return [given]
+    if not isinstance(given, list):
+        raise APIError(
+            400, f"input must be a string or a list of messages, not {json_type(given)}", "input", "invalid_type"
+        )
+    texts = []
+    for i, item in enumerate(given):
+        param = f"input[{i}]"
+        kind = item.get("type", "message") if isinstance(item, dict) else None
+        if kind != "message":
+            what = f"a {shown(kind)} item" if isinstance(kind, str) else json_type(item)
+            raise APIError(
+                400, f"{param} is {what}; charlm takes messages of text: {{role, content: a string or "
+                "input_text parts}}", param, "unsupported_value",
+            )  # fmt: skip
+        if item.get("role") not in INPUT_ROLES:
+            role = f"{param}.role"
+            raise APIError(400, f"{role} must be one of {', '.join(INPUT_ROLES)}", role, "invalid_value")
+        content = item.get("content")
+        parts = [content] if isinstance(content, str) else content if isinstance(content, list) else [None]
+        kinds = ("input_text", "output_text")
+        if not all(
+            isinstance(p, str) or (isinstance(p, dict) and p.get("type") in kinds and isinstance(p.get("text"), str))
+            for p in parts
+        ):
+            raise APIError(
+                400, f"{param}.content must be text (a string or input_text parts)", f"{param}.content", "invalid_type"
+            )
+        texts.append("".join(p if isinstance(p, str) else p["text"] for p in parts))
+    return texts
+
+
+def text_format(text: Any) -> None:
+    """The Responses API's `text`: plain text only (`{"format": {"type": "text"}}`), which is what a
+    charlm model writes; a JSON schema or JSON object format is refused naming `text.format`."""
+    if text is None:
+        return
+    if not isinstance(text, dict):
+        raise APIError(400, f"text must be an object, not {json_type(text)}", "text", "invalid_type")
+    for name, value in text.items():
+        if value is None or (name == "format" and value == {"type": "text"}):
+            continue
+        param = f"text.{shown(name)}"
+        if name in ("format", "verbosity"):
+            what = "plain text only" if name == "format" else "no verbosity"
+            raise APIError(
+                400, f"{param} is not supported by charlm ({what}); leave it out", param, "unsupported_parameter"
+            )
+        raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+
+
+def metadata_of(body: dict) -> dict[str, str]:
+    """`metadata`, echoed in the response: at most 16 pairs of strings, as OpenAI bounds it."""
+    value = body.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise APIError(400, f"metadata must be an object, not {json_type(value)}", "metadata", "invalid_type")
+    if len(value) > MAX_METADATA:
+        raise APIError(
+            400, f"metadata may hold at most {MAX_METADATA} pairs, not {len(value)}", "metadata", "invalid_value"
+        )
+    for key, text in value.items():
+        for part in (key, text if isinstance(text, str) else ""):  # echoed: a lone surrogate could not be
+            check_text(part, "metadata")
+        if not isinstance(text, str) or len(key) > MAX_METADATA_KEY or len(text) > MAX_METADATA_VALUE:
+            raise APIError(
+                400, f"metadata[{json.dumps(shown(key), ensure_ascii=False)}]: a key of at most {MAX_METADATA_KEY} "
+                f"characters to a string of at most {MAX_METADATA_VALUE}", "metadata", "invalid_value",
+            )  # fmt: skip
+    return value
 
 
 def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, str, bool]:

@@ -1,5 +1,6 @@
 """The OpenAI completions API's responses as charlm writes them: ids, usage, log-probabilities, and
-the completion and chat bodies and stream chunks (protocol.py checks the requests)."""
+the completion and chat bodies and stream chunks, and the Responses API's objects (protocol.py checks
+the requests)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import uuid
 from .engine import BYTES, Token
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+def new_id(prefix: str, separator: str = "-") -> str:
+    """An id as OpenAI's look: `chatcmpl-...`; the Responses API's `resp_...` and `msg_...`."""
+    return f"{prefix}{separator}{uuid.uuid4().hex[:24]}"
 
 
 def usage(prompt_chars: int, completion_chars: int) -> dict:
@@ -128,4 +130,61 @@ def chat_choice(
         "delta" if delta else "message": message,
         "logprobs": logprobs,
         "finish_reason": finish_reason,
+    }
+
+
+def response_usage(prompt_chars: int, output_chars: int) -> dict:
+    """The Responses API's usage, in characters; charlm caches no prompt and does not reason."""
+    return {
+        "input_tokens": prompt_chars,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": output_chars,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt_chars + output_chars,
+    }
+
+
+def output_text(text: str) -> dict:
+    """A message's text part; charlm writes no citations (`annotations`) and gives no logprobs here."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def output_message(id_: str, text: str | None, status: str) -> dict:
+    """The one output item of a response: an assistant message, `text` None while it has no part yet."""
+    content = [] if text is None else [output_text(text)]
+    return {"type": "message", "id": id_, "status": status, "role": "assistant", "content": content}
+
+
+def response_status(finish_reason: str | None) -> str:
+    """`completed`, or `incomplete` for a text `max_output_tokens` cut (finish reason `length`)."""
+    return "incomplete" if finish_reason == "length" else "completed"
+
+
+def response_object(
+    id_: str, created: int, model: str, status: str, output: list[dict], use: dict | None, settings: dict
+) -> dict:
+    """A Responses API `response`: `status` in_progress (a stream's first events: no output, no usage yet),
+    completed or incomplete; `settings` are the request's as a response echoes them (`instructions`,
+    `max_output_tokens`, `metadata`, `temperature`, `top_p`)."""
+    incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
+    return {
+        "id": id_,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": incomplete,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": False,
+        "previous_response_id": None,
+        "reasoning": None,
+        "store": False,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "none",
+        "tools": [],
+        "truncation": "disabled",
+        "usage": use,
+        **settings,
     }

@@ -1,0 +1,155 @@
+"""`POST /v1/responses`: OpenAI's Responses API, what current clients and agent frameworks call first,
+through the official `openai` client. It is the chat adapter on the same engine: the same prompt for
+the same messages, the same checks, guards and limits (docs/serve.md)."""
+
+from __future__ import annotations
+
+import inspect
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from .test_serve import KEY, client, every_step_a_chunk, metrics, server, tiny_model  # noqa: F401
+
+MESSAGES = [{"role": "system", "content": "be brief."}, {"role": "user", "content": "hello there"}]
+
+
+def chat_text(api: OpenAI, **options) -> str:
+    reply = api.chat.completions.create(model="tiny", messages=MESSAGES, temperature=0, **options)
+    return reply.choices[0].message.content
+
+
+def test_a_response_writes_what_chat_writes_for_the_same_messages(client):  # noqa: F811
+    """`instructions` is a system message before `input`; a list of messages (text parts, a developer's
+    role) is read as chat reads them; the reply echoes what OpenAI's does."""
+    expected = chat_text(client, max_tokens=30)
+    reply = client.responses.create(
+        model="tiny", instructions="be brief.", input="hello there", max_output_tokens=30, temperature=0,
+        metadata={"user": "u1"},
+    )  # fmt: skip
+    assert reply.object == "response" and reply.id.startswith("resp_") and reply.output_text == expected
+    assert (reply.instructions, reply.max_output_tokens, reply.metadata) == ("be brief.", 30, {"user": "u1"})
+    prompt_chars = len("be brief.\n\nhello there\n\n")
+    assert (reply.usage.input_tokens, reply.usage.output_tokens, reply.usage.total_tokens) == (
+        prompt_chars,
+        30,
+        prompt_chars + 30,
+    )
+    [message] = reply.output
+    assert (message.type, message.role, message.content[0].type) == ("message", "assistant", "output_text")
+    items = [
+        {"role": "developer", "content": [{"type": "input_text", "text": "be brief."}]},
+        {"type": "message", "role": "user", "content": "hello there"},
+    ]
+    listed = client.responses.create(model="tiny", input=items, max_output_tokens=30, temperature=0)
+    assert listed.output_text == expected
+
+
+def test_a_response_streamed_is_the_same_text_and_every_event_parses(client, server, monkeypatch):  # noqa: F811
+    """The client's stream helper parses every event (it refuses one out of order, or a response it
+    never saw completed); the deltas join to the whole response's text."""
+    every_step_a_chunk(monkeypatch, server)
+    template = "______ _____ ____"  # the template ends the text: `completed`, not cut by its length
+    options = {"model": "tiny", "input": MESSAGES, "temperature": 0, "extra_body": {"template": template}}
+    whole = client.responses.create(**options)
+    with client.responses.stream(**options) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [event.type for event in events]
+    assert kinds[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert kinds[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert set(kinds[4:-4]) == {"response.output_text.delta"}
+    deltas = [event.delta for event in events if event.type == "response.output_text.delta"]
+    assert len(kinds) == 8 + len(deltas) and len(deltas) > 2
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert "".join(deltas) == final.output_text == whole.output_text and len(whole.output_text) == len(template)
+    assert final.status == whole.status == "completed" and final.incomplete_details is None
+    assert final.usage.output_tokens == len(template) and final.id == events[0].response.id
+
+
+def test_max_output_tokens_makes_the_response_incomplete_streamed_or_not(client):  # noqa: F811
+    """OpenAI's response cut by `max_output_tokens` is `incomplete` with that reason, and its stream ends
+    with `response.incomplete` (`response.completed` only for one that was not cut)."""
+    reply = client.responses.create(model="tiny", input="the ", max_output_tokens=5)
+    assert reply.status == "incomplete" and reply.incomplete_details.reason == "max_output_tokens"
+    assert len(reply.output_text) == 5 and reply.output[0].status == "incomplete"
+    events = list(client.responses.create(model="tiny", input="the ", max_output_tokens=5, stream=True))
+    assert events[-1].type == "response.incomplete" and events[-1].response.status == "incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+    assert events[-1].response.output[0].content[0].text == "".join(
+        event.delta for event in events if event.type == "response.output_text.delta"
+    )
+
+
+FUNCTION = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+
+
+@pytest.mark.parametrize(
+    ("options", "param"),
+    [
+        ({"tools": [FUNCTION]}, "tools"),
+        ({"previous_response_id": "resp_1"}, "previous_response_id"),
+        ({"reasoning": {"effort": "low"}}, "reasoning"),
+        ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
+        ({"include": ["message.output_text.logprobs"]}, "include"),
+        ({"store": True}, "store"),
+        ({"extra_body": {"n": 2}}, "n"),
+        ({"extra_body": {"max_tokens": 5}}, "max_tokens"),  # the Responses API's is max_output_tokens
+        ({"stream": True, "stream_options": {"include_usage": True}}, "stream_options.include_usage"),
+        ({"max_output_tokens": 2001}, "max_output_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"metadata": {"k": 1}}, "metadata"),
+        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content"),
+        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0]"),
+        ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
+        ({"input": "x" * 1001}, "input"),
+    ],
+)
+def test_what_charlm_cannot_do_is_a_400_naming_the_field(client, options, param):  # noqa: F811
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="tiny", **{"input": "a", **options})
+    assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
+
+
+def test_a_lone_surrogate_echoed_in_metadata_is_a_400_never_a_500(server):  # noqa: F811
+    body = b'{"model": "tiny", "input": "a", "max_output_tokens": 1, "metadata": {"k": "\\ud800"}}'
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    response = httpx.post(f"{server[0]}/v1/responses", content=body, headers=headers)
+    assert response.status_code == 400 and response.json()["error"]["param"] == "metadata"
+
+
+def test_every_field_the_openai_client_can_send_is_taken_as_null(client):  # noqa: F811
+    """A field a newer client adds fails here, not in a user's 400."""
+    own = {"model", "input", "extra_headers", "extra_query", "extra_body", "timeout"}
+    fields = [name for name in inspect.signature(client.responses.create).parameters if name not in own]
+    assert "previous_response_id" in fields and "max_output_tokens" in fields
+    plain = client.responses.create(model="tiny", input="the ", max_output_tokens=20, temperature=0).output_text
+    for name in fields:
+        body = {"max_output_tokens": 20, "temperature": 0, name: None}
+        if name in ("max_output_tokens", "temperature"):
+            body = {name: None}
+        reply = client.responses.create(model="tiny", input="the ", extra_body=body)
+        assert name in ("max_output_tokens", "temperature") or reply.output_text == plain, name
+
+
+def test_responses_take_the_key_and_the_guards_of_the_other_routes_and_are_counted(server):  # noqa: F811
+    url, _ = server
+    wrong = OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.responses.create(model="tiny", input="a")
+    page = {"Authorization": f"Bearer {KEY}", "Origin": "http://evil.example"}
+    refused = httpx.post(f"{url}/v1/responses", json={"input": "a", "max_output_tokens": 1}, headers=page)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed"
+    assert metrics(url)['charlm_requests_total{endpoint="/v1/responses",status="401"}'] >= 1
