@@ -218,9 +218,7 @@ class PieceVocab:
         return torch.from_numpy(self.encode_array(text if already_normalized else self.normalized(text)))
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:
-        if not isinstance(ids, list):
-            ids = ids.tolist()
-        return _spaces(b"".join(self.pieces[i] for i in ids).decode("utf-8", errors="replace"))
+        return _spaces(b"".join(self.pieces[i] for i in token_ids(ids, len(self))).decode("utf-8", errors="replace"))
 
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]:
         """Decodes one id per sample per call. A character spelled as bytes appears once its last
@@ -309,6 +307,19 @@ class TextIndex:
         beginnings = [i for end in range(1, len(rest)) for i in self.ids_of.get(rest[:end], ())]
         allowed[beginnings] = True
         return allowed
+
+
+def token_ids(ids: list[int] | torch.Tensor | np.ndarray, size: int) -> list[int]:
+    """`ids` as a list, each a token of a vocabulary of `size`: a negative one would index from the end
+    and decode as the last token, inventing text (-1 is `vocab.UNSEEN`, a character the model never saw,
+    which has no text a vocabulary could give back)."""
+    ids = ids if isinstance(ids, list) else ids.tolist()
+    if ids and ((low := min(ids)) < 0 or (high := max(ids)) >= size):
+        bad = low if low < 0 else high
+        raise CharLMError(
+            f"decode: token id {bad} is not one of the vocabulary's (0 to {size - 1}); a character never seen (-1) has no text"
+        )
+    return ids
 
 
 def _spaces(text: str) -> str:

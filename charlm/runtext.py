@@ -54,8 +54,10 @@ def held_out_ids(
 def eval_also_run(value: str) -> Path | None:
     """The checkpoint of the run --eval-also names (a run name or folder, a corpus name, a .pt file or an
     exported model folder), whose held-out text it scores; None where it names a text: a file, or a folder
-    that is no run (a FILE that exists wins over a run of its name), or nothing, then said to be no file."""
-    if runs.names_text(value) or not (Path(value).exists() or runs.names_a_run(value)):
+    that is no run (a FILE that exists wins over a run of its name), or a link to nothing, which reading it
+    names. A name that is neither is refused as `charlm eval NAME` refuses one (`runs.resolve`'s words),
+    not said to be a missing file alone."""
+    if runs.names_text(value) or (Path(value).is_symlink() and not Path(value).exists()):
         return None
     return runs.resolve(value)
 

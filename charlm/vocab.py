@@ -23,7 +23,7 @@ from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
 from .fields import said
 from .forms import is_han
-from .pieces import PieceVocab, TextIndex
+from .pieces import PieceVocab, TextIndex, token_ids
 
 # The id of a character outside the vocabulary, where a caller asks to read such text (`encode(unseen=True)`):
 # the model's `Embedding` reads it as the zero vector.
@@ -324,9 +324,7 @@ class Vocab:
         return torch.from_numpy(ids)
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:
-        if not isinstance(ids, list):
-            ids = ids.tolist()
-        return "".join(self.chars[i] for i in ids)
+        return "".join(self.chars[i] for i in token_ids(ids, len(self)))
 
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]:
         """Decodes one id per sample per call: the protocol's general path. charlm's own code calls it

@@ -302,7 +302,7 @@ TRAINING_NAMES = [
     ({"precision": "fp16", "device": "cpu"}, "precision='fp16' needs a CUDA GPU, not cpu"),
     ({"encoding": "nosuch"}, "encoding: unknown text encoding 'nosuch'"),
     ({"encoding": "utf-16"}, "convert it to UTF-8 or pass another encoding"),
-    ({"eval_also": "nosuch.txt"}, "eval_also ", "nosuch.txt: no such file or folder"),
+    ({"eval_also": "nosuch.txt"}, "eval_also ", "nosuch.txt: no such checkpoint file or run folder, nor a run"),
     ({"min_count": 10**6}, "min_count=1000000 and coverage=1 keep 0 of the text's 28 distinct characters"),
 ]
 

@@ -1460,7 +1460,8 @@ def test_ctrl_c_inside_a_c_extensions_loading_exits_without_a_traceback(tmp_path
 def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(fox_file):
     """`nope.txt: no such file or folder` (eval, inspect, train, corpus prepare) and `--seed-file nope.txt:
     cannot read (No such file or directory)` said what was wrong, not what to do, nor where a relative
-    path was looked for. (A bare name, which train also reads as a catalog corpus's, is told the catalog.)"""
+    path was looked for. (A bare name, which train also reads as a catalog corpus's, is told the catalog;
+    --eval-also, which takes a run too, that it names neither, as `charlm eval NAME` says, and where.)"""
     trained = str(run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox")))
     where = f"; check the path (relative to {Path.cwd()})"
     missing = f"nope.txt: no such file or folder{where}"
@@ -1476,7 +1477,10 @@ def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(
         (["corpus", "prepare", "nope.txt"], missing),
         (
             ["train", str(fox_file), "--eval-also", "nope.txt", *TINY_ARGS],
-            f"{Path.cwd() / 'nope.txt'}: no such file or folder; check the path",
+            (
+                "--eval-also nope.txt: no such checkpoint file or run folder, nor a run or corpus of that name under "
+                f"checkpoints/ in {Path.cwd()} (`charlm runs` lists them)"
+            ),
         ),
     ]
     for args, says in commands:

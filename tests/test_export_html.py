@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import charlm
 from charlm import checkpoint, sampler
 from charlm.commands.sample import sample_configs
 from charlm.decoding import bias_vector
@@ -592,7 +593,8 @@ def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing
     """window.charlm.generate took options it does not have without a word: a repetition penalty or a logit
     bias wrote the text without it, a temperature schedule (a list, charlm.generate's) drew id 0 on every step
     (NaN), as did top_p 0; a negative temperature wrote the least likely characters and a negative top_k kept
-    them all, where charlm refuses each. Each is refused by name now, and what the page offers still writes."""
+    them all, and greedy took a temperature or top_p it ignores, where charlm refuses each. Each is refused by
+    name now, and what the page offers still writes."""
     model = model_of("lstm", TEXT, hidden=16)
     not_offered = {  # charlm's, which the page has not
         "repetition_penalty": {"repetition_penalty": 1.5},
@@ -607,10 +609,11 @@ def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing
         "random_seed": {"random_seed": 1.5},
         "greedy": {"greedy": 1},
         "repetiton_penalty": {"repetiton_penalty": 1.5},  # a misspelt option
+        "greedy with top_p": {"greedy": True, "temperature": 0.5, "top_p": 0.9},  # greedy ignored them
     }
     for options in wrong.values():
         with pytest.raises(CharLMError):
-            sampler.generate(model, "the ", **{"length": 20, **options})
+            charlm.generate(model, "the ", **{"length": 20, **options})
     refused = {**not_offered, **wrong}
     refused["temperature -1"] = {"temperature": -1}
     generations = [{"seed": "the ", "length": 20, "random_seed": 1, **options} for options in refused.values()]
@@ -620,6 +623,10 @@ def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing
         assert text.startswith("error: ") and name.split()[0] in text and "\n" not in text, (options, text)
     assert "not the page's (the page has no repetition penalty)" in got["texts"][0]
     assert "unknown sampling option repetiton_penalty; known: seed," in got["texts"][9]
+    assert got["texts"][10] == (
+        "error: greedy: true takes the likeliest character, so temperature and top_p change nothing: drop them, "
+        "or drop greedy: true to sample"
+    )
     assert got["texts"][-1] == sampler.generate(model, "the ", length=20, greedy=True)[0]
 
 

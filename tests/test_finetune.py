@@ -446,12 +446,18 @@ def test_an_eval_also_text_with_characters_the_model_lacks_is_scored_as_eval_sco
 
 
 def test_a_missing_eval_also_file_names_the_option_before_the_size_is_measured(fox_file, tmp_path, monkeypatch):
+    """A name that is no file and no run was said to be a missing file alone, at its absolute path
+    (/abs/missing.txt: no such file or folder), where --eval-also takes a run too: it is said to name
+    neither, in the words `charlm eval NAME` uses."""
+
     def measured(*args, **kwargs):
         raise AssertionError("the size was measured before --eval-also was read")
 
     monkeypatch.setattr(sizing, "measure_sizes", measured)
     args = ("train", str(fox_file), "--eval-also", "missing.txt", "--max-time", "30s", "--layers", "1", "--quiet")
-    assert_one_line_error(cli(*args), f"--eval-also {tmp_path / 'missing.txt'}: no such file")
+    assert_one_line_error(
+        cli(*args), "--eval-also missing.txt: no such checkpoint file or run folder, nor a run or corpus of that name"
+    )
 
 
 def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(base, new_file, tmp_path):

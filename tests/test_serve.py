@@ -2787,6 +2787,43 @@ def test_page_gives_each_letter_of_a_ligature_a_width_to_hover(tiny_model, brows
         assert tip.find_element("css selector", "tr.chosen").text.startswith("i")
 
 
+@pytest.mark.slow
+def test_page_hovers_a_combining_mark_with_the_letter_it_joins(tiny_model, browser):
+    """A token of a combining mark alone (U+0301 after "e", Devanagari "ि" after "क") drew over the letter
+    before it with no width of its own: its alternatives could not be seen. The mark's span and its letter's
+    are one hover target now, whose tip lists both tokens; a mark after the seed joins the seed's last letter."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    text = "\u0301 cafe\u0301 नमस्ते किताब\n"  # one token a code point: the first mark follows the seed's "e"
+    with page_of_a_stream(tiny_model, browser, text) as wait:
+        set_field(browser, "seed", "Rene")
+        browser.find_element("id", "generate").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
+        assert made_text(browser) == text and browser.execute_script("return fullText()") == "Rene" + text
+        targets_script = (
+            "return [...document.querySelectorAll('#text > .made:not(.break), #text > .cluster')]"
+            ".map(s => [s.textContent, s.getBoundingClientRect().width])"
+        )
+        targets = browser.execute_script(targets_script)
+        assert min(width for _, width in targets) > 0, targets  # a mark's span alone drew with no width
+        assert [t for t, _ in targets if "\u0301" in t or "\u093f" in t] == ["e\u0301", "e\u0301", "कि"], targets
+        browser.execute_script("render()")  # as a text from the history is shown again: the same targets
+        assert browser.execute_script(targets_script) == targets
+        tip = browser.find_element("id", "tip")
+        for base, mark in [("e", "\u0301"), ("क", "\u093f")]:
+            letter = browser.find_elements("xpath", f"//*[@id='text']//span[text()='{base}']")[-1]
+            ActionChains(browser).move_to_element(browser.find_element("id", "seed")).perform()
+            ActionChains(browser).move_to_element(letter).perform()
+            wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
+            chosen = [row.text for row in tip.find_elements("css selector", "tr.chosen")]
+            assert [row.split()[0] for row in chosen] == [base, "\u25cc" + mark], tip.text
+        seed_letter = browser.find_element("css selector", "#text .cluster .seed")
+        ActionChains(browser).move_to_element(browser.find_element("id", "seed")).perform()
+        ActionChains(browser).move_to_element(seed_letter).perform()
+        wait(browser, PAGE_WAIT).until(lambda d: tip.is_displayed())
+        assert seed_letter.text == "e" and tip.find_element("css selector", "tr.chosen").text.startswith("\u25cc\u0301")
+
+
 def test_chinese_text_goes_through_the_api_unescaped(client, server):
     text = shared_corpus("hongloumeng.txt").read_text(encoding="utf-8")[:5_000]
     torch.manual_seed(1)

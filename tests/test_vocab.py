@@ -7,7 +7,7 @@ import pytest
 
 from charlm.errors import CharLMError
 from charlm.pieces import PieceVocab, train_model
-from charlm.vocab import TRADITIONAL_NOTE, Vocab, Vocabulary
+from charlm.vocab import TRADITIONAL_NOTE, UNSEEN, Vocab, Vocabulary
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
 
@@ -124,3 +124,17 @@ def test_the_characters_a_vocabulary_lacks_are_listed_once_in_order_of_first_app
         ["z", "：", "y", "\U0001f600", "q"] if unknown else ["\ufffd", "z", "：", "y", "\U0001f600", "q"]
     )
     assert vocab.unseen_in("") == [] and vocab.unseen_in("cab") == []
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_decode_refuses_an_id_outside_the_vocabulary_rather_than_invent_a_character(tokenizer):
+    """UNSEEN (-1), a character the model never saw, decoded as the vocabulary's last character (Python
+    indexes a list from its end): text the model was never given, returned without a word."""
+    vocab = vocabulary(tokenizer)
+    known = vocab.encode("宝玉")
+    assert vocab.decode(known) == "宝玉"
+    for bad in (UNSEEN, len(vocab)):
+        with pytest.raises(
+            CharLMError, match=rf"^decode: token id {bad} is not one of the vocabulary's \(0 to {len(vocab) - 1}\)"
+        ):
+            vocab.decode([*known.tolist(), bad])

@@ -567,6 +567,11 @@ function checkOptions(request) {
   if (given("greedy") && typeof request.greedy !== "boolean") {
     throw formError("greedy", `greedy must be true or false, not ${shown(request.greedy)}`);
   }
+  const ignored = ["temperature", "top_k", "top_p"].filter(given);  // as config.check_greedy_alone: the page's controls send no greedy
+  if (request.greedy === true && ignored.length) {
+    const one = ignored.length === 1;
+    throw formError("greedy", `greedy: true takes the likeliest character, so ${ignored.join(" and ")} change${one ? "s" : ""} nothing: drop ${one ? "it" : "them"}, or drop greedy: true to sample`);
+  }
   for (const name of ["seed", "stop"]) {
     if (given(name) && typeof request[name] !== "string") throw formError(name, `${name} must be a string, not ${shown(request[name])}`);
   }
