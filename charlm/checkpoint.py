@@ -372,8 +372,8 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
 
 # The largest weight read. A trained model's are tens at most; below this bound no product in charlm's model
 # (embedding x input weights summed over 16,384 units, the adaptive head's two projections) overflows a
-# float32, whose products of larger ones can: inf logits, then NaN, which sampled one character over and
-# over and scored "nan bits per character", without a word.
+# float32, whose products of larger ones can: inf logits, then NaN, which would sample one character over
+# and over and score "nan bits per character", without a word.
 MAX_WEIGHT = 1e12
 
 
