@@ -85,7 +85,8 @@ def sampling_call(function: Function) -> Function:
     """`function(model, seed, **options)` answers an option given by position, such as the length in
     charlm.generate(model, "It was", 200), with a CharLMError that says to name it (Python's TypeError,
     "takes from 1 to 2 positional arguments but 3 were given", says neither); a seed or option given as
-    None, Python's "not given", is left unset (`fields.unset_dropped`), where None is not one of its values."""
+    None, Python's "not given", is left unset (`fields.unset_dropped`), where None is not one of its values;
+    greedy=True with a temperature, top_k or top_p chosen is refused, as `charlm sample` refuses it."""
 
     @functools.wraps(function)
     def checked(model: object = None, seed: object = "", *misplaced: object, **options: object) -> object:
