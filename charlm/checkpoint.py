@@ -32,7 +32,7 @@ import torch
 
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
-from .config import Config
+from .config import INT64, Config
 from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
@@ -359,7 +359,7 @@ def check_fields(record: dict, types: dict) -> None:
             raise CharLMError(f"{name} is {SHOWN.repr(value)}, not {' or '.join(k.__name__ for k in kinds_of(kind))}")
         if isinstance(value, float) and not math.isfinite(value):
             raise CharLMError(f"{name} is {value}")
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # a count torch and float() take
+        if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:  # a count torch and float() take
             raise CharLMError(f"{name} is {SHOWN.repr(value)}, past a 64-bit integer")
 
 
@@ -372,8 +372,8 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
 
 # The largest weight read. A trained model's are tens at most; below this bound no product in charlm's model
 # (embedding x input weights summed over 16,384 units, the adaptive head's two projections) overflows a
-# float32, whose products of larger ones can: inf logits, then NaN, which sampled one character over and
-# over and scored "nan bits per character", without a word.
+# float32, whose products of larger ones can: inf logits, then NaN, which would sample one character over
+# and over and score "nan bits per character", without a word.
 MAX_WEIGHT = 1e12
 
 

@@ -198,8 +198,8 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
         raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {advice(path)}")
     if hashlib.sha256(body).hexdigest() != digest:
         raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {advice(path)}")
-    if unpacked := _unpacked_size(body):  # before torch.load, which would allocate it
-        raise CharLMError(f"{path}: refused: {unpacked}; {advice(path)}")
+    if hazard := _memory_hazard(body):  # before torch.load, which would allocate it
+        raise CharLMError(f"{path}: refused: {hazard}; {advice(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
@@ -209,11 +209,12 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     return version, payload
 
 
-def _unpacked_size(body: bytes) -> str:
-    """Why a payload is not read as torch.save wrote it ("" where it is): a zip archive of uncompressed
-    records (`serialize`), which torch.load reads without holding more than the file. A record compressed
-    (a zip bomb: a few MB of the file unpacked to tens of GB) or of a size it does not have, or a body of
-    torch's legacy format (storages of any size its header claims), would be allocated whole first."""
+def _memory_hazard(body: bytes) -> str:
+    """Why torch.load of a payload could need far more memory than the file ("" where it cannot): only what
+    torch.save writes, a zip archive of uncompressed records (`serialize`), is read without holding more
+    than the file. A record compressed (a zip bomb: a few MB of the file unpacked to tens of GB) or of a
+    size it does not have, or a body of torch's legacy format (storages of any size its header claims),
+    would be allocated whole first."""
     try:
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
             records = archive.infolist()

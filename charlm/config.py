@@ -57,10 +57,13 @@ LAUNCH_OPTIONS = (
 # Options that decide the token ids: they key the prepared-corpus cache.
 CORPUS_OPTIONS = ("encoding", "normalize", "min_count", "coverage", "tokenizer", "spm_model", "vocab_size")
 
+# A 64-bit signed integer's range: any whole number charlm reads (a count, a seed, a checkpoint's step)
+# is within it, so that none meets a float or torch as an OverflowError (400 digits of --max-steps).
+INT64 = (-(2**63), 2**63 - 1)
 # torch takes a seed as a 64-bit integer (a negative one wraps around: -1 is 2**64 - 1). charlm adds
 # small offsets to it (sample i: seed + i; rank r: seed + r), so it keeps seeds to the signed range:
 # every torch seed is one of them, and seed + offset is still one torch takes.
-SEED_RANGE = (-(2**63), 2**63 - 1)
+SEED_RANGE = INT64
 
 # Upper bounds that keep a typo (--hidden 40000000) from becoming an out-of-memory crash.
 MAXIMA = {"layers": 64, "hidden": 16384, "seq_len": 100_000, "batch_size": 65_536}
@@ -209,9 +212,9 @@ class Config:
     def check_counts(self) -> None:
         """Sizes, steps and threads: whole numbers within their bounds (`MAXIMA` keeps a typo such as
         --hidden 40000000 from becoming an out-of-memory crash)."""
-        for f in dataclasses.fields(self):  # 400 digits of --max-steps: an OverflowError where a count meets a float
+        for f in dataclasses.fields(self):  # the seed's own check names its range
             value = getattr(self, f.name)
-            if isinstance(value, int) and f.name != "random_seed" and not SEED_RANGE[0] <= value <= SEED_RANGE[1]:
+            if isinstance(value, int) and f.name != "random_seed" and not INT64[0] <= value <= INT64[1]:
                 raise CharLMError(f"{said(f.name)} must be a 64-bit integer, not {SHOWN.repr(value)}")
         for name in ("layers", "hidden", "seq_len", "batch_size", "eval_every"):
             if getattr(self, name) is None:  # unset: the run's plan fits it (plan.py)

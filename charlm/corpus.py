@@ -100,8 +100,8 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
 
 def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
     """Refuse a new run's text inside charlm's prepared corpora (`CACHE_ROOT`: the built-in plays' train.txt
-    and val.txt, token ids), which is never a corpus of its own: a glob for the held-out plays given to
-    --eval-also matched two cache folders, and the run trained on the second without a word."""
+    and val.txt, token ids), which is never a corpus of its own: a glob for the held-out plays meant for
+    --eval-also can match two cache folders, and the run would train on the second without a word."""
     for source in sources:
         if within(source, CACHE_ROOT):
             raise CharLMError(
@@ -112,7 +112,7 @@ def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
 
 
 def within(path: str | Path, folder: str | Path) -> bool:
-    """Whether `path` is `folder` or lies inside it, links followed, where both are there."""
+    """Whether `path` is `folder` or lies inside it, links followed; False where `path` is not there."""
     real, container = os.path.realpath(path), os.path.realpath(folder)
     return os.path.exists(real) and os.path.commonpath([real, container]) == container
 
@@ -121,10 +121,10 @@ def folder_files(folder: Path) -> list[Path]:
     """The .txt files (.TXT too) in `folder` and the folders under it, sorted by their paths' code points
     whatever the locale, so that every run reads them in one order. Hidden files and folders (.git, macOS's
     ._ copies, which are binary) are left out, and so is charlm's own `CACHE_ROOT` (the built-in plays'
-    train.txt and val.txt, which `check_not_cached` refuses given by name): `charlm train corpora/` or `.`
-    trained on the held-out plays too. A link to a folder is followed, but never into a folder it is in (a
-    loop). A folder that cannot be listed, or a .txt link to nothing there, is one line naming it, not a
-    corpus silently smaller."""
+    train.txt and val.txt, which `check_not_cached` refuses given by name): else `charlm train corpora/` or
+    `.` would train on the held-out plays too. A link to a folder is followed, but never into a folder it
+    is in (a loop). A folder that cannot be listed, or a .txt link to nothing there, is one line naming
+    it, not a corpus silently smaller."""
     found: list[Path] = []
     cache = os.path.realpath(CACHE_ROOT)
 

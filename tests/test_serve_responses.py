@@ -153,3 +153,15 @@ def test_responses_take_the_key_and_the_guards_of_the_other_routes_and_are_count
     refused = httpx.post(f"{url}/v1/responses", json={"input": "a", "max_output_tokens": 1}, headers=page)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "origin_not_allowed"
     assert metrics(url)['charlm_requests_total{endpoint="/v1/responses",status="401"}'] >= 1
+
+
+def test_a_long_response_is_written_whole_off_the_event_loop(client, monkeypatch):  # noqa: F811
+    """A response long enough to be written in a worker thread (`app.rendered`, over SMALL_ANSWER
+    characters: a server of --max-tokens 20000) is the same body as a short one's, not a 500: a response
+    has no `choices` to write one at a time."""
+    from charlm.serve import app as serve_app
+
+    short = client.responses.create(model="tiny", input="the ", max_output_tokens=30, temperature=0)
+    monkeypatch.setattr(serve_app, "SMALL_ANSWER", 1)
+    long = client.responses.create(model="tiny", input="the ", max_output_tokens=30, temperature=0)
+    assert long.output_text == short.output_text and long.usage.output_tokens == 30

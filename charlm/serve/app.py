@@ -443,11 +443,14 @@ async def answer(
 def rendered(body: dict) -> bytes:
     """`body` as JSONResponse writes it, for a worker thread, each choice written apart: json.dumps, in C,
     holds the GIL throughout, and the whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB)
-    built and written on the event loop held every stream and /health for seconds."""
+    built and written on the event loop held every stream and /health for seconds. A Responses API body
+    (one message, no logprobs: `ResponseReply`) has no choices, and is written whole."""
 
     def dumped(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
+    if "choices" not in body:
+        return dumped(body).encode()
     choices = ",".join(map(dumped, body["choices"]))  # a string holds no bare quote: "choices" is the field
     return dumped({**body, "choices": []}).replace('"choices":[]', f'"choices":[{choices}]', 1).encode()
 

@@ -1,6 +1,8 @@
-"""The OpenAI completions API as charlm speaks it: request fields checked (responses.py shapes the answers).
+"""The OpenAI API as charlm speaks it: the request bodies of completions, chat completions, the Responses
+API and /tokenize checked into `Params` (responses.py shapes the answers).
 
-Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them; `max_tokens` and
+Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them (chat and the Responses
+API read their messages into one prompt, `joined`, and share the rest: `common`); `max_tokens` and
 `usage` count characters (a charlm token is a character; `logit_bias`'s keys are vocabulary ids, as
 `/tokenize` says them, or a token's position in `/v1/models`' `meta.characters` or `meta.pieces`). charlm's extras: `top_k` and
 `repetition_penalty` (llama.cpp's `repeat_penalty` too), and `form`, `template` and `acrostic`,
@@ -101,7 +103,7 @@ class Params:
     include_usage: bool
     template: forms.Template | None = None  # `form` / `template` / `acrostic`, parsed (None: free text)
     logit_bias: dict[int, float] | None = None  # token id -> bias; which ids the model has is checked with it
-    prompt_param: str = "prompt"  # the field the prompts came from (a chat's: messages), named if one is too long
+    prompt_param: str = "prompt"  # the field the prompts came from (chat's: messages), named if one is too long
 
     @property
     def choices(self) -> int:
@@ -251,12 +253,15 @@ CHAT_SCHEMA = body_schema(
     ["messages"],
 )
 
+INPUT_ROLES = ("user", "assistant", "system", "developer")
+# an input message's text parts: its own, and an assistant's earlier output as a client sends it back
+INPUT_TEXT_PARTS = ("input_text", "output_text")
 INPUT_ITEM_SCHEMA = {
     "type": "object",
     "required": ["role", "content"],
     "properties": {
         "type": {"type": "string", "enum": ["message"]},
-        "role": {"type": "string", "enum": ["user", "assistant", "system", "developer"]},
+        "role": {"type": "string", "enum": list(INPUT_ROLES)},
         "content": {
             "anyOf": [
                 {"type": "string"},
@@ -264,7 +269,7 @@ INPUT_ITEM_SCHEMA = {
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "properties": {"type": {"enum": ["input_text", "output_text"]}, "text": {"type": "string"}},
+                        "properties": {"type": {"enum": list(INPUT_TEXT_PARTS)}, "text": {"type": "string"}},
                     },
                 },
             ]
@@ -740,9 +745,6 @@ def joined(texts: list[str]) -> str:
     return "\n\n".join(text for text in texts if text) + "\n\n"
 
 
-INPUT_ROLES = ("user", "assistant", "system", "developer")
-
-
 def input_texts(given: Any) -> list[str]:
     """The texts of the Responses API's `input`: a string (the user's), or messages, each a role and a
     content that is a string or text parts (`input_text`; an assistant's earlier `output_text` too, as a
@@ -768,9 +770,9 @@ def input_texts(given: Any) -> list[str]:
             raise APIError(400, f"{role} must be one of {', '.join(INPUT_ROLES)}", role, "invalid_value")
         content = item.get("content")
         parts = [content] if isinstance(content, str) else content if isinstance(content, list) else [None]
-        kinds = ("input_text", "output_text")
         if not all(
-            isinstance(p, str) or (isinstance(p, dict) and p.get("type") in kinds and isinstance(p.get("text"), str))
+            isinstance(p, str)
+            or (isinstance(p, dict) and p.get("type") in INPUT_TEXT_PARTS and isinstance(p.get("text"), str))
             for p in parts
         ):
             raise APIError(

@@ -1,6 +1,5 @@
-"""The OpenAI completions API's responses as charlm writes them: ids, usage, log-probabilities, and
-the completion and chat bodies and stream chunks, and the Responses API's objects (protocol.py checks
-the requests)."""
+"""The answers charlm writes to OpenAI's API: ids, usage, log-probabilities, the completion and chat
+bodies and stream chunks, and the Responses API's response objects (protocol.py checks the requests)."""
 
 from __future__ import annotations
 
