@@ -115,12 +115,23 @@ FUNCTION = {"type": "function", "name": "f", "parameters": {"type": "object"}}
         ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0]"),
         ({"input": [{"role": "tool", "content": "x"}]}, "input[0].role"),
         ({"input": "x" * 1001}, "input"),
+        ({"input": []}, "input"),  # as chat refuses messages: [], not a prompt of one blank line
     ],
 )
 def test_what_charlm_cannot_do_is_a_400_naming_the_field(client, options, param):  # noqa: F811
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(model="tiny", **{"input": "a", **options})
     assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
+
+
+def test_tool_settings_that_change_nothing_without_tools_are_taken_and_echoed(client):  # noqa: F811
+    """With no tools, `parallel_tool_calls` either way and `tool_choice` "auto" change nothing: taken, as
+    OpenAI's clients send them, and echoed as given, not as other values."""
+    for parallel, choice in ((True, "auto"), (False, "none")):
+        reply = client.responses.create(
+            model="tiny", input="a", max_output_tokens=2, parallel_tool_calls=parallel, tool_choice=choice
+        )
+        assert (reply.parallel_tool_calls, reply.tool_choice) == (parallel, choice)
 
 
 def test_a_lone_surrogate_echoed_in_metadata_is_a_400_never_a_500(server):  # noqa: F811

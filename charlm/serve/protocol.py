@@ -153,8 +153,10 @@ RESPONSE_FIELDS = (COMMON - {"n", "max_tokens"}) | {
 # Its fields that change nothing at these values: no tools to call, a reply that is never cut to fit
 # (`truncation` "disabled": a prompt over --max-prompt is a 400), nothing run in the background
 RESPONSE_NEUTRAL = NEUTRAL | {
-    "tool_choice": ("none", "auto"), "truncation": ("disabled",), "background": (False,), "include": ([],),
+    "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "truncation": ("disabled",),
+    "background": (False,), "include": ([],),
 }  # fmt: skip
+ECHOED_TOOL_SETTINGS = {"tool_choice": "none", "parallel_tool_calls": False}  # as a response says them, unless given
 # Its fields for what charlm does not do (stored responses and conversations, reasoning, tools, prompt
 # templates, logprobs), taken as null only
 RESPONSE_NULL_ONLY = NULL_ONLY | {
@@ -737,6 +739,9 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
         string(body, name)
     text_format(body.get("text"))
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
+    echoed |= {
+        name: body[name] if body.get(name) is not None else value for name, value in ECHOED_TOOL_SETTINGS.items()
+    }
     return params, echoed
 
 
@@ -755,6 +760,8 @@ def input_texts(given: Any) -> list[str]:
         raise APIError(
             400, f"input must be a string or a list of messages, not {json_type(given)}", "input", "invalid_type"
         )
+    if not given:  # as chat refuses `messages: []`: no prompt but a blank line
+        raise APIError(400, "input must be a string or a non-empty list of messages", "input", "invalid_value")
     texts = []
     for i, item in enumerate(given):
         param = f"input[{i}]"

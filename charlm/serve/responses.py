@@ -164,7 +164,7 @@ def response_object(
 ) -> dict:
     """A Responses API `response`: `status` in_progress (a stream's first events: no output, no usage yet),
     completed or incomplete; `settings` are the request's as a response echoes them (`instructions`,
-    `max_output_tokens`, `metadata`, `temperature`, `top_p`)."""
+    `max_output_tokens`, `metadata`, `temperature`, `top_p`, `tool_choice`, `parallel_tool_calls`)."""
     incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
     return {
         "id": id_,
@@ -176,12 +176,10 @@ def response_object(
         "incomplete_details": incomplete,
         "model": model,
         "output": output,
-        "parallel_tool_calls": False,
         "previous_response_id": None,
         "reasoning": None,
         "store": False,
         "text": {"format": {"type": "text"}},
-        "tool_choice": "none",
         "tools": [],
         "truncation": "disabled",
         "usage": use,
