@@ -16,6 +16,7 @@ name once run.json is in it (`move_into_place`): a run killed before leaves no f
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -162,17 +163,33 @@ def claim_run_folder(corpus_name: str) -> tuple[float, int]:
     while True:
         folder = default_run_folder(corpus_name, stamp, number)
         try:
-            claim_of(folder).mkdir()
-            if folder.exists() or folder.is_symlink():  # claimed and moved into place since: taken
-                claim_of(folder).rmdir()
-                raise FileExistsError(folder)
-            (claim_of(folder) / CLAIMER).write_text(files.process_name(), encoding="ascii")
-            return stamp, number
-        except FileExistsError:
-            number += 1
+            if make_claim(claim_of(folder)):
+                if not (folder.exists() or folder.is_symlink()):
+                    return stamp, number
+                release_claim(folder)  # claimed and moved into place since: taken
         except OSError as e:
-            release_claim(folder)
             raise files.cannot_write(claim_of(folder), e, "the run folder") from None
+        number += 1
+
+
+def make_claim(claim: Path) -> bool:
+    """Make `claim` with its claimer (this process) in it, in one step; False where another process holds
+    it. The claimer is written into a folder of this process's own (`files.temporary`: named by it), then
+    renamed to the claim: a rename fails onto a claim, which holds its claimer. A claim made by mkdir and
+    then named was, killed between the two, a claim naming no claimer, which no run could tell from one
+    made a moment ago; a process killed here leaves its own folder, which `remove_dead_claims` removes."""
+    own = files.temporary(claim)
+    try:
+        own.mkdir()
+        (own / CLAIMER).write_text(files.process_name(), encoding="ascii")
+        os.rename(own, claim)
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):  # held (ENOTDIR: a file of its name)
+            raise
+        return False
+    finally:
+        shutil.rmtree(own, ignore_errors=True)  # gone once renamed
+    return True
 
 
 def claim_of(folder: Path) -> Path:
@@ -217,13 +234,19 @@ def release_claim(folder: Path) -> None:
 
 def remove_dead_claims(root: Path) -> None:
     """Remove the claims under `root` of runs killed (SIGKILL, a power cut) before their folder was moved
-    into place; a claim whose claimer runs, or that names none yet (made a moment ago), stays."""
+    into place, and the folders of those killed as they made one (`make_claim`); a live claimer's stay."""
+    being_made = files.TEMPORARY_PREFIX.format(CLAIM.format("*"))  # ..NAME.claim.tmp-PID-START
+    for own in Path(root).glob(f"{being_made}*"):
+        if files.named_process_alive(own.name.rpartition(".tmp-")[2]) is False:
+            shutil.rmtree(own, ignore_errors=True)
     for claim in Path(root).glob(CLAIM.format("*")):
         try:
             claimer = (claim / CLAIMER).read_text(encoding="ascii").strip()
+        except FileNotFoundError:  # every claim is made holding its claimer: one killed as an older charlm made it
+            claimer = None
         except (OSError, ValueError):
             continue
-        if files.named_process_alive(claimer) is False:  # it holds its claimer, and run.json at most
+        if claimer is None or files.named_process_alive(claimer) is False:  # holds its claimer, run.json at most
             shutil.rmtree(claim, ignore_errors=True)  # another run may be removing it too
 
 
