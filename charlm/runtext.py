@@ -54,10 +54,13 @@ def held_out_ids(
 def eval_also_run(value: str) -> Path | None:
     """The checkpoint of the run --eval-also names (a run name or folder, a corpus name, a .pt file or an
     exported model folder), whose held-out text it scores; None where it names a text: a file, or a folder
-    that is no run (a FILE that exists wins over a run of its name), or nothing, then said to be no file."""
-    if runs.names_text(value) or not (Path(value).exists() or runs.names_a_run(value)):
+    that is no run (a FILE that exists wins over a run of its name), or nothing, then said to be no file. A
+    run folder with no checkpoint yet (training now, or killed before its first) is said as `resolve` says it."""
+    if runs.names_text(value):
         return None
-    return runs.resolve(value)
+    if Path(value).exists() or (runs.CHECKPOINT_ROOT / value).is_dir() or runs.names_a_run(value):
+        return runs.resolve(value)
+    return None
 
 
 def eval_also_kept(value: str) -> str:

@@ -665,6 +665,25 @@ def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(t
         charlm.load("live")
 
 
+def test_eval_also_a_run_before_its_first_checkpoint_says_so_not_that_no_file_is_there(fox_file, tmp_path):
+    """--eval-also RUN, of a run training in another process and not checkpointed yet (or killed before its
+    first checkpoint), said "--eval-also /cwd/RUN: no such file or folder; check the path": a path the user
+    never typed, of a file (5 of 12 fine-tunes started beside a run that was being killed). It says what
+    `charlm sample RUN` says of that run."""
+    folder = tmp_path / "checkpoints/live"
+    holder = lock_holder(folder)
+    train = ["train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "live"]
+    try:
+        wait_for(folder / ".lock.pid")
+        training = f"its run (process {holder.pid}) is still training and has written no checkpoint yet"
+        assert_one_line_error(cli(*train), f"--eval-also {Path('checkpoints/live')}: {training}; wait for it")
+    finally:
+        holder.kill()
+        holder.wait()
+    (folder / runs.RUN_INFO).write_text('{"corpus": "fox"}')
+    assert_one_line_error(cli(*train), "--eval-also checkpoints/live: its run stopped before its first checkpoint")
+
+
 @pytest.mark.parametrize("name", ["x" * 256, "长" * 86], ids=["latin", "chinese"])
 def test_an_out_name_too_long_for_a_file_system_is_refused_by_name(fox_file, name):
     """`--out` of 300 characters ended in ".../latest.pt: File name too long", with nothing to do."""
