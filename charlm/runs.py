@@ -42,7 +42,8 @@ LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
 OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
-DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{2**22}-{2**64}"  # PID-START
+LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # files.process_name's PID-START at its longest, in a temporary's name
+DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{LONGEST_PROCESS_NAME}"
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
@@ -120,9 +121,14 @@ def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
     stamp_part += "" if number == 1 else f"-{number:02d}"
     corpus_name = UNPRINTABLE.sub("_", corpus_name)  # a file named with a line break: as `run_folder` refuses
     # a corpus file named near the longest a file name may be: its run's name is cut to fit, by characters
-    while corpus_name and name_bytes(CLAIM.format(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
+    while corpus_name and name_bytes(claim_being_made(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
         corpus_name = corpus_name[:-1]
     return CHECKPOINT_ROOT / f"{corpus_name}{stamp_part}"
+
+
+def claim_being_made(name: str) -> str:
+    """The longest name of the folder a run's claim of folder `name` is made in (`make_claim`)."""
+    return files.TEMPORARY_PREFIX.format(CLAIM.format(name)) + LONGEST_PROCESS_NAME
 
 
 RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # what `default_run_folder` adds to the corpus: -<date>-<time>[-NN]
