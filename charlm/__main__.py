@@ -1,5 +1,7 @@
 """The `charlm` command, and `python -m charlm`."""
 
+import contextlib
+import os
 import signal
 import sys
 
@@ -19,7 +21,11 @@ def main() -> None:
         from .cli import main as command_line
 
     handle(signal.SIGTERM, leave_unwinding)
-    command_line(complete_var="_CHARLM_COMPLETE")  # Tab completion under `python -m charlm` too
+    try:
+        command_line(complete_var="_CHARLM_COMPLETE")  # Tab completion under `python -m charlm` too
+    finally:  # the command is done: a signal while the interpreter shuts down has nothing left to stop
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handle(signum, leave_done)
 
 
 def handle(signum: int, handler: object) -> object:
@@ -28,6 +34,16 @@ def handle(signum: int, handler: object) -> object:
     if previous is not signal.SIG_IGN:
         signal.signal(signum, handler)
     return previous
+
+
+def leave_done(signum: int, frame: object) -> None:
+    """Exit now with the shell's status for the signal, what was printed written out first. Raised as
+    KeyboardInterrupt or SystemExit during the interpreter's shutdown (torch's atexit finalizers) it was
+    "Exception ignored in atexit callback" and a traceback, and the exit status the command's own."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or a reader gone
+            stream.flush()
+    os._exit(128 + signum)
 
 
 def leave_unwinding(signum: int, frame: object) -> None:

@@ -7,8 +7,8 @@ is global, the same on every rank. Rank 0 alone logs, evaluates and writes check
 gathers every rank's hidden states into the single-process layout (layers, B, hidden), so any world
 size that divides B can resume it.
 
-Ranks never wait on each other's clocks per step: every SYNC_EVERY steps rank 0 broadcasts its
-elapsed time and whether a stop was asked for, and all ranks take those as the schedule's time.
+Ranks never wait on each other's clocks per step: every SYNC_EVERY steps the ranks share rank 0's
+elapsed time and whether a stop was asked of any of them, and all ranks take those as the schedule's time.
 
 When the job breaks, one process says why, once: each rank posts on torch's key-value store (the one
 the processes met through, kept by torchrun) the error it met, or that it is still here when a
@@ -41,7 +41,7 @@ from .model import State, map_state
 
 T = TypeVar("T")
 
-SYNC_EVERY = 20  # steps between broadcasts of rank 0's clock and stop request
+SYNC_EVERY = 20  # steps between shares of rank 0's clock and the ranks' stop requests
 SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # the others wait this long for rank 0 to download and prepare a corpus
 GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
 SETUP_NOTE = "; the processes had not met yet, so nothing was read or written: run the same command again"
@@ -268,6 +268,17 @@ class Ranks:
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
         dist.broadcast(tensor, src=0)
         return tensor.tolist()
+
+    def clock_and_stop(self, elapsed: float, signum: int, device: torch.device) -> tuple[float, int]:
+        """Rank 0's `elapsed` and the signal that asked any rank to stop (the highest number; 0: none) on
+        every rank: a host sync, called every SYNC_EVERY steps. Rank 0's stop request alone was taken, and a
+        rank sent SIGTERM by itself trained on. `elapsed` is never negative, so the others' 0 leaves rank 0's."""
+        if not self.active:
+            return elapsed, signum
+        tensor = torch.tensor([elapsed if self.leader else 0.0, float(signum)], dtype=torch.float64, device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        clock, highest = tensor.tolist()
+        return clock, int(highest)
 
     def slowest(self, speed: float) -> float:
         """The lowest of the ranks' `speed`s, on every rank: a job goes as fast as its slowest process."""

@@ -16,6 +16,7 @@ name once run.json is in it (`move_into_place`): a run killed before leaves no f
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -42,7 +43,8 @@ LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
 OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
-DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{2**22}-{2**64}"  # PID-START
+LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # files.process_name's PID-START at its longest, in a temporary's name
+DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{LONGEST_PROCESS_NAME}"
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
@@ -120,9 +122,14 @@ def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
     stamp_part += "" if number == 1 else f"-{number:02d}"
     corpus_name = UNPRINTABLE.sub("_", corpus_name)  # a file named with a line break: as `run_folder` refuses
     # a corpus file named near the longest a file name may be: its run's name is cut to fit, by characters
-    while corpus_name and name_bytes(CLAIM.format(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
+    while corpus_name and name_bytes(claim_being_made(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
         corpus_name = corpus_name[:-1]
     return CHECKPOINT_ROOT / f"{corpus_name}{stamp_part}"
+
+
+def claim_being_made(name: str) -> str:
+    """The longest name of the folder a run's claim of folder `name` is made in (`make_claim`)."""
+    return files.TEMPORARY_PREFIX.format(CLAIM.format(name)) + LONGEST_PROCESS_NAME
 
 
 RUN_STAMP = re.compile(r"-\d{8}-\d{6}(-\d{2,})?$")  # what `default_run_folder` adds to the corpus: -<date>-<time>[-NN]
@@ -163,17 +170,33 @@ def claim_run_folder(corpus_name: str) -> tuple[float, int]:
     while True:
         folder = default_run_folder(corpus_name, stamp, number)
         try:
-            claim_of(folder).mkdir()
-            if folder.exists() or folder.is_symlink():  # claimed and moved into place since: taken
-                claim_of(folder).rmdir()
-                raise FileExistsError(folder)
-            (claim_of(folder) / CLAIMER).write_text(files.process_name(), encoding="ascii")
-            return stamp, number
-        except FileExistsError:
-            number += 1
+            if make_claim(claim_of(folder)):
+                if not (folder.exists() or folder.is_symlink()):
+                    return stamp, number
+                release_claim(folder)  # claimed and moved into place since: taken
         except OSError as e:
-            release_claim(folder)
             raise files.cannot_write(claim_of(folder), e, "the run folder") from None
+        number += 1
+
+
+def make_claim(claim: Path) -> bool:
+    """Make `claim` with its claimer (this process) in it, in one step; False where another process holds
+    it. The claimer is written into a folder of this process's own (`files.temporary`: named by it), then
+    renamed to the claim: a rename fails onto a claim, which holds its claimer. A claim made by mkdir and
+    then named was, killed between the two, a claim naming no claimer, which no run could tell from one
+    made a moment ago; a process killed here leaves its own folder, which `remove_dead_claims` removes."""
+    own = files.temporary(claim)
+    try:
+        own.mkdir()
+        (own / CLAIMER).write_text(files.process_name(), encoding="ascii")
+        os.rename(own, claim)
+    except OSError as e:
+        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):  # held (ENOTDIR: a file of its name)
+            raise
+        return False
+    finally:
+        shutil.rmtree(own, ignore_errors=True)  # gone once renamed
+    return True
 
 
 def claim_of(folder: Path) -> Path:
@@ -218,13 +241,19 @@ def release_claim(folder: Path) -> None:
 
 def remove_dead_claims(root: Path) -> None:
     """Remove the claims under `root` of runs killed (SIGKILL, a power cut) before their folder was moved
-    into place; a claim whose claimer runs, or that names none yet (made a moment ago), stays."""
+    into place, and the folders of those killed as they made one (`make_claim`); a live claimer's stay."""
+    being_made = files.TEMPORARY_PREFIX.format(CLAIM.format("*"))  # ..NAME.claim.tmp-PID-START
+    for own in Path(root).glob(f"{being_made}*"):
+        if files.named_process_alive(own.name.rpartition(".tmp-")[2]) is False:
+            shutil.rmtree(own, ignore_errors=True)
     for claim in Path(root).glob(CLAIM.format("*")):
         try:
             claimer = (claim / CLAIMER).read_text(encoding="ascii").strip()
+        except FileNotFoundError:  # every claim is made holding its claimer: one killed as an older charlm made it
+            claimer = None
         except (OSError, ValueError):
             continue
-        if files.named_process_alive(claimer) is False:  # it holds its claimer, and run.json at most
+        if claimer is None or files.named_process_alive(claimer) is False:  # holds its claimer, run.json at most
             shutil.rmtree(claim, ignore_errors=True)  # another run may be removing it too
 
 

@@ -56,7 +56,8 @@ def eval_also_run(value: str) -> Path | None:
     exported model folder), whose held-out text it scores; None where it names a text: a file, or a folder
     that is no run (a FILE that exists wins over a run of its name), or a link to nothing, which reading it
     names. A name that is neither is refused as `charlm eval NAME` refuses one (`runs.resolve`'s words),
-    not said to be a missing file alone."""
+    not said to be a missing file alone; so is a run folder with no checkpoint yet (training now, or
+    killed before its first)."""
     if runs.names_text(value) or (Path(value).is_symlink() and not Path(value).exists()):
         return None
     return runs.resolve(value)

@@ -40,6 +40,10 @@ class StopFlag:
         """The signal handler (`installed`)."""
         if self.asked and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        self.ask(signum)
+
+    def ask(self, signum: int) -> None:
+        """Stop as though `signum` came: a signal's, or under torchrun another rank's (`Trainer.keep_time`)."""
         self.asked, self.signum = True, self.signum or signum
 
     @contextlib.contextmanager

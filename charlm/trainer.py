@@ -123,10 +123,10 @@ class Trainer:
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
                 loss, seconds = self.timed_step(share)
-                stopping = self.keep_time(time.perf_counter() - started, stop.requested)
+                stopping = self.keep_time(time.perf_counter() - started, stop)
                 self.hooks_if_due()
                 self.report(loss, seconds)
-            stopping = self.keep_time(time.perf_counter() - started, stop.requested, now=True) or stopping
+            stopping = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save(on_cadence=False)
         self.stopped_early = stopping
@@ -217,18 +217,21 @@ class Trainer:
                 f"{runs.resume_command(self.run_dir)}"
             )
 
-    def keep_time(self, elapsed: float, stop_requested: bool, now: bool = False) -> bool:
+    def keep_time(self, elapsed: float, stop: StopFlag, now: bool = False) -> bool:
         """Set the run's clock and say whether to stop. One process reads its own clock every step;
-        under torchrun every rank takes rank 0's clock and stop request, broadcast every SYNC_EVERY
-        steps, so the schedule, the checkpoint times and the stop step agree everywhere."""
+        under torchrun every rank takes rank 0's clock and any rank's stop request, shared every
+        SYNC_EVERY steps, so the schedule, the checkpoint times and the stop step agree everywhere; a
+        signal to one rank alone (`kill PID`) stops them all, each as though it came to it."""
         self.progress.elapsed = elapsed
         if not self.ranks.active:
             self.clock = elapsed
-            return stop_requested
+            return stop.requested
         if not now and self.progress.step % SYNC_EVERY:
             return False
-        self.clock, stop = self.ranks.from_leader([elapsed, float(stop_requested)], self.device)
-        return bool(stop)
+        self.clock, signum = self.ranks.clock_and_stop(elapsed, stop.signum if stop.requested else 0, self.device)
+        if signum:
+            stop.ask(signum)
+        return bool(signum)
 
     def hooks_if_due(self) -> None:
         """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every, else now

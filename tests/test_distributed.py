@@ -165,6 +165,20 @@ def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_
     assert "Traceback" not in err + peer_err, err + peer_err
 
 
+def test_a_signal_to_one_rank_alone_stops_every_rank_at_one_step(fox_file):
+    """SIGTERM to one rank other than 0 (`kill PID` of one process) was not answered: every rank took rank
+    0's stop request alone, and the job trained on to its limit (1 of 12 ranks signalled at random in a
+    job's first seconds). A signal to any rank stops every rank at one step: rank 0 saves and says how to
+    resume, and every rank exits with the signal's status."""
+    with ranks("train", str(fox_file), "--out", "cut", *cli_options(max_steps=100_000)) as processes:
+        wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        processes[1].send_signal(signal.SIGTERM)
+        (out, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [128 + signal.SIGTERM] * 2, err + peer_err
+    step = latest("cut").progress.step
+    assert f"stopped at step {step}; saved in" in out and "Traceback" not in err + peer_err
+
+
 # For a job where one rank cannot post (killed, stopped): the survivor waits GRACE for its post before it
 # names it, 5 s in the product; the test's ranks wait 1 s of it (4 s less a test, the same roll call).
 SHORT_GRACE = "from charlm import distributed\ndistributed.GRACE = 1.0"
