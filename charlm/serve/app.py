@@ -444,7 +444,7 @@ def rendered(body: dict) -> bytes:
     """`body` as JSONResponse writes it, for a worker thread, each choice written apart: json.dumps, in C,
     holds the GIL throughout, and the whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB)
     built and written on the event loop held every stream and /health for seconds. A Responses API body
-    (one message, no logprobs: `ResponseReply`) has no choices, and is written whole."""
+    (one message, as large as one such choice: `ResponseReply`) has no choices, and is written whole."""
 
     def dumped(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -596,23 +596,27 @@ def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
 
 class ResponseReply:
     """The Responses API's answer to `run`, whole (`body`) or as its stream of typed events (`events`),
-    with the ids and settings that every one of its events repeats."""
+    with the ids and settings that every one of its events repeats; its text's log-probabilities (chat's
+    entries, `responses.token_logprobs`) where `include` asked for them (`params.logprobs` not None)."""
 
     def __init__(self, run: Completion, echoed: dict) -> None:
-        self.run = run
+        self.run, self.wants_logprobs = run, run.params.logprobs is not None
         self.id, self.message_id = responses.new_id("resp", "_"), responses.new_id("msg", "_")
         params = run.params
         self.settings = {**echoed, "temperature": params.temperature, "top_p": params.top_p or 1.0}
 
-    def response(self, status: str, text: str | None = None) -> dict:
+    def logprobs(self, tokens: list[Token]) -> list[dict]:
+        return responses.token_logprobs(tokens) if self.wants_logprobs else []
+
+    def response(self, status: str, text: str | None = None, logprobs: list[dict] | None = None) -> dict:
         """The response object: in progress (no output or usage yet), or finished with `text`."""
         run = self.run
-        output = [] if text is None else [responses.output_message(self.message_id, text, status)]
+        output = [] if text is None else [responses.output_message(self.message_id, text, status, logprobs)]
         use = None if text is None else responses.response_usage(run.prompt_chars, run.made())
         return responses.response_object(self.id, run.created, run.served.name, status, output, use, self.settings)
 
     def body(self, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
-        return self.response(responses.response_status(reasons[0]), texts[0])
+        return self.response(responses.response_status(reasons[0]), texts[0], self.logprobs(tokens[0]))
 
     async def events(self) -> AsyncIterator[str]:
         """The events OpenAI's stream has, each with its `type` (also as the SSE event name) and
@@ -631,18 +635,20 @@ class ResponseReply:
             item = responses.output_message(self.message_id, None, "in_progress")
             yield sent("response.output_item.added", output_index=0, item=item)
             yield sent("response.content_part.added", **where, part=responses.output_text(""))
-            texts, reason = [], None
+            texts, logprobs, reason = [], [], None
             async for update in run.updates():
                 reason = update.finish_reason or reason
-                if update.text:
+                delta = self.logprobs(update.tokens or [])  # a healed seed's piece may have no text of its own
+                if update.text or delta:
                     texts.append(update.text)
-                    yield sent("response.output_text.delta", **where, delta=update.text, logprobs=[])
+                    logprobs += delta
+                    yield sent("response.output_text.delta", **where, delta=update.text, logprobs=delta)
             text, status = "".join(texts), responses.response_status(reason)
-            yield sent("response.output_text.done", **where, text=text, logprobs=[])
-            yield sent("response.content_part.done", **where, part=responses.output_text(text))
-            item = responses.output_message(self.message_id, text, status)
+            yield sent("response.output_text.done", **where, text=text, logprobs=logprobs)
+            yield sent("response.content_part.done", **where, part=responses.output_text(text, logprobs))
+            item = responses.output_message(self.message_id, text, status, logprobs)
             yield sent("response.output_item.done", output_index=0, item=item)
-            yield sent(f"response.{status}", response=self.response(status, text))
+            yield sent(f"response.{status}", response=self.response(status, text, logprobs))
         except APIError as e:
             yield sent("error", code=e.code, message=e.message, param=e.param)
         finally:
