@@ -138,6 +138,50 @@ def test_a_response_echoes_the_users_strings_and_its_service_tier(client):  # no
     assert reply.service_tier == "default" and reply.top_logprobs == 0
 
 
+def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(client, server):  # noqa: F811
+    """Retrieve, delete, cancel and input_items (of a response charlm never stores) and compact were
+    FastAPI's bare "Not Found" (405 for compact): each is now a 404 that says why and what to do; any
+    other unknown path or method names what was asked; the key is checked first, as everywhere."""
+    calls = {
+        "retrieve": lambda: client.responses.retrieve("resp_1"),
+        "delete": lambda: client.responses.delete("resp_1"),
+        "cancel": lambda: client.responses.cancel("resp_1"),
+        "input_items": lambda: client.responses.input_items.list("resp_1"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        body = caught.value.body
+        assert body["code"] == "response_not_found" and "keeps no response" in body["message"], name
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.compact(model="tiny", input="a")
+    assert caught.value.body["code"] == "unsupported_endpoint" and "whole in `input`" in caught.value.body["message"]
+    url, _ = server
+    unknown = httpx.get(f"{url}/v1/chat/completions/abc", headers={"Authorization": f"Bearer {KEY}"})
+    assert unknown.status_code == 404 and "GET /v1/chat/completions/abc: no such endpoint" in unknown.text
+    wrong_method = httpx.get(f"{url}/v1/responses")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["message"] == "GET /v1/responses: this endpoint takes POST"
+    assert httpx.get(f"{url}/v1/responses/resp_1").status_code == 401
+
+
+def test_input_tokens_counts_the_characters_a_response_reads(client):  # noqa: F811
+    """`client.responses.input_tokens.count` was a 404: it says the `usage.input_tokens` a response of
+    the same `instructions` and `input` has, and refuses what a response refuses."""
+    items = [
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "hi"}]},
+    ]
+    counted = client.responses.input_tokens.count(model="tiny", instructions="be brief.", input=items)
+    reply = client.responses.create(model="tiny", instructions="be brief.", input=items, max_output_tokens=1)
+    assert counted.object == "response.input_tokens" and counted.input_tokens == reply.usage.input_tokens == len(
+        "be brief.\n\nhello there\n\nhi\n\n"
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.input_tokens.count(model="tiny", input="a", tools=[FUNCTION])
+    assert caught.value.body["param"] == "tools"
+
+
 @pytest.mark.parametrize(
     ("options", "param"),
     [

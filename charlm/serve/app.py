@@ -313,7 +313,17 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse(APIError(error.status_code, str(error.detail)).body(), status_code=error.status_code)
+        """FastAPI's own errors (an unknown path, a method a path does not take) in OpenAI's shape, saying
+        what was asked and where the endpoints are listed; a 405 keeps its `Allow` header."""
+        message = str(error.detail)
+        asked = f"{request.method} {shown(request.url.path)}"
+        if error.status_code == 404 and message == "Not Found":
+            message = f"{asked}: no such endpoint; GET /openapi.json lists this server's"
+        elif error.status_code == 405 and message == "Method Not Allowed":
+            allowed = (error.headers or {}).get("Allow", "")
+            message = f"{asked}: this endpoint takes {allowed or 'another method'}"
+        body = APIError(error.status_code, message).body()
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 def page_html() -> str:
@@ -390,6 +400,44 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         run = Completion(server, server.model(params.model), params)
         reply = ResponseReply(run, echoed)
         return await answer(request, run, reply.events, reply.body)
+
+    @app.post("/v1/responses/input_tokens")
+    async def count_input_tokens(request: Request) -> JSONResponse:
+        """`client.responses.input_tokens.count`: the characters a response's `input` and `instructions`
+        make as the model reads them (`usage.input_tokens`), read in the primer's thread as a prompt is."""
+        server.check_key(request)
+        name, prompt = await checked(request, body_limit, lambda body: protocol.input_tokens_params(body, config))
+        vocab = server.model(name).model.vocab
+
+        def counted() -> JSONResponse:
+            read = vocab.normalized(prompt)
+            protocol.check_prompt_lengths([read], config, "input", vocab.normalize)
+            return JSONResponse({"object": "response.input_tokens", "input_tokens": len(read)})
+
+        return await asyncio.get_running_loop().run_in_executor(server.primer, counted)
+
+    @app.post("/v1/responses/compact")
+    async def compact_response(request: Request) -> None:
+        """OpenAI's compaction (`client.responses.compact`) shortens a stored conversation; charlm stores none."""
+        server.check_key(request)
+        raise APIError(
+            404, "POST /v1/responses/compact: charlm serve compacts no conversation (it stores none, and its "
+            "model reads the whole input each time); send the conversation whole in `input` to /v1/responses",
+            code="unsupported_endpoint",
+        )  # fmt: skip
+
+    @app.api_route("/v1/responses/{response_id}", methods=["GET", "DELETE"])
+    @app.api_route("/v1/responses/{response_id}/{action:path}", methods=["GET", "POST", "DELETE"])
+    async def stored_response(request: Request, response_id: str) -> None:
+        """OpenAI's routes of a stored response (retrieve, delete, cancel, input_items): charlm stores
+        none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found"."""
+        server.check_key(request)
+        raise APIError(
+            404, f"no response {shown(response_id)} is stored here: charlm serve keeps no response (each is "
+            "`store: false`), so none can be retrieved, deleted, cancelled or listed; keep what "
+            "responses.create returned, send a conversation whole in `input`, and stop a stream by closing it",
+            "response_id", "response_not_found",
+        )  # fmt: skip
 
     @app.post("/tokenize", openapi_extra=protocol.TOKENIZE_SCHEMA)
     async def tokenize(request: Request) -> JSONResponse:

@@ -751,6 +751,23 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     return params, echoed
 
 
+# POST /v1/responses/input_tokens (`client.responses.input_tokens.count`): a response's prompt, counted
+INPUT_TOKENS_FIELDS = {"model", "input", "instructions", "text"}
+
+
+def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str]:
+    """The model and the prompt whose characters `input_tokens.count` counts: what `response_params`
+    reads from the same `input` and `instructions`, refused where a response would be."""
+    body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY | {"personality"})
+    if body.get("input") is None:
+        raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
+    prompt = joined([string(body, "instructions") or "", *input_texts(body["input"])])
+    check_prompt_lengths([prompt], config, "input")
+    check_text(prompt, "input")
+    text_format(body.get("text"))
+    return string(body, "model"), prompt
+
+
 def response_logprobs(body: dict) -> int | None:
     """`include` and `top_logprobs`: the alternatives per token a response's text reports (as chat's
     `logprobs: true` and `top_logprobs`), None where `include` does not ask for log-probabilities.
