@@ -218,7 +218,7 @@ class HeadAsGet:
 
 ENDPOINTS = {
     "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions",
-    "/v1/responses", "/tokenize",
+    "/v1/responses", "/v1/responses/input_tokens", "/tokenize",
 }  # fmt: skip
 
 
@@ -401,7 +401,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         reply = ResponseReply(run, echoed)
         return await answer(request, run, reply.events, reply.body)
 
-    @app.post("/v1/responses/input_tokens")
+    @app.post("/v1/responses/input_tokens", openapi_extra=protocol.INPUT_TOKENS_SCHEMA)
     async def count_input_tokens(request: Request) -> JSONResponse:
         """`client.responses.input_tokens.count`: the characters a response's `input` and `instructions`
         make as the model reads them (`usage.input_tokens`), read in the primer's thread as a prompt is."""

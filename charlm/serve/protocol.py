@@ -302,6 +302,14 @@ RESPONSES_SCHEMA = body_schema(
     dropped=("n", "max_tokens"),
 )
 
+RESPONSE_PROPERTIES = RESPONSES_SCHEMA["requestBody"]["content"]["application/json"]["schema"]["properties"]
+# POST /v1/responses/input_tokens: the fields of a response that make its prompt, and its model
+INPUT_TOKENS_SCHEMA = body_schema(
+    {name: RESPONSE_PROPERTIES[name] for name in ("input", "instructions", "text")},
+    ["input"],
+    dropped=tuple(name for name in COMMON_SCHEMA if name != "model"),
+)
+
 
 TOKENIZE_FIELDS = {"model", "content", "prompt", "with_pieces"}
 TOKENIZE_SCHEMA = {
