@@ -94,6 +94,92 @@ def test_max_output_tokens_makes_the_response_incomplete_streamed_or_not(client)
 
 
 FUNCTION = {"type": "function", "name": "f", "parameters": {"type": "object"}}
+LOGPROBS = "message.output_text.logprobs"
+
+
+def test_include_logprobs_gives_each_characters_logprobs_as_chat_does_streamed_or_not(client, server, monkeypatch):  # noqa: F811
+    """`include: ["message.output_text.logprobs"]` with `top_logprobs` was a 400: the output_text part
+    now lists each character's {token, logprob, bytes, top_logprobs}, the entries chat's logprobs have
+    for the same messages, and a stream's deltas carry their own characters' (joined: the whole's)."""
+    every_step_a_chunk(monkeypatch, server)
+    asked = {"model": "tiny", "input": "the ", "max_output_tokens": 12, "temperature": 0, "top_logprobs": 3}
+    reply = client.responses.create(**asked, include=[LOGPROBS])
+    [part] = reply.output[0].content
+    logprobs = [entry.model_dump() for entry in part.logprobs]
+    assert [entry["token"] for entry in logprobs] == list(part.text) and len(part.text) == 12
+    chat = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "the "}], max_tokens=12, temperature=0, logprobs=True,
+        top_logprobs=3,
+    )  # fmt: skip
+    assert logprobs == [entry.model_dump() for entry in chat.choices[0].logprobs.content]
+    assert all(
+        len(entry["top_logprobs"]) == 3 and entry["bytes"] == list(entry["token"].encode()) for entry in logprobs
+    )
+    assert reply.top_logprobs == 3
+    events = list(client.responses.create(**asked, include=[LOGPROBS], stream=True))
+    deltas = [event for event in events if event.type == "response.output_text.delta"]
+    assert len(deltas) > 2 and all(len(event.logprobs) == len(event.delta) for event in deltas)
+    streamed = [entry.token for event in deltas for entry in event.logprobs]
+    assert streamed == list(part.text) and events[-1].response.output[0].content[0].logprobs == part.logprobs
+    done = next(event for event in events if event.type == "response.output_text.done")
+    assert [entry.model_dump() for entry in done.logprobs] == logprobs
+    plain = client.responses.create(**{**asked, "top_logprobs": None})  # not asked: none, as OpenAI's
+    assert plain.output[0].content[0].logprobs == [] and plain.output_text == part.text
+
+
+def test_a_response_echoes_the_users_strings_and_its_service_tier(client):  # noqa: F811
+    """`user`, `safety_identifier` and `prompt_cache_key` were taken but echoed null, and `service_tier`
+    left out: a response echoes them as OpenAI's does (the tier that served it: "default")."""
+    reply = client.responses.create(
+        model="tiny", input="a", max_output_tokens=2, user="u1", safety_identifier="s1", prompt_cache_key="k1",
+        service_tier="auto",
+    )  # fmt: skip
+    assert (reply.user, reply.safety_identifier, reply.prompt_cache_key) == ("u1", "s1", "k1")
+    assert reply.service_tier == "default" and reply.top_logprobs == 0
+
+
+def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(client, server):  # noqa: F811
+    """Retrieve, delete, cancel and input_items (of a response charlm never stores) and compact were
+    FastAPI's bare "Not Found" (405 for compact): each is now a 404 that says why and what to do; any
+    other unknown path or method names what was asked; the key is checked first, as everywhere."""
+    calls = {
+        "retrieve": lambda: client.responses.retrieve("resp_1"),
+        "delete": lambda: client.responses.delete("resp_1"),
+        "cancel": lambda: client.responses.cancel("resp_1"),
+        "input_items": lambda: client.responses.input_items.list("resp_1"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        body = caught.value.body
+        assert body["code"] == "response_not_found" and "keeps no response" in body["message"], name
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.responses.compact(model="tiny", input="a")
+    assert caught.value.body["code"] == "unsupported_endpoint" and "whole in `input`" in caught.value.body["message"]
+    url, _ = server
+    unknown = httpx.get(f"{url}/v1/chat/completions/abc", headers={"Authorization": f"Bearer {KEY}"})
+    assert unknown.status_code == 404 and "GET /v1/chat/completions/abc: no such endpoint" in unknown.text
+    wrong_method = httpx.get(f"{url}/v1/responses")
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json()["error"]["message"] == "GET /v1/responses: this endpoint takes POST"
+    assert httpx.get(f"{url}/v1/responses/resp_1").status_code == 401
+
+
+def test_input_tokens_counts_the_characters_a_response_reads(client):  # noqa: F811
+    """`client.responses.input_tokens.count` was a 404: it says the `usage.input_tokens` a response of
+    the same `instructions` and `input` has, and refuses what a response refuses."""
+    items = [
+        {"role": "user", "content": "hello there"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "hi"}]},
+    ]
+    counted = client.responses.input_tokens.count(model="tiny", instructions="be brief.", input=items)
+    reply = client.responses.create(model="tiny", instructions="be brief.", input=items, max_output_tokens=1)
+    assert counted.object == "response.input_tokens" and counted.input_tokens == reply.usage.input_tokens == len(
+        "be brief.\n\nhello there\n\nhi\n\n"
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.input_tokens.count(model="tiny", input="a", tools=[FUNCTION])
+    assert caught.value.body["param"] == "tools"
 
 
 @pytest.mark.parametrize(
@@ -103,7 +189,10 @@ FUNCTION = {"type": "function", "name": "f", "parameters": {"type": "object"}}
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"reasoning": {"effort": "low"}}, "reasoning"),
         ({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}, "text.format"),
-        ({"include": ["message.output_text.logprobs"]}, "include"),
+        ({"include": ["reasoning.encrypted_content"]}, "include[0]"),  # a message of text is all charlm writes
+        ({"include": "message.output_text.logprobs"}, "include"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # OpenAI's answers it with no logprobs, and no word why
+        ({"include": [LOGPROBS], "top_logprobs": 21}, "top_logprobs"),
         ({"store": True}, "store"),
         ({"extra_body": {"n": 2}}, "n"),
         ({"extra_body": {"max_tokens": 5}}, "max_tokens"),  # the Responses API's is max_output_tokens

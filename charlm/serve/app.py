@@ -218,7 +218,7 @@ class HeadAsGet:
 
 ENDPOINTS = {
     "/", "/health", "/metrics", "/openapi.json", "/v1/models", "/v1/completions", "/v1/chat/completions",
-    "/v1/responses", "/tokenize",
+    "/v1/responses", "/v1/responses/input_tokens", "/tokenize",
 }  # fmt: skip
 
 
@@ -313,7 +313,17 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse(APIError(error.status_code, str(error.detail)).body(), status_code=error.status_code)
+        """FastAPI's own errors (an unknown path, a method a path does not take) in OpenAI's shape, saying
+        what was asked and where the endpoints are listed; a 405 keeps its `Allow` header."""
+        message = str(error.detail)
+        asked = f"{request.method} {shown(request.url.path)}"
+        if error.status_code == 404 and message == "Not Found":
+            message = f"{asked}: no such endpoint; GET /openapi.json lists this server's"
+        elif error.status_code == 405 and message == "Method Not Allowed":
+            allowed = (error.headers or {}).get("Allow", "")
+            message = f"{asked}: this endpoint takes {allowed or 'another method'}"
+        body = APIError(error.status_code, message).body()
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
 
 def page_html() -> str:
@@ -391,6 +401,44 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         reply = ResponseReply(run, echoed)
         return await answer(request, run, reply.events, reply.body)
 
+    @app.post("/v1/responses/input_tokens", openapi_extra=protocol.INPUT_TOKENS_SCHEMA)
+    async def count_input_tokens(request: Request) -> JSONResponse:
+        """`client.responses.input_tokens.count`: the characters a response's `input` and `instructions`
+        make as the model reads them (`usage.input_tokens`), read in the primer's thread as a prompt is."""
+        server.check_key(request)
+        name, prompt = await checked(request, body_limit, lambda body: protocol.input_tokens_params(body, config))
+        vocab = server.model(name).model.vocab
+
+        def counted() -> JSONResponse:
+            read = vocab.normalized(prompt)
+            protocol.check_prompt_lengths([read], config, "input", vocab.normalize)
+            return JSONResponse({"object": "response.input_tokens", "input_tokens": len(read)})
+
+        return await asyncio.get_running_loop().run_in_executor(server.primer, counted)
+
+    @app.post("/v1/responses/compact")
+    async def compact_response(request: Request) -> None:
+        """OpenAI's compaction (`client.responses.compact`) shortens a stored conversation; charlm stores none."""
+        server.check_key(request)
+        raise APIError(
+            404, "POST /v1/responses/compact: charlm serve compacts no conversation (it stores none, and its "
+            "model reads the whole input each time); send the conversation whole in `input` to /v1/responses",
+            code="unsupported_endpoint",
+        )  # fmt: skip
+
+    @app.api_route("/v1/responses/{response_id}", methods=["GET", "DELETE"])
+    @app.api_route("/v1/responses/{response_id}/{action:path}", methods=["GET", "POST", "DELETE"])
+    async def stored_response(request: Request, response_id: str) -> None:
+        """OpenAI's routes of a stored response (retrieve, delete, cancel, input_items): charlm stores
+        none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found"."""
+        server.check_key(request)
+        raise APIError(
+            404, f"no response {shown(response_id)} is stored here: charlm serve keeps no response (each is "
+            "`store: false`), so none can be retrieved, deleted, cancelled or listed; keep what "
+            "responses.create returned, send a conversation whole in `input`, and stop a stream by closing it",
+            "response_id", "response_not_found",
+        )  # fmt: skip
+
     @app.post("/tokenize", openapi_extra=protocol.TOKENIZE_SCHEMA)
     async def tokenize(request: Request) -> JSONResponse:
         """llama.cpp's /tokenize: the token ids of a text, for `logit_bias`. Read and written out in the
@@ -444,7 +492,7 @@ def rendered(body: dict) -> bytes:
     """`body` as JSONResponse writes it, for a worker thread, each choice written apart: json.dumps, in C,
     holds the GIL throughout, and the whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB)
     built and written on the event loop held every stream and /health for seconds. A Responses API body
-    (one message, no logprobs: `ResponseReply`) has no choices, and is written whole."""
+    (one message, as large as one such choice: `ResponseReply`) has no choices, and is written whole."""
 
     def dumped(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -596,23 +644,27 @@ def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
 
 class ResponseReply:
     """The Responses API's answer to `run`, whole (`body`) or as its stream of typed events (`events`),
-    with the ids and settings that every one of its events repeats."""
+    with the ids and settings that every one of its events repeats; its text's log-probabilities (chat's
+    entries, `responses.token_logprobs`) where `include` asked for them (`params.logprobs` not None)."""
 
     def __init__(self, run: Completion, echoed: dict) -> None:
-        self.run = run
+        self.run, self.wants_logprobs = run, run.params.logprobs is not None
         self.id, self.message_id = responses.new_id("resp", "_"), responses.new_id("msg", "_")
         params = run.params
         self.settings = {**echoed, "temperature": params.temperature, "top_p": params.top_p or 1.0}
 
-    def response(self, status: str, text: str | None = None) -> dict:
+    def logprobs(self, tokens: list[Token]) -> list[dict]:
+        return responses.token_logprobs(tokens) if self.wants_logprobs else []
+
+    def response(self, status: str, text: str | None = None, logprobs: list[dict] | None = None) -> dict:
         """The response object: in progress (no output or usage yet), or finished with `text`."""
         run = self.run
-        output = [] if text is None else [responses.output_message(self.message_id, text, status)]
+        output = [] if text is None else [responses.output_message(self.message_id, text, status, logprobs)]
         use = None if text is None else responses.response_usage(run.prompt_chars, run.made())
         return responses.response_object(self.id, run.created, run.served.name, status, output, use, self.settings)
 
     def body(self, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
-        return self.response(responses.response_status(reasons[0]), texts[0])
+        return self.response(responses.response_status(reasons[0]), texts[0], self.logprobs(tokens[0]))
 
     async def events(self) -> AsyncIterator[str]:
         """The events OpenAI's stream has, each with its `type` (also as the SSE event name) and
@@ -631,18 +683,20 @@ class ResponseReply:
             item = responses.output_message(self.message_id, None, "in_progress")
             yield sent("response.output_item.added", output_index=0, item=item)
             yield sent("response.content_part.added", **where, part=responses.output_text(""))
-            texts, reason = [], None
+            texts, logprobs, reason = [], [], None
             async for update in run.updates():
                 reason = update.finish_reason or reason
-                if update.text:
+                delta = self.logprobs(update.tokens or [])  # a healed seed's piece may have no text of its own
+                if update.text or delta:
                     texts.append(update.text)
-                    yield sent("response.output_text.delta", **where, delta=update.text, logprobs=[])
+                    logprobs += delta
+                    yield sent("response.output_text.delta", **where, delta=update.text, logprobs=delta)
             text, status = "".join(texts), responses.response_status(reason)
-            yield sent("response.output_text.done", **where, text=text, logprobs=[])
-            yield sent("response.content_part.done", **where, part=responses.output_text(text))
-            item = responses.output_message(self.message_id, text, status)
+            yield sent("response.output_text.done", **where, text=text, logprobs=logprobs)
+            yield sent("response.content_part.done", **where, part=responses.output_text(text, logprobs))
+            item = responses.output_message(self.message_id, text, status, logprobs)
             yield sent("response.output_item.done", output_index=0, item=item)
-            yield sent(f"response.{status}", response=self.response(status, text))
+            yield sent(f"response.{status}", response=self.response(status, text, logprobs))
         except APIError as e:
             yield sent("error", code=e.code, message=e.message, param=e.param)
         finally:

@@ -148,19 +148,21 @@ NULL_ONLY = {
 # OpenAI's Responses API (POST /v1/responses): one message written, so no `n`; its length is
 # `max_output_tokens`. charlm's extras (`top_k`, `seed`, `stop`, `logit_bias`, `form`...) as elsewhere.
 RESPONSE_FIELDS = (COMMON - {"n", "max_tokens"}) | {
-    "input", "instructions", "max_output_tokens", "metadata", "text", *USER_FIELDS,
+    "input", "instructions", "max_output_tokens", "metadata", "text", "include", "top_logprobs", *USER_FIELDS,
 }  # fmt: skip
+# what `include` can ask a response for: its text's log-probabilities (a message of text is all charlm writes)
+INCLUDE_LOGPROBS = "message.output_text.logprobs"
 # Its fields that change nothing at these values: no tools to call, a reply that is never cut to fit
 # (`truncation` "disabled": a prompt over --max-prompt is a 400), nothing run in the background
 RESPONSE_NEUTRAL = NEUTRAL | {
     "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "truncation": ("disabled",),
-    "background": (False,), "include": ([],),
+    "background": (False,),
 }  # fmt: skip
 ECHOED_TOOL_SETTINGS = {"tool_choice": "none", "parallel_tool_calls": False}  # as a response says them, unless given
 # Its fields for what charlm does not do (stored responses and conversations, reasoning, tools, prompt
-# templates, logprobs), taken as null only
+# templates), taken as null only
 RESPONSE_NULL_ONLY = NULL_ONLY | {
-    "previous_response_id", "conversation", "reasoning", "prompt", "max_tool_calls", "top_logprobs",
+    "previous_response_id", "conversation", "reasoning", "prompt", "max_tool_calls",
     "context_management", "background_options", "access_programs", "image",
 }  # fmt: skip
 MAX_METADATA = 16  # OpenAI's bounds on `metadata`: pairs, a key's and a value's characters
@@ -292,10 +294,20 @@ RESPONSES_SCHEMA = body_schema(
             "type": "object",
             "properties": {"format": {"type": "object", "properties": {"type": {"enum": ["text"]}}}},
         },
+        "include": {"type": "array", "items": {"enum": [INCLUDE_LOGPROBS]}},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_LOGPROBS},
         **{name: {"type": "string"} for name in USER_FIELDS},
     },
     ["input"],
     dropped=("n", "max_tokens"),
+)
+
+RESPONSE_PROPERTIES = RESPONSES_SCHEMA["requestBody"]["content"]["application/json"]["schema"]["properties"]
+# POST /v1/responses/input_tokens: the fields of a response that make its prompt, and its model
+INPUT_TOKENS_SCHEMA = body_schema(
+    {name: RESPONSE_PROPERTIES[name] for name in ("input", "instructions", "text")},
+    ["input"],
+    dropped=tuple(name for name in COMMON_SCHEMA if name != "model"),
 )
 
 
@@ -721,8 +733,9 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
 
 def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     """The Responses API, read as chat is (`chat_params`): `instructions` a system message before the
-    `input`'s, a blank line between texts and after the last. Returns the params and what a response
-    echoes: `instructions`, `max_output_tokens` and `metadata` as given."""
+    `input`'s, a blank line between texts and after the last; `params.logprobs` is not None where
+    `include` asks for log-probabilities. Returns the params and what a response echoes as given:
+    `instructions`, `max_output_tokens`, `metadata`, `top_logprobs` and the user's strings."""
     body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY)
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
@@ -735,14 +748,54 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
-    for name in USER_FIELDS:
-        string(body, name)
+    echoed_user = {name: string(body, name) for name in ("user", *USER_FIELDS)}
     text_format(body.get("text"))
+    params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
+    echoed |= {"top_logprobs": body.get("top_logprobs") or 0, **echoed_user}
     echoed |= {
         name: body[name] if body.get(name) is not None else value for name, value in ECHOED_TOOL_SETTINGS.items()
     }
     return params, echoed
+
+
+# POST /v1/responses/input_tokens (`client.responses.input_tokens.count`): a response's prompt, counted
+INPUT_TOKENS_FIELDS = {"model", "input", "instructions", "text"}
+
+
+def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str]:
+    """The model and the prompt whose characters `input_tokens.count` counts: what `response_params`
+    reads from the same `input` and `instructions`, refused where a response would be."""
+    body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY | {"personality"})
+    if body.get("input") is None:
+        raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
+    prompt = joined([string(body, "instructions") or "", *input_texts(body["input"])])
+    check_prompt_lengths([prompt], config, "input")
+    check_text(prompt, "input")
+    text_format(body.get("text"))
+    return string(body, "model"), prompt
+
+
+def response_logprobs(body: dict) -> int | None:
+    """`include` and `top_logprobs`: the alternatives per token a response's text reports (as chat's
+    `logprobs: true` and `top_logprobs`), None where `include` does not ask for log-probabilities.
+    `top_logprobs` alone is refused: OpenAI's answers it with no log-probabilities, and no word why."""
+    include = body.get("include")
+    if include is not None and not isinstance(include, list):
+        raise APIError(400, f"include must be a list, not {json_type(include)}", "include", "invalid_type")
+    for i, item in enumerate(include or []):
+        if item != INCLUDE_LOGPROBS:
+            param = f"include[{i}]"
+            what = json.dumps(shown(item), ensure_ascii=False) if isinstance(item, str) else json_type(item)
+            raise APIError(
+                400, f"{param} is {what}; a charlm response is one message of text, whose log-probabilities "
+                f"(\"{INCLUDE_LOGPROBS}\") are all it can include: leave the others out", param, "unsupported_value",
+            )  # fmt: skip
+    wants = bool(include)
+    top = integer(body, "top_logprobs", None, 0, MAX_LOGPROBS)
+    if top is not None and not wants:
+        raise APIError(400, f'top_logprobs needs include: ["{INCLUDE_LOGPROBS}"]', "top_logprobs", "invalid_value")
+    return (top or 0) if wants else None
 
 
 def joined(texts: list[str]) -> str:

@@ -72,16 +72,17 @@ def top_entry(token: Token) -> dict | None:
 def chat_logprobs(tokens: list[Token]) -> dict:
     """The chat form; `refusal` (the log-probabilities of a refusal, which charlm never writes) is
     null, as the reference requires it present."""
+    return {"content": token_logprobs(tokens), "refusal": None}
+
+
+def token_logprobs(tokens: list[Token]) -> list[dict]:
+    """Each token as chat's `logprobs.content` and the Responses API's `output_text.logprobs` both
+    list it: `{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}`."""
 
     def entry(text: str, logprob: float) -> dict:
         return {"token": text, "logprob": logprob, "bytes": list(label_bytes(text))}
 
-    return {
-        "content": [
-            {**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top or []]} for t in tokens
-        ],
-        "refusal": None,
-    }
+    return [{**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top or []]} for t in tokens]
 
 
 def label_bytes(label: str) -> bytes:
@@ -143,14 +144,15 @@ def response_usage(prompt_chars: int, output_chars: int) -> dict:
     }
 
 
-def output_text(text: str) -> dict:
-    """A message's text part; charlm writes no citations (`annotations`) and gives no logprobs here."""
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def output_text(text: str, logprobs: list[dict] | None = None) -> dict:
+    """A message's text part; charlm writes no citations (`annotations`); `logprobs` its tokens'
+    (`token_logprobs`) where `include` asked for them, else empty, as OpenAI's."""
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
-def output_message(id_: str, text: str | None, status: str) -> dict:
+def output_message(id_: str, text: str | None, status: str, logprobs: list[dict] | None = None) -> dict:
     """The one output item of a response: an assistant message, `text` None while it has no part yet."""
-    content = [] if text is None else [output_text(text)]
+    content = [] if text is None else [output_text(text, logprobs)]
     return {"type": "message", "id": id_, "status": status, "role": "assistant", "content": content}
 
 
@@ -164,7 +166,8 @@ def response_object(
 ) -> dict:
     """A Responses API `response`: `status` in_progress (a stream's first events: no output, no usage yet),
     completed or incomplete; `settings` are the request's as a response echoes them (`instructions`,
-    `max_output_tokens`, `metadata`, `temperature`, `top_p`, `tool_choice`, `parallel_tool_calls`)."""
+    `max_output_tokens`, `metadata`, `temperature`, `top_p`, `top_logprobs`, `tool_choice`,
+    `parallel_tool_calls`, `user`, `safety_identifier`, `prompt_cache_key`)."""
     incomplete = {"reason": "max_output_tokens"} if status == "incomplete" else None
     return {
         "id": id_,
@@ -178,6 +181,7 @@ def response_object(
         "output": output,
         "previous_response_id": None,
         "reasoning": None,
+        "service_tier": "default",  # the tier that served it, whatever the request's (OpenAI's "auto" too)
         "store": False,
         "text": {"format": {"type": "text"}},
         "tools": [],
