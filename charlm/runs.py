@@ -243,9 +243,7 @@ def remove_dead_claims(root: Path) -> None:
     """Remove the claims under `root` of runs killed (SIGKILL, a power cut) before their folder was moved
     into place, and the folders of those killed as they made one (`make_claim`); a live claimer's stay."""
     being_made = files.TEMPORARY_PREFIX.format(CLAIM.format("*"))  # ..NAME.claim.tmp-PID-START
-    for own in Path(root).glob(f"{being_made}*"):
-        if files.named_process_alive(own.name.rpartition(".tmp-")[2]) is False:
-            shutil.rmtree(own, ignore_errors=True)
+    files.remove_orphans(Path(root).glob(f"{being_made}*"))
     for claim in Path(root).glob(CLAIM.format("*")):
         try:
             claimer = (claim / CLAIMER).read_text(encoding="ascii").strip()
