@@ -305,21 +305,48 @@ runs.claim_run_folder("fox")
 """
 
 
-def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp_path):
-    """A run killed (SIGKILL) between making its claim's folder and writing its .claimer in it left a
-    claim naming no claimer, which no run removes (one made a moment ago looks the same): 1 in ~25 runs
-    killed at random in their first 3 s. The claim appears with its claimer in it, in one rename."""
-    mark = tmp_path / "stalled"
+def kill_when_stalled(script: str, mark: Path) -> None:
+    """Run `script` (one of the *_STALLED_AT_MKDIR) in a process of its own and SIGKILL it once it stalls."""
     env = {**os.environ, "PYTHONPATH": str(Path(charlm.__file__).parents[1])}
-    process = subprocess.Popen([sys.executable, "-c", CLAIM_STALLED_AT_MKDIR, str(mark)], env=env)
+    process = subprocess.Popen([sys.executable, "-c", script, str(mark)], env=env)
     try:
         wait_for(mark, timeout=30)
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp_path):
+    """A run killed (SIGKILL) between making its claim's folder and writing its .claimer in it left a
+    claim naming no claimer, which no run removes (one made a moment ago looks the same): 1 in ~25 runs
+    killed at random in their first 3 s. The claim appears with its claimer in it, in one rename."""
+    kill_when_stalled(CLAIM_STALLED_AT_MKDIR, tmp_path / "stalled")
     folder = runs.default_run_folder("fox", *runs.claim_run_folder("fox"))
     assert list(Path("checkpoints").iterdir()) == [runs.claim_of(folder)]
     assert runs.claimed(folder)
+
+
+# In a process of its own: `runs.check_can_make`, stalled (to be killed) the moment it made its write probe.
+PROBE_STALLED_AT_MKDIR = CLAIM_STALLED_AT_MKDIR.replace('".claim"', '".probe"').replace(
+    'runs.claim_run_folder("fox")', 'runs.check_can_make(pathlib.Path("checkpoints"))'
+)
+
+
+def test_a_write_probe_a_killed_run_left_is_removed_by_the_next_run_and_a_live_ones_stays(tmp_path):
+    """A run killed (SIGKILL) in the instant it tried the folder it would write to left its probe,
+    `.probe.tmp-RANDOM`, which nothing ever removed. The probe is named by its process now, as a claim
+    being made is: the next run removes a killed one's, and keeps one of a process still running."""
+    kill_when_stalled(PROBE_STALLED_AT_MKDIR, tmp_path / "stalled")
+    assert len(list(Path.cwd().glob(".probe*"))) == 1  # what the killed run left, where checkpoints/ would be made
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        live = Path.cwd() / f".probe.tmp-{files._process_name(running.pid)}"
+        live.mkdir()
+        runs.check_can_make(Path("checkpoints"))
+        assert list(Path.cwd().glob(".probe*")) == [live]
+    finally:
+        running.kill()
+        running.wait()
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
