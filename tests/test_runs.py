@@ -950,7 +950,20 @@ def test_an_eval_also_through_a_symbolic_link_loop_is_one_line(fox_file, tmp_pat
     """`--eval-also loop` (a link to itself) ended in pathlib's RuntimeError traceback (Symlink loop)."""
     os.symlink(tmp_path / "loop", tmp_path / "loop")
     result = cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "loop", "--out", "run")
-    assert_one_line_error(result, f"--eval-also {tmp_path / 'loop'}: a loop of links")
+    assert_one_line_error(result, "--eval-also loop: a loop of links")
+
+
+def test_an_eval_also_link_to_nothing_is_named_as_typed_and_said_to_be_a_link(fox_file, tiny, tmp_path):
+    """`--eval-also held.txt`, a link whose target was moved, was told "--eval-also /abs/moved.txt: no such
+    checkpoint file or run folder, nor a run or corpus of that name": a path the user never typed, and
+    no word of a link. It names the link, where it leads, and what to do, as a corpus file's link is."""
+    os.symlink(tmp_path / "moved.txt", tmp_path / "held.txt")
+    said = f"held.txt: a link to {tmp_path / 'moved.txt'}, which is not there; restore that file"
+    result = cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "held.txt", "--out", "run")
+    assert_one_line_error(result, f"--eval-also {said}")
+    with pytest.raises(CharLMError, match=re.escape(f"eval_also {said}")):
+        charlm.train(fox_file, **{**tiny, "max_steps": 2}, eval_also="held.txt", out="run")
+    assert not Path("checkpoints/run").exists()
 
 
 def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system(fox_file):
