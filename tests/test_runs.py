@@ -290,6 +290,19 @@ def test_a_claim_its_run_left_when_killed_is_no_run_and_the_next_run_removes_it(
     assert names == sorted([live.name, "before", runs.latest_run().name])
 
 
+def test_an_empty_folder_an_older_charlm_left_is_passed_over_and_kept(fox_file, tiny):
+    """A run killed as it started, before claims, left checkpoints/fox-DATE empty. It is no run: no command
+    lists it or goes on with it, and a run named in another second never meets it. No run removes it: an
+    empty folder may be one made for --out, and it holds no data to lose or space to free."""
+    charlm.train(fox_file, out="before", **{**tiny, "max_steps": 2})
+    left = Path("checkpoints/fox-20990101-000000")  # named after every run, so the latest by name too
+    left.mkdir()
+    assert [line.split()[0] for line in cli("runs").output.splitlines()] == ["run", "before"]
+    assert runs.latest_run() == runs.run_to_resume() == Path("checkpoints/before")
+    charlm.train(fox_file, **{**tiny, "max_steps": 2})
+    assert left.is_dir() and len(runs.run_folders()) == 2
+
+
 # In a process of its own: `runs.claim_run_folder`, stalled (to be killed) the moment a folder for its claim is made.
 CLAIM_STALLED_AT_MKDIR = """
 import os, pathlib, sys, time
