@@ -86,7 +86,8 @@ def sampling_call(function: Function) -> Function:
     charlm.generate(model, "It was", 200), with a CharLMError that says to name it (Python's TypeError,
     "takes from 1 to 2 positional arguments but 3 were given", says neither); a seed or option given as
     None, Python's "not given", is left unset (`fields.unset_dropped`), where None is not one of its values;
-    greedy=True with a temperature, top_k or top_p chosen is refused, as `charlm sample` refuses it."""
+    greedy=True with a temperature (0.8, the default's, too), top_k or top_p given is refused, as `charlm sample`
+    refuses it."""
 
     @functools.wraps(function)
     def checked(model: object = None, seed: object = "", *misplaced: object, **options: object) -> object:
@@ -99,7 +100,7 @@ def sampling_call(function: Function) -> Function:
                 or f"; e.g. charlm.{function.__name__}(model, {seed!r}, length=200)",
             )
         options = unset_dropped(SampleConfig, options)
-        check_greedy_alone(off_default(SampleConfig, options))
+        check_greedy_alone(options)  # temperature=0.8 too: a SampleConfig(greedy=True) holds no temperature
         return function(model, "" if seed is None else seed, **options)
 
     return checked
@@ -108,18 +109,6 @@ def sampling_call(function: Function) -> Function:
 def default_of(field: dataclasses.Field) -> object:
     """A field's default, made by its factory where it has one (a dict or list default)."""
     return field.default_factory() if field.default is dataclasses.MISSING else field.default
-
-
-def off_default(config_class: type, options: dict) -> dict:
-    """`options` less those at their field's default (of its type too: 1 is not 1.0), which a caller who
-    passes a whole config on never chose: `**dataclasses.asdict(SampleConfig(greedy=True))` holds the
-    default temperature."""
-    defaults = {f.name: default_of(f) for f in dataclasses.fields(config_class)}
-    return {
-        name: value
-        for name, value in options.items()
-        if name not in defaults or type(value) is not type(defaults[name]) or value != defaults[name]
-    }
 
 
 def check_start(

@@ -71,6 +71,7 @@ VOCAB_SIZE_RANGE = (8, 2**31 - 1)  # sentencepiece keeps --vocab-size as a 32-bi
 MAX_THREADS = 1024
 MAX_LENGTH = 10_000_000  # characters one sample may ask for: --length 99999999999999999999 is a typo
 MAX_SAMPLES = 4096  # samples drawn side by side, each a row of the batch: more is a typo that exhausts memory
+TEMPERATURE = 0.8  # a sample's when none is given: safer than the model's own 1.0, not yet repetitive
 STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a paragraph or a poem ends
 # recent characters the penalty counts, a row's history of 8 bytes each (times --num-samples): a chapter's worth;
 # --repetition-window 10000000000 would ask for 80 GB, a typo that ends in torch's allocation error
@@ -364,10 +365,10 @@ class SampleConfig:
     """
 
     length: int = option(500, "characters to generate after the seed")
-    temperature: float | tuple[float, ...] = option(
-        0.8,
+    temperature: float | tuple[float, ...] | None = option(  # None: not given, so that greedy can refuse one given
+        None,
         "below 1: safer text, above 1: wilder; a list such as 0.5,0.8,1.0: on the command line one labeled "
-        "sample per value, in Python a schedule cycled per character",
+        f"sample per value, in Python a schedule cycled per character  [default: {TEMPERATURE} when sampling (not with --greedy)]",
     )
     num_samples: int = option(1, "samples generated side by side in one batch")
     random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
@@ -399,11 +400,14 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         check_types(self)
+        if self.temperature is None and not self.greedy:
+            self.temperature = TEMPERATURE
         shown = SHOWN.repr(self.temperature)  # as the caller gave it: [0.5, -1.0] (the CLI checked its own text)
         if isinstance(self.temperature, (list, tuple)):
             self.temperature = tuple(float(t) for t in self.temperature)
         check_choices(self)
-        check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
+        if self.temperature is not None:
+            check_temperatures(self.temperature if isinstance(self.temperature, tuple) else (self.temperature,), shown)
         if self.length < 0:
             raise CharLMError(f"{said('length')} must be 0 or more, not {self.length}")
         if self.length > MAX_LENGTH:

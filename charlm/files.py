@@ -13,9 +13,11 @@ import errno
 import functools
 import json
 import os
+import shutil
 import stat
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import filelock
@@ -29,7 +31,8 @@ NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a fil
 # How long to wait, in turn, before trying a refused rename again (1.5 s in all): on Windows a file that
 # another process holds open (charlm sample reading best.pt, an antivirus scan) cannot be replaced.
 REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
-TEMPORARY_PREFIX = ".{}.tmp-"  # a file's temporary is `.NAME.tmp-PID-START` (`temporary`)
+OWNER_MARK = ".tmp-"  # what precedes the process that made a temporary in its name (`owner_alive`)
+TEMPORARY_PREFIX = ".{}" + OWNER_MARK  # a file's temporary is `.NAME.tmp-PID-START` (`temporary`)
 
 
 def remedy(error: OSError) -> str:
@@ -186,12 +189,28 @@ def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
     temporary files, one per process and each as big as the file (a checkpoint, a page, a model), which
     nothing else removes. A writer still running keeps its own (`process_alive`), unless the caller is
     the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell)."""
-    prefix = TEMPORARY_PREFIX.format(path.name)
-    for leftover in path.parent.glob(f"{prefix}*"):
-        alive = named_process_alive(leftover.name.removeprefix(prefix))
-        if alive is not None and (sole_writer or not alive):
+    remove_orphans(path.parent.glob(f"{TEMPORARY_PREFIX.format(path.name)}*"), sole_writer)
+
+
+def remove_orphans(leftovers: Iterable[Path], sole_writer: bool = False) -> None:
+    """Remove each of `leftovers`, temporaries named by the process that made them (`temporary`), whose
+    process has ended (`owner_alive`; all named by a process, with `sole_writer`); a folder (a claim
+    being made, a write probe) with what it holds. A name that names no process is not charlm's: kept."""
+    for leftover in leftovers:
+        alive = owner_alive(leftover)
+        if alive is None or alive and not sole_writer:
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)  # another run may be removing it too
+        else:
             with contextlib.suppress(OSError):  # best effort: one left is removed next time
                 leftover.unlink()
+
+
+def owner_alive(leftover: Path) -> bool | None:
+    """Whether the process that made the temporary `leftover` (`.NAME.tmp-PID-START`, `temporary`) still
+    runs; None: its name names no process."""
+    return named_process_alive(leftover.name.rpartition(OWNER_MARK)[2])
 
 
 def process_name() -> str:

@@ -224,7 +224,7 @@ class PieceVocab:
         """Decodes one id per sample per call. A character spelled as bytes appears once its last
         byte has come, so each sample keeps its own incremental UTF-8 decoder."""
         decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(batch)]
-        return lambda ids: [_spaces(d.decode(self.pieces[i])) for d, i in zip(decoders, ids.tolist())]
+        return lambda ids: [_spaces(d.decode(self.pieces[i])) for d, i in zip(decoders, token_ids(ids, len(self)))]
 
     def char_lengths(self) -> torch.Tensor:
         """Characters per piece: text length, or for a byte piece 1 if it starts a UTF-8 character."""

@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -243,9 +242,7 @@ def remove_dead_claims(root: Path) -> None:
     """Remove the claims under `root` of runs killed (SIGKILL, a power cut) before their folder was moved
     into place, and the folders of those killed as they made one (`make_claim`); a live claimer's stay."""
     being_made = files.TEMPORARY_PREFIX.format(CLAIM.format("*"))  # ..NAME.claim.tmp-PID-START
-    for own in Path(root).glob(f"{being_made}*"):
-        if files.named_process_alive(own.name.rpartition(".tmp-")[2]) is False:
-            shutil.rmtree(own, ignore_errors=True)
+    files.remove_orphans(Path(root).glob(f"{being_made}*"))
     for claim in Path(root).glob(CLAIM.format("*")):
         try:
             claimer = (claim / CLAIMER).read_text(encoding="ascii").strip()
@@ -271,8 +268,13 @@ def check_can_make(folder: Path) -> None:
             if not place.is_dir():
                 where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
                 raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
+            probe = place / "probe"  # made as `.probe.tmp-PID-START`: one a run killed here left, the next removes
             try:  # as make_folder would fail, before it has to
-                os.rmdir(tempfile.mkdtemp(prefix=files.TEMPORARY_PREFIX.format("probe"), dir=place))
+                files.remove_leftovers(probe)
+                os.mkdir(files.temporary(probe))
+                os.rmdir(files.temporary(probe))
+            except FileExistsError:  # this process's own, another thread's probing now: the place can hold one
+                pass
             except OSError as e:
                 raise files.cannot_write(folder, e, "the run folder") from None
             return

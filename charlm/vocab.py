@@ -329,7 +329,7 @@ class Vocab:
     def decoder(self, batch: int) -> Callable[[torch.Tensor], list[str]]:
         """Decodes one id per sample per call: the protocol's general path. charlm's own code calls it
         for sentencepiece only: `generation.Batch.decoder` reads `chars` directly for a character row."""
-        return lambda ids: [self.chars[i] for i in ids.tolist()]
+        return lambda ids: [self.chars[i] for i in token_ids(ids, len(self))]
 
     def char_lengths(self) -> torch.Tensor:
         """Characters per id: one each (bits per character then equals bits per token)."""

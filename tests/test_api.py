@@ -77,8 +77,8 @@ def assert_named(call, *fragments: str, flags: bool = True) -> None:
 
 WRONG_SAMPLE_TYPES = [
     ("length", "5", "length must be an integer, not '5'"),
-    ("temperature", "hot", "temperature must be a number or a list of numbers, not 'hot'"),
-    ("temperature", [0.5, "x"], "temperature must be a number or a list of numbers"),
+    ("temperature", "hot", "temperature must be a number, a list of numbers or None, not 'hot'"),
+    ("temperature", [0.5, "x"], "temperature must be a number, a list of numbers or None"),
     ("temperature", [], "temperature needs at least one number, not []"),  # was 'must be a finite number above 0, not '
     ("top_k", "3", "top_k must be an integer or None, not '3'"),
     ("top_p", "0.9", "top_p must be a number or None, not '0.9'"),
@@ -668,6 +668,20 @@ def test_greedy_with_a_temperature_top_k_or_top_p_is_refused_as_the_command_refu
                 call(model, "a", length=3, greedy=True, **options)
     config = dataclasses.asdict(SampleConfig(greedy=True, length=3))
     assert charlm.generate(model, "a", **config) == charlm.generate(model, "a", length=3, greedy=True)
+
+
+def test_greedy_with_the_default_temperature_given_is_refused_as_any_other_temperature(model):
+    """charlm.generate(model, greedy=True, temperature=0.8) wrote greedy text without a word while 0.9 was
+    refused: the check took a value equal to the default for one not given. A temperature not given is now
+    None, 0.8 when sampling; a greedy SampleConfig holds none, so passed on whole it still writes."""
+    for call in (charlm.generate, charlm.stream):
+        for temperature in (0.8, [0.8]):
+            with pytest.raises(CharLMError, match="so temperature changes nothing"):
+                call(model, "a", length=3, greedy=True, temperature=temperature)
+    assert SampleConfig(greedy=True).temperature is None and SampleConfig().temperature == 0.8
+    drawn = charlm.generate(model, "a", length=20, random_seed=3)
+    assert charlm.generate(model, "a", length=20, random_seed=3, temperature=0.8) == drawn
+    assert charlm.generate(model, "a", **dataclasses.asdict(SampleConfig(length=20, random_seed=3))) == drawn
 
 
 @pytest.mark.parametrize(

@@ -290,6 +290,19 @@ def test_a_claim_its_run_left_when_killed_is_no_run_and_the_next_run_removes_it(
     assert names == sorted([live.name, "before", runs.latest_run().name])
 
 
+def test_an_empty_folder_an_older_charlm_left_is_passed_over_and_kept(fox_file, tiny):
+    """A run killed as it started, before claims, left checkpoints/fox-DATE empty. It is no run: no command
+    lists it or goes on with it, and a run named in another second never meets it. No run removes it: an
+    empty folder may be one made for --out, and it holds no data to lose or space to free."""
+    charlm.train(fox_file, out="before", **{**tiny, "max_steps": 2})
+    left = Path("checkpoints/fox-20990101-000000")  # named after every run, so the latest by name too
+    left.mkdir()
+    assert [line.split()[0] for line in cli("runs").output.splitlines()] == ["run", "before"]
+    assert runs.latest_run() == runs.run_to_resume() == Path("checkpoints/before")
+    charlm.train(fox_file, **{**tiny, "max_steps": 2})
+    assert left.is_dir() and len(runs.run_folders()) == 2
+
+
 # In a process of its own: `runs.claim_run_folder`, stalled (to be killed) the moment a folder for its claim is made.
 CLAIM_STALLED_AT_MKDIR = """
 import os, pathlib, sys, time
@@ -305,21 +318,48 @@ runs.claim_run_folder("fox")
 """
 
 
-def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp_path):
-    """A run killed (SIGKILL) between making its claim's folder and writing its .claimer in it left a
-    claim naming no claimer, which no run removes (one made a moment ago looks the same): 1 in ~25 runs
-    killed at random in their first 3 s. The claim appears with its claimer in it, in one rename."""
-    mark = tmp_path / "stalled"
+def kill_when_stalled(script: str, mark: Path) -> None:
+    """Run `script` (one of the *_STALLED_AT_MKDIR) in a process of its own and SIGKILL it once it stalls."""
     env = {**os.environ, "PYTHONPATH": str(Path(charlm.__file__).parents[1])}
-    process = subprocess.Popen([sys.executable, "-c", CLAIM_STALLED_AT_MKDIR, str(mark)], env=env)
+    process = subprocess.Popen([sys.executable, "-c", script, str(mark)], env=env)
     try:
         wait_for(mark, timeout=30)
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp_path):
+    """A run killed (SIGKILL) between making its claim's folder and writing its .claimer in it left a
+    claim naming no claimer, which no run removes (one made a moment ago looks the same): 1 in ~25 runs
+    killed at random in their first 3 s. The claim appears with its claimer in it, in one rename."""
+    kill_when_stalled(CLAIM_STALLED_AT_MKDIR, tmp_path / "stalled")
     folder = runs.default_run_folder("fox", *runs.claim_run_folder("fox"))
     assert list(Path("checkpoints").iterdir()) == [runs.claim_of(folder)]
     assert runs.claimed(folder)
+
+
+# In a process of its own: `runs.check_can_make`, stalled (to be killed) the moment it made its write probe.
+PROBE_STALLED_AT_MKDIR = CLAIM_STALLED_AT_MKDIR.replace('".claim"', '".probe"').replace(
+    'runs.claim_run_folder("fox")', 'runs.check_can_make(pathlib.Path("checkpoints"))'
+)
+
+
+def test_a_write_probe_a_killed_run_left_is_removed_by_the_next_run_and_a_live_ones_stays(tmp_path):
+    """A run killed (SIGKILL) in the instant it tried the folder it would write to left its probe,
+    `.probe.tmp-RANDOM`, which nothing ever removed. The probe is named by its process now, as a claim
+    being made is: the next run removes a killed one's, and keeps one of a process still running."""
+    kill_when_stalled(PROBE_STALLED_AT_MKDIR, tmp_path / "stalled")
+    assert len(list(Path.cwd().glob(".probe*"))) == 1  # what the killed run left, where checkpoints/ would be made
+    running = subprocess.Popen(["sleep", "60"])
+    try:
+        live = Path.cwd() / f".probe.tmp-{files._process_name(running.pid)}"
+        live.mkdir()
+        runs.check_can_make(Path("checkpoints"))
+        assert list(Path.cwd().glob(".probe*")) == [live]
+    finally:
+        running.kill()
+        running.wait()
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
@@ -923,7 +963,20 @@ def test_an_eval_also_through_a_symbolic_link_loop_is_one_line(fox_file, tmp_pat
     """`--eval-also loop` (a link to itself) ended in pathlib's RuntimeError traceback (Symlink loop)."""
     os.symlink(tmp_path / "loop", tmp_path / "loop")
     result = cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "loop", "--out", "run")
-    assert_one_line_error(result, f"--eval-also {tmp_path / 'loop'}: a loop of links")
+    assert_one_line_error(result, "--eval-also loop: a loop of links")
+
+
+def test_an_eval_also_link_to_nothing_is_named_as_typed_and_said_to_be_a_link(fox_file, tiny, tmp_path):
+    """`--eval-also held.txt`, a link whose target was moved, was told "--eval-also /abs/moved.txt: no such
+    checkpoint file or run folder, nor a run or corpus of that name": a path the user never typed, and
+    no word of a link. It names the link, where it leads, and what to do, as a corpus file's link is."""
+    os.symlink(tmp_path / "moved.txt", tmp_path / "held.txt")
+    said = f"held.txt: a link to {tmp_path / 'moved.txt'}, which is not there; restore that file"
+    result = cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--eval-also", "held.txt", "--out", "run")
+    assert_one_line_error(result, f"--eval-also {said}")
+    with pytest.raises(CharLMError, match=re.escape(f"eval_also {said}")):
+        charlm.train(fox_file, **{**tiny, "max_steps": 2}, eval_also="held.txt", out="run")
+    assert not Path("checkpoints/run").exists()
 
 
 def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system(fox_file):

@@ -4,6 +4,7 @@ import functools
 from collections import Counter
 
 import pytest
+import torch
 
 from charlm.errors import CharLMError
 from charlm.pieces import PieceVocab, train_model
@@ -138,3 +139,15 @@ def test_decode_refuses_an_id_outside_the_vocabulary_rather_than_invent_a_charac
             CharLMError, match=rf"^decode: token id {bad} is not one of the vocabulary's \(0 to {len(vocab) - 1}\)"
         ):
             vocab.decode([*known.tolist(), bad])
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_the_per_step_decoder_refuses_an_id_outside_the_vocabulary_as_decode_does(tokenizer):
+    """`vocab.decoder(n)`, the per-step path of `Vocabulary`, gave UNSEEN (-1) the last character or piece
+    without a word, and an id past the end an IndexError traceback, where `decode` refuses both."""
+    vocab = vocabulary(tokenizer)
+    known = vocab.encode("宝")
+    assert vocab.decoder(1)(known[:1]) == [vocab.decode(known[:1])]
+    for bad in (UNSEEN, len(vocab)):
+        with pytest.raises(CharLMError, match=rf"^decode: token id {bad} is not one of the vocabulary's"):
+            vocab.decoder(2)(torch.tensor([known[0].item(), bad]))
