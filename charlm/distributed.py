@@ -15,7 +15,14 @@ the processes met through, kept by torchrun) the error it met, or that it is sti
 collective failed under it; the rank with the error says it (rank 0 first where several met one),
 else the lowest rank still here names the ranks that never posted, and every other rank exits 1 without
 a word. A rank that stops answering (stuck, or stopped with SIGSTOP) is noticed after `--peer-timeout`
-(PEER_TIMEOUT), not torch's 30 minutes.
+(PEER_TIMEOUT), not torch's 30 minutes; on the same machine, the pid each rank posts tells a rank that
+ended from one stopped or stuck (`fate`).
+
+While the ranks connect, torch's own waits outlast --peer-timeout: its store client tries a connection
+twice (about twice the timeout), and the setup group waits SETUP_TIMEOUT. A watchdog thread (`bounded`)
+gives each step of the connection --peer-timeout: past it, the rank says its line from the thread and
+exits, torch's call left blocked (nothing was read or written yet). SETUP_TIMEOUT stays for the setup
+group's barriers alone, where the others wait for rank 0 to prepare the corpus.
 """
 
 from __future__ import annotations
@@ -26,17 +33,20 @@ import gc
 import os
 import re
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from pathlib import Path
+from typing import NoReturn, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from .config import PEER_TIMEOUT
 from .errors import CharLMError, SaidElsewhere
-from .launcher import tell_launcher
+from .launcher import QUIET_GRACE, tell_launcher
 from .model import State, map_state
 
 T = TypeVar("T")
@@ -130,10 +140,12 @@ class Ranks:
         that never came) says one line, as a peer lost later does; torch's process group is gone after it."""
         global _setup_group, _job_store
         try:
-            _job_store = agent_store(timeout)
-            self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
-            _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
+            with self.bounded(timeout):  # torch's store client tries twice: ~2x the timeout
+                _job_store = agent_store(timeout)
+                self.post("pid", f"pid {os.getpid()} on {socket.gethostname()}")
+                dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+            with self.bounded(timeout):  # its connection would wait SETUP_TIMEOUT, meant for rank 0's corpus
+                _setup_group = dist.new_group(backend="gloo", timeout=SETUP_TIMEOUT)
         except RuntimeError as e:
             if not lost_peer(e):
                 raise
@@ -142,6 +154,29 @@ class Ranks:
             if dist.is_initialized():
                 dist.destroy_process_group()
             raise lost from None
+
+    @contextlib.contextmanager
+    def bounded(self, timeout: float) -> Iterator[None]:
+        """A step of connecting that may take `timeout` seconds at most. Past it a watchdog thread does
+        what `after_lost` does for a failed collective (one rank names the silent ones) and ends this
+        process with status 1: torch's call in the main thread cannot be interrupted."""
+        done, deciding = threading.Event(), threading.Lock()
+
+        def watch() -> None:
+            if done.wait(timeout):
+                return
+            with deciding:  # the main thread, finished meanwhile, waits here until this process exits
+                if done.is_set():
+                    return
+                silence = RuntimeError(f"no answer while connecting: timed out after {timeout:g}s (--peer-timeout)")
+                abandon(self.after_lost(PeerLost(silence, SETUP_NOTE), timeout))
+
+        threading.Thread(target=watch, name="charlm-setup-watchdog", daemon=True).start()
+        try:
+            yield
+        finally:
+            with deciding:
+                done.set()
 
     def use(self, device: torch.device) -> None:
         """This rank trains on `device`: a GPU is made the current one, so that what torch puts on "the"
@@ -189,11 +224,12 @@ class Ranks:
         pids = self.posts("pid")
         named = ", ".join(f"{rank} ({pids.get(rank, 'pid unknown')})" for rank in silent)
         which = f"process {named} of {self.world}"
-        if "timed out" in str(error).lower():
-            happened = (
-                f"{which} stopped answering for {timeout:g}s (--peer-timeout): stuck, or stopped (SIGSTOP); "
-                "torchrun ends the job"
+        fates = {fate(pids.get(rank, "")) for rank in silent}
+        if "timed out" in str(error).lower() and fates != {"ended"}:
+            why = {frozenset({"stopped"}): "stopped (SIGSTOP)", frozenset({"running"}): "stuck"}.get(
+                frozenset(fates), "stuck, stopped (SIGSTOP), or ended on its machine"
             )
+            happened = f"{which} stopped answering for {timeout:g}s (--peer-timeout): {why}; torchrun ends the job"
         else:
             happened = f"{which} ended without a word (killed, or out of memory: torchrun's summary says how)"
         return self.speaks(CharLMError(happened + note))
@@ -327,6 +363,33 @@ def agent_store(timeout: float) -> dist.Store | None:
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not address or not port.isdigit():
         return None  # init_process_group says what is missing, as it did
     return dist.TCPStore(address, int(port), is_master=False, timeout=datetime.timedelta(seconds=timeout))
+
+
+def fate(posted: str) -> str:
+    """What became of the process whose pid post (`pid 4242 on host`) is `posted`, where this process
+    can see it: "ended" (gone, or a zombie), "stopped" (SIGSTOP), "running"; "" where it cannot tell
+    (another machine, no post, no /proc). A dead rank's connection may time out rather than close."""
+    match = re.fullmatch(r"pid (\d+) on (.*)", posted)
+    if not match or match[2] != socket.gethostname() or not Path("/proc/self/stat").exists():
+        return ""
+    try:
+        state = Path(f"/proc/{match[1]}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "ended"
+    except (OSError, IndexError):
+        return ""
+    return "ended" if state in "ZX" else "stopped" if state in "Tt" else "running"
+
+
+def abandon(error: CharLMError) -> NoReturn:
+    """End this process from a thread, as the CLI ends it on `error` (its line, or a quiet exit for a
+    `SaidElsewhere`), while the main thread is held in torch's connection, where nothing was written."""
+    if isinstance(error, SaidElsewhere):
+        time.sleep(QUIET_GRACE)
+    else:
+        print(f"Error: {error}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
 
 
 def launcher_pid() -> int | None:

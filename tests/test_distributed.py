@@ -5,6 +5,7 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -55,16 +56,25 @@ def launch(*args: str, processes: int = 2, prelude: str = "") -> subprocess.Pope
     )
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextlib.contextmanager
-def ranks(*args: str, processes: int = 2, prelude: str = ""):
+def ranks(*args: str, processes: int = 2, prelude: str = "", agent: bool = True):
     """`charlm ARGS` as the ranks of one job, started as torchrun starts them (its environment) but
     without it, so each rank's exit status and output can be read; any still running are killed after.
     Each rank is a process forked from one that has imported torch (`forkserver`): ~3 s of CPU less a rank.
     `prelude`: Python each rank runs first, to watch or steer it from inside (its RANK is in os.environ).
-    As torchrun's agent does, this process keeps the store the ranks meet through, which outlives them."""
-    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port)}
-    env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
+    As torchrun's agent does, this process keeps the store the ranks meet through, which outlives them;
+    `agent=False`: rank 0 keeps it, as where each rank is started by hand (MASTER_ADDR, RANK, WORLD_SIZE)."""
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False) if agent else None
+    port = store.port if store else free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    if agent:
+        env |= {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
     env["LOCAL_WORLD_SIZE"] = str(processes)  # each rank's share of the cores (threads.configure)
     server = forkserver.server(env)
     started = [
@@ -226,14 +236,16 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     assert latest("cut").progress.step == step + 5
 
 
-# Rank 1 dies as the ranks start to connect: rank 0's process group waits for it, --peer-timeout long.
-RANK_1_DIES_CONNECTING = """
+# A rank dies as it calls torch.distributed's `call`, as the ranks connect.
+RANK_DIES_AT = """
 import os, torch.distributed as dist
 def die(*args, **kwargs):
     os._exit(9)
-if os.environ["RANK"] == "1":
-    dist.init_process_group = die
+if os.environ["RANK"] == "{rank}":
+    dist.{call} = die
 """
+# Rank 1 dies as the ranks start to connect: rank 0's process group waits for it, --peer-timeout long.
+RANK_1_DIES_CONNECTING = RANK_DIES_AT.format(rank=1, call="init_process_group")
 
 
 def test_a_peer_lost_while_the_ranks_connect_is_one_line_saying_to_run_it_again(fox_file):
@@ -250,6 +262,75 @@ def test_a_peer_lost_while_the_ranks_connect_is_one_line_saying_to_run_it_again(
     assert last.startswith(f"Error: process 1 (pid {peer.pid} on ") and " of 2 ended without a word" in last, err
     assert last.endswith("; the processes had not met yet, so nothing was read or written: run the same command again")
     assert not (runs.CHECKPOINT_ROOT / "never").exists()
+
+
+def test_rank_0_lost_before_ranks_started_without_torchrun_s_agent_meet_is_said_after_the_peer_timeout(fox_file):
+    """Ranks started by hand, one a machine (rank 0 keeps the store): rank 0 gone before rank 1 reached its store
+    held rank 1 about twice --peer-timeout (torch's store client tries its connection twice: 23 s under
+    --peer-timeout 10s), then said torch's socket timeout. It says the --peer-timeout it waited."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
+    prelude = RANK_DIES_AT.format(rank=0, call="init_process_group")
+    with ranks("train", str(fox_file), "--out", "never", *options, prelude=prelude, agent=False) as (leader, peer):
+        _, err = peer.communicate(timeout=60)
+        leader.wait(timeout=60)
+    assert leader.returncode == 9 and peer.returncode == 1, err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (  # after torch's own lines of its store client's tries
+        "Error: process 1 of 2 lost the others (no answer while connecting: timed out after 2s (--peer-timeout)): "
+        f"one stopped first, and its own message or torchrun's summary says why{distributed.SETUP_NOTE}"
+    )
+    assert not (runs.CHECKPOINT_ROOT / "never").exists()
+
+
+def test_a_peer_lost_as_the_setup_group_connects_is_named_after_the_peer_timeout(fox_file):
+    """A rank dead as the others made the setup group (new_group, whose SETUP_TIMEOUT gives rank 0 30
+    minutes to prepare a corpus) held them those 30 minutes. They name it after --peer-timeout."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "1s"]
+    prelude = SHORT_GRACE + RANK_DIES_AT.format(rank=1, call="new_group")
+    with ranks("train", str(fox_file), "--out", "never", *options, prelude=prelude) as (leader, peer):
+        _, err = leader.communicate(timeout=20)  # not 30 minutes
+    assert leader.returncode == 1 and peer.returncode == 9
+    line = one_line(err)
+    assert line.startswith(f"Error: process 1 (pid {peer.pid} on ") and " of 2 ended without a word" in line
+    assert line.endswith(distributed.SETUP_NOTE)
+
+
+@pytest.mark.parametrize(
+    ("fate", "says"),
+    [
+        ("killed", "ended without a word (killed, or out of memory"),
+        ("killed, not yet reaped", "ended without a word (killed, or out of memory"),
+        ("stopped", "stopped answering for 3s (--peer-timeout): stopped (SIGSTOP); torchrun ends the job"),
+        ("running", "stopped answering for 3s (--peer-timeout): stuck; torchrun ends the job"),
+    ],
+)
+def test_a_silent_rank_on_this_machine_is_said_dead_stopped_or_stuck_as_its_process_is(monkeypatch, fate, says):
+    """A rank SIGKILLed as the ranks connected was said to have "stopped answering (stuck, or stopped with
+    SIGSTOP)" where the survivor's wait timed out rather than saw its connection close (1 of 5 rounds):
+    the pid it posted tells, on the same machine, a process that ended from one stopped or stuck."""
+    store = torch.distributed.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    monkeypatch.setattr(distributed, "_job_store", store)
+    monkeypatch.setattr(distributed, "GRACE", 0.2)  # rank 0 never posts: the roll call waits this long
+    silent = subprocess.Popen(["sleep", "60"])
+    try:
+        if fate.startswith("killed"):
+            silent.kill()
+            if fate == "killed":
+                silent.wait()
+        elif fate == "stopped":
+            silent.send_signal(signal.SIGSTOP)
+        wanted = {"killed, not yet reaped": "Z", "stopped": "T"}.get(fate)
+        while wanted and process_state(silent.pid) != wanted:
+            time.sleep(0.01)
+        store.set(distributed.STORE_KEY.format(kind="pid", rank=0), f"pid {silent.pid} on {socket.gethostname()}")
+        timed_out = RuntimeError("[pair.cc:534] Timed out waiting 3000ms for recv operation to complete")
+        error = distributed.Ranks(rank=1, world=2).after_lost(timed_out, 3.0)
+    finally:
+        silent.kill()
+        silent.wait()
+    assert str(error) == f"process 0 (pid {silent.pid} on {socket.gethostname()}) of 2 {says}" + (
+        ": torchrun's summary says how); start the run again" if "ended" in says else "; start the run again"
+    )
 
 
 # What torch's ProcessGroupGloo raises when a peer's connection closes as the full mesh is made
@@ -503,10 +584,15 @@ def children(parent: int) -> list[int]:
     return found
 
 
+def process_state(pid: int) -> str:
+    """Linux's one-letter state of process `pid` (R running, S sleeping, T stopped, Z zombie); OSError: gone."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
 def running(pid: int) -> bool:
     """Not ended (a zombie nobody has reaped yet has ended)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return process_state(pid) != "Z"
     except OSError:
         return False
 
