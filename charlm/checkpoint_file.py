@@ -194,8 +194,12 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
             f"{', '.join(map(str, READS))}); "
             + ("a newer charlm wrote it: update this charlm to read it" if newer else advice(path))
         )
-    if len(body) != size:
-        raise CharLMError(f"{path}: truncated checkpoint ({len(body)} of {size} bytes); {advice(path)}")
+    if len(body) != size:  # sizes of the file, as `ls -l` shows them, not of the body after the header
+        written = (
+            f"{len(data):,} of {end + size:,} bytes" if len(body) < size else f"{len(data):,} bytes, not {end + size:,}"
+        )
+        kind = "truncated" if len(body) < size else "damaged"
+        raise CharLMError(f"{path}: {kind} checkpoint ({written}); {advice(path)}")
     if hashlib.sha256(body).hexdigest() != digest:
         raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {advice(path)}")
     if hazard := _memory_hazard(body):  # before torch.load, which would allocate it

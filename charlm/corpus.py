@@ -28,6 +28,7 @@ CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the c
 
 DEFAULT_CORPUS = "shakespeare"
 CHUNK_BYTES = 4 << 20
+UTF8_CHECK_BYTES = 1 << 16  # of a file another --encoding fails on, read to tell whether it is UTF-8
 NORMALIZATIONS = ("none", "nfc", "nfkc")  # --normalize: the Unicode forms `normalized` applies
 DOUBLED_LINE_BREAK = re.compile(r"\r+\n")  # `line_breaks`: \r\n, \r\r\n...
 LOOKBACK = 64  # characters searched back from a chunk's end for a place to cut a long line
@@ -369,6 +370,10 @@ def undecodable(
             f"{path}: cannot be read as {encoding} ({error}); convert it to UTF-8{hint if encoding_option else ''}"
         )
     at = start + error.start
+    utf8 = is_utf8(encoding)
+    invalid = f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x})"
+    if not utf8 and begins_as_utf8(path):  # --encoding gb18030 given for a UTF-8 file: "convert it to UTF-8" is wrong
+        return Undecodable(f"{invalid}; {utf8_read_as(encoding, place)}")
     if not raw and error.end == len(error.object):  # the file ends inside a character: no encoding helps
         return Undecodable(
             f"{path}: ends in the middle of a character (its last {len(error.object)} bytes, from byte "
@@ -377,10 +382,8 @@ def undecodable(
     if b"\x00" in raw and not raw.startswith(BYTE_ORDER_MARKS) and not wide:
         # latin-1 would read it, and a score or a corpus of it is garbage
         return binary_file(path, f"NUL bytes; not valid {encoding} at byte offset {at}", raw, encoding_option)
-    utf8 = is_utf8(encoding)
     bad, before = error.object[error.start :], error.object[: error.start]
     likely = wide or (likely_encoding(bad, at == 0, before) if utf8 else None)
-    invalid = f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x})"
     if likely in (None, "latin-1") and start == 0 and len(raw) < 64 and utf16_either(raw):
         known = f" or pass its {said('encoding')}" if encoding_option else ""  # 'abc\x80' may be latin-1 after all
         return Undecodable(
@@ -393,6 +396,31 @@ def undecodable(
             "misread the rest)"
         )
     return Undecodable(f"{invalid}; convert it to UTF-8{encoding_hint(likely, encoding, encoding_option, place)}")
+
+
+def begins_as_utf8(path: Path) -> bool:
+    """Whether the file at `path` begins (its first `UTF8_CHECK_BYTES`) as UTF-8 text with characters
+    beyond ASCII: a file another --encoding fails on that is in charlm's default one (a Chinese UTF-8
+    text read as gb18030 pairs its bytes into other characters until one pair is invalid)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(UTF8_CHECK_BYTES)
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head)  # not final: a character cut at the end
+    except (OSError, UnicodeDecodeError):
+        return False
+    return not head.isascii()
+
+
+def utf8_read_as(encoding: str, place: tuple[int, int]) -> str:
+    """What to do with a UTF-8 file read as `encoding`: drop --encoding; of several files, which it
+    reads all of, save them in one encoding."""
+    _, count = place
+    if count > 1:
+        return (
+            f"it is UTF-8 text, and {said('encoding', encoding)} reads all {count} files: save them in one "
+            f"encoding (UTF-8 needs no {said('encoding')})"
+        )
+    return f"it is UTF-8 text, which charlm reads by default: drop {said('encoding', encoding)}"
 
 
 def encoding_hint(likely: str | None, encoding: str, encoding_option: bool, place: tuple[int, int]) -> str:

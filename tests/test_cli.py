@@ -10,6 +10,7 @@ import pty
 import random
 import re
 import select
+import shlex
 import shutil
 import signal
 import struct
@@ -499,6 +500,17 @@ def test_default_corpus_is_shakespeare():
     # in this process: ~3 s less; the steps end it, so no size probe times a budget
     result = cli("train", "--max-steps", "15", "--max-time", "none", "--hidden", "32", "--eval-every", "15")
     assert result.exit_code == 0 and "on shakespeare" in result.stderr and "--- sample" in result.stdout, result.output
+
+
+def test_the_sample_line_after_training_names_a_run_folder_with_a_space_as_one_shell_word(fox_file):
+    """A run folder named after `我的 小说.txt` ended training with `(charlm sample --checkpoint
+    checkpoints/我的 小说-...)`: pasted, the shell split the folder in two and sample found no run. The
+    command is quoted as the resume command is."""
+    options = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    result = cli("train", str(fox_file), "--out", "checkpoints/我的 小说", "--max-steps", "5", *options)
+    assert result.exit_code == 0, result.output
+    said = re.search(r"^--- sample from best\.pt, step 5 \((charlm sample .*)\) ---$", result.stdout, re.MULTILINE)
+    assert said and shlex.split(said[1]) == ["charlm", "sample", "--checkpoint", "checkpoints/我的 小说"], result.stdout
 
 
 def test_resume_without_a_run_name_continues_the_latest_run(trained):

@@ -80,6 +80,27 @@ def test_a_chinese_file_in_gbk_is_told_to_use_gb18030_not_latin_1(tmp_path):
         read_texts([str(stray)])
 
 
+def test_a_utf_8_file_read_with_the_gbk_encoding_is_told_to_drop_it_not_to_convert_it_to_utf_8(tmp_path):
+    """A Chinese user told to pass --encoding gb18030 for GBK passed it for a UTF-8 file too (or a folder
+    of both): gb18030 pairs UTF-8's bytes into other characters until one pair is invalid, and the error
+    said "convert it to UTF-8" of a file that is UTF-8. It says the file is, and to drop the encoding."""
+    text = "宝玉说：「妹妹！」\n" * 3
+    path = tmp_path / "utf8.txt"
+    path.write_bytes(text.encode("utf-8"))
+    with pytest.raises(CharLMError) as error:
+        read_texts([str(path)], encoding="gb18030")
+    assert str(error.value).endswith("; it is UTF-8 text, which charlm reads by default: drop encoding='gb18030'")
+    assert "convert it" not in str(error.value)
+    gbk = tmp_path / "gbk.txt"
+    gbk.write_bytes(text.encode("gbk"))
+    with pytest.raises(CharLMError, match=r"encoding='gb18030' reads all 2 files: save them in one encoding"):
+        read_texts([str(gbk), str(path)], encoding="gb18030")
+    assert read_texts([str(path)]) == text and read_texts([str(gbk)], encoding="gb18030") == text
+    gbk.write_bytes(text.encode("gbk") + b"\x81\n")  # a GBK file that is not UTF-8 keeps its own advice
+    with pytest.raises(CharLMError, match=r"not valid gb18030 at byte offset 57 .*; convert it to UTF-8"):
+        read_texts([str(gbk)], encoding="gb18030")
+
+
 @pytest.mark.parametrize("spelling", ["UTF8", "utf_8", "U8"])
 def test_utf8_by_any_name_python_gives_it_is_told_the_likely_encoding_and_the_stray_bytes(tmp_path, spelling):
     """--encoding utf_8 or u8, names Python gives UTF-8, read a GBK file and a stray byte as any other

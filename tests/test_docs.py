@@ -678,16 +678,22 @@ def test_every_code_name_a_doc_points_at_exists(page):
 
 
 # What each row of usage.zh.md's table of files charlm cannot read holds, by the words its first cell
-# starts with: one file per message the row quotes (`a` / `b`: two files).
+# starts with: one file per message the row quotes (`a` / `b`: two files), read as UTF-8 but where
+# READ_AS gives the --encoding the row's file is read with, and how many files are read together.
 UNREADABLE_FILES = {
     "GBK": [" 第一回　甄士隐梦幻识通灵\n".encode("gbk")],  # the novel's first line, as a GBK copy has it
     "UTF-16": ["第一回\n".encode("utf-16")],  # as Notepad saves "Unicode": a byte order mark first
     "没有 BOM 的 UTF-16": [" 第一回　甄士隐梦幻识通灵\n".encode("utf-16-le")],  # an export that lacks the mark
     # a stray byte between two lines of UTF-8
     "UTF-8 文件里夹着": [" 第一回　甄士隐梦幻识通灵\n".encode() + b"\xff" + "此开卷第一回也。\n".encode()],
+    # a UTF-8 file read with the encoding the GBK row gives, alone and as one of three files
+    "UTF-8 文件，却加了": [" 第一回　甄士隐梦幻识通灵\n".encode()] * 2,
     "二进制文件": [b"\x7fELF\x02\x01\x01\x00\x00\x00"],
     "空文件": [b"", b" \n\n"],
 }
+
+
+READ_AS = {"UTF-8 文件，却加了": [("gb18030", 1), ("gb18030", 3)]}
 
 
 def unreadable_file_rows(page: Path) -> list[tuple[str, list[str]]]:
@@ -711,12 +717,17 @@ def test_the_messages_the_chinese_guide_quotes_for_unreadable_files_are_charlms(
     for first, messages in rows:
         contents = next(files for key, files in UNREADABLE_FILES.items() if first.startswith(key))
         assert len(messages) == len(contents), f"usage.zh.md: the row {first!r} quotes {messages}"
-        for message, content in zip(messages, contents):
+        readings = next(
+            (read for key, read in READ_AS.items() if first.startswith(key)), [("utf-8", 1)] * len(contents)
+        )
+        for message, content, (encoding, count) in zip(messages, contents, readings):
             named = re.match(r"([^\s:]+\.\w+): ", message)
             path = tmp_path / (named.group(1) if named else "file.txt")
-            path.write_bytes(content)
+            paths = [path, *(tmp_path / f"other-{number}.txt" for number in range(1, count))]
+            for each in paths:
+                each.write_bytes(content)
             with pytest.raises(charlm.CharLMError) as error, on_command_line():  # as the commands say it
-                read_texts([str(path)])
+                read_texts(list(map(str, paths)), encoding=encoding)
             said = str(error.value).replace(str(tmp_path) + "/", "")
             pattern = ".*".join(map(re.escape, message.split("...")))
             assert re.search(pattern, said), f"usage.zh.md quotes `{message}`; charlm says `{said}`"

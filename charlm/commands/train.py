@@ -12,6 +12,7 @@ import click
 from .. import runs
 from ..config import MAX_PEER_TIMEOUT, PEER_TIMEOUT, Config, parse_duration
 from ..errors import one_line
+from ..fields import typed
 from ..stopping import leaving_at_once
 from .completion import corpora, run_names
 from .options import options_of
@@ -140,7 +141,9 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     if not config.quiet and trainer.saved_step:
         best = checkpoint.read(runs.resolve(run_dir))
         click.echo(
-            one_line(f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {run_dir}) ---")
+            one_line(
+                f"--- sample from best.pt, step {best.progress.step} (charlm sample --checkpoint {typed(run_dir)}) ---"
+            )
         )
         text = api.generate(best.model(), "", length=SAMPLE_CHARS, random_seed=config.random_seed)
         click.echo(text.lstrip("\n"))
