@@ -454,6 +454,15 @@ def string(body: dict, name: str) -> str | None:
     return value
 
 
+def echoed_string(body: dict, name: str) -> str | None:
+    """A string field a response echoes (`user`, `instructions`): a lone surrogate in it, which JSON allows
+    ("\\ud800") and no answer can carry, is a 400 naming it, never a 500 as the answer is written."""
+    value = string(body, name)
+    if value is not None:
+        check_text(value, name)
+    return value
+
+
 def json_type(value: Any) -> str:
     names = {
         bool: "a boolean",
@@ -748,7 +757,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
-    echoed_user = {name: string(body, name) for name in ("user", *USER_FIELDS)}
+    echoed_user = {name: echoed_string(body, name) for name in ("user", *USER_FIELDS)}
     text_format(body.get("text"))
     params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
