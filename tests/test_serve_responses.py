@@ -230,13 +230,23 @@ def test_a_lone_surrogate_echoed_in_metadata_is_a_400_never_a_500(server):  # no
     assert response.status_code == 400 and response.json()["error"]["param"] == "metadata"
 
 
-@pytest.mark.parametrize("name", ["user", "safety_identifier", "prompt_cache_key"])
-def test_a_lone_surrogate_in_an_echoed_users_string_is_a_400_never_a_500(server, name):  # noqa: F811
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/responses", "user"),
+        ("/v1/responses", "safety_identifier"),
+        ("/v1/responses", "prompt_cache_key"),
+        ("/v1/responses", "instructions"),
+        ("/v1/responses/input_tokens", "instructions"),
+    ],
+)
+def test_a_lone_surrogate_in_an_echoed_string_is_a_400_naming_it_never_a_500(server, path, name):  # noqa: F811
     """`user`, `safety_identifier` and `prompt_cache_key`, taken and echoed, were a plain-text 500 (and a
-    traceback in the server's log) when they held a lone surrogate, which no answer can carry."""
-    body = b'{"model": "tiny", "input": "a", "max_output_tokens": 1, "%s": "x\\ud800"}' % name.encode()
+    traceback in the server's log) when they held a lone surrogate, which no answer can carry; one in
+    `instructions` was said to be the `input`'s, at a character of the two joined."""
+    body = b'{"model": "tiny", "input": "a", "%s": "x\\ud800"}' % name.encode()
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    response = httpx.post(f"{server[0]}/v1/responses", content=body, headers=headers)
+    response = httpx.post(f"{server[0]}{path}", content=body, headers=headers)
     error = response.json()["error"]
     assert (response.status_code, error["param"], error["code"]) == (400, name, "unknown_characters")
     lone = "lone surrogate U+D800 at character 1 is not a character; give the text in UTF-8"

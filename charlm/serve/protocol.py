@@ -748,7 +748,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY)
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
-    instructions = string(body, "instructions")
+    instructions = echoed_string(body, "instructions")
     prompt = joined([instructions or "", *input_texts(body["input"])])
     options = body.get("stream_options")
     if isinstance(options, dict) and "include_usage" in options:  # a response's last event always has usage
@@ -778,7 +778,7 @@ def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str
     body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY | {"personality"})
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
-    prompt = joined([string(body, "instructions") or "", *input_texts(body["input"])])
+    prompt = joined([echoed_string(body, "instructions") or "", *input_texts(body["input"])])
     check_prompt_lengths([prompt], config, "input")
     check_text(prompt, "input")
     text_format(body.get("text"))
