@@ -4,7 +4,9 @@ the same messages, the same checks, guards and limits (docs/serve.md)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
+import json
 
 import httpx
 import openai
@@ -125,6 +127,49 @@ def test_include_logprobs_gives_each_characters_logprobs_as_chat_does_streamed_o
     assert [entry.model_dump() for entry in done.logprobs] == logprobs
     plain = client.responses.create(**{**asked, "top_logprobs": None})  # not asked: none, as OpenAI's
     assert plain.output[0].content[0].logprobs == [] and plain.output_text == part.text
+
+
+def test_streams_logprobs_are_written_to_json_once_while_many_end_at_once(server, monkeypatch):  # noqa: F811
+    """A stream's four closing events (output_text.done, content_part.done, output_item.done, completed) each
+    repeat every logprobs entry of its text, and each was written to JSON anew on the event loop: 64 streams
+    of top_logprobs 20 ending together held every stream and /health for seconds (chat's, the same entries
+    once each, did not). Each entry is now written once, in its delta, and the closing events put that JSON
+    in their place: told by what app.py writes, not by time, with 8 streams at once, each given its own."""
+    from charlm.serve import app as serve_app
+
+    every_step_a_chunk(monkeypatch, server)
+    dumped = []
+
+    class RecordedJSON:
+        def __getattr__(self, name):
+            return getattr(json, name)
+
+        def dumps(self, value, **options):
+            text = json.dumps(value, **options)
+            dumped.append(len(text))
+            return text
+
+    monkeypatch.setattr(serve_app, "json", RecordedJSON())
+    body = {"model": "tiny", "input": "the ", "max_output_tokens": 60, "stream": True, "top_logprobs": 20}
+    body["include"] = [LOGPROBS]
+
+    def stream(seed: int) -> list[dict]:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.stream("POST", f"{server[0]}/v1/responses", json={**body, "seed": seed}, headers=headers) as r:
+            return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        streams = list(pool.map(stream, range(8)))
+    written = 0
+    for events in streams:
+        deltas = [entry for e in events if e["type"] == "response.output_text.delta" for entry in e["logprobs"]]
+        done = next(e for e in events if e["type"] == "response.output_text.done")
+        final = events[-1]["response"]["output"][0]["content"][0]
+        assert events[-1]["type"] == "response.incomplete" and len(deltas) == 60
+        assert deltas == done["logprobs"] == final["logprobs"] and "".join(d["token"] for d in deltas) == final["text"]
+        written += len(json.dumps(deltas, ensure_ascii=False))
+    assert len({json.dumps(events[-1]["response"]["output"]) for events in streams}) == 8  # none another's
+    assert sum(dumped) < 1.5 * written, (sum(dumped), written)  # each entry once, and the events' small fields
 
 
 def test_a_response_echoes_the_users_strings_and_its_service_tier(client):  # noqa: F811
