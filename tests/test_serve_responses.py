@@ -258,6 +258,33 @@ def test_what_charlm_cannot_do_is_a_400_naming_the_field(client, options, param)
     assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "what_to_do"),
+    [
+        ("store", True, "keep what responses.create returns"),
+        ("previous_response_id", "resp_1", "send the whole conversation in `input`"),
+        ("conversation", "conv_1", "send the whole conversation in `input`"),
+        ("background", True, "stream a long response (stream: true)"),
+        ("truncation", "auto", "never cuts an input to fit (one over --max-prompt is a 400)"),
+    ],
+)
+def test_what_needs_a_response_kept_or_an_input_cut_is_refused_saying_why(client, server, field, value, what_to_do):  # noqa: F811
+    """`store: true`, `previous_response_id`, `conversation`, `background: true` and `truncation: "auto"` were
+    each "NAME is not supported by charlm; leave it out", no word why nor how to do without: each now says
+    it in one line, in the words a stored response's route has for why (one place words them), on
+    /v1/responses and on input_tokens, which refuses what a response refuses."""
+    for create in (client.responses.create, client.responses.input_tokens.count):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create(model="tiny", input="a", extra_body={field: value})
+        error = caught.value.body
+        assert (error["param"], error["code"]) == (field, "unsupported_parameter")
+        assert error["message"].startswith(f"{field}: charlm serve ") and "\n" not in error["message"]
+        assert what_to_do in error["message"] and "leave it out" not in error["message"]
+    stored = httpx.get(f"{server[0]}/v1/responses/resp_1", headers={"Authorization": f"Bearer {KEY}"})
+    why = "charlm serve keeps no response (each is `store: false`)"
+    assert why in stored.json()["error"]["message"] and (why in error["message"]) == (field != "truncation")
+
+
 def test_tool_settings_that_change_nothing_without_tools_are_taken_and_echoed(client):  # noqa: F811
     """With no tools, `parallel_tool_calls` either way and `tool_choice` "auto" change nothing: taken, as
     OpenAI's clients send them, and echoed as given, not as other values."""

@@ -421,7 +421,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         """OpenAI's compaction (`client.responses.compact`) shortens a stored conversation; charlm stores none."""
         server.check_key(request)
         raise APIError(
-            404, "POST /v1/responses/compact: charlm serve compacts no conversation (it stores none, and its "
+            404, f"POST /v1/responses/compact: {protocol.KEEPS_NO_RESPONSE} and compacts no conversation (its "
             "model reads the whole input each time); send the conversation whole in `input` to /v1/responses",
             code="unsupported_endpoint",
         )  # fmt: skip
@@ -433,9 +433,9 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found"."""
         server.check_key(request)
         raise APIError(
-            404, f"no response {shown(response_id)} is stored here: charlm serve keeps no response (each is "
-            "`store: false`), so none can be retrieved, deleted, cancelled or listed; keep what "
-            "responses.create returned, send a conversation whole in `input`, and stop a stream by closing it",
+            404, f"no response {shown(response_id)} is stored here: {protocol.KEEPS_NO_RESPONSE}, so none can be "
+            "retrieved, deleted, cancelled or listed; keep what responses.create returned, send a conversation "
+            "whole in `input`, and stop a stream by closing it",
             "response_id", "response_not_found",
         )  # fmt: skip
 

@@ -165,6 +165,19 @@ RESPONSE_NULL_ONLY = NULL_ONLY | {
     "previous_response_id", "conversation", "reasoning", "prompt", "max_tool_calls",
     "context_management", "background_options", "access_programs", "image",
 }  # fmt: skip
+# Why charlm serve answers no request that needs a response kept: one wording, for the fields that ask it
+# and the routes of a stored response (app.py)
+KEEPS_NO_RESPONSE = "charlm serve keeps no response (each is `store: false`)"
+# The Responses API's fields that would need a response kept or an input cut: why each is refused, what to do
+RESPONSE_REFUSALS = {
+    "store": f"{KEEPS_NO_RESPONSE}: leave store out (or false), and keep what responses.create returns",
+    "previous_response_id": f"{KEEPS_NO_RESPONSE} to continue: send the whole conversation in `input`",
+    "conversation": f"{KEEPS_NO_RESPONSE} nor conversation: send the whole conversation in `input`",
+    "background": f"{KEEPS_NO_RESPONSE} to fetch later, so none runs in the background: leave background out "
+    "(or false), and stream a long response (stream: true)",
+    "truncation": "charlm serve never cuts an input to fit (one over --max-prompt is a 400): leave truncation out "
+    '(or "disabled"), and send a shorter input',
+}
 MAX_METADATA = 16  # OpenAI's bounds on `metadata`: pairs, a key's and a value's characters
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
 # stream_options' fields: `include_obfuscation` asks OpenAI to pad each chunk (against guessing its
@@ -366,10 +379,15 @@ def json_items(text: str) -> int:
 
 
 def check_fields(
-    body: Any, known: set[str], neutral: dict[str, tuple] = NEUTRAL, null_only: set[str] = NULL_ONLY
+    body: Any,
+    known: set[str],
+    neutral: dict[str, tuple] = NEUTRAL,
+    null_only: set[str] = NULL_ONLY,
+    refusals: dict[str, str] | None = None,
 ) -> dict:
     """`body`'s fields are `known`, or OpenAI's that change nothing here: `neutral` at those values, any
-    of them or of `null_only` as null (the Responses API has its own of both)."""
+    of them or of `null_only` as null (the Responses API has its own of both); `refusals` says why one of
+    those at another value is refused, and what to do, where "leave it out" is not all there is to say."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     neutral_or_none = {*neutral, *null_only}
@@ -379,7 +397,9 @@ def check_fields(
         if name in neutral and any(type(value) is type(v) and value == v for v in neutral[name]):
             continue
         if name in neutral_or_none:
-            raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
+            why = (refusals or {}).get(name)
+            message = f"{name}: {why}" if why else f"{name} is not supported by charlm; leave it out"
+            raise APIError(400, message, name, "unsupported_parameter")
         raise APIError(400, f"unrecognized request argument supplied: {shown(name)}", shown(name), "unknown_parameter")
     return body
 
@@ -745,7 +765,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     `input`'s, a blank line between texts and after the last; `params.logprobs` is not None where
     `include` asks for log-probabilities. Returns the params and what a response echoes as given:
     `instructions`, `max_output_tokens`, `metadata`, `top_logprobs` and the user's strings."""
-    body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY)
+    body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY, RESPONSE_REFUSALS)
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
     instructions = echoed_string(body, "instructions")
@@ -775,7 +795,8 @@ INPUT_TOKENS_FIELDS = {"model", "input", "instructions", "text"}
 def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str]:
     """The model and the prompt whose characters `input_tokens.count` counts: what `response_params`
     reads from the same `input` and `instructions`, refused where a response would be."""
-    body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY | {"personality"})
+    null_only = RESPONSE_NULL_ONLY | {"personality"}
+    body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
     prompt = joined([echoed_string(body, "instructions") or "", *input_texts(body["input"])])
