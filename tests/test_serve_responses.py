@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import inspect
+import itertools
 import json
 
 import httpx
@@ -208,6 +209,19 @@ def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(clien
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert wrong_method.json()["error"]["message"] == "GET /v1/responses: this endpoint takes POST"
     assert httpx.get(f"{url}/v1/responses/resp_1").status_code == 401
+
+
+def test_the_post_routes_beside_a_responses_id_asked_another_way_say_they_take_post(server):  # noqa: F811
+    """GET or DELETE /v1/responses/input_tokens (or compact), read as a response's id, said "no response
+    input_tokens is stored here": each is a 405 saying the route takes POST, as any other route's is."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for method, route in itertools.product(("GET", "DELETE"), ("input_tokens", "compact")):
+        answer = httpx.request(method, f"{server[0]}/v1/responses/{route}", headers=headers)
+        assert (answer.status_code, answer.headers["allow"]) == (405, "POST")
+        assert answer.json()["error"]["message"] == f"{method} /v1/responses/{route}: this endpoint takes POST"
+    below = httpx.get(f"{server[0]}/v1/responses/compact/x", headers=headers)
+    assert below.status_code == 404 and "GET /v1/responses/compact/x: no such endpoint" in below.text
+    assert httpx.get(f"{server[0]}/v1/responses/input_tokens").status_code == 401  # the key first, as everywhere
 
 
 def test_input_tokens_counts_the_characters_a_response_reads(client):  # noqa: F811

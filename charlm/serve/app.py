@@ -430,8 +430,13 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
     @app.api_route("/v1/responses/{response_id}/{action:path}", methods=["GET", "POST", "DELETE"])
     async def stored_response(request: Request, response_id: str) -> None:
         """OpenAI's routes of a stored response (retrieve, delete, cancel, input_items): charlm stores
-        none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found"."""
+        none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found". input_tokens
+        and compact are no response's id but routes of their own, asked with a method they do not take."""
         server.check_key(request)
+        if response_id in ("input_tokens", "compact") and "action" in request.path_params:
+            raise HTTPException(404)
+        if response_id in ("input_tokens", "compact"):
+            raise HTTPException(405, headers={"Allow": "POST"})
         raise APIError(
             404, f"no response {shown(response_id)} is stored here: {protocol.KEEPS_NO_RESPONSE}, so none can be "
             "retrieved, deleted, cancelled or listed; keep what responses.create returned, send a conversation "
