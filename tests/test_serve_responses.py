@@ -224,6 +224,20 @@ def test_the_post_routes_beside_a_responses_id_asked_another_way_say_they_take_p
     assert httpx.get(f"{server[0]}/v1/responses/input_tokens").status_code == 401  # the key first, as everywhere
 
 
+def test_a_control_character_echoed_from_a_request_is_written_as_its_escape_in_one_line(server):  # noqa: F811
+    """A response id, a path or a field's name holding a newline, a NUL or U+202E (which shows what follows
+    backwards) was echoed as it was: an error message that a client's log prints on two lines, or disguised.
+    Each is written as its escape, as a lone surrogate already was; a wide space is shown as it is."""
+    url, headers = server[0], {"Authorization": f"Bearer {KEY}"}
+    stored = httpx.get(f"{url}/v1/responses/a%0Ab%00c%E2%80%AEd", headers=headers).json()["error"]["message"]
+    assert stored.startswith("no response a\\nb\\x00c\\u202ed is stored here: ")
+    unknown = httpx.post(f"{url}/v1/nothing%00%E2%80%AEhere", headers=headers).json()["error"]["message"]
+    assert unknown == "POST /v1/nothing\\x00\\u202ehere: no such endpoint; GET /openapi.json lists this server's"
+    field = httpx.post(f"{url}/v1/responses", headers=headers, json={"input": "a", "x\u2028\u3000y": 1}).json()
+    assert field["error"]["message"] == "unrecognized request argument supplied: x\\u2028\u3000y"
+    assert field["error"]["param"] == "x\\u2028\u3000y"
+
+
 def test_input_tokens_counts_the_characters_a_response_reads(client):  # noqa: F811
     """`client.responses.input_tokens.count` was a 404: it says the `usage.input_tokens` a response of
     the same `instructions` and `input` has, and refuses what a response refuses."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,9 +79,13 @@ def shown(value: Any) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` as UTF-8 can carry it: a lone surrogate (JSON allows "\\ud800") echoed from a request is
-    written as its escape, never an encoding error."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """`text` as one line that UTF-8 can carry and that shows what it holds: a lone surrogate (JSON allows
+    "\\ud800") echoed from a request is written as its escape, never an encoding error, and so is a control
+    or format character (a newline, U+202E that shows what follows backwards, a zero-width space), never a
+    message split in two or disguised. Spaces of other widths (U+3000) are shown as they are."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or unicodedata.category(c) == "Zs" else ascii(c)[1:-1] for c in text)
 
 
 @dataclass
