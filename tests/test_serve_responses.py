@@ -238,6 +238,19 @@ def test_a_control_character_echoed_from_a_request_is_written_as_its_escape_in_o
     assert field["error"]["param"] == "x\\u2028\u3000y"
 
 
+def test_an_integer_too_long_for_python_to_read_is_a_400_that_says_so(server):  # noqa: F811
+    """An integer of over 4,300 digits was "not valid JSON (Exceeds the limit (4300 digits) for integer string
+    conversion: ...; use sys.set_int_max_str_digits() to increase the limit)": advice for the server's code,
+    not its client. It says what no field takes, and what to send."""
+    body = b'{"input": "a", "top_logprobs": ' + b"9" * 5000 + b"}"
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    error = httpx.post(f"{server[0]}/v1/responses", content=body, headers=headers).json()["error"]
+    assert error["message"] == (
+        "the request body holds an integer of over 4,300 digits, which no field takes; send a number that fits its field"
+    )
+    assert "sys." not in error["message"] and error["code"] == "invalid_json"
+
+
 def test_input_tokens_counts_the_characters_a_response_reads(client):  # noqa: F811
     """`client.responses.input_tokens.count` was a 404: it says the `usage.input_tokens` a response of
     the same `instructions` and `input` has, and refuses what a response refuses."""

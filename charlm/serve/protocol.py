@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -362,6 +363,11 @@ def parsed_body(body: bytes | bytearray) -> Any:
             )  # fmt: skip
         return json.loads(text)
     except ValueError as e:
+        if "integer string conversion" in str(e):  # whose own words say to call sys.set_int_max_str_digits()
+            raise APIError(
+                400, f"the request body holds an integer of over {sys.get_int_max_str_digits():,} digits, "
+                "which no field takes; send a number that fits its field", code="invalid_json",
+            ) from None  # fmt: skip
         raise APIError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
     except RecursionError:
         raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
