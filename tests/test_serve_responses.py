@@ -4,7 +4,10 @@ the same messages, the same checks, guards and limits (docs/serve.md)."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
+import itertools
+import json
 
 import httpx
 import openai
@@ -127,6 +130,49 @@ def test_include_logprobs_gives_each_characters_logprobs_as_chat_does_streamed_o
     assert plain.output[0].content[0].logprobs == [] and plain.output_text == part.text
 
 
+def test_streams_logprobs_are_written_to_json_once_while_many_end_at_once(server, monkeypatch):  # noqa: F811
+    """A stream's four closing events (output_text.done, content_part.done, output_item.done, completed) each
+    repeat every logprobs entry of its text, and each was written to JSON anew on the event loop: 64 streams
+    of top_logprobs 20 ending together held every stream and /health for seconds (chat's, the same entries
+    once each, did not). Each entry is now written once, in its delta, and the closing events put that JSON
+    in their place: told by what app.py writes, not by time, with 8 streams at once, each given its own."""
+    from charlm.serve import app as serve_app
+
+    every_step_a_chunk(monkeypatch, server)
+    dumped = []
+
+    class RecordedJSON:
+        def __getattr__(self, name):
+            return getattr(json, name)
+
+        def dumps(self, value, **options):
+            text = json.dumps(value, **options)
+            dumped.append(len(text))
+            return text
+
+    monkeypatch.setattr(serve_app, "json", RecordedJSON())
+    body = {"model": "tiny", "input": "the ", "max_output_tokens": 60, "stream": True, "top_logprobs": 20}
+    body["include"] = [LOGPROBS]
+
+    def stream(seed: int) -> list[dict]:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        with httpx.stream("POST", f"{server[0]}/v1/responses", json={**body, "seed": seed}, headers=headers) as r:
+            return [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        streams = list(pool.map(stream, range(8)))
+    written = 0
+    for events in streams:
+        deltas = [entry for e in events if e["type"] == "response.output_text.delta" for entry in e["logprobs"]]
+        done = next(e for e in events if e["type"] == "response.output_text.done")
+        final = events[-1]["response"]["output"][0]["content"][0]
+        assert events[-1]["type"] == "response.incomplete" and len(deltas) == 60
+        assert deltas == done["logprobs"] == final["logprobs"] and "".join(d["token"] for d in deltas) == final["text"]
+        written += len(json.dumps(deltas, ensure_ascii=False))
+    assert len({json.dumps(events[-1]["response"]["output"]) for events in streams}) == 8  # none another's
+    assert sum(dumped) < 1.5 * written, (sum(dumped), written)  # each entry once, and the events' small fields
+
+
 def test_a_response_echoes_the_users_strings_and_its_service_tier(client):  # noqa: F811
     """`user`, `safety_identifier` and `prompt_cache_key` were taken but echoed null, and `service_tier`
     left out: a response echoes them as OpenAI's does (the tier that served it: "default")."""
@@ -163,6 +209,46 @@ def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(clien
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert wrong_method.json()["error"]["message"] == "GET /v1/responses: this endpoint takes POST"
     assert httpx.get(f"{url}/v1/responses/resp_1").status_code == 401
+
+
+def test_the_post_routes_beside_a_responses_id_asked_another_way_say_they_take_post(server):  # noqa: F811
+    """GET or DELETE /v1/responses/input_tokens (or compact), read as a response's id, said "no response
+    input_tokens is stored here": each is a 405 saying the route takes POST, as any other route's is."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for method, route in itertools.product(("GET", "DELETE"), ("input_tokens", "compact")):
+        answer = httpx.request(method, f"{server[0]}/v1/responses/{route}", headers=headers)
+        assert (answer.status_code, answer.headers["allow"]) == (405, "POST")
+        assert answer.json()["error"]["message"] == f"{method} /v1/responses/{route}: this endpoint takes POST"
+    below = httpx.get(f"{server[0]}/v1/responses/compact/x", headers=headers)
+    assert below.status_code == 404 and "GET /v1/responses/compact/x: no such endpoint" in below.text
+    assert httpx.get(f"{server[0]}/v1/responses/input_tokens").status_code == 401  # the key first, as everywhere
+
+
+def test_a_control_character_echoed_from_a_request_is_written_as_its_escape_in_one_line(server):  # noqa: F811
+    """A response id, a path or a field's name holding a newline, a NUL or U+202E (which shows what follows
+    backwards) was echoed as it was: an error message that a client's log prints on two lines, or disguised.
+    Each is written as its escape, as a lone surrogate already was; a wide space is shown as it is."""
+    url, headers = server[0], {"Authorization": f"Bearer {KEY}"}
+    stored = httpx.get(f"{url}/v1/responses/a%0Ab%00c%E2%80%AEd", headers=headers).json()["error"]["message"]
+    assert stored.startswith("no response a\\nb\\x00c\\u202ed is stored here: ")
+    unknown = httpx.post(f"{url}/v1/nothing%00%E2%80%AEhere", headers=headers).json()["error"]["message"]
+    assert unknown == "POST /v1/nothing\\x00\\u202ehere: no such endpoint; GET /openapi.json lists this server's"
+    field = httpx.post(f"{url}/v1/responses", headers=headers, json={"input": "a", "x\u2028\u3000y": 1}).json()
+    assert field["error"]["message"] == "unrecognized request argument supplied: x\\u2028\u3000y"
+    assert field["error"]["param"] == "x\\u2028\u3000y"
+
+
+def test_an_integer_too_long_for_python_to_read_is_a_400_that_says_so(server):  # noqa: F811
+    """An integer of over 4,300 digits was "not valid JSON (Exceeds the limit (4300 digits) for integer string
+    conversion: ...; use sys.set_int_max_str_digits() to increase the limit)": advice for the server's code,
+    not its client. It says what no field takes, and what to send."""
+    body = b'{"input": "a", "top_logprobs": ' + b"9" * 5000 + b"}"
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    error = httpx.post(f"{server[0]}/v1/responses", content=body, headers=headers).json()["error"]
+    assert error["message"] == (
+        "the request body holds an integer of over 4,300 digits, which no field takes; send a number that fits its field"
+    )
+    assert "sys." not in error["message"] and error["code"] == "invalid_json"
 
 
 def test_input_tokens_counts_the_characters_a_response_reads(client):  # noqa: F811
@@ -213,6 +299,33 @@ def test_what_charlm_cannot_do_is_a_400_naming_the_field(client, options, param)
     assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "what_to_do"),
+    [
+        ("store", True, "keep what responses.create returns"),
+        ("previous_response_id", "resp_1", "send the whole conversation in `input`"),
+        ("conversation", "conv_1", "send the whole conversation in `input`"),
+        ("background", True, "stream a long response (stream: true)"),
+        ("truncation", "auto", "never cuts an input to fit (one over --max-prompt is a 400)"),
+    ],
+)
+def test_what_needs_a_response_kept_or_an_input_cut_is_refused_saying_why(client, server, field, value, what_to_do):  # noqa: F811
+    """`store: true`, `previous_response_id`, `conversation`, `background: true` and `truncation: "auto"` were
+    each "NAME is not supported by charlm; leave it out", no word why nor how to do without: each now says
+    it in one line, in the words a stored response's route has for why (one place words them), on
+    /v1/responses and on input_tokens, which refuses what a response refuses."""
+    for create in (client.responses.create, client.responses.input_tokens.count):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create(model="tiny", input="a", extra_body={field: value})
+        error = caught.value.body
+        assert (error["param"], error["code"]) == (field, "unsupported_parameter")
+        assert error["message"].startswith(f"{field}: charlm serve ") and "\n" not in error["message"]
+        assert what_to_do in error["message"] and "leave it out" not in error["message"]
+    stored = httpx.get(f"{server[0]}/v1/responses/resp_1", headers={"Authorization": f"Bearer {KEY}"})
+    why = "charlm serve keeps no response (each is `store: false`)"
+    assert why in stored.json()["error"]["message"] and (why in error["message"]) == (field != "truncation")
+
+
 def test_tool_settings_that_change_nothing_without_tools_are_taken_and_echoed(client):  # noqa: F811
     """With no tools, `parallel_tool_calls` either way and `tool_choice` "auto" change nothing: taken, as
     OpenAI's clients send them, and echoed as given, not as other values."""
@@ -228,6 +341,29 @@ def test_a_lone_surrogate_echoed_in_metadata_is_a_400_never_a_500(server):  # no
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     response = httpx.post(f"{server[0]}/v1/responses", content=body, headers=headers)
     assert response.status_code == 400 and response.json()["error"]["param"] == "metadata"
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/responses", "user"),
+        ("/v1/responses", "safety_identifier"),
+        ("/v1/responses", "prompt_cache_key"),
+        ("/v1/responses", "instructions"),
+        ("/v1/responses/input_tokens", "instructions"),
+    ],
+)
+def test_a_lone_surrogate_in_an_echoed_string_is_a_400_naming_it_never_a_500(server, path, name):  # noqa: F811
+    """`user`, `safety_identifier` and `prompt_cache_key`, taken and echoed, were a plain-text 500 (and a
+    traceback in the server's log) when they held a lone surrogate, which no answer can carry; one in
+    `instructions` was said to be the `input`'s, at a character of the two joined."""
+    body = b'{"model": "tiny", "input": "a", "%s": "x\\ud800"}' % name.encode()
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    response = httpx.post(f"{server[0]}{path}", content=body, headers=headers)
+    error = response.json()["error"]
+    assert (response.status_code, error["param"], error["code"]) == (400, name, "unknown_characters")
+    lone = "lone surrogate U+D800 at character 1 is not a character; give the text in UTF-8"
+    assert error["message"] == f"{name}: {lone}"
 
 
 def test_every_field_the_openai_client_can_send_is_taken_as_null(client):  # noqa: F811

@@ -421,7 +421,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         """OpenAI's compaction (`client.responses.compact`) shortens a stored conversation; charlm stores none."""
         server.check_key(request)
         raise APIError(
-            404, "POST /v1/responses/compact: charlm serve compacts no conversation (it stores none, and its "
+            404, f"POST /v1/responses/compact: {protocol.KEEPS_NO_RESPONSE} and compacts no conversation (its "
             "model reads the whole input each time); send the conversation whole in `input` to /v1/responses",
             code="unsupported_endpoint",
         )  # fmt: skip
@@ -430,12 +430,17 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
     @app.api_route("/v1/responses/{response_id}/{action:path}", methods=["GET", "POST", "DELETE"])
     async def stored_response(request: Request, response_id: str) -> None:
         """OpenAI's routes of a stored response (retrieve, delete, cancel, input_items): charlm stores
-        none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found"."""
+        none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found". input_tokens
+        and compact are no response's id but routes of their own, asked with a method they do not take."""
         server.check_key(request)
+        if response_id in ("input_tokens", "compact") and "action" in request.path_params:
+            raise HTTPException(404)
+        if response_id in ("input_tokens", "compact"):
+            raise HTTPException(405, headers={"Allow": "POST"})
         raise APIError(
-            404, f"no response {shown(response_id)} is stored here: charlm serve keeps no response (each is "
-            "`store: false`), so none can be retrieved, deleted, cancelled or listed; keep what "
-            "responses.create returned, send a conversation whole in `input`, and stop a stream by closing it",
+            404, f"no response {shown(response_id)} is stored here: {protocol.KEEPS_NO_RESPONSE}, so none can be "
+            "retrieved, deleted, cancelled or listed; keep what responses.create returned, send a conversation "
+            "whole in `input`, and stop a stream by closing it",
             "response_id", "response_not_found",
         )  # fmt: skip
 
@@ -592,12 +597,17 @@ async def events(
 LINE_ENDS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
 
 
-def event(body: dict) -> str:
-    """A server-sent event of `body`: one line of JSON for any reader's notion of a line."""
-    data = json.dumps(body, ensure_ascii=False)
+def one_line(value: Any) -> str:
+    """`value` as JSON on one line for any reader's notion of a line."""
+    data = json.dumps(value, ensure_ascii=False)
     for character, escaped in LINE_ENDS.items():
         data = data.replace(character, escaped)
-    return f"data: {data}\n\n"
+    return data
+
+
+def event(body: dict) -> str:
+    """A server-sent event of `body`."""
+    return f"data: {one_line(body)}\n\n"
 
 
 def stream_completion(run: Completion) -> AsyncIterator[str]:
@@ -673,9 +683,16 @@ class ResponseReply:
         `max_output_tokens`). An error ends it as an `error` event; a client gone cancels the rows."""
         numbers, run = itertools.count(), self.run
         where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
+        # The closing events each repeat the whole text's logprobs: written to JSON once, in the deltas, and put
+        # where this list stands (its mark is no string a request can hold). Dumped anew in each, on the event
+        # loop, 64 streams of top_logprobs 20 ending together held every stream and /health for seconds.
+        mark = f"logprobs-{uuid.uuid4().hex}"
+        written_once = [mark] if self.wants_logprobs else []
 
-        def sent(kind: str, **fields: Any) -> str:
-            return f"event: {kind}\n" + event({"type": kind, "sequence_number": next(numbers), **fields})
+        def sent(kind: str, written: str = "", **fields: Any) -> str:
+            """The event of `kind`, `written` (logprobs entries as JSON) put where `written_once` stands."""
+            data = event({"type": kind, "sequence_number": next(numbers), **fields})
+            return f"event: {kind}\n" + data.replace(f'"{mark}"', written)
 
         try:
             yield sent("response.created", response=self.response("in_progress"))
@@ -683,20 +700,21 @@ class ResponseReply:
             item = responses.output_message(self.message_id, None, "in_progress")
             yield sent("response.output_item.added", output_index=0, item=item)
             yield sent("response.content_part.added", **where, part=responses.output_text(""))
-            texts, logprobs, reason = [], [], None
+            texts, entries, reason = [], [], None  # entries: each delta's logprobs as JSON, without brackets
             async for update in run.updates():
                 reason = update.finish_reason or reason
                 delta = self.logprobs(update.tokens or [])  # a healed seed's piece may have no text of its own
                 if update.text or delta:
                     texts.append(update.text)
-                    logprobs += delta
-                    yield sent("response.output_text.delta", **where, delta=update.text, logprobs=delta)
-            text, status = "".join(texts), responses.response_status(reason)
-            yield sent("response.output_text.done", **where, text=text, logprobs=logprobs)
-            yield sent("response.content_part.done", **where, part=responses.output_text(text, logprobs))
-            item = responses.output_message(self.message_id, text, status, logprobs)
-            yield sent("response.output_item.done", output_index=0, item=item)
-            yield sent(f"response.{status}", response=self.response(status, text, logprobs))
+                    written = one_line(delta)[1:-1]  # its entries, without the list's brackets
+                    entries += [written] if written else []
+                    yield sent("response.output_text.delta", written, **where, delta=update.text, logprobs=written_once)
+            text, status, every = "".join(texts), responses.response_status(reason), ",".join(entries)
+            yield sent("response.output_text.done", every, **where, text=text, logprobs=written_once)
+            yield sent("response.content_part.done", every, **where, part=responses.output_text(text, written_once))
+            item = responses.output_message(self.message_id, text, status, written_once)
+            yield sent("response.output_item.done", every, output_index=0, item=item)
+            yield sent(f"response.{status}", every, response=self.response(status, text, written_once))
         except APIError as e:
             yield sent("error", code=e.code, message=e.message, param=e.param)
         finally:

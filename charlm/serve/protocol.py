@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,9 +80,13 @@ def shown(value: Any) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` as UTF-8 can carry it: a lone surrogate (JSON allows "\\ud800") echoed from a request is
-    written as its escape, never an encoding error."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """`text` as one line that UTF-8 can carry and that shows what it holds: a lone surrogate (JSON allows
+    "\\ud800") echoed from a request is written as its escape, never an encoding error, and so is a control
+    or format character (a newline, U+202E that shows what follows backwards, a zero-width space), never a
+    message split in two or disguised. Spaces of other widths (U+3000) are shown as they are."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or unicodedata.category(c) == "Zs" else ascii(c)[1:-1] for c in text)
 
 
 @dataclass
@@ -165,6 +171,19 @@ RESPONSE_NULL_ONLY = NULL_ONLY | {
     "previous_response_id", "conversation", "reasoning", "prompt", "max_tool_calls",
     "context_management", "background_options", "access_programs", "image",
 }  # fmt: skip
+# Why charlm serve answers no request that needs a response kept: one wording, for the fields that ask it
+# and the routes of a stored response (app.py)
+KEEPS_NO_RESPONSE = "charlm serve keeps no response (each is `store: false`)"
+# The Responses API's fields that would need a response kept or an input cut: why each is refused, what to do
+RESPONSE_REFUSALS = {
+    "store": f"{KEEPS_NO_RESPONSE}: leave store out (or false), and keep what responses.create returns",
+    "previous_response_id": f"{KEEPS_NO_RESPONSE} to continue: send the whole conversation in `input`",
+    "conversation": f"{KEEPS_NO_RESPONSE} nor conversation: send the whole conversation in `input`",
+    "background": f"{KEEPS_NO_RESPONSE} to fetch later, so none runs in the background: leave background out "
+    "(or false), and stream a long response (stream: true)",
+    "truncation": "charlm serve never cuts an input to fit (one over --max-prompt is a 400): leave truncation out "
+    '(or "disabled"), and send a shorter input',
+}
 MAX_METADATA = 16  # OpenAI's bounds on `metadata`: pairs, a key's and a value's characters
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
 # stream_options' fields: `include_obfuscation` asks OpenAI to pad each chunk (against guessing its
@@ -344,6 +363,11 @@ def parsed_body(body: bytes | bytearray) -> Any:
             )  # fmt: skip
         return json.loads(text)
     except ValueError as e:
+        if "integer string conversion" in str(e):  # whose own words say to call sys.set_int_max_str_digits()
+            raise APIError(
+                400, f"the request body holds an integer of over {sys.get_int_max_str_digits():,} digits, "
+                "which no field takes; send a number that fits its field", code="invalid_json",
+            ) from None  # fmt: skip
         raise APIError(400, f"the request body is not valid JSON ({e})", code="invalid_json") from None
     except RecursionError:
         raise APIError(400, "the request body is nested too deeply", code="invalid_json") from None
@@ -366,10 +390,15 @@ def json_items(text: str) -> int:
 
 
 def check_fields(
-    body: Any, known: set[str], neutral: dict[str, tuple] = NEUTRAL, null_only: set[str] = NULL_ONLY
+    body: Any,
+    known: set[str],
+    neutral: dict[str, tuple] = NEUTRAL,
+    null_only: set[str] = NULL_ONLY,
+    refusals: dict[str, str] | None = None,
 ) -> dict:
     """`body`'s fields are `known`, or OpenAI's that change nothing here: `neutral` at those values, any
-    of them or of `null_only` as null (the Responses API has its own of both)."""
+    of them or of `null_only` as null (the Responses API has its own of both); `refusals` says why one of
+    those at another value is refused, and what to do, where "leave it out" is not all there is to say."""
     if not isinstance(body, dict):
         raise APIError(400, "the request body must be a JSON object")
     neutral_or_none = {*neutral, *null_only}
@@ -379,7 +408,9 @@ def check_fields(
         if name in neutral and any(type(value) is type(v) and value == v for v in neutral[name]):
             continue
         if name in neutral_or_none:
-            raise APIError(400, f"{name} is not supported by charlm; leave it out", name, "unsupported_parameter")
+            why = (refusals or {}).get(name)
+            message = f"{name}: {why}" if why else f"{name} is not supported by charlm; leave it out"
+            raise APIError(400, message, name, "unsupported_parameter")
         raise APIError(400, f"unrecognized request argument supplied: {shown(name)}", shown(name), "unknown_parameter")
     return body
 
@@ -451,6 +482,15 @@ def string(body: dict, name: str) -> str | None:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         raise APIError(400, f"{name} must be a string, not {json_type(value)}", name, "invalid_type")
+    return value
+
+
+def echoed_string(body: dict, name: str) -> str | None:
+    """A string field a response echoes (`user`, `instructions`): a lone surrogate in it, which JSON allows
+    ("\\ud800") and no answer can carry, is a 400 naming it, never a 500 as the answer is written."""
+    value = string(body, name)
+    if value is not None:
+        check_text(value, name)
     return value
 
 
@@ -736,10 +776,10 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     `input`'s, a blank line between texts and after the last; `params.logprobs` is not None where
     `include` asks for log-probabilities. Returns the params and what a response echoes as given:
     `instructions`, `max_output_tokens`, `metadata`, `top_logprobs` and the user's strings."""
-    body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY)
+    body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY, RESPONSE_REFUSALS)
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
-    instructions = string(body, "instructions")
+    instructions = echoed_string(body, "instructions")
     prompt = joined([instructions or "", *input_texts(body["input"])])
     options = body.get("stream_options")
     if isinstance(options, dict) and "include_usage" in options:  # a response's last event always has usage
@@ -748,7 +788,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
-    echoed_user = {name: string(body, name) for name in ("user", *USER_FIELDS)}
+    echoed_user = {name: echoed_string(body, name) for name in ("user", *USER_FIELDS)}
     text_format(body.get("text"))
     params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
@@ -766,10 +806,11 @@ INPUT_TOKENS_FIELDS = {"model", "input", "instructions", "text"}
 def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str]:
     """The model and the prompt whose characters `input_tokens.count` counts: what `response_params`
     reads from the same `input` and `instructions`, refused where a response would be."""
-    body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY | {"personality"})
+    null_only = RESPONSE_NULL_ONLY | {"personality"}
+    body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
     if body.get("input") is None:
         raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
-    prompt = joined([string(body, "instructions") or "", *input_texts(body["input"])])
+    prompt = joined([echoed_string(body, "instructions") or "", *input_texts(body["input"])])
     check_prompt_lengths([prompt], config, "input")
     check_text(prompt, "input")
     text_format(body.get("text"))
