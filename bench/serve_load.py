@@ -9,24 +9,27 @@ characters unless --checkpoint names a run: speed does not depend on what the we
 
 1. Sweep: for each concurrency, that many streaming completions of --chars characters at once.
    Reports aggregate chars/s, time to first chunk and the gap between chunks (p50, p99), errors,
-   and how many streams completed (finish_reason, then [DONE]).
+   and how many streams completed (finish_reason, then [DONE]; a response completed or incomplete).
 2. Churn: --churn requests, at most --churn-concurrency at a time, half of them disconnecting
    midway. Reports the server's resident memory before and after (from /metrics), the streams
    still active afterwards, and requests that hung (no answer within --timeout).
 
 --prompt-chars N gives each stream a prompt of N random characters instead of "The ", so that reading
 prompts (priming, one at a time beside the batch) is part of what is measured: the table's prompt
-column is the server's own `timings.prompt_ms` (waiting for the primer included). --threads 1,2 serves
-with each `--threads` in turn, --rounds times over, and ends with each count's median speed and prompt
-time at each concurrency as a ratio to the first count's.
+column is the server's own `timings.prompt_ms` (waiting for the primer included; a response has none:
+nan). --threads 1,2 serves
+with each `--threads` in turn, --rounds times over.
 
 --endpoint says which API the streams ask: completions (/v1/completions, the default), chat
 (/v1/chat/completions, the prompt as one user message) or responses (/v1/responses, the prompt as
 `input`); chat and responses read the same prompt. Several, comma-separated, take turns on the same
-server at each concurrency (A B A B ..., --rounds times over, a server per round), and the run ends
-with each one's figures as a ratio to the first's, round by round: the median ratio and its spread.
-The first token is the first event that carries text (a response's `response.created` and the like
-are not); the churn asks the first endpoint.
+server at each concurrency, A B then B A in the next round, so that neither always runs first. The
+first token is the first event that carries text (not a response's `response.created` and the like);
+the churn asks the endpoint that runs first in the round.
+
+With several --threads counts or endpoints, the run ends with each one's figures at each concurrency
+(medians over the rounds) and their ratios to the first one's, taken round by round (the two measured
+minutes apart at most, on the same machine): the median ratio and its spread [lowest, highest].
 
 The server gets --max-streams = the larger of the top concurrency and twice --churn-concurrency: a
 client that hangs up frees its slot here at once, but its row on the server only when the server
@@ -334,10 +337,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         run = Path(args.checkpoint) if args.checkpoint else make_run(Path(folder), args.hidden, args.layers)
         measured = {(count, endpoint): [] for count in counts for endpoint in endpoints}
-        for _ in range(args.rounds):
+        for turn in range(args.rounds):
+            order = endpoints[turn % len(endpoints) :] + endpoints[: turn % len(endpoints)]  # each one first in turn
             for count in counts:
                 threads = ["--threads", str(count)] if count else []
-                for endpoint, result in measure(run, levels, endpoints, args, args.server_args.split() + threads):
+                for endpoint, result in measure(run, levels, order, args, args.server_args.split() + threads):
                     measured[count, endpoint].append(result)
     for (count, endpoint), rounds in measured.items():
         for points, churned in rounds:
@@ -354,7 +358,7 @@ def measure(
     run: Path, levels: list[int], endpoints: list[str], args, server_args: list[str]
 ) -> list[tuple[str, tuple[list[dict], dict | None]]]:
     """One server with `server_args`: each endpoint's sweep points, the endpoints taking turns at each
-    concurrency, and its churn's figures (the first endpoint's; None for the others)."""
+    concurrency in this order, and its churn's figures (the first endpoint's; None for the others)."""
     max_streams = max(levels + [2 * args.churn_concurrency if args.churn else 0])
     process, url = start_server(run, max_streams, server_args)
     points = {endpoint: [] for endpoint in endpoints}
