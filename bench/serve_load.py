@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import statistics
@@ -227,6 +228,7 @@ async def sweep_point(
         "complete": complete,
         "first_error": next((r.error for r in results if r.error), None),
         "cpu": (http_after - http_before, engine_after - engine_before, client_after - client_before),
+        "http_ms": (http_after - http_before) * 1000,  # the server's HTTP thread: its events' cost
     }
 
 
@@ -385,13 +387,15 @@ COMPARED = {  # key of a sweep point: its column in the comparison
     "per_stream": "chars/s per stream p50",
     "first_p50": "first text p50 ms",
     "prompt_p50": "prompt ms p50",
+    "http_ms": "server HTTP CPU ms",
 }
 
 
 def compare(measured: dict[tuple, list], levels: list[int]) -> None:
     """Each variant (a --threads count, an endpoint) against the first, at each concurrency: its figures'
     medians over the rounds, and the ratio to the first's taken round by round (the two measured one
-    after the other on the same machine), as the median and, over 2 rounds or more, [lowest, highest]."""
+    after the other on the same machine), as the median and, over 2 rounds or more, [lowest, highest];
+    nan where the first's figure is 0 (no CPU tick of the HTTP thread on a tiny run)."""
     first = next(iter(measured))
     rounds = len(measured[first])
 
@@ -406,7 +410,7 @@ def compare(measured: dict[tuple, list], levels: list[int]) -> None:
             cells = []
             for name in COMPARED:
                 values = figures(key, level, name)
-                ratios = sorted(v / b for v, b in zip(values, figures(first, level, name)))
+                ratios = sorted(v / b if b else math.nan for v, b in zip(values, figures(first, level, name)))
                 spread = f" [{ratios[0]:.2f}, {ratios[-1]:.2f}]" if rounds > 1 else ""
                 cells.append(f"{statistics.median(values):,.1f} | {statistics.median(ratios):.2f}{spread}")
             print(f"| {level} | {variant(*key)[2:]} | " + " | ".join(cells) + " |")
