@@ -395,7 +395,8 @@ def compare(measured: dict[tuple, list], levels: list[int]) -> None:
     """Each variant (a --threads count, an endpoint) against the first, at each concurrency: its figures'
     medians over the rounds, and the ratio to the first's taken round by round (the two measured one
     after the other on the same machine), as the median and, over 2 rounds or more, [lowest, highest];
-    nan where the first's figure is 0 (no CPU tick of the HTTP thread on a tiny run)."""
+    rounds where either figure is nan or the first's is 0 (no CPU tick of the HTTP thread, counted in 10 ms
+    ticks) are left out of the ratio, nan where that leaves none."""
     first = next(iter(measured))
     rounds = len(measured[first])
 
@@ -410,9 +411,12 @@ def compare(measured: dict[tuple, list], levels: list[int]) -> None:
             cells = []
             for name in COMPARED:
                 values = figures(key, level, name)
-                ratios = sorted(v / b if b else math.nan for v, b in zip(values, figures(first, level, name)))
-                spread = f" [{ratios[0]:.2f}, {ratios[-1]:.2f}]" if rounds > 1 else ""
-                cells.append(f"{statistics.median(values):,.1f} | {statistics.median(ratios):.2f}{spread}")
+                ratios = sorted(
+                    v / b for v, b in zip(values, figures(first, level, name)) if b and not math.isnan(v / b)
+                )
+                spread = f" [{ratios[0]:.2f}, {ratios[-1]:.2f}]" if rounds > 1 and ratios else ""
+                ratio = f"{statistics.median(ratios):.2f}{spread}" if ratios else "nan"
+                cells.append(f"{statistics.median(values):,.1f} | {ratio}")
             print(f"| {level} | {variant(*key)[2:]} | " + " | ".join(cells) + " |")
 
 
