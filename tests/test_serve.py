@@ -35,6 +35,7 @@ from fastapi.testclient import TestClient
 from openai import AsyncOpenAI, OpenAI
 
 from bench import browser as headless
+from bench import serve_load
 from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
@@ -3175,6 +3176,40 @@ def test_load_bench_runs_on_a_tiny_model(monkeypatch):
     # (benchmarks.md's server-threads table): a renamed field would print nan, not fail
     rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| [14] \|", line)]
     assert len(rows) == 2 and all(math.isfinite(float(ms)) for row in rows for ms in row[4].split("/"))
+
+
+@pytest.mark.slow
+def test_load_bench_takes_turns_between_endpoints(monkeypatch):
+    """bench.serve_load --endpoint chat,responses: both on one server each round, then each one's ratio
+    to chat's, round by round: a median and its spread."""
+    fork_charlm_processes(monkeypatch)
+    out = run_bench(
+        "serve_load", "--hidden", "16", "--layers", "1", "--streams", "1,4", "--chars", "40", "--churn", "0",
+        "--endpoint", "chat,responses", "--rounds", "2",
+    )  # fmt: skip
+    assert out.count("/v1/responses, 40 characters per stream") == 2 and out.count("| 4/4 |") == 4
+    ratios = re.findall(r"^\| 4 \| /v1/responses \| [\d,.]+ \| ([\d.]+) \[([\d.]+), ([\d.]+)\]", out, re.MULTILINE)
+    assert len(ratios) == 1 and float(ratios[0][1]) <= float(ratios[0][0]) <= float(ratios[0][2]), out
+
+
+def test_load_bench_reads_each_endpoints_stream(server):
+    """bench.serve_load's client reads each endpoint's stream as the server writes it: every text counted,
+    the end seen ([DONE], or a response completed), and a client that hangs up midway has not."""
+    url, _ = server
+
+    async def streams() -> dict:
+        headers = {"Authorization": f"Bearer {KEY}"}
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30) as client:
+            whole = {e: await serve_load.one_stream(client, 7, 60, endpoint=e) for e in serve_load.ENDPOINTS}
+            cut = {e: await serve_load.one_stream(client, 7, 60, 2, endpoint=e) for e in serve_load.ENDPOINTS}
+        return whole, cut
+
+    whole, cut = asyncio.run(streams())
+    for endpoint in serve_load.ENDPOINTS:
+        stream = whole[endpoint]
+        assert (stream.error, stream.chars, stream.finished, stream.done) == (None, 60, True, True), endpoint
+        assert stream.first is not None and len(stream.arrivals) >= 1, endpoint
+        assert cut[endpoint].error is None and len(cut[endpoint].arrivals) == 2 and not cut[endpoint].done, endpoint
 
 
 def test_unknown_paths_and_methods_answer_in_the_error_shape(server):
