@@ -124,6 +124,19 @@ def test_the_feature_table_lines_up_under_a_chinese_texts_quotes():
     assert len(ends) == 1, "\n".join([header, *rows])
 
 
+def test_the_unseen_note_names_the_forms_the_model_knows_as_eval_does():
+    """inspect named a text's unseen corner quotes bare, '「' '」', where `charlm eval` on the same file says
+    '「' (did you mean '“'?): one wording, `Vocab.names_unseen`'s, the distinct count grouped as eval's."""
+    torch.manual_seed(0)
+    text = "宝玉道：“好。”又说：“是。”\n黛玉笑道：“来了。”\n" * 6
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    odd = "宝玉道：「好」。「寶玉說\n" + "".join(map(chr, range(0x3400, 0x3400 + 1002)))  # Extension A: none known
+    note = analyse(model, odd, text * 3, max_order=2).notes[0]
+    named = "'「' (did you mean '“'?) '」' (did you mean '”'?) '寶' '說'"
+    assert note.startswith("1,007 unseen characters excluded from every bits figure (1,006 distinct, ")
+    assert f"never in the model's training text: {named} " in note and "...); the model reads" in note
+
+
 def test_only_han_characters_make_a_text_chinese():
     """Private-use and unassigned code points above U+20000 are not Chinese (forms.is_han decides)."""
     assert features("\U000f0000\U000f0001 \U000f0002")["position in the line"] is not None

@@ -316,9 +316,9 @@ def analyse(
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
         distinct = model.vocab.unseen_in("".join(excluded))
-        shown = " ".join(map(repr, distinct[:20])) + (" ..." if len(distinct) > 20 else "")
+        shown = model.vocab.names_unseen(distinct)  # eval's wording: '「' (did you mean '“'?) ...
         notes.append(
-            f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct)} distinct, "
+            f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct):,} distinct, "
             f"never in the model's training text: {shown}); the model reads each as a character it knows "
             "nothing about (on the page: blue, dashed)"
         )
