@@ -32,6 +32,7 @@ from .runs import BEST, EXPORTS, LATEST, kept_aside, pending, resume_command
 
 MAGIC = b"charlm-checkpoint\n"
 VERSION = 3
+MAX_HEADER = 2048  # bytes of the header line, its newline included: a longer one is damage
 READS = (2, 3)  # format 2 (before the model/run/training split) is upgraded on read
 
 
@@ -174,18 +175,25 @@ def whats_left(run: Path) -> str:
 def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) -> tuple[int, dict]:
     """The format version and payload of a checkpoint file's bytes, verified (header, length, checksum,
     no code); `path` names the file in errors, which end in `advice(path)`: what to do instead."""
-    if MAGIC.startswith(data):  # empty, or cut short within its first line: a copy or a disk that lost it
-        raise CharLMError(f"{path}: truncated checkpoint ({len(data)} bytes, no header); {advice(path)}")
+
+    def cut_in_header() -> CharLMError:  # empty, or cut within its first two lines: truncated, not damaged
+        return CharLMError(f"{path}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}")
+
+    if MAGIC.startswith(data):
+        raise cut_in_header()
     if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
         raise CharLMError(
             f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
         )
-    end = data.find(b"\n", len(MAGIC), len(MAGIC) + 2048) + 1 or len(data)
+    newline = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
+    end = newline + 1 or len(data)
     header_line, body = data[len(MAGIC) : end], data[end:]
     try:
         header = files.parse_json(header_line)
         version, size, digest = header["version"], header["bytes"], header["sha256"]
     except (ValueError, KeyError, TypeError):
+        if newline < 0 and len(data) < len(MAGIC) + MAX_HEADER:  # the file ends within the header line
+            raise cut_in_header() from None
         raise CharLMError(f"{path}: damaged checkpoint header; {advice(path)}") from None
     if version not in READS:
         newer = isinstance(version, int) and version > VERSION

@@ -31,7 +31,7 @@ import torch
 from .errors import BiasError, CharLMError
 from .fields import said
 from .forms import Template, fills, is_han, is_letter, option_named, template_of
-from .vocab import Vocabulary
+from .vocab import Vocabulary, never_seen
 
 
 class Constrained:
@@ -60,9 +60,10 @@ class Constrained:
         written = self.written = {c for text in self.texts for c in text}  # what the model writes, bans aside
         self.spelled_bytes = set(self.byte_ids)  # and the bytes it spells any other character in, bans aside
         in_bytes = {c for c in fixed if c not in written}  # no piece holds it: spelled in byte pieces
-        if (char := unwritten(fixed, written, self.byte_ids, in_bytes)) is not None:
-            shown = vocab.name_unseen(char) if vocab.one_char_per_id else repr(char)  # ',' (did you mean '，'?)
-            raise CharLMError(f"{option[char]}: the model does not know {shown}; use characters it was trained on")
+        if missing := unwritten(fixed, written, self.byte_ids, in_bytes):
+            what = option[missing[0]]  # every character of the option that fixed the first, as a seed's are named
+            name = vocab.name_unseen if vocab.one_char_per_id else repr  # ',' (did you mean '，'?)
+            raise never_seen(what, [name(c) for c in missing if option[c] == what])
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
         if bans:
@@ -99,7 +100,8 @@ class Constrained:
         self.texts = ["" if out[i] else text for i, text in enumerate(self.texts)]
         self.byte_ids = {byte: i for byte, i in self.byte_ids.items() if not out[i]}
         unbanned = {c for text in self.texts for c in text}
-        if (char := unwritten(fixed, unbanned, self.byte_ids, in_bytes)) is not None:
+        if missing := unwritten(fixed, unbanned, self.byte_ids, in_bytes):
+            char = missing[0]
             shown = repr(char)
             if char in in_bytes:  # the ban names a token, not the character
                 token = next(i for byte, i in vocab.byte_piece_ids().items() if byte in piece_bytes(char) and out[i])
@@ -246,13 +248,13 @@ class Constrained:
         return char in self.written or set(piece_bytes(char)) <= self.spelled_bytes
 
 
-def unwritten(chars: list[str], written: set[str], byte_ids: dict[int, int], in_bytes: set[str]) -> str | None:
-    """The first of `chars` the ids cannot write, if any: one of `in_bytes` (no piece holds it) without
+def unwritten(chars: list[str], written: set[str], byte_ids: dict[int, int], in_bytes: set[str]) -> list[str]:
+    """The distinct `chars` the ids cannot write, in order: one of `in_bytes` (no piece holds it) without
     all of its byte pieces in `byte_ids`, any other not among the characters the ids' texts hold
     (`written`). (A character whose own piece a ban removed is not spelled in bytes instead: the ban
     meant to keep it out.)"""
     missing = {c for c in in_bytes if not set(piece_bytes(c)) <= byte_ids.keys()}
-    return next((c for c in chars if c in missing or (c not in in_bytes and c not in written)), None)
+    return [c for c in dict.fromkeys(chars) if c in missing or (c not in in_bytes and c not in written)]
 
 
 def spelled_slots(slots: list[str | None], in_bytes: set[str]) -> tuple[list[str | int | None], list[int]]:

@@ -314,12 +314,9 @@ class Vocab:
         ids = self.id_table()[codes]  # looked up once, for the check and the ids
         missing = self.outside(codes, ids)
         if missing and not (unseen and self.unknown_id is None):
-            shown = " ".join(self.name_unseen(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             if self.unknown_id is None:
-                raise CharLMError(
-                    f"{what}: {len(missing)} character(s) the model has never seen: {shown}; "
-                    "use only characters from the training text"
-                )
+                raise never_seen(what, list(map(self.name_unseen, missing)))
+            shown = " ".join(self.name_unseen(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
             warnings.warn(f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}", UnknownCharacterWarning, 2)
         return torch.from_numpy(ids)
 
@@ -360,6 +357,16 @@ class Vocab:
         if not isinstance(chars, (str, list)) or not isinstance(unknown, bool) or not isinstance(normalize, str):
             raise CharLMError("the vocabulary is damaged: chars is not a string, unknown not true or false")
         return cls(list(chars), unknown, normalize)
+
+
+def never_seen(what: str, names: list[str]) -> CharLMError:
+    """The error for characters a model cannot take, each as `Vocab.name_unseen` names it (the first 10):
+    one wording for a seed's and a template's or acrostic's, so a user of traditional characters typing
+    both is told of every character at once, in the same words."""
+    shown = " ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+    return CharLMError(
+        f"{what}: {len(names)} character(s) the model has never seen: {shown}; use only characters from the training text"
+    )
 
 
 def with_hint(char: str, hint: str) -> str:

@@ -105,7 +105,7 @@ def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(m
     was open the caller's own code ran in inference mode, its model in eval mode: a training step
     between two pieces failed with 'element 0 of tensors does not require grad'."""
     assert_named(lambda: charlm.stream(model, "abζ"), "seed: 1 character(s)", "'ζ'", flags=False)
-    assert_named(lambda: charlm.stream(model, "ab", form="五言绝句"), "form='五言绝句'", "does not know", flags=False)
+    assert_named(lambda: charlm.stream(model, "ab", form="五言绝句"), "form='五言绝句'", "never seen", flags=False)
     model.train()
     pieces = charlm.stream(model, "ab", length=8, random_seed=3)
     assert next(pieces) == "ab" and len(next(pieces)) == 1
@@ -268,9 +268,9 @@ SEED_AND_SAMPLING_NAMES = [
     ({"seed": "xyz"}, "seed: 3 character(s) the model has never seen"),
     ({"stop": ""}, "stop must not be empty; give the text to stop at, e.g. stop='\\n\\n'"),
     ({"form": "nosuch"}, "form='nosuch' is not a form charlm knows"),
-    ({"form": "五言绝句"}, "form='五言绝句': the model does not know"),
-    ({"template": "z_"}, "template: the model does not know 'z'"),
-    ({"template": "__\n__", "acrostic": "zz"}, "acrostic: the model does not know 'z'"),
+    ({"form": "五言绝句"}, "form='五言绝句': 2 character(s) the model has never seen"),
+    ({"template": "z_"}, "template: 1 character(s) the model has never seen: 'z'"),
+    ({"template": "__\n__", "acrostic": "zz"}, "acrostic: 1 character(s) the model has never seen: 'z'"),
     ({"acrostic": "ab"}, "acrostic fixes the first character of each verse of a form: give form or template too"),
     ({"form": "五言绝句", "template": "__"}, "give form or template, not both"),
 ]

@@ -529,18 +529,19 @@ def test_a_run_whose_two_checkpoints_are_both_damaged_says_so_and_what_is_left(t
     )
 
 
-@pytest.mark.parametrize("kept", [0, 9], ids=["empty", "cut in its first line"])
+@pytest.mark.parametrize("kept", [0, 9, 50], ids=["empty", "cut in its first line", "cut in its header line"])
 def test_an_empty_or_barely_begun_best_pt_is_called_truncated(trained, tmp_path, kept):
     """A run folder whose best.pt was emptied (a copy onto a full disk, a file system that lost it) was
     "not a charlm checkpoint; give a run folder, ...", given a run folder. It is truncated, and the
-    run's other checkpoint is named as for any other damage."""
+    run's other checkpoint is named as for any other damage. One cut inside its header line was a
+    "damaged checkpoint header", though the file only ends early: truncated too, in the same words."""
     run = shutil.copytree(trained.parent, tmp_path / "run")
     best = run / runs.BEST
     best.write_bytes(best.read_bytes()[:kept])
     with pytest.raises(CharLMError) as refused:
         charlm.load(run)
     assert str(refused.value) == (
-        f"{best}: truncated checkpoint ({kept} bytes, no header); use the run's other checkpoint, "
+        f"{best}: truncated checkpoint ({kept} bytes, no whole header); use the run's other checkpoint, "
         f"{run / runs.LATEST}, in its place (as in charlm.load('{run / runs.LATEST}'))"
     )
 

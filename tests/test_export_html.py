@@ -300,7 +300,9 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
     write(browser, template="__，春_")
     wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
     error = browser.find_element("id", "seed-error").text
-    assert error == "template: the model does not know '春'; use characters it was trained on"
+    assert (
+        error == "template: 1 character(s) the model has never seen: '春'; use only characters from the training text"
+    )
     assert "see the form" in browser.find_element("id", "status").text and made_text(browser) == poem  # it stays
 
     Select(browser.find_element("id", "form")).select_by_value("")
@@ -714,6 +716,8 @@ def test_the_page_names_a_templates_unseen_character_with_charlms_hints(tmp_path
     poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼"
     model = model_of("lstm", poem + "，。“”\n", hidden=8)
     requests = [{"template": "__,__"}, {"form": "五绝", "acrostic": "寶明月光"}, {"template": "__'__"}]
+    # every character the option fixed, each once, as a seed's (the page named the first alone)
+    requests += [{"form": "五绝", "acrostic": "寶明寶釵"}, {"template": "寶_，釵_，寶_", "acrostic": "說明月"}]
     generations = [{"seed": "明月", "greedy": True, **request} for request in requests]
     got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "明月", "generations": generations})
     for request, text in zip(requests, got["texts"]):
@@ -721,6 +725,8 @@ def test_the_page_names_a_templates_unseen_character_with_charlms_hints(tmp_path
             sampler.generate(model, "明月", greedy=True, **request)
         assert text == f"error: {error.value}", request
     assert "',' (did you mean '，'?)" in got["texts"][0] and "(traditional? " in got["texts"][1]
+    assert got["texts"][3].startswith("error: acrostic: 2 character(s)") and "'釵' (traditional? " in got["texts"][3]
+    assert got["texts"][4].startswith("error: template: 2 character(s)")  # the template's first, then its own
 
 
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):

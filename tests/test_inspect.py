@@ -7,6 +7,7 @@ import json
 import math
 import random
 import sys
+import warnings
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -33,10 +34,10 @@ from charlm.inspection.analysis import (
 from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
 from charlm.pieces import PieceVocab, train_model
-from charlm.scoring import Surprise, bits_per_char, surprise
+from charlm.scoring import Surprise, bits_per_char, surprise, unseen_note
 from charlm.tables import width
 from charlm.tracing import Trace, trace
-from charlm.vocab import Vocab
+from charlm.vocab import UnknownCharacterWarning, Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, start_charlm
 from .test_export import run_of
@@ -122,6 +123,36 @@ def test_the_feature_table_lines_up_under_a_chinese_texts_quotes():
     # every row ends with its correlation, under the header's "correlation"
     ends = {width(line) for line in rows} | {width(header[: header.index("correlation") + len("correlation")])}
     assert len(ends) == 1, "\n".join([header, *rows])
+
+
+def test_the_unseen_note_names_the_forms_the_model_knows_as_eval_does():
+    """inspect named a text's unseen corner quotes bare, '「' '」', where `charlm eval` on the same file says
+    '「' (did you mean '“'?): one wording, `Vocab.names_unseen`'s, the distinct count grouped as eval's."""
+    torch.manual_seed(0)
+    text = "宝玉道：“好。”又说：“是。”\n黛玉笑道：“来了。”\n" * 6
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    odd = "宝玉道：「好」。「寶玉說\n" + "".join(map(chr, range(0x3400, 0x3400 + 1002)))  # Extension A: none known
+    note = analyse(model, odd, text * 3, max_order=2).notes[0]
+    named = "'「' (did you mean '“'?) '」' (did you mean '”'?) '寶' '說'"
+    assert note.startswith("1,007 unseen characters excluded from every bits figure (1,006 distinct, ")
+    assert f"never in the model's training text: {named} " in note and "...); the model reads" in note
+
+
+def test_inspect_says_what_a_min_count_model_scored_as_the_unknown_symbol_as_eval_does():
+    """Under a model with the unknown symbol (--min-count, --coverage) inspect said nothing of a text's
+    unseen characters, where `charlm eval` says they were scored as the symbol and what their bits are:
+    its figures hold those bits too, so it says so, in eval's line (`scoring.unseen_note`), and once: its
+    warning, in other words, is left out as eval's is."""
+    torch.manual_seed(0)
+    text = "宝玉道：“好。”又说：“是。”\n黛玉笑道：“来了。”\n" * 6
+    vocab = Vocab(sorted(set(text)), unknown=True)
+    model = make_model(vocab, layers=1, hidden=8).eval()
+    odd = "寶玉道：「好」。寶玉說\n"  # the first is read, never scored: counted once
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnknownCharacterWarning)  # said once, in the note, not a warning too
+        notes = analyse(model, odd, text * 3, max_order=2).notes
+    assert notes[0] == unseen_note(vocab, [odd])
+    assert notes[0].startswith("4 unseen characters scored as the unknown symbol '\ufffd' (4 distinct: '「' (did")
 
 
 def test_only_han_characters_make_a_text_chinese():

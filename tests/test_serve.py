@@ -1945,10 +1945,25 @@ NEVER_RUN = [
     ("/v1/completions", b'{"prompt": ["b\\ud800"]}', 400, "prompt: lone surrogate U+D800 at character 1"),
     ("/v1/chat/completions", {**CHAT_A, "logit_bias": {"99": 1}}, 400, "token id 99 is not one"),
     ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "\\udfff"}]}', 400, "messages: lone"),
-    ("/v1/completions", {"prompt": "a", "template": "__：_"}, 400, "template: the model does not know '："),
-    ("/v1/completions", {"prompt": "a", "form": "五言绝句"}, 400, "form 五言绝句: the model does not know '，'"),
+    (
+        "/v1/completions",
+        {"prompt": "a", "template": "__：_"},
+        400,
+        "template: 1 character(s) the model has never seen: '：",
+    ),
+    (
+        "/v1/completions",
+        {"prompt": "a", "form": "五言绝句"},
+        400,
+        "form 五言绝句: 2 character(s) the model has never seen: '，'",
+    ),
     ("/v1/completions", {"prompt": "a", "template": "_,_", **COMMA_BANNED}, 400, "bans ',', but template must"),
-    ("/v1/chat/completions", {**CHAT_A, "template": "_？_"}, 400, "template: the model does not know '？'"),
+    (
+        "/v1/chat/completions",
+        {**CHAT_A, "template": "_？_"},
+        400,
+        "template: 1 character(s) the model has never seen: '？'",
+    ),
     ("/v1/completions", {"prompt": "a", "max_tokens": 1}, 429, "streams are busy"),  # good, but no row is free
     ("/v1/completions", {"prompt": "a", "template": "_,_"}, 429, "streams are busy"),  # a writable template too
 ]

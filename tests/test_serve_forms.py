@@ -97,8 +97,12 @@ def test_the_server_and_generate_write_the_same_poem_from_one_seed(client):
 @pytest.mark.parametrize(
     ("fields", "param", "says"),
     [
-        ({"template": "__：___"}, "template", "template: the model does not know '："),
-        ({"template": "__，___", "acrostic": "龘夏"}, "acrostic", "acrostic: the model does not know '龘'"),
+        ({"template": "__：___"}, "template", "template: 1 character(s) the model has never seen: '："),
+        (
+            {"template": "__，___", "acrostic": "龘夏"},
+            "acrostic",
+            "acrostic: 1 character(s) the model has never seen: '龘'",
+        ),
         ({"form": "五言"}, "form", "form '五言' is not a form charlm knows; choose one of 五言绝句"),
         ({"form": "五言"}, "form", "or a short name (五绝, 七绝, 五律, 七律), in simplified or traditional"),
         ({"form": "五言绝句", "template": "_"}, "form", "give form or template, not both"),
@@ -267,7 +271,10 @@ def test_page_writes_a_poem_in_the_form_chosen(served, browser):  # noqa: F811
     Select(browser.find_element("id", "form")).select_by_value("template")
     assert template_box.is_displayed()
     set_field(browser, "template", "__：___")
-    for error in ("acrostic has 4 characters but template has 2 verses", "template: the model does not know '："):
+    for error in (
+        "acrostic has 4 characters but template has 2 verses",
+        "template: 1 character(s) the model has never seen: '：",
+    ):
         browser.find_element("id", "generate").click()
         wait(browser, 20).until(lambda d: d.find_element("id", "seed-error").text)
         assert error in browser.find_element("id", "seed-error").text

@@ -282,10 +282,7 @@ class Model {
       else if (this.meta.vocab.unknown_id !== null) ids.push(this.meta.vocab.unknown_id);
       else if (!missing.includes(ch)) missing.push(ch);
     }
-    if (missing.length) {
-      const shown = missing.slice(0, 10).map((c) => this.nameUnseen(c)).join(" ") + (missing.length > 10 ? " ..." : "");
-      throw new Error(`seed: ${missing.length} character(s) the model has never seen: ${shown}; use only characters from the training text`);
-    }
+    if (missing.length) throw new Error(neverSeen("seed", missing.map((c) => this.nameUnseen(c))));
     return ids;
   }
 
@@ -379,6 +376,12 @@ const ESCAPES = { n: "\n", t: "\t", _: "\0", "\\": "\\" };  // "\0" marks a lite
 
 function formError(param, message) { return Object.assign(new Error(message), { param }); }
 
+// vocab.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording.
+function neverSeen(what, names) {
+  const shown = names.slice(0, 10).join(" ") + (names.length > 10 ? " ..." : "");
+  return `${what}: ${names.length} character(s) the model has never seen: ${shown}; use only characters from the training text`;
+}
+
 function unescape(text) {
   return text.replace(/\\([nt_\\])/g, (_, c) => ESCAPES[c]);
 }
@@ -415,16 +418,23 @@ function compileTemplate(request, banned) {
   }
   // Fixed text as the model reads it (normalized, as Vocab.encode does); the model must know it.
   const normalize = model.meta.vocab.normalize, unknown = model.meta.vocab.unknown_id;
+  const unknownOf = new Map();  // each option's characters the model does not know, named as charlm names them
   const slots = chars.map((c) => {
     if (c === null) return FREE;
     const read = normalize === "none" ? c : c.normalize(normalize.toUpperCase());
-    const id = model.index.get([...read].length === 1 ? read : c);
-    if (id === undefined || id === unknown) {  // named as charlm names it: ',' (did you mean '，'?)
-      const shown = model.nameUnseen([...read].length === 1 ? read : c);
-      throw formError(fromAcrostic.has(c) ? "acrostic" : param, `${fromAcrostic.has(c) ? "acrostic" : name}: the model does not know ${shown}; use characters it was trained on`);
+    const known = [...read].length === 1 ? read : c;
+    const id = model.index.get(known);
+    if (id === undefined || id === unknown) {  // ',' (did you mean '，'?)
+      const what = fromAcrostic.has(c) ? "acrostic" : name;
+      if (!unknownOf.has(what)) unknownOf.set(what, new Set());
+      unknownOf.get(what).add(known);
     }
     return id;
   });
+  if (unknownOf.size) {  // every character of the option that fixed the first, as a seed's are named
+    const [what, unknownChars] = unknownOf.entries().next().value;
+    throw formError(what === "acrostic" ? "acrostic" : param, neverSeen(what, [...unknownChars].map((c) => model.nameUnseen(c))));
+  }
   const ban = slots.findIndex((id) => id !== FREE && banned && banned[id]);
   if (ban >= 0) {  // a fixed character banned: the template cannot be written
     const what = fromAcrostic.has(chars[ban]) ? "acrostic" : name;

@@ -15,6 +15,7 @@ and Understanding Recurrent Networks" (2015):
 from __future__ import annotations
 
 import unicodedata
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,9 +25,10 @@ from ..errors import CharLMError
 from ..forms import is_cjk_punctuation, is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
-from ..scoring import Surprise, check_scored, scored_chars, surprise
+from ..scoring import Surprise, check_scored, scored_chars, surprise, unseen_note
 from ..tables import table
 from ..tracing import Trace, trace
+from ..vocab import UnknownCharacterWarning
 
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists
@@ -300,8 +302,11 @@ def analyse(
     check_inspectable(model)
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
-    traced = trace(model, text, context="", probs=False)
-    seen = surprise(model, text, context="")
+    symbol_note = unseen_note(model.vocab, [text]) if model.vocab.unknown_id is not None else ""  # eval's line
+    with warnings.catch_warnings():  # read as the unknown symbol: the note says so once, as eval's does
+        warnings.simplefilter("ignore", UnknownCharacterWarning)
+        traced = trace(model, text, context="", probs=False)
+        seen = surprise(model, text, context="")
     check_scored(what, len(seen.tokens), seen.scored_chars)
     state_name, states = cell_view(traced)
     text = "".join(traced.tokens)  # normalized as the model read it
@@ -316,12 +321,14 @@ def analyse(
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
         distinct = model.vocab.unseen_in("".join(excluded))
-        shown = " ".join(map(repr, distinct[:20])) + (" ..." if len(distinct) > 20 else "")
+        shown = model.vocab.names_unseen(distinct)  # eval's wording: '「' (did you mean '“'?) ...
         notes.append(
-            f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct)} distinct, "
+            f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct):,} distinct, "
             f"never in the model's training text: {shown}); the model reads each as a character it knows "
             "nothing about (on the page: blue, dashed)"
         )
+    if symbol_note:  # read as the unknown symbol, which has bits: in every figure, and eval's words say what they are
+        notes.append(symbol_note)
     if traced.cells is None:
         article = "an" if traced.cell == "rnn" else "a"  # an R-N-N, a G-R-U
         notes.append(f"{article} {traced.cell.upper()} has no cell state: the cells section shows its hidden state h")
