@@ -25,11 +25,11 @@ import os
 import statistics
 import string
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from bench.common import best_seconds
 from charlm import checkpoint
 from charlm.checkpoint import MAX_WEIGHT, Checkpoint, Progress
 from charlm.config import Config
@@ -69,12 +69,6 @@ def write_checkpoint(folder: Path, layers: int, hidden: int) -> tuple[Path, int]
     return path, model.num_parameters()
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=3)
@@ -95,8 +89,8 @@ def main() -> None:
                 names = list(CHECKS)
                 for name in names[turn % len(names) :] + names[: turn % len(names)]:
                     check = checkpoint.check_values = CHECKS[name]
-                    loads[name].append(timed(lambda: checkpoint.load(path)))
-                    alone[name].append(timed(lambda check=check: [check(n, t) for n, t in weights.items()]))
+                    loads[name].append(best_seconds(lambda: checkpoint.load(path), 1))
+                    alone[name].append(best_seconds(lambda check=check: [check(n, t) for n, t in weights.items()], 1))
         finally:
             checkpoint.check_values = original
 

@@ -17,8 +17,7 @@ characters unless --checkpoint names a run: speed does not depend on what the we
 --prompt-chars N gives each stream a prompt of N random characters instead of "The ", so that reading
 prompts (priming, one at a time beside the batch) is part of what is measured: the table's prompt
 column is the server's own `timings.prompt_ms` (waiting for the primer included; a response has none:
-nan). --threads 1,2 serves
-with each `--threads` in turn, --rounds times over.
+nan). --threads 1,2 serves with each `--threads` in turn, --rounds times over.
 
 --endpoint says which API the streams ask: completions (/v1/completions, the default), chat
 (/v1/chat/completions, the prompt as one user message) or responses (/v1/responses, the prompt as
@@ -347,13 +346,14 @@ def main() -> None:
                     measured[count, endpoint].append(result)
     for (count, endpoint), rounds in measured.items():
         for points, churned in rounds:
-            report(points, churned, args, run, variant(count, endpoint))
+            report(points, churned, args, run, ", " + variant(count, endpoint))
     if len(measured) > 1:
         compare(measured, levels)
 
 
 def variant(count: int | None, endpoint: str) -> str:
-    return (f", --threads {count}" if count else "") + f", /{request(endpoint, '', 1, 0)[0].lstrip('/')}"
+    """A server's --threads and an endpoint as the tables name them: `--threads 2, /v1/responses`."""
+    return (f"--threads {count}, " if count else "") + request(endpoint, "", 1, 0)[0]
 
 
 def measure(
@@ -405,7 +405,7 @@ def compare(measured: dict[tuple, list], levels: list[int]) -> None:
     def figures(key: tuple, level: int, name: str) -> list[float]:
         return [points[levels.index(level)][name] for points, _ in measured[key]]
 
-    print(f"\nmedians over {rounds} rounds; ratios to{variant(*first)[1:]}, round by round: median [spread]\n")
+    print(f"\nmedians over {rounds} rounds; ratios to {variant(*first)}, round by round: median [spread]\n")
     print("| streams | variant | " + " | ".join(f"{title} | ratio" for title in COMPARED.values()) + " |")
     print("|---:|---|" + "---:|---:|" * len(COMPARED))
     for level in levels:
@@ -423,7 +423,7 @@ def compare(measured: dict[tuple, list], levels: list[int]) -> None:
                 spread = f" [{ratios[0]:.2f}, {ratios[-1]:.2f}]" if rounds > 1 and ratios else ""
                 ratio = f"{statistics.median(ratios):.2f}{spread}" if ratios else "nan"
                 cells.append(f"{statistics.median(values):,.1f} | {ratio}")
-            print(f"| {level} | {variant(*key)[2:]} | " + " | ".join(cells) + " |")
+            print(f"| {level} | {variant(*key)} | " + " | ".join(cells) + " |")
 
 
 def report(points: list[dict], churned: dict | None, args, run: Path, server: str = "") -> None:

@@ -191,6 +191,8 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     try:
         header = files.parse_json(header_line)
         version, size, digest = header["version"], header["bytes"], header["sha256"]
+        if type(size) is not int:  # null, "12", true, 12.0: no count of bytes to compare the file with
+            raise TypeError
     except (ValueError, KeyError, TypeError):
         if newline < 0 and len(data) < len(MAGIC) + MAX_HEADER:  # the file ends within the header line
             raise cut_in_header() from None
@@ -202,12 +204,11 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
             f"{', '.join(map(str, READS))}); "
             + ("a newer charlm wrote it: update this charlm to read it" if newer else advice(path))
         )
-    if len(body) != size:  # sizes of the file, as `ls -l` shows them, not of the body after the header
-        written = (
-            f"{len(data):,} of {end + size:,} bytes" if len(body) < size else f"{len(data):,} bytes, not {end + size:,}"
-        )
-        kind = "truncated" if len(body) < size else "damaged"
-        raise CharLMError(f"{path}: {kind} checkpoint ({written}); {advice(path)}")
+    whole = end + size  # sizes of the file, as `ls -l` shows them, not of the body after the header
+    if len(body) < size:
+        raise CharLMError(f"{path}: truncated checkpoint ({len(data):,} of {whole:,} bytes); {advice(path)}")
+    if len(body) > size:
+        raise CharLMError(f"{path}: damaged checkpoint ({len(data):,} bytes, not {whole:,}); {advice(path)}")
     if hashlib.sha256(body).hexdigest() != digest:
         raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {advice(path)}")
     if hazard := _memory_hazard(body):  # before torch.load, which would allocate it

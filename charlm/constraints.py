@@ -63,7 +63,7 @@ class Constrained:
         if missing := unwritten(fixed, written, self.byte_ids, in_bytes):
             what = option[missing[0]]  # every character of the option that fixed the first, as a seed's are named
             name = vocab.name_unseen if vocab.one_char_per_id else repr  # ',' (did you mean '，'?)
-            raise never_seen(what, [name(c) for c in missing if option[c] == what])
+            raise never_seen(what, [c for c in missing if option[c] == what], name)
         self.script = template.script or majority_script(self.texts)
         bans = banned is not None and bool(banned.any())
         if bans:

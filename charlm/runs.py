@@ -271,8 +271,8 @@ def check_can_make(folder: Path) -> None:
             probe = place / "probe"  # made as `.probe.tmp-PID-START`: one a run killed here left, the next removes
             try:  # as make_folder would fail, before it has to
                 files.remove_leftovers(probe)
-                os.mkdir(files.temporary(probe))
-                os.rmdir(files.temporary(probe))
+                os.mkdir(made := files.temporary(probe))
+                os.rmdir(made)
             except FileExistsError:  # this process's own, another thread's probing now: the place can hold one
                 pass
             except OSError as e:

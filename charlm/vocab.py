@@ -31,6 +31,7 @@ UNSEEN = -1
 UNKNOWN = "\ufffd"  # the replacement character stands for every character left out of the vocabulary
 MAX_CODE_POINT = 0x110000
 UNKNOWN_SLICE = 1 << 20  # characters `Vocab.unseen_in` looks up at a time
+SHOWN_UNSEEN = 10  # unseen characters an error or a warning names (`first_named`), then " ..."
 # ASCII punctuation and the forms Chinese text writes it in, the likeliest meant first: ',' is '，' (its
 # full-width form, which Unicode pairs with it too: see `other_forms`) before the enumeration comma '、'.
 CJK_PUNCTUATION = {".": "。", ",": "，、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
@@ -315,8 +316,8 @@ class Vocab:
         missing = self.outside(codes, ids)
         if missing and not (unseen and self.unknown_id is None):
             if self.unknown_id is None:
-                raise never_seen(what, list(map(self.name_unseen, missing)))
-            shown = " ".join(self.name_unseen(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+                raise never_seen(what, missing, self.name_unseen)
+            shown = first_named(missing, self.name_unseen)
             warnings.warn(f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}", UnknownCharacterWarning, 2)
         return torch.from_numpy(ids)
 
@@ -359,14 +360,19 @@ class Vocab:
         return cls(list(chars), unknown, normalize)
 
 
-def never_seen(what: str, names: list[str]) -> CharLMError:
-    """The error for characters a model cannot take, each as `Vocab.name_unseen` names it (the first 10):
-    one wording for a seed's and a template's or acrostic's, so a user of traditional characters typing
+def never_seen(what: str, chars: list[str], name: Callable[[str], str]) -> CharLMError:
+    """The error for `chars` a model cannot take, each as `name` names it (`Vocab.name_unseen`): one
+    wording for a seed's and a template's or acrostic's, so a user of traditional characters typing
     both is told of every character at once, in the same words."""
-    shown = " ".join(names[:10]) + (" ..." if len(names) > 10 else "")
     return CharLMError(
-        f"{what}: {len(names)} character(s) the model has never seen: {shown}; use only characters from the training text"
+        f"{what}: {len(chars)} character(s) the model has never seen: {first_named(chars, name)}; "
+        "use only characters from the training text"
     )
+
+
+def first_named(chars: list[str], name: Callable[[str], str]) -> str:
+    """The first SHOWN_UNSEEN of `chars`, each as `name` names it, then " ..." where there are more."""
+    return " ".join(map(name, chars[:SHOWN_UNSEEN])) + (" ..." if len(chars) > SHOWN_UNSEEN else "")
 
 
 def with_hint(char: str, hint: str) -> str:

@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -544,6 +545,19 @@ def test_an_empty_or_barely_begun_best_pt_is_called_truncated(trained, tmp_path,
         f"{best}: truncated checkpoint ({kept} bytes, no whole header); use the run's other checkpoint, "
         f"{run / runs.LATEST}, in its place (as in charlm.load('{run / runs.LATEST}'))"
     )
+
+
+@pytest.mark.parametrize("size", [None, "1150316", True, 12.0], ids=["null", "a string", "true", "a float"])
+def test_a_header_whose_length_is_no_count_of_bytes_is_damaged(trained, tmp_path, size):
+    """A header whose "bytes" is not a whole number (a hand-edited or damaged file) was a TypeError
+    traceback ("'<' not supported between instances of 'int' and 'NoneType'") as the sizes were compared:
+    a damaged header, in one line naming the file."""
+    checkpoint_path = shutil.copy(trained, tmp_path / "best.pt")
+    header, body = checkpoint_path.read_bytes()[len(checkpoint_file.MAGIC) :].split(b"\n", 1)
+    edited = {**json.loads(header), "bytes": size}
+    checkpoint_path.write_bytes(checkpoint_file.MAGIC + json.dumps(edited).encode() + b"\n" + body)
+    with pytest.raises(CharLMError, match=f"^{re.escape(str(checkpoint_path))}: damaged checkpoint header; "):
+        checkpoint_file.verified(checkpoint_path.read_bytes(), checkpoint_path)
 
 
 def test_a_damaged_checkpoint_names_the_runs_other_one_and_the_command_that_reads_it(trained, tmp_path):

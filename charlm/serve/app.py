@@ -683,16 +683,17 @@ class ResponseReply:
         `max_output_tokens`). An error ends it as an `error` event; a client gone cancels the rows."""
         numbers, run = itertools.count(), self.run
         where = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
-        # The closing events each repeat the whole text's logprobs: written to JSON once, in the deltas, and put
-        # where this list stands (its mark is no string a request can hold). Dumped anew in each, on the event
-        # loop, 64 streams of top_logprobs 20 ending together held every stream and /health for seconds.
+        # The closing events each repeat the whole text's logprobs. Each entry is written to JSON once, in its
+        # delta, and an event holds `slot` where entries go: `sent` puts their JSON there (the slot's mark is no
+        # string a request can hold). Dumped anew in each, on the event loop, 64 streams of top_logprobs 20
+        # ending together held every stream and /health for seconds.
         mark = f"logprobs-{uuid.uuid4().hex}"
-        written_once = [mark] if self.wants_logprobs else []
+        slot = [mark] if self.wants_logprobs else []
 
-        def sent(kind: str, written: str = "", **fields: Any) -> str:
-            """The event of `kind`, `written` (logprobs entries as JSON) put where `written_once` stands."""
+        def sent(kind: str, entries_json: str = "", **fields: Any) -> str:
+            """The event of `kind`, `entries_json` (logprobs entries, without the list's brackets) in `slot`."""
             data = event({"type": kind, "sequence_number": next(numbers), **fields})
-            return f"event: {kind}\n" + data.replace(f'"{mark}"', written)
+            return f"event: {kind}\n" + data.replace(f'"{mark}"', entries_json)
 
         try:
             yield sent("response.created", response=self.response("in_progress"))
@@ -700,21 +701,21 @@ class ResponseReply:
             item = responses.output_message(self.message_id, None, "in_progress")
             yield sent("response.output_item.added", output_index=0, item=item)
             yield sent("response.content_part.added", **where, part=responses.output_text(""))
-            texts, entries, reason = [], [], None  # entries: each delta's logprobs as JSON, without brackets
+            texts, deltas_json, reason = [], [], None
             async for update in run.updates():
                 reason = update.finish_reason or reason
                 delta = self.logprobs(update.tokens or [])  # a healed seed's piece may have no text of its own
                 if update.text or delta:
                     texts.append(update.text)
-                    written = one_line(delta)[1:-1]  # its entries, without the list's brackets
-                    entries += [written] if written else []
-                    yield sent("response.output_text.delta", written, **where, delta=update.text, logprobs=written_once)
-            text, status, every = "".join(texts), responses.response_status(reason), ",".join(entries)
-            yield sent("response.output_text.done", every, **where, text=text, logprobs=written_once)
-            yield sent("response.content_part.done", every, **where, part=responses.output_text(text, written_once))
-            item = responses.output_message(self.message_id, text, status, written_once)
-            yield sent("response.output_item.done", every, output_index=0, item=item)
-            yield sent(f"response.{status}", every, response=self.response(status, text, written_once))
+                    delta_json = one_line(delta)[1:-1]
+                    deltas_json += [delta_json] if delta_json else []
+                    yield sent("response.output_text.delta", delta_json, **where, delta=update.text, logprobs=slot)
+            text, status, all_json = "".join(texts), responses.response_status(reason), ",".join(deltas_json)
+            yield sent("response.output_text.done", all_json, **where, text=text, logprobs=slot)
+            yield sent("response.content_part.done", all_json, **where, part=responses.output_text(text, slot))
+            item = responses.output_message(self.message_id, text, status, slot)
+            yield sent("response.output_item.done", all_json, output_index=0, item=item)
+            yield sent(f"response.{status}", all_json, response=self.response(status, text, slot))
         except APIError as e:
             yield sent("error", code=e.code, message=e.message, param=e.param)
         finally:

@@ -772,15 +772,11 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
 
 
 def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
-    """The Responses API, read as chat is (`chat_params`): `instructions` a system message before the
-    `input`'s, a blank line between texts and after the last; `params.logprobs` is not None where
-    `include` asks for log-probabilities. Returns the params and what a response echoes as given:
-    `instructions`, `max_output_tokens`, `metadata`, `top_logprobs` and the user's strings."""
+    """The Responses API, read as chat is (`chat_params`), its prompt `response_prompt`'s; `params.logprobs`
+    is not None where `include` asks for log-probabilities. Returns the params and what a response echoes
+    as given: `instructions`, `max_output_tokens`, `metadata`, `top_logprobs` and the user's strings."""
     body = check_fields(body, RESPONSE_FIELDS, RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY, RESPONSE_REFUSALS)
-    if body.get("input") is None:
-        raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
-    instructions = echoed_string(body, "instructions")
-    prompt = joined([instructions or "", *input_texts(body["input"])])
+    instructions, prompt = response_prompt(body)
     options = body.get("stream_options")
     if isinstance(options, dict) and "include_usage" in options:  # a response's last event always has usage
         param = "stream_options.include_usage"
@@ -806,15 +802,22 @@ INPUT_TOKENS_FIELDS = {"model", "input", "instructions", "text"}
 def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str]:
     """The model and the prompt whose characters `input_tokens.count` counts: what `response_params`
     reads from the same `input` and `instructions`, refused where a response would be."""
-    null_only = RESPONSE_NULL_ONLY | {"personality"}
+    null_only = RESPONSE_NULL_ONLY | {"personality"}  # its own field: a style preset, which charlm has none of
     body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
-    if body.get("input") is None:
-        raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
-    prompt = joined([echoed_string(body, "instructions") or "", *input_texts(body["input"])])
+    _, prompt = response_prompt(body)
     check_prompt_lengths([prompt], config, "input")
     check_text(prompt, "input")
     text_format(body.get("text"))
     return string(body, "model"), prompt
+
+
+def response_prompt(body: dict) -> tuple[str | None, str]:
+    """A response's `instructions` and the prompt they make with its `input`: `instructions` a system
+    message before the input's, a blank line between texts and after the last (`joined`)."""
+    if body.get("input") is None:
+        raise APIError(400, "input is required: a text, or a list of messages", "input", "missing_required_parameter")
+    instructions = echoed_string(body, "instructions")
+    return instructions, joined([instructions or "", *input_texts(body["input"])])
 
 
 def response_logprobs(body: dict) -> int | None:
