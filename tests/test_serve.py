@@ -2782,6 +2782,74 @@ def test_page_shows_a_long_stream_a_frame_at_a_time_at_its_end_unless_scrolled_u
         assert tip.find_element("css selector", "tr.chosen").text.startswith(span.text)
 
 
+# A text of lines short and long (one longer than a block, none between), blank lines, a mark after a line
+# break, Chinese, Arabic and Hebrew (right to left): the serve page's blocks must not show it otherwise.
+BLOCKS_TEXT = (
+    "the fifth flag of the office, fluffy and fine.\n" * 30
+    + "\n\u0301 a line of no break " * 60
+    + "\n\n满纸荒唐言，一把辛酸泪。\n"
+    + "مرحبا بالعالم، שלום עולם\n" * 20
+    + "the end"
+)
+
+
+@pytest.mark.slow
+def test_page_lays_a_long_text_out_in_contained_blocks_that_show_and_copy_as_one_text(tiny_model, browser):
+    """Each animation frame laid out the whole text anew (441 ms per 1,000 characters of a 100,000-character
+    stream: bench/page_stream.py): the text is in blocks now, each finished one contained, so a frame lays
+    out the last. A block ends at a line break only: one ending mid-line moved the next onto a line of its
+    own, and copying the text gave a line break there."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    seed = "a seed of lines\n" * 40 + "and its last "
+    with page_of_a_stream(tiny_model, browser, BLOCKS_TEXT, per_frame=97) as wait:
+        set_field(browser, "seed", seed)
+        browser.find_element("id", "generate").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
+        assert browser.execute_script("return fullText()") == seed + BLOCKS_TEXT
+        blocks = browser.execute_async_script(  # three frames on: the finished blocks are contained by then
+            """const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));
+            frame().then(frame).then(frame).then(() => arguments[0]([...document.getElementById("text").children]
+              .map((b) => [b.tagName, b.textContent, getComputedStyle(b).display, getComputedStyle(b).contentVisibility])));"""
+        )
+        assert len(blocks) >= 5 and "".join(text for _, text, _, _ in blocks) == seed + BLOCKS_TEXT
+        assert all(tag == "DIV" and display == "block" for tag, _, display, _ in blocks), blocks
+        assert all(text.endswith("\n") and seen == "auto" for _, text, _, seen in blocks[:-1]), blocks
+        # Laid out as one text, streamed or shown at once (from the history): the height of its spans out of
+        # their blocks (as the page had them), off-screen blocks skipped at the height they were laid out at
+        heights = browser.execute_async_script(
+            """const done = arguments[0], text = document.getElementById("text"), streamed = text.scrollHeight;
+            const skipped = [...text.children].filter((b) => !b.firstChild.checkVisibility({ contentVisibilityAuto: true }));
+            render();
+            requestAnimationFrame(() => requestAnimationFrame(() => {
+              const shown = text.scrollHeight, spans = document.createElement("div");  // spans out of their blocks
+              for (const block of text.children) spans.append(...[...block.childNodes].map((n) => n.cloneNode(true)));
+              spans.id = "text";
+              text.id = "";
+              text.after(spans);
+              done([streamed, shown, spans.scrollHeight, skipped.length]);
+              spans.remove();
+              text.id = "text";
+            }));"""
+        )
+        assert heights[0] == heights[1] == heights[2] and heights[3] > 0, heights
+        # Copied (the whole text selected, Ctrl+C): the text, not a line break more
+        browser.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {"permissions": ["clipboardReadWrite"], "origin": browser.execute_script("return location.origin")},
+        )
+        browser.execute_script(
+            """const range = document.createRange(), selection = getSelection();
+            range.selectNodeContents(document.getElementById("text"));
+            selection.removeAllRanges();
+            selection.addRange(range);"""
+        )
+        ActionChains(browser).key_down(Keys.CONTROL).send_keys("c").key_up(Keys.CONTROL).perform()
+        copied = browser.execute_async_script("navigator.clipboard.readText().then(arguments[0])")
+        assert copied == seed + BLOCKS_TEXT
+
+
 @pytest.mark.slow
 def test_page_gives_each_letter_of_a_ligature_a_width_to_hover(tiny_model, browser):
     """Chromium joined "fi", "fl" and "ff" into one glyph across two tokens' spans: the second's span had
@@ -2817,7 +2885,7 @@ def test_page_hovers_a_combining_mark_with_the_letter_it_joins(tiny_model, brows
         wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
         assert made_text(browser) == text and browser.execute_script("return fullText()") == "Rene" + text
         targets_script = (
-            "return [...document.querySelectorAll('#text > .made:not(.break), #text > .cluster')]"
+            "return [...document.querySelectorAll('#text > .block > .made:not(.break), #text > .block > .cluster')]"
             ".map(s => [s.textContent, s.getBoundingClientRect().width])"
         )
         targets = browser.execute_script(targets_script)

@@ -78,6 +78,42 @@ function generateOnEnter(generate) {
   });
 }
 
+// The text box (#text) holds its spans (the seed's, then one per piece written) in blocks: a block of
+// TEXT_BLOCK characters or more ends at its next line break, and the next span begins a new one. Each frame
+// then lays out the last block, not the whole text (a 100,000-character text took 441 ms of layout per 1,000
+// characters shown: bench/page_stream.py). A block ends at a line break only, as a paragraph does: one
+// ending mid-line would put the next on a line of its own, and copying the text would give a line break there.
+const TEXT_BLOCK = 500;
+function addToText(box, span) {
+  let block = box.lastElementChild;
+  if (!block || (block.chars >= TEXT_BLOCK && block.lastChild.textContent.endsWith("\n"))) {
+    block = box.appendChild(document.createElement("div"));
+    block.className = "block";
+    block.chars = 0;
+  }
+  block.chars += span.textContent.length;
+  block.appendChild(span);
+}
+// The blocks before the last, finished, are contained (.done: page.css) two frames on, once each has been
+// laid out whole: off screen, it keeps the height it was last laid out at (laid out in part, it kept that).
+// Called after a change; a text shown anew meanwhile (render) is left to its own call.
+function containFinished(box) {
+  const last = box.lastElementChild, finished = last && last.previousElementSibling;
+  if (!finished || finished.classList.contains("done")) return;
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    for (let block = finished; block && block.isConnected && !block.classList.contains("done"); block = block.previousElementSibling) {
+      block.classList.add("done");
+    }
+  }));
+}
+// The text box emptied, then `seed` in it: a span a line, so that a long seed (Continue's) is in blocks too.
+function showSeed(box, seed) {
+  box.textContent = "";
+  for (const line of seed.split(/(?<=\n)/)) {
+    addToText(box, Object.assign(document.createElement("span"), { className: "seed", textContent: line }));
+  }
+}
+
 // The status line once a text ends: what ended it ("done (length)", "stopped"), how many characters
 // (code points: a character outside the BMP is one), in how long.
 function summary(how, text, seconds) {
