@@ -184,6 +184,24 @@ def test_a_response_echoes_the_users_strings_and_its_service_tier(client):  # no
     assert reply.service_tier == "default" and reply.top_logprobs == 0
 
 
+def test_the_users_strings_are_bounded_as_openai_bounds_them_on_responses_and_chat(client):  # noqa: F811
+    """A 200,000-character `user`, `safety_identifier` or `prompt_cache_key` was taken and echoed back in
+    every stream event that repeats the response: each is a 400 past OpenAI's 64 characters for
+    safety_identifier, a metadata value's 512 for the others, on chat as on responses."""
+    chat = {"messages": [{"role": "user", "content": "a"}], "max_tokens": 1}
+    for name, most in [("user", 512), ("safety_identifier", 64), ("prompt_cache_key", 512)]:
+        reply = client.responses.create(model="tiny", input="a", max_output_tokens=1, **{name: "é" * most})
+        assert getattr(reply, name) == "é" * most
+        for create, body in [(client.responses.create, {"input": "a"}), (client.chat.completions.create, chat)]:
+            with pytest.raises(openai.BadRequestError) as caught:
+                create(model="tiny", **body, **{name: "x" * 200_000})
+            error = caught.value.body
+            assert (error["param"], error["code"]) == (name, "invalid_value")
+            assert error["message"] == (
+                f"{name} may hold at most {most} characters, not 200,000; send a shorter one (a hash of it)"
+            )
+
+
 def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(client, server):  # noqa: F811
     """Retrieve, delete, cancel and input_items (of a response charlm never stores) and compact were
     FastAPI's bare "Not Found" (405 for compact): each is now a 404 that says why and what to do; any
