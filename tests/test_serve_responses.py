@@ -8,11 +8,15 @@ import concurrent.futures
 import inspect
 import itertools
 import json
+import warnings
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
+
+from charlm.serve.app import create_app
+from charlm.serve.config import ServeConfig
 
 from .test_serve import KEY, client, every_step_a_chunk, metrics, server, tiny_model  # noqa: F401
 
@@ -227,6 +231,17 @@ def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(clien
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert wrong_method.json()["error"]["message"] == "GET /v1/responses: this endpoint takes POST"
     assert httpx.get(f"{url}/v1/responses/resp_1").status_code == 401
+
+
+def test_the_openapi_document_gives_every_operation_its_own_id(tiny_model):  # noqa: F811
+    """The stored response's routes, one function on two routes of several methods, gave FastAPI's
+    "Duplicate Operation ID" warnings and an /openapi.json whose ids were not unique (invalid)."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        document = app.openapi()
+    ids = [operation["operationId"] for methods in document["paths"].values() for operation in methods.values()]
+    assert len(ids) == len(set(ids)) and "create_response_v1_responses_post" in ids
 
 
 def test_the_post_routes_beside_a_responses_id_asked_another_way_say_they_take_post(server):  # noqa: F811
