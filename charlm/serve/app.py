@@ -670,8 +670,9 @@ class ResponseReply:
     def logprobs(self, tokens: list[Token]) -> list[dict]:
         return responses.token_logprobs(tokens) if self.wants_logprobs else []
 
-    def response(self, status: str, text: str | None = None, logprobs: list[dict] | None = None) -> dict:
-        """The response object: in progress (no output or usage yet), or finished with `text`."""
+    def response(self, status: str, text: str | None = None, logprobs: list[dict] | list[str] | None = None) -> dict:
+        """The response object: in progress (no output or usage yet), or finished with `text`; `logprobs`
+        as `responses.output_text` takes them."""
         run = self.run
         output = [] if text is None else [responses.output_message(self.message_id, text, status, logprobs)]
         use = None if text is None else responses.response_usage(run.prompt_chars, run.made())
