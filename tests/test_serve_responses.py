@@ -136,10 +136,10 @@ def test_include_logprobs_gives_each_characters_logprobs_as_chat_does_streamed_o
 
 def test_streams_logprobs_are_written_to_json_once_while_many_end_at_once(server, monkeypatch):  # noqa: F811
     """A stream's four closing events (output_text.done, content_part.done, output_item.done, completed) each
-    repeat every logprobs entry of its text, and each was written to JSON anew on the event loop: 64 streams
-    of top_logprobs 20 ending together held every stream and /health for seconds (chat's, the same entries
-    once each, did not). Each entry is now written once, in its delta, and the closing events put that JSON
-    in their place: told by what app.py writes, not by time, with 8 streams at once, each given its own."""
+    repeat every logprobs entry of its text. Each entry is written to JSON once, in its delta, and the closing
+    events put that JSON in their place: dumped anew in each, on the event loop, 64 streams of top_logprobs 20
+    ending together held every stream and /health for seconds. Told by what app.py writes, not by time, with
+    8 streams at once, each given its own."""
     from charlm.serve import app as serve_app
 
     every_step_a_chunk(monkeypatch, server)
