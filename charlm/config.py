@@ -437,8 +437,9 @@ class SampleConfig:
             check_seed(self.random_seed)
         template_of(self.form, self.template, self.acrostic)  # a form that cannot be used is refused here
 
-    def temperature_at(self, step: int) -> float:
-        """The temperature of character `step`: a schedule (a tuple) is cycled, one value holds throughout."""
+    def temperature_at(self, step: int) -> float | None:
+        """The temperature of character `step`: a schedule (a tuple) is cycled, one value holds throughout;
+        None under greedy, which has none."""
         t = self.temperature
         return t[step % len(t)] if isinstance(t, tuple) else t
 

@@ -210,10 +210,10 @@ class PieceVocab:
         return np.asarray(self.processor.encode(text), dtype=np.int64)
 
     def encode(
-        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False
+        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False, warn: bool = True
     ) -> torch.Tensor:
         """Text -> int64 ids. Byte fallback spells any character, so nothing is ever unknown (`unseen`
-        changes nothing). `already_normalized`: as `Vocab.encode`."""
+        changes nothing, nor does `warn`). `already_normalized`: as `Vocab.encode`."""
         check_characters(text, what)
         return torch.from_numpy(self.encode_array(text if already_normalized else self.normalized(text)))
 

@@ -38,7 +38,7 @@ from .corpus import check_characters
 from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
 from .model import CharLM, State, inference, map_state
-from .vocab import UNSEEN, UnknownCharacterWarning, Vocabulary
+from .vocab import UNSEEN, Vocabulary
 
 if TYPE_CHECKING:  # the bar's type; bars.py makes every bar
     from tqdm.auto import tqdm
@@ -200,27 +200,25 @@ def scored_ids(vocab: Vocabulary, text: str, what: str, progress: bool = False) 
     window at a time in), and the characters they spell. A character vocabulary's ids are encoded a
     `SLICE` at a time (one id per character, so its slices encode as the whole does), under a bar if
     `progress`: seconds for a 50 MB file, before the scoring bar."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UnknownCharacterWarning)
-        if not vocab.one_char_per_id:  # a sentencepiece piece may span a cut: the text whole
-            ids = vocab.encode(text, what=what, unseen=True).to(torch.int32)
-        else:
-            check_characters(text, what)
-            text = vocab.normalized(text)
-            ids = torch.empty(len(text), dtype=torch.int32)
-            bar = progress_bar(
-                total=len(text),
-                desc="encoding",
-                unit="char",
-                unit_scale=True,
-                disable=not progress,
-                delay=LEAD_IN_SECONDS,
-            )
-            with bar:
-                for start in range(0, len(text), SLICE):
-                    part = vocab.encode(text[start : start + SLICE], what, unseen=True, already_normalized=True)
-                    ids[start : start + len(part)] = part
-                    bar.update(len(part))
+    if not vocab.one_char_per_id:  # a sentencepiece piece may span a cut: the text whole
+        ids = vocab.encode(text, what=what, unseen=True).to(torch.int32)
+    else:
+        check_characters(text, what)
+        text = vocab.normalized(text)
+        ids = torch.empty(len(text), dtype=torch.int32)
+        bar = progress_bar(
+            total=len(text),
+            desc="encoding",
+            unit="char",
+            unit_scale=True,
+            disable=not progress,
+            delay=LEAD_IN_SECONDS,
+        )
+        with bar:
+            for start in range(0, len(text), SLICE):
+                part = vocab.encode(text[start : start + SLICE], what, unseen=True, already_normalized=True, warn=False)
+                ids[start : start + len(part)] = part
+                bar.update(len(part))
     return ids, check_ids(vocab, ids, what)
 
 
@@ -325,19 +323,23 @@ class Scores:
 
 
 def ids_with_context(
-    model: CharLM, text: str, context: str | None, already_normalized: bool = False
+    model: CharLM, text: str, context: str | None, already_normalized: bool = False, warn: bool = True
 ) -> tuple[torch.Tensor, int, str]:
     """The context's and the text's ids in one tensor on the model's device, where the text starts, and
     the text as the model reads it: normalized once, here, unless `already_normalized` (the server's
-    prompt, which it normalized to check its length), for its ids and its tokens (`tokens_of`) alike."""
+    prompt, which it normalized to check its length), for its ids and its tokens (`tokens_of`) alike.
+    `warn=False`: no UnknownCharacterWarning for a character read as the unknown symbol, where the caller
+    says it itself (`unseen_note`)."""
     if not text and context == "":  # the recurrent core cannot run over zero steps
         raise CharLMError('nothing to read: the text is empty and context is ""; give a text, or context=None')
     context = model.vocab.start_text() if context is None else context
     context_ids = (
-        model.vocab.encode(context, what="context", unseen=True) if context else torch.zeros(0, dtype=torch.long)
+        model.vocab.encode(context, what="context", unseen=True, warn=warn)
+        if context
+        else torch.zeros(0, dtype=torch.long)
     )
     read = text if already_normalized else model.vocab.normalized(text)
-    text_ids = model.vocab.encode(read, what="text", unseen=True, already_normalized=True)
+    text_ids = model.vocab.encode(read, what="text", unseen=True, already_normalized=True, warn=warn)
     return torch.cat([context_ids, text_ids]).to(model.device), len(context_ids), read
 
 
@@ -423,13 +425,18 @@ class Surprise:
 
 
 def surprise(
-    model: CharLM, text: str, top: int = TOP, context: str | None = None, already_normalized: bool = False
+    model: CharLM,
+    text: str,
+    top: int = TOP,
+    context: str | None = None,
+    already_normalized: bool = False,
+    warn: bool = True,
 ) -> Surprise:
     """Bits spent on each token of `text` and the model's `top` guesses before it. The model first
     reads `context` (None: the start of a line), so the first token is predicted too. The same head
-    computation as `trace` (`score`), without the per-layer states. `already_normalized`: as
+    computation as `trace` (`score`), without the per-layer states. `already_normalized`, `warn`: as
     `ids_with_context`."""
-    ids, start, read = ids_with_context(model, text, context, already_normalized)
+    ids, start, read = ids_with_context(model, text, context, already_normalized, warn)
     with inference(model):
         outputs, _ = model.core(model.embed(ids[None]))
         scores = score(model, outputs[0], ids, start, top=top)

@@ -55,12 +55,13 @@ class Trace:
         return mean_bits(self.bits, self.tokens)
 
 
-def trace(model: CharLM, text: str, context: str | None = None, probs: bool = True) -> Trace:
+def trace(model: CharLM, text: str, context: str | None = None, probs: bool = True, warn: bool = True) -> Trace:
     """Run `model` over `text` and record everything it computes. The model first reads `context`
     (None: the start of a line, as sampling from an empty seed does), so the first character is
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
-    leaves out the (T, V) distributions, which for a big vocabulary are most of the memory."""
-    ids, start, read = ids_with_context(model, text, context)
+    leaves out the (T, V) distributions, which for a big vocabulary are most of the memory. `warn`: as
+    `scoring.ids_with_context`."""
+    ids, start, read = ids_with_context(model, text, context, warn=warn)
     with inference(model):
         inputs, layers = model.embed(ids), []
         for layer in range(model.config.layers):

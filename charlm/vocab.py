@@ -71,7 +71,7 @@ class Vocabulary(Protocol):
 
     def __len__(self) -> int: ...
     def encode(
-        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False
+        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False, warn: bool = True
     ) -> torch.Tensor: ...
     def encode_array(self, text: str) -> np.ndarray: ...  # already normalized text, for the corpus cache
     def dtype(self) -> np.dtype: ...  # the smallest unsigned type that holds every id
@@ -302,13 +302,15 @@ class Vocab:
         return self.id_table()[code_points(text)]
 
     def encode(
-        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False
+        self, text: str, what: str = "text", unseen: bool = False, already_normalized: bool = False, warn: bool = True
     ) -> torch.Tensor:
         """Text -> int64 ids. Characters the model has never seen are mapped to the unknown symbol with a
         warning, when the vocabulary has one; else, with `unseen`, to UNSEEN (a character the model knows
         nothing about: scoring reads it and leaves it out of the score; the caller tells the user), and
         otherwise they are an error that names them (a seed: see docs/data-and-checkpoints.md).
-        `already_normalized`: the caller normalized `text` for its own use, so it is not done twice."""
+        `already_normalized`: the caller normalized `text` for its own use, so it is not done twice.
+        `warn=False`: the caller says it itself (`scoring.unseen_note`); a warnings filter would silence
+        every thread's warning, not just this call's."""
         check_characters(text, what)
         text = text if already_normalized else self.normalized(text)
         codes = code_points(text)
@@ -317,8 +319,9 @@ class Vocab:
         if missing and not (unseen and self.unknown_id is None):
             if self.unknown_id is None:
                 raise never_seen(what, missing, self.name_unseen)
-            shown = first_named(missing, self.name_unseen)
-            warnings.warn(f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}", UnknownCharacterWarning, 2)
+            if warn:
+                shown = first_named(missing, self.name_unseen)
+                warnings.warn(f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}", UnknownCharacterWarning, 2)
         return torch.from_numpy(ids)
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:

@@ -7,8 +7,10 @@ import json
 import math
 import random
 import sys
+import threading
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 import torch
 
 import charlm
+from charlm import scoring
 from charlm.errors import CharLMError
 from charlm.inspection import analysis
 from charlm.inspection import run as inspection_run
@@ -153,6 +156,42 @@ def test_inspect_says_what_a_min_count_model_scored_as_the_unknown_symbol_as_eva
         notes = analyse(model, odd, text * 3, max_order=2).notes
     assert notes[0] == unseen_note(vocab, [odd])
     assert notes[0].startswith("4 unseen characters scored as the unknown symbol '\ufffd' (4 distinct: '「' (did")
+
+
+@pytest.mark.parametrize(
+    ("module", "step", "work"),
+    [
+        (analysis, "surprise", lambda model: analyse(model, "abxc ab\n", "abc ab\n" * 5, max_order=2).notes),
+        (scoring, "progress_bar", lambda model: scoring.text_bits(model, "abxc ab\n")),  # eval, bits_per_char
+    ],
+    ids=["inspect", "eval"],
+)
+def test_scoring_in_one_thread_leaves_another_threads_unseen_character_warning_alone(
+    monkeypatch, recwarn, module, step, work
+):
+    """inspect and eval kept their own UnknownCharacterWarning quiet with warnings.catch_warnings, which
+    sets the filters of the whole process: a seed another thread encoded meanwhile (a server's request)
+    lost its warning that a character was read as the unknown symbol. They tell the encoding not to warn."""
+    torch.manual_seed(0)
+    vocab = Vocab(sorted(set("abc \n")), unknown=True)
+    model = make_model(vocab, layers=1, hidden=8).eval()
+    inside, encoded = threading.Event(), threading.Event()
+    real_step = getattr(module, step)
+
+    def step_while_a_seed_is_encoded(*args, **kwargs):
+        inside.set()  # the scoring thread is where it read its text's ids
+        encoded.wait(10)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(module, step, step_while_a_seed_is_encoded)
+    with ThreadPoolExecutor(1) as pool:
+        scoring_thread = pool.submit(work, model)
+        assert inside.wait(10)
+        vocab.encode("ax", what="--seed")
+        encoded.set()
+        assert scoring_thread.result()  # its own word on 'x' is a note (unseen_note), not a warning
+    said = [str(w.message) for w in recwarn if w.category is UnknownCharacterWarning]
+    assert said == ["--seed: 'x' not in the vocabulary, read as '\ufffd'"]
 
 
 def test_only_han_characters_make_a_text_chinese():

@@ -3137,7 +3137,8 @@ def test_a_body_of_more_json_values_than_any_request_holds_is_refused_unparsed(s
         )
     text = '\\",[{' * most  # an escaped backslash, then an escaped quote: still in the string
     body = json.dumps({"prompt": "a", "max_tokens": 1, "user": text})
-    assert httpx.post(f"{url}/v1/completions", content=body, headers=headers).status_code == 200
+    read = httpx.post(f"{url}/v1/completions", content=body, headers=headers)  # parsed: a `user` too long
+    assert (read.status_code, read.json()["error"]["param"]) == (400, "user")
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,15 @@ import concurrent.futures
 import inspect
 import itertools
 import json
+import warnings
 
 import httpx
 import openai
 import pytest
 from openai import OpenAI
+
+from charlm.serve.app import create_app
+from charlm.serve.config import ServeConfig
 
 from .test_serve import KEY, client, every_step_a_chunk, metrics, server, tiny_model  # noqa: F401
 
@@ -132,10 +136,10 @@ def test_include_logprobs_gives_each_characters_logprobs_as_chat_does_streamed_o
 
 def test_streams_logprobs_are_written_to_json_once_while_many_end_at_once(server, monkeypatch):  # noqa: F811
     """A stream's four closing events (output_text.done, content_part.done, output_item.done, completed) each
-    repeat every logprobs entry of its text, and each was written to JSON anew on the event loop: 64 streams
-    of top_logprobs 20 ending together held every stream and /health for seconds (chat's, the same entries
-    once each, did not). Each entry is now written once, in its delta, and the closing events put that JSON
-    in their place: told by what app.py writes, not by time, with 8 streams at once, each given its own."""
+    repeat every logprobs entry of its text. Each entry is written to JSON once, in its delta, and the closing
+    events put that JSON in their place: dumped anew in each, on the event loop, 64 streams of top_logprobs 20
+    ending together held every stream and /health for seconds. Told by what app.py writes, not by time, with
+    8 streams at once, each given its own."""
     from charlm.serve import app as serve_app
 
     every_step_a_chunk(monkeypatch, server)
@@ -184,6 +188,24 @@ def test_a_response_echoes_the_users_strings_and_its_service_tier(client):  # no
     assert reply.service_tier == "default" and reply.top_logprobs == 0
 
 
+def test_the_users_strings_are_bounded_as_openai_bounds_them_on_responses_and_chat(client):  # noqa: F811
+    """A 200,000-character `user`, `safety_identifier` or `prompt_cache_key` was taken and echoed back in
+    every stream event that repeats the response: each is a 400 past OpenAI's 64 characters for
+    safety_identifier, a metadata value's 512 for the others, on chat as on responses."""
+    chat = {"messages": [{"role": "user", "content": "a"}], "max_tokens": 1}
+    for name, most in [("user", 512), ("safety_identifier", 64), ("prompt_cache_key", 512)]:
+        reply = client.responses.create(model="tiny", input="a", max_output_tokens=1, **{name: "é" * most})
+        assert getattr(reply, name) == "é" * most
+        for create, body in [(client.responses.create, {"input": "a"}), (client.chat.completions.create, chat)]:
+            with pytest.raises(openai.BadRequestError) as caught:
+                create(model="tiny", **body, **{name: "x" * 200_000})
+            error = caught.value.body
+            assert (error["param"], error["code"]) == (name, "invalid_value")
+            assert error["message"] == (
+                f"{name} may hold at most {most} characters, not 200,000; send a shorter one (a hash of it)"
+            )
+
+
 def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(client, server):  # noqa: F811
     """Retrieve, delete, cancel and input_items (of a response charlm never stores) and compact were
     FastAPI's bare "Not Found" (405 for compact): each is now a 404 that says why and what to do; any
@@ -209,6 +231,17 @@ def test_a_stored_responses_routes_say_charlm_stores_none_in_openais_shape(clien
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     assert wrong_method.json()["error"]["message"] == "GET /v1/responses: this endpoint takes POST"
     assert httpx.get(f"{url}/v1/responses/resp_1").status_code == 401
+
+
+def test_the_openapi_document_gives_every_operation_its_own_id(tiny_model):  # noqa: F811
+    """The stored response's routes, one function on two routes of several methods, gave FastAPI's
+    "Duplicate Operation ID" warnings and an /openapi.json whose ids were not unique (invalid)."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        document = app.openapi()
+    ids = [operation["operationId"] for methods in document["paths"].values() for operation in methods.values()]
+    assert len(ids) == len(set(ids)) and "create_response_v1_responses_post" in ids
 
 
 def test_the_post_routes_beside_a_responses_id_asked_another_way_say_they_take_post(server):  # noqa: F811

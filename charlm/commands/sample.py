@@ -12,7 +12,6 @@ import os
 import signal
 import stat
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO, TypeVar
@@ -93,13 +92,10 @@ def sample(
     seed = read_seed(seed_file) if seed_file else seed or ""
     with stopping.leaving_at_once():
         from .. import checkpoint, threads
-        from ..vocab import UnknownCharacterWarning
     model = checkpoint.load(target, device)
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read is refused before anything is printed
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UnknownCharacterWarning)
-            model.vocab.encode(seed or model.vocab.start_text(), what="--seed")
+        model.vocab.encode(seed or model.vocab.start_text(), what="--seed", warn=False)
     with OutputCopy(output) if output is not None else contextlib.nullcontext() as copy:
         emit = emitter(copy)
         try:

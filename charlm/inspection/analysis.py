@@ -15,7 +15,6 @@ and Understanding Recurrent Networks" (2015):
 from __future__ import annotations
 
 import unicodedata
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +27,6 @@ from ..ngram import MAX_ORDER, KneserNey
 from ..scoring import Surprise, check_scored, scored_chars, surprise, unseen_note
 from ..tables import table
 from ..tracing import Trace, trace
-from ..vocab import UnknownCharacterWarning
 
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists
@@ -303,10 +301,9 @@ def analyse(
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
     symbol_note = unseen_note(model.vocab, [text]) if model.vocab.unknown_id is not None else ""  # eval's line
-    with warnings.catch_warnings():  # read as the unknown symbol: the note says so once, as eval's does
-        warnings.simplefilter("ignore", UnknownCharacterWarning)
-        traced = trace(model, text, context="", probs=False)
-        seen = surprise(model, text, context="")
+    # read as the unknown symbol: the note says so once, as eval's does, so neither warns
+    traced = trace(model, text, context="", probs=False, warn=False)
+    seen = surprise(model, text, context="", warn=False)
     check_scored(what, len(seen.tokens), seen.scored_chars)
     state_name, states = cell_view(traced)
     text = "".join(traced.tokens)  # normalized as the model read it

@@ -426,8 +426,12 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
             code="unsupported_endpoint",
         )  # fmt: skip
 
-    @app.api_route("/v1/responses/{response_id}", methods=["GET", "DELETE"])
-    @app.api_route("/v1/responses/{response_id}/{action:path}", methods=["GET", "POST", "DELETE"])
+    # Not in /openapi.json: FastAPI gives a route one operation id for all its methods, so a route of
+    # several is an invalid document (ids must be unique), and these answer nothing but a 404
+    @app.api_route("/v1/responses/{response_id}", methods=["GET", "DELETE"], include_in_schema=False)
+    @app.api_route(
+        "/v1/responses/{response_id}/{action:path}", methods=["GET", "POST", "DELETE"], include_in_schema=False
+    )
     async def stored_response(request: Request, response_id: str) -> None:
         """OpenAI's routes of a stored response (retrieve, delete, cancel, input_items): charlm stores
         none, which the 404 says, in OpenAI's shape, rather than FastAPI's bare "Not Found". input_tokens
@@ -666,8 +670,9 @@ class ResponseReply:
     def logprobs(self, tokens: list[Token]) -> list[dict]:
         return responses.token_logprobs(tokens) if self.wants_logprobs else []
 
-    def response(self, status: str, text: str | None = None, logprobs: list[dict] | None = None) -> dict:
-        """The response object: in progress (no output or usage yet), or finished with `text`."""
+    def response(self, status: str, text: str | None = None, logprobs: list[dict] | list[str] | None = None) -> dict:
+        """The response object: in progress (no output or usage yet), or finished with `text`; `logprobs`
+        as `responses.output_text` takes them."""
         run = self.run
         output = [] if text is None else [responses.output_message(self.message_id, text, status, logprobs)]
         use = None if text is None else responses.response_usage(run.prompt_chars, run.made())

@@ -186,6 +186,10 @@ RESPONSE_REFUSALS = {
 }
 MAX_METADATA = 16  # OpenAI's bounds on `metadata`: pairs, a key's and a value's characters
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
+# The most characters of the strings that name the end user or a cache bucket, which a response echoes
+# (in every stream event that repeats it): OpenAI's 64 for safety_identifier; it documents no bound for
+# the others, held to a metadata value's
+USER_FIELD_MAX_LENGTH = {"user": MAX_METADATA_VALUE, "safety_identifier": 64, "prompt_cache_key": MAX_METADATA_VALUE}
 # stream_options' fields: `include_obfuscation` asks OpenAI to pad each chunk (against guessing its
 # text from its size); charlm never pads, so either value gives the same stream
 STREAM_OPTIONS = {"include_usage", "include_obfuscation"}
@@ -211,7 +215,7 @@ COMMON_SCHEMA = {
         "properties": {"include_usage": {"type": "boolean"}, "include_obfuscation": {"type": "boolean"}},
         "additionalProperties": False,
     },
-    "user": {"type": "string"},
+    "user": {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH["user"]},
     "logit_bias": {
         "type": "object",
         "propertyNames": {"pattern": "^[0-9]+$"},
@@ -271,7 +275,7 @@ CHAT_SCHEMA = body_schema(
         "top_logprobs": {"type": "integer", "minimum": 0},
         "max_tokens": {"type": "integer", "minimum": 1},
         "max_completion_tokens": {"type": "integer", "minimum": 1},
-        **{name: {"type": "string"} for name in USER_FIELDS},
+        **{name: {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH[name]} for name in USER_FIELDS},
     },
     ["messages"],
 )
@@ -315,7 +319,7 @@ RESPONSES_SCHEMA = body_schema(
         },
         "include": {"type": "array", "items": {"enum": [INCLUDE_LOGPROBS]}},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_LOGPROBS},
-        **{name: {"type": "string"} for name in USER_FIELDS},
+        **{name: {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH[name]} for name in USER_FIELDS},
     },
     ["input"],
     dropped=("n", "max_tokens"),
@@ -479,9 +483,15 @@ def strings(body: dict, name: str, most: int) -> list[str] | None:
 
 
 def string(body: dict, name: str) -> str | None:
+    """`body[name]`: a string or None; `user`, `safety_identifier` and `prompt_cache_key` no longer than
+    USER_FIELD_MAX_LENGTH says, whichever endpoint takes them."""
     value = body.get(name)
     if value is not None and not isinstance(value, str):
         raise APIError(400, f"{name} must be a string, not {json_type(value)}", name, "invalid_type")
+    most = USER_FIELD_MAX_LENGTH.get(name)
+    if value is not None and most is not None and len(value) > most:
+        message = f"{name} may hold at most {most} characters, not {len(value):,}; send a shorter one (a hash of it)"
+        raise APIError(400, message, name, "invalid_value")
     return value
 
 

@@ -144,14 +144,16 @@ def response_usage(prompt_chars: int, output_chars: int) -> dict:
     }
 
 
-def output_text(text: str, logprobs: list[dict] | None = None) -> dict:
+def output_text(text: str, logprobs: list[dict] | list[str] | None = None) -> dict:
     """A message's text part; charlm writes no citations (`annotations`); `logprobs` its tokens'
-    (`token_logprobs`) where `include` asked for them, else empty, as OpenAI's."""
+    (`token_logprobs`) where `include` asked for them, else empty, as OpenAI's. A stream's closing events
+    give a list of one placeholder string instead, which their JSON's entries replace (app.py's `slot`)."""
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
-def output_message(id_: str, text: str | None, status: str, logprobs: list[dict] | None = None) -> dict:
-    """The one output item of a response: an assistant message, `text` None while it has no part yet."""
+def output_message(id_: str, text: str | None, status: str, logprobs: list[dict] | list[str] | None = None) -> dict:
+    """The one output item of a response: an assistant message, `text` None while it has no part yet;
+    `logprobs` as `output_text`'s."""
     content = [] if text is None else [output_text(text, logprobs)]
     return {"type": "message", "id": id_, "status": status, "role": "assistant", "content": content}
 
