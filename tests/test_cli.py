@@ -32,6 +32,7 @@ from charlm.config import SampleConfig
 from charlm.forms import template_of
 from charlm.vocab import Vocab
 
+from . import forkserver
 from .conftest import (
     TINY_ARGS,
     assert_one_line_error,
@@ -42,6 +43,7 @@ from .conftest import (
     run_cli,
     shared_corpus,
     start_charlm,
+    start_python,
 )
 from .test_export import run_of
 from .test_serve import Counting
@@ -1226,34 +1228,25 @@ def test_plot_writes_only_a_png_file(trained, tmp_path, output):
     assert not list(tmp_path.glob("curves*")) and not list(tmp_path.glob("a_folder*.png/*"))
 
 
+# `python -m charlm ARGS` (for `start_python`) in a process whose writes past 2,000 bytes fail (EFBIG), as
+# `ulimit -f` makes them: its RLIMIT_FSIZE set as it starts (Python ignores SIGXFSZ, so a write returns the error)
+FILE_SIZE_LIMITED = "import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n" + forkserver.CHARLM
+
+
 @pytest.mark.parametrize("length", ["3000", "20000"])  # the limit met at the file's close, and mid-stream
 def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained, length):
     """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`, then
     `--output so.txt: cannot write (File too large)` without what to do, as export, inspect and plot say;
     and the earlier so.txt was lost: emptied, then cut at the limit."""
-    import resource
-
     Path("so.txt").write_text("an earlier sample, kept\n", encoding="utf-8")
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
-
-    command = [
-        sys.executable,
-        "-m",
-        "charlm",
-        "sample",
-        "--checkpoint",
-        "fox",
-        "--length",
-        length,
-        "--output",
-        "so.txt",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited, check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    process = start_python(FILE_SIZE_LIMITED, "sample", "--checkpoint", "fox", "--length", length, "--output", "so.txt")
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1 and "Traceback" not in stderr
     remedy = "free space on its disk (or raise the file size limit, ulimit -f)"
-    assert result.stderr.strip().splitlines() == [f"Error: --output so.txt: cannot write (File too large); {remedy}"]
+    assert stderr.strip().splitlines() == [f"Error: --output so.txt: cannot write (File too large); {remedy}"]
     assert Path("so.txt").read_text(encoding="utf-8") == "an earlier sample, kept\n"
     assert [p.name for p in Path().glob(".so.txt*")] == []
 
@@ -1366,8 +1359,7 @@ def test_a_sample_into_a_new_file_writes_it_as_the_text_comes_and_a_kill_keeps_i
     """A new --output file has no earlier text to keep: it is written as the text comes, so `tail -f`
     shows it growing and a sample killed mid-way leaves what it wrote (through a temporary file it
     appeared only at the end, and a killed sample left nothing)."""
-    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", "fox", "--output", "new.txt"]
-    process = subprocess.Popen([*command, "--length", "10000000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_charlm("sample", "--checkpoint", "fox", "--output", "new.txt", "--length", "10000000")
     try:
         new, deadline = tmp_path / "new.txt", time.monotonic() + 60
         while process.poll() is None and time.monotonic() < deadline and not (new.exists() and new.stat().st_size):
