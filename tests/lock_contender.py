@@ -8,7 +8,7 @@ from pathlib import Path
 from charlm import runs
 from charlm.errors import CharLMError
 
-HOLD_SECONDS, TRIAL_SECONDS = 0.12, 0.15  # contenders start together: each tries within the hold (ms apart)
+HOLD_SECONDS, TRIAL_SECONDS = 0.06, 0.08  # contenders start together: each tries within the hold (ms apart)
 
 
 def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:

@@ -582,7 +582,7 @@ def test_train_takes_a_globs_matches_as_they_come(fox_file, tiny):
     """Path.glob gives a generator, which charlm.train refused for not being a list."""
     nothing = "charlm.train: paths must name at least one file or folder"
     assert_named(lambda: charlm.train(Path().glob("none*.txt"), **tiny), nothing)
-    model = charlm.train(Path().glob("fox*.txt"), out="globbed", **tiny)
+    model = charlm.train(Path().glob("fox*.txt"), out="globbed", **{**tiny, "max_steps": 2})
     assert latest("globbed").corpus["sources"] == [str(fox_file)] and model.config.hidden == tiny["hidden"]
 
 
@@ -772,7 +772,7 @@ def test_the_package_lists_and_gives_its_public_names_before_they_are_imported()
 def test_bits_per_char_of_a_text_is_what_charlm_eval_prints(fox_file, tiny):
     """A text's bits per character took, from Python, charlm.scoring's functions of token ids and the
     vocabulary's encode with its options: now one public call, the number `charlm eval` prints."""
-    charlm.train(fox_file, out="scored", **tiny)
+    charlm.train(fox_file, out="scored", **{**tiny, "max_steps": 2})
     model = charlm.load("scored")
     text = "the lazy dog jumps over the quick brown fox\n" * 3
     Path("held.txt").write_text(text, encoding="utf-8")
@@ -942,7 +942,7 @@ def test_paths_from_the_home_folder_and_numpy_numbers_are_taken(fox_file, tiny, 
     And building the loaded model drew its discarded initial weights from torch's generator: a
     caller's seeded torch.rand after charlm.load drew other numbers."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    charlm.train("~/fox.txt", out="~/runs/fox", **tiny)
+    charlm.train("~/fox.txt", out="~/runs/fox", **{**tiny, "max_steps": 2})
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
@@ -1050,7 +1050,7 @@ def test_arrays_and_tensors_are_taken_as_the_numbers_they_hold(model):
 def test_train_takes_a_torch_device_as_load_does(fox_file, tiny):
     """charlm.load(RUN, device=torch.device("cpu")) was taken and charlm.train(device=torch.device("cpu"))
     refused: "device must be a string"."""
-    model = charlm.train(fox_file, out="dev", device=torch.device("cpu"), **tiny)
+    model = charlm.train(fox_file, out="dev", device=torch.device("cpu"), **{**tiny, "max_steps": 2})
     assert model.device == torch.device("cpu")
     assert latest("dev").config.device == "cpu"
 

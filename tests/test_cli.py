@@ -32,6 +32,7 @@ from charlm.config import SampleConfig
 from charlm.forms import template_of
 from charlm.vocab import Vocab
 
+from . import forkserver
 from .conftest import (
     TINY_ARGS,
     assert_one_line_error,
@@ -42,16 +43,47 @@ from .conftest import (
     run_cli,
     shared_corpus,
     start_charlm,
+    start_python,
 )
 from .test_export import run_of
 from .test_serve import Counting
 
 
-@pytest.fixture
-def trained(fox_file):
-    result = cli("train", str(fox_file), "--out", "fox", "--max-steps", "20", *TINY_ARGS)
+def train_fox(text: Path) -> str:
+    """`charlm train TEXT --out fox`, tiny and 20 steps, in this folder: the run's name."""
+    result = cli("train", str(text), "--out", "fox", "--max-steps", "20", *TINY_ARGS)
     assert result.exit_code == 0, result.output
     return "fox"
+
+
+@pytest.fixture(scope="module")
+def fox_run(tmp_path_factory) -> Path:
+    """The run `trained` copies, trained once for the module (on a fox.txt of its own folder): its run folder."""
+    folder = tmp_path_factory.mktemp("fox-run")
+    text = folder / "fox.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        train_fox(text)
+    finally:
+        os.chdir(here)
+    return folder / runs.CHECKPOINT_ROOT / "fox"
+
+
+@pytest.fixture
+def trained(fox_run) -> str:
+    """A tiny run, checkpoints/fox, for a test that reads, samples or resumes it: a copy of `fox_run`, whose
+    text is the fox's but not this test's fox_file (`trained_here` is trained on that, for a test that
+    moves or changes it)."""
+    shutil.copytree(fox_run, runs.CHECKPOINT_ROOT / "fox")
+    return "fox"
+
+
+@pytest.fixture
+def trained_here(fox_file) -> str:
+    """`charlm train fox.txt --out fox` on this test's fox_file, which the test moves or changes."""
+    return train_fox(fox_file)
 
 
 def test_sample_and_eval_adapt_their_threads_to_the_cpu(trained, fox_file, monkeypatch):
@@ -118,11 +150,11 @@ def test_info_shows_what_shaped_the_model_and_why_not_how_the_run_was_launched(t
     assert dict(summary.rows(saved))["dropout"] == str(saved.config.dropout)
 
 
-def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained, fox_file):
+def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trained_here, fox_file):
     """`charlm info` showed only `head auto`, never whether the model got the adaptive head, and a run
     of `charlm train hongloumeng` as "corpus hongloumeng hongloumeng"."""
-    info = dict(line.split(None, 1) for line in cli("info", trained).output.splitlines())
-    size = latest(trained).model_config.vocab_size
+    info = dict(line.split(None, 1) for line in cli("info", trained_here).output.splitlines())
+    size = latest(trained_here).model_config.vocab_size
     assert info["head"] == f"full, a row of width 32 for each of {size} characters (--head auto)", info["head"]
     result = cli("train", str(fox_file), "--out", "adaptive", "--head", "adaptive", "--max-steps", "2", *TINY_ARGS)
     assert result.exit_code == 0, result.output
@@ -134,7 +166,7 @@ def test_info_says_which_output_layer_the_model_has_and_a_named_corpus_once(trai
     expected = f"adaptive, {head.shortlist_size} frequent characters at width 32, then clusters of "
     info = dict(line.split(None, 1) for line in cli("info", "adaptive").output.splitlines())
     assert info["head"] == expected + " and ".join(clusters) + " (--head adaptive)", info["head"]
-    saved = latest(trained)
+    saved = latest(trained_here)
     assert dict(summary.rows(saved))["corpus"] == str(fox_file.resolve())  # was "fox /.../fox.txt"
     saved.corpus = {**saved.corpus, "name": "hongloumeng", "sources": ["hongloumeng"]}
     assert dict(summary.rows(saved))["corpus"] == "hongloumeng"
@@ -172,41 +204,43 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
-def test_eval_without_files_scores_the_run_s_held_out_text(trained, fox_file, tmp_path):
+def test_eval_without_files_scores_the_run_s_held_out_text(trained_here, fox_file, tmp_path):
     """`charlm eval RUN` alone was click's "Missing argument 'FILES...'": it scores the text the run held
     out (its validation split), as `charlm eval RUN FILE` of that text does; a corpus changed since is refused."""
     text = fox_file.read_text(encoding="utf-8")
     held_out = tmp_path / "held-out.txt"
     held_out.write_text(text[len(text) - int(len(text) * 0.1) :], encoding="utf-8")  # the last --val-fraction
-    result = cli("eval", trained, "--quiet")
+    result = cli("eval", trained_here, "--quiet")
     assert result.exit_code == 0, result.output
-    bpc = cli("eval", trained, str(held_out), "--quiet").output.split()[0]
+    bpc = cli("eval", trained_here, str(held_out), "--quiet").output.split()[0]
     scored = len(held_out.read_text(encoding="utf-8")) - 1
     assert result.output == f"{bpc} bits per character over {scored:,} characters of the run's held-out text\n"
     fox_file.write_text(text.upper(), encoding="utf-8")
     cached = sorted(tokens.CACHE_ROOT.iterdir())
     assert_one_line_error(
-        cli("eval", trained, "--quiet"), f"the corpus {fox_file} changed since the run trained on it; give"
+        cli("eval", trained_here, "--quiet"), f"the corpus {fox_file} changed since the run trained on it; give"
     )
     assert sorted(tokens.CACHE_ROOT.iterdir()) == cached  # refused before it was prepared
     fox_file.unlink()
-    assert_one_line_error(cli("eval", trained, "--quiet"), f"{fox_file}: no such file", "give FILES to score")
+    assert_one_line_error(cli("eval", trained_here, "--quiet"), f"{fox_file}: no such file", "give FILES to score")
 
 
-def test_eval_without_files_refuses_an_encoding_it_would_not_read_and_names_what_changes_the_run_s(trained, fox_file):
+def test_eval_without_files_refuses_an_encoding_it_would_not_read_and_names_what_changes_the_run_s(
+    trained_here, fox_file
+):
     """`charlm eval RUN --encoding utf-16` with no FILES scored the run's text as it always reads it, the
     --encoding unread and unsaid (it reads FILES). It is refused, naming the resume that records the run's
     text in another encoding; that command, run as given, makes a plain `charlm eval RUN` read it."""
-    before = cli("eval", trained, "--quiet").output
+    before = cli("eval", trained_here, "--quiet").output
     fox_file.write_text(fox_file.read_text(encoding="utf-8"), encoding="utf-16")
-    refused = cli("eval", trained, "--encoding", "utf-16", "--quiet")
+    refused = cli("eval", trained_here, "--encoding", "utf-16", "--quiet")
     record = "charlm train FILE --resume checkpoints/fox --encoding ENC --max-steps 1"
     assert_one_line_error(
         refused, "--encoding utf-16 reads FILES, the texts given to score, and none are given", record
     )
     recorded = cli(*record.replace("FILE", str(fox_file)).replace("ENC", "utf-16").split()[1:], "--quiet")
     assert recorded.exit_code == 0 and "nothing to train" in recorded.output, recorded.output
-    assert cli("eval", trained, "--quiet").output == before
+    assert cli("eval", trained_here, "--quiet").output == before
 
 
 def test_inspect_held_out_refuses_an_encoding_it_would_not_read_as_eval_does(trained, tmp_path):
@@ -219,47 +253,49 @@ def test_inspect_held_out_refuses_an_encoding_it_would_not_read_as_eval_does(tra
 
 
 def test_eval_of_a_run_whose_corpus_moved_says_how_to_go_on_then_reads_it_where_a_resume_recorded_it(
-    trained, fox_file, tmp_path
+    trained_here, fox_file, tmp_path
 ):
     """`charlm eval RUN` of a run whose corpus was moved said "no such file ...; give FILES to score instead":
     nothing of the text's new path, nor how to give it. A resume on the text there records the path in
     run.json, where eval finds it though best.pt (one the resume never beat) names the old one."""
-    before = cli("eval", trained, "--quiet").output
+    before = cli("eval", trained_here, "--quiet").output
     best = (Path("checkpoints/fox") / runs.BEST).read_bytes()
     moved = tmp_path / "renamed.txt"
     fox_file.rename(moved)
     assert_one_line_error(
-        cli("eval", trained, "--quiet"),
+        cli("eval", trained_here, "--quiet"),
         f"{fox_file}: no such file or folder, where checkpoints/fox read its corpus; if the text moved, resume on it "
         "at its new path, which the run then records: charlm train NEW --resume checkpoints/fox; give FILES to "
         "score instead (charlm eval checkpoints/fox FILES)",
     )
-    resumed = cli("train", str(moved), "--resume", trained, "--max-steps", "22", "--quiet")
+    resumed = cli("train", str(moved), "--resume", trained_here, "--max-steps", "22", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     (Path("checkpoints/fox") / runs.BEST).write_bytes(best)
     assert checkpoint.read(Path("checkpoints/fox") / runs.BEST).corpus["sources"] == [str(fox_file)]
-    assert cli("eval", trained, "--quiet").output == before  # the same held-out text, read at its new path
+    assert cli("eval", trained_here, "--quiet").output == before  # the same held-out text, read at its new path
 
 
-def test_a_finished_run_resumed_on_its_moved_text_records_the_path_and_trains_nothing(trained, fox_file, tmp_path):
+def test_a_finished_run_resumed_on_its_moved_text_records_the_path_and_trains_nothing(trained_here, fox_file, tmp_path):
     """A run whose --max-steps was spent recorded its text's new path only by a resume with a larger limit,
     which trained more: `charlm train NEW --resume RUN` was refused ("give a larger limit"), and `charlm eval
     RUN` still could not find the corpus. Now it records the path (the digest checked), trains nothing and
     says so; another text is still refused, and a resume that names no text still asks for a larger limit."""
-    before = cli("eval", trained, "--quiet").output
+    before = cli("eval", trained_here, "--quiet").output
     steps = (Path("checkpoints/fox") / runs.LATEST).read_bytes()
     moved = tmp_path / "renamed.txt"
     fox_file.rename(moved)
     other = tmp_path / "other.txt"
     other.write_text(moved.read_text(encoding="utf-8").upper(), encoding="utf-8")
-    assert_one_line_error(cli("train", str(other), "--resume", trained, "--quiet"), "is not the text checkpoints/fox")
-    resumed = cli("train", str(moved), "--resume", trained, "--quiet")
+    assert_one_line_error(
+        cli("train", str(other), "--resume", trained_here, "--quiet"), "is not the text checkpoints/fox"
+    )
+    resumed = cli("train", str(moved), "--resume", trained_here, "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert "checkpoints/fox has already trained 20 steps in " in resumed.output
     assert f"its --max-steps 20: nothing to train; its text's path is recorded ({moved})" in resumed.output
     assert (Path("checkpoints/fox") / runs.LATEST).read_bytes() == steps  # not a step trained, nothing saved
-    assert cli("eval", trained, "--quiet").output == before  # the held-out text, read where run.json records it
-    assert_one_line_error(cli("train", "--resume", trained), "has already trained 20 steps", "give a larger limit")
+    assert cli("eval", trained_here, "--quiet").output == before  # the held-out text, read where run.json records it
+    assert_one_line_error(cli("train", "--resume", trained_here), "has already trained 20 steps", "give a larger limit")
 
 
 def test_eval_without_a_run_scores_under_the_latest_run(trained, fox_file, tmp_path):
@@ -1226,34 +1262,25 @@ def test_plot_writes_only_a_png_file(trained, tmp_path, output):
     assert not list(tmp_path.glob("curves*")) and not list(tmp_path.glob("a_folder*.png/*"))
 
 
+# `python -m charlm ARGS` (for `start_python`) in a process whose writes past 2,000 bytes fail (EFBIG), as
+# `ulimit -f` makes them: its RLIMIT_FSIZE set as it starts (Python ignores SIGXFSZ, so a write returns the error)
+FILE_SIZE_LIMITED = "import resource\nresource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))\n" + forkserver.CHARLM
+
+
 @pytest.mark.parametrize("length", ["3000", "20000"])  # the limit met at the file's close, and mid-stream
 def test_sample_output_that_cannot_be_written_names_the_option_and_file(trained, length):
     """Under a file size limit `charlm sample --output so.txt` said `Error: file: File too large`, then
     `--output so.txt: cannot write (File too large)` without what to do, as export, inspect and plot say;
     and the earlier so.txt was lost: emptied, then cut at the limit."""
-    import resource
-
     Path("so.txt").write_text("an earlier sample, kept\n", encoding="utf-8")
-
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
-
-    command = [
-        sys.executable,
-        "-m",
-        "charlm",
-        "sample",
-        "--checkpoint",
-        "fox",
-        "--length",
-        length,
-        "--output",
-        "so.txt",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=limited, check=False)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
+    process = start_python(FILE_SIZE_LIMITED, "sample", "--checkpoint", "fox", "--length", length, "--output", "so.txt")
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1 and "Traceback" not in stderr
     remedy = "free space on its disk (or raise the file size limit, ulimit -f)"
-    assert result.stderr.strip().splitlines() == [f"Error: --output so.txt: cannot write (File too large); {remedy}"]
+    assert stderr.strip().splitlines() == [f"Error: --output so.txt: cannot write (File too large); {remedy}"]
     assert Path("so.txt").read_text(encoding="utf-8") == "an earlier sample, kept\n"
     assert [p.name for p in Path().glob(".so.txt*")] == []
 
@@ -1366,8 +1393,7 @@ def test_a_sample_into_a_new_file_writes_it_as_the_text_comes_and_a_kill_keeps_i
     """A new --output file has no earlier text to keep: it is written as the text comes, so `tail -f`
     shows it growing and a sample killed mid-way leaves what it wrote (through a temporary file it
     appeared only at the end, and a killed sample left nothing)."""
-    command = [sys.executable, "-m", "charlm", "sample", "--checkpoint", "fox", "--output", "new.txt"]
-    process = subprocess.Popen([*command, "--length", "10000000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = start_charlm("sample", "--checkpoint", "fox", "--output", "new.txt", "--length", "10000000")
     try:
         new, deadline = tmp_path / "new.txt", time.monotonic() + 60
         while process.poll() is None and time.monotonic() < deadline and not (new.exists() and new.stat().st_size):

