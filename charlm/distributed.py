@@ -23,11 +23,11 @@ twice (about twice the timeout), and the setup group waits SETUP_TIMEOUT. A watc
 gives each step of the connection --peer-timeout: past it, the rank says its line from the thread and
 exits, torch's call left blocked (nothing was read or written yet).
 
-While rank 0 prepares the corpus alone (`leader_first`: a download may take it minutes), the others wait
-as long as it is alive: a thread of rank 0 posts a heartbeat on the job's store (`beating`), and once none
-came for --peer-timeout the waiting ranks say so, as for a collective that timed out (`await_leader`).
-Ranks started without torchrun's agent have no such store: they wait in a barrier of the setup group,
-up to SETUP_TIMEOUT.
+While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, or it
+scores validation and --eval-also), the others wait as long as it is alive: a thread of rank 0 posts a
+heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting ranks say so,
+as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
+store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -61,14 +61,14 @@ SYNC_EVERY = 20  # steps between shares of rank 0's clock and the ranks' stop re
 SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # without torchrun's store: the others' wait for rank 0's corpus
 GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
 SETUP_NOTE = "; the processes had not met yet, so nothing was read or written: run the same command again"
-STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid, beat, done<n>
+STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid, beat, done
 HEARTBEAT_EVERY = 5.0  # seconds between rank 0's heartbeats while the others wait (a quarter of the timeout if less)
 HEARTBEAT_POLL = 0.1  # seconds between a waiting rank's looks at rank 0's heartbeat
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits where no store has a heartbeat
 _job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
 _peer_timeout = PEER_TIMEOUT  # the job's --peer-timeout, from `group` on
-_leader_blocks = 0  # the `leader_first` blocks this rank has entered: each has its own "done" post
+_leader_blocks = 0  # the `leader_first` blocks this rank has entered: rank 0's "done" post counts them
 
 
 @dataclass(frozen=True)
@@ -288,21 +288,21 @@ class Ranks:
         )
 
     @contextlib.contextmanager
-    def leader_first(self) -> Iterator[None]:
-        """Rank 0 runs the block (e.g. preparing the corpus cache) before the others do. It may take minutes
-        (a download): the others wait while rank 0's heartbeat goes on (`beating`, `await_leader`), not a
-        clock; ranks started without torchrun's agent, which have no store to post on, wait SETUP_TIMEOUT."""
+    def leader_first(self, setup: bool = True) -> Iterator[None]:
+        """Rank 0 runs the block (preparing the corpus cache, scoring validation) before the others do. It may
+        take minutes (a download, a long --eval-also text): the others wait while rank 0's heartbeat goes on
+        (`beating`, `await_leader`), not a clock. Ranks started without torchrun's agent have no store to
+        post on: in `setup` they wait in a barrier (SETUP_TIMEOUT), else in their next collective."""
         global _leader_blocks
         if not self.active:
             yield
             return
         _leader_blocks += 1
-        done = f"done{_leader_blocks}"  # rank 0's post that it ended this block
-        heard = _job_store is not None
+        heard, barrier = _job_store is not None, _job_store is None and setup
         if not self.leader:
             if heard:
-                self.await_leader(done)
-            else:
+                self.await_leader(_leader_blocks)
+            elif barrier:
                 dist.barrier(_setup_group)
             yield
             return
@@ -311,8 +311,8 @@ class Ranks:
                 yield
             finally:
                 if heard:
-                    self.post(done, "")
-                else:
+                    self.post("done", str(_leader_blocks))
+                elif barrier:
                     dist.barrier(_setup_group)
 
     @contextlib.contextmanager
@@ -337,14 +337,15 @@ class Ranks:
             stop.set()
             thread.join()
 
-    def await_leader(self, done: str) -> None:
-        """Wait until rank 0 posts `done`, as long as its heartbeat goes on (`beating`). PeerLost once none
-        came for the peer timeout (stopped, stuck, or gone without its connection showing it), or at once
-        where its process is seen to have ended (`fate`): the group's `after_lost` says which it was."""
+    def await_leader(self, block: int) -> None:
+        """Wait until rank 0 posts that it ended `leader_first` block number `block`, as long as its heartbeat
+        goes on (`beating`). PeerLost once none came for the peer timeout (stopped, stuck, or gone without its
+        connection showing it), or at once where its process is seen to have ended (`fate`): the group's
+        `after_lost` says which it was."""
         store, leader = job_store(), self.posts("pid").get(0, "")
-        done_key, beat_key = STORE_KEY.format(kind=done, rank=0), STORE_KEY.format(kind="beat", rank=0)
+        done_key, beat_key = STORE_KEY.format(kind="done", rank=0), STORE_KEY.format(kind="beat", rank=0)
         beat, heard = None, time.monotonic()
-        while not store.check([done_key]):
+        while not (store.check([done_key]) and int(store.get(done_key)) >= block):
             latest = store.get(beat_key) if store.check([beat_key]) else None
             if latest != beat:
                 beat, heard = latest, time.monotonic()

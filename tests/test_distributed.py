@@ -383,11 +383,24 @@ api.load_corpus, api.load_run_text = preparing(api.load_corpus), preparing(api.l
 """
 
 
-def test_the_others_wait_for_rank_0_to_prepare_the_corpus_longer_than_the_peer_timeout(fox_file):
-    """Downloading and preparing a corpus may take rank 0 minutes: the others wait for it while its
-    heartbeat goes on, however long, and --peer-timeout bounds only a silence."""
+# Rank 0 scores validation longer than --peer-timeout (a long --eval-also text).
+RANK_0_SCORES_SLOWLY = """
+from charlm import trainer
+score = trainer.bits_per_char
+def slow_score(*args, **kwargs):
+    time.sleep(2.5)
+    return score(*args, **kwargs)
+trainer.bits_per_char = slow_score
+"""
+
+
+def test_the_others_wait_for_rank_0_to_prepare_the_corpus_and_score_longer_than_the_peer_timeout(fox_file):
+    """Downloading and preparing a corpus may take rank 0 minutes, and so may scoring a long --eval-also text:
+    the others wait while its heartbeat goes on, however long, and --peer-timeout bounds only a silence. An
+    evaluation longer than --peer-timeout stopped the job: the others, waiting to gather the checkpoint,
+    named rank 0 as stuck."""
     options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
-    prelude = RANK_0_PREPARING.format(action="time.sleep(5)")
+    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_SLOWLY
     with ranks("train", str(fox_file), "--out", "slow", *options, prelude=prelude) as processes:
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors
