@@ -341,12 +341,21 @@ class Ranks:
         """Wait until rank 0 posts that it ended `leader_first` block number `block`, as long as its heartbeat
         goes on (`beating`). PeerLost once none came for the peer timeout (stopped, stuck, or gone without its
         connection showing it), or at once where its process is seen to have ended (`fate`): the group's
-        `after_lost` says which it was."""
-        store, leader = job_store(), self.posts("pid").get(0, "")
-        done_key, beat_key = STORE_KEY.format(kind="done", rank=0), STORE_KEY.format(kind="beat", rank=0)
+        `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more."""
+        store = job_store()
+        done, beating, pid = (STORE_KEY.format(kind=kind, rank=0) for kind in ("done", "beat", "pid"))
         beat, heard = None, time.monotonic()
-        while not (store.check([done_key]) and int(store.get(done_key)) >= block):
-            latest = store.get(beat_key) if store.check([beat_key]) else None
+        try:
+            leader = store.get(pid).decode() if store.check([pid]) else ""
+        except RuntimeError:  # the store went with torchrun (killed): the next collective waits for rank 0
+            return
+        while True:
+            try:
+                if store.check([done]) and int(store.get(done)) >= block:
+                    return
+                latest = store.get(beating) if store.check([beating]) else None
+            except RuntimeError:
+                return
             if latest != beat:
                 beat, heard = latest, time.monotonic()
             elif time.monotonic() - heard > _peer_timeout or fate(leader) == "ended":
