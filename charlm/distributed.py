@@ -21,8 +21,13 @@ ended from one stopped or stuck (`fate`).
 While the ranks connect, torch's own waits outlast --peer-timeout: its store client tries a connection
 twice (about twice the timeout), and the setup group waits SETUP_TIMEOUT. A watchdog thread (`bounded`)
 gives each step of the connection --peer-timeout: past it, the rank says its line from the thread and
-exits, torch's call left blocked (nothing was read or written yet). SETUP_TIMEOUT stays for the setup
-group's barriers alone, where the others wait for rank 0 to prepare the corpus.
+exits, torch's call left blocked (nothing was read or written yet).
+
+While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, or it
+scores validation and --eval-also), the others wait as long as it is alive: a thread of rank 0 posts a
+heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting ranks say so,
+as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
+store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
+import itertools
 import os
 import re
 import socket
@@ -52,13 +58,17 @@ from .model import State, map_state
 T = TypeVar("T")
 
 SYNC_EVERY = 20  # steps between shares of rank 0's clock and the ranks' stop requests
-SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # the others wait this long for rank 0 to download and prepare a corpus
+SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # without torchrun's store: the others' wait for rank 0's corpus
 GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
 SETUP_NOTE = "; the processes had not met yet, so nothing was read or written: run the same command again"
-STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid
+STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid, beat, done
+HEARTBEAT_EVERY = 5.0  # seconds between rank 0's heartbeats while the others wait (a quarter of the timeout if less)
+HEARTBEAT_POLL = 0.1  # seconds between a waiting rank's looks at rank 0's heartbeat
 
-_setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits
+_setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits where no store has a heartbeat
 _job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
+_peer_timeout = PEER_TIMEOUT  # the job's --peer-timeout, from `group` on
+_leader_blocks = 0  # the `leader_first` blocks this rank has entered: rank 0's "done" post counts them
 
 
 @dataclass(frozen=True)
@@ -112,10 +122,11 @@ class Ranks:
     def group(self, timeout: float = PEER_TIMEOUT) -> Iterator[Ranks]:
         """The process group for the job's lifetime: nccl for CUDA tensors, gloo for CPU ones. A collective
         that waits more than `timeout` seconds for a peer fails, and one rank says which peer it was."""
-        global _setup_group, _job_store
+        global _setup_group, _job_store, _peer_timeout, _leader_blocks
         if not self.active:
             yield self
             return
+        _peer_timeout = timeout
         # nccl's communicators start at a rank's first collective of CUDA tensors, on their GPU: a run on
         # the CPU of a GPU machine never starts CUDA (`use` makes a CUDA run's GPU the current one). The
         # timeout is each backend's: nccl's watchdog and gloo's transport both give up after it.
@@ -132,6 +143,7 @@ class Ranks:
             raise
         finally:
             _setup_group = _job_store = None
+            _peer_timeout, _leader_blocks = PEER_TIMEOUT, 0
             dist.destroy_process_group()
 
     def connect(self, backend: str, timeout: float) -> None:
@@ -276,18 +288,80 @@ class Ranks:
         )
 
     @contextlib.contextmanager
-    def leader_first(self) -> Iterator[None]:
-        """Rank 0 runs the block (e.g. preparing the corpus cache) before the others do."""
+    def leader_first(self, setup: bool = True) -> Iterator[None]:
+        """Rank 0 runs the block (preparing the corpus cache, scoring validation) before the others do. It may
+        take minutes (a download, a long --eval-also text): the others wait while rank 0's heartbeat goes on
+        (`beating`, `await_leader`), not a clock. Ranks started without torchrun's agent have no store to
+        post on: in `setup` they wait in a barrier (SETUP_TIMEOUT), else in their next collective."""
+        global _leader_blocks
         if not self.active:
             yield
             return
+        _leader_blocks += 1
+        heard, barrier = _job_store is not None, _job_store is None and setup
         if not self.leader:
-            dist.barrier(_setup_group)
+            if heard:
+                self.await_leader(_leader_blocks)
+            elif barrier:
+                dist.barrier(_setup_group)
+            yield
+            return
+        with self.beating():
+            try:
+                yield
+            finally:
+                if heard:
+                    self.post("done", str(_leader_blocks))
+                elif barrier:
+                    dist.barrier(_setup_group)
+
+    @contextlib.contextmanager
+    def beating(self) -> Iterator[None]:
+        """Rank 0's heartbeat on the job's store while the others wait for it (`await_leader`): a thread posts
+        a growing count every HEARTBEAT_EVERY seconds, or a quarter of the peer timeout where that is less.
+        A thread, not the work itself, so that a long step of it (a download) is not taken for a hang."""
+        stop = threading.Event()
+        every = min(HEARTBEAT_EVERY, _peer_timeout / 4)
+
+        def beat() -> None:
+            for count in itertools.count():
+                self.post("beat", str(count))
+                if stop.wait(every):
+                    return
+
+        thread = threading.Thread(target=beat, name="charlm-heartbeat", daemon=True)
+        thread.start()
         try:
             yield
         finally:
-            if self.leader:
-                dist.barrier(_setup_group)
+            stop.set()
+            thread.join()
+
+    def await_leader(self, block: int) -> None:
+        """Wait until rank 0 posts that it ended `leader_first` block number `block`, as long as its heartbeat
+        goes on (`beating`). PeerLost once none came for the peer timeout (stopped, stuck, or gone without its
+        connection showing it), or at once where its process is seen to have ended (`fate`): the group's
+        `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more."""
+        store = job_store()
+        done, beating, pid = (STORE_KEY.format(kind=kind, rank=0) for kind in ("done", "beat", "pid"))
+        beat, heard = None, time.monotonic()
+        try:
+            leader = store.get(pid).decode() if store.check([pid]) else ""
+        except RuntimeError:  # the store went with torchrun (killed): the next collective waits for rank 0
+            return
+        while True:
+            try:
+                if store.check([done]) and int(store.get(done)) >= block:
+                    return
+                latest = store.get(beating) if store.check([beating]) else None
+            except RuntimeError:
+                return
+            if latest != beat:
+                beat, heard = latest, time.monotonic()
+            elif time.monotonic() - heard > _peer_timeout or fate(leader) == "ended":
+                silence = RuntimeError(f"no heartbeat from process 0: timed out after {_peer_timeout:g}s")
+                raise PeerLost(silence, "")  # `peer_note`, or `after_lost`, says what the run folder holds
+            time.sleep(HEARTBEAT_POLL)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of a tensor over ranks (gloo has no AVG: a sum, divided)."""
@@ -413,7 +487,7 @@ def peer_note(note: Callable[[], str]) -> Iterator[None]:
     try:
         yield
     except RuntimeError as e:
-        if isinstance(e, PeerLost) or not lost_peer(e):
+        if getattr(e, "note", "") or not lost_peer(e):  # a note said already, by an inner block
             raise
         raise PeerLost(e, note()) from None
 

@@ -282,15 +282,17 @@ class Trainer:
     # -- hooks: evaluation, samples, checkpoints ------------------------------------------------
     def evaluate_and_save(self, on_cadence: bool = True) -> None:
         """Rank 0 scores the validation text on the weights it saves (`result`, not DDP's wrapper); the
-        other ranks wait in save(). Only an evaluation `on_cadence` (every --eval-every steps) counts
-        towards --patience: one at a stop between them, which a run never stopped does not make, would
-        end a resumed run at another step (`Progress.patience_best_bpc`)."""
+        other ranks wait for it while it is alive (`leader_first`: a long --eval-also text is no hang). Only
+        an evaluation `on_cadence` (every --eval-every steps) counts towards --patience: one at a stop
+        between them, which a run never stopped does not make, would end a resumed run at another step
+        (`Progress.patience_best_bpc`)."""
         progress, improved, also = self.progress, False, None
         kept_best = progress.best_bpc, progress.best_step
-        if self.ranks.leader:
-            improved = progress.scored(bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS), on_cadence)
-            if self.eval_also_ids is not None:
-                also = bits_per_char(self.result, self.eval_also_ids)
+        with self.ranks.leader_first(setup=False):  # the others wait while rank 0 scores, however long
+            if self.ranks.leader:
+                improved = progress.scored(bits_per_char(self.result, self.corpus.val_ids, EVAL_TOKENS), on_cadence)
+                if self.eval_also_ids is not None:
+                    also = bits_per_char(self.result, self.eval_also_ids)
         progress.val_step = progress.step
         # A best.pt not written still holds the previous best: a later, better one replaces it. One written
         # when latest.pt was not (a full disk) holds this one: putting the previous best back would let a

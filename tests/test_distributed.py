@@ -368,27 +368,80 @@ def test_a_peer_lost_as_the_setup_group_connects_is_one_line_and_other_errors_ar
             )
 
 
-# Rank 0 prepares the corpus cache while the others wait: here it takes longer than --peer-timeout.
-RANK_0_PREPARES_SLOWLY = """
-import os, time
+# Rank 0 prepares the corpus cache (a new run's or a resumed one's) while the others wait; as it starts,
+# it does `action`: sleeps longer than --peer-timeout, stops (SIGSTOP) or dies.
+RANK_0_PREPARING = """
+import os, signal, time
 from charlm import api
-load_corpus = api.load_corpus
-def slow_load_corpus(*args, **kwargs):
-    if os.environ["RANK"] == "0":
-        time.sleep(5)
-    return load_corpus(*args, **kwargs)
-api.load_corpus = slow_load_corpus
+def preparing(load):
+    def load_after(*args, **kwargs):
+        if os.environ["RANK"] == "0":
+            {action}
+        return load(*args, **kwargs)
+    return load_after
+api.load_corpus, api.load_run_text = preparing(api.load_corpus), preparing(api.load_run_text)
 """
 
 
-def test_the_others_wait_for_rank_0_to_prepare_the_corpus_longer_than_the_peer_timeout(fox_file):
-    """Downloading and preparing a corpus may take rank 0 minutes: the others wait for it with torch's
-    30 minutes, not --peer-timeout, which is for a job already training."""
+# Rank 0 scores validation longer than --peer-timeout (a long --eval-also text).
+RANK_0_SCORES_SLOWLY = """
+from charlm import trainer
+score = trainer.bits_per_char
+def slow_score(*args, **kwargs):
+    time.sleep(2.5)
+    return score(*args, **kwargs)
+trainer.bits_per_char = slow_score
+"""
+
+
+def test_the_others_wait_for_rank_0_to_prepare_the_corpus_and_score_longer_than_the_peer_timeout(fox_file):
+    """Downloading and preparing a corpus may take rank 0 minutes, and so may scoring a long --eval-also text:
+    the others wait while its heartbeat goes on, however long, and --peer-timeout bounds only a silence. An
+    evaluation longer than --peer-timeout stopped the job: the others, waiting to gather the checkpoint,
+    named rank 0 as stuck."""
     options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
-    with ranks("train", str(fox_file), "--out", "slow", *options, prelude=RANK_0_PREPARES_SLOWLY) as processes:
+    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_SLOWLY
+    with ranks("train", str(fox_file), "--out", "slow", *options, prelude=prelude) as processes:
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors
     assert latest("slow").progress.step == 5
+
+
+@pytest.mark.parametrize("resuming", [False, True], ids=["new run", "resume"])
+def test_rank_0_stopped_as_it_prepares_the_corpus_is_named_after_the_peer_timeout(fox_file, resuming):
+    """Rank 0 stopped (SIGSTOP, stuck, or lost without its connection closing) while it prepared the corpus
+    held the others in the setup group's barrier for 30 minutes, whatever --peer-timeout said. Once its
+    heartbeat has been silent for --peer-timeout, rank 1 names it, and what the run folder holds."""
+    if resuming:
+        charlm.train(fox_file, out="kept", **OPTIONS, max_steps=5)
+        args = ["train", "--resume", "kept", "--max-steps", "10", "--peer-timeout", "2s"]
+    else:
+        args = ["train", str(fox_file), "--out", "never", *cli_options(max_steps=5), "--peer-timeout", "2s"]
+    prelude = SHORT_GRACE + RANK_0_PREPARING.format(action="os.kill(os.getpid(), signal.SIGSTOP)")
+    with ranks(*args, prelude=prelude) as (leader, peer):
+        _, err = peer.communicate(timeout=30)  # not 30 minutes
+    assert peer.returncode == 1
+    line = one_line(err)
+    assert line.startswith(f"Error: process 0 (pid {leader.pid} on ")
+    assert " of 2 stopped answering for 2s (--peer-timeout): stopped (SIGSTOP); torchrun ends the job; " in line
+    if resuming:
+        run_dir = runs.CHECKPOINT_ROOT / "kept"
+        assert line.endswith(f"; {run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}")
+        assert latest("kept").progress.step == 5
+    else:
+        assert line.endswith("; start the run again") and not (runs.CHECKPOINT_ROOT / "never").exists()
+
+
+def test_rank_0_dead_as_it_prepares_the_corpus_is_named_at_once(fox_file):
+    """Rank 0 gone while it prepared, on this machine: its process tells (`fate`), not a silence of
+    --peer-timeout (here a minute)."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "60s"]
+    prelude = SHORT_GRACE + RANK_0_PREPARING.format(action="os._exit(9)")
+    with ranks("train", str(fox_file), "--out", "never", *options, prelude=prelude) as (leader, peer):
+        _, err = peer.communicate(timeout=30)
+    assert (leader.returncode, peer.returncode) == (9, 1)
+    line = one_line(err)
+    assert line.startswith(f"Error: process 0 (pid {leader.pid} on ") and " of 2 ended without a word" in line
 
 
 def test_a_run_rank_0_refuses_is_said_once_and_every_rank_fails(fox_file):
