@@ -2851,6 +2851,25 @@ def test_page_lays_a_long_text_out_in_contained_blocks_that_show_and_copy_as_one
 
 
 @pytest.mark.slow
+def test_page_says_how_many_characters_it_copied_as_it_counts_a_text(tiny_model, browser):
+    """Copy said "copied 1234 characters" where the status line before it said "1,234 characters", and
+    counted a character outside the BMP (a Tang poem's 𡒄) as two: the count is grouped, in code points."""
+    text = "𡒄 and more of the text\n" * 60
+    with page_of_a_stream(tiny_model, browser, text) as wait:
+        set_field(browser, "seed", "seed ")
+        browser.find_element("id", "generate").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
+        browser.execute_cdp_cmd(
+            "Browser.grantPermissions",
+            {"permissions": ["clipboardReadWrite"], "origin": browser.execute_script("return location.origin")},
+        )
+        browser.find_element("id", "copy").click()
+        wait(browser, PAGE_WAIT).until(lambda d: "copied" in status_of(d))
+        assert status_of(browser) == f"copied {len('seed ' + text):,} characters"
+        assert browser.execute_async_script("navigator.clipboard.readText().then(arguments[0])") == "seed " + text
+
+
+@pytest.mark.slow
 def test_page_gives_each_letter_of_a_ligature_a_width_to_hover(tiny_model, browser):
     """Chromium joined "fi", "fl" and "ff" into one glyph across two tokens' spans: the second's span had
     no width, and hovering it showed the first's alternatives (14 of 4,800 spans)."""

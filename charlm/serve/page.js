@@ -121,6 +121,11 @@ function summary(how, text, seconds) {
   const counted = (n) => n.toLocaleString("en-US");  // 4,447 as charlm writes numbers, whatever the browser's locale
   return `${how}: ${counted(count)} characters in ${seconds.toFixed(1)} s (${counted(rate)} characters/s)`;
 }
+// The status line once the text is copied, its characters counted as summary counts them (a 1,234-character
+// text was "copied 1234 characters" on the serve page, and a character outside the BMP counted twice).
+function copiedNote(text) {
+  return `copied ${[...text].length.toLocaleString("en-US")} characters`;
+}
 
 // The ban box, read as `charlm sample --ban` reads its characters (charlm.decoding.bias_vector), for a
 // character model's `chars` (in id order) and its Unicode `normalize`: the ids never to draw, [] for an
