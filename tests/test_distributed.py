@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -331,6 +332,50 @@ def test_a_silent_rank_on_this_machine_is_said_dead_stopped_or_stuck_as_its_proc
     assert str(error) == f"process 0 (pid {silent.pid} on {socket.gethostname()}) of 2 {says}" + (
         ": torchrun's summary says how); start the run again" if "ended" in says else "; start the run again"
     )
+
+
+class PostedStore:
+    """The store calls `Ranks.await_leader` makes, on a dict another thread posts to (rank 0's part)."""
+
+    def __init__(self) -> None:
+        self.posted: dict[str, bytes] = {}
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.posted for key in keys)
+
+    def get(self, key: str) -> bytes:
+        return self.posted[key]
+
+    def post(self, kind: str, value: str) -> None:
+        self.posted[distributed.STORE_KEY.format(kind=kind, rank=0)] = value.encode()
+
+
+def test_a_waiting_rank_leaves_a_short_leader_first_block_as_rank_0_ends_it(monkeypatch):
+    """A rank waiting for rank 0's evaluation looked at the store every 0.1 s, so every --eval-every
+    steps cost the waiting ranks up to 0.1 s more than the evaluation itself: it looks again after 1 ms,
+    then twice as long each time. The heartbeat still bounds the wait: a silent rank 0 is named."""
+    store = PostedStore()
+    monkeypatch.setattr(distributed, "_job_store", store)
+    waiting = distributed.Ranks(rank=1, world=2)
+    posted = []
+
+    def end_block() -> None:
+        time.sleep(0.005)  # a short evaluation
+        posted.append(time.monotonic())
+        store.post("done", "1")
+
+    rank_0 = threading.Thread(target=end_block)
+    rank_0.start()
+    waiting.await_leader(1)
+    left = time.monotonic()
+    rank_0.join()
+    assert left - posted[0] < 0.03, f"left {left - posted[0]:.3f}s after rank 0 posted done"
+    monkeypatch.setattr(distributed, "_peer_timeout", 0.05)
+    store.post("beat", "0")  # one beat, then none: rank 0 stuck in block 2
+    started = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match="no heartbeat from process 0"):
+        waiting.await_leader(2)
+    assert time.monotonic() - started < 1
 
 
 # What torch's ProcessGroupGloo raises when a peer's connection closes as the full mesh is made
