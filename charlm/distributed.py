@@ -24,7 +24,7 @@ gives each step of the connection --peer-timeout: past it, the rank says its lin
 exits, torch's call left blocked (nothing was read or written yet).
 
 While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, or it
-scores validation and --eval-also), the others wait as long as it is alive: a thread of rank 0 posts a
+scores validation and --eval-also, or writes a checkpoint), the others wait as long as it is alive: a thread of rank 0 posts a
 heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting ranks say so,
 as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
 store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.

@@ -439,13 +439,24 @@ trainer.bits_per_char = slow_score
 """
 
 
-def test_the_others_wait_for_rank_0_to_prepare_the_corpus_and_score_longer_than_the_peer_timeout(fox_file):
-    """Downloading and preparing a corpus may take rank 0 minutes, and so may scoring a long --eval-also text:
-    the others wait while its heartbeat goes on, however long, and --peer-timeout bounds only a silence. An
-    evaluation longer than --peer-timeout stopped the job: the others, waiting to gather the checkpoint,
-    named rank 0 as stuck."""
+# Rank 0 writes a checkpoint longer than --peer-timeout (a huge model on a slow disk).
+RANK_0_WRITES_SLOWLY = """
+write = trainer.save
+def slow_write(*args, **kwargs):
+    time.sleep(2.5)
+    return write(*args, **kwargs)
+trainer.save = slow_write
+"""
+
+
+def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_peer_timeout(fox_file):
+    """Downloading and preparing a corpus may take rank 0 minutes, and so may scoring a long --eval-also text
+    or writing a huge model's checkpoint to a slow disk: the others wait while its heartbeat goes on, however
+    long, and --peer-timeout bounds only a silence. An evaluation longer than --peer-timeout stopped the job:
+    the others, waiting to gather the checkpoint, named rank 0 as stuck; so did a write, the others waiting
+    for its outcome."""
     options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
-    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_SLOWLY
+    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_SLOWLY + RANK_0_WRITES_SLOWLY
     with ranks("train", str(fox_file), "--out", "slow", *options, prelude=prelude) as processes:
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors
