@@ -428,24 +428,16 @@ api.load_corpus, api.load_run_text = preparing(api.load_corpus), preparing(api.l
 """
 
 
-# Rank 0 scores validation longer than --peer-timeout (a long --eval-also text).
-RANK_0_SCORES_SLOWLY = """
+# Rank 0 scores validation (a long --eval-also text) and writes each checkpoint (a huge model on a slow
+# disk) longer than --peer-timeout.
+RANK_0_SCORES_AND_WRITES_SLOWLY = """
 from charlm import trainer
-score = trainer.bits_per_char
-def slow_score(*args, **kwargs):
-    time.sleep(2.5)
-    return score(*args, **kwargs)
-trainer.bits_per_char = slow_score
-"""
-
-
-# Rank 0 writes a checkpoint longer than --peer-timeout (a huge model on a slow disk).
-RANK_0_WRITES_SLOWLY = """
-write = trainer.save
-def slow_write(*args, **kwargs):
-    time.sleep(2.5)
-    return write(*args, **kwargs)
-trainer.save = slow_write
+def slowed(work):
+    def slow(*args, **kwargs):
+        time.sleep(2.5)
+        return work(*args, **kwargs)
+    return slow
+trainer.bits_per_char, trainer.save = slowed(trainer.bits_per_char), slowed(trainer.save)
 """
 
 
@@ -456,7 +448,7 @@ def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_pe
     the others, waiting to gather the checkpoint, named rank 0 as stuck; so did a write, the others waiting
     for its outcome."""
     options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
-    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_SLOWLY + RANK_0_WRITES_SLOWLY
+    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_AND_WRITES_SLOWLY
     with ranks("train", str(fox_file), "--out", "slow", *options, prelude=prelude) as processes:
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors
