@@ -372,7 +372,10 @@ class SampleConfig:
     )
     num_samples: int = option(1, "samples generated side by side in one batch")
     random_seed: int | None = option(None, "makes sampling reproducible; sample i uses seed + i")
-    stop: str | None = option(None, "stop a sample once it produces this text, e.g. '\\n\\n' for a blank line")
+    stop: str | None = option(
+        None,
+        "end a sample with this text once it writes it (kept, as a sentence keeps its '.'), e.g. '\\n\\n' for a blank line",
+    )
     top_k: int | None = option(None, "sample only among the K likeliest characters")
     top_p: float | None = option(
         None, "nucleus sampling: only the smallest set of characters whose probability reaches P"

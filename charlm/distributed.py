@@ -24,7 +24,7 @@ gives each step of the connection --peer-timeout: past it, the rank says its lin
 exits, torch's call left blocked (nothing was read or written yet).
 
 While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, or it
-scores validation and --eval-also), the others wait as long as it is alive: a thread of rank 0 posts a
+scores validation and --eval-also, or writes a checkpoint), the others wait as long as it is alive: a thread of rank 0 posts a
 heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting ranks say so,
 as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
 store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
@@ -63,7 +63,8 @@ GRACE = 5.0  # seconds a failing rank waits for the others to post on the store 
 SETUP_NOTE = "; the processes had not met yet, so nothing was read or written: run the same command again"
 STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid, beat, done
 HEARTBEAT_EVERY = 5.0  # seconds between rank 0's heartbeats while the others wait (a quarter of the timeout if less)
-HEARTBEAT_POLL = 0.1  # seconds between a waiting rank's looks at rank 0's heartbeat
+HEARTBEAT_POLL = 0.1  # seconds between a waiting rank's looks at rank 0's heartbeat, at most
+FIRST_POLL = 0.001  # seconds before a waiting rank's second look, doubling up to HEARTBEAT_POLL
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits where no store has a heartbeat
 _job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
@@ -341,10 +342,12 @@ class Ranks:
         """Wait until rank 0 posts that it ended `leader_first` block number `block`, as long as its heartbeat
         goes on (`beating`). PeerLost once none came for the peer timeout (stopped, stuck, or gone without its
         connection showing it), or at once where its process is seen to have ended (`fate`): the group's
-        `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more."""
+        `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more.
+        It looks again after FIRST_POLL, then twice as long each time up to HEARTBEAT_POLL: a short
+        evaluation (every --eval-every steps) costs the waiting ranks about its own time, not up to 0.1 s more."""
         store = job_store()
         done, beating, pid = (STORE_KEY.format(kind=kind, rank=0) for kind in ("done", "beat", "pid"))
-        beat, heard = None, time.monotonic()
+        beat, heard, poll = None, time.monotonic(), FIRST_POLL
         try:
             leader = store.get(pid).decode() if store.check([pid]) else ""
         except RuntimeError:  # the store went with torchrun (killed): the next collective waits for rank 0
@@ -361,7 +364,8 @@ class Ranks:
             elif time.monotonic() - heard > _peer_timeout or fate(leader) == "ended":
                 silence = RuntimeError(f"no heartbeat from process 0: timed out after {_peer_timeout:g}s")
                 raise PeerLost(silence, "")  # `peer_note`, or `after_lost`, says what the run folder holds
-            time.sleep(HEARTBEAT_POLL)
+            time.sleep(poll)
+            poll = min(2 * poll, HEARTBEAT_POLL)
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The mean of a tensor over ranks (gloo has no AVG: a sum, divided)."""

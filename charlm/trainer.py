@@ -388,13 +388,16 @@ class Trainer:
 
     def save(self, improved: bool = False) -> bool:
         """Write latest.pt (and best.pt); a failed write keeps the old files and stops or warns. Returns
-        whether best.pt holds this step (`improved`, and written, whatever else failed)."""
+        whether best.pt holds this step (`improved`, and written, whatever else failed). The other ranks
+        wait for rank 0's write while its heartbeat goes on (`leader_first`): a huge model's write to a
+        slow disk, longer than --peer-timeout, had them name rank 0 stuck in the collective after it."""
         if self.state.nonfinite.item():
             raise CharLMError(self.diverged_message())
         checkpoint, error, best_written = self.checkpoint(), None, improved
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
-        if self.ranks.leader and not lost:
-            error, best_written = self.write_files(checkpoint, improved)
+        with self.ranks.leader_first(setup=False):  # the others wait while rank 0 writes, however long
+            if self.ranks.leader and not lost:
+                error, best_written = self.write_files(checkpoint, improved)
         failed, gone = self.ranks.from_leader([float(error is not None), float(lost is not None)], self.device)
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None

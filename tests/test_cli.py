@@ -577,13 +577,24 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
     (tmp_path / "seed.txt").write_text("the quick ")
     result = cli("sample", "--seed-file", "seed.txt", "--length", "5", "--greedy")
     assert result.output.startswith("the quick ") and len(result.output) == 10 + 5 + 1
-    result = cli("sample", "--seed", "the", "--length", "300", "--stop", "\\n", "--random-seed", "0")
-    assert result.output.count("\n") == 2 and result.output.endswith("\n\n")  # stopped at the first newline
     assert_one_line_error(cli("sample", "--top-p", "1.5"), "--top-p must be in (0, 1]")
     assert_one_line_error(cli("sample", "--top-k", "0"), "--top-k must be at least 1")
     assert_one_line_error(cli("sample", "--temperature", "0.5,x"), "--temperature: cannot read '0.5,x'")
     assert_one_line_error(cli("sample", "--temperature", "0.5,-1"), "--temperature must be a finite number above 0")
     assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
+
+
+def test_a_sample_kept_stop_line_break_ends_its_printed_line(trained, tmp_path):
+    """`--stop '\\n\\n'` printed the kept stop and then a line break of its own: two blank lines after each
+    sample. A sample that ends with a line break (its stop's) is printed as it is; one that does not gets one."""
+    result = cli("sample", "--seed", "the", "--length", "300", "--stop", "\\n", "--random-seed", "0")
+    assert result.output.count("\n") == 1 and result.output.endswith("\n")  # one line, its stop the line break
+    result = cli(
+        "sample", "--seed", "the", "--length", "300", "--stop", "\\n", "--num-samples", "2", "--random-seed", "0"
+    )
+    assert result.output.count("\n") == 4 and "\n\n" not in result.output, result.output  # two labels, two lines
+    result = cli("sample", "--seed", "the", "--length", "5", "--greedy")
+    assert result.output.count("\n") == 1 and result.output.endswith("\n")  # a sample without one still ends its line
 
 
 def test_sample_json_writes_chinese_as_text_not_escapes(tmp_path):

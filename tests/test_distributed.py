@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -333,6 +334,50 @@ def test_a_silent_rank_on_this_machine_is_said_dead_stopped_or_stuck_as_its_proc
     )
 
 
+class PostedStore:
+    """The store calls `Ranks.await_leader` makes, on a dict another thread posts to (rank 0's part)."""
+
+    def __init__(self) -> None:
+        self.posted: dict[str, bytes] = {}
+
+    def check(self, keys: list[str]) -> bool:
+        return all(key in self.posted for key in keys)
+
+    def get(self, key: str) -> bytes:
+        return self.posted[key]
+
+    def post(self, kind: str, value: str) -> None:
+        self.posted[distributed.STORE_KEY.format(kind=kind, rank=0)] = value.encode()
+
+
+def test_a_waiting_rank_leaves_a_short_leader_first_block_as_rank_0_ends_it(monkeypatch):
+    """A rank waiting for rank 0's evaluation looked at the store every 0.1 s, so every --eval-every
+    steps cost the waiting ranks up to 0.1 s more than the evaluation itself: it looks again after 1 ms,
+    then twice as long each time. The heartbeat still bounds the wait: a silent rank 0 is named."""
+    store = PostedStore()
+    monkeypatch.setattr(distributed, "_job_store", store)
+    waiting = distributed.Ranks(rank=1, world=2)
+    posted = []
+
+    def end_block() -> None:
+        time.sleep(0.005)  # a short evaluation
+        posted.append(time.monotonic())
+        store.post("done", "1")
+
+    rank_0 = threading.Thread(target=end_block)
+    rank_0.start()
+    waiting.await_leader(1)
+    left = time.monotonic()
+    rank_0.join()
+    assert left - posted[0] < 0.03, f"left {left - posted[0]:.3f}s after rank 0 posted done"
+    monkeypatch.setattr(distributed, "_peer_timeout", 0.05)
+    store.post("beat", "0")  # one beat, then none: rank 0 stuck in block 2
+    started = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match="no heartbeat from process 0"):
+        waiting.await_leader(2)
+    assert time.monotonic() - started < 1
+
+
 # What torch's ProcessGroupGloo raises when a peer's connection closes as the full mesh is made
 # (torch/csrc/distributed/c10d/ProcessGroupGloo.cpp: "Gloo connectFullMesh failed with " + gloo's error).
 CONNECT_FULL_MESH = (
@@ -383,24 +428,27 @@ api.load_corpus, api.load_run_text = preparing(api.load_corpus), preparing(api.l
 """
 
 
-# Rank 0 scores validation longer than --peer-timeout (a long --eval-also text).
-RANK_0_SCORES_SLOWLY = """
+# Rank 0 scores validation (a long --eval-also text) and writes each checkpoint (a huge model on a slow
+# disk) longer than --peer-timeout.
+RANK_0_SCORES_AND_WRITES_SLOWLY = """
 from charlm import trainer
-score = trainer.bits_per_char
-def slow_score(*args, **kwargs):
-    time.sleep(2.5)
-    return score(*args, **kwargs)
-trainer.bits_per_char = slow_score
+def slowed(work):
+    def slow(*args, **kwargs):
+        time.sleep(2.5)
+        return work(*args, **kwargs)
+    return slow
+trainer.bits_per_char, trainer.save = slowed(trainer.bits_per_char), slowed(trainer.save)
 """
 
 
-def test_the_others_wait_for_rank_0_to_prepare_the_corpus_and_score_longer_than_the_peer_timeout(fox_file):
-    """Downloading and preparing a corpus may take rank 0 minutes, and so may scoring a long --eval-also text:
-    the others wait while its heartbeat goes on, however long, and --peer-timeout bounds only a silence. An
-    evaluation longer than --peer-timeout stopped the job: the others, waiting to gather the checkpoint,
-    named rank 0 as stuck."""
+def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_peer_timeout(fox_file):
+    """Downloading and preparing a corpus may take rank 0 minutes, and so may scoring a long --eval-also text
+    or writing a huge model's checkpoint to a slow disk: the others wait while its heartbeat goes on, however
+    long, and --peer-timeout bounds only a silence. An evaluation longer than --peer-timeout stopped the job:
+    the others, waiting to gather the checkpoint, named rank 0 as stuck; so did a write, the others waiting
+    for its outcome."""
     options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
-    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_SLOWLY
+    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_AND_WRITES_SLOWLY
     with ranks("train", str(fox_file), "--out", "slow", *options, prelude=prelude) as processes:
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors

@@ -233,6 +233,20 @@ def test_correlations_say_how_many_characters_they_rest_on_and_when_too_few(monk
         assert ("the best of 16 cells follows even a feature of another text by chance" in table) == few
 
 
+def test_the_headline_and_the_features_count_one_text_the_same_way():
+    """On a 3,000-character file the headline said "on 2,999 characters" (the bits are over those the
+    first predicts) and the feature table "over 3,000 characters": both now say the text's length, the
+    headline with how many of them were scored, on the page as in the tables."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    inspection = analyse(model, text, text, max_order=2)
+    table, page = summary(inspection), render(inspection, "tiny")
+    said = f"on {len(text):,} characters ({len(text) - 1:,} of them scored): "
+    assert said in table.splitlines()[0] and f"over {len(text):,} characters)" in table
+    assert said + "<b>" in page and f"correlation over {len(text):,} characters" in page
+
+
 def test_gate_saturation_counts_shut_and_open_gates_per_cell():
     gates = np.full((1, 4, 2), 0.5)
     gates[0, :3, 0] = 0.05  # cell 0 shut three characters of four

@@ -134,10 +134,10 @@ def test_inspect_marks_unseen_characters_on_the_page(tmp_path):
     assert result.exit_code == 0, result.output
     assert "2 unseen characters excluded from every bits figure (2 distinct" in result.output
     # the count beside the bits per character is of the characters scored: it was 25, the unseen too;
-    # not the first either, which is read, as eval reads it
-    assert "lstm on 22 characters: " in result.output
+    # not the first either, which is read, as eval reads it; the text's own 25 are said beside it
+    assert "lstm on 25 characters (22 of them scored): " in result.output
     page = (tmp_path / "page.html").read_text(encoding="utf-8")
-    assert "lstm on 22 characters: <b>" in page
+    assert "lstm on 25 characters (22 of them scored): <b>" in page
     assert '<span class="unseen"' in page and page.count('class="unseen"') == 2
     assert "nan" not in result.output.lower()
     assert_one_line_error(cli("inspect", "fox", "missing.txt"), "missing.txt")

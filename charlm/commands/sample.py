@@ -178,19 +178,27 @@ def write_samples(
         label = f"temperature {config.temperature}" if len(configs) > 1 else None
         if not as_json and config.num_samples == 1:
             emit(f"--- {label} ---\n" if label else "")
+            last = ""
             with sampler.samples_held(model, seed, config) as steps:  # printing needs no autograd
                 for pieces in steps:
                     emit(pieces[0])
-            emit("\n")
+                    last = pieces[0] or last
+            emit(line_ended(last))
             continue
         texts, interruption = made_before_interrupted(model, seed, config)
         for i, text in enumerate(texts if any(texts) else []):
             if as_json:
                 emit(json_line({"sample": i + 1, "temperature": config.temperature, "text": text}))
             else:
-                emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}\n")
+                emit(f"--- sample {i + 1}{', ' + label if label else ''} ---\n{text}{line_ended(text)}")
         if interruption is not None:
             raise interruption
+
+
+def line_ended(text: str) -> str:
+    """The line break that ends a printed sample, so that the next label or the shell's prompt starts a
+    line: none after the one a sample ends with (`--stop '\\n\\n'`'s kept stop, then ours, was two blank lines)."""
+    return "" if text.endswith("\n") else "\n"
 
 
 def made_before_interrupted(

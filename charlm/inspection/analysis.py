@@ -349,12 +349,20 @@ def analyse(
     )
 
 
+def characters_read(inspection: Inspection) -> str:
+    """The text's characters, which the cells' correlations are over, and those its bits are over: the
+    first has nothing before it to predict it, and an unseen one is left out. Said once, so the headline
+    ("on 2,999") and the features ("over 3,000") no longer seem to count one file two ways."""
+    read, scored = inspection.states.shape[1], inspection.surprise.scored_chars
+    return f"{read:,} characters ({scored:,} of them scored)"
+
+
 def summary(inspection: Inspection) -> str:
     """The page's numbers as plain-text tables (what `charlm inspect` prints)."""
     seen = inspection.surprise
     best = inspection.ngram_bpc[inspection.ngram_order]
     lines = [
-        f"{inspection.model} on {seen.scored_chars:,} characters: {seen.bpc:.3f} bits per character; "
+        f"{inspection.model} on {characters_read(inspection)}: {seen.bpc:.3f} bits per character; "
         + f"best n-gram (order {inspection.ngram_order}) {best:.3f}",
         *inspection.notes,
         "",

@@ -19,7 +19,7 @@ from string import Template
 import numpy as np
 
 from ..scoring import TOP
-from .analysis import OPEN, SHUT, SIGMOID_GATES, Inspection, hardest_spans, too_few_correlated
+from .analysis import OPEN, SHUT, SIGMOID_GATES, Inspection, characters_read, hardest_spans, too_few_correlated
 
 TOP_PERCENTILE = 99  # the surprise colour is full red from this percentile of the text's bits up
 PLOT = 180  # a gate scatter plot's side in pixels
@@ -180,7 +180,7 @@ PAGE = Template("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>charlm inspect: $title</title><style>$style</style></head><body>
 <h1>What the model learned: $title</h1>
-<p>$model on $count characters: <b>$bpc bits per character</b>; the best n-gram (order $order) $ngram_bpc.</p>
+<p>$model on $count: <b>$bpc bits per character</b>; the best n-gram (order $order) $ngram_bpc.</p>
 $notes
 <p>Hardest spans (most bits per character):</p><ol>$hardest</ol>
 <h2>1. Surprise</h2>
@@ -282,7 +282,7 @@ def render(inspection: Inspection, title: str) -> str:
         title=esc(title),
         style=STYLE,
         model=esc(inspection.model),
-        count=f"{seen.scored_chars:,}",
+        count=esc(characters_read(inspection)),
         bpc=f"{seen.bpc:.3f}",
         order=inspection.ngram_order,
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
