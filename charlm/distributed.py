@@ -23,10 +23,10 @@ twice (about twice the timeout), and the setup group waits SETUP_TIMEOUT. A watc
 gives each step of the connection --peer-timeout: past it, the rank says its line from the thread and
 exits, torch's call left blocked (nothing was read or written yet).
 
-While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, or it
-scores validation and --eval-also, or writes a checkpoint), the others wait as long as it is alive: a thread of rank 0 posts a
-heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting ranks say so,
-as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
+While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, scores
+validation and --eval-also, or writes a checkpoint), the others wait as long as it is alive: a thread of
+rank 0 posts a heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting
+ranks say so, as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
 store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
 """
 
