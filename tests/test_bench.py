@@ -28,7 +28,17 @@ from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, cli, fork_charlm_processes, import_or_missing, missing, process_state, run_bench
+from .conftest import (
+    REPO,
+    TINY,
+    cli,
+    fork_charlm_processes,
+    fork_python_runs,
+    import_or_missing,
+    missing,
+    process_state,
+    run_bench,
+)
 
 # conftest's tiny run as the scripts' name=value settings (each test adds a hidden size), dropout given:
 # a run with a time budget left to fit it first times its size for seconds (the probe), which no test
@@ -105,17 +115,20 @@ def test_sweep_bench_runs(fox_file, tmp_path):
     assert f"| hidden=16,{TINY_SET} | 1x16 |" in out and "| 1x24 |" in out
 
 
-def test_prepare_bench_runs(tmp_path):
+def test_prepare_bench_runs(tmp_path, monkeypatch):
     """One training step (one evaluation) each: the memory of the two corpora is compared all the same.
-    1% held out: scoring charlm's 10% (a character at a time, whatever the model's size) took ~5 s a run."""
+    1% held out: scoring charlm's 10% (a character at a time, whatever the model's size) took ~5 s a run.
+    Its six measured processes forked (~1.5 s of CPU each sooner): their RSS figures are not the test's."""
+    fork_python_runs(monkeypatch)
     args = ["--mb", "2", "--train-steps", "1", "--val-fraction", "0.01", "--out", str(tmp_path / "prepare")]
     out = run_bench("prepare", *args)
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
 
 
-def test_prepare_bench_compares_many_files_with_one(tmp_path):
+def test_prepare_bench_compares_many_files_with_one(tmp_path, monkeypatch):
     """--many-files N: N one-line files (a folder, listed as charlm lists one) against one file of the same
-    lines, both prepared, their seconds compared."""
+    lines, both prepared (each in a forked process), their seconds compared."""
+    fork_python_runs(monkeypatch)
     out = run_bench("prepare", "--many-files", "300", "--out", str(tmp_path / "prepare"))
     assert "300 files of one line" in out and "one file of the same lines" in out
     result = json.loads((tmp_path / "prepare" / "result-many-files.json").read_text())
