@@ -136,13 +136,15 @@ def test_prepare_bench_compares_many_files_with_one(tmp_path, monkeypatch):
 
 
 def test_finetune_bench_runs(fox_file, tmp_path):
-    charlm.train(fox_file, out=tmp_path / "base", layers=1, hidden=16, max_steps=30, max_time=None, quiet=True)
+    """A tiny base (conftest's batches: a step of charlm's default ones took ~50 ms at any size) and a
+    few steps a run: the script's rows and sample, not what the steps learn."""
+    charlm.train(fox_file, out=tmp_path / "base", **{**TINY, "hidden": 16, "max_steps": 10, "quiet": True})
     (tmp_path / "new.txt").write_text("THE QUICK BROWN FOX! the lazy dog?\n" * 40)
     common = [str(tmp_path / "base"), str(tmp_path / "new.txt"), "--out", str(tmp_path / "finetune")]
-    out = run_bench("finetune", *common, "--steps", "20", "--scratch", "-", "lr=2e-3")
-    assert "| scratch, defaults | 20 |" in out and "| fine-tuned, lr=2e-3 | 20 |" in out and "sample of" in out
-    out = run_bench("finetune", *common, "--init", "--steps", "10")
-    assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 10 steps" in out
+    out = run_bench("finetune", *common, "--steps", "4", "--scratch", "-", "lr=2e-3")
+    assert "| scratch, defaults | 4 |" in out and "| fine-tuned, lr=2e-3 | 4 |" in out and "sample of" in out
+    out = run_bench("finetune", *common, "--init", "--steps", "3")
+    assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 3 steps" in out
 
 
 def test_train_speed_bench_runs():
