@@ -124,7 +124,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="train-speed-"))
     rng = random.Random(0)
     corpus = folder / "corpus.txt"
-    corpus.write_text("".join(rng.choice("abcdefghijklmnopqrstuvwxyz \n.,;ABCDEFGH") for _ in range(2_000_000)))
+    corpus.write_text("".join(rng.choices("abcdefghijklmnopqrstuvwxyz \n.,;ABCDEFGH", k=2_000_000)))  # ~0.2 s, not 2.5
     peak = matmul_peak()
     print(f"fp32 matmul peak (torch.mm 2048x2048): {peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
     print(f"batch {BATCH}, window {SEQ}; charlm in {args.precision}, bare and cells in fp32")

@@ -28,7 +28,17 @@ from charlm.scoring import bits_per_char
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
 
-from .conftest import REPO, TINY, cli, fork_charlm_processes, import_or_missing, missing, process_state, run_bench
+from .conftest import (
+    REPO,
+    TINY,
+    cli,
+    fork_charlm_processes,
+    fork_python_runs,
+    import_or_missing,
+    missing,
+    process_state,
+    run_bench,
+)
 
 # conftest's tiny run as the scripts' name=value settings (each test adds a hidden size), dropout given:
 # a run with a time budget left to fit it first times its size for seconds (the probe), which no test
@@ -105,17 +115,20 @@ def test_sweep_bench_runs(fox_file, tmp_path):
     assert f"| hidden=16,{TINY_SET} | 1x16 |" in out and "| 1x24 |" in out
 
 
-def test_prepare_bench_runs(tmp_path):
+def test_prepare_bench_runs(tmp_path, monkeypatch):
     """One training step (one evaluation) each: the memory of the two corpora is compared all the same.
-    1% held out: scoring charlm's 10% (a character at a time, whatever the model's size) took ~5 s a run."""
+    1% held out: scoring charlm's 10% (a character at a time, whatever the model's size) took ~5 s a run.
+    Its six measured processes forked (~1.5 s of CPU each sooner): their RSS figures are not the test's."""
+    fork_python_runs(monkeypatch)
     args = ["--mb", "2", "--train-steps", "1", "--val-fraction", "0.01", "--out", str(tmp_path / "prepare")]
     out = run_bench("prepare", *args)
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
 
 
-def test_prepare_bench_compares_many_files_with_one(tmp_path):
+def test_prepare_bench_compares_many_files_with_one(tmp_path, monkeypatch):
     """--many-files N: N one-line files (a folder, listed as charlm lists one) against one file of the same
-    lines, both prepared, their seconds compared."""
+    lines, both prepared (each in a forked process), their seconds compared."""
+    fork_python_runs(monkeypatch)
     out = run_bench("prepare", "--many-files", "300", "--out", str(tmp_path / "prepare"))
     assert "300 files of one line" in out and "one file of the same lines" in out
     result = json.loads((tmp_path / "prepare" / "result-many-files.json").read_text())
@@ -123,13 +136,15 @@ def test_prepare_bench_compares_many_files_with_one(tmp_path):
 
 
 def test_finetune_bench_runs(fox_file, tmp_path):
-    charlm.train(fox_file, out=tmp_path / "base", layers=1, hidden=16, max_steps=30, max_time=None, quiet=True)
+    """A tiny base (conftest's batches: a step of charlm's default ones took ~50 ms at any size) and a
+    few steps a run: the script's rows and sample, not what the steps learn."""
+    charlm.train(fox_file, out=tmp_path / "base", **{**TINY, "hidden": 16, "max_steps": 10, "quiet": True})
     (tmp_path / "new.txt").write_text("THE QUICK BROWN FOX! the lazy dog?\n" * 40)
     common = [str(tmp_path / "base"), str(tmp_path / "new.txt"), "--out", str(tmp_path / "finetune")]
-    out = run_bench("finetune", *common, "--steps", "20", "--scratch", "-", "lr=2e-3")
-    assert "| scratch, defaults | 20 |" in out and "| fine-tuned, lr=2e-3 | 20 |" in out and "sample of" in out
-    out = run_bench("finetune", *common, "--init", "--steps", "10")
-    assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 10 steps" in out
+    out = run_bench("finetune", *common, "--steps", "4", "--scratch", "-", "lr=2e-3")
+    assert "| scratch, defaults | 4 |" in out and "| fine-tuned, lr=2e-3 | 4 |" in out and "sample of" in out
+    out = run_bench("finetune", *common, "--init", "--steps", "3")
+    assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 3 steps" in out
 
 
 def test_train_speed_bench_runs():
@@ -177,11 +192,14 @@ def start_gpu_check_dry_run(out: Path, tests: tuple[str, ...], **settings: str) 
 def dry_runs(tmp_path_factory) -> dict[str, DryRun]:
     """Two dry runs, which the tests below read (each run of the script costs ~12 s, mostly processes
     started one after another, each on one core): one passing, on a test file and one cuda test, and
-    one whose cuda tests run out of the tests' seconds. Both at once, on two cores."""
-    cuda_test = "tests/test_cuda.py::test_serve_loads_its_models_onto_its_device"
+    one whose cuda tests run out of the tests' seconds. Both at once, on two cores. The cuda test is one
+    that builds no model (~1 s less), and pytest's processes load no third-party plugins (hypothesis,
+    schemathesis, anyio: ~1.5 s a process), which neither the script nor these tests are about."""
+    cuda_test = "tests/test_cuda.py::test_the_peer_timeout_is_every_backends_timeout"
+    bare = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     runs_of = {
-        "passing": (("tests/test_vocab.py", cuda_test), {"GPU_CHECK_BUDGET": "20"}),
-        "failing": (("tests/test_vocab.py",), {"GPU_CHECK_SUITE_SECONDS": "1"}),
+        "passing": (("tests/test_vocab.py", cuda_test), {"GPU_CHECK_BUDGET": "20", **bare}),
+        "failing": (("tests/test_vocab.py",), {"GPU_CHECK_SUITE_SECONDS": "1", **bare}),
     }
     folders = {name: tmp_path_factory.mktemp(f"gpu-check-{name}") / "out" for name in runs_of}
     started = {name: start_gpu_check_dry_run(folders[name], tests, **settings)

@@ -45,7 +45,7 @@ from charlm.vocab import UnknownCharacterWarning, Vocab
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, start_charlm
 from .test_export import run_of
 from .test_serve import CONTRASTS as SERVE_CONTRASTS
-from .test_serve import CONTROL_ROLES, PAGE_WAIT, browser  # noqa: F401 -- the browser fixture
+from .test_serve import CONTROL_ROLES, PAGE_POLL, PAGE_WAIT, browser  # noqa: F401 -- the browser fixture
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -625,7 +625,7 @@ def opened(driver, path: Path) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver.get(path.as_uri())
-    WebDriverWait(driver, PAGE_WAIT).until(
+    WebDriverWait(driver, PAGE_WAIT, poll_frequency=PAGE_POLL).until(
         lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "yes"
     )
 
