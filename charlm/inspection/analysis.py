@@ -351,8 +351,8 @@ def analyse(
 
 def characters_read(inspection: Inspection) -> str:
     """The text's characters, which the cells' correlations are over, and those its bits are over: the
-    first has nothing before it to predict it, and an unseen one is left out. Said once, so the headline
-    ("on 2,999") and the features ("over 3,000") no longer seem to count one file two ways."""
+    first has nothing before it to predict it, and an unseen one is left out. Said once, so that the
+    headline and the features ("over 3,000") count one file one way."""
     read, scored = inspection.states.shape[1], inspection.surprise.scored_chars
     return f"{read:,} characters ({scored:,} of them scored)"
 
