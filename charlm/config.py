@@ -78,6 +78,7 @@ STOP_EXAMPLE = "\n\n"  # the stop a message suggests: a blank line, where a para
 MAX_REPETITION_WINDOW = 100_000
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
+MAX_COUNT_PENALTY = 2.0  # OpenAI's range for presence_penalty and frequency_penalty: -2 to 2
 # under torchrun (distributed.py), set apart from the dataclasses: not a run's option, the launch's
 PEER_TIMEOUT = 300.0  # --peer-timeout's seconds: far above a step, an evaluation or a checkpoint of a large model
 MAX_PEER_TIMEOUT = 7 * 24 * 3600.0  # a week; far more failed as a traceback (timedelta past 8.6e13 s, gloo at 8.6e13)
@@ -383,6 +384,12 @@ class SampleConfig:
     greedy: bool = option(False, "always take the likeliest character (so no temperature, top-k or top-p with it)")
     repetition_penalty: float = option(1.0, "above 1: discourage characters used in the recent window")
     repetition_window: int = option(64, "how many recent characters the repetition penalty looks at")
+    presence_penalty: float = option(
+        0.0, "OpenAI's, -2 to 2: subtracted from the logit of every character the sample has written (not its seed)"
+    )
+    frequency_penalty: float = option(
+        0.0, "OpenAI's, -2 to 2: subtracted from a character's logit once for each time the sample has written it"
+    )
     logit_bias: dict[str | int, float] | None = option(  # noqa: RUF009 -- a field() whose default is None
         None,
         "added to the logits of these characters (or token ids) before sampling, -100 to 100; -100 bans one "
@@ -429,6 +436,12 @@ class SampleConfig:
                 f"{said('repetition_window')} must be between 1 and {MAX_REPETITION_WINDOW:,}, not "
                 f"{self.repetition_window:,}"
             )
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -MAX_COUNT_PENALTY <= getattr(self, name) <= MAX_COUNT_PENALTY:  # NaN too
+                raise CharLMError(
+                    f"{said(name)} must be between {-MAX_COUNT_PENALTY:g} and {MAX_COUNT_PENALTY:g} (OpenAI's range), "
+                    f"not {getattr(self, name)}"
+                )
         check_logit_bias(self.logit_bias)
         if self.stop == "":
             raise CharLMError(

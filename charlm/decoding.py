@@ -1,5 +1,5 @@
-"""The decoding policy, row by row: a logit bias, a template's allowed characters, temperature,
-top-k, top-p, repetition penalty, greedy.
+"""The decoding policy, row by row: a logit bias, repetition, presence and frequency penalties, a
+template's allowed characters, temperature, top-k, top-p, greedy.
 
 Each row of a batch has its own options, its own generator and its own recent characters, kept as
 tensors over the rows, so that one `RowSampler.choose` picks every row's next id. Randomness is per
@@ -8,8 +8,12 @@ the others are doing (`charlm sample` seeds sample i with `random_seed + i`; the
 A temperature schedule (a list of temperatures) is one temperature per row per step. A row
 writing into a template (`constraints.Cursor`) draws only among the ids the template allows at its
 position: the others are removed before temperature and the rest, so those act inside the set.
-A row's logit bias (OpenAI's `logit_bias`, `bias_vector`) is added to its logits before all of
-that; a bias of -100 bans the token outright, as a template's mask does, whatever the temperature.
+A row's logits are changed in this order, vLLM's: its logit bias (OpenAI's `logit_bias`, `bias_vector`)
+is added; the repetition penalty (`penalize`), then the presence and frequency penalties
+(`penalize_counts`) act on the biased logits; a template's mask and the bans remove ids; temperature,
+top-k and top-p shape what is left, or greedy takes its largest. A bias of -100 bans the token
+outright, as a template's mask does, whatever the temperature; a greedy row's penalties still act
+(OpenAI's and vLLM's penalties apply at temperature 0 too).
 A sentencepiece row spells a character in bytes only as UTF-8 allows (`Utf8Rule`).
 """
 
@@ -45,6 +49,17 @@ def penalize(
     seen.scatter_(1, history, True)
     penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen[:, :vocab_size], penalized, logits)
+
+
+def penalize_counts(
+    logits: torch.Tensor, counts: torch.Tensor, presence: torch.Tensor, frequency: torch.Tensor
+) -> torch.Tensor:
+    """OpenAI's presence and frequency penalties: logit[j] -= count[j] * frequency + (count[j] > 0) * presence,
+    where `counts` (rows, vocab) holds how often each row's sample has written each id, and `presence`,
+    `frequency` are one per row, shaped (rows, 1). Only what the sample wrote counts, not its prompt (or
+    seed): OpenAI counts the tokens sampled so far, and vLLM its output alone, so a prompt's words are
+    free to be written again; the repetition penalty's window is what counts the prompt's end."""
+    return logits - counts * frequency - (counts > 0) * presence
 
 
 def as_uniforms(fresh: torch.Tensor) -> torch.Tensor:
@@ -256,12 +271,14 @@ def on_device(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
 class StepPlan:
     """Which of `choose`'s stages the live rows need, decided on the host from their options once, not
     every step: again when a row joins, moves or leaves, or a schedule changes a temperature. What a
-    step leaves out changes no row's id: a bias of none, a penalty of 1, the uniforms of rows that are
-    greedy for good (`greedy=True`, or a fixed temperature that is 0 in float32)."""
+    step leaves out changes no row's id: a bias of none, a penalty of 1, presence and frequency penalties
+    of 0, the uniforms of rows that are greedy for good (`greedy=True`, or a fixed temperature that is 0
+    in float32)."""
 
     rows: int
     biased: bool  # some row has a logit bias
     penalized: bool  # some row's repetition penalty is not 1: the rows' recent ids are kept
+    counted: bool  # some row's presence or frequency penalty is not 0: the rows' counts of ids are kept
     largest_k: int  # the largest top-k below the vocabulary's size, 0 when no row has one
     nucleus: bool  # some row has a top-p
     scheduled: bool  # some row has a temperature schedule
@@ -294,6 +311,8 @@ class RowSampler:
         self.top_k = torch.full((capacity, 1), vocab_size, dtype=torch.long)
         self.top_p = torch.full((capacity, 1), float("inf"))  # inf: no nucleus
         self.penalty = torch.ones(capacity, 1)
+        self.presence = torch.zeros(capacity, 1)  # OpenAI's presence_penalty
+        self.frequency = torch.zeros(capacity, 1)  # OpenAI's frequency_penalty
         self.used = [UNIFORM_BLOCK] * capacity  # uniforms each row took from its block, counted on the host
         self.biased = torch.zeros(capacity, dtype=torch.bool)  # whether a row has a logit bias
         self.generators: list[torch.Generator | None] = [None] * capacity
@@ -306,7 +325,8 @@ class RowSampler:
         self.constrained = False  # whether the last `choose` kept rows to their templates: see `advance`
         self.anything = torch.ones(vocab_size, dtype=torch.bool, device=self.device)  # a free row's mask
         # The host's rows above that the step reads, by name, as they are on the device.
-        self.on_device = {name: self.twin(getattr(self, name)) for name in ("temperature", "top_k", "top_p", "penalty")}
+        options = ("temperature", "top_k", "top_p", "penalty", "presence", "frequency")
+        self.on_device = {name: self.twin(getattr(self, name)) for name in options}
         # Each row's recent ids (vocab_size: an empty slot), where the next goes, and its uniforms.
         self.history = torch.full((capacity, window), vocab_size, dtype=torch.long, device=self.device)
         self.position = torch.zeros(capacity, dtype=torch.long, device=self.device)
@@ -321,7 +341,13 @@ class RowSampler:
         # thousands of samples over a big vocabulary would otherwise hold two logits' worth for nothing).
         self.bias: torch.Tensor | None = None
         self.banned: torch.Tensor | None = None
-        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.biased]
+        # How often each row's sample wrote each id, (capacity, vocab) in float32 (exact to 2^24, past
+        # MAX_LENGTH), and a column of ones to add: made when a row first has a presence or frequency
+        # penalty, as the bias is; a step adds its ids only while some live row has one.
+        self.counts: torch.Tensor | None = None
+        self.ones: torch.Tensor | None = None
+        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.presence, self.frequency]
+        self.rows += [self.biased]
         self.rows += [self.history, self.position, self.block, self.used_there, self.utf8_state]
         self.rows += [self.schedule_length, self.schedule_step]
         self.rows += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
@@ -349,8 +375,9 @@ class RowSampler:
         bias: torch.Tensor | None = None,
     ) -> None:
         """Row `row` starts a sample with these options, drawing from a generator seeded `seed`, after
-        the text `prompt` (ids; its last characters count for the repetition penalty), within the
-        template of `cursor` if any, its logits biased by `bias` (`bias_vector`) if any."""
+        the text `prompt` (ids; its last characters count for the repetition penalty, none of them for
+        the presence and frequency penalties), within the template of `cursor` if any, its logits biased
+        by `bias` (`bias_vector`) if any."""
         if options.repetition_window != self.window:
             raise CharLMError(f"repetition_window must be {self.window} here, not {options.repetition_window}")
         schedule = options.temperature if isinstance(options.temperature, tuple) else None
@@ -360,6 +387,8 @@ class RowSampler:
         self.top_k[row] = min(options.top_k or self.vocab_size, self.vocab_size)
         self.top_p[row] = options.top_p if options.top_p is not None and options.top_p < 1 else float("inf")
         self.penalty[row] = options.repetition_penalty
+        self.presence[row] = options.presence_penalty
+        self.frequency[row] = options.frequency_penalty
         self.used[row] = UNIFORM_BLOCK
         self.used_there[row] = UNIFORM_BLOCK
         self.publish(row)
@@ -369,7 +398,17 @@ class RowSampler:
         self.position[row] = recent.numel() % self.window
         self.generators[row] = torch.Generator().manual_seed(seed)
         self.set_bias(row, bias)
+        self.set_counts(row, options.presence_penalty != 0 or options.frequency_penalty != 0)
         self.plan = None
+
+    def set_counts(self, row: int, counted: bool) -> None:
+        """Row `row` has written nothing yet; its counts are made, for every row, once one is `counted`."""
+        if counted and self.counts is None:
+            self.counts = torch.zeros(len(self.biased), self.vocab_size, device=self.device)
+            self.ones = torch.ones(len(self.biased), 1, device=self.device)
+            self.rows.append(self.counts)
+        if self.counts is not None:
+            self.counts[row] = 0
 
     def set_bias(self, row: int, bias: torch.Tensor | None) -> None:
         """Row `row`'s logits get `bias` added (None: nothing); its -inf entries are its bans."""
@@ -427,6 +466,11 @@ class RowSampler:
         if plan.penalized:
             penalized = penalize(logits, self.history[:rows], self.on_device["penalty"][:rows], self.vocab_size)
             logits = penalized.clamp(-LARGEST, LARGEST)
+        if plan.counted:  # finite stays finite: 2 + 2 * MAX_LENGTH is far below float32's spacing near LARGEST
+            on_device = self.on_device
+            logits = penalize_counts(
+                logits, self.counts[:rows], on_device["presence"][:rows], on_device["frequency"][:rows]
+            )
         allowed = self.allowed(rows)
         if allowed is not None:
             logits = logits.masked_fill(~allowed, float("-inf"))
@@ -448,6 +492,8 @@ class RowSampler:
         if plan.penalized:  # a row's recent ids serve its penalty alone, and one of 1 changes nothing
             self.history[self.indices[:rows], self.position[:rows]] = ids
             self.position[:rows] = (self.position[:rows] + 1) % self.window
+        if plan.counted:
+            self.counts[:rows].scatter_add_(1, ids.unsqueeze(1), self.ones[:rows])
         if self.utf8 is not None:
             self.utf8_state[:rows] = self.utf8.following[self.utf8_state[:rows], ids]
         self.constrained = allowed is not None
@@ -480,6 +526,7 @@ class RowSampler:
             rows=rows,
             biased=self.bias is not None and bool(self.biased[:rows].any()),
             penalized=bool((self.penalty[:rows] != 1).any()),
+            counted=bool((self.presence[:rows] != 0).any() or (self.frequency[:rows] != 0).any()),
             largest_k=int(self.top_k[:rows][limited].max()) if bool(limited.any()) else 0,
             nucleus=bool(torch.isfinite(self.top_p[:rows]).any()),
             scheduled=any(schedule is not None for schedule in self.schedules[:rows]),

@@ -87,6 +87,7 @@ WRONG_SAMPLE_TYPES = [
     ("num_samples", "2", "num_samples must be an integer, not '2'"),
     ("num_samples", True, "num_samples must be an integer, not True"),
     ("repetition_penalty", "2", "repetition_penalty must be a number, not '2'"),
+    ("presence_penalty", "1", "presence_penalty must be a number, not '1'"),
     ("greedy", "yes", "greedy must be True or False, not 'yes'"),
     ("stop", 5, "stop must be a string or None, not 5"),
     ("template", 5, "template must be a string or None, not 5"),
@@ -624,6 +625,8 @@ def test_an_option_given_by_position_is_named(model, entry):
         ({"repetition_penalty": 1e39}, "repetition_penalty must be a positive number of at most 100, not 1e+39"),
         ({"length": 99999999999999999999}, "length must be at most 10,000,000"),
         ({"repetition_window": 10**10}, "repetition_window must be between 1 and 100,000, not 10,000,000,000"),
+        ({"presence_penalty": 1e39}, "presence_penalty must be between -2 and 2 (OpenAI's range), not 1e+39"),
+        ({"frequency_penalty": -2.01}, "frequency_penalty must be between -2 and 2 (OpenAI's range), not -2.01"),
     ],
 )
 def test_sampling_values_past_their_maximum_are_named(options, message):

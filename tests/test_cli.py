@@ -37,6 +37,7 @@ from .conftest import (
     TINY_ARGS,
     assert_one_line_error,
     cli,
+    cli_args,
     interrupted_at,
     latest,
     make_model,
@@ -700,6 +701,21 @@ def test_greedy_with_a_temperature_top_k_or_top_p_is_refused_not_ignored(trained
         cli("sample", "--greedy", "--top-k", "3", "--top-p", "0.9"), "so --top-k and --top-p change nothing"
     )
     assert cli("sample", "--greedy", "--length", "5", "--repetition-penalty", "1.2", "--ban", "e").exit_code == 0
+
+
+def test_sample_takes_openai_presence_and_frequency_penalties(trained):
+    """`charlm sample` had no presence or frequency penalty (OpenAI's, which the server now takes too):
+    given, they write what charlm.generate writes with them, a negative one read as a number, and one
+    outside OpenAI's -2 to 2 is one line naming the option."""
+    model = checkpoint.load(trained)
+    options = {"seed": "the ", "length": 40, "random_seed": 3, "presence_penalty": 1.5, "frequency_penalty": -0.5}
+    expected = sampler.generate(model, **options)[0]
+    assert expected != sampler.generate(model, "the ", length=40, random_seed=3)[0]  # the penalties act
+    result = cli("sample", *cli_args(options), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["text"] == expected
+    for flag, value in (("--presence-penalty", "2.5"), ("--frequency-penalty", "-3")):
+        assert_one_line_error(cli("sample", flag, value), f"{flag} must be between -2 and 2 (OpenAI's range), not")
 
 
 def test_interactive_mode_through_a_pipe(trained):

@@ -215,6 +215,44 @@ def test_the_sampler_chooses_on_the_gpu_without_waiting_for_it_and_as_the_cpu_do
     assert not (chosen[:, 1::2] == 2).any()  # banned
 
 
+def test_presence_and_frequency_penalties_on_the_gpu_write_the_cpus_text_without_waiting_for_it(fox_file, tiny):
+    """Each row's counts of the ids it wrote live on the GPU beside its logits, (rows, vocab), added to by
+    one scatter a step, its penalties written when it joins (`decoding.RowSampler`): a step never waits for
+    the GPU, a greedy row's ids are the CPU's exactly (rows with and without penalties side by side), and
+    charlm.generate's greedy and seeded texts under them are the CPU's."""
+    torch.manual_seed(0)
+    vocab, prime = 50, torch.tensor([1, 2, 3, 1])
+    configs = [
+        SampleConfig(greedy=True, presence_penalty=1.5, frequency_penalty=0.5),
+        SampleConfig(temperature=0.8, presence_penalty=-1.0),
+        SampleConfig(greedy=True),
+        SampleConfig(greedy=True, frequency_penalty=2.0, repetition_penalty=1.2),
+    ]
+    cpu, gpu = RowSampler(4, vocab), RowSampler(4, vocab, device=DEVICE)
+    for sampler in (cpu, gpu):
+        for row, config in enumerate(configs):
+            sampler.set(row, config, 70 + row, prime)
+    logits = torch.randn(UNIFORM_BLOCK + 20, len(configs), vocab)  # near enough that the penalties change ids
+    on_gpu = logits.to(DEVICE)
+    with waits_refused():
+        chosen = [gpu.choose(on_gpu[step]) for step in range(len(logits))]
+    chosen = torch.stack(chosen).cpu()
+    expected = torch.stack([cpu.choose(step) for step in logits])
+    assert torch.equal(chosen[:, [0, 2, 3]], expected[:, [0, 2, 3]])
+    assert not torch.equal(expected[:, 0], expected[:, 2])  # the penalties acted
+    assert torch.equal(gpu.counts.cpu(), cpu.counts)
+    charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "head": "full", "max_steps": 80})
+    gpu_model, cpu_model = charlm.load("run", device=DEVICE), charlm.load("run", device="cpu")
+    penalties = {"presence_penalty": 2.0, "frequency_penalty": 1.0}  # strong enough to move a trained model
+    greedy = charlm.generate(gpu_model, "the ", length=GREEDY_CHARS, greedy=True, **penalties)
+    assert greedy == charlm.generate(cpu_model, "the ", length=GREEDY_CHARS, greedy=True, **penalties)
+    assert greedy != charlm.generate(gpu_model, "the ", length=GREEDY_CHARS, greedy=True)
+    four = {"length": 60, "num_samples": 4, "random_seed": 5, "temperature": 0.9, **penalties}
+    assert same_but_for_a_boundary(
+        charlm.generate(gpu_model, "the ", **four), charlm.generate(cpu_model, "the ", **four)
+    )
+
+
 def test_a_lone_row_on_the_gpu_counts_its_uniforms_on_the_host_and_rows_joining_it_draw_as_on_the_cpu():
     """A lone row's uniform is a view of its block at the host's count, the device's counts written again
     when rows join it: a lone row, past a refill, then rows beside it, never wait for the GPU and choose

@@ -592,8 +592,8 @@ def test_the_pages_top_k_keeps_the_k_likeliest_as_charlm_does(tmp_path):
 
 
 def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing_something_else(tmp_path):
-    """window.charlm.generate took options it does not have without a word: a repetition penalty or a logit
-    bias wrote the text without it, a temperature schedule (a list, charlm.generate's) drew id 0 on every step
+    """window.charlm.generate took options it does not have without a word: a repetition penalty (or a
+    presence or frequency penalty, charlm's since) or a logit bias wrote the text without it, a temperature schedule (a list, charlm.generate's) drew id 0 on every step
     (NaN), as did top_p 0; a negative temperature wrote the least likely characters and a negative top_k kept
     them all, and greedy took a temperature or top_p it ignores, where charlm refuses each. Each is refused by
     name now, and what the page offers still writes."""
@@ -603,6 +603,8 @@ def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing
         "logit_bias": {"logit_bias": {"o": -100}},
         "num_samples": {"num_samples": 2},
         "temperature": {"temperature": [0.5, 1.0]},
+        "presence_penalty": {"presence_penalty": 0.5},
+        "frequency_penalty": {"frequency_penalty": -0.5},
     }
     wrong = {  # what charlm refuses too
         "top_p": {"top_p": 0},
@@ -624,8 +626,10 @@ def test_the_pages_script_api_refuses_what_it_does_not_offer_rather_than_writing
     for (name, options), text in zip(refused.items(), got["texts"]):
         assert text.startswith("error: ") and name.split()[0] in text and "\n" not in text, (options, text)
     assert "not the page's (the page has no repetition penalty)" in got["texts"][0]
-    assert "unknown sampling option repetiton_penalty; known: seed," in got["texts"][9]
-    assert got["texts"][10] == (
+    said = dict(zip(refused, got["texts"]))
+    assert "not the page's (the page has no presence or frequency penalty)" in said["frequency_penalty"]
+    assert "unknown sampling option repetiton_penalty; known: seed," in said["repetiton_penalty"]
+    assert said["greedy with top_p"] == (
         "error: greedy: true takes the likeliest character, so temperature and top_p change nothing: drop them, "
         "or drop greedy: true to sample"
     )

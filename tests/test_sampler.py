@@ -87,6 +87,64 @@ def test_repetition_penalty_discourages_recent_characters():
     assert abs(a_after("b", repetition_penalty=3.0, repetition_window=1) - after_b) < 0.05
 
 
+def test_presence_and_frequency_penalties_subtract_from_what_each_row_has_written():
+    """OpenAI's rule, row by row in one batch: logit[j] -= count[j] * frequency + (count[j] > 0) * presence,
+    count[j] being how often the row's sample wrote j, its prompt aside. charlm had no such penalties."""
+    from charlm.decoding import RowSampler, penalize_counts
+
+    vocab, prompt = 4, torch.tensor([2, 2, 2, 0])  # the prompt counts for none of them
+    configs = [
+        SampleConfig(greedy=True, presence_penalty=0.5, frequency_penalty=0.25),
+        SampleConfig(greedy=True, presence_penalty=-2.0, frequency_penalty=0.5),
+        SampleConfig(greedy=True),  # no penalty: its counts change nothing
+    ]
+    rows = RowSampler(3, vocab)
+    for row, config in enumerate(configs):
+        rows.set(row, config, row, prompt)
+    forced = [[1, 0, 0], [2, 0, 1], [2, 3, 1], [2, 1, 1]]  # each row's id at each step
+    for ids in forced:
+        assert rows.choose(torch.nn.functional.one_hot(torch.tensor(ids), vocab) * 100.0).tolist() == ids
+    written = torch.tensor([[0.0, 1, 3, 0], [2, 1, 0, 1]])  # rows 0 and 1: counts of their ids
+    assert torch.equal(rows.counts[:2], written)
+    logits = torch.tensor([1.0, 2.0, 2.6, 1.5]).expand(3, vocab)
+    expected = torch.tensor(
+        [
+            [1.0, 2.0 - 0.25 - 0.5, 2.6 - 3 * 0.25 - 0.5, 1.5],  # 1.0, 1.25, 1.35, 1.5
+            [1.0 - 2 * 0.5 + 2.0, 2.0 - 0.5 + 2.0, 2.6, 1.5 - 0.5 + 2.0],  # 2.0, 3.5, 2.6, 3.0
+            [1.0, 2.0, 2.6, 1.5],
+        ]
+    )
+    got = penalize_counts(logits, rows.counts[:3], rows.presence[:3], rows.frequency[:3])
+    assert torch.allclose(got, expected)
+    assert rows.choose(logits).tolist() == [3, 1, 2]  # greedy takes the largest penalized logit
+
+
+def test_greedy_with_presence_or_frequency_penalty_writes_as_the_counts_say():
+    """Greedy text under OpenAI's penalties, its logits log(0.5), log(0.3), log(0.15), log(0.05) for a-d:
+    a presence penalty of 2 writes 'a' (the seed's 'a' does not count), then 'b' and 'c' as each
+    written one falls by 2, then 'a' for good, every one of them written once (a: -2.69, d: -3.00).
+    A frequency penalty of 1 lowers a character by 1 each time: a b a c b a c d b, each step's largest
+    ahead of the next by at least 0.09."""
+    model = fixed_distribution(DISTRIBUTION)
+    assert generate(model, "a", length=9, greedy=True, presence_penalty=2.0)[0] == "a" + "abcaaaaaa"
+    assert generate(model, "a", length=9, greedy=True, frequency_penalty=1.0)[0] == "a" + "abacbacdb"
+    assert generate(model, "a", length=9, greedy=True)[0] == "a" * 10
+
+
+def test_presence_and_frequency_penalties_write_fewer_repeated_characters(model):
+    """A sample of an untrained model over ten characters repeats about 3.5 of its first 10 characters;
+    under a presence or frequency penalty of 2 a written character is e^2 times less likely."""
+
+    def repeats(**options) -> int:
+        texts = generate(model, "", length=10, num_samples=16, random_seed=0, temperature=1.0, **options)
+        return sum(len(text) - len(set(text)) for text in texts)
+
+    free = repeats()
+    assert free > 30
+    assert repeats(presence_penalty=2.0) < free / 2 and repeats(frequency_penalty=2.0) < free / 2
+    assert repeats(presence_penalty=-2.0) > free * 1.5
+
+
 def test_temperature_list_is_cycled_per_character():
     model = fixed_distribution(DISTRIBUTION)
     text = generate(model, "", length=400, temperature=[0.05, 5.0], random_seed=1)[0]
@@ -211,6 +269,12 @@ def test_conversation_carries_state(model):
         ({"stop": ""}, "stop must not be empty"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16"),
         ({"repetition_penalty": 0}, "repetition_penalty must be a positive number"),
+        ({"presence_penalty": 2.5}, r"^presence_penalty must be between -2 and 2 \(OpenAI's range\), not 2.5$"),
+        (
+            {"frequency_penalty": float("nan")},
+            r"^frequency_penalty must be between -2 and 2 \(OpenAI's range\), not nan$",
+        ),
+        ({"frequency_penalty": -3}, "frequency_penalty must be between -2 and 2"),
         ({"seed": "abz\u00e9"}, r"2 character\(s\) the model has never seen: 'z' '\u00e9'"),
         ({"tempreature": 1.0}, r"unknown sampling option\(s\) tempreature"),
     ],
@@ -312,9 +376,9 @@ def test_a_sampler_whose_options_live_apart_from_the_host_chooses_what_one_copy_
     bias = torch.tensor([0.0, 2.0, float("-inf"), 0.0, -1.5, 0.0, 1.0, 0.0, 0.5])
     configs = [
         SampleConfig(temperature=[0.5, 2.0, 1e-39]),
-        SampleConfig(top_p=0.8, repetition_penalty=1.3),
+        SampleConfig(top_p=0.8, repetition_penalty=1.3, presence_penalty=0.7),
         SampleConfig(temperature=1.5, top_k=5, top_p=0.9),
-        SampleConfig(greedy=True, repetition_penalty=1.2),
+        SampleConfig(greedy=True, repetition_penalty=1.2, frequency_penalty=0.4),
     ]
     one = RowSampler(6, vocab)
     monkeypatch.setattr(RowSampler, "twin", lambda self, host: host.clone())
@@ -515,7 +579,9 @@ def test_rows_joining_and_leaving_choose_what_each_chooses_alone():
     """`choose` decides once which stages the live rows need (`StepPlan`), not every step: the plan must
     follow rows that join, move, leave from the end, and change temperature. A greedy row's uniforms
     are not drawn while every row is greedy for good; a penalized row keeps its recent ids when it joins
-    rows that kept none; a lone row's uniforms, counted on the host alone, are where rows joining it look."""
+    rows that kept none, a row with presence and frequency penalties counts its ids from its own start
+    when it joins rows that counted none; a lone row's uniforms, counted on the host alone, are where
+    rows joining it look."""
     from charlm.decoding import RowSampler
 
     torch.manual_seed(0)
@@ -526,13 +592,14 @@ def test_rows_joining_and_leaving_choose_what_each_chooses_alone():
         "tiny": SampleConfig(temperature=1e-50),  # greedy in float32
         "plain": SampleConfig(temperature=1.3),
         "penalized": SampleConfig(repetition_penalty=1.5),
+        "counted": SampleConfig(presence_penalty=1.5, frequency_penalty=-0.3),
         "top-k": SampleConfig(top_k=3),
         "schedule": SampleConfig(temperature=[0.7, 1e-50, 2.0]),
         "nucleus": SampleConfig(top_p=0.6),
     }
     # step: what happens, in order: a sample joins at the end, or row r leaves (the last moves into its place)
     events = {0: ["greedy", "tiny"], 40: ["plain"], 90: [0], 130: ["penalized"], 180: [0], 200: ["schedule"]}
-    events |= {260: [2, "nucleus"], 300: [0], 330: ["plain"], 360: ["penalized"], 380: [3, "top-k"]}
+    events |= {260: [2, "nucleus"], 300: [0], 330: ["counted"], 360: ["penalized"], 380: [3, "top-k"]}
     events |= {420: [1, 1], 470: [1]}
     # a lone row counts its uniforms on the host alone: rows join it, past its block's end, and leave it again
     events |= {560: ["plain"], 620: [0], 700: ["top-k", "penalized"], 790: [1, 1]}

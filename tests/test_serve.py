@@ -576,6 +576,30 @@ def test_extras_top_k_and_repetition_penalty_through_extra_body(client):
     assert top_p != complete(client, seed=2, max_tokens=80)
 
 
+def test_presence_and_frequency_penalties_are_what_generate_does_with_them(client, tiny_model):
+    """OpenAI's `presence_penalty` and `frequency_penalty`, which many clients send, were refused at any
+    value but 0 ("not supported by charlm"): completions and chat take them now, each sample's text the
+    one charlm.generate writes with them, streamed or not; past OpenAI's -2 to 2 they are a one-line 400."""
+    penalties = {"presence_penalty": 0.5, "frequency_penalty": 0.3}
+    served = complete(client, max_tokens=80, n=2, seed=4, temperature=0.9, **penalties)
+    made = generate(tiny_model, "the ", length=80, temperature=0.9, num_samples=2, random_seed=4, **penalties)
+    assert served == [text[len("the ") :] for text in made]
+    assert served != complete(client, max_tokens=80, n=2, seed=4, temperature=0.9)  # they act
+    assert streamed(client, max_tokens=80, n=2, seed=4, temperature=0.9, **penalties)[0] == served
+    greedy = complete(client, max_tokens=80, temperature=0, presence_penalty=2)[0]  # greedy takes them too
+    assert greedy == generate(tiny_model, "the ", length=80, greedy=True, presence_penalty=2)[0][len("the ") :]
+    assert greedy != complete(client, max_tokens=80, temperature=0)[0]
+    messages = [{"role": "user", "content": "the"}]
+    chat = client.chat.completions.create(model="tiny", messages=messages, max_tokens=60, seed=3, **penalties)
+    assert chat.choices[0].message.content == complete(client, prompt="the\n\n", max_tokens=60, seed=3, **penalties)[0]
+    for name, value in (("presence_penalty", 2.5), ("frequency_penalty", -3)):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.completions.create(model="tiny", prompt="the ", **{name: value})
+        error = caught.value.body
+        assert (error["param"], error["code"]) == (name, "invalid_value")
+        assert error["message"] == f"{name} must be at least -2.0 and at most 2.0, not {value}"
+
+
 def token_ids(client: OpenAI, chars: str) -> dict[str, str]:
     """Each character's token id as logit_bias takes it: its position in the model's meta.characters."""
     known = client.models.retrieve("tiny").model_extra["meta"]["characters"]
@@ -1031,7 +1055,8 @@ def test_replies_carry_refusal_and_system_fingerprint_where_the_reference_puts_t
         ({"extra_body": {"top_k": "many"}}, "top_k"),
         ({"extra_body": {"repetition_penalty": 1.2, "repeat_penalty": 1.3}}, "repeat_penalty"),
         ({"extra_body": {"temprature": 1}}, "temprature"),
-        ({"frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"frequency_penalty": 2.5}, "frequency_penalty"),
+        ({"presence_penalty": "high"}, "presence_penalty"),
         ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
     ],
 )

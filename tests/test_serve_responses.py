@@ -359,6 +359,29 @@ def test_what_needs_a_response_kept_or_an_input_cut_is_refused_saying_why(client
     assert why in stored.json()["error"]["message"] and (why in error["message"]) == (field != "truncation")
 
 
+def test_chats_penalties_are_taken_at_0_and_refused_otherwise_saying_where_they_act(client):  # noqa: F811
+    """OpenAI's Responses API has no presence or frequency penalty, which chat and completions now take:
+    at 0 (a client's default) they change nothing; another value was "not supported by charlm; leave it
+    out", which a user of chat's penalties could not make sense of. It says where they are taken."""
+    plain = client.responses.create(model="tiny", input="the", max_output_tokens=20, temperature=0).output_text
+    zero = {"presence_penalty": 0, "frequency_penalty": 0.0}
+    assert (
+        client.responses.create(
+            model="tiny", input="the", max_output_tokens=20, temperature=0, extra_body=zero
+        ).output_text
+        == plain
+    )
+    for name in zero:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model="tiny", input="the", extra_body={name: 0.5})
+        error = caught.value.body
+        assert (error["param"], error["code"]) == (name, "unsupported_parameter")
+        assert error["message"] == (
+            f"{name}: OpenAI's Responses API has no {name}: leave it out (or 0), or send the request to "
+            "/v1/chat/completions, which takes it"
+        )
+
+
 def test_tool_settings_that_change_nothing_without_tools_are_taken_and_echoed(client):  # noqa: F811
     """With no tools, `parallel_tool_calls` either way and `tool_choice` "auto" change nothing: taken, as
     OpenAI's clients send them, and echoed as given, not as other values."""

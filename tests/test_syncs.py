@@ -121,6 +121,7 @@ def adaptive_model() -> CharLM:
         {"greedy": True},
         {"top_k": 3, "top_p": 0.8},
         {"repetition_penalty": 1.3, "num_samples": 2},
+        {"presence_penalty": 0.5, "frequency_penalty": -0.3, "num_samples": 2},  # its counts stay on the device
         {"logit_bias": {"a": -100, "b": 2.0}},
         {"stop": "ba", "num_samples": 3},
         {"adaptive": True, "num_samples": 4},

@@ -531,13 +531,16 @@ function logprobsOf(text) {
 // --- a request's options -------------------------------------------------------------------------
 // What generate takes, each checked as charlm's SampleConfig checks it (temperature 0 is greedy, as on the
 // page's slider), and what charlm offers that the page does not, refused by name: taken without a word, a
-// repetition penalty, a logit bias or a temperature schedule (a list) wrote a text charlm would not write.
+// repetition, presence or frequency penalty, a logit bias or a temperature schedule (a list) wrote a text charlm
+// would not write.
 
 const OPTIONS = ["seed", "length", "temperature", "top_k", "top_p", "greedy", "random_seed", "stop", "form", "template", "acrostic", "ban"];
 const MESSAGE_FIELDS = ["type", "id", "continuing"];  // the page's own, beside the options
 const NOT_OFFERED = {
   repetition_penalty: "the page has no repetition penalty",
   repetition_window: "the page has no repetition penalty",
+  presence_penalty: "the page has no presence or frequency penalty",
+  frequency_penalty: "the page has no presence or frequency penalty",
   logit_bias: "the page's one bias is ban, the characters never to write",
   num_samples: "call generate once per sample",
   precision: "the page computes in fp32",

@@ -287,6 +287,8 @@ class Completion:
             top_k=self.params.top_k,
             top_p=self.params.top_p,
             repetition_penalty=self.params.repetition_penalty,
+            presence_penalty=self.params.presence_penalty,
+            frequency_penalty=self.params.frequency_penalty,
         )
         if server.stopping is not None:  # its engine stopped while its prompts were primed
             self.release()

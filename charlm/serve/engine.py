@@ -79,7 +79,7 @@ class Characters:
 class Job:
     """A prompt to continue `len(seeds)` times: what a request asks of the engine, primed already.
 
-    `options` gives the decoding (temperature, top-k, top-p, repetition penalty, greedy); sample i
+    `options` gives the decoding (temperature, top-k, top-p, the penalties, greedy); sample i
     draws from a generator seeded `seeds[i]`; `form`, the template compiled for the model, if any:
     each sample walks it with its own cursor; `bias`, the logit bias for the model's vocabulary
     (`decoding.bias_vector`), if any; `form_start`, where in it the prompt's poem leaves off

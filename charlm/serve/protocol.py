@@ -4,11 +4,13 @@ API and /tokenize checked into `Params` (responses.py shapes the answers).
 Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them (chat and the Responses
 API read their messages into one prompt, `joined`, and share the rest: `common`); `max_tokens` and
 `usage` count characters (a charlm token is a character; `logit_bias`'s keys are vocabulary ids, as
-`/tokenize` says them, or a token's position in `/v1/models`' `meta.characters` or `meta.pieces`). charlm's extras: `top_k` and
+`/tokenize` says them, or a token's position in `/v1/models`' `meta.characters` or `meta.pieces`). OpenAI's
+`presence_penalty` and `frequency_penalty` count characters (completions and chat; the Responses API
+has neither, so it takes them at 0 only). charlm's extras: `top_k` and
 `repetition_penalty` (llama.cpp's `repeat_penalty` too), and `form`, `template` and `acrostic`,
 which make every sample write into a poem form or a template (`charlm.forms`). Every bad field is an `APIError` naming
 it; a field charlm does not know is refused (as OpenAI does), except OpenAI's at their neutral
-values (`frequency_penalty: 0`, ...), which clients send by default.
+values (`best_of: 1`, ...), which clients send by default.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .. import forms
-from ..config import MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
+from ..config import MAX_COUNT_PENALTY, MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
 from ..corpus import check_characters
 from ..errors import CharLMError
 from .config import ServeConfig
@@ -100,6 +102,8 @@ class Params:
     top_p: float | None
     top_k: int | None
     repetition_penalty: float
+    presence_penalty: float  # OpenAI's, -2 to 2 (0: none)
+    frequency_penalty: float
     n: int
     stream: bool
     stops: tuple[str, ...]
@@ -122,15 +126,17 @@ COMMON = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "repeat_penalty", "n",
     "stream", "stop", "seed", "stream_options", "user", "logit_bias", *FORM_FIELDS,
 }  # fmt: skip
-COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo"}
+# OpenAI's penalties of a character's count in the text written so far: completions and chat have them
+COUNT_PENALTIES = ("presence_penalty", "frequency_penalty")
+COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo", *COUNT_PENALTIES}
 # OpenAI's chat fields that name the end user or a cache bucket, which replace `user`: strings that change
 # nothing here (charlm caches no prompt), taken as `user` is
 USER_FIELDS = ("safety_identifier", "prompt_cache_key")
-CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", *USER_FIELDS}
+CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", *USER_FIELDS, *COUNT_PENALTIES}
 # OpenAI's fields charlm accepts at the value that changes nothing (of the same JSON type: `false` is
 # not 0), or null; chat clients send some of them by default.
 NEUTRAL = {
-    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0), "best_of": (1,),
+    "best_of": (1,),
     "response_format": ({"type": "text"},), "store": (False,), "tool_choice": ("none",),
     "modalities": (["text"],), "service_tier": ("auto", "default"), "tools": ([],), "functions": ([],),
     "function_call": ("none",), "metadata": ({},),
@@ -159,8 +165,10 @@ RESPONSE_FIELDS = (COMMON - {"n", "max_tokens"}) | {
 # what `include` can ask a response for: its text's log-probabilities (a message of text is all charlm writes)
 INCLUDE_LOGPROBS = "message.output_text.logprobs"
 # Its fields that change nothing at these values: no tools to call, a reply that is never cut to fit
-# (`truncation` "disabled": a prompt over --max-prompt is a 400), nothing run in the background
+# (`truncation` "disabled": a prompt over --max-prompt is a 400), nothing run in the background; OpenAI's
+# Responses API has no presence or frequency penalty, so a client that sends chat's at 0 is not refused
 RESPONSE_NEUTRAL = NEUTRAL | {
+    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0),
     "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "truncation": ("disabled",),
     "background": (False,),
 }  # fmt: skip
@@ -174,13 +182,19 @@ RESPONSE_NULL_ONLY = NULL_ONLY | {
 # Why charlm serve answers no request that needs a response kept: one wording, for the fields that ask it
 # and the routes of a stored response (app.py)
 KEEPS_NO_RESPONSE = "charlm serve keeps no response (each is `store: false`)"
-# The Responses API's fields that would need a response kept or an input cut: why each is refused, what to do
+# The Responses API's fields that would need a response kept or an input cut, and chat's penalties, which it
+# lacks: why each is refused, what to do
 RESPONSE_REFUSALS = {
     "store": f"{KEEPS_NO_RESPONSE}: leave store out (or false), and keep what responses.create returns",
     "previous_response_id": f"{KEEPS_NO_RESPONSE} to continue: send the whole conversation in `input`",
     "conversation": f"{KEEPS_NO_RESPONSE} nor conversation: send the whole conversation in `input`",
     "background": f"{KEEPS_NO_RESPONSE} to fetch later, so none runs in the background: leave background out "
     "(or false), and stream a long response (stream: true)",
+    **{
+        name: f"OpenAI's Responses API has no {name}: leave it out (or 0), or send the request to "
+        "/v1/chat/completions, which takes it"
+        for name in COUNT_PENALTIES
+    },
     "truncation": "charlm serve never cuts an input to fit (one over --max-prompt is a 400): leave truncation out "
     '(or "disabled"), and send a shorter input',
 }
@@ -265,8 +279,17 @@ def body_schema(properties: dict, required: list[str], dropped: tuple[str, ...] 
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+COUNT_PENALTY_SCHEMA = {
+    name: {"type": "number", "minimum": -MAX_COUNT_PENALTY, "maximum": MAX_COUNT_PENALTY} for name in COUNT_PENALTIES
+}
 COMPLETION_SCHEMA = body_schema(
-    {"prompt": TEXTS, "logprobs": {"type": "integer", "minimum": 0}, "echo": {"type": "boolean"}}, ["prompt"]
+    {
+        "prompt": TEXTS,
+        "logprobs": {"type": "integer", "minimum": 0},
+        "echo": {"type": "boolean"},
+        **COUNT_PENALTY_SCHEMA,
+    },
+    ["prompt"],
 )
 CHAT_SCHEMA = body_schema(
     {
@@ -276,6 +299,7 @@ CHAT_SCHEMA = body_schema(
         "max_tokens": {"type": "integer", "minimum": 1},
         "max_completion_tokens": {"type": "integer", "minimum": 1},
         **{name: {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH[name]} for name in USER_FIELDS},
+        **COUNT_PENALTY_SCHEMA,
     },
     ["messages"],
 )
@@ -534,6 +558,8 @@ def common(
     n = samples_per_prompt(body, config, len(prompts))
     top_k = integer(body, "top_k", None, -1, 2**31 - 1)
     penalty = repetition_penalty(body)
+    # OpenAI's range; the Responses API's are 0 here (`RESPONSE_NEUTRAL`)
+    presence, frequency = (number(body, name, 0.0, -MAX_COUNT_PENALTY, MAX_COUNT_PENALTY) for name in COUNT_PENALTIES)
     stream = boolean(body, "stream", False)
     stream_options = stream_options_of(body, stream)
     # Any 64-bit seed, as OpenAI and generate take (sample i's seed + i is one torch takes); -1: pick one
@@ -549,6 +575,8 @@ def common(
         top_p=number(body, "top_p", None, 0.0, 1.0, open_low=True),
         top_k=None if top_k is None or top_k <= 0 else top_k,  # 0 and -1: off, as in llama.cpp and vLLM
         repetition_penalty=penalty,
+        presence_penalty=presence,
+        frequency_penalty=frequency,
         n=n,
         stream=stream,
         stops=tuple(stops),
