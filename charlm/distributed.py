@@ -198,12 +198,21 @@ class Ranks:
         if self.active and device.type == "cuda":
             torch.cuda.set_device(device)
 
-    def leave(self) -> None:
-        """Leave the job together, with the objects that hold the group (DistributedDataParallel's
-        reducer) freed first: a rank that tears its group down while a peer still uses it (rank 0
-        printing its sample) can make the peer abort at exit."""
-        if self.active:
-            gc.collect()
+    @contextlib.contextmanager
+    def leaving(self) -> Iterator[None]:
+        """Rank 0 says how the run ended in this block (its last line, a sample) while the others wait for it
+        as long as it is alive (`leader_first`), none of them exiting first (torchrun stops every rank once
+        one fails); then each rank leaves on its own, the objects that hold the group (DistributedDataParallel's
+        reducer) freed first. The run is over and saved: a peer that stops now (killed, exits, SIGSTOP) holds
+        no one in a last barrier for --peer-timeout. Without torchrun's agent no heartbeat tells a live rank 0
+        from a stuck one: the ranks leave together in a barrier."""
+        if not self.active:
+            yield
+            return
+        with self.leader_first(setup=False):
+            yield
+        gc.collect()
+        if _job_store is None:
             dist.barrier()
 
     def after_error(self, error: CharLMError) -> CharLMError:

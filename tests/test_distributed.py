@@ -237,6 +237,46 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     assert latest("cut").progress.step == step + 5
 
 
+# Rank {rank} does `action` once its training is over, the run saved: rank 0 before its last lines.
+RANK_ENDS_AFTER_TRAINING = """
+import os, signal
+from charlm import trainer
+fit = trainer.Trainer.fit
+def fit_then_end(self):
+    result = fit(self)
+    if os.environ["RANK"] == "{rank}":
+        {action}
+    return result
+trainer.Trainer.fit = fit_then_end
+"""
+
+
+def test_a_rank_stopped_after_the_run_finished_keeps_no_one_waiting(fox_file):
+    """Rank 1 stopped (SIGSTOP) once the run was finished and saved held rank 0 in the ranks' last barrier
+    for --peer-timeout (5 minutes by default), and then rank 0 said to resume a run that had nothing left
+    to train. Rank 0 says its last lines and exits 0 at once."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "60s"]
+    prelude = RANK_ENDS_AFTER_TRAINING.format(rank=1, action="os.kill(os.getpid(), signal.SIGSTOP)")
+    with ranks("train", str(fox_file), "--out", "done", *options, prelude=prelude) as (leader, _):
+        out, err = leader.communicate(timeout=30)  # not the 60 s of --peer-timeout
+    assert leader.returncode == 0, err
+    assert out.startswith("done: step 5,") and latest("done").progress.step == 5
+
+
+def test_rank_0_killed_after_the_run_finished_is_named_at_once_and_the_run_is_said_finished(fox_file):
+    """Rank 0 killed after the final checkpoint, before its last lines: rank 1 said to resume a run that
+    had nothing left to train. It names rank 0, and says the run had finished and where it is saved."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "60s"]
+    prelude = SHORT_GRACE + RANK_ENDS_AFTER_TRAINING.format(rank=0, action="os.kill(os.getpid(), signal.SIGKILL)")
+    with ranks("train", str(fox_file), "--out", "done", *options, prelude=prelude) as (leader, peer):
+        _, err = peer.communicate(timeout=30)
+    assert peer.returncode == 1
+    line = one_line(err)
+    assert line.startswith(f"Error: process 0 (pid {leader.pid} on ") and " of 2 ended without a word" in line
+    assert line.endswith(f"; the run had finished: saved in {runs.CHECKPOINT_ROOT / 'done'}")
+    assert latest("done").progress.step == 5
+
+
 # A rank dies as it calls torch.distributed's `call`, as the ranks connect.
 RANK_DIES_AT = """
 import os, torch.distributed as dist
