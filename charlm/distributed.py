@@ -26,8 +26,9 @@ exits, torch's call left blocked (nothing was read or written yet).
 While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, scores
 validation and --eval-also, or writes a checkpoint), the others wait as long as it is alive: a thread of
 rank 0 posts a heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting
-ranks say so, as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
-store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
+ranks say so, as for a collective that timed out (`await_leader`); a heartbeat proves rank 0 alive, not its
+work going on, so one block may take LEADER_WORK_LIMIT x --peer-timeout at most (30 minutes at the default).
+Ranks started without torchrun's agent have no such store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here
 HEARTBEAT_EVERY = 5.0  # seconds between rank 0's heartbeats while the others wait (a quarter of the timeout if less)
 HEARTBEAT_POLL = 0.1  # seconds between a waiting rank's looks at rank 0's heartbeat, at most
 FIRST_POLL = 0.001  # seconds before a waiting rank's second look, doubling up to HEARTBEAT_POLL
+LEADER_WORK_LIMIT = 6  # x --peer-timeout: the longest rank 0 works alone, beating (30 min at 5m, torch's own default)
+OVERDUE = "process 0 worked alone for "  # how `await_leader`'s error for a rank 0 past it begins
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits where no store has a heartbeat
 _job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
@@ -247,7 +250,13 @@ class Ranks:
         named = ", ".join(f"{rank} ({pids.get(rank, 'pid unknown')})" for rank in silent)
         which = f"process {named} of {self.world}"
         fates = {fate(pids.get(rank, "")) for rank in silent}
-        if "timed out" in str(error).lower() and fates != {"ended"}:
+        if str(error).startswith(OVERDUE) and fates != {"ended"}:
+            happened = (
+                f"{which} worked alone for {LEADER_WORK_LIMIT * timeout:g}s ({LEADER_WORK_LIMIT} x --peer-timeout: "
+                "preparing the corpus, scoring or writing a checkpoint) while its heartbeat went on: stuck (a hung "
+                "disk or mount); torchrun ends the job; where its work is that slow, give a larger --peer-timeout"
+            )
+        elif "timed out" in str(error).lower() and fates != {"ended"}:
             why = {frozenset({"stopped"}): "stopped (SIGSTOP)", frozenset({"running"}): "stuck"}.get(
                 frozenset(fates), "stuck, stopped (SIGSTOP), or ended on its machine"
             )
@@ -350,13 +359,15 @@ class Ranks:
     def await_leader(self, block: int) -> None:
         """Wait until rank 0 posts that it ended `leader_first` block number `block`, as long as its heartbeat
         goes on (`beating`). PeerLost once none came for the peer timeout (stopped, stuck, or gone without its
-        connection showing it), or at once where its process is seen to have ended (`fate`): the group's
-        `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more.
+        connection showing it), or at once where its process is seen to have ended (`fate`), or once the block
+        has taken LEADER_WORK_LIMIT x the peer timeout, beating all along (alive, but stuck in a hung disk
+        or mount; a slow one's write takes minutes, not half an hour): the group's `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more.
         It looks again after FIRST_POLL, then twice as long each time up to HEARTBEAT_POLL: a short
         evaluation (every --eval-every steps) costs the waiting ranks about its own time, not up to 0.1 s more."""
         store = job_store()
         done, beating, pid = (STORE_KEY.format(kind=kind, rank=0) for kind in ("done", "beat", "pid"))
         beat, heard, poll = None, time.monotonic(), FIRST_POLL
+        overdue = heard + LEADER_WORK_LIMIT * _peer_timeout
         try:
             leader = store.get(pid).decode() if store.check([pid]) else ""
         except RuntimeError:  # the store went with torchrun (killed): the next collective waits for rank 0
@@ -373,6 +384,8 @@ class Ranks:
             elif time.monotonic() - heard > _peer_timeout or fate(leader) == "ended":
                 silence = RuntimeError(f"no heartbeat from process 0: timed out after {_peer_timeout:g}s")
                 raise PeerLost(silence, "")  # `peer_note`, or `after_lost`, says what the run folder holds
+            elif time.monotonic() > overdue:  # beating, yet never done: stuck alive (a hung disk or mount)
+                raise PeerLost(RuntimeError(f"{OVERDUE}{LEADER_WORK_LIMIT * _peer_timeout:g}s"), "")
             time.sleep(poll)
             poll = min(2 * poll, HEARTBEAT_POLL)
 

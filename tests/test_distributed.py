@@ -495,6 +495,32 @@ def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_pe
     assert latest("slow").progress.step == 5
 
 
+def test_rank_0_alive_but_stuck_in_a_checkpoint_write_is_named_after_6_peer_timeouts(fox_file):
+    """Rank 0 stuck in a write (a hung disk or mount) kept beating its heartbeat, so the others waited for
+    it forever. A piece of work rank 0 does alone may take 6 x --peer-timeout (a slow disk's write of a huge
+    model passes): past that the others name it stuck and say how to give it more."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "1s"]
+    prelude = SHORT_GRACE + RANK_0_PREPARING.format(action="pass") + RANK_0_WRITES_FOREVER
+    with ranks("train", str(fox_file), "--out", "hung", *options, prelude=prelude) as (leader, peer):
+        _, err = peer.communicate(timeout=30)  # not the 600 s of rank 0's write
+    assert peer.returncode == 1
+    line = one_line(err)
+    assert line.startswith(f"Error: process 0 (pid {leader.pid} on ")
+    assert (
+        " of 2 worked alone for 6s (6 x --peer-timeout: preparing the corpus, scoring or writing a checkpoint) " in line
+    )
+    assert "where its work is that slow, give a larger --peer-timeout; no checkpoint was written yet" in line
+
+
+# Rank 0's checkpoint write hangs (a hung disk or mount), the process alive.
+RANK_0_WRITES_FOREVER = """
+from charlm import trainer
+def hung(*args, **kwargs):
+    time.sleep(600)
+trainer.save = hung
+"""
+
+
 @pytest.mark.parametrize("resuming", [False, True], ids=["new run", "resume"])
 def test_rank_0_stopped_as_it_prepares_the_corpus_is_named_after_the_peer_timeout(fox_file, resuming):
     """Rank 0 stopped (SIGSTOP, stuck, or lost without its connection closing) while it prepared the corpus

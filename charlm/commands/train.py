@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     show_default=True,
     metavar="DURATION",
     help="under torchrun: a process that has not answered the others for this long is named, and the job "
-    "stops (its last checkpoint kept)",
+    "stops (its last checkpoint kept); rank 0 working alone, its heartbeat going on (preparing the corpus, "
+    "scoring, writing a checkpoint), may take 6 times this per piece of work before it is named stuck",
 )
 def train(
     corpus: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, peer_timeout: str, **options
