@@ -93,6 +93,21 @@ class Ranks:
         except ValueError:
             raise CharLMError("RANK, WORLD_SIZE and LOCAL_RANK must be numbers; start charlm with torchrun") from None
 
+    def check_reachable(self) -> None:
+        """Before the ranks meet, a rank started without torchrun (by hand, another launcher: torchrun sets
+        them all) names itself and what it lacks, in one line: torch said a traceback for a missing
+        variable, and a RANK past WORLD_SIZE waited --peer-timeout, then said it had lost the others."""
+        name = f"process {os.environ.get('RANK', '?')} of {self.world}"
+        missing = [var for var in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(var, "").strip()]
+        if missing:
+            raise CharLMError(
+                f"{name}: {', '.join(missing)} not set; a rank started without torchrun needs RANK (0 to "
+                f"{self.world - 1}), WORLD_SIZE, MASTER_ADDR and MASTER_PORT (rank 0's host and a free port), "
+                "or start every rank with torchrun"
+            )
+        if not 0 <= self.rank < self.world:
+            raise CharLMError(f"{name}: RANK must be 0 to {self.world - 1} under WORLD_SIZE {self.world}")
+
     @property
     def active(self) -> bool:
         return self.world > 1
@@ -130,6 +145,7 @@ class Ranks:
         if not self.active:
             yield self
             return
+        self.check_reachable()
         _peer_timeout = timeout
         # nccl's communicators start at a rank's first collective of CUDA tensors, on their GPU: a run on
         # the CPU of a GPU machine never starts CUDA (`use` makes a CUDA run's GPU the current one). The

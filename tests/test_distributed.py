@@ -161,6 +161,29 @@ def test_a_world_size_that_does_not_divide_the_batch_is_one_line(fox_file, monke
     assert_one_line_error(result, "--batch-size 4 does not split over 3 processes")
 
 
+@pytest.mark.parametrize(
+    ("environment", "said"),
+    [
+        ({"RANK": "1"}, "process 1 of 2: MASTER_ADDR, MASTER_PORT not set; a rank started without torchrun needs"),
+        ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "process ? of 2: RANK not set; "),
+        ({"RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "process 2 of 2: RANK must be 0 to 1"),
+    ],
+    ids=["no address", "no rank", "rank past the world"],
+)
+def test_a_rank_started_by_hand_without_what_it_needs_names_itself_in_one_line(
+    fox_file, monkeypatch, environment, said
+):
+    """Ranks started without torchrun (by hand, another launcher): a missing MASTER_ADDR, MASTER_PORT or RANK
+    was torch's ValueError traceback naming no rank, and RANK 2 of 2 waited --peer-timeout to say it had
+    'lost the others'. One line names the rank at once and says what to set."""
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"WORLD_SIZE": "2", **environment}.items():
+        monkeypatch.setenv(name, value)
+    result = cli("train", str(fox_file), *cli_options(max_steps=5), "--peer-timeout", "30s")
+    assert_one_line_error(result, said)
+
+
 def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_file):
     """torchrun passes Ctrl-C / SIGTERM on to every rank: rank 0 saves once and says how to resume, and
     every rank exits with the signal's status, none before the others (rank 0 used to exit at once and
