@@ -454,6 +454,8 @@ def test_a_peer_lost_as_the_setup_group_connects_is_one_line_and_other_errors_ar
     long to provoke here: gloo's error as torch raises it, from new_group, is the same one line; the
     process group is destroyed; an error of another kind is not taken for a lost peer."""
     destroyed = []
+    for name, value in {"RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)  # what a rank is started with (`Ranks.check_reachable`)
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda *args, **kwargs: None)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: destroyed.append(True))
