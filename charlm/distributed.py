@@ -26,8 +26,9 @@ exits, torch's call left blocked (nothing was read or written yet).
 While rank 0 works alone (`leader_first`: it prepares the corpus, a download may take it minutes, scores
 validation and --eval-also, or writes a checkpoint), the others wait as long as it is alive: a thread of
 rank 0 posts a heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting
-ranks say so, as for a collective that timed out (`await_leader`). Ranks started without torchrun's agent have no such
-store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
+ranks say so, as for a collective that timed out (`await_leader`); a heartbeat proves rank 0 alive, not its
+work going on, so one block may take LEADER_WORK_LIMIT x --peer-timeout at most (30 minutes at the default).
+Ranks started without torchrun's agent have no such store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here
 HEARTBEAT_EVERY = 5.0  # seconds between rank 0's heartbeats while the others wait (a quarter of the timeout if less)
 HEARTBEAT_POLL = 0.1  # seconds between a waiting rank's looks at rank 0's heartbeat, at most
 FIRST_POLL = 0.001  # seconds before a waiting rank's second look, doubling up to HEARTBEAT_POLL
+LEADER_WORK_LIMIT = 6  # x --peer-timeout: the longest rank 0 works alone, beating (30 min at 5m, torch's own default)
+OVERDUE = "process 0 worked alone for "  # how `await_leader`'s error for a rank 0 past it begins
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits where no store has a heartbeat
 _job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
@@ -89,6 +92,21 @@ class Ranks:
             return cls(*(int(os.environ.get(name, "0")) for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK")))
         except ValueError:
             raise CharLMError("RANK, WORLD_SIZE and LOCAL_RANK must be numbers; start charlm with torchrun") from None
+
+    def check_reachable(self) -> None:
+        """Before the ranks meet, a rank started without torchrun (by hand, another launcher: torchrun sets
+        them all) names itself and what it lacks, in one line: torch said a traceback for a missing
+        variable, and a RANK past WORLD_SIZE waited --peer-timeout, then said it had lost the others."""
+        name = f"process {os.environ.get('RANK', '?')} of {self.world}"
+        missing = [var for var in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(var, "").strip()]
+        if missing:
+            raise CharLMError(
+                f"{name}: {', '.join(missing)} not set; a rank started without torchrun needs RANK (0 to "
+                f"{self.world - 1}), WORLD_SIZE, MASTER_ADDR and MASTER_PORT (rank 0's host and a free port), "
+                "or start every rank with torchrun"
+            )
+        if not 0 <= self.rank < self.world:
+            raise CharLMError(f"{name}: RANK must be 0 to {self.world - 1} under WORLD_SIZE {self.world}")
 
     @property
     def active(self) -> bool:
@@ -127,6 +145,7 @@ class Ranks:
         if not self.active:
             yield self
             return
+        self.check_reachable()
         _peer_timeout = timeout
         # nccl's communicators start at a rank's first collective of CUDA tensors, on their GPU: a run on
         # the CPU of a GPU machine never starts CUDA (`use` makes a CUDA run's GPU the current one). The
@@ -198,12 +217,21 @@ class Ranks:
         if self.active and device.type == "cuda":
             torch.cuda.set_device(device)
 
-    def leave(self) -> None:
-        """Leave the job together, with the objects that hold the group (DistributedDataParallel's
-        reducer) freed first: a rank that tears its group down while a peer still uses it (rank 0
-        printing its sample) can make the peer abort at exit."""
-        if self.active:
-            gc.collect()
+    @contextlib.contextmanager
+    def leaving(self) -> Iterator[None]:
+        """Rank 0 says how the run ended in this block (its last line, a sample) while the others wait for it
+        as long as it is alive (`leader_first`), none of them exiting first (torchrun stops every rank once
+        one fails); then each rank leaves on its own, the objects that hold the group (DistributedDataParallel's
+        reducer) freed first. The run is over and saved: a peer that stops now (killed, exits, SIGSTOP) holds
+        no one in a last barrier for --peer-timeout. Without torchrun's agent no heartbeat tells a live rank 0
+        from a stuck one: the ranks leave together in a barrier."""
+        if not self.active:
+            yield
+            return
+        with self.leader_first(setup=False):
+            yield
+        gc.collect()
+        if _job_store is None:
             dist.barrier()
 
     def after_error(self, error: CharLMError) -> CharLMError:
@@ -238,7 +266,13 @@ class Ranks:
         named = ", ".join(f"{rank} ({pids.get(rank, 'pid unknown')})" for rank in silent)
         which = f"process {named} of {self.world}"
         fates = {fate(pids.get(rank, "")) for rank in silent}
-        if "timed out" in str(error).lower() and fates != {"ended"}:
+        if str(error).startswith(OVERDUE) and fates != {"ended"}:
+            happened = (
+                f"{which} worked alone for {LEADER_WORK_LIMIT * timeout:g}s ({LEADER_WORK_LIMIT} x --peer-timeout: "
+                "preparing the corpus, scoring or writing a checkpoint) while its heartbeat went on: stuck (a hung "
+                "disk or mount); torchrun ends the job; where its work is that slow, give a larger --peer-timeout"
+            )
+        elif "timed out" in str(error).lower() and fates != {"ended"}:
             why = {frozenset({"stopped"}): "stopped (SIGSTOP)", frozenset({"running"}): "stuck"}.get(
                 frozenset(fates), "stuck, stopped (SIGSTOP), or ended on its machine"
             )
@@ -341,13 +375,15 @@ class Ranks:
     def await_leader(self, block: int) -> None:
         """Wait until rank 0 posts that it ended `leader_first` block number `block`, as long as its heartbeat
         goes on (`beating`). PeerLost once none came for the peer timeout (stopped, stuck, or gone without its
-        connection showing it), or at once where its process is seen to have ended (`fate`): the group's
-        `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more.
+        connection showing it), or at once where its process is seen to have ended (`fate`), or once the block
+        has taken LEADER_WORK_LIMIT x the peer timeout, beating all along (alive, but stuck in a hung disk
+        or mount; a slow one's write takes minutes, not half an hour): the group's `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more.
         It looks again after FIRST_POLL, then twice as long each time up to HEARTBEAT_POLL: a short
         evaluation (every --eval-every steps) costs the waiting ranks about its own time, not up to 0.1 s more."""
         store = job_store()
         done, beating, pid = (STORE_KEY.format(kind=kind, rank=0) for kind in ("done", "beat", "pid"))
         beat, heard, poll = None, time.monotonic(), FIRST_POLL
+        overdue = heard + LEADER_WORK_LIMIT * _peer_timeout
         try:
             leader = store.get(pid).decode() if store.check([pid]) else ""
         except RuntimeError:  # the store went with torchrun (killed): the next collective waits for rank 0
@@ -364,6 +400,8 @@ class Ranks:
             elif time.monotonic() - heard > _peer_timeout or fate(leader) == "ended":
                 silence = RuntimeError(f"no heartbeat from process 0: timed out after {_peer_timeout:g}s")
                 raise PeerLost(silence, "")  # `peer_note`, or `after_lost`, says what the run folder holds
+            elif time.monotonic() > overdue:  # beating, yet never done: stuck alive (a hung disk or mount)
+                raise PeerLost(RuntimeError(f"{OVERDUE}{LEADER_WORK_LIMIT * _peer_timeout:g}s"), "")
             time.sleep(poll)
             poll = min(2 * poll, HEARTBEAT_POLL)
 

@@ -161,6 +161,29 @@ def test_a_world_size_that_does_not_divide_the_batch_is_one_line(fox_file, monke
     assert_one_line_error(result, "--batch-size 4 does not split over 3 processes")
 
 
+@pytest.mark.parametrize(
+    ("environment", "said"),
+    [
+        ({"RANK": "1"}, "process 1 of 2: MASTER_ADDR, MASTER_PORT not set; a rank started without torchrun needs"),
+        ({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "process ? of 2: RANK not set; "),
+        ({"RANK": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "process 2 of 2: RANK must be 0 to 1"),
+    ],
+    ids=["no address", "no rank", "rank past the world"],
+)
+def test_a_rank_started_by_hand_without_what_it_needs_names_itself_in_one_line(
+    fox_file, monkeypatch, environment, said
+):
+    """Ranks started without torchrun (by hand, another launcher): a missing MASTER_ADDR, MASTER_PORT or RANK
+    was torch's ValueError traceback naming no rank, and RANK 2 of 2 waited --peer-timeout to say it had
+    'lost the others'. One line names the rank at once and says what to set."""
+    for name in ("RANK", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_USE_AGENT_STORE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {"WORLD_SIZE": "2", **environment}.items():
+        monkeypatch.setenv(name, value)
+    result = cli("train", str(fox_file), *cli_options(max_steps=5), "--peer-timeout", "30s")
+    assert_one_line_error(result, said)
+
+
 def test_a_signal_stops_every_rank_at_one_step_and_the_ranks_leave_together(fox_file):
     """torchrun passes Ctrl-C / SIGTERM on to every rank: rank 0 saves once and says how to resume, and
     every rank exits with the signal's status, none before the others (rank 0 used to exit at once and
@@ -235,6 +258,46 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     step = latest("cut").progress.step
     charlm.train(resume="cut", max_steps=step + 5)
     assert latest("cut").progress.step == step + 5
+
+
+# Rank {rank} does `action` once its training is over, the run saved: rank 0 before its last lines.
+RANK_ENDS_AFTER_TRAINING = """
+import os, signal
+from charlm import trainer
+fit = trainer.Trainer.fit
+def fit_then_end(self):
+    result = fit(self)
+    if os.environ["RANK"] == "{rank}":
+        {action}
+    return result
+trainer.Trainer.fit = fit_then_end
+"""
+
+
+def test_a_rank_stopped_after_the_run_finished_keeps_no_one_waiting(fox_file):
+    """Rank 1 stopped (SIGSTOP) once the run was finished and saved held rank 0 in the ranks' last barrier
+    for --peer-timeout (5 minutes by default), and then rank 0 said to resume a run that had nothing left
+    to train. Rank 0 says its last lines and exits 0 at once."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "60s"]
+    prelude = RANK_ENDS_AFTER_TRAINING.format(rank=1, action="os.kill(os.getpid(), signal.SIGSTOP)")
+    with ranks("train", str(fox_file), "--out", "done", *options, prelude=prelude) as (leader, _):
+        out, err = leader.communicate(timeout=30)  # not the 60 s of --peer-timeout
+    assert leader.returncode == 0, err
+    assert out.startswith("done: step 5,") and latest("done").progress.step == 5
+
+
+def test_rank_0_killed_after_the_run_finished_is_named_at_once_and_the_run_is_said_finished(fox_file):
+    """Rank 0 killed after the final checkpoint, before its last lines: rank 1 said to resume a run that
+    had nothing left to train. It names rank 0, and says the run had finished and where it is saved."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "60s"]
+    prelude = SHORT_GRACE + RANK_ENDS_AFTER_TRAINING.format(rank=0, action="os.kill(os.getpid(), signal.SIGKILL)")
+    with ranks("train", str(fox_file), "--out", "done", *options, prelude=prelude) as (leader, peer):
+        _, err = peer.communicate(timeout=30)
+    assert peer.returncode == 1
+    line = one_line(err)
+    assert line.startswith(f"Error: process 0 (pid {leader.pid} on ") and " of 2 ended without a word" in line
+    assert line.endswith(f"; the run had finished: saved in {runs.CHECKPOINT_ROOT / 'done'}")
+    assert latest("done").progress.step == 5
 
 
 # A rank dies as it calls torch.distributed's `call`, as the ranks connect.
@@ -391,6 +454,8 @@ def test_a_peer_lost_as_the_setup_group_connects_is_one_line_and_other_errors_ar
     long to provoke here: gloo's error as torch raises it, from new_group, is the same one line; the
     process group is destroyed; an error of another kind is not taken for a lost peer."""
     destroyed = []
+    for name, value in {"RANK": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)  # what a rank is started with (`Ranks.check_reachable`)
     monkeypatch.setattr(torch.distributed, "init_process_group", lambda *args, **kwargs: None)
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: destroyed.append(True))
@@ -453,6 +518,32 @@ def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_pe
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors
     assert latest("slow").progress.step == 5
+
+
+def test_rank_0_alive_but_stuck_in_a_checkpoint_write_is_named_after_6_peer_timeouts(fox_file):
+    """Rank 0 stuck in a write (a hung disk or mount) kept beating its heartbeat, so the others waited for
+    it forever. A piece of work rank 0 does alone may take 6 x --peer-timeout (a slow disk's write of a huge
+    model passes): past that the others name it stuck and say how to give it more."""
+    options = [*cli_options(max_steps=5), "--peer-timeout", "1s"]
+    prelude = SHORT_GRACE + RANK_0_PREPARING.format(action="pass") + RANK_0_WRITES_FOREVER
+    with ranks("train", str(fox_file), "--out", "hung", *options, prelude=prelude) as (leader, peer):
+        _, err = peer.communicate(timeout=30)  # not the 600 s of rank 0's write
+    assert peer.returncode == 1
+    line = one_line(err)
+    assert line.startswith(f"Error: process 0 (pid {leader.pid} on ")
+    assert (
+        " of 2 worked alone for 6s (6 x --peer-timeout: preparing the corpus, scoring or writing a checkpoint) " in line
+    )
+    assert "where its work is that slow, give a larger --peer-timeout; no checkpoint was written yet" in line
+
+
+# Rank 0's checkpoint write hangs (a hung disk or mount), the process alive.
+RANK_0_WRITES_FOREVER = """
+from charlm import trainer
+def hung(*args, **kwargs):
+    time.sleep(600)
+trainer.save = hung
+"""
 
 
 @pytest.mark.parametrize("resuming", [False, True], ids=["new run", "resume"])

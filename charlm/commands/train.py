@@ -54,7 +54,8 @@ if TYPE_CHECKING:
     show_default=True,
     metavar="DURATION",
     help="under torchrun: a process that has not answered the others for this long is named, and the job "
-    "stops (its last checkpoint kept)",
+    "stops (its last checkpoint kept); rank 0 working alone, its heartbeat going on (preparing the corpus, "
+    "scoring, writing a checkpoint), may take 6 times this per piece of work before it is named stuck",
 )
 def train(
     corpus: tuple[str, ...], out: str | None, resume: str | None, init_from: str | None, peer_timeout: str, **options
@@ -83,8 +84,7 @@ def train(
             raise KeyboardInterrupt(not_started_note(resume is not None)) from None
         with peer_note(trainer.lost_note):  # a peer lost from here on: the line says where the run goes on from
             status = train_ranks(trainer, ranks)
-            ranks.leave()
-    if status:  # after the ranks left together: a rank that exits first breaks its peers' last barrier
+    if status:  # after rank 0's last lines (`Ranks.leaving`): torchrun stops every rank once one fails
         sys.exit(status)
 
 
@@ -98,14 +98,34 @@ def not_started_note(resuming: bool) -> str:
 def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     """`train` as one rank of the job (a plain process is rank 0 of 1); only rank 0 prints. Returns the
     exit status (`Trainer.exit_status`)."""
-    from .. import api, checkpoint, finetune
+    from ..distributed import peer_note
+
+    if ranks.leader:
+        say_started(trainer, ranks)
+        try:
+            trainer.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
+            raise KeyboardInterrupt(trainer.interrupted_note()) from None
+    else:
+        trainer.fit()
+    with peer_note(lambda: ended_note(trainer)), ranks.leaving():  # the others wait for rank 0's last lines
+        return say_ended(trainer) if ranks.leader else trainer.exit_status
+
+
+def ended_note(trainer: Trainer) -> str:
+    """What a peer lost once training ended leaves: a finished run, whole (a resume would train nothing),
+    or one stopped early, to resume."""
+    if trainer.stopped_early:
+        return trainer.lost_note()
+    return f"; the run had finished: {trainer.saved_note()}"
+
+
+def say_started(trainer: Trainer, ranks: Ranks) -> None:
+    """Rank 0's first lines: what trains on what, where, and from which step."""
+    from .. import finetune
     from ..device import precision_text
-    from ..trainer import SAMPLE_CHARS
 
     config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
-    if not ranks.leader:
-        trainer.fit()
-        return trainer.exit_status
     if not config.quiet:
         # a resumed run says the step and time it goes on from, or its line reads as a new run's
         resumed = (
@@ -125,10 +145,15 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
         if trainer.base:
             added = finetune.new_characters_note(trainer.corpus, trainer.base.vocab_size, config)
             click.echo(one_line(f"fine-tuning from {trainer.base.describe()}; {added}"), err=True)
-    try:
-        trainer.fit()
-    except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
-        raise KeyboardInterrupt(trainer.interrupted_note()) from None
+
+
+def say_ended(trainer: Trainer) -> int:
+    """Rank 0's last lines: where the run stopped or how it ended, and a sample of best.pt. Returns the
+    exit status (`Trainer.exit_status`)."""
+    from .. import api, checkpoint
+    from ..trainer import SAMPLE_CHARS
+
+    config, run_dir = trainer.config, trainer.run_dir
     if trainer.stopped_early:
         click.echo(
             one_line(
