@@ -28,7 +28,8 @@ validation and --eval-also, or writes a checkpoint), the others wait as long as 
 rank 0 posts a heartbeat on the job's store (`beating`), and once none came for --peer-timeout the waiting
 ranks say so, as for a collective that timed out (`await_leader`); a heartbeat proves rank 0 alive, not its
 work going on, so one block may take LEADER_WORK_LIMIT x --peer-timeout at most (30 minutes at the default).
-Ranks started without torchrun's agent have no such store: they wait for the corpus in a barrier of the setup group, up to SETUP_TIMEOUT.
+Ranks started without torchrun's agent have no such store: they wait for the corpus in a barrier of the
+setup group, up to SETUP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -377,7 +378,8 @@ class Ranks:
         goes on (`beating`). PeerLost once none came for the peer timeout (stopped, stuck, or gone without its
         connection showing it), or at once where its process is seen to have ended (`fate`), or once the block
         has taken LEADER_WORK_LIMIT x the peer timeout, beating all along (alive, but stuck in a hung disk
-        or mount; a slow one's write takes minutes, not half an hour): the group's `after_lost` says which it was. Without the store (torchrun killed, the ranks stopping), it waits no more.
+        or mount; a slow one's write takes minutes, not half an hour): the group's `after_lost` says which it
+        was. Without the store (torchrun killed, the ranks stopping), it waits no more.
         It looks again after FIRST_POLL, then twice as long each time up to HEARTBEAT_POLL: a short
         evaluation (every --eval-every steps) costs the waiting ranks about its own time, not up to 0.1 s more."""
         store = job_store()
