@@ -7,6 +7,7 @@ Each browser gets a profile folder of its own, removed after it quits, so that b
 never share one. A browser that dies before it has shown a blank page (once in CI the renderer died on
 the first `driver.get`: "Unable to receive message from renderer") is a start-up failure, not a page's:
 one fresh browser is started, once. A page that crashes a working browser is never retried.
+The page tests share one browser for their session, a clean slate each (tests/conftest.py's SharedChromium).
 Needs the OS's chromium and chromedriver (apt-get install chromium chromium-driver) and selenium.
 """
 
@@ -21,7 +22,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 INSTALL = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900")
+WINDOW = (1280, 900)  # the window's width and height, in CSS pixels, at start-up
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    f"--window-size={WINDOW[0]},{WINDOW[1]}",
+)
 BLANK = "data:text/html,<body data-ready=1>"  # a page that cannot fail: only a broken browser fails to show it
 
 

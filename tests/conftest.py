@@ -13,6 +13,7 @@ import runpy
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -24,6 +25,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bench import browser as headless
 from bench.common import served_url, wait_healthy  # noqa: F401  (one copy, for the tests that start a server)
 from charlm import checkpoint, runs, threads
 from charlm.checkpoint import Checkpoint
@@ -403,3 +405,95 @@ def model() -> CharLM:
 def max_weight_difference(a: str, b: str) -> float:
     first, second = latest(a).weights, latest(b).weights
     return max((first[name] - second[name]).abs().max().item() for name in first)
+
+
+# --- one headless Chromium for the page tests ----------------------------------------------------
+
+# Seconds a shared browser may take to be given a clean slate before it counts as dead: a page that hung
+# its renderer leaves chromedriver waiting on it, and every later command waits behind that one.
+CLEAN_SLATE_TIMEOUT = 20
+
+
+def clean_slate(driver, timeouts) -> bool:
+    """Whether `driver` could be left as a freshly started browser is: one new tab showing a blank page,
+    in a window of the start-up size, with no storage (local, session, cache), cookies, permissions or
+    console entries of an earlier page, and the session's first timeouts. What a test set through CDP
+    on its tab (emulated media or metrics, blocked URLs, scripts run on each page) goes with the tabs
+    closed. False where the browser or chromedriver failed at it."""
+    from selenium.common.exceptions import WebDriverException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        earlier = driver.window_handles
+        driver.switch_to.new_window("tab")
+        fresh = driver.current_window_handle
+        for handle in earlier:
+            driver.switch_to.window(handle)
+            driver.close()
+        driver.switch_to.window(fresh)
+        driver.execute_cdp_cmd("Storage.clearDataForOrigin", {"origin": "*", "storageTypes": "all"})
+        driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+        driver.execute_cdp_cmd("Browser.resetPermissions", {})
+        driver.set_window_size(*headless.WINDOW)
+        driver.timeouts = timeouts
+        driver.get_log("browser")  # read, so emptied
+        return headless.shows_a_blank_page(driver)
+    except (WebDriverException, HTTPError, OSError):  # urllib3's and the OS's: chromedriver is gone
+        return False
+
+
+def true_within(seconds: float, check) -> bool:
+    """`check()` in a thread of its own: False where it has not returned True within `seconds`."""
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(check()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return answers == [True]
+
+
+class SharedChromium:
+    """The session's one headless Chromium (bench.browser's) for the page tests, where each test started
+    its own (1-2 s apiece, about 50 tests). `page()` hands it over with a clean slate; a browser that
+    cannot be given one (a crashed tab, a hung page, chromedriver gone) is killed and a fresh one started,
+    so one test that breaks it fails alone."""
+
+    def __init__(self) -> None:
+        self.running: contextlib.ExitStack | None = None
+        self.driver = None
+        self.timeouts = None
+
+    def page(self):
+        if self.driver is not None and true_within(
+            CLEAN_SLATE_TIMEOUT, lambda: clean_slate(self.driver, self.timeouts)
+        ):
+            return self.driver
+        self.close(dead=True)
+        self.running = contextlib.ExitStack()
+        self.driver = self.running.enter_context(headless.chromium())
+        self.timeouts = self.driver.timeouts
+        return self.driver
+
+    def close(self, dead: bool = False) -> None:
+        """Quits the browser; one found `dead` is killed after a second, not quit_or_kill's 30 s."""
+        if self.driver is None:
+            return
+        if dead:
+            headless.quit_or_kill(self.driver, timeout=1)
+        self.running.close()
+        self.running = self.driver = None
+
+
+@pytest.fixture(scope="session")
+def shared_chromium() -> Iterator[SharedChromium]:
+    if not headless.installed():
+        missing(headless.INSTALL)
+    shared = SharedChromium()
+    yield shared
+    shared.close()
+
+
+@pytest.fixture
+def browser(shared_chromium):
+    """Headless Chromium from the OS packages (`apt-get install chromium chromium-driver`), through
+    Selenium: the session's one, as a freshly started one is (SharedChromium)."""
+    return shared_chromium.page()

@@ -27,10 +27,9 @@ from charlm.vocab import Vocab
 
 from .conftest import assert_one_line_error, cli, make_model, run_bench
 from .test_export import CHINESE, TEXT, model_of, run_of
-from .test_serve import (  # noqa: F401 -- the browser and fox_run fixtures
+from .test_serve import (  # noqa: F401 -- the fox_run fixture
     COUNT_LAYOUTS,
     PAGE_WAIT,
-    browser,
     dark_text,
     enter_writes_and_stops,
     escape_stops_the_writing,
@@ -104,7 +103,7 @@ def test_sentencepiece_model_is_refused_in_one_line(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("cell", "chars", "cutoffs"), MODELS)
-def test_page_logprobs_and_greedy_text_equal_torch(tmp_path, browser, cell, chars, cutoffs):  # noqa: F811
+def test_page_logprobs_and_greedy_text_equal_torch(tmp_path, browser, cell, chars, cutoffs):
     model = model_of(cell, chars, cutoffs, hidden=32)
     text = (chars * 40)[7:507]
     expected = torch_logprobs(model, text)
@@ -126,7 +125,7 @@ def test_page_logprobs_and_greedy_text_equal_torch(tmp_path, browser, cell, char
 
 
 @pytest.mark.slow
-def test_page_samples_with_temperature_and_top_p(tmp_path, browser):  # noqa: F811
+def test_page_samples_with_temperature_and_top_p(tmp_path, browser):
     model = model_of("lstm", TEXT, hidden=32)
     page_ready(browser, exported(tmp_path, model).as_uri())
     options = "{seed: 'the ', length: 400, temperature: args[0], top_p: args[1], random_seed: 7}"
@@ -151,7 +150,7 @@ def test_page_samples_with_temperature_and_top_p(tmp_path, browser):  # noqa: F8
 
 
 @pytest.mark.slow
-def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F811
+def test_page_writes_streams_stops_and_continues(tmp_path, browser):
     # A 1x32 model writes 100,000+ characters a second here: a 2x128 one asked for 2,000,000 is still
     # writing when Stop is clicked (a run that had already finished made this test fail, not the page).
     model = model_of("lstm", TEXT, hidden=128)
@@ -194,7 +193,7 @@ def test_page_writes_streams_stops_and_continues(tmp_path, browser):  # noqa: F8
 
 
 @pytest.mark.slow
-def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp_path, browser):  # noqa: F811
+def test_exported_page_is_named_for_a_screen_reader_and_readable_in_the_dark(tmp_path, browser):
     """As the serve page does (test_serve): the number boxes had no name, nor the text region. A sampler
     that failed was said in the status line alone, which a screen reader does not interrupt for: it is
     said under the seed too (role=alert), as the serve page says its errors."""
@@ -222,7 +221,7 @@ def said_failed_and_kept(driver, wait, failure: str, before: str) -> str:
 
 
 @pytest.mark.slow
-def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browser):  # noqa: F811
+def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browser):
     """A worker that failed mid-generation (an error it did not catch, or one in its loop after some
     characters were written) left the page "writing…" for ever, Stop lit and Generate dark: it says the
     sampler failed, in its role=alert region as the serve page says its errors, stops writing and keeps
@@ -250,7 +249,7 @@ def test_a_sampler_that_fails_mid_way_is_said_and_its_text_kept(tmp_path, browse
 
 
 @pytest.mark.slow
-def test_page_writes_chinese(tmp_path, browser):  # noqa: F811
+def test_page_writes_chinese(tmp_path, browser):
     model = model_of("lstm", CHINESE, (6, 30), hidden=32)
     wait = page_ready(browser, exported(tmp_path, model).as_uri())
     write(browser, seed=CHINESE[:4], length="150")
@@ -281,7 +280,7 @@ def test_page_meta_carries_the_forms_and_each_ids_class(tmp_path):
 
 
 @pytest.mark.slow
-def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
+def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):
     from selenium.webdriver.support.ui import Select
 
     wait = page_ready(browser, exported(tmp_path, poet_model()).as_uri())
@@ -315,7 +314,7 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):  # noqa: F811
 
 
 @pytest.mark.slow  # a browser
-def test_page_takes_every_name_a_form_goes_by(tmp_path, browser):  # noqa: F811
+def test_page_takes_every_name_a_form_goes_by(tmp_path, browser):
     """The page took only the full names (五言绝句) where the CLI and the server take the short and traditional
     ones too (五绝, 五言絕句): it now reads charlm.forms' FORM_NAMES, put in the page by the export."""
     page_ready(browser, exported(tmp_path, poet_model()).as_uri())
@@ -329,7 +328,7 @@ def test_page_takes_every_name_a_form_goes_by(tmp_path, browser):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):  # noqa: F811
+def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):
     """The ban box (the serve page has it too) bans as `charlm sample --ban` does: at temperature 0 the
     page writes what Python's engine writes with that ban; what it cannot ban is refused by name."""
     from selenium.webdriver.support.ui import Select
@@ -380,7 +379,7 @@ def test_page_bench_runs(tmp_path):
 
 
 @pytest.mark.slow
-def test_exported_page_keeps_its_settings_and_seed_across_a_reload(tmp_path, browser):  # noqa: F811
+def test_exported_page_keeps_its_settings_and_seed_across_a_reload(tmp_path, browser):
     """A reload of the exported page lost the temperature, the seed, the ban and the rest, which the serve
     page keeps (page.js's code does both now); a page of another model does not take them."""
     from selenium.webdriver.support.ui import Select
@@ -424,7 +423,7 @@ def test_page_bench_reads_a_catalog_runs_text_from_its_download(tmp_path, monkey
 
 
 @pytest.mark.slow
-def test_page_shows_its_text_a_frame_at_a_time_and_a_refused_seeds_last_text_at_once(tmp_path, browser):  # noqa: F811
+def test_page_shows_its_text_a_frame_at_a_time_and_a_refused_seeds_last_text_at_once(tmp_path, browser):
     """Each piece the sampler sent read the text's height, a layout of the whole text, and a refused seed put
     the last text back piece by piece, a layout each in one task: the page reads it at most twice an
     animation frame. The sampler here sends a piece each 0.2 ms of writing (50 ms as shipped): pieces come
@@ -480,7 +479,7 @@ def check_the_page_keeps_still(driver, wait, seed: str, bad_seed: str, says: str
 
 
 @pytest.mark.slow
-def test_exported_page_keeps_still(tmp_path, browser):  # noqa: F811
+def test_exported_page_keeps_still(tmp_path, browser):
     wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=32)).as_uri())
     check_the_page_keeps_still(browser, wait, "the ", "the Q", "never seen")  # the page refuses unknown characters
 
@@ -782,13 +781,13 @@ def run_in_node(tmp_path, harness: str, script, request) -> dict:
 
 
 @pytest.mark.slow
-def test_exported_page_refuses_settings_out_of_range_by_name(tmp_path, browser):  # noqa: F811
+def test_exported_page_refuses_settings_out_of_range_by_name(tmp_path, browser):
     wait = page_ready(browser, exported(tmp_path, model_of("lstm", TEXT, hidden=32)).as_uri())
     settings_out_of_range_are_refused_by_name(browser, wait)
 
 
 @pytest.mark.slow
-def test_exported_page_takes_no_kept_setting_out_of_its_range(tmp_path, browser):  # noqa: F811
+def test_exported_page_takes_no_kept_setting_out_of_its_range(tmp_path, browser):
     """A kept length of -5 or top-p of 7 (an entry edited, or another version's) came back into the boxes,
     and every Write was refused until they were retyped: each falls back to its default."""
     page = exported(tmp_path, model_of("lstm", TEXT, hidden=8)).as_uri()
@@ -803,7 +802,7 @@ def test_exported_page_takes_no_kept_setting_out_of_its_range(tmp_path, browser)
 
 
 @pytest.mark.slow
-def test_page_counts_a_big_vocabulary_with_a_thousands_separator(tmp_path, browser):  # noqa: F811
+def test_page_counts_a_big_vocabulary_with_a_thousands_separator(tmp_path, browser):
     """A Chinese novel's page said "4447 characters", where everything else charlm prints says 4,447."""
     chars = "".join(chr(0x4E00 + i) for i in range(1200)) + "ab \n"
     page_ready(browser, exported(tmp_path, model_of("lstm", chars, hidden=8)).as_uri())

@@ -45,7 +45,7 @@ from charlm.vocab import UnknownCharacterWarning, Vocab
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, start_charlm
 from .test_export import run_of
 from .test_serve import CONTRASTS as SERVE_CONTRASTS
-from .test_serve import CONTROL_ROLES, PAGE_POLL, PAGE_WAIT, browser  # noqa: F401 -- the browser fixture
+from .test_serve import CONTROL_ROLES, PAGE_POLL, PAGE_WAIT
 
 HOSTILE = 'He said "<script>alert(1)</script>" & left.\n\'Tis <b>bold</b> &amp; (odd)\n\n</div>end'
 
@@ -389,7 +389,7 @@ def test_the_page_escapes_every_character_and_keeps_the_text_intact(tmp_path):
     assert "http" not in page and " src=" not in page  # self-contained: opens offline
 
 
-def test_the_page_opens_in_headless_chromium_and_shows_the_text(tmp_path, browser):  # noqa: F811
+def test_the_page_opens_in_headless_chromium_and_shows_the_text(tmp_path, browser):
     _, path = hostile_page(tmp_path)
     browser.set_window_size(1200, 1600)
     opened(browser, path)  # the page's script ran to its end without an error
@@ -631,7 +631,7 @@ def opened(driver, path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):  # noqa: F811
+def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):
     """A screen reader heard 'combo box', 'spin button', '<', '>' and ten buttons all 'show' with nothing
     to tell them apart; the two text views were no region, and their text (a Chinese one too) was read
     as the page's English."""
@@ -653,7 +653,7 @@ def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):  # noqa: F811
 
 
 @pytest.mark.slow
-def test_a_characters_guesses_are_read_out_as_the_keys_reach_it(tmp_path, browser):  # noqa: F811
+def test_a_characters_guesses_are_read_out_as_the_keys_reach_it(tmp_path, browser):
     """The guesses the arrow keys show beside a character were drawn only: a screen reader said nothing
     of them. A polite live region now says what the hover shows, its characters named (space, newline)."""
     from selenium.webdriver.common.action_chains import ActionChains
@@ -677,7 +677,7 @@ def test_a_characters_guesses_are_read_out_as_the_keys_reach_it(tmp_path, browse
 
 
 @pytest.mark.slow
-def test_the_page_fits_a_phones_width(tmp_path, browser):  # noqa: F811
+def test_the_page_fits_a_phones_width(tmp_path, browser):
     """At a phone's 390 pixels the gate and class tables pushed the page 610 pixels wide, so the whole
     page, text views included, scrolled sideways; and without a viewport a phone laid it out at 980."""
     page, path = hostile_page(tmp_path)
@@ -696,7 +696,7 @@ assert CONTRASTS != SERVE_CONTRASTS
 
 
 @pytest.mark.slow
-def test_the_page_is_dark_in_the_dark_and_every_text_readable(tmp_path, browser):  # noqa: F811
+def test_the_page_is_dark_in_the_dark_and_every_text_readable(tmp_path, browser):
     """With the system's dark setting the page stayed a glaring white; now it is dark, its text readable,
     and the text views stay white, which their colour legends (white to red, blue to orange) are on."""
     _, path = hostile_page(tmp_path)
@@ -715,7 +715,7 @@ def test_the_page_is_dark_in_the_dark_and_every_text_readable(tmp_path, browser)
 
 
 @pytest.mark.slow
-def test_the_page_works_from_the_keyboard_alone(tmp_path, browser):  # noqa: F811
+def test_the_page_works_from_the_keyboard_alone(tmp_path, browser):
     """A hardest span's "show" outlined its first character only, and a character's guesses and a cell's
     value were shown on hovering alone: a keyboard could not reach them. Now, keys only: "show" underlines
     the whole span and shows its first character's guesses, the arrow keys step through the text with

@@ -35,7 +35,6 @@ from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from openai import AsyncOpenAI, OpenAI
 
-from bench import browser as headless
 from bench import serve_load
 from charlm import CharLM, ModelConfig, checkpoint, train
 from charlm.config import SampleConfig
@@ -2470,16 +2469,6 @@ def test_missing_serve_extra_is_a_one_line_error(monkeypatch):
 # --- the page in a real headless Chromium -------------------------------------------------------
 
 
-@pytest.fixture
-def browser():
-    """Headless Chromium from the OS packages (`apt-get install chromium chromium-driver`), through Selenium:
-    bench.browser's, a profile of its own."""
-    if not headless.installed():
-        missing(headless.INSTALL)
-    with headless.chromium() as driver:
-        yield driver
-
-
 # Seconds a page test waits for what the page will do: on a loaded machine the browser and the server
 # take seconds over what a quiet one does in milliseconds (a wait of 5-15 s timed out once in a suite
 # run). A condition met returns at once: a longer wait costs nothing where the page works.
@@ -3999,6 +3988,115 @@ def test_two_tabs_at_once_share_the_servers_streams(fox_run, browser):
         browser.find_element("id", "generate").click()
         wait(browser, PAGE_WAIT).until(lambda d: "done" in status_of(d))
         assert len(made_text(browser)) == 50
+
+
+# What a page test may leave in the shared browser (conftest's SharedChromium) and what the next test
+# must see instead: the page's state as a fresh browser shows it.
+FRESH_PAGE_STATE = """return {
+  stored: Object.keys(localStorage).length + Object.keys(sessionStorage).length, cookies: document.cookie,
+  size: [outerWidth, outerHeight], dark: matchMedia("(prefers-color-scheme: dark)").matches}"""
+
+
+@pytest.mark.slow
+def test_a_page_test_sees_a_fresh_browser_whatever_the_test_before_it_left(fox_run, shared_chromium):
+    """The page tests share one browser (1-2 s a test to start one): what one leaves (a setting and a
+    text kept in localStorage, a stream running, a second tab, a resized window, a dark scheme, a
+    permission, a longer script timeout) must not reach the next, which sees the page's defaults."""
+    from selenium.webdriver.support.ui import Select
+
+    model = checkpoint.load(fox_run)
+    app = create_app({"fox": lambda: model}, ServeConfig(max_tokens=200_000))
+    with running(app) as url:
+        wait_healthy(url)
+        browser = shared_chromium.page()
+        first_session = browser.session_id
+        page_ready(browser, url)
+        defaults = {name: browser.find_element("id", name).get_attribute("value") for name in ("length", "top_k")}
+        fresh = browser.execute_script(FRESH_PAGE_STATE)
+        browser.execute_script(
+            "localStorage.setItem('charlm.settings', JSON.stringify({length: 4321, top_k: 3}));"
+            "sessionStorage.setItem('left', '1'); document.cookie = 'left=1'"
+        )
+        page_ready(browser, url)
+        assert browser.find_element("id", "length").get_attribute("value") == "4321"  # the page read it
+        browser.execute_cdp_cmd(
+            "Browser.grantPermissions", {"permissions": ["clipboardReadWrite"], "origin": url.rstrip("/")}
+        )
+        browser.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": "dark"}]}
+        )
+        browser.set_window_size(390, 844)
+        browser.set_script_timeout(120)
+        set_field(browser, "length", "200000")
+        browser.find_element("id", "generate").click()
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 1, timeout=PAGE_WAIT)
+        browser.switch_to.new_window("tab")
+
+        browser = shared_chromium.page()  # what the next test's `browser` is
+        assert browser.session_id == first_session  # the same browser, not a new one
+        wait_until(lambda: app.state.server.models["fox"].engine.active == 0, timeout=PAGE_WAIT)  # the stream ended
+        page_ready(browser, url)
+        assert browser.execute_script(FRESH_PAGE_STATE) == fresh and fresh["stored"] == 0
+        assert {name: browser.find_element("id", name).get_attribute("value") for name in defaults} == defaults
+        assert Select(browser.find_element("id", "model")).first_selected_option.get_attribute("value") == "fox"
+        assert browser.find_elements("css selector", "#history li") == []
+        assert len(browser.window_handles) == 1 and browser.timeouts.script == 30
+        clipboard = "return (await navigator.permissions.query({name: 'clipboard-read'})).state"
+        assert browser.execute_script(clipboard) == "prompt"
+
+
+@contextlib.contextmanager
+def never_answering_page():
+    """The address of a page whose server takes its request and never answers, and an Event set once
+    the request has arrived: a browser asked for it waits on it (up to selenium's 300 s)."""
+    import http.server
+
+    arrived, ended = threading.Event(), threading.Event()
+
+    class Silent(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            arrived.set()
+            ended.wait(PAGE_WAIT)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Silent)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/", arrived
+    finally:
+        ended.set()
+        httpd.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("breaks", ["crashes its tab", "hangs on a page"])
+def test_a_browser_a_page_test_broke_is_replaced_for_the_next_test(shared_chromium, monkeypatch, breaks):
+    """A crashed tab fails every later command of its session, and a page that never loads holds
+    chromedriver, which answers one command at a time: every page test after one that broke the shared
+    browser would fail. The next test is given a fresh browser, the broken one's chromedriver ended."""
+    from selenium.common.exceptions import WebDriverException
+
+    from . import conftest
+
+    monkeypatch.setattr(conftest, "CLEAN_SLATE_TIMEOUT", 2)
+    browser = shared_chromium.page()
+    with never_answering_page() as (url, arrived):
+        if breaks == "crashes its tab":
+            with pytest.raises(WebDriverException, match="crashed"):
+                browser.execute_cdp_cmd("Page.crash", {})
+        else:
+
+            def asks_for_it() -> None:
+                with contextlib.suppress(Exception):  # what the killed chromedriver's answer is, it ends
+                    browser.get(url)
+
+            threading.Thread(target=asks_for_it, daemon=True).start()
+            assert arrived.wait(PAGE_WAIT)
+        fresh = shared_chromium.page()
+        assert fresh.session_id != browser.session_id and browser.service.process.poll() is not None
+        assert fresh.execute_script("return 6 * 7") == 42
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from charlm.serve.config import ServeConfig
 
 from .conftest import wait_healthy
 from .test_forms import chinese_model, piece_model
-from .test_serve import browser, made_text, page_ready, running, set_field, wait_until  # noqa: F401
+from .test_serve import made_text, page_ready, running, set_field, wait_until
 
 PROMPT = "丁\n"
 CHAT = [{"role": "user", "content": "丁"}]
@@ -246,7 +246,7 @@ def test_a_form_by_its_short_or_traditional_name_is_that_form(client):
 
 
 @pytest.mark.slow  # a browser
-def test_page_writes_a_poem_in_the_form_chosen(served, browser):  # noqa: F811
+def test_page_writes_a_poem_in_the_form_chosen(served, browser):
     from selenium.webdriver.support.ui import Select
 
     url, _ = served

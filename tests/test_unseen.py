@@ -19,7 +19,7 @@ from charlm.vocab import UNSEEN, Vocab
 
 from .conftest import assert_one_line_error, cli, make_model
 from .test_cli import fox_run, trained  # noqa: F401 (the fixtures: a tiny run, "fox")
-from .test_serve import browser, page_ready, running, set_field, wait_healthy  # noqa: F401 (browser: a fixture)
+from .test_serve import page_ready, running, set_field, wait_healthy
 
 
 def reference_bits(model, ids: torch.Tensor) -> tuple[float, int]:
