@@ -96,37 +96,38 @@ def main() -> None:
         sys.exit("bench.gpu measures a CUDA GPU and this machine has none; --tiny runs a small CPU check")
     device = torch.device(args.device)
     started = time.perf_counter()
-    folder = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
-    corpus = folder / "corpus.txt"
-    longest = max(int(b) for b in args.batches.split(",")) * (args.seq_len + 1) * 8
-    corpus.write_text("".join(random.Random(0).choices(VOCAB_CHARS, k=longest)))
-    vocab = len(VOCAB_CHARS)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
-    print(f"{name}, torch {torch.__version__}, window {args.seq_len}, {args.seconds}s a measurement")
-    print(f"\n{'size':<8} {'batch':>6} {'prec':<5} {'charlm chars/s':>15} {'TFLOP/s':>8} {'plain chars/s':>14} "
-          f"{'TFLOP/s':>8} {'charlm/plain':>12}")  # fmt: skip
-    for size in args.sizes.split(","):
-        layers, hidden = (int(n) for n in size.split("x"))
-        for batch in (int(b) for b in args.batches.split(",")):
-            for precision in ("bf16", "fp32"):
-                if time.perf_counter() - started > args.budget:
-                    print(f"{size:<8} {batch:>6} {precision:<5} skipped: --budget {args.budget:.0f}s spent")
-                    continue
-                shape = (layers, hidden, batch, args, precision)
-                ours = measure(partial(charlm_step, corpus, folder, *shape), device, args.seconds)
-                plain = measure(partial(plain_step, *shape, vocab), device, args.seconds)
-                cells = [f"{size:<8} {batch:>6} {precision:<5}"]
-                for result, width in ((ours, 15), (plain, 14)):
-                    if isinstance(result, str):
-                        cells.append(f"{result:>{width}} {'-':>8}")
-                    else:
-                        chars = batch * args.seq_len / result
-                        cells.append(
-                            f"{chars:>{width},.0f} {chars * flops_per_char(layers, hidden, vocab) / 1e12:>8.2f}"
-                        )
-                ratio = plain / ours if not isinstance(ours, str) and not isinstance(plain, str) else None
-                cells.append(f"{ratio:>12.3f}" if ratio else f"{'-':>12}")
-                print(" ".join(cells), flush=True)
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-") as temporary:  # removed at the end and on Ctrl-C
+        folder = Path(temporary)
+        corpus = folder / "corpus.txt"
+        longest = max(int(b) for b in args.batches.split(",")) * (args.seq_len + 1) * 8
+        corpus.write_text("".join(random.Random(0).choices(VOCAB_CHARS, k=longest)))
+        vocab = len(VOCAB_CHARS)
+        name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+        print(f"{name}, torch {torch.__version__}, window {args.seq_len}, {args.seconds}s a measurement")
+        print(f"\n{'size':<8} {'batch':>6} {'prec':<5} {'charlm chars/s':>15} {'TFLOP/s':>8} {'plain chars/s':>14} "
+              f"{'TFLOP/s':>8} {'charlm/plain':>12}")  # fmt: skip
+        for size in args.sizes.split(","):
+            layers, hidden = (int(n) for n in size.split("x"))
+            for batch in (int(b) for b in args.batches.split(",")):
+                for precision in ("bf16", "fp32"):
+                    if time.perf_counter() - started > args.budget:
+                        print(f"{size:<8} {batch:>6} {precision:<5} skipped: --budget {args.budget:.0f}s spent")
+                        continue
+                    shape = (layers, hidden, batch, args, precision)
+                    ours = measure(partial(charlm_step, corpus, folder, *shape), device, args.seconds)
+                    plain = measure(partial(plain_step, *shape, vocab), device, args.seconds)
+                    cells = [f"{size:<8} {batch:>6} {precision:<5}"]
+                    for result, width in ((ours, 15), (plain, 14)):
+                        if isinstance(result, str):
+                            cells.append(f"{result:>{width}} {'-':>8}")
+                        else:
+                            chars = batch * args.seq_len / result
+                            cells.append(
+                                f"{chars:>{width},.0f} {chars * flops_per_char(layers, hidden, vocab) / 1e12:>8.2f}"
+                            )
+                    ratio = plain / ours if not isinstance(ours, str) and not isinstance(plain, str) else None
+                    cells.append(f"{ratio:>12.3f}" if ratio else f"{'-':>12}")
+                    print(" ".join(cells), flush=True)
     print(f"\ntotal {time.perf_counter() - started:.0f}s; charlm/plain is the chars/s ratio (target >= 0.95)")
 
 

@@ -25,24 +25,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", default="auto")
     args = parser.parse_args()
-    folder = tempfile.mkdtemp(prefix="head-speed-")
-    settings = {"hidden": args.hidden, "layers": args.layers, "precision": args.precision}
-    trainers = {
-        head: training_step(bare_config(head=head, **settings), [args.corpus], f"{folder}/{head}")
-        for head in ("full", "adaptive")
-    }
-    best = {head: 0.0 for head in trainers}
-    for _ in range(args.rounds):
+    with tempfile.TemporaryDirectory(prefix="head-speed-") as folder:  # removed at the end and on Ctrl-C
+        settings = {"hidden": args.hidden, "layers": args.layers, "precision": args.precision}
+        trainers = {
+            head: training_step(bare_config(head=head, **settings), [args.corpus], f"{folder}/{head}")
+            for head in ("full", "adaptive")
+        }
+        best = {head: 0.0 for head in trainers}
+        for _ in range(args.rounds):
+            for head, trainer in trainers.items():
+                best[head] = max(best[head], trainer.chars_per_second(args.steps))
+        vocab = len(trainers["full"].model.vocab)
+        print(f"{args.corpus}: vocabulary {vocab:,}, {args.layers}x{args.hidden}, {trainers['full'].precision}")
+        print(f"adaptive head cutoffs: {trainers['adaptive'].model.config.head_cutoffs}")
+        print("| head | parameters | chars/s (best of rounds) |")
+        print("| --- | ---: | ---: |")
         for head, trainer in trainers.items():
-            best[head] = max(best[head], trainer.chars_per_second(args.steps))
-    vocab = len(trainers["full"].model.vocab)
-    print(f"{args.corpus}: vocabulary {vocab:,}, {args.layers}x{args.hidden}, {trainers['full'].precision}")
-    print(f"adaptive head cutoffs: {trainers['adaptive'].model.config.head_cutoffs}")
-    print("| head | parameters | chars/s (best of rounds) |")
-    print("| --- | ---: | ---: |")
-    for head, trainer in trainers.items():
-        print(f"| {head} | {trainer.model.num_parameters():,} | {best[head]:,.0f} |")
-    print(f"adaptive / full: {best['adaptive'] / best['full']:.2f}x")
+            print(f"| {head} | {trainer.model.num_parameters():,} | {best[head]:,.0f} |")
+        print(f"adaptive / full: {best['adaptive'] / best['full']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -229,22 +229,23 @@ def parts_builder(table: dict[str, str]) -> api.ModelBuilder:
 # -- the commands ------------------------------------------------------------------------------------
 def speed(args: argparse.Namespace) -> None:
     """charlm's and the parts model's training steps, taking turns; the best of the rounds."""
-    table, folder = read_table(), tempfile.mkdtemp(prefix="parts-speed-")
-    config = bare_config(hidden=args.hidden, threads=args.threads)
-    trainers = {
-        "charlm": training_step(config, [args.corpus], f"{folder}/charlm"),
-        "parts": training_step(config, [args.corpus], f"{folder}/parts", build=parts_builder(table)),
-    }
-    best = dict.fromkeys(trainers, 0.0)
-    for _ in range(args.rounds):
+    table = read_table()
+    with tempfile.TemporaryDirectory(prefix="parts-speed-") as folder:  # removed at the end and on Ctrl-C
+        config = bare_config(hidden=args.hidden, threads=args.threads)
+        trainers = {
+            "charlm": training_step(config, [args.corpus], f"{folder}/charlm"),
+            "parts": training_step(config, [args.corpus], f"{folder}/parts", build=parts_builder(table)),
+        }
+        best = dict.fromkeys(trainers, 0.0)
+        for _ in range(args.rounds):
+            for name, trainer in trainers.items():
+                best[name] = max(best[name], trainer.chars_per_second(args.steps))
+        print(f"{args.corpus}: 2x{args.hidden}, {trainers['charlm'].precision}, --threads {args.threads or 'unset'}")
         for name, trainer in trainers.items():
-            best[name] = max(best[name], trainer.chars_per_second(args.steps))
-    print(f"{args.corpus}: 2x{args.hidden}, {trainers['charlm'].precision}, --threads {args.threads or 'unset'}")
-    for name, trainer in trainers.items():
-        print(
-            f"{name}: {trainer.model.num_parameters():,} parameters, {best[name]:,.0f} chars/s (best of {args.rounds})"
-        )
-    print(f"parts / charlm: {best['parts'] / best['charlm']:.3f}x")
+            print(
+                f"{name}: {trainer.model.num_parameters():,} parameters, {best[name]:,.0f} chars/s (best of {args.rounds})"
+            )
+        print(f"parts / charlm: {best['parts'] / best['charlm']:.3f}x")
 
 
 def train(args: argparse.Namespace) -> None:

@@ -111,17 +111,8 @@ def charlm_loop(config: Config, corpus: Path, folder: Path) -> float:
     return training_step(config, [corpus], folder / f"run-{config.hidden}-{time.time_ns()}").fit()
 
 
-def main() -> None:
-    global BATCH  # --batch sets the batch of all three loops
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="256,512,1024")
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=BATCH)
-    parser.add_argument("--precision", default="fp32", help="charlm's loop: fp32 or bf16 (the bare loop stays fp32)")
-    args = parser.parse_args()
-    BATCH = args.batch
-    folder = Path(tempfile.mkdtemp(prefix="train-speed-"))
+def measure_sizes(args: argparse.Namespace, folder: Path) -> None:
+    """The table: a row for each of --sizes, its runs and corpus in `folder`."""
     rng = random.Random(0)
     corpus = folder / "corpus.txt"
     corpus.write_text("".join(rng.choices("abcdefghijklmnopqrstuvwxyz \n.,;ABCDEFGH", k=2_000_000)))  # ~0.2 s, not 2.5
@@ -144,6 +135,20 @@ def main() -> None:
             f"  {use:>13.2f}",
             flush=True,
         )
+
+
+def main() -> None:
+    global BATCH  # --batch sets the batch of all three loops
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="256,512,1024")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--precision", default="fp32", help="charlm's loop: fp32 or bf16 (the bare loop stays fp32)")
+    args = parser.parse_args()
+    BATCH = args.batch
+    with tempfile.TemporaryDirectory(prefix="train-speed-") as temporary:  # removed at the end and on Ctrl-C
+        measure_sizes(args, Path(temporary))
     print("\nchars/s; charlm/bare target >= 0.95")
 
 

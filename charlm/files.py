@@ -33,6 +33,10 @@ NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a fil
 REPLACE_WAITS = (0.05, 0.1, 0.2, 0.4, 0.8)
 OWNER_MARK = ".tmp-"  # what precedes the process that made a temporary in its name (`owner_alive`)
 TEMPORARY_PREFIX = ".{}" + OWNER_MARK  # a file's temporary is `.NAME.tmp-PID-START` (`temporary`)
+# An empty folder of a temporary's name that names no process (`.probe.tmp-RANDOM`, what charlm's write
+# probes were named before they named their process) is removed once untouched this long: no probe takes
+# a second, and a fresh one may be another version's run probing now
+UNNAMED_STALE_SECONDS = 3600.0
 
 
 def remedy(error: OSError) -> str:
@@ -184,12 +188,26 @@ def temporary(path: Path) -> Path:
     return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{process_name()}")
 
 
-def remove_leftovers(path: Path, sole_writer: bool = False) -> None:
+def remove_leftovers(path: Path, sole_writer: bool = False, unnamed_folders: bool = False) -> None:
     """Remove what writers of `path` killed mid-write (SIGKILL, a power cut) left beside it: their
     temporary files, one per process and each as big as the file (a checkpoint, a page, a model), which
     nothing else removes. A writer still running keeps its own (`process_alive`), unless the caller is
-    the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell)."""
-    remove_orphans(path.parent.glob(f"{TEMPORARY_PREFIX.format(path.name)}*"), sole_writer)
+    the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell).
+    `unnamed_folders`: also an empty folder whose name names no process, once UNNAMED_STALE_SECONDS old
+    (the write probes of earlier versions, `.probe.tmp-RANDOM`)."""
+    leftovers = list(path.parent.glob(f"{TEMPORARY_PREFIX.format(path.name)}*"))
+    remove_orphans(leftovers, sole_writer)
+    if unnamed_folders:
+        remove_stale_unnamed_folders(leftovers)
+
+
+def remove_stale_unnamed_folders(leftovers: Iterable[Path]) -> None:
+    """Remove each of `leftovers` that is an empty folder, named by no process (`owner_alive`), and
+    untouched for UNNAMED_STALE_SECONDS: only an empty one, so nothing anyone wrote is lost."""
+    for leftover in leftovers:
+        with contextlib.suppress(OSError):  # gone meanwhile, not empty, not a folder: kept, or removed already
+            if owner_alive(leftover) is None and time.time() - leftover.lstat().st_mtime > UNNAMED_STALE_SECONDS:
+                leftover.rmdir()
 
 
 def remove_orphans(leftovers: Iterable[Path], sole_writer: bool = False) -> None:

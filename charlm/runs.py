@@ -270,7 +270,7 @@ def check_can_make(folder: Path) -> None:
                 raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
             probe = place / "probe"  # made as `.probe.tmp-PID-START`: one a run killed here left, the next removes
             try:  # as make_folder would fail, before it has to
-                files.remove_leftovers(probe)
+                files.remove_leftovers(probe, unnamed_folders=True)  # and an old `.probe.tmp-RANDOM`
                 os.mkdir(made := files.temporary(probe))
                 os.rmdir(made)
             except FileExistsError:  # this process's own, another thread's probing now: the place can hold one

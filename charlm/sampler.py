@@ -26,7 +26,7 @@ from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
 from .generation import Batch, Healing, Row, healed_seed
 from .model import CharLM, inference
-from .vocab import Vocabulary, other_forms
+from .vocab import Vocabulary, first_named, other_forms
 
 # Keywords a Python caller brings from `charlm sample`'s options or other libraries, and what does their job.
 SAMPLING_INSTEAD = {
@@ -72,7 +72,7 @@ def batch_from_ids(
     `form` and `bias` as `compiled` gave them, `start` where its poem leaves off (`Constrained.begun`)."""
     never = model.vocab.unseen_in(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
-        written = ", ".join(map(model.vocab.name_unseen, never))
+        written = first_named(never, model.vocab.name_unseen)  # as every note names characters: 'ζ' 'é'
         warnings.warn(
             f"{said('stop', metavar=repr(options.stop))}: the model never writes {written}, so no sample stops there",
             stacklevel=callers_stacklevel(),
@@ -107,7 +107,7 @@ def warn_of_lookalike_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     if lookalikes:
         warnings.warn(
             f"{'--ban' if flags_said() else 'logit_bias'}: the model never writes "
-            f"{', '.join(map(vocab.name_unseen, lookalikes))}, so banning {'it' if len(lookalikes) == 1 else 'them'} "
+            f"{first_named(lookalikes, vocab.name_unseen)}, so banning {'it' if len(lookalikes) == 1 else 'them'} "
             "changes nothing",
             stacklevel=callers_stacklevel(),
         )

@@ -38,7 +38,7 @@ from .corpus import check_characters
 from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
 from .model import CharLM, State, inference, map_state
-from .vocab import UNSEEN, Vocabulary
+from .vocab import UNSEEN, Vocabulary, first_named
 
 if TYPE_CHECKING:  # the bar's type; bars.py makes every bar
     from tqdm.auto import tqdm
@@ -464,7 +464,7 @@ def next_probs(model: CharLM, prefix: str, top: int | None = None) -> list[tuple
     warning that names it, where a seed refuses it."""
     ids = model.vocab.encode(prefix or model.vocab.start_text(), what="prefix", unseen=True)
     if (ids == UNSEEN).any():
-        shown = " ".join(model.vocab.name_unseen(c) for c in model.vocab.unseen_in(model.vocab.normalized(prefix)))
+        shown = first_named(model.vocab.unseen_in(model.vocab.normalized(prefix)), model.vocab.name_unseen)
         warnings.warn(
             f"prefix: {shown} never seen by the model, read as a character it knows nothing about",
             stacklevel=callers_stacklevel(),

@@ -802,8 +802,8 @@ def test_next_probs_are_the_distribution_sampling_draws_from(model):
     assert charlm.next_probs(model)[0][0] == charlm.generate(model, length=1, greedy=True)  # "": a line's start
     assert_named(lambda: charlm.next_probs(model, 5), "charlm.next_probs: the prefix must be a string, not 5")
     assert_named(lambda: charlm.next_probs(model, "ab", top=0), "top must be a positive integer or None, not 0")
-    with pytest.warns(UserWarning, match="prefix: 'ζ' never seen by the model, read as a character it knows nothing"):
-        unseen = charlm.next_probs(model, "aζ", top=None)  # read as scoring reads it, not refused as a seed
+    with pytest.warns(UserWarning, match="prefix: 'ζ' 'η' never seen by the model, read as a character it knows"):
+        unseen = charlm.next_probs(model, "aζη", top=None)  # read as scoring reads it, not refused as a seed
     assert sum(p for _, p in unseen) == pytest.approx(1.0, abs=1e-5)
 
 

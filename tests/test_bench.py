@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -147,9 +148,50 @@ def test_finetune_bench_runs(fox_file, tmp_path):
     assert all(f"| {how} |" in out for how in ("rare", "fresh", "zero")) and "after 3 steps" in out
 
 
-def test_train_speed_bench_runs():
+@pytest.fixture
+def temporary_folders(tmp_path, monkeypatch) -> Path:
+    """The folder tempfile makes its temporary folders in for this test (empty), so a test sees what a
+    script left there."""
+    folder = tmp_path / "temporary"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def left_behind(temporary: Path) -> list[str]:
+    """What is left in `temporary` but torch's compile cache (torchinductor_USER, kept on purpose)."""
+    return [path.name for path in temporary.iterdir() if not path.name.startswith("torchinductor_")]
+
+
+def test_train_speed_bench_runs(temporary_folders):
     out = run_bench("train_speed", "--sizes", "16", "--steps", "5", "--rounds", "1")
     assert "charlm/bare" in out and "2x16" in out and "fp32 matmul peak" in out
+    assert not left_behind(temporary_folders)  # its runs and 2 MB corpus removed at the end
+
+
+def interrupted_step(*args, **kwargs):
+    raise KeyboardInterrupt  # what Ctrl-C raises in the middle of a measurement
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        ["train_speed", "--sizes", "16", "--steps", "5", "--rounds", "1"],
+        ["head_speed", "fox.txt", "--hidden", "16", "--layers", "1"],
+        ["gpu", "--tiny", "--sizes", "1x16", "--batches", "4"],
+        ["parts", "speed", "fox.txt", "--hidden", "16"],
+    ],
+    ids=lambda script: script[0],
+)
+def test_a_bench_script_stopped_by_ctrl_c_leaves_no_temporary_folder(script, fox_file, temporary_folders, monkeypatch):
+    """The speed scripts train in a temporary folder: a run stopped half-way (Ctrl-C) removes it too,
+    as a finished one does (each left its /tmp/train-speed-* and the like behind)."""
+    monkeypatch.setattr(common, "training_step", interrupted_step)
+    Path("bench/out/parts").mkdir(parents=True)  # fox_file's folder is the test's own (conftest.in_tmp)
+    Path("bench/out/parts/chaizi.tsv").write_text(PARTS_TABLE, encoding="utf-8")  # bench.parts' table
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(*script)
+    assert not left_behind(temporary_folders)
 
 
 def test_head_speed_bench_runs(fox_file):

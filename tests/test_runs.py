@@ -362,6 +362,21 @@ def test_a_write_probe_a_killed_run_left_is_removed_by_the_next_run_and_a_live_o
         running.wait()
 
 
+def test_an_old_write_probe_named_by_no_process_is_removed_once_stale_and_a_fresh_one_stays(tmp_path):
+    """Earlier versions named their write probe `.probe.tmp-RANDOM` (tempfile.mkdtemp): one a killed run
+    left names no process, so `remove_leftovers` kept it for good. An empty one untouched for an hour is
+    removed now; a fresh one (another version's run may be probing now) and one holding a file stay."""
+    old, fresh, holding = (tmp_path / f".probe.tmp-{name}" for name in ("k3j_x9qa", "a8zzq1_w", "qq2b7cde"))
+    for folder in (old, fresh, holding):
+        folder.mkdir()
+    (holding / "notes.txt").write_text("someone's")
+    an_hour_ago = time.time() - 3700
+    for folder in (old, holding):
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+    runs.check_can_make(tmp_path / "checkpoints")
+    assert sorted(tmp_path.glob(".probe*")) == sorted([fresh, holding])
+
+
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_two_trainings_started_together_train_in_two_folders(fox_file):
     processes = [

@@ -199,10 +199,11 @@ def test_stop_text_ends_a_sample_and_is_kept():
 
 
 def test_a_stop_text_the_model_can_never_write_is_warned_about():
-    """`stop="ζ"` for a model without ζ was taken silently: the sample simply ran to its length."""
+    """`stop="ζ"` for a model without ζ was taken silently: the sample simply ran to its length. The
+    characters are named as eval's and inspect's notes name them, apart ('ζ' 'η'; it said 'ζ', 'η')."""
     model = fixed_distribution(DISTRIBUTION)
-    with pytest.warns(UserWarning, match=r"^stop='cζ': the model never writes 'ζ', so no sample stops there"):
-        text = generate_one(model, "", length=50, stop="cζ", random_seed=0)
+    with pytest.warns(UserWarning, match=r"^stop='cζη': the model never writes 'ζ' 'η', so no sample stops there"):
+        text = generate_one(model, "", length=50, stop="cζη", random_seed=0)
     assert len(text) == 50
 
 
@@ -210,9 +211,10 @@ def test_a_ban_of_a_lookalike_the_model_never_writes_is_warned_about():
     """`logit_bias={",": -100}` on a model that writes only the full-width '，' was taken silently, and
     every sample went on writing '，'; a ban of a character with no form the model writes, or with that form
     banned too, stays silent."""
-    model = fixed_distribution({"好": 0.5, "，": 0.5})
-    with pytest.warns(UserWarning, match=r"^logit_bias: the model never writes ',' \(did you mean '，'\?\)"):
-        text = generate_one(model, "好", length=50, logit_bias={",": -100, "9": -100}, random_seed=0)
+    model = fixed_distribution({"好": 0.5, "，": 0.49, "！": 0.01})
+    lookalikes = r"^logit_bias: the model never writes ',' \(did you mean '，'\?\) '!' \(did you mean '！'\?\), so"
+    with pytest.warns(UserWarning, match=lookalikes):
+        text = generate_one(model, "好", length=50, logit_bias={",": -100, "!": -100, "9": -100}, random_seed=0)
     assert "，" in text
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -1561,6 +1561,34 @@ def test_a_request_must_arrive_whole_in_time_and_its_headers_within_a_bound(tiny
                 time.sleep(0.2)
 
 
+@pytest.mark.parametrize(
+    ("request_line", "message"),
+    [
+        (b"GET /he\x01alth HTTP/1.1", "the request is not valid HTTP/1.1 (its line or headers cannot be read)"),
+        (b"GET /" + b"a" * 100_000 + b" HTTP/1.1", "the request line and headers are over 65,536 bytes; send a"),
+    ],
+    ids=["control byte", "100 KB path"],
+)
+def test_a_request_the_parser_refuses_is_an_error_in_the_apis_shape(tiny_model, request_line, message):
+    """A request uvicorn's parser refused (a raw control byte in its line, a path of 1 MB) got uvicorn's plain
+    text "Invalid HTTP request received.", where every other error is OpenAI's JSON: now it is JSON too,
+    saying why, and the connection is closed."""
+    from charlm.serve import connections
+
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig())
+    with (
+        running(app, http=connections.BoundedHttp) as url,
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock,
+    ):
+        sock.sendall(request_line + b"\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = closed_within(sock, 3)
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert error["message"].startswith(message) and error["code"] == "invalid_http_request"
+    assert error["type"] == "invalid_request_error" and error["param"] is None
+
+
 def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them():
     """Issue 26 item 8: the body budget assumed 4 bytes a character, and 64 prompts of 16,384 '’'
     escaped as json.dumps does (6 bytes each) got 413. The body is read (its characters, unseen by this
@@ -1782,6 +1810,8 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
         bad.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}])
     assert httpx.post(f"{url}/v1/completions", json={"prompt": "a"}).status_code == 401
     assert httpx.get(f"{url}/metrics").status_code == 401
+    # a method the route does not take is answered before the key (the routes are public: /openapi.json)
+    assert httpx.get(f"{url}/v1/completions").status_code == 405
     assert httpx.get(f"{url}/health").json() == {"status": "ok"}
     models = OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
     assert [m.id for m in models.data] == ["tiny"] and models.data[0].object == "model"

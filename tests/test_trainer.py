@@ -96,11 +96,12 @@ def test_the_thread_count_the_governor_picks_changes_no_weight(fox_file, tiny, m
 
 
 def test_max_time_stops_the_run(fox_file, tiny):
-    # patience 0: the repeated fox line is memorized within 2 s on a fast machine, and the early stop
-    # for an only-overfitting run (tested on its own) would end the run before its time did
-    charlm.train(fox_file, out="timed", **{**tiny, "max_steps": None, "max_time": "2s", "patience": 0})
+    # patience 0: the repeated fox line is memorized within a second on a fast machine, and the early stop
+    # for an only-overfitting run (tested on its own) would end the run before its time did. dropout
+    # given: a time budget with it unset is first timed for seconds to fit it (plan.decide), no part of this
+    charlm.train(fox_file, out="timed", **{**tiny, "max_steps": None, "max_time": "1s", "patience": 0, "dropout": 0.0})
     saved = latest("timed")
-    assert 2.0 <= saved.progress.elapsed < 10.0 and saved.progress.step > 10
+    assert 1.0 <= saved.progress.elapsed < 10.0 and saved.progress.step >= 1  # on to its time, then stopped
 
 
 def test_samples_while_training_do_not_change_the_run(fox_file, tiny, capsys):

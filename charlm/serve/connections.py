@@ -6,13 +6,18 @@ httptools (what `charlm[serve]` installs) a connection that sends nothing, or it
 read whole. So `charlm serve` speaks HTTP with `BoundedHttp`: a request must arrive whole within
 `REQUEST_SECONDS` of its connection or of its first byte, and its line and headers within `MAX_HEAD`
 bytes. Once the request is whole, nothing here bounds its answer (a stream runs as long as it runs).
+A request the parser refuses (a control byte in its line, a head over the bound) is answered in the
+API's error shape, not uvicorn's plain text: no option of uvicorn's sets that body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .protocol import APIError
 
 REQUEST_SECONDS = 60.0  # a request's line, headers and body, from its connection or its first byte
 MAX_HEAD = 1 << 16  # bytes of a request's line and headers (gunicorn takes 8,190 a line, 100 lines)
@@ -27,6 +32,7 @@ class BoundedHttp(HttpToolsProtocol):
 
     deadline: asyncio.TimerHandle | None = None
     head = 0
+    refusal = ""  # why the request was refused, where this class refused it (the parser says nothing)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -57,7 +63,21 @@ class BoundedHttp(HttpToolsProtocol):
     def count(self, size: int) -> None:
         self.head += size
         if self.head > MAX_HEAD:
-            raise HeadTooLarge(f"request line and headers over {MAX_HEAD:,} bytes")
+            self.refusal = (
+                f"the request line and headers are over {MAX_HEAD:,} bytes; send a shorter URL or fewer headers"
+            )
+            raise HeadTooLarge(self.refusal)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refused ("Invalid HTTP request received.", plain
+        text), as every other error is: OpenAI's JSON error body. The connection is closed after it."""
+        message = self.refusal or "the request is not valid HTTP/1.1 (its line or headers cannot be read)"
+        body = json.dumps(APIError(400, message, code="invalid_http_request").body()).encode()
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body)]
+        self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
+        self.transport.close()
 
     def arm(self) -> None:
         self.disarm()
