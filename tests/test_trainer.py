@@ -1124,6 +1124,8 @@ def test_a_peer_lost_while_a_run_resumes_says_how_to_resume_it(fox_file, tiny, m
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # what a rank started without torchrun is given
+    monkeypatch.setenv("MASTER_PORT", "29500")
     monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
     for name in ("init_process_group", "new_group", "destroy_process_group", "broadcast_object_list"):
         monkeypatch.setattr(dist, name, lambda *args, **options: None)
