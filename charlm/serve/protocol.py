@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from .. import forms
-from ..config import MAX_COUNT_PENALTY, MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
+from ..config import (
+    COUNT_PENALTIES,
+    MAX_COUNT_PENALTY,
+    MAX_LOGIT_BIAS,
+    MAX_REPETITION_PENALTY,
+    SEED_RANGE,
+    SampleConfig,
+)
 from ..corpus import check_characters
 from ..errors import CharLMError
 from .config import ServeConfig
@@ -126,8 +133,6 @@ COMMON = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "repeat_penalty", "n",
     "stream", "stop", "seed", "stream_options", "user", "logit_bias", *FORM_FIELDS,
 }  # fmt: skip
-# OpenAI's penalties of a character's count in the text written so far: completions and chat have them
-COUNT_PENALTIES = ("presence_penalty", "frequency_penalty")
 COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo", *COUNT_PENALTIES}
 # OpenAI's chat fields that name the end user or a cache bucket, which replace `user`: strings that change
 # nothing here (charlm caches no prompt), taken as `user` is
