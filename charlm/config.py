@@ -79,6 +79,7 @@ MAX_REPETITION_WINDOW = 100_000
 MAX_REPETITION_PENALTY = 100.0  # above it every recent character is as good as banned; far above, float32 overflows
 MAX_LOGIT_BIAS = 100.0  # OpenAI's range for logit_bias: -100 bans a token, +100 in effect selects it
 MAX_COUNT_PENALTY = 2.0  # OpenAI's range for presence_penalty and frequency_penalty: -2 to 2
+COUNT_PENALTIES = ("presence_penalty", "frequency_penalty")  # OpenAI's, of how often a sample wrote a token
 # under torchrun (distributed.py), set apart from the dataclasses: not a run's option, the launch's
 PEER_TIMEOUT = 300.0  # --peer-timeout's seconds: far above a step, an evaluation or a checkpoint of a large model
 MAX_PEER_TIMEOUT = 7 * 24 * 3600.0  # a week; far more failed as a traceback (timedelta past 8.6e13 s, gloo at 8.6e13)
@@ -436,7 +437,7 @@ class SampleConfig:
                 f"{said('repetition_window')} must be between 1 and {MAX_REPETITION_WINDOW:,}, not "
                 f"{self.repetition_window:,}"
             )
-        for name in ("presence_penalty", "frequency_penalty"):
+        for name in COUNT_PENALTIES:
             if not -MAX_COUNT_PENALTY <= getattr(self, name) <= MAX_COUNT_PENALTY:  # NaN too
                 raise CharLMError(
                     f"{said(name)} must be between {-MAX_COUNT_PENALTY:g} and {MAX_COUNT_PENALTY:g} (OpenAI's range), "

@@ -342,10 +342,9 @@ class RowSampler:
         self.bias: torch.Tensor | None = None
         self.banned: torch.Tensor | None = None
         # How often each row's sample wrote each id, (capacity, vocab) in float32 (exact to 2^24, past
-        # MAX_LENGTH), and a column of ones to add: made when a row first has a presence or frequency
-        # penalty, as the bias is; a step adds its ids only while some live row has one.
+        # MAX_LENGTH): made when a row first has a presence or frequency penalty, as the bias is; a step
+        # adds its ids only while some live row has one.
         self.counts: torch.Tensor | None = None
-        self.ones: torch.Tensor | None = None
         self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.presence, self.frequency]
         self.rows += [self.biased]
         self.rows += [self.history, self.position, self.block, self.used_there, self.utf8_state]
@@ -398,17 +397,10 @@ class RowSampler:
         self.position[row] = recent.numel() % self.window
         self.generators[row] = torch.Generator().manual_seed(seed)
         self.set_bias(row, bias)
-        self.set_counts(row, options.presence_penalty != 0 or options.frequency_penalty != 0)
-        self.plan = None
-
-    def set_counts(self, row: int, counted: bool) -> None:
-        """Row `row` has written nothing yet; its counts are made, for every row, once one is `counted`."""
-        if counted and self.counts is None:
+        if self.counts is None and (options.presence_penalty != 0 or options.frequency_penalty != 0):
             self.counts = torch.zeros(len(self.biased), self.vocab_size, device=self.device)
-            self.ones = torch.ones(len(self.biased), 1, device=self.device)
             self.rows.append(self.counts)
-        if self.counts is not None:
-            self.counts[row] = 0
+        self.plan = None
 
     def set_bias(self, row: int, bias: torch.Tensor | None) -> None:
         """Row `row`'s logits get `bias` added (None: nothing); its -inf entries are its bans."""
@@ -442,10 +434,14 @@ class RowSampler:
         self.schedule_table[row, : len(schedule)] = temperatures.to(self.device)
 
     def follow(self, row: int, cursor: Cursor | None) -> None:
-        """Row `row` writes into the template of `cursor` from now on (None: free text), from the start of
-        a character (a new row's decoder drops the bytes of one left unfinished)."""
+        """Row `row` writes a text of its own from now on: into the template of `cursor` (None: free text),
+        from the start of a character (a new row's decoder drops the bytes of one left unfinished), its
+        counts for the presence and frequency penalties at 0 (a conversation's earlier replies are its
+        next reply's prompt, which those penalties leave out)."""
         self.cursors[row] = cursor
         self.utf8_state[row] = 0
+        if self.counts is not None:
+            self.counts[row] = 0
 
     def move(self, src: int, dst: int) -> None:
         for tensor in self.rows:
@@ -493,7 +489,7 @@ class RowSampler:
             self.history[self.indices[:rows], self.position[:rows]] = ids
             self.position[:rows] = (self.position[:rows] + 1) % self.window
         if plan.counted:
-            self.counts[:rows].scatter_add_(1, ids.unsqueeze(1), self.ones[:rows])
+            self.counts[self.indices[:rows], ids] += 1
         if self.utf8 is not None:
             self.utf8_state[:rows] = self.utf8.following[self.utf8_state[:rows], ids]
         self.constrained = allowed is not None

@@ -452,8 +452,8 @@ def true_within(seconds: float, check) -> bool:
 
 
 class SharedChromium:
-    """The session's one headless Chromium (bench.browser's) for the page tests, where each test started
-    its own (1-2 s apiece, about 50 tests). `page()` hands it over with a clean slate; a browser that
+    """The session's one headless Chromium (bench.browser's) for the page tests, rather than one each
+    (1-2 s apiece, about 50 tests). `page()` hands it over with a clean slate; a browser that
     cannot be given one (a crashed tab, a hung page, chromedriver gone) is killed and a fresh one started,
     so one test that breaks it fails alone."""
 

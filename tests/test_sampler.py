@@ -259,6 +259,17 @@ def test_conversation_carries_state(model):
     assert torch.allclose(conversation.batch.logits[0], logits[0, -1], atol=1e-4)
 
 
+def test_each_reply_of_a_conversation_counts_only_itself_for_presence_and_frequency_penalties():
+    """A conversation's replies carried their counts into the next turn's: a presence penalty of 2 wrote
+    'abcaaaaaa', then 'aaaaaaaaa' (the first reply's a, b and c all down by 2) and fell further each turn.
+    The earlier turns are the next reply's prompt, which OpenAI's penalties leave out: every greedy reply
+    of a model that ignores its context is the first one's."""
+    model = fixed_distribution(DISTRIBUTION)
+    for penalty, reply in (({"presence_penalty": 2.0}, "abcaaaaaa"), ({"frequency_penalty": 1.0}, "abacbacdb")):
+        conversation = Conversation(model, SampleConfig(length=9, greedy=True, **penalty))
+        assert ["".join(conversation.turn(text)) for text in ("a", "b", "")] == [reply] * 3
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -126,25 +126,26 @@ def say_started(trainer: Trainer, ranks: Ranks) -> None:
     from ..device import precision_text
 
     config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
-    if not config.quiet:
-        # a resumed run says the step and time it goes on from, or its line reads as a new run's
-        resumed = (
-            ""
-            if trainer.saved_step is None
-            else f", resumed at step {trainer.saved_step:,} ({trainer.saved_at:.0f}s trained)"
-        )
-        click.echo(
-            one_line(
-                f"training {model.architecture()} ({model.num_parameters():,} parameters) "
-                f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
-                f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
-                f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}{resumed}"
-            ),
-            err=True,
-        )
-        if trainer.base:
-            added = finetune.new_characters_note(trainer.corpus, trainer.base.vocab_size, config)
-            click.echo(one_line(f"fine-tuning from {trainer.base.describe()}; {added}"), err=True)
+    if config.quiet:
+        return
+    # a resumed run says the step and time it goes on from, or its line reads as a new run's
+    resumed = (
+        ""
+        if trainer.saved_step is None
+        else f", resumed at step {trainer.saved_step:,} ({trainer.saved_at:.0f}s trained)"
+    )
+    click.echo(
+        one_line(
+            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
+            f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
+            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
+            f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}{resumed}"
+        ),
+        err=True,
+    )
+    if trainer.base:
+        added = finetune.new_characters_note(trainer.corpus, trainer.base.vocab_size, config)
+        click.echo(one_line(f"fine-tuning from {trainer.base.describe()}; {added}"), err=True)
 
 
 def say_ended(trainer: Trainer) -> int:

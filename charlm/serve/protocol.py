@@ -4,13 +4,13 @@ API and /tokenize checked into `Params` (responses.py shapes the answers).
 Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them (chat and the Responses
 API read their messages into one prompt, `joined`, and share the rest: `common`); `max_tokens` and
 `usage` count characters (a charlm token is a character; `logit_bias`'s keys are vocabulary ids, as
-`/tokenize` says them, or a token's position in `/v1/models`' `meta.characters` or `meta.pieces`). OpenAI's
-`presence_penalty` and `frequency_penalty` count characters (completions and chat; the Responses API
-has neither, so it takes them at 0 only). charlm's extras: `top_k` and
-`repetition_penalty` (llama.cpp's `repeat_penalty` too), and `form`, `template` and `acrostic`,
-which make every sample write into a poem form or a template (`charlm.forms`). Every bad field is an `APIError` naming
-it; a field charlm does not know is refused (as OpenAI does), except OpenAI's at their neutral
-values (`best_of: 1`, ...), which clients send by default.
+`/tokenize` says them, or a token's position in `/v1/models`' `meta.characters` or `meta.pieces`).
+OpenAI's `presence_penalty` and `frequency_penalty` count those ids, a sentencepiece model's pieces
+(completions and chat; the Responses API has neither, so it takes them at 0 only). charlm's extras:
+`top_k` and `repetition_penalty` (llama.cpp's `repeat_penalty` too), and `form`, `template` and
+`acrostic`, which make every sample write into a poem form or a template (`charlm.forms`). Every bad
+field is an `APIError` naming it; a field charlm does not know is refused (as OpenAI does), except
+OpenAI's at their neutral values (`best_of: 1`, ...), which clients send by default.
 """
 
 from __future__ import annotations
@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from .. import forms
-from ..config import MAX_COUNT_PENALTY, MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE, SampleConfig
+from ..config import (
+    COUNT_PENALTIES,
+    MAX_COUNT_PENALTY,
+    MAX_LOGIT_BIAS,
+    MAX_REPETITION_PENALTY,
+    SEED_RANGE,
+    SampleConfig,
+)
 from ..corpus import check_characters
 from ..errors import CharLMError
 from .config import ServeConfig
@@ -126,8 +133,6 @@ COMMON = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "repeat_penalty", "n",
     "stream", "stop", "seed", "stream_options", "user", "logit_bias", *FORM_FIELDS,
 }  # fmt: skip
-# OpenAI's penalties of a character's count in the text written so far: completions and chat have them
-COUNT_PENALTIES = ("presence_penalty", "frequency_penalty")
 COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo", *COUNT_PENALTIES}
 # OpenAI's chat fields that name the end user or a cache bucket, which replace `user`: strings that change
 # nothing here (charlm caches no prompt), taken as `user` is
