@@ -54,7 +54,7 @@ import torch.distributed as dist
 
 from .config import PEER_TIMEOUT
 from .errors import CharLMError, SaidElsewhere
-from .launcher import QUIET_GRACE, tell_launcher
+from .launcher import QUIET_GRACE, by_torchrun, rank_name, tell_launcher
 from .model import State, map_state
 
 T = TypeVar("T")
@@ -98,7 +98,7 @@ class Ranks:
         """Before the ranks meet, a rank started without torchrun (by hand, another launcher: torchrun sets
         them all) names itself and what it lacks, in one line: torch said a traceback for a missing
         variable, and a RANK past WORLD_SIZE waited --peer-timeout, then said it had lost the others."""
-        name = f"process {os.environ.get('RANK', '?')} of {self.world}"
+        name = rank_name()
         missing = [var for var in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(var, "").strip()]
         if missing:
             raise CharLMError(
@@ -129,14 +129,17 @@ class Ranks:
 
     @contextlib.contextmanager
     def alike(self) -> Iterator[None]:
-        """Checks every rank makes alike before the processes meet (the options): rank 0 says what fails,
-        the others exit 1 without a word."""
+        """Checks every rank makes alike before the processes meet (the options): under torchrun, whose one
+        terminal shows every rank's output, rank 0 says what fails and the others exit 1 without a word; a
+        rank started by hand, watched in a terminal of its own, says it too, naming itself."""
         try:
             yield
         except CharLMError as e:
             if not self.active or self.leader:
                 raise self.speaks(e) from None
-            raise SaidElsewhere(str(e)) from None
+            if by_torchrun():
+                raise SaidElsewhere(str(e)) from None
+            raise self.speaks(CharLMError(f"process {self.rank} of {self.world}: {e}")) from None
 
     @contextlib.contextmanager
     def group(self, timeout: float = PEER_TIMEOUT) -> Iterator[Ranks]:

@@ -635,6 +635,31 @@ def test_an_error_every_rank_meets_is_said_once_and_last_under_torchrun(fox_file
     assert "[rank" not in err, err  # no rank's traceback
 
 
+@pytest.mark.parametrize(
+    ("arguments", "said", "status"),
+    [
+        (["--hidden", "many"], "--hidden: 'many' is not a valid integer; ", 2),
+        (cli_options(max_steps=5, batch_size=3), "--batch-size 3 does not split over 2 processes", 1),
+    ],
+    ids=["bad option type", "bad option value"],
+)
+@pytest.mark.parametrize("agent", [False, True], ids=["started by hand", "torchrun's agent"])
+def test_a_bad_option_is_said_by_every_rank_started_by_hand_and_by_rank_0_alone_under_torchrun(
+    fox_file, arguments, said, status, agent
+):
+    """A rank other than 0 started by hand, watched in a terminal of its own, exited 1 or 2 without a word on
+    a bad option, as under torchrun, whose one terminal shows rank 0's line: its user read nothing. It says
+    the line, naming itself; under torchrun's agent rank 0 alone still says it."""
+    with ranks("train", str(fox_file), *arguments, agent=agent) as processes:
+        (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [status] * 2, err + peer_err
+    assert one_line(err).startswith(f"Error: {said}")
+    if agent:
+        assert peer_err == ""
+    else:
+        assert one_line(peer_err).startswith(f"Error: process 1 of 2: {said}")
+
+
 # Rank 0 starts late, as a loaded machine may start it: the other rank meets the bad option first.
 LATE_FIRST_RANK = 'import os, time\nif os.environ.get("RANK") == "0":\n    time.sleep(0.5)'
 
