@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 class Group(click.Group):
     """Every CharLMError becomes one line on stderr and exit status 1, every usage error one line and
     status 2 (commands/usage.py); `| head` closing the pipe is quiet. Under torchrun one process says
-    it (see distributed.py): a bad option, which every rank reads alike, rank 0."""
+    it (see distributed.py): a bad option, which every rank reads alike, rank 0; each rank started by
+    hand says it in its own terminal, naming itself (`process 1 of 2: ...`)."""
 
     group_class = type  # `charlm corpus` is one too: its commands' usage errors are one line
 
@@ -58,10 +59,12 @@ class Group(click.Group):
 
             leave_quietly(1)
         except click.UsageError as e:
-            from .launcher import first_rank, leave_quietly, tell_launcher
+            from .launcher import by_torchrun, first_rank, leave_quietly, rank_name, tell_launcher
 
             if not first_rank():
-                leave_quietly(e.exit_code)
+                if by_torchrun():  # rank 0 says it in torchrun's one terminal
+                    leave_quietly(e.exit_code)
+                e.message = f"{rank_name()}: {e.message}"  # a rank started by hand, in a terminal of its own
             tell_launcher(e.format_message())
             raise
         except CharLMError as e:

@@ -54,14 +54,14 @@ import torch.distributed as dist
 
 from .config import PEER_TIMEOUT
 from .errors import CharLMError, SaidElsewhere
-from .launcher import QUIET_GRACE, tell_launcher
+from .launcher import QUIET_GRACE, by_torchrun, rank_name, tell_launcher
 from .model import State, map_state
 
 T = TypeVar("T")
 
 SYNC_EVERY = 20  # steps between shares of rank 0's clock and the ranks' stop requests
 SETUP_TIMEOUT = datetime.timedelta(minutes=30)  # without torchrun's store: the others' wait for rank 0's corpus
-GRACE = 5.0  # seconds a failing rank waits for the others to post on the store before it decides who speaks
+GRACE = 5.0  # seconds a failing rank waits for the others to post (or be seen ended) before it decides who speaks
 SETUP_NOTE = "; the processes had not met yet, so nothing was read or written: run the same command again"
 STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here (still here), pid, beat, done
 HEARTBEAT_EVERY = 5.0  # seconds between rank 0's heartbeats while the others wait (a quarter of the timeout if less)
@@ -98,7 +98,7 @@ class Ranks:
         """Before the ranks meet, a rank started without torchrun (by hand, another launcher: torchrun sets
         them all) names itself and what it lacks, in one line: torch said a traceback for a missing
         variable, and a RANK past WORLD_SIZE waited --peer-timeout, then said it had lost the others."""
-        name = f"process {os.environ.get('RANK', '?')} of {self.world}"
+        name = rank_name()
         missing = [var for var in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(var, "").strip()]
         if missing:
             raise CharLMError(
@@ -129,14 +129,17 @@ class Ranks:
 
     @contextlib.contextmanager
     def alike(self) -> Iterator[None]:
-        """Checks every rank makes alike before the processes meet (the options): rank 0 says what fails,
-        the others exit 1 without a word."""
+        """Checks every rank makes alike before the processes meet (the options): under torchrun, whose one
+        terminal shows every rank's output, rank 0 says what fails and the others exit 1 without a word; a
+        rank started by hand, watched in a terminal of its own, says it too, naming itself."""
         try:
             yield
         except CharLMError as e:
             if not self.active or self.leader:
                 raise self.speaks(e) from None
-            raise SaidElsewhere(str(e)) from None
+            if by_torchrun():
+                raise SaidElsewhere(str(e)) from None
+            raise self.speaks(CharLMError(f"process {self.rank} of {self.world}: {e}")) from None
 
     @contextlib.contextmanager
     def group(self, timeout: float = PEER_TIMEOUT) -> Iterator[Ranks]:
@@ -241,18 +244,18 @@ class Ranks:
         self.post("said", str(error), GRACE)
         if self.leader:
             return self.speaks(error)
-        posted = self.roll_call(until=lambda said, here: 0 in said)
+        posted = self.roll_call(until=lambda said, here, ended: 0 in said or 0 in ended)
         if posted and 0 in posted[0]:
             return SaidElsewhere(str(error))
         return self.speaks(CharLMError(f"process {self.rank} of {self.world}: {error}"))
 
     def after_lost(self, error: RuntimeError, timeout: float) -> CharLMError:
         """A collective failed under this rank: a peer is gone or stopped answering. Once every rank has
-        posted (or GRACE has passed): quiet if a rank says its own error; else the lowest rank still here
-        names the ranks that never posted, and what the run folder holds."""
+        posted or is seen to have ended (or GRACE has passed): quiet if a rank says its own error; else the
+        lowest rank still here names the ranks that never posted, and what the run folder holds."""
         self.post("here", "", GRACE)
         note = getattr(error, "note", "") or "; start the run again"
-        posted = self.roll_call(until=lambda said, here: len(said) + len(here) == self.world)
+        posted = self.roll_call(until=lambda said, here, ended: len(said.keys() | here.keys() | ended) == self.world)
         if posted is None:  # no store to read: no one can tell who stopped
             return self.speaks(CharLMError(self.lost_message(error) + note))
         said, here = posted
@@ -302,14 +305,18 @@ class Ranks:
         keys = {rank: STORE_KEY.format(kind=kind, rank=rank) for rank in range(self.world)}
         return {rank: store.get(key).decode() for rank, key in keys.items() if store.check([key])}
 
-    def roll_call(self, until: Callable[[dict, dict], bool]) -> tuple[dict[int, str], dict[int, str]] | None:
+    def roll_call(self, until: Callable[[dict, dict, set], bool]) -> tuple[dict[int, str], dict[int, str]] | None:
         """The ranks' posts once the job broke: the errors they say, and the ranks still here; read until
-        `until(said, here)` holds or GRACE has passed. None: there is no store to read."""
+        `until(said, here, ended)` holds or GRACE has passed. `ended`: the ranks whose process is seen to
+        have ended on this machine (`fate`), which will post nothing more: looked at before the posts are
+        read, so that what one posted before it ended is read too. A killed rank is counted at once, not
+        waited for for GRACE. None: there is no store to read."""
         deadline = time.monotonic() + GRACE
         try:
             while True:
+                ended = {rank for rank, posted in self.posts("pid").items() if fate(posted) == "ended"}
                 said, here = self.posts("said"), self.posts("here")
-                if until(said, here) or time.monotonic() > deadline:
+                if until(said, here, ended) or time.monotonic() > deadline:
                     return said, here
                 time.sleep(0.05)
         except (RuntimeError, ValueError):

@@ -1,5 +1,5 @@
 """What torchrun tells a process (its rank, in environment variables) and what a process tells torchrun
-(its error, in a file), without torch: a usage error (`charlm sample --bogus`), said by rank 0 alone,
+(its error, in a file), without torch: a usage error (`charlm sample --bogus`), said by rank 0 alone under torchrun,
 answers as fast as --help (importing distributed.py for this would load torch first, about a second)."""
 
 from __future__ import annotations
@@ -16,6 +16,18 @@ def first_rank() -> bool:
     """Whether this process is rank 0 of a torchrun job, or no rank of one (RANK read as
     `distributed.Ranks.from_env` reads it)."""
     return os.environ.get("RANK", "0").strip() in ("0", "") or "WORLD_SIZE" not in os.environ
+
+
+def by_torchrun() -> bool:
+    """Whether torchrun's agent started this process (its run id, or the store it shares with its ranks):
+    every rank's output then meets in torchrun's one terminal, so an error every rank meets alike (an
+    option) is rank 0's to say. Each rank started by hand is watched in a terminal of its own, and says it."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
+def rank_name() -> str:
+    """How a rank names itself in an error of its own: `process 1 of 2` (`process ? of 2` without a RANK)."""
+    return f"process {os.environ.get('RANK', '').strip() or '?'} of {os.environ.get('WORLD_SIZE', '?').strip()}"
 
 
 # Seconds a rank that leaves the error to rank 0 waits before it exits: torchrun stops every rank as

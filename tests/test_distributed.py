@@ -226,13 +226,17 @@ def one_line(err: str) -> str:
 
 def test_a_rank_killed_stops_the_others_with_one_line(fox_file):
     """A rank that dies (SIGKILL, out of memory) does not hang the others or bury them in a gloo traceback:
-    one line names it and says how to resume."""
+    one line names it and says how to resume, at once: the survivor waited GRACE (5 s) for the dead rank
+    to answer its roll call, which the pid it posted shows it never will (`fate`)."""
     options = cli_options(max_steps=100_000)
-    with ranks("train", str(fox_file), "--out", "cut", *options, prelude=SHORT_GRACE) as (leader, peer):
+    with ranks("train", str(fox_file), "--out", "cut", *options) as (leader, peer):
         wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
+        killed = time.monotonic()
         peer.kill()
         _, err = leader.communicate(timeout=60)
+        took = time.monotonic() - killed
     assert leader.returncode == 1
+    assert took < distributed.GRACE / 2, f"named {took:.1f}s after the kill"
     line = one_line(err)
     assert f"process 1 (pid {peer.pid} on " in line and " of 2 ended without a word (killed" in line
     assert line.endswith(f"charlm train --resume {runs.CHECKPOINT_ROOT / 'cut'}")
@@ -633,6 +637,31 @@ def test_an_error_every_rank_meets_is_said_once_and_last_under_torchrun(fox_file
     root_cause = err[err.index("Root Cause (first observed failure):") :]
     assert said in root_cause.split("traceback : ")[1].splitlines()[0], err
     assert "[rank" not in err, err  # no rank's traceback
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said", "status"),
+    [
+        (["--hidden", "many"], "--hidden: 'many' is not a valid integer; ", 2),
+        (cli_options(max_steps=5, batch_size=3), "--batch-size 3 does not split over 2 processes", 1),
+    ],
+    ids=["bad option type", "bad option value"],
+)
+@pytest.mark.parametrize("agent", [False, True], ids=["started by hand", "torchrun's agent"])
+def test_a_bad_option_is_said_by_every_rank_started_by_hand_and_by_rank_0_alone_under_torchrun(
+    fox_file, arguments, said, status, agent
+):
+    """A rank other than 0 started by hand, watched in a terminal of its own, exited 1 or 2 without a word on
+    a bad option, as under torchrun, whose one terminal shows rank 0's line: its user read nothing. It says
+    the line, naming itself; under torchrun's agent rank 0 alone still says it."""
+    with ranks("train", str(fox_file), *arguments, agent=agent) as processes:
+        (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
+    assert [process.returncode for process in processes] == [status] * 2, err + peer_err
+    assert one_line(err).startswith(f"Error: {said}")
+    if agent:
+        assert peer_err == ""
+    else:
+        assert one_line(peer_err).startswith(f"Error: process 1 of 2: {said}")
 
 
 # Rank 0 starts late, as a loaded machine may start it: the other rank meets the bad option first.
