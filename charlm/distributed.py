@@ -67,8 +67,11 @@ STORE_KEY = "charlm/{kind}/{rank}"  # kind: said (an error this rank says), here
 HEARTBEAT_EVERY = 5.0  # seconds between rank 0's heartbeats while the others wait (a quarter of the timeout if less)
 HEARTBEAT_POLL = 0.1  # seconds between a waiting rank's looks at rank 0's heartbeat, at most
 FIRST_POLL = 0.001  # seconds before a waiting rank's second look, doubling up to HEARTBEAT_POLL
-LEADER_WORK_LIMIT = 6  # x --peer-timeout: the longest rank 0 works alone, beating (30 min at 5m, torch's own default)
-OVERDUE = "process 0 worked alone for "  # how `await_leader`'s error for a rank 0 past it begins
+# x --peer-timeout: the longest rank 0 works alone, beating; 30 minutes at charlm's 5, torch's own group timeout
+LEADER_WORK_LIMIT = 6
+# how `await_leader`'s error for a rank 0 past it begins: its text, which `peer_note` keeps as it wraps the
+# error, tells `after_lost` which it was
+OVERDUE = "process 0 worked alone for "
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits where no store has a heartbeat
 _job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
