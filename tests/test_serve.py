@@ -1861,28 +1861,32 @@ def wait_until(condition, timeout: float = 5) -> None:
 
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_same_seed_alone_and_among_31_concurrent_requests_is_the_same_text(server, monkeypatch):
+    """A request's text is its own whatever shares its steps: rows join, leave and move (the last into a
+    freed slot) with their options, generators and counts; the probe and the later penalized requests, moved
+    as earlier ones leave, write what they write alone."""
     url, state = server
     probe = {"prompt": "the ", "max_tokens": 300, "seed": 1234, "temperature": 0.9, "top_p": 0.95}
+    probe |= {"presence_penalty": 0.6, "frequency_penalty": 0.3}
     base = OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     alone = base.completions.create(model="tiny", **probe).choices[0].text
+
+    def options_of(i: int) -> dict:
+        options = {"prompt": "a b c"[: 1 + i % 5], "max_tokens": 50 + 17 * i, "seed": i, "temperature": 0.5 + i / 20}
+        if i % 3 == 0:
+            options["extra_body"] = {"top_k": 1 + i % 7, "repetition_penalty": 1.3}
+        if i % 4 == 1:
+            options |= {"presence_penalty": -1 + i / 15, "frequency_penalty": 0.1 * (i % 5)}
+        return options
 
     async def crowd() -> list[str]:
         client = AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
 
         async def other(i: int) -> str:
             await asyncio.sleep(0.002 * i)  # arrive, and so join and leave, at different steps
-            options = {
-                "prompt": "a b c"[: 1 + i % 5],
-                "max_tokens": 50 + 17 * i,
-                "seed": i,
-                "temperature": 0.5 + i / 20,
-            }
-            if i % 3 == 0:
-                options["extra_body"] = {"top_k": 1 + i % 7, "repetition_penalty": 1.3}
             if i % 2:
-                chunks = [c async for c in await client.completions.create(model="tiny", stream=True, **options)]
-                return "".join(c.choices[0].text for c in chunks)
-            return (await client.completions.create(model="tiny", **options)).choices[0].text
+                stream = await client.completions.create(model="tiny", stream=True, **options_of(i))
+                return "".join([c.choices[0].text async for c in stream])
+            return (await client.completions.create(model="tiny", **options_of(i))).choices[0].text
 
         async def probe_streamed() -> str:
             await asyncio.sleep(0.01)
@@ -1894,12 +1898,14 @@ def test_same_seed_alone_and_among_31_concurrent_requests_is_the_same_text(serve
             *(other(i) for i in range(15, 30)),
         )  # fmt: skip
         await client.close()
-        return [results[0], results[16].choices[0].text]
+        return [results[0], results[16].choices[0].text, *results[1:16], *results[17:]]
 
     rows = rows_per_step(monkeypatch, state.models["tiny"].engine)
-    streamed_text, plain_text = asyncio.run(crowd())
+    streamed_text, plain_text, *others = asyncio.run(crowd())
     assert streamed_text == alone and plain_text == alone
     assert max(rows) > 8  # they really ran side by side
+    for i in (17, 21, 25, 29):  # penalized, longer than the probe: moved down as the earlier ones left
+        assert others[i] == base.completions.create(model="tiny", **options_of(i)).choices[0].text, i
 
 
 def test_a_disconnected_stream_frees_its_row_at_once(tiny_model):
