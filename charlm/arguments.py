@@ -9,9 +9,13 @@ that docs/inspect.md shows a Python caller (`tracing.trace`, `scoring.surprise`)
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from pathlib import PurePath
 from typing import NoReturn
+
+import numpy as np
+import torch
 
 from .config import Config, SampleConfig
 from .errors import CharLMError
@@ -58,18 +62,37 @@ def config_hint(function: str, value: object, seed: object = None) -> str:
 
 
 def text_hint(function: str, value: object, what: str) -> str:
-    """How to make a string of what a caller gave for one: the bytes, path, open file or lines it came
-    as, or a config (`config_hint`)."""
+    """How to make a string of what a caller gave for one: the bytes, ids, path, open file or lines it
+    came as, or a config (`config_hint`)."""
     if hint := config_hint(function, value):
         return hint
     if isinstance(value, (bytes, bytearray)):
         return f"; decode it first: {what}.decode('utf-8')"
+    if is_ids(value):  # model.vocab.encode's, or a row of them: the text they spell is the model's to say
+        rows = isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 1
+        return f"; decode the ids first: model.vocab.decode({what}{'[0]' if rows else ''})" + (
+            f", a row at a time (call charlm.{function} once per row)" if rows else ""
+        )
     if isinstance(value, (list, tuple)):
         return f"; call charlm.{function} once per {what}"
     if isinstance(value, PurePath):
         return f"; read it first: Path({str(value)!r}).read_text(encoding='utf-8')"
     if callable(getattr(value, "read", None)):
         return f"; read it first: {what}.read()"
-    if isinstance(value, Iterable):
+    if isinstance(value, Iterable) and not isinstance(value, (torch.Tensor, np.ndarray)):  # ''.join refuses those
         return f"; join it first: ''.join({what})"
     return ""
+
+
+def is_ids(value: object) -> bool:
+    """Token ids: an integer tensor or array, or a list or tuple of integers (what vocab.encode gives)."""
+    if isinstance(value, torch.Tensor):
+        return value.ndim > 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0 and np.issubdtype(value.dtype, np.integer)
+    integers = (
+        [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value]
+        if isinstance(value, (list, tuple))
+        else []
+    )
+    return bool(integers) and all(integers)

@@ -612,6 +612,21 @@ def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value,
     assert_named(lambda: entry(given, seed), f"charlm.{name}: {message.format(entry=name)}")
 
 
+@pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])
+def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
+    """charlm.generate(model, model.vocab.encode("ab")) was told "join it first: ''.join(seed)", which
+    raises TypeError for a tensor of ids, and a list of ids "call charlm.generate once per seed"."""
+    encoded = model.vocab.encode("ab")
+    given = {"tensor": encoded, "array": encoded.numpy(), "list": encoded.tolist(), "rows": encoded[None]}[ids]
+    with pytest.raises(CharLMError) as raised:
+        charlm.generate(model, given, length=3)
+    advice = re.search(r"; decode the ids first: model\.vocab\.decode\(seed(\[0\])?\)", str(raised.value))
+    assert advice and "join" not in str(raised.value), raised.value
+    assert model.vocab.decode(given[0] if advice.group(1) else given) == "ab"  # the advice, followed, works
+    with pytest.raises(CharLMError, match=r"not tensor\(\[1\.\]\)$"):  # no ''.join(seed), which raises for a tensor
+        charlm.generate(model, torch.tensor([1.0]))
+
+
 @pytest.mark.parametrize("entry", ["tracing.trace", "scoring.surprise"])
 @pytest.mark.parametrize(
     "arguments, message",
