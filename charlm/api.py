@@ -22,19 +22,20 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path, PurePath
-from typing import NoReturn, TypeVar
+from pathlib import Path
+from typing import TypeVar
 
 import torch
 
 from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
+from .arguments import check_model_and_seed, config_hint, is_path, refuse
 from .config import PLANNED, Config, SampleConfig, check_greedy_alone
 from .corpus import check_not_cached
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel, one_line
-from .fields import SHOWN, check_keywords, check_names, plain, python_help, said, together, unset_dropped
+from .fields import check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
@@ -496,62 +497,9 @@ def load(target: str | Path | None = None, device: str | torch.device | None = S
         return checkpoint.load(home(target), str(device))
 
 
-# The Python API's own arguments, checked where a caller gives them: the CLI passes strings only, so
-# without these a number or a bytes path would meet a TypeError deep inside. Options are `Config`'s and
-# `SampleConfig`'s, which check their own types (fields.check_types).
-
-
-def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:
-    raise CharLMError(f"charlm.{function}: {requirement}, not {SHOWN.repr(value)}{hint}")
-
-
-def is_path(value: object) -> bool:
-    return isinstance(value, (str, PurePath))
-
-
 def home(path: T) -> T:
     """A path given as "~/novel.txt" in the user's home, as a shell would have read it (Python does not)."""
     return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
-
-
-def check_model_and_seed(function: str, model: object, seed: object, what: str = "seed") -> None:
-    if not isinstance(model, CharLM):
-        hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
-        refuse(function, "the model must be a charlm.CharLM", model, hint)
-    if not isinstance(seed, str):
-        refuse(function, f"the {what} must be a string", seed, text_hint(function, seed, what))
-
-
-def config_hint(function: str, value: object, seed: object = None) -> str:
-    """Where a caller gave a `Config` or `SampleConfig` by position (as the seed, a path or an option),
-    how its fields are given, where charlm.generate(model, SampleConfig(...)) would be told only that the
-    seed must be a string. The options are keywords; a config built by hand is unpacked into them. The call
-    shown keeps the caller's `seed` where it is a string, else shows 'It was'."""
-    if not isinstance(value, Config if function == "train" else SampleConfig):
-        return ""
-    given = "PATH" if function == "train" else f"model, {seed if isinstance(seed, str) else 'It was'!r}"
-    return (
-        f"; a {type(value).__name__}'s fields are the options, given by name: "
-        f"charlm.{function}({given}, **dataclasses.asdict(config))"
-    )
-
-
-def text_hint(function: str, value: object, what: str) -> str:
-    """How to make a string of what a caller gave for one: the bytes, path, open file or lines it came
-    as, or a config (`config_hint`)."""
-    if hint := config_hint(function, value):
-        return hint
-    if isinstance(value, (bytes, bytearray)):
-        return f"; decode it first: {what}.decode('utf-8')"
-    if isinstance(value, (list, tuple)):
-        return f"; call charlm.{function} once per {what}"
-    if isinstance(value, PurePath):
-        return f"; read it first: Path({str(value)!r}).read_text(encoding='utf-8')"
-    if callable(getattr(value, "read", None)):
-        return f"; read it first: {what}.read()"
-    if isinstance(value, Iterable):
-        return f"; join it first: ''.join({what})"
-    return ""
 
 
 def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:

@@ -164,7 +164,8 @@ class CharLM(nn.Module):
         Returns (logits or nats, state): the state a tensor h for a GRU or RNN, a tuple (h, c) for an
         LSTM, each (layers, batch, hidden).
 
-        Raises CharLMError for ids that are not integers; ids must be below len(model.vocab).
+        Raises CharLMError for ids that are not a tensor of integers (a numpy array or list: torch.as_tensor
+        it first); ids must be below len(model.vocab).
 
         A state is taken in the weights' dtype: one read under autocast is bf16 or fp16, and the
         recurrent core outside autocast stops on a state of another dtype than its weights.
@@ -193,7 +194,12 @@ class CharLM(nn.Module):
 
 def long_ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Ids of any integer dtype as the long tensor on `device` that lookups and losses take: torch's
-    embedding refuses uint8 and int16, and indexing reads uint8 as a mask."""
+    embedding refuses uint8 and int16, and indexing reads uint8 as a mask. A numpy array or a list is
+    refused, as torch's layers refuse it, but saying how to make a tensor of it."""
+    if not isinstance(ids, torch.Tensor):
+        raise CharLMError(
+            f"the model's ids must be a tensor of integers, not a {type(ids).__name__}: torch.as_tensor(ids)"
+        )
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise CharLMError(f"the model's ids must be integers (a torch.long tensor), not {ids.dtype}")
     return ids.to(device, torch.long)

@@ -32,11 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from . import threads
+from .arguments import check_model_and_seed, check_text, refuse
 from .bars import LEAD_IN_SECONDS, progress_bar
 from .batches import as_ids
 from .corpus import check_characters
 from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
+from .fields import plain
 from .model import CharLM, State, inference, map_state
 from .vocab import UNSEEN, Vocabulary, first_named
 
@@ -322,6 +324,14 @@ class Scores:
     top_probs: np.ndarray  # (T, top) float64
 
 
+def check_reading(function: str, model: object, text: object, context: object) -> None:
+    """A Python caller's model, text and context (`trace`'s and `surprise`'s) checked before they are read:
+    a text given as bytes or a model as its run's name is refused in one line (`arguments.check_text`)."""
+    check_model_and_seed(function, model, text, "text")
+    if context is not None:
+        check_text(function, context, "context")
+
+
 def ids_with_context(
     model: CharLM, text: str, context: str | None, already_normalized: bool = False, warn: bool = True
 ) -> tuple[torch.Tensor, int, str]:
@@ -436,6 +446,10 @@ def surprise(
     reads `context` (None: the start of a line), so the first token is predicted too. The same head
     computation as `trace` (`score`), without the per-layer states. `already_normalized`, `warn`: as
     `ids_with_context`."""
+    check_reading("scoring.surprise", model, text, context)
+    top = plain(top)  # np.int64(3), as charlm.next_probs takes it
+    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+        refuse("scoring.surprise", "top must be an integer, 0 or more", top)
     ids, start, read = ids_with_context(model, text, context, already_normalized, warn)
     with inference(model):
         outputs, _ = model.core(model.embed(ids[None]))

@@ -24,7 +24,7 @@ from torch import nn
 
 from .cells import gru_cell, lstm_cell
 from .model import CharLM, inference
-from .scoring import ids_with_context, mean_bits, score, tokens_of
+from .scoring import check_reading, ids_with_context, mean_bits, score, tokens_of
 
 GATE_NAMES = {
     "lstm": ("input", "forget", "candidate", "output"),
@@ -61,6 +61,7 @@ def trace(model: CharLM, text: str, context: str | None = None, probs: bool = Tr
     predicted too; with `context=""` it starts cold and token 0 has no prediction. `probs=False`
     leaves out the (T, V) distributions, which for a big vocabulary are most of the memory. `warn`: as
     `scoring.ids_with_context`."""
+    check_reading("tracing.trace", model, text, context)
     ids, start, read = ids_with_context(model, text, context, warn=warn)
     with inference(model):
         inputs, layers = model.embed(ids), []

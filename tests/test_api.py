@@ -3,6 +3,7 @@
 import dataclasses
 import errno
 import functools
+import importlib
 import itertools
 import math
 import os
@@ -23,7 +24,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, api, batches, runs, threads, train_state
+from charlm import CharLM, api, batches, runs, scoring, threads, train_state
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
@@ -609,6 +610,49 @@ def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value,
     given = model if model_value == "model" else model_value
     name = entry.__name__
     assert_named(lambda: entry(given, seed), f"charlm.{name}: {message.format(entry=name)}")
+
+
+@pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])
+def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
+    """charlm.generate(model, model.vocab.encode("ab")) was told "join it first: ''.join(seed)", which
+    raises TypeError for a tensor of ids, and a list of ids "call charlm.generate once per seed"."""
+    encoded = model.vocab.encode("ab")
+    given = {"tensor": encoded, "array": encoded.numpy(), "list": encoded.tolist(), "rows": encoded[None]}[ids]
+    with pytest.raises(CharLMError) as raised:
+        charlm.generate(model, given, length=3)
+    advice = re.search(r"; decode the ids first: model\.vocab\.decode\(seed(\[0\])?\)", str(raised.value))
+    assert advice and "join" not in str(raised.value), raised.value
+    assert model.vocab.decode(given[0] if advice.group(1) else given) == "ab"  # the advice, followed, works
+    with pytest.raises(CharLMError, match=r"not tensor\(\[1\.\]\)$"):  # no ''.join(seed), which raises for a tensor
+        charlm.generate(model, torch.tensor([1.0]))
+
+
+@pytest.mark.parametrize("entry", ["tracing.trace", "scoring.surprise"])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (("base", "ab"), "the model must be a charlm.CharLM, not 'base'; load it first: charlm.load('base')"),
+        (("model", b"ab"), "the text must be a string, not b'ab'; decode it first: text.decode('utf-8')"),
+        (("model", Path("ab.txt")), "the text must be a string, not PosixPath('ab.txt'); read it first: Path("),
+        (("model", "ab", b"a"), "the context must be a string, not b'a'; decode it first: context.decode('utf-8')"),
+    ],
+)
+def test_trace_and_surprise_name_a_model_or_text_of_the_wrong_type(model, entry, arguments, message):
+    """docs/inspect.md's `trace(model, text)` and `surprise(model, text)`, given the text as bytes or a
+    Path, met "TypeError: a bytes-like object is required, not 'str'" from inside the normalizer, and
+    given a run's name for the model, "AttributeError: 'str' object has no attribute 'vocab'"."""
+    module, name = entry.split(".")
+    function = getattr(importlib.import_module(f"charlm.{module}"), name)
+    given, context = [model if value == "model" else value for value in arguments[:2]], arguments[2:]
+    assert_named(lambda: function(*given, **({"context": context[0]} if context else {})), f"charlm.{entry}: {message}")
+
+
+@pytest.mark.parametrize("top", [-1, 2.5, None, True])
+def test_surprise_names_a_top_that_is_not_a_count(model, top):
+    """`surprise(model, text, top=-1)` (or 2.5, or None) raised numpy's "negative dimensions are not
+    allowed" or "'float' object cannot be interpreted as an integer"."""
+    assert_named(lambda: scoring.surprise(model, "ab", top=top), "charlm.scoring.surprise: top must be an integer")
+    assert scoring.surprise(model, "ab", top=np.int64(2)).top[0] == scoring.surprise(model, "ab", top=2).top[0]
 
 
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])

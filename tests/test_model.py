@@ -153,6 +153,21 @@ def test_a_state_from_an_autocast_pass_and_ids_of_any_integer_dtype_go_on_outsid
             model(ids.to(dtype))
 
 
+@pytest.mark.parametrize("kind", ["array", "list"])
+def test_ids_given_as_an_array_or_a_list_are_told_to_become_a_tensor(kind):
+    """`model(ids.numpy())` (or a list of ids) raised "AttributeError: 'numpy.ndarray' object has no
+    attribute 'is_floating_point'" from the check meant to explain what ids the model takes."""
+    model = adaptive_or_full("full")
+    ids = torch.randint(0, 256, (3, 9))
+    given = ids.numpy() if kind == "array" else ids.tolist()
+    for call in (lambda: model(given), lambda: model(ids, None, given)):  # ids, then targets
+        with pytest.raises(
+            CharLMError, match=r"^the model's ids must be a tensor of integers, not a \w+: torch\.as_tensor"
+        ):
+            call()
+    assert torch.equal(model(torch.as_tensor(given))[0], model(ids)[0])  # the advice, followed, works
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("head", ["full", "adaptive"])
 def test_a_model_cast_to_bf16_or_fp16_scores_with_either_head(head, dtype):

@@ -1,0 +1,98 @@
+"""A Python caller's own arguments, the model and the text, checked where a call begins.
+
+The CLI passes strings only, so without these a model given as its run's name, or a text given as bytes,
+a path or a tensor of ids, would meet a TypeError deep inside. Each is refused in one line that names the
+call and the argument and says how to make the right one. Options are `Config`'s and `SampleConfig`'s,
+which check their own types (fields.check_types). The calls of api.py use these, and so do the functions
+that docs/inspect.md shows a Python caller (`tracing.trace`, `scoring.surprise`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+from pathlib import PurePath
+from typing import NoReturn
+
+import numpy as np
+import torch
+
+from .config import Config, SampleConfig
+from .errors import CharLMError
+from .fields import SHOWN
+from .model import CharLM
+
+
+def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:
+    raise CharLMError(f"charlm.{function}: {requirement}, not {SHOWN.repr(value)}{hint}")
+
+
+def is_path(value: object) -> bool:
+    return isinstance(value, (str, PurePath))
+
+
+def check_model(function: str, model: object) -> None:
+    if not isinstance(model, CharLM):
+        hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
+        refuse(function, "the model must be a charlm.CharLM", model, hint)
+
+
+def check_text(function: str, text: object, what: str) -> None:
+    if not isinstance(text, str):
+        refuse(function, f"the {what} must be a string", text, text_hint(function, text, what))
+
+
+def check_model_and_seed(function: str, model: object, seed: object, what: str = "seed") -> None:
+    check_model(function, model)
+    check_text(function, seed, what)
+
+
+def config_hint(function: str, value: object, seed: object = None) -> str:
+    """Where a caller gave a `Config` or `SampleConfig` by position (as the seed, a path or an option),
+    how its fields are given, where charlm.generate(model, SampleConfig(...)) would be told only that the
+    seed must be a string. The options are keywords; a config built by hand is unpacked into them. The call
+    shown keeps the caller's `seed` where it is a string, else shows 'It was'."""
+    if not isinstance(value, Config if function == "train" else SampleConfig):
+        return ""
+    given = "PATH" if function == "train" else f"model, {seed if isinstance(seed, str) else 'It was'!r}"
+    return (
+        f"; a {type(value).__name__}'s fields are the options, given by name: "
+        f"charlm.{function}({given}, **dataclasses.asdict(config))"
+    )
+
+
+def text_hint(function: str, value: object, what: str) -> str:
+    """How to make a string of what a caller gave for one: the bytes, ids, path, open file or lines it
+    came as, or a config (`config_hint`)."""
+    if hint := config_hint(function, value):
+        return hint
+    if isinstance(value, (bytes, bytearray)):
+        return f"; decode it first: {what}.decode('utf-8')"
+    if is_ids(value):  # model.vocab.encode's, or a row of them: the text they spell is the model's to say
+        rows = isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 1
+        return f"; decode the ids first: model.vocab.decode({what}{'[0]' if rows else ''})" + (
+            f", a row at a time (call charlm.{function} once per row)" if rows else ""
+        )
+    if isinstance(value, (list, tuple)):
+        return f"; call charlm.{function} once per {what}"
+    if isinstance(value, PurePath):
+        return f"; read it first: Path({str(value)!r}).read_text(encoding='utf-8')"
+    if callable(getattr(value, "read", None)):
+        return f"; read it first: {what}.read()"
+    if isinstance(value, Iterable) and not isinstance(value, (torch.Tensor, np.ndarray)):  # ''.join refuses those
+        return f"; join it first: ''.join({what})"
+    return ""
+
+
+def is_ids(value: object) -> bool:
+    """Token ids: an integer tensor or array, or a list or tuple of integers (what vocab.encode gives)."""
+    if isinstance(value, torch.Tensor):
+        return value.ndim > 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0 and np.issubdtype(value.dtype, np.integer)
+    integers = (
+        [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value]
+        if isinstance(value, (list, tuple))
+        else []
+    )
+    return bool(integers) and all(integers)
