@@ -383,13 +383,20 @@ class SampleConfig:
         None, "nucleus sampling: only the smallest set of characters whose probability reaches P"
     )
     greedy: bool = option(False, "always take the likeliest character (so no temperature, top-k or top-p with it)")
-    repetition_penalty: float = option(1.0, "above 1: discourage characters used in the recent window")
-    repetition_window: int = option(64, "how many recent characters the repetition penalty looks at")
+    repetition_penalty: float = option(
+        1.0,
+        "above 1: discourage every character in the recent window, the seed's end included, however often it is there",
+    )
+    repetition_window: int = option(
+        64, "how many recent characters (the seed's, then the sample's) the repetition penalty looks at"
+    )
     presence_penalty: float = option(
-        0.0, "OpenAI's, -2 to 2: subtracted from the logit of every character the sample has written (not its seed)"
+        0.0,
+        "OpenAI's, -2 to 2 (above 0 discourages): taken once off the logit of any character the sample itself wrote, not its seed",
     )
     frequency_penalty: float = option(
-        0.0, "OpenAI's, -2 to 2: subtracted from a character's logit once for each time the sample has written it"
+        0.0,
+        "OpenAI's, -2 to 2 (above 0 discourages): taken off a character's logit for each time the sample itself wrote it, not its seed",
     )
     logit_bias: dict[str | int, float] | None = option(  # noqa: RUF009 -- a field() whose default is None
         None,

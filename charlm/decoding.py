@@ -443,6 +443,16 @@ class RowSampler:
         if self.counts is not None:
             self.counts[row] = 0
 
+    def read(self, rows: int, ids: torch.Tensor) -> None:
+        """Rows 0..rows-1 read the text `ids` on (a conversation's typed turn, on the sampler's device): its
+        last characters join each row's recent ones for the repetition penalty, as a prompt's do in `set`,
+        so a reply's window is the one a sample of the whole text would have; the presence and frequency
+        penalties leave it out, as they leave out a prompt."""
+        recent = ids[-self.window :]
+        slots = (self.position[:rows].unsqueeze(1) + torch.arange(recent.numel(), device=self.device)) % self.window
+        self.history[self.indices[:rows].unsqueeze(1), slots] = recent
+        self.position[:rows] = (self.position[:rows] + recent.numel()) % self.window
+
     def move(self, src: int, dst: int) -> None:
         for tensor in self.rows:
             tensor[dst] = tensor[src]

@@ -247,8 +247,10 @@ class Batch:
             self.sampler.follow(position, row.form)
 
     def read(self, ids: torch.Tensor) -> None:
-        """Every row reads the text `ids` on from its own state."""
+        """Every row reads the text `ids` on from its own state, and its end joins the row's recent
+        characters (`RowSampler.read`): a conversation's typed text counts for the repetition penalty."""
         self.stepper.read(len(self.rows), ids)
+        self.sampler.read(len(self.rows), ids)
 
     def decoder(self) -> Callable[[int], str]:
         """Id -> text for one row (a sentencepiece row keeps its own partial UTF-8 character)."""

@@ -270,6 +270,20 @@ def test_each_reply_of_a_conversation_counts_only_itself_for_presence_and_freque
         assert ["".join(conversation.turn(text)) for text in ("a", "b", "")] == [reply] * 3
 
 
+def test_a_conversations_typed_text_counts_for_the_next_replys_repetition_penalty():
+    """Typed text was read by the model but not into the repetition penalty's window, which held the first
+    prompt and the replies alone: typing 'dddd' (window 4, penalty 100) got 'dad', where a sample of the whole
+    text got 'cba'. Each turn's text is the next reply's prompt, whose end the window counts."""
+    model = fixed_distribution({"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4})  # greedy: the penalty decides
+    options = {"length": 3, "greedy": True, "repetition_penalty": 100.0, "repetition_window": 4}
+    conversation, text = Conversation(model, SampleConfig(**options)), ""
+    for typed in ("a", "dddd", "b", ""):
+        reply = "".join(conversation.turn(typed))
+        text += typed
+        assert reply == generate(model, text, **options)[0][len(text) :], (text, reply)
+        text += reply
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
