@@ -392,7 +392,9 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     `options` are `charlm.SampleConfig`'s fields (listed below): temperature, top_k, top_p, stop, ...;
     form, template and acrostic write into a poem form or template, ending at its end (a seed that
     began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id: -100 to
-    100}, is added to their logits, -100 a ban. random_seed makes the text reproducible.
+    100}, is added to their logits, -100 a ban: a str key is a character ('3' the digit 3), an int key a
+    token id (3), where OpenAI's JSON keys, and `charlm serve`'s, are ids ("3" id 3). random_seed makes
+    the text reproducible.
 
     On a CPU it uses as many torch threads as run fastest under the machine's load (measured over your
     calls of generate, stream and bits_per_char), at most your thread's count, and gives your count
