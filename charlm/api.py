@@ -197,11 +197,22 @@ def start_trainer(
 RESUME_AGAIN = "; the run was not changed: run the same command again"
 
 
+def resumed_path(target: str | None) -> Path:
+    """The checkpoint `resume` names (None: the most recent run's); one that cannot be found is an error
+    naming --resume, as `init_from`'s names --init-from (`finetune.read_base`)."""
+    if target is None:
+        return runs.resolve(runs.run_to_resume(), prefer=runs.LATEST)
+    try:
+        return runs.resolve(target, prefer=runs.LATEST)
+    except CharLMError as e:
+        raise CharLMError(f"{said('resume')}: {e}") from None
+
+
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
     """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change;
     the world size may: the checkpoint holds every stream's state, re-sharded here. Rank 0 alone finds the
     run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer."""
-    found = runs.resolve(target or runs.run_to_resume(), prefer=runs.LATEST) if ranks.leader else None
+    found = resumed_path(target) if ranks.leader else None
     with peer_note(lambda: RESUME_AGAIN):  # a peer lost before the ranks agree on the run: nothing was read
         path = ranks.broadcast_object(found)
     read_from = files.identity(path)  # before reading: a file replaced after this is then never taken for it
@@ -381,7 +392,9 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     `options` are `charlm.SampleConfig`'s fields (listed below): temperature, top_k, top_p, stop, ...;
     form, template and acrostic write into a poem form or template, ending at its end (a seed that
     began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id: -100 to
-    100}, is added to their logits, -100 a ban. random_seed makes the text reproducible.
+    100}, is added to their logits, -100 a ban: a str key is a character ('3' the digit 3), an int key a
+    token id (3), where OpenAI's JSON keys, and `charlm serve`'s, are ids ("3" id 3). random_seed makes
+    the text reproducible.
 
     On a CPU it uses as many torch threads as run fastest under the machine's load (measured over your
     calls of generate, stream and bits_per_char), at most your thread's count, and gives your count

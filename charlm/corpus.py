@@ -222,8 +222,12 @@ def line_breaks(text: str) -> str:
 
 
 def check_characters(text: str, what: str) -> None:
-    """Refuse a lone surrogate, which no vocabulary can encode: it is not a character, and it is what
-    Python keeps of a byte that was not UTF-8 (a shell argument's 0xff arrives as U+DCFF)."""
+    """Refuse what is not a string (`model.vocab.encode(b"ab")` met a TypeError deep in normalizing),
+    and a lone surrogate, which no vocabulary can encode: it is not a character, and it is what Python
+    keeps of a byte that was not UTF-8 (a shell argument's 0xff arrives as U+DCFF)."""
+    if not isinstance(text, str):
+        hint = f"; decode it first: {what}.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""
+        raise CharLMError(f"{what} must be a string, not {SHOWN.repr(text)}{hint}")
     if text.isascii():
         return
     try:

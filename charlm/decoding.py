@@ -155,6 +155,11 @@ def never_written(key: str | int, vocab: Vocabulary) -> bool:
     return len(char) == 1 and not vocab.knows(char)
 
 
+def digits_hint(key: str) -> str:
+    """What to say of a key of digits, which is a character ('3'), not the token id an OpenAI client means by it."""
+    return f" (a token id is an int: {int(key)}, not {key!r})" if key.isascii() and key.isdigit() else ""
+
+
 def token_id(key: str | int, vocab: Vocabulary) -> int:
     """The id a `logit_bias` key names: a token id as it is, a character as the vocabulary has it."""
     if isinstance(key, int):
@@ -167,7 +172,7 @@ def token_id(key: str | int, vocab: Vocabulary) -> int:
             f"{pieces}; give token ids",
             f"{pieces}; --ban works on character models only: drop it (Python's logit_bias takes token ids)",
         )
-    hint = f" (a token id is an int: {int(key)}, not {key!r})" if key.isascii() and key.isdigit() else ""
+    hint = digits_hint(key)
     if len(characters(key)) != 1:
         raise BiasError(f" keys are single characters or token ids, not {key!r}{hint}")
     char = vocab.normalized(key)

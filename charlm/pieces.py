@@ -312,8 +312,17 @@ class TextIndex:
 def token_ids(ids: list[int] | torch.Tensor | np.ndarray, size: int) -> list[int]:
     """`ids` as a list, each a token of a vocabulary of `size`: a negative one would index from the end
     and decode as the last token, inventing text (-1 is `vocab.UNSEEN`, a character the model never saw,
-    which has no text a vocabulary could give back)."""
-    ids = ids if isinstance(ids, list) else ids.tolist()
+    which has no text a vocabulary could give back). One row of ids (a lone id, `logits.argmax()`, is one):
+    a batch's rows are texts of their own, refused in one line, not a TypeError from `min`."""
+    if isinstance(ids, (torch.Tensor, np.ndarray)):
+        if ids.ndim > 1:
+            raise CharLMError(
+                f"decode takes one row of token ids, not {ids.ndim} dimensions (shape {tuple(ids.shape)}); "
+                "decode a row at a time: [vocab.decode(row) for row in ids]"
+            )
+        ids = ids.reshape(-1).tolist()
+    elif ids and isinstance(ids[0], (list, tuple)):
+        raise CharLMError("decode takes one row of token ids, not a list of rows; decode a row at a time")
     if ids and ((low := min(ids)) < 0 or (high := max(ids)) >= size):
         bad = low if low < 0 else high
         raise CharLMError(

@@ -21,7 +21,7 @@ import torch
 
 from .config import MAX_LOGIT_BIAS, SampleConfig
 from .constraints import Constrained, constrain
-from .decoding import bias_vector, never_written
+from .decoding import bias_vector, digits_hint, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
 from .generation import Batch, Healing, Row, healed_seed
@@ -77,7 +77,7 @@ def batch_from_ids(
             f"{said('stop', metavar=repr(options.stop))}: the model never writes {written}, so no sample stops there",
             stacklevel=callers_stacklevel(),
         )
-    warn_of_lookalike_bans(options, model.vocab)
+    warn_of_unwritten_bans(options, model.vocab)
     batch = Batch.for_options(model, options)
     ids = ids.to(model.device)
     healed = healed_seed(model.vocab, ids, form, bias)
@@ -90,27 +90,29 @@ def batch_from_ids(
     return batch
 
 
-def warn_of_lookalike_bans(options: SampleConfig, vocab: Vocabulary) -> None:
-    """A ban of a character the model never writes holds already, and is taken silently (`--ban
-    '0123456789'` on any model); but one whose other form the model does write, unbanned (`--ban ','` on
-    a novel that writes '，'), is likely a ban of that other form, which would still be written: say so."""
+def warn_of_unwritten_bans(options: SampleConfig, vocab: Vocabulary) -> None:
+    """A ban of a character the model never writes holds already (`--ban '0123456789'` on any model) and
+    is taken, but said, as a `stop` the model never writes is: what it bans changes nothing. Each is named
+    with the form of it the model writes, where that is not banned too (`--ban ','` on a novel that writes
+    '，' is likely a ban of '，', which is still written), and a Python key of digits with the token id an
+    OpenAI client would have meant by it ('3' is the character 3)."""
     banned = [key for key, bias in (options.logit_bias or {}).items() if bias <= -MAX_LOGIT_BIAS]
     unwritten = [key for key in banned if never_written(key, vocab)]
     if not unwritten:
         return
     held = {vocab.normalized(key) if isinstance(key, str) else vocab.decode([key]) for key in banned}
-    lookalikes = [
-        vocab.normalized(key)
-        for key in unwritten
-        if any(vocab.knows(form) and form not in held for form in other_forms(vocab.normalized(key)))
-    ]
-    if lookalikes:
-        warnings.warn(
-            f"{'--ban' if flags_said() else 'logit_bias'}: the model never writes "
-            f"{first_named(lookalikes, vocab.name_unseen)}, so banning {'it' if len(lookalikes) == 1 else 'them'} "
-            "changes nothing",
-            stacklevel=callers_stacklevel(),
-        )
+
+    def named(key: str) -> str:
+        char = vocab.normalized(key)
+        if any(form in held for form in other_forms(char)):
+            return repr(char)  # its other form is banned too: no "did you mean" it
+        return vocab.name_unseen(char) + ("" if flags_said() else digits_hint(key))
+
+    warnings.warn(
+        f"{'--ban' if flags_said() else 'logit_bias'}: the model never writes {first_named(unwritten, named)}, "
+        f"so banning {'it' if len(unwritten) == 1 else 'them'} changes nothing",
+        stacklevel=callers_stacklevel(),
+    )
 
 
 def stop_texts(options: SampleConfig, model: CharLM) -> tuple[str, ...]:

@@ -70,6 +70,16 @@ def test_an_empty_run_or_the_folder_of_runs_is_told_what_to_give(fox_file, tiny)
     assert_one_line_error(result, "--init-from: checkpoints is a folder of runs, not a run")
 
 
+def test_a_run_to_resume_that_is_not_there_is_named_as_init_from_s_is(fox_file):
+    """`charlm.train(corpus, resume="nope")` said "nope: no such checkpoint file ..." where
+    `init_from="nope"` said "init_from: nope: ...": which of the call's paths was wrong went unsaid."""
+    for keyword, flag in (("resume", "--resume"), ("init_from", "--init-from")):
+        with pytest.raises(CharLMError, match=f"^{keyword}: nope: no such checkpoint file or run folder"):
+            charlm.train(fox_file, **{keyword: "nope"}, max_steps=1)
+        result = cli("train", str(fox_file), flag, "nope", "--max-steps", "1")
+        assert_one_line_error(result, f"Error: {flag}: nope: no such checkpoint file or run folder")
+
+
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
     """`charlm sample --checkpoint fox`: the newest run of corpus fox, by its run.json (an --out run
     too), while a run folder of that very name would win; an unknown name says where it looked."""

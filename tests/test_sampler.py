@@ -209,16 +209,28 @@ def test_a_stop_text_the_model_can_never_write_is_warned_about():
 
 def test_a_ban_of_a_lookalike_the_model_never_writes_is_warned_about():
     """`logit_bias={",": -100}` on a model that writes only the full-width '，' was taken silently, and
-    every sample went on writing '，'; a ban of a character with no form the model writes, or with that form
-    banned too, stays silent."""
+    every sample went on writing '，'."""
     model = fixed_distribution({"好": 0.5, "，": 0.49, "！": 0.01})
     lookalikes = r"^logit_bias: the model never writes ',' \(did you mean '，'\?\) '!' \(did you mean '！'\?\), so"
     with pytest.warns(UserWarning, match=lookalikes):
-        text = generate_one(model, "好", length=50, logit_bias={",": -100, "!": -100, "9": -100}, random_seed=0)
+        text = generate_one(model, "好", length=50, logit_bias={",": -100, "!": -100}, random_seed=0)
     assert "，" in text
+
+
+def test_a_ban_of_any_character_the_model_never_writes_is_said_to_change_nothing():
+    """`logit_bias={"Z": -100}` for a model without Z was taken silently, where `stop="Z"` warned: one rule
+    now, as for a lookalike. A key of digits is a character, not the token id an OpenAI client means by it;
+    a lookalike banned in both forms gets no "did you mean" the other."""
+    model = fixed_distribution({"好": 0.5, "，": 0.49, "！": 0.01})
+    never = r"^logit_bias: the model never writes 'Z' '9' \(a token id is an int: 9, not '9'\) ',', so banning them"
+    with pytest.warns(UserWarning, match=never):
+        text = generate_one(
+            model, "好", length=20, logit_bias={"Z": -100, "9": -100, ",": -100, "，": -100}, random_seed=0
+        )
+    assert len(text) == 21 and "，" not in text
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        generate_one(model, "好", length=5, logit_bias={"9": -100, ",": -100, "，": -100}, random_seed=0)
+        generate_one(model, "好", length=5, logit_bias={"，": -100, 0: -100}, random_seed=0)  # written: banned
 
 
 def test_output_begins_with_the_seed_and_has_the_asked_length(model):

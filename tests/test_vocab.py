@@ -142,6 +142,23 @@ def test_decode_refuses_an_id_outside_the_vocabulary_rather_than_invent_a_charac
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_encode_and_decode_given_the_wrong_shape_of_input_say_what_to_pass(tokenizer):
+    """`model.vocab` is public (docs/python.md): `encode(b"ab")` met a TypeError deep in normalizing, and
+    `decode` of a batch of rows (what `model(ids)` takes) a TypeError from `min`; a lone id is one id."""
+    vocab = vocabulary(tokenizer)
+    with pytest.raises(
+        CharLMError, match=r"^text must be a string, not b'ab'; decode it first: text.decode\('utf-8'\)$"
+    ):
+        vocab.encode(b"ab")
+    rows = vocab.encode("宝玉").unsqueeze(0).repeat(2, 1)
+    for batch in (rows, rows.numpy(), rows.tolist()):
+        with pytest.raises(CharLMError, match=r"^decode takes one row of token ids, not .*decode a row at a time"):
+            vocab.decode(batch)
+    assert [vocab.decode(row) for row in rows] == ["宝玉", "宝玉"]
+    assert vocab.decode(rows[0, -1]) == vocab.decode(rows[0, -1:])  # a 0-D id, as argmax() gives it
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
 def test_the_per_step_decoder_refuses_an_id_outside_the_vocabulary_as_decode_does(tokenizer):
     """`vocab.decoder(n)`, the per-step path of `Vocabulary`, gave UNSEEN (-1) the last character or piece
     without a word, and an id past the end an IndexError traceback, where `decode` refuses both."""
