@@ -400,8 +400,8 @@ class SampleConfig:
     )
     logit_bias: dict[str | int, float] | None = option(  # noqa: RUF009 -- a field() whose default is None
         None,
-        "added to the logits of these characters (or token ids) before sampling, -100 to 100; -100 bans one "
-        "(`charlm sample --ban`)",
+        "added to the logits of these characters (a str key: '3' is the digit 3) or token ids (an int key: 3) "
+        "before sampling, -100 to 100; -100 bans one (`charlm sample --ban`)",
         command_line=False,
     )
     form: str | None = option(None, f"write a poem in this form: {FORM_CHOICES}")

@@ -1,11 +1,16 @@
 """The one exception type a user sees: a one-line message saying what is wrong and what to do; where
 a warning about a user's own input points; and how a name charlm did not choose is shown on one line."""
 
+import contextlib
+import functools
 import re
 import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).parent
+# the standard library's wrappers a call into charlm may pass through (a `with` on charlm's own
+# @contextmanager runs its code from contextlib's __enter__): never the line a warning is about
+WRAPPERS = {Path(contextlib.__file__), Path(functools.__file__)}
 # what splits a line or moves a terminal's cursor: C0 and C1 control characters, Unicode's line and paragraph separators
 LINE_SPLITTING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -52,9 +57,14 @@ class BiasError(CharLMError):
 
 def callers_stacklevel() -> int:
     """The `stacklevel` that points a warning raised by the function calling this at the first line
-    outside charlm: one about the caller's own option (`charlm.train(threads=8)`) names the caller's
-    line, not charlm's, however deep in charlm it was met."""
+    outside charlm and the standard library's wrappers (contextlib, functools): one about the caller's
+    own option (`charlm.train(threads=8)`) names the caller's line, not charlm's or contextlib's,
+    however deep in charlm it was met."""
     frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and Path(frame.f_code.co_filename).is_relative_to(PACKAGE):
+    while frame.f_back is not None and charlms_or_a_wrapper(Path(frame.f_code.co_filename)):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def charlms_or_a_wrapper(file: Path) -> bool:
+    return file.is_relative_to(PACKAGE) or file in WRAPPERS

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .corpus import NORMALIZATIONS, check_characters, normalized
-from .errors import CharLMError
+from .errors import CharLMError, callers_stacklevel
 from .fields import said
 from .forms import is_han
 from .pieces import PieceVocab, TextIndex, token_ids
@@ -321,7 +321,11 @@ class Vocab:
                 raise never_seen(what, missing, self.name_unseen)
             if warn:
                 shown = first_named(missing, self.name_unseen)
-                warnings.warn(f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}", UnknownCharacterWarning, 2)
+                warnings.warn(
+                    f"{what}: {shown} not in the vocabulary, read as {UNKNOWN!r}",
+                    UnknownCharacterWarning,
+                    callers_stacklevel(),
+                )
         return torch.from_numpy(ids)
 
     def decode(self, ids: list[int] | torch.Tensor | np.ndarray) -> str:

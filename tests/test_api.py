@@ -32,6 +32,7 @@ from charlm.export import export
 from charlm.fields import python_help, said
 from charlm.model import INSIDE, inference
 from charlm.trainer import Trainer
+from charlm.vocab import UNKNOWN, Vocab
 
 from .conftest import TINY, block_import, cli, latest, make_model, process_state, trained_once
 
@@ -297,6 +298,23 @@ def test_a_seed_with_windows_line_breaks_is_read_with_newlines(model):
 def test_a_stop_the_model_never_writes_is_said_as_the_keyword(model):
     with pytest.warns(UserWarning, match=r"^stop='z': the model never writes 'z'"):
         charlm.generate(model, "a", length=3, stop="z")
+
+
+def test_a_warning_about_a_callers_input_names_the_callers_line():
+    """generate's warnings (a stop or a ban the model never writes, a seed's character read as the unknown
+    symbol) named contextlib.py:137 or charlm's sampler.py: the first line outside charlm was contextlib's,
+    which runs charlm's own `with samples_held(...)`. Each names this file's line now, where a warnings
+    filter by module, or a reader, looks for it."""
+    unknown = make_model(Vocab("\nabc " + UNKNOWN, True)).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        charlm.generate(unknown, "ab", length=3, stop="z")
+        charlm.generate(unknown, "ab", length=3, logit_bias={"Z": -100})
+        charlm.generate(unknown, "abq", length=3)
+        list(charlm.stream(unknown, "ab", length=3, stop="z"))
+    assert [(Path(w.filename), "never writes" in str(w.message) or "read as" in str(w.message)) for w in caught] == [
+        (Path(__file__), True)
+    ] * 4
 
 
 TRAINING_NAMES = [

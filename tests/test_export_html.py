@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import unicodedata
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from charlm.commands.sample import sample_configs
 from charlm.decoding import bias_vector
 from charlm.errors import BiasError, CharLMError
 from charlm.export import html
+from charlm.fields import on_command_line
 from charlm.forms import FORM_NAMES, FORMS, is_cjk_punctuation, is_han, is_letter, template_of
 from charlm.model import CharLM, ModelConfig
 from charlm.serve.app import create_app
@@ -342,6 +344,8 @@ def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):
     write(browser, seed="the ", temperature="0", length="200", ban=ban + "0123")  # digits: unknown, never written
     wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
     assert browser.execute_script("return fullText()") == expected != greedy
+    unwritten = " (ban: the model never writes '0' '1' '2' '3', so banning them changes nothing)"
+    assert browser.find_element("id", "status").text.endswith(unwritten)  # as `charlm sample --ban` warns
     drawn = call(
         browser,
         "window.charlm.generate({seed: 'the ', length: 400, temperature: 1.5, random_seed: 2, ban: args[0]})",
@@ -882,6 +886,29 @@ vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
 const calls = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
 console.log(JSON.stringify(calls.map(([name, ...args]) => context[name](...args))));
 """
+
+
+def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
+    """Both pages' ban box took a character the model never writes without a word, where `charlm sample
+    --ban` warns that banning it changes nothing: the status line's note (page.js) now names the same
+    characters in the same words, less the hint of a form the model writes ('，' for ',')."""
+    latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
+    cases = [
+        ("", latin), ("eo\\n\\t", latin), ("e\u0301", latin),  # all written: no note
+        ("0123456789", latin), ("ΩeZ", latin), ("\\n", Vocab(list("ab "))), ("\ufffd", Vocab(list("ab"))),
+        ("e\u0301", Vocab(list("abc"), normalize="nfc")),  # a decomposed é, named as NFC writes it
+        ("abcdefghijklmnopqrstuvwxyz", Vocab(list("AB"))),  # ten named, then " ..."
+        (",!", Vocab(list("，。小"), normalize="nfc")),
+        ("…", Vocab(list("abc."), normalize="nfkc")),  # three characters the model writes (the box refuses it)
+    ]  # fmt: skip
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    calls = [["unwrittenBanNote", text, vocab.chars, vocab.normalize] for text, vocab in cases]
+    for (text, vocab), note in zip(cases, run_in_node(tmp_path, PAGE_JS_CALLS, script, calls)):
+        with on_command_line(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sampler.warn_of_unwritten_bans(sample_configs({}, text)[0], vocab)
+        warned = [re.sub(r" \(did you mean '.'\?\)", "", str(w.message).removeprefix("--")) for w in caught]
+        assert note == "".join(f" ({says})" for says in warned), text
 
 
 def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path):

@@ -3407,6 +3407,8 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         write(browser, wait, "the ", 300)
         made = made_text(browser)
         assert len(made) == 300 and not set(made) & set("eo\n"), made
+        unwritten = " (ban: the model never writes '0' '1' '2' '3', so banning them changes nothing)"
+        assert browser.find_element("id", "status").text.endswith(unwritten)  # as `charlm sample --ban` warns
         set_field(browser, "ban", VOCAB.replace("\n", "\\n"))
         browser.find_element("id", "generate").click()
         wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
@@ -3431,7 +3433,7 @@ def test_page_never_writes_what_its_ban_box_bans(tiny_model, browser):
         assert "a sentencepiece model's tokens are pieces" in browser.find_element("id", "seed-error").text
         set_field(browser, "ban", "")  # an empty box bans nothing
         write(browser, wait, "the ", 50)
-        assert len(made_text(browser)) == 50
+        assert len(made_text(browser)) == 50 and "(ban" not in browser.find_element("id", "status").text
 
 
 @pytest.mark.slow

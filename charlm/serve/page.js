@@ -129,15 +129,13 @@ function copiedNote(text) {
 
 // The ban box, read as `charlm sample --ban` reads its characters (charlm.decoding.bias_vector), for a
 // character model's `chars` (in id order) and its Unicode `normalize`: the ids never to draw, [] for an
-// empty box. `\n` and `\t` are a line break and a tab; a combining mark goes with the character before
-// it (a decomposed "é" is one); a character the model does not know needs no ban (it never writes it).
+// empty box. A character the model does not know needs no ban (it never writes it: unwrittenBanNote).
 // A ban it cannot follow is an error naming the box ("ban", as the server names logit_bias).
 function bannedIds(text, chars, normalize) {
   const index = new Map([...chars].map((char, id) => [char, id])), named = new Map();  // id -> the character that banned it
-  const quoted = (s) => `'${JSON.stringify(s).slice(1, -1)}'`;
-  for (const key of new Set(characters(text.replace(/\\n/g, "\n").replace(/\\t/g, "\t")))) {
+  for (const key of banKeys(text)) {
     const char = normalized(key, normalize), count = [...char].length;
-    if (count === 1 && !index.has(char)) continue;
+    if (neverWritten(char, index)) continue;
     if (count !== 1 && char !== key) {
       const [keyShown, charShown] = toldApart(key, char, quoted);
       throw banError(`: ${keyShown} is ${charShown} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
@@ -152,6 +150,24 @@ function bannedIds(text, chars, normalize) {
   if (named.size && named.size === index.size) throw banError(" bans every token the model has; leave it at least one to write");
   return [...named.keys()];
 }
+// The ban box's characters, once each: `\n` and `\t` are a line break and a tab; a combining mark goes
+// with the character before it (a decomposed "é" is one).
+function banKeys(text) { return new Set(characters(text.replace(/\\n/g, "\n").replace(/\\t/g, "\t"))); }
+// decoding.never_written: one character, as the model reads it, that the model has not (`index` of its
+// characters). One its normalization makes several ('…', '...' to an nfkc model) it writes.
+function neverWritten(char, index) { return [...char].length === 1 && !index.has(char); }
+// What the status line adds of the ban box's characters the model never writes ("" if none), as
+// `charlm sample --ban` warns of them (sampler.warn_of_unwritten_bans): taken, but banning them changes
+// nothing, and one may be a slip (',' banned where the model writes '，'). Said only of a ban bannedIds took.
+function unwrittenBanNote(text, chars, normalize) {
+  const known = new Set(chars);
+  const never = [...new Set([...banKeys(text)].map((key) => normalized(key, normalize)))].filter((char) => neverWritten(char, known));
+  if (!never.length) return "";
+  const shown = never.slice(0, 10).map(quoted).join(" ") + (never.length > 10 ? " ..." : "");  // vocab.first_named's 10
+  return ` (ban: the model never writes ${shown}, so banning ${never.length === 1 ? "it" : "them"} changes nothing)`;
+}
+// A character as charlm's ban messages quote it: 'é', '\n'.
+function quoted(s) { return `'${JSON.stringify(s).slice(1, -1)}'`; }
 // A ban's key and the model's characters for it, quoted; with their code points where they look alike
 // (decoding.told_apart): "'é́' is 'é́'" of an e and two acutes told nothing.
 function toldApart(key, char, quoted) {
