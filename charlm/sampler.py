@@ -97,7 +97,11 @@ def warn_of_unwritten_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     '，' is likely a ban of '，', which is still written), and a Python key of digits with the token id an
     OpenAI client would have meant by it ('3' is the character 3)."""
     banned = [key for key, bias in (options.logit_bias or {}).items() if bias <= -MAX_LOGIT_BIAS]
-    unwritten = [key for key in banned if never_written(key, vocab)]
+    firsts: dict[str, str] = {}  # each character once: 'Ω' and the ohm sign '\u2126' are one to an nfkc model
+    for key in banned:
+        if never_written(key, vocab):
+            firsts.setdefault(vocab.normalized(key), key)
+    unwritten = list(firsts.values())
     if not unwritten:
         return
     held = {vocab.normalized(key) if isinstance(key, str) else vocab.decode([key]) for key in banned}

@@ -233,6 +233,13 @@ def test_a_ban_of_any_character_the_model_never_writes_is_said_to_change_nothing
         generate_one(model, "好", length=5, logit_bias={"，": -100, 0: -100}, random_seed=0)  # written: banned
 
 
+def test_a_ban_naming_one_unwritten_character_twice_names_it_once():
+    """'Ω' and the ohm sign are one character to an nfkc model: the warning said "'Ω' 'Ω'"."""
+    model = make_model(Vocab(list("ab "), normalize="nfkc"), layers=1, hidden=8).eval()
+    with pytest.warns(UserWarning, match=r"^logit_bias: the model never writes 'Ω', so banning it changes nothing$"):
+        generate_one(model, "a", length=3, logit_bias={"Ω": -100, "\u2126": -100, "a": -100}, random_seed=0)
+
+
 def test_output_begins_with_the_seed_and_has_the_asked_length(model):
     text = generate_one(model, "abc", length=40, random_seed=1)
     assert text.startswith("abc") and len(text) == 43
