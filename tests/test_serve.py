@@ -1589,6 +1589,66 @@ def test_a_request_the_parser_refuses_is_an_error_in_the_apis_shape(tiny_model, 
     assert error["type"] == "invalid_request_error" and error["param"] is None
 
 
+def answers_to(requests: int, received: bytes) -> list[tuple[int, bytes]]:
+    """The status and body of each answer in `received`, a connection's bytes to `requests` pipelined requests."""
+    import h11
+
+    connection, answers = h11.Connection(h11.CLIENT), []
+    connection.receive_data(received)
+    connection.receive_data(b"")  # the server closed the connection
+    while len(answers) < requests and connection.our_state is h11.IDLE:  # else the server closed after the last
+        connection.send(h11.Request(method="GET", target="/", headers=[("Host", "127.0.0.1")]))
+        connection.send(h11.EndOfMessage())
+        status, body = 0, b""
+        while not isinstance(event := connection.next_event(), h11.EndOfMessage):
+            assert event not in (h11.NEED_DATA, h11.PAUSED), (answers, received[-300:])
+            status = event.status_code if isinstance(event, h11.Response) else status
+            body += bytes(event.data) if isinstance(event, h11.Data) else b""
+        answers.append((status, body))
+        if connection.our_state is h11.DONE and connection.their_state is h11.DONE:
+            connection.start_next_cycle()
+    return answers
+
+
+def test_a_refused_request_is_answered_after_the_requests_pipelined_before_it(tiny_model, monkeypatch):
+    """Requests pipelined on one connection, a good one then one the parser refuses: the 400 was written
+    at once and the connection closed, and the good one's answer (a completion, a stream) was lost. Now
+    each request before the refused one is answered whole, then its 400, then the connection closes;
+    the refused request's deadline (here 0.2 s, shorter than the stream) no longer cuts them."""
+    from charlm.serve import connections
+
+    monkeypatch.setattr(connections, "REQUEST_SECONDS", 0.2)
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig())
+    completion = {"prompt": "the ", "max_tokens": 30, "seed": 5}
+
+    def post(body: dict) -> bytes:
+        content = json.dumps(body).encode()
+        head = f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(content)}\r\n\r\n"
+        return head.encode() + content
+
+    bad_line = b"GET /he\x01alth HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    bad_chunk = b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    with running(app, http=connections.BoundedHttp) as url:
+        wait_healthy(url)
+        expected = httpx.post(f"{url}/v1/completions", json=completion).json()["choices"][0]["text"]
+        for pipelined, good in (
+            (b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + bad_line, 1),
+            (post(completion) + post(completion) + bad_line, 2),
+            (post(completion) + bad_chunk, 1),  # refused in its body, not its head
+            (post({**completion, "max_tokens": 3000, "stream": True}) + bad_line, 1),
+        ):
+            with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as sock:
+                sock.sendall(pipelined)
+                answers = answers_to(good + 1, closed_within(sock, 20))
+            assert [status for status, _ in answers] == [200] * good + [400], answers
+            for _, body in answers[:good]:
+                if body.startswith(b"data: "):
+                    assert body.endswith(b"data: [DONE]\n\n")
+                elif b"choices" in body:
+                    assert json.loads(body)["choices"][0]["text"] == expected
+            assert json.loads(answers[-1][1])["error"]["code"] == "invalid_http_request"
+
+
 def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_them():
     """Issue 26 item 8: the body budget assumed 4 bytes a character, and 64 prompts of 16,384 '’'
     escaped as json.dumps does (6 bytes each) got 413. The body is read (its characters, unseen by this

@@ -81,3 +81,83 @@ def test_the_api_fuzzed_from_its_openapi_schema_never_answers_5xx():
             check(httpx.Response(response.status_code, content=response.content), what)
 
         fuzz()
+
+
+PENALTIES = ("presence_penalty", "frequency_penalty")
+
+
+def test_the_penalties_in_the_schemas_ranges_are_what_generate_does_and_beyond_them_a_400():
+    """The slow fuzz above sends `presence_penalty` and `frequency_penalty` in its bodies, but a random
+    body nearly always fails first on another field (400 runs of it served no request that had them).
+    Here bounded examples take each penalty from the range /openapi.json gives it, with the options it
+    meets (n, a stream, logprobs, echo, greedy, a logit_bias ban of all but one id, a template), on
+    completions and chat: each is served as charlm.generate writes it; just beyond the range, or not a
+    number (NaN, a boolean, a string), it is a 400 naming the field in OpenAI's shape."""
+    from charlm.sampler import generate
+
+    torch.manual_seed(0)
+    model = make_model(VOCAB, layers=1, hidden=16).eval()
+    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=4, max_tokens=40, max_prompt=300, chunk_ms=0))
+    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        wait_healthy(url)
+        paths = client.get("/openapi.json").json()["paths"]
+        ranges = {}
+        for path in ("/v1/completions", "/v1/chat/completions"):
+            properties = paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+            ranges[path] = {name: (properties[name]["minimum"], properties[name]["maximum"]) for name in PENALTIES}
+        assert set(ranges["/v1/completions"].values()) == set(ranges["/v1/chat/completions"].values()) == {(-2, 2)}
+        low, high = ranges["/v1/completions"]["presence_penalty"]
+        penalty = st.floats(low, high) | st.sampled_from([low, high, -0.0]) | st.integers(int(low), int(high))
+
+        @seed(12)
+        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(
+            penalties=st.fixed_dictionaries({}, optional=dict.fromkeys(PENALTIES, penalty)),
+            n=st.integers(1, 2),
+            stream=st.booleans(),
+            greedy=st.booleans(),
+            chat=st.booleans(),
+            extra=st.sampled_from([{}, {"logprobs": 2}, {"echo": True}, {"ban": True}, {"template": "__ ___"}]),
+        )
+        def served_as_generated(penalties, n, stream, greedy, chat, extra):
+            options = {"max_tokens": 12, "n": n, "seed": 3, "temperature": 0 if greedy else 0.9, **penalties}
+            body = {"model": "tiny", **options, "stream": stream}
+            kept = VOCAB.index("e")
+            if extra.get("ban"):
+                body["logit_bias"] = {str(i): -100 for i in range(len(VOCAB)) if i != kept}
+            if "template" in extra:
+                body["template"] = extra["template"]
+            if chat:
+                body["messages"] = [{"role": "user", "content": "the"}]
+                body |= {"logprobs": True, "top_logprobs": 2} if "logprobs" in extra else {}
+            else:
+                body["prompt"] = "the\n\n"
+                body |= {name: extra[name] for name in ("logprobs", "echo") if name in extra}
+            path = "/v1/chat/completions" if chat else "/v1/completions"
+            response = client.post(path, json=body)
+            assert response.status_code == 200, (body, response.text[:300])
+            texts = [""] * n
+            for chunk in (line[6:] for line in response.text.splitlines() if line.startswith("data: {")):
+                for choice in json.loads(chunk)["choices"]:
+                    texts[choice["index"]] += (choice["delta"].get("content") or "") if chat else choice["text"]
+            for choice in [] if stream else response.json()["choices"]:
+                texts[choice["index"]] = choice["message"]["content"] if chat else choice["text"]
+            made = generate(
+                model, "the\n\n", length=12, num_samples=n, random_seed=3, **({"greedy": True} if greedy else {"temperature": 0.9}),
+                logit_bias={char: -100 for char in VOCAB if char != "e"} if extra.get("ban") else None,
+                template=extra.get("template"), **penalties,
+            )  # fmt: skip
+            echoed = "the\n\n" if extra.get("echo") else ""
+            assert texts == [echoed + text[len("the\n\n") :] for text in made], (body, texts)
+
+        served_as_generated()
+        for path in ranges:
+            body = {"model": "tiny", "max_tokens": 1}
+            body |= {"prompt": "a"} if path == "/v1/completions" else {"messages": [{"role": "user", "content": "a"}]}
+            for name in PENALTIES:
+                for value in (high + 1e-9, low - 0.5, 1e308, "NaN", "Infinity", "true", '"0.5"', "[1]", "9" * 4300):
+                    content = json.dumps(body)[:-1] + f', "{name}": {value}}}'
+                    response = client.post(path, content=content)
+                    error = response.json()["error"]
+                    assert response.status_code == 400 and set(error) == ERROR_KEYS, (value, response.text[:300])
+                    assert error["param"] == name and error["message"].startswith(name), (value, error)

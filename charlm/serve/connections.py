@@ -7,12 +7,15 @@ read whole. So `charlm serve` speaks HTTP with `BoundedHttp`: a request must arr
 `REQUEST_SECONDS` of its connection or of its first byte, and its line and headers within `MAX_HEAD`
 bytes. Once the request is whole, nothing here bounds its answer (a stream runs as long as it runs).
 A request the parser refuses (a control byte in its line, a head over the bound) is answered in the
-API's error shape, not uvicorn's plain text: no option of uvicorn's sets that body.
+API's error shape, not uvicorn's plain text: no option of uvicorn's sets that body. It is answered in its
+turn: the requests pipelined before it on its connection are answered whole first (uvicorn wrote its 400
+at once and closed the connection, and their answers were lost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -33,14 +36,20 @@ class BoundedHttp(HttpToolsProtocol):
     deadline: asyncio.TimerHandle | None = None
     head = 0
     refusal = ""  # why the request was refused, where this class refused it (the parser says nothing)
+    held: bytes | None = None  # the 400 of a refused request, written once the requests before it are answered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.owed: list = []  # the requests read on this connection not yet answered (uvicorn's cycles)
         self.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()
         super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.held is None:  # after a refused request nothing more is read: its 400 ends the connection
+            super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -68,16 +77,36 @@ class BoundedHttp(HttpToolsProtocol):
             )
             raise HeadTooLarge(self.refusal)
 
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self.owed = [cycle for cycle in self.owed if not cycle.response_complete] + [self.cycle]
+
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request its parser refused ("Invalid HTTP request received.", plain
-        text), as every other error is: OpenAI's JSON error body. The connection is closed after it."""
+        text), as every other error is: OpenAI's JSON error body, written once the requests pipelined
+        before it are answered (`answer_refusal`). The connection is closed after it."""
         message = self.refusal or "the request is not valid HTTP/1.1 (its line or headers cannot be read)"
         body = json.dumps(APIError(400, message, code="invalid_http_request").body()).encode()
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body)]
-        self.transport.write(b"".join([*head, b"connection: close\r\n\r\n", body]))
-        self.transport.close()
+        self.held = b"".join([*head, b"connection: close\r\n\r\n", body])
+        self.disarm()  # the refused request never arrives whole: its deadline would cut the answers before it
+        if self.owed and self.owed[-1].more_body and not self.owed[-1].response_complete:  # its body was refused
+            refused = self.owed.pop()  # never run, if it waits its turn
+            self.pipeline = collections.deque(entry for entry in self.pipeline if entry[0] is not refused)
+        self.answer_refusal()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self.answer_refusal()
+
+    def answer_refusal(self) -> None:
+        """The held 400 written and the connection closed, once every request before it is answered."""
+        answered = all(cycle.response_complete for cycle in self.owed)
+        if self.held is not None and answered and not self.transport.is_closing():
+            self.transport.write(self.held)
+            self.transport.close()
 
     def arm(self) -> None:
         self.disarm()
