@@ -114,6 +114,8 @@ def test_a_cpu_run_under_torchrun_on_a_gpu_machine_leaves_cuda_alone(monkeypatch
 
     current, opened = [], []
     monkeypatch.delenv("TORCHELASTIC_USE_AGENT_STORE", raising=False)
+    for name, value in {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)  # what a rank is given, which `Ranks.check_reachable` reads
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
