@@ -245,3 +245,23 @@ def test_every_bound_in_openapi_json_is_the_servers_own_at_it_taken_past_it_a_40
                     served(path, name, value)
                     checked += 1
         assert checked > 100, checked
+
+
+def test_an_integer_field_takes_a_number_that_is_an_integer_and_refuses_one_that_is_not():
+    """`max_tokens: 3.0` (JSON Schema's integer; pydantic's lax int, vLLM's) is 3, not a 400; 2.5 and true are."""
+    torch.manual_seed(0)
+    model = make_model(VOCAB, layers=1, hidden=16).eval()
+    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=3, max_tokens=8, max_prompt=300, chunk_ms=0))
+    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        wait_healthy(url)
+        body = {"model": "tiny", "prompt": "the", "max_tokens": 3.0, "n": 2.0, "seed": 1.0}
+        choices = client.post("/v1/completions", json=body).json()["choices"]
+        assert [len(choice["text"]) for choice in choices] == [3, 3]
+        same = client.post("/v1/completions", json=body | {"max_tokens": 3, "n": 2, "seed": 1}).json()["choices"]
+        assert [choice["text"] for choice in choices] == [choice["text"] for choice in same]
+        include = ["message.output_text.logprobs"]
+        answer = client.post("/v1/responses", json={"input": "the", "include": include, "top_logprobs": 2.0}).json()
+        assert answer["top_logprobs"] == 2 and type(answer["top_logprobs"]) is int
+        for value in (2.5, True, "3"):
+            error = client.post("/v1/completions", json=body | {"max_tokens": value}).json()["error"]
+            assert error["param"] == "max_tokens" and error["message"].startswith("max_tokens must be an integer")

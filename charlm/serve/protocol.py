@@ -493,15 +493,20 @@ def check_fields(
 
 
 def integer(body: dict, name: str, default: int | None, low: int, high: int, limit: str = "") -> int | None:
+    """`body[name]`: an integer, or a number that is one (`1.0`: an integer to JSON Schema, and to pydantic's
+    lax int, which vLLM and OpenAI's SDK read it with; `max_tokens=n / 2` in Python sends one), never `1.5`."""
     value = body.get(name)
     if value is None:
         return default
+    given = value
+    if isinstance(value, float) and value.is_integer():  # not NaN nor infinity
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise APIError(400, f"{name} must be an integer, not {json_type(value)}", name, "invalid_type")
     if not low <= value <= high:
         where = f" ({limit})" if limit else ""
         raise APIError(
-            400, f"{name} must be between {low} and {high}{where}, not {shown(value)}", name, "invalid_value"
+            400, f"{name} must be between {low} and {high}{where}, not {shown(given)}", name, "invalid_value"
         )
     return value
 
@@ -875,7 +880,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     text_format(body.get("text"))
     params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
-    echoed |= {"top_logprobs": body.get("top_logprobs") or 0, **echoed_user}
+    echoed |= {"top_logprobs": integer(body, "top_logprobs", None, 0, MAX_LOGPROBS) or 0, **echoed_user}
     echoed |= {
         name: body[name] if body.get(name) is not None else value for name, value in ECHOED_TOOL_SETTINGS.items()
     }
