@@ -9,6 +9,7 @@ hostile that way on top of its cases (`hostile`), which finds issue 26 items 2 a
 from __future__ import annotations
 
 import json
+import math
 
 import httpx
 import pytest
@@ -161,3 +162,106 @@ def test_the_penalties_in_the_schemas_ranges_are_what_generate_does_and_beyond_t
                     error = response.json()["error"]
                     assert response.status_code == 400 and set(error) == ERROR_KEYS, (value, response.text[:300])
                     assert error["param"] == name and error["message"].startswith(name), (value, error)
+
+
+def bodies_of(document: dict) -> dict[str, dict]:
+    """Each POST route's request body schema in an /openapi.json, by path."""
+    return {
+        path: operations["post"]["requestBody"]["content"]["application/json"]["schema"]
+        for path, operations in document["paths"].items()
+        if "requestBody" in operations.get("post", {})
+    }
+
+
+# The least a request to each route needs, and what its log-probability fields need beside them
+BASES = {
+    "/v1/completions": {"model": "tiny", "prompt": "the", "max_tokens": 1},
+    "/v1/chat/completions": {"model": "tiny", "messages": [{"role": "user", "content": "the"}], "logprobs": True},
+    "/v1/responses": {"model": "tiny", "input": "the", "include": ["message.output_text.logprobs"]},
+    "/v1/responses/input_tokens": {"model": "tiny", "input": "the"},
+    "/tokenize": {"model": "tiny", "content": "the"},
+}
+# fields that name one thing, of which a request gives one: the base's is left out when another is given
+ALTERNATIVES = (("max_tokens", "max_completion_tokens", "max_output_tokens"), ("content", "prompt"))
+
+
+def test_every_bound_in_openapi_json_is_the_servers_own_at_it_taken_past_it_a_400_naming_the_field():
+    """/openapi.json says what the server enforces, read from it (not written here), so that the two cannot
+    drift: every numeric field has both bounds; at each bound (an integer's as a JSON number too: 40.0,
+    an integer to JSON Schema) a request is served, and just past it it is a 400 naming the field; a
+    string's maxLength likewise; every enum value (OpenAI's fields at their neutral values, the Responses
+    API's penalties at 0) is served; a field the schema does not list is refused, as it says
+    (additionalProperties: false)."""
+    torch.manual_seed(0)
+    model = make_model(VOCAB, layers=1, hidden=16).eval()
+    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=3, max_tokens=8, max_prompt=300, chunk_ms=0))
+    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        wait_healthy(url)
+        schemas = bodies_of(client.get("/openapi.json").json())
+        assert set(schemas) == set(BASES)
+
+        def post(path: str, name: str, value) -> httpx.Response:
+            given = {key for group in ALTERNATIVES if name in group for key in group}
+            body = {key: base for key, base in BASES[path].items() if key not in given}
+            return client.post(path, json=body | {name: value})
+
+        def refused(path: str, name: str, value) -> None:
+            response = post(path, name, value)
+            assert response.status_code == 400, (path, name, value, response.text[:300])
+            assert response.json()["error"]["param"] == name, (path, name, value, response.text[:300])
+
+        def served(path: str, name: str, value) -> None:
+            response = post(path, name, value)
+            assert response.status_code == 200, (path, name, value, response.text[:300])
+
+        checked = 0
+        for path, schema in schemas.items():
+            assert schema["additionalProperties"] is False, path
+            refused(path, "no_such_field", 1)
+            for name, field in schema["properties"].items():
+                if name in ("model", "form"):  # the tiny model writes no Chinese poem
+                    continue
+                if field.get("type") in ("integer", "number"):
+                    low, high = field.get("minimum", field.get("exclusiveMinimum")), field.get("maximum")
+                    assert low is not None and high is not None, (path, name, field)
+                    integral = field["type"] == "integer"
+                    served(path, name, high)
+                    refused(path, name, high + 1 if integral else math.nextafter(high, math.inf))
+                    if "exclusiveMinimum" in field:
+                        refused(path, name, low)
+                    else:
+                        served(path, name, low)
+                        refused(path, name, low - 1 if integral else math.nextafter(low, -math.inf))
+                    if integral and abs(high) < 2**53:  # 8.0 is an integer; 7.5 is not
+                        served(path, name, float(high))
+                        refused(path, name, high - 0.5)
+                        refused(path, name, True)
+                    checked += 1
+                elif field.get("type") == "string" and "maxLength" in field:
+                    served(path, name, "a" * field["maxLength"])
+                    refused(path, name, "a" * (field["maxLength"] + 1))
+                    checked += 1
+                for value in field.get("enum", []):
+                    served(path, name, value)
+                    checked += 1
+        assert checked > 100, checked
+
+
+def test_an_integer_field_takes_a_number_that_is_an_integer_and_refuses_one_that_is_not():
+    """`max_tokens: 3.0` (JSON Schema's integer; pydantic's lax int, vLLM's) is 3, not a 400; 2.5 and true are."""
+    torch.manual_seed(0)
+    model = make_model(VOCAB, layers=1, hidden=16).eval()
+    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=3, max_tokens=8, max_prompt=300, chunk_ms=0))
+    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        wait_healthy(url)
+        body = {"model": "tiny", "prompt": "the", "max_tokens": 3.0, "n": 2.0, "seed": 1.0}
+        choices = client.post("/v1/completions", json=body).json()["choices"]
+        assert [len(choice["text"]) for choice in choices] == [3, 3]
+        same = client.post("/v1/completions", json=body | {"max_tokens": 3, "n": 2, "seed": 1}).json()["choices"]
+        assert [choice["text"] for choice in choices] == [choice["text"] for choice in same]
+        include = ["message.output_text.logprobs"]
+        answer = client.post("/v1/responses", json={"input": "the", "include": include, "top_logprobs": 2.0}).json()
+        assert answer["top_logprobs"] == 2 and type(answer["top_logprobs"]) is int
+        for value in (2.5, True, "3"):
+            error = client.post("/v1/completions", json=body | {"max_tokens": value}).json()["error"]
+            assert error["param"] == "max_tokens" and error["message"].startswith("max_tokens must be an integer")

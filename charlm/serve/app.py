@@ -375,15 +375,27 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
     a `Completion` and answered whole or streamed (`answer`); and /tokenize, which says the token ids
     `logit_bias` takes."""
     body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
+    schemas = protocol.request_schemas(config, list(server.loaders))
+    document = app.openapi
 
-    @app.post("/v1/completions", openapi_extra=protocol.COMPLETION_SCHEMA)
+    def openapi() -> dict[str, Any]:
+        """FastAPI's OpenAPI document with the request bodies as `protocol` writes them: FastAPI's model of
+        a schema holds a bound as a float, and seed's 2**63 - 1 becomes 2**63, which the server refuses."""
+        made = document()
+        for path, extra in schemas.items():
+            made["paths"][path]["post"]["requestBody"] = extra["requestBody"]
+        return made
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.post("/v1/completions", openapi_extra=schemas["/v1/completions"])
     async def completions(request: Request) -> Response:
         server.check_key(request)
         params = await checked(request, body_limit, lambda body: protocol.completion_params(body, config))
         run = Completion(server, server.model(params.model), params)
         return await answer(request, run, partial(stream_completion, run), partial(completion_body, run))
 
-    @app.post("/v1/chat/completions", openapi_extra=protocol.CHAT_SCHEMA)
+    @app.post("/v1/chat/completions", openapi_extra=schemas["/v1/chat/completions"])
     async def chat_completions(request: Request) -> Response:
         server.check_key(request)
         params, wants_logprobs = await checked(request, body_limit, lambda body: protocol.chat_params(body, config))
@@ -392,7 +404,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
             request, run, partial(stream_chat, run, wants_logprobs), partial(chat_body, run, wants_logprobs)
         )
 
-    @app.post("/v1/responses", openapi_extra=protocol.RESPONSES_SCHEMA)
+    @app.post("/v1/responses", openapi_extra=schemas["/v1/responses"])
     async def create_response(request: Request) -> Response:
         """OpenAI's Responses API (`client.responses.create`), read as chat is: one message written."""
         server.check_key(request)
@@ -401,7 +413,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         reply = ResponseReply(run, echoed)
         return await answer(request, run, reply.events, reply.body)
 
-    @app.post("/v1/responses/input_tokens", openapi_extra=protocol.INPUT_TOKENS_SCHEMA)
+    @app.post("/v1/responses/input_tokens", openapi_extra=schemas["/v1/responses/input_tokens"])
     async def count_input_tokens(request: Request) -> JSONResponse:
         """`client.responses.input_tokens.count`: the characters a response's `input` and `instructions`
         make as the model reads them (`usage.input_tokens`), read in the primer's thread as a prompt is."""
@@ -448,7 +460,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
             "response_id", "response_not_found",
         )  # fmt: skip
 
-    @app.post("/tokenize", openapi_extra=protocol.TOKENIZE_SCHEMA)
+    @app.post("/tokenize", openapi_extra=schemas["/tokenize"])
     async def tokenize(request: Request) -> JSONResponse:
         """llama.cpp's /tokenize: the token ids of a text, for `logit_bias`. Read and written out in the
         thread that reads prompts, not on the event loop: 50 requests of --max-prompt characters at once

@@ -41,6 +41,8 @@ from .config import ServeConfig
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
 MAX_LOGPROBS = 20
+MAX_TEMPERATURE = 100.0  # the highest temperature a request takes
+TOP_K_RANGE = (-1, 2**31 - 1)  # 0 and -1: off, as in llama.cpp and vLLM
 # logit_bias entries: a bound on a flood of keys, read id by id (a few microseconds each), not on a ban.
 # A model's ids are distinct and each is biased once, so a request holds at most one entry per token of
 # its model: a 红楼梦 model's page banning 2,000 of its 4,500 characters would meet a bound of 1,024.
@@ -203,6 +205,11 @@ RESPONSE_REFUSALS = {
     "truncation": "charlm serve never cuts an input to fit (one over --max-prompt is a 400): leave truncation out "
     '(or "disabled"), and send a shorter input',
 }
+# POST /v1/responses/input_tokens (`client.responses.input_tokens.count`): a response's prompt, counted;
+# `personality` is its own field (a style preset, which charlm has none of), taken as null only
+INPUT_TOKENS_FIELDS = {"model", "input", "instructions", "text"}
+INPUT_TOKENS_NULL_ONLY = {"personality"}
+TOKENIZE_FIELDS = {"model", "content", "prompt", "with_pieces"}
 MAX_METADATA = 16  # OpenAI's bounds on `metadata`: pairs, a key's and a value's characters
 MAX_METADATA_KEY, MAX_METADATA_VALUE = 64, 512
 # The most characters of the strings that name the end user or a cache bucket, which a response echoes
@@ -214,53 +221,94 @@ USER_FIELD_MAX_LENGTH = {"user": MAX_METADATA_VALUE, "safety_identifier": 64, "p
 STREAM_OPTIONS = {"include_usage", "include_obfuscation"}
 
 
-# The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client
-# generator or an API fuzzer reads); the checks above are what the server enforces.
-TEXTS = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
-COMMON_SCHEMA = {
-    "model": {"type": "string"},
-    "max_tokens": {"type": "integer", "minimum": 0},
-    "temperature": {"type": "number", "minimum": 0},
-    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "top_k": {"type": "integer"},
-    "repetition_penalty": {"type": "number", "exclusiveMinimum": 0},
-    "repeat_penalty": {"type": "number", "exclusiveMinimum": 0},
-    "n": {"type": "integer", "minimum": 1},
-    "stream": {"type": "boolean"},
-    "stop": TEXTS,
-    "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1]},
-    "stream_options": {
+# The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client generator or
+# an API fuzzer reads): the checks below as far as a schema can say them, this server's limits (`config`)
+# and models included. Every field the server takes is listed (OpenAI's neutral ones at their neutral
+# values), and no other (`additionalProperties: false`): an unknown field is a 400.
+INPUT_ROLES = ("user", "assistant", "system", "developer")
+# an input message's text parts: its own, and an assistant's earlier output as a client sends it back
+INPUT_TEXT_PARTS = ("input_text", "output_text")
+
+
+def texts_schema(most: int, min_length: int = 0, max_length: int | None = None) -> dict:
+    """A string, or a list of at most `most` strings (at least one), each `min_length` to `max_length` long."""
+    text: dict = {"type": "string", "minLength": min_length} | ({} if max_length is None else {"maxLength": max_length})
+    return {"anyOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": most}]}
+
+
+def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> dict:
+    """The fields completions, chat and responses share (`common`), as this server checks them."""
+    fitting = [name for name in forms.FORM_NAMES if len(forms.template_of(name, prefix="").slots) <= config.max_tokens]
+    form = {
+        "type": "string",
+        "enum": fitting,
+        "description": f"charlm's extension: every sample is a poem in this form ({forms.FORM_CHOICES}; those of at "
+        "most --max-tokens characters); not with `template`",
+    }
+    schema = {
+        "model": {
+            "type": "string",
+            "enum": models,
+            "description": "a served model's id (a run's corpus names its run's model too); left out: the first",
+        },
+        "max_tokens": {"type": "integer", "minimum": min_tokens, "maximum": config.max_tokens},
+        "temperature": {"type": "number", "minimum": 0, "maximum": MAX_TEMPERATURE},
+        "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "top_k": {"type": "integer", "minimum": TOP_K_RANGE[0], "maximum": TOP_K_RANGE[1]},
+        **{
+            name: {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_REPETITION_PENALTY}
+            for name in ("repetition_penalty", "repeat_penalty")
+        },
+        "n": {"type": "integer", "minimum": 1, "maximum": config.max_streams},
+        "stream": {"type": "boolean"},
+        "stop": texts_schema(MAX_STOPS, 1, MAX_STOP_CHARS),
+        "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1]},
+        "stream_options": {
+            "type": "object",
+            "properties": {name: {"type": "boolean"} for name in sorted(STREAM_OPTIONS)},
+            "additionalProperties": False,
+            "description": "only with stream: true",
+        },
+        "user": {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH["user"]},
+        "logit_bias": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[0-9]{1,10}$"},
+            "additionalProperties": {"type": "number", "minimum": -MAX_LOGIT_BIAS, "maximum": MAX_LOGIT_BIAS},
+            "maxProperties": MAX_BIASED,
+            "description": "token id (as POST /tokenize says it, or a token's position in the model's "
+            "meta.characters or meta.pieces) -> a bias added to its logit before sampling; -100 bans the token",
+        },
+        "template": {
+            "type": "string",
+            "description": "charlm's extension: every sample writes into this template; `_` is any one character "
+            f"of the model's script ({forms.SCRIPT_RULE}), the rest is fixed; `\\n` breaks a line, `\\_` is an "
+            "underscore",
+        },
+        "acrostic": {
+            "type": "string",
+            "description": "charlm's extension: the first character of each verse (run of `_`) of `form` or "
+            "`template`, one per verse",
+        },
+    }
+    return schema | ({"form": form} if fitting else {})  # charlm's extension: poem forms (templates above)
+
+
+def body_schema(
+    properties: dict, required: list[str], neutral: dict[str, tuple] = NEUTRAL, null_only: set[str] = NULL_ONLY
+) -> dict:
+    """FastAPI's `openapi_extra` for a route that reads its JSON body itself (`check_fields`): its
+    `properties`, and OpenAI's fields it takes at their `neutral` values or as null only."""
+    taken = {name: {"enum": [*values, None]} for name, values in neutral.items()}
+    taken |= {name: {"type": "null"} for name in sorted(null_only)}
+    schema = {
         "type": "object",
-        "properties": {"include_usage": {"type": "boolean"}, "include_obfuscation": {"type": "boolean"}},
+        "properties": taken | properties,
+        "required": required,
         "additionalProperties": False,
-    },
-    "user": {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH["user"]},
-    "logit_bias": {
-        "type": "object",
-        "propertyNames": {"pattern": "^[0-9]+$"},
-        "additionalProperties": {"type": "number", "minimum": -MAX_LOGIT_BIAS, "maximum": MAX_LOGIT_BIAS},
-        "maxProperties": MAX_BIASED,
-        "description": "token id (as POST /tokenize says it, or a token's position in the model's meta.characters "
-        "or meta.pieces) -> a bias added to its logit before sampling; -100 bans the token",
-    },
-    # charlm's extension: poem forms and templates
-    "form": {
-        "type": "string",
-        "enum": list(forms.FORM_NAMES),
-        "description": f"charlm's extension: every sample is a poem in this form ({forms.FORM_CHOICES}); "
-        "not with `template`",
-    },
-    "template": {
-        "type": "string",
-        "description": "charlm's extension: every sample writes into this template; `_` is any one character of "
-        f"the model's script ({forms.SCRIPT_RULE}), the rest is fixed; `\\n` breaks a line, `\\_` is an underscore",
-    },
-    "acrostic": {
-        "type": "string",
-        "description": "charlm's extension: the first character of each verse (run of `_`) of `form` or `template`, "
-        "one per verse",
-    },
-}
+    }
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 MESSAGE_SCHEMA = {
     "type": "object",
     "required": ["role"],
@@ -269,49 +317,19 @@ MESSAGE_SCHEMA = {
         "content": {
             "anyOf": [
                 {"type": "string"},
-                {"type": "array", "items": {"type": "object", "properties": {"type": {}, "text": {"type": "string"}}}},
+                {"type": "null"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "text"],
+                        "properties": {"type": {"enum": ["text"]}, "text": {"type": "string"}},
+                    },
+                },
             ]
         },
     },
 }
-
-
-def body_schema(properties: dict, required: list[str], dropped: tuple[str, ...] = ()) -> dict:
-    """FastAPI's `openapi_extra` for a route that reads its JSON body itself; `dropped`: common fields
-    it does not take."""
-    common = {name: schema for name, schema in COMMON_SCHEMA.items() if name not in dropped}
-    schema = {"type": "object", "properties": {**common, **properties}, "required": required}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
-
-
-COUNT_PENALTY_SCHEMA = {
-    name: {"type": "number", "minimum": -MAX_COUNT_PENALTY, "maximum": MAX_COUNT_PENALTY} for name in COUNT_PENALTIES
-}
-COMPLETION_SCHEMA = body_schema(
-    {
-        "prompt": TEXTS,
-        "logprobs": {"type": "integer", "minimum": 0},
-        "echo": {"type": "boolean"},
-        **COUNT_PENALTY_SCHEMA,
-    },
-    ["prompt"],
-)
-CHAT_SCHEMA = body_schema(
-    {
-        "messages": {"type": "array", "items": MESSAGE_SCHEMA, "minItems": 1},
-        "logprobs": {"type": "boolean"},
-        "top_logprobs": {"type": "integer", "minimum": 0},
-        "max_tokens": {"type": "integer", "minimum": 1},
-        "max_completion_tokens": {"type": "integer", "minimum": 1},
-        **{name: {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH[name]} for name in USER_FIELDS},
-        **COUNT_PENALTY_SCHEMA,
-    },
-    ["messages"],
-)
-
-INPUT_ROLES = ("user", "assistant", "system", "developer")
-# an input message's text parts: its own, and an assistant's earlier output as a client sends it back
-INPUT_TEXT_PARTS = ("input_text", "output_text")
 INPUT_ITEM_SCHEMA = {
     "type": "object",
     "required": ["role", "content"],
@@ -325,6 +343,7 @@ INPUT_ITEM_SCHEMA = {
                     "type": "array",
                     "items": {
                         "type": "object",
+                        "required": ["type", "text"],
                         "properties": {"type": {"enum": list(INPUT_TEXT_PARTS)}, "text": {"type": "string"}},
                     },
                 },
@@ -332,56 +351,81 @@ INPUT_ITEM_SCHEMA = {
         },
     },
 }
-RESPONSES_SCHEMA = body_schema(
-    {
-        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": INPUT_ITEM_SCHEMA}]},
+RESPONSE_TEXT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "format": {
+            "type": "object",
+            "properties": {"type": {"enum": ["text"]}},
+            "required": ["type"],
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": {"type": "null"},
+}
+COUNT_PENALTY_SCHEMA = {
+    name: {"type": "number", "minimum": -MAX_COUNT_PENALTY, "maximum": MAX_COUNT_PENALTY} for name in COUNT_PENALTIES
+}
+USER_FIELDS_SCHEMA = {name: {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH[name]} for name in USER_FIELDS}
+LOGPROBS_SCHEMA = {"type": "integer", "minimum": 0, "maximum": MAX_LOGPROBS}
+
+
+def request_schemas(config: ServeConfig, models: list[str]) -> dict[str, dict]:
+    """Each POST route's `openapi_extra` (app.py), by path: what this server, with these models, takes."""
+    prompt = {"prompt": texts_schema(config.max_streams, 0, config.max_prompt)}
+    completion = common_schema(config, models, 0) | prompt | COUNT_PENALTY_SCHEMA
+    completion |= {"logprobs": LOGPROBS_SCHEMA, "echo": {"type": "boolean"}}
+    tokens = {"type": "integer", "minimum": 1, "maximum": config.max_tokens}  # chat's and responses' lengths
+    chat = common_schema(config, models, 1) | USER_FIELDS_SCHEMA | COUNT_PENALTY_SCHEMA
+    chat |= {
+        "messages": {"type": "array", "items": MESSAGE_SCHEMA, "minItems": 1},
+        "logprobs": {"type": "boolean"},
+        "top_logprobs": LOGPROBS_SCHEMA | {"description": "only with logprobs: true"},
+        "max_completion_tokens": tokens,
+    }
+    response = {
+        name: value for name, value in common_schema(config, models, 1).items() if name not in ("n", "max_tokens")
+    }
+    response["stream_options"] = {  # a response's last event always has usage: include_usage is refused
+        **response["stream_options"],
+        "properties": {"include_obfuscation": {"type": "boolean"}},
+    }
+    response |= USER_FIELDS_SCHEMA | {
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": INPUT_ITEM_SCHEMA, "minItems": 1}]},
         "instructions": {"type": "string"},
-        "max_output_tokens": {"type": "integer", "minimum": 1},
+        "max_output_tokens": tokens,
         "metadata": {
             "type": "object",
+            "propertyNames": {"maxLength": MAX_METADATA_KEY},
             "additionalProperties": {"type": "string", "maxLength": MAX_METADATA_VALUE},
             "maxProperties": MAX_METADATA,
         },
-        "text": {
-            "type": "object",
-            "properties": {"format": {"type": "object", "properties": {"type": {"enum": ["text"]}}}},
-        },
+        "text": RESPONSE_TEXT_SCHEMA,
         "include": {"type": "array", "items": {"enum": [INCLUDE_LOGPROBS]}},
-        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_LOGPROBS},
-        **{name: {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH[name]} for name in USER_FIELDS},
-    },
-    ["input"],
-    dropped=("n", "max_tokens"),
-)
-
-RESPONSE_PROPERTIES = RESPONSES_SCHEMA["requestBody"]["content"]["application/json"]["schema"]["properties"]
-# POST /v1/responses/input_tokens: the fields of a response that make its prompt, and its model
-INPUT_TOKENS_SCHEMA = body_schema(
-    {name: RESPONSE_PROPERTIES[name] for name in ("input", "instructions", "text")},
-    ["input"],
-    dropped=tuple(name for name in COMMON_SCHEMA if name != "model"),
-)
-
-
-TOKENIZE_FIELDS = {"model", "content", "prompt", "with_pieces"}
-TOKENIZE_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "model": {"type": "string"},
-                        "content": {"type": "string", "description": "the text (llama.cpp's name; vLLM's: prompt)"},
-                        "prompt": {"type": "string"},
-                        "with_pieces": {"type": "boolean", "description": "each token as {id, piece}"},
-                    },
-                }
-            }
-        },
+        "top_logprobs": LOGPROBS_SCHEMA | {"description": f'only with include: ["{INCLUDE_LOGPROBS}"]'},
     }
-}
+    input_tokens = {name: response[name] for name in INPUT_TOKENS_FIELDS}
+    text = {"type": "string", "maxLength": config.max_prompt}
+    tokenize = {
+        "model": response["model"],
+        "content": text | {"description": "the text (llama.cpp's name; vLLM's: prompt)"},
+        "prompt": text,
+        "with_pieces": {"type": "boolean", "description": "each token as {id, piece}"},
+    }
+    tokenize_body = body_schema(tokenize, [])
+    tokenize_body["requestBody"]["content"]["application/json"]["schema"]["oneOf"] = [
+        {"required": ["content"]},
+        {"required": ["prompt"]},
+    ]
+    return {
+        "/v1/completions": body_schema(completion, ["prompt"]),
+        "/v1/chat/completions": body_schema(chat, ["messages"]),
+        "/v1/responses": body_schema(response, ["input"], RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY),
+        "/v1/responses/input_tokens": body_schema(
+            input_tokens, ["input"], RESPONSE_NEUTRAL, RESPONSE_NULL_ONLY | INPUT_TOKENS_NULL_ONLY
+        ),
+        "/tokenize": tokenize_body,
+    }
 
 
 def parsed_body(body: bytes | bytearray) -> Any:
@@ -449,15 +493,20 @@ def check_fields(
 
 
 def integer(body: dict, name: str, default: int | None, low: int, high: int, limit: str = "") -> int | None:
+    """`body[name]`: an integer, or a number that is one (`1.0`: an integer to JSON Schema, and to pydantic's
+    lax int, which vLLM and OpenAI's SDK read it with; `max_tokens=n / 2` in Python sends one), never `1.5`."""
     value = body.get(name)
     if value is None:
         return default
+    given = value
+    if isinstance(value, float) and value.is_integer():  # not NaN nor infinity
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise APIError(400, f"{name} must be an integer, not {json_type(value)}", name, "invalid_type")
     if not low <= value <= high:
         where = f" ({limit})" if limit else ""
         raise APIError(
-            400, f"{name} must be between {low} and {high}{where}, not {shown(value)}", name, "invalid_value"
+            400, f"{name} must be between {low} and {high}{where}, not {shown(given)}", name, "invalid_value"
         )
     return value
 
@@ -561,7 +610,7 @@ def common(
         default_length = min(len(template.slots), config.max_tokens)
     max_tokens = default_length if max_tokens is None else max_tokens
     n = samples_per_prompt(body, config, len(prompts))
-    top_k = integer(body, "top_k", None, -1, 2**31 - 1)
+    top_k = integer(body, "top_k", None, *TOP_K_RANGE)
     penalty = repetition_penalty(body)
     # OpenAI's range; the Responses API's are 0 here (`RESPONSE_NEUTRAL`)
     presence, frequency = (number(body, name, 0.0, -MAX_COUNT_PENALTY, MAX_COUNT_PENALTY) for name in COUNT_PENALTIES)
@@ -576,7 +625,7 @@ def common(
         model=model,
         prompts=prompts,
         max_tokens=max_tokens,
-        temperature=number(body, "temperature", 1.0, 0.0, 100.0),
+        temperature=number(body, "temperature", 1.0, 0.0, MAX_TEMPERATURE),
         top_p=number(body, "top_p", None, 0.0, 1.0, open_low=True),
         top_k=None if top_k is None or top_k <= 0 else top_k,  # 0 and -1: off, as in llama.cpp and vLLM
         repetition_penalty=penalty,
@@ -831,21 +880,17 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     text_format(body.get("text"))
     params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}
-    echoed |= {"top_logprobs": body.get("top_logprobs") or 0, **echoed_user}
+    echoed |= {"top_logprobs": integer(body, "top_logprobs", None, 0, MAX_LOGPROBS) or 0, **echoed_user}
     echoed |= {
         name: body[name] if body.get(name) is not None else value for name, value in ECHOED_TOOL_SETTINGS.items()
     }
     return params, echoed
 
 
-# POST /v1/responses/input_tokens (`client.responses.input_tokens.count`): a response's prompt, counted
-INPUT_TOKENS_FIELDS = {"model", "input", "instructions", "text"}
-
-
 def input_tokens_params(body: Any, config: ServeConfig) -> tuple[str | None, str]:
     """The model and the prompt whose characters `input_tokens.count` counts: what `response_params`
     reads from the same `input` and `instructions`, refused where a response would be."""
-    null_only = RESPONSE_NULL_ONLY | {"personality"}  # its own field: a style preset, which charlm has none of
+    null_only = RESPONSE_NULL_ONLY | INPUT_TOKENS_NULL_ONLY
     body = check_fields(body, INPUT_TOKENS_FIELDS, RESPONSE_NEUTRAL, null_only, RESPONSE_REFUSALS)
     _, prompt = response_prompt(body)
     check_prompt_lengths([prompt], config, "input")
