@@ -181,7 +181,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 )
 def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
-    or exported model folder; default: the latest run); without FILES, of the run's held-out text (its
+    or exported model folder; default: the latest run, which it names); without FILES, of the run's held-out text (its
     validation split). Each file is scored on its own; with several, a line per file and then all of
     them together."""
     with leaving_at_once():
@@ -195,6 +195,8 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
     first_is_text = bool(given) and runs.names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
+    if target is None and not quiet:
+        click.echo(runs.latest_note(path), err=True)
     if not files:
         refuse_unread_encoding(encoding, path.parent, "FILES, the texts given to score, and none are given")
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
@@ -370,7 +372,7 @@ def inspect_command(
     device: str,
     quiet: bool,
 ) -> None:
-    """What the model of RUN (default: the latest run) learned, seen on FILE, as one HTML page:
+    """What the model of RUN (default: the latest run, which it names) learned, seen on FILE, as one HTML page:
     surprise per character, cells that follow quotes or the line, gate saturation, bits saved over an
     n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
     with leaving_at_once():
@@ -390,6 +392,9 @@ def inspect_command(
         reads = "FILE and --train-text, the texts given to inspect and to fit the n-gram on, and neither is given"
         refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)
     outputs.output_file(output)  # refused before the minutes of inspecting
+    if target is None and not quiet:  # named once, before the minutes of inspecting
+        target = str(runs.resolve(None))
+        click.echo(runs.latest_note(Path(target)), err=True)
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)
     # Whole or not at all (a full disk says so); two inspects at once leave one whole page.
