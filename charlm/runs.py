@@ -652,9 +652,9 @@ def last_written(run_dir: Path) -> float | None:
 
 
 def latest_note(path: Path) -> str:
-    """What `charlm eval` and `charlm inspect` given no RUN say first: their figures are the latest run's,
-    which a run trained since (another corpus's) would otherwise change unsaid."""
-    return one_line(f"using the latest run, {path}: name a RUN first for another (`charlm runs` lists them)")
+    """What `charlm eval` and `charlm inspect` given no RUN say of their figures: the latest run's, which a
+    run trained since (another corpus's) would otherwise change unsaid."""
+    return one_line(f"the latest run's model: {path} (name a RUN first for another; `charlm runs` lists them)")
 
 
 def where(root: Path) -> str:
