@@ -181,7 +181,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 )
 def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
-    or exported model folder; default: the latest run); without FILES, of the run's held-out text (its
+    or exported model folder; default: the latest run, which it names); without FILES, of the run's held-out text (its
     validation split). Each file is scored on its own; with several, a line per file and then all of
     them together."""
     with leaving_at_once():
@@ -195,6 +195,7 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
     first_is_text = bool(given) and runs.names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
+    untold = path if target is None and not quiet else None  # the latest run, named after the figures
     if not files:
         refuse_unread_encoding(encoding, path.parent, "FILES, the texts given to score, and none are given")
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
@@ -202,6 +203,7 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
     threads.configure(None, model.device)  # its windows report their speed: fewer threads on a busy CPU
     if not files:
         evaluate_held_out(saved, model, path.parent, quiet)
+        say_latest(untold)
         return
     paths = source_files(files)
     # every file read before any is scored: one that is not text, late in the list, is named at once
@@ -219,6 +221,15 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
     if unseen := unseen_note(model.vocab, texts):
         click.echo(unseen)
+    say_latest(untold)
+
+
+def say_latest(untold: Path | None) -> None:
+    """Name the latest run that `charlm eval` or `charlm inspect` given no RUN took (`untold`: its checkpoint,
+    None where the user named one or asked for quiet), on stderr after the figures: an error before them
+    stays one line."""
+    if untold is not None:
+        click.echo(runs.latest_note(untold), err=True)
 
 
 def refuse_unread_encoding(encoding: str, run_dir: Path, reads: str) -> None:
@@ -370,7 +381,7 @@ def inspect_command(
     device: str,
     quiet: bool,
 ) -> None:
-    """What the model of RUN (default: the latest run) learned, seen on FILE, as one HTML page:
+    """What the model of RUN (default: the latest run, which it names) learned, seen on FILE, as one HTML page:
     surprise per character, cells that follow quotes or the line, gate saturation, bits saved over an
     n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
     with leaving_at_once():
@@ -390,6 +401,8 @@ def inspect_command(
         reads = "FILE and --train-text, the texts given to inspect and to fit the n-gram on, and neither is given"
         refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)
     outputs.output_file(output)  # refused before the minutes of inspecting
+    latest = None if target else runs.resolve(None)  # once: a run saved meanwhile changes nothing
+    target, untold = target or str(latest), None if quiet else latest
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)
     # Whole or not at all (a full disk says so); two inspects at once leave one whole page.
@@ -397,6 +410,7 @@ def inspect_command(
     files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
+    say_latest(untold)
     click.echo(one_line(f"wrote {output}{replacing}"))
 
 

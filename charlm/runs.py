@@ -28,7 +28,7 @@ from pathlib import Path
 import filelock
 
 from . import files, hub
-from .errors import CharLMError
+from .errors import CharLMError, one_line
 from .fields import call, flags_said, said, together
 
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -649,6 +649,12 @@ def last_written(run_dir: Path) -> float | None:
     """When the run's newest checkpoint was written (latest.pt, or best.pt where it holds that alone);
     None where it holds neither (removed since it was listed)."""
     return max((modified(Path(run_dir) / name) for name in (LATEST, BEST)), default=0.0) or None
+
+
+def latest_note(path: Path) -> str:
+    """What `charlm eval` and `charlm inspect` given no RUN say of their figures: the latest run's, which a
+    run trained since (another corpus's) would otherwise change unsaid."""
+    return one_line(f"the latest run's model: {path} (name a RUN first for another; `charlm runs` lists them)")
 
 
 def where(root: Path) -> str:
