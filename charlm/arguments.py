@@ -21,6 +21,7 @@ from .config import Config, SampleConfig
 from .errors import CharLMError
 from .fields import SHOWN
 from .model import CharLM
+from .pieces import holds_integers
 
 
 def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:
@@ -86,10 +87,8 @@ def text_hint(function: str, value: object, what: str) -> str:
 
 def is_ids(value: object) -> bool:
     """Token ids: an integer tensor or array, or a list or tuple of integers (what vocab.encode gives)."""
-    if isinstance(value, torch.Tensor):
-        return value.ndim > 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
-    if isinstance(value, np.ndarray):
-        return value.ndim > 0 and np.issubdtype(value.dtype, np.integer)
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim > 0 and holds_integers(value)
     integers = (
         [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value]
         if isinstance(value, (list, tuple))
