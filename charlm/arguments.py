@@ -48,6 +48,13 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
     check_text(function, seed, what)
 
 
+def check_reading(function: str, model: object, text: object, context: object) -> None:
+    """`trace`'s and `surprise`'s arguments: beside the text, a context, which None leaves the start of a line."""
+    check_model_and_seed(function, model, text, "text")
+    if context is not None:
+        check_text(function, context, "context")
+
+
 def config_hint(function: str, value: object, seed: object = None) -> str:
     """Where a caller gave a `Config` or `SampleConfig` by position (as the seed, a path or an option),
     how its fields are given, where charlm.generate(model, SampleConfig(...)) would be told only that the
