@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .config import Config, SampleConfig
+from .corpus import bytes_hint
 from .errors import CharLMError
 from .fields import SHOWN
 from .model import CharLM
@@ -72,10 +73,8 @@ def config_hint(function: str, value: object, seed: object = None) -> str:
 def text_hint(function: str, value: object, what: str) -> str:
     """How to make a string of what a caller gave for one: the bytes, ids, path, open file or lines it
     came as, or a config (`config_hint`)."""
-    if hint := config_hint(function, value):
+    if hint := config_hint(function, value) or bytes_hint(value, what):
         return hint
-    if isinstance(value, (bytes, bytearray)):
-        return f"; decode it first: {what}.decode('utf-8')"
     if is_ids(value):  # model.vocab.encode's, or a row of them: the text they spell is the model's to say
         rows = isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 1
         return f"; decode the ids first: model.vocab.decode({what}{'[0]' if rows else ''})" + (
