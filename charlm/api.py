@@ -285,19 +285,19 @@ def train(
 ) -> CharLM:
     """Train a model on text files or folders, as `charlm train` does, and return it.
 
-    `paths`: a path, a list of them or a glob's matches (None: the built-in Shakespeare). The run's
-    folder, under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
-    (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below).
-    `resume=True` continues the most recent run, `resume="checkpoints/run"` that run; then only limits,
-    cadence, reporting, the learning rate, device and precision may change, and `paths` only give the
-    run's own text at a new path (moved or renamed) or saved in another encoding, given as `encoding`
-    (a UTF-16 text saved as UTF-8: encoding="utf-8"): the digest of its text is checked, and the run
-    records the path and encoding. An option or argument given as None is left unset, as if not given, unless None is
-    one of its values (max_time=None: no time limit). `init_from=RUN` fine-tunes: a new run from RUN's
-    weights (a run, .pt file or exported model folder), in its architecture, with the new text's
-    characters added, lr=1e-3 and its dropout unless given (the README's "Fine-tune on a small text").
-    Unless quiet, it ends as `charlm train` does, with a done: line (on stderr) naming the run's folder
-    and the charlm.load call that reads it.
+    `paths`: a path, a list of them or a glob's matches (None: the built-in Shakespeare). The run's folder,
+    under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
+    (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m",
+    quiet=True, ...; listed below). `resume=True` continues the most recent run, `resume="checkpoints/run"`
+    that run; then only limits, cadence, reporting, the learning rate, device and precision may change, and
+    `paths` only give the run's own text at a new path (moved or renamed) or saved in another encoding,
+    given as `encoding` (a UTF-16 text saved as UTF-8: encoding="utf-8"): the digest of its text is checked,
+    and the run records the path and encoding. An option or argument given as None is left unset, as if not
+    given, unless None is one of its values (max_time=None: no time limit). `init_from=RUN` fine-tunes: a
+    new run from RUN's weights (a run, .pt file or exported model folder), in its architecture, with the new
+    text's characters added, lr=1e-3 and its dropout unless given (the README's "Fine-tune on a small
+    text"). Unless quiet, it ends as `charlm train` does, with a done: line (on stderr) naming the run's
+    folder and the charlm.load call that reads it.
 
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last

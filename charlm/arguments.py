@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from .config import Config, SampleConfig
+from .corpus import bytes_hint
 from .errors import CharLMError
 from .fields import SHOWN
 from .model import CharLM
+from .pieces import holds_integers
 
 
 def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:
@@ -47,6 +49,13 @@ def check_model_and_seed(function: str, model: object, seed: object, what: str =
     check_text(function, seed, what)
 
 
+def check_reading(function: str, model: object, text: object, context: object) -> None:
+    """`trace`'s and `surprise`'s arguments: beside the text, a context, which None leaves the start of a line."""
+    check_model_and_seed(function, model, text, "text")
+    if context is not None:
+        check_text(function, context, "context")
+
+
 def config_hint(function: str, value: object, seed: object = None) -> str:
     """Where a caller gave a `Config` or `SampleConfig` by position (as the seed, a path or an option),
     how its fields are given, where charlm.generate(model, SampleConfig(...)) would be told only that the
@@ -64,10 +73,8 @@ def config_hint(function: str, value: object, seed: object = None) -> str:
 def text_hint(function: str, value: object, what: str) -> str:
     """How to make a string of what a caller gave for one: the bytes, ids, path, open file or lines it
     came as, or a config (`config_hint`)."""
-    if hint := config_hint(function, value):
+    if hint := config_hint(function, value) or bytes_hint(value, what):
         return hint
-    if isinstance(value, (bytes, bytearray)):
-        return f"; decode it first: {what}.decode('utf-8')"
     if is_ids(value):  # model.vocab.encode's, or a row of them: the text they spell is the model's to say
         rows = isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim > 1
         return f"; decode the ids first: model.vocab.decode({what}{'[0]' if rows else ''})" + (
@@ -86,10 +93,8 @@ def text_hint(function: str, value: object, what: str) -> str:
 
 def is_ids(value: object) -> bool:
     """Token ids: an integer tensor or array, or a list or tuple of integers (what vocab.encode gives)."""
-    if isinstance(value, torch.Tensor):
-        return value.ndim > 0 and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
-    if isinstance(value, np.ndarray):
-        return value.ndim > 0 and np.issubdtype(value.dtype, np.integer)
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return value.ndim > 0 and holds_integers(value)
     integers = (
         [isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value]
         if isinstance(value, (list, tuple))

@@ -221,13 +221,17 @@ def line_breaks(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
+def bytes_hint(value: object, what: str) -> str:
+    """How to make a string of the bytes a caller gave as one ("" for anything else)."""
+    return f"; decode it first: {what}.decode('utf-8')" if isinstance(value, (bytes, bytearray)) else ""
+
+
 def check_characters(text: str, what: str) -> None:
     """Refuse what is not a string (`model.vocab.encode(b"ab")` met a TypeError deep in normalizing),
     and a lone surrogate, which no vocabulary can encode: it is not a character, and it is what Python
     keeps of a byte that was not UTF-8 (a shell argument's 0xff arrives as U+DCFF)."""
     if not isinstance(text, str):
-        hint = f"; decode it first: {what}.decode('utf-8')" if isinstance(text, (bytes, bytearray)) else ""
-        raise CharLMError(f"{what} must be a string, not {SHOWN.repr(text)}{hint}")
+        raise CharLMError(f"{what} must be a string, not {SHOWN.repr(text)}{bytes_hint(text, what)}")
     if text.isascii():
         return
     try:

@@ -32,6 +32,7 @@ from torch.overrides import TorchFunctionMode
 from .config import MAXIMA
 from .errors import CharLMError
 from .fields import holds, keywords_named
+from .pieces import holds_integers
 from .vocab import UNSEEN, Vocabulary
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
@@ -200,7 +201,7 @@ def long_ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
         raise CharLMError(
             f"the model's ids must be a tensor of integers, not a {type(ids).__name__}: torch.as_tensor(ids)"
         )
-    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+    if not holds_integers(ids):
         raise CharLMError(f"the model's ids must be integers (a torch.long tensor), not {ids.dtype}")
     return ids.to(device, torch.long)
 

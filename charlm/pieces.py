@@ -25,6 +25,7 @@ import bisect
 import codecs
 import contextlib
 import io
+import operator
 import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,7 @@ import torch
 
 from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError
-from .fields import said
+from .fields import SHOWN, said
 
 MAX_SENTENCE_CHARS = 2048  # longer lines are cut into pieces of this many characters for training
 MAX_SENTENCE_BYTES = 4 * MAX_SENTENCE_CHARS  # so no training sentence is dropped as too long
@@ -309,26 +310,50 @@ class TextIndex:
         return allowed
 
 
-def token_ids(ids: list[int] | torch.Tensor | np.ndarray, size: int) -> list[int]:
+def token_ids(ids: int | list[int] | torch.Tensor | np.ndarray, size: int) -> list[int]:
     """`ids` as a list, each a token of a vocabulary of `size`: a negative one would index from the end
     and decode as the last token, inventing text (-1 is `vocab.UNSEEN`, a character the model never saw,
-    which has no text a vocabulary could give back). One row of ids (a lone id, `logits.argmax()`, is one):
-    a batch's rows are texts of their own, refused in one line, not a TypeError from `min`."""
+    which has no text a vocabulary could give back). One row of ids (a lone id, `logits.argmax()` or its
+    `.item()`, is one): a batch's rows are texts of their own, refused in one line, not a TypeError."""
     if isinstance(ids, (torch.Tensor, np.ndarray)):
         if ids.ndim > 1:
             raise CharLMError(
                 f"decode takes one row of token ids, not {ids.ndim} dimensions (shape {tuple(ids.shape)}); "
                 "decode a row at a time: [vocab.decode(row) for row in ids]"
             )
+        if not holds_integers(ids):
+            raise CharLMError(f"decode takes token ids, which are integers, not {ids.dtype} values")
         ids = ids.reshape(-1).tolist()
+    elif not isinstance(ids, (list, tuple)):
+        ids = [one_id(ids)]
     elif ids and isinstance(ids[0], (list, tuple)):
         raise CharLMError("decode takes one row of token ids, not a list of rows; decode a row at a time")
+    else:
+        ids = [one_id(i) for i in ids]
     if ids and ((low := min(ids)) < 0 or (high := max(ids)) >= size):
         bad = low if low < 0 else high
         raise CharLMError(
-            f"decode: token id {bad} is not one of the vocabulary's (0 to {size - 1}); a character never seen (-1) has no text"
+            f"decode: token id {bad} is not one of the vocabulary's (0 to {size - 1}); "
+            "a character never seen (-1) has no text"
         )
     return ids
+
+
+def one_id(value: object) -> int:
+    """A token id given alone or in a list: an int, numpy's or a 0-D integer tensor. A float, a bool or a
+    text indexed a list with it (a TypeError, or True decoded as id 1): refused in one line."""
+    if not isinstance(value, bool) and (not isinstance(value, torch.Tensor) or holds_integers(value)):
+        with contextlib.suppress(TypeError):
+            return operator.index(value)
+    hint = "; vocab.encode(text) gives a text's ids" if isinstance(value, str) else ""
+    raise CharLMError(f"decode takes token ids, which are integers, not {SHOWN.repr(value)}{hint}")
+
+
+def holds_integers(values: torch.Tensor | np.ndarray) -> bool:
+    """Whether a tensor's or an array's values are integers, as token ids are: not floats, complex or bools."""
+    if isinstance(values, torch.Tensor):
+        return not (values.is_floating_point() or values.is_complex() or values.dtype == torch.bool)
+    return bool(np.issubdtype(values.dtype, np.integer))
 
 
 def _spaces(text: str) -> str:

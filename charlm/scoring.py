@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import threads
-from .arguments import check_model_and_seed, check_text, refuse
+from .arguments import check_reading, refuse
 from .bars import LEAD_IN_SECONDS, progress_bar
 from .batches import as_ids
 from .corpus import check_characters
@@ -322,14 +322,6 @@ class Scores:
     probs: np.ndarray | None  # (T, V) float32
     top_ids: np.ndarray  # (T, top) int64, most likely first
     top_probs: np.ndarray  # (T, top) float64
-
-
-def check_reading(function: str, model: object, text: object, context: object) -> None:
-    """A Python caller's model, text and context (`trace`'s and `surprise`'s) checked before they are read:
-    a text given as bytes or a model as its run's name is refused in one line (`arguments.check_text`)."""
-    check_model_and_seed(function, model, text, "text")
-    if context is not None:
-        check_text(function, context, "context")
 
 
 def ids_with_context(

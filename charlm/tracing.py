@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .arguments import check_reading
 from .cells import gru_cell, lstm_cell
 from .model import CharLM, inference
-from .scoring import check_reading, ids_with_context, mean_bits, score, tokens_of
+from .scoring import ids_with_context, mean_bits, score, tokens_of
 
 GATE_NAMES = {
     "lstm": ("input", "forget", "candidate", "output"),

@@ -3,6 +3,7 @@
 import functools
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,6 +157,28 @@ def test_encode_and_decode_given_the_wrong_shape_of_input_say_what_to_pass(token
             vocab.decode(batch)
     assert [vocab.decode(row) for row in rows] == ["宝玉", "宝玉"]
     assert vocab.decode(rows[0, -1]) == vocab.decode(rows[0, -1:])  # a 0-D id, as argmax() gives it
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])
+def test_decode_takes_a_lone_id_and_refuses_what_is_no_id_in_one_line(tokenizer):
+    """`vocab.decode(logits.argmax().item())`, a lone int, met a TypeError ('int' object is not
+    subscriptable); floats and texts a TypeError from indexing; and True decoded as id 1, without a word."""
+    vocab = vocabulary(tokenizer)
+    ids = vocab.encode("宝玉")
+    first = ids[0].item()
+    assert vocab.decode(first) == vocab.decode(ids[:1])
+    assert vocab.decode(list(ids)) == vocab.decode([np.int64(i) for i in ids.tolist()]) == "宝玉"  # 0-D tensors
+    for bad, shown in (
+        (float(first), rf"{float(first)}"),
+        ([first, True], "True"),
+        ("宝玉", r"'宝玉'; vocab.encode\(text\) gives a text's ids"),
+        (ids.float(), "torch.float32 values"),
+        (ids.numpy().astype(float), "float64 values"),
+        (torch.tensor([True]), "torch.bool values"),
+        (None, "None"),
+    ):
+        with pytest.raises(CharLMError, match=rf"^decode takes token ids, which are integers, not {shown}$"):
+            vocab.decode(bad)
 
 
 @pytest.mark.parametrize("tokenizer", ["char", "sentencepiece"])

@@ -137,7 +137,7 @@ function bannedIds(text, chars, normalize) {
     const char = normalized(key, normalize), count = [...char].length;
     if (neverWritten(char, index)) continue;
     if (count !== 1 && char !== key) {
-      const [keyShown, charShown] = toldApart(key, char, quoted);
+      const [keyShown, charShown] = toldApart(key, char);
       throw banError(`: ${keyShown} is ${charShown} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
     }
     if (count !== 1) {
@@ -170,7 +170,7 @@ function unwrittenBanNote(text, chars, normalize) {
 function quoted(s) { return `'${JSON.stringify(s).slice(1, -1)}'`; }
 // A ban's key and the model's characters for it, quoted; with their code points where they look alike
 // (decoding.told_apart): "'é́' is 'é́'" of an e and two acutes told nothing.
-function toldApart(key, char, quoted) {
+function toldApart(key, char) {
   if (key.normalize("NFC") !== char.normalize("NFC")) return [quoted(key), quoted(char)];
   const points = (s) => [...s].map((c) => "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")).join(" ");
   return [key, char].map((s) => `${quoted(s)} (${points(s)})`);
