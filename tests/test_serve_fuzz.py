@@ -265,3 +265,64 @@ def test_an_integer_field_takes_a_number_that_is_an_integer_and_refuses_one_that
         for value in (2.5, True, "3"):
             error = client.post("/v1/completions", json=body | {"max_tokens": value}).json()["error"]
             assert error["param"] == "max_tokens" and error["message"].startswith("max_tokens must be an integer")
+
+
+def as_floats(value):
+    """`value` with every integer in it (not a boolean) written as a JSON number: 1 -> 1.0."""
+    if isinstance(value, list):
+        return [as_floats(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_floats(item) for key, item in value.items()}
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def as_booleans(value):
+    """`value` with every 0 or 1 in it written as false or true, which JSON Schema never counts a number."""
+    if isinstance(value, list):
+        return [as_booleans(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_booleans(item) for key, item in value.items()}
+    return bool(value) if type(value) in (int, float) and value in (0, 1) else value
+
+
+def test_openais_fields_at_their_neutral_values_are_taken_exactly_where_the_schema_allows_them():
+    """The neutral fields were compared by JSON type (`best_of: 1.0` refused) while the schema's `enum: [1]`
+    allows 1.0, as JSON Schema counts 1.0 as 1, and as an integer field takes it: for every enum value
+    in /openapi.json's bodies, written as is, with its integers as numbers and its 0s and 1s as booleans,
+    the server takes a request exactly where the schema does (`false` is not 0 to either)."""
+    from charlm.serve import protocol
+
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    config = ServeConfig(max_streams=3, max_tokens=8, max_prompt=300)
+    read = {
+        "/v1/completions": protocol.completion_params,
+        "/v1/chat/completions": protocol.chat_params,
+        "/v1/responses": protocol.response_params,
+        "/v1/responses/input_tokens": protocol.input_tokens_params,
+        "/tokenize": protocol.tokenize_params,
+    }
+    schemas = bodies_of(
+        {"paths": {path: {"post": extra} for path, extra in protocol.request_schemas(config, ["tiny"]).items()}}
+    )
+
+    def taken(path: str, body: dict) -> bool:
+        try:
+            read[path](body, config)
+        except protocol.APIError:
+            return False
+        return True
+
+    compared = 0
+    for path, schema in schemas.items():
+        valid = jsonschema_rs.Draft202012Validator(schema).is_valid
+        assert taken(path, BASES[path]) and valid(BASES[path]), path
+        for name, field in schema["properties"].items():
+            for value in field.get("enum", []):
+                for variant in {json.dumps(v): v for v in (value, as_floats(value), as_booleans(value))}.values():
+                    body = BASES[path] | {name: variant}
+                    assert taken(path, body) == valid(body), (path, name, variant)
+                    compared += 1
+    assert compared > 50, compared
+    assert taken("/v1/completions", BASES["/v1/completions"] | {"best_of": 1.0})
+    assert not taken("/v1/completions", BASES["/v1/completions"] | {"best_of": True})
+    assert not taken("/v1/chat/completions", BASES["/v1/chat/completions"] | {"store": 0})

@@ -140,8 +140,8 @@ COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo", *COUNT_PENALTIES}
 # nothing here (charlm caches no prompt), taken as `user` is
 USER_FIELDS = ("safety_identifier", "prompt_cache_key")
 CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", *USER_FIELDS, *COUNT_PENALTIES}
-# OpenAI's fields charlm accepts at the value that changes nothing (of the same JSON type: `false` is
-# not 0), or null; chat clients send some of them by default.
+# OpenAI's fields charlm accepts at the value that changes nothing, as JSON Schema's `enum` compares
+# values (`json_equal`: 1.0 is 1, `false` is not 0), or null; chat clients send some of them by default.
 NEUTRAL = {
     "best_of": (1,),
     "response_format": ({"type": "text"},), "store": (False,), "tool_choice": ("none",),
@@ -175,7 +175,7 @@ INCLUDE_LOGPROBS = "message.output_text.logprobs"
 # (`truncation` "disabled": a prompt over --max-prompt is a 400), nothing run in the background; OpenAI's
 # Responses API has no presence or frequency penalty, so a client that sends chat's at 0 is not refused
 RESPONSE_NEUTRAL = NEUTRAL | {
-    "frequency_penalty": (0, 0.0), "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0,), "presence_penalty": (0,),
     "tool_choice": ("none", "auto"), "parallel_tool_calls": (True, False), "truncation": ("disabled",),
     "background": (False,),
 }  # fmt: skip
@@ -482,7 +482,7 @@ def check_fields(
     for name, value in body.items():
         if name in known or (name in neutral_or_none and value is None):
             continue
-        if name in neutral and any(type(value) is type(v) and value == v for v in neutral[name]):
+        if name in neutral and any(json_equal(value, v) for v in neutral[name]):
             continue
         if name in neutral_or_none:
             why = (refusals or {}).get(name)
@@ -490,6 +490,21 @@ def check_fields(
             raise APIError(400, message, name, "unsupported_parameter")
         raise APIError(400, f"unrecognized request argument supplied: {shown(name)}", shown(name), "unknown_parameter")
     return body
+
+
+def json_equal(value: Any, neutral: Any) -> bool:
+    """`value == neutral` as JSON Schema's `enum` (which /openapi.json gives a neutral field) compares them:
+    numbers by value (1.0 is 1, as `integer` takes it), a boolean only to a boolean (`false` is not 0),
+    lists and objects item by item."""
+    if isinstance(value, bool) or isinstance(neutral, bool):
+        return value is neutral
+    if isinstance(value, (int, float)) and isinstance(neutral, (int, float)):
+        return value == neutral
+    if isinstance(value, list) and isinstance(neutral, list):
+        return len(value) == len(neutral) and all(map(json_equal, value, neutral))
+    if isinstance(value, dict) and isinstance(neutral, dict):
+        return value.keys() == neutral.keys() and all(json_equal(value[key], neutral[key]) for key in neutral)
+    return type(value) is type(neutral) and value == neutral
 
 
 def integer(body: dict, name: str, default: int | None, low: int, high: int, limit: str = "") -> int | None:
