@@ -249,7 +249,7 @@ def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> di
         "model": {
             "type": "string",
             "enum": models,
-            "description": "a served model's id (a run's corpus names its run's model too); left out: the first",
+            "description": "a served model's id, or its run's corpus where that names one model; left out: the first",
         },
         "max_tokens": {"type": "integer", "minimum": min_tokens, "maximum": config.max_tokens},
         "temperature": {"type": "number", "minimum": 0, "maximum": MAX_TEMPERATURE},
@@ -371,7 +371,8 @@ LOGPROBS_SCHEMA = {"type": "integer", "minimum": 0, "maximum": MAX_LOGPROBS}
 
 
 def request_schemas(config: ServeConfig, models: list[str]) -> dict[str, dict]:
-    """Each POST route's `openapi_extra` (app.py), by path: what this server, with these models, takes."""
+    """Each POST route's `openapi_extra` (app.py), by path: what this server, with these models, takes
+    (`models`: every name a request may give one by, its corpus too, which a strict client checks)."""
     prompt = {"prompt": texts_schema(config.max_streams, 0, config.max_prompt)}
     completion = common_schema(config, models, 0) | prompt | COUNT_PENALTY_SCHEMA
     completion |= {"logprobs": LOGPROBS_SCHEMA, "echo": {"type": "boolean"}}
