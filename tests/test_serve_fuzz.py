@@ -326,3 +326,67 @@ def test_openais_fields_at_their_neutral_values_are_taken_exactly_where_the_sche
     assert taken("/v1/completions", BASES["/v1/completions"] | {"best_of": 1.0})
     assert not taken("/v1/completions", BASES["/v1/completions"] | {"best_of": True})
     assert not taken("/v1/chat/completions", BASES["/v1/chat/completions"] | {"store": 0})
+
+
+# Requests that a rule between fields (or within a template) decides, by route: the fields beside the route's
+# least body, whether the server takes them, and whether the schema allows them (all it can say of a request
+# the server refuses; `acrostic`'s rules are left out of it, as protocol.FIELD_RULES says why)
+STREAMED = {"stream_options": {"include_obfuscation": True}}
+SHARED_RULES = [
+    (STREAMED, False, False),
+    (STREAMED | {"stream": False}, False, False),
+    (STREAMED | {"stream": True}, True, True),
+    ({"template": "ab"}, False, False),
+    ({"template": "a\\_"}, False, False),  # an underscore written, none to fill
+    ({"template": "a\\\\_ \\n_"}, True, True),  # a backslash, then an `_` to fill; a line break, another
+    ({"acrostic": "ab", "template": "_ _"}, True, True),
+    ({"acrostic": "ab"}, False, True),
+    ({"form": "五绝", "template": "_ _"}, False, True),
+]
+RULES = {
+    "/v1/completions": ({"prompt": "the"}, SHARED_RULES),
+    "/v1/chat/completions": (
+        {"messages": [{"role": "user", "content": "the"}]},
+        [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "logprobs": False}, False, False)]
+        + [({"top_logprobs": 2, "logprobs": True}, True, True)],
+    ),
+    "/v1/responses": (
+        {"input": "the"},
+        [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "include": []}, False, False)]
+        + [({"top_logprobs": 2, "include": ["message.output_text.logprobs"]}, True, True)],
+    ),
+}
+
+
+def test_the_rules_between_fields_are_in_openapi_json_as_the_server_keeps_them():
+    """`stream_options` needs `stream: true`; `top_logprobs` needs chat's `logprobs: true` or the Responses
+    API's include; a template needs an `_` not escaped: the schema said none of it, so a client (or
+    schemathesis) that keeps to it sent requests the server refuses. Each rule is in the schema
+    (dependentSchemas, template's pattern), which refuses a request that breaks one, as the server does."""
+    from charlm.serve import protocol
+
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    config = ServeConfig(max_streams=3, max_tokens=40, max_prompt=300)
+    read = {
+        "/v1/completions": protocol.completion_params,
+        "/v1/chat/completions": protocol.chat_params,
+        "/v1/responses": protocol.response_params,
+    }
+    extras = protocol.request_schemas(config, ["tiny"])
+    ruled = set()
+    for path, (base, cases) in RULES.items():
+        schema = extras[path]["requestBody"]["content"]["application/json"]["schema"]
+        valid = jsonschema_rs.Draft202012Validator(schema).is_valid
+        for fields, served, allowed in cases:
+            body = base | fields
+            try:
+                read[path](body, config)
+                taken = True
+            except protocol.APIError:
+                taken = False
+            assert (taken, valid(body)) == (served, allowed), (path, fields)
+        ruled |= {(path, name) for name in schema.get("dependentSchemas", {})}
+    assert ruled == {(path, "stream_options") for path in RULES} | {
+        ("/v1/chat/completions", "top_logprobs"),
+        ("/v1/responses", "top_logprobs"),
+    }
