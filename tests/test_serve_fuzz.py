@@ -8,6 +8,7 @@ hostile that way on top of its cases (`hostile`), which finds issue 26 items 2 a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -285,6 +286,24 @@ def as_booleans(value):
     return bool(value) if type(value) in (int, float) and value in (0, 1) else value
 
 
+def taken_by_the_server(path: str, body: dict, config: ServeConfig) -> bool:
+    """Whether the server takes `body` at POST `path`, as far as its fields go (protocol's checks, no model)."""
+    from charlm.serve import protocol
+
+    read = {
+        "/v1/completions": protocol.completion_params,
+        "/v1/chat/completions": protocol.chat_params,
+        "/v1/responses": protocol.response_params,
+        "/v1/responses/input_tokens": protocol.input_tokens_params,
+        "/tokenize": protocol.tokenize_params,
+    }
+    try:
+        read[path](body, config)
+    except protocol.APIError:
+        return False
+    return True
+
+
 def test_openais_fields_at_their_neutral_values_are_taken_exactly_where_the_schema_allows_them():
     """The neutral fields were compared by JSON type (`best_of: 1.0` refused) while the schema's `enum: [1]`
     allows 1.0, as JSON Schema counts 1.0 as 1, and as an integer field takes it: for every enum value
@@ -294,23 +313,10 @@ def test_openais_fields_at_their_neutral_values_are_taken_exactly_where_the_sche
 
     jsonschema_rs = import_or_missing("jsonschema_rs")
     config = ServeConfig(max_streams=3, max_tokens=8, max_prompt=300)
-    read = {
-        "/v1/completions": protocol.completion_params,
-        "/v1/chat/completions": protocol.chat_params,
-        "/v1/responses": protocol.response_params,
-        "/v1/responses/input_tokens": protocol.input_tokens_params,
-        "/tokenize": protocol.tokenize_params,
-    }
     schemas = bodies_of(
         {"paths": {path: {"post": extra} for path, extra in protocol.request_schemas(config, ["tiny"]).items()}}
     )
-
-    def taken(path: str, body: dict) -> bool:
-        try:
-            read[path](body, config)
-        except protocol.APIError:
-            return False
-        return True
+    taken = functools.partial(taken_by_the_server, config=config)
 
     compared = 0
     for path, schema in schemas.items():
@@ -367,11 +373,6 @@ def test_the_rules_between_fields_are_in_openapi_json_as_the_server_keeps_them()
 
     jsonschema_rs = import_or_missing("jsonschema_rs")
     config = ServeConfig(max_streams=3, max_tokens=40, max_prompt=300)
-    read = {
-        "/v1/completions": protocol.completion_params,
-        "/v1/chat/completions": protocol.chat_params,
-        "/v1/responses": protocol.response_params,
-    }
     extras = protocol.request_schemas(config, ["tiny"])
     ruled = set()
     for path, (base, cases) in RULES.items():
@@ -379,12 +380,7 @@ def test_the_rules_between_fields_are_in_openapi_json_as_the_server_keeps_them()
         valid = jsonschema_rs.Draft202012Validator(schema).is_valid
         for fields, served, allowed in cases:
             body = base | fields
-            try:
-                read[path](body, config)
-                taken = True
-            except protocol.APIError:
-                taken = False
-            assert (taken, valid(body)) == (served, allowed), (path, fields)
+            assert (taken_by_the_server(path, body, config), valid(body)) == (served, allowed), (path, fields)
         ruled |= {(path, name) for name in schema.get("dependentSchemas", {})}
     assert ruled == {(path, "stream_options") for path in RULES} | {
         ("/v1/chat/completions", "top_logprobs"),
