@@ -58,6 +58,7 @@ from .conftest import (
     block_import,
     cli,
     fork_charlm_processes,
+    import_or_missing,
     make_model,
     missing,
     run_bench,
@@ -1842,6 +1843,27 @@ def test_a_run_is_also_named_by_its_corpus_when_that_is_unambiguous(tiny_model):
             with pytest.raises(openai.NotFoundError) as caught:
                 client.completions.create(model=asked, prompt="a", max_tokens=2)
             assert fragment in caught.value.body["message"] and caught.value.body["param"] == "model"
+
+
+def test_every_name_a_request_may_give_a_model_by_is_one_openapi_json_allows(tiny_model):
+    """/openapi.json's `model` was an enum of the served ids, though a run's corpus names its model too: a
+    client validating a request against the schema refused `model: "shakespeare"`, which the server serves.
+    Every name it serves validates against every body's schema, and a name it refuses (an ambiguous
+    corpus, a part of one) does not."""
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    names = ["shakespeare-20261204-170201", "fox-20261204-170201", "fox-20261204-170201-02", "run"]
+    app = create_app(dict.fromkeys(names, lambda: tiny_model), ServeConfig(), {"run": "hongloumeng"})
+    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
+        wait_healthy(url)
+        paths = client.get("/openapi.json").json()["paths"]
+        schemas = [operation["post"]["requestBody"]["content"]["application/json"]["schema"] for operation in
+                   paths.values() if "requestBody" in operation.get("post", {})]  # fmt: skip
+        models = [jsonschema_rs.Draft202012Validator(schema["properties"]["model"]) for schema in schemas]
+        assert len(models) == 5
+        for name in [*names, "shakespeare", "hongloumeng", "fox", "shakes", "run-x"]:
+            answer = client.post("/v1/completions", json={"model": name, "prompt": "a", "max_tokens": 1})
+            assert answer.status_code in (200, 404), (name, answer.text[:300])
+            assert [model.is_valid(name) for model in models] == [answer.status_code == 200] * 5, name
 
 
 def test_serve_names_runs_by_their_corpus_and_exports_by_their_run(fox_file, tiny):

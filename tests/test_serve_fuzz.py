@@ -8,6 +8,7 @@ hostile that way on top of its cases (`hostile`), which finds issue 26 items 2 a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -265,3 +266,123 @@ def test_an_integer_field_takes_a_number_that_is_an_integer_and_refuses_one_that
         for value in (2.5, True, "3"):
             error = client.post("/v1/completions", json=body | {"max_tokens": value}).json()["error"]
             assert error["param"] == "max_tokens" and error["message"].startswith("max_tokens must be an integer")
+
+
+def as_floats(value):
+    """`value` with every integer in it (not a boolean) written as a JSON number: 1 -> 1.0."""
+    if isinstance(value, list):
+        return [as_floats(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_floats(item) for key, item in value.items()}
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def as_booleans(value):
+    """`value` with every 0 or 1 in it written as false or true, which JSON Schema never counts a number."""
+    if isinstance(value, list):
+        return [as_booleans(item) for item in value]
+    if isinstance(value, dict):
+        return {key: as_booleans(item) for key, item in value.items()}
+    return bool(value) if type(value) in (int, float) and value in (0, 1) else value
+
+
+def taken_by_the_server(path: str, body: dict, config: ServeConfig) -> bool:
+    """Whether the server takes `body` at POST `path`, as far as its fields go (protocol's checks, no model)."""
+    from charlm.serve import protocol
+
+    read = {
+        "/v1/completions": protocol.completion_params,
+        "/v1/chat/completions": protocol.chat_params,
+        "/v1/responses": protocol.response_params,
+        "/v1/responses/input_tokens": protocol.input_tokens_params,
+        "/tokenize": protocol.tokenize_params,
+    }
+    try:
+        read[path](body, config)
+    except protocol.APIError:
+        return False
+    return True
+
+
+def test_openais_fields_at_their_neutral_values_are_taken_exactly_where_the_schema_allows_them():
+    """The neutral fields were compared by JSON type (`best_of: 1.0` refused) while the schema's `enum: [1]`
+    allows 1.0, as JSON Schema counts 1.0 as 1, and as an integer field takes it: for every enum value
+    in /openapi.json's bodies, written as is, with its integers as numbers and its 0s and 1s as booleans,
+    the server takes a request exactly where the schema does (`false` is not 0 to either)."""
+    from charlm.serve import protocol
+
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    config = ServeConfig(max_streams=3, max_tokens=8, max_prompt=300)
+    schemas = bodies_of(
+        {"paths": {path: {"post": extra} for path, extra in protocol.request_schemas(config, ["tiny"]).items()}}
+    )
+    taken = functools.partial(taken_by_the_server, config=config)
+
+    compared = 0
+    for path, schema in schemas.items():
+        valid = jsonschema_rs.Draft202012Validator(schema).is_valid
+        assert taken(path, BASES[path]) and valid(BASES[path]), path
+        for name, field in schema["properties"].items():
+            for value in field.get("enum", []):
+                for variant in {json.dumps(v): v for v in (value, as_floats(value), as_booleans(value))}.values():
+                    body = BASES[path] | {name: variant}
+                    assert taken(path, body) == valid(body), (path, name, variant)
+                    compared += 1
+    assert compared > 50, compared
+    assert taken("/v1/completions", BASES["/v1/completions"] | {"best_of": 1.0})
+    assert not taken("/v1/completions", BASES["/v1/completions"] | {"best_of": True})
+    assert not taken("/v1/chat/completions", BASES["/v1/chat/completions"] | {"store": 0})
+
+
+# Requests that a rule between fields (or within a template) decides, by route: the fields beside the route's
+# least body, whether the server takes them, and whether the schema allows them (all it can say of a request
+# the server refuses; `acrostic`'s rules are left out of it, as protocol.FIELD_RULES says why)
+STREAMED = {"stream_options": {"include_obfuscation": True}}
+SHARED_RULES = [
+    (STREAMED, False, False),
+    (STREAMED | {"stream": False}, False, False),
+    (STREAMED | {"stream": True}, True, True),
+    ({"template": "ab"}, False, False),
+    ({"template": "a\\_"}, False, False),  # an underscore written, none to fill
+    ({"template": "a\\\\_ \\n_"}, True, True),  # a backslash, then an `_` to fill; a line break, another
+    ({"acrostic": "ab", "template": "_ _"}, True, True),
+    ({"acrostic": "ab"}, False, True),
+    ({"form": "五绝", "template": "_ _"}, False, True),
+]
+RULES = {
+    "/v1/completions": ({"prompt": "the"}, SHARED_RULES),
+    "/v1/chat/completions": (
+        {"messages": [{"role": "user", "content": "the"}]},
+        [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "logprobs": False}, False, False)]
+        + [({"top_logprobs": 2, "logprobs": True}, True, True)],
+    ),
+    "/v1/responses": (
+        {"input": "the"},
+        [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "include": []}, False, False)]
+        + [({"top_logprobs": 2, "include": ["message.output_text.logprobs"]}, True, True)],
+    ),
+}
+
+
+def test_the_rules_between_fields_are_in_openapi_json_as_the_server_keeps_them():
+    """`stream_options` needs `stream: true`; `top_logprobs` needs chat's `logprobs: true` or the Responses
+    API's include; a template needs an `_` not escaped: the schema said none of it, so a client (or
+    schemathesis) that keeps to it sent requests the server refuses. Each rule is in the schema
+    (dependentSchemas, template's pattern), which refuses a request that breaks one, as the server does."""
+    from charlm.serve import protocol
+
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    config = ServeConfig(max_streams=3, max_tokens=40, max_prompt=300)
+    extras = protocol.request_schemas(config, ["tiny"])
+    ruled = set()
+    for path, (base, cases) in RULES.items():
+        schema = extras[path]["requestBody"]["content"]["application/json"]["schema"]
+        valid = jsonschema_rs.Draft202012Validator(schema).is_valid
+        for fields, served, allowed in cases:
+            body = base | fields
+            assert (taken_by_the_server(path, body, config), valid(body)) == (served, allowed), (path, fields)
+        ruled |= {(path, name) for name in schema.get("dependentSchemas", {})}
+    assert ruled == {(path, "stream_options") for path in RULES} | {
+        ("/v1/chat/completions", "top_logprobs"),
+        ("/v1/responses", "top_logprobs"),
+    }

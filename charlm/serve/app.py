@@ -375,7 +375,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
     a `Completion` and answered whole or streamed (`answer`); and /tokenize, which says the token ids
     `logit_bias` takes."""
     body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
-    schemas = protocol.request_schemas(config, list(server.loaders))
+    schemas = protocol.request_schemas(config, server.model_names())
     document = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -72,7 +72,12 @@ class Server:
         self, loaders: dict[str, Callable[[], CharLM]], config: ServeConfig, corpora: dict[str, str] | None = None
     ):
         self.loaders, self.config = loaders, config
-        self.corpora = corpora or {}  # model id -> its run's corpus, which names it too
+        # a run's corpus -> the ids of the models it names (`shakespeare` for shakespeare-20261204-170201)
+        self.by_corpus: dict[str, list[str]] = {}
+        for name in loaders:
+            corpus = (corpora or {}).get(name) or corpus_of(name)
+            if corpus:
+                self.by_corpus.setdefault(corpus, []).append(name)
         self.api_key = config.api_key or os.environ.get("CHARLM_API_KEY") or None
         if self.api_key is not None and config.api_key is None:
             check_api_key(self.api_key, "$CHARLM_API_KEY")
@@ -136,8 +141,8 @@ class Server:
         if name in self.models:
             return self.models[name]
         known = ", ".join(self.models)
-        runs = [served for full, served in self.models.items() if (self.corpora.get(full) or corpus_of(full)) == name]
-        if len(runs) == 1:  # a run's corpus names it too (`shakespeare` for shakespeare-20261204-170201)
+        runs = [self.models[full] for full in self.by_corpus.get(name, [])]
+        if len(runs) == 1:  # a run's corpus names it too
             return runs[0]
         if runs:
             raise APIError(
@@ -147,6 +152,13 @@ class Server:
         raise APIError(
             404, f"the model `{shown(name)}` does not exist here; loaded: {known}", "model", "model_not_found"
         )
+
+    def model_names(self) -> list[str]:
+        """Every name `model` serves a model by: the ids, and each corpus that names one model only."""
+        return [
+            *self.loaders,
+            *(corpus for corpus, ids in self.by_corpus.items() if len(ids) == 1 and corpus not in self.loaders),
+        ]
 
     def check_key(self, request: Request) -> None:
         if self.api_key is None:
