@@ -63,16 +63,13 @@ def penalize_counts(
 
 
 def as_uniforms(fresh: torch.Tensor) -> torch.Tensor:
-    """A generator's float64 uniforms as float32 ones at most BELOW_ONE: a uniform just below 1 rounds to 1
-    in float32, and `inverse_cdf`'s target would be the whole total, past the last likely id, on one of
-    probability 0 (one a template or top-k forbade). BELOW_ONE * total is the float32 just below it."""
+    """A generator's float64 uniforms as the float32 ones `inverse_cdf` takes: at most BELOW_ONE."""
     return fresh.float().clamp_(max=BELOW_ONE)
 
 
 def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform (rows, 1),
-    in probs' dtype and at most BELOW_ONE (`as_uniforms`): the target u * total is then below the total,
-    so it lands on a likely id."""
+    in probs' dtype and at most BELOW_ONE (`as_uniforms`), so that it lands on a likely id."""
     cdf = probs.cumsum(dim=-1)
     target = uniform * cdf[:, -1:]
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)
