@@ -596,9 +596,10 @@ def _composes_backward() -> frozenset[str]:
     return frozenset(found)
 
 
-def read_seed_file(path: Path, encoding: str = "utf-8") -> str:
-    """One small file whole (a seed), exactly as written but for `\\r\\n`."""
-    text = "".join(_decode(Path(path), encoding, None, encoding_option=False))
+def read_seed_file(path: Path) -> str:
+    """One small file whole (a seed), exactly as written but for `\\r\\n`, in UTF-8:
+    `charlm sample`, which reads it, has no --encoding."""
+    text = "".join(_decode(Path(path), "utf-8", None, encoding_option=False))
     if not text.strip():
         raise no_text(path, bool(text))
     return text

@@ -63,16 +63,13 @@ def penalize_counts(
 
 
 def as_uniforms(fresh: torch.Tensor) -> torch.Tensor:
-    """A generator's float64 uniforms as float32 ones at most BELOW_ONE: a uniform just below 1 rounds to 1
-    in float32, and `inverse_cdf`'s target would be the whole total, past the last likely id, on one of
-    probability 0 (one a template or top-k forbade). BELOW_ONE * total is the float32 just below it."""
+    """A generator's float64 uniforms as the float32 ones `inverse_cdf` takes: at most BELOW_ONE."""
     return fresh.float().clamp_(max=BELOW_ONE)
 
 
 def inverse_cdf(probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     """One id per row of (unnormalized) probabilities, by inverting its CDF at that row's uniform (rows, 1),
-    in probs' dtype and at most BELOW_ONE (`as_uniforms`): the target u * total is then below the total,
-    so it lands on a likely id."""
+    in probs' dtype and at most BELOW_ONE (`as_uniforms`), so that it lands on a likely id."""
     cdf = probs.cumsum(dim=-1)
     target = uniform * cdf[:, -1:]
     return torch.searchsorted(cdf, target, right=True).squeeze(1).clamp_(max=probs.size(-1) - 1)
@@ -350,11 +347,12 @@ class RowSampler:
         # MAX_LENGTH): made when a row first has a presence or frequency penalty, as the bias is; a step
         # adds its ids only while some live row has one.
         self.counts: torch.Tensor | None = None
-        self.rows = [self.temperature, self.top_k, self.top_p, self.penalty, self.presence, self.frequency]
-        self.rows += [self.biased]
-        self.rows += [self.history, self.position, self.block, self.used_there, self.utf8_state]
-        self.rows += [self.schedule_length, self.schedule_step]
-        self.rows += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
+        # Every tensor above with a row per sample (dim 0: capacity), host's and device's: `move` moves them all.
+        self.row_tensors = [self.temperature, self.top_k, self.top_p, self.penalty, self.presence, self.frequency]
+        self.row_tensors += [self.biased]
+        self.row_tensors += [self.history, self.position, self.block, self.used_there, self.utf8_state]
+        self.row_tensors += [self.schedule_length, self.schedule_step]
+        self.row_tensors += [twin for name, twin in self.on_device.items() if twin is not getattr(self, name)]
         self.plan: StepPlan | None = None  # None: to be decided at the next step
         self.spare = 0  # steps every live row can still draw from its block of uniforms (0: look)
 
@@ -404,7 +402,7 @@ class RowSampler:
         self.set_bias(row, bias)
         if self.counts is None and (options.presence_penalty != 0 or options.frequency_penalty != 0):
             self.counts = torch.zeros(len(self.biased), self.vocab_size, device=self.device)
-            self.rows.append(self.counts)
+            self.row_tensors.append(self.counts)
         self.plan = None
 
     def set_bias(self, row: int, bias: torch.Tensor | None) -> None:
@@ -415,7 +413,7 @@ class RowSampler:
         if self.bias is None:
             self.bias = torch.zeros(len(self.biased), self.vocab_size, device=self.device)
             self.banned = torch.zeros(len(self.biased), self.vocab_size, dtype=torch.bool, device=self.device)
-            self.rows += [self.bias, self.banned]
+            self.row_tensors += [self.bias, self.banned]
         bias = torch.zeros(self.vocab_size) if bias is None else bias
         banned = bias.isneginf()
         self.banned[row] = banned
@@ -433,7 +431,7 @@ class RowSampler:
             table = torch.zeros(len(self.schedules), len(schedule), device=self.device)
             if self.schedule_table is not None:
                 table[:, :longest] = self.schedule_table
-            self.rows = [tensor for tensor in self.rows if tensor is not self.schedule_table] + [table]
+            self.row_tensors = [tensor for tensor in self.row_tensors if tensor is not self.schedule_table] + [table]
             self.schedule_table = table
         temperatures = torch.stack([as_float32(temperature) for temperature in schedule])
         self.schedule_table[row, : len(schedule)] = temperatures.to(self.device)
@@ -459,10 +457,11 @@ class RowSampler:
         self.position[:rows] = (self.position[:rows] + recent.numel()) % self.window
 
     def move(self, src: int, dst: int) -> None:
-        for tensor in self.rows:
+        """Row `src` takes position `dst` (`generation.Batch.remove`): its options, state and generator."""
+        for tensor in self.row_tensors:
             tensor[dst] = tensor[src]
-        for rows in (self.generators, self.schedules, self.cursors, self.used):
-            rows[dst] = rows[src]
+        for values in (self.generators, self.schedules, self.cursors, self.used):
+            values[dst] = values[src]
         self.plan = None
 
     def choose(self, logits: torch.Tensor) -> torch.Tensor:

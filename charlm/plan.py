@@ -147,7 +147,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
 
     check_data(config, corpus)
     config.require_limit()  # every check passed before a run folder is named or claimed
-    run_dir, reasons["run_dir"] = run_folder(out, corpus.name)
+    run_dir, reasons["run_dir"] = new_run_folder(out, corpus.name)
     return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record)
 
 
@@ -250,7 +250,7 @@ def planned_batch(
     return batch, say(sizing.describe_batch(batch, measured, f" at --hidden {hidden} on {device}{together}"))
 
 
-def run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
+def new_run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
     """The new run's folder and how it was named: `--out`'s, refused when it holds a run already,
     or a new name claimed now (runs started in the same second each get their own)."""
     if out is not None:
@@ -280,7 +280,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     The reasons are the run's, from its run.json, but for those given now and `--precision auto`'s, which
     is chosen again on this resume's device.
     `text_given`: the resume names the run's text (at a new path, which it records), so a run whose limits
-    are spent is taken up, to record it and train nothing (`Trainer.check_limits_spent`), not refused."""
+    are spent is taken up, to record it and train nothing (`Trainer.nothing_to_train`), not refused."""
     run_dir = path.parent
     check_not_behind(saved, path)
     config = Config.from_dict({**saved.config.to_dict(), **overrides})

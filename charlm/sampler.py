@@ -47,18 +47,6 @@ def compiled(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, 
     return constrain(options, model.vocab, banned=None if bias is None else bias.isneginf()), bias
 
 
-def primed_batch(
-    model: CharLM, options: SampleConfig, text: str, stops: tuple[str, ...], already_normalized: bool = False
-) -> Batch:
-    """A batch of `num_samples` rows, each having read `text` (read once; `already_normalized`: as
-    `Vocab.encode`), seeded `random_seed + i`, each stopping at `stops` (`stop_texts`). A form goes on
-    with the poem `text` began, if it began one (`constraints.Constrained.begun`)."""
-    read = text if already_normalized else model.vocab.normalized(text)  # normalized once: encoded, and begun
-    ids = model.vocab.encode(read, what=said("seed"), already_normalized=True)
-    form, bias = compiled(options, model)
-    return batch_from_ids(model, options, ids, stops, form, bias, form.begun(read) if form is not None else 0)
-
-
 def batch_from_ids(
     model: CharLM,
     options: SampleConfig,
@@ -68,8 +56,9 @@ def batch_from_ids(
     bias: torch.Tensor | None,
     start: int = 0,
 ) -> Batch:
-    """`primed_batch` from the ids of a text its caller encoded, checked and placed in the form itself (co-writing):
-    `form` and `bias` as `compiled` gave them, `start` where its poem leaves off (`Constrained.begun`)."""
+    """A batch of `num_samples` rows, each having read `ids` (read once), seeded `random_seed + i`, each
+    stopping at `stops` (`stop_texts`): `form` and `bias` as `compiled` gave them, `start` where the poem
+    the text began leaves off in the form (`Constrained.begun`)."""
     never = model.vocab.unseen_in(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = first_named(never, model.vocab.name_unseen)  # as every note names characters: 'ζ' 'é'
@@ -152,12 +141,16 @@ def steps_inside(batch: Batch) -> Iterator[list[str]]:
 
 
 def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Batch]:
-    """The seed as the model reads it (in its vocabulary's normalization), and the batch that read it. A
-    character the model lacks, or a form it cannot write, is refused here. An empty seed starts at the
-    beginning of a line."""
-    read = model.vocab.normalized(seed)  # once: what is shown is what is read
+    """The seed as the model reads it (in its vocabulary's normalization), and the batch that read it
+    (`batch_from_ids`); a form goes on with the poem the seed began, if it began one. A character the
+    model lacks, or a form it cannot write, is refused here. An empty seed starts at the beginning of a line."""
+    read = model.vocab.normalized(seed)  # once: what is shown is what is read, encoded and begun
+    text = read or model.vocab.start_text()
     with inference(model):
-        batch = primed_batch(model, options, read or model.vocab.start_text(), stop_texts(options, model), True)
+        ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
+        form, bias = compiled(options, model)
+        start = form.begun(text) if form is not None else 0
+        batch = batch_from_ids(model, options, ids, stop_texts(options, model), form, bias, start)
     return read, batch
 
 

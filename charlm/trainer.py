@@ -118,7 +118,7 @@ class Trainer:
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
             stop = self.start(stack, max_seconds)
-            if not self.check_limits_spent(max_seconds):
+            if not self.nothing_to_train(max_seconds):
                 self.check_patience(resuming=True)  # a run resumed after --patience stopped it stays stopped
             started, stopping = time.perf_counter() - progress.elapsed, False
             while (share := self.spent(max_seconds)) < 1.0 and not stopping and not self.out_of_patience:
@@ -308,7 +308,7 @@ class Trainer:
         if self.config.sample_every and evaluations % self.config.sample_every == 0:
             self.show_sample()
 
-    def check_limits_spent(self, max_seconds: float | None) -> bool:
+    def nothing_to_train(self, max_seconds: float | None) -> bool:
         """Whether this resume has nothing to train, its limits spent before its first step: a resume given
         the run's text at a new path (`plan.resumed`'s `text_given`), which `open_run` has now recorded in
         run.json, and says so, even under --quiet, as nothing else says why no step was trained."""

@@ -14,7 +14,7 @@ from charlm.constraints import Constrained
 from charlm.errors import CharLMError
 from charlm.forms import FORM_NAMES, FORMS, template_of
 from charlm.pieces import PieceVocab, train_model
-from charlm.sampler import Conversation, generate, primed_batch
+from charlm.sampler import Conversation, generate, primed_for
 from charlm.vocab import Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, make_model
@@ -315,7 +315,7 @@ def test_a_template_step_reads_its_chosen_ids_on_the_host_once():
     """With a template, `choose` read the ids (`tolist`) for the cursors and `Batch.step` read them again
     to decode them: two waits for a GPU a step. The cursors now move from the step's one read."""
     model = chinese_model()
-    batch = primed_batch(model, SampleConfig(form="五言绝句", num_samples=3, random_seed=1), "\n", ())
+    _, batch = primed_for(model, "\n", SampleConfig(form="五言绝句", num_samples=3, random_seed=1))
     steps = 0
     while any(row.finish_reason is None for row in batch.rows):
         with IdReads() as reads, torch.inference_mode():
