@@ -517,6 +517,30 @@ def test_the_readmes_next_probs_output_is_written_as_python_prints_it(page):
     )
 
 
+def python_code(page: Path, holding: str) -> list[str]:
+    """The Python of `page` that holds `holding`: each ```python block, and each `code span` of the prose
+    (a call written inline, as a reader copies it too)."""
+    text = page.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    return [code for code in blocks + code_spans(prose(page)) if holding in code]
+
+
+def test_the_chinese_guides_serve_example_serves_the_run_its_reader_trained(tiny, monkeypatch):
+    """usage.zh.md's serve() from Python, pasted as printed after the guide's `charlm train hongloumeng`
+    (here a tiny run of that corpus), loads that run's model. It was an inline
+    `charlm.serve.serve(["checkpoints/hongloumeng"], ServeConfig(port=9000))`: a folder no command of the
+    guide makes (a run's is checkpoints/hongloumeng-DATE-TIME), and a ServeConfig never imported."""
+    from charlm import serve
+
+    Path("hongloumeng.txt").write_text("宝玉道：“林妹妹。”黛玉笑道：“你来了。”\n" * 40, encoding="utf-8")
+    charlm.train("hongloumeng.txt", **tiny)
+    served = []
+    monkeypatch.setattr(serve, "serve", lambda targets, config: served.extend(serve.model_loaders(targets)[0]))
+    (example,) = python_code(REPO / "docs" / "usage.zh.md", "ServeConfig(")
+    exec(compile(example, "docs/usage.zh.md", "exec"), {})  # noqa: S102
+    assert served and served[0].startswith("hongloumeng-"), served
+
+
 CHARLM = REPO / "charlm"
 CHARLM_MODULES = {path.stem for path in CHARLM.glob("*.py") if not path.stem.startswith("_")} | {
     path.parent.name for path in CHARLM.glob("*/__init__.py")
