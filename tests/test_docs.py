@@ -18,7 +18,7 @@ import torch
 
 import charlm
 
-from .conftest import REPO, TINY, import_or_missing
+from .conftest import REPO, TINY, import_or_missing, make_model
 
 DOCS = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -539,6 +539,22 @@ def test_the_chinese_guides_serve_example_serves_the_run_its_reader_trained(tiny
     (example,) = python_code(REPO / "docs" / "usage.zh.md", "ServeConfig(")
     exec(compile(example, "docs/usage.zh.md", "exec"), {})  # noqa: S102
     assert served and served[0].startswith("hongloumeng-"), served
+
+
+@pytest.mark.parametrize("page", ["forms.md", "forms.zh.md"])
+def test_the_forms_pages_python_example_runs_as_written(page, capsys):
+    """forms.md's and forms.zh.md's Python (charlm.generate with a form and an acrostic, charlm.stream
+    with a template), run as printed on a model that knows the characters it names: each poem keeps
+    its seed's title and author, then fits its form."""
+    (example,) = python_code(REPO / "docs" / page, "charlm.stream(")
+    model = make_model("".join(sorted(set(example) | set("春夏秋冬明月光山水"))), layers=1, hidden=8)
+    namespace = {"charlm": charlm, "model": model}
+    exec(compile(example.replace("charlm.generate(", "poem = charlm.generate("), page, "exec"), namespace)  # noqa: S102
+    han = "[\u4e00-\u9fff]"  # what `_` writes in a template of Chinese punctuation
+    acrostic = f"春{han}{{4}}，夏{han}{{4}}。\n秋{han}{{4}}，冬{han}{{4}}。"
+    assert re.fullmatch(f"春望\n杜甫\n{acrostic}", namespace["poem"]), namespace["poem"]
+    verses = f"{han}{{5}}，{han}{{5}}。\n{han}{{5}}，{han}{{5}}。"
+    assert re.fullmatch(f"春望\n杜甫\n{verses}", printed := capsys.readouterr().out), printed
 
 
 CHARLM = REPO / "charlm"
