@@ -18,7 +18,7 @@ import torch
 
 import charlm
 
-from .conftest import REPO, TINY, import_or_missing
+from .conftest import REPO, TINY, import_or_missing, make_model
 
 DOCS = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -515,6 +515,46 @@ def test_the_readmes_next_probs_output_is_written_as_python_prints_it(page):
     assert all(isinstance(c, str) and isinstance(p, float) for c, p in value) and repr(value) == example, (
         f"{page}: next_probs prints {value!r}, not {example}"
     )
+
+
+def python_code(page: Path, holding: str) -> list[str]:
+    """The Python of `page` that holds `holding`: each ```python block, and each `code span` of the prose
+    (a call written inline, as a reader copies it too)."""
+    text = page.read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    return [code for code in blocks + code_spans(prose(page)) if holding in code]
+
+
+def test_the_chinese_guides_serve_example_serves_the_run_its_reader_trained(tiny, monkeypatch):
+    """usage.zh.md's serve() from Python, pasted as printed after the guide's `charlm train hongloumeng`
+    (here a tiny run of that corpus), loads that run's model. It was an inline
+    `charlm.serve.serve(["checkpoints/hongloumeng"], ServeConfig(port=9000))`: a folder no command of the
+    guide makes (a run's is checkpoints/hongloumeng-DATE-TIME), and a ServeConfig never imported."""
+    from charlm import serve
+
+    Path("hongloumeng.txt").write_text("宝玉道：“林妹妹。”黛玉笑道：“你来了。”\n" * 40, encoding="utf-8")
+    charlm.train("hongloumeng.txt", **tiny)
+    served = []
+    monkeypatch.setattr(serve, "serve", lambda targets, config: served.extend(serve.model_loaders(targets)[0]))
+    (example,) = python_code(REPO / "docs" / "usage.zh.md", "ServeConfig(")
+    exec(compile(example, "docs/usage.zh.md", "exec"), {})  # noqa: S102
+    assert served and served[0].startswith("hongloumeng-"), served
+
+
+@pytest.mark.parametrize("page", ["forms.md", "forms.zh.md"])
+def test_the_forms_pages_python_example_runs_as_written(page, capsys):
+    """forms.md's and forms.zh.md's Python (charlm.generate with a form and an acrostic, charlm.stream
+    with a template), run as printed on a model that knows the characters it names: each poem keeps
+    its seed's title and author, then fits its form."""
+    (example,) = python_code(REPO / "docs" / page, "charlm.stream(")
+    model = make_model("".join(sorted(set(example) | set("春夏秋冬明月光山水"))), layers=1, hidden=8)
+    namespace = {"charlm": charlm, "model": model}
+    exec(compile(example.replace("charlm.generate(", "poem = charlm.generate("), page, "exec"), namespace)  # noqa: S102
+    han = "[\u4e00-\u9fff]"  # what `_` writes in a template of Chinese punctuation
+    acrostic = f"春{han}{{4}}，夏{han}{{4}}。\n秋{han}{{4}}，冬{han}{{4}}。"
+    assert re.fullmatch(f"春望\n杜甫\n{acrostic}", namespace["poem"]), namespace["poem"]
+    verses = f"{han}{{5}}，{han}{{5}}。\n{han}{{5}}，{han}{{5}}。"
+    assert re.fullmatch(f"春望\n杜甫\n{verses}", printed := capsys.readouterr().out), printed
 
 
 CHARLM = REPO / "charlm"
