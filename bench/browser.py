@@ -8,18 +8,20 @@ never share one. A browser that dies before it has shown a blank page (once in C
 the first `driver.get`: "Unable to receive message from renderer") is a start-up failure, not a page's:
 one fresh browser is started, once. A page that crashes a working browser is never retried.
 The page tests share one browser for their session, a clean slate each (tests/conftest.py's SharedChromium).
+chromedriver and every Chromium process are killed with the process that started them, also where that
+one is killed (SIGKILL, the OOM killer, a CI timeout) and cleans up nothing: bench/lifeline.py.
 Needs the OS's chromium and chromedriver (apt-get install chromium chromium-driver) and selenium.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from bench.lifeline import Lifeline
 
 INSTALL = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
 WINDOW = (1280, 900)  # the window's width and height, in CSS pixels, at start-up
@@ -38,7 +40,9 @@ def installed() -> bool:
 
 
 def started(profile: str):
-    """A Selenium driver of a fresh headless Chromium whose profile is the folder `profile`."""
+    """A Selenium driver of a fresh headless Chromium whose profile is the folder `profile`. chromedriver and
+    the browser it starts are in the group of the driver's `lifeline` (a bench.lifeline.Lifeline), which
+    `quit_or_kill` ends, and this process's end, however it comes."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -49,9 +53,16 @@ def started(profile: str):
     for flag in (*FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for get_log
-    # chromedriver in a process group of its own, with the browser it starts: `quit_or_kill` can end them all
-    service = Service(shutil.which("chromedriver"), popen_kw={"start_new_session": True})
-    return webdriver.Chrome(options=options, service=service)
+    lifeline = Lifeline()
+    try:
+        driver = webdriver.Chrome(
+            options=options, service=Service(shutil.which("chromedriver"), popen_kw=lifeline.joining())
+        )
+    except BaseException:
+        lifeline.end()  # what started of chromedriver and the browser
+        raise
+    driver.lifeline = lifeline
+    return driver
 
 
 def shows_a_blank_page(driver) -> bool:
@@ -86,13 +97,12 @@ def chromium() -> Iterator:
 
 
 def quit_or_kill(driver, timeout: float = 30) -> None:
-    """`driver.quit()`, and where it has not returned in `timeout` s, chromedriver and the browser killed.
-    Once on a loaded machine Chromium stopped answering mid-test (test_two_tabs_at_once_share_the_servers_streams
-    failed after selenium's 120 s) and quit() then waited on chromedriver 120 s a try, three tries: the
-    suite stood still for 5 minutes before it went on."""
+    """`driver.quit()`, then whatever is left of chromedriver and the browser killed (its lifeline ended):
+    at once where quit() has not returned in `timeout` s. Once on a loaded machine Chromium stopped
+    answering mid-test (test_two_tabs_at_once_share_the_servers_streams failed after selenium's 120 s) and
+    quit() then waited on chromedriver 120 s a try, three tries: the suite stood still for 5 minutes."""
     quitting = threading.Thread(target=driver.quit, daemon=True)
     quitting.start()
     quitting.join(timeout)
-    if quitting.is_alive():
-        os.killpg(driver.service.process.pid, signal.SIGKILL)
-        quitting.join(timeout)
+    driver.lifeline.end()
+    quitting.join(timeout)

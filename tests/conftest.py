@@ -387,6 +387,62 @@ def start_training(*args: str) -> forkserver.Forked:
     return start_charlm("train", *args)
 
 
+def left_running_after_a_kill(code: str, *args: str, timeout: float = 15) -> list[str]:
+    """`python -c CODE ARGS` (this repository importable) SIGKILLed once it has printed a line, that is once
+    what it starts runs, as a CI timeout, the OOM killer or `kill -9` ends a test run: the command lines
+    of its descendants at that moment that still run `timeout` s after (polled), each then killed here,
+    so that a test that finds some leaves none behind. Needs Linux's /proc."""
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs Linux's /proc to find a process's descendants")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        ready = process.stdout.readline()
+        started = descendants(process.pid)
+    finally:
+        process.kill()
+        process.wait()
+        process.stdout.close()
+
+    def still_running() -> list[int]:
+        return [pid for pid, start in started.items() if running_since(pid) == start]
+
+    deadline = time.monotonic() + timeout
+    while still_running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = []
+    for pid in still_running():
+        with contextlib.suppress(OSError):  # it ended just now
+            command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()
+            os.kill(pid, signal.SIGKILL)
+            left.append(command)
+    assert ready, "it ended before it printed a line"
+    return left
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """The processes below process `pid` now, each with its start time (`running_since`)."""
+    found, below = {}, [pid]
+    while below:
+        for children in Path(f"/proc/{below.pop()}/task").glob("*/children"):  # each thread's children
+            with contextlib.suppress(OSError):  # it ended
+                for child in map(int, children.read_text().split()):
+                    if (start := running_since(child)) is not None:
+                        found[child] = start
+                        below.append(child)
+    return found
+
+
+def running_since(pid: int) -> str | None:
+    """When process `pid` started, in clock ticks after boot (a later process given the same pid has
+    another start); None where it has ended, a zombie too (an orphan's new parent may never reap it)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # from field 3, the state, on
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in "ZX" else fields[19]  # field 22: starttime
+
+
 def wait_for(path, timeout: float = 120, newer_than: int = -1) -> None:
     """Until `path` exists and was written after `newer_than` (an st_mtime_ns)."""
     deadline = time.time() + timeout

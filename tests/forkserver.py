@@ -6,7 +6,11 @@ a test's job then starts in milliseconds instead of the ~3 s of CPU a fresh `pyt
 Each is still a process of its own, run as `python -c CODE ARGS` runs: its own argv, environment, folder,
 standard streams (pipes to this process) and pid, signals sent to it by that pid, atexit handlers and
 exit status as that command's. What the server has imported is the difference: environment variables
-read while importing torch (OMP_NUM_THREADS) are the server's, which is started with the ranks' own."""
+read while importing torch (OMP_NUM_THREADS) are the server's, which is started with the ranks' own.
+
+The server ends when the tests' process closes its socket, at their end or killed (SIGKILL, the OOM
+killer, a CI timeout), and kills the children still running: a `charlm serve` a killed test run
+started does not serve on for ever, with parent pid 1."""
 
 from __future__ import annotations
 
@@ -43,7 +47,9 @@ while True:
     if not readable:
         continue
     message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 3)
-    if not message:  # the tests are over
+    if not message:  # the tests are over, or their process was killed: what they started ends with them
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
         break
     code, argv, env, cwd = pickle.loads(message)
     sys.stdout.flush()

@@ -36,6 +36,7 @@ from .conftest import (
     fork_charlm_processes,
     fork_python_runs,
     import_or_missing,
+    left_running_after_a_kill,
     missing,
     process_state,
     run_bench,
@@ -814,6 +815,30 @@ def test_a_browser_dead_at_start_up_twice_is_an_error_not_a_third_try(monkeypatc
     with pytest.raises(RuntimeError, match="died at start-up 2 times in a row"), browser.chromium():
         pass
     assert len(profiles) == 2 and not any(Path(folder).exists() for folder in profiles)
+
+
+# bench.browser's Chromium started in a thread, used once that thread has ended, then killed with its process
+OPENS_A_BROWSER = """
+import threading, time
+from bench import browser
+opening = browser.chromium()  # kept: collected, it would quit the browser
+drivers = []
+starting = threading.Thread(target=lambda: drivers.append(opening.__enter__()))
+starting.start()
+starting.join()
+assert browser.shows_a_blank_page(drivers[0])
+print("open", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_process_takes_its_chromedriver_and_chromium_with_it():
+    """A test run or bench killed hard (SIGKILL: a CI timeout, the OOM killer, `kill -9`) cleans up nothing:
+    its chromedriver and every Chromium process ran on with parent pid 1, two of them once at ~50% CPU
+    each for two hours on a 2-core machine, slowing every later run. The browser outlives the thread
+    that started it (as a parent-death signal would not)."""
+    headless_or_missing()
+    assert left_running_after_a_kill(OPENS_A_BROWSER) == []
 
 
 @pytest.mark.slow  # the onnx export takes seconds

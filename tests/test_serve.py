@@ -59,6 +59,7 @@ from .conftest import (
     cli,
     fork_charlm_processes,
     import_or_missing,
+    left_running_after_a_kill,
     make_model,
     missing,
     run_bench,
@@ -2528,6 +2529,25 @@ def test_cli_serves_a_run_under_its_name(fox_run):
     finally:
         process.terminate()  # uvicorn stops, then raises the signal again: charlm's exit for it is 143
         assert process.wait(timeout=15) in (0, -15, 143)
+
+
+# `charlm serve RUN` started as the tests start it (start_charlm: forked by tests/forkserver.py's server),
+# serving, then killed with its process
+STARTS_A_SERVER = """
+import os, sys, time
+from tests import forkserver
+env = dict(os.environ)
+process = forkserver.server(env).start(forkserver.CHARLM, ["-m", "serve", sys.argv[1], "--port", "0"], env)
+assert process.stdout.readline().startswith(b"charlm serve: http://")
+print("serving", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_server_a_killed_test_run_started_ends_with_it(fox_run):
+    """A test run killed hard (SIGKILL: a CI timeout, the OOM killer, `kill -9`) cleans up nothing: the
+    `charlm serve` it had started served on with parent pid 1, for ever."""
+    assert left_running_after_a_kill(STARTS_A_SERVER, str(fox_run)) == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
