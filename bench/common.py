@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from bench.lifeline import Lifeline
 from charlm import api, finetune, plan, sizing, train_state
 from charlm.config import Config
 from charlm.device import synchronize
@@ -61,14 +62,18 @@ def parse(spec: str) -> dict:
 
 @contextmanager
 def busy_processes(count: int):
-    """`count` processes spinning on a core each while the block runs, ended (by their ids) after it."""
-    processes = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    """`count` processes spinning on a core each while the block runs, ended (by their ids) after it, and
+    with this process where it is killed (a spinner left behind takes a core for ever: bench.lifeline)."""
+    lifeline = Lifeline()
+    spin = [sys.executable, "-c", "while True: pass"]
+    processes = [subprocess.Popen(spin, **lifeline.joining()) for _ in range(count)]
     try:
         yield processes
     finally:
         for process in processes:
             process.kill()
             process.wait()
+        lifeline.end()
 
 
 # -- servers ---------------------------------------------------------------------------------------

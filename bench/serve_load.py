@@ -60,6 +60,7 @@ from pathlib import Path
 import httpx
 
 from bench.common import served_url, wait_healthy
+from bench.lifeline import Lifeline
 
 ALPHABET = string.ascii_letters + string.digits + " \n.,;:!?'-"  # 72 characters, near tinyshakespeare's 65
 
@@ -295,11 +296,13 @@ def make_run(folder: Path, hidden: int, layers: int) -> Path:
     return folder / f"lstm-{layers}x{hidden}"
 
 
-def start_server(run: Path, max_streams: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    """`charlm serve` on a port it picks (`--port 0`, race-free), and the base URL it printed."""
+def start_server(run: Path, max_streams: int, extra: list[str], lifeline: Lifeline) -> tuple[subprocess.Popen, str]:
+    """`charlm serve` on a port it picks (`--port 0`, race-free), and the base URL it printed; it ends with
+    `lifeline`, also where this bench is killed (bench.lifeline)."""
     command = [sys.executable, "-m", "charlm", "serve", str(run), "--port", "0"]
     command += ["--max-streams", str(max_streams), "--max-tokens", "100000", *extra]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, "env": os.environ}
+    process = subprocess.Popen(command, **pipes, **lifeline.joining())
     first_line = process.stdout.readline()  # the address, printed once the port is bound; nothing follows it
     try:
         return process, served_url(first_line)
@@ -362,7 +365,8 @@ def measure(
     """One server with `server_args`: each endpoint's sweep points, the endpoints taking turns at each
     concurrency in this order, and its churn's figures (the first endpoint's; None for the others)."""
     max_streams = max(levels + [2 * args.churn_concurrency if args.churn else 0])
-    process, url = start_server(run, max_streams, server_args)
+    lifeline = Lifeline()
+    process, url = start_server(run, max_streams, server_args, lifeline)
     points = {endpoint: [] for endpoint in endpoints}
     try:
         try:
@@ -379,6 +383,7 @@ def measure(
     finally:
         process.terminate()
         process.wait(timeout=30)
+        lifeline.end()
     return [(endpoint, (points[endpoint], churned if endpoint == endpoints[0] else None)) for endpoint in endpoints]
 
 

@@ -445,6 +445,22 @@ def test_busy_processes_end_with_the_block():
     assert all(p.poll() is not None for p in processes)
 
 
+# bench.common.busy_processes' spinners started, then the bench killed with them running
+SPINS = """
+import time
+from bench.common import busy_processes
+with busy_processes(2):
+    print("spinning", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_busy_processes_end_with_a_killed_bench():
+    """A bench killed hard (SIGKILL: the OOM killer, `kill -9`) while it kept cores busy left its spinners
+    running with parent pid 1, a core each, for ever."""
+    assert left_running_after_a_kill(SPINS) == []
+
+
 def naive_bits(model, segments: list[torch.Tensor], context_start) -> float:
     """Every target of every segment scored by itself: one forward pass over exactly its context."""
     nats, count = 0.0, 0

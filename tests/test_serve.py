@@ -2544,6 +2544,24 @@ time.sleep(600)
 """
 
 
+# bench.serve_load's server started, then the bench killed with it serving
+LOAD_BENCH_SERVES = """
+import sys, time
+from pathlib import Path
+from bench import serve_load
+from bench.lifeline import Lifeline
+process, url = serve_load.start_server(Path(sys.argv[1]), 4, [], Lifeline())
+print("serving", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_load_benchs_server_ends_with_a_killed_bench(fox_run):
+    """bench.serve_load killed hard (SIGKILL, `kill -9`) left the `charlm serve` it measures serving on,
+    with parent pid 1, for ever."""
+    assert left_running_after_a_kill(LOAD_BENCH_SERVES, str(fox_run)) == []
+
+
 def test_a_server_a_killed_test_run_started_ends_with_it(fox_run):
     """A test run killed hard (SIGKILL: a CI timeout, the OOM killer, `kill -9`) cleans up nothing: the
     `charlm serve` it had started served on with parent pid 1, for ever."""
