@@ -458,3 +458,36 @@ def test_a_field_null_is_served_exactly_where_openapi_json_allows_it():
         assert {("/v1/chat/completions", "top_p"), ("/v1/responses", "text.format")} <= names
         assert {("/v1/completions", "form"), ("/v1/chat/completions", "messages[0].role")} <= names
         assert taken > 150, taken
+
+
+# Rules between fields that JSON Schema cannot say (two values equal; one times the other's items): by route,
+# the fields of each and what the server refuses for them; the schema says each in its fields' descriptions
+UNSAYABLE = {
+    "/v1/chat/completions": [
+        (("max_tokens", "max_completion_tokens"), {"max_tokens": 3, "max_completion_tokens": 4}, "must be equal"),
+        (("repetition_penalty", "repeat_penalty"), {"repetition_penalty": 1.1, "repeat_penalty": 1.2}, "must be equal"),
+    ],
+    "/v1/completions": [
+        (("repetition_penalty", "repeat_penalty"), {"repetition_penalty": 1.1, "repeat_penalty": 1.2}, "must be equal"),
+        (("n",), {"prompt": ["a", "b"], "n": 2}, "n times the prompts"),
+    ],
+}
+
+
+def test_the_rules_a_schema_cannot_say_are_in_the_descriptions_of_their_fields():
+    """Chat's max_tokens and max_completion_tokens, given both, must be equal (as must repetition_penalty and
+    repeat_penalty; and n times a completion's prompts is at most --max-streams): a 400 that /openapi.json,
+    which cannot say it in JSON Schema, gave a client no word of. Each field's description says it now."""
+    from charlm.serve import protocol
+
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    config = ServeConfig(max_streams=3, max_tokens=40, max_prompt=300)
+    extras = protocol.request_schemas(config, ["tiny"])
+    for path, rules in UNSAYABLE.items():
+        schema = extras[path]["requestBody"]["content"]["application/json"]["schema"]
+        for names, fields, words in rules:
+            body = BASES[path] | fields
+            assert not taken_by_the_server(path, body, config), (path, fields)
+            assert jsonschema_rs.Draft202012Validator(schema).is_valid(body), (path, fields)  # unsayable
+            for name in names:
+                assert words in schema["properties"][name].get("description", ""), (path, name)

@@ -288,10 +288,21 @@ def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> di
         "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "top_k": {"type": "integer", "minimum": TOP_K_RANGE[0], "maximum": TOP_K_RANGE[1]},
         **{
-            name: {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_REPETITION_PENALTY}
+            name: {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": MAX_REPETITION_PENALTY,
+                "description": "vLLM's repetition_penalty, llama.cpp's repeat_penalty: one penalty, so given both, "
+                "they must be equal",
+            }
             for name in ("repetition_penalty", "repeat_penalty")
         },
-        "n": {"type": "integer", "minimum": 1, "maximum": config.max_streams},
+        "n": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": config.max_streams,
+            "description": "samples of each prompt: n times the prompts (a list of them) at most --max-streams",
+        },
         "stream": {"type": "boolean"},
         "stop": texts_schema(MAX_STOPS, 1, MAX_STOP_CHARS),
         "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1]},
@@ -303,19 +314,20 @@ def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> di
             "additionalProperties": {"type": "number", "minimum": -MAX_LOGIT_BIAS, "maximum": MAX_LOGIT_BIAS},
             "maxProperties": MAX_BIASED,
             "description": "token id (as POST /tokenize says it, or a token's position in the model's "
-            "meta.characters or meta.pieces) -> a bias added to its logit before sampling; -100 bans the token",
+            "meta.characters or meta.pieces) -> a bias added to its logit before sampling; -100 bans the token. "
+            'Each id once ("1" and "01" are one id)',
         },
         "template": {
             "type": "string",
             "pattern": FREE_SLOT,
             "description": "charlm's extension: every sample writes into this template; `_` is any one character "
             f"of the model's script ({forms.SCRIPT_RULE}), the rest is fixed; `\\n` breaks a line, `\\_` is an "
-            "underscore",
+            "underscore. At most --max-tokens `_`; not with `form`",
         },
         "acrostic": {
             "type": "string",
             "description": "charlm's extension: the first character of each verse (run of `_`) of `form` or "
-            "`template`, one per verse",
+            "`template`, one per verse; only with one of them",
         },
     }
     return schema | ({"form": form} if fitting else {})  # charlm's extension: poem forms (templates above)
@@ -334,6 +346,8 @@ def unless_null(name: str, rule: dict) -> dict:
 # in most bodies, refused for a model of another script (which the schema, made before a model loads,
 # cannot know): of 300 bodies schemathesis made valid by it (seeds 1 to 4, tests/test_serve_fuzz.py's model),
 # half as many were served. A rule holds where its field is not null (null is the field left out: `unless_null`).
+# The rules a schema cannot say (two fields' values equal, a count of one times another's items) are in their
+# fields' descriptions: max_tokens and max_completion_tokens, repetition_penalty and repeat_penalty, n.
 FIELD_RULES = {
     "stream_options": unless_null("stream_options", {"required": ["stream"], "properties": {"stream": {"const": True}}})
 }
@@ -438,11 +452,13 @@ def request_schemas(config: ServeConfig, models: list[str]) -> dict[str, dict]:
     completion |= {"logprobs": LOGPROBS_SCHEMA, "echo": {"type": "boolean"}}
     tokens = {"type": "integer", "minimum": 1, "maximum": config.max_tokens}  # chat's and responses' lengths
     chat = common_schema(config, models, 1) | USER_FIELDS_SCHEMA | COUNT_PENALTY_SCHEMA
+    agree = "given both, max_tokens and max_completion_tokens must be equal"
     chat |= {
         "messages": {"type": "array", "items": MESSAGE_SCHEMA, "minItems": 1},
         "logprobs": {"type": "boolean"},
         "top_logprobs": LOGPROBS_SCHEMA | {"description": "only with logprobs: true"},
-        "max_completion_tokens": tokens,
+        "max_tokens": chat["max_tokens"] | {"description": f"OpenAI's older name for max_completion_tokens: {agree}"},
+        "max_completion_tokens": tokens | {"description": agree},
     }
     response = {
         name: value for name, value in common_schema(config, models, 1).items() if name not in ("n", "max_tokens")
