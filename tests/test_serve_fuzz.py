@@ -8,6 +8,7 @@ hostile that way on top of its cases (`hostile`), which finds issue 26 items 2 a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -186,6 +187,20 @@ BASES = {
 ALTERNATIVES = (("max_tokens", "max_completion_tokens", "max_output_tokens"), ("content", "prompt"))
 
 
+@contextlib.contextmanager
+def tiny_server(max_tokens: int):
+    """A live server of a tiny model (3 streams, prompts of 300 characters, `max_tokens` characters): a
+    client of it, and its /openapi.json's request bodies by path, one per route of BASES."""
+    torch.manual_seed(0)
+    model = make_model(VOCAB, layers=1, hidden=16).eval()
+    config = ServeConfig(max_streams=3, max_tokens=max_tokens, max_prompt=300, chunk_ms=0)
+    with running(create_app({"tiny": lambda: model}, config)) as url, httpx.Client(base_url=url, timeout=20) as client:
+        wait_healthy(url)
+        schemas = bodies_of(client.get("/openapi.json").json())
+        assert set(schemas) == set(BASES)
+        yield client, schemas
+
+
 def type_of(field: dict) -> str | None:
     """A field's JSON type, past the null that a field a body may leave out also takes (["integer", "null"])."""
     kind = field.get("type")
@@ -199,13 +214,7 @@ def test_every_bound_in_openapi_json_is_the_servers_own_at_it_taken_past_it_a_40
     string's maxLength likewise; every enum value (OpenAI's fields at their neutral values, the Responses
     API's penalties at 0) is served; a field the schema does not list is refused, as it says
     (additionalProperties: false)."""
-    torch.manual_seed(0)
-    model = make_model(VOCAB, layers=1, hidden=16).eval()
-    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=3, max_tokens=8, max_prompt=300, chunk_ms=0))
-    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
-        wait_healthy(url)
-        schemas = bodies_of(client.get("/openapi.json").json())
-        assert set(schemas) == set(BASES)
+    with tiny_server(max_tokens=8) as (client, schemas):
 
         def post(path: str, name: str, value) -> httpx.Response:
             given = {key for group in ALTERNATIVES if name in group for key in group}
@@ -432,13 +441,7 @@ def test_a_field_null_is_served_exactly_where_openapi_json_allows_it():
     body, and those of the objects and list items in it, a body with it null is sent to a live server: it is
     served exactly where the schema (Draft 2020-12, as OpenAPI 3.1 reads it) allows it, else a 400."""
     jsonschema_rs = import_or_missing("jsonschema_rs")
-    torch.manual_seed(0)
-    model = make_model(VOCAB, layers=1, hidden=16).eval()
-    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=3, max_tokens=40, max_prompt=300, chunk_ms=0))
-    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
-        wait_healthy(url)
-        schemas = bodies_of(client.get("/openapi.json").json())
-        assert set(schemas) == set(BASES)
+    with tiny_server(max_tokens=40) as (client, schemas):  # room for a form: its null is tried too
         verdicts, taken = [], 0
         for path, schema in schemas.items():
             jsonschema_rs.meta.validate(schema)  # a valid schema (["integer", "null"], ...) before it is used
