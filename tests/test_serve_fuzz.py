@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import math
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -188,7 +189,7 @@ ALTERNATIVES = (("max_tokens", "max_completion_tokens", "max_output_tokens"), ("
 
 
 @contextlib.contextmanager
-def tiny_server(max_tokens: int):
+def tiny_server(max_tokens: int) -> Iterator[tuple[httpx.Client, dict[str, dict]]]:
     """A live server of a tiny model (3 streams, prompts of 300 characters, `max_tokens` characters): a
     client of it, and its /openapi.json's request bodies by path, one per route of BASES."""
     torch.manual_seed(0)
@@ -422,7 +423,7 @@ GIVEN_WITH = {"stream_options": {"stream": True}}
 MESSAGE = {"role": "user", "content": "the"}
 
 
-def null_bodies(path: str, schema: dict):
+def null_bodies(path: str, schema: dict) -> Iterator[tuple[str, dict]]:
     """`path`'s least body with one field null, named: each property of the body, and each property of an
     object it holds (`stream_options.include_usage`, `text.format`) or of a list's items (`messages[0].role`)."""
     for name, field in schema["properties"].items():
