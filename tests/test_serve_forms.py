@@ -223,9 +223,9 @@ def test_the_openapi_document_describes_the_extension(served):
     for path in ("/v1/completions", "/v1/chat/completions"):
         schema = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         for name in ("form", "template", "acrostic"):
-            assert schema["properties"][name]["type"] == "string"
+            assert schema["properties"][name]["type"] == ["string", "null"]  # null: left out
             assert "charlm's extension" in schema["properties"][name]["description"]
-        assert schema["properties"]["form"]["enum"] == list(FORM_NAMES)
+        assert schema["properties"]["form"]["enum"] == [*FORM_NAMES, None]
         assert {"五言绝句", "五绝", "七言律詩"} <= set(schema["properties"]["form"]["enum"])
 
 

@@ -8,9 +8,11 @@ hostile that way on top of its cases (`hostile`), which finds issue 26 items 2 a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -186,6 +188,26 @@ BASES = {
 ALTERNATIVES = (("max_tokens", "max_completion_tokens", "max_output_tokens"), ("content", "prompt"))
 
 
+@contextlib.contextmanager
+def tiny_server(max_tokens: int) -> Iterator[tuple[httpx.Client, dict[str, dict]]]:
+    """A live server of a tiny model (3 streams, prompts of 300 characters, `max_tokens` characters): a
+    client of it, and its /openapi.json's request bodies by path, one per route of BASES."""
+    torch.manual_seed(0)
+    model = make_model(VOCAB, layers=1, hidden=16).eval()
+    config = ServeConfig(max_streams=3, max_tokens=max_tokens, max_prompt=300, chunk_ms=0)
+    with running(create_app({"tiny": lambda: model}, config)) as url, httpx.Client(base_url=url, timeout=20) as client:
+        wait_healthy(url)
+        schemas = bodies_of(client.get("/openapi.json").json())
+        assert set(schemas) == set(BASES)
+        yield client, schemas
+
+
+def type_of(field: dict) -> str | None:
+    """A field's JSON type, past the null that a field a body may leave out also takes (["integer", "null"])."""
+    kind = field.get("type")
+    return next(iter(set(kind) - {"null"}), None) if isinstance(kind, list) else kind
+
+
 def test_every_bound_in_openapi_json_is_the_servers_own_at_it_taken_past_it_a_400_naming_the_field():
     """/openapi.json says what the server enforces, read from it (not written here), so that the two cannot
     drift: every numeric field has both bounds; at each bound (an integer's as a JSON number too: 40.0,
@@ -193,13 +215,7 @@ def test_every_bound_in_openapi_json_is_the_servers_own_at_it_taken_past_it_a_40
     string's maxLength likewise; every enum value (OpenAI's fields at their neutral values, the Responses
     API's penalties at 0) is served; a field the schema does not list is refused, as it says
     (additionalProperties: false)."""
-    torch.manual_seed(0)
-    model = make_model(VOCAB, layers=1, hidden=16).eval()
-    app = create_app({"tiny": lambda: model}, ServeConfig(max_streams=3, max_tokens=8, max_prompt=300, chunk_ms=0))
-    with running(app) as url, httpx.Client(base_url=url, timeout=20) as client:
-        wait_healthy(url)
-        schemas = bodies_of(client.get("/openapi.json").json())
-        assert set(schemas) == set(BASES)
+    with tiny_server(max_tokens=8) as (client, schemas):
 
         def post(path: str, name: str, value) -> httpx.Response:
             given = {key for group in ALTERNATIVES if name in group for key in group}
@@ -222,10 +238,10 @@ def test_every_bound_in_openapi_json_is_the_servers_own_at_it_taken_past_it_a_40
             for name, field in schema["properties"].items():
                 if name in ("model", "form"):  # the tiny model writes no Chinese poem
                     continue
-                if field.get("type") in ("integer", "number"):
+                if type_of(field) in ("integer", "number"):
                     low, high = field.get("minimum", field.get("exclusiveMinimum")), field.get("maximum")
                     assert low is not None and high is not None, (path, name, field)
-                    integral = field["type"] == "integer"
+                    integral = type_of(field) == "integer"
                     served(path, name, high)
                     refused(path, name, high + 1 if integral else math.nextafter(high, math.inf))
                     if "exclusiveMinimum" in field:
@@ -238,7 +254,7 @@ def test_every_bound_in_openapi_json_is_the_servers_own_at_it_taken_past_it_a_40
                         refused(path, name, high - 0.5)
                         refused(path, name, True)
                     checked += 1
-                elif field.get("type") == "string" and "maxLength" in field:
+                elif type_of(field) == "string" and "maxLength" in field:
                     served(path, name, "a" * field["maxLength"])
                     refused(path, name, "a" * (field["maxLength"] + 1))
                     checked += 1
@@ -341,7 +357,10 @@ STREAMED = {"stream_options": {"include_obfuscation": True}}
 SHARED_RULES = [
     (STREAMED, False, False),
     (STREAMED | {"stream": False}, False, False),
+    (STREAMED | {"stream": None}, False, False),  # null is stream left out: false
     (STREAMED | {"stream": True}, True, True),
+    ({"stream_options": None}, True, True),  # null is stream_options left out, which needs no stream
+    ({"stream_options": None, "stream": False}, True, True),
     ({"template": "ab"}, False, False),
     ({"template": "a\\_"}, False, False),  # an underscore written, none to fill
     ({"template": "a\\\\_ \\n_"}, True, True),  # a backslash, then an `_` to fill; a line break, another
@@ -354,12 +373,20 @@ RULES = {
     "/v1/chat/completions": (
         {"messages": [{"role": "user", "content": "the"}]},
         [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "logprobs": False}, False, False)]
+        + [({"top_logprobs": 2, "logprobs": None}, False, False), ({"top_logprobs": None}, True, True)]
         + [({"top_logprobs": 2, "logprobs": True}, True, True)],
     ),
     "/v1/responses": (
         {"input": "the"},
         [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "include": []}, False, False)]
+        + [({"top_logprobs": 2, "include": None}, False, False), ({"top_logprobs": None}, True, True)]
         + [({"top_logprobs": 2, "include": ["message.output_text.logprobs"]}, True, True)],
+    ),
+    # one text, in content or prompt: the other left out or null
+    "/tokenize": (
+        {"content": "the"},
+        [({"prompt": "the"}, False, False), ({"prompt": None}, True, True), ({"content": None}, False, False)]
+        + [({"content": None, "prompt": "the"}, True, True)],
     ),
 }
 
@@ -368,7 +395,9 @@ def test_the_rules_between_fields_are_in_openapi_json_as_the_server_keeps_them()
     """`stream_options` needs `stream: true`; `top_logprobs` needs chat's `logprobs: true` or the Responses
     API's include; a template needs an `_` not escaped: the schema said none of it, so a client (or
     schemathesis) that keeps to it sent requests the server refuses. Each rule is in the schema
-    (dependentSchemas, template's pattern), which refuses a request that breaks one, as the server does."""
+    (dependentSchemas, template's pattern), which refuses a request that breaks one, as the server does;
+    a field null is the field left out, to both (`stream_options: null` needs no stream; /tokenize's
+    `prompt: null` beside a content is no second text)."""
     from charlm.serve import protocol
 
     jsonschema_rs = import_or_missing("jsonschema_rs")
@@ -382,7 +411,87 @@ def test_the_rules_between_fields_are_in_openapi_json_as_the_server_keeps_them()
             body = base | fields
             assert (taken_by_the_server(path, body, config), valid(body)) == (served, allowed), (path, fields)
         ruled |= {(path, name) for name in schema.get("dependentSchemas", {})}
-    assert ruled == {(path, "stream_options") for path in RULES} | {
+    assert ruled == {(path, "stream_options") for path in RULES if path != "/tokenize"} | {
         ("/v1/chat/completions", "top_logprobs"),
         ("/v1/responses", "top_logprobs"),
     }
+
+
+# What a field's null is tried beside, where the route's least body (BASES) alone would be refused for another
+# reason: stream_options' fields in a stream, a message's fields in a list of one
+GIVEN_WITH = {"stream_options": {"stream": True}}
+MESSAGE = {"role": "user", "content": "the"}
+
+
+def null_bodies(path: str, schema: dict) -> Iterator[tuple[str, dict]]:
+    """`path`'s least body with one field null, named: each property of the body, and each property of an
+    object it holds (`stream_options.include_usage`, `text.format`) or of a list's items (`messages[0].role`)."""
+    for name, field in schema["properties"].items():
+        yield name, BASES[path] | {name: None}
+        for inner in [field, *field.get("anyOf", [])]:
+            for sub in inner.get("properties", {}):
+                yield f"{name}.{sub}", BASES[path] | GIVEN_WITH.get(name, {}) | {name: {sub: None}}
+            for sub in inner.get("items", {}).get("properties", {}):
+                yield f"{name}[0].{sub}", BASES[path] | {name: [MESSAGE | {sub: None}]}
+
+
+def test_a_field_null_is_served_exactly_where_openapi_json_allows_it():
+    """The server reads a field's null as the field left out (`"top_p": null`, which OpenAI's spec allows and
+    clients other than the openai package send), but /openapi.json refused null for nearly every field, so a
+    client validating a body against it refused one the server takes. For every property of every route's
+    body, and those of the objects and list items in it, a body with it null is sent to a live server: it is
+    served exactly where the schema (Draft 2020-12, as OpenAPI 3.1 reads it) allows it, else a 400."""
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    with tiny_server(max_tokens=40) as (client, schemas):  # room for a form: its null is tried too
+        verdicts, taken = [], 0
+        for path, schema in schemas.items():
+            jsonschema_rs.meta.validate(schema)  # a valid schema (["integer", "null"], ...) before it is used
+            valid = jsonschema_rs.Draft202012Validator(schema).is_valid
+            for name, body in null_bodies(path, schema):
+                status = client.post(path, json=body).status_code
+                assert status in (200, 400), (path, name, status)
+                verdicts.append((path, name, status == 200, valid(body)))
+                taken += status == 200
+        wrong = [
+            (path, name, "served, not allowed" if served else "allowed, a 400")
+            for path, name, served, allowed in verdicts
+            if served != allowed
+        ]
+        assert not wrong, wrong
+        names = {(path, name) for path, name, _, _ in verdicts}
+        assert {("/v1/chat/completions", "top_p"), ("/v1/responses", "text.format")} <= names
+        assert {("/v1/completions", "form"), ("/v1/chat/completions", "messages[0].role")} <= names
+        assert taken > 150, taken
+
+
+# Rules between fields that JSON Schema cannot say (two values equal; one times the other's items): by route,
+# the fields of each and what the server refuses for them; the schema says each in its fields' descriptions
+UNSAYABLE = {
+    "/v1/chat/completions": [
+        (("max_tokens", "max_completion_tokens"), {"max_tokens": 3, "max_completion_tokens": 4}, "must be equal"),
+        (("repetition_penalty", "repeat_penalty"), {"repetition_penalty": 1.1, "repeat_penalty": 1.2}, "must be equal"),
+    ],
+    "/v1/completions": [
+        (("repetition_penalty", "repeat_penalty"), {"repetition_penalty": 1.1, "repeat_penalty": 1.2}, "must be equal"),
+        (("n",), {"prompt": ["a", "b"], "n": 2}, "n times the prompts"),
+    ],
+}
+
+
+def test_the_rules_a_schema_cannot_say_are_in_the_descriptions_of_their_fields():
+    """Chat's max_tokens and max_completion_tokens, given both, must be equal (as must repetition_penalty and
+    repeat_penalty; and n times a completion's prompts is at most --max-streams): a 400 that /openapi.json,
+    which cannot say it in JSON Schema, gave a client no word of. Each field's description says it now."""
+    from charlm.serve import protocol
+
+    jsonschema_rs = import_or_missing("jsonschema_rs")
+    config = ServeConfig(max_streams=3, max_tokens=40, max_prompt=300)
+    extras = protocol.request_schemas(config, ["tiny"])
+    for path, rules in UNSAYABLE.items():
+        schema = extras[path]["requestBody"]["content"]["application/json"]["schema"]
+        for names, fields, words in rules:
+            body = BASES[path] | fields
+            assert not taken_by_the_server(path, body, config), (path, fields)
+            assert jsonschema_rs.Draft202012Validator(schema).is_valid(body), (path, fields)  # unsayable
+            for name in names:
+                assert words in schema["properties"][name].get("description", ""), (path, name)

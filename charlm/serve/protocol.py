@@ -224,7 +224,8 @@ STREAM_OPTIONS = {"include_usage", "include_obfuscation"}
 # The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client generator or
 # an API fuzzer reads): the checks below as far as a schema can say them, this server's limits (`config`)
 # and models included. Every field the server takes is listed (OpenAI's neutral ones at their neutral
-# values), and no other (`additionalProperties: false`): an unknown field is a 400.
+# values), and no other (`additionalProperties: false`): an unknown field is a 400. Every field a body may
+# leave out may be null too, which the server reads as left out (`nullable`).
 INPUT_ROLES = ("user", "assistant", "system", "developer")
 # an input message's text parts: its own, and an assistant's earlier output as a client sends it back
 INPUT_TEXT_PARTS = ("input_text", "output_text")
@@ -239,6 +240,32 @@ def texts_schema(most: int, min_length: int = 0, max_length: int | None = None) 
     """A string, or a list of at most `most` strings (at least one), each `min_length` to `max_length` long."""
     text: dict = {"type": "string", "minLength": min_length} | ({} if max_length is None else {"maxLength": max_length})
     return {"anyOf": [text, {"type": "array", "items": text, "minItems": 1, "maxItems": most}]}
+
+
+def nullable(field: dict) -> dict:
+    """`field`, or null: what the server takes for a field a body may leave out, whose null it reads as left
+    out (`integer`, `string`, ... give their default). OpenAI's spec allows null for most fields, and clients
+    other than the openai package send it (`"top_p": null`: LangChain, JavaScript's undefined); a strict
+    client refused them while the schema did not say so. A type becomes a list (["integer", "null"]), so
+    that a field's bounds stay where a reader of the schema looks for them; an enum gets null too."""
+    if "anyOf" in field:
+        return field | {"anyOf": [*field["anyOf"], {"type": "null"}]}
+    return field | {"type": [field["type"], "null"]} | ({"enum": [*field["enum"], None]} if "enum" in field else {})
+
+
+def nullables(fields: dict[str, dict]) -> dict[str, dict]:
+    """An object's `properties`, each `nullable`."""
+    return {name: nullable(field) for name, field in fields.items()}
+
+
+def stream_options_schema(options: set[str]) -> dict:
+    """`stream_options`, of these fields (booleans; null: left out), given only with `stream: true`."""
+    return {
+        "type": "object",
+        "properties": nullables({name: {"type": "boolean"} for name in sorted(options)}),
+        "additionalProperties": False,
+        "description": "only with stream: true",
+    }
 
 
 def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> dict:
@@ -261,19 +288,25 @@ def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> di
         "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
         "top_k": {"type": "integer", "minimum": TOP_K_RANGE[0], "maximum": TOP_K_RANGE[1]},
         **{
-            name: {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_REPETITION_PENALTY}
+            name: {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": MAX_REPETITION_PENALTY,
+                "description": "vLLM's repetition_penalty, llama.cpp's repeat_penalty: one penalty, so given both, "
+                "they must be equal",
+            }
             for name in ("repetition_penalty", "repeat_penalty")
         },
-        "n": {"type": "integer", "minimum": 1, "maximum": config.max_streams},
+        "n": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": config.max_streams,
+            "description": "samples of each prompt: n times the prompts (a list of them) at most --max-streams",
+        },
         "stream": {"type": "boolean"},
         "stop": texts_schema(MAX_STOPS, 1, MAX_STOP_CHARS),
         "seed": {"type": "integer", "minimum": SEED_RANGE[0], "maximum": SEED_RANGE[1]},
-        "stream_options": {
-            "type": "object",
-            "properties": {name: {"type": "boolean"} for name in sorted(STREAM_OPTIONS)},
-            "additionalProperties": False,
-            "description": "only with stream: true",
-        },
+        "stream_options": stream_options_schema(STREAM_OPTIONS),
         "user": {"type": "string", "maxLength": USER_FIELD_MAX_LENGTH["user"]},
         "logit_bias": {
             "type": "object",
@@ -281,22 +314,29 @@ def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> di
             "additionalProperties": {"type": "number", "minimum": -MAX_LOGIT_BIAS, "maximum": MAX_LOGIT_BIAS},
             "maxProperties": MAX_BIASED,
             "description": "token id (as POST /tokenize says it, or a token's position in the model's "
-            "meta.characters or meta.pieces) -> a bias added to its logit before sampling; -100 bans the token",
+            "meta.characters or meta.pieces) -> a bias added to its logit before sampling; -100 bans the token. "
+            'Each id once ("1" and "01" are one id)',
         },
         "template": {
             "type": "string",
             "pattern": FREE_SLOT,
             "description": "charlm's extension: every sample writes into this template; `_` is any one character "
             f"of the model's script ({forms.SCRIPT_RULE}), the rest is fixed; `\\n` breaks a line, `\\_` is an "
-            "underscore",
+            "underscore. At most --max-tokens `_`; not with `form`",
         },
         "acrostic": {
             "type": "string",
             "description": "charlm's extension: the first character of each verse (run of `_`) of `form` or "
-            "`template`, one per verse",
+            "`template`, one per verse; only with one of them",
         },
     }
     return schema | ({"form": form} if fitting else {})  # charlm's extension: poem forms (templates above)
+
+
+def unless_null(name: str, rule: dict) -> dict:
+    """A dependentSchemas `rule` for field `name` that a body with `name` null need not keep: the server
+    reads that null as the field left out (`nullable`), and dependentSchemas applies to a field present."""
+    return {"anyOf": [{"properties": {name: {"type": "null"}}}, rule]}
 
 
 # The rules between fields that a schema can say (JSON Schema 2020-12's dependentSchemas: a field given, the
@@ -305,10 +345,18 @@ def common_schema(config: ServeConfig, models: list[str], min_tokens: int) -> di
 # `template`, which exclude each other, is true too but left out: said, it made schemathesis send a form
 # in most bodies, refused for a model of another script (which the schema, made before a model loads,
 # cannot know): of 300 bodies schemathesis made valid by it (seeds 1 to 4, tests/test_serve_fuzz.py's model),
-# half as many were served.
-FIELD_RULES = {"stream_options": {"required": ["stream"], "properties": {"stream": {"const": True}}}}
-CHAT_TOP_LOGPROBS_RULE = {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}
-RESPONSE_TOP_LOGPROBS_RULE = {"required": ["include"], "properties": {"include": {"minItems": 1}}}
+# half as many were served. A rule holds where its field is not null (null is the field left out: `unless_null`).
+# The rules a schema cannot say (two fields' values equal, a count of one times another's items) are in their
+# fields' descriptions: max_tokens and max_completion_tokens, repetition_penalty and repeat_penalty, n.
+FIELD_RULES = {
+    "stream_options": unless_null("stream_options", {"required": ["stream"], "properties": {"stream": {"const": True}}})
+}
+CHAT_TOP_LOGPROBS_RULE = unless_null(
+    "top_logprobs", {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}}
+)
+RESPONSE_TOP_LOGPROBS_RULE = unless_null(
+    "top_logprobs", {"required": ["include"], "properties": {"include": {"type": "array", "minItems": 1}}}
+)
 
 
 def body_schema(
@@ -319,13 +367,14 @@ def body_schema(
     rules: dict[str, dict] | None = None,
 ) -> dict:
     """FastAPI's `openapi_extra` for a route that reads its JSON body itself (`check_fields`): its
-    `properties`, OpenAI's fields it takes at their `neutral` values or as null only, and the `rules`
-    between its fields (`FIELD_RULES`)."""
+    `properties`, those not `required` `nullable`, OpenAI's fields it takes at their `neutral` values or as
+    null only, and the `rules` between its fields (`FIELD_RULES`)."""
     taken = {name: {"enum": [*values, None]} for name, values in neutral.items()}
     taken |= {name: {"type": "null"} for name in sorted(null_only)}
+    taken |= {name: field if name in required else nullable(field) for name, field in properties.items()}
     schema = {
         "type": "object",
-        "properties": taken | properties,
+        "properties": taken,
         "required": required,
         "additionalProperties": False,
     } | ({"dependentSchemas": rules} if rules else {})
@@ -376,14 +425,16 @@ INPUT_ITEM_SCHEMA = {
 }
 RESPONSE_TEXT_SCHEMA = {
     "type": "object",
-    "properties": {
-        "format": {
-            "type": "object",
-            "properties": {"type": {"enum": ["text"]}},
-            "required": ["type"],
-            "additionalProperties": False,
-        },
-    },
+    "properties": nullables(
+        {
+            "format": {
+                "type": "object",
+                "properties": {"type": {"enum": ["text"]}},
+                "required": ["type"],
+                "additionalProperties": False,
+            },
+        }
+    ),
     "additionalProperties": {"type": "null"},
 }
 COUNT_PENALTY_SCHEMA = {
@@ -401,19 +452,19 @@ def request_schemas(config: ServeConfig, models: list[str]) -> dict[str, dict]:
     completion |= {"logprobs": LOGPROBS_SCHEMA, "echo": {"type": "boolean"}}
     tokens = {"type": "integer", "minimum": 1, "maximum": config.max_tokens}  # chat's and responses' lengths
     chat = common_schema(config, models, 1) | USER_FIELDS_SCHEMA | COUNT_PENALTY_SCHEMA
+    agree = "given both, max_tokens and max_completion_tokens must be equal"
     chat |= {
         "messages": {"type": "array", "items": MESSAGE_SCHEMA, "minItems": 1},
         "logprobs": {"type": "boolean"},
         "top_logprobs": LOGPROBS_SCHEMA | {"description": "only with logprobs: true"},
-        "max_completion_tokens": tokens,
+        "max_tokens": chat["max_tokens"] | {"description": f"OpenAI's older name for max_completion_tokens: {agree}"},
+        "max_completion_tokens": tokens | {"description": agree},
     }
     response = {
         name: value for name, value in common_schema(config, models, 1).items() if name not in ("n", "max_tokens")
     }
-    response["stream_options"] = {  # a response's last event always has usage: include_usage is refused
-        **response["stream_options"],
-        "properties": {"include_obfuscation": {"type": "boolean"}},
-    }
+    # a response's last event always has usage: include_usage is refused
+    response["stream_options"] = stream_options_schema(STREAM_OPTIONS - {"include_usage"})
     response |= USER_FIELDS_SCHEMA | {
         "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": INPUT_ITEM_SCHEMA, "minItems": 1}]},
         "instructions": {"type": "string"},
@@ -438,9 +489,8 @@ def request_schemas(config: ServeConfig, models: list[str]) -> dict[str, dict]:
     }
     tokenize_body = body_schema(tokenize, [])
     tokenize_body["requestBody"]["content"]["application/json"]["schema"]["oneOf"] = [
-        {"required": ["content"]},
-        {"required": ["prompt"]},
-    ]
+        {"required": [name], "properties": {name: text}} for name in ("content", "prompt")
+    ]  # one of the two, as a string: the other left out or null
     return {
         "/v1/completions": body_schema(completion, ["prompt"], rules=FIELD_RULES),
         "/v1/chat/completions": body_schema(
