@@ -275,14 +275,15 @@ class Vocab:
         return " ".join(shown) + (" ..." if len(shown) < len(chars) else "")
 
     def unseen_hints(self) -> dict:
-        """What `name_unseen` says of every character it hints at, for a reader without Python's tables
-        (the exported page, charlm/export/html.py): the names of the other forms' characters it names
-        with a hint, and, for a model of simplified Chinese, the traditional characters it does not know
-        (with TRADITIONAL_NOTE: the page names each as `'寶' (note)`)."""
+        """What `name_unseen` needs of Python's tables, for a reader without them (the exported page,
+        charlm/export/html.py, and the serve page, from /v1/models): each unseen character with other
+        forms the vocabulary knows, those forms (`known_forms`: ',' -> ['，', '、']), and, for a model
+        of simplified Chinese, the traditional characters it does not know (with TRADITIONAL_NOTE: the
+        pages name each as `'寶' (note)`)."""
         unseen = [char for char in sorted(_other_forms()) if char not in self.index]
         traditional = [c for c in traditional_characters() if c not in self.index] if self.simplified_chinese else []
         return {
-            "named": {char: with_hint(char, hint) for char in unseen if (hint := self.forms_hint(char))},
+            "forms": {char: known for char in unseen if (known := self.known_forms(char))},
             "traditional": "".join(traditional),
             "traditional_note": TRADITIONAL_NOTE,
         }
