@@ -26,7 +26,7 @@ from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
 from .generation import Batch, Healing, Row, healed_seed
 from .model import CharLM, inference
-from .vocab import Vocabulary, first_named, other_forms
+from .vocab import Vocabulary, first_named
 
 # Keywords a Python caller brings from `charlm sample`'s options or other libraries, and what does their job.
 SAMPLING_INSTEAD = {
@@ -82,9 +82,10 @@ def batch_from_ids(
 def warn_of_unwritten_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     """A ban of a character the model never writes holds already (`--ban '0123456789'` on any model) and
     is taken, but said, as a `stop` the model never writes is: what it bans changes nothing. Each is named
-    with the form of it the model writes, where that is not banned too (`--ban ','` on a novel that writes
-    '，' is likely a ban of '，', which is still written), and a Python key of digits with the token id an
-    OpenAI client would have meant by it ('3' is the character 3)."""
+    with the forms of it the model writes that are not banned too (`--ban ','` on a novel that writes
+    '，' is likely a ban of '，', which is still written; `Vocab.name_unseen`), and a Python key of digits
+    with the token id an OpenAI client would have meant by it ('3' is the character 3). Both pages say
+    the same of their ban box (charlm/serve/page.js: unwrittenBanWarning)."""
     banned = [key for key, bias in (options.logit_bias or {}).items() if bias <= -MAX_LOGIT_BIAS]
     firsts: dict[str, str] = {}  # each character once: 'Ω' and the ohm sign '\u2126' are one to an nfkc model
     for key in banned:
@@ -96,10 +97,7 @@ def warn_of_unwritten_bans(options: SampleConfig, vocab: Vocabulary) -> None:
     held = {vocab.normalized(key) if isinstance(key, str) else vocab.decode([key]) for key in banned}
 
     def named(key: str) -> str:
-        char = vocab.normalized(key)
-        if any(form in held for form in other_forms(char)):
-            return repr(char)  # its other form is banned too: no "did you mean" it
-        return vocab.name_unseen(char) + ("" if flags_said() else digits_hint(key))
+        return vocab.name_unseen(vocab.normalized(key), banned=held) + ("" if flags_said() else digits_hint(key))
 
     warnings.warn(
         f"{'--ban' if flags_said() else 'logit_bias'}: the model never writes {first_named(unwritten, named)}, "

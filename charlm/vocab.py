@@ -13,7 +13,7 @@ import functools
 import unicodedata
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 import numpy as np
@@ -238,21 +238,27 @@ class Vocab:
         found, first = np.unique(codes[outside], return_index=True)
         return [chr(code) for code in found[np.argsort(first)]]
 
-    def name_unseen(self, char: str) -> str:
+    def name_unseen(self, char: str, banned: Collection[str] = ()) -> str:
         """An unseen character as an error shows it, with the forms of it the vocabulary knows: a seed
         typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
         character such as '寶' is traditional (no table here says which simplified one it is: '宝').
-        A hint only; nothing is mapped silently."""
-        hint = self.forms_hint(char)
+        A hint only; nothing is mapped silently. A ban's warning names no form it bans too (`banned`):
+        `--ban ',，'` still hints '、' for ',', as the model writes it. The pages name characters alike
+        (charlm/serve/page.js: nameUnseen, from `unseen_hints`)."""
+        hint = self.forms_hint(char, banned)
         if not hint and looks_traditional(char) and self.simplified_chinese:
             hint = TRADITIONAL_NOTE
         return with_hint(char, hint)
 
-    def forms_hint(self, char: str) -> str:
+    def forms_hint(self, char: str, banned: Collection[str] = ()) -> str:
         """What to say of an unseen character whose other forms (`other_forms`) the vocabulary knows,
-        "did you mean '：'?"; "" where it knows none."""
-        known = [c for c in other_forms(char) if c in self.index]
+        less those `banned`: "did you mean '：'?"; "" where it knows none."""
+        known = [c for c in self.known_forms(char) if c not in banned]
         return f"did you mean {' or '.join(map(repr, known))}?" if known else ""
+
+    def known_forms(self, char: str) -> list[str]:
+        """The other forms of `char` (`other_forms`) the vocabulary knows, likeliest meant first."""
+        return [c for c in other_forms(char) if c in self.index]
 
     def names_unseen(self, chars: list[str], width: int = 80) -> str:
         """Unseen `chars` named in one short line, for a note on a whole text's (`charlm eval`): each with
@@ -269,14 +275,15 @@ class Vocab:
         return " ".join(shown) + (" ..." if len(shown) < len(chars) else "")
 
     def unseen_hints(self) -> dict:
-        """What `name_unseen` says of every character it hints at, for a reader without Python's tables
-        (the exported page, charlm/export/html.py): the names of the other forms' characters it names
-        with a hint, and, for a model of simplified Chinese, the traditional characters it does not know
-        (with TRADITIONAL_NOTE: the page names each as `'寶' (note)`)."""
+        """What `name_unseen` needs of Python's tables, for a reader without them (the exported page,
+        charlm/export/html.py, and the serve page, from /v1/models): each unseen character with other
+        forms the vocabulary knows, those forms (`known_forms`: ',' -> ['，', '、']), and, for a model
+        of simplified Chinese, the traditional characters it does not know (with TRADITIONAL_NOTE: the
+        pages name each as `'寶' (note)`)."""
         unseen = [char for char in sorted(_other_forms()) if char not in self.index]
         traditional = [c for c in traditional_characters() if c not in self.index] if self.simplified_chinese else []
         return {
-            "named": {char: with_hint(char, hint) for char in unseen if (hint := self.forms_hint(char))},
+            "forms": {char: known for char in unseen if (known := self.known_forms(char))},
             "traditional": "".join(traditional),
             "traditional_note": TRADITIONAL_NOTE,
         }

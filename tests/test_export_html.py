@@ -44,6 +44,7 @@ from .test_serve import (  # noqa: F401 -- the fox_run fixture
     told_what_each_part_is,
     wait_healthy,
 )
+from .test_vocab import SIMPLIFIED
 
 # How far the page's log-probabilities may be from PyTorch's fp32 ones, in nats, per stored precision:
 # fp32 to rounding; fp16 and int8 bounds a few times above what docs/export.md measured on trained models.
@@ -497,15 +498,16 @@ def test_serve_page_keeps_still(fox_run, browser):  # noqa: F811
         check_the_page_keeps_still(browser, page_ready(browser, url), "the ", "the " * 15, "at most 40")
 
 
-# The page's sampler (sampler.js, as the page embeds it) run in Node, where there is one: the
-# arithmetic of every cell and head checked in the fast suite; the browser tests above check the rest.
+# The page's sampler (sampler.js, as the page embeds it, after page.js, as its worker runs them) run in
+# Node, where there is one: the arithmetic of every cell and head checked in the fast suite; the browser
+# tests above check the rest.
 NODE_HARNESS = r"""
 const fs = require("fs"), vm = require("vm");
 const page = fs.readFileSync(process.argv[2], "utf8"), request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
 const block = (id) => page.match(new RegExp(`<script id="${id}"[^>]*>([\\s\\S]*?)</script>`))[1];
 const messages = [];
 const context = vm.createContext({ postMessage: (m) => messages.push(m), onmessage: null, atob, performance, setTimeout, WebAssembly });
-vm.runInContext(block("charlm-sampler"), context);
+vm.runInContext(block("charlm-shared") + "\n" + block("charlm-sampler"), context);
 context.onmessage({ data: { type: "load", meta: JSON.parse(block("charlm-meta")), tensors: block("charlm-weights") } });
 context.onmessage({ data: { type: "logprobs", id: 1, text: request.text } });
 const texts = [];  // each of request.generations in turn: its text, or its error
@@ -549,10 +551,10 @@ def test_page_sampler_equals_torch_in_node(tmp_path, cell, chars, cutoffs):
 
 # NODE_HARNESS with String.prototype.endsWith counting the longest text it was asked of (`longest`).
 ENDS_WITH_HARNESS = NODE_HARNESS.replace(
-    'vm.runInContext(block("charlm-sampler"), context);',
+    'vm.runInContext(block("charlm-shared") + "\\n" + block("charlm-sampler"), context);',
     """vm.runInContext(`const endsWith = String.prototype.endsWith; globalThis.longest = 0;
 String.prototype.endsWith = function (end) { longest = Math.max(longest, this.length); return endsWith.call(this, end); };`, context);
-vm.runInContext(block("charlm-sampler"), context);""",
+vm.runInContext(block("charlm-shared") + "\\n" + block("charlm-sampler"), context);""",
 ).replace("JSON.stringify({ logprobs", "JSON.stringify({ longest: context.longest, logprobs")
 
 
@@ -695,6 +697,34 @@ def test_the_page_reads_a_seeds_windows_line_breaks_and_refuses_a_templates_as_c
     with pytest.raises(CharLMError) as error:
         sampler.generate(model, "丁", template="_\r\n_")
     assert got["texts"][3] == f"error: {error.value}"
+
+
+@pytest.mark.slow
+def test_page_and_its_script_api_say_of_a_needless_ban_what_sample_ban_warns(tmp_path, browser):
+    """The page's status line named a banned ',' bare for a novel that writes '，' and '、', where `charlm
+    sample --ban` asks "did you mean"; its script API's `ban` said nothing at all, where Python warns; and
+    a `ban` not a string failed with "text.replace is not a function". The status line and a console
+    warning now say what `--ban` warns, and the API refuses a ban of another kind by name."""
+    poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼"
+    model = model_of("lstm", poem + "，、。“”\n", hidden=8)
+    with on_command_line(), pytest.warns(UserWarning) as caught:
+        sampler.generate(model, "明月", length=3, logit_bias=sample_configs({}, ",，")[0].logit_bias)
+    warned = str(caught[0].message).removeprefix("--")
+    assert warned == "ban: the model never writes ',' (did you mean '、'?), so banning it changes nothing"
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    write(browser, seed="明月", length="5", ban=",，")
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
+    assert browser.find_element("id", "status").text.endswith(f" ({warned})")
+    warnings_of = """(async () => {
+      const said = [], warn = console.warn;
+      console.warn = (message) => said.push(message);
+      try { await window.charlm.generate({seed: "明月", length: 3, ban: args[0]}); } finally { console.warn = warn; }
+      return said;
+    })()"""
+    assert call(browser, warnings_of, ",，") == [warned]
+    assert call(browser, warnings_of, "，") == []  # a ban the model writes: nothing to say
+    refused = call(browser, "window.charlm.generate({ban: args[0]})", [5])
+    assert refused == "error: ban must be a string of the characters never to write, not [5]"
 
 
 def test_the_page_names_a_seeds_unseen_characters_with_charlms_hints(tmp_path):
@@ -862,6 +892,9 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
         ("a\u0301\u0302", latin),  # two marks on one letter: several characters to the model
         ("e\u0301\u0301", latin),  # an e and two acutes: NFC's é and one acute, which look the same
         ("\u0301\u0301", Vocab(["a", "\u0301"], normalize="none")),  # a mark on a mark is one key
+        ("'＇", Vocab(list("ab'"), normalize="nfkc")),  # quoted as Python quotes: "'", not '''
+        ('"＂', Vocab(list('ab"'), normalize="nfkc")),  # '"', not '\"'
+        ("\x01\u0301", Vocab(["\x01", "\u0301", "a"], normalize="none")),  # '\x01', not '\u0001'
         ("".join(chr(0x4E00 + i) for i in range(10_000)), Vocab(list("ab\u4e00\u4e01"), normalize="nfc")),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
@@ -891,8 +924,11 @@ console.log(JSON.stringify(calls.map(([name, ...args]) => context[name](...args)
 def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
     """Both pages' ban box took a character the model never writes without a word, where `charlm sample
     --ban` warns that banning it changes nothing: the status line's note (page.js) now names the same
-    characters in the same words, less the hint of a form the model writes ('，' for ',')."""
+    characters in the same words. It lacked the hint of a form the model writes ("(did you mean '，'?)"
+    for ',') and that a character looks traditional, which it now takes from `Vocab.unseen_hints`, as
+    the exported page's seed errors do; a form the ban bans too is no hint (',，' hints '、')."""
     latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
+    chinese = Vocab(sorted(set(SIMPLIFIED + "，、。：")), normalize="nfc")
     cases = [
         ("", latin), ("eo\\n\\t", latin), ("e\u0301", latin),  # all written: no note
         ("0123456789", latin), ("ΩeZ", latin), ("\\n", Vocab(list("ab "))), ("\ufffd", Vocab(list("ab"))),
@@ -900,15 +936,18 @@ def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
         ("abcdefghijklmnopqrstuvwxyz", Vocab(list("AB"))),  # ten named, then " ..."
         (",!", Vocab(list("，。小"), normalize="nfc")),
         ("…", Vocab(list("abc."), normalize="nfkc")),  # three characters the model writes (the box refuses it)
+        (",", chinese), (",，", chinese), (",，、", chinese), ("寶:'", chinese), ("ｅ", latin),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
-    calls = [["unwrittenBanNote", text, vocab.chars, vocab.normalize] for text, vocab in cases]
-    for (text, vocab), note in zip(cases, run_in_node(tmp_path, PAGE_JS_CALLS, script, calls)):
+    calls = [["unwrittenBanNote", text, vocab.chars, vocab.normalize, vocab.unseen_hints()] for text, vocab in cases]
+    notes = run_in_node(tmp_path, PAGE_JS_CALLS, script, calls)
+    for (text, vocab), note in zip(cases, notes):
         with on_command_line(), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             sampler.warn_of_unwritten_bans(sample_configs({}, text)[0], vocab)
-        warned = [re.sub(r" \(did you mean '.'\?\)", "", str(w.message).removeprefix("--")) for w in caught]
-        assert note == "".join(f" ({says})" for says in warned), text
+        assert note == "".join(f" ({str(w.message).removeprefix('--')})" for w in caught), text
+    assert notes[-4] == " (ban: the model never writes ',' (did you mean '、'?), so banning it changes nothing)"
+    assert "'寶' (traditional? " in notes[-2] and "':' (did you mean '：'?)" in notes[-2], notes[-2]
 
 
 def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path):

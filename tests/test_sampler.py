@@ -233,6 +233,18 @@ def test_a_ban_of_any_character_the_model_never_writes_is_said_to_change_nothing
         generate_one(model, "好", length=5, logit_bias={"，": -100, 0: -100}, random_seed=0)  # written: banned
 
 
+def test_a_ban_of_one_form_of_a_lookalike_still_hints_the_forms_it_leaves():
+    """For a novel that writes both '，' and '、', `--ban ',，'` named ',' with no hint at all, as if
+    every form of it were banned: the model still writes '、', which the warning now names, as it names
+    every form the ban leaves; with all of them banned it names none."""
+    model = fixed_distribution({"好": 0.5, "，": 0.3, "、": 0.2})
+    left = r"^logit_bias: the model never writes ',' \(did you mean '、'\?\), so banning it changes nothing$"
+    with pytest.warns(UserWarning, match=left):
+        generate_one(model, "好", length=5, logit_bias={",": -100, "，": -100}, random_seed=0)
+    with pytest.warns(UserWarning, match=r"^logit_bias: the model never writes ',', so banning it changes nothing$"):
+        generate_one(model, "好", length=5, logit_bias={",": -100, "，": -100, "、": -100}, random_seed=0)
+
+
 def test_a_ban_naming_one_unwritten_character_twice_names_it_once():
     """'Ω' and the ohm sign are one character to an nfkc model: the warning said "'Ω' 'Ω'"."""
     model = make_model(Vocab(list("ab "), normalize="nfkc"), layers=1, hidden=8).eval()

@@ -607,6 +607,14 @@ def token_ids(client: OpenAI, chars: str) -> dict[str, str]:
     return {char: str(known.index(char)) for char in chars}
 
 
+def test_models_meta_holds_what_the_page_names_unseen_characters_with(client, tiny_model):
+    """The serve page named a seed character its model does not know plainly, ':' where `charlm sample`
+    says "':' (did you mean '：'?)": /v1/models gave it no hints. Its meta now has `unseen`, the hints
+    the exported page carries (`Vocab.unseen_hints`)."""
+    meta = client.models.retrieve("tiny").model_extra["meta"]
+    assert meta["unseen"] == tiny_model.vocab.unseen_hints() and meta["unseen"]["forms"]["，"] == [","]
+
+
 def test_logit_bias_by_token_id_is_what_generate_does_with_the_characters(client, tiny_model):
     ids = token_ids(client, "aeiouz")
     bias = {**{ids[c]: -100 for c in "aeiou"}, ids["z"]: 3}
@@ -3714,14 +3722,35 @@ def test_page_says_which_seed_characters_a_model_of_another_normalization_does_n
         wait = page_ready(browser, url)
         for model, seed, unknown in [
             ("nfkc", "the ｆｏｘ，① ", ""),
-            ("nfkc", "the fox~ ", '"~"'),
-            ("none", "the \u212b \u00c5 ", '"\u212b"'),
+            ("nfkc", "the fox~ ", "'~'"),  # named as charlm names characters ('~'; it said "~")
+            ("none", "the \u212b \u00c5 ", "'\u212b'"),
         ]:
             Select(browser.find_element("id", "model")).select_by_value(model)
             write(browser, wait, seed, 5)
             status = browser.find_element("id", "status").text
             note = f"(the model does not know {unknown}: it reads them as characters it knows nothing about)"
             assert (note in status) if unknown else ("does not know" not in status), (model, seed, status)
+
+
+@pytest.mark.slow
+def test_page_names_unseen_seed_and_ban_characters_with_charlms_hints(browser):
+    """The serve page's status line named a seed's ':' plainly for a novel that writes '：', and a ban's
+    ',' for one that writes '，', where `charlm sample`, Python and the exported page say "did you mean
+    '：'?" (and that '寶' looks traditional): both notes now name characters as charlm does, from
+    /v1/models' meta.unseen, a ban's hint leaving out the forms it bans too (',，' hints '、')."""
+    from .test_vocab import SIMPLIFIED
+
+    torch.manual_seed(0)
+    model = make_model(Vocab(sorted(set(SIMPLIFIED + "，、"))), layers=1, hidden=8).eval()
+    with running(create_app({"novel": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        wait = page_ready(browser, url)
+        set_field(browser, "ban", ",，")
+        write(browser, wait, "宝玉道:寶", 5)
+        status = browser.find_element("id", "status").text
+    unseen = "':' (did you mean '：'?) '寶' (traditional? this model knows simplified Chinese)"
+    assert f"(the model does not know {unseen}: it reads them as" in status, status
+    assert status.endswith(" (ban: the model never writes ',' (did you mean '、'?), so banning it changes nothing)")
 
 
 @pytest.mark.slow

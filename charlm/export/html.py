@@ -13,9 +13,10 @@ and each id's class as charlm.forms decides it (`classes`), with the class of ea
 may hold that the model reads as one of another class (`typed_classes`: nfkc's "，" for ","), so the
 page's template rules (sampler.js) take the names and use the Unicode rules charlm does.
 
-A seed character the model never saw is named as charlm names it (`Vocab.name_unseen`): the meta carries
-the hints Python computes (`Vocab.unseen_hints`: ',' (did you mean '，'?), and for a model of simplified
-Chinese the traditional characters, which the page cannot tell without Big5 and GB2312 tables).
+A seed character the model never saw, and a banned one it never writes, is named as charlm names it
+(`Vocab.name_unseen`): the meta carries the hints Python computes (`Vocab.unseen_hints`: the forms the
+model writes of ',', '，' for ',' (did you mean '，'?), and for a model of simplified Chinese the
+traditional characters, which the page cannot tell without Big5 and GB2312 tables).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
             "unknown_id": vocab.unknown_id,
             "normalize": vocab.normalize,
             "start_id": vocab.index[vocab.start_text()],
-            "unseen": vocab.unseen_hints(),  # how an unseen seed character is named: ',' (did you mean '，'?)
+            "unseen": vocab.unseen_hints(),  # how an unseen character is named: ',' (did you mean '，'?)
         },
         "forms": {
             "templates": FORMS,

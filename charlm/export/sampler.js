@@ -282,27 +282,9 @@ class Model {
       else if (this.meta.vocab.unknown_id !== null) ids.push(this.meta.vocab.unknown_id);
       else if (!missing.includes(ch)) missing.push(ch);
     }
-    if (missing.length) throw new Error(neverSeen("seed", missing.map((c) => this.nameUnseen(c))));
+    if (missing.length) throw new Error(neverSeen("seed", missing, this.meta.vocab.unseen));
     return ids;
   }
-
-  // An unseen character as Vocab.name_unseen names it, from the hints Python computed (Vocab.unseen_hints).
-  nameUnseen(c) {
-    const hints = this.meta.vocab.unseen;
-    this.traditional ??= new Set(hints.traditional);
-    return hints.named[c] ?? (this.traditional.has(c) ? `${pythonRepr(c)} (${hints.traditional_note})` : pythonRepr(c));
-  }
-}
-
-// One character as Python's repr writes it, as charlm's messages show characters: 'X', "'", '\n', '\x01'.
-function pythonRepr(c) {
-  const escapes = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
-  let body = escapes[c] ?? c;
-  if (!escapes[c] && c !== " " && /^[\p{C}\p{Z}]$/u.test(c)) {  // not str.isprintable: escaped by code point
-    const code = c.codePointAt(0), [prefix, width] = code < 0x100 ? ["x", 2] : code < 0x10000 ? ["u", 4] : ["U", 8];
-    body = `\\${prefix}${code.toString(16).padStart(width, "0")}`;
-  }
-  return c === "'" ? `"'"` : `'${body}'`;
 }
 
 // --- decoding ------------------------------------------------------------------------------------
@@ -376,10 +358,11 @@ const ESCAPES = { n: "\n", t: "\t", _: "\0", "\\": "\\" };  // "\0" marks a lite
 
 function formError(param, message) { return Object.assign(new Error(message), { param }); }
 
-// vocab.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording.
-function neverSeen(what, names) {
-  const shown = names.slice(0, 10).join(" ") + (names.length > 10 ? " ..." : "");
-  return `${what}: ${names.length} character(s) the model has never seen: ${shown}; use only characters from the training text`;
+// vocab.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
+// each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
+function neverSeen(what, chars, hints) {
+  const shown = firstNamed(chars, (c) => nameUnseen(c, hints));
+  return `${what}: ${chars.length} character(s) the model has never seen: ${shown}; use only characters from the training text`;
 }
 
 function unescape(text) {
@@ -433,12 +416,12 @@ function compileTemplate(request, banned) {
   });
   if (unknownOf.size) {  // every character of the option that fixed the first, as a seed's are named
     const [what, unknownChars] = unknownOf.entries().next().value;
-    throw formError(what === "acrostic" ? "acrostic" : param, neverSeen(what, [...unknownChars].map((c) => model.nameUnseen(c))));
+    throw formError(what === "acrostic" ? "acrostic" : param, neverSeen(what, [...unknownChars], model.meta.vocab.unseen));
   }
   const ban = slots.findIndex((id) => id !== FREE && banned && banned[id]);
   if (ban >= 0) {  // a fixed character banned: the template cannot be written
     const what = fromAcrostic.has(chars[ban]) ? "acrostic" : name;
-    throw formError("ban", `ban bans '${JSON.stringify(model.meta.vocab.chars[slots[ban]]).slice(1, -1)}', but ${what} must write it; leave it unbanned`);
+    throw formError("ban", `ban bans ${pythonRepr(model.meta.vocab.chars[slots[ban]])}, but ${what} must write it; leave it unbanned`);
   }
   // forms.SCRIPT_RULE: Han if the fixed text has Han or CJK punctuation, letters if it has letters,
   // else whichever the vocabulary holds more of (a tie: Han). The fixed text as typed: its id's class,
@@ -545,8 +528,6 @@ const NOT_OFFERED = {
   num_samples: "call generate once per sample",
   precision: "the page computes in fp32",
 };
-
-function shown(value) { return JSON.stringify(value) ?? String(value); }
 
 function checkOptions(request) {
   for (const name of Object.keys(request)) {

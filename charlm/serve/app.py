@@ -34,7 +34,7 @@ from .. import forms
 from ..errors import CharLMError
 from ..model import CharLM
 from . import protocol, responses
-from .completion import Completion, Served, Server, known_characters, known_pieces, tokenized
+from .completion import Completion, Served, Server, known_characters, known_pieces, tokenized, unseen_hints
 from .config import ServeConfig
 from .engine import Token, Update
 from .metrics import Metrics
@@ -486,6 +486,7 @@ def model_card(served: Served) -> dict:
         "normalize": model.vocab.normalize,
         "characters": known_characters(model),
         "pieces": known_pieces(model),
+        "unseen": unseen_hints(model),
     }
     return {"id": served.name, "object": "model", "created": served.created, "owned_by": "charlm", "meta": meta}
 

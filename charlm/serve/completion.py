@@ -188,6 +188,12 @@ def known_characters(model: CharLM) -> str | None:
     return "".join(model.vocab.chars) if model.vocab.one_char_per_id else None
 
 
+def unseen_hints(model: CharLM) -> dict | None:
+    """How the page names a character a character model does not know, in a prompt or the ban box, as
+    charlm does (`Vocab.unseen_hints`: ':' (did you mean '：'?)); None for a sentencepiece model."""
+    return model.vocab.unseen_hints() if model.vocab.one_char_per_id else None
+
+
 def known_pieces(model: CharLM) -> list[str | list[int]] | None:
     """A sentencepiece model's pieces in id order (`piece_text`), so that a client finds the ids
     `logit_bias` takes, as `known_characters` gives a character model's; None for a character model."""

@@ -141,10 +141,10 @@ function bannedIds(text, chars, normalize) {
       throw banError(`: ${keyShown} is ${charShown} to this model (its text is ${normalize.toUpperCase()}-normalized); give those characters instead`);
     }
     if (count !== 1) {
-      throw banError(`: ${quoted(key)} is ${count} characters to this model (${[...char].map(quoted).join(" ")}); give the one to ban alone (a combining mark stands alone first in the box)`);
+      throw banError(`: ${pythonRepr(key)} is ${count} characters to this model (${[...char].map(pythonRepr).join(" ")}); give the one to ban alone (a combining mark stands alone first in the box)`);
     }
     const id = index.get(char);
-    if (named.has(id)) throw banError(` gives token ${id} twice (${quoted(named.get(id))} and ${quoted(key)} are the same to this model); give it once`);
+    if (named.has(id)) throw banError(` gives token ${id} twice (${pythonRepr(named.get(id))} and ${pythonRepr(key)} are the same to this model); give it once`);
     named.set(id, key);
   }
   if (named.size && named.size === index.size) throw banError(" bans every token the model has; leave it at least one to write");
@@ -156,24 +156,54 @@ function banKeys(text) { return new Set(characters(text.replace(/\\n/g, "\n").re
 // decoding.never_written: one character, as the model reads it, that the model has not (`index` of its
 // characters). One its normalization makes several ('…', '...' to an nfkc model) it writes.
 function neverWritten(char, index) { return [...char].length === 1 && !index.has(char); }
-// What the status line adds of the ban box's characters the model never writes ("" if none), as
-// `charlm sample --ban` warns of them (sampler.warn_of_unwritten_bans): taken, but banning them changes
-// nothing, and one may be a slip (',' banned where the model writes '，'). Said only of a ban bannedIds took.
-function unwrittenBanNote(text, chars, normalize) {
-  const known = new Set(chars);
-  const never = [...new Set([...banKeys(text)].map((key) => normalized(key, normalize)))].filter((char) => neverWritten(char, known));
+// What `charlm sample --ban` warns of the ban box's characters the model never writes ("" if none), in
+// its words (sampler.warn_of_unwritten_bans): taken, but banning them changes nothing, and one may be a
+// slip (',' banned where the model writes '，'), named as nameUnseen names it from the model's `hints`.
+// Said only of a ban bannedIds took: by the status line (unwrittenBanNote), and by the exported page's
+// script API as a console warning.
+function unwrittenBanWarning(text, chars, normalize, hints) {
+  const known = new Set(chars), held = new Set([...banKeys(text)].map((key) => normalized(key, normalize)));
+  const never = [...held].filter((char) => neverWritten(char, known));
   if (!never.length) return "";
-  const shown = never.slice(0, 10).map(quoted).join(" ") + (never.length > 10 ? " ..." : "");  // vocab.first_named's 10
-  return ` (ban: the model never writes ${shown}, so banning ${never.length === 1 ? "it" : "them"} changes nothing)`;
+  const shown = firstNamed(never, (char) => nameUnseen(char, hints, held));
+  return `ban: the model never writes ${shown}, so banning ${never.length === 1 ? "it" : "them"} changes nothing`;
 }
-// A character as charlm's ban messages quote it: 'é', '\n'.
-function quoted(s) { return `'${JSON.stringify(s).slice(1, -1)}'`; }
-// A ban's key and the model's characters for it, quoted; with their code points where they look alike
+// What the status line adds of it: " (ban: ...)", or "".
+function unwrittenBanNote(text, chars, normalize, hints) {
+  const warning = unwrittenBanWarning(text, chars, normalize, hints);
+  return warning && ` (${warning})`;
+}
+// Vocab.name_unseen: a character the model does not know as charlm names it, with the forms of it the
+// model writes that are not `banned` ("',' (did you mean '，' or '、'?)"), or, for a model of simplified
+// Chinese, that it looks traditional. `hints` are Vocab.unseen_hints, computed in Python (the exported
+// page's meta.vocab.unseen, /v1/models' meta.unseen): one naming for seed errors and ban notes alike.
+function nameUnseen(char, hints, banned = new Set()) {
+  const known = ((hints && hints.forms[char]) || []).filter((form) => !banned.has(form));
+  if (known.length) return `${pythonRepr(char)} (did you mean ${known.map(pythonRepr).join(" or ")}?)`;
+  return hints && hints.traditional.includes(char) ? `${pythonRepr(char)} (${hints.traditional_note})` : pythonRepr(char);
+}
+// vocab.first_named: the first 10 of `chars`, each as `name` names it, then " ..." where there are more.
+function firstNamed(chars, name) {
+  return chars.slice(0, 10).map(name).join(" ") + (chars.length > 10 ? " ..." : "");
+}
+// A text as Python's repr writes it, as charlm's messages show characters: 'X', "'", '\n', '\x01' (JSON's
+// quoting, which the ban box's errors used, said ''', '\"' and '\u0001' where charlm says "'", '"' and '\x01').
+function pythonRepr(text) {
+  const escapes = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+  const escaped = (c) => {
+    if (escapes[c] || c === " " || !/^[\p{C}\p{Z}]$/u.test(c)) return escapes[c] ?? c;  // str.isprintable's
+    const code = c.codePointAt(0), [prefix, width] = code < 0x100 ? ["x", 2] : code < 0x10000 ? ["u", 4] : ["U", 8];
+    return `\\${prefix}${code.toString(16).padStart(width, "0")}`;
+  };
+  const body = [...text].map(escaped).join("");
+  return text.includes("'") && !text.includes('"') ? `"${body}"` : `'${body.replace(/'/g, "\\'")}'`;
+}
+// A ban's key and the model's characters for it, quoted (pythonRepr); with their code points where they look alike
 // (decoding.told_apart): "'é́' is 'é́'" of an e and two acutes told nothing.
 function toldApart(key, char) {
-  if (key.normalize("NFC") !== char.normalize("NFC")) return [quoted(key), quoted(char)];
+  if (key.normalize("NFC") !== char.normalize("NFC")) return [pythonRepr(key), pythonRepr(char)];
   const points = (s) => [...s].map((c) => "U+" + c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")).join(" ");
-  return [key, char].map((s) => `${quoted(s)} (${points(s)})`);
+  return [key, char].map((s) => `${pythonRepr(s)} (${points(s)})`);
 }
 // `text` as a model of Unicode normalization `normalize` (its meta.normalize: none, nfc or nfkc) reads it.
 function normalized(text, normalize) { return normalize === "none" ? text : text.normalize(normalize.toUpperCase()); }
@@ -185,6 +215,9 @@ function unseenCharacters(text, chars, normalize) {
   const known = new Set(chars);
   return [...new Set(normalized(text, normalize))].filter((c) => !known.has(c));
 }
+
+// A value a script gave, as an error quotes it (the exported page's options: sampler.js's checks too).
+function shown(value) { return JSON.stringify(value) ?? String(value); }
 
 function banError(says) { return Object.assign(new Error(`ban${says}`), { param: "ban" }); }
 
