@@ -630,6 +630,31 @@ def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value,
     assert_named(lambda: entry(given, seed), f"charlm.{name}: {message.format(entry=name)}")
 
 
+@pytest.mark.parametrize("size", ["more", "fewer"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: charlm.generate(model, "ab", length=50, random_seed=0),
+        lambda model: charlm.stream(model, "ab", length=50),
+        lambda model: charlm.bits_per_char(model, "abcabc"),
+        lambda model: charlm.next_probs(model, "ab"),
+    ],
+    ids=["generate", "stream", "bits_per_char", "next_probs"],
+)
+def test_a_model_given_another_runs_vocabulary_is_refused(model, size, call):
+    """`model.vocab = other.vocab` (a model from one run, a vocabulary from another) sampled and scored
+    without a word: ids the weights scored were read as the other vocabulary's characters, or the
+    vocabulary's last characters never written. The weights' size against the vocabulary's is checked
+    at each call (an equal size cannot be told apart)."""
+    chars = "\nabcdefgh " + ("xyz" if size == "more" else "")
+    model.vocab = Vocab(chars if size == "more" else chars[:-2])
+    assert_named(
+        lambda: call(model),
+        f"the model's vocabulary has {len(model.vocab)} ids but its weights score 10: model.vocab must be the "
+        "vocabulary it was trained with",
+    )
+
+
 @pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])
 def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
     """charlm.generate(model, model.vocab.encode("ab")) was told "join it first: ''.join(seed)", which
