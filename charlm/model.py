@@ -31,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from .config import MAXIMA
 from .errors import CharLMError
-from .fields import holds, keywords_named
+from .fields import SHOWN, holds, keywords_named
 from .pieces import holds_integers
 from .vocab import UNSEEN, Vocabulary
 
@@ -91,32 +91,35 @@ class ModelConfig:
             raise CharLMError(
                 "the model description is damaged: expected cell, layers, hidden, dropout, vocab_size"
             ) from None
-        if config.cell not in CORES:
-            raise CharLMError(f"the model description is damaged: unknown cell {config.cell!r}")
-        config.check_sizes()
+        if problem := config.problem():
+            raise CharLMError(f"the model description is damaged: {problem}")
         return config
 
-    def check_sizes(self) -> None:
-        """Sizes a model can be built with, within `config.MAXIMA`: checked before a stored description
-        allocates anything (a hidden size of 10**12 would otherwise be an out-of-memory crash)."""
+    def problem(self) -> str | None:
+        """What keeps a model from being built of this config, or None: a cell torch does not have, or a
+        size outside `config.MAXIMA`. Checked before a stored description allocates anything (a hidden size of
+        10**12 would otherwise be an out-of-memory crash), and before a config made by hand stops deep
+        inside torch (a hidden size of -1: "Trying to create tensor with negative dimension")."""
+        if self.cell not in CORES:
+            return f"unknown cell {self.cell!r} (one of {', '.join(CORES)})"
         limits = {"layers": MAXIMA["layers"], "hidden": MAXIMA["hidden"], "vocab_size": 2**31 - 1}
         for name, most in limits.items():
             value = getattr(self, name)
             if not holds(value, int) or not 1 <= value <= most:
-                raise CharLMError(f"the model description is damaged: {name} must be from 1 to {most}, not {value!r}")
+                return f"{name} must be from 1 to {most}, not {value!r}"
         if not holds(self.dropout, float) or not 0 <= self.dropout < 1:
-            raise CharLMError(f"the model description is damaged: dropout must be in [0, 1), not {self.dropout!r}")
+            return f"dropout must be in [0, 1), not {self.dropout!r}"
         cutoffs = self.head_cutoffs
         if (
-            not all(holds(cutoff, int) for cutoff in cutoffs)
+            not isinstance(cutoffs, (tuple, list))
+            or not all(holds(cutoff, int) for cutoff in cutoffs)
             or list(cutoffs) != sorted(set(cutoffs))
             or not 0 < min(cutoffs, default=1)
         ):
-            raise CharLMError(f"the model description is damaged: head_cutoffs {list(cutoffs)} are not rising ranks")
+            return f"head_cutoffs {list(cutoffs) if isinstance(cutoffs, tuple) else cutoffs!r} are not rising ranks"
         if cutoffs and cutoffs[-1] >= self.vocab_size:
-            raise CharLMError(
-                f"the model description is damaged: head_cutoffs {list(cutoffs)} reach past vocab_size {self.vocab_size}"
-            )
+            return f"head_cutoffs {list(cutoffs)} reach past vocab_size {self.vocab_size}"
+        return None
 
 
 class CharLM(nn.Module):
@@ -127,13 +130,14 @@ class CharLM(nn.Module):
     (its `.vocab`: `encode(text)` gives a tensor of ids, `decode(ids)` the text), so a checkpoint
     rebuilds it for sampling.
 
-    Raises CharLMError when the config's vocab_size is not the vocabulary's size.
+    Raises CharLMError for a config that is not a `charlm.ModelConfig` or one no model can be built of
+    (an unknown cell, a size out of range), a vocabulary that is not one (a model's `.vocab`), or a
+    config whose vocab_size is not the vocabulary's size.
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary):
         super().__init__()
-        if config.vocab_size != len(vocab):
-            raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
+        check_parts(config, vocab)
         self.config, self.vocab = config, vocab
         self.embed = Embedding(config.vocab_size, config.hidden)
         # Weights keep torch's RNN initialisation: uniform in +-1/sqrt(hidden).
@@ -221,6 +225,23 @@ def auto_head_reason(size: int, unit: str = "characters") -> str:
     vocabulary's ids, `unit`: characters, or a sentencepiece model's tokens (not its distinct characters)."""
     chosen = "adaptive" if size >= ADAPTIVE_MIN_VOCAB else "full"
     return f"--head auto chose {chosen}: a vocabulary of {size:,} {unit} (adaptive from {ADAPTIVE_MIN_VOCAB:,})"
+
+
+def check_parts(config: ModelConfig, vocab: Vocabulary) -> None:
+    """A model's config and vocabulary as `CharLM` takes them, or a CharLMError saying which is wrong, where
+    torch would stop building a layer ("'dict' object has no attribute 'vocab_size'", "negative dimension")."""
+    if not isinstance(config, ModelConfig):
+        hint = "; charlm.ModelConfig.from_dict(config) reads model.config.to_dict()" if isinstance(config, dict) else ""
+        raise CharLMError(f"charlm.CharLM: config must be a charlm.ModelConfig, not {SHOWN.repr(config)}{hint}")
+    if problem := config.problem():
+        raise CharLMError(f"charlm.CharLM: no model can be built of this config: {problem}")
+    if not isinstance(vocab, Vocabulary):
+        raise CharLMError(
+            f"charlm.CharLM: vocab must be a vocabulary, a model's .vocab (charlm.vocab.Vocab(characters) makes "
+            f"one), not {SHOWN.repr(vocab)}"
+        )
+    if config.vocab_size != len(vocab):
+        raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
 
 
 class Embedding(nn.Embedding):

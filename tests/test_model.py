@@ -182,6 +182,35 @@ def test_a_model_cast_to_bf16_or_fp16_scores_with_either_head(head, dtype):
     assert torch.isfinite(logits).all() and torch.allclose(nats.float(), exact, atol=0.1)
 
 
+def refusal(function, *args) -> str:
+    """The one-line CharLMError `function(*args)` raises, where torch's own error from deep inside stood."""
+    with pytest.raises(CharLMError) as raised:
+        function(*args)
+    assert "\n" not in str(raised.value), raised.value
+    return str(raised.value)
+
+
+def test_a_model_is_built_only_of_a_model_config_and_a_vocabulary_it_can_be_built_of():
+    """charlm.CharLM(config, vocab) with a config of hidden=-1 stopped in torch ("Trying to create tensor
+    with negative dimension -1"), an unknown cell as "KeyError: 'xyz'", a dict as "'dict' object has no
+    attribute 'vocab_size'"; dropout=nan built a model whose dropout was nan, and a string for the
+    vocabulary a model that stopped once asked to sample."""
+    vocab, config = Vocab("abc"), ModelConfig("lstm", 1, 8, 0.0, 3)
+    cases = [
+        (dataclasses.replace(config, hidden=-1), vocab, "no model can be built of this config: hidden must be from 1"),
+        (dataclasses.replace(config, cell="xyz"), vocab, "unknown cell 'xyz' (one of lstm, gru, rnn)"),
+        (dataclasses.replace(config, dropout=float("nan")), vocab, "dropout must be in [0, 1), not nan"),
+        (dataclasses.replace(config, head_cutoffs=(2, 1)), vocab, "head_cutoffs [2, 1] are not rising ranks"),
+        (config.to_dict(), vocab, "config must be a charlm.ModelConfig, not {'cell': 'lstm', "),
+        (None, vocab, "config must be a charlm.ModelConfig, not None"),
+        (config, "abc", "vocab must be a vocabulary, a model's .vocab (charlm.vocab.Vocab(characters) makes one), not"),
+    ]
+    for given, given_vocab, message in cases:
+        assert "charlm.CharLM: " in refusal(CharLM, given, given_vocab)
+        assert message in refusal(CharLM, given, given_vocab), message
+    assert CharLM(ModelConfig.from_dict(config.to_dict()), vocab).config == config  # the advice, followed, works
+
+
 def step_reference(model, text: str) -> dict:
     """Each layer stepped one character at a time with the reference cells (cells.py), after reading a
     newline first as `trace` does: per layer, lists over the text of h, c and the gates."""
