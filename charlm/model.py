@@ -32,7 +32,7 @@ from torch.overrides import TorchFunctionMode
 from .config import MAXIMA
 from .errors import CharLMError
 from .fields import SHOWN, holds, keywords_named
-from .pieces import holds_integers
+from .model_inputs import long_ids, refusal
 from .vocab import UNSEEN, Vocabulary
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
@@ -170,18 +170,30 @@ class CharLM(nn.Module):
         LSTM, each (layers, batch, hidden).
 
         Raises CharLMError for ids that are not a tensor of integers (a numpy array or list: torch.as_tensor
-        it first); ids must be below len(model.vocab).
+        it first), not (batch, time) or (time,), empty, or outside 0 to len(model.vocab) - 1 (-1, a
+        character never seen, is read in eval mode); a state that is not what the model returned for ids
+        of this batch; targets not of the ids' shape or outside the vocabulary. On a GPU, ids already there
+        are not checked first: an id out of range there is CUDA's device-side assert.
 
         A state is taken in the weights' dtype: one read under autocast is bf16 or fp16, and the
         recurrent core outside autocast stops on a state of another dtype than its weights.
         """
-        device, dtype = self.device, self.embed.weight.dtype
-        ids, state = long_ids(ids, device), map_state(lambda s: s.to(device, dtype), state)
-        out, state = self.core(self.embed(ids), state)
-        out = self.drop(out)
-        if targets is None:
-            return self.head.logits(out), state
-        return self.head.nats(out, long_ids(targets, device)), state
+        device, dtype, size = self.device, self.embed.weight.dtype, self.config.vocab_size
+        given = ids, state, targets
+        try:
+            ids = long_ids(ids, device, 0 if self.training else UNSEEN, size)  # `lowest_id`, without its call
+            state = map_state(lambda s: s.to(device, dtype), state)
+            out, state = self.core(self.embed(ids), state)
+            out = self.drop(out)
+            if targets is None:
+                return self.head.logits(out), state
+            return self.head.nats(out, long_ids(targets, device, 0, size, "targets")), state
+        except CharLMError:
+            raise
+        except Exception:  # torch's error from deep inside: said as the caller's argument, where that is at fault
+            if problem := refusal(self, *given):
+                raise problem from None
+            raise
 
     @property
     def device(self) -> torch.device:
@@ -195,19 +207,6 @@ class CharLM(nn.Module):
     def architecture(self) -> str:
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
-
-
-def long_ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Ids of any integer dtype as the long tensor on `device` that lookups and losses take: torch's
-    embedding refuses uint8 and int16, and indexing reads uint8 as a mask. A numpy array or a list is
-    refused, as torch's layers refuse it, but saying how to make a tensor of it."""
-    if not isinstance(ids, torch.Tensor):
-        raise CharLMError(
-            f"the model's ids must be a tensor of integers, not a {type(ids).__name__}: torch.as_tensor(ids)"
-        )
-    if not holds_integers(ids):
-        raise CharLMError(f"the model's ids must be integers (a torch.long tensor), not {ids.dtype}")
-    return ids.to(device, torch.long)
 
 
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
@@ -345,7 +344,9 @@ class AdaptiveHead(nn.Module):
         return ranked[:, self.rank].view(*out.shape[:-1], -1)
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        ranked = self.rank[targets.reshape(-1)]
+        """Each target's negative log-likelihood. index_select, not indexing: `rank[-1]` would score a target
+        of -1 as the last id, where index_select refuses it (and is the faster of the two)."""
+        ranked = self.rank.index_select(0, targets.reshape(-1))
         with fp32(out):
             return -self.softmax(self.rows(out), ranked).output.view_as(targets)
 
