@@ -301,7 +301,7 @@ class FullHead(nn.Linear):
         }
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self(out).flatten(0, 1), targets.reshape(-1), reduction="none").view_as(targets)
+        return F.cross_entropy(self(out).flatten(0, -2), targets.reshape(-1), reduction="none").view_as(targets)
 
 
 class AdaptiveHead(nn.Module):

@@ -256,6 +256,17 @@ def test_targets_not_one_per_id_or_outside_the_vocabulary_are_refused_naming_tar
         model(ids, None, ids.tolist())
 
 
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_one_row_of_ids_scores_its_targets_as_a_batch_of_one_does(head):
+    """ids of one dimension, (time,), read as one row, but given targets the full head flattened its
+    (time, vocab) logits to one dimension: "For 1D input, 1D target must have size 1"."""
+    model = adaptive_or_full(head)
+    ids, targets = torch.randint(0, 300, (7,)), torch.randint(0, 300, (7,))
+    nats, _ = model(ids, None, targets)
+    batched, _ = model(ids[None], None, targets[None])
+    assert nats.shape == (7,) and torch.allclose(nats, batched[0])
+
+
 def test_ids_moving_to_another_device_are_checked_on_the_cpu_first():
     """On a GPU an id out of range is a device-side assert that leaves CUDA unusable for the process:
     ids the caller gives on the CPU to a model elsewhere are checked before they move (where they
