@@ -71,12 +71,18 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
 
 def keywords_checked(function: Function) -> Function:
     """A keyword `function` does not take is refused as train's and generate's mistyped options are, named
-    with what it was likely meant to be, where charlm.load(devcie="cpu") would meet Python's bare TypeError."""
-    names = list(inspect.signature(function).parameters)
+    with what it was likely meant to be, where charlm.load(devcie="cpu") would meet Python's bare TypeError;
+    so are arguments too many or missing (charlm.bits_per_char(model)), saying what the call takes."""
+    signature = inspect.signature(function)
+    names = list(signature.parameters)
 
     @functools.wraps(function)
     def checked(*args: object, **keywords: object) -> object:
         check_keywords(names, keywords, f"charlm.{function.__name__} argument")
+        try:
+            signature.bind(*args, **keywords)
+        except TypeError as e:
+            raise CharLMError(f"charlm.{function.__name__}: {e}; it takes ({', '.join(names)})") from None
         return function(*args, **keywords)
 
     return checked

@@ -1234,6 +1234,21 @@ def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model
     assert charlm.next_probs(model=model, prefix="a", top=2) == charlm.next_probs(model, "a", 2)
 
 
+def test_arguments_too_many_or_missing_are_named_with_what_the_function_takes(model):
+    """charlm.load("run", "cpu", 3), bits_per_char(model) and bits_per_char(model, "ab", model=model) met
+    Python's bare TypeError ("takes from 0 to 2 positional arguments but 3 were given"), where a
+    keyword it does not take is a CharLMError naming what it takes."""
+    assert_named(
+        lambda: charlm.load("base", "cpu", 3), "charlm.load: too many positional arguments; it takes (target, device)"
+    )
+    bits = "; it takes (model, text)"
+    assert_named(
+        lambda: charlm.bits_per_char(model), "charlm.bits_per_char: missing a required argument: 'text'" + bits
+    )
+    assert_named(lambda: charlm.bits_per_char(model, "ab", model=model), "multiple values for argument 'model'" + bits)
+    assert_named(lambda: charlm.next_probs(model, "a", 2, 3), "charlm.next_probs: too many positional arguments")
+
+
 @pytest.mark.parametrize(
     "build, fragment",
     [
