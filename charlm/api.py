@@ -71,12 +71,18 @@ def lists_options(config_class: type) -> Callable[[Function], Function]:
 
 def keywords_checked(function: Function) -> Function:
     """A keyword `function` does not take is refused as train's and generate's mistyped options are, named
-    with what it was likely meant to be, where charlm.load(devcie="cpu") would meet Python's bare TypeError."""
-    names = list(inspect.signature(function).parameters)
+    with what it was likely meant to be, where charlm.load(devcie="cpu") would meet Python's bare TypeError;
+    so are arguments too many or missing (charlm.bits_per_char(model)), saying what the call takes."""
+    signature = inspect.signature(function)
+    names = list(signature.parameters)
 
     @functools.wraps(function)
     def checked(*args: object, **keywords: object) -> object:
         check_keywords(names, keywords, f"charlm.{function.__name__} argument")
+        try:
+            signature.bind(*args, **keywords)
+        except TypeError as e:
+            raise CharLMError(f"charlm.{function.__name__}: {e}; it takes ({', '.join(names)})") from None
         return function(*args, **keywords)
 
     return checked
@@ -406,8 +412,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
     in one batch (sample i with random_seed + i).
 
     Raises CharLMError for an unknown option, one given by position rather than by name, a value out
-    of range, a seed that is not a string or holds characters the model cannot read, or a form the
-    model cannot write.
+    of range, a seed that is not a string or holds characters the model cannot read, a form the
+    model cannot write, or a model given a vocabulary of another size than its own (another run's).
     """
     check_model_and_seed("generate", model, seed)
     with threads.for_python_caller(model.device):
@@ -447,7 +453,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
     Returns the bits per character, a float.
 
     Raises CharLMError for a text of fewer than 2 characters, or one that is not a string (bytes, a
-    Path, an open file: the message says how to read it); warns where `text` looks like a file's name.
+    Path, an open file: the message says how to read it), or a model given another run's vocabulary (as
+    `generate`); warns where `text` looks like a file's name.
     """
     check_model_and_seed("bits_per_char", model, text, "text")
     if "\n" not in text and os.path.isfile(home(text)):
@@ -474,8 +481,8 @@ def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> 
 
     Returns a list of (text, probability) tuples: [('s', 0.91), ('n', 0.04), ...].
 
-    Raises CharLMError for a `top` that is not a positive integer or None, or a prefix that is not a
-    string.
+    Raises CharLMError for a `top` that is not a positive integer or None, a prefix that is not a
+    string, or a model given another run's vocabulary (as `generate`).
     """
     prefix = "" if prefix is None else prefix
     check_model_and_seed("next_probs", model, prefix, "prefix")

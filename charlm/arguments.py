@@ -37,6 +37,11 @@ def check_model(function: str, model: object) -> None:
     if not isinstance(model, CharLM):
         hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
         refuse(function, "the model must be a charlm.CharLM", model, hint)
+    if (size := len(model.vocab)) != model.config.vocab_size:  # `model.vocab = other.vocab`: ids mean other characters
+        raise CharLMError(
+            f"charlm.{function}: the model's vocabulary has {size} ids but its weights score "
+            f"{model.config.vocab_size}: model.vocab must be the vocabulary it was trained with, not another run's"
+        )
 
 
 def check_text(function: str, text: object, what: str) -> None:

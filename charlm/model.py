@@ -31,8 +31,8 @@ from torch.overrides import TorchFunctionMode
 
 from .config import MAXIMA
 from .errors import CharLMError
-from .fields import holds, keywords_named
-from .pieces import holds_integers
+from .fields import SHOWN, holds, keywords_named
+from .model_inputs import long_ids, refusal
 from .vocab import UNSEEN, Vocabulary
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
@@ -91,32 +91,35 @@ class ModelConfig:
             raise CharLMError(
                 "the model description is damaged: expected cell, layers, hidden, dropout, vocab_size"
             ) from None
-        if config.cell not in CORES:
-            raise CharLMError(f"the model description is damaged: unknown cell {config.cell!r}")
-        config.check_sizes()
+        if problem := config.problem():
+            raise CharLMError(f"the model description is damaged: {problem}")
         return config
 
-    def check_sizes(self) -> None:
-        """Sizes a model can be built with, within `config.MAXIMA`: checked before a stored description
-        allocates anything (a hidden size of 10**12 would otherwise be an out-of-memory crash)."""
+    def problem(self) -> str | None:
+        """What keeps a model from being built of this config, or None: a cell torch does not have, or a
+        size outside `config.MAXIMA`. Checked before a stored description allocates anything (a hidden size of
+        10**12 would otherwise be an out-of-memory crash), and before a config made by hand stops deep
+        inside torch (a hidden size of -1: "Trying to create tensor with negative dimension")."""
+        if self.cell not in CORES:
+            return f"unknown cell {self.cell!r} (one of {', '.join(CORES)})"
         limits = {"layers": MAXIMA["layers"], "hidden": MAXIMA["hidden"], "vocab_size": 2**31 - 1}
         for name, most in limits.items():
             value = getattr(self, name)
             if not holds(value, int) or not 1 <= value <= most:
-                raise CharLMError(f"the model description is damaged: {name} must be from 1 to {most}, not {value!r}")
+                return f"{name} must be from 1 to {most}, not {value!r}"
         if not holds(self.dropout, float) or not 0 <= self.dropout < 1:
-            raise CharLMError(f"the model description is damaged: dropout must be in [0, 1), not {self.dropout!r}")
+            return f"dropout must be in [0, 1), not {self.dropout!r}"
         cutoffs = self.head_cutoffs
         if (
-            not all(holds(cutoff, int) for cutoff in cutoffs)
+            not isinstance(cutoffs, (tuple, list))
+            or not all(holds(cutoff, int) for cutoff in cutoffs)
             or list(cutoffs) != sorted(set(cutoffs))
             or not 0 < min(cutoffs, default=1)
         ):
-            raise CharLMError(f"the model description is damaged: head_cutoffs {list(cutoffs)} are not rising ranks")
+            return f"head_cutoffs {list(cutoffs) if isinstance(cutoffs, tuple) else cutoffs!r} are not rising ranks"
         if cutoffs and cutoffs[-1] >= self.vocab_size:
-            raise CharLMError(
-                f"the model description is damaged: head_cutoffs {list(cutoffs)} reach past vocab_size {self.vocab_size}"
-            )
+            return f"head_cutoffs {list(cutoffs)} reach past vocab_size {self.vocab_size}"
+        return None
 
 
 class CharLM(nn.Module):
@@ -127,13 +130,14 @@ class CharLM(nn.Module):
     (its `.vocab`: `encode(text)` gives a tensor of ids, `decode(ids)` the text), so a checkpoint
     rebuilds it for sampling.
 
-    Raises CharLMError when the config's vocab_size is not the vocabulary's size.
+    Raises CharLMError for a config that is not a `charlm.ModelConfig` or one no model can be built of
+    (an unknown cell, a size out of range), a vocabulary that is not one (a model's `.vocab`), or a
+    config whose vocab_size is not the vocabulary's size.
     """
 
     def __init__(self, config: ModelConfig, vocab: Vocabulary):
         super().__init__()
-        if config.vocab_size != len(vocab):
-            raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
+        check_parts(config, vocab)
         self.config, self.vocab = config, vocab
         self.embed = Embedding(config.vocab_size, config.hidden)
         # Weights keep torch's RNN initialisation: uniform in +-1/sqrt(hidden).
@@ -166,18 +170,30 @@ class CharLM(nn.Module):
         LSTM, each (layers, batch, hidden).
 
         Raises CharLMError for ids that are not a tensor of integers (a numpy array or list: torch.as_tensor
-        it first); ids must be below len(model.vocab).
+        it first), not (batch, time) or (time,), empty, or outside 0 to len(model.vocab) - 1 (-1, a
+        character never seen, is read in eval mode); a state that is not what the model returned for ids
+        of this batch; targets not of the ids' shape or outside the vocabulary. On a GPU, ids already there
+        are not checked first: an id out of range there is CUDA's device-side assert.
 
         A state is taken in the weights' dtype: one read under autocast is bf16 or fp16, and the
         recurrent core outside autocast stops on a state of another dtype than its weights.
         """
-        device, dtype = self.device, self.embed.weight.dtype
-        ids, state = long_ids(ids, device), map_state(lambda s: s.to(device, dtype), state)
-        out, state = self.core(self.embed(ids), state)
-        out = self.drop(out)
-        if targets is None:
-            return self.head.logits(out), state
-        return self.head.nats(out, long_ids(targets, device)), state
+        device, dtype, size = self.device, self.embed.weight.dtype, self.config.vocab_size
+        given = ids, state, targets
+        try:
+            ids = long_ids(ids, device, 0 if self.training else UNSEEN, size)  # `lowest_id`, without its call
+            state = map_state(lambda s: s.to(device, dtype), state)
+            out, state = self.core(self.embed(ids), state)
+            out = self.drop(out)
+            if targets is None:
+                return self.head.logits(out), state
+            return self.head.nats(out, long_ids(targets, device, 0, size, "targets")), state
+        except CharLMError:
+            raise
+        except Exception:  # torch's error from deep inside: said as the caller's argument, where that is at fault
+            if problem := refusal(self, *given):
+                raise problem from None
+            raise
 
     @property
     def device(self) -> torch.device:
@@ -191,19 +207,6 @@ class CharLM(nn.Module):
     def architecture(self) -> str:
         """`2x256 lstm`: layers x hidden and the cell, as the CLI prints a model."""
         return f"{self.config.layers}x{self.config.hidden} {self.config.cell}"
-
-
-def long_ids(ids: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Ids of any integer dtype as the long tensor on `device` that lookups and losses take: torch's
-    embedding refuses uint8 and int16, and indexing reads uint8 as a mask. A numpy array or a list is
-    refused, as torch's layers refuse it, but saying how to make a tensor of it."""
-    if not isinstance(ids, torch.Tensor):
-        raise CharLMError(
-            f"the model's ids must be a tensor of integers, not a {type(ids).__name__}: torch.as_tensor(ids)"
-        )
-    if not holds_integers(ids):
-        raise CharLMError(f"the model's ids must be integers (a torch.long tensor), not {ids.dtype}")
-    return ids.to(device, torch.long)
 
 
 def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
@@ -221,6 +224,23 @@ def auto_head_reason(size: int, unit: str = "characters") -> str:
     vocabulary's ids, `unit`: characters, or a sentencepiece model's tokens (not its distinct characters)."""
     chosen = "adaptive" if size >= ADAPTIVE_MIN_VOCAB else "full"
     return f"--head auto chose {chosen}: a vocabulary of {size:,} {unit} (adaptive from {ADAPTIVE_MIN_VOCAB:,})"
+
+
+def check_parts(config: ModelConfig, vocab: Vocabulary) -> None:
+    """A model's config and vocabulary as `CharLM` takes them, or a CharLMError saying which is wrong, where
+    torch would stop building a layer ("'dict' object has no attribute 'vocab_size'", "negative dimension")."""
+    if not isinstance(config, ModelConfig):
+        hint = "; charlm.ModelConfig.from_dict(config) reads model.config.to_dict()" if isinstance(config, dict) else ""
+        raise CharLMError(f"charlm.CharLM: config must be a charlm.ModelConfig, not {SHOWN.repr(config)}{hint}")
+    if problem := config.problem():
+        raise CharLMError(f"charlm.CharLM: no model can be built of this config: {problem}")
+    if not isinstance(vocab, Vocabulary):
+        raise CharLMError(
+            f"charlm.CharLM: vocab must be a vocabulary, a model's .vocab (charlm.vocab.Vocab(characters) makes "
+            f"one), not {SHOWN.repr(vocab)}"
+        )
+    if config.vocab_size != len(vocab):
+        raise CharLMError(f"the model expects {config.vocab_size} ids but the vocabulary has {len(vocab)}")
 
 
 class Embedding(nn.Embedding):
@@ -281,7 +301,7 @@ class FullHead(nn.Linear):
         }
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self(out).flatten(0, 1), targets.reshape(-1), reduction="none").view_as(targets)
+        return F.cross_entropy(self(out).flatten(0, -2), targets.reshape(-1), reduction="none").view_as(targets)
 
 
 class AdaptiveHead(nn.Module):
@@ -324,7 +344,9 @@ class AdaptiveHead(nn.Module):
         return ranked[:, self.rank].view(*out.shape[:-1], -1)
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        ranked = self.rank[targets.reshape(-1)]
+        """Each target's negative log-likelihood. index_select, not indexing: `rank[-1]` would score a target
+        of -1 as the last id, where index_select refuses it (and is the faster of the two)."""
+        ranked = self.rank.index_select(0, targets.reshape(-1))
         with fp32(out):
             return -self.softmax(self.rows(out), ranked).output.view_as(targets)
 

@@ -14,7 +14,7 @@ import unicodedata
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -59,6 +59,7 @@ NO_SIMPLIFIED_FORM = frozenset(
 )
 
 
+@runtime_checkable  # CharLM refuses anything else for its vocabulary
 class Vocabulary(Protocol):
     """What a model reads and writes through: a character vocabulary (`Vocab`, below) or SentencePiece
     pieces (`pieces.PieceVocab`). Both meet this protocol; code that takes either names this type, and

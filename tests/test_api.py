@@ -630,6 +630,31 @@ def test_a_model_and_seed_of_the_wrong_type_are_named(model, entry, model_value,
     assert_named(lambda: entry(given, seed), f"charlm.{name}: {message.format(entry=name)}")
 
 
+@pytest.mark.parametrize("size", ["more", "fewer"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model: charlm.generate(model, "ab", length=50, random_seed=0),
+        lambda model: charlm.stream(model, "ab", length=50),
+        lambda model: charlm.bits_per_char(model, "abcabc"),
+        lambda model: charlm.next_probs(model, "ab"),
+    ],
+    ids=["generate", "stream", "bits_per_char", "next_probs"],
+)
+def test_a_model_given_another_runs_vocabulary_is_refused(model, size, call):
+    """`model.vocab = other.vocab` (a model from one run, a vocabulary from another) sampled and scored
+    without a word: ids the weights scored were read as the other vocabulary's characters, or the
+    vocabulary's last characters never written. The weights' size against the vocabulary's is checked
+    at each call (an equal size cannot be told apart)."""
+    chars = "\nabcdefgh " + ("xyz" if size == "more" else "")
+    model.vocab = Vocab(chars if size == "more" else chars[:-2])
+    assert_named(
+        lambda: call(model),
+        f"the model's vocabulary has {len(model.vocab)} ids but its weights score 10: model.vocab must be the "
+        "vocabulary it was trained with",
+    )
+
+
 @pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])
 def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
     """charlm.generate(model, model.vocab.encode("ab")) was told "join it first: ''.join(seed)", which
@@ -1207,6 +1232,21 @@ def test_a_keyword_a_function_does_not_take_is_named_with_what_it_may_mean(model
     assert_named(lambda: charlm.next_probs(model, "a", tpo=3), "next_probs argument(s) tpo (did you mean top?)")
     assert_named(lambda: charlm.bits_per_char(model, txt="ab"), "txt (did you mean text?); known: model, text")
     assert charlm.next_probs(model=model, prefix="a", top=2) == charlm.next_probs(model, "a", 2)
+
+
+def test_arguments_too_many_or_missing_are_named_with_what_the_function_takes(model):
+    """charlm.load("run", "cpu", 3), bits_per_char(model) and bits_per_char(model, "ab", model=model) met
+    Python's bare TypeError ("takes from 0 to 2 positional arguments but 3 were given"), where a
+    keyword it does not take is a CharLMError naming what it takes."""
+    assert_named(
+        lambda: charlm.load("base", "cpu", 3), "charlm.load: too many positional arguments; it takes (target, device)"
+    )
+    bits = "; it takes (model, text)"
+    assert_named(
+        lambda: charlm.bits_per_char(model), "charlm.bits_per_char: missing a required argument: 'text'" + bits
+    )
+    assert_named(lambda: charlm.bits_per_char(model, "ab", model=model), "multiple values for argument 'model'" + bits)
+    assert_named(lambda: charlm.next_probs(model, "a", 2, 3), "charlm.next_probs: too many positional arguments")
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,10 @@ from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig, auto_head_reason, detach_state, head_cutoffs
+from charlm.model_inputs import long_ids
 from charlm.scoring import surprise
 from charlm.tracing import trace
-from charlm.vocab import Vocab
+from charlm.vocab import UNSEEN, Vocab
 
 from .conftest import make_model
 
@@ -160,9 +161,10 @@ def test_ids_given_as_an_array_or_a_list_are_told_to_become_a_tensor(kind):
     model = adaptive_or_full("full")
     ids = torch.randint(0, 256, (3, 9))
     given = ids.numpy() if kind == "array" else ids.tolist()
-    for call in (lambda: model(given), lambda: model(ids, None, given)):  # ids, then targets
+    for call, name in ((lambda: model(given), "ids"), (lambda: model(ids, None, given), "targets")):
         with pytest.raises(
-            CharLMError, match=r"^the model's ids must be a tensor of integers, not a \w+: torch\.as_tensor"
+            CharLMError,
+            match=rf"^the model's {name} must be a tensor of integers, not a \w+: torch\.as_tensor\({name}\)",
         ):
             call()
     assert torch.equal(model(torch.as_tensor(given))[0], model(ids)[0])  # the advice, followed, works
@@ -180,6 +182,122 @@ def test_a_model_cast_to_bf16_or_fp16_scores_with_either_head(head, dtype):
     nats, _ = model(ids, None, targets)
     logits, _ = model(ids)
     assert torch.isfinite(logits).all() and torch.allclose(nats.float(), exact, atol=0.1)
+
+
+def refusal(function, *args) -> str:
+    """The one-line CharLMError `function(*args)` raises, where torch's own error from deep inside stood."""
+    with pytest.raises(CharLMError) as raised:
+        function(*args)
+    assert "\n" not in str(raised.value), raised.value
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_ids_the_model_cannot_read_are_refused_naming_ids(head):
+    """An empty row stopped in the LSTM ("Expected sequence length to be larger than 0 in RNN"), a 0-D or
+    3-D tensor as "Expected input to be 2D or 3D, got 1D/4D", and an id outside the vocabulary in the
+    embedding's "index out of range in self"; -1 reads as a character never seen only in eval mode."""
+    model = adaptive_or_full(head)
+    cases = {
+        torch.zeros(1, 0, dtype=torch.long): "the model's ids hold no id to read (shape (1, 0))",
+        torch.zeros(0, dtype=torch.long): "the model's ids hold no id to read (shape (0,))",
+        torch.tensor(3): "not 0 dimensions (shape ()); one id is ids.view(1, 1)",
+        torch.zeros(2, 3, 4, dtype=torch.long): "must be (batch, time), or (time,) for one row, not 3 dimensions",
+        torch.tensor([[1, 300]]): "the model's ids must be from 0 to 299 (len(model.vocab) - 1), or -1",
+        torch.tensor([[10**12]]): "not 1000000000000: model.vocab.encode(text) gives a text's ids",
+        torch.tensor([[-2, 1]]): "not -2: model.vocab.encode(text)",
+    }
+    for ids, message in cases.items():
+        assert message in refusal(model, ids), ids
+    assert model(torch.tensor([[-1, 1]]))[0].shape == (1, 2, 300)  # a character never seen, in eval mode
+    model.train()
+    assert "not -1; -1, a character never seen, is read only by a model in eval mode" in refusal(
+        model, torch.tensor([[-1, 1]])
+    )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_state_not_the_models_own_is_refused_naming_state(cell):
+    """A state carried from a batch of another size, an LSTM's h without its c or a list of them met
+    torch's "Expected hidden[0] size", "IndexError: index 1 is out of bounds" or "'list' object has no
+    attribute 'to'"."""
+    model = make_model("abc", cell=cell, layers=2, hidden=8).eval()
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    _, three = model(torch.zeros(3, 4, dtype=torch.long))
+    h = three[0] if cell == "lstm" else three
+    wanted = "(h, c), two tensors of shape (2, 1, 8)" if cell == "lstm" else "h, a tensor of shape (2, 1, 8)"
+    given = {
+        "from a batch of 3": (three, "(2, 3, 8)"),
+        "h alone, or (h, c) of a GRU": (h[:, :1] if cell == "lstm" else (h[:, :1], h[:, :1]), "(2, 1, 8)"),
+        "a list": ([h[:, :1], h[:, :1]], "not a list of 2"),
+        "a number": (3, "not 3"),
+    }
+    for name, (state, shown) in given.items():
+        message = refusal(model, ids, state)
+        assert f"the model's state must be None or {wanted} (layers, batch, hidden)" in message, name
+        assert shown in message, name
+    _, one = model(ids)
+    assert model(ids, one)[0].shape == (1, 4, 3)  # what the model returned, it takes
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_targets_not_one_per_id_or_outside_the_vocabulary_are_refused_naming_targets(head):
+    """Targets of another shape than the ids met "Expected input batch_size (7) to match target
+    batch_size (3)", and one outside the vocabulary "IndexError: Target 300 is out of bounds"."""
+    model = adaptive_or_full(head)
+    ids = torch.randint(0, 300, (2, 5))
+    assert "the model's targets must have the ids' shape (2, 5), one next id for each, not (2, 3)" in refusal(
+        model, ids, None, ids[:, :3]
+    )
+    for bad in (300, -1):
+        message = refusal(model, ids, None, torch.full_like(ids, bad))
+        assert f"the model's targets must be from 0 to 299 (len(model.vocab) - 1), not {bad}:" in message
+    with pytest.raises(CharLMError, match=r"^the model's targets must be a tensor of integers, not a list"):
+        model(ids, None, ids.tolist())
+
+
+@pytest.mark.parametrize("head", ["full", "adaptive"])
+def test_one_row_of_ids_scores_its_targets_as_a_batch_of_one_does(head):
+    """ids of one dimension, (time,), read as one row, but given targets the full head flattened its
+    (time, vocab) logits to one dimension: "For 1D input, 1D target must have size 1"."""
+    model = adaptive_or_full(head)
+    ids, targets = torch.randint(0, 300, (7,)), torch.randint(0, 300, (7,))
+    nats, _ = model(ids, None, targets)
+    batched, _ = model(ids[None], None, targets[None])
+    assert nats.shape == (7,) and torch.allclose(nats, batched[0])
+
+
+def test_ids_moving_to_another_device_are_checked_on_the_cpu_first():
+    """On a GPU an id out of range is a device-side assert that leaves CUDA unusable for the process:
+    ids the caller gives on the CPU to a model elsewhere are checked before they move (where they
+    already are on the model's device, as in training and sampling, nothing is checked up front)."""
+    meta = torch.device("meta")  # a device other than the CPU, on any machine
+    with pytest.raises(CharLMError, match=r"^the model's ids must be from 0 to 9 .* not 10:"):
+        long_ids(torch.tensor([[1, 10]]), meta, UNSEEN, 10)
+    with pytest.raises(CharLMError, match=r"^the model's targets must be from 0 to 9 .* not -1:"):
+        long_ids(torch.tensor([[-1, 1]]), meta, 0, 10, "targets")
+    assert long_ids(torch.tensor([[-1, 9]]), meta, UNSEEN, 10).device == meta
+
+
+def test_a_model_is_built_only_of_a_model_config_and_a_vocabulary_it_can_be_built_of():
+    """charlm.CharLM(config, vocab) with a config of hidden=-1 stopped in torch ("Trying to create tensor
+    with negative dimension -1"), an unknown cell as "KeyError: 'xyz'", a dict as "'dict' object has no
+    attribute 'vocab_size'"; dropout=nan built a model whose dropout was nan, and a string for the
+    vocabulary a model that stopped once asked to sample."""
+    vocab, config = Vocab("abc"), ModelConfig("lstm", 1, 8, 0.0, 3)
+    cases = [
+        (dataclasses.replace(config, hidden=-1), vocab, "no model can be built of this config: hidden must be from 1"),
+        (dataclasses.replace(config, cell="xyz"), vocab, "unknown cell 'xyz' (one of lstm, gru, rnn)"),
+        (dataclasses.replace(config, dropout=float("nan")), vocab, "dropout must be in [0, 1), not nan"),
+        (dataclasses.replace(config, head_cutoffs=(2, 1)), vocab, "head_cutoffs [2, 1] are not rising ranks"),
+        (config.to_dict(), vocab, "config must be a charlm.ModelConfig, not {'cell': 'lstm', "),
+        (None, vocab, "config must be a charlm.ModelConfig, not None"),
+        (config, "abc", "vocab must be a vocabulary, a model's .vocab (charlm.vocab.Vocab(characters) makes one), not"),
+    ]
+    for given, given_vocab, message in cases:
+        assert "charlm.CharLM: " in refusal(CharLM, given, given_vocab)
+        assert message in refusal(CharLM, given, given_vocab), message
+    assert CharLM(ModelConfig.from_dict(config.to_dict()), vocab).config == config  # the advice, followed, works
 
 
 def step_reference(model, text: str) -> dict:
