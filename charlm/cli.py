@@ -190,8 +190,8 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
         from .corpus import read_texts, source_files, total_bytes
         from .device import resolve_device
         from .scoring import text_bits, unseen_note
-    # RUN may be left out, as every command's: a first path that is text (a file or a folder that is no
-    # run) is the first of FILES, scored under the latest run
+    # RUN may be left out, as every command's: a first path that is text (a file, not a model's
+    # export, or a folder that is no run) is the first of FILES, scored under the latest run
     first_is_text = bool(given) and runs.names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
