@@ -205,6 +205,16 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
+def test_eval_takes_held_out_as_inspect_does(trained, fox_file):
+    """`charlm inspect RUN --held-out` (README) taught `charlm eval RUN --held-out`, which was "no such option
+    --held-out (did you mean --help?)": eval takes the flag, the run's held-out text as with no FILES, and
+    refuses FILES beside it."""
+    assert cli("eval", trained, "--held-out", "--quiet").output == cli("eval", trained, "--quiet").output
+    assert cli("eval", "--held-out", "--quiet").exit_code == 0
+    for files in ([trained, str(fox_file)], [str(fox_file)]):
+        assert_one_line_error(cli("eval", *files, "--held-out"), f"give FILES ({fox_file}) or --held-out")
+
+
 def test_eval_without_files_scores_the_run_s_held_out_text(trained_here, fox_file, tmp_path):
     """`charlm eval RUN` alone was click's "Missing argument 'FILES...'": it scores the text the run held
     out (its validation split), as `charlm eval RUN FILE` of that text does; a corpus changed since is refused."""
