@@ -172,6 +172,9 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 @main.command("eval")
 @click.argument("given", nargs=-1, metavar="[RUN] [FILES]...", shell_complete=completion.run_names)
 @click.option("--encoding", default=Config.encoding, show_default=True, help="text encoding of FILES")
+@click.option(
+    "--held-out", is_flag=True, help="score the run's held-out text, as no FILES does (`charlm inspect`'s flag)"
+)
 @device_option("whole texts")
 @click.option(
     "--quiet",
@@ -179,7 +182,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     help="no progress bars (reading, encoding and scoring FILES; preparing the run's corpus again: counting, "
     "training tokenizer, encoding): only the scores",
 )
-def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) -> None:
+def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
     or exported model folder; default: the latest run, which it names); without FILES, of the run's held-out text (its
     validation split). Each file is scored on its own; with several, a line per file and then all of
@@ -190,10 +193,12 @@ def evaluate(given: tuple[str, ...], encoding: str, device: str, quiet: bool) ->
         from .corpus import read_texts, source_files, total_bytes
         from .device import resolve_device
         from .scoring import text_bits, unseen_note
-    # RUN may be left out, as every command's: a first path that is text (a file or a folder that is no
-    # run) is the first of FILES, scored under the latest run
+    # RUN may be left out, as every command's: a first path that is text (a file, not a model's
+    # export, or a folder that is no run) is the first of FILES, scored under the latest run
     first_is_text = bool(given) and runs.names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
+    if held_out and files:
+        raise CharLMError(f"--held-out scores the run's held-out text: give FILES ({', '.join(files)}) or --held-out")
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
     untold = path if target is None and not quiet else None  # the latest run, named after the figures
     if not files:

@@ -101,8 +101,8 @@ class Config:
     # how long: the run stops at whichever comes first; the schedule decays over that budget
     max_time: str | float | None = option(
         "10m",
-        "stop after this much training time, e.g. 90s, 10m, 1h, counting a resumed run's earlier sessions "
-        "(none: no time limit; then give --max-steps)",
+        "stop after this much training time, e.g. 90s, 10m, 1h (a bare number: seconds), counting a resumed "
+        "run's earlier sessions (none: no time limit; then give --max-steps)",
     )
     max_steps: int | None = option(None, "stop after this many optimizer steps (a resumed run's included)")
     patience: int = option(

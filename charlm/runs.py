@@ -583,13 +583,30 @@ def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
     return True
 
 
+# What the top of an html export says (export/page.html), in its first bytes read here
+HTML_EXPORT_MARK = b"<!-- Written by `charlm export --format html`"
+HTML_EXPORT_HEAD = 2048
+
+
+def is_model_export(path: Path) -> bool:
+    """Whether file `path` is an html or onnx export of a model: not text to score, though the page is text
+    (scored, its HTML read under the latest run gave a figure of nothing), but a model charlm does not read back."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        with path.open("rb") as page:
+            return HTML_EXPORT_MARK in page.read(HTML_EXPORT_HEAD)
+    except OSError:  # unreadable: reading it as text names why
+        return False
+
+
 def names_text(path: str) -> bool:
-    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint, or a folder
-    that is no run (not even one still training), holds no runs and no exported model. `charlm eval`'s
-    first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
+    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
+    export, or a folder that is no run (not even one still training), holds no runs and no exported model.
+    `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
     found = Path(path)
     if found.is_file():
-        return found.suffix != ".pt"
+        return found.suffix != ".pt" and not is_model_export(found)
     run_like = is_run_folder(found) or run_folders(found) or names_a_run(path)
     return found.is_dir() and not run_like
 

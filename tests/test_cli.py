@@ -205,6 +205,16 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
+def test_eval_takes_held_out_as_inspect_does(trained, fox_file):
+    """`charlm inspect RUN --held-out` (README) taught `charlm eval RUN --held-out`, which was "no such option
+    --held-out (did you mean --help?)": eval takes the flag, the run's held-out text as with no FILES, and
+    refuses FILES beside it."""
+    assert cli("eval", trained, "--held-out", "--quiet").output == cli("eval", trained, "--quiet").output
+    assert cli("eval", "--held-out", "--quiet").exit_code == 0
+    for files in ([trained, str(fox_file)], [str(fox_file)]):
+        assert_one_line_error(cli("eval", *files, "--held-out"), f"give FILES ({fox_file}) or --held-out")
+
+
 def test_eval_without_files_scores_the_run_s_held_out_text(trained_here, fox_file, tmp_path):
     """`charlm eval RUN` alone was click's "Missing argument 'FILES...'": it scores the text the run held
     out (its validation split), as `charlm eval RUN FILE` of that text does; a corpus changed since is refused."""
@@ -311,6 +321,25 @@ def test_eval_without_a_run_scores_under_the_latest_run(trained, fox_file, tmp_p
         assert result.exit_code == 0, result.output
         assert result.output == cli("eval", trained, *files, "--quiet").output, files
     assert_one_line_error(cli("eval", "checkpoints", "--quiet"), "checkpoints is a folder of runs, not a run")
+
+
+def test_an_export_given_to_eval_is_a_model_not_a_text_to_score(trained, fox_file):
+    """`charlm eval page.html`, a run's html export given as the model to score with, read the page's own
+    HTML as the text to score, under the latest run: 11.7 bpc, 107 distinct characters unseen, a figure of
+    nothing; `charlm eval model.onnx` was "a binary file, not text". An html or onnx export is a model, which
+    charlm does not read back, said as `charlm sample` says it; a page of one's own is still text."""
+    assert cli("export", trained, "--format", "html", "--output", "page.html").exit_code == 0
+    Path("model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")  # how torch's onnx export begins
+    hint = "give a run folder, a .pt checkpoint or a safetensors model folder"
+    for export in ("page.html", "model.onnx"):
+        assert_one_line_error(cli("eval", export, "--quiet"), f"{export}: not a charlm checkpoint", hint)
+        assert_one_line_error(
+            cli("train", str(fox_file), "--init-from", trained, "--eval-also", export, "--quiet"),
+            "--eval-also ",
+            f"{export}: not a charlm checkpoint",
+        )
+    Path("mine.html").write_text("<!doctype html>\n<p>the quick brown fox</p>\n", encoding="utf-8")
+    assert cli("eval", "mine.html", "--quiet").exit_code == 0
 
 
 def test_eval_and_inspect_without_a_run_name_the_run_they_took(trained, fox_file):

@@ -36,6 +36,13 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
+def test_the_help_says_a_bare_max_time_is_seconds():
+    """`charlm train --max-time 10` trained 10 seconds, where a newcomer meant the default's 10 minutes (and
+    --checkpoint-every 10 is 10 steps): the help said only "e.g. 90s, 10m, 1h"."""
+    help_text = {p.name: p.help for p in train_command.params}["max_time"]
+    assert parse_duration("10") == 10 and "(a bare number: seconds)" in help_text
+
+
 @pytest.mark.parametrize("text", ["ten", "10x", "-5m", "0s", "m", "1h30", "2m30"])  # 1h30: seconds or minutes?
 def test_bad_durations(text):
     with pytest.raises(CharLMError, match="^max_time"):
