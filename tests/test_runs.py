@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -347,6 +348,33 @@ def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp
     folder = runs.default_run_folder("fox", *runs.claim_run_folder("fox"))
     assert list(Path("checkpoints").iterdir()) == [runs.claim_of(folder)]
     assert runs.claimed(folder)
+
+
+def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
+    """Two threads of one process starting `charlm.train` on one corpus at once (a sweep in a thread pool)
+    made their claims in one folder, named by the process: a thread that found the other's there removed
+    it as its own, and the other's run failed: `.fox-DATE.claim: cannot write the run folder (No such file
+    or directory)` (about half of the 40 claims here). Real threads claim at once, 8 at a time, in rounds."""
+    threads, rounds = 8, 5
+    claims, errors = [], []
+
+    def claim(start: threading.Barrier) -> None:
+        start.wait(timeout=60)
+        try:
+            claims.append(runs.default_run_folder("fox", *runs.claim_run_folder("fox")))
+        except CharLMError as e:
+            errors.append(str(e))
+
+    for _ in range(rounds):
+        start = threading.Barrier(threads)
+        claimers = [threading.Thread(target=claim, args=(start,)) for _ in range(threads)]
+        for claimer in claimers:
+            claimer.start()
+        for claimer in claimers:
+            claimer.join(timeout=60)
+    assert errors == []
+    assert len(set(claims)) == threads * rounds and all(runs.claimed(folder) for folder in claims)
+    assert sorted(Path("checkpoints").iterdir()) == sorted(runs.claim_of(folder) for folder in claims)
 
 
 # In a process of its own: `runs.check_can_make`, stalled (to be killed) the moment it made its write probe.
