@@ -22,6 +22,7 @@ from charlm.fields import on_command_line
 from charlm.runs import read_metrics
 
 from .conftest import (
+    TINY_ARGS,
     TRAIN_ARGS,
     assert_one_line_error,
     cli,
@@ -1030,6 +1031,39 @@ def test_an_eval_also_link_to_nothing_is_named_as_typed_and_said_to_be_a_link(fo
     with pytest.raises(CharLMError, match=re.escape(f"eval_also {said}")):
         charlm.train(fox_file, **{**tiny, "max_steps": 2}, eval_also="held.txt", out="run")
     assert not Path("checkpoints/run").exists()
+
+
+@pytest.mark.slow  # seconds of a real process training beside this one
+def test_every_command_reading_a_run_another_process_trains_reads_it_whole(fox_file, tmp_path):
+    """`charlm sample`, eval, info, runs, plot, export (a page, a model folder) and inspect of a run a real
+    process trains, replacing its checkpoints and run.json and appending to metrics.jsonl at every step:
+    each reads whole files and finishes, and the run trains on in its folder, its lock its own."""
+    args = ("--out", "live", *TINY_ARGS, "--max-steps", "100000", "--eval-every", "1", "--patience", "0")
+    process = start_training(str(fox_file), *args)
+    readers = [
+        ("sample", "live", "--length", "20", "--random-seed", "1"),
+        ("eval", "live", str(fox_file), "--quiet"),
+        ("info", "live"),
+        ("runs",),
+        ("plot", "live", "--output", "curves.png"),
+        ("export", "live", "--format", "html", "--output", "page.html"),
+        ("export", "live", "--format", "safetensors", "--output", "model"),
+        ("inspect", "live", str(fox_file), "--output", "report.html", "--max-chars", "200"),
+    ]
+    try:
+        wait_for(tmp_path / "checkpoints" / "live" / "metrics.jsonl")
+        began = latest("live").progress.step
+        for _ in range(2):
+            for command in readers:
+                result = cli(*command)
+                assert result.exit_code == 0, (command, result.output)
+        assert latest("live").progress.step > began  # it trained, and saved, all along
+        lock = (tmp_path / "checkpoints" / "live" / runs.LOCK_PID).read_text()
+        assert process.poll() is None and lock.partition("-")[0] == str(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert "saved in checkpoints/live" in out + err, out + err
 
 
 def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system(fox_file):
