@@ -322,6 +322,11 @@ class RunLock:
             self.lock.acquire()
         except filelock.Timeout:
             owner = self.owner_named()
+            if owner == os.getpid():  # not a process to stop: the caller's own
+                raise CharLMError(
+                    f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
+                    f"wait for that call to return, or train into another folder ({said('out', metavar='FOLDER')})"
+                ) from None
             who = f"process {owner}" if owner is not None else "another process"
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"

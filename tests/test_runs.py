@@ -140,6 +140,32 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
 
 
+def test_a_run_another_thread_of_the_process_trains_is_refused_naming_the_thread_not_the_process(fox_file, tiny):
+    """Two threads of one process training into one `out` at once: the second was told the folder `is in use
+    by process PID (another charlm train); wait for it or stop it`, that PID its own: stopping it stops the
+    caller (a notebook's kernel). A real thread holds the run's lock while this one starts the run."""
+    folder, held, done = Path("checkpoints/run"), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with runs.RunLock(folder):
+            held.set()
+            done.wait(timeout=60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(timeout=60)
+        with pytest.raises(CharLMError) as refused:
+            charlm.train(fox_file, out="run", **tiny)
+    finally:
+        done.set()
+        holder.join(timeout=60)
+    assert str(refused.value) == (
+        f"{folder} is in use by another thread of this process (its charlm.train); wait for that call to "
+        "return, or train into another folder (out=FOLDER)"
+    )
+
+
 def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monkeypatch):
     """Two runs started at once: the one refused could meet the other between its taking the lock and
     writing its PID, and said "in use by another process" (seen in
