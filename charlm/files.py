@@ -16,8 +16,10 @@ import os
 import shutil
 import stat
 import sys
+import threading
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import filelock
@@ -37,6 +39,9 @@ TEMPORARY_PREFIX = ".{}" + OWNER_MARK  # a file's temporary is `.NAME.tmp-PID-ST
 # probes were named before they named their process) is removed once untouched this long: no probe takes
 # a second, and a fresh one may be another version's run probing now
 UNNAMED_STALE_SECONDS = 3600.0
+# A temporary's lock while a thread writes it (`temporaries_in_turn`), for as long as a thread holds or waits for it
+_temporary_turns: weakref.WeakValueDictionary[Path, threading.Lock] = weakref.WeakValueDictionary()
+_temporary_turns_lock = threading.Lock()
 
 
 def remedy(error: OSError) -> str:
@@ -162,24 +167,38 @@ def replace_files(files: dict[Path, bytes]) -> None:
     order: a write that fails leaves every target as it was, and removes what it wrote. Raises the OSError.
     What earlier writers of these files left when killed mid-write goes first (`remove_leftovers`)."""
     written: list[tuple[Path, Path]] = []
-    try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            remove_leftovers(path)
-            tmp = temporary(path)
-            written.append((tmp, path))
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                sync_file(f.fileno())
-        for tmp, path in written:
-            replace(tmp, path)
-    except BaseException:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
-        for tmp, _ in written:
-            tmp.unlink(missing_ok=True)
-        raise
+    with temporaries_in_turn(files):
+        try:
+            for path, data in files.items():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                remove_leftovers(path)
+                tmp = temporary(path)
+                written.append((tmp, path))
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    sync_file(f.fileno())
+            for tmp, path in written:
+                replace(tmp, path)
+        except BaseException:  # a full disk, or a second Ctrl-C mid-write: never leave a stray file
+            for tmp, _ in written:
+                tmp.unlink(missing_ok=True)
+            raise
     for folder in dict.fromkeys(path.parent for path in files):
         sync_folder(folder)
+
+
+@contextlib.contextmanager
+def temporaries_in_turn(paths: Iterable[Path]) -> Iterator[None]:
+    """This thread's turn at the temporaries of `paths`: they are the process's (`temporary`), so two threads
+    writing one file at once (charlm.train on the built-in plays from a thread pool, converting them) wrote
+    into one, each truncating the other's, and one's rename found it gone. Taken in one order: no deadlock."""
+    with _temporary_turns_lock:
+        turns = [_temporary_turns.setdefault(temporary(path), threading.Lock()) for path in sorted(set(paths))]
+    with contextlib.ExitStack() as held:
+        for turn in turns:
+            held.enter_context(turn)
+        yield
 
 
 def temporary(path: Path) -> Path:

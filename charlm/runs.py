@@ -183,19 +183,26 @@ def make_claim(claim: Path) -> bool:
     it. The claimer is written into a folder of this process's own (`files.temporary`: named by it), then
     renamed to the claim: a rename fails onto a claim, which holds its claimer. A claim made by mkdir and
     then named was, killed between the two, a claim naming no claimer, which no run could tell from one
-    made a moment ago; a process killed here leaves its own folder, which `remove_dead_claims` removes."""
+    made a moment ago; a process killed here leaves its own folder, which `remove_dead_claims` removes.
+    That folder is the process's, not the thread's: one another thread is making this claim in is left to
+    it (removed, that thread's run failed), and only what this call made is removed."""
     own = files.temporary(claim)
     try:
         own.mkdir()
+    except FileExistsError:  # another thread of this process is making this very claim: it is theirs
+        return False
+    renamed = False
+    try:
         (own / CLAIMER).write_text(files.process_name(), encoding="ascii")
         os.rename(own, claim)
+        renamed = True
     except OSError as e:
         if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):  # held (ENOTDIR: a file of its name)
             raise
-        return False
     finally:
-        shutil.rmtree(own, ignore_errors=True)  # gone once renamed
-    return True
+        if not renamed:  # once renamed, a folder of its name is another thread's
+            shutil.rmtree(own, ignore_errors=True)
+    return renamed
 
 
 def claim_of(folder: Path) -> Path:
@@ -315,6 +322,11 @@ class RunLock:
             self.lock.acquire()
         except filelock.Timeout:
             owner = self.owner_named()
+            if owner == os.getpid():  # not a process to stop: the caller's own
+                raise CharLMError(
+                    f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
+                    f"wait for that call to return, or train into another folder ({said('out', metavar='FOLDER')})"
+                ) from None
             who = f"process {owner}" if owner is not None else "another process"
             raise CharLMError(
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"

@@ -463,6 +463,52 @@ def test_an_export_waiting_for_another_export_into_its_folder_says_so_once(tmp_p
     assert result.stdout.startswith(f"wrote {folder}") and hub.holds_model(folder)
 
 
+# In a process of its own: an export into the folder sys.argv[1], holding its lock while it writes its weights.
+EXPORT_WRITING = """
+import sys
+from pathlib import Path
+from charlm import files, hub
+folder = Path(sys.argv[1])
+with hub.one_export_at_a_time(folder):
+    files.temporary(folder / hub.WEIGHTS).write_bytes(bytes(1 << 20))  # its weights, half written
+    print("writing", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_an_export_records_its_own_files_while_another_export_writes_into_its_folder(tmp_path, monkeypatch):
+    """Two exports into one folder at once: the first, its files in place, recorded in exports.jsonl the
+    size of all the folder held, the second's weights half written there too (`charlm info` listed the
+    model at the size of both; a clone's .git was counted as well), and a file the second renamed away
+    while the first summed them would fail the finished export (`No such file or directory`). A real
+    process exports into the folder, its lock taken the moment the first let it go; the first records its three."""
+    run = run_of(model_of(), tmp_path / "run")
+    folder = tmp_path / "hub"
+    real_record, others = export.record, []
+
+    def record_while_another_export_writes(*args) -> None:  # after the first let the lock go
+        other = subprocess.Popen(
+            [sys.executable, "-c", EXPORT_WRITING, str(folder)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        others.append(other)
+        assert other.stdout.readline() == "writing\n"
+        real_record(*args)
+
+    monkeypatch.setattr(export, "record", record_while_another_export_writes)
+    try:
+        result = cli("export", str(run), "--format", "safetensors", "--output", str(folder))
+        assert result.exit_code == 0, result.output
+        [row] = [json.loads(line) for line in (run / "exports.jsonl").read_text().splitlines()]
+        assert row["bytes"] == sum((folder / name).stat().st_size for name in (hub.CONFIG, hub.VOCAB, hub.WEIGHTS))
+    finally:
+        for other in others:
+            other.kill()
+            other.wait(timeout=60)
+
+
 def test_an_export_into_a_folder_on_a_file_system_without_locks_says_so(tmp_path, monkeypatch):
     """flock(2) fails with ENOLCK on an NFS mount without its lock service: an export said
     `--output m: cannot write (No locks available)`, with nothing to do about it."""

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from charlm.fields import on_command_line
 from charlm.runs import read_metrics
 
 from .conftest import (
+    TINY_ARGS,
     TRAIN_ARGS,
     assert_one_line_error,
     cli,
@@ -136,6 +138,32 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
     assert (folder / ".lock.pid").read_text().partition("-")[0] == str(holder.pid)
     charlm.train(fox_file, out="run", **tiny)  # its owner is gone: taken over
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
+
+
+def test_a_run_another_thread_of_the_process_trains_is_refused_naming_the_thread_not_the_process(fox_file, tiny):
+    """Two threads of one process training into one `out` at once: the second was told the folder `is in use
+    by process PID (another charlm train); wait for it or stop it`, that PID its own: stopping it stops the
+    caller (a notebook's kernel). A real thread holds the run's lock while this one starts the run."""
+    folder, held, done = Path("checkpoints/run"), threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with runs.RunLock(folder):
+            held.set()
+            done.wait(timeout=60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(timeout=60)
+        with pytest.raises(CharLMError) as refused:
+            charlm.train(fox_file, out="run", **tiny)
+    finally:
+        done.set()
+        holder.join(timeout=60)
+    assert str(refused.value) == (
+        f"{folder} is in use by another thread of this process (its charlm.train); wait for that call to "
+        "return, or train into another folder (out=FOLDER)"
+    )
 
 
 def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monkeypatch):
@@ -347,6 +375,33 @@ def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp
     folder = runs.default_run_folder("fox", *runs.claim_run_folder("fox"))
     assert list(Path("checkpoints").iterdir()) == [runs.claim_of(folder)]
     assert runs.claimed(folder)
+
+
+def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
+    """Two threads of one process starting `charlm.train` on one corpus at once (a sweep in a thread pool)
+    made their claims in one folder, named by the process: a thread that found the other's there removed
+    it as its own, and the other's run failed: `.fox-DATE.claim: cannot write the run folder (No such file
+    or directory)` (about half of the 40 claims here). Real threads claim at once, 8 at a time, in rounds."""
+    threads, rounds = 8, 5
+    claims, errors = [], []
+
+    def claim(start: threading.Barrier) -> None:
+        start.wait(timeout=60)
+        try:
+            claims.append(runs.default_run_folder("fox", *runs.claim_run_folder("fox")))
+        except CharLMError as e:
+            errors.append(str(e))
+
+    for _ in range(rounds):
+        start = threading.Barrier(threads)
+        claimers = [threading.Thread(target=claim, args=(start,)) for _ in range(threads)]
+        for claimer in claimers:
+            claimer.start()
+        for claimer in claimers:
+            claimer.join(timeout=60)
+    assert errors == []
+    assert len(set(claims)) == threads * rounds and all(runs.claimed(folder) for folder in claims)
+    assert sorted(Path("checkpoints").iterdir()) == sorted(runs.claim_of(folder) for folder in claims)
 
 
 # In a process of its own: `runs.check_can_make`, stalled (to be killed) the moment it made its write probe.
@@ -1002,6 +1057,39 @@ def test_an_eval_also_link_to_nothing_is_named_as_typed_and_said_to_be_a_link(fo
     with pytest.raises(CharLMError, match=re.escape(f"eval_also {said}")):
         charlm.train(fox_file, **{**tiny, "max_steps": 2}, eval_also="held.txt", out="run")
     assert not Path("checkpoints/run").exists()
+
+
+@pytest.mark.slow  # seconds of a real process training beside this one
+def test_every_command_reading_a_run_another_process_trains_reads_it_whole(fox_file, tmp_path):
+    """`charlm sample`, eval, info, runs, plot, export (a page, a model folder) and inspect of a run a real
+    process trains, replacing its checkpoints and run.json and appending to metrics.jsonl at every step:
+    each reads whole files and finishes, and the run trains on in its folder, its lock its own."""
+    args = ("--out", "live", *TINY_ARGS, "--max-steps", "100000", "--eval-every", "1", "--patience", "0")
+    process = start_training(str(fox_file), *args)
+    readers = [
+        ("sample", "live", "--length", "20", "--random-seed", "1"),
+        ("eval", "live", str(fox_file), "--quiet"),
+        ("info", "live"),
+        ("runs",),
+        ("plot", "live", "--output", "curves.png"),
+        ("export", "live", "--format", "html", "--output", "page.html"),
+        ("export", "live", "--format", "safetensors", "--output", "model"),
+        ("inspect", "live", str(fox_file), "--output", "report.html", "--max-chars", "200"),
+    ]
+    try:
+        wait_for(tmp_path / "checkpoints" / "live" / "metrics.jsonl")
+        began = latest("live").progress.step
+        for _ in range(2):
+            for command in readers:
+                result = cli(*command)
+                assert result.exit_code == 0, (command, result.output)
+        assert latest("live").progress.step > began  # it trained, and saved, all along
+        lock = (tmp_path / "checkpoints" / "live" / runs.LOCK_PID).read_text()
+        assert process.poll() is None and lock.partition("-")[0] == str(process.pid)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert "saved in checkpoints/live" in out + err, out + err
 
 
 def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system(fox_file):

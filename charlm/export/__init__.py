@@ -116,9 +116,12 @@ def about(saved: checkpoint.Checkpoint, run_dir: Path | None, name: str) -> dict
 
 
 def size(path: Path) -> int:
-    """Bytes of a file, or of every file in a folder."""
+    """Bytes of a file, or of a model folder's files: not what else the folder holds (a clone's .git, the
+    temporary files of another export writing into it now, which it renames away as they are summed)."""
     path = Path(path)
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    if path.is_dir():
+        return sum((path / name).stat().st_size for name in (hub.WEIGHTS, hub.CONFIG, hub.VOCAB))
+    return path.stat().st_size
 
 
 def record(run_dir: Path, format: str, written: Path, weights: str | None) -> None:
