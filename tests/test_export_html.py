@@ -44,7 +44,7 @@ from .test_serve import (  # noqa: F401 -- the fox_run fixture
     told_what_each_part_is,
     wait_healthy,
 )
-from .test_vocab import SIMPLIFIED
+from .test_vocab import SIMPLIFIED, TRADITIONAL
 
 # How far the page's log-probabilities may be from PyTorch's fp32 ones, in nats, per stored precision:
 # fp32 to rounding; fp16 and int8 bounds a few times above what docs/export.md measured on trained models.
@@ -928,7 +928,8 @@ def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
     for ',') and that a character looks traditional, which it now takes from `Vocab.unseen_hints`, as
     the exported page's seed errors do; a form the ban bans too is no hint (',，' hints '、')."""
     latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
-    chinese = Vocab(sorted(set(SIMPLIFIED + "，、。：")), normalize="nfc")
+    chinese = Vocab(sorted(set(SIMPLIFIED + "，、。：…〖〗")), normalize="nfc")
+    traditional = Vocab(sorted(set(TRADITIONAL)), normalize="nfc")
     cases = [
         ("", latin), ("eo\\n\\t", latin), ("e\u0301", latin),  # all written: no note
         ("0123456789", latin), ("ΩeZ", latin), ("\\n", Vocab(list("ab "))), ("\ufffd", Vocab(list("ab"))),
@@ -937,6 +938,7 @@ def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
         (",!", Vocab(list("，。小"), normalize="nfc")),
         ("…", Vocab(list("abc."), normalize="nfkc")),  # three characters the model writes (the box refuses it)
         (",", chinese), (",，", chinese), (",，、", chinese), ("寶:'", chinese), ("ｅ", latin),
+        ("宝着“", traditional), (".【", chinese),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
     calls = [["unwrittenBanNote", text, vocab.chars, vocab.normalize, vocab.unseen_hints()] for text, vocab in cases]
@@ -946,8 +948,10 @@ def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
             warnings.simplefilter("always")
             sampler.warn_of_unwritten_bans(sample_configs({}, text)[0], vocab)
         assert note == "".join(f" ({str(w.message).removeprefix('--')})" for w in caught), text
-    assert notes[-4] == " (ban: the model never writes ',' (did you mean '、'?), so banning it changes nothing)"
-    assert "'寶' (traditional? " in notes[-2] and "':' (did you mean '：'?)" in notes[-2], notes[-2]
+    assert notes[-6] == " (ban: the model never writes ',' (did you mean '、'?), so banning it changes nothing)"
+    assert "'寶' (traditional? " in notes[-4] and "':' (did you mean '：'?)" in notes[-4], notes[-4]
+    assert "'宝' (simplified? this model knows traditional Chinese) '着' '“' (did you mean '「'?)" in notes[-2]
+    assert "'.' (did you mean '。' or '…'?) '【' (did you mean '〖'?)" in notes[-1], notes[-1]
 
 
 def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path):

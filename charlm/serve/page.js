@@ -175,12 +175,13 @@ function unwrittenBanNote(text, chars, normalize, hints) {
 }
 // Vocab.name_unseen: a character the model does not know as charlm names it, with the forms of it the
 // model writes that are not `banned` ("',' (did you mean '，' or '、'?)"), or, for a model of simplified
-// Chinese, that it looks traditional. `hints` are Vocab.unseen_hints, computed in Python (the exported
-// page's meta.vocab.unseen, /v1/models' meta.unseen): one naming for seed errors and ban notes alike.
+// Chinese, that it looks traditional, and of traditional Chinese that it looks simplified (Vocab.other_script).
+// `hints` are Vocab.unseen_hints, computed in Python (the exported page's meta.vocab.unseen, /v1/models'
+// meta.unseen): one naming for seed errors and ban notes alike.
 function nameUnseen(char, hints, banned = new Set()) {
   const known = ((hints && hints.forms[char]) || []).filter((form) => !banned.has(form));
   if (known.length) return `${pythonRepr(char)} (did you mean ${known.map(pythonRepr).join(" or ")}?)`;
-  return hints && hints.traditional.includes(char) ? `${pythonRepr(char)} (${hints.traditional_note})` : pythonRepr(char);
+  return hints && hints.other_script.includes(char) ? `${pythonRepr(char)} (${hints.other_script_note})` : pythonRepr(char);
 }
 // vocab.first_named: the first 10 of `chars`, each as `name` names it, then " ..." where there are more.
 function firstNamed(chars, name) {
