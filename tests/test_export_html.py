@@ -331,6 +331,21 @@ def test_page_takes_every_name_a_form_goes_by(tmp_path, browser):
 
 
 @pytest.mark.slow
+def test_page_refuses_a_ban_that_leaves_only_the_unknown_symbol(tmp_path, browser):
+    """The exported page took a ban of every character but the unknown symbol, which Python and the server
+    refuse: it would write only '\ufffd'. It is refused as they refuse it, by the ban box and the script API."""
+    model = make_model(Vocab(list("ab \n"), unknown=True), hidden=8).eval()
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    with pytest.raises(CharLMError) as error:
+        charlm.generate(model, "a", length=5, logit_bias=dict.fromkeys("ab \n", -100))
+    said = str(error.value).replace("logit_bias", "ban", 1)
+    assert call(browser, "window.charlm.generate({ban: args[0]})", "ab \\n") == f"error: {said}"
+    write(browser, seed="a", ban="ab \\n")
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
+    assert browser.find_element("id", "seed-error").text == said
+
+
+@pytest.mark.slow
 def test_page_never_writes_what_its_ban_box_bans(tmp_path, browser):
     """The ban box (the serve page has it too) bans as `charlm sample --ban` does: at temperature 0 the
     page writes what Python's engine writes with that ban; what it cannot ban is refused by name."""
@@ -852,8 +867,8 @@ const fs = require("fs"), vm = require("vm");
 const context = vm.createContext({});
 vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
 const request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
-const read = ([text, chars, normalize]) => {
-  try { return context.bannedIds(text, chars, normalize); } catch (e) { return `${e.param}|${e.message}`; }
+const read = ([text, chars, normalize, unknownId]) => {
+  try { return context.bannedIds(text, chars, normalize, unknownId); } catch (e) { return `${e.param}|${e.message}`; }
 };
 const combining = [];  // every code point the page takes for a combining mark
 for (let code = 0; code < 0x110000; code++) {
@@ -874,7 +889,9 @@ def sample_ban(text: str, vocab: Vocab) -> list[int] | str:
 
 def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
     """Both pages' ban box (page.js) bans the ids `charlm sample --ban` bans, and refuses what it refuses
-    in the same words: unknown characters need no ban, `\\n`, normalization, combining marks, repeats."""
+    in the same words: unknown characters need no ban, `\\n`, normalization, combining marks, repeats; and a
+    ban that leaves only the unknown symbol, which the exported page took (it refused only a ban of every
+    token), so that it wrote nothing but '\ufffd'."""
     latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
     emoji = Vocab(list("ab \U0001f468\U0001f469\U0001f467\u200d\U0001f44d\U0001f3fd"), normalize="nfc")
     cases = [
@@ -896,15 +913,22 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
         ('"＂', Vocab(list('ab"'), normalize="nfkc")),  # '"', not '\"'
         ("\x01\u0301", Vocab(["\x01", "\u0301", "a"], normalize="none")),  # '\x01', not '\u0001'
         ("".join(chr(0x4E00 + i) for i in range(10_000)), Vocab(list("ab\u4e00\u4e01"), normalize="nfc")),
+        ("ab", Vocab(list("ab"), unknown=True)),  # all but the unknown symbol: it would write only '\ufffd'
+        ("ab\ufffd", Vocab(list("ab"), unknown=True)),  # every token
+        ("a", Vocab(list("ab"), unknown=True)),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
     got = run_in_node(
-        tmp_path, PAGE_JS_HARNESS, script, [[text, vocab.chars, vocab.normalize] for text, vocab in cases]
+        tmp_path,
+        PAGE_JS_HARNESS,
+        script,
+        [[text, vocab.chars, vocab.normalize, vocab.unknown_id] for text, vocab in cases],
     )
     for (text, vocab), js in zip(cases, got["bans"]):
         assert (sorted(js) if isinstance(js, list) else js) == sample_ban(text, vocab), text
     assert got["bans"][5].startswith("ban|ban gives token") and got["bans"][7].startswith("ban|ban: '…' is '...'")
     assert "(U+0065 U+0301 U+0301) is 'é\u0301' (U+00E9 U+0301) to this model" in got["bans"][15], got["bans"][15]
+    assert got["bans"][-3].startswith("ban|ban bans every token that writes text (what it leaves")
     # The page's combining marks are Python's (unicodedata.combining) wherever both know the character,
     # but three Tibetan vowel signs whose decompositions start with one (each a class-0 character).
     known = [c for c in range(0x110000) if unicodedata.category(chr(c)) != "Cn" and not 0xD800 <= c <= 0xDFFF]
