@@ -694,6 +694,26 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     assert [text.count("，") for text in got["texts"][:6]] == [2, 2, 2, 2, 3, 4]  # four poems went on, two are new
 
 
+def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
+    """A seed's verse against an acrostic of "'" was refused with JSON's quotes (with 'a', not '''), where
+    charlm quotes as Python does (with 'a', not "'"): the same line now, for '"' and a backslash too."""
+    model = model_of("lstm", "abc'\" \\\n", hidden=8)
+    requests = [{"template": "___ ___", "acrostic": acrostic} for acrostic in ("'b", '"b', "\\b")]
+    texts = refused_alike(tmp_path, model, "c\nab", requests)
+    assert "begins verse 1 with 'a', not \"'\";" in texts[0]
+
+
+def refused_alike(tmp_path, model: CharLM, seed: str, requests: list[dict]) -> list[str]:
+    """The page's words for each of `requests` (greedy, after `seed`), checked to be charlm's refusal of it."""
+    generations = [{"seed": seed, "greedy": True, **request} for request in requests]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": seed, "generations": generations})
+    for request, text in zip(requests, got["texts"]):
+        with pytest.raises(CharLMError) as error:
+            sampler.generate(model, seed, greedy=True, **request)
+        assert text == f"error: {error.value}", request
+    return got["texts"]
+
+
 def test_the_page_reads_a_seeds_windows_line_breaks_and_refuses_a_templates_as_charlm_does(tmp_path):
     """A seed with `\r\n` (a Windows file's text, through window.charlm.generate) was refused on the page
     ('\r' never seen), where charlm reads it as `\n` (corpus.line_breaks), as it reads every text; a lone
@@ -770,15 +790,10 @@ def test_the_page_names_a_templates_unseen_character_with_charlms_hints(tmp_path
     requests = [{"template": "__,__"}, {"form": "五绝", "acrostic": "寶明月光"}, {"template": "__'__"}]
     # every character the option fixed, each once, as a seed's (the page named the first alone)
     requests += [{"form": "五绝", "acrostic": "寶明寶釵"}, {"template": "寶_，釵_，寶_", "acrostic": "說明月"}]
-    generations = [{"seed": "明月", "greedy": True, **request} for request in requests]
-    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "明月", "generations": generations})
-    for request, text in zip(requests, got["texts"]):
-        with pytest.raises(CharLMError) as error:
-            sampler.generate(model, "明月", greedy=True, **request)
-        assert text == f"error: {error.value}", request
-    assert "',' (did you mean '，'?)" in got["texts"][0] and "(traditional? " in got["texts"][1]
-    assert got["texts"][3].startswith("error: acrostic: 2 character(s)") and "'釵' (traditional? " in got["texts"][3]
-    assert got["texts"][4].startswith("error: template: 2 character(s)")  # the template's first, then its own
+    texts = refused_alike(tmp_path, model, "明月", requests)
+    assert "',' (did you mean '，'?)" in texts[0] and "(traditional? " in texts[1]
+    assert texts[3].startswith("error: acrostic: 2 character(s)") and "'釵' (traditional? " in texts[3]
+    assert texts[4].startswith("error: template: 2 character(s)")  # the template's first, then its own
 
 
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):
