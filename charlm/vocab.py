@@ -10,6 +10,7 @@ character typed two ways is one character.
 from __future__ import annotations
 
 import functools
+import itertools
 import unicodedata
 import warnings
 from collections import Counter, defaultdict
@@ -33,17 +34,28 @@ MAX_CODE_POINT = 0x110000
 UNKNOWN_SLICE = 1 << 20  # characters `Vocab.unseen_in` looks up at a time
 SHOWN_UNSEEN = 10  # unseen characters an error or a warning names (`first_named`), then " ..."
 # ASCII punctuation and the forms Chinese text writes it in, the likeliest meant first: ',' is '，' (its
-# full-width form, which Unicode pairs with it too: see `other_forms`) before the enumeration comma '、'.
-CJK_PUNCTUATION = {".": "。", ",": "，、", "<": "《", ">": "》", '"': "“”", "'": "‘’"}
+# full-width form, which Unicode pairs with it too: see `other_forms`) before the enumeration comma '、';
+# '.' is '。', or one of the '…' a seed's '...' stands for; '[' is the '【' a Chinese input method types for it.
+CJK_PUNCTUATION = {".": "。…", ",": "，、", "<": "《", ">": "》", "[": "【", "]": "】", '"': "“”", "'": "‘’"}
 # Corner brackets, as traditional Chinese (and Japanese) quotes, and the quotation marks simplified text uses.
 CORNER_QUOTES = {"「": "“", "」": "”", "『": "‘", "』": "’"}
+# Marks a reader takes for one another, each a family whose members hint the others, in its order. One text
+# writes one, another the other, for the same mark: hongloumeng's dash is '——', '──' and '－－'; its song
+# titles are in '〖〗' where others write '【】'; the same GB2312 byte is '―' to Python's gb2312 and '—' to
+# GBK, its middle dot '・' and '·', Big5's '•' and cp950's '‧', Shift_JIS's wave dash '〜' and cp932's '～';
+# Taiwan's ellipsis is '⋯', the mainland's '…'. Not '《》' and '〈〉': the single angle brackets are the
+# title mark inside the double ones, another mark, as '‘' is inside '“'.
+SAME_MARKS = ("…⋯", "【〖", "】〗", "—―─－", "～〜~", "·・•‧")
 # A vocabulary is simplified Chinese (`Vocab.simplified_chinese`) with this many Han characters or more,
-# nearly all in GB2312: hongloumeng's 4,401 are 96% GB2312, tangshi300's 2,553 98%.
+# nearly all in GB2312: hongloumeng's 4,401 are 96% GB2312, tangshi300's 2,553 98%. It is traditional
+# Chinese (`Vocab.traditional_chinese`) with nearly all in Big5: the two in traditional characters (OpenCC
+# 's2t') are 98.6% and 99.5% Big5 (and 62%, 64% GB2312); in simplified ones, as they are, 68% Big5.
 MIN_HAN = 50
-SIMPLIFIED_HAN_SHARE = 0.9
+HAN_SHARE = 0.9
 # `Vocab.name_unseen`'s hint: a question, as Big5's frequent characters hold a few rare ones simplified text
 # writes too ('浥', '珮' of the Tang poems) besides the traditional forms of everyday ones ('寶', '們', '來').
 TRADITIONAL_NOTE = "traditional? this model knows simplified Chinese"
+SIMPLIFIED_NOTE = "simplified? this model knows traditional Chinese"  # the other way round (`looks_simplified`)
 # Big5's frequent characters (常用字), its first level: where the traditional forms of everyday characters
 # are. Its second level (次常用字) is mostly rare characters that simplified text writes too and GB2312
 # lacks ('豗', '砯', '剺'): they are no traditional forms.
@@ -56,6 +68,16 @@ NO_SIMPLIFIED_FORM = frozenset(
     "晞暍暱暸杗枓栘梂梡梱棻楛榣槃橾櫂櫺歜毚毬汍沍沘沬泜洸浥浬涊湣湩湲潟潠澴濩濬炤焜煆煖燄燐燸牠玆玥玨珪珮"
     "琍琯瑯璘璟瓖甦甽疢痲痳痺瘉睪瞇瞋瞭砠砲硿祇祐穋箄箠篛簷籐籣籥糢縿繙耑脤脰芣蔆蘗衹裯褕褽覜觔觼詨詻誧豭"
     "賸跦跼踡踫迆迺遝郃鄗鄘釆釭鉼銲鎗鑤阬隄雊霤韹餽鯈鶸鼇"
+)
+# The 192 of GB2312's characters Big5 lacks that have no traditional form: radicals ('亻', '氵'), chemistry's
+# ('氕' is Big5's; '酰', '脲' are not) and rare ones traditional text writes as they are. OpenCC 1.4.2's
+# simplified-to-traditional conversion (OpenCC('s2t').convert) leaves each as it is (and '着', which it
+# cannot tell from '著'), and changes the other 2,188 ('宝' to '寶').
+NO_TRADITIONAL_FORM = frozenset(
+    "丨丬丶丿亠亻仫伲倮傈冂冖冫凇凼刂劐勐勹卟卩厶吖吡吣吲呋咔咣咴哌哐哚唣唿啉喹嗪嗬嗵嘞嘣嘭噍噔噻噼嚯坂垡垧埝"
+    "埯塄塬墒墚夂宀尜岙岜峁崾嵛嵴巛幞幺廴彐彡忄憷扌揞揸擀攴攵敫晗桊桕榀榘檫毪氵氽沲浜溻漤灬炻烀煅煊煳煺熘犏犟"
+    "犭狍猸猹珉珏甙畲疃疒痃癀癍癔癯着睃砘砹砼硇硷碹磙礴礻筢筻箢篼罱耠耥耱肀肟肷肼肽胩胬脎脒脲腈腙腚膪臁舭舾艹"
+    "芪苄苊苘苷茚莜萘萜葜蒈蒽蔸藁蝰蝽螋蟮衤踺軎辶郄酞酰酶醌鐾阝鞴骶骺鬏黢鼗齄"
 )
 
 
@@ -242,14 +264,13 @@ class Vocab:
     def name_unseen(self, char: str, banned: Collection[str] = ()) -> str:
         """An unseen character as an error shows it, with the forms of it the vocabulary knows: a seed
         typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
-        character such as '寶' is traditional (no table here says which simplified one it is: '宝').
-        A hint only; nothing is mapped silently. A ban's warning names no form it bans too (`banned`):
-        `--ban ',，'` still hints '、' for ',', as the model writes it. The pages name characters alike
+        character such as '寶' is traditional (no table here says which simplified one it is: '宝'), and
+        for one of traditional Chinese that '宝' is simplified (`other_script`). A hint only; nothing is
+        mapped silently. A ban's warning names no form it bans too (`banned`): `--ban ',，'` still hints
+        '、' for ',', as the model writes it. The pages name characters alike
         (charlm/serve/page.js: nameUnseen, from `unseen_hints`)."""
-        hint = self.forms_hint(char, banned)
-        if not hint and looks_traditional(char) and self.simplified_chinese:
-            hint = TRADITIONAL_NOTE
-        return with_hint(char, hint)
+        script, note = self.other_script
+        return with_hint(char, self.forms_hint(char, banned) or (note if char in script else ""))
 
     def forms_hint(self, char: str, banned: Collection[str] = ()) -> str:
         """What to say of an unseen character whose other forms (`other_forms`) the vocabulary knows,
@@ -264,7 +285,7 @@ class Vocab:
     def names_unseen(self, chars: list[str], width: int = 80) -> str:
         """Unseen `chars` named in one short line, for a note on a whole text's (`charlm eval`): each with
         the forms of it the vocabulary knows (`forms_hint`), as many as fit in `width` characters, then
-        " ...". Without TRADITIONAL_NOTE: the unseen characters of a simplified text that Big5 has and
+        " ...". Without `other_script`'s note: the unseen characters of a simplified text that Big5 has and
         GB2312 lacks are its rare ones (tangshi300's 巉 豗 砯 under a hongloumeng model), not traditional
         forms, where a seed's are typed by a user of traditional characters."""
         shown: list[str] = []
@@ -279,22 +300,46 @@ class Vocab:
         """What `name_unseen` needs of Python's tables, for a reader without them (the exported page,
         charlm/export/html.py, and the serve page, from /v1/models): each unseen character with other
         forms the vocabulary knows, those forms (`known_forms`: ',' -> ['，', '、']), and, for a model
-        of simplified Chinese, the traditional characters it does not know (with TRADITIONAL_NOTE: the
-        pages name each as `'寶' (note)`)."""
+        of simplified or traditional Chinese, the other script's characters it does not know, with the note
+        that names one (`other_script`: the pages name each as `'寶' (note)`)."""
         unseen = [char for char in sorted(_other_forms()) if char not in self.index]
-        traditional = [c for c in traditional_characters() if c not in self.index] if self.simplified_chinese else []
+        script, note = self.other_script
         return {
             "forms": {char: known for char in unseen if (known := self.known_forms(char))},
-            "traditional": "".join(traditional),
-            "traditional_note": TRADITIONAL_NOTE,
+            "other_script": "".join(sorted(script)),
+            "other_script_note": note,
         }
 
     @functools.cached_property
+    def other_script(self) -> tuple[frozenset[str], str]:
+        """The characters of Chinese's other script this vocabulary does not know, and what `name_unseen`
+        says of one: for a model of simplified Chinese the traditional forms (TRADITIONAL_NOTE), for one of
+        traditional Chinese the simplified (SIMPLIFIED_NOTE); none for any other model."""
+        if self.simplified_chinese:
+            chars, note = traditional_characters(), TRADITIONAL_NOTE
+        elif self.traditional_chinese:
+            chars, note = simplified_characters(), SIMPLIFIED_NOTE
+        else:
+            return frozenset(), ""
+        return frozenset(chars) - self.index.keys(), note
+
+    @functools.cached_property
     def simplified_chinese(self) -> bool:
-        """Whether this is a vocabulary of simplified Chinese: SIMPLIFIED_HAN_SHARE of its Han characters
-        or more in GB2312, simplified Chinese's character set (a novel's rarest ones are not)."""
+        """Whether this is a vocabulary of simplified Chinese: HAN_SHARE of its Han characters or more in
+        GB2312, simplified Chinese's character set (a novel's rarest ones are not)."""
+        return self.han_share_in(in_gb2312) >= HAN_SHARE
+
+    @functools.cached_property
+    def traditional_chinese(self) -> bool:
+        """Whether this is a vocabulary of traditional Chinese: HAN_SHARE of its Han characters or more in
+        Big5, traditional Chinese's character set, and not one of simplified Chinese (a text of characters
+        both scripts write is in both sets: its unseen '寶' and '宝' would each be the other's)."""
+        return self.han_share_in(in_big5) >= HAN_SHARE and not self.simplified_chinese
+
+    def han_share_in(self, charset: Callable[[str], bool]) -> float:
+        """The share of this vocabulary's Han characters `charset` holds; 0 with fewer than MIN_HAN of them."""
         han = [c for c in self.chars if is_han(c)]
-        return len(han) >= MIN_HAN and sum(map(in_gb2312, han)) >= SIMPLIFIED_HAN_SHARE * len(han)
+        return sum(map(charset, han)) / len(han) if len(han) >= MIN_HAN else 0.0
 
     def id_table(self) -> np.ndarray:
         """Every code point's id (the unknown symbol's, or UNSEEN, for those outside the vocabulary),
@@ -399,6 +444,10 @@ def in_gb2312(char: str) -> bool:
     return bool(char.encode("gb2312", errors="ignore"))
 
 
+def in_big5(char: str) -> bool:
+    return len(char.encode("big5", errors="ignore")) == 2
+
+
 def looks_traditional(char: str) -> bool:
     """A Han character of Big5's frequent ones (traditional Chinese's character set) that GB2312,
     simplified Chinese's, lacks and that has a simplified form: '寶', '們', '來' (a character both
@@ -409,29 +458,47 @@ def looks_traditional(char: str) -> bool:
     return len(big5) == 2 and int.from_bytes(big5, "big") in BIG5_FREQUENT
 
 
+def looks_simplified(char: str) -> bool:
+    """A Han character of GB2312 (simplified Chinese's character set) that Big5, traditional Chinese's,
+    lacks and that has a traditional form: '宝', '们', '来' (a rare one with no traditional form, '酰',
+    or a radical, '亻', is not simplified)."""
+    return is_han(char) and in_gb2312(char) and not in_big5(char) and char not in NO_TRADITIONAL_FORM
+
+
 @functools.cache
 def traditional_characters() -> str:
     """Every character `looks_traditional` says is traditional (1,897 of Big5's), in code point order."""
-    big5 = (
-        bytes([lead, trail]).decode("big5", errors="ignore")
-        for lead in range(0x81, 0xFF)
-        for trail in range(0x40, 0xFF)
+    return "".join(sorted(filter(looks_traditional, two_byte_characters("big5"))))
+
+
+@functools.cache
+def simplified_characters() -> str:
+    """Every character `looks_simplified` says is simplified (2,188 of GB2312's), in code point order."""
+    return "".join(sorted(filter(looks_simplified, two_byte_characters("gb2312"))))
+
+
+def two_byte_characters(codec: str) -> set[str]:
+    """The characters a two-byte encoding of Chinese (Big5, GB2312) writes in two bytes."""
+    decoded = (
+        bytes([lead, trail]).decode(codec, errors="ignore") for lead in range(0x81, 0xFF) for trail in range(0x40, 0xFF)
     )
-    return "".join(sorted({char for char in big5 if len(char) == 1 and looks_traditional(char)}))
+    return {char for char in decoded if len(char) == 1}
 
 
 def other_forms(char: str) -> list[str]:
     """The same character in another width ('：' for ':', ':' for '：', 'カ' for 'ｶ'), the form of an
-    ASCII punctuation mark Chinese text uses ('。' for '.'), or the quotation mark for a corner bracket
-    ('“' for '「'), and the other way round: the Chinese forms in CJK_PUNCTUATION's order, likeliest
-    meant first ('，' before '、' for ','), not in code point order."""
+    ASCII punctuation mark Chinese text uses ('。' for '.'), the quotation mark for a corner bracket
+    ('“' for '「'), or a mark a reader takes for it (SAME_MARKS: '〖' for '【', '—' for '―'), and the
+    other way round: the Chinese forms in CJK_PUNCTUATION's order, likeliest meant first ('，' before
+    '、' for ','), a family's in its own, not in code point order."""
     return list(_other_forms().get(char, ()))
 
 
 @functools.cache
 def _other_forms() -> dict[str, dict[str, None]]:
     forms: defaultdict[str, dict[str, None]] = defaultdict(dict)  # a dict keeps the order of the pairs
-    pairs = [(ascii_form, cjk) for ascii_form, cjk_forms in CJK_PUNCTUATION.items() for cjk in cjk_forms]
+    pairs = [pair for family in SAME_MARKS for pair in itertools.combinations(family, 2)]
+    pairs += [(ascii_form, cjk) for ascii_form, cjk_forms in CJK_PUNCTUATION.items() for cjk in cjk_forms]
     pairs += CORNER_QUOTES.items()
     for code in (0x3000, *range(0xFF00, 0xFFF0)):  # the ideographic space and the half- and full-width forms
         tag, _, other = unicodedata.decomposition(chr(code)).partition(" ")

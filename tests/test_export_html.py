@@ -44,7 +44,7 @@ from .test_serve import (  # noqa: F401 -- the fox_run fixture
     told_what_each_part_is,
     wait_healthy,
 )
-from .test_vocab import SIMPLIFIED
+from .test_vocab import SIMPLIFIED, TRADITIONAL
 
 # How far the page's log-probabilities may be from PyTorch's fp32 ones, in nats, per stored precision:
 # fp32 to rounding; fp16 and int8 bounds a few times above what docs/export.md measured on trained models.
@@ -328,6 +328,21 @@ def test_page_takes_every_name_a_form_goes_by(tmp_path, browser):
     with pytest.raises(CharLMError) as error:
         template_of("五言", prefix="")
     assert call(browser, poem, "五言") == f"error: {error.value}"  # the server's words
+
+
+@pytest.mark.slow
+def test_page_refuses_a_ban_that_leaves_only_the_unknown_symbol(tmp_path, browser):
+    """The exported page took a ban of every character but the unknown symbol, which Python and the server
+    refuse: it would write only '\ufffd'. It is refused as they refuse it, by the ban box and the script API."""
+    model = make_model(Vocab(list("ab \n"), unknown=True), hidden=8).eval()
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    with pytest.raises(CharLMError) as error:
+        charlm.generate(model, "a", length=5, logit_bias=dict.fromkeys("ab \n", -100))
+    said = str(error.value).replace("logit_bias", "ban", 1)
+    assert call(browser, "window.charlm.generate({ban: args[0]})", "ab \\n") == f"error: {said}"
+    write(browser, seed="a", ban="ab \\n")
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
+    assert browser.find_element("id", "seed-error").text == said
 
 
 @pytest.mark.slow
@@ -679,6 +694,26 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     assert [text.count("，") for text in got["texts"][:6]] == [2, 2, 2, 2, 3, 4]  # four poems went on, two are new
 
 
+def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
+    """A seed's verse against an acrostic of "'" was refused with JSON's quotes (with 'a', not '''), where
+    charlm quotes as Python does (with 'a', not "'"): the same line now, for '"' and a backslash too."""
+    model = model_of("lstm", "abc'\" \\\n", hidden=8)
+    requests = [{"template": "___ ___", "acrostic": acrostic} for acrostic in ("'b", '"b', "\\b")]
+    texts = refused_alike(tmp_path, model, "c\nab", requests)
+    assert "begins verse 1 with 'a', not \"'\";" in texts[0]
+
+
+def refused_alike(tmp_path, model: CharLM, seed: str, requests: list[dict]) -> list[str]:
+    """The page's words for each of `requests` (greedy, after `seed`), checked to be charlm's refusal of it."""
+    generations = [{"seed": seed, "greedy": True, **request} for request in requests]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": seed, "generations": generations})
+    for request, text in zip(requests, got["texts"]):
+        with pytest.raises(CharLMError) as error:
+            sampler.generate(model, seed, greedy=True, **request)
+        assert text == f"error: {error.value}", request
+    return got["texts"]
+
+
 def test_the_page_reads_a_seeds_windows_line_breaks_and_refuses_a_templates_as_charlm_does(tmp_path):
     """A seed with `\r\n` (a Windows file's text, through window.charlm.generate) was refused on the page
     ('\r' never seen), where charlm reads it as `\n` (corpus.line_breaks), as it reads every text; a lone
@@ -755,15 +790,10 @@ def test_the_page_names_a_templates_unseen_character_with_charlms_hints(tmp_path
     requests = [{"template": "__,__"}, {"form": "五绝", "acrostic": "寶明月光"}, {"template": "__'__"}]
     # every character the option fixed, each once, as a seed's (the page named the first alone)
     requests += [{"form": "五绝", "acrostic": "寶明寶釵"}, {"template": "寶_，釵_，寶_", "acrostic": "說明月"}]
-    generations = [{"seed": "明月", "greedy": True, **request} for request in requests]
-    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "明月", "generations": generations})
-    for request, text in zip(requests, got["texts"]):
-        with pytest.raises(CharLMError) as error:
-            sampler.generate(model, "明月", greedy=True, **request)
-        assert text == f"error: {error.value}", request
-    assert "',' (did you mean '，'?)" in got["texts"][0] and "(traditional? " in got["texts"][1]
-    assert got["texts"][3].startswith("error: acrostic: 2 character(s)") and "'釵' (traditional? " in got["texts"][3]
-    assert got["texts"][4].startswith("error: template: 2 character(s)")  # the template's first, then its own
+    texts = refused_alike(tmp_path, model, "明月", requests)
+    assert "',' (did you mean '，'?)" in texts[0] and "(traditional? " in texts[1]
+    assert texts[3].startswith("error: acrostic: 2 character(s)") and "'釵' (traditional? " in texts[3]
+    assert texts[4].startswith("error: template: 2 character(s)")  # the template's first, then its own
 
 
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):
@@ -852,8 +882,8 @@ const fs = require("fs"), vm = require("vm");
 const context = vm.createContext({});
 vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
 const request = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
-const read = ([text, chars, normalize]) => {
-  try { return context.bannedIds(text, chars, normalize); } catch (e) { return `${e.param}|${e.message}`; }
+const read = ([text, chars, normalize, unknownId]) => {
+  try { return context.bannedIds(text, chars, normalize, unknownId); } catch (e) { return `${e.param}|${e.message}`; }
 };
 const combining = [];  // every code point the page takes for a combining mark
 for (let code = 0; code < 0x110000; code++) {
@@ -874,7 +904,9 @@ def sample_ban(text: str, vocab: Vocab) -> list[int] | str:
 
 def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
     """Both pages' ban box (page.js) bans the ids `charlm sample --ban` bans, and refuses what it refuses
-    in the same words: unknown characters need no ban, `\\n`, normalization, combining marks, repeats."""
+    in the same words: unknown characters need no ban, `\\n`, normalization, combining marks, repeats; and a
+    ban that leaves only the unknown symbol, which the exported page took (it refused only a ban of every
+    token), so that it wrote nothing but '\ufffd'."""
     latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
     emoji = Vocab(list("ab \U0001f468\U0001f469\U0001f467\u200d\U0001f44d\U0001f3fd"), normalize="nfc")
     cases = [
@@ -896,15 +928,22 @@ def test_the_ban_box_reads_characters_as_sample_ban_does(tmp_path):
         ('"＂', Vocab(list('ab"'), normalize="nfkc")),  # '"', not '\"'
         ("\x01\u0301", Vocab(["\x01", "\u0301", "a"], normalize="none")),  # '\x01', not '\u0001'
         ("".join(chr(0x4E00 + i) for i in range(10_000)), Vocab(list("ab\u4e00\u4e01"), normalize="nfc")),
+        ("ab", Vocab(list("ab"), unknown=True)),  # all but the unknown symbol: it would write only '\ufffd'
+        ("ab\ufffd", Vocab(list("ab"), unknown=True)),  # every token
+        ("a", Vocab(list("ab"), unknown=True)),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
     got = run_in_node(
-        tmp_path, PAGE_JS_HARNESS, script, [[text, vocab.chars, vocab.normalize] for text, vocab in cases]
+        tmp_path,
+        PAGE_JS_HARNESS,
+        script,
+        [[text, vocab.chars, vocab.normalize, vocab.unknown_id] for text, vocab in cases],
     )
     for (text, vocab), js in zip(cases, got["bans"]):
         assert (sorted(js) if isinstance(js, list) else js) == sample_ban(text, vocab), text
     assert got["bans"][5].startswith("ban|ban gives token") and got["bans"][7].startswith("ban|ban: '…' is '...'")
     assert "(U+0065 U+0301 U+0301) is 'é\u0301' (U+00E9 U+0301) to this model" in got["bans"][15], got["bans"][15]
+    assert got["bans"][-3].startswith("ban|ban bans every token that writes text (what it leaves")
     # The page's combining marks are Python's (unicodedata.combining) wherever both know the character,
     # but three Tibetan vowel signs whose decompositions start with one (each a class-0 character).
     known = [c for c in range(0x110000) if unicodedata.category(chr(c)) != "Cn" and not 0xD800 <= c <= 0xDFFF]
@@ -928,7 +967,8 @@ def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
     for ',') and that a character looks traditional, which it now takes from `Vocab.unseen_hints`, as
     the exported page's seed errors do; a form the ban bans too is no hint (',，' hints '、')."""
     latin = Vocab(sorted(set("the café\tnaïve\n.")), normalize="nfc")
-    chinese = Vocab(sorted(set(SIMPLIFIED + "，、。：")), normalize="nfc")
+    chinese = Vocab(sorted(set(SIMPLIFIED + "，、。：…〖〗")), normalize="nfc")
+    traditional = Vocab(sorted(set(TRADITIONAL)), normalize="nfc")
     cases = [
         ("", latin), ("eo\\n\\t", latin), ("e\u0301", latin),  # all written: no note
         ("0123456789", latin), ("ΩeZ", latin), ("\\n", Vocab(list("ab "))), ("\ufffd", Vocab(list("ab"))),
@@ -937,6 +977,7 @@ def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
         (",!", Vocab(list("，。小"), normalize="nfc")),
         ("…", Vocab(list("abc."), normalize="nfkc")),  # three characters the model writes (the box refuses it)
         (",", chinese), (",，", chinese), (",，、", chinese), ("寶:'", chinese), ("ｅ", latin),
+        ("宝着“", traditional), (".【", chinese),
     ]  # fmt: skip
     script = html.resources.files("charlm.serve").joinpath("page.js")
     calls = [["unwrittenBanNote", text, vocab.chars, vocab.normalize, vocab.unseen_hints()] for text, vocab in cases]
@@ -946,8 +987,10 @@ def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
             warnings.simplefilter("always")
             sampler.warn_of_unwritten_bans(sample_configs({}, text)[0], vocab)
         assert note == "".join(f" ({str(w.message).removeprefix('--')})" for w in caught), text
-    assert notes[-4] == " (ban: the model never writes ',' (did you mean '、'?), so banning it changes nothing)"
-    assert "'寶' (traditional? " in notes[-2] and "':' (did you mean '：'?)" in notes[-2], notes[-2]
+    assert notes[-6] == " (ban: the model never writes ',' (did you mean '、'?), so banning it changes nothing)"
+    assert "'寶' (traditional? " in notes[-4] and "':' (did you mean '：'?)" in notes[-4], notes[-4]
+    assert "'宝' (simplified? this model knows traditional Chinese) '着' '“' (did you mean '「'?)" in notes[-2]
+    assert "'.' (did you mean '。' or '…'?) '【' (did you mean '〖'?)" in notes[-1], notes[-1]
 
 
 def test_the_serve_pages_unseen_note_reads_the_seed_as_the_server_does(tmp_path):

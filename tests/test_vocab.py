@@ -9,7 +9,7 @@ import torch
 
 from charlm.errors import CharLMError
 from charlm.pieces import PieceVocab, train_model
-from charlm.vocab import TRADITIONAL_NOTE, UNSEEN, Vocab, Vocabulary
+from charlm.vocab import SIMPLIFIED_NOTE, TRADITIONAL_NOTE, UNSEEN, Vocab, Vocabulary, traditional_characters
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
 
@@ -101,8 +101,81 @@ def test_a_character_with_no_simplified_form_is_not_said_to_be_traditional():
     vocab = Vocab.from_counts(Counter(SIMPLIFIED))
     assert [vocab.name_unseen(c) for c in "隄珮祐浥瞋巉"] == ["'隄'", "'珮'", "'祐'", "'浥'", "'瞋'", "'巉'"]
     assert [vocab.name_unseen(c) for c in "寶們來蔔"] == [f"{c!r} ({TRADITIONAL_NOTE})" for c in "寶們來蔔"]
-    assert not set("隄珮祐浥瞋巉") & set(vocab.unseen_hints()["traditional"])  # the exported page's list too
-    assert {"寶", "們", "來", "蔔"} <= set(vocab.unseen_hints()["traditional"])
+    assert not set("隄珮祐浥瞋巉") & set(vocab.unseen_hints()["other_script"])  # the exported page's list too
+    assert {"寶", "們", "來", "蔔"} <= set(vocab.unseen_hints()["other_script"])
+
+
+def test_a_seeds_three_dots_are_said_to_be_the_ellipsis_the_novel_writes():
+    """A seed's '...' for hongloumeng, which writes '……', was hinted '。' alone; and Taiwan's '⋯' and the
+    mainland's '…' are one mark to a reader."""
+    novel = Vocab.from_counts(Counter("宝玉道：“开辟鸿蒙……”他笑了。\n"))
+    with pytest.raises(CharLMError, match=r"never seen: '\.' \(did you mean '。' or '…'\?\); use"):
+        novel.encode("宝玉道...", what="--seed")
+    assert novel.name_unseen("⋯") == "'⋯' (did you mean '…'?)"
+    assert Vocab.from_counts(Counter("He said... no.\n")).name_unseen("…") == "'…' (did you mean '.'?)"
+
+
+@pytest.mark.parametrize(
+    "known, typed",
+    [
+        ("〖〗", "【】"),  # hongloumeng's song titles, where others write 【】
+        ("【】", "〖〗"),
+        ("【】", "[]"),  # what a Chinese input method types for '[' and ']'
+        ("——", "――"),  # GB2312's dash: '―' to Python's gb2312 codec, '—' to GBK
+        ("──", "——"),  # hongloumeng writes its dash '——', '──' and '－－'
+        ("－－", "——"),
+        ("～", "〜"),  # Shift_JIS's wave dash and cp932's
+        ("~", "〜"),
+        ("·", "・•‧"),  # the middle dot as GB2312 (two ways), Big5 and cp950 decode it
+        ("“”", "「」"),  # corner brackets as quotes
+    ],
+)
+def test_a_mark_a_chinese_reader_takes_for_one_the_model_writes_is_hinted(known, typed):
+    """'【】' typed for a model that writes '〖〗' (or a dash, a wave dash, a middle dot of another code
+    point) was named with no hint: each is named with the form of it the model knows."""
+    vocab = Vocab.from_counts(Counter(f"宝玉道{known}好\n"))
+    for char, meant in zip(typed, known * len(typed)):
+        assert vocab.name_unseen(char) == f"{char!r} (did you mean {meant!r}?)", char
+    assert vocab.unseen_hints()["forms"][typed[0]] == [known[0]]  # what both pages name it by
+
+
+def test_the_single_title_marks_are_not_said_to_be_the_double_ones():
+    """'〈〉' is the title mark inside '《》' (《西楼〈楼会〉》), another mark, as '‘' is inside '“': no hint."""
+    vocab = Vocab.from_counts(Counter("《红楼梦》“好”\n"))
+    assert [vocab.name_unseen(c) for c in "〈〉‘"] == ["'〈'", "'〉'", "'‘'"]
+
+
+# 94 traditional characters (the first of those with a simplified form) and a novel's punctuation
+TRADITIONAL = traditional_characters()[:94] + "玉道：「」。\n"
+
+
+def test_a_simplified_character_for_a_model_of_traditional_text_is_said_to_be_one():
+    """A seed of simplified characters ('宝玉们') for a model of traditional text was refused with no word of
+    why, where the other way round is named traditional: now each asks "simplified?". A character with no
+    traditional form (a radical, '亻'; chemistry's '酰'; '着', which cannot be told from '著') is not."""
+    vocab = Vocab.from_counts(Counter(TRADITIONAL))
+    assert vocab.traditional_chinese and not vocab.simplified_chinese
+    with pytest.raises(CharLMError) as error:
+        vocab.encode("宝玉们道：“”", what="--seed")
+    assert str(error.value) == (
+        f"--seed: 4 character(s) the model has never seen: '宝' ({SIMPLIFIED_NOTE}) '们' ({SIMPLIFIED_NOTE}) "
+        "'“' (did you mean '「'?) '”' (did you mean '」'?); use only characters from the training text"
+    )
+    assert [vocab.name_unseen(c) for c in "亻酰着"] == ["'亻'", "'酰'", "'着'"]
+    assert {"宝", "们"} <= set(vocab.unseen_hints()["other_script"]) and vocab.unseen_hints()["other_script_note"] == (
+        SIMPLIFIED_NOTE
+    )
+    assert not set("亻酰着玉") & set(vocab.unseen_hints()["other_script"])
+    simplified = Vocab.from_counts(Counter(SIMPLIFIED))  # the mirror: a model of simplified text
+    assert not simplified.traditional_chinese and simplified.name_unseen("宝") == "'宝'"
+
+
+def test_a_vocabulary_of_characters_both_scripts_write_gets_one_note():
+    """Characters both sets hold ('一乙丁七') make a vocabulary both Big5 and GB2312: it is taken for simplified,
+    so its unseen '寶' and '宝' are not each said to be the other's script."""
+    both = Vocab.from_counts(Counter(bytes(b for byte in range(0x40, 0x7F) for b in (0xA4, byte)).decode("big5")))
+    assert both.simplified_chinese and not both.traditional_chinese
+    assert both.name_unseen("宝") == "'宝'" and both.name_unseen("寶") == f"'寶' ({TRADITIONAL_NOTE})"
 
 
 def test_a_vocabulary_shows_its_kind_size_and_normalization():

@@ -15,8 +15,8 @@ page's template rules (sampler.js) take the names and use the Unicode rules char
 
 A seed character the model never saw, and a banned one it never writes, is named as charlm names it
 (`Vocab.name_unseen`): the meta carries the hints Python computes (`Vocab.unseen_hints`: the forms the
-model writes of ',', '，' for ',' (did you mean '，'?), and for a model of simplified Chinese the
-traditional characters, which the page cannot tell without Big5 and GB2312 tables).
+model writes of ',', '，' for ',' (did you mean '，'?), and for a model of simplified or traditional
+Chinese the other script's characters, which the page cannot tell without Big5 and GB2312 tables).
 """
 
 from __future__ import annotations

@@ -486,8 +486,8 @@ function poemBegun(slots, acrosticAt, script, acrostic) {
     if (!(poem.length > 0 && poem.length < size) || !fitsShape(poem)) return 0;
     acrosticAt.forEach((at, k) => {
       if (at < poem.length && model.index.get(poem[at]) !== slots[at]) {
-        const [got, want] = [poem[at], model.meta.vocab.chars[slots[at]]].map((c) => JSON.stringify(c).slice(1, -1));
-        throw formError("acrostic", `acrostic ${acrostic}: the seed's poem begins verse ${k + 1} with '${got}', not '${want}'; an acrostic is the whole poem's: begin the seed's verses with it, or end it before them for a new poem`);
+        const [got, want] = [poem[at], model.meta.vocab.chars[slots[at]]].map(pythonRepr);  // constraints.py's !r
+        throw formError("acrostic", `acrostic ${acrostic}: the seed's poem begins verse ${k + 1} with ${got}, not ${want}; an acrostic is the whole poem's: begin the seed's verses with it, or end it before them for a new poem`);
       }
     });
     return poem.length;

@@ -130,8 +130,9 @@ function copiedNote(text) {
 // The ban box, read as `charlm sample --ban` reads its characters (charlm.decoding.bias_vector), for a
 // character model's `chars` (in id order) and its Unicode `normalize`: the ids never to draw, [] for an
 // empty box. A character the model does not know needs no ban (it never writes it: unwrittenBanNote).
-// A ban it cannot follow is an error naming the box ("ban", as the server names logit_bias).
-function bannedIds(text, chars, normalize) {
+// A ban it cannot follow is an error naming the box ("ban", as the server names logit_bias), and so is one
+// that leaves only the unknown symbol (`unknownId`, where the caller has it: the server refuses it itself).
+function bannedIds(text, chars, normalize, unknownId = null) {
   const index = new Map([...chars].map((char, id) => [char, id])), named = new Map();  // id -> the character that banned it
   for (const key of banKeys(text)) {
     const char = normalized(key, normalize), count = [...char].length;
@@ -148,6 +149,9 @@ function bannedIds(text, chars, normalize) {
     named.set(id, key);
   }
   if (named.size && named.size === index.size) throw banError(" bans every token the model has; leave it at least one to write");
+  if (unknownId !== null && !named.has(unknownId) && named.size === index.size - 1) {  // decoding.writes_no_text
+    throw banError(" bans every token that writes text (what it leaves, the unknown symbol and control pieces, writes only \ufffd or nothing); leave it at least one to write");
+  }
   return [...named.keys()];
 }
 // The ban box's characters, once each: `\n` and `\t` are a line break and a tab; a combining mark goes
@@ -175,12 +179,13 @@ function unwrittenBanNote(text, chars, normalize, hints) {
 }
 // Vocab.name_unseen: a character the model does not know as charlm names it, with the forms of it the
 // model writes that are not `banned` ("',' (did you mean '，' or '、'?)"), or, for a model of simplified
-// Chinese, that it looks traditional. `hints` are Vocab.unseen_hints, computed in Python (the exported
-// page's meta.vocab.unseen, /v1/models' meta.unseen): one naming for seed errors and ban notes alike.
+// Chinese, that it looks traditional, and of traditional Chinese that it looks simplified (Vocab.other_script).
+// `hints` are Vocab.unseen_hints, computed in Python (the exported page's meta.vocab.unseen, /v1/models'
+// meta.unseen): one naming for seed errors and ban notes alike.
 function nameUnseen(char, hints, banned = new Set()) {
   const known = ((hints && hints.forms[char]) || []).filter((form) => !banned.has(form));
   if (known.length) return `${pythonRepr(char)} (did you mean ${known.map(pythonRepr).join(" or ")}?)`;
-  return hints && hints.traditional.includes(char) ? `${pythonRepr(char)} (${hints.traditional_note})` : pythonRepr(char);
+  return hints && hints.other_script.includes(char) ? `${pythonRepr(char)} (${hints.other_script_note})` : pythonRepr(char);
 }
 // vocab.first_named: the first 10 of `chars`, each as `name` names it, then " ..." where there are more.
 function firstNamed(chars, name) {
