@@ -654,3 +654,18 @@ def test_runs_and_info_say_which_checkpoints_of_a_run_are_damaged(trained, tmp_p
     ) in shown.splitlines(), shown
     sound = cli("info", str(tmp_path / "checkpoints" / "sound")).output
     assert not [line for line in sound.splitlines() if line.startswith("damaged")], sound
+
+
+def test_runs_tells_damage_without_reading_any_checkpoint_whole(trained, tmp_path, monkeypatch):
+    """The glance is what keeps `charlm runs` quick with many runs: no checkpoint is read whole nor
+    verified (a sha256 over every byte) to list them."""
+    for name in ("one", "two"):
+        shutil.copytree(trained.parent, tmp_path / "checkpoints" / name)
+    cut(tmp_path / "checkpoints" / "two" / runs.LATEST)
+    for reader in ("read_bytes", "verified"):
+        monkeypatch.setattr(checkpoint_file, reader, lambda *args, **kwargs: pytest.fail("a checkpoint read whole"))
+    assert [row.split("  ")[-1].strip() for row in cli("runs").output.splitlines()] == [
+        "checkpoints",
+        "ok",
+        "latest.pt truncated",
+    ]
