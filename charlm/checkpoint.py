@@ -37,7 +37,7 @@ from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
 from .fields import SHOWN, holds, kinds_of
-from .model import CharLM, ModelConfig, State, skeleton
+from .model import CharLM, ModelConfig, State, architecture_of, skeleton
 from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary
@@ -298,19 +298,6 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:
             folder, f"{hub.WEIGHTS} holds weights its {hub.CONFIG}'s model has not: {', '.join(extra[:3])}"
         )
     return saved, digest
-
-
-def architecture_of(weights: dict) -> dict:
-    """The cell, layers and hidden size charlm's model of `weights` has, as far as they show them
-    (torch's recurrent weights: core.weight_hh_l0 is (4 x hidden, hidden) for an LSTM); {} where they
-    do not (damaged in another way, which `Checkpoint.check` names)."""
-    recurrent = weights.get("core.weight_hh_l0")
-    if not isinstance(recurrent, torch.Tensor) or recurrent.dim() != 2 or not recurrent.shape[1]:
-        return {}
-    rows, hidden = recurrent.shape
-    cell = {4: "lstm", 3: "gru", 1: "rnn"}.get(rows // hidden if rows % hidden == 0 else 0)
-    layers = sum(1 for name in weights if name.startswith("core.weight_hh_l"))
-    return {"layers": layers, "hidden": hidden} | ({"cell": cell} if cell else {})
 
 
 def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:

@@ -26,13 +26,12 @@ from pathlib import Path
 import torch
 
 from . import files, hub
+from .checkpoint_header import MAGIC, MAX_HEADER, header_fields
 from .errors import CharLMError
 from .fields import SHOWN, flags_said, said, typed, written
 from .runs import BEST, EXPORTS, LATEST, kept_aside, pending, resume_command
 
-MAGIC = b"charlm-checkpoint\n"
 VERSION = 3
-MAX_HEADER = 2048  # bytes of the header line, its newline included: a longer one is damage
 READS = (2, 3)  # format 2 (before the model/run/training split) is upgraded on read
 
 
@@ -189,11 +188,8 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     end = newline + 1 or len(data)
     header_line, body = data[len(MAGIC) : end], data[end:]
     try:
-        header = files.parse_json(header_line)
-        version, size, digest = header["version"], header["bytes"], header["sha256"]
-        if type(size) is not int:  # null, "12", true, 12.0: no count of bytes to compare the file with
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
+        version, size, digest = header_fields(header_line)
+    except ValueError:
         if newline < 0 and len(data) < len(MAGIC) + MAX_HEADER:  # the file ends within the header line
             raise cut_in_header() from None
         raise CharLMError(f"{path}: damaged checkpoint header; {advice(path)}") from None

@@ -271,7 +271,7 @@ def info(target: str | None) -> None:
     path = runs.resolve(target)
     reasons, lineage = runs.read_reasons(path.parent), runs.lineage(path.parent)
     rows = [("checkpoint", str(path)), *summary.rows(checkpoint.read(path, charlm_model=True), reasons, lineage)]
-    rows += [("exports", line) for line in export.listed(path.parent)]
+    rows += [*summary.damage_rows(path), *(("exports", line) for line in export.listed(path.parent))]
     click.echo(tables.table(rows))
 
 
@@ -334,7 +334,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     help="folder holding the runs",
 )
 def list_runs(root: str) -> None:
-    """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, updated."""
+    """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, updated; and, while a run's checkpoint is damaged (cut short by a kill), which."""
     click.echo(tables.runs_table(root))
 
 

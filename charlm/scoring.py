@@ -292,9 +292,10 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
     if not vocab.one_char_per_id:
         return ""
     missing: dict[str, None] = {}
-    count = 0
+    count = total = 0
     for text in texts:
         text = vocab.normalized(text)  # the same string, not a copy, where it was read normalized (eval's files)
+        total += max(len(text) - 1, 0)
         if found := vocab.unseen_in(text, start=1):
             missing.update(dict.fromkeys(found))
             count += vocab.count_unknown(text, start=1)
@@ -302,11 +303,25 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
         return ""
     shown = vocab.names_unseen(list(missing))  # '瞿' ',' (did you mean '，' or '、'?) ...
     if vocab.unknown_id is None:
-        return f"{count:,} unseen characters excluded from the score ({len(missing):,} distinct: {shown})"
+        note = f"{count:,} unseen characters excluded from the score ({len(missing):,} distinct: {shown})"
+    else:
+        note = (
+            f"{count:,} unseen characters scored as the unknown symbol {vocab.chars[vocab.unknown_id]!r} "
+            f"({len(missing):,} distinct: {shown}); their bits are the symbol's, which stands for every "
+            "character training left out, not the probability of each"
+        )
+    return note + foreign_note(count, total)
+
+
+def foreign_note(unseen: int, total: int) -> str:
+    """What a note on unseen characters adds where they are most of the text: a model of another
+    script (a Chinese run's, the latest, scoring an English file) gave a figure of the few characters
+    it knows, which read as the text's own; "" where most are known."""
+    if unseen * 2 <= total:
+        return ""
     return (
-        f"{count:,} unseen characters scored as the unknown symbol {vocab.chars[vocab.unknown_id]!r} "
-        f"({len(missing):,} distinct: {shown}); their bits are the symbol's, which stands for every "
-        "character training left out, not the probability of each"
+        f"; {unseen / total:.0%} of the text is in characters this model never saw in training, so the figure "
+        "says little of it: score it under a model trained on text in its script"
     )
 
 

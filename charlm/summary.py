@@ -5,10 +5,15 @@ is not what it holds (checkpoint.py), and a reader of either needs only that one
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .checkpoint import Checkpoint
+from .checkpoint_file import remedy
+from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
 from .fields import option_name
 from .finetune import DEFAULTS
+from .runs import BEST, LATEST
 
 
 def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> list[tuple[str, str]]:
@@ -31,6 +36,15 @@ def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> l
     if lineage:
         lines.append(("lineage", f"from {lineage}"))
     return lines + option_rows(saved, reasons or {})
+
+
+def damage_rows(path: Path) -> list[tuple[str, str]]:
+    """A row saying the run's other checkpoint is damaged, where it is (a glance, as `charlm runs`
+    takes): `charlm info` read the sound one and said nothing of it, and the resume or sample that
+    loaded the other failed."""
+    other = Path(path).with_name({BEST: LATEST, LATEST: BEST}.get(Path(path).name, Path(path).name))
+    what = glance(other) if other != Path(path) and other.exists() else ""
+    return [("damaged", f"{other} is {what}; {remedy(other)}")] if what else []
 
 
 def option_rows(saved: Checkpoint, reasons: dict) -> list[tuple[str, str]]:

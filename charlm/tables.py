@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import runs
+from .checkpoint_header import glance
 from .config import MAXIMA
 from .errors import CharLMError, one_line
 from .fields import holds
@@ -64,7 +65,22 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
         raise CharLMError(f"no runs under {runs.where(root)}; train one with `charlm train`")
     rows = [["run", "corpus", "model", "steps", "best bpc", "last update"]]
     rows += [run_row(folder) for folder in folders]
+    damage = [damage_cell(folder) for folder in folders]
+    if set(damage) != {"ok"}:  # a column of its own only then: a sound run's row stays as it was
+        rows = [[*row, cell] for row, cell in zip(rows, ["checkpoints", *damage], strict=True)]
     return table(rows, right=(3, 4))
+
+
+def damage_cell(folder: Path) -> str:
+    """What is wrong with a run's checkpoints (`latest.pt truncated`, `both damaged`), or `ok`
+    where nothing is: a run whose checkpoints a kill or a full disk cut short was listed as a sound one, and
+    failed only when a command loaded it. A glance at each file's header, size and archive directory,
+    not a full read: the table stays quick however many runs it lists."""
+    found = {name: glance(folder / name) for name in (runs.BEST, runs.LATEST) if (folder / name).exists()}
+    damaged = {name: what for name, what in found.items() if what}
+    if len(damaged) == 2 and len(set(damaged.values())) == 1:
+        return f"both {damaged[runs.BEST]}"
+    return ", ".join(f"{name} {what}" for name, what in damaged.items()) or "ok"
 
 
 def run_row(folder: Path) -> list[str]:

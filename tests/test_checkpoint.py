@@ -14,6 +14,7 @@ import torch
 
 import charlm
 from charlm import checkpoint, checkpoint_file, files, runs
+from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
 
@@ -597,3 +598,74 @@ def test_a_damaged_copy_outside_any_run_says_to_copy_it_again_or_use_the_run_bes
         copy.write_bytes(trained.read_bytes()[:1000])
         assert_one_line_error(cli("sample", str(copy), "--length", "5"), f"{copy}: truncated checkpoint", advice)
     assert cli("sample", str(best), "--length", "5").exit_code == 0  # what the advice names reads back
+
+
+def cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def grown(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"\n")
+
+
+def torn_directory(path: Path) -> None:
+    """The archive's end record overwritten, the file's size kept: only its directory shows it."""
+    data = bytearray(path.read_bytes())
+    data[-22:-18] = b"XXXX"
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [cut, grown, torn_directory, lambda path: path.write_bytes(b""), lambda path: path.write_bytes(b"<html>")],
+    ids=["cut", "grown", "torn directory", "empty", "another kind"],
+)
+def test_the_glance_charlm_runs_takes_sees_what_the_full_read_refuses(trained, tmp_path, damage):
+    """`charlm runs` glances at each checkpoint (header, size, archive directory) rather than reading it
+    whole: each damage a kill, a full disk or a copy leaves is seen, and a sound file passes."""
+    copy = shutil.copy(trained, tmp_path / "latest.pt")
+    assert glance(copy) == ""
+    damage(copy)
+    assert not checkpoint_file.readable(copy)
+    assert glance(copy) != ""
+
+
+def test_runs_and_info_say_which_checkpoints_of_a_run_are_damaged(trained, tmp_path):
+    """A run whose best.pt and latest.pt a kill cut short was listed by `charlm runs` like a sound one,
+    and `charlm info` of a run with a sound best.pt said nothing of its cut latest.pt: the damage showed
+    only when a sample or a resume loaded it. The table now has a column saying which are damaged (only
+    while one is: a sound run's table is as it was), and info a row saying what to do."""
+    for name in ("sound", "both", "last", "grown"):
+        shutil.copytree(trained.parent, tmp_path / "checkpoints" / name)
+    assert "checkpoints" not in cli("runs").output.splitlines()[0]
+    for name in (runs.BEST, runs.LATEST):
+        cut(tmp_path / "checkpoints" / "both" / name)
+    cut(tmp_path / "checkpoints" / "last" / runs.LATEST)
+    grown(tmp_path / "checkpoints" / "grown" / runs.BEST)
+    header, *rows = cli("runs").output.splitlines()
+    assert header.split()[-1] == "checkpoints"
+    notes = {row.split()[0]: row.split("  ")[-1] for row in rows}
+    assert notes == {"both": "both truncated", "grown": "best.pt damaged", "last": "latest.pt truncated", "sound": "ok"}
+    last = tmp_path / "checkpoints" / "last"
+    shown = cli("info", str(last)).output
+    assert (
+        f"damaged         {last / runs.LATEST} is truncated; use the run's other checkpoint, {last / runs.BEST}, "
+        f"in its place (to resume: charlm train --resume {last / runs.BEST})"
+    ) in shown.splitlines(), shown
+    sound = cli("info", str(tmp_path / "checkpoints" / "sound")).output
+    assert not [line for line in sound.splitlines() if line.startswith("damaged")], sound
+
+
+def test_runs_tells_damage_without_reading_any_checkpoint_whole(trained, tmp_path, monkeypatch):
+    """The glance is what keeps `charlm runs` quick with many runs: no checkpoint is read whole nor
+    verified (a sha256 over every byte) to list them."""
+    for name in ("one", "two"):
+        shutil.copytree(trained.parent, tmp_path / "checkpoints" / name)
+    cut(tmp_path / "checkpoints" / "two" / runs.LATEST)
+    for reader in ("read_bytes", "verified"):
+        monkeypatch.setattr(checkpoint_file, reader, lambda *args, **kwargs: pytest.fail("a checkpoint read whole"))
+    assert [row.split("  ")[-1].strip() for row in cli("runs").output.splitlines()] == [
+        "checkpoints",
+        "ok",
+        "latest.pt truncated",
+    ]

@@ -54,8 +54,12 @@ def test_the_model_carries_its_architecture_not_the_training_options():
     # of a run's options only those that shape the modules: none of the optimizer's, the windows' or the budget's
     shared = {f.name for f in dataclasses.fields(ModelConfig)} & {f.name for f in dataclasses.fields(Config)}
     assert shared == {"cell", "layers", "hidden", "dropout", "vocab_size"}
-    with pytest.raises(CharLMError, match="expects 4 ids but the vocabulary has 3"):
+    with pytest.raises(CharLMError) as refused:
         CharLM(ModelConfig("lstm", 1, 8, 0.0, 4), Vocab("abc"))
+    assert str(refused.value) == (
+        "charlm.CharLM: config.vocab_size is 4 but the vocabulary has 3 ids: give the config and vocabulary of one "
+        "model (model.config with model.vocab), or a config made for this vocabulary (vocab_size=len(vocab))"
+    )
     with pytest.raises(CharLMError, match="unknown cell 'transformer'"):
         ModelConfig.from_dict({**model.config.to_dict(), "cell": "transformer"})
 
@@ -405,3 +409,26 @@ def test_a_text_with_no_scored_character_has_no_bits_per_character_not_zero():
     assert np.isnan(trace(model, "xy").bpc) and np.isnan(surprise(model, "xy").bpc)
     assert np.isnan(trace(model, "a", context="").bpc)
     assert trace(model, "a").bpc > 0  # after the default newline, "a" was predicted
+
+
+def test_loading_the_state_of_a_model_of_another_size_names_both_sizes_in_one_line():
+    """`model.load_state_dict(other.state_dict())`, the copy docs/python.md shows, was torch's paragraph
+    of every weight's two shapes when the models differ: one line now names both models' sizes and
+    what to do. A state that fits loads as before, and strict=False leaves out extra weights as torch does."""
+    model = make_model("abc", layers=1, hidden=8)
+    other = CharLM(ModelConfig("lstm", 2, 16, 0.0, 4), Vocab("abcd"))
+    with pytest.raises(CharLMError) as refused:
+        model.load_state_dict(other.state_dict())
+    assert str(refused.value) == (
+        "charlm.CharLM.load_state_dict: the state is of another model (2x16 lstm, 4 ids) than this one "
+        "(1x8 lstm, 3 ids): embed.weight is [4, 16], this model's [3, 8]; load it into a model of its own "
+        "config and vocabulary (charlm.CharLM(other.config, other.vocab))"
+    )
+    gru = CharLM(ModelConfig("gru", 1, 8, 0.0, 3), Vocab("abc"))
+    with pytest.raises(CharLMError, match=r"another model \(1x8 gru, 3 ids\) than this one \(1x8 lstm, 3 ids\)"):
+        model.load_state_dict(gru.state_dict())
+    extra = {**make_model("abc", layers=1, hidden=8).state_dict(), "extra": torch.zeros(1)}
+    with pytest.raises(CharLMError, match="^charlm.CharLM.load_state_dict: extra is in the state but not in this"):
+        model.load_state_dict(extra)
+    assert model.load_state_dict(extra, strict=False).unexpected_keys == ["extra"]
+    assert torch.equal(model.embed.weight, extra["embed.weight"])

@@ -254,3 +254,24 @@ def test_a_damaged_metrics_or_run_file_is_read_around(fox_file, good_and_bad, na
     resumed = cli("train", "--resume", "bad", "--max-steps", "30", "--quiet")
     assert resumed.exit_code == 0, resumed.output
     assert [row["step"] for row in read_metrics(path.parent)] == [10, 20, 30]
+
+
+@pytest.mark.parametrize("record", [None, '{"corpus": "fo'], ids=["run.json gone", "run.json torn"])
+def test_a_run_with_its_record_lost_and_its_metrics_torn_by_a_kill_is_read_and_resumed(good_and_bad, record):
+    """A kill mid-write tears metrics.jsonl's last line; a hand or a disk loses run.json. Neither is
+    needed to read the model: sample, info, eval, plot and runs read around them, and a resume goes on
+    and writes run.json anew (this passed as it was: a gap closed)."""
+    folder = Path(shutil.copytree(good_and_bad["good"], runs.CHECKPOINT_ROOT / "kept"))
+    if record is None:
+        (folder / runs.RUN_INFO).unlink()
+    else:
+        (folder / runs.RUN_INFO).write_text(record, encoding="utf-8")
+    with open(folder / runs.METRICS, "a", encoding="utf-8") as metrics:
+        metrics.write('{"step": 25, "train_b')  # no newline: the process died here
+    for command in (["sample", "kept", "--length", "5"], ["info", "kept"], ["eval", "kept", "--quiet"]):
+        assert cli(*command).exit_code == 0, (command, cli(*command).output)
+    assert cli("plot", "kept", "--output", "kept.png").output == "wrote kept.png\n"
+    assert cli("runs").output.splitlines()[1].split()[:2] == ["kept", "?"]  # the corpus is run.json's
+    assert cli("train", "--resume", "kept", "--max-steps", "30", "--quiet").exit_code == 0
+    assert [row["step"] for row in read_metrics(folder)] == [10, 20, 30]
+    assert runs.read_run_info(folder)["corpus"] == "fox"

@@ -17,7 +17,7 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 from charlm.vocab import UNSEEN, Vocab
 
-from .conftest import assert_one_line_error, cli, make_model
+from .conftest import assert_one_line_error, cli, cli_args, make_model
 from .test_cli import fox_run, trained  # noqa: F401 (the fixtures: a tiny run, "fox")
 from .test_serve import page_ready, running, set_field, wait_healthy
 
@@ -89,7 +89,7 @@ def test_the_unseen_note_says_which_form_the_model_knows_in_one_short_line():
     a user of traditional characters; a text's, a quotation in a simplified one, is written so)."""
     poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼"
     vocab = Vocab(sorted(set(poem + "，：、")))  # GB2312's characters: a vocabulary of simplified Chinese
-    text = "明,月:們" + "".join(chr(0x4E00 + i) for i in range(100, 140)) + ",:"
+    text = "明,月:們" + "".join(chr(0x4E00 + i) for i in range(100, 140)) + ",:" + poem  # the poem: most is known
     note = unseen_note(vocab, [text])
     assert vocab.simplified_chinese and vocab.name_unseen("們").startswith("'們' (traditional")
     named = "',' (did you mean '，' or '、'?) ':' (did you mean '：'?) '們' '乤' '乥' '书' '乧' '乨'"
@@ -192,3 +192,26 @@ def test_the_serve_page_says_which_characters_of_the_seed_the_model_does_not_kno
                 "done" in d.find_element("id", "status").text and "know" not in d.find_element("id", "status").text
             )
         )
+
+
+def test_eval_under_the_latest_run_of_another_script_says_the_figure_says_little_of_the_file(tmp_path, tiny):
+    """`charlm eval english.txt` under the latest run, a Chinese model's, printed a bpc over the few
+    characters the model knew and "2,900 unseen characters excluded": the figure read as the file's own.
+    Where most of the text is unseen the note now says so, as a share, and what to do; where a few
+    characters are, it stays as it was."""
+    poem = "床前明月光，疑是地上霜。举头望明月，低头思故乡。\n" * 40
+    (tmp_path / "poems.txt").write_text(poem, encoding="utf-8")
+    assert cli("train", "poems.txt", "--out", "poems", *cli_args({**tiny, "max_steps": 2})).exit_code == 0
+    (tmp_path / "english.txt").write_text("the moon is bright tonight, 明月.\n" * 3, encoding="utf-8")
+    scored = cli("eval", "english.txt", "--quiet")
+    assert scored.exit_code == 0, scored.output
+    figure, note = scored.output.splitlines()
+    assert figure.endswith(" bits per character over 9 characters scored")
+    assert note.startswith("86 unseen characters excluded from the score (")
+    assert note.endswith(
+        "; 91% of the text is in characters this model never saw in training, so the figure says little of it: "
+        "score it under a model trained on text in its script"
+    )
+    (tmp_path / "mostly.txt").write_text("明月光 " + poem[:40], encoding="utf-8")
+    note = cli("eval", "mostly.txt", "--quiet").output.splitlines()[1]
+    assert note == "1 unseen characters excluded from the score (1 distinct: ' ')"
