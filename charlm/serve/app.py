@@ -28,6 +28,7 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import forms
@@ -318,12 +319,26 @@ def add_error_handlers(app: FastAPI) -> None:
         message = str(error.detail)
         asked = f"{request.method} {shown(request.url.path)}"
         if error.status_code == 404 and message == "Not Found":
-            message = f"{asked}: no such endpoint; GET /openapi.json lists this server's"
+            message = f"{asked}: no such endpoint; {where_the_routes_are(app, request)}"
         elif error.status_code == 405 and message == "Method Not Allowed":
             allowed = (error.headers or {}).get("Allow", "")
             message = f"{asked}: this endpoint takes {allowed or 'another method'}"
         body = APIError(error.status_code, message).body()
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def where_the_routes_are(app: FastAPI, request: Request) -> str:
+    """What a 404 tells the client: the route under /v1 that a base URL without /v1 (`http://127.0.0.1:8080`,
+    as a local server's address reads) missed, or that one ending in it doubled (`/v1/v1/...`: a client
+    that adds /v1 itself); else where the routes are listed."""
+    path = request.url.path
+    meant = path.removeprefix("/v1") if path.startswith("/v1/v1/") else "/v1" + path
+    scope = {"type": "http", "path": meant, "method": request.method}
+    if not any(route.matches(scope)[0] == Match.FULL for route in app.routes):
+        return "GET /openapi.json lists this server's"
+    base = shown(str(request.base_url).rstrip("/"))
+    itself = f" (or {base}, for a client that adds /v1 itself)" if path.startswith("/v1/") else ""
+    return f"did you mean {request.method} {meant}? An OpenAI client's base URL {base}/v1{itself}"
 
 
 def page_html() -> str:
