@@ -19,7 +19,16 @@ from string import Template
 import numpy as np
 
 from ..scoring import TOP
-from .analysis import OPEN, SHUT, SIGMOID_GATES, Inspection, characters_read, hardest_spans, too_few_correlated
+from .analysis import (
+    OPEN,
+    SHUT,
+    SIGMOID_GATES,
+    Inspection,
+    characters_read,
+    hardest_spans,
+    no_better_than_chance,
+    too_few_correlated,
+)
 
 TOP_PERCENTILE = 99  # the surprise colour is full red from this percentile of the text's bits up
 PLOT = 180  # a gate scatter plot's side in pixels
@@ -204,7 +213,8 @@ $classes
 CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
-(Pearson, over these characters). $hover</p>
+(Pearson, over these characters), if it beats chance: the best any cell does with the feature shifted a
+quarter, a half and three quarters along the text, its values then out of step with the characters. $hover</p>
 <div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation over $count characters</th><th></th></tr>$rows</table></div>
 $few
 <p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
@@ -316,6 +326,11 @@ def cells_section(inspection: Inspection) -> str:
     for match in inspection.matches:
         if match.correlation is None:
             rows.append(f"<tr><td>{esc(match.feature)}</td><td colspan=3>does not vary in this text</td></tr>")
+        elif not match.follows:
+            rows.append(
+                f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
+                f"<td>{match.correlation:+.3f}</td><td>no better than chance: {esc(no_better_than_chance(match))}</td></tr>"
+            )
         else:
             rows.append(
                 f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
