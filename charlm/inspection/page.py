@@ -232,7 +232,9 @@ as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
 Kneser-Ney n-gram model fitted on $fitted_on. The class table uses the order with the fewest
-bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.</p>
+bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.
+Bits saved: the n-gram's bits per character on that class minus the $cell's (above 0: the $cell needs fewer
+bits, below 0: the n-gram does).</p>
 <div class="wide"><table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table></div>
 <div class="wide"><table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
 <th style="text-align:left">$cell <span style="color:#1f77b4">&#9632;</span> n-gram
