@@ -298,6 +298,22 @@ def test_the_class_table_says_what_its_bits_saved_are_and_which_way_they_point()
     assert "below 0: the n-gram does" in said
 
 
+def test_the_page_gives_the_n_grams_figure_its_unit_and_says_what_an_order_is():
+    """The page's headline gave the n-gram as "the best n-gram (order 7) 1.907": a figure with no unit
+    beside the LSTM's "bits per character", and an order nothing on the page explained."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    inspection = analyse(model, text, text * 5, max_order=3)
+    for order, context in ((3, "the 2 before it"), (2, "the one before it"), (1, "how often it occurs alone")):
+        headline = " ".join(render(dataclasses.replace(inspection, ngram_order=order), "tiny").split("<p>")[1].split())
+        bpc = inspection.ngram_bpc[order]
+        said = f"the best n-gram model (order {order}: each character predicted from {context}) {bpc:.3f} bits per"
+        assert said in headline, headline
+    classes = " ".join(render(inspection, "tiny").split("<h2>4.")[1].split("</p>")[0].split())
+    assert "an n-gram model of order n predicts each character from the n - 1 characters before it" in classes
+
+
 def test_character_classes():
     classes = {c: char_class(c) for c in "a Z\n,7林。“…!\t"}
     assert classes == {

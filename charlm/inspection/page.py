@@ -189,7 +189,8 @@ PAGE = Template("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>charlm inspect: $title</title><style>$style</style></head><body>
 <h1>What the model learned: $title</h1>
-<p>$model on $count: <b>$bpc bits per character</b>; the best n-gram (order $order) $ngram_bpc.</p>
+<p>$model on $count: <b>$bpc bits per character</b>; the best n-gram model (order $order: $context)
+$ngram_bpc bits per character.</p>
 $notes
 <p>Hardest spans (most bits per character):</p><ol>$hardest</ol>
 <h2>1. Surprise</h2>
@@ -231,7 +232,8 @@ as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 <div>$plots</div>""")
 
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
-Kneser-Ney n-gram model fitted on $fitted_on. The class table uses the order with the fewest
+Kneser-Ney n-gram model fitted on $fitted_on (an n-gram model of order n predicts each character from the
+n - 1 characters before it, by how often each followed them there). The class table uses the order with the fewest
 bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.
 Bits saved: the n-gram's bits per character on that class minus the $cell's (above 0: the $cell needs fewer
 bits, below 0: the n-gram does).</p>
@@ -297,6 +299,7 @@ def render(inspection: Inspection, title: str) -> str:
         count=esc(characters_read(inspection)),
         bpc=f"{seen.bpc:.3f}",
         order=inspection.ngram_order,
+        context=ngram_context(inspection.ngram_order),
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
         notes="".join(f'<p class="note">Note: {esc(note)}.</p>' for note in inspection.notes),
         hardest=hardest,
@@ -319,6 +322,14 @@ def render(inspection: Inspection, title: str) -> str:
         data=json_for_script(data),
         script=SCRIPT,
     )
+
+
+def ngram_context(order: int) -> str:
+    """What an n-gram model of `order` predicts a character from, in words."""
+    before = order - 1
+    if before == 0:
+        return "each character predicted from how often it occurs alone"
+    return f"each character predicted from the {'one' if before == 1 else before} before it"
 
 
 def cells_section(inspection: Inspection) -> str:
