@@ -700,7 +700,8 @@ def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):
     assert len(controls) > 8 and all(name for _, name in controls), controls
     buttons = [name for role, name in controls if role == "button"]
     assert len(set(buttons)) == len(buttons), buttons
-    assert "show hardest span 1 in the text" in buttons and "show the cell for inside quotes" in buttons
+    assert "show hardest span 1 in the text" in buttons
+    assert any(name.startswith("show the cell for ") for name in buttons), buttons  # a feature beats chance
     regions = [name for role, name in shown if role == "region"]
     assert regions == ["Surprise: the text coloured by bits", "Cells: the text coloured by the chosen cell"]
     assert browser.execute_script("return ['surprise', 'cells'].map((id) => document.getElementById(id).lang)") == [
