@@ -125,10 +125,11 @@ def test_the_feature_table_lines_up_under_a_chinese_texts_quotes():
     header = next(line for line in lines if line.startswith("feature"))
     rows = [line for line in lines if line.startswith(tuple(analysis.CHINESE_FEATURES))]
     assert len(rows) == 4 and rows[0].startswith("inside 「」/“” quotes")
-    # every row's correlation ends under the header's "correlation" (a note in brackets may follow it)
-    ends = {width(re.sub(r"\s+\(.*\)$", "", line)) for line in rows}
-    ends.add(width(header[: header.index("correlation") + len("correlation")]))
-    assert len(ends) == 1, "\n".join([header, *rows])
+    # every row's correlation and chance end under the header's "correlation" and "chance"
+    for column, number in (("correlation", r"[+-]\d\.\d{3}"), ("chance", r"[+-]\d\.\d{3}\s+\d\.\d{3}")):
+        ends = {width(line[: re.search(number, line).end()]) for line in rows}
+        ends.add(width(header[: header.index(column) + len(column)]))
+        assert len(ends) == 1, "\n".join([column, header, *rows])
 
 
 def test_the_unseen_note_names_the_forms_the_model_knows_as_eval_does():
@@ -235,11 +236,18 @@ def test_a_feature_no_cell_follows_better_than_chance_is_said_so_with_no_cell_to
     text = "the cat sat (on a mat)\nthe dog ran\n" * 3
     model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
     inspection = dataclasses.replace(analyse(model, text, text, max_order=2), matches=matches)
-    (line,) = [line for line in summary(inspection).splitlines() if line.startswith("unfollowed")]
-    assert line.endswith("(no better than chance: with the feature shifted along the text, a cell reaches 1.000)")
+    table = summary(inspection).splitlines()
+    (followed_line, unfollowed_line) = [line for line in table if line.startswith(("followed", "unfollowed"))]
+    assert followed_line.split()[4] == f"{matches[0].chance:.3f}" and "(no better than chance)" not in followed_line
+    assert unfollowed_line.split(maxsplit=5)[4:] == ["1.000", "(no better than chance)"]
+    assert (
+        "(chance: the largest correlation any cell has with the feature shifted"
+        in table[table.index(unfollowed_line) + 1]
+    )
     cells = render(inspection, "tiny").split("<h2>2.")[1].split("<h2>3.")[0]
     assert "show the cell for followed" in cells and "show the cell for unfollowed" not in cells
-    assert "<td>no better than chance: with the feature shifted along the text, a cell reaches 1.000</td>" in cells
+    assert f"<td>{matches[1].correlation:+.3f}</td><td>1.000</td><td>no better than chance</td></tr>" in cells
+    assert "<th>chance</th>" in cells and "a cell follows a feature only if it beats that" in cells
 
 
 def test_correlations_say_how_many_characters_they_rest_on_and_when_too_few(monkeypatch):

@@ -43,6 +43,10 @@ FEW_CORRELATED = 1000
 # the best of those: the quotes model's best cell for the position in the line correlated +0.055 where
 # the line position shifted half the text got 0.121 from another cell.
 CHANCE_SHIFTS = (0.25, 0.5, 0.75)
+CHANCE_SAID = (
+    "the largest correlation any cell has with the feature shifted a quarter, a half and three quarters "
+    "along the text; a cell follows a feature only if it beats that"
+)
 
 
 def hardest_spans(seen: Surprise, count: int = HARDEST, width: int = SPAN) -> list[tuple[int, int, float]]:
@@ -372,11 +376,6 @@ def analyse(
     )
 
 
-def no_better_than_chance(match: CellMatch) -> str:
-    """Why a feature's best cell does not follow it, in the page's and the tables' words."""
-    return f"with the feature shifted along the text, a cell reaches {match.chance:.3f}"
-
-
 def characters_read(inspection: Inspection) -> str:
     """The text's characters, which the cells' correlations are over, and those its bits are over: the
     first has nothing before it to predict it, and an unseen one is left out. Said once, so that the
@@ -401,14 +400,16 @@ def summary(inspection: Inspection) -> str:
     ]
     # Lined up by display width (tables.table): a Chinese text's first feature names 「」, two cells each.
     over = f"({inspection.state_name}, over {inspection.states.shape[1]:,} characters)"
-    rows = [["feature", "layer", "cell", "correlation", over]]
+    rows = [["feature", "layer", "cell", "correlation", "chance", over]]
     for match in inspection.matches:
         if match.correlation is None:
-            rows.append([match.feature, "-", "-", "-", "(does not vary in this text)"])
+            rows.append([match.feature, "-", "-", "-", "-", "(does not vary in this text)"])
         else:
-            said = "" if match.follows else f"(no better than chance: {no_better_than_chance(match)})"
-            rows.append([match.feature, str(match.layer), str(match.cell), f"{match.correlation:+.3f}", said])
-    lines += [line.rstrip() for line in table(rows, right=(1, 2, 3)).splitlines()]
+            said = "" if match.follows else "(no better than chance)"
+            correlation, chance = f"{match.correlation:+.3f}", f"{match.chance:.3f}"
+            rows.append([match.feature, str(match.layer), str(match.cell), correlation, chance, said])
+    lines += [line.rstrip() for line in table(rows, right=(1, 2, 3, 4)).splitlines()]
+    lines.append(f"(chance: {CHANCE_SAID})")
     if (few := too_few_correlated(inspection.states)) is not None:
         lines.append(f"({few})")
     if inspection.saturation:

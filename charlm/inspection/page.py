@@ -20,13 +20,13 @@ import numpy as np
 
 from ..scoring import TOP
 from .analysis import (
+    CHANCE_SAID,
     OPEN,
     SHUT,
     SIGMOID_GATES,
     Inspection,
     characters_read,
     hardest_spans,
-    no_better_than_chance,
     too_few_correlated,
 )
 
@@ -214,9 +214,8 @@ $classes
 CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
-(Pearson, over these characters), if it beats chance: the best any cell does with the feature shifted a
-quarter, a half and three quarters along the text, its values then out of step with the characters. $hover</p>
-<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation over $count characters</th><th></th></tr>$rows</table></div>
+(Pearson, over these characters), and chance: $chance. $hover</p>
+<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation over $count characters</th><th>chance</th><th></th></tr>$rows</table></div>
 $few
 <p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
 id="cell" type="number" min="0" max="$last" value="0" style="width:5em" aria-label="cell"><button id="next"
@@ -338,21 +337,22 @@ def cells_section(inspection: Inspection) -> str:
     rows = []
     for match in inspection.matches:
         if match.correlation is None:
-            rows.append(f"<tr><td>{esc(match.feature)}</td><td colspan=3>does not vary in this text</td></tr>")
-        elif not match.follows:
-            rows.append(
-                f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
-                f"<td>{match.correlation:+.3f}</td><td>no better than chance: {esc(no_better_than_chance(match))}</td></tr>"
-            )
-        else:
-            rows.append(
-                f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
-                f"<td>{match.correlation:+.3f}</td><td><button data-show data-layer='{match.layer}' "
-                f"data-cell='{match.cell}' aria-label='show the cell for {esc(match.feature)}'>show</button></td></tr>"
-            )
+            rows.append(f"<tr><td>{esc(match.feature)}</td><td colspan=4>does not vary in this text</td></tr>")
+            continue
+        shown = (
+            f"<button data-show data-layer='{match.layer}' data-cell='{match.cell}' "
+            f"aria-label='show the cell for {esc(match.feature)}'>show</button>"
+            if match.follows
+            else "no better than chance"
+        )
+        rows.append(
+            f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
+            f"<td>{match.correlation:+.3f}</td><td>{match.chance:.3f}</td><td>{shown}</td></tr>"
+        )
     return CELLS.substitute(
         state=esc(inspection.state_name),
         hover=HOVER_NOTES[inspection.trace.cell],
+        chance=esc(CHANCE_SAID),
         rows="".join(rows),
         count=f"{inspection.states.shape[1]:,}",
         few="" if (few := too_few_correlated(inspection.states)) is None else f'<p class="note">Note: {esc(few)}.</p>',
