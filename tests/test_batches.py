@@ -1,8 +1,22 @@
+import re
+import string
+
 import pytest
 import torch
 
+import charlm.batches
 from charlm.batches import Windows, make_streams, min_tokens
 from charlm.errors import CharLMError
+
+from .conftest import REPO
+
+# Where the layout is drawn, and the whole text each drawing cuts into streams (its leftover included).
+TIANGAN_DIZHI = "甲乙丙丁戊己庚辛壬癸子丑寅卯辰巳午未申酉戌亥"
+DRAWINGS = {
+    "charlm/batches.py": (charlm.batches.__doc__, string.ascii_lowercase),
+    "docs/how-it-works.md": ((REPO / "docs/how-it-works.md").read_text(encoding="utf-8"), string.ascii_lowercase),
+    "docs/how-it-works.zh.md": ((REPO / "docs/how-it-works.zh.md").read_text(encoding="utf-8"), TIANGAN_DIZHI),
+}
 
 
 def test_streams_are_contiguous_rows_and_drop_the_tail():
@@ -46,18 +60,53 @@ def test_too_short_text_is_an_error_counted_in_tokens():
     assert min_tokens(16, 25) == 16 * 26
 
 
-def test_the_module_docstrings_alphabet_example_is_what_the_windows_are():
-    """batches.py (and docs/how-it-works.md) draw "abc...z", batch 5, window 2: this is that drawing."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    windows = Windows(make_streams(torch.tensor([ord(c) for c in letters]), batch_size=5), seq_len=2)
+def drawn_layout(page: str) -> tuple[list[list[str]], list[int], list[str]]:
+    """A drawing of the streams, read back: each row's segments between the | marks (the windows, then the
+    stream's last token), the step numbers under them, and every [window] the paragraph after it names."""
+    lines = page.splitlines()
+    first = next(n for n, line in enumerate(lines) if re.match(r"\s*(?:stream|流) 0[:：]", line))
+    rows, n = [], first
+    while re.match(r"\s*(?:stream|流) \d+[:：]", lines[n]):
+        rows.append(["".join(part.split()) for part in re.split(r"[:：]", lines[n], maxsplit=1)[1].split("|")])
+        n += 1
+    steps = [int(number) for number in re.findall(r"\d+", lines[n])]
+    paragraph = []
+    for line in lines[n + 2 :]:  # after the step line and the blank line under it
+        if not line.strip():
+            break
+        paragraph.append(line)
+    named = ["".join(window.split()) for window in re.findall(r"\[([^\[\]]+)\]", " ".join(paragraph))]
+    return rows, steps, named
 
-    def spelled(rows: torch.Tensor) -> list[str]:
-        return ["".join(map(chr, row.tolist())) for row in rows]
 
-    assert spelled(windows.streams) == ["abcde", "fghij", "klmno", "pqrst", "uvwxy"]  # "z" dropped
-    steps = [windows.next() for _ in range(3)]
-    assert [(spelled(i), spelled(t), fresh) for i, t, fresh in steps[:2]] == [
-        (["ab", "fg", "kl", "pq", "uv"], ["bc", "gh", "lm", "qr", "vw"], True),
-        (["cd", "hi", "mn", "rs", "wx"], ["de", "ij", "no", "st", "xy"], False),
-    ]
-    assert windows.epoch == 1 and steps[2][2] and spelled(steps[2][0]) == spelled(steps[0][0])  # "e" only a target
+@pytest.mark.parametrize("where", DRAWINGS)
+def test_every_drawing_of_the_streams_and_windows_is_what_the_windows_are(where):
+    """batches.py's docstring, how-it-works.md and how-it-works.zh.md each draw the streams and windows
+    of a small text and name the first steps' inputs and targets: the drawing and the names are read
+    back and checked against make_streams and Windows, so a drawing cannot drift from the code."""
+    page, text = DRAWINGS[where]
+    rows, steps, named = drawn_layout(page)
+    seq_len = len(rows[0][0])
+    windows = Windows(make_streams(torch.tensor([ord(char) for char in text]), batch_size=len(rows)), seq_len)
+
+    def spelled(ids: torch.Tensor) -> list[str]:
+        return ["".join(map(chr, row.tolist())) for row in ids]
+
+    assert ["".join(row) for row in rows] == spelled(windows.streams), f"{where}: the streams"
+    handed = [windows.next()]  # every step of the first epoch: until the windows start afresh
+    while not (step := windows.next())[2]:
+        handed.append(step)
+    assert steps == list(range(len(handed))), f"{where}: the step numbers under the drawing"
+    for step, (inputs, targets, _) in enumerate(handed):
+        assert [row[step] for row in rows] == spelled(inputs), f"{where}: step {step}'s windows"
+    assert [row[-1] for row in rows] == [stream[-1] for stream in spelled(windows.streams)]  # only a target
+    assert len(rows[0]) == len(handed) + 1, f"{where}: a segment past the windows, the last token, only"
+    # the paragraph names step 0's inputs, its targets, then step 1's: each list in order, maybe cut short
+    lists = [spelled(ids) for inputs, targets, _ in handed[:2] for ids in (inputs, targets)]
+    at = 0
+    for expected in lists:
+        taken = 0
+        while at < len(named) and taken < len(expected) and named[at] == expected[taken]:
+            at, taken = at + 1, taken + 1
+        assert taken, f"{where}: the paragraph names {named[at:]}, where {expected} come next"
+    assert at == len(named), f"{where}: the paragraph names {named[at:]} past the steps it walks through"

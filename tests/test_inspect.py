@@ -2,10 +2,12 @@
 baseline, the page (escaped, self-contained, opened in headless Chromium) and the command."""
 
 import base64
+import dataclasses
 import html
 import json
 import math
 import random
+import re
 import sys
 import threading
 import warnings
@@ -123,9 +125,11 @@ def test_the_feature_table_lines_up_under_a_chinese_texts_quotes():
     header = next(line for line in lines if line.startswith("feature"))
     rows = [line for line in lines if line.startswith(tuple(analysis.CHINESE_FEATURES))]
     assert len(rows) == 4 and rows[0].startswith("inside 「」/“” quotes")
-    # every row ends with its correlation, under the header's "correlation"
-    ends = {width(line) for line in rows} | {width(header[: header.index("correlation") + len("correlation")])}
-    assert len(ends) == 1, "\n".join([header, *rows])
+    # every row's correlation and chance end under the header's "correlation" and "chance"
+    for column, number in (("correlation", r"[+-]\d\.\d{3}"), ("chance", r"[+-]\d\.\d{3}\s+\d\.\d{3}")):
+        ends = {width(line[: re.search(number, line).end()]) for line in rows}
+        ends.add(width(header[: header.index(column) + len(column)]))
+        assert len(ends) == 1, "\n".join([column, header, *rows])
 
 
 def test_the_unseen_note_names_the_forms_the_model_knows_as_eval_does():
@@ -214,6 +218,38 @@ def test_the_best_cell_for_a_feature_is_the_one_that_follows_it():
     assert flat.correlation is None
 
 
+def test_a_feature_no_cell_follows_better_than_chance_is_said_so_with_no_cell_to_show():
+    """The page and the tables named a cell for every feature that varies, however weakly it followed it:
+    the quotes model (docs/inspect.md, "Measured") got layer 0, cell 29 for the position in the line at
+    +0.055, where the line position shifted half the text along got 0.121 from another cell, and a
+    learner pressing "show" saw a cell that follows nothing. The best cell must beat the best of every
+    cell against the feature shifted along the text (chance); else the page says so and shows none."""
+    rng = np.random.default_rng(0)
+    followed, unfollowed = ((rng.random(400) < 0.3).astype(float) for _ in range(2))
+    states = rng.uniform(-1, 1, (1, 400, 8))
+    states[0, :, 5] = np.tanh(2 * followed - 1 + 0.5 * rng.standard_normal(400))
+    states[0, :, 2] = np.roll(unfollowed, 200)  # in step with what lies half the text away: chance's cell
+    matches = best_cells(states, {"followed": followed, "unfollowed": unfollowed})
+    assert [m.follows for m in matches] == [True, False]
+    assert matches[1].chance == pytest.approx(1.0) and abs(matches[1].correlation) < 0.3
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    inspection = dataclasses.replace(analyse(model, text, text, max_order=2), matches=matches)
+    table = summary(inspection).splitlines()
+    (followed_line, unfollowed_line) = [line for line in table if line.startswith(("followed", "unfollowed"))]
+    assert followed_line.split()[4] == f"{matches[0].chance:.3f}" and "(no better than chance)" not in followed_line
+    assert unfollowed_line.split(maxsplit=5)[4:] == ["1.000", "(no better than chance)"]
+    assert (
+        "(chance: the largest correlation any cell has with the feature shifted"
+        in table[table.index(unfollowed_line) + 1]
+    )
+    cells = render(inspection, "tiny").split("<h2>2.")[1].split("<h2>3.")[0]
+    assert "show the cell for followed" in cells and "show the cell for unfollowed" not in cells
+    assert f"<td>{matches[1].correlation:+.3f}</td><td>1.000</td><td>no better than chance</td></tr>" in cells
+    assert "<th>chance</th>" in cells and "a cell follows a feature only if it beats that" in cells
+
+
 def test_correlations_say_how_many_characters_they_rest_on_and_when_too_few(monkeypatch):
     """On a tiny text the page and tables showed a cell following a feature at +-0.99 with no word of
     the 70 characters it rested on, too few for the best of many cells not to follow it by chance."""
@@ -255,6 +291,35 @@ def test_gate_saturation_counts_shut_and_open_gates_per_cell():
     found = saturation(made)
     assert list(found) == ["reset"]  # `new` is a tanh: not a gate that saturates at 0 and 1
     assert found["reset"][0].tolist() == [[0.75, 0.0], [0.0, 1.0]]
+
+
+def test_the_class_table_says_what_its_bits_saved_are_and_which_way_they_point():
+    """The page's class table had a "bits saved" column of -0.815 and +0.477 with no word of what was
+    saved, per what, or which model a negative one favours: a learner could not read it."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    classes = render(analyse(model, text, text, max_order=2), "tiny").split("<h2>4.")[1]
+    assert "<th>bits saved</th>" in classes
+    said = " ".join(html.unescape(classes.split("</p>")[0]).split())
+    assert "Bits saved: the n-gram's bits per character on that class minus the LSTM's (above 0: the LSTM " in said
+    assert "below 0: the n-gram does" in said
+
+
+def test_the_page_gives_the_n_grams_figure_its_unit_and_says_what_an_order_is():
+    """The page's headline gave the n-gram as "the best n-gram (order 7) 1.907": a figure with no unit
+    beside the LSTM's "bits per character", and an order nothing on the page explained."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    inspection = analyse(model, text, text * 5, max_order=3)
+    for order, context in ((3, "the 2 before it"), (2, "the one before it"), (1, "how often it occurs alone")):
+        headline = " ".join(render(dataclasses.replace(inspection, ngram_order=order), "tiny").split("<p>")[1].split())
+        bpc = inspection.ngram_bpc[order]
+        said = f"the best n-gram model (order {order}: each character predicted from {context}) {bpc:.3f} bits per"
+        assert said in headline, headline
+    classes = " ".join(render(inspection, "tiny").split("<h2>4.")[1].split("</p>")[0].split())
+    assert "an n-gram model of order n predicts each character from the n - 1 characters before it" in classes
 
 
 def test_character_classes():
@@ -643,7 +708,8 @@ def test_the_page_is_named_for_a_screen_reader(tmp_path, browser):
     assert len(controls) > 8 and all(name for _, name in controls), controls
     buttons = [name for role, name in controls if role == "button"]
     assert len(set(buttons)) == len(buttons), buttons
-    assert "show hardest span 1 in the text" in buttons and "show the cell for inside quotes" in buttons
+    assert "show hardest span 1 in the text" in buttons
+    assert any(name.startswith("show the cell for ") for name in buttons), buttons  # a feature beats chance
     regions = [name for role, name in shown if role == "region"]
     assert regions == ["Surprise: the text coloured by bits", "Cells: the text coloured by the chosen cell"]
     assert browser.execute_script("return ['surprise', 'cells'].map((id) => document.getElementById(id).lang)") == [

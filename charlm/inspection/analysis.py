@@ -38,6 +38,15 @@ CHINESE_SHARE = 0.3  # a text is Chinese when this share of its non-space charac
 # line position, reached |r| 0.60 over 30 characters, 0.35 over 100, 0.25 over 300, 0.14 over 1,000
 # and 0.05 over 3,000 (mean of 4 draws); a model of more cells finds more such.
 FEW_CORRELATED = 1000
+# What chance gives on this text: every cell against the feature shifted these shares of the text along
+# it (the same values, out of step with the characters). A cell follows a feature only where it beats
+# the best of those: the quotes model's best cell for the position in the line correlated +0.055 where
+# the line position shifted half the text got 0.121 from another cell.
+CHANCE_SHIFTS = (0.25, 0.5, 0.75)
+CHANCE_SAID = (
+    "the largest correlation any cell has with the feature shifted a quarter, a half and three quarters "
+    "along the text; a cell follows a feature only if it beats that"
+)
 
 
 def hardest_spans(seen: Surprise, count: int = HARDEST, width: int = SPAN) -> list[tuple[int, int, float]]:
@@ -143,12 +152,19 @@ def features(text: str) -> dict[str, np.ndarray]:
 class CellMatch:
     """The cell whose state follows a feature best: its layer, index and Pearson correlation (signed:
     a cell may be low inside quotes as well as high). `correlation` is None for a feature that does
-    not vary in the text (no quotes at all, say)."""
+    not vary in the text (no quotes at all, say). `chance`: the largest |correlation| any cell has
+    with the feature shifted along the text (`CHANCE_SHIFTS`), which the best cell must beat to follow it."""
 
     feature: str
     layer: int
     cell: int
     correlation: float | None
+    chance: float | None = None
+
+    @property
+    def follows(self) -> bool:
+        """Whether the cell follows the feature more closely than any cell follows it out of step."""
+        return self.correlation is not None and abs(self.correlation) > (self.chance or 0.0)
 
 
 def correlations(states: np.ndarray, feature: np.ndarray) -> np.ndarray:
@@ -162,7 +178,7 @@ def correlations(states: np.ndarray, feature: np.ndarray) -> np.ndarray:
 
 
 def best_cells(states: np.ndarray, features: dict[str, np.ndarray]) -> list[CellMatch]:
-    """For each feature, the cell (any layer) with the largest |correlation|."""
+    """For each feature, the cell (any layer) with the largest |correlation|, and what chance gives."""
     matches = []
     for name, values in features.items():
         if values.std() == 0:
@@ -170,8 +186,19 @@ def best_cells(states: np.ndarray, features: dict[str, np.ndarray]) -> list[Cell
             continue
         r = correlations(states, values)
         layer, cell = np.unravel_index(np.abs(r).argmax(), r.shape)
-        matches.append(CellMatch(name, int(layer), int(cell), float(r[layer, cell])))
+        matches.append(
+            CellMatch(name, int(layer), int(cell), float(r[layer, cell]), chance_correlation(states, values))
+        )
     return matches
+
+
+def chance_correlation(states: np.ndarray, feature: np.ndarray) -> float:
+    """The largest |correlation| of any cell with `feature` shifted along the text (`CHANCE_SHIFTS`): how
+    closely some cell follows a feature's values out of step with the characters, by chance alone."""
+    chars = len(feature)
+    shifted = (np.roll(feature, max(1, round(share * chars))) for share in CHANCE_SHIFTS)
+    out_of_step = [values for values in shifted if not np.array_equal(values, feature)]  # a text repeated: in step
+    return max((float(np.abs(correlations(states, values)).max()) for values in out_of_step), default=0.0)
 
 
 def too_few_correlated(states: np.ndarray) -> str | None:
@@ -373,13 +400,16 @@ def summary(inspection: Inspection) -> str:
     ]
     # Lined up by display width (tables.table): a Chinese text's first feature names 「」, two cells each.
     over = f"({inspection.state_name}, over {inspection.states.shape[1]:,} characters)"
-    rows = [["feature", "layer", "cell", "correlation", over]]
+    rows = [["feature", "layer", "cell", "correlation", "chance", over]]
     for match in inspection.matches:
         if match.correlation is None:
-            rows.append([match.feature, "-", "-", "-", "(does not vary in this text)"])
+            rows.append([match.feature, "-", "-", "-", "-", "(does not vary in this text)"])
         else:
-            rows.append([match.feature, str(match.layer), str(match.cell), f"{match.correlation:+.3f}", ""])
-    lines += [line.rstrip() for line in table(rows, right=(1, 2, 3)).splitlines()]
+            said = "" if match.follows else "(no better than chance)"
+            correlation, chance = f"{match.correlation:+.3f}", f"{match.chance:.3f}"
+            rows.append([match.feature, str(match.layer), str(match.cell), correlation, chance, said])
+    lines += [line.rstrip() for line in table(rows, right=(1, 2, 3, 4)).splitlines()]
+    lines.append(f"(chance: {CHANCE_SAID})")
     if (few := too_few_correlated(inspection.states)) is not None:
         lines.append(f"({few})")
     if inspection.saturation:

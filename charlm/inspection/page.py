@@ -19,7 +19,16 @@ from string import Template
 import numpy as np
 
 from ..scoring import TOP
-from .analysis import OPEN, SHUT, SIGMOID_GATES, Inspection, characters_read, hardest_spans, too_few_correlated
+from .analysis import (
+    CHANCE_SAID,
+    OPEN,
+    SHUT,
+    SIGMOID_GATES,
+    Inspection,
+    characters_read,
+    hardest_spans,
+    too_few_correlated,
+)
 
 TOP_PERCENTILE = 99  # the surprise colour is full red from this percentile of the text's bits up
 PLOT = 180  # a gate scatter plot's side in pixels
@@ -180,7 +189,8 @@ PAGE = Template("""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>charlm inspect: $title</title><style>$style</style></head><body>
 <h1>What the model learned: $title</h1>
-<p>$model on $count: <b>$bpc bits per character</b>; the best n-gram (order $order) $ngram_bpc.</p>
+<p>$model on $count: <b>$bpc bits per character</b>; the best n-gram model (order $order: $context)
+$ngram_bpc bits per character.</p>
 $notes
 <p>Hardest spans (most bits per character):</p><ol>$hardest</ol>
 <h2>1. Surprise</h2>
@@ -204,8 +214,8 @@ $classes
 CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
-(Pearson, over these characters). $hover</p>
-<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation over $count characters</th><th></th></tr>$rows</table></div>
+(Pearson, over these characters), and chance: $chance. $hover</p>
+<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation over $count characters</th><th>chance</th><th></th></tr>$rows</table></div>
 $few
 <p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
 id="cell" type="number" min="0" max="$last" value="0" style="width:5em" aria-label="cell"><button id="next"
@@ -221,8 +231,11 @@ as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
 <div>$plots</div>""")
 
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
-Kneser-Ney n-gram model fitted on $fitted_on. The class table uses the order with the fewest
-bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.</p>
+Kneser-Ney n-gram model fitted on $fitted_on (an n-gram model of order n predicts each character from the
+n - 1 characters before it, by how often each followed them there). The class table uses the order with the fewest
+bits on this text: the $cell's context has no fixed length, and the n-gram stops gaining near this order.
+Bits saved: the n-gram's bits per character on that class minus the $cell's (above 0: the $cell needs fewer
+bits, below 0: the n-gram does).</p>
 <div class="wide"><table><tr><th>n-gram order</th>$orders</tr><tr><td>bpc</td>$values</tr></table></div>
 <div class="wide"><table><tr><th>class</th><th>characters</th><th>$cell bpc</th><th>$order-gram bpc</th><th>bits saved</th>
 <th style="text-align:left">$cell <span style="color:#1f77b4">&#9632;</span> n-gram
@@ -285,6 +298,7 @@ def render(inspection: Inspection, title: str) -> str:
         count=esc(characters_read(inspection)),
         bpc=f"{seen.bpc:.3f}",
         order=inspection.ngram_order,
+        context=ngram_context(inspection.ngram_order),
         ngram_bpc=f"{inspection.ngram_bpc[inspection.ngram_order]:.3f}",
         notes="".join(f'<p class="note">Note: {esc(note)}.</p>' for note in inspection.notes),
         hardest=hardest,
@@ -309,22 +323,36 @@ def render(inspection: Inspection, title: str) -> str:
     )
 
 
+def ngram_context(order: int) -> str:
+    """What an n-gram model of `order` predicts a character from, in words."""
+    before = order - 1
+    if before == 0:
+        return "each character predicted from how often it occurs alone"
+    return f"each character predicted from the {'one' if before == 1 else before} before it"
+
+
 def cells_section(inspection: Inspection) -> str:
     layers, _, hidden = inspection.states.shape
     kinds = [inspection.state_name] + (["h"] if inspection.trace.cells is not None else [])
     rows = []
     for match in inspection.matches:
         if match.correlation is None:
-            rows.append(f"<tr><td>{esc(match.feature)}</td><td colspan=3>does not vary in this text</td></tr>")
-        else:
-            rows.append(
-                f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
-                f"<td>{match.correlation:+.3f}</td><td><button data-show data-layer='{match.layer}' "
-                f"data-cell='{match.cell}' aria-label='show the cell for {esc(match.feature)}'>show</button></td></tr>"
-            )
+            rows.append(f"<tr><td>{esc(match.feature)}</td><td colspan=4>does not vary in this text</td></tr>")
+            continue
+        shown = (
+            f"<button data-show data-layer='{match.layer}' data-cell='{match.cell}' "
+            f"aria-label='show the cell for {esc(match.feature)}'>show</button>"
+            if match.follows
+            else "no better than chance"
+        )
+        rows.append(
+            f"<tr><td>{esc(match.feature)}</td><td>{match.layer}</td><td>{match.cell}</td>"
+            f"<td>{match.correlation:+.3f}</td><td>{match.chance:.3f}</td><td>{shown}</td></tr>"
+        )
     return CELLS.substitute(
         state=esc(inspection.state_name),
         hover=HOVER_NOTES[inspection.trace.cell],
+        chance=esc(CHANCE_SAID),
         rows="".join(rows),
         count=f"{inspection.states.shape[1]:,}",
         few="" if (few := too_few_correlated(inspection.states)) is None else f'<p class="note">Note: {esc(few)}.</p>',
