@@ -1,6 +1,7 @@
 """charlm inspect: surprise, features and the cells that follow them, gate saturation, the n-gram
 baseline, the page (escaped, self-contained, opened in headless Chromium) and the command."""
 
+import ast
 import base64
 import dataclasses
 import html
@@ -479,6 +480,9 @@ def test_inspect_command_writes_the_page_and_prints_the_tables(fox_file, tmp_pat
     assert shown.exit_code == 0, shown.output
     for heading in ("bits per character", "feature", "gate", "class", "n-gram order", "hardest spans"):
         assert heading in shown.output
+    # each hardest span as its text, found in the file, not as offsets ("33-53") a reader must count to
+    spans = shown.output.split("hardest spans (most bits per character first):\n")[1].split("\n\n")[0].splitlines()
+    assert spans and all(ast.literal_eval(line.split(" bpc  ", 1)[1]) in fox_file.read_text() for line in spans)
 
 
 def test_an_inspect_page_for_a_full_disk_keeps_the_earlier_page_and_says_what_to_do(fox_file, tmp_path):

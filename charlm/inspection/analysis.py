@@ -422,5 +422,7 @@ def summary(inspection: Inspection) -> str:
     for row in inspection.classes:
         saved = row.ngram_bpc - row.lstm_bpc
         lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
-    lines.append("hardest spans: " + "; ".join(f"{a}-{b} ({bpc:.2f} bpc)" for a, b, bpc in hardest_spans(seen)))
+    # each span as its text, which a reader finds in the file, not as token offsets into it
+    lines += ["", "hardest spans (most bits per character first):"]
+    lines += [f"{bpc:7.2f} bpc  {''.join(seen.tokens[a:b])!r}" for a, b, bpc in hardest_spans(seen)]
     return "\n".join(lines)
