@@ -12,6 +12,7 @@ import shutil
 import time
 import unicodedata
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -539,6 +540,24 @@ def test_the_chinese_guides_serve_example_serves_the_run_its_reader_trained(tiny
     (example,) = python_code(REPO / "docs" / "usage.zh.md", "ServeConfig(")
     exec(compile(example, "docs/usage.zh.md", "exec"), {})  # noqa: S102
     assert served and served[0].startswith("hongloumeng-"), served
+
+
+def test_serve_md_names_the_fields_of_the_models_meta_that_the_server_lists():
+    """serve.md's `GET /v1/models` row names `meta`'s fields and those of its `unseen`, which a client
+    names characters by as the pages do: it said `traditional` and `traditional_note` after the server
+    had named them `other_script` and `other_script_note` (a model of traditional Chinese has the
+    simplified characters there)."""
+    app = import_or_missing("charlm.serve.app")
+    row = next(
+        line
+        for line in (REPO / "docs" / "serve.md").read_text(encoding="utf-8").splitlines()
+        if "`GET /v1/models`" in line
+    )
+    meta_said = set(re.search(r'"meta": \{([^{}]*)\}', row)[1].split(", "))
+    unseen_said = set(re.findall(r'(?:\{|, )"(\w+)":', re.search(r'`(\{"forms": .*?\})`', row)[1]))
+    card = app.model_card(SimpleNamespace(name="novel", model=make_model("宝玉道：，。\n"), created=0))
+    assert meta_said == set(card["meta"]), f"serve.md names meta's fields {sorted(meta_said)}"
+    assert unseen_said == set(card["meta"]["unseen"]), f"serve.md names meta.unseen's fields {sorted(unseen_said)}"
 
 
 @pytest.mark.parametrize("page", ["forms.md", "forms.zh.md"])
