@@ -9,6 +9,7 @@ import re
 import runpy
 import shlex
 import shutil
+import string
 import time
 import unicodedata
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 
 import charlm
 
-from .conftest import REPO, TINY, import_or_missing, make_model
+from .conftest import REPO, TINY, cli, import_or_missing, make_model
 
 DOCS = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -437,6 +438,66 @@ def test_every_results_file_is_named_by_a_doc():
     named = set().union(*(results_named(page) for page in DOCS))
     orphans = sorted(path.name for path in RESULTS.glob("*.txt") if path.name not in named)
     assert not orphans, f"no doc names bench/results/{orphans}: name each where its figures are, or remove it"
+
+
+PAGE_SIZES = RESULTS / "export-page-sizes.txt"
+# The exported page's size in a doc's table: its corpus (the run's name in PAGE_SIZES), its weights, its MB.
+PAGE_SIZE_ROW = re.compile(
+    r"^\| (tinyshakespeare|红楼梦)[^|]*\| \**(fp32|fp16|int8)[^|]*\| ([\d.]+) MB \|", re.MULTILINE
+)
+RUN_OF_CORPUS = {"tinyshakespeare": "ts", "红楼梦": "hlm"}
+
+
+def page_sizes_kept() -> dict[str, int]:
+    """PAGE_SIZES' bytes of each page, by its file name (ts-fp16.html)."""
+    table = re.findall(r"^\| (\S+\.html) \| (\d+) \|", PAGE_SIZES.read_text(encoding="utf-8"), re.MULTILINE)
+    return {name: int(size) for name, size in table}
+
+
+@pytest.mark.parametrize("page", ["export.md", "benchmarks.md"])
+def test_the_exported_page_sizes_a_doc_gives_are_the_ones_kept(page):
+    """Each exported page's size in the doc's table is the one bench/results/export-page-sizes.txt keeps."""
+    kept = page_sizes_kept()
+    rows = PAGE_SIZE_ROW.findall((REPO / "docs" / page).read_text(encoding="utf-8"))
+    said = {f"{RUN_OF_CORPUS[corpus]}-{weights}.html": megabytes for corpus, weights, megabytes in rows}
+    assert len(rows) == len(said) == len(kept) == 6
+    assert said == {name: f"{size / 1e6:.2f}" for name, size in kept.items()}, (
+        f"{page}'s page sizes are not the kept ones"
+    )
+
+
+def test_the_chinese_guides_page_sizes_are_the_ones_kept():
+    """usage.zh.md gives the two fp16 pages' sizes in its prose, not in a table: they are the kept ones too."""
+    kept = page_sizes_kept()
+    said = re.search(
+        r"《红楼梦》模型 fp16（默认）([\d.]+) MB，英文的 tinyshakespeare 模型 ([\d.]+) MB",
+        (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8"),
+    )
+    assert said.groups() == tuple(f"{kept[name] / 1e6:.2f}" for name in ("hlm-fp16.html", "ts-fp16.html"))
+
+
+@pytest.mark.slow
+def test_the_exported_page_sizes_kept_are_the_pages_charlm_writes(tmp_path):
+    """export-page-sizes.txt's tinyshakespeare pages are the size charlm's page is now, give or take
+    the few bytes of the run's name and figures: a page's size is its model's shape and vocabulary, and
+    the script it carries. The page's script grew 6 KB with today's unseen-character hints (pythonRepr,
+    nameUnseen, the ban box's note) while the docs kept the sizes of the page before."""
+    from .test_export import model_of, run_of
+
+    model = model_of(chars=string.ascii_letters + "\n !$&',-.3:;?", hidden=256)  # tinyshakespeare's 65
+    assert f"ts: model           2x256 lstm, {model.num_parameters():,} parameters" in PAGE_SIZES.read_text(
+        encoding="utf-8"
+    )
+    run = run_of(model, tmp_path / "ts", "tinyshakespeare")
+    for weights in ("fp32", "fp16", "int8"):
+        page = tmp_path / f"ts-{weights}.html"
+        result = cli("export", str(run), "--format", "html", "--weights", weights, "--output", str(page))
+        assert result.exit_code == 0, result.output
+        kept = page_sizes_kept()[page.name]
+        assert abs(page.stat().st_size - kept) < 100, (
+            f"{page.name} is {page.stat().st_size:,} bytes, {PAGE_SIZES.name} keeps {kept:,}: measure the pages "
+            "again (its commands), and give the new sizes in export.md and benchmarks.md"
+        )
 
 
 def bench_command_lines(page):
