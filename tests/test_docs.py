@@ -9,16 +9,18 @@ import re
 import runpy
 import shlex
 import shutil
+import string
 import time
 import unicodedata
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import charlm
 
-from .conftest import REPO, TINY, import_or_missing, make_model
+from .conftest import REPO, TINY, cli, import_or_missing, make_model
 
 DOCS = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.md"))]
 
@@ -438,6 +440,66 @@ def test_every_results_file_is_named_by_a_doc():
     assert not orphans, f"no doc names bench/results/{orphans}: name each where its figures are, or remove it"
 
 
+PAGE_SIZES = RESULTS / "export-page-sizes.txt"
+# The exported page's size in a doc's table: its corpus (the run's name in PAGE_SIZES), its weights, its MB.
+PAGE_SIZE_ROW = re.compile(
+    r"^\| (tinyshakespeare|红楼梦)[^|]*\| \**(fp32|fp16|int8)[^|]*\| ([\d.]+) MB \|", re.MULTILINE
+)
+RUN_OF_CORPUS = {"tinyshakespeare": "ts", "红楼梦": "hlm"}
+
+
+def page_sizes_kept() -> dict[str, int]:
+    """PAGE_SIZES' bytes of each page, by its file name (ts-fp16.html)."""
+    table = re.findall(r"^\| (\S+\.html) \| (\d+) \|", PAGE_SIZES.read_text(encoding="utf-8"), re.MULTILINE)
+    return {name: int(size) for name, size in table}
+
+
+@pytest.mark.parametrize("page", ["export.md", "benchmarks.md"])
+def test_the_exported_page_sizes_a_doc_gives_are_the_ones_kept(page):
+    """Each exported page's size in the doc's table is the one bench/results/export-page-sizes.txt keeps."""
+    kept = page_sizes_kept()
+    rows = PAGE_SIZE_ROW.findall((REPO / "docs" / page).read_text(encoding="utf-8"))
+    said = {f"{RUN_OF_CORPUS[corpus]}-{weights}.html": megabytes for corpus, weights, megabytes in rows}
+    assert len(rows) == len(said) == len(kept) == 6
+    assert said == {name: f"{size / 1e6:.2f}" for name, size in kept.items()}, (
+        f"{page}'s page sizes are not the kept ones"
+    )
+
+
+def test_the_chinese_guides_page_sizes_are_the_ones_kept():
+    """usage.zh.md gives the two fp16 pages' sizes in its prose, not in a table: they are the kept ones too."""
+    kept = page_sizes_kept()
+    said = re.search(
+        r"《红楼梦》模型 fp16（默认）([\d.]+) MB，英文的 tinyshakespeare 模型 ([\d.]+) MB",
+        (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8"),
+    )
+    assert said.groups() == tuple(f"{kept[name] / 1e6:.2f}" for name in ("hlm-fp16.html", "ts-fp16.html"))
+
+
+@pytest.mark.slow
+def test_the_exported_page_sizes_kept_are_the_pages_charlm_writes(tmp_path):
+    """export-page-sizes.txt's tinyshakespeare pages are the size charlm's page is now, give or take
+    the few bytes of the run's name and figures: a page's size is its model's shape and vocabulary, and
+    the script it carries. The page's script grew 6 KB with today's unseen-character hints (pythonRepr,
+    nameUnseen, the ban box's note) while the docs kept the sizes of the page before."""
+    from .test_export import model_of, run_of
+
+    model = model_of(chars=string.ascii_letters + "\n !$&',-.3:;?", hidden=256)  # tinyshakespeare's 65
+    assert f"ts: model           2x256 lstm, {model.num_parameters():,} parameters" in PAGE_SIZES.read_text(
+        encoding="utf-8"
+    )
+    run = run_of(model, tmp_path / "ts", "tinyshakespeare")
+    for weights in ("fp32", "fp16", "int8"):
+        page = tmp_path / f"ts-{weights}.html"
+        result = cli("export", str(run), "--format", "html", "--weights", weights, "--output", str(page))
+        assert result.exit_code == 0, result.output
+        kept = page_sizes_kept()[page.name]
+        assert abs(page.stat().st_size - kept) < 100, (
+            f"{page.name} is {page.stat().st_size:,} bytes, {PAGE_SIZES.name} keeps {kept:,}: measure the pages "
+            "again (its commands), and give the new sizes in export.md and benchmarks.md"
+        )
+
+
 def bench_command_lines(page):
     """Each `python -m bench.NAME ...` of `page` with what follows it: a code block's line (continuation
     lines joined, its comment kept: "# and --batch 32") or the text of one pair of backticks."""
@@ -539,6 +601,24 @@ def test_the_chinese_guides_serve_example_serves_the_run_its_reader_trained(tiny
     (example,) = python_code(REPO / "docs" / "usage.zh.md", "ServeConfig(")
     exec(compile(example, "docs/usage.zh.md", "exec"), {})  # noqa: S102
     assert served and served[0].startswith("hongloumeng-"), served
+
+
+def test_serve_md_names_the_fields_of_the_models_meta_that_the_server_lists():
+    """serve.md's `GET /v1/models` row names `meta`'s fields and those of its `unseen`, which a client
+    names characters by as the pages do: it said `traditional` and `traditional_note` after the server
+    had named them `other_script` and `other_script_note` (a model of traditional Chinese has the
+    simplified characters there)."""
+    app = import_or_missing("charlm.serve.app")
+    row = next(
+        line
+        for line in (REPO / "docs" / "serve.md").read_text(encoding="utf-8").splitlines()
+        if "`GET /v1/models`" in line
+    )
+    meta_said = set(re.search(r'"meta": \{([^{}]*)\}', row)[1].split(", "))
+    unseen_said = set(re.findall(r'(?:\{|, )"(\w+)":', re.search(r'`(\{"forms": .*?\})`', row)[1]))
+    card = app.model_card(SimpleNamespace(name="novel", model=make_model("宝玉道：，。\n"), created=0))
+    assert meta_said == set(card["meta"]), f"serve.md names meta's fields {sorted(meta_said)}"
+    assert unseen_said == set(card["meta"]["unseen"]), f"serve.md names meta.unseen's fields {sorted(unseen_said)}"
 
 
 @pytest.mark.parametrize("page", ["forms.md", "forms.zh.md"])
