@@ -394,9 +394,9 @@ def left_running_after_a_kill(code: str, *args: str, timeout: float = 15) -> lis
     """`python -c CODE ARGS` (this repository importable) SIGKILLed once it has printed a line, that is once
     what it starts runs, as a CI timeout, the OOM killer or `kill -9` ends a test run: the command lines
     of its descendants at that moment that still run `timeout` s after (polled), each then killed here,
-    so that a test that finds some leaves none behind. Needs Linux's /proc."""
-    if not Path("/proc/self/task").is_dir():
-        pytest.skip("needs Linux's /proc to find a process's descendants")
+    so that a test that finds some leaves none behind. Needs Linux's /proc, with each thread's children."""
+    if not any(Path("/proc/self/task").glob("*/children")):  # no /proc, or a kernel without CONFIG_PROC_CHILDREN
+        pytest.skip("needs Linux's /proc/PID/task/TID/children to find a process's descendants")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -420,6 +420,7 @@ def left_running_after_a_kill(code: str, *args: str, timeout: float = 15) -> lis
             os.kill(pid, signal.SIGKILL)
             left.append(command)
     assert ready, "it ended before it printed a line"
+    assert started, "it had started no process: none could be left running"
     return left
 
 
