@@ -98,9 +98,8 @@ def chromium() -> Iterator:
 
 def quit_or_kill(driver, timeout: float = 30) -> None:
     """`driver.quit()`, then whatever is left of chromedriver and the browser killed (its lifeline ended):
-    at once where quit() has not returned in `timeout` s. Once on a loaded machine Chromium stopped
-    answering mid-test (test_two_tabs_at_once_share_the_servers_streams failed after selenium's 120 s) and
-    quit() then waited on chromedriver 120 s a try, three tries: the suite stood still for 5 minutes."""
+    at once where quit() has not returned in `timeout` s: with a browser that stopped answering, quit()
+    waits on chromedriver 120 s a try, three tries."""
     quitting = threading.Thread(target=driver.quit, daemon=True)
     quitting.start()
     quitting.join(timeout)

@@ -6,11 +6,10 @@ CI timeout, `kill -9`) and so runs no cleanup of its own.
     ...
     lifeline.end()  # whatever of them is left: killed
 
-Once a test run was killed and left chromedriver and its Chromium running with parent pid 1: two of
-them spun at ~50% CPU for two hours on a shared 2-core machine. Neither dies with its parent: Chromium
-outlives a killed chromedriver too. So the processes share a process group whose first member is a
-watchdog: it waits for the end of a pipe from this process, which comes when this process closes it
-(`end`) or ends, however, and then kills its group, itself with it.
+chromedriver and Chromium do not die with their parent (Chromium outlives a killed chromedriver too): a
+killed test run left them spinning with parent pid 1. So the processes share a process group whose first
+member is a watchdog: it waits for the end of a pipe from this process, which comes when this process
+closes it (`end`) or ends, however, and then kills its group, itself with it.
 
 POSIX (Linux, macOS): a process group and a pipe. Not prctl's PR_SET_PDEATHSIG, which is Linux's only
 and fires when the *thread* that started the process ends (tests start browsers in threads), and

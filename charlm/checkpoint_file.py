@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import files, hub
-from .checkpoint_header import MAGIC, MAX_HEADER, header_fields
+from .checkpoint_header import MAGIC, NOT_A_CHECKPOINT, TRUNCATED, HeaderProblem, parsed_header
 from .errors import CharLMError
 from .fields import SHOWN, flags_said, said, typed, written
 from .runs import BEST, EXPORTS, LATEST, kept_aside, pending, resume_command
@@ -178,21 +178,17 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     def cut_in_header() -> CharLMError:  # empty, or cut within its first two lines: truncated, not damaged
         return CharLMError(f"{path}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}")
 
-    if MAGIC.startswith(data):
-        raise cut_in_header()
-    if not data.startswith(MAGIC):  # often an html or onnx export, which charlm does not read back
-        raise CharLMError(
-            f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
-        )
-    newline = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
-    end = newline + 1 or len(data)
-    header_line, body = data[len(MAGIC) : end], data[end:]
     try:
-        version, size, digest = header_fields(header_line)
-    except ValueError:
-        if newline < 0 and len(data) < len(MAGIC) + MAX_HEADER:  # the file ends within the header line
+        version, size, digest, end = parsed_header(data)
+    except HeaderProblem as problem:
+        if str(problem) == TRUNCATED:
             raise cut_in_header() from None
+        if str(problem) == NOT_A_CHECKPOINT:  # often an html or onnx export, which charlm does not read back
+            raise CharLMError(
+                f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
+            ) from None
         raise CharLMError(f"{path}: damaged checkpoint header; {advice(path)}") from None
+    body = data[end:]
     if version not in READS:
         newer = isinstance(version, int) and version > VERSION
         raise CharLMError(

@@ -32,30 +32,45 @@ def header_fields(line: bytes) -> tuple[object, int, object]:
     return fields
 
 
+class HeaderProblem(ValueError):
+    """Why a file's first bytes hold no checkpoint header: TRUNCATED, NOT_A_CHECKPOINT or DAMAGED."""
+
+
+TRUNCATED, NOT_A_CHECKPOINT, DAMAGED = "truncated", "not a checkpoint", "damaged"
+
+
+def parsed_header(head: bytes) -> tuple[object, int, object, int]:
+    """The (version, bytes, sha256) of a checkpoint's header and where its payload starts, from the file's
+    first len(MAGIC) + MAX_HEADER bytes or more (the whole file, where it is shorter); HeaderProblem where
+    they hold none. One reading for the full read (`checkpoint_file.verified`) and the glance."""
+    if MAGIC.startswith(head):
+        raise HeaderProblem(TRUNCATED)
+    if not head.startswith(MAGIC):
+        raise HeaderProblem(NOT_A_CHECKPOINT)
+    newline = head.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER)
+    if newline < 0 and len(head) >= len(MAGIC) + MAX_HEADER:
+        raise HeaderProblem(DAMAGED)  # a header line longer than any charlm writes
+    end = newline + 1 or len(head)
+    try:
+        return (*header_fields(head[len(MAGIC) : end]), end)
+    except ValueError:
+        raise HeaderProblem(TRUNCATED if newline < 0 else DAMAGED) from None  # no newline: it ends in the header
+
+
 def glance(path: Path) -> str:
     """What is wrong with the checkpoint file at `path` as far as its header, size and archive directory
     tell, in a word or two ("truncated", "damaged", ...), or "" where they are sound."""
     try:
         with open(path, "rb") as file:
-            head = file.read(len(MAGIC) + MAX_HEADER)
-            if MAGIC.startswith(head):
-                return "truncated"
-            if not head.startswith(MAGIC):
-                return "not a checkpoint"
-            newline = head.find(b"\n", len(MAGIC))
-            if newline < 0:
-                return "truncated" if len(head) < len(MAGIC) + MAX_HEADER else "damaged"
-            try:
-                size = header_fields(head[len(MAGIC) : newline])[1]
-            except ValueError:
-                return "damaged"
-            whole = newline + 1 + size
-            actual = os.fstat(file.fileno()).st_size
+            _, size, _, end = parsed_header(file.read(len(MAGIC) + MAX_HEADER))
+            actual, whole = os.fstat(file.fileno()).st_size, end + size
             if actual != whole:
-                return "truncated" if actual < whole else "damaged"
+                return TRUNCATED if actual < whole else DAMAGED
             with zipfile.ZipFile(file):  # reads the directory at the file's end, not the records
                 return ""
+    except HeaderProblem as problem:
+        return str(problem)
     except (zipfile.BadZipFile, ValueError, EOFError):
-        return "damaged"
+        return DAMAGED
     except OSError:
         return "unreadable"

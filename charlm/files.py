@@ -190,9 +190,8 @@ def replace_files(files: dict[Path, bytes]) -> None:
 
 @contextlib.contextmanager
 def temporaries_in_turn(paths: Iterable[Path]) -> Iterator[None]:
-    """This thread's turn at the temporaries of `paths`: they are the process's (`temporary`), so two threads
-    writing one file at once (charlm.train on the built-in plays from a thread pool, converting them) wrote
-    into one, each truncating the other's, and one's rename found it gone. Taken in one order: no deadlock."""
+    """This thread's turn at the temporaries of `paths`: they are named by the process (`temporary`), not
+    the thread, so two threads writing one file at once would write into one. Taken in one order: no deadlock."""
     with _temporary_turns_lock:
         turns = [_temporary_turns.setdefault(temporary(path), threading.Lock()) for path in sorted(set(paths))]
     with contextlib.ExitStack() as held:

@@ -32,7 +32,7 @@ from torch.overrides import TorchFunctionMode
 from .config import MAXIMA
 from .errors import CharLMError
 from .fields import SHOWN, holds, keywords_named
-from .model_inputs import long_ids, refusal
+from .model_inputs import long_ids, lowest_id, refusal
 from .vocab import UNSEEN, Vocabulary
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
@@ -182,7 +182,7 @@ class CharLM(nn.Module):
         device, dtype, size = self.device, self.embed.weight.dtype, self.config.vocab_size
         given = ids, state, targets
         try:
-            ids = long_ids(ids, device, 0 if self.training else UNSEEN, size)  # `lowest_id`, without its call
+            ids = long_ids(ids, device, lowest_id(self), size)
             state = map_state(lambda s: s.to(device, dtype), state)
             out, state = self.core(self.embed(ids), state)
             out = self.drop(out)
@@ -270,10 +270,8 @@ def state_mismatch(model: CharLM, state: Mapping[str, object], strict: bool) -> 
         found = f"{first} is {list(state[first].shape)}, this model's {list(own[first].shape)}"
     else:
         found = f"{first} is {'in the state but not in this model' if first in state else 'missing from the state'}"
-    mine = (
-        f"{model.architecture()}, {model.config.vocab_size} ids{', adaptive head' if model.config.head_cutoffs else ''}"
-    )
-    if (theirs := size_of_state(state)) == mine:  # weights added or left out, as no charlm model has them
+    mine, theirs = size_of_state(own), size_of_state(state)
+    if theirs == mine:  # weights added or left out, as no charlm model has them
         return f"{found}; give the state_dict() of a model of this config and vocabulary"
     return (
         f"the state is of another model ({theirs}) than this one ({mine}): {found}; load it into a model of its "

@@ -97,10 +97,12 @@ def state_problem(model: nn.Module, ids: torch.Tensor, state: object) -> str | N
     rows = ids.dim() == 2
     shape = (config.layers, ids.size(0), config.hidden) if rows else (config.layers, config.hidden)
     lstm = config.cell == "lstm"
-    parts = state if lstm and isinstance(state, tuple) and len(state) == 2 else (state,)
-    if (lstm and len(parts) == 2 or not lstm and not isinstance(state, tuple)) and all(
-        isinstance(part, torch.Tensor) and tuple(part.shape) == shape for part in parts
-    ):
+
+    def fits(part: object) -> bool:
+        return isinstance(part, torch.Tensor) and tuple(part.shape) == shape
+
+    pair = isinstance(state, tuple) and len(state) == 2
+    if (pair and all(map(fits, state))) if lstm else fits(state):
         return None
     wanted = f"(h, c), two tensors of shape {shape}" if lstm else f"h, a tensor of shape {shape}"
     axes = "(layers, batch, hidden)" if rows else "(layers, hidden) for ids of one row"

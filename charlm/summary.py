@@ -39,11 +39,13 @@ def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> l
 
 
 def damage_rows(path: Path) -> list[tuple[str, str]]:
-    """A row saying the run's other checkpoint is damaged, where it is (a glance, as `charlm runs`
-    takes): `charlm info` read the sound one and said nothing of it, and the resume or sample that
-    loaded the other failed."""
-    other = Path(path).with_name({BEST: LATEST, LATEST: BEST}.get(Path(path).name, Path(path).name))
-    what = glance(other) if other != Path(path) and other.exists() else ""
+    """A row saying the run's other checkpoint than `path` is damaged, where a glance (as `charlm runs`
+    takes) says it is: info reads one checkpoint, and a resume or sample may load the other."""
+    other_name = {BEST: LATEST, LATEST: BEST}.get(Path(path).name)
+    if other_name is None:  # a checkpoint outside a run (a copy, a model folder) has no other
+        return []
+    other = Path(path).with_name(other_name)
+    what = glance(other) if other.exists() else ""
     return [("damaged", f"{other} is {what}; {remedy(other)}")] if what else []
 
 

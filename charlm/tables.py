@@ -72,10 +72,9 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
 
 
 def damage_cell(folder: Path) -> str:
-    """What is wrong with a run's checkpoints (`latest.pt truncated`, `both damaged`), or `ok`
-    where nothing is: a run whose checkpoints a kill or a full disk cut short was listed as a sound one, and
-    failed only when a command loaded it. A glance at each file's header, size and archive directory,
-    not a full read: the table stays quick however many runs it lists."""
+    """What is wrong with a run's checkpoints (`latest.pt truncated`, `both damaged`), or `ok` where
+    nothing is, from a glance at each file's header, size and archive directory: a full read would slow
+    the table with every run it lists."""
     found = {name: glance(folder / name) for name in (runs.BEST, runs.LATEST) if (folder / name).exists()}
     damaged = {name: what for name, what in found.items() if what}
     if len(damaged) == 2 and len(set(damaged.values())) == 1:

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from bench.common import served_url, wait_healthy  # noqa: F401  (one copy, for 
 from charlm import checkpoint, runs, threads
 from charlm.checkpoint import Checkpoint
 from charlm.cli import main
+from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
 
@@ -394,9 +395,9 @@ def left_running_after_a_kill(code: str, *args: str, timeout: float = 15) -> lis
     """`python -c CODE ARGS` (this repository importable) SIGKILLed once it has printed a line, that is once
     what it starts runs, as a CI timeout, the OOM killer or `kill -9` ends a test run: the command lines
     of its descendants at that moment that still run `timeout` s after (polled), each then killed here,
-    so that a test that finds some leaves none behind. Needs Linux's /proc."""
-    if not Path("/proc/self/task").is_dir():
-        pytest.skip("needs Linux's /proc to find a process's descendants")
+    so that a test that finds some leaves none behind. Needs Linux's /proc, with each thread's children."""
+    if not any(Path("/proc/self/task").glob("*/children")):  # no /proc, or a kernel without CONFIG_PROC_CHILDREN
+        pytest.skip("needs Linux's /proc/PID/task/TID/children to find a process's descendants")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -420,6 +421,7 @@ def left_running_after_a_kill(code: str, *args: str, timeout: float = 15) -> lis
             os.kill(pid, signal.SIGKILL)
             left.append(command)
     assert ready, "it ended before it printed a line"
+    assert started, "it had started no process: none could be left running"
     return left
 
 
@@ -444,6 +446,28 @@ def running_since(pid: int) -> str | None:
     except (OSError, IndexError):
         return None
     return None if fields[0] in "ZX" else fields[19]  # field 22: starttime
+
+
+def at_once_in_rounds(work: Callable[[int], object], threads: int, rounds: int) -> tuple[list, list[str]]:
+    """`work(i)` run by `threads` real threads at once (released together by a barrier, i from 0), `rounds`
+    times over: what the calls returned, and the CharLMError of each call that raised one."""
+    returned, errors = [], []
+
+    def run(start: threading.Barrier, i: int) -> None:
+        start.wait(timeout=60)
+        try:
+            returned.append(work(i))
+        except CharLMError as e:
+            errors.append(str(e))
+
+    for _ in range(rounds):
+        start = threading.Barrier(threads)
+        running = [threading.Thread(target=run, args=(start, i)) for i in range(threads)]
+        for thread in running:
+            thread.start()
+        for thread in running:
+            thread.join(timeout=60)
+    return returned, errors
 
 
 def wait_for(path, timeout: float = 120, newer_than: int = -1) -> None:

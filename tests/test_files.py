@@ -6,16 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 import charlm
 from charlm import checkpoint, corpus, files, runs, tokens
-from charlm.errors import CharLMError
 
-from .conftest import TINY_ARGS, assert_one_line_error, cli, without_file_locks
+from .conftest import TINY_ARGS, assert_one_line_error, at_once_in_rounds, cli, without_file_locks
 from .test_runs import KILLED_MID_WRITE
 
 
@@ -250,23 +248,13 @@ def test_threads_writing_one_file_at_once_each_leave_it_whole(tmp_path):
     were refused with `cannot write (No such file or directory)`, or read the plays' train.txt empty or cut
     short. Real threads write one file at once, in rounds, each its own bytes, and read it once written."""
     threads, rounds, size = 4, 5, 1 << 20
-    target, errors, read = tmp_path / "cache" / "train.txt", [], []
+    target = tmp_path / "cache" / "train.txt"
 
-    def write(start: threading.Barrier, byte: int) -> None:
-        start.wait(timeout=60)
-        try:
-            files.write_files({target: bytes([byte]) * size})
-            read.append(target.read_bytes())
-        except CharLMError as e:
-            errors.append(str(e))
+    def write(byte: int) -> bytes:
+        files.write_files({target: bytes([byte]) * size})
+        return target.read_bytes()
 
-    for _ in range(rounds):
-        start = threading.Barrier(threads)
-        writers = [threading.Thread(target=write, args=(start, byte)) for byte in range(threads)]
-        for writer in writers:
-            writer.start()
-        for writer in writers:
-            writer.join(timeout=60)
+    read, errors = at_once_in_rounds(write, threads, rounds)
     assert errors == []
     assert all(len(data) == size and data == data[:1] * size for data in read)
     assert len(read) == threads * rounds and os.listdir(target.parent) == [target.name]

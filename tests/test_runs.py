@@ -25,6 +25,7 @@ from .conftest import (
     TINY_ARGS,
     TRAIN_ARGS,
     assert_one_line_error,
+    at_once_in_rounds,
     cli,
     file_size_limit,
     latest,
@@ -383,22 +384,9 @@ def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
     it as its own, and the other's run failed: `.fox-DATE.claim: cannot write the run folder (No such file
     or directory)` (about half of the 40 claims here). Real threads claim at once, 8 at a time, in rounds."""
     threads, rounds = 8, 5
-    claims, errors = [], []
-
-    def claim(start: threading.Barrier) -> None:
-        start.wait(timeout=60)
-        try:
-            claims.append(runs.default_run_folder("fox", *runs.claim_run_folder("fox")))
-        except CharLMError as e:
-            errors.append(str(e))
-
-    for _ in range(rounds):
-        start = threading.Barrier(threads)
-        claimers = [threading.Thread(target=claim, args=(start,)) for _ in range(threads)]
-        for claimer in claimers:
-            claimer.start()
-        for claimer in claimers:
-            claimer.join(timeout=60)
+    claims, errors = at_once_in_rounds(
+        lambda _: runs.default_run_folder("fox", *runs.claim_run_folder("fox")), threads, rounds
+    )
     assert errors == []
     assert len(set(claims)) == threads * rounds and all(runs.claimed(folder) for folder in claims)
     assert sorted(Path("checkpoints").iterdir()) == sorted(runs.claim_of(folder) for folder in claims)

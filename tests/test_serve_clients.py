@@ -1,5 +1,5 @@
 """`charlm serve` as the widely used OpenAI clients other than the `openai` package call it: LangChain,
-LiteLLM, LlamaIndex, OpenAI's JavaScript client and the Vercel AI SDK.
+LiteLLM, LlamaIndex, Pydantic AI, AutoGen, OpenAI's JavaScript client and the Vercel AI SDK.
 
 The request bodies and headers below were recorded from each client driving a served run (a logging proxy
 between them), and are sent here through httpx: the answers must have what each client reads, so that a
@@ -223,7 +223,7 @@ def samples(body: dict) -> int:
     return (body.get("n") or 1) * (len(prompt) if isinstance(prompt, list) else 1)
 
 
-def check_usage(usage: dict, body: dict, made: int) -> None:
+def check_usage(usage: dict, made: int) -> None:
     """The usage every client reads (LangChain's usage_metadata, LiteLLM's, the AI SDK's): three counts."""
     assert usage["completion_tokens"] == made and usage["prompt_tokens"] >= 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + made
@@ -247,7 +247,7 @@ def check_chat(body: dict, answer: httpx.Response) -> None:
             assert "".join(entry["token"] for entry in content) == choice["message"]["content"]
             assert all({"token", "logprob", "bytes", "top_logprobs"} <= entry.keys() for entry in content)
     made = sum(len(choice["message"]["content"]) for choice in reply["choices"])
-    check_usage(reply["usage"], body, made)
+    check_usage(reply["usage"], made)
 
 
 def check_chat_stream(body: dict, answer: httpx.Response) -> None:
@@ -269,7 +269,7 @@ def check_chat_stream(body: dict, answer: httpx.Response) -> None:
                 ends.append((choice["index"], choice))
     check_choice_ends([choice for _, choice in ends], body)
     if asked_usage:
-        check_usage(last["usage"], body, sum(map(len, texts.values())))
+        check_usage(last["usage"], sum(map(len, texts.values())))
 
 
 def check_completion(body: dict, answer: httpx.Response) -> None:
@@ -284,7 +284,7 @@ def check_completion(body: dict, answer: httpx.Response) -> None:
             assert len(logprobs["token_logprobs"]) == len(logprobs["top_logprobs"]) == len(logprobs["text_offset"])
     prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
     echoed = (body.get("n") or 1) * sum(map(len, prompts)) if body.get("echo") else 0
-    check_usage(reply["usage"], body, sum(len(choice["text"]) for choice in reply["choices"]) - echoed)
+    check_usage(reply["usage"], sum(len(choice["text"]) for choice in reply["choices"]) - echoed)
 
 
 def check_completion_stream(body: dict, answer: httpx.Response) -> None:
@@ -292,7 +292,7 @@ def check_completion_stream(body: dict, answer: httpx.Response) -> None:
     if (body.get("stream_options") or {}).get("include_usage"):
         *chunks, last = chunks
         assert last["choices"] == []
-        check_usage(last["usage"], body, sum(len(choice["text"]) for chunk in chunks for choice in chunk["choices"]))
+        check_usage(last["usage"], sum(len(choice["text"]) for chunk in chunks for choice in chunk["choices"]))
     assert all(chunk["object"] == "text_completion" and chunk["choices"] for chunk in chunks)
     check_choice_ends([choice for chunk in chunks for choice in chunk["choices"] if choice["finish_reason"]], body)
 
