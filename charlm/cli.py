@@ -267,11 +267,13 @@ def info(target: str | None) -> None:
     """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name, .pt file or
     exported model folder; default: the latest run's best)."""
     with leaving_at_once():
-        from . import checkpoint, export, summary
+        from . import export, summary
     path = runs.resolve(target)
+    chosen = target is None or not Path(target).is_file()  # by its run, not the file the user named
+    path, saved, damage = summary.shown_checkpoint(path, chosen)
     reasons, lineage = runs.read_reasons(path.parent), runs.lineage(path.parent)
-    rows = [("checkpoint", str(path)), *summary.rows(checkpoint.read(path, charlm_model=True), reasons, lineage)]
-    rows += [*summary.damage_rows(path), *(("exports", line) for line in export.listed(path.parent))]
+    rows = [("checkpoint", str(path)), *summary.rows(saved, reasons, lineage)]
+    rows += [*damage, *(("exports", line) for line in export.listed(path.parent))]
     click.echo(tables.table(rows))
 
 
