@@ -75,11 +75,13 @@ def damage_cell(folder: Path) -> str:
     """What is wrong with a run's checkpoints (`latest.pt truncated`, `both damaged`), or `ok`
     where nothing is: a run whose checkpoints a kill or a full disk cut short was listed as a sound one, and
     failed only when a command loaded it. A glance at each file's header, size and archive directory,
-    not a full read: the table stays quick however many runs it lists."""
-    found = {name: glance(folder / name) for name in (runs.BEST, runs.LATEST) if (folder / name).exists()}
+    not a full read: the table stays quick however many runs it lists. Of each, the file a command loads
+    (`runs.newest_of`): a newer latest.pending.pt cut short was `ok` here and refused by every resume."""
+    loaded = [runs.newest_of(folder / name) for name in (runs.BEST, runs.LATEST)]
+    found = {path.name: glance(path) for path in loaded if path.exists()}
     damaged = {name: what for name, what in found.items() if what}
     if len(damaged) == 2 and len(set(damaged.values())) == 1:
-        return f"both {damaged[runs.BEST]}"
+        return f"both {next(iter(damaged.values()))}"
     return ", ".join(f"{name} {what}" for name, what in damaged.items()) or "ok"
 
 

@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -657,6 +658,22 @@ def test_runs_and_info_say_which_checkpoints_of_a_run_are_damaged(trained, tmp_p
     ) in shown.splitlines(), shown
     sound = cli("info", str(tmp_path / "checkpoints" / "sound")).output
     assert not [line for line in sound.splitlines() if line.startswith("damaged")], sound
+
+
+def test_runs_glances_at_the_checkpoint_a_command_loads_a_newer_one_kept_aside(trained, tmp_path):
+    """A run folder names latest.pending.pt while it is the newer (a checkpoint kept aside on Windows), and
+    every command loads it; `charlm runs` glanced at latest.pt alone, so a pending one cut short was `ok`
+    until a resume refused it. The table and info's row now name the file a command loads; an older one
+    kept aside, which none loads, is no damage of the run's."""
+    run = shutil.copytree(trained.parent, tmp_path / "checkpoints" / "run")
+    aside = runs.pending(run / runs.LATEST)
+    aside.write_bytes((run / runs.LATEST).read_bytes()[:1000])
+    header, row = cli("runs").output.splitlines()
+    assert header.split()[-1] == "checkpoints" and row.split("  ")[-1] == "latest.pending.pt truncated", row
+    info = cli("info", str(run)).output.splitlines()
+    assert info[-1].startswith(f"damaged         {aside} is truncated; it was kept aside for latest.pt"), info
+    os.utime(aside, (0, 0))  # older than latest.pt: no command loads it
+    assert "checkpoints" not in cli("runs").output.splitlines()[0]
 
 
 def flipped(path: Path) -> None:
