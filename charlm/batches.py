@@ -4,11 +4,11 @@ The encoded text is cut into `batch_size` contiguous streams, one row each. With
 "abcdefghijklmnopqrstuvwxyz", batch_size 5 and seq_len 2 (26 // 5 = 5 characters per stream,
 the leftover "z" dropped):
 
-    stream 0:  a b | c d | e
-    stream 1:  f g | h i | j
-    stream 2:  k l | m n | o
-    stream 3:  p q | r s | t
-    stream 4:  u v | w x | y
+    stream 0:  a b  |  c d  |  e
+    stream 1:  f g  |  h i  |  j
+    stream 2:  k l  |  m n  |  o
+    stream 3:  p q  |  r s  |  t
+    stream 4:  u v  |  w x  |  y
                step 0  step 1
 
 Step 0 feeds window 0 of every stream, inputs [[a b], [f g], [k l], [p q], [u v]], and its targets

@@ -180,7 +180,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
     "--quiet",
     is_flag=True,
     help="no progress bars (reading, encoding and scoring FILES; preparing the run's corpus again: counting, "
-    "training tokenizer, encoding): only the scores",
+    "training tokenizer, encoding): only the scores, and on stderr the latest run's model taken for no RUN",
 )
 def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
@@ -200,7 +200,7 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     if held_out and files:
         raise CharLMError(f"--held-out scores the run's held-out text: give FILES ({', '.join(files)}) or --held-out")
     where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
-    untold = path if target is None and not quiet else None  # the latest run, named after the figures
+    untold = path if target is None else None  # the latest run, named after the figures, quiet or not
     if not files:
         refuse_unread_encoding(encoding, path.parent, "FILES, the texts given to score, and none are given")
     saved = checkpoint.read(path)  # once: the held-out text needs its corpus record as well as its model
@@ -231,8 +231,9 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
 
 def say_latest(untold: Path | None) -> None:
     """Name the latest run that `charlm eval` or `charlm inspect` given no RUN took (`untold`: its checkpoint,
-    None where the user named one or asked for quiet), on stderr after the figures: an error before them
-    stays one line."""
+    None where the user named one), on stderr after the figures: an error before them stays one line. Under
+    --quiet too, which drops progress, not what the figures are of: a script's `score=$(charlm eval --quiet
+    FILE)` keeps the score alone and its log the model it came from, which a run trained since changes."""
     if untold is not None:
         click.echo(runs.latest_note(untold), err=True)
 
@@ -267,11 +268,13 @@ def info(target: str | None) -> None:
     """Config, size and progress of RUN's checkpoint (a run folder, run name, corpus name, .pt file or
     exported model folder; default: the latest run's best)."""
     with leaving_at_once():
-        from . import checkpoint, export, summary
+        from . import export, summary
     path = runs.resolve(target)
+    chosen = target is None or not Path(target).is_file()  # by its run, not the file the user named
+    path, saved, damage = summary.shown_checkpoint(path, chosen)
     reasons, lineage = runs.read_reasons(path.parent), runs.lineage(path.parent)
-    rows = [("checkpoint", str(path)), *summary.rows(checkpoint.read(path, charlm_model=True), reasons, lineage)]
-    rows += [*summary.damage_rows(path), *(("exports", line) for line in export.listed(path.parent))]
+    rows = [("checkpoint", str(path)), *summary.rows(saved, reasons, lineage)]
+    rows += [*damage, *(("exports", line) for line in export.listed(path.parent))]
     click.echo(tables.table(rows))
 
 
@@ -374,7 +377,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
     "--quiet",
     is_flag=True,
     help="no progress bars (preparing the run's corpus again: counting, training tokenizer, encoding; the n-gram "
-    "model), no tables: only the page",
+    "model), no tables: only the page, and on stderr the latest run's model taken for no RUN",
 )
 def inspect_command(
     paths: tuple[str, ...],
@@ -407,7 +410,7 @@ def inspect_command(
         refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)
     outputs.output_file(output)  # refused before the minutes of inspecting
     latest = None if target else runs.resolve(None)  # once: a run saved meanwhile changes nothing
-    target, untold = target or str(latest), None if quiet else latest
+    target, untold = target or str(latest), latest
 
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)
     # Whole or not at all (a full disk says so); two inspects at once leave one whole page.

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, read
 from .checkpoint_file import remedy
 from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
+from .errors import CharLMError
 from .fields import option_name
 from .finetune import DEFAULTS
-from .runs import BEST, LATEST
+from .runs import BEST, LATEST, kept_aside, newest_of
 
 
 def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> list[tuple[str, str]]:
@@ -38,14 +39,39 @@ def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> l
     return lines + option_rows(saved, reasons or {})
 
 
+def shown_checkpoint(path: Path, chosen: bool) -> tuple[Path, Checkpoint, list[tuple[str, str]]]:
+    """The checkpoint `charlm info` shows for `path`, the file it read and the rows of any damage.
+    `chosen`: `path` is the one a run folder named, not a file the user gave. Where that one does not
+    read back (best.pt cut short by a kill), the one standing in for it is shown, with a `damaged` row
+    holding the refusal: a user asking about a run was refused its information, told to use latest.pt.
+    A file given by name is what was asked about: its refusal stays one."""
+    try:
+        return path, read(path, charlm_model=True), damage_rows(path)
+    except CharLMError as refusal:
+        instead = stand_in(path) if chosen else None
+        if instead is None or not instead.is_file():
+            raise
+        try:
+            saved = read(instead, charlm_model=True)
+        except CharLMError:  # damaged too: the refusal already says so, and what is left
+            raise refusal from None
+        return instead, saved, [("damaged", str(refusal))]
+
+
+def stand_in(path: Path) -> Path | None:
+    """The checkpoint shown in place of a run's damaged `path`: the one a kept-aside file stands for,
+    else the run's other one as a command loads it (`runs.newest_of`); None for a file of another name."""
+    if (original := kept_aside(path)) is not None:
+        return original
+    other = {BEST: LATEST, LATEST: BEST}.get(Path(path).name)
+    return None if other is None else newest_of(Path(path).with_name(other))
+
+
 def damage_rows(path: Path) -> list[tuple[str, str]]:
-    """A row saying the run's other checkpoint than `path` is damaged, where a glance (as `charlm runs`
-    takes) says it is: info reads one checkpoint, and a resume or sample may load the other."""
-    other_name = {BEST: LATEST, LATEST: BEST}.get(Path(path).name)
-    if other_name is None:  # a checkpoint outside a run (a copy, a model folder) has no other
-        return []
-    other = Path(path).with_name(other_name)
-    what = glance(other) if other.exists() else ""
+    """A row saying the run's other checkpoint (as a command loads it: `stand_in`) is damaged, where a
+    glance (as `charlm runs` takes) says it is: info reads one checkpoint, a resume or sample may load the other."""
+    other = stand_in(path) if kept_aside(path) is None else None
+    what = glance(other) if other is not None and other.exists() else ""
     return [("damaged", f"{other} is {what}; {remedy(other)}")] if what else []
 
 

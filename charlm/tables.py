@@ -73,12 +73,13 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
 
 def damage_cell(folder: Path) -> str:
     """What is wrong with a run's checkpoints (`latest.pt truncated`, `both damaged`), or `ok` where
-    nothing is, from a glance at each file's header, size and archive directory: a full read would slow
-    the table with every run it lists."""
-    found = {name: glance(folder / name) for name in (runs.BEST, runs.LATEST) if (folder / name).exists()}
+    nothing is, from a glance at each file's header, size and archive directory (a full read would slow
+    the table with every run it lists), at the file a command loads (`runs.newest_of`: a newer pending one too)."""
+    loaded = [runs.newest_of(folder / name) for name in (runs.BEST, runs.LATEST)]
+    found = {path.name: glance(path) for path in loaded if path.exists()}
     damaged = {name: what for name, what in found.items() if what}
     if len(damaged) == 2 and len(set(damaged.values())) == 1:
-        return f"both {damaged[runs.BEST]}"
+        return f"both {next(iter(damaged.values()))}"
     return ", ".join(f"{name} {what}" for name, what in damaged.items()) or "ok"
 
 

@@ -7,6 +7,7 @@ import torch
 import charlm.batches
 from charlm.batches import Windows, make_streams, min_tokens
 from charlm.errors import CharLMError
+from charlm.tables import width
 
 from .conftest import REPO
 
@@ -110,3 +111,23 @@ def test_every_drawing_of_the_streams_and_windows_is_what_the_windows_are(where)
             at, taken = at + 1, taken + 1
         assert taken, f"{where}: the paragraph names {named[at:]}, where {expected} come next"
     assert at == len(named), f"{where}: the paragraph names {named[at:]} past the steps it walks through"
+
+
+def drawn_columns(page: str) -> tuple[list[int], list[int]]:
+    """Where, in terminal cells (a Chinese character takes two), each window of a drawing's first stream
+    begins, and where each step label under the streams begins."""
+    lines = page.splitlines()
+    first = next(n for n, line in enumerate(lines) if re.match(r"\s*(?:stream|流) 0[:：]", line))
+    row = lines[first]
+    starts = [re.search(r"[:：]\s*", row).end()]
+    starts += [bar.end() for bar in re.finditer(r"\|\s*", row)][:-1]  # the last segment is no window
+    labels = next(line for line in lines[first:] if not re.match(r"\s*(?:stream|流) \d+[:：]", line))
+    return [width(row[:at]) for at in starts], [width(labels[: m.start()]) for m in re.finditer(r"step |第", labels)]
+
+
+@pytest.mark.parametrize("where", DRAWINGS)
+def test_every_drawings_step_labels_begin_where_their_windows_do(where):
+    """The "step 1" of how-it-works.md and batches.py began two columns right of its window: under its
+    second character, as if step 1 fed [d e]. Each label now begins where its window does."""
+    windows, labels = drawn_columns(DRAWINGS[where][0])
+    assert labels == windows, f"{where}: step labels at columns {labels}, windows at {windows}"

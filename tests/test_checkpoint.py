@@ -2,6 +2,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -490,10 +491,16 @@ def test_a_damaged_checkpoint_kept_aside_says_to_delete_it(fox_file, tiny):
     for name, damage in (("latest", b"charlm-checkpoint\n{\n"), ("best", (folder / "best.pt").read_bytes()[:-9])):
         aside = runs.pending(folder / f"{name}.pt")
         aside.write_bytes(damage)  # written after the .pt file: the newer, which the folder names
-        command = ["train", "--resume", "run", "--max-steps", "30"] if name == "latest" else ["info", "run"]
-        assert_one_line_error(
-            cli(*command), str(aside), f"it was kept aside for {name}.pt: delete it to use {folder / name}.pt"
-        )
+        command = ["train", "--resume", "run", "--max-steps", "30"] if name == "latest" else ["sample", "run"]
+        advice = f"it was kept aside for {name}.pt: delete it to use {folder / name}.pt"
+        assert_one_line_error(cli(*command), str(aside), advice)
+        if name == "best":  # info shows the run: what the file kept aside stands for, and the advice
+            shown = cli("info", "run").output.splitlines()
+            damaged = [row for row in shown if row.startswith("damaged")]
+            assert f"checkpoint      {folder / name}.pt" in shown and damaged[0].startswith(
+                f"damaged         {aside}: "
+            )
+            assert damaged[0].endswith(advice), shown
         aside.unlink()
         assert cli(*command).exit_code == 0
 
@@ -667,6 +674,49 @@ def test_runs_and_info_say_which_checkpoints_of_a_run_are_damaged(trained, tmp_p
     ) in shown.splitlines(), shown
     sound = cli("info", str(tmp_path / "checkpoints" / "sound")).output
     assert not [line for line in sound.splitlines() if line.startswith("damaged")], sound
+
+
+def test_runs_glances_at_the_checkpoint_a_command_loads_a_newer_one_kept_aside(trained, tmp_path):
+    """A run folder names latest.pending.pt while it is the newer (a checkpoint kept aside on Windows), and
+    every command loads it; `charlm runs` glanced at latest.pt alone, so a pending one cut short was `ok`
+    until a resume refused it. The table and info's row now name the file a command loads; an older one
+    kept aside, which none loads, is no damage of the run's."""
+    run = shutil.copytree(trained.parent, tmp_path / "checkpoints" / "run")
+    aside = runs.pending(run / runs.LATEST)
+    aside.write_bytes((run / runs.LATEST).read_bytes()[:1000])
+    header, row = cli("runs").output.splitlines()
+    assert header.split()[-1] == "checkpoints" and row.split("  ")[-1] == "latest.pending.pt truncated", row
+    damaged = [row for row in cli("info", str(run)).output.splitlines() if row.startswith("damaged")]
+    assert damaged[0].startswith(f"damaged         {aside} is truncated; it was kept aside for latest.pt"), damaged
+    os.utime(aside, (0, 0))  # older than latest.pt: no command loads it
+    assert "checkpoints" not in cli("runs").output.splitlines()[0]
+
+
+def flipped(path: Path) -> None:
+    """A byte within the payload changed, the size kept: only the full read's checksum shows it."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [cut, flipped], ids=["cut", "a byte flipped"])
+def test_info_of_a_run_whose_best_pt_is_damaged_shows_its_latest_pt_and_says_so(trained, tmp_path, damage):
+    """`charlm info RUN` with best.pt cut short (and latest.pt sound) refused in one line: use latest.pt.
+    A user asking about a run was given no information about it, though `charlm runs` lists it. It shows
+    latest.pt, with a `damaged` row holding the refusal and its advice; a sample of the run still refuses
+    (a model other than the best would be sampled unsaid), and so does info of best.pt named as a file."""
+    run = shutil.copytree(trained.parent, tmp_path / "run")
+    best, last = run / runs.BEST, run / runs.LATEST
+    damage(best)
+    refusal = cli("info", str(best))
+    assert_one_line_error(refusal, f"{best}: ", f"use the run's other checkpoint, {last}, in its place")
+    shown = cli("info", str(run))
+    assert shown.exit_code == 0, shown.output
+    rows = shown.output.splitlines()
+    assert rows[0] == f"checkpoint      {last}" and f"damaged         {refusal.output[7:].strip()}" in rows, rows
+    assert_one_line_error(cli("sample", str(run), "--length", "5"), f"{best}: ", f"charlm sample {last}")
+    damage(last)  # both: nothing to show, and the refusal says so
+    assert_one_line_error(cli("info", str(run)), f"{best}: ", f"{last.name} is damaged too")
 
 
 def test_runs_tells_damage_without_reading_any_checkpoint_whole(trained, tmp_path, monkeypatch):

@@ -205,7 +205,7 @@ def test_eval_under_the_latest_run_of_another_script_says_the_figure_says_little
     (tmp_path / "english.txt").write_text("the moon is bright tonight, 明月.\n" * 3, encoding="utf-8")
     scored = cli("eval", "english.txt", "--quiet")
     assert scored.exit_code == 0, scored.output
-    figure, note = scored.output.splitlines()
+    figure, note = scored.stdout.splitlines()  # stderr names the latest run's model
     assert figure.endswith(" bits per character over 9 characters scored")
     assert note.startswith("86 unseen characters excluded from the score (")
     assert note.endswith(
@@ -213,5 +213,5 @@ def test_eval_under_the_latest_run_of_another_script_says_the_figure_says_little
         "score it under a model trained on text in its script"
     )
     (tmp_path / "mostly.txt").write_text("明月光 " + poem[:40], encoding="utf-8")
-    note = cli("eval", "mostly.txt", "--quiet").output.splitlines()[1]
+    note = cli("eval", "mostly.txt", "--quiet").stdout.splitlines()[1]
     assert note == "1 unseen characters excluded from the score (1 distinct: ' ')"
