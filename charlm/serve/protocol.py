@@ -245,7 +245,7 @@ def texts_schema(most: int, min_length: int = 0, max_length: int | None = None) 
 def nullable(field: dict) -> dict:
     """`field`, or null: what the server takes for a field a body may leave out, whose null it reads as left
     out (`integer`, `string`, ... give their default). OpenAI's spec allows null for most fields, and clients
-    other than the openai package send it (`"top_p": null`: LangChain, JavaScript's undefined); a strict
+    other than the openai package send it (langchain-openai's OpenAI(): `"seed": null`); a strict
     client refused them while the schema did not say so. A type becomes a list (["integer", "null"]), so
     that a field's bounds stay where a reader of the schema looks for them; an enum gets null too."""
     if "anyOf" in field:
