@@ -38,7 +38,7 @@ def test_a_path_outside_v1_is_told_the_path_under_it(server, method, path, meant
     answer = httpx.request(method, url + path, headers={"Authorization": f"Bearer {KEY}"}, json={})
     assert answer.status_code == 404
     base = f"base URL {url}/v1" + (f" (or {url}, for a client that adds /v1 itself)" if path.startswith("/v1/") else "")
-    expected = f"{method} {path}: no such endpoint; did you mean {method} {meant}? An OpenAI client's {base}"
+    expected = f"{method} {path}: no such endpoint; did you mean {method} {meant}? Give an OpenAI client the {base}"
     assert answer.json()["error"]["message"] == expected
 
 
@@ -48,7 +48,9 @@ def test_the_openai_client_given_a_base_url_without_v1_is_told_the_one_to_give(s
     client = OpenAI(base_url=server[0], api_key=KEY, max_retries=0)
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}], max_tokens=3)
-    assert f"did you mean POST /v1/chat/completions? An OpenAI client's base URL {server[0]}/v1" in str(caught.value)
+    assert f"did you mean POST /v1/chat/completions? Give an OpenAI client the base URL {server[0]}/v1" in str(
+        caught.value
+    )
     unknown = httpx.get(f"{server[0]}/favicon.ico").json()["error"]["message"]
     assert unknown == "GET /favicon.ico: no such endpoint; GET /openapi.json lists this server's"
 

@@ -338,7 +338,7 @@ def where_the_routes_are(app: FastAPI, request: Request) -> str:
         return "GET /openapi.json lists this server's"
     base = shown(str(request.base_url).rstrip("/"))
     itself = f" (or {base}, for a client that adds /v1 itself)" if path.startswith("/v1/") else ""
-    return f"did you mean {request.method} {meant}? An OpenAI client's base URL {base}/v1{itself}"
+    return f"did you mean {request.method} {meant}? Give an OpenAI client the base URL {base}/v1{itself}"
 
 
 def page_html() -> str:
