@@ -675,9 +675,10 @@ def newest(runs: list[Path]) -> Path:
 
 
 def last_written(run_dir: Path) -> float | None:
-    """When the run's newest checkpoint was written (latest.pt, or best.pt where it holds that alone);
-    None where it holds neither (removed since it was listed)."""
-    return max((modified(Path(run_dir) / name) for name in (LATEST, BEST)), default=0.0) or None
+    """When the run's newest checkpoint was written (latest.pt, or best.pt where it holds that alone), each
+    as a command loads it (`newest_of`: a newer one kept aside counts, so the run that wrote it last is the
+    latest run); None where it holds neither (removed since it was listed)."""
+    return max((modified(newest_of(Path(run_dir) / name)) for name in (LATEST, BEST)), default=0.0) or None
 
 
 def latest_note(path: Path) -> str:
