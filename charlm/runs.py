@@ -612,13 +612,19 @@ def is_model_export(path: Path) -> bool:
         return False
 
 
+def is_checkpoint_name(path: str | Path) -> bool:
+    """Whether `path` is named as a checkpoint file: `.pt` in any case (MODEL.PT, as a copy from Windows or
+    an old DOS tool may be named), as every command that reads one by its content takes it."""
+    return Path(path).suffix.lower() == ".pt"
+
+
 def names_text(path: str) -> bool:
     """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
     export, or a folder that is no run (not even one still training), holds no runs and no exported model.
     `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
     found = Path(path)
     if found.is_file():
-        return found.suffix != ".pt" and not is_model_export(found)
+        return not is_checkpoint_name(found) and not is_model_export(found)
     run_like = is_run_folder(found) or run_folders(found) or names_a_run(path)
     return found.is_dir() and not run_like
 

@@ -30,6 +30,7 @@ from charlm import cli as cli_module
 from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
 from charlm.forms import template_of
+from charlm.serve import model_loaders
 from charlm.vocab import Vocab
 
 from . import forkserver
@@ -340,6 +341,25 @@ def test_an_export_given_to_eval_is_a_model_not_a_text_to_score(trained, fox_fil
         )
     Path("mine.html").write_text("<!doctype html>\n<p>the quick brown fox</p>\n", encoding="utf-8")
     assert cli("eval", "mine.html", "--quiet").exit_code == 0
+
+
+def test_a_checkpoint_named_in_capitals_is_a_checkpoint_to_every_command(trained, fox_file):
+    """`charlm sample MODEL.PT`, `info` and `export` read it, but `charlm eval MODEL.PT` took it for a text
+    to score under the latest run ("a binary file, not text"), and so did --eval-also: `.pt` counted in
+    lower case alone, and `charlm serve` did not serve one in a run folder by its run's corpus. Every command
+    takes it as the checkpoint it is, as it takes model.pt."""
+    shutil.copy(runs.resolve(trained), "MODEL.PT")
+    shutil.copy(runs.resolve(trained), "model.pt")
+    for model in ("MODEL.PT", "model.pt"):
+        scored = cli("eval", model, str(fox_file), "--quiet")
+        assert scored.exit_code == 0, scored.output
+        assert scored.stdout == cli("eval", trained, str(fox_file), "--quiet").stdout
+        held_out = cli("eval", model, "--quiet")
+        assert held_out.exit_code == 0 and "held-out text" in held_out.stdout, held_out.output
+        tuned = cli("train", str(fox_file), "--init-from", trained, "--eval-also", model, "--max-steps", "1", "--quiet")
+        assert tuned.exit_code == 0, tuned.output
+        in_run = shutil.copy(runs.resolve(trained), runs.CHECKPOINT_ROOT / trained / model)  # served by its corpus
+        assert model_loaders([str(in_run)])[1] == {Path(model).stem: runs.corpus_of_run(Path(in_run).parent)}
 
 
 def test_eval_and_inspect_without_a_run_name_the_run_they_took(trained, fox_file):
