@@ -347,7 +347,8 @@ def test_a_checkpoint_named_in_capitals_is_a_checkpoint_to_every_command(trained
     """`charlm sample MODEL.PT`, `info` and `export` read it, but `charlm eval MODEL.PT` took it for a text
     to score under the latest run ("a binary file, not text"), and so did --eval-also: `.pt` counted in
     lower case alone, and `charlm serve` did not serve one in a run folder by its run's corpus. Every command
-    takes it as the checkpoint it is, as it takes model.pt."""
+    takes it as the checkpoint it is, as it takes model.pt; `charlm inspect model.pt` (no FILE) said the
+    checkpoint was "a binary file, not text", where a run folder given so is said to be a run."""
     shutil.copy(runs.resolve(trained), "MODEL.PT")
     shutil.copy(runs.resolve(trained), "model.pt")
     for model in ("MODEL.PT", "model.pt"):
@@ -360,6 +361,7 @@ def test_a_checkpoint_named_in_capitals_is_a_checkpoint_to_every_command(trained
         assert tuned.exit_code == 0, tuned.output
         in_run = shutil.copy(runs.resolve(trained), runs.CHECKPOINT_ROOT / trained / model)  # served by its corpus
         assert model_loaders([str(in_run)])[1] == {Path(model).stem: runs.corpus_of_run(Path(in_run).parent)}
+        assert_one_line_error(cli("inspect", model), f"{model} is a checkpoint: give a FILE to inspect after it")
 
 
 def test_eval_and_inspect_without_a_run_name_the_run_they_took(trained, fox_file):
