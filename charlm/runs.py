@@ -688,8 +688,8 @@ def last_written(run_dir: Path) -> float | None:
 
 
 def latest_note(path: Path) -> str:
-    """What `charlm eval` and `charlm inspect` given no RUN say of their figures: the latest run's, which a
-    run trained since (another corpus's) would otherwise change unsaid."""
+    """What `charlm eval`, `charlm inspect` and `charlm sample` given no RUN say of their figures or text: the
+    latest run's, which a run trained since (another corpus's) would otherwise change unsaid."""
     return one_line(f"the latest run's model: {path} (name a RUN first for another; `charlm runs` lists them)")
 
 
