@@ -401,10 +401,12 @@ def inspect_command(
         raise CharLMError("give [RUN] FILE, or [RUN] --held-out")
     target = paths[0] if len(paths) > files_named else None
     file = None if held_out else paths[-1]
-    # FILE alone may name the run instead: its folder, or a run or corpus name that is no file here
+    # FILE alone may name the run instead: its folder, its checkpoint, or a run or corpus name that is no file here
     file_is_a_run = file and (runs.is_run_folder(file) or not Path(file).exists() and runs.names_a_run(file))
-    if target is None and file_is_a_run:
-        raise CharLMError(f"{file} is a run: give a FILE to inspect after it, or --held-out")
+    file_is_a_checkpoint = file and Path(file).is_file() and runs.is_checkpoint_name(file)
+    if target is None and (file_is_a_run or file_is_a_checkpoint):
+        what = "a run" if file_is_a_run else "a checkpoint"
+        raise CharLMError(f"{file} is {what}: give a FILE to inspect after it, or --held-out")
     if held_out and train_text is None:
         reads = "FILE and --train-text, the texts given to inspect and to fit the n-gram on, and neither is given"
         refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)

@@ -612,13 +612,19 @@ def is_model_export(path: Path) -> bool:
         return False
 
 
+def is_checkpoint_name(path: str | Path) -> bool:
+    """Whether `path` is named as a checkpoint file: `.pt` in any case (MODEL.PT, as a copy from Windows or
+    an old DOS tool may be named), as every command that reads one by its content takes it."""
+    return Path(path).suffix.lower() == ".pt"
+
+
 def names_text(path: str) -> bool:
     """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
     export, or a folder that is no run (not even one still training), holds no runs and no exported model.
     `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
     found = Path(path)
     if found.is_file():
-        return found.suffix != ".pt" and not is_model_export(found)
+        return not is_checkpoint_name(found) and not is_model_export(found)
     run_like = is_run_folder(found) or run_folders(found) or names_a_run(path)
     return found.is_dir() and not run_like
 
@@ -675,14 +681,15 @@ def newest(runs: list[Path]) -> Path:
 
 
 def last_written(run_dir: Path) -> float | None:
-    """When the run's newest checkpoint was written (latest.pt, or best.pt where it holds that alone);
-    None where it holds neither (removed since it was listed)."""
-    return max((modified(Path(run_dir) / name) for name in (LATEST, BEST)), default=0.0) or None
+    """When the run's newest checkpoint was written (latest.pt, or best.pt where it holds that alone), each
+    as a command loads it (`newest_of`: a newer one kept aside counts, so the run that wrote it last is the
+    latest run); None where it holds neither (removed since it was listed)."""
+    return max((modified(newest_of(Path(run_dir) / name)) for name in (LATEST, BEST)), default=0.0) or None
 
 
 def latest_note(path: Path) -> str:
-    """What `charlm eval` and `charlm inspect` given no RUN say of their figures: the latest run's, which a
-    run trained since (another corpus's) would otherwise change unsaid."""
+    """What `charlm eval`, `charlm inspect` and `charlm sample` given no RUN say of their figures or text: the
+    latest run's, which a run trained since (another corpus's) would otherwise change unsaid."""
     return one_line(f"the latest run's model: {path} (name a RUN first for another; `charlm runs` lists them)")
 
 

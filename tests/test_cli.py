@@ -30,6 +30,7 @@ from charlm import cli as cli_module
 from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
 from charlm.forms import template_of
+from charlm.serve import model_loaders
 from charlm.vocab import Vocab
 
 from . import forkserver
@@ -121,7 +122,7 @@ def test_train_sample_eval_info(trained, fox_file):
     result = cli("sample", "--checkpoint", trained, "--seed", "the ", "--length", "50", "--random-seed", "1")
     assert result.exit_code == 0 and result.output.startswith("the ") and len(result.output) == 4 + 50 + 1
     again = cli("sample", "--seed", "the ", "--length", "50", "--random-seed", "1")  # latest run by default
-    assert again.output == result.output
+    assert again.stdout == result.output
     result = cli("sample", "--seed", "the", "--length", "10", "--num-samples", "3", "--greedy")
     assert result.output.count("--- sample") == 3
     result = cli("eval", trained, str(fox_file))
@@ -342,6 +343,27 @@ def test_an_export_given_to_eval_is_a_model_not_a_text_to_score(trained, fox_fil
     assert cli("eval", "mine.html", "--quiet").exit_code == 0
 
 
+def test_a_checkpoint_named_in_capitals_is_a_checkpoint_to_every_command(trained, fox_file):
+    """`charlm sample MODEL.PT`, `info` and `export` read it, but `charlm eval MODEL.PT` took it for a text
+    to score under the latest run ("a binary file, not text"), and so did --eval-also: `.pt` counted in
+    lower case alone, and `charlm serve` did not serve one in a run folder by its run's corpus. Every command
+    takes it as the checkpoint it is, as it takes model.pt; `charlm inspect model.pt` (no FILE) said the
+    checkpoint was "a binary file, not text", where a run folder given so is said to be a run."""
+    shutil.copy(runs.resolve(trained), "MODEL.PT")
+    shutil.copy(runs.resolve(trained), "model.pt")
+    for model in ("MODEL.PT", "model.pt"):
+        scored = cli("eval", model, str(fox_file), "--quiet")
+        assert scored.exit_code == 0, scored.output
+        assert scored.stdout == cli("eval", trained, str(fox_file), "--quiet").stdout
+        held_out = cli("eval", model, "--quiet")
+        assert held_out.exit_code == 0 and "held-out text" in held_out.stdout, held_out.output
+        tuned = cli("train", str(fox_file), "--init-from", trained, "--eval-also", model, "--max-steps", "1", "--quiet")
+        assert tuned.exit_code == 0, tuned.output
+        in_run = shutil.copy(runs.resolve(trained), runs.CHECKPOINT_ROOT / trained / model)  # served by its corpus
+        assert model_loaders([str(in_run)])[1] == {Path(model).stem: runs.corpus_of_run(Path(in_run).parent)}
+        assert_one_line_error(cli("inspect", model), f"{model} is a checkpoint: give a FILE to inspect after it")
+
+
 def test_eval_and_inspect_without_a_run_name_the_run_they_took(trained, fox_file):
     """`charlm eval chapter.txt` and `charlm inspect novel.txt` took the latest run unsaid: after a poem
     run trained since, an English chapter scored 12.3 bpc, 2,323 of its characters unseen, under a model
@@ -365,6 +387,21 @@ def test_eval_and_inspect_without_a_run_name_the_run_they_took(trained, fox_file
     assert named not in cli("eval", trained, str(fox_file)).output  # a RUN given is the user's own choice
     assert_one_line_error(cli("eval", str(fox_file), "nope.txt"), "nope.txt: no such file")
     assert_one_line_error(cli("inspect", "nope.txt"), "nope.txt: no such file")
+
+
+def test_sample_without_a_run_names_the_run_it_took(trained, tmp_path):
+    """`charlm sample > poem.txt` took the latest run unsaid, as eval and inspect did before they named it:
+    a script kept a text of a model nothing named, which a run trained since changes. It names the run on
+    stderr after the text; stdout and --output hold the text alone, and a RUN given is the user's own choice."""
+    named = f"the latest run's model: {runs.resolve(trained)} (name a RUN first"
+    for extra in ([], ["--json"], ["--num-samples", "2"]):
+        result = cli("sample", "--seed", "the", "--length", "10", "--random-seed", "1", "--output", "out.txt", *extra)
+        assert result.exit_code == 0, result.output
+        assert result.stderr.splitlines()[-1].startswith(named), result.stderr
+        assert named not in result.stdout and result.stdout == (tmp_path / "out.txt").read_text(encoding="utf-8")
+    typed = cli("sample", "--interactive", "--length", "5", input="the\n")
+    assert typed.exit_code == 0 and typed.stderr.splitlines()[-1].startswith(named), typed.output
+    assert named not in cli("sample", trained, "--length", "5").output
 
 
 def test_eval_without_files_scores_the_held_out_ids_without_decoding_them(trained, fox_file, tmp_path, monkeypatch):
@@ -543,7 +580,7 @@ def test_chinese_text_with_thousands_of_characters_end_to_end(tmp_path):
     vocab_size = int(info.split("vocabulary")[1].split()[0].replace(",", ""))
     assert vocab_size > 3000
     seed = lines[0][:4]
-    result = cli("sample", "--seed", seed, "--length", "30", "--random-seed", "0")
+    result = cli("sample", "zh", "--seed", seed, "--length", "30", "--random-seed", "0")
     assert result.output.startswith(seed) and len(result.output.rstrip("\n")) == 34
     assert all(0x4E00 <= ord(c) < 0x4E00 + 3500 or c in "，。！？：“”\n" for c in result.output)
 
@@ -623,14 +660,16 @@ def test_a_resumed_runs_first_line_says_where_it_goes_on_from(fox_file):
 
 
 def test_sample_options_from_the_command_line(trained, tmp_path):
-    result = cli("sample", "--seed", "the", "--length", "20", "--temperature", "0.5,1.0", "--random-seed", "1")
+    result = cli("sample", trained, "--seed", "the", "--length", "20", "--temperature", "0.5,1.0", "--random-seed", "1")
     assert result.output.count("--- temperature") == 2 and "--- temperature 0.5 ---\nthe" in result.output
-    result = cli("sample", "--seed", "the", "--length", "20", "--num-samples", "2", "--json", "--output", "out.txt")
+    result = cli(
+        "sample", trained, "--seed", "the", "--length", "20", "--num-samples", "2", "--json", "--output", "out.txt"
+    )
     objects = [json.loads(line) for line in result.output.splitlines()]
     assert [o["sample"] for o in objects] == [1, 2] and all(o["text"].startswith("the") for o in objects)
     assert (tmp_path / "out.txt").read_text() == result.output
     (tmp_path / "seed.txt").write_text("the quick ")
-    result = cli("sample", "--seed-file", "seed.txt", "--length", "5", "--greedy")
+    result = cli("sample", trained, "--seed-file", "seed.txt", "--length", "5", "--greedy")
     assert result.output.startswith("the quick ") and len(result.output) == 10 + 5 + 1
     assert_one_line_error(cli("sample", "--top-p", "1.5"), "--top-p must be in (0, 1]")
     assert_one_line_error(cli("sample", "--top-k", "0"), "--top-k must be at least 1")
@@ -642,13 +681,24 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
 def test_a_sample_kept_stop_line_break_ends_its_printed_line(trained, tmp_path):
     """`--stop '\\n\\n'` printed the kept stop and then a line break of its own: two blank lines after each
     sample. A sample that ends with a line break (its stop's) is printed as it is; one that does not gets one."""
-    result = cli("sample", "--seed", "the", "--length", "300", "--stop", "\\n", "--random-seed", "0")
+    result = cli("sample", trained, "--seed", "the", "--length", "300", "--stop", "\\n", "--random-seed", "0")
     assert result.output.count("\n") == 1 and result.output.endswith("\n")  # one line, its stop the line break
     result = cli(
-        "sample", "--seed", "the", "--length", "300", "--stop", "\\n", "--num-samples", "2", "--random-seed", "0"
+        "sample",
+        trained,
+        "--seed",
+        "the",
+        "--length",
+        "300",
+        "--stop",
+        "\\n",
+        "--num-samples",
+        "2",
+        "--random-seed",
+        "0",
     )
     assert result.output.count("\n") == 4 and "\n\n" not in result.output, result.output  # two labels, two lines
-    result = cli("sample", "--seed", "the", "--length", "5", "--greedy")
+    result = cli("sample", trained, "--seed", "the", "--length", "5", "--greedy")
     assert result.output.count("\n") == 1 and result.output.endswith("\n")  # a sample without one still ends its line
 
 
@@ -657,7 +707,9 @@ def test_sample_json_writes_chinese_as_text_not_escapes(tmp_path):
     twice the bytes; the text is now UTF-8, still one JSON object a line."""
     (tmp_path / "zh.txt").write_text("小猫在院子里晒太阳，小狗在门口睡觉。\n" * 30, encoding="utf-8")
     assert cli("train", "zh.txt", *TINY_ARGS, "--max-steps", "3", "--out", "zh").exit_code == 0
-    result = cli("sample", "--seed", "小猫", "--length", "30", "--num-samples", "2", "--json", "--output", "out.jsonl")
+    result = cli(
+        "sample", "zh", "--seed", "小猫", "--length", "30", "--num-samples", "2", "--json", "--output", "out.jsonl"
+    )
     assert result.exit_code == 0, result.output
     lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2 and result.output.splitlines() == lines
@@ -671,17 +723,17 @@ def test_ban_keeps_its_characters_out_of_every_sample(trained):
     """--ban is a logit_bias of -100 on each of its characters (\\n a line break): never written,
     greedy or sampled; one the model never writes is already banned (`--ban '0123456789'` on a model
     that knows a few digits was an error naming the others), and a warning says the ban changes nothing."""
-    result = cli("sample", "--seed", "the", "--length", "300", "--ban", "eo\\n", "--num-samples", "3",
+    result = cli("sample", trained, "--seed", "the", "--length", "300", "--ban", "eo\\n", "--num-samples", "3",
                  "--random-seed", "1", "--json")  # fmt: skip
     texts = [json.loads(line)["text"][len("the") :] for line in result.output.splitlines()]
     assert len(texts) == 3 and all(len(t) == 300 and not set(t) & set("eo\n") for t in texts), result.output
-    greedy = cli("sample", "--seed", "the", "--length", "100", "--greedy", "--ban", "e o").output
+    greedy = cli("sample", trained, "--seed", "the", "--length", "100", "--greedy", "--ban", "e o").output
     assert len(greedy) == len("the") + 100 + 1 and not set(greedy[len("the") : -1]) & set("e o"), greedy
-    unknown = cli("sample", "--seed", "the", "--length", "100", "--greedy", "--ban", "e o\u03a9").output
+    unknown = cli("sample", trained, "--seed", "the", "--length", "100", "--greedy", "--ban", "e o\u03a9").output
     assert unknown == "warning: --ban: the model never writes '\u03a9', so banning it changes nothing\n" + greedy
     # a decomposed 'é' (e and a combining acute, as a macOS terminal sends it) is one character, which
     # the fox never writes: it banned every 'e'
-    drawn = ["sample", "--seed", "the", "--length", "300", "--random-seed", "1"]
+    drawn = ["sample", trained, "--seed", "the", "--length", "300", "--random-seed", "1"]
     plain = cli(*drawn).output
     accented = cli(*drawn, "--ban", "e\u0301").output
     warned = "warning: --ban: the model never writes '\u00e9', so banning it changes nothing\n"  # as NFC writes it
@@ -767,7 +819,7 @@ def test_sample_takes_openai_presence_and_frequency_penalties(trained):
     options = {"seed": "the ", "length": 40, "random_seed": 3, "presence_penalty": 1.5, "frequency_penalty": -0.5}
     expected = sampler.generate(model, **options)[0]
     assert expected != sampler.generate(model, "the ", length=40, random_seed=3)[0]  # the penalties act
-    result = cli("sample", *cli_args(options), "--json")
+    result = cli("sample", trained, *cli_args(options), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["text"] == expected
     for flag, value in (("--presence-penalty", "2.5"), ("--frequency-penalty", "-3")):

@@ -241,14 +241,14 @@ def test_the_cli_samples_into_forms_templates_and_acrostics(tmp_path):
     assert cli("train", str(poems), *TINY_ARGS, "--max-steps", "5").exit_code == 0
     result = cli("sample", "--seed", "题\n", "--form", "七言绝句", "--acrostic", "丁七万丈", "--random-seed", "1")
     assert result.exit_code == 0, result.output
-    poem = result.output[len("题\n") :].rstrip("\n")
+    poem = result.stdout[len("题\n") :].rstrip("\n")  # stderr names the run
     assert template_of("七言绝句", acrostic="丁七万丈").fits(poem), poem
     result = cli("sample", "--template", "__，_。\\n__。", "--num-samples", "2", "--random-seed", "2")
-    texts = [block.split("\n", 1)[1].rstrip("\n") for block in result.output.split("--- sample ")[1:]]
+    texts = [block.split("\n", 1)[1].rstrip("\n") for block in result.stdout.split("--- sample ")[1:]]
     assert len(texts) == 2 and all(template_of(template="__，_。\n__。").fits(t) for t in texts), result.output
     assert_one_line_error(cli("sample", "--template", "__：_"), "--template", "never seen: '：'")
     result = cli("sample", "--seed", "题\n", "--form", "七绝", "--acrostic", "丁七万丈", "--random-seed", "1")
-    assert result.exit_code == 0 and result.output[len("题\n") :].rstrip("\n") == poem, result.output
+    assert result.exit_code == 0 and result.stdout[len("题\n") :].rstrip("\n") == poem, result.output
     assert_one_line_error(
         cli("sample", "--form", "七言"), "--form '七言' is not a form", "七言绝句", "short name (五绝"
     )

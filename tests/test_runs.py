@@ -853,6 +853,25 @@ def test_a_run_holding_best_pt_alone_is_listed_and_is_the_latest_run(fox_file, t
     assert runs.latest_run() == Path("checkpoints/killed")
 
 
+def test_the_latest_run_is_the_one_whose_checkpoint_kept_aside_was_written_last(fox_file, tiny):
+    """A run whose last checkpoint went aside (latest.pending.pt: latest.pt held open) was not the latest run
+    when another run's latest.pt was written between the two: `charlm sample`, `eval` and `--resume` given
+    no run took that other run, and `charlm runs` showed the time of the file every command passes over."""
+    charlm.train(fox_file, out="other", **{**tiny, "max_steps": 2})
+    charlm.train(fox_file, out="trained", **{**tiny, "max_steps": 2})
+    trained = Path("checkpoints/trained")
+    aside = runs.pending(trained / runs.LATEST)
+    aside.write_bytes((trained / runs.LATEST).read_bytes())
+    start = os.stat(trained / runs.LATEST).st_mtime
+    for path, stamp in ((trained / runs.BEST, start), (Path("checkpoints/other") / runs.LATEST, start + 60)):
+        os.utime(path, (stamp, stamp))
+    os.utime(aside, (start + 120, start + 120))
+    assert runs.latest_run() == runs.run_to_resume() == trained
+    assert runs.resolve(None, prefer=runs.LATEST) == aside
+    row = next(line for line in cli("runs").output.splitlines() if line.startswith("trained "))
+    assert row.endswith(time.strftime("%Y-%m-%d %H:%M", time.localtime(start + 120))), row
+
+
 def test_a_resume_given_no_run_does_not_train_an_older_run_when_the_newest_was_killed_early(fox_file, tiny):
     """`charlm train text.txt` killed before its first checkpoint (its folder holds run.json and the dead
     process's lock files), then `charlm train --resume`: it trained on the run before it, which the user

@@ -76,7 +76,7 @@ def sample(
     **given,
 ) -> None:
     """Generate text from the model of RUN (a run folder, run name, corpus name, .pt file or exported model
-    folder; default: the latest run), streaming it as it is made.
+    folder; default: the latest run, which it names), streaming it as it is made.
 
     `--temperature 0.5,0.8,1.0` draws one sample per temperature, each labeled."""
     target = one_run(run, target)
@@ -92,7 +92,8 @@ def sample(
     seed = read_seed(seed_file) if seed_file else seed or ""
     with stopping.leaving_at_once():
         from .. import checkpoint, threads
-    model = checkpoint.load(target, device)
+    untold = runs.resolve(None) if target is None else None  # once: a run saved meanwhile changes nothing
+    model = checkpoint.load(untold or target, device)
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read is refused before anything is printed
         model.vocab.encode(seed or model.vocab.start_text(), what="--seed", warn=False)
@@ -105,6 +106,8 @@ def sample(
                 write_samples(model, seed, configs, as_json, emit)
         except BiasError as e:  # the only logit bias here is --ban's: name the option its user gave
             raise e.as_ban() from None
+    if untold is not None:  # on stderr after the text, as eval and inspect: stdout and --output hold it alone
+        click.echo(runs.latest_note(untold), err=True)
 
 
 def one_run(run: str | None, option: str | None) -> str | None:

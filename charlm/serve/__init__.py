@@ -62,7 +62,7 @@ def model_loaders(
         if name in loaders:
             raise CharLMError(f"{target}: two models would both be called {name!r}; serve one of them")
         loaders[name] = lambda path=path: checkpoint.load(path, device)
-        corpus = runs.corpus_of_run(path.parent) if path.suffix == ".pt" else None
+        corpus = runs.corpus_of_run(path.parent) if runs.is_checkpoint_name(path) else None
         if corpus:
             corpora[name] = corpus
     return loaders, corpora
