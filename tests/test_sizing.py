@@ -66,7 +66,7 @@ def test_the_largest_size_that_sees_enough_characters_is_chosen():
 @pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
 def test_training_without_hidden_fits_the_size_to_the_budget_or_takes_the_default(fox_file, tiny):
     del tiny["hidden"]
-    tiny.update(max_steps=None, max_time="2s", layers=1)
+    tiny.update(max_steps=None, max_time="1s", layers=1)
     charlm.train(fox_file, out="fitted", **tiny)
     fitted = latest("fitted").model_config.hidden
     assert fitted in sizing.CANDIDATES
