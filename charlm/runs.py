@@ -595,38 +595,10 @@ def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
     return True
 
 
-# What the top of an html export says (export/page.html), in its first bytes read here
-HTML_EXPORT_MARK = b"<!-- Written by `charlm export --format html`"
-HTML_EXPORT_HEAD = 2048
-
-
-def is_model_export(path: Path) -> bool:
-    """Whether file `path` is an html or onnx export of a model: not text to score, though the page is text
-    (scored, its HTML read under the latest run gave a figure of nothing), but a model charlm does not read back."""
-    if path.suffix.lower() == ".onnx":
-        return True
-    try:
-        with path.open("rb") as page:
-            return HTML_EXPORT_MARK in page.read(HTML_EXPORT_HEAD)
-    except OSError:  # unreadable: reading it as text names why
-        return False
-
-
 def is_checkpoint_name(path: str | Path) -> bool:
     """Whether `path` is named as a checkpoint file: `.pt` in any case (MODEL.PT, as a copy from Windows or
     an old DOS tool may be named), as every command that reads one by its content takes it."""
     return Path(path).suffix.lower() == ".pt"
-
-
-def names_text(path: str) -> bool:
-    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
-    export, or a folder that is no run (not even one still training), holds no runs and no exported model.
-    `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
-    found = Path(path)
-    if found.is_file():
-        return not is_checkpoint_name(found) and not is_model_export(found)
-    run_like = is_run_folder(found) or run_folders(found) or names_a_run(path)
-    return found.is_dir() and not run_like
 
 
 def holds_checkpoint(run_dir: Path) -> bool:
