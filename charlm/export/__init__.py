@@ -5,8 +5,8 @@
     safetensors.py  a model folder as model hubs keep one (model.safetensors, config.json, vocab.json)
 
 The CLI imports this package, and runtext.py asks it which files are exports (`is_model_export`): models
-charlm does not read back, not texts to score. Each export of a run is recorded in its run folder's exports.jsonl, which
-`charlm info` lists. docs/export.md says what each format is for, and what is exact in each.
+charlm does not read back, not texts to score. Each export of a run is recorded in its run folder's
+exports.jsonl, which `charlm info` lists. docs/export.md says what each format is for, and what is exact in each.
 """
 
 from __future__ import annotations
