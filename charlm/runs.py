@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import re
 import shutil
@@ -748,14 +747,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
             continue
         if not isinstance(row, dict):
             continue
-        row = {key: value for key, value in row.items() if value is None or is_number(value)}
+        row = {key: value for key, value in row.items() if value is None or files.is_number(value)}
         if row.get("resume") is not None:
             rows = [r for r in rows if r["step"] <= row["resume"]]
         elif row.get("step") is not None:
             rows.append(row)
     return rows
-
-
-def is_number(value: object) -> bool:
-    """A finite int or float as JSON gives them (not a bool, not NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

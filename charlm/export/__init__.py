@@ -19,7 +19,6 @@ from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
 from ..fields import said
 from ..reporting import append_line
-from ..runs import is_number
 from .html import is_page
 
 FORMATS = ("html", "onnx", "safetensors")
@@ -176,6 +175,6 @@ def is_export_record(row: object) -> bool:
     return (
         isinstance(row, dict)
         and all(isinstance(row.get(name), str) for name in ("format", "path"))
-        and is_number(row.get("bytes"))
+        and files.is_number(row.get("bytes"))
         and isinstance(row.get("weights"), (str, type(None)))
     )
