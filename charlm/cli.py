@@ -188,14 +188,14 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     validation split). Each file is scored on its own; with several, a line per file and then all of
     them together."""
     with leaving_at_once():
-        from . import checkpoint, threads
+        from . import checkpoint, runtext, threads
         from .bars import LEAD_IN_SECONDS, bytes_bar
         from .corpus import read_texts, source_files, total_bytes
         from .device import resolve_device
         from .scoring import text_bits, unseen_note
     # RUN may be left out, as every command's: a first path that is text (a file, not a model's
     # export, or a folder that is no run) is the first of FILES, scored under the latest run
-    first_is_text = bool(given) and runs.names_text(given[0])
+    first_is_text = bool(given) and runtext.names_text(given[0])
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     if held_out and files:
         raise CharLMError(f"--held-out scores the run's held-out text: give FILES ({', '.join(files)}) or --held-out")

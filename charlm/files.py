@@ -12,6 +12,7 @@ import contextlib
 import errno
 import functools
 import json
+import math
 import os
 import shutil
 import stat
@@ -117,6 +118,12 @@ def parse_json(text: str | bytes) -> object:
         return json.loads(text)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float as `parse_json` gives them (not a bool, not NaN): a field of a file a person
+    may have edited is checked with it before it is read as a figure."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def cannot_read(name: str | Path, error: OSError) -> CharLMError:

@@ -5,7 +5,7 @@ in self").
 
 A forward's hot path (a training step, a sampled character) pays nothing for it: torch checks shapes
 and ranges itself as it runs, and only once it has failed does `refusal` look at what the caller gave.
-The one check made before is that of ids moving from the CPU to another device (`check_moving`): on a
+The one check made before is that of ids moving from the CPU to another device (`long_ids`): on a
 GPU an id out of range is a device-side assert that leaves the process's CUDA unusable, and checking on
 the CPU makes the GPU wait for nothing.
 """

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import re
 import shutil
@@ -595,38 +594,10 @@ def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
     return True
 
 
-# What the top of an html export says (export/page.html), in its first bytes read here
-HTML_EXPORT_MARK = b"<!-- Written by `charlm export --format html`"
-HTML_EXPORT_HEAD = 2048
-
-
-def is_model_export(path: Path) -> bool:
-    """Whether file `path` is an html or onnx export of a model: not text to score, though the page is text
-    (scored, its HTML read under the latest run gave a figure of nothing), but a model charlm does not read back."""
-    if path.suffix.lower() == ".onnx":
-        return True
-    try:
-        with path.open("rb") as page:
-            return HTML_EXPORT_MARK in page.read(HTML_EXPORT_HEAD)
-    except OSError:  # unreadable: reading it as text names why
-        return False
-
-
 def is_checkpoint_name(path: str | Path) -> bool:
     """Whether `path` is named as a checkpoint file: `.pt` in any case (MODEL.PT, as a copy from Windows or
     an old DOS tool may be named), as every command that reads one by its content takes it."""
     return Path(path).suffix.lower() == ".pt"
-
-
-def names_text(path: str) -> bool:
-    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
-    export, or a folder that is no run (not even one still training), holds no runs and no exported model.
-    `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
-    found = Path(path)
-    if found.is_file():
-        return not is_checkpoint_name(found) and not is_model_export(found)
-    run_like = is_run_folder(found) or run_folders(found) or names_a_run(path)
-    return found.is_dir() and not run_like
 
 
 def holds_checkpoint(run_dir: Path) -> bool:
@@ -776,14 +747,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
             continue
         if not isinstance(row, dict):
             continue
-        row = {key: value for key, value in row.items() if value is None or is_number(value)}
+        row = {key: value for key, value in row.items() if value is None or files.is_number(value)}
         if row.get("resume") is not None:
             rows = [r for r in rows if r["step"] <= row["resume"]]
         elif row.get("step") is not None:
             rows.append(row)
     return rows
-
-
-def is_number(value: object) -> bool:
-    """A finite int or float as JSON gives them (not a bool, not NaN)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -22,6 +22,7 @@ from . import checkpoint, hub, runs
 from .config import Config
 from .corpus import Undecodable, dangling_link, is_utf8, read_texts, source_files
 from .errors import CharLMError, callers_stacklevel
+from .export import is_model_export
 from .fields import call, paths_given, said
 from .scoring import check_scored, scored_ids, unseen_note
 from .tokens import (
@@ -51,6 +52,17 @@ def held_out_ids(
     return run_corpus(corpus, config, base, quiet, instead, run_dir).val_ids
 
 
+def names_text(path: str) -> bool:
+    """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
+    export, or a folder that is no run (not even one still training), holds no runs and no exported model.
+    `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
+    found = Path(path)
+    if found.is_file():
+        return not runs.is_checkpoint_name(found) and not is_model_export(found)
+    run_like = runs.is_run_folder(found) or runs.run_folders(found) or runs.names_a_run(path)
+    return found.is_dir() and not run_like
+
+
 def eval_also_run(value: str) -> Path | None:
     """The checkpoint of the run --eval-also names (a run name or folder, a corpus name, a .pt file or an
     exported model folder), whose held-out text it scores; None where it names a text: a file, or a folder
@@ -58,7 +70,7 @@ def eval_also_run(value: str) -> Path | None:
     names. A name that is neither is refused as `charlm eval NAME` refuses one (`runs.resolve`'s words),
     not said to be a missing file alone; so is a run folder with no checkpoint yet (training now, or
     killed before its first)."""
-    if runs.names_text(value) or (Path(value).is_symlink() and not Path(value).exists()):
+    if names_text(value) or (Path(value).is_symlink() and not Path(value).exists()):
         return None
     return runs.resolve(value)
 

@@ -21,7 +21,8 @@ from .checkpoint_header import glance
 from .config import MAXIMA
 from .errors import CharLMError, one_line
 from .fields import holds
-from .runs import is_number, read_metrics
+from .files import is_number
+from .runs import read_metrics
 
 # Beyond these a run's record is damaged (edited by hand, a disk error): `?`, not a 300-digit number
 # that widens the whole table. A bpc is at most a few dozen bits (a byte-spelt character's), never negative.

@@ -18,11 +18,13 @@ import itertools
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -1873,6 +1875,34 @@ def test_every_name_a_request_may_give_a_model_by_is_one_openapi_json_allows(tin
             answer = client.post("/v1/completions", json={"model": name, "prompt": "a", "max_tokens": 1})
             assert answer.status_code in (200, 404), (name, answer.text[:300])
             assert [model.is_valid(name) for model in models] == [answer.status_code == 200] * 5, name
+
+
+OPENAPI_OF_A_NEW_SERVER = """
+import json
+from charlm import CharLM, ModelConfig
+from charlm.serve.app import create_app
+from charlm.serve.config import ServeConfig
+from charlm.vocab import Vocab
+model = CharLM(ModelConfig("lstm", 1, 8, 0.0, 3), Vocab("abc"))
+print(json.dumps(create_app({"tiny": lambda: model}, ServeConfig()).openapi()))
+"""
+
+
+def test_openapi_json_is_the_same_document_at_every_start():
+    """/openapi.json listed /v1/responses/input_tokens's fields in the order of a Python set, which each
+    process orders by its own string hashes: the document of a server changed at every start, so a client
+    generated from it, or a copy checked into a project, differed each time for nothing."""
+    documents = {
+        subprocess.run(
+            [sys.executable, "-c", OPENAPI_OF_A_NEW_SERVER],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in (1, 2, 3)
+    }
+    assert len(documents) == 1 and '"/v1/responses/input_tokens"' in documents.pop()
 
 
 def test_serve_names_runs_by_their_corpus_and_exports_by_their_run(fox_file, tiny):

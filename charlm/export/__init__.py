@@ -4,8 +4,9 @@
     onnx.py         the model over a window, for onnxruntime
     safetensors.py  a model folder as model hubs keep one (model.safetensors, config.json, vocab.json)
 
-Only the CLI imports this package. Each export of a run is recorded in its run folder's exports.jsonl, which
-`charlm info` lists. docs/export.md says what each format is for, and what is exact in each.
+The CLI imports this package, and runtext.py asks it which files are exports (`is_model_export`): models
+charlm does not read back, not texts to score. Each export of a run is recorded in its run folder's
+exports.jsonl, which `charlm info` lists. docs/export.md says what each format is for, and what is exact in each.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
 from ..fields import said
 from ..reporting import append_line
-from ..runs import is_number
+from .html import is_page
 
 FORMATS = ("html", "onnx", "safetensors")
 WEIGHTS = ("fp32", "fp16", "int8")
@@ -74,6 +75,12 @@ def export(
     if run_dir is not None:
         record(run_dir, format, written, weights)
     return written
+
+
+def is_model_export(path: Path) -> bool:
+    """Whether file `path` is an html or onnx export of a model: not text to score, though the page is text
+    (scored, its HTML read under the latest run gave a figure of nothing), but a model charlm does not read back."""
+    return Path(path).suffix.lower() == ".onnx" or is_page(path)
 
 
 def run_of(path: Path) -> Path | None:
@@ -168,6 +175,6 @@ def is_export_record(row: object) -> bool:
     return (
         isinstance(row, dict)
         and all(isinstance(row.get(name), str) for name in ("format", "path"))
-        and is_number(row.get("bytes"))
+        and files.is_number(row.get("bytes"))
         and isinstance(row.get("weights"), (str, type(None)))
     )

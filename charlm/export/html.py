@@ -41,7 +41,19 @@ from ..model import AdaptiveHead
 from ..vocab import Vocab
 from .wasm import matvec_base64
 
+# What the top of page.html says, in its first bytes: how a page is told from a text to score (`is_page`)
+MARK = b"<!-- Written by `charlm export --format html`"
+MARK_WITHIN = 2048
 MARKERS = ("/* page.css */", "/* page.js */", "/* sampler.js */", "__CHARLM_META__", "__CHARLM_WEIGHTS__")
+
+
+def is_page(path: Path) -> bool:
+    """Whether file `path` is a page this module wrote (`MARK` near its top)."""
+    try:
+        with Path(path).open("rb") as page:
+            return MARK in page.read(MARK_WITHIN)
+    except OSError:  # unreadable: reading it as text names why
+        return False
 
 
 def stored(tensor: torch.Tensor, weights: str) -> dict:

@@ -322,8 +322,9 @@ def analyse(
     fitted_on: str = "the given text",
 ) -> Inspection:
     """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
-    fitted on `training_text` (`fitted_on` names it on the page: a cut one says so). Read cold, as `charlm eval`, validation and the server's `echo` read a
-    text: its first character is read, every one after it scored, so the bits figures are theirs."""
+    fitted on `training_text` (`fitted_on` names it on the page: a cut one says so). Read cold, as
+    `charlm eval`, validation and the server's `echo` read a text: its first character is read, every one
+    after it scored, so the bits figures are theirs."""
     check_inspectable(model)
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
@@ -341,6 +342,28 @@ def analyse(
     scored = ~np.isnan(seen.bits)  # the n-grams are scored on the same characters as the model
     ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else np.nan for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
+    return Inspection(
+        model=model.architecture(),
+        trace=traced,
+        surprise=seen,
+        state_name=state_name,
+        states=states,
+        features=found,
+        matches=best_cells(states, found),
+        saturation=saturation(traced),
+        ngram_bpc=ngram_bpc,
+        ngram_order=best,
+        classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
+        ngram_fitted_on=fitted_on,
+        notes=notes_on(model, traced, unseen, symbol_note),
+        unseen=unseen,
+    )
+
+
+def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str) -> list[str]:
+    """What the figures leave out or the page cannot show, said above them: the text's characters the
+    model never saw (`unseen`), or read as its unknown symbol (`symbol_note`, eval's words), and the
+    cell state or gates a GRU or plain RNN does not have."""
     notes = []
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
@@ -358,22 +381,7 @@ def analyse(
         notes.append(f"{article} {traced.cell.upper()} has no cell state: the cells section shows its hidden state h")
     if not traced.gates:
         notes.append("a plain RNN has no gates: every step rewrites the whole state")
-    return Inspection(
-        model=model.architecture(),
-        trace=traced,
-        surprise=seen,
-        state_name=state_name,
-        states=states,
-        features=found,
-        matches=best_cells(states, found),
-        saturation=saturation(traced),
-        ngram_bpc=ngram_bpc,
-        ngram_order=best,
-        classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
-        ngram_fitted_on=fitted_on,
-        notes=notes,
-        unseen=unseen,
-    )
+    return notes
 
 
 def characters_read(inspection: Inspection) -> str:

@@ -267,7 +267,7 @@ def create_app(
         )
     add_error_handlers(app)
     add_status_routes(app, server)
-    add_completion_routes(app, server, config)
+    add_generation_routes(app, server, config)
     return app
 
 
@@ -385,11 +385,10 @@ def add_status_routes(app: FastAPI, server: Server) -> None:
         return PlainTextResponse(server.metrics.render(engines), media_type="text/plain; version=0.0.4")
 
 
-def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:
-    """OpenAI's completions, chat completions and responses: the request is checked (`protocol`), run as
-    a `Completion` and answered whole or streamed (`answer`); and /tokenize, which says the token ids
-    `logit_bias` takes."""
-    body_limit = MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
+def add_generation_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:
+    """The routes that read a JSON body of prompts, in the order /openapi.json lists them: OpenAI's
+    completions and chat completions, its Responses API, and /tokenize. Each body is checked
+    (`protocol`) within `body_limit`, and described in the document as `protocol` writes it."""
     schemas = protocol.request_schemas(config, server.model_names())
     document = app.openapi
 
@@ -402,28 +401,49 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         return made
 
     app.openapi = openapi  # type: ignore[method-assign]
+    add_completion_routes(app, server, config, schemas)
+    add_response_routes(app, server, config, schemas)
+    add_tokenize_route(app, server, config, schemas)
+
+
+def body_limit(config: ServeConfig) -> int:
+    """The most bytes a request body may have: its prompts at their longest, as JSON escapes them, for
+    every stream at once, and room for the other fields."""
+    return MAX_BODY_OVERHEAD + MAX_BYTES_PER_CHAR * config.max_prompt * config.max_streams
+
+
+def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig, schemas: dict[str, dict]) -> None:
+    """OpenAI's completions and chat completions: the request is checked (`protocol`), run as a
+    `Completion` and answered whole or streamed (`answer`)."""
+    limit = body_limit(config)
 
     @app.post("/v1/completions", openapi_extra=schemas["/v1/completions"])
     async def completions(request: Request) -> Response:
         server.check_key(request)
-        params = await checked(request, body_limit, lambda body: protocol.completion_params(body, config))
+        params = await checked(request, limit, lambda body: protocol.completion_params(body, config))
         run = Completion(server, server.model(params.model), params)
         return await answer(request, run, partial(stream_completion, run), partial(completion_body, run))
 
     @app.post("/v1/chat/completions", openapi_extra=schemas["/v1/chat/completions"])
     async def chat_completions(request: Request) -> Response:
         server.check_key(request)
-        params, wants_logprobs = await checked(request, body_limit, lambda body: protocol.chat_params(body, config))
+        params, wants_logprobs = await checked(request, limit, lambda body: protocol.chat_params(body, config))
         run = Completion(server, server.model(params.model), params)
         return await answer(
             request, run, partial(stream_chat, run, wants_logprobs), partial(chat_body, run, wants_logprobs)
         )
 
+
+def add_response_routes(app: FastAPI, server: Server, config: ServeConfig, schemas: dict[str, dict]) -> None:
+    """OpenAI's Responses API: a response created as a chat completion is, its input counted, and the
+    routes of a stored response, which charlm keeps none of, answered with a 404 that says so."""
+    limit = body_limit(config)
+
     @app.post("/v1/responses", openapi_extra=schemas["/v1/responses"])
     async def create_response(request: Request) -> Response:
         """OpenAI's Responses API (`client.responses.create`), read as chat is: one message written."""
         server.check_key(request)
-        params, echoed = await checked(request, body_limit, lambda body: protocol.response_params(body, config))
+        params, echoed = await checked(request, limit, lambda body: protocol.response_params(body, config))
         run = Completion(server, server.model(params.model), params)
         reply = ResponseReply(run, echoed)
         return await answer(request, run, reply.events, reply.body)
@@ -433,7 +453,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         """`client.responses.input_tokens.count`: the characters a response's `input` and `instructions`
         make as the model reads them (`usage.input_tokens`), read in the primer's thread as a prompt is."""
         server.check_key(request)
-        name, prompt = await checked(request, body_limit, lambda body: protocol.input_tokens_params(body, config))
+        name, prompt = await checked(request, limit, lambda body: protocol.input_tokens_params(body, config))
         vocab = server.model(name).model.vocab
 
         def counted() -> JSONResponse:
@@ -475,6 +495,11 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
             "response_id", "response_not_found",
         )  # fmt: skip
 
+
+def add_tokenize_route(app: FastAPI, server: Server, config: ServeConfig, schemas: dict[str, dict]) -> None:
+    """llama.cpp's /tokenize, which says the token ids `logit_bias` takes."""
+    limit = body_limit(config)
+
     @app.post("/tokenize", openapi_extra=schemas["/tokenize"])
     async def tokenize(request: Request) -> JSONResponse:
         """llama.cpp's /tokenize: the token ids of a text, for `logit_bias`. Read and written out in the
@@ -482,7 +507,7 @@ def add_completion_routes(app: FastAPI, server: Server, config: ServeConfig) -> 
         (18 MB of JSON with `with_pieces`) held every stream's next chunk for 1.4 s."""
         server.check_key(request)
         name, field, text, with_pieces = await checked(
-            request, body_limit, lambda body: protocol.tokenize_params(body, config)
+            request, limit, lambda body: protocol.tokenize_params(body, config)
         )
         model = server.model(name).model
 

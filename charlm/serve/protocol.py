@@ -479,7 +479,7 @@ def request_schemas(config: ServeConfig, models: list[str]) -> dict[str, dict]:
         "include": {"type": "array", "items": {"enum": [INCLUDE_LOGPROBS]}},
         "top_logprobs": LOGPROBS_SCHEMA | {"description": f'only with include: ["{INCLUDE_LOGPROBS}"]'},
     }
-    input_tokens = {name: response[name] for name in INPUT_TOKENS_FIELDS}
+    input_tokens = {name: field for name, field in response.items() if name in INPUT_TOKENS_FIELDS}  # in its order
     text = {"type": "string", "maxLength": config.max_prompt}
     tokenize = {
         "model": response["model"],
