@@ -37,7 +37,7 @@ from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
 from .fields import SHOWN, holds, kinds_of
-from .model import CharLM, ModelConfig, State, architecture_of, skeleton
+from .model import CharLM, ModelConfig, State, architecture_of, skeleton, unsound_weight, weight_problem
 from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary
@@ -357,16 +357,10 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
     check_fields(_fields(record), {name: hints[name] for name in names or hints})
 
 
-# The largest weight read. A trained model's are tens at most; below this bound no product in charlm's model
-# (embedding x input weights summed over 16,384 units, the adaptive head's two projections) overflows a
-# float32, whose products of larger ones can: inf logits, then NaN, which would sample one character over
-# and over and score "nan bits per character", without a word.
-MAX_WEIGHT = 1e12
-
-
 def check_weights(weights: dict, expected: dict) -> None:
     """`weights` has every weight of `expected` (a model's state dict), of its shape and kind (more may
-    follow: an experiment's model of its own); every value in them is finite and within MAX_WEIGHT."""
+    follow: an experiment's model of its own); every value in them is finite and within MAX_WEIGHT
+    (`model.unsound_weight`)."""
     if not isinstance(weights, dict):
         raise CharLMError("not a dict of tensors")
     missing = [n for n in expected if n not in weights]
@@ -382,21 +376,8 @@ def check_weights(weights: dict, expected: dict) -> None:
             raise CharLMError(f"{name} is {kind_of_tensor(tensor)}, not a dense tensor of values")
         if tensor.shape != like.shape:
             raise CharLMError(f"{name} has shape {list(tensor.shape)}, the architecture's is {list(like.shape)}")
-        if tensor.is_floating_point() and tensor.numel():
-            check_values(name, tensor)
-
-
-def check_values(name: str, tensor: torch.Tensor) -> None:
-    """Every value of weight `name` is finite and within MAX_WEIGHT: one pass over it (aminmax, which
-    gives NaN for a NaN anywhere), no copy."""
-    low, high = (float(bound) for bound in torch.aminmax(tensor))
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise CharLMError(f"{name} holds NaN or infinite values")
-    if max(-low, high) > MAX_WEIGHT:
-        raise CharLMError(
-            f"{name} holds {max(-low, high):.3g}, which no trained model's weight is (at most {MAX_WEIGHT:.0e} is "
-            "read): its products would overflow into NaN text and scores"
-        )
+    if name := unsound_weight({name: weights[name] for name in expected}):
+        raise CharLMError(weight_problem(name, weights[name]))
 
 
 def kind_of_tensor(tensor: torch.Tensor) -> str:

@@ -491,11 +491,11 @@ RUN_NAMES = {
         "raise vocab_size or lower coverage",
     ),
     "diverged": (
-        lambda fox, _: Trainer.diverged_message(trainer_at(None)),
+        lambda fox, _: Trainer.diverged_message(trainer_at(None), "the loss became NaN or infinite"),
         "start again with a lower lr, e.g. 0.00025",
     ),
     "diverged after a checkpoint": (
-        lambda fox, _: Trainer.diverged_message(trainer_at(10)),
+        lambda fox, _: Trainer.diverged_message(trainer_at(10), "the loss became NaN or infinite"),
         "resume it with a lower learning rate: charlm.train(resume='checkpoints/base', lr=0.00025)",
     ),
     "a checkpoint not written": (
