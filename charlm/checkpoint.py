@@ -406,6 +406,8 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
         or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
     ):
         raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
+    if training.hidden is not None and not all(s.isfinite().all() for s in states):
+        raise CharLMError("hidden holds NaN or infinite values")
 
 
 def check_generator_states(training: SavedTraining) -> None:
@@ -444,6 +446,8 @@ def check_optimizer(saved: dict, groups: list[dict]) -> None:
                 raise CharLMError(
                     f"{name} of parameter {key} has shape {list(value.shape)}, not {list(params[key].shape)}"
                 )
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not value.isfinite().all():
+                raise CharLMError(f"{name} of parameter {key} holds NaN or infinite values")
 
 
 class NotSaved(CharLMError):
@@ -458,7 +462,12 @@ class NotSaved(CharLMError):
 def save(checkpoint: Checkpoint, paths: list[Path]) -> list[str]:
     """Write the checkpoint to each path in order (best.pt when it improved, then latest.pt), atomically;
     returns a note for each that went aside (`write_atomic`), for the run to print. Raises `NotSaved`
-    at the first path that fails, naming those written before it."""
+    at the first path that fails, naming those written before it; a CharLMError, writing nothing, for a
+    checkpoint its readers would refuse (`Checkpoint.check`)."""
+    try:  # what every reader refuses (NaN weights: a model built or trained in Python) is not written
+        checkpoint.check()
+    except CharLMError as e:
+        raise CharLMError(f"{paths[0]}: not written: {e}; no command could read it back") from None
     data = serialize(checkpoint.to_payload())
     notes, saved, written = [], [], None
     for path in paths:
