@@ -413,7 +413,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
     Raises CharLMError for an unknown option, one given by position rather than by name, a value out
     of range, a seed that is not a string or holds characters the model cannot read, a form the
-    model cannot write, or a model given a vocabulary of another size than its own (another run's).
+    model cannot write, a model given a vocabulary of another size than its own (another run's), or
+    one whose weights hold NaN, infinities or values past 1e12 (a run that diverged), naming the weight.
     """
     check_model_and_seed("generate", model, seed)
     with threads.for_python_caller(model.device):
@@ -453,8 +454,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
     Returns the bits per character, a float.
 
     Raises CharLMError for a text of fewer than 2 characters, or one that is not a string (bytes, a
-    Path, an open file: the message says how to read it), or a model given another run's vocabulary (as
-    `generate`); warns where `text` looks like a file's name.
+    Path, an open file: the message says how to read it), or a model given another run's vocabulary or
+    NaN weights (as `generate`); warns where `text` looks like a file's name.
     """
     check_model_and_seed("bits_per_char", model, text, "text")
     if "\n" not in text and os.path.isfile(home(text)):
@@ -482,7 +483,7 @@ def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> 
     Returns a list of (text, probability) tuples: [('s', 0.91), ('n', 0.04), ...].
 
     Raises CharLMError for a `top` that is not a positive integer or None, a prefix that is not a
-    string, or a model given another run's vocabulary (as `generate`).
+    string, or a model given another run's vocabulary or NaN weights (as `generate`).
     """
     prefix = "" if prefix is None else prefix
     check_model_and_seed("next_probs", model, prefix, "prefix")

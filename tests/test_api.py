@@ -655,6 +655,32 @@ def test_a_model_given_another_runs_vocabulary_is_refused(model, size, call):
     )
 
 
+CALLS_ON_A_MODEL = {
+    "generate": lambda model: charlm.generate(model, "ab", length=50, random_seed=0),
+    "stream": lambda model: charlm.stream(model, "ab", length=50),
+    "bits_per_char": lambda model: charlm.bits_per_char(model, "abcabc"),
+    "next_probs": lambda model: charlm.next_probs(model, "ab"),
+    "surprise": lambda model: scoring.surprise(model, "abcabc"),
+}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30], ids=["NaN", "inf", "huge"])
+@pytest.mark.parametrize("call", CALLS_ON_A_MODEL)
+def test_a_model_whose_weights_are_not_finite_is_refused_naming_the_weight(model, value, call):
+    """A model built in Python with a NaN weight (or one a checkpoint reader refuses) sampled
+    '””””””' and scored nan bits per character without a word."""
+    with torch.no_grad():
+        model.head.weight[2, 3] = value
+    assert_named(
+        lambda: CALLS_ON_A_MODEL[call](model),
+        f"{'scoring' if call == 'surprise' else 'charlm'}.{call}: the model's weight head.weight holds ",
+        "nothing sampled or scored from it would mean anything",
+    )
+    with torch.no_grad():
+        model.head.weight[2, 3] = 0.0
+    CALLS_ON_A_MODEL[call](model)  # the check looks at the weights as they are now
+
+
 @pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])
 def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
     """charlm.generate(model, model.vocab.encode("ab")) was told "join it first: ''.join(seed)", which
