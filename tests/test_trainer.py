@@ -749,7 +749,9 @@ def test_a_last_step_that_blows_the_weights_up_keeps_the_good_checkpoints_and_a_
     run = Path("checkpoints/run")
     before = {name: (run / name).read_bytes() for name in (runs.BEST, runs.LATEST)}
     resume = "resume it with a lower learning rate: charlm.train(resume='checkpoints/run', lr=0.005)"  # the default
-    with pytest.raises(CharLMError, match=r"^training diverged \(embed\.weight became NaN, infinite or past 1e\+12 after step 10\)") as error:
+    with pytest.raises(
+        CharLMError, match=r"^training diverged \(embed\.weight became NaN, infinite or past 1e\+12 after step 10\)"
+    ) as error:
         charlm.train(resume="run", max_steps=11, lr=1e30)
     assert str(error.value).endswith(resume)
     assert {name: (run / name).read_bytes() for name in before} == before
