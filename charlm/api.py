@@ -217,7 +217,11 @@ def resumed_path(target: str | None) -> Path:
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
     """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change;
     the world size may: the checkpoint holds every stream's state, re-sharded here. Rank 0 alone finds the
-    run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer."""
+    run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer.
+    The options given are checked first (a --device too, here), before any run is looked for."""
+    Config(**overrides)
+    if "device" in overrides:
+        resolve_device(overrides["device"], ranks.local_rank, ranks.world)
     found = resumed_path(target) if ranks.leader else None
     with peer_note(lambda: RESUME_AGAIN):  # a peer lost before the ranks agree on the run: nothing was read
         path = ranks.broadcast_object(found)
@@ -338,8 +342,6 @@ def train(
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
-        if resume is not False:
-            Config(**options)  # checks the options' types before touching the run
         trainer = start_trainer(sources, options, None if out is None else str(out), resume, init_from)
         try:
             model = trainer.fit()
