@@ -267,8 +267,8 @@ def read(path: Path, charlm_model: bool = False) -> Checkpoint:
     An exported model folder's model.safetensors reads as its folder (hub.py). `charlm_model`: for a
     reader that builds charlm's model of it (info, export, inspect, a resume), which an experiment's
     checkpoint is refused by, naming the file, as `model_on` refuses it."""
-    if Path(path).suffix == ".safetensors":
-        return read_model_folder(Path(path).parent)[0]
+    if hub.names_weights(path):
+        return read_model_folder(hub.folder_of(path))[0]
     saved = Checkpoint.from_payload(unpack(read_bytes(path), path), path)
     if charlm_model:
         try:
@@ -310,8 +310,8 @@ def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
 def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
     """A checkpoint and the sha256 of the very bytes it was parsed from (the base record of a
     fine-tuning run: a base still training may replace the file at any moment)."""
-    if Path(path).suffix == ".safetensors":  # the digest of the file read, not of one a re-export put there since
-        return read_model_folder(Path(path).parent)
+    if hub.names_weights(path):  # the digest of the file read, not of one a re-export put there since
+        return read_model_folder(hub.folder_of(path))
     data = read_bytes(path)
     return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest()
 
