@@ -5,7 +5,7 @@
 Writes a checkpoint of an untrained LSTM (charlm's own model and `checkpoint.save`; 3x2048 over 96
 characters is 101M parameters, a 404 MB file) to a temporary folder, then loads it with
 `checkpoint.load` (the whole load: the file read, its sha256, torch.load, the checks, the model built
-and its weights copied in) with each way of checking the weights' values (`checkpoint.check_values`:
+and its weights copied in) with each way of checking the weights' values (`model.weight_problem`:
 finite, within MAX_WEIGHT) in turn, the order rotated each round so that none always runs first:
 
 - aminmax: charlm's check (one torch.aminmax per weight);
@@ -30,43 +30,43 @@ from pathlib import Path
 import torch
 
 from bench.common import best_seconds
-from charlm import checkpoint
-from charlm.checkpoint import MAX_WEIGHT, Checkpoint, Progress
+from charlm import checkpoint, model
+from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
-from charlm.errors import CharLMError
-from charlm.model import CharLM, ModelConfig
+from charlm.model import MAX_WEIGHT, CharLM, ModelConfig
 from charlm.vocab import Vocab
 
 ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"  # 96 characters
 
 
-def vector_norm_check(name: str, tensor: torch.Tensor) -> None:
-    """check_values' refusals from one reduction: the largest magnitude, NaN where any value is NaN."""
+def vector_norm_check(name: str, tensor: torch.Tensor) -> str | None:
+    """weight_problem's refusals from one reduction: the largest magnitude, NaN where any value is NaN."""
     largest = float(torch.linalg.vector_norm(tensor, ord=math.inf))
     if not math.isfinite(largest):
-        raise CharLMError(f"{name} holds NaN or infinite values")
+        return f"{name} holds NaN or infinite values"
     if largest > MAX_WEIGHT:
-        raise CharLMError(f"{name} holds {largest:.3g}, which no trained model's weight is")
+        return f"{name} holds {largest:.3g}, which no trained model's weight is"
+    return None
 
 
-CHECKS = {"aminmax": checkpoint.check_values, "vector_norm": vector_norm_check, "none": lambda name, tensor: None}
+CHECKS = {"aminmax": model.weight_problem, "vector_norm": vector_norm_check, "none": lambda name, tensor: None}
 
 
 def write_checkpoint(folder: Path, layers: int, hidden: int) -> tuple[Path, int]:
     """An untrained model's checkpoint, as a run writes it; its path and parameter count."""
     vocab = Vocab(ALPHABET)
-    model = CharLM(ModelConfig("lstm", layers, hidden, 0.0, len(vocab)), vocab)
+    net = CharLM(ModelConfig("lstm", layers, hidden, 0.0, len(vocab)), vocab)
     saved = Checkpoint(
-        model.config,
-        model.vocab,
-        model.state_dict(),
+        net.config,
+        net.vocab,
+        net.state_dict(),
         Config(hidden=hidden, layers=layers),
         {"name": "alphabet", "sources": [], "digest": ""},
         Progress(step=1),
     )
     path = folder / "best.pt"
     checkpoint.save(saved, [path])
-    return path, model.num_parameters()
+    return path, net.num_parameters()
 
 
 def main() -> None:
@@ -83,16 +83,16 @@ def main() -> None:
         checkpoint.load(path)  # the file in the page cache, torch warm
         loads = {name: [] for name in CHECKS}
         alone = {name: [] for name in CHECKS}
-        original = checkpoint.check_values
+        original = model.weight_problem
         try:
             for turn in range(args.rounds):
                 names = list(CHECKS)
                 for name in names[turn % len(names) :] + names[: turn % len(names)]:
-                    check = checkpoint.check_values = CHECKS[name]
+                    check = model.weight_problem = CHECKS[name]
                     loads[name].append(best_seconds(lambda: checkpoint.load(path), 1))
                     alone[name].append(best_seconds(lambda check=check: [check(n, t) for n, t in weights.items()], 1))
         finally:
-            checkpoint.check_values = original
+            model.weight_problem = original
 
     print(
         f"checkpoint.load of a {args.layers}x{args.hidden} LSTM over {len(ALPHABET)} characters: {parameters:,} "

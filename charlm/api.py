@@ -217,7 +217,11 @@ def resumed_path(target: str | None) -> Path:
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
     """Continue the run in folder `target` (None: the most recent). Only `config.RESUMABLE` options may change;
     the world size may: the checkpoint holds every stream's state, re-sharded here. Rank 0 alone finds the
-    run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer."""
+    run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer.
+    The options given are checked first (a --device too, here), before any run is looked for."""
+    Config(**overrides)
+    if "device" in overrides:
+        resolve_device(overrides["device"], ranks.local_rank, ranks.world)
     found = resumed_path(target) if ranks.leader else None
     with peer_note(lambda: RESUME_AGAIN):  # a peer lost before the ranks agree on the run: nothing was read
         path = ranks.broadcast_object(found)
@@ -338,8 +342,6 @@ def train(
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
-        if resume is not False:
-            Config(**options)  # checks the options' types before touching the run
         trainer = start_trainer(sources, options, None if out is None else str(out), resume, init_from)
         try:
             model = trainer.fit()
@@ -413,7 +415,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
     Raises CharLMError for an unknown option, one given by position rather than by name, a value out
     of range, a seed that is not a string or holds characters the model cannot read, a form the
-    model cannot write, or a model given a vocabulary of another size than its own (another run's).
+    model cannot write, a model given a vocabulary of another size than its own (another run's), or
+    one whose weights hold NaN, infinities or values past 1e12 (a run that diverged), naming the weight.
     """
     check_model_and_seed("generate", model, seed)
     with threads.for_python_caller(model.device):
@@ -453,8 +456,8 @@ def bits_per_char(model: CharLM, text: str) -> float:
     Returns the bits per character, a float.
 
     Raises CharLMError for a text of fewer than 2 characters, or one that is not a string (bytes, a
-    Path, an open file: the message says how to read it), or a model given another run's vocabulary (as
-    `generate`); warns where `text` looks like a file's name.
+    Path, an open file: the message says how to read it), or a model given another run's vocabulary or
+    NaN weights (as `generate`); warns where `text` looks like a file's name.
     """
     check_model_and_seed("bits_per_char", model, text, "text")
     if "\n" not in text and os.path.isfile(home(text)):
@@ -482,7 +485,7 @@ def next_probs(model: CharLM, prefix: str | None = "", top: int | None = 10) -> 
     Returns a list of (text, probability) tuples: [('s', 0.91), ('n', 0.04), ...].
 
     Raises CharLMError for a `top` that is not a positive integer or None, a prefix that is not a
-    string, or a model given another run's vocabulary (as `generate`).
+    string, or a model given another run's vocabulary or NaN weights (as `generate`).
     """
     prefix = "" if prefix is None else prefix
     check_model_and_seed("next_probs", model, prefix, "prefix")

@@ -21,7 +21,7 @@ from .config import Config, SampleConfig
 from .corpus import bytes_hint
 from .errors import CharLMError
 from .fields import SHOWN
-from .model import CharLM
+from .model import CharLM, unsound_weight, weight_problem
 from .pieces import holds_integers
 
 
@@ -41,6 +41,13 @@ def check_model(function: str, model: object) -> None:
         raise CharLMError(
             f"charlm.{function}: the model's vocabulary has {size} ids but its weights score "
             f"{model.config.vocab_size}: model.vocab must be the vocabulary it was trained with, not another run's"
+        )
+    # one pass over the weights at each call (about a character's step): a model built or changed in Python
+    # (a checkpoint's reader checks the same) with a NaN weight sampled one character over and over
+    if name := unsound_weight(model.state_dict()):
+        raise CharLMError(
+            f"charlm.{function}: the model's weight {weight_problem(name, model.state_dict()[name])}; nothing "
+            "sampled or scored from it would mean anything (a training run that diverged: train again at a lower lr)"
         )
 
 

@@ -37,7 +37,7 @@ from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
 from .fields import SHOWN, holds, kinds_of
-from .model import CharLM, ModelConfig, State, architecture_of, skeleton
+from .model import CharLM, ModelConfig, State, architecture_of, skeleton, unsound_weight, weight_problem
 from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary
@@ -267,8 +267,8 @@ def read(path: Path, charlm_model: bool = False) -> Checkpoint:
     An exported model folder's model.safetensors reads as its folder (hub.py). `charlm_model`: for a
     reader that builds charlm's model of it (info, export, inspect, a resume), which an experiment's
     checkpoint is refused by, naming the file, as `model_on` refuses it."""
-    if Path(path).suffix == ".safetensors":
-        return read_model_folder(Path(path).parent)[0]
+    if hub.names_weights(path):
+        return read_model_folder(hub.folder_of(path))[0]
     saved = Checkpoint.from_payload(unpack(read_bytes(path), path), path)
     if charlm_model:
         try:
@@ -310,8 +310,8 @@ def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
 def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
     """A checkpoint and the sha256 of the very bytes it was parsed from (the base record of a
     fine-tuning run: a base still training may replace the file at any moment)."""
-    if Path(path).suffix == ".safetensors":  # the digest of the file read, not of one a re-export put there since
-        return read_model_folder(Path(path).parent)
+    if hub.names_weights(path):  # the digest of the file read, not of one a re-export put there since
+        return read_model_folder(hub.folder_of(path))
     data = read_bytes(path)
     return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest()
 
@@ -357,16 +357,10 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
     check_fields(_fields(record), {name: hints[name] for name in names or hints})
 
 
-# The largest weight read. A trained model's are tens at most; below this bound no product in charlm's model
-# (embedding x input weights summed over 16,384 units, the adaptive head's two projections) overflows a
-# float32, whose products of larger ones can: inf logits, then NaN, which would sample one character over
-# and over and score "nan bits per character", without a word.
-MAX_WEIGHT = 1e12
-
-
 def check_weights(weights: dict, expected: dict) -> None:
     """`weights` has every weight of `expected` (a model's state dict), of its shape and kind (more may
-    follow: an experiment's model of its own); every value in them is finite and within MAX_WEIGHT."""
+    follow: an experiment's model of its own); every value in them is finite and within MAX_WEIGHT
+    (`model.unsound_weight`)."""
     if not isinstance(weights, dict):
         raise CharLMError("not a dict of tensors")
     missing = [n for n in expected if n not in weights]
@@ -382,21 +376,8 @@ def check_weights(weights: dict, expected: dict) -> None:
             raise CharLMError(f"{name} is {kind_of_tensor(tensor)}, not a dense tensor of values")
         if tensor.shape != like.shape:
             raise CharLMError(f"{name} has shape {list(tensor.shape)}, the architecture's is {list(like.shape)}")
-        if tensor.is_floating_point() and tensor.numel():
-            check_values(name, tensor)
-
-
-def check_values(name: str, tensor: torch.Tensor) -> None:
-    """Every value of weight `name` is finite and within MAX_WEIGHT: one pass over it (aminmax, which
-    gives NaN for a NaN anywhere), no copy."""
-    low, high = (float(bound) for bound in torch.aminmax(tensor))
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise CharLMError(f"{name} holds NaN or infinite values")
-    if max(-low, high) > MAX_WEIGHT:
-        raise CharLMError(
-            f"{name} holds {max(-low, high):.3g}, which no trained model's weight is (at most {MAX_WEIGHT:.0e} is "
-            "read): its products would overflow into NaN text and scores"
-        )
+    if name := unsound_weight({name: weights[name] for name in expected}):
+        raise CharLMError(weight_problem(name, weights[name]))
 
 
 def kind_of_tensor(tensor: torch.Tensor) -> str:
@@ -425,6 +406,8 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
         or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
     ):
         raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
+    if training.hidden is not None and not all(s.isfinite().all() for s in states):
+        raise CharLMError("hidden holds NaN or infinite values")
 
 
 def check_generator_states(training: SavedTraining) -> None:
@@ -463,6 +446,8 @@ def check_optimizer(saved: dict, groups: list[dict]) -> None:
                 raise CharLMError(
                     f"{name} of parameter {key} has shape {list(value.shape)}, not {list(params[key].shape)}"
                 )
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not value.isfinite().all():
+                raise CharLMError(f"{name} of parameter {key} holds NaN or infinite values")
 
 
 class NotSaved(CharLMError):
@@ -477,7 +462,12 @@ class NotSaved(CharLMError):
 def save(checkpoint: Checkpoint, paths: list[Path]) -> list[str]:
     """Write the checkpoint to each path in order (best.pt when it improved, then latest.pt), atomically;
     returns a note for each that went aside (`write_atomic`), for the run to print. Raises `NotSaved`
-    at the first path that fails, naming those written before it."""
+    at the first path that fails, naming those written before it; a CharLMError, writing nothing, for a
+    checkpoint its readers would refuse (`Checkpoint.check`)."""
+    try:  # what every reader refuses (NaN weights: a model built or trained in Python) is not written
+        checkpoint.check()
+    except CharLMError as e:
+        raise CharLMError(f"{paths[0]}: not written: {e}; no command could read it back") from None
     data = serialize(checkpoint.to_payload())
     notes, saved, written = [], [], None
     for path in paths:

@@ -394,11 +394,13 @@ def inspect_command(
     n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
     with leaving_at_once():
         from . import outputs
+        from .device import resolve_device
         from .inspection import analysis, page
         from .inspection.run import inspect_run
     files_named = 0 if held_out else 1  # FILE, after an optional RUN
     if len(paths) not in (files_named, files_named + 1):
         raise CharLMError("give [RUN] FILE, or [RUN] --held-out")
+    resolve_device(device)  # a bad --device is named before any run is looked for
     target = paths[0] if len(paths) > files_named else None
     file = None if held_out else paths[-1]
     # FILE alone may name the run instead: its folder, its checkpoint, or a run or corpus name that is no file here

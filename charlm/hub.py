@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +42,33 @@ WAIT_SAID = 1.0
 def holds_model(folder: Path) -> bool:
     """Whether `folder` is a model folder (it has model.safetensors)."""
     return (Path(folder) / WEIGHTS).is_file()
+
+
+def names_weights(path: str | Path) -> bool:
+    """Whether `path` is named as a model's weights: `.safetensors` in any case (Model.SafeTensors, as a
+    copy from Windows may be named), as `runs.is_checkpoint_name` takes `.pt`."""
+    return Path(path).suffix.lower() == Path(WEIGHTS).suffix
+
+
+def folder_of(weights: Path) -> Path:
+    """The model folder a weights file (`names_weights`) is read with: its folder, where it is that
+    folder's model.safetensors (under another case on a disk that ignores case). Any other is refused:
+    reading its folder would read another file, the folder's model.safetensors, in its place."""
+    folder, own = Path(weights).parent, Path(weights).parent / WEIGHTS
+    if own.is_file() and Path(weights).is_file() and os.path.samefile(own, weights):
+        return folder
+    raise CharLMError(
+        f"{weights}: a model's weights are read with its folder, as its {WEIGHTS} beside {CONFIG} and {VOCAB}; "
+        f"rename it {WEIGHTS}"
+    )
+
+
+def misnamed_weights(folder: Path) -> Path | None:
+    """A weights file of another name (`names_weights`) in a folder that has no model.safetensors and
+    has the config.json of a model folder: its weights, renamed (model.SAFETENSORS), or None."""
+    if holds_model(folder) or not (Path(folder) / CONFIG).is_file():
+        return None
+    return next((path for path in sorted(Path(folder).iterdir()) if names_weights(path) and path.is_file()), None)
 
 
 def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dict) -> list[Path]:

@@ -510,6 +510,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
                 return newest_of(path / name)
         if hub.holds_model(path):  # an exported model folder
             return path / hub.WEIGHTS
+        if (misnamed := hub.misnamed_weights(path)) is not None:
+            hub.folder_of(misnamed)  # refused: say to rename it
         if run_folders(path):
             raise CharLMError(f"{path} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
         if (trainer := training_now(path)) is not None:
@@ -528,7 +530,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             f"{target}: no such checkpoint file or run folder, nor a run or corpus of that name under "
             f"{where(root)} (`charlm runs` lists them)"
         )
-    return path
+    return hub.folder_of(path) / hub.WEIGHTS if hub.names_weights(path) else path
 
 
 def training_now(run_dir: Path) -> int | None:
@@ -596,8 +598,9 @@ def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
 
 def is_checkpoint_name(path: str | Path) -> bool:
     """Whether `path` is named as a checkpoint file: `.pt` in any case (MODEL.PT, as a copy from Windows or
-    an old DOS tool may be named), as every command that reads one by its content takes it."""
-    return Path(path).suffix.lower() == ".pt"
+    an old DOS tool may be named), as every command that reads one by its content takes it, or as a model
+    folder's weights (`hub.names_weights`)."""
+    return Path(path).suffix.lower() == ".pt" or hub.names_weights(path)
 
 
 def holds_checkpoint(run_dir: Path) -> bool:

@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 from . import files, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
+from .config import Config
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .fields import said
-from .model import CharLM
+from .model import MAX_WEIGHT, CharLM, unsound_weight
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .runtext import read_eval_also
@@ -39,7 +40,7 @@ from .stopping import StopFlag
 from .tokens import TokenCorpus, same_text
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
-NAN_CHECK_EVERY = 100  # steps between looks at the loss for NaN (each look is a host sync)
+NAN_CHECK_EVERY = 100  # steps between looks for divergence: a NaN loss, weights blown up (a host sync)
 SETTLED = (30.0, 0.1)  # the speed is compared with the probe's once these seconds and this share of the budget passed
 SLOW_SHARE = 0.7  # below this share of the probe's speed the run says it is slow
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
@@ -235,7 +236,7 @@ class Trainer:
 
     def hooks_if_due(self) -> None:
         """The evaluation hook every --eval-every steps, a plain save at --checkpoint-every, else now
-        and then a look for a NaN loss."""
+        and then a look for divergence (each of them looks first)."""
         step = self.progress.step
         every_steps, every_seconds = self.checkpoint_interval
         if step % self.config.eval_every == 0:
@@ -244,8 +245,8 @@ class Trainer:
             every_seconds and self.clock - self.saved_at >= every_seconds
         ):
             self.save()
-        elif step % NAN_CHECK_EVERY == 0 and self.state.nonfinite.item():
-            raise CharLMError(self.diverged_message())
+        elif step % NAN_CHECK_EVERY == 0:
+            self.check_diverged()
 
     def plan_probe_check(self, max_seconds: float | None) -> None:
         """With a time budget, set when `compare_with_probe` looks: once the run has settled (`SETTLED`)."""
@@ -286,6 +287,7 @@ class Trainer:
         an evaluation `on_cadence` (every --eval-every steps) counts towards --patience: one at a stop
         between them, which a run never stopped does not make, would end a resumed run at another step
         (`Progress.patience_best_bpc`)."""
+        self.check_diverged()  # before scoring: weights thrown past what a reader takes score as NaN
         progress, improved, also = self.progress, False, None
         kept_best = progress.best_bpc, progress.best_step
         with self.ranks.leader_first(setup=False):  # the others wait while rank 0 scores, however long
@@ -391,8 +393,7 @@ class Trainer:
         whether best.pt holds this step (`improved`, and written, whatever else failed). The other ranks
         wait for rank 0's write while its heartbeat goes on (`leader_first`): a huge model's write to a
         slow disk, longer than --peer-timeout, had them name rank 0 stuck in the collective after it."""
-        if self.state.nonfinite.item():
-            raise CharLMError(self.diverged_message())
+        self.check_diverged()
         checkpoint, error, best_written = self.checkpoint(), None, improved
         lost = self.lock.lost() if self.lock else None  # the run folder was removed: write nothing, stop
         with self.ranks.leader_first(setup=False):  # the others wait while rank 0 writes, however long
@@ -468,15 +469,26 @@ class Trainer:
             f"interrupted; {self.run_dir} holds step {self.saved_step}: resume with {runs.resume_command(self.run_dir)}"
         )
 
-    def diverged_message(self) -> str:
-        """Why the run stops at a NaN loss, and how to go on: from the last good checkpoint at a lower --lr."""
-        lower = f"{self.config.lr / 4:.2g}"
+    def check_diverged(self) -> None:
+        """Stop, writing nothing, once training has diverged: a loss was NaN or infinite, or the weights
+        (the raw ones and their average) hold what no checkpoint reader takes (`unsound_weight`). The
+        loss is computed before its step's update, so a last step that threw the weights past that bound
+        had a finite one. Every rank decides alike: the loss is averaged over ranks, the weights are equal."""
+        if self.state.nonfinite.item():
+            raise CharLMError(self.diverged_message("the loss became NaN or infinite"))
+        for model in dict.fromkeys((self.model, self.result)):
+            if name := unsound_weight(model.state_dict()):
+                raise CharLMError(self.diverged_message(f"{name} became NaN, infinite or past {MAX_WEIGHT:.0e}"))
+
+    def diverged_message(self, why: str) -> str:
+        """Why the run stops (`why` it diverged), and how to go on: from the last good checkpoint at a lower
+        --lr, a quarter of this one's, or the default where that is lower (an absurd rate's quarter diverges too)."""
+        lower = f"{min(self.config.lr / 4, Config.lr):.2g}"
         if self.saved_step is None:
-            return f"training diverged (the loss became NaN or infinite); start again with a lower {said('lr')}, e.g. {lower}"
+            return f"training diverged ({why}); start again with a lower {said('lr')}, e.g. {lower}"
         return (
-            f"training diverged (the loss became NaN or infinite after step {self.saved_step}); the last good "
-            f"checkpoint is kept: resume it with a lower learning rate: "
-            f"{runs.resume_command(self.run_dir, said('lr', metavar=lower))}"
+            f"training diverged ({why} after step {self.saved_step}); the last good checkpoint is kept: resume it "
+            f"with a lower learning rate: {runs.resume_command(self.run_dir, said('lr', metavar=lower))}"
         )
 
     def restore(self, checkpoint: Checkpoint, read_from: tuple[int, ...] | None = None) -> None:

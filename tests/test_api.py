@@ -491,11 +491,11 @@ RUN_NAMES = {
         "raise vocab_size or lower coverage",
     ),
     "diverged": (
-        lambda fox, _: Trainer.diverged_message(trainer_at(None)),
+        lambda fox, _: Trainer.diverged_message(trainer_at(None), "the loss became NaN or infinite"),
         "start again with a lower lr, e.g. 0.00025",
     ),
     "diverged after a checkpoint": (
-        lambda fox, _: Trainer.diverged_message(trainer_at(10)),
+        lambda fox, _: Trainer.diverged_message(trainer_at(10), "the loss became NaN or infinite"),
         "resume it with a lower learning rate: charlm.train(resume='checkpoints/base', lr=0.00025)",
     ),
     "a checkpoint not written": (
@@ -653,6 +653,32 @@ def test_a_model_given_another_runs_vocabulary_is_refused(model, size, call):
         f"the model's vocabulary has {len(model.vocab)} ids but its weights score 10: model.vocab must be the "
         "vocabulary it was trained with",
     )
+
+
+CALLS_ON_A_MODEL = {
+    "generate": lambda model: charlm.generate(model, "ab", length=50, random_seed=0),
+    "stream": lambda model: charlm.stream(model, "ab", length=50),
+    "bits_per_char": lambda model: charlm.bits_per_char(model, "abcabc"),
+    "next_probs": lambda model: charlm.next_probs(model, "ab"),
+    "surprise": lambda model: scoring.surprise(model, "abcabc"),
+}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), 1e30], ids=["NaN", "inf", "huge"])
+@pytest.mark.parametrize("call", CALLS_ON_A_MODEL)
+def test_a_model_whose_weights_are_not_finite_is_refused_naming_the_weight(model, value, call):
+    """A model built in Python with a NaN weight (or one a checkpoint reader refuses) sampled
+    '””””””' and scored nan bits per character without a word."""
+    with torch.no_grad():
+        model.head.weight[2, 3] = value
+    assert_named(
+        lambda: CALLS_ON_A_MODEL[call](model),
+        f"{'scoring' if call == 'surprise' else 'charlm'}.{call}: the model's weight head.weight holds ",
+        "nothing sampled or scored from it would mean anything",
+    )
+    with torch.no_grad():
+        model.head.weight[2, 3] = 0.0
+    CALLS_ON_A_MODEL[call](model)  # the check looks at the weights as they are now
 
 
 @pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])

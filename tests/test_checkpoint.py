@@ -300,6 +300,15 @@ def overflowing(weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
+def nan_moments(payload):
+    payload["training"]["optimizer"]["state"][0]["exp_avg_sq"].fill_(float("nan"))
+
+
+def nan_hidden(payload):
+    hidden = payload["training"]["hidden"]
+    (hidden[0] if isinstance(hidden, tuple) else hidden).fill_(float("inf"))
+
+
 DAMAGE = {
     "wrong shape": (set_first_weight(lambda w: torch.zeros(1)), "weights: embed.weight has shape [1]"),
     "missing weight": (lambda p: p["model"]["weights"].pop("embed.weight"), "weights: embed.weight missing"),
@@ -319,6 +328,9 @@ DAMAGE = {
     "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be from 1 to 16384"),
     "run options": (setting("run", "config", hidden=0), "run options: --hidden must be at least 1, not 0"),
     "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
+    # read as sound, a resume trained on NaN and stopped saying to lower --lr, which never helps
+    "NaN optimizer state": (nan_moments, "training state: optimizer: exp_avg_sq of parameter 0 holds NaN"),
+    "NaN hidden state": (nan_hidden, "training state: hidden holds NaN or infinite values"),
     # each a traceback in some command (info's count of ranks, a resume's setting of the generators or its
     # first window), read as a sound checkpoint by the others
     "negative position": (lambda p: p["training"].update(position=-1), "position -1 or epoch 0 is below 0"),
@@ -345,6 +357,7 @@ def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(tr
     path = str(rewritten(trained, edit))
     commands = [
         ["info", path],
+        ["sample", path, "--length", "5"],
         ["eval", path, str(fox_file)],
         ["train", "--resume", path, "--max-steps", "60"],
         ["train", str(fox_file), "--init-from", path, *TINY_LOOP_ARGS],
@@ -357,6 +370,25 @@ def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(tr
     for command in commands:
         assert_one_line_error(cli(*command), f"{path}: checkpoint is damaged", fragment, copied)
     assert not any(Path(name).exists() for name in ("page.html", "model.onnx", "folder", "checkpoints"))
+
+
+@pytest.mark.parametrize(
+    "damage", ["NaN weight", "overflowing weight", "NaN optimizer state", "NaN hidden state", "step a string"]
+)
+def test_the_writer_refuses_what_every_reader_refuses_and_writes_nothing(trained, damage):
+    """A checkpoint of a model built or trained in Python whose weights were NaN was written without a word,
+    and every command then refused the file: the writer checks what the readers check, naming the file."""
+    saved = checkpoint.read(trained)
+    payload = saved.to_payload()
+    DAMAGE[damage][0](payload)  # the damaged parts, put back past the reader's checks
+    saved.weights = payload["model"]["weights"]
+    saved.progress = checkpoint.Progress(**payload["run"]["progress"])
+    saved.training = checkpoint.SavedTraining(**payload["training"])
+    target = Path("best.pt")
+    with pytest.raises(CharLMError) as error:
+        checkpoint.save(saved, [target, Path("latest.pt")])
+    assert str(error.value).startswith("best.pt: not written: ") and DAMAGE[damage][1] in str(error.value)
+    assert not target.exists() and not Path("latest.pt").exists()
 
 
 def test_an_experiments_checkpoint_is_refused_naming_the_file_in_every_command(trained, fox_file):

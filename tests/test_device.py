@@ -1,6 +1,7 @@
 """Devices and precision: chosen, checked, and failing clearly where they cannot work."""
 
 import json
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -155,3 +156,34 @@ def test_ids_read_from_a_second_gpu_wait_for_that_gpus_copy(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device or 'cuda:0'}")
     assert to_host(OnSecondGPU())() == [3, 1, 4]
     assert recorded == ["stream of cuda:1"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sample"],
+        ["sample", "--interactive"],
+        ["serve", "--port", "0"],
+        ["inspect", "chapter.txt"],
+        ["eval", "chapter.txt"],
+        ["train", "--resume"],
+    ],
+    ids=lambda command: " ".join(command),
+)
+@pytest.mark.parametrize("device", ["tpu", "cuda:99"])
+def test_a_bad_device_is_named_before_the_latest_run_is_looked_for(command, device):
+    """Without a run folder, sample, serve, inspect and a resume looked for the latest run first and said
+    there was none, then, given one, that --device was wrong: a bad option is named before any search of
+    the disk, as eval names it."""
+    Path("chapter.txt").write_text("the quick brown fox\n" * 5, encoding="utf-8")
+    if device == "cuda:99" and torch.cuda.device_count() > 99:
+        pytest.skip("this machine has a GPU 99")
+    result = cli(*command, "--device", device)
+    assert_one_line_error(result, f"--device {device}" if device != "tpu" else "--device must be auto, cpu")
+
+
+def test_a_resume_names_a_bad_option_before_it_looks_for_the_run():
+    """`charlm train --resume --lr -1` said there was no run to resume, the option unread; as charlm.train does."""
+    assert_one_line_error(cli("train", "--resume", "--lr", "-1"), "--lr must be a positive number, not -1")
+    with pytest.raises(CharLMError, match=r"^lr must be a positive number, not -1"):
+        charlm.train(resume=True, lr=-1)

@@ -125,6 +125,31 @@ def test_safetensors_folder_holds_no_pickle(tmp_path):
     assert b"\x80\x04" not in weights[: 8 + len(header)] and not list((tmp_path / "hub").glob("*.pt"))
 
 
+@pytest.mark.parametrize("name", ["model.SAFETENSORS", "Model.SafeTensors", "weights.safetensors"])
+def test_a_safetensors_file_of_another_name_is_refused_and_never_read_as_its_folders(tmp_path, name):
+    """The .safetensors suffix was checked in lower case only (.pt in any case): model.SAFETENSORS was
+    'not a charlm checkpoint' to sample and binary text to eval; and weights.safetensors read its folder's
+    model.safetensors, another file, without a word. A file of that suffix in any case is a model's
+    weights, read with its folder only where it is the folder's model.safetensors."""
+    run = run_of(model_of(), tmp_path / "run")
+    assert cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub")).exit_code == 0
+    other = tmp_path / "hub" / name
+    other.write_bytes(b"not the folder's weights")  # beside model.safetensors: never read in its place
+    for command in (["sample", str(other)], ["eval", str(other)], ["info", str(other)]):
+        assert_one_line_error(cli(*command), f"{other}: ", "rename it model.safetensors")
+    with pytest.raises(charlm.CharLMError, match="rename it model.safetensors"):
+        charlm.load(other)
+    expected = charlm.generate(charlm.load(tmp_path / "hub"), "the", length=20, random_seed=1)
+    (tmp_path / "hub" / "model.safetensors").replace(other)  # the folder's weights, so named: the folder's name
+    with pytest.raises(charlm.CharLMError, match="rename it model.safetensors"):
+        charlm.load(tmp_path / "hub")  # a folder without model.safetensors is no model folder
+    other.replace(tmp_path / "hub" / "model.safetensors")
+    assert (
+        charlm.generate(charlm.load(tmp_path / "hub" / "model.safetensors"), "the", length=20, random_seed=1)
+        == expected
+    )
+
+
 def test_an_experiments_model_is_refused_by_every_format_before_writing(tmp_path):
     """A checkpoint of an experiment's own model (weights charlm's lacks, bench/parts.py) was exported as a
     safetensors folder that `charlm.load` then refused; html and onnx refused it at once."""

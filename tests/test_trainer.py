@@ -741,6 +741,31 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(fox_file, tin
     assert all(torch.isfinite(t).all() for t in latest("run").weights.values())
 
 
+def test_a_last_step_that_blows_the_weights_up_keeps_the_good_checkpoints_and_a_lower_lr_resumes(fox_file, tiny):
+    """The loss is computed before the step's update: a step whose update threw the weights past what a
+    checkpoint reader takes (an absurd lr) had a finite loss, so the run saved its weights over latest.pt
+    and best.pt at its end and said nothing; every command then refused both files."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    run = Path("checkpoints/run")
+    before = {name: (run / name).read_bytes() for name in (runs.BEST, runs.LATEST)}
+    resume = "resume it with a lower learning rate: charlm.train(resume='checkpoints/run', lr=0.005)"  # the default
+    with pytest.raises(
+        CharLMError, match=r"^training diverged \(embed\.weight became NaN, infinite or past 1e\+12 after step 10\)"
+    ) as error:
+        charlm.train(resume="run", max_steps=11, lr=1e30)
+    assert str(error.value).endswith(resume)
+    assert {name: (run / name).read_bytes() for name in before} == before
+    charlm.train(resume="run", max_steps=12, lr=5e-3)
+    assert latest("run").progress.step == 12
+
+
+def test_a_run_diverged_from_its_start_at_an_absurd_lr_is_told_the_default(fox_file):
+    """lr/4 of --lr 1e6 (2.5e+05) diverges again: the default is the lower rate to try."""
+    result = cli("train", str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "20", "--lr", "1e6")
+    one_line_error(result, "training diverged", "start again with a lower --lr, e.g. 0.005")
+    assert not Path("checkpoints/run/best.pt").exists() and not Path("checkpoints/run/latest.pt").exists()
+
+
 # -- every run ends scored ------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "limits", [{"max_steps": 20, "checkpoint_every": 10}, {"max_steps": 20, "checkpoint_every": 20}]

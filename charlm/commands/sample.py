@@ -92,6 +92,8 @@ def sample(
     seed = read_seed(seed_file) if seed_file else seed or ""
     with stopping.leaving_at_once():
         from .. import checkpoint, threads
+        from ..device import resolve_device
+    resolve_device(device)  # a bad --device is named before the latest run is looked for, as `checkpoint.load` does
     untold = runs.resolve(None) if target is None else None  # once: a run saved meanwhile changes nothing
     model = checkpoint.load(untold or target, device)
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU

@@ -27,9 +27,10 @@ def inspect_run(
     characters of `file`, or of the run's held-out text; the n-gram is fitted on the first
     MAX_TRAIN_CHARS characters of the run's training split, or of `train_text`'s file. Files are read in `encoding`, not the run's: as `charlm
     eval` reads them, so a GBK run inspects a UTF-8 chapter. Returns the inspection and a title for the page."""
+    where = resolve_device(device)  # named before any run is looked for, as `checkpoint.load` does
     path = runs.resolve(target)
     saved = checkpoint.read(path, charlm_model=True)
-    model = saved.model().to(resolve_device(device))
+    model = saved.model().to(where)
     check_inspectable(model, str(path))  # before its files and corpus are read, which may take minutes
     normalize = model.vocab.normalize
     # The files first: a missing or unreadable one is said at once, not after the corpus is prepared

@@ -50,11 +50,13 @@ def model_loaders(
     Returns (loaders, corpora): model id -> a function loading that model onto `device`, and model id
     -> the corpus its run trained on, where known (a request may name a model by it).
 
-    Raises CharLMError for a target not found, or two that would have the same id. The paths are
+    Raises CharLMError for a device this machine has not, a target not found, or two that would have the same id. The paths are
     resolved here (anything `runs.resolve` takes), so a missing run is an error before the server starts.
     """
     from .. import checkpoint
+    from ..device import resolve_device
 
+    resolve_device(device)  # a bad --device is named before any run is looked for, as `checkpoint.load` does
     loaders, corpora = {}, {}
     for target in targets or [None]:
         path = runs.resolve(target)
