@@ -17,6 +17,7 @@ any new character.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 from . import checkpoint, hub, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config
-from .errors import CharLMError
+from .errors import CharLMError, callers_stacklevel
 from .fields import from_options, said
 from .model import CharLM, grow_vocab
 from .vocab import UNKNOWN, Vocabulary
@@ -39,6 +40,7 @@ LET_DECIDE = {"head": ("auto",)}  # an option's value that leaves the choice to 
 PIECES_ONLY = ("spm_model", "vocab_size")  # a sentencepiece tokenizer's: nothing of a char base's
 CHAR_POLICY = ("min_count", "coverage")  # which new characters get ids: a kept sentencepiece tokenizer adds none
 SHOWN_NEW = 10  # new characters a fine-tune's start line names; the rest are counted
+LITTLE_KNOWN = 0.5  # new characters past this share of a text: the base knows little of it (warned of)
 
 
 @dataclass
@@ -181,3 +183,18 @@ def named(chars: list[str] | None, count: int, how: str = "") -> str:
     if not chars:
         return note
     return note + ": " + " ".join(map(repr, chars[:SHOWN_NEW])) + (" ..." if count > SHOWN_NEW else "")
+
+
+def warn_if_little_known(corpus: TokenCorpus, base_size: int) -> None:
+    """Warn, before a fine-tune trains, when most of its training text (`LITTLE_KNOWN`) is characters
+    the base's `base_size` ids never held (Tang poems under an English base): their rows start untrained,
+    so the run is a fresh one in all but name, with the base's architecture."""
+    counts = corpus.train_counts
+    share = counts[base_size:].sum() / max(counts.sum(), 1)
+    if share > LITTLE_KNOWN:
+        warnings.warn(
+            f"the base never saw {share:.0%} of the characters of {corpus.name}: their rows start untrained, so "
+            f"it knows little of this text; fine-tune a base that knows them (`charlm eval BASE FILE` counts "
+            f"those a base lacks), or train from scratch (no {said('init_from')})",
+            stacklevel=callers_stacklevel(),
+        )

@@ -597,7 +597,8 @@ def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny
     charlm.train(wide, out="wide", **{**tiny, "max_steps": 2})
     assert latest("wide").config.head == "auto" and latest("wide").model_config.head_cutoffs
     options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "adaptive"}
-    tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
+    with pytest.warns(UserWarning, match="the base never saw 98% of the characters of new"):  # Latin under Han
+        tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
     assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
     with pytest.raises(CharLMError, match=r"head='full' \(the base has auto, which chose adaptive\)"):
         api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")
@@ -636,6 +637,26 @@ def test_the_start_line_says_a_replacement_character_of_the_text_is_the_unknown_
     assert (
         "; the text's '\ufffd' (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol\n" in result.stderr
     )
+
+
+def test_a_text_mostly_of_characters_the_base_never_saw_is_warned_of(base, new_file, tmp_path):
+    """Tang poems fine-tuned from an English base: the start line counted 2,562 new characters and the run
+    went on as any fine-tune, unsaid that the base had never read 96% of the text. A text the base mostly
+    knows (NEW_TEXT: a third of it new, the capitals) is not warned of."""
+    (tmp_path / "poems.txt").write_text("春眠不觉晓，处处闻啼鸟。\n" * 40, encoding="utf-8")
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", "--init-from", base, "--max-steps", "1", "--sample-every", "0", *loop]
+    result = cli(*args, str(tmp_path / "poems.txt"), "--out", "poems")
+    assert result.exit_code == 0, result.output
+    warned = (
+        "warning: the base never saw 92% of the characters of poems: their rows start untrained, so it knows "
+        "little of this text; fine-tune a base that knows them (`charlm eval BASE FILE` counts those a base "
+        "lacks), or train from scratch (no --init-from)"
+    )
+    assert [line for line in result.stderr.splitlines() if "never saw" in line] == [warned]
+    result = cli(*args, str(new_file), "--out", "known")
+    assert result.exit_code == 0, result.output
+    assert "never saw" not in result.stderr
 
 
 def test_inspect_held_out_of_a_fine_tune_reads_the_text_its_validation_scored(fox_file, new_file, tiny):
