@@ -28,7 +28,7 @@ from .config import Config
 from .errors import CharLMError, callers_stacklevel
 from .fields import from_options, said
 from .model import CharLM, grow_vocab
-from .vocab import UNKNOWN, Vocabulary
+from .vocab import UNKNOWN, Vocabulary, with_hint
 
 if TYPE_CHECKING:
     from .tokens import TokenCorpus
@@ -163,7 +163,7 @@ def new_characters_note(corpus: TokenCorpus, base_size: int, config: Config) -> 
         return f"its sentencepiece tokenizer kept; {note}"
     added = vocab.chars[base_size:]
     new = [char for char in added if char != UNKNOWN]
-    note = named(new, len(new))
+    note = named(new, len(new), base=vocab.first(base_size))
     if UNKNOWN in added:
         policy = [said("min_count", config.min_count)] * (config.min_count > 1)
         policy += [said("coverage", config.coverage)] * (config.coverage < 1)
@@ -174,15 +174,24 @@ def new_characters_note(corpus: TokenCorpus, base_size: int, config: Config) -> 
     return note
 
 
-def named(chars: list[str] | None, count: int, how: str = "") -> str:
+def named(chars: list[str] | None, count: int, how: str = "", base: Vocabulary | None = None) -> str:
     """`count` new characters, `how` the model reads them, the first SHOWN_NEW of `chars` named (none
-    when `chars` is None): `19 new characters: '!' '.' '?' ...` (ten named)."""
+    when `chars` is None): `19 new characters: '!' '.' '?' ...` (ten named), each with the forms of it
+    the `base` vocabulary writes, so a stray form is told from a new letter: `',' (the base writes '，')`."""
     if not count:
         return "no new characters"
     note = f"{count:,} new character{'' if count == 1 else 's'}{how}"
     if not chars:
         return note
-    return note + ": " + " ".join(map(repr, chars[:SHOWN_NEW])) + (" ..." if count > SHOWN_NEW else "")
+    shown = [with_forms(char, base) for char in chars[:SHOWN_NEW]]
+    return note + ": " + " ".join(shown) + (" ..." if count > SHOWN_NEW else "")
+
+
+def with_forms(char: str, base: Vocabulary | None) -> str:
+    """A new character as the start line names it: with the other forms of it (`Vocab.known_forms`)
+    that the base writes, where it writes any."""
+    known = base.known_forms(char) if base is not None and base.one_char_per_id else []
+    return with_hint(char, f"the base writes {' or '.join(map(repr, known))}" if known else "")
 
 
 def warn_if_little_known(corpus: TokenCorpus, base_size: int) -> None:

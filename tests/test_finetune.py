@@ -659,6 +659,19 @@ def test_a_text_mostly_of_characters_the_base_never_saw_is_warned_of(base, new_f
     assert "never saw" not in result.stderr
 
 
+def test_the_start_line_names_the_forms_the_base_writes_of_a_new_character(tmp_path, tiny):
+    """tangshi300's two half-width commas, among thousands of full-width ones, were named as new
+    characters with nothing said of the '，' the base writes: a stray form, not told from a new letter."""
+    (tmp_path / "wide.txt").write_text("the lazy dog\uff0c the quick fox\n" * 60, encoding="utf-8")
+    (tmp_path / "odd.txt").write_text("the lazy dog, the quick fox!\n" * 40, encoding="utf-8")
+    charlm.train(tmp_path / "wide.txt", out="wide", **tiny)
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", str(tmp_path / "odd.txt"), "--init-from", "wide", "--max-steps", "1", "--sample-every", "0"]
+    result = cli(*args, "--out", "tuned", *loop)
+    assert result.exit_code == 0, result.output
+    assert "; 2 new characters: '!' ',' (the base writes '\uff0c')\n" in result.stderr
+
+
 def test_inspect_held_out_of_a_fine_tune_reads_the_text_its_validation_scored(fox_file, new_file, tiny):
     """inspect --held-out prepared a fine-tune's corpus again without its base vocabulary: under --min-count
     the base's characters rare in the new text read as the unknown symbol, so it inspected another text."""
