@@ -73,8 +73,12 @@ class Start:
 
 
 def with_resume() -> str:
-    """Why a run cannot both start from another run's weights and continue a run."""
-    return f"{said('init_from')} starts a new run from another run's weights, {said('resume')} continues a run: give one of them"
+    """Why a run cannot both start from another run's weights and continue a run, and, for the user who
+    gave the command of an interrupted fine-tune again with --resume added, that --resume alone goes on."""
+    return (
+        f"{said('init_from')} starts a new run from another run's weights, {said('resume')} continues a run: give "
+        f"one of them (a fine-tune resumes from its own checkpoint, its base kept: {said('resume')} alone continues one)"
+    )
 
 
 def read_base(target: str | Path, charlm_model: bool = True) -> Start:

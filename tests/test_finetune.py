@@ -374,7 +374,9 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
         "--init-from base: --cell gru (the base has lstm); --hidden 64 (the base has 32)",
         "drop these options",
     )
-    assert_one_line_error(cli(*train, base, "--resume", base), "--init-from", "--resume", "give one of them")
+    # the same command again, --resume added to go on with an interrupted fine-tune: what to drop is said
+    said = "give one of them (a fine-tune resumes from its own checkpoint, its base kept: --resume alone continues one)"
+    assert_one_line_error(cli(*train, base, "--resume", base), "--init-from", "--resume", said)
     assert written(tmp_path) == before
     with pytest.raises(CharLMError, match="give one of them"):
         charlm.train(new_file, resume=True, init_from=base)
