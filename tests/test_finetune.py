@@ -385,6 +385,25 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
     assert written(tmp_path) == before
 
 
+def test_a_runs_exports_folder_as_the_base_names_the_models_in_it(base, new_file):
+    """`--init-from RUN/exports` (the docs: a run's exports are a base too) was called a "run folder [that]
+    holds no checkpoint", with the advice to train into it: --out inside a run's folder, itself refused."""
+    assert cli("export", base, "--format", "safetensors").exit_code == 0  # into checkpoints/base/exports/model
+    train = ["train", str(new_file), "--max-steps", "1", *TINY_LOOP_ARGS, "--init-from"]
+    exports = runs.CHECKPOINT_ROOT / base / runs.EXPORTS
+    result = cli(*train, str(exports), "--out", "tuned")
+    assert_one_line_error(result, f"--init-from: {exports} holds exported models: name one ({exports / 'model'})")
+    assert "--out" not in result.output and not (runs.CHECKPOINT_ROOT / "tuned").exists()
+    shutil.rmtree(exports / "model")
+    (exports / "model.html").write_text("<html></html>", encoding="utf-8")  # a page alone: no model to load
+    result = cli("sample", str(exports), "--length", "5")
+    assert_one_line_error(
+        result, f"{exports} is inside the run folder {exports.parent}: name the run ({exports.parent})"
+    )
+    assert "--out" not in result.output
+    assert cli(*train, str(exports / ".."), "--out", "tuned").exit_code == 0  # the advice, followed
+
+
 def test_a_fine_tune_inside_its_bases_folder_is_refused_naming_out(base, new_file, tmp_path):
     """`--init-from base --out checkpoints/base/tuned` trained, into a folder `charlm runs` never listed
     (`--root checkpoints/base` refused it as a run, not a folder of runs) and that removing the base
