@@ -519,6 +519,29 @@ def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(b
     assert as_file.tolist() == saved.vocab.encode("a file named as the run\n").tolist()
 
 
+def test_eval_of_a_run_as_a_file_scores_its_held_out_text_so_a_base_and_its_fine_tune_compare(base, new_file):
+    """Base against fine-tune on the new text: `charlm eval BASE new.txt` scored all of it (nine tenths
+    the fine-tune trained on), `charlm eval TUNED` its held-out tenth alone, and `charlm eval BASE TUNED`
+    was "no such file". A RUN among FILES is its held-out text, as --eval-also RUN is, a file of that
+    name still winning: the base scores the same characters the fine-tune's `charlm eval` does."""
+    train = ["train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "5"]
+    assert cli(*train, *TINY_LOOP_ARGS).exit_code == 0
+    tuned = cli("eval", "tuned", "--quiet")
+    assert tuned.exit_code == 0, tuned.output
+    held_out = int(re.search(r"over ([\d,]+) characters of the run's held-out text", tuned.output)[1].replace(",", ""))
+    result = cli("eval", base, "tuned", "--quiet")
+    assert result.exit_code == 0, result.output
+    scored, unseen = re.search(
+        r"over ([\d,]+) characters scored\n([\d,]+) unseen characters excluded", result.output
+    ).groups()
+    assert int(scored.replace(",", "")) + int(unseen.replace(",", "")) == held_out  # the very text, the new excluded
+    alone = cli("eval", base, "tuned", str(new_file), "--quiet")  # a row each, then both
+    assert alone.exit_code == 0 and "tuned (held-out text)" in alone.output and str(new_file) in alone.output
+    (runs.CHECKPOINT_ROOT.parent / "tuned").write_text("the quick fox\n" * 3, encoding="utf-8")  # a file wins
+    assert "over 41 characters scored" in cli("eval", base, "tuned", "--quiet").output
+    assert_one_line_error(cli("eval", base, "nowhere.txt"), "nowhere.txt: no such file")
+
+
 @pytest.mark.parametrize(
     "options", [{}, {"min_count": 5}, {"tokenizer": "sentencepiece"}], ids=["chars", "unknown symbol", "pieces"]
 )
