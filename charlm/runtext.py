@@ -119,8 +119,9 @@ def held_out_text(path: Path, quiet: bool, tokens: int | None = EVAL_ALSO_TOKENS
 def names_held_out(value: str) -> bool:
     """Whether one of `charlm eval`'s FILES names a run (a run folder or name, a corpus name, a .pt file or an
     exported model folder) rather than a text, whose held-out text it scores, as --eval-also RUN does: a
-    FILE that exists wins over a run of its name; a path to nothing that names no run stays a missing file."""
-    return not runs.names_text(value) and (Path(value).exists() or runs.names_a_run(value))
+    FILE that exists wins over a run of its name; a path to nothing that names no run stays a missing file, a
+    pipe or device a file that is none (`corpus.source_files` names either)."""
+    return not runs.names_text(value) and (Path(value).is_dir() or runs.names_a_run(value))
 
 
 def run_corpus(
