@@ -185,8 +185,9 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
 def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str, quiet: bool) -> None:
     """Bits per character of FILES under the model of RUN (a run folder, run name, corpus name, .pt file
     or exported model folder; default: the latest run, which it names); without FILES, of the run's held-out text (its
-    validation split). Each file is scored on its own; with several, a line per file and then all of
-    them together."""
+    validation split). A run among FILES is its held-out text, as for --eval-also (a file of that name wins):
+    `charlm eval BASE TUNED` scores a fine-tune's base on the text `charlm eval TUNED` scores. Each file
+    is scored on its own; with several, a line per file and then all of them together."""
     with leaving_at_once():
         from . import checkpoint, runtext, threads
         from .bars import LEAD_IN_SECONDS, bytes_bar
@@ -210,18 +211,22 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         evaluate_held_out(saved, model, path.parent, quiet)
         say_latest(untold)
         return
-    paths = source_files(files)
+    held_out = [name for name in files if runtext.names_held_out(name)]  # runs: their held-out texts
+    paths = source_files([name for name in files if name not in held_out])
     # every file read before any is scored: one that is not text, late in the list, is named at once
     with bytes_bar(total_bytes(paths), desc="reading", disable=quiet, delay=LEAD_IN_SECONDS) as bar:
         texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
+    named = [str(path) for path in paths] + [f"{name} (held-out text)" for name in held_out]
+    instead = "; give its text as a FILE instead"
+    texts += [runtext.held_out_text(runs.resolve(name), quiet, None, instead) for name in held_out]
     rows, bits, chars = [], 0.0, 0
-    for path, text in zip(paths, texts):
-        label = path.name if len(paths) > 1 else "scoring"
-        file_bits, file_chars = text_bits(model, text, str(path), progress=not quiet, label=label)
+    for name, text in zip(named, texts):
+        label = Path(name).name if len(named) > 1 else "scoring"
+        file_bits, file_chars = text_bits(model, text, name, progress=not quiet, label=label)
         # the count is of the characters the bits are over: not the first, which is read, never scored
-        rows.append([str(path), f"{file_bits / max(file_chars, 1):.4f}", f"{file_chars:,}"])
+        rows.append([name, f"{file_bits / max(file_chars, 1):.4f}", f"{file_chars:,}"])
         bits, chars = bits + file_bits, chars + file_chars
-    if len(paths) > 1:
+    if len(named) > 1:
         click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
     if unseen := unseen_note(model.vocab, texts):

@@ -17,6 +17,7 @@ any new character.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,10 +25,10 @@ from typing import TYPE_CHECKING
 from . import checkpoint, hub, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config
-from .errors import CharLMError
+from .errors import CharLMError, callers_stacklevel
 from .fields import from_options, said
 from .model import CharLM, grow_vocab
-from .vocab import UNKNOWN, Vocabulary
+from .vocab import UNKNOWN, Vocabulary, with_hint
 
 if TYPE_CHECKING:
     from .tokens import TokenCorpus
@@ -39,6 +40,7 @@ LET_DECIDE = {"head": ("auto",)}  # an option's value that leaves the choice to 
 PIECES_ONLY = ("spm_model", "vocab_size")  # a sentencepiece tokenizer's: nothing of a char base's
 CHAR_POLICY = ("min_count", "coverage")  # which new characters get ids: a kept sentencepiece tokenizer adds none
 SHOWN_NEW = 10  # new characters a fine-tune's start line names; the rest are counted
+LITTLE_KNOWN = 0.5  # new characters past this share of a text: the base knows little of it (warned of)
 
 
 @dataclass
@@ -71,8 +73,12 @@ class Start:
 
 
 def with_resume() -> str:
-    """Why a run cannot both start from another run's weights and continue a run."""
-    return f"{said('init_from')} starts a new run from another run's weights, {said('resume')} continues a run: give one of them"
+    """Why a run cannot both start from another run's weights and continue a run, and, for the user who
+    gave the command of an interrupted fine-tune again with --resume added, that --resume alone goes on."""
+    return (
+        f"{said('init_from')} starts a new run from another run's weights, {said('resume')} continues a run: give "
+        f"one of them (a fine-tune resumes from its own checkpoint, its base kept: {said('resume')} alone continues one)"
+    )
 
 
 def read_base(target: str | Path, charlm_model: bool = True) -> Start:
@@ -161,7 +167,7 @@ def new_characters_note(corpus: TokenCorpus, base_size: int, config: Config) -> 
         return f"its sentencepiece tokenizer kept; {note}"
     added = vocab.chars[base_size:]
     new = [char for char in added if char != UNKNOWN]
-    note = named(new, len(new))
+    note = named(new, len(new), base=vocab.first(base_size))
     if UNKNOWN in added:
         policy = [said("min_count", config.min_count)] * (config.min_count > 1)
         policy += [said("coverage", config.coverage)] * (config.coverage < 1)
@@ -172,12 +178,36 @@ def new_characters_note(corpus: TokenCorpus, base_size: int, config: Config) -> 
     return note
 
 
-def named(chars: list[str] | None, count: int, how: str = "") -> str:
+def named(chars: list[str] | None, count: int, how: str = "", base: Vocabulary | None = None) -> str:
     """`count` new characters, `how` the model reads them, the first SHOWN_NEW of `chars` named (none
-    when `chars` is None): `19 new characters: '!' '.' '?' ...` (ten named)."""
+    when `chars` is None): `19 new characters: '!' '.' '?' ...` (ten named), each with the forms of it
+    the `base` vocabulary writes, so a stray form is told from a new letter: `',' (the base writes '，')`."""
     if not count:
         return "no new characters"
     note = f"{count:,} new character{'' if count == 1 else 's'}{how}"
     if not chars:
         return note
-    return note + ": " + " ".join(map(repr, chars[:SHOWN_NEW])) + (" ..." if count > SHOWN_NEW else "")
+    shown = [with_forms(char, base) for char in chars[:SHOWN_NEW]]
+    return note + ": " + " ".join(shown) + (" ..." if count > SHOWN_NEW else "")
+
+
+def with_forms(char: str, base: Vocabulary | None) -> str:
+    """A new character as the start line names it: with the other forms of it (`Vocab.known_forms`)
+    that the base writes, where it writes any."""
+    known = base.known_forms(char) if base is not None and base.one_char_per_id else []
+    return with_hint(char, f"the base writes {' or '.join(map(repr, known))}" if known else "")
+
+
+def warn_if_little_known(corpus: TokenCorpus, base_size: int) -> None:
+    """Warn, before a fine-tune trains, when most of its training text (`LITTLE_KNOWN`) is characters
+    the base's `base_size` ids never held (Tang poems under an English base): their rows start untrained,
+    so the run is a fresh one in all but name, with the base's architecture."""
+    counts = corpus.train_counts
+    share = counts[base_size:].sum() / max(counts.sum(), 1)
+    if share > LITTLE_KNOWN:
+        warnings.warn(
+            f"the base never saw {share:.0%} of the characters of {corpus.name}: their rows start untrained, so "
+            f"it knows little of this text; fine-tune a base that knows them (`charlm eval BASE FILE` counts "
+            f"those a base lacks), or train from scratch (no {said('init_from')})",
+            stacklevel=callers_stacklevel(),
+        )

@@ -48,7 +48,7 @@ from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .fields import as_said, option_name, said
-from .finetune import ARCHITECTURE, DEFAULTS, Start
+from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
 from .model import auto_head_reason
 from .runtext import eval_also_kept, read_eval_also
 from .tokens import TokenCorpus
@@ -125,6 +125,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
 
     if start is not None:
         config = taken_from_base(config, start, reasons, say)
+        warn_if_little_known(corpus, len(start.checkpoint.vocab))
 
     probe = sizing.Probe(config, corpus, ranks)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)

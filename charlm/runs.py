@@ -521,6 +521,10 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
                 f"{path}: its run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
                 f"train again (into this folder: {train_again_options(path)})"
             )
+        if models := sorted(p for p in path.glob("*") if hub.holds_model(p)):  # a run's exports/, say
+            raise CharLMError(f"{path} holds exported models: name one ({' or '.join(map(str, models[:3]))})")
+        if holds_run_record(path.parent):  # not a run: no --out may go inside a run's folder
+            raise CharLMError(f"{path} is inside the run folder {path.parent}: name the run ({path.parent})")
         raise CharLMError(
             f"{path}: run folder holds no checkpoint ({BEST} or {LATEST}); name another run (`charlm runs` "
             f"lists them), or train one into it ({said('out', path)})"

@@ -118,14 +118,22 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
     return ids
 
 
-def held_out_text(path: Path, quiet: bool) -> str:
-    """The start of the held-out text of the run whose checkpoint is `path`: its first `EVAL_ALSO_TOKENS`
-    tokens, as characters (a sentencepiece run's pieces spelled out), which the model scoring them reads
-    in its own tokens."""
+def held_out_text(path: Path, quiet: bool, tokens: int | None = EVAL_ALSO_TOKENS, instead: str = "") -> str:
+    """The held-out text of the run whose checkpoint is `path`, of its first `tokens` + 1 tokens (None: all
+    of it), as characters (a sentencepiece run's pieces spelled out), which the model scoring them reads
+    in its own tokens. `instead`: what a refusal of the run's text says to give in its place (--eval-also's FILE)."""
     saved = checkpoint.read(path)
-    instead = f"; give its text as a FILE instead ({said('eval_also', 'FILE')})"
+    instead = instead or f"; give its text as a FILE instead ({said('eval_also', 'FILE')})"
     corpus = run_corpus(saved.corpus, saved.config, saved.base_vocab(), quiet, instead, path.parent)
-    return saved.vocab.decode(corpus.val_ids[: EVAL_ALSO_TOKENS + 1])
+    return saved.vocab.decode(corpus.val_ids[: None if tokens is None else tokens + 1])
+
+
+def names_held_out(value: str) -> bool:
+    """Whether one of `charlm eval`'s FILES names a run (a run folder or name, a corpus name, a .pt file or an
+    exported model folder) rather than a text, whose held-out text it scores, as --eval-also RUN does: a
+    FILE that exists wins over a run of its name; a path to nothing that names no run stays a missing file, a
+    pipe or device a file that is none (`corpus.source_files` names either)."""
+    return not runs.names_text(value) and (Path(value).is_dir() or runs.names_a_run(value))
 
 
 def run_corpus(

@@ -408,7 +408,10 @@ RUN_NAMES = {
     ),
     "resume and init_from": (
         lambda fox, _: charlm.train(resume="base", init_from="base"),
-        "init_from starts a new run from another run's weights, resume continues a run: give one of them",
+        (
+            "init_from starts a new run from another run's weights, resume continues a run: give one of them (a "
+            "fine-tune resumes from its own checkpoint, its base kept: resume alone continues one)"
+        ),
     ),
     "resume and out": (
         lambda fox, _: charlm.train(resume="base", out="new"),

@@ -374,13 +374,34 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
         "--init-from base: --cell gru (the base has lstm); --hidden 64 (the base has 32)",
         "drop these options",
     )
-    assert_one_line_error(cli(*train, base, "--resume", base), "--init-from", "--resume", "give one of them")
+    # the same command again, --resume added to go on with an interrupted fine-tune: what to drop is said
+    said = "give one of them (a fine-tune resumes from its own checkpoint, its base kept: --resume alone continues one)"
+    assert_one_line_error(cli(*train, base, "--resume", base), "--init-from", "--resume", said)
     assert written(tmp_path) == before
     with pytest.raises(CharLMError, match="give one of them"):
         charlm.train(new_file, resume=True, init_from=base)
     with pytest.raises(CharLMError, match="unknown option"):
         charlm.train(new_file, init_from=base, hiden=3)
     assert written(tmp_path) == before
+
+
+def test_a_runs_exports_folder_as_the_base_names_the_models_in_it(base, new_file):
+    """`--init-from RUN/exports` (the docs: a run's exports are a base too) was called a "run folder [that]
+    holds no checkpoint", with the advice to train into it: --out inside a run's folder, itself refused."""
+    assert cli("export", base, "--format", "safetensors").exit_code == 0  # into checkpoints/base/exports/model
+    train = ["train", str(new_file), "--max-steps", "1", *TINY_LOOP_ARGS, "--init-from"]
+    exports = runs.CHECKPOINT_ROOT / base / runs.EXPORTS
+    result = cli(*train, str(exports), "--out", "tuned")
+    assert_one_line_error(result, f"--init-from: {exports} holds exported models: name one ({exports / 'model'})")
+    assert "--out" not in result.output and not (runs.CHECKPOINT_ROOT / "tuned").exists()
+    shutil.rmtree(exports / "model")
+    (exports / "model.html").write_text("<html></html>", encoding="utf-8")  # a page alone: no model to load
+    result = cli("sample", str(exports), "--length", "5")
+    assert_one_line_error(
+        result, f"{exports} is inside the run folder {exports.parent}: name the run ({exports.parent})"
+    )
+    assert "--out" not in result.output
+    assert cli(*train, str(exports / ".."), "--out", "tuned").exit_code == 0  # the advice, followed
 
 
 def test_a_fine_tune_inside_its_bases_folder_is_refused_naming_out(base, new_file, tmp_path):
@@ -498,6 +519,29 @@ def test_eval_also_a_run_scores_its_held_out_text_and_a_file_of_that_name_wins(b
     assert as_file.tolist() == saved.vocab.encode("a file named as the run\n").tolist()
 
 
+def test_eval_of_a_run_as_a_file_scores_its_held_out_text_so_a_base_and_its_fine_tune_compare(base, new_file):
+    """Base against fine-tune on the new text: `charlm eval BASE new.txt` scored all of it (nine tenths
+    the fine-tune trained on), `charlm eval TUNED` its held-out tenth alone, and `charlm eval BASE TUNED`
+    was "no such file". A RUN among FILES is its held-out text, as --eval-also RUN is, a file of that
+    name still winning: the base scores the same characters the fine-tune's `charlm eval` does."""
+    train = ["train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "5"]
+    assert cli(*train, *TINY_LOOP_ARGS).exit_code == 0
+    tuned = cli("eval", "tuned", "--quiet")
+    assert tuned.exit_code == 0, tuned.output
+    held_out = int(re.search(r"over ([\d,]+) characters of the run's held-out text", tuned.output)[1].replace(",", ""))
+    result = cli("eval", base, "tuned", "--quiet")
+    assert result.exit_code == 0, result.output
+    scored, unseen = re.search(
+        r"over ([\d,]+) characters scored\n([\d,]+) unseen characters excluded", result.output
+    ).groups()
+    assert int(scored.replace(",", "")) + int(unseen.replace(",", "")) == held_out  # the very text, the new excluded
+    alone = cli("eval", base, "tuned", str(new_file), "--quiet")  # a row each, then both
+    assert alone.exit_code == 0 and "tuned (held-out text)" in alone.output and str(new_file) in alone.output
+    (runs.CHECKPOINT_ROOT.parent / "tuned").write_text("the quick fox\n" * 3, encoding="utf-8")  # a file wins
+    assert "over 41 characters scored" in cli("eval", base, "tuned", "--quiet").output
+    assert_one_line_error(cli("eval", base, "nowhere.txt"), "nowhere.txt: no such file")
+
+
 @pytest.mark.parametrize(
     "options", [{}, {"min_count": 5}, {"tokenizer": "sentencepiece"}], ids=["chars", "unknown symbol", "pieces"]
 )
@@ -597,7 +641,8 @@ def test_the_head_a_base_resolved_to_may_be_given_again(fox_file, new_file, tiny
     charlm.train(wide, out="wide", **{**tiny, "max_steps": 2})
     assert latest("wide").config.head == "auto" and latest("wide").model_config.head_cutoffs
     options = {"quiet": True, "max_steps": 2, "max_time": "none", "head": "adaptive"}
-    tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
+    with pytest.warns(UserWarning, match="the base never saw 98% of the characters of new"):  # Latin under Han
+        tuned = api.start_finetune("wide", options, [str(new_file)], "tuned")
     assert tuned.model.config.head_cutoffs == latest("wide").model_config.head_cutoffs
     with pytest.raises(CharLMError, match=r"head='full' \(the base has auto, which chose adaptive\)"):
         api.start_finetune("wide", {**options, "head": "full"}, [str(new_file)], "other")
@@ -636,6 +681,39 @@ def test_the_start_line_says_a_replacement_character_of_the_text_is_the_unknown_
     assert (
         "; the text's '\ufffd' (U+FFFD, a decoder's mark for unreadable bytes) is the unknown symbol\n" in result.stderr
     )
+
+
+def test_a_text_mostly_of_characters_the_base_never_saw_is_warned_of(base, new_file, tmp_path):
+    """Tang poems fine-tuned from an English base: the start line counted 2,562 new characters and the run
+    went on as any fine-tune, unsaid that the base had never read 96% of the text. A text the base mostly
+    knows (NEW_TEXT: a third of it new, the capitals) is not warned of."""
+    (tmp_path / "poems.txt").write_text("春眠不觉晓，处处闻啼鸟。\n" * 40, encoding="utf-8")
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", "--init-from", base, "--max-steps", "1", "--sample-every", "0", *loop]
+    result = cli(*args, str(tmp_path / "poems.txt"), "--out", "poems")
+    assert result.exit_code == 0, result.output
+    warned = (
+        "warning: the base never saw 92% of the characters of poems: their rows start untrained, so it knows "
+        "little of this text; fine-tune a base that knows them (`charlm eval BASE FILE` counts those a base "
+        "lacks), or train from scratch (no --init-from)"
+    )
+    assert [line for line in result.stderr.splitlines() if "never saw" in line] == [warned]
+    result = cli(*args, str(new_file), "--out", "known")
+    assert result.exit_code == 0, result.output
+    assert "never saw" not in result.stderr
+
+
+def test_the_start_line_names_the_forms_the_base_writes_of_a_new_character(tmp_path, tiny):
+    """tangshi300's two half-width commas, among thousands of full-width ones, were named as new
+    characters with nothing said of the '，' the base writes: a stray form, not told from a new letter."""
+    (tmp_path / "wide.txt").write_text("the lazy dog\uff0c the quick fox\n" * 60, encoding="utf-8")
+    (tmp_path / "odd.txt").write_text("the lazy dog, the quick fox!\n" * 40, encoding="utf-8")
+    charlm.train(tmp_path / "wide.txt", out="wide", **tiny)
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", str(tmp_path / "odd.txt"), "--init-from", "wide", "--max-steps", "1", "--sample-every", "0"]
+    result = cli(*args, "--out", "tuned", *loop)
+    assert result.exit_code == 0, result.output
+    assert "; 2 new characters: '!' ',' (the base writes '\uff0c')\n" in result.stderr
 
 
 def test_inspect_held_out_of_a_fine_tune_reads_the_text_its_validation_scored(fox_file, new_file, tiny):
