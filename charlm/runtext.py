@@ -133,7 +133,7 @@ def names_held_out(value: str) -> bool:
     exported model folder) rather than a text, whose held-out text it scores, as --eval-also RUN does: a
     FILE that exists wins over a run of its name; a path to nothing that names no run stays a missing file, a
     pipe or device a file that is none (`corpus.source_files` names either)."""
-    return not runs.names_text(value) and (Path(value).is_dir() or runs.names_a_run(value))
+    return not names_text(value) and (Path(value).is_dir() or runs.names_a_run(value))
 
 
 def run_corpus(
