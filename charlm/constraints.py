@@ -31,7 +31,7 @@ import torch
 from .errors import BiasError, CharLMError
 from .fields import said
 from .forms import Template, fills, is_han, is_letter, option_named, template_of
-from .vocab import Vocabulary, never_seen
+from .vocab import Vocabulary, never_seen, other_forms
 
 
 class Constrained:
@@ -147,15 +147,20 @@ class Constrained:
         """A sample's place, `start` (`begun`) positions in."""
         return Cursor(self, start)
 
-    def begun(self, seed: str, what: str = "the seed", typed: str | None = None) -> int:
+    def begun(self, seed: str, what: str = "the seed", typed: str | None = None, option: str | None = None) -> int:
         """Where the poem the seed began leaves off (a cursor's start; 0: a new poem after the seed).
         The seed's poem is its text after its last line that is not a whole line of the template (its
         title, its author, a blank line), less the whole poems at its start, each ended by a line break;
         it is begun if it is shorter than the template and its start. `seed`: as the model reads it.
         A verse it began whose first character is not the acrostic's is a one-line error naming `what`,
-        or, in co-writing, `typed`, the line typed last (the seed is the transcript), which can only be typed again."""
+        or, in co-writing, `typed`, the line typed last (the seed is the transcript), which can only be typed again.
+        Given `option` (the seed's: `--seed`, or the server's `prompt`), a seed whose last line is text but no
+        poem of a form begun (`refuse_unbegun`) is a one-line error naming it: the new poem would go on that
+        line. A `--template` goes on after any text, as its user laid it out (`The sea` + `___ ____.`)."""
         poem = self.poem_of(seed)
         if not poem:
+            if option is not None and self.template.form:  # a template's text may go on a line of prose
+                self.refuse_unbegun(seed, option)
             return 0
         for verse, at in enumerate(self.template.acrostic_at, 1):
             if at < len(poem) and poem[at] != self.text_slots[at]:
@@ -174,6 +179,50 @@ class Constrained:
                     f"the whole poem's: begin {what}'s verses with it, or end it before them for a new poem"
                 )
         return self.compiled_at[len(poem)]
+
+    def refuse_unbegun(self, seed: str, option: str) -> None:
+        """A seed whose last line is text (no line break ends it) that begins no poem of the template (`poem_of`
+        found none) is a one-line error naming `option` and the template, with where its poem leaves the form:
+        a poem written after it would go on that line, glued to it (`黄鹤楼送孟浩然之广陵`, a six-character
+        verse, a '？' where the form writes '，', a whole poem)."""
+        last = seed[seed.rfind("\n") + 1 :]
+        if not last:
+            return
+        poem, name = seed[self.poem_start(seed) :], self.template.name
+        wrong = next((k for k, c in enumerate(poem[: len(self.shape)]) if not self.fits_shape(c, k)), None)
+        if wrong is None:
+            problem = f"completes a whole {name}"
+        else:
+            slot = self.shape[wrong]
+            wanted = ("a Han character" if self.script == "han" else "a letter") if slot is None else repr(slot)
+            problem = f"has {poem[wrong]!r} where {name} writes {wanted}"
+        raise CharLMError(
+            f"{option}: its last line {last!r} {problem}; write the form there, "
+            f"or end the seed with a line break for a new poem under it"
+        )
+
+    def marked(self, seed: str) -> str:
+        """`seed` with the marks of its poem (`poem_of`, and the whole verse lines before it: `poem_start`'s) written
+        as the template writes them: a seed typed with half-width punctuation (`床前明月光,`, which a model that
+        learned a stray ',' reads as a character) is read as `床前明月光，`, so its poem goes on in the form's
+        shape and marks. Other text is as it was; the length never changes (`same_mark`)."""
+        lines = seed.split("\n")
+        verse_lines, out = self.verse_lines(), list(seed)
+        end = len(seed) - len(lines[-1]) - 1  # where the line walked over ends (its line break)
+        for line in reversed(lines[:-1]):
+            shape = next(
+                (shape for at, shape in verse_lines if len(line) == len(shape) and self.fits_shape(line, at)), None
+            )
+            if shape is None:
+                break
+            out[end - len(line) : end] = written_as(line, shape)
+            end -= len(line) + 1
+        poem = self.poem_of(seed)
+        if poem and lines[-1]:
+            out[len(seed) - len(lines[-1]) :] = written_as(
+                lines[-1], self.shape[len(poem) - len(lines[-1]) : len(poem)]
+            )
+        return "".join(out)
 
     def poem_of(self, seed: str) -> str:
         """The poem `seed` began (`begun`), '' if none: its text after its last line that is not a whole line
@@ -237,15 +286,27 @@ class Constrained:
     def fits_shape(self, text: str, at: int = 0) -> bool:
         """Whether `text` could be the template's text from `at` on, the acrostic aside: each `_` a character
         of its script that the model writes (a piece's, or one it spells in byte pieces), each fixed
-        character itself."""
+        character itself or its other width (`same_mark`: ',' for '，', which `marked` writes as the form's)."""
         slots = self.shape[at : at + len(text)]
         return len(slots) == len(text) and all(
-            self.writes(c) and self.accepts(c) if slot is None else c == slot for c, slot in zip(text, slots)
+            self.writes(c) and self.accepts(c) if slot is None else same_mark(c, slot) for c, slot in zip(text, slots)
         )
 
     def writes(self, char: str) -> bool:
         """Whether the model writes `char`: one of its ids' text, or spelled in byte pieces (byte fallback)."""
         return char in self.written or set(piece_bytes(char)) <= self.spelled_bytes
+
+
+def same_mark(char: str, slot: str) -> bool:
+    """Whether `char` in a seed stands for the template's fixed `slot`: it, or the same mark in the other width
+    (`vocab.other_forms`: ',' for '，', '.' for '。', '?' for '？'; a mark, not a letter). A mark that is
+    another (a '!' or '？' where the form writes '，', a '、') is not: the seed's poem leaves the form there."""
+    return char == slot or (not char.isalnum() and slot in other_forms(char))
+
+
+def written_as(text: str, slots: tuple[str | None, ...] | list[str | None]) -> list[str]:
+    """`text` with each fixed slot's character written as the slot's (`marked`)."""
+    return [c if slot is None else slot for c, slot in zip(text, slots)]
 
 
 def unwritten(chars: list[str], written: set[str], byte_ids: dict[int, int], in_bytes: set[str]) -> list[str]:

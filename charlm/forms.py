@@ -82,6 +82,7 @@ class Template:
     name: str  # the option that gave it, for errors: "--form 五言绝句" (form='五言绝句' in Python) or "--template"
     acrostic: str = ""
     acrostic_at: tuple[int, ...] = ()  # the slots the acrostic fixed (each verse's first `_`)
+    form: str = ""  # the form's full name (FORMS) when a form gave it: a whole poem in lines, not a template's text
 
     def fits(self, text: str, script: str | None = None) -> bool:
         """Whether `text` is exactly this template filled in (free positions in the script)."""
@@ -135,7 +136,7 @@ def template_of(
         script = "letter"
     else:
         script = None
-    return Template(tuple(slots), script, name, acrostic or "", tuple(starts))
+    return Template(tuple(slots), script, name, acrostic or "", tuple(starts), FORM_NAMES.get(form or "", ""))
 
 
 def unescape(text: str) -> str:

@@ -141,15 +141,24 @@ def steps_inside(batch: Batch) -> Iterator[list[str]]:
 def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Batch]:
     """The seed as the model reads it (in its vocabulary's normalization), and the batch that read it
     (`batch_from_ids`); a form goes on with the poem the seed began, if it began one. A character the
-    model lacks, or a form it cannot write, is refused here. An empty seed starts at the beginning of a line."""
-    read = model.vocab.normalized(seed)  # once: what is shown is what is read, encoded and begun
-    text = read or model.vocab.start_text()
+    model lacks, or a form it cannot write, is refused here. An empty seed starts at the beginning of a line.
+    With a form, the seed's poem is read in the form's marks (`Constrained.marked`: '，' for a typed ','), and
+    a last line that begins no poem of it is refused (`Constrained.refuse_unbegun`)."""
     with inference(model):
-        ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
         form, bias = compiled(options, model)
-        start = form.begun(text) if form is not None else 0
+        read = seed_read(model.vocab, seed, form)  # once: what is shown is what is read, encoded and begun
+        text = read or model.vocab.start_text()
+        ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
+        start = form.begun(text, option=said("seed")) if form is not None else 0
         batch = batch_from_ids(model, options, ids, stop_texts(options, model), form, bias, start)
     return read, batch
+
+
+def seed_read(vocab: Vocabulary, seed: str, form: Constrained | None) -> str:
+    """The seed as the model reads it: in its vocabulary's normalization, and with a form its poem in the
+    form's marks (`Constrained.marked`: '，' for a typed ',', a mark the model may never have seen)."""
+    read = vocab.normalized(seed)
+    return form.marked(read) if form is not None else read
 
 
 def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
@@ -222,6 +231,8 @@ class Conversation:
         (`constraints.Constrained.leaves_verse_open`) it is left out, so the model finishes that verse."""
         text = self.model.vocab.normalized(text or (self.model.vocab.start_text() if self.batch is None else ""))
         before = self.text_kept()
+        if self.form is not None:  # the poem's marks as the form writes them ('，' for a typed ',')
+            text = self.form.marked(before + text)[len(before) :]
         if self.form is not None and text.endswith("\n") and self.form.leaves_verse_open(before, text[:-1]):
             text = text[:-1]
         ids = self.model.vocab.encode(text, what=what, already_normalized=True) if text else None

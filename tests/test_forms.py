@@ -351,9 +351,7 @@ def test_a_seed_that_began_the_poem_gets_the_rest_of_it(title, poem, form):
 @pytest.mark.parametrize(
     "seed",
     [
-        "丁\n" + HAN[:6] + "，",  # a six-character verse: not the form's start
         "丁\n七\n",  # the title and author alone
-        "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT,  # a whole poem already
         "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT + "\n",  # and its line break
         "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT + "\n" * 2 + "七\n",  # a new title
     ],
@@ -366,7 +364,8 @@ def test_a_seed_that_did_not_begin_the_poem_gets_a_new_one(seed):
 def test_the_poem_begun_is_where_a_template_goes_on_from():
     form = Constrained(template_of("五言绝句"), CHINESE)
     assert [form.begun(seed) for seed in ("", "丁\n七\n" + VERSE, "丁\n" + VERSE + NEXT + "\n" + VERSE)] == [0, 6, 19]
-    assert form.begun(VERSE.replace("，", ",")) == 0  # its punctuation out of place: not the form
+    assert form.begun(VERSE.replace("，", "、")) == 0  # its punctuation out of place: not the form
+    assert form.begun(VERSE.replace("，", ",")) == 6  # the form's mark in the other width: read as the form's
     assert form.begun("丁\n" + HAN[:2] + "a") == 0  # a letter where a Han character goes
     english = Constrained(template_of(template="___ ____,\\n___."), ENGLISH)
     assert english.begun("the sea\nthe moon,\nhe") == 12 and english.begun("the sea\nthe moons") == 0
@@ -465,3 +464,74 @@ def test_a_long_co_writing_keeps_only_the_text_its_form_needs():
         text += "".join(conversation.turn(("\n" if turn else "") + [VERSE, HAN[40:43], NEXT][turn % 3] + "\n"))
     kept = conversation.tail + "".join(conversation.unkept)
     assert len(text) > 10 * len(kept) and len(conversation.tail) <= 2 * len(conversation.form.shape) + 1
+
+
+HALF = Vocab(sorted(set(HAN + "，。？！\n ,.!?;")))  # a model that learned a stray ',' '.' '!' '?' ';' as characters
+
+
+@functools.cache
+def half_width_model():
+    return make_model(HALF, layers=1, hidden=16).eval()
+
+
+@pytest.mark.parametrize(
+    ("typed", "read"),
+    [
+        (VERSE.replace("，", ","), VERSE),
+        (VERSE.replace("，", ",") + HAN[10:12], VERSE + HAN[10:12]),
+        (VERSE.replace("，", ",") + NEXT.replace("。", ".") + "\n" + HAN[20:22], VERSE + NEXT + "\n" + HAN[20:22]),
+    ],
+)
+def test_a_half_width_mark_in_the_seeds_poem_is_read_as_the_forms_mark(typed, read):
+    """A model that learned tangshi300's stray ',' took `床前明月光,` with --form 五言绝句 for no poem of the
+    form and wrote a whole new one after it, on its line; a model without '.' refused `疑是地上霜.`. The
+    seed's poem is read with the form's marks now, and seed and sample are the form, marks and all."""
+    for model in (half_width_model(), chinese_model()):
+        for text in generate(model, "丁\n七\n" + typed, form="五言绝句", num_samples=2, random_seed=3):
+            assert text.startswith("丁\n七\n" + read) and template_of("五言绝句").fits(text[len("丁\n七\n") :]), text
+    conversation = Conversation(half_width_model(), SampleConfig(form="五绝", random_seed=1))
+    written = "".join(conversation.turn("丁\n七\n" + typed))
+    assert conversation.read == "丁\n七\n" + read and template_of("五绝").fits(read + written), written
+
+
+@pytest.mark.parametrize(
+    ("seed", "shown"),
+    [
+        ("丁\n" + HAN[:6] + "，", f"{HAN[5]!r} where --form 五言绝句 writes '，'"),  # a six-character verse
+        ("丁\n" + HAN[:5] + "!", "'!' where --form 五言绝句 writes '，'"),  # a mark the form has not there
+        ("丁\n" + HAN[:5] + "？", "'？' where --form 五言绝句 writes '，'"),
+        ("丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT, "a whole --form 五言绝句"),  # no line break after it
+        (HAN[:10], f"{HAN[5]!r} where --form 五言绝句 writes '，'"),  # a long title with no line break
+    ],
+)
+def test_a_seed_that_breaks_the_form_is_a_one_line_error(seed, shown):
+    """Such a seed got a whole new poem glued to its last line, which is no poem of the form."""
+    for model in (half_width_model(), chinese_model()) if set(seed) <= set(CHINESE.chars) else (half_width_model(),):
+        with pytest.raises(CharLMError) as error:
+            generate(model, seed, form="五言绝句")
+        message = str(error.value)
+        assert message.startswith("seed: its last line") and "\n" not in message, message
+    result = cli_sample(seed)
+    assert_one_line_error(result, f"--seed: its last line {seed.split(chr(10))[-1]!r}")
+    assert shown in result.output and "end the seed with a line break" in result.output, result.output
+
+
+def cli_sample(seed: str, *options: str, model=None):
+    import tempfile
+    from pathlib import Path
+
+    from .test_export import run_of
+
+    with tempfile.TemporaryDirectory() as folder:
+        run = run_of(model or half_width_model(), Path(folder) / "run")
+        return cli("sample", str(run), "--seed", seed, "--form", "五言绝句", *options)
+
+
+@pytest.mark.parametrize("model", [half_width_model, chinese_model])
+def test_the_cli_reads_a_half_width_seed_as_the_forms_marks(model):
+    """The command line checked the seed as typed before a form read it: a model without '.' refused `霜.`."""
+    typed = "丁\n" + VERSE.replace("，", ",") + NEXT.replace("。", ".") + "\n"
+    result = cli_sample(typed + HAN[30:32], "--random-seed", "2", model=model())
+    assert result.exit_code == 0, result.output
+    poem = result.output[len("丁\n") : -1]
+    assert result.output.startswith("丁\n" + VERSE + NEXT + "\n" + HAN[30:32]) and template_of("五绝").fits(poem)

@@ -311,3 +311,24 @@ def test_the_server_goes_on_with_the_poem_its_prompt_began(client, served):
         "acrostic 春夏秋冬: the prompt's poem begins verse 1"
     )
     assert served[1].busy == 0
+
+
+def test_the_server_reads_a_prompts_poem_in_the_forms_marks_and_refuses_one_that_breaks_it(client, served):
+    """As `charlm sample` does (tests/test_forms.py): a half-width ',' in the prompt's poem was read as a stray
+    character, and a new poem glued to it; a prompt whose last line breaks the form got one on that line too."""
+    verse = "".join(chr(0x4E00 + i) for i in range(5))
+    prompt = PROMPT + "七\n" + verse + ",丙"
+    response = client.completions.create(
+        model="zh", prompt=prompt, n=2, seed=6, temperature=1.2, echo=True, extra_body={"form": "五绝"}
+    )
+    texts = [c.text for c in sorted(response.choices, key=lambda c: c.index)]
+    made = generate(chinese_model(), prompt, form="五绝", num_samples=2, random_seed=6, temperature=1.2)
+    assert texts == made and made[0].startswith(PROMPT + "七\n" + verse + "，丙"), texts
+    assert all(template_of("五言绝句").fits(t[len(PROMPT + "七\n") :]) for t in texts), texts
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="zh", prompt=PROMPT + verse + "丙，", extra_body={"form": "五绝"})
+    error = caught.value.body
+    assert error["param"] == "prompt" and error["message"].startswith(
+        f"prompt: its last line '{verse}丙，' has '丙' where form 五绝 writes '，'"
+    ), error
+    assert served[1].busy == 0

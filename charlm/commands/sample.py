@@ -91,14 +91,17 @@ def sample(
         )
     seed = read_seed(seed_file) if seed_file else seed or ""
     with stopping.leaving_at_once():
-        from .. import checkpoint, threads
+        from .. import checkpoint, constraints, sampler, threads
         from ..device import resolve_device
     resolve_device(device)  # a bad --device is named before the latest run is looked for, as `checkpoint.load` does
     untold = runs.resolve(None) if target is None else None  # once: a run saved meanwhile changes nothing
     model = checkpoint.load(untold or target, device)
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read is refused before anything is printed
-        model.vocab.encode(seed or model.vocab.start_text(), what="--seed", warn=False)
+        read = sampler.seed_read(
+            model.vocab, seed, constraints.constrain(configs[0], model.vocab)
+        )  # as a form reads it
+        model.vocab.encode(read or model.vocab.start_text(), what="--seed", warn=False, already_normalized=True)
     with OutputCopy(output) if output is not None else contextlib.nullcontext() as copy:
         emit = emitter(copy)
         try:

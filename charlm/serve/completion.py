@@ -333,6 +333,10 @@ class Completion:
         primes with the start of a line."""
         vocab, params = self.served.model.vocab, self.params
         self.read = [vocab.normalized(prompt) for prompt in params.prompts]
+        if (
+            self.form is not None
+        ):  # each prompt's poem in the form's marks ('，' for ','), as `charlm.generate` reads a seed
+            self.read = list(map(self.form.marked, self.read))
         check_prompt_lengths(self.read, self.server.config, params.prompt_param, vocab.normalize)
         self.prompt_chars = sum(map(len, self.read))
         encoded = []
@@ -344,11 +348,12 @@ class Completion:
 
     def poem_begun(self, prompt: str) -> int:
         """Where the poem `prompt` (as the model reads it) began leaves off in the template (0: none, or a new
-        poem); an acrostic its verses break is a 400 naming `acrostic`."""
+        poem); an acrostic its verses break is a 400 naming `acrostic`, a last line that begins no poem of the
+        form (`Constrained.refuse_unbegun`) one naming `prompt`."""
         if self.form is None:
             return 0
         try:
-            return self.form.begun(prompt, "the prompt")
+            return self.form.begun(prompt, "the prompt", option="prompt")
         except CharLMError as e:
             raise form_error(e, False) from None
 

@@ -916,7 +916,7 @@ def form_error(error: CharLMError, form_given: bool) -> APIError:
     """A form, template or acrostic that cannot be used, as a 400 naming the field its message names."""
     message = str(error)
     param = "acrostic" if message.startswith("acrostic") else "form" if form_given else "template"
-    param = "logit_bias" if message.startswith("logit_bias") else param
+    param = "logit_bias" if message.startswith("logit_bias") else "prompt" if message.startswith("prompt") else param
     return APIError(400, message, param, "invalid_value")
 
 
