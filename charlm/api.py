@@ -399,7 +399,8 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
     `options` are `charlm.SampleConfig`'s fields (listed below): temperature, top_k, top_p, stop, ...;
     form, template and acrostic write into a poem form or template, ending at its end (a seed that
-    began the poem gets the rest of it: docs/forms.md); logit_bias, {character or token id: -100 to
+    began the poem gets the rest of it, its half-width marks read as the form's: '，' for ','; one whose
+    last line breaks the form is refused: docs/forms.md); logit_bias, {character or token id: -100 to
     100}, is added to their logits, -100 a ban: a str key is a character ('3' the digit 3), an int key a
     token id (3), where OpenAI's JSON keys, and `charlm serve`'s, are ids ("3" id 3). random_seed makes
     the text reproducible.
@@ -415,7 +416,7 @@ def generate(model: CharLM, seed: str = "", **options) -> str | list[str]:
 
     Raises CharLMError for an unknown option, one given by position rather than by name, a value out
     of range, a seed that is not a string or holds characters the model cannot read, a form the
-    model cannot write, a model given a vocabulary of another size than its own (another run's), or
+    model cannot write or a seed whose last line breaks it, a model given a vocabulary of another size than its own (another run's), or
     one whose weights hold NaN, infinities or values past 1e12 (a run that diverged), naming the weight.
     """
     check_model_and_seed("generate", model, seed)
