@@ -135,13 +135,13 @@ def test_the_feature_table_lines_up_under_a_chinese_texts_quotes():
 
 def test_the_unseen_note_names_the_forms_the_model_knows_as_eval_does():
     """inspect named a text's unseen corner quotes bare, '「' '」', where `charlm eval` on the same file says
-    '「' (did you mean '“'?): one wording, `Vocab.names_unseen`'s, the distinct count grouped as eval's."""
+    '「' 2 times (the model writes '“'): one wording, `Vocab.names_unseen`'s, the distinct count grouped as eval's."""
     torch.manual_seed(0)
     text = "宝玉道：“好。”又说：“是。”\n黛玉笑道：“来了。”\n" * 6
     model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
     odd = "宝玉道：「好」。「寶玉說\n" + "".join(map(chr, range(0x3400, 0x3400 + 1002)))  # Extension A: none known
     note = analyse(model, odd, text * 3, max_order=2).notes[0]
-    named = "'「' (did you mean '“'?) '」' (did you mean '”'?) '寶' '說'"
+    named = "'「' 2 times (the model writes '“') '」' once (the model writes '”') '寶' once '說' once"
     assert note.startswith("1,007 unseen characters excluded from every bits figure (1,006 distinct, ")
     assert f"never in the model's training text: {named} " in note and "...); the model reads" in note
 
@@ -160,7 +160,7 @@ def test_inspect_says_what_a_min_count_model_scored_as_the_unknown_symbol_as_eva
         warnings.simplefilter("error", UnknownCharacterWarning)  # said once, in the note, not a warning too
         notes = analyse(model, odd, text * 3, max_order=2).notes
     assert notes[0] == unseen_note(vocab, [odd])
-    assert notes[0].startswith("4 unseen characters scored as the unknown symbol '\ufffd' (4 distinct: '「' (did")
+    assert notes[0].startswith("4 unseen characters scored as the unknown symbol '\ufffd' (4 distinct: '「' once (the")
 
 
 @pytest.mark.parametrize(

@@ -367,8 +367,8 @@ def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str) 
     notes = []
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
-        distinct = model.vocab.unseen_in("".join(excluded))
-        shown = model.vocab.names_unseen(distinct)  # eval's wording: '「' (did you mean '“'?) ...
+        distinct = model.vocab.unseen_counts("".join(excluded))
+        shown = model.vocab.names_unseen(distinct)  # eval's wording: '「' 2 times (the model writes '“') ...
         notes.append(
             f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct):,} distinct, "
             f"never in the model's training text: {shown}); the model reads each as a character it knows "
