@@ -127,9 +127,10 @@ class Base:
     sha256: str
     vocab_size: int
 
-    def describe(self) -> str:
-        """The file and its hash; the run's name is in the path (`runs.run_name_of`), so not again."""
-        return f"{self.path} (sha256 {self.sha256})"
+    def describe(self, digits: int = 64) -> str:
+        """The file and its hash, its first `digits` hex digits (a start line's `SHORT_DIGEST`, which tell
+        files apart as git's short hashes do); the run's name is in the path (`runs.run_name_of`), so not again."""
+        return f"{self.path} (sha256 {self.sha256[:digits]})"
 
 
 @dataclass

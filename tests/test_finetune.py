@@ -669,6 +669,26 @@ def test_the_start_line_names_the_new_characters_and_not_the_unknown_symbol_as_o
     assert said in result.stderr
 
 
+def test_the_start_line_gives_a_short_digest_and_a_resume_goes_on_without_the_new_characters_again(base, new_file):
+    """The start line printed the base's whole 64-digit sha256, where 12 digits (as git's short hashes)
+    tell files apart; and a --resume printed "19 new characters" again, as if the run had just added them.
+    A resume says it continues the fine-tune of its base; `charlm info` keeps the whole digest."""
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "1", *loop]
+    result = cli(*args, "--sample-every", "0")
+    assert result.exit_code == 0, result.output
+    checkpoint_file = (runs.CHECKPOINT_ROOT / "base" / runs.BEST).resolve()
+    digest = hashlib.sha256(checkpoint_file.read_bytes()).hexdigest()
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("fine-tuning from")]
+    assert line.startswith(f"fine-tuning from {checkpoint_file} (sha256 {digest[:12]}); 19 new characters: ")
+    assert digest not in result.stderr
+    resumed = cli("train", "--resume", "tuned", "--max-steps", "2", *loop)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"\ncontinuing the fine-tune of {checkpoint_file} (sha256 {digest[:12]})\n" in resumed.stderr
+    assert "new character" not in resumed.stderr and "fine-tuning from" not in resumed.stderr
+    assert f"(sha256 {digest})" in cli("info", "tuned").output
+
+
 def test_the_start_line_says_a_replacement_character_of_the_text_is_the_unknown_symbol(base, tmp_path):
     """A text that holds U+FFFD (bytes a decoder could not read) gave the run the unknown symbol with no
     --min-count or --coverage: the start line said "rarer ones () read as the unknown symbol"."""
