@@ -301,11 +301,12 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:
     return saved, digest
 
 
-def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
-    """The model and its run record, without the training state, as a model folder (hub.py)."""
+def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = None) -> list[Path]:
+    """The model and its run record, without the training state, as a model folder (hub.py); `source`:
+    the run it is exported from (`hub.exported_from`)."""
     payload = saved.to_payload()
     model = payload["model"]
-    return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"])
+    return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"], source)
 
 
 def read_with_digest(path: Path) -> tuple[Checkpoint, str]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tokens
+from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tables, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -228,6 +228,24 @@ def test_a_base_that_is_a_model_folder_is_not_called_a_run(base, new_file, tmp_p
         assert reasons["dropout"] == f"--dropout {latest(base).config.dropout:g}: as in {named}"
         assert reasons["head"] == f"as in {named}"
         shutil.rmtree(tmp_path / "checkpoints" / "tuned")
+
+
+def test_a_fine_tune_from_an_exported_model_folder_keeps_the_run_it_was_exported_from(base, new_file, tmp_path, tiny):
+    """Fine-tuned from `charlm export base --format safetensors --output shakemodel`, `charlm runs` showed
+    "from shakemodel": the folder, not the run. config.json records the run an export came from (a key
+    older charlm ignores; an export older than it is named by its folder, as before, tests/test_compat.py),
+    so the fine-tune's base is that run, and a copy exported from the folder keeps the record too."""
+    charlm.train(new_file, out="first", **{**tiny, "max_steps": 1})
+    charlm.train(new_file, out="mid", init_from="first", **{**tiny, "max_steps": 1})
+    assert cli("export", "mid", "--format", "safetensors", "--output", "shakemodel").exit_code == 0
+    assert cli("export", "shakemodel", "--format", "safetensors", "--output", "copy").exit_code == 0
+    for folder, out in (("shakemodel", "tuned"), ("copy", "again")):
+        charlm.train(new_file, out=out, init_from=folder, **{**tiny, "max_steps": 1})
+        assert latest(out).base.run == "mid" and latest(out).base.path == str(tmp_path / folder / "model.safetensors")
+        assert runs.lineage(runs.CHECKPOINT_ROOT / out) == "mid <- first"
+        assert runs.read_reasons(runs.CHECKPOINT_ROOT / out)["head"] == "as in base run mid's exported model"
+    listed = {line.split()[0]: line for line in tables.runs_table(runs.CHECKPOINT_ROOT).splitlines()[1:]}
+    assert "(from mid <- first)" in listed["tuned"]
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
