@@ -491,7 +491,9 @@ def test_an_eval_also_text_with_characters_the_model_lacks_is_scored_as_eval_sco
     args = ("--eval-every", "5", "--max-steps", "5", *TINY_ARGS)
     result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "mixed.txt", *args)
     assert result.exit_code == 0, result.output
-    assert result.output.count("3 unseen characters excluded from the score (3 distinct: 'α' once 'β' once 'γ' once)") == 1
+    assert (
+        result.output.count("3 unseen characters excluded from the score (3 distinct: 'α' once 'β' once 'γ' once)") == 1
+    )
     (scored,) = [row for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if row.get("val_bpc") is not None]
     assert 0 < scored["eval_also_bpc"] < 10
     (tmp_path / "greek.txt").write_text("αβγδ")  # no line break: nothing the model knows
