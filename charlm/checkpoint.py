@@ -127,9 +127,10 @@ class Base:
     sha256: str
     vocab_size: int
 
-    def describe(self) -> str:
-        """The file and its hash; the run's name is in the path (`runs.run_name_of`), so not again."""
-        return f"{self.path} (sha256 {self.sha256})"
+    def describe(self, digits: int = 64) -> str:
+        """The file and its hash, its first `digits` hex digits (a start line's `SHORT_DIGEST`, which tell
+        files apart as git's short hashes do); the run's name is in the path (`runs.run_name_of`), so not again."""
+        return f"{self.path} (sha256 {self.sha256[:digits]})"
 
 
 @dataclass
@@ -300,11 +301,12 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:
     return saved, digest
 
 
-def write_model_folder(saved: Checkpoint, folder: Path) -> list[Path]:
-    """The model and its run record, without the training state, as a model folder (hub.py)."""
+def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = None) -> list[Path]:
+    """The model and its run record, without the training state, as a model folder (hub.py); `source`:
+    the run it is exported from (`hub.exported_from`)."""
     payload = saved.to_payload()
     model = payload["model"]
-    return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"])
+    return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"], source)
 
 
 def read_with_digest(path: Path) -> tuple[Checkpoint, str]:

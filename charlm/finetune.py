@@ -92,7 +92,9 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
             saved.check_charlm_weights()
     except CharLMError as e:
         raise CharLMError(f"{said('init_from')}: {e}") from None
-    return Start(saved, Base(runs.run_name_of(path), str(path.resolve()), digest, len(saved.vocab)))
+    source = hub.exported_from(hub.folder_of(path)) if hub.names_weights(path) else None  # the run, not the folder
+    name = runs.run_name_of(path) if source is None else source["run"]
+    return Start(saved, Base(name, str(path.resolve()), digest, len(saved.vocab)))
 
 
 def resolved(start: Start, name: str) -> str | int | None:

@@ -29,6 +29,11 @@ from .errors import CharLMError
 from .fields import said
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
+# config.json's record of the run a folder was exported from, {"run": its name, "folder": its path}, so a
+# fine-tune from the folder names that run as its base: a key of its own, which a reader that does not
+# know it (an older charlm) skips, and which an export older than it lacks (its folder names it instead).
+EXPORTED_FROM = "exported_from"
+MAX_CONFIG = 1 << 20  # bytes of config.json `exported_from` reads: a few hundred, unless it is not one
 FORMAT = "charlm-safetensors-1"
 LOCK = ".export.lock"  # only while an export renames its files in: not uploaded with the model
 # How long a reader waits, in turn, before reading again a folder whose files are of two exports (2 s
@@ -71,9 +76,12 @@ def misnamed_weights(folder: Path) -> Path | None:
     return next((path for path in sorted(Path(folder).iterdir()) if names_weights(path) and path.is_file()), None)
 
 
-def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dict) -> list[Path]:
+def write(
+    folder: Path, model_config: dict, vocab: dict, weights: dict, run: dict, source: dict | None = None
+) -> list[Path]:
     """Write a model (its architecture, vocabulary and weights) and its run record, as the checkpoint
-    keeps them (checkpoint.py owns their fields), into `folder`; returns the three paths. All three are
+    keeps them (checkpoint.py owns their fields), into `folder`; returns the three paths. `source`: the
+    run it was exported from (`exported_from`), recorded in config.json as EXPORTED_FROM. All three are
     written before any is renamed into place, the weights last, under the folder's export lock (`put`):
     a failed write leaves the folder as it was, never new weights beside an old vocabulary, and so does
     another export at the same moment. config.json records the other two's sha256, which `read` checks."""
@@ -85,6 +93,8 @@ def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dic
     weights_bytes = save(weights, metadata={"format": FORMAT})
     digests = {WEIGHTS: sha256(weights_bytes), VOCAB: sha256(vocab_bytes)}
     config = {"format": FORMAT, "model_type": "charlm", "model": model_config, "run": run, "sha256": digests}
+    if source is not None:
+        config[EXPORTED_FROM] = source
     put(
         folder,
         {
@@ -94,6 +104,23 @@ def write(folder: Path, model_config: dict, vocab: dict, weights: dict, run: dic
         },
     )
     return [folder / WEIGHTS, folder / CONFIG, folder / VOCAB]
+
+
+def exported_from(folder: Path) -> dict[str, str] | None:
+    """The run the model folder `folder` was exported from, as config.json records it (`EXPORTED_FROM`):
+    {"run": name, "folder": path}; None for an export older than the record, one from a lone .pt file,
+    or a config.json that cannot be read or is damaged (the model's own reader says so, not this)."""
+    try:
+        data = files.read_regular(Path(folder) / CONFIG)
+        config = files.parse_json(data.decode("utf-8")) if len(data) <= MAX_CONFIG else None
+    except (OSError, ValueError):
+        return None
+    source = config.get(EXPORTED_FROM) if isinstance(config, dict) else None
+    if not isinstance(source, dict) or not all(
+        isinstance(source.get(key), str) and source[key] for key in ("run", "folder")
+    ):
+        return None
+    return {"run": source["run"], "folder": source["folder"]}
 
 
 def put(folder: Path, contents: dict[str, bytes]) -> None:

@@ -11,6 +11,7 @@ from .errors import CharLMError
 from .runs import METRICS, read_metrics
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100
+SHORT_NAME = 32  # characters of a legend's --eval-also text or run name, a long one cut in the middle
 # Fonts with Chinese characters, tried after matplotlib's own for a run name it lacks glyphs for.
 CJK_FONTS = (
     "WenQuanYi Micro Hei",
@@ -34,8 +35,8 @@ def points(rows: list[dict], x_key: str, scale: float, y_key: str) -> list[tuple
     return [(r[x_key] * scale, r[y_key]) for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
 
 
-def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict]]], list[CharLMError]]:
-    """The (name, metrics rows) of each of `targets` that has curves, and why each of the others has none
+def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict], str]], list[CharLMError]]:
+    """The (name, metrics rows, what its --eval-also scored: `eval_also_named`) of each of `targets` that has curves, and why each of the others has none
     (a run killed or still before its first evaluation, a model folder): one such run among five being
     compared does not stop the other four being drawn. A run named twice (by its name and its folder)
     is drawn once. Refused only where none has curves."""
@@ -44,7 +45,7 @@ def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict]]], 
         try:
             run_dir = runs.resolve(target, prefer=runs.LATEST).parent
             if run_dir.resolve() not in drawn:
-                curves.append((run_dir.name, curve_rows(run_dir)))
+                curves.append((run_dir.name, curve_rows(run_dir), eval_also_named(run_dir)))
                 drawn.add(run_dir.resolve())
         except CharLMError as e:
             left_out.append(e)
@@ -53,6 +54,33 @@ def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict]]], 
     if not curves:
         raise CharLMError(f"none of the {len(left_out)} runs has curves to plot: {'; '.join(map(str, left_out))}")
     return curves, left_out
+
+
+def eval_also_named(run_dir: Path) -> str:
+    """What the run in `run_dir` scored with --eval-also, for the legend, from its run.json (which keeps
+    the text's absolute path or the folder of the run whose held-out text it is): the file's name or
+    "RUN held-out", cut in the middle past SHORT_NAME characters; "" where the record is lost or damaged."""
+    info = runs.read_run_info(run_dir) or {}
+    config = info.get("config")
+    value = config.get("eval_also") if isinstance(config, dict) else None
+    if not isinstance(value, str) or not value:
+        return ""
+    from .runtext import names_text  # torch's: only for a run that has the curve
+
+    path = Path(value)
+    if runs.is_checkpoint_name(path) or (path.is_dir() and not names_text(value)):  # a run: its held-out text
+        run = path if path.is_dir() else path.parent
+        return f"{shortened(run.name)} held-out"
+    return shortened(path.name)
+
+
+def shortened(name: str) -> str:
+    """`name`, cut in the middle to SHORT_NAME characters where it is longer: its start and its end
+    (a run's date, a file's suffix) both tell runs apart."""
+    if len(name) <= SHORT_NAME:
+        return name
+    start = SHORT_NAME // 2
+    return f"{name[:start]}…{name[len(name) - (SHORT_NAME - start - 1) :]}"
 
 
 def curve_rows(run_dir: Path) -> list[dict]:
@@ -69,7 +97,7 @@ def curve_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def plot_runs(curves: list[tuple[str, list[dict]]], output: Path) -> Path:
+def plot_runs(curves: list[tuple[str, list[dict], str]], output: Path) -> Path:
     """Draw `curves` (`curves_of`'s) into the PNG `output`, replaced whole."""
     try:
         import matplotlib
@@ -83,7 +111,7 @@ def plot_runs(curves: list[tuple[str, list[dict]]], output: Path) -> Path:
     for (label, x_key, scale), ax in zip(
         (("training time (minutes)", "elapsed", 1 / 60), ("characters seen (millions)", "chars", 1e-6)), axes
     ):
-        for (name, rows), color in zip(curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+        for (name, rows, also_named), color in zip(curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
             train, val, also = (
                 points(rows, x_key, scale, y_key) for y_key in ("train_bpc", "val_bpc", "eval_also_bpc")
             )
@@ -95,7 +123,8 @@ def plot_runs(curves: list[tuple[str, list[dict]]], output: Path) -> Path:
                 ax.plot(*best, marker="*", markersize=14, color=color, markeredgecolor="black", linestyle="none")
                 ax.annotate(f"{best[1]:.3f}", best, textcoords="offset points", xytext=(6, 6), fontsize=8)
             if also:
-                ax.plot(*zip(*also), color=color, marker="s", markersize=3, linestyle="--", label=f"{name} --eval-also")
+                said = f"{name} --eval-also {also_named}".rstrip()  # the text it scored: a file, a run's held-out
+                ax.plot(*zip(*also), color=color, marker="s", markersize=3, linestyle="--", label=said)
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("bits per character")

@@ -729,6 +729,8 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
         if not (isinstance(name, str) and name and name_bytes(name) <= NAME_MAX):
             break
         folder = Path(path).parent if isinstance(path, str) and path else None
+        if folder is not None and hub.names_weights(path) and (source := hub.exported_from(folder)):
+            folder = Path(source["folder"])  # an exported model folder: on from the run it came from
         if folder is not None and folder.absolute() in seen:
             break
         names.append(name)

@@ -291,26 +291,29 @@ def unseen_note(vocab: Vocabulary, texts: list[str]) -> str:
     character (byte fallback): nothing to say."""
     if not vocab.one_char_per_id:
         return ""
-    missing: dict[str, None] = {}
-    count = total = 0
+    counts: dict[str, int] = {}
+    total = 0
     for text in texts:
         text = vocab.normalized(text)  # the same string, not a copy, where it was read normalized (eval's files)
         total += max(len(text) - 1, 0)
-        if found := vocab.unseen_in(text, start=1):
-            missing.update(dict.fromkeys(found))
-            count += vocab.count_unknown(text, start=1)
-    if not missing:
+        for char, times in vocab.unseen_counts(text, start=1).items():
+            counts[char] = counts.get(char, 0) + times
+    if not counts:
         return ""
-    shown = vocab.names_unseen(list(missing))  # '瞿' ',' (did you mean '，' or '、'?) ...
-    if vocab.unknown_id is None:
-        note = f"{count:,} unseen characters excluded from the score ({len(missing):,} distinct: {shown})"
-    else:
-        note = (
+    count = sum(counts.values())
+    shown = vocab.names_unseen(counts)  # '瞿' once ',' 3 times (the model writes '，' or '、') ...
+    if vocab.unknown_id is not None:
+        return (
             f"{count:,} unseen characters scored as the unknown symbol {vocab.chars[vocab.unknown_id]!r} "
-            f"({len(missing):,} distinct: {shown}); their bits are the symbol's, which stands for every "
+            f"({len(counts):,} distinct: {shown}); their bits are the symbol's, which stands for every "
             "character training left out, not the probability of each"
-        )
-    return note + foreign_note(count, total)
+        ) + foreign_note(count, total)
+    note = f"{count:,} unseen characters excluded from the score ({len(counts):,} distinct: {shown})"
+    if foreign := foreign_note(count, total):
+        return note + foreign
+    # a few: the model's own text with some it never saw (a quotation, another edition's punctuation)
+    note += "; to score them, fine-tune the model on text that has them (charlm train FILE --init-from RUN)"
+    return note + (" or write them as the model does" if any(map(vocab.known_forms, counts)) else "")
 
 
 def foreign_note(unseen: int, total: int) -> str:

@@ -248,6 +248,19 @@ class Vocab:
             count += int(np.count_nonzero(self.outside_mask(codes, self.id_table()[codes])))
         return count
 
+    def unseen_counts(self, text: str, start: int = 0) -> dict[str, int]:
+        """`unseen_in` with how many times each is found, every occurrence counted: vectorized, a
+        `UNKNOWN_SLICE` at a time, as `count_unknown`."""
+        counts: dict[str, int] = {}
+        for at in range(start, len(text), UNKNOWN_SLICE):
+            codes = code_points(text[at : at + UNKNOWN_SLICE])
+            outside = codes[self.outside_mask(codes, self.id_table()[codes])]
+            found, first, times = np.unique(outside, return_index=True, return_counts=True)
+            for at_first in np.argsort(first):
+                char = chr(found[at_first])
+                counts[char] = counts.get(char, 0) + int(times[at_first])
+        return counts
+
     def outside_mask(self, codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Which of a text's code points (with their ids, `id_table`'s) the vocabulary does not know."""
         outside = ids == (UNSEEN if self.unknown_id is None else self.unknown_id)
@@ -261,14 +274,23 @@ class Vocab:
         found, first = np.unique(codes[outside], return_index=True)
         return [chr(code) for code in found[np.argsort(first)]]
 
-    def name_unseen(self, char: str, banned: Collection[str] = ()) -> str:
+    def name_unseen(self, char: str, banned: Collection[str] = (), times: int | None = None) -> str:
         """An unseen character as an error shows it, with the forms of it the vocabulary knows: a seed
         typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
         character such as '寶' is traditional (no table here says which simplified one it is: '宝'), and
         for one of traditional Chinese that '宝' is simplified (`other_script`). A hint only; nothing is
         mapped silently. A ban's warning names no form it bans too (`banned`): `--ban ',，'` still hints
         '、' for ',', as the model writes it. The pages name characters alike
-        (charlm/serve/page.js: nameUnseen, from `unseen_hints`)."""
+        (charlm/serve/page.js: nameUnseen, from `unseen_hints`).
+
+        `times`: a character of a text scored (`charlm eval`'s file), found there that many times, which
+        no one typed: "'「' 8 times (the model writes '“')", no question, and no note on the other script
+        (the unseen characters of a simplified text that Big5 has and GB2312 lacks are its rare ones,
+        tangshi300's 巉 豗 砯 under a hongloumeng model, not traditional forms)."""
+        if times is not None:
+            known = self.known_forms(char)
+            hint = f"the model writes {' or '.join(map(repr, known))}" if known else ""
+            return with_hint(f"{char!r} {'once' if times == 1 else f'{times:,} times'}", hint, quoted=True)
         script, note = self.other_script
         return with_hint(char, self.forms_hint(char, banned) or (note if char in script else ""))
 
@@ -282,19 +304,17 @@ class Vocab:
         """The other forms of `char` (`other_forms`) the vocabulary knows, likeliest meant first."""
         return [c for c in other_forms(char) if c in self.index]
 
-    def names_unseen(self, chars: list[str], width: int = 80) -> str:
-        """Unseen `chars` named in one short line, for a note on a whole text's (`charlm eval`): each with
-        the forms of it the vocabulary knows (`forms_hint`), as many as fit in `width` characters, then
-        " ...". Without `other_script`'s note: the unseen characters of a simplified text that Big5 has and
-        GB2312 lacks are its rare ones (tangshi300's 巉 豗 砯 under a hongloumeng model), not traditional
-        forms, where a seed's are typed by a user of traditional characters."""
+    def names_unseen(self, counts: dict[str, int], width: int = 100) -> str:
+        """A text's unseen characters (each with how many times it is found there) named in one short line,
+        for a note on a whole text's (`charlm eval`): each as `name_unseen` names a text's, as many as fit in
+        `width` characters, then " ..."."""
         shown: list[str] = []
-        for char in chars:
-            name = with_hint(char, self.forms_hint(char))
+        for char, times in counts.items():
+            name = self.name_unseen(char, times=times)
             if shown and len(" ".join([*shown, name])) > width:
                 break
             shown.append(name)
-        return " ".join(shown) + (" ..." if len(shown) < len(chars) else "")
+        return " ".join(shown) + (" ..." if len(shown) < len(counts) else "")
 
     def unseen_hints(self) -> dict:
         """What `name_unseen` needs of Python's tables, for a reader without them (the exported page,
@@ -435,9 +455,11 @@ def first_named(chars: list[str], name: Callable[[str], str]) -> str:
     return " ".join(map(name, chars[:SHOWN_UNSEEN])) + (" ..." if len(chars) > SHOWN_UNSEEN else "")
 
 
-def with_hint(char: str, hint: str) -> str:
-    """`char` as Python writes it, then `hint` in parentheses where there is one: ',' (did you mean '，'?)."""
-    return f"{char!r} ({hint})" if hint else repr(char)
+def with_hint(char: str, hint: str, quoted: bool = False) -> str:
+    """`char` as Python writes it (`quoted`: already written so), then `hint` in parentheses where there is
+    one: ',' (did you mean '，'?)."""
+    name = char if quoted else repr(char)
+    return f"{name} ({hint})" if hint else name
 
 
 def in_gb2312(char: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tokens
+from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tables, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -228,6 +228,24 @@ def test_a_base_that_is_a_model_folder_is_not_called_a_run(base, new_file, tmp_p
         assert reasons["dropout"] == f"--dropout {latest(base).config.dropout:g}: as in {named}"
         assert reasons["head"] == f"as in {named}"
         shutil.rmtree(tmp_path / "checkpoints" / "tuned")
+
+
+def test_a_fine_tune_from_an_exported_model_folder_keeps_the_run_it_was_exported_from(base, new_file, tmp_path, tiny):
+    """Fine-tuned from `charlm export base --format safetensors --output shakemodel`, `charlm runs` showed
+    "from shakemodel": the folder, not the run. config.json records the run an export came from (a key
+    older charlm ignores; an export older than it is named by its folder, as before, tests/test_compat.py),
+    so the fine-tune's base is that run, and a copy exported from the folder keeps the record too."""
+    charlm.train(new_file, out="first", **{**tiny, "max_steps": 1})
+    charlm.train(new_file, out="mid", init_from="first", **{**tiny, "max_steps": 1})
+    assert cli("export", "mid", "--format", "safetensors", "--output", "shakemodel").exit_code == 0
+    assert cli("export", "shakemodel", "--format", "safetensors", "--output", "copy").exit_code == 0
+    for folder, out in (("shakemodel", "tuned"), ("copy", "again")):
+        charlm.train(new_file, out=out, init_from=folder, **{**tiny, "max_steps": 1})
+        assert latest(out).base.run == "mid" and latest(out).base.path == str(tmp_path / folder / "model.safetensors")
+        assert runs.lineage(runs.CHECKPOINT_ROOT / out) == "mid <- first"
+        assert runs.read_reasons(runs.CHECKPOINT_ROOT / out)["head"] == "as in base run mid's exported model"
+    listed = {line.split()[0]: line for line in tables.runs_table(runs.CHECKPOINT_ROOT).splitlines()[1:]}
+    assert "(from mid <- first)" in listed["tuned"]
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
@@ -473,7 +491,9 @@ def test_an_eval_also_text_with_characters_the_model_lacks_is_scored_as_eval_sco
     args = ("--eval-every", "5", "--max-steps", "5", *TINY_ARGS)
     result = cli("train", str(fox_file), "--out", "tuned", "--eval-also", "mixed.txt", *args)
     assert result.exit_code == 0, result.output
-    assert result.output.count("3 unseen characters excluded from the score (3 distinct: 'α' 'β' 'γ')") == 1
+    assert (
+        result.output.count("3 unseen characters excluded from the score (3 distinct: 'α' once 'β' once 'γ' once)") == 1
+    )
     (scored,) = [row for row in read_metrics(runs.CHECKPOINT_ROOT / "tuned") if row.get("val_bpc") is not None]
     assert 0 < scored["eval_also_bpc"] < 10
     (tmp_path / "greek.txt").write_text("αβγδ")  # no line break: nothing the model knows
@@ -667,6 +687,26 @@ def test_the_start_line_names_the_new_characters_and_not_the_unknown_symbol_as_o
     assert result.exit_code == 0, result.output
     said = "; 1 new character: 'O'; rarer ones (--min-count 31) read as the unknown symbol\n"
     assert said in result.stderr
+
+
+def test_the_start_line_gives_a_short_digest_and_a_resume_goes_on_without_the_new_characters_again(base, new_file):
+    """The start line printed the base's whole 64-digit sha256, where 12 digits (as git's short hashes)
+    tell files apart; and a --resume printed "19 new characters" again, as if the run had just added them.
+    A resume says it continues the fine-tune of its base; `charlm info` keeps the whole digest."""
+    loop = [arg for arg in TINY_LOOP_ARGS if arg != "--quiet"]
+    args = ["train", str(new_file), "--init-from", base, "--out", "tuned", "--max-steps", "1", *loop]
+    result = cli(*args, "--sample-every", "0")
+    assert result.exit_code == 0, result.output
+    checkpoint_file = (runs.CHECKPOINT_ROOT / "base" / runs.BEST).resolve()
+    digest = hashlib.sha256(checkpoint_file.read_bytes()).hexdigest()
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("fine-tuning from")]
+    assert line.startswith(f"fine-tuning from {checkpoint_file} (sha256 {digest[:12]}); 19 new characters: ")
+    assert digest not in result.stderr
+    resumed = cli("train", "--resume", "tuned", "--max-steps", "2", *loop)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"\ncontinuing the fine-tune of {checkpoint_file} (sha256 {digest[:12]})\n" in resumed.stderr
+    assert "new character" not in resumed.stderr and "fine-tuning from" not in resumed.stderr
+    assert f"(sha256 {digest})" in cli("info", "tuned").output
 
 
 def test_the_start_line_says_a_replacement_character_of_the_text_is_the_unknown_symbol(base, tmp_path):

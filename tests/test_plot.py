@@ -180,7 +180,7 @@ def test_a_run_named_twice_is_drawn_once():
     (folder / runs.LATEST).write_bytes(b"")
     (folder / "metrics.jsonl").write_text(json.dumps({"step": 10, "elapsed": 1.0, "val_bpc": 3.0}) + "\n")
     curves, left_out = curves_of(["small", str(folder), str(folder.absolute()), "small"])
-    assert [name for name, _ in curves] == ["small"] and not left_out
+    assert [name for name, *_ in curves] == ["small"] and not left_out
 
 
 @pytest.mark.parametrize("failure", [(errno.EACCES, "Permission denied"), (errno.EIO, "Input/output error")])
@@ -203,16 +203,22 @@ def test_an_unreadable_metrics_file_is_named_not_the_output(tmp_path, monkeypatc
 
 
 def test_plot_draws_the_eval_also_text_of_a_run_that_has_one(fox_file, tiny, monkeypatch):
+    """The legend said "run --eval-also" whatever the run scored: it names the text, a file by its name
+    and a run's held-out text by the run's, a long one cut in the middle, from what run.json keeps."""
     from matplotlib.axes import Axes
 
     charlm.train(fox_file, out="run", eval_also=str(fox_file), **tiny)
+    long = "a-base-run-whose-name-goes-on-and-on-20260101"
+    charlm.train(fox_file, out=long, **tiny)
+    charlm.train(fox_file, out="tuned", eval_also=long, **tiny)
     labels = []
     real_plot = Axes.plot
     monkeypatch.setattr(
         Axes, "plot", lambda ax, *args, **kw: labels.append(kw.get("label")) or real_plot(ax, *args, **kw)
     )
-    assert cli("plot", "run", "--output", "curves.png").exit_code == 0
-    assert labels.count("run --eval-also") == 2  # against time and against characters
+    assert cli("plot", "run", "tuned", "--output", "curves.png").exit_code == 0
+    assert labels.count(f"run --eval-also {fox_file.name}") == 2  # against time and against characters
+    assert labels.count("tuned --eval-also a-base-run-whose…and-on-20260101 held-out") == 2
 
 
 DAMAGE = {

@@ -67,7 +67,7 @@ def test_a_vocabulary_with_the_unknown_symbol_scores_unseen_characters_as_it_and
         ids = vocab.encode("abXd", unseen=True)
     assert ids.tolist() == [0, 1, vocab.unknown_id, 3]
     note = unseen_note(vocab, ["abXdX"])
-    assert note.startswith("2 unseen characters scored as the unknown symbol '\ufffd' (1 distinct: 'X')")
+    assert note.startswith("2 unseen characters scored as the unknown symbol '\ufffd' (1 distinct: 'X' 2 times); ")
     assert "not the probability of each" in note
 
 
@@ -92,8 +92,28 @@ def test_the_unseen_note_says_which_form_the_model_knows_in_one_short_line():
     text = "明,月:們" + "".join(chr(0x4E00 + i) for i in range(100, 140)) + ",:" + poem  # the poem: most is known
     note = unseen_note(vocab, [text])
     assert vocab.simplified_chinese and vocab.name_unseen("們").startswith("'們' (traditional")
-    named = "',' (did you mean '，' or '、'?) ':' (did you mean '：'?) '們' '乤' '乥' '书' '乧' '乨'"
-    assert note == f"45 unseen characters excluded from the score (43 distinct: {named} ...)"
+    named = "',' 2 times (the model writes '，' or '、') ':' 2 times (the model writes '：') '們' once '乤' once"
+    assert note.startswith(f"45 unseen characters excluded from the score (43 distinct: {named} ...); ")
+
+
+def test_the_unseen_note_on_a_file_says_how_often_each_is_found_and_what_to_do_without_asking():
+    """eval's note on a file's unseen characters asked "'「' (did you mean '“'?)", a seed's words: no one
+    typed the file. It names each with how many times the text has it and the form the model writes,
+    says they are left out of the score, and what scores them: a fine-tune on such text, or (where the
+    model writes another form) writing them as the model does."""
+    vocab = Vocab(sorted(set("宝玉道：“好。”\n")))
+    note = unseen_note(vocab, ["宝玉道：「好」。「好」。瞿\n" * 3])
+    named = "'「' 6 times (the model writes '“') '」' 6 times (the model writes '”') '瞿' 3 times"
+    assert note == (
+        f"15 unseen characters excluded from the score (3 distinct: {named}); to score them, fine-tune the "
+        "model on text that has them (charlm train FILE --init-from RUN) or write them as the model does"
+    )
+    assert "did you mean" not in note
+    plain = unseen_note(vocab, ["宝玉道：瞿好。\n" * 3])  # no form the model writes: nothing to write instead
+    assert plain.endswith(
+        "'瞿' 3 times); to score them, fine-tune the model on text that has them (charlm train FILE --init-from RUN)"
+    )
+    assert vocab.name_unseen("「") == "'「' (did you mean '“'?)"  # a seed's, typed: still asked
 
 
 @pytest.mark.parametrize("unknown", [False, True])
@@ -123,7 +143,10 @@ def test_eval_scores_a_file_with_unseen_characters_and_says_how_many_it_left_out
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "bits per character over 219 characters scored" in lines[0]
-    assert lines[1] == "10 unseen characters excluded from the score (2 distinct: '<' '>')"
+    assert lines[1] == (
+        "10 unseen characters excluded from the score (2 distinct: '<' 5 times '>' 5 times); to score them, "
+        "fine-tune the model on text that has them (charlm train FILE --init-from RUN)"
+    )
 
 
 @pytest.mark.usefixtures("trained")
@@ -214,4 +237,4 @@ def test_eval_under_the_latest_run_of_another_script_says_the_figure_says_little
     )
     (tmp_path / "mostly.txt").write_text("明月光 " + poem[:40], encoding="utf-8")
     note = cli("eval", "mostly.txt", "--quiet").stdout.splitlines()[1]
-    assert note == "1 unseen characters excluded from the score (1 distinct: ' ')"
+    assert note.startswith("1 unseen characters excluded from the score (1 distinct: ' ' once); to score them")

@@ -17,6 +17,8 @@ from ..stopping import leaving_at_once
 from .completion import corpora, run_names
 from .options import options_of
 
+SHORT_DIGEST = 12  # hex digits of the base's sha256 a fine-tune's start line gives, as git's short hashes: `charlm info` has all 64
+
 if TYPE_CHECKING:
     from ..distributed import Ranks
     from ..trainer import Trainer
@@ -143,9 +145,11 @@ def say_started(trainer: Trainer, ranks: Ranks) -> None:
         ),
         err=True,
     )
-    if trainer.base:
+    if trainer.base and trainer.saved_step is not None:  # its new characters were said when it started
+        click.echo(one_line(f"continuing the fine-tune of {trainer.base.describe(SHORT_DIGEST)}"), err=True)
+    elif trainer.base:
         added = finetune.new_characters_note(trainer.corpus, trainer.base.vocab_size, config)
-        click.echo(one_line(f"fine-tuning from {trainer.base.describe()}; {added}"), err=True)
+        click.echo(one_line(f"fine-tuning from {trainer.base.describe(SHORT_DIGEST)}; {added}"), err=True)
 
 
 def say_ended(trainer: Trainer) -> int:

@@ -52,7 +52,10 @@ def export(
     out = output if output is not None else default_output(path, format)  # "" is refused, not the default
     out = outputs.output_folder(out) if format == "safetensors" else outputs.output_file(out)
     if format == "safetensors":
-        from .safetensors import export as write
+        from .safetensors import export as write_folder
+
+        def write(saved: checkpoint.Checkpoint, out: Path) -> Path:
+            return write_folder(saved, out, source_of(path, run_dir))
     elif format == "onnx":
         from .onnx import export as write_onnx
 
@@ -92,6 +95,15 @@ def run_of(path: Path) -> Path | None:
         return path.parent
     exports = path.parent.absolute().parent
     return exports.parent if exports.name == runs.EXPORTS and runs.is_run_folder(exports.parent) else None
+
+
+def source_of(path: Path, run_dir: Path | None) -> dict[str, str] | None:
+    """The run a model folder exported from checkpoint `path` comes from (`hub.exported_from`): its run
+    folder's, or, for a folder exported from another (a copy, elsewhere), that one's record; None for a
+    lone .pt file, outside any run."""
+    if run_dir is not None and runs.is_run_folder(run_dir):
+        return {"run": run_dir.name, "folder": str(run_dir.resolve())}
+    return hub.exported_from(hub.folder_of(path)) if hub.names_weights(path) else None
 
 
 def default_output(path: Path, format: str) -> Path:

@@ -38,14 +38,16 @@ CHINESE_SHARE = 0.3  # a text is Chinese when this share of its non-space charac
 # line position, reached |r| 0.60 over 30 characters, 0.35 over 100, 0.25 over 300, 0.14 over 1,000
 # and 0.05 over 3,000 (mean of 4 draws); a model of more cells finds more such.
 FEW_CORRELATED = 1000
-# What chance gives on this text: every cell against the feature shifted these shares of the text along
-# it (the same values, out of step with the characters). A cell follows a feature only where it beats
-# the best of those: the quotes model's best cell for the position in the line correlated +0.055 where
-# the line position shifted half the text got 0.121 from another cell.
-CHANCE_SHIFTS = (0.25, 0.5, 0.75)
+# What chance gives on this text: every cell against the feature shifted each of these shares of the
+# text along it (the same values, out of step with the characters). A cell follows a feature only where it
+# beats the best of all of them: a cell that follows nothing beats all 19 one time in 20 (it is as likely
+# as each shift to be the largest of the 20), where 3 shifts (a quarter, a half, three quarters) let one
+# in 4 through: hongloumeng's line position "followed" at 0.250 against their 0.239, and gets 0.295 from
+# the 19 (docs/inspect.md, "Measured"; tests/test_inspect.py draws cells that follow nothing).
+CHANCE_SHIFTS = tuple(k / 20 for k in range(1, 20))
 CHANCE_SAID = (
-    "the largest correlation any cell has with the feature shifted a quarter, a half and three quarters "
-    "along the text; a cell follows a feature only if it beats that"
+    "the largest correlation any cell has with the feature shifted 1/20, 2/20, ... 19/20 of the way along "
+    "the text; a cell follows a feature only if it beats that, as a cell that follows nothing does one time in 20"
 )
 
 
@@ -367,8 +369,8 @@ def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str) 
     notes = []
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
-        distinct = model.vocab.unseen_in("".join(excluded))
-        shown = model.vocab.names_unseen(distinct)  # eval's wording: '「' (did you mean '“'?) ...
+        distinct = model.vocab.unseen_counts("".join(excluded))
+        shown = model.vocab.names_unseen(distinct)  # eval's wording: '「' 2 times (the model writes '“') ...
         notes.append(
             f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct):,} distinct, "
             f"never in the model's training text: {shown}); the model reads each as a character it knows "
