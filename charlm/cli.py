@@ -228,7 +228,8 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         bits, chars = bits + file_bits, chars + file_chars
     if len(named) > 1:
         click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))
-    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters scored")
+    of = f"of {held_out[0]}'s held-out text" if held_out and len(named) == 1 else "scored"  # whose, as eval RUN says
+    click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters {of}")
     if unseen := unseen_note(model.vocab, texts):
         click.echo(unseen)
     say_latest(untold)

@@ -552,8 +552,8 @@ def test_eval_of_a_run_as_a_file_scores_its_held_out_text_so_a_base_and_its_fine
     result = cli("eval", base, "tuned", "--quiet")
     assert result.exit_code == 0, result.output
     scored, unseen = re.search(
-        r"over ([\d,]+) characters scored\n([\d,]+) unseen characters excluded", result.output
-    ).groups()
+        r"over ([\d,]+) characters of tuned's held-out text\n([\d,]+) unseen characters excluded", result.output
+    ).groups()  # the line names whose text it scored, as `charlm eval TUNED`'s does
     assert int(scored.replace(",", "")) + int(unseen.replace(",", "")) == held_out  # the very text, the new excluded
     alone = cli("eval", base, "tuned", str(new_file), "--quiet")  # a row each, then both
     assert alone.exit_code == 0 and "tuned (held-out text)" in alone.output and str(new_file) in alone.output
