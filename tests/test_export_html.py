@@ -263,10 +263,11 @@ def test_page_writes_chinese(tmp_path, browser):
     browser.save_screenshot(str(tmp_path / "page-chinese.png"))
 
 
-def poet_model():
+def poet_model(more: str = ""):
     """test_forms.py's idea on the page: an untrained Chinese model whose likeliest characters are the
-    ones a form forbids (letters, spaces, line breaks), so only the template keeps a poem in shape."""
-    model = model_of("lstm", CHINESE + "ab ", hidden=16)
+    ones a form forbids (letters, spaces, line breaks), so only the template keeps a poem in shape.
+    `more`: characters it knows besides (a stray ',' of tangshi300's)."""
+    model = model_of("lstm", CHINESE + "ab " + more, hidden=16)
     with torch.no_grad():
         for char in "ab \n":
             model.head.bias[model.vocab.index[char]] = 6.0
@@ -314,6 +315,63 @@ def test_page_writes_a_poem_in_the_form_chosen(tmp_path, browser):
     free = made_text(browser)
     assert len(free) == 30 and set(free) <= set(CHINESE + "ab ") and not browser.find_element("id", "seed-error").text
     assert {"a", "b"} & set(free)
+
+
+def charlms(model: CharLM, seed: str, **options) -> str:
+    """What charlm writes after `seed` (greedy), or its refusal as the page says it: "error: " and the line,
+    with a form named as the page (and the server) names it, `form 五绝` for Python's `form='五绝'`."""
+    try:
+        return sampler.generate(model, seed, greedy=True, **options)[0]
+    except CharLMError as error:
+        form = options.get("form")
+        return "error: " + (str(error).replace(f"form={form!r}", f"form {form}") if form else str(error))
+
+
+VERSE, NEXT = CHINESE[:5], CHINESE[10:15]
+# Seeds under 五言绝句 whose poem has half-width marks (',' the model knows, '.' it never saw), or whose last
+# line breaks the form (a letter or a sixth character where it writes '，', a title longer than a verse, a
+# whole poem), or a mark the model never saw out of place (refused as unseen first, as charlm does).
+MARKED_OR_BROKEN = [
+    "丁\n" + VERSE + ",",
+    "丁\n" + VERSE + "," + NEXT + ".\n" + CHINESE[20:22],
+    "丁\n" + VERSE + "，" + NEXT + ".",
+    "丁\n" + VERSE + "a",
+    "丁\n" + CHINESE[:6] + ",",
+    "丁丁丁丁丁丁丁",
+    "丁\n" + VERSE + "，" + NEXT + "。\n" + VERSE + "," + NEXT + "。",
+    "丁\n" + VERSE + "？",
+    "丁\n",
+]
+SEED_IDS = ["comma", "dot-unseen", "dot-ends-line", "letter", "six", "long-title", "whole-poem", "unseen-mark", "title"]
+
+
+@pytest.mark.slow  # a browser
+@pytest.mark.parametrize("seed", MARKED_OR_BROKEN, ids=SEED_IDS)
+def test_page_reads_half_width_marks_and_refuses_a_seed_that_breaks_the_form_as_charlm_does(tmp_path, browser, seed):
+    """charlm reads a ',' or '.' in a form's place as the form's '，' or '。', and refuses in one line a seed whose
+    last line breaks the form (constraints.Constrained.marked, refuse_unbegun); the page read ',' as itself,
+    refused a '.' it never saw, and wrote a new poem glued to a broken last line. Its script API now gives
+    charlm's text or line, and the page shows the seed as read (which Continue sends), or the line under the
+    seed, as its other seed errors."""
+    from selenium.webdriver.support.ui import Select
+
+    model = poet_model(",")
+    expected = charlms(model, seed, form="五言绝句")
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    generated = "window.charlm.generate({seed: args[0], form: '五言绝句', greedy: true})"
+    assert call(browser, generated, seed) == expected
+    Select(browser.find_element("id", "form")).select_by_value("五言绝句")
+    write(browser, seed=seed, temperature="0")
+    wait(browser, PAGE_WAIT).until(lambda d: "writing" not in d.find_element("id", "status").text)
+    status, error = (browser.find_element("id", name).text for name in ("status", "seed-error"))
+    if expected.startswith("error: "):
+        assert error == expected.removeprefix("error: ") and "not written: see the seed" in status
+    else:
+        assert browser.execute_script("return document.getElementById('text').textContent") == expected
+        assert not error and "done (stop)" in status
+        browser.find_element("id", "continue").click()  # the text as read, a whole poem: charlm's refusal of it
+        wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "seed-error").text)
+        assert "error: " + browser.find_element("id", "seed-error").text == charlms(model, expected, form="五言绝句")
 
 
 @pytest.mark.slow  # a browser
@@ -676,7 +734,7 @@ def test_the_pages_stop_text_is_read_in_the_models_normalization_as_charlms(tmp_
 def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     """The page's forms (sampler.js) wrote a new poem after any seed; charlm goes on with the poem a seed began
     (constraints.Constrained.begun), and so does the page now, by the same rule: the same greedy poems, the same
-    refusal of a seed whose verse breaks the acrostic."""
+    refusal of a seed whose verse breaks the acrostic, or whose last line breaks the form (a six-character verse)."""
     model = poet_model()
     verse = CHINESE[:5] + "，"
     seeds = ["丁\n", "丁\n七\n" + verse, "丁\n" + CHINESE[7:9], "丁\n" + verse + CHINESE[10:15] + "。\n" + CHINESE[20:21],
@@ -686,12 +744,13 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     generations.append({"seed": "丁\n" + verse, "form": "五绝", "acrostic": "丁丁七万", "greedy": True})
     got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
     for seed, text in zip(seeds, got["texts"]):
-        assert text == sampler.generate(model, seed, form="五绝", greedy=True)[0], seed
+        assert text == charlms(model, seed, form="五绝"), seed
     assert got["texts"][6] == sampler.generate(model, "丁\n" + verse, form="五绝", acrostic="一丁七万", greedy=True)[0]
     with pytest.raises(CharLMError) as error:
         sampler.generate(model, "丁\n" + verse, form="五绝", acrostic="丁丁七万")
     assert got["texts"][7] == f"error: {error.value}"
-    assert [text.count("，") for text in got["texts"][:6]] == [2, 2, 2, 2, 3, 4]  # four poems went on, two are new
+    assert [text.count("，") for text in got["texts"][:6] if "error" not in text] == [2, 2, 2, 2, 4]  # one is new
+    assert got["texts"][4].startswith("error: seed: its last line '" + CHINESE[:6] + "，' has")
 
 
 def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):

@@ -11,7 +11,8 @@ log-probabilities are from PyTorch's.
 Poem forms: the meta carries charlm.forms' FORMS, every name a form goes by (FORM_NAMES: 五绝, 五言絕句 ...)
 and each id's class as charlm.forms decides it (`classes`), with the class of each character a template
 may hold that the model reads as one of another class (`typed_classes`: nfkc's "，" for ","), so the
-page's template rules (sampler.js) take the names and use the Unicode rules charlm does.
+page's template rules (sampler.js) take the names and use the Unicode rules charlm does; and the marks a
+seed may type for a form's (`marks`: ',' for '，'), which the page reads as the form's, as charlm reads them.
 
 A seed character the model never saw, and a banned one it never writes, is named as charlm names it
 (`Vocab.name_unseen`): the meta carries the hints Python computes (`Vocab.unseen_hints`: the forms the
@@ -34,11 +35,12 @@ import torch
 
 from .. import files
 from ..checkpoint import Checkpoint
+from ..constraints import same_mark
 from ..errors import CharLMError
 from ..fields import said
 from ..forms import FORM_CHOICES, FORM_NAMES, FORMS, is_cjk_punctuation, is_han, is_letter
 from ..model import AdaptiveHead
-from ..vocab import Vocab
+from ..vocab import Vocab, other_forms
 from .wasm import matvec_base64
 
 # What the top of page.html says, in its first bytes: how a page is told from a text to score (`is_page`)
@@ -125,6 +127,18 @@ def typed_classes(vocab: Vocab) -> dict[str, str]:
     }
 
 
+def marks(vocab: Vocab) -> dict[str, str]:
+    """Each mark a seed may type for a fixed character of a template that the model knows, with those characters
+    (`constraints.same_mark`: ',' -> '，、', '.' -> '。'), for the page's `Constrained.marked` and `fits_shape`:
+    a template fixes only characters the model knows."""
+    found: dict[str, str] = {}
+    for slot in vocab.chars:
+        for typed in other_forms(slot):
+            if same_mark(typed, slot):
+                found[typed] = found.get(typed, "") + slot
+    return found
+
+
 @functools.cache
 def normalizing(form: str) -> dict[str, str]:
     """Each character Unicode normalization `form` (none, nfc, nfkc) reads as one other character: that one."""
@@ -175,6 +189,7 @@ def render(saved: Checkpoint, about: dict, weights: str) -> str:
             "choices": FORM_CHOICES,
             "classes": classes(vocab),
             "typed_classes": typed_classes(vocab),
+            "marks": marks(vocab),
         },
     }
     here = resources.files(__package__)

@@ -12,7 +12,8 @@
 // before everything else, from a template's characters too.
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
-// Messages out: ready, result {id, value}, chunk {id, text}, done {id, text, reason, seconds},
+// Messages out: ready, result {id, value}, seed {id, text} (the seed as read, where a form read it otherwise than
+// typed: '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
 // error {id, message, param} (param: "form", "template", "acrostic" or "ban" when the form is refused),
 // failed {id, message} (the generation broke off: its chunks so far are all it wrote).
 "use strict";
@@ -446,20 +447,26 @@ function compileTemplate(request, banned) {
     }
     return only.get(id);
   };
-  return { size: slots.length, allowed, begun: poemBegun(slots, starts, script, acrostic) };
+  return { size: slots.length, allowed, ...seedRules(slots, starts, script, acrostic, form != null ? name : null) };
 }
 
-// constraints.Constrained.begun: where the poem the seed (as the model reads it) began leaves off in the template,
-// 0 for a new poem after the seed. The seed's poem is its text after its last line that is not a whole line
-// of the template, less the whole poems at its start, each ended by a line break; it is begun if it is
-// shorter than the template and its start. A verse it began against the acrostic is refused. Lengths in
-// characters (code points), as Python counts them.
-function poemBegun(slots, acrosticAt, script, acrostic) {
-  const { classes } = model.meta.forms, unknown = model.meta.vocab.unknown_id, newline = model.index.get("\n");
+// constraints.Constrained's seed rules, over the template's ids (the seed as the model reads it; lengths in
+// characters, code points, as Python counts them):
+// begun: where the poem the seed began leaves off in the template, 0 for a new poem after the seed. The seed's
+// poem is its text after its last line that is not a whole line of the template, less the whole poems at its
+// start, each ended by a line break; it is begun if it is shorter than the template and its start. A verse it
+// began against the acrostic is refused; under a form (`form`: its name, null for a template), so is a last
+// line that begins no poem of it (refuse_unbegun): a new poem would be glued to it.
+// marked: the seed with its poem's marks, and the whole verse lines' before it, written as the template writes
+// them: a ',' where the form has '，' (same_mark: meta.forms.marks, Python's pairs) is read as '，'.
+function seedRules(slots, acrosticAt, script, acrostic, form) {
+  const { classes } = model.meta.forms, chars = model.meta.vocab.chars, unknown = model.meta.vocab.unknown_id;
+  const newline = model.index.get("\n"), marks = new Map(Object.entries(model.meta.forms.marks));
   const shape = slots.map((id, i) => (acrosticAt.includes(i) ? FREE : id)), size = shape.length;
+  const sameMark = (c, id) => model.index.get(c) === id || (marks.get(c) ?? "").includes(chars[id]);
   const fitsShape = (text, at = 0) => text.length <= size - at && text.every((c, k) => {
     const id = model.index.get(c), want = shape[at + k];
-    return want === FREE ? id !== undefined && id !== unknown && classes[id] === script : id === want;
+    return want === FREE ? id !== undefined && id !== unknown && classes[id] === script : sameMark(c, want);
   });
   const verseLines = [], seen = new Set();  // each different line of the template, not empty: [start, length]
   for (let i = 0, from = 0; i <= size; i++) {
@@ -469,29 +476,65 @@ function poemBegun(slots, acrosticAt, script, acrostic) {
     seen.add(key);
     from = i + 1;
   }
-  return (seed) => {
-    const text = [...seed], lines = seed.split("\n").map((line) => [...line]);
+  const verseLineOf = (line) => verseLines.find(([at, length]) => line.length === length && fitsShape(line, at));
+  const linesOf = (text) => text.join("").split("\n").map((line) => [...line]);
+  const poemStart = (text) => {  // where poemOf looks for the poem: after the last line that is not a verse line
+    const lines = linesOf(text);
     let start = text.length - lines[lines.length - 1].length;
-    for (let k = lines.length - 2; k >= 0; k--) {
-      const line = lines[k];
-      if (!verseLines.some(([at, length]) => line.length === length && fitsShape(line, at))) break;
-      start -= line.length + 1;
-    }
+    for (let k = lines.length - 2; k >= 0 && verseLineOf(lines[k]); k--) start -= lines[k].length + 1;
     const endsInBreak = shape[size - 1] === newline;  // then poems follow one another with no break between
     while (text.length - start > size && fitsShape(text.slice(start, start + size))) {
       if (!endsInBreak && text[start + size] !== "\n") break;
-      start += size + (endsInBreak ? 0 : 1);
+      start += size + (endsInBreak ? 0 : 1);  // a whole poem and its line break: the seed's own
     }
-    const poem = text.slice(start);
-    if (!(poem.length > 0 && poem.length < size) || !fitsShape(poem)) return 0;
+    return start;
+  };
+  const poemOf = (text) => {
+    const poem = text.slice(poemStart(text));
+    return poem.length > 0 && poem.length < size && fitsShape(poem) ? poem : null;
+  };
+  const writtenAs = (out, from, at, count) => {  // out[from ..] in the template's fixed characters from `at` on
+    for (let k = 0; k < count; k++) if (shape[at + k] !== FREE) out[from + k] = chars[shape[at + k]];
+  };
+  const marked = (seed) => {
+    const text = [...seed], lines = linesOf(text), last = lines[lines.length - 1], out = text.slice();
+    let end = text.length - last.length - 1;  // where the line walked over ends (its line break)
+    for (let k = lines.length - 2; k >= 0; k--) {
+      const line = lines[k], verse = verseLineOf(line);
+      if (!verse) break;
+      writtenAs(out, end - line.length, verse[0], line.length);
+      end -= line.length + 1;
+    }
+    const poem = poemOf(text);
+    if (poem && last.length) writtenAs(out, text.length - last.length, poem.length - last.length, last.length);
+    return out.join("");
+  };
+  const refuseUnbegun = (text) => {
+    const last = text.slice(text.lastIndexOf("\n") + 1);
+    if (!last.length) return;
+    const poem = text.slice(poemStart(text)), wrong = poem.slice(0, size).findIndex((c, k) => !fitsShape([c], k));
+    let problem = `completes a whole ${form}`;
+    if (wrong >= 0) {
+      const want = shape[wrong], wanted = want !== FREE ? pythonRepr(chars[want]) : script === "h" ? "a Han character" : "a letter";
+      problem = `has ${pythonRepr(poem[wrong])} where ${form} writes ${wanted}`;
+    }
+    throw new Error(`seed: its last line ${pythonRepr(last.join(""))} ${problem}; write the form there, or end the seed with a line break for a new poem under it`);
+  };
+  const begun = (seed) => {
+    const text = [...seed], poem = poemOf(text);
+    if (!poem) {
+      if (form) refuseUnbegun(text);  // a template's text may go on a line of prose
+      return 0;
+    }
     acrosticAt.forEach((at, k) => {
       if (at < poem.length && model.index.get(poem[at]) !== slots[at]) {
-        const [got, want] = [poem[at], model.meta.vocab.chars[slots[at]]].map(pythonRepr);  // constraints.py's !r
+        const [got, want] = [poem[at], chars[slots[at]]].map(pythonRepr);  // constraints.py's !r
         throw formError("acrostic", `acrostic ${acrostic}: the seed's poem begins verse ${k + 1} with ${got}, not ${want}; an acrostic is the whole poem's: begin the seed's verses with it, or end it before them for a new poem`);
       }
     });
     return poem.length;
   };
+  return { begun, marked };
 }
 
 // The ids a request bans as a mask (1: banned), null when it bans none.
@@ -580,13 +623,13 @@ function generate(request) {
   };
   const normalize = model.meta.vocab.normalize;
   if (normalize !== "none") options.stop = options.stop.normalize(normalize.toUpperCase());  // as the model writes it (sampler.stop_texts)
-  const seed = lineBreaks(request.seed ?? "");  // as the text is shown and read (encoded, and begun)
+  const typed = lineBreaks(request.seed ?? "");
   const banned = bannedMask(request.ban);
   const form = compileTemplate(request, banned);  // null: free text; a new template on each request (Continue too)
   const unbanned = banned && banned.map((out) => 1 - out);  // free text: every id but the banned (null: every id)
-  const read = normalize === "none" ? seed : seed.normalize(normalize.toUpperCase());
-  const begin = form ? form.begun(read) : 0;  // the poem the seed began, if it began one: its rest is written
-  const allowed = form ? (count) => form.allowed(begin + count) : () => unbanned;
+  // As the text is shown and read (encoded, and begun): with a form, as charlm reads it (sampler.seed_read),
+  // normalized and its poem in the form's marks ('，' for a typed ',').
+  const seed = form ? form.marked(normalize === "none" ? typed : typed.normalize(normalize.toUpperCase())) : typed;
   const started = performance.now();
   let state, scores;
   if (request.continuing && last && last.text === seed) {
@@ -598,6 +641,11 @@ function generate(request) {
     const start = seed ? model.encode(seed) : [model.meta.vocab.start_id];  // as sampler.stream_samples
     for (let i = 0; i < start.length; i++) model.step(start[i], state, i === start.length - 1 ? scores : null);
   }
+  // The poem the seed began, if it began one: its rest is written. After the seed is read, as charlm refuses
+  // an unseen character before a seed that breaks the form.
+  const begin = form ? form.begun(seed) : 0;
+  const allowed = form ? (count) => form.allowed(begin + count) : () => unbanned;
+  if (seed !== typed) postMessage({ type: "seed", id: request.id, text: seed });
   const uniform = mulberry32(request.random_seed ?? Math.floor(Math.random() * 2 ** 32));
   const probs = new Float64Array(model.V), chars = model.meta.vocab.chars;
   // The stop is looked for in `ending`, the text's last stop.length units: made.endsWith(stop) after
