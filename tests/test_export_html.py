@@ -731,6 +731,20 @@ def test_the_pages_stop_text_is_read_in_the_models_normalization_as_charlms(tmp_
     assert got["texts"] == [expected]
 
 
+def test_the_pages_stop_text_reads_windows_line_breaks_as_charlms(tmp_path):
+    r"""charlm reads a stop text as it reads a seed (sampler.stop_texts: vocab.normalized, `\r\n` as `\n`), so
+    `stop='b\r\n'` (a Windows file's line) stops after a written 'b' and its line break; the page normalized
+    the stop but kept its `\r`, which the model never writes, and wrote on to the length."""
+    torch.manual_seed(4)
+    vocab = Vocab(list("ab\n"), normalize="nfc")
+    model = CharLM(ModelConfig("lstm", 1, 8, 0.0, len(vocab)), vocab).eval()
+    expected = [sampler.generate(model, "a", length=40, greedy=True, stop=stop)[0] for stop in ("b\r\n", "\r\r\n")]
+    assert expected == ["a\na\na\nab\n", "a\n"]
+    generations = [{"seed": "a", "length": 40, "greedy": True, "stop": stop} for stop in ("b\r\n", "\r\r\n")]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "ab", "generations": generations})
+    assert got["texts"] == expected
+
+
 # A free seed typed in other forms of the model's characters: full-width letters and digits, a ligature and a
 # unit that NFKC spells as two characters, a decomposed 'é' that NFC composes, the angstrom sign and a CJK
 # compatibility ideograph that NFC reads as a letter and an ideograph, and marks the model never saw, bare
