@@ -731,6 +731,82 @@ def test_the_pages_stop_text_is_read_in_the_models_normalization_as_charlms(tmp_
     assert got["texts"] == [expected]
 
 
+def test_the_pages_stop_text_reads_windows_line_breaks_as_charlms(tmp_path):
+    r"""charlm reads a stop text as it reads a seed (sampler.stop_texts: vocab.normalized, `\r\n` as `\n`), so
+    `stop='b\r\n'` (a Windows file's line) stops after a written 'b' and its line break; the page normalized
+    the stop but kept its `\r`, which the model never writes, and wrote on to the length."""
+    torch.manual_seed(4)
+    vocab = Vocab(list("ab\n"), normalize="nfc")
+    model = CharLM(ModelConfig("lstm", 1, 8, 0.0, len(vocab)), vocab).eval()
+    expected = [sampler.generate(model, "a", length=40, greedy=True, stop=stop)[0] for stop in ("b\r\n", "\r\r\n")]
+    assert expected == ["a\na\na\nab\n", "a\n"]
+    generations = [{"seed": "a", "length": 40, "greedy": True, "stop": stop} for stop in ("b\r\n", "\r\r\n")]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "ab", "generations": generations})
+    assert got["texts"] == expected
+
+
+# A free seed typed in other forms of the model's characters: full-width letters and digits, a ligature and a
+# unit that NFKC spells as two characters, a decomposed 'é' that NFC composes, the angstrom sign and a CJK
+# compatibility ideograph that NFC reads as a letter and an ideograph, and marks the model never saw, bare
+# or with a hint ('．' is its '.', which it never saw: did you mean '。'?).
+TYPED_SEEDS = ["ｔhe ", "ﬁ １２ ", "㎏ e\u0301 ", "\u212b\uf900 ", "the．", "½ e\u0301\u0301", "\r\nｑ ∑ "]
+TYPED_CHARS = sorted(set(TEXT + "fi12kgé\u00c5\u8c48。"))
+
+
+def typed_model(normalize: str, unknown: bool = False) -> CharLM:
+    torch.manual_seed(3)
+    vocab = Vocab(TYPED_CHARS, unknown=unknown, normalize=normalize)
+    return CharLM(ModelConfig("lstm", 2, 16, 0.0, len(vocab)), vocab).eval()
+
+
+@pytest.mark.parametrize(("normalize", "unknown"), [("nfkc", False), ("nfc", False), ("none", False), ("nfkc", True)])
+def test_the_page_gives_a_free_seed_as_the_model_read_it_as_charlm_does(tmp_path, normalize, unknown):
+    """charlm.generate(model, 'ｔhe ') on an nfkc model gives 'the ...', the seed as the model read it (as
+    `charlm sample` prints it and the server echoes it); the page's script API gave 'ｔhe ...' for free text
+    (a form's seed alone was given as read). The same text now for every normalization, a seed whose reading
+    is longer or shorter than typed, and the same refusal of a character the model never saw, named as read;
+    a model with the unknown symbol reads it as that, and both give it as typed (after normalization)."""
+    model = typed_model(normalize, unknown)
+    generations = [{"seed": seed, "length": 12, "greedy": True} for seed in TYPED_SEEDS]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "the", "generations": generations})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unknown symbol's
+        expected = [charlms(model, seed, length=12) for seed in TYPED_SEEDS]
+    assert got["texts"] == expected
+    if normalize == "nfkc":  # read otherwise than typed, and no refusal
+        assert [text[:4] for text in expected[:3]] == ["the ", "fi 1", "kg é"], expected
+    if normalize != "none" and not unknown:
+        assert expected[4] == "error: seed: 1 character(s) the model has never seen: " + (
+            "'.' (did you mean '。'?); use only characters from the training text"
+            if normalize == "nfkc"
+            else "'．'; use only characters from the training text"
+        )
+
+
+@pytest.mark.slow  # a browser
+def test_page_shows_and_continues_a_free_seed_as_the_model_read_it(tmp_path, browser):
+    """The page showed an nfkc model's free seed as typed ('ｔhe ') and Continue sent it so, where charlm prints
+    the seed as read ('the '): it now shows the seed the model read, Continue sends that text, and a ban typed in
+    another form of a character (a full-width 'ｌ') bans the model's character after it, as `--ban` does."""
+    model = typed_model("nfkc")
+    expected = sampler.generate(model, "ｔhe ﬁ", length=10, greedy=True)[0]
+    assert expected.startswith("the fi")
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    write(browser, seed="ｔhe ﬁ", length="10", temperature="0")
+    wait(browser, PAGE_WAIT).until(lambda d: "done (length)" in d.find_element("id", "status").text)
+    assert browser.execute_script("return document.getElementById('text').textContent") == expected
+    browser.find_element("id", "continue").click()
+    wait(browser, PAGE_WAIT).until(lambda d: len(made_text(d)) == 10 and "done" in d.find_element("id", "status").text)
+    assert browser.find_element("id", "seed").get_attribute("value") == expected
+    continued = browser.execute_script("return document.getElementById('text').textContent")
+    assert continued == sampler.generate(model, expected, length=10, greedy=True)[0]
+    options = {"length": 10, "greedy": True, "logit_bias": sample_configs({}, "ｌ")[0].logit_bias}
+    banned = sampler.generate(model, "ｔhe ", **options)[0]
+    assert "l" in expected[6:] and "l" not in banned and banned.startswith("the ")
+    generated = "window.charlm.generate({seed: args[0], length: 10, greedy: true, ban: args[1]})"
+    assert call(browser, generated, "ｔhe ", "ｌ") == banned
+
+
 def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     """The page's forms (sampler.js) wrote a new poem after any seed; charlm goes on with the poem a seed began
     (constraints.Constrained.begun), and so does the page now, by the same rule: the same greedy poems, the same

@@ -12,8 +12,8 @@
 // before everything else, from a template's characters too.
 //
 // Messages in: load {meta, tensors (JSON text)}, logprobs {id, text}, generate {id, ...options}, stop.
-// Messages out: ready, result {id, value}, seed {id, text} (the seed as read, where a form read it otherwise than
-// typed: '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
+// Messages out: ready, result {id, value}, seed {id, text} (the seed as read, where it was read otherwise than
+// typed: 'the' for an nfkc model's 'ｔhe', a form's '，' for ','), chunk {id, text}, done {id, text, reason, seconds},
 // error {id, message, param} (param: "form", "template", "acrostic" or "ban" when the form is refused),
 // failed {id, message} (the generation broke off: its chunks so far are all it wrote).
 "use strict";
@@ -271,11 +271,10 @@ class Model {
     for (let j = 0; j < V; j++) out[j] = ranked[this.rank[j]];
   }
 
-  // Text -> ids, as Vocab.encode: normalized, unknown characters mapped to the unknown symbol or refused.
+  // Text -> ids, as Vocab.encode: normalized (page.js's `normalized`), unknown characters mapped to the unknown
+  // symbol or refused.
   encode(text) {
-    const form = this.meta.vocab.normalize;
-    text = lineBreaks(text);
-    if (form !== "none") text = text.normalize(form.toUpperCase());
+    text = normalized(lineBreaks(text), this.meta.vocab.normalize);
     const ids = [], missing = [];
     for (const ch of text) {
       const id = this.index.get(ch);
@@ -405,7 +404,7 @@ function compileTemplate(request, banned) {
   const unknownOf = new Map();  // each option's characters the model does not know, named as charlm names them
   const slots = chars.map((c) => {
     if (c === null) return FREE;
-    const read = normalize === "none" ? c : c.normalize(normalize.toUpperCase());
+    const read = normalized(c, normalize);
     const known = [...read].length === 1 ? read : c;
     const id = model.index.get(known);
     if (id === undefined || id === unknown) {  // ',' (did you mean '，'?)
@@ -622,14 +621,15 @@ function generate(request) {
     greedy: !!request.greedy, stop: request.stop || "",
   };
   const normalize = model.meta.vocab.normalize;
-  if (normalize !== "none") options.stop = options.stop.normalize(normalize.toUpperCase());  // as the model writes it (sampler.stop_texts)
+  options.stop = normalized(lineBreaks(options.stop), normalize);  // as the model writes it (sampler.stop_texts)
   const typed = lineBreaks(request.seed ?? "");
   const banned = bannedMask(request.ban);
   const form = compileTemplate(request, banned);  // null: free text; a new template on each request (Continue too)
   const unbanned = banned && banned.map((out) => 1 - out);  // free text: every id but the banned (null: every id)
-  // As the text is shown and read (encoded, and begun): with a form, as charlm reads it (sampler.seed_read),
-  // normalized and its poem in the form's marks ('，' for a typed ',').
-  const seed = form ? form.marked(normalize === "none" ? typed : typed.normalize(normalize.toUpperCase())) : typed;
+  // As the text is shown and read (encoded, and begun), as charlm reads it (sampler.seed_read): normalized ('the'
+  // for an nfkc model's 'ｔhe', as charlm.generate gives it and `charlm sample` prints it), and with a form its
+  // poem in the form's marks ('，' for a typed ',').
+  const read = normalized(typed, normalize), seed = form ? form.marked(read) : read;
   const started = performance.now();
   let state, scores;
   if (request.continuing && last && last.text === seed) {
