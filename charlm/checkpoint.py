@@ -42,6 +42,8 @@ from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary
 
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
+
 
 def unpack(data: bytes, path: Path) -> dict:
     """The payload of a checkpoint file's bytes, verified (`checkpoint_file.verified`) and in the
@@ -372,14 +374,26 @@ def check_weights(weights: dict, expected: dict) -> None:
         tensor = weights[name]
         if not isinstance(tensor, torch.Tensor) or tensor.is_floating_point() != like.is_floating_point():
             raise CharLMError(f"{name} is not a tensor of {like.dtype}")
-        # weights_only=True unpickles sparse, nested and meta tensors too: each would be a torch traceback
-        # later (no shape to compare, no value to sum, no copy into a dense parameter)
-        if tensor.layout != torch.strided or tensor.is_nested or tensor.is_meta:
-            raise CharLMError(f"{name} is {kind_of_tensor(tensor)}, not a dense tensor of values")
+        if problem := tensor_problem(name, tensor):
+            raise CharLMError(problem)
         if tensor.shape != like.shape:
             raise CharLMError(f"{name} has shape {list(tensor.shape)}, the architecture's is {list(like.shape)}")
     if name := unsound_weight({name: weights[name] for name in expected}):
         raise CharLMError(weight_problem(name, weights[name]))
+
+
+def tensor_problem(name: str, value: object) -> str | None:
+    """What makes `value`, read as `name`, no dense tensor of values that torch computes with, or None.
+    weights_only=True unpickles sparse, nested and meta tensors, and tensors of float8 or complex numbers,
+    too: each would be a torch traceback later (no shape to compare, no aminmax or isfinite, no copy into
+    a dense parameter of real numbers), or a NaN left unchecked."""
+    if not isinstance(value, torch.Tensor):
+        return f"{name} is {str(value)[:20]!r}, not a tensor"
+    if value.layout != torch.strided or value.is_nested or value.is_meta:
+        return f"{name} is {kind_of_tensor(value)}, not a dense tensor of values"
+    if (value.is_floating_point() or value.is_complex()) and value.dtype not in FLOATS:
+        return f"{name} is a tensor of {value.dtype}, not of {', '.join(map(str, FLOATS))}"
+    return None
 
 
 def kind_of_tensor(tensor: torch.Tensor) -> str:
@@ -403,6 +417,9 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
     layers, hidden = model.config.layers, model.config.hidden
     shape = [layers, batch_size or 0, hidden]
     states = training.hidden if isinstance(training.hidden, tuple) else (training.hidden,)
+    for state in states if training.hidden is not None else ():
+        if isinstance(state, torch.Tensor) and (problem := tensor_problem("hidden", state)):
+            raise CharLMError(problem)
     if training.hidden is not None and (
         len(states) != (2 if model.config.cell == "lstm" else 1)
         or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
@@ -444,6 +461,8 @@ def check_optimizer(saved: dict, groups: list[dict]) -> None:
         if key not in params or not isinstance(state, dict):
             raise CharLMError(f"state of unknown parameter {key!r}")
         for name, value in state.items():
+            if not isinstance(value, (int, float)) and (problem := tensor_problem(f"{name} of parameter {key}", value)):
+                raise CharLMError(problem)
             if isinstance(value, torch.Tensor) and value.dim() and value.shape != params[key].shape:
                 raise CharLMError(
                     f"{name} of parameter {key} has shape {list(value.shape)}, not {list(params[key].shape)}"

@@ -28,6 +28,9 @@ import filelock
 from .errors import CharLMError, one_line
 from .fields import said
 
+NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
+PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
+
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
 WINDOWS_IN_USE = (32, 33)  # ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another program has the file open
 NO_SYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without fsync
@@ -385,3 +388,17 @@ def write_files(files: dict[Path, bytes], name: str | Path | None = None) -> Non
         replace_files(files)
     except OSError as e:
         raise cannot_write(name or next(iter(files)), e) from None
+
+
+def name_bytes(name: str) -> int:
+    """A file name's length as file systems count it (ext4, APFS, NTFS: NAME_MAX)."""
+    return len(os.fsencode(name))
+
+
+def fits(name: str, limit: int = NAME_MAX) -> bool:
+    """Whether a file system takes `name` as a file's name (`limit`: PATH_MAX for a path): at most `limit`
+    bytes, and no lone surrogate (JSON's \\ud800, read from a hand-edited file), which no name encodes."""
+    try:
+        return name_bytes(name) <= limit
+    except UnicodeEncodeError:
+        return False

@@ -116,11 +116,19 @@ def exported_from(folder: Path) -> dict[str, str] | None:
     except (OSError, ValueError):
         return None
     source = config.get(EXPORTED_FROM) if isinstance(config, dict) else None
-    if not isinstance(source, dict) or not all(
-        isinstance(source.get(key), str) and source[key] for key in ("run", "folder")
-    ):
+    if not isinstance(source, dict) or not names_run(source.get("run"), source.get("folder")):
         return None
     return {"run": source["run"], "folder": source["folder"]}
+
+
+def names_run(run: object, folder: object) -> bool:
+    """Whether `run` could be a run folder's name and `folder` its absolute path, as an export records
+    them: a hand-edited record (a name of 100,000 characters, `../x`, a path relative to wherever a
+    command runs) is no record, as a run's base is named, shown and followed by them."""
+    if not (isinstance(run, str) and isinstance(folder, str)) or run in ("", ".", "..") or "/" in run:
+        return False
+    fit = files.fits(run) and files.fits(folder, files.PATH_MAX)
+    return fit and "\0" not in run + folder and os.path.isabs(folder)
 
 
 def put(folder: Path, contents: dict[str, bytes]) -> None:

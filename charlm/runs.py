@@ -29,6 +29,7 @@ import filelock
 from . import files, hub
 from .errors import CharLMError, one_line
 from .fields import call, flags_said, said, together
+from .files import NAME_MAX, PATH_MAX, name_bytes
 
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
@@ -39,8 +40,6 @@ EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
 OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
-NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
-PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
 LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # files.process_name's PID-START at its longest, in a temporary's name
 DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{LONGEST_PROCESS_NAME}"
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
@@ -106,11 +105,6 @@ def holds_run_record(path: Path) -> bool:
     another tool's run.json in the folder charlm is started from would refuse every run's --out there."""
     info = read_run_info(path)
     return info is not None and isinstance(info.get("config"), dict)
-
-
-def name_bytes(name: str) -> int:
-    """A file name's length as file systems count it (ext4, APFS, NTFS: NAME_MAX)."""
-    return len(os.fsencode(name))
 
 
 def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
@@ -726,7 +720,7 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
     while info is not None and len(names) < MAX_LINEAGE:
         base = info.get("base")
         name, path = (base.get("run"), base.get("path")) if isinstance(base, dict) else (None, None)
-        if not (isinstance(name, str) and name and name_bytes(name) <= NAME_MAX):
+        if not (isinstance(name, str) and name and files.fits(name)):
             break
         folder = Path(path).parent if isinstance(path, str) and path else None
         if folder is not None and hub.names_weights(path) and (source := hub.exported_from(folder)):

@@ -304,6 +304,24 @@ def nan_moments(payload):
     payload["training"]["optimizer"]["state"][0]["exp_avg_sq"].fill_(float("nan"))
 
 
+def optimizer_state(value):
+    """An edit setting parameter 0's exp_avg (a tensor of its shape) to `value(exp_avg)`."""
+
+    def edit(payload):
+        state = payload["training"]["optimizer"]["state"][0]
+        state["exp_avg"] = value(state["exp_avg"])
+
+    return edit
+
+
+def hidden_state(value):
+    def edit(payload):
+        hidden = payload["training"]["hidden"]
+        payload["training"]["hidden"] = tuple(map(value, hidden)) if isinstance(hidden, tuple) else value(hidden)
+
+    return edit
+
+
 def nan_hidden(payload):
     hidden = payload["training"]["hidden"]
     (hidden[0] if isinstance(hidden, tuple) else hidden).fill_(float("inf"))
@@ -321,6 +339,15 @@ DAMAGE = {
     # torch.load(weights_only=True) takes these too; each was a torch traceback (a sparse weight's in info only)
     "sparse weight": (set_first_weight(lambda w: w.to_sparse()), "embed.weight is a tensor of layout torch.sparse_coo"),
     "meta weight": (set_first_weight(lambda w: w.to("meta")), "embed.weight is a tensor of the meta device"),
+    # floats torch has no aminmax or isfinite for, a tensor of no values, one of complex numbers (a NaN in
+    # it unchecked: the resume diverged, told to lower --lr) or no tensor at all: each was a torch traceback
+    "float8 weight": (set_first_weight(lambda w: w.to(torch.float8_e4m3fn)), "embed.weight is a tensor of torch.f"),
+    "float8 optimizer state": (optimizer_state(lambda t: t.to(torch.float8_e5m2)), "exp_avg of parameter 0 is a t"),
+    "complex optimizer state": (optimizer_state(lambda t: t * complex("nan")), "exp_avg of parameter 0 is a tensor"),
+    "meta optimizer state": (optimizer_state(lambda t: t.to("meta")), "exp_avg of parameter 0 is a tensor of the m"),
+    "optimizer state a string": (optimizer_state(lambda t: "x"), "exp_avg of parameter 0 is 'x', not a tensor"),
+    "sparse hidden state": (hidden_state(lambda t: t.to_sparse()), "hidden is a tensor of layout torch.sparse_coo"),
+    "float8 hidden state": (hidden_state(lambda t: t.to(torch.float8_e4m3fn)), "hidden is a tensor of torch.float8"),
     "step a string": (setting("run", "progress", step="x"), "progress: step is 'x', not int"),
     "best without val": (setting("run", "progress", val_bpc=None, best_bpc=1.0), "best_bpc without val_bpc"),
     "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),

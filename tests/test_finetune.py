@@ -768,3 +768,38 @@ def test_inspect_held_out_of_a_fine_tune_reads_the_text_its_validation_scored(fo
     held_out = trainer.corpus.vocab.decode(trainer.corpus.val_ids[:MAX_CHARS])
     inspection, _ = inspect_run("tuned", None, held_out=True)
     assert "".join(inspection.trace.tokens) == held_out
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"run": "A" * 100_000, "folder": "/runs/A"},  # printed whole by `charlm info`, dropped by `charlm runs`
+        {"run": "x/y", "folder": "/runs/y"},
+        {"run": "..", "folder": "/runs"},
+        {"run": "A\0", "folder": "/runs/A"},
+        {"run": "A", "folder": "runs/A"},  # relative: read from wherever a command runs
+        {"run": "A", "folder": "/runs/\0A"},
+        {"run": "A", "folder": "/" + "r/" * 3000},
+        {"run": "\ud800", "folder": "/runs/A"},
+    ],
+)
+def test_a_hand_edited_exported_from_that_names_no_run_is_not_taken(tmp_path, source):
+    """config.json's `exported_from` is what a fine-tune names as its base and `charlm runs` follows: a run
+    name that no file could have, or a folder that is no absolute path, is read as no record, and the
+    base is named by its folder as for an export older than the record."""
+    from charlm import hub
+
+    (tmp_path / hub.CONFIG).write_text(json.dumps({hub.EXPORTED_FROM: source}))
+    assert hub.exported_from(tmp_path) is None
+    (tmp_path / hub.CONFIG).write_text(json.dumps({hub.EXPORTED_FROM: {"run": "A", "folder": "/runs/A"}}))
+    assert hub.exported_from(tmp_path) == {"run": "A", "folder": "/runs/A"}
+
+
+def test_a_base_run_named_with_a_lone_surrogate_ends_the_lineage(tmp_path):
+    """run.json is JSON, which may hold "\\ud800": a base of that name was a UnicodeEncodeError traceback in
+    `charlm runs` and `charlm info` (its length in bytes was measured as a file name's). No file has it:
+    the chain ends there, as at a name too long for one."""
+    run = tmp_path / "tuned"
+    run.mkdir()
+    (run / runs.RUN_INFO).write_text(json.dumps({"config": {}, "base": {"run": "\ud800", "path": "/x/best.pt"}}))
+    assert runs.lineage(run) == ""
