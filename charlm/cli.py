@@ -216,9 +216,12 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     # every file read before any is scored: one that is not text, late in the list, is named at once
     with bytes_bar(total_bytes(paths), desc="reading", disable=quiet, delay=LEAD_IN_SECONDS) as bar:
         texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
-    named = [str(path) for path in paths] + [f"{name} (held-out text)" for name in held_out]
+    checkpoints: dict[Path, str] = {}  # a run named twice (or by two names) is scored once, as a file is
+    for name in held_out:
+        checkpoints.setdefault(runs.resolve(name), name)
+    named = [str(path) for path in paths] + [f"{name} (held-out text)" for name in checkpoints.values()]
     instead = "; give its text as a FILE instead"
-    texts += [runtext.held_out_text(runs.resolve(name), quiet, None, instead) for name in held_out]
+    texts += [runtext.held_out_text(path, quiet, None, instead) for path in checkpoints]
     rows, bits, chars = [], 0.0, 0
     for name, text in zip(named, texts):
         label = Path(name).name if len(named) > 1 else "scoring"

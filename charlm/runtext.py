@@ -133,7 +133,9 @@ def names_held_out(value: str) -> bool:
     exported model folder) rather than a text, whose held-out text it scores, as --eval-also RUN does: a
     FILE that exists wins over a run of its name; a path to nothing that names no run stays a missing file, a
     pipe or device a file that is none (`corpus.source_files` names either)."""
-    return not names_text(value) and (Path(value).is_dir() or runs.names_a_run(value))
+    found = Path(value)
+    under_root = not found.exists() and runs.is_run_folder(runs.CHECKPOINT_ROOT / found)  # resolve says what it lacks
+    return not names_text(value) and (found.is_dir() or under_root or runs.names_a_run(value))
 
 
 def run_corpus(

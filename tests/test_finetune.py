@@ -557,6 +557,11 @@ def test_eval_of_a_run_as_a_file_scores_its_held_out_text_so_a_base_and_its_fine
     assert int(scored.replace(",", "")) + int(unseen.replace(",", "")) == held_out  # the very text, the new excluded
     alone = cli("eval", base, "tuned", str(new_file), "--quiet")  # a row each, then both
     assert alone.exit_code == 0 and "tuned (held-out text)" in alone.output and str(new_file) in alone.output
+    twice = cli("eval", base, "tuned", str(runs.CHECKPOINT_ROOT / "tuned"), "--quiet")  # one run by two names
+    assert twice.exit_code == 0 and twice.output.splitlines()[0] == result.output.splitlines()[0]  # scored once
+    (runs.CHECKPOINT_ROOT / "begun").mkdir()  # a run killed before its first checkpoint, named by its name
+    (runs.CHECKPOINT_ROOT / "begun" / runs.RUN_INFO).write_text("{}", encoding="utf-8")
+    assert_one_line_error(cli("eval", base, "begun"), "before its first checkpoint")
     (runs.CHECKPOINT_ROOT.parent / "tuned").write_text("the quick fox\n" * 3, encoding="utf-8")  # a file wins
     assert "over 41 characters scored" in cli("eval", base, "tuned", "--quiet").output
     assert_one_line_error(cli("eval", base, "nowhere.txt"), "nowhere.txt: no such file")
