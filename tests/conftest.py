@@ -109,6 +109,32 @@ def fresh_callers_governors(monkeypatch):
     monkeypatch.setattr(threads, "_callers", threads.CallerRule())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_tls_context_for_httpx() -> Iterator[None]:
+    """httpx gives each client a TLS context of its own, reading ~150 certificates for it (~25 ms, ~60 ms on
+    a busy machine), and httpx.get, post and stream make a client a call: the server tests' ~450 clients
+    and bench.common.wait_healthy's polls spent ~20 s on contexts that no request to a 127.0.0.1 server
+    (plain HTTP) opens. Clients given no TLS settings share one, made once for the certificates they read.
+    Only where a test module imported httpx (the server tests): no other process pays for its import."""
+    transports = sys.modules.get("httpx._transports.default")
+    if transports is None or not hasattr(transports, "create_ssl_context"):
+        yield
+        return
+    make, made = transports.create_ssl_context, {}
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        if verify is not True or cert is not None:
+            return make(verify=verify, cert=cert, trust_env=trust_env)
+        where = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")) if trust_env else None
+        if (trust_env, where) not in made:  # the certificates it reads: the same, the same context
+            made[trust_env, where] = make(verify=True, trust_env=trust_env)
+        return made[trust_env, where]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transports, "create_ssl_context", create_ssl_context)
+        yield
+
+
 @pytest.fixture
 def tiny() -> dict:
     return dict(TINY)

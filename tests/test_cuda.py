@@ -32,15 +32,11 @@ from charlm.decoding import UNIFORM_BLOCK, RowSampler
 from charlm.distributed import Ranks
 from charlm.model import inference
 from charlm.scoring import bits_per_char
-from charlm.serve.app import create_app
-from charlm.serve.config import ServeConfig
 from charlm.serve.engine import Engine, Job
 
 from .conftest import GPU_TEST_DEVICE as DEVICE
 from .conftest import cli, cli_args, latest, make_model, run_bench
 from .test_distributed import launch
-from .test_forms import chinese_model
-from .test_serve import running, wait_healthy
 
 pytestmark = pytest.mark.cuda
 
@@ -50,6 +46,21 @@ LOGPROB_TOLERANCE = 1e-3  # nats, per character
 GREEDY_CHARS = 100
 ADAPTIVE = {"head": "adaptive", "hidden": 48, "lr": 1e-2, "eval_every": 30, "dropout": 0.1, "device": DEVICE}
 BANNED = "eo"  # characters of the fox text that a logit bias of -100 bans
+
+
+@contextlib.contextmanager
+def serving(loaders: dict, **config):
+    """`charlm serve`'s app over `loaders` (ServeConfig(**config)) on a free port of 127.0.0.1, healthy; yields
+    its URL. The server's modules and test_serve's (fastapi, openai: ~1.5 s) are imported here, not at the
+    top: the dry run (bench/gpu_check.sh --cpu) collects this file in each of its pytest processes."""
+    from charlm.serve.app import create_app
+    from charlm.serve.config import ServeConfig
+
+    from .test_serve import running, wait_healthy
+
+    with running(create_app(loaders, ServeConfig(**config))) as url:
+        wait_healthy(url)
+        yield url
 
 
 @pytest.fixture
@@ -131,9 +142,7 @@ def test_serve_loads_its_models_onto_its_device(fox_file, tiny):
 def test_serve_on_the_gpu_gives_the_cpus_logprobs_and_greedy_text(fox_file, tiny):
     charlm.train(fox_file, out="run", **{**tiny, **ADAPTIVE, "max_steps": 80})
     loaders = {"gpu": lambda: charlm.load("run", device=DEVICE), "cpu": lambda: charlm.load("run", device="cpu")}
-    app = create_app(loaders, ServeConfig(max_tokens=GREEDY_CHARS))
-    with running(app) as url:
-        wait_healthy(url)
+    with serving(loaders, max_tokens=GREEDY_CHARS) as url:
         answers = {}
         for name in loaders:
             body = {"model": name, "prompt": "the ", "max_tokens": GREEDY_CHARS, "temperature": 0, "logprobs": 1}
@@ -305,7 +314,6 @@ def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus
     biases = {"banned": {str(vocab.index[c]): -100 for c in BANNED}, "free": None}
     samples = {"banned": 2, "free": 1}  # per prompt: 20 rows and 10, on each server (60 of its 64 streams)
     requests = [(model, bias) for model in loaders for bias in biases]
-    app = create_app(loaders, ServeConfig(max_streams=64, threads=2, max_tokens=60))
 
     def complete(url: str, model: str, bias: str) -> list[str]:
         body = {"model": model, "prompt": prompts, "n": samples[bias], "max_tokens": 60, "temperature": 0}
@@ -313,8 +321,10 @@ def test_serve_on_the_gpu_with_threads_many_rows_and_a_logit_bias_gives_the_cpus
         assert answer.status_code == 200, answer.text
         return [choice["text"] for choice in sorted(answer.json()["choices"], key=lambda choice: choice["index"])]
 
-    with running(app) as url, concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
-        wait_healthy(url)
+    with (
+        serving(loaders, max_streams=64, threads=2, max_tokens=60) as url,
+        concurrent.futures.ThreadPoolExecutor(len(requests)) as pool,
+    ):
         answers = dict(zip(requests, pool.map(lambda request: complete(url, *request), requests)))
     for bias in biases:
         gpu, cpu = answers["gpu", bias], answers["cpu", bias]
@@ -543,8 +553,7 @@ def test_token_healing_on_the_gpu_writes_the_cpus_texts_in_generate_and_serve():
     loaders = {"gpu": lambda: gpu, "cpu": lambda: cpu}
     body = {"prompt": HEALED, "max_tokens": 12, "temperature": 0, "logprobs": 1}
     body["logit_bias"] = {str(token): bias for token, bias in favoured.items()}
-    with running(create_app(loaders, ServeConfig())) as url:
-        wait_healthy(url)
+    with serving(loaders) as url:
         answers = {
             name: httpx.post(f"{url}/v1/completions", json={**body, "model": name}, timeout=60).json()["choices"]
             for name in loaders
@@ -564,6 +573,8 @@ def test_poem_forms_and_a_temperature_schedule_on_the_gpu_write_the_cpus_texts()
     (`RowSampler.advance`); a temperature schedule is read on the device at each row's step
     (`RowSampler.scheduled`; 1e-50 is 0 in float32: greedy at that step). Greedy poems are the CPU's,
     drawn texts too but where a uniform fell within rounding of a boundary."""
+    from .test_forms import chinese_model  # hypothesis: ~0.7 s that the dry run's processes need not import
+
     cpu = chinese_model()
     gpu = copy.deepcopy(cpu).to(DEVICE)
     greedy = {"form": "五言绝句", "greedy": True, "acrostic": "春夏秋冬"}
