@@ -122,9 +122,9 @@ def one_tls_context_for_httpx() -> Iterator[None]:
         return
     make, made = transports.create_ssl_context, {}
 
-    def create_ssl_context(verify=True, cert=None, trust_env=True):
-        if verify is not True or cert is not None:
-            return make(verify=verify, cert=cert, trust_env=trust_env)
+    def create_ssl_context(verify=True, cert=None, trust_env=True, **more):
+        if verify is not True or cert is not None or more:  # settings of its own (a newer httpx's too): its own
+            return make(verify=verify, cert=cert, trust_env=trust_env, **more)
         where = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")) if trust_env else None
         if (trust_env, where) not in made:  # the certificates it reads: the same, the same context
             made[trust_env, where] = make(verify=True, trust_env=trust_env)
