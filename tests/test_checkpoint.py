@@ -807,9 +807,9 @@ class LargestOutput(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         given = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for value in tree_leaves(out):
-            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                if value.untyped_storage().data_ptr() not in given:
-                    self.largest = max(self.largest, value.numel())
+            new = isinstance(value, torch.Tensor) and value.untyped_storage().data_ptr() not in given
+            if new and value.device.type == "cpu":
+                self.largest = max(self.largest, value.numel())
         return out
 
 
