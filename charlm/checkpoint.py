@@ -37,7 +37,16 @@ from .device import resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError
 from .fields import SHOWN, holds, kinds_of
-from .model import CharLM, ModelConfig, State, architecture_of, skeleton, unsound_weight, weight_problem
+from .model import (
+    CharLM,
+    ModelConfig,
+    State,
+    architecture_of,
+    holds_nonfinite,
+    skeleton,
+    unsound_weight,
+    weight_problem,
+)
 from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary
@@ -425,7 +434,7 @@ def check_training(training: SavedTraining, model: CharLM, batch_size: int | Non
         or any(not isinstance(s, torch.Tensor) or list(s.shape) != shape for s in states)
     ):
         raise CharLMError(f"hidden is not the {model.config.cell} state of shape {shape}")
-    if training.hidden is not None and not all(s.isfinite().all() for s in states):
+    if training.hidden is not None and any(map(holds_nonfinite, states)):
         raise CharLMError("hidden holds NaN or infinite values")
 
 
@@ -467,7 +476,7 @@ def check_optimizer(saved: dict, groups: list[dict]) -> None:
                 raise CharLMError(
                     f"{name} of parameter {key} has shape {list(value.shape)}, not {list(params[key].shape)}"
                 )
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and not value.isfinite().all():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and holds_nonfinite(value):
                 raise CharLMError(f"{name} of parameter {key} holds NaN or infinite values")
 
 

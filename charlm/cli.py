@@ -211,13 +211,13 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         evaluate_held_out(saved, model, path.parent, quiet)
         say_latest(untold)
         return
-    held_out = [name for name in files if runtext.names_held_out(name)]  # runs: their held-out texts
-    paths = source_files([name for name in files if name not in held_out])
+    run_texts = [name for name in files if runtext.names_held_out(name)]  # runs: their held-out texts
+    paths = source_files([name for name in files if name not in run_texts])
     # every file read before any is scored: one that is not text, late in the list, is named at once
     with bytes_bar(total_bytes(paths), desc="reading", disable=quiet, delay=LEAD_IN_SECONDS) as bar:
         texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
     checkpoints: dict[Path, str] = {}  # a run named twice (or by two names) is scored once, as a file is
-    for name in held_out:
+    for name in run_texts:
         checkpoints.setdefault(runs.resolve(name), name)
     named = [str(path) for path in paths] + [f"{name} (held-out text)" for name in checkpoints.values()]
     instead = "; give its text as a FILE instead"
@@ -231,7 +231,7 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         bits, chars = bits + file_bits, chars + file_chars
     if len(named) > 1:
         click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))
-    of = f"of {held_out[0]}'s held-out text" if held_out and len(named) == 1 else "scored"  # whose, as eval RUN says
+    of = f"of {run_texts[0]}'s held-out text" if run_texts and len(named) == 1 else "scored"  # whose, as eval RUN says
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters {of}")
     if unseen := unseen_note(model.vocab, texts):
         click.echo(unseen)

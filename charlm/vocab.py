@@ -229,28 +229,16 @@ class Vocab:
         return self.chars[token]
 
     def unseen_in(self, text: str, start: int = 0) -> list[str]:
-        """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance.
-        Vectorized (`encode_array`'s table): a Python loop over a file's characters costs `charlm eval` as
-        much as scoring it with a small model. A `UNKNOWN_SLICE` of characters at a time: a whole file's
-        code points and ids at once would take 12 bytes per character, more than eval's scoring itself."""
-        found: dict[str, None] = {}
-        for at in range(start, len(text), UNKNOWN_SLICE):
-            codes = code_points(text[at : at + UNKNOWN_SLICE])
-            found.update(dict.fromkeys(self.outside(codes, self.id_table()[codes])))
-        return list(found)
-
-    def count_unknown(self, text: str, start: int = 0) -> int:
-        """How many characters of `text` (from index `start`) are outside the vocabulary, every occurrence
-        counted: vectorized, a `UNKNOWN_SLICE` at a time, as `unseen_in`."""
-        count = 0
-        for at in range(start, len(text), UNKNOWN_SLICE):
-            codes = code_points(text[at : at + UNKNOWN_SLICE])
-            count += int(np.count_nonzero(self.outside_mask(codes, self.id_table()[codes])))
-        return count
+        """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance
+        (`unseen_counts`'s)."""
+        return list(self.unseen_counts(text, start))
 
     def unseen_counts(self, text: str, start: int = 0) -> dict[str, int]:
-        """`unseen_in` with how many times each is found, every occurrence counted: vectorized, a
-        `UNKNOWN_SLICE` at a time, as `count_unknown`."""
+        """Characters of `text` (from index `start`) outside the vocabulary, in order of first appearance,
+        each with how many times it is found. Vectorized (`encode_array`'s table): a Python loop over a
+        file's characters costs `charlm eval` as much as scoring it with a small model. A `UNKNOWN_SLICE`
+        of characters at a time: a whole file's code points and ids at once would take 12 bytes per
+        character, more than eval's scoring itself."""
         counts: dict[str, int] = {}
         for at in range(start, len(text), UNKNOWN_SLICE):
             codes = code_points(text[at : at + UNKNOWN_SLICE])

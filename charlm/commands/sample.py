@@ -97,10 +97,8 @@ def sample(
     untold = runs.resolve(None) if target is None else None  # once: a run saved meanwhile changes nothing
     model = checkpoint.load(untold or target, device)
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
-    if not interactive:  # a seed the model cannot read is refused before anything is printed
-        read = sampler.seed_read(
-            model.vocab, seed, constraints.constrain(configs[0], model.vocab)
-        )  # as a form reads it
+    if not interactive:  # a seed the model cannot read (as a form reads it) is refused before anything is printed
+        read = sampler.seed_read(model.vocab, seed, constraints.constrain(configs[0], model.vocab))
         model.vocab.encode(read or model.vocab.start_text(), what="--seed", warn=False, already_normalized=True)
     with OutputCopy(output) if output is not None else contextlib.nullcontext() as copy:
         emit = emitter(copy)

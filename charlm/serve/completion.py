@@ -333,9 +333,7 @@ class Completion:
         primes with the start of a line."""
         vocab, params = self.served.model.vocab, self.params
         self.read = [vocab.normalized(prompt) for prompt in params.prompts]
-        if (
-            self.form is not None
-        ):  # each prompt's poem in the form's marks ('，' for ','), as `charlm.generate` reads a seed
+        if self.form is not None:  # each prompt's poem in the form's marks ('，' for ','), as generate reads a seed
             self.read = list(map(self.form.marked, self.read))
         check_prompt_lengths(self.read, self.server.config, params.prompt_param, vocab.normalize)
         self.prompt_chars = sum(map(len, self.read))
