@@ -783,6 +783,40 @@ def test_the_page_gives_a_free_seed_as_the_model_read_it_as_charlm_does(tmp_path
         )
 
 
+# NODE_HARNESS with each text's warning beside it: [text, warning] ("" for none), or the error.
+WARNING_HARNESS = NODE_HARNESS.replace(
+    'texts.push(done.type === "done" ? done.text :', 'texts.push(done.type === "done" ? [done.text, done.warning] :'
+)
+
+
+def charlms_warning(model: CharLM, seed: str, **options) -> list[str]:
+    """charlm's text after `seed` (greedy) and what it warns ("" for nothing), as WARNING_HARNESS gives the page's."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = sampler.generate(model, seed, greedy=True, **options)[0]
+    return [text, "\n".join(str(warning.message) for warning in caught)]
+
+
+def test_the_page_says_of_a_seed_read_as_the_unknown_symbol_what_charlm_warns(tmp_path):
+    """A model trained with --min-count or --coverage reads a seed's character it does not know as its unknown
+    symbol: `charlm sample` warns `seed: 'Q' not in the vocabulary, read as '\ufffd'`, the page said nothing.
+    Its sampler now gives the same words with the text (the status line and the script API say them), naming
+    each character as charlm does ('.' (did you mean '。'?), ten then " ..."), for a Continue that carries the
+    state on too (it reads the same seed), and nothing for a seed of known characters or of the symbol itself."""
+    model = typed_model("nfkc", unknown=True)
+    seeds = ["the Q", "the．", "ｑ∑ the", "the \ufffd", "the ", "QWERTYUIOPZXV"]
+    first = charlms_warning(model, seeds[0], length=5)[0]
+    seeds.insert(1, first)  # Continue right after the first: the state carried on, the seed not encoded again
+    generations = [{"seed": seed, "length": 5, "greedy": True, "continuing": at == 1} for at, seed in enumerate(seeds)]
+    got = run_in_node(tmp_path, WARNING_HARNESS, exported(tmp_path, model), {"text": "the", "generations": generations})
+    expected = [charlms_warning(model, seed, length=5) for seed in seeds]
+    assert got["texts"] == expected
+    assert expected[0][1] == expected[1][1] == "seed: 'Q' not in the vocabulary, read as '\ufffd'"
+    assert expected[2][1] == "seed: '.' (did you mean '。'?) not in the vocabulary, read as '\ufffd'"
+    assert expected[6][1].endswith("'P' ... not in the vocabulary, read as '\ufffd'")
+    assert expected[4][1] == expected[5][1] == ""
+
+
 @pytest.mark.slow  # a browser
 def test_page_shows_and_continues_a_free_seed_as_the_model_read_it(tmp_path, browser):
     """The page showed an nfkc model's free seed as typed ('ｔhe ') and Continue sent it so, where charlm prints
@@ -895,6 +929,37 @@ def test_page_and_its_script_api_say_of_a_needless_ban_what_sample_ban_warns(tmp
     assert call(browser, warnings_of, "，") == []  # a ban the model writes: nothing to say
     refused = call(browser, "window.charlm.generate({ban: args[0]})", [5])
     assert refused == "error: ban must be a string of the characters never to write, not [5]"
+
+
+@pytest.mark.slow
+def test_page_and_its_script_api_say_of_a_seed_read_as_the_unknown_symbol_what_sample_warns(tmp_path, browser):
+    """The page read a seed's 'Q' as a --min-count model's unknown symbol without a word, where `charlm
+    sample` warns: its status line now ends with the warning, as it does with a needless ban's, and the
+    script API warns in the console, in Python's words and order (the seed's, then the ban's)."""
+    model = typed_model("nfkc", unknown=True)
+    with on_command_line(), pytest.warns(UserWarning) as caught:
+        sampler.generate(model, "the Q", length=3, logit_bias=sample_configs({}, "Ω")[0].logit_bias)
+    warned = [str(warning.message).removeprefix("--") for warning in caught]
+    assert warned == [
+        "seed: 'Q' not in the vocabulary, read as '\ufffd'",
+        "ban: the model never writes 'Ω', so banning it changes nothing",
+    ]
+    wait = page_ready(browser, exported(tmp_path, model).as_uri())
+    write(browser, seed="the Q", length="5", temperature="0")
+    wait(browser, PAGE_WAIT).until(lambda d: "done" in d.find_element("id", "status").text)
+    assert browser.find_element("id", "status").text.endswith(f" ({warned[0]})")
+    assert browser.find_element("id", "seed-error").text == ""  # a note, not a refusal: the text is written
+    assert browser.execute_script("return document.getElementById('text').textContent").startswith("the Q")
+    write(browser, seed="the ")
+    wait(browser, PAGE_WAIT).until(lambda d: d.find_element("id", "status").text.endswith("characters/s)"))
+    warnings_of = """(async () => {
+      const said = [], warn = console.warn;
+      console.warn = (message) => said.push(message);
+      try { await window.charlm.generate({seed: args[0], length: 3, ban: args[1]}); } finally { console.warn = warn; }
+      return said;
+    })()"""
+    assert call(browser, warnings_of, "the Q", "Ω") == warned
+    assert call(browser, warnings_of, "the \ufffd", "") == []  # the symbol itself, which the model knows
 
 
 def test_the_page_names_a_seeds_unseen_characters_with_charlms_hints(tmp_path):

@@ -163,6 +163,48 @@ def test_inspect_says_what_a_min_count_model_scored_as_the_unknown_symbol_as_eva
     assert notes[0].startswith("4 unseen characters scored as the unknown symbol '\ufffd' (4 distinct: '「' once (the")
 
 
+FINE_TUNE = "; to score them, fine-tune the model on text that has them (charlm train FILE --init-from RUN)"
+FOREIGN = (
+    "; 87% of the text is in characters this model never saw in training, so the figure says little of it: "
+    "inspect it under a model trained on text in its script"
+)
+
+
+@pytest.mark.parametrize(
+    ("odd", "advice"),
+    [
+        ("宝玉道：「好」。「寶玉說\n" * 5, f"{FINE_TUNE} or write them as the model does"),
+        ("宝玉道：寶玉說好。\n" * 5, FINE_TUNE),  # no form of them the model writes
+        ("the quick brown fox 宝玉\n" * 5, FOREIGN),
+    ],
+    ids=["forms", "bare", "foreign"],
+)
+def test_inspect_says_once_on_the_terminal_and_the_page_what_to_do_of_unseen_characters(tmp_path, odd, advice):
+    """`charlm eval` on a file with characters the model never saw says what scores them (a fine-tune on
+    such text, or writing them as the model does), or, where they are most of the text, that the figure
+    says little of it and which model to score it under; `charlm inspect` on the same file named them in
+    eval's words but said neither. Its note now ends as eval's does (one function words both, `inspect` for
+    `score` in what to do of a foreign text), printed once, and the page shows that same note once."""
+    text = "宝玉道：“好。”又说：“是。”\n黛玉笑道：“来了。”\n"
+    torch.manual_seed(0)
+    vocab = Vocab(sorted(set(text)))
+    run = run_of(make_model(vocab, layers=1, hidden=8).eval(), tmp_path / "run")
+    (tmp_path / "odd.txt").write_text(odd, encoding="utf-8")
+    (tmp_path / "train.txt").write_text(text * 20, encoding="utf-8")
+    out = tmp_path / "page.html"
+    result = cli("inspect", str(run), str(tmp_path / "odd.txt"), "--train-text", str(tmp_path / "train.txt"),
+                 "--output", str(out))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "unseen characters" in line]
+    assert len(notes) == 1 and notes[0].endswith(advice), notes
+    eval_note = unseen_note(vocab, [odd])  # `charlm eval`'s words for the same file, its verb aside
+    assert eval_note.endswith(advice.replace(": inspect it under", ": score it under"))
+    count = eval_note.split(" unseen characters excluded from the score (")[0]
+    assert notes[0].startswith(f"{count} unseen characters excluded from every bits figure (")
+    page = out.read_text(encoding="utf-8")
+    assert page.count("unseen characters") == 1 and f"Note: {html.escape(notes[0])}." in page
+
+
 @pytest.mark.parametrize(
     ("module", "step", "work"),
     [

@@ -272,18 +272,27 @@ class Model {
   }
 
   // Text -> ids, as Vocab.encode: normalized (page.js's `normalized`), unknown characters mapped to the unknown
-  // symbol or refused.
+  // symbol (`unknownRead` says so) or refused.
   encode(text) {
-    text = normalized(lineBreaks(text), this.meta.vocab.normalize);
-    const ids = [], missing = [];
-    for (const ch of text) {
-      const id = this.index.get(ch);
-      if (id !== undefined) ids.push(id);
-      else if (this.meta.vocab.unknown_id !== null) ids.push(this.meta.vocab.unknown_id);
-      else if (!missing.includes(ch)) missing.push(ch);
-    }
-    if (missing.length) throw new Error(neverSeen("seed", missing, this.meta.vocab.unseen));
-    return ids;
+    text = this.read(text);
+    const unknown = this.meta.vocab.unknown_id, missing = this.missing(text);
+    if (missing.length && unknown === null) throw new Error(neverSeen("seed", missing, this.meta.vocab.unseen));
+    return Array.from(text, (ch) => this.index.get(ch) ?? unknown);
+  }
+
+  read(text) { return normalized(lineBreaks(text), this.meta.vocab.normalize); }
+
+  // Vocab.outside: the characters of `text` (as read) the model does not know, each once, the first found first.
+  missing(text) { return [...new Set(text)].filter((ch) => !this.index.has(ch)); }
+
+  // What Vocab.encode warns of a seed whose characters the model does not know it reads as its unknown symbol
+  // (`charlm sample`'s "warning: seed: 'Q' not in the vocabulary, read as '\ufffd'"), each named as charlm names
+  // it; "" for none, and for a model without the symbol, which refuses them (`encode`).
+  unknownRead(seed) {
+    const { unknown_id: unknown, chars, unseen } = this.meta.vocab, missing = this.missing(this.read(seed));
+    if (unknown === null || !missing.length) return "";
+    const shown = firstNamed(missing, (c) => nameUnseen(c, unseen));
+    return `seed: ${shown} not in the vocabulary, read as ${pythonRepr(chars[unknown])}`;
   }
 }
 
@@ -630,6 +639,7 @@ function generate(request) {
   // for an nfkc model's 'ｔhe', as charlm.generate gives it and `charlm sample` prints it), and with a form its
   // poem in the form's marks ('，' for a typed ',').
   const read = normalized(typed, normalize), seed = form ? form.marked(read) : read;
+  const warning = model.unknownRead(seed);  // a Continue's too, which reads the same seed, as charlm would
   const started = performance.now();
   let state, scores;
   if (request.continuing && last && last.text === seed) {
@@ -654,7 +664,7 @@ function generate(request) {
   stopRequested = false;
   const finish = () => {
     last = { text: seed + made, state, scores };
-    postMessage({ type: "done", id: request.id, text: seed + made, reason, seconds: (performance.now() - started) / 1000 });
+    postMessage({ type: "done", id: request.id, text: seed + made, reason, warning, seconds: (performance.now() - started) / 1000 });
   };
   const slice = () => {
     const until = performance.now() + SLICE_MS;

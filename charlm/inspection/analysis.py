@@ -24,7 +24,7 @@ from ..errors import CharLMError
 from ..forms import is_cjk_punctuation, is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
-from ..scoring import Surprise, check_scored, scored_chars, surprise, unseen_note
+from ..scoring import Surprise, check_scored, scored_chars, surprise, unseen_advice, unseen_note
 from ..tables import table
 from ..tracing import Trace, trace
 
@@ -330,7 +330,7 @@ def analyse(
     check_inspectable(model)
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
-    symbol_note = unseen_note(model.vocab, [text]) if model.vocab.unknown_id is not None else ""  # eval's line
+    symbol_note = unseen_note(model.vocab, [text], "inspect") if model.vocab.unknown_id is not None else ""  # eval's
     # read as the unknown symbol: the note says so once, as eval's does, so neither warns
     traced = trace(model, text, context="", probs=False, warn=False)
     seen = surprise(model, text, context="", warn=False)
@@ -364,17 +364,19 @@ def analyse(
 
 def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str) -> list[str]:
     """What the figures leave out or the page cannot show, said above them: the text's characters the
-    model never saw (`unseen`), or read as its unknown symbol (`symbol_note`, eval's words), and the
-    cell state or gates a GRU or plain RNN does not have."""
+    model never saw (`unseen`), with what to do as eval says it (`unseen_advice`), or read as its unknown
+    symbol (`symbol_note`, eval's words), and the cell state or gates a GRU or plain RNN does not have.
+    Printed above the tables and shown on the page, the same notes."""
     notes = []
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
         distinct = model.vocab.unseen_counts("".join(excluded))
         shown = model.vocab.names_unseen(distinct)  # eval's wording: '「' 2 times (the model writes '“') ...
+        scored = len(traced.tokens) - 1
         notes.append(
             f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct):,} distinct, "
             f"never in the model's training text: {shown}); the model reads each as a character it knows "
-            "nothing about (on the page: blue, dashed)"
+            "nothing about (on the page: blue, dashed)" + unseen_advice(model.vocab, distinct, scored, "inspect")
         )
     if symbol_note:  # read as the unknown symbol, which has bits: in every figure, and eval's words say what they are
         notes.append(symbol_note)
