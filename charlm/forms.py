@@ -136,6 +136,14 @@ def template_of(
         script = "letter"
     else:
         script = None
+    if script is not None:  # an acrostic's characters begin verses of the script `_` writes (SCRIPT_RULE)
+        accepts, kind = (is_han, "a Han character") if script == "han" else (is_letter, "a letter")
+        for verse, char in enumerate(acrostic or "", 1):
+            if not accepts(char):
+                raise CharLMError(
+                    f"{acrostic_} {acrostic}: verse {verse} would begin with {char!r}, which is not {kind}, as the "
+                    f"verses of {name} are; give one {kind.split(' ', 1)[1]} per verse"
+                )
     return Template(tuple(slots), script, name, acrostic or "", tuple(starts), FORM_NAMES.get(form or "", ""))
 
 

@@ -105,6 +105,22 @@ def test_a_template_character_the_model_does_not_know_is_a_one_line_error():
         generate(chinese_model(), "", template="_____,_____。")
 
 
+def test_an_acrostic_of_a_mark_or_another_script_is_refused_as_no_verse_begins_so():
+    """`--acrostic 春,夏秋` (a comma typed between the characters) was taken: a model that learned the mark wrote
+    a verse that begins with it, `春夜宠力欲，,红洞树杯。`. Each verse's first character is of the script `_`
+    writes there (forms.SCRIPT_RULE), so one of another is a one-line error naming the acrostic and the verse."""
+    with pytest.raises(CharLMError) as error:
+        generate(chinese_model(), "", form="五绝", acrostic="春，秋冬")
+    assert str(error.value) == (
+        "acrostic 春，秋冬: verse 2 would begin with '，', which is not a Han character, as the verses of "
+        "form='五绝' are; give one Han character per verse"
+    )
+    with pytest.raises(CharLMError, match=r"^--acrostic a1: verse 2 would begin with '1', which is not a letter, "):
+        template_of(template="___ ___", acrostic="a1", prefix="--")
+    assert template_of(template="___ ___", acrostic="ab").acrostic == "ab"
+    assert template_of(template="___ ___", acrostic="12").script is None  # the model's vocabulary decides
+
+
 def test_an_acrostic_of_traditional_characters_is_named_whole_as_a_seed_is():
     """`--acrostic 寶玉黛釵` for a model of simplified Chinese named only '寶', and in other words than the
     seed's error, which names '寶' and '釵': the user retyped one and met the next. Every character the

@@ -108,6 +108,11 @@ def test_the_server_and_generate_write_the_same_poem_from_one_seed(client):
         ({"form": "五言绝句", "template": "_"}, "form", "give form or template, not both"),
         ({"form": "五言绝句", "acrostic": "春夏"}, "acrostic", "acrostic has 2 characters but form 五言绝句 has 4"),
         ({"acrostic": "春夏"}, "acrostic", "acrostic fixes the first character of each verse"),
+        (
+            {"form": "五言绝句", "acrostic": "春，秋冬"},
+            "acrostic",
+            "acrostic 春，秋冬: verse 2 would begin with '，', which is not a Han character",
+        ),
         ({"template": "，。"}, "template", "template has no `_`"),
         ({"template": "_" * 100_001}, "template", "this server writes at most 100,000"),
         ({"form": 5}, "form", "form must be a string, not an integer"),
