@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:  # imported where a bar is made: `charlm --help` and Tab draw none
+    from tqdm.auto import tqdm
 
 REDRAW_SECONDS = 0.1  # tqdm's default: a bar drawn in place, on a terminal or in a notebook
 PIPE_REDRAW_SECONDS = 10.0  # a bar kept line by line, in a log
@@ -34,6 +36,8 @@ def redraw_seconds() -> float:
 
 def progress_bar(iterable: Iterable | None = None, **options) -> tqdm:
     """A tqdm bar (tqdm's `options`) that redraws as `redraw_seconds` says."""
+    from tqdm.auto import tqdm
+
     return tqdm(iterable, mininterval=redraw_seconds(), **options)
 
 

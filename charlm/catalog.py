@@ -15,8 +15,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -243,6 +241,9 @@ def fetch_verified(item: Entry, target: Path, quiet: bool) -> str:
 
 def download_resuming(url: str, part: Path, size: int, quiet: bool) -> None:
     """Fetch `url` into `part`, resuming from the bytes already there."""
+    import urllib.error  # here: every command imports this module, and only a download needs these
+    import urllib.request
+
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:

@@ -944,3 +944,8 @@ def test_parts_bench_trains_and_a_new_character_starts_from_its_parts(tmp_path):
         assert torch.allclose(
             model.embed(torch.tensor([bath])).squeeze(0), bag[kept.index("水")] + bag[kept.index("木")]
         )
+
+
+def test_startup_bench_runs():
+    out = run_bench("startup", "--rounds", "2", "--only", "help")
+    assert "| import torch | " in out and "| help | " in out

@@ -1584,7 +1584,8 @@ answer(["sample", "--bogus"]); answer(["sampel"])  # usage errors: no model eith
 for line in ("charlm sa", "charlm sample ", "charlm sample --form 七", "charlm serve --device c",
              "charlm corpus get t", "charlm train t", "charlm eval run novel.t", "charlm inspect --output r"):
     answer([], _CHARLM_COMPLETE="bash_complete", COMP_WORDS=line, COMP_CWORD=str(len(line.split(" ")) - 1))
-print(json.dumps({"stack": Watch.stack, "loaded": [name for name in ("torch", "numpy") if name in sys.modules]}),
+unneeded = ("torch", "numpy", "tqdm", "urllib.request")  # torch imports the last two; a bar or a download needs them
+print(json.dumps({"stack": Watch.stack, "loaded": [name for name in unneeded if name in sys.modules]}),
       file=sys.stderr)
 """
 
@@ -1592,7 +1593,8 @@ print(json.dumps({"stack": Watch.stack, "loaded": [name for name in ("torch", "n
 def test_help_version_usage_errors_and_tab_completion_load_no_torch(tmp_path):
     """Every Tab press, every --help and --version imported torch (and numpy), about 1.3 s each, for
     answers that need no model: the command tree, its options and their defaults, completion's names.
-    So did a usage error (`charlm sample --bogus`), for the torchrun rank check that says it once."""
+    So did a usage error (`charlm sample --bogus`), for the torchrun rank check that says it once.
+    tqdm (for progress bars) and urllib.request (for `charlm corpus get`) took another 50 ms of each."""
     (tmp_path / "checkpoints" / "novel-20260101-120000").mkdir(parents=True)
     (tmp_path / "checkpoints" / "novel-20260101-120000" / "latest.pt").touch()
     env = {**os.environ, "PYTHONPATH": str(Path(cli_module.__file__).parents[1])}
