@@ -864,12 +864,38 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
 
 
 def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
-    """A seed's verse against an acrostic of "'" was refused with JSON's quotes (with 'a', not '''), where
-    charlm quotes as Python does (with 'a', not "'"): the same line now, for '"' and a backslash too."""
+    """An acrostic's character "'" was quoted with JSON's quotes where charlm quotes as Python does: the same
+    line now, for '"' and a backslash too."""
     model = model_of("lstm", "abc'\" \\\n", hidden=8)
     requests = [{"template": "___ ___", "acrostic": acrostic} for acrostic in ("'b", '"b', "\\b")]
     texts = refused_alike(tmp_path, model, "c\nab", requests)
-    assert "begins verse 1 with 'a', not \"'\";" in texts[0]
+    # an acrostic of a mark is refused before any seed is read (forms.template_of): quoted as Python quotes it
+    assert [text.split(": ", 2)[2].split(",")[0] for text in texts] == [
+        'verse 1 would begin with "\'"',
+        "verse 1 would begin with '\"'",
+        "verse 1 would begin with '\\\\'",
+    ]
+
+
+def test_the_page_refuses_an_acrostic_of_a_mark_or_another_script_as_charlm_does(tmp_path):
+    """charlm refuses an acrostic with a character of another script than its verses' (`春,夏秋`: a comma typed
+    between its characters; forms.template_of), where the page took the mark as a verse's first character and wrote
+    a verse that begins with it: the same line now, a character the model knows or not, and the same poems."""
+    model = poet_model(",")
+    acrostics = ["一,丁七", "一，丁七", "一丁七a", "一丁七Ω", "一丁七万"]
+    requests = [{"form": "五绝", "acrostic": acrostic} for acrostic in acrostics]
+    requests.append({"template": "__ __", "acrostic": "a,"})
+    generations = [{"seed": "", "greedy": True, **request} for request in requests]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
+    for request, text in zip(requests, got["texts"]):
+        assert text == charlms(model, "", **request), request
+    assert got["texts"][0] == (
+        "error: acrostic 一,丁七: verse 2 would begin with ',', which is not a Han character, as the verses of "
+        "form 五绝 are; give one Han character per verse"
+    )
+    assert got["texts"][3].startswith("error: acrostic 一丁七Ω: verse 4 would begin with 'Ω'"), got["texts"][3]
+    assert template_of("五绝", acrostic="一丁七万").fits(got["texts"][4])
+    assert got["texts"][5].startswith("error: acrostic a,: verse 2 would begin with ',', which is not a letter")
 
 
 def refused_alike(tmp_path, model: CharLM, seed: str, requests: list[dict]) -> list[str]:
