@@ -863,6 +863,23 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     assert got["texts"][4].startswith("error: seed: its last line '" + CHINESE[:6] + "，' has")
 
 
+def test_the_page_refuses_a_seed_of_a_whole_poem_in_charlms_words(tmp_path):
+    """A seed whose last line finishes a whole poem was told to "write the form there", which it had: charlm and
+    the page now say to end it with a line break for a new poem, or to leave the finished poem out; a line that
+    leaves the form is still told to write the form there."""
+    model = poet_model()
+    poem = CHINESE[:5] + "，" + CHINESE[10:15] + "。\n" + CHINESE[:5] + "，" + CHINESE[10:15] + "。"
+    seeds = ["丁\n" + poem, "丁\n" + CHINESE[:6]]
+    generations = [{"seed": seed, "form": "五绝", "greedy": True} for seed in seeds]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
+    assert got["texts"] == [charlms(model, seed, form="五绝") for seed in seeds]
+    assert got["texts"][0].endswith(
+        "completes a whole form 五绝; end the seed with a line break for a new poem under it, or leave the finished "
+        "poem out"
+    ), got["texts"][0]
+    assert got["texts"][1].endswith("; write the form there, or end the seed with a line break for a new poem under it")
+
+
 def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
     """An acrostic's character "'" was quoted with JSON's quotes where charlm quotes as Python does: the same
     line now, for '"' and a backslash too."""

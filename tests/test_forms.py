@@ -510,18 +510,26 @@ def test_a_half_width_mark_in_the_seeds_poem_is_read_as_the_forms_mark(typed, re
     assert conversation.read == "丁\n七\n" + read and template_of("五绝").fits(read + written), written
 
 
+FINISHED = "end the seed with a line break for a new poem under it, or leave the finished poem out"
+
+
 @pytest.mark.parametrize(
     ("seed", "shown"),
     [
         ("丁\n" + HAN[:6] + "，", f"{HAN[5]!r} where --form 五言绝句 writes '，'"),  # a six-character verse
         ("丁\n" + HAN[:5] + "!", "'!' where --form 五言绝句 writes '，'"),  # a mark the form has not there
         ("丁\n" + HAN[:5] + "？", "'？' where --form 五言绝句 writes '，'"),
-        ("丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT, "a whole --form 五言绝句"),  # no line break after it
+        (
+            "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT,
+            "completes a whole --form 五言绝句; " + FINISHED,
+        ),  # no break after
         (HAN[:10], f"{HAN[5]!r} where --form 五言绝句 writes '，'"),  # a long title with no line break
     ],
 )
 def test_a_seed_that_breaks_the_form_is_a_one_line_error(seed, shown):
-    """Such a seed got a whole new poem glued to its last line, which is no poem of the form."""
+    """Such a seed got a whole new poem glued to its last line, which is no poem of the form. The advice fits:
+    a line that leaves the form can be written in it, a whole poem is finished ("write the form there" of it
+    was wrong)."""
     for model in (half_width_model(), chinese_model()) if set(seed) <= set(CHINESE.chars) else (half_width_model(),):
         with pytest.raises(CharLMError) as error:
             generate(model, seed, form="五言绝句")
@@ -530,6 +538,7 @@ def test_a_seed_that_breaks_the_form_is_a_one_line_error(seed, shown):
     result = cli_sample(seed)
     assert_one_line_error(result, f"--seed: its last line {seed.split(chr(10))[-1]!r}")
     assert shown in result.output and "end the seed with a line break" in result.output, result.output
+    assert ("write the form there" in result.output) == ("whole" not in shown), result.output
 
 
 def cli_sample(seed: str, *options: str, model=None):

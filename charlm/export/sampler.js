@@ -540,12 +540,13 @@ function seedRules(slots, acrosticAt, script, acrostic, form) {
     const last = text.slice(text.lastIndexOf("\n") + 1);
     if (!last.length) return;
     const poem = text.slice(poemStart(text)), wrong = poem.slice(0, size).findIndex((c, k) => !fitsShape([c], k));
-    let problem = `completes a whole ${form}`;
+    const newPoem = "end the seed with a line break for a new poem under it";
+    let problem = `completes a whole ${form}; ${newPoem}, or leave the finished poem out`;  // a finished poem: nothing to write there
     if (wrong >= 0) {
       const want = shape[wrong], wanted = want !== FREE ? pythonRepr(chars[want]) : script === "h" ? "a Han character" : "a letter";
-      problem = `has ${pythonRepr(poem[wrong])} where ${form} writes ${wanted}`;
+      problem = `has ${pythonRepr(poem[wrong])} where ${form} writes ${wanted}; write the form there, or ${newPoem}`;
     }
-    throw new Error(`seed: its last line ${pythonRepr(last.join(""))} ${problem}; write the form there, or end the seed with a line break for a new poem under it`);
+    throw new Error(`seed: its last line ${pythonRepr(last.join(""))} ${problem}`);
   };
   const begun = (seed) => {
     const text = [...seed], poem = poemOf(text);
