@@ -880,6 +880,14 @@ def test_the_page_refuses_a_seed_of_a_whole_poem_in_charlms_words(tmp_path):
     assert got["texts"][1].endswith("; write the form there, or end the seed with a line break for a new poem under it")
 
 
+def test_the_page_counts_an_acrostic_of_one_character_as_charlm_does(tmp_path):
+    """The page said "acrostic has 1 characters", as charlm did: one character, one verse, in both."""
+    requests = [{"template": "__，__。", "acrostic": "丁"}, {"template": "_____。", "acrostic": "丁七"}]
+    texts = refused_alike(tmp_path, poet_model(), "", requests)
+    assert texts[0].startswith("error: acrostic has 1 character but template has 2 verses; "), texts[0]
+    assert texts[1].startswith("error: acrostic has 2 characters but template has 1 verse; "), texts[1]
+
+
 def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
     """An acrostic's character "'" was quoted with JSON's quotes where charlm quotes as Python does: the same
     line now, for '"' and a backslash too."""
@@ -1201,6 +1209,25 @@ vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
 const calls = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
 console.log(JSON.stringify(calls.map(([name, ...args]) => context[name](...args))));
 """
+
+
+def test_the_serve_pages_note_of_a_seeds_unseen_characters_counts_them(tmp_path):
+    """The serve page said of one character the model does not know that "it reads them as characters": one
+    is "it" and "a character" now, several "them" and "characters", each named as charlm names it."""
+    from .test_vocab import SIMPLIFIED
+
+    model = make_model(Vocab(sorted(set(SIMPLIFIED + "，"))), layers=1, hidden=4)
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    chars, hints = "".join(model.vocab.chars), model.vocab.unseen_hints()
+    calls = [["unseenSeedNote", seed, chars, "none", hints] for seed in ("宝玉道:", "宝玉道:寶", "宝玉")]
+    assert run_in_node(tmp_path, PAGE_JS_CALLS, script, calls) == [
+        " (the model does not know ':' (did you mean '：'?): it reads it as a character it knows nothing about)",
+        (
+            " (the model does not know ':' (did you mean '：'?) '寶' (traditional? this model knows simplified Chinese): "
+            "it reads them as characters it knows nothing about)"
+        ),
+        "",
+    ]
 
 
 def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):

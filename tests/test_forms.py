@@ -121,6 +121,16 @@ def test_an_acrostic_of_a_mark_or_another_script_is_refused_as_no_verse_begins_s
     assert template_of(template="___ ___", acrostic="12").script is None  # the model's vocabulary decides
 
 
+def test_an_acrostic_of_one_character_or_a_template_of_one_verse_is_counted_in_the_singular():
+    """ "acrostic has 1 characters but form='五绝' has 4 verses": one character, one verse."""
+    with pytest.raises(CharLMError) as error:
+        template_of("五绝", acrostic="春")
+    assert str(error.value) == "acrostic has 1 character but form='五绝' has 4 verses; give one per verse"
+    with pytest.raises(CharLMError) as error:
+        template_of(template="_____。", acrostic="春夏")
+    assert str(error.value) == "acrostic has 2 characters but template has 1 verse; give one per verse"
+
+
 def test_an_acrostic_of_traditional_characters_is_named_whole_as_a_seed_is():
     """`--acrostic 寶玉黛釵` for a model of simplified Chinese named only '寶', and in other words than the
     seed's error, which names '寶' and '釵': the user retyped one and met the next. Every character the

@@ -413,7 +413,8 @@ function compileTemplate(request, banned) {
     starts = chars.flatMap((c, i) => (c === null && (i === 0 || chars[i - 1] !== null) ? [i] : []));
     const given = [...acrostic];
     if (given.length !== starts.length) {
-      throw formError("acrostic", `acrostic has ${given.length} characters but ${name} has ${starts.length} verses; give one per verse`);
+      const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+      throw formError("acrostic", `acrostic has ${counted(given.length, "character")} but ${name} has ${counted(starts.length, "verse")}; give one per verse`);
     }
     starts.forEach((at, k) => { chars[at] = given[k]; fromAcrostic.add(given[k]); });
   }

@@ -221,6 +221,15 @@ function unseenCharacters(text, chars, normalize) {
   return [...new Set(normalized(text, normalize))].filter((c) => !known.has(c));
 }
 
+// What the serve page's status line adds of a seed's characters the model has never seen (unseenCharacters),
+// each named as nameUnseen names it from the model's `hints`: " (the model does not know ...)", or "".
+function unseenSeedNote(seed, chars, normalize, hints) {
+  const unseen = unseenCharacters(seed, chars, normalize);
+  if (!unseen.length) return "";
+  const named = firstNamed(unseen, (c) => nameUnseen(c, hints)), one = unseen.length === 1;
+  return ` (the model does not know ${named}: it reads ${one ? "it as a character" : "them as characters"} it knows nothing about)`;
+}
+
 // A value a script gave, as an error quotes it (the exported page's options: sampler.js's checks too).
 function shown(value) { return JSON.stringify(value) ?? String(value); }
 
