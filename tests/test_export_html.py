@@ -1230,6 +1230,26 @@ def test_the_serve_pages_note_of_a_seeds_unseen_characters_counts_them(tmp_path)
     ]
 
 
+def test_the_pages_say_of_a_stop_the_model_never_writes_what_charlm_warns(tmp_path):
+    """charlm warns of a stop text the model never writes (no sample stops there), as of a ban of such a character;
+    the exported page's script API warned of the ban alone and took the stop in silence. page.js words both."""
+    model = make_model(Vocab(sorted(set("the fox，\n"))), layers=1, hidden=4)
+    stops = ["ζ!", ",", "fox", "ｆｏｘ"]
+    expected = []
+    for stop in stops:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sampler.generate(model, "the", length=1, stop=stop)
+        said = [str(w.message) for w in caught if "stop" in str(w.message)]
+        expected.append(said[0].replace(f"stop={stop!r}", f"stop {stop!r}") if said else "")
+    assert expected[0] == "stop 'ζ!': the model never writes 'ζ' '!', so no sample stops there", expected
+    assert expected[1].startswith("stop ',': the model never writes ',' (did you mean '，'?)"), expected
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    hints = model.vocab.unseen_hints()
+    calls = [["unwrittenStopWarning", stop, "".join(model.vocab.chars), "none", hints] for stop in stops]
+    assert run_in_node(tmp_path, PAGE_JS_CALLS, script, calls) == expected
+
+
 def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):
     """Both pages' ban box took a character the model never writes without a word, where `charlm sample
     --ban` warns that banning it changes nothing: the status line's note (page.js) now names the same

@@ -172,6 +172,14 @@ function unwrittenBanWarning(text, chars, normalize, hints) {
   const shown = firstNamed(never, (char) => nameUnseen(char, hints, held));
   return `ban: the model never writes ${shown}, so banning ${never.length === 1 ? "it" : "them"} changes nothing`;
 }
+// What charlm warns of a stop text with characters the model never writes (sampler.batch_from_ids), in its
+// words, named by the server's field: no sample stops there. "" for none. The exported page's script API says it
+// as a console warning, as it says a ban's.
+function unwrittenStopWarning(stop, chars, normalize, hints) {
+  const never = stop ? unseenCharacters(stop, chars, normalize) : [];
+  if (!never.length) return "";
+  return `stop ${pythonRepr(stop)}: the model never writes ${firstNamed(never, (c) => nameUnseen(c, hints))}, so no sample stops there`;
+}
 // What the status line adds of it: " (ban: ...)", or "".
 function unwrittenBanNote(text, chars, normalize, hints) {
   const warning = unwrittenBanWarning(text, chars, normalize, hints);
