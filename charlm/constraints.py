@@ -190,16 +190,14 @@ class Constrained:
             return
         poem, name = seed[self.poem_start(seed) :], self.template.name
         wrong = next((k for k, c in enumerate(poem[: len(self.shape)]) if not self.fits_shape(c, k)), None)
-        if wrong is None:
-            problem = f"completes a whole {name}"
+        new_poem = "end the seed with a line break for a new poem under it"
+        if wrong is None:  # a finished poem: nothing to write there
+            problem = f"completes a whole {name}; {new_poem}, or leave the finished poem out"
         else:
             slot = self.shape[wrong]
             wanted = ("a Han character" if self.script == "han" else "a letter") if slot is None else repr(slot)
-            problem = f"has {poem[wrong]!r} where {name} writes {wanted}"
-        raise CharLMError(
-            f"{option}: its last line {last!r} {problem}; write the form there, "
-            f"or end the seed with a line break for a new poem under it"
-        )
+            problem = f"has {poem[wrong]!r} where {name} writes {wanted}; write the form there, or {new_poem}"
+        raise CharLMError(f"{option}: its last line {last!r} {problem}")
 
     def marked(self, seed: str) -> str:
         """`seed` with the marks of its poem (`poem_of`, and the whole verse lines before it: `poem_start`'s) written

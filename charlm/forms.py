@@ -124,9 +124,11 @@ def template_of(
     if acrostic is not None:
         starts = verses(slots)
         if len(acrostic) != len(starts):
-            raise CharLMError(
-                f"{acrostic_} has {len(acrostic)} characters but {name} has {len(starts)} verses; give one per verse"
+            characters, verses_ = (
+                f"{n} {noun}{'' if n == 1 else 's'}"
+                for n, noun in ((len(acrostic), "character"), (len(starts), "verse"))
             )
+            raise CharLMError(f"{acrostic_} has {characters} but {name} has {verses_}; give one per verse")
         for start, char in zip(starts, acrostic):
             slots[start] = char
     given = [c for c in slots if c is not None]

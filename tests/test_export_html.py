@@ -863,13 +863,64 @@ def test_the_page_goes_on_with_the_poem_its_seed_began_as_charlm_does(tmp_path):
     assert got["texts"][4].startswith("error: seed: its last line '" + CHINESE[:6] + "，' has")
 
 
+def test_the_page_refuses_a_seed_of_a_whole_poem_in_charlms_words(tmp_path):
+    """A seed whose last line finishes a whole poem was told to "write the form there", which it had: charlm and
+    the page now say to end it with a line break for a new poem, or to leave the finished poem out; a line that
+    leaves the form is still told to write the form there."""
+    model = poet_model()
+    poem = CHINESE[:5] + "，" + CHINESE[10:15] + "。\n" + CHINESE[:5] + "，" + CHINESE[10:15] + "。"
+    seeds = ["丁\n" + poem, "丁\n" + CHINESE[:6]]
+    generations = [{"seed": seed, "form": "五绝", "greedy": True} for seed in seeds]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
+    assert got["texts"] == [charlms(model, seed, form="五绝") for seed in seeds]
+    assert got["texts"][0].endswith(
+        "completes a whole form 五绝; end the seed with a line break for a new poem under it, or leave the finished "
+        "poem out"
+    ), got["texts"][0]
+    assert got["texts"][1].endswith("; write the form there, or end the seed with a line break for a new poem under it")
+
+
+def test_the_page_counts_an_acrostic_of_one_character_as_charlm_does(tmp_path):
+    """The page said "acrostic has 1 characters", as charlm did: one character, one verse, in both."""
+    requests = [{"template": "__，__。", "acrostic": "丁"}, {"template": "_____。", "acrostic": "丁七"}]
+    texts = refused_alike(tmp_path, poet_model(), "", requests)
+    assert texts[0].startswith("error: acrostic has 1 character but template has 2 verses; "), texts[0]
+    assert texts[1].startswith("error: acrostic has 2 characters but template has 1 verse; "), texts[1]
+
+
 def test_the_page_quotes_the_acrostics_characters_as_charlm_does(tmp_path):
-    """A seed's verse against an acrostic of "'" was refused with JSON's quotes (with 'a', not '''), where
-    charlm quotes as Python does (with 'a', not "'"): the same line now, for '"' and a backslash too."""
+    """An acrostic's character "'" was quoted with JSON's quotes where charlm quotes as Python does: the same
+    line now, for '"' and a backslash too."""
     model = model_of("lstm", "abc'\" \\\n", hidden=8)
     requests = [{"template": "___ ___", "acrostic": acrostic} for acrostic in ("'b", '"b', "\\b")]
     texts = refused_alike(tmp_path, model, "c\nab", requests)
-    assert "begins verse 1 with 'a', not \"'\";" in texts[0]
+    # an acrostic of a mark is refused before any seed is read (forms.template_of): quoted as Python quotes it
+    assert [text.split(": ", 2)[2].split(",")[0] for text in texts] == [
+        'verse 1 would begin with "\'"',
+        "verse 1 would begin with '\"'",
+        "verse 1 would begin with '\\\\'",
+    ]
+
+
+def test_the_page_refuses_an_acrostic_of_a_mark_or_another_script_as_charlm_does(tmp_path):
+    """charlm refuses an acrostic with a character of another script than its verses' (`春,夏秋`: a comma typed
+    between its characters; forms.template_of), where the page took the mark as a verse's first character and wrote
+    a verse that begins with it: the same line now, a character the model knows or not, and the same poems."""
+    model = poet_model(",")
+    acrostics = ["一,丁七", "一，丁七", "一丁七a", "一丁七Ω", "一丁七万"]
+    requests = [{"form": "五绝", "acrostic": acrostic} for acrostic in acrostics]
+    requests.append({"template": "__ __", "acrostic": "a,"})
+    generations = [{"seed": "", "greedy": True, **request} for request in requests]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, model), {"text": "丁", "generations": generations})
+    for request, text in zip(requests, got["texts"]):
+        assert text == charlms(model, "", **request), request
+    assert got["texts"][0] == (
+        "error: acrostic 一,丁七: verse 2 would begin with ',', which is not a Han character, as the verses of "
+        "form 五绝 are; give one Han character per verse"
+    )
+    assert got["texts"][3].startswith("error: acrostic 一丁七Ω: verse 4 would begin with 'Ω'"), got["texts"][3]
+    assert template_of("五绝", acrostic="一丁七万").fits(got["texts"][4])
+    assert got["texts"][5].startswith("error: acrostic a,: verse 2 would begin with ',', which is not a letter")
 
 
 def refused_alike(tmp_path, model: CharLM, seed: str, requests: list[dict]) -> list[str]:
@@ -1158,6 +1209,45 @@ vm.runInContext(fs.readFileSync(process.argv[2], "utf8"), context);
 const calls = JSON.parse(fs.readFileSync(process.argv[3], "utf8"));
 console.log(JSON.stringify(calls.map(([name, ...args]) => context[name](...args))));
 """
+
+
+def test_the_serve_pages_note_of_a_seeds_unseen_characters_counts_them(tmp_path):
+    """The serve page said of one character the model does not know that "it reads them as characters": one
+    is "it" and "a character" now, several "them" and "characters", each named as charlm names it."""
+    from .test_vocab import SIMPLIFIED
+
+    model = make_model(Vocab(sorted(set(SIMPLIFIED + "，"))), layers=1, hidden=4)
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    chars, hints = "".join(model.vocab.chars), model.vocab.unseen_hints()
+    calls = [["unseenSeedNote", seed, chars, "none", hints] for seed in ("宝玉道:", "宝玉道:寶", "宝玉")]
+    assert run_in_node(tmp_path, PAGE_JS_CALLS, script, calls) == [
+        " (the model does not know ':' (did you mean '：'?): it reads it as a character it knows nothing about)",
+        (
+            " (the model does not know ':' (did you mean '：'?) '寶' (traditional? this model knows simplified Chinese): "
+            "it reads them as characters it knows nothing about)"
+        ),
+        "",
+    ]
+
+
+def test_the_pages_say_of_a_stop_the_model_never_writes_what_charlm_warns(tmp_path):
+    """charlm warns of a stop text the model never writes (no sample stops there), as of a ban of such a character;
+    the exported page's script API warned of the ban alone and took the stop in silence. page.js words both."""
+    model = make_model(Vocab(sorted(set("the fox，\n"))), layers=1, hidden=4)
+    stops = ["ζ!", ",", "fox", "ｆｏｘ"]
+    expected = []
+    for stop in stops:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sampler.generate(model, "the", length=1, stop=stop)
+        said = [str(w.message) for w in caught if "stop" in str(w.message)]
+        expected.append(said[0].replace(f"stop={stop!r}", f"stop {stop!r}") if said else "")
+    assert expected[0] == "stop 'ζ!': the model never writes 'ζ' '!', so no sample stops there", expected
+    assert expected[1].startswith("stop ',': the model never writes ',' (did you mean '，'?)"), expected
+    script = html.resources.files("charlm.serve").joinpath("page.js")
+    hints = model.vocab.unseen_hints()
+    calls = [["unwrittenStopWarning", stop, "".join(model.vocab.chars), "none", hints] for stop in stops]
+    assert run_in_node(tmp_path, PAGE_JS_CALLS, script, calls) == expected
 
 
 def test_the_pages_ban_note_names_what_sample_ban_warns_of(tmp_path):

@@ -121,6 +121,16 @@ def test_an_acrostic_of_a_mark_or_another_script_is_refused_as_no_verse_begins_s
     assert template_of(template="___ ___", acrostic="12").script is None  # the model's vocabulary decides
 
 
+def test_an_acrostic_of_one_character_or_a_template_of_one_verse_is_counted_in_the_singular():
+    """ "acrostic has 1 characters but form='五绝' has 4 verses": one character, one verse."""
+    with pytest.raises(CharLMError) as error:
+        template_of("五绝", acrostic="春")
+    assert str(error.value) == "acrostic has 1 character but form='五绝' has 4 verses; give one per verse"
+    with pytest.raises(CharLMError) as error:
+        template_of(template="_____。", acrostic="春夏")
+    assert str(error.value) == "acrostic has 2 characters but template has 1 verse; give one per verse"
+
+
 def test_an_acrostic_of_traditional_characters_is_named_whole_as_a_seed_is():
     """`--acrostic 寶玉黛釵` for a model of simplified Chinese named only '寶', and in other words than the
     seed's error, which names '寶' and '釵': the user retyped one and met the next. Every character the
@@ -510,18 +520,26 @@ def test_a_half_width_mark_in_the_seeds_poem_is_read_as_the_forms_mark(typed, re
     assert conversation.read == "丁\n七\n" + read and template_of("五绝").fits(read + written), written
 
 
+FINISHED = "end the seed with a line break for a new poem under it, or leave the finished poem out"
+
+
 @pytest.mark.parametrize(
     ("seed", "shown"),
     [
         ("丁\n" + HAN[:6] + "，", f"{HAN[5]!r} where --form 五言绝句 writes '，'"),  # a six-character verse
         ("丁\n" + HAN[:5] + "!", "'!' where --form 五言绝句 writes '，'"),  # a mark the form has not there
         ("丁\n" + HAN[:5] + "？", "'？' where --form 五言绝句 writes '，'"),
-        ("丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT, "a whole --form 五言绝句"),  # no line break after it
+        (
+            "丁\n" + VERSE + NEXT + "\n" + VERSE + NEXT,
+            "completes a whole --form 五言绝句; " + FINISHED,
+        ),  # no break after
         (HAN[:10], f"{HAN[5]!r} where --form 五言绝句 writes '，'"),  # a long title with no line break
     ],
 )
 def test_a_seed_that_breaks_the_form_is_a_one_line_error(seed, shown):
-    """Such a seed got a whole new poem glued to its last line, which is no poem of the form."""
+    """Such a seed got a whole new poem glued to its last line, which is no poem of the form. The advice fits:
+    a line that leaves the form can be written in it, a whole poem is finished ("write the form there" of it
+    was wrong)."""
     for model in (half_width_model(), chinese_model()) if set(seed) <= set(CHINESE.chars) else (half_width_model(),):
         with pytest.raises(CharLMError) as error:
             generate(model, seed, form="五言绝句")
@@ -530,6 +548,7 @@ def test_a_seed_that_breaks_the_form_is_a_one_line_error(seed, shown):
     result = cli_sample(seed)
     assert_one_line_error(result, f"--seed: its last line {seed.split(chr(10))[-1]!r}")
     assert shown in result.output and "end the seed with a line break" in result.output, result.output
+    assert ("write the form there" in result.output) == ("whole" not in shown), result.output
 
 
 def cli_sample(seed: str, *options: str, model=None):

@@ -3758,7 +3758,7 @@ def test_page_says_which_seed_characters_a_model_of_another_normalization_does_n
             Select(browser.find_element("id", "model")).select_by_value(model)
             write(browser, wait, seed, 5)
             status = browser.find_element("id", "status").text
-            note = f"(the model does not know {unknown}: it reads them as characters it knows nothing about)"
+            note = f"(the model does not know {unknown}: it reads it as a character it knows nothing about)"
             assert (note in status) if unknown else ("does not know" not in status), (model, seed, status)
 
 

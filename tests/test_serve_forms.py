@@ -17,7 +17,7 @@ from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
 from .conftest import wait_healthy
-from .test_forms import chinese_model, piece_model
+from .test_forms import HAN, chinese_model, piece_model
 from .test_serve import made_text, page_ready, running, set_field, wait_until
 
 PROMPT = "丁\n"
@@ -293,6 +293,34 @@ def test_page_writes_a_poem_in_the_form_chosen(served, browser):
     browser.find_element("id", "generate").click()  # free text again: no form field is sent
     wait(browser, 20).until(lambda d: "done (length)" in d.find_element("id", "status").text)
     assert len(made_text(browser)) == 30 and not browser.find_element("id", "seed-error").text
+
+
+@pytest.mark.slow  # a browser
+def test_page_shows_copies_and_files_a_forms_seed_as_the_server_read_it(served, browser):
+    """With a form, the server reads a seed's half-width ',' as the form's '，' (and echoes it so; `charlm sample`
+    prints it so), but the serve page showed, filed and continued `丁,` as typed: it now shows the seed the
+    server read, and Copy, the history and Continue take that."""
+    import json
+
+    from selenium.webdriver.support.ui import Select
+
+    url, _ = served
+    typed, read = PROMPT + HAN[:5] + ",", PROMPT + HAN[:5] + "，"
+    assert generate(chinese_model(), typed, form="五言绝句", length=1)[0].startswith(read)
+    wait = page_ready(browser, url)
+    Select(browser.find_element("id", "form")).select_by_value("五言绝句")
+    set_field(browser, "seed", typed)
+    browser.find_element("id", "generate").click()
+    wait(browser, 20).until(lambda d: "done" in d.find_element("id", "status").text)
+    shown = browser.execute_script(
+        "return [...document.querySelectorAll('#text .seed')].map(s => s.textContent).join('')"
+    )
+    assert shown == read and template_of("五言绝句").fits(HAN[:5] + "，" + made_text(browser)), shown
+    filed = json.loads(browser.execute_script("return localStorage.getItem('charlm.history')"))[0]
+    assert filed["seed"] == read, filed["seed"]
+    assert browser.find_element("id", "seed").get_attribute("value") == typed  # the box keeps what was typed
+    browser.find_element("id", "continue").click()
+    assert browser.find_element("id", "seed").get_attribute("value") == read + made_text(browser)
 
 
 def test_the_server_goes_on_with_the_poem_its_prompt_began(client, served):

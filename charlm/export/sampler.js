@@ -374,6 +374,15 @@ function neverSeen(what, chars, hints) {
   return `${what}: ${chars.length} character(s) the model has never seen: ${shown}; use only characters from the training text`;
 }
 
+// forms.py's class of a character the model does not know (html.class_of gave the known ones' ids theirs):
+// "h" Han (a CJK ideograph), "p" CJK or full-width punctuation, "l" a letter, "." anything else.
+function unicodeClass(c) {
+  const code = c.codePointAt(0);
+  if (/^\p{Lo}$/u.test(c) && /^\p{Script=Han}$/u.test(c)) return "h";
+  if ((code >= 0x3000 && code <= 0x303f) || (code >= 0xff00 && code <= 0xffef && !/^[\p{L}\p{N}]$/u.test(c))) return "p";
+  return /^\p{L}$/u.test(c) ? "l" : ".";
+}
+
 function unescape(text) {
   return text.replace(/\\([nt_\\])/g, (_, c) => ESCAPES[c]);
 }
@@ -404,7 +413,8 @@ function compileTemplate(request, banned) {
     starts = chars.flatMap((c, i) => (c === null && (i === 0 || chars[i - 1] !== null) ? [i] : []));
     const given = [...acrostic];
     if (given.length !== starts.length) {
-      throw formError("acrostic", `acrostic has ${given.length} characters but ${name} has ${starts.length} verses; give one per verse`);
+      const counted = (n, noun) => `${n} ${noun}${n === 1 ? "" : "s"}`;
+      throw formError("acrostic", `acrostic has ${counted(given.length, "character")} but ${name} has ${counted(starts.length, "verse")}; give one per verse`);
     }
     starts.forEach((at, k) => { chars[at] = given[k]; fromAcrostic.add(given[k]); });
   }
@@ -423,6 +433,20 @@ function compileTemplate(request, banned) {
     }
     return id;
   });
+  // forms.SCRIPT_RULE: Han if the fixed text has Han or CJK punctuation, letters if it has letters,
+  // else whichever the vocabulary holds more of (a tie: Han). The fixed text as typed: its id's class,
+  // unless the model reads it as a character of another class (nfkc's "，" as ",": typed_classes).
+  const classOf = (c, id) => typed_classes[c] ?? (id === undefined ? unicodeClass(c) : classes[id]);
+  const fixed = chars.flatMap((c, i) => (c === null ? [] : [classOf(c, slots[i])]));
+  const given = fixed.some((c) => c === "h" || c === "p") ? "h" : fixed.includes("l") ? "l" : null;
+  if (given && acrostic != null) {  // each verse begins with a character of the verses' script, before the model's refusals
+    const kind = given === "h" ? "Han character" : "letter";
+    starts.forEach((at, k) => {
+      if (classOf(chars[at], slots[at]) !== given) {
+        throw formError("acrostic", `acrostic ${acrostic}: verse ${k + 1} would begin with ${pythonRepr(chars[at])}, which is not a ${kind}, as the verses of ${name} are; give one ${kind} per verse`);
+      }
+    });
+  }
   if (unknownOf.size) {  // every character of the option that fixed the first, as a seed's are named
     const [what, unknownChars] = unknownOf.entries().next().value;
     throw formError(what === "acrostic" ? "acrostic" : param, neverSeen(what, [...unknownChars], model.meta.vocab.unseen));
@@ -432,12 +456,8 @@ function compileTemplate(request, banned) {
     const what = fromAcrostic.has(chars[ban]) ? "acrostic" : name;
     throw formError("ban", `ban bans ${pythonRepr(model.meta.vocab.chars[slots[ban]])}, but ${what} must write it; leave it unbanned`);
   }
-  // forms.SCRIPT_RULE: Han if the fixed text has Han or CJK punctuation, letters if it has letters,
-  // else whichever the vocabulary holds more of (a tie: Han). The fixed text as typed: its id's class,
-  // unless the model reads it as a character of another class (nfkc's "，" as ",": typed_classes).
-  const fixed = chars.flatMap((c, i) => (c === null ? [] : [typed_classes[c] ?? classes[slots[i]]]));
   const count = (c) => classes.split(c).length - 1;
-  const script = fixed.some((c) => c === "h" || c === "p") ? "h" : fixed.includes("l") ? "l" : count("h") >= count("l") ? "h" : "l";
+  const script = given ?? (count("h") >= count("l") ? "h" : "l");
   const free = Uint8Array.from(classes, (c, id) => c === script && !(banned && banned[id]));
   if (!free.includes(1)) {
     const needs = script === "h" ? "Han characters" : "letters";
@@ -521,12 +541,13 @@ function seedRules(slots, acrosticAt, script, acrostic, form) {
     const last = text.slice(text.lastIndexOf("\n") + 1);
     if (!last.length) return;
     const poem = text.slice(poemStart(text)), wrong = poem.slice(0, size).findIndex((c, k) => !fitsShape([c], k));
-    let problem = `completes a whole ${form}`;
+    const newPoem = "end the seed with a line break for a new poem under it";
+    let problem = `completes a whole ${form}; ${newPoem}, or leave the finished poem out`;  // a finished poem: nothing to write there
     if (wrong >= 0) {
       const want = shape[wrong], wanted = want !== FREE ? pythonRepr(chars[want]) : script === "h" ? "a Han character" : "a letter";
-      problem = `has ${pythonRepr(poem[wrong])} where ${form} writes ${wanted}`;
+      problem = `has ${pythonRepr(poem[wrong])} where ${form} writes ${wanted}; write the form there, or ${newPoem}`;
     }
-    throw new Error(`seed: its last line ${pythonRepr(last.join(""))} ${problem}; write the form there, or end the seed with a line break for a new poem under it`);
+    throw new Error(`seed: its last line ${pythonRepr(last.join(""))} ${problem}`);
   };
   const begun = (seed) => {
     const text = [...seed], poem = poemOf(text);

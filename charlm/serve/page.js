@@ -172,6 +172,14 @@ function unwrittenBanWarning(text, chars, normalize, hints) {
   const shown = firstNamed(never, (char) => nameUnseen(char, hints, held));
   return `ban: the model never writes ${shown}, so banning ${never.length === 1 ? "it" : "them"} changes nothing`;
 }
+// What charlm warns of a stop text with characters the model never writes (sampler.batch_from_ids), in its
+// words, named by the server's field: no sample stops there. "" for none. The exported page's script API says it
+// as a console warning, as it says a ban's.
+function unwrittenStopWarning(stop, chars, normalize, hints) {
+  const never = stop ? unseenCharacters(stop, chars, normalize) : [];
+  if (!never.length) return "";
+  return `stop ${pythonRepr(stop)}: the model never writes ${firstNamed(never, (c) => nameUnseen(c, hints))}, so no sample stops there`;
+}
 // What the status line adds of it: " (ban: ...)", or "".
 function unwrittenBanNote(text, chars, normalize, hints) {
   const warning = unwrittenBanWarning(text, chars, normalize, hints);
@@ -219,6 +227,15 @@ function normalized(text, normalize) { return normalize === "none" ? text : text
 function unseenCharacters(text, chars, normalize) {
   const known = new Set(chars);
   return [...new Set(normalized(text, normalize))].filter((c) => !known.has(c));
+}
+
+// What the serve page's status line adds of a seed's characters the model has never seen (unseenCharacters),
+// each named as nameUnseen names it from the model's `hints`: " (the model does not know ...)", or "".
+function unseenSeedNote(seed, chars, normalize, hints) {
+  const unseen = unseenCharacters(seed, chars, normalize);
+  if (!unseen.length) return "";
+  const named = firstNamed(unseen, (c) => nameUnseen(c, hints)), one = unseen.length === 1;
+  return ` (the model does not know ${named}: it reads ${one ? "it as a character" : "them as characters"} it knows nothing about)`;
 }
 
 // A value a script gave, as an error quotes it (the exported page's options: sampler.js's checks too).
