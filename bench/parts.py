@@ -46,7 +46,7 @@ from bench.common import bare_config, default_model, parse, read_corpus, trainin
 from charlm import api
 from charlm.config import Config
 from charlm.finetune import Start
-from charlm.model import AdaptiveHead, CharLM, Embedding, fp32, grow_vocab
+from charlm.model import AdaptiveHead, CharLM, Embedding, autocast_off, grow_vocab
 from charlm.runs import read_metrics
 from charlm.scoring import bits_per_char
 from charlm.tokens import TokenCorpus
@@ -168,7 +168,7 @@ class PartsAdaptiveHead(AdaptiveHead):
         return rows
 
     def logits(self, out: torch.Tensor) -> torch.Tensor:
-        with fp32(out):
+        with autocast_off(out):
             h = out.reshape(-1, out.size(-1)).float()
             rows, softmax = self.rows(), self.softmax
             head = F.log_softmax(h @ rows[0].t(), -1)
@@ -181,7 +181,7 @@ class PartsAdaptiveHead(AdaptiveHead):
 
     def nats(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         ranked = self.rank[targets.reshape(-1)]
-        with fp32(out):
+        with autocast_off(out):
             h = out.reshape(-1, out.size(-1)).float()
             rows, softmax, edges = self.rows(), self.softmax, self.softmax.cutoffs
             column, nats = ranked.clone(), torch.zeros(len(ranked), device=h.device)

@@ -301,7 +301,7 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
-    def model_differences(self, other: Config, also: tuple[str, ...] = ()) -> list[str]:
+    def unresumable_changes(self, other: Config, also: tuple[str, ...] = ()) -> list[str]:
         """Options a resume may not change (but for those `also` allowed) that differ, as `--name: a -> b` items."""
         return [
             f"{said(f.name)}: {getattr(self, f.name)} -> {getattr(other, f.name)}"

@@ -442,7 +442,7 @@ class AdaptiveHead(nn.Module):
     def logits(self, out: torch.Tensor) -> torch.Tensor:
         """Log-probabilities of the whole vocabulary, in id order (valid logits: their softmax is the
         distribution)."""
-        with fp32(out):
+        with autocast_off(out):
             ranked = self.softmax.log_prob(self.rows(out))
         return ranked[:, self.rank].view(*out.shape[:-1], -1)
 
@@ -450,7 +450,7 @@ class AdaptiveHead(nn.Module):
         """Each target's negative log-likelihood. index_select, not indexing: `rank[-1]` would score a target
         of -1 as the last id, where index_select refuses it (and is the faster of the two)."""
         ranked = self.rank.index_select(0, targets.reshape(-1))
-        with fp32(out):
+        with autocast_off(out):
             return -self.softmax(self.rows(out), ranked).output.view_as(targets)
 
     def rows(self, out: torch.Tensor) -> torch.Tensor:
@@ -478,7 +478,7 @@ class _Unfilled(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def fp32(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+def autocast_off(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast off on `tensor`'s device: what runs inside computes in the dtype it is given."""
     return torch.autocast(tensor.device.type, enabled=False)
 
@@ -558,5 +558,5 @@ def inference(model: CharLM) -> Iterator[None]:
                 undo.callback(leave_inference, key, restore)
             set_tf32(False)
             set_mode(model, False)
-        with torch.inference_mode(), fp32(model.embed.weight):
+        with torch.inference_mode(), autocast_off(model.embed.weight):
             yield

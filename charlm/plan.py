@@ -287,7 +287,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     config = Config.from_dict({**saved.config.to_dict(), **overrides})
     # another --encoding may read the run's text in other bytes (a UTF-16 file saved as UTF-8): `tokens.prepare`
     # checks it is the text the run read, which only a record keeping the text's digest can tell
-    changed = saved.config.model_differences(config, also=("encoding",) if "text" in saved.corpus else ())
+    changed = saved.config.unresumable_changes(config, also=("encoding",) if "text" in saved.corpus else ())
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
     if "eval_also" not in overrides:

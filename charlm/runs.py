@@ -5,8 +5,9 @@ checkpoints/<corpus>-<date>-<time>/
     best.pt        the checkpoint with the lowest validation bpc
     *.pending.pt   a checkpoint that could not replace its file yet (Windows: another process held it open)
     metrics.jsonl  one row per log interval (reporting.py)
-    run.json       what the run is: corpus, size, config
+    run.json       what the run is: corpus, size, config, and why each planned option is what it is
     samples.txt    samples shown during training (--sample-every)
+    exports/       `charlm export`'s default outputs; exports.jsonl: one line per export (export/__init__.py)
     .lock          locked (flock) by the training process; .lock.pid: its PID-START (files.process_name)
 
 A new run's default folder is claimed as checkpoints/.<name>.claim (`claim_run_folder`) and renamed to its

@@ -38,6 +38,8 @@ SAMPLING_INSTEAD = {
 
 
 def sample_config(options: dict) -> SampleConfig:
+    """The keywords of `generate` and `stream` as a SampleConfig, checked at the call: a keyword brought
+    from elsewhere (`SAMPLING_INSTEAD`) is refused saying what does its job."""
     return from_options(SampleConfig, options, "sampling option", instead=SAMPLING_INSTEAD)
 
 

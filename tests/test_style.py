@@ -49,9 +49,25 @@ def imported_from(node: ast.ImportFrom, path: Path) -> str:
     return ".".join(parent + ([node.module] if node.module else []))
 
 
+def imported_by_call(node: ast.Call, path: Path) -> str | None:
+    """The module a call `importlib.import_module(NAME)` (NAME relative: from `path`'s package, as with
+    `__package__`) or `__import__(NAME)` in `path` imports, where NAME is written out; else None."""
+    called = ast.unparse(node.func).rpartition(".")[2]
+    name = node.args[0] if node.args else None
+    if called not in ("import_module", "__import__") or not (
+        isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value
+    ):
+        return None
+    level = len(name.value) - len(name.value.lstrip("."))
+    if not level:
+        return name.value
+    return imported_from(ast.ImportFrom(module=name.value[level:] or None, names=[], level=level), path)
+
+
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
-    """Every charlm module `path` imports anywhere in it: at the top, inside a function (a lazy import)
-    or under `if TYPE_CHECKING:` (a type-only one) all make it depend on that module. A package counts
+    """Every charlm module `path` imports anywhere in it: at the top, inside a function (a lazy import,
+    by an import statement or by name through importlib) or under `if TYPE_CHECKING:` (a type-only one)
+    all make it depend on that module. A package counts
     where its own names are imported (`from charlm import __version__`), and where one of its submodules
     is from outside it: the import runs the package's __init__ first (runs.py importing a leaf of export/
     would run export/__init__, which imports checkpoint, which imports runs). Not charlm's own __init__,
@@ -65,6 +81,8 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
             base = imported_from(node, path)
             submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
             found |= submodules | ({base} if len(submodules) < len(node.names) else set())
+        elif isinstance(node, ast.Call) and (by_name := imported_by_call(node, path)):
+            found.add(by_name)
     own = {".".join(name.split(".")[:n]) for n in range(1, name.count(".") + 2)}  # name and its packages
     run_first = {package for module in found for package in packages_of(module)} - own - {"charlm"}
     return ((found | run_first) & modules) - {name}
@@ -103,6 +121,20 @@ def test_no_two_modules_import_each_other():
 
     cycles = {" -> ".join(cycle) for name in sorted(graph) if (cycle := cycle_from(name))}
     assert not cycles, "modules that import each other:\n" + "\n".join(sorted(cycles))
+
+
+def test_import_graph_sees_imports_made_through_importlib(tmp_path, monkeypatch):
+    """A lazy import by name (`importlib.import_module("charlm.x")`, a relative one from the module's
+    package, `__import__`) ties two modules as an import statement does: missed, a cycle made so passes."""
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    probe = tmp_path / "charlm" / "serve" / "probe.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text("import importlib\n\ndef late():\n    importlib.import_module('charlm.trainer')\n"
+                     "    importlib.import_module('..sampler', __package__)\n    __import__('charlm.export.html')\n"
+                     "    importlib.import_module(NAME)\n", encoding="utf-8")  # fmt: skip
+    modules = {"charlm", "charlm.trainer", "charlm.sampler", "charlm.export", "charlm.export.html", "charlm.serve"}
+    found = imported_modules(probe, modules | {"charlm.serve.probe"})
+    assert found == {"charlm.trainer", "charlm.sampler", "charlm.export", "charlm.export.html"}
 
 
 def private_reaches(path: Path, modules: set[str]) -> list[str]:
