@@ -7,12 +7,15 @@ recurrent core's real precision needs, and batch copies from pinned memory that 
 What autocast asks for is not what cuDNN's RNN runs in: torch casts a cuDNN RNN's inputs and weights
 to fp16 under CUDA autocast whatever dtype was asked (`--precision bf16` gives an LSTM output of
 float16; the embedding and a full head do run in bf16). fp16 gradients underflow without loss
-scaling, so on CUDA any autocast run scales its loss (`core_precision`). A CPU's bf16 LSTM is bf16.
+scaling, so on CUDA any autocast run scales its loss (`core_precision`). On a CPU the core computes in
+what torch's CPU autocast gives it: a bf16 LSTM and RNN, an fp32 GRU, and an fp32 LSTM where oneDNN has
+no bf16 LSTM (a CPU without AVX-512, `cpu_core_dtype`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 
 import torch
@@ -97,8 +100,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def auto_precision_reason(device: torch.device) -> str:
-    """What `resolve_precision("auto", device)` chooses, and why."""
+def auto_precision_reason(device: torch.device, core: type[torch.nn.Module] = torch.nn.LSTM) -> str:
+    """What `resolve_precision("auto", device)` chooses for a model of recurrent `core`, and why."""
     chosen = resolve_precision("auto", device)
     if device.type == "cpu":
         why = (
@@ -108,7 +111,7 @@ def auto_precision_reason(device: torch.device) -> str:
         why = "this GPU has bf16" if chosen == "bf16" else "this GPU has no bf16"
     else:
         why = f"lower precisions are not used on {device.type}"
-    return f"--precision auto chose {precision_text(device, chosen)} on {device}: {why}"
+    return f"--precision auto chose {precision_text(device, chosen, core)} on {device}: {why}"
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -119,17 +122,39 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=_DTYPES[precision])
 
 
-def core_precision(device: torch.device, precision: str) -> str:
+@functools.cache
+def cpu_core_dtype(core: type[torch.nn.Module], dtype: torch.dtype) -> torch.dtype:
+    """The dtype `core` (nn.LSTM, GRU or RNN) computes in under `torch.autocast("cpu", dtype)`, from one
+    tiny pass: float32 where this CPU cannot run it there at all (oneDNN's bf16 LSTM needs AVX-512; an
+    AVX2 CPU stops with "could not create a primitive descriptor"), since `CharLM.forward` then runs the
+    core outside autocast. The probe's weights come from a forked RNG: a seeded run draws as it would."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        probe = core(4, 4)
+        try:
+            with torch.autocast("cpu", dtype=dtype):
+                return probe(torch.zeros(2, 1, 4))[0].dtype
+        except RuntimeError:
+            return torch.float32
+
+
+def core_precision(device: torch.device, precision: str, core: type[torch.nn.Module] = torch.nn.LSTM) -> str:
     """The precision the recurrent core really computes in under `autocast(device, precision)`:
-    fp16 for any autocast on CUDA (cuDNN's RNN, see above), else the precision asked for."""
-    return "fp16" if device.type == "cuda" and precision != "fp32" else precision
+    fp16 for any autocast on CUDA (cuDNN's RNN, see above), on a CPU what `cpu_core_dtype` found."""
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+        return precision
+    if device.type == "cuda":
+        return "fp16"
+    return {torch.float32: "fp32", torch.float16: "fp16"}.get(cpu_core_dtype(core, _DTYPES[precision]), precision)
 
 
-def precision_text(device: torch.device, precision: str) -> str:
-    """The precision as the run line states it, saying where the recurrent core differs: `bf16` on a
-    CPU; on a GPU, `bf16 (recurrent core in fp16: cuDNN, loss scaled)`."""
-    core = core_precision(device, precision)
-    return precision if core == precision else f"{precision} (recurrent core in {core}: cuDNN, loss scaled)"
+def precision_text(device: torch.device, precision: str, core: type[torch.nn.Module] = torch.nn.LSTM) -> str:
+    """The precision as the run line states it, saying where the recurrent core differs: on a GPU
+    `bf16 (recurrent core in fp16: cuDNN, loss scaled)`, on an AVX2 CPU `bf16 (recurrent core in fp32: ...)`."""
+    real = core_precision(device, precision, core)
+    if real == precision:
+        return precision
+    why = "cuDNN, loss scaled" if device.type == "cuda" else f"torch has no {precision} {core.__name__} on this CPU"
+    return f"{precision} (recurrent core in {real}: {why})"
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:

@@ -31,6 +31,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .config import MAXIMA
+from .device import cpu_core_dtype
 from .errors import CharLMError
 from .fields import SHOWN, holds, keywords_named
 from .model_inputs import long_ids, lowest_id, refusal
@@ -185,7 +186,8 @@ class CharLM(nn.Module):
         try:
             ids = long_ids(ids, device, lowest_id(self), size)
             state = map_state(lambda s: s.to(device, dtype), state)
-            out, state = self.core(self.embed(ids), state)
+            with core_autocast(self.core, device):
+                out, state = self.core(self.embed(ids), state)
             out = self.drop(out)
             if targets is None:
                 return self.head.logits(out), state
@@ -481,6 +483,16 @@ class _Unfilled(TorchFunctionMode):
 def autocast_off(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast off on `tensor`'s device: what runs inside computes in the dtype it is given."""
     return torch.autocast(tensor.device.type, enabled=False)
+
+
+def core_autocast(core: nn.Module, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off around the recurrent core where a CPU's autocast would compute it in fp32 anyway (a
+    GRU) or cannot run it at all (an LSTM without oneDNN's bf16 kernel, `device.cpu_core_dtype`): the
+    embedding before it and the head after it still run under the caller's autocast."""
+    lowered = device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    if lowered and cpu_core_dtype(type(core), torch.get_autocast_dtype("cpu")) == torch.float32:
+        return torch.autocast("cpu", enabled=False)
+    return contextlib.nullcontext()
 
 
 def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State | None) -> State | None:

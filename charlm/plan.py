@@ -49,7 +49,7 @@ from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
-from .model import auto_head_reason
+from .model import CORES, auto_head_reason
 from .runtext import eval_also_kept, read_eval_also
 from .tokens import TokenCorpus
 from .train_state import check_data
@@ -144,7 +144,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     reasons.update(fitted)
     reasons["head"] = head_reason(config, corpus, start)
     # --precision auto stays in the run's config: a resume on another device decides again there
-    reasons["precision"] = auto_precision_reason(device) if config.precision == "auto" else GIVEN
+    reasons["precision"] = auto_precision_reason(device, CORES[config.cell]) if config.precision == "auto" else GIVEN
 
     check_data(config, corpus)
     config.require_limit()  # every check passed before a run folder is named or claimed
@@ -299,7 +299,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
     reasons = {**reasons, **{name: "given when resumed" for name in given_now}}
     if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree
-        reasons["precision"] = auto_precision_reason(resolve_device(config.device, ranks.local_rank, ranks.world))
+        device = resolve_device(config.device, ranks.local_rank, ranks.world)
+        reasons["precision"] = auto_precision_reason(device, CORES[config.cell])
     return RunPlan(config, run_dir, reasons, None, saved.base)
 
 

@@ -11,6 +11,7 @@ import charlm
 from charlm import runs
 from charlm.device import (
     core_precision,
+    cpu_core_dtype,
     cpu_has_bf16,
     grad_scaler,
     precision_text,
@@ -50,10 +51,51 @@ def test_the_loss_is_scaled_wherever_the_recurrent_core_computes_in_fp16():
     """Under CUDA autocast cuDNN's RNN runs in fp16 even when bf16 was asked for, so bf16 needs the scaler too."""
     gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert [core_precision(gpu, p) for p in ("fp16", "bf16", "fp32")] == ["fp16", "fp16", "fp32"]
-    assert [core_precision(cpu, p) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
+    assert [core_precision(cpu, p, torch.nn.RNN) for p in ("bf16", "fp32")] == ["bf16", "fp32"]
     assert not grad_scaler(cpu, "bf16").is_enabled()
-    assert precision_text(cpu, "bf16") == "bf16" and precision_text(gpu, "fp32") == "fp32"
+    assert precision_text(cpu, "bf16", torch.nn.RNN) == "bf16" and precision_text(gpu, "fp32") == "fp32"
     assert precision_text(gpu, "bf16") == "bf16 (recurrent core in fp16: cuDNN, loss scaled)"
+
+
+def test_the_run_line_says_a_cpus_gru_computes_in_fp32_under_bf16():
+    """torch's CPU autocast leaves a GRU in fp32 (an LSTM and an RNN go to bf16): the run line said `bf16`
+    of a GRU whose every step was fp32."""
+    cpu = torch.device("cpu")
+    assert core_precision(cpu, "bf16", torch.nn.GRU) == "fp32"
+    assert (
+        precision_text(cpu, "bf16", torch.nn.GRU) == "bf16 (recurrent core in fp32: torch has no bf16 GRU on this CPU)"
+    )
+
+
+class _LSTMWithoutBF16(torch.nn.LSTM):
+    """An LSTM as a CPU without AVX-512 runs it: oneDNN has no kernel for it under bf16 autocast."""
+
+    def forward(self, *args, **kwargs):
+        if torch.is_autocast_enabled("cpu"):
+            raise RuntimeError("could not create a primitive descriptor for the LSTM forward propagation primitive")
+        return super().forward(*args, **kwargs)
+
+
+def test_bf16_trains_on_a_cpu_without_onednns_bf16_lstm(fox_file, tiny, monkeypatch):
+    """On an AVX2 CPU `--precision bf16` stopped with oneDNN's RuntimeError from inside nn.LSTM: the core now
+    runs outside autocast there (fp32, as the run line says), the embedding and the head under it."""
+    monkeypatch.setitem(charlm.model.CORES, "lstm", _LSTMWithoutBF16)
+    assert cpu_core_dtype(_LSTMWithoutBF16, torch.bfloat16) == torch.float32
+    args = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    result = cli("train", str(fox_file), *args, "--max-steps", "3", "--precision", "bf16", "--out", "avx2")
+    assert result.exit_code == 0, result.output
+    assert "cpu bf16 (recurrent core in fp32: torch has no bf16 _LSTMWithoutBF16 on this CPU)" in result.output
+
+
+def test_the_cores_probe_leaves_a_seeded_run_drawing_as_before():
+    """The probe builds a small core, whose weights are drawn: from a forked RNG, or a seeded run's first
+    draws would depend on whether the probe ran before."""
+    cpu_core_dtype.cache_clear()
+    torch.manual_seed(0)
+    cpu_core_dtype(torch.nn.GRU, torch.bfloat16)
+    after_probe = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(torch.rand(3), after_probe)
 
 
 def test_bf16_on_the_cpu_trains_and_the_checkpoint_samples_anywhere(fox_file, tiny):

@@ -6,6 +6,7 @@ import torch
 
 from charlm.cells import gru_cell, lstm_cell, rnn_cell
 from charlm.config import Config
+from charlm.device import cpu_core_dtype
 from charlm.errors import CharLMError
 from charlm.model import CharLM, ModelConfig, auto_head_reason, detach_state, head_cutoffs
 from charlm.model_inputs import long_ids
@@ -137,15 +138,16 @@ def adaptive_or_full(head: str) -> CharLM:
 
 @pytest.mark.parametrize("head", ["full", "adaptive"])
 def test_a_state_from_an_autocast_pass_and_ids_of_any_integer_dtype_go_on_outside_it(head):
-    """A state read under autocast is bf16 (fp16 under a GPU's), and fed back outside it stopped the LSTM
-    (oneDNN's "could not create a primitive descriptor"; cuDNN's "not the same dtype"); int16, uint8 and
-    uint16 ids stopped the embedding, int32 targets the full head's loss, and uint8 targets the adaptive
-    head's, which read them as a mask."""
+    """A state read under autocast is bf16 (fp16 under a GPU's; fp32 on a CPU whose oneDNN has no bf16
+    LSTM), and fed back outside it stopped the LSTM (oneDNN's "could not create a primitive descriptor";
+    cuDNN's "not the same dtype"); int16, uint8 and uint16 ids stopped the embedding, int32 targets the full
+    head's loss, and uint8 targets the adaptive head's, which read them as a mask."""
     model = adaptive_or_full(head)
     ids, targets = torch.randint(0, 256, (3, 9)), torch.randint(0, 256, (3, 9))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, low_state = model(ids)
-    assert low_state[0].dtype == torch.bfloat16
+        _, state = model(ids)
+    assert state[0].dtype == cpu_core_dtype(torch.nn.LSTM, torch.bfloat16)
+    low_state = tuple(s.bfloat16() for s in state)  # as a bf16 CPU's autocast pass gives it, on any CPU
     logits, _ = model(ids, low_state)
     expected, _ = model(ids, tuple(s.float() for s in low_state))
     assert logits.dtype == torch.float32 and torch.equal(logits, expected)

@@ -140,7 +140,7 @@ def say_started(trainer: Trainer, ranks: Ranks) -> None:
         one_line(
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
-            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision)}"
+            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision, type(model.core))}"
             f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}{resumed}"
         ),
         err=True,
