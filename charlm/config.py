@@ -499,8 +499,9 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
+        full_width = " (a half-width ',' between the values, not '，')" if "，" in text else ""  # a Chinese IME's
         raise CharLMError(
-            f"{said('temperature')}: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0"
+            f"{said('temperature')}: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0{full_width}"
         ) from None
     check_temperatures(values, text)
     return values
