@@ -402,7 +402,8 @@ def serve(targets: tuple[str, ...], **given) -> None:
     "--quiet",
     is_flag=True,
     help="no progress bars (preparing the run's corpus again: counting, training tokenizer, encoding; the n-gram "
-    "model), no tables: only the page, and on stderr the latest run's model taken for no RUN",
+    "model), no tables: only the page, its notes (unseen characters left out of its figures), and on stderr the "
+    "latest run's model taken for no RUN",
 )
 def inspect_command(
     paths: tuple[str, ...],
@@ -447,6 +448,8 @@ def inspect_command(
     files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
+    elif inspection.notes:  # what the page's figures leave out stays, as eval --quiet keeps its unseen note
+        click.echo("\n".join(inspection.notes))
     say_latest(untold)
     click.echo(one_line(f"wrote {output}{replacing}"))
 
