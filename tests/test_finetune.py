@@ -248,6 +248,24 @@ def test_a_fine_tune_from_an_exported_model_folder_keeps_the_run_it_was_exported
     assert "(from mid <- first)" in listed["tuned"]
 
 
+def test_info_on_an_export_shows_its_runs_lineage_and_an_export_loop_ends_in_a_cycle(base, new_file, tiny):
+    """`charlm info` of a fine-tune's export showed no lineage (the export folder has no run.json), and
+    an export replaced by one of a fine-tune of itself (tuned from E, then exported into E) made the
+    run's lineage lead back to the run: it showed none. Both show it now, a loop ending in "(cycle)"."""
+    assert cli("export", base, "--format", "safetensors", "--output", "E").exit_code == 0
+    charlm.train(new_file, out="tuned", init_from="E", **{**tiny, "max_steps": 1})
+    assert cli("export", "tuned", "--format", "safetensors", "--output", "F").exit_code == 0
+
+    def lineage_row(target: str) -> str:
+        result = cli("info", target)
+        assert result.exit_code == 0, result.output
+        return next((line.split(None, 1)[1] for line in result.output.splitlines() if line.startswith("lineage")), "")
+
+    assert lineage_row("F") == lineage_row("tuned") == f"from {base}"  # the export: its run's lineage
+    assert cli("export", "tuned", "--format", "safetensors", "--output", "E").exit_code == 0  # the loop
+    assert lineage_row("E") == lineage_row("tuned") == f"from {base} (cycle)"
+
+
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
     monkeypatch.setattr(sizing, "measure_sizes", lambda *args: pytest.fail("a fine-tuning run was sized"))
     trainer = api.start_finetune(base, {"max_time": "10m", "quiet": True}, [str(new_file)], "tuned")
