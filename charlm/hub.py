@@ -115,6 +115,12 @@ def exported_from(folder: Path) -> dict[str, str] | None:
         config = files.parse_json(data.decode("utf-8")) if len(data) <= MAX_CONFIG else None
     except (OSError, ValueError):
         return None
+    return source_in(config)
+
+
+def source_in(config: object) -> dict[str, str] | None:
+    """The run a parsed config.json records its folder was exported from (`exported_from`), or None:
+    for `read`, which has the config its weights were read with, and names the run of those weights."""
     source = config.get(EXPORTED_FROM) if isinstance(config, dict) else None
     if not isinstance(source, dict) or not names_run(source.get("run"), source.get("folder")):
         return None
@@ -169,9 +175,10 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
-    """A model folder's architecture, vocabulary, weights and run record, as `write` took them, and the
-    sha256 of the weights file they were read from; damage is a one-line error. Files of two exports
+def read(folder: Path) -> tuple[dict, dict, dict, dict, str, dict[str, str] | None]:
+    """A model folder's architecture, vocabulary, weights and run record, as `write` took them, the
+    sha256 of the weights file they were read from, and the run they were exported from (`source_in`,
+    of the same config.json: a second read could be of a re-export's); damage is a one-line error. Files of two exports
     (a re-export renaming its files in meanwhile) are read again; an export older than config.json's
     sha256 record is read as it is."""
     from safetensors import SafetensorError
@@ -196,7 +203,7 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
     except (ValueError, SafetensorError) as e:
         raise damaged(folder / WEIGHTS, str(e).splitlines()[0][:120]) from None
     try:
-        return config["model"], vocab, weights, config["run"], digests[WEIGHTS]
+        return config["model"], vocab, weights, config["run"], digests[WEIGHTS], source_in(config)
     except (KeyError, TypeError) as e:
         raise damaged(folder / CONFIG, type(e).__name__) from None
 

@@ -286,7 +286,7 @@ def test_a_model_folder_read_while_it_is_exported_again_reads_as_one_export(tmp_
                 loaded = charlm.load(folder)
                 vocab, weights, corpus, digest = loaded.vocab, loaded.state_dict(), None, None
             else:
-                saved, digest = checkpoint.read_with_digest(folder / hub.WEIGHTS)
+                saved, digest, _ = checkpoint.read_with_digest(folder / hub.WEIGHTS)
                 vocab, weights, corpus = saved.vocab, saved.weights, saved.corpus["name"]
             i = 0 if vocab.chars == models[0].vocab.chars else 1
             assert vocab.chars == models[i].vocab.chars

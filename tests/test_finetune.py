@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tables, tokens
+from charlm import api, checkpoint, files, finetune, plan, runs, runtext, sizing, tables, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -264,6 +264,16 @@ def test_info_on_an_export_shows_its_runs_lineage_and_an_export_loop_ends_in_a_c
     assert lineage_row("F") == lineage_row("tuned") == f"from {base}"  # the export: its run's lineage
     assert cli("export", "tuned", "--format", "safetensors", "--output", "E").exit_code == 0  # the loop
     assert lineage_row("E") == lineage_row("tuned") == f"from {base} (cycle)"
+
+
+def test_reading_an_exported_base_reads_its_config_json_once(base, monkeypatch):
+    """`read_base` read an export's config.json for its model, then again for the run it was exported
+    from: twice, and a re-export between the two could name another run as the base of these weights."""
+    assert cli("export", base, "--format", "safetensors", "--output", "E").exit_code == 0
+    real_read, configs = files.read_regular, []
+    monkeypatch.setattr(files, "read_regular", lambda path: configs.append(path) or real_read(path))
+    start = finetune.read_base("E")
+    assert start.record.run == base and [path.name for path in configs].count("config.json") == 1
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
