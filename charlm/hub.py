@@ -70,10 +70,15 @@ def folder_of(weights: Path) -> Path:
 
 def misnamed_weights(folder: Path) -> Path | None:
     """A weights file of another name (`names_weights`) in a folder that has no model.safetensors and
-    has the config.json of a model folder: its weights, renamed (model.SAFETENSORS), or None."""
+    has the config.json of a model folder: its weights, renamed (model.SAFETENSORS), or None. A folder
+    that cannot be listed is a one-line error: which model it holds cannot be told."""
     if holds_model(folder) or not (Path(folder) / CONFIG).is_file():
         return None
-    return next((path for path in sorted(Path(folder).iterdir()) if names_weights(path) and path.is_file()), None)
+    try:
+        listed = sorted(Path(folder).iterdir())
+    except OSError as e:
+        raise files.cannot_read(folder, e) from None
+    return next((path for path in listed if names_weights(path) and path.is_file()), None)
 
 
 def write(
