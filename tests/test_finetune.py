@@ -268,12 +268,17 @@ def test_info_on_an_export_shows_its_runs_lineage_and_an_export_loop_ends_in_a_c
 
 def test_reading_an_exported_base_reads_its_config_json_once(base, monkeypatch):
     """`read_base` read an export's config.json for its model, then again for the run it was exported
-    from: twice, and a re-export between the two could name another run as the base of these weights."""
+    from: twice, and a re-export between the two could name another run as the base of these weights.
+    `charlm export` of a model folder did the same for the record its copy keeps."""
     assert cli("export", base, "--format", "safetensors", "--output", "E").exit_code == 0
     real_read, configs = files.read_regular, []
     monkeypatch.setattr(files, "read_regular", lambda path: configs.append(path) or real_read(path))
     start = finetune.read_base("E")
     assert start.record.run == base and [path.name for path in configs].count("config.json") == 1
+    configs.clear()  # a copy exported from the folder: its record is of the weights copied, read with them
+    assert cli("export", "E", "--format", "safetensors", "--output", "copy").exit_code == 0
+    assert [path.name for path in configs].count("config.json") == 1
+    assert finetune.read_base("copy").record.run == base
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):
