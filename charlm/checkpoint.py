@@ -290,12 +290,13 @@ def read(path: Path, charlm_model: bool = False) -> Checkpoint:
     return saved
 
 
-def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:
-    """A model folder's Checkpoint (hub.py), and the sha256 of the weights file it was read from. Its
+def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | None]:
+    """A model folder's Checkpoint (hub.py), the sha256 of the weights file it was read from and the run
+    it was exported from (`hub.source_in`), all of one read of its files. Its
     config.json is plain JSON, there to be read and so edited: a `layers` or `hidden` its weights are
     not of is named as such, not as a missing weight, nor (fewer layers than the weights hold) as an
     experiment's model of its own, which `charlm export` never writes."""
-    model_config, vocab, weights, run, digest = hub.read(folder)
+    model_config, vocab, weights, run, digest, source = hub.read(folder)
     for name, value in architecture_of(weights).items():
         if isinstance(model_config, dict) and model_config.get(name) != value:
             raise hub.damaged(
@@ -309,7 +310,7 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str]:
         raise hub.damaged(
             folder, f"{hub.WEIGHTS} holds weights its {hub.CONFIG}'s model has not: {', '.join(extra[:3])}"
         )
-    return saved, digest
+    return saved, digest, source
 
 
 def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = None) -> list[Path]:
@@ -320,13 +321,14 @@ def write_model_folder(saved: Checkpoint, folder: Path, source: dict | None = No
     return hub.write(folder, model["config"], model["vocab"], model["weights"], payload["run"], source)
 
 
-def read_with_digest(path: Path) -> tuple[Checkpoint, str]:
-    """A checkpoint and the sha256 of the very bytes it was parsed from (the base record of a
-    fine-tuning run: a base still training may replace the file at any moment)."""
+def read_with_digest(path: Path) -> tuple[Checkpoint, str, dict[str, str] | None]:
+    """A checkpoint, the sha256 of the very bytes it was parsed from (the base record of a fine-tuning
+    run: a base still training may replace the file at any moment) and, for a model folder's weights,
+    the run it was exported from (`hub.source_in`; None for a .pt file or an export older than the record)."""
     if hub.names_weights(path):  # the digest of the file read, not of one a re-export put there since
         return read_model_folder(hub.folder_of(path))
     data = read_bytes(path)
-    return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest()
+    return Checkpoint.from_payload(unpack(data, path), path), hashlib.sha256(data).hexdigest(), None
 
 
 @contextlib.contextmanager

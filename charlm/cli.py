@@ -187,7 +187,7 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     or exported model folder; default: the latest run, which it names); without FILES, of the run's held-out text (its
     validation split). A run among FILES is its held-out text, as for --eval-also (a file of that name wins):
     `charlm eval BASE TUNED` scores a fine-tune's base on the text `charlm eval TUNED` scores. Each file
-    is scored on its own; with several, a line per file and then all of them together."""
+    is scored on its own; with several, a line per file in the order given and then all of them together."""
     with leaving_at_once():
         from . import checkpoint, runtext, threads
         from .bars import LEAD_IN_SECONDS, bytes_bar
@@ -222,6 +222,8 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     named = [str(path) for path in paths] + [f"{name} (held-out text)" for name in checkpoints.values()]
     instead = "; give its text as a FILE instead"
     texts += [runtext.held_out_text(path, quiet, None, instead) for path in checkpoints]
+    order = given_order(files, run_texts, paths, list(checkpoints.values()))
+    named, texts = [named[at] for at in order], [texts[at] for at in order]
     rows, bits, chars = [], 0.0, 0
     for name, text in zip(named, texts):
         label = Path(name).name if len(named) > 1 else "scoring"
@@ -236,6 +238,20 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     if unseen := unseen_note(model.vocab, texts):
         click.echo(unseen)
     say_latest(untold)
+
+
+def given_order(files: tuple[str, ...], run_texts: list[str], paths: list[Path], run_names: list[str]) -> list[int]:
+    """The order of `charlm eval`'s rows (`paths`, then the held-out texts of `run_names`) as the user gave
+    FILES: a file where it (or its folder) was first given, a run where it was, a folder's files in its order.
+    A table read in the order typed would otherwise name the wrong row."""
+    from .corpus import source_files
+
+    given_at: dict[Path, int] = {}
+    for at, name in enumerate(files):
+        for path in [] if name in run_texts else source_files([name]):
+            given_at.setdefault(path, at)
+    places = [given_at[path] for path in paths] + [files.index(name) for name in run_names]
+    return sorted(range(len(places)), key=places.__getitem__)
 
 
 def say_latest(untold: Path | None) -> None:
@@ -386,7 +402,8 @@ def serve(targets: tuple[str, ...], **given) -> None:
     "--quiet",
     is_flag=True,
     help="no progress bars (preparing the run's corpus again: counting, training tokenizer, encoding; the n-gram "
-    "model), no tables: only the page, and on stderr the latest run's model taken for no RUN",
+    "model), no tables: only the page, its notes (unseen characters left out of its figures), and on stderr the "
+    "latest run's model taken for no RUN",
 )
 def inspect_command(
     paths: tuple[str, ...],
@@ -431,6 +448,8 @@ def inspect_command(
     files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
     if not quiet:
         click.echo(analysis.summary(inspection))
+    elif inspection.notes:  # what the page's figures leave out stays, as eval --quiet keeps its unseen note
+        click.echo("\n".join(inspection.notes))
     say_latest(untold)
     click.echo(one_line(f"wrote {output}{replacing}"))
 

@@ -87,13 +87,12 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
     checkpoint when the run builds charlm's model (`charlm_model`), which cannot take its weights."""
     try:
         path = runs.resolve(target)
-        saved, digest = checkpoint.read_with_digest(path)
+        saved, digest, source = checkpoint.read_with_digest(path)  # the run of these weights, of the same read
         if charlm_model:
             saved.check_charlm_weights()
     except CharLMError as e:
         raise CharLMError(f"{said('init_from')}: {e}") from None
-    source = hub.exported_from(hub.folder_of(path)) if hub.names_weights(path) else None  # the run, not the folder
-    name = runs.run_name_of(path) if source is None else source["run"]
+    name = runs.run_name_of(path) if source is None else source["run"]  # the run, not the folder
     return Start(saved, Base(name, str(path.resolve()), digest, len(saved.vocab)))
 
 

@@ -70,10 +70,15 @@ def folder_of(weights: Path) -> Path:
 
 def misnamed_weights(folder: Path) -> Path | None:
     """A weights file of another name (`names_weights`) in a folder that has no model.safetensors and
-    has the config.json of a model folder: its weights, renamed (model.SAFETENSORS), or None."""
+    has the config.json of a model folder: its weights, renamed (model.SAFETENSORS), or None. A folder
+    that cannot be listed is a one-line error: which model it holds cannot be told."""
     if holds_model(folder) or not (Path(folder) / CONFIG).is_file():
         return None
-    return next((path for path in sorted(Path(folder).iterdir()) if names_weights(path) and path.is_file()), None)
+    try:
+        listed = sorted(Path(folder).iterdir())
+    except OSError as e:
+        raise files.cannot_read(folder, e) from None
+    return next((path for path in listed if names_weights(path) and path.is_file()), None)
 
 
 def write(
@@ -115,6 +120,12 @@ def exported_from(folder: Path) -> dict[str, str] | None:
         config = files.parse_json(data.decode("utf-8")) if len(data) <= MAX_CONFIG else None
     except (OSError, ValueError):
         return None
+    return source_in(config)
+
+
+def source_in(config: object) -> dict[str, str] | None:
+    """The run a parsed config.json records its folder was exported from (`exported_from`), or None:
+    for `read`, which has the config its weights were read with, and names the run of those weights."""
     source = config.get(EXPORTED_FROM) if isinstance(config, dict) else None
     if not isinstance(source, dict) or not names_run(source.get("run"), source.get("folder")):
         return None
@@ -169,9 +180,10 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
-    """A model folder's architecture, vocabulary, weights and run record, as `write` took them, and the
-    sha256 of the weights file they were read from; damage is a one-line error. Files of two exports
+def read(folder: Path) -> tuple[dict, dict, dict, dict, str, dict[str, str] | None]:
+    """A model folder's architecture, vocabulary, weights and run record, as `write` took them, the
+    sha256 of the weights file they were read from, and the run they were exported from (`source_in`,
+    of the same config.json: a second read could be of a re-export's); damage is a one-line error. Files of two exports
     (a re-export renaming its files in meanwhile) are read again; an export older than config.json's
     sha256 record is read as it is."""
     from safetensors import SafetensorError
@@ -196,7 +208,7 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict, str]:
     except (ValueError, SafetensorError) as e:
         raise damaged(folder / WEIGHTS, str(e).splitlines()[0][:120]) from None
     try:
-        return config["model"], vocab, weights, config["run"], digests[WEIGHTS]
+        return config["model"], vocab, weights, config["run"], digests[WEIGHTS], source_in(config)
     except (KeyError, TypeError) as e:
         raise damaged(folder / CONFIG, type(e).__name__) from None
 

@@ -710,13 +710,18 @@ MAX_LINEAGE = 8  # bases shown at most: a chain longer than this is cut (a hand-
 
 def lineage(run_dir: Path, info: dict | None = None) -> str:
     """The runs `run_dir` was fine-tuned from, `mid <- first` (its base, then that base's base ...), or ""
-    for a run trained from scratch, so `charlm runs` and `charlm info` show the whole chain. Each run.json
-    names its base's run and checkpoint (`base.run`, `base.path`), whose folder holds the base's run.json.
-    The chain ends where a base's run.json is gone (a base moved or removed, a lone .pt), at a folder met
-    before (a loop, which only a hand edit makes), or after MAX_LINEAGE bases. `info`: run_dir's run.json
-    where the caller has read it (`charlm runs`, for the run's row), so that it is not read twice."""
+    for a run trained from scratch, so `charlm runs` and `charlm info` show the whole chain; an exported
+    model folder's are those of the run it was exported from. Each run.json names its base's run and
+    checkpoint (`base.run`, `base.path`), whose folder holds the base's run.json. The chain ends where a
+    base's run.json is gone (a base moved or removed, a lone .pt), after MAX_LINEAGE bases, or, said
+    "(cycle)", at a folder met before: a hand edit, or an export replaced by one of a fine-tune of itself.
+    `info`: run_dir's run.json where the caller has read it (`charlm runs`, for the run's row), so that it
+    is not read twice."""
     names: list[str] = []
     seen = {Path(run_dir).absolute()}
+    if info is None and hub.holds_model(run_dir) and (source := hub.exported_from(run_dir)):
+        run_dir = Path(source["folder"])  # an exported model folder has no run.json: its run has
+        seen.add(run_dir.absolute())
     info = read_run_info(run_dir) if info is None else info
     while info is not None and len(names) < MAX_LINEAGE:
         base = info.get("base")
@@ -727,6 +732,7 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
         if folder is not None and hub.names_weights(path) and (source := hub.exported_from(folder)):
             folder = Path(source["folder"])  # an exported model folder: on from the run it came from
         if folder is not None and folder.absolute() in seen:
+            names.append(f"{name} (cycle)")
             break
         names.append(name)
         if folder is None:

@@ -206,6 +206,22 @@ def test_eval_of_several_files_scores_each_and_all_together(trained, tmp_path):
     assert total.endswith(f"over {sum(scored.values()):,} characters scored")
 
 
+def test_eval_rows_follow_the_order_the_files_and_runs_were_given_in(trained, tmp_path):
+    """`charlm eval RUN b.txt RUN a.txt` listed the files first and the run's held-out text after them:
+    a table read in the order the user typed it named the wrong row. Rows keep the order given, a
+    folder's files where the folder is."""
+    first, folder = tmp_path / "z.txt", tmp_path / "texts"
+    folder.mkdir()
+    first.write_text("the quick brown fox\n" * 3, encoding="utf-8")
+    for name in ("a.txt", "b.txt"):
+        (folder / name).write_text(f"a lazy dog {name[0]}\n" * 3, encoding="utf-8")  # no unseen note
+    result = cli("eval", trained, str(first), trained, str(folder), "--quiet")
+    assert result.exit_code == 0, result.output
+    _, *rows, _ = result.output.splitlines()
+    named = [str(first), f"{trained} (held-out text)", str(folder / "a.txt"), str(folder / "b.txt")]
+    assert [row.rsplit(maxsplit=2)[0] for row in rows] == named
+
+
 def test_eval_takes_held_out_as_inspect_does(trained, fox_file):
     """`charlm inspect RUN --held-out` (README) taught `charlm eval RUN --held-out`, which was "no such option
     --held-out (did you mean --help?)": eval takes the flag, the run's held-out text as with no FILES, and

@@ -125,6 +125,26 @@ def test_safetensors_folder_holds_no_pickle(tmp_path):
     assert b"\x80\x04" not in weights[: 8 + len(header)] and not list((tmp_path / "hub").glob("*.pt"))
 
 
+def test_a_model_folder_that_cannot_be_listed_is_one_line_saying_what_to_do(tmp_path, monkeypatch):
+    """A folder with a config.json and no model.safetensors is listed for weights of another name; a
+    listing refused (a folder readable by its owner alone, which a test run as root cannot make) was
+    `charlm.load`'s raw PermissionError, and the command's `hub: Permission denied`, with nothing to do."""
+    folder = tmp_path / "hub"
+    folder.mkdir()
+    (folder / hub.CONFIG).write_text("{}", encoding="utf-8")
+    real_iterdir = Path.iterdir
+
+    def refused(path: Path):
+        if path == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_iterdir(path)
+
+    monkeypatch.setattr(Path, "iterdir", refused)
+    with pytest.raises(charlm.CharLMError, match=f"{folder}: cannot read .*; make it readable"):
+        charlm.load(folder)
+    assert_one_line_error(cli("info", str(folder)), f"{folder}: cannot read (Permission denied); make it readable")
+
+
 @pytest.mark.parametrize("name", ["model.SAFETENSORS", "Model.SafeTensors", "weights.safetensors"])
 def test_a_safetensors_file_of_another_name_is_refused_and_never_read_as_its_folders(tmp_path, name):
     """The .safetensors suffix was checked in lower case only (.pt in any case): model.SAFETENSORS was
@@ -286,7 +306,7 @@ def test_a_model_folder_read_while_it_is_exported_again_reads_as_one_export(tmp_
                 loaded = charlm.load(folder)
                 vocab, weights, corpus, digest = loaded.vocab, loaded.state_dict(), None, None
             else:
-                saved, digest = checkpoint.read_with_digest(folder / hub.WEIGHTS)
+                saved, digest, _ = checkpoint.read_with_digest(folder / hub.WEIGHTS)
                 vocab, weights, corpus = saved.vocab, saved.weights, saved.corpus["name"]
             i = 0 if vocab.chars == models[0].vocab.chars else 1
             assert vocab.chars == models[i].vocab.chars

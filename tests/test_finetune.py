@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, finetune, plan, runs, runtext, sizing, tables, tokens
+from charlm import api, checkpoint, files, finetune, plan, runs, runtext, sizing, tables, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -246,6 +246,39 @@ def test_a_fine_tune_from_an_exported_model_folder_keeps_the_run_it_was_exported
         assert runs.read_reasons(runs.CHECKPOINT_ROOT / out)["head"] == "as in base run mid's exported model"
     listed = {line.split()[0]: line for line in tables.runs_table(runs.CHECKPOINT_ROOT).splitlines()[1:]}
     assert "(from mid <- first)" in listed["tuned"]
+
+
+def test_info_on_an_export_shows_its_runs_lineage_and_an_export_loop_ends_in_a_cycle(base, new_file, tiny):
+    """`charlm info` of a fine-tune's export showed no lineage (the export folder has no run.json), and
+    an export replaced by one of a fine-tune of itself (tuned from E, then exported into E) made the
+    run's lineage lead back to the run: it showed none. Both show it now, a loop ending in "(cycle)"."""
+    assert cli("export", base, "--format", "safetensors", "--output", "E").exit_code == 0
+    charlm.train(new_file, out="tuned", init_from="E", **{**tiny, "max_steps": 1})
+    assert cli("export", "tuned", "--format", "safetensors", "--output", "F").exit_code == 0
+
+    def lineage_row(target: str) -> str:
+        result = cli("info", target)
+        assert result.exit_code == 0, result.output
+        return next((line.split(None, 1)[1] for line in result.output.splitlines() if line.startswith("lineage")), "")
+
+    assert lineage_row("F") == lineage_row("tuned") == f"from {base}"  # the export: its run's lineage
+    assert cli("export", "tuned", "--format", "safetensors", "--output", "E").exit_code == 0  # the loop
+    assert lineage_row("E") == lineage_row("tuned") == f"from {base} (cycle)"
+
+
+def test_reading_an_exported_base_reads_its_config_json_once(base, monkeypatch):
+    """`read_base` read an export's config.json for its model, then again for the run it was exported
+    from: twice, and a re-export between the two could name another run as the base of these weights.
+    `charlm export` of a model folder did the same for the record its copy keeps."""
+    assert cli("export", base, "--format", "safetensors", "--output", "E").exit_code == 0
+    real_read, configs = files.read_regular, []
+    monkeypatch.setattr(files, "read_regular", lambda path: configs.append(path) or real_read(path))
+    start = finetune.read_base("E")
+    assert start.record.run == base and [path.name for path in configs].count("config.json") == 1
+    configs.clear()  # a copy exported from the folder: its record is of the weights copied, read with them
+    assert cli("export", "E", "--format", "safetensors", "--output", "copy").exit_code == 0
+    assert [path.name for path in configs].count("config.json") == 1
+    assert finetune.read_base("copy").record.run == base
 
 
 def test_the_time_budget_does_not_resize_the_base(base, new_file, monkeypatch):

@@ -94,7 +94,7 @@ def test_a_name_with_a_line_break_or_of_blanks_shows_on_one_line_in_the_runs_tab
 
 def test_a_fine_tune_of_a_fine_tune_shows_its_whole_lineage(fox_file, tiny):
     """`charlm runs` and `charlm info` showed a fine-tune's base alone, not the base's base. The chain ends
-    at a base whose folder is gone, and at a loop (a hand-edited run.json) rather than going round it."""
+    at a base whose folder is gone, and at a loop (a hand-edited run.json), said, rather than going round it."""
     root = runs.CHECKPOINT_ROOT
     charlm.train(fox_file, out="tuned", **tiny)  # a checkpoint for info; its run.json is rewritten below
     chain = {"tuned": "mid", "mid": "first", "first": None, "loop": "round", "round": "loop", "orphan": "gone"}
@@ -107,7 +107,9 @@ def test_a_fine_tune_of_a_fine_tune_shows_its_whole_lineage(fox_file, tiny):
     listed = {line.split()[0]: line for line in tables.runs_table(root).splitlines()[1:]}
     assert "fox (from mid <- first) " in listed["tuned"] and "fox (from first) " in listed["mid"]
     assert "(from" not in listed["first"] and "fox (from gone) " in listed["orphan"]
-    assert "fox (from round) " in listed["loop"] and "fox (from loop) " in listed["round"]
+    assert (
+        "fox (from round <- loop (cycle)) " in listed["loop"] and "fox (from loop <- round (cycle)) " in listed["round"]
+    )
     rows = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
     assert rows["lineage"] == "from mid <- first"
     assert runs.lineage(root / "first") == ""

@@ -3762,6 +3762,27 @@ def test_page_says_which_seed_characters_a_model_of_another_normalization_does_n
             assert (note in status) if unknown else ("does not know" not in status), (model, seed, status)
 
 
+@pytest.mark.slow  # a browser
+def test_page_shows_files_and_continues_a_free_seed_as_the_model_read_it(browser):
+    """The serve page took a form's seed from the server's echo, but showed, filed and continued a free
+    seed as typed: `ｔｈｅ ｆｏｘ，` where an nfkc model read (and the exported page shows) `the fox,`."""
+    torch.manual_seed(0)
+    model = make_model(Vocab("\n ,efhotx", normalize="nfkc"), layers=1, hidden=8).eval()
+    typed, read = "ｔｈｅ ｆｏｘ，", "the fox,"
+    with running(create_app({"nfkc": lambda: model}, ServeConfig())) as url:
+        wait_healthy(url)
+        write(browser, page_ready(browser, url), typed, 5)
+        shown = browser.execute_script(
+            "return [...document.querySelectorAll('#text .seed')].map(s => s.textContent).join('')"
+        )
+        filed = browser.execute_script('return JSON.parse(localStorage.getItem("charlm.history"))[0].seed')
+        assert (shown, filed) == (read, read)
+        assert browser.find_element("id", "seed").get_attribute("value") == typed  # the box keeps what was typed
+        made = made_text(browser)
+        browser.find_element("id", "continue").click()  # and writes on: the box holds what it went on from
+        assert browser.find_element("id", "seed").get_attribute("value") == read + made
+
+
 @pytest.mark.slow
 def test_page_names_unseen_seed_and_ban_characters_with_charlms_hints(browser):
     """The serve page's status line named a seed's ':' plainly for a novel that writes '：', and a ban's

@@ -166,6 +166,22 @@ def test_inspect_marks_unseen_characters_on_the_page(tmp_path):
     assert_one_line_error(cli("inspect", "fox", "missing.txt"), "missing.txt")
 
 
+@pytest.mark.usefixtures("trained")
+def test_inspect_quiet_keeps_the_unseen_note_as_eval_quiet_does(tmp_path):
+    """`charlm inspect --quiet` dropped the note with the tables: its page's figures left characters out
+    and nothing said so, where `charlm eval --quiet` keeps its note. Quiet drops progress and tables,
+    not what changes how a figure reads."""
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("the quick brown fox, Zed\n", encoding="utf-8")
+    result = cli("inspect", "fox", str(unseen), "--output", "page.html", "--quiet")
+    assert result.exit_code == 0, result.output
+    note, wrote = result.output.splitlines()
+    assert (
+        note.startswith("2 unseen characters excluded from every bits figure (2 distinct")
+        and wrote == "wrote page.html"
+    )
+
+
 def test_the_server_reads_a_prompt_with_unseen_characters_and_names_them_for_the_page():
     torch.manual_seed(0)
     model = make_model("\n abcdefghijklmnopqrstuvwxyz", layers=1, hidden=16).eval()

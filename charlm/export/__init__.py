@@ -47,7 +47,10 @@ def export(
     if format == "html":
         weights = weights or HTML_WEIGHTS
     path = runs.resolve(target)
-    saved = checkpoint.read(path, charlm_model=True)
+    if hub.names_weights(path):  # a model folder: the run its copy records, of the same read as its weights
+        saved, _, recorded = checkpoint.read_model_folder(hub.folder_of(path))
+    else:
+        saved, recorded = checkpoint.read(path, charlm_model=True), None
     run_dir = run_of(path)
     out = output if output is not None else default_output(path, format)  # "" is refused, not the default
     out = outputs.output_folder(out) if format == "safetensors" else outputs.output_file(out)
@@ -55,7 +58,7 @@ def export(
         from .safetensors import export as write_folder
 
         def write(saved: checkpoint.Checkpoint, out: Path) -> Path:
-            return write_folder(saved, out, source_of(path, run_dir))
+            return write_folder(saved, out, source_of(run_dir, recorded))
     elif format == "onnx":
         from .onnx import export as write_onnx
 
@@ -97,13 +100,13 @@ def run_of(path: Path) -> Path | None:
     return exports.parent if exports.name == runs.EXPORTS and runs.is_run_folder(exports.parent) else None
 
 
-def source_of(path: Path, run_dir: Path | None) -> dict[str, str] | None:
-    """The run a model folder exported from checkpoint `path` comes from (`hub.exported_from`): its run
-    folder's, or, for a folder exported from another (a copy, elsewhere), that one's record; None for a
-    lone .pt file, outside any run."""
+def source_of(run_dir: Path | None, recorded: dict[str, str] | None) -> dict[str, str] | None:
+    """The run a model folder exported from a checkpoint of `run_dir` (`run_of`) comes from: that run
+    folder's, or, for a folder exported from another (a copy, elsewhere), that one's record (`recorded`,
+    `hub.source_in`, read with its weights); None for a lone .pt file, outside any run."""
     if run_dir is not None and runs.is_run_folder(run_dir):
         return {"run": run_dir.name, "folder": str(run_dir.resolve())}
-    return hub.exported_from(hub.folder_of(path)) if hub.names_weights(path) else None
+    return recorded
 
 
 def default_output(path: Path, format: str) -> Path:
