@@ -1,7 +1,7 @@
 """Training throughput, all in one process (these machines are noisy: compare the ratios).
 
     python -m bench.train_speed [--sizes 256,512,1024] [--steps 100] [--rounds 2] [--batch 16]
-                                [--precision fp32|bf16]
+                                [--precision fp32|bf16] [--peak-size 2048]
 
 For each LSTM size (2 layers, window 25, 65 characters) prints chars/s of:
   charlm   the real training loop (Trainer.fit: windows, schedule, clipping, progress, checks),
@@ -33,14 +33,14 @@ SEQ, VOCAB, LAYERS = 25, 65, 2
 BATCH = 16  # --batch
 
 
-def matmul_peak() -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+def matmul_peak(size: int = 2048) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
     for _ in range(3):
         a @ b
     start, n = time.perf_counter(), 10
     for _ in range(n):
         a @ b
-    return 2 * 2048**3 * n / (time.perf_counter() - start)
+    return 2 * size**3 * n / (time.perf_counter() - start)
 
 
 def flops_per_char(hidden: int) -> float:
@@ -116,8 +116,9 @@ def measure_sizes(args: argparse.Namespace, folder: Path) -> None:
     rng = random.Random(0)
     corpus = folder / "corpus.txt"
     corpus.write_text("".join(rng.choices("abcdefghijklmnopqrstuvwxyz \n.,;ABCDEFGH", k=2_000_000)))  # ~0.2 s, not 2.5
-    peak = matmul_peak()
-    print(f"fp32 matmul peak (torch.mm 2048x2048): {peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
+    peak = matmul_peak(args.peak_size)
+    size = f"{args.peak_size}x{args.peak_size}"
+    print(f"fp32 matmul peak (torch.mm {size}): {peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
     print(f"batch {BATCH}, window {SEQ}; charlm in {args.precision}, bare and cells in fp32")
     print(
         f"\n{'size':<8} {'charlm':>9} {'bare':>9} {'cells':>9}  {'charlm/bare':>11} {'bare/cells':>10}  {'FLOP/s / peak':>13}"
@@ -145,6 +146,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--precision", default="fp32", help="charlm's loop: fp32 or bf16 (the bare loop stays fp32)")
+    parser.add_argument(
+        "--peak-size",
+        type=int,
+        default=2048,
+        help="the side of the matrices the peak is timed on (smaller: quicker, lower)",
+    )
     args = parser.parse_args()
     BATCH = args.batch
     with tempfile.TemporaryDirectory(prefix="train-speed-") as temporary:  # removed at the end and on Ctrl-C

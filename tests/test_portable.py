@@ -6,6 +6,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from charlm.fields import on_command_line
 from charlm.serve.metrics import Metrics
 from charlm.stopping import StopFlag
 
-from .conftest import REPO, TINY_ARGS, block_import
+from .conftest import REPO, TINY_ARGS, block_import, trained_once
 
 # Runs charlm's commands in one process and prints, as JSON, where charlm's own code opened a file in
 # text mode without an encoding (EncodingWarning under -X warn_default_encoding): such a file is read
@@ -168,6 +169,19 @@ def windows_file_rules(monkeypatch):
         monkeypatch.setattr(os, name, refuse_if_busy(getattr(os, name), *range(checked)))
 
 
+@pytest.fixture(scope="module")
+def fox_run(tmp_path_factory) -> Path:
+    """One tiny run for the tests of what comes after a training (a resume, an export), trained once: a
+    training under Windows' rules is the test of its own above."""
+    return trained_once(tmp_path_factory, "portable")
+
+
+@pytest.fixture
+def trained(fox_run) -> Path:
+    """A copy of `fox_run` as this test's checkpoints/run."""
+    return Path(shutil.copytree(fox_run, runs.CHECKPOINT_ROOT / "run"))
+
+
 def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, tiny, windows_file_rules):
     """Preparing renamed the private cache folder into place while its tokens.bin was memory-mapped,
     which Windows refuses: every new corpus failed there ('cannot write the corpus cache'). The run
@@ -179,12 +193,11 @@ def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, 
 
 
 def test_a_checkpoint_read_while_training_replaces_it_is_replaced_once_the_reader_is_done(
-    fox_file, tiny, windows_file_rules, monkeypatch
+    trained, tiny, windows_file_rules, monkeypatch
 ):
     """Windows refuses to replace a file another process holds open: a `charlm sample` reading latest.pt
     at the moment training wrote it stopped the run ('could not write checkpoint (...in use)'). The
     write is tried again for a moment; here the reader is done by the writer's first wait."""
-    charlm.train(fox_file, out="run", **tiny)
     latest = Path("checkpoints/run/latest.pt")
     reader = open(latest, "rb")  # noqa: SIM115 -- held, as a reader in another process holds it
     waits = []
@@ -195,13 +208,12 @@ def test_a_checkpoint_read_while_training_replaces_it_is_replaced_once_the_reade
 
 
 def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
-    fox_file, tiny, windows_file_rules, monkeypatch, capsys
+    trained, tiny, windows_file_rules, monkeypatch, capsys
 ):
     """A reader that holds latest.pt open longer than the writer waits (a program that keeps it open)
     would lose the run's work: the checkpoint is kept as latest.pending.pt, one line says so and how to
     resume, and the run folder names it from then on: sampling it gives the newer model, resuming it goes
     on from its step, and the next write that can replace latest.pt removes the older file aside."""
-    charlm.train(fox_file, out="run", **tiny)
     latest = Path("checkpoints/run/latest.pt")
     monkeypatch.setattr(time, "sleep", lambda seconds: None)
     with open(latest, "rb"):
@@ -217,11 +229,10 @@ def test_a_checkpoint_held_open_all_along_goes_aside_and_the_run_goes_on(
     assert checkpoint.read(latest).progress.step == tiny["max_steps"] + 8 and not pending.exists()
 
 
-def test_a_model_folder_in_use_can_be_exported_into_again(fox_file, tiny, windows_file_rules):
+def test_a_model_folder_in_use_can_be_exported_into_again(trained, windows_file_rules):
     """Reading a model folder memory-mapped its model.safetensors for as long as the weights read lived
     (`charlm inspect model` holds them while it scores its text): on Windows, which refuses to replace a
     mapped file, exporting the run again into that folder meanwhile failed ('cannot write')."""
-    charlm.train(fox_file, out="run", **tiny)
     export = ["export", "run", "--format", "safetensors", "--output", "model"]
     assert CliRunner().invoke(main, export).exit_code == 0
     inspected = checkpoint.read(Path("model/model.safetensors"))  # noqa: F841 -- held, as inspect holds it
