@@ -152,8 +152,9 @@ class Trainer:
         return stop
 
     def timed_step(self, share: float) -> tuple[torch.Tensor, float]:
-        """One training step (`train_state.train_step`) and its seconds, told to the thread count's
-        governor, which follows the CPU this process gets (threads.py), and to the metrics' chars/s."""
+        """One training step (`train_state.train_step`) and its seconds, told here to the thread count's
+        governor, which follows the CPU this process gets (threads.py); `report` passes them on to the
+        metrics' chars/s."""
         stepped = time.perf_counter()
         loss = train_state.train_step(self.state, share)
         seconds = time.perf_counter() - stepped
