@@ -149,6 +149,9 @@ def start_run(
     """A new run: refuses to overwrite a folder that already holds one. From a fine-tuning `start`, its
     weights start from the base's, over the base's vocabulary extended with the text's new characters.
     `build`: an experiment's model in place of charlm's, made after planning."""
+    # Resolved (a pure function of --device and the rank) here for the threads the size probe times, in the plan
+    # for rank 0's rules (batch, precision), and in train_state.build for each rank's own GPU, which the plan,
+    # rank 0's and broadcast, cannot carry; Trainer.start sets the threads again for a resume, which skips this.
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     base_vocab = None if start is None else start.checkpoint.vocab
     plan.check_out(out)

@@ -17,7 +17,7 @@ import torch
 
 from . import threads
 from .config import SampleConfig
-from .constraints import Cursor
+from .constraints import Constrained, Cursor
 from .decoding import RowSampler, Utf8Rule
 from .device import to_host
 from .lstm_step import RowStepper
@@ -28,7 +28,7 @@ MAX_STEPS_PER_CHAR = 4  # a character spelled as UTF-8 bytes takes up to 4 steps
 
 
 def healed_seed(
-    vocab: Vocabulary, ids: torch.Tensor, form: object | None = None, bias: torch.Tensor | None = None
+    vocab: Vocabulary, ids: torch.Tensor, form: Constrained | None = None, bias: torch.Tensor | None = None
 ) -> str:
     """The text of a seed's last piece that sampling writes again (token healing), or "" for none.
     A sentencepiece seed that ends mid-word ends in a short piece ("▁th", "杜") that training rarely

@@ -230,10 +230,11 @@ def head_cutoffs(head: str, counts: torch.Tensor) -> tuple[int, ...]:
     return tuple(sorted({min(edge, len(counts) - 1) for edge in edges}))
 
 
-def auto_head_reason(size: int, unit: str = "characters") -> str:
-    """What `head_cutoffs("auto", ...)` chooses for a vocabulary of `size` ids, and why. The rule counts the
+def auto_head_reason(cutoffs: tuple[int, ...], size: int, unit: str = "characters") -> str:
+    """Why `head_cutoffs("auto", ...)` gave `cutoffs` for a vocabulary of `size` ids: said of the head it gave,
+    not worked out again, so the reason cannot name another head than the model has. The rule counts the
     vocabulary's ids, `unit`: characters, or a sentencepiece model's tokens (not its distinct characters)."""
-    chosen = "adaptive" if size >= ADAPTIVE_MIN_VOCAB else "full"
+    chosen = "adaptive" if cutoffs else "full"
     return f"--head auto chose {chosen}: a vocabulary of {size:,} {unit} (adaptive from {ADAPTIVE_MIN_VOCAB:,})"
 
 

@@ -49,7 +49,7 @@ from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
-from .model import CORES, auto_head_reason
+from .model import CORES, auto_head_reason, head_cutoffs
 from .runtext import eval_also_kept, read_eval_also
 from .tokens import TokenCorpus
 from .train_state import check_data
@@ -62,14 +62,15 @@ GIVEN = "given"
 @dataclass(frozen=True)
 class RunPlan:
     """A run, decided: its options with none of `PLANNED` unset, its folder, why each planned value
-    is what it is, the training chars/s the size probe measured (None: not probed) and, for a
-    fine-tuning run, the base it starts from."""
+    is what it is, the training chars/s the size probe measured (None: not probed), for a
+    fine-tuning run the base it starts from, and the head its model is built with (`planned_head`)."""
 
     config: Config
     run_dir: Path
     reasons: dict[str, str] = field(default_factory=dict)
     probed_chars_per_second: float | None = None
     base: Base | None = None
+    head_cutoffs: tuple[int, ...] = ()  # the adaptive head's cluster edges; (): a full head
 
     def __post_init__(self) -> None:
         unset = [name for name in PLANNED if getattr(self.config, name) is None]
@@ -127,7 +128,8 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
         config = taken_from_base(config, start, reasons, say)
         warn_if_little_known(corpus, len(start.checkpoint.vocab))
 
-    probe = sizing.Probe(config, corpus, ranks)
+    head, reasons["head"] = planned_head(config, corpus, start)
+    probe = sizing.Probe(config, corpus, ranks, head)  # times the head the run will train
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     if config.batch_size is None:
         batch, reasons["batch_size"] = planned_batch(config, device, probe, ranks.world, say)
@@ -142,14 +144,13 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
 
     config, fitted = fitted_to_passes(config, corpus, probed, say)
     reasons.update(fitted)
-    reasons["head"] = head_reason(config, corpus, start)
     # --precision auto stays in the run's config: a resume on another device decides again there
     reasons["precision"] = auto_precision_reason(device, CORES[config.cell]) if config.precision == "auto" else GIVEN
 
     check_data(config, corpus)
     config.require_limit()  # every check passed before a run folder is named or claimed
     run_dir, reasons["run_dir"] = new_run_folder(out, corpus.name)
-    return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record)
+    return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record, head)
 
 
 def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: Callable[[str], str]) -> Config:
@@ -190,13 +191,17 @@ def fitted_to_passes(
     return config, reasons
 
 
-def head_reason(config: Config, corpus: TokenCorpus, start: Start | None) -> str:
-    """Why the run has its head: its base's, as given, or what `--head auto` chooses for this vocabulary."""
+def planned_head(config: Config, corpus: TokenCorpus, start: Start | None) -> tuple[tuple[int, ...], str]:
+    """The run's head (its adaptive clusters' edges; (): a full head) and why: its base's, as given, or what
+    `--head auto` chooses for this vocabulary. Decided once, here: the size probe and every rank's model are
+    built with this head, so the reason run.json keeps is the head the checkpoint holds."""
     if start is not None:
-        return f"as in {start.named()}"
+        return start.checkpoint.model_config.head_cutoffs, f"as in {start.named()}"
+    cutoffs = head_cutoffs(config.head, torch.from_numpy(corpus.train_counts))
     if config.head != "auto":
-        return GIVEN
-    return auto_head_reason(len(corpus.vocab), "characters" if corpus.vocab.one_char_per_id else "tokens")
+        return cutoffs, GIVEN
+    unit = "characters" if corpus.vocab.one_char_per_id else "tokens"
+    return cutoffs, auto_head_reason(cutoffs, len(corpus.vocab), unit)
 
 
 def check_before_measuring(config: Config, corpus: TokenCorpus, out: str | None) -> None:
@@ -301,7 +306,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree
         device = resolve_device(config.device, ranks.local_rank, ranks.world)
         reasons["precision"] = auto_precision_reason(device, CORES[config.cell])
-    return RunPlan(config, run_dir, reasons, None, saved.base)
+    return RunPlan(config, run_dir, reasons, None, saved.base, saved.model_config.head_cutoffs)
 
 
 def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:

@@ -175,31 +175,34 @@ def describe_batch(chosen: int, measured: list[tuple[int, float]], where: str = 
 
 @dataclass(frozen=True)
 class ProbeRequest:
-    """Rank 0's word to the other ranks while it plans: time this (hidden, batch) of `config` with me."""
+    """Rank 0's word to the other ranks while it plans: time this (hidden, batch) of `config`, with the
+    head the plan chose, with me."""
 
     config: Config
+    head_cutoffs: tuple[int, ...]
     key: tuple[int, int]
 
 
 class Probe:
     """Training characters per second of a (hidden size, batch) on the corpus's own batches: real
-    training steps on a bare training state per pair (a model, its optimizer and the windows; no run
-    folder, no trainer), kept so a pair can be timed again; the best window counts. Under torchrun
+    training steps on a bare training state per pair (a model with the plan's head, `head_cutoffs`, its
+    optimizer and the windows; no run folder, no trainer), kept so a pair can be timed again; the best
+    window counts. Under torchrun
     rank 0 calls it and every other rank times the same pair at once (`follow`), as the job will train
     it: each rank its share of the streams, with DistributedDataParallel's gradient all-reduce in the
     step; a window's speed is the slowest rank's. GPU work is waited for before the clock is read."""
 
-    def __init__(self, config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE):
+    def __init__(self, config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, head_cutoffs: tuple[int, ...] = ()):
         if config.dropout is None:
             config = dataclasses.replace(config, dropout=PROBE_DROPOUT)
-        self.config, self.corpus, self.ranks = config, corpus, ranks
+        self.config, self.corpus, self.ranks, self.head_cutoffs = config, corpus, ranks, head_cutoffs
         self.states: dict[tuple[int, int], TrainState] = {}
         self.best: dict[tuple[int, int], float] = {}
 
     def __call__(self, hidden: int, batch: int | None = None) -> float:
         key = (hidden, batch or self.config.batch_size or DEFAULT_BATCH_SIZE)
         if self.ranks.active:  # on rank 0: the others, in `follow`, time the pair with it
-            self.ranks.broadcast_object(ProbeRequest(self.config, key))
+            self.ranks.broadcast_object(ProbeRequest(self.config, self.head_cutoffs, key))
         return self.measure(key)
 
     def speed(self, hidden: int, batch: int) -> float:
@@ -211,7 +214,7 @@ class Probe:
         speeds = []  # this pair's windows at the thread count the run gets
         if key not in self.states:
             pair = dataclasses.replace(self.config, hidden=key[0], batch_size=key[1])
-            self.states[key] = train_state.build(pair, self.corpus, self.ranks)
+            self.states[key] = train_state.build(pair, self.corpus, self.ranks, head_cutoffs=self.head_cutoffs)
             for _ in range(PROBE_WARMUP):
                 train_state.train_step(self.states[key], 0.0)
             if len(self.states) == 1:  # time every size with the thread count the CPU can use now; the
@@ -242,8 +245,8 @@ def follow(corpus: TokenCorpus, ranks: Ranks) -> object:
     that mirrors rank 0's (a plan uses one), until it sends something else (its plan), which is returned."""
     probe = None
     while isinstance(message := ranks.broadcast_object(None), ProbeRequest):
-        if probe is None or probe.config != message.config:
-            probe = Probe(message.config, corpus, ranks)
+        if probe is None or (probe.config, probe.head_cutoffs) != (message.config, message.head_cutoffs):
+            probe = Probe(message.config, corpus, ranks, message.head_cutoffs)
         probe.measure(message.key)
     return message
 

@@ -36,7 +36,7 @@ from .device import (
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
 from .fields import said
-from .model import CharLM, ModelConfig, State, detach_state, head_cutoffs, map_state
+from .model import CharLM, ModelConfig, State, detach_state, map_state
 from .optim import learning_rate, make_optimizer
 from .tokens import TokenCorpus
 
@@ -131,23 +131,28 @@ def check_data(config: Config, corpus: TokenCorpus) -> None:
         raise CharLMError(f"corpus {corpus.name!r}: validation split is empty; raise {said('val_fraction')}")
 
 
-def new_model(config: Config, corpus: TokenCorpus) -> CharLM:
-    """A model of the config's architecture (its --hidden and --dropout) over the corpus's vocabulary,
-    its head fitted to the training text's character frequencies."""
+def new_model(config: Config, corpus: TokenCorpus, head_cutoffs: tuple[int, ...]) -> CharLM:
+    """A model of the config's architecture (its --hidden and --dropout) over the corpus's vocabulary, with
+    the head the plan chose (`plan.planned_head`; (): a full head) ranking the training text's characters."""
     counts = torch.from_numpy(corpus.train_counts)
-    cutoffs = head_cutoffs(config.head, counts)
     model = CharLM(
-        ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), cutoffs), corpus.vocab
+        ModelConfig(config.cell, config.layers, config.hidden, config.dropout, len(counts), head_cutoffs), corpus.vocab
     )
-    if cutoffs:
+    if head_cutoffs:
         model.head.set_frequencies(counts)
     return model
 
 
-def build(config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, model: CharLM | None = None) -> TrainState:
-    """A fresh state for a planned config (no option unset): the model is new unless one is given
-    (a fine-tuning run's, grown from its base, or a resumed run's). Every rank lays out the same
-    global streams and takes its own rows of them."""
+def build(
+    config: Config,
+    corpus: TokenCorpus,
+    ranks: Ranks = SINGLE,
+    model: CharLM | None = None,
+    head_cutoffs: tuple[int, ...] = (),
+) -> TrainState:
+    """A fresh state for a planned config (no option unset): the model is new, with the planned head
+    `head_cutoffs` ((): a full head), unless one is given (a fine-tuning run's, grown from its base, or
+    a resumed run's). Every rank lays out the same global streams and takes its own rows of them."""
     check_data(config, corpus)
     shard = ranks.shard(config.batch_size)
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
@@ -155,7 +160,7 @@ def build(config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, model: Cha
     precision = resolve_precision(config.precision, device)
     windows = Windows(make_streams(corpus.train_ids, config.batch_size)[shard], config.seq_len)
     torch.manual_seed(config.random_seed)
-    model = (model or new_model(config, corpus)).to(device)
+    model = (model or new_model(config, corpus, head_cutoffs)).to(device)
     if ranks.rank:  # the same initial weights everywhere, but each rank its own dropout masks
         torch.manual_seed(config.random_seed + ranks.rank)
     net = model

@@ -82,10 +82,12 @@ def test_big_vocabularies_get_an_adaptive_head_whose_clusters_follow_frequency()
     assert head_cutoffs("adaptive", zipf_counts(65))  # asked for, a small vocabulary gets one too
 
 
-@pytest.mark.parametrize("distinct", [999, 1000, 4447])
-def test_the_plan_says_what_head_auto_chooses(distinct):
-    chosen = "adaptive" if head_cutoffs("auto", zipf_counts(distinct)) else "full"
-    assert auto_head_reason(distinct).startswith(f"--head auto chose {chosen}: a vocabulary of {distinct:,} characters")
+@pytest.mark.parametrize(("distinct", "chosen"), [(999, "full"), (1000, "adaptive"), (4447, "adaptive")])
+def test_the_plan_says_what_head_auto_chooses(distinct, chosen):
+    cutoffs = head_cutoffs("auto", zipf_counts(distinct))
+    assert bool(cutoffs) == (chosen == "adaptive")
+    reason = auto_head_reason(cutoffs, distinct)
+    assert reason.startswith(f"--head auto chose {chosen}: a vocabulary of {distinct:,} characters"), reason
 
 
 @pytest.mark.parametrize("head", ["full", "adaptive"])

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, plan, runs, sizing
+from charlm import api, checkpoint, model, plan, runs, sizing
 from charlm.config import Config
 from charlm.tokens import load_corpus
+from charlm.trainer import Trainer
 
 from .conftest import latest
 
@@ -169,3 +170,16 @@ def test_the_head_reason_of_a_sentencepiece_run_counts_tokens(fox_file, tiny):
     corpus = load_corpus([str(fox_file)], config, quiet=True)
     reason = plan.plan(config, corpus, out="pieces").reasons["head"]
     assert reason == f"--head auto chose full: a vocabulary of {len(corpus.vocab)} tokens (adaptive from 1,000)"
+
+
+def test_the_model_is_built_with_the_head_the_plan_chose_and_gave_its_reason_for(fox_file, tiny, monkeypatch):
+    """--head auto was settled twice, the plan's reason by one copy of the rule and the model by another: a
+    rule changed between them (here, after planning) left run.json naming one head and the model holding
+    another. The plan decides once; the trainer, under torchrun every rank, builds what it decided."""
+    monkeypatch.setattr(model, "ADAPTIVE_MIN_VOCAB", 10)  # the fox's 28 characters: adaptive
+    corpus = load_corpus([str(fox_file)], Config(**tiny), quiet=True)
+    planned = plan.plan(Config(**tiny), corpus, out="run")
+    monkeypatch.setattr(model, "ADAPTIVE_MIN_VOCAB", 1000)  # the rule now says full
+    built = Trainer(planned, corpus).model
+    assert planned.reasons["head"].startswith("--head auto chose adaptive: a vocabulary of 28 characters")
+    assert built.config.head_cutoffs and built.config.head_cutoffs == planned.head_cutoffs

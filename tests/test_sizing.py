@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import plan, sizing, threads, train_state, trainer
+from charlm import model, plan, sizing, threads, train_state, trainer
 from charlm.model import frequent_characters
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
@@ -196,3 +196,22 @@ def test_max_steps_caps_the_characters_the_size_rule_counts(fox_file, tiny, monk
     assert steps_only.config.hidden == sizing.CANDIDATES[0] and "--max-steps" in steps_only.reasons["hidden"]
     roomy = plan.plan(charlm.Config(**{**options, "max_steps": 10**9}), corpus, out="roomy")
     assert roomy.config.hidden == sizing.CANDIDATES[-1]  # steps to spare: the time budget decides
+
+
+def test_the_probe_times_the_head_the_plan_chose(fox_file, tiny, monkeypatch):
+    """The probe built its models' head from --head and the rule itself, a third place the head was
+    decided: it could time a head the run would not train. It builds the plan's (here adaptive)."""
+    monkeypatch.setattr(model, "ADAPTIVE_MIN_VOCAB", 10)  # the fox's 28 characters: adaptive
+    monkeypatch.setattr(sizing.Probe, "window", lambda self, state: 1000.0)
+    monkeypatch.setattr(sizing, "choose_hidden", lambda seconds, speed, *rest, **limit: (speed(16) and 16, []))
+    built, real_build = [], train_state.build
+
+    def build(*args, **kwargs):
+        state = real_build(*args, **kwargs)
+        built.append(state.model.config.head_cutoffs)
+        return state
+
+    monkeypatch.setattr(train_state, "build", build)
+    config = charlm.Config(**{**tiny, "hidden": None, "max_steps": None, "max_time": "5m"})
+    planned = plan.plan(config, load_corpus([str(fox_file)], config, quiet=True), out="run")
+    assert planned.head_cutoffs and built == [planned.head_cutoffs]

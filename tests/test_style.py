@@ -49,24 +49,58 @@ def imported_from(node: ast.ImportFrom, path: Path) -> str:
     return ".".join(parent + ([node.module] if node.module else []))
 
 
-def imported_by_call(node: ast.Call, path: Path) -> str | None:
-    """The module a call `importlib.import_module(NAME)` (NAME relative: from `path`'s package, as with
-    `__package__`) or `__import__(NAME)` in `path` imports, where NAME is written out; else None."""
+def string_mappings(tree: ast.Module) -> dict[str, list[str]]:
+    """A module's top-level dicts whose values are strings, by name, with their values: charlm/__init__'s
+    HOMES (each public name's module), which its lazy imports read."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                values = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            if isinstance(values, dict) and all(isinstance(value, str) for value in values.values()):
+                found[node.targets[0].id] = list(values.values())
+    return found
+
+
+def names_given(name: ast.expr | None, mappings: dict[str, list[str]]) -> list[str]:
+    """The module names an import call's argument may be: a string written out, or an f-string whose one
+    placeholder looks a name up in a top-level dict of strings (`f".{HOMES[name]}"`: each of its values)."""
+    if isinstance(name, ast.Constant) and isinstance(name.value, str):
+        return [name.value]
+    if not isinstance(name, ast.JoinedStr):
+        return []
+    holes = [part for part in name.values if isinstance(part, ast.FormattedValue)]
+    if len(holes) != 1:
+        return []
+    looked_up = holes[0].value
+    if not (isinstance(looked_up, ast.Subscript) and isinstance(looked_up.value, ast.Name)):
+        return []
+    return [
+        "".join(value if part is holes[0] else part.value for part in name.values)
+        for value in mappings.get(looked_up.value.id, [])
+    ]
+
+
+def imported_by_call(node: ast.Call, path: Path, mappings: dict[str, list[str]]) -> set[str]:
+    """The modules a call `importlib.import_module(NAME)` (NAME relative: from `path`'s package, as with
+    `__package__`) or `__import__(NAME)` in `path` imports, where NAME is written out or read from one of
+    the module's `mappings` (`names_given`); else none."""
     called = ast.unparse(node.func).rpartition(".")[2]
-    name = node.args[0] if node.args else None
-    if called not in ("import_module", "__import__") or not (
-        isinstance(name, ast.Constant) and isinstance(name.value, str) and name.value
-    ):
-        return None
-    level = len(name.value) - len(name.value.lstrip("."))
-    if not level:
-        return name.value
-    return imported_from(ast.ImportFrom(module=name.value[level:] or None, names=[], level=level), path)
+    if called not in ("import_module", "__import__"):
+        return set()
+    found = set()
+    for name in filter(None, names_given(node.args[0] if node.args else None, mappings)):
+        level = len(name) - len(name.lstrip("."))
+        relative = ast.ImportFrom(module=name[level:] or None, names=[], level=level)
+        found.add(imported_from(relative, path) if level else name)
+    return found
 
 
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """Every charlm module `path` imports anywhere in it: at the top, inside a function (a lazy import,
-    by an import statement or by name through importlib) or under `if TYPE_CHECKING:` (a type-only one)
+    by an import statement or by name through importlib, `HOMES[name]`'s too) or under `if TYPE_CHECKING:` (a type-only one)
     all make it depend on that module. A package counts
     where its own names are imported (`from charlm import __version__`), and where one of its submodules
     is from outside it: the import runs the package's __init__ first (runs.py importing a leaf of export/
@@ -74,15 +108,17 @@ def imported_modules(path: Path, modules: set[str]) -> set[str]:
     which imports its names on first use (`__getattr__`), nor a package from within it, already run."""
     name = module_name(path)
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    mappings = string_mappings(tree)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             base = imported_from(node, path)
             submodules = {f"{base}.{alias.name}" for alias in node.names} & modules
             found |= submodules | ({base} if len(submodules) < len(node.names) else set())
-        elif isinstance(node, ast.Call) and (by_name := imported_by_call(node, path)):
-            found.add(by_name)
+        elif isinstance(node, ast.Call):
+            found |= imported_by_call(node, path, mappings)
     own = {".".join(name.split(".")[:n]) for n in range(1, name.count(".") + 2)}  # name and its packages
     run_first = {package for module in found for package in packages_of(module)} - own - {"charlm"}
     return ((found | run_first) & modules) - {name}
@@ -135,6 +171,20 @@ def test_import_graph_sees_imports_made_through_importlib(tmp_path, monkeypatch)
     modules = {"charlm", "charlm.trainer", "charlm.sampler", "charlm.export", "charlm.export.html", "charlm.serve"}
     found = imported_modules(probe, modules | {"charlm.serve.probe"})
     assert found == {"charlm.trainer", "charlm.sampler", "charlm.export", "charlm.export.html"}
+
+
+def test_import_graph_sees_the_lazy_imports_of_a_mapping_of_names_to_modules(tmp_path, monkeypatch):
+    """charlm/__init__.py imports each public name's module on first use, `f".{HOMES[name]}"`: the graph saw
+    those imports only through the TYPE_CHECKING block repeating them, so a name added to HOMES alone was
+    missed, and a cycle made through it passed."""
+    monkeypatch.setattr(f"{__name__}.REPO", tmp_path)
+    probe = tmp_path / "charlm" / "__init__.py"
+    probe.parent.mkdir(parents=True)
+    probe.write_text("import importlib\n\nHOMES = {'train': 'trainer', 'generate': 'sampler'}\n\n"
+                     "def __getattr__(name):\n    return importlib.import_module(f'.{HOMES[name]}', __name__)\n",
+                     encoding="utf-8")  # fmt: skip
+    found = imported_modules(probe, {"charlm", "charlm.trainer", "charlm.sampler", "charlm.model"})
+    assert found == {"charlm.trainer", "charlm.sampler"}
 
 
 def private_reaches(path: Path, modules: set[str]) -> list[str]:
