@@ -28,6 +28,7 @@ from torch import nn
 
 from bench.common import bare_config, seconds_per_call, training_step
 from charlm.device import autocast
+from charlm.model import core_autocast
 
 VOCAB_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .,;:!?'-\n"
 FULL = {"sizes": "2x512,3x1024,4x2048", "batches": "256,1024", "seq_len": 100, "seconds": 2.0, "device": "cuda"}
@@ -59,7 +60,8 @@ def plain_step(layers: int, hidden: int, batch: int, args, precision: str, vocab
 
     def step():
         with autocast(device, precision):
-            out, _ = lstm(embed(ids[:, :-1]))
+            with core_autocast(lstm, device):  # as charlm's model runs it: outside a CPU autocast it cannot take
+                out, _ = lstm(embed(ids[:, :-1]))
             loss = F.cross_entropy(head(out).flatten(0, 1), ids[:, 1:].reshape(-1))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
