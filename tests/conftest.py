@@ -39,7 +39,9 @@ from . import forkserver
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CORPORA = Path(os.environ.get("CHARLM_SHARED_CORPORA", REPO.parent / "shared" / "corpora"))
 
-# Small enough that a run takes a second or two on 2 cores.
+# Small enough that a run takes a second or two on 2 cores. One thread: at 64 cells or fewer an AVX2 CPU's
+# LSTM gradient has other last bits on 2 threads, so two runs compared bit for bit must not let the governor
+# pick their counts apart (docs/data-and-checkpoints.md, "Repeating a run").
 TINY = {
     "layers": 1,
     "hidden": 32,
@@ -50,6 +52,7 @@ TINY = {
     "eval_every": 10,
     "warmup_steps": 2,
     "quiet": True,
+    "threads": 1,
 }
 
 

@@ -959,7 +959,7 @@ def test_train_leaves_the_callers_threads_and_random_generator_as_it_found_them(
         torch.manual_seed(5)
         expected = torch.rand(3)
         torch.manual_seed(5)
-        model = charlm.train(fox_file, **tiny)
+        model = charlm.train(fox_file, **{**tiny, "threads": None})  # governed, not conftest's one thread
         charlm.generate(model, "the", length=20, random_seed=1)  # a seeded sample draws from its own generator
         assert torch.get_num_threads() == found and threads._command.governor is governor
         assert torch.equal(torch.rand(3), expected)

@@ -196,6 +196,13 @@ def test_a_bench_script_stopped_by_ctrl_c_leaves_no_temporary_folder(script, fox
     assert not left_behind(temporary_folders)
 
 
+def test_thread_bits_bench_names_what_differs_or_says_same_bits():
+    out = run_bench("thread_bits", "--cells", "16,128", "--layers", "1")
+    rows = out.splitlines()[1:]
+    assert [row.split(" cells")[0].strip() for row in rows] == ["16"] * 3 + ["128"] * 3
+    assert all(row.endswith("same bits") or "core.weight_ih_l0" in row for row in rows), out
+
+
 def test_head_speed_bench_runs(fox_file):
     out = run_bench("head_speed", str(fox_file), "--hidden", "16", "--layers", "1", "--steps", "2", "--rounds", "1")
     assert "| full |" in out and "| adaptive |" in out and "adaptive / full:" in out

@@ -212,6 +212,12 @@ class FakeMachine:
 
 
 @pytest.fixture
+def tiny(tiny: dict) -> dict:
+    """conftest's tiny run, its thread count left to the governor these tests are about."""
+    return {name: value for name, value in tiny.items() if name != "threads"}
+
+
+@pytest.fixture
 def machine(monkeypatch) -> Iterator[FakeMachine]:
     """A 2-core machine (`FakeMachine`) on which no governor runs yet: a Python caller's first call. The
     real work runs on one real thread (fast on a loaded machine), whatever the fake count says."""
