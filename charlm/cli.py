@@ -19,7 +19,7 @@ from click.core import ParameterSource
 
 from . import catalog, console, files, runs, tables
 from .commands import completion
-from .commands.options import F, device_option, options_of
+from .commands.options import F, HalfWidthIntRange, device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .commands.usage import OneLineUsageError, said_in_one_line
@@ -386,7 +386,7 @@ def serve(targets: tuple[str, ...], **given) -> None:
     "--max-chars",
     default=MAX_CHARS,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=HalfWidthIntRange(min=1),
     help="characters to inspect",
 )
 @click.option("--held-out", is_flag=True, help="inspect the run's held-out text (its validation split), not a FILE")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from .corpus import NORMALIZATIONS, text_decoder
-from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE
+from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE, device_name
 from .errors import CharLMError
 from .fields import (
     SHOWN,
@@ -26,6 +26,7 @@ from .fields import (
     said,
 )
 from .forms import FORM_CHOICES, template_of
+from .halfwidth import DURATION_UNITS, half_width, retype_hint
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -206,8 +207,9 @@ class Config:
         self.check_counts()
         self.check_vocabulary()
         self.check_rates()
-        if not DEVICE_PATTERN.fullmatch(str(self.device).strip().lower()):
-            raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {SHOWN.repr(self.device)}")
+        if not DEVICE_PATTERN.fullmatch(device_name(self.device)):
+            hint = retype_hint(str(self.device))
+            raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {SHOWN.repr(self.device)}{hint}")
         check_seed(self.random_seed)
         self.max_seconds()  # parses --max-time or raises
         self.checkpoint_interval()
@@ -284,12 +286,12 @@ class Config:
 
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
-        text = str(self.checkpoint_every).strip()
-        if text.isdigit():
+        text = half_width(str(self.checkpoint_every)).strip()
+        if text.isdecimal():  # not isdigit(): '²' is a digit int() cannot read
             if int(text) < 1:
                 raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step")
             return int(text), None
-        return None, parse_duration(text, name="checkpoint_every")
+        return None, parse_duration(str(self.checkpoint_every), name="checkpoint_every")
 
     def to_dict(self) -> dict:
         """The options as JSON types, as a checkpoint and run.json keep them."""
@@ -328,7 +330,8 @@ def parse_duration(
     most: float | None = None,
     name: str = "max_time",
 ) -> float | None:
-    """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds; None/'none' -> no limit, unless
+    """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds (full-width forms read as ASCII, as
+    halfwidth.py's rule reads every option); None/'none' -> no limit, unless
     `required`; `most`: the most seconds `flag` takes; `name`: the field read, `flag`: its option as
     said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it."""
     flag = flag or said(name)
@@ -339,10 +342,11 @@ def parse_duration(
     if isinstance(text, (int, float)):
         seconds = float(text)
     else:
-        spec = text.strip().replace(" ", "")
+        spec = half_width(text).strip().replace(" ", "")
         parts = list(_DURATION.finditer(spec))
         if not parts or "".join(p.group(0) for p in parts) != spec:
-            raise CharLMError(f"{flag}: cannot read {text!r}; write a duration such as 90s, 10m or 1h")
+            hint = retype_hint(text, DURATION_UNITS)
+            raise CharLMError(f"{flag}: cannot read {text!r}; write a duration such as 90s, 10m or 1h{hint}")
         if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
             raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
@@ -495,13 +499,13 @@ def check_logit_bias(logit_bias: dict[str | int, float] | None) -> None:
 
 
 def parse_temperatures(text: str) -> tuple[float, ...]:
-    """'0.5,0.8,1.0' -> (0.5, 0.8, 1.0), each checked."""
+    """'0.5,0.8,1.0' -> (0.5, 0.8, 1.0), each checked; '０．５，０．８' too (halfwidth.py's rule)."""
     try:
-        values = tuple(float(part) for part in text.split(","))
+        values = tuple(float(part) for part in half_width(text).split(","))
     except ValueError:
-        full_width = " (a half-width ',' between the values, not '，')" if "，" in text else ""  # a Chinese IME's
         raise CharLMError(
-            f"{said('temperature')}: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0{full_width}"
+            f"{said('temperature')}: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0"
+            f"{retype_hint(text)}"
         ) from None
     check_temperatures(values, text)
     return values

@@ -20,9 +20,10 @@ from collections.abc import Callable
 
 import torch
 
-from .device_names import DEVICE_FORMS, DEVICE_PATTERN
+from .device_names import DEVICE_FORMS, DEVICE_PATTERN, device_name
 from .errors import CharLMError
 from .fields import SHOWN, said
+from .halfwidth import retype_hint
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,9 +40,9 @@ def available() -> list[str]:
 
 def resolve_device(name: str, local_rank: int = 0, world: int = 1) -> torch.device:
     """`--device` -> torch.device. Under torchrun (world > 1) each rank takes GPU `local_rank`."""
-    name = name.strip().lower()
+    given, name = name, device_name(name)
     if not DEVICE_PATTERN.fullmatch(name):
-        raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {SHOWN.repr(name)}")
+        raise CharLMError(f"{said('device')} must be {DEVICE_FORMS}, not {SHOWN.repr(given)}{retype_hint(str(given))}")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "mps" if mps_available() and world == 1 else "cpu"
     present = ", ".join(available())

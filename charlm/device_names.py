@@ -4,6 +4,8 @@ without importing torch (seconds, at every Tab press)."""
 
 import re
 
+from .halfwidth import half_width
+
 DEVICES = ("auto", "cpu", "cuda", "mps")  # and cuda:N, which a user types whole
 DEVICE_FORMS = "auto, cpu, cuda, cuda:N or mps"
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -12,3 +14,8 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # the CPU, fastest there for charlm's model sizes (docs/scaling.md).
 WHOLE_TEXTS_DEVICE = "auto"
 STEP_DEVICE = "cpu"
+
+
+def device_name(given: object) -> str:
+    """A --device as DEVICE_PATTERN reads it: `ＣＵＤＡ：０ ` is cuda:0 (halfwidth.py's rule)."""
+    return half_width(str(given)).strip().lower()

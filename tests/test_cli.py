@@ -694,15 +694,6 @@ def test_sample_options_from_the_command_line(trained, tmp_path):
     assert_one_line_error(cli("sample", "--stop", ""), "--stop must not be empty")
 
 
-def test_a_temperature_list_typed_with_full_width_commas_is_told_the_half_width_one():
-    """A Chinese input method types '，' between the values: the error showed the list with ',' and left the
-    reader to spot the difference, so it names the full-width mark."""
-    result = cli("sample", "--temperature", "0.5，0.8")
-    assert_one_line_error(
-        result, "--temperature: cannot read '0.5，0.8'", "half-width ',' between the values, not '，'"
-    )
-
-
 def test_a_sample_kept_stop_line_break_ends_its_printed_line(trained, tmp_path):
     """`--stop '\\n\\n'` printed the kept stop and then a line break of its own: two blank lines after each
     sample. A sample that ends with a line break (its stop's) is printed as it is; one that does not gets one."""
