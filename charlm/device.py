@@ -128,9 +128,12 @@ def cpu_core_dtype(core: type[torch.nn.Module], dtype: torch.dtype) -> torch.dty
     """The dtype `core` (nn.LSTM, GRU or RNN) computes in under `torch.autocast("cpu", dtype)`, from one
     tiny pass: float32 where this CPU cannot run it there at all (oneDNN's bf16 LSTM needs AVX-512; an
     AVX2 CPU stops with "could not create a primitive descriptor"), since `CharLM.forward` then runs the
-    core outside autocast. The probe's weights come from a forked RNG: a seeded run draws as it would."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        probe = core(4, 4)
+    core outside autocast. The probe's weights are zeros, drawn from no generator: a seeded run, or another
+    thread's, draws as it would have (forking torch's generator would rewind a thread drawing meanwhile)."""
+    with torch.no_grad():
+        probe = core(4, 4, device="meta").to_empty(device="cpu")
+        for weight in probe.parameters():
+            weight.zero_()
         try:
             with torch.autocast("cpu", dtype=dtype):
                 return probe(torch.zeros(2, 1, 4))[0].dtype

@@ -1,6 +1,7 @@
 """Devices and precision: chosen, checked, and failing clearly where they cannot work."""
 
 import json
+import threading
 from pathlib import Path
 from unittest import mock
 
@@ -85,6 +86,27 @@ def test_bf16_trains_on_a_cpu_without_onednns_bf16_lstm(fox_file, tiny, monkeypa
     result = cli("train", str(fox_file), *args, "--max-steps", "3", "--precision", "bf16", "--out", "avx2")
     assert result.exit_code == 0, result.output
     assert "cpu bf16 (recurrent core in fp32: torch has no bf16 _LSTMWithoutBF16 on this CPU)" in result.output
+
+
+class _CoreWhileAnotherThreadDraws(torch.nn.RNN):
+    """A core whose probe pass lets another thread draw from torch's generator meanwhile."""
+
+    def forward(self, *args, **kwargs):
+        other = threading.Thread(target=torch.rand, args=(3,))
+        other.start()
+        other.join()
+        return super().forward(*args, **kwargs)
+
+
+def test_the_cores_probe_keeps_what_another_thread_drew_meanwhile():
+    """A probe that forked torch's generator gave it back as it was before the probe: a thread that drew while
+    the probe ran (charlm.train and a caller's sampling, say) had its draws rewound, and drew them again."""
+    torch.manual_seed(0)
+    cpu_core_dtype(_CoreWhileAnotherThreadDraws, torch.bfloat16)
+    after_probe = torch.get_rng_state()
+    torch.manual_seed(0)
+    torch.rand(3)  # the other thread's draw, and nothing else
+    assert torch.equal(after_probe, torch.get_rng_state())
 
 
 def test_the_cores_probe_leaves_a_seeded_run_drawing_as_before():
