@@ -115,12 +115,26 @@ def exported_from(folder: Path) -> dict[str, str] | None:
     """The run the model folder `folder` was exported from, as config.json records it (`EXPORTED_FROM`):
     {"run": name, "folder": path}; None for an export older than the record, one from a lone .pt file,
     or a config.json that cannot be read or is damaged (the model's own reader says so, not this)."""
+    return source_in(read_config(folder))
+
+
+def read_config(folder: Path) -> object:
+    """The model folder's config.json, parsed, for what it records of the export (`source_in`,
+    `holds_other_weights`); None where it cannot be read or is no JSON (the model's own reader says so)."""
     try:
         data = files.read_regular(Path(folder) / CONFIG)
-        config = files.parse_json(data.decode("utf-8")) if len(data) <= MAX_CONFIG else None
+        return files.parse_json(data.decode("utf-8")) if len(data) <= MAX_CONFIG else None
     except (OSError, ValueError):
         return None
-    return source_in(config)
+
+
+def holds_other_weights(config: object, digest: object) -> bool:
+    """Whether the model folder whose parsed config.json is `config` holds other weights than those of
+    sha256 `digest`, a fine-tune's record of the base it read there: the folder was exported into again
+    since, so its record describes another model. False where either records none (an older export)."""
+    recorded = config.get("sha256") if isinstance(config, dict) else None
+    weights = recorded.get(WEIGHTS) if isinstance(recorded, dict) else None
+    return isinstance(weights, str) and isinstance(digest, str) and weights != digest
 
 
 def source_in(config: object) -> dict[str, str] | None:

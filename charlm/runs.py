@@ -713,10 +713,11 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
     for a run trained from scratch, so `charlm runs` and `charlm info` show the whole chain; an exported
     model folder's are those of the run it was exported from. Each run.json names its base's run and
     checkpoint (`base.run`, `base.path`), whose folder holds the base's run.json. The chain ends where a
-    base's run.json is gone (a base moved or removed, a lone .pt), after MAX_LINEAGE bases, or, said
-    "(cycle)", at a folder met before: a hand edit, or an export replaced by one of a fine-tune of itself.
-    `info`: run_dir's run.json where the caller has read it (`charlm runs`, for the run's row), so that it
-    is not read twice."""
+    base's run.json is gone (a base moved or removed, a lone .pt), after MAX_LINEAGE bases, said "(export
+    replaced since)" at an exported model folder that no longer holds the weights the fine-tune recorded
+    (`base.sha256`: exported into again, its record another model's), or, said "(cycle)", at a folder met
+    before (a hand edit). `info`: run_dir's run.json where the caller has read it (`charlm runs`, for the
+    run's row), so that it is not read twice."""
     names: list[str] = []
     seen = {Path(run_dir).absolute()}
     if info is None and hub.holds_model(run_dir) and (source := hub.exported_from(run_dir)):
@@ -729,7 +730,11 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
         if not (isinstance(name, str) and name and files.fits(name)):
             break
         folder = Path(path).parent if isinstance(path, str) and path else None
-        if folder is not None and hub.names_weights(path) and (source := hub.exported_from(folder)):
+        config = hub.read_config(folder) if folder is not None and hub.names_weights(path) else None
+        if hub.holds_other_weights(config, base.get("sha256")):
+            names.append(f"{name} (export replaced since)")
+            break
+        if source := hub.source_in(config):
             folder = Path(source["folder"])  # an exported model folder: on from the run it came from
         if folder is not None and folder.absolute() in seen:
             names.append(f"{name} (cycle)")

@@ -248,10 +248,11 @@ def test_a_fine_tune_from_an_exported_model_folder_keeps_the_run_it_was_exported
     assert "(from mid <- first)" in listed["tuned"]
 
 
-def test_info_on_an_export_shows_its_runs_lineage_and_an_export_loop_ends_in_a_cycle(base, new_file, tiny):
-    """`charlm info` of a fine-tune's export showed no lineage (the export folder has no run.json), and
-    an export replaced by one of a fine-tune of itself (tuned from E, then exported into E) made the
-    run's lineage lead back to the run: it showed none. Both show it now, a loop ending in "(cycle)"."""
+def test_info_on_an_export_shows_its_runs_lineage_and_an_export_replaced_since_ends_it(base, new_file, tiny):
+    """`charlm info` of a fine-tune's export showed no lineage (the export folder has no run.json). An
+    export replaced by one of a fine-tune of itself (tuned from E, then exported into E) was followed to
+    the record of its new weights, back to the fine-tune, and the chain said "(cycle)": but E no longer
+    holds the base the fine-tune was made from, whose sha256 the fine-tune records. It now says so."""
     assert cli("export", base, "--format", "safetensors", "--output", "E").exit_code == 0
     charlm.train(new_file, out="tuned", init_from="E", **{**tiny, "max_steps": 1})
     assert cli("export", "tuned", "--format", "safetensors", "--output", "F").exit_code == 0
@@ -262,8 +263,23 @@ def test_info_on_an_export_shows_its_runs_lineage_and_an_export_loop_ends_in_a_c
         return next((line.split(None, 1)[1] for line in result.output.splitlines() if line.startswith("lineage")), "")
 
     assert lineage_row("F") == lineage_row("tuned") == f"from {base}"  # the export: its run's lineage
-    assert cli("export", "tuned", "--format", "safetensors", "--output", "E").exit_code == 0  # the loop
-    assert lineage_row("E") == lineage_row("tuned") == f"from {base} (cycle)"
+    assert cli("export", "tuned", "--format", "safetensors", "--output", "E").exit_code == 0  # E replaced
+    assert lineage_row("E") == lineage_row("tuned") == f"from {base} (export replaced since)"
+    listed = {line.split()[0]: line for line in tables.runs_table(runs.CHECKPOINT_ROOT).splitlines()[1:]}
+    assert f"(from {base} (export replaced since))" in listed["tuned"]
+
+
+def test_an_export_replaced_by_another_runs_is_not_followed_into_that_runs_lineage(base, new_file, tiny):
+    """A fine-tune of export E, then E replaced by an export of an unrelated fine-tune (mid, from first):
+    the fine-tune's lineage went on through E's new record, `base <- first`, a base that never was."""
+    assert cli("export", base, "--format", "safetensors", "--output", "E").exit_code == 0
+    charlm.train(new_file, out="tuned", init_from="E", **{**tiny, "max_steps": 1})
+    charlm.train(new_file, out="first", **{**tiny, "max_steps": 1})
+    charlm.train(new_file, out="mid", init_from="first", **{**tiny, "max_steps": 1})
+    assert runs.lineage(runs.CHECKPOINT_ROOT / "tuned") == base
+    assert cli("export", "mid", "--format", "safetensors", "--output", "E").exit_code == 0
+    assert runs.lineage(runs.CHECKPOINT_ROOT / "tuned") == f"{base} (export replaced since)"
+    assert runs.lineage(runs.CHECKPOINT_ROOT.parent / "E") == "first"  # E's own: its run's, as before
 
 
 def test_reading_an_exported_base_reads_its_config_json_once(base, monkeypatch):

@@ -230,6 +230,35 @@ def test_a_run_whose_corpus_moved_resumes_on_it_at_its_new_path_as_if_it_never_m
     assert latest("run").progress.step == 5
 
 
+def test_a_corpus_named_by_a_link_is_recorded_by_the_links_path_and_resumes_on_it(fox_file, tiny, tmp_path):
+    """Trained on 唐诗三百首.txt, a link to poems/tangshi300.txt, a run was named 唐诗三百首 but recorded (and
+    `charlm info` showed) the corpus as the target's path, one the user never typed. The link's path is
+    recorded now, its folder resolved; the run resumes through it, and a run recorded the old way (the
+    target's path) resumes as before, on either path."""
+    target = tmp_path / "poems" / "tangshi300.txt"
+    target.parent.mkdir()
+    fox_file.rename(target)
+    link = tmp_path / "唐诗三百首.txt"
+    link.symlink_to(Path("poems") / "tangshi300.txt")
+    short = {**tiny, "max_steps": 2}
+    charlm.train(Path("poems") / ".." / link.name, out="run", **short)
+    given = str(tmp_path.resolve() / link.name)
+    info = dict(line.split(None, 1) for line in cli("info", "run").output.splitlines())
+    assert info["corpus"] == given and latest("run").corpus["sources"] == [given]
+    assert runs.read_run_info(Path("checkpoints/run"))["sources"] == [given]
+    charlm.train(resume="run", max_steps=3)  # through the link it records
+    charlm.train(link, resume="run", max_steps=4)
+    assert latest("run").progress.step == 4 and latest("run").corpus["sources"] == [given]
+    old = latest("run")  # recorded as charlm did before: the link's target
+    old.corpus = {**old.corpus, "sources": [str(target.resolve())]}
+    folder = Path("checkpoints/run")
+    checkpoint.save(old, [folder / runs.BEST, folder / runs.LATEST])
+    runs.write_run_info(folder, {**runs.read_run_info(folder), "sources": old.corpus["sources"]})
+    charlm.train(resume="run", max_steps=5)
+    charlm.train(link, resume="run", max_steps=6)  # the text is the run's: its new path is recorded
+    assert latest("run").progress.step == 6 and latest("run").corpus["sources"] == [given]
+
+
 def test_a_resume_on_a_folder_whose_files_were_added_removed_or_changed_names_them(tmp_path, tiny):
     """A folder of chapters with one added, one renamed and one edited was refused as "changed" alone: which
     of 200 files was left to guess. The cache folder of the run's text names what it read."""
