@@ -235,7 +235,7 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))
     of = f"of {run_texts[0]}'s held-out text" if run_texts and len(named) == 1 else "scored"  # whose, as eval RUN says
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters {of}")
-    if unseen := unseen_note(model.vocab, texts):
+    if unseen := unseen_note(model.vocab, texts, run=str(path.parent) if target is None else target):
         click.echo(unseen)
     say_latest(untold)
 
