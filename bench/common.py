@@ -219,16 +219,22 @@ def training_step(
     return TrainingStep(api.start_run(config, texts, out=str(out), build=build))
 
 
-def default_model(config: Config, corpus: TokenCorpus, base: finetune.Start | None) -> CharLM:
-    """charlm's own model for a planned run (a `ModelBuilder`): new, or the base's grown over the corpus."""
-    return train_state.new_model(config, corpus) if base is None else base.model(corpus.vocab, config.dropout)
+def default_model(
+    config: Config, corpus: TokenCorpus, base: finetune.Start | None, head_cutoffs: tuple[int, ...]
+) -> CharLM:
+    """charlm's own model for a planned run (a `ModelBuilder`): new, with the plan's head, or the base's
+    grown over the corpus."""
+    if base is None:
+        return train_state.new_model(config, corpus, head_cutoffs)
+    return base.model(corpus.vocab, config.dropout)
 
 
 def probe_sizes(config: Config, sources: list[str]) -> tuple[int, dict[int, float]]:
     """The size rule as `charlm train` applies it without --hidden: the hidden size it chooses for
     `config`'s budget on `sources`, and the chars/s its probe measured at each size it tried."""
     prepared = load_corpus([str(s) for s in sources], config, quiet=True)
-    hidden, measured = sizing.measure_sizes(config, prepared)
+    head = plan.planned_head(config, prepared, None)[0]  # the head the run would train, as its plan times it
+    hidden, measured = sizing.measure_sizes(config, prepared, sizing.Probe(config, prepared, head_cutoffs=head))
     return hidden, {c.hidden: c.chars_per_second for c in measured}
 
 

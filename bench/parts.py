@@ -210,9 +210,10 @@ def parts_builder(table: dict[str, str]) -> api.ModelBuilder:
     model grown over the new vocabulary (charlm's zero rows for new characters) with the base's
     components, so a new character starts from its known parts."""
 
-    def build(config: Config, corpus: TokenCorpus, base: Start | None) -> CharLM:
+    def build(config: Config, corpus: TokenCorpus, base: Start | None, head_cutoffs: tuple[int, ...]) -> CharLM:
         if base is None:
-            return with_parts(default_model(config, corpus, None), components(corpus.vocab.chars, table), table)
+            model = default_model(config, corpus, None, head_cutoffs)
+            return with_parts(model, components(corpus.vocab.chars, table), table)
         saved = base.checkpoint
         kept = components(saved.vocab.chars, table)
         plain = {k: v for k, v in saved.weights.items() if ".parts." not in k}

@@ -41,9 +41,10 @@ from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, re
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note_for
 
-# A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus and
-# the fine-tuning start if any (its base) -> the model to train, in place of charlm's.
-ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None"], CharLM]
+# A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus, the
+# fine-tuning start if any (its base) and the plan's head (`RunPlan.head_cutoffs`) -> the model to train,
+# in place of charlm's.
+ModelBuilder = Callable[[Config, TokenCorpus, "finetune.Start | None", tuple[int, ...]], CharLM]
 
 __all__ = ["bits_per_char", "generate", "load", "next_probs", "stream", "train"]
 
@@ -162,7 +163,7 @@ def start_run(
     decided = plan.plan(config, corpus, ranks, start, out)
     try:
         if build is not None:
-            model = build(decided.config, corpus, start)
+            model = build(decided.config, corpus, start, decided.head_cutoffs)
         else:
             model = None if start is None else start.model(corpus.vocab, decided.config.dropout)
         return Trainer(decided, corpus, ranks, model)

@@ -235,7 +235,7 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         click.echo(tables.table([["file", "bpc", "characters scored"], *rows], right=(1, 2)))
     of = f"of {run_texts[0]}'s held-out text" if run_texts and len(named) == 1 else "scored"  # whose, as eval RUN says
     click.echo(f"{bits / max(chars, 1):.4f} bits per character over {chars:,} characters {of}")
-    if unseen := unseen_note(model.vocab, texts):
+    if unseen := unseen_note(model.vocab, texts, run=str(path.parent) if target is None else target):
         click.echo(unseen)
     say_latest(untold)
 
@@ -320,8 +320,6 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
         from . import export, outputs
     if format_ is None:  # not click's required=True: its message does not say which formats exist
         raise CharLMError(f"--format: give one of {', '.join(export.FORMATS)}")
-    if weights is not None and weights not in export.WEIGHTS:
-        raise CharLMError(f"--weights {weights}: unknown; use one of {', '.join(export.WEIGHTS)}")
     notes = []  # that it replaced a file the user had, if it did (asked before writing)
     written = export.export(target, format_, output, weights, lambda out: notes.append(outputs.replacing_note(out)))
     click.echo(one_line(f"wrote {written}{''.join(notes)}"))

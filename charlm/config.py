@@ -24,6 +24,7 @@ from .fields import (
     keywords_named,
     option,
     said,
+    store_as_read,
 )
 from .forms import FORM_CHOICES, template_of
 from .halfwidth import DURATION_UNITS, half_width, retype_hint
@@ -104,6 +105,7 @@ class Config:
         "10m",
         "stop after this much training time, e.g. 90s, 10m, 1h (a bare number: seconds), counting a resumed "
         "run's earlier sessions (none: no time limit; then give --max-steps)",
+        half_width=True,
     )
     max_steps: int | None = option(None, "stop after this many optimizer steps (a resumed run's included)")
     patience: int = option(
@@ -142,7 +144,9 @@ class Config:
         "at most every 2000 steps",
     )
     sample_every: int = option(0, "print a short sample (and add it to samples.txt) every N-th evaluation; 0: never")
-    checkpoint_every: str | int = option("3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)")
+    checkpoint_every: str | int = option(
+        "3m", "also save latest.pt every N steps (a number) or DURATION (e.g. 5m)", half_width=True
+    )
     save_errors: str = option(
         "stop", "when a checkpoint cannot be written: stop, or warn and train on", choices=SAVE_ERRORS
     )
@@ -154,7 +158,9 @@ class Config:
         metavar="FILE|RUN",
     )
     # hardware
-    device: str = option(WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps")
+    device: str = option(
+        WHOLE_TEXTS_DEVICE, "auto (the best present: cuda, mps, cpu), cpu, cuda, cuda:N or mps", half_width=True
+    )
     precision: str = option(
         "auto",
         "forward-pass precision; auto: bf16 on CUDA (older GPUs: fp16) and on CPUs with bf16 hardware, else fp32",
@@ -200,7 +206,8 @@ class Config:
 
     def validate(self) -> None:
         """Reject impossible values with a message naming the option, before anything is read or built:
-        types and choices, then counts, the vocabulary's options, rates, and where the run goes."""
+        types and choices, then counts, the vocabulary's options, rates, and where the run goes; then keeps
+        the values halfwidth.py's rule read as read (`store_as_read`)."""
         check_types(self)
         check_choices(self)
         text_decoder(self.encoding)  # an unknown --encoding fails here, before any file is read
@@ -213,6 +220,7 @@ class Config:
         check_seed(self.random_seed)
         self.max_seconds()  # parses --max-time or raises
         self.checkpoint_interval()
+        store_as_read(self)
 
     def check_counts(self) -> None:
         """Sizes, steps and threads: whole numbers within their bounds (`MAXIMA` keeps a typo such as
@@ -464,6 +472,7 @@ class SampleConfig:
         if self.random_seed is not None:
             check_seed(self.random_seed)
         template_of(self.form, self.template, self.acrostic)  # a form that cannot be used is refused here
+        store_as_read(self)
 
     def temperature_at(self, step: int) -> float | None:
         """The temperature of character `step`: a schedule (a tuple) is cycled, one value holds throughout;

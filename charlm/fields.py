@@ -27,6 +27,7 @@ from pathlib import PurePath
 from typing import Any, TypeVar
 
 from .errors import CharLMError
+from .halfwidth import as_choice, half_width
 
 T = TypeVar("T")
 
@@ -42,6 +43,7 @@ def option(default: Any, help: str, **extra: Any) -> Any:
     """A config field that is also a command-line option: its default and its help (and `choices`,
     `metavar`), from which commands/options.py builds the option; serve/config.py's fields too.
     `command_line=False`: a field of the Python API only, which messages name as Python does;
+    `half_width=True`: a text read by halfwidth.py's rule, kept as read (`store_as_read`; a choice is);
     `python_help`: its help for a Python caller where what it does there differs (`python_help`)."""
     return field(default=default, metadata={"help": help, **extra})
 
@@ -289,13 +291,24 @@ def _plural(kind: type) -> str:
 
 
 def check_choices(config: object) -> None:
-    """Every field of a config dataclass whose metadata lists its `choices` holds one of them."""
+    """Every field of a config dataclass whose metadata lists its `choices` holds one of them, read as
+    halfwidth.py's rule reads it (`ｂｆ１６` is bf16)."""
     for f in dataclasses.fields(config):
         choices = f.metadata.get("choices")
-        if choices and getattr(config, f.name) not in choices:
+        if choices and as_choice(getattr(config, f.name), choices) not in choices:
             raise CharLMError(
                 f"{shown_name(f)} must be one of {', '.join(choices)}, not {SHOWN.repr(getattr(config, f.name))}"
             )
+
+
+def store_as_read(config: object) -> None:
+    """Each text field read by halfwidth.py's rule (a choice, or marked `half_width`: a duration, a device)
+    kept as read, once it is checked: run.json and `charlm info` say '10m' where '１０ｍ' was typed, and
+    code that compares a choice meets 'bf16'. Its errors, before, show it as typed."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, str) and (f.metadata.get("choices") or f.metadata.get("half_width")):
+            setattr(config, f.name, half_width(value))
 
 
 def from_options(

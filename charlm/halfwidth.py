@@ -4,8 +4,9 @@ Such a method types '１２' for 12, '０．５' for 0.5, '，' between a list's
 full-width forms of ASCII (U+FF01 to U+FF5E, and U+3000), which Unicode's NFKC makes the ASCII characters
 themselves. Python's int() and float() read the digits and nothing else of them, so '１２' was 12 but '０．５'
 no number, '１０m' ten minutes but '１０ｍ' no duration. One rule instead: every option that takes a number,
-a duration, a list of numbers or a device reads the whole set as ASCII (`half_width`), on the command line
-and in Python alike. What stands for no ASCII character ('。' for '.', a unit such as 分钟), and a next
+a duration, a list of numbers, a device or a named choice (`--precision ｂｆ１６`: `as_choice`) reads the
+whole set as ASCII (`half_width`), on the command line and in Python alike, and a config keeps the value
+as read: run.json says '10m', not '１０ｍ' (fields.py's `store_as_read`). What stands for no ASCII character ('。' for '.', a unit such as 分钟), and a next
 option joined to the value by a full-width comma or space (no shell splits there), is named where the
 value cannot be read (`retype_hint`).
 """
@@ -13,6 +14,7 @@ value cannot be read (`retype_hint`).
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: ord(" ")}
 
@@ -28,6 +30,13 @@ JOINED_OPTION = re.compile(r"([,\s]+)(--[A-Za-z][\w-]*)")
 def half_width(text: str) -> str:
     """`text` with each full-width form of an ASCII character as that character, '　' as a space."""
     return text.translate(FULL_WIDTH)
+
+
+def as_choice(value: object, choices: Collection[str]) -> object:
+    """`value` as one of `choices` (`ｂｆ１６` is bf16), or as given where it is none even so: its error shows
+    what was typed."""
+    read = half_width(value) if isinstance(value, str) else value
+    return read if read in choices else value
 
 
 def retype_hint(text: str, units: dict[str, str] | None = None) -> str:

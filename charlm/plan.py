@@ -70,7 +70,8 @@ class RunPlan:
     reasons: dict[str, str] = field(default_factory=dict)
     probed_chars_per_second: float | None = None
     base: Base | None = None
-    head_cutoffs: tuple[int, ...] = ()  # the adaptive head's cluster edges; (): a full head
+    # the adaptive head's cluster edges; (): a full head. Always given: one left out would be a full head unsaid
+    head_cutoffs: tuple[int, ...] = field(kw_only=True)
 
     def __post_init__(self) -> None:
         unset = [name for name in PLANNED if getattr(self.config, name) is None]
@@ -129,7 +130,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
         warn_if_little_known(corpus, len(start.checkpoint.vocab))
 
     head, reasons["head"] = planned_head(config, corpus, start)
-    probe = sizing.Probe(config, corpus, ranks, head)  # times the head the run will train
+    probe = sizing.Probe(config, corpus, ranks, head_cutoffs=head)  # times the head the run will train
     device = resolve_device(config.device, ranks.local_rank, ranks.world)
     if config.batch_size is None:
         batch, reasons["batch_size"] = planned_batch(config, device, probe, ranks.world, say)
@@ -150,7 +151,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     check_data(config, corpus)
     config.require_limit()  # every check passed before a run folder is named or claimed
     run_dir, reasons["run_dir"] = new_run_folder(out, corpus.name)
-    return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record, head)
+    return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record, head_cutoffs=head)
 
 
 def taken_from_base(config: Config, start: Start, reasons: dict[str, str], say: Callable[[str], str]) -> Config:
@@ -231,7 +232,7 @@ def planned_hidden(
         return hidden, say(reason), None
     if config.max_seconds() is None:
         return sizing.NO_BUDGET_HIDDEN, "no --max-time to fit to: the measured default for a 10-minute run", None
-    hidden, measured = sizing.measure_sizes(config, corpus, ranks, probe)
+    hidden, measured = sizing.measure_sizes(config, corpus, probe)
     probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
     return hidden, say(sizing.describe(hidden, measured, ranks.world)), probed
 
@@ -306,7 +307,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     if config.precision == "auto":  # the run's first device chose before; a resume moved to a GPU may not agree
         device = resolve_device(config.device, ranks.local_rank, ranks.world)
         reasons["precision"] = auto_precision_reason(device, CORES[config.cell])
-    return RunPlan(config, run_dir, reasons, None, saved.base, saved.model_config.head_cutoffs)
+    return RunPlan(config, run_dir, reasons, None, saved.base, head_cutoffs=saved.model_config.head_cutoffs)
 
 
 def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:

@@ -586,10 +586,10 @@ def first_checkpoint(config: dict) -> str:
     return f" (the first comes at step {min(steps):,}{f', or {after} if sooner' if after else ''})"
 
 
-def names_a_run(target: str, root: Path = CHECKPOINT_ROOT) -> bool:
+def names_a_run(target: str) -> bool:
     """Whether `resolve` finds a checkpoint for `target`."""
     try:
-        resolve(target, root=root)
+        resolve(target)
     except CharLMError:
         return False
     return True
@@ -626,15 +626,15 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     return newest(runs)
 
 
-def run_to_resume(root: Path = CHECKPOINT_ROOT) -> Path:
+def run_to_resume() -> Path:
     """The run a `--resume` given no RUN goes on with: the most recent (`latest_run`), unless a run started
     after its last checkpoint holds none (killed before its first, or training towards it): going on with
     the run before it would write steps into a run the user did not mean, so that is refused, naming both."""
-    run = latest_run(root)
+    run = latest_run()
     since = last_written(run) or 0.0
     started = [
         p
-        for p in Path(root).glob("*")
+        for p in CHECKPOINT_ROOT.glob("*")
         if not holds_checkpoint(p) and modified(p / RUN_INFO) > since and not p.match(CLAIM.format("*"))
     ]
     if not started:

@@ -38,7 +38,7 @@ from .batches import as_ids
 from .corpus import check_characters
 from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
-from .fields import plain
+from .fields import plain, typed
 from .model import CharLM, State, inference, map_state
 from .vocab import UNSEEN, Vocabulary, first_named
 
@@ -282,13 +282,14 @@ def widest_float(device: torch.device) -> torch.dtype:
     return torch.float64 if has_float64(device) else torch.float32
 
 
-def unseen_note(vocab: Vocabulary, texts: list[str], redo: str = "score") -> str:
+def unseen_note(vocab: Vocabulary, texts: list[str], redo: str = "score", run: str | None = None) -> str:
     """How many characters of `texts` that `text_bits` scores the model has never seen, and what the
     score did with them ("" when none): left out (a character vocabulary without the unknown symbol),
     or scored as the symbol. Scored are each text's characters as the model reads them but the first
     (normalization may turn it into several: '…' under NFKC is '...'), skipped by index: a copy of each
     text without it would hold `charlm eval`'s files twice over. A sentencepiece vocabulary spells every
-    character (byte fallback): nothing to say. `redo`: the command's verb in what to do (`unseen_advice`)."""
+    character (byte fallback): nothing to say. `redo`: the command's verb in what to do, `run`: the run
+    to fine-tune, where known (`unseen_advice`)."""
     if not vocab.one_char_per_id:
         return ""
     counts: dict[str, int] = {}
@@ -309,18 +310,22 @@ def unseen_note(vocab: Vocabulary, texts: list[str], redo: str = "score") -> str
             "character training left out, not the probability of each"
         ) + foreign_note(count, total, redo)
     note = f"{count:,} unseen characters excluded from the score ({len(counts):,} distinct: {shown})"
-    return note + unseen_advice(vocab, counts, total, redo)
+    return note + unseen_advice(vocab, counts, total, redo, run)
 
 
-def unseen_advice(vocab: Vocabulary, counts: dict[str, int], total: int, redo: str = "score") -> str:
+def unseen_advice(
+    vocab: Vocabulary, counts: dict[str, int], total: int, redo: str = "score", run: str | None = None
+) -> str:
     """What a note on a text's characters the model never saw and left out (`counts`: each with how many
     times the text has it, of the `total` scored) ends with, what to do: where they are most of the text,
     that the figure says little of it (`foreign_note`); where they are a few (the model's own text with some
     it never saw: a quotation, another edition's punctuation), what scores them. One wording for `charlm
-    eval`'s note and `charlm inspect`'s, `redo` each one's verb ("score", "inspect")."""
+    eval`'s note and `charlm inspect`'s, `redo` each one's verb ("score", "inspect"), `run` the run they
+    read, named as a shell types it (None: RUN, where the caller has a model, not a run)."""
     if foreign := foreign_note(sum(counts.values()), total, redo):
         return foreign
-    advice = "; to score them, fine-tune the model on text that has them (charlm train FILE --init-from RUN)"
+    base = "RUN" if run is None else typed(run)
+    advice = f"; to score them, fine-tune the model on text that has them (charlm train FILE --init-from {base})"
     return advice + (" or write them as the model does" if any(map(vocab.known_forms, counts)) else "")
 
 

@@ -192,7 +192,7 @@ class Probe:
     it: each rank its share of the streams, with DistributedDataParallel's gradient all-reduce in the
     step; a window's speed is the slowest rank's. GPU work is waited for before the clock is read."""
 
-    def __init__(self, config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, head_cutoffs: tuple[int, ...] = ()):
+    def __init__(self, config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, *, head_cutoffs: tuple[int, ...]):
         if config.dropout is None:
             config = dataclasses.replace(config, dropout=PROBE_DROPOUT)
         self.config, self.corpus, self.ranks, self.head_cutoffs = config, corpus, ranks, head_cutoffs
@@ -246,7 +246,7 @@ def follow(corpus: TokenCorpus, ranks: Ranks) -> object:
     probe = None
     while isinstance(message := ranks.broadcast_object(None), ProbeRequest):
         if probe is None or (probe.config, probe.head_cutoffs) != (message.config, message.head_cutoffs):
-            probe = Probe(message.config, corpus, ranks, message.head_cutoffs)
+            probe = Probe(message.config, corpus, ranks, head_cutoffs=message.head_cutoffs)
         probe.measure(message.key)
     return message
 
@@ -269,12 +269,9 @@ def parameters_of(config: Config, corpus: TokenCorpus) -> Callable[[int], int]:
     return lambda hidden: trained_parameters(config.cell, config.layers, hidden, rows)
 
 
-def measure_sizes(
-    config: Config, corpus: TokenCorpus, ranks: Ranks = SINGLE, probe: Probe | None = None
-) -> tuple[int, list[Candidate]]:
-    """Probe the candidate sizes on the corpus (at the config's batch) and apply the rule for its time
-    budget, or for --max-steps' characters where those are fewer."""
-    probe = probe or Probe(config, corpus, ranks)
+def measure_sizes(config: Config, corpus: TokenCorpus, probe: Probe) -> tuple[int, list[Candidate]]:
+    """Time the candidate sizes with `probe` (the plan's, of the head the run will train) at the config's
+    batch, and apply the rule for its time budget, or for --max-steps' characters where those are fewer."""
     return choose_hidden(
         config.max_seconds(),
         lambda hidden: probe(hidden, config.batch_size),

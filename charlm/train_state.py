@@ -148,7 +148,8 @@ def build(
     corpus: TokenCorpus,
     ranks: Ranks = SINGLE,
     model: CharLM | None = None,
-    head_cutoffs: tuple[int, ...] = (),
+    *,
+    head_cutoffs: tuple[int, ...],
 ) -> TrainState:
     """A fresh state for a planned config (no option unset): the model is new, with the planned head
     `head_cutoffs` ((): a full head), unless one is given (a fine-tuning run's, grown from its base, or

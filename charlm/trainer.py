@@ -63,7 +63,7 @@ class Trainer:
     def __init__(self, plan: RunPlan, corpus: TokenCorpus, ranks: Ranks = SINGLE, model: CharLM | None = None):
         self.plan, self.corpus, self.ranks = plan, corpus, ranks
         self.config, self.run_dir, self.base = plan.config, plan.run_dir, plan.base
-        self.state = train_state.build(plan.config, corpus, ranks, model, plan.head_cutoffs)
+        self.state = train_state.build(plan.config, corpus, ranks, model, head_cutoffs=plan.head_cutoffs)
         self.model, self.device, self.precision = self.state.model, self.state.device, self.state.precision
         self.eval_also_ids = read_eval_also(plan.config, corpus.vocab) if ranks.leader else None
         self.clock = 0.0  # the training time all ranks agree on (rank 0's, broadcast)

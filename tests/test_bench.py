@@ -947,7 +947,8 @@ def test_parts_bench_trains_and_a_new_character_starts_from_its_parts(tmp_path):
     start = finetune.read_base("base", charlm_model=False)  # the experiment builds its own model
     vocab = saved.vocab.extended(["沐"])
     corpus = type("Corpus", (), {"vocab": vocab})()
-    model = parts.parts_builder(parts.read_table())(dataclasses.replace(saved.config, dropout=0.0), corpus, start)
+    config = dataclasses.replace(saved.config, dropout=0.0)
+    model = parts.parts_builder(parts.read_table())(config, corpus, start, saved.model_config.head_cutoffs)
     bath, kept = vocab.index["沐"], parts.components(saved.vocab.chars, parts.read_table())
     bag = model.embed.parts.bag.weight
     with torch.no_grad():  # charlm's zero row for a new character, plus its parts learned in the base

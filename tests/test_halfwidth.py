@@ -1,11 +1,17 @@
 """Options typed through a Chinese input method: full-width forms read as ASCII by every option that takes a
 number, a duration, a list or a device; what stands for no ASCII character named with what to type instead."""
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
 
 import charlm
-from charlm.config import Config, parse_duration
+from charlm.config import Config, SampleConfig, parse_duration
 from charlm.errors import CharLMError
+from charlm.fields import option_name
+from charlm.halfwidth import half_width
 
 from .conftest import assert_one_line_error, cli
 
@@ -52,3 +58,75 @@ def test_a_python_callers_full_width_duration_and_device_are_read_as_the_command
     assert parse_duration("１．５ｍ", "--peer-timeout") == 90.0
     with pytest.raises(CharLMError, match=r"^max_time: cannot read '10分钟'; .* \(retype '分钟' as 'm'\)$"):
         charlm.train("fox.txt", max_time="10分钟")
+
+
+def full_width(text: str) -> str:
+    """`text` as a Chinese input method's full-width mode types it: each ASCII character's full-width form."""
+    return "".join(chr(ord(char) + 0xFEE0) if "!" <= char <= "~" else char for char in text)
+
+
+# Every named choice of every config, typed in full width, each its own row.
+CHOSEN = [
+    (config_class, f.name, choice)
+    for config_class in (Config, SampleConfig)
+    for f in dataclasses.fields(config_class)
+    for choice in f.metadata.get("choices", ())
+]
+
+
+@pytest.mark.parametrize(("config_class", "name", "choice"), CHOSEN)
+def test_a_named_choice_typed_in_full_width_is_read_as_that_choice(config_class, name, choice):
+    """`--precision ｂｆ１６` and `--cell ｇｒｕ` met click's 'is not one of', and precision='ｂｆ１６' its
+    Python twin, where `--max-time １０ｍ` was read: a choice reads full width by the same rule. On the
+    command line the run's next check (its time, or sample's top-p) is what is refused: the choice was read."""
+    assert getattr(config_class(**{name: full_width(choice)}), name) == choice
+    command, next_check, refused = (
+        ("train", ["--max-time", "0s"], "--max-time must be positive")
+        if config_class is Config
+        else ("sample", ["--top-p", "0"], "--top-p must be in (0, 1]")
+    )
+    assert_one_line_error(cli(command, f"--{option_name(name)}", full_width(choice), *next_check), refused)
+
+
+EXPORT_CHOSEN = [
+    ("export --format ｏｎｎｘ --weights ｆｐ１６", "--weights is for --format html only; onnx keeps the weights in fp32"),
+    ("export --format ｈｔｍｌ --weights ｉｎｔ８ no-such-run", "no-such-run"),
+    ("export --format ｈｔｍ", "--format ｈｔｍ: unknown; use one of html, onnx, safetensors"),
+    ("export --format html --weights ｆｐ１５", "--weights ｆｐ１５: unknown; use one of fp32, fp16, int8"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("words", "said"), EXPORT_CHOSEN)
+def test_exports_format_and_weights_typed_in_full_width_are_read_as_typed_in_ascii(words, said):
+    assert_one_line_error(cli(*words.split(" ")), said)
+
+
+def test_a_run_keeps_a_full_width_value_as_read_not_as_typed(fox_file):
+    """run.json kept `--max-time １０ｍ` as '１０ｍ', and `charlm info` showed it so: a value read by the
+    half-width rule is stored as read, a choice and a device too."""
+    typed = {
+        "max_time": "１０ｍ",
+        "checkpoint_every": "１００",
+        "device": "ＣＰＵ",
+        "precision": "ｆｐ３２",
+        "head": "ｆｕｌｌ",
+    }
+    flags = [word for name, value in typed.items() for word in (f"--{option_name(name)}", value)]
+    result = cli(
+        "train",
+        str(fox_file),
+        "--hidden",
+        "16",
+        "--max-steps",
+        "3",
+        "--dropout",
+        "0.1",
+        "--out",
+        "wide",
+        "--quiet",
+        *flags,
+    )
+    assert result.exit_code == 0, result.output
+    kept = json.loads(Path("checkpoints/wide/run.json").read_text(encoding="utf-8"))["config"]
+    assert {name: kept[name] for name in typed} == {name: half_width(value) for name, value in typed.items()}
+    assert "10m" in cli("info", "wide").output.split("max_time", 1)[1].splitlines()[0]

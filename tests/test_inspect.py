@@ -24,6 +24,7 @@ import torch
 import charlm
 from charlm import scoring
 from charlm.errors import CharLMError
+from charlm.fields import typed
 from charlm.inspection import analysis
 from charlm.inspection import run as inspection_run
 from charlm.inspection.analysis import (
@@ -196,8 +197,9 @@ def test_inspect_says_once_on_the_terminal_and_the_page_what_to_do_of_unseen_cha
                  "--output", str(out))  # fmt: skip
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if "unseen characters" in line]
-    assert len(notes) == 1 and notes[0].endswith(advice), notes
-    eval_note = unseen_note(vocab, [odd])  # `charlm eval`'s words for the same file, its verb aside
+    named = advice.replace("--init-from RUN", f"--init-from {typed(str(run))}")  # the run inspected, by name
+    assert len(notes) == 1 and notes[0].endswith(named), notes
+    eval_note = unseen_note(vocab, [odd])  # `charlm eval`'s words for the same file (no run), its verb aside
     assert eval_note.endswith(advice.replace(": inspect it under", ": score it under"))
     count = eval_note.split(" unseen characters excluded from the score (")[0]
     assert notes[0].startswith(f"{count} unseen characters excluded from every bits figure (")

@@ -67,7 +67,7 @@ def test_a_plan_leaves_nothing_unset_and_keeps_given_values(fox_file, tiny):
     assert given.reasons["head"] == given.reasons["precision"] == plan.GIVEN
     assert pickle.loads(pickle.dumps(given)) == given  # one object, broadcast whole under torchrun
     with pytest.raises(charlm.CharLMError, match="leaves batch_size, hidden, dropout, eval_every unset"):
-        plan.RunPlan(Config(), runs.CHECKPOINT_ROOT / "x")
+        plan.RunPlan(Config(), runs.CHECKPOINT_ROOT / "x", head_cutoffs=())
 
 
 def test_a_cpu_plan_with_a_time_budget_keeps_batch_16(fox_file, tiny, monkeypatch):
@@ -116,7 +116,7 @@ def test_on_a_gpu_the_batch_is_chosen_from_measured_speed(tmp_path, tiny, monkey
     assert "batch_size=128: more streams gained less than 15% chars/s" in capsys.readouterr().err  # as Python writes
     # --batch-size always wins; a world size the candidates do not split over keeps 16.
     assert plan.plan(Config(**{**options, "batch_size": 8}), corpus, out="given").config.batch_size == 8
-    probe, gpu = sizing.Probe(Config(**options), corpus), torch.device("cuda", 0)
+    probe, gpu = sizing.Probe(Config(**options), corpus, head_cutoffs=()), torch.device("cuda", 0)
     assert plan.planned_batch(Config(**options), gpu, probe, 3, say=str)[0] == 16
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import model, plan, sizing, threads, train_state, trainer
+from charlm import model, plan, runs, sizing, threads, train_state, trainer
 from charlm.model import frequent_characters
 from charlm.tokens import load_corpus
 from charlm.vocab import Vocab
@@ -89,7 +89,7 @@ def test_the_probe_times_finished_work_of_the_whole_batch(fox_file, tiny, monkey
     monkeypatch.setattr(train_state, "train_step", step)
     config = charlm.Config(**{**tiny, "batch_size": 8})
     corpus = load_corpus([str(fox_file)], config, quiet=True)
-    one = sizing.Probe(config, corpus)(16)
+    one = sizing.Probe(config, corpus, head_cutoffs=())(16)
     assert events[sizing.PROBE_WARMUP] == "sync" and events[-1] == "sync"  # before and after the timed steps
     assert {e[1] for e in events if e != "sync"} == {8}
     assert sum(e != "sync" for e in events) >= sizing.PROBE_WARMUP + sizing.PROBE_WINDOWS * sizing.PROBE_MIN_STEPS
@@ -104,7 +104,7 @@ def test_the_thread_calibration_times_the_first_size_once(fox_file, tiny, monkey
     windows = iter([10.0, 11.0, 30.0, 20.0, 40.0, 99.0, 0.0])  # 2 threads, then 1 (faster: kept), then more
     monkeypatch.setattr(sizing.Probe, "window", lambda self, state: next(windows))
     config = charlm.Config(**{**tiny, "batch_size": 8})
-    probe = sizing.Probe(config, load_corpus([str(fox_file)], config, quiet=True))
+    probe = sizing.Probe(config, load_corpus([str(fox_file)], config, quiet=True), head_cutoffs=())
     assert probe(16) == 30.0 and threads._command.governor.threads == 1
     assert probe(16) == 99.0  # timed again (the rule's second look): two windows of its own
     assert next(windows) == 0.0
@@ -126,7 +126,7 @@ def test_the_rule_counts_a_head_row_per_frequent_character_only(tmp_path, tiny, 
         return 256, []
 
     monkeypatch.setattr(sizing, "choose_hidden", choose)
-    sizing.measure_sizes(config, corpus)
+    sizing.measure_sizes(config, corpus, sizing.Probe(config, corpus, head_cutoffs=()))
     counts = torch.from_numpy(np.bincount(corpus.train_ids, minlength=len(corpus.vocab)))
     frequent = frequent_characters(counts)
     assert 100 < frequent < len(corpus.vocab) // 2
@@ -156,7 +156,7 @@ def test_the_probe_times_a_bare_training_state_and_builds_no_trainer(fox_file, t
     monkeypatch.setattr(trainer.Trainer, "__init__", lambda *args, **kwargs: pytest.fail("the probe built a Trainer"))
     config = charlm.Config(**{**tiny, "batch_size": 8})
     corpus = load_corpus([str(fox_file)], config, quiet=True)
-    probe = sizing.Probe(config, corpus)
+    probe = sizing.Probe(config, corpus, head_cutoffs=())
     assert probe(16) > 0 and probe(16, 4) > 0
     assert set(probe.states) == {(16, 8), (16, 4)}
     assert all(isinstance(state, train_state.TrainState) for state in probe.states.values())
@@ -215,3 +215,18 @@ def test_the_probe_times_the_head_the_plan_chose(fox_file, tiny, monkeypatch):
     config = charlm.Config(**{**tiny, "hidden": None, "max_steps": None, "max_time": "5m"})
     planned = plan.plan(config, load_corpus([str(fox_file)], config, quiet=True), out="run")
     assert planned.head_cutoffs and built == [planned.head_cutoffs]
+
+
+def test_a_caller_that_leaves_the_head_out_is_told_not_given_a_full_head(fox_file, tiny):
+    """RunPlan, train_state.build and sizing.Probe built a full head where a caller left `head_cutoffs` out:
+    a big vocabulary's run would time or train another head than its plan's, without a word."""
+    config = charlm.Config(**{**tiny, "dropout": 0.0})
+    corpus = load_corpus([str(fox_file)], config, quiet=True)
+    for left_out in (
+        lambda: plan.RunPlan(config, runs.CHECKPOINT_ROOT / "x"),
+        lambda: train_state.build(config, corpus),
+        lambda: sizing.Probe(config, corpus),
+        lambda: sizing.measure_sizes(config, corpus),  # its own probe's head was a full one
+    ):
+        with pytest.raises(TypeError, match="head_cutoffs|probe"):
+            left_out()

@@ -2,6 +2,7 @@
 character as one the model knows nothing about (the zero embedding), and leave it out of the score."""
 
 import math
+import shutil
 
 import httpx
 import numpy as np
@@ -145,8 +146,23 @@ def test_eval_scores_a_file_with_unseen_characters_and_says_how_many_it_left_out
     assert "bits per character over 219 characters scored" in lines[0]
     assert lines[1] == (
         "10 unseen characters excluded from the score (2 distinct: '<' 5 times '>' 5 times); to score them, "
-        "fine-tune the model on text that has them (charlm train FILE --init-from RUN)"
+        "fine-tune the model on text that has them (charlm train FILE --init-from fox)"
     )
+
+
+@pytest.mark.usefixtures("trained")
+@pytest.mark.parametrize("command", ["eval", "inspect"])
+def test_the_unseen_note_names_the_run_it_scored_under_as_a_shell_types_it(tmp_path, command):
+    """eval's and inspect's advice said `--init-from RUN` of a run the user had just named: the run is named,
+    quoted where a shell would split it."""
+    shutil.copytree("checkpoints/fox", "checkpoints/my fox")
+    odd = tmp_path / "odd.txt"
+    odd.write_text("the lazy <dog> jumps over the quick brown fox\n" * 5, encoding="utf-8")
+    result = cli(
+        command, "checkpoints/my fox", str(odd), "--quiet", *(["--output", "page.html"] * (command == "inspect"))
+    )
+    assert result.exit_code == 0, result.output
+    assert "(charlm train FILE --init-from 'checkpoints/my fox')" in result.output
 
 
 @pytest.mark.usefixtures("trained")

@@ -11,7 +11,7 @@ import click
 
 from ..device_names import STEP_DEVICE, WHOLE_TEXTS_DEVICE
 from ..fields import option_name
-from ..halfwidth import half_width, retype_hint
+from ..halfwidth import as_choice, half_width, retype_hint
 from .completion import BY_FIELD, devices
 
 F = TypeVar("F", bound=Callable)
@@ -61,6 +61,13 @@ class HalfWidthIntRange(HalfWidth, click.IntRange):
 NUMBER_TYPES = {int: HalfWidthInt(), float: HalfWidthFloat()}
 
 
+class HalfWidthChoice(click.Choice):
+    """click's named choices read as halfwidth.py's rule reads numbers: `--precision ｂｆ１６` is bf16."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        return super().convert(as_choice(value, self.choices), param, ctx)
+
+
 def shown_default(default: object) -> str:
     """The `[default: ...]` a help text ends with: `off` for a flag, none for an option unset by default
     (its help says what unset means)."""
@@ -86,7 +93,7 @@ def options_of(config_class: type, types: dict | None = None, only: tuple[str, .
                 option = click.option(name, f.name, is_flag=True, default=None, help=help_text)
             else:
                 choices = f.metadata.get("choices")
-                kind = (types or {}).get(f.name, click.Choice(choices) if choices else NUMBER_TYPES.get(kind, kind))
+                kind = (types or {}).get(f.name, HalfWidthChoice(choices) if choices else NUMBER_TYPES.get(kind, kind))
                 metavar = f.metadata.get("metavar")
                 option = click.option(
                     name, f.name, type=kind, default=None, help=help_text, metavar=metavar, shell_complete=complete

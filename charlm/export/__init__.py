@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import checkpoint, files, hub, outputs, runs
 from ..errors import CharLMError
 from ..fields import said
+from ..halfwidth import as_choice
 from ..reporting import append_line
 from .html import is_page
 
@@ -40,8 +41,11 @@ def export(
     `before_replacing`: called, before anything is written, with the output where it may be a file of
     the user's (the CLI says it replaced one): --output, or the default beside a model folder outside a
     run. A run's own exports/ is not: it is its exports' place, listed by `charlm info`."""
+    format, weights = as_choice(format, FORMATS), as_choice(weights, WEIGHTS)  # ｈｔｍｌ too (halfwidth.py)
     if format not in FORMATS:
         raise CharLMError(f"{said('format', format)}: unknown; use one of {', '.join(FORMATS)}")
+    if weights is not None and weights not in WEIGHTS:
+        raise CharLMError(f"{said('weights', weights)}: unknown; use one of {', '.join(WEIGHTS)}")
     if weights is not None and format != "html":
         raise CharLMError(f"{said('weights')} is for {said('format', 'html')} only; {format} keeps the weights in fp32")
     if format == "html":

@@ -322,15 +322,17 @@ def analyse(
     quiet: bool = True,
     what: str = "text",
     fitted_on: str = "the given text",
+    run: str | None = None,
 ) -> Inspection:
     """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
-    fitted on `training_text` (`fitted_on` names it on the page: a cut one says so). Read cold, as
+    fitted on `training_text` (`fitted_on` names it on the page: a cut one says so); `run`: the run the
+    model is, which the notes' advice names. Read cold, as
     `charlm eval`, validation and the server's `echo` read a text: its first character is read, every one
     after it scored, so the bits figures are theirs."""
     check_inspectable(model)
     if not text:
         raise CharLMError("nothing to inspect: the text is empty")
-    symbol_note = unseen_note(model.vocab, [text], "inspect") if model.vocab.unknown_id is not None else ""  # eval's
+    symbol_note = unseen_note(model.vocab, [text], "inspect", run) if model.vocab.unknown_id is not None else ""
     # read as the unknown symbol: the note says so once, as eval's does, so neither warns
     traced = trace(model, text, context="", probs=False, warn=False)
     seen = surprise(model, text, context="", warn=False)
@@ -357,12 +359,12 @@ def analyse(
         ngram_order=best,
         classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
         ngram_fitted_on=fitted_on,
-        notes=notes_on(model, traced, unseen, symbol_note),
+        notes=notes_on(model, traced, unseen, symbol_note, run),
         unseen=unseen,
     )
 
 
-def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str) -> list[str]:
+def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str, run: str | None = None) -> list[str]:
     """What the figures leave out or the page cannot show, said above them: the text's characters the
     model never saw (`unseen`), with what to do as eval says it (`unseen_advice`), or read as its unknown
     symbol (`symbol_note`, eval's words), and the cell state or gates a GRU or plain RNN does not have.
@@ -376,7 +378,7 @@ def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str) 
         notes.append(
             f"{len(excluded):,} unseen characters excluded from every bits figure ({len(distinct):,} distinct, "
             f"never in the model's training text: {shown}); the model reads each as a character it knows "
-            "nothing about (on the page: blue, dashed)" + unseen_advice(model.vocab, distinct, scored, "inspect")
+            "nothing about (on the page: blue, dashed)" + unseen_advice(model.vocab, distinct, scored, "inspect", run)
         )
     if symbol_note:  # read as the unknown symbol, which has bits: in every figure, and eval's words say what they are
         notes.append(symbol_note)

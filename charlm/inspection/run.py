@@ -50,5 +50,13 @@ def inspect_run(
     if training_chars > MAX_TRAIN_CHARS:
         of = f"{train_text}" if train_text else f"the run's training split ({training_chars:,} characters)"
         fitted_on = f"the first {MAX_TRAIN_CHARS:,} characters of {of}"
-    inspection = analyse(model, text, training[:MAX_TRAIN_CHARS], quiet=quiet, what=name, fitted_on=fitted_on)
+    inspection = analyse(
+        model,
+        text,
+        training[:MAX_TRAIN_CHARS],
+        quiet=quiet,
+        what=name,
+        fitted_on=fitted_on,
+        run=target or str(path.parent),
+    )
     return inspection, f"{name}, {path.parent.name}/{path.name}"
