@@ -251,7 +251,7 @@ def process_state() -> Iterator[None]:
 
 # The tiny training options as command-line arguments: the loop's (what a fine-tuning run may set) and
 # with them the size; no step limit or cadence.
-TINY_LOOP_ARGS = cli_args({name: TINY[name] for name in ("seq_len", "batch_size", "max_time", "quiet")})
+TINY_LOOP_ARGS = cli_args({name: TINY[name] for name in ("seq_len", "batch_size", "max_time", "quiet", "threads")})
 TINY_ARGS = [*cli_args({name: TINY[name] for name in ("layers", "hidden")}), *TINY_LOOP_ARGS]
 
 

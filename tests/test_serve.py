@@ -1973,7 +1973,9 @@ def rows_per_step(monkeypatch, engine) -> list[int]:
     return counts
 
 
-def wait_until(condition, timeout: float = 5) -> None:
+def wait_until(condition, timeout: float = 30) -> None:
+    """Wait for what a server thread does; the limit only ends a test that would hang (a busy 2-core
+    machine took over 5 s to start a stream)."""
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, "condition not reached"
