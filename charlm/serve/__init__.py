@@ -4,6 +4,7 @@
     engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
                    join and leave it, what they made is published
     protocol.py    the OpenAI API's fields and errors: a request checked into `Params`
+    schema.py      the request bodies as JSON Schema, for /openapi.json
     responses.py   the response bodies (completions, chat, the Responses API, log-probabilities, usage)
     completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),
                    the hand-off of updates from the engines' threads to asyncio

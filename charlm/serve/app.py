@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import forms
 from ..errors import CharLMError
 from ..model import CharLM
-from . import protocol, responses
+from . import protocol, responses, schema
 from .completion import Completion, Served, Server, known_characters, known_pieces, tokenized, unseen_hints
 from .config import ServeConfig
 from .engine import Token, Update
@@ -388,12 +388,12 @@ def add_status_routes(app: FastAPI, server: Server) -> None:
 def add_generation_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:
     """The routes that read a JSON body of prompts, in the order /openapi.json lists them: OpenAI's
     completions and chat completions, its Responses API, and /tokenize. Each body is checked
-    (`protocol`) within `body_limit`, and described in the document as `protocol` writes it."""
-    schemas = protocol.request_schemas(config, server.model_names())
+    (`protocol`) within `body_limit`, and described in the document as `schema` writes it."""
+    schemas = schema.request_schemas(config, server.model_names())
     document = app.openapi
 
     def openapi() -> dict[str, Any]:
-        """FastAPI's OpenAPI document with the request bodies as `protocol` writes them: FastAPI's model of
+        """FastAPI's OpenAPI document with the request bodies as `schema` writes them: FastAPI's model of
         a schema holds a bound as a float, and seed's 2**63 - 1 becomes 2**63, which the server refuses."""
         made = document()
         for path, extra in schemas.items():
