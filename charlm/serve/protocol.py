@@ -103,7 +103,7 @@ def printable(text: str) -> str:
 
 @dataclass
 class Params:
-    """A completion request, checked: what `app.py` needs to run it."""
+    """A completion request, checked: what a `Completion` (completion.py) runs."""
 
     model: str | None
     prompts: list[str]
