@@ -639,6 +639,8 @@ def form_error(error: CharLMError, form_given: bool) -> APIError:
 
 
 def completion_params(body: Any, config: ServeConfig) -> Params:
+    """OpenAI's legacy completions: `prompt` a text or a list of them (n samples each), 16 characters
+    by default as OpenAI's, and 0 taken (`echo` with `logprobs` then scores the prompt alone)."""
     body = check_fields(body, COMPLETION_FIELDS)
     if "prompt" not in body:
         raise APIError(400, "prompt is required: the text to continue", "prompt", "missing_required_parameter")
@@ -846,6 +848,9 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
 
 
 def message_text(message: Any, i: int) -> str:
+    """The text of chat message `i`: its content, a string or text parts (null: none), whatever its role
+    (`chat_params` drops roles); any other part (an image, audio) is a 400 naming the content, as a model
+    of text cannot read it."""
     param = f"messages[{i}]"
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise APIError(400, f"{param} must be an object with a role and a content", param, "invalid_type")
