@@ -727,16 +727,16 @@ def test_a_large_answer_is_built_and_written_off_the_event_loop(server, monkeypa
     """A whole answer of n=64, max_tokens 4096 and logprobs 20 (over 100 MB of JSON) was built and written
     on the event loop, which held every stream and /health for seconds. A large one is now built in a
     worker thread and written a choice at a time, as JSONResponse writes it; a small one stays on the loop."""
-    from charlm.serve import app as serve_app
+    from charlm.serve import answers
 
     url, _ = server
-    built_in, build = [], serve_app.completion_body
+    built_in, build = [], answers.completion_body
 
     def recording(*args):
         built_in.append(threading.current_thread())
         return build(*args)
 
-    monkeypatch.setattr(serve_app, "completion_body", recording)
+    monkeypatch.setattr(answers, "completion_body", recording)
     headers = {"Authorization": f"Bearer {KEY}"}
     for options in ({"max_tokens": 5}, {"max_tokens": 2000, "n": 2, "logprobs": 5}):
         response = httpx.post(f"{url}/v1/completions", json={"prompt": "a", **options}, headers=headers, timeout=60)
@@ -747,7 +747,7 @@ def test_a_large_answer_is_built_and_written_off_the_event_loop(server, monkeypa
     loop_thread, worker = built_in
     assert worker is not loop_thread
     body = {"id": '"choices":[]', "choices": [{"text": 'ä\u2028"', "n": 1.5}, {"text": ""}], "usage": {"t": 1}}
-    assert serve_app.rendered(body) == JSONResponse(body).body
+    assert answers.rendered(body) == JSONResponse(body).body
 
 
 def test_logprobs_give_each_character_and_its_likeliest_alternatives(client):
@@ -1122,7 +1122,7 @@ def test_a_streams_rows_are_freed_on_the_event_loop():
     closing task freed them in a worker thread (Starlette runs a plain function there), which could
     lose a request's taking or freeing (a client gone before its first chunk: the count then stayed
     wrong for good, every later request a 429, or more rows than --max-streams)."""
-    from charlm.serve.app import event_stream
+    from charlm.serve.answers import event_stream
 
     freed_in = []
 

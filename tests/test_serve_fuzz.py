@@ -325,13 +325,11 @@ def test_openais_fields_at_their_neutral_values_are_taken_exactly_where_the_sche
     allows 1.0, as JSON Schema counts 1.0 as 1, and as an integer field takes it: for every enum value
     in /openapi.json's bodies, written as is, with its integers as numbers and its 0s and 1s as booleans,
     the server takes a request exactly where the schema does (`false` is not 0 to either)."""
-    from charlm.serve import protocol
+    from charlm.serve.schema import request_schemas
 
     jsonschema_rs = import_or_missing("jsonschema_rs")
     config = ServeConfig(max_streams=3, max_tokens=8, max_prompt=300)
-    schemas = bodies_of(
-        {"paths": {path: {"post": extra} for path, extra in protocol.request_schemas(config, ["tiny"]).items()}}
-    )
+    schemas = bodies_of({"paths": {path: {"post": extra} for path, extra in request_schemas(config, ["tiny"]).items()}})
     taken = functools.partial(taken_by_the_server, config=config)
 
     compared = 0
@@ -352,7 +350,7 @@ def test_openais_fields_at_their_neutral_values_are_taken_exactly_where_the_sche
 
 # Requests that a rule between fields (or within a template) decides, by route: the fields beside the route's
 # least body, whether the server takes them, and whether the schema allows them (all it can say of a request
-# the server refuses; `acrostic`'s rules are left out of it, as protocol.FIELD_RULES says why)
+# the server refuses; `acrostic`'s rules are left out of it, as schema.FIELD_RULES says why)
 STREAMED = {"stream_options": {"include_obfuscation": True}}
 SHARED_RULES = [
     (STREAMED, False, False),
@@ -398,11 +396,11 @@ def test_the_rules_between_fields_are_in_openapi_json_as_the_server_keeps_them()
     (dependentSchemas, template's pattern), which refuses a request that breaks one, as the server does;
     a field null is the field left out, to both (`stream_options: null` needs no stream; /tokenize's
     `prompt: null` beside a content is no second text)."""
-    from charlm.serve import protocol
+    from charlm.serve.schema import request_schemas
 
     jsonschema_rs = import_or_missing("jsonschema_rs")
     config = ServeConfig(max_streams=3, max_tokens=40, max_prompt=300)
-    extras = protocol.request_schemas(config, ["tiny"])
+    extras = request_schemas(config, ["tiny"])
     ruled = set()
     for path, (base, cases) in RULES.items():
         schema = extras[path]["requestBody"]["content"]["application/json"]["schema"]
@@ -482,11 +480,11 @@ def test_the_rules_a_schema_cannot_say_are_in_the_descriptions_of_their_fields()
     """Chat's max_tokens and max_completion_tokens, given both, must be equal (as must repetition_penalty and
     repeat_penalty; and n times a completion's prompts is at most --max-streams): a 400 that /openapi.json,
     which cannot say it in JSON Schema, gave a client no word of. Each field's description says it now."""
-    from charlm.serve import protocol
+    from charlm.serve.schema import request_schemas
 
     jsonschema_rs = import_or_missing("jsonschema_rs")
     config = ServeConfig(max_streams=3, max_tokens=40, max_prompt=300)
-    extras = protocol.request_schemas(config, ["tiny"])
+    extras = request_schemas(config, ["tiny"])
     for path, rules in UNSAYABLE.items():
         schema = extras[path]["requestBody"]["content"]["application/json"]["schema"]
         for names, fields, words in rules:

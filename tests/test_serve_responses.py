@@ -138,9 +138,9 @@ def test_streams_logprobs_are_written_to_json_once_while_many_end_at_once(server
     """A stream's four closing events (output_text.done, content_part.done, output_item.done, completed) each
     repeat every logprobs entry of its text. Each entry is written to JSON once, in its delta, and the closing
     events put that JSON in their place: dumped anew in each, on the event loop, 64 streams of top_logprobs 20
-    ending together held every stream and /health for seconds. Told by what app.py writes, not by time, with
+    ending together held every stream and /health for seconds. Told by what answers.py writes, not by time, with
     8 streams at once, each given its own."""
-    from charlm.serve import app as serve_app
+    from charlm.serve import answers
 
     every_step_a_chunk(monkeypatch, server)
     dumped = []
@@ -154,7 +154,7 @@ def test_streams_logprobs_are_written_to_json_once_while_many_end_at_once(server
             dumped.append(len(text))
             return text
 
-    monkeypatch.setattr(serve_app, "json", RecordedJSON())
+    monkeypatch.setattr(answers, "json", RecordedJSON())
     body = {"model": "tiny", "input": "the ", "max_output_tokens": 60, "stream": True, "top_logprobs": 20}
     body["include"] = [LOGPROBS]
 
@@ -448,12 +448,12 @@ def test_responses_take_the_key_and_the_guards_of_the_other_routes_and_are_count
 
 
 def test_a_long_response_is_written_whole_off_the_event_loop(client, monkeypatch):  # noqa: F811
-    """A response long enough to be written in a worker thread (`app.rendered`, over SMALL_ANSWER
+    """A response long enough to be written in a worker thread (`answers.rendered`, over SMALL_ANSWER
     characters: a server of --max-tokens 20000) is the same body as a short one's, not a 500: a response
     has no `choices` to write one at a time."""
-    from charlm.serve import app as serve_app
+    from charlm.serve import answers
 
     short = client.responses.create(model="tiny", input="the ", max_output_tokens=30, temperature=0)
-    monkeypatch.setattr(serve_app, "SMALL_ANSWER", 1)
+    monkeypatch.setattr(answers, "SMALL_ANSWER", 1)
     long = client.responses.create(model="tiny", input="the ", max_output_tokens=30, temperature=0)
     assert long.output_text == short.output_text and long.usage.output_tokens == 30

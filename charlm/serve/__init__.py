@@ -4,10 +4,14 @@
     engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
                    join and leave it, what they made is published
     protocol.py    the OpenAI API's fields and errors: a request checked into `Params`
+    schema.py      the request bodies as JSON Schema, for /openapi.json
     responses.py   the response bodies (completions, chat, the Responses API, log-probabilities, usage)
     completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),
                    the hand-off of updates from the engines' threads to asyncio
-    app.py         the routes (FastAPI), streaming (server-sent events)
+    app.py         the app and its routes (FastAPI): request bodies read and checked, errors answered
+    answers.py     a request's answer from its updates: one JSON body, or server-sent events
+    middleware.py  around the routes: metrics and request ids, other origins' and other hosts' requests
+                   refused, HEAD as GET
     connections.py bounds on a connection's request as it arrives (time, header size), under uvicorn
     metrics.py     /metrics in Prometheus's text format
     page.html      the page served at /: self-contained, works offline

@@ -11,7 +11,7 @@ is running.
 
 Output is handed out in batches (`publish`), every `chunk_interval` seconds, and at once when a row
 finishes or makes its first text: one call per batch, not one per character, keeps the cost of
-many streams low. The HTTP layer (`app.py`) turns those updates into responses.
+many streams low. answers.py turns those updates into responses.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def response_usage(prompt_chars: int, output_chars: int) -> dict:
 def output_text(text: str, logprobs: list[dict] | list[str] | None = None) -> dict:
     """A message's text part; charlm writes no citations (`annotations`); `logprobs` its tokens'
     (`token_logprobs`) where `include` asked for them, else empty, as OpenAI's. A stream's closing events
-    give a list of one placeholder string instead, which their JSON's entries replace (app.py's `slot`)."""
+    give a list of one placeholder string instead, which their JSON's entries replace (answers.py's `slot`)."""
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}
 
 
