@@ -2,9 +2,11 @@
 
 import ast
 import configparser
+import contextlib
 import functools
 import importlib.util
 import inspect
+import io
 import re
 import runpy
 import shlex
@@ -86,10 +88,11 @@ def python_reference_session(tmp_path_factory) -> tuple[Path, dict]:
     return folder, namespace
 
 
-def run_python_reference_examples(names, session, monkeypatch) -> dict:
+def run_python_reference_examples(names, session, monkeypatch) -> tuple[dict, dict[str, str]]:
     """The examples of `names`, as a reader runs them one after the other after charlm.train's (run once:
     `python_reference_session`), in a folder holding its texts and run; charlm.serve.serve loads the
-    models it is given where it would serve them until Ctrl-C. Returns the names they defined.
+    models it is given where it would serve them until Ctrl-C. Returns the names they defined, and what
+    each example printed.
 
     On one torch thread: on two, torch splits even a tiny model's small operations between them, and
     on a loaded machine each split waits milliseconds for the other thread's core (seconds of these
@@ -108,28 +111,62 @@ def run_python_reference_examples(names, session, monkeypatch) -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_examples(names, namespace)
+        printed = run_examples(names, namespace)
     finally:
         torch.set_num_threads(previous)
-    return namespace
+    return namespace, printed
 
 
-def run_examples(names, namespace) -> None:
-    examples = python_reference_examples()
+def run_examples(names, namespace) -> dict[str, str]:
+    """Runs the examples of `names` in `namespace`, in order; returns what each printed, by name."""
+    examples, printed = python_reference_examples(), {}
     for name in names:
-        exec(compile(examples[name], f"docs/python.md: {name}", "exec"), namespace)  # noqa: S102
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            exec(compile(examples[name], f"docs/python.md: {name}", "exec"), namespace)  # noqa: S102
+        printed[name] = out.getvalue()
+    return printed
 
 
-def test_the_python_references_examples_run(python_reference_session, monkeypatch, capsys):
+# What each example of docs/python.md that prints shows, a pattern of all it prints (the model is the
+# session's tiny 1x32 one): the shape its comment or its entry gives (`2x256 lstm`: layers x hidden and
+# the cell; next_probs' (text, probability); `lstm 2 256`). An example that prints has a line here.
+PRINTS = {
+    "charlm.load": r"\d+x\d+ (?:lstm|gru|rnn) [\d,]+ parameters on cpu\n",
+    "charlm.stream": r"It was.{200}",  # the seed and `length` characters, on one line
+    "charlm.SampleConfig": r"It was.+\n",
+    "charlm.bits_per_char": r"\d+\.\d+\n",
+    "charlm.next_probs": r"(?:(?:'[^']+'|\"'\") [01](?:\.\d{1,3})?\n){3}",  # repr(text), round(probability, 3)
+    "charlm.CharLMError": r".+\n",  # one line, which begins as its comment shows (below)
+    "model(ids, state)": r"(?:'[^']+'|\"'\")\n",  # one character's repr
+    "charlm.ModelConfig": r"(?:lstm|gru|rnn) \d+ \d+\n",
+}
+
+
+def printed_as(pattern: str, printed: str) -> bool:
+    """Whether `printed` is all of what `pattern` shows (its . a line break too: a sample writes them)."""
+    return re.fullmatch(pattern, printed, re.DOTALL) is not None
+
+
+def test_the_python_references_examples_run(python_reference_session, monkeypatch):
     """The page's examples run as a reader pastes them, in order, in one session (all but create_app's,
-    which needs the serve extra: the test below)."""
-    names = [name for name in python_reference_examples() if not name.endswith("create_app")]
+    which needs the serve extra: the test below), and print what the page shows, in its shape: that
+    generate's num_samples=4 gives "4 texts", the (1, 6) of `model(ids)`'s comment is the ids' shape."""
+    examples = python_reference_examples()
+    names = [name for name in examples if not name.endswith("create_app")]
     assert names[0] == "charlm.train"  # run by python_reference_session
-    namespace = run_python_reference_examples(names[1:], python_reference_session, monkeypatch)
+    namespace, printed = run_python_reference_examples(names[1:], python_reference_session, monkeypatch)
     assert isinstance(namespace["model"], charlm.CharLM) and isinstance(namespace["served"][0], charlm.CharLM)
-    printed = capsys.readouterr().out
-    said = re.search(r"print\(error\)  # (.*)\.\.\.", python_reference_examples()["charlm.CharLMError"])[1]
-    assert said in printed, f"the CharLMError example says it prints {said!r}; it printed {printed!r}"
+    said = re.search(r"print\(error\)  # (.*)\.\.\.", examples["charlm.CharLMError"])[1]
+    assert said in printed["charlm.CharLMError"], f"the CharLMError example says it prints {said!r}: {printed!r}"
+    assert {name for name, text in printed.items() if text} == set(PRINTS), printed
+    wrong = {name: text for name, text in printed.items() if name in PRINTS and not printed_as(PRINTS[name], text)}
+    assert not wrong, f"docs/python.md's examples print other than the page shows: {wrong}"
+    shown = re.search(r"# e\.g\. (.*)", examples["charlm.ModelConfig"])[1] + "\n"
+    assert re.fullmatch(PRINTS["charlm.ModelConfig"], shown), f"ModelConfig's example shows {shown!r}"
+    assert re.search(r"length=100, num_samples=(\d+).*# \1 texts", examples["charlm.generate"])
+    assert len(namespace["texts"]) == 4 and all(text.startswith("It was") for text in namespace["texts"])
+    ids_said = re.search(r"ids = .*# .*?(\(\d+, \d+\))$", examples["model(ids, state)"], re.MULTILINE)[1]
+    assert str(tuple(namespace["ids"].shape)) == ids_said, f"model(ids)'s example says ids are {ids_said}"
 
 
 def test_the_python_references_serving_example_runs(python_reference_session, monkeypatch):
@@ -560,7 +597,10 @@ def test_the_readmes_python_example_runs_as_written(page, tiny, monkeypatch, cap
     Path("example.py").write_text(code, encoding="utf-8")
     runpy.run_path("example.py")
     printed = capsys.readouterr().out
-    assert "[(" in printed and printed.count("\n") >= 3
+    seed = re.search(r'charlm\.generate\(model, "([^"]+)"', code)[1]
+    assert printed.startswith(seed) and re.search(r"\nbpc: \d+\.\d+\n\[.*\]\n$", printed), printed
+    top = ast.literal_eval(printed.splitlines()[-1])  # as its comment shows: [('s', 0.9), ...], top=3 of them
+    assert len(top) == 3 and all(isinstance(c, str) and 0 < p <= 1 for c, p in top), top
     assert streamed and "".join(streamed) + "\n" in printed, f"{page}: the streamed text does not end its line"
 
 
