@@ -3,6 +3,7 @@
 import ast
 import configparser
 import contextlib
+import dataclasses
 import functools
 import importlib.util
 import inspect
@@ -16,6 +17,7 @@ import time
 import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -675,6 +677,74 @@ def test_the_forms_pages_python_example_runs_as_written(page, capsys):
     assert re.fullmatch(f"春望\n杜甫\n{acrostic}", namespace["poem"]), namespace["poem"]
     verses = f"{han}{{5}}，{han}{{5}}。\n{han}{{5}}，{han}{{5}}。"
     assert re.fullmatch(f"春望\n杜甫\n{verses}", printed := capsys.readouterr().out), printed
+
+
+# A Python block a doc shows that no test runs, on purpose: the last line before it says why, as an
+# HTML comment the reader does not see: <!-- not run: WHY -->
+NOT_RUN = re.compile(r"<!-- not run: (.+) -->")
+
+
+class PythonBlock(NamedTuple):
+    line: int
+    code: str
+    not_run: str | None  # why no test runs it, as its marker says; None: unmarked
+
+
+def python_blocks(page: Path) -> list[PythonBlock]:
+    """Each block of Python `page` shows: a ```python block, or an indented block that parses as Python
+    (inspect.md's; not a command line, nor a formula such as how-it-works.md's)."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    blocks, number = [], 0
+    while number < len(lines):
+        start = number
+        before = next((line for line in reversed(lines[:start]) if line.strip()), "")
+        marker = NOT_RUN.fullmatch(before.strip())
+        if lines[start].startswith("```"):
+            number = lines.index("```", start + 1) + 1
+            if lines[start] == "```python":
+                blocks.append(PythonBlock(start + 1, "\n".join(lines[start + 1 : number - 1]), marker and marker[1]))
+        elif lines[start].startswith("    ") and not lines[start - 1].strip():
+            while number < len(lines) and (lines[number].startswith("    ") or not lines[number].strip()):
+                number += 1
+            code = inspect.cleandoc("\n".join(lines[start:number]))
+            try:
+                ast.parse(code)
+            except SyntaxError:
+                continue
+            blocks.append(PythonBlock(start + 1, code, marker and marker[1]))
+        else:
+            number += 1
+    return blocks
+
+
+def test_the_inspect_pages_python_example_traces_as_its_table_says(python_reference_session):
+    """inspect.md's `trace` example, run as written on a run of that name, gives the fields its table
+    lists, of the shapes it gives (T characters, L layers, H hidden units, V the vocabulary), and the
+    gates it names for an LSTM. It loaded checkpoints/novel-20260101, a folder no run is named (a run's
+    is checkpoints/CORPUS-DATE-TIME, the time to the second)."""
+    folder, _ = python_reference_session
+    page = (REPO / "docs" / "inspect.md").read_text(encoding="utf-8")
+    (example,) = [block.code for block in python_blocks(REPO / "docs" / "inspect.md") if "trace(model" in block.code]
+    run = re.search(r'charlm\.load\("([^"]+)"\)', example)[1]
+    assert re.fullmatch(r"checkpoints/novel-\d{8}-\d{6}", run), (
+        f"inspect.md loads {run}, not a run `charlm train` names"
+    )
+    shutil.copytree(folder / "checkpoints" / "novel", run)
+    namespace: dict = {}
+    exec(compile(example, "docs/inspect.md", "exec"), namespace)  # noqa: S102
+    traced, model = namespace["traced"], namespace["model"]
+    text = re.search(r'trace\(model, "([^"]+)"\)', example)[1]
+    sizes = {"T": len(text), "L": model.config.layers, "H": model.config.hidden, "V": len(model.vocab)}
+    rows = re.findall(r"^\| `(\w+)` \|\s*([^|]*?)\s*\| (.*) \|$", page, re.MULTILINE)
+    assert [field for field, _, _ in rows] == [f.name for f in dataclasses.fields(traced)], rows
+    for field, shape, what in rows:
+        value = getattr(traced, field)
+        if field == "gates":
+            assert set(value) == set(re.search(r"LSTM: ((?:`\w+`(?:, )?)+)", what)[1].replace("`", "").split(", "))
+            value = value["input"]
+        said = tuple(sizes[size] for size in re.findall(r"[TLHV]", shape.split("->")[-1]))
+        assert said == (tuple(value.shape) if hasattr(value, "shape") else (len(value),) if said else ()), field
+    assert traced.cell == "lstm" and 0 < traced.bpc < 20
 
 
 CHARLM = REPO / "charlm"
