@@ -747,6 +747,52 @@ def test_the_inspect_pages_python_example_traces_as_its_table_says(python_refere
     assert traced.cell == "lstm" and 0 < traced.bpc < 20
 
 
+# The serving pages' client examples, in the order a reader runs them (the first makes the `client`
+# the others use), each with a pattern of all it prints, as its comments say: the text (max_tokens of
+# it), a form's four verses for each of n=3, a response cut by max_output_tokens ("incomplete").
+HAN = "[\u4e00-\u9fff]"
+VERSES = f"{HAN}{{5}}，{HAN}{{5}}。\n{HAN}{{5}}，{HAN}{{5}}。\n"
+CLIENT_EXAMPLES = {
+    "serve.md": [
+        ("from openai import OpenAI", r".{300}\n"),
+        ('"form": "五言绝句"', f"(?:{VERSES}){{3}}"),
+        ("client.responses.create(", r".{200} incomplete\n.{200}\n incomplete 200\n"),
+    ],
+    "usage.zh.md": [("from openai import OpenAI", r".{200}\n")],
+}
+
+
+def test_the_serving_pages_client_examples_run(capsys):
+    """serve.md's client examples (completions, a form and a template, the Responses API) and
+    usage.zh.md's, run in turn against a server on 127.0.0.1 serving a tiny model under the names
+    they ask for, print what their comments say."""
+    import_or_missing("openai"), import_or_missing("uvicorn")
+    from charlm.serve import ServeConfig
+    from charlm.serve.app import create_app
+
+    from .test_serve import running, wait_healthy
+
+    examples = {
+        page: [
+            (next(b.code for b in python_blocks(REPO / "docs" / page) if text in b.code), said) for text, said in shown
+        ]
+        for page, shown in CLIENT_EXAMPLES.items()
+    }
+    characters = set("".join(code for shown in examples.values() for code, _ in shown)) | set("春夏秋冬山水")
+    torch.manual_seed(0)
+    model = make_model("".join(sorted(characters)), layers=1, hidden=8).eval()
+    app = create_app({name: lambda: model for name in ("shakespeare", "tangshi300", "hongloumeng")}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        for page, shown in examples.items():
+            namespace: dict = {}
+            for code, said in shown:
+                code = re.sub(r"http://127\.0\.0\.1:\d+", url, code)
+                exec(compile(code, f"docs/{page}", "exec"), namespace)  # noqa: S102
+                printed = capsys.readouterr().out
+                assert printed_as(said, printed), f"docs/{page}'s example printed {printed!r}"
+
+
 CHARLM = REPO / "charlm"
 CHARLM_MODULES = {path.stem for path in CHARLM.glob("*.py") if not path.stem.startswith("_")} | {
     path.parent.name for path in CHARLM.glob("*/__init__.py")
