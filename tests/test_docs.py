@@ -793,6 +793,75 @@ def test_the_serving_pages_client_examples_run(capsys):
                 assert printed_as(said, printed), f"docs/{page}'s example printed {printed!r}"
 
 
+# Where each Python block of the docs is run as a reader pastes it: the test -> the blocks it runs, each
+# as (page, a text of the block) (docs/python.md's are its script's examples and signatures).
+RUN_BY = {
+    "test_docs.py::test_the_readmes_python_example_runs_as_written": [
+        ("README.md", "import charlm"),
+        ("README.zh.md", "import charlm"),
+    ],
+    "test_export.py::test_the_docs_onnxruntime_example_writes_what_charlm_sample_does": [
+        ("export.md", "import onnxruntime"),
+    ],
+    "test_export.py::test_the_docs_plain_torch_loader_reads_a_model_folder_without_charlm": [
+        ("export.md", "safetensors.torch"),
+    ],
+    "test_docs.py::test_the_forms_pages_python_example_runs_as_written": [
+        ("forms.md", "charlm.stream("),
+        ("forms.zh.md", "charlm.stream("),
+    ],
+    "test_docs.py::test_the_inspect_pages_python_example_traces_as_its_table_says": [("inspect.md", "trace(model")],
+    "test_docs.py::test_the_serving_pages_client_examples_run": [
+        ("serve.md", "from openai import OpenAI"),
+        ("serve.md", '"form": "五言绝句"'),
+        ("serve.md", "client.responses.create("),
+        ("usage.zh.md", "from openai import OpenAI"),
+    ],
+    "test_serve.py::test_the_docs_token_id_example_bans_digits_for_both_kinds_of_model": [("serve.md", "/tokenize")],
+    "test_docs.py::test_the_chinese_guides_serve_example_serves_the_run_its_reader_trained": [
+        ("usage.zh.md", "ServeConfig("),
+    ],
+}
+
+
+def blocks_run() -> list[tuple[str, str, str]]:
+    """RUN_BY a row per block: its page, its text, the test that runs it."""
+    return [(page, holding, test) for test, blocks in RUN_BY.items() for page, holding in blocks]
+
+
+def generated_python_blocks() -> set[str]:
+    """docs/python.md's blocks: each entry's signature, and its example (run by the tests above)."""
+    module = load_script("make_python_md")
+    entries = [entry for section in module.SECTIONS for entry in section.entries]
+    return {module.signature(entry) for entry in entries} | set(python_reference_examples().values())
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_python_block_is_run_by_a_test_or_says_why_not(page):
+    """A block a reader pastes must run: each is one a test runs (RUN_BY), or says why none does (a
+    sketch: `<!-- not run: WHY -->` before it). Blocks no test ran had drifted: inspect.md's loaded
+    checkpoints/novel-20260101, a folder no run is named (a run's is NAME-DATE-TIME)."""
+    generated = generated_python_blocks() if page.name == "python.md" else set()
+    for block in python_blocks(page):
+        runs = [test for name, holding, test in blocks_run() if name == page.name and holding in block.code]
+        where = f"{page.name}:{block.line}"
+        assert block.not_run or block.code in generated or len(runs) == 1, (
+            f"{where}: {len(runs)} tests run this Python block: add it to RUN_BY with a test that runs it, "
+            "or put <!-- not run: WHY --> before it"
+        )
+        assert not (block.not_run and runs), f"{where} says it is not run, and {runs[0]} runs it"
+
+
+def test_every_test_said_to_run_a_docs_block_holds_one():
+    """RUN_BY's entries lead somewhere: each names a block that is there and a test that exists."""
+    for name, holding, test in blocks_run():
+        page = next(page for page in DOCS if page.name == name)
+        assert any(holding in block.code for block in python_blocks(page)), f"no Python block of {name} holds {holding}"
+        file, function = test.split("::")
+        source = (REPO / "tests" / file).read_text(encoding="utf-8")
+        assert re.search(rf"^def {function}\(", source, re.MULTILINE), f"RUN_BY names {test}: tests/{file} lacks it"
+
+
 CHARLM = REPO / "charlm"
 CHARLM_MODULES = {path.stem for path in CHARLM.glob("*.py") if not path.stem.startswith("_")} | {
     path.parent.name for path in CHARLM.glob("*/__init__.py")
