@@ -679,6 +679,23 @@ def test_the_forms_pages_python_example_runs_as_written(page, capsys):
     assert re.fullmatch(f"春望\n杜甫\n{verses}", printed := capsys.readouterr().out), printed
 
 
+def test_the_export_pages_python_one_liner_samples_the_folder_its_commands_export(capsys):
+    """export.md's safetensors commands end with a `python -c` line, Python no ```python block holds:
+    run after the block's `charlm export` (on a tiny run), it prints a sample that begins with its seed."""
+    from .test_export import model_of, run_of
+
+    page = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
+    (block,) = [block for block in re.findall(r"```sh\n(.*?)```", page, re.DOTALL) if "python -c" in block]
+    export_line, _, one_liner = block.splitlines()
+    run = run_of(model_of(chars="ROMEO: the quick brown fox\n"), Path("run"))
+    assert cli(*shlex.split(export_line.replace("RUN", str(run)))[1:]).exit_code == 0
+    code = shlex.split(one_liner)[2]
+    exec(compile(code, "docs/export.md", "exec"), {})  # noqa: S102
+    printed = capsys.readouterr().out
+    seed = re.search(r"'([^']*)'\)\)$", code)[1]
+    assert printed.startswith(seed) and len(printed) == len(seed) + charlm.SampleConfig().length + 1, printed
+
+
 # A Python block a doc shows that no test runs, on purpose: the last line before it says why, as an
 # HTML comment the reader does not see: <!-- not run: WHY -->
 NOT_RUN = re.compile(r"<!-- not run: (.+) -->")
