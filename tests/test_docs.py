@@ -2,9 +2,12 @@
 
 import ast
 import configparser
+import contextlib
+import dataclasses
 import functools
 import importlib.util
 import inspect
+import io
 import re
 import runpy
 import shlex
@@ -14,6 +17,7 @@ import time
 import unicodedata
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -86,10 +90,11 @@ def python_reference_session(tmp_path_factory) -> tuple[Path, dict]:
     return folder, namespace
 
 
-def run_python_reference_examples(names, session, monkeypatch) -> dict:
+def run_python_reference_examples(names, session, monkeypatch) -> tuple[dict, dict[str, str]]:
     """The examples of `names`, as a reader runs them one after the other after charlm.train's (run once:
     `python_reference_session`), in a folder holding its texts and run; charlm.serve.serve loads the
-    models it is given where it would serve them until Ctrl-C. Returns the names they defined.
+    models it is given where it would serve them until Ctrl-C. Returns the names they defined, and what
+    each example printed.
 
     On one torch thread: on two, torch splits even a tiny model's small operations between them, and
     on a loaded machine each split waits milliseconds for the other thread's core (seconds of these
@@ -108,28 +113,62 @@ def run_python_reference_examples(names, session, monkeypatch) -> dict:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_examples(names, namespace)
+        printed = run_examples(names, namespace)
     finally:
         torch.set_num_threads(previous)
-    return namespace
+    return namespace, printed
 
 
-def run_examples(names, namespace) -> None:
-    examples = python_reference_examples()
+def run_examples(names, namespace) -> dict[str, str]:
+    """Runs the examples of `names` in `namespace`, in order; returns what each printed, by name."""
+    examples, printed = python_reference_examples(), {}
     for name in names:
-        exec(compile(examples[name], f"docs/python.md: {name}", "exec"), namespace)  # noqa: S102
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            exec(compile(examples[name], f"docs/python.md: {name}", "exec"), namespace)  # noqa: S102
+        printed[name] = out.getvalue()
+    return printed
 
 
-def test_the_python_references_examples_run(python_reference_session, monkeypatch, capsys):
+# What each example of docs/python.md that prints shows, a pattern of all it prints (the model is the
+# session's tiny 1x32 one): the shape its comment or its entry gives (`2x256 lstm`: layers x hidden and
+# the cell; next_probs' (text, probability); `lstm 2 256`). An example that prints has a line here.
+PRINTS = {
+    "charlm.load": r"\d+x\d+ (?:lstm|gru|rnn) [\d,]+ parameters on cpu\n",
+    "charlm.stream": r"It was.{200}",  # the seed and `length` characters, on one line
+    "charlm.SampleConfig": r"It was.+\n",
+    "charlm.bits_per_char": r"\d+\.\d+\n",
+    "charlm.next_probs": r"(?:(?:'[^']+'|\"'\") [01](?:\.\d{1,3})?\n){3}",  # repr(text), round(probability, 3)
+    "charlm.CharLMError": r".+\n",  # one line, which begins as its comment shows (below)
+    "model(ids, state)": r"(?:'[^']+'|\"'\")\n",  # one character's repr
+    "charlm.ModelConfig": r"(?:lstm|gru|rnn) \d+ \d+\n",
+}
+
+
+def printed_as(pattern: str, printed: str) -> bool:
+    """Whether `printed` is all of what `pattern` shows (its . a line break too: a sample writes them)."""
+    return re.fullmatch(pattern, printed, re.DOTALL) is not None
+
+
+def test_the_python_references_examples_run(python_reference_session, monkeypatch):
     """The page's examples run as a reader pastes them, in order, in one session (all but create_app's,
-    which needs the serve extra: the test below)."""
-    names = [name for name in python_reference_examples() if not name.endswith("create_app")]
+    which needs the serve extra: the test below), and print what the page shows, in its shape: that
+    generate's num_samples=4 gives "4 texts", the (1, 6) of `model(ids)`'s comment is the ids' shape."""
+    examples = python_reference_examples()
+    names = [name for name in examples if not name.endswith("create_app")]
     assert names[0] == "charlm.train"  # run by python_reference_session
-    namespace = run_python_reference_examples(names[1:], python_reference_session, monkeypatch)
+    namespace, printed = run_python_reference_examples(names[1:], python_reference_session, monkeypatch)
     assert isinstance(namespace["model"], charlm.CharLM) and isinstance(namespace["served"][0], charlm.CharLM)
-    printed = capsys.readouterr().out
-    said = re.search(r"print\(error\)  # (.*)\.\.\.", python_reference_examples()["charlm.CharLMError"])[1]
-    assert said in printed, f"the CharLMError example says it prints {said!r}; it printed {printed!r}"
+    said = re.search(r"print\(error\)  # (.*)\.\.\.", examples["charlm.CharLMError"])[1]
+    assert said in printed["charlm.CharLMError"], f"the CharLMError example says it prints {said!r}: {printed!r}"
+    assert {name for name, text in printed.items() if text} == set(PRINTS), printed
+    wrong = {name: text for name, text in printed.items() if name in PRINTS and not printed_as(PRINTS[name], text)}
+    assert not wrong, f"docs/python.md's examples print other than the page shows: {wrong}"
+    shown = re.search(r"# e\.g\. (.*)", examples["charlm.ModelConfig"])[1] + "\n"
+    assert re.fullmatch(PRINTS["charlm.ModelConfig"], shown), f"ModelConfig's example shows {shown!r}"
+    assert re.search(r"length=100, num_samples=(\d+).*# \1 texts", examples["charlm.generate"])
+    assert len(namespace["texts"]) == 4 and all(text.startswith("It was") for text in namespace["texts"])
+    ids_said = re.search(r"ids = .*# .*?(\(\d+, \d+\))$", examples["model(ids, state)"], re.MULTILINE)[1]
+    assert str(tuple(namespace["ids"].shape)) == ids_said, f"model(ids)'s example says ids are {ids_said}"
 
 
 def test_the_python_references_serving_example_runs(python_reference_session, monkeypatch):
@@ -560,7 +599,10 @@ def test_the_readmes_python_example_runs_as_written(page, tiny, monkeypatch, cap
     Path("example.py").write_text(code, encoding="utf-8")
     runpy.run_path("example.py")
     printed = capsys.readouterr().out
-    assert "[(" in printed and printed.count("\n") >= 3
+    seed = re.search(r'charlm\.generate\(model, "([^"]+)"', code)[1]
+    assert printed.startswith(seed) and re.search(r"\nbpc: \d+\.\d+\n\[.*\]\n$", printed), printed
+    top = ast.literal_eval(printed.splitlines()[-1])  # as its comment shows: [('s', 0.9), ...], top=3 of them
+    assert len(top) == 3 and all(isinstance(c, str) and 0 < p <= 1 for c, p in top), top
     assert streamed and "".join(streamed) + "\n" in printed, f"{page}: the streamed text does not end its line"
 
 
@@ -635,6 +677,206 @@ def test_the_forms_pages_python_example_runs_as_written(page, capsys):
     assert re.fullmatch(f"春望\n杜甫\n{acrostic}", namespace["poem"]), namespace["poem"]
     verses = f"{han}{{5}}，{han}{{5}}。\n{han}{{5}}，{han}{{5}}。"
     assert re.fullmatch(f"春望\n杜甫\n{verses}", printed := capsys.readouterr().out), printed
+
+
+def test_the_export_pages_python_one_liner_samples_the_folder_its_commands_export(capsys):
+    """export.md's safetensors commands end with a `python -c` line, Python no ```python block holds:
+    run after the block's `charlm export` (on a tiny run), it prints a sample that begins with its seed."""
+    from .test_export import model_of, run_of
+
+    page = (REPO / "docs" / "export.md").read_text(encoding="utf-8")
+    (block,) = [block for block in re.findall(r"```sh\n(.*?)```", page, re.DOTALL) if "python -c" in block]
+    export_line, _, one_liner = block.splitlines()
+    run = run_of(model_of(chars="ROMEO: the quick brown fox\n"), Path("run"))
+    assert cli(*shlex.split(export_line.replace("RUN", str(run)))[1:]).exit_code == 0
+    code = shlex.split(one_liner)[2]
+    exec(compile(code, "docs/export.md", "exec"), {})  # noqa: S102
+    printed = capsys.readouterr().out
+    seed = re.search(r"'([^']*)'\)\)$", code)[1]
+    assert printed.startswith(seed) and len(printed) == len(seed) + charlm.SampleConfig().length + 1, printed
+
+
+# A Python block a doc shows that no test runs, on purpose: the last line before it says why, as an
+# HTML comment the reader does not see: <!-- not run: WHY -->
+NOT_RUN = re.compile(r"<!-- not run: (.+) -->")
+
+
+class PythonBlock(NamedTuple):
+    line: int
+    code: str
+    not_run: str | None  # why no test runs it, as its marker says; None: unmarked
+
+
+def python_blocks(page: Path) -> list[PythonBlock]:
+    """Each block of Python `page` shows: a ```python block, or an indented block that parses as Python
+    (inspect.md's; not a command line, nor a formula such as how-it-works.md's)."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    blocks, number = [], 0
+    while number < len(lines):
+        start = number
+        before = next((line for line in reversed(lines[:start]) if line.strip()), "")
+        marker = NOT_RUN.fullmatch(before.strip())
+        if lines[start].startswith("```"):
+            number = lines.index("```", start + 1) + 1
+            if lines[start] == "```python":
+                blocks.append(PythonBlock(start + 1, "\n".join(lines[start + 1 : number - 1]), marker and marker[1]))
+        elif lines[start].startswith("    ") and not lines[start - 1].strip():
+            while number < len(lines) and (lines[number].startswith("    ") or not lines[number].strip()):
+                number += 1
+            code = inspect.cleandoc("\n".join(lines[start:number]))
+            try:
+                ast.parse(code)
+            except SyntaxError:
+                continue
+            blocks.append(PythonBlock(start + 1, code, marker and marker[1]))
+        else:
+            number += 1
+    return blocks
+
+
+def test_the_inspect_pages_python_example_traces_as_its_table_says(python_reference_session):
+    """inspect.md's `trace` example, run as written on a run of that name, gives the fields its table
+    lists, of the shapes it gives (T characters, L layers, H hidden units, V the vocabulary), and the
+    gates it names for an LSTM. It loaded checkpoints/novel-20260101, a folder no run is named (a run's
+    is checkpoints/CORPUS-DATE-TIME, the time to the second)."""
+    folder, _ = python_reference_session
+    page = (REPO / "docs" / "inspect.md").read_text(encoding="utf-8")
+    (example,) = [block.code for block in python_blocks(REPO / "docs" / "inspect.md") if "trace(model" in block.code]
+    run = re.search(r'charlm\.load\("([^"]+)"\)', example)[1]
+    assert re.fullmatch(r"checkpoints/novel-\d{8}-\d{6}", run), (
+        f"inspect.md loads {run}, not a run `charlm train` names"
+    )
+    shutil.copytree(folder / "checkpoints" / "novel", run)
+    namespace: dict = {}
+    exec(compile(example, "docs/inspect.md", "exec"), namespace)  # noqa: S102
+    traced, model = namespace["traced"], namespace["model"]
+    text = re.search(r'trace\(model, "([^"]+)"\)', example)[1]
+    sizes = {"T": len(text), "L": model.config.layers, "H": model.config.hidden, "V": len(model.vocab)}
+    rows = re.findall(r"^\| `(\w+)` \|\s*([^|]*?)\s*\| (.*) \|$", page, re.MULTILINE)
+    assert [field for field, _, _ in rows] == [f.name for f in dataclasses.fields(traced)], rows
+    for field, shape, what in rows:
+        value = getattr(traced, field)
+        if field == "gates":
+            assert set(value) == set(re.search(r"LSTM: ((?:`\w+`(?:, )?)+)", what)[1].replace("`", "").split(", "))
+            value = value["input"]
+        said = tuple(sizes[size] for size in re.findall(r"[TLHV]", shape.split("->")[-1]))
+        assert said == (tuple(value.shape) if hasattr(value, "shape") else (len(value),) if said else ()), field
+    assert traced.cell == "lstm" and 0 < traced.bpc < 20
+
+
+# The serving pages' client examples, in the order a reader runs them (the first makes the `client`
+# the others use), each with a pattern of all it prints, as its comments say: the text (max_tokens of
+# it), a form's four verses for each of n=3, a response cut by max_output_tokens ("incomplete").
+HAN = "[\u4e00-\u9fff]"
+VERSES = f"{HAN}{{5}}，{HAN}{{5}}。\n{HAN}{{5}}，{HAN}{{5}}。\n"
+CLIENT_EXAMPLES = {
+    "serve.md": [
+        ("from openai import OpenAI", r".{300}\n"),
+        ('"form": "五言绝句"', f"(?:{VERSES}){{3}}"),
+        ("client.responses.create(", r".{200} incomplete\n.{200}\n incomplete 200\n"),
+    ],
+    "usage.zh.md": [("from openai import OpenAI", r".{200}\n")],
+}
+
+
+def test_the_serving_pages_client_examples_run(capsys):
+    """serve.md's client examples (completions, a form and a template, the Responses API) and
+    usage.zh.md's, run in turn against a server on 127.0.0.1 serving a tiny model under the names
+    they ask for, print what their comments say."""
+    import_or_missing("openai"), import_or_missing("uvicorn")
+    from charlm.serve import ServeConfig
+    from charlm.serve.app import create_app
+
+    from .test_serve import running, wait_healthy
+
+    examples = {
+        page: [
+            (next(b.code for b in python_blocks(REPO / "docs" / page) if text in b.code), said) for text, said in shown
+        ]
+        for page, shown in CLIENT_EXAMPLES.items()
+    }
+    characters = set("".join(code for shown in examples.values() for code, _ in shown)) | set("春夏秋冬山水")
+    torch.manual_seed(0)
+    model = make_model("".join(sorted(characters)), layers=1, hidden=8).eval()
+    app = create_app({name: lambda: model for name in ("shakespeare", "tangshi300", "hongloumeng")}, ServeConfig())
+    with running(app) as url:
+        wait_healthy(url)
+        for page, shown in examples.items():
+            namespace: dict = {}
+            for code, said in shown:
+                code = re.sub(r"http://127\.0\.0\.1:\d+", url, code)
+                exec(compile(code, f"docs/{page}", "exec"), namespace)  # noqa: S102
+                printed = capsys.readouterr().out
+                assert printed_as(said, printed), f"docs/{page}'s example printed {printed!r}"
+
+
+# Where each Python block of the docs is run as a reader pastes it: the test -> the blocks it runs, each
+# as (page, a text of the block) (docs/python.md's are its script's examples and signatures).
+RUN_BY = {
+    "test_docs.py::test_the_readmes_python_example_runs_as_written": [
+        ("README.md", "import charlm"),
+        ("README.zh.md", "import charlm"),
+    ],
+    "test_export.py::test_the_docs_onnxruntime_example_writes_what_charlm_sample_does": [
+        ("export.md", "import onnxruntime"),
+    ],
+    "test_export.py::test_the_docs_plain_torch_loader_reads_a_model_folder_without_charlm": [
+        ("export.md", "safetensors.torch"),
+    ],
+    "test_docs.py::test_the_forms_pages_python_example_runs_as_written": [
+        ("forms.md", "charlm.stream("),
+        ("forms.zh.md", "charlm.stream("),
+    ],
+    "test_docs.py::test_the_inspect_pages_python_example_traces_as_its_table_says": [("inspect.md", "trace(model")],
+    "test_docs.py::test_the_serving_pages_client_examples_run": [
+        ("serve.md", "from openai import OpenAI"),
+        ("serve.md", '"form": "五言绝句"'),
+        ("serve.md", "client.responses.create("),
+        ("usage.zh.md", "from openai import OpenAI"),
+    ],
+    "test_serve.py::test_the_docs_token_id_example_bans_digits_for_both_kinds_of_model": [("serve.md", "/tokenize")],
+    "test_docs.py::test_the_chinese_guides_serve_example_serves_the_run_its_reader_trained": [
+        ("usage.zh.md", "ServeConfig("),
+    ],
+}
+
+
+def blocks_run() -> list[tuple[str, str, str]]:
+    """RUN_BY a row per block: its page, its text, the test that runs it."""
+    return [(page, holding, test) for test, blocks in RUN_BY.items() for page, holding in blocks]
+
+
+def generated_python_blocks() -> set[str]:
+    """docs/python.md's blocks: each entry's signature, and its example (run by the tests above)."""
+    module = load_script("make_python_md")
+    entries = [entry for section in module.SECTIONS for entry in section.entries]
+    return {module.signature(entry) for entry in entries} | set(python_reference_examples().values())
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_every_python_block_is_run_by_a_test_or_says_why_not(page):
+    """A block a reader pastes must run: each is one a test runs (RUN_BY), or says why none does (a
+    sketch: `<!-- not run: WHY -->` before it). Blocks no test ran had drifted: inspect.md's loaded
+    checkpoints/novel-20260101, a folder no run is named (a run's is NAME-DATE-TIME)."""
+    generated = generated_python_blocks() if page.name == "python.md" else set()
+    for block in python_blocks(page):
+        runs = [test for name, holding, test in blocks_run() if name == page.name and holding in block.code]
+        where = f"{page.name}:{block.line}"
+        assert block.not_run or block.code in generated or len(runs) == 1, (
+            f"{where}: {len(runs)} tests run this Python block: add it to RUN_BY with a test that runs it, "
+            "or put <!-- not run: WHY --> before it"
+        )
+        assert not (block.not_run and runs), f"{where} says it is not run, and {runs[0]} runs it"
+
+
+def test_every_test_said_to_run_a_docs_block_holds_one():
+    """RUN_BY's entries lead somewhere: each names a block that is there and a test that exists."""
+    for name, holding, test in blocks_run():
+        page = next(page for page in DOCS if page.name == name)
+        assert any(holding in block.code for block in python_blocks(page)), f"no Python block of {name} holds {holding}"
+        file, function = test.split("::")
+        source = (REPO / "tests" / file).read_text(encoding="utf-8")
+        assert re.search(rf"^def {function}\(", source, re.MULTILINE), f"RUN_BY names {test}: tests/{file} lacks it"
 
 
 CHARLM = REPO / "charlm"
