@@ -92,8 +92,9 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
             saved.check_charlm_weights()
     except CharLMError as e:
         raise CharLMError(f"{said('init_from')}: {e}") from None
-    name = runs.run_name_of(path) if source is None else source["run"]  # the run, not the folder
-    return Start(saved, Base(name, str(path.resolve()), digest, len(saved.vocab)))
+    recorded = runs.recorded_checkpoint(path)  # named as given: `--init-from .` by the folder's own name
+    name = runs.run_name_of(recorded) if source is None else source["run"]  # the run, not the folder
+    return Start(saved, Base(name, str(recorded), digest, len(saved.vocab)))
 
 
 def resolved(start: Start, name: str) -> str | int | None:
