@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, files, finetune, plan, runs, runtext, sizing, tables, tokens
+from charlm import api, checkpoint, files, finetune, hub, plan, runs, runtext, sizing, tables, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -389,6 +389,25 @@ def test_a_base_named_by_its_own_folder_is_recorded_by_that_folders_name(base, n
     monkeypatch.chdir(tmp_path)
     assert latest("tuned").base.run == base and runs.lineage(tmp_path / "tuned") == base
     assert runs.read_reasons(tmp_path / "tuned")["head"] == f"as in base run {base}"
+
+
+def test_an_export_records_its_run_and_its_output_as_they_were_named(base, tmp_path, monkeypatch):
+    """`charlm export base-link` recorded its run as `base-link` in a folder of another name, the link's
+    target; `charlm export best.pt` in the run's own folder recorded a run of no name, so a fine-tune of
+    that export named the model folder as its base, not the run; and exports.jsonl, which `charlm info`
+    lists, kept an --output given as a link (model-link, to the model folder M) as the target's path."""
+    here = tmp_path.resolve()
+    (tmp_path / "base-link").symlink_to(runs.CHECKPOINT_ROOT / base)
+    (tmp_path / "model-link").symlink_to("M")
+    assert cli("export", "base-link", "--format", "safetensors", "--output", "M").exit_code == 0
+    assert hub.exported_from(tmp_path / "M") == {"run": "base-link", "folder": str(here / "base-link")}
+    monkeypatch.chdir(runs.CHECKPOINT_ROOT / base)
+    assert cli("export", "best.pt", "--format", "safetensors", "--output", "../../model-link").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    assert hub.exported_from(tmp_path / "M") == {"run": base, "folder": str(here / runs.CHECKPOINT_ROOT / base)}
+    assert finetune.read_base("M").record.run == base
+    exports = [line for line in cli("info", base).output.splitlines() if line.startswith("exports")]
+    assert len(exports) == 1 and exports[0].endswith(f" {here / 'model-link'}"), exports  # M, newest as model-link
 
 
 def test_a_fine_tuning_run_resumes_exactly(base, new_file, tiny):
