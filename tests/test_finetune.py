@@ -351,7 +351,7 @@ def test_a_base_and_an_eval_also_given_as_links_are_recorded_and_shown_as_given(
     (tmp_path / "texts").mkdir()
     (tmp_path / "texts" / "poems.txt").write_text(NEW_TEXT, encoding="utf-8")
     (tmp_path / "held.txt").symlink_to(Path("texts") / "poems.txt")
-    args = ("--init-from", "base-link", "--eval-also", "held.txt", "--eval-every", "1", *TINY_LOOP_ARGS)
+    args = ("--init-from", "base-link", "--eval-also", "held.txt", *TINY_LOOP_ARGS)
     result = cli("train", str(new_file), *args, "--max-steps", "2", "--out", "tuned")
     assert result.exit_code == 0, result.output
     here = tmp_path.resolve()
