@@ -56,7 +56,7 @@ class Start:
         """The base as the run's reasons name it: a run, or, where the weights came from an exported model
         folder (no run of its own) or a lone .pt file, what that is."""
         path = Path(self.record.path)
-        if path.name in (runs.BEST, runs.LATEST):
+        if (runs.kept_aside(path) or path).name in (runs.BEST, runs.LATEST):
             return f"base run {self.record.run}"
         if path.name != hub.WEIGHTS:
             return f"base checkpoint {path.name}"

@@ -150,10 +150,10 @@ def corpus_of(name: str) -> str | None:
 
 
 def run_name_of(checkpoint: Path) -> str:
-    """The run a checkpoint file belongs to: its folder's name for best.pt or latest.pt; for an exported
-    model folder's weights the folder's name (its run's, for the default RUN/exports/model); else the
-    file's stem."""
-    if checkpoint.name in (BEST, LATEST):
+    """The run a checkpoint file belongs to: its folder's name for best.pt or latest.pt (or the one kept
+    aside for it); for an exported model folder's weights the folder's name (its run's, for the default
+    RUN/exports/model); else the file's stem."""
+    if (kept_aside(checkpoint) or checkpoint).name in (BEST, LATEST):
         return checkpoint.parent.name
     if checkpoint.name == hub.WEIGHTS:
         folder = Path(checkpoint).absolute().parent

@@ -381,6 +381,18 @@ def test_an_eval_also_run_is_kept_as_the_folder_the_user_named(base, new_file, t
     assert latest("again").config.eval_also == str(tmp_path.resolve() / runs.CHECKPOINT_ROOT / base)
 
 
+def test_a_base_whose_newest_checkpoint_is_kept_aside_is_named_by_its_run(base, new_file, tiny):
+    """`--init-from RUN` whose newest checkpoint was kept aside (best.pending.pt, which could not replace
+    best.pt) recorded a base run named `best.pending`, the file's stem, its plan said "as in base checkpoint
+    best.pending.pt", and its lineage named it so too."""
+    best = runs.CHECKPOINT_ROOT / base / runs.BEST
+    shutil.copy(best, runs.pending(best))
+    charlm.train(new_file, out="tuned", init_from=base, **{**tiny, "max_steps": 1})
+    assert latest("tuned").base.run == base and latest("tuned").base.path.endswith(runs.pending(best).name)
+    assert runs.lineage(runs.CHECKPOINT_ROOT / "tuned") == base
+    assert runs.read_reasons(runs.CHECKPOINT_ROOT / "tuned")["head"] == f"as in base run {base}"
+
+
 def test_a_base_named_by_its_own_folder_is_recorded_by_that_folders_name(base, new_file, tmp_path, tiny, monkeypatch):
     """`--init-from .` in the base's folder recorded a base run of no name: its plan said "as in base run "
     and no lineage was shown. The folder is recorded resolved, as a name of dots is, and named by it."""
