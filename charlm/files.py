@@ -1,4 +1,5 @@
-"""Files written whole or not at all, and a failed write or read said in one line with what to do.
+"""Files written whole or not at all, a failed write or read said in one line with what to do, and a
+path the user gave recorded as they named it (`recorded_path`).
 
 Each file goes to a hidden temporary file beside its target, is fsynced, then renamed over the
 target. A full disk, a file size limit, Ctrl-C or a crash mid-write leaves the old file (or none),
@@ -170,6 +171,15 @@ def check_path(path: str | Path | None) -> str:
     folder it was looked for in, which the user may not have had in mind."""
     relative = path is not None and not Path(os.fsdecode(path)).is_absolute()
     return f"; check the path{f' (relative to {Path.cwd()})' if relative else ''}"
+
+
+def recorded_path(path: str | Path) -> str:
+    """`path` as charlm records it, and later shows it (a corpus, --eval-also, --init-from's base, an
+    export): absolute, so it holds from any working directory; its folders resolved, so `a/../b.txt` is the
+    file read though `a` is a link; its own name kept, so a link (唐诗三百首.txt -> tangshi300.txt) is named
+    as the user named it, as it names the run. A name of dots (`.`, `..`) is resolved: it names no file of its own."""
+    path = Path(path).absolute()
+    return str(path.resolve() if path.name in ("", "..") else path.parent.resolve() / path.name)
 
 
 def replace_files(files: dict[Path, bytes]) -> None:

@@ -56,7 +56,7 @@ class Start:
         """The base as the run's reasons name it: a run, or, where the weights came from an exported model
         folder (no run of its own) or a lone .pt file, what that is."""
         path = Path(self.record.path)
-        if path.name in (runs.BEST, runs.LATEST):
+        if (runs.kept_aside(path) or path).name in (runs.BEST, runs.LATEST):
             return f"base run {self.record.run}"
         if path.name != hub.WEIGHTS:
             return f"base checkpoint {path.name}"
@@ -92,8 +92,9 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
             saved.check_charlm_weights()
     except CharLMError as e:
         raise CharLMError(f"{said('init_from')}: {e}") from None
-    name = runs.run_name_of(path) if source is None else source["run"]  # the run, not the folder
-    return Start(saved, Base(name, str(path.resolve()), digest, len(saved.vocab)))
+    recorded = runs.recorded_checkpoint(path)  # named as given: `--init-from .` by the folder's own name
+    name = runs.run_name_of(recorded) if source is None else source["run"]  # the run, not the folder
+    return Start(saved, Base(name, str(recorded), digest, len(saved.vocab)))
 
 
 def resolved(start: Start, name: str) -> str | int | None:

@@ -95,6 +95,21 @@ def real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def recorded_checkpoint(path: Path) -> Path:
+    """A checkpoint `resolve` found, as a run records it (`files.recorded_path`): one chosen in a folder
+    the user named (`found_in_folder`) by that folder's name, a link to a run folder kept as the user
+    named it; a file named itself by its own."""
+    if found_in_folder(path):
+        return Path(files.recorded_path(path.parent)) / path.name
+    return Path(files.recorded_path(path))
+
+
+def found_in_folder(path: Path) -> bool:
+    """Whether checkpoint `path` is one `resolve` chose in a run or model folder the user named (best.pt,
+    latest.pt or the checkpoint kept aside for it, a model folder's weights), not a file named itself."""
+    return (kept_aside(path) or path).name in (BEST, LATEST, hub.WEIGHTS)
+
+
 def is_run_folder(path: str | Path) -> bool:
     """Whether `path` is a run's folder: it holds a checkpoint or a run.json (a run begun there)."""
     return any((Path(path) / name).is_file() for name in (LATEST, BEST, RUN_INFO))
@@ -135,10 +150,10 @@ def corpus_of(name: str) -> str | None:
 
 
 def run_name_of(checkpoint: Path) -> str:
-    """The run a checkpoint file belongs to: its folder's name for best.pt or latest.pt; for an exported
-    model folder's weights the folder's name (its run's, for the default RUN/exports/model); else the
-    file's stem."""
-    if checkpoint.name in (BEST, LATEST):
+    """The run a checkpoint file belongs to: its folder's name for best.pt or latest.pt (or the one kept
+    aside for it); for an exported model folder's weights the folder's name (its run's, for the default
+    RUN/exports/model); else the file's stem."""
+    if (kept_aside(checkpoint) or checkpoint).name in (BEST, LATEST):
         return checkpoint.parent.name
     if checkpoint.name == hub.WEIGHTS:
         folder = Path(checkpoint).absolute().parent
@@ -716,13 +731,14 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
     base's run.json is gone (a base moved or removed, a lone .pt), after MAX_LINEAGE bases, said "(export
     replaced since)" at an exported model folder that no longer holds the weights the fine-tune recorded
     (`base.sha256`: exported into again, its record another model's), or, said "(cycle)", at a folder met
-    before (a hand edit). `info`: run_dir's run.json where the caller has read it (`charlm runs`, for the
-    run's row), so that it is not read twice."""
+    before (a hand edit), told by its real path: a folder reached through a link is the one it leads to.
+    `info`: run_dir's run.json where the caller has read it (`charlm runs`, for the run's row), so that
+    it is not read twice."""
     names: list[str] = []
-    seen = {Path(run_dir).absolute()}
+    seen = {real(Path(run_dir))}
     if info is None and hub.holds_model(run_dir) and (source := hub.exported_from(run_dir)):
         run_dir = Path(source["folder"])  # an exported model folder has no run.json: its run has
-        seen.add(run_dir.absolute())
+        seen.add(real(run_dir))
     info = read_run_info(run_dir) if info is None else info
     while info is not None and len(names) < MAX_LINEAGE:
         base = info.get("base")
@@ -736,13 +752,13 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
             break
         if source := hub.source_in(config):
             folder = Path(source["folder"])  # an exported model folder: on from the run it came from
-        if folder is not None and folder.absolute() in seen:
+        if folder is not None and real(folder) in seen:
             names.append(f"{name} (cycle)")
             break
         names.append(name)
         if folder is None:
             break
-        seen.add(folder.absolute())
+        seen.add(real(folder))
         info = read_run_info(folder)
     return " <- ".join(names)
 

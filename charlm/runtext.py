@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, hub, runs
+from . import checkpoint, files, runs
 from .config import Config
 from .corpus import Undecodable, dangling_link, is_utf8, read_texts, source_files
 from .errors import CharLMError, callers_stacklevel
@@ -76,9 +76,9 @@ def eval_also_run(value: str) -> Path | None:
 
 
 def eval_also_kept(value: str) -> str:
-    """--eval-also as the run keeps it: the text's absolute path, or the folder of the run it names (its
-    .pt file where that is all it is), so that a resume finds the same text from any working directory. A link
-    to nothing is refused as the link typed, not as its target (a path the user never gave, said to be missing)."""
+    """--eval-also as the run keeps it (`files.recorded_path`): the text's path, or the folder of the run it
+    names (its .pt file where that is all it is), so that a resume finds the same text from any working
+    directory, named as the user named it. A link to nothing is refused as the link typed, not as its target (a path the user never gave, said to be missing)."""
     try:
         run = eval_also_run(value)
     except CharLMError as e:  # a run folder with no checkpoint, a folder of runs
@@ -86,8 +86,9 @@ def eval_also_kept(value: str) -> str:
     if run is None:
         if Path(value).is_symlink() and not Path(value).exists():  # kept as its target: "no such file", unlinked
             raise CharLMError(f"{said('eval_also')} {dangling_link(Path(value))}")
-        return str(runs.real(Path(value)))
-    return str(runs.real(run.parent if run.name in (runs.BEST, runs.LATEST, hub.WEIGHTS) else run))
+        return files.recorded_path(value)
+    kept = runs.recorded_checkpoint(run)
+    return str(kept.parent if runs.found_in_folder(run) else kept)
 
 
 def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> torch.Tensor | None:

@@ -434,18 +434,9 @@ def load_corpus(
 
 
 def recorded_sources(sources: list[str] | tuple[str, ...]) -> list[str]:
-    """`sources` as a run records them: files and folders absolute, so that a run resumes from any working
-    directory, and named as the user named them: a link (唐诗三百首.txt -> tangshi300.txt) by its own
-    name, which names the run too, not its target's, a file the user never typed (a resume reads through
-    the link, and checks the text's digest, not its path); a catalog name as given."""
-    return [recorded_path(Path(s)) if Path(s).exists() else s for s in sources or []]
-
-
-def recorded_path(path: Path) -> str:
-    """`path` absolute, its folder resolved (`a/../b.txt` as the file read, though `a` is a link), its own
-    name kept; a name of dots (`.`, `..`) resolved, as it names no file of its own (`corpus_name`)."""
-    path = path.absolute()
-    return str(path.resolve() if path.name in ("", "..") else path.parent.resolve() / path.name)
+    """`sources` as a run records them: files and folders as the user named them (`files.recorded_path`;
+    a resume reads through a link, and checks the text's digest, not its path); a catalog name as given."""
+    return [files.recorded_path(s) if Path(s).exists() else s for s in sources or []]
 
 
 def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> tuple[list[list[Path]], str]:

@@ -6,12 +6,13 @@ import json
 import re
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, files, finetune, plan, runs, runtext, sizing, tables, tokens
+from charlm import api, checkpoint, files, finetune, hub, plan, runs, runtext, sizing, tables, tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.model import RARE_ROWS, CharLM, ModelConfig, grow_vocab
@@ -339,6 +340,86 @@ def test_the_learning_rate_a_fine_tune_takes_is_said_and_kept_with_its_reason(ba
     )
     given = api.start_finetune(base, {**options, "lr": 0.002}, [str(new_file)], "given")
     assert given.config.lr == 0.002 and given.plan.reasons["lr"] == "given"
+
+
+def test_a_base_and_an_eval_also_given_as_links_are_recorded_and_shown_as_given(base, new_file, tmp_path):
+    """`--init-from base-link --eval-also held.txt`, links to checkpoints/base and texts/poems.txt, were
+    recorded, and `charlm info` showed them, as the targets' paths, ones the user never typed, while a
+    corpus given as a link is recorded by the link's name (its folders resolved): every path a run keeps
+    follows that one rule now, the base's name and path agree, and a resume reads through the links."""
+    (tmp_path / "base-link").symlink_to(runs.CHECKPOINT_ROOT / base)
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "poems.txt").write_text(NEW_TEXT, encoding="utf-8")
+    (tmp_path / "held.txt").symlink_to(Path("texts") / "poems.txt")
+    args = ("--init-from", "base-link", "--eval-also", "held.txt", *TINY_LOOP_ARGS)
+    result = cli("train", str(new_file), *args, "--max-steps", "2", "--out", "tuned")
+    assert result.exit_code == 0, result.output
+    here = tmp_path.resolve()
+    saved = latest("tuned")
+    assert saved.config.eval_also == str(here / "held.txt")
+    assert saved.base.path == str(here / "base-link" / runs.BEST) and saved.base.run == "base-link"
+    info = dict(line.split(None, 1) for line in cli("info", "tuned").output.splitlines())
+    assert info["eval_also"] == str(here / "held.txt") and info["base"].startswith(f"{here / 'base-link'}/")
+    assert info["lineage"] == "from base-link"
+    assert cli("train", "--resume", "tuned", "--max-steps", "3").exit_code == 0
+    resumed = latest("tuned")
+    assert resumed.progress.step == 3 and resumed.config.eval_also == saved.config.eval_also
+    assert read_metrics(runs.CHECKPOINT_ROOT / "tuned")[-1]["eval_also_bpc"] > 0
+
+
+def test_an_eval_also_run_is_kept_as_the_folder_the_user_named(base, new_file, tmp_path, tiny):
+    """`--eval-also base-link`, a link to a run folder, was kept as the run's real folder, a path the user
+    never typed, and a resume's refusal named that one; it is kept as typed, made absolute. A run whose
+    newest checkpoint was kept aside (best.pending.pt, which could not replace best.pt) was kept as that
+    file, gone at the run's next checkpoint; it is kept as the run's folder, as for best.pt."""
+    (tmp_path / "base-link").symlink_to(runs.CHECKPOINT_ROOT / base)
+    charlm.train(new_file, out="tuned", init_from=base, eval_also="base-link", **{**tiny, "max_steps": 1})
+    assert latest("tuned").config.eval_also == str(tmp_path.resolve() / "base-link")
+    best = runs.CHECKPOINT_ROOT / base / runs.BEST
+    shutil.copy(best, runs.pending(best))
+    charlm.train(new_file, out="again", init_from=base, eval_also=base, **{**tiny, "max_steps": 1})
+    assert latest("again").config.eval_also == str(tmp_path.resolve() / runs.CHECKPOINT_ROOT / base)
+
+
+def test_a_base_whose_newest_checkpoint_is_kept_aside_is_named_by_its_run(base, new_file, tiny):
+    """`--init-from RUN` whose newest checkpoint was kept aside (best.pending.pt, which could not replace
+    best.pt) recorded a base run named `best.pending`, the file's stem, its plan said "as in base checkpoint
+    best.pending.pt", and its lineage named it so too."""
+    best = runs.CHECKPOINT_ROOT / base / runs.BEST
+    shutil.copy(best, runs.pending(best))
+    charlm.train(new_file, out="tuned", init_from=base, **{**tiny, "max_steps": 1})
+    assert latest("tuned").base.run == base and latest("tuned").base.path.endswith(runs.pending(best).name)
+    assert runs.lineage(runs.CHECKPOINT_ROOT / "tuned") == base
+    assert runs.read_reasons(runs.CHECKPOINT_ROOT / "tuned")["head"] == f"as in base run {base}"
+
+
+def test_a_base_named_by_its_own_folder_is_recorded_by_that_folders_name(base, new_file, tmp_path, tiny, monkeypatch):
+    """`--init-from .` in the base's folder recorded a base run of no name: its plan said "as in base run "
+    and no lineage was shown. The folder is recorded resolved, as a name of dots is, and named by it."""
+    monkeypatch.chdir(runs.CHECKPOINT_ROOT / base)
+    charlm.train(new_file, out=str(tmp_path / "tuned"), init_from=".", **{**tiny, "max_steps": 1})
+    monkeypatch.chdir(tmp_path)
+    assert latest("tuned").base.run == base and runs.lineage(tmp_path / "tuned") == base
+    assert runs.read_reasons(tmp_path / "tuned")["head"] == f"as in base run {base}"
+
+
+def test_an_export_records_its_run_and_its_output_as_they_were_named(base, tmp_path, monkeypatch):
+    """`charlm export base-link` recorded its run as `base-link` in a folder of another name, the link's
+    target; `charlm export best.pt` in the run's own folder recorded a run of no name, so a fine-tune of
+    that export named the model folder as its base, not the run; and exports.jsonl, which `charlm info`
+    lists, kept an --output given as a link (model-link, to the model folder M) as the target's path."""
+    here = tmp_path.resolve()
+    (tmp_path / "base-link").symlink_to(runs.CHECKPOINT_ROOT / base)
+    (tmp_path / "model-link").symlink_to("M")
+    assert cli("export", "base-link", "--format", "safetensors", "--output", "M").exit_code == 0
+    assert hub.exported_from(tmp_path / "M") == {"run": "base-link", "folder": str(here / "base-link")}
+    monkeypatch.chdir(runs.CHECKPOINT_ROOT / base)
+    assert cli("export", "best.pt", "--format", "safetensors", "--output", "../../model-link").exit_code == 0
+    monkeypatch.chdir(tmp_path)
+    assert hub.exported_from(tmp_path / "M") == {"run": base, "folder": str(here / runs.CHECKPOINT_ROOT / base)}
+    assert finetune.read_base("M").record.run == base
+    exports = [line for line in cli("info", base).output.splitlines() if line.startswith("exports")]
+    assert len(exports) == 1 and exports[0].endswith(f" {here / 'model-link'}"), exports  # M, newest as model-link
 
 
 def test_a_fine_tuning_run_resumes_exactly(base, new_file, tiny):

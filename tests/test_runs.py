@@ -1108,3 +1108,15 @@ def test_a_folder_where_the_run_lock_goes_is_named_not_blamed_on_the_file_system
         cli("train", str(fox_file), *TRAIN_ARGS, "--max-steps", "2", "--out", "run"),
         "checkpoints/run/.lock: cannot write (Is a directory); a folder stands where the file goes: move it",
     )
+
+
+def test_a_lineage_knows_a_folder_met_before_reached_through_a_link(tmp_path):
+    """A lineage ends "(cycle)" at a folder it met before, which it told by its path alone: a run looked
+    at through a link, or a base recorded through one (as a run records the paths it is given), went
+    round the loop (a hand edit) once more, `b <- a <- b (cycle)`, `a <- a (cycle)`."""
+    for name, base in (("a", "b"), ("b", "a"), ("self", "self-link")):
+        runs.write_run_info(tmp_path / name, {"base": {"run": base, "path": str(tmp_path / base / runs.BEST)}})
+    (tmp_path / "a-link").symlink_to("a")
+    (tmp_path / "self-link").symlink_to("self")
+    assert runs.lineage(tmp_path / "a") == runs.lineage(tmp_path / "a-link") == "b <- a (cycle)"
+    assert runs.lineage(tmp_path / "self") == "self-link (cycle)"

@@ -109,7 +109,8 @@ def source_of(run_dir: Path | None, recorded: dict[str, str] | None) -> dict[str
     folder's, or, for a folder exported from another (a copy, elsewhere), that one's record (`recorded`,
     `hub.source_in`, read with its weights); None for a lone .pt file, outside any run."""
     if run_dir is not None and runs.is_run_folder(run_dir):
-        return {"run": run_dir.name, "folder": str(run_dir.resolve())}
+        folder = Path(files.recorded_path(run_dir))  # `charlm export best.pt` in the run's folder: named too
+        return {"run": folder.name, "folder": str(folder)}
     return recorded
 
 
@@ -154,7 +155,7 @@ def record(run_dir: Path, format: str, written: Path, weights: str | None) -> No
     """Append this export to the run's exports.jsonl, whole or not at all (`append_line`: a record cut
     short by a full disk would have the next export's record glued onto it, and both lost); best effort:
     a read-only run folder is fine."""
-    row = {"format": format, "path": str(Path(written).resolve()), "bytes": size(written), "weights": weights}
+    row = {"format": format, "path": files.recorded_path(written), "bytes": size(written), "weights": weights}
     row["made"] = time.strftime("%Y-%m-%d %H:%M:%S")
     try:
         append_line(Path(run_dir) / runs.EXPORTS_LOG, files.json_text(row) + "\n")
@@ -163,9 +164,10 @@ def record(run_dir: Path, format: str, written: Path, weights: str | None) -> No
 
 
 def listed(run_dir: Path) -> list[str]:
-    """The run's exports that still exist, newest per path: `html 2.9 MB (fp16) PATH`. The log may be
-    damaged or edited by hand: a line that is not a whole export record is skipped, as `charlm runs`
-    skips what it cannot read, rather than ending `charlm info` in a traceback."""
+    """The run's exports that still exist, newest per file (a link's records and its target's are of one):
+    `html 2.9 MB (fp16) PATH`, the path as the export was given it. The log may be damaged or edited by
+    hand: a line that is not a whole export record is skipped, as `charlm runs` skips what it cannot
+    read, rather than ending `charlm info` in a traceback."""
     log = Path(run_dir) / runs.EXPORTS_LOG
     if not log.is_file():  # none yet; or a named pipe, whose read waits for a writer forever (as run.json's)
         return []
@@ -179,13 +181,12 @@ def listed(run_dir: Path) -> list[str]:
             row = files.parse_json(line)
         except ValueError:
             continue
-        if is_export_record(row):
-            latest[row["path"]] = row
+        if is_export_record(row) and Path(row["path"]).exists():  # a file named two ways (a link) is one
+            latest[runs.real(Path(row["path"]))] = row
     shown = []
-    for path, row in latest.items():
-        if Path(path).exists():
-            weights = f" ({row['weights']})" if row.get("weights") else ""
-            shown.append(f"{row['format']} {row['bytes'] / 1e6:.1f} MB{weights} {path}")
+    for row in latest.values():
+        weights = f" ({row['weights']})" if row.get("weights") else ""
+        shown.append(f"{row['format']} {row['bytes'] / 1e6:.1f} MB{weights} {row['path']}")
     return shown
 
 
