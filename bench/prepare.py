@@ -1,13 +1,14 @@
 """Corpus preparation speed and memory, and training memory against corpus size, in one run.
 
-    python -m bench.prepare [--mb 100] [--out bench/out/prepare] [--val-fraction F]
+    python -m bench.prepare [--mb 100] [--out bench/out/prepare] [--val-fraction F] [--hidden N]
     python -m bench.prepare --many-files 20000 [--out bench/out/prepare]
 
 1. Generates an English-like and a CJK-like corpus of --mb megabytes each (fixed seed).
 2. Prepares each in a fresh process: MB/s and the process's peak RSS.
 3. Trains a few steps on the 100 MB corpus and on its first 1 MB (both prepared beforehand), each
    in a fresh process, and compares peak RSS: memory-mapped ids should make them equal. Each run
-   scores its held-out text (charlm's share of the corpus, or --val-fraction) once or twice.
+   scores its held-out text (charlm's share of the corpus, or --val-fraction) once or twice. Its model
+   is charlm's default size, or --hidden N units (a smaller one: the corpus's memory against less besides).
 
 --many-files N instead prepares a folder of N files of one line each (a scraped collection, a poem a
 file) against one file of the same lines, each in a fresh process: a file's own cost (listing, opening,
@@ -100,11 +101,9 @@ load_corpus([sys.argv[1]], Config(), quiet=True)
 """
 
 TRAIN = """
-import sys
+import json, sys
 import charlm
-steps, held_out = int(sys.argv[3]), {"val_fraction": float(sys.argv[4])} if len(sys.argv) > 4 else {}
-charlm.train(sys.argv[1], out=sys.argv[2], max_steps=steps, max_time=None, eval_every=max(1, steps // 2), quiet=True,
-             **held_out)
+charlm.train(sys.argv[1], out=sys.argv[2], max_time=None, quiet=True, **json.loads(sys.argv[3]))
 """
 
 
@@ -140,7 +139,8 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=100)
     parser.add_argument("--out", default="bench/out/prepare")
     parser.add_argument("--train-steps", type=int, default=200)
-    parser.add_argument("--val-fraction", help="the share each training run holds out (default: charlm's)")
+    parser.add_argument("--val-fraction", type=float, help="the share each training run holds out (default: charlm's)")
+    parser.add_argument("--hidden", type=int, help="the training runs' hidden units (default: charlm's)")
     parser.add_argument("--many-files", type=int, help="instead: N one-line files against one file of them")
     args = parser.parse_args()
     out = Path(args.out).resolve()
@@ -161,16 +161,20 @@ def main() -> None:
     small = out / "english-like-1mb.txt"
     small.write_bytes(big.read_bytes()[:MB])
     rows = {}
+    options = {"max_steps": args.train_steps, "eval_every": max(1, args.train_steps // 2)}
+    options |= {name: value for name in ("val_fraction", "hidden") if (value := getattr(args, name)) is not None}
+    model = "" if args.hidden is None else f" ({args.hidden} hidden)"
     for label, path in (("1 MB", small), (f"{args.mb} MB", big)):
         child(PREPARE_FOR_TRAINING, str(path))  # the cache is built first, so only training is measured
         run = str(out / f"run-{label.replace(' ', '')}-{time.time_ns()}")
-        held_out = [] if args.val_fraction is None else [args.val_fraction]
-        _, rss, _ = child(TRAIN, str(path), run, str(args.train_steps), *held_out)
+        _, rss, _ = child(TRAIN, str(path), run, json.dumps(options))
         rows[label] = rss
-        print(f"training {args.train_steps} steps on {label:>7}: peak RSS {rss:,.0f} MB", flush=True)
+        print(f"training {args.train_steps} steps{model} on {label:>7}: peak RSS {rss:,.0f} MB", flush=True)
     ratio = rows[f"{args.mb} MB"] / rows["1 MB"]
     print(f"training RSS {args.mb} MB corpus / 1 MB corpus: {ratio:.3f}")
-    (out / "result.json").write_text(json.dumps({"train_rss_mb": rows, "ratio": ratio}, indent=1))
+    (out / "result.json").write_text(
+        json.dumps({"train_rss_mb": rows, "ratio": ratio, "hidden": args.hidden}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ Each is still a process of its own, run as `python -c CODE ARGS` runs: its own a
 standard streams (pipes to this process) and pid, signals sent to it by that pid, atexit handlers and
 exit status as that command's. What the server has imported is the difference: environment variables
 read while importing torch (OMP_NUM_THREADS) are the server's, which is started with the ranks' own.
+So is what the interpreter made at its start, its locale and standard streams' encoding and buffering:
+a server for a child at a terminal (`start`'s `terminal`) is started with a terminal as its stdin and
+stdout, and the child's environment's locale (`server`'s key), as a command typed at one starts.
 
 The server ends when the tests' process closes its socket, at their end or killed (SIGKILL, the OOM
 killer, a CI timeout), and kills the children still running: a `charlm serve` a killed test run
@@ -16,8 +19,10 @@ from __future__ import annotations
 
 import atexit
 import io
+import json
 import os
 import pickle
+import pty
 import selectors
 import signal
 import socket
@@ -28,7 +33,10 @@ import time
 
 # The server: imports, then forks a child per request on its socket and reports each child's exit.
 SERVER = r"""
-import os, pickle, select, signal, socket, sys
+import fcntl, json, os, pickle, select, signal, socket, sys, termios
+# what the interpreter set at its start (LC_CTYPE=C.UTF-8 where it coerced LANG=C, PEP 538; readline reads
+# it), as it does for each child's environment, whose locale is the server's (`server`'s key)
+made = {name: value for name, value in os.environ.items() if name not in json.loads(sys.argv[2])}
 import torch, torch._dynamo, torch.distributed, torch.nn.parallel
 import charlm.api, charlm.cli
 import gc
@@ -51,7 +59,7 @@ while True:
         for pid in children:
             os.kill(pid, signal.SIGKILL)
         break
-    code, argv, env, cwd = pickle.loads(message)
+    code, argv, env, cwd, terminal = pickle.loads(message)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -60,9 +68,12 @@ while True:
         for number, fd in enumerate(fds):
             os.dup2(fd, number)
             os.close(fd)
+        if terminal:  # a session's leader, its stdin its controlling terminal: Ctrl-C and window sizes reach it
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
         os.chdir(cwd)
         os.environ.clear()
-        os.environ.update(env)
+        os.environ.update(env | made)
         sys.argv = argv
         exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
         sys.exit(0)
@@ -78,25 +89,42 @@ CHARLM = "import runpy\nrunpy.run_module('charlm', run_name='__main__', alter_sy
 
 
 class ForkServer:
-    """The server process, started with `env`; `start` forks a child of it."""
+    """The server process, started with `env` (and a terminal as its stdin and stdout if `terminal`, which
+    it never reads or writes); `start` forks a child of it."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], terminal: bool = False) -> None:
+        self.terminal = None
         self.channel, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        child = None  # stdin and stdout: this process's, or a terminal's
+        if terminal:
+            self.terminal, child = pty.openpty()
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SERVER, str(theirs.fileno())], pass_fds=[theirs.fileno()], env=env
-        )
+            [sys.executable, "-c", SERVER, str(theirs.fileno()), json.dumps(list(env))],
+            pass_fds=[theirs.fileno()], env=env, stdin=child, stdout=child,
+        )  # fmt: skip
         theirs.close()
+        if child is not None:
+            os.close(child)
         self.lock = threading.Lock()
         self.started: list[int] = []
         self.ended: dict[int, int] = {}
 
-    def start(self, code: str, argv: list[str], env: dict[str, str], stdin: bool = False) -> Forked:
+    def start(
+        self, code: str, argv: list[str], env: dict[str, str], stdin: bool = False, terminal: int | None = None
+    ) -> Forked:
         """`code` run as `python -c` runs it, with `argv` as sys.argv and `env` as its environment, in this
-        folder, its stdout and stderr piped here; its stdin too if `stdin`, else /dev/null."""
-        in_read, in_write = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
-        (out_read, out_write), (err_read, err_write) = os.pipe(), os.pipe()
+        folder, its stdout and stderr piped here; its stdin too if `stdin`, else /dev/null. With `terminal`
+        (a pseudo-terminal's child end; a server started at a terminal) as its stdin and stdout instead,
+        as a command typed there: its session's leader, that its controlling terminal; stderr piped here."""
+        assert terminal is None or self.terminal is not None, "a child at a terminal needs a server started at one"
+        if terminal is not None:
+            in_write, out_read, (in_read, out_write) = None, None, (os.dup(terminal), os.dup(terminal))
+        else:
+            in_read, in_write = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
+            out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
         with self.lock:
-            request = pickle.dumps((code, list(argv), env, os.getcwd()))
+            request = pickle.dumps((code, list(argv), env, os.getcwd(), terminal is not None))
             socket.send_fds(self.channel, [request], [in_read, out_write, err_write])
             for fd in (in_read, out_write, err_write):
                 os.close(fd)
@@ -139,18 +167,22 @@ class ForkServer:
     def close(self) -> None:
         self.channel.close()
         self.process.wait(timeout=10)
+        if self.terminal is not None:
+            os.close(self.terminal)
 
 
 class Forked:
     """A child of the fork server, read as a subprocess.Popen with its stdout and stderr piped is: pid,
-    returncode, stdout and stderr (unbuffered binary files, so that a `readline` takes no more than its
-    line), stdin (one, or None), poll, wait, communicate (text), send_signal, terminate, kill."""
+    returncode, stdout (or None, at a terminal) and stderr (unbuffered binary files, so that a `readline`
+    takes no more than its line), stdin (one, or None), poll, wait, communicate (text), send_signal,
+    terminate, kill."""
 
-    def __init__(self, server: ForkServer, pid: int, stdout: int, stderr: int, stdin: int | None = None) -> None:
+    def __init__(self, server: ForkServer, pid: int, stdout: int | None, stderr: int, stdin: int | None = None) -> None:
         self.server, self.pid, self.returncode = server, pid, None
-        self.stdout, self.stderr = io.FileIO(stdout), io.FileIO(stderr)
+        self.stdout = None if stdout is None else io.FileIO(stdout)
+        self.stderr = io.FileIO(stderr)
         self.stdin = None if stdin is None else io.FileIO(stdin, "w")
-        self.streams = {self.stdout: [], self.stderr: []}  # what `communicate` has read of each
+        self.streams = {stream: [] for stream in (self.stdout, self.stderr) if stream}  # what `communicate` read
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -186,8 +218,12 @@ class Forked:
                         selector.unregister(key.fileobj)
                         key.fileobj.close()
         self.wait(None if deadline is None else max(deadline - time.monotonic(), 0))
-        texts = (b"".join(chunks).decode() for chunks in self.streams.values())  # as Popen's text=True reads them:
-        return tuple(text.replace("\r\n", "\n").replace("\r", "\n") for text in texts)  # universal newlines
+        # as Popen's text=True reads them: universal newlines; None for a stream not piped
+        texts = {
+            stream: b"".join(chunks).decode().replace("\r\n", "\n").replace("\r", "\n")
+            for stream, chunks in self.streams.items()
+        }
+        return texts.get(self.stdout), texts[self.stderr]
 
     def send_signal(self, signum: int) -> None:
         if self.poll() is None:
@@ -201,12 +237,15 @@ class Forked:
 
 
 _servers: dict[tuple, ForkServer] = {}
+READ_AT_START = ("OMP_", "MKL_", "PYTHON", "LANG", "LC_")  # by torch while importing, the interpreter at its start
 
 
-def server(env: dict[str, str]) -> ForkServer:
-    """The fork server for environment `env` (what torch read while importing), started at its first use."""
-    key = tuple(sorted((name, value) for name, value in env.items() if name.startswith(("OMP_", "MKL_", "PYTHON"))))
+def server(env: dict[str, str], terminal: bool = False) -> ForkServer:
+    """The fork server for environment `env` (what the interpreter read at its start and torch while
+    importing), started at a terminal if `terminal`, at its first use."""
+    read = tuple(sorted((name, value) for name, value in env.items() if name.startswith(READ_AT_START)))
+    key = (terminal, read)
     if key not in _servers:
-        _servers[key] = ForkServer(env)
+        _servers[key] = ForkServer(env, terminal)
         atexit.register(_servers[key].close)
     return _servers[key]

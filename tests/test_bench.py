@@ -118,13 +118,18 @@ def test_sweep_bench_runs(fox_file, tmp_path):
 
 
 def test_prepare_bench_runs(tmp_path, monkeypatch):
-    """One training step (one evaluation) each: the memory of the two corpora is compared all the same.
-    1% held out: scoring charlm's 10% (a character at a time, whatever the model's size) took ~5 s a run.
-    Its six measured processes forked (~1.5 s of CPU each sooner): their RSS figures are not the test's."""
+    """One training step (one evaluation) each of a 16-unit model (charlm's default size took ~10 s of the
+    test's CPU): the memory of the two corpora is compared all the same. 1% held out: scoring charlm's 10%
+    (a character at a time, whatever the model's size) took ~5 s a run. Its six measured processes forked
+    (~1.5 s of CPU each sooner): their RSS figures are not the test's."""
     fork_python_runs(monkeypatch)
-    args = ["--mb", "2", "--train-steps", "1", "--val-fraction", "0.01", "--out", str(tmp_path / "prepare")]
-    out = run_bench("prepare", *args)
+    args = ["--mb", "2", "--train-steps", "1", "--val-fraction", "0.01", "--hidden", "16"]
+    out = run_bench("prepare", *args, "--out", str(tmp_path / "prepare"))
     assert "english-like" in out and "cjk-like" in out and "training RSS 2 MB corpus / 1 MB corpus" in out
+    result = json.loads((tmp_path / "prepare" / "result.json").read_text())
+    assert result["ratio"] == result["train_rss_mb"]["2 MB"] / result["train_rss_mb"]["1 MB"] > 0
+    trained = [json.loads(run.read_text())["config"] for run in (tmp_path / "prepare").glob("run-*/run.json")]
+    assert "1 steps (16 hidden) on" in out and [config["hidden"] for config in trained] == [16, 16]
 
 
 def test_prepare_bench_compares_many_files_with_one(tmp_path, monkeypatch):
