@@ -1153,8 +1153,9 @@ def test_the_default_max_tokens_is_within_the_servers_limit():
 def test_a_number_beyond_a_float_is_named_as_such():
     """JSON's 1e400 reads as infinity: the message said "must be a number, not a number"."""
     from charlm.serve import protocol
+    from charlm.serve.api_error import APIError
 
-    with pytest.raises(protocol.APIError, match="temperature must be a number, not a number too large for a float"):
+    with pytest.raises(APIError, match="temperature must be a number, not a number too large for a float"):
         protocol.completion_params(json.loads('{"prompt": "a", "temperature": 1e400}'), ServeConfig())
 
 
@@ -1162,12 +1163,13 @@ def test_chat_limits_given_twice_must_agree():
     """max_tokens is OpenAI's older name for max_completion_tokens: both given, they must agree (as the
     two repetition penalties must), not one silently win."""
     from charlm.serve import protocol
+    from charlm.serve.api_error import APIError
 
     def chat(**limits) -> int:
         return protocol.chat_params({"messages": [{"role": "user", "content": "a"}], **limits}, ServeConfig())[0]
 
     assert chat(max_tokens=5, max_completion_tokens=5).max_tokens == chat(max_completion_tokens=5).max_tokens == 5
-    with pytest.raises(protocol.APIError, match="max_tokens and max_completion_tokens disagree") as caught:
+    with pytest.raises(APIError, match="max_tokens and max_completion_tokens disagree") as caught:
         chat(max_tokens=5, max_completion_tokens=6)
     assert caught.value.param == "max_tokens"
 
@@ -3391,11 +3393,12 @@ def test_a_logit_bias_read_whole_is_what_reading_it_entry_by_entry_makes(logit_b
     """The fast reading of a plain logit_bias (nearly every client's) agrees with the entry by entry
     one, which says what is wrong with any other."""
     from charlm.serve import protocol
+    from charlm.serve.api_error import APIError
 
     def read(reader):
         try:
             return reader(logit_bias)
-        except protocol.APIError as e:
+        except APIError as e:
             return e.message
 
     entries = read(protocol.logit_bias_entries)

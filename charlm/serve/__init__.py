@@ -3,7 +3,9 @@
     config.py      ServeConfig: options and limits
     engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
                    join and leave it, what they made is published
-    protocol.py    the OpenAI API's fields and errors: a request checked into `Params`
+    api_error.py   APIError: an error answer (OpenAI's body, an HTTP status), the request's values it
+                   echoes cut short and on one line
+    protocol.py    the OpenAI API's request fields: a request checked into `Params`
     schema.py      the request bodies as JSON Schema, for /openapi.json
     responses.py   the response bodies (completions, chat, the Responses API, log-probabilities, usage)
     completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),

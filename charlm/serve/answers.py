@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from . import responses
+from .api_error import APIError
 from .completion import Completion
 from .engine import Token, Update
-from .protocol import APIError
 
 T = TypeVar("T")
 

@@ -20,7 +20,6 @@ import json
 import math
 import re
 import sys
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +36,7 @@ from ..config import (
 )
 from ..corpus import check_characters
 from ..errors import CharLMError
+from .api_error import APIError, shown
 from .config import ServeConfig
 
 MAX_STOPS = 16
@@ -56,49 +56,6 @@ MAX_JSON_ITEMS = MAX_BIASED + 16_384
 # logit_bias's keys as nearly every client writes them, joined by commas: ids in plain decimal, so no
 # two name one id (`plain_bias`)
 PLAIN_IDS = re.compile(r"(?:0|[1-9][0-9]{0,9})(?:,(?:0|[1-9][0-9]{0,9}))*")
-
-
-class APIError(Exception):
-    """An error response: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = ""):
-        message, param = printable(message), None if param is None else printable(param)
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.kind = kind or {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
-            status, "invalid_request_error" if status < 500 else "server_error"
-        )
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-SHOWN_DIGITS = 20  # of a long integer an error message echoes (JSON gives Python up to 4,300)
-SHOWN_CHARACTERS = 60  # of a long text an error message echoes (a model's id, a field's name, a header)
-
-
-def shown(value: Any) -> str:
-    """`value` as an error message echoes it: a long one cut, saying how long it was, so that an answer
-    is never a request's 4,300 digits or megabytes of a name sent back."""
-    text = str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        digits = len(text.lstrip("-"))
-        if digits > SHOWN_DIGITS:
-            return f"{text[: len(text) - digits + SHOWN_DIGITS]}... ({digits:,} digits)"
-        return text
-    if len(text) > SHOWN_CHARACTERS:
-        return f"{text[:SHOWN_CHARACTERS]}... ({len(text):,} characters)"
-    return text
-
-
-def printable(text: str) -> str:
-    """`text` as one line that UTF-8 can carry and that shows what it holds: a lone surrogate (JSON allows
-    "\\ud800") echoed from a request is written as its escape, never an encoding error, and so is a control
-    or format character (a newline, U+202E that shows what follows backwards, a zero-width space), never a
-    message split in two or disguised. Spaces of other widths (U+3000) are shown as they are."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or unicodedata.category(c) == "Zs" else ascii(c)[1:-1] for c in text)
 
 
 @dataclass
