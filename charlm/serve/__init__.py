@@ -6,6 +6,7 @@
     api_error.py   APIError: an error answer (OpenAI's body, an HTTP status), the request's values it
                    echoes cut short and on one line
     protocol.py    the OpenAI API's request fields: a request checked into `Params`
+    json_fields.py a JSON object's fields read by type (integer, number, string...), a 400 naming a bad one
     schema.py      the request bodies as JSON Schema, for /openapi.json
     responses.py   the response bodies (completions, chat, the Responses API, log-probabilities, usage)
     completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),
