@@ -854,6 +854,21 @@ def piece_model_serving():
     )
 
 
+def test_every_tokens_label_reads_back_as_its_bytes():
+    """`top_logprobs` names a byte piece `bytes:\\xe4` (`token_label`) and each entry's `bytes` reads that
+    name back (`label_bytes`): a byte piece's label gives its byte, any other piece's its UTF-8."""
+    from charlm.pieces import PieceVocab, train_model
+    from charlm.serve.engine import label_bytes, token_label
+
+    vocab = PieceVocab(train_model(["春眠不觉晓，处处闻啼鸟。\nthe cat sat on the mat.\n" * 20], "bpe", 300))
+    label, bytes_of = token_label(vocab), {}
+    for token in range(len(vocab)):
+        text = vocab.token_text(token)
+        bytes_of[token] = text if isinstance(text, bytes) else (text or vocab.token_name(token)).encode()
+    assert {token: label_bytes(label(token)) for token in range(len(vocab))} == bytes_of
+    assert sum(isinstance(vocab.token_text(t), bytes) for t in range(len(vocab))) >= 128  # byte pieces were read
+
+
 def test_a_character_spelled_in_bytes_is_one_token_with_its_whole_text():
     """Each byte piece was a token of its own: a drawn character's first bytes were tokens "" (keyed ""
     in `top_logprobs`), an echoed one's each U+FFFD, so `tokens` did not join to the text and

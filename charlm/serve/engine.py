@@ -441,6 +441,13 @@ def token_label(vocab: Vocabulary) -> Callable[[int], str]:
     return labels.__getitem__
 
 
+def label_bytes(label: str) -> bytes:
+    """The bytes a token's label (`token_label`) stands for: its text's, or a byte piece's (`bytes:\\xe4`)."""
+    if label.startswith(BYTES + "\\x"):
+        return bytes.fromhex(label[len(BYTES) :].replace("\\x", ""))
+    return label.encode()
+
+
 def token_bytes(vocab: Vocabulary) -> Callable[[int], bool]:
     """Whether a token is a byte piece (of a sentencepiece model's byte fallback)."""
     return set(vocab.byte_piece_ids().values()).__contains__

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from .engine import BYTES, Token
+from .engine import Token, label_bytes
 
 
 def new_id(prefix: str, separator: str = "-") -> str:
@@ -83,13 +83,6 @@ def token_logprobs(tokens: list[Token]) -> list[dict]:
         return {"token": text, "logprob": logprob, "bytes": list(label_bytes(text))}
 
     return [{**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top or []]} for t in tokens]
-
-
-def label_bytes(label: str) -> bytes:
-    """The bytes a token's label stands for: its text's, or a byte piece's (`bytes:\\xe4`)."""
-    if label.startswith(BYTES + "\\x"):
-        return bytes.fromhex(label[len(BYTES) :].replace("\\x", ""))
-    return label.encode()
 
 
 def response(
