@@ -304,7 +304,7 @@ class Engine:
         self.cancelling = False  # before the look: a cancel during it is looked for at the next boundary
         for position in reversed(range(len(self.rows))):
             if self.rows[position].job.cancelled:
-                self.remove(position)
+                self.batch.remove(position)
 
     def take_threads(self) -> None:
         """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A small
@@ -329,7 +329,7 @@ class Engine:
         for position in reversed(range(rows)):
             if self.rows[position].finish_reason is not None:
                 self.finish(self.rows[position])
-                self.remove(position)
+                self.batch.remove(position)
 
     def alternatives(
         self, logits: torch.Tensor
@@ -383,9 +383,6 @@ class Engine:
             job.finished = time.monotonic()
         self.done.append(row)
         self.urgent = True
-
-    def remove(self, position: int) -> None:
-        self.batch.remove(position)
 
     def flush(self) -> None:
         """Publish what the rows made, if the chunk interval has passed or something is urgent."""
