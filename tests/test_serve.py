@@ -328,7 +328,7 @@ def test_a_piece_cut_by_a_stop_is_listed_in_its_top_logprobs_as_drawn():
     entry is the token drawn, as OpenAI counts tokens: its logprob stays the piece's (the model gave no
     number to part of a piece), listed under the piece it drew; `tokens` keeps the cut text."""
     from charlm.serve.engine import Job, Stream, Token
-    from charlm.serve.responses import completion_logprobs
+    from charlm.serve.shapes import completion_logprobs
 
     job = Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 100, ("I",), logprobs=1)
     row = Stream(job, 0)

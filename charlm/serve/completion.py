@@ -36,7 +36,7 @@ from ..model import CharLM, inference
 from ..runs import corpus_of
 from ..threads import pin_this_thread
 from ..vocab import UNSEEN, Vocabulary
-from . import responses
+from . import shapes
 from .api_error import APIError, shown
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, piece_text, prompt_tokens
@@ -451,7 +451,7 @@ class Completion:
         made = self.made()
         start = min((j.admitted for j in jobs), default=0.0)
         end = max((j.finished or time.monotonic() for j in jobs), default=0.0)
-        return responses.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)
+        return shapes.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)
 
     def made(self) -> int:
         return sum(j.made for j in self.jobs)

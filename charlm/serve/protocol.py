@@ -1,5 +1,5 @@
 """The OpenAI API as charlm speaks it: the request bodies of completions, chat completions, the Responses
-API and /tokenize checked into `Params`, each field read by type with json_fields.py's readers (responses.py
+API and /tokenize checked into `Params`, each field read by type with json_fields.py's readers (shapes.py
 shapes the answers; schema.py says these checks as JSON Schema).
 
 Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them (chat and the Responses

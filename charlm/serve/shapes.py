@@ -1,5 +1,6 @@
-"""The answers charlm writes to OpenAI's API: ids, usage, log-probabilities, the completion and chat
-bodies and stream chunks, and the Responses API's response objects (protocol.py checks the requests)."""
+"""The shapes of the answers charlm writes to OpenAI's API: ids, usage, log-probabilities, the completion
+and chat bodies and stream chunks, and the Responses API's response objects, each a plain dict (answers.py
+fills them from a request's updates; protocol.py checks the requests)."""
 
 from __future__ import annotations
 
