@@ -328,7 +328,7 @@ def test_a_piece_cut_by_a_stop_is_listed_in_its_top_logprobs_as_drawn():
     entry is the token drawn, as OpenAI counts tokens: its logprob stays the piece's (the model gave no
     number to part of a piece), listed under the piece it drew; `tokens` keeps the cut text."""
     from charlm.serve.engine import Job, Stream, Token
-    from charlm.serve.responses import completion_logprobs
+    from charlm.serve.shapes import completion_logprobs
 
     job = Job(torch.zeros(1), torch.zeros(1), None, SampleConfig(), [0], 100, ("I",), logprobs=1)
     row = Stream(job, 0)
@@ -854,6 +854,21 @@ def piece_model_serving():
     )
 
 
+def test_every_tokens_label_reads_back_as_its_bytes():
+    """`top_logprobs` names a byte piece `bytes:\\xe4` (`token_label`) and each entry's `bytes` reads that
+    name back (`label_bytes`): a byte piece's label gives its byte, any other piece's its UTF-8."""
+    from charlm.pieces import PieceVocab, train_model
+    from charlm.serve.engine import label_bytes, token_label
+
+    vocab = PieceVocab(train_model(["春眠不觉晓，处处闻啼鸟。\nthe cat sat on the mat.\n" * 20], "bpe", 300))
+    label, bytes_of = token_label(vocab), {}
+    for token in range(len(vocab)):
+        text = vocab.token_text(token)
+        bytes_of[token] = text if isinstance(text, bytes) else (text or vocab.token_name(token)).encode()
+    assert {token: label_bytes(label(token)) for token in range(len(vocab))} == bytes_of
+    assert sum(isinstance(vocab.token_text(t), bytes) for t in range(len(vocab))) >= 128  # byte pieces were read
+
+
 def test_a_character_spelled_in_bytes_is_one_token_with_its_whole_text():
     """Each byte piece was a token of its own: a drawn character's first bytes were tokens "" (keyed ""
     in `top_logprobs`), an echoed one's each U+FFFD, so `tokens` did not join to the text and
@@ -1153,8 +1168,9 @@ def test_the_default_max_tokens_is_within_the_servers_limit():
 def test_a_number_beyond_a_float_is_named_as_such():
     """JSON's 1e400 reads as infinity: the message said "must be a number, not a number"."""
     from charlm.serve import protocol
+    from charlm.serve.api_error import APIError
 
-    with pytest.raises(protocol.APIError, match="temperature must be a number, not a number too large for a float"):
+    with pytest.raises(APIError, match="temperature must be a number, not a number too large for a float"):
         protocol.completion_params(json.loads('{"prompt": "a", "temperature": 1e400}'), ServeConfig())
 
 
@@ -1162,12 +1178,13 @@ def test_chat_limits_given_twice_must_agree():
     """max_tokens is OpenAI's older name for max_completion_tokens: both given, they must agree (as the
     two repetition penalties must), not one silently win."""
     from charlm.serve import protocol
+    from charlm.serve.api_error import APIError
 
     def chat(**limits) -> int:
         return protocol.chat_params({"messages": [{"role": "user", "content": "a"}], **limits}, ServeConfig())[0]
 
     assert chat(max_tokens=5, max_completion_tokens=5).max_tokens == chat(max_completion_tokens=5).max_tokens == 5
-    with pytest.raises(protocol.APIError, match="max_tokens and max_completion_tokens disagree") as caught:
+    with pytest.raises(APIError, match="max_tokens and max_completion_tokens disagree") as caught:
         chat(max_tokens=5, max_completion_tokens=6)
     assert caught.value.param == "max_tokens"
 
@@ -3391,11 +3408,12 @@ def test_a_logit_bias_read_whole_is_what_reading_it_entry_by_entry_makes(logit_b
     """The fast reading of a plain logit_bias (nearly every client's) agrees with the entry by entry
     one, which says what is wrong with any other."""
     from charlm.serve import protocol
+    from charlm.serve.api_error import APIError
 
     def read(reader):
         try:
             return reader(logit_bias)
-        except protocol.APIError as e:
+        except APIError as e:
             return e.message
 
     entries = read(protocol.logit_bias_entries)

@@ -13,6 +13,7 @@ from openai import OpenAI
 from charlm.forms import FORM_NAMES, FORMS, is_han, template_of
 from charlm.sampler import generate
 from charlm.serve import protocol
+from charlm.serve.api_error import APIError
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
 
@@ -149,7 +150,7 @@ def test_the_default_max_tokens_is_the_whole_poem_and_an_explicit_one_cuts_it(cl
     chat = {"messages": CHAT, "form": "五言绝句"}
     assert protocol.completion_params({"prompt": "a", "form": form}, ServeConfig()).max_tokens == len(FORMS[form])
     assert protocol.chat_params(chat, ServeConfig())[0].max_tokens == len(FORMS["五言绝句"])
-    with pytest.raises(protocol.APIError, match="at most 40") as caught:  # longer than the server ever writes
+    with pytest.raises(APIError, match="at most 40") as caught:  # longer than the server ever writes
         protocol.completion_params({"prompt": "a", "form": "五言律诗"}, ServeConfig(max_tokens=40))
     assert caught.value.param == "form"
 

@@ -305,6 +305,7 @@ def as_booleans(value):
 def taken_by_the_server(path: str, body: dict, config: ServeConfig) -> bool:
     """Whether the server takes `body` at POST `path`, as far as its fields go (protocol's checks, no model)."""
     from charlm.serve import protocol
+    from charlm.serve.api_error import APIError
 
     read = {
         "/v1/completions": protocol.completion_params,
@@ -315,7 +316,7 @@ def taken_by_the_server(path: str, body: dict, config: ServeConfig) -> bool:
     }
     try:
         read[path](body, config)
-    except protocol.APIError:
+    except APIError:
         return False
     return True
 

@@ -3,9 +3,13 @@
     config.py      ServeConfig: options and limits
     engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
                    join and leave it, what they made is published
-    protocol.py    the OpenAI API's fields and errors: a request checked into `Params`
+    api_error.py   APIError: an error answer (OpenAI's body, an HTTP status), the request's values it
+                   echoes cut short and on one line
+    protocol.py    the OpenAI API's request fields: a request checked into `Params`
+    json_fields.py a JSON object's fields read by type (integer, number, string...), a 400 naming a bad one
     schema.py      the request bodies as JSON Schema, for /openapi.json
-    responses.py   the response bodies (completions, chat, the Responses API, log-probabilities, usage)
+    shapes.py      the JSON shapes of the answers (completions, chat, the Responses API, log-probabilities,
+                   usage), which answers.py fills
     completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),
                    the hand-off of updates from the engines' threads to asyncio
     app.py         the app and its routes (FastAPI): request bodies read and checked, errors answered

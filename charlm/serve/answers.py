@@ -1,6 +1,6 @@
 """A request's answer, made from its `Completion`'s updates: one JSON body once every choice is whole, or
 server-sent events as the updates come (completions' and chat's chunks, the Responses API's typed events),
-built of the shapes responses.py writes. Large answers are written off the event loop, and a client that
+built of the shapes shapes.py writes. Large answers are written off the event loop, and a client that
 goes away cancels its rows.
 """
 
@@ -17,10 +17,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from . import responses
+from . import shapes
+from .api_error import APIError
 from .completion import Completion
 from .engine import Token, Update
-from .protocol import APIError
 
 T = TypeVar("T")
 
@@ -107,8 +107,8 @@ async def collect(run: Completion) -> tuple[list[str], list[list[Token]], list[s
 def reply(
     run: Completion, kind: str, id_: str, choices: list[dict], use: dict | None, times: dict | None = None
 ) -> dict:
-    """A response body or stream chunk of `run` (`responses.response`)."""
-    return responses.response(kind, id_, run.created, run.served.name, run.served.fingerprint, choices, use, times)
+    """A response body or stream chunk of `run` (`shapes.response`)."""
+    return shapes.response(kind, id_, run.created, run.served.name, run.served.fingerprint, choices, use, times)
 
 
 def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
@@ -118,21 +118,21 @@ def completion_body(run: Completion, texts: list[str], tokens: list[list[Token]]
         echoed = (run.echoed[i // params.n] or []) if params.echo else []
         logprobs = None
         if params.logprobs is not None:
-            logprobs = responses.completion_logprobs(echoed + tokens[i], 0)
-        choices.append(responses.completion_choice(i, prompt + text, logprobs, reason))
-    use = responses.usage(run.prompt_chars, run.made())
-    return reply(run, "text_completion", responses.new_id("cmpl"), choices, use, run.timings())
+            logprobs = shapes.completion_logprobs(echoed + tokens[i], 0)
+        choices.append(shapes.completion_choice(i, prompt + text, logprobs, reason))
+    use = shapes.usage(run.prompt_chars, run.made())
+    return reply(run, "text_completion", shapes.new_id("cmpl"), choices, use, run.timings())
 
 
 def chat_body(
     run: Completion, wants_logprobs: bool, texts: list[str], tokens: list[list[Token]], reasons: list
 ) -> dict:
     choices = [
-        responses.chat_choice(i, text, responses.chat_logprobs(tokens[i]) if wants_logprobs else None, reason)
+        shapes.chat_choice(i, text, shapes.chat_logprobs(tokens[i]) if wants_logprobs else None, reason)
         for i, (text, reason) in enumerate(zip(texts, reasons))
     ]
-    use = responses.usage(run.prompt_chars, run.made())
-    return reply(run, "chat.completion", responses.new_id("chatcmpl"), choices, use, run.timings())
+    use = shapes.usage(run.prompt_chars, run.made())
+    return reply(run, "chat.completion", shapes.new_id("chatcmpl"), choices, use, run.timings())
 
 
 async def events(
@@ -155,7 +155,7 @@ async def events(
                 body["timings"] = run.timings()
             yield event(body)
         if run.params.include_usage:
-            yield event(usage_chunk(responses.usage(run.prompt_chars, run.made())))
+            yield event(usage_chunk(shapes.usage(run.prompt_chars, run.made())))
         yield "data: [DONE]\n\n"
     except APIError as e:
         yield event(e.body())
@@ -182,7 +182,7 @@ def event(body: dict) -> str:
 
 
 def stream_completion(run: Completion) -> AsyncIterator[str]:
-    params, id_, offsets = run.params, responses.new_id("cmpl"), {}
+    params, id_, offsets = run.params, shapes.new_id("cmpl"), {}
 
     def body(choices: list[dict], use: dict | None = None) -> dict:
         return reply(run, "text_completion", id_, choices, use)
@@ -193,30 +193,30 @@ def stream_completion(run: Completion) -> AsyncIterator[str]:
         chunks = []
         for i in range(params.choices):
             prompt, echoed = run.read[i // params.n], run.echoed[i // params.n] or []
-            logprobs = responses.completion_logprobs(echoed, 0) if params.logprobs is not None else None
+            logprobs = shapes.completion_logprobs(echoed, 0) if params.logprobs is not None else None
             offsets[i] = len(prompt)
-            chunks.append(body([responses.completion_choice(i, prompt, logprobs, None)]))
+            chunks.append(body([shapes.completion_choice(i, prompt, logprobs, None)]))
         return chunks
 
     def chunk(update: Update, i: int) -> dict:
         logprobs = None
         if params.logprobs is not None:
-            logprobs = responses.completion_logprobs(update.tokens or [], offsets.get(i, 0))
+            logprobs = shapes.completion_logprobs(update.tokens or [], offsets.get(i, 0))
         offsets[i] = offsets.get(i, 0) + len(update.text)
-        return body([responses.completion_choice(i, update.text, logprobs, update.finish_reason)])
+        return body([shapes.completion_choice(i, update.text, logprobs, update.finish_reason)])
 
     return events(run, first, chunk, lambda use: body([], use))
 
 
 def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
-    id_, started = responses.new_id("chatcmpl"), set()
+    id_, started = shapes.new_id("chatcmpl"), set()
 
     def body(choices: list[dict], use: dict | None = None) -> dict:
         return reply(run, "chat.completion.chunk", id_, choices, use)
 
     def chunk(update: Update, i: int) -> dict:
-        logprobs = responses.chat_logprobs(update.tokens or []) if wants_logprobs else None
-        choice = responses.chat_choice(i, update.text, logprobs, update.finish_reason, True, i not in started)
+        logprobs = shapes.chat_logprobs(update.tokens or []) if wants_logprobs else None
+        choice = shapes.chat_choice(i, update.text, logprobs, update.finish_reason, True, i not in started)
         started.add(i)
         return body([choice])
 
@@ -226,27 +226,27 @@ def stream_chat(run: Completion, wants_logprobs: bool) -> AsyncIterator[str]:
 class ResponseReply:
     """The Responses API's answer to `run`, whole (`body`) or as its stream of typed events (`events`),
     with the ids and settings that every one of its events repeats; its text's log-probabilities (chat's
-    entries, `responses.token_logprobs`) where `include` asked for them (`params.logprobs` not None)."""
+    entries, `shapes.token_logprobs`) where `include` asked for them (`params.logprobs` not None)."""
 
     def __init__(self, run: Completion, echoed: dict) -> None:
         self.run, self.wants_logprobs = run, run.params.logprobs is not None
-        self.id, self.message_id = responses.new_id("resp", "_"), responses.new_id("msg", "_")
+        self.id, self.message_id = shapes.new_id("resp", "_"), shapes.new_id("msg", "_")
         params = run.params
         self.settings = {**echoed, "temperature": params.temperature, "top_p": params.top_p or 1.0}
 
     def logprobs(self, tokens: list[Token]) -> list[dict]:
-        return responses.token_logprobs(tokens) if self.wants_logprobs else []
+        return shapes.token_logprobs(tokens) if self.wants_logprobs else []
 
     def response(self, status: str, text: str | None = None, logprobs: list[dict] | list[str] | None = None) -> dict:
         """The response object: in progress (no output or usage yet), or finished with `text`; `logprobs`
-        as `responses.output_text` takes them."""
+        as `shapes.output_text` takes them."""
         run = self.run
-        output = [] if text is None else [responses.output_message(self.message_id, text, status, logprobs)]
-        use = None if text is None else responses.response_usage(run.prompt_chars, run.made())
-        return responses.response_object(self.id, run.created, run.served.name, status, output, use, self.settings)
+        output = [] if text is None else [shapes.output_message(self.message_id, text, status, logprobs)]
+        use = None if text is None else shapes.response_usage(run.prompt_chars, run.made())
+        return shapes.response_object(self.id, run.created, run.served.name, status, output, use, self.settings)
 
     def body(self, texts: list[str], tokens: list[list[Token]], reasons: list) -> dict:
-        return self.response(responses.response_status(reasons[0]), texts[0], self.logprobs(tokens[0]))
+        return self.response(shapes.response_status(reasons[0]), texts[0], self.logprobs(tokens[0]))
 
     async def events(self) -> AsyncIterator[str]:
         """The events OpenAI's stream has, each with its `type` (also as the SSE event name) and
@@ -270,9 +270,9 @@ class ResponseReply:
         try:
             yield sent("response.created", response=self.response("in_progress"))
             yield sent("response.in_progress", response=self.response("in_progress"))
-            item = responses.output_message(self.message_id, None, "in_progress")
+            item = shapes.output_message(self.message_id, None, "in_progress")
             yield sent("response.output_item.added", output_index=0, item=item)
-            yield sent("response.content_part.added", **where, part=responses.output_text(""))
+            yield sent("response.content_part.added", **where, part=shapes.output_text(""))
             texts, deltas_json, reason = [], [], None
             async for update in run.updates():
                 reason = update.finish_reason or reason
@@ -282,10 +282,10 @@ class ResponseReply:
                     delta_json = one_line(delta)[1:-1]
                     deltas_json += [delta_json] if delta_json else []
                     yield sent("response.output_text.delta", delta_json, **where, delta=update.text, logprobs=slot)
-            text, status, all_json = "".join(texts), responses.response_status(reason), ",".join(deltas_json)
+            text, status, all_json = "".join(texts), shapes.response_status(reason), ",".join(deltas_json)
             yield sent("response.output_text.done", all_json, **where, text=text, logprobs=slot)
-            yield sent("response.content_part.done", all_json, **where, part=responses.output_text(text, slot))
-            item = responses.output_message(self.message_id, text, status, slot)
+            yield sent("response.content_part.done", all_json, **where, part=shapes.output_text(text, slot))
+            item = shapes.output_message(self.message_id, text, status, slot)
             yield sent("response.output_item.done", all_json, output_index=0, item=item)
             yield sent(f"response.{status}", all_json, response=self.response(status, text, slot))
         except APIError as e:

@@ -28,10 +28,10 @@ from .. import forms
 from ..errors import CharLMError
 from ..model import CharLM
 from . import answers, protocol, schema
+from .api_error import APIError, shown
 from .completion import Completion, Served, Server, known_characters, known_pieces, tokenized, unseen_hints
 from .config import ServeConfig
 from .middleware import EveryAnswer, HeadAsGet, OtherHosts, OtherOrigins, loopback
-from .protocol import APIError, shown
 
 T = TypeVar("T")
 

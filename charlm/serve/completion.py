@@ -36,11 +36,12 @@ from ..model import CharLM, inference
 from ..runs import corpus_of
 from ..threads import pin_this_thread
 from ..vocab import UNSEEN, Vocabulary
-from . import responses
+from . import shapes
+from .api_error import APIError, shown
 from .config import ServeConfig, check_api_key
 from .engine import Engine, Job, Token, Update, piece_text, prompt_tokens
 from .metrics import Metrics
-from .protocol import APIError, Params, check_length, check_prompt_lengths, form_error, shown
+from .protocol import Params, check_length, check_prompt_lengths, form_error
 
 MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what
@@ -450,7 +451,7 @@ class Completion:
         made = self.made()
         start = min((j.admitted for j in jobs), default=0.0)
         end = max((j.finished or time.monotonic() for j in jobs), default=0.0)
-        return responses.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)
+        return shapes.timings(self.prompt_chars, self.prompt_ms, made, (end - start) * 1000)
 
     def made(self) -> int:
         return sum(j.made for j in self.jobs)

@@ -25,7 +25,7 @@ import json
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from .protocol import APIError
+from .api_error import APIError
 
 REQUEST_SECONDS = 60.0  # a request's line, headers and body, from its connection or its first byte
 MAX_HEAD = 1 << 16  # bytes of a request's line and headers (gunicorn takes 8,190 a line, 100 lines)

@@ -304,7 +304,7 @@ class Engine:
         self.cancelling = False  # before the look: a cancel during it is looked for at the next boundary
         for position in reversed(range(len(self.rows))):
             if self.rows[position].job.cancelled:
-                self.remove(position)
+                self.batch.remove(position)
 
     def take_threads(self) -> None:
         """--threads torch threads for a step of many rows, one for a step of few (`PARALLEL_ROWS`). A small
@@ -329,7 +329,7 @@ class Engine:
         for position in reversed(range(rows)):
             if self.rows[position].finish_reason is not None:
                 self.finish(self.rows[position])
-                self.remove(position)
+                self.batch.remove(position)
 
     def alternatives(
         self, logits: torch.Tensor
@@ -384,9 +384,6 @@ class Engine:
         self.done.append(row)
         self.urgent = True
 
-    def remove(self, position: int) -> None:
-        self.batch.remove(position)
-
     def flush(self) -> None:
         """Publish what the rows made, if the chunk interval has passed or something is urgent."""
         now = time.monotonic()
@@ -439,6 +436,13 @@ def token_label(vocab: Vocabulary) -> Callable[[int], str]:
             text = BYTES + "".join(f"\\x{b:02x}" for b in text)
         labels.append(text or vocab.token_name(token))
     return labels.__getitem__
+
+
+def label_bytes(label: str) -> bytes:
+    """The bytes a token's label (`token_label`) stands for: its text's, or a byte piece's (`bytes:\\xe4`)."""
+    if label.startswith(BYTES + "\\x"):
+        return bytes.fromhex(label[len(BYTES) :].replace("\\x", ""))
+    return label.encode()
 
 
 def token_bytes(vocab: Vocabulary) -> Callable[[int], bool]:

@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .api_error import APIError, shown
 from .metrics import Metrics
-from .protocol import APIError, shown
 
 
 class EveryAnswer:

@@ -1,6 +1,6 @@
 """The OpenAI API as charlm speaks it: the request bodies of completions, chat completions, the Responses
-API and /tokenize checked into `Params` (responses.py shapes the answers; schema.py says these checks
-as JSON Schema).
+API and /tokenize checked into `Params`, each field read by type with json_fields.py's readers (shapes.py
+shapes the answers; schema.py says these checks as JSON Schema).
 
 Fields follow OpenAI's legacy completions as llama.cpp and vLLM implement them (chat and the Responses
 API read their messages into one prompt, `joined`, and share the rest: `common`); `max_tokens` and
@@ -17,10 +17,8 @@ OpenAI's at their neutral values (`best_of: 1`, ...), which clients send by defa
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +35,9 @@ from ..config import (
 )
 from ..corpus import check_characters
 from ..errors import CharLMError
+from .api_error import APIError, shown
 from .config import ServeConfig
+from .json_fields import boolean, integer, json_equal, json_type, number, string, strings
 
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
@@ -56,49 +56,6 @@ MAX_JSON_ITEMS = MAX_BIASED + 16_384
 # logit_bias's keys as nearly every client writes them, joined by commas: ids in plain decimal, so no
 # two name one id (`plain_bias`)
 PLAIN_IDS = re.compile(r"(?:0|[1-9][0-9]{0,9})(?:,(?:0|[1-9][0-9]{0,9}))*")
-
-
-class APIError(Exception):
-    """An error response: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
-
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None, kind: str = ""):
-        message, param = printable(message), None if param is None else printable(param)
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.kind = kind or {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
-            status, "invalid_request_error" if status < 500 else "server_error"
-        )
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-
-
-SHOWN_DIGITS = 20  # of a long integer an error message echoes (JSON gives Python up to 4,300)
-SHOWN_CHARACTERS = 60  # of a long text an error message echoes (a model's id, a field's name, a header)
-
-
-def shown(value: Any) -> str:
-    """`value` as an error message echoes it: a long one cut, saying how long it was, so that an answer
-    is never a request's 4,300 digits or megabytes of a name sent back."""
-    text = str(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        digits = len(text.lstrip("-"))
-        if digits > SHOWN_DIGITS:
-            return f"{text[: len(text) - digits + SHOWN_DIGITS]}... ({digits:,} digits)"
-        return text
-    if len(text) > SHOWN_CHARACTERS:
-        return f"{text[:SHOWN_CHARACTERS]}... ({len(text):,} characters)"
-    return text
-
-
-def printable(text: str) -> str:
-    """`text` as one line that UTF-8 can carry and that shows what it holds: a lone surrogate (JSON allows
-    "\\ud800") echoed from a request is written as its escape, never an encoding error, and so is a control
-    or format character (a newline, U+202E that shows what follows backwards, a zero-width space), never a
-    message split in two or disguised. Spaces of other widths (U+3000) are shown as they are."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or unicodedata.category(c) == "Zs" else ascii(c)[1:-1] for c in text)
 
 
 @dataclass
@@ -220,6 +177,8 @@ USER_FIELD_MAX_LENGTH = {"user": MAX_METADATA_VALUE, "safety_identifier": 64, "p
 # stream_options' fields: `include_obfuscation` asks OpenAI to pad each chunk (against guessing its
 # text from its size); charlm never pads, so either value gives the same stream
 STREAM_OPTIONS = {"include_usage", "include_obfuscation"}
+# OpenAI's `prompt` takes token ids too; charlm reads text
+PROMPT_IDS = "token ids are not taken: a charlm token is a character; send the text"
 
 
 # the roles of the Responses API's input messages
@@ -292,99 +251,16 @@ def check_fields(
     return body
 
 
-def json_equal(value: Any, neutral: Any) -> bool:
-    """`value == neutral` as JSON Schema's `enum` (which /openapi.json gives a neutral field) compares them:
-    numbers by value (1.0 is 1, as `integer` takes it), a boolean only to a boolean (`false` is not 0),
-    lists and objects item by item."""
-    if isinstance(value, bool) or isinstance(neutral, bool):
-        return value is neutral
-    if isinstance(value, (int, float)) and isinstance(neutral, (int, float)):
-        return value == neutral
-    if isinstance(value, list) and isinstance(neutral, list):
-        return len(value) == len(neutral) and all(map(json_equal, value, neutral))
-    if isinstance(value, dict) and isinstance(neutral, dict):
-        return value.keys() == neutral.keys() and all(json_equal(value[key], neutral[key]) for key in neutral)
-    return type(value) is type(neutral) and value == neutral
-
-
-def integer(body: dict, name: str, default: int | None, low: int, high: int, limit: str = "") -> int | None:
-    """`body[name]`: an integer, or a number that is one (`1.0`: an integer to JSON Schema, and to pydantic's
-    lax int, which vLLM and OpenAI's SDK read it with; `max_tokens=n / 2` in Python sends one), never `1.5`."""
-    value = body.get(name)
-    if value is None:
-        return default
-    given = value
-    if isinstance(value, float) and value.is_integer():  # not NaN nor infinity
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise APIError(400, f"{name} must be an integer, not {json_type(value)}", name, "invalid_type")
-    if not low <= value <= high:
-        where = f" ({limit})" if limit else ""
-        raise APIError(
-            400, f"{name} must be between {low} and {high}{where}, not {shown(given)}", name, "invalid_value"
-        )
-    return value
-
-
-def number(
-    body: dict, name: str, default: float | None, low: float, high: float, open_low: bool = False, within: str = ""
-) -> float | None:
-    """`body[name]`; `within` names the object that holds it (`logit_bias`), which is the error's param."""
-    value = body.get(name)
-    if value is None and not within:
-        return default
-    named, param = (f"{within}[{json.dumps(name)}]", within) if within else (name, name)
-    finite = not isinstance(value, float) or math.isfinite(value)  # an int is (isfinite of 10**400 raises: a 500)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite:
-        raise APIError(400, f"{named} must be a number, not {json_type(value)}", param, "invalid_type")
-    if not (low < value if open_low else low <= value) or value > high:
-        bounds = f"{'above' if open_low else 'at least'} {low} and at most {high}"
-        raise APIError(400, f"{named} must be {bounds}, not {shown(value)}", param, "invalid_value")
-    return float(value)
-
-
-def boolean(body: dict, name: str, default: bool, within: str = "") -> bool:
-    """`body[name]`; `within` names the object that holds it (`stream_options`) in an error."""
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        param = f"{within}.{name}" if within else name
-        raise APIError(400, f"{param} must be true or false, not {json_type(value)}", param, "invalid_type")
-    return value
-
-
-def strings(body: dict, name: str, most: int) -> list[str] | None:
-    """A string or a list of strings, or None."""
-    value = body.get(name)
-    if value is None:
-        return None
-    values = [value] if isinstance(value, str) else value
-    if not isinstance(values, list):
-        raise APIError(
-            400, f"{name} must be a string or a list of strings, not {json_type(value)}", name, "invalid_type"
-        )
-    for i, v in enumerate(values):
-        if not isinstance(v, str):  # name the item: "not a list" would not say what is wrong in the list
-            ids = name == "prompt" and isinstance(v, (int, list))  # OpenAI takes token ids there; charlm reads text
-            hint = " (token ids are not taken: a charlm token is a character; send the text)" if ids else ""
-            message = f"{name} must be a string or a list of strings; {name}[{i}] is {json_type(v)}{hint}"
-            raise APIError(400, message, name, "invalid_type")
-    if len(values) > most:
-        raise APIError(400, f"{name} may hold at most {most} strings, not {len(values)}", name, "invalid_value")
-    return values
-
-
-def string(body: dict, name: str) -> str | None:
-    """`body[name]`: a string or None; `user`, `safety_identifier` and `prompt_cache_key` no longer than
-    USER_FIELD_MAX_LENGTH says, whichever endpoint takes them."""
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise APIError(400, f"{name} must be a string, not {json_type(value)}", name, "invalid_type")
-    most = USER_FIELD_MAX_LENGTH.get(name)
-    if value is not None and most is not None and len(value) > most:
+def user_string(body: dict, name: str, echoed: bool = False) -> str | None:
+    """`user`, `safety_identifier` or `prompt_cache_key`: a string no longer than USER_FIELD_MAX_LENGTH says,
+    whichever endpoint takes it; `echoed`: one its response echoes, checked as `echoed_string`."""
+    value = string(body, name)
+    most = USER_FIELD_MAX_LENGTH[name]
+    if value is not None and len(value) > most:
         message = f"{name} may hold at most {most} characters, not {len(value):,}; send a shorter one (a hash of it)"
         raise APIError(400, message, name, "invalid_value")
+    if echoed and value is not None:
+        check_text(value, name)
     return value
 
 
@@ -395,20 +271,6 @@ def echoed_string(body: dict, name: str) -> str | None:
     if value is not None:
         check_text(value, name)
     return value
-
-
-def json_type(value: Any) -> str:
-    names = {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-    }
-    if isinstance(value, float) and not math.isfinite(value):  # 1e400 in JSON reads as infinity
-        return "a number too large for a float" if math.isinf(value) else "NaN"
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def common(
@@ -433,7 +295,7 @@ def common(
     stream_options = stream_options_of(body, stream)
     # Any 64-bit seed, as OpenAI and generate take (sample i's seed + i is one torch takes); -1: pick one
     seed = integer(body, "seed", None, *SEED_RANGE)
-    string(body, "user")
+    user_string(body, "user")
     stops = stop_texts(body)
     logit_bias = logit_bias_of(body)
     return Params(
@@ -644,7 +506,7 @@ def completion_params(body: Any, config: ServeConfig) -> Params:
     body = check_fields(body, COMPLETION_FIELDS)
     if "prompt" not in body:
         raise APIError(400, "prompt is required: the text to continue", "prompt", "missing_required_parameter")
-    prompts = strings(body, "prompt", config.max_streams)
+    prompts = strings(body, "prompt", config.max_streams, PROMPT_IDS)
     if not prompts:
         raise APIError(400, "prompt must be a string or a non-empty list of strings", "prompt", "invalid_value")
     limit = "charlm serve --max-tokens"
@@ -671,7 +533,7 @@ def chat_params(body: Any, config: ServeConfig) -> tuple[Params, bool]:
         raise APIError(400, "max_tokens and max_completion_tokens disagree; give one", "max_tokens", "invalid_value")
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "messages")
     for name in USER_FIELDS:
-        string(body, name)
+        user_string(body, name)
     wants = boolean(body, "logprobs", False)
     top = integer(body, "top_logprobs", None, 0, MAX_LOGPROBS)
     if top is not None and not wants:
@@ -693,7 +555,7 @@ def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
     limit = "charlm serve --max-tokens"
     given = integer(body, "max_output_tokens", None, 1, config.max_tokens, limit)
     params = common(body, config, [prompt], given, min(SampleConfig.length, config.max_tokens), "input")
-    echoed_user = {name: echoed_string(body, name) for name in ("user", *USER_FIELDS)}
+    echoed_user = {name: user_string(body, name, echoed=True) for name in ("user", *USER_FIELDS)}
     text_format(body.get("text"))
     params.logprobs = response_logprobs(body)
     echoed = {"instructions": instructions, "max_output_tokens": given, "metadata": metadata_of(body)}

@@ -1,11 +1,12 @@
-"""The answers charlm writes to OpenAI's API: ids, usage, log-probabilities, the completion and chat
-bodies and stream chunks, and the Responses API's response objects (protocol.py checks the requests)."""
+"""The shapes of the answers charlm writes to OpenAI's API: ids, usage, log-probabilities, the completion
+and chat bodies and stream chunks, and the Responses API's response objects, each a plain dict (answers.py
+fills them from a request's updates; protocol.py checks the requests)."""
 
 from __future__ import annotations
 
 import uuid
 
-from .engine import BYTES, Token
+from .engine import Token, label_bytes
 
 
 def new_id(prefix: str, separator: str = "-") -> str:
@@ -83,13 +84,6 @@ def token_logprobs(tokens: list[Token]) -> list[dict]:
         return {"token": text, "logprob": logprob, "bytes": list(label_bytes(text))}
 
     return [{**entry(t.text, t.logprob), "top_logprobs": [entry(a, lp) for a, lp in t.top or []]} for t in tokens]
-
-
-def label_bytes(label: str) -> bytes:
-    """The bytes a token's label stands for: its text's, or a byte piece's (`bytes:\\xe4`)."""
-    if label.startswith(BYTES + "\\x"):
-        return bytes.fromhex(label[len(BYTES) :].replace("\\x", ""))
-    return label.encode()
 
 
 def response(
