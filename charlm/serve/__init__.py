@@ -3,6 +3,8 @@
     config.py      ServeConfig: options and limits
     engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
                    join and leave it, what they made is published
+    token_labels.py what the API calls a token: a piece's text, its name in `top_logprobs` (`bytes:\\xe4`
+                   for a byte piece) and the bytes that name stands for
     api_error.py   APIError: an error answer (OpenAI's body, an HTTP status), the request's values it
                    echoes cut short and on one line
     protocol.py    the OpenAI API's request fields: a request checked into `Params`
