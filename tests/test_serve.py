@@ -858,7 +858,7 @@ def test_every_tokens_label_reads_back_as_its_bytes():
     """`top_logprobs` names a byte piece `bytes:\\xe4` (`token_label`) and each entry's `bytes` reads that
     name back (`label_bytes`): a byte piece's label gives its byte, any other piece's its UTF-8."""
     from charlm.pieces import PieceVocab, train_model
-    from charlm.serve.engine import label_bytes, token_label
+    from charlm.serve.token_labels import label_bytes, token_label
 
     vocab = PieceVocab(train_model(["春眠不觉晓，处处闻啼鸟。\nthe cat sat on the mat.\n" * 20], "bpe", 300))
     label, bytes_of = token_label(vocab), {}

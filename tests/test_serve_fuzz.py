@@ -303,15 +303,16 @@ def as_booleans(value):
 
 
 def taken_by_the_server(path: str, body: dict, config: ServeConfig) -> bool:
-    """Whether the server takes `body` at POST `path`, as far as its fields go (protocol's checks, no model)."""
-    from charlm.serve import protocol
+    """Whether the server takes `body` at POST `path`, as far as its fields go (the checks of protocol.py and
+    responses_api.py, no model)."""
+    from charlm.serve import protocol, responses_api
     from charlm.serve.api_error import APIError
 
     read = {
         "/v1/completions": protocol.completion_params,
         "/v1/chat/completions": protocol.chat_params,
-        "/v1/responses": protocol.response_params,
-        "/v1/responses/input_tokens": protocol.input_tokens_params,
+        "/v1/responses": responses_api.response_params,
+        "/v1/responses/input_tokens": responses_api.input_tokens_params,
         "/tokenize": protocol.tokenize_params,
     }
     try:

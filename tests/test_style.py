@@ -1,8 +1,11 @@
 import ast
 import configparser
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from .conftest import REPO
 
@@ -254,3 +257,25 @@ def test_no_file_holds_a_merge_conflict():
         conflicted += [f"{path.relative_to(REPO)}:{i + 1}" for i, line in enumerate(lines) if line.startswith(markers)]
     assert len(texts) > 50, "almost no files found: the test would pass for nothing"
     assert not conflicted, f"merge conflict markers: {conflicted}"
+
+
+def listed_files(package: Path) -> set[str]:
+    """The files a package's docstring lists, one job a line: `    engine.py      what it does`
+    (`page.css, page.js  ...`: two on one line)."""
+    docstring = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8"))) or ""
+    names = re.findall(r"^ {4}(\S+\.\w+(?:, \S+\.\w+)*) ", docstring, re.MULTILINE)
+    return {name for line in names for name in line.split(", ")}
+
+
+@pytest.mark.parametrize("package", ["serve", "inspection"])
+def test_a_packages_list_of_its_modules_names_every_file(package):
+    """A package's docstring is where a newcomer learns which file does which job: a module split off
+    and left out of it is a job the reader never hears of, and a name left after its file is gone sends
+    them looking for nothing."""
+    folder = REPO / "charlm" / package
+    files = {p.name for p in folder.iterdir() if p.is_file() and p.name != "__init__.py" and p.suffix != ".pyc"}
+    assert len(files) > 2, "almost no files found: the test would pass for nothing"
+    assert listed_files(folder) == files, (
+        f"charlm/{package}/__init__.py lists {sorted(listed_files(folder) - files)} that are not files and "
+        f"leaves out {sorted(files - listed_files(folder))}"
+    )

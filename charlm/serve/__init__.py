@@ -1,24 +1,28 @@
 """`charlm serve`: an OpenAI-compatible HTTP server with continuous batching, and a page to write with.
 
-    config.py      ServeConfig: options and limits
-    engine.py      the scheduling of one model's rows (generation.Batch), in its own thread: requests
-                   join and leave it, what they made is published
-    api_error.py   APIError: an error answer (OpenAI's body, an HTTP status), the request's values it
-                   echoes cut short and on one line
-    protocol.py    the OpenAI API's request fields: a request checked into `Params`
-    json_fields.py a JSON object's fields read by type (integer, number, string...), a 400 naming a bad one
-    schema.py      the request bodies as JSON Schema, for /openapi.json
-    shapes.py      the JSON shapes of the answers (completions, chat, the Responses API, log-probabilities,
-                   usage), which answers.py fills
-    completion.py  the loaded models, the API key, a request in flight (rows, priming, its updates),
-                   the hand-off of updates from the engines' threads to asyncio
-    app.py         the app and its routes (FastAPI): request bodies read and checked, errors answered
-    answers.py     a request's answer from its updates: one JSON body, or server-sent events
-    middleware.py  around the routes: metrics and request ids, other origins' and other hosts' requests
-                   refused, HEAD as GET
-    connections.py bounds on a connection's request as it arrives (time, header size), under uvicorn
-    metrics.py     /metrics in Prometheus's text format
-    page.html      the page served at /: self-contained, works offline
+    config.py         ServeConfig: options and limits
+    engine.py         the scheduling of one model's rows (generation.Batch), in its own thread: requests
+                      join and leave it, what they made is published
+    token_labels.py   what the API calls a token: a piece's text, its name in `top_logprobs` (`bytes:\\xe4`
+                      for a byte piece) and the bytes that name stands for
+    api_error.py      APIError: an error answer (OpenAI's body, an HTTP status), the request's values it
+                      echoes cut short and on one line
+    protocol.py       the OpenAI API's request fields: a request checked into `Params`, the checks every
+                      endpoint shares
+    responses_api.py  the Responses API's requests (`input`, `include`, `text`, `metadata`) read on those
+    json_fields.py    a JSON object's fields read by type (integer, number, string...), a 400 naming a bad one
+    schema.py         the request bodies as JSON Schema, for /openapi.json
+    shapes.py         the JSON shapes of the answers (completions, chat, the Responses API, log-probabilities,
+                      usage), which answers.py fills
+    completion.py     the loaded models, the API key, a request in flight (rows, priming, its updates),
+                      the hand-off of updates from the engines' threads to asyncio
+    app.py            the app and its routes (FastAPI): request bodies read and checked, errors answered
+    answers.py        a request's answer from its updates: one JSON body, or server-sent events
+    middleware.py     around the routes: metrics and request ids, other origins' and other hosts' requests
+                      refused, HEAD as GET
+    connections.py    bounds on a connection's request as it arrives (time, header size), under uvicorn
+    metrics.py        /metrics in Prometheus's text format
+    page.html         the page served at /: self-contained, works offline
     page.css, page.js  its look and what it does as the exported page does (both pages inline them)
 
 Needs `pip install 'charlm[serve]'` (FastAPI, uvicorn with httptools and uvloop).

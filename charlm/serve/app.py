@@ -27,7 +27,7 @@ from starlette.routing import Match
 from .. import forms
 from ..errors import CharLMError
 from ..model import CharLM
-from . import answers, protocol, schema
+from . import answers, protocol, responses_api, schema
 from .api_error import APIError, shown
 from .completion import Completion, Served, Server, known_characters, known_pieces, tokenized, unseen_hints
 from .config import ServeConfig
@@ -292,7 +292,7 @@ def add_response_routes(app: FastAPI, server: Server, config: ServeConfig, schem
     async def create_response(request: Request) -> Response:
         """OpenAI's Responses API (`client.responses.create`), read as chat is: one message written."""
         server.check_key(request)
-        params, echoed = await checked(request, limit, lambda body: protocol.response_params(body, config))
+        params, echoed = await checked(request, limit, lambda body: responses_api.response_params(body, config))
         run = Completion(server, server.model(params.model), params)
         reply = answers.ResponseReply(run, echoed)
         return await answers.answer(request, run, reply.events, reply.body)
@@ -302,7 +302,7 @@ def add_response_routes(app: FastAPI, server: Server, config: ServeConfig, schem
         """`client.responses.input_tokens.count`: the characters a response's `input` and `instructions`
         make as the model reads them (`usage.input_tokens`), read in the primer's thread as a prompt is."""
         server.check_key(request)
-        name, prompt = await checked(request, limit, lambda body: protocol.input_tokens_params(body, config))
+        name, prompt = await checked(request, limit, lambda body: responses_api.input_tokens_params(body, config))
         vocab = server.model(name).model.vocab
 
         def counted() -> JSONResponse:
@@ -317,7 +317,7 @@ def add_response_routes(app: FastAPI, server: Server, config: ServeConfig, schem
         """OpenAI's compaction (`client.responses.compact`) shortens a stored conversation; charlm stores none."""
         server.check_key(request)
         raise APIError(
-            404, f"POST /v1/responses/compact: {protocol.KEEPS_NO_RESPONSE} and compacts no conversation (its "
+            404, f"POST /v1/responses/compact: {responses_api.KEEPS_NO_RESPONSE} and compacts no conversation (its "
             "model reads the whole input each time); send the conversation whole in `input` to /v1/responses",
             code="unsupported_endpoint",
         )  # fmt: skip
@@ -338,7 +338,7 @@ def add_response_routes(app: FastAPI, server: Server, config: ServeConfig, schem
         if response_id in ("input_tokens", "compact"):
             raise HTTPException(405, headers={"Allow": "POST"})
         raise APIError(
-            404, f"no response {shown(response_id)} is stored here: {protocol.KEEPS_NO_RESPONSE}, so none can be "
+            404, f"no response {shown(response_id)} is stored here: {responses_api.KEEPS_NO_RESPONSE}, so none can be "
             "retrieved, deleted, cancelled or listed; keep what responses.create returned, send a conversation "
             "whole in `input`, and stop a stream by closing it",
             "response_id", "response_not_found",

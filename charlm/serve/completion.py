@@ -39,9 +39,10 @@ from ..vocab import UNSEEN, Vocabulary
 from . import shapes
 from .api_error import APIError, shown
 from .config import ServeConfig, check_api_key
-from .engine import Engine, Job, Token, Update, piece_text, prompt_tokens
+from .engine import Engine, Job, Token, Update, prompt_tokens
 from .metrics import Metrics
 from .protocol import Params, check_length, check_prompt_lengths, form_error
+from .token_labels import piece_text
 
 MAX_COMPILED = 64  # templates kept compiled per model (a form is asked for again and again)
 # A stream whose client does not read it (its socket's buffers full) is stopped, its rows freed and what

@@ -32,13 +32,12 @@ from ..generation import Batch, Healing, Row
 from ..model import CharLM, State, inference
 from ..scoring import prompt_logprobs, top_logprobs
 from ..threads import pin_this_thread
-from ..vocab import Vocabulary
+from .token_labels import token_bytes, token_label
 
 # A step of fewer live rows than this runs on one torch thread whatever --threads says: its products are
 # too small to share, and a second OpenMP thread only waits (spinning, on a busy machine, for a core).
 # Measured: docs/benchmarks.md, "The server's threads".
 PARALLEL_ROWS = 16
-BYTES = "bytes:"  # OpenAI's name of a token that is part of a character: bytes:\\xe4
 
 
 @dataclasses.dataclass
@@ -414,40 +413,6 @@ def weight_versions(model: CharLM) -> tuple[int, ...]:
     """The parameters' version counters, which torch bumps at every in-place change (an optimizer's
     step, `load_state_dict`): equal tuples, the same weights."""
     return tuple(parameter._version for parameter in model.parameters())
-
-
-def piece_text(vocab: Vocabulary, token: int) -> str | list[int]:
-    """The text token `token` writes, or, for a byte piece that is part of a character, its bytes (as
-    llama.cpp's /tokenize gives them): a character, a piece's characters, "" for a control piece."""
-    text = vocab.token_text(token)
-    return list(text) if isinstance(text, bytes) else text
-
-
-def token_label(vocab: Vocabulary) -> Callable[[int], str]:
-    """A token's text as `top_logprobs` names it: a byte piece that is part of a character as OpenAI's
-    legacy API names such a token, `bytes:\\xe4` (as U+FFFD, every such byte would have the one name), and a
-    control piece, which writes nothing, by its name (`</s>`), as OpenAI's `<|endoftext|>`."""
-    if vocab.one_char_per_id:
-        return vocab.chars.__getitem__
-    labels = []
-    for token in range(len(vocab)):
-        text = piece_text(vocab, token)
-        if isinstance(text, list):
-            text = BYTES + "".join(f"\\x{b:02x}" for b in text)
-        labels.append(text or vocab.token_name(token))
-    return labels.__getitem__
-
-
-def label_bytes(label: str) -> bytes:
-    """The bytes a token's label (`token_label`) stands for: its text's, or a byte piece's (`bytes:\\xe4`)."""
-    if label.startswith(BYTES + "\\x"):
-        return bytes.fromhex(label[len(BYTES) :].replace("\\x", ""))
-    return label.encode()
-
-
-def token_bytes(vocab: Vocabulary) -> Callable[[int], bool]:
-    """Whether a token is a byte piece (of a sentencepiece model's byte fallback)."""
-    return set(vocab.byte_piece_ids().values()).__contains__
 
 
 @torch.inference_mode()

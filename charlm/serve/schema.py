@@ -1,7 +1,7 @@
 """The request bodies as JSON Schema, for the OpenAPI document at /openapi.json (what a client generator or
-an API fuzzer reads): protocol.py's checks as far as a schema can say them, this server's limits
-(`ServeConfig`) and models included. Every field the server takes is listed (OpenAI's neutral ones at
-their neutral values), and no other (`additionalProperties: false`): an unknown field is a 400. Every
+an API fuzzer reads): the checks of protocol.py and responses_api.py as far as a schema can say them, this
+server's limits (`ServeConfig`) and models included. Every field the server takes is listed (OpenAI's
+neutral ones at their neutral values), and no other (`additionalProperties: false`): an unknown field is a 400. Every
 field a body may leave out may be null too, which the server reads as left out (`nullable`).
 """
 
@@ -11,27 +11,29 @@ from .. import forms
 from ..config import COUNT_PENALTIES, MAX_COUNT_PENALTY, MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE
 from .config import ServeConfig
 from .protocol import (
-    INCLUDE_LOGPROBS,
-    INPUT_ROLES,
-    INPUT_TEXT_PARTS,
-    INPUT_TOKENS_FIELDS,
-    INPUT_TOKENS_NULL_ONLY,
     MAX_BIASED,
     MAX_LOGPROBS,
-    MAX_METADATA,
-    MAX_METADATA_KEY,
     MAX_METADATA_VALUE,
     MAX_STOP_CHARS,
     MAX_STOPS,
     MAX_TEMPERATURE,
     NEUTRAL,
     NULL_ONLY,
-    RESPONSE_NEUTRAL,
-    RESPONSE_NULL_ONLY,
     STREAM_OPTIONS,
     TOP_K_RANGE,
     USER_FIELD_MAX_LENGTH,
     USER_FIELDS,
+)
+from .responses_api import (
+    INCLUDE_LOGPROBS,
+    INPUT_ROLES,
+    INPUT_TEXT_PARTS,
+    INPUT_TOKENS_FIELDS,
+    INPUT_TOKENS_NULL_ONLY,
+    MAX_METADATA,
+    MAX_METADATA_KEY,
+    RESPONSE_NEUTRAL,
+    RESPONSE_NULL_ONLY,
 )
 
 # A template's `_` to fill, which it needs: one after an even run of backslashes (`\_` writes an underscore,

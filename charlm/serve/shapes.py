@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import uuid
 
-from .engine import Token, label_bytes
+from .engine import Token
+from .token_labels import label_bytes
 
 
 def new_id(prefix: str, separator: str = "-") -> str:
