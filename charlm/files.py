@@ -4,7 +4,8 @@ path the user gave recorded as they named it (`recorded_path`).
 Each file goes to a hidden temporary file beside its target, is fsynced, then renamed over the
 target. A full disk, a file size limit, Ctrl-C or a crash mid-write leaves the old file (or none),
 never the first half of a checkpoint, page or model that a reader (charlm, a browser, onnxruntime)
-would take for a whole one, and no temporary file.
+would take for a whole one, and no temporary file. A target that is a symbolic link is written
+through (`written_through`), as `>`, cp and editors write one: the file it names is replaced, the link stays.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def remedy(error: OSError) -> str:
         return "; a file is in the way of its folder: move it, or write elsewhere"
     if error.errno == errno.ENOENT:  # a folder missing (sample --output), or one that cannot be made (/proc/x)
         return "; no folder there can hold it: write into a folder that exists and is writable"
+    if error.errno == errno.ELOOP:  # --output a link whose links lead back to it (`written_through`)
+        return "; it is a link that leads round a loop of links: remove it, or write elsewhere"
     if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name
         return f"; give a shorter name (a run folder: {said('out', metavar='NAME')})"
     return ""
@@ -183,13 +186,15 @@ def recorded_path(path: str | Path) -> str:
 
 
 def replace_files(files: dict[Path, bytes]) -> None:
-    """Write every file of `files` (path -> bytes) beside its target, then rename each into place in
-    order: a write that fails leaves every target as it was, and removes what it wrote. Raises the OSError.
+    """Write every file of `files` (path -> bytes) beside its target (a link's: `written_through`), then
+    rename each into place in order: a write that fails leaves every target as it was, and removes what it
+    wrote. Raises the OSError.
     What earlier writers of these files left when killed mid-write goes first (`remove_leftovers`)."""
+    targets = {written_through(path): data for path, data in files.items()}
     written: list[tuple[Path, Path]] = []
-    with temporaries_in_turn(files):
+    with temporaries_in_turn(targets):
         try:
-            for path, data in files.items():
+            for path, data in targets.items():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 remove_leftovers(path)
                 tmp = temporary(path)
@@ -204,8 +209,22 @@ def replace_files(files: dict[Path, bytes]) -> None:
             for tmp, _ in written:
                 tmp.unlink(missing_ok=True)
             raise
-    for folder in dict.fromkeys(path.parent for path in files):
+    for folder in dict.fromkeys(path.parent for path in targets):
         sync_folder(folder)
+
+
+def written_through(path: Path) -> Path:
+    """Where a write of `path` lands: `path`, or the file a symbolic link at `path` names, resolved, so
+    that its temporary is renamed onto that file in that file's folder and the link stays a link (a page
+    linked into a website's folder was replaced by a copy, and the website kept the old page). A link to
+    nothing names the file to make there. A loop of links names none: ELOOP, as open(2) says it."""
+    path = Path(path)
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops where the links go round
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+    return target
 
 
 @contextlib.contextmanager

@@ -158,8 +158,9 @@ def names_run(run: object, folder: object) -> bool:
 
 def put(folder: Path, contents: dict[str, bytes]) -> None:
     """Write the files of `contents` (name -> bytes) into `folder` and rename them into place in its
-    order (`files.replace_files`), as one export: under the folder's export lock."""
-    folder.mkdir(parents=True, exist_ok=True)
+    order (`files.replace_files`), as one export: under the folder's export lock. A link to a folder
+    not there yet makes that folder, as a link to a file makes the file (`files.written_through`)."""
+    files.written_through(folder).mkdir(parents=True, exist_ok=True)
     with one_export_at_a_time(folder):
         files.replace_files({folder / name: data for name, data in contents.items()})
 

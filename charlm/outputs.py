@@ -38,6 +38,11 @@ def is_checkpoint(path: str | Path) -> bool:
         return False
 
 
+def is_run_record(path: Path) -> bool:
+    """Whether `path` names one of a run folder's own records (RUN_RECORDS)."""
+    return path.name in RUN_RECORDS and runs.is_run_folder(path.parent)
+
+
 def not_empty(output: str | Path, kind: str) -> str | Path:
     """`output`, refused when empty: `--output "$FILE"` with FILE unset, where Path("") is ".", the
     current folder (a sample would say nothing and keep no copy; an export would go to its default place)."""
@@ -47,16 +52,19 @@ def not_empty(output: str | Path, kind: str) -> str | Path:
 
 
 def output_file(output: str | Path) -> Path:
-    """`output` as a file a command may replace; a folder, a checkpoint, a run's own record or a
-    write-protected file is refused."""
+    """`output` as a file a command may replace; a folder, a checkpoint, a run's own record (or a link
+    to one: a write goes through a link) or a write-protected file is refused."""
     path, named = Path(not_empty(output, "file")), said("output", output)
     try:
         if path.is_dir():
             raise CharLMError(f"{named}: is a folder; give a file name")
         if is_checkpoint(path):
             raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
-        if path.name in RUN_RECORDS and runs.is_run_folder(path.parent):
+        if is_run_record(path):
             raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
+        target = files.written_through(path)  # what a write replaces: a link's file (files.py)
+        if target != path and is_run_record(target):
+            raise CharLMError(f"{named}: links to a record of the run in {target.parent}; give another file")
         # A rename over a file ignores the file's own permissions: a write-protected one would be
         # replaced silently, where `>` refuses it.
         if path.exists() and not os.access(path, os.W_OK):

@@ -1339,13 +1339,17 @@ OUTPUT_COMMANDS = {
 
 
 @pytest.mark.parametrize("command", OUTPUT_COMMANDS)
-@pytest.mark.parametrize("target", ["checkpoints/fox/best.pt", "copy.png", "checkpoints/fox/run.json"])
+@pytest.mark.parametrize("target", ["checkpoints/fox/best.pt", "copy.png", "checkpoints/fox/run.json", "record.png"])
 def test_no_output_overwrites_a_checkpoint_or_a_runs_record(trained, tmp_path, command, target):
     """`charlm export RUN --format html --output checkpoints/RUN/best.pt` replaced the run's weights
-    with a page and said `wrote`; every command's --output could."""
+    with a page and said `wrote`; every command's --output could. So could a link to a run's record
+    (record.png -> run.json): sample wrote through it over the run's run.json."""
     (tmp_path / "copy.png").write_bytes((tmp_path / "checkpoints/fox/best.pt").read_bytes())  # a checkpoint by any name
+    (tmp_path / "record.png").symlink_to("checkpoints/fox/run.json")  # a run's record by a link's name
     kept = (tmp_path / target).read_bytes()
     what = "is a record of the run" if target.endswith(".json") else "is a charlm checkpoint"
+    if target == "record.png":
+        what = "links to a record of the run"
     if command == "plot" and not target.endswith(".png"):
         what = "charlm plot writes a PNG"
     assert_one_line_error(cli(*OUTPUT_COMMANDS[command], target), f"--output {target}: {what}")
@@ -1470,6 +1474,62 @@ def test_a_sample_output_that_is_a_link_replaces_the_file_it_names_whole(tmp_pat
         assert so.read_text(encoding="utf-8") == "an earlier sample, kept\n"
     assert (tmp_path / "link.txt").is_symlink() and os.readlink(tmp_path / "link.txt") == "kept/so.txt"
     assert so.read_text(encoding="utf-8") == "a new sample\n" and list(so.parent.iterdir()) == [so]
+
+
+LINKED_OUTPUTS = {**OUTPUT_COMMANDS, "export safetensors": ["export", "fox", "--format", "safetensors", "--output"]}
+
+
+def linked_output(tmp_path: Path, command: str, named: str) -> tuple[Path, Path]:
+    """`command`'s --output, a link (out.png, or for a model folder `out`) to `named`: the link and the
+    file or folder it names."""
+    folder = command == "export safetensors"
+    link = tmp_path / ("out" if folder else "out.png")
+    link.symlink_to(named)
+    return link, tmp_path / named
+
+
+@pytest.mark.parametrize("command", LINKED_OUTPUTS)
+def test_every_output_that_is_a_link_is_written_through_and_stays_a_link(trained, fox_file, tmp_path, command):
+    """`charlm export RUN --output link.html` replaced the link with a page of its own and left the file
+    it named as it was, where `charlm sample --output link.txt` wrote the file and kept the link; so did
+    inspect and plot (a page linked into a website's folder, a plot into a report's). Every command writes
+    what a link names, whole, and the link stays."""
+    link, named = linked_output(tmp_path, command, "kept/earlier")
+    named.parent.mkdir()
+    if command == "export safetensors":
+        named.mkdir()  # an empty folder: a model folder may go there
+    else:
+        named.write_bytes(b"earlier")
+    result = cli(*LINKED_OUTPUTS[command], link.name)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and os.readlink(link) == "kept/earlier"
+    if command == "export safetensors":
+        assert sorted(p.name for p in named.iterdir()) == ["config.json", "model.safetensors", "vocab.json"]
+    else:
+        assert named.read_bytes() not in (b"", b"earlier") and list(named.parent.iterdir()) == [named]
+
+
+@pytest.mark.parametrize("command", LINKED_OUTPUTS)
+def test_an_output_link_to_nothing_makes_what_it_names(trained, fox_file, tmp_path, command):
+    """A link whose file is not there (yet): sample made the file it names, export, inspect and plot
+    replaced the link, and a safetensors export said `File exists; a file is in the way of its folder`.
+    Each makes what the link names, with its missing folders, as `>` makes a link's file."""
+    link, named = linked_output(tmp_path, command, "later/made/here")
+    result = cli(*LINKED_OUTPUTS[command], link.name)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and os.readlink(link) == "later/made/here"
+    assert named.is_dir() if command == "export safetensors" else named.stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", LINKED_OUTPUTS)
+def test_an_output_link_round_a_loop_is_refused_in_one_line(trained, tmp_path, command):
+    """A link that leads round a loop of links names no file: export, inspect and plot replaced it, and
+    sample said `cannot write (Too many levels of symbolic links)` with nothing to do about it."""
+    link, _ = linked_output(tmp_path, command, "loop")
+    (tmp_path / "loop").symlink_to(link.name)
+    result = cli(*LINKED_OUTPUTS[command], link.name)
+    assert_one_line_error(result, f"--output {link.name}: cannot write", "round a loop of links: remove it")
+    assert os.readlink(link) == "loop" and os.readlink(tmp_path / "loop") == link.name
 
 
 def held_to_file_permissions() -> None:

@@ -13,7 +13,7 @@ import pytest
 import charlm
 from charlm import checkpoint, corpus, files, runs, tokens
 
-from .conftest import TINY_ARGS, assert_one_line_error, at_once_in_rounds, cli, without_file_locks
+from .conftest import TINY_ARGS, assert_one_line_error, at_once_in_rounds, cli, file_size_limit, without_file_locks
 from .test_runs import KILLED_MID_WRITE
 
 
@@ -258,3 +258,39 @@ def test_threads_writing_one_file_at_once_each_leave_it_whole(tmp_path):
     assert errors == []
     assert all(len(data) == size and data == data[:1] * size for data in read)
     assert len(read) == threads * rounds and os.listdir(target.parent) == [target.name]
+
+
+def test_a_write_through_a_link_that_fails_keeps_the_file_it_names_and_the_link(tmp_path):
+    """A link is written through (the file it names is replaced, the link stays), still whole or not at
+    all: the temporary goes beside the file it names, so a full disk (a file size limit here) leaves that
+    file as it was, the link a link, and no temporary in either folder."""
+    named, link = tmp_path / "kept" / "page.html", tmp_path / "page.html"
+    named.parent.mkdir()
+    named.write_bytes(b"earlier")
+    link.symlink_to("kept/page.html")
+    with file_size_limit(1000), pytest.raises(OSError):
+        files.replace_files({link: b"x" * 5000})
+    assert named.read_bytes() == b"earlier" and os.readlink(link) == "kept/page.html"
+    assert os.listdir(named.parent) == ["page.html"] and sorted(os.listdir(tmp_path)) == ["kept", "page.html"]
+    files.replace_files({link: b"new"})
+    assert named.read_bytes() == b"new" and os.readlink(link) == "kept/page.html"
+    assert os.listdir(named.parent) == ["page.html"]
+
+
+def test_threads_writing_one_file_by_a_link_and_by_its_name_at_once_each_leave_it_whole(tmp_path):
+    """Writes through a link and writes to the file it names take turns at one temporary, beside the
+    file: real threads, half by each name, at once in rounds, each its own bytes, leave the file whole
+    and the link a link."""
+    threads, rounds, size = 4, 5, 1 << 18
+    target, link = tmp_path / "kept" / "train.txt", tmp_path / "train.txt"
+    target.parent.mkdir()
+    link.symlink_to(target)
+
+    def write(byte: int) -> bytes:
+        files.write_files({link if byte % 2 else target: bytes([byte]) * size})
+        return target.read_bytes()
+
+    read, errors = at_once_in_rounds(write, threads, rounds)
+    assert errors == []
+    assert all(len(data) == size and data == data[:1] * size for data in read)
+    assert len(read) == threads * rounds and os.listdir(target.parent) == [target.name] and link.is_symlink()

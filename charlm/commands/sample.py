@@ -340,8 +340,8 @@ class OutputCopy:
     A file that holds an earlier text gets the new one through a temporary file beside it (files.py),
     renamed over it when sampling ends or is cut short by Ctrl-C or SIGTERM (what was made is kept), so
     a sample killed mid-way (SIGKILL, a power cut) leaves the earlier sample whole, where a write in place
-    would empty it. A link to such a file is followed: the file it names is replaced, the link stays a
-    link. A new file, a pipe, a device, this process's own standard output (`--output /dev/stdout`) is
+    would empty it. A link is written through, as by every command (files.written_through): the file it
+    names is replaced, the link stays a link. A new file, a pipe, a device, this process's own standard output (`--output /dev/stdout`) is
     written as the text comes: there is nothing to lose, and `tail -f` shows the text growing (a killed
     sample keeps it); so is a file whose folder refuses new files (chmod a-w: no temporary file can be
     made beside it), as `>` would write it. Its missing folders are made, as export, inspect and plot
@@ -359,7 +359,7 @@ class OutputCopy:
         self.file = self.attempt(self.open)
 
     def open(self) -> TextIO:
-        Path(os.path.realpath(self.path)).parent.mkdir(parents=True, exist_ok=True)  # as every --output's writer
+        files.written_through(self.path).parent.mkdir(parents=True, exist_ok=True)  # as every --output's writer
         if self.scratch is not None:
             try:
                 return open(self.scratch, "w", encoding="utf-8")
@@ -408,8 +408,8 @@ def replaced_whole(path: Path) -> Path | None:
     or the file a link at `path` names; None where the text is written as it comes: a new file, a pipe,
     a device, or the file this process's standard output or error is (`--output /dev/stdout > so.txt`,
     which the shell holds open: replaced, it would get the text and the screen's copy be lost)."""
-    target = Path(os.path.realpath(path))
     try:
+        target = files.written_through(path)
         if not target.is_file():
             return None
         found = os.stat(target)
