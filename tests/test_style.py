@@ -267,7 +267,7 @@ def listed_files(package: Path) -> set[str]:
     return {name for line in names for name in line.split(", ")}
 
 
-@pytest.mark.parametrize("package", ["serve", "inspection"])
+@pytest.mark.parametrize("package", ["serve", "inspection", "export"])
 def test_a_packages_list_of_its_modules_names_every_file(package):
     """A package's docstring is where a newcomer learns which file does which job: a module split off
     and left out of it is a job the reader never hears of, and a name left after its file is gone sends

@@ -1,6 +1,9 @@
 """`charlm export RUN --format html|onnx|safetensors`: a trained model in a form that runs without charlm.
 
-    html.py         one self-contained page: the weights and a JavaScript sampler (sampler.js)
+    html.py         one self-contained page: the weights, page.html and a JavaScript sampler
+    page.html       the page: its markup, with the serve page's CSS and script inlined by html.py
+    sampler.js      charlm's sampler in plain JavaScript, run in the page's Web Worker
+    wasm.py         the page's one WebAssembly function (a matrix-vector product), assembled byte by byte
     onnx.py         the model over a window, for onnxruntime
     safetensors.py  a model folder as model hubs keep one (model.safetensors, config.json, vocab.json)
 
