@@ -8,7 +8,8 @@ a duration, a list of numbers, a device or a named choice (`--precision ｂｆ�
 whole set as ASCII (`half_width`), on the command line and in Python alike, and a config keeps the value
 as read: run.json says '10m', not '１０ｍ' (fields.py's `store_as_read`). What stands for no ASCII character ('。' for '.', a unit such as 分钟), and a next
 option joined to the value by a full-width comma or space (no shell splits there), is named where the
-value cannot be read (`retype_hint`).
+value cannot be read (`retype_hint`); an option joined to its value by a full-width space, which click
+takes for an unknown option, is named with the space to retype (`joined_value_hint`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ DURATION_UNITS = {"小时": "h", "小時": "h", "分钟": "m", "分鐘": "m", "�
 
 # A long option after a comma or space within one value: `--top-p 0.9，--length 3`.
 JOINED_OPTION = re.compile(r"([,\s]+)(--[A-Za-z][\w-]*)")
+# A long option and its value in one word, a full-width space between them: `--length　5`.
+JOINED_VALUE = re.compile(r"(--[A-Za-z][\w-]*)(\s+)(\S.*)", re.DOTALL)
 
 
 def half_width(text: str) -> str:
@@ -51,3 +54,14 @@ def retype_hint(text: str, units: dict[str, str] | None = None) -> str:
     found = re.findall("|".join(sorted(map(re.escape, table), key=len, reverse=True)), text)
     retyped = [f"{mark!r} as {table[mark]!r}" for mark in dict.fromkeys(found)]
     return f" (retype {', '.join(retyped)})" if retyped else ""
+
+
+def joined_value_hint(word: str, options: Collection[str]) -> str:
+    """What to retype in `word`, taken for an unknown option, where it is one of `options` and its value
+    joined by a full-width space (no shell splits there): `--length　5`. '' for any other word: a quoted
+    ASCII space is the user's, and a mistyped option is its own error."""
+    joined = JOINED_VALUE.fullmatch(word)
+    if not joined or joined[2].isascii() or joined[1] not in options:
+        return ""
+    option, value = joined[1], joined[3]
+    return f"{value} ran into {option}: type a half-width space after {option}, not a full-width space"

@@ -29,6 +29,10 @@ TYPED = [
     ("inspect --max-chars １０００，--held-out", "--held-out ran into it: type a half-width space before --held-out, not '，'"),
     ("sample --top-p 0.9，--length 3", "--top-p: '0.9，--length' is not a valid float (--length ran into it: "),
     ("sample --length 3　--top-k", "(--top-k ran into it: type a half-width space before --top-k, not a full-width space)"),
+    # an option and its value joined by a full-width space arrive as one word, which click took for an option
+    ("sample --length　-3", "--length　-3: -3 ran into --length: type a half-width space after --length, not a full-width space"),
+    ("train --max-time　5s", "--max-time　5s: 5s ran into --max-time: type a half-width space after --max-time, not a full-width space"),
+    ("sample --lenght　5", "no such option --lenght　5 (did you mean --length?)"),  # a mistyped option is named first
     # lists: a full-width comma between the values is the list's comma
     ("sample --temperature ０．５，－１", "--temperature must be a finite number above 0, not ０．５，－１"),
     ("sample --temperature 0.5、0.8", "--temperature: cannot read '0.5、0.8'; give a number or a list such as 0.5,0.8,1.0 (retype '、' as ',')"),

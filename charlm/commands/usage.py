@@ -10,6 +10,8 @@ from typing import IO, Any
 
 import click
 
+from ..halfwidth import joined_value_hint
+
 
 class OneLineUsageError(click.UsageError):
     """A usage error already worded as one line: shown as `Error: ...` alone, exit status 2, however
@@ -44,6 +46,8 @@ def one_line(error: click.UsageError, group: click.Context) -> str:
         command = " ".join(filter(None, [group.command_path, group.invoked_subcommand]))
     help_command = f"{command} --help"
     if isinstance(error, click.NoSuchOption):
+        if hint := joined_value_hint(error.option_name, command_options(error.ctx)):
+            return f"{error.option_name}: {hint}"
         return f"no such option {error.option_name}{closest(error.possibilities)}; {help_command} lists them"
     if isinstance(getattr(error, "command_name", None), str):  # click 8.4's NoSuchCommand
         return f"no such command {error.command_name}{closest(error.possibilities)}; {help_command} lists them"
@@ -53,6 +57,11 @@ def one_line(error: click.UsageError, group: click.Context) -> str:
     if isinstance(error, click.BadParameter) and error.param is not None:
         return f"{parameter_name(error.param)}: {plain(error.message)}; {help_command} says what it takes"
     return f"{plain(error.format_message())}; {help_command} says what to type"
+
+
+def command_options(ctx: click.Context | None) -> list[str]:
+    """The option flags of the command `ctx` was reading (none where click named no command)."""
+    return [flag for param in ctx.command.params for flag in param.opts] if ctx else []
 
 
 def closest(possibilities: list[str] | None) -> str:
