@@ -1755,6 +1755,44 @@ def test_serve_config_names_a_bad_option_as_its_caller_wrote_it(options, in_pyth
     assert_one_line_error(cli("serve", "no-such-run", *flags), on_the_command_line)
 
 
+def test_serve_prints_its_address_once_a_request_on_it_is_answered(tiny_model, monkeypatch):
+    """`charlm serve` printed its address when its models were read, before the app had started their
+    engines: a client sent on that line (a script, bench/serve_load) got 503 "the model is still loading"."""
+    import charlm.serve as serving
+    from charlm.serve import app as serve_app
+    from charlm.serve import completion
+
+    real_fingerprint, servers, answered = completion.fingerprint, [], []
+    monkeypatch.setattr(completion, "fingerprint", lambda model: (time.sleep(0.3), real_fingerprint(model))[1])
+    monkeypatch.setattr(serving, "model_loaders", lambda targets, device: ({"tiny": lambda: tiny_model}, {}))
+    starting = serve_app.StoppingServer.__init__
+    monkeypatch.setattr(
+        serve_app.StoppingServer, "__init__", lambda self, *a: (servers.append(self), starting(self, *a))[1]
+    )
+
+    def ask(url: str) -> None:
+        answered.append(httpx.get(f"{url}health", timeout=30).status_code)
+        servers[0].should_exit = True
+
+    class Terminal:
+        def write(self, text: str) -> None:
+            if url := re.search(r"http://\S+/", text):  # a client sent at once, as the line is read
+                threading.Thread(target=ask, args=(url[0],)).start()
+
+        def flush(self) -> None:
+            pass
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    serving_thread = threading.Thread(target=serving.serve, args=(["tiny"], ServeConfig(port=0)))
+    serving_thread.start()
+    serving_thread.join(timeout=60)
+    assert not serving_thread.is_alive(), "the server did not stop"
+    assert answered == [200]
+
+
 def test_an_empty_api_key_says_what_to_do():
     """`charlm serve ... --api-key "$KEY"`, serve.md's own line, with KEY unset was told only "--api-key
     must not be empty": it says what gave an empty key and the two ways on."""

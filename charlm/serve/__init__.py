@@ -168,8 +168,11 @@ def serve(targets: list[str], config: ServeConfig) -> None:
     app = create_app({name: lambda model=model: model for name, model in loaded.items()}, config, corpora)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}", flush=True)
     warn_if_open_to_anyone(config.host, host, app.state.server.api_key)
+    # Printed once the engines run (the app starts them as it starts): a client sent on this line, as scripts
+    # and bench/ send one, was told 503 "the model is still loading"
+    address = f"charlm serve: http://{shown}:{port}/  models: {', '.join(loaders)}"
+    app.state.server.on_ready = lambda: print(address, flush=True)
     server = StoppingServer(
         uvicorn.Config(
             app, http=BoundedHttp, log_level="warning", access_log=False, timeout_graceful_shutdown=3, lifespan="on"

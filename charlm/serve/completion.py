@@ -90,6 +90,7 @@ class Server:
         self.busy = 0  # rows taken by requests in flight, all models together
         self.loop: asyncio.AbstractEventLoop | None = None
         self.on_failure: Callable[[], None] | None = None  # `serve` stops the process when loading fails
+        self.on_ready: Callable[[], None] | None = None  # `serve` prints its address once the engines run
         self.stopping: asyncio.Future | None = None  # the engines' stop, once shutdown began (`stop`)
         # Prompts are primed one at a time beside the engine: many threads at once would only fight
         # over the cores and the GIL (64 requests arriving together each waited longer that way). With
@@ -113,6 +114,8 @@ class Server:
             if self.on_failure:
                 self.on_failure()
         self.ready.set()
+        if self.failure is None and self.on_ready:
+            self.on_ready()
 
     async def stop(self) -> None:
         """Stop the engines (once, however often asked), in a thread: each finishes its step first. Their
