@@ -839,6 +839,8 @@ def test_the_ranks_of_a_killed_torchrun_stop_and_save(fox_file):
     assert len(workers) == 2
     assert not (run_dir / runs.LOCK_PID).exists()  # rank 0 stopped cleanly, releasing the run folder
     assert latest("orphans").progress.step % SYNC_EVERY == 0  # every rank stopped at a step they agreed on
+    _, err = launcher.communicate(timeout=10)  # the ranks' stderr: torch's trace for a call to the store gone
+    assert err.count("[c10d]") <= 3, err  # with torchrun, one a thread that used it, not one a call
 
 
 def test_the_store_of_a_killed_torchrun_is_let_be_after_one_failed_call(monkeypatch, capfd):
