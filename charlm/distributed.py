@@ -74,7 +74,7 @@ LEADER_WORK_LIMIT = 6
 OVERDUE = "process 0 worked alone for "
 
 _setup_group = None  # a process group with SETUP_TIMEOUT, for `leader_first`'s waits where no store has a heartbeat
-_job_store: dist.Store | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
+_job_store: AgentStore | None = None  # this rank's client of torchrun's store (`job_store`), from `connect` on
 _peer_timeout = PEER_TIMEOUT  # the job's --peer-timeout, from `group` on
 _leader_blocks = 0  # the `leader_first` blocks this rank has entered: rank 0's "done" post counts them
 
@@ -473,7 +473,7 @@ class Ranks:
         return map_state(lambda s: self.gather(s, dim=1).cpu(), state)
 
 
-def job_store() -> dist.Store:
+def job_store() -> AgentStore:
     """The key-value store the ranks meet through, where it outlives them: torchrun's agent keeps it
     (`agent_store`). Where rank 0 keeps it (a launch without torchrun), a stopped rank 0 would hang every
     call to it, and a dead one takes it along: RuntimeError, as before the ranks meet."""
@@ -482,7 +482,7 @@ def job_store() -> dist.Store:
     return _job_store
 
 
-def agent_store(timeout: float) -> dist.Store | None:
+def agent_store(timeout: float) -> AgentStore | None:
     """A client of the store torchrun's agent keeps for the job (None where it keeps none), reached as
     torch's env:// rendezvous reaches it, at MASTER_ADDR:MASTER_PORT. A client of charlm's own: torch
     names no public way to the store its process group holds, and this one is there before the group
@@ -490,7 +490,40 @@ def agent_store(timeout: float) -> dist.Store | None:
     address, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT", "")
     if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or not address or not port.isdigit():
         return None  # init_process_group says what is missing, as it did
-    return dist.TCPStore(address, int(port), is_master=False, timeout=datetime.timedelta(seconds=timeout))
+    return AgentStore(dist.TCPStore(address, int(port), is_master=False, timeout=datetime.timedelta(seconds=timeout)))
+
+
+class AgentStore:
+    """torchrun's store (`agent_store`), let be once a call to it failed on its connection: a killed
+    torchrun takes the store along, and each call after that wrote a C++ stack trace (2 KB) to stderr, or
+    waited the store's timeout (--peer-timeout). The stopping ranks' heartbeats, posts and waits filled a
+    stderr pipe no one read until a rank blocked in the write, and the other waited for it in a collective."""
+
+    def __init__(self, store: dist.Store) -> None:
+        self.store: dist.Store | None = store
+
+    def set(self, key: str, value: str) -> None:
+        self.call("set", key, value)
+
+    def get(self, key: str) -> bytes:
+        return self.call("get", key)
+
+    def check(self, keys: list[str]) -> bool:
+        return self.call("check", keys)
+
+    def set_timeout(self, timeout: datetime.timedelta) -> None:
+        self.call("set_timeout", timeout)
+
+    def call(self, method: str, *args: object):
+        """The store's `method`; RuntimeError at once where it is gone."""
+        store = self.store
+        if store is None:
+            raise RuntimeError("torchrun's store is gone (torchrun ended)")
+        try:
+            return getattr(store, method)(*args)
+        except dist.DistNetworkError:  # its connection broke: torch's client never makes another
+            self.store = None
+            raise
 
 
 def fate(posted: str) -> str:
