@@ -19,6 +19,7 @@ from charlm import vocab as vocab_module
 from charlm.config import Config
 from charlm.corpus import iter_text, read_texts
 from charlm.errors import CharLMError
+from charlm.fields import typed
 from charlm.inspection.analysis import analyse
 from charlm.model import CharLM, ModelConfig, inference
 from charlm.pieces import PieceVocab, train_model
@@ -118,7 +119,10 @@ def test_eval_inspect_the_server_and_the_api_give_each_character_the_same_bits(t
                 assert abs(-math.log2(dict(charlm.next_probs(model, read[:i], None))[read[i]]) - served[i]) < AGREE
     evaluated = cli("eval", str(tmp_path / "run"), "text.txt", "--quiet")
     assert scored(evaluated.output) == (pytest.approx(bits / chars_scored, abs=5e-5), chars_scored)
-    assert evaluated.output.splitlines()[1] == str(warned[0].message)  # the same unseen count, the first left out
+    said_in_python = str(warned[0].message).replace("--init-from RUN", f"--init-from {typed(str(tmp_path / 'run'))}")
+    assert (
+        evaluated.output.splitlines()[1] == said_in_python
+    )  # the same unseen count, the first left out; eval names its run
     shown = cli("inspect", str(tmp_path / "run"), "text.txt", "--train-text", "text.txt", "--output", "page.html")
     headline = (
         rf"lstm on [\d,]+ characters \({chars_scored:,} of them scored\): {bits / chars_scored:.3f} bits per character"
@@ -165,10 +169,10 @@ def test_eval_notes_the_unseen_characters_of_the_files_it_read_and_no_copy_of_th
         (tmp_path / name).write_text(line * 50_000, encoding="utf-8")
     held, note = [], scoring.unseen_note
 
-    def measured(vocab, texts):  # what Python holds then, but numpy's arrays: the vocabulary's lookup table
+    def measured(vocab, texts, **named):  # what Python holds then, but numpy's arrays: the vocabulary's lookup table
         beside_numpy = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, "*/numpy/*")])
         held.append(sum(stat.size for stat in beside_numpy.statistics("filename")))
-        return note(vocab, texts)
+        return note(vocab, texts, **named)
 
     monkeypatch.setattr(scoring, "unseen_note", measured)
     tracemalloc.start()
