@@ -611,7 +611,7 @@ def stalled_training(module: str, owner: str, mark: Path, fox_file: Path) -> for
     return start_python(stall + forkserver.CHARLM, "train", str(fox_file), *TRAIN_ARGS, "--max-steps", "20")
 
 
-@pytest.mark.slow  # a real process: seconds of importing torch
+@pytest.mark.slow  # a real process, stalled and signalled
 @pytest.mark.parametrize(
     ("module", "owner"),
     [("charlm.plan", "decide"), ("charlm.trainer", "Trainer.__init__")],
@@ -634,7 +634,7 @@ def test_ctrl_c_before_training_starts_says_nothing_was_written_and_leaves_no_fo
     assert not list(Path("checkpoints").glob("*"))
 
 
-@pytest.mark.slow  # a real process: seconds of importing torch
+@pytest.mark.slow  # a real process, stalled and killed
 def test_a_run_killed_while_its_model_was_built_leaves_no_folder_a_run_would_be_taken_for(fox_file, tmp_path, tiny):
     """`charlm train` killed (SIGKILL) after it claimed checkpoints/fox-DATE, before run.json was in it,
     left that folder empty for good: a folder of no run. The folder appears under its name only with
