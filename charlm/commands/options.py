@@ -39,10 +39,9 @@ class HalfWidth(click.ParamType):
         if isinstance(value, str):
             number, kind = (int, "integer") if isinstance(self, click.types.IntParamType) else (float, "float")
             try:
-                number(half_width(value))
+                value = number(half_width(value))  # read once; click's convert takes the number as it is
             except ValueError:  # click's words, and what to retype
                 self.fail(f"{value!r} is not a valid {kind}{retype_hint(value)}", param, ctx)
-            value = half_width(value)
         return super().convert(value, param, ctx)
 
 
