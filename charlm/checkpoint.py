@@ -5,7 +5,8 @@ This module is the one owner of the payload's schema (format 3), in three parts:
     model     what sampling needs: the architecture (`ModelConfig`), the vocabulary, the weights
               (the weight average's, when the run keeps one)
     run       what the run is and how far it came: its options (`Config`), corpus, `Progress`, the
-              device and precision it trained on, and for a fine-tuning run its base (`Base`)
+              device and precision it trained on (and the recurrent core's, where the run recorded
+              it), and for a fine-tuning run its base (`Base`)
     training  what only training needs to go on exactly where it stopped: the raw weights (when they
               differ from the model's), optimizer, data position, every stream's hidden state,
               random number generator states, gradient scaler
@@ -157,6 +158,9 @@ class Checkpoint:
     progress: Progress
     device: str = "cpu"  # where and in which precision it trained
     precision: str = "fp32"
+    # what the recurrent core computed in there (device.core_precision: fp32 for bf16 on a CPU without
+    # oneDNN's bf16 LSTM), recorded as the run found it; None in a checkpoint older than the record
+    core_precision: str | None = None
     training: SavedTraining | None = None
     base: Base | None = None  # the run this one was fine-tuned from (--init-from)
 
@@ -196,6 +200,7 @@ class Checkpoint:
                 "progress": _fields(self.progress),
                 "device": self.device,
                 "precision": self.precision,
+                "core_precision": self.core_precision,
                 "base": None if self.base is None else _fields(self.base),
             },
             "training": training,
@@ -238,6 +243,7 @@ class Checkpoint:
             progress=progress,
             device=run["device"],
             precision=run["precision"],
+            core_precision=run.get("core_precision"),  # older checkpoints have no record of it
             training=training,
             base=base,
         )
@@ -262,7 +268,7 @@ class Checkpoint:
             check_record(self.progress)
             if self.progress.best_bpc is not None and self.progress.val_bpc is None:
                 raise CharLMError("best_bpc without val_bpc")
-        check_record(self, ("device", "precision"))
+        check_record(self, ("device", "precision", "core_precision"))
         if self.base is not None:
             with part("base"):
                 check_record(self.base)

@@ -19,7 +19,7 @@ from click.core import ParameterSource
 
 from . import catalog, console, files, runs, tables
 from .commands import completion
-from .commands.options import F, HalfWidthIntRange, device_option, options_of
+from .commands.options import F, HalfWidthIntRange, dashes_read, device_option, options_of
 from .commands.sample import sample
 from .commands.train import train
 from .commands.usage import OneLineUsageError, said_in_one_line
@@ -46,6 +46,16 @@ class Group(click.Group):
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         with said_in_one_line(ctx):  # the group's own: `charlm --frob`
             return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The command `args` name and the words it is given, an option typed with an input method's
+        dashes (`——top-p`) read as that option (`dashes_read`)."""
+        name, command, words = super().resolve_command(ctx, args)
+        if command is None or isinstance(command, click.Group):
+            return name, command, words
+        return name, command, dashes_read(command, name, ctx, words)
 
     def invoke(self, ctx: click.Context) -> object:
         if ctx.parent is not None:  # `charlm corpus`: the root says its errors, once the usage is worded

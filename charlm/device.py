@@ -155,10 +155,16 @@ def precision_text(device: torch.device, precision: str, core: type[torch.nn.Mod
     """The precision as the run line states it, saying where the recurrent core differs: on a GPU
     `bf16 (recurrent core in fp16: cuDNN, loss scaled)`, on an AVX2 CPU `bf16 (recurrent core in fp32: ...)`."""
     real = core_precision(device, precision, core)
-    if real == precision:
-        return precision
     why = "cuDNN, loss scaled" if device.type == "cuda" else f"torch has no {precision} {core.__name__} on this CPU"
-    return f"{precision} (recurrent core in {real}: {why})"
+    return precision_said(precision, real, why)
+
+
+def precision_said(precision: str, real: str | None, why: str = "") -> str:
+    """`precision`, with the precision the recurrent core really computed in (`real`) where it differs:
+    `bf16 (recurrent core in fp32)`, `: why` after it where given. `real` None: not known, not said."""
+    if real is None or real == precision:
+        return precision
+    return f"{precision} (recurrent core in {real}{f': {why}' if why else ''})"
 
 
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:

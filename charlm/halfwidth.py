@@ -9,13 +9,16 @@ whole set as ASCII (`half_width`), on the command line and in Python alike, and 
 as read: run.json says '10m', not '１０ｍ' (fields.py's `store_as_read`). What stands for no ASCII character ('。' for '.', a unit such as 分钟), and a next
 option joined to the value by a full-width comma or space (no shell splits there), is named where the
 value cannot be read (`retype_hint`); an option joined to its value by a full-width space, which click
-takes for an unknown option, is named with the space to retype (`joined_value_hint`).
+takes for an unknown option, is named with the space to retype (`joined_value_hint`). An option's dashes as
+an input method types them, `——top-p` (U+2014 twice, a Chinese input method's `--`), `－－top-p` or `—top-p`
+(macOS's autocorrected `--`), are read as `--` where the name after them is one of the command's long
+options (`as_option`), so a seed `——他说` stays text; before no option of it they are named (`dashes_hint`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: ord(" ")}
 
@@ -28,6 +31,8 @@ DURATION_UNITS = {"小时": "h", "小時": "h", "分钟": "m", "分鐘": "m", "�
 JOINED_OPTION = re.compile(r"([,\s]+)(--[A-Za-z][\w-]*)")
 # A long option and its value in one word, a full-width space between them: `--length　5`.
 JOINED_VALUE = re.compile(r"(--[A-Za-z][\w-]*)(\s+)(\S.*)", re.DOTALL)
+# A long option after an input method's dashes, its value joined by '=' (or '＝') if any: `——top-p=0.9`.
+DASHED_OPTION = re.compile(r"([—－]{1,2})([A-Za-z][A-Za-z0-9_-]*)(?:[=＝](.*))?", re.DOTALL)
 
 
 def half_width(text: str) -> str:
@@ -65,3 +70,47 @@ def joined_value_hint(word: str, options: Collection[str]) -> str:
         return ""
     option, value = joined[1], joined[3]
     return f"{value} ran into {option}: type a half-width space after {option}, not a full-width space"
+
+
+def options_read(words: list[str], options: Collection[str], taking_values: Collection[str]) -> list[str]:
+    """`words` (a command's, after its name) with each option typed after an input method's dashes as
+    that option (`as_option`), where it stands in an option's place (`option_places`): a seed `——top-p`
+    after `--seed`, one of `taking_values`, is the seed."""
+    read = list(words)
+    for at in option_places(read, taking_values):
+        read[at] = as_option(read[at], options) or read[at]
+    return read
+
+
+def option_places(words: list[str], taking_values: Collection[str]) -> Iterator[int]:
+    """The indices of `words` where an option may stand: not the value of the option before it (one of
+    `taking_values`, given without '='), not after '--'. Each word is looked at once the one before is
+    handed out, so a caller may read that one as an option first (`options_read`)."""
+    value_next = False
+    for at in range(len(words)):
+        if not value_next:
+            if words[at] == "--":
+                return
+            yield at
+        value_next = not value_next and words[at] in taking_values
+
+
+def as_option(word: str, options: Collection[str]) -> str | None:
+    """`word` typed with an input method's dashes as the option it names, where that is one of `options`:
+    '——top-p=0.9' is '--top-p=0.9'; None for any other word."""
+    typed = option_typed(word)
+    return "".join(typed) if typed and typed[0] in options else None
+
+
+def option_typed(word: str) -> tuple[str, str] | None:
+    """The option `word` names after an input method's dashes, and its '=VALUE' if any: ('--top-p',
+    '=0.9') for '——top-p＝0.9'; None for a word of no such dashes and name."""
+    dashed = DASHED_OPTION.fullmatch(word)
+    return None if dashed is None else (f"--{dashed[2]}", "" if dashed[3] is None else f"={dashed[3]}")
+
+
+def dashes_hint(word: str) -> str:
+    """What to retype in `word`, an option's name after an input method's dashes (`——top-q`, where no
+    option of the command is named so): "retype '——' as '--'"; '' for any other word."""
+    dashed = DASHED_OPTION.fullmatch(word)
+    return f"retype {dashed[1]!r} as '--'" if dashed else ""

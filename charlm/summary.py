@@ -11,6 +11,7 @@ from .checkpoint import Checkpoint, read
 from .checkpoint_file import remedy
 from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
+from .device import precision_said
 from .errors import CharLMError
 from .fields import option_name
 from .finetune import DEFAULTS
@@ -24,13 +25,14 @@ def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> l
     progress, model_config = saved.progress, saved.model_config
     parameters = saved.model().num_parameters()
     best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
+    precision = precision_said(saved.precision, saved.core_precision)  # as the run recorded it, not probed here
     lines = [
         ("corpus", corpus_text(saved)),
         ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
         ("vocabulary", saved.vocab.size_text()),
         ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.tokens:,} tokens)"),
         ("val_bpc", best),
-        ("trained_on", f"{saved.device} {saved.precision}{processes_text(saved)}"),
+        ("trained_on", f"{saved.device} {precision}{processes_text(saved)}"),
     ]
     if saved.base:
         lines.append(("base", saved.base.describe()))

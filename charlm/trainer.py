@@ -27,6 +27,7 @@ from . import files, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
 from .config import Config
+from .device import core_precision
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .fields import said
@@ -385,6 +386,7 @@ class Trainer:
             progress=self.progress,
             device=str(self.state.device),
             precision=self.state.precision,
+            core_precision=core_precision(self.state.device, self.state.precision, type(self.model.core)),
             training=train_state.capture(self.state),
             base=self.base,
         )

@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, checkpoint_file, files, runs
+from charlm import checkpoint, checkpoint_file, device, files, runs
 from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
@@ -52,6 +52,20 @@ def test_checkpoint_holds_the_model_the_run_and_what_a_resume_needs(fox_file, ti
     saved = latest("run")
     assert saved.config.hidden == tiny["hidden"] and saved.progress.step == tiny["max_steps"]
     assert saved.precision in ("fp32", "bf16") and saved.device == str(resolve_device("auto"))
+
+
+@pytest.mark.parametrize(
+    ("probed", "said"), [(torch.float32, "cpu bf16 (recurrent core in fp32)"), (torch.bfloat16, "cpu bf16")]
+)
+def test_info_says_the_precision_the_recurrent_core_trained_in(fox_file, tiny, monkeypatch, probed, said):
+    """A `--precision bf16` run on a CPU without oneDNN's bf16 LSTM (no AVX-512) trains its core in fp32, as its
+    run line says, but `charlm info` said `cpu bf16`. The checkpoint records what the core ran in where it ran,
+    which info shows (not probed again where info runs: the file may be read on another machine)."""
+    monkeypatch.setattr(device, "cpu_core_dtype", lambda core, dtype: probed)  # the probe's answer on such a CPU
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "device": "cpu", "precision": "bf16"})
+    rows = dict(line.split(None, 1) for line in cli("info", "run").output.splitlines())
+    assert rows["trained_on"] == said
+    assert (latest("run").precision, latest("run").core_precision) == ("bf16", said.split()[-1].strip(")"))
 
 
 def test_a_format_2_checkpoint_is_read(fox_file, tiny):

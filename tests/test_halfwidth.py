@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 import charlm
+from charlm import checkpoint
+from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config, SampleConfig, parse_duration
 from charlm.errors import CharLMError
 from charlm.fields import option_name
-from charlm.halfwidth import half_width
+from charlm.halfwidth import half_width, options_read
 
-from .conftest import assert_one_line_error, cli
+from .conftest import assert_one_line_error, cli, make_model
 
 # (the command line, split at its half-width spaces; what its one-line error says). A full-width value
 # that is read is typed out of its range, so that the error shows the number it was read as, and no model
@@ -134,3 +136,47 @@ def test_a_run_keeps_a_full_width_value_as_read_not_as_typed(fox_file):
     kept = json.loads(Path("checkpoints/wide/run.json").read_text(encoding="utf-8"))["config"]
     assert {name: kept[name] for name in typed} == {name: half_width(value) for name, value in typed.items()}
     assert "10m" in cli("info", "wide").output.split("max_time", 1)[1].splitlines()[0]
+
+
+# An option typed after an input method's dashes: '——' (U+2014 twice, a Chinese input method's `--`),
+# '－－' (U+FF0D twice, full width), '—' (one em dash: macOS's autocorrected `--`).
+DASHED = [
+    ("sample ——top-p ０", "--top-p must be in (0, 1], not 0.0"),
+    ("sample －－top-p 0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample —top-p 0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample ——top-p=0", "--top-p must be in (0, 1], not 0.0"),
+    ("train ——max-time ０ｍ", "--max-time must be positive, not '０ｍ'"),
+    ("sample --seed ——他说 —top-p 0", "--top-p must be in (0, 1], not 0.0"),  # a seed's dashes are its own
+    # no option of the command: named with the dashes to retype (and the option meant, if one is close)
+    ("sample ——top-q 0.9", "no such option ——top-q (retype '——' as '--'; did you mean --top-p?); main sample --help lists them"),
+    ("train corpus.txt —frobnicate", "no such option —frobnicate (retype '—' as '--'); main train --help lists them"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("words", "said"), DASHED)
+def test_an_option_typed_with_an_input_methods_dashes_is_read_as_that_option(words, said):
+    """`——top-p 0.9`, as a Chinese input method types `--top-p 0.9`, was taken for arguments: "unexpected
+    extra arguments", or sample's RUN. A word of such dashes before a long option of the command is that
+    option; before no option of it, the error says to retype its dashes."""
+    assert_one_line_error(cli(*words.split(" ")), said)
+
+
+def test_words_of_dashes_that_are_no_option_are_left_as_typed():
+    """Only a long option of the command is read so, and only where an option stands: a seed `——top-p` is
+    the option's value, text after `--` is text, and `——`, `——他说` or a file `—notes.txt` name no option."""
+    options, taking_values = ["--top-p", "--seed", "--quiet"], ["--top-p", "--seed"]
+    words = ["——", "——他说", "—notes.txt", "--seed", "——top-p", "——quiet", "－－top-p＝0.9", "--", "——top-p"]
+    read = ["——", "——他说", "—notes.txt", "--seed", "——top-p", "--quiet", "--top-p=0.9", "--", "——top-p"]
+    assert options_read(words, options, taking_values) == read
+
+
+def test_a_seed_that_starts_with_an_options_name_after_dashes_stays_the_seed():
+    """`--seed ——top-p` is a seed, written as typed, while `—top-p ０．５` after it is the option."""
+    model = make_model("".join(sorted(set("——top-p said"))), layers=1)
+    record = {"name": "dashes", "sources": [], "digest": ""}
+    saved = Checkpoint(model.config, model.vocab, model.state_dict(), Config(), record, Progress(step=1))
+    checkpoint.save(saved, [Path("dashes/best.pt")])
+    result = cli("sample", "dashes", "--seed", "——top-p", "—top-p", "０．５", "--length", "3", "--random-seed", "1")
+    assert result.exit_code == 0 and result.output.startswith("——top-p") and len(result.output) == 7 + 3 + 1, (
+        result.output
+    )

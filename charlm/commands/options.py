@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from collections.abc import Callable
 from typing import TypeVar
@@ -11,7 +12,7 @@ import click
 
 from ..device_names import STEP_DEVICE, WHOLE_TEXTS_DEVICE
 from ..fields import option_name
-from ..halfwidth import as_choice, half_width, retype_hint
+from ..halfwidth import as_choice, dashes_hint, half_width, option_places, option_typed, options_read, retype_hint
 from .completion import BY_FIELD, devices
 
 F = TypeVar("F", bound=Callable)
@@ -39,10 +40,9 @@ class HalfWidth(click.ParamType):
         if isinstance(value, str):
             number, kind = (int, "integer") if isinstance(self, click.types.IntParamType) else (float, "float")
             try:
-                number(half_width(value))
+                value = number(half_width(value))  # read once; click's convert takes the number as it is
             except ValueError:  # click's words, and what to retype
                 self.fail(f"{value!r} is not a valid {kind}{retype_hint(value)}", param, ctx)
-            value = half_width(value)
         return super().convert(value, param, ctx)
 
 
@@ -102,3 +102,22 @@ def options_of(config_class: type, types: dict | None = None, only: tuple[str, .
         return command
 
     return decorate
+
+
+def dashes_read(command: click.Command, name: str, group: click.Context, words: list[str]) -> list[str]:
+    """The `words` given to `command` (as `name`, in `group`) with each option typed after an input
+    method's dashes read as that option (`——top-p 0.9`: halfwidth.py's `options_read`). A word so typed
+    that names none of its options is refused as click refuses `--frob`, with the dashes to retype."""
+    params = [param for param in command.get_params(group) if isinstance(param, click.Option)]
+    options = [flag for param in params for flag in (*param.opts, *param.secondary_opts)]
+    taking_values = [flag for param in params if not (param.is_flag or param.count) for flag in param.opts]
+    read = options_read(words, options, taking_values)
+    for at in option_places(read, taking_values):
+        if dashes_hint(read[at]) and not group.resilient_parsing:  # Tab completion refuses nothing
+            refusal = click.NoSuchOption(read[at], ctx=click.Context(command, group, name))
+            # the options closest to the name as typed with `--` (click's own are to '——top-q', dashes and all)
+            refusal.possibilities = difflib.get_close_matches(
+                option_typed(read[at])[0], [o for o in options if o[:2] == "--"]
+            )
+            raise refusal
+    return read

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import click
 
-from ..halfwidth import joined_value_hint
+from ..halfwidth import dashes_hint, joined_value_hint
 
 
 class OneLineUsageError(click.UsageError):
@@ -48,7 +48,8 @@ def one_line(error: click.UsageError, group: click.Context) -> str:
     if isinstance(error, click.NoSuchOption):
         if hint := joined_value_hint(error.option_name, command_options(error.ctx)):
             return f"{error.option_name}: {hint}"
-        return f"no such option {error.option_name}{closest(error.possibilities)}; {help_command} lists them"
+        hint = dashes_hint(error.option_name)  # `——top-q`, typed with an input method's dashes
+        return f"no such option {error.option_name}{closest(error.possibilities, hint)}; {help_command} lists them"
     if isinstance(getattr(error, "command_name", None), str):  # click 8.4's NoSuchCommand
         return f"no such command {error.command_name}{closest(error.possibilities)}; {help_command} lists them"
     if isinstance(error, click.MissingParameter) and error.param is not None:
@@ -64,9 +65,12 @@ def command_options(ctx: click.Context | None) -> list[str]:
     return [flag for param in ctx.command.params for flag in param.opts] if ctx else []
 
 
-def closest(possibilities: list[str] | None) -> str:
-    """` (did you mean X?)` for the known name closest to a mistyped one (difflib's best first), if any."""
-    return f" (did you mean {possibilities[0]}?)" if possibilities else ""
+def closest(possibilities: list[str] | None, hint: str = "") -> str:
+    """` (did you mean X?)` for the known name closest to a mistyped one (difflib's best first), if any,
+    after what to retype in it (`hint`), if anything."""
+    said = [hint] if hint else []
+    said += [f"did you mean {possibilities[0]}?"] if possibilities else []
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def parameter_name(param: click.Parameter) -> str:
