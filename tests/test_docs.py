@@ -515,6 +515,25 @@ def test_the_chinese_guides_page_sizes_are_the_ones_kept():
     assert said.groups() == tuple(f"{kept[name] / 1e6:.2f}" for name in ("hlm-fp16.html", "ts-fp16.html"))
 
 
+def test_the_chinese_guide_says_how_inspect_measures_chance_as_inspect_md_does():
+    """usage.zh.md said chance came from 3 shifts (a quarter, a half, three quarters) and that
+    hongloumeng's line cell (-0.25) beat its 0.24, long after inspect took 19 shifts, under which that
+    cell is no better than chance (0.30): its figures are inspect.md's measured ones, its shifts the code's."""
+    from fractions import Fraction
+
+    from charlm.inspection.analysis import CHANCE_SHIFTS
+
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    first, last = (Fraction(share).limit_denominator(100) for share in (CHANCE_SHIFTS[0], CHANCE_SHIFTS[-1]))
+    assert f"错开 {first}、" in guide and f"{last}（共 {len(CHANCE_SHIFTS)} 次）" in guide
+    measured = (REPO / "docs" / "inspect.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| position in the line \| [^|]+ \| \d+, \d+, ([+-][\d.]+) \(([\d.]+)\)", measured, re.MULTILINE)
+    said = re.search(r"《红楼梦》模型的行中位置细胞（([+-][\d.]+)）[^：]*碰巧的 ([\d.]+)", guide)
+    assert said and said.groups() == row.groups(), (
+        f"usage.zh.md says {said and said.groups()}, inspect.md {row.groups()}"
+    )
+
+
 @pytest.mark.slow
 def test_the_exported_page_sizes_kept_are_the_pages_charlm_writes(tmp_path):
     """export-page-sizes.txt's tinyshakespeare pages are the size charlm's page is now, give or take
