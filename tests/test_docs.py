@@ -271,6 +271,36 @@ def test_every_anchor_leads_to_a_heading(page):
         assert anchor in anchors(linked), f"{page.name} links to #{anchor}, no heading of {linked.name}"
 
 
+def section_of(page, anchor: str) -> str:
+    """The text under the heading whose anchor is `anchor`, up to the next heading of its level or above."""
+    held, level, fenced = [], None, False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        fenced = fenced != line.startswith("```")
+        heading = None if fenced else re.match(r"(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if heading and level is not None and len(heading.group(1)) <= level:
+            break
+        if heading and level is None and heading_anchor(heading.group(2)) == anchor:
+            level = len(heading.group(1))
+        elif level is not None:
+            held.append(line)
+    return "\n".join(held)
+
+
+FRONT_PAGES = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.zh.md"))]
+
+
+@pytest.mark.parametrize("page", FRONT_PAGES, ids=lambda path: path.name)
+def test_a_model_size_a_sentence_quotes_is_in_the_benchmarks_section_it_links(page):
+    """README.zh.md's "5 分钟选 2x256，15 分钟选 2x384" linked the adaptive-head section, which holds no
+    2x384 nor any size choice: a reader who follows a figure to its command finds it there."""
+    for sentence in re.split(r"。|\.\s", page.read_text(encoding="utf-8")):
+        links = re.findall(r"\]\(([^)#\s]*benchmarks\.md)#([^)\s]+)\)", sentence)
+        sizes = set(re.findall(r"(?<![\w.])\d+x\d+(?![\w.])", re.sub(r"\]\([^)]*\)", "]", sentence)))
+        held = "".join(section_of(page.parent / target, anchor) for target, anchor in links)
+        missing = sorted(size for size in sizes if links and size not in held)
+        assert not missing, f"{page.name} quotes {missing} beside links to {links} that do not hold them"
+
+
 # A docs page named in plain text, not as a Markdown link: in a command's help or an error message, a
 # docstring, a comment in a README's command ("# docs/forms.md trains it"); its #anchor too, where given.
 NAMED_PAGE = re.compile(r"(?<![\w./-])(docs/[\w.-]+\.md)(?:#([^\s)`'\".,;:]+))?")
