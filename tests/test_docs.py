@@ -271,6 +271,36 @@ def test_every_anchor_leads_to_a_heading(page):
         assert anchor in anchors(linked), f"{page.name} links to #{anchor}, no heading of {linked.name}"
 
 
+def section_of(page, anchor: str) -> str:
+    """The text under the heading whose anchor is `anchor`, up to the next heading of its level or above."""
+    held, level, fenced = [], None, False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        fenced = fenced != line.startswith("```")
+        heading = None if fenced else re.match(r"(#{1,6})\s+(.*?)\s*#*\s*$", line)
+        if heading and level is not None and len(heading.group(1)) <= level:
+            break
+        if heading and level is None and heading_anchor(heading.group(2)) == anchor:
+            level = len(heading.group(1))
+        elif level is not None:
+            held.append(line)
+    return "\n".join(held)
+
+
+FRONT_PAGES = [REPO / "README.md", REPO / "README.zh.md", *sorted((REPO / "docs").glob("*.zh.md"))]
+
+
+@pytest.mark.parametrize("page", FRONT_PAGES, ids=lambda path: path.name)
+def test_a_model_size_a_sentence_quotes_is_in_the_benchmarks_section_it_links(page):
+    """README.zh.md's "5 分钟选 2x256，15 分钟选 2x384" linked the adaptive-head section, which holds no
+    2x384 nor any size choice: a reader who follows a figure to its command finds it there."""
+    for sentence in re.split(r"。|\.\s", page.read_text(encoding="utf-8")):
+        links = re.findall(r"\]\(([^)#\s]*benchmarks\.md)#([^)\s]+)\)", sentence)
+        sizes = set(re.findall(r"(?<![\w.])\d+x\d+(?![\w.])", re.sub(r"\]\([^)]*\)", "]", sentence)))
+        held = "".join(section_of(page.parent / target, anchor) for target, anchor in links)
+        missing = sorted(size for size in sizes if links and size not in held)
+        assert not missing, f"{page.name} quotes {missing} beside links to {links} that do not hold them"
+
+
 # A docs page named in plain text, not as a Markdown link: in a command's help or an error message, a
 # docstring, a comment in a README's command ("# docs/forms.md trains it"); its #anchor too, where given.
 NAMED_PAGE = re.compile(r"(?<![\w./-])(docs/[\w.-]+\.md)(?:#([^\s)`'\".,;:]+))?")
@@ -513,6 +543,25 @@ def test_the_chinese_guides_page_sizes_are_the_ones_kept():
         (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8"),
     )
     assert said.groups() == tuple(f"{kept[name] / 1e6:.2f}" for name in ("hlm-fp16.html", "ts-fp16.html"))
+
+
+def test_the_chinese_guide_says_how_inspect_measures_chance_as_inspect_md_does():
+    """usage.zh.md said chance came from 3 shifts (a quarter, a half, three quarters) and that
+    hongloumeng's line cell (-0.25) beat its 0.24, long after inspect took 19 shifts, under which that
+    cell is no better than chance (0.30): its figures are inspect.md's measured ones, its shifts the code's."""
+    from fractions import Fraction
+
+    from charlm.inspection.analysis import CHANCE_SHIFTS
+
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    first, last = (Fraction(share).limit_denominator(100) for share in (CHANCE_SHIFTS[0], CHANCE_SHIFTS[-1]))
+    assert f"错开 {first}、" in guide and f"{last}（共 {len(CHANCE_SHIFTS)} 次）" in guide
+    measured = (REPO / "docs" / "inspect.md").read_text(encoding="utf-8")
+    row = re.search(r"^\| position in the line \| [^|]+ \| \d+, \d+, ([+-][\d.]+) \(([\d.]+)\)", measured, re.MULTILINE)
+    said = re.search(r"《红楼梦》模型的行中位置细胞（([+-][\d.]+)）[^：]*碰巧的 ([\d.]+)", guide)
+    assert said and said.groups() == row.groups(), (
+        f"usage.zh.md says {said and said.groups()}, inspect.md {row.groups()}"
+    )
 
 
 @pytest.mark.slow

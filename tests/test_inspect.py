@@ -93,6 +93,18 @@ def test_a_hardest_spans_bits_per_character_is_over_the_characters_scored_in_it(
     assert hardest_spans(seen, count=1, width=5) == [(0, 5, 4.0)]
 
 
+def test_a_hardest_span_shows_a_chapter_headings_full_width_space_as_itself():
+    """repr escapes U+3000 as not printable: hongloumeng's chapter headings, the hardest spans of a
+    chapter, printed as '第八十一回\\u3000占旺相...'. Still a literal that reads back to the span."""
+    torch.manual_seed(0)
+    text = "第一回\u3000甄士隐梦幻识通灵\n“好。”\n" * 4
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    lines = summary(analyse(model, text, text, max_order=2)).split("hardest spans (most bits per character first):\n")
+    spans = [line.split(" bpc  ", 1)[1] for line in lines[1].splitlines()]
+    assert spans and "\\u3000" not in lines[1] and any("\u3000" in span for span in spans)
+    assert all(ast.literal_eval(span) in text for span in spans)
+
+
 def test_features_of_an_english_text():
     text = 'ab "cd"\n(x(y)) z'
     found = features(text)

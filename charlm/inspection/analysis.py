@@ -30,6 +30,7 @@ from ..tracing import Trace, trace
 
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists
+FULL_WIDTH_SPACE = "\u3000"
 SHUT, OPEN = 0.1, 0.9  # a gate value below SHUT is left-saturated, above OPEN right-saturated
 SIGMOID_GATES = ("input", "forget", "output", "reset", "update")  # the candidate and GRU's `new` are tanh
 CHINESE_SHARE = 0.3  # a text is Chinese when this share of its non-space characters are CJK ideographs
@@ -390,6 +391,13 @@ def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str, 
     return notes
 
 
+def quoted(text: str) -> str:
+    """A span as a Python literal, as repr writes it but for the full-width space: repr escapes that as
+    not printable, and it opens every chapter heading of a Chinese novel (`'第八十一回\\u3000占旺相'`)."""
+    written = {FULL_WIDTH_SPACE: FULL_WIDTH_SPACE, "'": "\\'"}  # every other character as repr writes it
+    return "'" + "".join(written.get(char, repr(char)[1:-1]) for char in text) + "'"
+
+
 def characters_read(inspection: Inspection) -> str:
     """The text's characters, which the cells' correlations are over, and those its bits are over: the
     first has nothing before it to predict it, and an unseen one is left out. Said once, so that the
@@ -438,5 +446,5 @@ def summary(inspection: Inspection) -> str:
         lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
     # each span as its text, which a reader finds in the file, not as token offsets into it
     lines += ["", "hardest spans (most bits per character first):"]
-    lines += [f"{bpc:7.2f} bpc  {''.join(seen.tokens[a:b])!r}" for a, b, bpc in hardest_spans(seen)]
+    lines += [f"{bpc:7.2f} bpc  {quoted(''.join(seen.tokens[a:b]))}" for a, b, bpc in hardest_spans(seen)]
     return "\n".join(lines)
