@@ -4397,7 +4397,8 @@ def test_a_browser_a_page_test_broke_is_replaced_for_the_next_test(shared_chromi
 
     from . import conftest
 
-    monkeypatch.setattr(conftest, "CLEAN_SLATE_TIMEOUT", 2)
+    # The broken browser never gives a clean slate however long it is given: half a second to find that out
+    monkeypatch.setattr(conftest, "CLEAN_SLATE_TIMEOUT", 0.5)
     browser = shared_chromium.page()
     with never_answering_page() as (url, arrived):
         if breaks == "crashes its tab":
