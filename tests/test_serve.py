@@ -75,11 +75,23 @@ VOCAB = "\n !,.?abcdefghijklmnopqrstuvwxyz"
 KEY = "test-key"
 
 
+class PromptlyStopped(uvicorn.Server):
+    """uvicorn's server, that sees `should_exit` within 10 ms: its own loop looks every 100 ms, which
+    the ~90 servers the tests start and stop each waited out half of on average. (Its Date header is
+    renewed each tenth tick: every 0.1 s here rather than every second.)"""
+
+    async def main_loop(self) -> None:
+        ticks = 0
+        while not await self.on_tick(ticks):
+            ticks = (ticks + 1) % 864_000
+            await asyncio.sleep(0.01)
+
+
 @contextlib.contextmanager
 def running(app, timeout: float = 30, http: type | str = "auto"):
     """Serve `app` from a thread on a free port of 127.0.0.1 (with uvicorn's protocol `http`); yields the base URL."""
     sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", timeout_graceful_shutdown=2))
+    server = PromptlyStopped(uvicorn.Config(app, http=http, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -1946,17 +1958,26 @@ print(json.dumps(create_app({"tiny": lambda: model}, ServeConfig()).openapi()))
 def test_openapi_json_is_the_same_document_at_every_start():
     """/openapi.json listed /v1/responses/input_tokens's fields in the order of a Python set, which each
     process orders by its own string hashes: the document of a server changed at every start, so a client
-    generated from it, or a copy checked into a project, differed each time for nothing."""
-    documents = {
-        subprocess.run(
+    generated from it, or a copy checked into a project, differed each time for nothing. The three
+    processes start at once: each spends its ~3 s importing torch, which 2 cores do side by side."""
+    starts = [
+        subprocess.Popen(
             [sys.executable, "-c", OPENAPI_OF_A_NEW_SERVER],
             env={**os.environ, "PYTHONHASHSEED": str(seed)},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=True,
-        ).stdout
+        )
         for seed in (1, 2, 3)
-    }
+    ]
+    try:
+        outputs = [process.communicate(timeout=120) for process in starts]
+    finally:
+        for process in starts:
+            process.kill()  # one still running once another failed; nothing for one that ended
+            process.wait()
+    assert [process.returncode for process in starts] == [0, 0, 0], [stderr for _, stderr in outputs]
+    documents = {stdout for stdout, _ in outputs}
     assert len(documents) == 1 and '"/v1/responses/input_tokens"' in documents.pop()
 
 
@@ -4376,7 +4397,8 @@ def test_a_browser_a_page_test_broke_is_replaced_for_the_next_test(shared_chromi
 
     from . import conftest
 
-    monkeypatch.setattr(conftest, "CLEAN_SLATE_TIMEOUT", 2)
+    # The broken browser never gives a clean slate however long it is given: half a second to find that out
+    monkeypatch.setattr(conftest, "CLEAN_SLATE_TIMEOUT", 0.5)
     browser = shared_chromium.page()
     with never_answering_page() as (url, arrived):
         if breaks == "crashes its tab":
