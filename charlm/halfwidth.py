@@ -6,7 +6,7 @@ themselves. Python's int() and float() read the digits and nothing else of them,
 no number, '１０m' ten minutes but '１０ｍ' no duration. One rule instead: every option that takes a number,
 a duration, a list of numbers, a device or a named choice (`--precision ｂｆ１６`: `as_choice`) reads the
 whole set as ASCII (`half_width`), on the command line and in Python alike, and a config keeps the value
-as read: run.json says '10m', not '１０ｍ' (fields.py's `store_as_read`). What stands for no ASCII character ('。' for '.', a unit such as 分钟), and a next
+as read: run.json says '10m', not '１０ｍ' (fields.py's `store_as_read`). What stands for no ASCII character ('。' for '.', a duration's unit such as 分钟 or number such as 一), and a next
 option joined to the value by a full-width comma or space (no shell splits there), is named where the
 value cannot be read (`retype_hint`); an option joined to its value by a full-width space, which click
 takes for an unknown option, is named with the space to retype (`joined_value_hint`). An option's dashes as
@@ -26,6 +26,13 @@ FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 
 MARKS = {"。": ".", "、": ","}
 # A duration's units as Chinese writes them, and the letter charlm reads (config.parse_duration).
 DURATION_UNITS = {"小时": "h", "小時": "h", "分钟": "m", "分鐘": "m", "分": "m", "秒": "s"}
+# A duration's number as Chinese says it (一分钟, 十五秒, 两个半小时, 半小时): 1 to 99 (十 and one digit
+# either side), then 半 (and a half), 个 (the measure word) where Chinese puts them. Named with its number
+# in a duration's error, beside the units, so that one retyping reads; numerals that say no one number
+# (三五分钟: three to five minutes) are not named.
+DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
+CHINESE_NUMBER = re.compile(r"[一二两三四五六七八九十]+个?半?个?|半个?")
+SMALL_NUMBER = re.compile(r"(?:([一二两三四五六七八九])?十)?([一二两三四五六七八九])?")
 
 # A long option after a comma or space within one value: `--top-p 0.9，--length 3`.
 JOINED_OPTION = re.compile(r"([,\s]+)(--[A-Za-z][\w-]*)")
@@ -56,9 +63,25 @@ def retype_hint(text: str, units: dict[str, str] | None = None) -> str:
         typed = "a full-width space" if separator.isspace() else repr(separator)  # repr says '\\u3000'
         return f" ({joined[2]} ran into it: type a half-width space before {joined[2]}, not {typed})"
     table = {**MARKS, **(units or {})}
-    found = re.findall("|".join(sorted(map(re.escape, table), key=len, reverse=True)), text)
-    retyped = [f"{mark!r} as {table[mark]!r}" for mark in dict.fromkeys(found)]
+    marks = "|".join(sorted(map(re.escape, table), key=len, reverse=True))
+    if units:  # a duration's: its numbers too (一分钟), or `一m` is refused once '分钟' is retyped
+        marks = f"{CHINESE_NUMBER.pattern}|{marks}"
+    found = {mark: table.get(mark) or chinese_number(mark) for mark in re.findall(marks, text)}
+    retyped = [f"{mark!r} as {ascii_form!r}" for mark, ascii_form in found.items() if ascii_form]
     return f" (retype {', '.join(retyped)})" if retyped else ""
+
+
+def chinese_number(spoken: str) -> str | None:
+    """A duration's number as Chinese says it (`CHINESE_NUMBER`) in ASCII digits: '十五' is '15', '两个半'
+    '2.5', '半' '0.5'; None where it says no one number ('三五', three or five)."""
+    whole = spoken.replace("个", "").removesuffix("半")
+    small = SMALL_NUMBER.fullmatch(whole)
+    if small is None:
+        return None
+    tens = (DIGITS[small[1]] if small[1] else 1) if "十" in whole else 0
+    number = 10 * tens + (DIGITS[small[2]] if small[2] else 0)
+    half = spoken.replace("个", "").endswith("半")
+    return f"{number}.5" if half else str(number) if number else None
 
 
 def joined_value_hint(word: str, options: Collection[str]) -> str:
@@ -68,8 +91,8 @@ def joined_value_hint(word: str, options: Collection[str]) -> str:
     joined = JOINED_VALUE.fullmatch(word)
     if not joined or joined[2].isascii() or joined[1] not in options:
         return ""
-    option, value = joined[1], joined[3]
-    return f"{value} ran into {option}: type a half-width space after {option}, not a full-width space"
+    option = joined[1]
+    return f"a full-width space joins {option} to its value; type a half-width space after {option}"
 
 
 def options_read(words: list[str], options: Collection[str], taking_values: Collection[str]) -> list[str]:

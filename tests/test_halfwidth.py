@@ -3,6 +3,7 @@ number, a duration, a list or a device; what stands for no ASCII character named
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -32,8 +33,8 @@ TYPED = [
     ("sample --top-p 0.9，--length 3", "--top-p: '0.9，--length' is not a valid float (--length ran into it: "),
     ("sample --length 3　--top-k", "(--top-k ran into it: type a half-width space before --top-k, not a full-width space)"),
     # an option and its value joined by a full-width space arrive as one word, which click took for an option
-    ("sample --length　-3", "--length　-3: -3 ran into --length: type a half-width space after --length, not a full-width space"),
-    ("train --max-time　5s", "--max-time　5s: 5s ran into --max-time: type a half-width space after --max-time, not a full-width space"),
+    ("sample --length　-3", "--length　-3: a full-width space joins --length to its value; type a half-width space after --length"),
+    ("train --max-time　5s", "--max-time　5s: a full-width space joins --max-time to its value; type a half-width space after --max-time"),
     ("sample --lenght　5", "no such option --lenght　5 (did you mean --length?)"),  # a mistyped option is named first
     # lists: a full-width comma between the values is the list's comma
     ("sample --temperature ０．５，－１", "--temperature must be a finite number above 0, not ０．５，－１"),
@@ -44,6 +45,9 @@ TYPED = [
     ("train --checkpoint-every 1小时30分", "(retype '小时' as 'h', '分' as 'm')"),
     ("train --peer-timeout 5秒", "--peer-timeout: cannot read '5秒'; write a duration such as 90s, 10m or 1h (retype '秒' as 's')"),
     ("train --checkpoint-every ²", "--checkpoint-every: cannot read '²'"),  # a digit to isdigit(), not to int()
+    # a duration's Chinese numerals are named with their number, beside its units: all there is to retype at once
+    ("train --max-time 一分钟", "--max-time: cannot read '一分钟'; write a duration such as 90s, 10m or 1h (retype '一' as '1', '分钟' as 'm')"),
+    ("train --max-time 一m", "--max-time: cannot read '一m'; write a duration such as 90s, 10m or 1h (retype '一' as '1')"),
     # a device: read as cuda:0, so the run's next check, its time, is what is refused
     ("train --device ＣＵＤＡ：０ --max-time ０ｓ", "--max-time must be positive, not '０ｓ'"),
     ("train --device cuda。0", "--device must be auto, cpu, cuda, cuda:N or mps, not 'cuda。0' (retype '。' as '.')"),
@@ -56,6 +60,36 @@ def test_an_option_typed_in_full_width_is_read_as_ascii_or_its_mark_named(words,
     １０ｍ` no duration, and `--max-time 10分钟` or `--top-p 0.9，--length 3` were refused without a word of the
     character that made them so. One rule reads every full-width form as ASCII; the rest is named."""
     assert_one_line_error(cli(*words.split(" ")), said)
+
+
+# A duration as Chinese says it, and the seconds it is: its hint's retypings, made, give a duration read so.
+SPOKEN = [
+    ("一分钟", 60), ("十五分钟", 900), ("二十秒", 20), ("九十九秒", 99), ("两小时", 7200), ("半小时", 1800),
+    ("一个小时", 3600), ("两个半小时", 9000), ("半个小时", 1800), ("一小时三十分钟", 5400), ("１小時三十分", 5400),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spoken", "seconds"), SPOKEN)
+def test_a_durations_chinese_numerals_are_named_with_the_number_that_reads_as_they_say(spoken, seconds):
+    """`--max-time 一分钟` named only '分钟' to retype, and `一m` was refused again: every part to retype is
+    named at once, and retyping them as the error says gives the duration the words say."""
+    with pytest.raises(CharLMError) as refused:
+        parse_duration(spoken, "--max-time")
+    retypings = re.fullmatch(r".*\(retype (.*)\)", str(refused.value))[1]
+    retyped = spoken
+    for mark, ascii_form in re.findall(r"'(.+?)' as '(.*?)'", retypings):
+        retyped = retyped.replace(mark, ascii_form, 1)
+    assert parse_duration(retyped, "--max-time") == seconds, (retypings, retyped)
+
+
+@pytest.mark.parametrize(
+    ("spoken", "hint"), [("三五分钟", " (retype '分钟' as 'm')"), ("十十秒", " (retype '秒' as 's')"), ("一二m", "")]
+)
+def test_chinese_numerals_that_say_no_one_number_are_not_named_as_one(spoken, hint):
+    """三五分钟 is three to five minutes, not 35: such a numeral is left for the user to decide."""
+    with pytest.raises(CharLMError) as refused:
+        parse_duration(spoken, "--max-time")
+    assert str(refused.value).endswith(f"1h{hint}")
 
 
 def test_a_python_callers_full_width_duration_and_device_are_read_as_the_command_lines():

@@ -344,6 +344,32 @@ def test_correlations_say_how_many_characters_they_rest_on_and_when_too_few(monk
         assert ("the best of 16 cells follows even a feature of another text by chance" in table) == few
 
 
+def test_inspect_says_when_the_text_is_in_the_text_the_ngram_was_fitted_on():
+    """A chapter of hongloumeng's training split, inspected, showed the n-gram at 2.08 bpc against the LSTM's
+    6.45, with no word that the n-gram had been fitted on that very chapter: its figure was recall. The
+    share of the text's spans found in the n-gram's text is said, with what to inspect instead; a text
+    the n-gram never saw says nothing of it."""
+    torch.manual_seed(0)
+    draw = random.Random(0)
+    words = ["".join(draw.choice("abcdefghij") for _ in range(draw.randint(2, 7))) for _ in range(400)]
+    fitted, elsewhere = (" ".join(draw.choice(words) for _ in range(n)) + "\n" for n in (600, 200))
+    model = make_model(Vocab.from_counts(Counter(fitted + elsewhere)), layers=1, hidden=8).eval()
+    named = {"fitted_on": "the run's training split", "seen_advice": "inspect the run's held-out text instead"}
+    inside, half = fitted[1000:1400], fitted[2000:2200] + elsewhere[:200]
+    for text, shares in ((inside, range(100, 101)), (half, range(40, 61)), (elsewhere[:400], None)):
+        inspection = analyse(model, text, fitted, max_order=3, **named)
+        table, page = summary(inspection), render(inspection, "tiny")
+        said = re.search(
+            r"(\d+)% of this text's 20-character spans are word for word in the run's training split", table
+        )
+        assert (said is not None) == (shares is not None), table
+        if shares is not None:
+            assert int(said[1]) in shares, said[0]
+            note = next(note for note in inspection.notes if note.startswith(said[0]))
+            assert note.endswith("; inspect the run's held-out text instead") and note in table.splitlines()
+            assert f"Note: {html.escape(note)}." in page
+
+
 def test_the_headline_and_the_features_count_one_text_the_same_way():
     """On a 3,000-character file the headline said "on 2,999 characters" (the bits are over those the
     first predicts) and the feature table "over 3,000 characters": both now say the text's length, the
@@ -544,12 +570,18 @@ def test_inspect_command_writes_the_page_and_prints_the_tables(fox_file, tmp_pat
     assert cli("train", str(fox_file), *TINY_ARGS, "--max-steps", "10", "--out", "fox").exit_code == 0
     result = cli("inspect", "fox", str(fox_file), "--output", "fox.html", "--max-chars", "300", "--quiet")
     assert result.exit_code == 0, result.output
-    assert result.output.strip() == "wrote fox.html"
+    # fox.txt is the run's corpus, so the n-gram was fitted on the text inspected: said, with what to inspect
+    in_training = "100% of this text's 20-character spans are word for word in the run's training split, which"
+    advice = "the model trained on it too: inspect the run's held-out text instead (charlm inspect fox --held-out)"
+    assert result.output.splitlines()[0].startswith(in_training) and result.output.splitlines()[0].endswith(advice)
+    assert result.output.splitlines()[1:] == ["wrote fox.html"]
     page = (tmp_path / "fox.html").read_text(encoding="utf-8")
     assert TextOf.read(page, "surprise") == fox_file.read_text()[:300]
     result = cli("inspect", "fox", "--held-out", "--output", "reports/held.html", "--quiet")  # a new folder
     assert result.exit_code == 0, result.output  # was `No such file or directory` once the work was done
     assert "(held out)" in (tmp_path / "reports/held.html").read_text(encoding="utf-8")
+    repeats = "the run's held-out text repeats its training text, so neither figure is a prediction"
+    assert result.output.splitlines()[0].startswith(in_training) and result.output.splitlines()[0].endswith(repeats)
     shown = cli("inspect", str(fox_file), "--output", "latest.html", "--max-chars", "200")  # the latest run
     assert shown.exit_code == 0, shown.output
     for heading in ("bits per character", "feature", "gate", "class", "n-gram order", "hardest spans"):
@@ -576,11 +608,11 @@ def test_a_second_inspect_into_the_same_output_says_it_replaced_the_first(fox_fi
     """`charlm inspect a.txt`, then `charlm inspect b.txt`, replaced a.txt's report.html without a word."""
     run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox"))
     args = ["inspect", "fox", str(fox_file), "--train-text", str(fox_file), "--quiet", "--max-chars"]
-    first = cli(*args, "40")
-    assert first.exit_code == 0 and first.output.strip() == "wrote report.html", first.output
+    first = cli(*args, "40")  # above its last line, that the n-gram was fitted on the text inspected
+    assert first.exit_code == 0 and first.output.splitlines()[-1] == "wrote report.html", first.output
     second = cli(*args, "50")
     assert second.exit_code == 0, second.output
-    assert second.output.strip() == (
+    assert second.output.splitlines()[-1] == (
         "wrote report.html, replacing the earlier report.html (give --output another name to keep both)"
     )
     assert TextOf.read((tmp_path / "report.html").read_text(encoding="utf-8"), "surprise") == fox_file.read_text()[:50]

@@ -7,7 +7,8 @@ and Understanding Recurrent Networks" (2015):
   tanh(c) follows each best, by correlation (`features`, `best_cells`);
 - gates: how often each gate is saturated, nearly shut (< 0.1) or nearly open (> 0.9) (`saturation`);
 - what the LSTM buys: its bits per character class against a Kneser-Ney n-gram fitted on the run's
-  training split (`ngram.KneserNey`, `bits_by_class`).
+  training split (`ngram.KneserNey`, `bits_by_class`), and a note where the text is in that split
+  (`share_seen`): there the n-gram's bits are recall.
 
 `analyse` computes all of it into an `Inspection`; page.py draws the page, `summary` the text tables.
 """
@@ -46,6 +47,12 @@ FEW_CORRELATED = 1000
 # in 4 through: hongloumeng's line position "followed" at 0.250 against their 0.239, and gets 0.295 from
 # the 19 (docs/inspect.md, "Measured"; tests/test_inspect.py draws cells that follow nothing).
 CHANCE_SHIFTS = tuple(k / 20 for k in range(1, 20))
+# A text is said to be in the n-gram's training text (its bits there recall, not prediction) when this
+# share of its SPAN-long spans are found there word for word. Held-out text has few: the last tenth of
+# each corpus against the rest, 0.0% (hongloumeng, tangshi300) and 0.4% (tinyshakespeare, alice); its
+# first 5,000 characters 1.2% at most (bench/results/inspect-seen-share.txt).
+SEEN_SHARE = 0.1
+SEEN_SPANS = 500  # spans looked for at most, evenly spread: each one a search of up to 2M characters
 CHANCE_SAID = (
     "the largest correlation any cell has with the feature shifted 1/20, 2/20, ... 19/20 of the way along "
     "the text; a cell follows a feature only if it beats that, as a cell that follows nothing does one time in 20"
@@ -305,6 +312,27 @@ class Inspection:
     unseen: list[str] = field(default_factory=list)  # characters of the text the model has never seen
 
 
+def share_seen(text: str, fitted: str, width: int = SPAN, most: int = SEEN_SPANS) -> float:
+    """The share of `text`'s `width`-character spans (`most` of them at most, not overlapping, evenly spread)
+    found word for word in `fitted`: a text the n-gram was fitted on gives 1, another near 0. A search of
+    `fitted` per span, no index of all its spans: 0.06 s for 5,000 held-out characters of hongloumeng,
+    next to the n-gram fit's 20 s (docs/inspect.md)."""
+    step = max(width, -(-(len(text) - width + 1) // most))
+    spans = [text[start : start + width] for start in range(0, len(text) - width + 1, step)]
+    return sum(span in fitted for span in spans) / len(spans) if spans else 0.0
+
+
+def seen_note(share: float, fitted_on: str, advice: str) -> str:
+    """What the notes say of a text whose spans are `share` in the n-gram's training text (`fitted_on`),
+    and what to inspect instead (`advice`); '' below SEEN_SHARE."""
+    if share < SEEN_SHARE:
+        return ""
+    return (
+        f"{share:.0%} of this text's {SPAN}-character spans are word for word in {fitted_on}, which the n-gram "
+        f"was fitted on: its bits here are recall, not prediction; {advice}"
+    )
+
+
 def check_inspectable(model: CharLM, name: str = "the model") -> None:
     """Inspection is per character (a character's surprise, the cells' state after it): a sentencepiece
     model steps over pieces. `name`: the run, which the user can then trade for a character model's."""
@@ -324,10 +352,12 @@ def analyse(
     what: str = "text",
     fitted_on: str = "the given text",
     run: str | None = None,
+    seen_advice: str = "inspect a text the n-gram was not fitted on",
 ) -> Inspection:
     """Inspect `model` on `text` (`what` names it in errors), against n-grams of orders 1..max_order
     fitted on `training_text` (`fitted_on` names it on the page: a cut one says so); `run`: the run the
-    model is, which the notes' advice names. Read cold, as
+    model is, which the notes' advice names; `seen_advice`: what to inspect instead, said where the text is
+    mostly in `training_text` (`share_seen`). Read cold, as
     `charlm eval`, validation and the server's `echo` read a text: its first character is read, every one
     after it scored, so the bits figures are theirs."""
     check_inspectable(model)
@@ -347,6 +377,7 @@ def analyse(
     scored = ~np.isnan(seen.bits)  # the n-grams are scored on the same characters as the model
     ngram_bpc = {order: float(bits[scored].mean()) if scored.any() else np.nan for order, bits in ngram_bits.items()}
     best = min(ngram_bpc, key=ngram_bpc.get)
+    seen_share = share_seen(text, training_text)
     return Inspection(
         model=model.architecture(),
         trace=traced,
@@ -360,17 +391,20 @@ def analyse(
         ngram_order=best,
         classes=bits_by_class(traced.tokens, seen.bits, ngram_bits[best]),
         ngram_fitted_on=fitted_on,
-        notes=notes_on(model, traced, unseen, symbol_note, run),
+        notes=notes_on(model, traced, unseen, symbol_note, run, seen_note(seen_share, fitted_on, seen_advice)),
         unseen=unseen,
     )
 
 
-def notes_on(model: CharLM, traced: Trace, unseen: list[str], symbol_note: str, run: str | None = None) -> list[str]:
-    """What the figures leave out or the page cannot show, said above them: the text's characters the
+def notes_on(
+    model: CharLM, traced: Trace, unseen: list[str], symbol_note: str, run: str | None = None, seen: str = ""
+) -> list[str]:
+    """What the figures leave out or the page cannot show, said above them: that the n-gram was fitted on
+    the text (`seen`, `seen_note`'s words), the text's characters the
     model never saw (`unseen`), with what to do as eval says it (`unseen_advice`), or read as its unknown
     symbol (`symbol_note`, eval's words), and the cell state or gates a GRU or plain RNN does not have.
     Printed above the tables and shown on the page, the same notes."""
-    notes = []
+    notes = [seen] if seen else []
     excluded = [token for token in traced.tokens[1:] if token in unseen]  # the first is read, never scored
     if excluded:
         distinct = model.vocab.unseen_counts("".join(excluded))

@@ -7,6 +7,7 @@ from .. import checkpoint, runs
 from ..corpus import read_texts
 from ..device import resolve_device
 from ..device_names import STEP_DEVICE
+from ..fields import typed
 from ..ngram import MAX_TRAIN_CHARS
 from ..runtext import run_corpus
 from . import MAX_CHARS
@@ -50,6 +51,7 @@ def inspect_run(
     if training_chars > MAX_TRAIN_CHARS:
         of = f"{train_text}" if train_text else f"the run's training split ({training_chars:,} characters)"
         fitted_on = f"the first {MAX_TRAIN_CHARS:,} characters of {of}"
+    run = target or str(path.parent)
     inspection = analyse(
         model,
         text,
@@ -57,6 +59,20 @@ def inspect_run(
         quiet=quiet,
         what=name,
         fitted_on=fitted_on,
-        run=target or str(path.parent),
+        run=run,
+        seen_advice=seen_advice(run, held_out, train_text),
     )
     return inspection, f"{name}, {path.parent.name}/{path.name}"
+
+
+def seen_advice(run: str, held_out: bool, train_text: str | None) -> str:
+    """What to inspect instead of a text the n-gram was fitted on. Not the n-gram fitted without it: the
+    model trained on the run's split too, and only text neither saw compares them (docs/inspect.md)."""
+    if train_text:
+        instead = "" if held_out else f", or inspect the run's held-out text (charlm inspect {typed(run)} --held-out)"
+        return f"fit the n-gram on a text without this one (--train-text FILE){instead}"
+    if held_out:
+        return "the run's held-out text repeats its training text, so neither figure is a prediction"
+    return (
+        f"the model trained on it too: inspect the run's held-out text instead (charlm inspect {typed(run)} --held-out)"
+    )
