@@ -2,14 +2,17 @@
 with the same global batch; devices and precision fail clearly where they cannot work."""
 
 import contextlib
+import itertools
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,15 +49,104 @@ def cli_options(**changes) -> list[str]:
     return cli_args({**OPTIONS, **changes})
 
 
-def launch(*args: str, processes: int = 2, prelude: str = "") -> subprocess.Popen:
+# `python -m torch.distributed.run`, as `code` for `ForkServer.start`
+TORCHRUN = "import runpy\nrunpy.run_module('torch.distributed.run', run_name='__main__', alter_sys=True)"
+
+# A rank as torchrun starts it (`python -c STAND_IN CODE ARGS`), standing in for `python -c CODE ARGS` forked
+# from the fork server (`forked_ranks`): its command, environment, folder and standard streams are handed to the
+# forked process, each signal torchrun sends is passed on to it, and the stand-in exits as it exited.
+STAND_IN = r"""
+import os, pickle, signal, socket, sys
+relay = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+relay.connect("\0" + os.environ["CHARLM_TEST_RANK_RELAY"])
+command = (sys.argv[1], ["-c", *sys.argv[2:]], dict(os.environ), os.getcwd())
+socket.send_fds(relay, [pickle.dumps(command)], [0, 1, 2])
+pid = pickle.loads(relay.recv(4096))
+def pass_on(signum, frame):
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(signum, pass_on)
+status = pickle.loads(relay.recv(4096))
+if status < 0:
+    signal.signal(-status, signal.SIG_DFL)
+    os.kill(os.getpid(), -status)
+sys.exit(status % 256)
+"""
+relays = itertools.count()
+
+
+@contextlib.contextmanager
+def forked_ranks(env: dict[str, str], processes: int) -> Iterator[dict[str, str]]:
+    """The environment under which torchrun's STAND_IN ranks reach this process, which forks each rank from
+    the fork server (torch imported: ~4 s of CPU less a rank, of the 2 cores both share) and tells its
+    stand-in the rank's pid and exit status; a rank whose stand-in is gone (torchrun's SIGKILL) is killed.
+    For the tests of what torchrun shows of its ranks, not of its process tree (their parent is the server)."""
+    name = f"charlm-test-ranks-{os.getpid()}-{next(relays)}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(f"\0{name}")
+    listener.listen()
+    listener.settimeout(0.1)
+    server, over, relaying = forkserver.server(env), threading.Event(), []
+
+    def relay(connection: socket.socket) -> None:
+        with connection:
+            message, streams, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+            code, argv, rank_env, cwd = pickle.loads(message)
+            pid = server.fork(code, argv, rank_env, streams, cwd)
+            connection.sendall(pickle.dumps(pid))
+            status = None
+            while status is None:
+                status = server.exit_status(pid, timeout=0.05)
+                if status is None and (over.is_set() or select.select([connection], [], [], 0)[0]):
+                    os.kill(pid, signal.SIGKILL)  # its stand-in is gone: the rank goes with it
+            with contextlib.suppress(OSError):
+                connection.sendall(pickle.dumps(status))
+
+    def accept() -> None:
+        while len(relaying) < processes and not over.is_set():
+            with contextlib.suppress(TimeoutError):
+                relaying.append(threading.Thread(target=relay, args=(listener.accept()[0],)))
+                relaying[-1].start()
+
+    accepting = threading.Thread(target=accept)
+    accepting.start()
+    try:
+        yield {**env, "CHARLM_TEST_RANK_RELAY": name}
+    finally:
+        over.set()
+        accepting.join()
+        listener.close()
+        for thread in relaying:
+            thread.join()
+
+
+def launch(*args: str, processes: int = 2, prelude: str = "", env: dict[str, str] | None = None) -> forkserver.Forked:
     """`torchrun --nproc_per_node N -m charlm ARGS` started, with one thread per process (2 cores here).
-    `prelude`: Python each rank runs first, as `ranks` takes it."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    charlm = ["--no-python", sys.executable, "-c", f"{prelude}\n{MAIN}"] if prelude else ["-m", "charlm"]
-    return subprocess.Popen(
-        [*command, *charlm, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    torchrun itself is forked from a process that has imported torch (`forkserver`: ~2 s of CPU less a
+    launch); the ranks are the processes it starts. `prelude`: Python each rank runs first, as `ranks`
+    takes it. `env`: `forked_ranks`' environment, for ranks that stand in for forked ones."""
+    env = env or {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = f"{prelude}\n{MAIN}" if prelude else forkserver.CHARLM
+    if "CHARLM_TEST_RANK_RELAY" in env:
+        charlm = ["--no-python", sys.executable, "-c", STAND_IN, code]
+    else:
+        charlm = ["--no-python", sys.executable, "-c", code] if prelude else ["-m", "charlm"]
+    command = ["-m", "--standalone", "--nproc_per_node", str(processes), *charlm, *args]
+    return forkserver.server(env).start(TORCHRUN, command, env)
+
+
+@contextlib.contextmanager
+def torchrun(*args: str, processes: int = 2, prelude: str = "") -> Iterator[forkserver.Forked]:
+    """`launch`, its ranks forked (`forked_ranks`); any process still running is killed after."""
+    with forked_ranks({**os.environ, "OMP_NUM_THREADS": "1"}, processes) as env:
+        launcher = launch(*args, processes=processes, prelude=prelude, env=env)
+        try:
+            yield launcher
+        finally:
+            launcher.kill()
 
 
 def free_port() -> int:
@@ -630,8 +722,8 @@ def test_an_error_every_rank_meets_is_said_once_and_last_under_torchrun(fox_file
     """Every rank met the same bad input and said it: a user with 8 GPUs read the line 8 times among
     torchrun's noise, and torchrun's closing summary pointed at its docs. Now one rank says it, and the
     summary's root cause shows the same line, the last thing printed."""
-    process = launch("train", *arguments(fox_file))
-    _, err = process.communicate(timeout=120)
+    with torchrun("train", *arguments(fox_file)) as process:
+        _, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
     assert len([line for line in err.splitlines() if said in line and line.startswith("Error: ")]) == 1, err
     root_cause = err[err.index("Root Cause (first observed failure):") :]
@@ -673,8 +765,8 @@ def test_a_rank_that_stays_quiet_leaves_rank_0_time_to_say_the_error():
     exits: rank 0, a moment behind on a loaded machine, was killed before it said the error, and the
     user read nothing but torchrun's summary (seen once in a suite run). A quiet rank now waits a
     moment (launcher.QUIET_GRACE) before it exits."""
-    process = launch("train", "tiny.txt", "--hidden", "many", prelude=LATE_FIRST_RANK)
-    _, err = process.communicate(timeout=120)
+    with torchrun("train", "tiny.txt", "--hidden", "many", prelude=LATE_FIRST_RANK) as process:
+        _, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
     assert len([line for line in err.splitlines() if line.startswith("Error: --hidden: 'many' is not")]) == 1, err
 
