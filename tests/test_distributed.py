@@ -339,7 +339,7 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     """A rank stuck or stopped (SIGSTOP) without dying held the others for torch's 30-minute collective
     timeout, saying nothing. After --peer-timeout the lowest rank still answering names it, with its pid,
     and the command that resumes the run from its last checkpoint, which is whole."""
-    options = [*cli_options(max_steps=100_000), "--peer-timeout", "3s"]
+    options = [*cli_options(max_steps=100_000), "--peer-timeout", "2s"]
     with ranks("train", str(fox_file), "--out", "cut", *options, prelude=SHORT_GRACE) as processes:
         wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
         processes[stopped].send_signal(signal.SIGSTOP)
@@ -348,7 +348,7 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     assert survivor.returncode == 1
     line = one_line(err)
     assert f"process {stopped} (pid {processes[stopped].pid} on " in line
-    assert " of 2 stopped answering for 3s (--peer-timeout)" in line
+    assert " of 2 stopped answering for 2s (--peer-timeout)" in line
     run_dir = runs.CHECKPOINT_ROOT / "cut"
     assert line.endswith(f"; {run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}")
     step = latest("cut").progress.step
@@ -595,7 +595,7 @@ RANK_0_SCORES_AND_WRITES_SLOWLY = """
 from charlm import trainer
 def slowed(work):
     def slow(*args, **kwargs):
-        time.sleep(2.5)
+        time.sleep(2.0)
         return work(*args, **kwargs)
     return slow
 trainer.bits_per_char, trainer.save = slowed(trainer.bits_per_char), slowed(trainer.save)
@@ -608,8 +608,8 @@ def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_pe
     long, and --peer-timeout bounds only a silence. An evaluation longer than --peer-timeout stopped the job:
     the others, waiting to gather the checkpoint, named rank 0 as stuck; so did a write, the others waiting
     for its outcome."""
-    options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
-    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_AND_WRITES_SLOWLY
+    options = [*cli_options(max_steps=5), "--peer-timeout", "1.5s"]
+    prelude = RANK_0_PREPARING.format(action="time.sleep(2.0)") + RANK_0_SCORES_AND_WRITES_SLOWLY
     with ranks("train", str(fox_file), "--out", "slow", *options, prelude=prelude) as processes:
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors
