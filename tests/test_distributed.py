@@ -310,6 +310,11 @@ def test_a_signal_to_one_rank_alone_stops_every_rank_at_one_step(fox_file):
 SHORT_GRACE = "from charlm import distributed\ndistributed.GRACE = 1.0"
 
 
+# A rank that leaves an error to rank 0 waits QUIET_GRACE (2 s) before it exits, so that torchrun, which stops
+# every rank once one exits, leaves rank 0 time to say it; `ranks` stops none: the test's quiet ranks wait 0.1 s.
+SHORT_QUIET_GRACE = "from charlm import distributed, launcher\nlauncher.QUIET_GRACE = distributed.QUIET_GRACE = 0.1"
+
+
 def one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), err
@@ -683,7 +688,9 @@ def test_a_run_rank_0_refuses_is_said_once_and_every_rank_fails(fox_file):
     """Rank 0 alone plans the run (a taken --out is its check): it says why; the others, waiting for the
     plan, exit 1 without a word (they used to add a line each that they had lost it)."""
     charlm.train(fox_file, out="taken", **OPTIONS, max_steps=5)
-    with ranks("train", str(fox_file), "--out", "taken", *cli_options(max_steps=5)) as processes:
+    with ranks(
+        "train", str(fox_file), "--out", "taken", *cli_options(max_steps=5), prelude=SHORT_QUIET_GRACE
+    ) as processes:
         (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
     assert [process.returncode for process in processes] == [1, 1]
     assert "taken already holds a run" in one_line(err)
@@ -746,7 +753,7 @@ def test_a_bad_option_is_said_by_every_rank_started_by_hand_and_by_rank_0_alone_
     """A rank other than 0 started by hand, watched in a terminal of its own, exited 1 or 2 without a word on
     a bad option, as under torchrun, whose one terminal shows rank 0's line: its user read nothing. It says
     the line, naming itself; under torchrun's agent rank 0 alone still says it."""
-    with ranks("train", str(fox_file), *arguments, agent=agent) as processes:
+    with ranks("train", str(fox_file), *arguments, agent=agent, prelude=SHORT_QUIET_GRACE) as processes:
         (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
     assert [process.returncode for process in processes] == [status] * 2, err + peer_err
     assert one_line(err).startswith(f"Error: {said}")
@@ -863,7 +870,7 @@ def test_a_peer_lost_before_the_ranks_agree_on_the_run_to_resume_says_to_resume_
 def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_that_do(fox_file):
     """A resumed run keeps its batch: the advice to use a multiple of the world size cannot be followed."""
     charlm.train(fox_file, out="three", **{**OPTIONS, "batch_size": 3}, max_steps=5)
-    with ranks("train", "--resume", "three", "--max-steps", "10") as processes:
+    with ranks("train", "--resume", "three", "--max-steps", "10", prelude=SHORT_QUIET_GRACE) as processes:
         errors = [process.communicate(timeout=60)[1] for process in processes]
     assert [process.returncode for process in processes] == [1, 1]
     line = one_line(errors[0])
