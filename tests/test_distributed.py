@@ -94,6 +94,8 @@ def forked_ranks(env: dict[str, str], processes: int) -> Iterator[dict[str, str]
     def relay(connection: socket.socket) -> None:
         with connection:
             message, streams, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+            if not message:  # its stand-in ended before it asked (torchrun stopped it)
+                return
             code, argv, rank_env, cwd = pickle.loads(message)
             pid = server.fork(code, argv, rank_env, streams, cwd)
             connection.sendall(pickle.dumps(pid))
