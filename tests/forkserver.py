@@ -123,17 +123,31 @@ class ForkServer:
             in_read, in_write = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
             out_read, out_write = os.pipe()
         err_read, err_write = os.pipe()
+        pid = self.fork(code, argv, env, [in_read, out_write, err_write], terminal=terminal is not None)
+        return Forked(self, pid, out_read, err_read, in_write)
+
+    def fork(
+        self,
+        code: str,
+        argv: list[str],
+        env: dict[str, str],
+        streams: list[int],
+        cwd: str | None = None,
+        terminal: bool = False,
+    ) -> int:
+        """`code` forked as `start` forks it, with `streams` (file descriptors, closed here) as its stdin,
+        stdout and stderr, in folder `cwd` (this one if None); its pid, whose end `exit_status` reports.
+        For a child whose streams are another process's (a stand-in for it that torchrun started)."""
         with self.lock:
-            request = pickle.dumps((code, list(argv), env, os.getcwd(), terminal is not None))
-            socket.send_fds(self.channel, [request], [in_read, out_write, err_write])
-            for fd in (in_read, out_write, err_write):
+            request = pickle.dumps((code, list(argv), env, cwd or os.getcwd(), terminal))
+            socket.send_fds(self.channel, [request], streams)
+            for fd in streams:
                 os.close(fd)
             deadline = time.monotonic() + 60
             while not self.started:
                 assert time.monotonic() < deadline, "the fork server started no process in 60 s"
                 self.receive(timeout=1)
-            pid = self.started.pop()
-        return Forked(self, pid, out_read, err_read, in_write)
+            return self.started.pop()
 
     def receive(self, timeout: float) -> None:
         """The server's messages within `timeout` seconds (0: those already sent; call holding the lock)."""

@@ -237,27 +237,46 @@ class DryRun:
     report: str
 
 
-def start_gpu_check_dry_run(out: Path, tests: tuple[str, ...], **settings: str) -> subprocess.Popen:
+def start_gpu_check_dry_run(out: Path, tests: tuple[Path, ...], **settings: str) -> subprocess.Popen:
     """bench/gpu_check.sh --cpu on a few tests, `settings` as its environment, started."""
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, **settings}
-    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", *(str(REPO / test) for test in tests)]
+    command = ["bash", str(REPO / "bench/gpu_check.sh"), "--cpu", *map(str, tests)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+# The failing dry run's tests: a cuda test that outlasts the tests' seconds, and a fast test that passes. A
+# file outside tests/: its pytest processes load no conftest (torch, charlm: ~3 s of CPU each), which the
+# failing check is not about.
+OUTLASTING = """
+import time
+import pytest
+
+@pytest.mark.cuda
+def test_outlasts_the_tests_seconds():
+    time.sleep(60)
+
+def test_passes():
+    pass
+"""
 
 
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory) -> dict[str, DryRun]:
     """Two dry runs, which the tests below read (each run of the script costs ~12 s, mostly processes
-    started one after another, each on one core): one passing, on a test file and one cuda test, and
-    one whose cuda tests run out of the tests' seconds. Both at once, on two cores. The cuda test is one
+    started one after another, each on one core): one passing, on a fast test and one cuda test, and
+    one whose cuda test runs out of the tests' seconds. Both at once, on two cores. The cuda test is one
     that builds no model (~1 s less), and pytest's processes load no third-party plugins (hypothesis,
     schemathesis, anyio: ~1.5 s a process), which neither the script nor these tests are about. The
-    failing run's benchmark measures nothing (a budget of 0 s: ~3 s of a core less), which its test does
-    not read; the passing run's measures, as on a GPU."""
+    failing run's tests are OUTLASTING's, and its benchmark measures nothing (a budget of 0 s: ~3 s of a
+    core less), which its test does not read; the passing run's measures, as on a GPU."""
     cuda_test = "tests/test_cuda.py::test_the_peer_timeout_is_every_backends_timeout"
+    fast_test = "tests/test_vocab.py::test_an_unseen_character_names_the_form_the_model_knows"
+    outlasting = tmp_path_factory.mktemp("outlasting") / "test_outlasting.py"
+    outlasting.write_text(OUTLASTING, encoding="utf-8")
     bare = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     runs_of = {
-        "passing": (("tests/test_vocab.py", cuda_test), {"GPU_CHECK_BUDGET": "20", **bare}),
-        "failing": (("tests/test_vocab.py",), {"GPU_CHECK_SUITE_SECONDS": "1", "GPU_CHECK_BUDGET": "0", **bare}),
+        "passing": ((REPO / fast_test, REPO / cuda_test), {"GPU_CHECK_BUDGET": "20", **bare}),
+        "failing": ((outlasting,), {"GPU_CHECK_SUITE_SECONDS": "1", "GPU_CHECK_BUDGET": "0", **bare}),
     }
     folders = {name: tmp_path_factory.mktemp(f"gpu-check-{name}") / "out" for name in runs_of}
     started = {name: start_gpu_check_dry_run(folders[name], tests, **settings)
@@ -404,8 +423,10 @@ def test_versus_gpu_recipe_runs_its_shape_on_the_cpu(tmp_path):
     """--gpu: nanoGPT's GPU recipe (6x384, context 256, dropout 0.2, bf16 autocast), here on the CPU with one
     iteration of one window, a held-out estimate of one window, and torch.compile off, so the code path runs
     without a GPU. Each window of 256 through 6x384 in bf16 costs tens of seconds of CPU where bf16 is
-    emulated (a CPU with avx2 alone): two iterations of batch 2 were four times the work, for the same lines."""
-    corpus = messy_text(tmp_path / "words.txt", lines=400)
+    emulated (a CPU with avx2 alone): two iterations of batch 2 were four times the work, for the same lines.
+    100 lines: a held-out text of ~400 characters, more than one window, scored through 6x384 in 3 windows
+    where 400 lines took 14 (~2 s of CPU)."""
+    corpus = messy_text(tmp_path / "words.txt", lines=100)
     run_bench(
         "versus", str(corpus), "--gpu", "--device", "cpu", "--no-compile", "--iters", "1", "--batch", "1",
         "--eval-iters", "1", "--quiet", "--out", str(tmp_path / "versus.txt"),
@@ -963,5 +984,7 @@ def test_parts_bench_trains_and_a_new_character_starts_from_its_parts(tmp_path):
 
 
 def test_startup_bench_runs():
-    out = run_bench("startup", "--rounds", "2", "--only", "help")
+    """One round (each command timed once: a round took ~2.5 s of CPU, most of it importing torch): the
+    rows, not their medians, are the test's."""
+    out = run_bench("startup", "--rounds", "1", "--only", "help")
     assert "| import torch | " in out and "| help | " in out

@@ -2,14 +2,17 @@
 with the same global batch; devices and precision fail clearly where they cannot work."""
 
 import contextlib
+import itertools
 import os
 import pickle
+import select
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,15 +49,106 @@ def cli_options(**changes) -> list[str]:
     return cli_args({**OPTIONS, **changes})
 
 
-def launch(*args: str, processes: int = 2, prelude: str = "") -> subprocess.Popen:
+# `python -m torch.distributed.run`, as `code` for `ForkServer.start`
+TORCHRUN = "import runpy\nrunpy.run_module('torch.distributed.run', run_name='__main__', alter_sys=True)"
+
+# A rank as torchrun starts it (`python -c STAND_IN CODE ARGS`), standing in for `python -c CODE ARGS` forked
+# from the fork server (`forked_ranks`): its command, environment, folder and standard streams are handed to the
+# forked process, each signal torchrun sends is passed on to it, and the stand-in exits as it exited.
+STAND_IN = r"""
+import os, pickle, signal, socket, sys
+relay = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+relay.connect("\0" + os.environ["CHARLM_TEST_RANK_RELAY"])
+command = (sys.argv[1], ["-c", *sys.argv[2:]], dict(os.environ), os.getcwd())
+socket.send_fds(relay, [pickle.dumps(command)], [0, 1, 2])
+pid = pickle.loads(relay.recv(4096))
+def pass_on(signum, frame):
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    signal.signal(signum, pass_on)
+status = pickle.loads(relay.recv(4096))
+if status < 0:
+    signal.signal(-status, signal.SIG_DFL)
+    os.kill(os.getpid(), -status)
+sys.exit(status % 256)
+"""
+relays = itertools.count()
+
+
+@contextlib.contextmanager
+def forked_ranks(env: dict[str, str], processes: int) -> Iterator[dict[str, str]]:
+    """The environment under which torchrun's STAND_IN ranks reach this process, which forks each rank from
+    the fork server (torch imported: ~4 s of CPU less a rank, of the 2 cores both share) and tells its
+    stand-in the rank's pid and exit status; a rank whose stand-in is gone (torchrun's SIGKILL) is killed.
+    For the tests of what torchrun shows of its ranks, not of its process tree (their parent is the server)."""
+    name = f"charlm-test-ranks-{os.getpid()}-{next(relays)}"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listener.bind(f"\0{name}")
+    listener.listen()
+    listener.settimeout(0.1)
+    server, over, relaying = forkserver.server(env), threading.Event(), []
+
+    def relay(connection: socket.socket) -> None:
+        with connection:
+            message, streams, _, _ = socket.recv_fds(connection, 1 << 20, 3)
+            if not message:  # its stand-in ended before it asked (torchrun stopped it)
+                return
+            code, argv, rank_env, cwd = pickle.loads(message)
+            pid = server.fork(code, argv, rank_env, streams, cwd)
+            connection.sendall(pickle.dumps(pid))
+            status = None
+            while status is None:
+                status = server.exit_status(pid, timeout=0.05)
+                if status is None and (over.is_set() or select.select([connection], [], [], 0)[0]):
+                    os.kill(pid, signal.SIGKILL)  # its stand-in is gone: the rank goes with it
+            with contextlib.suppress(OSError):
+                connection.sendall(pickle.dumps(status))
+
+    def accept() -> None:
+        while len(relaying) < processes and not over.is_set():
+            with contextlib.suppress(TimeoutError):
+                relaying.append(threading.Thread(target=relay, args=(listener.accept()[0],)))
+                relaying[-1].start()
+
+    accepting = threading.Thread(target=accept)
+    accepting.start()
+    try:
+        yield {**env, "CHARLM_TEST_RANK_RELAY": name}
+    finally:
+        over.set()
+        accepting.join()
+        listener.close()
+        for thread in relaying:
+            thread.join()
+
+
+def launch(*args: str, processes: int = 2, prelude: str = "", env: dict[str, str] | None = None) -> forkserver.Forked:
     """`torchrun --nproc_per_node N -m charlm ARGS` started, with one thread per process (2 cores here).
-    `prelude`: Python each rank runs first, as `ranks` takes it."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    charlm = ["--no-python", sys.executable, "-c", f"{prelude}\n{MAIN}"] if prelude else ["-m", "charlm"]
-    return subprocess.Popen(
-        [*command, *charlm, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
+    torchrun itself is forked from a process that has imported torch (`forkserver`: ~2 s of CPU less a
+    launch); the ranks are the processes it starts. `prelude`: Python each rank runs first, as `ranks`
+    takes it. `env`: `forked_ranks`' environment, for ranks that stand in for forked ones."""
+    env = env or {**os.environ, "OMP_NUM_THREADS": "1"}
+    code = f"{prelude}\n{MAIN}" if prelude else forkserver.CHARLM
+    if "CHARLM_TEST_RANK_RELAY" in env:
+        charlm = ["--no-python", sys.executable, "-c", STAND_IN, code]
+    else:
+        charlm = ["--no-python", sys.executable, "-c", code] if prelude else ["-m", "charlm"]
+    command = ["-m", "--standalone", "--nproc_per_node", str(processes), *charlm, *args]
+    return forkserver.server(env).start(TORCHRUN, command, env)
+
+
+@contextlib.contextmanager
+def torchrun(*args: str, processes: int = 2, prelude: str = "") -> Iterator[forkserver.Forked]:
+    """`launch`, its ranks forked (`forked_ranks`); any process still running is killed after."""
+    with forked_ranks({**os.environ, "OMP_NUM_THREADS": "1"}, processes) as env:
+        launcher = launch(*args, processes=processes, prelude=prelude, env=env)
+        try:
+            yield launcher
+        finally:
+            launcher.kill()
 
 
 def free_port() -> int:
@@ -218,6 +312,11 @@ def test_a_signal_to_one_rank_alone_stops_every_rank_at_one_step(fox_file):
 SHORT_GRACE = "from charlm import distributed\ndistributed.GRACE = 1.0"
 
 
+# A rank that leaves an error to rank 0 waits QUIET_GRACE (2 s) before it exits, so that torchrun, which stops
+# every rank once one exits, leaves rank 0 time to say it; `ranks` stops none: the test's quiet ranks wait 0.1 s.
+SHORT_QUIET_GRACE = "from charlm import distributed, launcher\nlauncher.QUIET_GRACE = distributed.QUIET_GRACE = 0.1"
+
+
 def one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: "), err
@@ -247,7 +346,7 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     """A rank stuck or stopped (SIGSTOP) without dying held the others for torch's 30-minute collective
     timeout, saying nothing. After --peer-timeout the lowest rank still answering names it, with its pid,
     and the command that resumes the run from its last checkpoint, which is whole."""
-    options = [*cli_options(max_steps=100_000), "--peer-timeout", "3s"]
+    options = [*cli_options(max_steps=100_000), "--peer-timeout", "2s"]
     with ranks("train", str(fox_file), "--out", "cut", *options, prelude=SHORT_GRACE) as processes:
         wait_for(runs.CHECKPOINT_ROOT / "cut" / runs.LATEST)
         processes[stopped].send_signal(signal.SIGSTOP)
@@ -256,7 +355,7 @@ def test_a_rank_that_stops_answering_is_named_after_the_peer_timeout_and_the_run
     assert survivor.returncode == 1
     line = one_line(err)
     assert f"process {stopped} (pid {processes[stopped].pid} on " in line
-    assert " of 2 stopped answering for 3s (--peer-timeout)" in line
+    assert " of 2 stopped answering for 2s (--peer-timeout)" in line
     run_dir = runs.CHECKPOINT_ROOT / "cut"
     assert line.endswith(f"; {run_dir} keeps its last checkpoint: resume with charlm train --resume {run_dir}")
     step = latest("cut").progress.step
@@ -503,7 +602,7 @@ RANK_0_SCORES_AND_WRITES_SLOWLY = """
 from charlm import trainer
 def slowed(work):
     def slow(*args, **kwargs):
-        time.sleep(2.5)
+        time.sleep(2.0)
         return work(*args, **kwargs)
     return slow
 trainer.bits_per_char, trainer.save = slowed(trainer.bits_per_char), slowed(trainer.save)
@@ -516,8 +615,8 @@ def test_the_others_wait_for_rank_0_to_prepare_score_and_save_longer_than_the_pe
     long, and --peer-timeout bounds only a silence. An evaluation longer than --peer-timeout stopped the job:
     the others, waiting to gather the checkpoint, named rank 0 as stuck; so did a write, the others waiting
     for its outcome."""
-    options = [*cli_options(max_steps=5), "--peer-timeout", "2s"]
-    prelude = RANK_0_PREPARING.format(action="time.sleep(2.5)") + RANK_0_SCORES_AND_WRITES_SLOWLY
+    options = [*cli_options(max_steps=5), "--peer-timeout", "1.5s"]
+    prelude = RANK_0_PREPARING.format(action="time.sleep(2.0)") + RANK_0_SCORES_AND_WRITES_SLOWLY
     with ranks("train", str(fox_file), "--out", "slow", *options, prelude=prelude) as processes:
         errors = [process.communicate(timeout=120)[1] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], errors
@@ -591,7 +690,9 @@ def test_a_run_rank_0_refuses_is_said_once_and_every_rank_fails(fox_file):
     """Rank 0 alone plans the run (a taken --out is its check): it says why; the others, waiting for the
     plan, exit 1 without a word (they used to add a line each that they had lost it)."""
     charlm.train(fox_file, out="taken", **OPTIONS, max_steps=5)
-    with ranks("train", str(fox_file), "--out", "taken", *cli_options(max_steps=5)) as processes:
+    with ranks(
+        "train", str(fox_file), "--out", "taken", *cli_options(max_steps=5), prelude=SHORT_QUIET_GRACE
+    ) as processes:
         (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
     assert [process.returncode for process in processes] == [1, 1]
     assert "taken already holds a run" in one_line(err)
@@ -630,8 +731,8 @@ def test_an_error_every_rank_meets_is_said_once_and_last_under_torchrun(fox_file
     """Every rank met the same bad input and said it: a user with 8 GPUs read the line 8 times among
     torchrun's noise, and torchrun's closing summary pointed at its docs. Now one rank says it, and the
     summary's root cause shows the same line, the last thing printed."""
-    process = launch("train", *arguments(fox_file))
-    _, err = process.communicate(timeout=120)
+    with torchrun("train", *arguments(fox_file)) as process:
+        _, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
     assert len([line for line in err.splitlines() if said in line and line.startswith("Error: ")]) == 1, err
     root_cause = err[err.index("Root Cause (first observed failure):") :]
@@ -654,7 +755,7 @@ def test_a_bad_option_is_said_by_every_rank_started_by_hand_and_by_rank_0_alone_
     """A rank other than 0 started by hand, watched in a terminal of its own, exited 1 or 2 without a word on
     a bad option, as under torchrun, whose one terminal shows rank 0's line: its user read nothing. It says
     the line, naming itself; under torchrun's agent rank 0 alone still says it."""
-    with ranks("train", str(fox_file), *arguments, agent=agent) as processes:
+    with ranks("train", str(fox_file), *arguments, agent=agent, prelude=SHORT_QUIET_GRACE) as processes:
         (_, err), (_, peer_err) = (process.communicate(timeout=60) for process in processes)
     assert [process.returncode for process in processes] == [status] * 2, err + peer_err
     assert one_line(err).startswith(f"Error: {said}")
@@ -673,8 +774,8 @@ def test_a_rank_that_stays_quiet_leaves_rank_0_time_to_say_the_error():
     exits: rank 0, a moment behind on a loaded machine, was killed before it said the error, and the
     user read nothing but torchrun's summary (seen once in a suite run). A quiet rank now waits a
     moment (launcher.QUIET_GRACE) before it exits."""
-    process = launch("train", "tiny.txt", "--hidden", "many", prelude=LATE_FIRST_RANK)
-    _, err = process.communicate(timeout=120)
+    with torchrun("train", "tiny.txt", "--hidden", "many", prelude=LATE_FIRST_RANK) as process:
+        _, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
     assert len([line for line in err.splitlines() if line.startswith("Error: --hidden: 'many' is not")]) == 1, err
 
@@ -771,7 +872,7 @@ def test_a_peer_lost_before_the_ranks_agree_on_the_run_to_resume_says_to_resume_
 def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_that_do(fox_file):
     """A resumed run keeps its batch: the advice to use a multiple of the world size cannot be followed."""
     charlm.train(fox_file, out="three", **{**OPTIONS, "batch_size": 3}, max_steps=5)
-    with ranks("train", "--resume", "three", "--max-steps", "10") as processes:
+    with ranks("train", "--resume", "three", "--max-steps", "10", prelude=SHORT_QUIET_GRACE) as processes:
         errors = [process.communicate(timeout=60)[1] for process in processes]
     assert [process.returncode for process in processes] == [1, 1]
     line = one_line(errors[0])
@@ -781,14 +882,12 @@ def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_
 
 def test_torchrun_s_hang_up_stops_its_ranks_at_one_step_and_saves(fox_file):
     """A closed terminal or ssh session hangs up torchrun, which passes SIGHUP on to every rank: they
-    used to die of it, losing the steps since the last checkpoint."""
-    launcher = launch("train", str(fox_file), "--out", "hung", *cli_options(max_steps=100_000))
-    try:
+    used to die of it, losing the steps since the last checkpoint. (The ranks are forked, `torchrun`: their
+    stand-ins pass on the signal torchrun sends.)"""
+    with torchrun("train", str(fox_file), "--out", "hung", *cli_options(max_steps=100_000)) as launcher:
         wait_for(runs.CHECKPOINT_ROOT / "hung" / runs.LATEST)
         launcher.send_signal(signal.SIGHUP)
         out, err = launcher.communicate(timeout=60)
-    finally:
-        launcher.kill()
     assert f"stopped at step {latest('hung').progress.step}; saved in" in out, out + err
     hung = runs.CHECKPOINT_ROOT / "hung"
     assert f"Resume with: torchrun --nproc-per-node 2 -m charlm train --resume {hung}" in out  # as it was launched
