@@ -882,12 +882,14 @@ def test_a_world_size_that_does_not_divide_a_resumed_run_s_batch_names_the_ones_
 
 def test_torchrun_s_hang_up_stops_its_ranks_at_one_step_and_saves(fox_file):
     """A closed terminal or ssh session hangs up torchrun, which passes SIGHUP on to every rank: they
-    used to die of it, losing the steps since the last checkpoint. (The ranks are forked, `torchrun`: their
-    stand-ins pass on the signal torchrun sends.)"""
-    with torchrun("train", str(fox_file), "--out", "hung", *cli_options(max_steps=100_000)) as launcher:
+    used to die of it, losing the steps since the last checkpoint."""
+    launcher = launch("train", str(fox_file), "--out", "hung", *cli_options(max_steps=100_000))
+    try:
         wait_for(runs.CHECKPOINT_ROOT / "hung" / runs.LATEST)
         launcher.send_signal(signal.SIGHUP)
         out, err = launcher.communicate(timeout=60)
+    finally:
+        launcher.kill()
     assert f"stopped at step {latest('hung').progress.step}; saved in" in out, out + err
     hung = runs.CHECKPOINT_ROOT / "hung"
     assert f"Resume with: torchrun --nproc-per-node 2 -m charlm train --resume {hung}" in out  # as it was launched
