@@ -296,9 +296,17 @@ class Config:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
         text = half_width(str(self.checkpoint_every)).strip()
         if text.isdecimal():  # not isdigit(): '²' is a digit int() cannot read
-            if int(text) < 1:
+            try:
+                steps = int(text)
+            except ValueError:  # over 4,300 digits: Python's limit on reading an int
+                off = said("checkpoint_every", "none")  # Python's too: the field takes no None
+                raise CharLMError(
+                    f"{said('checkpoint_every')}: a number of {len(text)} digits is no step count; "
+                    f"give steps (e.g. 1000), a duration (e.g. 10m) or {off}"
+                ) from None
+            if steps < 1:
                 raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step")
-            return int(text), None
+            return steps, None
         return None, parse_duration(str(self.checkpoint_every), name="checkpoint_every")
 
     def to_dict(self) -> dict:

@@ -175,3 +175,10 @@ def test_a_vocab_size_outside_its_range_says_which_bound(size, said):
     """A --vocab-size past sentencepiece's 32-bit field is told the bound it passed, not the lower one."""
     with pytest.raises(CharLMError, match=f"^vocab_size must be {said}$"):
         Config(tokenizer="sentencepiece", vocab_size=size)
+
+
+def test_a_step_count_past_pythons_digit_limit_is_refused_in_one_line():
+    """`--checkpoint-every` of 5,000 digits ended in a ValueError traceback: int() refuses a string of over
+    4,300 digits (CVE-2020-10735's limit) where --checkpoint-every read its steps."""
+    with pytest.raises(CharLMError, match=r"^checkpoint_every: a number of 5000 digits is no step count"):
+        Config(checkpoint_every="1" * 5000)
