@@ -182,3 +182,13 @@ def test_a_step_count_past_pythons_digit_limit_is_refused_in_one_line():
     4,300 digits (CVE-2020-10735's limit) where --checkpoint-every read its steps."""
     with pytest.raises(CharLMError, match=r"^checkpoint_every: a number of 5000 digits is no step count"):
         Config(checkpoint_every="1" * 5000)
+
+
+@pytest.mark.parametrize("field", ["max_steps", "hidden", "checkpoint_every"])
+def test_an_integer_past_pythons_digit_limit_is_named_by_its_size(field):
+    """charlm.train(max_steps=10**5000) ended in a ValueError traceback: the message showing the value
+    called repr(), which refuses an int of over 4,300 digits."""
+    with pytest.raises(
+        CharLMError, match=rf"^{field} must be a 64-bit integer, not a negative integer of 5,001 digits$"
+    ):
+        Config(**{field: -(10**5000)})
