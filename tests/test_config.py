@@ -54,8 +54,9 @@ def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():
     Python caller writes max_time=None."""
     with pytest.raises(CharLMError, match=r"^max_time must be positive, not -5 \(use max_time=None for no limit\)$"):
         Config(max_time=-5)
-    with pytest.raises(CharLMError, match=r"use checkpoint_every=None for no limit"):
+    with pytest.raises(CharLMError, match=r"use checkpoint_every='none' for no limit"):  # its field takes no None
         Config(checkpoint_every="0s")
+    assert Config(checkpoint_every="none").checkpoint_interval() == (None, None)
     with on_command_line(), pytest.raises(CharLMError, match=r"^--max-time must be .*\(use --max-time none for"):
         Config(max_time="0s")
 
