@@ -4578,3 +4578,18 @@ def test_a_run_named_with_a_byte_that_is_not_utf8_is_served_under_an_id_json_can
         body = {"model": "caf\\udce9", "prompt": "the", "max_tokens": 2}
         answer = test_client.post("/v1/completions", json=body)
         assert answer.status_code == 200 and answer.json()["model"] == "caf\\udce9", answer.text
+
+
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        ("", r"^host is empty \(a shell variable left unset gives an empty one\): give the address to listen on"),
+        (" ", r"^host is empty"),
+        ("\udcff", r"^host '\\udcff' is no address nor host name: give an address such as 127.0.0.1"),
+    ],
+)
+def test_an_empty_or_undecodable_host_is_refused_before_listening(host, message):
+    """`--host ''` (`--host "$HOST"`, HOST unset) listened on every network, where an empty --api-key is
+    refused for that reason; a byte of argv that is not UTF-8 in --host ended in a TypeError traceback."""
+    with pytest.raises(CharLMError, match=message):
+        ServeConfig(host=host)
