@@ -296,10 +296,18 @@ class Config:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
         text = half_width(str(self.checkpoint_every)).strip()
         if text.isdecimal():  # not isdigit(): '²' is a digit int() cannot read
-            if int(text) < 1:
+            try:
+                steps = int(text)
+            except ValueError:  # over 4,300 digits: Python's limit on reading an int
+                off = said("checkpoint_every", "none")  # Python's too: the field takes no None
+                raise CharLMError(
+                    f"{said('checkpoint_every')}: a number of {len(text)} digits is no step count; "
+                    f"give steps (e.g. 1000), a duration (e.g. 10m) or {off}"
+                ) from None
+            if steps < 1:
                 raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step")
-            return int(text), None
-        return None, parse_duration(str(self.checkpoint_every), name="checkpoint_every")
+            return steps, None
+        return None, parse_duration(str(self.checkpoint_every), name="checkpoint_every", takes_none=False)
 
     def to_dict(self) -> dict:
         """The options as JSON types, as a checkpoint and run.json keep them."""
@@ -337,11 +345,13 @@ def parse_duration(
     required: bool = False,
     most: float | None = None,
     name: str = "max_time",
+    takes_none: bool = True,
 ) -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds (full-width forms read as ASCII, as
     halfwidth.py's rule reads every option); None/'none' -> no limit, unless
     `required`; `most`: the most seconds `flag` takes; `name`: the field read, `flag`: its option as
-    said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it."""
+    said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it (`takes_none`:
+    whether Python's is None; checkpoint_every's field takes 'none' only)."""
     flag = flag or said(name)
     if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
         if required:
@@ -359,7 +369,7 @@ def parse_duration(
             raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if not 0 < seconds < math.inf:  # NaN too; infinity (a float, or 400 digits of hours) is no duration either
-        no_limit = said(name, "none") if flags_said() else said(name, None)  # a Python caller writes None
+        no_limit = said(name, "none") if flags_said() or not takes_none else said(name, None)  # Python's None
         remedy = "give a duration such as 5m or 1h" if required else f"use {no_limit} for no limit"
         kind = "positive" if seconds <= 0 else "a finite duration"
         raise CharLMError(f"{flag} must be {kind}, not {text!r} ({remedy})")

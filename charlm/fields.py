@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import math
 import numbers
 import re
 import reprlib
@@ -34,8 +35,20 @@ T = TypeVar("T")
 # What a value of each annotated type is called in a message (`check_types`).
 KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
 
-# A wrong value as a message shows it: its repr, a long one shortened (a whole text given as a number).
-SHOWN = reprlib.Repr()
+
+class Shown(reprlib.Repr):
+    """A wrong value as a message shows it: its repr, a long one shortened (a whole text given as a
+    number); an int too long for repr() (over 4,300 digits, Python's limit) by its size."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:
+            digits = math.floor(math.log10(abs(x))) + 1
+            return f"{'a negative' if x < 0 else 'an'} integer of {digits:,} digits"
+
+
+SHOWN = Shown()
 SHOWN.maxstring = SHOWN.maxother = 80
 
 

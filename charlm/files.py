@@ -68,6 +68,8 @@ def remedy(error: OSError) -> str:
         return "; no folder there can hold it: write into a folder that exists and is writable"
     if error.errno == errno.ELOOP:  # --output a link whose links lead back to it (`written_through`)
         return "; it is a link that leads round a loop of links: remove it, or write elsewhere"
+    if isinstance(error, NotAFile):  # renamed over, a pipe or device node would be a plain file
+        return "; give the name of a file: charlm writes a file whole and puts it in its place"
     if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name
         return f"; give a shorter name (a run folder: {said('out', metavar='NAME')})"
     return ""
@@ -152,10 +154,15 @@ def read_regular(path: Path) -> bytes:
         os.close(fd)
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device or other special file"
-        raise NotAFile(errno.EINVAL, kind, str(path))
+        raise not_a_file(path, mode)
     with open(fd, "rb") as file:
         return file.read()
+
+
+def not_a_file(path: Path, mode: int) -> NotAFile:
+    """The NotAFile of the special file of `mode` at `path`, saying which kind it is."""
+    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device or other special file"
+    return NotAFile(errno.EINVAL, kind, str(path))
 
 
 def read_remedy(error: OSError) -> str:
@@ -188,9 +195,11 @@ def recorded_path(path: str | Path) -> str:
 def replace_files(files: dict[Path, bytes]) -> None:
     """Write every file of `files` (path -> bytes) beside its target (a link's: `written_through`), then
     rename each into place in order: a write that fails leaves every target as it was, and removes what it
-    wrote. Raises the OSError.
+    wrote. Raises the OSError; a named pipe or device as a target, before anything is written (`check_replaceable`).
     What earlier writers of these files left when killed mid-write goes first (`remove_leftovers`)."""
     targets = {written_through(path): data for path, data in files.items()}
+    for path in targets:
+        check_replaceable(path)
     written: list[tuple[Path, Path]] = []
     with temporaries_in_turn(targets):
         try:
@@ -225,6 +234,17 @@ def written_through(path: Path) -> Path:
     if target.is_symlink():  # realpath stops where the links go round
         raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
     return target
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise NotAFile where a named pipe or a device is at `path` (`--output /dev/full`): renamed over, it
+    would be gone (as root, from /dev), and a reader waiting on the pipe never get the file."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # nothing there yet: a file to make
+        return
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):  # a folder is said where the rename fails
+        raise not_a_file(path, mode)
 
 
 @contextlib.contextmanager

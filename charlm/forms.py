@@ -27,6 +27,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from .corpus import check_characters
 from .errors import CharLMError
 from .fields import said
 
@@ -53,7 +54,7 @@ SCRIPT_RULE = (
     "`_` is a Han character when the template or the acrostic has Han text or CJK punctuation, "
     "a letter when it has letters, else whichever the model knows more of"
 )
-ESCAPES = {"n": "\n", "t": "\t", "_": "\x00", "\\": "\\"}  # \x00 marks a literal underscore until parsed
+ESCAPES = {"n": "\n", "t": "\t", "_": "_", "\\": "\\"}  # `\_`: a literal underscore, a fixed slot
 
 
 def is_han(char: str) -> bool:
@@ -108,16 +109,19 @@ def template_of(
         if form not in FORM_NAMES:
             given = option_named("form", prefix, repr(form))
             raise CharLMError(f"{given} is not a form charlm knows; choose one of {FORM_CHOICES}")
-        text, name = FORMS[FORM_NAMES[form]], said("form", form) if prefix is None else f"{prefix}form {form}"
+        slots = template_slots(FORMS[FORM_NAMES[form]])
+        name = said("form", form) if prefix is None else f"{prefix}form {form}"
     elif template is not None:
-        text, name = unescape(template), template_
+        check_characters(template, template_)
+        slots, name = template_slots(template), template_
     elif acrostic is not None:
         raise CharLMError(
             f"{acrostic_} fixes the first character of each verse of a form: give {form_} or {template_} too"
         )
     else:
         return None
-    slots = [None if c == FREE else ("_" if c == "\x00" else c) for c in text]
+    if acrostic is not None:
+        check_characters(acrostic, acrostic_)
     if None not in slots:
         raise CharLMError(f"{name} has no `_` for the model to fill; write `_` for each character it writes")
     starts: list[int] = []
@@ -149,17 +153,20 @@ def template_of(
     return Template(tuple(slots), script, name, acrostic or "", tuple(starts), FORM_NAMES.get(form or "", ""))
 
 
-def unescape(text: str) -> str:
-    """A shell user's `\\n` (line break), `\\t`, `\\_` (a literal underscore) and `\\\\`."""
-    out, i = [], 0
+def template_slots(text: str) -> list[str | None]:
+    """A template's slots: None for each `_`, else the character fixed there, after a shell user's `\\n`
+    (line break), `\\t`, `\\_` (a literal underscore) and `\\\\`. Read in one pass, so that no character
+    of the template (a NUL) is taken for a mark the parse left."""
+    slots: list[str | None] = []
+    i = 0
     while i < len(text):
         if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ESCAPES:
-            out.append(ESCAPES[text[i + 1]])
+            slots.append(ESCAPES[text[i + 1]])
             i += 2
         else:
-            out.append(text[i])
+            slots.append(None if text[i] == FREE else text[i])
             i += 1
-    return "".join(out)
+    return slots
 
 
 def verses(slots: list[str | None]) -> list[int]:

@@ -54,8 +54,9 @@ def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():
     Python caller writes max_time=None."""
     with pytest.raises(CharLMError, match=r"^max_time must be positive, not -5 \(use max_time=None for no limit\)$"):
         Config(max_time=-5)
-    with pytest.raises(CharLMError, match=r"use checkpoint_every=None for no limit"):
+    with pytest.raises(CharLMError, match=r"use checkpoint_every='none' for no limit"):  # its field takes no None
         Config(checkpoint_every="0s")
+    assert Config(checkpoint_every="none").checkpoint_interval() == (None, None)
     with on_command_line(), pytest.raises(CharLMError, match=r"^--max-time must be .*\(use --max-time none for"):
         Config(max_time="0s")
 
@@ -175,3 +176,20 @@ def test_a_vocab_size_outside_its_range_says_which_bound(size, said):
     """A --vocab-size past sentencepiece's 32-bit field is told the bound it passed, not the lower one."""
     with pytest.raises(CharLMError, match=f"^vocab_size must be {said}$"):
         Config(tokenizer="sentencepiece", vocab_size=size)
+
+
+def test_a_step_count_past_pythons_digit_limit_is_refused_in_one_line():
+    """`--checkpoint-every` of 5,000 digits ended in a ValueError traceback: int() refuses a string of over
+    4,300 digits (CVE-2020-10735's limit) where --checkpoint-every read its steps."""
+    with pytest.raises(CharLMError, match=r"^checkpoint_every: a number of 5000 digits is no step count"):
+        Config(checkpoint_every="1" * 5000)
+
+
+@pytest.mark.parametrize("field", ["max_steps", "hidden", "checkpoint_every"])
+def test_an_integer_past_pythons_digit_limit_is_named_by_its_size(field):
+    """charlm.train(max_steps=10**5000) ended in a ValueError traceback: the message showing the value
+    called repr(), which refuses an int of over 4,300 digits."""
+    with pytest.raises(
+        CharLMError, match=rf"^{field} must be a 64-bit integer, not a negative integer of 5,001 digits$"
+    ):
+        Config(**{field: -(10**5000)})

@@ -294,3 +294,13 @@ def test_threads_writing_one_file_by_a_link_and_by_its_name_at_once_each_leave_i
     assert errors == []
     assert all(len(data) == size and data == data[:1] * size for data in read)
     assert len(read) == threads * rounds and os.listdir(target.parent) == [target.name] and link.is_symlink()
+
+
+def test_a_write_onto_a_named_pipe_is_refused_and_leaves_it_a_pipe(tmp_path):
+    """`charlm export --output FIFO` (or, as root, `--output /dev/full`) renamed the page over the pipe or the
+    device node: a reader waiting on the pipe never got it, and /dev/full was a regular file after."""
+    pipe = tmp_path / "page.html"
+    os.mkfifo(pipe)
+    with pytest.raises(charlm.CharLMError, match=r"^--output page.html: cannot write \(a named pipe\); give the name"):
+        files.write_files({pipe: b"<html>"}, "--output page.html")
+    assert pipe.is_fifo()

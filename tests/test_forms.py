@@ -105,6 +105,22 @@ def test_a_template_character_the_model_does_not_know_is_a_one_line_error():
         generate(chinese_model(), "", template="_____,_____。")
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"template": "__\udcff___"}, "template: byte 0xff at character 2 is not valid UTF-8"),
+        ({"form": "五绝", "acrostic": "春\ud800秋冬"}, r"acrostic: lone surrogate U\+D800 at character 1"),
+        ({"template": "__\x00___"}, r"template: 1 character\(s\) the model has never seen: '\\x00'"),
+    ],
+)
+def test_a_template_or_acrostic_is_read_as_the_characters_given(options, message):
+    """A byte of argv that is not UTF-8 (`--template $'_\\xff_'`) ended in a UnicodeEncodeError traceback
+    where the template was spelled for the model; a NUL was read as a literal underscore (`\\_`, which the
+    parser held as a NUL), and the model was said not to know `_`."""
+    with pytest.raises(CharLMError, match=f"^{message}"):
+        generate(chinese_model(), "", **options)
+
+
 def test_an_acrostic_of_a_mark_or_another_script_is_refused_as_no_verse_begins_so():
     """`--acrostic 春,夏秋` (a comma typed between the characters) was taken: a model that learned the mark wrote
     a verse that begins with it, `春夜宠力欲，,红洞树杯。`. Each verse's first character is of the script `_`

@@ -4583,3 +4583,35 @@ def test_a_healed_prompt_with_a_template_a_stop_or_a_piece_inside_it_is_as_gener
             text = "".join(chunk.choices[0].text for chunk in choices)
             tokens = [token for chunk in choices for token in chunk.choices[0].logprobs.tokens]
             assert text == inside[len(prompt) :] and "".join(tokens) == text and all(tokens)
+
+
+def test_a_run_named_with_a_byte_that_is_not_utf8_is_served_under_an_id_json_can_say(fox_file, tiny, tmp_path):
+    """A run folder named with a byte that is not UTF-8 (`--out $'\\xff'`, a corpus named caf\\xe9.txt) gave its
+    model an id holding a lone surrogate: every answer naming the model was a 500, and a traceback in the log."""
+    from charlm.serve import model_loaders
+
+    train(fox_file, out=str(tmp_path / "caf\udce9"), **tiny)
+    with TestClient(create_app(model_loaders([str(tmp_path / "caf\udce9")], "cpu")[0], ServeConfig())) as test_client:
+        deadline = time.time() + 30
+        while test_client.get("/health").status_code == 503 and time.time() < deadline:  # the model loading
+            time.sleep(0.02)
+        models = test_client.get("/v1/models")
+        assert models.status_code == 200 and models.json()["data"][0]["id"] == "caf\\udce9", models.text
+        body = {"model": "caf\\udce9", "prompt": "the", "max_tokens": 2}
+        answer = test_client.post("/v1/completions", json=body)
+        assert answer.status_code == 200 and answer.json()["model"] == "caf\\udce9", answer.text
+
+
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        ("", r"^host is empty \(a shell variable left unset gives an empty one\): give the address to listen on"),
+        (" ", r"^host is empty"),
+        ("\udcff", r"^host '\\udcff' is no address nor host name: give an address such as 127.0.0.1"),
+    ],
+)
+def test_an_empty_or_undecodable_host_is_refused_before_listening(host, message):
+    """`--host ''` (`--host "$HOST"`, HOST unset) listened on every network, where an empty --api-key is
+    refused for that reason; a byte of argv that is not UTF-8 in --host ended in a TypeError traceback."""
+    with pytest.raises(CharLMError, match=message):
+        ServeConfig(host=host)

@@ -42,6 +42,7 @@ from .. import runs
 from ..device_names import STEP_DEVICE
 from ..errors import CharLMError, callers_stacklevel
 from ..fields import said, together
+from ..files import utf8
 from ..stopping import leaving_at_once
 from .config import ServeConfig
 
@@ -72,13 +73,15 @@ def model_loaders(
     loaders, corpora = {}, {}
     for target in targets or [None]:
         path = runs.resolve(target)
-        name = runs.run_name_of(path)
+        # a byte of a folder's name that is not UTF-8 (U+DCFF) as its escape, `\\udcff`: JSON has no form of
+        # it, and each answer names the model (a 500 each, as one was written)
+        name = utf8(runs.run_name_of(path)).decode()
         if name in loaders:
             raise CharLMError(f"{target}: two models would both be called {name!r}; serve one of them")
         loaders[name] = lambda path=path: checkpoint.load(path, device)
         corpus = runs.corpus_of_run(path.parent) if runs.is_checkpoint_name(path) else None
         if corpus:
-            corpora[name] = corpus
+            corpora[name] = utf8(corpus).decode()
     return loaders, corpora
 
 

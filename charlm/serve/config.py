@@ -56,7 +56,23 @@ class ServeConfig:
             raise CharLMError(f"{said('chunk_ms')} must be between 0 and 1000, not {self.chunk_ms}")
         if self.api_key is not None:
             check_api_key(self.api_key, said("api_key"))
+        self.check_host()
         self.origins()
+
+    def check_host(self) -> None:
+        """An empty --host (`--host "$HOST"`, HOST unset) would listen on every network, as 0.0.0.0 does;
+        a byte of argv that is not UTF-8 (U+DCFF) names no host, and the socket refused it in a TypeError."""
+        if not self.host.strip():
+            raise CharLMError(
+                f"{said('host')} is empty (a shell variable left unset gives an empty one): give the address to "
+                "listen on, 127.0.0.1 (this machine only) or 0.0.0.0 (every network; then set an API key)"
+            )
+        try:
+            self.host.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CharLMError(
+                f"{said('host')} {self.host!r} is no address nor host name: give an address such as 127.0.0.1"
+            ) from None
 
     def origins(self) -> list[str]:
         """--allow-origin's origins, each `*` or a scheme and host with no path (what a browser sends

@@ -37,7 +37,7 @@ from .responses_api import (
 )
 
 # A template's `_` to fill, which it needs: one after an even run of backslashes (`\_` writes an underscore,
-# `\\` a backslash: `forms.unescape`)
+# `\\` a backslash: `forms.template_slots`)
 FREE_SLOT = r"(?:^|[^\\])(?:\\\\)*_"
 
 
