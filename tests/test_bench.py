@@ -988,3 +988,22 @@ def test_startup_bench_runs():
     rows, not their medians, are the test's."""
     out = run_bench("startup", "--rounds", "1", "--only", "help")
     assert "| import torch | " in out and "| help | " in out
+
+
+def test_suite_time_bench_times_a_suite_in_one_process_and_in_two(tmp_path, monkeypatch):
+    """On a two-test file of its own (not the suite: that is the bench's job, minutes), one row per worker
+    count, each with pytest's own summary: the CPU of the workers it waited for is counted. Only xdist
+    is loaded of the installed plugins (each pytest process spent ~2.7 s loading them all)."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    (tmp_path / "test_two.py").write_text(
+        "import time\n\ndef test_a():\n    time.sleep(0.2)\n\ndef test_b():\n    pass\n"
+    )
+    table = tmp_path / "suite-time.txt"
+    out = run_bench(
+        "suite_time", "--workers", "0,2", "--output", str(table), "-p", "xdist", str(tmp_path / "test_two.py")
+    )
+    rows = [line.split() for line in out.splitlines()[3:]]
+    assert [row[0] for row in rows] == ["0", "2"], out
+    assert all(" ".join(row[6:]).startswith("exit 0:") and "2 passed" in " ".join(row) for row in rows), out
+    assert float(rows[1][1]) > 0 and float(rows[1][2]) > 0, out
+    assert table.read_text(encoding="utf-8") == out
