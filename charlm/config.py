@@ -351,9 +351,16 @@ def parse_duration(
     halfwidth.py's rule reads every option); None/'none' -> no limit, unless
     `required`; `most`: the most seconds `flag` takes; `name`: the field read, `flag`: its option as
     said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it (`takes_none`:
-    whether Python's is None; checkpoint_every's field takes 'none' only)."""
+    whether Python's is None; checkpoint_every's field takes 'none' only). An empty text is refused:
+    `--max-time "$BUDGET"`, BUDGET unset, means a limit that went missing, not none."""
     flag = flag or said(name)
-    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
+    no_limit = said(name, "none") if flags_said() or not takes_none else said(name, None)  # Python's None
+    if isinstance(text, str) and not text.strip():
+        remedy = "" if required else f", or {no_limit} for no limit"
+        raise CharLMError(
+            f"{flag} is empty (a shell variable left unset gives an empty one): give a duration such as 10m{remedy}"
+        )
+    if text is None or (isinstance(text, str) and text.strip().lower() == "none"):
         if required:
             raise CharLMError(f"{flag} needs a duration, such as 5m or 1h")
         return None
@@ -369,7 +376,6 @@ def parse_duration(
             raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if not 0 < seconds < math.inf:  # NaN too; infinity (a float, or 400 digits of hours) is no duration either
-        no_limit = said(name, "none") if flags_said() or not takes_none else said(name, None)  # Python's None
         remedy = "give a duration such as 5m or 1h" if required else f"use {no_limit} for no limit"
         kind = "positive" if seconds <= 0 else "a finite duration"
         raise CharLMError(f"{flag} must be {kind}, not {text!r} ({remedy})")

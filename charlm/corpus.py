@@ -88,9 +88,8 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
         elif path.is_file():
             paths.append(path)
         elif path.exists():
-            raise CharLMError(
-                f"{path}: {special_kind(path)}, not a regular file, which charlm needs; save the text to a file "
-                "first (cat a.txt b.txt > all.txt), or name the files themselves"
+            raise not_regular(
+                path, "save the text to a file first (cat a.txt b.txt > all.txt), or name the files themselves"
             )
         elif path.is_symlink():
             raise dangling_link(path)
@@ -124,8 +123,8 @@ def folder_files(folder: Path) -> list[Path]:
     ._ copies, which are binary) are left out, and so is charlm's own `CACHE_ROOT` (the built-in plays'
     train.txt and val.txt, which `check_not_cached` refuses given by name): else `charlm train corpora/` or
     `.` would train on the held-out plays too. A link to a folder is followed, but never into a folder it
-    is in (a loop). A folder that cannot be listed, or a .txt link to nothing there, is one line naming
-    it, not a corpus silently smaller."""
+    is in (a loop). A folder that cannot be listed, a .txt link to nothing there, or a .txt pipe or device,
+    is one line naming it, not a corpus silently smaller."""
     found: list[Path] = []
     cache = os.path.realpath(CACHE_ROOT)
 
@@ -146,6 +145,8 @@ def folder_files(folder: Path) -> list[Path]:
                     found.append(child)
                 elif entry.is_symlink() and not child.exists():  # else a chapter lost without a word
                     raise dangling_link(child)
+                else:  # a pipe or device (or a link to one), refused as it is given by itself
+                    raise not_regular(child, f"move it out of {folder}, or save its text to a file there")
 
     visit(folder, frozenset([os.path.realpath(folder)]))
     return sorted(found)
@@ -185,6 +186,12 @@ def once_each(paths: list[Path]) -> list[Path]:
             seen.add((status.st_dev, status.st_ino))
             kept.append(path)
     return kept
+
+
+def not_regular(path: Path, remedy: str) -> CharLMError:
+    """The error for a pipe, device or socket where a corpus file was to be read, saying which it is:
+    a pipe's read waits for a writer forever, /dev/zero's never ends."""
+    return CharLMError(f"{path}: {special_kind(path)}, not a regular file, which charlm needs; {remedy}")
 
 
 def special_kind(path: Path) -> str:

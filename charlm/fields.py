@@ -319,8 +319,10 @@ def store_as_read(config: object) -> None:
     kept as read, once it is checked: run.json and `charlm info` say '10m' where '１０ｍ' was typed, and
     code that compares a choice meets 'bf16'. Its errors, before, show it as typed."""
     for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, str) and (f.metadata.get("choices") or f.metadata.get("half_width")):
+        value, choices = getattr(config, f.name), f.metadata.get("choices")
+        if isinstance(value, str) and choices:
+            setattr(config, f.name, as_choice(value, choices))
+        elif isinstance(value, str) and f.metadata.get("half_width"):
             setattr(config, f.name, half_width(value))
 
 

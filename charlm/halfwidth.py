@@ -48,10 +48,12 @@ def half_width(text: str) -> str:
 
 
 def as_choice(value: object, choices: Collection[str]) -> object:
-    """`value` as one of `choices` (`ｂｆ１６` is bf16), or as given where it is none even so: its error shows
-    what was typed."""
-    read = half_width(value) if isinstance(value, str) else value
-    return read if read in choices else value
+    """`value` as one of `choices` (`ｂｆ１６` is bf16), in any case, spelled as the choice is (`NFC`, Unicode's
+    own name, is nfc), or as given where it is none even so: its error shows what was typed."""
+    if not isinstance(value, str):
+        return value
+    by_case = {choice.casefold(): choice for choice in choices}
+    return by_case.get(half_width(value).casefold(), value)
 
 
 def retype_hint(text: str, units: dict[str, str] | None = None) -> str:

@@ -539,6 +539,12 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             f"{path}: run folder holds no checkpoint ({BEST} or {LATEST}); name another run (`charlm runs` "
             f"lists them), or train one into it ({said('out', path)})"
         )
+    if path.exists() and not path.is_file():  # /dev/zero, a named pipe: there, but nothing to load
+        kind = files.not_a_file(path, path.stat().st_mode).strerror
+        raise CharLMError(
+            f"{target} is {kind}, not a checkpoint file or run folder: give a run folder, run name, corpus "
+            "name or .pt file"
+        )
     if not path.is_file():
         raise CharLMError(
             f"{target}: no such checkpoint file or run folder, nor a run or corpus of that name under "

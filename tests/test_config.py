@@ -14,6 +14,8 @@ from charlm.fields import on_command_line
 from charlm.sampler import generate
 from charlm.serve.config import ServeConfig
 
+from .conftest import assert_one_line_error, cli
+
 
 def test_cli_and_api_share_one_set_of_defaults():
     """Every Config field is a `charlm train` option, and the option itself holds no default."""
@@ -59,6 +61,26 @@ def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():
     assert Config(checkpoint_every="none").checkpoint_interval() == (None, None)
     with on_command_line(), pytest.raises(CharLMError, match=r"^--max-time must be .*\(use --max-time none for"):
         Config(max_time="0s")
+
+
+@pytest.mark.parametrize(
+    "words, said",
+    [
+        (["--max-time", ""], "--max-time is empty (a shell variable left unset gives an empty one): give a duration"),
+        (["--max-time", " "], "or --max-time none for no limit"),
+        (["--checkpoint-every", ""], "give a duration such as 10m, or --checkpoint-every none for no limit"),
+        (["--peer-timeout", "", "--max-time", "1s"], "--peer-timeout is empty (a shell variable left unset"),
+    ],
+)
+def test_an_empty_duration_is_refused_not_read_as_no_limit(tmp_path, words, said):
+    """`--max-time "$BUDGET"`, BUDGET unset, trained with no time limit without a word (and an empty
+    --checkpoint-every never saved latest.pt), where an empty `serve --host` is refused: 'none' says no limit."""
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox\n" * 20)
+    assert_one_line_error(cli("train", str(corpus), "--max-steps", "1", "--out", str(tmp_path / "runs"), *words), said)
+    with pytest.raises(CharLMError, match=r"^max_time is empty .* or max_time=None for no limit$"):
+        Config(max_time="")
+    assert Config(max_time="none").max_seconds() is None
 
 
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), "9" * 400 + "h"], ids=["inf", "nan", "400 digits"])

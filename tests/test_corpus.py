@@ -2,6 +2,7 @@ import codecs
 import gzip
 import importlib.util
 import itertools
+import os
 import py_compile
 import random
 import re
@@ -587,6 +588,26 @@ def test_a_txt_link_to_nothing_in_a_folder_is_one_line_naming_it_not_a_chapter_l
         with pytest.raises(CharLMError, match=f"^{re.escape(expected)}"):
             corpus_module.source_files([str(given)])
     (folder / "ch2.txt").unlink()
+    assert listed(folder) == ["ch1.txt"]
+
+
+def zero_link(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def test_a_txt_pipe_or_device_in_a_folder_is_one_line_naming_it_not_a_chapter_left_out(tmp_path):
+    """`charlm train FOLDER` left out a named pipe, or a link to /dev/zero, named .txt in the folder without
+    a word, though given by itself either is refused: one line names it and what it is. A pipe not named
+    .txt is no chapter, as any other file is not."""
+    folder = folder_of(tmp_path, {"ch1.txt": "one\n"})
+    os.mkfifo(folder / "notes")
+    for name, kind, make in (("ch2.txt", "a pipe", os.mkfifo), ("ch3.txt", "a device", zero_link)):
+        make(folder / name)
+        expected = f"{folder / name}: {kind}"
+        with pytest.raises(CharLMError, match=f"^{re.escape(expected)}.*not a regular file.* move it out of {folder}"):
+            corpus_module.source_files([str(folder)])
+        assert_one_line_error(cli("train", str(folder), "--max-steps", "1", "--quiet"), expected)
+        (folder / name).unlink()
     assert listed(folder) == ["ch1.txt"]
 
 

@@ -114,18 +114,32 @@ CHOSEN = [
 ]
 
 
+def next_check_of(config_class: type) -> tuple[str, list[str], str]:
+    """The command of `config_class`, the options of a check after its choices that refuses the run (so
+    that no model is trained or loaded), and what that check says."""
+    if config_class is Config:
+        return "train", ["--max-time", "0s"], "--max-time must be positive"
+    return "sample", ["--top-p", "0"], "--top-p must be in (0, 1]"
+
+
 @pytest.mark.parametrize(("config_class", "name", "choice"), CHOSEN)
 def test_a_named_choice_typed_in_full_width_is_read_as_that_choice(config_class, name, choice):
     """`--precision ｂｆ１６` and `--cell ｇｒｕ` met click's 'is not one of', and precision='ｂｆ１６' its
     Python twin, where `--max-time １０ｍ` was read: a choice reads full width by the same rule. On the
     command line the run's next check (its time, or sample's top-p) is what is refused: the choice was read."""
     assert getattr(config_class(**{name: full_width(choice)}), name) == choice
-    command, next_check, refused = (
-        ("train", ["--max-time", "0s"], "--max-time must be positive")
-        if config_class is Config
-        else ("sample", ["--top-p", "0"], "--top-p must be in (0, 1]")
-    )
+    command, next_check, refused = next_check_of(config_class)
     assert_one_line_error(cli(command, f"--{option_name(name)}", full_width(choice), *next_check), refused)
+
+
+@pytest.mark.parametrize(("config_class", "name", "choice"), CHOSEN)
+def test_a_named_choice_is_read_in_any_case_and_stored_as_its_own_spelling(config_class, name, choice):
+    """`--normalize NFC` (Unicode's own name, upper case) and `--normalize ＮＦＣ` were refused where `nfc` was
+    read: a choice reads in any case, and is kept as the choice spells it, so run.json says 'nfc'."""
+    for typed in (choice.upper(), full_width(choice.upper()), choice.title()):
+        assert getattr(config_class(**{name: typed}), name) == choice
+    command, next_check, refused = next_check_of(config_class)
+    assert_one_line_error(cli(command, f"--{option_name(name)}", full_width(choice.upper()), *next_check), refused)
 
 
 EXPORT_CHOSEN = [

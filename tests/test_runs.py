@@ -83,6 +83,20 @@ def test_a_run_to_resume_that_is_not_there_is_named_as_init_from_s_is(fox_file):
         assert_one_line_error(result, f"Error: {flag}: nope: no such checkpoint file or run folder")
 
 
+def test_a_device_or_named_pipe_given_as_a_run_is_named_as_what_it_is(fox_file, tmp_path):
+    """`charlm sample /dev/zero` and `--eval-also /dev/zero` said "no such checkpoint file or run folder",
+    though the path is there: a device (or a named pipe) is said to be one, and what to give instead."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    for path, kind in (("/dev/zero", "a device or other special file"), (str(pipe), "a named pipe")):
+        said = f"{path} is {kind}, not a checkpoint file or run folder: give a run folder, run name, corpus name"
+        with pytest.raises(CharLMError, match=f"^{re.escape(said)}"):
+            runs.resolve(path)
+        assert_one_line_error(cli("sample", path), said)
+    result = cli("train", str(fox_file), "--eval-also", "/dev/zero", "--max-steps", "1", "--quiet")
+    assert_one_line_error(result, "--eval-also /dev/zero is a device or other special file, not a checkpoint")
+
+
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
     """`charlm sample --checkpoint fox`: the newest run of corpus fox, by its run.json (an --out run
     too), while a run folder of that very name would win; an unknown name says where it looked."""
