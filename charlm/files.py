@@ -161,8 +161,12 @@ def read_regular(path: Path) -> bytes:
 
 def not_a_file(path: Path, mode: int) -> NotAFile:
     """The NotAFile of the special file of `mode` at `path`, saying which kind it is."""
-    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a device or other special file"
-    return NotAFile(errno.EINVAL, kind, str(path))
+    return NotAFile(errno.EINVAL, not_a_file_kind(mode), str(path))
+
+
+def not_a_file_kind(mode: int) -> str:
+    """What a special file of `mode` is, in words: a named pipe, or a device or other special file."""
+    return "a named pipe" if stat.S_ISFIFO(mode) else "a device or other special file"
 
 
 def read_remedy(error: OSError) -> str:

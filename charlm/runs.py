@@ -540,7 +540,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             f"lists them), or train one into it ({said('out', path)})"
         )
     if path.exists() and not path.is_file():  # /dev/zero, a named pipe: there, but nothing to load
-        kind = files.not_a_file(path, path.stat().st_mode).strerror
+        kind = files.not_a_file_kind(path.stat().st_mode)
         raise CharLMError(
             f"{target} is {kind}, not a checkpoint file or run folder: give a run folder, run name, corpus "
             "name or .pt file"
