@@ -154,7 +154,9 @@ class Checkpoint:
     vocab: Vocabulary
     weights: dict  # the state dict of the weights to sample from
     config: Config
-    corpus: dict  # name, sources (absolute paths, or none for the built-in corpus), digest (the cache key)
+    # `TokenCorpus.record`: name, sources (files and folders made absolute, a corpus's name as given; none where
+    # none was named: the built-in one), digest (the cache key), text (`tokens.text_digest`; not in older records)
+    corpus: dict
     progress: Progress
     device: str = "cpu"  # where and in which precision it trained
     precision: str = "fp32"

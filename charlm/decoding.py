@@ -272,10 +272,10 @@ def on_device(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
     """Which of `choose`'s stages the live rows need, decided on the host from their options once, not
-    every step: again when a row joins, moves or leaves, or a schedule changes a temperature. What a
-    step leaves out changes no row's id: a bias of none, a penalty of 1, presence and frequency penalties
-    of 0, the uniforms of rows that are greedy for good (`greedy=True`, or a fixed temperature that is 0
-    in float32)."""
+    every step: again only when a row joins, moves or leaves (a temperature schedule's step is read on
+    the device, `RowSampler.scheduled`, and changes no plan). What a step leaves out changes no row's id:
+    a bias of none, a penalty of 1, presence and frequency penalties of 0, the uniforms of rows that are
+    greedy for good (the option `greedy=True`, or a fixed temperature that is 0 in float32)."""
 
     rows: int
     biased: bool  # some row has a logit bias
@@ -293,11 +293,12 @@ class RowSampler:
     """The decoding policy of rows that come and go: `set` a row's options, seed and prompt, `choose`
     every live row's next id, `move` a row when another leaves. Rows 0..rows-1 are the live ones.
 
-    What a step computes with lives on `device`, the model's: written when a row joins, moves or its
-    temperature changes, and read there in place, so a GPU's step copies nothing from the host per
-    character and never waits for the GPU. The options (temperature, top-k, top-p, penalty) and each
-    row's place in its block of uniforms are kept on the host too, where `choose` decides which
-    steps a batch needs and when a row's uniforms run out. On the CPU the two are the same tensors."""
+    What a step computes with lives on `device`, the model's: written when a row joins, moves or starts
+    a conversation's next turn, and read there in place (a temperature schedule too, each row's written
+    once: `scheduled`), so a GPU's step copies nothing from the host per character and never waits for
+    the GPU. The options (temperature, top-k, top-p, penalties) and each row's place in its block of
+    uniforms are kept on the host too, where `choose` decides which steps a batch needs and when a row's
+    uniforms run out. On the CPU the two are the same tensors."""
 
     def __init__(
         self,
@@ -309,7 +310,7 @@ class RowSampler:
     ):
         self.vocab_size, self.window, self.device = vocab_size, window, torch.device(device)
         self.utf8 = utf8.to(self.device) if utf8 is not None else None  # `Utf8Rule`: byte pieces kept to UTF-8
-        self.temperature = torch.ones(capacity, 1)  # this step's; 0 means greedy
+        self.temperature = torch.ones(capacity, 1)  # a row's own, or its schedule's first; 0 means greedy
         self.top_k = torch.full((capacity, 1), vocab_size, dtype=torch.long)
         self.top_p = torch.full((capacity, 1), float("inf"))  # inf: no nucleus
         self.penalty = torch.ones(capacity, 1)

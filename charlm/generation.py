@@ -273,19 +273,22 @@ class Batch:
         own read, one wait for a GPU a step, not two."""
         started = time.perf_counter()
         ids = self.sampler.choose(self.logits)
-        extra = also(ids) if also is not None else None
+        also_values = also(ids) if also is not None else None
         # read once the model's step is queued: on a GPU it runs while the host writes
-        chosen = to_host(ids if extra is None else torch.cat([ids.to(extra.dtype), extra.flatten()]))
+        read = ids if also_values is None else torch.cat([ids.to(also_values.dtype), also_values.flatten()])
+        on_host = to_host(read)
         self.stepper.step(ids)
-        host, rows = chosen(), []
-        if extra is not None:  # float64 (float32 on an Apple GPU) holds each id exactly
-            width, values = extra.size(1), host[len(ids) :]
-            rows = [values[i : i + width] for i in range(0, len(values), width)]
-            host = [int(i) for i in host[: len(ids)]]
-        self.sampler.advance(host)  # a template's cursors, from this one read
-        texts = ["" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, host)]
+        host_ids, also_rows = on_host(), []
+        if also_values is not None:  # float64 (float32 on an Apple GPU) holds each id exactly
+            width, values = also_values.size(1), host_ids[len(ids) :]
+            also_rows = [values[i : i + width] for i in range(0, len(values), width)]
+            host_ids = [int(i) for i in host_ids[: len(ids)]]
+        self.sampler.advance(host_ids)  # a template's cursors, from this one read
+        texts = [
+            "" if row.finish_reason is not None else row.take(row.decode(i)) for row, i in zip(self.rows, host_ids)
+        ]
         threads.record(time.perf_counter() - started, len(texts), f"sample {len(texts)} rows")
-        return ids, texts, rows
+        return ids, texts, also_rows
 
     def remove(self, position: int) -> None:
         """Row `position` leaves the batch; the last row moves into its place."""

@@ -43,8 +43,9 @@ def sample_config(options: dict) -> SampleConfig:
     return from_options(SampleConfig, options, "sampling option", instead=SAMPLING_INSTEAD)
 
 
-def compiled(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, torch.Tensor | None]:
-    """The options' template and logit bias for the model's vocabulary: what each row is given."""
+def form_and_bias(options: SampleConfig, model: CharLM) -> tuple[Constrained | None, torch.Tensor | None]:
+    """The options' template (a `Constrained`, None for free text) and logit bias (`bias_vector`) for the
+    model's vocabulary, made once for every row of a batch or every turn of a conversation."""
     bias = bias_vector(options.logit_bias, model.vocab)
     return constrain(options, model.vocab, banned=None if bias is None else bias.isneginf()), bias
 
@@ -59,8 +60,8 @@ def batch_from_ids(
     start: int = 0,
 ) -> Batch:
     """A batch of `num_samples` rows, each having read `ids` (read once), seeded `random_seed + i`, each
-    stopping at `stops` (`stop_texts`): `form` and `bias` as `compiled` gave them, `start` where the poem
-    the text began leaves off in the form (`Constrained.begun`)."""
+    stopping at `stops` (`stop_texts`): `form` and `bias` as `form_and_bias` gave them, `start` where the
+    poem the text began leaves off in the form (`Constrained.begun`)."""
     never = model.vocab.unseen_in(stops[0]) if stops and model.vocab.one_char_per_id else []
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = first_named(never, model.vocab.name_unseen)  # as every note names characters: 'ζ' 'é'
@@ -147,7 +148,7 @@ def primed_for(model: CharLM, seed: str, options: SampleConfig) -> tuple[str, Ba
     With a form, the seed's poem is read in the form's marks (`Constrained.marked`: '，' for a typed ','), and
     a last line that begins no poem of it is refused (`Constrained.refuse_unbegun`)."""
     with inference(model):
-        form, bias = compiled(options, model)
+        form, bias = form_and_bias(options, model)
         read = seed_read(model.vocab, seed, form)  # once: what is shown is what is read, encoded and begun
         text = read or model.vocab.start_text()
         ids = model.vocab.encode(text, what=said("seed"), already_normalized=True)
@@ -165,9 +166,10 @@ def seed_read(vocab: Vocabulary, seed: str, form: Constrained | None) -> str:
 
 def stream_samples(model: CharLM, seed: str = "", options: SampleConfig | None = None) -> Iterator[list[str]]:
     """The seed as the model reads it (in its vocabulary's normalization) for every sample, then each
-    step's new character per sample. The seed is read here, at the call: a character the model lacks,
-    or a form it cannot write, is refused before the first piece is asked for. Each step in its own
-    `inference` (`step_pieces`): for a caller whose code between pieces may train the model."""
+    step's new text per sample (a character, or a sentencepiece piece). The seed is read here, at the
+    call: a character the model lacks, or a form it cannot write, is refused before the first piece is
+    asked for. Each step in its own `inference` (`step_pieces`): for a caller whose code between pieces
+    may train the model."""
     options = options or SampleConfig()
     read, batch = primed_for(model, seed, options)
     return itertools.chain([[read] * options.num_samples], step_pieces(batch))
@@ -203,8 +205,9 @@ def gather(steps: Iterator[list[str]], texts: list[list[str]]) -> None:
 
 
 def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
-    """The first sample's text in pieces as it is made: the seed, then a character at a time. The
-    options are checked at the call, not when the first piece is asked for."""
+    """The first sample's text in pieces as it is made: the seed, then each step's new text (a character,
+    or a sentencepiece piece; a step that ends mid-character yields nothing). The options are checked at
+    the call, not when the first piece is asked for."""
     config = sample_config(options)
     return (pieces[0] for pieces in stream_samples(model, seed, config) if pieces[0])
 
@@ -216,7 +219,8 @@ class Conversation:
     def __init__(self, model: CharLM, options: SampleConfig):
         self.model, self.options = model, dataclasses.replace(options, num_samples=1)
         self.batch: Batch | None = None
-        self.form, self.bias = compiled(self.options, model)  # each turn writes a poem anew, or the one the text began
+        # once for every turn: each writes a poem anew, or goes on with the one the text began
+        self.form, self.bias = form_and_bias(self.options, model)
         self.stops = stop_texts(self.options, model)
         # the end of the text the model read and wrote that the form needs (`constraints.Constrained.kept`),
         # as the model read it ("," for a typed "，" under nfkc); nothing without a form

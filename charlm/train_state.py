@@ -6,8 +6,10 @@ windows and every stream's hidden state; `train_step` advances it one TBPTT wind
 Nothing here knows about run folders or evaluation: the size probe times these same steps on a bare
 state (sizing.py), and the training loop (trainer.py) calls them between its hooks.
 
-The step does no host sync: the loss stays a tensor, read only when the progress bar redraws or a
-metrics row is written. Forward and loss run under autocast (`--precision`).
+The step does no host sync of its own: the loss stays a tensor, read only when the progress bar
+redraws or a metrics row is written (under fp16 the loss scaler's step reads once a step whether the
+gradients overflowed: torch's GradScaler, a wait for the GPU). Forward and loss run under autocast
+(`--precision`).
 """
 
 from __future__ import annotations
