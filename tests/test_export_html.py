@@ -1047,6 +1047,20 @@ def test_the_page_names_a_templates_unseen_character_with_charlms_hints(tmp_path
     assert texts[4].startswith("error: template: 2 character(s)")  # the template's first, then its own
 
 
+def test_the_page_reads_a_nul_in_a_template_as_charlm_does(tmp_path):
+    """The page marked a template's `\\_` with a NUL until it read the template, so a NUL typed in one was read
+    as that mark, a literal `_`: written by a model that knows `_`, where charlm (forms.template_slots, in one
+    pass) reads a NUL as the character fixed there, refused by a model that never saw one, written by one that did."""
+    requests = [{"template": "__\x00__"}, {"template": "_\\_\x00_"}]
+    texts = refused_alike(tmp_path, poet_model("_"), "丁", requests)
+    assert all(text.startswith("error: template: 1 character(s) the model has never seen: '\\x00'") for text in texts)
+    knows = poet_model("_\x00")
+    generations = [{"seed": "丁", "greedy": True, **request} for request in requests]
+    got = run_in_node(tmp_path, NODE_HARNESS, exported(tmp_path, knows), {"text": "丁", "generations": generations})
+    assert got["texts"] == [charlms(knows, "丁", **request) for request in requests]
+    assert [text[2] for text in got["texts"]] == ["\x00", "\x00"]  # 丁 begins the poem: the NUL is its third
+
+
 def test_the_page_gives_a_templates_blanks_the_script_charlm_does_for_tricky_characters(tmp_path):
     """The page decided the script of `_` on the classes of the ids a template's fixed text is read as,
     charlm on the text as typed: under nfkc "，" and "！" (CJK punctuation: Han) are the model's "," and "!"

@@ -363,7 +363,7 @@ function choose(logprobs, count, options, uniform, probs, allowed = null) {
 // each character the model reads as an id of another class in meta.forms.typed_classes.
 
 const FREE = -1;  // a slot where `_` was: any character of the template's script
-const ESCAPES = { n: "\n", t: "\t", _: "\0", "\\": "\\" };  // "\0" marks a literal underscore until parsed
+const ESCAPES = { n: "\n", t: "\t", _: "_", "\\": "\\" };  // `\_`: a literal underscore, a fixed slot
 
 function formError(param, message) { return Object.assign(new Error(message), { param }); }
 
@@ -383,8 +383,15 @@ function unicodeClass(c) {
   return /^\p{L}$/u.test(c) ? "l" : ".";
 }
 
-function unescape(text) {
-  return text.replace(/\\([nt_\\])/g, (_, c) => ESCAPES[c]);
+// forms.template_slots: null for each `_`, else the character fixed there, after the escapes; read in one pass,
+// so that no character of the template (a NUL) is taken for a mark the parse left.
+function templateSlots(text) {
+  const given = [...text], slots = [];
+  for (let i = 0; i < given.length; i++) {
+    if (given[i] === "\\" && Object.hasOwn(ESCAPES, given[i + 1] ?? "")) slots.push(ESCAPES[given[++i]]);
+    else slots.push(given[i] === "_" ? null : given[i]);
+  }
+  return slots;
 }
 
 // forms.template_of then constraints.Constrained: the id fixed at each position (FREE where `_` is) and
@@ -398,12 +405,12 @@ function compileTemplate(request, banned) {
       throw formError("form", `form '${form}' is not a form charlm knows; choose one of ${choices}`);
     }
     [text, name] = [templates[names[form]], `form ${form}`];
-  } else if (template != null) [text, name] = [unescape(template), "template"];
+  } else if (template != null) [text, name] = [template, "template"];
   else if (acrostic != null) {
     throw formError("acrostic", "acrostic fixes the first character of each verse of a form: give form or template too");
   } else return null;
   const param = form != null ? "form" : "template";
-  const chars = [...text].map((c) => (c === "_" ? null : c === "\0" ? "_" : c));
+  const chars = templateSlots(text);
   if (!chars.includes(null)) {
     throw formError(param, `${name} has no \`_\` for the model to fill; write \`_\` for each character it writes`);
   }

@@ -85,8 +85,8 @@ class Job:
     (`constraints.Constrained.begun`). `sink` is the caller's: it routes the updates."""
 
     prompt: torch.Tensor  # ids, for the repetition penalty's window
-    logits: torch.Tensor  # after the prompt's last token
-    state: State  # after the prompt, batch 1
+    logits: torch.Tensor | None  # after the prompt's last token; None where max_chars is 0 (no row joins)
+    state: State | None  # after the prompt, batch 1; None where max_chars is 0
     options: SampleConfig
     seeds: list[int]
     max_chars: int
@@ -291,7 +291,7 @@ class Engine:
             job.admitted, job.open_rows = time.monotonic(), len(job.seeds)
             for index, seed in enumerate(job.seeds):
                 row = Stream(job, index, Healing(self.model.vocab, job.healed) if job.healed else None)
-                if row.finish_reason is not None:  # max_tokens 0
+                if row.finish_reason is not None:  # max_tokens 0: never primed, never joins
                     self.finish(row)
                     continue
                 self.batch.join(row, (job.logits, job.state), job.options, seed, job.prompt, job.bias)
