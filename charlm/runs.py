@@ -369,9 +369,12 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self.lost() is None:  # else the files there, if any, are another process's
-            self.pid_path.unlink(missing_ok=True)
-            with contextlib.suppress(PermissionError):  # Windows: not while open; filelock deletes it once unlocked
-                self.path.unlink(missing_ok=True)
+            # best effort: a folder made read-only mid-run keeps them (the next owner replaces .lock.pid), and
+            # the run's own error (a checkpoint it could not write) is the one to say; Windows refuses
+            # to delete .lock while open, and filelock deletes it once unlocked
+            for path in (self.pid_path, self.path):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
         self.lock.release()
         self.identity = None
         if self.folder_fd is not None:

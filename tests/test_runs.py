@@ -1,5 +1,6 @@
 """Run folders: names, finding them, one training process per folder."""
 
+import fcntl
 import itertools
 import json
 import multiprocessing
@@ -35,6 +36,7 @@ from .conftest import (
     wait_for,
 )
 from .lock_contender import take_lock_in_each_trial
+from .permissions import as_a_user
 from .test_distributed import cli_options, train_ranks
 
 
@@ -179,6 +181,33 @@ def test_a_run_another_thread_of_the_process_trains_is_refused_naming_the_thread
         f"{folder} is in use by another thread of this process (its charlm.train); wait for that call to "
         "return, or train into another folder (out=FOLDER)"
     )
+
+
+def test_a_run_folder_made_read_only_mid_run_keeps_the_runs_error_and_frees_its_lock(tmp_path):
+    """A run folder made read-only (chmod a-w) while training: the checkpoint's one-line error (which
+    says from which step to resume) was replaced by `.lock.pid: Permission denied` from the lock's
+    release, before its unlock: the lock files cannot go, the unlock still must. Root writes any folder:
+    the run is held to file permissions (tests/permissions.py)."""
+    folder = tmp_path / "run"
+
+    def train_into_a_folder_made_read_only() -> tuple[str, bool]:
+        try:
+            with runs.RunLock(folder):
+                folder.chmod(0o555)
+                raise CharLMError("could not write checkpoint")
+        except Exception as e:  # noqa: BLE001  (which one reached the caller is the point)
+            raised = f"{type(e).__name__}: {e}"
+        with open(folder / runs.LOCK, "rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: refused while it is held
+            except BlockingIOError:
+                return raised, False
+        return raised, True
+
+    try:
+        assert as_a_user(train_into_a_folder_made_read_only) == ("CharLMError: could not write checkpoint", True)
+    finally:
+        folder.chmod(0o755)
 
 
 def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monkeypatch):
