@@ -518,6 +518,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         if live := [run for run in training_folders(root) if corpus_of_run(run) == str(target)]:
             raise CharLMError(still_training(live[-1], training_now(live[-1])))
     if path.is_dir():
+        check_enterable(path)
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
                 return newest_of(path / name)
@@ -568,6 +569,17 @@ def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The folders under `root` whose run trains now but holds no checkpoint yet, oldest first."""
     live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_now(p) is not None]
     return sorted(live, key=lambda run: modified(run / LOCK))
+
+
+def check_enterable(folder: Path) -> None:
+    """Refuse, in one line, a folder whose files cannot be looked at (chmod a-x, another user's): Python
+    3.11's `is_file` raises its PermissionError, which named a file in it with nothing to do."""
+    try:
+        os.stat(folder / BEST)
+    except PermissionError as e:
+        raise files.cannot_read(folder, e) from None
+    except OSError:  # none there: the folder was entered
+        pass
 
 
 def modified(path: Path) -> float:
@@ -629,7 +641,7 @@ def is_checkpoint_name(path: str | Path) -> bool:
 def holds_checkpoint(run_dir: Path) -> bool:
     """Whether a run folder holds a run to go on from: latest.pt, or best.pt alone, which a run killed
     at its first checkpoint leaves (the trainer writes best.pt first)."""
-    return any((Path(run_dir) / name).exists() for name in (LATEST, BEST))
+    return any(os.path.exists(Path(run_dir) / name) for name in (LATEST, BEST))  # a folder it cannot enter: none
 
 
 def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:

@@ -47,6 +47,32 @@ def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
     assert runs.resolve(None).parent.name == "run"
 
 
+def test_a_run_folder_that_cannot_be_looked_into_is_one_line_and_hides_no_other_run(tmp_path):
+    """A run folder its user cannot enter (chmod 000, another user's): `charlm runs`, and `charlm sample`
+    given no RUN, said `checkpoints/locked/latest.pt: Permission denied` and used none of the other
+    runs; naming it said so with nothing to do. Root enters any folder: held to file permissions."""
+    for name in ("sound", "locked"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / runs.LATEST).touch()
+    (tmp_path / "locked").chmod(0)
+
+    def list_and_resolve() -> tuple[list[str], str, str]:
+        try:
+            runs.resolve(tmp_path / "locked")
+        except CharLMError as e:
+            refusal = str(e)
+        return [p.name for p in runs.run_folders(tmp_path)], runs.resolve(None, root=tmp_path).parent.name, refusal
+
+    try:
+        assert as_a_user(list_and_resolve) == (
+            ["sound"],
+            "sound",
+            f"{tmp_path / 'locked'}: cannot read (Permission denied); make it readable, or copy it somewhere it is",
+        )
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+
+
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
     """run.json that could not be written said `cannot write (File too large)`, not what to do, though
     the run's checkpoints fail on the same disk next."""
