@@ -734,6 +734,18 @@ def read_run_info(run_dir: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
+def check_run_info_readable(run_dir: Path) -> None:
+    """Refuse, in one line, a run.json that is there but cannot be read (chmod a-r): a resume rewrites it
+    from what it read, and one read as missing is replaced without the run's reasons."""
+    path = Path(run_dir) / RUN_INFO
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))  # a named pipe: no wait for a writer
+    except PermissionError as e:
+        raise files.cannot_read(path, e) from None
+    except OSError:  # missing, or what `read_run_info` reads as none: nothing readable to lose
+        pass
+
+
 def read_reasons(run_dir: Path) -> dict:
     """Why the run's planned options are what they are (run.json's `reasons`, plan.py's), or {} where
     run.json has none: a damaged run.json loses the reasons, never the run."""

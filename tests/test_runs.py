@@ -73,6 +73,31 @@ def test_a_run_folder_that_cannot_be_looked_into_is_one_line_and_hides_no_other_
         (tmp_path / "locked").chmod(0o755)
 
 
+def test_a_resume_whose_run_json_cannot_be_read_is_refused_before_it_loses_the_reasons(fox_file, tiny):
+    """A run.json its user cannot read (chmod a-r) in a writable run folder was read as none, and the
+    resume replaced it with one that kept no reasons (why --hidden, --head, --dropout are what they are,
+    `charlm info`'s). It is refused in one line before anything is written. Root reads any file: the
+    resume is held to file permissions (tests/permissions.py)."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
+    info = Path("checkpoints/run") / runs.RUN_INFO
+    kept = info.read_bytes()
+    info.chmod(0)
+
+    def resume() -> str:
+        try:
+            charlm.train(resume="run", max_steps=4)
+        except CharLMError as e:
+            return str(e)
+        return "resumed"
+
+    try:
+        refusal = as_a_user(resume)
+    finally:
+        info.chmod(0o644)
+    assert refusal == (f"{info}: cannot read (Permission denied); make it readable, or copy it somewhere it is")
+    assert info.read_bytes() == kept
+
+
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
     """run.json that could not be written said `cannot write (File too large)`, not what to do, though
     the run's checkpoints fail on the same disk next."""
