@@ -58,6 +58,8 @@ def remedy(error: OSError) -> str:
         return "; close the program that has it open (an editor, a viewer, charlm serve), then try again"
     if error.errno in NO_ROOM:
         return "; free space on its disk (or raise the file size limit, ulimit -f)"
+    if error.errno in (errno.EACCES, errno.EPERM) and write_protected_in_writable_folder(error.filename):
+        return "; make it writable (chmod u+w), or write elsewhere"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return "; make its folder writable, or write elsewhere"
     if error.errno == errno.EISDIR:  # a folder by the file's name: a run's best.pt, its .lock
@@ -73,6 +75,14 @@ def remedy(error: OSError) -> str:
     if error.errno == errno.ENAMETOOLONG:  # a run folder named after a corpus file with a long name
         return f"; give a shorter name (a run folder: {said('out', metavar='NAME')})"
     return ""
+
+
+def write_protected_in_writable_folder(filename: str | bytes | None) -> bool:
+    """Whether a refused write was the file's own permissions (a run's metrics.jsonl or .lock chmod a-w),
+    not its folder's: the folder takes new files, so making it writable would change nothing."""
+    if filename is None or not os.path.isfile(filename):
+        return False
+    return os.access(os.path.dirname(os.path.abspath(filename)), os.W_OK | os.X_OK)
 
 
 def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMError:

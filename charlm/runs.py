@@ -369,9 +369,12 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self.lost() is None:  # else the files there, if any, are another process's
-            self.pid_path.unlink(missing_ok=True)
-            with contextlib.suppress(PermissionError):  # Windows: not while open; filelock deletes it once unlocked
-                self.path.unlink(missing_ok=True)
+            # best effort: a folder made read-only mid-run keeps them (the next owner replaces .lock.pid), and
+            # the run's own error (a checkpoint it could not write) is the one to say; Windows refuses
+            # to delete .lock while open, and filelock deletes it once unlocked
+            for path in (self.pid_path, self.path):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
         self.lock.release()
         self.identity = None
         if self.folder_fd is not None:
@@ -515,6 +518,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         if live := [run for run in training_folders(root) if corpus_of_run(run) == str(target)]:
             raise CharLMError(still_training(live[-1], training_now(live[-1])))
     if path.is_dir():
+        check_enterable(path)
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
                 return newest_of(path / name)
@@ -565,6 +569,17 @@ def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The folders under `root` whose run trains now but holds no checkpoint yet, oldest first."""
     live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_now(p) is not None]
     return sorted(live, key=lambda run: modified(run / LOCK))
+
+
+def check_enterable(folder: Path) -> None:
+    """Refuse, in one line, a folder whose files cannot be looked at (chmod a-x, another user's): Python
+    3.11's `is_file` raises its PermissionError, which named a file in it with nothing to do."""
+    try:
+        os.stat(folder / BEST)
+    except PermissionError as e:
+        raise files.cannot_read(folder, e) from None
+    except OSError:  # none there: the folder was entered
+        pass
 
 
 def modified(path: Path) -> float:
@@ -626,7 +641,7 @@ def is_checkpoint_name(path: str | Path) -> bool:
 def holds_checkpoint(run_dir: Path) -> bool:
     """Whether a run folder holds a run to go on from: latest.pt, or best.pt alone, which a run killed
     at its first checkpoint leaves (the trainer writes best.pt first)."""
-    return any((Path(run_dir) / name).exists() for name in (LATEST, BEST))
+    return any(os.path.exists(Path(run_dir) / name) for name in (LATEST, BEST))  # a folder it cannot enter: none
 
 
 def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
@@ -717,6 +732,18 @@ def read_run_info(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
+
+
+def check_run_info_readable(run_dir: Path) -> None:
+    """Refuse, in one line, a run.json that is there but cannot be read (chmod a-r): a resume rewrites it
+    from what it read, and one read as missing is replaced without the run's reasons."""
+    path = Path(run_dir) / RUN_INFO
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))  # a named pipe: no wait for a writer
+    except PermissionError as e:
+        raise files.cannot_read(path, e) from None
+    except OSError:  # missing, or what `read_run_info` reads as none: nothing readable to lose
+        pass
 
 
 def read_reasons(run_dir: Path) -> dict:

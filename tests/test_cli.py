@@ -47,6 +47,7 @@ from .conftest import (
     start_charlm,
     start_python,
 )
+from .permissions import run_as_a_user
 from .test_export import run_of
 from .test_serve import Counting
 
@@ -1532,34 +1533,6 @@ def test_an_output_link_round_a_loop_is_refused_in_one_line(trained, tmp_path, c
     result = cli(*LINKED_OUTPUTS[command], link.name)
     assert_one_line_error(result, f"--output {link.name}: cannot write", "round a loop of links: remove it")
     assert os.readlink(link) == "loop" and os.readlink(tmp_path / "loop") == link.name
-
-
-def held_to_file_permissions() -> None:
-    """In a child about to exec: root's overrides of file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
-    CAP_FOWNER) dropped from its capability bounding set, so that chmod binds it as it binds a user."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2, 3):
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-            raise OSError(ctypes.get_errno(), "cannot drop root's file-permission capabilities")
-
-
-def run_as_a_user(args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`args` run as chmod binds a user: as root, held to file permissions (`held_to_file_permissions`);
-    skipped where root cannot be held (a container that denies CAP_SETPCAP)."""
-    try:
-        return subprocess.run(
-            args,
-            cwd=cwd,
-            preexec_fn=held_to_file_permissions if os.geteuid() == 0 else None,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-    except subprocess.SubprocessError as e:
-        pytest.skip(f"root here cannot run a process held to file permissions ({e})")
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="chmod a-w on a folder, as Linux keeps it")

@@ -14,6 +14,7 @@ import charlm
 from charlm import checkpoint, corpus, files, runs, tokens
 
 from .conftest import TINY_ARGS, assert_one_line_error, at_once_in_rounds, cli, file_size_limit, without_file_locks
+from .permissions import as_a_user
 from .test_runs import KILLED_MID_WRITE
 
 
@@ -187,6 +188,26 @@ def test_a_run_folder_that_refuses_writes_says_to_make_it_writable(fox_file, mon
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
     assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); make its folder writable")
     assert "lock files" not in result.output
+
+
+def test_a_write_protected_file_in_a_writable_folder_says_to_make_the_file_writable(tmp_path):
+    """A run's metrics.jsonl (or .lock) write-protected (chmod a-w) in a writable run folder: the advice
+    was to make its folder writable, which it is. Root writes any file: held to file permissions."""
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("{}\n", encoding="utf-8")
+    metrics.chmod(0o444)
+
+    def append() -> str:
+        try:
+            with open(metrics, "a", encoding="utf-8") as file:
+                file.write("{}\n")
+        except OSError as e:
+            return str(files.cannot_write(metrics, e))
+        return "written"
+
+    assert as_a_user(append) == (
+        f"{metrics}: cannot write (Permission denied); make it writable (chmod u+w), or write elsewhere"
+    )
 
 
 def test_a_file_another_program_holds_open_on_windows_says_to_close_it(tmp_path, monkeypatch):

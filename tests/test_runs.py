@@ -1,5 +1,6 @@
 """Run folders: names, finding them, one training process per folder."""
 
+import fcntl
 import itertools
 import json
 import multiprocessing
@@ -35,6 +36,7 @@ from .conftest import (
     wait_for,
 )
 from .lock_contender import take_lock_in_each_trial
+from .permissions import as_a_user
 from .test_distributed import cli_options, train_ranks
 
 
@@ -43,6 +45,57 @@ def test_run_folder_and_name_resolve_to_best_and_latest(fox_file, tiny):
     assert runs.resolve("run").name == "best.pt"
     assert runs.resolve("checkpoints/run", prefer=runs.LATEST).name == "latest.pt"
     assert runs.resolve(None).parent.name == "run"
+
+
+def test_a_run_folder_that_cannot_be_looked_into_is_one_line_and_hides_no_other_run(tmp_path):
+    """A run folder its user cannot enter (chmod 000, another user's): `charlm runs`, and `charlm sample`
+    given no RUN, said `checkpoints/locked/latest.pt: Permission denied` and used none of the other
+    runs; naming it said so with nothing to do. Root enters any folder: held to file permissions."""
+    for name in ("sound", "locked"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / runs.LATEST).touch()
+    (tmp_path / "locked").chmod(0)
+
+    def list_and_resolve() -> tuple[list[str], str, str]:
+        try:
+            runs.resolve(tmp_path / "locked")
+        except CharLMError as e:
+            refusal = str(e)
+        return [p.name for p in runs.run_folders(tmp_path)], runs.resolve(None, root=tmp_path).parent.name, refusal
+
+    try:
+        assert as_a_user(list_and_resolve) == (
+            ["sound"],
+            "sound",
+            f"{tmp_path / 'locked'}: cannot read (Permission denied); make it readable, or copy it somewhere it is",
+        )
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+
+
+def test_a_resume_whose_run_json_cannot_be_read_is_refused_before_it_loses_the_reasons(fox_file, tiny):
+    """A run.json its user cannot read (chmod a-r) in a writable run folder was read as none, and the
+    resume replaced it with one that kept no reasons (why --hidden, --head, --dropout are what they are,
+    `charlm info`'s). It is refused in one line before anything is written. Root reads any file: the
+    resume is held to file permissions (tests/permissions.py)."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
+    info = Path("checkpoints/run") / runs.RUN_INFO
+    kept = info.read_bytes()
+    info.chmod(0)
+
+    def resume() -> str:
+        try:
+            charlm.train(resume="run", max_steps=4)
+        except CharLMError as e:
+            return str(e)
+        return "resumed"
+
+    try:
+        refusal = as_a_user(resume)
+    finally:
+        info.chmod(0o644)
+    assert refusal == (f"{info}: cannot read (Permission denied); make it readable, or copy it somewhere it is")
+    assert info.read_bytes() == kept
 
 
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
@@ -179,6 +232,33 @@ def test_a_run_another_thread_of_the_process_trains_is_refused_naming_the_thread
         f"{folder} is in use by another thread of this process (its charlm.train); wait for that call to "
         "return, or train into another folder (out=FOLDER)"
     )
+
+
+def test_a_run_folder_made_read_only_mid_run_keeps_the_runs_error_and_frees_its_lock(tmp_path):
+    """A run folder made read-only (chmod a-w) while training: the checkpoint's one-line error (which
+    says from which step to resume) was replaced by `.lock.pid: Permission denied` from the lock's
+    release, before its unlock: the lock files cannot go, the unlock still must. Root writes any folder:
+    the run is held to file permissions (tests/permissions.py)."""
+    folder = tmp_path / "run"
+
+    def train_into_a_folder_made_read_only() -> tuple[str, bool]:
+        try:
+            with runs.RunLock(folder):
+                folder.chmod(0o555)
+                raise CharLMError("could not write checkpoint")
+        except Exception as e:  # noqa: BLE001  (which one reached the caller is the point)
+            raised = f"{type(e).__name__}: {e}"
+        with open(folder / runs.LOCK, "rb") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file: refused while it is held
+            except BlockingIOError:
+                return raised, False
+        return raised, True
+
+    try:
+        assert as_a_user(train_into_a_folder_made_read_only) == ("CharLMError: could not write checkpoint", True)
+    finally:
+        folder.chmod(0o755)
 
 
 def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monkeypatch):
