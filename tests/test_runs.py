@@ -105,13 +105,13 @@ def test_a_device_or_named_pipe_given_as_a_run_is_named_as_what_it_is(fox_file, 
     though the path is there: a device (or a named pipe) is said to be one, and what to give instead."""
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    for path, kind in (("/dev/zero", "a device or other special file"), (str(pipe), "a named pipe")):
+    for path, kind in (("/dev/zero", "a device"), (str(pipe), "a pipe")):
         said = f"{path} is {kind}, not a checkpoint file or run folder: give a run folder, run name, corpus name"
         with pytest.raises(CharLMError, match=f"^{re.escape(said)}"):
             runs.resolve(path)
         assert_one_line_error(cli("sample", path), said)
     result = cli("train", str(fox_file), "--eval-also", "/dev/zero", "--max-steps", "1", "--quiet")
-    assert_one_line_error(result, "--eval-also /dev/zero is a device or other special file, not a checkpoint")
+    assert_one_line_error(result, "--eval-also /dev/zero is a device, not a checkpoint")
 
 
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
