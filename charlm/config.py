@@ -378,17 +378,17 @@ def parse_duration(
         if not parts or "".join(p.group(0) for p in parts) != spec:
             hint = retype_hint(text, DURATION_UNITS)
             remedy = f"give {offered}" if offered else "write a duration such as 90s, 10m or 1h"
-            raise CharLMError(f"{flag}: cannot read {text!r}; {remedy}{hint}")
+            raise CharLMError(f"{flag}: cannot read {SHOWN.repr(text)}; {remedy}{hint}")
         if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
-            raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
+            raise CharLMError(f"{flag}: cannot read {SHOWN.repr(text)}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if not 0 < seconds < math.inf:  # NaN too; infinity (a float, or 400 digits of hours) is no duration either
         remedy = f"use {no_limit} for no limit" if not (offered or required) else "give a duration such as 5m or 1h"
         remedy = f"give {offered}" if offered else remedy
         kind = "positive" if seconds <= 0 else "a finite duration"
-        raise CharLMError(f"{flag} must be {kind}, not {text!r} ({remedy})")
+        raise CharLMError(f"{flag} must be {kind}, not {SHOWN.repr(text)} ({remedy})")
     if most is not None and seconds > most:
-        raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {text!r}")
+        raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {SHOWN.repr(text)}")
     return seconds
 
 
@@ -537,10 +537,10 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in half_width(text).split(","))
     except ValueError:
         raise CharLMError(
-            f"{said('temperature')}: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0"
+            f"{said('temperature')}: cannot read {SHOWN.repr(text)}; give a number or a list such as 0.5,0.8,1.0"
             f"{retype_hint(text)}"
         ) from None
-    check_temperatures(values, text)
+    check_temperatures(values, text if len(text) <= SHOWN.maxstring else SHOWN.repr(text))  # thousands: shortened
     return values
 
 

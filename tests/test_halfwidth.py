@@ -238,3 +238,23 @@ def test_a_seed_that_starts_with_an_options_name_after_dashes_stays_the_seed():
     assert result.exit_code == 0 and result.output.startswith("——top-p") and len(result.output) == 7 + 3 + 1, (
         result.output
     )
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["train", "fox.txt", "--warmup-steps"],
+        ["sample", "nope", "--top-k"],
+        ["sample", "nope", "--top-p"],
+        ["train", "fox.txt", "--max-time"],
+        ["train", "fox.txt", "--peer-timeout"],
+        ["sample", "nope", "--temperature"],
+    ],
+)
+@pytest.mark.parametrize("value", ["x" * 5000, "7" * 5000])
+def test_a_value_of_thousands_of_characters_is_shown_shortened(words, value):
+    """`--top-k` (or a duration, a temperature) of 5,000 characters was echoed whole: an error line of
+    5,000 characters that buried what it said. It is shown shortened, as fields.Shown shows a wrong value."""
+    result = cli(*words, value)
+    assert_one_line_error(result, words[-1])
+    assert len(result.output) < 400, result.output[:200]
