@@ -35,7 +35,7 @@ from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel, one_line
-from .fields import check_keywords, check_names, plain, python_help, said, together, unset_dropped
+from .fields import about_option, check_keywords, check_names, plain, python_help, said, together, unset_dropped
 from .model import CharLM
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
@@ -215,7 +215,7 @@ def resumed_path(target: str | None) -> Path:
     try:
         return runs.resolve(target, prefer=runs.LATEST)
     except CharLMError as e:
-        raise CharLMError(f"{said('resume')}: {e}") from None
+        raise about_option("resume", e) from None
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:

@@ -299,15 +299,14 @@ class Config:
             try:
                 steps = int(text)
             except ValueError:  # over 4,300 digits: Python's limit on reading an int
-                off = said("checkpoint_every", "none")  # Python's too: the field takes no None
                 raise CharLMError(
                     f"{said('checkpoint_every')}: a number of {len(text)} digits is no step count; "
-                    f"give steps (e.g. 1000), a duration (e.g. 10m) or {off}"
+                    f"give {checkpoint_cadences()}"
                 ) from None
             if steps < 1:
-                raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step")
+                raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step; give {checkpoint_cadences()}")
             return steps, None
-        return None, parse_duration(str(self.checkpoint_every), name="checkpoint_every", takes_none=False)
+        return None, parse_duration(str(self.checkpoint_every), name="checkpoint_every", offered=checkpoint_cadences())
 
     def to_dict(self) -> dict:
         """The options as JSON types, as a checkpoint and run.json keep them."""
@@ -339,27 +338,34 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
+def checkpoint_cadences() -> str:
+    """What --checkpoint-every takes, as a refusal of it offers: a cadence, in steps or time, or none, whose
+    run still saves latest.pt at each evaluation and at the end (not a "no limit": it limits nothing)."""
+    return (
+        f"steps (e.g. 1000), a duration (e.g. 10m) or {said('checkpoint_every', 'none')} to save only at "
+        "evaluations and the end"  # said's 'none' in Python too: the field takes no None
+    )
+
+
 def parse_duration(
     text: str | float | None,
     flag: str | None = None,
     required: bool = False,
     most: float | None = None,
     name: str = "max_time",
-    takes_none: bool = True,
+    offered: str | None = None,
 ) -> float | None:
     """'90s', '10m', '1h', '1h30m' or a number of seconds -> seconds (full-width forms read as ASCII, as
     halfwidth.py's rule reads every option); None/'none' -> no limit, unless
     `required`; `most`: the most seconds `flag` takes; `name`: the field read, `flag`: its option as
-    said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it (`takes_none`:
-    whether Python's is None; checkpoint_every's field takes 'none' only). An empty text is refused:
-    `--max-time "$BUDGET"`, BUDGET unset, means a limit that went missing, not none."""
+    said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it; `offered`:
+    what a refusal offers instead of a duration or no limit, for a field that takes more (steps too). An
+    empty text is refused: `--max-time "$BUDGET"`, BUDGET unset, means a limit that went missing, not none."""
     flag = flag or said(name)
-    no_limit = said(name, "none") if flags_said() or not takes_none else said(name, None)  # Python's None
+    no_limit = said(name, "none") if flags_said() else said(name, None)  # Python's None
     if isinstance(text, str) and not text.strip():
-        remedy = "" if required else f", or {no_limit} for no limit"
-        raise CharLMError(
-            f"{flag} is empty (a shell variable left unset gives an empty one): give a duration such as 10m{remedy}"
-        )
+        remedy = offered or "a duration such as 10m" + ("" if required else f", or {no_limit} for no limit")
+        raise CharLMError(f"{flag} is empty (a shell variable left unset gives an empty one): give {remedy}")
     if text is None or (isinstance(text, str) and text.strip().lower() == "none"):
         if required:
             raise CharLMError(f"{flag} needs a duration, such as 5m or 1h")
@@ -371,16 +377,18 @@ def parse_duration(
         parts = list(_DURATION.finditer(spec))
         if not parts or "".join(p.group(0) for p in parts) != spec:
             hint = retype_hint(text, DURATION_UNITS)
-            raise CharLMError(f"{flag}: cannot read {text!r}; write a duration such as 90s, 10m or 1h{hint}")
+            remedy = f"give {offered}" if offered else "write a duration such as 90s, 10m or 1h"
+            raise CharLMError(f"{flag}: cannot read {SHOWN.repr(text)}; {remedy}{hint}")
         if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
-            raise CharLMError(f"{flag}: cannot read {text!r}; give each number its unit, e.g. 1h30m")
+            raise CharLMError(f"{flag}: cannot read {SHOWN.repr(text)}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if not 0 < seconds < math.inf:  # NaN too; infinity (a float, or 400 digits of hours) is no duration either
-        remedy = "give a duration such as 5m or 1h" if required else f"use {no_limit} for no limit"
+        remedy = f"use {no_limit} for no limit" if not (offered or required) else "give a duration such as 5m or 1h"
+        remedy = f"give {offered}" if offered else remedy
         kind = "positive" if seconds <= 0 else "a finite duration"
-        raise CharLMError(f"{flag} must be {kind}, not {text!r} ({remedy})")
+        raise CharLMError(f"{flag} must be {kind}, not {SHOWN.repr(text)} ({remedy})")
     if most is not None and seconds > most:
-        raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {text!r}")
+        raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {SHOWN.repr(text)}")
     return seconds
 
 
@@ -529,10 +537,10 @@ def parse_temperatures(text: str) -> tuple[float, ...]:
         values = tuple(float(part) for part in half_width(text).split(","))
     except ValueError:
         raise CharLMError(
-            f"{said('temperature')}: cannot read {text!r}; give a number or a list such as 0.5,0.8,1.0"
+            f"{said('temperature')}: cannot read {SHOWN.repr(text)}; give a number or a list such as 0.5,0.8,1.0"
             f"{retype_hint(text)}"
         ) from None
-    check_temperatures(values, text)
+    check_temperatures(values, text if len(text) <= SHOWN.maxstring else SHOWN.repr(text))  # thousands: shortened
     return values
 
 

@@ -14,7 +14,6 @@ import errno
 import functools
 import os
 import re
-import stat
 import typing
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -191,18 +190,8 @@ def once_each(paths: list[Path]) -> list[Path]:
 def not_regular(path: Path, remedy: str) -> CharLMError:
     """The error for a pipe, device or socket where a corpus file was to be read, saying which it is:
     a pipe's read waits for a writer forever, /dev/zero's never ends."""
-    return CharLMError(f"{path}: {special_kind(path)}, not a regular file, which charlm needs; {remedy}")
-
-
-def special_kind(path: Path) -> str:
-    """What a path that exists but is neither a file nor a folder is, in words: `<(cat a b)` and
-    /dev/stdin under a pipe are pipes, /dev/null a device."""
-    mode = path.stat().st_mode
-    if stat.S_ISFIFO(mode):
-        return "a pipe (process substitution, a named pipe or piped stdin)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
+    kind = files.not_a_file_kind(path.stat().st_mode)  # as every other option names it: `<(cat a b)` is a pipe
+    return CharLMError(f"{path}: {kind}, not a regular file, which charlm needs; {remedy}")
 
 
 def normalized(text: str, form: str) -> str:

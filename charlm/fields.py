@@ -98,6 +98,13 @@ def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:
     return f"{flag} {given}" if given else flag
 
 
+def about_option(name: str, error: CharLMError) -> CharLMError:
+    """`error`, about the value given to option `name` (a path's message, which names the path first),
+    named as every option's message names it: the option as typed, then its value, then what is wrong
+    with it (`--init-from nope: no such checkpoint file ...`, as `--device tpu: ...`)."""
+    return CharLMError(f"{said(name)} {error}")
+
+
 def together(*options: str) -> str:
     """Options already `said`, as their caller gives several: `--init-from RUN --out new` on the command
     line, `init_from=RUN, out='new'` in Python."""

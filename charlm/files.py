@@ -175,8 +175,13 @@ def not_a_file(path: Path, mode: int) -> NotAFile:
 
 
 def not_a_file_kind(mode: int) -> str:
-    """What a special file of `mode` is, in words: a named pipe, or a device or other special file."""
-    return "a named pipe" if stat.S_ISFIFO(mode) else "a device or other special file"
+    """What a special file of `mode` is, in the words of every message that names one, whichever option
+    it was given to: a pipe (a named one, `<(cat a b)`, /dev/stdin under a pipe), a device, a socket."""
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a socket" if stat.S_ISSOCK(mode) else "a special file"
 
 
 def read_remedy(error: OSError) -> str:

@@ -26,7 +26,7 @@ from . import checkpoint, hub, runs
 from .checkpoint import Base, Checkpoint
 from .config import Config
 from .errors import CharLMError, callers_stacklevel
-from .fields import from_options, said
+from .fields import about_option, from_options, said
 from .model import CharLM, grow_vocab
 from .vocab import UNKNOWN, Vocabulary, with_hint
 
@@ -89,9 +89,10 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
         path = runs.resolve(target)
         saved, digest, source = checkpoint.read_with_digest(path)  # the run of these weights, of the same read
         if charlm_model:
-            saved.check_charlm_weights()
+            with checkpoint.part(str(path)):  # named by its path, as every other refusal of it is
+                saved.check_charlm_weights()
     except CharLMError as e:
-        raise CharLMError(f"{said('init_from')}: {e}") from None
+        raise about_option("init_from", e) from None
     recorded = runs.recorded_checkpoint(path)  # named as given: `--init-from .` by the folder's own name
     name = runs.run_name_of(recorded) if source is None else source["run"]  # the run, not the folder
     return Start(saved, Base(name, str(recorded), digest, len(saved.vocab)))

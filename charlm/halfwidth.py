@@ -11,7 +11,7 @@ option joined to the value by a full-width comma or space (no shell splits there
 value cannot be read (`retype_hint`); an option joined to its value by a full-width space, which click
 takes for an unknown option, is named with the space to retype (`joined_value_hint`). An option's dashes as
 an input method types them, `——top-p` (U+2014 twice, a Chinese input method's `--`), `－－top-p` or `—top-p`
-(macOS's autocorrected `--`), are read as `--` where the name after them is one of the command's long
+(macOS's autocorrected `--`), `–top-p` (a web page's en dash) or `－－ｔｏｐ－ｐ` (its name in full width), are read as `--` where the name after them is one of the command's long
 options (`as_option`), so a seed `——他说` stays text; before no option of it they are named (`dashes_hint`).
 """
 
@@ -25,21 +25,28 @@ FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 
 # Marks an input method types where a number has an ASCII one, but which are no full-width form of it.
 MARKS = {"。": ".", "、": ","}
 # A duration's units as Chinese writes them, and the letter charlm reads (config.parse_duration).
-DURATION_UNITS = {"小时": "h", "小時": "h", "分钟": "m", "分鐘": "m", "分": "m", "秒": "s"}
+DURATION_UNITS = {"小时": "h", "小時": "h", "钟头": "h", "鐘頭": "h", "分钟": "m", "分鐘": "m", "分": "m", "秒": "s"}
 # A duration's number as Chinese says it (一分钟, 十五秒, 两个半小时, 半小时): 1 to 99 (十 and one digit
-# either side), then 半 (and a half), 个 (the measure word) where Chinese puts them. Named with its number
+# either side), then 半 (and a half), 个 (the measure word) where Chinese puts them; or typed in digits
+# with those after it (1个小时, 1个半小时), which a retyped unit alone leaves unread. Named with its number
 # in a duration's error, beside the units, so that one retyping reads; numerals that say no one number
 # (三五分钟: three to five minutes) are not named.
 DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-CHINESE_NUMBER = re.compile(r"[一二两三四五六七八九十]+个?半?个?|半个?")
+CHINESE_NUMBER = re.compile(r"\d+(?:个半?个?|半个?)|[一二两三四五六七八九十]+个?半?个?|半个?")
 SMALL_NUMBER = re.compile(r"(?:([一二两三四五六七八九])?十)?([一二两三四五六七八九])?")
 
 # A long option after a comma or space within one value: `--top-p 0.9，--length 3`.
 JOINED_OPTION = re.compile(r"([,\s]+)(--[A-Za-z][\w-]*)")
 # A long option and its value in one word, a full-width space between them: `--length　5`.
 JOINED_VALUE = re.compile(r"(--[A-Za-z][\w-]*)(\s+)(\S.*)", re.DOTALL)
-# A long option after an input method's dashes, its value joined by '=' (or '＝') if any: `——top-p=0.9`.
-DASHED_OPTION = re.compile(r"([—－]{1,2})([A-Za-z][A-Za-z0-9_-]*)(?:[=＝](.*))?", re.DOTALL)
+# Dashes as an input method, autocorrect or a blog's typography types `-`: hyphens, en and em dashes,
+# the minus sign, the full-width and small hyphen-minus.
+DASHES = "‐‑‒–—―−－﹘﹣"
+# A long option after such dashes (or its name in full width), its value joined by '=' (or '＝') if any:
+# `——top-p=0.9`, `–top-p`, `--ｔｏｐ-p`. Only a word that is not ASCII throughout is read so (`option_typed`).
+DASHED_OPTION = re.compile(
+    rf"([-{DASHES}]{{1,2}})([A-Za-zＡ-Ｚａ-ｚ][-\wＡ-Ｚａ-ｚ０-９－＿]*)(?:[=＝](.*))?", re.ASCII | re.DOTALL
+)
 
 
 def half_width(text: str) -> str:
@@ -78,10 +85,13 @@ def chinese_number(spoken: str) -> str | None:
     '2.5', '半' '0.5'; None where it says no one number ('三五', three or five)."""
     whole = spoken.replace("个", "").removesuffix("半")
     small = SMALL_NUMBER.fullmatch(whole)
-    if small is None:
+    if whole.isdecimal():  # typed in digits (1个半), full-width ones too
+        number = int(whole)
+    elif small is None:
         return None
-    tens = (DIGITS[small[1]] if small[1] else 1) if "十" in whole else 0
-    number = 10 * tens + (DIGITS[small[2]] if small[2] else 0)
+    else:
+        tens = (DIGITS[small[1]] if small[1] else 1) if "十" in whole else 0
+        number = 10 * tens + (DIGITS[small[2]] if small[2] else 0)
     half = spoken.replace("个", "").endswith("半")
     return f"{number}.5" if half else str(number) if number else None
 
@@ -130,12 +140,23 @@ def as_option(word: str, options: Collection[str]) -> str | None:
 def option_typed(word: str) -> tuple[str, str] | None:
     """The option `word` names after an input method's dashes, and its '=VALUE' if any: ('--top-p',
     '=0.9') for '——top-p＝0.9'; None for a word of no such dashes and name."""
+    dashed = typed_dashes(word)
+    return None if dashed is None else (f"--{half_width(dashed[2])}", "" if dashed[3] is None else f"={dashed[3]}")
+
+
+def typed_dashes(word: str) -> re.Match | None:
+    """`word` as `DASHED_OPTION` reads it, where its dashes or name are not ASCII (an option as typed
+    is click's); None for any other word."""
     dashed = DASHED_OPTION.fullmatch(word)
-    return None if dashed is None else (f"--{dashed[2]}", "" if dashed[3] is None else f"={dashed[3]}")
+    return dashed if dashed and not (dashed[1] + dashed[2]).isascii() else None
 
 
 def dashes_hint(word: str) -> str:
     """What to retype in `word`, an option's name after an input method's dashes (`——top-q`, where no
     option of the command is named so): "retype '——' as '--'"; '' for any other word."""
-    dashed = DASHED_OPTION.fullmatch(word)
-    return f"retype {dashed[1]!r} as '--'" if dashed else ""
+    dashed = typed_dashes(word)
+    if dashed is None:
+        return ""
+    if dashed[2].isascii():
+        return f"retype {dashed[1]!r} as '--'"
+    return f"retype {dashed[1] + dashed[2]!r} as {'--' + half_width(dashed[2])!r}"  # a full-width name too

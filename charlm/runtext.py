@@ -23,7 +23,7 @@ from .config import Config
 from .corpus import Undecodable, dangling_link, is_utf8, read_texts, source_files
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
-from .fields import call, paths_given, said
+from .fields import about_option, call, paths_given, said
 from .scoring import check_scored, scored_ids, unseen_note
 from .tokens import (
     CorpusChanged,
@@ -82,7 +82,7 @@ def eval_also_kept(value: str) -> str:
     try:
         run = eval_also_run(value)
     except CharLMError as e:  # a run folder with no checkpoint, a folder of runs
-        raise CharLMError(f"{said('eval_also')} {e}") from None
+        raise about_option("eval_also", e) from None
     if run is None:
         if Path(value).is_symlink() and not Path(value).exists():  # kept as its target: "no such file", unlinked
             raise CharLMError(f"{said('eval_also')} {dangling_link(Path(value))}")
@@ -110,7 +110,7 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
             text = held_out_text(run, quiet=config.quiet or not tell)
             what = f"the held-out text of {what}"
     except CharLMError as e:
-        raise CharLMError(f"{said('eval_also')} {e}") from None
+        raise about_option("eval_also", e) from None
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
         check_scored(what, characters=len(ids), chars=0)

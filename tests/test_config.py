@@ -1,5 +1,6 @@
 """One source of defaults: the Config dataclass, its checks, durations."""
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -56,7 +57,7 @@ def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():
     Python caller writes max_time=None."""
     with pytest.raises(CharLMError, match=r"^max_time must be positive, not -5 \(use max_time=None for no limit\)$"):
         Config(max_time=-5)
-    with pytest.raises(CharLMError, match=r"use checkpoint_every='none' for no limit"):  # its field takes no None
+    with pytest.raises(CharLMError, match=r"or checkpoint_every='none' to save only at"):  # its field takes no None
         Config(checkpoint_every="0s")
     assert Config(checkpoint_every="none").checkpoint_interval() == (None, None)
     with on_command_line(), pytest.raises(CharLMError, match=r"^--max-time must be .*\(use --max-time none for"):
@@ -68,7 +69,10 @@ def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():
     [
         (["--max-time", ""], "--max-time is empty (a shell variable left unset gives an empty one): give a duration"),
         (["--max-time", " "], "or --max-time none for no limit"),
-        (["--checkpoint-every", ""], "give a duration such as 10m, or --checkpoint-every none for no limit"),
+        (
+            ["--checkpoint-every", ""],
+            "give steps (e.g. 1000), a duration (e.g. 10m) or --checkpoint-every none to save",
+        ),
         (["--peer-timeout", "", "--max-time", "1s"], "--peer-timeout is empty (a shell variable left unset"),
     ],
 )
@@ -198,6 +202,17 @@ def test_a_vocab_size_outside_its_range_says_which_bound(size, said):
     """A --vocab-size past sentencepiece's 32-bit field is told the bound it passed, not the lower one."""
     with pytest.raises(CharLMError, match=f"^vocab_size must be {said}$"):
         Config(tokenizer="sentencepiece", vocab_size=size)
+
+
+@pytest.mark.parametrize("value", ["", " ", "abc", "0s", "0", "1" * 5000])
+def test_a_bad_checkpoint_every_offers_what_it_takes(value):
+    """`--checkpoint-every ''` was told "give a duration such as 10m, or --checkpoint-every none for no
+    limit": it takes steps too, and its none is no save between evaluations, not "no limit"."""
+    for command_line, off in ((True, "--checkpoint-every none"), (False, "checkpoint_every='none'")):
+        with on_command_line() if command_line else contextlib.nullcontext(), pytest.raises(CharLMError) as caught:
+            Config(checkpoint_every=value)
+        offered = f"steps (e.g. 1000), a duration (e.g. 10m) or {off} to save only at evaluations and the end"
+        assert offered in str(caught.value) and "limit" not in str(caught.value), str(caught.value)
 
 
 def test_a_step_count_past_pythons_digit_limit_is_refused_in_one_line():

@@ -15,13 +15,13 @@ import pytest
 
 import charlm
 from charlm import corpus as corpus_module
-from charlm import shakespeare
+from charlm import files, shakespeare
 from charlm.config import Config
 from charlm.corpus import iter_text, normalized, read_seed_file, read_texts
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 
-from .conftest import REPO, assert_one_line_error, cli, file_size_limit
+from .conftest import REPO, assert_one_line_error, cli, file_size_limit, trained_once
 
 
 def test_files_and_folders_become_one_text_with_unix_newlines(tmp_path):
@@ -609,6 +609,30 @@ def test_a_txt_pipe_or_device_in_a_folder_is_one_line_naming_it_not_a_chapter_le
         assert_one_line_error(cli("train", str(folder), "--max-steps", "1", "--quiet"), expected)
         (folder / name).unlink()
     assert listed(folder) == ["ch1.txt"]
+
+
+@pytest.mark.parametrize("special", ["pipe", "/dev/null"])
+def test_a_pipe_or_device_is_named_alike_as_corpus_as_eval_also_and_as_output(special, tmp_path, tmp_path_factory):
+    """A corpus that was a pipe was "a pipe (process substitution, a named pipe or piped stdin)", as
+    --eval-also or --output "a named pipe"; /dev/null "a device", or "a device or other special file":
+    one name for each kind, files.not_a_file_kind's, whichever option the path was given to."""
+    path = Path(special) if special.startswith("/") else tmp_path / special
+    if not path.exists():
+        os.mkfifo(path)
+    fox = tmp_path / "fox.txt"
+    fox.write_text("the quick brown fox jumps over the lazy dog\n" * 20, encoding="utf-8")
+    kind = files.not_a_file_kind(path.stat().st_mode)
+    commands = {
+        "corpus": ["train", str(path), "--max-steps", "1", "--quiet"],
+        "--eval-also": ["train", str(fox), "--eval-also", str(path), "--max-steps", "1", "--quiet"],
+        "--output": ["export", str(trained_once(tmp_path_factory, "run")), "--format", "html", "--output", str(path)],
+    }
+    for given, command in commands.items():
+        result = cli(*command)
+        assert_one_line_error(result, str(path), kind)
+        said = result.output.split(str(path), 1)[1]
+        for word in ("pipe", "device", "special file"):  # no other name for it besides
+            assert said.count(word) == kind.count(word), (given, kind, result.output)
 
 
 def test_an_empty_file_among_files_with_text_adds_nothing_and_only_files_all_without_text_are_refused(tmp_path):

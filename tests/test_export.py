@@ -803,5 +803,5 @@ def test_a_model_folder_with_a_named_pipe_for_a_file_is_damaged_not_waited_on(tm
         reader.join(timeout=0.05)
     assert not waited, f"charlm sample waited for a writer to {name}, a named pipe"
     assert_one_line_error(
-        results[0], f"{folder}: damaged model folder ({name} is a named pipe, not a regular file); export it again"
+        results[0], f"{folder}: damaged model folder ({name} is a pipe, not a regular file); export it again"
     )

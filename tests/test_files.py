@@ -322,6 +322,6 @@ def test_a_write_onto_a_named_pipe_is_refused_and_leaves_it_a_pipe(tmp_path):
     device node: a reader waiting on the pipe never got it, and /dev/full was a regular file after."""
     pipe = tmp_path / "page.html"
     os.mkfifo(pipe)
-    with pytest.raises(charlm.CharLMError, match=r"^--output page.html: cannot write \(a named pipe\); give the name"):
+    with pytest.raises(charlm.CharLMError, match=r"^--output page.html: cannot write \(a pipe\); give the name"):
         files.write_files({pipe: b"<html>"}, "--output page.html")
     assert pipe.is_fifo()

@@ -511,12 +511,12 @@ def test_bad_bases_get_one_line_and_nothing_is_written(base, new_file, tmp_path)
     before = written(tmp_path)
     train = ["train", str(new_file), "--out", "tuned", "--max-steps", "5", "--quiet", "--init-from"]
     (tmp_path / "notes.txt").write_text("not a checkpoint at all\n")
-    assert_one_line_error(cli(*train, "notes.txt"), "--init-from: notes.txt: not a charlm checkpoint")
+    assert_one_line_error(cli(*train, "notes.txt"), "--init-from notes.txt: not a charlm checkpoint")
     data = bytearray(runs.resolve(base).read_bytes())
     data[-100] ^= 0xFF
     (tmp_path / "flipped.pt").write_bytes(bytes(data))
-    assert_one_line_error(cli(*train, "flipped.pt"), "--init-from: flipped.pt: damaged checkpoint")
-    assert_one_line_error(cli(*train, "nowhere"), "--init-from: nowhere: no such checkpoint")
+    assert_one_line_error(cli(*train, "flipped.pt"), "--init-from flipped.pt: damaged checkpoint")
+    assert_one_line_error(cli(*train, "nowhere"), "--init-from nowhere: no such checkpoint")
     assert_one_line_error(
         cli(*train, base, "--hidden", "64", "--cell", "gru"),
         "--init-from base: --cell gru (the base has lstm); --hidden 64 (the base has 32)",
@@ -540,7 +540,7 @@ def test_a_runs_exports_folder_as_the_base_names_the_models_in_it(base, new_file
     train = ["train", str(new_file), "--max-steps", "1", *TINY_LOOP_ARGS, "--init-from"]
     exports = runs.CHECKPOINT_ROOT / base / runs.EXPORTS
     result = cli(*train, str(exports), "--out", "tuned")
-    assert_one_line_error(result, f"--init-from: {exports} holds exported models: name one ({exports / 'model'})")
+    assert_one_line_error(result, f"--init-from {exports} holds exported models: name one ({exports / 'model'})")
     assert "--out" not in result.output and not (runs.CHECKPOINT_ROOT / "tuned").exists()
     shutil.rmtree(exports / "model")
     (exports / "model.html").write_text("<html></html>", encoding="utf-8")  # a page alone: no model to load

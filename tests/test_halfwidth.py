@@ -66,6 +66,7 @@ def test_an_option_typed_in_full_width_is_read_as_ascii_or_its_mark_named(words,
 SPOKEN = [
     ("一分钟", 60), ("十五分钟", 900), ("二十秒", 20), ("九十九秒", 99), ("两小时", 7200), ("半小时", 1800),
     ("一个小时", 3600), ("两个半小时", 9000), ("半个小时", 1800), ("一小时三十分钟", 5400), ("１小時三十分", 5400),
+    ("1个小时", 3600), ("1个半小时", 5400), ("１个半小时", 5400), ("2个钟头", 7200), ("3个分钟", 180),
 ]  # fmt: skip
 
 
@@ -187,7 +188,8 @@ def test_a_run_keeps_a_full_width_value_as_read_not_as_typed(fox_file):
 
 
 # An option typed after an input method's dashes: '——' (U+2014 twice, a Chinese input method's `--`),
-# '－－' (U+FF0D twice, full width), '—' (one em dash: macOS's autocorrected `--`).
+# '－－' (U+FF0D twice, full width), '—' (one em dash: macOS's autocorrected `--`), '–' (an en dash: a
+# blog's or word processor's `--`), '−' (a minus sign); or its name in full width (`－－ｔｏｐ－ｐ`).
 DASHED = [
     ("sample ——top-p ０", "--top-p must be in (0, 1], not 0.0"),
     ("sample －－top-p 0", "--top-p must be in (0, 1], not 0.0"),
@@ -195,6 +197,14 @@ DASHED = [
     ("sample ——top-p=0", "--top-p must be in (0, 1], not 0.0"),
     ("train ——max-time ０ｍ", "--max-time must be positive, not '０ｍ'"),
     ("sample --seed ——他说 —top-p 0", "--top-p must be in (0, 1], not 0.0"),  # a seed's dashes are its own
+    ("sample –top-p 0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample ––top-p 0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample -–top-p 0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample −−top-p 0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample --ｔｏｐ-p 0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample －－ｔｏｐ－ｐ＝0", "--top-p must be in (0, 1], not 0.0"),
+    ("sample –top-q 0.9", "no such option –top-q (retype '–' as '--'; did you mean --top-p?)"),
+    ("sample --ｔｏｐ-q 0.9", "no such option --ｔｏｐ-q (retype '--ｔｏｐ-q' as '--top-q'; did you mean --top-p?)"),
     # no option of the command: named with the dashes to retype (and the option meant, if one is close)
     ("sample ——top-q 0.9", "no such option ——top-q (retype '——' as '--'; did you mean --top-p?); main sample --help lists them"),
     ("train corpus.txt —frobnicate", "no such option —frobnicate (retype '—' as '--'); main train --help lists them"),
@@ -228,3 +238,23 @@ def test_a_seed_that_starts_with_an_options_name_after_dashes_stays_the_seed():
     assert result.exit_code == 0 and result.output.startswith("——top-p") and len(result.output) == 7 + 3 + 1, (
         result.output
     )
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["train", "fox.txt", "--warmup-steps"],
+        ["sample", "nope", "--top-k"],
+        ["sample", "nope", "--top-p"],
+        ["train", "fox.txt", "--max-time"],
+        ["train", "fox.txt", "--peer-timeout"],
+        ["sample", "nope", "--temperature"],
+    ],
+)
+@pytest.mark.parametrize("value", ["x" * 5000, "7" * 5000])
+def test_a_value_of_thousands_of_characters_is_shown_shortened(words, value):
+    """`--top-k` (or a duration, a temperature) of 5,000 characters was echoed whole: an error line of
+    5,000 characters that buried what it said. It is shown shortened, as fields.Shown shows a wrong value."""
+    result = cli(*words, value)
+    assert_one_line_error(result, words[-1])
+    assert len(result.output) < 400, result.output[:200]

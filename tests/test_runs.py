@@ -123,17 +123,34 @@ def test_an_empty_run_or_the_folder_of_runs_is_told_what_to_give(fox_file, tiny)
     with pytest.raises(CharLMError, match="checkpoints is a folder of runs, not a run: name one of them"):
         runs.resolve("checkpoints")
     result = cli("train", str(fox_file), "--init-from", "checkpoints", "--max-steps", "1")
-    assert_one_line_error(result, "--init-from: checkpoints is a folder of runs, not a run")
+    assert_one_line_error(result, "--init-from checkpoints is a folder of runs, not a run")
 
 
 def test_a_run_to_resume_that_is_not_there_is_named_as_init_from_s_is(fox_file):
     """`charlm.train(corpus, resume="nope")` said "nope: no such checkpoint file ..." where
     `init_from="nope"` said "init_from: nope: ...": which of the call's paths was wrong went unsaid."""
     for keyword, flag in (("resume", "--resume"), ("init_from", "--init-from")):
-        with pytest.raises(CharLMError, match=f"^{keyword}: nope: no such checkpoint file or run folder"):
+        with pytest.raises(CharLMError, match=f"^{keyword} nope: no such checkpoint file or run folder"):
             charlm.train(fox_file, **{keyword: "nope"}, max_steps=1)
         result = cli("train", str(fox_file), flag, "nope", "--max-steps", "1")
-        assert_one_line_error(result, f"Error: {flag}: nope: no such checkpoint file or run folder")
+        assert_one_line_error(result, f"Error: {flag} nope: no such checkpoint file or run folder")
+
+
+def test_a_missing_run_is_said_alike_whichever_option_or_argument_names_it(fox_file):
+    """`--eval-also nope` said "--eval-also nope: no such ..." where `--init-from nope` said
+    "--init-from: nope: no such ...": one form for all, the option as typed, its value, what is wrong."""
+    told = {}
+    for flag in ("--init-from", "--resume", "--eval-also"):
+        result = cli("train", str(fox_file), flag, "nope", "--max-steps", "1", "--quiet")
+        assert_one_line_error(result, f"Error: {flag} nope: ")
+        told[flag] = result.output.strip().removeprefix(f"Error: {flag} ")
+    for command in (["sample", "nope"], ["eval", "nope", str(fox_file)], ["info", "nope"]):
+        told[command[0]] = cli(*command).output.strip().removeprefix("Error: ")
+    for keyword in ("init_from", "resume", "eval_also"):
+        with pytest.raises(CharLMError) as caught:
+            charlm.train(fox_file, **{keyword: "nope"}, max_steps=1)
+        told[keyword] = str(caught.value).removeprefix(f"{keyword} ")
+    assert len(set(told.values())) == 1 and told["sample"].startswith("nope: no such checkpoint file"), told
 
 
 def test_a_device_or_named_pipe_given_as_a_run_is_named_as_what_it_is(fox_file, tmp_path):
@@ -141,13 +158,13 @@ def test_a_device_or_named_pipe_given_as_a_run_is_named_as_what_it_is(fox_file, 
     though the path is there: a device (or a named pipe) is said to be one, and what to give instead."""
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    for path, kind in (("/dev/zero", "a device or other special file"), (str(pipe), "a named pipe")):
+    for path, kind in (("/dev/zero", "a device"), (str(pipe), "a pipe")):
         said = f"{path} is {kind}, not a checkpoint file or run folder: give a run folder, run name, corpus name"
         with pytest.raises(CharLMError, match=f"^{re.escape(said)}"):
             runs.resolve(path)
         assert_one_line_error(cli("sample", path), said)
     result = cli("train", str(fox_file), "--eval-also", "/dev/zero", "--max-steps", "1", "--quiet")
-    assert_one_line_error(result, "--eval-also /dev/zero is a device or other special file, not a checkpoint")
+    assert_one_line_error(result, "--eval-also /dev/zero is a device, not a checkpoint")
 
 
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):

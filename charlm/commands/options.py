@@ -11,7 +11,7 @@ from typing import TypeVar
 import click
 
 from ..device_names import STEP_DEVICE, WHOLE_TEXTS_DEVICE
-from ..fields import option_name
+from ..fields import SHOWN, option_name
 from ..halfwidth import as_choice, dashes_hint, half_width, option_places, option_typed, options_read, retype_hint
 from .completion import BY_FIELD, devices
 
@@ -42,7 +42,7 @@ class HalfWidth(click.ParamType):
             try:
                 value = number(half_width(value))  # read once; click's convert takes the number as it is
             except ValueError:  # click's words, and what to retype
-                self.fail(f"{value!r} is not a valid {kind}{retype_hint(value)}", param, ctx)
+                self.fail(f"{SHOWN.repr(value)} is not a valid {kind}{retype_hint(value)}", param, ctx)
         return super().convert(value, param, ctx)
 
 
