@@ -20,7 +20,8 @@ import torch
 
 from . import checkpoint, files, runs
 from .config import Config
-from .corpus import Undecodable, dangling_link, is_utf8, read_texts, source_files
+from .corpus import dangling_link, read_texts, source_files
+from .decode_errors import Undecodable, is_utf8
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
 from .fields import about_option, call, paths_given, said
