@@ -9,7 +9,8 @@ import torch
 
 from charlm.errors import CharLMError
 from charlm.pieces import PieceVocab, train_model
-from charlm.vocab import SIMPLIFIED_NOTE, TRADITIONAL_NOTE, UNSEEN, Vocab, Vocabulary, traditional_characters
+from charlm.unseen import SIMPLIFIED_NOTE, TRADITIONAL_NOTE, traditional_characters
+from charlm.vocab import UNSEEN, Vocab, Vocabulary
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
 
