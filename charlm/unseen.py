@@ -12,7 +12,7 @@ import functools
 import itertools
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from .errors import CharLMError
 from .forms import is_han
@@ -86,6 +86,38 @@ def with_hint(char: str, hint: str, quoted: bool = False) -> str:
     one: ',' (did you mean '，'?)."""
     name = char if quoted else repr(char)
     return f"{name} ({hint})" if hint else name
+
+
+def other_script(chars: Collection[str]) -> tuple[frozenset[str], str]:
+    """The characters of Chinese's other script a vocabulary of `chars` does not know, and what
+    `Vocab.name_unseen` says of one: for a model of simplified Chinese the traditional forms
+    (TRADITIONAL_NOTE), for one of traditional Chinese the simplified (SIMPLIFIED_NOTE); none for any other."""
+    if is_simplified_chinese(chars):
+        others, note = traditional_characters(), TRADITIONAL_NOTE
+    elif is_traditional_chinese(chars):
+        others, note = simplified_characters(), SIMPLIFIED_NOTE
+    else:
+        return frozenset(), ""
+    return frozenset(others) - set(chars), note
+
+
+def is_simplified_chinese(chars: Collection[str]) -> bool:
+    """Whether `chars` are a vocabulary of simplified Chinese: HAN_SHARE of its Han characters or more in
+    GB2312, simplified Chinese's character set (a novel's rarest ones are not)."""
+    return han_share_in(chars, in_gb2312) >= HAN_SHARE
+
+
+def is_traditional_chinese(chars: Collection[str]) -> bool:
+    """Whether `chars` are a vocabulary of traditional Chinese: HAN_SHARE of its Han characters or more in
+    Big5, traditional Chinese's character set, and not one of simplified Chinese (a text of characters
+    both scripts write is in both sets: its unseen '寶' and '宝' would each be the other's)."""
+    return han_share_in(chars, in_big5) >= HAN_SHARE and not is_simplified_chinese(chars)
+
+
+def han_share_in(chars: Collection[str], charset: Callable[[str], bool]) -> float:
+    """The share of the Han characters of `chars` that `charset` holds; 0 with fewer than MIN_HAN of them."""
+    han = [c for c in chars if is_han(c)]
+    return sum(map(charset, han)) / len(han) if len(han) >= MIN_HAN else 0.0
 
 
 def in_gb2312(char: str) -> bool:

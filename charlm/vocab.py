@@ -21,21 +21,15 @@ import torch
 from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError, callers_stacklevel
 from .fields import said
-from .forms import is_han
 from .pieces import PieceVocab, TextIndex, token_ids
 from .unseen import (
-    HAN_SHARE,
-    MIN_HAN,
-    SIMPLIFIED_NOTE,
-    TRADITIONAL_NOTE,
     first_named,
-    in_big5,
-    in_gb2312,
+    is_simplified_chinese,
+    is_traditional_chinese,
     never_seen,
     other_forms,
     other_forms_table,
-    simplified_characters,
-    traditional_characters,
+    other_script,
     with_hint,
 )
 
@@ -286,34 +280,18 @@ class Vocab:
 
     @functools.cached_property
     def other_script(self) -> tuple[frozenset[str], str]:
-        """The characters of Chinese's other script this vocabulary does not know, and what `name_unseen`
-        says of one: for a model of simplified Chinese the traditional forms (TRADITIONAL_NOTE), for one of
-        traditional Chinese the simplified (SIMPLIFIED_NOTE); none for any other model."""
-        if self.simplified_chinese:
-            chars, note = traditional_characters(), TRADITIONAL_NOTE
-        elif self.traditional_chinese:
-            chars, note = simplified_characters(), SIMPLIFIED_NOTE
-        else:
-            return frozenset(), ""
-        return frozenset(chars) - self.index.keys(), note
+        """`unseen.other_script` of this vocabulary, worked out once: every unseen character named asks."""
+        return other_script(self.chars)
 
     @functools.cached_property
     def simplified_chinese(self) -> bool:
-        """Whether this is a vocabulary of simplified Chinese: HAN_SHARE of its Han characters or more in
-        GB2312, simplified Chinese's character set (a novel's rarest ones are not)."""
-        return self.han_share_in(in_gb2312) >= HAN_SHARE
+        """`unseen.is_simplified_chinese` of this vocabulary."""
+        return is_simplified_chinese(self.chars)
 
     @functools.cached_property
     def traditional_chinese(self) -> bool:
-        """Whether this is a vocabulary of traditional Chinese: HAN_SHARE of its Han characters or more in
-        Big5, traditional Chinese's character set, and not one of simplified Chinese (a text of characters
-        both scripts write is in both sets: its unseen '寶' and '宝' would each be the other's)."""
-        return self.han_share_in(in_big5) >= HAN_SHARE and not self.simplified_chinese
-
-    def han_share_in(self, charset: Callable[[str], bool]) -> float:
-        """The share of this vocabulary's Han characters `charset` holds; 0 with fewer than MIN_HAN of them."""
-        han = [c for c in self.chars if is_han(c)]
-        return sum(map(charset, han)) / len(han) if len(han) >= MIN_HAN else 0.0
+        """`unseen.is_traditional_chinese` of this vocabulary."""
+        return is_traditional_chinese(self.chars)
 
     def id_table(self) -> np.ndarray:
         """Every code point's id (the unknown symbol's, or UNSEEN, for those outside the vocabulary),
