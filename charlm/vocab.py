@@ -20,7 +20,7 @@ import torch
 
 from .corpus import NORMALIZATIONS, check_characters, normalized
 from .errors import CharLMError, callers_stacklevel
-from .fields import said
+from .fields import SHOWN, said
 from .pieces import PieceVocab, TextIndex, token_ids
 from .unseen import (
     first_named,
@@ -367,6 +367,21 @@ class Vocab:
             chars, unknown, normalize = data["chars"], data["unknown"], data["normalize"]
         except (KeyError, TypeError):
             raise CharLMError("the vocabulary is damaged: expected chars, unknown and normalize") from None
-        if not isinstance(chars, (str, list)) or not isinstance(unknown, bool) or not isinstance(normalize, str):
-            raise CharLMError("the vocabulary is damaged: chars is not a string, unknown not true or false")
+        if wrong := wrong_fields(chars, unknown, normalize):
+            raise CharLMError(f"the vocabulary is damaged: {'; '.join(wrong)}")
         return cls(list(chars), unknown, normalize)
+
+
+def wrong_fields(chars: object, unknown: object, normalize: object) -> list[str]:
+    """What is wrong with a stored vocabulary's fields, each named with its value: one check for all three
+    blamed `chars` for a bad `normalize`, and a number among `chars` was a bare TypeError."""
+    wrong = []
+    if not isinstance(chars, (str, list)):
+        wrong.append(f"chars is {SHOWN.repr(chars)}, not a string")
+    elif strays := [c for c in chars if not isinstance(c, str)]:
+        wrong.append(f"chars holds {SHOWN.repr(strays[0])}, not a character")
+    if not isinstance(unknown, bool):
+        wrong.append(f"unknown is {SHOWN.repr(unknown)}, not true or false")
+    if not isinstance(normalize, str):
+        wrong.append(f"normalize is {SHOWN.repr(normalize)}, not a string")
+    return wrong
