@@ -31,7 +31,8 @@ import torch
 from .errors import BiasError, CharLMError
 from .fields import said
 from .forms import Template, fills, is_han, is_letter, option_named, template_of
-from .vocab import Vocabulary, never_seen, other_forms
+from .unseen import never_seen, other_forms
+from .vocab import Vocabulary
 
 
 class Constrained:
@@ -297,7 +298,7 @@ class Constrained:
 
 def same_mark(char: str, slot: str) -> bool:
     """Whether `char` in a seed stands for the template's fixed `slot`: it, or the same mark in the other width
-    (`vocab.other_forms`: ',' for '，', '.' for '。', '?' for '？'; a mark, not a letter). A mark that is
+    (`unseen.other_forms`: ',' for '，', '.' for '。', '?' for '？'; a mark, not a letter). A mark that is
     another (a '!' or '？' where the form writes '，', a '、') is not: the seed's poem leaves the form there."""
     return char == slot or (not char.isalnum() and slot in other_forms(char))
 

@@ -28,7 +28,8 @@ from .config import Config
 from .errors import CharLMError, callers_stacklevel
 from .fields import about_option, from_options, said
 from .model import CharLM, grow_vocab
-from .vocab import UNKNOWN, Vocabulary, with_hint
+from .unseen import with_hint
+from .vocab import UNKNOWN, Vocabulary
 
 if TYPE_CHECKING:
     from .tokens import TokenCorpus

@@ -5,7 +5,7 @@ A checkpoint records its corpus (`TokenCorpus.record`: name, sources, the cache 
 the text as read). Since the run, the text may have moved (a resume given its new path writes that path
 to run.json before its next checkpoint), been saved again in other bytes (CRLF line ends, a byte order
 mark, a UTF-16 file as UTF-8, whose --encoding the resume writes to run.json too), or changed. tokens.py
-tells whether files are the run's text (`is_runs_text`, `same_text`, `files_changed`); this module finds
+tells whether files are the run's text (`same_text`, `files_changed`); this module finds
 them, reads them as the run last did, and words the refusals.
 """
 
@@ -20,7 +20,8 @@ import torch
 
 from . import checkpoint, files, runs
 from .config import Config
-from .corpus import Undecodable, dangling_link, is_utf8, read_texts, source_files
+from .corpus import dangling_link, read_texts, source_files
+from .decode_errors import Undecodable, is_utf8
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
 from .fields import about_option, call, paths_given, said
@@ -32,10 +33,11 @@ from .tokens import (
     catalog_name,
     corpus_options,
     files_changed,
-    is_runs_text,
     load_corpus,
     recorded_sources,
+    same_text,
     source_parts,
+    text_digest,
 )
 from .vocab import UNSEEN, Vocabulary
 
@@ -216,8 +218,7 @@ def runs_record(corpus: dict, run_dir: Path) -> dict:
     resume writes there where the text is now and the --encoding that reads it before its next checkpoint,
     and a checkpoint it does not replace (best.pt) keeps where it was and how it was read."""
     info = runs.read_run_info(run_dir) or {}
-    same = info.get("digest") == corpus["digest"] or ("text" in corpus and info.get("text") == corpus["text"])
-    return info if same else {}
+    return info if same_text(corpus, info.get("digest"), lambda: info.get("text")) else {}
 
 
 def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
@@ -245,7 +246,7 @@ def misread(
     try:
         parts, _ = source_parts(sources, quiet=True)
         options = corpus_options(runs_reading, base)
-        if not is_runs_text(parts, runs_reading, corpus, cache_key(parts, options)):
+        if not same_text(corpus, cache_key(parts, options), lambda: text_digest(parts, runs_reading)):
             return None
     except CharLMError:  # a file gone or unreadable: its own error says so
         return None

@@ -26,7 +26,8 @@ from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
 from .generation import Batch, Healing, Row, healed_seed
 from .model import CharLM, inference
-from .vocab import Vocabulary, first_named
+from .unseen import first_named
+from .vocab import Vocabulary
 
 # Keywords a Python caller brings from `charlm sample`'s options or other libraries, and what does their job.
 SAMPLING_INSTEAD = {

@@ -40,7 +40,8 @@ from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
 from .fields import plain, typed
 from .model import CharLM, State, inference, map_state
-from .vocab import UNSEEN, Vocabulary, first_named
+from .unseen import first_named
+from .vocab import UNSEEN, Vocabulary
 
 if TYPE_CHECKING:  # the bar's type; bars.py makes every bar
     from tqdm.auto import tqdm

@@ -151,7 +151,7 @@ def prepare(
     options = corpus_options(config, base)
     folder = Path(root) / cache_key(parts, options)
     # checked before preparing: else minutes preparing a big corpus, then refused
-    if run is not None and not is_runs_text(parts, config, run, folder.name):
+    if run is not None and not same_text(run, folder.name, lambda: text_digest(parts, config)):
         changes = f" ({changed})" if (changed := files_changed(run, parts, Path(root))) else ""
         corpus = paths_given(run["sources"]) if run["sources"] else run["name"]
         raise CorpusChanged(f"the corpus {corpus} changed since the run trained on it{changes}")
@@ -196,12 +196,6 @@ def corpus_options(config: Config, base: Vocabulary | None = None) -> dict:
     if base is not None:
         options["base_vocab"] = hashlib.sha256(json.dumps(base.to_dict(), sort_keys=True).encode()).hexdigest()[:20]
     return options
-
-
-def is_runs_text(parts: list[list[Path]], config: Config, run: dict, key: str) -> bool:
-    """Whether `parts`, read as `config` says into the cache folder `key`, are the text of the run of corpus
-    record `run`: its bytes read so (the cache key), or the same text in other bytes (its text digest)."""
-    return key == run["digest"] or ("text" in run and run["text"] == text_digest(parts, config))
 
 
 def build(
@@ -288,10 +282,12 @@ def text_digest(parts: list[list[Path]], config: Config) -> str:
     return digest.hexdigest()[:20]
 
 
-def same_text(run: dict, corpus: TokenCorpus) -> bool:
-    """Whether `corpus` is the text the run of corpus record `run` trained on: the same bytes (the cache key),
-    or the same text in other bytes (meta.json's "text")."""
-    return run["digest"] == corpus.key or ("text" in run and run["text"] == corpus.meta.get("text"))
+def same_text(run: dict, digest: object, text: Callable[[], object]) -> bool:
+    """Whether a text is the one the run of corpus record `run` (a checkpoint's) trained on: the same bytes read
+    the same way (`digest`: its cache key), or the same text in other bytes (`text()`: its text digest, where
+    the record keeps one). The one rule for files given (`text_digest` of them), a prepared corpus (its
+    meta.json's) and run.json's record; `text` is asked only where the bytes differ: it may read every file."""
+    return run["digest"] == digest or ("text" in run and run["text"] == text())
 
 
 def write_ids(

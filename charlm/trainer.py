@@ -499,7 +499,8 @@ class Trainer:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
         self.resumed_from = read_from
         self.text_moved = checkpoint.corpus["sources"] != self.corpus.sources
-        if not same_text(checkpoint.corpus, self.corpus):  # read by `runtext.run_corpus`, which checks it first
+        # read by `runtext.run_corpus`, which checks it first
+        if not same_text(checkpoint.corpus, self.corpus.key, lambda: self.corpus.meta.get("text")):
             raise CharLMError(f"{self.run_dir}: its checkpoint is of another corpus than the one read for it")
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed

@@ -383,13 +383,24 @@ DAMAGE = {
         "rank_rngs is not a random generator's state",
     ),
     "base a tensor": (lambda p: p["run"].update(base=torch.zeros(2)), "base: TypeError"),
-    "unknown a tensor": (setting("model", "vocab", unknown=torch.zeros(2)), "unknown not true or false"),
+    "unknown a tensor": (setting("model", "vocab", unknown=torch.zeros(2)), "unknown is tensor([0., 0.]), not true"),
     "elapsed of 400 digits": (setting("run", "progress", elapsed=10**400), "progress: elapsed is 1000"),
     "chars of 400 digits": (setting("run", "progress", chars=10**400), "past a 64-bit integer"),
     "model description a tensor": (replacing("model", "config", torch.zeros(2)), "the model description is damaged"),
     "vocabulary a tensor": (replacing("model", "vocab", torch.zeros(2)), "the vocabulary is damaged"),
     "vocabulary": (replacing("model", "vocab", {"chars": "ab"}), "the vocabulary is damaged"),
 }
+
+
+def test_a_vocabulary_holding_a_number_names_it_not_a_type_error(trained):
+    """A stored vocabulary whose characters held a number was "checkpoint is damaged (TypeError)", saying
+    nothing of where: now the vocabulary's field and value."""
+    path = rewritten(trained, setting("model", "vocab", chars=["a", 3]))
+    with pytest.raises(CharLMError) as error:
+        checkpoint.read(path)
+    assert f"{path}: checkpoint is damaged (the vocabulary is damaged: chars holds 3, not a character)" in str(
+        error.value
+    )
 
 
 @pytest.mark.parametrize("damage", DAMAGE)

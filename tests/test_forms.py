@@ -150,7 +150,7 @@ def test_an_acrostic_of_one_character_or_a_template_of_one_verse_is_counted_in_t
 def test_an_acrostic_of_traditional_characters_is_named_whole_as_a_seed_is():
     """`--acrostic 寶玉黛釵` for a model of simplified Chinese named only '寶', and in other words than the
     seed's error, which names '寶' and '釵': the user retyped one and met the next. Every character the
-    option fixed is named now, in the seed's words (`vocab.never_seen`); a template's likewise."""
+    option fixed is named now, in the seed's words (`unseen.never_seen`); a template's likewise."""
     poem = "床前明月光疑是地上霜举头望低思故乡春眠不觉晓处闻啼鸟夜来风雨声花落知多少白日依山尽黄河入海流欲穷千里目更上一层楼玉黛"
     model = make_model(Vocab(sorted(set(poem + "，。\n"))), layers=1, hidden=8).eval()
     assert model.vocab.simplified_chinese

@@ -9,7 +9,8 @@ import torch
 
 from charlm.errors import CharLMError
 from charlm.pieces import PieceVocab, train_model
-from charlm.vocab import SIMPLIFIED_NOTE, TRADITIONAL_NOTE, UNSEEN, Vocab, Vocabulary, traditional_characters
+from charlm.unseen import SIMPLIFIED_NOTE, TRADITIONAL_NOTE, traditional_characters
+from charlm.vocab import UNSEEN, Vocab, Vocabulary
 
 TEXT = "宝玉道：“好！”他笑了，又问：“你呢？”（黛玉不答。）\nShe said hi\n" * 20
 
@@ -264,3 +265,32 @@ def test_the_per_step_decoder_refuses_an_id_outside_the_vocabulary_as_decode_doe
     for bad in (UNSEEN, len(vocab)):
         with pytest.raises(CharLMError, match=rf"^decode: token id {bad} is not one of the vocabulary's"):
             vocab.decoder(2)(torch.tensor([known[0].item(), bad]))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("normalize", 3, "normalize is 3, not a string"),
+        ("chars", ["a", 3], "chars holds 3, not a character"),
+        ("chars", [["a"]], "chars holds ['a'], not a character"),
+        ("chars", 7, "chars is 7, not a string"),
+        ("unknown", "yes", "unknown is 'yes', not true or false"),
+    ],
+)
+def test_a_stored_vocabulary_names_the_field_that_is_wrong(field, value, message):
+    """A `normalize` that was no string was told "chars is not a string, unknown not true or false", and
+    a `chars` list holding a number was a bare TypeError, which a checkpoint showed as "damaged (TypeError)":
+    each names the field and its value now."""
+    stored = {**Vocab("ab", normalize="nfc").to_dict(), field: value}
+    with pytest.raises(CharLMError) as error:
+        Vocab.from_dict(stored)
+    assert str(error.value) == f"the vocabulary is damaged: {message}"
+
+
+def test_a_stored_vocabulary_names_every_wrong_field_at_once():
+    with pytest.raises(CharLMError) as error:
+        Vocab.from_dict({"chars": None, "unknown": 1, "normalize": None})
+    assert str(error.value) == (
+        "the vocabulary is damaged: chars is None, not a string; unknown is 1, not true or false; "
+        "normalize is None, not a string"
+    )

@@ -20,7 +20,8 @@ import click
 
 from .. import files, runs, stopping, tables
 from ..config import MAX_LOGIT_BIAS, SampleConfig, check_greedy_alone, parse_temperatures
-from ..corpus import check_characters, read_seed_file, undecodable
+from ..corpus import check_characters, read_seed_file
+from ..decode_errors import undecodable
 from ..errors import BiasError, CharLMError
 from .completion import run_names
 from .options import device_option, options_of

@@ -40,7 +40,8 @@ from ..errors import CharLMError
 from ..fields import said
 from ..forms import FORM_CHOICES, FORM_NAMES, FORMS, is_cjk_punctuation, is_han, is_letter
 from ..model import AdaptiveHead
-from ..vocab import Vocab, other_forms
+from ..unseen import other_forms
+from ..vocab import Vocab
 from .wasm import matvec_base64
 
 # What the top of page.html says, in its first bytes: how a page is told from a text to score (`is_page`)

@@ -367,7 +367,7 @@ const ESCAPES = { n: "\n", t: "\t", _: "_", "\\": "\\" };  // `\_`: a literal un
 
 function formError(param, message) { return Object.assign(new Error(message), { param }); }
 
-// vocab.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
+// unseen.never_seen: characters a model cannot take (a seed's, a template's, an acrostic's), in one wording,
 // each named as charlm names it (page.js, which the worker runs first: nameUnseen, from the model's `hints`).
 function neverSeen(what, chars, hints) {
   const shown = firstNamed(chars, (c) => nameUnseen(c, hints));

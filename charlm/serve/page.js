@@ -195,7 +195,7 @@ function nameUnseen(char, hints, banned = new Set()) {
   if (known.length) return `${pythonRepr(char)} (did you mean ${known.map(pythonRepr).join(" or ")}?)`;
   return hints && hints.other_script.includes(char) ? `${pythonRepr(char)} (${hints.other_script_note})` : pythonRepr(char);
 }
-// vocab.first_named: the first 10 of `chars`, each as `name` names it, then " ..." where there are more.
+// unseen.first_named: the first 10 of `chars`, each as `name` names it, then " ..." where there are more.
 function firstNamed(chars, name) {
   return chars.slice(0, 10).map(name).join(" ") + (chars.length > 10 ? " ..." : "");
 }
