@@ -443,6 +443,11 @@ def inspect_command(
     if target is None and (file_is_a_run or file_is_a_checkpoint):
         what = "a run" if file_is_a_run else "a checkpoint"
         raise CharLMError(f"{file} is {what}: give a FILE to inspect after it, or --held-out")
+    if target is None and file and not file_is_a_run and not os.path.lexists(file):  # not "no runs under ..."
+        raise CharLMError(
+            f"{file}: no such file or folder to inspect, nor a run or corpus of that name{files.check_path(file)}, "
+            "or name a run (`charlm runs` lists them)"
+        )
     if held_out and train_text is None:
         reads = "FILE and --train-text, the texts given to inspect and to fit the n-gram on, and neither is given"
         refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)
