@@ -574,12 +574,40 @@ def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 def check_enterable(folder: Path) -> None:
     """Refuse, in one line, a folder whose files cannot be looked at (chmod a-x, another user's): Python
     3.11's `is_file` raises its PermissionError, which named a file in it with nothing to do."""
+    if (refused := entry_refused(folder)) is not None:
+        raise files.cannot_read(folder, refused) from None
+
+
+def entry_refused(folder: Path) -> PermissionError | None:
+    """Why `folder`'s files cannot be looked at (chmod a-x, another user's), or None where they can."""
     try:
-        os.stat(folder / BEST)
+        os.stat(Path(folder) / BEST)
     except PermissionError as e:
-        raise files.cannot_read(folder, e) from None
-    except OSError:  # none there: the folder was entered
+        return e
+    except OSError:  # none there (or `folder` is no folder): it was looked into
         pass
+    return None
+
+
+def check_listable(root: Path, named: str) -> None:
+    """Refuse, in one line naming it as `named`, a folder of runs that cannot be listed or looked into
+    (chmod a-r or a-x): nothing is found in it, and "no runs under" it hid the runs it may hold."""
+    try:
+        os.scandir(root).close()
+        refused = entry_refused(root)
+    except PermissionError as e:
+        refused = e
+    except OSError:  # missing, or a file: its callers say so
+        refused = None
+    if refused is not None:
+        raise files.cannot_read(named, refused) from None
+
+
+def unreadable_folders(root: Path = CHECKPOINT_ROOT) -> list[tuple[Path, PermissionError]]:
+    """The folders under `root` that cannot be looked into, sorted by name, each with why: `run_folders`
+    cannot tell whether one holds a run, so `charlm runs` names them rather than leave them out unsaid."""
+    refused = ((p, entry_refused(p)) for p in sorted(Path(root).glob("*")))
+    return [(folder, error) for folder, error in refused if error is not None]
 
 
 def modified(path: Path) -> float:

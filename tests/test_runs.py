@@ -98,6 +98,61 @@ def test_a_resume_whose_run_json_cannot_be_read_is_refused_before_it_loses_the_r
     assert info.read_bytes() == kept
 
 
+def test_charlm_runs_names_the_run_folders_it_cannot_read_after_its_table():
+    """A run folder its user cannot enter (chmod 000, another user's) was left out of `charlm runs` without a
+    word: said in one line after the table (on stderr, so the table stays the table). Root enters any
+    folder: listed as a user (tests/permissions.py)."""
+    for name in ("sound", "locked", "shut"):
+        (runs.CHECKPOINT_ROOT / name).mkdir(parents=True)
+        (runs.CHECKPOINT_ROOT / name / runs.LATEST).touch()
+    closed = [runs.CHECKPOINT_ROOT / "locked", runs.CHECKPOINT_ROOT / "shut"]
+
+    def list_runs() -> tuple[int, list[str], str]:
+        result = cli("runs")
+        return result.exit_code, [line.split()[0] for line in result.stdout.splitlines()[1:]], result.stderr
+
+    for folder in closed:
+        folder.chmod(0)
+    try:
+        assert as_a_user(list_runs) == (
+            0,
+            ["sound"],
+            (
+                "left out 2 folders that cannot be read (Permission denied): checkpoints/locked, checkpoints/shut; "
+                "make them readable (chmod u+rx) to list them\n"
+            ),
+        )
+        (runs.CHECKPOINT_ROOT / "sound").chmod(0)  # none left to list: not "train one"
+        assert as_a_user(lambda: cli("runs").output) == (
+            f"Error: no runs under checkpoints/ in {Path.cwd()}; left out 3 folders that cannot be read (Permission "
+            "denied): checkpoints/locked, checkpoints/shut, checkpoints/sound; make them readable (chmod u+rx) to "
+            "list them\n"
+        )
+    finally:
+        for folder in [*closed, runs.CHECKPOINT_ROOT / "sound"]:
+            folder.chmod(0o755)
+
+
+def test_charlm_runs_of_a_root_it_cannot_read_says_so_not_that_it_holds_no_runs(tmp_path):
+    """`charlm runs --root X` of a folder its user cannot read (chmod 000) said "no runs under X/", of a
+    folder that may hold many. Root reads any folder: listed as a user (tests/permissions.py)."""
+    (tmp_path / "closed" / "run").mkdir(parents=True)
+    (tmp_path / "closed" / "run" / runs.LATEST).touch()
+
+    def list_runs() -> tuple[int, str]:
+        result = cli("runs", "--root", "closed")
+        return result.exit_code, result.output
+
+    (tmp_path / "closed").chmod(0)
+    try:
+        assert as_a_user(list_runs) == (
+            1,
+            "Error: --root closed: cannot read (Permission denied); make it readable, or copy it somewhere it is\n",
+        )
+    finally:
+        (tmp_path / "closed").chmod(0o755)
+
+
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
     """run.json that could not be written said `cannot write (File too large)`, not what to do, though
     the run's checkpoints fail on the same disk next."""
