@@ -372,6 +372,8 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
 def list_runs(root: str) -> None:
     """A table of the runs under checkpoints/: corpus (and the runs a fine-tune came from, its base first), size, steps, best bpc, updated; and, while a run's checkpoint is damaged (cut short by a kill), which."""
     click.echo(tables.runs_table(root))
+    if note := tables.unread_note(root):  # after the table, which stays a table to read
+        click.echo(note, err=True)
 
 
 @main.command()
@@ -443,6 +445,11 @@ def inspect_command(
     if target is None and (file_is_a_run or file_is_a_checkpoint):
         what = "a run" if file_is_a_run else "a checkpoint"
         raise CharLMError(f"{file} is {what}: give a FILE to inspect after it, or --held-out")
+    if target is None and file and not file_is_a_run and not os.path.lexists(file):  # not "no runs under ..."
+        raise CharLMError(
+            f"{file}: no such file or folder to inspect, nor a run or corpus of that name{files.check_path(file)}, "
+            "or name a run (`charlm runs` lists them)"
+        )
     if held_out and train_text is None:
         reads = "FILE and --train-text, the texts given to inspect and to fit the n-gram on, and neither is given"
         refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)

@@ -61,7 +61,7 @@ def remedy(error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM) and write_protected_in_writable_folder(error.filename):
         return "; make it writable (chmod u+w), or write elsewhere"
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "; make its folder writable, or write elsewhere"
+        return f"; make {refusing_folder(error.filename)} writable, or write elsewhere"
     if error.errno == errno.EISDIR:  # a folder by the file's name: a run's best.pt, its .lock
         return "; a folder stands where the file goes: move it, or write elsewhere"
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
@@ -83,6 +83,23 @@ def write_protected_in_writable_folder(filename: str | bytes | None) -> bool:
     if filename is None or not os.path.isfile(filename):
         return False
     return os.access(os.path.dirname(os.path.abspath(filename)), os.W_OK | os.X_OK)
+
+
+def refusing_folder(filename: str | bytes | None) -> str:
+    """The folder that refused to take `filename` (the file or folder a failed write was making in it),
+    as the user named it: "its folder" of a message naming a folder (`corpora/cache: cannot write the
+    corpus cache`) read as the one above, which was not the one to make writable. One under the current
+    folder is named from it, as the user names it (filelock names a run's `.lock` by its absolute path)."""
+    if filename is None:
+        return "its folder"
+    folder = Path(os.fsdecode(filename)).parent
+    try:
+        here, folder = Path.cwd(), folder.absolute()
+    except OSError:  # the current folder was removed: as the write named it
+        return str(folder)
+    if folder == here:
+        return f"the current folder ({here})"
+    return str(folder.relative_to(here) if folder.is_relative_to(here) else folder)
 
 
 def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMError:

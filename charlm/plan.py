@@ -302,7 +302,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     config = with_absolute_eval_also(config)
     if not text_given and (spent := limits_spent(config, saved.progress, run_dir)):
         raise CharLMError(f"{spent}; give a larger limit to go on (limits count the whole run)")
-    runs.check_run_info_readable(run_dir)
+    runs.check_run_info_readable(run_dir)  # first: one chmod 000 is unreadable before it is write-protected
+    runs.check_resumable(run_dir)
     reasons = runs.read_reasons(run_dir)
     given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
     reasons = {**reasons, **{name: "given when resumed" for name in given_now}}

@@ -29,7 +29,7 @@ import filelock
 
 from . import files, hub
 from .errors import CharLMError, one_line
-from .fields import call, flags_said, said, together
+from .fields import call, flags_said, said, together, typed
 from .files import NAME_MAX, PATH_MAX, name_bytes
 
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -284,16 +284,45 @@ def check_can_make(folder: Path) -> None:
             if not place.is_dir():
                 where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
                 raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
-            probe = place / "probe"  # made as `.probe.tmp-PID-START`: one a run killed here left, the next removes
             try:  # as make_folder would fail, before it has to
-                files.remove_leftovers(probe, unnamed_folders=True)  # and an old `.probe.tmp-RANDOM`
-                os.mkdir(made := files.temporary(probe))
-                os.rmdir(made)
-            except FileExistsError:  # this process's own, another thread's probing now: the place can hold one
-                pass
+                probe_new_files(place)
             except OSError as e:
                 raise files.cannot_write(folder, e, "the run folder") from None
             return
+
+
+def probe_new_files(place: Path) -> None:
+    """Raise the OSError of a folder that takes no new files (chmod a-w, a read-only mount, /proc): a folder
+    is made there and removed, as `.probe.tmp-PID-START` (one a run killed here left, the next removes)."""
+    probe = Path(place) / "probe"
+    files.remove_leftovers(probe, unnamed_folders=True)  # and an old `.probe.tmp-RANDOM`
+    try:
+        os.mkdir(made := files.temporary(probe))
+        os.rmdir(made)
+    except FileExistsError:  # this process's own, another thread's probing now: the place can hold one
+        pass
+
+
+def check_resumable(run_dir: Path) -> None:
+    """Refuse, in one line and before a resume says or prepares anything, a run folder it cannot write as
+    it means to: one that takes no new files (chmod a-w), whose `.lock` was refused only after the run said
+    it resumed; or a checkpoint or run.json its owner write-protected (chmod a-w: "keep this"), which the
+    resume's renames would replace all the same, a rename ignoring the file's own permissions (`sample
+    --output` refuses such a file too)."""
+    try:
+        probe_new_files(run_dir)
+    except OSError as e:
+        raise CharLMError(
+            f"{run_dir}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and a resume "
+            f"writes its checkpoints there; make it writable (chmod u+w {typed(run_dir)}), or copy the run to a "
+            "writable folder and resume the copy"
+        ) from None
+    for path in (Path(run_dir) / name for name in (LATEST, BEST, RUN_INFO)):
+        if path.is_file() and not os.access(path, os.W_OK):
+            raise CharLMError(
+                f"{path}: is write-protected, and resuming the run would replace it; make it writable (chmod u+w "
+                f"{typed(path)}) to go on with the run, or start a new run from this one ({said('init_from', run_dir)})"
+            )
 
 
 def make_folder(folder: Path) -> None:
@@ -574,12 +603,40 @@ def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 def check_enterable(folder: Path) -> None:
     """Refuse, in one line, a folder whose files cannot be looked at (chmod a-x, another user's): Python
     3.11's `is_file` raises its PermissionError, which named a file in it with nothing to do."""
+    if (refused := entry_refused(folder)) is not None:
+        raise files.cannot_read(folder, refused) from None
+
+
+def entry_refused(folder: Path) -> PermissionError | None:
+    """Why `folder`'s files cannot be looked at (chmod a-x, another user's), or None where they can."""
     try:
-        os.stat(folder / BEST)
+        os.stat(Path(folder) / BEST)
     except PermissionError as e:
-        raise files.cannot_read(folder, e) from None
-    except OSError:  # none there: the folder was entered
+        return e
+    except OSError:  # none there (or `folder` is no folder): it was looked into
         pass
+    return None
+
+
+def check_listable(root: Path, named: str) -> None:
+    """Refuse, in one line naming it as `named`, a folder of runs that cannot be listed or looked into
+    (chmod a-r or a-x): nothing is found in it, and "no runs under" it hid the runs it may hold."""
+    try:
+        os.scandir(root).close()
+        refused = entry_refused(root)
+    except PermissionError as e:
+        refused = e
+    except OSError:  # missing, or a file: its callers say so
+        refused = None
+    if refused is not None:
+        raise files.cannot_read(named, refused) from None
+
+
+def unreadable_folders(root: Path = CHECKPOINT_ROOT) -> list[tuple[Path, PermissionError]]:
+    """The folders under `root` that cannot be looked into, sorted by name, each with why: `run_folders`
+    cannot tell whether one holds a run, so `charlm runs` names them rather than leave them out unsaid."""
+    refused = ((p, entry_refused(p)) for p in sorted(Path(root).glob("*")))
+    return [(folder, error) for folder, error in refused if error is not None]
 
 
 def modified(path: Path) -> float:

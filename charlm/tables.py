@@ -61,15 +61,32 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
         raise CharLMError(
             f"--root {root} is a run, not a folder of runs: give the folder above it, {Path(root).parent}"
         )
+    runs.check_listable(Path(root), f"--root {root}")
     folders = runs.run_folders(root)
-    if not folders:
-        raise CharLMError(f"no runs under {runs.where(root)}; train one with `charlm train`")
+    if not folders:  # none that can be read, where some folders cannot: those may hold them
+        what_to_do = unread_note(root) or "train one with `charlm train`"
+        raise CharLMError(f"no runs under {runs.where(root)}; {what_to_do}")
     rows = [["run", "corpus", "model", "steps", "best bpc", "last update"]]
     rows += [run_row(folder) for folder in folders]
     damage = [damage_cell(folder) for folder in folders]
     if set(damage) != {"ok"}:  # a column of its own only then: a sound run's row stays as it was
         rows = [[*row, cell] for row, cell in zip(rows, ["checkpoints", *damage], strict=True)]
     return table(rows, right=(3, 4))
+
+
+def unread_note(root: str | Path = runs.CHECKPOINT_ROOT, shown: int = 3) -> str:
+    """What `charlm runs` says after its table of the folders under `root` it cannot look into, which may
+    hold runs (`runs.unreadable_folders`): up to `shown` of them, and how many more; "" where none."""
+    unread = runs.unreadable_folders(Path(root))
+    if not unread:
+        return ""
+    names = ", ".join(str(folder) for folder, _ in unread[:shown])
+    more = f" and {len(unread) - shown:,} more" if len(unread) > shown else ""
+    one = len(unread) == 1
+    return one_line(
+        f"left out {len(unread):,} folder{'' if one else 's'} that cannot be read ({unread[0][1].strerror}): "
+        f"{names}{more}; make {'it' if one else 'them'} readable (chmod u+rx) to list {'it' if one else 'them'}"
+    )
 
 
 def damage_cell(folder: Path) -> str:

@@ -186,8 +186,33 @@ def test_a_run_folder_that_refuses_writes_says_to_make_it_writable(fox_file, mon
 
     monkeypatch.setattr(os, "open", read_only)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
-    assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); make its folder writable")
+    assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); make checkpoints/run writable")
     assert "lock files" not in result.output
+
+
+def test_a_read_only_corpus_cache_is_the_folder_it_says_to_make_writable(fox_file):
+    """A corpus cache folder its user may not write (chmod a-w) said `corpora/cache: cannot write the corpus
+    cache (Permission denied); make its folder writable`: corpora/, the folder above it, or the cache
+    itself? The folder that refused the write is named. Root writes any folder: prepared as a user."""
+    cache = corpus.CACHE_ROOT
+    cache.mkdir(parents=True)
+
+    def prepare() -> tuple[int, str]:
+        result = cli("corpus", "prepare", str(fox_file))
+        return result.exit_code, result.output
+
+    cache.chmod(0o555)
+    try:
+        refusal = as_a_user(prepare)
+    finally:
+        cache.chmod(0o755)
+    assert refusal == (
+        1,
+        (
+            f"Error: {cache}: cannot write the corpus cache (Permission denied); make {cache} writable, or "
+            "write elsewhere\n"
+        ),
+    )
 
 
 def test_a_write_protected_file_in_a_writable_folder_says_to_make_the_file_writable(tmp_path):

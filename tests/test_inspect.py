@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import scoring
+from charlm import runs, scoring
 from charlm.errors import CharLMError
 from charlm.fields import typed
 from charlm.inspection import analysis
@@ -660,6 +660,19 @@ def test_inspect_command_errors_are_one_line(fox_file, tmp_path):
     assert_one_line_error(cli("inspect", "fox", str(other)), "--train-text")
     fine = cli("inspect", "fox", str(other), "--train-text", str(tmp_path / "moved.txt"), "--quiet")
     assert fine.exit_code == 0, fine.output
+
+
+def test_inspect_of_a_name_that_is_neither_a_file_nor_a_run_names_it():
+    """`charlm inspect nope`, where no run was trained yet, said "no runs under checkpoints/ ...", which does
+    not mention nope (taken as FILE, with the latest run to inspect it); with runs, that nope is no file. It
+    is neither a file nor a run: said so of it, alike with runs and without."""
+    says = (
+        f"nope: no such file or folder to inspect, nor a run or corpus of that name; check the path (relative to "
+        f"{Path.cwd()}), or name a run (`charlm runs` lists them)"
+    )
+    assert_one_line_error(cli("inspect", "nope"), says)
+    run_of(make_model("abc"), runs.CHECKPOINT_ROOT / "fox")
+    assert_one_line_error(cli("inspect", "nope"), says)
 
 
 def test_inspect_reads_a_gbk_file_with_encoding_as_eval_does(tmp_path):

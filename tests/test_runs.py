@@ -73,6 +73,15 @@ def test_a_run_folder_that_cannot_be_looked_into_is_one_line_and_hides_no_other_
         (tmp_path / "locked").chmod(0o755)
 
 
+def resume_to_step_4() -> str:
+    """Resume the run in checkpoints/run to step 4: its refusal, or "resumed"."""
+    try:
+        charlm.train(resume="run", max_steps=4)
+    except CharLMError as e:
+        return str(e)
+    return "resumed"
+
+
 def test_a_resume_whose_run_json_cannot_be_read_is_refused_before_it_loses_the_reasons(fox_file, tiny):
     """A run.json its user cannot read (chmod a-r) in a writable run folder was read as none, and the
     resume replaced it with one that kept no reasons (why --hidden, --head, --dropout are what they are,
@@ -83,19 +92,116 @@ def test_a_resume_whose_run_json_cannot_be_read_is_refused_before_it_loses_the_r
     kept = info.read_bytes()
     info.chmod(0)
 
-    def resume() -> str:
-        try:
-            charlm.train(resume="run", max_steps=4)
-        except CharLMError as e:
-            return str(e)
-        return "resumed"
-
     try:
-        refusal = as_a_user(resume)
+        refusal = as_a_user(resume_to_step_4)
     finally:
         info.chmod(0o644)
     assert refusal == (f"{info}: cannot read (Permission denied); make it readable, or copy it somewhere it is")
     assert info.read_bytes() == kept
+
+
+def test_charlm_runs_names_the_run_folders_it_cannot_read_after_its_table():
+    """A run folder its user cannot enter (chmod 000, another user's) was left out of `charlm runs` without a
+    word: said in one line after the table (on stderr, so the table stays the table). Root enters any
+    folder: listed as a user (tests/permissions.py)."""
+    for name in ("sound", "locked", "shut"):
+        (runs.CHECKPOINT_ROOT / name).mkdir(parents=True)
+        (runs.CHECKPOINT_ROOT / name / runs.LATEST).touch()
+    closed = [runs.CHECKPOINT_ROOT / "locked", runs.CHECKPOINT_ROOT / "shut"]
+
+    def list_runs() -> tuple[int, list[str], str]:
+        result = cli("runs")
+        return result.exit_code, [line.split()[0] for line in result.stdout.splitlines()[1:]], result.stderr
+
+    for folder in closed:
+        folder.chmod(0)
+    try:
+        assert as_a_user(list_runs) == (
+            0,
+            ["sound"],
+            (
+                "left out 2 folders that cannot be read (Permission denied): checkpoints/locked, checkpoints/shut; "
+                "make them readable (chmod u+rx) to list them\n"
+            ),
+        )
+        (runs.CHECKPOINT_ROOT / "sound").chmod(0)  # none left to list: not "train one"
+        assert as_a_user(lambda: cli("runs").output) == (
+            f"Error: no runs under checkpoints/ in {Path.cwd()}; left out 3 folders that cannot be read (Permission "
+            "denied): checkpoints/locked, checkpoints/shut, checkpoints/sound; make them readable (chmod u+rx) to "
+            "list them\n"
+        )
+    finally:
+        for folder in [*closed, runs.CHECKPOINT_ROOT / "sound"]:
+            folder.chmod(0o755)
+
+
+def test_charlm_runs_of_a_root_it_cannot_read_says_so_not_that_it_holds_no_runs(tmp_path):
+    """`charlm runs --root X` of a folder its user cannot read (chmod 000) said "no runs under X/", of a
+    folder that may hold many. Root reads any folder: listed as a user (tests/permissions.py)."""
+    (tmp_path / "closed" / "run").mkdir(parents=True)
+    (tmp_path / "closed" / "run" / runs.LATEST).touch()
+
+    def list_runs() -> tuple[int, str]:
+        result = cli("runs", "--root", "closed")
+        return result.exit_code, result.output
+
+    (tmp_path / "closed").chmod(0)
+    try:
+        assert as_a_user(list_runs) == (
+            1,
+            "Error: --root closed: cannot read (Permission denied); make it readable, or copy it somewhere it is\n",
+        )
+    finally:
+        (tmp_path / "closed").chmod(0o755)
+
+
+def test_a_resume_into_a_read_only_run_folder_is_refused_before_it_says_anything(fox_file, tiny):
+    """A resume into a run folder that takes no new files (chmod a-w) said `training ..., resumed at step 2`,
+    then `checkpoints/run/.lock: cannot write`, naming a file the user never made. It is refused first, in
+    one line naming the run folder and what to do. Root writes any folder: resumed as a user."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "quiet": False})  # a resume says its start
+    folder = Path("checkpoints/run")
+    kept = {path.name: path.read_bytes() for path in folder.iterdir()}
+
+    def resume() -> tuple[int, str]:
+        result = cli("train", "--resume", "run", "--max-steps", "4")
+        return result.exit_code, result.output
+
+    folder.chmod(0o555)
+    try:
+        assert as_a_user(resume) == (
+            1,
+            (
+                f"Error: {folder}: cannot resume its run: the folder takes no new files (Permission denied), and a "
+                "resume writes its checkpoints there; make it writable (chmod u+w checkpoints/run), or copy the run "
+                "to a writable folder and resume the copy\n"
+            ),
+        )
+    finally:
+        folder.chmod(0o755)
+    assert {path.name: path.read_bytes() for path in folder.iterdir()} == kept
+
+
+def test_a_resume_over_a_write_protected_checkpoint_or_run_json_is_refused(fox_file, tiny):
+    """latest.pt, best.pt or run.json write-protected by its owner (chmod a-w, "keep this") in a writable run
+    folder was replaced by the resume all the same: a rename ignores the file's own permissions, where `>`
+    refuses it (and `sample --output` does). The resume is refused before it trains, naming the file. Root
+    writes any file: resumed as a user."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
+    folder = Path("checkpoints/run")
+
+    for name in (runs.LATEST, runs.BEST, runs.RUN_INFO):
+        kept = (folder / name).read_bytes()
+        (folder / name).chmod(0o444)
+        try:
+            refusal = as_a_user(resume_to_step_4)
+        finally:
+            (folder / name).chmod(0o644)
+        assert refusal == (
+            f"{folder / name}: is write-protected, and resuming the run would replace it; make it writable (chmod "
+            f"u+w {folder / name}) to go on with the run, or start a new run from this one (init_from='{folder}')"
+        )
+        assert (folder / name).read_bytes() == kept
 
 
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
