@@ -2261,14 +2261,17 @@ def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_ful
     have had at once."""
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1, max_tokens=100_000))
     held = {"prompt": "a", "max_tokens": 100_000, "stream": True}
-    with running(app) as url, httpx.stream("POST", f"{url}/v1/completions", json=held):
-        wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
-        for path, body, status, says in NEVER_RUN:
-            request = {"content": body} if isinstance(body, bytes) else {"json": body}
-            answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
-            error = answer.json()["error"]
-            assert answer.status_code == status and says in error["message"], (body, error)
-        assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
+    with running(app) as url:
+        wait_healthy(url)  # sent while the model loaded, the held request was a 503 that held nothing (1 run in 15)
+        with httpx.stream("POST", f"{url}/v1/completions", json=held, timeout=30) as holding:
+            assert holding.status_code == 200, holding.read()
+            wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
+            for path, body, status, says in NEVER_RUN:
+                request = {"content": body} if isinstance(body, bytes) else {"json": body}
+                answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
+                error = answer.json()["error"]
+                assert answer.status_code == status and says in error["message"], (body, error)
+            assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
 
 
 def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkeypatch):
