@@ -150,6 +150,7 @@ def start_run(
     """A new run: refuses to overwrite a folder that already holds one. From a fine-tuning `start`, its
     weights start from the base's, over the base's vocabulary extended with the text's new characters.
     `build`: an experiment's model in place of charlm's, made after planning."""
+    config.require_limit()  # before the text is read: preparing a big one takes minutes
     # Resolved (a pure function of --device and the rank) here for the threads the size probe times, in the plan
     # for rank 0's rules (batch, precision), and in train_state.build for each rank's own GPU, which the plan,
     # rank 0's and broadcast, cannot carry; Trainer.start sets the threads again for a resume, which skips this.
@@ -183,6 +184,7 @@ def start_finetune(
 ) -> Trainer:
     """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
     read and the options checked before anything is written."""
+    finetune.alone(options).require_limit()  # before the base is read, as `start_run` before the text
     start = finetune.taking_defaults(finetune.read_base(init_from, charlm_model=build is None), options)
     return start_run(finetune.run_config(start, options), sources, out, ranks, start, build)
 
