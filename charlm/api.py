@@ -150,7 +150,6 @@ def start_run(
     """A new run: refuses to overwrite a folder that already holds one. From a fine-tuning `start`, its
     weights start from the base's, over the base's vocabulary extended with the text's new characters.
     `build`: an experiment's model in place of charlm's, made after planning."""
-    config.require_limit()  # before the text is read: preparing a big one takes minutes
     # Resolved (a pure function of --device and the rank) here for the threads the size probe times, in the plan
     # for rank 0's rules (batch, precision), and in train_state.build for each rank's own GPU, which the plan,
     # rank 0's and broadcast, cannot carry; Trainer.start sets the threads again for a resume, which skips this.
@@ -158,6 +157,7 @@ def start_run(
     base_vocab = None if start is None else start.checkpoint.vocab
     plan.check_out(out)
     check_not_cached(sources)
+    config.require_limit()  # the last check of what was given, before the text is read: minutes for a big one
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)
@@ -184,7 +184,6 @@ def start_finetune(
 ) -> Trainer:
     """A new run on `sources` whose weights start from run `init_from`'s (see finetune.py). The base is
     read and the options checked before anything is written."""
-    finetune.alone(options).require_limit()  # before the base is read, as `start_run` before the text
     start = finetune.taking_defaults(finetune.read_base(init_from, charlm_model=build is None), options)
     return start_run(finetune.run_config(start, options), sources, out, ranks, start, build)
 

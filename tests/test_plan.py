@@ -195,25 +195,27 @@ NO_LIMIT = "give the run a limit: --max-steps N or --max-time DURATION"
     "words",
     [
         ["fox.txt"],
-        ["missing.txt"],  # refused for what the command line lacks before its files are looked at
-        ["fox.txt", "--init-from", "no-such-run"],  # nor a fine-tune's base read
-        ["fox.txt", "--out", "taken"],
+        ["missing.txt"],  # the text is not looked at
+        ["fox.txt", "--out", "empty"],
     ],
 )
 def test_a_run_without_a_limit_is_refused_before_its_text_is_read(fox_file, words):
     """`charlm train big.txt --max-time none` prepared its corpus and wrote the cache (minutes for a big text)
-    before it was told to give a limit: refused first, for the command line and Python alike."""
-    (Path("checkpoints") / "taken").mkdir(parents=True)
+    before it was told to give a limit: refused once what was given is checked, for the command line and
+    Python alike."""
+    (Path("checkpoints") / "empty").mkdir(parents=True)
     assert_one_line_error(cli("train", *words, "--max-time", "none", "--layers", "1", "--hidden", "16"), NO_LIMIT)
     with pytest.raises(CharLMError, match="^give the run a limit: max_steps=N or max_time=DURATION$"):
-        charlm.train(words[0], max_time=None, init_from=(words[1:] or [None, None])[1])
+        charlm.train(words[0], max_time=None, out=(words[1:] or [None, None])[1])
     assert not Path("corpora").exists()
 
 
-def test_a_run_with_a_bad_option_and_no_limit_is_told_of_the_bad_option():
+def test_a_run_with_a_bad_option_and_no_limit_is_told_of_the_bad_option_first():
+    """Which option is wrong, or which run folder cannot be, is said before the limit that is missing."""
     assert_one_line_error(
         cli("train", "fox.txt", "--dropout", "2", "--max-time", "none"), "--dropout must be in [0, 1)"
     )
+    assert_one_line_error(cli("train", "fox.txt", "--out", " ", "--max-time", "none"), "names no run folder of its own")
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,6 @@ def train(
         if resume is None:
             # a batch that does not split fails here too (a GPU's fitted batch is a multiple of 16)
             config = Config(**given) if init_from is None else finetune.alone(given)
-            config.require_limit()
             ranks.shard(config.batch_size or sizing.DEFAULT_BATCH_SIZE)
     with ranks.group(timeout):
         # --resume alone continues the most recent run, as charlm.train(resume=True) does
