@@ -528,7 +528,7 @@ def write(name: str, data: bytes | None):
     ],
 )
 def test_bad_corpus_gets_one_line(tmp_path, make, fragments):
-    assert_one_line_error(cli("train", str(make(tmp_path)), *TINY_ARGS), *fragments)
+    assert_one_line_error(cli("train", str(make(tmp_path)), *TINY_ARGS, "--max-steps", "2"), *fragments)
 
 
 def test_bad_sample_options_get_one_line(trained):
@@ -1724,10 +1724,10 @@ def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(
             ["sample", "--checkpoint", trained, "--seed-file", "nope.txt"],
             f"nope.txt: cannot read (No such file or directory){where}",
         ),
-        (["train", "nope.txt", *TINY_ARGS], missing),
+        (["train", "nope.txt", *TINY_ARGS, "--max-steps", "2"], missing),
         (["corpus", "prepare", "nope.txt"], missing),
         (
-            ["train", str(fox_file), "--eval-also", "nope.txt", *TINY_ARGS],
+            ["train", str(fox_file), "--eval-also", "nope.txt", *TINY_ARGS, "--max-steps", "2"],
             (
                 "--eval-also nope.txt: no such checkpoint file or run folder, nor a run or corpus of that name under "
                 f"checkpoints/ in {Path.cwd()} (`charlm runs` lists them)"
@@ -1748,7 +1748,11 @@ def test_a_pipe_or_a_device_is_said_to_be_one_not_a_missing_file(fox_file, tmp_p
     os.mkfifo(tmp_path / "pipe")
     for path, kind in ((str(tmp_path / "pipe"), "a pipe"), (os.devnull, "a device")):
         says = f"{path}: {kind}"
-        for args in (["eval", trained, path], ["inspect", trained, path], ["train", path, *TINY_ARGS]):
+        for args in (
+            ["eval", trained, path],
+            ["inspect", trained, path],
+            ["train", path, *TINY_ARGS, "--max-steps", "2"],
+        ):
             assert_one_line_error(cli(*args), says, "not a regular file", "save the text to a file first")
 
 
