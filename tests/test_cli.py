@@ -1399,7 +1399,10 @@ def test_an_output_name_too_long_for_the_file_system_is_one_line(trained, comman
     long` (the look for a folder or checkpoint there raised it), without naming the option or what to do."""
     name = "x" * 300 + (".png" if command == "plot" else "")
     args = OUTPUT_COMMANDS.get(command) or ["export", "fox", "--format", "safetensors", "--output"]
-    assert_one_line_error(cli(*args, name), f"--output {name}: cannot write (File name too long); give a shorter name")
+    said = f"a name of {len(name)} bytes, over the 255 a file name may have; give a shorter one"
+    result = cli(*args, name)
+    assert_one_line_error(result, "--output 'xxxxx", f"xxx{name[-4:]}': {said}")
+    assert len(result.output) < 250  # the name shortened, as a wrong value is shown
 
 
 def test_a_safetensors_export_into_a_run_folder_is_refused(trained, tmp_path):

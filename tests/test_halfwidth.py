@@ -251,12 +251,21 @@ def test_a_seed_that_starts_with_an_options_name_after_dashes_stays_the_seed():
         ["train", "fox.txt", "--max-time"],
         ["train", "fox.txt", "--peer-timeout"],
         ["sample", "nope", "--temperature"],
+        *(["train", "fox.txt", option] for option in ("--cell", "--head", "--precision", "--normalize", "--tokenizer")),
+        *(["train", "fox.txt", option] for option in ("--save-errors", "--spm-model", "--init-from")),
+        ["train", "fox.txt", "--quiet", "--eval-also"],
+        ["train", "--resume"],
+        ["sample", "nope", "--form"],
+        ["sample", "nope", "--seed-file"],
+        ["serve", "nope", "--allow-origin"],
+        ["inspect", "nope", "--output"],
     ],
 )
 @pytest.mark.parametrize("value", ["x" * 5000, "7" * 5000])
-def test_a_value_of_thousands_of_characters_is_shown_shortened(words, value):
-    """`--top-k` (or a duration, a temperature) of 5,000 characters was echoed whole: an error line of
-    5,000 characters that buried what it said. It is shown shortened, as fields.Shown shows a wrong value."""
+def test_a_value_of_thousands_of_characters_is_shown_shortened(words, value, fox_file):
+    """`--top-k` (or a duration, a temperature, a choice, a path too long to be a file's) of 5,000 characters
+    was echoed whole: an error line of 5,000 characters that buried what it said, a path's without naming its
+    option. It is shown shortened, as fields.Shown shows a wrong value, after the option."""
     result = cli(*words, value)
     assert_one_line_error(result, words[-1])
     assert len(result.output) < 400, result.output[:200]
