@@ -1746,7 +1746,8 @@ def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_pipe_or_a_device_is_said_to_be_one_not_a_missing_file(fox_file, tmp_path):
     """`charlm train <(cat a.txt b.txt)`, `charlm eval RUN /dev/stdin` under a pipe and /dev/null said
-    "no such file or folder; check the path" of a path that exists: say what it is and what to do."""
+    "no such file or folder; check the path" of a path that exists: say what it is and what to do. So does
+    --eval-also, which said to give a run as if it took no text."""
     trained = str(run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox")))
     os.mkfifo(tmp_path / "pipe")
     for path, kind in ((str(tmp_path / "pipe"), "a pipe"), (os.devnull, "a device")):
@@ -1755,6 +1756,7 @@ def test_a_pipe_or_a_device_is_said_to_be_one_not_a_missing_file(fox_file, tmp_p
             ["eval", trained, path],
             ["inspect", trained, path],
             ["train", path, *TINY_ARGS, "--max-steps", "2"],
+            ["train", str(fox_file), "--eval-also", path, *TINY_ARGS, "--max-steps", "2"],  # a text, not a run
         ):
             assert_one_line_error(cli(*args), says, "not a regular file", "save the text to a file first")
 
