@@ -157,6 +157,7 @@ def start_run(
     base_vocab = None if start is None else start.checkpoint.vocab
     plan.check_out(out)
     check_not_cached(sources)
+    config.require_limit()  # the last check of what was given, before the text is read: minutes for a big one
     with ranks.leader_first():  # one process prepares the corpus cache, the others read it
         corpus = load_corpus(sources, config, quiet=config.quiet or not ranks.leader, base=base_vocab)
     threads.configure(config.threads, device)

@@ -28,7 +28,7 @@ from pathlib import Path
 import filelock
 
 from .errors import CharLMError, one_line
-from .fields import said
+from .fields import SHOWN, said
 
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
@@ -478,6 +478,24 @@ def write_files(files: dict[Path, bytes], name: str | Path | None = None) -> Non
 def name_bytes(name: str) -> int:
     """A file name's length as file systems count it (ext4, APFS, NTFS: NAME_MAX)."""
     return len(os.fsencode(name))
+
+
+def check_length(path: str | Path) -> None:
+    """Refuse a path no file system takes, a name in it over NAME_MAX bytes or the whole over PATH_MAX (a
+    text pasted where a path goes), shown shortened: looked up, it raised a bare "File name too long" that
+    named no option and echoed all of it, thousands of characters. The caller names its option."""
+    text = str(path)
+    try:
+        longest, whole = max(map(name_bytes, Path(text).parts), default=0), name_bytes(text)
+    except UnicodeEncodeError:  # a lone surrogate, which no name encodes: looking it up says so
+        return
+    if longest > NAME_MAX:
+        too_long = f"a name of {longest:,} bytes, over the {NAME_MAX} a file name may have"
+    elif whole > PATH_MAX:
+        too_long = f"a path of {whole:,} bytes, over the {PATH_MAX:,} a path may have"
+    else:
+        return
+    raise CharLMError(f"{SHOWN.repr(text)}: {too_long}; give a shorter one")
 
 
 def fits(name: str, limit: int = NAME_MAX) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .corpus import check_characters
 from .errors import CharLMError
-from .fields import said
+from .fields import SHOWN, said
 
 FREE = "_"
 FORMS = {
@@ -107,7 +107,8 @@ def template_of(
         raise CharLMError(f"give {form_} or {template_}, not both")
     if form is not None:
         if form not in FORM_NAMES:
-            given = option_named("form", prefix, repr(form))
+            shown = repr(form) if prefix is not None else SHOWN.repr(form)  # the server's come cut (api_error.shown)
+            given = option_named("form", prefix, shown)
             raise CharLMError(f"{given} is not a form charlm knows; choose one of {FORM_CHOICES}")
         slots = template_slots(FORMS[FORM_NAMES[form]])
         name = said("form", form) if prefix is None else f"{prefix}form {form}"

@@ -28,11 +28,13 @@ MARKS = {"。": ".", "、": ","}
 DURATION_UNITS = {"小时": "h", "小時": "h", "钟头": "h", "鐘頭": "h", "分钟": "m", "分鐘": "m", "分": "m", "秒": "s"}
 # A duration's number as Chinese says it (一分钟, 十五秒, 两个半小时, 半小时): 1 to 99 (十 and one digit
 # either side), then 半 (and a half), 个 (the measure word) where Chinese puts them; or typed in digits
-# with those after it (1个小时, 1个半小时), which a retyped unit alone leaves unread. Named with its number
-# in a duration's error, beside the units, so that one retyping reads; numerals that say no one number
-# (三五分钟: three to five minutes) are not named.
+# with those after it (1个小时, 1个半小时, 1.5个小时: read whole, not its '5个'), which a retyped unit alone
+# leaves unread. Named with its number in a duration's error, beside the units, so that one retyping
+# reads; numerals that say no one number (三五分钟: three to five minutes; 1.5.5个) are not named.
 DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9}
-CHINESE_NUMBER = re.compile(r"\d+(?:个半?个?|半个?)|[一二两三四五六七八九十]+个?半?个?|半个?")
+CHINESE_NUMBER = re.compile(
+    r"(?<![\d.．。])\d+(?:[.．。]\d+)?(?:个半?个?|半个?)|[一二两三四五六七八九十]+个?半?个?|半个?"
+)
 SMALL_NUMBER = re.compile(r"(?:([一二两三四五六七八九])?十)?([一二两三四五六七八九])?")
 
 # A long option after a comma or space within one value: `--top-p 0.9，--length 3`.
@@ -82,9 +84,13 @@ def retype_hint(text: str, units: dict[str, str] | None = None) -> str:
 
 def chinese_number(spoken: str) -> str | None:
     """A duration's number as Chinese says it (`CHINESE_NUMBER`) in ASCII digits: '十五' is '15', '两个半'
-    '2.5', '半' '0.5'; None where it says no one number ('三五', three or five)."""
+    '2.5', '半' '0.5', '1.5个' '1.5'; None where it says no one number ('三五', three or five; '1.5个半')."""
     whole = spoken.replace("个", "").removesuffix("半")
     small = SMALL_NUMBER.fullmatch(whole)
+    half = spoken.replace("个", "").endswith("半")
+    decimal = half_width(whole).replace("。", ".")
+    if "." in decimal:  # typed in digits with a fraction (1.5个)
+        return None if half else decimal
     if whole.isdecimal():  # typed in digits (1个半), full-width ones too
         number = int(whole)
     elif small is None:
@@ -92,7 +98,6 @@ def chinese_number(spoken: str) -> str | None:
     else:
         tens = (DIGITS[small[1]] if small[1] else 1) if "十" in whole else 0
         number = 10 * tens + (DIGITS[small[2]] if small[2] else 0)
-    half = spoken.replace("个", "").endswith("半")
     return f"{number}.5" if half else str(number) if number else None
 
 

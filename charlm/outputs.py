@@ -10,7 +10,7 @@ from pathlib import Path
 from . import files, hub, runs
 from .checkpoint_file import MAGIC
 from .errors import CharLMError
-from .fields import said
+from .fields import about_option, said
 
 # What a run folder holds of its own (runs.py): a file of these names in one is the run's.
 RUN_RECORDS = (
@@ -45,9 +45,14 @@ def is_run_record(path: Path) -> bool:
 
 def not_empty(output: str | Path, kind: str) -> str | Path:
     """`output`, refused when empty: `--output "$FILE"` with FILE unset, where Path("") is ".", the
-    current folder (a sample would say nothing and keep no copy; an export would go to its default place)."""
+    current folder (a sample would say nothing and keep no copy; an export would go to its default place);
+    or too long to be a path (`files.check_length`)."""
     if not str(output):
         raise CharLMError(f"{said('output')} is empty; give a {kind} name")
+    try:
+        files.check_length(output)
+    except CharLMError as e:
+        raise about_option("output", e) from None
     return output
 
 

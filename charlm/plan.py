@@ -149,8 +149,7 @@ def decide(config: Config, corpus: TokenCorpus, ranks: Ranks, start: Start | Non
     # --precision auto stays in the run's config: a resume on another device decides again there
     reasons["precision"] = auto_precision_reason(device, CORES[config.cell]) if config.precision == "auto" else GIVEN
 
-    check_data(config, corpus)
-    config.require_limit()  # every check passed before a run folder is named or claimed
+    check_data(config, corpus)  # every check passed before a run folder is named or claimed
     run_dir, reasons["run_dir"] = new_run_folder(out, corpus.name)
     return RunPlan(config, run_dir, reasons, probed, None if start is None else start.record, head_cutoffs=head)
 
@@ -226,13 +225,11 @@ def planned_hidden(
 ) -> tuple[int, str, float | None]:
     """The hidden size for a run that left it unset, why, and the chars/s the probe measured at it
     (None: not timed). With --max-steps alone the steps say what the run will see, so nothing is timed;
-    with no limit to fit to it is the measured default; with --max-time the sizes are timed
-    (sizing.measure_sizes). The choice is said, but for the default."""
-    if config.max_seconds() is None and config.max_steps:
+    with --max-time the sizes are timed (sizing.measure_sizes). The choice is said. A run has one limit
+    or both: `api.start_run` refuses one without before its text is read."""
+    if config.max_seconds() is None:
         hidden, reason = sizing.fit_to_chars(sizing.step_chars(config, corpus), sizing.parameters_of(config, corpus))
         return hidden, say(reason), None
-    if config.max_seconds() is None:
-        return sizing.NO_BUDGET_HIDDEN, "no --max-time to fit to: the measured default for a 10-minute run", None
     hidden, measured = sizing.measure_sizes(config, corpus, probe)
     probed = next((c.chars_per_second for c in measured if c.hidden == hidden), None)
     return hidden, say(sizing.describe(hidden, measured, ranks.world)), probed
@@ -252,7 +249,7 @@ def planned_batch(
     if not config.max_seconds():
         return sizing.DEFAULT_BATCH_SIZE, "the default: no --max-time to measure the streams' speed against"
     candidates = tuple(b for b in sizing.BATCH_CANDIDATES if b % world == 0) or (sizing.DEFAULT_BATCH_SIZE,)
-    hidden = config.hidden or sizing.NO_BUDGET_HIDDEN
+    hidden = config.hidden or sizing.BATCH_PROBE_HIDDEN
     batch, measured = sizing.choose_batch(lambda streams: probe(hidden, streams), candidates)
     together = sizing.measured_together(world)
     return batch, say(sizing.describe_batch(batch, measured, f" at --hidden {hidden} on {device}{together}"))
@@ -297,6 +294,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     changed = saved.config.unresumable_changes(config, also=("encoding",) if "text" in saved.corpus else ())
     if changed:
         raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
+    config.require_limit()  # --max-time none on a run that had no --max-steps: before its text is read
     if "eval_also" not in overrides:
         check_kept_eval_also(config, run_dir)
     config = with_absolute_eval_also(config)

@@ -56,11 +56,14 @@ def held_out_ids(
 
 def names_text(path: str) -> bool:
     """Whether `path` is text to score rather than a RUN: a file other than a .pt checkpoint or a model
-    export, or a folder that is no run (not even one still training), holds no runs and no exported model.
+    export, a pipe or device (no run is one; reading it as a text says what it is and to save the text to
+    a file), or a folder that is no run (not even one still training), holds no runs and no exported model.
     `charlm eval`'s first argument, and --eval-also (a FILE that exists wins over a run of its name)."""
     found = Path(path)
     if found.is_file():
         return not runs.is_checkpoint_name(found) and not is_model_export(found)
+    if found.exists() and not found.is_dir():
+        return True
     run_like = runs.is_run_folder(found) or runs.run_folders(found) or runs.names_a_run(path)
     return found.is_dir() and not run_like
 
@@ -72,6 +75,7 @@ def eval_also_run(value: str) -> Path | None:
     names. A name that is neither is refused as `charlm eval NAME` refuses one (`runs.resolve`'s words),
     not said to be a missing file alone; so is a run folder with no checkpoint yet (training now, or
     killed before its first)."""
+    files.check_length(value)  # before names_text looks it up
     if names_text(value) or (Path(value).is_symlink() and not Path(value).exists()):
         return None
     return runs.resolve(value)

@@ -48,7 +48,7 @@ from .train_state import TrainState
 CANDIDATES = (128, 192, 256, 384, 512, 768, 1024)
 SMALLEST_SHORT = ", the smallest size, is short of characters"  # what the line says when no size fits
 CHARS_PER_PARAMETER = 2.0
-NO_BUDGET_HIDDEN = 256  # without --max-time there is no budget to fit: the measured 10-minute default
+BATCH_PROBE_HIDDEN = 256  # a GPU's batch is chosen before the size is fitted, at this one: the 10-minute runs' size
 PROBE_WARMUP = 2  # untimed training steps before a size is timed
 PROBE_WINDOWS, PROBE_SECONDS, PROBE_MIN_STEPS = 2, 0.15, 3  # timed windows per size: each this long or longer
 PROBE_DROPOUT = 0.1  # a size whose dropout is still to be planned is timed at this (any p > 0 costs the same)

@@ -116,7 +116,6 @@ class Trainer:
         the module's docstring, read top to bottom). Under torchrun a peer lost (gone, or not answering)
         stops it: `lost_note` says where the run goes on from."""
         progress = self.progress
-        self.config.require_limit()
         max_seconds = self.config.max_seconds()
         with contextlib.ExitStack() as stack:
             stop = self.start(stack, max_seconds)

@@ -528,7 +528,7 @@ def write(name: str, data: bytes | None):
     ],
 )
 def test_bad_corpus_gets_one_line(tmp_path, make, fragments):
-    assert_one_line_error(cli("train", str(make(tmp_path)), *TINY_ARGS), *fragments)
+    assert_one_line_error(cli("train", str(make(tmp_path)), *TINY_ARGS, "--max-steps", "2"), *fragments)
 
 
 def test_bad_sample_options_get_one_line(trained):
@@ -1399,7 +1399,10 @@ def test_an_output_name_too_long_for_the_file_system_is_one_line(trained, comman
     long` (the look for a folder or checkpoint there raised it), without naming the option or what to do."""
     name = "x" * 300 + (".png" if command == "plot" else "")
     args = OUTPUT_COMMANDS.get(command) or ["export", "fox", "--format", "safetensors", "--output"]
-    assert_one_line_error(cli(*args, name), f"--output {name}: cannot write (File name too long); give a shorter name")
+    said = f"a name of {len(name)} bytes, over the 255 a file name may have; give a shorter one"
+    result = cli(*args, name)
+    assert_one_line_error(result, "--output 'xxxxx", f"xxx{name[-4:]}': {said}")
+    assert len(result.output) < 250  # the name shortened, as a wrong value is shown
 
 
 def test_a_safetensors_export_into_a_run_folder_is_refused(trained, tmp_path):
@@ -1724,10 +1727,10 @@ def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(
             ["sample", "--checkpoint", trained, "--seed-file", "nope.txt"],
             f"nope.txt: cannot read (No such file or directory){where}",
         ),
-        (["train", "nope.txt", *TINY_ARGS], missing),
+        (["train", "nope.txt", *TINY_ARGS, "--max-steps", "2"], missing),
         (["corpus", "prepare", "nope.txt"], missing),
         (
-            ["train", str(fox_file), "--eval-also", "nope.txt", *TINY_ARGS],
+            ["train", str(fox_file), "--eval-also", "nope.txt", *TINY_ARGS, "--max-steps", "2"],
             (
                 "--eval-also nope.txt: no such checkpoint file or run folder, nor a run or corpus of that name under "
                 f"checkpoints/ in {Path.cwd()} (`charlm runs` lists them)"
@@ -1743,12 +1746,18 @@ def test_a_missing_file_says_to_check_the_path_for_every_command_that_reads_one(
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_pipe_or_a_device_is_said_to_be_one_not_a_missing_file(fox_file, tmp_path):
     """`charlm train <(cat a.txt b.txt)`, `charlm eval RUN /dev/stdin` under a pipe and /dev/null said
-    "no such file or folder; check the path" of a path that exists: say what it is and what to do."""
+    "no such file or folder; check the path" of a path that exists: say what it is and what to do. So does
+    --eval-also, which said to give a run as if it took no text."""
     trained = str(run_of(make_model("".join(sorted(set(fox_file.read_text())))), Path("fox")))
     os.mkfifo(tmp_path / "pipe")
     for path, kind in ((str(tmp_path / "pipe"), "a pipe"), (os.devnull, "a device")):
         says = f"{path}: {kind}"
-        for args in (["eval", trained, path], ["inspect", trained, path], ["train", path, *TINY_ARGS]):
+        for args in (
+            ["eval", trained, path],
+            ["inspect", trained, path],
+            ["train", path, *TINY_ARGS, "--max-steps", "2"],
+            ["train", str(fox_file), "--eval-also", path, *TINY_ARGS, "--max-steps", "2"],  # a text, not a run
+        ):
             assert_one_line_error(cli(*args), says, "not a regular file", "save the text to a file first")
 
 

@@ -148,7 +148,9 @@ def test_a_corpus_file_named_with_a_line_break_is_named_on_one_line_wherever_it_
     info = dict(line.split(None, 1) for line in cli("info", "old\nrun").output.splitlines())
     assert info["corpus"] == f"{tmp_path}/notes\\nday.txt" and info["checkpoint"] == "checkpoints/old\\nrun/best.pt"
     corpus_file.write_bytes(b"\xff\xfe not utf-8")
-    assert_one_line_error(cli("train", str(corpus_file), *TINY_ARGS), "notes\\nday.txt: not valid utf-8")
+    assert_one_line_error(
+        cli("train", str(corpus_file), *TINY_ARGS, "--max-steps", "2"), "notes\\nday.txt: not valid utf-8"
+    )
 
 
 def test_a_write_works_on_a_file_system_that_cannot_sync_a_file(tmp_path, monkeypatch):

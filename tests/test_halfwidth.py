@@ -48,6 +48,7 @@ TYPED = [
     # a duration's Chinese numerals are named with their number, beside its units: all there is to retype at once
     ("train --max-time 一分钟", "--max-time: cannot read '一分钟'; write a duration such as 90s, 10m or 1h (retype '一' as '1', '分钟' as 'm')"),
     ("train --max-time 一m", "--max-time: cannot read '一m'; write a duration such as 90s, 10m or 1h (retype '一' as '1')"),
+    ("train --max-time 1.5个小时", "(retype '1.5个' as '1.5', '小时' as 'h')"),  # not '5个' as '5': 1.5 read whole
     # a device: read as cuda:0, so the run's next check, its time, is what is refused
     ("train --device ＣＵＤＡ：０ --max-time ０ｓ", "--max-time must be positive, not '０ｓ'"),
     ("train --device cuda。0", "--device must be auto, cpu, cuda, cuda:N or mps, not 'cuda。0' (retype '。' as '.')"),
@@ -67,6 +68,7 @@ SPOKEN = [
     ("一分钟", 60), ("十五分钟", 900), ("二十秒", 20), ("九十九秒", 99), ("两小时", 7200), ("半小时", 1800),
     ("一个小时", 3600), ("两个半小时", 9000), ("半个小时", 1800), ("一小时三十分钟", 5400), ("１小時三十分", 5400),
     ("1个小时", 3600), ("1个半小时", 5400), ("１个半小时", 5400), ("2个钟头", 7200), ("3个分钟", 180),
+    ("1.5个小时", 5400), ("０．５个小时", 1800), ("1。5个小时", 5400), ("2.25个分钟", 135),
 ]  # fmt: skip
 
 
@@ -249,12 +251,21 @@ def test_a_seed_that_starts_with_an_options_name_after_dashes_stays_the_seed():
         ["train", "fox.txt", "--max-time"],
         ["train", "fox.txt", "--peer-timeout"],
         ["sample", "nope", "--temperature"],
+        *(["train", "fox.txt", option] for option in ("--cell", "--head", "--precision", "--normalize", "--tokenizer")),
+        *(["train", "fox.txt", option] for option in ("--save-errors", "--spm-model", "--init-from")),
+        ["train", "fox.txt", "--quiet", "--eval-also"],
+        ["train", "--resume"],
+        ["sample", "nope", "--form"],
+        ["sample", "nope", "--seed-file"],
+        ["serve", "nope", "--allow-origin"],
+        ["inspect", "nope", "--output"],
     ],
 )
 @pytest.mark.parametrize("value", ["x" * 5000, "7" * 5000])
-def test_a_value_of_thousands_of_characters_is_shown_shortened(words, value):
-    """`--top-k` (or a duration, a temperature) of 5,000 characters was echoed whole: an error line of
-    5,000 characters that buried what it said. It is shown shortened, as fields.Shown shows a wrong value."""
+def test_a_value_of_thousands_of_characters_is_shown_shortened(words, value, fox_file):
+    """`--top-k` (or a duration, a temperature, a choice, a path too long to be a file's) of 5,000 characters
+    was echoed whole: an error line of 5,000 characters that buried what it said, a path's without naming its
+    option. It is shown shortened, as fields.Shown shows a wrong value, after the option."""
     result = cli(*words, value)
     assert_one_line_error(result, words[-1])
     assert len(result.output) < 400, result.output[:200]

@@ -1,7 +1,9 @@
 """A run planned once: every unset option resolved by its rule, with the reason kept in run.json."""
 
+import dataclasses
 import json
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,10 +11,11 @@ import torch
 import charlm
 from charlm import api, checkpoint, model, plan, runs, sizing
 from charlm.config import Config
+from charlm.errors import CharLMError
 from charlm.tokens import load_corpus
 from charlm.trainer import Trainer
 
-from .conftest import latest
+from .conftest import assert_one_line_error, cli, latest, trained_once
 
 
 def test_dropout_rises_with_the_passes_over_the_training_text():
@@ -110,7 +113,7 @@ def test_on_a_gpu_the_batch_is_chosen_from_measured_speed(tmp_path, tiny, monkey
     corpus = load_corpus([str(text)], Config(**options), quiet=True)
     planned = plan.plan(Config(**options), corpus, out="run")
     assert planned.config.batch_size == 128
-    assert probed[:5] == [(sizing.NO_BUDGET_HIDDEN, b) for b in (16, 32, 64, 128, 256)]
+    assert probed[:5] == [(sizing.BATCH_PROBE_HIDDEN, b) for b in (16, 32, 64, 128, 256)]
     assert {batch for _, batch in probed[5:]} == {128}  # the size is then fitted at the chosen batch
     assert "measured at --hidden 256" in planned.reasons["batch_size"]
     assert "batch_size=128: more streams gained less than 15% chars/s" in capsys.readouterr().err  # as Python writes
@@ -183,3 +186,46 @@ def test_the_model_is_built_with_the_head_the_plan_chose_and_gave_its_reason_for
     built = Trainer(planned, corpus).model
     assert planned.reasons["head"].startswith("--head auto chose adaptive: a vocabulary of 28 characters")
     assert built.config.head_cutoffs and built.config.head_cutoffs == planned.head_cutoffs
+
+
+NO_LIMIT = "give the run a limit: --max-steps N or --max-time DURATION"
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["fox.txt"],
+        ["missing.txt"],  # the text is not looked at
+        ["fox.txt", "--out", "empty"],
+    ],
+)
+def test_a_run_without_a_limit_is_refused_before_its_text_is_read(fox_file, words):
+    """`charlm train big.txt --max-time none` prepared its corpus and wrote the cache (minutes for a big text)
+    before it was told to give a limit: refused once what was given is checked, for the command line and
+    Python alike."""
+    (Path("checkpoints") / "empty").mkdir(parents=True)
+    assert_one_line_error(cli("train", *words, "--max-time", "none", "--layers", "1", "--hidden", "16"), NO_LIMIT)
+    with pytest.raises(CharLMError, match="^give the run a limit: max_steps=N or max_time=DURATION$"):
+        charlm.train(words[0], max_time=None, out=(words[1:] or [None, None])[1])
+    assert not Path("corpora").exists()
+
+
+def test_a_run_with_a_bad_option_and_no_limit_is_told_of_the_bad_option_first():
+    """Which option is wrong, or which run folder cannot be, is said before the limit that is missing."""
+    assert_one_line_error(
+        cli("train", "fox.txt", "--dropout", "2", "--max-time", "none"), "--dropout must be in [0, 1)"
+    )
+    assert_one_line_error(cli("train", "fox.txt", "--out", " ", "--max-time", "none"), "names no run folder of its own")
+
+
+@pytest.fixture(scope="module")
+def stepped_run(tmp_path_factory) -> Path:
+    return trained_once(tmp_path_factory, "stepped") / runs.LATEST
+
+
+def test_a_resume_left_without_a_limit_is_refused_before_its_text_is_read(stepped_run):
+    """A run that had --max-time alone, resumed with --max-time none, read its text before it was refused."""
+    saved = checkpoint.read(stepped_run)
+    timed = dataclasses.replace(saved, config=dataclasses.replace(saved.config, max_steps=None, max_time="1h"))
+    with pytest.raises(CharLMError, match="^give the run a limit: max_steps=N or max_time=DURATION$"):
+        plan.resumed(timed, {"max_time": None}, stepped_run)

@@ -67,6 +67,10 @@ class HalfWidthChoice(click.Choice):
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
         return super().convert(as_choice(value, self.choices), param, ctx)
 
+    def get_invalid_choice_message(self, value: object, ctx: click.Context | None) -> str:
+        """click's words, with a value of thousands of characters shown shortened (`SHOWN`)."""
+        return f"{SHOWN.repr(value)} is not one of {', '.join(map(repr, self.choices))}."
+
 
 def shown_default(default: object) -> str:
     """The `[default: ...]` a help text ends with: `off` for a flag, none for an option unset by default

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..config import MAX_SAMPLES
 from ..device_names import STEP_DEVICE
 from ..errors import CharLMError
-from ..fields import check_types, option, said
+from ..fields import SHOWN, check_types, option, said
 
 
 @dataclass
@@ -81,7 +81,7 @@ class ServeConfig:
         for origin in origins:
             if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
                 raise CharLMError(
-                    f"{said('allow_origin')}: {origin!r} is not an origin: give scheme and host (and port), "
+                    f"{said('allow_origin')}: {SHOWN.repr(origin)} is not an origin: give scheme and host (and port), "
                     "e.g. http://localhost:3000, with no path, or *"
                 )
         if self.allow_origin is not None and not origins:
