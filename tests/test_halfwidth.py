@@ -258,7 +258,7 @@ def test_a_seed_that_starts_with_an_options_name_after_dashes_stays_the_seed():
         ["sample", "nope", "--form"],
         ["sample", "nope", "--seed-file"],
         ["serve", "nope", "--allow-origin"],
-        ["inspect", "nope", "--output"],
+        ["inspect", "fox.txt", "--output"],
     ],
 )
 @pytest.mark.parametrize("value", ["x" * 5000, "7" * 5000])

@@ -270,7 +270,7 @@ def test_a_device_or_named_pipe_given_as_a_run_is_named_as_what_it_is(fox_file, 
             runs.resolve(path)
         assert_one_line_error(cli("sample", path), said)
     result = cli("train", str(fox_file), "--eval-also", "/dev/zero", "--max-steps", "1", "--quiet")
-    assert_one_line_error(result, "--eval-also /dev/zero is a device, not a checkpoint")
+    assert_one_line_error(result, "--eval-also /dev/zero: a device, not a regular file")  # a text it is not either
 
 
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
