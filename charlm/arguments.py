@@ -42,6 +42,11 @@ def check_model(function: str, model: object) -> None:
             f"charlm.{function}: the model's vocabulary has {size} ids but its weights score "
             f"{model.config.vocab_size}: model.vocab must be the vocabulary it was trained with, not another run's"
         )
+    if any(weight.is_meta for weight in model.state_dict().values()):  # no values to sample or check
+        raise CharLMError(
+            f"charlm.{function}: the model's weights are on the meta device, shapes without values; give it "
+            "weights first (model.to_empty(device='cpu'), then model.load_state_dict(state)), or charlm.load a run"
+        )
     # one pass over the weights at each call (about a character's step): a model built or changed in Python
     # (a checkpoint's reader checks the same) with a NaN weight sampled one character over and over
     if name := unsound_weight(model.state_dict()):

@@ -684,6 +684,17 @@ def test_a_model_whose_weights_are_not_finite_is_refused_naming_the_weight(model
     CALLS_ON_A_MODEL[call](model)  # the check looks at the weights as they are now
 
 
+@pytest.mark.parametrize("call", CALLS_ON_A_MODEL)
+def test_a_model_on_the_meta_device_is_refused_saying_how_to_give_it_weights(model, call):
+    """A model moved to the meta device (weights of shape but no values, as a model built without memory
+    is) met "Tensor.item() cannot be called on meta tensors" from the check of its weights' values."""
+    assert_named(
+        lambda: CALLS_ON_A_MODEL[call](model.to("meta")),
+        f"{'scoring' if call == 'surprise' else 'charlm'}.{call}: the model's weights are on the meta device, ",
+        "model.to_empty(device='cpu')",
+    )
+
+
 @pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])
 def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
     """charlm.generate(model, model.vocab.encode("ab")) was told "join it first: ''.join(seed)", which
