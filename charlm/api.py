@@ -35,7 +35,17 @@ from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel, one_line
-from .fields import about_option, check_keywords, check_names, plain, python_help, said, together, unset_dropped
+from .fields import (
+    about_option,
+    check_arguments,
+    check_keywords,
+    check_names,
+    plain,
+    python_help,
+    said,
+    together,
+    unset_dropped,
+)
 from .model import CharLM
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
@@ -80,10 +90,7 @@ def keywords_checked(function: Function) -> Function:
     @functools.wraps(function)
     def checked(*args: object, **keywords: object) -> object:
         check_keywords(names, keywords, f"charlm.{function.__name__} argument")
-        try:
-            signature.bind(*args, **keywords)
-        except TypeError as e:
-            raise CharLMError(f"charlm.{function.__name__}: {e}; it takes ({', '.join(names)})") from None
+        check_arguments(signature, args, keywords, f"charlm.{function.__name__}")
         return function(*args, **keywords)
 
     return checked

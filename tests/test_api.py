@@ -1304,6 +1304,21 @@ def test_a_mistyped_field_of_a_public_config_is_named(build, fragment):
     assert charlm.Config(hidden=8).hidden == 8 and charlm.SampleConfig(length=9).length == 9
 
 
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: charlm.ModelConfig(vocab_size=5), "charlm.ModelConfig: missing a required argument: 'cell'"),
+        (lambda: charlm.ModelConfig("lstm", 1, 8, 0.0), "missing a required argument: 'vocab_size'"),
+        (lambda: charlm.Config(*range(60)), "charlm.Config: too many positional arguments"),
+        (lambda: charlm.SampleConfig(9, length=9), "charlm.SampleConfig: multiple values for argument 'length'"),
+    ],
+)
+def test_a_public_config_missing_a_field_or_given_too_many_says_what_it_takes(build, fragment):
+    """charlm.ModelConfig(vocab_size=5) met Python's bare TypeError ("__init__() missing 4 required
+    positional arguments"), where a mistyped field is named: the config says so, listing its fields."""
+    assert_named(build, fragment, "; it takes (", flags=False)
+
+
 def test_none_leaves_an_argument_or_option_unset(model, base_run, fox_file, tiny):
     """None, Python's "not given" (a wrapper passing its own default on), was refused wherever it is not
     one of the values: charlm.train(resume=None), generate(model, None, length=None), load(device=None);
