@@ -28,7 +28,7 @@ from typing import TypeVar
 import torch
 
 from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
-from .arguments import check_model_and_seed, config_hint, is_path, refuse
+from .arguments import check_file_name, check_model_and_seed, config_hint, is_path, refuse
 from .config import PLANNED, Config, SampleConfig, check_greedy_alone
 from .corpus import check_not_cached
 from .device import resolve_device
@@ -347,7 +347,7 @@ def train(
     options = unset_dropped(Config, options, PLANNED if resume is not False else ())
     if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
         options["device"] = str(options["device"])
-    check_train_arguments(paths, out, resume, init_from)
+    check_train_arguments(paths, out, resume, init_from, options.get("eval_also"))
     check_start(out, resume is not False, init_from, options.get("tensorboard"))
     paths, out, resume, init_from = map(home, (paths, out, resume, init_from))
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
@@ -526,6 +526,7 @@ def load(target: str | Path | None = None, device: str | torch.device | None = S
     device = STEP_DEVICE if device is None else device
     if not (target is None or is_path(target)):
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
+    check_file_name("load", "target", target)
     if not isinstance(device, (str, torch.device)):
         refuse("load", f"device must be {DEVICE_FORMS}", device)
     with torch.random.fork_rng(devices=[]):  # building the model draws initial weights from the caller's generator
@@ -537,7 +538,9 @@ def home(path: T) -> T:
     return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
 
 
-def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:
+def check_train_arguments(
+    paths: object, out: object, resume: object, init_from: object, eval_also: object = None
+) -> None:
     if not (paths is None or is_path(paths) or isinstance(paths, (list, tuple)) and all(map(is_path, paths))):
         refuse(
             "train",
@@ -553,3 +556,6 @@ def check_train_arguments(paths: object, out: object, resume: object, init_from:
         refuse("train", "init_from must be a run folder, run name or .pt file path (str or Path) or None", init_from)
     if not (isinstance(resume, bool) or is_path(resume)):
         refuse("train", "resume must be True, False, None or a run folder (str or Path)", resume)
+    for argument, value in {"paths": paths, "init_from": init_from, "resume": resume, "eval_also": eval_also}.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            check_file_name("train", argument, path)

@@ -17,6 +17,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
+from . import files
 from .config import Config, SampleConfig
 from .corpus import bytes_hint
 from .errors import CharLMError
@@ -31,6 +32,13 @@ def refuse(function: str, requirement: str, value: object, hint: str = "") -> No
 
 def is_path(value: object) -> bool:
     return isinstance(value, (str, PurePath))
+
+
+def check_file_name(function: str, argument: str, value: object) -> None:
+    """Refuses a path no file can have (`files.unnameable`), naming the argument, before a look for it
+    raises Python's ValueError or OSError ("File name too long") from deep inside."""
+    if is_path(value) and (why := files.unnameable(value)):
+        raise CharLMError(f"charlm.{function}: {argument} {SHOWN.repr(str(value))} names no file: {why}")
 
 
 def check_model(function: str, model: object) -> None:
