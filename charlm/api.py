@@ -28,14 +28,24 @@ from typing import TypeVar
 import torch
 
 from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
-from .arguments import check_model_and_seed, config_hint, is_path, refuse
+from .arguments import check_file_name, check_model_and_seed, config_hint, is_path, refuse
 from .config import PLANNED, Config, SampleConfig, check_greedy_alone
 from .corpus import check_not_cached
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
 from .errors import CharLMError, callers_stacklevel, one_line
-from .fields import about_option, check_keywords, check_names, plain, python_help, said, together, unset_dropped
+from .fields import (
+    about_option,
+    check_arguments,
+    check_keywords,
+    check_names,
+    plain,
+    python_help,
+    said,
+    together,
+    unset_dropped,
+)
 from .model import CharLM
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
@@ -80,10 +90,7 @@ def keywords_checked(function: Function) -> Function:
     @functools.wraps(function)
     def checked(*args: object, **keywords: object) -> object:
         check_keywords(names, keywords, f"charlm.{function.__name__} argument")
-        try:
-            signature.bind(*args, **keywords)
-        except TypeError as e:
-            raise CharLMError(f"charlm.{function.__name__}: {e}; it takes ({', '.join(names)})") from None
+        check_arguments(signature, args, keywords, f"charlm.{function.__name__}")
         return function(*args, **keywords)
 
     return checked
@@ -341,7 +348,7 @@ def train(
     options = unset_dropped(Config, options, PLANNED if resume is not False else ())
     if isinstance(options.get("device"), torch.device):  # as charlm.load takes it
         options["device"] = str(options["device"])
-    check_train_arguments(paths, out, resume, init_from)
+    check_train_arguments(paths, out, resume, init_from, options.get("eval_also"))
     check_start(out, resume is not False, init_from, options.get("tensorboard"))
     paths, out, resume, init_from = map(home, (paths, out, resume, init_from))
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
@@ -520,6 +527,7 @@ def load(target: str | Path | None = None, device: str | torch.device | None = S
     device = STEP_DEVICE if device is None else device
     if not (target is None or is_path(target)):
         refuse("load", "the checkpoint must be a run folder, run name, corpus name or .pt file (str or Path)", target)
+    check_file_name("load", "target", target)
     if not isinstance(device, (str, torch.device)):
         refuse("load", f"device must be {DEVICE_FORMS}", device)
     with torch.random.fork_rng(devices=[]):  # building the model draws initial weights from the caller's generator
@@ -531,7 +539,9 @@ def home(path: T) -> T:
     return os.path.expanduser(path) if is_path(path) and str(path).startswith("~") else path
 
 
-def check_train_arguments(paths: object, out: object, resume: object, init_from: object) -> None:
+def check_train_arguments(
+    paths: object, out: object, resume: object, init_from: object, eval_also: object = None
+) -> None:
     if not (paths is None or is_path(paths) or isinstance(paths, (list, tuple)) and all(map(is_path, paths))):
         refuse(
             "train",
@@ -547,3 +557,6 @@ def check_train_arguments(paths: object, out: object, resume: object, init_from:
         refuse("train", "init_from must be a run folder, run name or .pt file path (str or Path) or None", init_from)
     if not (isinstance(resume, bool) or is_path(resume)):
         refuse("train", "resume must be True, False, None or a run folder (str or Path)", resume)
+    for argument, value in {"paths": paths, "init_from": init_from, "resume": resume, "eval_also": eval_also}.items():
+        for path in value if isinstance(value, (list, tuple)) else [value]:
+            check_file_name("train", argument, path)

@@ -17,6 +17,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
+from . import files
 from .config import Config, SampleConfig
 from .corpus import bytes_hint
 from .errors import CharLMError
@@ -33,6 +34,13 @@ def is_path(value: object) -> bool:
     return isinstance(value, (str, PurePath))
 
 
+def check_file_name(function: str, argument: str, value: object) -> None:
+    """Refuses a path no file can have (`files.unnameable`), naming the argument, before a look for it
+    raises Python's ValueError or OSError ("File name too long") from deep inside."""
+    if is_path(value) and (why := files.unnameable(value)):
+        raise CharLMError(f"charlm.{function}: {argument} {SHOWN.repr(str(value))} names no file: {why}")
+
+
 def check_model(function: str, model: object) -> None:
     if not isinstance(model, CharLM):
         hint = f"; load it first: charlm.load({model!r})" if is_path(model) else ""
@@ -41,6 +49,11 @@ def check_model(function: str, model: object) -> None:
         raise CharLMError(
             f"charlm.{function}: the model's vocabulary has {size} ids but its weights score "
             f"{model.config.vocab_size}: model.vocab must be the vocabulary it was trained with, not another run's"
+        )
+    if any(weight.is_meta for weight in model.state_dict().values()):  # no values to sample or check
+        raise CharLMError(
+            f"charlm.{function}: the model's weights are on the meta device, shapes without values; give it "
+            "weights first (model.to_empty(device='cpu'), then model.load_state_dict(state)), or charlm.load a run"
         )
     # one pass over the weights at each call (about a character's step): a model built or changed in Python
     # (a checkpoint's reader checks the same) with a NaN weight sampled one character over and over

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import difflib
 import functools
+import inspect
 import math
 import numbers
 import re
@@ -383,10 +384,24 @@ def keywords_named(config_class: type[T]) -> type[T]:
     @functools.wraps(build)
     def __init__(self, *args: Any, **keywords: Any) -> None:
         check_keywords(names, keywords, what)
-        build(self, *args, **keywords)
+        try:
+            build(self, *args, **keywords)
+        except TypeError:  # a field missing or given twice, or too many by position: said, not Python's bare error
+            check_arguments(inspect.signature(config_class), args, keywords, f"charlm.{config_class.__name__}")
+            raise
 
     config_class.__init__ = __init__
     return config_class
+
+
+def check_arguments(signature: inspect.Signature, args: tuple, keywords: dict, who: str) -> None:
+    """Refuses arguments that `signature` cannot take (one missing, too many, one given twice) in one line
+    that lists what `who` takes, where Python's TypeError ("missing 4 required positional arguments") would
+    not say which they are."""
+    try:
+        signature.bind(*args, **keywords)
+    except TypeError as e:
+        raise CharLMError(f"{who}: {e}; it takes ({', '.join(signature.parameters)})") from None
 
 
 def meant(name: str, known: list[str]) -> str:

@@ -505,3 +505,22 @@ def fits(name: str, limit: int = NAME_MAX) -> bool:
         return name_bytes(name) <= limit
     except UnicodeEncodeError:
         return False
+
+
+def unnameable(path: str | Path) -> str | None:
+    """Why no file can be at `path`, or None: a NUL character, a character no name encodes (a lone
+    surrogate), a path over PATH_MAX bytes or a name in it over NAME_MAX. Path.exists raises for these
+    (ValueError, "File name too long") where it answers False for a name that is not there."""
+    text = os.fspath(path)
+    if "\0" in text:
+        return "a NUL character, which no file name holds"
+    try:
+        size = name_bytes(text)
+    except UnicodeEncodeError:
+        return "a character no file name can be written in (a lone surrogate)"
+    if size > PATH_MAX:
+        return f"a path of {size:,} bytes, over the {PATH_MAX} a path may have"
+    longest = max(Path(text).parts, key=name_bytes, default="")
+    if (size := name_bytes(longest)) > NAME_MAX:
+        return f"a name of {size:,} bytes, over the {NAME_MAX} a file name may have"
+    return None

@@ -55,7 +55,7 @@ class ModelConfig:
     clusters' edges in frequency rank; (): a full head). Training options (learning rate, budget, ...)
     live in `charlm.Config`.
 
-    Raises CharLMError for a keyword that is not one of its fields.
+    Raises CharLMError for a keyword that is not one of its fields, or a field missing.
     """
 
     cell: str

@@ -94,6 +94,8 @@ class Vocab:
     one_char_per_id = True  # so a sampler's step count is its character count
 
     def __init__(self, chars: str | list[str], unknown: bool = False, normalize: str = "none"):
+        if wrong := wrong_fields(chars, unknown, normalize):
+            raise CharLMError(f"charlm.vocab.Vocab: {'; '.join(wrong)}")
         self.chars = list(chars)
         if unknown and UNKNOWN not in self.chars:
             self.chars.append(UNKNOWN)
@@ -102,11 +104,7 @@ class Vocab:
         if len(self.chars) >= 2**32:
             raise CharLMError(f"{len(self.chars):,} distinct characters do not fit 32-bit ids")
         self.index = {c: i for i, c in enumerate(self.chars)}
-        if len(self.index) != len(self.chars) or any(len(c) != 1 for c in self.chars):
-            raise CharLMError("the vocabulary is damaged: characters repeat or are not single characters")
         self.unknown_id = self.index[UNKNOWN] if unknown else None
-        if normalize not in NORMALIZATIONS:
-            raise CharLMError(f"the vocabulary is damaged: unknown normalization {normalize!r}")
         self.normalize = normalize
         self._table: np.ndarray | None = None
         self._texts: TextIndex | None = None
@@ -373,15 +371,20 @@ class Vocab:
 
 
 def wrong_fields(chars: object, unknown: object, normalize: object) -> list[str]:
-    """What is wrong with a stored vocabulary's fields, each named with its value: one check for all three
-    blamed `chars` for a bad `normalize`, and a number among `chars` was a bare TypeError."""
+    """What is wrong with a vocabulary's fields, stored or given to `Vocab` by hand, each named with its
+    value: one check for all three blamed `chars` for a bad `normalize`, and a number among `chars` was a
+    bare TypeError."""
     wrong = []
     if not isinstance(chars, (str, list)):
         wrong.append(f"chars is {SHOWN.repr(chars)}, not a string")
-    elif strays := [c for c in chars if not isinstance(c, str)]:
+    elif strays := [c for c in chars if not isinstance(c, str) or len(c) != 1]:
         wrong.append(f"chars holds {SHOWN.repr(strays[0])}, not a character")
+    elif repeated := next((c for c, times in Counter(chars).items() if times > 1), None):
+        wrong.append(f"chars holds {repeated!r} twice")
     if not isinstance(unknown, bool):
         wrong.append(f"unknown is {SHOWN.repr(unknown)}, not true or false")
     if not isinstance(normalize, str):
         wrong.append(f"normalize is {SHOWN.repr(normalize)}, not a string")
+    elif normalize not in NORMALIZATIONS:
+        wrong.append(f"normalize is {normalize!r}, not one of {', '.join(map(repr, NORMALIZATIONS))}")
     return wrong

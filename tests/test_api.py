@@ -684,6 +684,42 @@ def test_a_model_whose_weights_are_not_finite_is_refused_naming_the_weight(model
     CALLS_ON_A_MODEL[call](model)  # the check looks at the weights as they are now
 
 
+NO_FILE_NAMES = {
+    "a long name": ("x" * 300, "a name of 300 bytes, over the 255 a file name may have"),
+    "a long path": ("/".join(["x" * 200] * 25), "a path of 5,024 bytes, over the 4096 a path may have"),
+    "a NUL": ("novel\0.txt", "a NUL character, which no file name holds"),
+    "a lone surrogate": ("novel\ud800.txt", "a character no file name can be written in"),
+}
+CALLS_ON_A_PATH = {
+    "load": lambda name, _: charlm.load(name),
+    "train paths": lambda name, _: charlm.train(name),
+    "train init_from": lambda name, fox: charlm.train(fox, init_from=name),
+    "train resume": lambda name, _: charlm.train(resume=name),
+    "train eval_also": lambda name, fox: charlm.train(fox, eval_also=name, max_steps=1),
+}
+
+
+@pytest.mark.parametrize("name", NO_FILE_NAMES)
+@pytest.mark.parametrize("call", CALLS_ON_A_PATH)
+def test_a_name_no_file_can_have_is_one_line_saying_why(fox_file, call, name):
+    """charlm.load("x" * 300) met "OSError: File name too long", and charlm.train("novel\0.txt")
+    "ValueError: embedded null byte": Path.exists raises for such names, where it answers False for a
+    name that is not there."""
+    given, why = NO_FILE_NAMES[name]
+    assert_named(lambda: CALLS_ON_A_PATH[call](given, fox_file), why)
+
+
+@pytest.mark.parametrize("call", CALLS_ON_A_MODEL)
+def test_a_model_on_the_meta_device_is_refused_saying_how_to_give_it_weights(model, call):
+    """A model moved to the meta device (weights of shape but no values, as a model built without memory
+    is) met "Tensor.item() cannot be called on meta tensors" from the check of its weights' values."""
+    assert_named(
+        lambda: CALLS_ON_A_MODEL[call](model.to("meta")),
+        f"{'scoring' if call == 'surprise' else 'charlm'}.{call}: the model's weights are on the meta device, ",
+        "model.to_empty(device='cpu')",
+    )
+
+
 @pytest.mark.parametrize("ids", ["tensor", "array", "list", "rows"])
 def test_a_seed_given_as_ids_is_told_to_decode_them(model, ids):
     """charlm.generate(model, model.vocab.encode("ab")) was told "join it first: ''.join(seed)", which
@@ -1291,6 +1327,21 @@ def test_a_mistyped_field_of_a_public_config_is_named(build, fragment):
     where charlm.train(hiden=3) names the option it was likely meant to be."""
     assert_named(build, fragment, flags=False)
     assert charlm.Config(hidden=8).hidden == 8 and charlm.SampleConfig(length=9).length == 9
+
+
+@pytest.mark.parametrize(
+    "build, fragment",
+    [
+        (lambda: charlm.ModelConfig(vocab_size=5), "charlm.ModelConfig: missing a required argument: 'cell'"),
+        (lambda: charlm.ModelConfig("lstm", 1, 8, 0.0), "missing a required argument: 'vocab_size'"),
+        (lambda: charlm.Config(*range(60)), "charlm.Config: too many positional arguments"),
+        (lambda: charlm.SampleConfig(9, length=9), "charlm.SampleConfig: multiple values for argument 'length'"),
+    ],
+)
+def test_a_public_config_missing_a_field_or_given_too_many_says_what_it_takes(build, fragment):
+    """charlm.ModelConfig(vocab_size=5) met Python's bare TypeError ("__init__() missing 4 required
+    positional arguments"), where a mistyped field is named: the config says so, listing its fields."""
+    assert_named(build, fragment, "; it takes (", flags=False)
 
 
 def test_none_leaves_an_argument_or_option_unset(model, base_run, fox_file, tiny):

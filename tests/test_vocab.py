@@ -294,3 +294,30 @@ def test_a_stored_vocabulary_names_every_wrong_field_at_once():
         "the vocabulary is damaged: chars is None, not a string; unknown is 1, not true or false; "
         "normalize is None, not a string"
     )
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"chars": [1, 2]}, "chars holds 1, not a character"),
+        ({"chars": None}, "chars is None, not a string"),
+        ({"chars": b"ab"}, "chars is b'ab', not a string"),
+        ({"chars": {"a": 1}}, "chars is {'a': 1}, not a string"),
+        ({"chars": ["ab"]}, "chars holds 'ab', not a character"),
+        ({"chars": "aba"}, "chars holds 'a' twice"),
+        ({"chars": "ab", "unknown": "yes"}, "unknown is 'yes', not true or false"),
+        ({"chars": "ab", "normalize": "NFKD"}, "normalize is 'NFKD', not one of 'none', 'nfc', 'nfkc'"),
+    ],
+)
+def test_a_vocabulary_built_by_hand_names_the_argument_that_is_wrong(arguments, message):
+    """Vocab(chars=[1, 2]) was a bare TypeError, and Vocab("ab", normalize="NFKD") said "the vocabulary is
+    damaged" of a vocabulary nobody loaded: a caller building one is told which argument is wrong."""
+    with pytest.raises(CharLMError) as error:
+        Vocab(**arguments)
+    assert str(error.value) == f"charlm.vocab.Vocab: {message}"
+
+
+def test_a_stored_vocabulary_of_repeated_characters_is_damaged():
+    with pytest.raises(CharLMError) as error:
+        Vocab.from_dict({"chars": "aba", "unknown": False, "normalize": "nfc"})
+    assert str(error.value) == "the vocabulary is damaged: chars holds 'a' twice"
