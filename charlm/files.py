@@ -480,22 +480,12 @@ def name_bytes(name: str) -> int:
     return len(os.fsencode(name))
 
 
-def check_length(path: str | Path) -> None:
-    """Refuse a path no file system takes, a name in it over NAME_MAX bytes or the whole over PATH_MAX (a
-    text pasted where a path goes), shown shortened: looked up, it raised a bare "File name too long" that
-    named no option and echoed all of it, thousands of characters. The caller names its option."""
-    text = str(path)
-    try:
-        longest, whole = max(map(name_bytes, Path(text).parts), default=0), name_bytes(text)
-    except UnicodeEncodeError:  # a lone surrogate, which no name encodes: looking it up says so
-        return
-    if longest > NAME_MAX:
-        too_long = f"a name of {longest:,} bytes, over the {NAME_MAX} a file name may have"
-    elif whole > PATH_MAX:
-        too_long = f"a path of {whole:,} bytes, over the {PATH_MAX:,} a path may have"
-    else:
-        return
-    raise CharLMError(f"{SHOWN.repr(text)}: {too_long}; give a shorter one")
+def check_nameable(path: str | Path) -> None:
+    """Refuse a path no file can have (`unnameable`: a text pasted where a path goes, thousands of
+    characters), shown shortened: looked up, it raised a bare "File name too long" that named no option and
+    echoed all of it. The caller names its option."""
+    if why := unnameable(path):
+        raise CharLMError(f"{SHOWN.repr(os.fspath(path))}: {why}")
 
 
 def fits(name: str, limit: int = NAME_MAX) -> bool:
@@ -508,19 +498,18 @@ def fits(name: str, limit: int = NAME_MAX) -> bool:
 
 
 def unnameable(path: str | Path) -> str | None:
-    """Why no file can be at `path`, or None: a NUL character, a character no name encodes (a lone
-    surrogate), a path over PATH_MAX bytes or a name in it over NAME_MAX. Path.exists raises for these
-    (ValueError, "File name too long") where it answers False for a name that is not there."""
+    """Why no file can be at `path`, and what to do, or None: a NUL character, a character no name encodes
+    (a lone surrogate), a name in it over NAME_MAX bytes or the whole over PATH_MAX. Path.exists raises for
+    these (ValueError, "File name too long") where it answers False for a name that is not there."""
     text = os.fspath(path)
     if "\0" in text:
-        return "a NUL character, which no file name holds"
+        return "a NUL character, which no file name holds; remove it"
     try:
-        size = name_bytes(text)
+        longest, whole = max(map(name_bytes, Path(text).parts), default=0), name_bytes(text)
     except UnicodeEncodeError:
-        return "a character no file name can be written in (a lone surrogate)"
-    if size > PATH_MAX:
-        return f"a path of {size:,} bytes, over the {PATH_MAX} a path may have"
-    longest = max(Path(text).parts, key=name_bytes, default="")
-    if (size := name_bytes(longest)) > NAME_MAX:
-        return f"a name of {size:,} bytes, over the {NAME_MAX} a file name may have"
+        return "a character no file name can be written in (a lone surrogate); remove it"
+    if longest > NAME_MAX:
+        return f"a name of {longest:,} bytes, over the {NAME_MAX} a file name may have; give a shorter one"
+    if whole > PATH_MAX:
+        return f"a path of {whole:,} bytes, over the {PATH_MAX:,} a path may have; give a shorter one"
     return None

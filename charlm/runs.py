@@ -537,7 +537,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         return resolve(latest_run(root), prefer, root)
     if not str(target).strip():
         raise CharLMError("the run to use is empty: give a run folder, run name, corpus name or .pt file")
-    files.check_length(target)
+    files.check_nameable(target)
     path = Path(target)
     if not path.exists() and (root / path).exists():
         path = root / path

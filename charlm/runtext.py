@@ -75,7 +75,7 @@ def eval_also_run(value: str) -> Path | None:
     names. A name that is neither is refused as `charlm eval NAME` refuses one (`runs.resolve`'s words),
     not said to be a missing file alone; so is a run folder with no checkpoint yet (training now, or
     killed before its first)."""
-    files.check_length(value)  # before names_text looks it up
+    files.check_nameable(value)  # before names_text looks it up
     if names_text(value) or (Path(value).is_symlink() and not Path(value).exists()):
         return None
     return runs.resolve(value)

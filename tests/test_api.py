@@ -686,7 +686,7 @@ def test_a_model_whose_weights_are_not_finite_is_refused_naming_the_weight(model
 
 NO_FILE_NAMES = {
     "a long name": ("x" * 300, "a name of 300 bytes, over the 255 a file name may have"),
-    "a long path": ("/".join(["x" * 200] * 25), "a path of 5,024 bytes, over the 4096 a path may have"),
+    "a long path": ("/".join(["x" * 200] * 25), "a path of 5,024 bytes, over the 4,096 a path may have"),
     "a NUL": ("novel\0.txt", "a NUL character, which no file name holds"),
     "a lone surrogate": ("novel\ud800.txt", "a character no file name can be written in"),
 }

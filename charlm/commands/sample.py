@@ -154,7 +154,7 @@ def read_seed(seed_file: str) -> str:
             raise CharLMError("--seed-file -: standard input holds no text; pipe the seed in, or give --seed")
         return seed
     try:
-        files.check_length(seed_file)
+        files.check_nameable(seed_file)
         return read_seed_file(Path(seed_file))
     except CharLMError as e:
         raise CharLMError(f"--seed-file {e}") from None
