@@ -318,8 +318,9 @@ def train(
     given, unless None is one of its values (max_time=None: no time limit). `init_from=RUN` fine-tunes: a
     new run from RUN's weights (a run, .pt file or exported model folder), in its architecture, with the new
     text's characters added, lr=1e-3 and its dropout unless given (the README's "Fine-tune on a small
-    text"). Unless quiet, it ends as `charlm train` does, with a done: line (on stderr) naming the run's
-    folder and the charlm.load call that reads it.
+    text"). Unless quiet, it starts and ends as `charlm train` does, on stderr: a line naming the model,
+    its text and the run's folder (fine-tuning: the base and the characters the text adds to it), and a
+    done: line naming the folder and the charlm.load call that reads it.
 
     Ctrl-C (a notebook's stop button) stops the run at the next step, saves it and raises
     KeyboardInterrupt saying how to go on with it; a second Ctrl-C stops at once, keeping the last
@@ -355,6 +356,11 @@ def train(
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
         trainer = start_trainer(sources, options, None if out is None else str(out), resume, init_from)
+        if (
+            not trainer.config.quiet
+        ):  # as `charlm train` starts: the run's folder and size, a fine-tune's new characters
+            for note in trainer.start_notes():
+                print(one_line(note), file=sys.stderr)
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # the bar's type; bars.py makes every bar
 
 LOG2E = 1.0 / math.log(2.0)  # bits per nat
 TOP = 5  # guesses `surprise` keeps before each token by default
+PREVIEW_TOKENS = 24  # of the text a Surprise or Trace shows in its repr
 
 EVAL_STREAMS = 16  # pieces scored side by side
 EVAL_WINDOW = 250  # tokens per forward call: longer windows, same result, fewer calls
@@ -432,7 +433,15 @@ def mean_bits(bits: np.ndarray, tokens: list[str]) -> float:
     return float(np.nansum(bits) / chars) if chars else math.nan
 
 
-@dataclass
+def preview(tokens: list[str], bits: np.ndarray) -> str:
+    """`3,000 tokens 'It was the be...', 2.197 bpc`: how a repr names the text it holds, in one line where
+    a notebook would otherwise show every number of every token."""
+    text = "".join(tokens[:PREVIEW_TOKENS])
+    shown = repr(text + "..." if len(tokens) > PREVIEW_TOKENS else text)
+    return f"{len(tokens):,} tokens {shown}, {mean_bits(bits, tokens):.3f} bpc"
+
+
+@dataclass(repr=False)
 class Surprise:
     """The bits a model spent on each token of a text and its top guesses before it. Row t belongs to
     token t; a token with no prediction (a cold start) has NaN bits and no guesses."""
@@ -440,6 +449,9 @@ class Surprise:
     tokens: list[str]
     bits: np.ndarray  # (T,) float64
     top: list[list[tuple[str, float]]]  # (T, <= top): (token, probability), most likely first
+
+    def __repr__(self) -> str:
+        return f"Surprise({preview(self.tokens, self.bits)}, {max(map(len, self.top), default=0)} guesses each)"
 
     @property
     def bpc(self) -> float:

@@ -25,7 +25,7 @@ from torch import nn
 from .arguments import check_reading
 from .cells import gru_cell, lstm_cell
 from .model import CharLM, inference
-from .scoring import ids_with_context, mean_bits, score, tokens_of
+from .scoring import ids_with_context, mean_bits, preview, score, tokens_of
 
 GATE_NAMES = {
     "lstm": ("input", "forget", "candidate", "output"),
@@ -34,7 +34,7 @@ GATE_NAMES = {
 }
 
 
-@dataclass
+@dataclass(repr=False)
 class Trace:
     """A model's run over a text. T is the number of tokens read (characters, for a character
     vocabulary), L the layers, H the hidden size, V the vocabulary size. Row t belongs to token t:
@@ -54,6 +54,15 @@ class Trace:
     def bpc(self) -> float:
         """Bits per character over the tokens that were predicted."""
         return mean_bits(self.bits, self.tokens)
+
+    def __repr__(self) -> str:
+        shapes = [
+            f"{name} {getattr(self, name).shape}"
+            for name in ("probs", "hidden", "cells")
+            if getattr(self, name) is not None
+        ]
+        gates = f"gates {', '.join(self.gates)}" if self.gates else "no gates"
+        return f"Trace({self.cell}, {preview(self.tokens, self.bits)}; {'; '.join(shapes)}; {gates})"
 
 
 def trace(model: CharLM, text: str, context: str | None = None, probs: bool = True, warn: bool = True) -> Trace:

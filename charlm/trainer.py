@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import files, runs, threads, train_state
+from . import files, finetune, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
 from .config import Config
-from .device import core_precision
+from .device import core_precision, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError
 from .fields import said
@@ -44,6 +44,7 @@ EVAL_TOKENS = 150_000  # validation during training scores at most this much of 
 NAN_CHECK_EVERY = 100  # steps between looks for divergence: a NaN loss, weights blown up (a host sync)
 SETTLED = (30.0, 0.1)  # the speed is compared with the probe's once these seconds and this share of the budget passed
 SLOW_SHARE = 0.7  # below this share of the probe's speed the run says it is slow
+SHORT_DIGEST = 12  # hex digits of the base's sha256 a fine-tune's start line gives, as git's short hashes: `charlm info` has all 64
 SAMPLE_CHARS = 300  # length of the samples shown while training (--sample-every) and at its end (commands/train.py)
 
 
@@ -434,6 +435,29 @@ class Trainer:
                 self.saved_step = self.progress.step
             return str(e), best_written
         return None, improved
+
+    def start_notes(self) -> list[str]:
+        """The lines a run starts with, for `charlm train` and `charlm.train` alike: what trains on what, where, and
+        from which step (a resumed run's line would read as a new run's without it); a fine-tune's base and the
+        characters its text adds, so a stray one is seen before it is learned (a resume: that it goes on)."""
+        model, ranks = self.model, self.ranks
+        resumed = (
+            "" if self.saved_step is None else f", resumed at step {self.saved_step:,} ({self.saved_at:.0f}s trained)"
+        )
+        precision = precision_text(self.device, self.precision, type(model.core))
+        processes = f" x {ranks.world} processes" if ranks.active else ""
+        training = (
+            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
+            f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
+            f"{self.corpus.vocab.size_text()}; {self.device} {precision}{processes}; run folder {self.run_dir}{resumed}"
+        )
+        notes = [training]
+        if self.base and self.saved_step is not None:  # its new characters were said when it started
+            notes.append(f"continuing the fine-tune of {self.base.describe(SHORT_DIGEST)}")
+        elif self.base:
+            added = finetune.new_characters_note(self.corpus, self.base.vocab_size, self.config)
+            notes.append(f"fine-tuning from {self.base.describe(SHORT_DIGEST)}; {added}")
+        return notes
 
     def resume_note(self) -> str:
         """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""

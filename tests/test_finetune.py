@@ -938,3 +938,14 @@ def test_a_base_run_named_with_a_lone_surrogate_ends_the_lineage(tmp_path):
     run.mkdir()
     (run / runs.RUN_INFO).write_text(json.dumps({"config": {}, "base": {"run": "\ud800", "path": "/x/best.pt"}}))
     assert runs.lineage(run) == ""
+
+
+def test_charlm_train_says_the_start_lines_charlm_train_says(base, new_file, tiny, capsys):
+    """charlm.train printed the plan's choices and the done: line but not the start lines, so a notebook's
+    fine-tune never named the characters its text adds (a stray ',' against the base's '，' went unseen)
+    nor, until it ended, the run's folder and size."""
+    charlm.train(new_file, out="tuned", init_from=base, **{**tiny, "max_steps": 1, "quiet": False})
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("training ") and "run folder checkpoints/tuned" in line for line in lines)
+    (line,) = [line for line in lines if line.startswith("fine-tuning from")]
+    assert "; 19 new characters: '!' '.' '?' 'B' 'C' 'E' 'F' 'H' 'I' 'J' ..." in line

@@ -753,6 +753,18 @@ def test_the_page_carries_the_gates_of_each_cell_the_features_table_names(tmp_pa
     assert " / " not in spans and "\u21b5" in spans
 
 
+def test_a_trace_or_surprise_shown_in_a_notebook_is_a_line_not_every_number(model):
+    """A notebook cell ending in surprise(model, text) showed 440 KB on one line for 3,000 characters
+    (every guess of every character), and a trace 171 lines of arrays: what they hold, in one line."""
+    text = "bad cafe\nheadd " * 200
+    seen, traced = surprise(model, text), trace(model, text)
+    for shown, kind in ((repr(seen), "Surprise"), (repr(traced), "Trace")):
+        assert shown.startswith(f"{kind}(") and "3,000 tokens 'bad cafe\\nheadd bad" in shown and "\n" not in shown
+        assert f"{seen.bpc:.3f} bpc" in shown and len(shown) < 300
+    assert "5 guesses each" in repr(seen)
+    assert "hidden (2, 3000, 16)" in repr(traced) and "gates input, forget, candidate, output" in repr(traced)
+
+
 def test_surprise_colours_span_the_texts_own_range_and_say_it(tmp_path):
     surprise_range = sys.modules[render.__module__].surprise_range  # the page module, wherever it lives
 

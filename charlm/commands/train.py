@@ -17,8 +17,6 @@ from ..stopping import leaving_at_once
 from .completion import corpora, run_names
 from .options import options_of
 
-SHORT_DIGEST = 12  # hex digits of the base's sha256 a fine-tune's start line gives, as git's short hashes: `charlm info` has all 64
-
 if TYPE_CHECKING:
     from ..distributed import Ranks
     from ..trainer import Trainer
@@ -103,7 +101,7 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     from ..distributed import peer_note
 
     if ranks.leader:
-        say_started(trainer, ranks)
+        say_started(trainer)
         try:
             trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
@@ -122,34 +120,11 @@ def ended_note(trainer: Trainer) -> str:
     return f"; the run had finished: {trainer.saved_note()}"
 
 
-def say_started(trainer: Trainer, ranks: Ranks) -> None:
-    """Rank 0's first lines: what trains on what, where, and from which step."""
-    from .. import finetune
-    from ..device import precision_text
-
-    config, model, run_dir = trainer.config, trainer.model, trainer.run_dir
-    if config.quiet:
-        return
-    # a resumed run says the step and time it goes on from, or its line reads as a new run's
-    resumed = (
-        ""
-        if trainer.saved_step is None
-        else f", resumed at step {trainer.saved_step:,} ({trainer.saved_at:.0f}s trained)"
-    )
-    click.echo(
-        one_line(
-            f"training {model.architecture()} ({model.num_parameters():,} parameters) "
-            f"on {trainer.corpus.name}: {len(trainer.corpus.train_ids):,} tokens, vocabulary "
-            f"{trainer.corpus.vocab.size_text()}; {trainer.device} {precision_text(trainer.device, trainer.precision, type(model.core))}"
-            f"{f' x {ranks.world} processes' if ranks.active else ''}; run folder {run_dir}{resumed}"
-        ),
-        err=True,
-    )
-    if trainer.base and trainer.saved_step is not None:  # its new characters were said when it started
-        click.echo(one_line(f"continuing the fine-tune of {trainer.base.describe(SHORT_DIGEST)}"), err=True)
-    elif trainer.base:
-        added = finetune.new_characters_note(trainer.corpus, trainer.base.vocab_size, config)
-        click.echo(one_line(f"fine-tuning from {trainer.base.describe(SHORT_DIGEST)}; {added}"), err=True)
+def say_started(trainer: Trainer) -> None:
+    """Rank 0's first lines (`Trainer.start_notes`), unless --quiet."""
+    if not trainer.config.quiet:
+        for note in trainer.start_notes():
+            click.echo(one_line(note), err=True)
 
 
 def say_ended(trainer: Trainer) -> int:
