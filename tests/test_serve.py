@@ -2274,6 +2274,67 @@ def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_ful
             assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
 
 
+STREAMED_TO_THE_END = [  # (path, body, what ends the stream)
+    ("/v1/completions", {"prompt": "a", "n": 2, "max_tokens": 5, "stream_options": {"include_usage": True}}, b"[DONE]"),
+    ("/v1/chat/completions", {**CHAT_A, "n": 2, "max_tokens": 5}, b"[DONE]"),
+    ("/v1/responses", {"input": "a", "max_output_tokens": 5}, b"event: response.incomplete"),
+]
+
+
+def rows_taken_at_each_event(app, path: str, body: dict, before=lambda server: None) -> list[tuple[int, bytes]]:
+    """Each event of a stream of `body` sent to `path`, with the rows taken (`Server.busy`) as the server
+    sent it, watched at the server's own sends; `before(server)` runs once the model is loaded."""
+    taken_at: list[tuple[int, bytes]] = []
+
+    async def watched(scope, receive, send):
+        async def sending(message):
+            if scope["path"] == path and message["type"] == "http.response.body" and message.get("body"):
+                taken_at.append((app.state.server.busy, message["body"]))
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    with running(watched) as url:
+        wait_healthy(url)
+        before(app.state.server)
+        with httpx.stream("POST", f"{url}{path}", json={**body, "stream": True}) as answer:
+            assert answer.status_code == 200, answer.read()
+            answer.read()
+    return taken_at
+
+
+@pytest.mark.parametrize(("path", "body", "last"), STREAMED_TO_THE_END)
+def test_a_stream_frees_its_rows_before_its_client_is_told_it_ended(tiny_model, path, body, last):
+    """A stream gave its rows back only after its last event was sent (in the response's closing task): a
+    client that sent its next request on [DONE] could be a 429, and a test that read a stream to its end
+    could see its rows still taken. Now they are free once every sample has finished, before the event that
+    says so, as a whole answer's are before it is sent."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
+    taken_at = rows_taken_at_each_event(app, path, body)
+    assert taken_at[0][0] == body.get("n", 1) and last in taken_at[-1][1]  # the rows were taken while it ran
+    ending = next(i for i, (_, sent) in enumerate(taken_at) if b'"timings"' in sent or b"output_text.done" in sent)
+    assert [taken for taken, _ in taken_at[ending:]] == [0] * len(taken_at[ending:])
+
+
+def test_a_stream_the_engine_fails_frees_its_rows_before_its_error_event(tiny_model):
+    """As a stream that ended (above): a client told that its stream failed could retry and be a 429."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
+    taken_at_failure = []
+
+    def failing_engine(server) -> None:
+        batch = server.models["tiny"].engine.batch
+
+        def failing(*args):
+            taken_at_failure.append(server.busy)
+            raise RuntimeError("the step broke")
+
+        batch.step = failing
+
+    taken_at = rows_taken_at_each_event(app, "/v1/completions", {"prompt": "a", "n": 2}, failing_engine)
+    assert taken_at_failure[:1] == [2] and [taken for taken, _ in taken_at] == [0]
+    assert b"the step broke" in taken_at[0][1]
+
+
 def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkeypatch):
     """Issue 26 item 10: when the engine failed, the waiting request's rows were never given back
     (run.cancel() was skipped when collect raised), and every later request was a 429."""
