@@ -708,7 +708,7 @@ def test_a_logit_bias_the_server_cannot_use_is_a_400_naming_it(client, server, l
         with pytest.raises(openai.BadRequestError) as caught:
             create()
         assert caught.value.body["param"] == "logit_bias" and message in caught.value.body["message"]
-    assert server[1].busy == 0  # the rows a request refused once primed took are free again
+    wait_until(lambda: server[1].busy == 0)  # the rows a request refused once primed took are free again
 
 
 def test_a_ban_of_thousands_of_characters_is_served():
@@ -1141,7 +1141,7 @@ def test_a_lone_surrogate_in_a_chat_is_named_as_the_messages(server):
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] == "messages", error
     assert error["message"].startswith("messages: lone surrogate U+D800 at character 2 is not a character")
-    assert state.busy == 0
+    wait_until(lambda: state.busy == 0)
 
 
 def test_a_streams_rows_are_freed_on_the_event_loop():
@@ -2076,7 +2076,9 @@ def rows_per_step(monkeypatch, engine) -> list[int]:
 
 def wait_until(condition, timeout: float = 30) -> None:
     """Wait for what a server thread does; the limit only ends a test that would hang (a busy 2-core
-    machine took over 5 s to start a stream)."""
+    machine took over 5 s to start a stream). `condition` must be a state that stays once reached (rows
+    free on a shared server: a stream an earlier test closed frees its rows when the server sees it go),
+    never one that lasts a moment: a test thread kept off the cores that long misses it."""
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, "condition not reached"
@@ -2175,15 +2177,29 @@ def test_a_stream_its_client_never_reads_is_stopped_and_frees_its_rows(tiny_mode
     until max_tokens. Now the stream stops once more than MAX_UNSENT a row waits unsent, or once nothing
     was taken for UNREAD_SECONDS (here 0.5 s, the other bound out of reach), and a client that reads on
     at last is told why. (Without logprobs, 200,000 characters fit in the sockets' buffers.)"""
+    from charlm.serve.completion import Completion
+
     if unsent is not None:
         monkeypatch.setattr("charlm.serve.completion.MAX_UNSENT", unsent, raising=False)
     monkeypatch.setattr("charlm.serve.completion.UNREAD_SECONDS", seconds, raising=False)
+    # Each stop as the server made it: the rows its stream held, and why. Its two rows taken were waited for
+    # as `busy == 2`, a state that lasts UNREAD_SECONDS: a test thread kept off a loaded machine's cores that
+    # long missed it and waited 30 s to fail; a list of stops only grows.
+    stops, stop_unread = [], Completion.stop_unread
+
+    def recorded(run: Completion, why: str) -> None:
+        stops.append((run.rows, why))
+        stop_unread(run, why)
+
+    monkeypatch.setattr(Completion, "stop_unread", recorded)
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
     with running(app) as url:
         wait_healthy(url)
         body = {"prompt": "a", "max_tokens": 100_000, "n": 2, "logprobs": 20}
         with contextlib.closing(unread_stream(url, body)) as unread:
-            wait_until(lambda: app.state.server.busy == 2)
+            wait_until(lambda: stops)
+            why = "characters and logprobs waited unsent" if unsent is None else "nothing was taken for 0.5 s"
+            assert len(stops) == 1 and stops[0][0] == 2 and why in stops[0][1], stops
             wait_until(lambda: app.state.server.busy == 0, timeout=10)
             wait_until(lambda: active_streams_of(app) == 0)  # cancelled rows leave at the next step
             assert httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 3}).status_code == 200
