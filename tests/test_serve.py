@@ -2270,24 +2270,37 @@ NEVER_RUN = [
 ]
 
 
-def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_full(tiny_model):
+def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_full(tiny_model, monkeypatch):
     """A request that can never succeed was a 429 while every stream was busy when what was wrong was
     checked against the model (its logit bias's ids, its form or template) or read (a lone surrogate)
     only once it had rows: the client retried it, was refused again, and in the end got the 400 it could
-    have had at once."""
+    have had at once. The held stream's steps wait until the test is done: its 100,000 characters took
+    17 s here, and a faster engine, or a test thread kept off a loaded machine's cores, could end it
+    before the last request (its row free, the 429s not refused)."""
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1, max_tokens=100_000))
     held = {"prompt": "a", "max_tokens": 100_000, "stream": True}
     with running(app) as url:
         wait_healthy(url)  # sent while the model loaded, the held request was a 503 that held nothing (1 run in 15)
-        with httpx.stream("POST", f"{url}/v1/completions", json=held, timeout=30) as holding:
-            assert holding.status_code == 200, holding.read()
-            wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
-            for path, body, status, says in NEVER_RUN:
-                request = {"content": body} if isinstance(body, bytes) else {"json": body}
-                answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
-                error = answer.json()["error"]
-                assert answer.status_code == status and says in error["message"], (body, error)
-            assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
+        batch, done = app.state.server.models["tiny"].engine.batch, threading.Event()
+        step = batch.step
+
+        def waiting_step(*args):
+            done.wait(60)
+            return step(*args)
+
+        monkeypatch.setattr(batch, "step", waiting_step)
+        try:
+            with httpx.stream("POST", f"{url}/v1/completions", json=held, timeout=30) as holding:
+                assert holding.status_code == 200, holding.read()
+                wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
+                for path, body, status, says in NEVER_RUN:
+                    request = {"content": body} if isinstance(body, bytes) else {"json": body}
+                    answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
+                    error = answer.json()["error"]
+                    assert answer.status_code == status and says in error["message"], (body, error)
+                assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
+        finally:
+            done.set()  # before the server stops: its engine must not wait out the 60 s
 
 
 STREAMED_TO_THE_END = [  # (path, body, what ends the stream)
