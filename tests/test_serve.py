@@ -708,7 +708,7 @@ def test_a_logit_bias_the_server_cannot_use_is_a_400_naming_it(client, server, l
         with pytest.raises(openai.BadRequestError) as caught:
             create()
         assert caught.value.body["param"] == "logit_bias" and message in caught.value.body["message"]
-    assert server[1].busy == 0  # the rows a request refused once primed took are free again
+    wait_until(lambda: server[1].busy == 0)  # the rows a request refused once primed took are free again
 
 
 def test_a_ban_of_thousands_of_characters_is_served():
@@ -1141,7 +1141,7 @@ def test_a_lone_surrogate_in_a_chat_is_named_as_the_messages(server):
     error = response.json()["error"]
     assert response.status_code == 400 and error["param"] == "messages", error
     assert error["message"].startswith("messages: lone surrogate U+D800 at character 2 is not a character")
-    assert state.busy == 0
+    wait_until(lambda: state.busy == 0)
 
 
 def test_a_streams_rows_are_freed_on_the_event_loop():
@@ -2076,7 +2076,9 @@ def rows_per_step(monkeypatch, engine) -> list[int]:
 
 def wait_until(condition, timeout: float = 30) -> None:
     """Wait for what a server thread does; the limit only ends a test that would hang (a busy 2-core
-    machine took over 5 s to start a stream)."""
+    machine took over 5 s to start a stream). `condition` must be a state that stays once reached (rows
+    free on a shared server: a stream an earlier test closed frees its rows when the server sees it go),
+    never one that lasts a moment: a test thread kept off the cores that long misses it."""
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, "condition not reached"
@@ -2175,15 +2177,29 @@ def test_a_stream_its_client_never_reads_is_stopped_and_frees_its_rows(tiny_mode
     until max_tokens. Now the stream stops once more than MAX_UNSENT a row waits unsent, or once nothing
     was taken for UNREAD_SECONDS (here 0.5 s, the other bound out of reach), and a client that reads on
     at last is told why. (Without logprobs, 200,000 characters fit in the sockets' buffers.)"""
+    from charlm.serve.completion import Completion
+
     if unsent is not None:
         monkeypatch.setattr("charlm.serve.completion.MAX_UNSENT", unsent, raising=False)
     monkeypatch.setattr("charlm.serve.completion.UNREAD_SECONDS", seconds, raising=False)
+    # Each stop as the server made it: the rows its stream held, and why. Its two rows taken were waited for
+    # as `busy == 2`, a state that lasts UNREAD_SECONDS: a test thread kept off a loaded machine's cores that
+    # long missed it and waited 30 s to fail; a list of stops only grows.
+    stops, stop_unread = [], Completion.stop_unread
+
+    def recorded(run: Completion, why: str) -> None:
+        stops.append((run.rows, why))
+        stop_unread(run, why)
+
+    monkeypatch.setattr(Completion, "stop_unread", recorded)
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
     with running(app) as url:
         wait_healthy(url)
         body = {"prompt": "a", "max_tokens": 100_000, "n": 2, "logprobs": 20}
         with contextlib.closing(unread_stream(url, body)) as unread:
-            wait_until(lambda: app.state.server.busy == 2)
+            wait_until(lambda: stops)
+            why = "characters and logprobs waited unsent" if unsent is None else "nothing was taken for 0.5 s"
+            assert len(stops) == 1 and stops[0][0] == 2 and why in stops[0][1], stops
             wait_until(lambda: app.state.server.busy == 0, timeout=10)
             wait_until(lambda: active_streams_of(app) == 0)  # cancelled rows leave at the next step
             assert httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 3}).status_code == 200
@@ -2254,24 +2270,98 @@ NEVER_RUN = [
 ]
 
 
-def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_full(tiny_model):
+def test_a_request_that_can_never_run_is_refused_as_such_while_the_server_is_full(tiny_model, monkeypatch):
     """A request that can never succeed was a 429 while every stream was busy when what was wrong was
     checked against the model (its logit bias's ids, its form or template) or read (a lone surrogate)
     only once it had rows: the client retried it, was refused again, and in the end got the 400 it could
-    have had at once."""
+    have had at once. The held stream's steps wait until the test is done: its 100,000 characters took
+    17 s here, and a faster engine, or a test thread kept off a loaded machine's cores, could end it
+    before the last request (its row free, the 429s not refused)."""
     app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=1, max_tokens=100_000))
     held = {"prompt": "a", "max_tokens": 100_000, "stream": True}
     with running(app) as url:
         wait_healthy(url)  # sent while the model loaded, the held request was a 503 that held nothing (1 run in 15)
-        with httpx.stream("POST", f"{url}/v1/completions", json=held, timeout=30) as holding:
-            assert holding.status_code == 200, holding.read()
-            wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
-            for path, body, status, says in NEVER_RUN:
-                request = {"content": body} if isinstance(body, bytes) else {"json": body}
-                answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
-                error = answer.json()["error"]
-                assert answer.status_code == status and says in error["message"], (body, error)
-            assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
+        batch, done = app.state.server.models["tiny"].engine.batch, threading.Event()
+        step = batch.step
+
+        def waiting_step(*args):
+            done.wait(60)
+            return step(*args)
+
+        monkeypatch.setattr(batch, "step", waiting_step)
+        try:
+            with httpx.stream("POST", f"{url}/v1/completions", json=held, timeout=30) as holding:
+                assert holding.status_code == 200, holding.read()
+                wait_until(lambda: app.state.server.busy == 1)  # the one stream is taken
+                for path, body, status, says in NEVER_RUN:
+                    request = {"content": body} if isinstance(body, bytes) else {"json": body}
+                    answer = httpx.post(f"{url}{path}", headers={"Content-Type": "application/json"}, **request)
+                    error = answer.json()["error"]
+                    assert answer.status_code == status and says in error["message"], (body, error)
+                assert httpx.get(f"{url}/health").json() == {"status": "ok"} and app.state.server.busy == 1
+        finally:
+            done.set()  # before the server stops: its engine must not wait out the 60 s
+
+
+STREAMED_TO_THE_END = [  # (path, body, what ends the stream)
+    ("/v1/completions", {"prompt": "a", "n": 2, "max_tokens": 5, "stream_options": {"include_usage": True}}, b"[DONE]"),
+    ("/v1/chat/completions", {**CHAT_A, "n": 2, "max_tokens": 5}, b"[DONE]"),
+    ("/v1/responses", {"input": "a", "max_output_tokens": 5}, b"event: response.incomplete"),
+]
+
+
+def rows_taken_at_each_event(app, path: str, body: dict, before=lambda server: None) -> list[tuple[int, bytes]]:
+    """Each event of a stream of `body` sent to `path`, with the rows taken (`Server.busy`) as the server
+    sent it, watched at the server's own sends; `before(server)` runs once the model is loaded."""
+    taken_at: list[tuple[int, bytes]] = []
+
+    async def watched(scope, receive, send):
+        async def sending(message):
+            if scope["path"] == path and message["type"] == "http.response.body" and message.get("body"):
+                taken_at.append((app.state.server.busy, message["body"]))
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    with running(watched) as url:
+        wait_healthy(url)
+        before(app.state.server)
+        with httpx.stream("POST", f"{url}{path}", json={**body, "stream": True}) as answer:
+            assert answer.status_code == 200, answer.read()
+            answer.read()
+    return taken_at
+
+
+@pytest.mark.parametrize(("path", "body", "last"), STREAMED_TO_THE_END)
+def test_a_stream_frees_its_rows_before_its_client_is_told_it_ended(tiny_model, path, body, last):
+    """A stream gave its rows back only after its last event was sent (in the response's closing task): a
+    client that sent its next request on [DONE] could be a 429, and a test that read a stream to its end
+    could see its rows still taken. Now they are free once every sample has finished, before the event that
+    says so, as a whole answer's are before it is sent."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
+    taken_at = rows_taken_at_each_event(app, path, body)
+    assert taken_at[0][0] == body.get("n", 1) and last in taken_at[-1][1]  # the rows were taken while it ran
+    ending = next(i for i, (_, sent) in enumerate(taken_at) if b'"timings"' in sent or b"output_text.done" in sent)
+    assert [taken for taken, _ in taken_at[ending:]] == [0] * len(taken_at[ending:])
+
+
+def test_a_stream_the_engine_fails_frees_its_rows_before_its_error_event(tiny_model):
+    """As a stream that ended (above): a client told that its stream failed could retry and be a 429."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100_000))
+    taken_at_failure = []
+
+    def failing_engine(server) -> None:
+        batch = server.models["tiny"].engine.batch
+
+        def failing(*args):
+            taken_at_failure.append(server.busy)
+            raise RuntimeError("the step broke")
+
+        batch.step = failing
+
+    taken_at = rows_taken_at_each_event(app, "/v1/completions", {"prompt": "a", "n": 2}, failing_engine)
+    assert taken_at_failure[:1] == [2] and [taken for taken, _ in taken_at] == [0]
+    assert b"the step broke" in taken_at[0][1]
 
 
 def test_a_generation_failure_is_an_error_that_frees_its_rows(tiny_model, monkeypatch):

@@ -441,17 +441,22 @@ class Completion:
 
     async def updates(self) -> AsyncIterator[Update]:
         """Every update until every sample is finished; an engine error, or a client that does not read
-        (`receive`), becomes an APIError."""
+        (`receive`), becomes an APIError. The rows are free before the last update or the error is
+        handed on: a stream's closing task frees them only once its last event is sent, and a client
+        that sent its next request on [DONE] could find them still taken (a 429)."""
         while self.open:
             update = await self.queue.get()
             if isinstance(update, APIError):
-                raise update
+                raise update  # `stop_unread` freed the rows
             self.unsent -= size(update)
             self.taken += 1
             if update.error:
+                self.cancel()
                 raise APIError(500, update.error, code="generation_failed")
             if update.finish_reason is not None:
                 self.open -= 1
+            if not self.open:
+                self.release()  # every row finished: the engine holds none of them
             yield update
         self.finished = True
 
