@@ -273,6 +273,16 @@ def test_a_device_or_named_pipe_given_as_a_run_is_named_as_what_it_is(fox_file, 
     assert_one_line_error(result, "--eval-also /dev/zero: a device, not a regular file")  # a text it is not either
 
 
+def test_a_pipe_or_device_given_alone_to_score_or_inspect_is_named_before_the_latest_run_is_looked_for(tmp_path):
+    """`charlm eval FIFO` and `charlm inspect /dev/zero`, with no run trained yet, said "no runs under
+    checkpoints/", of a text they could not have read anyway: what it is comes first, as with a run."""
+    os.mkfifo(tmp_path / "pipe")
+    for path, kind in (("pipe", "a pipe"), ("/dev/zero", "a device")):
+        for command in ("eval", "inspect"):
+            assert_one_line_error(cli(command, path), f"{path}: {kind}, not a regular file, which charlm needs")
+    assert not Path("checkpoints").exists()
+
+
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
     """`charlm sample --checkpoint fox`: the newest run of corpus fox, by its run.json (an --out run
     too), while a run folder of that very name would win; an unknown name says where it looked."""
