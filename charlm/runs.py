@@ -709,11 +709,14 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     """The run under `root` whose checkpoint was written last: what a command given no RUN uses. None
-    there yet is one line saying so, and whether a run is training towards its first checkpoint."""
+    there yet is one line saying so, and whether a run is training towards its first checkpoint; a `root`
+    that cannot be read (chmod 000) is said to be so, not to hold none (`run_folders` stays quiet for Tab
+    completion)."""
     runs = run_folders(root)
     if not runs and (live := training_folders(root)):
         raise CharLMError(still_training(live[-1], training_now(live[-1])))
     if not runs:
+        check_listable(root, where(root))
         raise CharLMError(
             f"no runs under {where(root)}; train one with `{call('train')}`, or name a run folder or .pt file"
         )

@@ -155,6 +155,25 @@ def test_charlm_runs_of_a_root_it_cannot_read_says_so_not_that_it_holds_no_runs(
         (tmp_path / "closed").chmod(0o755)
 
 
+def test_a_command_given_no_run_says_an_unreadable_checkpoints_folder_cannot_be_read(tmp_path):
+    """`charlm sample`, `eval` and `inspect` given no RUN, with checkpoints/ chmod 000, said "no runs under
+    checkpoints/", of a folder that may hold many; so did a resume given no RUN."""
+    (tmp_path / "checkpoints" / "run").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "run" / runs.LATEST).touch()
+
+    def refusals() -> list[str]:
+        told = [cli(*command).output for command in (["sample"], ["eval"], ["inspect", "--held-out"])]
+        return [*told, cli("train", "--resume").output]
+
+    unreadable = f"Error: checkpoints/ in {tmp_path}: cannot read (Permission denied); make it readable, or copy"
+    (tmp_path / "checkpoints").chmod(0)
+    try:
+        told = as_a_user(refusals)
+    finally:
+        (tmp_path / "checkpoints").chmod(0o755)
+    assert all(output.startswith(unreadable) and output.count("\n") == 1 for output in told), told
+
+
 def test_a_resume_into_a_read_only_run_folder_is_refused_before_it_says_anything(fox_file, tiny):
     """A resume into a run folder that takes no new files (chmod a-w) said `training ..., resumed at step 2`,
     then `checkpoints/run/.lock: cannot write`, naming a file the user never made. It is refused first, in
