@@ -306,9 +306,10 @@ def probe_new_files(place: Path) -> None:
 def check_resumable(run_dir: Path) -> None:
     """Refuse, in one line and before a resume says or prepares anything, a run folder it cannot write as
     it means to: one that takes no new files (chmod a-w), whose `.lock` was refused only after the run said
-    it resumed; or a checkpoint or run.json its owner write-protected (chmod a-w: "keep this"), which the
+    it resumed; a checkpoint or run.json its owner write-protected (chmod a-w: "keep this"), which the
     resume's renames would replace all the same, a rename ignoring the file's own permissions (`sample
-    --output` refuses such a file too)."""
+    --output` refuses such a file too); or a write-protected metrics.jsonl or `.lock`, which it writes into
+    (a warning once it trained, its rows lost; an error after its start line)."""
     try:
         probe_new_files(run_dir)
     except OSError as e:
@@ -317,10 +318,12 @@ def check_resumable(run_dir: Path) -> None:
             f"writes its checkpoints there; make it writable (chmod u+w {typed(run_dir)}), or copy the run to a "
             "writable folder and resume the copy"
         ) from None
-    for path in (Path(run_dir) / name for name in (LATEST, BEST, RUN_INFO)):
+    for name in (LATEST, BEST, RUN_INFO, METRICS, LOCK):
+        path = Path(run_dir) / name
         if path.is_file() and not os.access(path, os.W_OK):
+            done = "would replace it" if name in (LATEST, BEST, RUN_INFO) else "writes to it"
             raise CharLMError(
-                f"{path}: is write-protected, and resuming the run would replace it; make it writable (chmod u+w "
+                f"{path}: is write-protected, and resuming the run {done}; make it writable (chmod u+w "
                 f"{typed(path)}) to go on with the run, or start a new run from this one ({said('init_from', run_dir)})"
             )
 

@@ -223,6 +223,31 @@ def test_a_resume_over_a_write_protected_checkpoint_or_run_json_is_refused(fox_f
         assert (folder / name).read_bytes() == kept
 
 
+def test_a_resume_into_a_write_protected_metrics_file_or_lock_is_refused_before_it_says_anything(fox_file, tiny):
+    """A write-protected metrics.jsonl was a warning once the resume trained (its rows lost), a write-protected
+    .lock an error after the resume said its start line: each is refused first, in one line naming it."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "quiet": False})  # a resume says its start
+    folder = Path("checkpoints/run")
+    (folder / runs.LOCK).touch()  # as a run killed while it trained leaves it
+
+    def resume() -> str:
+        return cli("train", "--resume", "run", "--max-steps", "4").output
+
+    for name in (runs.METRICS, runs.LOCK):
+        kept = {path.name: path.read_bytes() for path in folder.iterdir()}
+        (folder / name).chmod(0o444)
+        try:
+            refusal = as_a_user(resume)
+        finally:
+            (folder / name).chmod(0o644)
+        assert refusal == (
+            f"Error: {folder / name}: is write-protected, and resuming the run writes to it; make it writable "
+            f"(chmod u+w {folder / name}) to go on with the run, or start a new run from this one (--init-from "
+            f"{folder})\n"
+        )
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == kept
+
+
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
     """run.json that could not be written said `cannot write (File too large)`, not what to do, though
     the run's checkpoints fail on the same disk next."""
