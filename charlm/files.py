@@ -60,7 +60,11 @@ def remedy(error: OSError) -> str:
         return "; free space on its disk (or raise the file size limit, ulimit -f)"
     if error.errno in (errno.EACCES, errno.EPERM) and write_protected_in_writable_folder(error.filename):
         return "; make it writable (chmod u+w), or write elsewhere"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if error.errno == errno.EROFS:  # a read-only mount (a CD, a snapshot, `mount -o ro`): no chmod makes it writable
+        return (
+            f"; {refusing_folder(error.filename)} is on a read-only file system, where no chmod helps: write elsewhere"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM):
         return f"; make {refusing_folder(error.filename)} writable, or write elsewhere"
     if error.errno == errno.EISDIR:  # a folder by the file's name: a run's best.pt, its .lock
         return "; a folder stands where the file goes: move it, or write elsewhere"

@@ -313,10 +313,14 @@ def check_resumable(run_dir: Path) -> None:
     try:
         probe_new_files(run_dir)
     except OSError as e:
+        writable = (
+            "it is on a read-only file system, where no chmod helps: copy"
+            if e.errno == errno.EROFS
+            else f"make it writable (chmod u+w {typed(run_dir)}), or copy"
+        )
         raise CharLMError(
             f"{run_dir}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and a resume "
-            f"writes its checkpoints there; make it writable (chmod u+w {typed(run_dir)}), or copy the run to a "
-            "writable folder and resume the copy"
+            f"writes its checkpoints there; {writable} the run to a writable folder and resume the copy"
         ) from None
     for name in (LATEST, BEST, RUN_INFO, METRICS, LOCK):
         path = Path(run_dir) / name

@@ -175,10 +175,17 @@ def test_a_run_folder_on_a_file_system_without_locks_says_so(fox_file, monkeypat
     assert_one_line_error(result, "checkpoints/run/.lock: cannot lock the run folder (No locks available)", "--out")
 
 
-@pytest.mark.parametrize("refusal", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
-def test_a_run_folder_that_refuses_writes_says_to_make_it_writable(fox_file, monkeypatch, refusal):
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        (errno.EROFS, "Read-only file system", "checkpoints/run is on a read-only file system, where no chmod helps"),
+        (errno.EACCES, "Permission denied", "make checkpoints/run writable"),
+    ],
+)
+def test_a_run_folder_that_refuses_writes_says_what_would_make_it_writable(fox_file, monkeypatch, refusal):
     """A read-only run folder (a read-only mount; one not the user's) refused its `.lock`, and training
-    said its file system does not lock files and to train on a local disk, which it was on."""
+    said its file system does not lock files and to train on a local disk, which it was on. A read-only
+    mount was then told to make the folder writable, which no chmod does: it is said to be read-only."""
     real_open = os.open
 
     def read_only(path, flags, *args, **kwargs):
@@ -188,7 +195,7 @@ def test_a_run_folder_that_refuses_writes_says_to_make_it_writable(fox_file, mon
 
     monkeypatch.setattr(os, "open", read_only)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
-    assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); make checkpoints/run writable")
+    assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); {refusal[2]}")
     assert "lock files" not in result.output
 
 

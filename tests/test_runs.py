@@ -1,5 +1,6 @@
 """Run folders: names, finding them, one training process per folder."""
 
+import errno
 import fcntl
 import itertools
 import json
@@ -246,6 +247,23 @@ def test_a_resume_into_a_write_protected_metrics_file_or_lock_is_refused_before_
             f"{folder})\n"
         )
         assert {path.name: path.read_bytes() for path in folder.iterdir()} == kept
+
+
+def test_a_resume_on_a_read_only_file_system_says_so_not_to_chmod(tmp_path, monkeypatch):
+    """A run folder on a read-only mount (EROFS) was told `chmod u+w`, which cannot help there: it is said
+    to be on a read-only file system, and the run to be copied elsewhere to go on."""
+
+    def read_only(place: Path) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(place / "probe"))
+
+    monkeypatch.setattr(runs, "probe_new_files", read_only)
+    with pytest.raises(CharLMError) as caught:
+        runs.check_resumable(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path}: cannot resume its run: the folder takes no new files (Read-only file system), and a resume "
+        "writes its checkpoints there; it is on a read-only file system, where no chmod helps: copy the run to a "
+        "writable folder and resume the copy"
+    )
 
 
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
