@@ -377,6 +377,7 @@ class RunLock:
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
         except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            e = files.lock_named(e, self.lock)
             if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
                 raise files.cannot_write(self.path, e) from None
             raise files.cannot_lock(
