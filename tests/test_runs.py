@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, runs, runtext, sizing, train_state
+from charlm import api, files, runs, runtext, sizing, tables, train_state
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -134,6 +134,30 @@ def test_charlm_runs_names_the_run_folders_it_cannot_read_after_its_table():
     finally:
         for folder in [*closed, runs.CHECKPOINT_ROOT / "sound"]:
             folder.chmod(0o755)
+
+
+def test_folders_left_out_for_different_reasons_are_each_said_with_their_own(monkeypatch):
+    """`charlm runs` said the first unreadable folder's reason for every folder it left out: one refused
+    by a security module (EPERM) was said to be "Permission denied" with the chmod 000 ones."""
+    denied, not_permitted = (
+        PermissionError(errno.EACCES, "Permission denied"),
+        PermissionError(errno.EPERM, "Operation not permitted"),
+    )
+    left_out = [
+        (Path("checkpoints/a"), denied),
+        (Path("checkpoints/b"), not_permitted),
+        (Path("checkpoints/c"), denied),
+    ]
+    monkeypatch.setattr(runs, "unreadable_folders", lambda root: left_out)
+    assert tables.unread_note() == (
+        "left out 3 folders that cannot be read: checkpoints/a (Permission denied), checkpoints/b (Operation not "
+        "permitted), checkpoints/c (Permission denied); make them readable (chmod u+rx) to list them"
+    )
+    monkeypatch.setattr(runs, "unreadable_folders", lambda root: left_out[::2])
+    assert tables.unread_note() == (
+        "left out 2 folders that cannot be read (Permission denied): checkpoints/a, checkpoints/c; make them "
+        "readable (chmod u+rx) to list them"
+    )
 
 
 def test_charlm_runs_of_a_root_it_cannot_read_says_so_not_that_it_holds_no_runs(tmp_path):
