@@ -230,45 +230,23 @@ def test_a_resume_over_a_write_protected_checkpoint_or_run_json_is_refused(fox_f
     """latest.pt, best.pt or run.json write-protected by its owner (chmod a-w, "keep this") in a writable run
     folder was replaced by the resume all the same: a rename ignores the file's own permissions, where `>`
     refuses it (and `sample --output` does). The resume is refused before it trains, naming the file. Root
-    writes any file: resumed as a user."""
+    writes any file: resumed as a user. So is a write-protected metrics.jsonl (once a warning as the resume
+    trained, its rows lost) or .lock (once an error after the resume said its start line), which it writes to."""
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
     folder = Path("checkpoints/run")
+    (folder / runs.LOCK).touch()  # as a run killed while it trained leaves it
 
-    for name in (runs.LATEST, runs.BEST, runs.RUN_INFO):
-        kept = (folder / name).read_bytes()
+    for name in (runs.LATEST, runs.BEST, runs.RUN_INFO, runs.METRICS, runs.LOCK):
+        kept = {path.name: path.read_bytes() for path in folder.iterdir()}
         (folder / name).chmod(0o444)
         try:
             refusal = as_a_user(resume_to_step_4)
         finally:
             (folder / name).chmod(0o644)
+        done = "writes to it" if name in (runs.METRICS, runs.LOCK) else "would replace it"
         assert refusal == (
-            f"{folder / name}: is write-protected, and resuming the run would replace it; make it writable (chmod "
-            f"u+w {folder / name}) to go on with the run, or start a new run from this one (init_from='{folder}')"
-        )
-        assert (folder / name).read_bytes() == kept
-
-
-def test_a_resume_into_a_write_protected_metrics_file_or_lock_is_refused_before_it_says_anything(fox_file, tiny):
-    """A write-protected metrics.jsonl was a warning once the resume trained (its rows lost), a write-protected
-    .lock an error after the resume said its start line: each is refused first, in one line naming it."""
-    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "quiet": False})  # a resume says its start
-    folder = Path("checkpoints/run")
-    (folder / runs.LOCK).touch()  # as a run killed while it trained leaves it
-
-    def resume() -> str:
-        return cli("train", "--resume", "run", "--max-steps", "4").output
-
-    for name in (runs.METRICS, runs.LOCK):
-        kept = {path.name: path.read_bytes() for path in folder.iterdir()}
-        (folder / name).chmod(0o444)
-        try:
-            refusal = as_a_user(resume)
-        finally:
-            (folder / name).chmod(0o644)
-        assert refusal == (
-            f"Error: {folder / name}: is write-protected, and resuming the run writes to it; make it writable "
-            f"(chmod u+w {folder / name}) to go on with the run, or start a new run from this one (--init-from "
-            f"{folder})\n"
+            f"{folder / name}: is write-protected, and resuming the run {done}; make it writable (chmod u+w "
+            f"{folder / name}) to go on with the run, or start a new run from this one (init_from='{folder}')"
         )
         assert {path.name: path.read_bytes() for path in folder.iterdir()} == kept
 
@@ -281,13 +259,11 @@ def test_a_resume_on_a_read_only_file_system_says_so_not_to_chmod(tmp_path, monk
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(place / "probe"))
 
     monkeypatch.setattr(runs, "probe_new_files", read_only)
-    with pytest.raises(CharLMError) as caught:
+    told = "writes its checkpoints there; it is on a read-only file system, where no chmod helps: copy the run to a"
+    with pytest.raises(
+        CharLMError, match=f"^{re.escape(str(tmp_path))}: .*{told} writable folder and resume the copy$"
+    ):
         runs.check_resumable(tmp_path)
-    assert str(caught.value) == (
-        f"{tmp_path}: cannot resume its run: the folder takes no new files (Read-only file system), and a resume "
-        "writes its checkpoints there; it is on a read-only file system, where no chmod helps: copy the run to a "
-        "writable folder and resume the copy"
-    )
 
 
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
