@@ -210,7 +210,10 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
     target, files = (None, given) if not given or first_is_text else (given[0], given[1:])
     if held_out and files:
         raise CharLMError(f"--held-out scores the run's held-out text: give FILES ({', '.join(files)}) or --held-out")
-    where, path = resolve_device(device), runs.resolve(target)  # as checkpoint.load: the device first
+    where = resolve_device(device)  # as checkpoint.load: the device first
+    run_texts = [name for name in files if runtext.names_held_out(name)]  # runs: their held-out texts
+    paths = source_files([name for name in files if name not in run_texts])  # a pipe: said, not "no runs under"
+    path = runs.resolve(target)
     untold = path if target is None else None  # the latest run, named after the figures, quiet or not
     if not files:
         refuse_unread_encoding(encoding, path.parent, "FILES, the texts given to score, and none are given")
@@ -221,8 +224,6 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         evaluate_held_out(saved, model, path.parent, quiet)
         say_latest(untold)
         return
-    run_texts = [name for name in files if runtext.names_held_out(name)]  # runs: their held-out texts
-    paths = source_files([name for name in files if name not in run_texts])
     # every file read before any is scored: one that is not text, late in the list, is named at once
     with bytes_bar(total_bytes(paths), desc="reading", disable=quiet, delay=LEAD_IN_SECONDS) as bar:
         texts = [read_texts([str(path)], encoding, model.vocab.normalize, progress=bar.update) for path in paths]
@@ -430,6 +431,7 @@ def inspect_command(
     n-gram. `charlm inspect FILE`, `charlm inspect RUN FILE` or `charlm inspect [RUN] --held-out`."""
     with leaving_at_once():
         from . import outputs
+        from .corpus import source_files
         from .device import resolve_device
         from .inspection import analysis, page
         from .inspection.run import inspect_run
@@ -450,6 +452,8 @@ def inspect_command(
             f"{file}: no such file or folder to inspect, nor a run or corpus of that name{files.check_path(file)}, "
             "or name a run (`charlm runs` lists them)"
         )
+    if target is None and file:  # a pipe or device is said to be one, not "no runs under ..."
+        source_files([file])
     if held_out and train_text is None:
         reads = "FILE and --train-text, the texts given to inspect and to fit the n-gram on, and neither is given"
         refuse_unread_encoding(encoding, runs.resolve(target).parent, reads)

@@ -60,7 +60,11 @@ def remedy(error: OSError) -> str:
         return "; free space on its disk (or raise the file size limit, ulimit -f)"
     if error.errno in (errno.EACCES, errno.EPERM) and write_protected_in_writable_folder(error.filename):
         return "; make it writable (chmod u+w), or write elsewhere"
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if error.errno == errno.EROFS:  # a read-only mount (a CD, a snapshot, `mount -o ro`): no chmod makes it writable
+        return (
+            f"; {refusing_folder(error.filename)} is on a read-only file system, where no chmod helps: write elsewhere"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM):
         return f"; make {refusing_folder(error.filename)} writable, or write elsewhere"
     if error.errno == errno.EISDIR:  # a folder by the file's name: a run's best.pt, its .lock
         return "; a folder stands where the file goes: move it, or write elsewhere"
@@ -87,19 +91,26 @@ def write_protected_in_writable_folder(filename: str | bytes | None) -> bool:
 
 def refusing_folder(filename: str | bytes | None) -> str:
     """The folder that refused to take `filename` (the file or folder a failed write was making in it),
-    as the user named it: "its folder" of a message naming a folder (`corpora/cache: cannot write the
-    corpus cache`) read as the one above, which was not the one to make writable. One under the current
-    folder is named from it, as the user names it (filelock names a run's `.lock` by its absolute path)."""
+    as the user named it, absolute or relative: "its folder" of a message naming a folder (`corpora/cache:
+    cannot write the corpus cache`) read as the one above, which was not the one to make writable. A
+    lock's error names the lock as it was named (`lock_named`), not as filelock's absolute path."""
     if filename is None:
         return "its folder"
     folder = Path(os.fsdecode(filename)).parent
-    try:
-        here, folder = Path.cwd(), folder.absolute()
-    except OSError:  # the current folder was removed: as the write named it
-        return str(folder)
-    if folder == here:
-        return f"the current folder ({here})"
-    return str(folder.relative_to(here) if folder.is_relative_to(here) else folder)
+    if folder == Path("."):
+        try:
+            return f"the current folder ({Path.cwd()})"
+        except OSError:  # the current folder was removed
+            return "the current folder"
+    return str(folder)
+
+
+def lock_named(error: OSError, lock: filelock.BaseFileLock) -> OSError:
+    """`error`, a refusal of `lock`'s file, naming it as the lock was named (`checkpoints/run/.lock`):
+    filelock names it by its absolute path, which the user never typed."""
+    if error.filename is not None and os.path.abspath(os.fsdecode(error.filename)) == os.path.abspath(lock.lock_file):
+        error.filename = lock.lock_file
+    return error
 
 
 def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMError:
@@ -113,11 +124,14 @@ def take_lock(lock: filelock.BaseFileLock, waiting_for: str, after: float = 0.0,
     seconds, say once on stderr what it waits for (`waiting for another export into DIR ...`), so that
     a wait is not taken for a hang. Raises the OSError of a lock the OS refuses (`cannot_lock`)."""
     try:
-        lock.acquire(timeout=after)
-    except filelock.Timeout:
-        if not quiet:
-            print(one_line(f"waiting for {waiting_for} ..."), file=sys.stderr, flush=True)
-        lock.acquire()
+        try:
+            lock.acquire(timeout=after)
+        except filelock.Timeout:
+            if not quiet:
+                print(one_line(f"waiting for {waiting_for} ..."), file=sys.stderr, flush=True)
+            lock.acquire()
+    except OSError as e:
+        raise lock_named(e, lock) from None
 
 
 def cannot_lock(path: str | Path, error: OSError, what: str, instead: str) -> CharLMError:

@@ -306,21 +306,28 @@ def probe_new_files(place: Path) -> None:
 def check_resumable(run_dir: Path) -> None:
     """Refuse, in one line and before a resume says or prepares anything, a run folder it cannot write as
     it means to: one that takes no new files (chmod a-w), whose `.lock` was refused only after the run said
-    it resumed; or a checkpoint or run.json its owner write-protected (chmod a-w: "keep this"), which the
+    it resumed; a checkpoint or run.json its owner write-protected (chmod a-w: "keep this"), which the
     resume's renames would replace all the same, a rename ignoring the file's own permissions (`sample
-    --output` refuses such a file too)."""
+    --output` refuses such a file too); or a write-protected metrics.jsonl or `.lock`, which it writes into
+    (a warning once it trained, its rows lost; an error after its start line)."""
     try:
         probe_new_files(run_dir)
     except OSError as e:
+        writable = (
+            "it is on a read-only file system, where no chmod helps: copy"
+            if e.errno == errno.EROFS
+            else f"make it writable (chmod u+w {typed(run_dir)}), or copy"
+        )
         raise CharLMError(
             f"{run_dir}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and a resume "
-            f"writes its checkpoints there; make it writable (chmod u+w {typed(run_dir)}), or copy the run to a "
-            "writable folder and resume the copy"
+            f"writes its checkpoints there; {writable} the run to a writable folder and resume the copy"
         ) from None
-    for path in (Path(run_dir) / name for name in (LATEST, BEST, RUN_INFO)):
+    for name in (LATEST, BEST, RUN_INFO, METRICS, LOCK):
+        path = Path(run_dir) / name
         if path.is_file() and not os.access(path, os.W_OK):
+            done = "would replace it" if name in (LATEST, BEST, RUN_INFO) else "writes to it"
             raise CharLMError(
-                f"{path}: is write-protected, and resuming the run would replace it; make it writable (chmod u+w "
+                f"{path}: is write-protected, and resuming the run {done}; make it writable (chmod u+w "
                 f"{typed(path)}) to go on with the run, or start a new run from this one ({said('init_from', run_dir)})"
             )
 
@@ -370,6 +377,7 @@ class RunLock:
                 f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
             ) from None
         except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            e = files.lock_named(e, self.lock)
             if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
                 raise files.cannot_write(self.path, e) from None
             raise files.cannot_lock(
@@ -709,11 +717,14 @@ def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
 
 def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     """The run under `root` whose checkpoint was written last: what a command given no RUN uses. None
-    there yet is one line saying so, and whether a run is training towards its first checkpoint."""
+    there yet is one line saying so, and whether a run is training towards its first checkpoint; a `root`
+    that cannot be read (chmod 000) is said to be so, not to hold none (`run_folders` stays quiet for Tab
+    completion)."""
     runs = run_folders(root)
     if not runs and (live := training_folders(root)):
         raise CharLMError(still_training(live[-1], training_now(live[-1])))
     if not runs:
+        check_listable(root, where(root))
         raise CharLMError(
             f"no runs under {where(root)}; train one with `{call('train')}`, or name a run folder or .pt file"
         )

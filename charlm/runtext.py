@@ -20,7 +20,7 @@ import torch
 
 from . import checkpoint, files, runs
 from .config import Config
-from .corpus import dangling_link, read_texts, source_files
+from .corpus import read_texts, source_files
 from .decode_errors import Undecodable, is_utf8
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
@@ -84,14 +84,17 @@ def eval_also_run(value: str) -> Path | None:
 def eval_also_kept(value: str) -> str:
     """--eval-also as the run keeps it (`files.recorded_path`): the text's path, or the folder of the run it
     names (its .pt file where that is all it is), so that a resume finds the same text from any working
-    directory, named as the user named it. A link to nothing is refused as the link typed, not as its target (a path the user never gave, said to be missing)."""
+    directory, named as the user named it. What names nothing to score is refused here, as typed and before
+    the corpus is read (minutes for a big one): a name that is neither text nor run, a run folder with no
+    checkpoint, a pipe, a device, a folder of no .txt files, a link to nothing (not named as its target, a
+    path the user never gave)."""
     try:
         run = eval_also_run(value)
-    except CharLMError as e:  # a run folder with no checkpoint, a folder of runs
+        if run is None:
+            source_files([value])  # what kind of text it is, not yet the text
+    except CharLMError as e:
         raise about_option("eval_also", e) from None
     if run is None:
-        if Path(value).is_symlink() and not Path(value).exists():  # kept as its target: "no such file", unlinked
-            raise CharLMError(f"{said('eval_also')} {dangling_link(Path(value))}")
         return files.recorded_path(value)
     kept = runs.recorded_checkpoint(run)
     return str(kept.parent if runs.found_in_folder(run) else kept)

@@ -76,15 +76,18 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
 
 def unread_note(root: str | Path = runs.CHECKPOINT_ROOT, shown: int = 3) -> str:
     """What `charlm runs` says after its table of the folders under `root` it cannot look into, which may
-    hold runs (`runs.unreadable_folders`): up to `shown` of them, and how many more; "" where none."""
+    hold runs (`runs.unreadable_folders`): up to `shown` of them, and how many more; "" where none. Their
+    reason is said once where they share it, else after each (chmod 000 beside a security module's EPERM)."""
     unread = runs.unreadable_folders(Path(root))
     if not unread:
         return ""
-    names = ", ".join(str(folder) for folder, _ in unread[:shown])
+    reasons = {str(error.strerror) for _, error in unread}
+    shared = f" ({reasons.pop()})" if len(reasons) == 1 else ""
+    names = ", ".join(f"{folder}{'' if shared else f' ({error.strerror})'}" for folder, error in unread[:shown])
     more = f" and {len(unread) - shown:,} more" if len(unread) > shown else ""
     one = len(unread) == 1
     return one_line(
-        f"left out {len(unread):,} folder{'' if one else 's'} that cannot be read ({unread[0][1].strerror}): "
+        f"left out {len(unread):,} folder{'' if one else 's'} that cannot be read{shared}: "
         f"{names}{more}; make {'it' if one else 'them'} readable (chmod u+rx) to list {'it' if one else 'them'}"
     )
 

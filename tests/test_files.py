@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import filelock
 import pytest
 
 import charlm
@@ -175,10 +176,17 @@ def test_a_run_folder_on_a_file_system_without_locks_says_so(fox_file, monkeypat
     assert_one_line_error(result, "checkpoints/run/.lock: cannot lock the run folder (No locks available)", "--out")
 
 
-@pytest.mark.parametrize("refusal", [(errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied")])
-def test_a_run_folder_that_refuses_writes_says_to_make_it_writable(fox_file, monkeypatch, refusal):
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        (errno.EROFS, "Read-only file system", "checkpoints/run is on a read-only file system, where no chmod helps"),
+        (errno.EACCES, "Permission denied", "make checkpoints/run writable"),
+    ],
+)
+def test_a_run_folder_that_refuses_writes_says_what_would_make_it_writable(fox_file, monkeypatch, refusal):
     """A read-only run folder (a read-only mount; one not the user's) refused its `.lock`, and training
-    said its file system does not lock files and to train on a local disk, which it was on."""
+    said its file system does not lock files and to train on a local disk, which it was on. A read-only
+    mount was then told to make the folder writable, which no chmod does: it is said to be read-only."""
     real_open = os.open
 
     def read_only(path, flags, *args, **kwargs):
@@ -188,8 +196,28 @@ def test_a_run_folder_that_refuses_writes_says_to_make_it_writable(fox_file, mon
 
     monkeypatch.setattr(os, "open", read_only)
     result = cli("train", str(fox_file), "--out", "run", *TINY_ARGS, "--max-steps", "2")
-    assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); make checkpoints/run writable")
+    assert_one_line_error(result, f"checkpoints/run/.lock: cannot write ({refusal[1]}); {refusal[2]}")
     assert "lock files" not in result.output
+
+
+def test_a_folder_that_refuses_a_write_is_named_as_the_user_named_it(tmp_path):
+    """`--out /abs/here/run` from /abs/here was told "make run writable": a path typed absolute is shown so,
+    as a relative one stays relative; a lock's file, which filelock names absolute, as the lock was named."""
+    refused = errno.EACCES, "Permission denied"
+    assert files.remedy(OSError(*refused, str(tmp_path / "run" / "x.txt"))).startswith(
+        f"; make {tmp_path}/run writable"
+    )
+    assert files.remedy(OSError(*refused, "run/x.txt")).startswith("; make run writable")
+
+    def refused_open(path, flags, *args, **kwargs):
+        raise OSError(*refused, os.path.abspath(path))  # as filelock's own open names it
+
+    lock = filelock.FileLock("run/.lock", timeout=0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "open", refused_open)
+        with pytest.raises(OSError) as caught:
+            files.take_lock(lock, "nothing")
+    assert files.remedy(caught.value).startswith("; make run writable")
 
 
 def test_a_read_only_corpus_cache_is_the_folder_it_says_to_make_writable(fox_file):

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -229,3 +230,23 @@ def test_a_resume_left_without_a_limit_is_refused_before_its_text_is_read(steppe
     timed = dataclasses.replace(saved, config=dataclasses.replace(saved.config, max_steps=None, max_time="1h"))
     with pytest.raises(CharLMError, match="^give the run a limit: max_steps=N or max_time=DURATION$"):
         plan.resumed(timed, {"max_time": None}, stepped_run)
+
+
+@pytest.mark.parametrize(
+    "eval_also, refusal",
+    [
+        ("nope.txt", "--eval-also nope.txt: no such checkpoint file or run folder"),
+        ("pipe", "--eval-also pipe: a pipe, not a regular file"),
+        ("empty", "--eval-also empty: folder holds no .txt files"),
+    ],
+)
+def test_a_bad_eval_also_is_refused_before_the_run_folder_the_limit_and_the_text(eval_also, refusal):
+    """A missing --eval-also, or a pipe or a folder of no text, was refused only once the corpus was prepared
+    (minutes for a big text): it is a value given, checked with the others, before the run folder and the limit."""
+    os.mkfifo("pipe")
+    Path("empty").mkdir()
+    given = ["missing.txt", "--eval-also", eval_also, "--out", " ", "--max-time", "none"]
+    assert_one_line_error(cli("train", *given), refusal)
+    with pytest.raises(CharLMError, match=f"^eval_also {eval_also}: "):
+        charlm.train("missing.txt", eval_also=eval_also, out=" ", max_time=None)
+    assert not Path("corpora").exists()

@@ -1,5 +1,6 @@
 """Run folders: names, finding them, one training process per folder."""
 
+import errno
 import fcntl
 import itertools
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, runs, runtext, sizing, train_state
+from charlm import api, files, runs, runtext, sizing, tables, train_state
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -135,6 +136,30 @@ def test_charlm_runs_names_the_run_folders_it_cannot_read_after_its_table():
             folder.chmod(0o755)
 
 
+def test_folders_left_out_for_different_reasons_are_each_said_with_their_own(monkeypatch):
+    """`charlm runs` said the first unreadable folder's reason for every folder it left out: one refused
+    by a security module (EPERM) was said to be "Permission denied" with the chmod 000 ones."""
+    denied, not_permitted = (
+        PermissionError(errno.EACCES, "Permission denied"),
+        PermissionError(errno.EPERM, "Operation not permitted"),
+    )
+    left_out = [
+        (Path("checkpoints/a"), denied),
+        (Path("checkpoints/b"), not_permitted),
+        (Path("checkpoints/c"), denied),
+    ]
+    monkeypatch.setattr(runs, "unreadable_folders", lambda root: left_out)
+    assert tables.unread_note() == (
+        "left out 3 folders that cannot be read: checkpoints/a (Permission denied), checkpoints/b (Operation not "
+        "permitted), checkpoints/c (Permission denied); make them readable (chmod u+rx) to list them"
+    )
+    monkeypatch.setattr(runs, "unreadable_folders", lambda root: left_out[::2])
+    assert tables.unread_note() == (
+        "left out 2 folders that cannot be read (Permission denied): checkpoints/a, checkpoints/c; make them "
+        "readable (chmod u+rx) to list them"
+    )
+
+
 def test_charlm_runs_of_a_root_it_cannot_read_says_so_not_that_it_holds_no_runs(tmp_path):
     """`charlm runs --root X` of a folder its user cannot read (chmod 000) said "no runs under X/", of a
     folder that may hold many. Root reads any folder: listed as a user (tests/permissions.py)."""
@@ -153,6 +178,25 @@ def test_charlm_runs_of_a_root_it_cannot_read_says_so_not_that_it_holds_no_runs(
         )
     finally:
         (tmp_path / "closed").chmod(0o755)
+
+
+def test_a_command_given_no_run_says_an_unreadable_checkpoints_folder_cannot_be_read(tmp_path):
+    """`charlm sample`, `eval` and `inspect` given no RUN, with checkpoints/ chmod 000, said "no runs under
+    checkpoints/", of a folder that may hold many; so did a resume given no RUN."""
+    (tmp_path / "checkpoints" / "run").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "run" / runs.LATEST).touch()
+
+    def refusals() -> list[str]:
+        told = [cli(*command).output for command in (["sample"], ["eval"], ["inspect", "--held-out"])]
+        return [*told, cli("train", "--resume").output]
+
+    unreadable = f"Error: checkpoints/ in {tmp_path}: cannot read (Permission denied); make it readable, or copy"
+    (tmp_path / "checkpoints").chmod(0)
+    try:
+        told = as_a_user(refusals)
+    finally:
+        (tmp_path / "checkpoints").chmod(0o755)
+    assert all(output.startswith(unreadable) and output.count("\n") == 1 for output in told), told
 
 
 def test_a_resume_into_a_read_only_run_folder_is_refused_before_it_says_anything(fox_file, tiny):
@@ -186,22 +230,40 @@ def test_a_resume_over_a_write_protected_checkpoint_or_run_json_is_refused(fox_f
     """latest.pt, best.pt or run.json write-protected by its owner (chmod a-w, "keep this") in a writable run
     folder was replaced by the resume all the same: a rename ignores the file's own permissions, where `>`
     refuses it (and `sample --output` does). The resume is refused before it trains, naming the file. Root
-    writes any file: resumed as a user."""
+    writes any file: resumed as a user. So is a write-protected metrics.jsonl (once a warning as the resume
+    trained, its rows lost) or .lock (once an error after the resume said its start line), which it writes to."""
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
     folder = Path("checkpoints/run")
+    (folder / runs.LOCK).touch()  # as a run killed while it trained leaves it
 
-    for name in (runs.LATEST, runs.BEST, runs.RUN_INFO):
-        kept = (folder / name).read_bytes()
+    for name in (runs.LATEST, runs.BEST, runs.RUN_INFO, runs.METRICS, runs.LOCK):
+        kept = {path.name: path.read_bytes() for path in folder.iterdir()}
         (folder / name).chmod(0o444)
         try:
             refusal = as_a_user(resume_to_step_4)
         finally:
             (folder / name).chmod(0o644)
+        done = "writes to it" if name in (runs.METRICS, runs.LOCK) else "would replace it"
         assert refusal == (
-            f"{folder / name}: is write-protected, and resuming the run would replace it; make it writable (chmod "
-            f"u+w {folder / name}) to go on with the run, or start a new run from this one (init_from='{folder}')"
+            f"{folder / name}: is write-protected, and resuming the run {done}; make it writable (chmod u+w "
+            f"{folder / name}) to go on with the run, or start a new run from this one (init_from='{folder}')"
         )
-        assert (folder / name).read_bytes() == kept
+        assert {path.name: path.read_bytes() for path in folder.iterdir()} == kept
+
+
+def test_a_resume_on_a_read_only_file_system_says_so_not_to_chmod(tmp_path, monkeypatch):
+    """A run folder on a read-only mount (EROFS) was told `chmod u+w`, which cannot help there: it is said
+    to be on a read-only file system, and the run to be copied elsewhere to go on."""
+
+    def read_only(place: Path) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(place / "probe"))
+
+    monkeypatch.setattr(runs, "probe_new_files", read_only)
+    told = "writes its checkpoints there; it is on a read-only file system, where no chmod helps: copy the run to a"
+    with pytest.raises(
+        CharLMError, match=f"^{re.escape(str(tmp_path))}: .*{told} writable folder and resume the copy$"
+    ):
+        runs.check_resumable(tmp_path)
 
 
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
@@ -271,6 +333,16 @@ def test_a_device_or_named_pipe_given_as_a_run_is_named_as_what_it_is(fox_file, 
         assert_one_line_error(cli("sample", path), said)
     result = cli("train", str(fox_file), "--eval-also", "/dev/zero", "--max-steps", "1", "--quiet")
     assert_one_line_error(result, "--eval-also /dev/zero: a device, not a regular file")  # a text it is not either
+
+
+def test_a_pipe_or_device_given_alone_to_score_or_inspect_is_named_before_the_latest_run_is_looked_for(tmp_path):
+    """`charlm eval FIFO` and `charlm inspect /dev/zero`, with no run trained yet, said "no runs under
+    checkpoints/", of a text they could not have read anyway: what it is comes first, as with a run."""
+    os.mkfifo(tmp_path / "pipe")
+    for path, kind in (("pipe", "a pipe"), ("/dev/zero", "a device")):
+        for command in ("eval", "inspect"):
+            assert_one_line_error(cli(command, path), f"{path}: {kind}, not a regular file, which charlm needs")
+    assert not Path("checkpoints").exists()
 
 
 def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
