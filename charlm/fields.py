@@ -37,9 +37,18 @@ T = TypeVar("T")
 KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
 
 
+# The bracket that closes each one a repr opens (`first_line_closed`).
+CLOSING = {"(": ")", "[": "]", "{": "}"}
+
+
 class Shown(reprlib.Repr):
     """A wrong value as a message shows it: its repr, a long one shortened (a whole text given as a
-    number); an int too long for repr() (over 4,300 digits, Python's limit) by its size."""
+    number); an int too long for repr() (over 4,300 digits, Python's limit) by its size; a repr of
+    many lines (a model's, one module a line) by its first (`CharLM(...)`)."""
+
+    def repr_instance(self, x: object, level: int) -> str:
+        shown = super().repr_instance(x, level)  # shortened by cutting its middle: the first line may be gone
+        return first_line_closed(repr(x).splitlines()[0][: self.maxother]) if "\n" in shown else shown
 
     def repr_int(self, x: int, level: int) -> str:
         try:
@@ -51,6 +60,19 @@ class Shown(reprlib.Repr):
 
 SHOWN = Shown()
 SHOWN.maxstring = SHOWN.maxother = 80
+
+
+def first_line_closed(line: str) -> str:
+    """The first line of a repr of many lines, ended by '...' and the brackets it leaves open:
+    `CharLM(...)`, `array([[0., 0.], ...])`, so that the message stays one line that reads whole."""
+    still_open = []
+    for char in line:
+        if char in CLOSING:
+            still_open.append(CLOSING[char])
+        elif still_open and char == still_open[-1]:
+            still_open.pop()
+    line = line.rstrip()
+    return f"{line}{' ' if line.endswith(',') else ''}...{''.join(reversed(still_open))}"
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:

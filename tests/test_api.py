@@ -904,6 +904,24 @@ def test_train_arguments_of_the_wrong_type_are_named(arguments, message):
     assert not Path("checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "call, shown",
+    [
+        (lambda model: charlm.generate(model, model), "the seed must be a string, not CharLM(...)"),
+        (lambda model: charlm.generate(model, torch.nn.DataParallel(model)), "not DataParallel(...)"),
+        (lambda model: charlm.train(out=model), "out must be a folder path (str or Path) or None, not CharLM(...)"),
+        (lambda model: charlm.generate(model, np.zeros((2, 2))), "not array([[0., 0.], ...])"),
+    ],
+    ids=["model as seed", "DataParallel as seed", "model as out", "rows of an array"],
+)
+def test_a_value_of_many_lines_is_shown_on_one_short_line(model, call, shown):
+    """A model given where a seed or path goes was shown by its whole repr, one module a line, each line
+    break escaped: `not CharLM(\\n  (embed): Embedding(10, 16)\\n  ...`."""
+    with pytest.raises(CharLMError) as raised:
+        call(model)
+    assert shown in str(raised.value) and "\\n" not in str(raised.value), raised.value
+
+
 def test_a_number_of_seconds_is_a_time_limit():
     """Config.max_time's annotation says what parse_duration always took from Python: seconds."""
     assert charlm.Config(max_time=90).max_seconds() == 90.0
