@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, api, batches, runs, scoring, threads, train_state
+from charlm import CharLM, api, batches, runs, scoring, threads, tracing, train_state
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
@@ -753,6 +753,27 @@ def test_trace_and_surprise_name_a_model_or_text_of_the_wrong_type(model, entry,
     function = getattr(importlib.import_module(f"charlm.{module}"), name)
     given, context = [model if value == "model" else value for value in arguments[:2]], arguments[2:]
     assert_named(lambda: function(*given, **({"context": context[0]} if context else {})), f"charlm.{entry}: {message}")
+
+
+SWAPPED_CALLS = {
+    "charlm.generate": (charlm.generate, "seed"),
+    "charlm.stream": (charlm.stream, "seed"),
+    "charlm.bits_per_char": (charlm.bits_per_char, "text"),
+    "charlm.next_probs": (charlm.next_probs, "prefix"),
+    "charlm.tracing.trace": (tracing.trace, "text"),
+    "charlm.scoring.surprise": (scoring.surprise, "text"),
+}
+
+
+@pytest.mark.parametrize("call", SWAPPED_CALLS)
+def test_a_model_given_after_its_text_is_told_the_model_goes_first(model, call):
+    """charlm.generate("the", model), the two swapped, was told to load the seed as a run:
+    "load it first: charlm.load('the')"."""
+    function, what = SWAPPED_CALLS[call]
+    with pytest.raises(CharLMError) as raised:
+        function("the", model)
+    said = f"{call}: the model goes first, then the {what}: {call}(model, 'the')"
+    assert said in str(raised.value) and "charlm.load" not in str(raised.value), raised.value
 
 
 @pytest.mark.parametrize("top", [-1, 2.5, None, True])
