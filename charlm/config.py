@@ -27,7 +27,7 @@ from .fields import (
     store_as_read,
 )
 from .forms import FORM_CHOICES, template_of
-from .halfwidth import DURATION_UNITS, half_width, retype_hint
+from .halfwidth import DURATION_UNITS, as_number, half_width, retype_hint
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -534,7 +534,7 @@ def check_logit_bias(logit_bias: dict[str | int, float] | None) -> None:
 def parse_temperatures(text: str) -> tuple[float, ...]:
     """'0.5,0.8,1.0' -> (0.5, 0.8, 1.0), each checked; '０．５，０．８' too (halfwidth.py's rule)."""
     try:
-        values = tuple(float(part) for part in half_width(text).split(","))
+        values = tuple(float(part) for part in as_number(text).split(","))
     except ValueError:
         raise CharLMError(
             f"{said('temperature')}: cannot read {SHOWN.repr(text)}; give a number or a list such as 0.5,0.8,1.0"
