@@ -223,7 +223,7 @@ def resumed_path(target: str | None) -> Path:
     try:
         return runs.resolve(target, prefer=runs.LATEST)
     except CharLMError as e:
-        raise about_option("resume", e) from None
+        raise about_option("resume", target, e) from None
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:

@@ -121,11 +121,26 @@ def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:
     return f"{flag} {given}" if given else flag
 
 
-def about_option(name: str, error: CharLMError) -> CharLMError:
-    """`error`, about the value given to option `name` (a path's message, which names the path first),
-    named as every option's message names it: the option as typed, then its value, then what is wrong
-    with it (`--init-from nope: no such checkpoint file ...`, as `--device tpu: ...`)."""
-    return CharLMError(f"{said(name)} {error}")
+def about_option(name: str, value: object, error: CharLMError) -> CharLMError:
+    """`error`, about the `value` given to option `name` (a path's message, which names the path first),
+    named as every option's message names it: the option and its value as written, then what is wrong
+    with it (`--init-from nope: no such checkpoint file ...`, `init_from='nope': ...`, as `--device tpu: ...`).
+    A message that names another path (the one `value` led to) keeps it after the value."""
+    message = str(error)
+    if message.startswith(str(value)):
+        return CharLMError(f"{said(name, value)}{message[len(str(value)) :]}")
+    return CharLMError(f"{said(name)} {message}" if flags_said() else f"{said(name, value)}: {message}")
+
+
+def cannot_read(name: str, value: object, flag: str | None = None) -> str:
+    """The opening of a refusal of option `name`'s `value`, which cannot be read: `--max-time: cannot read
+    '5 minutes'` on the command line, as click's `--lr: 'x' is not a valid float`; `max_time='5 minutes':
+    cannot read it` in Python, the keyword with its value as every message about a value opens
+    (`device='cuda:7': ...`). `flag`: the option as a caller that names it so said it."""
+    shown = SHOWN.repr(value)
+    if flag or flags_said():
+        return f"{flag or said(name)}: cannot read {shown}"
+    return f"{said(name, metavar=shown)}: cannot read it"
 
 
 def together(*options: str) -> str:

@@ -88,10 +88,10 @@ def eval_also_kept(value: str) -> str:
     try:
         run = eval_also_run(value)
     except CharLMError as e:  # a run folder with no checkpoint, a folder of runs
-        raise about_option("eval_also", e) from None
+        raise about_option("eval_also", value, e) from None
     if run is None:
         if Path(value).is_symlink() and not Path(value).exists():  # kept as its target: "no such file", unlinked
-            raise CharLMError(f"{said('eval_also')} {dangling_link(Path(value))}")
+            raise about_option("eval_also", value, CharLMError(dangling_link(Path(value))))
         return files.recorded_path(value)
     kept = runs.recorded_checkpoint(run)
     return str(kept.parent if runs.found_in_folder(run) else kept)
@@ -116,7 +116,7 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
             text = held_out_text(run, quiet=config.quiet or not tell)
             what = f"the held-out text of {what}"
     except CharLMError as e:
-        raise about_option("eval_also", e) from None
+        raise about_option("eval_also", value, e) from None
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
         check_scored(what, characters=len(ids), chars=0)

@@ -322,7 +322,7 @@ TRAINING_NAMES = [
     ({"precision": "fp16", "device": "cpu"}, "precision='fp16' needs a CUDA GPU, not cpu"),
     ({"encoding": "nosuch"}, "encoding: unknown text encoding 'nosuch'"),
     ({"encoding": "utf-16"}, "convert it to UTF-8 or pass another encoding"),
-    ({"eval_also": "nosuch.txt"}, "eval_also ", "nosuch.txt: no such checkpoint file or run folder, nor a run"),
+    ({"eval_also": "nosuch.txt"}, "eval_also='nosuch.txt': no such checkpoint file or run folder, nor a run"),
     ({"min_count": 10**6}, "min_count=1000000 and coverage=1 keep 0 of the text's 28 distinct characters"),
 ]
 
@@ -332,6 +332,28 @@ def test_training_errors_name_the_keyword_a_python_caller_wrote(fox_file, tiny, 
     """charlm.train's caller was told of --device, --precision, --encoding, --eval-also, --min-count."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert_named(lambda: charlm.train(fox_file, out="named", **{**tiny, **options}), *expected, flags=False)
+
+
+# keyword: (a value it refuses, a call giving it)
+VALUES_REFUSED = {
+    "max_time": ("5 minutes", lambda value, fox: charlm.train(fox, max_time=value)),
+    "checkpoint_every": ("5 minutes", lambda value, fox: charlm.train(fox, checkpoint_every=value)),
+    "resume": ("no run", lambda value, _: charlm.train(resume=value)),
+    "init_from": ("no run", lambda value, fox: charlm.train(fox, init_from=value)),
+    "device": ("cuda:7", lambda value, fox: charlm.train(fox, device=value)),
+}
+
+
+def test_a_python_message_about_a_keywords_value_names_the_keyword_one_way(fox_file, monkeypatch):
+    """charlm.train(max_time="5 minutes") said `max_time: cannot read ...`, resume="no run" `resume no run: ...`,
+    where device="cuda:7" said `device='cuda:7': ...`: each opens with the keyword as its caller wrote it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    openings = {}
+    for name, (value, call) in VALUES_REFUSED.items():
+        with pytest.raises(CharLMError) as raised:
+            call(value, fox_file)
+        openings[name] = str(raised.value).split(": ", 1)[0]
+    assert openings == {name: f"{name}={value!r}" for name, (value, _) in VALUES_REFUSED.items()}
 
 
 def test_a_text_in_another_encoding_is_told_the_encoding_keyword(tmp_path, tiny):

@@ -104,7 +104,7 @@ def test_a_python_callers_full_width_duration_and_device_are_read_as_the_command
     config = Config(max_time="１ｈ　３０ｍ", checkpoint_every="１００", device=" ＣＰＵ")
     assert (config.max_seconds(), config.checkpoint_interval()) == (5400.0, (100, None))
     assert parse_duration("１．５ｍ", "--peer-timeout") == 90.0
-    with pytest.raises(CharLMError, match=r"^max_time: cannot read '10分钟'; .* \(retype '分钟' as 'm'\)$"):
+    with pytest.raises(CharLMError, match=r"^max_time='10分钟': cannot read it; .* \(retype '分钟' as 'm'\)$"):
         charlm.train("fox.txt", max_time="10分钟")
 
 
