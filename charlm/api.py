@@ -457,7 +457,9 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
         refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
     with threads.for_python_caller(model.device):  # the seed is read here, at the call
         pieces = sampler.stream(model, seed, **options)
-    return threads.governed_pieces(pieces, model.device)
+    streamed = threads.governed_pieces(pieces, model.device)
+    streamed.__qualname__ = "charlm.stream"  # shown `<generator object charlm.stream at 0x...>`, not by a helper's name
+    return streamed
 
 
 @keywords_checked

@@ -121,6 +121,14 @@ def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(m
     assert charlm.generate(model, "ab", length=8, random_seed=3).endswith(rest)
 
 
+def test_a_stream_is_shown_as_charlm_streams(model):
+    """A notebook showed charlm.stream's result as `<generator object governed_pieces ...>`, a helper's
+    name that says nothing of what it holds."""
+    pieces = charlm.stream(model, "ab", length=3, random_seed=0)
+    assert repr(pieces).startswith("<generator object charlm.stream at "), repr(pieces)
+    assert "".join(pieces) == charlm.generate(model, "ab", length=3, random_seed=0)
+
+
 def test_streams_at_once_write_what_each_writes_alone(model):
     """Streams interleaved in one thread, and in two threads, each enter inference mode per step."""
     alone = [charlm.generate(model, "ab", length=60, random_seed=seed) for seed in (1, 2)]
