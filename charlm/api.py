@@ -224,7 +224,7 @@ def resumed_path(target: str | None) -> Path:
     try:
         return runs.resolve(target, prefer=runs.LATEST)
     except CharLMError as e:
-        raise about_option("resume", e) from None
+        raise about_option("resume", target, e) from None
 
 
 def resume_run(target: str | None, overrides: dict, sources: list[str] | None = None, ranks: Ranks = SINGLE) -> Trainer:
@@ -458,7 +458,9 @@ def stream(model: CharLM, seed: str = "", **options) -> Iterator[str]:
         refuse("stream", "num_samples must be 1", samples, "; charlm.generate(..., num_samples=N) returns N samples")
     with threads.for_python_caller(model.device):  # the seed is read here, at the call
         pieces = sampler.stream(model, seed, **options)
-    return threads.governed_pieces(pieces, model.device)
+    streamed = threads.governed_pieces(pieces, model.device)
+    streamed.__qualname__ = "charlm.stream"  # shown `<generator object charlm.stream at 0x...>`, not by a helper's name
+    return streamed
 
 
 @keywords_checked

@@ -70,6 +70,10 @@ def check_text(function: str, text: object, what: str) -> None:
 
 
 def check_model_and_seed(function: str, model: object, seed: object, what: str = "seed") -> None:
+    if isinstance(seed, CharLM) and not isinstance(model, CharLM):  # not "load it first: charlm.load('the')"
+        raise CharLMError(
+            f"charlm.{function}: the model goes first, then the {what}: charlm.{function}(model, {SHOWN.repr(model)})"
+        )
     check_model(function, model)
     check_text(function, seed, what)
 

@@ -18,6 +18,7 @@ from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE, devi
 from .errors import CharLMError
 from .fields import (
     SHOWN,
+    cannot_read,
     check_choices,
     check_types,
     flags_said,
@@ -27,7 +28,7 @@ from .fields import (
     store_as_read,
 )
 from .forms import FORM_CHOICES, template_of
-from .halfwidth import DURATION_UNITS, half_width, retype_hint
+from .halfwidth import DURATION_UNITS, as_number, half_width, retype_hint
 
 CELLS = ("lstm", "gru", "rnn")
 HEADS = ("auto", "full", "adaptive")
@@ -361,6 +362,7 @@ def parse_duration(
     said, unset: `name` said (--max-time), so its no-limit is offered as its caller writes it; `offered`:
     what a refusal offers instead of a duration or no limit, for a field that takes more (steps too). An
     empty text is refused: `--max-time "$BUDGET"`, BUDGET unset, means a limit that went missing, not none."""
+    unreadable = cannot_read(name, text, flag)  # said as its caller names it, before `flag` falls back to said's
     flag = flag or said(name)
     no_limit = said(name, "none") if flags_said() else said(name, None)  # Python's None
     if isinstance(text, str) and not text.strip():
@@ -378,9 +380,9 @@ def parse_duration(
         if not parts or "".join(p.group(0) for p in parts) != spec:
             hint = retype_hint(text, DURATION_UNITS)
             remedy = f"give {offered}" if offered else "write a duration such as 90s, 10m or 1h"
-            raise CharLMError(f"{flag}: cannot read {SHOWN.repr(text)}; {remedy}{hint}")
+            raise CharLMError(f"{unreadable}; {remedy}{hint}")
         if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
-            raise CharLMError(f"{flag}: cannot read {SHOWN.repr(text)}; give each number its unit, e.g. 1h30m")
+            raise CharLMError(f"{unreadable}; give each number its unit, e.g. 1h30m")
         seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
     if not 0 < seconds < math.inf:  # NaN too; infinity (a float, or 400 digits of hours) is no duration either
         remedy = f"use {no_limit} for no limit" if not (offered or required) else "give a duration such as 5m or 1h"
@@ -534,7 +536,7 @@ def check_logit_bias(logit_bias: dict[str | int, float] | None) -> None:
 def parse_temperatures(text: str) -> tuple[float, ...]:
     """'0.5,0.8,1.0' -> (0.5, 0.8, 1.0), each checked; '０．５，０．８' too (halfwidth.py's rule)."""
     try:
-        values = tuple(float(part) for part in half_width(text).split(","))
+        values = tuple(float(part) for part in as_number(text).split(","))
     except ValueError:
         raise CharLMError(
             f"{said('temperature')}: cannot read {SHOWN.repr(text)}; give a number or a list such as 0.5,0.8,1.0"

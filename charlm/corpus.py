@@ -172,6 +172,16 @@ def not_regular(path: Path, remedy: str) -> CharLMError:
     return CharLMError(f"{path}: {kind}, not a regular file, which charlm needs; {remedy}")
 
 
+def normalize_problem(normalize: object) -> str:
+    """What is wrong with a vocabulary's `normalize`, stored or given by hand, named with its value ('' if
+    nothing): `Vocab`'s and `PieceVocab`'s one check."""
+    if not isinstance(normalize, str):
+        return f"normalize is {SHOWN.repr(normalize)}, not a string"
+    if normalize not in NORMALIZATIONS:
+        return f"normalize is {normalize!r}, not one of {', '.join(map(repr, NORMALIZATIONS))}"
+    return ""
+
+
 def normalized(text: str, form: str) -> str:
     """`text` as the model reads it, corpus and seeds alike: in Unicode normalization `form` (none, nfc or
     nfkc), its line breaks as `\\n` (`line_breaks`), as every file is read, so that a seed pasted from

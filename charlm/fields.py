@@ -37,9 +37,18 @@ T = TypeVar("T")
 KIND_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "True or False", type(None): "None"}
 
 
+# The bracket that closes each one a repr opens (`first_line_closed`).
+CLOSING = {"(": ")", "[": "]", "{": "}"}
+
+
 class Shown(reprlib.Repr):
     """A wrong value as a message shows it: its repr, a long one shortened (a whole text given as a
-    number); an int too long for repr() (over 4,300 digits, Python's limit) by its size."""
+    number); an int too long for repr() (over 4,300 digits, Python's limit) by its size; a repr of
+    many lines (a model's, one module a line) by its first (`CharLM(...)`)."""
+
+    def repr_instance(self, x: object, level: int) -> str:
+        shown = super().repr_instance(x, level)  # shortened by cutting its middle: the first line may be gone
+        return first_line_closed(repr(x).splitlines()[0][: self.maxother]) if "\n" in shown else shown
 
     def repr_int(self, x: int, level: int) -> str:
         try:
@@ -51,6 +60,19 @@ class Shown(reprlib.Repr):
 
 SHOWN = Shown()
 SHOWN.maxstring = SHOWN.maxother = 80
+
+
+def first_line_closed(line: str) -> str:
+    """The first line of a repr of many lines, ended by '...' and the brackets it leaves open:
+    `CharLM(...)`, `array([[0., 0.], ...])`, so that the message stays one line that reads whole."""
+    still_open = []
+    for char in line:
+        if char in CLOSING:
+            still_open.append(CLOSING[char])
+        elif still_open and char == still_open[-1]:
+            still_open.pop()
+    line = line.rstrip()
+    return f"{line}{' ' if line.endswith(',') else ''}...{''.join(reversed(still_open))}"
 
 
 def option(default: Any, help: str, **extra: Any) -> Any:
@@ -99,11 +121,26 @@ def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:
     return f"{flag} {given}" if given else flag
 
 
-def about_option(name: str, error: CharLMError) -> CharLMError:
-    """`error`, about the value given to option `name` (a path's message, which names the path first),
-    named as every option's message names it: the option as typed, then its value, then what is wrong
-    with it (`--init-from nope: no such checkpoint file ...`, as `--device tpu: ...`)."""
-    return CharLMError(f"{said(name)} {error}")
+def about_option(name: str, value: object, error: CharLMError) -> CharLMError:
+    """`error`, about the `value` given to option `name` (a path's message, which names the path first),
+    named as every option's message names it: the option and its value as written, then what is wrong
+    with it (`--init-from nope: no such checkpoint file ...`, `init_from='nope': ...`, as `--device tpu: ...`).
+    A message that names another path (the one `value` led to) keeps it after the value."""
+    message = str(error)
+    if message.startswith(str(value)):
+        return CharLMError(f"{said(name, value)}{message[len(str(value)) :]}")
+    return CharLMError(f"{said(name)} {message}" if flags_said() else f"{said(name, value)}: {message}")
+
+
+def cannot_read(name: str, value: object, flag: str | None = None) -> str:
+    """The opening of a refusal of option `name`'s `value`, which cannot be read: `--max-time: cannot read
+    '5 minutes'` on the command line, as click's `--lr: 'x' is not a valid float`; `max_time='5 minutes':
+    cannot read it` in Python, the keyword with its value as every message about a value opens
+    (`device='cuda:7': ...`). `flag`: the option as a caller that names it so said it."""
+    shown = SHOWN.repr(value)
+    if flag or flags_said():
+        return f"{flag or said(name)}: cannot read {shown}"
+    return f"{said(name, metavar=shown)}: cannot read it"
 
 
 def together(*options: str) -> str:

@@ -93,7 +93,7 @@ def read_base(target: str | Path, charlm_model: bool = True) -> Start:
             with checkpoint.part(str(path)):  # named by its path, as every other refusal of it is
                 saved.check_charlm_weights()
     except CharLMError as e:
-        raise about_option("init_from", e) from None
+        raise about_option("init_from", target, e) from None
     recorded = runs.recorded_checkpoint(path)  # named as given: `--init-from .` by the folder's own name
     name = runs.run_name_of(recorded) if source is None else source["run"]  # the run, not the folder
     return Start(saved, Base(name, str(recorded), digest, len(saved.vocab)))

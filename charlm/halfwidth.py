@@ -13,6 +13,7 @@ takes for an unknown option, is named with the space to retype (`joined_value_hi
 an input method types them, `——top-p` (U+2014 twice, a Chinese input method's `--`), `－－top-p` or `—top-p`
 (macOS's autocorrected `--`), `–top-p` (a web page's en dash) or `－－ｔｏｐ－ｐ` (its name in full width), are read as `--` where the name after them is one of the command's long
 options (`as_option`), so a seed `——他说` stays text; before no option of it they are named (`dashes_hint`).
+Within a number any of those dashes is its minus (`as_number`): `--random-seed –5`, `--lr 1e−4`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ JOINED_VALUE = re.compile(r"(--[A-Za-z][\w-]*)(\s+)(\S.*)", re.DOTALL)
 # Dashes as an input method, autocorrect or a blog's typography types `-`: hyphens, en and em dashes,
 # the minus sign, the full-width and small hyphen-minus.
 DASHES = "‐‑‒–—―−－﹘﹣"
+# Each of them as the minus it stands for within a number (`as_number`).
+MINUSES = str.maketrans(dict.fromkeys(DASHES, "-"))
 # A long option after such dashes (or its name in full width), its value joined by '=' (or '＝') if any:
 # `——top-p=0.9`, `–top-p`, `--ｔｏｐ-p`. Only a word that is not ASCII throughout is read so (`option_typed`).
 DASHED_OPTION = re.compile(
@@ -54,6 +57,12 @@ DASHED_OPTION = re.compile(
 def half_width(text: str) -> str:
     """`text` with each full-width form of an ASCII character as that character, '　' as a space."""
     return text.translate(FULL_WIDTH)
+
+
+def as_number(text: str) -> str:
+    """A number's `text` as ASCII (`half_width`), each dash of `DASHES` in it a '-': a minus typed by an
+    input method or copied from a word processor, a web page or a paper (`–5`, `1e−4`) is read as typed."""
+    return half_width(text).translate(MINUSES)
 
 
 def as_choice(value: object, choices: Collection[str]) -> object:

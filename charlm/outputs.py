@@ -52,7 +52,7 @@ def not_empty(output: str | Path, kind: str) -> str | Path:
     try:
         files.check_nameable(output)
     except CharLMError as e:
-        raise about_option("output", e) from None
+        raise about_option("output", output, e) from None
     return output
 
 

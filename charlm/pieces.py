@@ -34,7 +34,7 @@ import numpy as np
 import sentencepiece as spm
 import torch
 
-from .corpus import NORMALIZATIONS, check_characters, normalized
+from .corpus import check_characters, normalize_problem, normalized
 from .errors import CharLMError
 from .fields import SHOWN, said
 
@@ -121,14 +121,11 @@ class PieceVocab:
     one_char_per_id = False  # a piece spells several characters, a byte piece part of one
 
     def __init__(self, model: bytes, normalize: str = "nfc"):
-        if normalize not in NORMALIZATIONS:
-            raise CharLMError(f"the vocabulary is damaged: unknown normalization {normalize!r}")
+        if wrong := wrong_fields(model, normalize):  # a vocabulary built by hand; `from_dict` says a stored one's
+            raise CharLMError(f"charlm.pieces.PieceVocab: {'; '.join(wrong)}")
         self.model, self.normalize = model, normalize
         self.processor = spm.SentencePieceProcessor()
-        try:
-            self.processor.LoadFromSerializedProto(model)
-        except RuntimeError:
-            raise CharLMError("the vocabulary is damaged: not a sentencepiece model") from None
+        self.processor.LoadFromSerializedProto(model)
         self.pieces = [self._surface(i) for i in range(len(self))]
         # byte -> its byte piece's id: byte fallback's spelling of what no piece holds (empty without it)
         self.byte_ids = {self.pieces[i][0]: i for i in range(len(self)) if self.processor.is_byte(i)}
@@ -249,9 +246,32 @@ class PieceVocab:
     @classmethod
     def from_dict(cls, data: dict) -> PieceVocab:
         try:
-            return cls(base64.b64decode(data["model"], validate=True), str(data["normalize"]))
+            model, normalize = base64.b64decode(data["model"], validate=True), data["normalize"]
         except (KeyError, TypeError, ValueError):
             raise CharLMError("the vocabulary is damaged: expected a base64 sentencepiece model") from None
+        if wrong := wrong_fields(model, normalize):
+            raise CharLMError(f"the vocabulary is damaged: {'; '.join(wrong)}")
+        return cls(model, normalize)
+
+
+def wrong_fields(model: object, normalize: object) -> list[str]:
+    """What is wrong with a piece vocabulary's fields, stored or given to `PieceVocab` by hand, each named
+    with its value, as vocab.wrong_fields names a `Vocab`'s."""
+    wrong = []
+    if not (isinstance(model, bytes) and loads(model)):
+        wrong.append(f"model is {SHOWN.repr(model)}, not a sentencepiece model's bytes (as pieces.train_model returns)")
+    if problem := normalize_problem(normalize):
+        wrong.append(problem)
+    return wrong
+
+
+def loads(model: bytes) -> bool:
+    """Whether `model` is a sentencepiece model's serialized bytes."""
+    try:
+        spm.SentencePieceProcessor().LoadFromSerializedProto(model)
+    except RuntimeError:
+        return False
+    return True
 
 
 class TextIndex:

@@ -20,7 +20,7 @@ import torch
 
 from . import checkpoint, files, runs
 from .config import Config
-from .corpus import read_texts, source_files
+from .corpus import dangling_link, read_texts, source_files
 from .decode_errors import Undecodable, is_utf8
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
@@ -90,10 +90,13 @@ def eval_also_kept(value: str) -> str:
     path the user never gave)."""
     try:
         run = eval_also_run(value)
-        if run is None:
+        dangling = run is None and Path(value).is_symlink() and not Path(value).exists()
+        if run is None and not dangling:
             source_files([value])  # what kind of text it is, not yet the text
-    except CharLMError as e:
-        raise about_option("eval_also", e) from None
+    except CharLMError as e:  # a run folder with no checkpoint, a folder of runs, a pipe
+        raise about_option("eval_also", value, e) from None
+    if dangling:  # kept as its target: "no such file", unlinked
+        raise about_option("eval_also", value, CharLMError(dangling_link(Path(value))))
     if run is None:
         return files.recorded_path(value)
     kept = runs.recorded_checkpoint(run)
@@ -119,7 +122,7 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
             text = held_out_text(run, quiet=config.quiet or not tell)
             what = f"the held-out text of {what}"
     except CharLMError as e:
-        raise about_option("eval_also", e) from None
+        raise about_option("eval_also", value, e) from None
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
         check_scored(what, characters=len(ids), chars=0)

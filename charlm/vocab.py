@@ -18,7 +18,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .corpus import NORMALIZATIONS, check_characters, normalized
+from .corpus import check_characters, normalize_problem, normalized
 from .errors import CharLMError, callers_stacklevel
 from .fields import SHOWN, said
 from .pieces import PieceVocab, TextIndex, token_ids
@@ -383,8 +383,6 @@ def wrong_fields(chars: object, unknown: object, normalize: object) -> list[str]
         wrong.append(f"chars holds {repeated!r} twice")
     if not isinstance(unknown, bool):
         wrong.append(f"unknown is {SHOWN.repr(unknown)}, not true or false")
-    if not isinstance(normalize, str):
-        wrong.append(f"normalize is {SHOWN.repr(normalize)}, not a string")
-    elif normalize not in NORMALIZATIONS:
-        wrong.append(f"normalize is {normalize!r}, not one of {', '.join(map(repr, NORMALIZATIONS))}")
+    if problem := normalize_problem(normalize):
+        wrong.append(problem)
     return wrong

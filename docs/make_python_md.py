@@ -200,6 +200,7 @@ SECTIONS = [
                 """
                 for piece in charlm.stream(model, "It was", length=200, top_p=0.9):
                     print(piece, end="", flush=True)
+                print()  # the text's last line ended, so that what is printed next starts a line of its own
                 """,
             ),
             Entry(

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, api, batches, runs, scoring, threads, train_state
+from charlm import CharLM, api, batches, runs, scoring, threads, tracing, train_state
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
@@ -119,6 +119,14 @@ def test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller(m
     rest = "".join(pieces)
     assert len(rest) == 7 and model.training
     assert charlm.generate(model, "ab", length=8, random_seed=3).endswith(rest)
+
+
+def test_a_stream_is_shown_as_charlm_streams(model):
+    """A notebook showed charlm.stream's result as `<generator object governed_pieces ...>`, a helper's
+    name that says nothing of what it holds."""
+    pieces = charlm.stream(model, "ab", length=3, random_seed=0)
+    assert repr(pieces).startswith("<generator object charlm.stream at "), repr(pieces)
+    assert "".join(pieces) == charlm.generate(model, "ab", length=3, random_seed=0)
 
 
 def test_streams_at_once_write_what_each_writes_alone(model):
@@ -322,7 +330,7 @@ TRAINING_NAMES = [
     ({"precision": "fp16", "device": "cpu"}, "precision='fp16' needs a CUDA GPU, not cpu"),
     ({"encoding": "nosuch"}, "encoding: unknown text encoding 'nosuch'"),
     ({"encoding": "utf-16"}, "convert it to UTF-8 or pass another encoding"),
-    ({"eval_also": "nosuch.txt"}, "eval_also ", "nosuch.txt: no such checkpoint file or run folder, nor a run"),
+    ({"eval_also": "nosuch.txt"}, "eval_also='nosuch.txt': no such checkpoint file or run folder, nor a run"),
     ({"min_count": 10**6}, "min_count=1000000 and coverage=1 keep 0 of the text's 28 distinct characters"),
 ]
 
@@ -332,6 +340,28 @@ def test_training_errors_name_the_keyword_a_python_caller_wrote(fox_file, tiny, 
     """charlm.train's caller was told of --device, --precision, --encoding, --eval-also, --min-count."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert_named(lambda: charlm.train(fox_file, out="named", **{**tiny, **options}), *expected, flags=False)
+
+
+# keyword: (a value it refuses, a call giving it)
+VALUES_REFUSED = {
+    "max_time": ("5 minutes", lambda value, fox: charlm.train(fox, max_time=value)),
+    "checkpoint_every": ("5 minutes", lambda value, fox: charlm.train(fox, checkpoint_every=value)),
+    "resume": ("no run", lambda value, _: charlm.train(resume=value)),
+    "init_from": ("no run", lambda value, fox: charlm.train(fox, init_from=value)),
+    "device": ("cuda:7", lambda value, fox: charlm.train(fox, device=value)),
+}
+
+
+def test_a_python_message_about_a_keywords_value_names_the_keyword_one_way(fox_file, monkeypatch):
+    """charlm.train(max_time="5 minutes") said `max_time: cannot read ...`, resume="no run" `resume no run: ...`,
+    where device="cuda:7" said `device='cuda:7': ...`: each opens with the keyword as its caller wrote it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    openings = {}
+    for name, (value, call) in VALUES_REFUSED.items():
+        with pytest.raises(CharLMError) as raised:
+            call(value, fox_file)
+        openings[name] = str(raised.value).split(": ", 1)[0]
+    assert openings == {name: f"{name}={value!r}" for name, (value, _) in VALUES_REFUSED.items()}
 
 
 def test_a_text_in_another_encoding_is_told_the_encoding_keyword(tmp_path, tiny):
@@ -755,6 +785,27 @@ def test_trace_and_surprise_name_a_model_or_text_of_the_wrong_type(model, entry,
     assert_named(lambda: function(*given, **({"context": context[0]} if context else {})), f"charlm.{entry}: {message}")
 
 
+SWAPPED_CALLS = {
+    "charlm.generate": (charlm.generate, "seed"),
+    "charlm.stream": (charlm.stream, "seed"),
+    "charlm.bits_per_char": (charlm.bits_per_char, "text"),
+    "charlm.next_probs": (charlm.next_probs, "prefix"),
+    "charlm.tracing.trace": (tracing.trace, "text"),
+    "charlm.scoring.surprise": (scoring.surprise, "text"),
+}
+
+
+@pytest.mark.parametrize("call", SWAPPED_CALLS)
+def test_a_model_given_after_its_text_is_told_the_model_goes_first(model, call):
+    """charlm.generate("the", model), the two swapped, was told to load the seed as a run:
+    "load it first: charlm.load('the')"."""
+    function, what = SWAPPED_CALLS[call]
+    with pytest.raises(CharLMError) as raised:
+        function("the", model)
+    said = f"{call}: the model goes first, then the {what}: {call}(model, 'the')"
+    assert said in str(raised.value) and "charlm.load" not in str(raised.value), raised.value
+
+
 @pytest.mark.parametrize("top", [-1, 2.5, None, True])
 def test_surprise_names_a_top_that_is_not_a_count(model, top):
     """`surprise(model, text, top=-1)` (or 2.5, or None) raised numpy's "negative dimensions are not
@@ -902,6 +953,24 @@ def test_training_options_of_the_wrong_type_are_named(fox_file, tiny, name, valu
 def test_train_arguments_of_the_wrong_type_are_named(arguments, message):
     assert_named(lambda: charlm.train(**{"paths": "corpus.txt", **arguments}), message)
     assert not Path("checkpoints").exists()
+
+
+@pytest.mark.parametrize(
+    "call, shown",
+    [
+        (lambda model: charlm.generate(model, model), "the seed must be a string, not CharLM(...)"),
+        (lambda model: charlm.generate(model, torch.nn.DataParallel(model)), "not DataParallel(...)"),
+        (lambda model: charlm.train(out=model), "out must be a folder path (str or Path) or None, not CharLM(...)"),
+        (lambda model: charlm.generate(model, np.zeros((2, 2))), "not array([[0., 0.], ...])"),
+    ],
+    ids=["model as seed", "DataParallel as seed", "model as out", "rows of an array"],
+)
+def test_a_value_of_many_lines_is_shown_on_one_short_line(model, call, shown):
+    """A model given where a seed or path goes was shown by its whole repr, one module a line, each line
+    break escaped: `not CharLM(\\n  (embed): Embedding(10, 16)\\n  ...`."""
+    with pytest.raises(CharLMError) as raised:
+        call(model)
+    assert shown in str(raised.value) and "\\n" not in str(raised.value), raised.value
 
 
 def test_a_number_of_seconds_is_a_time_limit():

@@ -134,7 +134,7 @@ def run_examples(names, namespace) -> dict[str, str]:
 # the cell; next_probs' (text, probability); `lstm 2 256`). An example that prints has a line here.
 PRINTS = {
     "charlm.load": r"\d+x\d+ (?:lstm|gru|rnn) [\d,]+ parameters on cpu\n",
-    "charlm.stream": r"It was.{200}",  # the seed and `length` characters, on one line
+    "charlm.stream": r"It was.{200}\n",  # the seed and `length` characters, its line ended for what prints next
     "charlm.SampleConfig": r"It was.+\n",
     "charlm.bits_per_char": r"\d+\.\d+\n",
     "charlm.next_probs": r"(?:(?:'[^']+'|\"'\") [01](?:\.\d{1,3})?\n){3}",  # repr(text), round(probability, 3)

@@ -28,6 +28,11 @@ TYPED = [
     ("train --lr 0。001", "--lr: '0。001' is not a valid float (retype '。' as '.')"),
     ("sample --top-p ０．０", "--top-p must be in (0, 1], not 0.0"),
     ("sample --presence-penalty －３", "--presence-penalty must be between -2 and 2 (OpenAI's range), not -3.0"),
+    # a minus as a word processor or a PDF writes it: an en dash, the minus sign, the small hyphen-minus
+    ("sample --presence-penalty –３", "--presence-penalty must be between -2 and 2 (OpenAI's range), not -3.0"),
+    ("train --random-seed −99999999999999999999", "(a 64-bit integer), not -99999999999999999999"),
+    ("train --dropout 1e﹣4 --max-time ０ｓ", "--max-time must be positive, not '０ｓ'"),
+    ("sample --temperature 0.5,–1", "--temperature must be a finite number above 0, not 0.5,–1"),
     ("serve --chunk-ms ２０００．５", "--chunk-ms must be between 0 and 1000, not 2000.5"),
     ("inspect --max-chars １０００，--held-out", "--held-out ran into it: type a half-width space before --held-out, not '，'"),
     ("sample --top-p 0.9，--length 3", "--top-p: '0.9，--length' is not a valid float (--length ran into it: "),
@@ -99,7 +104,7 @@ def test_a_python_callers_full_width_duration_and_device_are_read_as_the_command
     config = Config(max_time="１ｈ　３０ｍ", checkpoint_every="１００", device=" ＣＰＵ")
     assert (config.max_seconds(), config.checkpoint_interval()) == (5400.0, (100, None))
     assert parse_duration("１．５ｍ", "--peer-timeout") == 90.0
-    with pytest.raises(CharLMError, match=r"^max_time: cannot read '10分钟'; .* \(retype '分钟' as 'm'\)$"):
+    with pytest.raises(CharLMError, match=r"^max_time='10分钟': cannot read it; .* \(retype '分钟' as 'm'\)$"):
         charlm.train("fox.txt", max_time="10分钟")
 
 

@@ -1,5 +1,6 @@
 """--tokenizer sentencepiece: exact round trips, the cache, bits per character, sampling by pieces."""
 
+import base64
 import math
 import random
 import re
@@ -65,6 +66,35 @@ def test_the_checkpoint_form_holds_the_whole_model(chinese):
     assert isinstance(again, PieceVocab) and again == vocab and again.normalize == "nfkc"
     with pytest.raises(CharLMError, match="damaged"):
         Vocab.from_dict({"tokenizer": "sentencepiece", "model": "bm90IGEgbW9kZWw=", "normalize": "nfc"})
+
+
+@pytest.fixture(scope="module")
+def small_model() -> bytes:
+    return train_model(["the quick brown fox jumps over the lazy dog\n" * 20], "bpe", 300)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("normalize", "NFKD", "normalize is 'NFKD', not one of 'none', 'nfc', 'nfkc'"),
+        ("normalize", None, "normalize is None, not a string"),
+        ("model", b"not a model", "model is b'not a model', not a sentencepiece model's bytes"),
+        ("model", "a.model", "model is 'a.model', not a sentencepiece model's bytes"),
+    ],
+)
+def test_a_piece_vocabulary_names_the_field_that_is_wrong(small_model, field, value, message):
+    """PieceVocab(model, normalize="NFKD"), built by hand, said "the vocabulary is damaged" of a vocabulary
+    nobody loaded; one read from a checkpoint is damaged, and both name the field that is wrong."""
+    given = {"model": small_model, "normalize": "nfc", field: value}
+    with pytest.raises(CharLMError) as built:
+        PieceVocab(**given)
+    assert str(built.value).startswith(f"charlm.pieces.PieceVocab: {message}"), built.value
+    stored = {**PieceVocab(small_model).to_dict(), field: value}
+    if field == "model":
+        stored["model"] = base64.b64encode(value.encode() if isinstance(value, str) else value).decode()
+    with pytest.raises(CharLMError) as read:
+        Vocab.from_dict(stored)
+    assert str(read.value).startswith("the vocabulary is damaged: "), read.value
 
 
 def test_incremental_decoding_of_a_batch_gives_each_text_exactly(chinese):

@@ -247,6 +247,6 @@ def test_a_bad_eval_also_is_refused_before_the_run_folder_the_limit_and_the_text
     Path("empty").mkdir()
     given = ["missing.txt", "--eval-also", eval_also, "--out", " ", "--max-time", "none"]
     assert_one_line_error(cli("train", *given), refusal)
-    with pytest.raises(CharLMError, match=f"^eval_also {eval_also}: "):
+    with pytest.raises(CharLMError, match=f"^eval_also='{eval_also}': "):
         charlm.train("missing.txt", eval_also=eval_also, out=" ", max_time=None)
     assert not Path("corpora").exists()

@@ -12,7 +12,7 @@ import click
 
 from ..device_names import STEP_DEVICE, WHOLE_TEXTS_DEVICE
 from ..fields import SHOWN, option_name
-from ..halfwidth import as_choice, dashes_hint, half_width, option_places, option_typed, options_read, retype_hint
+from ..halfwidth import as_choice, as_number, dashes_hint, option_places, option_typed, options_read, retype_hint
 from .completion import BY_FIELD, devices
 
 F = TypeVar("F", bound=Callable)
@@ -33,14 +33,14 @@ def device_option(work: str) -> Callable[[F], F]:
 
 
 class HalfWidth(click.ParamType):
-    """A click number type that reads full-width forms as ASCII (`--random-seed １２`, `--top-p ０．９`, as
-    halfwidth.py's rule), and names what to retype in a value that is no number even so."""
+    """A click number type that reads full-width forms and dashes as ASCII (`--random-seed １２`, `--top-p ０．９`,
+    `--presence-penalty –1`, as halfwidth.py's rule), and names what to retype in a value that is no number even so."""
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
         if isinstance(value, str):
             number, kind = (int, "integer") if isinstance(self, click.types.IntParamType) else (float, "float")
             try:
-                value = number(half_width(value))  # read once; click's convert takes the number as it is
+                value = number(as_number(value))  # read once; click's convert takes the number as it is
             except ValueError:  # click's words, and what to retype
                 self.fail(f"{SHOWN.repr(value)} is not a valid {kind}{retype_hint(value)}", param, ctx)
         return super().convert(value, param, ctx)
