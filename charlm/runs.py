@@ -466,14 +466,19 @@ class RunLock:
         return owner
 
     def live_owner(self) -> int | None:
-        """The PID of the last owner, if it still runs: `.lock.pid` names it as files name their process
-        (`files.process_name`: `PID-START` where the OS says when it started, else `PID`), so that a
-        process the OS gave the PID of a killed owner is not taken for it."""
-        try:
-            name = self.pid_path.read_text(encoding="ascii").strip()
-        except (OSError, ValueError):  # gone, or not ASCII (UnicodeDecodeError): names no process
-            return None
-        return int(name.partition("-")[0]) if files.named_process_alive(name) else None
+        """The PID of the last owner, if it still runs (`lock_owner`)."""
+        return lock_owner(self.path.parent)
+
+
+def lock_owner(run_dir: Path) -> int | None:
+    """The PID of the last owner of `run_dir`'s `RunLock`, if it still runs: `.lock.pid` names it as files
+    name their process (`files.process_name`: `PID-START` where the OS says when it started, else `PID`), so
+    that a process the OS gave the PID of a killed owner is not taken for it."""
+    try:
+        name = (Path(run_dir) / LOCK_PID).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):  # gone, or not ASCII (UnicodeDecodeError): names no process
+        return None
+    return int(name.partition("-")[0]) if files.named_process_alive(name) else None
 
 
 def open_path(fd: int) -> Path | None:
@@ -600,7 +605,7 @@ def training_now(run_dir: Path) -> int | None:
     holds it, or its owner died (a killed run leaves its lock files)."""
     if not (Path(run_dir) / LOCK).exists():
         return None
-    return RunLock(run_dir).live_owner()
+    return lock_owner(run_dir)
 
 
 def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
