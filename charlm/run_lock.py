@@ -99,6 +99,8 @@ class RunLock:
             self.folder_fd = None
 
     def file_identity(self) -> tuple[int, int] | None:
+        """Which file `.lock` is now, (device, inode), or None where none is there: one that differs from
+        the `identity` taken was removed or replaced (`lost`)."""
         try:
             stat = os.stat(self.path)
         except OSError:

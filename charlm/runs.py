@@ -53,7 +53,10 @@ def run_folder(out: str) -> Path:
     """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given. One that names no
     folder of its own ('', ' ', '.', '..', /, checkpoints/ itself) is refused: the run's files would land
     among the other runs' folders or the user's own files. So is one with a line break (or another
-    control character), which would split every message that names the run."""
+    control character), which would split every message that names the run; one too long for a file
+    system (a name over NAME_MAX bytes, or a path its deepest file would take over PATH_MAX), which would
+    fail only after the corpus is prepared; and one inside another run's folder, which `charlm runs`
+    cannot list."""
     path = Path(out)
     run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
     longest = max(path.parts, key=name_bytes, default="")
@@ -88,7 +91,7 @@ def run_folder(out: str) -> Path:
 def real(path: Path) -> Path:
     """`path` with its symbolic links followed, as far as they lead: Path.resolve raises RuntimeError
     (before Python 3.13) at a loop of links, which os.path.realpath leaves as it is, for the check that
-    meets it (`check_can_make`) to name."""
+    meets it (`write_checks.check_can_make`) to name."""
     return Path(os.path.realpath(path))
 
 
@@ -127,12 +130,12 @@ def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
     stamp_part += "" if number == 1 else f"-{number:02d}"
     corpus_name = UNPRINTABLE.sub("_", corpus_name)  # a file named with a line break: as `run_folder` refuses
     # a corpus file named near the longest a file name may be: its run's name is cut to fit, by characters
-    while corpus_name and name_bytes(claim_being_made(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
+    while corpus_name and name_bytes(longest_claim_name(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
         corpus_name = corpus_name[:-1]
     return CHECKPOINT_ROOT / f"{corpus_name}{stamp_part}"
 
 
-def claim_being_made(name: str) -> str:
+def longest_claim_name(name: str) -> str:
     """The longest name of the folder a run's claim of folder `name` is made in (`make_claim`)."""
     return files.TEMPORARY_PREFIX.format(CLAIM.format(name)) + LONGEST_PROCESS_NAME
 
@@ -381,7 +384,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
 
 
 def training_now(run_dir: Path) -> int | None:
-    """The PID of the live process whose `RunLock` holds `run_dir` (a run training now), or None: none
+    """The PID of the live process whose `run_lock.RunLock` holds `run_dir` (a run training now), or None: none
     holds it, or its owner died (a killed run leaves its lock files)."""
     if not (Path(run_dir) / LOCK).exists():
         return None

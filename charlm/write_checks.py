@@ -28,7 +28,7 @@ def check_can_make(folder: Path) -> None:
             if not place.is_dir():
                 where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
                 raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
-            try:  # as make_folder would fail, before it has to
+            try:  # as runs.make_folder would fail, before it has to
                 probe_new_files(place)
             except OSError as e:
                 raise files.cannot_write(folder, e, "the run folder") from None
