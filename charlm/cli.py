@@ -449,7 +449,7 @@ def inspect_command(
         raise CharLMError(f"{file} is {what}: give a FILE to inspect after it, or --held-out")
     if target is None and file and not file_is_a_run and not os.path.lexists(file):  # not "no runs under ..."
         raise CharLMError(
-            f"{file}: no such file or folder to inspect, nor a run or corpus of that name{files.check_path(file)}, "
+            f"{file}: no such file or folder to inspect, nor a run or corpus of that name{files.missing_path_remedy(file)}, "
             "or name a run (`charlm runs` lists them)"
         )
     if target is None and file:  # a pipe or device is said to be one, not "no runs under ..."

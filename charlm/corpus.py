@@ -71,7 +71,7 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
         elif path.is_symlink():
             raise dangling_link(path)
         else:
-            raise CharLMError(f"{path}: no such file or folder{files.check_path(path)}")
+            raise CharLMError(f"{path}: no such file or folder{files.missing_path_remedy(path)}")
     return once_each(paths)
 
 

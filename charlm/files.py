@@ -6,6 +6,11 @@ target. A full disk, a file size limit, Ctrl-C or a crash mid-write leaves the o
 never the first half of a checkpoint, page or model that a reader (charlm, a browser, onnxruntime)
 would take for a whole one, and no temporary file. A target that is a symbolic link is written
 through (`written_through`), as `>`, cp and editors write one: the file it names is replaced, the link stays.
+
+A temporary is named by the process that writes it (`process_name`: PID-START), so what a writer killed
+mid-write left is told from a live writer's (`process_alive`) and removed (`remove_leftovers`). Also here:
+a lock taken with a word on stderr while it waits (`take_lock`), JSON a person may have edited read
+safely (`parse_json`, `is_number`), and a path no file can have refused before it is looked up (`unnameable`).
 """
 
 from __future__ import annotations
@@ -222,11 +227,11 @@ def read_remedy(error: OSError) -> str:
     if error.errno in (errno.EACCES, errno.EPERM):
         return "; make it readable, or copy it somewhere it is"
     if error.errno == errno.ENOENT:  # gone since it was listed, or never there (a seed file)
-        return check_path(error.filename)
+        return missing_path_remedy(error.filename)
     return ""
 
 
-def check_path(path: str | Path | None) -> str:
+def missing_path_remedy(path: str | Path | None) -> str:
     """What to do about a path that names nothing, as a clause: check it, and for a relative one, the
     folder it was looked for in, which the user may not have had in mind."""
     relative = path is not None and not Path(os.fsdecode(path)).is_absolute()

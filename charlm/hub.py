@@ -169,10 +169,10 @@ def put(folder: Path, contents: dict[str, bytes]) -> None:
 def one_export_at_a_time(folder: Path) -> Iterator[None]:
     """Hold `folder`'s export lock (flock, through filelock, on LOCK in it), waiting for an export that
     holds it, so that two exports of two runs into one folder at once never leave one's weights beside
-    the other's config and vocabulary. The lock file goes before the unlock, as a run's `.lock` does (runs.RunLock),
+    the other's config and vocabulary. The lock file goes before the unlock, as a run's `.lock` does (run_lock.RunLock),
     so the folder is again the three files to upload (Windows: filelock deletes it once unlocked).
     A wait past WAIT_SAID seconds is said once, not taken for a hang; a file system that does not lock
-    files (NFS without its lock service) is a one-line error, as for a run folder (runs.RunLock)."""
+    files (NFS without its lock service) is a one-line error, as for a run folder (run_lock.RunLock)."""
     path = folder / LOCK
     lock = filelock.FileLock(path)
     try:

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, runs, sizing
+from . import checkpoint, runs, sizing, write_checks
 from .checkpoint import Base, Checkpoint, Progress
 from .config import PLANNED, Config
 from .device import auto_precision_reason, resolve_device
@@ -217,7 +217,7 @@ def check_out(out: str | None) -> None:
     that holds a run, a name or path too long, a file where the run folder goes."""
     if out is not None:
         free_out_folder(out)
-    runs.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))
+    write_checks.check_can_make(runs.CHECKPOINT_ROOT if out is None else runs.run_folder(out))
 
 
 def planned_hidden(
@@ -300,8 +300,8 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     config = with_absolute_eval_also(config)
     if not text_given and (spent := limits_spent(config, saved.progress, run_dir)):
         raise CharLMError(f"{spent}; give a larger limit to go on (limits count the whole run)")
-    runs.check_run_info_readable(run_dir)  # first: one chmod 000 is unreadable before it is write-protected
-    runs.check_resumable(run_dir)
+    write_checks.check_run_info_readable(run_dir)  # first: one chmod 000 is unreadable before it is write-protected
+    write_checks.check_resumable(run_dir)
     reasons = runs.read_reasons(run_dir)
     given_now = [name for name in overrides if name in (*PLANNED, "precision") or name in reasons]  # a fine-tune's lr
     reasons = {**reasons, **{name: "given when resumed" for name in given_now}}

@@ -26,7 +26,8 @@ from .checkpoint import Progress
 from .config import Config
 from .errors import CharLMError
 from .fields import said
-from .runs import METRICS, RunLock
+from .run_lock import RunLock
+from .runs import METRICS
 from .scoring import LOG2E
 
 LOG_SECONDS = 10.0  # a metrics.jsonl row at least this often, and at every evaluation

@@ -1,4 +1,5 @@
-"""Run folders: where a run lives, how it is named and found, and that one process trains in it.
+"""Run folders: where a run lives, how it is named and found (the lock that lets one process train in
+one is run_lock.py's; the checks a folder must pass before a run writes into it, write_checks.py's).
 
 checkpoints/<corpus>-<date>-<time>/
     latest.pt      the last checkpoint (checkpoint.py writes it)
@@ -8,7 +9,7 @@ checkpoints/<corpus>-<date>-<time>/
     run.json       what the run is: corpus, size, config, and why each planned option is what it is
     samples.txt    samples shown during training (--sample-every)
     exports/       `charlm export`'s default outputs; exports.jsonl: one line per export (export/__init__.py)
-    .lock          locked (flock) by the training process; .lock.pid: its PID-START (files.process_name)
+    .lock          locked (flock) by the training process (run_lock.py); .lock.pid: its PID-START
 
 A new run's default folder is claimed as checkpoints/.<name>.claim (`claim_run_folder`) and renamed to its
 name once run.json is in it (`move_into_place`): a run killed before leaves no folder that looks like a run.
@@ -25,11 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-import filelock
-
 from . import files, hub
 from .errors import CharLMError, one_line
-from .fields import call, flags_said, said, together, typed
+from .fields import call, flags_said, said, together
 from .files import NAME_MAX, PATH_MAX, name_bytes
 
 CHECKPOINT_ROOT = Path("checkpoints")
@@ -39,11 +38,9 @@ RUN_INFO, SAMPLES = "run.json", "samples.txt"
 METRICS = "metrics.jsonl"  # reporting.py writes it, a row per log interval
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
-LOCK, LOCK_PID = ".lock", ".lock.pid"  # `RunLock`'s files
-OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
+LOCK, LOCK_PID = ".lock", ".lock.pid"  # run_lock.RunLock's files
 LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # files.process_name's PID-START at its longest, in a temporary's name
 DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{LONGEST_PROCESS_NAME}"
-MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
 MAX_RUN_INFO = 4 << 20
@@ -56,7 +53,10 @@ def run_folder(out: str) -> Path:
     """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given. One that names no
     folder of its own ('', ' ', '.', '..', /, checkpoints/ itself) is refused: the run's files would land
     among the other runs' folders or the user's own files. So is one with a line break (or another
-    control character), which would split every message that names the run."""
+    control character), which would split every message that names the run; one too long for a file
+    system (a name over NAME_MAX bytes, or a path its deepest file would take over PATH_MAX), which would
+    fail only after the corpus is prepared; and one inside another run's folder, which `charlm runs`
+    cannot list."""
     path = Path(out)
     run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
     longest = max(path.parts, key=name_bytes, default="")
@@ -91,7 +91,7 @@ def run_folder(out: str) -> Path:
 def real(path: Path) -> Path:
     """`path` with its symbolic links followed, as far as they lead: Path.resolve raises RuntimeError
     (before Python 3.13) at a loop of links, which os.path.realpath leaves as it is, for the check that
-    meets it (`check_can_make`) to name."""
+    meets it (`write_checks.check_can_make`) to name."""
     return Path(os.path.realpath(path))
 
 
@@ -130,12 +130,12 @@ def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
     stamp_part += "" if number == 1 else f"-{number:02d}"
     corpus_name = UNPRINTABLE.sub("_", corpus_name)  # a file named with a line break: as `run_folder` refuses
     # a corpus file named near the longest a file name may be: its run's name is cut to fit, by characters
-    while corpus_name and name_bytes(claim_being_made(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
+    while corpus_name and name_bytes(longest_claim_name(corpus_name + stamp_part)) > NAME_MAX:  # its claim's too
         corpus_name = corpus_name[:-1]
     return CHECKPOINT_ROOT / f"{corpus_name}{stamp_part}"
 
 
-def claim_being_made(name: str) -> str:
+def longest_claim_name(name: str) -> str:
     """The longest name of the folder a run's claim of folder `name` is made in (`make_claim`)."""
     return files.TEMPORARY_PREFIX.format(CLAIM.format(name)) + LONGEST_PROCESS_NAME
 
@@ -270,68 +270,6 @@ def remove_dead_claims(root: Path) -> None:
             shutil.rmtree(claim, ignore_errors=True)  # another run may be removing it too
 
 
-def check_can_make(folder: Path) -> None:
-    """Refuse at once, not after minutes of planning and measuring, a run folder that a file stands in
-    the way of (`--out notes.txt/run`, or a file named `checkpoints`), or that its nearest folder that
-    exists cannot hold (`--out /proc/run`, a read-only disk): a folder made there and removed says."""
-    for place in (Path(folder), *Path(folder).parents):
-        if place.is_symlink() and not place.exists():  # a loop of links, or one whose target is gone
-            raise CharLMError(
-                f"{place} is a symbolic link that leads to no folder (its target is missing, or the links loop); "
-                f"create its target, remove the link, or write the run elsewhere ({said('out')})"
-            )
-        if place.exists() or place.is_symlink():
-            if not place.is_dir():
-                where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
-                raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
-            try:  # as make_folder would fail, before it has to
-                probe_new_files(place)
-            except OSError as e:
-                raise files.cannot_write(folder, e, "the run folder") from None
-            return
-
-
-def probe_new_files(place: Path) -> None:
-    """Raise the OSError of a folder that takes no new files (chmod a-w, a read-only mount, /proc): a folder
-    is made there and removed, as `.probe.tmp-PID-START` (one a run killed here left, the next removes)."""
-    probe = Path(place) / "probe"
-    files.remove_leftovers(probe, unnamed_folders=True)  # and an old `.probe.tmp-RANDOM`
-    try:
-        os.mkdir(made := files.temporary(probe))
-        os.rmdir(made)
-    except FileExistsError:  # this process's own, another thread's probing now: the place can hold one
-        pass
-
-
-def check_resumable(run_dir: Path) -> None:
-    """Refuse, in one line and before a resume says or prepares anything, a run folder it cannot write as
-    it means to: one that takes no new files (chmod a-w), whose `.lock` was refused only after the run said
-    it resumed; a checkpoint or run.json its owner write-protected (chmod a-w: "keep this"), which the
-    resume's renames would replace all the same, a rename ignoring the file's own permissions (`sample
-    --output` refuses such a file too); or a write-protected metrics.jsonl or `.lock`, which it writes into
-    (a warning once it trained, its rows lost; an error after its start line)."""
-    try:
-        probe_new_files(run_dir)
-    except OSError as e:
-        writable = (
-            "it is on a read-only file system, where no chmod helps: copy"
-            if e.errno == errno.EROFS
-            else f"make it writable (chmod u+w {typed(run_dir)}), or copy"
-        )
-        raise CharLMError(
-            f"{run_dir}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and a resume "
-            f"writes its checkpoints there; {writable} the run to a writable folder and resume the copy"
-        ) from None
-    for name in (LATEST, BEST, RUN_INFO, METRICS, LOCK):
-        path = Path(run_dir) / name
-        if path.is_file() and not os.access(path, os.W_OK):
-            done = "would replace it" if name in (LATEST, BEST, RUN_INFO) else "writes to it"
-            raise CharLMError(
-                f"{path}: is write-protected, and resuming the run {done}; make it writable (chmod u+w "
-                f"{typed(path)}) to go on with the run, or start a new run from this one ({said('init_from', run_dir)})"
-            )
-
-
 def make_folder(folder: Path) -> None:
     """`mkdir -p folder`; a file in the way, a folder not writable or a full disk is one line naming it."""
     try:
@@ -340,165 +278,15 @@ def make_folder(folder: Path) -> None:
         raise files.cannot_write(folder, e, "the run folder") from None
 
 
-class RunLock:
-    """One training process per run folder: an OS lock (flock, through filelock) on `.lock`.
-
-    Taking it is one atomic step, so of several processes starting at once exactly one wins; the OS
-    drops it when its owner dies (killed, crashed, machine rebooted), so a dead run's folder is taken
-    over. `.lock.pid` names the owner for the message the others get (filelock may truncate `.lock`).
-    On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
-    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken (Windows refuses to
-    delete a file held open: there filelock deletes it after the unlock).
-
-    A lock on a file that was deleted (the run folder removed mid-run) guards nothing: another process
-    may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
-    then leaves the files alone, as they may be the new owner's."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / LOCK
-        self.pid_path = Path(run_dir) / LOCK_PID
-        self.lock = filelock.FileLock(self.path, timeout=0)
-        self.identity: tuple[int, int] | None = None  # (device, inode) of the .lock we hold
-        self.folder_fd: int | None = None  # the run folder, held open to tell where it went if moved
-
-    def __enter__(self) -> None:
-        make_folder(self.path.parent)
-        try:
-            self.lock.acquire()
-        except filelock.Timeout:
-            owner = self.owner_named()
-            if owner == os.getpid():  # not a process to stop: the caller's own
-                raise CharLMError(
-                    f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
-                    f"wait for that call to return, or train into another folder ({said('out', metavar='FOLDER')})"
-                ) from None
-            who = f"process {owner}" if owner is not None else "another process"
-            raise CharLMError(
-                f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
-            ) from None
-        except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
-            e = files.lock_named(e, self.lock)
-            if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
-                raise files.cannot_write(self.path, e) from None
-            raise files.cannot_lock(
-                self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"
-            ) from None
-        scratch = self.pid_path.with_name(".lock.pid.tmp")
-        try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
-            scratch.write_text(f"{files.process_name()}\n", encoding="ascii")
-            files.replace(scratch, self.pid_path)
-        except OSError:
-            scratch.unlink(missing_ok=True)
-        self.identity = self.file_identity()
-        self.remove_leftovers()
-        try:
-            self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
-        except OSError:
-            self.folder_fd = None
-
-    def remove_leftovers(self) -> None:
-        """The checkpoints' temporary files that processes killed mid-write left (`files.remove_leftovers`):
-        one a kill, each a checkpoint's size, they would fill the disk of a run killed and resumed often. Only
-        the lock's owner writes checkpoints, so none is being written."""
-        for name in (LATEST, BEST):
-            for path in (self.path.parent / name, pending(self.path.parent / name)):
-                files.remove_leftovers(path, sole_writer=True)
-
-    def __exit__(self, *exc) -> None:
-        if self.lost() is None:  # else the files there, if any, are another process's
-            # best effort: a folder made read-only mid-run keeps them (the next owner replaces .lock.pid), and
-            # the run's own error (a checkpoint it could not write) is the one to say; Windows refuses
-            # to delete .lock while open, and filelock deletes it once unlocked
-            for path in (self.pid_path, self.path):
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
-        self.lock.release()
-        self.identity = None
-        if self.folder_fd is not None:
-            os.close(self.folder_fd)
-            self.folder_fd = None
-
-    def file_identity(self) -> tuple[int, int] | None:
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return None
-        return stat.st_dev, stat.st_ino
-
-    def lost(self) -> str | None:
-        """Why the lock no longer guards the run folder (it or `.lock` was removed or replaced), or None."""
-        if self.identity is None:
-            return None  # not taken
-        if not self.path.parent.is_dir():
-            if self.folder_now() is None:  # the OS does not say where the folder is
-                return (
-                    f"the run folder {self.path.parent} was moved or removed (one moved resumes where it is "
-                    f"now: {call('train', said('resume', metavar='FOLDER'))})"
-                )
-            moved = self.moved_to()
-            return f"the run folder {self.path.parent} was {'removed' if moved is None else f'moved to {moved}'}"
-        if self.file_identity() != self.identity:
-            return f"{self.path} was removed or replaced, so another process may train in {self.path.parent}"
-        return None
-
-    def moved_to(self) -> Path | None:
-        """Where the run folder is now if it was moved (not removed) while held, where the OS says."""
-        now = self.folder_now()
-        return now if now is not None and now.is_dir() and now != self.path.parent.resolve() else None
-
-    def folder_now(self) -> Path | None:
-        """The path of the run folder held open, as the OS says it now (a removed one's may be anything
-        but a folder), or None where it cannot say: no folder held (Windows refuses to open one), or no
-        way to ask (neither /proc nor F_GETPATH, e.g. FreeBSD)."""
-        return None if self.folder_fd is None else open_path(self.folder_fd)
-
-    def check(self, step: int) -> None:
-        """Refuse to write anything more once the lock is `lost`."""
-        if reason := self.lost():
-            raise CharLMError(stopped_message(reason, step, self.moved_to()))
-
-    def owner_named(self) -> int | None:
-        """`live_owner`, waiting up to OWNER_NAMED_WITHIN for it: a process that took the lock a moment ago
-        names itself just after (`__enter__`), and two runs started at once meet in that moment."""
-        deadline = time.monotonic() + OWNER_NAMED_WITHIN
-        while (owner := self.live_owner()) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return owner
-
-    def live_owner(self) -> int | None:
-        """The PID of the last owner, if it still runs: `.lock.pid` names it as files name their process
-        (`files.process_name`: `PID-START` where the OS says when it started, else `PID`), so that a
-        process the OS gave the PID of a killed owner is not taken for it."""
-        try:
-            name = self.pid_path.read_text(encoding="ascii").strip()
-        except (OSError, ValueError):  # gone, or not ASCII (UnicodeDecodeError): names no process
-            return None
-        return int(name.partition("-")[0]) if files.named_process_alive(name) else None
-
-
-def open_path(fd: int) -> Path | None:
-    """Where the file or folder open as `fd` is now: Linux's /proc/self/fd link (a removed one reads
-    "PATH (deleted)"), macOS's fcntl F_GETPATH (fcntl(2): the path, into a buffer of MAXPATHLEN bytes);
-    None where the OS does not say."""
+def lock_owner(run_dir: Path) -> int | None:
+    """The PID of the last owner of `run_dir`'s `RunLock`, if it still runs: `.lock.pid` names it as files
+    name their process (`files.process_name`: `PID-START` where the OS says when it started, else `PID`), so
+    that a process the OS gave the PID of a killed owner is not taken for it."""
     try:
-        if sys.platform == "darwin":
-            import fcntl  # POSIX only
-
-            return Path(os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(MAXPATHLEN)).partition(b"\0")[0]))
-        return Path(os.readlink(f"/proc/self/fd/{fd}"))
-    except (OSError, AttributeError):
+        name = (Path(run_dir) / LOCK_PID).read_text(encoding="ascii").strip()
+    except (OSError, ValueError):  # gone, or not ASCII (UnicodeDecodeError): names no process
         return None
-
-
-def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str:
-    """What a run that lost its folder says as it stops (`RunLock.lost` gives the reason): a folder
-    moved elsewhere still holds its checkpoints, and resumes where it is now."""
-    what_to_do = (
-        f"start a new run, or train into another {said('out')}"
-        if moved_to is None
-        else f"resume it from its last checkpoint with {resume_command(moved_to)}"
-    )
-    return f"{reason} while training; training stopped at step {step:,} without writing anything more ({what_to_do})"
+    return int(name.partition("-")[0]) if files.named_process_alive(name) else None
 
 
 def resume_command(folder: str | Path, *options: str) -> str:
@@ -596,11 +384,11 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
 
 
 def training_now(run_dir: Path) -> int | None:
-    """The PID of the live process whose `RunLock` holds `run_dir` (a run training now), or None: none
+    """The PID of the live process whose `run_lock.RunLock` holds `run_dir` (a run training now), or None: none
     holds it, or its owner died (a killed run leaves its lock files)."""
     if not (Path(run_dir) / LOCK).exists():
         return None
-    return RunLock(run_dir).live_owner()
+    return lock_owner(run_dir)
 
 
 def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
@@ -801,18 +589,6 @@ def read_run_info(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) else None
-
-
-def check_run_info_readable(run_dir: Path) -> None:
-    """Refuse, in one line, a run.json that is there but cannot be read (chmod a-r): a resume rewrites it
-    from what it read, and one read as missing is replaced without the run's reasons."""
-    path = Path(run_dir) / RUN_INFO
-    try:
-        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))  # a named pipe: no wait for a writer
-    except PermissionError as e:
-        raise files.cannot_read(path, e) from None
-    except OSError:  # missing, or what `read_run_info` reads as none: nothing readable to lose
-        pass
 
 
 def read_reasons(run_dir: Path) -> dict:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import files, finetune, runs, threads, train_state
+from . import files, finetune, run_lock, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
 from .config import Config
@@ -81,7 +81,7 @@ class Trainer:
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
         self.probe_check: tuple[float, float, int] | None = None  # (when, elapsed and tokens at the start)
         self.reporter: Reporter | SilentReporter = SilentReporter()
-        self.lock: runs.RunLock | None = None  # rank 0's lock on the run folder, while it trains
+        self.lock: run_lock.RunLock | None = None  # rank 0's lock on the run folder, while it trains
 
     @property
     def progress(self) -> Progress:
@@ -180,7 +180,7 @@ class Trainer:
         checkpoint."""
         if runs.claimed(self.run_dir):  # a new run's default folder: under its name only now, with run.json in it
             runs.move_into_place(self.run_dir, self.run_info())
-        self.lock = runs.RunLock(self.run_dir)
+        self.lock = run_lock.RunLock(self.run_dir)
         stack.enter_context(self.lock)
         self.check_not_overtaken()
         runs.write_run_info(self.run_dir, self.run_info())
@@ -406,7 +406,7 @@ class Trainer:
         if gone:
             moved_to = self.lock.moved_to() if self.lock else None
             raise CharLMError(
-                runs.stopped_message(lost or "rank 0's run folder was removed", self.progress.step, moved_to)
+                run_lock.stopped_message(lost or "rank 0's run folder was removed", self.progress.step, moved_to)
             )
         if failed:
             error = error or "rank 0 could not write the checkpoint"

@@ -1,11 +1,11 @@
 """One contender of test_runs' lock race, in a module of its own: a spawned process imports only this
-and charlm.runs (under a second), not the test module with its conftest and torch (seconds each)."""
+and charlm.run_lock (under a second), not the test module with its conftest and torch (seconds each)."""
 
 import os
 import time
 from pathlib import Path
 
-from charlm import runs
+from charlm import run_lock
 from charlm.errors import CharLMError
 
 HOLD_SECONDS, TRIAL_SECONDS = 0.06, 0.08  # contenders start together: each tries within the hold (ms apart)
@@ -22,7 +22,7 @@ def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:
         begin = start_time.value + i * TRIAL_SECONDS
         time.sleep(max(0.0, begin - time.monotonic()))
         try:
-            with runs.RunLock(Path(folder)):
+            with run_lock.RunLock(Path(folder)):
                 began = time.monotonic()
                 time.sleep(HOLD_SECONDS)
                 held.append(f"{folder} {began} {time.monotonic()}")

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import CharLM, api, batches, runs, scoring, threads, tracing, train_state
+from charlm import CharLM, api, batches, run_lock, runs, scoring, threads, tracing, train_state
 from charlm.api import lists_options
 from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
@@ -401,7 +401,7 @@ def changed_since(fox: Path, _: object) -> None:
 
 def lost_unseen(fox: Path) -> None:
     """A run folder removed while held, where the OS cannot say where it went."""
-    lock = runs.RunLock(Path("checkpoints/held"))
+    lock = run_lock.RunLock(Path("checkpoints/held"))
     with lock:
         shutil.rmtree("checkpoints/held")
         os.close(lock.folder_fd)
@@ -545,7 +545,7 @@ RUN_NAMES = {
         "(start a new run, or train into another out)",
     ),
     "a folder moved": (
-        lambda fox, _: runs.stopped_message("moved", 5, Path("elsewhere")),
+        lambda fox, _: run_lock.stopped_message("moved", 5, Path("elsewhere")),
         "(resume it from its last checkpoint with charlm.train(resume='elsewhere'))",
     ),
     "a machine busier than probed": (

@@ -123,13 +123,13 @@ def test_a_corpus_named_in_bytes_that_are_not_utf8_exports_and_inspects(tmp_path
 def test_a_corpus_named_near_the_filesystem_limit_trains_under_a_run_name_that_fits(tmp_path):
     """A corpus file named near the filesystem's limit (255 bytes) gave a run folder name past it:
     'cannot write the run folder (File name too long)'; the run's name is cut so that the folder its claim
-    is made in fits too (runs.default_run_folder, runs.claim_being_made), and no claim is left beside it."""
+    is made in fits too (runs.default_run_folder, runs.longest_claim_name), and no claim is left beside it."""
     corpus_file = tmp_path / f"{'x' * 245}.txt"
     corpus_file.write_text("the quick brown fox jumps over the lazy dog\n" * 60, encoding="utf-8")
     result = cli("train", str(corpus_file), *TINY_ARGS, "--max-steps", "2")
     assert result.exit_code == 0, result.output
     (run,) = (tmp_path / "checkpoints").iterdir()
-    assert len(runs.claim_being_made(run.name)) <= 255 and run.name.startswith("x" * 190)
+    assert len(runs.longest_claim_name(run.name)) <= 255 and run.name.startswith("x" * 190)
 
 
 def test_a_corpus_file_named_with_a_line_break_is_named_on_one_line_wherever_it_is_shown(tmp_path):

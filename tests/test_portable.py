@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, runs, scoring, train_state
+from charlm import api, checkpoint, checkpoint_file, run_lock, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
 from charlm.errors import CharLMError
@@ -188,7 +188,7 @@ def test_a_corpus_is_prepared_and_trained_on_under_windows_file_rules(fox_file, 
     lock deleted .lock while holding it open: every run ended in 'Permission denied', its lock held."""
     charlm.train(fox_file, out="run", **tiny)
     assert runs.resolve("run").is_file()
-    with runs.RunLock(Path("checkpoints/run")):  # the lock was released: it can be taken again
+    with run_lock.RunLock(Path("checkpoints/run")):  # the lock was released: it can be taken again
         pass
 
 
@@ -245,8 +245,11 @@ def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, 
     sent = []
     monkeypatch.setattr(runs.os, "kill", lambda pid, signum: sent.append((pid, signum)))
     monkeypatch.setattr(runs.sys, "platform", "win32")
-    with runs.RunLock(tmp_path / "run"), pytest.raises(CharLMError, match="in use by another thread of this process"):
-        runs.RunLock(tmp_path / "run").__enter__()  # the owner, named as this process's own
+    with (
+        run_lock.RunLock(tmp_path / "run"),
+        pytest.raises(CharLMError, match="in use by another thread of this process"),
+    ):
+        run_lock.RunLock(tmp_path / "run").__enter__()  # the owner, named as this process's own
     assert sent == []
 
 
@@ -280,7 +283,7 @@ def test_a_run_folder_moved_on_macos_says_where_it_is_now(tmp_path, monkeypatch,
     monkeypatch.setattr(fcntl, "F_GETPATH", 50, raising=False)
     monkeypatch.setattr(fcntl, "fcntl", fcntl_as_macos)
     monkeypatch.setattr(sys, "platform", "darwin")
-    lock = runs.RunLock(tmp_path / "run")
+    lock = run_lock.RunLock(tmp_path / "run")
     with lock:
         os.rename(tmp_path / "run", tmp_path / "moved")
         assert lock.lost() == f"the run folder {tmp_path / 'run'} was moved to {tmp_path / 'moved'}"
@@ -291,7 +294,7 @@ def test_a_run_folder_moved_where_the_os_does_not_say_where_is_not_called_remove
     """Where the OS does not say where a folder held open is now (FreeBSD without /proc; Windows, which
     does not open folders), a moved run folder was said to be removed, with no word of resuming it."""
     monkeypatch.setattr(sys, "platform", "freebsd14")
-    lock = runs.RunLock(tmp_path / "run")
+    lock = run_lock.RunLock(tmp_path / "run")
     with lock:
         os.rename(tmp_path / "run", tmp_path / "moved")
         assert lock.lost().startswith(f"the run folder {tmp_path / 'run'} was moved or removed (one moved resumes")

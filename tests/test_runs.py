@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, runs, runtext, sizing, tables, train_state
+from charlm import api, files, run_lock, runs, runtext, sizing, tables, train_state, write_checks
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -258,12 +258,12 @@ def test_a_resume_on_a_read_only_file_system_says_so_not_to_chmod(tmp_path, monk
     def read_only(place: Path) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(place / "probe"))
 
-    monkeypatch.setattr(runs, "probe_new_files", read_only)
+    monkeypatch.setattr(write_checks, "probe_new_files", read_only)
     told = "writes its checkpoints there; it is on a read-only file system, where no chmod helps: copy the run to a"
     with pytest.raises(
         CharLMError, match=f"^{re.escape(str(tmp_path))}: .*{told} writable folder and resume the copy$"
     ):
-        runs.check_resumable(tmp_path)
+        write_checks.check_resumable(tmp_path)
 
 
 def test_a_run_json_a_full_disk_refused_is_a_warning_saying_what_to_do(tmp_path, capsys):
@@ -382,7 +382,7 @@ def test_second_training_into_one_folder_is_refused_and_a_dead_owner_is_taken_ov
 def lock_holder(folder: Path) -> subprocess.Popen:
     """A process that holds `folder`'s RunLock until it is killed (or its standard input ends)."""
     return subprocess.Popen(
-        [sys.executable, "-c", f"from charlm.runs import RunLock\nwith RunLock({str(folder)!r}): input()"],
+        [sys.executable, "-c", f"from charlm.run_lock import RunLock\nwith RunLock({str(folder)!r}): input()"],
         stdin=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -410,7 +410,7 @@ def test_a_run_another_thread_of_the_process_trains_is_refused_naming_the_thread
     folder, held, done = Path("checkpoints/run"), threading.Event(), threading.Event()
 
     def hold() -> None:
-        with runs.RunLock(folder):
+        with run_lock.RunLock(folder):
             held.set()
             done.wait(timeout=60)
 
@@ -438,7 +438,7 @@ def test_a_run_folder_made_read_only_mid_run_keeps_the_runs_error_and_frees_its_
 
     def train_into_a_folder_made_read_only() -> tuple[str, bool]:
         try:
-            with runs.RunLock(folder):
+            with run_lock.RunLock(folder):
                 folder.chmod(0o555)
                 raise CharLMError("could not write checkpoint")
         except Exception as e:  # noqa: BLE001  (which one reached the caller is the point)
@@ -462,7 +462,7 @@ def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monke
     test_two_resumes_on_a_moved_corpus_at_once_one_trains_while_eval_and_runs_read_the_run on a loaded
     machine). Here the owner takes the lock and names itself 0.3 s later: the refusal names it. The
     refusal waits for the name as long as a loaded machine may take to write it (a wait met returns)."""
-    monkeypatch.setattr(runs, "OWNER_NAMED_WITHIN", 30.0)
+    monkeypatch.setattr(run_lock, "OWNER_NAMED_WITHIN", 30.0)
     folder = tmp_path / "run"
     folder.mkdir()
     takes_then_names = (
@@ -475,7 +475,7 @@ def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monke
     owner = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert owner.stdout.readline() == "held\n"
-        with pytest.raises(CharLMError, match=f"in use by process {owner.pid} "), runs.RunLock(folder):
+        with pytest.raises(CharLMError, match=f"in use by process {owner.pid} "), run_lock.RunLock(folder):
             pass
     finally:
         owner.kill()
@@ -681,9 +681,11 @@ def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
     assert sorted(Path("checkpoints").iterdir()) == sorted(runs.claim_of(folder) for folder in claims)
 
 
-# In a process of its own: `runs.check_can_make`, stalled (to be killed) the moment it made its write probe.
-PROBE_STALLED_AT_MKDIR = CLAIM_STALLED_AT_MKDIR.replace('".claim"', '".probe"').replace(
-    'runs.claim_run_folder("fox")', 'runs.check_can_make(pathlib.Path("checkpoints"))'
+# In a process of its own: `write_checks.check_can_make`, stalled (to be killed) the moment it made its write probe.
+PROBE_STALLED_AT_MKDIR = (
+    CLAIM_STALLED_AT_MKDIR.replace('".claim"', '".probe"')
+    .replace('runs.claim_run_folder("fox")', 'write_checks.check_can_make(pathlib.Path("checkpoints"))')
+    .replace("from charlm import runs", "from charlm import write_checks")
 )
 
 
@@ -697,7 +699,7 @@ def test_a_write_probe_a_killed_run_left_is_removed_by_the_next_run_and_a_live_o
     try:
         live = Path.cwd() / f".probe.tmp-{files._process_name(running.pid)}"
         live.mkdir()
-        runs.check_can_make(Path("checkpoints"))
+        write_checks.check_can_make(Path("checkpoints"))
         assert list(Path.cwd().glob(".probe*")) == [live]
     finally:
         running.kill()
@@ -715,7 +717,7 @@ def test_an_old_write_probe_named_by_no_process_is_removed_once_stale_and_a_fres
     an_hour_ago = time.time() - 3700
     for folder in (old, holding):
         os.utime(folder, (an_hour_ago, an_hour_ago))
-    runs.check_can_make(tmp_path / "checkpoints")
+    write_checks.check_can_make(tmp_path / "checkpoints")
     assert sorted(tmp_path.glob(".probe*")) == sorted([fresh, holding])
 
 
@@ -964,7 +966,7 @@ def test_the_temporary_files_of_writers_killed_mid_write_go_when_the_run_is_take
         killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(folder / name)], check=False)
         assert killed.returncode == -signal.SIGKILL
     assert len(list(folder.glob(".*.pt.tmp-*"))) == 3  # the second write of latest.pt removed the first's
-    with runs.RunLock(folder):
+    with run_lock.RunLock(folder):
         assert sorted(p.name for p in folder.iterdir()) == [".lock", ".lock.pid", ".notes.tmp-1", runs.LATEST]
     assert (folder / runs.LATEST).read_bytes() == b"the last checkpoint"
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, files, runs, tokens, train_state, trainer
+from charlm import api, checkpoint, checkpoint_file, files, run_lock, runs, tokens, train_state, trainer
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
@@ -1154,7 +1154,7 @@ def test_a_run_whose_folder_is_removed_leaves_the_lock_of_the_process_that_took_
     try:
         wait_for(folder / "metrics.jsonl")  # the row after the first checkpoint: A trains on to the next
         subprocess.run(["rm", "-rf", str(folder)], check=True)
-        with runs.RunLock(folder):
+        with run_lock.RunLock(folder):
             (folder / "metrics.jsonl").write_text("theirs\n")
             _, errors = first.communicate(timeout=60)
             assert first.returncode == 1 and "Traceback" not in errors

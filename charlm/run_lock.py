@@ -1,0 +1,177 @@
+"""One training process per run folder: the lock (`RunLock`) a run takes on its folder's `.lock`, and what
+a run that lost it (its folder moved or removed mid-run) says as it stops."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import filelock
+
+from . import files
+from .errors import CharLMError
+from .fields import call, said
+from .runs import BEST, LATEST, LOCK, LOCK_PID, lock_owner, make_folder, pending, resume_command
+
+OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
+MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
+
+
+class RunLock:
+    """One training process per run folder: an OS lock (flock, through filelock) on `.lock`.
+
+    Taking it is one atomic step, so of several processes starting at once exactly one wins; the OS
+    drops it when its owner dies (killed, crashed, machine rebooted), so a dead run's folder is taken
+    over. `.lock.pid` names the owner for the message the others get (filelock may truncate `.lock`).
+    On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
+    its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken (Windows refuses to
+    delete a file held open: there filelock deletes it after the unlock).
+
+    A lock on a file that was deleted (the run folder removed mid-run) guards nothing: another process
+    may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
+    then leaves the files alone, as they may be the new owner's."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK
+        self.pid_path = Path(run_dir) / LOCK_PID
+        self.lock = filelock.FileLock(self.path, timeout=0)
+        self.identity: tuple[int, int] | None = None  # (device, inode) of the .lock we hold
+        self.folder_fd: int | None = None  # the run folder, held open to tell where it went if moved
+
+    def __enter__(self) -> None:
+        make_folder(self.path.parent)
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            owner = self.owner_named()
+            if owner == os.getpid():  # not a process to stop: the caller's own
+                raise CharLMError(
+                    f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
+                    f"wait for that call to return, or train into another folder ({said('out', metavar='FOLDER')})"
+                ) from None
+            who = f"process {owner}" if owner is not None else "another process"
+            raise CharLMError(
+                f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
+            ) from None
+        except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            e = files.lock_named(e, self.lock)
+            if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+                raise files.cannot_write(self.path, e) from None
+            raise files.cannot_lock(
+                self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"
+            ) from None
+        scratch = self.pid_path.with_name(".lock.pid.tmp")
+        try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
+            scratch.write_text(f"{files.process_name()}\n", encoding="ascii")
+            files.replace(scratch, self.pid_path)
+        except OSError:
+            scratch.unlink(missing_ok=True)
+        self.identity = self.file_identity()
+        self.remove_leftovers()
+        try:
+            self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
+        except OSError:
+            self.folder_fd = None
+
+    def remove_leftovers(self) -> None:
+        """The checkpoints' temporary files that processes killed mid-write left (`files.remove_leftovers`):
+        one a kill, each a checkpoint's size, they would fill the disk of a run killed and resumed often. Only
+        the lock's owner writes checkpoints, so none is being written."""
+        for name in (LATEST, BEST):
+            for path in (self.path.parent / name, pending(self.path.parent / name)):
+                files.remove_leftovers(path, sole_writer=True)
+
+    def __exit__(self, *exc) -> None:
+        if self.lost() is None:  # else the files there, if any, are another process's
+            # best effort: a folder made read-only mid-run keeps them (the next owner replaces .lock.pid), and
+            # the run's own error (a checkpoint it could not write) is the one to say; Windows refuses
+            # to delete .lock while open, and filelock deletes it once unlocked
+            for path in (self.pid_path, self.path):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+        self.lock.release()
+        self.identity = None
+        if self.folder_fd is not None:
+            os.close(self.folder_fd)
+            self.folder_fd = None
+
+    def file_identity(self) -> tuple[int, int] | None:
+        """Which file `.lock` is now, (device, inode), or None where none is there: one that differs from
+        the `identity` taken was removed or replaced (`lost`)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def lost(self) -> str | None:
+        """Why the lock no longer guards the run folder (it or `.lock` was removed or replaced), or None."""
+        if self.identity is None:
+            return None  # not taken
+        if not self.path.parent.is_dir():
+            if self.folder_now() is None:  # the OS does not say where the folder is
+                return (
+                    f"the run folder {self.path.parent} was moved or removed (one moved resumes where it is "
+                    f"now: {call('train', said('resume', metavar='FOLDER'))})"
+                )
+            moved = self.moved_to()
+            return f"the run folder {self.path.parent} was {'removed' if moved is None else f'moved to {moved}'}"
+        if self.file_identity() != self.identity:
+            return f"{self.path} was removed or replaced, so another process may train in {self.path.parent}"
+        return None
+
+    def moved_to(self) -> Path | None:
+        """Where the run folder is now if it was moved (not removed) while held, where the OS says."""
+        now = self.folder_now()
+        return now if now is not None and now.is_dir() and now != self.path.parent.resolve() else None
+
+    def folder_now(self) -> Path | None:
+        """The path of the run folder held open, as the OS says it now (a removed one's may be anything
+        but a folder), or None where it cannot say: no folder held (Windows refuses to open one), or no
+        way to ask (neither /proc nor F_GETPATH, e.g. FreeBSD)."""
+        return None if self.folder_fd is None else open_path(self.folder_fd)
+
+    def check(self, step: int) -> None:
+        """Refuse to write anything more once the lock is `lost`."""
+        if reason := self.lost():
+            raise CharLMError(stopped_message(reason, step, self.moved_to()))
+
+    def owner_named(self) -> int | None:
+        """`live_owner`, waiting up to OWNER_NAMED_WITHIN for it: a process that took the lock a moment ago
+        names itself just after (`__enter__`), and two runs started at once meet in that moment."""
+        deadline = time.monotonic() + OWNER_NAMED_WITHIN
+        while (owner := self.live_owner()) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return owner
+
+    def live_owner(self) -> int | None:
+        """The PID of the last owner, if it still runs (`lock_owner`)."""
+        return lock_owner(self.path.parent)
+
+
+def open_path(fd: int) -> Path | None:
+    """Where the file or folder open as `fd` is now: Linux's /proc/self/fd link (a removed one reads
+    "PATH (deleted)"), macOS's fcntl F_GETPATH (fcntl(2): the path, into a buffer of MAXPATHLEN bytes);
+    None where the OS does not say."""
+    try:
+        if sys.platform == "darwin":
+            import fcntl  # POSIX only
+
+            return Path(os.fsdecode(fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(MAXPATHLEN)).partition(b"\0")[0]))
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except (OSError, AttributeError):
+        return None
+
+
+def stopped_message(reason: str, step: int, moved_to: Path | None = None) -> str:
+    """What a run that lost its folder says as it stops (`RunLock.lost` gives the reason): a folder
+    moved elsewhere still holds its checkpoints, and resumes where it is now."""
+    what_to_do = (
+        f"start a new run, or train into another {said('out')}"
+        if moved_to is None
+        else f"resume it from its last checkpoint with {resume_command(moved_to)}"
+    )
+    return f"{reason} while training; training stopped at step {step:,} without writing anything more ({what_to_do})"
