@@ -13,7 +13,7 @@ import filelock
 
 from . import files
 from .errors import CharLMError
-from .fields import call, said
+from .fields import call, said, together
 from .runs import BEST, LATEST, LOCK, LOCK_PID, lock_owner, make_folder, pending, resume_command
 
 OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
@@ -34,8 +34,9 @@ class RunLock:
     may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
     then leaves the files alone, as they may be the new owner's."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, resuming: bool = False):
         self.path = Path(run_dir) / LOCK
+        self.resuming = resuming  # a resume's refusal by another thread says what a resume can do instead
         self.pid_path = Path(run_dir) / LOCK_PID
         self.lock = filelock.FileLock(self.path, timeout=0)
         self.identity: tuple[int, int] | None = None  # (device, inode) of the .lock we hold
@@ -50,7 +51,7 @@ class RunLock:
             if owner == os.getpid():  # not a process to stop: the caller's own
                 raise CharLMError(
                     f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
-                    f"wait for that call to return, or train into another folder ({said('out', metavar='FOLDER')})"
+                    f"wait for that call to return, or {self.elsewhere()}"
                 ) from None
             who = f"process {owner}" if owner is not None else "another process"
             raise CharLMError(
@@ -75,6 +76,14 @@ class RunLock:
             self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:
             self.folder_fd = None
+
+    def elsewhere(self) -> str:
+        """What a run refused the folder can do instead of waiting: a new run trains into another folder;
+        a resume, which `out` refuses, starts a new run from this run's weights there."""
+        folder = said("out", metavar="FOLDER")
+        if not self.resuming:
+            return f"train into another folder ({folder})"
+        return f"start a new run from its weights ({together(said('init_from', self.path.parent), folder)})"
 
     def remove_leftovers(self) -> None:
         """The checkpoints' temporary files that processes killed mid-write left (`files.remove_leftovers`):

@@ -180,7 +180,7 @@ class Trainer:
         checkpoint."""
         if runs.claimed(self.run_dir):  # a new run's default folder: under its name only now, with run.json in it
             runs.move_into_place(self.run_dir, self.run_info())
-        self.lock = run_lock.RunLock(self.run_dir)
+        self.lock = run_lock.RunLock(self.run_dir, resuming=self.saved_step is not None)
         stack.enter_context(self.lock)
         self.check_not_overtaken()
         runs.write_run_info(self.run_dir, self.run_info())

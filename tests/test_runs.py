@@ -1411,3 +1411,15 @@ def test_a_lineage_knows_a_folder_met_before_reached_through_a_link(tmp_path):
     (tmp_path / "self-link").symlink_to("self")
     assert runs.lineage(tmp_path / "a") == runs.lineage(tmp_path / "a-link") == "b <- a (cycle)"
     assert runs.lineage(tmp_path / "self") == "self-link (cycle)"
+
+
+def test_two_threads_resuming_one_run_at_once_refuse_one_with_what_a_resume_can_do(fox_file, tiny):
+    """Two threads of one process resuming one run at once (released together): the one refused was told
+    to `train into another folder (out=FOLDER)`, which a resume refuses (`out` names a new run's folder);
+    a run that holds a checkpoint is waited for, or a new run started from its weights."""
+    charlm.train(fox_file, out="run", **tiny)
+    trained, refused = at_once_in_rounds(lambda i: charlm.train(resume="run", max_steps=60, quiet=True), 2, 1)
+    waited_for = f"{Path('checkpoints/run')} is in use by another thread of this process (its charlm.train)"
+    instead = "start a new run from its weights (init_from='checkpoints/run', out=FOLDER)"
+    assert len(trained) == 1 and refused == [f"{waited_for}; wait for that call to return, or {instead}"]
+    assert latest("run").progress.step == 60 and not list(Path("checkpoints/run").glob(".*"))
