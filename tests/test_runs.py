@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, run_lock, runs, runtext, sizing, tables, train_state, write_checks
+from charlm import api, files, run_claim, run_lock, runs, runtext, sizing, tables, train_state, write_checks
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -609,7 +609,7 @@ def test_a_claim_its_run_left_when_killed_is_no_run_and_the_next_run_removes_it(
     dead, live = Path("checkpoints/.fox-20260101-000000.claim"), Path("checkpoints/.fox-20260101-000001.claim")
     for claim, claimer in ((dead, str(dead_pid())), (live, files.process_name())):
         claim.mkdir(parents=True)
-        (claim / runs.CLAIMER).write_text(claimer)
+        (claim / run_claim.CLAIMER).write_text(claimer)
         (claim / runs.RUN_INFO).write_text(json.dumps({"corpus": "fox", "config": {}}))
     assert [line.split()[0] for line in cli("runs").output.splitlines()] == ["run", "before"]
     assert cli("train", "--resume", "--max-steps", "3", "--quiet").exit_code == 0
@@ -631,10 +631,10 @@ def test_an_empty_folder_an_older_charlm_left_is_passed_over_and_kept(fox_file, 
     assert left.is_dir() and len(runs.run_folders()) == 2
 
 
-# In a process of its own: `runs.claim_run_folder`, stalled (to be killed) the moment a folder for its claim is made.
+# In a process of its own: `run_claim.claim_run_folder`, stalled (to be killed) the moment a folder for its claim is made.
 CLAIM_STALLED_AT_MKDIR = """
 import os, pathlib, sys, time
-from charlm import runs
+from charlm import run_claim
 real_mkdir = os.mkdir
 def mkdir(path, *args, **kwargs):
     real_mkdir(path, *args, **kwargs)
@@ -642,7 +642,7 @@ def mkdir(path, *args, **kwargs):
         pathlib.Path(sys.argv[1]).touch()
         time.sleep(60)
 os.mkdir = mkdir
-runs.claim_run_folder("fox")
+run_claim.claim_run_folder("fox")
 """
 
 
@@ -662,9 +662,9 @@ def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp
     claim naming no claimer, which no run removes (one made a moment ago looks the same): 1 in ~25 runs
     killed at random in their first 3 s. The claim appears with its claimer in it, in one rename."""
     kill_when_stalled(CLAIM_STALLED_AT_MKDIR, tmp_path / "stalled")
-    folder = runs.default_run_folder("fox", *runs.claim_run_folder("fox"))
-    assert list(Path("checkpoints").iterdir()) == [runs.claim_of(folder)]
-    assert runs.claimed(folder)
+    folder = runs.default_run_folder("fox", *run_claim.claim_run_folder("fox"))
+    assert list(Path("checkpoints").iterdir()) == [run_claim.claim_of(folder)]
+    assert run_claim.claimed(folder)
 
 
 def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
@@ -674,18 +674,18 @@ def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
     or directory)` (about half of the 40 claims here). Real threads claim at once, 8 at a time, in rounds."""
     threads, rounds = 8, 5
     claims, errors = at_once_in_rounds(
-        lambda _: runs.default_run_folder("fox", *runs.claim_run_folder("fox")), threads, rounds
+        lambda _: runs.default_run_folder("fox", *run_claim.claim_run_folder("fox")), threads, rounds
     )
     assert errors == []
-    assert len(set(claims)) == threads * rounds and all(runs.claimed(folder) for folder in claims)
-    assert sorted(Path("checkpoints").iterdir()) == sorted(runs.claim_of(folder) for folder in claims)
+    assert len(set(claims)) == threads * rounds and all(run_claim.claimed(folder) for folder in claims)
+    assert sorted(Path("checkpoints").iterdir()) == sorted(run_claim.claim_of(folder) for folder in claims)
 
 
 # In a process of its own: `write_checks.check_can_make`, stalled (to be killed) the moment it made its write probe.
 PROBE_STALLED_AT_MKDIR = (
     CLAIM_STALLED_AT_MKDIR.replace('".claim"', '".probe"')
-    .replace('runs.claim_run_folder("fox")', 'write_checks.check_can_make(pathlib.Path("checkpoints"))')
-    .replace("from charlm import runs", "from charlm import write_checks")
+    .replace('run_claim.claim_run_folder("fox")', 'write_checks.check_can_make(pathlib.Path("checkpoints"))')
+    .replace("from charlm import run_claim", "from charlm import write_checks")
 )
 
 
