@@ -7,8 +7,8 @@ never the first half of a checkpoint, page or model that a reader (charlm, a bro
 would take for a whole one, and no temporary file. A target that is a symbolic link is written
 through (`written_through`), as `>`, cp and editors write one: the file it names is replaced, the link stays.
 
-A temporary is named by the process that writes it (`process_name`: PID-START), so what a writer killed
-mid-write left is told from a live writer's (`process_alive`) and removed (`remove_leftovers`). Also here:
+A temporary is named by the process that writes it (`processes.process_name`: PID-START), so what a writer
+killed mid-write left is told from a live writer's (`processes.process_alive`) and removed (`remove_leftovers`). Also here:
 a lock taken with a word on stderr while it waits (`take_lock`), JSON a person may have edited read
 safely (`parse_json`, `is_number`), and a path no file can have refused before it is looked up (`unnameable`).
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import filelock
 
+from . import processes
 from .errors import CharLMError, one_line
 from .fields import SHOWN, said
 
@@ -317,13 +317,13 @@ def temporaries_in_turn(paths: Iterable[Path]) -> Iterator[None]:
 def temporary(path: Path) -> Path:
     """Where `replace_files` writes `path` before renaming it into place: hidden, beside it, named by
     this process, so that two writers never share one."""
-    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{process_name()}")
+    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{processes.process_name()}")
 
 
 def remove_leftovers(path: Path, sole_writer: bool = False, unnamed_folders: bool = False) -> None:
     """Remove what writers of `path` killed mid-write (SIGKILL, a power cut) left beside it: their
     temporary files, one per process and each as big as the file (a checkpoint, a page, a model), which
-    nothing else removes. A writer still running keeps its own (`process_alive`), unless the caller is
+    nothing else removes. A writer still running keeps its own (`processes.process_alive`), unless the caller is
     the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell).
     `unnamed_folders`: also an empty folder whose name names no process, once UNNAMED_STALE_SECONDS old
     (the write probes of earlier versions, `.probe.tmp-RANDOM`)."""
@@ -360,80 +360,7 @@ def remove_orphans(leftovers: Iterable[Path], sole_writer: bool = False) -> None
 def owner_alive(leftover: Path) -> bool | None:
     """Whether the process that made the temporary `leftover` (`.NAME.tmp-PID-START`, `temporary`) still
     runs; None: its name names no process."""
-    return named_process_alive(leftover.name.rpartition(OWNER_MARK)[2])
-
-
-def process_name() -> str:
-    """This process as the files it owns name it: `PID`, or `PID-START` where the OS says when it
-    started (`process_started`), so that a process given the PID of a killed one is not taken for it."""
-    return _process_name(os.getpid())
-
-
-@functools.cache  # /proc read once, not for every temporary file; by PID, as a forked child is another process
-def _process_name(pid: int) -> str:
-    started = process_started(pid)
-    return str(pid) if started is None else f"{pid}-{started}"
-
-
-def named_process_alive(name: str) -> bool | None:
-    """Whether the process that `process_name` named `name` still runs; None: `name` names none."""
-    pid, _, started = name.partition("-")
-    if not pid.isdigit() or not (started.isdigit() or not started):
-        return None
-    return process_alive(int(pid), int(started) if started else None)
-
-
-def process_alive(pid: int, started: int | None = None) -> bool:
-    """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
-    Ctrl-C to processes of the console (the training run itself). There every process is taken to live,
-    so what a killed one left stays.
-
-    `started`: when the process meant started (`process_started`, as it recorded it). The OS gives a dead
-    process's PID to the next process it starts: one of that PID that started at another time is not
-    the one meant (a run killed days ago read as still training while an editor held its PID).
-
-    A zombie (dead, its parent has not yet waited for it: right after `kill -9` from a shell) answers
-    os.kill and keeps its PID and start time, yet runs nothing and holds no lock: it is dead here."""
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    stat = process_stat(pid)
-    if stat is None:  # the OS does not say (no /proc: macOS), or the process is gone since
-        return True
-    state, now = stat
-    return state not in DEAD_STATES and (started is None or now is None or now == started)
-
-
-DEAD_STATES = (b"Z", b"X")  # /proc/PID/stat's state of a process that has exited: zombie, dead
-
-
-def process_started(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot (Linux: /proc/PID/stat's 22nd field); None
-    where the OS does not say (no /proc: macOS, Windows) or the process is gone. With the PID it names
-    one process: no two processes of one PID start at the same tick."""
-    stat = process_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def process_stat(pid: int) -> tuple[bytes, int | None] | None:
-    """Process `pid`'s state (/proc/PID/stat's 3rd field: b"R", b"S", b"Z" ...) and start (its 22nd, see
-    `process_started`); None where the OS does not say or the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = stat.rpartition(b")")[2].split()  # after the command's name, which may hold spaces and ")": the 3rd on
-    if not fields:
-        return None
-    try:
-        return fields[0], int(fields[22 - 3])
-    except (ValueError, IndexError):
-        return fields[0], None
+    return processes.named_process_alive(leftover.name.rpartition(OWNER_MARK)[2])
 
 
 def identity(path: Path) -> tuple[int, ...] | None:

@@ -12,12 +12,12 @@ import shutil
 import time
 from pathlib import Path
 
-from . import files
+from . import files, processes
 from .errors import CharLMError
 from .fields import said
 from .runs import CHECKPOINT_ROOT, CLAIM, default_run_folder, make_folder, write_run_info
 
-CLAIMER = ".claimer"  # in a claim: the claiming process (files.process_name), so a dead one's claim is removed
+CLAIMER = ".claimer"  # in a claim: the claiming process (processes.process_name), so a dead one's claim is removed
 
 
 def claim_run_folder(corpus_name: str) -> tuple[float, int]:
@@ -55,7 +55,7 @@ def make_claim(claim: Path) -> bool:
         return False
     renamed = False
     try:
-        (own / CLAIMER).write_text(files.process_name(), encoding="ascii")
+        (own / CLAIMER).write_text(processes.process_name(), encoding="ascii")
         os.rename(own, claim)
         renamed = True
     except OSError as e:
@@ -75,7 +75,7 @@ def claim_of(folder: Path) -> Path:
 def claimed(folder: Path) -> bool:
     """Whether this process claimed `folder` (`claim_run_folder`) and has not moved it into place yet."""
     try:
-        return (claim_of(folder) / CLAIMER).read_text(encoding="ascii") == files.process_name()
+        return (claim_of(folder) / CLAIMER).read_text(encoding="ascii") == processes.process_name()
     except (OSError, ValueError):
         return False
 
@@ -119,5 +119,5 @@ def remove_dead_claims(root: Path) -> None:
             claimer = None
         except (OSError, ValueError):
             continue
-        if claimer is None or files.named_process_alive(claimer) is False:  # holds its claimer, run.json at most
+        if claimer is None or processes.named_process_alive(claimer) is False:  # holds its claimer, run.json at most
             shutil.rmtree(claim, ignore_errors=True)  # another run may be removing it too

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import files, hub
+from . import files, hub, processes
 from .errors import CharLMError, one_line
 from .fields import call, flags_said, said, together
 from .files import NAME_MAX, PATH_MAX, name_bytes
@@ -38,7 +38,7 @@ METRICS = "metrics.jsonl"  # reporting.py writes it, a row per log interval
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # run_lock.RunLock's files
-LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # files.process_name's PID-START at its longest, in a temporary's name
+LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # processes.process_name's PID-START at its longest, in a temporary's name
 DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{LONGEST_PROCESS_NAME}"
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
@@ -175,13 +175,13 @@ def make_folder(folder: Path) -> None:
 
 def lock_owner(run_dir: Path) -> int | None:
     """The PID of the last owner of `run_dir`'s `RunLock`, if it still runs: `.lock.pid` names it as files
-    name their process (`files.process_name`: `PID-START` where the OS says when it started, else `PID`), so
+    name their process (`processes.process_name`: `PID-START` where the OS says when it started, else `PID`), so
     that a process the OS gave the PID of a killed owner is not taken for it."""
     try:
         name = (Path(run_dir) / LOCK_PID).read_text(encoding="ascii").strip()
     except (OSError, ValueError):  # gone, or not ASCII (UnicodeDecodeError): names no process
         return None
-    return int(name.partition("-")[0]) if files.named_process_alive(name) else None
+    return int(name.partition("-")[0]) if processes.named_process_alive(name) else None
 
 
 def resume_command(folder: str | Path, *options: str) -> str:

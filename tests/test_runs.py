@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, run_claim, run_lock, runs, runtext, sizing, tables, train_state, write_checks
+from charlm import api, files, processes, run_claim, run_lock, runs, runtext, sizing, tables, train_state, write_checks
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -466,10 +466,10 @@ def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monke
     folder = tmp_path / "run"
     folder.mkdir()
     takes_then_names = (
-        "import filelock, time\nfrom charlm import files\n"
+        "import filelock, time\nfrom charlm import processes\n"
         f"lock = filelock.FileLock({str(folder / '.lock')!r}, timeout=0); lock.acquire()\n"
         "print('held', flush=True); time.sleep(0.3)\n"
-        f"open({str(folder / '.lock.pid')!r}, 'w').write(files.process_name()); input()"
+        f"open({str(folder / '.lock.pid')!r}, 'w').write(processes.process_name()); input()"
     )
     command = [sys.executable, "-c", takes_then_names]
     owner = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -488,13 +488,13 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
     dead run read as "still training" (`charlm runs`, `charlm sample RUN`, eval, export) for as long as
     that process lived. A process that started at another time than the owner recorded is not the owner;
     a live owner still reads as training. `.lock.pid` names its owner as every file names its process
-    (`files.process_name`, PID-START; it wrote "PID START"), and one of the last release, "PID", is still read."""
+    (`processes.process_name`, PID-START; it wrote "PID START"), and one of the last release, "PID", is still read."""
     folder = tmp_path / "checkpoints/live"
     holder = lock_holder(folder)
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
         wait_for(folder / ".lock.pid")
-        assert (folder / ".lock.pid").read_text() == f"{holder.pid}-{files.process_started(holder.pid)}\n"
+        assert (folder / ".lock.pid").read_text() == f"{holder.pid}-{processes.process_started(holder.pid)}\n"
         assert runs.training_now(folder) == holder.pid
         dead, older = tmp_path / "checkpoints/dead", tmp_path / "checkpoints/older"
         for run, named in ((dead, f"{unrelated.pid}-1"), (older, f"{unrelated.pid}")):
@@ -607,7 +607,7 @@ def test_a_claim_its_run_left_when_killed_is_no_run_and_the_next_run_removes_it(
     --resume goes on with the run before it, and the next run removes it; a live process's claim stays."""
     charlm.train(fox_file, out="before", **{**tiny, "max_steps": 2})
     dead, live = Path("checkpoints/.fox-20260101-000000.claim"), Path("checkpoints/.fox-20260101-000001.claim")
-    for claim, claimer in ((dead, str(dead_pid())), (live, files.process_name())):
+    for claim, claimer in ((dead, str(dead_pid())), (live, processes.process_name())):
         claim.mkdir(parents=True)
         (claim / run_claim.CLAIMER).write_text(claimer)
         (claim / runs.RUN_INFO).write_text(json.dumps({"corpus": "fox", "config": {}}))
@@ -697,7 +697,7 @@ def test_a_write_probe_a_killed_run_left_is_removed_by_the_next_run_and_a_live_o
     assert len(list(Path.cwd().glob(".probe*"))) == 1  # what the killed run left, where checkpoints/ would be made
     running = subprocess.Popen(["sleep", "60"])
     try:
-        live = Path.cwd() / f".probe.tmp-{files._process_name(running.pid)}"
+        live = Path.cwd() / f".probe.tmp-{processes._process_name(running.pid)}"
         live.mkdir()
         write_checks.check_can_make(Path("checkpoints"))
         assert list(Path.cwd().glob(".probe*")) == [live]
