@@ -9,8 +9,8 @@ through (`written_through`), as `>`, cp and editors write one: the file it names
 
 A temporary is named by the process that writes it (`processes.process_name`: PID-START), so what a writer
 killed mid-write left is told from a live writer's (`processes.process_alive`) and removed (`remove_leftovers`). Also here:
-a lock taken with a word on stderr while it waits (`take_lock`), JSON a person may have edited read
-safely (`parse_json`, `is_number`), and a path no file can have refused before it is looked up (`unnameable`).
+a lock taken with a word on stderr while it waits (`take_lock`), and JSON a person may have edited read
+safely (`parse_json`, `is_number`); a path no file can have is refused before it is looked up by path_names.py.
 """
 
 from __future__ import annotations
@@ -33,10 +33,7 @@ import filelock
 
 from . import processes
 from .errors import CharLMError, one_line
-from .fields import SHOWN, said
-
-NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
-PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
+from .fields import said
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
 WINDOWS_IN_USE = (32, 33)  # ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another program has the file open
@@ -419,43 +416,3 @@ def write_files(files: dict[Path, bytes], name: str | Path | None = None) -> Non
         replace_files(files)
     except OSError as e:
         raise cannot_write(name or next(iter(files)), e) from None
-
-
-def name_bytes(name: str) -> int:
-    """A file name's length as file systems count it (ext4, APFS, NTFS: NAME_MAX)."""
-    return len(os.fsencode(name))
-
-
-def check_nameable(path: str | Path) -> None:
-    """Refuse a path no file can have (`unnameable`: a text pasted where a path goes, thousands of
-    characters), shown shortened: looked up, it raised a bare "File name too long" that named no option and
-    echoed all of it. The caller names its option."""
-    if why := unnameable(path):
-        raise CharLMError(f"{SHOWN.repr(os.fspath(path))}: {why}")
-
-
-def fits(name: str, limit: int = NAME_MAX) -> bool:
-    """Whether a file system takes `name` as a file's name (`limit`: PATH_MAX for a path): at most `limit`
-    bytes, and no lone surrogate (JSON's \\ud800, read from a hand-edited file), which no name encodes."""
-    try:
-        return name_bytes(name) <= limit
-    except UnicodeEncodeError:
-        return False
-
-
-def unnameable(path: str | Path) -> str | None:
-    """Why no file can be at `path`, and what to do, or None: a NUL character, a character no name encodes
-    (a lone surrogate), a name in it over NAME_MAX bytes or the whole over PATH_MAX. Path.exists raises for
-    these (ValueError, "File name too long") where it answers False for a name that is not there."""
-    text = os.fspath(path)
-    if "\0" in text:
-        return "a NUL character, which no file name holds; remove it"
-    try:
-        longest, whole = max(map(name_bytes, Path(text).parts), default=0), name_bytes(text)
-    except UnicodeEncodeError:
-        return "a character no file name can be written in (a lone surrogate); remove it"
-    if longest > NAME_MAX:
-        return f"a name of {longest:,} bytes, over the {NAME_MAX} a file name may have; give a shorter one"
-    if whole > PATH_MAX:
-        return f"a path of {whole:,} bytes, over the {PATH_MAX:,} a path may have; give a shorter one"
-    return None

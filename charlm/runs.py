@@ -25,10 +25,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import files, hub, processes
+from . import files, hub, path_names, processes
 from .errors import CharLMError, one_line
 from .fields import call, flags_said, said, together
-from .files import NAME_MAX, PATH_MAX, name_bytes
+from .path_names import NAME_MAX, PATH_MAX, name_bytes
 
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
@@ -228,7 +228,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         return resolve(latest_run(root), prefer, root)
     if not str(target).strip():
         raise CharLMError("the run to use is empty: give a run folder, run name, corpus name or .pt file")
-    files.check_nameable(target)
+    path_names.check_nameable(target)
     path = Path(target)
     if not path.exists() and (root / path).exists():
         path = root / path
@@ -516,7 +516,7 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
     while info is not None and len(names) < MAX_LINEAGE:
         base = info.get("base")
         name, path = (base.get("run"), base.get("path")) if isinstance(base, dict) else (None, None)
-        if not (isinstance(name, str) and name and files.fits(name)):
+        if not (isinstance(name, str) and name and path_names.fits(name)):
             break
         folder = Path(path).parent if isinstance(path, str) and path else None
         config = hub.read_config(folder) if folder is not None and hub.names_weights(path) else None
