@@ -237,7 +237,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         if of_corpus:
             return resolve(newest(of_corpus), prefer, root)
         if live := [run for run in training_folders(root) if corpus_of_run(run) == str(target)]:
-            raise CharLMError(still_training(live[-1], training_now(live[-1])))
+            raise CharLMError(still_training(live[-1], training_pid(live[-1])))
     if path.is_dir():
         check_enterable(path)
         for name in (prefer, LATEST if prefer == BEST else BEST):
@@ -249,7 +249,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             hub.folder_of(misnamed)  # refused: say to rename it
         if run_folders(path):
             raise CharLMError(f"{path} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
-        if (trainer := training_now(path)) is not None:
+        if (trainer := training_pid(path)) is not None:
             raise CharLMError(still_training(path, trainer))
         if (path / RUN_INFO).is_file():  # a run killed before its first checkpoint: nothing to go on from
             raise CharLMError(
@@ -278,7 +278,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     return hub.folder_of(path) / hub.WEIGHTS if hub.names_weights(path) else path
 
 
-def training_now(run_dir: Path) -> int | None:
+def training_pid(run_dir: Path) -> int | None:
     """The PID of the live process whose `run_lock.RunLock` holds `run_dir` (a run training now), or None: none
     holds it, or its owner died (a killed run leaves its lock files)."""
     if not (Path(run_dir) / LOCK).exists():
@@ -288,7 +288,7 @@ def training_now(run_dir: Path) -> int | None:
 
 def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The folders under `root` whose run trains now but holds no checkpoint yet, oldest first."""
-    live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_now(p) is not None]
+    live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_pid(p) is not None]
     return sorted(live, key=lambda run: modified(run / LOCK))
 
 
@@ -405,7 +405,7 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     completion)."""
     runs = run_folders(root)
     if not runs and (live := training_folders(root)):
-        raise CharLMError(still_training(live[-1], training_now(live[-1])))
+        raise CharLMError(still_training(live[-1], training_pid(live[-1])))
     if not runs:
         check_listable(root, where(root))
         raise CharLMError(
@@ -428,7 +428,7 @@ def run_to_resume() -> Path:
     if not started:
         return run
     newer = max(started, key=lambda p: modified(p / RUN_INFO))
-    if (trainer := training_now(newer)) is not None:
+    if (trainer := training_pid(newer)) is not None:
         raise CharLMError(still_training(newer, trainer))
     raise CharLMError(
         f"{newer}: the most recent run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "

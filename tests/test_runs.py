@@ -495,14 +495,14 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
     try:
         wait_for(folder / ".lock.pid")
         assert (folder / ".lock.pid").read_text() == f"{holder.pid}-{processes.process_started(holder.pid)}\n"
-        assert runs.training_now(folder) == holder.pid
+        assert runs.training_pid(folder) == holder.pid
         dead, older = tmp_path / "checkpoints/dead", tmp_path / "checkpoints/older"
         for run, named in ((dead, f"{unrelated.pid}-1"), (older, f"{unrelated.pid}")):
             run.mkdir()
             (run / ".lock").touch()
             (run / ".lock.pid").write_text(f"{named}\n")
-        assert runs.training_now(dead) is None  # its owner started 1 tick after boot: killed, its PID given on
-        assert runs.training_now(older) == unrelated.pid  # no start time to tell: the PID's process is taken for it
+        assert runs.training_pid(dead) is None  # its owner started 1 tick after boot: killed, its PID given on
+        assert runs.training_pid(older) == unrelated.pid  # no start time to tell: the PID's process is taken for it
         with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
             runs.resolve(dead)
     finally:
@@ -520,13 +520,13 @@ def test_a_run_killed_and_not_yet_reaped_is_not_read_as_training(tmp_path):
     holder = lock_holder(folder)
     try:
         wait_for(folder / ".lock.pid")
-        assert runs.training_now(folder) == holder.pid
+        assert runs.training_pid(folder) == holder.pid
         holder.send_signal(signal.SIGKILL)  # and not waited for: a zombie until the finally below
         stat = Path(f"/proc/{holder.pid}/stat")
         deadline = time.monotonic() + 10
         while stat.read_bytes().rpartition(b")")[2].split()[0] != b"Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert runs.training_now(folder) is None
+        assert runs.training_pid(folder) is None
         with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
             runs.resolve(folder)
     finally:
@@ -1196,7 +1196,7 @@ def test_a_run_that_stops_while_the_runs_are_listed_is_no_error(tmp_path, monkey
     """A run found training, whose lock was gone by the time the folders were sorted (it just stopped),
     raised FileNotFoundError out of `charlm sample` with no run named."""
     (tmp_path / "just-stopped").mkdir()
-    monkeypatch.setattr(runs, "training_now", lambda run_dir: 4242)  # found training, its .lock gone since
+    monkeypatch.setattr(runs, "training_pid", lambda run_dir: 4242)  # found training, its .lock gone since
     assert runs.training_folders(tmp_path) == [tmp_path / "just-stopped"]
     assert runs.last_written(tmp_path / "just-stopped") is None
 
