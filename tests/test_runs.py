@@ -577,7 +577,7 @@ def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
 
 
 class FrozenClock:
-    """`time` as charlm.runs sees it, stopped at one second: every run starts in it."""
+    """`time` as charlm.run_claim sees it, stopped at one second: every run starts in it."""
 
     NOW = 1_800_000_000.0
 
@@ -592,7 +592,7 @@ class FrozenClock:
 
 
 def test_runs_started_in_one_second_get_their_own_folders_in_time_order(fox_file, tiny, monkeypatch):
-    monkeypatch.setattr(runs, "time", FrozenClock())
+    monkeypatch.setattr(run_claim, "time", FrozenClock())
     for _ in range(4):
         charlm.train(fox_file, **{**tiny, "max_steps": 3})
     base = f"fox-{time.strftime('%Y%m%d-%H%M%S', time.localtime(FrozenClock.NOW))}"
