@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import torch
 
-from . import checkpoint, files, finetune, hub, plan, reporting, runs, sampler, scoring, threads
+from . import checkpoint, files, finetune, hub, plan, reporting, run_claim, runs, sampler, scoring, threads
 from .arguments import check_file_name, check_model_and_seed, config_hint, is_path, refuse
 from .config import PLANNED, Config, SampleConfig, check_greedy_alone
 from .corpus import check_not_cached
@@ -178,7 +178,7 @@ def start_run(
         return Trainer(decided, corpus, ranks, model)
     except BaseException:  # Ctrl-C, or an error, before the run wrote anything: the folder claimed for it goes
         if out is None and ranks.leader:
-            runs.release_claim(decided.run_dir)
+            run_claim.release_claim(decided.run_dir)
         raise
 
 

@@ -17,7 +17,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from . import files
+from . import path_names
 from .config import Config, SampleConfig
 from .corpus import bytes_hint
 from .errors import CharLMError
@@ -35,9 +35,9 @@ def is_path(value: object) -> bool:
 
 
 def check_file_name(function: str, argument: str, value: object) -> None:
-    """Refuses a path no file can have (`files.unnameable`), naming the argument, before a look for it
+    """Refuses a path no file can have (`path_names.unnameable`), naming the argument, before a look for it
     raises Python's ValueError or OSError ("File name too long") from deep inside."""
-    if is_path(value) and (why := files.unnameable(value)):
+    if is_path(value) and (why := path_names.unnameable(value)):
         raise CharLMError(f"charlm.{function}: {argument} {SHOWN.repr(str(value))} names no file: {why}")
 
 

@@ -7,17 +7,16 @@ never the first half of a checkpoint, page or model that a reader (charlm, a bro
 would take for a whole one, and no temporary file. A target that is a symbolic link is written
 through (`written_through`), as `>`, cp and editors write one: the file it names is replaced, the link stays.
 
-A temporary is named by the process that writes it (`process_name`: PID-START), so what a writer killed
-mid-write left is told from a live writer's (`process_alive`) and removed (`remove_leftovers`). Also here:
-a lock taken with a word on stderr while it waits (`take_lock`), JSON a person may have edited read
-safely (`parse_json`, `is_number`), and a path no file can have refused before it is looked up (`unnameable`).
+A temporary is named by the process that writes it (`processes.process_name`: PID-START), so what a writer
+killed mid-write left is told from a live writer's (`processes.process_alive`) and removed (`remove_leftovers`). Also here:
+a lock taken with a word on stderr while it waits (`take_lock`), and JSON a person may have edited read
+safely (`parse_json`, `is_number`); a path no file can have is refused before it is looked up by path_names.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import json
 import math
 import os
@@ -32,11 +31,9 @@ from pathlib import Path
 
 import filelock
 
+from . import processes
 from .errors import CharLMError, one_line
-from .fields import SHOWN, said
-
-NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
-PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
+from .fields import said
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
 WINDOWS_IN_USE = (32, 33)  # ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION: another program has the file open
@@ -317,13 +314,13 @@ def temporaries_in_turn(paths: Iterable[Path]) -> Iterator[None]:
 def temporary(path: Path) -> Path:
     """Where `replace_files` writes `path` before renaming it into place: hidden, beside it, named by
     this process, so that two writers never share one."""
-    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{process_name()}")
+    return path.with_name(f"{TEMPORARY_PREFIX.format(path.name)}{processes.process_name()}")
 
 
 def remove_leftovers(path: Path, sole_writer: bool = False, unnamed_folders: bool = False) -> None:
     """Remove what writers of `path` killed mid-write (SIGKILL, a power cut) left beside it: their
     temporary files, one per process and each as big as the file (a checkpoint, a page, a model), which
-    nothing else removes. A writer still running keeps its own (`process_alive`), unless the caller is
+    nothing else removes. A writer still running keeps its own (`processes.process_alive`), unless the caller is
     the only process that writes `path` (`sole_writer`: a run's lock owner; Windows cannot tell).
     `unnamed_folders`: also an empty folder whose name names no process, once UNNAMED_STALE_SECONDS old
     (the write probes of earlier versions, `.probe.tmp-RANDOM`)."""
@@ -360,80 +357,7 @@ def remove_orphans(leftovers: Iterable[Path], sole_writer: bool = False) -> None
 def owner_alive(leftover: Path) -> bool | None:
     """Whether the process that made the temporary `leftover` (`.NAME.tmp-PID-START`, `temporary`) still
     runs; None: its name names no process."""
-    return named_process_alive(leftover.name.rpartition(OWNER_MARK)[2])
-
-
-def process_name() -> str:
-    """This process as the files it owns name it: `PID`, or `PID-START` where the OS says when it
-    started (`process_started`), so that a process given the PID of a killed one is not taken for it."""
-    return _process_name(os.getpid())
-
-
-@functools.cache  # /proc read once, not for every temporary file; by PID, as a forked child is another process
-def _process_name(pid: int) -> str:
-    started = process_started(pid)
-    return str(pid) if started is None else f"{pid}-{started}"
-
-
-def named_process_alive(name: str) -> bool | None:
-    """Whether the process that `process_name` named `name` still runs; None: `name` names none."""
-    pid, _, started = name.partition("-")
-    if not pid.isdigit() or not (started.isdigit() or not started):
-        return None
-    return process_alive(int(pid), int(started) if started else None)
-
-
-def process_alive(pid: int, started: int | None = None) -> bool:
-    """Whether process `pid` runs. On Windows os.kill(pid, 0) is no probe: signal 0 is CTRL_C_EVENT, a
-    Ctrl-C to processes of the console (the training run itself). There every process is taken to live,
-    so what a killed one left stays.
-
-    `started`: when the process meant started (`process_started`, as it recorded it). The OS gives a dead
-    process's PID to the next process it starts: one of that PID that started at another time is not
-    the one meant (a run killed days ago read as still training while an editor held its PID).
-
-    A zombie (dead, its parent has not yet waited for it: right after `kill -9` from a shell) answers
-    os.kill and keeps its PID and start time, yet runs nothing and holds no lock: it is dead here."""
-    if sys.platform == "win32":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    stat = process_stat(pid)
-    if stat is None:  # the OS does not say (no /proc: macOS), or the process is gone since
-        return True
-    state, now = stat
-    return state not in DEAD_STATES and (started is None or now is None or now == started)
-
-
-DEAD_STATES = (b"Z", b"X")  # /proc/PID/stat's state of a process that has exited: zombie, dead
-
-
-def process_started(pid: int) -> int | None:
-    """When process `pid` started, in clock ticks since boot (Linux: /proc/PID/stat's 22nd field); None
-    where the OS does not say (no /proc: macOS, Windows) or the process is gone. With the PID it names
-    one process: no two processes of one PID start at the same tick."""
-    stat = process_stat(pid)
-    return None if stat is None else stat[1]
-
-
-def process_stat(pid: int) -> tuple[bytes, int | None] | None:
-    """Process `pid`'s state (/proc/PID/stat's 3rd field: b"R", b"S", b"Z" ...) and start (its 22nd, see
-    `process_started`); None where the OS does not say or the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = stat.rpartition(b")")[2].split()  # after the command's name, which may hold spaces and ")": the 3rd on
-    if not fields:
-        return None
-    try:
-        return fields[0], int(fields[22 - 3])
-    except (ValueError, IndexError):
-        return fields[0], None
+    return processes.named_process_alive(leftover.name.rpartition(OWNER_MARK)[2])
 
 
 def identity(path: Path) -> tuple[int, ...] | None:
@@ -492,43 +416,3 @@ def write_files(files: dict[Path, bytes], name: str | Path | None = None) -> Non
         replace_files(files)
     except OSError as e:
         raise cannot_write(name or next(iter(files)), e) from None
-
-
-def name_bytes(name: str) -> int:
-    """A file name's length as file systems count it (ext4, APFS, NTFS: NAME_MAX)."""
-    return len(os.fsencode(name))
-
-
-def check_nameable(path: str | Path) -> None:
-    """Refuse a path no file can have (`unnameable`: a text pasted where a path goes, thousands of
-    characters), shown shortened: looked up, it raised a bare "File name too long" that named no option and
-    echoed all of it. The caller names its option."""
-    if why := unnameable(path):
-        raise CharLMError(f"{SHOWN.repr(os.fspath(path))}: {why}")
-
-
-def fits(name: str, limit: int = NAME_MAX) -> bool:
-    """Whether a file system takes `name` as a file's name (`limit`: PATH_MAX for a path): at most `limit`
-    bytes, and no lone surrogate (JSON's \\ud800, read from a hand-edited file), which no name encodes."""
-    try:
-        return name_bytes(name) <= limit
-    except UnicodeEncodeError:
-        return False
-
-
-def unnameable(path: str | Path) -> str | None:
-    """Why no file can be at `path`, and what to do, or None: a NUL character, a character no name encodes
-    (a lone surrogate), a name in it over NAME_MAX bytes or the whole over PATH_MAX. Path.exists raises for
-    these (ValueError, "File name too long") where it answers False for a name that is not there."""
-    text = os.fspath(path)
-    if "\0" in text:
-        return "a NUL character, which no file name holds; remove it"
-    try:
-        longest, whole = max(map(name_bytes, Path(text).parts), default=0), name_bytes(text)
-    except UnicodeEncodeError:
-        return "a character no file name can be written in (a lone surrogate); remove it"
-    if longest > NAME_MAX:
-        return f"a name of {longest:,} bytes, over the {NAME_MAX} a file name may have; give a shorter one"
-    if whole > PATH_MAX:
-        return f"a path of {whole:,} bytes, over the {PATH_MAX:,} a path may have; give a shorter one"
-    return None

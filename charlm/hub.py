@@ -24,7 +24,7 @@ from pathlib import Path
 
 import filelock
 
-from . import files
+from . import files, path_names
 from .errors import CharLMError
 from .fields import said
 
@@ -152,7 +152,7 @@ def names_run(run: object, folder: object) -> bool:
     command runs) is no record, as a run's base is named, shown and followed by them."""
     if not (isinstance(run, str) and isinstance(folder, str)) or run in ("", ".", "..") or "/" in run:
         return False
-    fit = files.fits(run) and files.fits(folder, files.PATH_MAX)
+    fit = path_names.fits(run) and path_names.fits(folder, path_names.PATH_MAX)
     return fit and "\0" not in run + folder and os.path.isabs(folder)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import files, hub, runs
+from . import files, hub, path_names, runs
 from .checkpoint_file import MAGIC
 from .errors import CharLMError
 from .fields import about_option, said
@@ -46,11 +46,11 @@ def is_run_record(path: Path) -> bool:
 def not_empty(output: str | Path, kind: str) -> str | Path:
     """`output`, refused when empty: `--output "$FILE"` with FILE unset, where Path("") is ".", the
     current folder (a sample would say nothing and keep no copy; an export would go to its default place);
-    or too long to be a path (`files.check_nameable`)."""
+    or too long to be a path (`path_names.check_nameable`)."""
     if not str(output):
         raise CharLMError(f"{said('output')} is empty; give a {kind} name")
     try:
-        files.check_nameable(output)
+        path_names.check_nameable(output)
     except CharLMError as e:
         raise about_option("output", output, e) from None
     return output

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, runs, sizing, write_checks
+from . import checkpoint, run_claim, runs, sizing, write_checks
 from .checkpoint import Base, Checkpoint, Progress
 from .config import PLANNED, Config
 from .device import auto_precision_reason, resolve_device
@@ -260,7 +260,7 @@ def new_run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
     or a new name claimed now (runs started in the same second each get their own)."""
     if out is not None:
         return free_out_folder(out), "--out"
-    folder = runs.default_run_folder(corpus_name, *runs.claim_run_folder(corpus_name))
+    folder = runs.default_run_folder(corpus_name, *run_claim.claim_run_folder(corpus_name))
     return folder, "the corpus's name and the start time"
 
 

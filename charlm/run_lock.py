@@ -11,7 +11,7 @@ from pathlib import Path
 
 import filelock
 
-from . import files
+from . import files, processes
 from .errors import CharLMError
 from .fields import call, said, together
 from .runs import BEST, LATEST, LOCK, LOCK_PID, lock_owner, make_folder, pending, resume_command
@@ -66,7 +66,7 @@ class RunLock:
             ) from None
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
-            scratch.write_text(f"{files.process_name()}\n", encoding="ascii")
+            scratch.write_text(f"{processes.process_name()}\n", encoding="ascii")
             files.replace(scratch, self.pid_path)
         except OSError:
             scratch.unlink(missing_ok=True)

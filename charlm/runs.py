@@ -1,5 +1,6 @@
 """Run folders: where a run lives, how it is named and found (the lock that lets one process train in
-one is run_lock.py's; the checks a folder must pass before a run writes into it, write_checks.py's).
+one is run_lock.py's; the checks a folder must pass before a run writes into it, write_checks.py's; how a
+new run takes its default folder's name before it holds anything, run_claim.py's).
 
 checkpoints/<corpus>-<date>-<time>/
     latest.pt      the last checkpoint (checkpoint.py writes it)
@@ -11,25 +12,23 @@ checkpoints/<corpus>-<date>-<time>/
     exports/       `charlm export`'s default outputs; exports.jsonl: one line per export (export/__init__.py)
     .lock          locked (flock) by the training process (run_lock.py); .lock.pid: its PID-START
 
-A new run's default folder is claimed as checkpoints/.<name>.claim (`claim_run_folder`) and renamed to its
-name once run.json is in it (`move_into_place`): a run killed before leaves no folder that looks like a run.
+A new run's default folder is claimed as checkpoints/.<name>.claim (`run_claim.claim_run_folder`) and renamed
+to its name once run.json is in it (`run_claim.move_into_place`): a run killed before leaves no folder that
+looks like a run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from . import files, hub
+from . import files, hub, path_names, processes
 from .errors import CharLMError, one_line
 from .fields import call, flags_said, said, together
-from .files import NAME_MAX, PATH_MAX, name_bytes
+from .path_names import NAME_MAX, PATH_MAX, name_bytes
 
 CHECKPOINT_ROOT = Path("checkpoints")
 LATEST, BEST = "latest.pt", "best.pt"
@@ -39,14 +38,13 @@ METRICS = "metrics.jsonl"  # reporting.py writes it, a row per log interval
 EXPORTS = "exports"  # a run folder's exports (`charlm export`'s default output)
 EXPORTS_LOG = "exports.jsonl"  # one JSON line per export (export/__init__.py)
 LOCK, LOCK_PID = ".lock", ".lock.pid"  # run_lock.RunLock's files
-LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # files.process_name's PID-START at its longest, in a temporary's name
+LONGEST_PROCESS_NAME = f"{2**22}-{2**64}"  # processes.process_name's PID-START at its longest, in a temporary's name
 DEEPEST_FILE = f"/{files.TEMPORARY_PREFIX.format('latest' + PENDING + '.pt')}{LONGEST_PROCESS_NAME}"
 # run.json is a few KB (its sources are the paths given on the command line); beyond this it is not
 # one charlm wrote, and reading it whole would hold `charlm runs`, and every corpus name lookup, for minutes
 MAX_RUN_INFO = 4 << 20
 UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")  # control characters: a line break in a run folder's name
-CLAIM = ".{}.claim"  # a new run's default folder until run.json is in it (`claim_of`)
-CLAIMER = ".claimer"  # in a claim: the claiming process (files.process_name), so a dead one's claim is removed
+CLAIM = ".{}.claim"  # a new run's default folder until run.json is in it (`run_claim.claim_of`)
 
 
 def run_folder(out: str) -> Path:
@@ -136,7 +134,7 @@ def default_run_folder(corpus_name: str, stamp: float, number: int = 1) -> Path:
 
 
 def longest_claim_name(name: str) -> str:
-    """The longest name of the folder a run's claim of folder `name` is made in (`make_claim`)."""
+    """The longest name of the folder a run's claim of folder `name` is made in (`run_claim.make_claim`)."""
     return files.TEMPORARY_PREFIX.format(CLAIM.format(name)) + LONGEST_PROCESS_NAME
 
 
@@ -167,109 +165,6 @@ def corpus_of_run(run_dir: Path) -> str | None:
     return corpus if isinstance(corpus, str) and corpus else corpus_of(Path(run_dir).name)
 
 
-def claim_run_folder(corpus_name: str) -> tuple[float, int]:
-    """Claim the first free `default_run_folder(corpus_name, now, number)` and return (now, number). The
-    claim is the folder's `claim_of`, made by os.mkdir, which fails on an existing one, so two runs started
-    at once never get the same name; the run's folder appears under its name only with run.json in it
-    (`move_into_place`), so a run killed before that leaves no folder without one."""
-    stamp, number = time.time(), 1
-    make_folder(CHECKPOINT_ROOT)
-    remove_dead_claims(CHECKPOINT_ROOT)
-    while True:
-        folder = default_run_folder(corpus_name, stamp, number)
-        try:
-            if make_claim(claim_of(folder)):
-                if not (folder.exists() or folder.is_symlink()):
-                    return stamp, number
-                release_claim(folder)  # claimed and moved into place since: taken
-        except OSError as e:
-            raise files.cannot_write(claim_of(folder), e, "the run folder") from None
-        number += 1
-
-
-def make_claim(claim: Path) -> bool:
-    """Make `claim` with its claimer (this process) in it, in one step; False where another process holds
-    it. The claimer is written into a folder of this process's own (`files.temporary`: named by it), then
-    renamed to the claim: a rename fails onto a claim, which holds its claimer. A claim made by mkdir and
-    then named was, killed between the two, a claim naming no claimer, which no run could tell from one
-    made a moment ago; a process killed here leaves its own folder, which `remove_dead_claims` removes.
-    That folder is the process's, not the thread's: one another thread is making this claim in is left to
-    it (removed, that thread's run failed), and only what this call made is removed."""
-    own = files.temporary(claim)
-    try:
-        own.mkdir()
-    except FileExistsError:  # another thread of this process is making this very claim: it is theirs
-        return False
-    renamed = False
-    try:
-        (own / CLAIMER).write_text(files.process_name(), encoding="ascii")
-        os.rename(own, claim)
-        renamed = True
-    except OSError as e:
-        if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):  # held (ENOTDIR: a file of its name)
-            raise
-    finally:
-        if not renamed:  # once renamed, a folder of its name is another thread's
-            shutil.rmtree(own, ignore_errors=True)
-    return renamed
-
-
-def claim_of(folder: Path) -> Path:
-    """Where a new run's default `folder` is made, hidden, until run.json is in it: checkpoints/.NAME.claim."""
-    return Path(folder).with_name(CLAIM.format(Path(folder).name))
-
-
-def claimed(folder: Path) -> bool:
-    """Whether this process claimed `folder` (`claim_run_folder`) and has not moved it into place yet."""
-    try:
-        return (claim_of(folder) / CLAIMER).read_text(encoding="ascii") == files.process_name()
-    except (OSError, ValueError):
-        return False
-
-
-def move_into_place(folder: Path, info: dict) -> None:
-    """Write run.json (`info`) into `folder`'s claim, then rename the claim to `folder`: one step, so the
-    folder is never seen without run.json. A folder of that name made meanwhile by hand (or by an --out
-    naming it) and holding anything is not replaced (rename fails on a folder that is not empty)."""
-    claim = claim_of(folder)
-    write_run_info(claim, info)
-    try:
-        files.replace(claim, folder)
-    except OSError as e:
-        if folder.is_dir():
-            raise CharLMError(
-                f"{folder} was made by another process while this run started; start the run again "
-                f"(it gets a new name) or give a folder of its own ({said('out')})"
-            ) from None
-        raise files.cannot_write(folder, e, "the run folder") from None
-    with contextlib.suppress(OSError):  # only now: a claim killed before is still its dead claimer's to remove
-        (folder / CLAIMER).unlink()
-
-
-def release_claim(folder: Path) -> None:
-    """Remove the claim `claim_run_folder` made for `folder`: its run stopped before writing anything
-    (Ctrl-C while the model was built), and leaves nothing behind."""
-    with contextlib.suppress(OSError):  # already gone, or something else was written into it
-        (claim_of(folder) / CLAIMER).unlink(missing_ok=True)
-        claim_of(folder).rmdir()
-
-
-def remove_dead_claims(root: Path) -> None:
-    """Remove the claims under `root` of runs killed (SIGKILL, a power cut) before their folder was moved
-    into place, and the folders of those killed as they made one (`make_claim`); a live claimer's stay."""
-    being_made = files.TEMPORARY_PREFIX.format(CLAIM.format("*"))  # ..NAME.claim.tmp-PID-START
-    files.remove_orphans(Path(root).glob(f"{being_made}*"))
-    for claim in Path(root).glob(CLAIM.format("*")):
-        try:
-            claimer = (claim / CLAIMER).read_text(encoding="ascii").strip()
-        except FileNotFoundError:  # every claim is made holding its claimer: one killed as an older charlm made it
-            claimer = None
-        except (OSError, ValueError):
-            continue
-        if claimer is None or files.named_process_alive(claimer) is False:  # holds its claimer, run.json at most
-            shutil.rmtree(claim, ignore_errors=True)  # another run may be removing it too
-
-
 def make_folder(folder: Path) -> None:
     """`mkdir -p folder`; a file in the way, a folder not writable or a full disk is one line naming it."""
     try:
@@ -280,13 +175,13 @@ def make_folder(folder: Path) -> None:
 
 def lock_owner(run_dir: Path) -> int | None:
     """The PID of the last owner of `run_dir`'s `RunLock`, if it still runs: `.lock.pid` names it as files
-    name their process (`files.process_name`: `PID-START` where the OS says when it started, else `PID`), so
+    name their process (`processes.process_name`: `PID-START` where the OS says when it started, else `PID`), so
     that a process the OS gave the PID of a killed owner is not taken for it."""
     try:
         name = (Path(run_dir) / LOCK_PID).read_text(encoding="ascii").strip()
     except (OSError, ValueError):  # gone, or not ASCII (UnicodeDecodeError): names no process
         return None
-    return int(name.partition("-")[0]) if files.named_process_alive(name) else None
+    return int(name.partition("-")[0]) if processes.named_process_alive(name) else None
 
 
 def resume_command(folder: str | Path, *options: str) -> str:
@@ -333,7 +228,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         return resolve(latest_run(root), prefer, root)
     if not str(target).strip():
         raise CharLMError("the run to use is empty: give a run folder, run name, corpus name or .pt file")
-    files.check_nameable(target)
+    path_names.check_nameable(target)
     path = Path(target)
     if not path.exists() and (root / path).exists():
         path = root / path
@@ -342,7 +237,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         if of_corpus:
             return resolve(newest(of_corpus), prefer, root)
         if live := [run for run in training_folders(root) if corpus_of_run(run) == str(target)]:
-            raise CharLMError(still_training(live[-1], training_now(live[-1])))
+            raise CharLMError(still_training(live[-1], training_pid(live[-1])))
     if path.is_dir():
         check_enterable(path)
         for name in (prefer, LATEST if prefer == BEST else BEST):
@@ -354,7 +249,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             hub.folder_of(misnamed)  # refused: say to rename it
         if run_folders(path):
             raise CharLMError(f"{path} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
-        if (trainer := training_now(path)) is not None:
+        if (trainer := training_pid(path)) is not None:
             raise CharLMError(still_training(path, trainer))
         if (path / RUN_INFO).is_file():  # a run killed before its first checkpoint: nothing to go on from
             raise CharLMError(
@@ -383,7 +278,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     return hub.folder_of(path) / hub.WEIGHTS if hub.names_weights(path) else path
 
 
-def training_now(run_dir: Path) -> int | None:
+def training_pid(run_dir: Path) -> int | None:
     """The PID of the live process whose `run_lock.RunLock` holds `run_dir` (a run training now), or None: none
     holds it, or its owner died (a killed run leaves its lock files)."""
     if not (Path(run_dir) / LOCK).exists():
@@ -393,7 +288,7 @@ def training_now(run_dir: Path) -> int | None:
 
 def training_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:
     """The folders under `root` whose run trains now but holds no checkpoint yet, oldest first."""
-    live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_now(p) is not None]
+    live = [p for p in Path(root).glob("*") if not holds_checkpoint(p) and training_pid(p) is not None]
     return sorted(live, key=lambda run: modified(run / LOCK))
 
 
@@ -510,7 +405,7 @@ def latest_run(root: Path = CHECKPOINT_ROOT) -> Path:
     completion)."""
     runs = run_folders(root)
     if not runs and (live := training_folders(root)):
-        raise CharLMError(still_training(live[-1], training_now(live[-1])))
+        raise CharLMError(still_training(live[-1], training_pid(live[-1])))
     if not runs:
         check_listable(root, where(root))
         raise CharLMError(
@@ -533,7 +428,7 @@ def run_to_resume() -> Path:
     if not started:
         return run
     newer = max(started, key=lambda p: modified(p / RUN_INFO))
-    if (trainer := training_now(newer)) is not None:
+    if (trainer := training_pid(newer)) is not None:
         raise CharLMError(still_training(newer, trainer))
     raise CharLMError(
         f"{newer}: the most recent run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
@@ -621,7 +516,7 @@ def lineage(run_dir: Path, info: dict | None = None) -> str:
     while info is not None and len(names) < MAX_LINEAGE:
         base = info.get("base")
         name, path = (base.get("run"), base.get("path")) if isinstance(base, dict) else (None, None)
-        if not (isinstance(name, str) and name and files.fits(name)):
+        if not (isinstance(name, str) and name and path_names.fits(name)):
             break
         folder = Path(path).parent if isinstance(path, str) and path else None
         config = hub.read_config(folder) if folder is not None and hub.names_weights(path) else None

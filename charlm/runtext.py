@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, files, runs
+from . import checkpoint, files, path_names, runs
 from .config import Config
 from .corpus import dangling_link, read_texts, source_files
 from .decode_errors import Undecodable, is_utf8
@@ -75,7 +75,7 @@ def eval_also_run(value: str) -> Path | None:
     names. A name that is neither is refused as `charlm eval NAME` refuses one (`runs.resolve`'s words),
     not said to be a missing file alone; so is a run folder with no checkpoint yet (training now, or
     killed before its first)."""
-    files.check_nameable(value)  # before names_text looks it up
+    path_names.check_nameable(value)  # before names_text looks it up
     if names_text(value) or (Path(value).is_symlink() and not Path(value).exists()):
         return None
     return runs.resolve(value)

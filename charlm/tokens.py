@@ -42,7 +42,7 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import catalog, files
+from . import catalog, files, processes
 from .bars import bytes_bar
 from .config import CORPUS_OPTIONS, Config
 from .corpus import (
@@ -338,8 +338,8 @@ def discard(folder: Path) -> None:
 
 def private_name(folder: Path, kind: str) -> Path:
     """A hidden sibling of `folder` no other process picks: `.<name>.<kind>-<pid>-<start>-<random>`
-    (`files.process_name`: a process given the PID of one killed while preparing is not taken for it)."""
-    return folder.with_name(f".{folder.name}.{kind}-{files.process_name()}-{secrets.token_hex(4)}")
+    (`processes.process_name`: a process given the PID of one killed while preparing is not taken for it)."""
+    return folder.with_name(f".{folder.name}.{kind}-{processes.process_name()}-{secrets.token_hex(4)}")
 
 
 def remove_abandoned(root: Path) -> None:
@@ -348,7 +348,7 @@ def remove_abandoned(root: Path) -> None:
     process still running are its own, in use."""
     for private in root.glob(".*"):
         named = PRIVATE_NAME.fullmatch(private.name)
-        if named and files.named_process_alive(named["process"]) is False:
+        if named and processes.named_process_alive(named["process"]) is False:
             shutil.rmtree(private, ignore_errors=True)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import files, finetune, run_lock, runs, threads, train_state
+from . import files, finetune, run_claim, run_lock, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
 from .config import Config
@@ -178,8 +178,8 @@ class Trainer:
         """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
         the progress bar and metrics log. A new run drops samples.txt: a run's that died before its first
         checkpoint."""
-        if runs.claimed(self.run_dir):  # a new run's default folder: under its name only now, with run.json in it
-            runs.move_into_place(self.run_dir, self.run_info())
+        if run_claim.claimed(self.run_dir):  # a new run's default folder: under its name only now, with run.json in it
+            run_claim.move_into_place(self.run_dir, self.run_info())
         self.lock = run_lock.RunLock(self.run_dir, resuming=self.saved_step is not None)
         stack.enter_context(self.lock)
         self.check_not_overtaken()

@@ -20,7 +20,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, run_lock, runs, scoring, train_state
+from charlm import api, checkpoint, checkpoint_file, processes, run_lock, runs, scoring, train_state
 from charlm.cli import main
 from charlm.config import Config
 from charlm.errors import CharLMError
@@ -243,8 +243,8 @@ def test_a_model_folder_in_use_can_be_exported_into_again(trained, windows_file_
 def test_a_lock_held_on_windows_names_its_owner_without_signalling_it(tmp_path, monkeypatch):
     """Probing the owner with os.kill(pid, 0) sent it Ctrl-C on Windows, where signal 0 is CTRL_C_EVENT."""
     sent = []
-    monkeypatch.setattr(runs.os, "kill", lambda pid, signum: sent.append((pid, signum)))
-    monkeypatch.setattr(runs.sys, "platform", "win32")
+    monkeypatch.setattr(processes.os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    monkeypatch.setattr(processes.sys, "platform", "win32")
     with (
         run_lock.RunLock(tmp_path / "run"),
         pytest.raises(CharLMError, match="in use by another thread of this process"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import charlm
-from charlm import api, files, run_lock, runs, runtext, sizing, tables, train_state, write_checks
+from charlm import api, files, processes, run_claim, run_lock, runs, runtext, sizing, tables, train_state, write_checks
 from charlm import trainer as trainer_module
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -466,10 +466,10 @@ def test_a_run_refused_the_moment_another_took_the_lock_names_it(tmp_path, monke
     folder = tmp_path / "run"
     folder.mkdir()
     takes_then_names = (
-        "import filelock, time\nfrom charlm import files\n"
+        "import filelock, time\nfrom charlm import processes\n"
         f"lock = filelock.FileLock({str(folder / '.lock')!r}, timeout=0); lock.acquire()\n"
         "print('held', flush=True); time.sleep(0.3)\n"
-        f"open({str(folder / '.lock.pid')!r}, 'w').write(files.process_name()); input()"
+        f"open({str(folder / '.lock.pid')!r}, 'w').write(processes.process_name()); input()"
     )
     command = [sys.executable, "-c", takes_then_names]
     owner = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -488,21 +488,21 @@ def test_a_killed_runs_pid_given_to_another_process_is_not_read_as_training(tmp_
     dead run read as "still training" (`charlm runs`, `charlm sample RUN`, eval, export) for as long as
     that process lived. A process that started at another time than the owner recorded is not the owner;
     a live owner still reads as training. `.lock.pid` names its owner as every file names its process
-    (`files.process_name`, PID-START; it wrote "PID START"), and one of the last release, "PID", is still read."""
+    (`processes.process_name`, PID-START; it wrote "PID START"), and one of the last release, "PID", is still read."""
     folder = tmp_path / "checkpoints/live"
     holder = lock_holder(folder)
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
         wait_for(folder / ".lock.pid")
-        assert (folder / ".lock.pid").read_text() == f"{holder.pid}-{files.process_started(holder.pid)}\n"
-        assert runs.training_now(folder) == holder.pid
+        assert (folder / ".lock.pid").read_text() == f"{holder.pid}-{processes.process_started(holder.pid)}\n"
+        assert runs.training_pid(folder) == holder.pid
         dead, older = tmp_path / "checkpoints/dead", tmp_path / "checkpoints/older"
         for run, named in ((dead, f"{unrelated.pid}-1"), (older, f"{unrelated.pid}")):
             run.mkdir()
             (run / ".lock").touch()
             (run / ".lock.pid").write_text(f"{named}\n")
-        assert runs.training_now(dead) is None  # its owner started 1 tick after boot: killed, its PID given on
-        assert runs.training_now(older) == unrelated.pid  # no start time to tell: the PID's process is taken for it
+        assert runs.training_pid(dead) is None  # its owner started 1 tick after boot: killed, its PID given on
+        assert runs.training_pid(older) == unrelated.pid  # no start time to tell: the PID's process is taken for it
         with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
             runs.resolve(dead)
     finally:
@@ -520,13 +520,13 @@ def test_a_run_killed_and_not_yet_reaped_is_not_read_as_training(tmp_path):
     holder = lock_holder(folder)
     try:
         wait_for(folder / ".lock.pid")
-        assert runs.training_now(folder) == holder.pid
+        assert runs.training_pid(folder) == holder.pid
         holder.send_signal(signal.SIGKILL)  # and not waited for: a zombie until the finally below
         stat = Path(f"/proc/{holder.pid}/stat")
         deadline = time.monotonic() + 10
         while stat.read_bytes().rpartition(b")")[2].split()[0] != b"Z" and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert runs.training_now(folder) is None
+        assert runs.training_pid(folder) is None
         with pytest.raises(CharLMError, match="holds no checkpoint"):  # not "is still training"
             runs.resolve(folder)
     finally:
@@ -577,7 +577,7 @@ def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
 
 
 class FrozenClock:
-    """`time` as charlm.runs sees it, stopped at one second: every run starts in it."""
+    """`time` as charlm.run_claim sees it, stopped at one second: every run starts in it."""
 
     NOW = 1_800_000_000.0
 
@@ -592,7 +592,7 @@ class FrozenClock:
 
 
 def test_runs_started_in_one_second_get_their_own_folders_in_time_order(fox_file, tiny, monkeypatch):
-    monkeypatch.setattr(runs, "time", FrozenClock())
+    monkeypatch.setattr(run_claim, "time", FrozenClock())
     for _ in range(4):
         charlm.train(fox_file, **{**tiny, "max_steps": 3})
     base = f"fox-{time.strftime('%Y%m%d-%H%M%S', time.localtime(FrozenClock.NOW))}"
@@ -607,9 +607,9 @@ def test_a_claim_its_run_left_when_killed_is_no_run_and_the_next_run_removes_it(
     --resume goes on with the run before it, and the next run removes it; a live process's claim stays."""
     charlm.train(fox_file, out="before", **{**tiny, "max_steps": 2})
     dead, live = Path("checkpoints/.fox-20260101-000000.claim"), Path("checkpoints/.fox-20260101-000001.claim")
-    for claim, claimer in ((dead, str(dead_pid())), (live, files.process_name())):
+    for claim, claimer in ((dead, str(dead_pid())), (live, processes.process_name())):
         claim.mkdir(parents=True)
-        (claim / runs.CLAIMER).write_text(claimer)
+        (claim / run_claim.CLAIMER).write_text(claimer)
         (claim / runs.RUN_INFO).write_text(json.dumps({"corpus": "fox", "config": {}}))
     assert [line.split()[0] for line in cli("runs").output.splitlines()] == ["run", "before"]
     assert cli("train", "--resume", "--max-steps", "3", "--quiet").exit_code == 0
@@ -631,10 +631,10 @@ def test_an_empty_folder_an_older_charlm_left_is_passed_over_and_kept(fox_file, 
     assert left.is_dir() and len(runs.run_folders()) == 2
 
 
-# In a process of its own: `runs.claim_run_folder`, stalled (to be killed) the moment a folder for its claim is made.
+# In a process of its own: `run_claim.claim_run_folder`, stalled (to be killed) the moment a folder for its claim is made.
 CLAIM_STALLED_AT_MKDIR = """
 import os, pathlib, sys, time
-from charlm import runs
+from charlm import run_claim
 real_mkdir = os.mkdir
 def mkdir(path, *args, **kwargs):
     real_mkdir(path, *args, **kwargs)
@@ -642,7 +642,7 @@ def mkdir(path, *args, **kwargs):
         pathlib.Path(sys.argv[1]).touch()
         time.sleep(60)
 os.mkdir = mkdir
-runs.claim_run_folder("fox")
+run_claim.claim_run_folder("fox")
 """
 
 
@@ -662,9 +662,9 @@ def test_a_run_killed_as_it_made_its_claim_leaves_nothing_the_next_run_keeps(tmp
     claim naming no claimer, which no run removes (one made a moment ago looks the same): 1 in ~25 runs
     killed at random in their first 3 s. The claim appears with its claimer in it, in one rename."""
     kill_when_stalled(CLAIM_STALLED_AT_MKDIR, tmp_path / "stalled")
-    folder = runs.default_run_folder("fox", *runs.claim_run_folder("fox"))
-    assert list(Path("checkpoints").iterdir()) == [runs.claim_of(folder)]
-    assert runs.claimed(folder)
+    folder = runs.default_run_folder("fox", *run_claim.claim_run_folder("fox"))
+    assert list(Path("checkpoints").iterdir()) == [run_claim.claim_of(folder)]
+    assert run_claim.claimed(folder)
 
 
 def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
@@ -674,18 +674,18 @@ def test_threads_claiming_run_folders_at_once_each_get_one_of_their_own():
     or directory)` (about half of the 40 claims here). Real threads claim at once, 8 at a time, in rounds."""
     threads, rounds = 8, 5
     claims, errors = at_once_in_rounds(
-        lambda _: runs.default_run_folder("fox", *runs.claim_run_folder("fox")), threads, rounds
+        lambda _: runs.default_run_folder("fox", *run_claim.claim_run_folder("fox")), threads, rounds
     )
     assert errors == []
-    assert len(set(claims)) == threads * rounds and all(runs.claimed(folder) for folder in claims)
-    assert sorted(Path("checkpoints").iterdir()) == sorted(runs.claim_of(folder) for folder in claims)
+    assert len(set(claims)) == threads * rounds and all(run_claim.claimed(folder) for folder in claims)
+    assert sorted(Path("checkpoints").iterdir()) == sorted(run_claim.claim_of(folder) for folder in claims)
 
 
 # In a process of its own: `write_checks.check_can_make`, stalled (to be killed) the moment it made its write probe.
 PROBE_STALLED_AT_MKDIR = (
     CLAIM_STALLED_AT_MKDIR.replace('".claim"', '".probe"')
-    .replace('runs.claim_run_folder("fox")', 'write_checks.check_can_make(pathlib.Path("checkpoints"))')
-    .replace("from charlm import runs", "from charlm import write_checks")
+    .replace('run_claim.claim_run_folder("fox")', 'write_checks.check_can_make(pathlib.Path("checkpoints"))')
+    .replace("from charlm import run_claim", "from charlm import write_checks")
 )
 
 
@@ -697,7 +697,7 @@ def test_a_write_probe_a_killed_run_left_is_removed_by_the_next_run_and_a_live_o
     assert len(list(Path.cwd().glob(".probe*"))) == 1  # what the killed run left, where checkpoints/ would be made
     running = subprocess.Popen(["sleep", "60"])
     try:
-        live = Path.cwd() / f".probe.tmp-{files._process_name(running.pid)}"
+        live = Path.cwd() / f".probe.tmp-{processes._process_name(running.pid)}"
         live.mkdir()
         write_checks.check_can_make(Path("checkpoints"))
         assert list(Path.cwd().glob(".probe*")) == [live]
@@ -1196,7 +1196,7 @@ def test_a_run_that_stops_while_the_runs_are_listed_is_no_error(tmp_path, monkey
     """A run found training, whose lock was gone by the time the folders were sorted (it just stopped),
     raised FileNotFoundError out of `charlm sample` with no run named."""
     (tmp_path / "just-stopped").mkdir()
-    monkeypatch.setattr(runs, "training_now", lambda run_dir: 4242)  # found training, its .lock gone since
+    monkeypatch.setattr(runs, "training_pid", lambda run_dir: 4242)  # found training, its .lock gone since
     assert runs.training_folders(tmp_path) == [tmp_path / "just-stopped"]
     assert runs.last_written(tmp_path / "just-stopped") is None
 

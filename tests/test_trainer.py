@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import api, checkpoint, checkpoint_file, files, run_lock, runs, tokens, train_state, trainer
+from charlm import api, checkpoint, checkpoint_file, files, processes, run_lock, runs, tokens, train_state, trainer
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
 from charlm.model import CharLM, FullHead
@@ -1161,7 +1161,7 @@ def test_a_run_whose_folder_is_removed_leaves_the_lock_of_the_process_that_took_
             error = errors.strip().splitlines()[-1]
             assert error.startswith(("Error: checkpoints/run/.lock was removed or replaced", "Error: the run folder"))
             assert "training stopped at step" in error
-            assert (folder / ".lock.pid").read_text() == f"{files.process_name()}\n" and (folder / ".lock").exists()
+            assert (folder / ".lock.pid").read_text() == f"{processes.process_name()}\n" and (folder / ".lock").exists()
             assert sorted(p.name for p in folder.iterdir()) == [".lock", ".lock.pid", "metrics.jsonl"]
             assert (folder / "metrics.jsonl").read_text() == "theirs\n"
     finally:

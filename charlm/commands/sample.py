@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import click
 
-from .. import files, runs, stopping, tables
+from .. import files, path_names, runs, stopping, tables
 from ..config import MAX_LOGIT_BIAS, SampleConfig, check_greedy_alone, parse_temperatures
 from ..corpus import check_characters, read_seed_file
 from ..decode_errors import undecodable
@@ -154,7 +154,7 @@ def read_seed(seed_file: str) -> str:
             raise CharLMError("--seed-file -: standard input holds no text; pipe the seed in, or give --seed")
         return seed
     try:
-        files.check_nameable(seed_file)
+        path_names.check_nameable(seed_file)
         return read_seed_file(Path(seed_file))
     except CharLMError as e:
         raise CharLMError(f"--seed-file {e}") from None
