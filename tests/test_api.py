@@ -451,6 +451,10 @@ RUN_NAMES = {
         ),
     ),
     "a limit reached": (lambda fox, _: charlm.train(resume="base"), "its max_steps=20; give a larger limit"),
+    "a limit given with a '+'": (  # refused as no integer, where a '+' asks for more of a whole-run limit
+        lambda fox, _: charlm.train(resume="base", max_steps="+10"),
+        "max_steps='+10': limits count the whole run; checkpoints/base has trained 20 steps: for 10 more give max_steps=30",
+    ),
     "a model folder resumed": (exported_and_resumed, "start a new run from its weights with init_from='exported'"),
     "a checkpoint behind latest.pt": (
         behind_its_latest,
