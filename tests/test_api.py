@@ -328,7 +328,7 @@ def test_a_warning_about_a_callers_input_names_the_callers_line():
 TRAINING_NAMES = [
     ({"device": "cuda"}, "device='cuda': no CUDA GPU here (available: cpu); use device='cpu' or auto"),
     ({"precision": "fp16", "device": "cpu"}, "precision='fp16' needs a CUDA GPU, not cpu"),
-    ({"encoding": "nosuch"}, "encoding: unknown text encoding 'nosuch'"),
+    ({"encoding": "nosuch"}, "encoding='nosuch': unknown text encoding; use a name such as utf-8"),
     ({"encoding": "utf-16"}, "convert it to UTF-8 or pass another encoding"),
     ({"eval_also": "nosuch.txt"}, "eval_also='nosuch.txt': no such checkpoint file or run folder, nor a run"),
     ({"min_count": 10**6}, "min_count=1000000 and coverage=1 keep 0 of the text's 28 distinct characters"),
