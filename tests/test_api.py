@@ -328,7 +328,7 @@ def test_a_warning_about_a_callers_input_names_the_callers_line():
 TRAINING_NAMES = [
     ({"device": "cuda"}, "device='cuda': no CUDA GPU here (available: cpu); use device='cpu' or auto"),
     ({"precision": "fp16", "device": "cpu"}, "precision='fp16' needs a CUDA GPU, not cpu"),
-    ({"encoding": "nosuch"}, "encoding: unknown text encoding 'nosuch'"),
+    ({"encoding": "nosuch"}, "encoding='nosuch': unknown text encoding; use a name such as utf-8"),
     ({"encoding": "utf-16"}, "convert it to UTF-8 or pass another encoding"),
     ({"eval_also": "nosuch.txt"}, "eval_also='nosuch.txt': no such checkpoint file or run folder, nor a run"),
     ({"min_count": 10**6}, "min_count=1000000 and coverage=1 keep 0 of the text's 28 distinct characters"),
@@ -451,6 +451,10 @@ RUN_NAMES = {
         ),
     ),
     "a limit reached": (lambda fox, _: charlm.train(resume="base"), "its max_steps=20; give a larger limit"),
+    "a limit given with a '+'": (  # refused as no integer, where a '+' asks for more of a whole-run limit
+        lambda fox, _: charlm.train(resume="base", max_steps="+10"),
+        "max_steps='+10': limits count the whole run; checkpoints/base has trained 20 steps: for 10 more give max_steps=30",
+    ),
     "a model folder resumed": (exported_and_resumed, "start a new run from its weights with init_from='exported'"),
     "a checkpoint behind latest.pt": (
         behind_its_latest,

@@ -806,6 +806,23 @@ def test_resuming_a_run_whose_limit_is_spent_says_to_give_a_larger_one(trained):
     assert latest(trained).progress.step == 25
 
 
+def test_a_limit_given_with_a_plus_is_refused_with_the_whole_runs_figure(trained, fox_file):
+    """`--max-steps +10` on a run at step 20 was read as 10, and refused as already spent; `--max-time +10m`
+    could not be read. Limits count the whole run: the refusal gives the figure for as much more."""
+    elapsed = latest(trained).progress.elapsed
+    steps = cli("train", "--resume", trained, "--max-steps", "+10")
+    assert_one_line_error(
+        steps, "--max-steps +10: limits count the whole run", "20 steps: for 10 more give --max-steps 30"
+    )
+    whole_time = round(elapsed) + 600
+    figure = f"{whole_time // 60}m{whole_time % 60}s" if whole_time % 60 else f"{whole_time // 60}m"
+    time = cli("train", "--resume", trained, "--max-time", "＋10m")  # an input method's plus too
+    assert_one_line_error(time, "limits count the whole run", f"for 10m more give --max-time {figure}")
+    new_run = cli("train", str(fox_file), "--out", "new", "--max-steps", "+5", *TINY_ARGS)
+    assert_one_line_error(new_run, "--max-steps +5: limits count the whole run; give --max-steps 5")
+    assert latest(trained).progress.step == 20
+
+
 def test_sample_options_that_conflict_are_refused_not_ignored(trained, tmp_path):
     (tmp_path / "seed.txt").write_text("the quick ")
     assert_one_line_error(

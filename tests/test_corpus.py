@@ -354,9 +354,10 @@ def test_an_unknown_encoding_is_refused_even_when_a_package_answers_every_codec_
     codecs.register(answers_everything)
     try:
         for name in ("bogus", "base64"):  # a name nothing knows, and a codec that is not a text encoding
-            with pytest.raises(CharLMError, match=f"^encoding: unknown text encoding '{name}'"):
+            with pytest.raises(CharLMError, match=f"^encoding='{name}': unknown text encoding; use a name such as"):
                 read_texts([str(path)], encoding=name)
-        assert_one_line_error(cli("corpus", "prepare", str(path), "--encoding", "bogus"), "unknown text encoding")
+        prepare = cli("corpus", "prepare", str(path), "--encoding", "bogus")
+        assert_one_line_error(prepare, "Error: --encoding: unknown text encoding 'bogus'; use a name such as utf-8")
         assert read_texts([str(path)], encoding="UTF-8") == read_texts([str(path)], encoding="utf 8")
     finally:
         codecs.unregister(answers_everything)

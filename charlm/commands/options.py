@@ -58,6 +58,17 @@ class HalfWidthIntRange(HalfWidth, click.IntRange):
     pass
 
 
+class WholeRunSteps(HalfWidthInt):
+    """--max-steps, whose '+' is kept (`+100`, not 100) for the run's plan to refuse with the whole run's
+    figure (config.refuse_added_limits): limits count the whole run, and 100 more than its 200 is 300."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        signed = isinstance(value, str) and as_number(value).strip().startswith("+")
+        return (
+            value if signed and as_number(value).strip()[1:].strip().isdecimal() else super().convert(value, param, ctx)
+        )
+
+
 NUMBER_TYPES = {int: HalfWidthInt(), float: HalfWidthFloat()}
 
 

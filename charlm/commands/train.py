@@ -15,7 +15,7 @@ from ..errors import one_line
 from ..fields import typed
 from ..stopping import leaving_at_once
 from .completion import corpora, run_names
-from .options import options_of
+from .options import WholeRunSteps, options_of
 
 if TYPE_CHECKING:
     from ..distributed import Ranks
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     help="fine-tune: a new run whose weights start from RUN's (its architecture; new characters added)"
     "  [default: none: new weights]",
 )
-@options_of(Config)
+@options_of(Config, types={"max_steps": WholeRunSteps()})
 @click.option(  # listed last: only torchrun runs need it
     "--peer-timeout",
     default=f"{PEER_TIMEOUT / 60:g}m",
