@@ -36,7 +36,7 @@ from .conftest import (
     start_training,
     wait_for,
 )
-from .lock_contender import take_lock_in_each_trial
+from .lock_contender import NAMED, take_and_release_in_rounds, take_lock_in_each_trial
 from .permissions import as_a_user
 from .test_distributed import cli_options, train_ranks
 
@@ -574,6 +574,28 @@ def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
         spans.sort()
         overlapping = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
         assert not overlapping, f"{folder}: {len(spans)} processes held the lock at once"
+
+
+def test_processes_racing_for_a_lock_held_no_time_are_refused_only_naming_a_live_owner(tmp_path):
+    """Processes released together round after round, each taking one folder's lock and releasing it at
+    once: a release removed `.lock` before its unlock, and a contender that had opened it just before then
+    locked the removed file, which filelock (timeout 0) reports as taken: the contender waited a second for
+    an owner to name itself and was refused "in use by another process", though nobody held the lock."""
+    contenders, rounds = 4, 60
+    spawn = multiprocessing.get_context("spawn")
+    together, reports = spawn.Barrier(contenders), spawn.Queue()
+    race = (str(tmp_path / "run"), rounds, together, reports)
+    processes = [spawn.Process(target=take_and_release_in_rounds, args=race) for _ in range(contenders)]
+    for process in processes:
+        process.start()
+    refusals = dict(reports.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert sorted(refusals) == sorted(process.pid for process in processes)
+    for pid, refused in refusals.items():
+        for message in refused:
+            owner = re.search(NAMED + r"(\d+) ", message)
+            assert owner and int(owner[1]) in refusals.keys() - {pid}, message
 
 
 class FrozenClock:
