@@ -1435,11 +1435,23 @@ def test_a_lineage_knows_a_folder_met_before_reached_through_a_link(tmp_path):
     assert runs.lineage(tmp_path / "self") == "self-link (cycle)"
 
 
-def test_two_threads_resuming_one_run_at_once_refuse_one_with_what_a_resume_can_do(fox_file, tiny):
+def test_two_threads_resuming_one_run_at_once_refuse_one_with_what_a_resume_can_do(fox_file, tiny, monkeypatch):
     """Two threads of one process resuming one run at once (released together): the one refused was told
     to `train into another folder (out=FOLDER)`, which a resume refuses (`out` names a new run's folder);
-    a run that holds a checkpoint is waited for, or a new run started from its weights."""
+    a run that holds a checkpoint is waited for, or a new run started from its weights. The one that takes
+    the lock holds it until the other is refused: done first, it would leave the other nothing to meet."""
     charlm.train(fox_file, out="run", **tiny)
+    take, other_refused = run_lock.RunLock.__enter__, threading.Event()
+
+    def take_and_hold_until_the_other_is_refused(lock: run_lock.RunLock) -> None:
+        try:
+            take(lock)
+        except CharLMError:
+            other_refused.set()
+            raise
+        other_refused.wait(timeout=60)
+
+    monkeypatch.setattr(run_lock.RunLock, "__enter__", take_and_hold_until_the_other_is_refused)
     trained, refused = at_once_in_rounds(lambda i: charlm.train(resume="run", max_steps=60, quiet=True), 2, 1)
     waited_for = f"{Path('checkpoints/run')} is in use by another thread of this process (its charlm.train)"
     instead = "start a new run from its weights (init_from='checkpoints/run', out=FOLDER)"
