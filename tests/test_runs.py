@@ -997,7 +997,9 @@ def test_the_temporary_files_of_writers_killed_mid_write_go_when_the_run_is_take
 def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_file, tiny, monkeypatch):
     """Two `--resume` at once: the one that lost the lock race read latest.pt (step 10) before the
     other took the lock, and took the lock once the other had finished (step 20): it trained on from
-    step 10 and wrote latest.pt over the other's ten steps."""
+    step 10 and wrote latest.pt over the other's ten steps. Made to happen in turn: two resumes started
+    at once (the test below) almost always meet at the lock, and reach this check only when one is
+    slowed for as long as the other trains."""
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
     real_load = api.load_run_text  # a resume's reading of its text (`load_corpus` where --encoding is given)
 
@@ -1013,6 +1015,28 @@ def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_
         "checkpoints/run went on to step 20 (another process trained it) while this resume started from step 10; "
         "resume again to go on from step 20: charlm.train(resume='checkpoints/run')"  # a Python caller's call
     )
+    assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
+
+
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
+def test_two_resumes_started_at_once_train_the_run_once_whichever_reaches_the_lock_first(fox_file, tiny):
+    """Two `--resume` processes started at once, each to go on ten steps: one trains them, the other is
+    refused in one line (the run in use by the first, or gone on while it started), and no step is
+    trained twice or written over."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    resumes = [start_charlm("train", "--resume", "run", "--max-steps", "20", "--quiet") for _ in range(2)]
+    try:
+        ended = [(process.pid, *process.communicate(timeout=120), process.returncode) for process in resumes]
+    finally:
+        for process in resumes:
+            process.kill()
+            process.wait()
+    trained = [pid for pid, _, _, code in ended if code == 0]
+    refused = [err.strip() for _, _, err, code in ended if code != 0]
+    assert len(trained) == 1 and len(refused) == 1, ended
+    in_use = f"Error: checkpoints/run is in use by process {trained[0]} (another charlm train)"
+    overtaken = "Error: checkpoints/run went on to step 20 (another process trained it) while this resume started"
+    assert refused[0].startswith((in_use, overtaken)) and "\n" not in refused[0], refused
     assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
 
 
