@@ -30,8 +30,8 @@ class RunLock:
     On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
     its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken (Windows refuses to
     delete a file held open: there filelock deletes it after the unlock). With timeout 0 filelock then
-    says the lock is held, so a refused run tries again until an owner names itself: the lock was
-    free, and a run told "in use by another process" found nobody to wait for or stop.
+    says the lock is held though it is free, so a refused run tries again until an owner names itself
+    (or OWNER_NAMED_WITHIN passes), and is never told of an owner that is not there.
 
     A lock on a file that was deleted (the run folder removed mid-run) guards nothing: another process
     may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
