@@ -17,6 +17,7 @@ from .fields import call, said, together
 from .runs import BEST, LATEST, LOCK, LOCK_PID, lock_owner, make_folder, pending, resume_command
 
 OWNER_NAMED_WITHIN = 1.0  # seconds a refused run waits for the lock's new owner to name itself
+RETRY_EVERY = 0.01  # seconds between a refused run's tries at the lock while it waits for the owner's name
 MAXPATHLEN = 1024  # macOS's longest path, the buffer F_GETPATH writes into
 
 
@@ -28,7 +29,9 @@ class RunLock:
     over. `.lock.pid` names the owner for the message the others get (filelock may truncate `.lock`).
     On release both files go: `.lock` before the unlock, so a process that opened it meanwhile finds
     its lock on a deleted file and filelock (>= 3.20.4) does not count it as taken (Windows refuses to
-    delete a file held open: there filelock deletes it after the unlock).
+    delete a file held open: there filelock deletes it after the unlock). With timeout 0 filelock then
+    says the lock is held though it is free, so a refused run tries again until an owner names itself
+    (or OWNER_NAMED_WITHIN passes), and is never told of an owner that is not there.
 
     A lock on a file that was deleted (the run folder removed mid-run) guards nothing: another process
     may have taken a new `.lock` there. `check` says so, and the owner stops writing; on release it
@@ -44,26 +47,14 @@ class RunLock:
 
     def __enter__(self) -> None:
         make_folder(self.path.parent)
-        try:
-            self.lock.acquire()
-        except filelock.Timeout:
-            owner = self.owner_named()
-            if owner == os.getpid():  # not a process to stop: the caller's own
-                raise CharLMError(
-                    f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
-                    f"wait for that call to return, or {self.elsewhere()}"
-                ) from None
-            who = f"process {owner}" if owner is not None else "another process"
-            raise CharLMError(
-                f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it"
-            ) from None
-        except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
-            e = files.lock_named(e, self.lock)
-            if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
-                raise files.cannot_write(self.path, e) from None
-            raise files.cannot_lock(
-                self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"
-            ) from None
+        deadline = time.monotonic() + OWNER_NAMED_WITHIN
+        # refused: by an owner that names itself just after taking the lock (two runs started at once meet
+        # in that moment), or by a `.lock` a release removed as this run opened it, free once tried again
+        while not self.taken():
+            owner = self.live_owner()
+            if owner is not None or time.monotonic() >= deadline:
+                raise self.refused(owner)
+            time.sleep(RETRY_EVERY)
         scratch = self.pid_path.with_name(".lock.pid.tmp")
         try:  # whole or absent, so a reader never sees half a PID; best effort: the lock is already ours
             scratch.write_text(f"{processes.process_name()}\n", encoding="ascii")
@@ -76,6 +67,32 @@ class RunLock:
             self.folder_fd = os.open(self.path.parent, os.O_RDONLY)
         except OSError:
             self.folder_fd = None
+
+    def taken(self) -> bool:
+        """One try at the lock: False where filelock says it is held, as it also says of a `.lock` it locked
+        just after a release removed it (a lock on a removed file guards nothing, so filelock drops it)."""
+        try:
+            self.lock.acquire()
+        except filelock.Timeout:
+            return False
+        except OSError as e:  # flock(2) ENOLCK: an NFS mount without its lock service
+            e = files.lock_named(e, self.lock)
+            if files.remedy(e):  # a folder that refuses writes (read-only, not the user's, full): not the locks
+                raise files.cannot_write(self.path, e) from None
+            raise files.cannot_lock(
+                self.path, e, "the run folder", f"train into a folder on a local disk ({said('out')})"
+            ) from None
+        return True
+
+    def refused(self, owner: int | None) -> CharLMError:
+        """What a run refused the folder is told: which process holds it (`owner`), if one named itself."""
+        if owner == os.getpid():  # not a process to stop: the caller's own
+            return CharLMError(
+                f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
+                f"wait for that call to return, or {self.elsewhere()}"
+            )
+        who = f"process {owner}" if owner is not None else "another process"
+        return CharLMError(f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it")
 
     def elsewhere(self) -> str:
         """What a run refused the folder can do instead of waiting: a new run trains into another folder;
@@ -147,14 +164,6 @@ class RunLock:
         """Refuse to write anything more once the lock is `lost`."""
         if reason := self.lost():
             raise CharLMError(stopped_message(reason, step, self.moved_to()))
-
-    def owner_named(self) -> int | None:
-        """`live_owner`, waiting up to OWNER_NAMED_WITHIN for it: a process that took the lock a moment ago
-        names itself just after (`__enter__`), and two runs started at once meet in that moment."""
-        deadline = time.monotonic() + OWNER_NAMED_WITHIN
-        while (owner := self.live_owner()) is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return owner
 
     def live_owner(self) -> int | None:
         """The PID of the last owner, if it still runs (`lock_owner`)."""

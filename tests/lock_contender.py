@@ -2,11 +2,14 @@
 and charlm.run_lock (under a second), not the test module with its conftest and torch (seconds each)."""
 
 import os
+import threading
 import time
 from pathlib import Path
 
 from charlm import run_lock
 from charlm.errors import CharLMError
+
+NAMED = "is in use by process "  # a refusal that names the lock's owner
 
 HOLD_SECONDS, TRIAL_SECONDS = 0.06, 0.08  # contenders start together: each tries within the hold (ms apart)
 
@@ -29,3 +32,24 @@ def take_lock_in_each_trial(folders: list[str], ready, start_time) -> None:
         except CharLMError:
             pass
     Path(folders[0]).parent.joinpath(f"held-{os.getpid()}").write_text("\n".join(held))
+
+
+def take_and_release_in_rounds(folder: str, rounds: int, together, refusals) -> None:
+    """One contender of a race of zero-length holds: each round, released with the others by `together` (a
+    Barrier), it takes `folder`'s lock and lets it go at once. It puts its PID and the refusals it got on
+    `refusals` (a Queue). A refusal that names no owner ends the race for all (the barrier broken): one is
+    enough to fail, and each waited a second for an owner to name itself."""
+    refused = []
+    try:
+        for _ in range(rounds):
+            together.wait(timeout=60)
+            try:
+                with run_lock.RunLock(Path(folder)):
+                    pass
+            except CharLMError as e:
+                refused.append(str(e))
+                if NAMED not in str(e):
+                    together.abort()
+    except threading.BrokenBarrierError:
+        pass
+    refusals.put((os.getpid(), refused))

@@ -36,7 +36,7 @@ from .conftest import (
     start_training,
     wait_for,
 )
-from .lock_contender import take_lock_in_each_trial
+from .lock_contender import NAMED, take_and_release_in_rounds, take_lock_in_each_trial
 from .permissions import as_a_user
 from .test_distributed import cli_options, train_ranks
 
@@ -576,6 +576,28 @@ def test_processes_taking_one_lock_at_once_get_it_one_at_a_time(tmp_path):
         assert not overlapping, f"{folder}: {len(spans)} processes held the lock at once"
 
 
+def test_processes_racing_for_a_lock_held_no_time_are_refused_only_naming_a_live_owner(tmp_path):
+    """Processes released together round after round, each taking one folder's lock and releasing it at
+    once: a release removed `.lock` before its unlock, and a contender that had opened it just before then
+    locked the removed file, which filelock (timeout 0) reports as taken: the contender waited a second for
+    an owner to name itself and was refused "in use by another process", though nobody held the lock."""
+    contenders, rounds = 4, 60
+    spawn = multiprocessing.get_context("spawn")
+    together, reports = spawn.Barrier(contenders), spawn.Queue()
+    race = (str(tmp_path / "run"), rounds, together, reports)
+    processes = [spawn.Process(target=take_and_release_in_rounds, args=race) for _ in range(contenders)]
+    for process in processes:
+        process.start()
+    refusals = dict(reports.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    assert sorted(refusals) == sorted(process.pid for process in processes)
+    for pid, refused in refusals.items():
+        for message in refused:
+            owner = re.search(NAMED + r"(\d+) ", message)
+            assert owner and int(owner[1]) in refusals.keys() - {pid}, message
+
+
 class FrozenClock:
     """`time` as charlm.run_claim sees it, stopped at one second: every run starts in it."""
 
@@ -975,7 +997,9 @@ def test_the_temporary_files_of_writers_killed_mid_write_go_when_the_run_is_take
 def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_file, tiny, monkeypatch):
     """Two `--resume` at once: the one that lost the lock race read latest.pt (step 10) before the
     other took the lock, and took the lock once the other had finished (step 20): it trained on from
-    step 10 and wrote latest.pt over the other's ten steps."""
+    step 10 and wrote latest.pt over the other's ten steps. Made to happen in turn: two resumes started
+    at once (the test below) almost always meet at the lock, and reach this check only when one is
+    slowed for as long as the other trains."""
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
     real_load = api.load_run_text  # a resume's reading of its text (`load_corpus` where --encoding is given)
 
@@ -991,6 +1015,28 @@ def test_a_resume_that_another_process_overtook_while_it_started_is_refused(fox_
         "checkpoints/run went on to step 20 (another process trained it) while this resume started from step 10; "
         "resume again to go on from step 20: charlm.train(resume='checkpoints/run')"  # a Python caller's call
     )
+    assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
+
+
+@pytest.mark.slow  # seconds of real processes, training or a browser: the full suite runs it
+def test_two_resumes_started_at_once_train_the_run_once_whichever_reaches_the_lock_first(fox_file, tiny):
+    """Two `--resume` processes started at once, each to go on ten steps: one trains them, the other is
+    refused in one line (the run in use by the first, or gone on while it started), and no step is
+    trained twice or written over."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 10})
+    resumes = [start_charlm("train", "--resume", "run", "--max-steps", "20", "--quiet") for _ in range(2)]
+    try:
+        ended = [(process.pid, *process.communicate(timeout=120), process.returncode) for process in resumes]
+    finally:
+        for process in resumes:
+            process.kill()
+            process.wait()
+    trained = [pid for pid, _, _, code in ended if code == 0]
+    refused = [err.strip() for _, _, err, code in ended if code != 0]
+    assert len(trained) == 1 and len(refused) == 1, ended
+    in_use = f"Error: checkpoints/run is in use by process {trained[0]} (another charlm train)"
+    overtaken = "Error: checkpoints/run went on to step 20 (another process trained it) while this resume started"
+    assert refused[0].startswith((in_use, overtaken)) and "\n" not in refused[0], refused
     assert latest("run").progress.step == 20 and [r["step"] for r in read_metrics("checkpoints/run")] == [10, 20]
 
 
@@ -1413,11 +1459,23 @@ def test_a_lineage_knows_a_folder_met_before_reached_through_a_link(tmp_path):
     assert runs.lineage(tmp_path / "self") == "self-link (cycle)"
 
 
-def test_two_threads_resuming_one_run_at_once_refuse_one_with_what_a_resume_can_do(fox_file, tiny):
+def test_two_threads_resuming_one_run_at_once_refuse_one_with_what_a_resume_can_do(fox_file, tiny, monkeypatch):
     """Two threads of one process resuming one run at once (released together): the one refused was told
     to `train into another folder (out=FOLDER)`, which a resume refuses (`out` names a new run's folder);
-    a run that holds a checkpoint is waited for, or a new run started from its weights."""
+    a run that holds a checkpoint is waited for, or a new run started from its weights. The one that takes
+    the lock holds it until the other is refused: done first, it would leave the other nothing to meet."""
     charlm.train(fox_file, out="run", **tiny)
+    take, other_refused = run_lock.RunLock.__enter__, threading.Event()
+
+    def take_and_hold_until_the_other_is_refused(lock: run_lock.RunLock) -> None:
+        try:
+            take(lock)
+        except CharLMError:
+            other_refused.set()
+            raise
+        other_refused.wait(timeout=60)
+
+    monkeypatch.setattr(run_lock.RunLock, "__enter__", take_and_hold_until_the_other_is_refused)
     trained, refused = at_once_in_rounds(lambda i: charlm.train(resume="run", max_steps=60, quiet=True), 2, 1)
     waited_for = f"{Path('checkpoints/run')} is in use by another thread of this process (its charlm.train)"
     instead = "start a new run from its weights (init_from='checkpoints/run', out=FOLDER)"
