@@ -50,16 +50,17 @@ def check_model(function: str, model: object) -> None:
             f"charlm.{function}: the model's vocabulary has {size} ids but its weights score "
             f"{model.config.vocab_size}: model.vocab must be the vocabulary it was trained with, not another run's"
         )
-    if any(weight.is_meta for weight in model.state_dict().values()):  # no values to sample or check
+    weights = model.state_dict()  # once: each call looks at every weight (about a character's step)
+    if any(weight.is_meta for weight in weights.values()):  # no values to sample or check
         raise CharLMError(
             f"charlm.{function}: the model's weights are on the meta device, shapes without values; give it "
             "weights first (model.to_empty(device='cpu'), then model.load_state_dict(state)), or charlm.load a run"
         )
-    # one pass over the weights at each call (about a character's step): a model built or changed in Python
-    # (a checkpoint's reader checks the same) with a NaN weight sampled one character over and over
-    if name := unsound_weight(model.state_dict()):
+    # a model built or changed in Python (a checkpoint's reader checks the same) with a NaN weight sampled one
+    # character over and over
+    if name := unsound_weight(weights):
         raise CharLMError(
-            f"charlm.{function}: the model's weight {weight_problem(name, model.state_dict()[name])}; nothing "
+            f"charlm.{function}: the model's weight {weight_problem(name, weights[name])}; nothing "
             "sampled or scored from it would mean anything (a training run that diverged: train again at a lower lr)"
         )
 
