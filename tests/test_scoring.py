@@ -230,7 +230,7 @@ def test_eval_and_inspect_refuse_a_text_with_nothing_to_score_in_one_line_naming
             (tmp_path / name).write_bytes(data)
         assert_one_line_error(cli("eval", fox, name, "--quiet"), f"{name}: {says}")
         assert_one_line_error(cli("inspect", fox, name, "--output", "page.html"), f"{name}: {says}")
-    with pytest.raises(CharLMError, match="^eval_also .*empty.txt: file is empty"):
+    with pytest.raises(CharLMError, match="^eval_also=.*empty.txt.: file is empty"):
         read_eval_also(Config(eval_also=str(tmp_path / "empty.txt")), charlm.load(fox).vocab)
 
 
