@@ -422,10 +422,13 @@ def refuse_added_limits(values: dict, step: int = 0, elapsed: float = 0.0, run: 
     count the whole run, a resumed `run`'s `step`s and `elapsed` seconds too, so the refusal gives the whole
     run's figure for as much more: `--max-steps 300`."""
     for name, (more, more_text) in added_limits(values).items():
+        opening, example = f"{said(name, values[name])}: limits count the whole run", ""
+        if not more:  # +0 steps (a +0 duration is none, refused as given): its whole figure is under 1 or spent
+            opening, example = f"{opening}, and +{more_text} adds nothing", "a figure, e.g. "
+            more, more_text = 1000, "1000"
         whole = step + more if name == "max_steps" else duration_said(elapsed + more) if run else more_text
-        opening = f"{said(name, values[name])}: limits count the whole run"
         if run is None:
-            raise CharLMError(f"{opening}; give {said(name, whole)}")
+            raise CharLMError(f"{opening}; give {example}{said(name, whole)}")
         trained = f"{step:,} steps" if name == "max_steps" else duration_said(elapsed)
         raise CharLMError(f"{opening}; {run} has trained {trained}: for {more_text} more give {said(name, whole)}")
 

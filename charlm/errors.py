@@ -24,6 +24,12 @@ def one_line(text: str) -> str:
     return repr(text) if escaped and not escaped.strip() else escaped
 
 
+def one_line_path(path: str | Path) -> str:
+    """`path` as `one_line` shows it, each name in it apart: a run folder renamed by hand to a space is
+    `checkpoints/' '`, where the whole path, not blank, showed it as nothing (`checkpoints/ `)."""
+    return "/".join(one_line(name) for name in Path(path).as_posix().split("/"))
+
+
 class CharLMError(Exception):
     """The exception charlm raises for bad input or a state it cannot go on from: a one-line message
     that names the keyword, file or field and says what to do. A Python caller is told keywords

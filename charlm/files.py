@@ -124,7 +124,10 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
 def take_lock(lock: filelock.BaseFileLock, waiting_for: str, after: float = 0.0, quiet: bool = False) -> None:
     """Take `lock`, waiting for as long as the process that holds it does; if that is longer than `after`
     seconds, say once on stderr what it waits for (`waiting for another export into DIR ...`), so that
-    a wait is not taken for a hang. Raises the OSError of a lock the OS refuses (`cannot_lock`)."""
+    a wait is not taken for a hang. Raises the OSError of a lock the OS refuses (`cannot_lock`).
+
+    A `.lock` deleted as it is taken reads as held (run_lock.RunLock): with `after` > 0 filelock tries again
+    until then; `after=0` suits a lock file nobody deletes (the fetch lock), or it says a wait it never had."""
     try:
         try:
             lock.acquire(timeout=after)

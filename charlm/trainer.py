@@ -29,7 +29,7 @@ from .checkpoint import read as read_checkpoint
 from .config import Config
 from .device import core_precision, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import said
 from .model import MAX_WEIGHT, CharLM, unsound_weight
 from .plan import GIVEN, RunPlan, already_held, limits_spent
@@ -54,7 +54,7 @@ def lost_note_for(run_dir: Path, saved: bool) -> str:
     folder) or is on disk (rank 0 writes it before the ranks agree that it was written)."""
     if not saved and not runs.holds_checkpoint(run_dir):
         return "; no checkpoint was written yet: start the run again"
-    return f"; {run_dir} keeps its last checkpoint: resume with {runs.resume_command(run_dir)}"
+    return f"; {one_line_path(run_dir)} keeps its last checkpoint: resume with {runs.resume_command(run_dir)}"
 
 
 class Trainer:
@@ -215,7 +215,7 @@ class Trainer:
             return
         if ahead > self.saved_step:
             raise CharLMError(
-                f"{self.run_dir} went on to step {ahead:,} (another process trained it) while this resume "
+                f"{self.shown_dir} went on to step {ahead:,} (another process trained it) while this resume "
                 f"started from step {self.saved_step:,}; resume again to go on from step {ahead:,}: "
                 f"{runs.resume_command(self.run_dir)}"
             )
@@ -349,7 +349,7 @@ class Trainer:
             best, worse = progress.best_bpc, progress.worse_evaluations
             best_text = "none saved" if best is None else f"{best:.3f} bpc at step {progress.best_step}"
             tqdm.write(
-                f"{self.run_dir} stopped early at step {progress.step}: validation has not improved for "
+                f"{self.shown_dir} stopped early at step {progress.step}: validation has not improved for "
                 f"{worse} evaluations (best {best_text}); nothing to train{self.moved_note()}: to train on, resume "
                 f"with {said('patience', 0)} or a {said('patience')} above {worse}",
                 file=sys.stderr,
@@ -449,7 +449,7 @@ class Trainer:
         training = (
             f"training {model.architecture()} ({model.num_parameters():,} parameters) "
             f"on {self.corpus.name}: {len(self.corpus.train_ids):,} tokens, vocabulary "
-            f"{self.corpus.vocab.size_text()}; {self.device} {precision}{processes}; run folder {self.run_dir}{resumed}"
+            f"{self.corpus.vocab.size_text()}; {self.device} {precision}{processes}; run folder {self.shown_dir}{resumed}"
         )
         notes = [training]
         if self.base and self.saved_step is not None:  # its new characters were said when it started
@@ -458,6 +458,11 @@ class Trainer:
             added = finetune.new_characters_note(self.corpus, self.base.vocab_size, self.config)
             notes.append(f"fine-tuning from {self.base.describe(SHORT_DIGEST)}; {added}")
         return notes
+
+    @property
+    def shown_dir(self) -> str:
+        """The run folder as the lines that name it show it: a folder renamed by hand to a space, quoted."""
+        return one_line_path(self.run_dir)
 
     def resume_note(self) -> str:
         """How to go on from the last checkpoint written, for a message that stops the run ('' before the first)."""
@@ -468,9 +473,11 @@ class Trainer:
     def saved_note(self) -> str:
         """Where the run's checkpoints are, or why the last could not be written (--save-errors warn)."""
         if not self.save_error:
-            return f"saved in {self.run_dir}"
+            return f"saved in {self.shown_dir}"
         kept = (
-            f"{self.run_dir} holds step {self.saved_step}" if self.saved_step else f"{self.run_dir} holds no checkpoint"
+            f"{self.shown_dir} holds step {self.saved_step}"
+            if self.saved_step
+            else f"{self.shown_dir} holds no checkpoint"
         )
         return f"not saved: the last checkpoint could not be written ({self.save_error}); {kept}"
 
@@ -491,9 +498,7 @@ class Trainer:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""
         if self.saved_step is None:
             return f"interrupted before the first checkpoint; train again ({said('out', self.run_dir)} is still free)"
-        return (
-            f"interrupted; {self.run_dir} holds step {self.saved_step}: resume with {runs.resume_command(self.run_dir)}"
-        )
+        return f"interrupted; {self.shown_dir} holds step {self.saved_step}: resume with {runs.resume_command(self.run_dir)}"
 
     def check_diverged(self) -> None:
         """Stop, writing nothing, once training has diverged: a loss was NaN or infinite, or the weights
@@ -524,7 +529,7 @@ class Trainer:
         self.text_moved = checkpoint.corpus["sources"] != self.corpus.sources
         # read by `runtext.run_corpus`, which checks it first
         if not same_text(checkpoint.corpus, self.corpus.key, lambda: self.corpus.meta.get("text")):
-            raise CharLMError(f"{self.run_dir}: its checkpoint is of another corpus than the one read for it")
+            raise CharLMError(f"{self.shown_dir}: its checkpoint is of another corpus than the one read for it")
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed

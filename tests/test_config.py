@@ -8,7 +8,7 @@ import torch
 
 from charlm import Config, SampleConfig, catalog
 from charlm.commands.train import train as train_command
-from charlm.config import parse_duration
+from charlm.config import parse_duration, refuse_added_limits
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
 from charlm.fields import on_command_line
@@ -230,3 +230,21 @@ def test_an_integer_past_pythons_digit_limit_is_named_by_its_size(field):
         CharLMError, match=rf"^{field} must be a 64-bit integer, not a negative integer of 5,001 digits$"
     ):
         Config(**{field: -(10**5000)})
+
+
+@pytest.mark.parametrize("added", ["+0", "+00"])
+def test_a_max_steps_of_plus_zero_is_not_answered_with_a_figure_that_is_refused_too(added):
+    """`--max-steps +0` on a new run said `give --max-steps 0`, which is refused itself (at least 1), and on
+    a run at step 20 `give --max-steps 20`, refused as spent: +0 adds nothing, and the figure offered is one
+    charlm takes."""
+    with pytest.raises(CharLMError) as new_run:
+        Config(max_steps=added)
+    assert str(new_run.value) == (
+        f"max_steps='{added}': limits count the whole run, and {added} adds nothing; give a figure, e.g. max_steps=1000"
+    )
+    with pytest.raises(CharLMError) as resumed:
+        refuse_added_limits({"max_steps": added, "max_time": None}, step=20, run="checkpoints/run")
+    assert str(resumed.value).endswith(
+        f"{added} adds nothing; checkpoints/run has trained 20 steps: for 1000 more give max_steps=1020"
+    ), resumed.value
+    Config(max_steps=1000)  # the figure offered is taken

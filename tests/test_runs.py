@@ -1481,3 +1481,13 @@ def test_two_threads_resuming_one_run_at_once_refuse_one_with_what_a_resume_can_
     instead = "start a new run from its weights (init_from='checkpoints/run', out=FOLDER)"
     assert len(trained) == 1 and refused == [f"{waited_for}; wait for that call to return, or {instead}"]
     assert latest("run").progress.step == 60 and not list(Path("checkpoints/run").glob(".*"))
+
+
+def test_a_run_folder_renamed_to_a_blank_is_quoted_in_the_lines_that_name_it(fox_file, tiny, capsys):
+    """A run folder renamed by hand to " " and resumed ended on `saved in checkpoints/ `: its name was
+    invisible, where `charlm runs` shows it quoted."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "eval_every": 2})
+    Path("checkpoints/run").rename("checkpoints/ ")
+    charlm.train(resume="checkpoints/ ", max_steps=4, quiet=False)
+    said = capsys.readouterr().err
+    assert "run folder checkpoints/' '" in said and "; saved in checkpoints/' ':" in said, said
