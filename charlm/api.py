@@ -232,7 +232,8 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     the world size may: the checkpoint holds every stream's state, re-sharded here. Rank 0 alone finds the
     run ("the most recent" may change while ranks look: a run saved in between), and the others take its answer.
     The options given are checked first (a --device too, here), before any run is looked for."""
-    Config(**{name: value for name, value in overrides.items() if name not in added_limits(overrides)})  # plan's
+    added = added_limits(overrides)  # `plan.resumed` refuses these, with the run's own figures
+    Config(**{name: value for name, value in overrides.items() if name not in added})
     if "device" in overrides:
         resolve_device(overrides["device"], ranks.local_rank, ranks.world)
     found = resumed_path(target) if ranks.leader else None

@@ -11,8 +11,9 @@ option joined to the value by a full-width comma or space (no shell splits there
 value cannot be read (`retype_hint`); an option joined to its value by a full-width space, which click
 takes for an unknown option, is named with the space to retype (`joined_value_hint`). An option's dashes as
 an input method types them, `——top-p` (U+2014 twice, a Chinese input method's `--`), `－－top-p` or `—top-p`
-(macOS's autocorrected `--`), `–top-p` (a web page's en dash) or `－－ｔｏｐ－ｐ` (its name in full width), are read as `--` where the name after them is one of the command's long
-options (`as_option`), so a seed `——他说` stays text; before no option of it they are named (`dashes_hint`).
+(macOS's autocorrected `--`), `–top-p` (a web page's en dash) or `－－ｔｏｐ－ｐ` (its name in full width), are
+read as `--` where the name after them is one of the command's long options (`as_option`), so a seed `——他说`
+stays text; before no option of it they are named (`dashes_hint`).
 Within a number any of those dashes is its minus (`as_number`): `--random-seed –5`, `--lr 1e−4`.
 """
 

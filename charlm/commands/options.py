@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import click
 
+from ..config import added_limits
 from ..device_names import STEP_DEVICE, WHOLE_TEXTS_DEVICE
 from ..fields import SHOWN, option_name
 from ..halfwidth import as_choice, as_number, dashes_hint, option_places, option_typed, options_read, retype_hint
@@ -63,10 +64,7 @@ class WholeRunSteps(HalfWidthInt):
     figure (config.refuse_added_limits): limits count the whole run, and 100 more than its 200 is 300."""
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
-        signed = isinstance(value, str) and as_number(value).strip().startswith("+")
-        return (
-            value if signed and as_number(value).strip()[1:].strip().isdecimal() else super().convert(value, param, ctx)
-        )
+        return value if added_limits({"max_steps": value}) else super().convert(value, param, ctx)
 
 
 NUMBER_TYPES = {int: HalfWidthInt(), float: HalfWidthFloat()}
