@@ -5,11 +5,12 @@ Each file goes to a hidden temporary file beside its target, is fsynced, then re
 target. A full disk, a file size limit, Ctrl-C or a crash mid-write leaves the old file (or none),
 never the first half of a checkpoint, page or model that a reader (charlm, a browser, onnxruntime)
 would take for a whole one, and no temporary file. A target that is a symbolic link is written
-through (`written_through`), as `>`, cp and editors write one: the file it names is replaced, the link stays.
+through (`written_through`), as `>`, cp and editors write one: the file it names is replaced, the
+link stays.
 
-A temporary is named by the process that writes it (`processes.process_name`: PID-START), so what a writer
-killed mid-write left is told from a live writer's (`processes.process_alive`) and removed (`remove_leftovers`). Also here:
-a lock taken with a word on stderr while it waits (`take_lock`), and JSON a person may have edited read
+A temporary is named by the process that writes it (`processes.process_name`: PID-START), so what a
+writer killed mid-write left is told from a live writer's (`processes.process_alive`) and removed
+(`remove_leftovers`). Also here: a lock taken with a word on stderr while it waits (`take_lock`), and JSON a person may have edited read
 safely (`parse_json`, `is_number`); a path no file can have is refused before it is looked up by path_names.py.
 """
 
