@@ -10,8 +10,9 @@ link stays.
 
 A temporary is named by the process that writes it (`processes.process_name`: PID-START), so what a
 writer killed mid-write left is told from a live writer's (`processes.process_alive`) and removed
-(`remove_leftovers`). Also here: a lock taken with a word on stderr while it waits (`take_lock`), and JSON a person may have edited read
-safely (`parse_json`, `is_number`); a path no file can have is refused before it is looked up by path_names.py.
+(`remove_leftovers`). Also here: a lock taken with a word on stderr while it waits (`take_lock`), and
+JSON a person may have edited read safely (`parse_json`, `is_number`); a path no file can have is
+refused before it is looked up by path_names.py.
 """
 
 from __future__ import annotations
