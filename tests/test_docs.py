@@ -1088,6 +1088,28 @@ def test_every_code_name_a_doc_points_at_exists(page):
     assert not stale, f"{page.name} points at code that is not there:\n" + "\n".join(stale)
 
 
+# A quoted note on unseen characters, up to the first "..." of its list: `70 unseen characters excluded from
+# the score (55 distinct: '瞿' 2 times '滟' once ...`
+UNSEEN_NOTE = re.compile(
+    r"unseen characters (?:excluded from the score|scored as the unknown symbol '.') \([\d,]+ distinct: ([^.)]*)"
+)
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_a_quoted_note_on_unseen_characters_names_them_as_charlm_does(page):
+    """The note says how many times the text has each character ('瞿' 2 times '滟' once): usage.zh.md
+    went on quoting it as it was before, the characters bare ('厥' '栽' ...). Each quote's characters,
+    as often as it says (once where it gives no count), scored by a model that knows none of them."""
+    from charlm.scoring import unseen_note
+    from charlm.vocab import Vocab
+
+    for listing in filter(str.strip, UNSEEN_NOTE.findall(page.read_text(encoding="utf-8"))):  # one naming some
+        named = re.findall(r"'(.)'(?: (once|\d+ times))?", listing)
+        text = "a" + "".join(char * int(times.split()[0] if times[:1].isdigit() else 1) for char, times in named)
+        said = re.search(r"distinct: (.*?)\)", unseen_note(Vocab("a"), [text]))[1]
+        assert said.startswith(listing.strip()), f"{page.name} quotes `{listing.strip()} ...`; charlm says `{said}`"
+
+
 # What each row of usage.zh.md's table of files charlm cannot read holds, by the words its first cell
 # starts with: one file per message the row quotes (`a` / `b`: two files), read as UTF-8 but where
 # READ_AS gives the --encoding the row's file is read with, and how many files are read together.
