@@ -325,6 +325,11 @@ def options_named(page) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][\w-]*", page.read_text(encoding="utf-8")))
 
 
+def modules_named(page) -> set[str]:
+    """Every `x.py` file the page names (`charlm/serve/app.py` as `app.py`: a list names modules bare)."""
+    return set(re.findall(r"(?<![\w.])\w+\.py\b", page.read_text(encoding="utf-8").replace("/", " ")))
+
+
 TWINS = [
     page
     for page in DOCS
@@ -338,11 +343,12 @@ def test_the_twins_are_found():
 
 
 @pytest.mark.parametrize("chinese", TWINS, ids=lambda path: path.name)
-def test_the_chinese_page_names_every_option_its_english_page_names(chinese):
-    """Chinese docs are first-class: an option the English page teaches is not left out of its Chinese
-    twin (README.zh.md once lacked serve's --allow-origin)."""
+def test_the_chinese_page_names_every_option_and_module_its_english_page_names(chinese):
+    """Chinese docs are first-class: an option the English page teaches, or a module file it sends a
+    reader to (how-it-works' list, as modules split), is not left out of its Chinese twin (README.zh.md
+    once lacked serve's --allow-origin)."""
     english = chinese.with_name(chinese.name[: -len(".zh.md")] + ".md")
-    missing = options_named(english) - options_named(chinese)
+    missing = options_named(english) - options_named(chinese) | modules_named(english) - modules_named(chinese)
     assert not missing, f"{chinese.name} never names {sorted(missing)}, which {english.name} does"
 
 
