@@ -325,6 +325,11 @@ def options_named(page) -> set[str]:
     return set(re.findall(r"(?<![\w-])--[a-z][\w-]*", page.read_text(encoding="utf-8")))
 
 
+def modules_named(page) -> set[str]:
+    """Every `x.py` file the page names (`charlm/serve/app.py` as `app.py`: a list names modules bare)."""
+    return set(re.findall(r"(?<![\w.])\w+\.py\b", page.read_text(encoding="utf-8").replace("/", " ")))
+
+
 TWINS = [
     page
     for page in DOCS
@@ -338,11 +343,12 @@ def test_the_twins_are_found():
 
 
 @pytest.mark.parametrize("chinese", TWINS, ids=lambda path: path.name)
-def test_the_chinese_page_names_every_option_its_english_page_names(chinese):
-    """Chinese docs are first-class: an option the English page teaches is not left out of its Chinese
-    twin (README.zh.md once lacked serve's --allow-origin)."""
+def test_the_chinese_page_names_every_option_and_module_its_english_page_names(chinese):
+    """Chinese docs are first-class: an option the English page teaches, or a module file it sends a
+    reader to (how-it-works' list, as modules split), is not left out of its Chinese twin (README.zh.md
+    once lacked serve's --allow-origin)."""
     english = chinese.with_name(chinese.name[: -len(".zh.md")] + ".md")
-    missing = options_named(english) - options_named(chinese)
+    missing = options_named(english) - options_named(chinese) | modules_named(english) - modules_named(chinese)
     assert not missing, f"{chinese.name} never names {sorted(missing)}, which {english.name} does"
 
 
@@ -1086,6 +1092,28 @@ def test_every_code_name_a_doc_points_at_exists(page):
         if (problem := pointer_problem(name, path))
     )
     assert not stale, f"{page.name} points at code that is not there:\n" + "\n".join(stale)
+
+
+# A quoted note on unseen characters, up to the first "..." of its list: `70 unseen characters excluded from
+# the score (55 distinct: '瞿' 2 times '滟' once ...`
+UNSEEN_NOTE = re.compile(
+    r"unseen characters (?:excluded from the score|scored as the unknown symbol '.') \([\d,]+ distinct: ([^.)]*)"
+)
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda path: path.name)
+def test_a_quoted_note_on_unseen_characters_names_them_as_charlm_does(page):
+    """The note says how many times the text has each character ('瞿' 2 times '滟' once): usage.zh.md
+    went on quoting it as it was before, the characters bare ('厥' '栽' ...). Each quote's characters,
+    as often as it says (once where it gives no count), scored by a model that knows none of them."""
+    from charlm.scoring import unseen_note
+    from charlm.vocab import Vocab
+
+    for listing in filter(str.strip, UNSEEN_NOTE.findall(page.read_text(encoding="utf-8"))):  # one naming some
+        named = re.findall(r"'(.)'(?: (once|\d+ times))?", listing)
+        text = "a" + "".join(char * int(times.split()[0] if times[:1].isdigit() else 1) for char, times in named)
+        said = re.search(r"distinct: (.*?)\)", unseen_note(Vocab("a"), [text]))[1]
+        assert said.startswith(listing.strip()), f"{page.name} quotes `{listing.strip()} ...`; charlm says `{said}`"
 
 
 # What each row of usage.zh.md's table of files charlm cannot read holds, by the words its first cell
