@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from .corpus import NORMALIZATIONS, text_decoder
 from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE, device_name
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import (
     SHOWN,
     cannot_read,
@@ -437,7 +437,9 @@ def refuse_added_limits(values: dict, step: int = 0, elapsed: float = 0.0, run: 
         if run is None:
             raise CharLMError(f"{opening}; give {example}{said(name, whole)}")
         trained = f"{step:,} steps" if name == "max_steps" else duration_said(elapsed)
-        raise CharLMError(f"{opening}; {run} has trained {trained}: for {more_text} more give {said(name, whole)}")
+        raise CharLMError(
+            f"{opening}; {one_line_path(run)} has trained {trained}: for {more_text} more give {said(name, whole)}"
+        )
 
 
 def duration_said(seconds: float) -> str:
