@@ -5,6 +5,7 @@ import fcntl
 import itertools
 import json
 import multiprocessing
+import ntpath
 import os
 import re
 import signal
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from types import SimpleNamespace
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 import charlm
 from charlm import (
     api,
+    errors,
     files,
     plan,
     processes,
@@ -1598,3 +1600,11 @@ def test_a_run_folder_made_by_another_process_meanwhile_is_named_quoted():
     (RENAMED / "notes").mkdir(parents=True)  # made meanwhile, and not empty: not replaced
     said = said_of(lambda: run_claim.move_into_place(RENAMED, {}))
     assert said.startswith(f"{RENAMED_SHOWN} was made by another process"), said
+
+
+def test_a_shown_path_keeps_the_platforms_separator(monkeypatch):
+    """On Windows one_line_path showed a user's `C:\\runs\\x` as `C:/runs/x`, in the same line as the
+    `--resume C:\\runs\\x` to paste back: the path as typed, with each name still shown apart."""
+    monkeypatch.setattr(errors, "Path", PureWindowsPath)
+    monkeypatch.setattr(errors, "os", SimpleNamespace(sep=ntpath.sep), raising=False)
+    assert one_line_path("C:\\runs\\x ") == "C:\\runs\\'x '" and one_line_path("C:/runs/ ") == "C:\\runs\\' '"
