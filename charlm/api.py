@@ -34,7 +34,7 @@ from .corpus import check_not_cached
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
-from .errors import CharLMError, callers_stacklevel, one_line
+from .errors import CharLMError, callers_stacklevel, one_line, one_line_path
 from .fields import (
     about_option,
     check_arguments,
@@ -244,7 +244,7 @@ def resume_run(target: str | None, overrides: dict, sources: list[str] | None = 
     if saved.training is None:  # an exported model folder: the model, not its optimizer or data position
         where = path.parent if path.name == hub.WEIGHTS else path
         raise CharLMError(
-            f"{where}: a model folder holds no training state and cannot be resumed; "
+            f"{one_line_path(where)}: a model folder holds no training state and cannot be resumed; "
             f"start a new run from its weights with {said('init_from', where)}"
         )
     resumed = plan.resumed(saved, overrides, path, ranks, text_given=bool(sources))
@@ -378,10 +378,10 @@ def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
     says it as commands)."""
     run = str(trainer.run_dir)
     if trainer.saved_step is None:
-        return f"charlm.train was interrupted before the first checkpoint; nothing was saved ({run} is still free)"
+        return f"charlm.train was interrupted before the first checkpoint; nothing was saved ({one_line_path(run)} is still free)"
     stopped = "interrupted" if at_once else f"stopped at step {trainer.progress.step}"
     return (
-        f"charlm.train {stopped}; {run} holds step {trainer.saved_step}: go on with {runs.resume_command(run)}, "
+        f"charlm.train {stopped}; {one_line_path(run)} holds step {trainer.saved_step}: go on with {runs.resume_command(run)}, "
         f"or sample from its best with charlm.load({run!r})"
     )
 

@@ -8,6 +8,7 @@ a plain dict (JSON types only).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 from .corpus import NORMALIZATIONS, text_decoder
 from .device_names import DEVICE_FORMS, DEVICE_PATTERN, WHOLE_TEXTS_DEVICE, device_name
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import (
     SHOWN,
     cannot_read,
@@ -376,18 +377,11 @@ def parse_duration(
         if required:
             raise CharLMError(f"{flag} needs a duration, such as 5m or 1h")
         return None
-    if isinstance(text, (int, float)):
-        seconds = float(text)
-    else:
-        spec = half_width(text).strip().replace(" ", "")
-        parts = list(_DURATION.finditer(spec))
-        if not parts or "".join(p.group(0) for p in parts) != spec:
-            hint = retype_hint(text, DURATION_UNITS)
-            remedy = f"give {offered}" if offered else "write a duration such as 90s, 10m or 1h"
-            raise CharLMError(f"{unreadable}; {remedy}{hint}")
-        if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
-            raise CharLMError(f"{unreadable}; give each number its unit, e.g. 1h30m")
-        seconds = sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
+    try:
+        seconds = float(text) if isinstance(text, (int, float)) else duration_seconds(text)
+    except ValueError as unread:
+        remedy = f"give {offered}" if offered else "write a duration such as 90s, 10m or 1h"
+        raise CharLMError(f"{unreadable}; {str(unread) or remedy + retype_hint(text, DURATION_UNITS)}") from None
     if not 0 < seconds < math.inf:  # NaN too; infinity (a float, or 400 digits of hours) is no duration either
         remedy = f"use {no_limit} for no limit" if not (offered or required) else "give a duration such as 5m or 1h"
         remedy = f"give {offered}" if offered else remedy
@@ -396,6 +390,18 @@ def parse_duration(
     if most is not None and seconds > most:
         raise CharLMError(f"{flag} must be at most {most / 3600:g}h, not {SHOWN.repr(text)}")
     return seconds
+
+
+def duration_seconds(text: str) -> float:
+    """The seconds a duration's text says, 0 too: parse_duration refuses it, and a '+0' is told it adds
+    nothing (`refuse_added_limits`). Raises ValueError, with what to write where it says more than "unreadable"."""
+    spec = half_width(text).strip().replace(" ", "")
+    parts = list(_DURATION.finditer(spec))
+    if not parts or "".join(p.group(0) for p in parts) != spec:
+        raise ValueError("")
+    if len(parts) > 1 and not all(p.group(2) for p in parts):  # 1h30: 30 seconds or 30 minutes?
+        raise ValueError("give each number its unit, e.g. 1h30m")
+    return sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
 
 
 def added_limits(values: dict) -> dict[str, tuple[float, str]]:
@@ -409,11 +415,11 @@ def added_limits(values: dict) -> dict[str, tuple[float, str]]:
             continue
         if name == "max_steps" and more.isdecimal() and len(more) < 20:  # int() reads no more than 4,300 digits
             added[name] = (int(more), more)
-        elif name == "max_time" and more and more.lower() != "none":
-            try:
-                added[name] = (parse_duration(more), more)
-            except CharLMError:
-                continue
+        elif name == "max_time":
+            with contextlib.suppress(ValueError):
+                seconds = duration_seconds(more)
+                if seconds < math.inf:  # 400 digits of hours: refused as given, as no finite duration
+                    added[name] = (seconds, more)
     return added
 
 
@@ -423,14 +429,17 @@ def refuse_added_limits(values: dict, step: int = 0, elapsed: float = 0.0, run: 
     run's figure for as much more: `--max-steps 300`."""
     for name, (more, more_text) in added_limits(values).items():
         opening, example = f"{said(name, values[name])}: limits count the whole run", ""
-        if not more:  # +0 steps (a +0 duration is none, refused as given): its whole figure is under 1 or spent
-            opening, example = f"{opening}, and +{more_text} adds nothing", "a figure, e.g. "
-            more, more_text = 1000, "1000"
+        if not more:  # +0: its whole figure is under 1 step or 1 second, or spent; one charlm takes is offered
+            kind = "a figure" if name == "max_steps" else "a duration"
+            opening, example = f"{opening}, and +{more_text} adds nothing", f"{kind}, e.g. "
+            more, more_text = (1000, "1000") if name == "max_steps" else (600, "10m")
         whole = step + more if name == "max_steps" else duration_said(elapsed + more) if run else more_text
         if run is None:
             raise CharLMError(f"{opening}; give {example}{said(name, whole)}")
         trained = f"{step:,} steps" if name == "max_steps" else duration_said(elapsed)
-        raise CharLMError(f"{opening}; {run} has trained {trained}: for {more_text} more give {said(name, whole)}")
+        raise CharLMError(
+            f"{opening}; {one_line_path(run)} has trained {trained}: for {more_text} more give {said(name, whole)}"
+        )
 
 
 def duration_said(seconds: float) -> str:

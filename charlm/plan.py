@@ -47,7 +47,7 @@ from .checkpoint import Base, Checkpoint, Progress
 from .config import PLANNED, Config, refuse_added_limits
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import as_said, option_name, said
 from .finetune import ARCHITECTURE, DEFAULTS, Start, warn_if_little_known
 from .model import CORES, auto_head_reason, head_cutoffs
@@ -275,7 +275,7 @@ def free_out_folder(out: str) -> Path:
 def already_held(run_dir: Path, since: str = "") -> CharLMError:
     """A new run's folder that holds a run (taken `since`): go on with that run, or start elsewhere."""
     return CharLMError(
-        f"{run_dir} already holds a run{since}; continue it with {said('resume', run_dir)}, or pick another {said('out')}"
+        f"{one_line_path(run_dir)} already holds a run{since}; continue it with {said('resume', run_dir)}, or pick another {said('out')}"
     )
 
 
@@ -294,7 +294,9 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     # checks it is the text the run read, which only a record keeping the text's digest can tell
     changed = saved.config.unresumable_changes(config, also=("encoding",) if "text" in saved.corpus else ())
     if changed:
-        raise CharLMError(f"{run_dir}: cannot resume with changed options ({'; '.join(changed)}); drop them")
+        raise CharLMError(
+            f"{one_line_path(run_dir)}: cannot resume with changed options ({'; '.join(changed)}); drop them"
+        )
     config.require_limit()  # --max-time none on a run that had no --max-steps: before its text is read
     if "eval_also" not in overrides:
         check_kept_eval_also(config, run_dir)
@@ -322,9 +324,7 @@ def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:
         return ""
     limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
     limits += [said("max_time", config.max_time)] * bool(max_seconds)
-    return (
-        f"{run_dir} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its {' and '.join(limits)}"
-    )
+    return f"{one_line_path(run_dir)} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its {' and '.join(limits)}"
 
 
 def check_not_behind(saved: Checkpoint, path: Path) -> None:
@@ -340,7 +340,7 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
         return
     if ahead > saved.progress.step:
         raise CharLMError(
-            f"{path} is at step {saved.progress.step:,}, behind its run's {runs.LATEST} at step {ahead:,}, "
+            f"{one_line_path(path)} is at step {saved.progress.step:,}, behind its run's {runs.LATEST} at step {ahead:,}, "
             f"which resuming from it would overwrite: resume the run with {said('resume', path.parent)}, or start a "
             f"new run from these weights with {said('init_from', path)}"
         )
@@ -353,7 +353,7 @@ def check_kept_eval_also(config: Config, run_dir: Path) -> None:
     kept = config.eval_also
     if kept and not Path(kept).exists():
         raise CharLMError(
-            f"{said('eval_also', kept)}, which {run_dir} scores at each evaluation, is gone (moved or deleted); resume "
+            f"{said('eval_also', kept)}, which {one_line_path(run_dir)} scores at each evaluation, is gone (moved or deleted); resume "
             f"with its new path, {said('eval_also', metavar='NEW')}, or with {said('eval_also', '')} to score it no more"
         )
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from . import files, processes
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import said
 from .runs import CHECKPOINT_ROOT, CLAIM, default_run_folder, make_folder, write_run_info
 
@@ -91,7 +91,7 @@ def move_into_place(folder: Path, info: dict) -> None:
     except OSError as e:
         if folder.is_dir():
             raise CharLMError(
-                f"{folder} was made by another process while this run started; start the run again "
+                f"{one_line_path(folder)} was made by another process while this run started; start the run again "
                 f"(it gets a new name) or give a folder of its own ({said('out')})"
             ) from None
         raise files.cannot_write(folder, e, "the run folder") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 import filelock
 
 from . import files, processes
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import call, said, together
 from .runs import BEST, LATEST, LOCK, LOCK_PID, lock_owner, make_folder, pending, resume_command
 
@@ -88,11 +88,16 @@ class RunLock:
         """What a run refused the folder is told: which process holds it (`owner`), if one named itself."""
         if owner == os.getpid():  # not a process to stop: the caller's own
             return CharLMError(
-                f"{self.path.parent} is in use by another thread of this process (its charlm.train); "
+                f"{self.shown_dir} is in use by another thread of this process (its charlm.train); "
                 f"wait for that call to return, or {self.elsewhere()}"
             )
         who = f"process {owner}" if owner is not None else "another process"
-        return CharLMError(f"{self.path.parent} is in use by {who} (another charlm train); wait for it or stop it")
+        return CharLMError(f"{self.shown_dir} is in use by {who} (another charlm train); wait for it or stop it")
+
+    @property
+    def shown_dir(self) -> str:
+        """The run folder as messages show it (`one_line_path`): one renamed to end in a space, quoted."""
+        return one_line_path(self.path.parent)
 
     def elsewhere(self) -> str:
         """What a run refused the folder can do instead of waiting: a new run trains into another folder;
@@ -140,13 +145,15 @@ class RunLock:
         if not self.path.parent.is_dir():
             if self.folder_now() is None:  # the OS does not say where the folder is
                 return (
-                    f"the run folder {self.path.parent} was moved or removed (one moved resumes where it is "
+                    f"the run folder {self.shown_dir} was moved or removed (one moved resumes where it is "
                     f"now: {call('train', said('resume', metavar='FOLDER'))})"
                 )
             moved = self.moved_to()
-            return f"the run folder {self.path.parent} was {'removed' if moved is None else f'moved to {moved}'}"
+            return f"the run folder {self.shown_dir} was {'removed' if moved is None else f'moved to {one_line_path(moved)}'}"
         if self.file_identity() != self.identity:
-            return f"{self.path} was removed or replaced, so another process may train in {self.path.parent}"
+            return (
+                f"{one_line_path(self.path)} was removed or replaced, so another process may train in {self.shown_dir}"
+            )
         return None
 
     def moved_to(self) -> Path | None:

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from . import files, hub, path_names, processes
-from .errors import CharLMError, one_line
+from .errors import CharLMError, one_line, one_line_path
 from .fields import call, flags_said, said, together
 from .path_names import NAME_MAX, PATH_MAX, name_bytes
 
@@ -354,7 +354,7 @@ def still_training(run_dir: Path, pid: int | None) -> str:
     stopped (it has not), but when its first checkpoint comes, where run.json says."""
     config = (read_run_info(run_dir) or {}).get("config")
     return (
-        f"{run_dir}: its run (process {pid}) is still training and has written no checkpoint yet"
+        f"{one_line_path(run_dir)}: its run (process {pid}) is still training and has written no checkpoint yet"
         f"{first_checkpoint(config if isinstance(config, dict) else {})}; wait for it, or stop the run "
         "(Ctrl-C), which writes one as it stops"
     )

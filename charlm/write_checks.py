@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from . import files
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import said, typed
 from .runs import BEST, LATEST, LOCK, METRICS, RUN_INFO
 
@@ -26,8 +26,12 @@ def check_can_make(folder: Path) -> None:
             )
         if place.exists() or place.is_symlink():
             if not place.is_dir():
-                where = "where the run folder goes" if place == Path(folder) else f"in the way of {folder}"
-                raise CharLMError(f"{place} is a file {where}; move it, or write the run elsewhere ({said('out')})")
+                where = (
+                    "where the run folder goes" if place == Path(folder) else f"in the way of {one_line_path(folder)}"
+                )
+                raise CharLMError(
+                    f"{one_line_path(place)} is a file {where}; move it, or write the run elsewhere ({said('out')})"
+                )
             try:  # as runs.make_folder would fail, before it has to
                 probe_new_files(place)
             except OSError as e:
@@ -63,7 +67,7 @@ def check_resumable(run_dir: Path) -> None:
             else f"make it writable (chmod u+w {typed(run_dir)}), or copy"
         )
         raise CharLMError(
-            f"{run_dir}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and a resume "
+            f"{one_line_path(run_dir)}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and a resume "
             f"writes its checkpoints there; {writable} the run to a writable folder and resume the copy"
         ) from None
     for name in (LATEST, BEST, RUN_INFO, METRICS, LOCK):
@@ -71,7 +75,7 @@ def check_resumable(run_dir: Path) -> None:
         if path.is_file() and not os.access(path, os.W_OK):
             done = "would replace it" if name in (LATEST, BEST, RUN_INFO) else "writes to it"
             raise CharLMError(
-                f"{path}: is write-protected, and resuming the run {done}; make it writable (chmod u+w "
+                f"{one_line_path(path)}: is write-protected, and resuming the run {done}; make it writable (chmod u+w "
                 f"{typed(path)}) to go on with the run, or start a new run from this one ({said('init_from', run_dir)})"
             )
 

@@ -248,3 +248,23 @@ def test_a_max_steps_of_plus_zero_is_not_answered_with_a_figure_that_is_refused_
         f"{added} adds nothing; checkpoints/run has trained 20 steps: for 1000 more give max_steps=1020"
     ), resumed.value
     Config(max_steps=1000)  # the figure offered is taken
+
+
+@pytest.mark.parametrize("added", ["+0", "+0s", "+0m", "+0h0m", "+0.0s"])
+def test_a_max_time_of_plus_zero_is_told_it_adds_nothing_as_max_steps_is(added):
+    """`--max-time +0` said "cannot read '+0'" where `--max-steps +0` is told +0 adds nothing: a zero duration
+    was no '+' limit to added_limits, so it was refused as given, and no duration reads a '+'."""
+    with pytest.raises(CharLMError) as new_run:
+        Config(max_time=added)
+    assert str(new_run.value) == (
+        f"max_time='{added}': limits count the whole run, and {added} adds nothing; "
+        "give a duration, e.g. max_time='10m'"
+    )
+    with pytest.raises(CharLMError) as resumed:
+        refuse_added_limits({"max_steps": None, "max_time": added}, step=20, elapsed=100.0, run="checkpoints/run")
+    assert str(resumed.value).endswith(
+        f"{added} adds nothing; checkpoints/run has trained 1m40s: for 10m more give max_time='11m40s'"
+    ), resumed.value
+    told = f"--max-time {added}: limits count the whole run, and {added} adds nothing; give a duration, e.g. --max-time 10m"
+    assert_one_line_error(cli("train", "text.txt", "--max-time", added), told)
+    Config(max_time="10m")  # the figure offered is taken

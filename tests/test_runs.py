@@ -5,6 +5,7 @@ import fcntl
 import itertools
 import json
 import multiprocessing
+import ntpath
 import os
 import re
 import signal
@@ -12,14 +13,31 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PureWindowsPath
+from types import SimpleNamespace
 
 import pytest
 
 import charlm
-from charlm import api, files, processes, run_claim, run_lock, runs, runtext, sizing, tables, train_state, write_checks
+from charlm import (
+    api,
+    errors,
+    files,
+    plan,
+    processes,
+    run_claim,
+    run_lock,
+    runs,
+    runtext,
+    sizing,
+    tables,
+    train_state,
+    write_checks,
+)
 from charlm import trainer as trainer_module
-from charlm.errors import CharLMError
+from charlm.config import refuse_added_limits
+from charlm.errors import CharLMError, one_line_path
 from charlm.fields import on_command_line
 from charlm.runs import read_metrics
 
@@ -1491,3 +1509,102 @@ def test_a_run_folder_renamed_to_a_blank_is_quoted_in_the_lines_that_name_it(fox
     charlm.train(resume="checkpoints/ ", max_steps=4, quiet=False)
     said = capsys.readouterr().err
     assert "run folder checkpoints/' '" in said and "; saved in checkpoints/' ':" in said, said
+
+
+RENAMED = Path("checkpoints/run ")  # a run folder renamed by hand to a name ending in a space
+RENAMED_SHOWN = "checkpoints/'run '"
+
+
+def test_a_name_with_a_space_at_an_end_is_shown_quoted():
+    """`checkpoints/run ` showed as `checkpoints/run`: a space at a name's end is invisible in a message,
+    where the name without it is another folder."""
+    assert one_line_path(RENAMED) == RENAMED_SHOWN and one_line_path(" run/x") == "' run'/x"
+    assert one_line_path("checkpoints/run\u3000") == "checkpoints/'run\\u3000'"  # an ideographic space, named
+    assert one_line_path("checkpoints/r\nun") == "checkpoints/r\\nun" and one_line_path("/a b/c") == "/a b/c"
+
+
+def said_of(message: Callable[[], object]) -> str:
+    """The message `message` returns or raises, as a user reads it."""
+    try:
+        return str(message())
+    except CharLMError as e:
+        return str(e)
+
+
+def interrupted(saved_step: int | None) -> SimpleNamespace:
+    """A Trainer as api.interrupted_note reads it, of the renamed run."""
+    return SimpleNamespace(run_dir=RENAMED, saved_step=saved_step, progress=SimpleNamespace(step=7))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        lambda: plan.already_held(RENAMED),
+        lambda: run_lock.RunLock(RENAMED).refused(None),
+        lambda: run_lock.RunLock(RENAMED).refused(os.getpid()),
+        lambda: runs.still_training(RENAMED, 1234),
+        lambda: plan.limits_spent(charlm.Config(max_steps=10), train_state.Progress(step=10), RENAMED),
+        lambda: plan.check_kept_eval_also(charlm.Config(eval_also="gone.txt"), RENAMED),
+        lambda: refuse_added_limits({"max_steps": "+10", "max_time": None}, 20, 0.0, RENAMED),
+        lambda: api.interrupted_note(interrupted(None)),
+        lambda: api.interrupted_note(interrupted(5)),
+    ],
+    ids=[
+        "already_held",
+        "lock_held",
+        "lock_held_by_this_process",
+        "still_training",
+        "limits_spent",
+        "eval_also_gone",
+        "added_limit",
+        "interrupted_unsaved",
+        "interrupted_saved",
+    ],
+)
+def test_a_message_naming_a_run_folder_renamed_to_end_in_a_space_shows_where_it_ends(message):
+    """plan.already_held and the other lines naming a run folder printed it raw: `checkpoints/run  already
+    holds a run`, its trailing space lost among the words; errors.one_line_path shows it quoted."""
+    assert RENAMED_SHOWN in said_of(message), said_of(message)
+
+
+def test_a_lost_lock_names_its_renamed_run_folder_quoted(tmp_path):
+    """RunLock.lost named the folder raw: a folder moved to `moved ` read as moved to `moved`."""
+    lock = run_lock.RunLock(tmp_path / "run ")
+    with lock:
+        (tmp_path / "run ").rename(tmp_path / "moved ")
+        assert lock.lost().endswith(f"/'run ' was moved to {one_line_path(tmp_path)}/'moved '"), lock.lost()
+        (tmp_path / "moved ").rename(tmp_path / "run ")
+        (tmp_path / "run " / ".lock").unlink()
+        assert "/'run '/.lock was removed or replaced" in lock.lost(), lock.lost()
+
+
+def test_a_resume_refused_its_write_protected_folder_names_it_quoted(monkeypatch):
+    """write_checks.check_resumable named the run folder raw in both refusals."""
+    (RENAMED).mkdir(parents=True)
+    (RENAMED / runs.LATEST).write_bytes(b"")
+    monkeypatch.setattr(write_checks.os, "access", lambda path, mode: False)  # root may write anything
+    assert said_of(lambda: write_checks.check_resumable(RENAMED)).startswith(f"{RENAMED_SHOWN}/latest.pt: ")
+
+    def refused(place: Path) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(write_checks, "probe_new_files", refused)
+    assert said_of(lambda: write_checks.check_resumable(RENAMED)).startswith(f"{RENAMED_SHOWN}: cannot resume")
+    Path("notes.txt ").write_text("")
+    assert said_of(lambda: write_checks.check_can_make(Path("notes.txt "))).startswith("'notes.txt ' is a file")
+
+
+def test_a_run_folder_made_by_another_process_meanwhile_is_named_quoted():
+    """run_claim.move_into_place named the folder raw when another process made it first."""
+    run_claim.claim_of(RENAMED).mkdir(parents=True)
+    (RENAMED / "notes").mkdir(parents=True)  # made meanwhile, and not empty: not replaced
+    said = said_of(lambda: run_claim.move_into_place(RENAMED, {}))
+    assert said.startswith(f"{RENAMED_SHOWN} was made by another process"), said
+
+
+def test_a_shown_path_keeps_the_platforms_separator(monkeypatch):
+    """On Windows one_line_path showed a user's `C:\\runs\\x` as `C:/runs/x`, in the same line as the
+    `--resume C:\\runs\\x` to paste back: the path as typed, with each name still shown apart."""
+    monkeypatch.setattr(errors, "Path", PureWindowsPath)
+    monkeypatch.setattr(errors, "os", SimpleNamespace(sep=ntpath.sep), raising=False)
+    assert one_line_path("C:\\runs\\x ") == "C:\\runs\\'x '" and one_line_path("C:/runs/ ") == "C:\\runs\\' '"
