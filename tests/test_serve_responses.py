@@ -332,6 +332,14 @@ def test_what_charlm_cannot_do_is_a_400_naming_the_field(client, options, param)
     assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
 
 
+def test_a_refused_input_item_is_named_in_one_balanced_line(client):  # noqa: F811
+    """The message refusing an input item that is not a message ended in a stray `}}`."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="tiny", input=[{"type": "function_call_output", "call_id": "c", "output": "x"}])
+    message = caught.value.body["message"]
+    assert message.count("{") == message.count("}") and "\n" not in message, message
+
+
 @pytest.mark.parametrize(
     ("field", "value", "what_to_do"),
     [

@@ -179,7 +179,7 @@ def input_texts(given: Any) -> list[str]:
             what = f"a {shown(kind)} item" if isinstance(kind, str) else json_type(item)
             raise APIError(
                 400, f"{param} is {what}; charlm takes messages of text: {{role, content: a string or "
-                "input_text parts}}", param, "unsupported_value",
+                "input_text parts}", param, "unsupported_value",
             )  # fmt: skip
         if item.get("role") not in INPUT_ROLES:
             role = f"{param}.role"
