@@ -2210,6 +2210,35 @@ def test_a_stream_its_client_never_reads_is_stopped_and_frees_its_rows(tiny_mode
         assert b"its client did not read it" in read
 
 
+def test_a_client_that_stops_reading_is_stopped_unread_seconds_after_its_last_take(monkeypatch):
+    """The watch on a client that does not read looked every UNREAD_SECONDS for a take since its last look:
+    a client that took something just after one look and nothing more was stopped only at the look after
+    the next, nearly twice UNREAD_SECONDS after its last take (every row held 20 s, where 10 s is the rule)."""
+    from types import SimpleNamespace
+
+    from charlm.serve.completion import Completion
+    from charlm.serve.engine import Update
+
+    seconds = 0.4
+    monkeypatch.setattr("charlm.serve.completion.UNREAD_SECONDS", seconds, raising=False)
+
+    async def quiet_until_stopped() -> float:
+        one_row = SimpleNamespace(choices=1, n=1, seed=0, prompts=["a"])
+        run = Completion(SimpleNamespace(busy=1), SimpleNamespace(engine=None), one_row)
+        taking = run.updates()
+        for text in "ab":  # the first update waits: the watch starts
+            run.receive(Update(job=None, index=0, text=text))
+        await asyncio.sleep(seconds / 10)
+        await anext(taking)  # the client's last take; "b" waits unread from here on
+        last_take = time.monotonic()
+        while not run.stopped:
+            await asyncio.sleep(seconds / 40)
+        return time.monotonic() - last_take
+
+    quiet = asyncio.run(quiet_until_stopped())
+    assert seconds * 0.9 <= quiet < seconds * 1.5, quiet
+
+
 def active_streams_of(app) -> int:
     return sum(served.engine.active for served in app.state.server.models.values())
 
