@@ -1733,6 +1733,25 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
         assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
 
 
+@pytest.mark.parametrize("expect", [b"Expect: 100-continue\r\n", b""])
+def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(server, expect):
+    """A client that announced 1 GB and waited to be told to send it (`Expect: 100-continue`, as curl does
+    over 1 MiB) was told "100 Continue" by the first read, then refused only once the limit's megabytes had
+    arrived, or, sending nothing more, held for the request's 60 s. Its Content-Length is enough to refuse it."""
+    url, _ = server
+    head = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\n" + expect + b"Content-Length: 1000000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"}}" not in answer and (part := sock.recv(65536)):
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b'"code":"request_too_large"' in answer and b"the request body is over" in answer, answer
+
+
 def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take_threads(tiny_model, monkeypatch):
     """`charlm serve --threads 2` primed prompts 20x slower than --threads 1: the primer thread ran its
     chains of one-row products on two torch threads, its own OpenMP team beside the engine's (and the
