@@ -1733,6 +1733,25 @@ def test_a_body_within_the_documented_limits_is_read_however_its_json_escapes_th
         assert httpx.post(f"{url}/v1/completions", content=too_big, timeout=60).status_code == 413
 
 
+@pytest.mark.parametrize("expect", [b"Expect: 100-continue\r\n", b""])
+def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(server, expect):
+    """A client that announced 1 GB and waited to be told to send it (`Expect: 100-continue`, as curl does
+    over 1 MiB) was told "100 Continue" by the first read, then refused only once the limit's megabytes had
+    arrived, or, sending nothing more, held for the request's 60 s. Its Content-Length is enough to refuse it."""
+    url, _ = server
+    head = (
+        b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + KEY.encode() + b"\r\n" + expect + b"Content-Length: 1000000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(head)
+        answer = b""
+        while b"}}" not in answer and (part := sock.recv(65536)):
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b'"code":"request_too_large"' in answer and b"the request body is over" in answer, answer
+
+
 def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take_threads(tiny_model, monkeypatch):
     """`charlm serve --threads 2` primed prompts 20x slower than --threads 1: the primer thread ran its
     chains of one-row products on two torch threads, its own OpenMP team beside the engine's (and the
@@ -2208,6 +2227,35 @@ def test_a_stream_its_client_never_reads_is_stopped_and_frees_its_rows(tiny_mode
             while b"client_not_reading" not in read and (part := unread.recv(1 << 20)):
                 read += part
         assert b"its client did not read it" in read
+
+
+def test_a_client_that_stops_reading_is_stopped_unread_seconds_after_its_last_take(monkeypatch):
+    """The watch on a client that does not read looked every UNREAD_SECONDS for a take since its last look:
+    a client that took something just after one look and nothing more was stopped only at the look after
+    the next, nearly twice UNREAD_SECONDS after its last take (every row held 20 s, where 10 s is the rule)."""
+    from types import SimpleNamespace
+
+    from charlm.serve.completion import Completion
+    from charlm.serve.engine import Update
+
+    seconds = 0.4
+    monkeypatch.setattr("charlm.serve.completion.UNREAD_SECONDS", seconds, raising=False)
+
+    async def quiet_until_stopped() -> float:
+        one_row = SimpleNamespace(choices=1, n=1, seed=0, prompts=["a"])
+        run = Completion(SimpleNamespace(busy=1), SimpleNamespace(engine=None), one_row)
+        taking = run.updates()
+        for text in "ab":  # the first update waits: the watch starts
+            run.receive(Update(job=None, index=0, text=text))
+        await asyncio.sleep(seconds / 10)
+        await anext(taking)  # the client's last take; "b" waits unread from here on
+        last_take = time.monotonic()
+        while not run.stopped:
+            await asyncio.sleep(seconds / 40)
+        return time.monotonic() - last_take
+
+    quiet = asyncio.run(quiet_until_stopped())
+    assert seconds * 0.9 <= quiet < seconds * 1.5, quiet
 
 
 def active_streams_of(app) -> int:

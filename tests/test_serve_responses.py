@@ -333,6 +333,48 @@ def test_what_charlm_cannot_do_is_a_400_naming_the_field(client, options, param)
 
 
 @pytest.mark.parametrize(
+    ("path", "message", "param"),
+    [
+        ("chat/completions", {"role": "user", "contnet": "Once upon a time"}, "messages[0].contnet"),
+        ("chat/completions", {"role": "user", "content": "a", "metadata": {}}, "messages[0].metadata"),
+        ("responses", {"role": "user", "contnet": "Once upon a time"}, "input[0].contnet"),
+        ("responses", {"role": "user", "content": "a", "metadata": {}}, "input[0].metadata"),
+    ],
+)
+def test_an_unknown_field_of_a_message_is_refused_naming_it_not_dropped(client, path, message, param):  # noqa: F811
+    """A message's fields but role and content were never looked at: `contnet` for content was served as a
+    message with no text, the user's words dropped and a 200 for a continuation of nothing. OpenAI refuses
+    a message's unknown field; so does charlm, naming it. The fields clients send back are still taken."""
+    endpoint = client.chat.completions if path == "chat/completions" else client.responses
+    key, length = ("messages", "max_tokens") if path == "chat/completions" else ("input", "max_output_tokens")
+    with pytest.raises(openai.BadRequestError) as caught:
+        endpoint.create(model="tiny", **{key: [message], length: 1})
+    error = caught.value.body
+    assert error["param"] == param and error["code"] == "unknown_parameter" and param in error["message"], error
+    sent_back = [
+        {"role": "user", "name": "u", "content": "a"},
+        {"role": "assistant", "name": "a", "content": None, "refusal": None, "audio": None, "tool_calls": []},
+        {"role": "tool", "tool_call_id": "call_1", "content": "b"},
+        {"role": "function", "name": "f", "content": "c", "function_call": None},
+    ]
+    responses_back = [
+        {"type": "message", "role": "user", "content": "a", "status": "completed"},
+        {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+         "content": [{"type": "output_text", "text": "b", "annotations": []}]},
+    ]  # fmt: skip
+    taken = sent_back if path == "chat/completions" else responses_back
+    assert endpoint.create(model="tiny", **{key: taken, length: 1})
+
+
+def test_a_refused_input_item_is_named_in_one_balanced_line(client):  # noqa: F811
+    """The message refusing an input item that is not a message ended in a stray `}}`."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.responses.create(model="tiny", input=[{"type": "function_call_output", "call_id": "c", "output": "x"}])
+    message = caught.value.body["message"]
+    assert message.count("{") == message.count("}") and "\n" not in message, message
+
+
+@pytest.mark.parametrize(
     ("field", "value", "what_to_do"),
     [
         ("store", True, "keep what responses.create returns"),

@@ -43,7 +43,8 @@ SMALL_BODY = 1 << 14  # bytes of a body parsed and checked on the event loop (at
 
 async def read_body(request: Request, limit: int) -> bytearray:
     """The body, at most `limit` bytes, as sent: one with a Content-Encoding (gzip) is refused unread (a
-    decompressed body would need a bound of its own: a gzip bomb). A client gone before sending all it
+    decompressed body would need a bound of its own: a gzip bomb), and so is one whose Content-Length is over
+    the limit (a client that waits for "100 Continue", as curl does, sends nothing). A client gone before sending all it
     announced is answered (to no one) as any error is: uncaught, it would be a traceback in the server's
     log, once for every such client."""
     encoding = request.headers.get("content-encoding", "identity").strip()
@@ -52,12 +53,16 @@ async def read_body(request: Request, limit: int) -> bytearray:
             415, f"the request body is encoded (Content-Encoding: {shown(encoding)}); this server reads only "
             "an uncompressed body: send it without Content-Encoding", code="unsupported_content_encoding",
         )  # fmt: skip
+    too_large = APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
+    announced = request.headers.get("content-length", "").lstrip("0")  # its first read says "100 Continue"
+    if announced.isdigit() and (len(announced) > len(str(limit)) or int(announced) > limit):
+        raise too_large
     body = bytearray()
     try:
         async for part in request.stream():
             body += part
             if len(body) > limit:
-                raise APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
+                raise too_large
     except ClientDisconnect:
         raise APIError(499, "the client went away before sending its whole body", code="client_disconnected") from None
     return body

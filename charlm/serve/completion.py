@@ -246,7 +246,7 @@ class Completion:
         self.server, self.served, self.params = server, served, params
         self.queue: asyncio.Queue[Update | APIError] = asyncio.Queue()
         self.unsent = 0  # what the queue holds (`size`), at most MAX_UNSENT a row
-        self.taken = 0  # updates taken from the queue, for `check_taken`
+        self.quiet_since = 0.0  # since when something waited and the client took nothing (monotonic), for `check_taken`
         self.watch: asyncio.TimerHandle | None = None  # the next `check_taken`
         self.stopped = False  # by `stop_unread`
         self.jobs: list[Job] = []
@@ -411,22 +411,27 @@ class Completion:
         too much unread, or takes nothing for too long, is not reading (`MAX_UNSENT`)."""
         if self.stopped:  # an update published before the engine saw the cancel
             return
+        if self.queue.empty():
+            self.quiet_since = time.monotonic()
         self.unsent += size(update)
         self.queue.put_nowait(update)
         if self.unsent > MAX_UNSENT * self.params.choices:
             self.stop_unread(f"over {MAX_UNSENT * self.params.choices:,} characters and logprobs waited unsent")
         elif self.watch is None:
-            self.watch = asyncio.get_running_loop().call_later(UNREAD_SECONDS, self.check_taken, self.taken)
+            self.watch = asyncio.get_running_loop().call_later(UNREAD_SECONDS, self.check_taken)
 
-    def check_taken(self, taken: int) -> None:
-        """`UNREAD_SECONDS` after an update waited: stopped if the client has taken nothing since."""
+    def check_taken(self) -> None:
+        """`UNREAD_SECONDS` after an update waited: stopped if the client has taken nothing since, else looked
+        at again `UNREAD_SECONDS` after its last take (a look every `UNREAD_SECONDS` for a take since the last
+        one stopped a client up to twice that long after its last take)."""
         self.watch = None
         if self.stopped or self.queue.empty():
             return
-        if self.taken == taken:
+        quiet = time.monotonic() - self.quiet_since
+        if quiet >= UNREAD_SECONDS:
             self.stop_unread(f"nothing was taken for {UNREAD_SECONDS:g} s")
         else:
-            self.watch = asyncio.get_running_loop().call_later(UNREAD_SECONDS, self.check_taken, self.taken)
+            self.watch = asyncio.get_running_loop().call_later(UNREAD_SECONDS - quiet, self.check_taken)
 
     def stop_unread(self, why: str) -> None:
         """A client that does not read: its samples stop, their rows are freed and what they made is
@@ -449,7 +454,7 @@ class Completion:
             if isinstance(update, APIError):
                 raise update  # `stop_unread` freed the rows
             self.unsent -= size(update)
-            self.taken += 1
+            self.quiet_since = time.monotonic()
             if update.error:
                 self.cancel()
                 raise APIError(500, update.error, code="generation_failed")

@@ -86,6 +86,16 @@ def string(body: dict, name: str) -> str | None:
     return value
 
 
+def known_fields(value: dict, known: set[str] | tuple[str, ...], within: str) -> None:
+    """`value`, an object within the body (`within`: `stream_options`, `messages[0]`), has only `known`
+    fields: another is a 400 naming it, as OpenAI's is, where ignored a typo (`contnet`) would be dropped
+    without a word."""
+    for name in value:
+        if name not in known:
+            param = f"{within}.{shown(name)}"
+            raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+
+
 def json_type(value: Any) -> str:
     names = {
         bool: "a boolean",

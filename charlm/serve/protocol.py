@@ -38,7 +38,7 @@ from ..corpus import check_characters
 from ..errors import CharLMError
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import boolean, integer, json_equal, json_type, number, string, strings
+from .json_fields import boolean, integer, json_equal, json_type, known_fields, number, string, strings
 
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
@@ -99,6 +99,9 @@ COMPLETION_FIELDS = COMMON | {"prompt", "logprobs", "echo", *COUNT_PENALTIES}
 # nothing here (charlm caches no prompt), taken as `user` is
 USER_FIELDS = ("safety_identifier", "prompt_cache_key")
 CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_tokens", *USER_FIELDS, *COUNT_PENALTIES}
+# a chat message's fields, of every role (OpenAI's): all but content change nothing here, and a client
+# sends an assistant's back as it got them
+MESSAGE_FIELDS = ("role", "content", "name", "refusal", "audio", "tool_calls", "function_call", "tool_call_id")
 # OpenAI's fields charlm accepts at the value that changes nothing, as JSON Schema's `enum` compares
 # values (`json_equal`: 1.0 is 1, `false` is not 0), or null; chat clients send some of them by default.
 NEUTRAL = {
@@ -332,10 +335,7 @@ def stream_options_of(body: dict, stream: bool) -> dict | None:
             400, "stream_options is only for a stream: send stream: true with it, or leave it out", "stream_options",
             "invalid_value",
         )  # fmt: skip
-    for name in stream_options or {}:  # a typo (include_usge) would do nothing: no usage chunk, and no word why
-        if name not in STREAM_OPTIONS:
-            param = f"stream_options.{shown(name)}"
-            raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
+    known_fields(stream_options or {}, STREAM_OPTIONS, "stream_options")  # include_usge: no usage, no word why
     boolean(stream_options or {}, "include_obfuscation", True, "stream_options")  # padding charlm never adds
     return stream_options
 
@@ -509,6 +509,7 @@ def message_text(message: Any, i: int) -> str:
     param = f"messages[{i}]"
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise APIError(400, f"{param} must be an object with a role and a content", param, "invalid_type")
+    known_fields(message, MESSAGE_FIELDS, param)
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""

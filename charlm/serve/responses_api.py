@@ -12,7 +12,7 @@ from typing import Any
 from ..config import COUNT_PENALTIES, SampleConfig
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import integer, json_type, string
+from .json_fields import integer, json_type, known_fields, string
 from .protocol import (
     COMMON,
     MAX_LOGPROBS,
@@ -81,6 +81,8 @@ MAX_METADATA, MAX_METADATA_KEY = 16, 64
 INPUT_ROLES = ("user", "assistant", "system", "developer")
 # an input message's text parts: its own, and an assistant's earlier output as a client sends it back
 INPUT_TEXT_PARTS = ("input_text", "output_text")
+# an input message's fields: those of OpenAI's input message, and of an earlier response's output message
+INPUT_MESSAGE_FIELDS = ("type", "role", "content", "id", "status")
 
 
 def response_params(body: Any, config: ServeConfig) -> tuple[Params, dict]:
@@ -179,8 +181,9 @@ def input_texts(given: Any) -> list[str]:
             what = f"a {shown(kind)} item" if isinstance(kind, str) else json_type(item)
             raise APIError(
                 400, f"{param} is {what}; charlm takes messages of text: {{role, content: a string or "
-                "input_text parts}}", param, "unsupported_value",
+                "input_text parts}", param, "unsupported_value",
             )  # fmt: skip
+        known_fields(item, INPUT_MESSAGE_FIELDS, param)
         if item.get("role") not in INPUT_ROLES:
             role = f"{param}.role"
             raise APIError(400, f"{role} must be one of {', '.join(INPUT_ROLES)}", role, "invalid_value")

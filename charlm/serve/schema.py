@@ -17,6 +17,7 @@ from .protocol import (
     MAX_STOP_CHARS,
     MAX_STOPS,
     MAX_TEMPERATURE,
+    MESSAGE_FIELDS,
     NEUTRAL,
     NULL_ONLY,
     STREAM_OPTIONS,
@@ -26,6 +27,7 @@ from .protocol import (
 )
 from .responses_api import (
     INCLUDE_LOGPROBS,
+    INPUT_MESSAGE_FIELDS,
     INPUT_ROLES,
     INPUT_TEXT_PARTS,
     INPUT_TOKENS_FIELDS,
@@ -187,10 +189,14 @@ def body_schema(
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+# A message's fields that change nothing here, taken whatever their value (a client sends an assistant's back)
+IGNORED = {"description": "taken and ignored: a charlm model reads a message's text alone"}
 MESSAGE_SCHEMA = {
     "type": "object",
     "required": ["role"],
-    "properties": {
+    "additionalProperties": False,
+    "properties": dict.fromkeys(MESSAGE_FIELDS, IGNORED)
+    | {
         "role": {"type": "string"},
         "content": {
             "anyOf": [
@@ -211,7 +217,9 @@ MESSAGE_SCHEMA = {
 INPUT_ITEM_SCHEMA = {
     "type": "object",
     "required": ["role", "content"],
-    "properties": {
+    "additionalProperties": False,
+    "properties": dict.fromkeys(INPUT_MESSAGE_FIELDS, IGNORED)
+    | {
         "type": {"type": "string", "enum": ["message"]},
         "role": {"type": "string", "enum": list(INPUT_ROLES)},
         "content": {
