@@ -126,7 +126,7 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
         raise about_option("eval_also", value, e) from None
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
-        check_scored(what, characters=len(ids), chars=0)
+        check_scored(what, characters=len(ids), scored=0)
     if tell and (note := unseen_note(vocab, [text[: EVAL_ALSO_TOKENS + 1]])):  # "" for sentencepiece, which spells any
         warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
     return ids

@@ -66,6 +66,7 @@ PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of 
 # Characters encoded, and ids counted, at a time: a whole text's code points (4 bytes a character) and
 # int64 ids and lookups (8 bytes each) at once would make `charlm eval` of a 50 MB file peak at 1.5 GB.
 SLICE = 1 << 20
+HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)
 
 
 def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
@@ -129,11 +130,11 @@ def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | N
     return map_state(lambda s: torch.cat([torch.zeros_like(s[:, :1]), s], dim=1), state)
 
 
-def scoring_bar(char_lengths: torch.Tensor, scored_ids: torch.Tensor, progress: bool, label: str) -> tqdm:
-    """The bar over the characters `scored_ids` spell (those never seen left out), named `label`; a
+def scoring_bar(char_lengths: torch.Tensor, ids: torch.Tensor, progress: bool, label: str) -> tqdm:
+    """The bar over the characters the scored `ids` spell (those never seen left out), named `label`; a
     disabled one, nothing counted, unless `progress`."""
     return progress_bar(
-        total=spelled(char_lengths, scored_ids, seen_only=True)[0] if progress else None,
+        total=spelled(char_lengths, ids, seen_only=True)[0] if progress else None,
         disable=not progress,
         desc=label,
         unit="char",
@@ -193,7 +194,7 @@ def ids_bits(
     if characters is None:
         characters = check_ids(model.vocab, ids, what)
     bits, chars = total_bits(model, ids, progress=progress, label=label)
-    check_scored(what, characters, chars)
+    check_scored(what, characters, scored=chars)
     return bits, chars
 
 
@@ -259,12 +260,12 @@ def check_ids(vocab: Vocabulary, ids: torch.Tensor, what: str) -> int:
     return characters
 
 
-def check_scored(what: str, characters: int, chars: int | None = None, tokens: int | None = None) -> None:
-    """Refuse a text with nothing to score, before scoring (`chars` None) and after: under 2 characters
-    (the first is read, never scored), one token (a sentencepiece piece of several characters: `tokens`
-    counts those that start a character; the first is read whole), or no scored character (every one
-    after the first unseen), where a bits per character would be 0 bits, read as perfect, or NaN. The
-    same words for eval and inspect."""
+def check_scored(what: str, characters: int, scored: int | None = None, tokens: int | None = None) -> None:
+    """Refuse a text with nothing to score, before scoring (`scored` None) and after (`scored`: the
+    characters that were): under 2 characters (the first is read, never scored), one token (a
+    sentencepiece piece of several characters: `tokens` counts those that start a character; the first is
+    read whole), or no scored character (every one after the first unseen), where a bits per character
+    would be 0 bits, read as perfect, or NaN. The same words for eval and inspect."""
     if characters < 2:
         raise CharLMError(f"{what}: need at least 2 characters to score (the first is read, not scored)")
     if tokens is not None and tokens < 2:
@@ -272,7 +273,7 @@ def check_scored(what: str, characters: int, chars: int | None = None, tokens: i
             f"{what}: its {characters} characters are one token to the model, and the first token is read, "
             "not scored: nothing is left to score; give a longer text"
         )
-    if chars == 0:
+    if scored == 0:
         raise CharLMError(
             f"{what}: no character after its first is one the model knows; nothing to score: give a text "
             "written in the characters of the text the model was trained on"
@@ -282,9 +283,6 @@ def check_scored(what: str, characters: int, chars: int | None = None, tokens: i
 def widest_float(device: torch.device) -> torch.dtype:
     """float64 for sums over many tokens and exact probabilities, where `device` has it (mps has not)."""
     return torch.float64 if has_float64(device) else torch.float32
-
-
-HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)
 
 
 @dataclass
