@@ -2,8 +2,8 @@
 
     tokens.bin   every id of the corpus, flat, as uint8, uint16 or uint32 (the smallest that fits)
     vocab.json   the vocabulary
-    meta.json    sizes, split, summary and the sha256 of tokens.bin; written last, so a folder
-                 without it was never finished
+    meta.json    sizes (each part's ids: the built-in corpus's split), summary and the sha256 of
+                 tokens.bin; written last, so a folder without it was never finished
 
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
@@ -106,6 +106,8 @@ class TokenCorpus:
 
 
 def cache_key(parts: list[list[Path]], options: dict) -> str:
+    """The cache folder's name: a hash of the sources' bytes, part by part, and of the `options` that change
+    the ids (`corpus_options`), so that a changed file or option is prepared anew and nothing else is."""
     digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **options}, sort_keys=True).encode())
     for part in parts:
         digest.update(b"\x00part")
