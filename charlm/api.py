@@ -50,6 +50,7 @@ from .model import CharLM
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
 from .tokens import CorpusChanged, TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note_for
+from .unseen_notes import unseen_note
 
 # A model of one's own for a planned run (a benchmark's experiment): the planned config, the corpus, the
 # fine-tuning start if any (its base) and the plan's head (`RunPlan.head_cutoffs`) -> the model to train,
@@ -489,7 +490,7 @@ def bits_per_char(model: CharLM, text: str) -> float:
         )
     with threads.for_python_caller(model.device):
         bits, chars = scoring.text_bits(model, text)
-    if note := scoring.unseen_note(model.vocab, [text]):
+    if note := unseen_note(model.vocab, [text]):
         warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars
 

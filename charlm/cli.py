@@ -203,7 +203,8 @@ def evaluate(given: tuple[str, ...], encoding: str, held_out: bool, device: str,
         from .bars import LEAD_IN_SECONDS, bytes_bar
         from .corpus import read_texts, source_files, total_bytes
         from .device import resolve_device
-        from .scoring import text_bits, unseen_note
+        from .scoring import text_bits
+        from .unseen_notes import unseen_note
     # RUN may be left out, as every command's: a first path that is text (a file, not a model's
     # export, or a folder that is no run) is the first of FILES, scored under the latest run
     first_is_text = bool(given) and runtext.names_text(given[0])

@@ -25,7 +25,7 @@ from .decode_errors import Undecodable, is_utf8
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
 from .fields import about_option, call, paths_given, said
-from .scoring import check_scored, scored_ids, unseen_note
+from .scoring import check_scored, scored_ids
 from .tokens import (
     CorpusChanged,
     TokenCorpus,
@@ -39,6 +39,7 @@ from .tokens import (
     source_parts,
     text_digest,
 )
+from .unseen_notes import unseen_note
 from .vocab import UNSEEN, Vocabulary
 
 EVAL_ALSO_TOKENS = 50_000  # of the --eval-also text, which a fine-tuning run scores every few seconds
@@ -125,7 +126,7 @@ def read_eval_also(config: Config, vocab: Vocabulary, tell: bool = False) -> tor
         raise about_option("eval_also", value, e) from None
     ids = scored_ids(vocab, text, what)[0][: EVAL_ALSO_TOKENS + 1]
     if not (ids[1:] != UNSEEN).any():
-        check_scored(what, characters=len(ids), chars=0)
+        check_scored(what, characters=len(ids), scored=0)
     if tell and (note := unseen_note(vocab, [text[: EVAL_ALSO_TOKENS + 1]])):  # "" for sentencepiece, which spells any
         warnings.warn(f"{what}: {note}", stacklevel=callers_stacklevel())
     return ids

@@ -38,7 +38,7 @@ from .batches import as_ids
 from .corpus import check_characters
 from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
-from .fields import plain, typed
+from .fields import plain
 from .model import CharLM, State, inference, map_state
 from .unseen import first_named
 from .vocab import UNSEEN, Vocabulary
@@ -66,6 +66,7 @@ PIECE_PER_WARMUP = 10  # a piece predicts at least this many warm-ups' worth of 
 # Characters encoded, and ids counted, at a time: a whole text's code points (4 bytes a character) and
 # int64 ids and lookups (8 bytes each) at once would make `charlm eval` of a 50 MB file peak at 1.5 GB.
 SLICE = 1 << 20
+HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)
 
 
 def bits_per_char(model: CharLM, ids: torch.Tensor | np.ndarray, max_tokens: int | None = None) -> float:
@@ -129,11 +130,11 @@ def warm_up(model: CharLM, ids: torch.Tensor, starts: torch.Tensor) -> State | N
     return map_state(lambda s: torch.cat([torch.zeros_like(s[:, :1]), s], dim=1), state)
 
 
-def scoring_bar(char_lengths: torch.Tensor, scored_ids: torch.Tensor, progress: bool, label: str) -> tqdm:
-    """The bar over the characters `scored_ids` spell (those never seen left out), named `label`; a
+def scoring_bar(char_lengths: torch.Tensor, ids: torch.Tensor, progress: bool, label: str) -> tqdm:
+    """The bar over the characters the scored `ids` spell (those never seen left out), named `label`; a
     disabled one, nothing counted, unless `progress`."""
     return progress_bar(
-        total=spelled(char_lengths, scored_ids, seen_only=True)[0] if progress else None,
+        total=spelled(char_lengths, ids, seen_only=True)[0] if progress else None,
         disable=not progress,
         desc=label,
         unit="char",
@@ -172,7 +173,7 @@ def text_bits(
 ) -> tuple[float, int]:
     """`total_bits` of a text, as `charlm eval` scores a file: its first character is read, every one
     after it predicted. Characters the model never saw are read and left out of the score, or scored as
-    its unknown symbol; `unseen_note` says which, once for all the texts, so no warning here."""
+    its unknown symbol; `unseen_notes.unseen_note` says which, once for all the texts, so no warning here."""
     ids, characters = scored_ids(model.vocab, text, what, progress)
     return ids_bits(model, ids, what, progress, label, characters)
 
@@ -193,13 +194,13 @@ def ids_bits(
     if characters is None:
         characters = check_ids(model.vocab, ids, what)
     bits, chars = total_bits(model, ids, progress=progress, label=label)
-    check_scored(what, characters, chars)
+    check_scored(what, characters, scored=chars)
     return bits, chars
 
 
 def scored_ids(vocab: Vocabulary, text: str, what: str, progress: bool = False) -> tuple[torch.Tensor, int]:
     """`text`'s ids as eval and --eval-also read it: a character the model never saw is UNSEEN (left out
-    of the score) or its unknown symbol, without a warning (`unseen_note` says it once); refused where
+    of the score) or its unknown symbol, without a warning (`unseen_notes.unseen_note` says it once); refused where
     nothing could be scored. Returns the ids, as int32 (half the memory of the int64 an embedding takes a
     window at a time in), and the characters they spell. A character vocabulary's ids are encoded a
     `SLICE` at a time (one id per character, so its slices encode as the whole does), under a bar if
@@ -259,12 +260,12 @@ def check_ids(vocab: Vocabulary, ids: torch.Tensor, what: str) -> int:
     return characters
 
 
-def check_scored(what: str, characters: int, chars: int | None = None, tokens: int | None = None) -> None:
-    """Refuse a text with nothing to score, before scoring (`chars` None) and after: under 2 characters
-    (the first is read, never scored), one token (a sentencepiece piece of several characters: `tokens`
-    counts those that start a character; the first is read whole), or no scored character (every one
-    after the first unseen), where a bits per character would be 0 bits, read as perfect, or NaN. The
-    same words for eval and inspect."""
+def check_scored(what: str, characters: int, scored: int | None = None, tokens: int | None = None) -> None:
+    """Refuse a text with nothing to score, before scoring (`scored` None) and after (`scored`: the
+    characters that were): under 2 characters (the first is read, never scored), one token (a
+    sentencepiece piece of several characters: `tokens` counts those that start a character; the first is
+    read whole), or no scored character (every one after the first unseen), where a bits per character
+    would be 0 bits, read as perfect, or NaN. The same words for eval and inspect."""
     if characters < 2:
         raise CharLMError(f"{what}: need at least 2 characters to score (the first is read, not scored)")
     if tokens is not None and tokens < 2:
@@ -272,7 +273,7 @@ def check_scored(what: str, characters: int, chars: int | None = None, tokens: i
             f"{what}: its {characters} characters are one token to the model, and the first token is read, "
             "not scored: nothing is left to score; give a longer text"
         )
-    if chars == 0:
+    if scored == 0:
         raise CharLMError(
             f"{what}: no character after its first is one the model knows; nothing to score: give a text "
             "written in the characters of the text the model was trained on"
@@ -282,69 +283,6 @@ def check_scored(what: str, characters: int, chars: int | None = None, tokens: i
 def widest_float(device: torch.device) -> torch.dtype:
     """float64 for sums over many tokens and exact probabilities, where `device` has it (mps has not)."""
     return torch.float64 if has_float64(device) else torch.float32
-
-
-def unseen_note(vocab: Vocabulary, texts: list[str], redo: str = "score", run: str | None = None) -> str:
-    """How many characters of `texts` that `text_bits` scores the model has never seen, and what the
-    score did with them ("" when none): left out (a character vocabulary without the unknown symbol),
-    or scored as the symbol. Scored are each text's characters as the model reads them but the first
-    (normalization may turn it into several: '…' under NFKC is '...'), skipped by index: a copy of each
-    text without it would hold `charlm eval`'s files twice over. A sentencepiece vocabulary spells every
-    character (byte fallback): nothing to say. `redo`: the command's verb in what to do, `run`: the run
-    to fine-tune, where known (`unseen_advice`)."""
-    if not vocab.one_char_per_id:
-        return ""
-    counts: dict[str, int] = {}
-    total = 0
-    for text in texts:
-        text = vocab.normalized(text)  # the same string, not a copy, where it was read normalized (eval's files)
-        total += max(len(text) - 1, 0)
-        for char, times in vocab.unseen_counts(text, start=1).items():
-            counts[char] = counts.get(char, 0) + times
-    if not counts:
-        return ""
-    count = sum(counts.values())
-    shown = vocab.names_unseen(counts)  # '瞿' once ',' 3 times (the model writes '，' or '、') ...
-    if vocab.unknown_id is not None:
-        return (
-            f"{count:,} unseen characters scored as the unknown symbol {vocab.chars[vocab.unknown_id]!r} "
-            f"({len(counts):,} distinct: {shown}); their bits are the symbol's, which stands for every "
-            "character training left out, not the probability of each"
-        ) + foreign_note(count, total, redo)
-    note = f"{count:,} unseen characters excluded from the score ({len(counts):,} distinct: {shown})"
-    return note + unseen_advice(vocab, counts, total, redo, run)
-
-
-def unseen_advice(
-    vocab: Vocabulary, counts: dict[str, int], total: int, redo: str = "score", run: str | None = None
-) -> str:
-    """What a note on a text's characters the model never saw and left out (`counts`: each with how many
-    times the text has it, of the `total` scored) ends with, what to do: where they are most of the text,
-    that the figure says little of it (`foreign_note`); where they are a few (the model's own text with some
-    it never saw: a quotation, another edition's punctuation), what scores them. One wording for `charlm
-    eval`'s note and `charlm inspect`'s, `redo` each one's verb ("score", "inspect"), `run` the run they
-    read, named as a shell types it (None: RUN, where the caller has a model, not a run)."""
-    if foreign := foreign_note(sum(counts.values()), total, redo):
-        return foreign
-    base = "RUN" if run is None else typed(run)
-    advice = f"; to score them, fine-tune the model on text that has them (charlm train FILE --init-from {base})"
-    return advice + (" or write them as the model does" if any(map(vocab.known_forms, counts)) else "")
-
-
-def foreign_note(unseen: int, total: int, redo: str = "score") -> str:
-    """What a note on unseen characters adds where they are most of the text: a model of another
-    script (a Chinese run's, the latest, scoring an English file) gave a figure of the few characters
-    it knows, which read as the text's own, and what to do (`redo`: the command's verb, "score" it under
-    another model); "" where most are known."""
-    if unseen * 2 <= total:
-        return ""
-    return (
-        f"; {unseen / total:.0%} of the text is in characters this model never saw in training, so the figure "
-        f"says little of it: {redo} it under a model trained on text in its script"
-    )
-
-
-HEAD_CHUNK = 512  # positions whose full distribution is computed at once (a 4,447-character vocabulary: 9 MB)
 
 
 @dataclass
@@ -365,7 +303,7 @@ def ids_with_context(
     the text as the model reads it: normalized once, here, unless `already_normalized` (the server's
     prompt, which it normalized to check its length), for its ids and its tokens (`tokens_of`) alike.
     `warn=False`: no UnknownCharacterWarning for a character read as the unknown symbol, where the caller
-    says it itself (`unseen_note`)."""
+    says it itself (`unseen_notes.unseen_note`)."""
     if not text and context == "":  # the recurrent core cannot run over zero steps
         raise CharLMError('nothing to read: the text is empty and context is ""; give a text, or context=None')
     context = model.vocab.start_text() if context is None else context

@@ -2,8 +2,8 @@
 
     tokens.bin   every id of the corpus, flat, as uint8, uint16 or uint32 (the smallest that fits)
     vocab.json   the vocabulary
-    meta.json    sizes, split, summary and the sha256 of tokens.bin; written last, so a folder
-                 without it was never finished
+    meta.json    sizes (each part's ids: the built-in corpus's split), summary and the sha256 of
+                 tokens.bin; written last, so a folder without it was never finished
 
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
@@ -13,24 +13,18 @@ ends made LF, a byte order mark added or removed) has other bytes, hence another
 Preparation streams, a few MB at a time: one pass counts characters, one writes ids, and between
 them `--tokenizer sentencepiece` trains its tokenizer (on at most `pieces.TRAINING_SENTENCES` lines,
 which it holds), so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A
-cache folder that was truncated or edited fails its checksum and is rebuilt, never silently used.
-
-Several processes may prepare one corpus at once: each writes a private folder next to the cache
-folder and publishes it with one atomic rename, so a cache folder is always whole or absent; the
-one that comes second uses the first one's folder.
+cache folder that was truncated or edited fails its checksum and is rebuilt, never silently used; how
+processes share the folders: cache_folders.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import functools
 import hashlib
 import json
 import os
-import re
-import secrets
 import shutil
 import time
 from collections import Counter
@@ -42,8 +36,9 @@ from typing import Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import catalog, files, processes
+from . import catalog, files
 from .bars import bytes_bar
+from .cache_folders import Prepared, load_prepared, private_name, publish, remove_abandoned
 from .config import CORPUS_OPTIONS, Config
 from .corpus import (
     CACHE_ROOT,
@@ -63,8 +58,6 @@ from .vocab import MAX_CODE_POINT, UNKNOWN, Vocab, Vocabulary, code_points
 
 CACHE_FORMAT = 1
 COUNT_SLICE = 1 << 20  # ids counted at a time (an 8 MB int64 copy)
-PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<process>\d+(-\d+)?)-[0-9a-f]+")  # `private_name`'s
-PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
 NAMED_UNKNOWN = 100  # the characters the vocabulary lacks that meta.json names (all are counted)
 
 
@@ -112,17 +105,9 @@ class TokenCorpus:
         return {"name": self.name, "sources": self.sources, "digest": self.key, **text}
 
 
-@dataclass
-class Prepared:
-    """A cache folder and what it holds, checked."""
-
-    folder: Path
-    vocab: Vocabulary
-    tokens: np.ndarray
-    meta: dict
-
-
 def cache_key(parts: list[list[Path]], options: dict) -> str:
+    """The cache folder's name: a hash of the sources' bytes, part by part, and of the `options` that change
+    the ids (`corpus_options`), so that a changed file or option is prepared anew and nothing else is."""
     digest = hashlib.sha256(json.dumps({"format": CACHE_FORMAT, **options}, sort_keys=True).encode())
     for part in parts:
         digest.update(b"\x00part")
@@ -307,51 +292,6 @@ def write_ids(
     return digest.hexdigest(), sizes, characters
 
 
-def publish(private: Path, folder: Path, vocab: Vocabulary, meta: dict) -> Prepared:
-    """Make the `private` folder that `build` wrote (`vocab`, `meta`) the cache folder `folder` with one
-    atomic rename, and map its ids only then: Windows refuses to rename a folder holding a mapped file.
-    If another process published first, use its folder once it passes the usual check; a damaged
-    folder in the way is moved aside and the rename tried again."""
-    for _ in range(PUBLISH_TRIES):
-        try:
-            private.rename(folder)  # fails if `folder` exists and holds anything
-            return Prepared(folder, vocab, memmap(folder / "tokens.bin", np.dtype(meta["dtype"]), meta["tokens"]), meta)
-        except OSError as e:
-            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                raise
-        try:
-            return Prepared(folder, *load_prepared(folder))
-        except CharLMError:
-            discard(folder)
-    raise CharLMError(f"{folder}: other processes keep replacing this cache folder; prepare the corpus again")
-
-
-def discard(folder: Path) -> None:
-    """Remove a damaged cache folder: renamed aside first, so that no process ever sees it half removed."""
-    aside = private_name(folder, "damaged")
-    try:
-        folder.rename(aside)
-    except FileNotFoundError:
-        return  # another process moved it first
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def private_name(folder: Path, kind: str) -> Path:
-    """A hidden sibling of `folder` no other process picks: `.<name>.<kind>-<pid>-<start>-<random>`
-    (`processes.process_name`: a process given the PID of one killed while preparing is not taken for it)."""
-    return folder.with_name(f".{folder.name}.{kind}-{processes.process_name()}-{secrets.token_hex(4)}")
-
-
-def remove_abandoned(root: Path) -> None:
-    """Remove the private folders (`private_name`) that processes killed while preparing (SIGKILL, a
-    crash) left in the cache, each as big as a corpus's ids: nothing else removed them. Those of a
-    process still running are its own, in use."""
-    for private in root.glob(".*"):
-        named = PRIVATE_NAME.fullmatch(private.name)
-        if named and processes.named_process_alive(named["process"]) is False:
-            shutil.rmtree(private, ignore_errors=True)
-
-
 def make_vocab(
     texts: Callable[[str], Iterator[str]], config: Config, base: Vocabulary | None = None
 ) -> tuple[Counter, Vocabulary]:
@@ -383,33 +323,6 @@ def new_characters(counts: Counter, base: Vocabulary, config: Config) -> list[st
     new = [char for char in counts if not base.knows(char)]
     added = [char for char in new if kept.knows(char)]
     return added + [UNKNOWN] * (len(added) < len(new))
-
-
-def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
-    """Vocabulary, memory-mapped ids and meta of a cache folder, each checked."""
-    try:
-        meta = files.parse_json((folder / "meta.json").read_text(encoding="utf-8"))
-        vocab = Vocab.from_dict(files.parse_json((folder / "vocab.json").read_text(encoding="utf-8")))
-        path = folder / "tokens.bin"
-        dtype = np.dtype(meta["dtype"])
-        if path.stat().st_size != meta["tokens"] * dtype.itemsize:
-            raise CharLMError(f"{path}: truncated or extended ({path.stat().st_size} bytes)")
-        digest = hashlib.sha256()
-        with open_file(path) as f:
-            while block := read_block(f, path, 1 << 22):
-                digest.update(block)
-        if digest.hexdigest() != meta["sha256"]:
-            raise CharLMError(f"{path}: edited (checksum mismatch)")
-    except OSError as e:  # meta.json or vocab.json unreadable, tokens.bin gone
-        raise files.cannot_read(e.filename or folder, e) from None
-    except (ValueError, KeyError, TypeError) as e:
-        raise CharLMError(f"{folder}: damaged cache ({type(e).__name__})") from None
-    return vocab, memmap(path, dtype, meta["tokens"]), meta
-
-
-def memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
-    """`count` ids of `path`, memory-mapped; an empty array for none (np.memmap refuses an empty file)."""
-    return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
 
 
 def load_corpus(

@@ -312,7 +312,7 @@ class Vocab:
         nothing about: scoring reads it and leaves it out of the score; the caller tells the user), and
         otherwise they are an error that names them (a seed: see docs/data-and-checkpoints.md).
         `already_normalized`: the caller normalized `text` for its own use, so it is not done twice.
-        `warn=False`: the caller says it itself (`scoring.unseen_note`); a warnings filter would silence
+        `warn=False`: the caller says it itself (`unseen_notes.unseen_note`); a warnings filter would silence
         every thread's warning, not just this call's."""
         check_characters(text, what)
         text = text if already_normalized else self.normalized(text)

@@ -1106,7 +1106,7 @@ def test_a_quoted_note_on_unseen_characters_names_them_as_charlm_does(page):
     """The note says how many times the text has each character ('瞿' 2 times '滟' once): usage.zh.md
     went on quoting it as it was before, the characters bare ('厥' '栽' ...). Each quote's characters,
     as often as it says (once where it gives no count), scored by a model that knows none of them."""
-    from charlm.scoring import unseen_note
+    from charlm.unseen_notes import unseen_note
     from charlm.vocab import Vocab
 
     for listing in filter(str.strip, UNSEEN_NOTE.findall(page.read_text(encoding="utf-8"))):  # one naming some

@@ -41,9 +41,10 @@ from charlm.inspection.analysis import (
 from charlm.inspection.page import render
 from charlm.ngram import KneserNey, modified_discounts
 from charlm.pieces import PieceVocab, train_model
-from charlm.scoring import Surprise, bits_per_char, surprise, unseen_note
+from charlm.scoring import Surprise, bits_per_char, surprise
 from charlm.tables import width
 from charlm.tracing import Trace, trace
+from charlm.unseen_notes import unseen_note
 from charlm.vocab import UnknownCharacterWarning, Vocab
 
 from .conftest import TINY_ARGS, assert_one_line_error, cli, file_size_limit, make_model, start_charlm
@@ -162,7 +163,7 @@ def test_the_unseen_note_names_the_forms_the_model_knows_as_eval_does():
 def test_inspect_says_what_a_min_count_model_scored_as_the_unknown_symbol_as_eval_does():
     """Under a model with the unknown symbol (--min-count, --coverage) inspect said nothing of a text's
     unseen characters, where `charlm eval` says they were scored as the symbol and what their bits are:
-    its figures hold those bits too, so it says so, in eval's line (`scoring.unseen_note`), and once: its
+    its figures hold those bits too, so it says so, in eval's line (`unseen_notes.unseen_note`), and once: its
     warning, in other words, is left out as eval's is."""
     torch.manual_seed(0)
     text = "宝玉道：“好。”又说：“是。”\n黛玉笑道：“来了。”\n" * 6

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import charlm
-from charlm import corpus, scoring
+from charlm import corpus, scoring, unseen_notes
 from charlm import vocab as vocab_module
 from charlm.config import Config
 from charlm.corpus import iter_text, read_texts
@@ -167,14 +167,14 @@ def test_eval_notes_the_unseen_characters_of_the_files_it_read_and_no_copy_of_th
     line = "the lazy dog Z\n"  # Z: a character fox never saw
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_text(line * 50_000, encoding="utf-8")
-    held, note = [], scoring.unseen_note
+    held, note = [], unseen_notes.unseen_note
 
     def measured(vocab, texts, **named):  # what Python holds then, but numpy's arrays: the vocabulary's lookup table
         beside_numpy = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, "*/numpy/*")])
         held.append(sum(stat.size for stat in beside_numpy.statistics("filename")))
         return note(vocab, texts, **named)
 
-    monkeypatch.setattr(scoring, "unseen_note", measured)
+    monkeypatch.setattr(unseen_notes, "unseen_note", measured)
     tracemalloc.start()
     try:
         result = cli("eval", fox, "a.txt", "b.txt", "--quiet")

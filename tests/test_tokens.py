@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
+from charlm import cache_folders, tokens
 from charlm import corpus as corpus_module
-from charlm import tokens
 from charlm.config import Config
 from charlm.errors import CharLMError
 from charlm.tokens import load_corpus, prepare
@@ -334,7 +334,7 @@ def test_the_training_counts_of_a_big_memory_mapped_corpus_take_little_memory(tm
 
 STALLED_PREPARE = """
 import pathlib, sys, time
-from charlm import tokens
+from charlm import cache_folders, tokens
 from charlm.__main__ import main
 
 def stalled(path, *args):
@@ -360,10 +360,10 @@ def test_a_killed_preparations_folder_goes_though_its_pid_now_names_another_proc
     unrelated = subprocess.Popen(["sleep", "60"])
     try:
         killed = cache / f".0123abcd.tmp-{unrelated.pid}-1-00ff00ff"  # its process started 1 tick after boot
-        running = tokens.private_name(cache / "4567cdef", "tmp")  # this process's
+        running = cache_folders.private_name(cache / "4567cdef", "tmp")  # this process's
         for folder in (killed, running):
             folder.mkdir(parents=True)
-        tokens.remove_abandoned(cache)
+        cache_folders.remove_abandoned(cache)
         assert [p.name for p in cache.iterdir()] == [running.name]
     finally:
         unrelated.kill()

@@ -13,9 +13,10 @@ from openai import OpenAI
 
 from charlm.model import inference
 from charlm.pieces import PieceVocab, train_model
-from charlm.scoring import bits_per_char, prompt_logprobs, surprise, unseen_note
+from charlm.scoring import bits_per_char, prompt_logprobs, surprise
 from charlm.serve.app import create_app
 from charlm.serve.config import ServeConfig
+from charlm.unseen_notes import unseen_note
 from charlm.vocab import UNSEEN, Vocab
 
 from .conftest import assert_one_line_error, cli, cli_args, make_model

@@ -25,9 +25,10 @@ from ..errors import CharLMError
 from ..forms import is_cjk_punctuation, is_han
 from ..model import CharLM
 from ..ngram import MAX_ORDER, KneserNey
-from ..scoring import Surprise, check_scored, scored_chars, surprise, unseen_advice, unseen_note
+from ..scoring import Surprise, check_scored, scored_chars, surprise
 from ..tables import table
 from ..tracing import Trace, trace
+from ..unseen_notes import unseen_advice, unseen_note
 
 SPAN = 20  # characters in one of the summary's hardest spans
 HARDEST = 5  # how many hardest spans the summary lists

@@ -1,0 +1,110 @@
+"""A prepared corpus's cache folder as processes share it: published whole or not at all, read only after
+its checksum holds, and the private folders of processes that died while preparing removed.
+
+Several processes may prepare one corpus at once: each writes a private folder next to the cache
+folder (`private_name`) and publishes it with one atomic rename, so a cache folder is always whole or
+absent; the one that comes second uses the first one's folder. What the folder holds and how it is
+made: tokens.py (`build`).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import files, processes
+from .corpus import open_file, read_block
+from .errors import CharLMError
+from .vocab import Vocab, Vocabulary
+
+PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<process>\d+(-\d+)?)-[0-9a-f]+")  # `private_name`'s
+PUBLISH_TRIES = 5  # a damaged folder in the way is moved aside and the rename tried again
+
+
+@dataclass
+class Prepared:
+    """A cache folder and what it holds, checked."""
+
+    folder: Path
+    vocab: Vocabulary
+    tokens: np.ndarray
+    meta: dict
+
+
+def publish(private: Path, folder: Path, vocab: Vocabulary, meta: dict) -> Prepared:
+    """Make the `private` folder that `tokens.build` wrote (`vocab`, `meta`) the cache folder `folder` with one
+    atomic rename, and map its ids only then: Windows refuses to rename a folder holding a mapped file.
+    If another process published first, use its folder once it passes the usual check; a damaged
+    folder in the way is moved aside and the rename tried again."""
+    for _ in range(PUBLISH_TRIES):
+        try:
+            private.rename(folder)  # fails if `folder` exists and holds anything
+            return Prepared(folder, vocab, memmap(folder / "tokens.bin", np.dtype(meta["dtype"]), meta["tokens"]), meta)
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        try:
+            return Prepared(folder, *load_prepared(folder))
+        except CharLMError:
+            discard(folder)
+    raise CharLMError(f"{folder}: other processes keep replacing this cache folder; prepare the corpus again")
+
+
+def discard(folder: Path) -> None:
+    """Remove a damaged cache folder: renamed aside first, so that no process ever sees it half removed."""
+    aside = private_name(folder, "damaged")
+    try:
+        folder.rename(aside)
+    except FileNotFoundError:
+        return  # another process moved it first
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def private_name(folder: Path, kind: str) -> Path:
+    """A hidden sibling of `folder` no other process picks: `.<name>.<kind>-<pid>-<start>-<random>`
+    (`processes.process_name`: a process given the PID of one killed while preparing is not taken for it)."""
+    return folder.with_name(f".{folder.name}.{kind}-{processes.process_name()}-{secrets.token_hex(4)}")
+
+
+def remove_abandoned(root: Path) -> None:
+    """Remove the private folders (`private_name`) that processes killed while preparing (SIGKILL, a
+    crash) left in the cache, each as big as a corpus's ids: nothing else removed them. Those of a
+    process still running are its own, in use."""
+    for private in root.glob(".*"):
+        named = PRIVATE_NAME.fullmatch(private.name)
+        if named and processes.named_process_alive(named["process"]) is False:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
+    """Vocabulary, memory-mapped ids and meta of a cache folder, each checked."""
+    try:
+        meta = files.parse_json((folder / "meta.json").read_text(encoding="utf-8"))
+        vocab = Vocab.from_dict(files.parse_json((folder / "vocab.json").read_text(encoding="utf-8")))
+        path = folder / "tokens.bin"
+        dtype = np.dtype(meta["dtype"])
+        if path.stat().st_size != meta["tokens"] * dtype.itemsize:
+            raise CharLMError(f"{path}: truncated or extended ({path.stat().st_size} bytes)")
+        digest = hashlib.sha256()
+        with open_file(path) as f:
+            while block := read_block(f, path, 1 << 22):
+                digest.update(block)
+        if digest.hexdigest() != meta["sha256"]:
+            raise CharLMError(f"{path}: edited (checksum mismatch)")
+    except OSError as e:  # meta.json or vocab.json unreadable, tokens.bin gone
+        raise files.cannot_read(e.filename or folder, e) from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise CharLMError(f"{folder}: damaged cache ({type(e).__name__})") from None
+    return vocab, memmap(path, dtype, meta["tokens"]), meta
+
+
+def memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:
+    """`count` ids of `path`, memory-mapped; an empty array for none (np.memmap refuses an empty file)."""
+    return np.memmap(path, dtype=dtype, mode="r") if count else np.zeros(0, dtype)
