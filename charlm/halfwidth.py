@@ -6,9 +6,10 @@ themselves. Python's int() and float() read the digits and nothing else of them,
 no number, '１０m' ten minutes but '１０ｍ' no duration. One rule instead: every option that takes a number,
 a duration, a list of numbers, a device or a named choice (`--precision ｂｆ１６`: `as_choice`) reads the
 whole set as ASCII (`half_width`), on the command line and in Python alike, and a config keeps the value
-as read: run.json says '10m', not '１０ｍ' (fields.py's `store_as_read`). What stands for no ASCII character ('。' for '.', a duration's unit such as 分钟 or number such as 一), and a next
-option joined to the value by a full-width comma or space (no shell splits there), is named where the
-value cannot be read (`retype_hint`); an option joined to its value by a full-width space, which click
+as read: run.json says '10m', not '１０ｍ' (fields.py's `store_as_read`). What stands for no ASCII character
+('。' for '.', a duration's unit such as 分钟 or number such as 一, or its unit spelt out in English, minutes),
+and a next option joined to the value by a full-width comma or space (no shell splits there), is named where
+the value cannot be read (`retype_hint`); an option joined to its value by a full-width space, which click
 takes for an unknown option, is named with the space to retype (`joined_value_hint`). An option's dashes as
 an input method types them, `——top-p` (U+2014 twice, a Chinese input method's `--`), `－－top-p` or `—top-p`
 (macOS's autocorrected `--`), `–top-p` (a web page's en dash) or `－－ｔｏｐ－ｐ` (its name in full width), are
@@ -26,8 +27,16 @@ FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 
 
 # Marks an input method types where a number has an ASCII one, but which are no full-width form of it.
 MARKS = {"。": ".", "、": ","}
-# A duration's units as Chinese writes them, and the letter charlm reads (config.parse_duration).
-DURATION_UNITS = {"小时": "h", "小時": "h", "钟头": "h", "鐘頭": "h", "分钟": "m", "分鐘": "m", "分": "m", "秒": "s"}
+# A duration's units as Chinese writes them, and as English spells them out, with the letter charlm reads
+# (config.parse_duration): `5minutes`, `2 hrs` are named as `10分钟` is, the letter to type being the one rule.
+DURATION_UNITS = {
+    **dict.fromkeys(("小时", "小時", "钟头", "鐘頭"), "h"),
+    **dict.fromkeys(("分钟", "分鐘", "分"), "m"),
+    "秒": "s",
+    **dict.fromkeys(("hours", "hour", "hrs", "hr"), "h"),
+    **dict.fromkeys(("minutes", "minute", "mins", "min"), "m"),
+    **dict.fromkeys(("seconds", "second", "secs", "sec"), "s"),
+}
 # A duration's number as Chinese says it (一分钟, 十五秒, 两个半小时, 半小时): 1 to 99 (十 and one digit
 # either side), then 半 (and a half), 个 (the measure word) where Chinese puts them; or typed in digits
 # with those after it (1个小时, 1个半小时, 1.5个小时: read whole, not its '5个'), which a retyped unit alone
@@ -84,12 +93,17 @@ def retype_hint(text: str, units: dict[str, str] | None = None) -> str:
         typed = "a full-width space" if separator.isspace() else repr(separator)  # repr says '\\u3000'
         return f" ({joined[2]} ran into it: type a half-width space before {joined[2]}, not {typed})"
     table = {**MARKS, **(units or {})}
-    marks = "|".join(sorted(map(re.escape, table), key=len, reverse=True))
+    marks = "|".join(map(mark_pattern, sorted(table, key=len, reverse=True)))
     if units:  # a duration's: its numbers too (一分钟), or `一m` is refused once '分钟' is retyped
         marks = f"{CHINESE_NUMBER.pattern}|{marks}"
-    found = {mark: table.get(mark) or chinese_number(mark) for mark in re.findall(marks, text)}
+    found = {mark: table.get(mark.lower()) or chinese_number(mark) for mark in re.findall(marks, text, re.IGNORECASE)}
     retyped = [f"{mark!r} as {ascii_form!r}" for mark, ascii_form in found.items() if ascii_form]
     return f" (retype {', '.join(retyped)})" if retyped else ""
+
+
+def mark_pattern(mark: str) -> str:
+    """A pattern for `mark`: a word in letters only whole ('three' holds no 'hr' to retype), any other mark anywhere."""
+    return rf"(?<![a-z]){re.escape(mark)}(?![a-z])" if mark.isascii() else re.escape(mark)
 
 
 def chinese_number(spoken: str) -> str | None:

@@ -199,7 +199,8 @@ class StepBar(tqdm):
 
 
 class Reporter:
-    """The progress bar and the metrics log of rank 0 (the only rank that reports)."""
+    """The progress bar and the metrics log of rank 0 (the only rank that reports); no bar `with_bar=False`
+    (a resume that takes no step)."""
 
     def __init__(
         self,
@@ -211,6 +212,7 @@ class Reporter:
         max_seconds: float | None,
         lock: RunLock | None = None,
         probed_chars_per_second: float | None = None,
+        with_bar: bool = True,
     ):
         self.config, self.progress, self.max_seconds = config, progress, max_seconds
         # Shown per character whatever the tokenizer: a sentencepiece token spells several.
@@ -233,7 +235,7 @@ class Reporter:
         self.bar = StepBar(
             total=total,
             initial=progress.step,
-            disable=config.quiet,
+            disable=config.quiet or not with_bar,
             unit="step",
             dynamic_ncols=True,
             mininterval=redraw_seconds(),

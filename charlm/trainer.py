@@ -193,6 +193,7 @@ class Trainer:
             max_seconds,
             lock=self.lock,
             probed_chars_per_second=self.plan.probed_chars_per_second,  # the bar's speed until the run has its own
+            with_bar=not self.resumed_idle(max_seconds),
         )
         self.reporter = stack.enter_context(contextlib.closing(reporter))
         if not self.progress.step:
@@ -326,6 +327,16 @@ class Trainer:
             )
         return True
 
+    def resumed_idle(self, max_seconds: float | None) -> bool:
+        """Whether this resume takes no step, its limits or --patience spent (`nothing_to_train`, `check_patience`):
+        its progress bar would show steps never taken, drawn full above and below the line that says why."""
+        return self.saved_step is not None and (self.spent(max_seconds) >= 1.0 or self.patience_spent())
+
+    def patience_spent(self) -> bool:
+        """Whether --patience evaluations in a row have not improved on the best (rank 0 knows)."""
+        patience, progress = self.config.patience, self.progress
+        return bool(patience and progress.step) and progress.worse_evaluations >= patience
+
     def moved_note(self, always: bool = False) -> str:
         """What a resume that trains nothing did all the same: record its text's new path in run.json (`open_run`),
         where charlm eval and later resumes read it; "" where the path is the one recorded already, unless `always`."""
@@ -342,7 +353,7 @@ class Trainer:
         patience, progress = self.config.patience, self.progress
         if not patience or self.out_of_patience or (resuming and not progress.step):
             return
-        out = self.ranks.leader and progress.worse_evaluations >= patience
+        out = self.ranks.leader and self.patience_spent()
         (decided,) = self.ranks.from_leader([float(out)], self.device)
         self.out_of_patience = bool(decided)
         if out and resuming:

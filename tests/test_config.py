@@ -2,6 +2,7 @@
 
 import contextlib
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -50,6 +51,34 @@ def test_the_help_says_a_bare_max_time_is_seconds():
 def test_bad_durations(text):
     with pytest.raises(CharLMError, match="^max_time"):
         parse_duration(text)
+
+
+# A unit spelt out in English, as users type it, and the seconds they meant.
+SPELT_OUT = [
+    ("5minutes", 300), ("5 min", 300), ("5mins", 300), ("5minute", 300), ("2hours", 7200), ("2 hrs", 7200),
+    ("30sec", 30), ("30secs", 30), ("1 Hour 30 Minutes", 5400), ("10 seconds", 10),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("spelt", "seconds"), SPELT_OUT)
+def test_a_unit_spelt_out_in_english_is_named_with_the_letter_to_type(spelt, seconds):
+    """`--max-time 5minutes` was told only "write a duration such as 90s, 10m or 1h", where `10分钟` is told
+    to retype '分钟' as 'm': each word is named with its letter, and retyping it so reads what was meant."""
+    with pytest.raises(CharLMError) as refused:
+        parse_duration(spelt, "--max-time")
+    retyped = spelt
+    for word, letter in re.findall(r"'(.+?)' as '(.*?)'", re.fullmatch(r".*\(retype (.*)\)", str(refused.value))[1]):
+        retyped = retyped.replace(word, letter, 1)
+    assert parse_duration(retyped, "--max-time") == seconds, (str(refused.value), retyped)
+
+
+def test_a_unit_word_inside_another_word_is_not_named():
+    """'three' holds 'hr' and 'insecs' 'secs': only a unit after its number is one."""
+    assert_one_line_error(cli("train", "x.txt", "--max-time", "5minutes"), "90s, 10m or 1h (retype 'minutes' as 'm')")
+    for text in ("three", "insecs", "5 minuets", "5minutesx"):
+        with pytest.raises(CharLMError) as refused:
+            parse_duration(text, "--max-time")
+        assert "retype" not in str(refused.value), refused.value
 
 
 def test_a_duration_not_positive_offers_no_limit_as_its_caller_writes_it():

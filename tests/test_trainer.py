@@ -1028,10 +1028,23 @@ def test_a_run_whose_validation_stops_improving_stops_early_once(fox_file, tiny,
     assert latest("patient").progress.step == 100
 
 
+def test_a_resume_with_its_limits_spent_draws_no_progress_bar(fox_file, tiny, capsys):
+    """A resume with nothing to train (its text given: recorded) drew a full bar (`2/2`) above and below its line: a
+    bar for steps that were never taken. Its start line, that line and `done:` stay; steps or time spent alike."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
+    capsys.readouterr()
+    for spent_limit in ({"max_steps": 2}, {"max_steps": 100, "max_time": 0.001}):
+        charlm.train(fox_file, resume="run", quiet=False, **spent_limit)
+        said = capsys.readouterr().err
+        assert "nothing to train" in said and "done: step 2" in said, said
+        assert "2/2" not in said and "|" not in said, said
+    assert latest("run").progress.step == 2
+
+
 def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is_raised(fox_file, tiny, capsys):
     """A resume with the same limits trained another --eval-every steps before --patience stopped it
     again (only the count of worse evaluations was saved): it now says why and trains nothing, even
-    --quiet; a --patience above the count trains until it is reached, 0 to the limit."""
+    --quiet, with no progress bar; a --patience above the count trains until it is reached, 0 to the limit."""
     scripted = itertools.chain([4.0, 3.0, 3.5, 3.6, 3.7], itertools.repeat(3.8))
     trainer_options = {**tiny, "max_steps": 100, "eval_every": 10, "patience": 2}
     with pytest.MonkeyPatch.context() as patch:
@@ -1039,9 +1052,10 @@ def test_a_run_stopped_by_patience_stays_stopped_when_resumed_unless_patience_is
         charlm.train(fox_file, out="run", **trainer_options)
         assert latest("run").progress.step == 40
         capsys.readouterr()
-        charlm.train(resume="run", max_steps=100)
+        charlm.train(resume="run", max_steps=100, quiet=False)
         assert latest("run").progress.step == 40
         said = capsys.readouterr().err
+        assert "40/100" not in said, said  # no bar for steps it does not take
         assert "stopped early at step 40: validation has not improved for 2 evaluations" in said
         assert "(best 3.000 bpc at step 20); nothing to train" in said
         assert "resume with patience=0 or a patience above 2" in said
