@@ -36,7 +36,7 @@ from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize,
 from .config import INT64, Config
 from .device import resolve_device
 from .device_names import STEP_DEVICE
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import SHOWN, holds, kinds_of
 from .model import (
     CharLM,
@@ -220,7 +220,7 @@ class Checkpoint:
             why = _reason(e)
         if Path(source).is_dir():
             raise hub.damaged(source, why) from None
-        raise CharLMError(f"{source}: checkpoint is damaged ({why}); {remedy(source)}") from None
+        raise CharLMError(f"{one_line_path(source)}: checkpoint is damaged ({why}); {remedy(source)}") from None
 
     @classmethod
     def _build(cls, payload: dict) -> Checkpoint:

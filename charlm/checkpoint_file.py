@@ -27,7 +27,7 @@ import torch
 
 from . import files, hub
 from .checkpoint_header import MAGIC, NOT_A_CHECKPOINT, TRUNCATED, HeaderProblem, parsed_header
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import SHOWN, flags_said, said, typed, written
 from .runs import BEST, EXPORTS, LATEST, kept_aside, pending, resume_command
 
@@ -82,15 +82,17 @@ def cannot_write_checkpoint(path: Path, error: OSError, had_one: bool, beside: P
         kept = f"{beside.name} holds this step"
     else:
         kept = "no checkpoint was written"
-    return CharLMError(f"{path}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}")
+    return CharLMError(
+        f"{one_line_path(path)}: could not write checkpoint ({error.strerror}); {kept}{files.remedy(error)}"
+    )
 
 
 def aside_note(path: Path, step: int) -> str:
     """What a run says when its checkpoint at step `step` went to `pending(path)` (one line). The run
     folder names it from then on (`runs.resolve` takes the newer of the two), so it resumes as usual."""
     return (
-        f"{path} is held open by another process and cannot be replaced (Windows refuses while it is open); "
-        f"step {step:,} is saved as {pending(path)} until it can be (if the run ends first, "
+        f"{one_line_path(path)} is held open by another process and cannot be replaced (Windows refuses while it "
+        f"is open); step {step:,} is saved as {one_line_path(pending(path))} until it can be (if the run ends first, "
         f"{resume_command(path.parent)} goes on from it)"
     )
 
@@ -99,7 +101,7 @@ def read_bytes(path: Path) -> bytes:
     """The file's bytes; only its first line when that is not ours (a big file of another kind stays unread)."""
     path = Path(path)
     if not path.is_file():
-        raise CharLMError(f"{path}: no such checkpoint file")
+        raise CharLMError(f"{one_line_path(path)}: no such checkpoint file")
     try:
         with open(path, "rb") as f:
             data = f.read(len(MAGIC))
@@ -176,7 +178,9 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
     no code); `path` names the file in errors, which end in `advice(path)`: what to do instead."""
 
     def cut_in_header() -> CharLMError:  # empty, or cut within its first two lines: truncated, not damaged
-        return CharLMError(f"{path}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}")
+        return CharLMError(
+            f"{one_line_path(path)}: truncated checkpoint ({len(data):,} bytes, no whole header); {advice(path)}"
+        )
 
     try:
         version, size, digest, end = parsed_header(data)
@@ -185,32 +189,37 @@ def verified(data: bytes, path: Path, advice: Callable[[Path], str] = remedy) ->
             raise cut_in_header() from None
         if str(problem) == NOT_A_CHECKPOINT:  # often an html or onnx export, which charlm does not read back
             raise CharLMError(
-                f"{path}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors model folder"
+                f"{one_line_path(path)}: not a charlm checkpoint; give a run folder, a .pt checkpoint or a safetensors "
+                "model folder"
             ) from None
-        raise CharLMError(f"{path}: damaged checkpoint header; {advice(path)}") from None
+        raise CharLMError(f"{one_line_path(path)}: damaged checkpoint header; {advice(path)}") from None
     body = data[end:]
     if version not in READS:
         newer = isinstance(version, int) and version > VERSION
         raise CharLMError(
-            f"{path}: checkpoint format {SHOWN.repr(version)} is not supported by this charlm (reads "
+            f"{one_line_path(path)}: checkpoint format {SHOWN.repr(version)} is not supported by this charlm (reads "
             f"{', '.join(map(str, READS))}); "
             + ("a newer charlm wrote it: update this charlm to read it" if newer else advice(path))
         )
     whole = end + size  # sizes of the file, as `ls -l` shows them, not of the body after the header
     if len(body) < size:
-        raise CharLMError(f"{path}: truncated checkpoint ({len(data):,} of {whole:,} bytes); {advice(path)}")
+        raise CharLMError(
+            f"{one_line_path(path)}: truncated checkpoint ({len(data):,} of {whole:,} bytes); {advice(path)}"
+        )
     if len(body) > size:
-        raise CharLMError(f"{path}: damaged checkpoint ({len(data):,} bytes, not {whole:,}); {advice(path)}")
+        raise CharLMError(
+            f"{one_line_path(path)}: damaged checkpoint ({len(data):,} bytes, not {whole:,}); {advice(path)}"
+        )
     if hashlib.sha256(body).hexdigest() != digest:
-        raise CharLMError(f"{path}: damaged checkpoint (checksum mismatch); {advice(path)}")
+        raise CharLMError(f"{one_line_path(path)}: damaged checkpoint (checksum mismatch); {advice(path)}")
     if hazard := _memory_hazard(body):  # before torch.load, which would allocate it
-        raise CharLMError(f"{path}: refused: {hazard}; {advice(path)}")
+        raise CharLMError(f"{one_line_path(path)}: refused: {hazard}; {advice(path)}")
     try:
         payload = torch.load(io.BytesIO(body), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- a refused global (code in the pickle) or a malformed body
-        raise CharLMError(f"{path}: refused: {_refusal(str(e))}; {advice(path)}") from None
+        raise CharLMError(f"{one_line_path(path)}: refused: {_refusal(str(e))}; {advice(path)}") from None
     if not isinstance(payload, dict):  # our header over a body that is not ours: damage, as above
-        raise CharLMError(f"{path}: damaged checkpoint (its body holds no checkpoint); {advice(path)}")
+        raise CharLMError(f"{one_line_path(path)}: damaged checkpoint (its body holds no checkpoint); {advice(path)}")
     return version, payload
 
 

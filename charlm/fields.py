@@ -28,7 +28,7 @@ from dataclasses import field
 from pathlib import PurePath
 from typing import Any, TypeVar
 
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .halfwidth import as_choice, half_width
 
 T = TypeVar("T")
@@ -125,10 +125,13 @@ def about_option(name: str, value: object, error: CharLMError) -> CharLMError:
     """`error`, about the `value` given to option `name` (a path's message, which names the path first),
     named as every option's message names it: the option and its value as written, then what is wrong
     with it (`--init-from nope: no such checkpoint file ...`, `init_from='nope': ...`, as `--device tpu: ...`).
-    A message that names another path (the one `value` led to) keeps it after the value."""
+    A message that names another path (the one `value` led to) keeps it after the value. The path may open
+    the message raw or as `errors.one_line_path` shows it (`checkpoints/'run '`): either is not said twice."""
     message = str(error)
-    if message.startswith(str(value)):
-        return CharLMError(f"{said(name, value)}{message[len(str(value)) :]}")
+    shown = one_line_path(value) if isinstance(value, (str, PurePath)) and str(value) else str(value)
+    for opening in (str(value), shown):
+        if message.startswith(opening):
+            return CharLMError(f"{said(name, value)}{message[len(opening) :]}")
     return CharLMError(f"{said(name)} {message}" if flags_said() else f"{said(name, value)}: {message}")
 
 

@@ -240,6 +240,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             raise CharLMError(still_training(live[-1], training_pid(live[-1])))
     if path.is_dir():
         check_enterable(path)
+        shown = one_line_path(path)
         for name in (prefer, LATEST if prefer == BEST else BEST):
             if (path / name).is_file():
                 return newest_of(path / name)
@@ -248,32 +249,35 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         if (misnamed := hub.misnamed_weights(path)) is not None:
             hub.folder_of(misnamed)  # refused: say to rename it
         if run_folders(path):
-            raise CharLMError(f"{path} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
+            raise CharLMError(f"{shown} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
         if (trainer := training_pid(path)) is not None:
             raise CharLMError(still_training(path, trainer))
         if (path / RUN_INFO).is_file():  # a run killed before its first checkpoint: nothing to go on from
             raise CharLMError(
-                f"{path}: its run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
+                f"{shown}: its run stopped before its first checkpoint, so it holds none ({BEST} or {LATEST}); "
                 f"train again (into this folder: {train_again_options(path)})"
             )
         if models := sorted(p for p in path.glob("*") if hub.holds_model(p)):  # a run's exports/, say
-            raise CharLMError(f"{path} holds exported models: name one ({' or '.join(map(str, models[:3]))})")
+            raise CharLMError(
+                f"{shown} holds exported models: name one ({' or '.join(map(one_line_path, models[:3]))})"
+            )
         if holds_run_record(path.parent):  # not a run: no --out may go inside a run's folder
-            raise CharLMError(f"{path} is inside the run folder {path.parent}: name the run ({path.parent})")
+            run = one_line_path(path.parent)
+            raise CharLMError(f"{shown} is inside the run folder {run}: name the run ({run})")
         raise CharLMError(
-            f"{path}: run folder holds no checkpoint ({BEST} or {LATEST}); name another run (`charlm runs` "
-            f"lists them), or train one into it ({said('out', path)})"
+            f"{shown}: run folder holds no checkpoint ({BEST} or {LATEST}); name another run (`charlm runs` lists "
+            f"them), or train one into it ({said('out', path)})"
         )
     if path.exists() and not path.is_file():  # /dev/zero, a named pipe: there, but nothing to load
         kind = files.not_a_file_kind(path.stat().st_mode)
         raise CharLMError(
-            f"{target} is {kind}, not a checkpoint file or run folder: give a run folder, run name, corpus "
-            "name or .pt file"
+            f"{one_line_path(target)} is {kind}, not a checkpoint file or run folder: give a run folder, run name, "
+            "corpus name or .pt file"
         )
     if not path.is_file():
         raise CharLMError(
-            f"{target}: no such checkpoint file or run folder, nor a run or corpus of that name under "
-            f"{where(root)} (`charlm runs` lists them)"
+            f"{one_line_path(target)}: no such checkpoint file or run folder, nor a run or corpus of that name "
+            f"under {where(root)} (`charlm runs` lists them)"
         )
     return hub.folder_of(path) / hub.WEIGHTS if hub.names_weights(path) else path
 

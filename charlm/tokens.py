@@ -373,13 +373,13 @@ def files_changed(run: dict, parts: list[list[Path]], root: Path = CACHE_ROOT) -
         return ""
     names_then, names_now = shared_names(then), shared_names(now)
     added, gone = sorted(set(names_now) - set(names_then)), sorted(set(names_then) - set(names_now))
-    changes = [f"{few(added)} added"] * bool(added) + [f"{few(gone)} gone"] * bool(gone)
+    changes = [f"{listed_in_brief(added)} added"] * bool(added) + [f"{listed_in_brief(gone)} gone"] * bool(gone)
     if not changes and names_now != names_then:
         changes = ["the same files, in another order"]
     if not changes and isinstance(sizes_then, list) and len(sizes_then) == len(names_then):
         was = dict(zip(names_then, sizes_then))
         resized = [name for name, size in zip(names_now, file_sizes(now)) if was.get(name) != size]
-        changes = [f"{few(resized)} changed" if resized else "the same files and sizes: edited in place"]
+        changes = [f"{listed_in_brief(resized)} changed" if resized else "the same files and sizes: edited in place"]
     return "; ".join(changes)
 
 
@@ -390,8 +390,9 @@ def shared_names(paths: list[Path]) -> list[str]:
     return [os.path.relpath(os.path.abspath(path), base) for path in paths]
 
 
-def few(names: list[str], shown: int = 3) -> str:
-    """Up to `shown` of `names`, and how many more."""
+def listed_in_brief(names: list[str], shown: int = 3) -> str:
+    """Up to `shown` of `names`, and how many more (`a, b, c and 4,997 more`): a corpus of thousands of files
+    changed is still said on one line."""
     more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
 
@@ -408,7 +409,7 @@ def catalog_name(source: str) -> bool:
     return not path.exists() and (source in catalog.CATALOG or (path.name == source and not path.suffix))
 
 
-def summary(meta: dict) -> list[tuple[str, str]]:
+def prepared_rows(meta: dict) -> list[tuple[str, str]]:
     """What `charlm corpus prepare` prints: (label, value) rows."""
     pieces = meta["options"].get("tokenizer") == "sentencepiece"
     rows = [("characters", f"{meta['characters']:,}")]

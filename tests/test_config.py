@@ -297,3 +297,33 @@ def test_a_max_time_of_plus_zero_is_told_it_adds_nothing_as_max_steps_is(added):
     told = f"--max-time {added}: limits count the whole run, and {added} adds nothing; give a duration, e.g. --max-time 10m"
     assert_one_line_error(cli("train", "text.txt", "--max-time", added), told)
     Config(max_time="10m")  # the figure offered is taken
+
+
+@pytest.mark.parametrize(
+    ("name", "given", "told"),
+    [
+        (
+            "max_steps",
+            "＋0",
+            "and +0 adds nothing; checkpoints/run has trained 20 steps: for 1000 more give max_steps=1020",
+        ),
+        ("max_steps", "＋１００", "; checkpoints/run has trained 20 steps: for 100 more give max_steps=120"),
+        (
+            "max_time",
+            "＋0",
+            "and +0 adds nothing; checkpoints/run has trained 1m40s: for 10m more give max_time='11m40s'",
+        ),
+        ("max_time", "＋１０ｍ", "; checkpoints/run has trained 1m40s: for 10m more give max_time='11m40s'"),
+    ],
+)
+def test_a_full_width_plus_from_python_is_a_plus_limit(name, given, told):
+    """Only the command line was thought to turn an input method's '＋' into '+': `charlm.train(max_steps='＋100')`
+    must be read as the '+' limit it is (added_limits reads it as halfwidth.as_number reads a number), not as
+    a figure it cannot read."""
+    with pytest.raises(CharLMError) as resumed:
+        refuse_added_limits(
+            {"max_steps": None, "max_time": None, name: given}, step=20, elapsed=100.0, run="checkpoints/run"
+        )
+    assert str(resumed.value).endswith(told), resumed.value
+    with pytest.raises(CharLMError, match="limits count the whole run"):
+        Config(**{name: given})

@@ -1,7 +1,10 @@
 """Run folders: names, finding them, one training process per folder."""
 
+import contextlib
 import errno
 import fcntl
+import hashlib
+import io
 import itertools
 import json
 import multiprocessing
@@ -18,12 +21,18 @@ from pathlib import Path, PureWindowsPath
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 import charlm
 from charlm import (
     api,
+    checkpoint,
+    checkpoint_file,
+    checkpoint_header,
     errors,
+    fields,
     files,
+    hub,
     plan,
     processes,
     run_claim,
@@ -1608,3 +1617,112 @@ def test_a_shown_path_keeps_the_platforms_separator(monkeypatch):
     monkeypatch.setattr(errors, "Path", PureWindowsPath)
     monkeypatch.setattr(errors, "os", SimpleNamespace(sep=ntpath.sep), raising=False)
     assert one_line_path("C:\\runs\\x ") == "C:\\runs\\'x '" and one_line_path("C:/runs/ ") == "C:\\runs\\' '"
+
+
+def a_folder_of_runs(folder: Path) -> Path:
+    (folder / "a").mkdir(parents=True)
+    (folder / "a" / runs.BEST).write_bytes(b"")
+    return folder
+
+
+def an_empty_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    return folder
+
+
+def a_run_stopped_before_its_first_checkpoint(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / runs.RUN_INFO).write_text("{}")
+    return folder
+
+
+def a_folder_of_exports(folder: Path) -> Path:
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / hub.WEIGHTS).write_bytes(b"")
+    return folder
+
+
+def a_folder_inside_a_run(folder: Path) -> Path:
+    (folder / "inner").mkdir(parents=True)
+    (folder / runs.RUN_INFO).write_text('{"config": {}}')
+    return folder / "inner"
+
+
+def a_named_pipe(folder: Path) -> Path:
+    folder.parent.mkdir(parents=True)
+    os.mkfifo(folder)
+    return folder
+
+
+def a_checkpoint_file(body: bytes, size: int | None = None, digest: str | None = None, version: int = 3):
+    """Makes the checkpoint file `best.pt` in a folder, `body` under a header saying `size`, `digest`, `version`."""
+
+    def made(folder: Path) -> Path:
+        header = {"version": version, "bytes": len(body) if size is None else size}
+        header["sha256"] = digest or hashlib.sha256(body).hexdigest()
+        folder.mkdir(parents=True)
+        (folder / runs.BEST).write_bytes(checkpoint_header.MAGIC + json.dumps(header).encode() + b"\n" + body)
+        return folder / runs.BEST
+
+    return made
+
+
+def a_file_of(data: bytes) -> Callable[[Path], Path]:
+    def made(folder: Path) -> Path:
+        folder.mkdir(parents=True)
+        (folder / runs.BEST).write_bytes(data)
+        return folder / runs.BEST
+
+    return made
+
+
+def a_list_saved() -> bytes:
+    saved = io.BytesIO()
+    torch.save([1], saved)
+    return saved.getvalue()
+
+
+def read_checkpoint(path: Path) -> None:
+    checkpoint_file.verified(checkpoint_file.read_bytes(path), path)
+
+
+def a_damaged_payload(path: Path) -> None:
+    checkpoint.Checkpoint.from_payload({}, path)
+
+
+PATH_FIRST_MESSAGES = {  # name: (what makes the path in a folder, what reads it)
+    "folder_of_runs": (a_folder_of_runs, runs.resolve),
+    "holds_no_checkpoint": (an_empty_folder, runs.resolve),
+    "stopped_before_first_checkpoint": (a_run_stopped_before_its_first_checkpoint, runs.resolve),
+    "holds_exported_models": (a_folder_of_exports, runs.resolve),
+    "inside_a_run_folder": (a_folder_inside_a_run, runs.resolve),
+    "not_a_file": (a_named_pipe, runs.resolve),
+    "not_there": (lambda folder: folder, runs.resolve),
+    "no_such_checkpoint_file": (lambda folder: folder / runs.BEST, read_checkpoint),
+    "truncated_header": (a_file_of(b""), read_checkpoint),
+    "not_a_checkpoint": (a_file_of(b"<html>\n"), read_checkpoint),
+    "damaged_header": (a_file_of(checkpoint_header.MAGIC + b"{}\n"), read_checkpoint),
+    "format_not_read": (a_checkpoint_file(b"x", version=1), read_checkpoint),
+    "truncated": (a_checkpoint_file(b"x", size=2), read_checkpoint),
+    "grown": (a_checkpoint_file(b"xy", size=1), read_checkpoint),
+    "checksum": (a_checkpoint_file(b"x", digest="0" * 64), read_checkpoint),
+    "refused": (a_checkpoint_file(b"not a zip"), read_checkpoint),
+    "no_checkpoint_in_body": (a_checkpoint_file(a_list_saved()), read_checkpoint),
+    "damaged_payload": (a_file_of(b""), a_damaged_payload),
+}
+
+
+@pytest.mark.parametrize("name", ["run ", "r\nun"], ids=["space_at_end", "line_break"])
+@pytest.mark.parametrize("message", PATH_FIRST_MESSAGES.values(), ids=PATH_FIRST_MESSAGES.keys())
+def test_a_message_opening_with_a_typed_path_shows_it_as_one_line_path_and_after_the_option(name, message):
+    """runs.resolve and checkpoint_file's messages opened with the path raw (`checkpoints/run  is a folder
+    of runs`), and fields.about_option, which puts the option in front of a message opening with its value,
+    did not see a path with a line break there (shown `\\n`): `resume='r\\nun': r\\nun is a folder of runs`."""
+    make, read = message
+    given = make(Path("checkpoints") / name)
+    said = said_of(lambda: read(given))
+    assert said.startswith(one_line_path(given)) and said[len(one_line_path(given))] in " :", said
+    for command_line in (False, True):
+        with on_command_line() if command_line else contextlib.nullcontext():
+            about = str(fields.about_option("resume", given, CharLMError(said)))
+            assert about == fields.said("resume", given) + said[len(one_line_path(given)) :], about
