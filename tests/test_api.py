@@ -96,6 +96,39 @@ WRONG_SAMPLE_TYPES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "call, hint",
+    [
+        (
+            lambda model: charlm.generate(model, "a", temperature="０．８"),
+            "not '０．８'; give it as a number: temperature=0.8",
+        ),
+        (lambda model: charlm.stream(model, "a", length="１０"), "not '１０'; give it as a number: length=10"),
+        (
+            lambda model: charlm.generate(model, "a", temperature="0.5，0.8"),
+            "give it as a number: temperature=[0.5, 0.8]",
+        ),
+        (
+            lambda model: charlm.Config(hidden="２５６"),
+            "hidden must be an integer or None, not '２５６'; give it as a number: hidden=256",
+        ),
+        (lambda model: charlm.Config(lr="1e−3"), "give it as a number: lr=0.001"),
+    ],
+    ids=["temperature", "length", "temperature-list", "hidden", "lr-with-a-minus-sign"],
+)
+def test_a_number_given_as_a_string_is_told_as_the_number_to_give(model, call, hint):
+    """A Chinese input method types '０．８' for 0.8; quoted in Python, it was refused as 'must be a number,
+    not '０．８'', which reads as a number to its writer: the message now shows the value to give instead."""
+    assert_named(lambda: call(model), hint, flags=False)
+
+
+def test_a_string_that_reads_as_no_number_is_told_no_number():
+    """Only a string that reads as one is shown as a number to give."""
+    with pytest.raises(CharLMError) as raised:
+        charlm.SampleConfig(temperature="hot")
+    assert "give it as a number" not in str(raised.value)
+
+
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
 @pytest.mark.parametrize("name, value, message", WRONG_SAMPLE_TYPES)
 def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value, message):
