@@ -1283,6 +1283,20 @@ def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, mon
         charlm.bits_per_char(model, "faded\nbead")  # a line break: text, not a file name
 
 
+def test_a_gbk_text_is_told_to_be_read_in_its_encoding(model, tmp_path, monkeypatch):
+    """A GBK chapter given as bytes, a Path or its file's name was told to be read as UTF-8
+    (text.decode('utf-8'), read_text(encoding='utf-8')), which raises UnicodeDecodeError on it."""
+    monkeypatch.chdir(tmp_path)
+    Path("faded").write_bytes("宝玉道：“你们今日可好？”\n".encode("gb18030") * 5)
+    data = Path("faded").read_bytes()
+    assert_named(lambda: charlm.bits_per_char(model, data), "; decode it first: text.decode('gb18030')")
+    assert_named(lambda: charlm.bits_per_char(model, Path("faded")), "Path('faded').read_text(encoding='gb18030')")
+    with pytest.warns(UserWarning, match=re.escape("give its text: Path('faded').read_text(encoding='gb18030')")):
+        charlm.bits_per_char(model, "faded")
+    Path("faded").write_text("宝玉道：“你们今日可好？”\n", encoding="utf-8")
+    assert_named(lambda: charlm.bits_per_char(model, Path("faded")), "Path('faded').read_text(encoding='utf-8')")
+
+
 def test_a_scoring_warning_names_the_callers_line(model, tmp_path, monkeypatch):
     """The warnings of bits_per_char and next_probs named a line of charlm's (api.py, once a wrapper
     checked their keywords), where the caller's own line is the one to look at."""
