@@ -883,7 +883,7 @@ def test_sampling_values_past_their_maximum_are_named(options, message):
             {"temperature": -1},
             "temperature must be a finite number above 0, not -1 (use greedy=True for the likeliest text)",
         ),
-        ({"top_k": "3"}, "top_k must be an integer or None, not '3'"),
+        ({"top_k": "3"}, "top_k must be an integer or None, not '3'; give it as a number: top_k=3"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16, not 'fp16'"),
         ({"repetition_window": 0}, "repetition_window must be between 1 and 100,000, not 0"),
     ],
