@@ -31,6 +31,7 @@ from . import checkpoint, files, finetune, hub, plan, reporting, run_claim, runs
 from .arguments import check_file_name, check_model_and_seed, config_hint, is_path, refuse
 from .config import PLANNED, Config, SampleConfig, added_limits, check_greedy_alone
 from .corpus import check_not_cached
+from .decode_errors import file_encoding
 from .device import resolve_device
 from .device_names import DEVICE_FORMS, STEP_DEVICE
 from .distributed import SINGLE, Ranks, peer_note
@@ -472,8 +473,9 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
     The first character is read, every one after it scored; characters the model never saw are left
     out of the score (or scored as its unknown symbol), with a warning that says so. `text` is the text
-    itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8")). On a CPU it runs
-    on threads as `generate` does.
+    itself: a file's, read first (Path("chapter.txt").read_text(encoding="utf-8"); a GBK file's
+    encoding="gb18030", which the message for its Path, bytes or name says). On a CPU it runs on threads
+    as `generate` does.
 
     Returns the bits per character, a float.
 
@@ -485,7 +487,7 @@ def bits_per_char(model: CharLM, text: str) -> float:
     if "\n" not in text and os.path.isfile(home(text)):
         warnings.warn(
             f"{text!r} names a file; charlm.bits_per_char scored the text itself, those {len(text)} characters; "
-            f"to score the file give its text: Path({text!r}).read_text(encoding='utf-8')",
+            f"to score the file give its text: Path({text!r}).read_text(encoding={file_encoding(home(text))!r})",
             stacklevel=callers_stacklevel(),
         )
     with threads.for_python_caller(model.device):

@@ -20,6 +20,7 @@ import torch
 from . import path_names
 from .config import Config, SampleConfig
 from .corpus import bytes_hint
+from .decode_errors import file_encoding
 from .errors import CharLMError
 from .fields import SHOWN
 from .model import CharLM, unsound_weight, weight_problem
@@ -113,7 +114,7 @@ def text_hint(function: str, value: object, what: str) -> str:
     if isinstance(value, (list, tuple)):
         return f"; call charlm.{function} once per {what}"
     if isinstance(value, PurePath):
-        return f"; read it first: Path({str(value)!r}).read_text(encoding='utf-8')"
+        return f"; read it first: Path({str(value)!r}).read_text(encoding={file_encoding(value)!r})"
     if callable(getattr(value, "read", None)):
         return f"; read it first: {what}.read()"
     if isinstance(value, Iterable) and not isinstance(value, (torch.Tensor, np.ndarray)):  # ''.join refuses those

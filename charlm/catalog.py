@@ -96,11 +96,24 @@ CATALOG = {
 }
 
 
+# A catalog corpus as a Chinese reader calls it, in simplified and traditional characters: its pinyin
+# name is not what `charlm train 红楼梦` tried, nor what a list of names shows it to be.
+TITLES = dict.fromkeys(("红楼梦", "紅樓夢", "石头记", "石頭記"), "hongloumeng")
+
+
 def entry(name: str) -> Entry:
     """The catalog's entry `name`; an unknown name is told the catalog's names."""
     if name not in CATALOG:
-        raise CharLMError(f"{SHOWN.repr(name)} is not a file, a folder or a catalog corpus ({', '.join(CATALOG)})")
+        raise CharLMError(
+            f"{SHOWN.repr(name)} is not a file, a folder or a catalog corpus ({', '.join(CATALOG)}){title_hint(name)}"
+        )
     return CATALOG[name]
+
+
+def title_hint(name: str) -> str:
+    """What an unknown corpus `name` that is a catalog corpus's Chinese title (in its 《》 or not) is told."""
+    corpus = TITLES.get(name.strip().removeprefix("《").removesuffix("》"))
+    return f"; did you mean {corpus!r}?" if corpus else ""
 
 
 def get(name: str, quiet: bool = False) -> Path:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import files
-from .decode_errors import binary_file, nul_offset, undecodable
+from .decode_errors import binary_file, nul_offset, text_encoding, undecodable
 from .errors import CharLMError
 from .fields import SHOWN, said, value_refused
 
@@ -207,7 +207,9 @@ def line_breaks(text: str) -> str:
 
 def bytes_hint(value: object, what: str) -> str:
     """How to make a string of the bytes a caller gave as one ("" for anything else)."""
-    return f"; decode it first: {what}.decode('utf-8')" if isinstance(value, (bytes, bytearray)) else ""
+    if not isinstance(value, (bytes, bytearray)):
+        return ""
+    return f"; decode it first: {what}.decode({text_encoding(bytes(value))!r})"
 
 
 def check_characters(text: str, what: str) -> None:

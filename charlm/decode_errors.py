@@ -132,6 +132,29 @@ def begins_as_utf8(path: Path) -> bool:
     return not head.isascii()
 
 
+def text_encoding(data: bytes) -> str:
+    """The encoding to tell a Python caller to read `data` (a text's first bytes) in: utf-8 where they are
+    UTF-8 (a character cut at their end allowed), gb18030 or utf-16 where they look it (`likely_encoding`),
+    else utf-8, the default, whose error then says where it fails. A GBK chapter's bytes told
+    .decode('utf-8') raised UnicodeDecodeError at the next line."""
+    head = data[:UTF8_CHECK_BYTES]
+    try:
+        codecs.getincrementaldecoder("utf-8")("strict").decode(head)
+        return "utf-8"
+    except UnicodeDecodeError as error:
+        likely = likely_encoding(head[error.start :], error.start == 0, head[: error.start])
+    return likely if likely in ("gb18030", "utf-16") else "utf-8"
+
+
+def file_encoding(path: str | Path) -> str:
+    """`text_encoding` of the file at `path`: the encoding= that reads it (utf-8 where it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return text_encoding(f.read(UTF8_CHECK_BYTES))
+    except OSError:
+        return "utf-8"
+
+
 def utf8_read_as(encoding: str, place: tuple[int, int]) -> str:
     """What to do with a UTF-8 file read as `encoding`: drop --encoding; of several files, which it
     reads all of, save them in one encoding."""

@@ -29,7 +29,7 @@ from pathlib import PurePath
 from typing import Any, TypeVar
 
 from .errors import CharLMError, one_line_path
-from .halfwidth import as_choice, half_width
+from .halfwidth import as_choice, as_number, half_width
 
 T = TypeVar("T")
 
@@ -287,7 +287,33 @@ def check_types(config: object) -> None:
         if not holds(value, hint):
             names = [_kind_name(kind) for kind in kinds_of(hint)]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
-            raise CharLMError(f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}")
+            raise CharLMError(
+                f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}{number_hint(f.name, value, hint)}"
+            )
+
+
+def number_hint(name: str, value: object, hint: object) -> str:
+    """What a Python caller who quoted a number ('０．８', as a Chinese input method types 0.8; '0.5，0.8')
+    gives instead: the number, read by the command line's rule (halfwidth.py), which to its writer the
+    string already was ("" for a value that reads as no number of the field's type)."""
+    number = quoted_number(value, hint)
+    return "" if number is None else f"; give it as a number: {name}={SHOWN.repr(number)}"
+
+
+def quoted_number(value: object, hint: object) -> int | float | list[float] | None:
+    """`value`, a string, as the finite number (or list of them) of an annotated type it reads as; else None."""
+    if not isinstance(value, str):
+        return None
+    text = as_number(value).strip()
+    for kind in kinds_of(hint):
+        listed = typing.get_origin(kind) is tuple and typing.get_args(kind)[0] is float
+        if kind not in (int, float) and not listed:
+            continue
+        with contextlib.suppress(ValueError):
+            number = [float(part) for part in text.split(",")] if listed else kind(text)
+            if all(map(math.isfinite, number if listed else [number])):
+                return number
+    return None
 
 
 def plain(value: object) -> object:

@@ -96,6 +96,39 @@ WRONG_SAMPLE_TYPES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "call, hint",
+    [
+        (
+            lambda model: charlm.generate(model, "a", temperature="０．８"),
+            "not '０．８'; give it as a number: temperature=0.8",
+        ),
+        (lambda model: charlm.stream(model, "a", length="１０"), "not '１０'; give it as a number: length=10"),
+        (
+            lambda model: charlm.generate(model, "a", temperature="0.5，0.8"),
+            "give it as a number: temperature=[0.5, 0.8]",
+        ),
+        (
+            lambda model: charlm.Config(hidden="２５６"),
+            "hidden must be an integer or None, not '２５６'; give it as a number: hidden=256",
+        ),
+        (lambda model: charlm.Config(lr="1e−3"), "give it as a number: lr=0.001"),
+    ],
+    ids=["temperature", "length", "temperature-list", "hidden", "lr-with-a-minus-sign"],
+)
+def test_a_number_given_as_a_string_is_told_as_the_number_to_give(model, call, hint):
+    """A Chinese input method types '０．８' for 0.8; quoted in Python, it was refused as 'must be a number,
+    not '０．８'', which reads as a number to its writer: the message now shows the value to give instead."""
+    assert_named(lambda: call(model), hint, flags=False)
+
+
+def test_a_string_that_reads_as_no_number_is_told_no_number():
+    """Only a string that reads as one is shown as a number to give."""
+    with pytest.raises(CharLMError) as raised:
+        charlm.SampleConfig(temperature="hot")
+    assert "give it as a number" not in str(raised.value)
+
+
 @pytest.mark.parametrize("entry", [charlm.generate, charlm.stream])
 @pytest.mark.parametrize("name, value, message", WRONG_SAMPLE_TYPES)
 def test_sampling_options_of_the_wrong_type_are_named(model, entry, name, value, message):
@@ -850,7 +883,7 @@ def test_sampling_values_past_their_maximum_are_named(options, message):
             {"temperature": -1},
             "temperature must be a finite number above 0, not -1 (use greedy=True for the likeliest text)",
         ),
-        ({"top_k": "3"}, "top_k must be an integer or None, not '3'"),
+        ({"top_k": "3"}, "top_k must be an integer or None, not '3'; give it as a number: top_k=3"),
         ({"precision": "fp16"}, "precision must be one of fp32, bf16, not 'fp16'"),
         ({"repetition_window": 0}, "repetition_window must be between 1 and 100,000, not 0"),
     ],
@@ -1248,6 +1281,20 @@ def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, mon
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         charlm.bits_per_char(model, "faded\nbead")  # a line break: text, not a file name
+
+
+def test_a_gbk_text_is_told_to_be_read_in_its_encoding(model, tmp_path, monkeypatch):
+    """A GBK chapter given as bytes, a Path or its file's name was told to be read as UTF-8
+    (text.decode('utf-8'), read_text(encoding='utf-8')), which raises UnicodeDecodeError on it."""
+    monkeypatch.chdir(tmp_path)
+    Path("faded").write_bytes("宝玉道：“你们今日可好？”\n".encode("gb18030") * 5)
+    data = Path("faded").read_bytes()
+    assert_named(lambda: charlm.bits_per_char(model, data), "; decode it first: text.decode('gb18030')")
+    assert_named(lambda: charlm.bits_per_char(model, Path("faded")), "Path('faded').read_text(encoding='gb18030')")
+    with pytest.warns(UserWarning, match=re.escape("give its text: Path('faded').read_text(encoding='gb18030')")):
+        charlm.bits_per_char(model, "faded")
+    Path("faded").write_text("宝玉道：“你们今日可好？”\n", encoding="utf-8")
+    assert_named(lambda: charlm.bits_per_char(model, Path("faded")), "Path('faded').read_text(encoding='utf-8')")
 
 
 def test_a_scoring_warning_names_the_callers_line(model, tmp_path, monkeypatch):

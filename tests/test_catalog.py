@@ -276,6 +276,16 @@ def test_train_names_the_catalog_for_a_name_that_is_neither_a_file_nor_a_corpus(
         load_corpus(["novel.txt"], Config(), quiet=True)
 
 
+@pytest.mark.parametrize("title", ["红楼梦", "《紅樓夢》", "石头记"])
+def test_a_corpus_named_by_its_chinese_title_is_told_its_catalog_name(tmp_path, monkeypatch, title):
+    """`charlm train 红楼梦` (or charlm.train("红楼梦")), the novel as a Chinese reader calls it, was told
+    only the catalog's names, among which it had to recognise hongloumeng's pinyin."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CharLMError, match=r"catalog corpus \(tinyshakespeare.*\); did you mean 'hongloumeng'\?$"):
+        load_corpus([title], Config(), quiet=True)
+    assert_one_line_error(cli("corpus", "get", title), "is not a catalog corpus", "did you mean 'hongloumeng'?")
+
+
 @pytest.mark.slow
 def test_train_accepts_a_catalog_name(monkeypatch):
     shared_corpus("hongloumeng.txt")
