@@ -1514,6 +1514,16 @@ def test_malformed_json_and_wrong_shapes_are_400_errors(server):
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions", "/v1/responses", "/tokenize"])
+def test_a_body_of_json_that_is_not_an_object_has_the_code_of_a_type_error(server, path):
+    """`[1, 2]` as a body was refused with `code: null`, where every other value of the wrong type says
+    `invalid_type`: a client that branches on the code could not tell it from an error of no kind."""
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for body in (b"[1, 2]", b'"text"', b"null"):
+        error = httpx.post(f"{server[0]}{path}", content=body, headers=headers).json()["error"]
+        assert error["code"] == "invalid_type" and "must be a JSON object" in error["message"], (body, error)
+
+
 def test_hostile_json_gets_an_error_in_the_openai_shape_never_a_500(server):
     """Issue 26 items 2 and 3: a lone surrogate echoed in an error message, and JSON nested deeper
     than Python recurses, were plain-text 500s."""

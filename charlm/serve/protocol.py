@@ -188,7 +188,7 @@ def check_fields(
     of them or of `null_only` as null (the Responses API has its own of both); `refusals` says why one of
     those at another value is refused, and what to do, where "leave it out" is not all there is to say."""
     if not isinstance(body, dict):
-        raise APIError(400, "the request body must be a JSON object")
+        raise APIError(400, "the request body must be a JSON object", code="invalid_type")
     neutral_or_none = {*neutral, *null_only}
     for name, value in body.items():
         if name in known or (name in neutral_or_none and value is None):
