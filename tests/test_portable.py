@@ -355,5 +355,5 @@ def test_a_run_on_mps_resumes_with_its_gpu_generator(fox_file, tiny, fake_mps):
 def test_server_metrics_where_there_is_no_resource_module(monkeypatch):
     """Windows has no `resource` module (nor /proc): GET /metrics failed there with ImportError."""
     block_import(monkeypatch, "resource")
-    text = Metrics().render({})
+    text = Metrics().render({}, busy=0, max_streams=1)
     assert "charlm_characters_per_second 0" in text and "resident_memory" not in text

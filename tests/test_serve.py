@@ -1514,6 +1514,16 @@ def test_malformed_json_and_wrong_shapes_are_400_errors(server):
     assert response.status_code == 400 and response.json()["error"]["param"] == "prompt"
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions", "/v1/responses", "/tokenize"])
+def test_a_body_of_json_that_is_not_an_object_has_the_code_of_a_type_error(server, path):
+    """`[1, 2]` as a body was refused with `code: null`, where every other value of the wrong type says
+    `invalid_type`: a client that branches on the code could not tell it from an error of no kind."""
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for body in (b"[1, 2]", b'"text"', b"null"):
+        error = httpx.post(f"{server[0]}{path}", content=body, headers=headers).json()["error"]
+        assert error["code"] == "invalid_type" and "must be a JSON object" in error["message"], (body, error)
+
+
 def test_hostile_json_gets_an_error_in_the_openai_shape_never_a_500(server):
     """Issue 26 items 2 and 3: a lone surrogate echoed in an error message, and JSON nested deeper
     than Python recurses, were plain-text 500s."""
@@ -2277,6 +2287,42 @@ def test_too_many_streams_is_429_until_one_ends(tiny_model):
         assert len(complete(client, max_tokens=5)[0]) == 5
         with pytest.raises(openai.BadRequestError):  # more than the server ever runs at once: never 429
             client.completions.create(model="tiny", prompt=["a", "b"], n=2)
+
+
+def test_metrics_count_the_streams_an_unread_stream_holds_after_its_text_is_written(tiny_model, monkeypatch):
+    """A stream holds its rows until its client takes its last update: one whose client took nothing held
+    both streams of --max-streams 2 (every other request a 429 "2 of 2 streams are busy") while /metrics
+    said `charlm_active_streams 0`, the model done writing, and an operator could not see why. /metrics
+    gives the streams taken, as admission counts them, and their bound."""
+    monkeypatch.setattr("charlm.serve.completion.UNREAD_SECONDS", 60, raising=False)  # not stopped meanwhile
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_streams=2, max_tokens=100))
+    held: dict = {}
+
+    async def client_takes_nothing(scope, receive, send):
+        async def waiting(message):  # the stream's answer has its headers sent, its events not taken
+            if held.setdefault("stream", scope) is scope and message["type"] == "http.response.body":
+                await held.setdefault("taken", asyncio.Event()).wait()
+            await send(message)
+
+        held["loop"] = asyncio.get_running_loop()
+        await app(scope, receive, waiting if scope.get("path") == "/v1/completions" else send)
+
+    with running(client_takes_nothing) as url:
+        wait_healthy(url)
+        body = {"prompt": "a", "max_tokens": 100, "n": 2, "stream": True}
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=30) as unread:
+            assert unread.status_code == 200
+            try:
+                wait_until(lambda: app.state.server.models["tiny"].engine.characters == 200)  # both rows written
+                said = metrics(url)
+                assert said['charlm_active_streams{model="tiny"}'] == 0, said
+                assert (said.get("charlm_busy_streams"), said.get("charlm_max_streams")) == (2, 2), said
+                refused = httpx.post(f"{url}/v1/completions", json={"prompt": "a", "max_tokens": 1})
+                assert refused.status_code == 429 and "2 of 2 streams are busy" in refused.text
+            finally:
+                held["loop"].call_soon_threadsafe(held.setdefault("taken", asyncio.Event()).set)
+            assert unread.read().endswith(b"data: [DONE]\n\n")
+        assert metrics(url)["charlm_busy_streams"] == 0  # its client took its last event: the rows are free
 
 
 CHAT_A = {"messages": [{"role": "user", "content": "a"}]}

@@ -368,19 +368,34 @@ SHARED_RULES = [
     ({"acrostic": "ab"}, False, True),
     ({"form": "五绝", "template": "_ _"}, False, True),
 ]
+# A chat message's content, required as OpenAI requires it: left out only by an assistant's message that
+# calls a tool (null is the field left out); null itself is taken, as nothing (docs/serve.md)
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+CONTENT_RULES = [
+    ({"role": "user"}, False),
+    ({"role": "system", "name": "s"}, False),
+    ({"role": "assistant"}, False),
+    ({"role": "assistant", "tool_calls": None, "function_call": None}, False),
+    ({"role": "user", "tool_calls": [TOOL_CALL]}, False),
+    ({"role": "assistant", "tool_calls": [TOOL_CALL]}, True),
+    ({"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}, True),
+    ({"role": "user", "content": None}, True),
+]
 RULES = {
     "/v1/completions": ({"prompt": "the"}, SHARED_RULES),
     "/v1/chat/completions": (
         {"messages": [{"role": "user", "content": "the"}]},
         [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "logprobs": False}, False, False)]
         + [({"top_logprobs": 2, "logprobs": None}, False, False), ({"top_logprobs": None}, True, True)]
-        + [({"top_logprobs": 2, "logprobs": True}, True, True)],
+        + [({"top_logprobs": 2, "logprobs": True}, True, True)]
+        + [({"messages": [message]}, served, served) for message, served in CONTENT_RULES],
     ),
     "/v1/responses": (
         {"input": "the"},
         [*SHARED_RULES, ({"top_logprobs": 2}, False, False), ({"top_logprobs": 2, "include": []}, False, False)]
         + [({"top_logprobs": 2, "include": None}, False, False), ({"top_logprobs": None}, True, True)]
-        + [({"top_logprobs": 2, "include": ["message.output_text.logprobs"]}, True, True)],
+        + [({"top_logprobs": 2, "include": ["message.output_text.logprobs"]}, True, True)]
+        + [({"input": [{"role": "user"}]}, False, False), ({"input": [{"role": "assistant"}]}, False, False)],
     ),
     # one text, in content or prompt: the other left out or null
     "/tokenize": (

@@ -366,6 +366,31 @@ def test_an_unknown_field_of_a_message_is_refused_naming_it_not_dropped(client, 
     assert endpoint.create(model="tiny", **{key: taken, length: 1})
 
 
+@pytest.mark.parametrize(
+    ("path", "messages", "param"),
+    [
+        ("chat/completions", [{"role": "user"}], "messages[0].content"),
+        ("chat/completions", [{"role": "user", "content": "a"}, {"role": "assistant"}], "messages[1].content"),
+        ("responses", [{"role": "user"}], "input[0].content"),
+        ("responses", [{"type": "message", "role": "assistant"}], "input[0].content"),
+    ],
+)
+def test_a_message_without_content_is_refused_naming_it(client, path, messages, param):  # noqa: F811
+    """`{"role": "user"}` was served as an empty message (a 200 continuing a blank line), where OpenAI
+    requires every message's content but that of an assistant's that calls a tool: a client that lost the
+    text on its way got a reply to nothing. It is a 400 naming the content; such an assistant's is taken."""
+    endpoint = client.chat.completions if path == "chat/completions" else client.responses
+    key, length = ("messages", "max_tokens") if path == "chat/completions" else ("input", "max_output_tokens")
+    with pytest.raises(openai.BadRequestError) as caught:
+        endpoint.create(model="tiny", **{key: messages, length: 1})
+    error = caught.value.body
+    assert (error["param"], error["code"]) == (param, "missing_required_parameter"), error
+    assert error["message"].startswith(f"{param} is required"), error
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    calling = [{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [call]}]
+    assert client.chat.completions.create(model="tiny", messages=calling, max_tokens=1).choices[0].message.content
+
+
 def test_a_refused_input_item_is_named_in_one_balanced_line(client):  # noqa: F811
     """The message refusing an input item that is not a message ended in a stray `}}`."""
     with pytest.raises(openai.BadRequestError) as caught:

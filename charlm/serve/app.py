@@ -231,7 +231,10 @@ def add_status_routes(app: FastAPI, server: Server) -> None:
     async def metrics(request: Request) -> PlainTextResponse:
         server.check_key(request)
         engines = {name: s.engine for name, s in server.models.items()}
-        return PlainTextResponse(server.metrics.render(engines), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(
+            server.metrics.render(engines, server.busy, server.config.max_streams),
+            media_type="text/plain; version=0.0.4",
+        )
 
 
 def add_generation_routes(app: FastAPI, server: Server, config: ServeConfig) -> None:

@@ -41,8 +41,10 @@ class Metrics:
             now = time.monotonic()
             return sum(n for t, n in self.recent if t >= now - RATE_WINDOW) / RATE_WINDOW
 
-    def render(self, engines: dict) -> str:
-        """The exposition text; `engines` maps model ids to their `Engine`."""
+    def render(self, engines: dict, busy: int, max_streams: int) -> str:
+        """The exposition text; `engines` maps model ids to their `Engine`; `busy`, the streams taken of
+        `max_streams` as admission counts them (`Server.busy`): a finished stream its client has not read
+        holds its row until it does, and beside `active_streams` alone the 429s it causes had no cause."""
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
@@ -61,6 +63,16 @@ class Metrics:
         models = sorted(engines)
         metric(
             "active_streams", "gauge", "samples being generated now", [(label(m), engines[m].active) for m in models]
+        )
+        metric(
+            "busy_streams",
+            "gauge",
+            "streams taken, all models together: a request's from its admission until its client takes its "
+            "last update or is stopped (those the model has finished too); a request is a 429 beyond max_streams",
+            [("", busy)],
+        )
+        metric(
+            "max_streams", "gauge", "streams the server runs at once (charlm serve --max-streams)", [("", max_streams)]
         )
         metric(
             "waiting_requests",

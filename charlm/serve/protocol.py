@@ -38,7 +38,7 @@ from ..corpus import check_characters
 from ..errors import CharLMError
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import boolean, integer, json_equal, json_type, known_fields, number, string, strings
+from .json_fields import boolean, integer, json_equal, json_type, known_fields, number, required, string, strings
 
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
@@ -188,7 +188,7 @@ def check_fields(
     of them or of `null_only` as null (the Responses API has its own of both); `refusals` says why one of
     those at another value is refused, and what to do, where "leave it out" is not all there is to say."""
     if not isinstance(body, dict):
-        raise APIError(400, "the request body must be a JSON object")
+        raise APIError(400, "the request body must be a JSON object", code="invalid_type")
     neutral_or_none = {*neutral, *null_only}
     for name, value in body.items():
         if name in known or (name in neutral_or_none and value is None):
@@ -487,6 +487,13 @@ def joined(texts: list[str]) -> str:
     return "\n\n".join(text for text in texts if text) + "\n\n"
 
 
+def calls_a_tool(message: dict) -> bool:
+    """An assistant's message with `tool_calls` (or the older `function_call`), which OpenAI's chat takes
+    without a content; null is the field left out, as everywhere in a body."""
+    calls = (message.get("tool_calls"), message.get("function_call"))
+    return message["role"] == "assistant" and any(call is not None for call in calls)
+
+
 def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, str, bool]:
     """`/tokenize` (llama.cpp's endpoint; vLLM's names the text `prompt`): the model, the field that holds
     the text, the text whose token ids a client wants (for `logit_bias`), and whether each id comes with
@@ -505,11 +512,13 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
 def message_text(message: Any, i: int) -> str:
     """The text of chat message `i`: its content, a string or text parts (null: none), whatever its role
     (`chat_params` drops roles); any other part (an image, audio) is a 400 naming the content, as a model
-    of text cannot read it."""
+    of text cannot read it. As OpenAI's, only an assistant's message that calls a tool may leave it out."""
     param = f"messages[{i}]"
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise APIError(400, f"{param} must be an object with a role and a content", param, "invalid_type")
     known_fields(message, MESSAGE_FIELDS, param)
+    if not calls_a_tool(message):
+        required(message, "content", param, "its text (only an assistant's message with tool_calls may leave it out)")
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""

@@ -12,7 +12,7 @@ from typing import Any
 from ..config import COUNT_PENALTIES, SampleConfig
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import integer, json_type, known_fields, string
+from .json_fields import integer, json_type, known_fields, required, string
 from .protocol import (
     COMMON,
     MAX_LOGPROBS,
@@ -187,6 +187,7 @@ def input_texts(given: Any) -> list[str]:
         if item.get("role") not in INPUT_ROLES:
             role = f"{param}.role"
             raise APIError(400, f"{role} must be one of {', '.join(INPUT_ROLES)}", role, "invalid_value")
+        required(item, "content", param, "its text, a string or input_text parts")
         content = item.get("content")
         parts = [content] if isinstance(content, str) else content if isinstance(content, list) else [None]
         if not all(

@@ -191,9 +191,15 @@ def body_schema(
 
 # A message's fields that change nothing here, taken whatever their value (a client sends an assistant's back)
 IGNORED = {"description": "taken and ignored: a charlm model reads a message's text alone"}
+# A chat message's content may be left out only by an assistant's message that calls a tool, as OpenAI's
+# (`protocol.calls_a_tool`); a field null is the field left out
+CALLING = [
+    {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in ("tool_calls", "function_call")
+]
 MESSAGE_SCHEMA = {
     "type": "object",
     "required": ["role"],
+    "anyOf": [{"required": ["content"]}, {"properties": {"role": {"const": "assistant"}}, "anyOf": CALLING}],
     "additionalProperties": False,
     "properties": dict.fromkeys(MESSAGE_FIELDS, IGNORED)
     | {
