@@ -916,6 +916,43 @@ def test_the_page_is_dark_in_the_dark_and_every_text_readable(tmp_path, browser)
     assert views == ["rgb(255, 255, 255)"] * 2
 
 
+def contrast(foreground: tuple[float, ...], background: tuple[float, ...]) -> float:
+    """WCAG's contrast ratio of two sRGB colours (0-255 channels)."""
+
+    def luminance(colour: tuple[float, ...]) -> float:
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (v / 255 for v in colour[:3])]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    lighter, darker = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (lighter + 0.05) / (darker + 0.05)
+
+
+def on_white(css: str) -> tuple[float, ...]:
+    """A CSS rgb()/rgba() colour as seen over the text views' white."""
+    r, g, b, *alpha = (float(v) for v in re.findall(r"[\d.]+", css))
+    a = alpha[0] if alpha else 1.0
+    return tuple(a * c + (1 - a) * 255 for c in (r, g, b))
+
+
+@pytest.mark.slow
+def test_a_newlines_mark_is_as_readable_as_the_characters_on_its_colour(tmp_path, browser):
+    """A surprising newline showed as an empty red box: its mark, a light grey ↵, vanished on the red
+    (and on a cell's blue or orange) that the letters beside it are read on."""
+    _, path = hostile_page(tmp_path)
+    opened(browser, path)
+    marks = browser.execute_script(
+        "return [...document.querySelectorAll('#surprise span.nl, #cells span.nl')].map((s) =>"
+        " [s.parentElement.id, s.style.backgroundColor, getComputedStyle(s, '::before').color, getComputedStyle(s).color])"
+    )
+    assert len(marks) == 2 * HOSTILE.count("\n")
+    faint = [
+        (view, background, round(contrast(on_white(mark), on_white(background)), 2))
+        for view, background, mark, text in marks
+        if contrast(on_white(mark), on_white(background)) < contrast(on_white(text), on_white(background)) - 0.01
+    ]
+    assert not faint, faint
+
+
 @pytest.mark.slow
 def test_the_page_works_from_the_keyboard_alone(tmp_path, browser):
     """A hardest span's "show" outlined its first character only, and a character's guesses and a cell's
