@@ -1726,3 +1726,15 @@ def test_a_message_opening_with_a_typed_path_shows_it_as_one_line_path_and_after
         with on_command_line() if command_line else contextlib.nullcontext():
             about = str(fields.about_option("resume", given, CharLMError(said)))
             assert about == fields.said("resume", given) + said[len(one_line_path(given)) :], about
+
+
+@pytest.mark.parametrize("value", ["run", Path("checkpoints") / "run", "run "], ids=["name", "path", "space_at_end"])
+@pytest.mark.parametrize("rest", ["2: no such checkpoint file", "/best.pt: truncated checkpoint", "x is a folder"])
+def test_an_option_is_put_before_its_own_path_only_not_before_one_its_value_begins(value, rest):
+    """about_option took a message opening with the value's characters as opening with its path: `run` typed,
+    a message about `run2` read `--resume run2: ...`, the option said with a value nobody typed."""
+    error = CharLMError(f"{one_line_path(value)}{rest}")
+    for command_line in (False, True):
+        with on_command_line() if command_line else contextlib.nullcontext():
+            about = str(fields.about_option("resume", value, error))
+            assert about.startswith(fields.said("resume", value)) and str(error) in about, about
