@@ -65,8 +65,8 @@ def unpack(data: bytes, path: Path) -> dict:
         return _upgrade_v2(payload)
     except (KeyError, TypeError, CharLMError):  # one lacking what it reads (a626fb2's, 672a457's: test_compat)
         raise CharLMError(
-            f"{one_line_path(path)}: a checkpoint of an early charlm (format 2, before data-parallel training), which this "
-            "charlm cannot read: its corpus record and training state are of another kind; train the run again"
+            f"{one_line_path(path)}: a checkpoint of an early charlm (format 2, before data-parallel training), which "
+            "this charlm cannot read: its corpus record and training state are of another kind; train the run again"
         ) from None
 
 

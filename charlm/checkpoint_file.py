@@ -123,9 +123,10 @@ def remedy(path: Path) -> str:
     if other_name is None:  # a name no run writes: a copy, renamed or moved, perhaps in no run at all
         return copy_remedy(path)
     if readable(other := path.with_name(other_name)):
+        shown = one_line_path(other)
         if other_name == BEST:  # latest.pt is what a resume reads: resuming from best.pt is the way back
-            return f"use the run's other checkpoint, {one_line_path(other)}, in its place (to resume: {resume_command(other)})"
-        return f"use the run's other checkpoint, {one_line_path(other)}, in its place (as in {sampling(other)})"
+            return f"use the run's other checkpoint, {shown}, in its place (to resume: {resume_command(other)})"
+        return f"use the run's other checkpoint, {shown}, in its place (as in {sampling(other)})"
     lost = f"{other.name} is damaged too" if other.exists() else f"the run has no {other.name}"
     return f"{lost}: {whats_left(path.parent)}"
 

@@ -450,8 +450,8 @@ def inspect_command(
         raise CharLMError(f"{one_line_path(file)} is {what}: give a FILE to inspect after it, or --held-out")
     if target is None and file and not file_is_a_run and not os.path.lexists(file):  # not "no runs under ..."
         raise CharLMError(
-            f"{one_line_path(file)}: no such file or folder to inspect, nor a run or corpus of that name{files.missing_path_remedy(file)}, "
-            "or name a run (`charlm runs` lists them)"
+            f"{one_line_path(file)}: no such file or folder to inspect, nor a run or corpus of that name"
+            f"{files.missing_path_remedy(file)}, or name a run (`charlm runs` lists them)"
         )
     if target is None and file:  # a pipe or device is said to be one, not "no runs under ..."
         source_files([file])

@@ -59,7 +59,8 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
                     f" but charlm's prepared corpora ({CACHE_ROOT}/, left out)" if within(CACHE_ROOT, path) else ""
                 )
                 raise CharLMError(
-                    f"{one_line_path(path)}: folder holds no .txt files{left_out}; point at a text file or a folder of .txt files"
+                    f"{one_line_path(path)}: folder holds no .txt files{left_out}; point at a text file or a folder "
+                    "of .txt files"
                 )
             paths.extend(found)
         elif path.is_file():
@@ -82,9 +83,9 @@ def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
     for source in sources:
         if within(source, CACHE_ROOT):
             raise CharLMError(
-                f"{one_line_path(source)}: a text of charlm's prepared corpora (under {CACHE_ROOT}/), not a corpus to train on; to "
-                f"score a run's held-out text as this run trains, give {said('eval_also', metavar='RUN')} (or the "
-                f"file to {said('eval_also')}); after it, charlm eval RUN"
+                f"{one_line_path(source)}: a text of charlm's prepared corpora (under {CACHE_ROOT}/), not a corpus "
+                f"to train on; to score a run's held-out text as this run trains, give "
+                f"{said('eval_also', metavar='RUN')} (or the file to {said('eval_also')}); after it, charlm eval RUN"
             )
 
 
@@ -377,9 +378,8 @@ def no_text(path: Path, blank: bool, count: int = 1) -> CharLMError:
     white space (newlines, spaces), said as such: a user who sees the file's blank lines would doubt "is empty"."""
     if count > 1:
         return CharLMError(
-            f"{one_line_path(path)}: this file and {'the other one' if count == 2 else f'the {count - 1} others'} hold no text "
-            "(each is empty or only white space); "
-            "give files with text in them"
+            f"{one_line_path(path)}: this file and {'the other one' if count == 2 else f'the {count - 1} others'} "
+            "hold no text (each is empty or only white space); give files with text in them"
         )
     return CharLMError(
         f"{one_line_path(path)}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it"

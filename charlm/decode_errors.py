@@ -64,7 +64,8 @@ def undecodable(
         order = wide or utf16_without_bom(raw)
         hint = f" or pass {said('encoding', order)}" if order else f" or pass another {said('encoding')}"
         return Undecodable(
-            f"{one_line_path(path)}: cannot be read as {encoding} ({error}); convert it to UTF-8{hint if encoding_option else ''}"
+            f"{one_line_path(path)}: cannot be read as {encoding} ({error}); convert it to UTF-8"
+            f"{hint if encoding_option else ''}"
         )
     at = start + error.start
     utf8 = is_utf8(encoding)

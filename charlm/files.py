@@ -155,7 +155,8 @@ def cannot_lock(path: str | Path, error: OSError, what: str, instead: str) -> Ch
     `remedy` for those that refuse them): flock(2) fails with ENOLCK ('No locks available') on an NFS
     mount without its lock service. `what`: what the lock guards; `instead`: where to write instead."""
     return CharLMError(
-        f"{shown_name(path)}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; {instead}"
+        f"{shown_name(path)}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; "
+        f"{instead}"
     )
 
 

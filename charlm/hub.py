@@ -240,8 +240,9 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
     except files.NotAFile as e:
         raise damaged(folder, f"{Path(e.filename).name} is {e.strerror}, not a regular file") from None
     except OSError as e:
+        unread = one_line_path(os.fsdecode(e.filename or folder))
         raise CharLMError(
-            f"{one_line_path(folder)}: cannot read the model folder ({one_line_path(os.fsdecode(e.filename or folder))}: {e.strerror}){files.read_remedy(e)}"
+            f"{one_line_path(folder)}: cannot read the model folder ({unread}: {e.strerror}){files.read_remedy(e)}"
         ) from None
     try:
         config = files.parse_json(config_bytes.decode("utf-8"))
@@ -249,8 +250,8 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
         raise damaged(folder / CONFIG, str(e).splitlines()[0][:120]) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CharLMError(
-            f"{one_line_path(folder / CONFIG)}: not a charlm model folder (expected format {FORMAT!r}); give a run folder, "
-            "a .pt checkpoint or a folder that charlm export --format safetensors wrote"
+            f"{one_line_path(folder / CONFIG)}: not a charlm model folder (expected format {FORMAT!r}); give a run "
+            "folder, a .pt checkpoint or a folder that charlm export --format safetensors wrote"
         )
     return config, vocab_bytes, weights_bytes
 

@@ -104,7 +104,8 @@ def output_folder(output: str | Path) -> Path:
     try:
         if runs.is_run_folder(path):
             raise CharLMError(
-                f"{named}: is a run folder; give a folder of its own, e.g. {one_line_path(path / runs.EXPORTS / 'model')}"
+                f"{named}: is a run folder; give a folder of its own, e.g. "
+                f"{one_line_path(path / runs.EXPORTS / 'model')}"
             )
         others = users_files(path) if path.is_dir() and not hub.holds_model(path) else []
     except OSError as e:  # a name too long for the file system, as `output_file`
