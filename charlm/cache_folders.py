@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import re
 import secrets
 import shutil
@@ -21,7 +22,7 @@ import numpy as np
 
 from . import files, processes
 from .corpus import open_file, read_block
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .vocab import Vocab, Vocabulary
 
 PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<process>\d+(-\d+)?)-[0-9a-f]+")  # `private_name`'s
@@ -54,7 +55,9 @@ def publish(private: Path, folder: Path, vocab: Vocabulary, meta: dict) -> Prepa
             return Prepared(folder, *load_prepared(folder))
         except CharLMError:
             discard(folder)
-    raise CharLMError(f"{folder}: other processes keep replacing this cache folder; prepare the corpus again")
+    raise CharLMError(
+        f"{one_line_path(folder)}: other processes keep replacing this cache folder; prepare the corpus again"
+    )
 
 
 def discard(folder: Path) -> None:
@@ -91,17 +94,17 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
         path = folder / "tokens.bin"
         dtype = np.dtype(meta["dtype"])
         if path.stat().st_size != meta["tokens"] * dtype.itemsize:
-            raise CharLMError(f"{path}: truncated or extended ({path.stat().st_size} bytes)")
+            raise CharLMError(f"{one_line_path(path)}: truncated or extended ({path.stat().st_size} bytes)")
         digest = hashlib.sha256()
         with open_file(path) as f:
             while block := read_block(f, path, 1 << 22):
                 digest.update(block)
         if digest.hexdigest() != meta["sha256"]:
-            raise CharLMError(f"{path}: edited (checksum mismatch)")
+            raise CharLMError(f"{one_line_path(path)}: edited (checksum mismatch)")
     except OSError as e:  # meta.json or vocab.json unreadable, tokens.bin gone
-        raise files.cannot_read(e.filename or folder, e) from None
+        raise files.cannot_read(Path(os.fsdecode(e.filename)) if e.filename else folder, e) from None
     except (ValueError, KeyError, TypeError) as e:
-        raise CharLMError(f"{folder}: damaged cache ({type(e).__name__})") from None
+        raise CharLMError(f"{one_line_path(folder)}: damaged cache ({type(e).__name__})") from None
     return vocab, memmap(path, dtype, meta["tokens"]), meta
 
 

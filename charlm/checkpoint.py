@@ -65,8 +65,8 @@ def unpack(data: bytes, path: Path) -> dict:
         return _upgrade_v2(payload)
     except (KeyError, TypeError, CharLMError):  # one lacking what it reads (a626fb2's, 672a457's: test_compat)
         raise CharLMError(
-            f"{path}: a checkpoint of an early charlm (format 2, before data-parallel training), which this "
-            "charlm cannot read: its corpus record and training state are of another kind; train the run again"
+            f"{one_line_path(path)}: a checkpoint of an early charlm (format 2, before data-parallel training), which "
+            "this charlm cannot read: its corpus record and training state are of another kind; train the run again"
         ) from None
 
 
@@ -294,7 +294,7 @@ def read(path: Path, charlm_model: bool = False) -> Checkpoint:
         try:
             saved.check_charlm_weights()
         except CharLMError as e:
-            raise CharLMError(f"{path}: {e}") from None
+            raise CharLMError(f"{one_line_path(path)}: {e}") from None
     return saved
 
 
@@ -537,9 +537,9 @@ def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
     try:
         model = saved.model()
     except CharLMError as e:
-        raise CharLMError(f"{path}: {e}") from None
+        raise CharLMError(f"{one_line_path(path)}: {e}") from None
     except (KeyError, RuntimeError, TypeError) as e:
-        raise CharLMError(f"{path}: checkpoint is damaged ({type(e).__name__})") from None
+        raise CharLMError(f"{one_line_path(path)}: checkpoint is damaged ({type(e).__name__})") from None
     return model.to(device).eval()
 
 

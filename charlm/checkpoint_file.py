@@ -118,14 +118,15 @@ def remedy(path: Path) -> str:
     instead. A file of another name is a copy (`copy_remedy`)."""
     path = Path(path)
     if (original := kept_aside(path)) is not None:
-        return f"it was kept aside for {original.name}: delete it to use {original}"
+        return f"it was kept aside for {original.name}: delete it to use {one_line_path(original)}"
     other_name = {BEST: LATEST, LATEST: BEST}.get(path.name)
     if other_name is None:  # a name no run writes: a copy, renamed or moved, perhaps in no run at all
         return copy_remedy(path)
     if readable(other := path.with_name(other_name)):
+        shown = one_line_path(other)
         if other_name == BEST:  # latest.pt is what a resume reads: resuming from best.pt is the way back
-            return f"use the run's other checkpoint, {other}, in its place (to resume: {resume_command(other)})"
-        return f"use the run's other checkpoint, {other}, in its place (as in {sampling(other)})"
+            return f"use the run's other checkpoint, {shown}, in its place (to resume: {resume_command(other)})"
+        return f"use the run's other checkpoint, {shown}, in its place (as in {sampling(other)})"
     lost = f"{other.name} is damaged too" if other.exists() else f"the run has no {other.name}"
     return f"{lost}: {whats_left(path.parent)}"
 
@@ -135,7 +136,7 @@ def copy_remedy(path: Path) -> str:
     latest.pt): use the run's checkpoint beside it where one reads back, else fetch the file again."""
     for beside in (path.with_name(BEST), path.with_name(LATEST)):
         if readable(beside):
-            return f"use {beside}, beside it, in its place (as in {sampling(beside)})"
+            return f"use {one_line_path(beside)}, beside it, in its place (as in {sampling(beside)})"
     return (
         "no run's checkpoint is beside it (a run writes best.pt and latest.pt): copy it again from where "
         "it came, or use the run it came from"
@@ -164,7 +165,7 @@ def whats_left(run: Path) -> str:
     if exported:
         folder = exported[-1].parent
         return (
-            f"its export {folder} is what is left: sample from it, or start a new run from it with "
+            f"its export {one_line_path(folder)} is what is left: sample from it, or start a new run from it with "
             f"{said('init_from', folder)}"
         )
     return (

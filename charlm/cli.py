@@ -24,7 +24,7 @@ from .commands.sample import sample
 from .commands.train import train
 from .commands.usage import OneLineUsageError, said_in_one_line
 from .config import CORPUS_OPTIONS, Config
-from .errors import CharLMError, SaidElsewhere, one_line
+from .errors import CharLMError, SaidElsewhere, one_line, one_line_path
 from .fields import SHOWN, call, on_command_line, said
 from .inspection import MAX_CHARS
 from .serve.config import ServeConfig
@@ -448,11 +448,11 @@ def inspect_command(
     file_is_a_checkpoint = file and Path(file).is_file() and runs.is_checkpoint_name(file)
     if target is None and (file_is_a_run or file_is_a_checkpoint):
         what = "a run" if file_is_a_run else "a checkpoint"
-        raise CharLMError(f"{file} is {what}: give a FILE to inspect after it, or --held-out")
+        raise CharLMError(f"{one_line_path(file)} is {what}: give a FILE to inspect after it, or --held-out")
     if target is None and file and not file_is_a_run and not os.path.lexists(file):  # not "no runs under ..."
         raise CharLMError(
-            f"{file}: no such file or folder to inspect, nor a run or corpus of that name{files.missing_path_remedy(file)}, "
-            "or name a run (`charlm runs` lists them)"
+            f"{one_line_path(file)}: no such file or folder to inspect, nor a run or corpus of that name"
+            f"{files.missing_path_remedy(file)}, or name a run (`charlm runs` lists them)"
         )
     if target is None and file:  # a pipe or device is said to be one, not "no runs under ..."
         source_files([file])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from . import files
 from .decode_errors import binary_file, nul_offset, text_encoding, undecodable
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import SHOWN, said, value_refused
 
 CACHE_ROOT = Path("corpora") / "cache"  # prepared corpora (tokens.py) and the converted plays (shakespeare.py)
@@ -59,7 +59,8 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
                     f" but charlm's prepared corpora ({CACHE_ROOT}/, left out)" if within(CACHE_ROOT, path) else ""
                 )
                 raise CharLMError(
-                    f"{path}: folder holds no .txt files{left_out}; point at a text file or a folder of .txt files"
+                    f"{one_line_path(path)}: folder holds no .txt files{left_out}; point at a text file or a folder "
+                    "of .txt files"
                 )
             paths.extend(found)
         elif path.is_file():
@@ -71,7 +72,7 @@ def source_files(sources: list[str] | tuple[str, ...]) -> list[Path]:
         elif path.is_symlink():
             raise dangling_link(path)
         else:
-            raise CharLMError(f"{path}: no such file or folder{files.missing_path_remedy(path)}")
+            raise CharLMError(f"{one_line_path(path)}: no such file or folder{files.missing_path_remedy(path)}")
     return once_each(paths)
 
 
@@ -82,9 +83,9 @@ def check_not_cached(sources: list[str] | tuple[str, ...]) -> None:
     for source in sources:
         if within(source, CACHE_ROOT):
             raise CharLMError(
-                f"{source}: a text of charlm's prepared corpora (under {CACHE_ROOT}/), not a corpus to train on; to "
-                f"score a run's held-out text as this run trains, give {said('eval_also', metavar='RUN')} (or the "
-                f"file to {said('eval_also')}); after it, charlm eval RUN"
+                f"{one_line_path(source)}: a text of charlm's prepared corpora (under {CACHE_ROOT}/), not a corpus "
+                f"to train on; to score a run's held-out text as this run trains, give "
+                f"{said('eval_also', metavar='RUN')} (or the file to {said('eval_also')}); after it, charlm eval RUN"
             )
 
 
@@ -123,7 +124,9 @@ def folder_files(folder: Path) -> list[Path]:
                 elif entry.is_symlink() and not child.exists():  # else a chapter lost without a word
                     raise dangling_link(child)
                 else:  # a pipe or device (or a link to one), refused as it is given by itself
-                    raise not_regular(child, f"move it out of {folder}, or save its text to a file there")
+                    raise not_regular(
+                        child, f"move it out of {one_line_path(folder)}, or save its text to a file there"
+                    )
 
     visit(folder, frozenset([os.path.realpath(folder)]))
     return sorted(found)
@@ -132,11 +135,11 @@ def folder_files(folder: Path) -> list[Path]:
 def dangling_link(path: Path) -> CharLMError:
     """The error for a link whose target is not there (moved, renamed, on a drive not mounted): its text
     would be missing from the corpus. A link that leads back to itself (a loop) is said as such."""
-    target = os.readlink(path)
+    shown, target = one_line_path(path), one_line_path(os.readlink(path))
     if loops(path):
-        return CharLMError(f"{path}: a loop of links ({path} -> {target} -> ...); point it at a file, or remove it")
+        return CharLMError(f"{shown}: a loop of links ({shown} -> {target} -> ...); point it at a file, or remove it")
     return CharLMError(
-        f"{path}: a link to {target}, which is not there; restore that file, point the link at "
+        f"{shown}: a link to {target}, which is not there; restore that file, point the link at "
         "where it is now, or remove the link"
     )
 
@@ -169,7 +172,7 @@ def not_regular(path: Path, remedy: str) -> CharLMError:
     """The error for a pipe, device or socket where a corpus file was to be read, saying which it is:
     a pipe's read waits for a writer forever, /dev/zero's never ends."""
     kind = files.not_a_file_kind(path.stat().st_mode)  # as every other option names it: `<(cat a b)` is a pipe
-    return CharLMError(f"{path}: {kind}, not a regular file, which charlm needs; {remedy}")
+    return CharLMError(f"{one_line_path(path)}: {kind}, not a regular file, which charlm needs; {remedy}")
 
 
 def normalize_problem(normalize: object) -> str:
@@ -377,11 +380,12 @@ def no_text(path: Path, blank: bool, count: int = 1) -> CharLMError:
     white space (newlines, spaces), said as such: a user who sees the file's blank lines would doubt "is empty"."""
     if count > 1:
         return CharLMError(
-            f"{path}: this file and {'the other one' if count == 2 else f'the {count - 1} others'} hold no text "
-            "(each is empty or only white space); "
-            "give files with text in them"
+            f"{one_line_path(path)}: this file and {'the other one' if count == 2 else f'the {count - 1} others'} "
+            "hold no text (each is empty or only white space); give files with text in them"
         )
-    return CharLMError(f"{path}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it")
+    return CharLMError(
+        f"{one_line_path(path)}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it"
+    )
 
 
 def total_bytes(paths: list[Path]) -> int:

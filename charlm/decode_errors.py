@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import said
 
 UTF8_CHECK_BYTES = 1 << 16  # of a file another --encoding fails on, read to tell whether it is UTF-8
@@ -64,16 +64,19 @@ def undecodable(
         order = wide or utf16_without_bom(raw)
         hint = f" or pass {said('encoding', order)}" if order else f" or pass another {said('encoding')}"
         return Undecodable(
-            f"{path}: cannot be read as {encoding} ({error}); convert it to UTF-8{hint if encoding_option else ''}"
+            f"{one_line_path(path)}: cannot be read as {encoding} ({error}); convert it to UTF-8"
+            f"{hint if encoding_option else ''}"
         )
     at = start + error.start
     utf8 = is_utf8(encoding)
-    invalid = f"{path}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x})"
+    invalid = (
+        f"{one_line_path(path)}: not valid {encoding} at byte offset {at} (byte 0x{error.object[error.start]:02x})"
+    )
     if not utf8 and begins_as_utf8(path):  # --encoding gb18030 given for a UTF-8 file: "convert it to UTF-8" is wrong
         return Undecodable(f"{invalid}; {utf8_read_as(encoding, place)}")
     if not raw and error.end == len(error.object):  # the file ends inside a character: no encoding helps
         return Undecodable(
-            f"{path}: ends in the middle of a character (its last {len(error.object)} bytes, from byte "
+            f"{one_line_path(path)}: ends in the middle of a character (its last {len(error.object)} bytes, from byte "
             f"offset {at}, begin one and stop): the file was cut short; remove them or get it whole"
         )
     if b"\x00" in raw and not raw.startswith(BYTE_ORDER_MARKS) and not wide:
@@ -204,7 +207,7 @@ def binary_file(path: Path, holds: str, data: bytes, encoding_option: bool = Tru
     if order := utf16_without_bom(data):
         remedy = said("encoding", order) if encoding_option else "convert it to UTF-8"
         hint = f" (if it is UTF-16 without a byte order mark: {remedy})"
-    return Undecodable(f"{path}: a binary file, not text (it holds {holds}); give a text file{hint}")
+    return Undecodable(f"{one_line_path(path)}: a binary file, not text (it holds {holds}); give a text file{hint}")
 
 
 def utf16_without_bom(data: bytes) -> str | None:

@@ -126,11 +126,13 @@ def about_option(name: str, value: object, error: CharLMError) -> CharLMError:
     named as every option's message names it: the option and its value as written, then what is wrong
     with it (`--init-from nope: no such checkpoint file ...`, `init_from='nope': ...`, as `--device tpu: ...`).
     A message that names another path (the one `value` led to) keeps it after the value. The path may open
-    the message raw or as `errors.one_line_path` shows it (`checkpoints/'run '`): either is not said twice."""
+    the message raw or as `errors.one_line_path` shows it (`checkpoints/'run '`): either is not said twice.
+    It opens the message only where the message goes on with ':' or ' ' (or ends): `run2: ...` is another path
+    than `run`, and `run/best.pt: ...` names the file in it, not `run`."""
     message = str(error)
     shown = one_line_path(value) if isinstance(value, (str, PurePath)) and str(value) else str(value)
     for opening in (str(value), shown):
-        if message.startswith(opening):
+        if message.startswith(opening) and message[len(opening) : len(opening) + 1] in ("", ":", " "):
             return CharLMError(f"{said(name, value)}{message[len(opening) :]}")
     return CharLMError(f"{said(name)} {message}" if flags_said() else f"{said(name, value)}: {message}")
 

@@ -29,12 +29,12 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import filelock
 
 from . import processes
-from .errors import CharLMError, one_line
+from .errors import CharLMError, one_line, one_line_path
 from .fields import said
 
 NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # a full disk, a full quota, a file size limit (ulimit -f)
@@ -119,8 +119,17 @@ def lock_named(error: OSError, lock: filelock.BaseFileLock) -> OSError:
 
 def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMError:
     """The one-line error for a write of `name` (a file, or the option that named it) that failed;
-    `what`: what was being written, when `name` does not say."""
-    return CharLMError(f"{name}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}")
+    `what`: what was being written, when `name` does not say. A Path is shown as `one_line_path` shows it;
+    a str is the option's words (`output='a/b '`), said as written."""
+    return CharLMError(
+        f"{shown_name(name)}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}"
+    )
+
+
+def shown_name(name: str | Path) -> str:
+    """`name` as a message opens with it: a path as `one_line_path` shows it (`checkpoints/'run '`), words
+    that name it (`output='a/b '`) as written, not split at their '/'."""
+    return one_line_path(name) if isinstance(name, PurePath) else name
 
 
 def take_lock(lock: filelock.BaseFileLock, waiting_for: str, after: float = 0.0, quiet: bool = False) -> None:
@@ -146,7 +155,8 @@ def cannot_lock(path: str | Path, error: OSError, what: str, instead: str) -> Ch
     `remedy` for those that refuse them): flock(2) fails with ENOLCK ('No locks available') on an NFS
     mount without its lock service. `what`: what the lock guards; `instead`: where to write instead."""
     return CharLMError(
-        f"{path}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; {instead}"
+        f"{shown_name(path)}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; "
+        f"{instead}"
     )
 
 
@@ -184,8 +194,9 @@ def is_number(value: object) -> bool:
 
 
 def cannot_read(name: str | Path, error: OSError) -> CharLMError:
-    """The one-line error for a read of `name` that failed, with what to do where the cause says."""
-    return CharLMError(f"{name}: cannot read ({error.strerror or error}){read_remedy(error)}")
+    """The one-line error for a read of `name` (a Path, or the words naming it: `cannot_write`) that failed,
+    with what to do where the cause says."""
+    return CharLMError(f"{shown_name(name)}: cannot read ({error.strerror or error}){read_remedy(error)}")
 
 
 class NotAFile(OSError):

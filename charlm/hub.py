@@ -25,7 +25,7 @@ from pathlib import Path
 import filelock
 
 from . import files, path_names
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import said
 
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.json"
@@ -176,7 +176,7 @@ def one_export_at_a_time(folder: Path) -> Iterator[None]:
     path = folder / LOCK
     lock = filelock.FileLock(path)
     try:
-        files.take_lock(lock, f"another export into {folder}", after=WAIT_SAID)
+        files.take_lock(lock, f"another export into {one_line_path(folder)}", after=WAIT_SAID)
     except OSError as e:
         if files.remedy(e):  # a folder that refuses writes: the export names its --output and what to do
             raise
@@ -240,8 +240,9 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
     except files.NotAFile as e:
         raise damaged(folder, f"{Path(e.filename).name} is {e.strerror}, not a regular file") from None
     except OSError as e:
+        unread = one_line_path(os.fsdecode(e.filename or folder))
         raise CharLMError(
-            f"{folder}: cannot read the model folder ({e.filename}: {e.strerror}){files.read_remedy(e)}"
+            f"{one_line_path(folder)}: cannot read the model folder ({unread}: {e.strerror}){files.read_remedy(e)}"
         ) from None
     try:
         config = files.parse_json(config_bytes.decode("utf-8"))
@@ -249,8 +250,8 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
         raise damaged(folder / CONFIG, str(e).splitlines()[0][:120]) from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise CharLMError(
-            f"{folder}/{CONFIG}: not a charlm model folder (expected format {FORMAT!r}); give a run folder, "
-            "a .pt checkpoint or a folder that charlm export --format safetensors wrote"
+            f"{one_line_path(folder / CONFIG)}: not a charlm model folder (expected format {FORMAT!r}); give a run "
+            "folder, a .pt checkpoint or a folder that charlm export --format safetensors wrote"
         )
     return config, vocab_bytes, weights_bytes
 
@@ -267,4 +268,4 @@ def mismatched(config: dict, digests: dict[str, str]) -> str | None:
 def damaged(place: Path, why: str) -> CharLMError:
     """The one-line error for a model folder (or its file `place`) that reads but is not whole: edited by
     hand or half copied. Its run still holds the model, so exporting again makes a sound one."""
-    return CharLMError(f"{place}: damaged model folder ({why}); export it again from its run")
+    return CharLMError(f"{one_line_path(place)}: damaged model folder ({why}); export it again from its run")

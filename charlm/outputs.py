@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import files, hub, path_names, runs
 from .checkpoint_file import MAGIC
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import about_option, said
 
 # What a run folder holds of its own (runs.py): a file of these names in one is the run's.
@@ -66,10 +66,12 @@ def output_file(output: str | Path) -> Path:
         if is_checkpoint(path):
             raise CharLMError(f"{named}: is a charlm checkpoint, which this would overwrite; give another file")
         if is_run_record(path):
-            raise CharLMError(f"{named}: is a record of the run in {path.parent}; give another file")
+            raise CharLMError(f"{named}: is a record of the run in {one_line_path(path.parent)}; give another file")
         target = files.written_through(path)  # what a write replaces: a link's file (files.py)
         if target != path and is_run_record(target):
-            raise CharLMError(f"{named}: links to a record of the run in {target.parent}; give another file")
+            raise CharLMError(
+                f"{named}: links to a record of the run in {one_line_path(target.parent)}; give another file"
+            )
         # A rename over a file ignores the file's own permissions: a write-protected one would be
         # replaced silently, where `>` refuses it.
         if path.exists() and not os.access(path, os.W_OK):
@@ -88,7 +90,7 @@ def replacing_note(output: str | Path) -> str:
         there = path.exists() and not (path.is_dir() and not users_files(path))
     except OSError:  # a name too long for the file system: nothing there, and the write says why it cannot be
         there = False
-    return f", replacing the earlier {output} (give --output another name to keep both)" if there else ""
+    return f", replacing the earlier {one_line_path(output)} (give --output another name to keep both)" if there else ""
 
 
 def output_folder(output: str | Path) -> Path:
@@ -102,7 +104,8 @@ def output_folder(output: str | Path) -> Path:
     try:
         if runs.is_run_folder(path):
             raise CharLMError(
-                f"{named}: is a run folder; give a folder of its own, e.g. {path / runs.EXPORTS / 'model'}"
+                f"{named}: is a run folder; give a folder of its own, e.g. "
+                f"{one_line_path(path / runs.EXPORTS / 'model')}"
             )
         others = users_files(path) if path.is_dir() and not hub.holds_model(path) else []
     except OSError as e:  # a name too long for the file system, as `output_file`

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from . import files, runs
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .runs import METRICS, read_metrics
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100
@@ -91,7 +91,7 @@ def curve_rows(run_dir: Path) -> list[dict]:
         raise files.cannot_read(run_dir / METRICS, e) from None
     if not rows:
         raise CharLMError(
-            f"{run_dir}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps "
+            f"{one_line_path(run_dir)}: no curves to plot ({METRICS} has no rows; a model folder or a lone .pt keeps "
             "none): name a run folder that charlm train wrote (`charlm runs` lists them)"
         )
     return rows

@@ -26,14 +26,18 @@ import torch
 import charlm
 from charlm import (
     api,
+    cache_folders,
     checkpoint,
     checkpoint_file,
     checkpoint_header,
+    corpus,
     errors,
     fields,
     files,
     hub,
+    outputs,
     plan,
+    plot,
     processes,
     run_claim,
     run_lock,
@@ -1726,3 +1730,157 @@ def test_a_message_opening_with_a_typed_path_shows_it_as_one_line_path_and_after
         with on_command_line() if command_line else contextlib.nullcontext():
             about = str(fields.about_option("resume", given, CharLMError(said)))
             assert about == fields.said("resume", given) + said[len(one_line_path(given)) :], about
+
+
+@pytest.mark.parametrize("value", ["run", Path("checkpoints") / "run", "run "], ids=["name", "path", "space_at_end"])
+@pytest.mark.parametrize("rest", ["2: no such checkpoint file", "/best.pt: truncated checkpoint", "x is a folder"])
+def test_an_option_is_put_before_its_own_path_only_not_before_one_its_value_begins(value, rest):
+    """about_option took a message opening with the value's characters as opening with its path: `run` typed,
+    a message about `run2` read `--resume run2: ...`, the option said with a value nobody typed."""
+    error = CharLMError(f"{one_line_path(value)}{rest}")
+    for command_line in (False, True):
+        with on_command_line() if command_line else contextlib.nullcontext():
+            about = str(fields.about_option("resume", value, error))
+            assert about.startswith(fields.said("resume", value)) and str(error) in about, about
+
+
+def a_saved_dict() -> bytes:
+    saved = io.BytesIO()
+    torch.save({}, saved)
+    return saved.getvalue()
+
+
+def made(folder: Path, files_there: dict[str, bytes | str]) -> Path:
+    """`folder` made, holding `files_there` (a name: its bytes or text); returns `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files_there.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        written = (folder / name).write_bytes if isinstance(data, bytes) else (folder / name).write_text
+        written(data)
+    return folder
+
+
+def remedies(folder: Path, damaged: str, readable: str) -> tuple[str, list[Path]]:
+    a_checkpoint_file(a_saved_dict())(folder)
+    (folder / runs.BEST).rename(folder / readable)
+    return checkpoint_file.remedy(folder / damaged), [folder / readable]
+
+
+def whats_left(folder: Path) -> tuple[str, list[Path]]:
+    made(folder, {f"{runs.EXPORTS}/model/{hub.WEIGHTS}": b""})
+    return checkpoint_file.whats_left(folder), [folder / runs.EXPORTS / "model"]
+
+
+def unpacked(path: Path) -> dict:
+    return checkpoint.unpack(checkpoint_file.read_bytes(path), path)
+
+
+def a_link(folder: Path, target: str) -> tuple[str, list[Path]]:
+    made(folder, {})
+    (folder / "a.txt").symlink_to(target)
+    return said_of(lambda: corpus.source_files([str(folder / "a.txt")])), [folder / "a.txt", Path(target)]
+
+
+def a_pipe_in(folder: Path) -> tuple[str, list[Path]]:
+    made(folder, {})
+    os.mkfifo(folder / "a.txt")
+    return said_of(lambda: corpus.source_files([str(folder)])), [folder / "a.txt", folder]
+
+
+def a_seed_of(data: bytes) -> Callable[[Path], tuple[str, list[Path]]]:
+    return lambda folder: (
+        said_of(lambda: corpus.read_seed_file(made(folder, {"a.txt": data}) / "a.txt")),
+        [folder / "a.txt"],
+    )
+
+
+def a_model_folder(files_there: dict[str, bytes | str], named: str) -> Callable[[Path], tuple[str, list[Path]]]:
+    def message(folder: Path) -> tuple[str, list[Path]]:
+        return said_of(lambda: hub.read_files(made(folder, files_there))), [folder / named]
+
+    return message
+
+
+def a_cache(files_there: dict[str, bytes | str], named: str) -> Callable[[Path], tuple[str, list[Path]]]:
+    def message(folder: Path) -> tuple[str, list[Path]]:
+        return said_of(lambda: cache_folders.load_prepared(made(folder, files_there))), [folder / named]
+
+    return message
+
+
+def a_model_that_fails(error: Exception) -> Callable[[Path], tuple[str, list[Path]]]:
+    def fails():
+        raise error
+
+    def message(folder: Path) -> tuple[str, list[Path]]:
+        saved = SimpleNamespace(model=fails)
+        return said_of(lambda: checkpoint.model_on(saved, folder / runs.BEST, torch.device("cpu"))), [
+            folder / runs.BEST
+        ]
+
+    return message
+
+
+def an_output_in_a_run(folder: Path) -> tuple[str, list[Path]]:
+    made(folder, {runs.RUN_INFO: "{}"})
+    return said_of(lambda: outputs.output_file(folder / runs.RUN_INFO)), [folder]
+
+
+def no_curves(folder: Path) -> tuple[str, list[Path]]:
+    return said_of(lambda: plot.curve_rows(made(folder, {runs.METRICS: ""}))), [folder]
+
+
+def nothing_to_inspect(folder: Path) -> tuple[str, list[Path]]:
+    return cli("inspect", str(folder / "a.txt")).output, [folder / "a.txt"]
+
+
+PATHS_IN_MESSAGES = {  # name: the message of a folder's path, and the paths in it
+    "other_checkpoint_to_resume": lambda folder: remedies(folder, runs.LATEST, runs.BEST),
+    "other_checkpoint_to_sample": lambda folder: remedies(folder, runs.BEST, runs.LATEST),
+    "beside_a_copy": lambda folder: remedies(folder, "copy.pt", runs.BEST),
+    "kept_aside": lambda folder: (checkpoint_file.remedy(runs.pending(folder / runs.LATEST)), [folder / runs.LATEST]),
+    "whats_left": whats_left,
+    "no_text_files": lambda folder: (said_of(lambda: corpus.source_files([str(made(folder, {}))])), [folder]),
+    "no_such_file": lambda folder: (said_of(lambda: corpus.source_files([str(folder)])), [folder]),
+    "dangling_link": lambda folder: a_link(folder, str(folder / "gone")),
+    "loop_of_links": lambda folder: a_link(folder, str(folder / "a.txt")),
+    "pipe_in_a_folder": a_pipe_in,
+    "empty_file": a_seed_of(b""),
+    "binary_file": a_seed_of(b"a\x00b"),
+    "not_utf8": a_seed_of(b"a\xffb"),
+    "cut_in_a_character": a_seed_of("aé".encode()[:-1]),
+    "model_folder_unread": a_model_folder({hub.CONFIG: "{}"}, hub.VOCAB),
+    "model_folder_damaged": a_model_folder({hub.CONFIG: "{", hub.VOCAB: "", hub.WEIGHTS: b""}, hub.CONFIG),
+    "not_a_model_folder": a_model_folder({hub.CONFIG: "{}", hub.VOCAB: "", hub.WEIGHTS: b""}, hub.CONFIG),
+    "cache_unread": a_cache({}, "meta.json"),
+    "cache_damaged": a_cache({"meta.json": "{"}, ""),
+    "model_refused": a_model_that_fails(CharLMError("no such layer")),
+    "model_damaged": a_model_that_fails(KeyError("lstm")),
+    "early_checkpoint": lambda folder: (
+        said_of(lambda: unpacked(a_checkpoint_file(a_saved_dict(), version=2)(folder))),
+        [folder / runs.BEST],
+    ),
+    "output_a_run_record": an_output_in_a_run,
+    "no_curves": no_curves,
+    "nothing_to_inspect": nothing_to_inspect,
+}
+
+
+@pytest.mark.parametrize("name", ["x ", "x\ny"], ids=["space_at_end", "line_break"])
+@pytest.mark.parametrize("message", PATHS_IN_MESSAGES.values(), ids=PATHS_IN_MESSAGES.keys())
+def test_a_path_within_a_message_is_shown_as_one_line_path(name, message):
+    """A folder renamed to end in a space showed raw in these messages (`use x /latest.pt in its place`),
+    as another folder, `x`; with a line break, it split the line where one_line did not escape it."""
+    said, paths = message(Path("checkpoints") / name)
+    for path in paths:
+        assert one_line_path(path) in said, (one_line_path(path), said)
+
+
+@pytest.mark.parametrize("name", ["output='a/b '", "--output 'a/b '"])
+def test_an_options_words_are_named_as_written_not_as_a_path(name):
+    """files.cannot_read and cannot_write are given an option's words as a str: quoting its parts as a path's
+    (`output='a/'b ''`) would garble them; a Path is shown as one_line_path shows it."""
+    error = OSError(errno.EACCES, "Permission denied")
+    for refusal in (files.cannot_read, files.cannot_write):
+        assert str(refusal(name, error)).startswith(f"{name}: cannot")
+        assert str(refusal(Path("a") / "b ", error)).startswith("a/'b ': cannot")
