@@ -26,19 +26,8 @@ from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
 from .fields import about_option, call, paths_given, said
 from .scoring import check_scored, scored_ids
-from .tokens import (
-    CorpusChanged,
-    TokenCorpus,
-    cache_key,
-    catalog_name,
-    corpus_options,
-    files_changed,
-    load_corpus,
-    recorded_sources,
-    same_text,
-    source_parts,
-    text_digest,
-)
+from .sources import CorpusChanged, catalog_name, files_changed, recorded_sources, same_text, source_parts
+from .tokens import TokenCorpus, cache_key, corpus_options, load_corpus, text_digest
 from .unseen_notes import unseen_note
 from .vocab import UNSEEN, Vocabulary
 
