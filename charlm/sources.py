@@ -24,7 +24,7 @@ def catalog_name(source: str) -> bool:
 
 
 def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> tuple[list[list[Path]], str]:
-    """The files of the corpus a user named, in parts (`prepare`), and its name: no sources (or
+    """The files of the corpus a user named, in parts (`tokens.prepare`), and its name: no sources (or
     "shakespeare") is the built-in one, its training plays and its held-out plays."""
     if not sources or list(sources) == [DEFAULT_CORPUS]:
         train_file, val_file = shakespeare_files()
@@ -47,7 +47,7 @@ class CorpusChanged(CharLMError):
 def same_text(run: dict, digest: object, text: Callable[[], object]) -> bool:
     """Whether a text is the one the run of corpus record `run` (a checkpoint's) trained on: the same bytes read
     the same way (`digest`: its cache key), or the same text in other bytes (`text()`: its text digest, where
-    the record keeps one). The one rule for files given (`text_digest` of them), a prepared corpus (its
+    the record keeps one). The one rule for files given (`tokens.text_digest` of them), a prepared corpus (its
     meta.json's) and run.json's record; `text` is asked only where the bytes differ: it may read every file."""
     return run["digest"] == digest or ("text" in run and run["text"] == text())
 

@@ -13,8 +13,9 @@ ends made LF, a byte order mark added or removed) has other bytes, hence another
 Preparation streams, a few MB at a time: one pass counts characters, one writes ids, and between
 them `--tokenizer sentencepiece` trains its tokenizer (on at most `pieces.TRAINING_SENTENCES` lines,
 which it holds), so memory stays flat whatever the corpus size. Training memory-maps tokens.bin. A
-cache folder that was truncated or edited fails its checksum and is rebuilt, never silently used; how
-processes share the folders: cache_folders.py.
+cache folder that was truncated or edited fails its checksum and is rebuilt, never silently used. How
+processes share the folders: cache_folders.py; which files the user named, and whether they are still a
+run's text (a resume's, refused here before anything is prepared): sources.py.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def build(
         "coverage": 1.0 - sum(unknown.values()) / max(characters, 1),
         "sources": [[str(p) for p in part] for part in parts],
         "source_bytes": source_bytes,
-        "sizes": sizes_read,  # each source's, for `files_changed`
+        "sizes": sizes_read,  # each source's, for `sources.files_changed`
         "options": options,
         "seconds": round(time.perf_counter() - started, 3),
     }
