@@ -24,7 +24,7 @@ import torch
 from bench.browser import chromium
 from charlm import catalog, checkpoint, runs, sampler
 from charlm.cli import main as charlm_main
-from charlm.tokens import catalog_name
+from charlm.sources import catalog_name
 
 PRECISIONS = ("fp32", "fp16", "int8")
 

@@ -49,7 +49,8 @@ from .fields import (
 )
 from .model import CharLM
 from .runtext import fine_tune_on, load_run_text, misread, not_the_runs_text, reading, run_sources
-from .tokens import CorpusChanged, TokenCorpus, load_corpus
+from .sources import CorpusChanged
+from .tokens import TokenCorpus, load_corpus
 from .trainer import Trainer, lost_note_for
 from .unseen_notes import unseen_note
 

@@ -4,7 +4,7 @@ files are not it, for `charlm eval RUN`, `charlm inspect RUN`, `--eval-also RUN`
 A checkpoint records its corpus (`TokenCorpus.record`: name, sources, the cache key, and the digest of
 the text as read). Since the run, the text may have moved (a resume given its new path writes that path
 to run.json before its next checkpoint), been saved again in other bytes (CRLF line ends, a byte order
-mark, a UTF-16 file as UTF-8, whose --encoding the resume writes to run.json too), or changed. tokens.py
+mark, a UTF-16 file as UTF-8, whose --encoding the resume writes to run.json too), or changed. sources.py
 tells whether files are the run's text (`same_text`, `files_changed`); this module finds
 them, reads them as the run last did, and words the refusals.
 """
@@ -26,19 +26,8 @@ from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
 from .fields import about_option, call, paths_given, said
 from .scoring import check_scored, scored_ids
-from .tokens import (
-    CorpusChanged,
-    TokenCorpus,
-    cache_key,
-    catalog_name,
-    corpus_options,
-    files_changed,
-    load_corpus,
-    recorded_sources,
-    same_text,
-    source_parts,
-    text_digest,
-)
+from .sources import CorpusChanged, catalog_name, files_changed, recorded_sources, same_text, source_parts
+from .tokens import TokenCorpus, cache_key, corpus_options, load_corpus, text_digest
 from .unseen_notes import unseen_note
 from .vocab import UNSEEN, Vocabulary
 
@@ -276,7 +265,7 @@ def missing(sources: list[str]) -> list[str]:
 def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMError:
     """The error for a resume given `given`, which is not the text its run trained on (`corpus`, its
     checkpoint's record): only the same text, its files in the order the run read them, gives the same token
-    stream and held-out split (as read where the record keeps the text's digest, `tokens.same_text`; else
+    stream and held-out split (as read where the record keeps the text's digest, `sources.same_text`; else
     byte for byte); another text starts a new run from the run's weights."""
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
     try:

@@ -37,8 +37,9 @@ from .reporting import BestEffortLog, Reporter, SilentReporter
 from .runtext import read_eval_also
 from .sampler import generate
 from .scoring import bits_per_char
+from .sources import same_text
 from .stopping import StopFlag
-from .tokens import TokenCorpus, same_text
+from .tokens import TokenCorpus
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks for divergence: a NaN loss, weights blown up (a host sync)

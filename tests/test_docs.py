@@ -330,17 +330,22 @@ def modules_named(page) -> set[str]:
     return set(re.findall(r"(?<![\w.])\w+\.py\b", page.read_text(encoding="utf-8").replace("/", " ")))
 
 
+MOVED_JOBS = {"files": {"path_names", "processes"}, "tokens": {"cache_folders", "sources"}}  # module: where jobs went
+
+
+@pytest.mark.parametrize("module", sorted(MOVED_JOBS))
 @pytest.mark.parametrize("page", ["how-it-works.md", "how-it-works.zh.md"])
-def test_how_it_works_names_files_py_and_the_modules_its_jobs_moved_to(page):
+def test_how_it_works_names_each_module_and_the_modules_its_jobs_moved_to(page, module):
     """files.py's path-name rule moved to path_names.py and its process identity to processes.py: the module
     list named processes.py alone, and neither files.py nor path_names.py, so a reader looking for the
-    rule found no module. files.py's docstring says where its jobs went; the page names them all."""
-    docstring = ast.get_docstring(ast.parse((REPO / "charlm" / "files.py").read_text(encoding="utf-8")))
+    rule found no module. tokens.py's cache folders went to cache_folders.py, and what a user named and
+    whether files are a run's text to sources.py. Each docstring says where its jobs went; the page names them all."""
+    docstring = ast.get_docstring(ast.parse((REPO / "charlm" / f"{module}.py").read_text(encoding="utf-8")))
     pointed_to = {
         name for name in re.findall(r"\b(\w+)\.(?:py\b|\w)", docstring) if (REPO / "charlm" / f"{name}.py").exists()
     }
-    assert {"path_names", "processes"} <= pointed_to, docstring
-    missing = {f"{name}.py" for name in pointed_to | {"files"}} - modules_named(REPO / "docs" / page)
+    assert MOVED_JOBS[module] <= pointed_to, docstring
+    missing = {f"{name}.py" for name in pointed_to | {module}} - modules_named(REPO / "docs" / page)
     assert not missing, f"{page} never names {sorted(missing)}"
 
 

@@ -1,0 +1,91 @@
+"""A corpus's sources: what a user named (files, folders, a catalog name, the built-in plays) as files and as
+a run records them, and whether files are still the text a run trained on (its corpus record: the cache key
+and the digest of the text as read, both tokens.py's). tokens.py prepares what this names and refuses a
+run's changed text before preparing it; runtext.py words the refusals after the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from . import catalog, files
+from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, file_sizes, source_files
+from .errors import CharLMError
+from .shakespeare import shakespeare_files
+
+
+def catalog_name(source: str) -> bool:
+    """Whether `charlm train SOURCE` means a catalog corpus: no such path, and a bare name (no folder, no
+    suffix), so that an unknown one is told the catalog's names rather than only "no such file"."""
+    path = Path(source)
+    return not path.exists() and (source in catalog.CATALOG or (path.name == source and not path.suffix))
+
+
+def source_parts(sources: list[str] | tuple[str, ...], quiet: bool = False) -> tuple[list[list[Path]], str]:
+    """The files of the corpus a user named, in parts (`tokens.prepare`), and its name: no sources (or
+    "shakespeare") is the built-in one, its training plays and its held-out plays."""
+    if not sources or list(sources) == [DEFAULT_CORPUS]:
+        train_file, val_file = shakespeare_files()
+        return [[train_file], [val_file]], DEFAULT_CORPUS
+    named = [str(catalog.get(s, quiet)) if catalog_name(s) else s for s in sources]
+    return [source_files(named)], corpus_name(sources)
+
+
+def recorded_sources(sources: list[str] | tuple[str, ...]) -> list[str]:
+    """`sources` as a run records them: files and folders as the user named them (`files.recorded_path`;
+    a resume reads through a link, and checks the text's digest, not its path); a catalog name as given."""
+    return [files.recorded_path(s) if Path(s).exists() else s for s in sources or []]
+
+
+class CorpusChanged(CharLMError):
+    """A run's sources are not the text it trained on (neither its corpus record's cache key nor its text
+    digest): its caller says what to do without them."""
+
+
+def same_text(run: dict, digest: object, text: Callable[[], object]) -> bool:
+    """Whether a text is the one the run of corpus record `run` (a checkpoint's) trained on: the same bytes read
+    the same way (`digest`: its cache key), or the same text in other bytes (`text()`: its text digest, where
+    the record keeps one). The one rule for files given (`tokens.text_digest` of them), a prepared corpus (its
+    meta.json's) and run.json's record; `text` is asked only where the bytes differ: it may read every file."""
+    return run["digest"] == digest or ("text" in run and run["text"] == text())
+
+
+def files_changed(run: dict, parts: list[list[Path]], root: Path = CACHE_ROOT) -> str:
+    """What changed in the files of a run's corpus (`run`, its record) that are now `parts`, in words for its
+    error: `chapter9.txt added; notes.txt gone`, `b.txt changed`, the same files in another order. Read from the run's cache
+    folder's meta.json, where it is still there ("" where not). Files are named from the folder they share,
+    so a folder moved and changed names its changes alone. A single file changed is named already: ""."""
+    try:
+        meta = files.parse_json((root / run["digest"] / "meta.json").read_text(encoding="utf-8"))
+        then, sizes_then = [Path(p) for part in meta["sources"] for p in part], meta.get("sizes")
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    now = [path for part in parts for path in part]
+    if len(then) == len(now) == 1:
+        return ""
+    names_then, names_now = shared_names(then), shared_names(now)
+    added, gone = sorted(set(names_now) - set(names_then)), sorted(set(names_then) - set(names_now))
+    changes = [f"{listed_in_brief(added)} added"] * bool(added) + [f"{listed_in_brief(gone)} gone"] * bool(gone)
+    if not changes and names_now != names_then:
+        changes = ["the same files, in another order"]
+    if not changes and isinstance(sizes_then, list) and len(sizes_then) == len(names_then):
+        was = dict(zip(names_then, sizes_then))
+        resized = [name for name, size in zip(names_now, file_sizes(now)) if was.get(name) != size]
+        changes = [f"{listed_in_brief(resized)} changed" if resized else "the same files and sizes: edited in place"]
+    return "; ".join(changes)
+
+
+def shared_names(paths: list[Path]) -> list[str]:
+    """`paths` named from the folder they all are in (`chapter1.txt`, `part2/chapter9.txt`)."""
+    folders = [os.path.abspath(path.parent) for path in paths]
+    base = os.path.commonpath(folders) if folders else ""
+    return [os.path.relpath(os.path.abspath(path), base) for path in paths]
+
+
+def listed_in_brief(names: list[str], shown: int = 3) -> str:
+    """Up to `shown` of `names`, and how many more (`a, b, c and 4,997 more`): a corpus of thousands of files
+    changed is still said on one line."""
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
