@@ -290,16 +290,34 @@ def check_types(config: object) -> None:
             names = [_kind_name(kind) for kind in kinds_of(hint)]
             named = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
             raise CharLMError(
-                f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}{number_hint(f.name, value, hint)}"
+                f"{shown_name(f)} must be {named}, not {SHOWN.repr(value)}{number_hint(config, f.name, value, hint)}"
             )
 
 
-def number_hint(name: str, value: object, hint: object) -> str:
+def number_hint(config: object, name: str, value: object, hint: object) -> str:
     """What a Python caller who quoted a number ('０．８', as a Chinese input method types 0.8; '0.5，0.8')
     gives instead: the number, read by the command line's rule (halfwidth.py), which to its writer the
-    string already was ("" for a value that reads as no number of the field's type)."""
+    string already was ("" for a value that reads as no number of the field's type). A number `config`'s
+    field `name` refuses (max_steps='-5') is told that refusal: offered, it led to a second error."""
     number = quoted_number(value, hint)
-    return "" if number is None else f"; give it as a number: {name}={SHOWN.repr(number)}"
+    if number is None:
+        return ""
+    refusal = number_refusal(config, name, number)
+    return f"; and as a number: {refusal}" if refusal else f"; give it as a number: {name}={SHOWN.repr(number)}"
+
+
+def number_refusal(config: object, name: str, number: object) -> str:
+    """The refusal of `config` with `number` in its field `name`, and each other quoted number as the
+    number it reads as, where it is that field's ("" if none): another field's says nothing of this number."""
+    hints = typing.get_type_hints(type(config))
+    read = {f.name: quoted_number(getattr(config, f.name), hints[f.name]) for f in dataclasses.fields(config)}
+    read[name] = number
+    try:
+        dataclasses.replace(config, **{key: value for key, value in read.items() if value is not None})
+    except CharLMError as error:
+        refusal = str(error)
+        return refusal if re.match(rf"{re.escape(name)}\b", refusal) else ""
+    return ""
 
 
 def quoted_number(value: object, hint: object) -> int | float | list[float] | None:

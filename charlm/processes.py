@@ -25,9 +25,16 @@ def _process_name(pid: int) -> str:
 def named_process_alive(name: str) -> bool | None:
     """Whether the process that `process_name` named `name` still runs; None: `name` names none."""
     pid, _, started = name.partition("-")
-    if not pid.isdigit() or not (started.isdigit() or not started):
+    pid_number, started_number = named_number(pid), named_number(started)
+    if not pid_number or (started and started_number is None):
         return None
-    return process_alive(int(pid), int(started) if started else None)
+    return process_alive(pid_number, started_number)
+
+
+def named_number(text: str) -> int | None:
+    """`text` as a name's number: ASCII digits that fit a C long, else None. isdigit() took '²', which
+    int() cannot read, and 20 digits overflowed os.kill: a file so named was a traceback at every write."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 
 def process_alive(pid: int, started: int | None = None) -> bool:

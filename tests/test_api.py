@@ -122,6 +122,37 @@ def test_a_number_given_as_a_string_is_told_as_the_number_to_give(model, call, h
     assert_named(lambda: call(model), hint, flags=False)
 
 
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: charlm.Config(max_steps="-5"),
+            "max_steps must be an integer or None, not '-5'; and as a number: max_steps must be at least 1, not -5",
+        ),
+        (
+            lambda: charlm.SampleConfig(top_p="１．５"),
+            "top_p must be a number or None, not '１．５'; and as a number: top_p must be in (0, 1], not 1.5",
+        ),
+        (
+            lambda: charlm.Config(batch_size="０", lr="０．１"),
+            "batch_size must be an integer or None, not '０'; and as a number: batch_size must be at least 1, not 0",
+        ),
+        (
+            lambda: charlm.Config(max_steps=0, lr="０．１"),
+            "lr must be a number, not '０．１'; give it as a number: lr=0.1",
+        ),
+    ],
+    ids=["max_steps", "top_p", "batch_size-before-a-quoted-lr", "lr-after-another-refusal"],
+)
+def test_a_quoted_number_the_field_refuses_is_told_its_refusal_not_to_give_it(make, message):
+    """max_steps='-5' was told "give it as a number: max_steps=-5", which, given, is refused in turn ("must be
+    at least 1"): the hint sent its reader to a second error. A quoted number the field would refuse is told
+    that refusal instead; one it takes is still offered, whatever another field's value."""
+    with pytest.raises(CharLMError) as raised:
+        make()
+    assert str(raised.value) == message
+
+
 def test_a_string_that_reads_as_no_number_is_told_no_number():
     """Only a string that reads as one is shown as a number to give."""
     with pytest.raises(CharLMError) as raised:

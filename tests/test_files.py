@@ -317,6 +317,18 @@ def test_a_killed_writers_temporary_goes_though_its_pid_now_names_another_proces
         unrelated.wait()
 
 
+@pytest.mark.parametrize("owner", ["9" * 20, "9" * 200, "²", "1-²", "1-" + "9" * 200])
+def test_a_file_named_as_a_temporary_of_no_process_is_kept_and_the_write_goes_on(tmp_path, owner):
+    """A file beside a checkpoint named as a temporary of a PID no process can have (`.model.html.tmp-`
+    and 20 nines, a superscript digit) made every write of it a traceback: os.kill overflowed, int()
+    refused '²'. It names no process: kept, as any such name is."""
+    page = tmp_path / "model.html"
+    other = tmp_path / f".model.html.tmp-{owner}"
+    other.write_bytes(b"someone's own file")
+    files.replace_files({page: b"the new page"})
+    assert page.read_bytes() == b"the new page" and other.read_bytes() == b"someone's own file"
+
+
 def test_threads_writing_one_file_at_once_each_leave_it_whole(tmp_path):
     """Two threads of one process writing one file at once (charlm.train on the built-in plays from a thread
     pool, converting them into corpora/cache/ on first use) wrote into one temporary, named by the process:

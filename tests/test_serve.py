@@ -1762,6 +1762,21 @@ def test_a_body_announced_over_the_limit_is_refused_before_it_is_sent(server, ex
     assert b'"code":"request_too_large"' in answer and b"the request body is over" in answer, answer
 
 
+def test_a_content_length_of_a_digit_int_cannot_read_is_no_internal_error(tiny_model):
+    """`create_app` runs on any ASGI server, and one that passes a header as sent gave `Content-Length: ²`
+    (Latin-1's superscript two, which isdigit() takes and int() cannot read) a 500 and a traceback."""
+    app = create_app({"tiny": lambda: tiny_model}, ServeConfig(max_tokens=20, max_prompt=100))
+
+    async def post(length: bytes) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            return await client.post("/v1/completions", content=b'{"prompt": "a"}', headers={"content-length": length})
+
+    for length in (b"\xb2", b"\xb9\xb2\xb3"):
+        response = asyncio.run(post(length))
+        assert response.status_code != 500 and "error" in response.json(), response.text
+
+
 def test_prompts_are_primed_on_one_torch_thread_and_only_steps_of_many_rows_take_threads(tiny_model, monkeypatch):
     """`charlm serve --threads 2` primed prompts 20x slower than --threads 1: the primer thread ran its
     chains of one-row products on two torch threads, its own OpenMP team beside the engine's (and the

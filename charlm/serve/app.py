@@ -55,7 +55,8 @@ async def read_body(request: Request, limit: int) -> bytearray:
         )  # fmt: skip
     too_large = APIError(413, f"the request body is over {limit:,} bytes", code="request_too_large")
     announced = request.headers.get("content-length", "").lstrip("0")  # its first read says "100 Continue"
-    if announced.isdigit() and (len(announced) > len(str(limit)) or int(announced) > limit):
+    readable = announced.isascii() and announced.isdigit()  # '²' is a digit int() cannot read: a 500
+    if readable and (len(announced) > len(str(limit)) or int(announced) > limit):
         raise too_large
     body = bytearray()
     try:
