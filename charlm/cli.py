@@ -1,5 +1,5 @@
-"""The `charlm` command: the group and its smaller commands (corpus, eval, info, export, plot, runs, serve,
-inspect); `train` and `sample` live in commands/. Options are generated from the config dataclasses.
+"""The `charlm` command: the group and its smaller commands (help, corpus, eval, info, export, plot, runs,
+serve, inspect); `train` and `sample` live in commands/. Options are generated from the config dataclasses.
 
 The command tree, its help and Tab completion need no model, so nothing imported at the top here loads
 torch (seconds at every Tab press): a command imports what runs a model when it runs, Ctrl-C meanwhile
