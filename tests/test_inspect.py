@@ -408,6 +408,22 @@ def test_the_class_table_says_what_its_bits_saved_are_and_which_way_they_point()
     assert "below 0: the n-gram does" in said
 
 
+def test_the_terminal_class_table_says_what_saved_is_and_which_way_it_points():
+    """The terminal's class table headed a column "saved" (-0.985, +0.103) with no word of what was saved
+    or which model a negative figure favours; only the page said it."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    tables = summary(analyse(model, text, text, max_order=2)).split("\n\n")
+    classes = next(block for block in tables if block.startswith("class ")).splitlines()
+    assert classes[0].split()[-1] == "saved"
+    said = classes[-1]
+    assert said.startswith("(saved: the n-gram's bits per character on the class minus the LSTM's") and said.endswith(
+        ")"
+    )
+    assert "above 0: the LSTM needs fewer bits" in said and "below 0: the n-gram does" in said
+
+
 def test_the_page_gives_the_n_grams_figure_its_unit_and_says_what_an_order_is():
     """The page's headline gave the n-gram as "the best n-gram (order 7) 1.907": a figure with no unit
     beside the LSTM's "bits per character", and an order nothing on the page explained."""
