@@ -30,7 +30,7 @@ return document.getElementById("cell-label").textContent;
 """
 
 GATES = """
-const plots = document.querySelector("svg").parentElement;
+const plots = document.getElementById("gate-plots");
 plots.style.width = arguments[0] + "px";
 plots.scrollIntoView();
 """
@@ -51,7 +51,7 @@ def main() -> None:
         driver.get(Path(args.page).resolve().as_uri())
         if args.gates:
             driver.execute_script(GATES, WIDTH)
-            element = driver.find_element("css selector", "svg").find_element("xpath", "..")
+            element = driver.find_element("id", "gate-plots")
         else:
             print(driver.execute_script(PAINT, *args.cell, args.start, WIDTH, HEIGHT))
             element = driver.find_element("id", "cells")

@@ -408,6 +408,22 @@ def test_the_class_table_says_what_its_bits_saved_are_and_which_way_they_point()
     assert "below 0: the n-gram does" in said
 
 
+def test_the_terminal_class_table_says_what_saved_is_and_which_way_it_points():
+    """The terminal's class table headed a column "saved" (-0.985, +0.103) with no word of what was saved
+    or which model a negative figure favours; only the page said it."""
+    torch.manual_seed(0)
+    text = "the cat sat (on a mat)\nthe dog ran\n" * 3
+    model = make_model(Vocab.from_counts(Counter(text)), layers=1, hidden=8).eval()
+    tables = summary(analyse(model, text, text, max_order=2)).split("\n\n")
+    classes = next(block for block in tables if block.startswith("class ")).splitlines()
+    assert classes[0].split()[-1] == "saved"
+    said = classes[-1]
+    assert said.startswith("(saved: the n-gram's bits per character on the class minus the LSTM's") and said.endswith(
+        ")"
+    )
+    assert "above 0: the LSTM needs fewer bits" in said and "below 0: the n-gram does" in said
+
+
 def test_the_page_gives_the_n_grams_figure_its_unit_and_says_what_an_order_is():
     """The page's headline gave the n-gram as "the best n-gram (order 7) 1.907": a figure with no unit
     beside the LSTM's "bits per character", and an order nothing on the page explained."""
@@ -999,3 +1015,75 @@ def test_the_page_works_from_the_keyboard_alone(tmp_path, browser):
     assert active() == "cells"
     press(Keys.END)
     assert tip()[0].startswith(data["tokens"][-1]) and "tanh(c)" in tip()[0]
+
+
+@pytest.mark.slow
+def test_the_layer_and_state_menus_repaint_on_a_change_event_alone(tmp_path, browser):
+    """Selenium's Select (as some tools and browsers) picks an option with a `change` event and no
+    `input`: the cells view and its label stayed on the old layer and state."""
+    from selenium.webdriver.support.select import Select
+
+    _, path = hostile_page(tmp_path)
+    opened(browser, path)
+
+    def view() -> tuple[str, list[str]]:
+        colours = browser.execute_script(
+            "return [...document.getElementById('cells').children].map((s) => s.style.backgroundColor)"
+        )
+        return browser.find_element("id", "cell-label").text, colours
+
+    before = view()
+    layer = "0" if before[0].startswith("layer 1") else "1"
+    Select(browser.find_element("id", "layer")).select_by_value(layer)
+    after_layer = view()
+    assert after_layer[0].startswith(f"layer {layer},") and after_layer[1] != before[1], after_layer[0]
+    Select(browser.find_element("id", "kind")).select_by_value("h")
+    after_state = view()
+    assert after_state[0].endswith(", h") and after_state[1] != after_layer[1], after_state[0]
+
+
+@pytest.mark.slow
+def test_the_gate_table_reads_on_one_line_a_row_at_800_pixels(tmp_path, browser):
+    """At 800 pixels the gate table wrapped "layer 0" onto two lines and each header ("input < 0.1")
+    too, while the view had room for them on one."""
+    _, path = hostile_page(tmp_path)
+    browser.set_window_size(800, 900)
+    opened(browser, path)
+    lines, fits = browser.execute_script(
+        """const table = [...document.querySelectorAll("h2")].find((h) => h.textContent.startsWith("3."))
+             .nextElementSibling.nextElementSibling.querySelector("table");
+           const lines = (cell) => { const r = document.createRange(); r.selectNodeContents(cell);
+             return new Set([...r.getClientRects()].map((box) => Math.round(box.top))).size; };
+           return [[...table.querySelectorAll("td, th")].filter((c) => c.textContent).map((c) => [c.textContent, lines(c)]),
+                   table.parentElement.scrollWidth <= table.parentElement.clientWidth];"""
+    )
+    assert any(text == "layer 0" for text, _ in lines) and fits
+    assert [(text, n) for text, n in lines if n != 1] == []
+
+
+@pytest.mark.slow
+def test_every_gates_dots_can_be_seen_in_the_scatter(tmp_path, browser):
+    """Input dots were drawn first, under the forget and output dots of the cells at the same place: where
+    the gates of a model agree, the blue dots were hidden. Here every input gate saturates as its forget
+    gate does, the worst case: at each dot's centre, a dot of its own gate is on top."""
+    torch.manual_seed(0)
+    model = make_model(Vocab.from_counts(Counter(HOSTILE)), hidden=8).eval()
+    inspection = analyse(model, HOSTILE, HOSTILE * 3, max_order=3)
+    forget = inspection.saturation["forget"]
+    same = dataclasses.replace(inspection, saturation={**inspection.saturation, "input": forget.copy()})
+    path = tmp_path / "same.html"
+    path.write_text(render(same, "same"), encoding="utf-8")
+    browser.set_window_size(1200, 2000)
+    opened(browser, path)
+    hidden = browser.execute_script(
+        """const hidden = [];
+           for (const dot of document.querySelectorAll("svg circle")) {
+             dot.scrollIntoView({block: "center"});
+             const box = dot.getBoundingClientRect();
+             const top = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+             if (!top || top.tagName !== "circle" || top.getAttribute("fill") !== dot.getAttribute("fill"))
+               hidden.push(dot.getAttribute("fill"));
+           }
+           return [hidden, document.querySelectorAll("svg circle").length];"""
+    )
+    assert hidden[1] == 3 * 2 * 8 and hidden[0] == [], hidden

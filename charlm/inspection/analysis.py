@@ -476,11 +476,15 @@ def summary(inspection: Inspection) -> str:
         for name, fractions in inspection.saturation.items():
             for layer, (left, right) in enumerate(fractions.mean(axis=1)):
                 lines.append(f"{name:<8} {layer:>5} {left:>8.1%} {right:>8.1%}")
-    model_bpc = f"{inspection.trace.cell.upper()} bpc"
-    lines += ["", f"{'class':<16} {'chars':>7} {model_bpc:>9} {'n-gram bpc':>11} {'saved':>7}"]
+    cell = inspection.trace.cell.upper()
+    lines += ["", f"{'class':<16} {'chars':>7} {cell + ' bpc':>9} {'n-gram bpc':>11} {'saved':>7}"]
     for row in inspection.classes:
         saved = row.ngram_bpc - row.lstm_bpc
         lines.append(f"{row.name:<16} {row.count:>7,} {row.lstm_bpc:>9.3f} {row.ngram_bpc:>11.3f} {saved:>+7.3f}")
+    lines.append(
+        f"(saved: the n-gram's bits per character on the class minus the {cell}'s; "
+        f"above 0: the {cell} needs fewer bits, below 0: the n-gram does)"
+    )
     # each span as its text, which a reader finds in the file, not as token offsets into it
     lines += ["", "hardest spans (most bits per character first):"]
     lines += [f"{bpc:7.2f} bpc  {quoted(''.join(seen.tokens[a:b]))}" for a, b, bpc in hardest_spans(seen)]

@@ -31,8 +31,7 @@ from .analysis import (
 )
 
 TOP_PERCENTILE = 99  # the surprise colour is full red from this percentile of the text's bits up
-PLOT = 180  # a gate scatter plot's side in pixels
-LEGEND = 50  # pixels right of it for the gates' names
+PLOT = 180  # a gate scatter plot's side in pixels: three gates' plots side by side fit an 800-pixel window
 NEWLINE = "\u21b5"  # a newline where text is shown on one line, as the text views mark it
 GATE_COLOURS = {"input": "#1f77b4", "forget": "#d62728", "output": "#2ca02c", "reset": "#9467bd", "update": "#ff7f0e"}
 
@@ -53,6 +52,8 @@ th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-alig
 .legend { display: inline-block; width: 12em; height: .9em; vertical-align: middle; border: 1px solid #ccc; }
 .note { color: #666; } .bar { display: inline-block; height: .8em; background: #999; }
 .wide { overflow-x: auto; }  /* a table wider than a phone scrolls by itself, not the page */
+.gates th, .gates td:first-child { white-space: nowrap; }  /* "layer 0" and "shut < 0.1" on one line */
+.gates th[colspan] { text-align: center; }
 svg { background: #fff; }
 :root { color-scheme: light dark; }
 @media (prefers-color-scheme: dark) {  /* the page dark; the text views, plots and hovers stay white: */
@@ -156,7 +157,8 @@ if (cellsView) {
     }
     label.textContent = `layer ${layer.value}, cell ${cell.value}, ${kind.value}`;
   }
-  [layer, cell, kind].forEach(c => c.addEventListener("input", paint));
+  // both: a menu picked by a tool (Selenium's Select) or some browsers sends `change` and no `input`
+  [layer, cell, kind].forEach(c => ["input", "change"].forEach(e => c.addEventListener(e, paint)));
   document.getElementById("prev").addEventListener("click", () => { cell.value = +cell.value - 1; paint(); });
   document.getElementById("next").addEventListener("click", () => { cell.value = +cell.value + 1; paint(); });
   document.querySelectorAll("[data-show]").forEach(b => b.addEventListener("click", () => {
@@ -225,10 +227,12 @@ $text""")
 
 GATES = Template("""<p>How often each gate is left-saturated (below $shut: shut) or right-saturated (above $open: open),
 over every cell and character. $meaning</p>
-<div class="wide"><table><tr><th></th>$header</tr>$rows</table></div>
+<div class="wide"><table class="gates"><tr><th></th>$names</tr><tr><th></th>$header</tr>$rows</table></div>
 <p>Each dot a cell: the fraction of characters its gate was left-saturated (across) and right-saturated (up),
-as Karpathy, Johnson and Fei-Fei (2015) plot it.</p>
-<div>$plots</div>""")
+as Karpathy, Johnson and Fei-Fei (2015) plot it, one plot per gate so that no gate's dots hide another's.
+Every dot lies on or below the dashed diagonal: a gate is never shut and open at once, so its two
+fractions add up to at most 1.</p>
+<div id="gate-plots">$plots</div>""")
 
 CLASSES = Template("""<p>Bits per character by character class: the $cell against an interpolated modified
 Kneser-Ney n-gram model fitted on $fitted_on (an n-gram model of order n predicts each character from the
@@ -259,16 +263,17 @@ HOVER_NOTES = {  # what hovering the cells view shows: for a cell the table name
     "rnn": f"{HOVER}.",
 }
 
-SCATTER = Template("""<svg width="$width" height="$size" viewBox="0 0 $width $size" style="margin-right:1em" role="img"
-aria-label="layer $layer: each dot a cell, the fraction of characters its gate was left-saturated (across) and right-saturated (up)">
+SCATTER = Template("""<svg width="$size" height="$size" viewBox="0 0 $size $size" style="margin-right:1em" role="img"
+aria-label="layer $layer, $gate gate: each dot a cell, the fraction of characters its gate was left-saturated (across) and right-saturated (up)">
 <rect x="$pad" y="$pad" width="$side" height="$side" fill="none" stroke="#999"/>
-<text x="$pad" y="$title_y" font-size="12">layer $layer</text>
+<line x1="$pad" y1="$pad" x2="$right" y2="$bottom" stroke="#bbb" stroke-dasharray="3 3"/>
+<text x="$pad" y="$title_y" font-size="12">layer $layer, <tspan fill="$colour">$gate</tspan></text>
 <text x="$middle" y="$label_y" font-size="10" text-anchor="middle">left-saturated</text>
 <text x="$pad" y="$tick_y" font-size="9" text-anchor="middle">0</text>
 <text x="$right" y="$tick_y" font-size="9" text-anchor="middle">1</text>
 <text x="$tick_x" y="$top_tick" font-size="9" text-anchor="end">1</text>
 <text x="10" y="$middle" font-size="10" text-anchor="middle" transform="rotate(-90 10 $middle)">right-saturated</text>
-$legend$dots</svg>""")
+$dots</svg>""")
 
 
 def render(inspection: Inspection, title: str) -> str:
@@ -382,6 +387,7 @@ def gates_section(inspection: Inspection) -> str:
     if not inspection.saturation:
         return '<p class="note">A plain RNN has no gates: every step rewrites its whole state.</p>'
     names = list(inspection.saturation)
+    gate_names = "".join(f"<th colspan=2>{esc(n)}</th>" for n in names)
     layers = next(iter(inspection.saturation.values())).shape[0]
     rows = []
     for layer in range(layers):
@@ -392,39 +398,44 @@ def gates_section(inspection: Inspection) -> str:
         meaning=GATE_MEANINGS[inspection.trace.cell],
         shut=SHUT,
         open=OPEN,
-        header="".join(f"<th>{esc(n)} &lt; {SHUT}</th><th>{esc(n)} &gt; {OPEN}</th>" for n in names),
+        names=gate_names,
+        header=f"<th>shut &lt; {SHUT}</th><th>open &gt; {OPEN}</th>" * len(names),
         rows="".join(rows),
-        plots="".join(scatter(inspection.saturation, layer) for layer in range(layers)),
+        plots="".join(
+            "<div>"
+            + "".join(scatter(fractions[layer], layer, name) for name, fractions in inspection.saturation.items())
+            + "</div>"
+            for layer in range(layers)
+        ),
     )
 
 
-def scatter(saturation: dict[str, np.ndarray], layer: int) -> str:
-    """One layer's cells as dots: fraction of time left-saturated (x) against right-saturated (y)."""
+def scatter(fractions: np.ndarray, layer: int, gate: str) -> str:
+    """One gate of one layer, a dot per cell: fraction of time left-saturated (x) against right-saturated
+    (y). A plot per gate: drawn in one, the gates' dots piled up at the left edge and the last drawn hid
+    the others."""
     pad, side = 28, PLOT
-    dots, legend = [], []
-    for k, (name, fractions) in enumerate(saturation.items()):
-        colour = GATE_COLOURS.get(name, "#444")
-        legend.append(
-            f'<text x="{pad + side + 6}" y="{pad + 10 + 13 * k}" font-size="11" fill="{colour}">{esc(name)}</text>'
-        )
-        for left, right in fractions[layer]:
-            x, y = pad + left * side, pad + (1 - right) * side
-            dots.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{colour}" fill-opacity="0.6"/>')
+    colour = GATE_COLOURS.get(gate, "#444")
+    dots = [
+        f'<circle cx="{pad + left * side:.1f}" cy="{pad + (1 - right) * side:.1f}" r="2" fill="{colour}" fill-opacity="0.6"/>'
+        for left, right in fractions
+    ]
     size = side + 2 * pad
     return SCATTER.substitute(
-        width=size + LEGEND,
         size=size,
         pad=pad,
         side=side,
         title_y=pad - 8,
         layer=layer,
+        gate=esc(gate),
+        colour=colour,
         middle=pad + side / 2,
         label_y=size - 4,
         tick_y=pad + side + 11,
         right=pad + side,
+        bottom=pad + side,
         tick_x=pad - 3,
         top_tick=pad + 4,
-        legend="".join(legend),
         dots="".join(dots),
     )
 
