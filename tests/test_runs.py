@@ -1854,6 +1854,7 @@ PATHS_IN_MESSAGES = {  # name: the message of a folder's path, and the paths in 
     "not_a_model_folder": a_model_folder({hub.CONFIG: "{}", hub.VOCAB: "", hub.WEIGHTS: b""}, hub.CONFIG),
     "cache_unread": a_cache({}, "meta.json"),
     "cache_damaged": a_cache({"meta.json": "{"}, ""),
+    "cache_vocab_damaged": a_cache({"meta.json": '{"dtype": "uint8"}', "vocab.json": "{}"}, "vocab.json"),
     "model_refused": a_model_that_fails(CharLMError("no such layer")),
     "model_damaged": a_model_that_fails(KeyError("lstm")),
     "early_checkpoint": lambda folder: (
