@@ -20,7 +20,7 @@ from . import runs
 from .checkpoint_header import glance
 from .config import MAXIMA
 from .errors import CharLMError, one_line
-from .fields import holds
+from .fields import holds, said
 from .files import is_number
 from .runs import read_metrics
 
@@ -56,12 +56,12 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
     if not str(root):  # `--root "$DIR"` with DIR unset: Path("") is ".", whose runs are not those meant
         raise CharLMError("--root is empty: give the folder that holds the runs (by default checkpoints)")
     if Path(root).is_file():  # globbing a file finds nothing: "no runs under FILE/" hid the mistake
-        raise CharLMError(f"--root {root} is a file, not a folder: give the folder that holds the runs")
+        raise CharLMError(f"{said('root', root)} is a file, not a folder: give the folder that holds the runs")
     if runs.holds_checkpoint(root):
         raise CharLMError(
-            f"--root {root} is a run, not a folder of runs: give the folder above it, {Path(root).parent}"
+            f"{said('root', root)} is a run, not a folder of runs: give the folder above it, {said('root', Path(root).parent)}"
         )
-    runs.check_listable(Path(root), f"--root {root}")
+    runs.check_listable(Path(root), said("root", root))
     folders = runs.run_folders(root)
     if not folders:  # none that can be read, where some folders cannot: those may hold them
         what_to_do = unread_note(root) or "train one with `charlm train`"

@@ -832,7 +832,8 @@ def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
     run.mkdir(parents=True)
     (run / runs.LATEST).write_bytes(b"")
     assert_one_line_error(
-        cli("runs", "--root", str(run)), f"is a run, not a folder of runs: give the folder above it, {run.parent}"
+        cli("runs", "--root", str(run)),
+        f"is a run, not a folder of runs: give the folder above it, --root {run.parent}",
     )
 
 
