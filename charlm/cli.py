@@ -137,7 +137,7 @@ def corpus() -> None:
 @corpus.command("list")
 def corpus_list() -> None:
     """The corpora `charlm corpus get NAME` and `charlm train NAME` know."""
-    click.echo(catalog.listing())
+    click.echo(tables.catalog_table())
 
 
 @corpus.command("get")
@@ -452,7 +452,7 @@ def inspect_command(
     if target is None and file and not file_is_a_run and not os.path.lexists(file):  # not "no runs under ..."
         raise CharLMError(
             f"{one_line_path(file)}: no such file or folder to inspect, nor a run or corpus of that name"
-            f"{files.missing_path_remedy(file)}, or name a run (`charlm runs` lists them)"
+            f"{files.missing_path_remedy(file)}, or name a run (`charlm runs` lists them){catalog.title_hint(file)}"
         )
     if target is None and file:  # a pipe or device is said to be one, not "no runs under ..."
         source_files([file])

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import runs
+from . import catalog, runs
 from .checkpoint_header import glance
 from .config import MAXIMA
 from .errors import CharLMError, one_line
@@ -150,3 +150,12 @@ def short_count(count: float) -> str:
     if count >= 1e6:
         return f"{count / 1e6:.1f}M"
     return f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"
+
+
+def catalog_table() -> str:
+    """What `charlm corpus list` prints: a line per catalog corpus, and whether it is here."""
+    rows = [["name", "download", "here", "license", "description"]]
+    for item in catalog.CATALOG.values():
+        here = "yes" if (catalog.DOWNLOADS / item.text_name).is_file() else "no"
+        rows.append([item.name, f"{item.size / 1e6:.1f}MB", here, item.license, item.description])
+    return table(rows, right=(1,))
