@@ -263,11 +263,7 @@ async def churn(
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) as client:
         results = await asyncio.gather(*(run(client, i, stop) for i, stop in enumerate(plan)))
     wall = time.perf_counter() - start
-    deadline = time.perf_counter() + 10
-    after = await metrics(url)
-    while after["charlm_active_streams"] and time.perf_counter() < deadline:
-        await asyncio.sleep(0.1)
-        after = await metrics(url)
+    after = await settled(url)
     finished = [r for r, stop in zip(results, plan) if stop is None]
     return {
         "requests": requests,
@@ -282,6 +278,17 @@ async def churn(
         "rss_before": before["charlm_process_resident_memory_bytes"] / 2**20,
         "rss_after": after["charlm_process_resident_memory_bytes"] / 2**20,
     }
+
+
+async def settled(url: str, seconds: float = 10) -> dict[str, float]:
+    """/metrics once no stream is left active, or after `seconds`: a server notices a client that hung
+    up only at its next write."""
+    deadline = time.perf_counter() + seconds
+    after = await metrics(url)
+    while after["charlm_active_streams"] and time.perf_counter() < deadline:
+        await asyncio.sleep(0.1)
+        after = await metrics(url)
+    return after
 
 
 def make_run(folder: Path, hidden: int, layers: int) -> Path:
