@@ -90,9 +90,9 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
     """Vocabulary, memory-mapped ids and meta of a cache folder, each checked."""
     try:
         meta = files.parse_json((folder / "meta.json").read_text(encoding="utf-8"))
-        vocab = Vocab.from_dict(files.parse_json((folder / "vocab.json").read_text(encoding="utf-8")))
         path = folder / "tokens.bin"
         dtype = np.dtype(meta["dtype"])
+        vocab = read_vocab(folder / "vocab.json", meta.get("vocab_size"))
         if path.stat().st_size != meta["tokens"] * dtype.itemsize:
             raise CharLMError(f"{one_line_path(path)}: truncated or extended ({path.stat().st_size} bytes)")
         digest = hashlib.sha256()
@@ -106,6 +106,19 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
     except (ValueError, KeyError, TypeError) as e:
         raise CharLMError(f"{one_line_path(folder)}: damaged cache ({type(e).__name__})") from None
     return vocab, memmap(path, dtype, meta["tokens"]), meta
+
+
+def read_vocab(path: Path, size: int | None) -> Vocabulary:
+    """The cache's vocabulary, its damage named with its file (a cache folder's damage is rebuilt), and its
+    size held to meta.json's: vocab.json has no checksum, and one cut short was used until training indexed
+    past it. A cache from before meta.json kept the size (`size` None) is taken as it is."""
+    try:
+        vocab = Vocab.from_dict(files.parse_json(path.read_text(encoding="utf-8")))
+    except CharLMError as e:
+        raise CharLMError(f"{one_line_path(path)}: {e}") from None
+    if size is not None and len(vocab) != size:
+        raise CharLMError(f"{one_line_path(path)}: {len(vocab)} tokens where meta.json says {size}")
+    return vocab
 
 
 def memmap(path: Path, dtype: np.dtype, count: int) -> np.ndarray:

@@ -27,7 +27,6 @@ from . import files
 from .bars import progress_bar
 from .errors import CharLMError
 from .fields import SHOWN
-from .tables import table
 
 DOWNLOADS = Path("corpora") / "downloads"
 MIRROR_VARIABLE = "CHARLM_CORPUS_MIRROR"
@@ -318,12 +317,3 @@ def writing_into(part: Path, target: Path, what: str, keep: bool = False) -> Ite
         if kept:
             error = CharLMError(f"{error}; the next try goes on from the {kept:,} bytes fetched")
         raise error from None
-
-
-def listing() -> str:
-    """What `charlm corpus list` prints."""
-    rows = [["name", "download", "here", "license", "description"]]
-    for item in CATALOG.values():
-        here = "yes" if (DOWNLOADS / item.text_name).is_file() else "no"
-        rows.append([item.name, f"{item.size / 1e6:.1f}MB", here, item.license, item.description])
-    return table(rows, right=(1,))

@@ -137,7 +137,7 @@ def corpus() -> None:
 @corpus.command("list")
 def corpus_list() -> None:
     """The corpora `charlm corpus get NAME` and `charlm train NAME` know."""
-    click.echo(catalog.listing())
+    click.echo(tables.catalog_table())
 
 
 @corpus.command("get")
@@ -349,7 +349,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
         from .plot import curves_of, plot_runs
     # "" is outputs.output_file's to refuse; os.path.isdir, not Path.is_dir, which raises for a name too long
     if output and (Path(output).suffix.lower() != ".png" or os.path.isdir(output)):
-        raise CharLMError(f"--output {output}: charlm plot writes a PNG; give a file name ending in .png")
+        raise CharLMError(f"{said('output', output)}: charlm plot writes a PNG; give a file name ending in .png")
     outputs.output_file(output)
     targets = list(run_names) or [None]
     curves, left_out = curves_of(targets)
@@ -357,7 +357,7 @@ def plot(run_names: tuple[str, ...], output: str) -> None:
     try:
         click.echo(one_line(f"wrote {plot_runs(curves, output)}{replacing}"))
     except OSError as e:
-        raise files.cannot_write(f"--output {output}", e) from None
+        raise files.cannot_write(said("output", output), e) from None
     if left_out:
         click.echo(
             one_line(f"left out {len(left_out)} of {len(targets)} runs: {'; '.join(map(str, left_out))}"), err=True
@@ -452,7 +452,7 @@ def inspect_command(
     if target is None and file and not file_is_a_run and not os.path.lexists(file):  # not "no runs under ..."
         raise CharLMError(
             f"{one_line_path(file)}: no such file or folder to inspect, nor a run or corpus of that name"
-            f"{files.missing_path_remedy(file)}, or name a run (`charlm runs` lists them)"
+            f"{files.missing_path_remedy(file)}, or name a run (`charlm runs` lists them){catalog.title_hint(file)}"
         )
     if target is None and file:  # a pipe or device is said to be one, not "no runs under ..."
         source_files([file])
@@ -466,7 +466,7 @@ def inspect_command(
     inspection, title = inspect_run(target, file, held_out, train_text, max_chars, device, quiet, encoding)
     # Whole or not at all (a full disk says so); two inspects at once leave one whole page.
     replacing = outputs.replacing_note(output)
-    files.write_files({Path(output): files.utf8(page.render(inspection, title))}, f"--output {output}")
+    files.write_files({Path(output): files.utf8(page.render(inspection, title))}, said("output", output))
     if not quiet:
         click.echo(analysis.summary(inspection))
     elif inspection.notes:  # what the page's figures leave out stays, as eval --quiet keeps its unseen note

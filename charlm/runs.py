@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import files, hub, path_names, processes
+from . import catalog, files, hub, path_names, processes
 from .errors import CharLMError, one_line, one_line_path
 from .fields import call, flags_said, said, together
 from .path_names import NAME_MAX, PATH_MAX, name_bytes
@@ -277,7 +277,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     if not path.is_file():
         raise CharLMError(
             f"{one_line_path(target)}: no such checkpoint file or run folder, nor a run or corpus of that name "
-            f"under {where(root)} (`charlm runs` lists them)"
+            f"under {where(root)} (`charlm runs` lists them){catalog.title_hint(str(target))}"
         )
     return hub.folder_of(path) / hub.WEIGHTS if hub.names_weights(path) else path
 

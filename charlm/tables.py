@@ -16,11 +16,11 @@ import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import runs
+from . import catalog, runs
 from .checkpoint_header import glance
 from .config import MAXIMA
 from .errors import CharLMError, one_line
-from .fields import holds
+from .fields import holds, said
 from .files import is_number
 from .runs import read_metrics
 
@@ -56,12 +56,12 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
     if not str(root):  # `--root "$DIR"` with DIR unset: Path("") is ".", whose runs are not those meant
         raise CharLMError("--root is empty: give the folder that holds the runs (by default checkpoints)")
     if Path(root).is_file():  # globbing a file finds nothing: "no runs under FILE/" hid the mistake
-        raise CharLMError(f"--root {root} is a file, not a folder: give the folder that holds the runs")
+        raise CharLMError(f"{said('root', root)} is a file, not a folder: give the folder that holds the runs")
     if runs.holds_checkpoint(root):
         raise CharLMError(
-            f"--root {root} is a run, not a folder of runs: give the folder above it, {Path(root).parent}"
+            f"{said('root', root)} is a run, not a folder of runs: give the folder above it, {said('root', Path(root).parent)}"
         )
-    runs.check_listable(Path(root), f"--root {root}")
+    runs.check_listable(Path(root), said("root", root))
     folders = runs.run_folders(root)
     if not folders:  # none that can be read, where some folders cannot: those may hold them
         what_to_do = unread_note(root) or "train one with `charlm train`"
@@ -150,3 +150,12 @@ def short_count(count: float) -> str:
     if count >= 1e6:
         return f"{count / 1e6:.1f}M"
     return f"{count / 1e3:.0f}k" if count >= 1e3 else f"{count:.0f}"
+
+
+def catalog_table() -> str:
+    """What `charlm corpus list` prints: a line per catalog corpus, and whether it is here."""
+    rows = [["name", "download", "here", "license", "description"]]
+    for item in catalog.CATALOG.values():
+        here = "yes" if (catalog.DOWNLOADS / item.text_name).is_file() else "no"
+        rows.append([item.name, f"{item.size / 1e6:.1f}MB", here, item.license, item.description])
+    return table(rows, right=(1,))

@@ -1,6 +1,7 @@
 """The benchmark scripts run (on a tiny configuration: speed goals live in bench/, not in tests)."""
 
 import argparse
+import asyncio
 import copy
 import dataclasses
 import json
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import charlm
-from bench import babygpt, charrnn, common, mixture, versus
+from bench import babygpt, charrnn, common, mixture, serve_load, versus
 from charlm import checkpoint, finetune, runs, threads
 from charlm.model import head_cutoffs
 from charlm.scoring import bits_per_char
@@ -1007,3 +1008,22 @@ def test_suite_time_bench_times_a_suite_in_one_process_and_in_two(tmp_path, monk
     assert all(" ".join(row[6:]).startswith("exit 0:") and "2 passed" in " ".join(row) for row in rows), out
     assert float(rows[1][1]) > 0 and float(rows[1][2]) > 0, out
     assert table.read_text(encoding="utf-8") == out
+
+
+def test_the_load_bench_waits_for_busy_streams_too(monkeypatch):
+    """/metrics' charlm_active_streams counts samples generated now; a stream the model has finished but
+    whose client has not taken its last update is busy (admission counts it, a 429 beyond --max-streams)
+    and not active: the churn's check for streams left behind read active alone, so such a leak passed."""
+    states, asked = [(0, 2), (0, 1), (0, 0)], []
+
+    async def metrics(url: str) -> dict[str, float]:
+        active, busy = states[min(len(asked), len(states) - 1)]
+        asked.append(url)
+        return {"charlm_active_streams": active, "charlm_busy_streams": busy}
+
+    monkeypatch.setattr(serve_load, "metrics", metrics)
+    after = asyncio.run(serve_load.settled("http://server", seconds=5))
+    assert after["charlm_busy_streams"] == 0 and len(asked) == 3
+    states[:], asked[:] = [(0, 1)], []  # a server that never lets go: told as it is, once the time is up
+    assert asyncio.run(serve_load.settled("http://server", seconds=0.25))["charlm_busy_streams"] == 1
+    assert len(asked) > 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from charlm import catalog
+from charlm import catalog, tables
 from charlm.cli import main
 from charlm.config import Config
 from charlm.errors import CharLMError
@@ -67,7 +67,8 @@ def test_a_mirror_folder_serves_verified_copies(monkeypatch):
     path = catalog.get("tinyshakespeare", quiet=True)
     assert path == catalog.DOWNLOADS / "tinyshakespeare.txt" and path.read_bytes() == original.read_bytes()
     assert catalog.get("tinyshakespeare", quiet=True) == path  # cached
-    assert "tinyshakespeare" in catalog.listing() and "yes" in catalog.listing().splitlines()[1]
+    listing = tables.catalog_table()
+    assert "tinyshakespeare" in listing and "yes" in listing.splitlines()[1]
 
 
 def test_a_wrong_checksum_is_deleted_and_nothing_is_cached(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 import collections
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
@@ -25,10 +26,25 @@ import torch
 from click.testing import CliRunner
 from tqdm import tqdm
 
-from charlm import bars, checkpoint, outputs, runs, sampler, scoring, sizing, summary, threads, tokens, train_state
+from charlm import (
+    bars,
+    checkpoint,
+    fields,
+    outputs,
+    runs,
+    sampler,
+    scoring,
+    sizing,
+    summary,
+    threads,
+    tokens,
+    train_state,
+)
 from charlm import cli as cli_module
+from charlm import plot as plot_module
 from charlm.commands.sample import OutputCopy, converse, json_line
 from charlm.config import SampleConfig
+from charlm.errors import CharLMError
 from charlm.forms import template_of
 from charlm.serve import model_loaders
 from charlm.vocab import Vocab
@@ -1482,6 +1498,64 @@ def test_a_sample_killed_midway_keeps_the_outputs_earlier_text(trained, tmp_path
     finished = run_cli(*command, "--length", "20", "--random-seed", "1", check=True)
     assert (tmp_path / "so.txt").read_text(encoding="utf-8") == finished.stdout
     assert [p.name for p in tmp_path.glob(".so.txt*")] == []
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def a_file_in(folder: Path, name: str = "c.txt") -> Path:
+    (folder / name).write_text("a file\n", encoding="utf-8")
+    return folder / name
+
+
+def plot_unwritten(folder: Path, request) -> tuple[str, Path]:
+    request.getfixturevalue("monkeypatch").setattr(plot_module, "curves_of", lambda targets: ([], []))
+    request.getfixturevalue("monkeypatch").setattr(plot_module, "plot_runs", no_space)
+    return cli("plot", "--output", str(folder / "c.png")).output, folder / "c.png"
+
+
+def runs_root_a_run(folder: Path, request) -> tuple[str, Path]:
+    (folder / runs.BEST).touch()
+    return cli("runs", "--root", str(folder)).output, folder
+
+
+def inspect_unwritten(folder: Path, request) -> tuple[str, Path]:
+    trained = request.getfixturevalue("trained")
+    request.getfixturevalue("monkeypatch").setattr("charlm.files.replace_files", no_space)
+    return cli(
+        "inspect", trained, "--held-out", "--max-chars", "50", "--quiet", "--output", str(folder / "c.html")
+    ).output, (folder / "c.html")
+
+
+def sample_unwritten(folder: Path, request) -> tuple[str, Path]:
+    with pytest.raises(CharLMError) as refused:
+        OutputCopy(folder / "c.txt").attempt(no_space)
+    return str(refused.value), folder / "c.txt"
+
+
+OPTIONS_ON_PATHS = {  # name: what is said of a path in `folder` given to an option, that path; the option
+    "plot_not_a_png": (lambda folder, request: (cli("plot", "--output", str(a_file_in(folder))).output, folder / "c.txt"), "--output"),
+    "plot_unwritten": (plot_unwritten, "--output"),
+    "runs_root_a_file": (lambda folder, request: (cli("runs", "--root", str(a_file_in(folder))).output, folder / "c.txt"), "--root"),
+    "runs_root_a_run": (runs_root_a_run, "--root"),
+    "inspect_unwritten": (inspect_unwritten, "--output"),
+    "sample_unwritten": (sample_unwritten, "output"),  # said to a Python caller
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["x ", "x\ny"], ids=["space_at_end", "line_break"])
+@pytest.mark.parametrize("case", OPTIONS_ON_PATHS.values(), ids=OPTIONS_ON_PATHS.keys())
+def test_an_option_on_a_path_is_named_as_the_user_would_type_it(tmp_path, request, name, case):
+    """`--output {output}` put the path raw after its option: `--output x /c.txt` reads as two words, and a
+    line break split the message; the option and its path are said as `fields.said` says them, a shell
+    word on the command line (`--output 'x /c.txt'`), a Python string to a Python caller."""
+    message, option = case
+    folder = tmp_path / name
+    folder.mkdir()
+    said, path = message(folder, request)
+    words = f"{option} {fields.typed(path)}" if option.startswith("--") else f"{option}={str(path)!r}"
+    assert words in said, said
 
 
 def test_a_sample_output_that_is_a_link_replaces_the_file_it_names_whole(tmp_path):

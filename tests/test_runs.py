@@ -388,6 +388,20 @@ def test_a_corpus_name_resolves_to_its_latest_run(fox_file, tiny):
     assert_one_line_error(cli("info", "dog"), "dog: no such checkpoint file or run folder, nor a run or corpus")
 
 
+@pytest.mark.parametrize("name", ["红楼梦", "《紅樓夢》"])
+def test_a_corpus_title_given_for_a_run_is_told_the_corpus_name(name):
+    """`charlm train 红楼梦` is asked "did you mean 'hongloumeng'?"; `charlm.load('红楼梦')`, `charlm sample
+    --checkpoint 红楼梦` and `charlm inspect 红楼梦` said only that no run has that name, where the runs are
+    named 'hongloumeng'."""
+    with pytest.raises(CharLMError, match=f"^{name}: no such checkpoint .*; did you mean 'hongloumeng'\\?$"):
+        charlm.load(name)
+    assert_one_line_error(cli("sample", "--checkpoint", name), "; did you mean 'hongloumeng'?")
+    assert cli("inspect", name).output.rstrip().endswith("; did you mean 'hongloumeng'?")
+    with pytest.raises(CharLMError) as refused:
+        runs.resolve("hongloumeng")
+    assert "did you mean" not in str(refused.value)
+
+
 def test_a_new_run_never_overwrites_an_old_one(fox_file, tiny):
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
     with pytest.raises(CharLMError, match="already holds a run"):
@@ -832,7 +846,8 @@ def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
     run.mkdir(parents=True)
     (run / runs.LATEST).write_bytes(b"")
     assert_one_line_error(
-        cli("runs", "--root", str(run)), f"is a run, not a folder of runs: give the folder above it, {run.parent}"
+        cli("runs", "--root", str(run)),
+        f"is a run, not a folder of runs: give the folder above it, --root {run.parent}",
     )
 
 
@@ -1854,6 +1869,7 @@ PATHS_IN_MESSAGES = {  # name: the message of a folder's path, and the paths in 
     "not_a_model_folder": a_model_folder({hub.CONFIG: "{}", hub.VOCAB: "", hub.WEIGHTS: b""}, hub.CONFIG),
     "cache_unread": a_cache({}, "meta.json"),
     "cache_damaged": a_cache({"meta.json": "{"}, ""),
+    "cache_vocab_damaged": a_cache({"meta.json": '{"dtype": "uint8"}', "vocab.json": "{}"}, "vocab.json"),
     "model_refused": a_model_that_fails(CharLMError("no such layer")),
     "model_damaged": a_model_that_fails(KeyError("lstm")),
     "early_checkpoint": lambda folder: (

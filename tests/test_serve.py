@@ -3789,7 +3789,7 @@ def test_load_bench_runs_on_a_tiny_model(monkeypatch):
         "--churn", "300", "--churn-concurrency", "4", "--churn-chars", "200",
     )  # fmt: skip
     assert "| 4 |" in out and "4/4 |" in out
-    assert "0 errors, 0 hung, 0 streams active after" in out
+    assert "0 errors, 0 hung, 0 streams active and 0 busy after" in out
     # the prompt column is the server's own timings.prompt_ms, read from the last chunk of each stream
     # (benchmarks.md's server-threads table): a renamed field would print nan, not fail
     rows = [line.split("|")[1:-1] for line in out.splitlines() if re.match(r"\| [14] \|", line)]

@@ -23,6 +23,7 @@ from ..config import MAX_LOGIT_BIAS, SampleConfig, check_greedy_alone, parse_tem
 from ..corpus import check_characters, read_seed_file
 from ..decode_errors import undecodable
 from ..errors import BiasError, CharLMError
+from ..fields import said
 from .completion import run_names
 from .options import device_option, options_of
 
@@ -402,7 +403,7 @@ class OutputCopy:
             return action()
         except OSError as e:
             self.failed = True
-            raise files.cannot_write(f"--output {self.path}", e) from None
+            raise files.cannot_write(said("output", self.path), e) from None
 
 
 def replaced_whole(path: Path) -> Path | None:
