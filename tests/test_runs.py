@@ -1536,6 +1536,16 @@ def test_a_name_with_a_space_at_an_end_is_shown_quoted():
     assert one_line_path("checkpoints/r\nun") == "checkpoints/r\\nun" and one_line_path("/a b/c") == "/a b/c"
 
 
+def test_a_byte_of_a_name_not_in_the_locales_encoding_is_shown_as_typed_shows_it():
+    """A file named with a byte that is not UTF-8 (`caf$'\\xff'.pt`, which Python holds as U+DCFF) reached the
+    terminal raw: printed, it raised UnicodeEncodeError or showed as `\\udcff`, where `fields.typed` says `\\xff`."""
+    name = "caf\udcff.pt"
+    assert errors.one_line(name) == "caf\\xff.pt" and one_line_path(f"r\udc80/{name}") == "r\\x80/caf\\xff.pt"
+    assert str(CharLMError(f"{name}: gone")) == "caf\\xff.pt: gone" and fields.typed(name) == "$'caf\\xff.pt'"
+    assert errors.one_line("\ud800") == "\\ud800"  # a lone surrogate that is no byte, as Python writes it
+    assert_one_line_error(cli("sample", "--checkpoint", name), "Error: caf\\xff.pt: no such checkpoint file")
+
+
 def said_of(message: Callable[[], object]) -> str:
     """The message `message` returns or raises, as a user reads it."""
     try:
