@@ -337,7 +337,9 @@ def check_seed(seed: int) -> None:
     """A seed within `SEED_RANGE`, so that every offset charlm adds to it is still a seed torch takes."""
     low, high = SEED_RANGE
     if not low <= seed <= high:
-        raise CharLMError(f"{said('random_seed')} must be between {low} and {high} (a 64-bit integer), not {seed}")
+        raise CharLMError(
+            f"{said('random_seed')} must be between {low} and {high} (a 64-bit integer), not {SHOWN.repr(seed)}"
+        )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)

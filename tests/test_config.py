@@ -156,6 +156,23 @@ def test_random_seeds_torch_cannot_take_are_refused(seed):
         SampleConfig(random_seed=seed)
 
 
+@pytest.mark.parametrize(
+    "seed, shown",
+    [(10**400, "1000000000"), (-(10**5000), "not a negative integer of 5,001 digits")],
+    ids=["400_digits", "5000_digits"],
+)
+def test_a_random_seed_of_hundreds_of_digits_is_shown_shortened(seed, shown):
+    """random_seed=10**400 was a message of ~500 characters, the whole number in it; 10**5000 a ValueError
+    traceback (str() of an int of over 4,300 digits). Shown as every other wrong value is (`fields.SHOWN`)."""
+    for config_class in (Config, SampleConfig):
+        with pytest.raises(CharLMError, match=SEED_RANGE) as refused:
+            config_class(random_seed=seed)
+        assert shown in str(refused.value) and len(str(refused.value)) < 200, str(refused.value)
+    told = cli("train", "text.txt", "--max-steps", "1", "--random-seed", "9" * 1000)
+    assert_one_line_error(told, SEED_RANGE.replace("random_seed", "--random-seed"), "not 999")
+    assert len(told.output) < 200, told.output
+
+
 @pytest.mark.parametrize("seed", [2**63 - 1, -(2**63), -1])
 def test_every_random_seed_in_range_works(model, seed):
     texts = generate(model, "ab", length=5, random_seed=seed, num_samples=3)  # seeds seed, seed + 1, seed + 2
