@@ -337,7 +337,9 @@ def check_seed(seed: int) -> None:
     """A seed within `SEED_RANGE`, so that every offset charlm adds to it is still a seed torch takes."""
     low, high = SEED_RANGE
     if not low <= seed <= high:
-        raise CharLMError(f"{said('random_seed')} must be between {low} and {high} (a 64-bit integer), not {seed}")
+        raise CharLMError(
+            f"{said('random_seed')} must be between {low} and {high} (a 64-bit integer), not {SHOWN.repr(seed)}"
+        )
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
@@ -404,6 +406,11 @@ def duration_seconds(text: str) -> float:
     return sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
 
 
+# A number of steps as Python's int() reads one, underscores between digits too (`1_000`, as click's reading
+# of `--max-steps 1_000` takes it).
+STEP_COUNT = re.compile(r"\d+(?:_\d+)*")
+
+
 def added_limits(values: dict) -> dict[str, tuple[float, str]]:
     """The limits among `values` given with a '+' (`--max-steps +100`, `max_time='+10m'`): each one's steps
     or seconds added, and its text after the '+'. One that cannot be read so is left to be refused as given."""
@@ -413,8 +420,9 @@ def added_limits(values: dict) -> dict[str, tuple[float, str]]:
         more = text[1:].strip()
         if not text.startswith("+"):
             continue
-        if name == "max_steps" and more.isdecimal() and len(more) < 20:  # int() reads no more than 4,300 digits
-            added[name] = (int(more), more)
+        steps = more.replace("_", "") if STEP_COUNT.fullmatch(more) else ""  # '+1_000' as int() reads 1_000
+        if name == "max_steps" and 0 < len(steps) < 20:  # int() reads no more than 4,300 digits
+            added[name] = (int(steps), more)
         elif name == "max_time":
             with contextlib.suppress(ValueError):
                 seconds = duration_seconds(more)

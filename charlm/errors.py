@@ -12,17 +12,29 @@ PACKAGE = Path(__file__).parent
 # the standard library's wrappers a call into charlm may pass through (a `with` on charlm's own
 # @contextmanager runs its code from contextlib's __enter__): never the line a warning is about
 WRAPPERS = {Path(contextlib.__file__), Path(functools.__file__)}
-# what splits a line or moves a terminal's cursor: C0 and C1 control characters, Unicode's line and paragraph separators
-LINE_SPLITTING = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# what splits a line or moves a terminal's cursor: C0 and C1 control characters, Unicode's line and paragraph
+# separators; and a lone surrogate, which no terminal's encoding writes (printed, a UnicodeEncodeError)
+UNSHOWABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# a byte of a file name not in the locale's encoding, as os.fsdecode holds it: U+DC80..U+DCFF for 0x80..0xff
+UNDECODABLE_BYTE = re.compile(r"[\udc80-\udcff]")
 
 
 def one_line(text: str) -> str:
     """`text` as it is shown on one line: each control character as repr writes it (a line break as
     `\\n`), and a blank one quoted (`' '`). A name charlm did not choose (a file named with a line break,
     a run folder renamed by hand to a space) would otherwise split a message or a table row, or show
-    as nothing."""
-    escaped = LINE_SPLITTING.sub(lambda match: repr(match.group())[1:-1], text)
-    return repr(text) if escaped and not escaped.strip() else escaped
+    as nothing; one with a byte not in the locale's encoding shows it as the byte (`escaped`)."""
+    escaped_text = UNSHOWABLE.sub(lambda match: escaped(match.group()), text)
+    return repr(text) if escaped_text and not escaped_text.strip() else escaped_text
+
+
+def escaped(char: str) -> str:
+    """One character as a message shows it escaped: as repr writes it (`\\n`, `\\x1b`), but a byte of a file
+    name not in the locale's encoding as that byte, `\\xff`, as a shell user types it (`fields.typed`),
+    where repr's `\\udcff` names a character no file name holds."""
+    if UNDECODABLE_BYTE.fullmatch(char):
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def one_line_path(path: str | Path) -> str:

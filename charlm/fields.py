@@ -28,7 +28,7 @@ from dataclasses import field
 from pathlib import PurePath
 from typing import Any, TypeVar
 
-from .errors import CharLMError, one_line_path
+from .errors import UNDECODABLE_BYTE, CharLMError, escaped, one_line_path
 from .halfwidth import as_choice, as_number, half_width
 
 T = TypeVar("T")
@@ -252,10 +252,8 @@ def _ansi_c_escaped(char: str) -> str:
     code = ord(char)
     if char.isprintable():
         return char
-    if code < 0x80:
-        return repr(char)[1:-1]  # \n, \t, \x1b
-    if 0xDC80 <= code <= 0xDCFF:  # a byte of a file name not in the locale's encoding (os.fsdecode's escape)
-        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x80 or UNDECODABLE_BYTE.fullmatch(char):  # \n, \t, \x1b; \xff, a byte of a file name
+        return escaped(char)
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 

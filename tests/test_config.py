@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from charlm import Config, SampleConfig, catalog
+from charlm.commands.options import WholeRunSteps
 from charlm.commands.train import train as train_command
 from charlm.config import parse_duration, refuse_added_limits
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
-from charlm.fields import on_command_line
+from charlm.fields import on_command_line, typed
 from charlm.sampler import generate
 from charlm.serve.config import ServeConfig
 
@@ -155,6 +156,23 @@ def test_random_seeds_torch_cannot_take_are_refused(seed):
         SampleConfig(random_seed=seed)
 
 
+@pytest.mark.parametrize(
+    "seed, shown",
+    [(10**400, "1000000000"), (-(10**5000), "not a negative integer of 5,001 digits")],
+    ids=["400_digits", "5000_digits"],
+)
+def test_a_random_seed_of_hundreds_of_digits_is_shown_shortened(seed, shown):
+    """random_seed=10**400 was a message of ~500 characters, the whole number in it; 10**5000 a ValueError
+    traceback (str() of an int of over 4,300 digits). Shown as every other wrong value is (`fields.SHOWN`)."""
+    for config_class in (Config, SampleConfig):
+        with pytest.raises(CharLMError, match=SEED_RANGE) as refused:
+            config_class(random_seed=seed)
+        assert shown in str(refused.value) and len(str(refused.value)) < 200, str(refused.value)
+    told = cli("train", "text.txt", "--max-steps", "1", "--random-seed", "9" * 1000)
+    assert_one_line_error(told, SEED_RANGE.replace("random_seed", "--random-seed"), "not 999")
+    assert len(told.output) < 200, told.output
+
+
 @pytest.mark.parametrize("seed", [2**63 - 1, -(2**63), -1])
 def test_every_random_seed_in_range_works(model, seed):
     texts = generate(model, "ab", length=5, random_seed=seed, num_samples=3)  # seeds seed, seed + 1, seed + 2
@@ -277,6 +295,23 @@ def test_a_max_steps_of_plus_zero_is_not_answered_with_a_figure_that_is_refused_
         f"{added} adds nothing; checkpoints/run has trained 20 steps: for 1000 more give max_steps=1020"
     ), resumed.value
     Config(max_steps=1000)  # the figure offered is taken
+
+
+@pytest.mark.parametrize("added", ["+1000", "+1_000", "+0_001_000", "＋１_０００"])
+def test_a_plus_limit_written_with_underscores_is_a_plus_limit_too(added):
+    """`max_steps='+1_000'` was told `give it as a number: max_steps=1000`, the 1,000 more taken for the whole
+    run, while '+1000' is told limits count the whole run; `--max-steps +1_000` trained 1,000 steps (click's
+    int() reads underscores, as Python does) where +1000 was refused. Both read as '+1000' now."""
+    with pytest.raises(
+        CharLMError, match=re.escape(f"max_steps='{added}': limits count the whole run; give max_steps=1000")
+    ):
+        Config(max_steps=added)
+    told = f"--max-steps {typed(added)}: limits count the whole run; give --max-steps 1000"
+    assert_one_line_error(cli("train", "text.txt", "--max-steps", added), told)
+    with pytest.raises(CharLMError) as resumed:
+        refuse_added_limits({"max_steps": added, "max_time": None}, step=20, run="checkpoints/run")
+    assert str(resumed.value).endswith(" more give max_steps=1020"), resumed.value  # 1,000 more than its 20
+    assert WholeRunSteps().convert(added[1:], None, None) == 1000  # without the '+', a figure, as Python reads it
 
 
 @pytest.mark.parametrize("added", ["+0", "+0s", "+0m", "+0h0m", "+0.0s"])

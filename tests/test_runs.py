@@ -1156,6 +1156,30 @@ def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(t
         charlm.load("live")
 
 
+@pytest.mark.parametrize(
+    "hand_edited, first",
+    [
+        ({"eval_every": 5000, "checkpoint_every": "²"}, " (the first comes at step 5,000); wait"),  # int() raised
+        ({"eval_every": 5000, "checkpoint_every": "9" * 5000}, " (the first comes at step 5,000); wait"),
+        ({"checkpoint_every": "1" * 30}, "; wait"),
+        ({"eval_every": 10**30, "checkpoint_every": "soon"}, "; wait"),
+        ({"eval_every": True, "checkpoint_every": "3m"}, " (the first comes after 3m of training); wait"),
+    ],
+    ids=["superscript_two", "5000_digits", "30_digits", "no_duration", "eval_every_true"],
+)
+def test_a_hand_edited_run_json_of_a_run_training_now_loses_the_fields_it_cannot_read(tmp_path, hand_edited, first):
+    """When a run training now writes its first checkpoint came from run.json's checkpoint_every read by
+    isdigit() and int(): '²' or 5,000 digits was a traceback where the run was named; 30 digits named a
+    step no run reaches. A field that reads as no step count (or no duration) says nothing, as a damaged
+    run.json's other fields do."""
+    folder = tmp_path / "checkpoints/live"
+    folder.mkdir(parents=True)
+    (folder / runs.LOCK).touch()
+    (folder / runs.LOCK_PID).write_text(processes.process_name())  # this process: a live one
+    (folder / runs.RUN_INFO).write_text(json.dumps({"corpus": "fox", "config": hand_edited}))
+    assert_one_line_error(cli("sample", "--checkpoint", "live"), f"has written no checkpoint yet{first}")
+
+
 def test_eval_also_a_run_before_its_first_checkpoint_says_so_not_that_no_file_is_there(fox_file, tmp_path):
     """--eval-also RUN, of a run training in another process and not checkpointed yet (or killed before its
     first checkpoint), said "--eval-also /cwd/RUN: no such file or folder; check the path": a path the user
@@ -1549,6 +1573,16 @@ def test_a_name_with_a_space_at_an_end_is_shown_quoted():
     assert one_line_path(RENAMED) == RENAMED_SHOWN and one_line_path(" run/x") == "' run'/x"
     assert one_line_path("checkpoints/run\u3000") == "checkpoints/'run\\u3000'"  # an ideographic space, named
     assert one_line_path("checkpoints/r\nun") == "checkpoints/r\\nun" and one_line_path("/a b/c") == "/a b/c"
+
+
+def test_a_byte_of_a_name_not_in_the_locales_encoding_is_shown_as_typed_shows_it():
+    """A file named with a byte that is not UTF-8 (`caf$'\\xff'.pt`, which Python holds as U+DCFF) reached the
+    terminal raw: printed, it raised UnicodeEncodeError or showed as `\\udcff`, where `fields.typed` says `\\xff`."""
+    name = "caf\udcff.pt"
+    assert errors.one_line(name) == "caf\\xff.pt" and one_line_path(f"r\udc80/{name}") == "r\\x80/caf\\xff.pt"
+    assert str(CharLMError(f"{name}: gone")) == "caf\\xff.pt: gone" and fields.typed(name) == "$'caf\\xff.pt'"
+    assert errors.one_line("\ud800") == "\\ud800"  # a lone surrogate that is no byte, as Python writes it
+    assert_one_line_error(cli("sample", "--checkpoint", name), "Error: caf\\xff.pt: no such checkpoint file")
 
 
 def said_of(message: Callable[[], object]) -> str:
