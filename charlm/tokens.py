@@ -41,7 +41,7 @@ from .bars import bytes_bar
 from .cache_folders import Prepared, load_prepared, private_name, publish, remove_abandoned
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, file_sizes, iter_text, open_file, read_block
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import paths_given, said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .sources import CorpusChanged, files_changed, recorded_sources, same_text, source_parts
@@ -136,7 +136,7 @@ def prepare(
             return with_text_digest(Prepared(folder, *load_prepared(folder)), parts, config, quiet)
         except CharLMError as e:
             if not quiet:
-                tqdm.write(f"rebuilding {folder}: {e}")
+                tqdm.write(f"rebuilding {one_line_path(folder)}: {e}")
     remove_abandoned(folder.parent)
     private = private_name(folder, "tmp")
     try:

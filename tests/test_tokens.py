@@ -148,6 +148,18 @@ def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
     assert json.loads((folder / "meta.json").read_text())["tokens"] == 800
 
 
+def test_a_damaged_cache_in_a_folder_whose_name_ends_in_a_space_says_its_rebuilding_with_the_name_quoted(
+    tmp_path, capsys
+):
+    """The line showed the cache folder raw: `cache /…` read as a folder named `cache`."""
+    path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
+    folder = prepare([[path]], root=tmp_path / "cache ", quiet=True).folder
+    (folder / "tokens.bin").write_bytes(b"\0")
+    prepare([[path]], root=tmp_path / "cache ")
+    said, quoted = capsys.readouterr(), tmp_path / "'cache '" / folder.name
+    assert f"rebuilding {quoted}: " in said.out + said.err
+
+
 def test_bad_bytes_are_located_across_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 5)
     path = tmp_path / "mixed.txt"
