@@ -158,7 +158,9 @@ def with_text_digest(prepared: Prepared, parts: list[list[Path]], config: Config
     if "text" in prepared.meta:
         return prepared
     if not quiet:
-        tqdm.write(f"reading the text once more for {prepared.folder}, prepared without its text's digest")
+        tqdm.write(
+            f"reading the text once more for {one_line_path(prepared.folder)}, prepared without its text's digest"
+        )
     meta = {**prepared.meta, "text": text_digest(parts, config)}
     with contextlib.suppress(OSError):  # read-only, or a full disk
         files.replace_files({prepared.folder / "meta.json": files.json_text(meta, 1).encode("utf-8")})
