@@ -27,7 +27,7 @@ from .export import is_model_export
 from .fields import about_option, call, paths_given, said
 from .scoring import check_scored, scored_ids
 from .sources import CorpusChanged, catalog_name, files_changed, recorded_sources, same_text, source_parts
-from .tokens import TokenCorpus, cache_key, corpus_options, load_corpus, text_digest
+from .tokens import TokenCorpus, cache_key, corpus_options, load_corpus, prepared_files, text_digest
 from .unseen_notes import unseen_note
 from .vocab import UNSEEN, Vocabulary
 
@@ -269,7 +269,7 @@ def not_the_runs_text(given: list[str], corpus: dict, run_dir: Path) -> CharLMEr
     byte for byte); another text starts a new run from the run's weights."""
     recorded = " ".join(corpus["sources"]) or f"the built-in {corpus['name']}"
     try:
-        changed = files_changed(corpus, [source_files(given)])
+        changed = files_changed(prepared_files(corpus["digest"]), [source_files(given)])
     except CharLMError:  # a catalog name, a path gone: nothing to compare
         changed = ""
     changes = f": {changed}" if changed else ""

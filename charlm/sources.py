@@ -1,6 +1,6 @@
 """A corpus's sources: what a user named (files, folders, a catalog name, the built-in plays) as files and as
 a run records them, and whether files are still the text a run trained on (its corpus record: the cache key
-and the digest of the text as read, both tokens.py's). tokens.py prepares what this names and refuses a
+and the digest of the text as read, both tokens.py's, as is what its cache folder says it read). tokens.py prepares what this names and refuses a
 run's changed text before preparing it; runtext.py words the refusals after the run.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import catalog, files
-from .corpus import CACHE_ROOT, DEFAULT_CORPUS, corpus_name, file_sizes, source_files
+from .corpus import DEFAULT_CORPUS, corpus_name, file_sizes, source_files
 from .errors import CharLMError
 from .shakespeare import shakespeare_files
 
@@ -52,16 +52,15 @@ def same_text(run: dict, digest: object, text: Callable[[], object]) -> bool:
     return run["digest"] == digest or ("text" in run and run["text"] == text())
 
 
-def files_changed(run: dict, parts: list[list[Path]], root: Path = CACHE_ROOT) -> str:
-    """What changed in the files of a run's corpus (`run`, its record) that are now `parts`, in words for its
-    error: `chapter9.txt added; notes.txt gone`, `b.txt changed`, the same files in another order. Read from the run's cache
-    folder's meta.json, where it is still there ("" where not). Files are named from the folder they share,
-    so a folder moved and changed names its changes alone. A single file changed is named already: ""."""
-    try:
-        meta = files.parse_json((root / run["digest"] / "meta.json").read_text(encoding="utf-8"))
-        then, sizes_then = [Path(p) for part in meta["sources"] for p in part], meta.get("sizes")
-    except (OSError, ValueError, KeyError, TypeError):
+def files_changed(prepared: tuple[list[Path], list[int] | None] | None, parts: list[list[Path]]) -> str:
+    """What changed in the files of a run's corpus, read then as `prepared` (`tokens.prepared_files`: its cache
+    folder's files and their sizes; None where that folder is gone) and now `parts`, in words for its error:
+    `chapter9.txt added; notes.txt gone`, `b.txt changed`, the same files in another order ("" where there is
+    nothing to compare). Files are named from the folder they share, so a folder moved and changed names its
+    changes alone. A single file changed is named already: ""."""
+    if prepared is None:
         return ""
+    then, sizes_then = prepared
     now = [path for part in parts for path in part]
     if len(then) == len(now) == 1:
         return ""
@@ -70,7 +69,7 @@ def files_changed(run: dict, parts: list[list[Path]], root: Path = CACHE_ROOT) -
     changes = [f"{listed_in_brief(added)} added"] * bool(added) + [f"{listed_in_brief(gone)} gone"] * bool(gone)
     if not changes and names_now != names_then:
         changes = ["the same files, in another order"]
-    if not changes and isinstance(sizes_then, list) and len(sizes_then) == len(names_then):
+    if not changes and sizes_then is not None:
         was = dict(zip(names_then, sizes_then))
         resized = [name for name, size in zip(names_now, file_sizes(now)) if was.get(name) != size]
         changes = [f"{listed_in_brief(resized)} changed" if resized else "the same files and sizes: edited in place"]

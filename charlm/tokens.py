@@ -41,7 +41,7 @@ from .bars import bytes_bar
 from .cache_folders import Prepared, load_prepared, private_name, publish, remove_abandoned
 from .config import CORPUS_OPTIONS, Config
 from .corpus import CACHE_ROOT, file_sizes, iter_text, open_file, read_block
-from .errors import CharLMError
+from .errors import CharLMError, one_line_path
 from .fields import paths_given, said
 from .pieces import PieceVocab, char_model_size, default_vocab_size, train_model
 from .sources import CorpusChanged, files_changed, recorded_sources, same_text, source_parts
@@ -128,7 +128,7 @@ def prepare(
     folder = Path(root) / cache_key(parts, options)
     # checked before preparing: else minutes preparing a big corpus, then refused
     if run is not None and not same_text(run, folder.name, lambda: text_digest(parts, config)):
-        changes = f" ({changed})" if (changed := files_changed(run, parts, Path(root))) else ""
+        changes = f" ({changed})" if (changed := files_changed(prepared_files(run["digest"], root), parts)) else ""
         corpus = paths_given(run["sources"]) if run["sources"] else run["name"]
         raise CorpusChanged(f"the corpus {corpus} changed since the run trained on it{changes}")
     if (folder / "meta.json").is_file():
@@ -136,7 +136,7 @@ def prepare(
             return with_text_digest(Prepared(folder, *load_prepared(folder)), parts, config, quiet)
         except CharLMError as e:
             if not quiet:
-                tqdm.write(f"rebuilding {folder}: {e}")
+                tqdm.write(f"rebuilding {one_line_path(folder)}: {e}")
     remove_abandoned(folder.parent)
     private = private_name(folder, "tmp")
     try:
@@ -158,11 +158,25 @@ def with_text_digest(prepared: Prepared, parts: list[list[Path]], config: Config
     if "text" in prepared.meta:
         return prepared
     if not quiet:
-        tqdm.write(f"reading the text once more for {prepared.folder}, prepared without its text's digest")
+        tqdm.write(
+            f"reading the text once more for {one_line_path(prepared.folder)}, prepared without its text's digest"
+        )
     meta = {**prepared.meta, "text": text_digest(parts, config)}
     with contextlib.suppress(OSError):  # read-only, or a full disk
         files.replace_files({prepared.folder / "meta.json": files.json_text(meta, 1).encode("utf-8")})
     return dataclasses.replace(prepared, meta=meta)
+
+
+def prepared_files(key: str, root: Path = CACHE_ROOT) -> tuple[list[Path], list[int] | None] | None:
+    """The files the cache folder `key` was prepared from, and each one's size then where its meta.json keeps
+    them (meta.json's "sources" and "sizes"), for `sources.files_changed` to say what changed since: None
+    where the folder is gone or its meta.json unreadable, which leaves nothing to compare."""
+    try:
+        meta = files.parse_json((Path(root) / key / "meta.json").read_text(encoding="utf-8"))
+        sources, sizes = [Path(p) for part in meta["sources"] for p in part], meta.get("sizes")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sources, sizes if isinstance(sizes, list) and len(sizes) == len(sources) else None
 
 
 def corpus_options(config: Config, base: Vocabulary | None = None) -> dict:
@@ -214,7 +228,7 @@ def build(
         "coverage": 1.0 - sum(unknown.values()) / max(characters, 1),
         "sources": [[str(p) for p in part] for part in parts],
         "source_bytes": source_bytes,
-        "sizes": sizes_read,  # each source's, for `sources.files_changed`
+        "sizes": sizes_read,  # each source's, for `prepared_files`: what changed since
         "options": options,
         "seconds": round(time.perf_counter() - started, 3),
     }

@@ -148,6 +148,22 @@ def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
     assert json.loads((folder / "meta.json").read_text())["tokens"] == 800
 
 
+@pytest.mark.parametrize("said", ["rebuilding", "reading the text once more for"])
+def test_a_cache_under_a_folder_whose_name_ends_in_a_space_is_named_with_the_name_quoted(tmp_path, capsys, said):
+    """The lines showed the cache folder raw: `cache /…` read as a folder named `cache`. One is said
+    where the cache is damaged, the other where it was prepared without the text's digest."""
+    path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
+    folder = prepare([[path]], root=tmp_path / "cache ", quiet=True).folder
+    if said == "rebuilding":
+        (folder / "tokens.bin").write_bytes(b"\0")
+    else:
+        meta = json.loads((folder / "meta.json").read_text())
+        (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "text"}))
+    prepare([[path]], root=tmp_path / "cache ")
+    out, quoted = capsys.readouterr(), tmp_path / "'cache '" / folder.name
+    assert f"{said} {quoted}" in out.out + out.err
+
+
 def test_bad_bytes_are_located_across_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 5)
     path = tmp_path / "mixed.txt"

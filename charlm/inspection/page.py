@@ -54,6 +54,7 @@ th { border-bottom: 1px solid #999; } td:first-child, th:first-child { text-alig
 .wide { overflow-x: auto; }  /* a table wider than a phone scrolls by itself, not the page */
 .gates th, .gates td:first-child { white-space: nowrap; }  /* "layer 0" and "shut < 0.1" on one line */
 .gates th[colspan] { text-align: center; }
+.features th, .features td { white-space: nowrap; }  /* "position in the line", "no better than chance" */
 svg { background: #fff; }
 :root { color-scheme: light dark; }
 @media (prefers-color-scheme: dark) {  /* the page dark; the text views, plots and hovers stay white: */
@@ -216,8 +217,8 @@ $classes
 CELLS = Template("""<p>A cell's $state after each character, from -1
 <span class="legend" style="background:linear-gradient(90deg,rgb(30,100,220),#fff,rgb(230,120,20))"></span> to +1.
 The features below are computed from the text; for each, the cell whose $state correlates best with it
-(Pearson, over these characters), and chance: $chance. $hover</p>
-<div class="wide"><table><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation over $count characters</th><th>chance</th><th></th></tr>$rows</table></div>
+(Pearson, over these $count characters), and chance: $chance. $hover</p>
+<div class="wide"><table class="features"><tr><th>feature</th><th>layer</th><th>cell</th><th>correlation</th><th>chance</th><th></th></tr>$rows</table></div>
 $few
 <p><label>layer <select id="layer">$layers</select></label> cell <button id="prev" aria-label="previous cell">&lt;</button><input
 id="cell" type="number" min="0" max="$last" value="0" style="width:5em" aria-label="cell"><button id="next"
