@@ -296,7 +296,7 @@ def number_hint(config: object, name: str, value: object, hint: object) -> str:
     """What a Python caller who quoted a number ('０．８', as a Chinese input method types 0.8; '0.5，0.8')
     gives instead: the number, read by the command line's rule (halfwidth.py), which to its writer the
     string already was ("" for a value that reads as no number of the field's type). A number `config`'s
-    field `name` refuses (max_steps='-5') is told that refusal: offered, it led to a second error."""
+    field `name` refuses (max_steps='-5') is told that refusal: offered, it would lead to a second error."""
     number = quoted_number(value, hint)
     if number is None:
         return ""

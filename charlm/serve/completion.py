@@ -424,7 +424,7 @@ class Completion:
     def check_taken(self) -> None:
         """`UNREAD_SECONDS` after an update waited: stopped if the client has taken nothing since, else looked
         at again `UNREAD_SECONDS` after its last take (a look every `UNREAD_SECONDS` for a take since the last
-        one stopped a client up to twice that long after its last take)."""
+        one would stop a client up to twice that long after its last take)."""
         self.watch = None
         if self.stopped or self.queue.empty():
             return
