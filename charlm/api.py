@@ -381,11 +381,14 @@ def interrupted_note(trainer: Trainer, at_once: bool = False) -> str:
     says it as commands)."""
     run = str(trainer.run_dir)
     if trainer.saved_step is None:
-        return f"charlm.train was interrupted before the first checkpoint; nothing was saved ({one_line_path(run)} is still free)"
+        return (
+            "charlm.train was interrupted before the first checkpoint; nothing was saved "
+            f"({one_line_path(run)} is still free)"
+        )
     stopped = "interrupted" if at_once else f"stopped at step {trainer.progress.step}"
     return (
-        f"charlm.train {stopped}; {one_line_path(run)} holds step {trainer.saved_step}: go on with {runs.resume_command(run)}, "
-        f"or sample from its best with charlm.load({run!r})"
+        f"charlm.train {stopped}; {one_line_path(run)} holds step {trainer.saved_step}: go on with "
+        f"{runs.resume_command(run)}, or sample from its best with charlm.load({run!r})"
     )
 
 

@@ -110,7 +110,7 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
 
 def read_vocab(path: Path, size: int | None) -> Vocabulary:
     """The cache's vocabulary, its damage named with its file (a cache folder's damage is rebuilt), and its
-    size held to meta.json's: vocab.json has no checksum, and one cut short was used until training indexed
+    size held to meta.json's: vocab.json has no checksum, and one cut short would be used until training indexed
     past it. A cache from before meta.json kept the size (`size` None) is taken as it is."""
     try:
         vocab = Vocab.from_dict(files.parse_json(path.read_text(encoding="utf-8")))

@@ -96,7 +96,7 @@ CATALOG = {
 
 
 # A catalog corpus as a Chinese reader calls it, in simplified and traditional characters: its pinyin
-# name is not what `charlm train 红楼梦` tried, nor what a list of names shows it to be.
+# name is not what a reader tries (`charlm train 红楼梦`), nor what a list of names shows it to be.
 TITLES = dict.fromkeys(("红楼梦", "紅樓夢", "石头记", "石頭記"), "hongloumeng")
 
 

@@ -152,8 +152,8 @@ def corpus_get(name: str, quiet: bool) -> None:
     passes its check; print its path, and on stderr whether it was fetched (from where) or here already."""
     if name not in catalog.CATALOG:  # not the catalog's own message: that one, `train`'s, offers files too
         raise CharLMError(
-            f"{SHOWN.repr(name)} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} there are"
-            f"{catalog.title_hint(name)}"
+            f"{SHOWN.repr(name)} is not a catalog corpus; `charlm corpus list` shows the {len(catalog.CATALOG)} "
+            f"there are{catalog.title_hint(name)}"
         )
     path, how = catalog.fetch(name, quiet)
     if not quiet:  # stdout stays the path alone: `$(charlm corpus get NAME)` reads it

@@ -139,7 +139,7 @@ def text_encoding(data: bytes) -> str:
     """The encoding to tell a Python caller to read `data` (a text's first bytes) in: utf-8 where they are
     UTF-8 (a character cut at their end allowed), gb18030 or utf-16 where they look it (`likely_encoding`),
     else utf-8, the default, whose error then says where it fails. A GBK chapter's bytes told
-    .decode('utf-8') raised UnicodeDecodeError at the next line."""
+    .decode('utf-8') would raise UnicodeDecodeError at the next line."""
     head = data[:UTF8_CHECK_BYTES]
     try:
         codecs.getincrementaldecoder("utf-8")("strict").decode(head)

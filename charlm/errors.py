@@ -40,7 +40,7 @@ def escaped(char: str) -> str:
 def one_line_path(path: str | Path) -> str:
     """`path` as `one_line` shows it, each name in it apart, and a name with a space at either end quoted:
     a run folder renamed by hand to a space is `checkpoints/' '`, and one to `run ` is `checkpoints/'run '`,
-    where the whole path showed the one as nothing and the other as `run`, another folder. The platform's
+    where the whole path would show the one as nothing and the other as `run`, another folder. The platform's
     separator is kept: a Windows user's `C:\\runs\\x` is shown as typed, as the command to paste back has it."""
     shown = (repr(name) if name != name.strip() else one_line(name) for name in str(Path(path)).split(os.sep))
     return os.sep.join(shown)

@@ -296,7 +296,7 @@ def number_hint(config: object, name: str, value: object, hint: object) -> str:
     """What a Python caller who quoted a number ('０．８', as a Chinese input method types 0.8; '0.5，0.8')
     gives instead: the number, read by the command line's rule (halfwidth.py), which to its writer the
     string already was ("" for a value that reads as no number of the field's type). A number `config`'s
-    field `name` refuses (max_steps='-5') is told that refusal: offered, it led to a second error."""
+    field `name` refuses (max_steps='-5') is told that refusal: offered, it would lead to a second error."""
     number = quoted_number(value, hint)
     if number is None:
         return ""
@@ -305,8 +305,8 @@ def number_hint(config: object, name: str, value: object, hint: object) -> str:
 
 
 def number_refusal(config: object, name: str, number: object) -> str:
-    """The refusal of `config` with `number` in its field `name`, and each other quoted number as the
-    number it reads as, where it is that field's ("" if none): another field's says nothing of this number."""
+    """The refusal `config` gives `number` in its field `name`; "" where it takes it or refuses another
+    field. Each other field's quoted number is read as a number too: left a string, it would be refused first."""
     hints = typing.get_type_hints(type(config))
     read = {f.name: quoted_number(getattr(config, f.name), hints[f.name]) for f in dataclasses.fields(config)}
     read[name] = number

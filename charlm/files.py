@@ -122,11 +122,11 @@ def cannot_write(name: str | Path, error: OSError, what: str = "") -> CharLMErro
     `what`: what was being written, when `name` does not say. A Path is shown as `one_line_path` shows it;
     a str is the option's words (`output='a/b '`), said as written."""
     return CharLMError(
-        f"{shown_name(name)}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}"
+        f"{shown_subject(name)}: cannot write{' ' + what if what else ''} ({error.strerror or error}){remedy(error)}"
     )
 
 
-def shown_name(name: str | Path) -> str:
+def shown_subject(name: str | Path) -> str:
     """`name` as a message opens with it: a path as `one_line_path` shows it (`checkpoints/'run '`), words
     that name it (`output='a/b '`) as written, not split at their '/'."""
     return one_line_path(name) if isinstance(name, PurePath) else name
@@ -155,7 +155,7 @@ def cannot_lock(path: str | Path, error: OSError, what: str, instead: str) -> Ch
     `remedy` for those that refuse them): flock(2) fails with ENOLCK ('No locks available') on an NFS
     mount without its lock service. `what`: what the lock guards; `instead`: where to write instead."""
     return CharLMError(
-        f"{shown_name(path)}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; "
+        f"{shown_subject(path)}: cannot lock {what} ({error.strerror or error}): its file system does not lock files; "
         f"{instead}"
     )
 
@@ -196,7 +196,7 @@ def is_number(value: object) -> bool:
 def cannot_read(name: str | Path, error: OSError) -> CharLMError:
     """The one-line error for a read of `name` (a Path, or the words naming it: `cannot_write`) that failed,
     with what to do where the cause says."""
-    return CharLMError(f"{shown_name(name)}: cannot read ({error.strerror or error}){read_remedy(error)}")
+    return CharLMError(f"{shown_subject(name)}: cannot read ({error.strerror or error}){read_remedy(error)}")
 
 
 class NotAFile(OSError):

@@ -275,7 +275,8 @@ def free_out_folder(out: str) -> Path:
 def already_held(run_dir: Path, since: str = "") -> CharLMError:
     """A new run's folder that holds a run (taken `since`): go on with that run, or start elsewhere."""
     return CharLMError(
-        f"{one_line_path(run_dir)} already holds a run{since}; continue it with {said('resume', run_dir)}, or pick another {said('out')}"
+        f"{one_line_path(run_dir)} already holds a run{since}; continue it with {said('resume', run_dir)}, "
+        f"or pick another {said('out')}"
     )
 
 
@@ -324,7 +325,10 @@ def limits_spent(config: Config, progress: Progress, run_dir: Path) -> str:
         return ""
     limits = [said("max_steps", config.max_steps)] * bool(config.max_steps)
     limits += [said("max_time", config.max_time)] * bool(max_seconds)
-    return f"{one_line_path(run_dir)} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, its {' and '.join(limits)}"
+    return (
+        f"{one_line_path(run_dir)} has already trained {progress.step:,} steps in {progress.elapsed:.0f}s, "
+        f"its {' and '.join(limits)}"
+    )
 
 
 def check_not_behind(saved: Checkpoint, path: Path) -> None:
@@ -340,9 +344,9 @@ def check_not_behind(saved: Checkpoint, path: Path) -> None:
         return
     if ahead > saved.progress.step:
         raise CharLMError(
-            f"{one_line_path(path)} is at step {saved.progress.step:,}, behind its run's {runs.LATEST} at step {ahead:,}, "
-            f"which resuming from it would overwrite: resume the run with {said('resume', path.parent)}, or start a "
-            f"new run from these weights with {said('init_from', path)}"
+            f"{one_line_path(path)} is at step {saved.progress.step:,}, behind its run's {runs.LATEST} at step "
+            f"{ahead:,}, which resuming from it would overwrite: resume the run with {said('resume', path.parent)}, "
+            f"or start a new run from these weights with {said('init_from', path)}"
         )
 
 
@@ -353,8 +357,9 @@ def check_kept_eval_also(config: Config, run_dir: Path) -> None:
     kept = config.eval_also
     if kept and not Path(kept).exists():
         raise CharLMError(
-            f"{said('eval_also', kept)}, which {one_line_path(run_dir)} scores at each evaluation, is gone (moved or deleted); resume "
-            f"with its new path, {said('eval_also', metavar='NEW')}, or with {said('eval_also', '')} to score it no more"
+            f"{said('eval_also', kept)}, which {one_line_path(run_dir)} scores at each evaluation, is gone (moved or "
+            f"deleted); resume with its new path, {said('eval_also', metavar='NEW')}, or with "
+            f"{said('eval_also', '')} to score it no more"
         )
 
 

@@ -32,8 +32,8 @@ def named_process_alive(name: str) -> bool | None:
 
 
 def named_number(text: str) -> int | None:
-    """`text` as a name's number: ASCII digits that fit a C long, else None. isdigit() took '²', which
-    int() cannot read, and 20 digits overflowed os.kill: a file so named was a traceback at every write."""
+    """`text` as a name's number: ASCII digits that fit a C long, else None. isdigit() takes '²', which
+    int() cannot read, and 20 digits overflow os.kill: a file so named would be a traceback at every write."""
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
 
 

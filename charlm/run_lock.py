@@ -149,7 +149,8 @@ class RunLock:
                     f"now: {call('train', said('resume', metavar='FOLDER'))})"
                 )
             moved = self.moved_to()
-            return f"the run folder {self.shown_dir} was {'removed' if moved is None else f'moved to {one_line_path(moved)}'}"
+            gone = "removed" if moved is None else f"moved to {one_line_path(moved)}"
+            return f"the run folder {self.shown_dir} was {gone}"
         if self.file_identity() != self.identity:
             return (
                 f"{one_line_path(self.path)} was removed or replaced, so another process may train in {self.shown_dir}"

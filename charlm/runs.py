@@ -370,7 +370,7 @@ def first_checkpoint(config: dict) -> str:
     """When a run of these options (run.json's) writes its first checkpoint: ` (at step 5,000, or after 3m
     of training if sooner)`, from --eval-every and --checkpoint-every; "" where they do not say. A field of
     a hand-edited run.json that reads as no step count (ASCII digits, `processes.named_number`) nor duration
-    says nothing: '²' was a traceback, 30 digits a step no run reaches, True step 1."""
+    says nothing: '²' would be a traceback, 30 digits a step no run reaches, True step 1."""
     eval_every, every = config.get("eval_every"), str(config.get("checkpoint_every") or "").strip()
     steps = [n for n in map(processes.named_number, (str(eval_every), every)) if n]  # True, 5.0: no count
     after = f"after {every} of training" if not every.isdecimal() and is_duration(every) else ""

@@ -1,7 +1,8 @@
 """A corpus's sources: what a user named (files, folders, a catalog name, the built-in plays) as files and as
 a run records them, and whether files are still the text a run trained on (its corpus record: the cache key
-and the digest of the text as read, both tokens.py's, as is what its cache folder says it read). tokens.py prepares what this names and refuses a
-run's changed text before preparing it; runtext.py words the refusals after the run.
+and the digest of the text as read, both tokens.py's, as is what its cache folder says it read). tokens.py
+prepares what this names and refuses a run's changed text before preparing it; runtext.py words the refusals
+after the run.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
         raise CharLMError(f"{said('root', root)} is a file, not a folder: give the folder that holds the runs")
     if runs.holds_checkpoint(root):
         raise CharLMError(
-            f"{said('root', root)} is a run, not a folder of runs: give the folder above it, {said('root', Path(root).parent)}"
+            f"{said('root', root)} is a run, not a folder of runs: give the folder above it, "
+            f"{said('root', Path(root).parent)}"
         )
     runs.check_listable(Path(root), said("root", root))
     folders = runs.run_folders(root)

@@ -11,7 +11,7 @@ from .vocab import Vocabulary
 
 
 def unseen_note(vocab: Vocabulary, texts: list[str], redo: str = "score", run: str | None = None) -> str:
-    """How many characters of `texts` that `text_bits` scores the model has never seen, and what the
+    """How many characters of `texts` that `scoring.text_bits` scores the model has never seen, and what the
     score did with them ("" when none): left out (a character vocabulary without the unknown symbol),
     or scored as the symbol. Scored are each text's characters as the model reads them but the first
     (normalization may turn it into several: '…' under NFKC is '...'), skipped by index: a copy of each

@@ -67,8 +67,8 @@ def check_resumable(run_dir: Path) -> None:
             else f"make it writable (chmod u+w {typed(run_dir)}), or copy"
         )
         raise CharLMError(
-            f"{one_line_path(run_dir)}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and a resume "
-            f"writes its checkpoints there; {writable} the run to a writable folder and resume the copy"
+            f"{one_line_path(run_dir)}: cannot resume its run: the folder takes no new files ({e.strerror or e}), and "
+            f"a resume writes its checkpoints there; {writable} the run to a writable folder and resume the copy"
         ) from None
     for name in (LATEST, BEST, RUN_INFO, METRICS, LOCK):
         path = Path(run_dir) / name

@@ -40,7 +40,7 @@ body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 70em;
 h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
 .text { font: 14px/1.6 ui-monospace, monospace; white-space: pre-wrap; word-break: break-all;
         border: 1px solid #ddd; padding: .6em; max-height: 32em; overflow-y: auto; }
-.text span.nl::before { content: "\\21B5"; }  /* the text's colour: a grey one vanished on red */
+.text span.nl::before { content: "\\21B5"; }  /* the text's colour: a grey one vanishes on red */
 .text span.mark { box-shadow: inset 0 -3px #000; }  /* a hardest span, underlined whole */
 .text span.at { outline: 2px solid #000; }  /* the character the arrow keys are on */
 .text span.unseen { outline: 1px dashed #06c; color: #06c; }
@@ -413,7 +413,7 @@ def gates_section(inspection: Inspection) -> str:
 
 def scatter(fractions: np.ndarray, layer: int, gate: str) -> str:
     """One gate of one layer, a dot per cell: fraction of time left-saturated (x) against right-saturated
-    (y). A plot per gate: drawn in one, the gates' dots piled up at the left edge and the last drawn hid
+    (y). A plot per gate: drawn in one, the gates' dots pile up at the left edge and the last drawn hides
     the others."""
     pad, side = 28, PLOT
     colour = GATE_COLOURS.get(gate, "#444")

@@ -44,9 +44,9 @@ SMALL_BODY = 1 << 14  # bytes of a body parsed and checked on the event loop (at
 async def read_body(request: Request, limit: int) -> bytearray:
     """The body, at most `limit` bytes, as sent: one with a Content-Encoding (gzip) is refused unread (a
     decompressed body would need a bound of its own: a gzip bomb), and so is one whose Content-Length is over
-    the limit (a client that waits for "100 Continue", as curl does, sends nothing). A client gone before sending all it
-    announced is answered (to no one) as any error is: uncaught, it would be a traceback in the server's
-    log, once for every such client."""
+    the limit (a client that waits for "100 Continue", as curl does, sends nothing). A client gone before
+    sending all it announced is answered (to no one) as any error is: uncaught, it would be a traceback in
+    the server's log, once for every such client."""
     encoding = request.headers.get("content-encoding", "identity").strip()
     if encoding.lower() != "identity":  # read as JSON, a compressed body is "not valid JSON (... utf-8 ...)"
         raise APIError(

@@ -246,7 +246,8 @@ class Completion:
         self.server, self.served, self.params = server, served, params
         self.queue: asyncio.Queue[Update | APIError] = asyncio.Queue()
         self.unsent = 0  # what the queue holds (`size`), at most MAX_UNSENT a row
-        self.quiet_since = 0.0  # since when something waited and the client took nothing (monotonic), for `check_taken`
+        # since when something waited and the client took nothing (monotonic), for `check_taken`
+        self.quiet_since = 0.0
         self.watch: asyncio.TimerHandle | None = None  # the next `check_taken`
         self.stopped = False  # by `stop_unread`
         self.jobs: list[Job] = []
@@ -423,7 +424,7 @@ class Completion:
     def check_taken(self) -> None:
         """`UNREAD_SECONDS` after an update waited: stopped if the client has taken nothing since, else looked
         at again `UNREAD_SECONDS` after its last take (a look every `UNREAD_SECONDS` for a take since the last
-        one stopped a client up to twice that long after its last take)."""
+        one would stop a client up to twice that long after its last take)."""
         self.watch = None
         if self.stopped or self.queue.empty():
             return

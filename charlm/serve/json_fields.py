@@ -98,7 +98,7 @@ def known_fields(value: dict, known: set[str] | tuple[str, ...], within: str) ->
 
 def required(value: dict, name: str, within: str, what: str) -> None:
     """`value`, an object within the body (`messages[0]`), has the field `name`, `what` it holds: left out,
-    a 400 naming it, where read as empty a message that lost its text on the way was answered as nothing."""
+    a 400 naming it, where read as empty a message that lost its text on the way would be answered as nothing."""
     if name not in value:
         param = f"{within}.{name}"
         raise APIError(400, f"{param} is required: {what}", param, "missing_required_parameter")

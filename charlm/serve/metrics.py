@@ -44,7 +44,7 @@ class Metrics:
     def render(self, engines: dict, busy: int, max_streams: int) -> str:
         """The exposition text; `engines` maps model ids to their `Engine`; `busy`, the streams taken of
         `max_streams` as admission counts them (`Server.busy`): a finished stream its client has not read
-        holds its row until it does, and beside `active_streams` alone the 429s it causes had no cause."""
+        holds its row until it does, and beside `active_streams` alone the 429s it causes would show no cause."""
         lines: list[str] = []
 
         def metric(name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
