@@ -318,14 +318,23 @@ def info(target: str | None) -> None:
 
 @main.command("export")
 @click.argument("target", metavar="[RUN]", required=False, shell_complete=completion.run_names)
-@click.option("--format", "format_", help="html (a page that samples in the browser), onnx or safetensors  [required]")
+@click.option(
+    "--format",
+    "format_",
+    shell_complete=completion.export_formats,
+    help="html (a page that samples in the browser), onnx or safetensors  [required]",
+)
 @click.option(
     "--output",
     shell_complete=completion.paths,
     help="file (html, onnx) or folder (safetensors) to write, replaced if it exists  "
     "[default: RUN/exports/; beside a model folder RUN]",
 )
-@click.option("--weights", help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]")
+@click.option(
+    "--weights",
+    shell_complete=completion.export_weights,
+    help="html: the weights' stored precision, fp32, fp16 or int8  [default: fp16]",
+)
 def export_command(target: str | None, format_: str | None, output: str | None, weights: str | None) -> None:
     """Export the model of RUN (default: the latest run) to run without charlm: one HTML page,
     an ONNX file, or a safetensors model folder. See docs/export.md."""

@@ -130,6 +130,8 @@ class Trainer:
                 self.hooks_if_due()
                 self.report(loss, seconds)
             stopping = self.keep_time(time.perf_counter() - started, stop, now=True) or stopping
+            if stopping and self.ranks.leader:
+                self.say(self.stopping_note(stop.signum))
             if progress.val_step != progress.step:  # the final weights are always scored (and best.pt kept)
                 self.evaluate_and_save(on_cadence=False)
         self.stopped_early = stopping
@@ -505,6 +507,15 @@ class Trainer:
     def lost_note(self) -> str:
         """What this run goes on from if a lost peer stops it (`distributed.peer_note`)."""
         return lost_note_for(self.run_dir, self.saved_step is not None)
+
+    def stopping_note(self, signum: int | None) -> str:
+        """Said as a signal stops the run: scoring and saving take seconds in silence (more on a busy machine),
+        and a second Ctrl-C meanwhile loses the steps since the last checkpoint."""
+        note = f"stopping at step {self.progress.step}: scoring the held-out text and saving"
+        if signum not in (None, signal.SIGINT):
+            return note
+        kept = "nothing" if self.saved_step is None else f"step {self.saved_step} ({self.shown_dir})"
+        return f"{note}; Ctrl-C again stops at once, keeping {kept}"
 
     def interrupted_note(self) -> str:
         """What a run stopped at once (a second Ctrl-C) leaves in its folder."""

@@ -66,6 +66,13 @@ def test_corpus_names_forms_and_devices_complete():
     assert completions("charlm eval run novel.t") == [("file", "novel.t")]
 
 
+def test_export_formats_and_weights_complete():
+    """`charlm export RUN --format <Tab>` completed nothing, where every other option's choices complete."""
+    assert values("charlm export run --format ") == ["html", "onnx", "safetensors"]
+    assert values("charlm export run --format s") == ["safetensors"]
+    assert values("charlm export run --format html --weights fp") == ["fp16", "fp32"]
+
+
 def test_every_shell_gets_a_script():
     for shell in ("bash", "zsh", "fish"):
         result = CliRunner().invoke(main, [], env={"_CHARLM_COMPLETE": f"{shell}_source"}, prog_name="charlm")

@@ -1,7 +1,7 @@
 """What Tab completes on the command line (click's shell completion: `eval "$(_CHARLM_COMPLETE=bash_source
-charlm)"`): run names, catalog corpora, form names and devices; where no name fits, file names (bash's
-script drops names given with them, so never both). Each Tab press runs charlm, so these read folder
-names and small files only, never a checkpoint."""
+charlm)"`): run names, catalog corpora, form names, devices and export formats; where no name fits, file
+names (bash's script drops names given with them, so never both). Each Tab press runs charlm, so these
+read folder names and small files only, never a checkpoint."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from click.shell_completion import CompletionItem
 
 from .. import catalog, runs
 from ..device_names import DEVICES
+from ..export_names import FORMATS, WEIGHTS
 from ..forms import FORM_NAMES
 
 
@@ -49,6 +50,14 @@ def form_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> l
 
 def devices(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     return named(list(DEVICES), incomplete)
+
+
+def export_formats(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return named(list(FORMATS), incomplete)
+
+
+def export_weights(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    return named(list(WEIGHTS), incomplete)
 
 
 # A config field's completion, for the options commands/options.py builds from the config dataclasses.
