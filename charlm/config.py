@@ -406,6 +406,14 @@ def duration_seconds(text: str) -> float:
     return sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
 
 
+def is_duration(text: str) -> bool:
+    """Whether `text` is a duration a run takes (`duration_seconds`' rule): some seconds, not none."""
+    try:
+        return 0 < duration_seconds(text) < math.inf
+    except ValueError:
+        return False
+
+
 # A number of steps as Python's int() reads one, underscores between digits too (`1_000`, as click's reading
 # of `--max-steps 1_000` takes it).
 STEP_COUNT = re.compile(r"\d+(?:_\d+)*")

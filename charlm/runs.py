@@ -19,7 +19,6 @@ looks like a run.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 
 from . import catalog, files, hub, path_names, processes
-from .config import duration_seconds
+from .config import is_duration
 from .errors import CharLMError, one_line, one_line_path
 from .fields import call, flags_said, said, together
 from .path_names import NAME_MAX, PATH_MAX, name_bytes
@@ -377,14 +376,6 @@ def first_checkpoint(config: dict) -> str:
     if not steps:
         return f" (the first comes {after})" if after else ""
     return f" (the first comes at step {min(steps):,}{f', or {after} if sooner' if after else ''})"
-
-
-def is_duration(text: str) -> bool:
-    """Whether `text` is a duration a run takes (`config.duration_seconds`' rule): some seconds, not none."""
-    try:
-        return 0 < duration_seconds(text) < math.inf
-    except ValueError:
-        return False
 
 
 def names_a_run(target: str) -> bool:
