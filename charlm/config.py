@@ -300,19 +300,19 @@ class Config:
 
     def checkpoint_interval(self) -> tuple[int | None, float | None]:
         """--checkpoint-every as (steps, None) or (None, seconds); (None, None) when off."""
-        text = half_width(str(self.checkpoint_every)).strip()
-        if text.isdecimal():  # not isdigit(): '²' is a digit int() cannot read
-            try:
-                steps = int(text)
-            except ValueError:  # over 4,300 digits: Python's limit on reading an int
-                raise CharLMError(
-                    f"{said('checkpoint_every')}: a number of {len(text)} digits is no step count; "
-                    f"give {checkpoint_cadences()}"
-                ) from None
-            if steps < 1:
-                raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step; give {checkpoint_cadences()}")
-            return steps, None
-        return None, parse_duration(str(self.checkpoint_every), name="checkpoint_every", offered=checkpoint_cadences())
+        text = str(self.checkpoint_every)
+        steps = step_count(text)
+        if steps is None:
+            return None, parse_duration(text, name="checkpoint_every", offered=checkpoint_cadences())
+        if steps == math.inf:  # shown by its size: 5,000 digits would fill the terminal
+            digits = sum(map(str.isdecimal, half_width(text)))
+            raise CharLMError(
+                f"{said('checkpoint_every')} must be a 64-bit integer of steps, not a number of {digits:,} digits; "
+                f"give {checkpoint_cadences()}"
+            )
+        if steps < 1:
+            raise CharLMError(f"{said('checkpoint_every')} must be at least 1 step; give {checkpoint_cadences()}")
+        return int(steps), None
 
     def to_dict(self) -> dict:
         """The options as JSON types, as a checkpoint and run.json keep them."""
@@ -406,9 +406,31 @@ def duration_seconds(text: str) -> float:
     return sum(float(p.group(1)) * _UNIT_SECONDS[(p.group(2) or "").lower() or None] for p in parts)
 
 
-# A number of steps as Python's int() reads one, underscores between digits too (`1_000`, as click's reading
-# of `--max-steps 1_000` takes it).
+def is_duration(text: str) -> bool:
+    """Whether `text` is a duration a run takes (`duration_seconds`' rule): some seconds, not none."""
+    try:
+        return 0 < duration_seconds(text) < math.inf
+    except ValueError:
+        return False
+
+
+# A number of steps as click's int() reads `--max-steps 1_000`: digits (any script's, as int() and `\d` read
+# them: not '²'), underscores between them.
 STEP_COUNT = re.compile(r"\d+(?:_\d+)*")
+
+
+def step_count(text: str) -> int | float | None:
+    """`text` as a number of steps, as click's int() reads --max-steps: the one rule of its '+' limits,
+    --checkpoint-every and run.json's counts, so that none takes a count another refuses. Full-width digits
+    read as ASCII (halfwidth.py's rule); None for any other text (a duration, '²', '-5', 'True'); math.inf
+    past a 64-bit integer (`INT64`), as `duration_seconds` reads 400 digits of hours: no run reaches it, and
+    int() reads no more than 4,300 digits."""
+    text = half_width(text).strip()
+    if not STEP_COUNT.fullmatch(text):
+        return None
+    digits = text.replace("_", "").lstrip("0") or "0"
+    steps = int(digits) if len(digits) <= len(str(INT64[1])) else math.inf
+    return steps if steps <= INT64[1] else math.inf
 
 
 def added_limits(values: dict) -> dict[str, tuple[float, str]]:
@@ -420,9 +442,9 @@ def added_limits(values: dict) -> dict[str, tuple[float, str]]:
         more = text[1:].strip()
         if not text.startswith("+"):
             continue
-        steps = more.replace("_", "") if STEP_COUNT.fullmatch(more) else ""  # '+1_000' as int() reads 1_000
-        if name == "max_steps" and 0 < len(steps) < 20:  # int() reads no more than 4,300 digits
-            added[name] = (int(steps), more)
+        steps = step_count(more) if name == "max_steps" else None
+        if steps is not None and steps < math.inf:  # past a 64-bit integer: refused as given, as max_steps is
+            added[name] = (steps, more)
         elif name == "max_time":
             with contextlib.suppress(ValueError):
                 seconds = duration_seconds(more)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from . import catalog, files, hub, path_names, processes
-from .config import duration_seconds
+from .config import is_duration, step_count
 from .errors import CharLMError, one_line, one_line_path
 from .fields import call, flags_said, said, together
 from .path_names import NAME_MAX, PATH_MAX, name_bytes
@@ -368,23 +368,16 @@ def still_training(run_dir: Path, pid: int | None) -> str:
 
 def first_checkpoint(config: dict) -> str:
     """When a run of these options (run.json's) writes its first checkpoint: ` (at step 5,000, or after 3m
-    of training if sooner)`, from --eval-every and --checkpoint-every; "" where they do not say. A field of
-    a hand-edited run.json that reads as no step count (ASCII digits, `processes.named_number`) nor duration
-    says nothing: '²' would be a traceback, 30 digits a step no run reaches, True step 1."""
+    of training if sooner)`, from --eval-every and --checkpoint-every; "" where they do not say. Their steps
+    are read as the run read them (`config.step_count`); a field of a hand-edited run.json that reads as no
+    step count nor duration says nothing: '²' would be a traceback, 30 digits a step no run reaches, True step 1."""
     eval_every, every = config.get("eval_every"), str(config.get("checkpoint_every") or "").strip()
-    steps = [n for n in map(processes.named_number, (str(eval_every), every)) if n]  # True, 5.0: no count
-    after = f"after {every} of training" if not every.isdecimal() and is_duration(every) else ""
+    counts = [step_count(str(eval_every)), step_count(every)]
+    steps = [n for n in counts if n and n < math.inf]  # True, 5.0: no count
+    after = f"after {every} of training" if counts[1] is None and is_duration(every) else ""
     if not steps:
         return f" (the first comes {after})" if after else ""
     return f" (the first comes at step {min(steps):,}{f', or {after} if sooner' if after else ''})"
-
-
-def is_duration(text: str) -> bool:
-    """Whether `text` is a duration a run takes (`config.duration_seconds`' rule): some seconds, not none."""
-    try:
-        return 0 < duration_seconds(text) < math.inf
-    except ValueError:
-        return False
 
 
 def names_a_run(target: str) -> bool:

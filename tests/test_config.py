@@ -265,8 +265,37 @@ def test_a_bad_checkpoint_every_offers_what_it_takes(value):
 def test_a_step_count_past_pythons_digit_limit_is_refused_in_one_line():
     """`--checkpoint-every` of 5,000 digits ended in a ValueError traceback: int() refuses a string of over
     4,300 digits (CVE-2020-10735's limit) where --checkpoint-every read its steps."""
-    with pytest.raises(CharLMError, match=r"^checkpoint_every: a number of 5000 digits is no step count"):
+    with pytest.raises(
+        CharLMError,
+        match=r"^checkpoint_every must be a 64-bit integer of steps, not a number of 5,000 digits; give steps",
+    ):
         Config(checkpoint_every="1" * 5000)
+
+
+@pytest.mark.parametrize("steps", ["1_000", "0_001_000", "１＿０００", "١٠٠٠"])
+def test_checkpoint_every_reads_a_step_count_as_max_steps_does(steps):
+    """`--checkpoint-every 1_000` was refused ("cannot read it") where `--max-steps 1_000` and `--max-steps
+    +1_000` are 1,000 steps: --checkpoint-every read its steps by isdecimal(), --max-steps by click's int()."""
+    assert WholeRunSteps().convert(steps, None, None) == 1000
+    assert Config(checkpoint_every=steps).checkpoint_interval() == (1000, None)
+
+
+@pytest.mark.parametrize("steps", ["9" * 19, "1" * 30])
+def test_a_checkpoint_every_past_a_64_bit_step_count_is_refused_as_max_steps_is(steps):
+    """`--checkpoint-every` of 19 to 4,300 digits was taken, a cadence no run reaches, where `--max-steps` of
+    as many is refused as no 64-bit integer: both take the same step counts now."""
+    with pytest.raises(CharLMError, match="must be a 64-bit integer"):
+        Config(max_steps=int(steps))
+    with pytest.raises(CharLMError, match=r"^checkpoint_every must be a 64-bit integer of steps, not a number of "):
+        Config(checkpoint_every=steps)
+
+
+def test_a_plus_limit_past_a_64_bit_step_count_offers_no_figure_that_is_refused_too():
+    """`max_steps='+9999999999999999999'` said `give max_steps=9999999999999999999`, which is refused as no
+    64-bit integer: a '+' limit of 19 digits was read as more steps where `max_steps` itself takes none."""
+    with pytest.raises(CharLMError) as refusal:
+        Config(max_steps="+" + "9" * 19)
+    assert "64-bit integer" in str(refusal.value) and f"give max_steps={'9' * 19}" not in str(refusal.value)
 
 
 @pytest.mark.parametrize("field", ["max_steps", "hidden", "checkpoint_every"])

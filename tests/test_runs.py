@@ -1180,6 +1180,25 @@ def test_a_hand_edited_run_json_of_a_run_training_now_loses_the_fields_it_cannot
     assert_one_line_error(cli("sample", "--checkpoint", "live"), f"has written no checkpoint yet{first}")
 
 
+@pytest.mark.parametrize(
+    "fields, step",
+    [
+        ({"checkpoint_every": "1_000"}, 1000),
+        ({"checkpoint_every": "١٠٠٠"}, 1000),
+        ({"checkpoint_every": "１０００"}, 1000),
+        ({"eval_every": 5 * 10**18}, 5 * 10**18),
+    ],
+    ids=["underscores", "arabic_indic_digits", "full_width", "19_digits"],
+)
+def test_run_json_step_counts_are_read_as_the_run_reads_them(fields, step):
+    """When a run training now writes its first checkpoint read run.json's step counts by the rule of process
+    names (ASCII digits, 18 at most): a run that takes `--checkpoint-every ١٠٠٠` as 1,000 steps, or
+    `--eval-every` of 19 digits, was said to say nothing of its first checkpoint."""
+    config = charlm.Config(**fields)  # a run takes them
+    assert (config.eval_every or config.checkpoint_interval()[0]) == step
+    assert runs.first_checkpoint(fields) == f" (the first comes at step {step:,})"
+
+
 def test_eval_also_a_run_before_its_first_checkpoint_says_so_not_that_no_file_is_there(fox_file, tmp_path):
     """--eval-also RUN, of a run training in another process and not checkpointed yet (or killed before its
     first checkpoint), said "--eval-also /cwd/RUN: no such file or folder; check the path": a path the user
