@@ -862,15 +862,28 @@ def test_an_empty_runs_root_is_refused_not_read_as_the_current_folder(tmp_path):
 
 
 def test_an_empty_run_folder_says_what_to_do():
-    """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on."""
+    """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on; then
+    "train one into it (--out empty)", which trains into checkpoints/empty, not the folder named: the
+    --out it says leads to that folder."""
     Path("empty").mkdir()
-    assert_one_line_error(
-        cli("sample", "empty"),
-        "empty: run folder holds no checkpoint",
-        "name another run (`charlm runs` lists them), or train one into it (--out empty)",
-    )
-    with pytest.raises(CharLMError, match=re.escape("train one into it (out='empty')")):
+    Path("checkpoints", "mine").mkdir(parents=True)
+    for target, out in (("empty", Path("empty").absolute()), ("mine", Path("checkpoints", "mine"))):
+        assert runs.run_folder(str(out)).absolute() == Path(target if target == "empty" else out).absolute()
+        assert_one_line_error(
+            cli("sample", target),
+            f"{out if target == 'mine' else target}: run folder holds no checkpoint",
+            f"name another run (`charlm runs` lists them), or train one into it (--out {out})",
+        )
+    with pytest.raises(CharLMError, match=re.escape(f"train one into it (out='{Path('empty').absolute()}')")):
         runs.resolve("empty")
+
+
+@pytest.mark.parametrize("folder", [".", "..", "/"])
+def test_an_empty_folder_no_run_may_go_into_is_not_told_to_train_into_it(folder):
+    """`charlm sample ..` was told "or train one into it (--out ..)", which --out refuses."""
+    result = cli("sample", folder)
+    assert_one_line_error(result, f"{folder}: run folder holds no checkpoint", "name another run")
+    assert "--out" not in result.output
 
 
 def test_no_runs_hints_at_what_every_command_takes():
@@ -1129,6 +1142,10 @@ def test_a_run_that_died_before_its_first_checkpoint_says_to_train_again(fox_fil
         charlm.load("dead")
     charlm.train(fox_file, out=str(folder), **{**tiny, "max_steps": 2})
     assert (folder / "latest.pt").is_file() and charlm.load("dead").config.layers >= 1
+    here = Path("here")  # outside checkpoints/: `--out here` would train into checkpoints/here
+    here.mkdir()
+    (here / runs.RUN_INFO).write_text('{"corpus": "fox"}')
+    assert_one_line_error(cli("sample", "here"), f"{said} (into this folder: --out {here.absolute()})")
 
 
 def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(tmp_path):
