@@ -57,7 +57,7 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
         raise CharLMError("--root is empty: give the folder that holds the runs (by default checkpoints)")
     if Path(root).is_file():  # globbing a file finds nothing: "no runs under FILE/" hid the mistake
         raise CharLMError(f"{said('root', root)} is a file, not a folder: give the folder that holds the runs")
-    if runs.holds_checkpoint(root):
+    if any((Path(root) / name).is_file() for name in (runs.BEST, runs.LATEST)):  # a run's folder named best.pt: no run
         raise CharLMError(
             f"{said('root', root)} is a run, not a folder of runs: give the folder above it, {said('root', Path(root).parent)}"
         )

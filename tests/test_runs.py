@@ -851,6 +851,19 @@ def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
     )
 
 
+@pytest.mark.parametrize("name", [runs.BEST, runs.LATEST])
+def test_a_run_named_as_a_checkpoint_file_leaves_the_folder_of_runs_a_folder_of_runs(name):
+    """`charlm train --out best.pt` made checkpoints/best.pt/, and from then on `charlm runs` refused
+    checkpoints/ as "a run, not a folder of runs": a folder is no checkpoint."""
+    for run in (name, "other"):
+        Path("checkpoints", run).mkdir(parents=True)
+        Path("checkpoints", run, runs.LATEST).write_bytes(b"")
+    result = cli("runs")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[1:]] == sorted([name, "other"])
+    assert runs.run_folders() == [Path("checkpoints", n) for n in sorted([name, "other"])]
+
+
 def test_an_empty_runs_root_is_refused_not_read_as_the_current_folder(tmp_path):
     """`charlm runs --root "$DIR"` with DIR unset listed the runs of the current folder (Path("") is "."),
     a folder the user did not mean, as if it were the one asked for."""
