@@ -132,6 +132,20 @@ def test_a_resume_whose_run_json_cannot_be_read_is_refused_before_it_loses_the_r
     assert info.read_bytes() == kept
 
 
+@pytest.mark.parametrize("encoding", ["nosuch", "²", "", 8])
+def test_a_resume_whose_run_json_names_no_text_encoding_reads_the_text_as_its_checkpoint_says(fox_file, tiny, encoding):
+    """run.json's config.encoding, hand-edited to no text encoding, was taken for the text's and refused as
+    "--encoding: unknown text encoding 'nosuch'", an option the user never gave: the field is lost, the run
+    goes on reading its text as its checkpoint records."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
+    info = Path("checkpoints/run") / runs.RUN_INFO
+    edited = json.loads(info.read_text(encoding="utf-8"))
+    edited["config"]["encoding"] = encoding
+    info.write_text(json.dumps(edited), encoding="utf-8")
+    assert resume_to_step_4() == "resumed"
+    assert latest("run").config.encoding == "utf-8" and latest("run").progress.step == 4
+
+
 def test_charlm_runs_names_the_run_folders_it_cannot_read_after_its_table():
     """A run folder its user cannot enter (chmod 000, another user's) was left out of `charlm runs` without a
     word: said in one line after the table (on stderr, so the table stays the table). Root enters any
