@@ -148,6 +148,32 @@ def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
     assert json.loads((folder / "meta.json").read_text())["tokens"] == 800
 
 
+@pytest.mark.parametrize(
+    "field, edited",
+    [
+        ("dtype", "S1"),  # one byte an id, as uint8: a traceback in training's counts
+        ("dtype", "bool"),  # ids read as 0 and 1, trained on silently
+        ("tokens", 800.0),  # a traceback slicing the ids
+        ("characters", 0),  # a traceback at the first evaluation
+        ("characters", "800"),
+        ("characters", None),
+        ("parts", [700]),
+        ("coverage", "all"),
+        ("options", []),
+    ],
+)
+def test_a_hand_edited_meta_json_is_rebuilt_never_used(tmp_path, field, edited):
+    """meta.json has no checksum: a field edited to another type or count was used as it stood, and training
+    failed later with a traceback, or read its ids as other numbers."""
+    path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
+    folder = prepare([[path]], quiet=True).folder
+    meta = folder / "meta.json"
+    good = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**good, field: edited}))
+    as_built = lambda fields: json.dumps({**fields, "seconds": 0})  # 800.0 == 800: compared as text
+    assert as_built(prepare([[path]], quiet=True).meta) == as_built(json.loads(meta.read_text())) == as_built(good)
+
+
 def test_bad_bytes_are_located_across_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_module, "CHUNK_BYTES", 5)
     path = tmp_path / "mixed.txt"
