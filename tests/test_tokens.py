@@ -124,30 +124,6 @@ def test_id_width_is_the_smallest_that_fits():
     assert Vocab([chr(0x4E00 + i) for i in range(70_000)]).dtype() == np.uint32
 
 
-@pytest.mark.parametrize("damage", ["truncate", "edit", "no_meta", "vocab_fields", "vocab_cut"])
-def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
-    """vocab.json has no checksum: one cut to fewer characters than the ids name was used, and training
-    indexed past it."""
-    path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
-    folder = prepare([[path]], quiet=True).folder
-    good = (folder / "tokens.bin").read_bytes()
-    tokens, vocab = folder / "tokens.bin", folder / "vocab.json"
-    good_vocab = vocab.read_text()
-    if damage == "vocab_fields":
-        vocab.write_text("{}")
-    elif damage == "vocab_cut":
-        vocab.write_text(json.dumps({**json.loads(good_vocab), "chars": "ab"}))
-    elif damage == "truncate":
-        tokens.write_bytes(good[:100])
-    elif damage == "edit":
-        tokens.write_bytes(good[:50] + bytes([good[50] ^ 1]) + good[51:])
-    else:
-        (folder / "meta.json").unlink()
-    assert prepare([[path]], quiet=True).folder == folder
-    assert tokens.read_bytes() == good and vocab.read_text() == good_vocab
-    assert json.loads((folder / "meta.json").read_text())["tokens"] == 800
-
-
 @pytest.mark.parametrize(
     "field, edited",
     [
@@ -172,6 +148,30 @@ def test_a_hand_edited_meta_json_is_rebuilt_never_used(tmp_path, field, edited):
     meta.write_text(json.dumps({**good, field: edited}))
     as_built = lambda fields: json.dumps({**fields, "seconds": 0})  # 800.0 == 800: compared as text
     assert as_built(prepare([[path]], quiet=True).meta) == as_built(json.loads(meta.read_text())) == as_built(good)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "edit", "no_meta", "vocab_fields", "vocab_cut"])
+def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
+    """vocab.json has no checksum: one cut to fewer characters than the ids name was used, and training
+    indexed past it."""
+    path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
+    folder = prepare([[path]], quiet=True).folder
+    good = (folder / "tokens.bin").read_bytes()
+    tokens, vocab = folder / "tokens.bin", folder / "vocab.json"
+    good_vocab = vocab.read_text()
+    if damage == "vocab_fields":
+        vocab.write_text("{}")
+    elif damage == "vocab_cut":
+        vocab.write_text(json.dumps({**json.loads(good_vocab), "chars": "ab"}))
+    elif damage == "truncate":
+        tokens.write_bytes(good[:100])
+    elif damage == "edit":
+        tokens.write_bytes(good[:50] + bytes([good[50] ^ 1]) + good[51:])
+    else:
+        (folder / "meta.json").unlink()
+    assert prepare([[path]], quiet=True).folder == folder
+    assert tokens.read_bytes() == good and vocab.read_text() == good_vocab
+    assert json.loads((folder / "meta.json").read_text())["tokens"] == 800
 
 
 def test_bad_bytes_are_located_across_chunks(tmp_path, monkeypatch):
