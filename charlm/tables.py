@@ -11,6 +11,7 @@ lining up text is this module's job.
 
 from __future__ import annotations
 
+import os
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
         raise CharLMError("--root is empty: give the folder that holds the runs (by default checkpoints)")
     if Path(root).is_file():  # globbing a file finds nothing: "no runs under FILE/" hid the mistake
         raise CharLMError(f"{said('root', root)} is a file, not a folder: give the folder that holds the runs")
-    if runs.holds_checkpoint(root):
+    if any(os.path.isfile(Path(root) / name) for name in (runs.BEST, runs.LATEST)):  # a run named best.pt: no run
         raise CharLMError(
             f"{said('root', root)} is a run, not a folder of runs: give the folder above it, "
             f"{said('root', Path(root).parent)}"

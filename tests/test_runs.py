@@ -132,6 +132,20 @@ def test_a_resume_whose_run_json_cannot_be_read_is_refused_before_it_loses_the_r
     assert info.read_bytes() == kept
 
 
+@pytest.mark.parametrize("encoding", ["nosuch", "²", "", 8])
+def test_a_resume_whose_run_json_names_no_text_encoding_reads_the_text_as_its_checkpoint_says(fox_file, tiny, encoding):
+    """run.json's config.encoding, hand-edited to no text encoding, was taken for the text's and refused as
+    "--encoding: unknown text encoding 'nosuch'", an option the user never gave: the field is lost, the run
+    goes on reading its text as its checkpoint records."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2})
+    info = Path("checkpoints/run") / runs.RUN_INFO
+    edited = json.loads(info.read_text(encoding="utf-8"))
+    edited["config"]["encoding"] = encoding
+    info.write_text(json.dumps(edited), encoding="utf-8")
+    assert resume_to_step_4() == "resumed"
+    assert latest("run").config.encoding == "utf-8" and latest("run").progress.step == 4
+
+
 def test_charlm_runs_names_the_run_folders_it_cannot_read_after_its_table():
     """A run folder its user cannot enter (chmod 000, another user's) was left out of `charlm runs` without a
     word: said in one line after the table (on stderr, so the table stays the table). Root enters any
@@ -851,6 +865,19 @@ def test_runs_root_that_is_a_file_or_a_run_says_so(fox_file, tmp_path):
     )
 
 
+@pytest.mark.parametrize("name", [runs.BEST, runs.LATEST])
+def test_a_run_named_as_a_checkpoint_file_leaves_the_folder_of_runs_a_folder_of_runs(name):
+    """`charlm train --out best.pt` made checkpoints/best.pt/, and from then on `charlm runs` refused
+    checkpoints/ as "a run, not a folder of runs": a folder is no checkpoint."""
+    for run in (name, "other"):
+        Path("checkpoints", run).mkdir(parents=True)
+        Path("checkpoints", run, runs.LATEST).write_bytes(b"")
+    result = cli("runs")
+    assert result.exit_code == 0, result.output
+    assert [line.split()[0] for line in result.output.splitlines()[1:]] == sorted([name, "other"])
+    assert runs.run_folders() == [Path("checkpoints", n) for n in sorted([name, "other"])]
+
+
 def test_an_empty_runs_root_is_refused_not_read_as_the_current_folder(tmp_path):
     """`charlm runs --root "$DIR"` with DIR unset listed the runs of the current folder (Path("") is "."),
     a folder the user did not mean, as if it were the one asked for."""
@@ -862,15 +889,28 @@ def test_an_empty_runs_root_is_refused_not_read_as_the_current_folder(tmp_path):
 
 
 def test_an_empty_run_folder_says_what_to_do():
-    """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on."""
+    """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on; then
+    "train one into it (--out empty)", which trains into checkpoints/empty, not the folder named: the
+    --out it says leads to that folder."""
     Path("empty").mkdir()
-    assert_one_line_error(
-        cli("sample", "empty"),
-        "empty: run folder holds no checkpoint",
-        "name another run (`charlm runs` lists them), or train one into it (--out empty)",
-    )
-    with pytest.raises(CharLMError, match=re.escape("train one into it (out='empty')")):
+    Path("checkpoints", "mine").mkdir(parents=True)
+    for target, out in (("empty", Path("empty").absolute()), ("mine", Path("checkpoints", "mine"))):
+        assert runs.run_folder(str(out)).absolute() == Path(target if target == "empty" else out).absolute()
+        assert_one_line_error(
+            cli("sample", target),
+            f"{out if target == 'mine' else target}: run folder holds no checkpoint",
+            f"name another run (`charlm runs` lists them), or train one into it (--out {out})",
+        )
+    with pytest.raises(CharLMError, match=re.escape(f"train one into it (out='{Path('empty').absolute()}')")):
         runs.resolve("empty")
+
+
+@pytest.mark.parametrize("folder", [".", "..", "/"])
+def test_an_empty_folder_no_run_may_go_into_is_not_told_to_train_into_it(folder):
+    """`charlm sample ..` was told "or train one into it (--out ..)", which --out refuses."""
+    result = cli("sample", folder)
+    assert_one_line_error(result, f"{folder}: run folder holds no checkpoint", "name another run")
+    assert "--out" not in result.output
 
 
 def test_no_runs_hints_at_what_every_command_takes():
@@ -1129,6 +1169,10 @@ def test_a_run_that_died_before_its_first_checkpoint_says_to_train_again(fox_fil
         charlm.load("dead")
     charlm.train(fox_file, out=str(folder), **{**tiny, "max_steps": 2})
     assert (folder / "latest.pt").is_file() and charlm.load("dead").config.layers >= 1
+    here = Path("here")  # outside checkpoints/: `--out here` would train into checkpoints/here
+    here.mkdir()
+    (here / runs.RUN_INFO).write_text('{"corpus": "fox"}')
+    assert_one_line_error(cli("sample", "here"), f"{said} (into this folder: --out {here.absolute()})")
 
 
 def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(tmp_path):

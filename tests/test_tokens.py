@@ -124,6 +124,32 @@ def test_id_width_is_the_smallest_that_fits():
     assert Vocab([chr(0x4E00 + i) for i in range(70_000)]).dtype() == np.uint32
 
 
+@pytest.mark.parametrize(
+    "field, edited",
+    [
+        ("dtype", "S1"),  # one byte an id, as uint8: a traceback in training's counts
+        ("dtype", "bool"),  # ids read as 0 and 1, trained on silently
+        ("tokens", 800.0),  # a traceback slicing the ids
+        ("characters", 0),  # a traceback at the first evaluation
+        ("characters", "800"),
+        ("characters", None),
+        ("parts", [700]),
+        ("coverage", "all"),
+        ("options", []),
+    ],
+)
+def test_a_hand_edited_meta_json_is_rebuilt_never_used(tmp_path, field, edited):
+    """meta.json has no checksum: a field edited to another type or count was used as it stood, and training
+    failed later with a traceback, or read its ids as other numbers."""
+    path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
+    folder = prepare([[path]], quiet=True).folder
+    meta = folder / "meta.json"
+    good = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**good, field: edited}))
+    as_built = lambda fields: json.dumps({**fields, "seconds": 0})  # 800.0 == 800: compared as text
+    assert as_built(prepare([[path]], quiet=True).meta) == as_built(json.loads(meta.read_text())) == as_built(good)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "edit", "no_meta", "vocab_fields", "vocab_cut"])
 def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
     """vocab.json has no checksum: one cut to fewer characters than the ids name was used, and training
