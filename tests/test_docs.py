@@ -1215,3 +1215,17 @@ def test_the_messages_the_chinese_guide_quotes_for_unreadable_files_are_charlms(
             said = str(error.value).replace(str(tmp_path) + "/", "")
             pattern = ".*".join(map(re.escape, message.split("...")))
             assert re.search(pattern, said), f"usage.zh.md quotes `{message}`; charlm says `{said}`"
+
+
+def test_the_chinese_guide_names_the_error_codes_serve_md_gives_a_bad_field():
+    """serve.md's 400 for a bad field lists the `code` a client branches on (unknown_parameter,
+    missing_required_parameter, ...); usage.zh.md, which a Chinese reader reads instead, named none."""
+    row = next(
+        line
+        for line in (REPO / "docs" / "serve.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| malformed JSON")
+    )
+    codes = re.findall(r"`([a-z_]+)`", row.split(" | ")[2].split("`code`")[1].split("`param`")[0])
+    assert "missing_required_parameter" in codes, row
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    assert [code for code in codes if f"`{code}`" not in guide] == []
