@@ -1229,3 +1229,27 @@ def test_the_chinese_guide_names_the_error_codes_serve_md_gives_a_bad_field():
     assert "missing_required_parameter" in codes, row
     guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
     assert [code for code in codes if f"`{code}`" not in guide] == []
+
+
+def test_the_rebuilding_line_the_chinese_guide_quotes_is_charlms(capsys):
+    """usage.zh.md said a changed file is encoded again and nothing of a damaged cache, so a Chinese reader
+    shown `rebuilding ...` could not tell whether their corpus or charlm was at fault. The line it quotes
+    (`...` standing for what varies) is what charlm prints for a cache whose vocab.json was cut short."""
+    import json
+
+    from charlm.tokens import prepare
+
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    quoted = re.search(r"`(rebuilding [^`]+)`", guide)
+    assert quoted, "usage.zh.md quotes no `rebuilding ...` line for a damaged cache"
+    size = int(re.search(r"says (\d+)$", quoted[1])[1])
+    text = "".join(chr(0x4E00 + number) for number in range(size - 1)) + "\n"
+    novel = Path("novel.txt")
+    novel.write_text(text * 50, encoding="utf-8")
+    vocab = prepare([[novel]], quiet=True).folder / "vocab.json"
+    cut = int(re.search(r"vocab\.json: (\d+) tokens", quoted[1])[1])
+    vocab.write_text(json.dumps({**json.loads(vocab.read_text()), "chars": text[:cut]}))
+    prepare([[novel]], quiet=False)
+    said = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rebuilding"))
+    pattern = ".*".join(map(re.escape, quoted[1].split("...")))
+    assert re.fullmatch(pattern, said), f"usage.zh.md quotes `{quoted[1]}`; charlm says `{said}`"
