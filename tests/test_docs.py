@@ -1253,3 +1253,19 @@ def test_the_rebuilding_line_the_chinese_guide_quotes_is_charlms(capsys):
     said = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rebuilding"))
     pattern = ".*".join(map(re.escape, quoted[1].split("...")))
     assert re.fullmatch(pattern, said), f"usage.zh.md quotes `{quoted[1]}`; charlm says `{said}`"
+
+
+@pytest.mark.parametrize("page", ["inspect.md", "how-it-works.zh.md"])
+def test_the_trace_a_page_says_scores_as_eval_does_scores_so(page):
+    """traced.bpc with the default context scores the first character too, unlike eval and bits_per_char:
+    the page that shows `trace` to a reader says which call gives their figure, and that call gives it."""
+    from charlm.tracing import trace
+
+    said = re.findall(r"`(trace\(model, text[^`]*\)\.bpc)`", (REPO / "docs" / page).read_text(encoding="utf-8"))
+    assert said, f"{page} says no trace(...).bpc that scores as charlm eval does"
+    torch.manual_seed(0)
+    model, text = make_model("\nabcdefgh ").eval(), "abc defg\nhab"
+    for call in said:
+        bpc = eval(call, {"trace": trace, "model": model, "text": text})
+        assert bpc == pytest.approx(charlm.bits_per_char(model, text)), call
+    assert trace(model, text).bpc != pytest.approx(charlm.bits_per_char(model, text))
