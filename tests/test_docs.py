@@ -1215,3 +1215,57 @@ def test_the_messages_the_chinese_guide_quotes_for_unreadable_files_are_charlms(
             said = str(error.value).replace(str(tmp_path) + "/", "")
             pattern = ".*".join(map(re.escape, message.split("...")))
             assert re.search(pattern, said), f"usage.zh.md quotes `{message}`; charlm says `{said}`"
+
+
+def test_the_chinese_guide_names_the_error_codes_serve_md_gives_a_bad_field():
+    """serve.md's 400 for a bad field lists the `code` a client branches on (unknown_parameter,
+    missing_required_parameter, ...); usage.zh.md, which a Chinese reader reads instead, named none."""
+    row = next(
+        line
+        for line in (REPO / "docs" / "serve.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| malformed JSON")
+    )
+    codes = re.findall(r"`([a-z_]+)`", row.split(" | ")[2].split("`code`")[1].split("`param`")[0])
+    assert "missing_required_parameter" in codes, row
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    assert [code for code in codes if f"`{code}`" not in guide] == []
+
+
+def test_the_rebuilding_line_the_chinese_guide_quotes_is_charlms(capsys):
+    """usage.zh.md said a changed file is encoded again and nothing of a damaged cache, so a Chinese reader
+    shown `rebuilding ...` could not tell whether their corpus or charlm was at fault. The line it quotes
+    (`...` standing for what varies) is what charlm prints for a cache whose vocab.json was cut short."""
+    import json
+
+    from charlm.tokens import prepare
+
+    guide = (REPO / "docs" / "usage.zh.md").read_text(encoding="utf-8")
+    quoted = re.search(r"`(rebuilding [^`]+)`", guide)
+    assert quoted, "usage.zh.md quotes no `rebuilding ...` line for a damaged cache"
+    size = int(re.search(r"says (\d+)$", quoted[1])[1])
+    text = "".join(chr(0x4E00 + number) for number in range(size - 1)) + "\n"
+    novel = Path("novel.txt")
+    novel.write_text(text * 50, encoding="utf-8")
+    vocab = prepare([[novel]], quiet=True).folder / "vocab.json"
+    cut = int(re.search(r"vocab\.json: (\d+) tokens", quoted[1])[1])
+    vocab.write_text(json.dumps({**json.loads(vocab.read_text()), "chars": text[:cut]}))
+    prepare([[novel]], quiet=False)
+    said = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("rebuilding"))
+    pattern = ".*".join(map(re.escape, quoted[1].split("...")))
+    assert re.fullmatch(pattern, said), f"usage.zh.md quotes `{quoted[1]}`; charlm says `{said}`"
+
+
+@pytest.mark.parametrize("page", ["inspect.md", "how-it-works.zh.md"])
+def test_the_trace_a_page_says_scores_as_eval_does_scores_so(page):
+    """traced.bpc with the default context scores the first character too, unlike eval and bits_per_char:
+    the page that shows `trace` to a reader says which call gives their figure, and that call gives it."""
+    from charlm.tracing import trace
+
+    said = re.findall(r"`(trace\(model, text[^`]*\)\.bpc)`", (REPO / "docs" / page).read_text(encoding="utf-8"))
+    assert said, f"{page} says no trace(...).bpc that scores as charlm eval does"
+    torch.manual_seed(0)
+    model, text = make_model("\nabcdefgh ").eval(), "abc defg\nhab"
+    for call in said:
+        bpc = eval(call, {"trace": trace, "model": model, "text": text})
+        assert bpc == pytest.approx(charlm.bits_per_char(model, text)), call
+    assert trace(model, text).bpc != pytest.approx(charlm.bits_per_char(model, text))
