@@ -14,8 +14,8 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import BinaryIO
 
 import torch
