@@ -83,8 +83,8 @@ class Group(click.Group):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(0)
         except KeyboardInterrupt as e:  # only training has checkpoints to speak of; a server just stops
-            if ctx.invoked_subcommand == "train":  # the trainer says what its run folder holds
-                click.echo(one_line(str(e)) or "interrupted; checkpoints already written are intact", err=True)
+            if ctx.invoked_subcommand == "train":  # what the run folder holds: on stdout, as `stopped at step N` is
+                click.echo(one_line(str(e)) or "interrupted; checkpoints already written are intact")
             sys.exit(130)
         except OSError as e:  # a file error no stage turned into a CharLMError: still one line
             raise click.ClickException(one_line(f"{e.filename or 'file'}: {e.strerror or e}")) from None

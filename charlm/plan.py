@@ -181,8 +181,7 @@ def fitted_to_passes(
     passes = (planned or 0.0) / max(train_tokens, 1)
     if config.dropout is None:
         config = dataclasses.replace(config, dropout=fitted_dropout(passes))
-        shown = f"about {passes:.1f}" if passes >= 0.1 else f"{passes:.2g}"  # not "about 0.0" for a short run
-        reasons["dropout"] = say(f"--dropout {config.dropout:g} fits {shown} passes over the training text")
+        reasons["dropout"] = say(f"--dropout {config.dropout:g} fits {passes_said(passes)} over the training text")
     if config.eval_every is None:
         config = dataclasses.replace(config, eval_every=eval_cadence(config, train_tokens))
         reasons["eval_every"] = (
@@ -190,6 +189,12 @@ def fitted_to_passes(
             f"{EVAL_EVERY_RANGE[1]} steps apart"
         )
     return config, reasons
+
+
+def passes_said(passes: float) -> str:
+    """The passes a reason names: a short run's "0.0027 passes" meant nothing to a reader, and "about 0.0"
+    read as none; below a tenth of a pass dropout is at its floor whatever the figure."""
+    return "under a tenth of a pass" if passes < 0.1 else f"about {passes:.1f} passes"
 
 
 def planned_head(config: Config, corpus: TokenCorpus, start: Start | None) -> tuple[tuple[int, ...], str]:

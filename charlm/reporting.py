@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -182,19 +183,31 @@ class SilentReporter:
 
 
 class StepBar(tqdm):
-    """tqdm, its time left read at the speed the Reporter estimates: tqdm's own rate counts from the
-    bar's start, so after a resume (or a slow first second) the time left it showed could exceed the
-    --max-time left."""
+    """tqdm, its time left read at the speed the Reporter estimates and never past what the run's clock
+    leaves of --max-time (`seconds_left`). tqdm's own rate counts from the bar's start, evaluations and
+    saves included, and its last frame (after Ctrl-C too) reads it: `[00:23<05:30]` on a 2m run."""
 
-    def __init__(self, *args, steps_per_second: float | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        steps_per_second: float | None = None,
+        seconds_left: Callable[[], float] | None = None,
+        **kwargs,
+    ) -> None:
         self.steps_per_second = steps_per_second  # before tqdm's first draw
+        self.seconds_left = seconds_left
         super().__init__(*args, **kwargs)
 
     @property
     def format_dict(self) -> dict:
         shown = super().format_dict
-        if self.steps_per_second and not self.disable:
+        if self.steps_per_second:
             shown["rate"] = self.steps_per_second
+        if self.seconds_left:
+            left, rate, total = max(self.seconds_left(), 0.0), shown.get("rate"), shown.get("total")
+            if rate and total and shown["n"] < total:
+                left = min(left, (total - shown["n"]) / rate)
+            shown["remaining"] = self.format_interval(left)  # tqdm's format_meter takes it over its own
         return shown
 
 
@@ -232,6 +245,9 @@ class Reporter:
             expected = progress.step / progress.elapsed if progress.elapsed else None
         total = self.step_total(expected) if max_seconds and expected else config.max_steps or None
         now = time.perf_counter()  # before the bar starts: its first redraw is due no later than its first draw
+        # The run's clock, which counts every second, evaluations and saves too (trainer.fit's `started`,
+        # a moment later: the time left shown is never more than the run's).
+        self.clock_start = now - progress.elapsed
         self.bar = StepBar(
             total=total,
             initial=progress.step,
@@ -245,6 +261,7 @@ class Reporter:
             delay=0 if total else MEASURE_SECONDS,
             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]",
             steps_per_second=expected,
+            seconds_left=self.seconds_left if max_seconds else None,
         )
         self.loss_sum, self.losses, self.train_bpc = torch.zeros((), device=device), 0, None
         self.bar_time, self.bar_step, self.steps_per_second = now, progress.step, None
@@ -265,6 +282,10 @@ class Reporter:
         elif (now - self.bar_time >= MEASURE_SECONDS or self.past_total()) and not self.config.quiet:
             self.redraw(now)
         self.bar.update(1)  # after the redraw, so that a bar drawn for the first time has its total
+
+    def seconds_left(self) -> float:
+        """What the run's clock leaves of --max-time now."""
+        return self.max_seconds - (time.perf_counter() - self.clock_start)
 
     def past_total(self) -> bool:
         """Whether this step passes the bar's estimated total (a run speeding up): tqdm would show

@@ -27,6 +27,7 @@ from click.testing import CliRunner
 from tqdm import tqdm
 
 from charlm import (
+    api,
     bars,
     checkpoint,
     fields,
@@ -1307,6 +1308,30 @@ def test_a_second_ctrl_c_says_what_the_run_folder_holds(fox_file, monkeypatch, a
         assert "interrupted before the first checkpoint" in result.output and "intact" not in result.output
     else:
         assert "checkpoints/run holds step 20: resume with charlm train --resume checkpoints/run" in result.output
+
+
+@pytest.mark.parametrize("when", ["before training", "second Ctrl-C"])
+def test_every_line_a_stopped_run_ends_with_is_on_stdout_as_the_done_line_is(fox_file, monkeypatch, when):
+    """`stopped at step N ... Resume with:` went to stdout, where a script reads the run's outcome (docs/scaling.md),
+    but a second Ctrl-C's `interrupted; RUN holds step N: resume with ...`, and the line of one before training
+    started, went to stderr: a script that read stdout got no resume command. The lines under the bar
+    (`stopping at step N: scoring ...`) are the bar's, on stderr."""
+
+    def interrupted_while_planned(*args):
+        raise KeyboardInterrupt
+
+    if when == "before training":
+        monkeypatch.setattr(api, "start_trainer", interrupted_while_planned)
+        ended = "interrupted before training started"
+    else:
+        signalled_at_step(monkeypatch, 25, signal.SIGINT, signal.SIGINT)
+        ended = "interrupted; checkpoints/run holds step 20: resume with charlm train --resume checkpoints/run"
+    said = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    result = cli("train", str(fox_file), "--out", "run", *said, "--eval-every", "20", "--max-steps", "1000")
+    assert result.exit_code == 130, result.output
+    assert result.stdout.splitlines()[-1].startswith(ended), result.stdout
+    assert ended not in result.stderr and "stopped at step" not in result.stderr
+    assert all(line.startswith("stopping at step 26") for line in result.stderr.splitlines() if "stop" in line)
 
 
 def test_ctrl_c_on_a_server_says_nothing_of_checkpoints(monkeypatch):

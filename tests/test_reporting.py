@@ -3,6 +3,7 @@
 import io
 import itertools
 import json
+import re
 import sys
 
 import pytest
@@ -355,3 +356,37 @@ def test_every_bar_redraws_into_a_log_now_and_then(tmp_path, monkeypatch, work, 
     else:
         bars = 2  # preparation: counting, then encoding; scoring: encoding, then scoring
         assert redraws <= bars * 3 + seconds / PIPE_REDRAW_SECONDS, (redraws, seconds)
+
+
+def time_shown(frame: str) -> tuple[int, int] | None:
+    """A bar frame's `[elapsed<remaining` in seconds."""
+    if not (found := re.search(r"\[(\d+):(\d+)<(\d+):(\d+)", frame)):
+        return None
+    minutes, seconds, left_minutes, left_seconds = map(int, found.groups())
+    return 60 * minutes + seconds, 60 * left_minutes + left_seconds
+
+
+@pytest.mark.parametrize("resumed_at", [0.0, 20.0])
+def test_a_timed_runs_time_left_never_exceeds_what_is_left_of_its_budget(tmp_path, monkeypatch, clock, resumed_at):
+    """The bar's speed leaves evaluations out and its last frame, after Ctrl-C, read tqdm's own rate over
+    all the seconds since it started, evaluations and saves included: `[00:23<05:30]` on a 2m run. Its time
+    left is what the run's clock (which counts every second) leaves of --max-time, or less."""
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    config = Config(max_time="60s", batch_size=4, hidden=8, eval_every=50, dropout=0.0)
+    progress = Progress(step=int(10 * resumed_at), elapsed=resumed_at)
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), 60.0, probed_chars_per_second=4_000.0)
+    started = clock.now - resumed_at
+    while progress.step < 10 * resumed_at + 230 and progress.elapsed < 60:  # 10 steps a second: Ctrl-C or the end
+        clock.now += 0.1
+        progress.step, progress.elapsed = progress.step + 1, clock.now - started
+        if progress.step % config.eval_every == 0:
+            clock.now += 5.0  # evaluating and saving
+            reporter.write_row(val_bpc=3.0)
+        reporter.step(torch.tensor(1.0), 0.1)
+    reporter.close()
+    shown = [time_shown(frame) for frame in stderr.getvalue().split("\r")]
+    shown = [times for times in shown if times]
+    assert len(shown) > 20
+    for elapsed, left in shown:
+        assert resumed_at + elapsed + left <= 60 + 1, (elapsed, left)
