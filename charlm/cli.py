@@ -311,7 +311,7 @@ def info(target: str | None) -> None:
     chosen = target is None or not Path(target).is_file()  # by its run, not the file the user named
     path, saved, damage = summary.shown_checkpoint(path, chosen)
     reasons, lineage = runs.read_reasons(path.parent), runs.lineage(path.parent)
-    rows = [("checkpoint", str(path)), *summary.rows(saved, reasons, lineage)]
+    rows = [("checkpoint", str(path)), *summary.rows(saved, reasons, lineage, runs.read_resumes(path.parent))]
     rows += [*damage, *(("exports", line) for line in export.listed(path.parent))]
     click.echo(tables.table(rows))
 

@@ -52,6 +52,9 @@ RESUMABLE = (
     "sample_every", "tensorboard", "lr", "grad_clip", "device", "precision", "threads", "eval_also",
 )  # fmt: skip
 
+# Options a resume may change that its record in run.json leaves out: how much the run says, not how it trains.
+UNRECORDED = ("quiet",)
+
 # The options a run's plan never leaves unset (plan.py fits those not given; run.json keeps why).
 PLANNED = ("batch_size", "hidden", "dropout", "eval_every")
 
@@ -324,12 +327,17 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    def changed_options(self, other: Config) -> dict[str, tuple[object, object]]:
+        """Each option whose value `other` changes: (this one's, `other`'s), in the fields' order."""
+        values = ((f.name, getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
+        return {name: (old, new) for name, old, new in values if old != new}
+
     def unresumable_changes(self, other: Config, also: tuple[str, ...] = ()) -> list[str]:
         """Options a resume may not change (but for those `also` allowed) that differ, as `--name: a -> b` items."""
         return [
-            f"{said(f.name)}: {getattr(self, f.name)} -> {getattr(other, f.name)}"
-            for f in dataclasses.fields(self)
-            if f.name not in (*RESUMABLE, *also) and getattr(self, f.name) != getattr(other, f.name)
+            f"{said(name)}: {old} -> {new}"
+            for name, (old, new) in self.changed_options(other).items()
+            if name not in (*RESUMABLE, *also)
         ]
 
 

@@ -121,6 +121,21 @@ def said(name: str, value: object = _UNSAID, metavar: str | None = None) -> str:
     return f"{flag} {given}" if given else flag
 
 
+def changes_said(changes: dict[str, tuple[object, object]]) -> str:
+    """Options a resume changed, each with its new value and the one it replaced (`changes`: name -> (old,
+    new)), as its caller writes them: `--lr 0.001 (was 0.002), --max-time none (was 1h)`, `lr=0.001 (was 0.002)`."""
+    return ", ".join(
+        f"{said(name, metavar=value_said(new))} (was {value_said(old)})" for name, (old, new) in changes.items()
+    )
+
+
+def value_said(value: object) -> str:
+    """An option's value as its caller writes it: as typed on the command line (None as `none`), as Python writes it."""
+    if not flags_said():
+        return written(value)
+    return "none" if value is None else typed(value)
+
+
 def about_option(name: str, value: object, error: CharLMError) -> CharLMError:
     """`error`, about the `value` given to option `name` (a path's message, which names the path first),
     named as every option's message names it: the option and its value as written, then what is wrong

@@ -515,6 +515,15 @@ def read_reasons(run_dir: Path) -> dict:
     return reasons if isinstance(reasons, dict) else {}
 
 
+def read_resumes(run_dir: Path) -> list[dict]:
+    """The run's resumes that changed its options (run.json's `resumes`, `Trainer.restore`'s records), each
+    a dict with an integer `step`; [] where run.json has none (one written before they were recorded)."""
+    resumes = (read_run_info(run_dir) or {}).get("resumes")
+    if not isinstance(resumes, list):
+        return []
+    return [r for r in resumes if isinstance(r, dict) and type(r.get("step")) is int]
+
+
 MAX_LINEAGE = 8  # bases shown at most: a chain longer than this is cut (a hand-edited run.json may loop)
 
 

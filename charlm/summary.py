@@ -13,15 +13,18 @@ from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
 from .device import precision_said
 from .errors import CharLMError
-from .fields import option_name
+from .fields import changes_said, option_name
 from .finetune import DEFAULTS
 from .runs import BEST, LATEST, kept_aside, newest_of
 
 
-def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> list[tuple[str, str]]:
+def rows(
+    saved: Checkpoint, reasons: dict | None = None, lineage: str = "", resumes: list[dict] | None = None
+) -> list[tuple[str, str]]:
     """What `charlm info` prints: (label, value) rows. `reasons` (run.json's, where the run folder has
     one) says why each option the run's plan fitted has its value; `lineage` (`runs.lineage`) the runs
-    a fine-tune came from, its base's base too."""
+    a fine-tune came from, its base's base too; `resumes` (`runs.read_resumes`) the options each resume
+    changed, from which step: the option rows show only the latest values."""
     progress, model_config = saved.progress, saved.model_config
     parameters = saved.model().num_parameters()
     best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
@@ -38,7 +41,26 @@ def rows(saved: Checkpoint, reasons: dict | None = None, lineage: str = "") -> l
         lines.append(("base", saved.base.describe()))
     if lineage:
         lines.append(("lineage", f"from {lineage}"))
+    lines += [("resumed", said) for said in map(resume_text, resumes or []) if said]
     return lines + option_rows(saved, reasons or {})
+
+
+def resume_text(record: dict) -> str:
+    """One resume's row: `at step 1,200 (40s trained, 2026-01-02 10:00:00): --lr 0.001 (was 0.002)`; "" for
+    a record a hand edit left without its changes."""
+    changed = record.get("changed")
+    if not isinstance(changed, dict):
+        return ""
+    changes = {
+        name: (change["was"], change["now"])
+        for name, change in changed.items()
+        if isinstance(change, dict) and {"was", "now"} <= change.keys()
+    }
+    elapsed, when = record.get("elapsed"), record.get("time")
+    trained = [f"{elapsed:.0f}s trained"] if isinstance(elapsed, (int, float)) else []
+    trained += [when] if isinstance(when, str) else []
+    at = f"at step {record['step']:,}" + (f" ({', '.join(trained)})" if trained else "")
+    return f"{at}: {changes_said(changes)}" if changes else ""
 
 
 def shown_checkpoint(path: Path, chosen: bool) -> tuple[Path, Checkpoint, list[tuple[str, str]]]:

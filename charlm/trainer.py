@@ -26,11 +26,11 @@ from tqdm.auto import tqdm
 from . import files, finetune, run_claim, run_lock, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
-from .config import Config
+from .config import UNRECORDED, Config
 from .device import core_precision, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line_path
-from .fields import said
+from .fields import changes_said, said
 from .model import MAX_WEIGHT, CharLM, unsound_weight
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
@@ -77,6 +77,8 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the last checkpoint written
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
         self.text_moved = False  # a resume read the run's text at a path its checkpoint does not record
+        self.resume_changes: dict[str, tuple[object, object]] = {}  # options this resume changed: (old, new)
+        self.resumes: list[dict] = []  # run.json's record of the resumes that changed options (`restore`)
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
@@ -109,6 +111,7 @@ class Trainer:
             "vocabulary": len(self.corpus.vocab),
             "config": self.config.to_dict(),
             "reasons": self.plan.reasons,
+            "resumes": self.resumes,
             **({"base": dataclasses.asdict(self.base)} if self.base else {}),
         }
 
@@ -458,6 +461,8 @@ class Trainer:
         resumed = (
             "" if self.saved_step is None else f", resumed at step {self.saved_step:,} ({self.saved_at:.0f}s trained)"
         )
+        if self.resume_changes:  # a kink in the loss curve, and a run compared with another, need them said
+            resumed += f" with {changes_said(self.resume_changes)}"
         precision = precision_text(self.device, self.precision, type(model.core))
         processes = f" x {ranks.world} processes" if ranks.active else ""
         training = (
@@ -556,3 +561,17 @@ class Trainer:
         train_state.restore(self.state, checkpoint, self.config.random_seed)
         self.clock = checkpoint.progress.elapsed
         self.saved_step, self.saved_at = checkpoint.progress.step, checkpoint.progress.elapsed
+        self.record_resume(checkpoint)
+
+    def record_resume(self, checkpoint: Checkpoint) -> None:
+        """The options this resume changed from its checkpoint's, kept in run.json's `resumes` with the step and
+        time (the checkpoint keeps only the options its steps were last trained with). A record from this step on
+        is dropped: a resume from there whose steps no checkpoint kept (killed, or it trained nothing)."""
+        changed = checkpoint.config.changed_options(self.config)
+        self.resume_changes = {name: change for name, change in changed.items() if name not in UNRECORDED}
+        step = checkpoint.progress.step
+        self.resumes = [record for record in runs.read_resumes(self.run_dir) if record["step"] < step]
+        if self.resume_changes:
+            changes = {name: {"was": old, "now": new} for name, (old, new) in self.resume_changes.items()}
+            elapsed, now = round(checkpoint.progress.elapsed, 1), time.strftime("%Y-%m-%d %H:%M:%S")
+            self.resumes.append({"step": step, "elapsed": elapsed, "time": now, "changed": changes})

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
@@ -481,6 +482,63 @@ def test_resume_with_a_lower_learning_rate_is_allowed_but_not_a_new_shape(fox_fi
     charlm.train(resume="run", max_steps=30, lr=1e-3)
     with pytest.raises(CharLMError, match=r"layers: 1 -> 2; seq_len: 8 -> 9"):
         charlm.train(resume="run", layers=2, seq_len=9)
+
+
+def resumed_rows(run: str) -> list[str]:
+    """`charlm info RUN`'s `resumed` rows, each without its label."""
+    result = cli("info", run)
+    assert result.exit_code == 0, result.output
+    return [line.split(None, 1)[1] for line in result.output.splitlines() if line.startswith("resumed ")]
+
+
+def test_a_resume_that_changes_options_says_so_and_run_json_and_info_keep_each_one(fox_file, tiny, capsys):
+    """`--resume RUN --lr 1e-3` was taken without a word, and `charlm info` showed the new rate as the run's,
+    with no trace of the old one or of the step it changed at: a kink in the loss curve went unexplained."""
+    charlm.train(fox_file, out="run", **tiny)
+    capsys.readouterr()
+    charlm.train(resume="run", max_steps=30, lr=1e-3, quiet=False)  # quiet: how the run talks, not recorded
+    started = capsys.readouterr().err.splitlines()[0]
+    assert re.search(
+        r", resumed at step 20 \(\d+s trained\) with max_steps=30 \(was 20\), lr=0.001 \(was 0.005\)$", started
+    )
+    first = json.loads(Path("checkpoints/run", runs.RUN_INFO).read_text(encoding="utf-8"))["resumes"]
+    assert [(r["step"], r["changed"]) for r in first] == [
+        (20, {"max_steps": {"was": 20, "now": 30}, "lr": {"was": 0.005, "now": 0.001}})
+    ]
+    assert isinstance(first[0]["elapsed"], float) and time.strptime(first[0]["time"], "%Y-%m-%d %H:%M:%S")
+    with on_command_line():
+        charlm.train(resume="run", max_steps=40, quiet=False)
+    assert capsys.readouterr().err.splitlines()[0].endswith("trained) with --max-steps 40 (was 30)")
+    second = json.loads(Path("checkpoints/run", runs.RUN_INFO).read_text(encoding="utf-8"))
+    assert second["resumes"][0] == first[0] and second["resumes"][1]["changed"] == {"max_steps": {"was": 30, "now": 40}}
+    assert second["config"]["lr"] == 0.001 and second["reasons"]["hidden"] == "given"  # the other fields as they were
+    rows = resumed_rows("run")
+    assert len(rows) == 2 and re.fullmatch(
+        r"at step 20 \(\d+s trained, [-\d]+ [:\d]+\): --max-steps 30 \(was 20\), --lr 0.001 \(was 0.005\)", rows[0]
+    )
+    assert rows[1].endswith(": --max-steps 40 (was 30)")
+
+
+def test_a_resume_that_changes_nothing_records_nothing_and_an_old_run_json_still_reads(fox_file, tiny):
+    """A run.json written before resumes were recorded has no `resumes`: info and a resume read it as none.
+    A resume that changes nothing adds no record, and drops one a resume from the same step left, whose
+    changes no checkpoint kept (it trained nothing: its text given again, its limits spent)."""
+    charlm.train(fox_file, out="run", **tiny)
+    info_file = Path("checkpoints/run", runs.RUN_INFO)
+    old = json.loads(info_file.read_text(encoding="utf-8"))
+    old.pop("resumes", None)
+    info_file.write_text(json.dumps(old), encoding="utf-8")
+    assert resumed_rows("run") == []
+    charlm.train(fox_file, resume="run", lr=1e-3)  # its limits spent: nothing trained, the change recorded
+    assert [r["changed"] for r in json.loads(info_file.read_text(encoding="utf-8"))["resumes"]] == [
+        {"lr": {"was": 0.005, "now": 0.001}}
+    ]
+    charlm.train(fox_file, resume="run")  # from the same checkpoint, which keeps --lr 0.005: nothing changed
+    now = json.loads(info_file.read_text(encoding="utf-8"))
+    assert now["resumes"] == [] and {k: v for k, v in now.items() if k not in ("resumes", "updated")} == {
+        k: v for k, v in old.items() if k != "updated"
+    }
+    assert resumed_rows("run") == []
 
 
 @pytest.mark.slow
