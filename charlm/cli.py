@@ -177,7 +177,7 @@ def corpus_prepare(paths: tuple[str, ...], quiet: bool, **options) -> None:
         from . import tokens
     config = Config(**{k: v for k, v in options.items() if v is not None})  # validated as `train` does
     prepared = tokens.load_corpus(list(paths), config, quiet=quiet)
-    click.echo(tables.table([("cache", str(tokens.CACHE_ROOT / prepared.key)), *tokens.prepared_rows(prepared.meta)]))
+    click.echo(tables.table([("cache", str(tokens.CACHE_ROOT / prepared.key)), *tokens.prepared_rows(prepared)]))
 
 
 @main.command("eval")

@@ -389,9 +389,30 @@ def no_text(path: Path, blank: bool, count: int = 1) -> CharLMError:
             f"{one_line_path(path)}: this file and {'the other one' if count == 2 else f'the {count - 1} others'} "
             "hold no text (each is empty or only white space); give files with text in them"
         )
-    return CharLMError(
-        f"{one_line_path(path)}: file {'holds only white space' if blank else 'is empty'}; give a file with text in it"
+    held = (
+        "holds only white space"
+        if blank
+        else "holds only a byte order mark, no text"
+        if only_a_bom(path)
+        else "is empty"
     )
+    return CharLMError(f"{one_line_path(path)}: file {held}; give a file with text in it")
+
+
+BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)
+
+
+def only_a_bom(path: Path) -> bool:
+    """Whether `path` is a file of a byte order mark alone (an editor's empty document saved with one), which
+    "is empty" would seem to deny: `ls -l` says 3 bytes. Only a plain file is looked at again (a pipe's
+    text is gone once read), and never past a BOM's size."""
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) > len(codecs.BOM_UTF32_LE):
+            return False
+        with open(path, "rb") as f:
+            return f.read() in BOMS
+    except OSError:
+        return False
 
 
 def total_bytes(paths: list[Path]) -> int:

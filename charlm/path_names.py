@@ -19,6 +19,15 @@ def name_bytes(name: str) -> int:
     return len(os.fsencode(name))
 
 
+def typed_as_path(text: str | Path) -> bool:
+    """Whether a run named as `text` is a path, used as given, not a name under checkpoints/: a separator
+    anywhere as typed ('./x', 'x/': pathlib drops both, and a tab-completed 'x/' means the folder here),
+    a drive (C:x), or '.' or '..'."""
+    text = os.fspath(text)
+    separated = any(sep in text for sep in ("/", os.sep, os.altsep) if sep)
+    return separated or bool(Path(text).drive) or text in (os.curdir, os.pardir)
+
+
 def check_nameable(path: str | Path) -> None:
     """Refuse a path no file can have (`unnameable`: a text pasted where a path goes, thousands of
     characters), shown shortened: looked up, it raised a bare "File name too long" that named no option and

@@ -50,7 +50,7 @@ CLAIM = ".{}.claim"  # a new run's default folder until run.json is in it (`run_
 
 
 def run_folder(out: str) -> Path:
-    """`--out NAME` -> checkpoints/NAME; a path with a folder part is used as given. One that names no
+    """`--out NAME` -> checkpoints/NAME; a path (a separator as typed: ./x, x/) is used as given. One that names no
     folder of its own ('', ' ', '.', '..', /, checkpoints/ itself) is refused: the run's files would land
     among the other runs' folders or the user's own files. So is one with a line break (or another
     control character), which would split every message that names the run; one too long for a file
@@ -58,7 +58,7 @@ def run_folder(out: str) -> Path:
     fail only after the corpus is prepared; and one inside another run's folder, which `charlm runs`
     cannot list."""
     path = Path(out)
-    run_dir = path if len(path.parts) > 1 or path.is_absolute() else CHECKPOINT_ROOT / path
+    run_dir = path if path_names.typed_as_path(out) else CHECKPOINT_ROOT / path
     longest = max(path.parts, key=name_bytes, default="")
     if name_bytes(longest) > NAME_MAX:  # else checking the folder for a run fails with "File name too long"
         raise CharLMError(
@@ -225,16 +225,18 @@ def newest_of(path: Path) -> Path:
 
 def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOINT_ROOT) -> Path:
     """A `.pt` file, a run folder (its `prefer` file, else the other), a run name under `root`, a
-    corpus name (its most recently updated run under `root`), or None for the most recently updated run."""
+    corpus name (its most recently updated run under `root`), or None for the most recently updated run.
+    A name is looked for under `root` first, as `run_folder` puts --out NAME there (a folder of texts
+    named as the run is not it), then here (model.pt); a path (a separator as typed: ./x, x/) is that path alone."""
     if target is None:
         return resolve(latest_run(root), prefer, root)
     if not str(target).strip():
         raise CharLMError("the run to use is empty: give a run folder, run name, corpus name or .pt file")
     path_names.check_nameable(target)
-    path = Path(target)
-    if not path.exists() and (root / path).exists():
+    path, bare_name = Path(target), not path_names.typed_as_path(target)
+    if bare_name and (root / path).exists():
         path = root / path
-    if not path.exists() and len(path.parts) == 1:
+    if bare_name and not path.exists():
         of_corpus = [run for run in run_folders(root) if corpus_of_run(run) == str(target)]
         if of_corpus:
             return resolve(newest(of_corpus), prefer, root)
@@ -277,6 +279,14 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             f"{one_line_path(target)} is {kind}, not a checkpoint file or run folder: give a run folder, run name, "
             "corpus name or .pt file"
         )
+    if not path.is_file() and not bare_name:  # shown as typed where Path drops part of it: './x' is not x
+        typed = os.fspath(target)
+        shown = one_line_path(typed) if typed == str(path) else one_line(typed)
+        named = f"; the run {one_line_path(root / path)} is named by its name alone, {one_line_path(path.name)}"
+        raise CharLMError(
+            f"{shown}: no such checkpoint file or run folder"
+            f"{named if (root / path).exists() else ' (`charlm runs` lists the runs)'}"
+        )
     if not path.is_file():
         raise CharLMError(
             f"{one_line_path(target)}: no such checkpoint file or run folder, nor a run or corpus of that name "
@@ -287,8 +297,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
 
 def out_into(folder: Path) -> str | None:
     """The --out that trains into `folder`: a bare name is one under checkpoints/ (`run_folder`), so a folder
-    elsewhere is given by its absolute path; None where --out refuses it ('.', '..', /)."""
-    for given in (str(folder), str(folder.absolute())):
+    elsewhere is given as a path (./x), else its absolute one; None where --out refuses it ('.', '..', /)."""
+    for given in (str(folder), os.path.join(os.curdir, folder), str(folder.absolute())):
         try:
             if real(run_folder(given)) == real(folder):
                 return given

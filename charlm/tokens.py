@@ -339,15 +339,17 @@ def load_corpus(
     return TokenCorpus(name, ready.vocab, ready.tokens, split, ready.folder.name, meta, recorded_sources(sources))
 
 
-def prepared_rows(meta: dict) -> list[tuple[str, str]]:
-    """What `charlm corpus prepare` prints: (label, value) rows."""
+def prepared_rows(corpus: TokenCorpus) -> list[tuple[str, str]]:
+    """What `charlm corpus prepare` prints: (label, value) rows. The vocabulary's size is its own: a cache
+    from before meta.json kept it is read as it is (`cache_folders.read_vocab`)."""
+    meta = corpus.meta
     pieces = meta["options"].get("tokenizer") == "sentencepiece"
     rows = [("characters", f"{meta['characters']:,}")]
     if pieces:
         rows.append(("tokens", f"{meta['tokens']:,} ({meta['tokens'] / max(meta['characters'], 1):.3f} per character)"))
     rows += [
         ("distinct", f"{meta['distinct']:,}"),
-        ("vocabulary", f"{meta['vocab_size']:,} {'pieces ' if pieces else ''}({meta['dtype']} ids)"),
+        ("vocabulary", f"{len(corpus.vocab):,} {'pieces ' if pieces else ''}({meta['dtype']} ids)"),
         ("coverage", f"{meta['coverage']:.6f}"),
         (
             "spelled as bytes" if pieces else "unknowns",

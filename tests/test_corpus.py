@@ -395,6 +395,18 @@ def test_bad_corpus_files_are_named(tmp_path, make, message):
     assert str(path) in str(error.value)
 
 
+@pytest.mark.parametrize("bom, encoding", [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16")])
+def test_a_file_of_a_byte_order_mark_alone_is_said_to_hold_only_that(tmp_path, bom, encoding):
+    """An editor's empty document saved with a BOM was called "file is empty", which `ls -l` (3 bytes) and
+    the editor (which shows nothing) seem to deny: the mark is what it holds."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes(bom)
+    result = cli("corpus", "prepare", str(path), "--encoding", encoding, "--quiet")
+    assert_one_line_error(result, "bom.txt: file holds only a byte order mark, no text; give a file with text")
+    path.write_bytes(b"")
+    assert_one_line_error(cli("corpus", "prepare", str(path), "--quiet"), "bom.txt: file is empty")
+
+
 def test_corpus_too_short_for_one_batch_says_the_minimum(tmp_path, tiny):
     path = tmp_path / "short.txt"
     path.write_text("tiny text\n")

@@ -1,6 +1,7 @@
 """The docs stay true: the option reference is what the commands are, and every link leads somewhere."""
 
 import ast
+import codecs
 import configparser
 import contextlib
 import dataclasses
@@ -1173,7 +1174,7 @@ UNREADABLE_FILES = {
     # a UTF-8 file read with the encoding the GBK row gives, alone and as one of three files
     "UTF-8 文件，却加了": [" 第一回　甄士隐梦幻识通灵\n".encode()] * 2,
     "二进制文件": [b"\x7fELF\x02\x01\x01\x00\x00\x00"],
-    "空文件": [b"", b" \n\n"],
+    "空文件": [b"", b" \n\n", codecs.BOM_UTF8],  # a BOM alone: an editor's empty document
 }
 
 

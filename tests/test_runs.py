@@ -891,17 +891,17 @@ def test_an_empty_runs_root_is_refused_not_read_as_the_current_folder(tmp_path):
 def test_an_empty_run_folder_says_what_to_do():
     """`charlm sample empty` said "run folder holds no checkpoint (best.pt or latest.pt)", no way on; then
     "train one into it (--out empty)", which trains into checkpoints/empty, not the folder named: the
-    --out it says leads to that folder."""
+    --out it says leads to that folder (./empty: a path as typed, `run_folder`)."""
     Path("empty").mkdir()
     Path("checkpoints", "mine").mkdir(parents=True)
-    for target, out in (("empty", Path("empty").absolute()), ("mine", Path("checkpoints", "mine"))):
+    for target, out in (("empty", os.path.join(".", "empty")), ("mine", Path("checkpoints", "mine"))):
         assert runs.run_folder(str(out)).absolute() == Path(target if target == "empty" else out).absolute()
         assert_one_line_error(
             cli("sample", target),
             f"{out if target == 'mine' else target}: run folder holds no checkpoint",
             f"name another run (`charlm runs` lists them), or train one into it (--out {out})",
         )
-    with pytest.raises(CharLMError, match=re.escape(f"train one into it (out='{Path('empty').absolute()}')")):
+    with pytest.raises(CharLMError, match=re.escape(f"train one into it (out={os.path.join('.', 'empty')!r})")):
         runs.resolve("empty")
 
 
@@ -1169,10 +1169,10 @@ def test_a_run_that_died_before_its_first_checkpoint_says_to_train_again(fox_fil
         charlm.load("dead")
     charlm.train(fox_file, out=str(folder), **{**tiny, "max_steps": 2})
     assert (folder / "latest.pt").is_file() and charlm.load("dead").config.layers >= 1
-    here = Path("here")  # outside checkpoints/: `--out here` would train into checkpoints/here
+    here = Path("here")  # outside checkpoints/: `--out here` would train into checkpoints/here, `./here` here
     here.mkdir()
     (here / runs.RUN_INFO).write_text('{"corpus": "fox"}')
-    assert_one_line_error(cli("sample", "here"), f"{said} (into this folder: --out {here.absolute()})")
+    assert_one_line_error(cli("sample", "here"), f"{said} (into this folder: --out {os.path.join('.', 'here')})")
 
 
 def test_a_run_training_now_before_its_first_checkpoint_is_said_to_be_training(tmp_path):
@@ -1997,3 +1997,29 @@ def test_an_options_words_are_named_as_written_not_as_a_path(name):
     for refusal in (files.cannot_read, files.cannot_write):
         assert str(refusal(name, error)).startswith(f"{name}: cannot")
         assert str(refusal(Path("a") / "b ", error)).startswith("a/'b ': cannot")
+
+
+def test_a_run_folder_typed_as_a_path_is_that_path_whatever_pathlib_drops(fox_file):
+    """`--out ./x` and `--out x/` trained into checkpoints/x: pathlib drops the './' and the trailing '/',
+    and "a path with a folder part" was read from what it left. Text with a separator is a path, a bare
+    name one under checkpoints/, for every option or command naming a run: `--resume ./z` (no ./z here)
+    went on with checkpoints/z."""
+    for out in ("./x", "y/"):
+        cli("train", str(fox_file), "--out", out, "--max-steps", "1", *TINY_ARGS)
+        assert runs.holds_checkpoint(Path(out)) and not Path("checkpoints", Path(out).name).exists(), out
+        resumed = cli("train", "--resume", out, "--max-steps", "2", *TINY_ARGS)
+        assert resumed.exit_code == 0 and read_metrics(Path(out))[-1]["step"] == 2, resumed.output
+        assert cli("sample", out, "--length", "5").exit_code == 0
+    cli("train", str(fox_file), "--out", "z", "--max-steps", "1", *TINY_ARGS)
+    for named in ("./z", "z/"):
+        assert_one_line_error(cli("train", "--resume", named, "--max-steps", "2"), f"--resume {named}: no such")
+        assert_one_line_error(cli("sample", named), f"{named}: no such", "checkpoints/z is named by its name alone, z")
+        assert_one_line_error(cli("info", named), f"{named}: no such")
+        init_from = cli("train", str(fox_file), "--init-from", named, "--out", "w", "--max-steps", "1")
+        assert_one_line_error(init_from, f"--init-from {named}: no such")
+    Path("z").mkdir()  # a folder of texts named as the run: `--out z` trained checkpoints/z, which `z` names
+    assert cli("sample", "z", "--length", "5").exit_code == 0 and runs.resolve("z").parent == Path("checkpoints/z")
+    assert runs.resolve("x").parent == Path("x")  # a name not under checkpoints/ is the one here
+    assert (
+        runs.out_into(Path("x")) == os.path.join(".", "x") and runs.out_into(Path("checkpoints/z")) == "checkpoints/z"
+    )

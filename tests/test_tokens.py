@@ -445,3 +445,16 @@ def test_the_text_digests_hashing_is_annotated_with_names_that_exist_at_run_time
     typing.get_type_hints, pydantic or a documentation tool does) raised AttributeError."""
     hints = typing.get_type_hints(tokens.hashing)
     assert hints["digest"] is tokens.Digest and isinstance(hints["digest"], type)
+
+
+def test_corpus_prepare_summarizes_a_cache_made_before_meta_json_kept_the_vocabulary_size(fox_file):
+    """A cache from before meta.json had "vocab_size" is read as it is (`cache_folders.read_vocab`), but
+    `charlm corpus prepare` printed its summary from that field: a KeyError traceback."""
+    prepared = load_corpus([str(fox_file)], Config(), quiet=True)
+    meta_path = tokens.CACHE_ROOT / prepared.key / "meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    del meta["vocab_size"]
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    result = cli("corpus", "prepare", str(fox_file), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"^vocabulary +{len(prepared.vocab)} \(uint8 ids\)$", result.output, re.MULTILINE), result.output

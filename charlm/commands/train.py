@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 @click.option(
     "--out",
     shell_complete=run_names,
-    help="run folder: a name (under checkpoints/) or a path  [default: CORPUS-DATE-TIME]",
+    help="run folder: a name (under checkpoints/) or a path as typed (./NAME, NAME/: the folder here)  "
+    "[default: CORPUS-DATE-TIME]",
 )
 @click.option(
     "--resume",
