@@ -28,6 +28,16 @@ def typed_as_path(text: str | Path) -> bool:
     return separated or bool(Path(text).drive) or text in (os.curdir, os.pardir)
 
 
+def anchored(text: str | Path) -> bool:
+    """Whether a path typed as `text` says where it starts (./x, ../x, /x, ~/x, C:x) or that it is a folder
+    (x/): one that does neither, `novel/best.pt`, may be a file of the run named `novel`, as the docs write
+    `RUN/best.pt`."""
+    text = os.fspath(text)
+    separators = tuple(sep for sep in ("/", os.sep, os.altsep) if sep)
+    leading = tuple(f"{dots}{sep}" for dots in (os.curdir, os.pardir) for sep in separators)
+    return text.startswith((*leading, *separators, "~")) or text.endswith(separators) or Path(text).is_absolute()
+
+
 def check_nameable(path: str | Path) -> None:
     """Refuse a path no file can have (`unnameable`: a text pasted where a path goes, thousands of
     characters), shown shortened: looked up, it raised a bare "File name too long" that named no option and

@@ -236,6 +236,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     path, bare_name = Path(target), not path_names.typed_as_path(target)
     if bare_name and (root / path).exists():
         path = root / path
+    elif not path.exists() and not path_names.anchored(target) and (root / path).exists():
+        path = root / path  # `novel/best.pt`: a file of the run named novel, as the docs write RUN/best.pt
     if bare_name and not path.exists():
         of_corpus = [run for run in run_folders(root) if corpus_of_run(run) == str(target)]
         if of_corpus:
@@ -282,7 +284,7 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
     if not path.is_file() and not bare_name:  # shown as typed where Path drops part of it: './x' is not x
         typed = os.fspath(target)
         shown = one_line_path(typed) if typed == str(path) else one_line(typed)
-        named = f"; the run {one_line_path(root / path)} is named by its name alone, {one_line_path(path.name)}"
+        named = f"; the run's {one_line_path(root / path)} is named {one_line_path(path)}, as typed without its ./ or /"
         raise CharLMError(
             f"{shown}: no such checkpoint file or run folder"
             f"{named if (root / path).exists() else ' (`charlm runs` lists the runs)'}"

@@ -2013,10 +2013,15 @@ def test_a_run_folder_typed_as_a_path_is_that_path_whatever_pathlib_drops(fox_fi
     cli("train", str(fox_file), "--out", "z", "--max-steps", "1", *TINY_ARGS)
     for named in ("./z", "z/"):
         assert_one_line_error(cli("train", "--resume", named, "--max-steps", "2"), f"--resume {named}: no such")
-        assert_one_line_error(cli("sample", named), f"{named}: no such", "checkpoints/z is named by its name alone, z")
+        assert_one_line_error(cli("sample", named), f"{named}: no such", "checkpoints/z is named z, as typed without")
         assert_one_line_error(cli("info", named), f"{named}: no such")
         init_from = cli("train", str(fox_file), "--init-from", named, "--out", "w", "--max-steps", "1")
         assert_one_line_error(init_from, f"--init-from {named}: no such")
+    # a run's file named by the run's name, as the docs write RUN/best.pt: no z/ here, so the run's
+    assert cli("sample", "z/best.pt", "--length", "5").exit_code == 0
+    assert_one_line_error(
+        cli("sample", "./z/best.pt"), "./z/best.pt: no such", "checkpoints/z/best.pt is named z/best.pt"
+    )
     Path("z").mkdir()  # a folder of texts named as the run: `--out z` trained checkpoints/z, which `z` names
     assert cli("sample", "z", "--length", "5").exit_code == 0 and runs.resolve("z").parent == Path("checkpoints/z")
     assert runs.resolve("x").parent == Path("x")  # a name not under checkpoints/ is the one here
