@@ -1997,3 +1997,14 @@ def test_an_options_words_are_named_as_written_not_as_a_path(name):
     for refusal in (files.cannot_read, files.cannot_write):
         assert str(refusal(name, error)).startswith(f"{name}: cannot")
         assert str(refusal(Path("a") / "b ", error)).startswith("a/'b ': cannot")
+
+
+def test_a_folder_of_runs_whose_run_is_named_best_pt_is_no_run_itself(tmp_path):
+    """`--out x/best.pt` makes a run folder named best.pt: a folder of that name counted as x's checkpoint,
+    so `charlm runs --root .` listed x as a run (`x ? ?x? 0 - best.pt unreadable`)."""
+    run = tmp_path / "x" / "best.pt"
+    run.mkdir(parents=True)
+    (run / "latest.pt").write_bytes(b"")
+    assert runs.run_folders(tmp_path) == [] and runs.run_folders(tmp_path / "x") == [run]
+    assert not runs.holds_checkpoint(tmp_path / "x")
+    assert "unreadable" not in cli("runs", "--root", str(tmp_path)).output
