@@ -76,7 +76,7 @@ def run_folder(out: str) -> Path:
         )
     if UNPRINTABLE.search(out):  # every message, `charlm runs`' table and the done: line would break at it
         raise CharLMError(
-            f"{said('out', metavar=repr(out))}: a line break or other control character in the run folder's "
+            f"{said('out', out)}: a line break or other control character in the run folder's "
             f"path; give a name of printable characters, e.g. {said('out', 'my-run')}"
         )
     if run := next((p for p in real(run_dir).parents if holds_run_record(p)), None):
