@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -270,10 +271,18 @@ def new_run_folder(out: str | None, corpus_name: str) -> tuple[Path, str]:
 
 
 def free_out_folder(out: str) -> Path:
-    """`--out`'s folder, refused when it holds a run already."""
+    """`--out`'s folder, refused when it holds a run already, or something else where a checkpoint goes
+    (a folder of a run given `--out x/best.pt`): the run's first save would fail on it."""
     run_dir = runs.run_folder(out)
     if runs.holds_checkpoint(run_dir):
         raise already_held(run_dir)
+    for name in (runs.BEST, runs.LATEST):
+        if os.path.exists(in_the_way := run_dir / name):
+            kind = "a folder" if os.path.isdir(in_the_way) else "not a file"
+            raise CharLMError(
+                f"{one_line_path(in_the_way)} is {kind}, where the run saves a checkpoint; move it, "
+                f"or pick another {said('out')}"
+            )
     return run_dir
 
 

@@ -243,11 +243,12 @@ class Reporter:
             expected = probed_chars_per_second / self.chars_per_step
         else:
             expected = progress.step / progress.elapsed if progress.elapsed else None
-        total = self.step_total(expected) if max_seconds and expected else config.max_steps or None
         now = time.perf_counter()  # before the bar starts: its first redraw is due no later than its first draw
         # The run's clock, which counts every second, evaluations and saves too (trainer.fit's `started`,
         # a moment later: the time left shown is never more than the run's).
         self.clock_start = now - progress.elapsed
+        self.pause_seconds, self.pauses = 0.0, 0  # the evaluations' (and their saves') seconds, and how many
+        total = self.step_total(expected, now) if max_seconds and expected else config.max_steps or None
         self.bar = StepBar(
             total=total,
             initial=progress.step,
@@ -299,7 +300,9 @@ class Reporter:
         again: the bar would keep its first speed and time left however fast the run trains."""
         progress = self.progress
         if not measure:
-            self.bar_time += max(now - self.step_time, 0.0)  # the measuring goes on, the pause left out
+            pause = max(now - self.step_time, 0.0)
+            self.bar_time += pause  # the measuring goes on, the pause left out
+            self.pause_seconds, self.pauses = self.pause_seconds + pause, self.pauses + 1
         if measure or self.steps_per_second is None:
             # A moving average over about SPEED_SECONDS: one slow second (a thread trial, another
             # program) would otherwise swing the step total and the time left of a --max-time run.
@@ -308,9 +311,10 @@ class Reporter:
             weight = min(seconds / SPEED_SECONDS, 1.0) if self.steps_per_second is not None else 1.0
             self.steps_per_second = (1 - weight) * (self.steps_per_second or 0.0) + weight * measured
             self.bar_time, self.bar_step = now, progress.step
-        steps_per_second = self.bar.steps_per_second = self.steps_per_second
+        steps_per_second = self.steps_per_second
+        self.bar.steps_per_second = self.run_steps_per_second(steps_per_second)
         if self.max_seconds:  # with a time budget the step total is an estimate, refreshed as we go
-            self.bar.total = self.step_total(steps_per_second)
+            self.bar.total = self.step_total(steps_per_second, now)
         train = self.mean_bpc() if self.losses else self.train_bpc
         shown = [f"train {train:.3f} bpc" if train is not None else "train -"]
         shown.append(f"val {progress.val_bpc:.3f} bpc" if progress.val_bpc is not None else "val -")
@@ -320,12 +324,23 @@ class Reporter:
         shown.append(f"{steps_per_second * self.chars_per_step:,.0f} chars/s")
         self.bar.set_postfix_str(", ".join(shown), refresh=False)
 
-    def step_total(self, steps_per_second: float) -> int:
-        """A --max-time run's steps: those done and those the time left allows at this speed. The bar
-        reads steps, so a run that speeds up gets a larger total and its percentage steps back a little:
-        a total that may only shrink (a percentage that never falls) would read 100% before the end."""
-        progress, max_steps = self.progress, self.config.max_steps
-        estimate = progress.step + max(0, int((self.max_seconds - progress.elapsed) * steps_per_second))
+    def run_steps_per_second(self, steps_per_second: float) -> float:
+        """The steps the run makes a second, its evaluations' pauses included (those so far, on average,
+        spread over the --eval-every steps between them): what the time left and a --max-time run's total
+        go by. Training's speed alone made a run that spent half its time evaluating read `8% 50/600`, to
+        end near 300."""
+        every = self.config.eval_every
+        pause_per_step = self.pause_seconds / self.pauses / every if self.pauses and every else 0.0
+        return steps_per_second / (1.0 + steps_per_second * pause_per_step)
+
+    def step_total(self, steps_per_second: float, now: float) -> int:
+        """A --max-time run's steps: those done and those the run's clock leaves time for at this speed,
+        evaluations included. The bar reads steps, so a run that speeds up gets a larger total and its
+        percentage steps back a little: a total that may only shrink (a percentage that never falls) would
+        read 100% before the end."""
+        max_steps = self.config.max_steps
+        seconds_left = self.max_seconds - (now - self.clock_start)
+        estimate = self.progress.step + max(0, int(seconds_left * self.run_steps_per_second(steps_per_second)))
         return min(estimate, max_steps) if max_steps else estimate
 
     def mean_bpc(self) -> float:

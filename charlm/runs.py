@@ -76,7 +76,7 @@ def run_folder(out: str) -> Path:
         )
     if UNPRINTABLE.search(out):  # every message, `charlm runs`' table and the done: line would break at it
         raise CharLMError(
-            f"{said('out', metavar=repr(out))}: a line break or other control character in the run folder's "
+            f"{said('out', out)}: a line break or other control character in the run folder's "
             f"path; give a name of printable characters, e.g. {said('out', 'my-run')}"
         )
     if run := next((p for p in real(run_dir).parents if holds_run_record(p)), None):
@@ -423,8 +423,9 @@ def is_checkpoint_name(path: str | Path) -> bool:
 
 def holds_checkpoint(run_dir: Path) -> bool:
     """Whether a run folder holds a run to go on from: latest.pt, or best.pt alone, which a run killed
-    at its first checkpoint leaves (the trainer writes best.pt first)."""
-    return any(os.path.exists(Path(run_dir) / name) for name in (LATEST, BEST))  # a folder it cannot enter: none
+    at its first checkpoint leaves (the trainer writes best.pt first). Files only: a folder of runs, one of
+    them named best.pt (`--out x/best.pt`), is no run."""
+    return any(os.path.isfile(Path(run_dir) / name) for name in (LATEST, BEST))  # a folder it cannot enter: none
 
 
 def run_folders(root: Path = CHECKPOINT_ROOT) -> list[Path]:

@@ -254,3 +254,15 @@ def test_a_bad_eval_also_is_refused_before_the_run_folder_the_limit_and_the_text
     with pytest.raises(CharLMError, match=f"^eval_also='{eval_also}': "):
         charlm.train("missing.txt", eval_also=eval_also, out=" ", max_time=None)
     assert not Path("corpora").exists()
+
+
+def test_an_out_folder_with_a_folder_where_its_checkpoint_goes_is_refused_as_in_the_way(tmp_path):
+    """A folder named best.pt (a run of `--out x/best.pt`) counted as a checkpoint: `--out x` was refused as
+    holding a run, to `continue it with --resume x`, which said x is a folder of runs. It is still refused
+    (the checkpoint cannot be saved over a folder), saying what is in the way."""
+    in_the_way = tmp_path / "x" / "best.pt"
+    in_the_way.mkdir(parents=True)
+    with pytest.raises(CharLMError) as refused:
+        plan.free_out_folder(str(tmp_path / "x"))
+    message = str(refused.value)
+    assert message.startswith(f"{in_the_way} is a folder, where the run saves a checkpoint") and "resume" not in message

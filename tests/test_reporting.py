@@ -390,3 +390,44 @@ def test_a_timed_runs_time_left_never_exceeds_what_is_left_of_its_budget(tmp_pat
     assert len(shown) > 20
     for elapsed, left in shown:
         assert resumed_at + elapsed + left <= 60 + 1, (elapsed, left)
+
+
+def bar_counts(frame: str) -> tuple[int, int] | None:
+    """A bar frame's `N/TOTAL`."""
+    found = re.search(r"\| (\d+)/(\d+) \[", frame)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def test_a_timed_runs_total_counts_the_seconds_its_evaluations_take(tmp_path, monkeypatch, clock):
+    """The step total was estimated from training speed alone: a run that spends half its time evaluating
+    and saving read `8% 50/600` after its first evaluation, and ended near 300. Evaluations are paused
+    seconds per step in the estimate, as they are in the run; the chars/s shown stays training's."""
+    stderr = Terminal()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    config = Config(max_time="60s", batch_size=4, hidden=8, eval_every=50, dropout=0.0)
+    progress = Progress()
+    reporter = Reporter(tmp_path, config, progress, 1.0, torch.device("cpu"), 60.0, probed_chars_per_second=1_000.0)
+    started = clock.now
+
+    def evaluate() -> None:
+        clock.now += 5.0
+        progress.val_bpc = 3.0
+        reporter.write_row(val_bpc=3.0)
+
+    while progress.elapsed < 60:  # the trainer's loop: 10 steps a second, 5 s evaluating every 50 steps
+        clock.now += 0.1
+        progress.step, progress.elapsed = progress.step + 1, clock.now - started
+        if progress.step % config.eval_every == 0:
+            evaluate()
+        reporter.step(torch.tensor(1.0), 0.1)
+    progress.elapsed = clock.now - started
+    if progress.step % config.eval_every:  # the final weights are scored
+        evaluate()
+    reporter.close()
+    frames = [frame for frame in stderr.getvalue().split("\r") if "val 3.000" in frame]  # from the first evaluation
+    counts = [bar_counts(frame) for frame in frames]
+    assert len(counts) > 10 and counts[-1] == (progress.step, progress.step), frames[-1]
+    for _, total in counts:
+        assert abs(total - progress.step) <= 0.1 * progress.step, (total, progress.step)
+    chars_per_second = int(re.search(r"([\d,]+) chars/s", frames[-1])[1].replace(",", ""))
+    assert 950 <= chars_per_second <= 1_050 and "<00:00" in frames[-1], frames[-1]  # training's: 1,000

@@ -1469,14 +1469,15 @@ def test_two_resumes_on_a_moved_corpus_at_once_one_trains_while_eval_and_runs_re
     ("out", "said"),
     [
         (" ", "--out ' ' names no run folder of its own"),
-        ("notes\nrun", r"--out 'notes\nrun': a line break or other control character in the run folder's path"),
-        ("a\tb", r"--out 'a\tb': a line break or other control character"),
+        ("notes\nrun", r"--out $'notes\nrun': a line break or other control character in the run folder's path"),
+        ("a\tb", r"--out $'a\tb': a line break or other control character"),
     ],
     ids=["blank", "line break", "tab"],
 )
 def test_an_out_that_is_blank_or_breaks_lines_is_refused(fox_file, out, said):
     """`--out " "` made a run folder named by a space, blank in `charlm runs`; `--out $'notes\\nrun'` one
-    whose every message (done:, errors, the runs table) broke in two. Both are refused, before training."""
+    whose every message (done:, errors, the runs table) broke in two. Both are refused, before training, the
+    name shown as typed: `--out 'notes\\nrun'` read back in a shell is a backslash and an n, not a line break."""
     assert_one_line_error(cli("train", str(fox_file), *TRAIN_ARGS, "--out", out), said, "e.g. --out my-run")
     assert not Path("checkpoints").exists()
 
@@ -2028,3 +2029,14 @@ def test_a_run_folder_typed_as_a_path_is_that_path_whatever_pathlib_drops(fox_fi
     assert (
         runs.out_into(Path("x")) == os.path.join(".", "x") and runs.out_into(Path("checkpoints/z")) == "checkpoints/z"
     )
+
+
+def test_a_folder_of_runs_whose_run_is_named_best_pt_is_no_run_itself(tmp_path):
+    """`--out x/best.pt` makes a run folder named best.pt: a folder of that name counted as x's checkpoint,
+    so `charlm runs --root .` listed x as a run (`x ? ?x? 0 - best.pt unreadable`)."""
+    run = tmp_path / "x" / "best.pt"
+    run.mkdir(parents=True)
+    (run / "latest.pt").write_bytes(b"")
+    assert runs.run_folders(tmp_path) == [] and runs.run_folders(tmp_path / "x") == [run]
+    assert not runs.holds_checkpoint(tmp_path / "x")
+    assert "unreadable" not in cli("runs", "--root", str(tmp_path)).output
