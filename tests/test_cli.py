@@ -692,7 +692,8 @@ def test_a_resumed_runs_first_line_says_where_it_goes_on_from(fox_file):
     result = cli("train", "--resume", "fox", "--max-steps", "30")
     assert result.exit_code == 0, result.output
     start = result.stderr.splitlines()[0]
-    assert start.startswith("training 1x32 lstm") and re.search(r"resumed at step 20 \(\d+s trained\)$", start), start
+    ends = r"resumed at step 20 \(\d+s trained\) with --max-steps 30 \(was 20\)$"  # and what it changed
+    assert start.startswith("training 1x32 lstm") and re.search(ends, start), start
 
 
 def test_sample_options_from_the_command_line(trained, tmp_path):
