@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint, run_claim, runs, sizing, write_checks
 from .checkpoint import Base, Checkpoint, Progress
-from .config import PLANNED, Config, refuse_added_limits
+from .config import PLANNED, UNRECORDED, Config, refuse_added_limits
 from .device import auto_precision_reason, resolve_device
 from .distributed import SINGLE, Ranks
 from .errors import CharLMError, one_line_path
@@ -304,7 +304,10 @@ def resumed(saved: Checkpoint, overrides: dict, path: Path, ranks: Ranks = SINGL
     run_dir = path.parent
     check_not_behind(saved, path)
     refuse_added_limits(overrides, saved.progress.step, saved.progress.elapsed, run_dir)
-    config = Config.from_dict({**saved.config.to_dict(), **overrides})
+    # How much a run says is this command's to choose, not the run's (`UNRECORDED`): a run started --quiet
+    # from a script speaks when resumed by hand, and the command line has no --no-quiet.
+    this_command = {f.name: f.default for f in dataclasses.fields(Config) if f.name in UNRECORDED}
+    config = Config.from_dict({**saved.config.to_dict(), **this_command, **overrides})
     # another --encoding may read the run's text in other bytes (a UTF-16 file saved as UTF-8): `tokens.prepare`
     # checks it is the text the run read, which only a record keeping the text's digest can tell
     changed = saved.config.unresumable_changes(config, also=("encoding",) if "text" in saved.corpus else ())

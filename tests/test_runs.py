@@ -2040,3 +2040,14 @@ def test_a_folder_of_runs_whose_run_is_named_best_pt_is_no_run_itself(tmp_path):
     assert runs.run_folders(tmp_path) == [] and runs.run_folders(tmp_path / "x") == [run]
     assert not runs.holds_checkpoint(tmp_path / "x")
     assert "unreadable" not in cli("runs", "--root", str(tmp_path)).output
+
+
+def test_a_run_started_quiet_speaks_when_resumed_without_quiet(fox_file):
+    """--quiet says how much one command prints, not how its run trains: kept in the checkpoint, a run started
+    --quiet from a script stayed silent when resumed by hand, and the command line has no --no-quiet."""
+    speaking = [arg for arg in TINY_ARGS if arg != "--quiet"]
+    cli("train", str(fox_file), "--out", "q", "--max-steps", "1", *speaking, "--quiet")
+    resumed = cli("train", "--resume", "q", "--max-steps", "2", *speaking)
+    assert resumed.exit_code == 0 and "resumed at step 1" in resumed.output, resumed.output
+    quiet_again = cli("train", "--resume", "q", "--max-steps", "3", *speaking, "--quiet")
+    assert quiet_again.exit_code == 0 and "resumed at step" not in quiet_again.output, quiet_again.output
