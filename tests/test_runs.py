@@ -906,8 +906,11 @@ def test_an_empty_run_folder_says_what_to_do():
 
 
 @pytest.mark.parametrize("folder", [".", "..", "/"])
-def test_an_empty_folder_no_run_may_go_into_is_not_told_to_train_into_it(folder):
-    """`charlm sample ..` was told "or train one into it (--out ..)", which --out refuses."""
+def test_an_empty_folder_no_run_may_go_into_is_not_told_to_train_into_it(folder, tmp_path, monkeypatch):
+    """`charlm sample ..` was told "or train one into it (--out ..)", which --out refuses. Run two folders
+    down, so that `..` holds no other test's runs (pytest's folder of every test's tmp_path may)."""
+    (here := tmp_path / "parent" / "here").mkdir(parents=True)
+    monkeypatch.chdir(here)
     result = cli("sample", folder)
     assert_one_line_error(result, f"{folder}: run folder holds no checkpoint", "name another run")
     assert "--out" not in result.output
