@@ -12,6 +12,8 @@ from .fields import SHOWN
 
 NAME_MAX = 255  # the longest file name, in bytes, of the usual file systems (ext4, APFS, NTFS's 255 units)
 PATH_MAX = 4096  # the longest path, in bytes, Linux takes; a run's deepest file is a checkpoint's temporary
+# what separates a path's names as a user may type them: '/' everywhere, and the platform's own ('\\' on Windows)
+SEPARATORS = tuple(sep for sep in ("/", os.sep, os.altsep) if sep)
 
 
 def name_bytes(name: str) -> int:
@@ -24,7 +26,7 @@ def typed_as_path(text: str | Path) -> bool:
     anywhere as typed ('./x', 'x/': pathlib drops both, and a tab-completed 'x/' means the folder here),
     a drive (C:x), or '.' or '..'."""
     text = os.fspath(text)
-    separated = any(sep in text for sep in ("/", os.sep, os.altsep) if sep)
+    separated = any(sep in text for sep in SEPARATORS)
     return separated or bool(Path(text).drive) or text in (os.curdir, os.pardir)
 
 
@@ -33,9 +35,8 @@ def anchored(text: str | Path) -> bool:
     (x/): one that does neither, `novel/best.pt`, may be a file of the run named `novel`, as the docs write
     `RUN/best.pt`."""
     text = os.fspath(text)
-    separators = tuple(sep for sep in ("/", os.sep, os.altsep) if sep)
-    leading = tuple(f"{dots}{sep}" for dots in (os.curdir, os.pardir) for sep in separators)
-    return text.startswith((*leading, *separators, "~")) or text.endswith(separators) or Path(text).is_absolute()
+    leading = tuple(f"{dots}{sep}" for dots in (os.curdir, os.pardir) for sep in SEPARATORS)
+    return text.startswith((*leading, *SEPARATORS, "~")) or text.endswith(SEPARATORS) or Path(text).is_absolute()
 
 
 def check_nameable(path: str | Path) -> None:
