@@ -11,7 +11,6 @@ lining up text is this module's job.
 
 from __future__ import annotations
 
-import os
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -58,7 +57,7 @@ def runs_table(root: str | Path = runs.CHECKPOINT_ROOT) -> str:
         raise CharLMError("--root is empty: give the folder that holds the runs (by default checkpoints)")
     if Path(root).is_file():  # globbing a file finds nothing: "no runs under FILE/" hid the mistake
         raise CharLMError(f"{said('root', root)} is a file, not a folder: give the folder that holds the runs")
-    if any(os.path.isfile(Path(root) / name) for name in (runs.BEST, runs.LATEST)):  # a run named best.pt: no run
+    if runs.holds_checkpoint(root):  # files only: a folder of runs, one of them named best.pt, is no run
         raise CharLMError(
             f"{said('root', root)} is a run, not a folder of runs: give the folder above it, "
             f"{said('root', Path(root).parent)}"
