@@ -93,7 +93,7 @@ def load_prepared(folder: Path) -> tuple[Vocabulary, np.ndarray, dict]:
         meta = files.parse_json((folder / "meta.json").read_text(encoding="utf-8"))
         path = folder / "tokens.bin"
         dtype = np.dtype(meta["dtype"])
-        vocab = read_vocab(folder / "vocab.json", meta.get("vocab_size"))
+        vocab = read_vocab(folder / "vocab.json", meta.get("vocab_size"), meta.get("vocab_sha256"))
         if wrong := wrong_meta_field(meta, vocab):
             raise CharLMError(f"{one_line_path(folder / 'meta.json')}: {wrong} is {SHOWN.repr(meta.get(wrong))}")
         if path.stat().st_size != meta["tokens"] * dtype.itemsize:
@@ -138,16 +138,20 @@ def is_count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def read_vocab(path: Path, size: int | None) -> Vocabulary:
-    """The cache's vocabulary, its damage named with its file (a cache folder's damage is rebuilt), and its
-    size held to meta.json's: vocab.json has no checksum, and one cut short would be used until training indexed
-    past it. A cache from before meta.json kept the size (`size` None) is taken as it is."""
+def read_vocab(path: Path, size: int | None, sha256: str | None = None) -> Vocabulary:
+    """The cache's vocabulary, its damage named with its file (a cache folder's damage is rebuilt), held to
+    meta.json's size and checksum: one cut short would be used until training indexed past it, one with two
+    characters swapped would read every id as another character. A cache from before meta.json kept them
+    (`size`, `sha256` None) is taken as it is."""
+    data = path.read_bytes()
     try:
-        vocab = Vocab.from_dict(files.parse_json(path.read_text(encoding="utf-8")))
+        vocab = Vocab.from_dict(files.parse_json(data.decode("utf-8")))
     except CharLMError as e:
         raise CharLMError(f"{one_line_path(path)}: {e}") from None
     if size is not None and len(vocab) != size:
         raise CharLMError(f"{one_line_path(path)}: {len(vocab)} tokens where meta.json says {size}")
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CharLMError(f"{one_line_path(path)}: edited (checksum mismatch)")
     return vocab
 
 

@@ -3,7 +3,7 @@
     tokens.bin   every id of the corpus, flat, as uint8, uint16 or uint32 (the smallest that fits)
     vocab.json   the vocabulary
     meta.json    sizes (each part's ids: the built-in corpus's split), summary and the sha256 of
-                 tokens.bin; written last, so a folder without it was never finished
+                 tokens.bin and vocab.json; written last, so a folder without it was never finished
 
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's
@@ -212,6 +212,7 @@ def build(
     text = hashlib.sha256()
     digest, sizes, characters = write_ids(folder / "tokens.bin", hashing(read("encoding"), text), vocab, len(parts))
     unknown = {c: n for c, n in counts.items() if not vocab.knows(c)}
+    vocab_json = json.dumps(vocab.to_dict(), ensure_ascii=False).encode("utf-8")
     meta = {
         "format": CACHE_FORMAT,
         "dtype": vocab.dtype().name,
@@ -222,6 +223,7 @@ def build(
         "characters": characters,
         "distinct": len(counts),
         "vocab_size": len(vocab),
+        "vocab_sha256": hashlib.sha256(vocab_json).hexdigest(),  # an edit that keeps its size is caught too
         "unknown_distinct": len(unknown),
         "unknown_count": sum(unknown.values()),
         "unknown_chars": list(unknown)[:NAMED_UNKNOWN],  # by code point: a fine-tune's start line names them
@@ -232,7 +234,7 @@ def build(
         "options": options,
         "seconds": round(time.perf_counter() - started, 3),
     }
-    (folder / "vocab.json").write_text(json.dumps(vocab.to_dict(), ensure_ascii=False), encoding="utf-8")
+    (folder / "vocab.json").write_bytes(vocab_json)
     (folder / "meta.json").write_text(files.json_text(meta, 1), encoding="utf-8")
     return vocab, meta  # all written
 

@@ -150,10 +150,10 @@ def test_a_hand_edited_meta_json_is_rebuilt_never_used(tmp_path, field, edited):
     assert as_built(prepare([[path]], quiet=True).meta) == as_built(json.loads(meta.read_text())) == as_built(good)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "edit", "no_meta", "vocab_fields", "vocab_cut"])
+@pytest.mark.parametrize("damage", ["truncate", "edit", "no_meta", "vocab_fields", "vocab_cut", "vocab_swapped"])
 def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
-    """vocab.json has no checksum: one cut to fewer characters than the ids name was used, and training
-    indexed past it."""
+    """vocab.json had no checksum: one cut to fewer characters than the ids name was used, and training
+    indexed past it; one with two characters swapped (its size unchanged) read every id as another character."""
     path = write(tmp_path, "novel.txt", "abcdefg\n" * 100)
     folder = prepare([[path]], quiet=True).folder
     good = (folder / "tokens.bin").read_bytes()
@@ -163,6 +163,9 @@ def test_a_damaged_cache_is_rebuilt_never_used(tmp_path, damage):
         vocab.write_text("{}")
     elif damage == "vocab_cut":
         vocab.write_text(json.dumps({**json.loads(good_vocab), "chars": "ab"}))
+    elif damage == "vocab_swapped":
+        chars = json.loads(good_vocab)["chars"]
+        vocab.write_text(json.dumps({**json.loads(good_vocab), "chars": chars[::-1]}, ensure_ascii=False))
     elif damage == "truncate":
         tokens.write_bytes(good[:100])
     elif damage == "edit":
