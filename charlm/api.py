@@ -361,9 +361,6 @@ def train(
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
         trainer = start_trainer(sources, options, None if out is None else str(out), resume, init_from)
-        if not trainer.config.quiet:  # as `charlm train` starts: its folder and size, a fine-tune's new characters
-            for note in trainer.start_notes():
-                print(one_line(note), file=sys.stderr)
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once

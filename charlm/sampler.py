@@ -67,7 +67,7 @@ def batch_from_ids(
     if never:  # allowed, as any stop text is, but likely a mistake: say so
         written = first_named(never, model.vocab.name_unseen)  # as every note names characters: 'ζ' 'é'
         warnings.warn(
-            f"{said('stop', metavar=repr(options.stop))}: the model never writes {written}, so no sample stops there",
+            f"{said('stop', options.stop)}: the model never writes {written}, so no sample stops there",
             stacklevel=callers_stacklevel(),
         )
     warn_of_unwritten_bans(options, model.vocab)

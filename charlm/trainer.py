@@ -29,7 +29,7 @@ from .checkpoint import read as read_checkpoint
 from .config import UNRECORDED, Config
 from .device import core_precision, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
-from .errors import CharLMError, one_line_path
+from .errors import CharLMError, one_line, one_line_path
 from .fields import changes_said, said
 from .model import MAX_WEIGHT, CharLM, unsound_weight
 from .plan import GIVEN, RunPlan, already_held, limits_spent
@@ -182,14 +182,17 @@ class Trainer:
 
     def open_run(self, stack: contextlib.ExitStack, max_seconds: float | None) -> None:
         """Rank 0's start, each part closed by `stack` when training ends: the run folder's lock, run.json,
-        the progress bar and metrics log. A new run drops samples.txt: a run's that died before its first
-        checkpoint."""
+        the start lines (`start_notes`, said only once the folder is the run's: a run refused it says the
+        refusal alone), the progress bar and metrics log. A new run drops samples.txt: a run's that died
+        before its first checkpoint."""
         if run_claim.claimed(self.run_dir):  # a new run's default folder: under its name only now, with run.json in it
             run_claim.move_into_place(self.run_dir, self.run_info())
         self.lock = run_lock.RunLock(self.run_dir, resuming=self.saved_step is not None)
         stack.enter_context(self.lock)
         self.check_not_overtaken()
         runs.write_run_info(self.run_dir, self.run_info())
+        for note in self.start_notes():
+            self.say(one_line(note))
         reporter = Reporter(
             self.run_dir,
             self.config,
@@ -454,7 +457,7 @@ class Trainer:
         return None, improved
 
     def start_notes(self) -> list[str]:
-        """The lines a run starts with, for `charlm train` and `charlm.train` alike: what trains on what, where, and
+        """The lines a run starts with (`open_run`), for `charlm train` and `charlm.train` alike: what trains on what, where, and
         from which step (a resumed run's line would read as a new run's without it); a fine-tune's base and the
         characters its text adds, so a stray one is seen before it is learned (a resume: that it goes on)."""
         model, ranks = self.model, self.ranks

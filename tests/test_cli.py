@@ -739,6 +739,13 @@ def test_a_sample_kept_stop_line_break_ends_its_printed_line(trained, tmp_path):
     assert result.output.count("\n") == 1 and result.output.endswith("\n")  # a sample without one still ends its line
 
 
+def test_a_stop_the_model_never_writes_is_said_as_typed_to_paste_back(trained):
+    """The warning showed `--stop '\\nZ'` in Python's quoting; the shell's is the one a user pastes back."""
+    result = cli("sample", trained, "--seed", "the", "--length", "5", "--greedy", "--stop", "\\nZ")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("warning: --stop $'\\nZ': the model never writes 'Z', so"), result.output
+
+
 def test_sample_json_writes_chinese_as_text_not_escapes(tmp_path):
     """`--json > samples.jsonl` held "\\u5b9d\\u7389" for 宝玉: unreadable in `head` or an editor and
     twice the bytes; the text is now UTF-8, still one JSON object a line."""

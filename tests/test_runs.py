@@ -427,9 +427,7 @@ def test_second_training_into_one_folder_is_refused_and_a_dead_owner_is_taken_ov
     process = start_training(str(fox_file), "--out", "run", *TRAIN_ARGS, "--max-steps", "100000")
     try:
         wait_for(tmp_path / "checkpoints/run/latest.pt")
-        # the second training and the take-over run in this process: ~3 s less each than a process of their own;
-        # --quiet as the run was started (a resume no longer takes it from the checkpoint): its start line comes
-        # before the lock is tried
+        # the second training and the take-over run in this process: ~3 s less each than a process of their own
         assert_one_line_error(cli("train", "--resume", "run", "--quiet"), f"in use by process {process.pid}")
     finally:
         process.send_signal(signal.SIGKILL)
@@ -462,6 +460,25 @@ def test_a_lock_of_a_live_process_is_kept(fox_file, tiny, tmp_path):
     assert (folder / ".lock.pid").read_text().partition("-")[0] == str(holder.pid)
     charlm.train(fox_file, out="run", **tiny)  # its owner is gone: taken over
     assert not (folder / ".lock").exists() and not (folder / ".lock.pid").exists()
+
+
+def test_a_resume_refused_by_another_process_says_only_the_refusal(fox_file, tiny, tmp_path, capsys):
+    """A resume of a run another process holds printed its start line ("training ... resumed at step 2
+    with --max-steps 4 (was 2)") and then the refusal: the lock was tried after the line. The command,
+    and charlm.train, say the refusal alone."""
+    charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "quiet": True})
+    folder = tmp_path / "checkpoints/run"
+    holder = lock_holder(folder)
+    try:
+        wait_for(folder / ".lock.pid")
+        assert_one_line_error(cli("train", "--resume", "run", "--max-steps", "4"), f"in use by process {holder.pid} ")
+        capsys.readouterr()
+        with pytest.raises(CharLMError, match=f"in use by process {holder.pid} "):
+            charlm.train(resume="run", max_steps=4)
+        assert capsys.readouterr().err == ""
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_run_another_thread_of_the_process_trains_is_refused_naming_the_thread_not_the_process(fox_file, tiny):

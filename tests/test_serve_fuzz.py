@@ -368,8 +368,8 @@ SHARED_RULES = [
     ({"acrostic": "ab"}, False, True),
     ({"form": "五绝", "template": "_ _"}, False, True),
 ]
-# A chat message's content, required as OpenAI requires it: left out only by an assistant's message that
-# calls a tool (null is the field left out); null itself is taken, as nothing (docs/serve.md)
+# A chat message's content, required as OpenAI requires it: left out or null only by an assistant's message
+# that calls a tool (null or [] is no call; null is the field left out), null also by a function's (deprecated)
 TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
 CONTENT_RULES = [
     ({"role": "user"}, False),
@@ -379,7 +379,12 @@ CONTENT_RULES = [
     ({"role": "user", "tool_calls": [TOOL_CALL]}, False),
     ({"role": "assistant", "tool_calls": [TOOL_CALL]}, True),
     ({"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}, True),
-    ({"role": "user", "content": None}, True),
+    ({"role": "user", "content": None}, False),
+    ({"role": "assistant", "content": None}, False),
+    ({"role": "assistant", "tool_calls": []}, False),
+    ({"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}, True),
+    ({"role": "function", "name": "f", "content": None}, True),
+    ({"role": "function", "name": "f"}, False),
 ]
 RULES = {
     "/v1/completions": ({"prompt": "the"}, SHARED_RULES),

@@ -353,7 +353,7 @@ def test_an_unknown_field_of_a_message_is_refused_naming_it_not_dropped(client, 
     assert error["param"] == param and error["code"] == "unknown_parameter" and param in error["message"], error
     sent_back = [
         {"role": "user", "name": "u", "content": "a"},
-        {"role": "assistant", "name": "a", "content": None, "refusal": None, "audio": None, "tool_calls": []},
+        {"role": "assistant", "name": "a", "content": "b", "refusal": None, "audio": None, "tool_calls": []},
         {"role": "tool", "tool_call_id": "call_1", "content": "b"},
         {"role": "function", "name": "f", "content": "c", "function_call": None},
     ]
@@ -373,12 +373,30 @@ def test_an_unknown_field_of_a_message_is_refused_naming_it_not_dropped(client, 
         ("chat/completions", [{"role": "user", "content": "a"}, {"role": "assistant"}], "messages[1].content"),
         ("responses", [{"role": "user"}], "input[0].content"),
         ("responses", [{"type": "message", "role": "assistant"}], "input[0].content"),
+        # null is the field left out: OpenAI takes it only where it takes the field left out, and of a function's
+        ("chat/completions", [{"role": "user", "content": None}], "messages[0].content"),
+        ("chat/completions", [{"role": "tool", "tool_call_id": "c", "content": None}], "messages[0].content"),
+        (
+            "chat/completions",
+            [{"role": "user", "content": "a"}, {"role": "assistant", "content": None}],
+            "messages[1].content",
+        ),
+        ("chat/completions", [{"role": "assistant", "content": None, "tool_calls": []}], "messages[0].content"),
+        (
+            "chat/completions",
+            [{"role": "assistant", "tool_calls": []}],
+            "messages[0].content",
+        ),  # no call: OpenAI's needs one
+        ("chat/completions", [{"role": "function", "name": "f"}], "messages[0].content"),
+        ("responses", [{"role": "user", "content": None}], "input[0].content"),
     ],
 )
 def test_a_message_without_content_is_refused_naming_it(client, path, messages, param):  # noqa: F811
     """`{"role": "user"}` was served as an empty message (a 200 continuing a blank line), where OpenAI
     requires every message's content but that of an assistant's that calls a tool: a client that lost the
-    text on its way got a reply to nothing. It is a 400 naming the content; such an assistant's is taken."""
+    text on its way got a reply to nothing. It is a 400 naming the content; such an assistant's is taken.
+    A content of null was taken as nothing for every role, and `tool_calls: []` spared an assistant's its
+    content: null is the field left out but for a function's, which OpenAI's spec makes nullable."""
     endpoint = client.chat.completions if path == "chat/completions" else client.responses
     key, length = ("messages", "max_tokens") if path == "chat/completions" else ("input", "max_output_tokens")
     with pytest.raises(openai.BadRequestError) as caught:
@@ -389,6 +407,11 @@ def test_a_message_without_content_is_refused_naming_it(client, path, messages, 
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     calling = [{"role": "user", "content": "a"}, {"role": "assistant", "tool_calls": [call]}]
     assert client.chat.completions.create(model="tiny", messages=calling, max_tokens=1).choices[0].message.content
+    nulls = [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "function", "name": "f", "content": None},
+    ]
+    assert client.chat.completions.create(model="tiny", messages=nulls, max_tokens=1).choices[0].message.content
 
 
 def test_a_refused_input_item_is_named_in_one_balanced_line(client):  # noqa: F811

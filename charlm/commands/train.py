@@ -102,7 +102,6 @@ def train_ranks(trainer: Trainer, ranks: Ranks) -> int:
     from ..distributed import peer_note
 
     if ranks.leader:
-        say_started(trainer)
         try:
             trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: the run stops at once
@@ -119,13 +118,6 @@ def ended_note(trainer: Trainer) -> str:
     if trainer.stopped_early:
         return trainer.lost_note()
     return f"; the run had finished: {trainer.saved_note()}"
-
-
-def say_started(trainer: Trainer) -> None:
-    """Rank 0's first lines (`Trainer.start_notes`), unless --quiet."""
-    if not trainer.config.quiet:
-        for note in trainer.start_notes():
-            click.echo(one_line(note), err=True)
 
 
 def say_ended(trainer: Trainer) -> int:

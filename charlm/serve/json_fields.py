@@ -96,10 +96,11 @@ def known_fields(value: dict, known: set[str] | tuple[str, ...], within: str) ->
             raise APIError(400, f"unrecognized request argument supplied: {param}", param, "unknown_parameter")
 
 
-def required(value: dict, name: str, within: str, what: str) -> None:
-    """`value`, an object within the body (`messages[0]`), has the field `name`, `what` it holds: left out,
-    a 400 naming it, where read as empty a message that lost its text on the way would be answered as nothing."""
-    if name not in value:
+def required(value: dict, name: str, within: str, what: str, nullable: bool = False) -> None:
+    """`value`, an object within the body (`messages[0]`), has the field `name`, `what` it holds: left out
+    (or null, the field left out, unless `nullable` as OpenAI's spec has a few), a 400 naming it, where read
+    as empty a message that lost its text on the way would be answered as nothing."""
+    if name not in value or (value[name] is None and not nullable):
         param = f"{within}.{name}"
         raise APIError(400, f"{param} is required: {what}", param, "missing_required_parameter")
 

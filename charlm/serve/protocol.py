@@ -489,9 +489,10 @@ def joined(texts: list[str]) -> str:
 
 def calls_a_tool(message: dict) -> bool:
     """An assistant's message with `tool_calls` (or the older `function_call`), which OpenAI's chat takes
-    without a content; null is the field left out, as everywhere in a body."""
+    without a content; null is the field left out, as everywhere in a body, and `tool_calls: []` calls
+    nothing (OpenAI's refuses an empty list), so neither spares a message its content."""
     calls = (message.get("tool_calls"), message.get("function_call"))
-    return message["role"] == "assistant" and any(call is not None for call in calls)
+    return message["role"] == "assistant" and any(call is not None and call != [] for call in calls)
 
 
 def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, str, bool]:
@@ -510,15 +511,17 @@ def tokenize_params(body: Any, config: ServeConfig) -> tuple[str | None, str, st
 
 
 def message_text(message: Any, i: int) -> str:
-    """The text of chat message `i`: its content, a string or text parts (null: none), whatever its role
-    (`chat_params` drops roles); any other part (an image, audio) is a 400 naming the content, as a model
-    of text cannot read it. As OpenAI's, only an assistant's message that calls a tool may leave it out."""
+    """The text of chat message `i`: its content, a string or text parts, whatever its role (`chat_params`
+    drops roles); any other part (an image, audio) is a 400 naming the content, as a model of text cannot
+    read it. As OpenAI's, only an assistant's message that calls a tool may leave it out or null, and a
+    (deprecated) function's give null: no text."""
     param = f"messages[{i}]"
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise APIError(400, f"{param} must be an object with a role and a content", param, "invalid_type")
     known_fields(message, MESSAGE_FIELDS, param)
     if not calls_a_tool(message):
-        required(message, "content", param, "its text (only an assistant's message with tool_calls may leave it out)")
+        what = "its text (only an assistant's message with tool_calls may leave it out or null)"
+        required(message, "content", param, what, nullable=message["role"] == "function")
     content = message.get("content")
     if content is None or isinstance(content, str):
         return content or ""

@@ -191,15 +191,22 @@ def body_schema(
 
 # A message's fields that change nothing here, taken whatever their value (a client sends an assistant's back)
 IGNORED = {"description": "taken and ignored: a charlm model reads a message's text alone"}
-# A chat message's content may be left out only by an assistant's message that calls a tool, as OpenAI's
-# (`protocol.calls_a_tool`); a field null is the field left out
+# A chat message's content may be left out (or null) only by an assistant's message that calls a tool, as
+# OpenAI's (`protocol.calls_a_tool`: tool_calls of at least one call); a field null is the field left out,
+# but a (deprecated) function's content, required and nullable
+NOT_NULL = {"not": {"type": "null"}}
 CALLING = [
-    {"required": [name], "properties": {name: {"not": {"type": "null"}}}} for name in ("tool_calls", "function_call")
+    {"required": ["tool_calls"], "properties": {"tool_calls": NOT_NULL | {"minItems": 1}}},
+    {"required": ["function_call"], "properties": {"function_call": NOT_NULL}},
 ]
 MESSAGE_SCHEMA = {
     "type": "object",
     "required": ["role"],
-    "anyOf": [{"required": ["content"]}, {"properties": {"role": {"const": "assistant"}}, "anyOf": CALLING}],
+    "anyOf": [
+        {"required": ["content"], "properties": {"content": NOT_NULL}},
+        {"required": ["content"], "properties": {"role": {"const": "function"}}},
+        {"properties": {"role": {"const": "assistant"}}, "anyOf": CALLING},
+    ],
     "additionalProperties": False,
     "properties": dict.fromkeys(MESSAGE_FIELDS, IGNORED)
     | {
