@@ -414,6 +414,26 @@ def test_a_message_without_content_is_refused_naming_it(client, path, messages, 
     assert client.chat.completions.create(model="tiny", messages=nulls, max_tokens=1).choices[0].message.content
 
 
+@pytest.mark.parametrize(
+    ("path", "role"),
+    [("chat/completions", "usr"), ("chat/completions", "Assistant"), ("responses", "usr"), ("responses", "tool")],
+)
+def test_a_role_openai_does_not_know_is_refused_naming_it(client, path, role):  # noqa: F811
+    """Chat took any string as a role (`usr`, `Assistant`) where OpenAI refuses one it does not know, and
+    where /v1/responses already refused it: a client's misspelled role got a 200. It is a 400 naming
+    `messages[0].role`, as /v1/responses names `input[0].role`; every role of OpenAI's chat is still taken."""
+    endpoint = client.chat.completions if path == "chat/completions" else client.responses
+    key, length = ("messages", "max_tokens") if path == "chat/completions" else ("input", "max_output_tokens")
+    with pytest.raises(openai.BadRequestError) as caught:
+        endpoint.create(model="tiny", **{key: [{"role": role, "content": "a"}], length: 1})
+    param = f"{key}[0].role"
+    error = caught.value.body
+    assert (error["param"], error["code"]) == (param, "invalid_value") and error["message"].startswith(param), error
+    roles = ["system", "developer", "user", "assistant", "tool", "function"]
+    taken = [{"role": name, "content": name} for name in roles]
+    assert client.chat.completions.create(model="tiny", messages=taken, max_tokens=1).choices[0].message.content
+
+
 def test_a_refused_input_item_is_named_in_one_balanced_line(client):  # noqa: F811
     """The message refusing an input item that is not a message ended in a stray `}}`."""
     with pytest.raises(openai.BadRequestError) as caught:

@@ -105,6 +105,16 @@ def required(value: dict, name: str, within: str, what: str, nullable: bool = Fa
         raise APIError(400, f"{param} is required: {what}", param, "missing_required_parameter")
 
 
+def one_of(value: dict, name: str, choices: tuple[str, ...], within: str) -> None:
+    """`value`'s field `name` (a message's `role`) is one of `choices`: another is a 400 naming it, as OpenAI
+    refuses it, so that a misspelled one is told, not taken for a word that changes nothing."""
+    given = value.get(name)
+    if given not in choices:
+        param = f"{within}.{name}"
+        what = repr(shown(given)) if isinstance(given, str) else json_type(given)
+        raise APIError(400, f"{param} must be one of {', '.join(choices)}, not {what}", param, "invalid_value")
+
+
 def json_type(value: Any) -> str:
     names = {
         bool: "a boolean",

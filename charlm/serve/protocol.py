@@ -38,7 +38,18 @@ from ..corpus import check_characters
 from ..errors import CharLMError
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import boolean, integer, json_equal, json_type, known_fields, number, required, string, strings
+from .json_fields import (
+    boolean,
+    integer,
+    json_equal,
+    json_type,
+    known_fields,
+    number,
+    one_of,
+    required,
+    string,
+    strings,
+)
 
 MAX_STOPS = 16
 MAX_STOP_CHARS = 1000  # a stop text's length (a request's stops are matched on every step of its rows)
@@ -102,6 +113,8 @@ CHAT_FIELDS = COMMON | {"messages", "logprobs", "top_logprobs", "max_completion_
 # a chat message's fields, of every role (OpenAI's): all but content change nothing here, and a client
 # sends an assistant's back as it got them
 MESSAGE_FIELDS = ("role", "content", "name", "refusal", "audio", "tool_calls", "function_call", "tool_call_id")
+# the roles of OpenAI's chat messages: each is dropped here (`chat_params`), another is a misspelling
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # OpenAI's fields charlm accepts at the value that changes nothing, as JSON Schema's `enum` compares
 # values (`json_equal`: 1.0 is 1, `false` is not 0), or null; chat clients send some of them by default.
 NEUTRAL = {
@@ -519,6 +532,7 @@ def message_text(message: Any, i: int) -> str:
     if not isinstance(message, dict) or not isinstance(message.get("role"), str):
         raise APIError(400, f"{param} must be an object with a role and a content", param, "invalid_type")
     known_fields(message, MESSAGE_FIELDS, param)
+    one_of(message, "role", CHAT_ROLES, param)
     if not calls_a_tool(message):
         what = "its text (only an assistant's message with tool_calls may leave it out or null)"
         required(message, "content", param, what, nullable=message["role"] == "function")

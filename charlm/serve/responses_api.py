@@ -12,7 +12,7 @@ from typing import Any
 from ..config import COUNT_PENALTIES, SampleConfig
 from .api_error import APIError, shown
 from .config import ServeConfig
-from .json_fields import integer, json_type, known_fields, required, string
+from .json_fields import integer, json_type, known_fields, one_of, required, string
 from .protocol import (
     COMMON,
     MAX_LOGPROBS,
@@ -184,9 +184,7 @@ def input_texts(given: Any) -> list[str]:
                 "input_text parts}", param, "unsupported_value",
             )  # fmt: skip
         known_fields(item, INPUT_MESSAGE_FIELDS, param)
-        if item.get("role") not in INPUT_ROLES:
-            role = f"{param}.role"
-            raise APIError(400, f"{role} must be one of {', '.join(INPUT_ROLES)}", role, "invalid_value")
+        one_of(item, "role", INPUT_ROLES, param)
         required(item, "content", param, "its text, a string or input_text parts")
         content = item.get("content")
         parts = [content] if isinstance(content, str) else content if isinstance(content, list) else [None]

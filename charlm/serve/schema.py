@@ -11,6 +11,7 @@ from .. import forms
 from ..config import COUNT_PENALTIES, MAX_COUNT_PENALTY, MAX_LOGIT_BIAS, MAX_REPETITION_PENALTY, SEED_RANGE
 from .config import ServeConfig
 from .protocol import (
+    CHAT_ROLES,
     MAX_BIASED,
     MAX_LOGPROBS,
     MAX_METADATA_VALUE,
@@ -210,7 +211,7 @@ MESSAGE_SCHEMA = {
     "additionalProperties": False,
     "properties": dict.fromkeys(MESSAGE_FIELDS, IGNORED)
     | {
-        "role": {"type": "string"},
+        "role": {"type": "string", "enum": list(CHAT_ROLES)},
         "content": {
             "anyOf": [
                 {"type": "string"},
