@@ -457,9 +457,10 @@ class Trainer:
         return None, improved
 
     def start_notes(self) -> list[str]:
-        """The lines a run starts with (`open_run`), for `charlm train` and `charlm.train` alike: what trains on what, where, and
-        from which step (a resumed run's line would read as a new run's without it); a fine-tune's base and the
-        characters its text adds, so a stray one is seen before it is learned (a resume: that it goes on)."""
+        """The lines a run starts with (`open_run`), for `charlm train` and `charlm.train` alike: what trains on
+        what, where, and from which step (a resumed run's line would read as a new run's without it); a
+        fine-tune's base and the characters its text adds, so a stray one is seen before it is learned (a
+        resume: that it goes on)."""
         model, ranks = self.model, self.ranks
         resumed = (
             "" if self.saved_step is None else f", resumed at step {self.saved_step:,} ({self.saved_at:.0f}s trained)"
