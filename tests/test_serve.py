@@ -2074,7 +2074,13 @@ def test_a_bad_key_is_401_but_health_and_models_stay_open(server):
         bad.completions.create(model="tiny", prompt="a")
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "a"}])
-    assert httpx.post(f"{url}/v1/completions", json={"prompt": "a"}).status_code == 401
+    refused = httpx.post(f"{url}/v1/completions", json={"prompt": "a"})
+    assert refused.status_code == 401
+    # OpenAI's own 401 body: a client that reads `type` (not only the status) sees what OpenAI would send
+    assert {k: refused.json()["error"][k] for k in ("type", "code")} == {
+        "type": "invalid_request_error",
+        "code": "invalid_api_key",
+    }
     assert httpx.get(f"{url}/metrics").status_code == 401
     # a method the route does not take is answered before the key (the routes are public: /openapi.json)
     assert httpx.get(f"{url}/v1/completions").status_code == 405

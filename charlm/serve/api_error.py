@@ -15,7 +15,8 @@ class APIError(Exception):
         message, param = printable(message), None if param is None else printable(param)
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
-        self.kind = kind or {401: "authentication_error", 404: "invalid_request_error", 429: "rate_limit_error"}.get(
+        # OpenAI's types: its 401 is an invalid_request_error too (code invalid_api_key)
+        self.kind = kind or {429: "rate_limit_error"}.get(
             status, "invalid_request_error" if status < 500 else "server_error"
         )
 
