@@ -529,7 +529,7 @@ def read_reasons(run_dir: Path) -> dict:
 
 
 def read_resumes(run_dir: Path) -> list[dict]:
-    """The run's resumes that changed its options (run.json's `resumes`, `Trainer.restore`'s records), each
+    """The run's resumes that changed its options or hardware (run.json's `resumes`, `Trainer.restore`'s records), each
     a dict with an integer `step`; [] where run.json has none (one written before they were recorded)."""
     resumes = (read_run_info(run_dir) or {}).get("resumes")
     if not isinstance(resumes, list):
