@@ -27,7 +27,7 @@ from typing import TypeVar
 
 import torch
 
-from . import checkpoint, files, finetune, hub, plan, reporting, run_claim, runs, sampler, scoring, threads
+from . import checkpoint, files, finetune, hub, path_names, plan, reporting, run_claim, runs, sampler, scoring, threads
 from .arguments import check_file_name, check_model_and_seed, config_hint, is_path, refuse
 from .config import PLANNED, Config, SampleConfig, added_limits, check_greedy_alone
 from .corpus import check_not_cached
@@ -313,7 +313,8 @@ def train(
     """Train a model on text files or folders, as `charlm train` does, and return it.
 
     `paths`: a path, a list of them or a glob's matches (None: the built-in Shakespeare). The run's folder,
-    under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
+    under checkpoints/ (or `out`: a name goes under checkpoints/, a path is used as given: a pathlib.Path,
+    or text with a separator, "./x"), keeps the model and `best.pt`, the lowest validation bpc
     (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m",
     quiet=True, ...; listed below). `resume=True` continues the most recent run, `resume="checkpoints/run"`
     that run; then only limits, cadence, reporting, the learning rate, device and precision may change, and
@@ -360,7 +361,7 @@ def train(
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
-        trainer = start_trainer(sources, options, None if out is None else str(out), resume, init_from)
+        trainer = start_trainer(sources, options, None if out is None else path_names.as_typed(out), resume, init_from)
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once

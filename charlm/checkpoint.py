@@ -5,8 +5,8 @@ This module is the one owner of the payload's schema (format 3), in three parts:
     model     what sampling needs: the architecture (`ModelConfig`), the vocabulary, the weights
               (the weight average's, when the run keeps one)
     run       what the run is and how far it came: its options (`Config`), corpus, `Progress`, the
-              device and precision it trained on (and the recurrent core's, where the run recorded
-              it), and for a fine-tuning run its base (`Base`)
+              device and precision it trained on (and the recurrent core's, and a CPU's cores, where
+              the run recorded them), and for a fine-tuning run its base (`Base`)
     training  what only training needs to go on exactly where it stopped: the raw weights (when they
               differ from the model's), optimizer, data position, every stream's hidden state,
               random number generator states, gradient scaler
@@ -34,7 +34,7 @@ import torch
 from . import hub
 from .checkpoint_file import VERSION, aside_note, read_bytes, remedy, serialize, verified, write_atomic
 from .config import INT64, Config
-from .device import resolve_device
+from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
 from .fields import SHOWN, holds, kinds_of
@@ -163,6 +163,9 @@ class Checkpoint:
     # what the recurrent core computed in there (device.core_precision: fp32 for bf16 on a CPU without
     # oneDNN's bf16 LSTM), recorded as the run found it; None in a checkpoint older than the record
     core_precision: str | None = None
+    # the CPU cores it could use (threads.available_cores) where it trained on the CPU; None on a GPU or in an
+    # older checkpoint: a resume on a machine with other cores says so (`hardware`)
+    cores: int | None = None
     training: SavedTraining | None = None
     base: Base | None = None  # the run this one was fine-tuned from (--init-from)
 
@@ -172,6 +175,11 @@ class Checkpoint:
         model = CharLM(self.model_config, self.vocab)
         model.load_state_dict(self.weights)
         return model.eval()
+
+    def hardware(self) -> str:
+        """What trained its steps (`device.hardware_said`), as far as it recorded it."""
+        world = 1 if self.training is None else len(self.training.rank_rngs)
+        return hardware_said(self.device, precision_said(self.precision, self.core_precision), world, self.cores)
 
     def base_vocab(self) -> Vocabulary | None:
         """A fine-tune's base vocabulary (the first ids of its own), which its corpus is prepared over
@@ -203,6 +211,7 @@ class Checkpoint:
                 "device": self.device,
                 "precision": self.precision,
                 "core_precision": self.core_precision,
+                "cores": self.cores,
                 "base": None if self.base is None else _fields(self.base),
             },
             "training": training,
@@ -246,6 +255,7 @@ class Checkpoint:
             device=run["device"],
             precision=run["precision"],
             core_precision=run.get("core_precision"),  # older checkpoints have no record of it
+            cores=run.get("cores"),
             training=training,
             base=base,
         )
@@ -270,7 +280,7 @@ class Checkpoint:
             check_record(self.progress)
             if self.progress.best_bpc is not None and self.progress.val_bpc is None:
                 raise CharLMError("best_bpc without val_bpc")
-        check_record(self, ("device", "precision", "core_precision"))
+        check_record(self, ("device", "precision", "core_precision", "cores"))
         if self.base is not None:
             with part("base"):
                 check_record(self.base)

@@ -352,7 +352,8 @@ def export_command(target: str | None, format_: str | None, output: str | None, 
 @output_option("curves.png", "PNG file to write (replaced if it exists)")
 def plot(run_names: tuple[str, ...], output: str) -> None:
     """Validation and training bpc of RUNs (default: the latest run) against time and characters seen,
-    in one PNG. A RUN with no curves yet is left out, and said so on one line."""
+    in one PNG; a dotted line marks each resume that changed an option or the hardware, labelled with what it
+    set. A RUN with no curves yet is left out, and said so on one line."""
     with leaving_at_once():
         from . import outputs
         from .plot import curves_of, plot_runs

@@ -167,6 +167,20 @@ def precision_said(precision: str, real: str | None, why: str = "") -> str:
     return f"{precision} (recurrent core in {real}{f': {why}' if why else ''})"
 
 
+def hardware_said(device: str, precision: str, world: int = 1, cores: int | None = None) -> str:
+    """What a run trained on, as a resume compares it with what trained its checkpoint: `cuda bf16`,
+    `cpu fp32 x 2 processes on 4 cores` (`precision` as `precision_said` says it). Speed figures are this
+    hardware's, and torchrun's number of processes lays out the batches; a GPU's index is not said (a
+    rank's own, or the free one's)."""
+    processes = f" x {world} processes" if world > 1 else ""
+    return f"{device.split(':')[0]} {precision}{processes}{f' on {cores} cores' if cores else ''}"
+
+
+def hardware_change_said(was: str, now: str) -> str:
+    """A resume's move to other hardware (`hardware_said`'s), as its start line and `charlm info` say it."""
+    return f"on other hardware: {now} (was {was})"
+
+
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """Loss scaling where the core's gradients are fp16 (they underflow without it); elsewhere a
     disabled (pass-through) scaler."""

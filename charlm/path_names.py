@@ -5,7 +5,7 @@ or ValueError that named no option."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from .errors import CharLMError
 from .fields import SHOWN
@@ -28,6 +28,13 @@ def typed_as_path(text: str | Path) -> bool:
     text = os.fspath(text)
     separated = any(sep in text for sep in SEPARATORS)
     return separated or bool(Path(text).drive) or text in (os.curdir, os.pardir)
+
+
+def as_typed(path: str | PurePath) -> str:
+    """`path` as a user would type it: a pathlib path is a path, used as given, though it keeps no "./" to say
+    so (Path("./x") is Path("x"), which `typed_as_path` reads as a run name under checkpoints/); text as it is."""
+    text = os.fspath(path)
+    return os.curdir + os.sep + text if isinstance(path, PurePath) and not typed_as_path(text) else text
 
 
 def anchored(text: str | Path) -> bool:

@@ -1,5 +1,6 @@
 """`charlm plot`: validation and training bpc of one or more runs, against time and characters seen,
-and the bpc of a run's --eval-also text (dashed) where it has one."""
+the bpc of a run's --eval-also text (dashed) where it has one, and a thin line at each resume that
+changed an option or the hardware, which explains a kink in the curves."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from . import files, runs
 from .errors import CharLMError, one_line_path
+from .fields import said, value_said
 from .runs import METRICS, read_metrics
 
 WIDTH, HEIGHT, DPI = 1200, 500, 100
@@ -35,8 +37,9 @@ def points(rows: list[dict], x_key: str, scale: float, y_key: str) -> list[tuple
     return [(r[x_key] * scale, r[y_key]) for r in rows if r.get(x_key) is not None and r.get(y_key) is not None]
 
 
-def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict], str]], list[CharLMError]]:
-    """The (name, metrics rows, what its --eval-also scored: `eval_also_named`) of each of `targets` that has curves, and why each of the others has none
+def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict], str, list[dict]]], list[CharLMError]]:
+    """The (name, metrics rows, what its --eval-also scored: `eval_also_named`, its resumes: `runs.read_resumes`)
+    of each of `targets` that has curves, and why each of the others has none
     (a run killed or still before its first evaluation, a model folder): one such run among five being
     compared does not stop the other four being drawn. A run named twice (by its name and its folder)
     is drawn once. Refused only where none has curves."""
@@ -45,7 +48,7 @@ def curves_of(targets: list[str | None]) -> tuple[list[tuple[str, list[dict], st
         try:
             run_dir = runs.resolve(target, prefer=runs.LATEST).parent
             if run_dir.resolve() not in drawn:
-                curves.append((run_dir.name, curve_rows(run_dir), eval_also_named(run_dir)))
+                curves.append((run_dir.name, curve_rows(run_dir), eval_also_named(run_dir), runs.read_resumes(run_dir)))
                 drawn.add(run_dir.resolve())
         except CharLMError as e:
             left_out.append(e)
@@ -97,7 +100,22 @@ def curve_rows(run_dir: Path) -> list[dict]:
     return rows
 
 
-def plot_runs(curves: list[tuple[str, list[dict], str]], output: Path) -> Path:
+def resume_marks(rows: list[dict], resumes: list[dict], x_key: str, scale: float) -> list[tuple[float, str]]:
+    """(x, label) of each resume: at its step's metrics row (the last one before it, a checkpoint's step
+    being an evaluation's), labelled with what it set, `resumed, --lr 0.001` or `resumed, on cuda bf16`."""
+    marks = []
+    for record in resumes:
+        before = [r for r in rows if isinstance(r.get("step"), int) and r["step"] <= record["step"]]
+        x = max(before, key=lambda r: r["step"]).get(x_key) if before else None
+        if not isinstance(x, (int, float)):
+            continue
+        set_to = [said(name, metavar=value_said(change["now"])) for name, change in record["changed"].items()]
+        set_to += [f"on {record['hardware']['now']}"] if "hardware" in record else []
+        marks.append((x * scale, ", ".join(["resumed", *set_to])))
+    return marks
+
+
+def plot_runs(curves: list[tuple[str, list[dict], str, list[dict]]], output: Path) -> Path:
     """Draw `curves` (`curves_of`'s) into the PNG `output`, replaced whole."""
     try:
         import matplotlib
@@ -111,7 +129,9 @@ def plot_runs(curves: list[tuple[str, list[dict], str]], output: Path) -> Path:
     for (label, x_key, scale), ax in zip(
         (("training time (minutes)", "elapsed", 1 / 60), ("characters seen (millions)", "chars", 1e-6)), axes
     ):
-        for (name, rows, also_named), color in zip(curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10):
+        for (name, rows, also_named, resumes), color in zip(
+            curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 10
+        ):
             train, val, also = (
                 points(rows, x_key, scale, y_key) for y_key in ("train_bpc", "val_bpc", "eval_also_bpc")
             )
@@ -123,8 +143,21 @@ def plot_runs(curves: list[tuple[str, list[dict], str]], output: Path) -> Path:
                 ax.plot(*best, marker="*", markersize=14, color=color, markeredgecolor="black", linestyle="none")
                 ax.annotate(f"{best[1]:.3f}", best, textcoords="offset points", xytext=(6, 6), fontsize=8)
             if also:
-                said = f"{name} --eval-also {also_named}".rstrip()  # the text it scored: a file, a run's held-out
-                ax.plot(*zip(*also), color=color, marker="s", markersize=3, linestyle="--", label=said)
+                also_said = f"{name} --eval-also {also_named}".rstrip()  # the text it scored: a file, a run's held-out
+                ax.plot(*zip(*also), color=color, marker="s", markersize=3, linestyle="--", label=also_said)
+            for x, resumed in resume_marks(rows, resumes, x_key, scale):  # thin, its label along it at the top
+                ax.axvline(x, color=color, linestyle=":", linewidth=0.8, alpha=0.7)
+                ax.text(
+                    x,
+                    0.98,
+                    resumed,
+                    transform=ax.get_xaxis_transform(),
+                    rotation=90,
+                    fontsize=7,
+                    color=color,
+                    ha="right",
+                    va="top",
+                )
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("bits per character")

@@ -529,12 +529,27 @@ def read_reasons(run_dir: Path) -> dict:
 
 
 def read_resumes(run_dir: Path) -> list[dict]:
-    """The run's resumes that changed its options (run.json's `resumes`, `Trainer.restore`'s records), each
-    a dict with an integer `step`; [] where run.json has none (one written before they were recorded)."""
+    """The run's resumes that changed its options or hardware (run.json's `resumes`, `Trainer.restore`'s records), each
+    a dict with an integer `step`, a `changed` dict of {"was", "now"} changes and, where it holds both as text, a
+    `hardware` one: a hand edit's damage is left out here, not in each reader; [] where run.json has none (one
+    written before they were recorded)."""
     resumes = (read_run_info(run_dir) or {}).get("resumes")
     if not isinstance(resumes, list):
         return []
-    return [r for r in resumes if isinstance(r, dict) and type(r.get("step")) is int]
+    return [sound_resume(r) for r in resumes if isinstance(r, dict) and type(r.get("step")) is int]
+
+
+def sound_resume(record: dict) -> dict:
+    """`record` (a run.json resume's) with only the changes and hardware every reader can take."""
+    changed = record.get("changed") if isinstance(record.get("changed"), dict) else {}
+    changed = {k: v for k, v in changed.items() if isinstance(v, dict) and {"was", "now"} <= v.keys()}
+    hardware = record.get("hardware")
+    sound = isinstance(hardware, dict) and all(isinstance(hardware.get(key), str) for key in ("was", "now"))
+    return (
+        {k: v for k, v in record.items() if k != "hardware"}
+        | {"changed": changed}
+        | ({"hardware": hardware} if sound else {})
+    )
 
 
 MAX_LINEAGE = 8  # bases shown at most: a chain longer than this is cut (a hand-edited run.json may loop)

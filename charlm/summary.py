@@ -11,7 +11,7 @@ from .checkpoint import Checkpoint, read
 from .checkpoint_file import remedy
 from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
-from .device import precision_said
+from .device import hardware_change_said, precision_said
 from .errors import CharLMError
 from .fields import changes_said, option_name
 from .finetune import DEFAULTS
@@ -46,21 +46,17 @@ def rows(
 
 
 def resume_text(record: dict) -> str:
-    """One resume's row: `at step 1,200 (40s trained, 2026-01-02 10:00:00): --lr 0.001 (was 0.002)`; "" for
-    a record a hand edit left without its changes."""
-    changed = record.get("changed")
-    if not isinstance(changed, dict):
-        return ""
-    changes = {
-        name: (change["was"], change["now"])
-        for name, change in changed.items()
-        if isinstance(change, dict) and {"was", "now"} <= change.keys()
-    }
+    """One resume's row: `at step 1,200 (40s trained, 2026-01-02 10:00:00): --lr 0.001 (was 0.002); on other
+    hardware: cuda bf16 (was cpu fp32 on 4 cores)`; "" for a record a hand edit left without its changes."""
+    changes = {name: (change["was"], change["now"]) for name, change in record["changed"].items()}
     elapsed, when = record.get("elapsed"), record.get("time")
     trained = [f"{elapsed:.0f}s trained"] if isinstance(elapsed, (int, float)) else []
     trained += [when] if isinstance(when, str) else []
     at = f"at step {record['step']:,}" + (f" ({', '.join(trained)})" if trained else "")
-    return f"{at}: {changes_said(changes)}" if changes else ""
+    said = [changes_said(changes)] if changes else []
+    if hardware := record.get("hardware"):
+        said.append(hardware_change_said(hardware["was"], hardware["now"]))
+    return f"{at}: {'; '.join(said)}" if said else ""
 
 
 def shown_checkpoint(path: Path, chosen: bool) -> tuple[Path, Checkpoint, list[tuple[str, str]]]:

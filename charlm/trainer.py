@@ -27,7 +27,7 @@ from . import files, finetune, run_claim, run_lock, runs, threads, train_state
 from .checkpoint import Checkpoint, NotSaved, Progress, save
 from .checkpoint import read as read_checkpoint
 from .config import UNRECORDED, Config
-from .device import core_precision, precision_text
+from .device import core_precision, hardware_change_said, hardware_said, precision_said, precision_text
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
 from .fields import changes_said, said
@@ -78,7 +78,8 @@ class Trainer:
         self.resumed_from: tuple[int, ...] | None = None  # the identity of the file a resume read (`restore`)
         self.text_moved = False  # a resume read the run's text at a path its checkpoint does not record
         self.resume_changes: dict[str, tuple[object, object]] = {}  # options this resume changed: (old, new)
-        self.resumes: list[dict] = []  # run.json's record of the resumes that changed options (`restore`)
+        self.resume_hardware: tuple[str, str] | None = None  # (what trained the checkpoint, this), where they differ
+        self.resumes: list[dict] = []  # run.json's record of the resumes that changed options or hardware (`restore`)
         self.saved_at = 0.0
         self.save_error: str | None = None  # why the last checkpoint could not be written (--save-errors warn)
         self.samples = BestEffortLog(self.run_dir / runs.SAMPLES)  # --sample-every's samples
@@ -407,6 +408,7 @@ class Trainer:
             device=str(self.state.device),
             precision=self.state.precision,
             core_precision=core_precision(self.state.device, self.state.precision, type(self.model.core)),
+            cores=threads.available_cores() if self.state.device.type == "cpu" else None,
             training=train_state.capture(self.state),
             base=self.base,
         )
@@ -467,6 +469,8 @@ class Trainer:
         )
         if self.resume_changes:  # a kink in the loss curve, and a run compared with another, need them said
             resumed += f" with {changes_said(self.resume_changes)}"
+        if self.resume_hardware:  # and so do speed figures of another machine
+            resumed += f"{',' if self.resume_changes else ''} {hardware_change_said(*self.resume_hardware)}"
         precision = precision_text(self.device, self.precision, type(model.core))
         processes = f" x {ranks.world} processes" if ranks.active else ""
         training = (
@@ -568,14 +572,26 @@ class Trainer:
         self.record_resume(checkpoint)
 
     def record_resume(self, checkpoint: Checkpoint) -> None:
-        """The options this resume changed from its checkpoint's, kept in run.json's `resumes` with the step and
-        time (the checkpoint keeps only the options its steps were last trained with). A record from this step on
+        """The options this resume changed from its checkpoint's, and the hardware where it is not what trained the
+        checkpoint, kept in run.json's `resumes` with the step and time (the checkpoint keeps only the options its
+        steps were last trained with). A record from this step on
         is dropped: a resume from there whose steps no checkpoint kept (killed, or it trained nothing)."""
         changed = checkpoint.config.changed_options(self.config)
         self.resume_changes = {name: change for name, change in changed.items() if name not in UNRECORDED}
         step = checkpoint.progress.step
+        was, now = checkpoint.hardware(), self.hardware(checkpoint)
+        self.resume_hardware = (was, now) if was != now else None
         self.resumes = [record for record in runs.read_resumes(self.run_dir) if record["step"] < step]
-        if self.resume_changes:
+        if self.resume_changes or self.resume_hardware:
             changes = {name: {"was": old, "now": new} for name, (old, new) in self.resume_changes.items()}
-            elapsed, now = round(checkpoint.progress.elapsed, 1), time.strftime("%Y-%m-%d %H:%M:%S")
-            self.resumes.append({"step": step, "elapsed": elapsed, "time": now, "changed": changes})
+            elapsed, when = round(checkpoint.progress.elapsed, 1), time.strftime("%Y-%m-%d %H:%M:%S")
+            record = {"step": step, "elapsed": elapsed, "time": when, "changed": changes}
+            self.resumes.append(record | ({"hardware": {"was": was, "now": now}} if self.resume_hardware else {}))
+
+    def hardware(self, saved: Checkpoint) -> str:
+        """What this session trains on, said as `saved.hardware()` says what trained `saved`: what an older
+        checkpoint did not record (the core's precision, the cores) is left out of both, so it is no change."""
+        device, precision = self.state.device, self.state.precision
+        core = core_precision(device, precision, type(self.model.core)) if saved.core_precision else None
+        cores = threads.available_cores() if saved.cores and device.type == "cpu" else None
+        return hardware_said(str(device), precision_said(precision, core), self.ranks.world, cores)

@@ -1521,3 +1521,14 @@ def test_the_plan_says_its_choices_as_keywords_and_keeps_them_as_flags(fox_file,
     assert said_lines[1].startswith("dropout=0.1 fits") and not any("--" in line for line in said_lines)
     reasons = runs.read_run_info(Path("checkpoints/planned"))["reasons"]
     assert reasons["hidden"].startswith("--hidden 128, the smallest") and reasons["dropout"].startswith("--dropout 0.1")
+
+
+def test_out_as_a_pathlib_path_is_used_as_given_and_a_bare_name_as_a_run_name(fox_file, tiny):
+    """`out=Path("./here")` trained into checkpoints/here: a Path has no memory of the "./" that makes
+    `--out ./here` a path on the command line, and was read as a bare run name. A Path is a path."""
+    charlm.train(fox_file, out=Path("./here"), **tiny)
+    charlm.train(fox_file, out="./typed", **tiny)
+    charlm.train(fox_file, out="named", **tiny)
+    made = {folder for folder in ("here", "typed", "named") if (fox_file.parent / folder / runs.LATEST).is_file()}
+    under_checkpoints = {folder.name for folder in runs.CHECKPOINT_ROOT.iterdir() if folder.is_dir()}
+    assert (made, under_checkpoints) == ({"here", "typed"}, {"named"})

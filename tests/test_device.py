@@ -9,12 +9,13 @@ import pytest
 import torch
 
 import charlm
-from charlm import runs
+from charlm import runs, threads
 from charlm.device import (
     core_precision,
     cpu_core_dtype,
     cpu_has_bf16,
     grad_scaler,
+    hardware_said,
     precision_text,
     resolve_device,
     resolve_precision,
@@ -56,6 +57,17 @@ def test_the_loss_is_scaled_wherever_the_recurrent_core_computes_in_fp16():
     assert not grad_scaler(cpu, "bf16").is_enabled()
     assert precision_text(cpu, "bf16", torch.nn.RNN) == "bf16" and precision_text(gpu, "fp32") == "fp32"
     assert precision_text(gpu, "bf16") == "bf16 (recurrent core in fp16: cuDNN, loss scaled)"
+
+
+def test_a_checkpoint_says_what_trained_it_with_torchruns_processes_and_the_cpus_cores(fox_file, tiny):
+    """What a resume compares (`Trainer.record_resume`): the device type (not a rank's GPU index), the
+    precision, torchrun's number of processes (its batch layout) and, on a CPU, the cores (its speed)."""
+    charlm.train(fox_file, out="run", **{**tiny, "device": "cpu", "precision": "fp32"})
+    saved, cores = latest("run"), threads.available_cores()
+    assert saved.cores == cores and saved.hardware() == f"cpu fp32 on {cores} cores"
+    saved.training.rank_rngs = saved.training.rank_rngs.repeat(2, 1)  # as two ranks leave it
+    assert saved.hardware() == f"cpu fp32 x 2 processes on {cores} cores"
+    assert hardware_said("cuda:1", "bf16 (recurrent core in fp16)") == "cuda bf16 (recurrent core in fp16)"
 
 
 def test_the_run_line_says_a_cpus_gru_computes_in_fp32_under_bf16():

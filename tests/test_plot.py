@@ -223,6 +223,26 @@ def test_plot_draws_the_eval_also_text_of_a_run_that_has_one(fox_file, tiny, mon
     assert labels.count("tuned --eval-also a-base-run-whose…and-on-20260101 held-out") == 2
 
 
+def test_plot_marks_each_resume_where_it_changed_an_option(fox_file, tiny, monkeypatch):
+    """A resume with another --lr bends the curve, and the plot showed the bend and nothing of why: each
+    recorded resume (`runs.read_resumes`) is a thin line at its step on both axes, labelled with what it set."""
+    from matplotlib.axes import Axes
+
+    charlm.train(fox_file, out="run", **{**tiny, "eval_every": 10})
+    charlm.train(resume="run", max_steps=30, lr=1e-3)
+    charlm.train(resume="run", max_steps=40, grad_clip=0.5)
+    rows = {row["step"]: row for row in read_metrics(Path("checkpoints/run"))}
+    lines, labels = [], []
+    real_axvline, real_text = Axes.axvline, Axes.text
+    monkeypatch.setattr(Axes, "axvline", lambda ax, x, **kw: lines.append(x) or real_axvline(ax, x, **kw))
+    monkeypatch.setattr(Axes, "text", lambda ax, x, y, s, **kw: labels.append(s) or real_text(ax, x, y, s, **kw))
+    assert cli("plot", "run", "--output", "curves.png").exit_code == 0
+    at = [(rows[step]["elapsed"] / 60, rows[step]["chars"] / 1e6) for step in (20, 30)]
+    assert sorted(lines) == pytest.approx(sorted([at[0][0], at[1][0], at[0][1], at[1][1]]))  # time, characters
+    assert labels.count("resumed, --max-steps 30, --lr 0.001") == 2, labels
+    assert labels.count("resumed, --max-steps 40, --grad-clip 0.5") == 2, labels
+
+
 DAMAGE = {
     "metrics.jsonl": [
         "NaN",

@@ -543,6 +543,39 @@ def test_a_resume_that_changes_nothing_records_nothing_and_an_old_run_json_still
     assert resumed_rows("run") == []
 
 
+def test_a_resume_on_other_hardware_says_so_once_and_the_same_hardware_says_nothing(
+    fox_file, tiny, capsys, monkeypatch
+):
+    """A resume on another machine (here: 4 cores where the run had 2; another device, precision or torchrun's
+    number of processes alike) with no option given left no trace, yet its speed figures are that machine's
+    and, under torchrun, its batches are laid out anew. One row says it; the same machine adds nothing."""
+    monkeypatch.setattr(charlm.threads, "available_cores", lambda: 2)
+    charlm.train(fox_file, out="run", **{**tiny, "device": "cpu", "precision": "fp32"})
+    monkeypatch.setattr(charlm.threads, "available_cores", lambda: 4)
+    capsys.readouterr()
+    with on_command_line():
+        charlm.train(resume="run", max_steps=30, quiet=False)
+    started = capsys.readouterr().err.splitlines()[0]
+    assert started.endswith(
+        "trained) with --max-steps 30 (was 20), on other hardware: cpu fp32 on 4 cores (was cpu fp32 on 2 cores)"
+    ), started
+    record = runs.read_resumes(Path("checkpoints/run"))
+    assert [(r["step"], r["hardware"]) for r in record] == [
+        (20, {"was": "cpu fp32 on 2 cores", "now": "cpu fp32 on 4 cores"})
+    ]
+    charlm.train(resume="run", max_steps=40)  # the same 4 cores, an option changed: no hardware said
+    assert "hardware" not in runs.read_resumes(Path("checkpoints/run"))[1]
+    monkeypatch.setattr(charlm.threads, "available_cores", lambda: 2)
+    charlm.train(fox_file, resume="run")  # nothing but the hardware changed (nothing trained: limits spent)
+    rows = resumed_rows("run")
+    assert len(rows) == 3 and rows[0].endswith(
+        ": --max-steps 30 (was 20); on other hardware: cpu fp32 on 4 cores (was cpu fp32 on 2 cores)"
+    ), rows
+    assert "hardware" not in rows[1] and rows[2].endswith(
+        ": on other hardware: cpu fp32 on 2 cores (was cpu fp32 on 4 cores)"
+    )
+
+
 @pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(fox_file, tmp_path):
     """Ctrl-C a real training process, resume it, and compare with a run that was never stopped."""
