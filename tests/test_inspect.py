@@ -75,6 +75,15 @@ def test_surprise_is_the_softmax_of_the_models_logits_with_its_top_guesses(model
     assert json.loads(json.dumps(cold.to_dict()))["bits"][0] is None  # JSON-ready for a web page
 
 
+@pytest.mark.parametrize("top", [10**6, 10**30], ids=["a million", "past any array"])
+def test_a_top_past_the_vocabulary_gives_every_character_as_next_probs_does(model, top):
+    """A top larger than the vocabulary asked numpy for a (T, top) array: a million took 16 MB a token,
+    10**30 raised numpy's ValueError from inside charlm. It is every character, as next_probs reads it."""
+    seen = surprise(model, "bad cafe", top=top)
+    assert seen.top == surprise(model, "bad cafe", top=len(model.vocab)).top
+    assert all(len(guesses) == len(model.vocab) for guesses in seen.top)
+
+
 def test_hardest_spans_are_the_costliest_windows_without_overlap():
     bits = np.ones(60)
     bits[10:14], bits[40:45] = 9.0, 6.0
