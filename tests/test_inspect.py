@@ -779,6 +779,19 @@ def test_the_page_carries_the_gates_of_each_cell_the_features_table_names(tmp_pa
     assert " / " not in spans and "\u21b5" in spans
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["double", "bfloat16"])
+def test_a_model_moved_to_another_float_type_traces_as_it_samples(model, dtype):
+    """model.double() (or .bfloat16()) samples and scores, but trace ran each layer in a float32 copy of it
+    and failed inside torch ('RNN input dtype ... does not match weight dtype'): the copy is of its type."""
+    text = "bad cafe\nhead"
+    expected = trace(model, text)
+    seen = trace(model.to(dtype), text)
+    tolerance = 1e-5 if dtype == torch.float64 else 0.1
+    assert np.allclose(seen.bits, expected.bits, atol=tolerance * 10)
+    assert np.allclose(seen.hidden, expected.hidden, atol=tolerance)
+    assert np.allclose(seen.cells, expected.cells, atol=tolerance * 10)
+
+
 def test_a_trace_or_surprise_shown_in_a_notebook_is_a_line_not_every_number(model):
     """A notebook cell ending in surprise(model, text) showed 440 KB on one line for 3,000 characters
     (every guess of every character), and a trace 171 lines of arrays: what they hold, in one line."""
