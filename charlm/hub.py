@@ -68,6 +68,13 @@ def folder_of(weights: Path) -> Path:
     )
 
 
+def lacks_weights(folder: Path) -> bool:
+    """Whether `folder` is a model folder whose model.safetensors is gone (its config.json is charlm's):
+    a damaged export, to be said so, not a run folder that holds no checkpoint yet."""
+    config = read_config(folder)
+    return not holds_model(folder) and isinstance(config, dict) and config.get("format") == FORMAT
+
+
 def misnamed_weights(folder: Path) -> Path | None:
     """A weights file of another name (`names_weights`) in a folder that has no model.safetensors and
     has the config.json of a model folder: its weights, renamed (model.SAFETENSORS), or None. A folder
@@ -239,6 +246,8 @@ def read_files(folder: Path) -> tuple[dict, bytes, bytes]:
         weights_bytes = files.read_regular(folder / WEIGHTS)
     except files.NotAFile as e:
         raise damaged(folder, f"{Path(e.filename).name} is {e.strerror}, not a regular file") from None
+    except FileNotFoundError as e:  # one of the three lost: a half copy, or a download that missed one
+        raise damaged(folder, f"{Path(e.filename).name} is missing") from None
     except OSError as e:
         unread = one_line_path(os.fsdecode(e.filename or folder))
         raise CharLMError(

@@ -108,7 +108,7 @@ class ModelConfig:
         for name, most in limits.items():
             value = getattr(self, name)
             if not holds(value, int) or not 1 <= value <= most:
-                return f"{name} must be from 1 to {most}, not {value!r}"
+                return f"{name} must be an integer from 1 to {most}, not {value!r}"
         if not holds(self.dropout, float) or not 0 <= self.dropout < 1:
             return f"dropout must be in [0, 1), not {self.dropout!r}"
         cutoffs = self.head_cutoffs

@@ -254,6 +254,8 @@ def resolve(target: str | Path | None, prefer: str = BEST, root: Path = CHECKPOI
             return path / hub.WEIGHTS
         if (misnamed := hub.misnamed_weights(path)) is not None:
             hub.folder_of(misnamed)  # refused: say to rename it
+        if hub.lacks_weights(path):
+            raise hub.damaged(path, f"{hub.WEIGHTS} is missing")
         if run_folders(path):
             raise CharLMError(f"{shown} is a folder of runs, not a run: name one of them (`charlm runs` lists them)")
         if (trainer := training_pid(path)) is not None:

@@ -324,6 +324,7 @@ def score(
     distribution after token t-1 against token t, a chunk of positions at a time. One function for
     `trace`, `surprise` and `prompt_logprobs`, so all report the same numbers."""
     count = len(ids) - start
+    top = min(top, len(model.vocab))  # a larger top is every id (surprise(top=10**30): no such array)
     cold = 1 if start == 0 else 0  # nothing was read before token 0
     bits = np.full(count, np.nan)
     probs = np.full((count, len(model.vocab)), np.nan, dtype=np.float32) if keep_probs else None

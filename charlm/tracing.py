@@ -131,9 +131,10 @@ def layer_weights(model: CharLM, layer: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def one_layer(model: CharLM, layer: int) -> nn.RNNBase:
-    """A one-layer copy of the core's layer `layer`: the same fused kernel on the same weights."""
-    core = model.core
+    """A one-layer copy of the core's layer `layer`: the same fused kernel on the same weights, of their
+    float type (a model.double() or .bfloat16() reads its inputs in it)."""
+    core, weights = model.core, layer_weights(model, layer)
     single = type(core)(core.input_size, core.hidden_size, num_layers=1, batch_first=True)
-    names = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
-    single.load_state_dict(dict(zip(names, layer_weights(model, layer))))
-    return single.to(model.device)
+    single.to(device=model.device, dtype=weights[0].dtype)
+    single.load_state_dict(dict(zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), weights)))
+    return single

@@ -367,8 +367,8 @@ DAMAGE = {
     "step a string": (setting("run", "progress", step="x"), "progress: step is 'x', not int"),
     "best without val": (setting("run", "progress", val_bpc=None, best_bpc=1.0), "best_bpc without val_bpc"),
     "empty corpus": (replacing("run", "corpus", {}), "corpus: no 'name'"),
-    "negative hidden": (setting("model", "config", hidden=-5), "hidden must be from 1 to 16384, not -5"),
-    "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be from 1 to 16384"),
+    "negative hidden": (setting("model", "config", hidden=-5), "hidden must be an integer from 1 to 16384, not -5"),
+    "huge hidden": (setting("model", "config", hidden=10**12), "hidden must be an integer from 1 to 16384"),
     "run options": (setting("run", "config", hidden=0), "run options: --hidden must be at least 1, not 0"),
     "empty optimizer": (replacing("training", "optimizer", {}), "training state: optimizer: no 'state'"),
     # read as sound, a resume trained on NaN and stopped saying to lower --lr, which never helps

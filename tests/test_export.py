@@ -206,6 +206,18 @@ def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("info", hub), "config.json: damaged model folder (KeyError)", "export it again")
 
 
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "vocab.json"])
+def test_a_model_folder_missing_one_of_its_files_is_damaged_not_a_run_to_train_into(tmp_path, name):
+    run = run_of(model_of(), tmp_path / "run")
+    cli("export", str(run), "--format", "safetensors", "--output", str(tmp_path / "hub"))
+    (tmp_path / "hub" / name).unlink()  # half copied, or one file lost on the way from a model hub
+    with pytest.raises(charlm.CharLMError) as refused:
+        charlm.load(tmp_path / "hub")
+    assert str(refused.value) == (
+        f"{tmp_path / 'hub'}: damaged model folder ({name} is missing); export it again from its run"
+    )
+
+
 @pytest.mark.parametrize(
     "field, edited, weights",
     [("layers", 1, 2), ("layers", 3, 2), ("hidden", 48, 24), ("cell", "gru", "'lstm'")],

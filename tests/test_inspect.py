@@ -75,6 +75,15 @@ def test_surprise_is_the_softmax_of_the_models_logits_with_its_top_guesses(model
     assert json.loads(json.dumps(cold.to_dict()))["bits"][0] is None  # JSON-ready for a web page
 
 
+@pytest.mark.parametrize("top", [10**6, 10**30], ids=["a million", "past any array"])
+def test_a_top_past_the_vocabulary_gives_every_character_as_next_probs_does(model, top):
+    """A top larger than the vocabulary asked numpy for a (T, top) array: a million took 16 MB a token,
+    10**30 raised numpy's ValueError from inside charlm. It is every character, as next_probs reads it."""
+    seen = surprise(model, "bad cafe", top=top)
+    assert seen.top == surprise(model, "bad cafe", top=len(model.vocab)).top
+    assert all(len(guesses) == len(model.vocab) for guesses in seen.top)
+
+
 def test_hardest_spans_are_the_costliest_windows_without_overlap():
     bits = np.ones(60)
     bits[10:14], bits[40:45] = 9.0, 6.0
@@ -768,6 +777,19 @@ def test_the_page_carries_the_gates_of_each_cell_the_features_table_names(tmp_pa
     assert "its gates there" in page
     spans = page.split("<ol>")[1].split("</ol>")[0]  # the hardest spans: newlines marked as the views mark them
     assert " / " not in spans and "\u21b5" in spans
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["double", "bfloat16"])
+def test_a_model_moved_to_another_float_type_traces_as_it_samples(model, dtype):
+    """model.double() (or .bfloat16()) samples and scores, but trace ran each layer in a float32 copy of it
+    and failed inside torch ('RNN input dtype ... does not match weight dtype'): the copy is of its type."""
+    text = "bad cafe\nhead"
+    expected = trace(model, text)
+    seen = trace(model.to(dtype), text)
+    tolerance = 1e-5 if dtype == torch.float64 else 0.1
+    assert np.allclose(seen.bits, expected.bits, atol=tolerance * 10)
+    assert np.allclose(seen.hidden, expected.hidden, atol=tolerance)
+    assert np.allclose(seen.cells, expected.cells, atol=tolerance * 10)
 
 
 def test_a_trace_or_surprise_shown_in_a_notebook_is_a_line_not_every_number(model):

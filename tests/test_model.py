@@ -294,7 +294,14 @@ def test_a_model_is_built_only_of_a_model_config_and_a_vocabulary_it_can_be_buil
     vocabulary a model that stopped once asked to sample."""
     vocab, config = Vocab("abc"), ModelConfig("lstm", 1, 8, 0.0, 3)
     cases = [
-        (dataclasses.replace(config, hidden=-1), vocab, "no model can be built of this config: hidden must be from 1"),
+        (dataclasses.replace(config, hidden=-1), vocab, "no model can be built of this config: hidden must be an"),
+        # in range, but no int: "layers must be from 1 to 64, not np.int64(1)" read as if 1 were out of it
+        (
+            dataclasses.replace(config, layers=np.int64(1)),
+            vocab,
+            "layers must be an integer from 1 to 64, not np.int64(1)",
+        ),
+        (dataclasses.replace(config, hidden=8.0), vocab, "hidden must be an integer from 1 to 16384, not 8.0"),
         (dataclasses.replace(config, cell="xyz"), vocab, "unknown cell 'xyz' (one of lstm, gru, rnn)"),
         (dataclasses.replace(config, dropout=float("nan")), vocab, "dropout must be in [0, 1), not nan"),
         (dataclasses.replace(config, head_cutoffs=(2, 1)), vocab, "head_cutoffs [2, 1] are not rising ranks"),
