@@ -483,17 +483,24 @@ def bits_per_char(model: CharLM, text: str) -> float:
 
     Raises CharLMError for a text of fewer than 2 characters, or one that is not a string (bytes, a
     Path, an open file: the message says how to read it), or a model given another run's vocabulary or
-    NaN weights (as `generate`); warns where `text` looks like a file's name.
+    NaN weights (as `generate`); warns where `text` looks like a file's name (an error then says so too).
     """
     check_model_and_seed("bits_per_char", model, text, "text")
+    file_text = ""  # how to give the file's text, where `text` is a file's name
     if "\n" not in text and os.path.isfile(home(text)):
+        file_text = f"give its text: Path({text!r}).read_text(encoding={file_encoding(home(text))!r})"
         warnings.warn(
             f"{text!r} names a file; charlm.bits_per_char scored the text itself, those {len(text)} characters; "
-            f"to score the file give its text: Path({text!r}).read_text(encoding={file_encoding(home(text))!r})",
+            f"to score the file {file_text}",
             stacklevel=callers_stacklevel(),
         )
     with threads.for_python_caller(model.device):
-        bits, chars = scoring.text_bits(model, text)
+        try:
+            bits, chars = scoring.text_bits(model, text)
+        except CharLMError as refused:  # a model of Chinese knows no letter of "chapter.txt": say it is a name
+            if not file_text:
+                raise
+            raise CharLMError(f"{refused}; {text!r} names a file: to score the file {file_text}") from None
     if note := unseen_note(model.vocab, [text]):
         warnings.warn(note, stacklevel=callers_stacklevel())
     return bits / chars

@@ -1314,6 +1314,22 @@ def test_scoring_a_file_name_warns_that_the_name_was_scored(model, tmp_path, mon
         charlm.bits_per_char(model, "faded\nbead")  # a line break: text, not a file name
 
 
+def test_a_file_name_a_chinese_model_cannot_score_is_refused_as_a_file_name(tmp_path, monkeypatch):
+    """charlm.bits_per_char(model, "chapter.txt") on a model of Chinese text warned that it "scored the text
+    itself", then raised "no character after its first is one the model knows", naming no file: the error
+    a caller reads now says the text is a file's name, and how to give its text."""
+    monkeypatch.chdir(tmp_path)
+    Path("chapter.txt").write_text("宝玉道：“你们今日可好？”\n" * 5, encoding="utf-8")
+    chinese = make_model("宝玉道：“你们今日可好？”\n").eval()
+    with pytest.warns(UserWarning, match="names a file"):
+        assert_named(
+            lambda: charlm.bits_per_char(chinese, "chapter.txt"),
+            "nothing to score",
+            "'chapter.txt' names a file",
+            "Path('chapter.txt').read_text(encoding='utf-8')",
+        )
+
+
 def test_a_gbk_text_is_told_to_be_read_in_its_encoding(model, tmp_path, monkeypatch):
     """A GBK chapter given as bytes, a Path or its file's name was told to be read as UTF-8
     (text.decode('utf-8'), read_text(encoding='utf-8')), which raises UnicodeDecodeError on it."""

@@ -1913,6 +1913,28 @@ def test_a_seed_pasted_with_windows_line_breaks_is_read_as_its_seed_file_is(trai
     )
 
 
+def test_a_seed_typed_with_a_backslash_n_is_told_how_to_break_its_line(tmp_path):
+    """`--seed '春望\\n杜甫\\n'` (the docs' $'...' without its $, or a shell with no $'...') was refused with
+    "2 character(s) the model has never seen: '\\\\' 'n'" and no word of why: the shell passed a backslash
+    and an n. The error says so, and how to type the line break; a seed the model reads is still read."""
+    from .test_forms import HAN, chinese_model
+
+    run_of(chinese_model(), tmp_path / "poems")
+    typed = cli("sample", str(tmp_path / "poems"), "--seed", f"{HAN[1]}\\n{HAN[3]}\\n", "--form", "五言绝句")
+    assert_one_line_error(
+        typed,
+        "--seed: 2 character(s) the model has never seen: '\\\\' 'n'",
+        "its \\n is a backslash and an n, not a line break",
+        "$'",
+        "--seed-file",
+    )
+    elsewhere = cli("sample", str(tmp_path / "poems"), "--seed", f"{HAN[1]}\\", "--length", "2")
+    assert_one_line_error(elsewhere, "never seen: '\\\\'")
+    assert "line break" not in elsewhere.output  # no \n typed: nothing to say of one
+    broken = cli("sample", str(tmp_path / "poems"), "--seed", f"{HAN[1]}\n{HAN[3]}\n", "--form", "五言绝句")
+    assert broken.exit_code == 0, broken.output
+
+
 def test_a_seed_file_of_dash_is_standard_input(trained, tmp_path):
     """`... | charlm sample --seed-file -` said "-: cannot read (No such file or directory)"."""
     (tmp_path / "seed.txt").write_bytes(b"the quick\r\nbrown ")

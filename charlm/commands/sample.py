@@ -101,7 +101,11 @@ def sample(
     threads.configure(None, model.device)  # its steps report their speed: fewer threads on a busy CPU
     if not interactive:  # a seed the model cannot read (as a form reads it) is refused before anything is printed
         read = sampler.seed_read(model.vocab, seed, constraints.constrain(configs[0], model.vocab))
-        model.vocab.encode(read or model.vocab.start_text(), what="--seed", warn=False, already_normalized=True)
+        try:
+            model.vocab.encode(read or model.vocab.start_text(), what="--seed", warn=False, already_normalized=True)
+        except CharLMError as refused:
+            typed = seed if not seed_file else ""  # a file's backslash was written there, not by a shell
+            raise CharLMError(f"{refused}{typed_line_break_note(typed, model.vocab.knows)}") from None
     with OutputCopy(output) if output is not None else contextlib.nullcontext() as copy:
         emit = emitter(copy)
         try:
@@ -141,6 +145,18 @@ def sample_configs(given: dict, ban: str | None = None) -> list[SampleConfig]:
 
 def unescaped(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def typed_line_break_note(seed: str, knows: Callable[[str], bool]) -> str:
+    """Why a `--seed '春望\\n杜甫\\n'` is refused, for an error to end with: the shell passes its `\\n` on as a
+    backslash and an n (only bash's and zsh's $'...' make it a line break), and the model never saw a backslash."""
+    if "\\n" not in seed or knows("\\"):
+        return ""
+    return (
+        "; its \\n is a backslash and an n, not a line break: in bash or zsh write the seed as $'...\\n...' "
+        "(the $ before the quote makes \\n a line break), or put the seed, its lines as they are, in a file "
+        "for --seed-file"
+    )
 
 
 def read_seed(seed_file: str) -> str:
