@@ -542,8 +542,9 @@ def load(target: str | Path | None = None, device: str = STEP_DEVICE) -> CharLM:
 
 def model_on(saved: Checkpoint, path: Path, device: torch.device) -> CharLM:
     """`load` of a checkpoint read already (`saved`, from `path`, which its errors name): for a caller
-    that needs more of it than the model, without reading the file twice. `device` is resolved first
-    (`resolve_device`), so a bad --device is refused before the file is read."""
+    that needs more of it than the model, without reading the file twice. `device` is a torch.device the
+    caller resolved (`resolve_device`) before reading the file, as `load` does, so a bad --device is
+    refused first."""
     try:
         model = saved.model()
     except CharLMError as e:

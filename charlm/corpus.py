@@ -373,7 +373,7 @@ def _composes_backward() -> frozenset[str]:
 
 
 def read_seed_file(path: Path) -> str:
-    """One small file whole (a seed), exactly as written but for `\\r\\n`, in UTF-8:
+    """One small file whole (a seed), exactly as written but for `\\r\\n` and a byte order mark, in UTF-8:
     `charlm sample`, which reads it, has no --encoding."""
     text = "".join(_decode(Path(path), "utf-8", None, encoding_option=False))
     if not text.strip():

@@ -55,7 +55,7 @@ class FusedLSTMStep:
         self.products = [Product(m, b, dtype, batch) for m, b in zip(matrices, [None, *biases[1:]])]
         self.inputs = [0] + [h] * (self.layers - 1)  # columns of xh[l] before its hidden state
         device = self.table.device
-        self.rows = torch.empty(batch, 4 * h, device=device, dtype=dtype)  # this step's table rows
+        self.table_rows = torch.empty(batch, 4 * h, device=device, dtype=dtype)  # layer 0's inputs, looked up
         self.xh = [torch.zeros(batch, size + h, device=device, dtype=dtype) for size in self.inputs]
         self.cell = torch.zeros(self.layers, batch, h, device=device)
         self.gates = torch.empty(batch, 4 * h, device=device)
@@ -130,7 +130,7 @@ class FusedLSTMStep:
             forget_gate=self.forget_gate[:m],
             output_gate=self.output_gate[:m],
             cell_tanh=self.cell_tanh[:m],
-            table_rows=self.rows[:m],
+            table_rows=self.table_rows[:m],
             layers=layers,
             logits=self.logits[:m],
         )

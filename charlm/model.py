@@ -531,14 +531,14 @@ def set_mode(model: CharLM, training: bool) -> None:
 def in_mode(model: nn.Module, training: bool) -> bool:
     """Whether `model` and every module in it are in training mode (or all not): `modules()` without its
     generators and names, as it is asked twice a character."""
-    unseen = [model]
-    while unseen:
-        module = unseen.pop()
+    to_visit = [model]
+    while to_visit:
+        module = to_visit.pop()
         if module is None:  # a child slot registered empty
             continue
         if module.training != training:
             return False
-        unseen.extend(module._modules.values())
+        to_visit.extend(module._modules.values())
     return True
 
 

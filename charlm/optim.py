@@ -46,11 +46,11 @@ def make_optimizer(model: torch.nn.Module, config: Config) -> torch.optim.AdamW:
         return AdamW(param_groups(model, config), lr=config.lr)
 
 
-def learning_rate(config: Config, step: int, progress: float) -> float:
-    """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio as progress (the share of the
-    budget spent, in steps or seconds) goes 0 -> 1. The warm-up replaces the cosine's first steps, so
-    it ends where the cosine then is: near lr for a long budget, well below for a short one."""
+def learning_rate(config: Config, step: int, spent: float) -> float:
+    """Linear warm-up, then cosine decay from lr to lr * min_lr_ratio as `spent` (the share of the
+    budget spent, in steps or seconds: `Trainer.spent`) goes 0 -> 1. The warm-up replaces the cosine's
+    first steps, so it ends where the cosine then is: near lr for a long budget, well below for a short one."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, spent)))
     return config.lr * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)

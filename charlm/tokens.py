@@ -2,8 +2,8 @@
 
     tokens.bin   every id of the corpus, flat, as uint8, uint16 or uint32 (the smallest that fits)
     vocab.json   the vocabulary
-    meta.json    sizes (each part's ids: the built-in corpus's split), summary and the sha256 of
-                 tokens.bin and vocab.json; written last, so a folder without it was never finished
+    meta.json    the ids in each part (the built-in corpus's split), each source file's size, a summary,
+                 the sha256 of tokens.bin and vocab.json; written last, so a folder without it was never finished
 
 The key is a hash of the sources' bytes and of the options that change the ids (encoding,
 normalization, vocabulary policy, and for a fine-tuning run the base's vocabulary, which the text's

@@ -563,7 +563,8 @@ class Trainer:
         the identity of the file it was read from (`files.identity`), for `check_not_overtaken`."""
         self.resumed_from = read_from
         self.text_moved = checkpoint.corpus["sources"] != self.corpus.sources
-        # read by `runtext.run_corpus`, which checks it first
+        # `runtext.run_corpus`, which read this corpus for the resume, checked this already: a guard for a caller
+        # handing in another corpus than the run's
         if not same_text(checkpoint.corpus, self.corpus.key, lambda: self.corpus.meta.get("text")):
             raise CharLMError(f"{self.shown_dir}: its checkpoint is of another corpus than the one read for it")
         train_state.restore(self.state, checkpoint, self.config.random_seed)
@@ -574,8 +575,8 @@ class Trainer:
     def record_resume(self, checkpoint: Checkpoint) -> None:
         """The options this resume changed from its checkpoint's, and the hardware where it is not what trained the
         checkpoint, kept in run.json's `resumes` with the step and time (the checkpoint keeps only the options its
-        steps were last trained with). A record from this step on
-        is dropped: a resume from there whose steps no checkpoint kept (killed, or it trained nothing)."""
+        steps were last trained with). A record from this step on is dropped: a resume from there whose steps no
+        checkpoint kept (killed, or it trained nothing)."""
         changed = checkpoint.config.changed_options(self.config)
         self.resume_changes = {name: change for name, change in changed.items() if name not in UNRECORDED}
         step = checkpoint.progress.step

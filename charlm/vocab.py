@@ -221,18 +221,12 @@ class Vocab:
         return [chr(code) for code in found[np.argsort(first)]]
 
     def name_unseen(self, char: str, banned: Collection[str] = (), times: int | None = None) -> str:
-        """An unseen character as an error shows it, with the forms of it the vocabulary knows: a seed
-        typed with ASCII ':' for a novel that writes '：'; or, for a model of simplified Chinese, that a
-        character such as '寶' is traditional (no table here says which simplified one it is: '宝'), and
-        for one of traditional Chinese that '宝' is simplified (`other_script`). A hint only; nothing is
-        mapped silently. A ban's warning names no form it bans too (`banned`): `--ban ',，'` still hints
-        '、' for ',', as the model writes it. The pages name characters alike
-        (charlm/serve/page.js: nameUnseen, from `unseen_hints`).
-
-        `times`: a character of a text scored (`charlm eval`'s file), found there that many times, which
-        no one typed: "'「' 8 times (the model writes '“')", no question, and no note on the other script
-        (the unseen characters of a simplified text that Big5 has and GB2312 lacks are its rare ones,
-        tangshi300's 巉 豗 砯 under a hongloumeng model, not traditional forms)."""
+        """An unseen character as an error shows it, with a hint of what was meant, never mapped silently: the
+        forms of it the vocabulary knows and `banned` does not ban (':' -> "did you mean '：'?"), or that it
+        is of the other Chinese script (`other_script`: '寶' under a simplified model). `times`: found that many
+        times in a scored text (`charlm eval`), which no one typed: "'「' 8 times (the model writes '“')",
+        no question, no note on the script (such a text's rare characters are in Big5 too, not traditional
+        forms). The pages name characters alike (charlm/serve/page.js: nameUnseen, from `unseen_hints`)."""
         if times is not None:
             known = self.known_forms(char)
             hint = f"the model writes {' or '.join(map(repr, known))}" if known else ""
@@ -372,8 +366,7 @@ class Vocab:
 
 def wrong_fields(chars: object, unknown: object, normalize: object) -> list[str]:
     """What is wrong with a vocabulary's fields, stored or given to `Vocab` by hand, each named with its
-    value: one check for all three blamed `chars` for a bad `normalize`, and a number among `chars` was a
-    bare TypeError."""
+    value: each field checked on its own, so a message blames the field at fault, not a bare TypeError."""
     wrong = []
     if not isinstance(chars, (str, list)):
         wrong.append(f"chars is {SHOWN.repr(chars)}, not a string")

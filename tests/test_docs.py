@@ -376,6 +376,32 @@ def test_how_it_works_maps_every_module_and_no_module_that_is_gone(page):
     assert not gone, f"{page} names {gone}, which charlm/ no longer holds"
 
 
+def table_rows(text: str) -> list[list[str]]:
+    """Each row of a page's Markdown tables, its cells stripped (the rule rows left out)."""
+    rows = [line.strip().strip("|").split("|") for line in text.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row] for row in rows if not set("".join(row)) <= set("- :")]
+
+
+@pytest.mark.parametrize("page", ["how-it-works.md", "how-it-works.zh.md"])
+def test_how_it_works_places_each_module_of_the_datas_path_in_its_column_on_the_map(page):
+    """The page opens with the data's path, a column per stage (batches: batches.py), and its map groups the
+    modules by job: a reader who looked for batches.py under "batches" on the map found it under "token
+    stream", a stage the path puts before it. Each module of the path is in the map's group of its column."""
+    rows = table_rows((REPO / "docs" / page).read_text(encoding="utf-8"))
+    stages, modules = rows[0], rows[1]
+    group, grouped = "", {}
+    for row in rows[2:]:
+        if len(row) == 3 and row[1].startswith("`"):
+            group = row[0] or group
+            grouped[row[1].strip("`")] = group
+    assert len(stages) == len(modules) > 5
+    for stage, cell in zip(stages, modules):
+        for module in re.findall(r"`([\w/]+\.py)`", cell):
+            assert grouped.get(module) == stage, (
+                f"{page}: {module} is on the path's {stage!r}, on the map's {grouped.get(module)!r}"
+            )
+
+
 TWINS = [
     page
     for page in DOCS
