@@ -1003,6 +1003,17 @@ def test_the_generator_state_of_a_gpu_is_saved_and_restored(fox_file, tiny, monk
     assert torch.equal(restored, states["saved"]) and device == torch.device("cuda", 0)
 
 
+def test_a_checkpoint_of_another_corpus_handed_to_restore_is_refused(fox_file, tiny, tmp_path):
+    """`runtext.run_corpus` reads a resume's own corpus, so only a caller of `Trainer.restore` can hand it
+    another's checkpoint: the weights would go on training, with the other text's ids, on this one."""
+    other_text = tmp_path / "other.txt"
+    other_text.write_text("a wholly other text, of other words\n" * 40, encoding="utf-8")
+    saved = api.start_run(charlm.Config(**tiny), [str(other_text)], out="run").checkpoint()
+    resumed = api.start_run(charlm.Config(**tiny), [str(fox_file)], out="other")
+    with pytest.raises(CharLMError, match="its checkpoint is of another corpus than the one read for it"):
+        resumed.restore(saved)
+
+
 def test_a_resume_that_reseeds_seeds_the_generator_of_the_gpu_it_runs_on(fox_file, tiny, monkeypatch):
     """A run resumed on another device type reseeds its GPU's generator: cuda:1's for a run on cuda:1.
     torch.cuda.manual_seed seeds the current device's, cuda:0 in a process that never set one, and left
