@@ -403,6 +403,26 @@ def test_a_vocabulary_holding_a_number_names_it_not_a_type_error(trained):
     )
 
 
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda p: p.update(run=None), "run is None, not dict"),
+        (lambda p: p.pop("run"), "no 'run'"),
+        (replacing("run", "progress", []), "run: progress is [], not dict"),
+        (replacing("run", "config", None), "run: config is None, not dict"),
+    ],
+    ids=["run null", "no run", "progress a list", "run options null"],
+)
+def test_a_payload_whose_run_or_its_parts_are_of_another_type_names_the_field(trained, edit, said):
+    """A run record or its progress given as a list or null was said in Python's words ("run options:
+    TypeError: 'NoneType' object is not subscriptable", "progress: AttributeError: 'list' object has no
+    attribute 'get'"): the field is named with what it holds, as a model folder's config.json's is."""
+    path = rewritten(trained, edit)
+    with pytest.raises(CharLMError) as error:
+        checkpoint.read(path)
+    assert f"{path}: checkpoint is damaged ({said});" in str(error.value)
+
+
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_payload_with_a_valid_checksum_is_one_line_in_every_command(trained, fox_file, damage):
     """Every command that reads a checkpoint names the file and what is wrong: no traceback, no
