@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, checkpoint_file, device, files, runs
+from charlm import checkpoint, checkpoint_file, device, files, runs, threads
 from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
@@ -64,7 +64,7 @@ def test_info_says_the_precision_the_recurrent_core_trained_in(fox_file, tiny, m
     monkeypatch.setattr(device, "cpu_core_dtype", lambda core, dtype: probed)  # the probe's answer on such a CPU
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "device": "cpu", "precision": "bf16"})
     rows = dict(line.split(None, 1) for line in cli("info", "run").output.splitlines())
-    assert rows["trained_on"] == said
+    assert rows["trained_on"] == f"{said} on {threads.available_cores()} cores"
     assert (latest("run").precision, latest("run").core_precision) == ("bf16", said.split()[-1].strip(")"))
 
 
