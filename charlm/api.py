@@ -313,9 +313,9 @@ def train(
     """Train a model on text files or folders, as `charlm train` does, and return it.
 
     `paths`: a path, a list of them or a glob's matches (None: the built-in Shakespeare). The run's folder,
-    under checkpoints/ (or `out`: a name goes under checkpoints/, a path is used as given: a pathlib.Path,
-    or text with a separator, "./x"), keeps the model and `best.pt`, the lowest validation bpc
-    (`charlm.load(RUN)` loads that one). `options` are `charlm.Config`'s fields (hidden=512, max_time="5m",
+    under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
+    (`charlm.load(RUN)` loads that one). A run given by name (`out`, `resume`, `init_from`, `charlm.load`'s)
+    is the one under checkpoints/; by path (a pathlib.Path, or text with a separator: "./x"), the path as given. `options` are `charlm.Config`'s fields (hidden=512, max_time="5m",
     quiet=True, ...; listed below). `resume=True` continues the most recent run, `resume="checkpoints/run"`
     that run; then only limits, cadence, reporting, the learning rate, device and precision may change, and
     `paths` only give the run's own text at a new path (moved or renamed) or saved in another encoding,
@@ -358,10 +358,11 @@ def train(
     check_train_arguments(paths, out, resume, init_from, options.get("eval_also"))
     check_start(out, resume is not False, init_from, options.get("tensorboard"))
     paths, out, resume, init_from = map(home, (paths, out, resume, init_from))
+    out, resume, init_from = (path_names.as_typed(v) if is_path(v) else v for v in (out, resume, init_from))
     sources = [str(paths)] if is_path(paths) else [str(home(p)) for p in paths or []]
     # Training seeds torch's generators and tunes its thread count: the caller's process gets its own back.
     with torch.random.fork_rng(devices=callers_gpus(options.get("device"))), threads.as_found():
-        trainer = start_trainer(sources, options, None if out is None else path_names.as_typed(out), resume, init_from)
+        trainer = start_trainer(sources, options, out, resume, init_from)
         try:
             model = trainer.fit()
         except KeyboardInterrupt:  # a second Ctrl-C: stopped at once
@@ -551,7 +552,7 @@ def load(target: str | Path | None = None, device: str | torch.device | None = S
     if not isinstance(device, (str, torch.device)):
         refuse("load", f"device must be {DEVICE_FORMS}", device)
     with torch.random.fork_rng(devices=[]):  # building the model draws initial weights from the caller's generator
-        return checkpoint.load(home(target), str(device))
+        return checkpoint.load(None if target is None else path_names.as_typed(home(target)), str(device))
 
 
 def home(path: T) -> T:

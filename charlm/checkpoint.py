@@ -234,7 +234,10 @@ class Checkpoint:
     @classmethod
     def _build(cls, payload: dict) -> Checkpoint:
         """`from_payload`'s work: each part converted and checked, a CharLMError naming the part."""
+        check_fields(payload, {"model": dict, "run": dict})
         model, run, training = payload["model"], payload["run"], payload["training"]
+        with part("run"):
+            check_fields(run, {"config": dict, "progress": dict})
         with part("run options"):
             config = Config.from_dict(run["config"])
         with part("progress"):
@@ -313,10 +316,16 @@ def read_model_folder(folder: Path) -> tuple[Checkpoint, str, dict[str, str] | N
     it was exported from (`hub.source_in`), all of one read of its files. Its
     config.json is plain JSON, there to be read and so edited: a `layers` or `hidden` its weights are
     not of is named as such, not as a missing weight, nor (fewer layers than the weights hold) as an
-    experiment's model of its own, which `charlm export` never writes."""
-    model_config, vocab, weights, run, digest, source = hub.read(folder)
+    experiment's model of its own, which `charlm export` never writes; a `model` or `run` missing or of
+    another type is named as a .pt's part is (`check_fields`)."""
+    config, vocab, weights, digest, source = hub.read(folder)
+    try:
+        check_fields(config, {"model": dict, "run": dict})
+    except CharLMError as e:
+        raise hub.damaged(folder / hub.CONFIG, str(e)) from None
+    model_config, run = config["model"], config["run"]
     for name, value in architecture_of(weights).items():
-        if isinstance(model_config, dict) and model_config.get(name) != value:
+        if model_config.get(name) != value:
             raise hub.damaged(
                 folder,
                 f"{hub.CONFIG} has {name} {model_config.get(name)!r} but {hub.WEIGHTS} holds weights of {name} "

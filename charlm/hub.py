@@ -202,10 +202,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read(folder: Path) -> tuple[dict, dict, dict, dict, str, dict[str, str] | None]:
-    """A model folder's architecture, vocabulary, weights and run record, as `write` took them, the
-    sha256 of the weights file they were read from, and the run they were exported from (`source_in`,
-    of the same config.json: a second read could be of a re-export's); damage is a one-line error. Files of two exports
+def read(folder: Path) -> tuple[dict, object, dict, str, dict[str, str] | None]:
+    """A model folder's config.json (its `model` and `run` as `write` took them, for checkpoint.py, which
+    owns their fields, to check), vocabulary and weights, the sha256 of the weights file they were read from,
+    and the run they were exported from (`source_in`, of the same config.json: a second read could be of a
+    re-export's); damage to the files is a one-line error. Files of two exports
     (a re-export renaming its files in meanwhile) are read again; an export older than config.json's
     sha256 record is read as it is."""
     from safetensors import SafetensorError
@@ -229,10 +230,7 @@ def read(folder: Path) -> tuple[dict, dict, dict, dict, str, dict[str, str] | No
         weights = load(weights_bytes)
     except (ValueError, SafetensorError) as e:
         raise damaged(folder / WEIGHTS, str(e).splitlines()[0][:120]) from None
-    try:
-        return config["model"], vocab, weights, config["run"], digests[WEIGHTS], source_in(config)
-    except (KeyError, TypeError) as e:
-        raise damaged(folder / CONFIG, type(e).__name__) from None
+    return config, vocab, weights, digests[WEIGHTS], source_in(config)
 
 
 def read_files(folder: Path) -> tuple[dict, bytes, bytes]:

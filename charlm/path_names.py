@@ -32,9 +32,12 @@ def typed_as_path(text: str | Path) -> bool:
 
 def as_typed(path: str | PurePath) -> str:
     """`path` as a user would type it: a pathlib path is a path, used as given, though it keeps no "./" to say
-    so (Path("./x") is Path("x"), which `typed_as_path` reads as a run name under checkpoints/); text as it is."""
+    so (Path("./x") is Path("x"), which `typed_as_path` reads as a run name under checkpoints/, and
+    Path("x/best.pt"), which `anchored` lets be a file of the run x there); text as it is."""
     text = os.fspath(path)
-    return os.curdir + os.sep + text if isinstance(path, PurePath) and not typed_as_path(text) else text
+    if not isinstance(path, PurePath) or anchored(text) or text in (os.curdir, os.pardir) or PurePath(text).drive:
+        return text
+    return os.curdir + os.sep + text
 
 
 def anchored(text: str | Path) -> bool:

@@ -72,7 +72,7 @@ def run_folder(out: str) -> Path:
         )
     if path.name.strip() in ("", ".", "..") or real(run_dir) == real(CHECKPOINT_ROOT):
         raise CharLMError(
-            f"{said('out', metavar=repr(out))} names no run folder of its own; give a name, e.g. {said('out', 'my-run')}"
+            f"{said('out', out)} names no run folder of its own; give a name, e.g. {said('out', 'my-run')}"
         )
     if UNPRINTABLE.search(out):  # every message, `charlm runs`' table and the done: line would break at it
         raise CharLMError(

@@ -11,7 +11,7 @@ from .checkpoint import Checkpoint, read
 from .checkpoint_file import remedy
 from .checkpoint_header import glance
 from .config import LAUNCH_OPTIONS, PLANNED
-from .device import hardware_change_said, precision_said
+from .device import hardware_change_said
 from .errors import CharLMError
 from .fields import changes_said, option_name
 from .finetune import DEFAULTS
@@ -28,14 +28,14 @@ def rows(
     progress, model_config = saved.progress, saved.model_config
     parameters = saved.model().num_parameters()
     best = "-" if progress.best_bpc is None else f"{progress.val_bpc:.4f} (best {progress.best_bpc:.4f})"
-    precision = precision_said(saved.precision, saved.core_precision)  # as the run recorded it, not probed here
     lines = [
         ("corpus", corpus_text(saved)),
         ("model", f"{model_config.layers}x{model_config.hidden} {model_config.cell}, {parameters:,} parameters"),
         ("vocabulary", saved.vocab.size_text()),
         ("steps", f"{progress.step:,} ({progress.elapsed:.0f}s, {progress.tokens:,} tokens)"),
         ("val_bpc", best),
-        ("trained_on", f"{saved.device} {precision}{processes_text(saved)}"),
+        # as the run recorded it, not probed here; in a resume row's words (`on other hardware: ... (was ...)`)
+        ("trained_on", saved.hardware()),
     ]
     if saved.base:
         lines.append(("base", saved.base.describe()))
@@ -124,13 +124,6 @@ def corpus_text(saved: Checkpoint) -> str:
     first source (a catalog name, a file's stem, a folder's name), so both would say it twice: `charlm
     train hongloumeng` would show "hongloumeng hongloumeng", a file "alice /home/me/alice.txt"."""
     return " ".join(saved.corpus["sources"]) or saved.corpus["name"]
-
-
-def processes_text(saved: Checkpoint) -> str:
-    """' x N processes' for a checkpoint written under torchrun: its dropout continues exactly only
-    under the same number (docs/scaling.md)."""
-    world = 1 if saved.training is None else len(saved.training.rank_rngs)
-    return f" x {world} processes" if world > 1 else ""
 
 
 def reason_text(name: str, value: object, reason: str) -> str:

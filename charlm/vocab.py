@@ -350,9 +350,19 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, data: dict) -> Vocabulary:
-        """A character or, when the dict says so, a sentencepiece vocabulary."""
+        """A character or, when the dict says so, a sentencepiece vocabulary. A `tokenizer` of neither, or a
+        character vocabulary holding a sentencepiece one's `model`, is damage: read as characters, a vocab.json
+        edited by hand (its export too old to record its sha256) would load as another model than it says."""
         if isinstance(data, dict) and data.get("tokenizer") == PieceVocab.tokenizer:
             return PieceVocab.from_dict(data)
+        if isinstance(data, dict) and (tokenizer := data.get("tokenizer", cls.tokenizer)) != cls.tokenizer:
+            kinds = f"{cls.tokenizer!r} or {PieceVocab.tokenizer!r}"
+            raise CharLMError(f"the vocabulary is damaged: tokenizer is {SHOWN.repr(tokenizer)}, not {kinds}")
+        if isinstance(data, dict) and "model" in data:
+            raise CharLMError(
+                f"the vocabulary is damaged: model is {SHOWN.repr(data['model'])}, a sentencepiece vocabulary's "
+                "field in a character vocabulary"
+            )
         try:
             if not isinstance(data, dict):  # a tensor's [name] is a torch warning, then an IndexError
                 raise TypeError

@@ -1548,3 +1548,19 @@ def test_out_as_a_pathlib_path_is_used_as_given_and_a_bare_name_as_a_run_name(fo
     made = {folder for folder in ("here", "typed", "named") if (fox_file.parent / folder / runs.LATEST).is_file()}
     under_checkpoints = {folder.name for folder in runs.CHECKPOINT_ROOT.iterdir() if folder.is_dir()}
     assert (made, under_checkpoints) == ({"here", "typed"}, {"named"})
+
+
+def test_a_pathlib_run_is_the_path_as_given_for_load_resume_and_init_from(base_run, fox_file):
+    """`out=Path("x")` trained into ./x, but load(Path("x")), resume=Path("x") and init_from=Path("x") looked
+    under checkpoints/ first, so the run just trained was not the one read: a Path is a path everywhere."""
+    shutil.copytree(base_run, "x")
+    shutil.copytree(base_run, "sub/run")
+    for other in ("checkpoints/x", "checkpoints/sub/run"):  # runs of those names under checkpoints/, no checkpoint
+        Path(other).mkdir(parents=True)
+        shutil.copy(base_run / runs.RUN_INFO, other)
+    assert charlm.load(Path("x")).config == charlm.load("./x").config
+    assert charlm.load(Path("sub/run")).config == charlm.load("./sub/run").config
+    charlm.train(resume=Path("x"), max_steps=TINY["max_steps"] + 1)
+    assert latest("./x").progress.step == TINY["max_steps"] + 1
+    charlm.train(fox_file, init_from=Path("x"), out="tuned", max_steps=1)
+    assert Path(latest("tuned").base.path).parent.resolve() == Path("x").resolve()

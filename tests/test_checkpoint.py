@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import charlm
-from charlm import checkpoint, checkpoint_file, device, files, runs
+from charlm import checkpoint, checkpoint_file, device, files, runs, threads
 from charlm.checkpoint_header import glance
 from charlm.device import resolve_device
 from charlm.errors import CharLMError
@@ -64,7 +64,7 @@ def test_info_says_the_precision_the_recurrent_core_trained_in(fox_file, tiny, m
     monkeypatch.setattr(device, "cpu_core_dtype", lambda core, dtype: probed)  # the probe's answer on such a CPU
     charlm.train(fox_file, out="run", **{**tiny, "max_steps": 2, "device": "cpu", "precision": "bf16"})
     rows = dict(line.split(None, 1) for line in cli("info", "run").output.splitlines())
-    assert rows["trained_on"] == said
+    assert rows["trained_on"] == f"{said} on {threads.available_cores()} cores"
     assert (latest("run").precision, latest("run").core_precision) == ("bf16", said.split()[-1].strip(")"))
 
 
@@ -401,6 +401,26 @@ def test_a_vocabulary_holding_a_number_names_it_not_a_type_error(trained):
     assert f"{path}: checkpoint is damaged (the vocabulary is damaged: chars holds 3, not a character)" in str(
         error.value
     )
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        (lambda p: p.update(run=None), "run is None, not dict"),
+        (lambda p: p.pop("run"), "no 'run'"),
+        (replacing("run", "progress", []), "run: progress is [], not dict"),
+        (replacing("run", "config", None), "run: config is None, not dict"),
+    ],
+    ids=["run null", "no run", "progress a list", "run options null"],
+)
+def test_a_payload_whose_run_or_its_parts_are_of_another_type_names_the_field(trained, edit, said):
+    """A run record or its progress given as a list or null was said in Python's words ("run options:
+    TypeError: 'NoneType' object is not subscriptable", "progress: AttributeError: 'list' object has no
+    attribute 'get'"): the field is named with what it holds, as a model folder's config.json's is."""
+    path = rewritten(trained, edit)
+    with pytest.raises(CharLMError) as error:
+        checkpoint.read(path)
+    assert f"{path}: checkpoint is damaged ({said});" in str(error.value)
 
 
 @pytest.mark.parametrize("damage", DAMAGE)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import charlm
-from charlm import runs, threads
+from charlm import runs, summary, threads
 from charlm.device import (
     core_precision,
     cpu_core_dtype,
@@ -68,6 +68,10 @@ def test_a_checkpoint_says_what_trained_it_with_torchruns_processes_and_the_cpus
     saved.training.rank_rngs = saved.training.rank_rngs.repeat(2, 1)  # as two ranks leave it
     assert saved.hardware() == f"cpu fp32 x 2 processes on {cores} cores"
     assert hardware_said("cuda:1", "bf16 (recurrent core in fp16)") == "cuda bf16 (recurrent core in fp16)"
+    # `charlm info`'s row says it as a resume's row does: `(was cpu fp32 on 4 cores)` is the same hardware
+    assert dict(summary.rows(saved))["trained_on"] == f"cpu fp32 x 2 processes on {cores} cores"
+    saved.device, saved.precision, saved.core_precision, saved.cores = "cuda:1", "bf16", "bf16", None
+    assert dict(summary.rows(saved))["trained_on"] == "cuda bf16 x 2 processes"
 
 
 def test_the_run_line_says_a_cpus_gru_computes_in_fp32_under_bf16():

@@ -222,7 +222,7 @@ def test_two_gloo_processes_train_the_model_one_process_trains(fox_file):
     assert (saved.training.position, saved.training.epoch) == (one.training.position, one.training.epoch)
     assert saved.training.rank_rngs.shape[0] == 2
     # charlm info tells a torchrun run, whose dropout continues exactly only under as many processes
-    assert " x 2 processes\n" in cli("info", "ddp").output
+    assert f" x 2 processes on {saved.cores} cores\n" in cli("info", "ddp").output  # as a resume's row says it
     assert " processes\n" not in cli("info", "one").output
 
     # The DDP checkpoint resumes in one process, and the one-process checkpoint under two processes:

@@ -203,7 +203,76 @@ def test_damaged_model_folder_is_a_one_line_error(tmp_path):
     assert_one_line_error(cli("info", hub), "not a charlm model folder", "give a run folder")
     del config["run"]  # a config.json of the right format that lacks a part: damage too, said with its remedy
     (tmp_path / "hub" / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    assert_one_line_error(cli("info", hub), "config.json: damaged model folder (KeyError)", "export it again")
+    assert_one_line_error(cli("info", hub), "hub/config.json: damaged model folder (no 'run')", "export it again")
+
+
+def edited_config(config: dict, field: str, value: object) -> None:
+    """config.json's `field` (`run.progress`: a field of its run record) set to `value`, or removed (DELETED)."""
+    *parents, name = field.split(".")
+    for parent in parents:
+        config = config[parent]
+    if value is DELETED:
+        del config[name]
+    else:
+        config[name] = value
+
+
+DELETED = object()
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("model", DELETED, "hub/config.json: damaged model folder (no 'model')"),
+        ("run", DELETED, "hub/config.json: damaged model folder (no 'run')"),
+        ("run", [], "hub/config.json: damaged model folder (run is [], not dict)"),
+        ("run", None, "hub/config.json: damaged model folder (run is None, not dict)"),
+        ("run.progress", [], "hub: damaged model folder (run: progress is [], not dict)"),
+        ("run.progress", None, "hub: damaged model folder (run: progress is None, not dict)"),
+        ("run.config", "fast", "hub: damaged model folder (run: config is 'fast', not dict)"),
+    ],
+)
+def test_a_model_folder_whose_config_json_lacks_a_part_or_holds_one_of_another_type_names_it(
+    tmp_path, field, value, said
+):
+    """config.json without `model` or `run` was "damaged model folder (KeyError)"; a `run` or its `progress`
+    given as a list or null, Python's own words ("TypeError: list indices must be integers or slices"):
+    the field is named, with what is wrong with it, as a .pt's damage is."""
+    hub = tmp_path / "hub"
+    checkpoint.write_model_folder(checkpoint.read(run_of(model_of(), tmp_path / "run") / "best.pt"), hub)
+    config = json.loads((hub / "config.json").read_text(encoding="utf-8"))
+    edited_config(config, field, value)
+    (hub / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(charlm.CharLMError) as refused:
+        charlm.load(hub)
+    assert str(refused.value) == f"{tmp_path / said}; export it again from its run"
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("tokenizer", 3, "tokenizer is 3, not 'char' or 'sentencepiece'"),
+        ("tokenizer", "chars", "tokenizer is 'chars', not 'char' or 'sentencepiece'"),
+        ("model", "xx", "model is 'xx', a sentencepiece vocabulary's field in a character vocabulary"),
+    ],
+)
+def test_a_vocab_json_of_an_older_export_with_a_field_of_another_tokenizer_is_damage(tmp_path, field, value, said):
+    """Without config.json's sha256 record (an export older than it), a vocab.json edited to `"tokenizer": 3`
+    or given a sentencepiece model's `"model"` loaded as a plain character model: it is damage, named."""
+    hub = tmp_path / "hub"
+    checkpoint.write_model_folder(checkpoint.read(run_of(model_of(), tmp_path / "run") / "best.pt"), hub)
+    config = json.loads((hub / "config.json").read_text(encoding="utf-8"))
+    del config["sha256"]
+    (hub / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    vocab = json.loads((hub / "vocab.json").read_text(encoding="utf-8"))
+    (hub / "vocab.json").write_text(json.dumps({**vocab, field: value}), encoding="utf-8")
+    with pytest.raises(charlm.CharLMError) as refused:
+        charlm.load(hub)
+    assert str(refused.value) == (
+        f"{hub}: damaged model folder (the vocabulary is damaged: {said}); export it again from its run"
+    )
+    (hub / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    assert charlm.load(hub).vocab.chars == model_of().vocab.chars  # the same folder, its vocab.json as exported
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "config.json", "vocab.json"])

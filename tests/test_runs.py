@@ -958,12 +958,17 @@ def test_a_checkpoint_names_its_run_by_folder_or_by_file():
     assert runs.run_name_of(Path("shared/novel-small/model.safetensors")) == "novel-small"
 
 
-@pytest.mark.parametrize("out", ["", ".", "..", "checkpoints/..", "./checkpoints/x/..", "/", "ROOT"])
-def test_an_out_that_names_no_folder_of_its_own_is_refused(fox_file, tmp_path, out):
-    """`--out ''` made checkpoints/ itself the run folder, its files among the other runs' folders."""
+@pytest.mark.parametrize(
+    ("out", "shown"),
+    [("", "''"), (".", "."), ("..", ".."), ("checkpoints/..", "checkpoints/.."), ("./checkpoints/x/..", None)]
+    + [("/", "/"), ("ROOT", None)],
+)
+def test_an_out_that_names_no_folder_of_its_own_is_refused(fox_file, tmp_path, out, shown):
+    """`--out ''` made checkpoints/ itself the run folder, its files among the other runs' folders. The
+    --out is said as a shell reads it back (`--out .`), not as Python's repr writes it (`--out '.'`)."""
     out = str(tmp_path / "checkpoints") if out == "ROOT" else out
     result = cli("train", str(fox_file), "--out", out, "--layers", "1", "--hidden", "16", "--max-steps", "2", "--quiet")
-    assert_one_line_error(result, f"--out {out!r} names no run folder of its own")
+    assert_one_line_error(result, f"--out {shown or out} names no run folder of its own")
     assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
     assert not list(tmp_path.glob("*.pt"))
 
@@ -1493,8 +1498,10 @@ def test_two_resumes_on_a_moved_corpus_at_once_one_trains_while_eval_and_runs_re
         (" ", "--out ' ' names no run folder of its own"),
         ("notes\nrun", r"--out $'notes\nrun': a line break or other control character in the run folder's path"),
         ("a\tb", r"--out $'a\tb': a line break or other control character"),
+        ("notes\n/..", r"--out $'notes\n/..' names no run folder of its own"),
+        ("it's/..", """--out 'it'"'"'s/..' names no run folder of its own"""),
     ],
-    ids=["blank", "line break", "tab"],
+    ids=["blank", "line break", "tab", "line break, no folder", "quote, no folder"],
 )
 def test_an_out_that_is_blank_or_breaks_lines_is_refused(fox_file, out, said):
     """`--out " "` made a run folder named by a space, blank in `charlm runs`; `--out $'notes\\nrun'` one
