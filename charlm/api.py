@@ -315,8 +315,8 @@ def train(
     `paths`: a path, a list of them or a glob's matches (None: the built-in Shakespeare). The run's folder,
     under checkpoints/ (or `out`), keeps the model and `best.pt`, the lowest validation bpc
     (`charlm.load(RUN)` loads that one). A run given by name (`out`, `resume`, `init_from`, `charlm.load`'s)
-    is the one under checkpoints/; by path (a pathlib.Path, or text with a separator: "./x"), the path as given. `options` are `charlm.Config`'s fields (hidden=512, max_time="5m",
-    quiet=True, ...; listed below). `resume=True` continues the most recent run, `resume="checkpoints/run"`
+    is the one under checkpoints/; by path (a pathlib.Path, or text with a separator: "./x"), the path as
+    given. `options` are `charlm.Config`'s fields (hidden=512, max_time="5m", quiet=True, ...; listed below). `resume=True` continues the most recent run, `resume="checkpoints/run"`
     that run; then only limits, cadence, reporting, the learning rate, device and precision may change, and
     `paths` only give the run's own text at a new path (moved or renamed) or saved in another encoding,
     given as `encoding` (a UTF-16 text saved as UTF-8: encoding="utf-8"): the digest of its text is checked,
