@@ -38,11 +38,12 @@ from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
 from .fields import SHOWN, holds, kinds_of
-from .model import CharLM, ModelConfig, State, architecture_of, skeleton
+from .model import CharLM, ModelConfig, State, skeleton
 from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary
 from .weight_checks import holds_nonfinite, unsound_weight, weight_problem
+from .weight_shapes import architecture_of
 
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
 
