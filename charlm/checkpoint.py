@@ -38,7 +38,8 @@ from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
 from .fields import SHOWN, holds, kinds_of
-from .model import CharLM, ModelConfig, State, skeleton
+from .model import CharLM, ModelConfig, State
+from .model_skeleton import skeleton
 from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .config import MAXIMA
 from .device import cpu_core_dtype
@@ -369,26 +368,6 @@ class AdaptiveHead(nn.Module):
     def rows(self, out: torch.Tensor) -> torch.Tensor:
         """The recurrent output as (rows, hidden) in the weights' dtype (a model cast with `.half()`: fp16)."""
         return out.reshape(-1, out.size(-1)).to(self.softmax.head.weight.dtype)
-
-
-def skeleton(config: ModelConfig, vocab: Vocabulary) -> CharLM:
-    """A model of `config` on the meta device: its weights' names, shapes and dtypes, nothing allocated
-    or computed, in milliseconds at any size (checkpoint.py checks stored weights against it)."""
-    with torch.device("meta"), _Unfilled():
-        return CharLM(config, vocab)
-
-
-class _Unfilled(TorchFunctionMode):
-    """Leaves the embedding's random values and the head's rank unfilled: on the meta device torch
-    computes these through its Python reference ops, whose first use imports its compiler (seconds)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is nn.init.normal_:
-            return kwargs["tensor"]
-        if func is torch.arange:
-            return torch.empty(len(range(*args)), dtype=torch.long)
-        return func(*args, **kwargs)
 
 
 def autocast_off(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
