@@ -12,6 +12,10 @@ probabilities over the whole vocabulary.
 
 There is deliberately no bidirectional option: a backward pass over the window would see the very
 characters the model has to predict.
+
+The jobs around the model have modules of their own: weight_checks.py (values no trained weight holds),
+weight_shapes.py (the size of model a state_dict is of), model_skeleton.py (a model on the meta device,
+for checking a checkpoint's weights) and inference_context.py (eval mode in real fp32, shared by threads).
 """
 
 from __future__ import annotations
