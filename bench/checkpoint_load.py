@@ -5,7 +5,7 @@
 Writes a checkpoint of an untrained LSTM (charlm's own model and `checkpoint.save`; 3x2048 over 96
 characters is 101M parameters, a 404 MB file) to a temporary folder, then loads it with
 `checkpoint.load` (the whole load: the file read, its sha256, torch.load, the checks, the model built
-and its weights copied in) with each way of checking the weights' values (`model.weight_problem`:
+and its weights copied in) with each way of checking the weights' values (`weight_checks.weight_problem`:
 finite, within MAX_WEIGHT) in turn, the order rotated each round so that none always runs first:
 
 - aminmax: charlm's check (one torch.aminmax per weight);
@@ -30,11 +30,12 @@ from pathlib import Path
 import torch
 
 from bench.common import best_seconds
-from charlm import checkpoint, model
+from charlm import checkpoint, weight_checks
 from charlm.checkpoint import Checkpoint, Progress
 from charlm.config import Config
-from charlm.model import MAX_WEIGHT, CharLM, ModelConfig
+from charlm.model import CharLM, ModelConfig
 from charlm.vocab import Vocab
+from charlm.weight_checks import MAX_WEIGHT
 
 ALPHABET = string.digits + string.ascii_letters + string.punctuation + " \n"  # 96 characters
 
@@ -49,7 +50,7 @@ def vector_norm_check(name: str, tensor: torch.Tensor) -> str | None:
     return None
 
 
-CHECKS = {"aminmax": model.weight_problem, "vector_norm": vector_norm_check, "none": lambda name, tensor: None}
+CHECKS = {"aminmax": weight_checks.weight_problem, "vector_norm": vector_norm_check, "none": lambda name, tensor: None}
 
 
 def write_checkpoint(folder: Path, layers: int, hidden: int) -> tuple[Path, int]:
@@ -83,16 +84,16 @@ def main() -> None:
         checkpoint.load(path)  # the file in the page cache, torch warm
         loads = {name: [] for name in CHECKS}
         alone = {name: [] for name in CHECKS}
-        original = model.weight_problem
+        original = weight_checks.weight_problem
         try:
             for turn in range(args.rounds):
                 names = list(CHECKS)
                 for name in names[turn % len(names) :] + names[: turn % len(names)]:
-                    check = model.weight_problem = CHECKS[name]
+                    check = weight_checks.weight_problem = CHECKS[name]
                     loads[name].append(best_seconds(lambda: checkpoint.load(path), 1))
                     alone[name].append(best_seconds(lambda check=check: [check(n, t) for n, t in weights.items()], 1))
         finally:
-            model.weight_problem = original
+            weight_checks.weight_problem = original
 
     print(
         f"checkpoint.load of a {args.layers}x{args.hidden} LSTM over {len(ALPHABET)} characters: {parameters:,} "

@@ -27,7 +27,7 @@ import torch
 
 import charlm
 from bench.common import read_corpus, split_at
-from charlm.model import inference
+from charlm.inference_context import inference
 from charlm.ngram import KneserNey
 
 WINDOW = 1000  # characters per forward call; the state is carried across calls

@@ -22,7 +22,7 @@ from charlm import CharLM, ModelConfig
 from charlm.config import SampleConfig
 from charlm.device import resolve_device, synchronize
 from charlm.generation import Batch, Row
-from charlm.model import inference
+from charlm.inference_context import inference
 from charlm.sampler import generate
 from charlm.serve.engine import Engine, Job, Update
 from charlm.vocab import Vocab

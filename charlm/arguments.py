@@ -23,8 +23,9 @@ from .corpus import bytes_hint
 from .decode_errors import file_encoding
 from .errors import CharLMError
 from .fields import SHOWN
-from .model import CharLM, unsound_weight, weight_problem
+from .model import CharLM
 from .pieces import holds_integers
+from .weight_checks import unsound_weight, weight_problem
 
 
 def refuse(function: str, requirement: str, value: object, hint: str = "") -> NoReturn:

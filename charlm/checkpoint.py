@@ -38,19 +38,13 @@ from .device import hardware_said, precision_said, resolve_device
 from .device_names import STEP_DEVICE
 from .errors import CharLMError, one_line_path
 from .fields import SHOWN, holds, kinds_of
-from .model import (
-    CharLM,
-    ModelConfig,
-    State,
-    architecture_of,
-    holds_nonfinite,
-    skeleton,
-    unsound_weight,
-    weight_problem,
-)
+from .model import CharLM, ModelConfig, State
+from .model_skeleton import skeleton
 from .optim import param_groups
 from .runs import resolve
 from .vocab import Vocab, Vocabulary
+from .weight_checks import holds_nonfinite, unsound_weight, weight_problem
+from .weight_shapes import architecture_of
 
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # the floats a weight or state may be of
 
@@ -402,7 +396,7 @@ def check_record(record: object, names: tuple[str, ...] | None = None) -> None:
 def check_weights(weights: dict, expected: dict) -> None:
     """`weights` has every weight of `expected` (a model's state dict), of its shape and kind (more may
     follow: an experiment's model of its own); every value in them is finite and within MAX_WEIGHT
-    (`model.unsound_weight`)."""
+    (`weight_checks.unsound_weight`)."""
     if not isinstance(weights, dict):
         raise CharLMError("not a dict of tensors")
     missing = [n for n in expected if n not in weights]

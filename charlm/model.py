@@ -12,23 +12,23 @@ probabilities over the whole vocabulary.
 
 There is deliberately no bidirectional option: a backward pass over the window would see the very
 characters the model has to predict.
+
+The jobs around the model have modules of their own: weight_checks.py (values no trained weight holds),
+weight_shapes.py (the size of model a state_dict is of), model_skeleton.py (a model on the meta device,
+for checking a checkpoint's weights) and inference_context.py (eval mode in real fp32, shared by threads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import itertools
-import math
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from .config import MAXIMA
 from .device import cpu_core_dtype
@@ -36,6 +36,7 @@ from .errors import CharLMError
 from .fields import SHOWN, holds, keywords_named
 from .model_inputs import long_ids, lowest_id, refusal
 from .vocab import UNSEEN, Vocabulary
+from .weight_shapes import state_mismatch
 
 # An LSTM carries (h, c); a GRU or plain RNN carries h. Each is (layers, batch, hidden).
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -259,96 +260,6 @@ def check_parts(config: ModelConfig, vocab: Vocabulary) -> None:
         )
 
 
-# The largest weight a model may hold. A trained model's are tens at most; below this bound no product in
-# charlm's model (embedding x input weights summed over 16,384 units, the adaptive head's two projections)
-# overflows a float32, whose products of larger ones can: inf logits, then NaN, which would sample one
-# character over and over and score "nan bits per character", without a word.
-MAX_WEIGHT = 1e12
-
-
-def unsound_weight(weights: Mapping[str, object]) -> str | None:
-    """The name of the first of `weights` (a state dict; tensors not of floats are skipped) that holds NaN,
-    an infinity or a value past MAX_WEIGHT (`weight_problem` says which), or None where none does: no
-    model of them samples or scores anything but noise."""
-    floats = (n for n, t in weights.items() if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel())
-    return next((name for name in floats if weight_problem(name, weights[name])), None)
-
-
-def weight_problem(name: str, tensor: torch.Tensor) -> str | None:
-    """What is wrong with the values of weight `name`, or None where every one is finite and within
-    MAX_WEIGHT (`value_range`)."""
-    low, high = value_range(tensor)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return f"{name} holds NaN or infinite values"
-    if max(-low, high) > MAX_WEIGHT:
-        return (
-            f"{name} holds {max(-low, high):.3g}, which no trained model's weight is (at most {MAX_WEIGHT:.0e} is "
-            "read): its products would overflow into NaN text and scores"
-        )
-    return None
-
-
-def value_range(tensor: torch.Tensor) -> tuple[float, float]:
-    """The lowest and highest of `tensor`'s values (floats, not none), both NaN for a NaN anywhere: one pass
-    (aminmax), no copy, where isfinite().all() writes a bool per value before it looks at one (on a CPU
-    about 20 times as long: a checkpoint's Adam states are twice its weights)."""
-    low, high = torch.aminmax(tensor.detach())
-    return float(low), float(high)
-
-
-def holds_nonfinite(tensor: torch.Tensor) -> bool:
-    """Whether a tensor of floats (a training state's: its optimizer's, its hidden state) holds NaN or an
-    infinity (`value_range`)."""
-    return bool(tensor.numel()) and not all(map(math.isfinite, value_range(tensor)))
-
-
-def state_mismatch(model: CharLM, state: Mapping[str, object], strict: bool) -> str:
-    """Why torch would refuse to load `state` into `model` (a weight of another shape; with `strict`, one
-    missing or more), in a line that names the sizes of both models, or "" where it fits."""
-    if not isinstance(state, Mapping):
-        return ""  # torch names what it takes
-    own = model.state_dict()
-    shaped = [n for n, t in state.items() if n in own and isinstance(t, torch.Tensor) and t.shape != own[n].shape]
-    differ = set(own) ^ set(state) if strict else set()
-    if not shaped and not differ:
-        return ""
-    first = shaped[0] if shaped else min(differ)
-    if shaped:
-        found = f"{first} is {list(state[first].shape)}, this model's {list(own[first].shape)}"
-    else:
-        found = f"{first} is {'in the state but not in this model' if first in state else 'missing from the state'}"
-    mine, theirs = size_of_state(own), size_of_state(state)
-    if theirs == mine:  # weights added or left out, as no charlm model has them
-        return f"{found}; give the state_dict() of a model of this config and vocabulary"
-    return (
-        f"the state is of another model ({theirs}) than this one ({mine}): {found}; load it into a model of its "
-        "own config and vocabulary (charlm.CharLM(other.config, other.vocab))"
-    )
-
-
-def size_of_state(state: Mapping[str, object]) -> str:
-    """`2x64 lstm, 31 ids`: the size of the model a state_dict is of, as far as its weights show it."""
-    shape = architecture_of(state)
-    embed = state.get("embed.weight")
-    parts = [f"{shape['layers']}x{shape['hidden']} {shape.get('cell', '')}".strip()] if shape else []
-    parts += [f"{embed.shape[0]} ids"] if isinstance(embed, torch.Tensor) and embed.dim() == 2 else []
-    parts += ["adaptive head"] if any(name.startswith("head.softmax.") for name in state) else []
-    return ", ".join(parts) or "weights of no charlm model"
-
-
-def architecture_of(weights: Mapping[str, object]) -> dict:
-    """The cell, layers and hidden size charlm's model of `weights` has, as far as they show them
-    (torch's recurrent weights: core.weight_hh_l0 is (4 x hidden, hidden) for an LSTM); {} where they
-    do not (damaged in another way, which `Checkpoint.check` names)."""
-    recurrent = weights.get("core.weight_hh_l0")
-    if not isinstance(recurrent, torch.Tensor) or recurrent.dim() != 2 or not recurrent.shape[1]:
-        return {}
-    rows, hidden = recurrent.shape
-    cell = {4: "lstm", 3: "gru", 1: "rnn"}.get(rows // hidden if rows % hidden == 0 else 0)
-    layers = sum(1 for name in weights if name.startswith("core.weight_hh_l"))
-    return {"layers": layers, "hidden": hidden} | ({"cell": cell} if cell else {})
-
-
 class Embedding(nn.Embedding):
     """The id -> vector lookup, which also reads UNSEEN: a character the model knows nothing about, as
     the zero vector, the row `grow_vocab` gives a fine-tuning run's new characters. A model with the
@@ -461,26 +372,6 @@ class AdaptiveHead(nn.Module):
         return out.reshape(-1, out.size(-1)).to(self.softmax.head.weight.dtype)
 
 
-def skeleton(config: ModelConfig, vocab: Vocabulary) -> CharLM:
-    """A model of `config` on the meta device: its weights' names, shapes and dtypes, nothing allocated
-    or computed, in milliseconds at any size (checkpoint.py checks stored weights against it)."""
-    with torch.device("meta"), _Unfilled():
-        return CharLM(config, vocab)
-
-
-class _Unfilled(TorchFunctionMode):
-    """Leaves the embedding's random values and the head's rank unfilled: on the meta device torch
-    computes these through its Python reference ops, whose first use imports its compiler (seconds)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is nn.init.normal_:
-            return kwargs["tensor"]
-        if func is torch.arange:
-            return torch.empty(len(range(*args)), dtype=torch.long)
-        return func(*args, **kwargs)
-
-
 def autocast_off(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
     """Autocast off on `tensor`'s device: what runs inside computes in the dtype it is given."""
     return torch.autocast(tensor.device.type, enabled=False)
@@ -507,69 +398,3 @@ def detach_state(state: State | None) -> State | None:
     """Keep the state's values, cut its history: TBPTT's gradient stops at the window edge.
     The kept state is fp32 whatever autocast computed it in, so a checkpoint resumes in any precision."""
     return map_state(lambda s: s.detach().float(), state)
-
-
-# What the open `inference` contexts changed, put back when the last one closes: per model its mode, and
-# (key None) the process's cuDNN TF32 flag. Threads open them at once (a web app's requests on one model).
-INSIDE: dict[CharLM | None, list] = {}  # key -> [contexts open, the value found before the first]
-INSIDE_LOCK = threading.Lock()
-
-
-def set_tf32(allowed: bool) -> None:
-    """cuDNN's TF32 flag is process-wide: what a caller set before the first context is what comes back."""
-    torch.backends.cudnn.allow_tf32 = allowed
-
-
-def set_mode(model: CharLM, training: bool) -> None:
-    """`model.train(training)`, skipped when every module is in that mode already: train() sets the flag
-    on each module through nn.Module's __setattr__, and sampling enters and leaves `inference` once a
-    character (4,002 recursive train() calls per 2,000 characters)."""
-    if not in_mode(model, training):
-        model.train(training)
-
-
-def in_mode(model: nn.Module, training: bool) -> bool:
-    """Whether `model` and every module in it are in training mode (or all not): `modules()` without its
-    generators and names, as it is asked twice a character."""
-    to_visit = [model]
-    while to_visit:
-        module = to_visit.pop()
-        if module is None:  # a child slot registered empty
-            continue
-        if module.training != training:
-            return False
-        to_visit.extend(module._modules.values())
-    return True
-
-
-def leave_inference(key: CharLM | None, restore: Callable[[bool], object]) -> None:
-    """One context's share of `key` given back; the last one out restores what the first one found."""
-    with INSIDE_LOCK:
-        opened = INSIDE[key]
-        opened[0] -= 1
-        if not opened[0]:
-            restore(INSIDE.pop(key)[1])
-
-
-@contextlib.contextmanager
-def inference(model: CharLM) -> Iterator[None]:
-    """Evaluation mode without autograd, restoring the model's mode afterwards. In real fp32 (on a GPU,
-    cuDNN may otherwise run an fp32 RNN on TF32 tensor cores, 10-bit mantissas) and outside any autocast
-    of the caller's: scores and log-probabilities must not depend on the device or the precision the
-    caller computes in (bpc compares across machines and training precisions). Contexts open at
-    once in several threads share the changes, and the last to close puts back what the first found:
-    one closing early must not switch dropout back on under another. Each count's undo is registered
-    as soon as it is raised, so an exception (Ctrl-C) anywhere after, or in another undo, still gives it
-    back: a count left raised would keep every later context from restoring the mode or the flag."""
-    with contextlib.ExitStack() as undo:
-        with INSIDE_LOCK:
-            for key, found, restore in (
-                (None, torch.backends.cudnn.allow_tf32, set_tf32),
-                (model, model.training, functools.partial(set_mode, model)),
-            ):
-                INSIDE.setdefault(key, [0, found])[0] += 1
-                undo.callback(leave_inference, key, restore)
-            set_tf32(False)
-            set_mode(model, False)
-        with torch.inference_mode(), autocast_off(model.embed.weight):
-            yield

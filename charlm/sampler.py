@@ -25,7 +25,8 @@ from .decoding import bias_vector, digits_hint, never_written
 from .errors import callers_stacklevel
 from .fields import flags_said, from_options, said
 from .generation import Batch, Healing, Row, healed_seed
-from .model import CharLM, inference
+from .inference_context import inference
+from .model import CharLM
 from .unseen import first_named
 from .vocab import Vocabulary
 

@@ -39,7 +39,8 @@ from .corpus import check_characters
 from .device import has_float64
 from .errors import CharLMError, callers_stacklevel
 from .fields import plain
-from .model import CharLM, State, inference, map_state
+from .inference_context import inference
+from .model import CharLM, State, map_state
 from .unseen import first_named
 from .vocab import UNSEEN, Vocabulary
 

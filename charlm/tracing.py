@@ -24,7 +24,8 @@ from torch import nn
 
 from .arguments import check_reading
 from .cells import gru_cell, lstm_cell
-from .model import CharLM, inference
+from .inference_context import inference
+from .model import CharLM
 from .scoring import ids_with_context, mean_bits, preview, score, tokens_of
 
 GATE_NAMES = {

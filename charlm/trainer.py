@@ -31,7 +31,7 @@ from .device import core_precision, hardware_change_said, hardware_said, precisi
 from .distributed import SINGLE, SYNC_EVERY, Ranks, launcher_pid
 from .errors import CharLMError, one_line, one_line_path
 from .fields import changes_said, said
-from .model import MAX_WEIGHT, CharLM, unsound_weight
+from .model import CharLM
 from .plan import GIVEN, RunPlan, already_held, limits_spent
 from .reporting import BestEffortLog, Reporter, SilentReporter
 from .runtext import read_eval_also
@@ -40,6 +40,7 @@ from .scoring import bits_per_char
 from .sources import same_text
 from .stopping import StopFlag
 from .tokens import TokenCorpus
+from .weight_checks import MAX_WEIGHT, unsound_weight
 
 EVAL_TOKENS = 150_000  # validation during training scores at most this much of the split's start
 NAN_CHECK_EVERY = 100  # steps between looks for divergence: a NaN loss, weights blown up (a host sync)

@@ -30,7 +30,7 @@ from charlm.config import Config, SampleConfig
 from charlm.errors import CharLMError
 from charlm.export import export
 from charlm.fields import python_help, said
-from charlm.model import INSIDE, inference
+from charlm.inference_context import INSIDE, inference
 from charlm.trainer import Trainer
 from charlm.vocab import UNKNOWN, Vocab
 
@@ -295,14 +295,14 @@ def test_generate_enters_inference_once_and_gives_the_mode_back_even_when_cut_sh
     run. A training model with dropout still writes what it writes in eval mode and gets its mode back,
     autograd on, after a run Ctrl-C cut short too; a stream still leaves its caller autograd between
     pieces (test_a_stream_reads_its_seed_at_the_call_and_leaves_autograd_to_the_caller)."""
-    from charlm import model as model_module
+    from charlm import inference_context
     from charlm.generation import Batch
 
     model = make_model("\nabcdefgh ", dropout=0.5)
     text = charlm.generate(model.eval(), "ab", length=100, random_seed=1)
     entered = []
-    leave = model_module.leave_inference
-    monkeypatch.setattr(model_module, "leave_inference", lambda *args: entered.append(1) or leave(*args))
+    leave = inference_context.leave_inference
+    monkeypatch.setattr(inference_context, "leave_inference", lambda *args: entered.append(1) or leave(*args))
     for length in (0, 100):
         entered.clear()
         assert charlm.generate(model.train(), "ab", length=length, random_seed=1) == text[: 2 + length]

@@ -862,7 +862,7 @@ def test_checking_a_checkpoints_values_copies_none_of_them(trained):
     """Every read and every save checks the optimizer's and hidden states' values: with isfinite().all(),
     a bool copy of each, written whole before it is looked at (a 100M-parameter model's Adam states: 200M
     values, 20 times the time of the weights' one pass). The check reads each once, as the weights'
-    (`model.value_range`), and writes no tensor near the size of the largest it checks."""
+    (`weight_checks.value_range`), and writes no tensor near the size of the largest it checks."""
     saved = checkpoint.read(trained)
     states = [v for s in saved.training.optimizer["state"].values() for v in s.values() if torch.is_tensor(v)]
     hidden = saved.training.hidden if isinstance(saved.training.hidden, tuple) else (saved.training.hidden,)

@@ -2,7 +2,7 @@
 where there is no GPU (CI has none), run by bench/gpu_check.sh on one.
 
 The CPU is the reference: a GPU run must give the CPU's log-probabilities within LOGPROB_TOLERANCE
-(inference runs in real fp32 on both, see `model.inference`) and its greedy text.
+(inference runs in real fp32 on both, see `inference_context.inference`) and its greedy text.
 
 `CHARLM_TEST_DEVICE=cpu` (`bash bench/gpu_check.sh --cpu`) runs every test here on the CPU instead,
 the CPU compared with itself: it cannot find a GPU bug, but it finds a broken test before the few
@@ -30,7 +30,7 @@ import charlm
 from charlm.config import SampleConfig
 from charlm.decoding import UNIFORM_BLOCK, RowSampler
 from charlm.distributed import Ranks
-from charlm.model import inference
+from charlm.inference_context import inference
 from charlm.scoring import bits_per_char
 from charlm.serve.engine import Engine, Job
 

@@ -331,7 +331,11 @@ def modules_named(page) -> set[str]:
     return set(re.findall(r"(?<![\w.])\w+\.py\b", page.read_text(encoding="utf-8").replace("/", " ")))
 
 
-MOVED_JOBS = {"files": {"path_names", "processes"}, "tokens": {"cache_folders", "sources"}}  # module: where jobs went
+MOVED_JOBS = {  # module: where jobs went
+    "files": {"path_names", "processes"},
+    "tokens": {"cache_folders", "sources"},
+    "model": {"weight_checks", "weight_shapes", "model_skeleton", "inference_context"},
+}
 
 
 @pytest.mark.parametrize("module", sorted(MOVED_JOBS))
@@ -340,7 +344,9 @@ def test_how_it_works_names_each_module_and_the_modules_its_jobs_moved_to(page, 
     """files.py's path-name rule moved to path_names.py and its process identity to processes.py: the module
     list named processes.py alone, and neither files.py nor path_names.py, so a reader looking for the
     rule found no module. tokens.py's cache folders went to cache_folders.py, and what a user named and
-    whether files are a run's text to sources.py. Each docstring says where its jobs went; the page names them all."""
+    whether files are a run's text to sources.py. model.py, past the model, held the weights' value checks, the
+    sizes of a state of another model, the meta-device copy and the threads' shared inference context.
+    Each docstring says where its jobs went; the page names them all."""
     docstring = ast.get_docstring(ast.parse((REPO / "charlm" / f"{module}.py").read_text(encoding="utf-8")))
     pointed_to = {
         name for name in re.findall(r"\b(\w+)\.(?:py\b|\w)", docstring) if (REPO / "charlm" / f"{name}.py").exists()

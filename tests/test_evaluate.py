@@ -3,7 +3,7 @@ import math
 import torch
 
 import charlm
-from charlm.model import inference
+from charlm.inference_context import inference
 from charlm.scoring import bits_per_char
 
 from .conftest import make_model

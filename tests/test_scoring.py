@@ -20,8 +20,9 @@ from charlm.config import Config
 from charlm.corpus import iter_text, read_texts
 from charlm.errors import CharLMError
 from charlm.fields import typed
+from charlm.inference_context import inference
 from charlm.inspection.analysis import analyse
-from charlm.model import CharLM, ModelConfig, inference
+from charlm.model import CharLM, ModelConfig
 from charlm.pieces import PieceVocab, train_model
 from charlm.runtext import read_eval_also
 from charlm.scoring import text_bits

@@ -13,7 +13,7 @@ import torch
 from charlm import CharLM, ModelConfig
 from charlm.config import SampleConfig
 from charlm.decoding import RowSampler
-from charlm.model import inference
+from charlm.inference_context import inference
 from charlm.sampler import primed_for
 from charlm.serve.engine import Engine, Job
 from charlm.vocab import Vocab

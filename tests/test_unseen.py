@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from openai import OpenAI
 
-from charlm.model import inference
+from charlm.inference_context import inference
 from charlm.pieces import PieceVocab, train_model
 from charlm.scoring import bits_per_char, prompt_logprobs, surprise
 from charlm.serve.app import create_app

@@ -32,7 +32,8 @@ from ..decoding import bias_vector
 from ..errors import CharLMError
 from ..forms import Template
 from ..generation import healed_seed
-from ..model import CharLM, inference
+from ..inference_context import inference
+from ..model import CharLM
 from ..runs import corpus_of
 from ..threads import pin_this_thread
 from ..vocab import UNSEEN, Vocabulary

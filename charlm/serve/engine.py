@@ -29,7 +29,8 @@ from ..config import SampleConfig
 from ..constraints import Constrained
 from ..device import has_float64
 from ..generation import Batch, Healing, Row
-from ..model import CharLM, State, inference
+from ..inference_context import inference
+from ..model import CharLM, State
 from ..scoring import prompt_logprobs, top_logprobs
 from ..threads import pin_this_thread
 from .token_labels import token_bytes, token_label
@@ -233,7 +234,7 @@ class Engine:
         the caller's model its own mode back, and the process cuDNN's TF32 flag, so a model trained on
         in this process between requests keeps its dropout; nor entered each step, which costs a lock
         and a walk of the model every character. Contexts open at once (another server on the model,
-        generate in another thread) share the change: the last to close restores (`model.inference`)."""
+        generate in another thread) share the change: the last to close restores (`inference_context.inference`)."""
         pin_this_thread(1)
         while self.work_waits():
             with inference(self.model):
