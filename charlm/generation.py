@@ -5,7 +5,8 @@ drive a `Batch`: each step chooses every row's next id (`decoding.RowSampler`: t
 options, generator and recent characters), advances the model on all of them at once
 (`lstm_step.RowStepper`), and hands each row its text (`Row.take`: one length rule, one stop rule).
 Rows join with a primed state and may leave at any step boundary; what a driver does with the text
-(print it, collect it, publish it to HTTP streams) is the driver's business.
+(print it, collect it, publish it to HTTP streams) is the driver's business. The same loop for one
+sample, written out plainly in a few lines, is `reference_sampler.reference_sample`: read it first.
 """
 
 from __future__ import annotations
