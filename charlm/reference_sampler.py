@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 
 from .decoding import BELOW_ONE
-from .model import CharLM, inference
+from .inference_context import inference
+from .model import CharLM
 
 
 def reference_sample(
